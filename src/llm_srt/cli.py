@@ -1,0 +1,61 @@
+"""The one console script, `llm-srt VERB ...`. Each verb lives in its own module (imported only when used),
+which provides `add_arguments(parser)` and `main(args) -> int`."""
+
+import argparse
+import importlib
+import os
+import sys
+
+from .errors import LLMSRTError
+
+# verb -> (module, one-line help). tests/test_cli.py keeps this table and the parser in sync.
+VERBS: dict[str, tuple[str, str]] = {
+    "setup": ("llm_srt.embedded", "convert the embedded default models (Whisper base, Gemma-3-270M) once"),
+    "convert": ("llm_srt.model.convert", "convert models: whisper-ct2 | gguf | slam -> our folders"),
+    "prepare": ("llm_srt.data.prepare", "build manifests: fleurs | covost2 | commonvoice | mini"),
+    "score": ("llm_srt.evaluate.score", "corpus BLEU / chrF / WER / CER of a hypothesis file"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llm-srt", description="Many-to-many speech-to-text translation "
+                                     "with speech LLMs (LLM-SRT).")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    for verb, (module, help_text) in VERBS.items():
+        p = sub.add_parser(verb, help=help_text, description=help_text)
+        p.set_defaults(_module=module)
+        # Arguments are added lazily (see main) so `llm-srt --help` imports no heavy library.
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    parser = build_parser()
+    debug = "--debug" in argv
+    verb = next((a for a in argv if not a.startswith("-")), None)
+    if verb in VERBS:
+        # Rebuild the chosen verb's sub-parser with its real arguments.
+        module = importlib.import_module(VERBS[verb][0])
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        module.add_arguments(sub.choices[verb])
+    args = parser.parse_args(argv)
+    if args.verb is None:
+        parser.print_help()
+        return 0
+    try:
+        return int(module.main(args) or 0)
+    except LLMSRTError as e:
+        if debug:
+            raise
+        print(f"llm-srt {verb}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"llm-srt {verb}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""The instructions of paper Table 1 (minimal tags, no chat template) and the parser of SRT output.
+
+Every task turns (transcript, translation, src, tgt) into (input text, target text); the input text follows the
+speech embeddings. `parse_srt()` splits "transcript<|src|><|tgt|>translation" back into its parts and never raises.
+"""
+
+import re
+from dataclasses import dataclass
+from enum import Enum
+
+from . import languages
+
+PROMPT_FORMAT_VERSION = 1  # saved in checkpoints; bump when any template below changes
+
+
+class Task(str, Enum):
+    ASR = "asr"  # speech + <|src|> -> transcript
+    SMT = "smt"  # speech + transcript<|src|><|tgt|> -> translation (speech-aided MT)
+    SRT = "srt"  # speech + <|src|><|tgt|> -> transcript<|src|><|tgt|>translation
+    S2TT = "s2tt"  # speech + <|src|><|tgt|> -> translation (the paper's Baseline: direct instruction tuning)
+    MT = "mt"  # text only: transcript<|src|><|tgt|> -> translation (cascade, MT-vs-S2TT)
+
+    @property
+    def needs_speech(self) -> bool:
+        return self is not Task.MT
+
+    @property
+    def needs_translation(self) -> bool:
+        return self is not Task.ASR
+
+
+def tag(code: str) -> str:
+    return f"<|{code}|>"
+
+
+def build(task: Task | str, src: str, tgt: str | None = None, transcript: str = "",
+          translation: str = "") -> tuple[str, str]:
+    """(input text, target text) for one example of `task`. Codes are ISO 639-3 (checked)."""
+    task = Task(task)
+    languages.get(src)
+    if task is Task.ASR:
+        return tag(src), transcript.strip()
+    if tgt is None:
+        raise ValueError(f"task {task.value} needs a target language")
+    languages.get(tgt)
+    pair = tag(src) + tag(tgt)
+    if task is Task.SMT or task is Task.MT:
+        return transcript.strip() + pair, translation.strip()
+    if task is Task.SRT:
+        return pair, srt_target(transcript, translation, src, tgt)
+    return pair, translation.strip()  # S2TT
+
+
+def srt_target(transcript: str, translation: str, src: str, tgt: str) -> str:
+    """'Will it rain tomorrow?<|eng|><|deu|>Regnet es morgen?' (paper Table 1)."""
+    return f"{transcript.strip()}{tag(src)}{tag(tgt)}{translation.strip()}"
+
+
+@dataclass(frozen=True)
+class SRTOutput:
+    transcript: str
+    translation: str
+    src: str | None  # the language tags found in the output, if any
+    tgt: str | None
+    well_formed: bool  # exactly "transcript<|a|><|b|>translation" with both parts non-empty
+
+
+_TAG = re.compile(r"<\|([a-z]{2,3}(?:[-_][A-Za-z]+)?)\|>")
+_SPECIAL = re.compile(r"<\|[^|<>]{0,20}\|>|<(?:eos|bos|pad|end_of_turn|start_of_turn)>|</s>")
+
+
+def parse_srt(text: str) -> SRTOutput:
+    """Split an SRT output into transcript and translation. Never raises.
+
+    The first run of language tags separates the parts; tags after it and special tokens are dropped, and a
+    translation that repeats the tag pair (a looping model) is cut at the repeat.
+    """
+    text = text if isinstance(text, str) else str(text)
+    matches = list(_TAG.finditer(text))
+    if not matches:
+        return SRTOutput(_clean(text), "", None, None, False)
+    first = matches[0]
+    run = [first]
+    for m in matches[1:]:
+        if m.start() == run[-1].end() or not text[run[-1].end():m.start()].strip():
+            run.append(m)
+        else:
+            break
+    transcript = _clean(text[:first.start()])
+    rest = text[run[-1].end():]
+    nxt = _TAG.search(rest)
+    translation = _clean(rest[:nxt.start()] if nxt else rest)
+    codes = [m.group(1) for m in run]
+    src = codes[0]
+    tgt = codes[1] if len(codes) > 1 else None
+    well_formed = len(codes) == 2 and bool(transcript) and bool(translation) and nxt is None
+    return SRTOutput(transcript, translation, src, tgt, well_formed)
+
+
+def _clean(text: str) -> str:
+    return " ".join(_SPECIAL.sub(" ", text).split())
