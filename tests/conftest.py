@@ -1,0 +1,41 @@
+"""Shared fixtures. Every audio example is generated here (espeak-ng or numpy); nothing is downloaded."""
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def espeak(text: str, voice: str = "en-us", speed: int = 160, pitch: int = 50) -> np.ndarray:
+    """Speak `text` with espeak-ng; 16 kHz mono float32."""
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (make setup installs it)")
+    from llm_srt.audio import load_audio
+
+    wav = subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "--stdout", text],
+                         check=True, capture_output=True).stdout
+    return load_audio(wav, name=f"espeak:{text[:20]}")
+
+
+@pytest.fixture(scope="session")
+def speak():
+    return espeak
+
+
+@pytest.fixture(scope="session")
+def embedded():
+    """Paths of the converted embedded models (runs `llm-srt setup` once; a no-op when already done)."""
+    from llm_srt.embedded import ensure_embedded
+
+    return ensure_embedded()
+
+
+@pytest.fixture
+def tmp(tmp_path: Path) -> Path:
+    return tmp_path
