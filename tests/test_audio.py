@@ -1,0 +1,59 @@
+import numpy as np
+import pytest
+import soundfile as sf
+
+from llm_srt.audio import SAMPLE_RATE, load_audio
+from llm_srt.errors import AudioError
+
+
+def _tone(sr, seconds=1.0, channels=1):
+    t = np.arange(int(sr * seconds)) / sr
+    x = 0.3 * np.sin(2 * np.pi * 440 * t).astype(np.float32)
+    return np.stack([x] * channels, axis=1) if channels > 1 else x
+
+
+@pytest.mark.parametrize("sr", [8000, 16000, 44100, 48000])
+@pytest.mark.parametrize("channels", [1, 2, 6])
+def test_any_rate_and_channels(tmp_path, sr, channels):
+    path = tmp_path / "a.wav"
+    sf.write(path, _tone(sr, channels=channels), sr)
+    out = load_audio(path)
+    assert out.dtype == np.float32 and out.ndim == 1
+    assert abs(out.size - SAMPLE_RATE) <= 2
+    # the 440 Hz tone survives resampling: its spectral peak stays at 440 Hz
+    peak = np.argmax(np.abs(np.fft.rfft(out))) * SAMPLE_RATE / out.size
+    assert abs(peak - 440) < 3
+
+
+@pytest.mark.parametrize("fmt,subtype", [("WAV", "PCM_24"), ("WAV", "FLOAT"), ("FLAC", "PCM_16"),
+                                         ("OGG", "VORBIS"), ("MP3", "MPEG_LAYER_III")])
+def test_formats(tmp_path, fmt, subtype):
+    path = tmp_path / f"a.{fmt.lower()}"
+    sf.write(path, _tone(16000), 16000, format=fmt, subtype=subtype)
+    out = load_audio(path)
+    assert out.size > 15000 and np.abs(out).max() > 0.1
+
+
+def test_errors_are_one_line_and_name_the_file(tmp_path):
+    cases = {}
+    cases["missing.wav"] = None
+    (tmp_path / "empty.wav").write_bytes(b"")
+    (tmp_path / "junk.wav").write_bytes(np.random.default_rng(0).bytes(4000))
+    (tmp_path / "text.wav").write_text("hello, I am not audio\n")
+    (tmp_path / "adir").mkdir()
+    for name in ["missing.wav", "empty.wav", "junk.wav", "text.wav", "adir"]:
+        with pytest.raises(AudioError) as e:
+            load_audio(tmp_path / name)
+        msg = str(e.value)
+        assert name in msg and "\n" not in msg
+
+
+def test_nan_and_empty_arrays_rejected():
+    with pytest.raises(AudioError, match="NaN"):
+        load_audio(np.array([0.0, np.nan], dtype=np.float32))
+    with pytest.raises(AudioError, match="empty"):
+        load_audio(np.zeros(0, dtype=np.float32))
+
+
+def test_one_sample_is_padded_not_rejected():
+    assert load_audio(np.zeros(1, dtype=np.float32)).size >= 160

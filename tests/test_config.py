@@ -1,0 +1,51 @@
+from dataclasses import dataclass, field
+
+import pytest
+
+from llm_srt import config
+from llm_srt.errors import ConfigError
+
+
+@dataclass
+class Optim:
+    lr: float = 1e-4
+    warmup_steps: int = 10
+
+
+@dataclass
+class Cfg:
+    name: str = "x"
+    optim: Optim = field(default_factory=Optim)
+    trainable: list[str] = field(default_factory=lambda: ["adapter"])
+    mix: dict[str, float] = field(default_factory=dict)
+    init_from: str | None = None
+
+
+def test_yaml_and_overrides(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("name: asr\noptim:\n  lr: 1e-4\n")
+    cfg = config.load(Cfg, p, ["optim.warmup_steps=5", "trainable=[adapter, lora]", "mix.srt=0.8"])
+    assert cfg.optim.lr == 1e-4 and cfg.optim.warmup_steps == 5
+    assert cfg.trainable == ["adapter", "lora"] and cfg.mix == {"srt": 0.8}
+    assert config.from_dict(Cfg, config.to_dict(cfg)) == cfg
+
+
+@pytest.mark.parametrize("text,override,message", [
+    ("nmae: x\n", None, r"c.yaml: unknown key 'nmae'"),
+    ("optim:\n  lrr: 1\n", None, r"unknown key 'optim.lrr'"),
+    ("optim:\n  warmup_steps: ten\n", None, r"optim.warmup_steps must be int"),
+    ("trainable: adapter\n", None, r"trainable must be a list"),
+    ("name: [unclosed\n", None, r"c.yaml:\d+: not valid YAML"),
+    ("", "optim.lr", r"write overrides as key=value"),
+    ("", "optim.lr=fast", r"optim.lr must be float"),
+])
+def test_errors_name_file_and_key(tmp_path, text, override, message):
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        config.load(Cfg, p, [override] if override else None)
+
+
+def test_missing_file():
+    with pytest.raises(ConfigError, match="no such config file"):
+        config.load(Cfg, "does/not/exist.yaml")

@@ -1,0 +1,39 @@
+import pytest
+
+from llm_srt import languages
+from llm_srt.errors import LLMSRTError
+
+
+def test_table10_languages():
+    assert len(languages.LANGUAGES) == 15
+    assert {l.code for l in languages.LANGUAGES.values()} == {
+        "deu", "eng", "fra", "ind", "ita", "jpn", "kor", "nld", "por", "rus", "spa", "tha", "vie", "yue", "zho"}
+
+
+def test_bleu_tokenizer_follows_table2():
+    char = {c for c, l in languages.LANGUAGES.items() if l.bleu_tokenize == "char"}
+    assert char == {"jpn", "kor", "tha", "yue", "zho"}
+    assert all(l.bleu_tokenize == "13a" for c, l in languages.LANGUAGES.items() if c not in char)
+
+
+def test_paper_6x12_setting():
+    assert len(languages.SOURCES_6X12) == 6 and len(languages.TARGETS_6X12) == 13  # 12 targets + eng
+    assert set(languages.SOURCES_6X12) <= set(languages.LANGUAGES)
+    assert set(languages.TARGETS_6X12) <= set(languages.LANGUAGES)
+
+
+def test_yue_falls_back_to_zh_when_whisper_lacks_the_token():
+    assert languages.whisper_language("yue", {"<|zh|>", "<|en|>"}) == "zh"
+    assert languages.whisper_language("yue", {"<|zh|>", "<|yue|>"}) == "yue"
+
+
+def test_parse_list_and_errors():
+    assert languages.parse_list("eng, deu") == ["eng", "deu"]
+    assert len(languages.parse_list("all")) == 15
+    with pytest.raises(LLMSRTError, match="unknown language code 'en'.*ISO 639-3"):
+        languages.parse_list("en,deu")
+
+
+def test_locale_maps_are_one_to_one():
+    assert len(languages.by_fleurs_locale()) == 15
+    assert len(languages.by_commonvoice_locale()) == 15

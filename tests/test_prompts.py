@@ -1,0 +1,63 @@
+import pytest
+from hypothesis import given, strategies as st
+
+from llm_srt import prompts
+from llm_srt.errors import LLMSRTError
+from llm_srt.prompts import Task, build, parse_srt, srt_target
+
+
+def test_table1_exact():
+    # Paper Table 1, character for character.
+    assert build(Task.ASR, "eng", transcript="Will it rain tomorrow?") == ("<|eng|>", "Will it rain tomorrow?")
+    assert build(Task.SMT, "eng", "deu", "Will it rain tomorrow?", "Regnet es morgen?") == (
+        "Will it rain tomorrow?<|eng|><|deu|>", "Regnet es morgen?")
+    assert build(Task.SRT, "eng", "deu", "Will it rain tomorrow?", "Regnet es morgen?") == (
+        "<|eng|><|deu|>", "Will it rain tomorrow?<|eng|><|deu|>Regnet es morgen?")
+    assert build(Task.S2TT, "eng", "deu", "Will it rain tomorrow?", "Regnet es morgen?") == (
+        "<|eng|><|deu|>", "Regnet es morgen?")
+
+
+def test_unknown_language_is_a_user_error():
+    with pytest.raises(LLMSRTError, match="unknown language code 'xx'"):
+        build(Task.SRT, "eng", "xx", "a", "b")
+
+
+def test_parse_well_formed():
+    out = parse_srt("Will it rain tomorrow?<|eng|><|deu|>Regnet es morgen?")
+    assert (out.transcript, out.translation, out.src, out.tgt, out.well_formed) == (
+        "Will it rain tomorrow?", "Regnet es morgen?", "eng", "deu", True)
+
+
+@pytest.mark.parametrize("text,transcript,translation,well_formed", [
+    ("no tags at all", "no tags at all", "", False),
+    ("", "", "", False),
+    ("<|eng|><|deu|>only translation", "", "only translation", False),
+    ("only transcript<|eng|><|deu|>", "only transcript", "", False),
+    ("one tag<|deu|>Hallo", "one tag", "Hallo", False),
+    ("a<|eng|><|deu|>b<|eng|><|deu|>b<|eng|><|deu|>", "a", "b", False),  # looping output is cut
+    ("a<|eng|> <|deu|> b<eos>", "a", "b", True),
+    ("a<|eng|><|eng|><|deu|>b", "a", "b", False),  # duplicated tag
+    ("<|", "<|", "", False),
+])
+def test_parse_robust(text, transcript, translation, well_formed):
+    out = parse_srt(text)
+    assert (out.transcript, out.translation, out.well_formed) == (transcript, translation, well_formed)
+
+
+_words = st.text(alphabet=st.characters(blacklist_characters="<|>", blacklist_categories=("Cs", "Cc", "Zs", "Zl",
+                                        "Zp")), min_size=1, max_size=12)
+_sentence = st.lists(_words, min_size=1, max_size=6).map(" ".join)
+_code = st.sampled_from(sorted(prompts.languages.LANGUAGES))
+
+
+@given(_sentence, _sentence, _code, _code)
+def test_parse_round_trips(transcript, translation, src, tgt):
+    out = parse_srt(srt_target(transcript, translation, src, tgt))
+    assert out.transcript == transcript and out.translation == translation
+    assert (out.src, out.tgt, out.well_formed) == (src, tgt, True)
+
+
+@given(st.text(max_size=200))
+def test_parse_never_raises(text):
+    out = parse_srt(text)
+    assert isinstance(out.transcript, str) and isinstance(out.translation, str)
