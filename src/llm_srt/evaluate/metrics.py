@@ -1,0 +1,148 @@
+"""The paper's metrics (Table 2, following SeamlessM4T-v2), corpus level.
+
+- BLEU: SacreBLEU, tokenizer chosen by the target language (`tok:char` for jpn kor tha yue zho, else `tok:13a`).
+- chrF: SacreBLEU's chrF2 (character 6-grams, no word n-grams).
+- WER / CER: jiwer after Whisper's text normalization (EnglishTextNormalizer for English, BasicTextNormalizer
+  otherwise); for CER the spaces are removed after normalization. Which of the two a language uses comes from the
+  language registry (`Language.asr_metric`).
+
+Choices (documented so scores can be compared):
+- A reference that normalizes to the empty string is skipped in WER/CER (its hypothesis too), as Whisper's and
+  SeamlessM4T's evaluation scripts do; `Score.skipped` counts them. BLEU/chrF keep every line.
+- Thai uses BasicTextNormalizer(preserve_marks=True): Whisper's default drops every Unicode mark, which deletes
+  Thai vowel signs and tone marks and would make CER count only consonants.
+- Scores are on a 0-100 scale (WER 12.3 means 12.3 %).
+"""
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cache
+from importlib.metadata import version
+
+import jiwer
+from sacrebleu.metrics import BLEU, CHRF
+from whisper_normalizer.basic import BasicTextNormalizer
+from whisper_normalizer.english import EnglishTextNormalizer
+
+from .. import languages
+from ..errors import LLMSRTError
+
+HIGHER_IS_BETTER = {"bleu": True, "chrf": True, "wer": False, "cer": False}
+
+
+@dataclass(frozen=True)
+class Score:
+    metric: str  # "bleu" | "chrf" | "wer" | "cer"
+    score: float  # corpus score on a 0-100 scale
+    signature: str  # how it was computed (SacreBLEU's signature; normalizer and unit for WER/CER)
+    n: int  # number of segments scored
+    skipped: int = 0  # segments left out (WER/CER: reference empty after normalization)
+
+    def format(self, decimals: int = 2) -> str:
+        """'BLEU = 36.90  nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0'"""
+        return f"{self.metric.upper()} = {self.score:.{decimals}f}  {self.signature}"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Normalization (Whisper's normalizers; one registry entry per language that needs a non-default one)
+
+NORMALIZERS: dict[str, tuple[str, Callable[[], Callable[[str], str]]]] = {
+    "eng": ("whisper-english", EnglishTextNormalizer),
+    "tha": ("whisper-basic-marks", lambda: BasicTextNormalizer(preserve_marks=True)),
+}
+DEFAULT_NORMALIZER = ("whisper-basic", BasicTextNormalizer)
+
+
+@cache
+def _normalizer(lang: str) -> tuple[str, Callable[[str], str]]:
+    languages.get(lang)  # a clear error for an unknown code
+    name, make = NORMALIZERS.get(lang, DEFAULT_NORMALIZER)
+    return name, make()
+
+
+def normalize(text: str, lang: str, unit: str = "word") -> str:
+    """Whisper's normalization of `text` in language `lang`; for unit='char' the spaces are removed too."""
+    out = " ".join(_normalizer(lang)[1](text).split())
+    return out.replace(" ", "") if unit == "char" else out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The metrics. Each takes (hypotheses, references, language) and returns a Score.
+
+
+def bleu(hyps: Sequence[str], refs: Sequence[str], tgt_lang: str) -> Score:
+    """Corpus BLEU with the target language's SacreBLEU tokenizer."""
+    _check(hyps, refs, "bleu")
+    metric = BLEU(tokenize=languages.get(tgt_lang).bleu_tokenize)
+    result = metric.corpus_score(list(hyps), [list(refs)])
+    return Score("bleu", float(result.score), str(metric.get_signature()), len(hyps))
+
+
+def chrf(hyps: Sequence[str], refs: Sequence[str], tgt_lang: str | None = None) -> Score:
+    """Corpus chrF2 (language-independent; `tgt_lang` is accepted for a uniform signature)."""
+    _check(hyps, refs, "chrf")
+    if tgt_lang is not None:
+        languages.get(tgt_lang)
+    metric = CHRF()
+    result = metric.corpus_score(list(hyps), [list(refs)])
+    return Score("chrf", float(result.score), str(metric.get_signature()), len(hyps))
+
+
+def wer(hyps: Sequence[str], refs: Sequence[str], lang: str) -> Score:
+    """Corpus word error rate (%) after Whisper normalization."""
+    return _error_rate(hyps, refs, lang, "word")
+
+
+def cer(hyps: Sequence[str], refs: Sequence[str], lang: str) -> Score:
+    """Corpus character error rate (%) after Whisper normalization, spaces removed."""
+    return _error_rate(hyps, refs, lang, "char")
+
+
+def asr_error_rate(hyps: Sequence[str], refs: Sequence[str], lang: str) -> Score:
+    """WER or CER, whichever the registry says `lang` is scored with (paper Table 2)."""
+    return METRICS[languages.get(lang).asr_metric](hyps, refs, lang)
+
+
+METRICS: dict[str, Callable[[Sequence[str], Sequence[str], str], Score]] = {
+    "bleu": bleu,
+    "chrf": chrf,
+    "wer": wer,
+    "cer": cer,
+}
+
+
+def compute(metric: str, hyps: Sequence[str], refs: Sequence[str], lang: str) -> Score:
+    """Any metric by name ('bleu', 'chrf', 'wer', 'cer')."""
+    if metric not in METRICS:
+        raise LLMSRTError(f"unknown metric {metric!r}: use one of {', '.join(METRICS)}")
+    return METRICS[metric](hyps, refs, lang)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _error_rate(hyps: Sequence[str], refs: Sequence[str], lang: str, unit: str) -> Score:
+    metric = "wer" if unit == "word" else "cer"
+    _check(hyps, refs, metric)
+    pairs = [(normalize(h, lang, unit), normalize(r, lang, unit)) for h, r in zip(hyps, refs)]
+    kept = [(h, r) for h, r in pairs if r]
+    if not kept:
+        raise LLMSRTError(f"{metric.upper()}: all {len(refs)} references are empty after normalization; "
+                          "check that the reference file holds transcripts")
+    h, r = zip(*kept)
+    # jiwer's character measure (process_characters) counts spaces as characters; with them removed above,
+    # CER is over the normalized characters only.
+    out = jiwer.process_words(list(r), list(h)) if unit == "word" else jiwer.process_characters(list(r), list(h))
+    rate = out.wer if unit == "word" else out.cer
+    signature = f"norm:{_normalizer(lang)[0]}|unit:{unit}|lang:{lang}|jiwer:{version('jiwer')}"
+    return Score(metric, 100.0 * float(rate), signature, len(kept), skipped=len(pairs) - len(kept))
+
+
+def _check(hyps: Sequence[str], refs: Sequence[str], metric: str) -> None:
+    if isinstance(hyps, str) or isinstance(refs, str):
+        raise LLMSRTError(f"{metric.upper()}: pass lists of sentences, not a single string")
+    if len(hyps) == 0:
+        raise LLMSRTError(f"{metric.upper()}: there are no hypotheses to score (empty list)")
+    if len(hyps) != len(refs):
+        raise LLMSRTError(f"{metric.upper()}: {len(hyps)} hypotheses but {len(refs)} references; "
+                          "they must pair up line by line")

@@ -1,0 +1,35 @@
+import argparse
+import importlib
+import subprocess
+import sys
+
+import pytest
+
+from llm_srt import cli
+
+
+def test_verb_table_matches_parser():
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert list(sub.choices) == list(cli.VERBS)
+
+
+@pytest.mark.parametrize("verb", list(cli.VERBS))
+def test_every_verb_module_has_its_entry_points(verb):
+    module = importlib.import_module(cli.VERBS[verb][0])
+    assert callable(module.add_arguments) and callable(module.main)
+    parser = argparse.ArgumentParser()
+    module.add_arguments(parser)  # must not raise
+
+
+def test_help_lists_the_verbs():
+    out = subprocess.run([sys.executable, "-m", "llm_srt.cli", "--help"], capture_output=True, text=True, check=True)
+    for verb in cli.VERBS:
+        assert verb in out.stdout
+
+
+def test_user_error_is_one_line_without_traceback(capsys, tmp_path):
+    rc = cli.main(["score", "--hyp", str(tmp_path / "nope.txt"), "--ref", str(tmp_path / "nope.txt"),
+                   "--tgt-lang", "deu"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith("llm-srt score: error:") and "\n" not in err and "Traceback" not in err

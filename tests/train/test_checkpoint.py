@@ -1,0 +1,63 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from llm_srt.errors import LLMSRTError
+from llm_srt.train import checkpoint
+
+
+def _save_model(weights):
+    def save(folder):
+        folder.mkdir(parents=True)
+        torch.save(weights, folder / "adapter.pt")
+        (folder / "config.json").write_text("{}")
+    return save
+
+
+def test_keep_last_and_best(tmp_path):
+    losses = {1: 3.0, 2: 1.0, 3: 2.0, 4: 2.5, 5: 2.4}
+    for step, loss in losses.items():
+        checkpoint.save(tmp_path, step, _save_model({"w": torch.full((3,), float(step))}), {"step": step},
+                        keep_last=2, dev_loss=loss)
+    on_disk = sorted(p.name for p in (tmp_path / "checkpoints").glob("step-*"))
+    assert on_disk == ["step-00000002", "step-00000004", "step-00000005"]  # best (2) + last two
+    index = json.loads((tmp_path / "checkpoints" / "index.json").read_text())
+    assert index["best_step"] == 2 and index["best_loss"] == 1.0
+    assert checkpoint.latest(tmp_path).step == 5
+
+
+def test_truncated_checkpoint_falls_back_with_a_message(tmp_path):
+    for step in (1, 2):
+        checkpoint.save(tmp_path, step, _save_model({"w": torch.randn(1000)}), {"step": step}, keep_last=3)
+    newest = tmp_path / "checkpoints" / "step-00000002" / "adapter.pt"
+    newest.write_bytes(newest.read_bytes()[:100])
+    messages = []
+    info = checkpoint.latest(tmp_path, log=messages.append)
+    assert info.step == 1
+    assert "damaged" in messages[0] and "truncated" in messages[0]
+
+
+def test_leftover_tmp_from_a_crash_is_ignored(tmp_path):
+    checkpoint.save(tmp_path, 1, _save_model({"w": torch.zeros(2)}), {"step": 1})
+    (tmp_path / "checkpoints" / ".tmp-step-00000002-99").mkdir()
+    assert checkpoint.latest(tmp_path).step == 1
+    assert not list((tmp_path / "checkpoints").glob(".tmp-*"))
+
+
+def test_rng_state_round_trip():
+    state = checkpoint.rng_state()
+    a = (torch.rand(3), np.random.rand(3))
+    checkpoint.set_rng_state(state)
+    b = (torch.rand(3), np.random.rand(3))
+    assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
+def test_unwritable_output_is_detected_before_training(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(LLMSRTError, match="not writable"):
+        checkpoint.check_writable(blocker / "run")
+    with pytest.raises(LLMSRTError, match="MiB free"):
+        checkpoint.check_writable(tmp_path / "run", need_bytes=1 << 60)
