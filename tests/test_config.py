@@ -49,3 +49,13 @@ def test_errors_name_file_and_key(tmp_path, text, override, message):
 def test_missing_file():
     with pytest.raises(ConfigError, match="no such config file"):
         config.load(Cfg, "does/not/exist.yaml")
+
+
+def test_environment_variables_expand_and_missing_ones_are_named(tmp_path, monkeypatch):
+    p = tmp_path / "c.yaml"
+    p.write_text("name: ${MY_MODEL}/x\n")
+    monkeypatch.setenv("MY_MODEL", "/models/qwen")
+    assert config.load(Cfg, p).name == "/models/qwen/x"
+    monkeypatch.delenv("MY_MODEL")
+    with pytest.raises(ConfigError, match=r"name uses \$\{MY_MODEL\} but that environment variable is not set"):
+        config.load(Cfg, p)

@@ -5,6 +5,8 @@ that name the file and the dotted key.
 """
 
 import dataclasses
+import os
+import re
 import types
 import typing
 from pathlib import Path
@@ -110,9 +112,24 @@ def _coerce(tp: Any, value: Any, where: str, key: str) -> Any:
             return float(value)  # YAML 1.1 reads "1e-4" as a string
         except ValueError:
             pass
+    if tp is str and isinstance(value, str) and "${" in value:
+        value = _expand(value, where, key)
     if isinstance(tp, type) and not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
         raise ConfigError(f"{where}: {key} must be {tp.__name__}, got {value!r}")
     return value
+
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _expand(value: str, where: str, key: str) -> str:
+    """Replace ${NAME} by the environment variable NAME (model folders differ per machine)."""
+    def sub(m: re.Match) -> str:
+        if m.group(1) not in os.environ:
+            raise ConfigError(f"{where}: {key} uses ${{{m.group(1)}}} but that environment variable is not set; "
+                              f"export {m.group(1)}=/path/to/the/folder or override {key}=...")
+        return os.environ[m.group(1)]
+    return _VAR.sub(sub, value)
 
 
 def _set_dotted(data: dict, key: str, value: Any) -> None:
