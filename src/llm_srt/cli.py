@@ -13,6 +13,10 @@ VERBS: dict[str, tuple[str, str]] = {
     "setup": ("llm_srt.embedded", "convert the embedded default models (Whisper base, Gemma-3-270M) once"),
     "convert": ("llm_srt.model.convert", "convert models: whisper-ct2 | gguf | slam -> our folders"),
     "prepare": ("llm_srt.data.prepare", "build manifests: fleurs | covost2 | commonvoice | mini"),
+    "train": ("llm_srt.train.recipe", "train one stage from a YAML config (key=value overrides)"),
+    "curriculum": ("llm_srt.train.curriculum", "run ASR -> SMT -> SRT, each stage from the last (resumable)"),
+    "translate": ("llm_srt.infer", "translate / transcribe audio files (srt, s2tt, asr, smt)"),
+    "evaluate": ("llm_srt.evaluate.run", "run a model over a test manifest: BLEU matrix, WER/CER, report"),
     "score": ("llm_srt.evaluate.score", "corpus BLEU / chrF / WER / CER of a hypothesis file"),
 }
 
