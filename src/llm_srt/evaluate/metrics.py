@@ -28,6 +28,7 @@ from .. import languages
 from ..errors import LLMSRTError
 
 HIGHER_IS_BETTER = {"bleu": True, "chrf": True, "wer": False, "cer": False}
+DISPLAY_NAMES = {"bleu": "BLEU", "chrf": "chrF2", "wer": "WER", "cer": "CER"}  # as SacreBLEU prints them
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ class Score:
 
     def format(self, decimals: int = 2) -> str:
         """'BLEU = 36.90  nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0'"""
-        return f"{self.metric.upper()} = {self.score:.{decimals}f}  {self.signature}"
+        return f"{DISPLAY_NAMES[self.metric]} = {self.score:.{decimals}f}  {self.signature}"
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -155,7 +155,7 @@ def lr_lambda(optim: OptimSection, max_steps: int):
 
 def train(cfg: TrainConfig, log=print) -> Path:
     """Run (or resume) one training stage; returns the final model folder."""
-    from ..data.loader import TrainingData  # heavy imports after config validation
+    from .data import TrainingData  # heavy imports after config validation
     from ..model.speech_llm import SpeechLLM, SpeechLLMConfig
     from ..model.llm import LoraOptions
 

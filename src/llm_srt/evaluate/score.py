@@ -1,0 +1,56 @@
+"""`llm-srt score`: corpus BLEU / chrF / WER / CER of a hypothesis file against a reference file, line by line.
+
+    llm-srt score --hyp hyp.deu.txt --ref ref.deu.txt --tgt-lang deu
+    BLEU = 36.90  nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+from ..errors import LLMSRTError
+from . import metrics
+
+DECIMALS = 2  # SacreBLEU's own width for the printed score
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--hyp", required=True, type=Path, help="system output, one sentence per line (UTF-8)")
+    parser.add_argument("--ref", required=True, type=Path, help="references, one sentence per line (UTF-8)")
+    parser.add_argument("--tgt-lang", required=True,
+                        help="ISO 639-3 code of the texts' language (picks the BLEU tokenizer and the "
+                             "WER/CER normalizer)")
+    parser.add_argument("--metric", choices=list(metrics.METRICS), default="bleu",
+                        help="metric to compute (default: bleu)")
+    parser.add_argument("--json", action="store_true", help='print {"metric", "score", "signature", "n"} as JSON')
+
+
+def main(args: argparse.Namespace) -> int:
+    hyps, refs = read_lines(args.hyp), read_lines(args.ref)
+    if not hyps:
+        raise LLMSRTError(f"{args.hyp} is empty: there is nothing to score")
+    if len(hyps) != len(refs):
+        raise LLMSRTError(f"{args.hyp} has {len(hyps)} lines but {args.ref} has {len(refs)}; "
+                          "hypotheses and references must pair up line by line")
+    score = metrics.compute(args.metric, hyps, refs, args.tgt_lang)
+    if args.json:
+        print(json.dumps({"metric": score.metric, "score": round(score.score, DECIMALS),
+                          "signature": score.signature, "n": score.n}, ensure_ascii=False))
+    else:
+        print(score.format(DECIMALS))
+    return 0
+
+
+def read_lines(path: Path) -> list[str]:
+    """The lines of a UTF-8 text file, without line endings (a final newline does not make an extra line)."""
+    if not path.is_file():
+        raise LLMSRTError(f"{path}: no such file" if not path.exists() else f"{path}: is not a file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise LLMSRTError(f"{path}: not valid UTF-8 (byte {e.start}); re-save the file as UTF-8") from None
+    # split on "\n" only: str.splitlines() would also split inside a sentence at U+2028, U+0085 and the like.
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines

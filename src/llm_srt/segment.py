@@ -1,0 +1,222 @@
+"""Long-audio segmentation: cut a long recording into pieces of speech no longer than the model's window.
+
+An energy voice-activity detector (numpy only, no model to download):
+1. frame RMS in dB (25 ms frames, 10 ms hop), relative to the clip's own level (its 95th-percentile frame);
+2. hysteresis: a run of frames above the low threshold is speech if it reaches the high threshold somewhere;
+3. quiet gaps shorter than `min_silence` are bridged (pauses inside a phrase), so what is left between speech
+   regions are the pauses where a cut may fall;
+4. every pause of at least `split_silence` ends a segment; a stretch still longer than `max_seconds` is split at
+   its longest (then quietest) pause, recursively; a stretch with no pause at all is cut at its quietest frame;
+5. leading/trailing silence is dropped, and segments shorter than `min_seconds` are merged into a neighbour
+   when the result still fits.
+"""
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from .audio import SAMPLE_RATE
+from .errors import AudioError
+
+FRAME_SECONDS = 0.025  # analysis window (Whisper's log-mel window is 25 ms too)
+HOP_SECONDS = 0.010  # analysis hop: the time resolution of every boundary
+LEVEL_PERCENTILE = 95  # the clip's level: loud speech frames, robust to a few clicks
+FLOOR_PERCENTILE = 10  # the noise floor: the quietest frames (pauses, if the clip has any)
+SILENCE_DB = -70.0  # absolute dBFS below which a frame is never speech (digital silence, dither)
+CHUNK_FRAMES = 60_000  # frames per chunk when computing levels (10 minutes of audio)
+SMOOTH_FRAMES = 5  # 50 ms moving average when looking for the quietest frame of a forced cut
+_EPS = 1e-10
+
+
+@dataclass(frozen=True)
+class Segment:
+    start: float  # seconds from the start of the clip
+    end: float  # seconds; end > start
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+    def slice(self, samples: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
+        """This segment's samples, shape (round(duration * sr),)."""
+        return samples[int(round(self.start * sr)):int(round(self.end * sr))]
+
+
+@dataclass(frozen=True)
+class SegmentOptions:
+    max_seconds: float = 30.0  # no segment is longer than this (Whisper's window)
+    min_silence: float = 0.3  # a quiet stretch at least this long is a pause (a place a cut may fall)
+    split_silence: float = 2.0  # a pause at least this long always ends a segment
+    min_seconds: float = 1.0  # shorter segments are merged into a neighbour when the result fits
+    min_speech: float = 0.08  # louder runs shorter than this are clicks, not speech
+    threshold_db: float = -35.0  # high threshold: a frame this far below the clip's level starts speech
+    hysteresis_db: float = 10.0  # low threshold = high - this: speech continues until the level falls below it
+    floor_margin_db: float = 6.0  # both thresholds stay at least this far above the noise floor (noisy clips)
+    pad: float = 0.05  # seconds kept before and after each segment's speech (soft onsets, decays)
+
+
+def segment(samples: np.ndarray, sr: int = SAMPLE_RATE, max_seconds: float | None = None,
+            min_silence: float | None = None, options: SegmentOptions | None = None) -> list[Segment]:
+    """Speech segments of `samples` (shape (N,), float in [-1, 1]), each at most `max_seconds` long, in order.
+
+    `max_seconds` (default 30.0) and `min_silence` (default 0.3), when given, override the same fields of
+    `options`. Returns [] for a silent clip.
+    """
+    opts = options or SegmentOptions()
+    overrides = {"max_seconds": max_seconds, "min_silence": min_silence}
+    opts = replace(opts, **{k: v for k, v in overrides.items() if v is not None})
+    samples = np.asarray(samples)
+    if samples.ndim != 1:
+        raise AudioError(f"segment(): expected mono samples of shape (N,), got shape {samples.shape}")
+    if opts.max_seconds <= 2 * opts.pad + 10 * HOP_SECONDS:
+        raise AudioError(f"segment(): max_seconds={opts.max_seconds} is too short; use at least 1 second")
+    if samples.size == 0:
+        return []
+    win, hop = (n / sr for n in _frame_samples(sr))  # seconds, exact for this rate
+    db = frame_db(samples, sr)
+    regions = _speech_regions(db, opts, hop)
+    if not regions:
+        return []
+    max_frames = int((opts.max_seconds - 2 * opts.pad) / hop)
+    groups = _split_at(regions, int(round(opts.split_silence / hop)))
+    spans: list[tuple[int, int]] = []
+    for group in groups:
+        spans += _fit(group, db, max_frames)
+    spans = _merge_short(spans, int(round(opts.min_seconds / hop)), int(round(opts.split_silence / hop)),
+                         max_frames)
+    return _to_seconds(spans, samples.size / sr, opts.pad, win, hop)
+
+
+def frame_db(samples: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """RMS level of each frame in dBFS, shape (F,): frame i covers samples [i*hop, i*hop + win)."""
+    win, hop = _frame_samples(sr)
+    n_frames = max(1, int(np.ceil(max(samples.size - win, 0) / hop)) + 1)
+    x = np.pad(samples, (0, (n_frames - 1) * hop + win - samples.size))
+    power = np.empty(n_frames)
+    # Frame energies from a cumulative sum, chunk by chunk: O(N) time, bounded memory for hours of audio.
+    for f0 in range(0, n_frames, CHUNK_FRAMES):
+        f1 = min(f0 + CHUNK_FRAMES, n_frames)
+        chunk = x[f0 * hop:(f1 - 1) * hop + win].astype(np.float64)
+        cs = np.concatenate([[0.0], np.cumsum(chunk * chunk)])
+        starts = np.arange(f1 - f0) * hop
+        power[f0:f1] = np.maximum(cs[starts + win] - cs[starts], 0.0) / win
+    return 10.0 * np.log10(power + _EPS)
+
+
+def _frame_samples(sr: int) -> tuple[int, int]:
+    """(window, hop) in samples at rate `sr`."""
+    return int(round(FRAME_SECONDS * sr)), int(round(HOP_SECONDS * sr))
+
+
+def _speech_regions(db: np.ndarray, opts: SegmentOptions, hop: float) -> list[tuple[int, int]]:
+    """Speech as frame ranges [a, b), pauses shorter than min_silence bridged, clicks dropped."""
+    level = float(np.percentile(db, LEVEL_PERCENTILE))
+    floor = float(np.percentile(db, FLOOR_PERCENTILE))
+    # Relative to the clip's level; in noise (a high floor) raised above the floor, but kept below the level
+    # itself; never below the absolute silence level.
+    high = level + opts.threshold_db
+    high = min(max(high, floor + opts.floor_margin_db + opts.hysteresis_db), level - opts.floor_margin_db)
+    low = min(max(high - opts.hysteresis_db, floor + opts.floor_margin_db), high)
+    high, low = max(high, SILENCE_DB), max(low, SILENCE_DB)
+    runs = _runs(db > low)
+    loud = db > high
+    runs = [(a, b) for a, b in runs if loud[a:b].any()]
+    bridged: list[tuple[int, int]] = []
+    min_gap = int(round(opts.min_silence / hop))
+    for a, b in runs:
+        if bridged and a - bridged[-1][1] < min_gap:
+            bridged[-1] = (bridged[-1][0], b)
+        else:
+            bridged.append((a, b))
+    min_len = int(round(opts.min_speech / hop))
+    return [(a, b) for a, b in bridged if b - a >= min_len]
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """[a, b) ranges where `mask` is True."""
+    edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
+    return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist()))
+
+
+def _split_at(regions: list[tuple[int, int]], gap: int) -> list[list[tuple[int, int]]]:
+    """Group consecutive regions; a pause of at least `gap` frames starts a new group."""
+    groups = [[regions[0]]]
+    for r in regions[1:]:
+        if r[0] - groups[-1][-1][1] >= gap:
+            groups.append([r])
+        else:
+            groups[-1].append(r)
+    return groups
+
+
+def _fit(group: list[tuple[int, int]], db: np.ndarray, max_frames: int) -> list[tuple[int, int]]:
+    """Split a group of speech regions into spans of at most `max_frames`, at the longest, quietest pauses."""
+    # pause i lies before region i: ranked by length, then by how quiet it is
+    pauses = [(0, 0.0)] + [(group[i][0] - group[i - 1][1], -float(db[group[i - 1][1]:group[i][0]].mean()))
+                           for i in range(1, len(group))]
+
+    spans, todo = [], [(0, len(group))]  # an explicit stack of region ranges lo..hi-1: no recursion limit
+    while todo:
+        lo, hi = todo.pop()
+        a, b = group[lo][0], group[hi - 1][1]
+        if b - a <= max_frames:
+            spans.append((a, b))
+        elif hi - lo == 1:
+            spans += _force_cuts(a, b, db, max_frames)
+        else:
+            best = max(range(lo + 1, hi), key=pauses.__getitem__)
+            todo += [(lo, best), (best, hi)]
+    return sorted(spans)
+
+
+def _force_cuts(a: int, b: int, db: np.ndarray, max_frames: int) -> list[tuple[int, int]]:
+    """Cut speech with no pause at its quietest frames, so that every piece is at most `max_frames`."""
+    power = 10.0 ** (db / 10.0)
+    smooth = 10.0 * np.log10(np.convolve(power, np.ones(SMOOTH_FRAMES) / SMOOTH_FRAMES, mode="same") + _EPS)
+    spans = []
+    while b - a > max_frames:
+        # Two pieces fit: cut anywhere that leaves both <= max. Otherwise cut in the second half of a full window.
+        lo, hi = (b - max_frames, a + max_frames) if b - a <= 2 * max_frames else (a + max_frames // 2,
+                                                                                 a + max_frames)
+        cut = lo + int(np.argmin(smooth[lo:hi + 1]))
+        spans.append((a, cut))
+        a = cut
+    return spans + [(a, b)]
+
+
+def _merge_short(spans: list[tuple[int, int]], min_frames: int, max_gap: int,
+                 max_frames: int) -> list[tuple[int, int]]:
+    """Merge spans shorter than `min_frames` into the neighbour across the smaller gap, when the result fits."""
+    spans = list(spans)
+    changed = True
+    while changed:
+        changed = False
+        for i, (a, b) in enumerate(spans):
+            if b - a >= min_frames:
+                continue
+            options = []
+            if i > 0 and a - spans[i - 1][1] < max_gap and b - spans[i - 1][0] <= max_frames:
+                options.append((a - spans[i - 1][1], i - 1))
+            if i + 1 < len(spans) and spans[i + 1][0] - b < max_gap and spans[i + 1][1] - a <= max_frames:
+                options.append((spans[i + 1][0] - b, i + 1))
+            if options:
+                j = min(options)[1]
+                lo, hi = min(i, j), max(i, j)
+                spans[lo:hi + 1] = [(spans[lo][0], spans[hi][1])]
+                changed = True
+                break
+    return spans
+
+
+def _to_seconds(spans: list[tuple[int, int]], duration: float, pad: float, win: float,
+                hop: float) -> list[Segment]:
+    """Frame ranges -> padded times; padding never crosses into a neighbour (it stops halfway across a pause)."""
+    offset = (win - hop) / 2  # [a, b) spans the centres of its frames, +-half a hop
+    times = [(offset + a * hop, offset + b * hop) for a, b in spans]
+    out = []
+    for i, (start, end) in enumerate(times):
+        left = (times[i - 1][1] + start) / 2 if i > 0 else 0.0
+        right = (end + times[i + 1][0]) / 2 if i + 1 < len(times) else duration
+        s, e = max(start - pad, left, 0.0), min(end + pad, right, duration)
+        out.append(Segment(round(s, 3), round(e, 3)))
+    return [seg for seg in out if seg.end > seg.start]

@@ -1,0 +1,162 @@
+"""What the recipe trains on: manifest -> task mix -> bucketed, resumable batches with cached encoder features."""
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .. import paths
+from ..data.features import FeatureCache
+from ..data.loader import BucketBatchSampler, SpeechTextDataset, collate
+from ..data.manifest import read_manifest
+from ..errors import ConfigError
+from ..prompts import Task, parse_srt
+
+ENCODE_BATCH = 8  # utterances per encoder call when filling the feature cache
+
+
+class TrainingData:
+    def __init__(self, cfg, model, d, log=print):
+        self.cfg, self.model, self.d = cfg, model, d
+        if not cfg.train:
+            raise ConfigError("data.train: give the training manifest (e.g. data/mini/train.jsonl)")
+        tasks = {Task(t) for t in cfg.tasks}
+        if Task.MT in tasks and len(tasks) > 1:
+            raise ConfigError("data.tasks: text-only mt cannot be mixed with speech tasks in one stage")
+        self.main_task = Task(max(cfg.tasks, key=cfg.tasks.get))
+        self.dataset = SpeechTextDataset(read_manifest(cfg.train, skip_bad=cfg.skip_bad), cfg.tasks, seed=cfg.seed)
+        self.sampler = BucketBatchSampler(self.dataset.durations(), cfg.batch_size, seed=cfg.seed,
+                                          num_replicas=d.world, rank=d.rank)
+        if len(self.sampler) == 0:
+            raise ConfigError(f"data.train: {cfg.train} gives no batch of {cfg.batch_size} per rank; lower "
+                              "data.batch_size or add data")
+        self._iter = iter(self.sampler)
+        self.dev = None
+        if cfg.dev:
+            rows = read_manifest(cfg.dev, skip_bad=cfg.skip_bad)
+            dev_rows = [r for r in rows if r.is_asr == (self.main_task is Task.ASR)]
+            self.dev = SpeechTextDataset(dev_rows[:max(cfg.dev_examples, cfg.dev_decode)], self.main_task)
+        self.cache = self._feature_cache(log)
+
+    @property
+    def has_dev(self) -> bool:
+        return self.dev is not None and len(self.dev) > 0
+
+    # ---- features -------------------------------------------------------------------------------------------------
+    def _feature_cache(self, log) -> FeatureCache | None:
+        if self.cfg.feature_cache is None or self.main_task is Task.MT:
+            return None
+        root = paths.cache_dir() / "features" if self.cfg.feature_cache == "auto" else Path(self.cfg.feature_cache)
+        encoder = self.model.encoder
+        cache = FeatureCache(root, encoder.identity, {"pad_to_30s": self.model.config.pad_to_30s})
+        audio = sorted({e.audio for e in _examples(self.dataset)} | ({e.audio for e in _examples(self.dev)}
+                                                                       if self.dev else set()))
+        mine = audio[self.d.rank::self.d.world]
+        todo = [a for a in mine if cache._load(cache.key(a)) is None]
+        if todo:
+            log(f"encoding {len(todo)} utterances into the feature cache {root} ({len(mine) - len(todo)} cached)")
+        for start in tqdm(range(0, len(todo), ENCODE_BATCH), desc="encoder features", disable=not todo or
+                          not self.d.main, dynamic_ncols=True):
+            cache.get_or_compute(todo[start:start + ENCODE_BATCH], self._encode)
+        if self.d.world > 1:
+            torch.distributed.barrier()
+        return cache
+
+    @torch.inference_mode()
+    def _encode(self, audios: list[np.ndarray]) -> list[np.ndarray]:
+        h, mask = self.model.encoder.encode(audios)
+        return [h[i, mask[i]].float().cpu().numpy() for i in range(len(audios))]
+
+    def batch_of(self, examples) -> dict:
+        speech = [e for e in examples if e.task.needs_speech]
+        if self.cache is not None and speech:
+            feats = self.cache.get_or_compute([e.audio for e in examples], self._encode)
+            batch = collate(examples, feats)
+        else:
+            batch = collate(examples)
+            if not speech:
+                batch.pop("audio")
+        tok = self.model.tokenizer
+        batch["n_target_tokens"] = sum(len(tok(t, add_special_tokens=False)["input_ids"]) + 1
+                                       for t in batch["targets"])
+        return batch
+
+    # ---- training batches -------------------------------------------------------------------------------------------
+    def next_batch(self) -> dict:
+        try:
+            indices = next(self._iter)
+        except StopIteration:
+            self._iter = iter(self.sampler)
+            indices = next(self._iter)
+        return self.batch_of([self.dataset[i] for i in indices])
+
+    def state_dict(self) -> dict:
+        return self.sampler.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sampler.load_state_dict(state)
+        self._iter = iter(self.sampler)
+
+    # ---- dev ----------------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, model, autocast) -> dict[str, float]:
+        from ..evaluate import metrics
+
+        model.eval()
+        d, bs = self.d, self.cfg.batch_size
+        n = min(len(self.dev), self.cfg.dev_examples)
+        loss_sum, tokens = torch.zeros(()), torch.zeros(())
+        for start in range(d.rank * bs, n, bs * d.world):
+            batch = self.batch_of([self.dev[i] for i in range(start, min(n, start + bs))])
+            with autocast:
+                out = model(batch)
+            loss_sum += out["loss"].float().cpu() * out["n_tokens"].cpu()
+            tokens += out["n_tokens"].cpu()
+        if d.world > 1:
+            for t in (loss_sum, tokens):
+                torch.distributed.all_reduce(t)
+        result = {"dev_loss": (loss_sum / tokens.clamp(min=1)).item()}
+        if self.cfg.dev_decode and d.main:
+            examples = [self.dev[i] for i in range(min(len(self.dev), self.cfg.dev_decode))]
+            hyps = []
+            for start in range(0, len(examples), bs):
+                chunk = examples[start:start + bs]
+                hyps += model.generate(self.batch_of(chunk))
+            result.update(_dev_scores(self.main_task, examples, hyps, metrics))
+        return result
+
+
+def _examples(dataset):
+    return (dataset[i] for i in range(len(dataset)))
+
+
+def _dev_scores(task: Task, examples, hyps: list[str], metrics) -> dict[str, float]:
+    """A small dev sample of the paper's metrics: BLEU of the translation, WER/CER of the transcript."""
+    out = {}
+    if task is Task.SRT:
+        parsed = [parse_srt(h) for h in hyps]
+        transcripts, translations = [p.transcript for p in parsed], [p.translation for p in parsed]
+    elif task is Task.ASR:
+        transcripts, translations = hyps, None
+    else:
+        transcripts, translations = None, hyps
+    if translations is not None:
+        scores = [metrics.bleu([h], [e.translation], e.tgt).score for h, e in zip(translations, examples)]
+        by_tgt = {}
+        for e, h in zip(examples, translations):
+            by_tgt.setdefault(e.tgt, ([], []))
+            by_tgt[e.tgt][0].append(h)
+            by_tgt[e.tgt][1].append(e.translation)
+        out["dev_bleu"] = float(np.mean([metrics.bleu(h, r, t).score for t, (h, r) in by_tgt.items()]))
+        del scores
+    if transcripts is not None:
+        by_src = {}
+        for e, h in zip(examples, transcripts):
+            by_src.setdefault(e.src, ([], []))
+            by_src[e.src][0].append(h)
+            by_src[e.src][1].append(e.transcript)
+        rates = [metrics.asr_error_rate(h, r, s).score for s, (h, r) in by_src.items()]
+        out["dev_wer"] = float(np.mean([r for r in rates if math.isfinite(r)])) if rates else float("nan")
+    return out

@@ -1,0 +1,159 @@
+import json
+import math
+
+import pytest
+import sacrebleu
+
+from llm_srt.errors import LLMSRTError
+from llm_srt.evaluate import report as rep
+from llm_srt.evaluate.report import UtteranceResult
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+# (id, src, tgt, ref transcript, ref translation)
+REFS = [
+    ("u1", "eng", "deu", "the weather is nice today", "das wetter ist heute schön"),
+    ("u2", "eng", "deu", "we meet at noon", "wir treffen uns am mittag"),
+    ("u1", "eng", "zho", "the weather is nice today", "今天天气很好"),
+    ("u2", "eng", "zho", "we meet at noon", "我们中午见面"),
+    ("d1", "deu", "eng", "ich habe einen hund", "i have a dog"),
+    ("d2", "deu", "eng", "das haus ist groß", "the house is big"),
+]
+# system -> id/tgt -> (hyp transcript, hyp translation)
+HYPS = {
+    "curriculum": {
+        ("u1", "deu"): ("the weather is nice today", "das wetter ist heute schön"),
+        ("u2", "deu"): ("we meet at new", "wir treffen uns mittags"),
+        ("u1", "zho"): ("the weather is nice today", "今天天气很好"),
+        ("u2", "zho"): ("we meet at noon", "我们中午见"),
+        ("d1", "eng"): ("ich habe einen hund", "i have a dog"),
+        ("d2", "eng"): ("das haus ist gross", "the house is large"),
+    },
+    "baseline": {
+        ("u1", "deu"): (None, "das wetter ist heute gut"),
+        ("u2", "deu"): (None, "wir treffen uns am abend"),
+        ("u1", "zho"): (None, "今天天气不错"),
+        ("u2", "zho"): (None, "我们中午见面了"),
+        ("d1", "eng"): (None, "i have a cat"),
+        ("d2", "eng"): (None, "the house is very big"),
+    },
+}
+
+
+def results(system: str, fail: tuple[str, str] | None = None) -> list[UtteranceResult]:
+    out = []
+    for uid, src, tgt, rt, rtr in REFS:
+        ht, htr = HYPS[system][(uid, tgt)]
+        error = "decoding failed: out of memory" if fail == (uid, tgt) else None
+        out.append(UtteranceResult(uid, src, tgt, ht, "GARBAGE GARBAGE" if error else htr, rt, rtr, error))
+    return out
+
+
+def direct_bleu(system: str, src: str, tgt: str, skip=()) -> float:
+    rows = [(HYPS[system][(u, t)][1], rtr) for u, s, t, _, rtr in REFS if (s, t) == (src, tgt) and (u, t) not in skip]
+    tok = "char" if tgt == "zho" else "13a"
+    return sacrebleu.corpus_bleu([h for h, _ in rows], [[r for _, r in rows]], tokenize=tok).score
+
+
+@pytest.fixture
+def report():
+    return rep.build_report({"curriculum": results("curriculum", fail=("u2", "deu")), "baseline": results("baseline")},
+                            mt_bleu={("eng", "deu"): 40.0, ("eng", "zho"): 55.0, ("deu", "eng"): 35.0})
+
+
+def test_scores_per_direction_and_averages(report):
+    cur, base = report.systems
+    assert [s.name for s in report.systems] == ["curriculum", "baseline"]
+    assert report.directions == [("eng", "deu"), ("eng", "zho"), ("deu", "eng")]
+    for system, scores in (("curriculum", cur), ("baseline", base)):
+        skip = {("u2", "deu")} if system == "curriculum" else set()
+        for d in report.directions:
+            assert scores.bleu[d].score == pytest.approx(direct_bleu(system, *d, skip=skip))
+    assert all(0 < s.score < 100 for s in base.bleu.values())
+    assert "tok:char" in cur.bleu[("eng", "zho")].signature and "tok:13a" in cur.bleu[("eng", "deu")].signature
+    # the failed utterance is excluded (its garbage translation would lower the score) and counted
+    assert cur.bleu[("eng", "deu")].n == 1 and cur.bleu[("eng", "deu")].score == pytest.approx(100.0)
+    assert len(cur.failed) == 1 and cur.failed[0].id == "u2" and cur.n_scored == 5 and base.n_scored == 6
+    by_src = cur.by_source()
+    assert by_src["eng"] == pytest.approx((cur.bleu[("eng", "deu")].score + cur.bleu[("eng", "zho")].score) / 2)
+    assert by_src["deu"] == pytest.approx(cur.bleu[("deu", "eng")].score)
+    assert cur.by_target()["eng"] == pytest.approx(cur.bleu[("deu", "eng")].score)
+    assert cur.average() == pytest.approx(sum(s.score for s in cur.bleu.values()) / 3)
+    m = cur.matrix(["eng", "deu"], ["deu", "zho", "eng"])
+    assert m.shape == (2, 3) and math.isnan(m[0, 2]) and math.isnan(m[1, 0]) and math.isnan(m[1, 1])
+    assert m[1, 2] == pytest.approx(cur.bleu[("deu", "eng")].score)
+
+
+def test_asr_per_source_language(report):
+    cur, base = report.systems
+    # eng: the only wrong transcript ("we meet at new") belongs to the failed utterance, so it is not counted
+    assert cur.asr["eng"].metric == "wer" and cur.asr["eng"].score == 0.0 and cur.asr["eng"].n == 3
+    # deu: "gross" vs "groß" is an error: Whisper's basic normalizer keeps ß (1 of 4 + 4 words)
+    assert cur.asr["deu"].score == pytest.approx(100 / 8)
+    assert base.asr == {}  # the baseline writes no transcript
+
+
+def test_asr_counts_errors():
+    rows = [UtteranceResult("a", "eng", "deu", "we meet at new", "x", "we meet at noon", "y"),
+            UtteranceResult("b", "zho", "eng", "你好世介", "x", "你好，世界", "y")]
+    s = rep.score_system("s", rows)
+    assert s.asr["eng"].score == pytest.approx(25.0) and s.asr["zho"].metric == "cer"
+    assert s.asr["zho"].score == pytest.approx(25.0)
+
+
+def test_files_written(report, tmp_path):
+    paths = rep.write_report(report, tmp_path / "out")
+    assert set(paths) == {"json", "markdown", "matrix", "scatter"}
+    data = json.loads(paths["json"].read_text(encoding="utf-8"))
+    cur = data["systems"]["curriculum"]
+    assert set(cur["bleu"]) == {"eng-deu", "eng-zho", "deu-eng"}
+    assert cur["bleu"]["deu-eng"]["score"] == pytest.approx(direct_bleu("curriculum", "deu", "eng"))
+    assert cur["n_failed"] == 1 and cur["failed"][0]["error"].startswith("decoding failed")
+    assert data["systems"]["baseline"]["average_bleu"] == pytest.approx(report.systems[1].average())
+    assert data["mt_bleu"]["eng-zho"] == 55.0
+    md = paths["markdown"].read_text(encoding="utf-8")
+    base_deu_eng = f"{direct_bleu('baseline', 'deu', 'eng'):.1f}"
+    # languages in order of first appearance, the same order for rows and columns
+    assert "| eng→X | deu→X | Avg |" in md and "| X→eng | X→deu | X→zho | Avg |" in md
+    assert "## BLEU matrix: baseline" in md and f"| deu | {base_deu_eng} | – | – | {base_deu_eng} |" in md
+    assert "| curriculum | u2 | eng→deu | decoding failed: out of memory |" in md
+    assert "| eng (WER) | deu (WER) |" in md
+    for key in ("matrix", "scatter"):
+        blob = paths[key].read_bytes()
+        assert blob.startswith(PNG_MAGIC) and len(blob) > 5000
+
+
+def test_no_scatter_without_mt(tmp_path):
+    r = rep.build_report({"only": results("baseline")})
+    paths = rep.write_report(r, tmp_path)
+    assert "scatter" not in paths and not (tmp_path / rep.SCATTER_PNG).exists()
+    assert (tmp_path / rep.MATRIX_PNG).exists()
+
+
+def test_terminal_table(report):
+    text = rep.format_table(report)
+    lines = text.splitlines()
+    assert lines[0] == "BLEU" and "eng->deu" in lines[1] and "Avg" in lines[1] and "failed" in lines[1]
+    cur = report.systems[0]
+    assert lines[3].startswith("curriculum") and f"{cur.average():.1f}" in lines[3] and lines[3].endswith("1")
+    assert f"{cur.bleu[('eng', 'zho')].score:.1f}" in lines[3]
+
+
+def test_load_results_jsonl(tmp_path):
+    path = tmp_path / "r.jsonl"
+    rows = [{"id": "a", "src": "eng", "tgt": "deu", "hyp_translation": "hallo", "ref_translation": "hallo",
+             "extra": 1}, {"id": "b", "src": "eng", "tgt": "deu", "error": "boom"},
+            {"id": "c", "src": "eng", "tgt": "deu", "transcript": "hello", "translation": "hallo"}]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    loaded = rep.load_results(path)
+    assert loaded[0].hyp_translation == "hallo" and loaded[1].failed
+    assert loaded[2].hyp_transcript == "hello" and loaded[2].hyp_translation == "hallo"  # infer.py's keys
+    path.write_text(json.dumps(rows[0]) + "\n{not json\n", encoding="utf-8")
+    with pytest.raises(LLMSRTError, match=r"r.jsonl:2:"):
+        rep.load_results(path)
+    path.write_text("[1, 2]\n", encoding="utf-8")
+    with pytest.raises(LLMSRTError, match=r"r.jsonl:1: .*must be an object"):
+        rep.load_results(path)
+    path.write_text(json.dumps({"id": "a"}) + "\n", encoding="utf-8")
+    with pytest.raises(LLMSRTError, match=r"r.jsonl:1: .*missing src, tgt"):
+        rep.load_results(path)

@@ -1,0 +1,130 @@
+import numpy as np
+import pytest
+
+from llm_srt.errors import AudioError
+from llm_srt.segment import Segment, SegmentOptions, segment
+
+SR = 16000
+TOL = 0.1  # seconds
+# Speech-like bursts in a 70 s clip: (start, end) seconds. Pauses between them are 0.5-1.2 s long.
+BURSTS = [(0.7, 8.2), (8.9, 15.0), (15.6, 24.1), (25.3, 31.0), (31.5, 39.8), (41.0, 47.5), (48.2, 57.0),
+          (57.5, 63.3), (64.1, 69.2)]
+
+
+def tone_bursts(bursts, seconds=70.0, seed=0) -> np.ndarray:
+    """Amplitude-modulated tones (syllable-like 3 Hz envelope) in faint noise."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 1e-4, int(seconds * SR)).astype(np.float32)
+    for start, end in bursts:
+        t = np.arange(int(round((end - start) * SR))) / SR
+        env = 0.35 + 0.65 * np.abs(np.sin(2 * np.pi * 3 * t + rng.uniform(0, np.pi)))
+        i = int(round(start * SR))
+        x[i:i + t.size] += (0.3 * env * np.sin(2 * np.pi * rng.uniform(150, 300) * t)).astype(np.float32)
+    return x
+
+
+def check_against_truth(segs: list[Segment], bursts, max_seconds: float) -> None:
+    assert segs, "no segments"
+    assert all(s.duration <= max_seconds + 1e-9 for s in segs)
+    assert all(a.end <= b.start for a, b in zip(segs, segs[1:])), "segments overlap or are out of order"
+    starts, ends = [b[0] for b in bursts], [b[1] for b in bursts]
+    for s in segs:
+        # every boundary is a burst edge (within TOL), i.e. it falls in a pause, not inside speech
+        assert min(abs(s.start - t) for t in starts) <= TOL, s
+        assert min(abs(s.end - t) for t in ends) <= TOL, s
+    for b0, b1 in bursts:  # no speech lost: each burst lies inside exactly one segment
+        covering = [s for s in segs if s.start <= b0 + TOL and s.end >= b1 - TOL]
+        assert len(covering) == 1, (b0, b1, segs)
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.02])  # 0.02: background noise about 15 dB below the bursts
+def test_seventy_second_clip_tone_bursts(noise):
+    x = tone_bursts(BURSTS)
+    x += np.random.default_rng(1).normal(0, noise, x.size).astype(np.float32)
+    segs = segment(x, SR, max_seconds=30.0)
+    check_against_truth(segs, BURSTS, 30.0)
+    assert len(segs) >= 3  # 70 s of speech cannot fit in fewer
+    assert segs[0].start == pytest.approx(0.7, abs=TOL) and segs[-1].end == pytest.approx(69.2, abs=TOL)
+
+
+def test_shorter_window_splits_more():
+    segs = segment(tone_bursts(BURSTS), SR, max_seconds=12.0)
+    check_against_truth(segs, BURSTS, 12.0)
+    assert len(segs) >= 7
+
+
+def test_long_pause_always_splits_and_silence_is_dropped():
+    bursts = [(1.0, 4.0), (9.0, 12.0)]  # a 5 s silence inside a clip that would fit one window
+    segs = segment(tone_bursts(bursts, seconds=14.0), SR)
+    check_against_truth(segs, bursts, 30.0)
+    assert len(segs) == 2
+
+
+def test_short_pauses_are_not_cuts():
+    bursts = [(1.0, 3.0), (3.15, 6.0)]  # 0.15 s < min_silence: one phrase
+    segs = segment(tone_bursts(bursts, seconds=8.0), SR)
+    assert len(segs) == 1
+    assert segs[0].start == pytest.approx(1.0, abs=TOL) and segs[0].end == pytest.approx(6.0, abs=TOL)
+
+
+def test_tiny_segment_is_merged_into_neighbour():
+    bursts = [(1.0, 1.4), (2.0, 10.0)]  # a 0.4 s word before a 0.6 s pause
+    segs = segment(tone_bursts(bursts, seconds=11.0), SR)
+    assert len(segs) == 1
+    assert segs[0].start == pytest.approx(1.0, abs=TOL) and segs[0].end == pytest.approx(10.0, abs=TOL)
+
+
+def test_forced_cut_at_quietest_point():
+    # 45 s of continuous "speech" without any pause, with one short dip in level at 20 s: the cut goes there
+    x = tone_bursts([(0.5, 45.5)], seconds=46.0)
+    dip = slice(int(20.0 * SR), int(20.06 * SR))
+    x[dip] *= 0.03
+    segs = segment(x, SR, max_seconds=30.0)
+    assert len(segs) == 2 and all(s.duration <= 30.0 for s in segs)
+    assert segs[0].end == pytest.approx(20.03, abs=TOL) and segs[1].start == pytest.approx(20.03, abs=TOL)
+    assert segs[0].start == pytest.approx(0.5, abs=TOL) and segs[1].end == pytest.approx(45.5, abs=TOL)
+
+
+def test_forced_cuts_in_very_long_speech():
+    x = tone_bursts([(0.0, 100.0)], seconds=100.0)
+    segs = segment(x, SR, max_seconds=30.0)
+    assert all(s.duration <= 30.0 for s in segs) and len(segs) >= 4
+    assert segs[0].start <= TOL and segs[-1].end >= 100.0 - TOL
+    assert all(b.start - a.end <= 1e-6 for a, b in zip(segs, segs[1:]))  # contiguous: nothing lost
+
+
+def test_espeak_sentences(speak):
+    sentences = ["The weather is nice today.", "We will meet tomorrow at noon in the old town.",
+                 "Please bring the documents with you.", "Thank you very much for your help."]
+    pause = np.zeros(int(1.0 * SR), np.float32)
+    parts, bursts, t = [pause], [], 1.0
+    for text in sentences:
+        clip = speak(text)
+        loud = np.flatnonzero(np.abs(clip) > 1e-3)
+        clip = clip[loud[0]:loud[-1] + 1]  # the sentence from its first to its last audible sample
+        parts += [clip, pause]
+        bursts.append((t, t + clip.size / SR))
+        t += clip.size / SR + 1.0
+    x = np.concatenate(parts)
+    segs = segment(x, SR, max_seconds=5.0)  # each sentence is under 5 s; no two fit together
+    check_against_truth(segs, bursts, 5.0)
+    assert len(segs) == len(sentences)
+
+
+def test_silence_and_options():
+    assert segment(np.zeros(SR * 5, np.float32), SR) == []
+    assert segment(np.zeros(0, np.float32), SR) == []
+    with pytest.raises(AudioError, match="mono"):
+        segment(np.zeros((10, 2), np.float32), SR)
+    with pytest.raises(AudioError, match="too short"):
+        segment(np.zeros(SR, np.float32), SR, max_seconds=0.05)
+    x = tone_bursts([(1.0, 3.0)], seconds=4.0)
+    seg = segment(x, SR, options=SegmentOptions(pad=0.0))[0]
+    assert seg.slice(x, SR).size == pytest.approx(2.0 * SR, abs=0.05 * SR)
+
+
+def test_other_sample_rate():
+    import soxr
+
+    x = soxr.resample(tone_bursts(BURSTS), SR, 22050)  # hop of 220.5 samples rounds to 220: times must not drift
+    check_against_truth(segment(x, 22050), BURSTS, 30.0)

@@ -1,0 +1,79 @@
+import re
+
+import pytest
+
+from llm_srt.errors import LLMSRTError
+from llm_srt.subtitles import Cue, timestamp, to_srt, to_vtt, write
+
+CUES = [
+    Cue.of(0.0, 2.5, "Das Wetter ist heute schön.", "The weather is nice today."),
+    Cue.of(3.1234, 65.0, "Wir treffen uns morgen."),
+    Cue(3725.5, 3727.999, "line one\n\nline two --> three"),
+]
+SRT_TIME = r"(\d{2,}):(\d{2}):(\d{2}),(\d{3})"
+VTT_TIME = r"(\d{2,}):(\d{2}):(\d{2})\.(\d{3})"
+
+
+def parse(text: str, time_re: str, header: str | None = None) -> list[tuple[int, float, float, list[str]]]:
+    """A small strict parser: blocks separated by one blank line; index, 'start --> end', 1+ text lines."""
+    assert text.endswith("\n") and not text.endswith("\n\n")
+    blocks = text[:-1].split("\n\n")
+    if header is not None:
+        assert blocks.pop(0) == header
+    cues = []
+    for block in blocks:
+        lines = block.split("\n")
+        assert len(lines) >= 3 and all(lines), block
+        m = re.fullmatch(f"{time_re} --> {time_re}", lines[1])
+        assert m, lines[1]
+        g = [int(x) for x in m.groups()]
+        start = g[0] * 3600 + g[1] * 60 + g[2] + g[3] / 1000
+        end = g[4] * 3600 + g[5] * 60 + g[6] + g[7] / 1000
+        cues.append((int(lines[0]), start, end, lines[2:]))
+    return cues
+
+
+def check(cues):
+    assert [c[0] for c in cues] == list(range(1, len(cues) + 1))
+    assert all(s < e for _, s, e, _ in cues)
+    assert all(a[2] <= b[1] for a, b in zip(cues, cues[1:]))  # monotonic, no overlap
+
+
+def test_timestamps():
+    assert timestamp(62.345) == "00:01:02,345"
+    assert timestamp(62.345, ".") == "00:01:02.345"
+    assert timestamp(3599.9996) == "01:00:00,000"  # rounds to the millisecond, carrying over
+    assert timestamp(0) == "00:00:00,000"
+    assert timestamp(360000.0) == "100:00:00,000"
+
+
+def test_srt_round_trip():
+    text = to_srt(CUES)
+    cues = parse(text, SRT_TIME)
+    check(cues)
+    assert len(cues) == 3
+    assert cues[0][3] == ["The weather is nice today.", "Das Wetter ist heute schön."]  # transcript first
+    assert cues[1][3] == ["Wir treffen uns morgen."]
+    assert cues[1][1] == pytest.approx(3.123) and cues[1][2] == pytest.approx(65.0)
+    assert cues[2][1] == pytest.approx(3725.5) and cues[2][3] == ["line one", "line two -> three"]
+    assert "00:00:03,123 --> 00:01:05,000" in text and "01:02:05,500 --> 01:02:07,999" in text
+
+
+def test_vtt_round_trip():
+    text = to_vtt(CUES)
+    assert text.startswith("WEBVTT\n\n")
+    cues = parse(text, VTT_TIME, header="WEBVTT")
+    check(cues)
+    assert len(cues) == 3 and cues[0][3][1] == "Das Wetter ist heute schön."
+    assert "00:00:00.000 --> 00:00:02.500" in text and "-->" not in "".join(l for c in cues for l in c[3])
+
+
+def test_empty_cues_and_errors(tmp_path):
+    assert to_srt([]) == "" and to_vtt([]) == "WEBVTT\n"
+    assert len(parse(to_srt([Cue(0, 1, "  "), Cue(1, 2, "a")]), SRT_TIME)) == 1  # no text, no cue
+    with pytest.raises(LLMSRTError, match="cue 1"):
+        to_srt([Cue(2.0, 1.0, "backwards")])
+    with pytest.raises(LLMSRTError, match="unknown subtitle format"):
+        write(tmp_path / "x.txt", CUES)
+    path = write(tmp_path / "x.vtt", CUES)
+    assert len(parse(path.read_text(encoding="utf-8"), VTT_TIME, header="WEBVTT")) == 3
