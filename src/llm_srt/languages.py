@@ -41,7 +41,7 @@ LANGUAGES: dict[str, Language] = {
         Language("tha", "Thai", "Thai", "th", "th", "char", "cer", "th_th", "th", ("th",)),
         Language("vie", "Vietnamese", "Latn", "vi", "vi", "13a", "wer", "vi_vn", "vi", ("vi",)),
         Language("yue", "Cantonese", "Hant", "yue", "yue", "char", "cer", "yue_hant_hk", "zh-HK", ("zh_HK", "zh_TW")),
-        Language("zho", "Chinese", "Hans", "zh", "cmn", "char", "cer", "cmn_hans_cn", "zh-CN", ("zh_CN",)),
+        Language("zho", "Chinese", "Hans", "zh", "cmn-latn-pinyin", "char", "cer", "cmn_hans_cn", "zh-CN", ("zh_CN",)),
     ]
 }
 

@@ -203,9 +203,8 @@ def train(cfg: TrainConfig, log=print) -> Path:
     step = 0
     latest = checkpoint.latest(out, log=log)
     if latest is not None:
-        from ..model.speech_llm import load_trainable_state
         state = checkpoint.load_trainer_state(latest.path)
-        load_trainable_state(model, latest.path)
+        _load_trainable(model, latest.path)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         data.load_state_dict(state["data"])
@@ -278,6 +277,17 @@ def train(cfg: TrainConfig, log=print) -> Path:
     return out / FINAL
 
 
+def _load_trainable(model, folder: Path) -> None:
+    """Adapter (and LoRA) weights of a checkpoint folder into `model`."""
+    from safetensors.torch import load_file
+
+    from ..model.speech_llm import ADAPTER_FILE, LORA_FILE, load_adapter_state, load_lora_state
+
+    load_adapter_state(model.adapter, load_file(str(folder / ADAPTER_FILE)), str(folder / ADAPTER_FILE))
+    if (folder / LORA_FILE).is_file():
+        load_lora_state(model.llm, load_file(str(folder / LORA_FILE)), str(folder / LORA_FILE))
+
+
 def _use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
     if cfg.precision == "bf16" and device.type != "cuda":
         raise ConfigError("precision: bf16 autocast needs a CUDA device here; use fp32 (or auto) on CPU")
@@ -319,10 +329,14 @@ def _log_json(out: Path, record: dict) -> None:
 
 # ---- CLI ----------------------------------------------------------------------------------------------------------
 def add_arguments(parser) -> None:
-    parser.add_argument("config", help="stage YAML (e.g. configs/embedded/asr.yaml)")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. optim.lr=1e-5 max_steps=10")
+    parser.add_argument("items", nargs="+", metavar="CONFIG_OR_OVERRIDE",
+                        help="a stage YAML (e.g. configs/embedded/asr.yaml), then key=value overrides "
+                        "(e.g. optim.lr=1e-5 max_steps=10)")
 
 
 def main(args) -> int:
-    train(load_config(args.config, args.overrides))
+    configs = [i for i in args.items if "=" not in i]
+    if len(configs) > 1:
+        raise ConfigError(f"give one config file, got {configs}; use `llm-srt curriculum` for several stages")
+    train(load_config(configs[0] if configs else None, [i for i in args.items if "=" in i]))
     return 0

@@ -1,0 +1,136 @@
+"""Encoder-feature cache: the Whisper encoder is frozen, so its output for an audio file is computed once and reused
+by every epoch and every curriculum stage.
+
+One .npy file per (encoder, audio content, settings) under ROOT/<key[:2]>/<key>.npy. The key hashes the encoder
+identity, the audio file's bytes and the settings (plus the storage dtype), so a changed encoder, file or setting
+never reuses stale features. Writes go to a temporary file renamed into place, so several processes (DDP ranks)
+may read and write the same cache at once; a damaged file is recomputed.
+"""
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..audio import load_audio
+from ..errors import LLMSRTError
+
+CACHE_FORMAT = 1  # bump when the file layout or key recipe changes
+DTYPES = {"float16": np.float16, "float32": np.float32}  # storage precision
+
+# (path, size, mtime_ns) -> sha256 of the file's bytes; shared by every cache in the process.
+_content_hashes: dict[tuple[str, int, int], str] = {}
+
+ComputeFn = Callable[[list[np.ndarray]], Sequence]  # loaded 16 kHz audio -> per-utterance (T, D) features
+
+
+class FeatureCache:
+    """get_or_compute(paths, fn) -> per-utterance (T, D) float32 arrays, computed by fn only for cache misses.
+
+    Features come back exactly as stored (rounded to `dtype`) whether they were computed now or loaded, so a
+    first epoch and a later one see the same numbers.
+    """
+
+    def __init__(self, root: str | Path, encoder_identity: str, settings: dict | None = None,
+                 dtype: str = "float16"):
+        if dtype not in DTYPES:
+            raise LLMSRTError(f"feature cache dtype {dtype!r}: use one of {', '.join(DTYPES)}")
+        self.root = Path(root)
+        self.encoder_identity = encoder_identity
+        self.settings = dict(settings or {})
+        self.dtype = dtype
+        try:
+            self._prefix = json.dumps({"format": CACHE_FORMAT, "encoder": encoder_identity, "dtype": dtype,
+                                       "settings": self.settings}, sort_keys=True)
+        except TypeError as e:
+            raise LLMSRTError(f"feature cache settings must be JSON values ({e})") from None
+        self.hits = 0
+        self.misses = 0
+
+    def key(self, audio_path: str | Path) -> str:
+        """The cache key of one audio file under this cache's encoder and settings."""
+        digest = hashlib.sha256(self._prefix.encode("utf-8"))
+        digest.update(content_hash(audio_path).encode("ascii"))
+        return digest.hexdigest()
+
+    def path_of(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.npy"
+
+    def get_or_compute(self, audio_paths: Sequence[str | Path], compute_fn: ComputeFn) -> list[np.ndarray]:
+        """Features for each path, in order. `compute_fn` receives the loaded audio of the misses (one call)."""
+        keys = [self.key(p) for p in audio_paths]
+        found: dict[str, np.ndarray] = {}
+        missing: dict[str, str | Path] = {}
+        for path, key in zip(audio_paths, keys):
+            if key in found or key in missing:
+                continue
+            cached = self._load(key)
+            if cached is None:
+                missing[key] = path
+            else:
+                found[key] = cached
+                self.hits += 1
+        if missing:
+            audio = [load_audio(p) for p in missing.values()]
+            computed = list(compute_fn(audio))
+            if len(computed) != len(audio):
+                raise LLMSRTError(f"feature function returned {len(computed)} arrays for {len(audio)} utterances")
+            for (key, path), feats in zip(missing.items(), computed):
+                found[key] = self._store(key, _as_2d(feats, path))
+                self.misses += 1
+        return [found[k] for k in keys]
+
+    def stats(self) -> dict[str, int]:
+        return {"hits": self.hits, "misses": self.misses}
+
+    def _load(self, key: str) -> np.ndarray | None:
+        path = self.path_of(key)
+        try:
+            return np.load(path, allow_pickle=False).astype(np.float32)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, EOFError):
+            return None  # damaged (e.g. a disk that filled up): recompute and overwrite
+
+    def _store(self, key: str, feats: np.ndarray) -> np.ndarray:
+        stored = feats.astype(DTYPES[self.dtype])
+        path = self.path_of(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{key[:16]}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.save(f, stored, allow_pickle=False)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return stored.astype(np.float32)
+
+
+def content_hash(path: str | Path) -> str:
+    """sha256 of a file's bytes, remembered per (path, size, mtime) for the life of the process."""
+    path = os.path.abspath(path)
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise LLMSRTError(f"{path}: cannot read audio for the feature cache ({e.strerror})") from None
+    ident = (path, st.st_size, st.st_mtime_ns)
+    digest = _content_hashes.get(ident)
+    if digest is None:
+        with open(path, "rb") as f:
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
+        _content_hashes[ident] = digest
+    return digest
+
+
+def _as_2d(feats, path) -> np.ndarray:
+    if hasattr(feats, "detach"):  # a torch tensor
+        feats = feats.detach().float().cpu().numpy()
+    feats = np.asarray(feats, dtype=np.float32)
+    if feats.ndim != 2 or feats.shape[0] == 0:
+        raise LLMSRTError(f"feature function returned shape {feats.shape} for {path}; expected (T, D) with T > 0")
+    return feats

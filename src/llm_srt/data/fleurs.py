@@ -1,0 +1,123 @@
+"""FLEURS on disk -> manifests, with many-to-many pairs made by sentence id.
+
+Input: the FLEURS release layout, one folder per locale (en_us, de_de, cmn_hans_cn, yue_hant_hk, ...; the mapping
+is languages.by_fleurs_locale()), each holding train.tsv / dev.tsv / test.tsv (no header; columns: sentence id,
+file name, raw transcription, normalized transcription, phonemes/characters, number of samples, gender) and
+audio/<split>/<file name>.
+
+Output: OUT/<split>.jsonl for each split. One file per split holds both kinds of rows, so one manifest serves every
+curriculum stage (the loader picks rows by task):
+- an ASR row per utterance (tgt_lang and translation empty), id "fleurs:<src>:<utterance>";
+- a translation row per utterance and target language that has the same sentence id in the same split,
+  translation = that language's raw transcription, id "fleurs:<src>:<utterance>:<tgt>".
+FLEURS reads each sentence by several speakers; every utterance of the source is paired, and the target text is the
+target language's transcription (the same sentence read by its speakers; the first one in TSV order is used).
+"""
+
+import csv
+import sys
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import languages
+from ..audio import SAMPLE_RATE, duration as header_duration
+from ..errors import LLMSRTError
+from .manifest import Row, parse_directions, write_manifest
+
+SPLITS = ("train", "dev", "test")
+CORPUS = "fleurs"
+COLUMNS = ("sentence_id", "file", "raw", "normalized", "characters", "num_samples", "gender")
+
+
+@dataclass(frozen=True)
+class Utterance:
+    lang: str  # ISO 639-3
+    split: str  # train / dev / test
+    sentence_id: str  # FLEURS id, shared by every language
+    audio: Path  # the wav file
+    transcript: str  # raw transcription
+    duration: float  # seconds
+
+
+def prepare_fleurs(root: str | Path, langs: list[str] | None, out: str | Path, directions: str = "all",
+                   splits: tuple[str, ...] = SPLITS, check_audio: bool = True) -> dict[str, int]:
+    """Write OUT/<split>.jsonl for each split; returns rows written per split.
+
+    `langs`: ISO 639-3 codes (None: every language whose locale folder exists under `root`). `directions`:
+    all | 6x12 | 15x14 | none | SRC,..:TGT,.. (see manifest.parse_directions).
+    """
+    root, out = Path(root), Path(out)
+    langs = langs or available_languages(root)
+    if not langs:
+        raise LLMSRTError(f"{root}: no FLEURS locale folders found (expected e.g. en_us/, de_de/ with "
+                          "train.tsv and audio/)")
+    pairs = parse_directions(directions, langs)
+    written = {}
+    for split in splits:
+        by_lang = {lang: read_split(root, lang, split, check_audio) for lang in langs}
+        rows = list(pair_rows(by_lang, pairs))
+        written[split] = write_manifest(out / f"{split}.jsonl", rows)
+    return written
+
+
+def available_languages(root: Path) -> list[str]:
+    """ISO 639-3 codes of the FLEURS locale folders present under `root`."""
+    return [code for locale, code in sorted(languages.by_fleurs_locale().items()) if (root / locale).is_dir()]
+
+
+def read_split(root: Path, lang: str, split: str, check_audio: bool = True) -> list[Utterance]:
+    """The utterances of one language and split, in TSV order."""
+    folder = root / languages.get(lang).fleurs
+    tsv = folder / f"{split}.tsv"
+    if not tsv.is_file():
+        raise LLMSRTError(f"{tsv}: missing; a FLEURS locale folder has train.tsv, dev.tsv and test.tsv")
+    utterances = []
+    csv.field_size_limit(sys.maxsize)
+    with open(tsv, encoding="utf-8", newline="") as f:
+        for lineno, fields in enumerate(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE), start=1):
+            if not fields:
+                continue
+            if len(fields) < 3:
+                raise LLMSRTError(f"{tsv}:{lineno}: expected {len(COLUMNS)} tab-separated columns "
+                                  f"({', '.join(COLUMNS)}), got {len(fields)}")
+            audio = folder / "audio" / split / fields[1]
+            if check_audio and not audio.is_file():
+                raise LLMSRTError(f"{tsv}:{lineno}: audio {audio} not found; extract audio/{split}.tar.gz there")
+            utterances.append(Utterance(lang, split, fields[0].strip(), audio, fields[2].strip(),
+                                        _duration(fields, audio)))
+    return utterances
+
+
+def pair_rows(by_lang: dict[str, list[Utterance]], pairs: list[tuple[str, str]]):
+    """ASR rows for every utterance, then translation rows for every (src, tgt) pair sharing a sentence id."""
+    text_of: dict[str, dict[str, str]] = {}
+    for lang, utts in by_lang.items():
+        texts: dict[str, str] = {}
+        for u in utts:
+            texts.setdefault(u.sentence_id, u.transcript)
+        text_of[lang] = texts
+    targets_of = defaultdict(list)
+    for src, tgt in pairs:
+        targets_of[src].append(tgt)
+    for lang, utts in by_lang.items():
+        for u in utts:
+            yield _row(u, "", "")
+            for tgt in targets_of[lang]:
+                translation = text_of.get(tgt, {}).get(u.sentence_id)
+                if translation:
+                    yield _row(u, tgt, translation)
+
+
+def _row(u: Utterance, tgt: str, translation: str) -> Row:
+    stem = Path(u.audio.name).stem
+    rid = f"{CORPUS}:{u.lang}:{stem}" + (f":{tgt}" if tgt else "")
+    return Row(id=rid, audio=str(u.audio), duration=u.duration, src_lang=u.lang, transcript=u.transcript,
+               tgt_lang=tgt, translation=translation, split=u.split, corpus=CORPUS, sentence_id=u.sentence_id)
+
+
+def _duration(fields: list[str], audio: Path) -> float:
+    """From the sample count column (FLEURS audio is 16 kHz); from the file header when it is absent."""
+    if len(fields) > 5 and fields[5].strip().isdigit() and int(fields[5]) > 0:
+        return int(fields[5]) / SAMPLE_RATE
+    return header_duration(audio)

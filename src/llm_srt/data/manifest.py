@@ -1,0 +1,217 @@
+"""The manifest: one JSONL row per utterance-direction, validated before anything starts.
+
+A row (ISO 639-3 codes, see llm_srt.languages):
+
+    {"id": "fleurs:deu:1234:eng", "audio": "audio/deu/1234.flac", "duration": 4.2,
+     "src_lang": "deu", "transcript": "...", "tgt_lang": "eng", "translation": "...",
+     "split": "train", "corpus": "fleurs", "sentence_id": "1234", "source": "..."}
+
+ASR-only rows have an empty (or null) tgt_lang and translation. `source` (provenance) is optional; unknown keys
+are ignored. Relative audio paths are relative to the manifest's folder. Every bad row is reported with its
+file:line before anything starts, so a long run never dies on row 90,000.
+"""
+
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .. import languages
+from ..errors import LLMSRTError, ManifestError
+
+MAX_LISTED = 20  # problems listed in a ManifestError; the rest are counted
+# field -> accepted JSON types (None = null allowed). `source` is optional; the others must be present.
+FIELDS: dict[str, tuple[type, ...]] = {
+    "id": (str,),
+    "audio": (str,),
+    "duration": (int, float),
+    "src_lang": (str,),
+    "transcript": (str,),
+    "tgt_lang": (str, type(None)),
+    "translation": (str, type(None)),
+    "split": (str,),
+    "corpus": (str,),
+    "sentence_id": (str, int),
+}
+OPTIONAL_FIELDS: dict[str, tuple[type, ...]] = {"source": (str, type(None))}
+
+# preset -> (sources, targets); None means every chosen language.
+DIRECTION_PRESETS: dict[str, tuple[tuple[str, ...] | None, tuple[str, ...] | None]] = {
+    "all": (None, None),
+    "6x12": (languages.SOURCES_6X12, languages.TARGETS_6X12),
+    "15x14": (tuple(languages.LANGUAGES), tuple(languages.LANGUAGES)),
+}
+
+
+@dataclass(frozen=True)
+class Row:
+    id: str  # unique within a manifest
+    audio: str  # path of the audio file (resolved against the manifest's folder when read)
+    duration: float  # seconds
+    src_lang: str  # ISO 639-3 of the speech
+    transcript: str  # what is said
+    tgt_lang: str  # ISO 639-3 of the translation; "" for an ASR-only row
+    translation: str  # "" for an ASR-only row
+    split: str  # train / dev / test (or any name a corpus uses)
+    corpus: str  # fleurs / covost2 / commonvoice / mini / ...
+    sentence_id: str  # the same sentence in every language shares it (FLEURS id); splits are disjoint by it
+    source: str = ""  # provenance (e.g. the gettext domain of a mini-corpus sentence)
+
+    @property
+    def is_asr(self) -> bool:
+        """True for a transcript-only row (no translation)."""
+        return not self.tgt_lang
+
+
+def read_manifest(path: str | Path, check_audio: bool = True, skip_bad: bool = False) -> list[Row]:
+    """Read and validate a JSONL manifest. Every bad row is reported as `file:line: what is wrong`.
+
+    Checks: JSON syntax, missing fields, field types, unknown language codes, a translation without a target
+    language (or the reverse), non-positive duration, duplicate ids and (with `check_audio`) audio that is
+    missing, empty or unreadable. Without `skip_bad` any problem raises ManifestError listing them all (the first
+    MAX_LISTED, then a count); with `skip_bad` the bad rows are dropped with a warning.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"{path}: no such manifest file; build one with `llm-srt prepare`")
+    base = path.parent
+    rows: list[Row] = []
+    problems: list[str] = []
+    first_line_of: dict[str, int] = {}
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                row = _parse_row(line, base, check_audio)
+            except _BadRow as e:
+                problems.append(f"{where}: {e}")
+                continue
+            if row.id in first_line_of:
+                problems.append(f"{where}: duplicate id {row.id!r} (first on line {first_line_of[row.id]})")
+                continue
+            first_line_of[row.id] = lineno
+            rows.append(row)
+    if problems and not skip_bad:
+        listed = "\n  ".join(problems[:MAX_LISTED])
+        more = f"\n  ... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
+        raise ManifestError(f"{path}: {len(problems)} bad row(s); fix them, or skip them with skip_bad "
+                            f"(--skip-bad-rows):\n  {listed}{more}")
+    if problems:
+        warnings.warn(f"{path}: skipped {len(problems)} bad rows (first: {problems[0]})", stacklevel=2)
+    if not rows:
+        raise ManifestError(f"{path}: the manifest has no usable rows")
+    return rows
+
+
+def write_manifest(path: str | Path, rows: Iterable[Row]) -> int:
+    """Write rows as JSONL atomically (a temporary file, then rename). Audio under the manifest's folder is
+    written relative to it, so the folder can be moved. Returns the number of rows written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    base = Path(os.path.abspath(path.parent))
+    n = 0
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row_to_dict(row, base), ensure_ascii=False) + "\n")
+                n += 1
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return n
+
+
+def row_to_dict(row: Row, base: Path | None = None) -> dict:
+    """The JSON object of a row; `audio` relative to `base` when the file lies under it."""
+    d = asdict(row)
+    if base is not None:
+        audio = Path(os.path.abspath(row.audio))  # a relative path in memory is relative to the working folder
+        try:
+            d["audio"] = audio.relative_to(base).as_posix()
+        except ValueError:
+            d["audio"] = str(audio)
+    if not d["source"]:
+        del d["source"]
+    return d
+
+
+def parse_directions(spec: str, langs: list[str]) -> list[tuple[str, str]]:
+    """Translation directions among `langs`: "all" (every ordered pair), "6x12" / "15x14" (the paper's
+    settings, restricted to `langs`), "none", or "SRC,SRC:TGT,TGT" (e.g. "eng,deu:fra,spa")."""
+    spec = spec.strip()
+    if spec in DIRECTION_PRESETS:
+        sources, targets = DIRECTION_PRESETS[spec]
+        sources = [c for c in (sources or langs) if c in langs]
+        targets = [c for c in (targets or langs) if c in langs]
+    elif spec == "none":
+        return []
+    elif spec.count(":") == 1:
+        left, right = spec.split(":")
+        sources, targets = languages.parse_list(left), languages.parse_list(right)
+        missing = sorted(set(sources + targets) - set(langs))
+        if missing:
+            raise LLMSRTError(f"directions {spec!r} name {', '.join(missing)}, which are not among the "
+                              f"languages {', '.join(langs)}; add them to --langs")
+    else:
+        raise LLMSRTError(f"directions {spec!r}: use all, 6x12, 15x14, none or SRC,..:TGT,.. "
+                          "(e.g. eng,deu:fra,spa)")
+    return [(s, t) for s in sources for t in targets if s != t]
+
+
+
+class _BadRow(Exception):
+    pass
+
+
+def _parse_row(line: str, base: Path, check_audio: bool) -> Row:
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise _BadRow(f"not valid JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(obj, dict):
+        raise _BadRow(f"expected a JSON object, got {type(obj).__name__}")
+    missing = [k for k in FIELDS if k not in obj]
+    if missing:
+        raise _BadRow(f"missing field(s) {', '.join(missing)}")
+    for key, types in {**FIELDS, **OPTIONAL_FIELDS}.items():
+        if key in obj and (not isinstance(obj[key], types) or isinstance(obj[key], bool)):
+            wanted = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            raise _BadRow(f"field {key!r} should be {wanted}, got {type(obj[key]).__name__} {obj[key]!r:.40}")
+    for key in ("id", "audio", "split", "corpus"):
+        if not obj[key].strip():
+            raise _BadRow(f"field {key!r} is empty")
+    if not obj["duration"] > 0:
+        raise _BadRow(f"duration {obj['duration']} is not positive")
+    tgt, translation = obj["tgt_lang"] or "", obj["translation"] or ""
+    for key, code in (("src_lang", obj["src_lang"]), ("tgt_lang", tgt)):
+        if code and code not in languages.LANGUAGES:
+            raise _BadRow(f"{key} {code!r} is not a known language (ISO 639-3: "
+                          f"{', '.join(sorted(languages.LANGUAGES))}; add others to llm_srt/languages.py)")
+    if bool(tgt) != bool(translation.strip()):
+        raise _BadRow("tgt_lang and translation must both be set (translation row) or both be empty (ASR row)")
+    audio = Path(obj["audio"])
+    if not audio.is_absolute():
+        audio = base / audio
+    if check_audio:
+        _check_audio(audio)
+    return Row(id=obj["id"], audio=str(audio), duration=float(obj["duration"]), src_lang=obj["src_lang"],
+               transcript=obj["transcript"], tgt_lang=tgt, translation=translation, split=obj["split"],
+               corpus=obj["corpus"], sentence_id=str(obj["sentence_id"]), source=obj.get("source") or "")
+
+
+def _check_audio(audio: Path) -> None:
+    if not audio.exists():
+        raise _BadRow(f"audio file {audio} does not exist")
+    if not audio.is_file():
+        raise _BadRow(f"audio {audio} is not a file")
+    if not os.access(audio, os.R_OK):
+        raise _BadRow(f"audio file {audio} is not readable (permissions)")
+    if audio.stat().st_size == 0:
+        raise _BadRow(f"audio file {audio} is empty (0 bytes)")

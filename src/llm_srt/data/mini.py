@@ -1,0 +1,390 @@
+"""The embedded mini corpus: FLEURS-shaped, N-way parallel, built from what is installed on the machine.
+
+Text: the gettext catalogues of installed programs (LOCALE_DIR/<locale>/LC_MESSAGES/<domain>.mo). A catalogue
+maps an English message to its translation, so every English message translated in all chosen languages is an
+N-way parallel sentence; its id is a hash of the English text and its provenance (`source`) the domain it came
+from. Only sentence-like messages are kept (see `_sentence_like`), from one domain per sentence.
+
+Speech: espeak-ng reads every sentence in every language with a voice variant, speed and pitch drawn from a
+generator seeded by (seed, sentence id, language), resampled to 16 kHz and stored as 16-bit FLAC (or wav), so the
+same options on the same machine give the same bytes. Japanese is read from kana (mecab -Oyomi). Utterances
+espeak cannot read properly are rejected without listening: espeak switching to another language's voice (how it
+reads foreign words and letter names) or a duration per character outside SECONDS_PER_CHAR. A sentence rejected
+in one language is dropped in all of them.
+
+Splits are by sentence id (seeded shuffle; test first, then dev, then train), so no test or dev sentence appears
+in train in any language, and growing --train leaves test and dev unchanged.
+
+Output (like `prepare fleurs`): OUT/{train,dev,test}.jsonl, each with an ASR row per (sentence, language) and a
+translation row per (sentence, direction); audio in OUT/audio/<lang>/<sentence id>.flac; OUT/summary.json.
+"""
+
+import gettext
+import hashlib
+import json
+import random
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+import unicodedata
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor  # espeak-ng runs as child processes, so threads suffice
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from .. import languages
+from ..audio import SAMPLE_RATE, load_audio
+from ..errors import LLMSRTError
+from .manifest import Row, parse_directions, write_manifest
+
+CORPUS = "mini"
+LOCALE_DIR = Path("/usr/share/locale")  # where Debian-family systems install gettext catalogues
+DEFAULT_LANGS = ("eng", "deu", "fra", "spa", "rus", "zho")
+DEFAULT_SIZES = {"train": 240, "dev": 30, "test": 40}  # sentences per split (each read in every language)
+SPLITS = ("test", "dev", "train")  # filled in this order from the seeded sentence order
+MAX_EXAMPLES = 12  # rejected sentences quoted in summary.json
+VOLATILE = ("out", "seconds")  # summary fields left out of summary.json, so that builds compare byte for byte
+AUDIO_FORMATS = {"flac": "FLAC", "wav": "WAV"}  # --audio-format -> soundfile format (16-bit PCM either way)
+
+# What a kept message looks like.
+MIN_WORDS, MAX_WORDS = 3, 12  # English words
+MAX_CHARS_NO_SPACES = 60  # translations in scripts written without spaces (zho, jpn, yue, tha)
+FULL_STOPS = (".", "。", "．")
+NO_FULL_STOP_SCRIPTS = {"Thai"}  # Thai ends a sentence with a space or nothing
+SPACELESS_SCRIPTS = {"Hans", "Hant", "Jpan", "Thai"}
+_MARKUP = re.compile(r"[%{}_&<>\\$@\[\]`|/#*=~^\t\n\r]|https?:|www\.|\.\.|\s\.|::")
+_ACRONYM_OR_DIGIT = re.compile(r"\d|[A-Z][A-Z]")  # espeak spells acronyms letter by letter
+_LATIN = re.compile(r"[A-Za-z]")
+
+# Speech.
+ESPEAK_VOICE_OVERRIDES = {"zho": "cmn-latn-pinyin"}  # espeak-ng's "cmn" reads many hanzi as English words
+VARIANTS = ("m1", "m2", "m3", "m4", "f1", "f2", "f3", "f4")  # espeak-ng voice variants (+m1 ...)
+SPEED_RANGE = (140, 185)  # words per minute (espeak default 175)
+PITCH_RANGE = (30, 70)  # 0-99 (espeak default 50)
+# Seconds per written letter outside which an utterance is rejected, by script. Medians measured on espeak-ng 1.51
+# at SPEED_RANGE: Latin/Cyrillic 0.07-0.09, Hangul 0.23, Hanzi 0.28-0.32, Japanese 0.17, Thai 0.16.
+SECONDS_PER_CHAR = {"Latn": (0.035, 0.16), "Cyrl": (0.035, 0.16), "Kore": (0.08, 0.45),
+                    "Hans": (0.12, 0.6), "Hant": (0.12, 0.6), "Jpan": (0.06, 0.45), "Thai": (0.06, 0.35)}
+LANGUAGE_SWITCH = re.compile(r"\([a-z]{2,3}(?:-[a-z0-9]+)?\)")  # espeak -x marks a switch of voice as "(en)"
+
+
+@dataclass(frozen=True)
+class MiniOptions:
+    out: Path  # output folder
+    langs: tuple[str, ...] = DEFAULT_LANGS  # ISO 639-3 (English gives the sentence ids even when left out)
+    train: int = DEFAULT_SIZES["train"]  # sentences in train (each one in every language)
+    dev: int = DEFAULT_SIZES["dev"]  # sentences in dev
+    test: int = DEFAULT_SIZES["test"]  # sentences in test
+    directions: str = "all"  # all | none | SRC,..:TGT,.. (see manifest.parse_directions)
+    seed: int = 0  # sentence order (hence splits) and voices
+    workers: int = 2  # espeak-ng processes at a time
+    audio_format: str = "flac"  # flac | wav
+    locale_dir: Path = LOCALE_DIR  # gettext catalogues
+
+
+@dataclass(frozen=True)
+class Sentence:
+    id: str  # hash of the English text
+    domain: str  # the gettext domain (.mo name) every translation came from
+    texts: dict[str, str]  # language -> text (eng: the message id)
+
+
+@dataclass
+class MiniSummary:
+    out: str  # the output folder
+    langs: list[str]  # ISO 639-3
+    directions: list[str]  # "src-tgt"
+    sentences: dict[str, int]  # per split
+    rows: dict[str, int]  # manifest rows per split (ASR + translation)
+    hours: dict[str, float]  # speech per language, all splits
+    rejected: dict[str, int] = field(default_factory=dict)  # "lang: reason" -> utterances
+    rejected_sentences: int = 0  # sentences dropped because some language failed a check
+    rejected_examples: list[str] = field(default_factory=list)  # the first few, "lang: reason: text"
+    seconds: float = 0.0  # build time
+
+    def lines(self) -> list[str]:
+        return [f"mini corpus in {self.out}: {len(self.langs)} languages ({', '.join(self.langs)}), "
+               f"{len(self.directions)} directions",
+               "sentences per split: " + ", ".join(f"{k} {v}" for k, v in self.sentences.items()),
+               "rows per split: " + ", ".join(f"{k} {v}" for k, v in self.rows.items()),
+               "hours of speech: " + ", ".join(f"{k} {v:.3f}" for k, v in self.hours.items())
+               + f" (total {sum(self.hours.values()):.2f})",
+               f"rejected {self.rejected_sentences} sentences: "
+               + (", ".join(f"{k} x{v}" for k, v in sorted(self.rejected.items())) or "none"),
+               f"built in {self.seconds:.1f} s"]
+
+
+def build_mini(opts: MiniOptions) -> MiniSummary:
+    """Build the corpus described by `opts` (see the module docstring). Deterministic."""
+    start = time.monotonic()
+    langs = _check_languages(opts.langs)
+    pairs = parse_directions(opts.directions, langs)
+    sizes = {"train": opts.train, "dev": opts.dev, "test": opts.test}
+    if min(sizes.values()) < 0:
+        raise LLMSRTError(f"sentence counts must not be negative: {sizes}")
+    if opts.audio_format not in AUDIO_FORMATS:
+        raise LLMSRTError(f"audio format {opts.audio_format!r}: use one of {', '.join(AUDIO_FORMATS)}")
+    sentences = harvest(langs, opts.locale_dir)
+    needed = sum(sizes.values())
+    if len(sentences) < needed:
+        raise LLMSRTError(f"only {len(sentences)} sentences are translated into all of {', '.join(langs)} in "
+                          f"{opts.locale_dir}; ask for fewer (--train/--dev/--test) or fewer languages "
+                          "(`llm-srt prepare mini --survey` counts them per language)")
+    order = sorted(sentences)
+    random.Random(opts.seed).shuffle(order)
+    out = Path(opts.out)
+    chosen, durations, rejected, examples = _synthesize_until_full(
+        [sentences[i] for i in order], langs, sizes, out, opts)
+    rows = {split: list(_rows(chosen[split], langs, pairs, durations, out, opts.audio_format, split))
+            for split in SPLITS}
+    written = {split: write_manifest(out / f"{split}.jsonl", rows[split]) for split in ("train", "dev", "test")}
+    _remove_stale_audio(out, langs, durations, opts.audio_format)
+    hours = {lang: sum(d for (_, l), d in durations.items() if l == lang) / 3600 for lang in langs}
+    summary = MiniSummary(out=str(out), langs=langs, directions=[f"{s}-{t}" for s, t in pairs],
+                          sentences={s: len(chosen[s]) for s in ("train", "dev", "test")}, rows=written,
+                          hours=hours, rejected=dict(rejected), rejected_sentences=len(examples),
+                          rejected_examples=examples[:MAX_EXAMPLES],
+                          seconds=time.monotonic() - start)
+    (out / "summary.json").write_text(json.dumps({k: v for k, v in asdict(summary).items() if k not in VOLATILE},
+                                                 indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Text: gettext catalogues -> N-way parallel sentences
+
+
+def harvest(langs: list[str], locale_dir: Path = LOCALE_DIR) -> dict[str, Sentence]:
+    """Sentences translated (sentence-like) into every language of `langs`, by id. For each English message the
+    first domain (sorted by name) holding good translations in all languages is used."""
+    catalogues = {lang: _catalogues(lang, locale_dir) for lang in langs if lang != "eng"}
+    domains = sorted(set.intersection(*(set(c) for c in catalogues.values()))) if catalogues else []
+    found: dict[str, Sentence] = {}
+    for domain in domains:
+        tables = {lang: _read_mo(catalogues[lang][domain]) for lang in catalogues}
+        first = next(iter(tables.values()))
+        for msgid in sorted(first):
+            if msgid in found or not _sentence_like(msgid, "eng"):
+                continue
+            texts = {"eng": msgid}
+            for lang, table in tables.items():
+                text = table.get(msgid, "")
+                if not _sentence_like(text, lang) or text == msgid:
+                    break
+                texts[lang] = text
+            else:
+                found[msgid] = Sentence(_sentence_id(msgid), domain, {lang: texts[lang] for lang in langs})
+    return {s.id: s for s in found.values()}
+
+
+def survey(locale_dir: Path = LOCALE_DIR, langs: list[str] | None = None) -> dict[str, int]:
+    """Per language: English sentences with a sentence-like translation (any domain). `prepare mini --survey`."""
+    counts = {}
+    for lang in langs or [c for c in languages.LANGUAGES if c != "eng"]:
+        ids = set()
+        for path in _catalogues(lang, locale_dir).values():
+            ids.update(m for m, t in _read_mo(path).items()
+                       if _sentence_like(m, "eng") and _sentence_like(t, lang) and t != m)
+        counts[lang] = len(ids)
+    return counts
+
+
+def _catalogues(lang: str, locale_dir: Path) -> dict[str, Path]:
+    """domain -> .mo file; for each domain the first of the language's locale folders that has it."""
+    found: dict[str, Path] = {}
+    for locale in languages.get(lang).gettext:
+        for mo in sorted((locale_dir / locale / "LC_MESSAGES").glob("*.mo")):
+            found.setdefault(mo.stem, mo)
+    return found
+
+
+def _read_mo(path: Path) -> dict[str, str]:
+    """msgid -> translation for the plain (no context, no plural) messages of a .mo file; {} if unreadable."""
+    try:
+        with open(path, "rb") as f:
+            catalog = gettext.GNUTranslations(f)._catalog
+    except (OSError, UnicodeDecodeError, ValueError):
+        return {}  # a few catalogues use legacy encodings with a broken header; skip them
+    return {k.strip(): v.strip() for k, v in catalog.items()
+            if isinstance(k, str) and k and "\x04" not in k and isinstance(v, str)}
+
+
+def _sentence_like(text: str, lang: str) -> bool:
+    """A plain sentence espeak can read: no markup or placeholders, no digits or acronyms, one line, ending with
+    a full stop (Thai: none); English: capitalised, MIN_WORDS-MAX_WORDS words; other scripts: no Latin letters."""
+    text = text.strip()
+    if not text or _MARKUP.search(text) or _ACRONYM_OR_DIGIT.search(text):
+        return False
+    script = languages.get(lang).script
+    if script not in NO_FULL_STOP_SCRIPTS and not text.endswith(FULL_STOPS):
+        return False
+    if script in NO_FULL_STOP_SCRIPTS and unicodedata.category(text[-1]).startswith("P"):
+        return False
+    if script != "Latn" and _LATIN.search(text):
+        return False
+    if lang == "eng":
+        return text[0].isupper() and MIN_WORDS <= len(text.split()) <= MAX_WORDS
+    if script in SPACELESS_SCRIPTS:
+        return 2 <= len(text) <= MAX_CHARS_NO_SPACES
+    return 2 <= len(text.split()) <= 2 * MAX_WORDS
+
+
+def _sentence_id(english: str) -> str:
+    return hashlib.sha1(english.encode("utf-8")).hexdigest()[:10]
+
+
+def _check_languages(langs: tuple[str, ...]) -> list[str]:
+    langs = list(dict.fromkeys(langs))
+    for code in langs:
+        languages.get(code)
+    if len(langs) < 2:
+        raise LLMSRTError(f"the mini corpus needs at least two languages, got {', '.join(langs) or 'none'}")
+    return langs
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Speech: espeak-ng, checked without listening
+
+
+@dataclass(frozen=True)
+class _Job:
+    sentence_id: str
+    lang: str
+    text: str  # what espeak reads (kana for Japanese)
+    letters: int  # letters in the written sentence (for the seconds-per-character check)
+    voice: str  # espeak voice with variant, e.g. "de+f2"
+    speed: int  # words per minute
+    pitch: int  # 0-99
+    path: str  # output audio file
+    audio_format: str  # soundfile format name
+
+
+def _synthesize_until_full(candidates: list[Sentence], langs: list[str], sizes: dict[str, int], out: Path,
+                           opts: MiniOptions):
+    """Read sentences in order until every split is full; a sentence rejected in any language is skipped.
+    Returns (split -> sentences, (id, lang) -> seconds, Counter of 'lang: reason', one 'lang: reason: text' per
+    rejected sentence)."""
+    _require_tools(langs)
+    chosen: dict[str, list[Sentence]] = {split: [] for split in SPLITS}
+    durations: dict[tuple[str, str], float] = {}
+    rejected: Counter = Counter()
+    examples: list[str] = []
+    pos = 0
+    with ThreadPoolExecutor(max(1, opts.workers)) as pool:
+        while (missing := sum(sizes[s] - len(chosen[s]) for s in SPLITS)) > 0:
+            if pos >= len(candidates):
+                raise LLMSRTError(f"only {sum(len(v) for v in chosen.values())} sentences could be read in all of "
+                                  f"{', '.join(langs)} ({len(examples)} rejected); ask for fewer sentences")
+            chunk = candidates[pos:pos + missing + missing // 4 + 4]
+            pos += len(chunk)
+            jobs = _jobs(chunk, langs, out, opts)
+            results = list(pool.map(_speak, jobs))
+            for i, sentence in enumerate(chunk):
+                span = slice(i * len(langs), (i + 1) * len(langs))
+                mine = list(zip(jobs[span], results[span]))
+                reasons = [f"{job.lang}: {reason}" for job, (reason, _) in mine if reason]
+                split = next((s for s in SPLITS if len(chosen[s]) < sizes[s]), None)
+                if reasons or split is None:
+                    for job, _ in mine:
+                        Path(job.path).unlink(missing_ok=True)
+                    rejected.update(reasons)
+                    if reasons:
+                        first = next(job for job, (reason, _) in mine if reason)
+                        examples.append(f"{reasons[0]}: {sentence.texts[first.lang]}")
+                    continue
+                chosen[split].append(sentence)
+                durations.update({(job.sentence_id, job.lang): seconds for job, (_, seconds) in mine})
+    return chosen, durations, rejected, examples
+
+
+def _jobs(chunk: list[Sentence], langs: list[str], out: Path, opts: MiniOptions) -> list[_Job]:
+    """One job per (sentence, language), sentence-major; voice, speed and pitch seeded per utterance."""
+    kana = dict(zip((s.id for s in chunk), _kana([s.texts["jpn"] for s in chunk]))) if "jpn" in langs else {}
+    jobs = []
+    for s in chunk:
+        for lang in langs:
+            rng = random.Random(f"{opts.seed}:{s.id}:{lang}")
+            voice = ESPEAK_VOICE_OVERRIDES.get(lang, languages.get(lang).espeak)
+            folder = out / "audio" / lang
+            folder.mkdir(parents=True, exist_ok=True)
+            jobs.append(_Job(s.id, lang, kana.get(s.id, s.texts[lang]) if lang == "jpn" else s.texts[lang],
+                             sum(unicodedata.category(c).startswith("L") for c in s.texts[lang]),
+                             f"{voice}+{rng.choice(VARIANTS)}", rng.randint(*SPEED_RANGE),
+                             rng.randint(*PITCH_RANGE), str(folder / f"{s.id}.{opts.audio_format}"),
+                             AUDIO_FORMATS[opts.audio_format]))
+    return jobs
+
+
+def _speak(job: _Job) -> tuple[str, float]:
+    """Synthesize one utterance; returns (reason it was rejected or "", seconds)."""
+    with tempfile.TemporaryDirectory(prefix="llm-srt-espeak-") as tmp:
+        phonemes = Path(tmp) / "phonemes.txt"
+        proc = subprocess.run(["espeak-ng", "-v", job.voice, "-s", str(job.speed), "-p", str(job.pitch), "-x",
+                               f"--phonout={phonemes}", "--stdout", "--stdin"],
+                              input=job.text.encode("utf-8"), capture_output=True)
+        if proc.returncode != 0 or not proc.stdout:
+            return f"espeak-ng failed ({proc.stderr.decode(errors='replace').strip()[:60]})", 0.0
+        read = phonemes.read_text(encoding="utf-8", errors="replace") if phonemes.exists() else ""
+    if LANGUAGE_SWITCH.search(read):
+        return "switched voice (foreign word or letter names)", 0.0
+    samples = load_audio(proc.stdout, name=f"espeak:{job.sentence_id}:{job.lang}")
+    seconds = samples.size / SAMPLE_RATE
+    low, high = SECONDS_PER_CHAR[languages.get(job.lang).script]
+    if seconds < low * job.letters:
+        return "too short for its text", seconds
+    if seconds > high * job.letters:
+        return "too long for its text", seconds
+    tmp_path = f"{job.path}.tmp"
+    sf.write(tmp_path, np.round(samples * 32767).astype(np.int16), SAMPLE_RATE, format=job.audio_format,
+             subtype="PCM_16")
+    Path(tmp_path).replace(job.path)
+    return "", seconds
+
+
+def _kana(texts: list[str]) -> list[str]:
+    """Japanese text -> katakana readings (mecab -Oyomi), which espeak-ng's Japanese voice reads."""
+    if not texts:
+        return []
+    proc = subprocess.run(["mecab", "-Oyomi"], input="\n".join(texts) + "\n", capture_output=True, text=True)
+    lines = proc.stdout.splitlines()
+    if proc.returncode != 0 or len(lines) != len(texts):
+        raise LLMSRTError(f"mecab -Oyomi failed ({proc.stderr.strip()[:80] or 'line count mismatch'}); "
+                          "install mecab and a dictionary (make setup), or leave jpn out of --langs")
+    return lines
+
+
+def _require_tools(langs: list[str]) -> None:
+    tools = ["espeak-ng"] + (["mecab"] if "jpn" in langs else [])
+    missing = [t for t in tools if shutil.which(t) is None]
+    if missing:
+        raise LLMSRTError(f"{', '.join(missing)} not installed; the mini corpus needs them (make setup installs "
+                          "them)")
+
+
+def _rows(sentences: list[Sentence], langs: list[str], pairs: list[tuple[str, str]],
+          durations: dict[tuple[str, str], float], out: Path, audio_format: str, split: str):
+    targets = defaultdict(list)
+    for src, tgt in pairs:
+        targets[src].append(tgt)
+    for s in sentences:
+        for lang in langs:
+            common = dict(audio=str((out / "audio" / lang / f"{s.id}.{audio_format}").absolute()),
+                          duration=round(durations[(s.id, lang)], 4), src_lang=lang, transcript=s.texts[lang],
+                          split=split, corpus=CORPUS, sentence_id=s.id, source=f"gettext:{s.domain}")
+            yield Row(id=f"{CORPUS}:{lang}:{s.id}", tgt_lang="", translation="", **common)
+            for tgt in targets[lang]:
+                yield Row(id=f"{CORPUS}:{lang}:{s.id}:{tgt}", tgt_lang=tgt, translation=s.texts[tgt], **common)
+
+
+def _remove_stale_audio(out: Path, langs: list[str], durations: dict[tuple[str, str], float],
+                        audio_format: str) -> None:
+    """Delete audio a previous build with other options left behind (only this corpus's own file names)."""
+    for lang in langs:
+        for path in (out / "audio" / lang).glob(f"*.{audio_format}"):
+            if re.fullmatch(r"[0-9a-f]{10}", path.stem) and (path.stem, lang) not in durations:
+                path.unlink()

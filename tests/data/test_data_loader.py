@@ -1,0 +1,127 @@
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from llm_srt.data.loader import BucketBatchSampler, SpeechTextDataset, collate
+from llm_srt.data.manifest import Row
+from llm_srt.errors import LLMSRTError
+from llm_srt.prompts import Task
+
+
+def _rows(n_sentences=10, langs=("eng", "deu", "fra"), audio="a.wav"):
+    rows = []
+    for s in range(n_sentences):
+        for src in langs:
+            text = {lang: f"{lang} sentence {s}." for lang in langs}
+            common = dict(audio=audio, duration=1.0 + s + 0.1 * langs.index(src), src_lang=src, transcript=text[src],
+                          split="train", corpus="t", sentence_id=str(s))
+            rows.append(Row(id=f"{src}:{s}", tgt_lang="", translation="", **common))
+            rows += [Row(id=f"{src}:{s}:{tgt}", tgt_lang=tgt, translation=text[tgt], **common)
+                     for tgt in langs if tgt != src]
+    return rows
+
+
+def test_tasks_pick_their_rows_and_build_the_paper_prompts():
+    rows = _rows()
+    asr = SpeechTextDataset(rows, Task.ASR)
+    srt = SpeechTextDataset(rows, "srt")
+    assert len(asr) == 30 and len(srt) == 60
+    ex = next(srt[i] for i in range(len(srt)) if srt[i].id == "eng:3:deu")
+    assert (ex.prompt, ex.target) == ("<|eng|><|deu|>", "eng sentence 3.<|eng|><|deu|>deu sentence 3.")
+    assert asr[0].prompt == "<|eng|>" and asr[0].target == "eng sentence 0." and asr[0].tgt == ""
+    smt = SpeechTextDataset(rows, Task.SMT)[0]
+    assert smt.prompt == "eng sentence 0.<|eng|><|deu|>" and smt.target == "deu sentence 0."
+
+
+def test_task_mix_is_proportional_and_deterministic():
+    rows = _rows()
+    mixed = SpeechTextDataset(rows, {"srt": 0.8, "asr": 0.2}, seed=3)
+    counts = Counter(mixed[i].task for i in range(len(mixed)))
+    assert counts == {Task.SRT: 60, Task.ASR: 15}  # every SRT row once; ASR drawn to 20% of 75
+    assert len({mixed[i].id for i in range(len(mixed)) if mixed[i].task is Task.ASR}) == 15
+    again = SpeechTextDataset(rows, {"srt": 0.8, "asr": 0.2}, seed=3)
+    other = SpeechTextDataset(rows, {"srt": 0.8, "asr": 0.2}, seed=4)
+    ids = [mixed[i].id for i in range(len(mixed))]
+    assert ids == [again[i].id for i in range(len(again))] and ids != [other[i].id for i in range(len(other))]
+    heavy = SpeechTextDataset(rows, {"srt": 0.2, "asr": 0.8})  # every ASR row once; SRT drawn to 20% of 38
+    assert Counter(heavy[i].task for i in range(len(heavy))) == {Task.ASR: 30, Task.SRT: 8}
+
+
+def test_bad_task_specs_are_clear():
+    with pytest.raises(LLMSRTError, match="unknown task"):
+        SpeechTextDataset(_rows(), "translate")
+    with pytest.raises(LLMSRTError, match="must be positive"):
+        SpeechTextDataset(_rows(), {"srt": 0})
+    asr_only = [r for r in _rows() if r.is_asr]
+    with pytest.raises(LLMSRTError, match="needs translation rows"):
+        SpeechTextDataset(asr_only, "s2tt")
+
+
+def test_bucketed_batches_cover_everything_once_with_similar_lengths():
+    rng = np.random.default_rng(0)
+    durations = rng.uniform(1, 20, size=1000)
+    sampler = BucketBatchSampler(durations, batch_size=8, seed=1, bucket_batches=10)
+    batches = list(sampler)
+    flat = [i for b in batches for i in b]
+    assert sorted(flat) == list(range(1000)) and len(batches) == 125
+    spread = np.mean([np.ptp(durations[b]) for b in batches])
+    random_spread = np.mean([np.ptp(durations[rng.permutation(1000)[:8]]) for _ in range(200)])
+    assert spread < random_spread / 4
+    assert sampler.epoch == 1 and sampler.batch == 0  # a full pass moves on to the next epoch
+
+
+def test_deterministic_per_seed_and_epoch():
+    durations = np.arange(100) % 17 + 1.0
+    a = BucketBatchSampler(durations, 4, seed=5)
+    b = BucketBatchSampler(durations, 4, seed=5)
+    assert a.batches(0) == b.batches(0) and a.batches(0) != a.batches(1)
+    assert a.batches(0) != BucketBatchSampler(durations, 4, seed=6).batches(0)
+
+
+def test_resume_yields_exactly_the_remaining_batches():
+    durations = np.arange(203) % 23 + 0.5
+    sampler = BucketBatchSampler(durations, 5, seed=2)
+    sampler.set_epoch(3)
+    full = sampler.batches(3)
+    it = iter(sampler)
+    seen = [next(it) for _ in range(7)]
+    state = sampler.state_dict()
+    assert state == {"epoch": 3, "batch": 7, "seed": 2}
+    resumed = BucketBatchSampler(durations, 5, seed=2)
+    resumed.load_state_dict(state)
+    rest = list(resumed)
+    assert seen + rest == full and len(rest) == len(full) - 7
+    assert resumed.state_dict()["epoch"] == 4 and list(resumed)[0] == resumed.batches(4)[0]
+    with pytest.raises(LLMSRTError, match="same seed"):
+        BucketBatchSampler(durations, 5, seed=9).load_state_dict(state)
+
+
+def test_ranks_split_the_batches_evenly():
+    durations = np.ones(50)
+    ranks = [BucketBatchSampler(durations, 4, seed=0, num_replicas=3, rank=r).batches(0) for r in range(3)]
+    assert len({len(b) for b in ranks}) == 1 and len(ranks[0]) == 4  # 13 batches -> 12 used, 4 each
+    flat = [i for r in ranks for b in r for i in b]
+    assert len(flat) == len(set(flat))
+    dropped = BucketBatchSampler(durations, 4, drop_last=True).batches(0)
+    assert all(len(b) == 4 for b in dropped) and len(dropped) == 12
+
+
+def test_collate_pads_features_with_a_mask_or_loads_audio(tmp_path, audio_file):
+    path = str(audio_file(tmp_path / "a.wav", seconds=0.5, sr=8000))
+    data = SpeechTextDataset(_rows(2, audio=path), Task.SRT)
+    examples = [data[0], data[1], data[2]]
+    feats = [np.ones((5, 3)), 2 * np.ones((2, 3)), 3 * np.ones((4, 3))]
+    batch = collate(examples, feats)
+    assert batch["features"].shape == (3, 5, 3) and batch["features"].dtype == torch.float32
+    assert batch["feature_mask"].tolist() == [[True] * 5, [True] * 2 + [False] * 3, [True] * 4 + [False]]
+    assert batch["features"][1, 2:].abs().sum() == 0 and batch["features"][2, 3, 0] == 3
+    assert batch["ids"] == [e.id for e in examples] and batch["targets"][0] == examples[0].target
+    assert batch["src"] == [e.src for e in examples] and batch["tgt"] == [e.tgt for e in examples]
+    audio = collate(examples)["audio"]
+    assert len(audio) == 3 and audio[0].shape == (8000,) and audio[0].dtype == np.float32
+    mt = SpeechTextDataset(_rows(1, audio=path), Task.MT)
+    assert collate([mt[0]])["audio"] == [None]
+    with pytest.raises(LLMSRTError, match="one D"):
+        collate(examples[:2], [np.ones((2, 3)), np.ones((2, 4))])

@@ -1,0 +1,101 @@
+import os
+import threading
+
+import numpy as np
+import pytest
+
+from llm_srt.data.features import FeatureCache
+from llm_srt.errors import LLMSRTError
+
+
+class Encoder:
+    """A fake frozen encoder: (N,) audio -> (N // 160, 4) features; counts the utterances it computed."""
+
+    def __init__(self, scale=1.0):
+        self.scale, self.calls, self.seen = scale, 0, 0
+
+    def __call__(self, audio):
+        self.calls += 1
+        self.seen += len(audio)
+        return [self.scale * np.stack([a[: len(a) // 160 * 160].reshape(-1, 160).mean(1) + k for k in range(4)], 1)
+                for a in audio]
+
+
+@pytest.fixture
+def clips(tmp_path, audio_file):
+    return [str(audio_file(tmp_path / f"c{i}.wav", seconds=0.2 + 0.1 * i, freq=200 + 50 * i)) for i in range(3)]
+
+
+def test_second_call_is_all_hits_and_gives_identical_features(tmp_path, clips):
+    enc = Encoder()
+    cache = FeatureCache(tmp_path / "cache", "whisper-base@abc", {"mel": 80})
+    first = cache.get_or_compute(clips, enc)
+    assert cache.stats() == {"hits": 0, "misses": 3} and enc.calls == 1
+    assert [f.shape for f in first] == [(20, 4), (30, 4), (40, 4)] and first[0].dtype == np.float32
+    again = FeatureCache(tmp_path / "cache", "whisper-base@abc", {"mel": 80}).get_or_compute(clips[::-1], enc)
+    assert enc.calls == 1
+    for a, b in zip(first, again[::-1]):
+        np.testing.assert_array_equal(a, b)  # computed-now and loaded-later are the same numbers (float16-rounded)
+    stored = list((tmp_path / "cache").rglob("*.npy"))
+    assert len(stored) == 3 and all(np.load(p).dtype == np.float16 for p in stored)
+    assert all(p.parent.name == p.stem[:2] for p in stored)
+
+
+def test_changed_file_encoder_or_settings_recompute(tmp_path, clips, audio_file):
+    enc = Encoder()
+    root = tmp_path / "cache"
+    FeatureCache(root, "enc-a", {"mel": 80}).get_or_compute(clips, enc)
+    assert enc.seen == 3
+    FeatureCache(root, "enc-b", {"mel": 80}).get_or_compute(clips[:1], enc)
+    assert enc.seen == 4
+    FeatureCache(root, "enc-a", {"mel": 128}).get_or_compute(clips[:1], enc)
+    assert enc.seen == 5
+    FeatureCache(root, "enc-a", {"mel": 80}, dtype="float32").get_or_compute(clips[:1], enc)
+    assert enc.seen == 6
+    cache = FeatureCache(root, "enc-a", {"mel": 80})
+    old = cache.get_or_compute(clips[:1], enc)[0]
+    assert enc.seen == 6 and cache.hits == 1
+    audio_file(tmp_path / "c0.wav", seconds=0.2, freq=900)  # same name and length, new content
+    st = os.stat(clips[0])
+    os.utime(clips[0], ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    new = cache.get_or_compute(clips[:1], enc)[0]
+    assert enc.seen == 7 and cache.misses == 1 and not np.array_equal(old, new)
+
+
+def test_duplicates_in_one_call_computed_once_and_damaged_files_recomputed(tmp_path, clips):
+    enc = Encoder()
+    cache = FeatureCache(tmp_path / "cache", "enc", {})
+    out = cache.get_or_compute([clips[0], clips[0], clips[1]], enc)
+    assert enc.seen == 2 and np.array_equal(out[0], out[1])
+    path = cache.path_of(cache.key(clips[0]))
+    path.write_bytes(b"garbage")
+    cache.get_or_compute(clips[:1], enc)
+    assert enc.seen == 3 and np.load(path).shape == (20, 4)
+
+
+def test_concurrent_writers_leave_complete_files(tmp_path, clips):
+    errors = []
+
+    def work():
+        try:
+            FeatureCache(tmp_path / "cache", "enc", {}).get_or_compute(clips * 5, Encoder())
+        except Exception as e:  # noqa: BLE001 - collected and asserted below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(list((tmp_path / "cache").rglob("*.npy"))) == 3 and not list((tmp_path / "cache").rglob("*.tmp"))
+
+
+def test_bad_feature_functions_are_reported(tmp_path, clips):
+    cache = FeatureCache(tmp_path / "cache", "enc", {})
+    with pytest.raises(LLMSRTError, match="returned 1 arrays for 2"):
+        cache.get_or_compute(clips[:2], lambda audio: [np.zeros((3, 4))])
+    with pytest.raises(LLMSRTError, match=r"expected \(T, D\)"):
+        cache.get_or_compute(clips[:1], lambda audio: [np.zeros(3)])
+    with pytest.raises(LLMSRTError, match="dtype"):
+        FeatureCache(tmp_path, "enc", {}, dtype="int8")

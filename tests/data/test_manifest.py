@@ -1,0 +1,126 @@
+import json
+import os
+
+import pytest
+
+from llm_srt.data.manifest import Row, parse_directions, read_manifest, write_manifest
+from llm_srt.errors import LLMSRTError, ManifestError
+
+
+def _row(i, audio="a.wav", **over):
+    row = {"id": f"u{i}", "audio": audio, "duration": 1.5, "src_lang": "eng", "transcript": "Hello there.",
+           "tgt_lang": "deu", "translation": "Hallo.", "split": "train", "corpus": "test", "sentence_id": str(i)}
+    row.update(over)
+    return row
+
+
+def _write(path, lines):
+    path.write_text("".join((l if isinstance(l, str) else json.dumps(l)) + "\n" for l in lines), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def folder(tmp_path, audio_file):
+    audio_file(tmp_path / "a.wav")
+    return tmp_path
+
+
+def test_reads_good_rows_and_resolves_audio_against_the_manifest_folder(folder, monkeypatch):
+    path = _write(folder / "m.jsonl", [_row(1), _row(2, tgt_lang="", translation=""), _row(3, tgt_lang=None,
+                                                                                           translation=None)])
+    monkeypatch.chdir("/")
+    rows = read_manifest(path)
+    assert [r.id for r in rows] == ["u1", "u2", "u3"]
+    assert rows[0].audio == str(folder / "a.wav")
+    assert not rows[0].is_asr and rows[1].is_asr and rows[2].is_asr and rows[2].tgt_lang == ""
+
+
+BAD_ROWS = {
+    "bad JSON": ('{"id": "x", ', "not valid JSON"),
+    "not an object": ("[1, 2]", "expected a JSON object"),
+    "missing field": ({k: v for k, v in _row(9).items() if k != "transcript"}, "missing field(s) transcript"),
+    "wrong type": (_row(9, duration="long"), "field 'duration' should be int or float"),
+    "bool duration": (_row(9, duration=True), "field 'duration'"),
+    "non-positive duration": (_row(9, duration=0), "not positive"),
+    "unknown source language": (_row(9, src_lang="en"), "src_lang 'en' is not a known language"),
+    "unknown target language": (_row(9, tgt_lang="xyz"), "tgt_lang 'xyz' is not a known language"),
+    "translation without target": (_row(9, tgt_lang=""), "must both be set"),
+    "missing audio": (_row(9, audio="nope.wav"), "does not exist"),
+    "empty audio": (_row(9, audio="empty.wav"), "is empty (0 bytes)"),
+    "audio is a folder": (_row(9, audio="sub"), "is not a file"),
+    "duplicate id": (_row(1), "duplicate id 'u1' (first on line 1)"),
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_ROWS))
+def test_each_bad_row_kind_is_reported_with_file_and_line(folder, kind):
+    (folder / "empty.wav").write_bytes(b"")
+    (folder / "sub").mkdir()
+    bad, message = BAD_ROWS[kind]
+    path = _write(folder / "m.jsonl", [_row(1), "", _row(2), bad])  # the blank line still counts
+    with pytest.raises(ManifestError) as e:
+        read_manifest(path)
+    assert f"{path}:4: " in str(e.value) and message in str(e.value)
+    assert "1 bad row" in str(e.value)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files without read permission")
+def test_unreadable_audio_is_reported(folder):
+    (folder / "locked.wav").write_bytes(b"RIFF")
+    (folder / "locked.wav").chmod(0)
+    with pytest.raises(ManifestError, match="not readable"):
+        read_manifest(_write(folder / "m.jsonl", [_row(1, audio="locked.wav")]))
+
+
+def test_all_problems_listed_up_to_a_limit_then_counted(folder):
+    lines = [_row(i, src_lang="zz") for i in range(25)]
+    with pytest.raises(ManifestError) as e:
+        read_manifest(_write(folder / "m.jsonl", lines))
+    text = str(e.value)
+    assert "25 bad row(s)" in text and "m.jsonl:20:" in text and "m.jsonl:21:" not in text
+    assert "and 5 more" in text
+
+
+def test_skip_bad_warns_and_keeps_the_good_rows(folder):
+    path = _write(folder / "m.jsonl", [_row(1), "{oops", _row(2, audio="nope.wav"), _row(3), _row(3)])
+    with pytest.warns(UserWarning, match="skipped 3 bad rows"):
+        rows = read_manifest(path, skip_bad=True)
+    assert [r.id for r in rows] == ["u1", "u3"]
+
+
+def test_check_audio_off_accepts_missing_files(folder):
+    rows = read_manifest(_write(folder / "m.jsonl", [_row(1, audio="later.wav")]), check_audio=False)
+    assert rows[0].audio.endswith("later.wav")
+
+
+def test_empty_manifest_is_an_error(folder):
+    with pytest.raises(ManifestError, match="no usable rows"):
+        read_manifest(_write(folder / "m.jsonl", [""]))
+
+
+def test_write_then_read_round_trip_with_relative_audio(folder, monkeypatch):
+    rows = [Row("a", str(folder / "a.wav"), 1.0, "fra", "Bonjour.", "", "", "dev", "x", "7", source="gettext:x"),
+            Row("b", str(folder / "a.wav"), 2.0, "fra", "Bonjour.", "eng", "Hello.", "dev", "x", "7")]
+    out = folder / "out" / "m.jsonl"
+    monkeypatch.chdir(folder)
+    assert write_manifest(out, rows) == 2
+    first = json.loads(out.read_text().splitlines()[0])
+    assert first["audio"] == str(folder / "a.wav")  # outside the manifest folder: absolute
+    write_manifest(folder / "m.jsonl", [rows[0]])
+    assert json.loads((folder / "m.jsonl").read_text())["audio"] == "a.wav"  # inside: relative
+    assert read_manifest(out) == rows
+    assert not list(out.parent.glob("*.tmp"))
+
+
+def test_parse_directions_presets_and_lists():
+    langs = ["eng", "deu", "jpn", "tha"]
+    assert len(parse_directions("all", langs)) == 12
+    assert parse_directions("none", langs) == []
+    six = parse_directions("6x12", langs)
+    assert ("eng", "deu") in six and ("deu", "jpn") in six
+    assert not any("tha" in pair for pair in six)  # Thai is in neither 6x12 list
+    assert parse_directions("eng,deu:jpn", langs) == [("eng", "jpn"), ("deu", "jpn")]
+    with pytest.raises(LLMSRTError, match="not among the languages"):
+        parse_directions("eng:fra", langs)
+    with pytest.raises(LLMSRTError, match="use all, 6x12"):
+        parse_directions("sideways", langs)

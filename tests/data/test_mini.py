@@ -1,0 +1,158 @@
+import json
+import shutil
+
+import pytest
+import soundfile as sf
+
+from llm_srt.data import mini
+from llm_srt.data.manifest import read_manifest
+from llm_srt.errors import LLMSRTError
+
+pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+
+GOOD = {  # English -> (German, French)
+    "The file could not be opened.": ("Die Datei konnte nicht geöffnet werden.",
+                                      "Le fichier n'a pas pu être ouvert."),
+    "The connection was closed by the server.": ("Die Verbindung wurde vom Server geschlossen.",
+                                                 "La connexion a été fermée par le serveur."),
+    "Please try again later.": ("Bitte versuchen Sie es später erneut.", "Veuillez réessayer plus tard."),
+    "The password is too short.": ("Das Passwort ist zu kurz.", "Le mot de passe est trop court."),
+    "No space is left on the device.": ("Auf dem Gerät ist kein Platz mehr.",
+                                        "Il ne reste plus de place sur le périphérique."),
+    "The operation was cancelled by the user.": ("Der Vorgang wurde vom Benutzer abgebrochen.",
+                                                 "L'opération a été annulée par l'utilisateur."),
+    "Unable to read the configuration file.": ("Die Konfigurationsdatei kann nicht gelesen werden.",
+                                               "Impossible de lire le fichier de configuration."),
+    "The network cannot be reached now.": ("Das Netzwerk ist jetzt nicht erreichbar.",
+                                           "Le réseau est injoignable pour le moment."),
+}
+BAD = {  # English -> (German, French), each failing one rule
+    "Could not open %s now.": ("Konnte %s nicht öffnen.", "Impossible d'ouvrir %s."),  # placeholder
+    "Enable the PNG loader now.": ("Den PNG-Lader aktivieren.", "Activer le chargeur PNG."),  # acronym
+    "_Open the selected file.": ("Die gewählte Datei _öffnen.", "_Ouvrir le fichier choisi."),  # accelerator
+    "Save it.": ("Speichern.", "Enregistrer."),  # too few words
+    "Show the hidden files": ("Versteckte Dateien anzeigen", "Afficher les fichiers cachés"),  # no full stop
+    "Bitte warten Sie hier.": ("Bitte warten Sie hier.", "Veuillez patienter ici."),  # identical to English
+    "Visit the site at www.example.org today.": ("Besuchen Sie www.example.org heute.", "Visitez www.example.org."),
+}
+ONLY_GERMAN = {"The window was closed by the user.": "Das Fenster wurde vom Benutzer geschlossen."}
+
+
+@pytest.fixture
+def locale_dir(tmp_path, mo_file):
+    root = tmp_path / "locale"
+    items = list({**GOOD, **BAD}.items())
+    # two domains; the first sentence is in both, with different translations (the first domain by name wins)
+    for lang, col, other in (("de", 0, "Eine andere Datei wurde gefunden."), ("fr", 1, "Un autre fichier existe.")):
+        aaa = {en: t[col] for en, t in items[:5]} | (ONLY_GERMAN if lang == "de" else {})
+        zzz = {en: t[col] for en, t in items[5:]} | {items[0][0]: other}
+        mo_file(root / lang / "LC_MESSAGES" / "aaa.mo", aaa)
+        mo_file(root / lang / "LC_MESSAGES" / "zzz.mo", zzz)
+    return root
+
+
+def test_harvest_keeps_sentence_like_entries_present_in_every_language(locale_dir):
+    found = mini.harvest(["eng", "deu", "fra"], locale_dir)
+    assert sorted(s.texts["eng"] for s in found.values()) == sorted(GOOD)
+    first = next(s for s in found.values() if s.texts["eng"] == "The file could not be opened.")
+    assert first.domain == "aaa" and first.texts["deu"] == GOOD["The file could not be opened."][0]
+    assert all(s.id == mini._sentence_id(s.texts["eng"]) for s in found.values())
+    assert len(mini.harvest(["eng", "deu"], locale_dir)) == len(GOOD) + len(ONLY_GERMAN)
+
+
+@pytest.mark.parametrize("text,lang,ok", [
+    ("Die Datei ist leer.", "deu", True), ("文件是空的。", "zho", True), ("ファイルは空です。", "jpn", True),
+    ("文件 PNG 是空的。", "zho", False), ("Файл пуст.", "rus", True), ("Файл file пуст.", "rus", False),
+    ("Version 2 is out.", "eng", False), ("ไฟล์ว่างเปล่า", "tha", True), ("ไฟล์ว่างเปล่า.", "tha", False),
+    ("Line one.\nLine two.", "deu", False), ("Wait for it...", "eng", False), ("open the door now.", "eng", False),
+])
+def test_sentence_filter(text, lang, ok):
+    assert mini._sentence_like(text, lang) is ok
+
+
+def _build(out, locale_dir, **over):
+    opts = dict(out=out, langs=("eng", "deu", "fra"), train=4, dev=1, test=1, locale_dir=locale_dir)
+    return mini.build_mini(mini.MiniOptions(**{**opts, **over}))
+
+
+def test_builds_a_small_corpus_deterministically(locale_dir, tmp_path):
+    summary = _build(tmp_path / "a", locale_dir)
+    assert summary.sentences == {"train": 4, "dev": 1, "test": 1} and len(summary.directions) == 6
+    rows = {s: read_manifest(tmp_path / "a" / f"{s}.jsonl") for s in ("train", "dev", "test")}
+    for split, n in summary.sentences.items():
+        assert len(rows[split]) == n * (3 + 6) == summary.rows[split]  # 3 ASR rows + 6 directions per sentence
+    ids = {s: {r.sentence_id for r in rs} for s, rs in rows.items()}
+    assert not ids["train"] & ids["test"] and not ids["train"] & ids["dev"] and not ids["dev"] & ids["test"]
+    for r in rows["train"]:
+        info = sf.info(r.audio)
+        assert info.samplerate == 16000 and info.subtype == "PCM_16"
+        assert r.duration == pytest.approx(info.duration, abs=1e-3) and r.duration > 0.5
+        if not r.is_asr:
+            assert r.translation == mini.harvest(["eng", r.src_lang, r.tgt_lang], locale_dir)[r.sentence_id] \
+                .texts[r.tgt_lang]
+    assert sum(summary.hours.values()) * 3600 == pytest.approx(
+        sum(r.duration for rs in rows.values() for r in rs if r.is_asr), rel=1e-3)
+
+    _build(tmp_path / "b", locale_dir, workers=1)
+    files_a = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    files_b = sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*") if p.is_file())
+    assert files_a == files_b and len(files_a) == 3 * 6 + 4
+    for rel in files_a:
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
+
+
+def test_voices_vary_and_seed_changes_the_split(locale_dir, tmp_path):
+    jobs = mini._jobs(list(mini.harvest(["eng", "deu"], locale_dir).values()), ["eng", "deu"], tmp_path,
+                      mini.MiniOptions(out=tmp_path))
+    assert len({(j.voice, j.speed, j.pitch) for j in jobs}) > len(jobs) // 2
+    a = _build(tmp_path / "a", locale_dir, train=2, seed=0)
+    b = _build(tmp_path / "b", locale_dir, train=2, seed=1)
+    test_a = {r.sentence_id for r in read_manifest(tmp_path / "a" / "test.jsonl")}
+    test_b = {r.sentence_id for r in read_manifest(tmp_path / "b" / "test.jsonl")}
+    train_a = {r.sentence_id for r in read_manifest(tmp_path / "a" / "train.jsonl")}
+    assert a.sentences == b.sentences and (test_a != test_b or train_a != {
+        r.sentence_id for r in read_manifest(tmp_path / "b" / "train.jsonl")})
+
+
+def test_growing_train_keeps_test_and_dev_and_removes_stale_audio(locale_dir, tmp_path):
+    _build(tmp_path / "a", locale_dir, train=5)
+    before = {s: (tmp_path / "a" / f"{s}.jsonl").read_text() for s in ("dev", "test")}
+    _build(tmp_path / "a", locale_dir, train=2, directions="eng:deu")
+    assert {s: (tmp_path / "a" / f"{s}.jsonl").read_text().count("\n") for s in ("dev", "test")} == {"dev": 4,
+                                                                                                 "test": 4}
+    assert (tmp_path / "a" / "test.jsonl").read_text().splitlines()[0] == before["test"].splitlines()[0]
+    assert len(list((tmp_path / "a" / "audio" / "deu").iterdir())) == 2 + 1 + 1
+
+
+def test_asking_for_more_sentences_than_exist_is_a_clear_error(locale_dir, tmp_path):
+    with pytest.raises(LLMSRTError, match="only 8 sentences are translated"):
+        _build(tmp_path / "a", locale_dir, train=20)
+    with pytest.raises(LLMSRTError, match="not among the languages"):
+        _build(tmp_path / "a", locale_dir, directions="eng:spa")
+
+
+def test_speech_checks_reject_foreign_words_and_implausible_durations(tmp_path):
+    def job(text, lang, voice, letters):
+        return mini._Job("x", lang, text, letters, voice, 160, 50, str(tmp_path / f"{lang}.flac"), "FLAC")
+
+    reason, _ = mini._speak(job("Используйте DROP для удаления.", "rus", "ru", 24))
+    assert "switched voice" in reason
+    assert mini._speak(job("Die Datei ist leer und wird nun gelöscht.", "deu", "de", 3))[0] == "too long for its text"
+    assert mini._speak(job("Leer.", "deu", "de", 300))[0] == "too short for its text"
+    reason, seconds = mini._speak(job("Die Datei ist leer.", "deu", "de", 15))
+    assert reason == "" and seconds > 0.5 and sf.info(str(tmp_path / "deu.flac")).samplerate == 16000
+
+
+@pytest.mark.skipif(not (mini.LOCALE_DIR / "de" / "LC_MESSAGES").is_dir() or shutil.which("mecab") is None,
+                    reason="this machine has no German gettext catalogues or no mecab")
+def test_real_catalogues_with_japanese_kana(tmp_path):
+    counts = mini.survey(langs=["deu", "jpn"])
+    assert counts["deu"] > 50
+    if counts["jpn"] < 20:
+        pytest.skip("too few Japanese catalogues here")
+    summary = mini.build_mini(mini.MiniOptions(out=tmp_path, langs=("eng", "deu", "jpn"), train=4, dev=1, test=1))
+    assert summary.sentences == {"train": 4, "dev": 1, "test": 1}
+    rows = read_manifest(tmp_path / "train.jsonl")
+    jpn = [r for r in rows if r.src_lang == "jpn" and r.is_asr]
+    assert len(jpn) == 4 and all(r.duration > 0.5 for r in jpn)
+    assert json.loads((tmp_path / "summary.json").read_text())["langs"] == ["eng", "deu", "jpn"]

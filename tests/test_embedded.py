@@ -1,0 +1,99 @@
+"""`llm-srt setup`: the embedded models are converted once; later calls only read the stamps."""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from llm_srt import embedded as emb
+from llm_srt import paths
+
+
+def _fake_converter(calls: list, fail: bool = False):
+    def convert(target: Path) -> None:
+        calls.append(target.name)
+        if fail:
+            raise RuntimeError("conversion crashed")
+        target.mkdir(parents=True, exist_ok=True)
+        (target / "model.safetensors").write_text("weights")
+    return convert
+
+
+@pytest.fixture
+def fake_setup(tmp, monkeypatch):
+    """ensure_embedded against an empty cache, with instant fake converters (records which ran)."""
+    monkeypatch.setenv(paths.CACHE_ENV, str(tmp / "cache"))
+    calls: list[str] = []
+    monkeypatch.setattr(emb, "_convert_whisper", _fake_converter(calls))
+    monkeypatch.setattr(emb, "_convert_gemma", _fake_converter(calls))
+    return calls
+
+
+def test_stamp_makes_setup_idempotent(fake_setup, monkeypatch):
+    steps = []
+    result = emb.ensure_embedded(report=steps.append)
+    assert fake_setup == ["whisper-base", "gemma-3-270m"]
+    assert result == emb.EmbeddedPaths(whisper=paths.embedded_whisper_dir(), llm=paths.embedded_llm_dir())
+    assert [s.converted for s in steps] == [True, True]
+
+    steps.clear()
+    emb.ensure_embedded(report=steps.append)
+    assert len(fake_setup) == 2 and [s.converted for s in steps] == [False, False]
+
+    emb.ensure_embedded(force=True)
+    assert len(fake_setup) == 4
+
+    # A newer source package invalidates the stamp of the model it feeds.
+    versions = emb._source_versions
+    monkeypatch.setattr(emb, "_source_versions",
+                        lambda dists: {**versions(dists), "bumped": True} if dists == emb.GEMMA_DISTS
+                        else versions(dists))
+    emb.ensure_embedded()
+    assert fake_setup[4:] == ["gemma-3-270m"]
+
+
+def test_failed_conversion_leaves_no_stamp(fake_setup, monkeypatch):
+    calls: list[str] = []
+    monkeypatch.setattr(emb, "_convert_gemma", _fake_converter(calls, fail=True))
+    with pytest.raises(RuntimeError):
+        emb.ensure_embedded()
+    assert (paths.embedded_whisper_dir() / emb.STAMP).is_file()
+    assert not (paths.embedded_llm_dir() / emb.STAMP).exists()
+    monkeypatch.setattr(emb, "_convert_gemma", _fake_converter(calls))
+    emb.ensure_embedded()
+    assert fake_setup == ["whisper-base"] and calls == ["gemma-3-270m", "gemma-3-270m"]
+
+
+def test_assemble_whisper_ct2_joins_the_parts(tmp):
+    out = emb.assemble_whisper_ct2(tmp / "ct2")
+    parts = [emb._package_file(pkg, name).stat().st_size for pkg, name in emb.WHISPER_PARTS]
+    assert (out / "model.bin").stat().st_size == sum(parts)
+    assert all((out / name).is_file() for name in emb.WHISPER_FILES)
+
+
+@pytest.mark.integration
+def test_second_setup_is_fast_and_redoes_nothing(embedded):
+    files = [embedded.whisper / "model.safetensors", embedded.llm / "model.safetensors",
+             embedded.whisper / emb.STAMP, embedded.llm / emb.STAMP]
+    before = [f.stat().st_mtime_ns for f in files]
+    steps = []
+    start = time.perf_counter()
+    again = emb.ensure_embedded(report=steps.append)
+    seconds = time.perf_counter() - start
+    assert again == embedded
+    assert seconds <= 5.0
+    assert [s.converted for s in steps] == [False, False]
+    assert [f.stat().st_mtime_ns for f in files] == before
+    scratch = paths.cache_dir() / "tmp"
+    assert not list(scratch.glob("whisper-ct2-*")) + list(scratch.glob("gemma-gguf-*"))  # joined files deleted
+
+
+@pytest.mark.integration
+def test_setup_command_exits_0(embedded):
+    done = subprocess.run([sys.executable, "-m", "llm_srt.cli", "setup"], capture_output=True, text=True,
+                          env={**os.environ}, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "already done" in done.stdout and str(embedded.llm) in done.stdout

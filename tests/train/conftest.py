@@ -1,0 +1,47 @@
+"""A tiny corpus (tone clips) and tiny random models for recipe tests."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "model"))
+import tiny  # noqa: E402
+
+from llm_srt.audio import write_wav  # noqa: E402
+from llm_srt.data.manifest import Row, write_manifest  # noqa: E402
+
+SENTENCES = {  # sentence id -> (English, German)
+    "s1": ("a cat", "eine Katze"), "s2": ("the dog", "der Hund"), "s3": ("red sun", "rote Sonne"),
+    "s4": ("big tree", "grosser Baum"),
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    whisper = tiny.whisper_dir(root)
+    llm = tiny.llm_dir(root)
+    rows = []
+    for k, (sid, (en, de)) in enumerate(SENTENCES.items()):
+        for lang, text, other, other_text, f0 in (("eng", en, "deu", de, 300), ("deu", de, "eng", en, 500)):
+            audio = root / "audio" / f"{lang}-{sid}.wav"
+            audio.parent.mkdir(exist_ok=True)
+            write_wav(audio, tiny.tone(0.6 + 0.1 * k, f0 + 90 * k, seed=k))
+            base = dict(audio=str(audio), duration=0.6 + 0.1 * k, src_lang=lang, transcript=text, split="train",
+                        corpus="tiny", sentence_id=sid)
+            rows.append(Row(id=f"{lang}-{sid}", tgt_lang="", translation="", **base))
+            rows.append(Row(id=f"{lang}-{sid}-{other}", tgt_lang=other, translation=other_text, **base))
+    manifest = root / "train.jsonl"
+    write_manifest(manifest, rows)
+    return {"root": root, "whisper": str(whisper), "llm": str(llm), "manifest": str(manifest)}
+
+
+def overrides(setup, out, **extra):
+    base = {"model.encoder": setup["whisper"], "model.llm": setup["llm"], "data.train": setup["manifest"],
+            "data.feature_cache": str(Path(setup["root"]) / "features"), "data.batch_size": 4,
+            "model.adapter_kwargs": "{num_queries: 4, hidden_size: 32, num_layers: 1, num_heads: 4, "
+                                    "intermediate_size: 64}",
+            "optim.warmup_steps": 0, "optim.lr": 3e-3, "output_dir": str(out), "save_every": 1000, "log_every": 1}
+    base.update(extra)
+    return [f"{k}={v}" for k, v in base.items()]

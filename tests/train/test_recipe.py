@@ -1,0 +1,130 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from llm_srt.errors import ConfigError, LLMSRTError
+from llm_srt.train import curriculum, recipe
+
+from .conftest import overrides
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
+
+
+def _losses(out):
+    return [r["loss"] for r in map(json.loads, (Path(out) / "train_log.jsonl").read_text().splitlines()) if "loss" in r]
+
+
+def test_a_few_steps_lower_the_loss_and_write_a_loadable_folder(tiny_setup, tmp_path):
+    from llm_srt.model.speech_llm import SpeechLLM
+
+    cfg = recipe.load_config(None, overrides(tiny_setup, tmp_path / "run", max_steps=12, stage="asr",
+                                             **{"data.tasks": "{asr: 1.0}"}))
+    final = recipe.train(cfg, log=lambda *_: None)
+    losses = _losses(tmp_path / "run")
+    assert len(losses) == 12 and sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
+    model = SpeechLLM.from_pretrained(final)
+    assert model.parameter_counts()["trainable"] > 0
+    assert (tmp_path / "run" / "tensorboard").is_dir()
+
+
+def test_curriculum_chains_stages_and_skips_finished_ones(tiny_setup, tmp_path):
+    folder = tmp_path / "cfgs"
+    folder.mkdir()
+    for stage, task in (("asr", "asr"), ("smt", "smt"), ("srt", "srt")):
+        (folder / f"{stage}.yaml").write_text(f"stage: {stage}\ndata:\n  tasks: {{{task}: 1.0}}\n"
+                                              f"output_dir: {tmp_path / stage}\nmax_steps: 3\n")
+    common = [o for o in overrides(tiny_setup, "x") if not o.startswith("output_dir")]
+    messages = []
+    finals = curriculum.run_curriculum([str(folder)], common + ["srt:max_steps=2"], log=messages.append)
+    assert [p.parent.name for p in finals] == ["asr", "smt", "srt"]
+    assert len(_losses(tmp_path / "srt")) == 2  # the stage-prefixed override reached only srt
+    smt_init = json.loads((tmp_path / "smt" / "final" / "train_config.json").read_text())["model"]["init_from"]
+    assert smt_init == str(tmp_path / "asr" / "final")
+    # the SMT stage started from the ASR weights, so its first loss is not a fresh adapter's
+    mtimes = [(p / "adapter.safetensors").stat().st_mtime_ns for p in finals]
+    messages.clear()
+    curriculum.run_curriculum([str(folder)], common, log=messages.append)
+    assert [(p / "adapter.safetensors").stat().st_mtime_ns for p in finals] == mtimes
+    assert sum("already finished" in m for m in messages) == 3
+
+
+def _train_cmd(setup, out, steps, **extra):
+    return [sys.executable, "-m", "llm_srt.cli", "train"] + overrides(
+        setup, out, max_steps=steps, save_every=1, keep_last=2, **{"data.tasks": "{srt: 0.7, asr: 0.3}"}, **extra)
+
+
+def _weights(final):
+    return load_file(str(Path(final) / "adapter.safetensors"))
+
+
+@pytest.mark.parametrize("kill_at", [2, 11, 25])
+def test_kill_9_then_resume_is_bit_identical(tiny_setup, tmp_path, kill_at):
+    """SIGKILL at an arbitrary moment (mid-step or mid-save), then the same command, gives the same weights."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    steps = 40
+    ref = tmp_path / "ref"
+    subprocess.run(_train_cmd(tiny_setup, ref, steps), check=True, env=env, capture_output=True)
+    run = tmp_path / "killed"
+    proc = subprocess.Popen(_train_cmd(tiny_setup, run, steps), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    log = run / "train_log.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not log.exists() or log.read_text().count("\n") < kill_at):
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run / "final").exists(), "the run finished before the kill; raise steps"
+    subprocess.run(_train_cmd(tiny_setup, run, steps), check=True, env=env, capture_output=True)
+    a, b = _weights(ref / "final"), _weights(run / "final")
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+
+
+def test_two_process_ddp_matches_one_process(tiny_setup, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    common = dict(max_steps=4, **{"data.tasks": "{srt: 1.0}", "data.batch_size": 2, "optim.grad_clip": 0})
+    one = overrides(tiny_setup, tmp_path / "one", **common, **{"optim.accumulation": 2})
+    two = overrides(tiny_setup, tmp_path / "two", **common)
+    subprocess.run([sys.executable, "-m", "llm_srt.cli", "train"] + one, check=True, env=env, capture_output=True)
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--master_port", "29531", "-m", "llm_srt.cli", "train"] + two, env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    l1, l2 = _losses(tmp_path / "one"), _losses(tmp_path / "two")
+    assert len(l1) == len(l2) == 4
+    assert all(abs(a - b) < 1e-4 * max(1, abs(a)) for a, b in zip(l1, l2)), (l1, l2)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_setup, tmp_path):
+    cfg = recipe.load_config(None, overrides(tiny_setup, tmp_path / "run", max_steps=50, save_every=1,
+                                             **{"optim.lr": 1e30, "optim.grad_clip": 0}))
+    with pytest.raises(LLMSRTError, match=r"loss is (nan|inf).*last good checkpoint is .*step-0000000\d"):
+        recipe.train(cfg, log=lambda *_: None)
+    from llm_srt.train import checkpoint
+    assert checkpoint.latest(tmp_path / "run") is not None
+
+
+def test_config_errors_name_the_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown key 'optim.lrate'"):
+        recipe.load_config(None, ["optim.lrate=1"])
+    with pytest.raises(ConfigError, match=r"unknown task 'translate'"):
+        recipe.load_config(None, ["data.tasks={translate: 1.0}"])
+    with pytest.raises(ConfigError, match=r"max_steps must be int"):
+        recipe.load_config(None, ["max_steps=many"])
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[str(p.relative_to(REPO)) for p in CONFIGS])
+def test_every_shipped_config_loads(path, monkeypatch):
+    for var in ("WHISPER_LARGE_V3", "QWEN2_5_3B", "QWEN2_5_7B", "QWEN2_5_32B"):
+        monkeypatch.setenv(var, f"/models/{var}")
+    text = path.read_text()
+    assert text.startswith("#") and ("llm-srt" in text.split("\n\n")[0] or "llm_srt" in text.split("\n\n")[0])
+    cfg = recipe.load_config(path)
+    assert cfg.max_steps > 0 and cfg.data.train
