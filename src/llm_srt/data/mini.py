@@ -62,7 +62,6 @@ _ACRONYM_OR_DIGIT = re.compile(r"\d|[A-Z][A-Z]")  # espeak spells acronyms lette
 _LATIN = re.compile(r"[A-Za-z]")
 
 # Speech.
-ESPEAK_VOICE_OVERRIDES = {"zho": "cmn-latn-pinyin"}  # espeak-ng's "cmn" reads many hanzi as English words
 VARIANTS = ("m1", "m2", "m3", "m4", "f1", "f2", "f3", "f4")  # espeak-ng voice variants (+m1 ...)
 SPEED_RANGE = (140, 185)  # words per minute (espeak default 175)
 PITCH_RANGE = (30, 70)  # 0-99 (espeak default 50)
@@ -309,7 +308,7 @@ def _jobs(chunk: list[Sentence], langs: list[str], out: Path, opts: MiniOptions)
     for s in chunk:
         for lang in langs:
             rng = random.Random(f"{opts.seed}:{s.id}:{lang}")
-            voice = ESPEAK_VOICE_OVERRIDES.get(lang, languages.get(lang).espeak)
+            voice = languages.get(lang).espeak
             folder = out / "audio" / lang
             folder.mkdir(parents=True, exist_ok=True)
             jobs.append(_Job(s.id, lang, kana.get(s.id, s.texts[lang]) if lang == "jpn" else s.texts[lang],

@@ -14,6 +14,7 @@ import torch
 
 from .. import languages
 from ..errors import LLMSRTError
+from ..paths import EMBEDDED, resolve_model
 from ..model.decoding import DecodingOptions
 from ..prompts import Task, srt_target
 
@@ -21,9 +22,7 @@ MT_TEMPLATE = "Translate the following {src} text into {tgt}.\n{src}: {text}\n{t
 
 
 def _folder(value: str | None, kind: str) -> str:
-    from ..train.recipe import resolve_model_path
-
-    return resolve_model_path(value or "embedded", kind)
+    return resolve_model(value or EMBEDDED, kind)
 
 
 @lru_cache(maxsize=2)

@@ -33,7 +33,7 @@ def stage_files(items: list[str], stages: list[str] | None) -> list[Path]:
 
 
 def run_curriculum(items: list[str], overrides: list[str] | None = None, stages: list[str] | None = None,
-                   log=print) -> list[Path]:
+                   out_root: str | None = None, log=print) -> list[Path]:
     files = stage_files(items, stages)
     finals: list[Path] = []
     previous: Path | None = None
@@ -42,7 +42,8 @@ def run_curriculum(items: list[str], overrides: list[str] | None = None, stages:
         mine = [o.split(":", 1)[1] for o in overrides or [] if ":" in o.split("=", 1)[0] and o.startswith(name + ":")]
         common = [o for o in overrides or [] if ":" not in o.split("=", 1)[0]]
         init = [f"model.init_from={previous}"] if previous is not None else []
-        cfg = load_config(f, common + init + mine)
+        out = [f"output_dir={Path(out_root) / name}"] if out_root else []
+        cfg = load_config(f, common + init + out + mine)
         log(f"== stage {len(finals) + 1}/{len(files)}: {name} ({f}) -> {cfg.output_dir}"
             + (f", from {previous}" if previous else ""))
         previous = train(cfg, log=log)
@@ -54,12 +55,14 @@ def add_arguments(parser) -> None:
     parser.add_argument("items", nargs="+", help="a folder with asr/smt/srt.yaml, or stage YAMLs in order, then "
                         "key=value overrides (stage:key=value for one stage)")
     parser.add_argument("--stages", default=None, help="stage names to run from the folder, e.g. asr,smt,srt")
+    parser.add_argument("--out-root", default=None, help="write each stage to OUT_ROOT/<stage> (instead of the "
+                        "configs' output_dir)")
 
 
 def main(args) -> int:
     configs = [i for i in args.items if "=" not in i]
     overrides = [i for i in args.items if "=" in i]
     stages = args.stages.split(",") if args.stages else None
-    finals = run_curriculum(configs, overrides, stages)
+    finals = run_curriculum(configs, overrides, stages, args.out_root)
     print("curriculum done: " + " -> ".join(str(p) for p in finals))
     return 0

@@ -20,7 +20,6 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from .. import config as config_lib
-from .. import paths
 from ..errors import ConfigError, LLMSRTError
 from ..prompts import Task
 from . import checkpoint
@@ -95,13 +94,6 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     return config_lib.load(TrainConfig, path, overrides)
 
 
-def resolve_model_path(value: str, kind: str) -> str:
-    if value != "embedded":
-        return value
-    folder = paths.embedded_whisper_dir() if kind == "encoder" else paths.embedded_llm_dir()
-    if not folder.is_dir():
-        raise LLMSRTError(f"the embedded {kind} is not converted yet ({folder}); run `llm-srt setup` first")
-    return str(folder)
 
 
 def is_finished(output_dir: str | Path) -> bool:
@@ -172,7 +164,7 @@ def train(cfg: TrainConfig, log=print) -> Path:
     np.random.seed(cfg.seed)
 
     model_cfg = SpeechLLMConfig(
-        encoder=resolve_model_path(cfg.model.encoder, "encoder"), llm=resolve_model_path(cfg.model.llm, "llm"),
+        encoder=cfg.model.encoder, llm=cfg.model.llm,
         adapter=cfg.model.adapter, adapter_kwargs=dict(cfg.model.adapter_kwargs),
         lora=LoraOptions.from_dict(cfg.model.lora), trainable=tuple(cfg.trainable), dtype=cfg.model.dtype)
     if cfg.model.init_from:

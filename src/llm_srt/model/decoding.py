@@ -1,0 +1,82 @@
+"""Batched greedy and beam-search decoding from input embeddings (left-padded), on HF `generate` with a KV cache."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import GenerationConfig
+
+from ..errors import LLMSRTError
+from .llm import causal_lm
+
+
+@dataclass(frozen=True)
+class DecodingOptions:
+    """How to decode. Greedy when beam_size is 1."""
+
+    beam_size: int = 1  # number of beams; 1 = greedy
+    max_new_tokens: int = 256  # hard cap on generated tokens per utterance
+    length_penalty: float = 1.0  # beam ranking: sum logprob / length ** length_penalty (0 = raw sum)
+    no_repeat_ngram_size: int = 0  # forbid repeating any n-gram of this size (0 = off)
+    repetition_penalty: float = 1.0  # >1 discourages tokens already generated (1 = off)
+    early_stopping: bool = True  # beam search stops once beam_size finished hypotheses exist
+
+    def __post_init__(self):
+        if self.beam_size < 1 or self.max_new_tokens < 1:
+            raise LLMSRTError(f"decoding: beam_size and max_new_tokens must be >= 1 (got {self.beam_size}, "
+                              f"{self.max_new_tokens})")
+
+
+def eos_ids(model: nn.Module, tokenizer) -> list[int]:
+    """Every token id that ends a generation: the tokenizer's EOS plus the model's generation-config EOS ids."""
+    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    extra = causal_lm(model).generation_config.eos_token_id
+    ids |= set(extra if isinstance(extra, (list, tuple)) else [extra] if extra is not None else [])
+    if not ids:
+        raise LLMSRTError("the LLM's tokenizer defines no EOS token; generation could not stop")
+    return sorted(ids)
+
+
+def generate_ids(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, options: DecodingOptions,
+                 eos: list[int], pad_id: int) -> list[list[int]]:
+    """Left-padded inputs_embeds (B, L, d) + attention mask (B, L) -> new token ids per row (EOS and after cut)."""
+    config = _generation_config(causal_lm(model).generation_config, options, eos, pad_id)
+    with torch.no_grad(), warnings.catch_warnings():
+        # n-gram blocking over generated tokens only is what we want: the prompt is speech + language tags
+        warnings.filterwarnings("ignore", message=".*no_repeat_ngram_size.*inputs_embeds")
+        out = model.generate(inputs_embeds=embeds, attention_mask=mask.long(), generation_config=config)
+    result = []
+    for row in out.tolist():
+        ids = []
+        for token in row:
+            if token in eos:
+                break
+            ids.append(token)
+        result.append(ids)
+    return result
+
+
+def _generation_config(base: GenerationConfig, o: DecodingOptions, eos: list[int], pad_id: int) -> GenerationConfig:
+    config = copy.deepcopy(base)
+    # Deterministic search only: clear the sampling settings some checkpoints ship with.
+    for name in ("temperature", "top_p", "top_k", "min_p", "typical_p"):
+        setattr(config, name, None)
+    config.do_sample = False
+    config.num_beams = o.beam_size
+    config.num_return_sequences = 1
+    config.max_new_tokens = o.max_new_tokens
+    config.max_length = None
+    config.min_new_tokens = None
+    config.min_length = 0
+    config.length_penalty = o.length_penalty
+    config.no_repeat_ngram_size = o.no_repeat_ngram_size
+    config.repetition_penalty = o.repetition_penalty
+    config.early_stopping = o.early_stopping if o.beam_size > 1 else False
+    config.eos_token_id = eos
+    config.pad_token_id = pad_id
+    config.bos_token_id = None
+    return config

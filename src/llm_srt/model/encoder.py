@@ -1,0 +1,214 @@
+"""The frozen Whisper encoder, run at variable length (no padding to 30 s).
+
+HF `WhisperEncoder.forward` only accepts 3000 mel frames. We reuse its modules (conv1, conv2, the positional table,
+the layers and the final LayerNorm) and run them ourselves on the real length, with the positional table sliced to
+the frame count and an attention mask so that padding frames of a batch never reach real frames:
+mel (B, n_mels, F) -> H (B, T, D) with T = ceil(F / 2).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import WhisperConfig, WhisperFeatureExtractor
+from transformers.models.whisper.modeling_whisper import WhisperEncoder as HFWhisperEncoder
+
+from ..audio import SAMPLE_RATE
+from ..errors import AudioError, LLMSRTError
+
+HOP_LENGTH = 160  # samples per mel frame (10 ms at 16 kHz)
+N_SAMPLES_30S = 30 * SAMPLE_RATE  # 480000 samples: Whisper's fixed window
+FEATURE_VERSION = 1  # part of `identity`; bump when the feature computation below changes
+_PREFIXES = ("model.encoder.", "encoder.")  # WhisperForConditionalGeneration, WhisperModel (else a bare encoder)
+_BARE = ("conv1.", "conv2.", "layers.", "layer_norm.", "embed_positions.")
+
+
+class WhisperEncoder(nn.Module):
+    """A frozen Whisper encoder plus its feature extractor.
+
+    `pad_to_30s=True` reproduces original Whisper (and SLAM-LLM) input: every clip padded to 30 s and all 1500
+    output frames marked real; the default runs each clip at its own length.
+    """
+
+    def __init__(self, encoder: HFWhisperEncoder, feature_extractor: WhisperFeatureExtractor,
+                 pad_to_30s: bool = False, name: str = "whisper"):
+        super().__init__()
+        self.encoder = encoder
+        self.feature_extractor = feature_extractor
+        self.pad_to_30s = pad_to_30s
+        self.name = name
+        self.encoder.requires_grad_(False)
+        self.encoder.eval()
+        self._identity: str | None = None
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, pad_to_30s: bool = False, device: str | torch.device | None = None,
+                        dtype: torch.dtype = torch.float32) -> "WhisperEncoder":
+        """Load only the encoder weights of an HF Whisper folder (the decoder is never read)."""
+        path = Path(path)
+        if not (path / "config.json").is_file():
+            raise LLMSRTError(f"{path}: not a Hugging Face Whisper folder (no config.json); run `llm-srt setup` or "
+                              "point the config at a folder holding a Whisper model")
+        config = WhisperConfig.from_pretrained(path)
+        config._attn_implementation = "sdpa"
+        encoder = HFWhisperEncoder(config)
+        state = _read_encoder_weights(path)
+        missing, _ = encoder.load_state_dict(state, strict=False)
+        if missing:
+            raise LLMSRTError(f"{path}: the Whisper weights lack {len(missing)} encoder tensors (e.g. {missing[0]}); "
+                              "is this a complete Whisper checkpoint?")
+        encoder.to(device=device, dtype=dtype)
+        try:
+            fe = WhisperFeatureExtractor.from_pretrained(path)
+        except OSError:
+            fe = WhisperFeatureExtractor(feature_size=config.num_mel_bins)
+        if fe.feature_size != config.num_mel_bins:
+            raise LLMSRTError(f"{path}: preprocessor_config.json has {fe.feature_size} mel bins but the model wants "
+                              f"{config.num_mel_bins}; fix the folder")
+        return cls(encoder, fe, pad_to_30s=pad_to_30s, name=path.name)
+
+    @property
+    def dim(self) -> int:
+        return self.encoder.config.d_model
+
+    @property
+    def max_frames(self) -> int:
+        """Largest encoder output length (1500 for 30 s)."""
+        return self.encoder.config.max_source_positions
+
+    @property
+    def device(self) -> torch.device:
+        return self.encoder.conv1.weight.device
+
+    @property
+    def identity(self) -> str:
+        """A stable key for feature caches: config + weights fingerprint + feature settings."""
+        if self._identity is None:
+            h = hashlib.sha256()
+            cfg = self.encoder.config.to_dict()
+            keep = {k: v for k, v in cfg.items() if not k.startswith("_") and k not in ("transformers_version",
+                                                                                       "torch_dtype", "dtype")}
+            h.update(json.dumps(keep, sort_keys=True, default=str).encode())
+            h.update(json.dumps(self.feature_extractor.to_dict(), sort_keys=True, default=str).encode())
+            h.update(f"v{FEATURE_VERSION}|pad30={self.pad_to_30s}".encode())
+            with torch.no_grad():
+                for name, p in self.encoder.state_dict().items():
+                    flat = p.detach().reshape(-1).float()
+                    h.update(name.encode())
+                    h.update(str(tuple(p.shape)).encode())
+                    h.update(flat[:256].cpu().numpy().tobytes())
+                    h.update(np.float64(flat.double().sum().item()).tobytes())
+            self._identity = f"{self.name}-{h.hexdigest()[:16]}"
+        return self._identity
+
+    def train(self, mode: bool = True) -> "WhisperEncoder":
+        return super().train(False)  # frozen: always eval (no dropout)
+
+    def features(self, audios: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        """16 kHz mono clips -> log-mel (B, n_mels, F) and its frame mask (B, F) bool (False = padding)."""
+        if not audios:
+            raise AudioError("no audio given to the encoder")
+        mels = [self._mel(np.asarray(a, dtype=np.float32), i) for i, a in enumerate(audios)]
+        n_frames = max(m.shape[-1] for m in mels)
+        mel = torch.zeros(len(mels), mels[0].shape[0], n_frames)
+        mask = torch.zeros(len(mels), n_frames, dtype=torch.bool)
+        for i, m in enumerate(mels):
+            mel[i, :, :m.shape[-1]] = torch.from_numpy(m)
+            mask[i, :m.shape[-1]] = True
+        return mel, mask
+
+    def _mel(self, audio: np.ndarray, index: int) -> np.ndarray:
+        if audio.ndim != 1:
+            raise AudioError(f"audio #{index}: expected a mono 1-D array, got shape {audio.shape}; use "
+                             "llm_srt.audio.load_audio")
+        if len(audio) > N_SAMPLES_30S:
+            raise AudioError(f"audio #{index}: {len(audio) / SAMPLE_RATE:.1f} s is longer than Whisper's 30 s "
+                             "window; segment long audio first (llm_srt.audio)")
+        if len(audio) < HOP_LENGTH:
+            raise AudioError(f"audio #{index}: {len(audio)} samples is too short (need at least {HOP_LENGTH})")
+        padding = "max_length" if self.pad_to_30s else "longest"
+        out = self.feature_extractor(audio, sampling_rate=SAMPLE_RATE, padding=padding, max_length=N_SAMPLES_30S,
+                                     truncation=False, return_tensors="np")
+        return out["input_features"][0].astype(np.float32)
+
+    def forward(self, mel: torch.Tensor, mel_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """mel (B, n_mels, F), mel_mask (B, F) -> H (B, T, D), frame_mask (B, T) bool; T = ceil(F / 2).
+
+        Padding mel frames are zeroed before each convolution (as the conv's own zero padding would be for a
+        clip alone) and masked out of self-attention, so a clip's real frames do not depend on its batch.
+        """
+        enc = self.encoder
+        param = enc.conv1.weight
+        mel = mel.to(device=param.device, dtype=param.dtype)
+        if self.pad_to_30s:
+            mel_mask = torch.ones(mel.shape[0], mel.shape[-1], dtype=torch.bool, device=mel.device)
+        elif mel_mask is None:
+            mel_mask = torch.ones(mel.shape[0], mel.shape[-1], dtype=torch.bool, device=mel.device)
+        mel_mask = mel_mask.to(mel.device)
+        keep = mel_mask[:, None, :].to(mel.dtype)
+        x = nn.functional.gelu(enc.conv1(mel * keep)) * keep
+        x = nn.functional.gelu(enc.conv2(x)).permute(0, 2, 1)  # (B, T, D)
+        n_frames = x.shape[1]
+        if n_frames > self.max_frames:
+            raise AudioError(f"{n_frames} encoder frames exceed Whisper's {self.max_frames}; audio over 30 s must "
+                             "be segmented first")
+        frame_mask = mel_mask[:, ::2]
+        x = x + enc.embed_positions.weight[:n_frames].to(x.dtype)
+        bias = torch.zeros(frame_mask.shape, dtype=x.dtype, device=x.device)
+        bias = bias.masked_fill(~frame_mask, torch.finfo(x.dtype).min)
+        bias = bias[:, None, None, :].expand(-1, 1, n_frames, -1)  # (B, 1, T, T): keys masked, queries free
+        for layer in enc.layers:
+            x = layer(x, bias)
+        x = enc.layer_norm(x)
+        return x, frame_mask
+
+    @torch.no_grad()
+    def encode(self, audios: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Clips -> H (B, T, D) and frame mask (B, T) on the encoder's device."""
+        mel, mask = self.features(audios)
+        return self.forward(mel, mask)
+
+
+def whisper_dim(path: str | Path) -> int:
+    """d_model of an HF Whisper folder without loading its weights."""
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise LLMSRTError(f"{path}: not a Hugging Face Whisper folder (no config.json)")
+    return WhisperConfig.from_pretrained(path).d_model
+
+
+def _read_encoder_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The encoder's tensors from model.safetensors (sharded or not) or pytorch_model.bin, prefix stripped."""
+    from safetensors import safe_open
+
+    files = sorted(path.glob("*.safetensors"))
+    state: dict[str, torch.Tensor] = {}
+    if files:
+        for file in files:
+            with safe_open(str(file), framework="pt") as f:
+                for key in f.keys():
+                    name = _strip(key)
+                    if name is not None:
+                        state[name] = f.get_tensor(key)
+    elif (path / "pytorch_model.bin").is_file():
+        raw = torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
+        state = {n: v for k, v in raw.items() if (n := _strip(k)) is not None}
+    else:
+        raise LLMSRTError(f"{path}: no model.safetensors or pytorch_model.bin; the Whisper folder is incomplete")
+    if not state:
+        raise LLMSRTError(f"{path}: no Whisper encoder tensors found (expected keys like model.encoder.conv1.weight)")
+    return state
+
+
+def _strip(key: str) -> str | None:
+    for prefix in _PREFIXES:
+        if key.startswith(prefix):
+            return key[len(prefix):]
+    if key.startswith(_BARE):
+        return key
+    return None

@@ -1,0 +1,122 @@
+"""The causal LLM: any Hugging Face causal-LM folder, frozen, with optional LoRA (peft)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import (AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase,
+                          PreTrainedTokenizerFast)
+
+from ..errors import LLMSRTError
+
+GENERIC_TOKENIZERS = ("TokenizersBackend", "PreTrainedTokenizerFast")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class LoraOptions:
+    """LoRA on the frozen LLM (paper defaults: ~1.8M parameters on Qwen2.5-3B)."""
+
+    r: int = 8  # rank of the update matrices
+    alpha: int = 32  # scaling numerator: the update is scaled by alpha / r
+    dropout: float = 0.05  # dropout on the LoRA branch input
+    target_modules: tuple[str, ...] = ("q_proj", "v_proj")  # linear layers that get an update, by name
+    bias: str = "none"  # peft bias mode: "none", "all" or "lora_only"
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["target_modules"] = list(self.target_modules)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "LoraOptions | None":
+        if d is None:
+            return None
+        d = dict(d)
+        d["target_modules"] = tuple(d.get("target_modules", cls.target_modules))
+        return cls(**d)
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise LLMSRTError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def load_llm(path: str | Path, dtype: str | torch.dtype = torch.float32, lora: LoraOptions | None = None,
+             device: str | torch.device | None = None) -> tuple[nn.Module, PreTrainedTokenizerBase]:
+    """(model, tokenizer) of an HF causal-LM folder. Every base weight is frozen; LoRA weights (if any) are not."""
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise LLMSRTError(f"{path}: not a Hugging Face model folder (no config.json); run `llm-srt setup` or point "
+                          "the config's llm at a folder holding a causal LM")
+    try:
+        tokenizer = load_tokenizer(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype))
+    except (OSError, ValueError) as e:
+        raise LLMSRTError(f"{path}: cannot load the LLM or its tokenizer ({str(e).splitlines()[0]})") from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.requires_grad_(False)
+    model.eval()
+    if lora is not None:
+        model = apply_lora(model, lora)
+    if device is not None:
+        model.to(device)
+    return model, tokenizer
+
+
+def load_tokenizer(path: Path) -> PreTrainedTokenizerBase:
+    """The folder's tokenizer. A generic tokenizer.json (tokenizer_class TokenizersBackend / PreTrainedTokenizerFast)
+    is loaded as is: AutoTokenizer would swap in the model type's class, which rebuilds its own pre-tokenizer."""
+    config_file = path / "tokenizer_config.json"
+    cls = json.loads(config_file.read_text()).get("tokenizer_class") if config_file.is_file() else None
+    if cls in GENERIC_TOKENIZERS and (path / "tokenizer.json").is_file():
+        return PreTrainedTokenizerFast.from_pretrained(path)
+    return AutoTokenizer.from_pretrained(path)
+
+
+def apply_lora(model: PreTrainedModel, lora: LoraOptions) -> nn.Module:
+    """Wrap `model` with peft LoRA adapters (the base stays frozen)."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                        target_modules=list(lora.target_modules), bias=lora.bias, task_type="CAUSAL_LM")
+    try:
+        return get_peft_model(model, config)
+    except ValueError as e:
+        raise LLMSRTError(f"LoRA: {str(e).splitlines()[0]} (check lora.target_modules against the LLM's layer "
+                          "names)") from None
+
+
+def causal_lm(model: nn.Module) -> PreTrainedModel:
+    """The HF causal LM inside an optional peft wrapper (LoRA layers stay injected in it)."""
+    from peft import PeftModel
+
+    return model.get_base_model() if isinstance(model, PeftModel) else model
+
+
+def backbone_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """(decoder stack returning hidden states, lm_head) of a causal LM, so logits can be computed selectively."""
+    lm = causal_lm(model)
+    backbone = getattr(lm, lm.base_model_prefix, None) or lm.get_decoder()
+    return backbone, lm.get_output_embeddings()
+
+
+def softcap(logits: torch.Tensor, model: nn.Module) -> torch.Tensor:
+    """Apply the LLM's final-logit soft-capping (Gemma 2 style) if its config sets one."""
+    config = causal_lm(model).config
+    cap = getattr(config, "final_logit_softcapping", None)
+    if cap is None and hasattr(config, "get_text_config"):
+        cap = getattr(config.get_text_config(), "final_logit_softcapping", None)
+    return torch.tanh(logits / cap) * cap if cap else logits
+
+
+def hidden_size(model: nn.Module) -> int:
+    return causal_lm(model).get_input_embeddings().weight.shape[1]

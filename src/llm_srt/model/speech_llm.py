@@ -1,0 +1,356 @@
+"""SpeechLLM = frozen Whisper encoder + trainable adapter + frozen causal LLM (optional LoRA).
+
+Input sequence per example: [BOS if the tokenizer has one ; speech embeddings (N, d) ; prompt tokens ;
+target tokens + EOS at train time]. Training right-pads, generation left-pads. The loss is cross-entropy on the
+target tokens (and EOS) only, and the LM head runs only at those positions (Gemma-3 has a 262k vocabulary).
+
+A batch is a dict: `audio` (list of 16 kHz arrays) or `features` (B, T, D) + `feature_mask` (B, T) (cached encoder
+output), or neither for text-only tasks (MT); plus `prompts` (list[str], from llm_srt.prompts.build) and, for
+training, `targets` (list[str]).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError, LLMSRTError
+from ..paths import resolve_model
+from ..prompts import PROMPT_FORMAT_VERSION
+from .adapter import Adapter, build_adapter
+from .decoding import DecodingOptions, eos_ids, generate_ids
+from .encoder import WhisperEncoder, whisper_dim
+from .llm import LoraOptions, backbone_and_head, hidden_size, load_llm, softcap
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = 1  # version of the folder layout below
+CONFIG_FILE = "config.json"
+ADAPTER_FILE = "adapter.safetensors"
+LORA_FILE = "lora.safetensors"
+IGNORE = -100  # label of positions without loss
+
+
+@dataclass(frozen=True)
+class SpeechLLMConfig:
+    """What a SpeechLLM is made of; saved as config.json in every checkpoint."""
+
+    encoder: str  # HF Whisper folder (only its encoder is used)
+    llm: str  # HF causal-LM folder
+    adapter: str = "qformer"  # adapter kind: a key of adapter.ADAPTERS
+    adapter_kwargs: dict = field(default_factory=dict)  # adapter options (its encoder/LLM dims are inferred)
+    lora: LoraOptions | None = None  # LoRA on the LLM, or None
+    trainable: tuple[str, ...] = ("adapter",)  # parameter groups to train: keys of TRAINABLE
+    prompt_format: int = PROMPT_FORMAT_VERSION  # llm_srt.prompts format the model is trained with
+    dtype: str = "float32"  # LLM weight dtype: float32, bfloat16 or float16
+    pad_to_30s: bool = False  # run Whisper on 30 s padded input (SLAM-LLM / reference checkpoints)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["lora"] = self.lora.to_dict() if self.lora else None
+        d["trainable"] = list(self.trainable)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SpeechLLMConfig":
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        known["lora"] = LoraOptions.from_dict(known.get("lora"))
+        known["trainable"] = tuple(known.get("trainable", ("adapter",)))
+        return cls(**known)
+
+
+def _lora_parameters(model: "SpeechLLM") -> list[nn.Parameter]:
+    if model.config.lora is None:
+        raise ConfigError("trainable lists 'lora' but the model has no LoRA; set lora options (e.g. lora: {r: 8})")
+    return [p for n, p in model.llm.named_parameters() if "lora_" in n]
+
+
+TRAINABLE = {  # parameter group -> its parameters
+    "adapter": lambda m: list(m.adapter.parameters()),
+    "lora": _lora_parameters,
+}
+
+
+def tokenize_batch(tokenizer, prompts: list[str], targets: list[str] | None = None
+                   ) -> tuple[list[list[int]], list[list[int]] | None]:
+    """Prompt ids and target ids (+ EOS) per example, no special tokens added (BOS is placed by the model)."""
+    prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    if targets is None:
+        return prompt_ids, None
+    if len(targets) != len(prompts):
+        raise LLMSRTError(f"batch has {len(prompts)} prompts but {len(targets)} targets")
+    target_ids = [tokenizer(t, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for t in targets]
+    return prompt_ids, target_ids
+
+
+class SpeechLLM(nn.Module):
+    """Encoder (lazy) -> adapter -> LLM. `forward(batch)` -> loss; `generate(batch, options)` -> texts."""
+
+    def __init__(self, config: SpeechLLMConfig, device: str | torch.device | None = None):
+        super().__init__()
+        self.config = config
+        self.llm, self.tokenizer = load_llm(resolve_model(config.llm, "llm"), config.dtype, config.lora)
+        self.encoder_dim = whisper_dim(resolve_model(config.encoder, "encoder"))
+        self.llm_dim = hidden_size(self.llm)
+        self.adapter: Adapter = build_adapter(config.adapter, self.encoder_dim, self.llm_dim, **config.adapter_kwargs)
+        self._whisper: WhisperEncoder | None = None
+        self.set_trainable(config.trainable)
+        if device is not None:
+            self.to(device)
+        counts = self.parameter_counts()
+        log.info("trainable parameters: adapter %.2fM, lora %.2fM, total %.2fM (of %.1fM)", counts["adapter"] / 1e6,
+                 counts["lora"] / 1e6, counts["trainable"] / 1e6, counts["all"] / 1e6)
+
+    # ---- parts -------------------------------------------------------------------------------------------------
+    @property
+    def encoder(self) -> WhisperEncoder:
+        """The frozen Whisper encoder, loaded on first use (training from cached features never loads it)."""
+        if self._whisper is None:
+            enc = WhisperEncoder.from_pretrained(resolve_model(self.config.encoder, "encoder"), pad_to_30s=self.config.pad_to_30s,
+                                                 device=self.device)
+            if enc.dim != self.encoder_dim:
+                raise LLMSRTError(f"{self.config.encoder}: encoder dim {enc.dim} != {self.encoder_dim}")
+            self._whisper = enc  # registered as a submodule: follows .to() and train()
+        return self._whisper
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.adapter.parameters()).device
+
+    @property
+    def llm_dtype(self) -> torch.dtype:
+        return self.llm.get_input_embeddings().weight.dtype
+
+    def set_trainable(self, groups: tuple[str, ...] | list[str]) -> None:
+        """Freeze everything, then unfreeze the named groups (keys of TRAINABLE)."""
+        unknown = [g for g in groups if g not in TRAINABLE]
+        if unknown:
+            raise ConfigError(f"unknown trainable group(s) {unknown}; choose from {', '.join(TRAINABLE)}")
+        self.requires_grad_(False)
+        for group in groups:
+            for p in TRAINABLE[group](self):
+                p.requires_grad_(True)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Trainable counts: adapter, lora, trainable (total); plus all parameters loaded."""
+        lora = sum(p.numel() for n, p in self.llm.named_parameters() if "lora_" in n and p.requires_grad)
+        adapter = sum(p.numel() for p in self.adapter.parameters() if p.requires_grad)
+        return {"adapter": adapter, "lora": lora, "trainable": sum(p.numel() for p in self.trainable_parameters()),
+                "all": sum(p.numel() for p in self.parameters())}
+
+    def train(self, mode: bool = True) -> "SpeechLLM":
+        super().train(mode)
+        if self._whisper is not None:
+            self._whisper.train(False)
+        return self
+
+    # ---- inputs ------------------------------------------------------------------------------------------------
+    def speech_embeddings(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Batch -> adapter output (B, N, d_llm) in the LLM dtype + mask (B, N); None for text-only batches."""
+        if batch.get("features") is not None:
+            h = batch["features"].to(self.device)
+            mask = batch.get("feature_mask")
+            mask = torch.ones(h.shape[:2], dtype=torch.bool) if mask is None else mask
+        elif batch.get("audio") is not None:
+            h, mask = self.encoder.encode(batch["audio"])
+        else:
+            return None
+        if h.shape[-1] != self.encoder_dim:
+            raise LLMSRTError(f"encoder features have dim {h.shape[-1]} but the adapter expects {self.encoder_dim}; "
+                              "the feature cache was made with another encoder")
+        adapter_dtype = next(self.adapter.parameters()).dtype
+        emb, emb_mask = self.adapter(h.to(adapter_dtype), mask.to(self.device).bool())
+        return emb.to(self.llm_dtype), emb_mask
+
+    def assemble(self, speech: tuple[torch.Tensor, torch.Tensor] | None, prompt_ids: list[list[int]],
+                 target_ids: list[list[int]] | None = None, left_pad: bool = False
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """-> inputs_embeds (B, L, d), attention mask (B, L) bool, labels (B, L) (IGNORE except target tokens)."""
+        embed = self.llm.get_input_embeddings()
+        bos = self.tokenizer.bos_token_id
+        dev = self.device
+        rows, labels = [], []
+        for i, prompt in enumerate(prompt_ids):
+            target = target_ids[i] if target_ids is not None else []
+            ids = ([bos] if bos is not None else [])
+            head = embed(torch.tensor(ids, dtype=torch.long, device=dev))
+            tail = embed(torch.tensor(prompt + target, dtype=torch.long, device=dev))
+            parts = [head]
+            if speech is not None:
+                parts.append(speech[0][i][speech[1][i]])
+            parts.append(tail)
+            row = torch.cat(parts)
+            n_prefix = row.shape[0] - len(target)
+            rows.append(row)
+            labels.append([IGNORE] * n_prefix + list(target))
+        length = max(r.shape[0] for r in rows)
+        out = rows[0].new_zeros(len(rows), length, rows[0].shape[-1])
+        mask = torch.zeros(len(rows), length, dtype=torch.bool, device=dev)
+        lab = torch.full((len(rows), length), IGNORE, dtype=torch.long, device=dev)
+        for i, (row, row_labels) in enumerate(zip(rows, labels)):
+            span = slice(length - row.shape[0], length) if left_pad else slice(0, row.shape[0])
+            out[i, span] = row
+            mask[i, span] = True
+            lab[i, span] = torch.tensor(row_labels, dtype=torch.long, device=dev)
+        return out, mask, lab
+
+    # ---- training ----------------------------------------------------------------------------------------------
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        """Batch with prompts and targets -> {"loss": mean CE over target tokens, "n_tokens": their count}."""
+        if not batch.get("targets"):
+            raise LLMSRTError("forward needs batch['targets']; use generate() for inference")
+        speech = self.speech_embeddings(batch)
+        prompt_ids, target_ids = tokenize_batch(self.tokenizer, batch["prompts"], batch["targets"])
+        embeds, mask, labels = self.assemble(speech, prompt_ids, target_ids)
+        backbone, head = backbone_and_head(self.llm)
+        positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
+        hidden = backbone(inputs_embeds=embeds, attention_mask=mask.long(), position_ids=positions,
+                          use_cache=False).last_hidden_state
+        select = labels[:, 1:] != IGNORE  # position t predicts token t + 1
+        logits = softcap(head(hidden[:, :-1][select]).float(), self.llm)
+        loss = nn.functional.cross_entropy(logits, labels[:, 1:][select])
+        return {"loss": loss, "n_tokens": select.sum()}
+
+    # ---- inference ---------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate_ids(self, batch: dict, options: DecodingOptions = DecodingOptions()) -> list[list[int]]:
+        """Batch with prompts -> generated token ids per example (EOS excluded)."""
+        speech = self.speech_embeddings(batch)
+        prompt_ids, _ = tokenize_batch(self.tokenizer, batch["prompts"])
+        embeds, mask, _ = self.assemble(speech, prompt_ids, left_pad=True)
+        return generate_ids(self.llm, embeds, mask, options, eos_ids(self.llm, self.tokenizer),
+                            self.tokenizer.pad_token_id)
+
+    def generate(self, batch: dict, options: DecodingOptions = DecodingOptions()) -> list[str]:
+        """Batch with prompts -> decoded texts (special tokens dropped, language tags kept)."""
+        ids = self.generate_ids(batch, options)
+        return [self.tokenizer.decode(x, skip_special_tokens=True) for x in ids]
+
+    # ---- checkpoints -------------------------------------------------------------------------------------------
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write config.json, adapter.safetensors and (with LoRA) lora.safetensors; atomic (tmp folder, rename)."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = directory.parent / f".{directory.name}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        kwargs = {k: v for k, v in self.adapter.kwargs.items() if k not in ("encoder_dim", "llm_dim")}
+        meta = {"format": CHECKPOINT_FORMAT, **replace(self.config, adapter_kwargs=kwargs).to_dict(),
+                "encoder_dim": self.encoder_dim, "llm_dim": self.llm_dim}
+        (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        save_file(_cpu(self.adapter.state_dict()), str(tmp / ADAPTER_FILE))
+        if self.config.lora is not None:
+            from peft import get_peft_model_state_dict
+
+            save_file(_cpu(get_peft_model_state_dict(self.llm)), str(tmp / LORA_FILE))
+        _replace_dir(tmp, directory)
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, device: str | torch.device | None = None,
+                        **overrides) -> "SpeechLLM":
+        """Load a checkpoint folder. `overrides` replace SpeechLLMConfig fields (e.g. encoder=, llm=, trainable=,
+        lora= to add fresh LoRA to a checkpoint without it)."""
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        meta = _read_config(directory)
+        config = SpeechLLMConfig.from_dict(meta)
+        config = replace(config, encoder=_resolve(directory, config.encoder), llm=_resolve(directory, config.llm))
+        config = replace(config, **overrides)
+        has_lora = (directory / LORA_FILE).is_file()
+        if has_lora and config.lora is None:
+            raise LLMSRTError(f"{directory}: holds {LORA_FILE} but lora is disabled; keep the checkpoint's lora "
+                              "options")
+        model = cls(config)
+        for key, actual, source in (("encoder_dim", model.encoder_dim, config.encoder),
+                                    ("llm_dim", model.llm_dim, config.llm)):
+            if key in meta and meta[key] != actual:
+                raise LLMSRTError(f"{directory}: trained with {key}={meta[key]} but {source} has {actual}; point the "
+                                  "checkpoint at the models it was trained with")
+        if not (directory / ADAPTER_FILE).is_file():
+            raise LLMSRTError(f"{directory}: {ADAPTER_FILE} is missing; the checkpoint is incomplete")
+        load_adapter_state(model.adapter, load_file(str(directory / ADAPTER_FILE)), str(directory / ADAPTER_FILE))
+        if has_lora:
+            load_lora_state(model.llm, load_file(str(directory / LORA_FILE)), str(directory / LORA_FILE))
+        if device is not None:
+            model.to(device)
+        return model
+
+
+def load_adapter_state(adapter: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
+    """Load adapter weights, with an error naming the first missing / unexpected / mis-shaped tensor."""
+    own = adapter.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or wrong:
+        detail = (f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}" if unexpected else
+                  f"{wrong[0]} has shape {tuple(state[wrong[0]].shape)}, the model wants {tuple(own[wrong[0]].shape)}")
+        raise LLMSRTError(f"{where}: adapter weights do not match the model ({detail}); the checkpoint was made for "
+                          "another adapter or LLM size")
+    adapter.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+
+
+def load_lora_state(llm: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
+    """Load peft LoRA weights (keys as get_peft_model_state_dict writes them)."""
+    from peft import set_peft_model_state_dict
+
+    own = {k for k in llm.state_dict() if "lora_" in k}
+    result = set_peft_model_state_dict(llm, state)
+    if result.unexpected_keys:
+        raise LLMSRTError(f"{where}: LoRA weights do not match the LLM (e.g. {result.unexpected_keys[0]}); check "
+                          "lora.target_modules and the LLM folder")
+    loaded = {k for k in own if any(k.replace(".default", "") == s for s in state)}
+    if own and not loaded:
+        raise LLMSRTError(f"{where}: none of the LoRA weights matched the LLM's LoRA layers")
+
+
+def _read_config(directory: Path) -> dict:
+    file = directory / CONFIG_FILE
+    if not file.is_file():
+        raise LLMSRTError(f"{directory}: not a SpeechLLM checkpoint (no {CONFIG_FILE}); give a folder written by "
+                          "training or by `llm-srt convert`")
+    try:
+        meta = json.loads(file.read_text())
+    except json.JSONDecodeError as e:
+        raise LLMSRTError(f"{file}: invalid JSON (line {e.lineno}): {e.msg}") from None
+    for key in ("encoder", "llm", "adapter"):
+        if key not in meta:
+            raise LLMSRTError(f"{file}: missing key {key!r}; the checkpoint config is incomplete")
+    if meta.get("format", CHECKPOINT_FORMAT) > CHECKPOINT_FORMAT:
+        raise LLMSRTError(f"{file}: checkpoint format {meta['format']} is newer than this llm-srt "
+                          f"({CHECKPOINT_FORMAT}); upgrade llm-srt")
+    return meta
+
+
+def _resolve(directory: Path, path: str) -> str:
+    """A relative model path in config.json is taken relative to the checkpoint when it exists there."""
+    p = Path(path).expanduser()
+    return str(directory / p) if not p.is_absolute() and (directory / p).exists() else str(p)
+
+
+def _cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+
+
+def _replace_dir(tmp: Path, directory: Path) -> None:
+    """Move `tmp` to `directory`, replacing an existing folder with as short a gap as renames allow."""
+    old = directory.parent / f".{directory.name}.old-{os.getpid()}"
+    if directory.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        directory.rename(old)
+    tmp.rename(directory)
+    shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,75 @@
+"""The frozen variable-length Whisper encoder (tiny random Whisper)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from llm_srt.errors import AudioError, LLMSRTError
+from llm_srt.model.encoder import WhisperEncoder
+
+import tiny  # tests/model is on sys.path (pytest rootdir insertion)
+
+
+@pytest.fixture(scope="module")
+def wdir(tmp_path_factory):
+    return tiny.whisper_dir(tmp_path_factory.mktemp("whisper"))
+
+
+@pytest.fixture(scope="module")
+def enc(wdir):
+    return WhisperEncoder.from_pretrained(wdir)
+
+
+def test_shapes_follow_audio_length(enc):
+    clips = [tiny.tone(0.51, 300), tiny.tone(1.23, 500, seed=1)]
+    mel, mel_mask = enc.features(clips)
+    assert mel.shape == (2, 80, 123) and mel_mask.sum(1).tolist() == [51, 123]
+    h, mask = enc(mel, mel_mask)
+    assert h.shape == (2, math.ceil(123 / 2), enc.dim) and enc.dim == 32
+    assert mask.sum(1).tolist() == [math.ceil(51 / 2), math.ceil(123 / 2)]
+
+
+def test_padding_in_a_batch_does_not_change_real_frames(enc):
+    short, long = tiny.tone(0.7, 250), tiny.tone(2.0, 700, seed=3)
+    alone, alone_mask = enc.encode([short])
+    batched, mask = enc.encode([short, long])
+    n = alone.shape[1]
+    assert alone_mask.all() and mask[0, :n].all() and not mask[0, n:].any()
+    assert torch.allclose(batched[0, :n], alone[0], atol=1e-4)
+    # and padding really is excluded: without the mask the short clip's frames change
+    mel, mel_mask = enc.features([short, long])
+    unmasked, _ = enc(mel, torch.ones_like(mel_mask))
+    assert not torch.allclose(unmasked[0, :n], alone[0], atol=1e-4)
+
+
+def test_pad_to_30s_matches_hf_whisper_encoder(wdir):
+    enc30 = WhisperEncoder.from_pretrained(wdir, pad_to_30s=True)
+    mel, mask = enc30.features([tiny.tone(1.0, 440)])
+    assert mel.shape[-1] == 3000
+    ours, frame_mask = enc30(mel, mask)
+    with torch.no_grad():
+        ref = enc30.encoder(mel).last_hidden_state
+    assert ours.shape == (1, 1500, 32) and frame_mask.all()
+    assert torch.allclose(ours, ref, atol=1e-5)
+
+
+def test_frozen_and_identity(wdir, enc, tmp_path):
+    assert not any(p.requires_grad for p in enc.parameters())
+    enc.train()
+    assert not enc.encoder.training
+    again = WhisperEncoder.from_pretrained(wdir)
+    other = WhisperEncoder.from_pretrained(tiny.whisper_dir(tmp_path, seed=1))
+    padded = WhisperEncoder.from_pretrained(wdir, pad_to_30s=True)
+    assert enc.identity == again.identity
+    assert len({enc.identity, other.identity, padded.identity}) == 3
+
+
+def test_errors(enc, tmp_path):
+    with pytest.raises(AudioError, match="30 s"):
+        enc.features([np.zeros(31 * 16000, dtype=np.float32)])
+    with pytest.raises(AudioError, match="too short"):
+        enc.features([np.zeros(50, dtype=np.float32)])
+    with pytest.raises(LLMSRTError, match="no config.json"):
+        WhisperEncoder.from_pretrained(tmp_path / "nowhere")

@@ -1,0 +1,228 @@
+"""SpeechLLM on tiny random models: loss on targets only, decoding, checkpoints, and an overfit run."""
+
+import json
+import math
+import time
+
+import pytest
+import torch
+
+import tiny  # tests/model is on sys.path (pytest rootdir insertion)
+from llm_srt.errors import ConfigError, LLMSRTError
+from llm_srt.model.decoding import DecodingOptions
+from llm_srt.model.llm import LoraOptions
+from llm_srt.model.speech_llm import IGNORE, SpeechLLM, tokenize_batch
+
+CLIPS = [tiny.tone(0.8, 300), tiny.tone(1.5, 700, seed=1), tiny.tone(0.5, 1200, seed=2)]
+PROMPTS = ["<|eng|>", "<|deu|><|eng|>", "hello<|eng|><|fra|>"]
+TARGETS = ["a cat", "the big dog", "ok"]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    torch.manual_seed(0)
+    return tiny.speech_llm(tmp_path_factory.mktemp("sllm"), init_std=0.3).eval()
+
+
+def _batch(**extra):
+    return dict(audio=CLIPS, prompts=PROMPTS, targets=TARGETS, **extra)
+
+
+def test_loss_backpropagates_into_the_adapter_only(model):
+    out = model(_batch())
+    assert torch.isfinite(out["loss"]) and out["n_tokens"] == sum(len(t) + 1 for t in TARGETS)  # chars + EOS
+    model.zero_grad()
+    out["loss"].backward()
+    assert all(p.grad is not None for p in model.adapter.parameters())
+    assert all(p.grad is None for p in model.llm.parameters())
+    assert not any(p.requires_grad for p in model.encoder.parameters())
+    counts = model.parameter_counts()
+    assert counts["adapter"] == counts["trainable"] == sum(p.numel() for p in model.adapter.parameters())
+
+
+def test_labels_cover_target_and_eos_only_and_loss_matches_full_logits(model):
+    speech = model.speech_embeddings(_batch())
+    prompt_ids, target_ids = tokenize_batch(model.tokenizer, PROMPTS, TARGETS)
+    embeds, mask, labels = model.assemble(speech, prompt_ids, target_ids)
+    eos = model.tokenizer.eos_token_id
+    for i, target in enumerate(TARGETS):
+        row = labels[i][labels[i] != IGNORE].tolist()
+        assert row == model.tokenizer(target, add_special_tokens=False)["input_ids"] + [eos]
+        n = int(mask[i].sum())
+        assert labels[i, n - len(row):n].tolist() == row  # the labelled span ends the real sequence
+        assert not mask[i, n:].any()  # right padding for training
+    # reference: full logits of the plain HF forward, cross-entropy where labels exist
+    positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
+    logits = model.llm(inputs_embeds=embeds, attention_mask=mask.long(), position_ids=positions).logits
+    ref = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
+                                            ignore_index=IGNORE)
+    assert torch.allclose(model(_batch())["loss"], ref, atol=1e-5)
+    # the prompt carries no loss: a different prompt leaves the number of labelled tokens unchanged
+    other = model(_batch() | {"prompts": ["<|jpn|>x"] * 3})
+    assert other["n_tokens"] == model(_batch())["n_tokens"]
+
+
+def test_bos_is_placed_first_and_absent_without_one(tmp_path):
+    with_bos = tiny.speech_llm(tmp_path / "a", kind="llama", bos=True)
+    without = tiny.speech_llm(tmp_path / "b", bos=False)
+    embed = with_bos.llm.get_input_embeddings()
+    x, _, _ = with_bos.assemble(None, [[5, 6]])
+    assert torch.equal(x[0, 0], embed.weight[with_bos.tokenizer.bos_token_id])
+    y, _, _ = without.assemble(None, [[5, 6]])
+    assert y.shape[1] == 2
+
+
+def test_text_only_batch(model):
+    batch = dict(prompts=["a cat<|eng|><|deu|>"], targets=["eine Katze"])
+    out = model(batch)
+    assert torch.isfinite(out["loss"]) and out["n_tokens"] == len("eine Katze") + 1
+    assert isinstance(model.generate(batch, DecodingOptions(max_new_tokens=4))[0], str)
+
+
+def test_softcapping_is_honoured(model):
+    base = model(_batch())["loss"]
+    model.llm.config.final_logit_softcapping = 0.01
+    try:
+        capped = model(_batch())["loss"]
+    finally:
+        model.llm.config.final_logit_softcapping = None
+    uniform = math.log(len(model.tokenizer))  # logits squeezed into (-0.01, 0.01): a uniform prediction
+    assert abs(capped.item() - uniform) < 0.02 and abs(base.item() - uniform) > 0.5
+
+
+def _manual_greedy(model, batch, n):
+    """Reference: one example at a time, no KV cache, full recompute, argmax."""
+    speech = model.speech_embeddings(batch)
+    prompt_ids, _ = tokenize_batch(model.tokenizer, batch["prompts"])
+    embed = model.llm.get_input_embeddings()
+    result = []
+    for i in range(len(prompt_ids)):
+        one = (speech[0][i:i + 1], speech[1][i:i + 1])
+        x, _, _ = model.assemble(one, prompt_ids[i:i + 1])
+        ids = []
+        for _ in range(n):
+            token = int(model.llm(inputs_embeds=x).logits[0, -1].argmax())
+            if token == model.tokenizer.eos_token_id:
+                break
+            ids.append(token)
+            x = torch.cat([x, embed.weight[token][None, None]], 1)
+        result.append(ids)
+    return result
+
+
+def test_greedy_matches_manual_loop_and_beam_1(model):
+    batch = _batch()
+    with torch.no_grad():
+        ref = _manual_greedy(model, batch, 8)
+    greedy = model.generate_ids(batch, DecodingOptions(max_new_tokens=8))
+    assert greedy == ref
+    assert any(len(r) > 2 for r in ref)
+    assert model.generate(batch, DecodingOptions(max_new_tokens=8, beam_size=1)) == \
+        [model.tokenizer.decode(r, skip_special_tokens=True) for r in ref]
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_batched_equals_one_by_one(model, beam):
+    opts = DecodingOptions(max_new_tokens=8, beam_size=beam, length_penalty=1.0)
+    batched = model.generate(_batch(), opts)
+    single = [model.generate(dict(audio=[c], prompts=[p]), opts)[0] for c, p in zip(CLIPS, PROMPTS)]
+    assert batched == single
+
+
+def test_no_repeat_ngram_blocks_repeats(model):
+    ids = model.generate_ids(_batch(), DecodingOptions(max_new_tokens=16, no_repeat_ngram_size=2))
+    for row in ids:
+        grams = list(zip(row, row[1:]))
+        assert len(grams) == len(set(grams))
+
+
+def test_save_load_round_trip_with_lora(tmp_path):
+    torch.manual_seed(1)
+    lora = LoraOptions(r=4, alpha=8, dropout=0.0)
+    model = tiny.speech_llm(tmp_path / "m", lora=lora, trainable=("adapter", "lora"), init_std=0.3)
+    assert model.parameter_counts()["lora"] > 0
+    with torch.no_grad():  # make LoRA non-zero so that its loading is checked
+        for name, p in model.llm.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    model.eval()
+    ref_loss = model(_batch())["loss"]
+    ref_out = model.generate(_batch(), DecodingOptions(max_new_tokens=6))
+    folder = model.save_pretrained(tmp_path / "ckpt")
+    model.save_pretrained(folder)  # overwriting an existing checkpoint is fine
+    assert sorted(p.name for p in folder.iterdir()) == ["adapter.safetensors", "config.json", "lora.safetensors"]
+    meta = json.loads((folder / "config.json").read_text())
+    assert meta["adapter"] == "qformer" and meta["lora"]["r"] == 4 and meta["llm_dim"] == 48
+    loaded = SpeechLLM.from_pretrained(folder).eval()
+    assert torch.equal(loaded(_batch())["loss"], ref_loss)
+    assert loaded.generate(_batch(), DecodingOptions(max_new_tokens=6)) == ref_out
+    assert set(loaded.config.trainable) == {"adapter", "lora"}
+
+
+def test_checkpoint_errors(tmp_path):
+    model = tiny.speech_llm(tmp_path / "m")
+    folder = model.save_pretrained(tmp_path / "ckpt")
+    with pytest.raises(LLMSRTError, match="no config.json"):
+        SpeechLLM.from_pretrained(tmp_path / "nothing")
+    other_llm = tiny.llm_dir(tmp_path / "wide", hidden=64)
+    with pytest.raises(LLMSRTError, match="llm_dim=48"):
+        SpeechLLM.from_pretrained(folder, llm=str(other_llm))
+    (folder / "adapter.safetensors").unlink()
+    with pytest.raises(LLMSRTError, match="adapter.safetensors is missing"):
+        SpeechLLM.from_pretrained(folder)
+    with pytest.raises(ConfigError, match="no LoRA"):
+        tiny.speech_llm(tmp_path / "x", trainable=("adapter", "lora"))
+
+
+def test_overfit_four_utterances(tmp_path):
+    """Adapter-only training makes a frozen tiny LLM say four exact transcripts from four clips."""
+    torch.manual_seed(0)
+    model = tiny.speech_llm(tmp_path, init_std=0.2, adapter_kwargs=dict(num_queries=8, hidden_size=32, num_layers=1,
+                                                                        num_heads=4, intermediate_size=64))
+    texts = ["red fox", "blue sky", "green tea", "gold ring"]
+    clips = [tiny.tone(1.0 + 0.2 * i, f, seed=i) for i, f in enumerate([200, 400, 800, 1600])]
+    h, mask = model.encoder.encode(clips)
+    batch = dict(features=h, feature_mask=mask, prompts=["<|eng|>"] * 4, targets=texts)
+    optim = torch.optim.AdamW(model.trainable_parameters(), lr=5e-3)
+    start, outputs = time.time(), []
+    for step in range(1, 401):
+        model.train()
+        loss = model(batch)["loss"]
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+        if step % 25 == 0:
+            outputs = model.eval().generate(batch, DecodingOptions(max_new_tokens=12))
+            if outputs == texts:
+                break
+    assert outputs == texts, f"after {step} steps (loss {loss.item():.3f}): {outputs}"
+    print(f"overfit: exact after {step} steps, {time.time() - start:.1f} s")  # ~150 steps, ~5 s on 2 idle cores
+
+
+@pytest.mark.integration
+def test_embedded_speech_llm_forward_backward_and_generate(embedded, speak):
+    """Whisper base encoder + paper Q-Former + Gemma-3-270M: a training step at batch 4 and a greedy decode."""
+    from llm_srt import prompts
+    from llm_srt.model.speech_llm import SpeechLLMConfig
+
+    model = SpeechLLM(SpeechLLMConfig(encoder=str(embedded.whisper), llm=str(embedded.llm)))
+    assert (model.encoder_dim, model.llm_dim) == (512, 640)
+    assert model.adapter.query.shape == (1, 80, 768)
+    clip = speak("Will it rain tomorrow?")
+    prompt, target = prompts.build("asr", "eng", transcript="Will it rain tomorrow?")
+    h, mask = model.encoder.encode([clip] * 4)
+    batch = dict(features=h, feature_mask=mask, prompts=[prompt] * 4, targets=[target] * 4)
+    model.train()
+    times = []
+    for _ in range(2):
+        start = time.perf_counter()
+        out = model(batch)
+        model.zero_grad()
+        out["loss"].backward()
+        times.append(time.perf_counter() - start)
+    assert torch.isfinite(out["loss"]) and out["n_tokens"] > 4 * 4
+    assert model.adapter.query.grad is not None
+    print(f"embedded forward+backward, batch 4: {min(times):.2f} s")
+    model.eval()
+    texts = model.generate(dict(audio=[clip], prompts=[prompt]), DecodingOptions(max_new_tokens=4))
+    assert len(texts) == 1 and isinstance(texts[0], str)

@@ -1,0 +1,92 @@
+"""Tiny random-weight models for tests: a Whisper encoder, a char-level tokenizer with language tags, a causal LM.
+
+Every builder writes a real Hugging Face folder so tests exercise the same loading code as real models.
+"""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+
+import numpy as np
+import torch
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+from transformers import (LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM,
+                          WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration)
+
+from llm_srt import languages
+
+SAMPLE_RATE = 16000
+LANG_TAGS = tuple(f"<|{code}|>" for code in ("eng", "deu", "fra", "spa", "zho", "jpn"))
+SPECIALS = ("<pad>", "<s>", "</s>", "<unk>")
+CHARS = string.ascii_letters + string.digits + " .,?!'-"
+
+
+def whisper_dir(root: Path, d_model: int = 32, layers: int = 2, n_mels: int = 80, seed: int = 0) -> Path:
+    """A tiny random WhisperForConditionalGeneration folder (d_model 32, 2+1 layers, 1500 positions)."""
+    torch.manual_seed(seed)
+    cfg = WhisperConfig(d_model=d_model, encoder_layers=layers, decoder_layers=1, encoder_attention_heads=4,
+                        decoder_attention_heads=4, encoder_ffn_dim=2 * d_model, decoder_ffn_dim=2 * d_model,
+                        num_mel_bins=n_mels, vocab_size=64, max_source_positions=1500, max_target_positions=32,
+                        pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1)
+    path = root / f"whisper-{d_model}-{layers}-{seed}"
+    WhisperForConditionalGeneration(cfg).save_pretrained(path)
+    WhisperFeatureExtractor(feature_size=n_mels).save_pretrained(path)
+    return path
+
+
+def tokenizer(bos: bool = True) -> PreTrainedTokenizerFast:
+    """A char-level tokenizer: one token per character, language tags as whole added tokens."""
+    vocab = {tok: i for i, tok in enumerate(SPECIALS + tuple(CHARS))}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+                                   bos_token="<s>" if bos else None)
+    fast.add_tokens(list(LANG_TAGS))
+    return fast
+
+
+def llm_dir(root: Path, kind: str = "qwen2", hidden: int = 48, layers: int = 2, bos: bool = True,
+            seed: int = 0, init_std: float = 0.02) -> Path:
+    """A tiny random causal LM folder with the char tokenizer ("qwen2" or "llama").
+
+    A larger `init_std` gives a random LLM whose outputs depend strongly on its input (the overfit test uses it).
+    """
+    torch.manual_seed(seed)
+    tok = tokenizer(bos=bos)
+    common = dict(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                  pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=False,
+                  initializer_range=init_std)
+    model = (Qwen2ForCausalLM(Qwen2Config(**common)) if kind == "qwen2"
+             else LlamaForCausalLM(LlamaConfig(bos_token_id=tok.bos_token_id, **common)))
+    path = root / f"{kind}-{hidden}-{layers}-{seed}-{init_std}-{'bos' if bos else 'nobos'}"
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def tone(seconds: float, freq: float, seed: int = 0, noise: float = 0.05) -> np.ndarray:
+    """A test clip: a sine at `freq` Hz plus a little noise, 16 kHz float32."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    return (0.4 * np.sin(2 * np.pi * freq * t) + noise * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def speech_llm(root: Path, adapter: str = "qformer", adapter_kwargs: dict | None = None, lora=None,
+               trainable=("adapter",), kind: str = "qwen2", bos: bool = True, llm_hidden: int = 48,
+               init_std: float = 0.02):
+    """A tiny SpeechLLM on tiny random Whisper + LLM folders written under `root`."""
+    from llm_srt.model.speech_llm import SpeechLLM, SpeechLLMConfig
+
+    if adapter_kwargs is None:
+        adapter_kwargs = ({"num_queries": 8, "hidden_size": 32, "num_layers": 2, "num_heads": 4,
+                           "intermediate_size": 64} if adapter == "qformer" else {})
+    llm = llm_dir(root, kind, llm_hidden, bos=bos, init_std=init_std)
+    cfg = SpeechLLMConfig(encoder=str(whisper_dir(root)), llm=str(llm),
+                          adapter=adapter, adapter_kwargs=adapter_kwargs, lora=lora, trainable=tuple(trainable))
+    return SpeechLLM(cfg)
+
+
+assert all(languages.get(t[2:-2]) for t in LANG_TAGS)
