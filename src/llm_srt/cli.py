@@ -10,6 +10,7 @@ from .errors import LLMSRTError
 
 # verb -> (module, one-line help). tests/test_cli.py keeps this table and the parser in sync.
 VERBS: dict[str, tuple[str, str]] = {
+    "demo": ("llm_srt.demo", "the main job: train and evaluate LLM-SRT end to end on the embedded default"),
     "setup": ("llm_srt.embedded", "convert the embedded default models (Whisper base, Gemma-3-270M) once"),
     "convert": ("llm_srt.model.convert", "convert models: whisper-ct2 | gguf | slam -> our folders"),
     "prepare": ("llm_srt.data.prepare", "build manifests: fleurs | covost2 | commonvoice | mini"),
@@ -47,7 +48,15 @@ def main(argv: list[str] | None = None) -> int:
         module = importlib.import_module(VERBS[verb][0])
         sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
         module.add_arguments(sub.choices[verb])
-    args = parser.parse_args(argv)
+    if verb in VERBS:
+        # parse the verb's own arguments with options and positionals in any order (key=value lists)
+        rest = argv[argv.index(verb) + 1:]
+        verb_parser = sub.choices[verb]
+        has_sub_verbs = any(isinstance(a, argparse._SubParsersAction) for a in verb_parser._actions)
+        args = verb_parser.parse_args(rest) if has_sub_verbs else verb_parser.parse_intermixed_args(rest)
+        args.verb, args.debug = verb, debug
+    else:
+        args = parser.parse_args(argv)
     if args.verb is None:
         parser.print_help()
         return 0

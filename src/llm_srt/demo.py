@@ -1,0 +1,103 @@
+"""`llm-srt demo` (what `make demo` runs): the whole method on the embedded default, end to end, on this machine.
+
+1. the embedded models (Whisper base, Gemma-3-270M) converted once (`llm-srt setup`);
+2. the mini corpus: gettext sentences spoken by espeak-ng in 6 languages (`llm-srt prepare mini`);
+3. a miniature curriculum ASR -> SMT -> SRT and the paper's Baseline (ASR -> direct S2TT) with the same budget,
+   both from one shared ASR stage (`llm-srt curriculum configs/embedded`);
+4. evaluation on held-out test sentences of: the miniature runs, the cascade (Whisper -> Gemma text MT), and the
+   adapters shipped in checkpoints/embedded/ (the same recipe trained longer here, see its README);
+5. one held-out clip translated and printed.
+Everything is reused on a re-run (corpus, features, finished stages).
+"""
+
+import json
+import time
+from pathlib import Path
+
+from .data.manifest import read_manifest, write_manifest
+from .errors import LLMSRTError
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = REPO / "configs" / "embedded"
+SHIPPED = REPO / "checkpoints" / "embedded"
+# held-out directions scored by the demo (a subset of the 30, to fit the time budget)
+DEMO_DIRECTIONS = (("eng", "deu"), ("eng", "fra"), ("eng", "spa"), ("deu", "eng"), ("fra", "eng"),
+                   ("spa", "eng"))
+DEMO_SENTENCES = 8  # test sentences per direction
+
+
+def test_subset(test_manifest: Path, out: Path, directions=DEMO_DIRECTIONS, sentences: int = DEMO_SENTENCES) -> Path:
+    """The demo's test rows: the first `sentences` test sentence ids, in each of `directions`, plus their ASR rows."""
+    rows = read_manifest(test_manifest)
+    ids = sorted({r.sentence_id for r in rows})[:sentences]
+    wanted = set(directions)
+    srcs = {s for s, _ in directions}
+    keep = [r for r in rows if r.sentence_id in ids and ((r.src_lang, r.tgt_lang) in wanted)]
+    if not keep:
+        raise LLMSRTError(f"{test_manifest}: none of the demo directions {sorted(wanted)} is in the test split")
+    keep += [r for r in rows if r.sentence_id in ids and r.is_asr and r.src_lang in srcs]
+    write_manifest(out, keep)
+    return out
+
+
+def run_demo(work: Path, data: Path, log=print) -> dict:
+    from .data.mini import MiniOptions, build_mini
+    from .embedded import ensure_embedded
+    from .evaluate.run import evaluate
+    from .infer import SpeechTranslator
+    from .train.curriculum import run_curriculum
+    from .train.recipe import load_config, train
+
+    timings: dict[str, float] = {}
+    t_all = time.perf_counter()
+
+    def step(name, fn):
+        log(f"\n=== {name}")
+        t = time.perf_counter()
+        result = fn()
+        timings[name] = round(time.perf_counter() - t, 1)
+        log(f"=== {name}: {timings[name]:.0f} s")
+        return result
+
+    step("embedded models", ensure_embedded)
+    if not (data / "test.jsonl").is_file():
+        summary = step("mini corpus", lambda: build_mini(MiniOptions(out=data)))
+        log("\n".join(summary.lines()))
+    common = [f"data.train={data / 'train.jsonl'}", f"data.dev={data / 'dev.jsonl'}"]
+    finals = step("curriculum ASR -> SMT -> SRT", lambda: run_curriculum(
+        [str(CONFIGS)], common, out_root=str(work), log=log))
+    baseline = step("baseline (ASR -> S2TT, same budget)", lambda: train(load_config(
+        CONFIGS / "baseline.yaml", common + [f"model.init_from={finals[0]}", f"output_dir={work / 'baseline'}"]),
+        log=log))
+    subset = test_subset(data / "test.jsonl", work / "test_subset.jsonl")
+    systems = {"LLM-SRT (this run)": str(finals[-1]), "Baseline (this run)": str(baseline), "Cascade": "cascade"}
+    for name, folder in (("LLM-SRT (shipped)", SHIPPED / "srt"), ("Baseline (shipped)", SHIPPED / "baseline")):
+        if (folder / "config.json").is_file():
+            systems[name] = str(folder)
+    report = step("evaluation", lambda: evaluate(systems, subset, work / "report", log=log))
+
+    def one_clip():
+        row = next(r for r in read_manifest(subset) if r.src_lang == "eng" and r.tgt_lang == "deu")
+        model = systems.get("LLM-SRT (shipped)", systems["LLM-SRT (this run)"])
+        res = SpeechTranslator.from_pretrained(model).translate([row.audio], "eng", "deu")[0]
+        log(f"audio:       {Path(row.audio).relative_to(data.resolve()) if data.resolve() in Path(row.audio).parents else row.audio}")
+        log(f"model:       {model}")
+        log(f"transcript:  {res.transcript}")
+        log(f"translation: {res.translation}")
+        log(f"reference:   {row.transcript}  ->  {row.translation}")
+        return res
+    step("one held-out clip (eng -> deu)", one_clip)
+    timings["total"] = round(time.perf_counter() - t_all, 1)
+    (work / "report" / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
+    log(f"\ndemo finished in {timings['total'] / 60:.1f} min; report in {work / 'report'}")
+    return {"report": report, "timings": timings}
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--work", default="runs/demo", help="where stages and the report go")
+    parser.add_argument("--data", default="data/mini", help="the mini corpus folder (built if missing)")
+
+
+def main(args) -> int:
+    run_demo(Path(args.work), Path(args.data))
+    return 0
