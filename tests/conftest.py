@@ -5,8 +5,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import sys
+
 import numpy as np
 import pytest
+
+sys.path.insert(0, str(Path(__file__).parent / "model"))  # tiny.py: tiny random models for any test
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -1,0 +1,118 @@
+"""translate / evaluate on a tiny random SpeechLLM saved to a folder, and the baselines on the embedded Whisper."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+
+import tiny
+from llm_srt import cli
+from llm_srt.audio import write_wav
+from llm_srt.data.manifest import Row, write_manifest
+from llm_srt.infer import SpeechTranslator, max_new_tokens
+from llm_srt.model.decoding import DecodingOptions
+from llm_srt.prompts import Task
+
+OPTS = DecodingOptions(max_new_tokens=10)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("infer")
+    torch.manual_seed(0)
+    model = tiny.speech_llm(root, init_std=0.3)
+    return model.save_pretrained(root / "model")
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    root = tmp_path_factory.mktemp("clips")
+    paths = []
+    for i, (sec, f) in enumerate([(0.7, 300), (1.6, 650), (1.1, 900), (2.0, 1300)]):
+        write_wav(root / f"c{i}.wav", tiny.tone(sec, f, seed=i))
+        paths.append(str(root / f"c{i}.wav"))
+    return paths
+
+
+def test_batched_equals_one_by_one(model_dir, clips):
+    t = SpeechTranslator.from_pretrained(model_dir)
+    batched = t.translate(clips, "eng", "deu", options=OPTS, batch_size=4)
+    single = [t.translate([c], "eng", "deu", options=OPTS, batch_size=1)[0] for c in clips]
+    assert [(r.transcript, r.translation) for r in batched] == [(r.transcript, r.translation) for r in single]
+    assert all(r.error is None and r.segments for r in batched)
+
+
+def test_bad_file_is_reported_and_the_rest_translated(model_dir, clips, tmp_path, capsys):
+    junk = tmp_path / "junk.wav"
+    junk.write_bytes(b"RIFF\x00\x00")
+    files = [clips[0], str(junk), str(tmp_path / "missing.flac"), clips[1]]
+    rc = cli.main(["translate", *files, "--model", str(model_dir), "--src", "eng", "--tgt", "deu", "--format", "json",
+                   "--max-new-tokens", "8"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0 and [r["audio"] for r in out] == files
+    assert [r["error"] is None for r in out] == [True, False, False, True]
+    assert "junk.wav" in out[1]["error"] and "missing.flac" in out[2]["error"]
+    assert {"audio", "src", "tgt", "transcript", "translation", "error"} <= set(out[0])
+    rc = cli.main(["translate", str(junk), "--model", str(model_dir), "--src", "eng", "--tgt", "deu"])
+    assert rc == 1  # nothing could be done
+
+
+def test_long_audio_is_segmented_and_subtitled(model_dir, tmp_path, capsys):
+    # 70 s: 1.5 s tone bursts separated by 1 s pauses
+    sr, parts = 16000, []
+    for i in range(28):
+        parts += [tiny.tone(1.5, 300 + 40 * (i % 7), seed=i), np.zeros(sr, dtype=np.float32)]
+    path = tmp_path / "long.wav"
+    write_wav(path, np.concatenate(parts))
+    [r] = SpeechTranslator.from_pretrained(model_dir).translate([str(path)], "eng", "deu", options=OPTS)
+    assert r.error is None and abs(r.duration - 70.0) < 0.01
+    assert len(r.segments) >= 3 and all(s.end - s.start <= 30.0 for s in r.segments)
+    assert all(a.end <= b.start for a, b in zip(r.segments, r.segments[1:]))
+    rc = cli.main(["translate", str(path), "--model", str(model_dir), "--src", "eng", "--tgt", "deu",
+                   "--format", "vtt", "--max-new-tokens", "8"])
+    vtt = capsys.readouterr().out
+    assert rc == 0 and vtt.startswith("WEBVTT")
+    times = re.findall(r"(\d\d):(\d\d):(\d\d)\.(\d\d\d) --> (\d\d):(\d\d):(\d\d)\.(\d\d\d)", vtt)
+    assert times and all(int(t[1]) * 60 + int(t[2]) <= 70 for t in times)
+
+
+def test_output_length_is_capped_by_duration():
+    assert max_new_tokens(2.0, Task.ASR, 256) < max_new_tokens(2.0, Task.SRT, 256) < max_new_tokens(10, Task.SRT, 256)
+    assert max_new_tokens(600, Task.SRT, 256) == 256
+
+
+def test_evaluate_writes_the_report(model_dir, clips, tmp_path):
+    from llm_srt.evaluate.run import evaluate
+
+    rows = []
+    for i, c in enumerate(clips):
+        for src, tgt in (("eng", "deu"), ("deu", "eng")):
+            rows.append(Row(id=f"{i}-{src}-{tgt}", audio=c, duration=1.0, src_lang=src, transcript="a cat",
+                            tgt_lang=tgt, translation="eine Katze", split="test", corpus="t", sentence_id=str(i)))
+        rows.append(Row(id=f"{i}-asr", audio=c, duration=1.0, src_lang="eng", transcript="a cat", tgt_lang="",
+                        translation="", split="test", corpus="t", sentence_id=str(i)))
+    write_manifest(tmp_path / "test.jsonl", rows)
+    evaluate({"tiny": str(model_dir)}, tmp_path / "test.jsonl", tmp_path / "report", options=OPTS,
+             log=lambda *_: None)
+    results = json.loads((tmp_path / "report" / "results.json").read_text())
+    text = json.dumps(results)
+    assert "eng" in text and "deu" in text
+    assert (tmp_path / "report" / "report.md").is_file() and (tmp_path / "report" / "bleu_matrix.png").is_file()
+    hyps = [json.loads(line) for line in (tmp_path / "report" / "hyps.tiny.jsonl").read_text().splitlines()]
+    assert len(hyps) == len(rows) and {(h["src"], h["tgt"]) for h in hyps} == {("eng", "deu"), ("deu", "eng"),
+                                                                              ("eng", "eng")}
+
+
+@pytest.mark.integration
+def test_whisper_baseline_transcribes_and_detects_english(embedded, speak):
+    from llm_srt.evaluate.baselines import detect_language
+    from llm_srt.evaluate.metrics import wer
+
+    text = "Good morning. The train leaves at seven o'clock."
+    clip = speak(text)
+    [r] = SpeechTranslator.from_pretrained("whisper").translate([clip], "eng", "eng", task="asr")
+    assert r.error is None and wer([r.transcript], [text], "eng").score < 40, r.transcript
+    assert detect_language(None, clip) == "eng"
+    assert detect_language(None, speak("Guten Morgen. Der Zug fährt um sieben Uhr ab.", voice="de")) == "deu"
