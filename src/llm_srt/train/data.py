@@ -53,8 +53,8 @@ class TrainingData:
         cache = FeatureCache(root, encoder.identity, {"pad_to_30s": self.model.config.pad_to_30s})
         audio = sorted({e.audio for e in _examples(self.dataset)} | ({e.audio for e in _examples(self.dev)}
                                                                        if self.dev else set()))
-        mine = audio[self.d.rank::self.d.world]
-        todo = [a for a in mine if cache._load(cache.key(a)) is None]
+        mine = audio[self.d.rank::self.d.world] if self.cfg.precompute_features else []
+        todo = [a for a in mine if not cache.path_of(cache.key(a)).is_file()]
         if todo:
             log(f"encoding {len(todo)} utterances into the feature cache {root} ({len(mine) - len(todo)} cached)")
         for start in tqdm(range(0, len(todo), ENCODE_BATCH), desc="encoder features", disable=not todo or
