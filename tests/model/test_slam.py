@@ -96,3 +96,23 @@ def test_wrong_llm_or_file(dirs, tmp_path):
     torch.save({"something.else": torch.zeros(1)}, tmp_path / "bad.pt")
     with pytest.raises(LLMSRTError, match="no encoder_projector.query"):
         convert_slam(tmp_path / "bad.pt", tmp_path / "out", whisper, llm)
+
+
+def test_imported_checkpoint_runs_through_translate(dirs, tmp_path, capsys):
+    """A converted reference checkpoint is a model folder like any other: `llm-srt translate` runs on it."""
+    import json
+
+    from llm_srt import cli
+    from llm_srt.audio import write_wav
+
+    whisper, llm = dirs
+    ref = ReferenceProjector(32, 48, query_len=4, layers=2, hidden=64, mlp_hidden=0)
+    torch.save({"encoder_projector." + k: v.bfloat16() for k, v in ref.state_dict().items()}, tmp_path / "model.pt")
+    assert cli.main(["convert", "slam", str(tmp_path / "model.pt"), str(tmp_path / "imported"), "--encoder",
+                     str(whisper), "--llm", str(llm)]) == 0
+    write_wav(tmp_path / "a.wav", tiny.tone(1.0, 440))
+    capsys.readouterr()
+    rc = cli.main(["translate", str(tmp_path / "a.wav"), "--model", str(tmp_path / "imported"), "--src", "eng",
+                   "--tgt", "deu", "--format", "json", "--max-new-tokens", "6"])
+    [result] = json.loads(capsys.readouterr().out)
+    assert rc == 0 and result["error"] is None and isinstance(result["translation"], str)
