@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+from tqdm import tqdm
 
 from .. import languages
 from ..audio import SAMPLE_RATE, load_audio
@@ -282,7 +283,8 @@ def _synthesize_until_full(candidates: list[Sentence], langs: list[str], sizes: 
             chunk = candidates[pos:pos + missing + missing // 4 + 4]
             pos += len(chunk)
             jobs = _jobs(chunk, langs, out, opts)
-            results = list(pool.map(_speak, jobs))
+            results = list(tqdm(pool.map(_speak, jobs), total=len(jobs), desc="espeak-ng", dynamic_ncols=True,
+                                leave=False))
             for i, sentence in enumerate(chunk):
                 span = slice(i * len(langs), (i + 1) * len(langs))
                 mine = list(zip(jobs[span], results[span]))
