@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-DEB_PACKAGES := espeak-ng sox mecab mecab-naist-jdic
+DEB_PACKAGES := espeak-ng sox mecab mecab-naist-jdic chromium  # chromium: the web page's browser test
 STAMP := $(VENV)/.installed
 
 .PHONY: setup test test-all demo clean-cache

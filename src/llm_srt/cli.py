@@ -18,6 +18,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "curriculum": ("llm_srt.train.curriculum", "run ASR -> SMT -> SRT, each stage from the last (resumable)"),
     "translate": ("llm_srt.infer", "translate / transcribe audio files (srt, s2tt, asr, smt)"),
     "evaluate": ("llm_srt.evaluate.run", "run a model over a test manifest: BLEU matrix, WER/CER, report"),
+    "serve": ("llm_srt.serve.app", "serve a model over HTTP: OpenAI-style audio API, web page, dynamic batching"),
     "score": ("llm_srt.evaluate.score", "corpus BLEU / chrF / WER / CER of a hypothesis file"),
 }
 

@@ -17,7 +17,7 @@ from . import languages
 from .audio import SAMPLE_RATE, AudioInput, load_audio
 from .errors import LLMSRTError
 from .model.decoding import DecodingOptions
-from .prompts import Task, build, parse_srt
+from .prompts import Task, build, clean, parse_srt
 from .segment import Segment, SegmentOptions, segment
 
 WINDOW_SECONDS = 30.0  # Whisper's window: longer inputs are segmented
@@ -176,8 +176,8 @@ def split_output(text: str, task: Task, given_transcript: str = "") -> tuple[str
         out = parse_srt(text)
         return out.transcript, out.translation
     if task is Task.ASR:
-        return text.strip(), ""
-    return given_transcript.strip(), text.strip()
+        return clean(text), ""
+    return given_transcript.strip(), clean(text)
 
 
 # ---- CLI: llm-srt translate ---------------------------------------------------------------------------------------

@@ -78,7 +78,7 @@ def parse_srt(text: str) -> SRTOutput:
     text = text if isinstance(text, str) else str(text)
     matches = list(_TAG.finditer(text))
     if not matches:
-        return SRTOutput(_clean(text), "", None, None, False)
+        return SRTOutput(clean(text), "", None, None, False)
     first = matches[0]
     run = [first]
     for m in matches[1:]:
@@ -86,10 +86,10 @@ def parse_srt(text: str) -> SRTOutput:
             run.append(m)
         else:
             break
-    transcript = _clean(text[:first.start()])
+    transcript = clean(text[:first.start()])
     rest = text[run[-1].end():]
     nxt = _TAG.search(rest)
-    translation = _clean(rest[:nxt.start()] if nxt else rest)
+    translation = clean(rest[:nxt.start()] if nxt else rest)
     codes = [m.group(1) for m in run]
     src = codes[0]
     tgt = codes[1] if len(codes) > 1 else None
@@ -97,5 +97,6 @@ def parse_srt(text: str) -> SRTOutput:
     return SRTOutput(transcript, translation, src, tgt, well_formed)
 
 
-def _clean(text: str) -> str:
+def clean(text: str) -> str:
+    """Model text without language tags or special tokens, whitespace folded."""
     return " ".join(_SPECIAL.sub(" ", text).split())

@@ -14,6 +14,7 @@ GET /v1/models, /v1/languages, /health, and / (the web page). Every error is JSO
 import asyncio
 import io
 import logging
+import re
 import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
@@ -172,6 +173,8 @@ def create_app(translator: SpeechTranslator, options: ServeOptions = ServeOption
                          for lang in languages.LANGUAGES.values()]}
 
     _add_error_handlers(app, options)
+    app.add_middleware(ContentLengthLimit, max_bytes=options.max_upload_bytes + FORM_OVERHEAD,
+                       message=too_large_message(options))
     return app
 
 
@@ -228,12 +231,33 @@ def _add_error_handlers(app: FastAPI, options: ServeOptions) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         messages = {
-            413: f"the upload is larger than {options.max_upload_mb:g} MB (llm-srt serve --max-upload-mb)",
-            404: f"no such endpoint {request.url.path}; see / for the page and /docs for the API",
+            413: too_large_message(options),
+            404: f"no such endpoint {request.url.path}; see / for the page and /docs or /openapi.json for the API",
             405: f"{request.method} is not allowed on {request.url.path}",
         }
         return error_response(exc.status_code, messages.get(exc.status_code, str(exc.detail)),
                               "file" if exc.status_code == 413 else None)
+
+
+def too_large_message(options: ServeOptions) -> str:
+    return f"the upload is larger than {options.max_upload_mb:g} MB (llm-srt serve --max-upload-mb)"
+
+
+class ContentLengthLimit:
+    """ASGI middleware: a JSON 413 before reading a body whose Content-Length is over `max_bytes`.
+
+    Bodies sent without a length (chunked) are counted by the routes' own max_body_size as they arrive.
+    """
+
+    def __init__(self, app, max_bytes: int, message: str):
+        self.app, self.max_bytes, self.message = app, max_bytes, message
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] == "POST":
+            length = dict(scope["headers"]).get(b"content-length", b"")
+            if length.isdigit() and int(length) > self.max_bytes:
+                return await error_response(413, self.message, "file")(scope, receive, send)
+        return await self.app(scope, receive, send)
 
 
 def error_response(status: int, message: str, param: str | None = None) -> JSONResponse:
@@ -241,7 +265,7 @@ def error_response(status: int, message: str, param: str | None = None) -> JSONR
                         status_code=status)
 
 
-# ---- request checks ---------------------------------------------------------------------------------------------------
+# ---- request checks -------------------------------------------------------------------------------------------------
 def parse_task(value: str | None, endpoint: Endpoint) -> Task:
     if value is None or value == "":
         return endpoint.tasks[0]
@@ -293,7 +317,7 @@ def decode_audio(data: bytes, name: str) -> np.ndarray:
     try:
         sf.info(io.BytesIO(data))
     except Exception as e:  # noqa: BLE001 - libsndfile raises several types for unknown formats
-        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+        detail = re.sub(r"^Error opening .*?: ", "", str(e).splitlines()[0]) if str(e) else type(e).__name__
         raise APIError(415, f"{name}: cannot decode this audio ({detail}); send wav, flac, ogg or mp3",
                        "file") from None
     try:
@@ -325,7 +349,7 @@ def render_text(r: TranslationResult, endpoint: Endpoint, mode: str) -> Response
 
 
 def render_srt(r: TranslationResult, endpoint: Endpoint, mode: str) -> Response:
-    return PlainTextResponse(subtitles.to_srt(_cues(r, mode)), media_type="application/x-subrip")
+    return PlainTextResponse(subtitles.to_srt(_cues(r, mode)))
 
 
 def render_vtt(r: TranslationResult, endpoint: Endpoint, mode: str) -> Response:

@@ -1,0 +1,248 @@
+"""The HTTP API on a tiny random model with FastAPI's TestClient: formats, errors, batching, the serve verb."""
+
+import argparse
+import re
+import threading
+import time
+
+import numpy as np
+import pytest
+from serve_helpers import DECODING, bursts, wav_bytes
+from fastapi.testclient import TestClient
+
+from llm_srt.errors import LLMSRTError
+from llm_srt.serve import app as serve_app
+from llm_srt.serve import BatchOptions, ServeOptions, create_app
+
+TRANSLATIONS = "/v1/audio/translations"
+TRANSCRIPTIONS = "/v1/audio/transcriptions"
+
+
+def options(max_batch: int = 8, max_wait_ms: float = 20, **kw) -> ServeOptions:
+    return ServeOptions(batch=BatchOptions(max_batch=max_batch, max_wait_ms=max_wait_ms, decoding=DECODING), **kw)
+
+
+def post(client, path, audio: bytes, name="clip.wav", media="audio/wav", **fields):
+    return client.post(path, files={"file": (name, audio, media)}, data=fields)
+
+
+class Spy:
+    """A translator wrapper recording every translate() call's batch size (and optionally slow or failing)."""
+
+    def __init__(self, inner, delay: float = 0.0, fail_calls: tuple[int, ...] = ()):
+        self.inner, self.delay, self.fail_calls = inner, delay, fail_calls
+        self.sizes: list[int] = []
+
+    def translate(self, inputs, *args, **kw):
+        self.sizes.append(len(inputs))
+        time.sleep(self.delay)
+        if len(self.sizes) in self.fail_calls:
+            raise RuntimeError("simulated model failure")
+        return self.inner.translate(inputs, *args, **kw)
+
+
+@pytest.fixture(scope="module")
+def client(translator):
+    with TestClient(create_app(translator, options(max_upload_mb=2))) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def expected(translator, clip):
+    """What the model itself says for the clip: the API must return exactly this."""
+    samples, _ = clip
+    srt = translator.translate([samples], "eng", "deu", task="srt", options=DECODING)[0]
+    asr = translator.translate([samples], "eng", None, task="asr", options=DECODING)[0]
+    assert srt.transcript and srt.translation and asr.transcript  # the tiny model (init_std 0.3) says something
+    return srt, asr
+
+
+def test_translation_in_every_format(client, clip, expected):
+    _, wav = clip
+    srt, _ = expected
+    ask = dict(source_language="eng", target_language="deu", model="whisper-1")
+    assert post(client, TRANSLATIONS, wav, **ask).json() == {"text": srt.translation}  # json is the default
+    text = post(client, TRANSLATIONS, wav, response_format="text", **ask)
+    assert text.text == srt.translation + "\n" and text.headers["content-type"].startswith("text/plain")
+    assert post(client, TRANSLATIONS, wav, response_format="srt", **ask).text == (
+        f"1\n00:00:00,000 --> 00:00:01,000\n{srt.translation}\n")
+    assert post(client, TRANSLATIONS, wav, response_format="srt", subtitles="both", **ask).text == (
+        f"1\n00:00:00,000 --> 00:00:01,000\n{srt.transcript}\n{srt.translation}\n")
+    vtt = post(client, TRANSLATIONS, wav, response_format="vtt", **ask)
+    assert vtt.text == f"WEBVTT\n\n1\n00:00:00.000 --> 00:00:01.000\n{srt.translation}\n"
+    assert vtt.headers["content-type"].startswith("text/vtt")
+    verbose = post(client, TRANSLATIONS, wav, response_format="verbose_json", **ask).json()
+    assert verbose == {
+        "task": "translate", "mode": "srt", "language": "eng", "target_language": "deu", "duration": 1.0,
+        "text": srt.translation, "transcript": srt.transcript, "translation": srt.translation,
+        "segments": [{"id": 0, "start": 0.0, "end": 1.0, "text": srt.translation, "transcript": srt.transcript,
+                      "translation": srt.translation}]}
+
+
+def test_defaults_aliases_and_s2tt(client, translator, clip):
+    samples, wav = clip
+    # no target: English; OpenAI's `language` (ISO 639-1) is the source
+    to_eng = translator.translate([samples], "deu", "eng", options=DECODING)[0]
+    assert post(client, TRANSLATIONS, wav, language="de").json() == {"text": to_eng.translation}
+    assert post(client, TRANSLATIONS, wav, source_language="German").json() == {"text": to_eng.translation}
+    s2tt = translator.translate([samples], "eng", "fra", task="s2tt", options=DECODING)[0]
+    got = post(client, TRANSLATIONS, wav, source_language="eng", target_language="fra", task="s2tt",
+               response_format="verbose_json").json()
+    assert got["mode"] == "s2tt" and got["text"] == s2tt.translation and got["transcript"] == ""
+
+
+def test_transcription(client, clip, expected):
+    _, wav = clip
+    _, asr = expected
+    assert post(client, TRANSCRIPTIONS, wav, language="eng").json() == {"text": asr.transcript}
+    verbose = post(client, TRANSCRIPTIONS, wav, language="en", response_format="verbose_json").json()
+    assert verbose["task"] == "transcribe" and verbose["target_language"] is None
+    assert verbose["text"] == asr.transcript and verbose["language"] == "eng"
+    assert post(client, TRANSCRIPTIONS, wav, language="eng", response_format="srt").text.endswith(
+        f"{asr.transcript}\n")
+
+
+def test_long_audio_comes_back_in_segments(client):
+    wav = wav_bytes(bursts(40.0))
+    got = post(client, TRANSLATIONS, wav, source_language="eng", target_language="deu",
+               response_format="verbose_json").json()
+    segs = got["segments"]
+    assert abs(got["duration"] - 40.0) < 0.01 and len(segs) >= 2
+    assert all(0 <= s["start"] < s["end"] <= 40.0 and s["end"] - s["start"] <= 30.0 for s in segs)
+    assert all(a["end"] <= b["start"] for a, b in zip(segs, segs[1:]))
+    srt = post(client, TRANSLATIONS, wav, source_language="eng", target_language="deu", response_format="srt").text
+    cues = re.findall(r"^\d+\n(\d\d:\d\d:\d\d,\d\d\d) --> ", srt, flags=re.M)
+    assert len(cues) == len([s for s in segs if s["translation"]]) >= 2
+
+
+def nan_wav() -> bytes:
+    x = np.zeros(1600, dtype=np.float32)
+    x[10] = np.nan
+    return wav_bytes(x, subtype="FLOAT")
+
+
+BAD_REQUESTS = {  # name -> (path, upload (name, bytes, media type) or None, fields, status, param, message part)
+    "unknown source": (TRANSLATIONS, None, {"source_language": "xx"}, 400, "source_language", "unknown language"),
+    "unknown target": (TRANSLATIONS, None, {"source_language": "eng", "target_language": "klingon"}, 400,
+                       "target_language", "'klingon'"),
+    "unknown format": (TRANSLATIONS, None, {"response_format": "docx"}, 400, "response_format", "docx"),
+    "task not served": (TRANSLATIONS, None, {"task": "asr"}, 400, "task", "srt, s2tt"),
+    "srt without target": (TRANSCRIPTIONS, None, {"task": "srt", "language": "eng"}, 400, "target_language",
+                           "needs target_language"),
+    "unknown subtitles": (TRANSLATIONS, None, {"source_language": "eng", "subtitles": "all"}, 400, "subtitles",
+                          "translation, transcript, both"),
+    "no file": (TRANSLATIONS, (), {"source_language": "eng"}, 400, "file", "multipart"),
+    "not audio": (TRANSLATIONS, ("notes.txt", b"hello", "text/plain"), {}, 415, "file", "text/plain"),
+    "undecodable": (TRANSLATIONS, ("broken.wav", b"RIFF\x00\x00junk" * 10, "audio/wav"), {}, 415, "file",
+                    "broken.wav: cannot decode"),
+    "empty": (TRANSLATIONS, ("empty.wav", b"", "audio/wav"), {}, 400, "file", "empty"),
+    "NaN samples": (TRANSLATIONS, ("nan.wav", nan_wav(), "audio/wav"), {}, 400, "file", "NaN"),
+    "too large": (TRANSLATIONS, ("big.wav", b"\x00" * 2_200_000, "audio/wav"), {}, 413, "file", "2 MB"),
+    "file over the limit": (TRANSLATIONS, ("big.wav", b"\x00" * (2 * 2**20 + 100), "audio/wav"), {}, 413, "file",
+                            "big.wav: larger than 2 MB"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_REQUESTS))
+def test_bad_requests_get_json_errors(client, clip, case):
+    path, upload, fields, status, param, message = BAD_REQUESTS[case]
+    if upload is None:
+        upload = ("clip.wav", clip[1], "audio/wav")
+    r = client.post(path, files={"file": upload} if upload else None, data={"source_language": "eng", **fields})
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert err["param"] == param and message in err["message"], err
+    assert err["type"] == serve_app.ERROR_TYPES[status]
+
+
+def test_the_server_survives_bad_requests(client, clip, expected):
+    for path, upload, fields, *_ in BAD_REQUESTS.values():
+        client.post(path, files={"file": upload} if upload else None, data=fields)
+    r = client.get("/nope")
+    assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error"
+    assert client.get(TRANSLATIONS).status_code == 405
+    r = post(client, TRANSLATIONS, clip[1], source_language="eng", target_language="deu")
+    assert r.status_code == 200 and r.json() == {"text": expected[0].translation}
+    assert client.get("/health").json()["status"] == "ok"
+
+
+def test_timeouts_and_model_failures(translator, clip):
+    spy = Spy(translator, delay=0.5, fail_calls=(2,))
+    with TestClient(create_app(spy, options(max_batch=1, timeout_s=0.2))) as c:
+        r = post(c, TRANSLATIONS, clip[1], source_language="eng")
+        assert r.status_code == 504 and r.json()["error"]["type"] == "timeout" and "--timeout-s" in r.text
+    with TestClient(create_app(Spy(translator, fail_calls=(1,)), options())) as c:
+        r = post(c, TRANSLATIONS, clip[1], source_language="eng")
+        assert r.status_code == 500 and "simulated model failure" in r.json()["error"]["message"]
+        assert post(c, TRANSLATIONS, clip[1], source_language="eng").status_code == 200  # still serving
+
+
+def concurrent_posts(client, clip, n: int, targets=("deu",)) -> list:
+    barrier = threading.Barrier(n)
+    out = [None] * n
+
+    def one(i):
+        barrier.wait()
+        out[i] = post(client, TRANSLATIONS, clip[1], source_language="eng", target_language=targets[i % len(targets)])
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return out
+
+
+@pytest.mark.parametrize("max_batch", [8, 1])
+def test_concurrent_requests_are_batched(translator, clip, expected, max_batch):
+    spy = Spy(translator)
+    with TestClient(create_app(spy, options(max_batch=max_batch, max_wait_ms=300))) as c:
+        responses = concurrent_posts(c, clip, 8)
+        stats = c.get("/health").json()["batching"]
+    assert [r.json() for r in responses] == [{"text": expected[0].translation}] * 8
+    assert sum(spy.sizes) == 8 and stats["calls"] == len(spy.sizes)
+    if max_batch == 1:
+        assert spy.sizes == [1] * 8
+    else:
+        assert len(spy.sizes) <= 2 and max(spy.sizes) >= 4, spy.sizes
+
+
+def test_mixed_language_pairs_are_grouped(translator, clip):
+    spy = Spy(translator)
+    with TestClient(create_app(spy, options(max_batch=8, max_wait_ms=300))) as c:
+        responses = concurrent_posts(c, clip, 6, targets=("deu", "fra"))
+    assert all(r.status_code == 200 for r in responses)
+    assert sum(spy.sizes) == 6 and 2 <= len(spy.sizes) <= 4  # one call per pair (per collected batch)
+
+
+def test_pages_and_listings(client):
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert 'id="file"' in page.text and "MediaRecorder" in page.text and "/v1/audio/translations" in page.text
+    assert not re.search(r"""(src|href)=["']https?://""", page.text)  # no CDN: everything is served from here
+    models = client.get("/v1/models").json()
+    assert models["object"] == "list" and models["data"][0]["id"] == "llm-srt"
+    langs = client.get("/v1/languages").json()
+    assert {"code": "deu", "name": "German", "script": "Latn"} in langs["data"] and langs["default_target"] == "eng"
+    assert client.get("/docs").status_code == 200
+
+
+def test_serve_verb_builds_the_app(model_dir, clip, monkeypatch):
+    import uvicorn
+
+    parser = argparse.ArgumentParser()
+    serve_app.add_arguments(parser)
+    args = parser.parse_args(["--model", str(model_dir), "--max-batch", "4", "--port", "8123", "--max-new-tokens",
+                              "8", "--name", "tiny"])
+    seen = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(app=app, **kw))
+    assert serve_app.main(args) == 0
+    assert seen["host"] == "127.0.0.1" and seen["port"] == 8123
+    with TestClient(seen["app"]) as c:
+        assert c.get("/health").json()["max_batch"] == 4
+        assert c.get("/v1/models").json()["data"][0]["id"] == "tiny"
+        assert post(c, TRANSLATIONS, clip[1], source_language="eng").status_code == 200
+    with pytest.raises(LLMSRTError, match="max_batch"):
+        serve_app.options_from_args(parser.parse_args(["--model", "x", "--max-batch", "0"]))
+    with pytest.raises(LLMSRTError, match="timeout"):
+        serve_app.options_from_args(parser.parse_args(["--model", "x", "--timeout-s", "0"]))

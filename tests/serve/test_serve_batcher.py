@@ -1,0 +1,148 @@
+"""The batcher on a recording fake translator: grouping, limits, failures and dropped (timed-out) requests."""
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+
+from llm_srt.errors import LLMSRTError
+from llm_srt.infer import TranslationResult
+from llm_srt.prompts import Task
+from llm_srt.serve.batcher import BatchOptions, Batcher, BusyError
+
+
+class Recorder:
+    """Answers each clip with its length; records every translate() call as (src, tgt, task, lengths)."""
+
+    def __init__(self, gate: threading.Event | None = None, fail_first: bool = False):
+        self.calls: list[tuple] = []
+        self.gate = gate
+        self.fail_first = fail_first
+
+    def translate(self, inputs, src, tgt=None, task=Task.SRT, options=None, batch_size=8):
+        self.calls.append((src, tgt, Task(task), [x.size for x in inputs]))
+        if self.gate is not None:
+            assert self.gate.wait(10)
+        if self.fail_first and len(self.calls) == 1:
+            raise RuntimeError("model exploded")
+        return [TranslationResult(f"<array {i}>", src, tgt, Task(task).value, translation=f"n={x.size}")
+                for i, x in enumerate(inputs)]
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+async def started(translator, **kw) -> Batcher:
+    b = Batcher(translator, BatchOptions(**kw))
+    await b.start()
+    return b
+
+
+def clips(n: int, start: int = 1000) -> list[np.ndarray]:
+    return [np.zeros(start + i, dtype=np.float32) for i in range(n)]
+
+
+def test_concurrent_requests_share_calls_up_to_max_batch():
+    async def main():
+        rec = Recorder()
+        b = await started(rec, max_batch=4, max_wait_ms=200)
+        results = await asyncio.gather(*(b.submit(x, "eng", "deu", Task.SRT) for x in clips(6)))
+        await b.stop()
+        return rec, b, results
+
+    rec, b, results = run(main())
+    assert [len(c[3]) for c in rec.calls] == [4, 2]
+    # every caller gets the answer for its own clip, in spite of the grouping
+    assert [r.translation for r in results] == [f"n={1000 + i}" for i in range(6)]
+    assert b.stats.to_dict() == {"requests": 6, "calls": 2, "batch_sizes": {"2": 1, "4": 1}}
+
+
+def test_one_call_per_language_pair_and_task():
+    async def main():
+        rec = Recorder()
+        b = await started(rec, max_batch=8, max_wait_ms=200)
+        keys = [("eng", "deu", Task.SRT), ("eng", "fra", Task.SRT), ("eng", "deu", Task.SRT),
+                ("deu", None, Task.ASR), ("eng", "fra", Task.SRT)]
+        results = await asyncio.gather(*(b.submit(x, *k) for x, k in zip(clips(5), keys)))
+        await b.stop()
+        return rec, results
+
+    rec, results = run(main())
+    assert sorted((c[0], c[1], c[2].value, c[3]) for c in rec.calls) == [
+        ("deu", None, "asr", [1003]), ("eng", "deu", "srt", [1000, 1002]), ("eng", "fra", "srt", [1001, 1004])]
+    assert [r.tgt for r in results] == ["deu", "fra", "deu", None, "fra"]
+
+
+def test_max_batch_one_is_unbatched():
+    async def main():
+        rec = Recorder()
+        b = await started(rec, max_batch=1, max_wait_ms=200)
+        await asyncio.gather(*(b.submit(x, "eng", "deu", Task.SRT) for x in clips(5)))
+        await b.stop()
+        return rec
+
+    assert [len(c[3]) for c in run(main()).calls] == [1] * 5
+
+
+def test_a_failing_batch_fails_its_requests_only():
+    async def main():
+        rec = Recorder(fail_first=True)
+        b = await started(rec, max_batch=4, max_wait_ms=100)
+        first = await asyncio.gather(*(b.submit(x, "eng", "deu", Task.SRT) for x in clips(3)),
+                                     return_exceptions=True)
+        later = await b.submit(clips(1)[0], "eng", "deu", Task.SRT)
+        await b.stop()
+        return first, later
+
+    first, later = run(main())
+    assert all(isinstance(e, RuntimeError) and "exploded" in str(e) for e in first)
+    assert later.translation == "n=1000"
+
+
+def test_timed_out_requests_are_dropped_before_their_batch_runs():
+    async def main():
+        gate = threading.Event()
+        rec = Recorder(gate=gate)
+        b = await started(rec, max_batch=4, max_wait_ms=0)
+        running = asyncio.create_task(b.submit(np.zeros(10, np.float32), "eng", "deu", Task.SRT))
+        while not rec.calls:  # the first batch is now blocked inside the model
+            await asyncio.sleep(0.01)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(b.submit(np.zeros(20, np.float32), "eng", "deu", Task.SRT), 0.05)
+        kept = asyncio.create_task(b.submit(np.zeros(30, np.float32), "eng", "deu", Task.SRT))
+        await asyncio.sleep(0.05)
+        gate.set()
+        await asyncio.gather(running, kept)
+        await b.stop()
+        return rec
+
+    assert [c[3] for c in run(main()).calls] == [[10], [30]]
+
+
+def test_a_full_queue_refuses_new_requests():
+    async def main():
+        gate = threading.Event()
+        rec = Recorder(gate=gate)
+        b = await started(rec, max_batch=1, max_wait_ms=0, max_queue=2)
+        try:
+            tasks = [asyncio.create_task(b.submit(clips(1)[0], "eng", "deu", Task.SRT))]
+            while not rec.calls:  # one runs (blocked in the model) ...
+                await asyncio.sleep(0.01)
+            tasks += [asyncio.create_task(b.submit(x, "eng", "deu", Task.SRT)) for x in clips(2)]
+            await asyncio.sleep(0.05)  # ... and two wait: the queue is full
+            with pytest.raises(BusyError, match="2 requests are already waiting"):
+                await b.submit(clips(1)[0], "eng", "deu", Task.SRT)
+        finally:
+            gate.set()
+        await asyncio.gather(*tasks)
+        await b.stop()
+        return rec
+
+    assert len(run(main()).calls) == 3
+
+
+def test_options_are_checked():
+    with pytest.raises(LLMSRTError, match="max_batch"):
+        BatchOptions(max_batch=0)

@@ -1,0 +1,79 @@
+"""The web page in headless Chromium (driven over the DevTools pipe): upload a generated clip, record from the
+fake microphone, and see transcript, translation and segments appear. Skips when Chromium is not installed."""
+
+import pytest
+from cdp_pipe import Browser, find_chromium
+from serve_helpers import DECODING, bursts, live_server, wav_bytes
+
+from llm_srt.serve import BatchOptions, ServeOptions, create_app
+
+CHROMIUM = find_chromium()
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (make setup installs it: "
+                                "apt-get install chromium)")
+
+TEXT = "document.getElementById({!r}).textContent"
+STATE = "document.body.dataset.state"
+
+
+@pytest.fixture(scope="module")
+def page(translator, tmp_path_factory):
+    app = create_app(translator, ServeOptions(batch=BatchOptions(decoding=DECODING)))
+    with live_server(app) as url:
+        browser = Browser(CHROMIUM, tmp_path_factory.mktemp("chromium-profile"))
+        try:
+            browser.goto(url + "/")
+            browser.wait_for(f"{STATE} === 'idle' && document.getElementById('tgt').options.length > 10")
+            yield browser
+        finally:
+            browser.close()
+
+
+def choose(page, src: str, tgt: str, task: str) -> None:
+    page.js(f"document.getElementById('src').value = {src!r}; document.getElementById('tgt').value = {tgt!r};"
+            f"document.getElementById('task').value = {task!r}")
+
+
+def test_upload_a_clip_and_see_the_translation(page, translator, clip, tmp_path):
+    samples, wav = clip
+    path = tmp_path / "clip.wav"
+    path.write_bytes(wav)
+    want = translator.translate([samples], "eng", "deu", options=DECODING)[0]
+    choose(page, "eng", "deu", "srt")
+    page.set_files("#file", [str(path)])
+    assert page.wait_for(f"{TEXT.format('status')}.includes('clip.wav')")
+    page.click("#submit")
+    assert page.wait_for(f"['done', 'error'].includes({STATE}) && {STATE}") == "done", page.js(TEXT.format("error"))
+    assert page.js(TEXT.format("translation")) == want.translation
+    assert page.js(TEXT.format("transcript")) == want.transcript
+    assert page.js("document.getElementById('segments-box').hidden") is True  # one segment: nothing to list
+    shot = page.screenshot(tmp_path / "page.png")
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 5000
+
+
+def test_long_audio_lists_its_segments(page, tmp_path):
+    path = tmp_path / "long.wav"
+    path.write_bytes(wav_bytes(bursts(40.0)))
+    choose(page, "eng", "fra", "srt")
+    page.set_files("#file", [str(path)])
+    page.click("#submit")
+    assert page.wait_for(f"['done', 'error'].includes({STATE}) && {STATE}") == "done", page.js(TEXT.format("error"))
+    rows = page.js("[...document.querySelectorAll('#segments tr')].map(r => r.cells[0].textContent)")
+    assert len(rows) >= 2 and rows[0].startswith("0:00.0")
+    assert page.js("document.getElementById('segments-box').hidden") is False
+    page.screenshot(tmp_path / "segments.png")
+
+
+def test_record_from_the_microphone(page, tmp_path):
+    choose(page, "eng", "deu", "asr")
+    page.click("#record")
+    page.wait_for(f"{STATE} === 'recording'")
+    page.js("new Promise(r => setTimeout(r, 1500))")
+    page.click("#record")
+    recorded = page.wait_for(f"{STATE} === 'recorded' && {TEXT.format('status')}")
+    seconds = float(recorded.split()[1])
+    assert 1.0 < seconds < 4.0, recorded
+    page.click("#submit")
+    assert page.wait_for(f"['done', 'error'].includes({STATE}) && {STATE}") == "done", page.js(TEXT.format("error"))
+    assert page.js(TEXT.format("transcript")) and page.js("document.getElementById('translation-box').hidden")
+    assert page.js(TEXT.format("lang")).startswith("(eng, ")
+    page.screenshot(tmp_path / "recorded.png")

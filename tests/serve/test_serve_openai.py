@@ -1,0 +1,71 @@
+"""The official `openai` client against a real uvicorn server on a free loopback port."""
+
+import httpx
+import openai
+import pytest
+from serve_helpers import DECODING, bursts, live_server, wav_bytes
+
+from llm_srt.serve import BatchOptions, ServeOptions, create_app
+
+# openai marks audio.translations as deprecated (OpenAI's own endpoint is); the call is what clients use.
+pytestmark = pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")
+
+
+@pytest.fixture(scope="module")
+def base_url(translator):
+    app = create_app(translator, ServeOptions(model_name="llm-srt-tiny", max_upload_mb=1,
+                                              batch=BatchOptions(decoding=DECODING)))
+    with live_server(app) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def client(base_url):
+    return openai.OpenAI(base_url=f"{base_url}/v1", api_key="not-needed", max_retries=0, timeout=30)
+
+
+def test_openai_client_translates_and_transcribes(client, translator, clip):
+    samples, wav = clip
+    want = translator.translate([samples], "eng", "deu", options=DECODING)[0]
+    got = client.audio.translations.create(model="llm-srt-tiny", file=("clip.wav", wav, "audio/wav"),
+                                           extra_body={"source_language": "eng", "target_language": "deu"})
+    assert got.text == want.translation
+    verbose = client.audio.translations.create(model="whisper-1", file=("clip.wav", wav, "audio/wav"),
+                                               response_format="verbose_json",
+                                               extra_body={"source_language": "eng", "target_language": "deu"})
+    assert verbose.duration == 1.0 and verbose.language == "eng" and verbose.text == want.translation
+    srt = client.audio.translations.create(model="llm-srt-tiny", file=("clip.wav", wav, "audio/wav"),
+                                           response_format="srt", extra_body={"source_language": "eng",
+                                                                              "target_language": "deu"})
+    assert srt.startswith("1\n00:00:00,000 --> 00:00:01,000\n") and want.translation in srt
+    asr = translator.translate([samples], "eng", None, task="asr", options=DECODING)[0]
+    text = client.audio.transcriptions.create(model="llm-srt-tiny", file=("clip.wav", wav, "audio/wav"),
+                                              language="en")
+    assert text.text == asr.transcript
+    assert [m.id for m in client.models.list().data] == ["llm-srt-tiny"]
+
+
+def test_openai_client_sees_our_errors(client, clip):
+    with pytest.raises(openai.BadRequestError) as e:
+        client.audio.translations.create(model="x", file=("clip.wav", clip[1], "audio/wav"),
+                                         extra_body={"source_language": "eng", "target_language": "xyz"})
+    assert e.value.status_code == 400 and "unknown language 'xyz'" in str(e.value)
+    with pytest.raises(openai.APIStatusError) as e:
+        client.audio.translations.create(model="x", file=("long.wav", wav_bytes(bursts(40.0)), "audio/wav"),
+                                         extra_body={"source_language": "eng"})
+    assert e.value.status_code == 413 and "--max-upload-mb" in str(e.value)
+
+
+def test_chunked_upload_over_the_limit_is_refused_while_streaming(base_url):
+    boundary = "llmsrtboundary"
+
+    def body():  # no Content-Length: the server has to count
+        yield (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n"
+               "Content-Type: audio/wav\r\n\r\n").encode()
+        for _ in range(30):
+            yield b"\x00" * 100_000
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    r = httpx.post(f"{base_url}/v1/audio/translations", content=body(), timeout=30,
+                   headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+    assert r.status_code == 413 and r.json()["error"]["type"] == "request_too_large"
