@@ -10,8 +10,10 @@ import soxr
 from .errors import AudioError
 
 SAMPLE_RATE = 16000  # Whisper's rate
-MIN_SAMPLES = 160  # 10 ms: anything shorter carries no speech and breaks the log-mel frame count
+MIN_SAMPLES = 400  # 25 ms, one log-mel window: shorter clips are padded (the STFT's reflect padding needs > 200)
 MAX_SECONDS_DEFAULT = 4 * 3600  # refuse to decode more than this into memory at once
+MIN_RATE, MAX_RATE = 1000, 768_000  # Hz: a header outside this range is damaged, not audio
+BLOCK_SAMPLES = 1 << 22  # decode 4M samples (16 MiB) at a time: a damaged header's frame count is never trusted
 
 AudioInput = str | Path | bytes | np.ndarray
 
@@ -27,15 +29,14 @@ def load_audio(source: AudioInput, sr: int = SAMPLE_RATE, max_seconds: float | N
     if isinstance(source, np.ndarray):
         samples, rate = source, sr
     else:
-        samples, rate = _decode(source, label)
+        samples, rate = _decode(source, label, max_seconds)
     samples = np.asarray(samples)
-    if samples.ndim == 2:
-        samples = samples.mean(axis=1)
-    elif samples.ndim != 1:
+    if samples.ndim not in (1, 2) or samples.ndim == 2 and samples.shape[1] == 0:
         raise AudioError(f"{label}: expected a 1-D or (samples, channels) array, got shape {samples.shape}")
     if not np.issubdtype(samples.dtype, np.floating):
         raise AudioError(f"{label}: expected float samples in [-1, 1], got dtype {samples.dtype}")
-    samples = samples.astype(np.float32, copy=False)
+    with np.errstate(over="ignore", invalid="ignore"):  # values beyond float32 become inf, caught below
+        samples = (samples.mean(axis=1) if samples.ndim == 2 else samples).astype(np.float32, copy=False)
     if samples.size == 0:
         raise AudioError(f"{label}: the audio is empty (0 samples); check the file was written completely")
     if not np.isfinite(samples).all():
@@ -50,7 +51,8 @@ def load_audio(source: AudioInput, sr: int = SAMPLE_RATE, max_seconds: float | N
     return np.clip(samples, -1.0, 1.0)
 
 
-def _decode(source: str | Path | bytes, label: str) -> tuple[np.ndarray, int]:
+def _decode(source: str | Path | bytes, label: str, max_seconds: float | None) -> tuple[np.ndarray, int]:
+    """Decode a file or its bytes to mono float32 (N,) at the file's own rate, block by block."""
     if isinstance(source, (str, Path)):
         path = Path(source)
         if not path.exists():
@@ -70,11 +72,25 @@ def _decode(source: str | Path | bytes, label: str) -> tuple[np.ndarray, int]:
             raise AudioError(f"{label}: the upload is empty (0 bytes)")
         target = io.BytesIO(source)
     try:
-        samples, rate = sf.read(target, dtype="float32", always_2d=False)
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, EOFError) as e:
-        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise AudioError(f"{label}: cannot decode audio ({detail}); use wav, flac, ogg or mp3") from None
-    return samples, rate
+        with sf.SoundFile(target) as f:
+            rate = f.samplerate
+            if not MIN_RATE <= rate <= MAX_RATE:
+                raise AudioError(f"{label}: the header gives a sample rate of {rate} Hz, outside "
+                                 f"{MIN_RATE}-{MAX_RATE} Hz; the file is damaged, re-export it")
+            limit = None if max_seconds is None else int(max_seconds * rate) + 1
+            blocks, total = [], 0
+            while True:
+                block = f.read(max(1, BLOCK_SAMPLES // f.channels), dtype="float32", always_2d=True)
+                if not len(block):
+                    break
+                blocks.append(block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0])
+                total += len(block)
+                if limit is not None and total > limit:
+                    raise AudioError(f"{label}: longer than the {max_seconds:.0f} s limit; split the file first")
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, EOFError, OverflowError, MemoryError) as e:
+        detail = getattr(e, "error_string", None) or (str(e).splitlines() or [type(e).__name__])[0]
+        raise AudioError(f"{label}: cannot decode audio ({detail.rstrip('.')}); use wav, flac, ogg or mp3") from None
+    return (np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)), rate
 
 
 def duration(path: str | Path) -> float:

@@ -28,18 +28,27 @@ def load(cls: type[T], path: str | Path | None = None, overrides: list[str] | No
         if not p.is_file():
             raise ConfigError(f"{p}: no such config file")
         try:
-            data = yaml.safe_load(p.read_text()) or {}
+            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             line = f":{mark.line + 1}" if mark else ""
-            raise ConfigError(f"{p}{line}: not valid YAML ({getattr(e, 'problem', e)})") from None
+            raise ConfigError(f"{p}{line}: not valid YAML ({_problem(e)})") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{p}: not UTF-8 text (byte {e.start + 1}); is it really a YAML config?") from None
+        except OSError as e:
+            raise ConfigError(f"{p}: cannot read the config ({e.strerror or e})") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{p}: the top level must be a mapping of keys to values")
     for item in overrides or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"override {item!r}: write overrides as key=value, e.g. optim.lr=1e-5")
-        _set_dotted(data, key.strip(), yaml.safe_load(value) if value.strip() else None)
+        try:
+            parsed = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({_problem(e)}); "
+                              "quote it or fix the brackets") from None
+        _set_dotted(data, key.strip(), parsed)
         where = f"{where} (with overrides)"
     return from_dict(cls, data, where)
 
@@ -48,13 +57,15 @@ def from_dict(cls: type[T], data: dict, where: str = "<config>", prefix: str = "
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: {prefix.rstrip('.') or 'config'} must be a mapping, got {type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted(set(data) - set(fields), key=str)
     if unknown:
         raise ConfigError(f"{where}: unknown key '{prefix}{unknown[0]}'; known keys here: {', '.join(fields)}")
     hints = typing.get_type_hints(cls)
     kwargs = {name: _coerce(hints[name], value, where, f"{prefix}{name}") for name, value in data.items()}
     try:
         return cls(**kwargs)
+    except ConfigError as e:  # raised by the dataclass's own checks (__post_init__): say which file
+        raise e if str(e).startswith(where) else ConfigError(f"{where}: {e}") from None
     except TypeError as e:
         raise ConfigError(f"{where}: {e}") from None
     except ValueError as e:
@@ -93,7 +104,12 @@ def _coerce(tp: Any, value: Any, where: str, key: str) -> Any:
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: {key} must be a list, got {value!r}")
-        (inner, *_) = typing.get_args(tp) or (Any,)
+        args = typing.get_args(tp) or (Any,)
+        if origin is tuple and Ellipsis not in args:  # tuple[float, float]: a fixed number of items
+            if len(value) != len(args):
+                raise ConfigError(f"{where}: {key} must be a list of {len(args)} items, got {value!r}")
+            return tuple(_coerce(t, v, where, f"{key}[{i}]") for i, (t, v) in enumerate(zip(args, value)))
+        inner = args[0]
         items = [_coerce(inner, v, where, f"{key}[{i}]") for i, v in enumerate(value)]
         return items if origin is list else tuple(items)
     if origin is dict:
@@ -117,6 +133,11 @@ def _coerce(tp: Any, value: Any, where: str, key: str) -> Any:
     if isinstance(tp, type) and not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
         raise ConfigError(f"{where}: {key} must be {tp.__name__}, got {value!r}")
     return value
+
+
+def _problem(e: yaml.YAMLError) -> str:
+    """PyYAML's description of a syntax error, first line only (the rest points into the text)."""
+    return (str(getattr(e, "problem", None) or e).splitlines() or ["syntax error"])[0]
 
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")

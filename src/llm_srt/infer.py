@@ -94,6 +94,8 @@ class SpeechTranslator:
                   progress=None) -> list[TranslationResult]:
         """One result per input, in order. A bad input gets `error` set; the others are still translated."""
         task = Task(task)
+        if batch_size < 1:
+            raise LLMSRTError(f"batch size must be at least 1, got {batch_size} (--batch-size)")
         if src is not None and src != "auto":
             languages.get(src)
         if task is not Task.ASR:
@@ -128,9 +130,10 @@ class SpeechTranslator:
                                                                   options.max_new_tokens))
             try:
                 texts = self._run(chunk, results, task, opts)
-            except LLMSRTError as e:  # one bad batch never loses the others
+            except Exception as e:  # one bad batch never loses the others
+                message = str(e) if isinstance(e, LLMSRTError) else f"{type(e).__name__}: {e}".splitlines()[0]
                 for c in chunk:
-                    results[c.index].error = str(e)
+                    results[c.index].error = message
                 continue
             for k, text in zip(order[start:start + batch_size], texts):
                 outputs[k] = text
@@ -210,14 +213,18 @@ def main(args) -> int:
 
     if args.src is None:
         raise LLMSRTError("give the source language with --src (ISO 639-3, e.g. eng) or --src auto")
+    out_dir = Path(args.out_dir) if args.out_dir else None
+    if out_dir:
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise LLMSRTError(f"--out-dir {out_dir}: cannot create the folder ({e.strerror}); choose another") \
+                from None
     translator = SpeechTranslator.from_pretrained(args.model, device=args.device, llm=args.llm, whisper=args.whisper)
     options = DecodingOptions(beam_size=args.beam, max_new_tokens=args.max_new_tokens,
                               no_repeat_ngram_size=args.no_repeat_ngram)
     results = translator.translate(args.audio, args.src, args.tgt, task=args.task, options=options,
                                    batch_size=args.batch_size, transcripts=args.transcript)
-    out_dir = Path(args.out_dir) if args.out_dir else None
-    if out_dir:
-        out_dir.mkdir(parents=True, exist_ok=True)
     for r in results:
         if r.error:
             print(f"llm-srt translate: {r.error}", file=sys.stderr)

@@ -12,6 +12,7 @@ file:line before anything starts, so a long run never dies on row 90,000.
 """
 
 import json
+import math
 import os
 import tempfile
 import warnings
@@ -81,26 +82,34 @@ def read_manifest(path: str | Path, check_audio: bool = True, skip_bad: bool = F
     rows: list[Row] = []
     problems: list[str] = []
     first_line_of: dict[str, int] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                row = _parse_row(line, base, check_audio)
-            except _BadRow as e:
-                problems.append(f"{where}: {e}")
-                continue
-            if row.id in first_line_of:
-                problems.append(f"{where}: duplicate id {row.id!r} (first on line {first_line_of[row.id]})")
-                continue
-            first_line_of[row.id] = lineno
-            rows.append(row)
+    try:
+        with open(path, "rb") as f:  # bytes, so that one line that is not UTF-8 is reported like any bad row
+            for lineno, raw in enumerate(f, start=1):
+                where = f"{path}:{lineno}"
+                try:
+                    line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+                except UnicodeDecodeError as e:
+                    problems.append(f"{where}: not UTF-8 text (byte {e.start + 1}); save the manifest as UTF-8")
+                    continue
+                if not line.strip():
+                    continue
+                try:
+                    row = _parse_row(line, base, check_audio)
+                except _BadRow as e:
+                    problems.append(f"{where}: {e}")
+                    continue
+                if row.id in first_line_of:
+                    problems.append(f"{where}: duplicate id {row.id!r} (first on line {first_line_of[row.id]})")
+                    continue
+                first_line_of[row.id] = lineno
+                rows.append(row)
+    except OSError as e:
+        raise ManifestError(f"{path}: cannot read the manifest ({e.strerror or e}); check its permissions") from None
     if problems and not skip_bad:
         listed = "\n  ".join(problems[:MAX_LISTED])
         more = f"\n  ... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
-        raise ManifestError(f"{path}: {len(problems)} bad row(s); fix them, or skip them with skip_bad "
-                            f"(--skip-bad-rows):\n  {listed}{more}")
+        raise ManifestError(f"{path}: {len(problems)} bad row(s); fix them, or skip them (evaluate --skip-bad, "
+                            f"train data.skip_bad=true):\n  {listed}{more}")
     if problems:
         warnings.warn(f"{path}: skipped {len(problems)} bad rows (first: {problems[0]})", stacklevel=2)
     if not rows:
@@ -175,6 +184,8 @@ def _parse_row(line: str, base: Path, check_audio: bool) -> Row:
         obj = json.loads(line)
     except json.JSONDecodeError as e:
         raise _BadRow(f"not valid JSON ({e.msg} at column {e.colno})") from None
+    except (ValueError, RecursionError) as e:  # a number of > 4300 digits, nesting deeper than Python's stack
+        raise _BadRow(f"not usable JSON ({type(e).__name__}: {str(e)[:60]})") from None
     if not isinstance(obj, dict):
         raise _BadRow(f"expected a JSON object, got {type(obj).__name__}")
     missing = [k for k in FIELDS if k not in obj]
@@ -184,11 +195,15 @@ def _parse_row(line: str, base: Path, check_audio: bool) -> Row:
         if key in obj and (not isinstance(obj[key], types) or isinstance(obj[key], bool)):
             wanted = " or ".join("null" if t is type(None) else t.__name__ for t in types)
             raise _BadRow(f"field {key!r} should be {wanted}, got {type(obj[key]).__name__} {obj[key]!r:.40}")
-    for key in ("id", "audio", "split", "corpus"):
+    for key in ("id", "audio", "src_lang", "split", "corpus"):
         if not obj[key].strip():
             raise _BadRow(f"field {key!r} is empty")
-    if not obj["duration"] > 0:
-        raise _BadRow(f"duration {obj['duration']} is not positive")
+    try:
+        duration = float(obj["duration"])
+    except OverflowError:
+        duration = math.inf
+    if not (duration > 0 and math.isfinite(duration)):
+        raise _BadRow(f"duration {obj['duration']!r:.40} is not positive and finite; give the length in seconds")
     tgt, translation = obj["tgt_lang"] or "", obj["translation"] or ""
     for key, code in (("src_lang", obj["src_lang"]), ("tgt_lang", tgt)):
         if code and code not in languages.LANGUAGES:
@@ -201,17 +216,20 @@ def _parse_row(line: str, base: Path, check_audio: bool) -> Row:
         audio = base / audio
     if check_audio:
         _check_audio(audio)
-    return Row(id=obj["id"], audio=str(audio), duration=float(obj["duration"]), src_lang=obj["src_lang"],
+    return Row(id=obj["id"], audio=str(audio), duration=duration, src_lang=obj["src_lang"],
                transcript=obj["transcript"], tgt_lang=tgt, translation=translation, split=obj["split"],
                corpus=obj["corpus"], sentence_id=str(obj["sentence_id"]), source=obj.get("source") or "")
 
 
 def _check_audio(audio: Path) -> None:
-    if not audio.exists():
-        raise _BadRow(f"audio file {audio} does not exist")
-    if not audio.is_file():
-        raise _BadRow(f"audio {audio} is not a file")
-    if not os.access(audio, os.R_OK):
-        raise _BadRow(f"audio file {audio} is not readable (permissions)")
-    if audio.stat().st_size == 0:
-        raise _BadRow(f"audio file {audio} is empty (0 bytes)")
+    try:
+        if not audio.exists():
+            raise _BadRow(f"audio file {audio} does not exist")
+        if not audio.is_file():
+            raise _BadRow(f"audio {audio} is not a file")
+        if not os.access(audio, os.R_OK):
+            raise _BadRow(f"audio file {audio} is not readable (permissions)")
+        if audio.stat().st_size == 0:
+            raise _BadRow(f"audio file {audio} is empty (0 bytes)")
+    except (OSError, ValueError) as e:  # a name too long, a NUL byte in the path
+        raise _BadRow(f"audio path {str(audio)[:80]!r} cannot be checked ({e}); fix the path") from None

@@ -149,7 +149,12 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> int:
-    evaluate(parse_models(args.model), args.manifest, args.out, args.task,
-             DecodingOptions(beam_size=args.beam, max_new_tokens=args.max_new_tokens), args.batch_size, args.limit,
-             args.with_mt, args.skip_bad)
-    return 0
+    models = parse_models(args.model)
+    report = evaluate(models, args.manifest, args.out, args.task,
+                      DecodingOptions(beam_size=args.beam, max_new_tokens=args.max_new_tokens), args.batch_size,
+                      args.limit, args.with_mt, args.skip_bad)
+    if report is None:  # a rank other than 0 under torchrun
+        return 0
+    hyps = [json.loads(line) for name in models
+            for line in (Path(args.out) / f"hyps.{name}.jsonl").read_text().splitlines()]
+    return 0 if any(h["error"] is None for h in hyps) else 1  # 1: not one utterance could be translated

@@ -263,8 +263,6 @@ class SpeechLLM(nn.Module):
                         **overrides) -> "SpeechLLM":
         """Load a checkpoint folder. `overrides` replace SpeechLLMConfig fields (e.g. encoder=, llm=, trainable=,
         lora= to add fresh LoRA to a checkpoint without it)."""
-        from safetensors.torch import load_file
-
         directory = Path(directory)
         meta = _read_config(directory)
         config = SpeechLLMConfig.from_dict(meta)
@@ -274,7 +272,10 @@ class SpeechLLM(nn.Module):
         if has_lora and config.lora is None:
             raise LLMSRTError(f"{directory}: holds {LORA_FILE} but lora is disabled; keep the checkpoint's lora "
                               "options")
-        model = cls(config)
+        try:
+            model = cls(config)
+        except LLMSRTError as e:  # a bad adapter name or option: say which checkpoint asked for it
+            raise e if str(directory) in str(e) else type(e)(f"{directory / CONFIG_FILE}: {e}") from None
         for key, actual, source in (("encoder_dim", model.encoder_dim, config.encoder),
                                     ("llm_dim", model.llm_dim, config.llm)):
             if key in meta and meta[key] != actual:
@@ -282,9 +283,9 @@ class SpeechLLM(nn.Module):
                                   "checkpoint at the models it was trained with")
         if not (directory / ADAPTER_FILE).is_file():
             raise LLMSRTError(f"{directory}: {ADAPTER_FILE} is missing; the checkpoint is incomplete")
-        load_adapter_state(model.adapter, load_file(str(directory / ADAPTER_FILE)), str(directory / ADAPTER_FILE))
+        load_adapter_state(model.adapter, _load_weights(directory / ADAPTER_FILE), str(directory / ADAPTER_FILE))
         if has_lora:
-            load_lora_state(model.llm, load_file(str(directory / LORA_FILE)), str(directory / LORA_FILE))
+            load_lora_state(model.llm, _load_weights(directory / LORA_FILE), str(directory / LORA_FILE))
         if device is not None:
             model.to(device)
         return model
@@ -324,16 +325,36 @@ def _read_config(directory: Path) -> dict:
         raise LLMSRTError(f"{directory}: not a SpeechLLM checkpoint (no {CONFIG_FILE}); give a folder written by "
                           "training or by `llm-srt convert`")
     try:
-        meta = json.loads(file.read_text())
+        meta = json.loads(file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise LLMSRTError(f"{file}: invalid JSON (line {e.lineno}): {e.msg}") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise LLMSRTError(f"{file}: not a JSON config ({type(e).__name__}); the checkpoint is damaged") from None
+    if not isinstance(meta, dict):
+        raise LLMSRTError(f"{file}: expected a JSON object, got {type(meta).__name__}; the checkpoint is damaged")
     for key in ("encoder", "llm", "adapter"):
         if key not in meta:
             raise LLMSRTError(f"{file}: missing key {key!r}; the checkpoint config is incomplete")
+    for key, types, wanted in (("format", int, "an integer"), ("adapter_kwargs", dict, "a mapping")):
+        if key in meta and (not isinstance(meta[key], types) or isinstance(meta[key], bool)):
+            raise LLMSRTError(f"{file}: {key!r} must be {wanted}, got {meta[key]!r:.40}; the checkpoint is damaged")
     if meta.get("format", CHECKPOINT_FORMAT) > CHECKPOINT_FORMAT:
         raise LLMSRTError(f"{file}: checkpoint format {meta['format']} is newer than this llm-srt "
                           f"({CHECKPOINT_FORMAT}); upgrade llm-srt")
     return meta
+
+
+def _load_weights(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file, with a one-line error for a truncated or damaged one."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise LLMSRTError(f"{path}: cannot read the weights ({detail}); the file is damaged or incomplete, copy or "
+                          "save the checkpoint again") from None
 
 
 def _resolve(directory: Path, path: str) -> str:

@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 
 from ..errors import LLMSRTError
 
@@ -108,10 +109,21 @@ def save(run_dir: Path, step: int, save_model: Callable[[Path], None], trainer_s
     final = ckpt_root / step_name(step)
     tmp = ckpt_root / f".tmp-{step_name(step)}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    save_model(tmp)
-    (tmp / STATE_DIR).mkdir(parents=True, exist_ok=True)
-    torch.save(trainer_state, tmp / STATE_DIR / "state.pt")
-    seal(tmp)
+    try:
+        save_model(tmp)
+        (tmp / STATE_DIR).mkdir(parents=True, exist_ok=True)
+        torch.save(trainer_state, tmp / STATE_DIR / "state.pt")
+        seal(tmp)
+    except (OSError, SafetensorError, RuntimeError) as e:
+        # disk full, quota, folder gone (torch.save and safetensors wrap the OSError in their own types): remove
+        # the partial folder and any half-written one save_model left beside it, keep the previous checkpoints
+        for partial in ckpt_root.glob(f"*{tmp.name}*"):
+            shutil.rmtree(partial, ignore_errors=True)
+        intact = latest(run_dir, log=lambda _: None)
+        resume = f"resume from {intact.path.name}" if intact else "start again"
+        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise LLMSRTError(f"{final}: cannot write the checkpoint ({detail}); free space or fix the folder, then "
+                          f"run the same command to {resume}") from None
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
