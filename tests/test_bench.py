@@ -46,7 +46,7 @@ def test_decode_rows_cover_the_plan_with_the_right_speech_tokens(result):
     for (system, _, _), r in rows.items():
         assert r["speech_tokens"] == (750 if system == "pooled-750" else QFORMER["num_queries"])
         assert r["seconds"] > 0 and r["new_tokens"] == 3 and r["peak_rss_mb"] > 0
-        assert r["utterances_per_s"] == pytest.approx(6 / r["seconds"], rel=0.01)
+        assert r["utterances_per_s"] == pytest.approx(6 / r["seconds"], rel=0.03)  # both rounded
     head = rows[("pooled-750", 1, 4)]["seconds"] / rows[("llm-srt", 1, 4)]["seconds"]
     assert result["adapter_vs_pooled_speedup"] == pytest.approx(head, rel=0.01)
 

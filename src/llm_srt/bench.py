@@ -303,7 +303,7 @@ def time_decode(model, whisper, adapter, utts: list[Utterance], batch: int, beam
             t0 = time.perf_counter()
             speech_tokens = max(run(c, config) for c in chunks)
             seconds = time.perf_counter() - t0
-    return {"system": system, "beam": beam, "batch_size": batch, "seconds": round(seconds, 3),
+    return {"system": system, "beam": beam, "batch_size": batch, "seconds": round(seconds, 4),
             "utterances_per_s": round(len(utts) / seconds, 3), "speech_tokens": speech_tokens,
             "new_tokens": new_tokens, "peak_rss_mb": rss.peak_mb, "rss_growth_mb": rss.growth_mb}
 
@@ -421,7 +421,7 @@ def lower_bound(model, audios: list[np.ndarray], prompts: list[str], calls: int,
 # ---- training: encoder-feature cache vs audio ---------------------------------------------------------------------
 def time_training(model, utts: list[Utterance], batch_size: int, steps: int, workdir: Path) -> dict:
     """Seconds per optimizer step on one batch read as audio (encoder runs) vs from the feature cache (it does not),
-    through the recipe's own pieces (collate, FeatureCache, SpeechLLM.forward, AdamW). Adapter weights restored."""
+    through the recipe's own pieces (collate, FeatureCache, SpeechLLM.forward, AdamW). Trained weights restored."""
     from .data.features import FeatureCache
     from .data.loader import Example, collate
 

@@ -16,6 +16,7 @@ from .. import languages
 from ..errors import LLMSRTError
 from ..paths import EMBEDDED, resolve_model
 from ..model.decoding import DecodingOptions
+from ..model.llm import fast_cpu_head
 from ..prompts import Task, srt_target
 
 MT_TEMPLATE = "Translate the following {src} text into {tgt}.\n{src}: {text}\n{tgt}:"  # text-only MT instruction
@@ -87,6 +88,7 @@ class TextTranslator:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model = AutoModelForCausalLM.from_pretrained(folder).to(self.device).eval()
+        fast_cpu_head(self.model)
 
     def translate(self, texts: list[str], srcs: list[str], tgts: list[str], options: DecodingOptions) -> list[str]:
         prompts = [MT_TEMPLATE.format(src=languages.get(s).name, tgt=languages.get(t).name, text=x.strip())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import types
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -65,6 +66,7 @@ def load_llm(path: str | Path, dtype: str | torch.dtype = torch.float32, lora: L
         tokenizer.pad_token = tokenizer.eos_token
     model.requires_grad_(False)
     model.eval()
+    fast_cpu_head(model)
     if lora is not None:
         model = apply_lora(model, lora)
     if device is not None:
@@ -120,3 +122,30 @@ def softcap(logits: torch.Tensor, model: nn.Module) -> torch.Tensor:
 
 def hidden_size(model: nn.Module) -> int:
     return causal_lm(model).get_input_embeddings().weight.shape[1]
+
+
+HEAD_GEMM_MAX_ROWS = 64  # decode-sized inputs (batch x beams) use the transposed head product on CPU
+
+
+def fast_cpu_head(model: nn.Module) -> None:
+    """On CPU, compute the output head as (W @ h^T)^T for decode-sized inputs (<= HEAD_GEMM_MAX_ROWS rows).
+
+    Same math as nn.Linear, but the BLAS picks faster kernels: Gemma-3's 262k x 640 head on a 2-core EPYC takes
+    19 instead of 53 ms for 1 row, 44 instead of 101 ms for 8 (llm-srt bench). Larger inputs (training targets)
+    keep nn.Linear."""
+    head = causal_lm(model).get_output_embeddings()
+    if isinstance(head, nn.Linear):
+        head.forward = types.MethodType(_decode_head_forward, head)
+
+
+def _decode_head_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    rows = x.numel() // x.shape[-1]
+    if x.device.type != "cpu" or rows > HEAD_GEMM_MAX_ROWS or rows == 0:
+        return nn.functional.linear(x, self.weight, self.bias)
+    flat = x.reshape(rows, x.shape[-1])
+    if rows == 1:
+        flat = torch.cat([flat, flat])  # two rows: a GEMM, not the slower GEMV
+    out = (self.weight @ flat.T).T[:rows]
+    if self.bias is not None:
+        out = out + self.bias
+    return out.reshape(*x.shape[:-1], self.weight.shape[0])
