@@ -252,11 +252,21 @@ def format_table(report: Report) -> str:
         cells = [[_fmt(s.by_source().get(l)) for l in srcs] for s in report.systems]
     header = ["system", *header, "Avg", "failed"]
     rows = [[s.name, *c, _fmt(s.average()), str(len(s.failed))] for s, c in zip(report.systems, cells)]
+    text = "BLEU\n" + _text_table(header, rows)
+    langs = _unique(lang for s in report.systems for lang in s.asr)
+    if langs:
+        header = ["system", *[f"{l} {_asr_metric(report, l).upper()}" for l in langs]]
+        rows = [[s.name, *[_fmt(s.asr[l].score) if l in s.asr else "–" for l in langs]] for s in report.systems]
+        text += "\n\nTranscript WER / CER (lower is better)\n" + _text_table(header, rows)
+    return text
+
+
+def _text_table(header: list, rows: list[list]) -> str:
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
     lines = ["  ".join(str(x).rjust(w) if i else str(x).ljust(w) for i, (x, w) in enumerate(zip(r, widths)))
              for r in [header, *rows]]
     lines.insert(1, "-" * len(lines[0]))
-    return "BLEU\n" + "\n".join(lines)
+    return "\n".join(lines)
 
 
 def plot_matrix(report: Report, path: Path) -> Path:
