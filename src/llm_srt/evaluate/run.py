@@ -75,6 +75,11 @@ def text_mt_bleu(rows: list[Row], options: DecodingOptions, batch_size: int, llm
     return {d: bleu(h, ref, d[1]).score for d, (h, ref) in by_dir.items()}
 
 
+def file_name(system: str) -> str:
+    """A system name as it appears in file names ("w/o SMT" must not make a folder)."""
+    return system.replace("/", "_").replace("\\", "_")
+
+
 def parse_models(specs: list[str]) -> dict[str, str]:
     """['curriculum=runs/a/final', 'cascade'] -> {'curriculum': 'runs/a/final', 'cascade': 'cascade'}."""
     models = {}
@@ -105,7 +110,7 @@ def evaluate(models: dict[str, str], manifest: str | Path, out: str | Path, task
         t = model_task(path) if task == "auto" else Task(task)
         translator = SpeechTranslator.from_pretrained(path)
         results = run_system(translator, mine, t, options, batch_size, desc=f"evaluate {name}")
-        part = out / f"hyps.{name}.rank{rank}.jsonl"
+        part = out / f"hyps.{file_name(name)}.rank{rank}.jsonl"
         part.write_text("".join(json.dumps(vars(r), ensure_ascii=False) + "\n" for r in results))
         systems[name] = results
         failed = [r for r in results if r.error]
@@ -121,9 +126,9 @@ def evaluate(models: dict[str, str], manifest: str | Path, out: str | Path, task
             return None
         for name in models:
             systems[name] = [UtteranceResult(**json.loads(line)) for k in range(world)
-                             for line in (out / f"hyps.{name}.rank{k}.jsonl").read_text().splitlines()]
+                             for line in (out / f"hyps.{file_name(name)}.rank{k}.jsonl").read_text().splitlines()]
     for name in models:
-        (out / f"hyps.{name}.jsonl").write_text("".join(json.dumps(vars(r), ensure_ascii=False) + "\n"
+        (out / f"hyps.{file_name(name)}.jsonl").write_text("".join(json.dumps(vars(r), ensure_ascii=False) + "\n"
                                                         for r in systems[name]))
     mt = text_mt_bleu(rows, options, batch_size) if with_mt else None
     report = build_report(systems, mt_bleu=mt)
@@ -156,5 +161,5 @@ def main(args) -> int:
     if report is None:  # a rank other than 0 under torchrun
         return 0
     hyps = [json.loads(line) for name in models
-            for line in (Path(args.out) / f"hyps.{name}.jsonl").read_text().splitlines()]
+            for line in (Path(args.out) / f"hyps.{file_name(name)}.jsonl").read_text().splitlines()]
     return 0 if any(h["error"] is None for h in hyps) else 1  # 1: not one utterance could be translated
