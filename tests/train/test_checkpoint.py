@@ -61,3 +61,19 @@ def test_unwritable_output_is_detected_before_training(tmp_path):
         checkpoint.check_writable(blocker / "run")
     with pytest.raises(LLMSRTError, match="MiB free"):
         checkpoint.check_writable(tmp_path / "run", need_bytes=1 << 60)
+
+
+def test_dev_scores_split_srt_output_and_score_both_parts():
+    from types import SimpleNamespace
+
+    from llm_srt.evaluate import metrics
+    from llm_srt.prompts import Task
+    from llm_srt.train.data import _dev_scores
+
+    ex = [SimpleNamespace(src="eng", tgt="deu", transcript="the red cat sleeps here",
+                          translation="die rote Katze schläft hier")] * 2
+    perfect = _dev_scores(Task.SRT, ex, ["the red cat sleeps here<|eng|><|deu|>die rote Katze schläft hier"] * 2,
+                          metrics)
+    assert perfect["dev_bleu"] == pytest.approx(100.0) and perfect["dev_wer"] == 0.0
+    wrong = _dev_scores(Task.SRT, ex, ["a dog<|eng|><|deu|>ein Hund"] * 2, metrics)
+    assert wrong["dev_bleu"] < 10 and wrong["dev_wer"] > 50

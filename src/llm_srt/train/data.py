@@ -143,14 +143,12 @@ def _dev_scores(task: Task, examples, hyps: list[str], metrics) -> dict[str, flo
     else:
         transcripts, translations = None, hyps
     if translations is not None:
-        scores = [metrics.bleu([h], [e.translation], e.tgt).score for h, e in zip(translations, examples)]
         by_tgt = {}
         for e, h in zip(examples, translations):
             by_tgt.setdefault(e.tgt, ([], []))
             by_tgt[e.tgt][0].append(h)
             by_tgt[e.tgt][1].append(e.translation)
         out["dev_bleu"] = float(np.mean([metrics.bleu(h, r, t).score for t, (h, r) in by_tgt.items()]))
-        del scores
     if transcripts is not None:
         by_src = {}
         for e, h in zip(examples, transcripts):
