@@ -6,6 +6,7 @@
 setup -> train (resumes from the newest intact checkpoint) -> save final/. Only rank 0 writes.
 """
 
+import contextlib
 import json
 import math
 import os
@@ -206,7 +207,8 @@ def train(cfg: TrainConfig, log=print) -> Path:
         log(f"[{cfg.stage}] resumed from {latest.path} at step {step}")
 
     writer = _tensorboard(out) if d.main else None
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if _use_bf16(cfg, device) else _null()
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if _use_bf16(cfg, device)
+                else contextlib.nullcontext())
     bar = tqdm(total=cfg.max_steps, initial=step, desc=f"train {cfg.stage}", disable=not d.main, dynamic_ncols=True)
     model.train()
     last_good = latest.path if latest is not None else None
@@ -285,14 +287,6 @@ def _use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
     if cfg.precision == "bf16" and device.type != "cuda":
         raise ConfigError("precision: bf16 autocast needs a CUDA device here; use fp32 (or auto) on CPU")
     return device.type == "cuda" and cfg.precision in ("auto", "bf16")
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _gather_rng(d: Dist) -> Any:
