@@ -88,7 +88,7 @@ def test_resume_yields_exactly_the_remaining_batches():
     it = iter(sampler)
     seen = [next(it) for _ in range(7)]
     state = sampler.state_dict()
-    assert state == {"epoch": 3, "batch": 7, "seed": 2}
+    assert state == {"epoch": 3, "batch": 7, "seed": 2, "replicas": 1}
     resumed = BucketBatchSampler(durations, 5, seed=2)
     resumed.load_state_dict(state)
     rest = list(resumed)
@@ -96,6 +96,32 @@ def test_resume_yields_exactly_the_remaining_batches():
     assert resumed.state_dict()["epoch"] == 4 and list(resumed)[0] == resumed.batches(4)[0]
     with pytest.raises(LLMSRTError, match="same seed"):
         BucketBatchSampler(durations, 5, seed=9).load_state_dict(state)
+
+
+def test_resume_with_another_number_of_ranks_continues_the_same_global_order():
+    durations = np.arange(160) % 19 + 0.5  # 40 batches of 4: a multiple of 1, 2 and 4 ranks
+    one = BucketBatchSampler(durations, 4, seed=1)
+    full = one.batches(0)
+    ranks = [BucketBatchSampler(durations, 4, seed=1, num_replicas=2, rank=r) for r in range(2)]
+    iters = [iter(r) for r in ranks]
+    for _ in range(3):  # 3 steps on 2 ranks = global batches 0..5
+        for it in iters:
+            next(it)
+    single = BucketBatchSampler(durations, 4, seed=1)
+    single.load_state_dict(ranks[0].state_dict())
+    assert list(single) == full[6:]
+    # and back: 1 rank after 8 batches -> each of 4 ranks resumes at its third batch
+    it = iter(one)
+    for _ in range(8):
+        next(it)
+    four = [BucketBatchSampler(durations, 4, seed=1, num_replicas=4, rank=r) for r in range(4)]
+    for s in four:
+        s.load_state_dict(one.state_dict())
+    assert [next(iter(s)) for s in four] == full[8:12]
+    it = iter(one)
+    next(it)  # 9 batches: 4 ranks cannot split that
+    with pytest.raises(LLMSRTError, match="cannot split evenly; resume with 1 ranks"):
+        four[0].load_state_dict(one.state_dict())
 
 
 def test_ranks_split_the_batches_evenly():

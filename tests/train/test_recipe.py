@@ -1,5 +1,7 @@
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -7,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from llm_srt.errors import ConfigError, LLMSRTError
@@ -103,6 +106,62 @@ def test_two_process_ddp_matches_one_process(tiny_setup, tmp_path):
     l1, l2 = _losses(tmp_path / "one"), _losses(tmp_path / "two")
     assert len(l1) == len(l2) == 4
     assert all(abs(a - b) < 1e-4 * max(1, abs(a)) for a, b in zip(l1, l2)), (l1, l2)
+
+
+def _torchrun(args, env, port):
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                           str(port), "-m", "llm_srt.cli", "train"] + args, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def _trained(final):
+    state = load_file(str(Path(final) / "adapter.safetensors"))
+    state.update({f"lora.{k}": v for k, v in load_file(str(Path(final) / "lora.safetensors")).items()})
+    return state
+
+
+def test_two_process_fsdp_matches_one_process_and_resumes_across_strategies(tiny_setup, tmp_path):
+    """FSDP (adapter + LoRA trained, LLM layers sharded, dev decoding in lockstep) follows the 1-process run, and its
+    checkpoints are whole tensors: a 1-process checkpoint resumes under FSDP, an FSDP one on 1 process."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    common = dict(max_steps=4, save_every=2, **{
+        "data.tasks": "{srt: 1.0}", "data.batch_size": 2, "optim.grad_clip": 0.5, "distributed": "fsdp",
+        "model.lora": "{r: 4, alpha: 8, dropout: 0.0}", "trainable": "[adapter, lora]",
+        "data.dev": tiny_setup["manifest"], "data.dev_examples": 5, "data.dev_decode": 3, "eval_every": 2,
+        "model.adapter_kwargs": "{num_queries: 4, hidden_size: 32, num_layers: 1, num_heads: 4, "
+                                "intermediate_size: 64, dropout: 0.0}"})
+
+    def one_process(out, **extra):
+        args = overrides(tiny_setup, out, **{**common, "optim.accumulation": 2, **extra})
+        subprocess.run([sys.executable, "-m", "llm_srt.cli", "train"] + args, check=True, env=env,
+                       capture_output=True)
+
+    one_process(tmp_path / "one")
+    stdout = _torchrun(overrides(tiny_setup, tmp_path / "fsdp", **common), env, 29541)
+    held = [float(x) for x in re.findall(r"holds ([\d.]+)M of the LLM's ([\d.]+)M", stdout)[0]]
+    assert held[0] < 0.75 * held[1], stdout  # each rank holds about half: the LLM really is sharded
+    l1, l2 = _losses(tmp_path / "one"), _losses(tmp_path / "fsdp")
+    assert len(l1) == len(l2) == 4
+    assert all(abs(a - b) < 1e-4 * max(1, abs(a)) for a, b in zip(l1, l2)), (l1, l2)
+    ref, fsdp = _trained(tmp_path / "one" / "final"), _trained(tmp_path / "fsdp" / "final")
+    assert ref.keys() == fsdp.keys() and any("lora" in k for k in ref)
+    assert all(torch.allclose(ref[k], fsdp[k], atol=1e-5) for k in ref)
+    dev = [json.loads(r) for r in (tmp_path / "fsdp" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in dev if "dev_bleu" in r] == [2, 4]
+
+    # 1 process -> FSDP: stop at step 2 (the final folder removed, as if killed after the checkpoint), resume
+    one_process(tmp_path / "a", max_steps=2)
+    shutil.rmtree(tmp_path / "a" / "final")
+    _torchrun(overrides(tiny_setup, tmp_path / "a", **common), env, 29542)
+    # FSDP -> 1 process
+    _torchrun(overrides(tiny_setup, tmp_path / "b", **{**common, "max_steps": 2}), env, 29543)
+    shutil.rmtree(tmp_path / "b" / "final")
+    one_process(tmp_path / "b")
+    for run in ("a", "b"):
+        resumed = _trained(tmp_path / run / "final")
+        assert all(torch.allclose(ref[k], resumed[k], atol=1e-5) for k in ref), run
+        assert _losses(tmp_path / run)[2:] == pytest.approx(l1[2:], rel=1e-4)
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_setup, tmp_path):

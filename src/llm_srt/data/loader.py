@@ -83,7 +83,7 @@ class BucketBatchSampler:
     and cut into batches, then the batches shuffled. With several ranks, rank r takes batches r, r + R, ... (the
     epoch is trimmed to a multiple of R batches so ranks stay in step).
 
-    Position: `state_dict()` = {"epoch", "batch"} with `batch` the number of batches this sampler has yielded in
+    Position: `state_dict()` = {"epoch", "batch", ...} with `batch` the number of batches this sampler has yielded in
     the epoch; `load_state_dict()` makes the next iteration yield exactly the remaining batches. A DataLoader
     with workers pulls batches ahead of the training loop: save the number of batches the loop consumed instead.
     After a complete pass the sampler moves to the next epoch.
@@ -140,12 +140,19 @@ class BucketBatchSampler:
         self.epoch, self.batch = epoch, 0
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "batch": self.batch, "seed": self.seed}
+        return {"epoch": self.epoch, "batch": self.batch, "seed": self.seed, "replicas": self.num_replicas}
 
     def load_state_dict(self, state: Mapping) -> None:
+        """Resume; also with another number of ranks, as the position counts whole rounds of batches (R ranks
+        after b batches each = 1 rank after R * b batches, the same examples in the same order)."""
         if state.get("seed", self.seed) != self.seed:
             raise LLMSRTError(f"resuming a sampler seeded {state['seed']} with seed {self.seed}; use the same seed")
-        self.epoch, self.batch = int(state["epoch"]), int(state["batch"])
+        consumed = int(state["batch"]) * int(state.get("replicas", self.num_replicas))
+        if consumed % self.num_replicas:
+            raise LLMSRTError(f"the checkpoint stopped {consumed} batches into epoch {state['epoch']}, which "
+                              f"{self.num_replicas} ranks cannot split evenly; resume with "
+                              f"{state.get('replicas', 1)} ranks")
+        self.epoch, self.batch = int(state["epoch"]), consumed // self.num_replicas
 
 
 def collate(examples: Sequence[Example], features: Sequence[np.ndarray] | None = None) -> dict:

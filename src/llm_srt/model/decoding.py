@@ -42,13 +42,15 @@ def eos_ids(model: nn.Module, tokenizer) -> list[int]:
 
 
 def generate_ids(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, options: DecodingOptions,
-                 eos: list[int], pad_id: int) -> list[list[int]]:
-    """Left-padded inputs_embeds (B, L, d) + attention mask (B, L) -> new token ids per row (EOS and after cut)."""
+                 eos: list[int], pad_id: int, synced_ranks: bool = False) -> list[list[int]]:
+    """Left-padded inputs_embeds (B, L, d) + attention mask (B, L) -> new token ids per row (EOS and after cut).
+    `synced_ranks`: keep stepping until every rank is done (a sharded model needs all ranks at each step)."""
     config = _generation_config(causal_lm(model).generation_config, options, eos, pad_id)
     with torch.no_grad(), warnings.catch_warnings():
         # n-gram blocking over generated tokens only is what we want: the prompt is speech + language tags
         warnings.filterwarnings("ignore", message=".*no_repeat_ngram_size.*inputs_embeds")
-        out = model.generate(inputs_embeds=embeds, attention_mask=mask.long(), generation_config=config)
+        out = model.generate(inputs_embeds=embeds, attention_mask=mask.long(), generation_config=config,
+                             synced_gpus=synced_ranks)
     result = []
     for row in out.tolist():
         ids = []

@@ -223,24 +223,38 @@ class SpeechLLM(nn.Module):
 
     # ---- inference ---------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def generate_ids(self, batch: dict, options: DecodingOptions = DecodingOptions()) -> list[list[int]]:
-        """Batch with prompts -> generated token ids per example (EOS excluded)."""
+    def generate_ids(self, batch: dict, options: DecodingOptions = DecodingOptions(),
+                     synced_ranks: bool = False) -> list[list[int]]:
+        """Batch with prompts -> generated token ids per example (EOS excluded). `synced_ranks`: every rank of a
+        sharded (FSDP) model decodes in lockstep until all are done, as each step needs all ranks' shards."""
         speech = self.speech_embeddings(batch)
         prompt_ids, _ = tokenize_batch(self.tokenizer, batch["prompts"])
         embeds, mask, _ = self.assemble(speech, prompt_ids, left_pad=True)
         return generate_ids(self.llm, embeds, mask, options, eos_ids(self.llm, self.tokenizer),
-                            self.tokenizer.pad_token_id)
+                            self.tokenizer.pad_token_id, synced_ranks=synced_ranks)
 
-    def generate(self, batch: dict, options: DecodingOptions = DecodingOptions()) -> list[str]:
+    def generate(self, batch: dict, options: DecodingOptions = DecodingOptions(),
+                 synced_ranks: bool = False) -> list[str]:
         """Batch with prompts -> decoded texts (special tokens dropped, language tags kept)."""
-        ids = self.generate_ids(batch, options)
+        ids = self.generate_ids(batch, options, synced_ranks=synced_ranks)
         return [self.tokenizer.decode(x, skip_special_tokens=True) for x in ids]
 
     # ---- checkpoints -------------------------------------------------------------------------------------------
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Write config.json, adapter.safetensors and (with LoRA) lora.safetensors; atomic (tmp folder, rename)."""
+    def trainable_state(self) -> dict[str, dict[str, torch.Tensor] | None]:
+        """What a model folder stores besides its config: {"adapter": state dict, "lora": peft state dict or None}."""
+        lora = None
+        if self.config.lora is not None:
+            from peft import get_peft_model_state_dict
+
+            lora = get_peft_model_state_dict(self.llm)
+        return {"adapter": self.adapter.state_dict(), "lora": lora}
+
+    def save_pretrained(self, directory: str | Path, state: dict | None = None) -> Path:
+        """Write config.json, adapter.safetensors and (with LoRA) lora.safetensors; atomic (tmp folder, rename).
+        `state`: tensors gathered by the caller in `trainable_state()`'s form (FSDP); default: this model's own."""
         from safetensors.torch import save_file
 
+        state = self.trainable_state() if state is None else state
         directory = Path(directory)
         directory.parent.mkdir(parents=True, exist_ok=True)
         tmp = directory.parent / f".{directory.name}.tmp-{os.getpid()}"
@@ -250,11 +264,9 @@ class SpeechLLM(nn.Module):
         meta = {"format": CHECKPOINT_FORMAT, **replace(self.config, adapter_kwargs=kwargs).to_dict(),
                 "encoder_dim": self.encoder_dim, "llm_dim": self.llm_dim}
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-        save_file(_cpu(self.adapter.state_dict()), str(tmp / ADAPTER_FILE))
-        if self.config.lora is not None:
-            from peft import get_peft_model_state_dict
-
-            save_file(_cpu(get_peft_model_state_dict(self.llm)), str(tmp / LORA_FILE))
+        save_file(_cpu(state["adapter"]), str(tmp / ADAPTER_FILE))
+        if state["lora"] is not None:
+            save_file(_cpu(state["lora"]), str(tmp / LORA_FILE))
         _replace_dir(tmp, directory)
         return directory
 

@@ -13,6 +13,7 @@ from ..data.loader import BucketBatchSampler, SpeechTextDataset, collate
 from ..data.manifest import read_manifest
 from ..errors import ConfigError
 from ..prompts import Task, parse_srt
+from .parallel import all_sum
 
 ENCODE_BATCH = 8  # utterances per encoder call when filling the feature cache
 
@@ -101,30 +102,38 @@ class TrainingData:
 
     # ---- dev ----------------------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def evaluate(self, model, autocast) -> dict[str, float]:
+    def evaluate(self, model, autocast, sharded: bool = False) -> dict[str, float]:
+        """Dev loss (rows split across ranks) and, with dev_decode, a BLEU / WER sample decoded by rank 0. With a
+        sharded (FSDP) model every forward needs every rank, so all ranks run the same number of dev batches (a rank
+        short of rows repeats one and does not count it) and all decode the sample together."""
         from ..evaluate import metrics
 
         model.eval()
         d, bs = self.d, self.cfg.batch_size
         n = min(len(self.dev), self.cfg.dev_examples)
+        starts = list(range(0, n, bs))
+        mine = starts[d.rank::d.world]
+        rounds = math.ceil(len(starts) / d.world) if sharded else len(mine)
         loss_sum, tokens = torch.zeros(()), torch.zeros(())
-        for start in range(d.rank * bs, n, bs * d.world):
+        for k in range(rounds):
+            start = mine[k] if k < len(mine) else starts[0]
             batch = self.batch_of([self.dev[i] for i in range(start, min(n, start + bs))])
             with autocast:
                 out = model(batch)
-            loss_sum += out["loss"].float().cpu() * out["n_tokens"].cpu()
-            tokens += out["n_tokens"].cpu()
-        if d.world > 1:
-            for t in (loss_sum, tokens):
-                torch.distributed.all_reduce(t)
+            if k < len(mine):
+                loss_sum += out["loss"].float().cpu() * out["n_tokens"].cpu()
+                tokens += out["n_tokens"].cpu()
+        for t in (loss_sum, tokens):
+            all_sum(t, d)
         result = {"dev_loss": (loss_sum / tokens.clamp(min=1)).item()}
-        if self.cfg.dev_decode and d.main:
+        if self.cfg.dev_decode and (d.main or sharded):
             examples = [self.dev[i] for i in range(min(len(self.dev), self.cfg.dev_decode))]
             hyps = []
             for start in range(0, len(examples), bs):
                 chunk = examples[start:start + bs]
-                hyps += model.generate(self.batch_of(chunk))
-            result.update(_dev_scores(self.main_task, examples, hyps, metrics))
+                hyps += model.generate(self.batch_of(chunk), synced_ranks=sharded)
+            if d.main:
+                result.update(_dev_scores(self.main_task, examples, hyps, metrics))
         return result
 
 

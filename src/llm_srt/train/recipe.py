@@ -1,7 +1,8 @@
 """The one training recipe. A curriculum stage (ASR, SMT, SRT, the baseline's S2TT) is a config, not code.
 
     llm-srt train configs/embedded/asr.yaml [key=value ...]
-    torchrun --nproc_per_node 4 -m llm_srt.cli train configs/paper/qwen2.5-3b/asr.yaml
+    torchrun --nproc_per_node 4 -m llm_srt.cli train configs/paper/qwen2.5-3b/asr.yaml   # DDP
+    torchrun --nproc_per_node 4 -m llm_srt.cli train configs/paper/qwen2.5-32b/asr.yaml  # distributed: fsdp
 
 setup -> train (resumes from the newest intact checkpoint) -> save final/. Only rank 0 writes.
 """
@@ -9,7 +10,6 @@ setup -> train (resumes from the newest intact checkpoint) -> save final/. Only 
 import contextlib
 import json
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +24,7 @@ from .. import config as config_lib
 from ..errors import ConfigError, LLMSRTError
 from ..prompts import Task
 from . import checkpoint
+from .parallel import Dist, Parallel, all_sum, barrier, init_distributed
 
 FINAL = "final"  # the finished model folder inside output_dir
 
@@ -79,6 +80,7 @@ class TrainConfig:
     keep_last: int = 2  # checkpoints kept (plus the best by dev loss)
     seed: int = 0  # model init / dropout seed
     threads: int = 0  # torch CPU threads (0 = torch's default)
+    distributed: Literal["ddp", "fsdp"] = "ddp"  # under torchrun: ddp (whole model per rank) | fsdp (LLM sharded)
     output_dir: str = "runs/default"
 
     def __post_init__(self):
@@ -100,37 +102,6 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
 
 def is_finished(output_dir: str | Path) -> bool:
     return (Path(output_dir) / FINAL / "config.json").is_file()
-
-
-# ---- distributed ----------------------------------------------------------------------------------------------
-@dataclass
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed() -> tuple[Dist, torch.device]:
-    if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) == 1:
-        return Dist(), torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if not dist.is_initialized():
-        dist.init_process_group(backend)
-    d = Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
-    if torch.cuda.is_available():
-        torch.cuda.set_device(d.local_rank)
-        return d, torch.device("cuda", d.local_rank)
-    return d, torch.device("cpu")
-
-
-def all_sum(value: torch.Tensor, d: Dist) -> torch.Tensor:
-    if d.world > 1:
-        dist.all_reduce(value)
-    return value
 
 
 # ---- the run ----------------------------------------------------------------------------------------------------
@@ -179,27 +150,29 @@ def train(cfg: TrainConfig, log=print) -> Path:
         log(f"[{cfg.stage}] initialized from {init}")
     else:
         model = SpeechLLM(model_cfg)
-    model.to(device)
     counts = model.parameter_counts()
     log(f"[{cfg.stage}] trainable parameters: adapter {counts['adapter'] / 1e6:.2f}M, lora {counts['lora'] / 1e6:.2f}M,"
         f" total {counts['trainable'] / 1e6:.2f}M of {counts['all'] / 1e6:.1f}M")
+    latest = checkpoint.latest(out, log=log)
+    if latest is not None:  # weights before sharding; the optimizer state once it exists
+        _load_trainable(model, latest.path)
 
+    parallel = Parallel(model, cfg.distributed, d, device)
     data = TrainingData(cfg.data, model, d, log=log)
+    parallel.wrap()
+    if parallel.sharded:
+        held, whole = parallel.llm_numel()
+        log(f"[{cfg.stage}] FSDP over {d.world} ranks: rank {d.rank} holds {held / 1e6:.3f}M of the LLM's "
+            f"{whole / 1e6:.3f}M parameters")
     params = model.trainable_parameters()
     optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
                                   weight_decay=cfg.optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.optim, cfg.max_steps))
-    ddp = None
-    if d.world > 1:
-        ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[d.local_rank] if device.type == "cuda"
-                                                        else None, find_unused_parameters=False)
 
     step = 0
-    latest = checkpoint.latest(out, log=log)
     if latest is not None:
         state = checkpoint.load_trainer_state(latest.path)
-        _load_trainable(model, latest.path)
-        optimizer.load_state_dict(state["optimizer"])
+        parallel.load_optimizer_state(optimizer, state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         data.load_state_dict(state["data"])
         step = state["step"]
@@ -218,13 +191,13 @@ def train(cfg: TrainConfig, log=print) -> Path:
         micro = [data.next_batch() for _ in range(cfg.optim.accumulation)]
         n_total = all_sum(torch.tensor(float(sum(b["n_target_tokens"] for b in micro))), d)
         loss_sum = torch.zeros(())
-        for batch in micro:
-            with autocast:
-                result = (ddp or model)(batch)
-            # token-weighted so that N ranks x B examples equals 1 rank x N*B examples
-            weight = result["n_tokens"].float() * d.world / n_total.clamp(min=1)
-            (result["loss"] * weight).backward()
-            loss_sum += result["loss"].detach().float() * result["n_tokens"].float()
+        for i, batch in enumerate(micro):
+            with parallel.sync_gradients(i == len(micro) - 1), autocast:
+                result = parallel.runner(batch)
+                # token-weighted so that N ranks x B examples equals 1 rank x N*B examples
+                weight = result["n_tokens"].float() * d.world / n_total.clamp(min=1)
+                (result["loss"] * weight).backward()
+            loss_sum += result["loss"].detach().float().cpu() * result["n_tokens"].float().cpu()
         loss = (all_sum(loss_sum, d) / n_total.clamp(min=1)).item()
         if not math.isfinite(loss):
             where = f"; the last good checkpoint is {last_good}" if last_good else ""
@@ -246,7 +219,7 @@ def train(cfg: TrainConfig, log=print) -> Path:
                             "s_per_step": (time.perf_counter() - t0) / steps_timed})
         dev_loss = None
         if data.has_dev and ((cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.max_steps):
-            dev = data.evaluate(model, autocast)
+            dev = data.evaluate(model, autocast, sharded=parallel.sharded)
             dev_loss = dev["dev_loss"]
             if d.main:
                 bar.write(f"[{cfg.stage}] step {step}: " + ", ".join(f"{k} {v:.3f}" for k, v in dev.items()))
@@ -256,19 +229,23 @@ def train(cfg: TrainConfig, log=print) -> Path:
                         writer.add_scalar(f"dev/{k.removeprefix('dev_')}", v, step)
             model.train()
         if step % cfg.save_every == 0 or step == cfg.max_steps:
-            state = {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                     "data": data.state_dict(), "rng": _gather_rng(d), "config": config_lib.to_dict(cfg)}
+            weights = parallel.trainable_state()  # whole tensors, gathered from every rank under FSDP
+            state = {"step": step, "optimizer": parallel.optimizer_state(optimizer),
+                     "scheduler": scheduler.state_dict(), "data": data.state_dict(), "rng": _gather_rng(d),
+                     "config": config_lib.to_dict(cfg)}
             if d.main:
-                last_good = checkpoint.save(out, step, model.save_pretrained, state, cfg.keep_last, dev_loss)
-            _barrier(d)
+                last_good = checkpoint.save(out, step, lambda p: model.save_pretrained(p, state=weights), state,
+                                            cfg.keep_last, dev_loss)
+            barrier(d)
     bar.close()
     if writer is not None:
         writer.close()
+    weights = parallel.trainable_state()
     if d.main:
-        model.save_pretrained(out / FINAL)
+        model.save_pretrained(out / FINAL, state=weights)
         (out / FINAL / "train_config.json").write_text(json.dumps(config_lib.to_dict(cfg), indent=2) + "\n")
         log(f"[{cfg.stage}] done: {out / FINAL} ({(time.perf_counter() - t0) / max(1, steps_timed):.2f} s/step)")
-    _barrier(d)
+    barrier(d)
     return out / FINAL
 
 
@@ -296,11 +273,6 @@ def _gather_rng(d: Dist) -> Any:
     states = [None] * d.world
     dist.all_gather_object(states, state)
     return states
-
-
-def _barrier(d: Dist) -> None:
-    if d.world > 1:
-        dist.barrier()
 
 
 def _tensorboard(out: Path):
