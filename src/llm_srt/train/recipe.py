@@ -129,6 +129,8 @@ def train(cfg: TrainConfig, log=print) -> Path:
         log(f"[{cfg.stage}] already finished: {out / FINAL}")
         return out / FINAL
     d, device = init_distributed()
+    if not d.main:  # one rank speaks; errors still surface from every rank
+        log = _quiet
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if d.main:
@@ -258,6 +260,10 @@ def _load_trainable(model, folder: Path) -> None:
     load_adapter_state(model.adapter, load_file(str(folder / ADAPTER_FILE)), str(folder / ADAPTER_FILE))
     if (folder / LORA_FILE).is_file():
         load_lora_state(model.llm, load_file(str(folder / LORA_FILE)), str(folder / LORA_FILE))
+
+
+def _quiet(*_) -> None:
+    pass
 
 
 def _use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
