@@ -22,3 +22,25 @@ def test_demo_subset_keeps_the_chosen_directions_and_sentences(tmp_path):
     assert {(r.src_lang, r.tgt_lang) for r in kept} == {("eng", "deu"), ("deu", "eng")}
     assert {r.sentence_id for r in kept} == {"00", "01", "02", "03", "04"}
     assert "demo" in VERBS
+
+
+def test_claims_compare_the_right_systems_and_say_whether_each_holds():
+    from llm_srt.demo import check_claims
+    from llm_srt.evaluate.report import UtteranceResult, build_report
+
+    refs = ["the cat sat on the mat today", "a dog ran in the park", "it is raining in the city again"]
+
+    def system(hyps):
+        return [UtteranceResult(id=str(i), src="deu", tgt="eng", hyp_translation=h, ref_translation=r)
+                for i, (h, r) in enumerate(zip(hyps, refs))]
+
+    report = build_report({"LLM-SRT (this run)": system(refs), "Baseline (this run)": system(["x y z"] * 3),
+                           "LLM-SRT w/o SMT (this run)": system(refs[:2] + ["it rains"])})
+    table3, table8 = check_claims(report)["numbers"]
+    assert table3["holds_here"] and table3["bleu"] == 100.0 and table3["bleu_compared"] < 5
+    assert table8["compared_with"] == "LLM-SRT w/o SMT (this run)" and table8["holds_here"]
+    report = build_report({"LLM-SRT (this run)": system(["x y z"] * 3), "Baseline (this run)": system(refs),
+                           "LLM-SRT w/o SMT (this run)": system(refs)})
+    result = check_claims(report)
+    assert not any(n["holds_here"] for n in result["numbers"])
+    assert sum("does NOT hold" in line for line in result["lines"]) == 2
