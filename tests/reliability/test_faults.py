@@ -4,7 +4,10 @@ checkpoint damaged, and a trainer state that cannot be read."""
 
 import errno
 import json
+import os
 import shutil
+import subprocess
+import sys
 from collections import namedtuple
 from pathlib import Path
 
@@ -131,3 +134,21 @@ def test_disk_full_while_writing_a_checkpoint_keeps_the_last_one_and_resumes(bas
     a, b = load_file(str(final / "adapter.safetensors")), load_file(str(base.reference / "final" /
                                                                          "adapter.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_failed_checkpoint_write_under_torchrun_stops_every_rank_with_the_reason(tiny_setup, tmp_path):  # noqa: F811
+    """Rank 0 alone writes checkpoints: when that fails, rank 1 must not wait forever nor die with a bare
+    'connection closed': every rank raises the one-line reason."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "checkpoints").write_text("a file where the checkpoint folder goes")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                           "29561", "-m", "llm_srt.cli", "train"] + overrides(
+                               tiny_setup, out, max_steps=4, save_every=2, **{"data.batch_size": 2}),
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if "error:" in line and "cannot write the checkpoint" in line]
+    assert len(errors) == 2 and any("rank 1: rank 0 stopped" in line for line in errors), proc.stderr[-2000:]
+    assert not any(line.startswith("[rank") and "Traceback" in line for line in proc.stderr.splitlines())
+    assert "Connection closed" not in proc.stderr

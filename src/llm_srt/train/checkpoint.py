@@ -105,11 +105,11 @@ def save(run_dir: Path, step: int, save_model: Callable[[Path], None], trainer_s
          keep_last: int = 2, dev_loss: float | None = None) -> Path:
     """Write checkpoint `step` atomically; keep the last `keep_last` and the best by dev loss."""
     ckpt_root = Path(run_dir) / "checkpoints"
-    ckpt_root.mkdir(parents=True, exist_ok=True)
     final = ckpt_root / step_name(step)
     tmp = ckpt_root / f".tmp-{step_name(step)}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
     try:
+        ckpt_root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
         save_model(tmp)
         (tmp / STATE_DIR).mkdir(parents=True, exist_ok=True)
         torch.save(trainer_state, tmp / STATE_DIR / "state.pt")
@@ -117,7 +117,7 @@ def save(run_dir: Path, step: int, save_model: Callable[[Path], None], trainer_s
     except (OSError, SafetensorError, RuntimeError) as e:
         # disk full, quota, folder gone (torch.save and safetensors wrap the OSError in their own types): remove
         # the partial folder and any half-written one save_model left beside it, keep the previous checkpoints
-        for partial in ckpt_root.glob(f"*{tmp.name}*"):
+        for partial in (ckpt_root.glob(f"*{tmp.name}*") if ckpt_root.is_dir() else ()):
             shutil.rmtree(partial, ignore_errors=True)
         intact = latest(run_dir, log=lambda _: None)
         resume = f"resume from {intact.path.name}" if intact else "start again"

@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, LLMSRTError
 
 
 @dataclass
@@ -61,6 +61,24 @@ def all_sum(value: torch.Tensor, d: Dist) -> torch.Tensor:
 def barrier(d: Dist) -> None:
     if d.world > 1:
         dist.barrier()
+
+
+def on_main(d: Dist, fn):
+    """Run `fn` on rank 0 only (a checkpoint write); if it fails with an LLMSRTError, every rank raises the same
+    error, so no rank is left waiting at the next collective and each log says why."""
+    result, error = None, None
+    if d.main:
+        try:
+            result = fn()
+        except LLMSRTError as e:
+            error = str(e)
+    if d.world > 1:
+        box = [error]
+        dist.broadcast_object_list(box, src=0)
+        error = box[0]
+    if error is not None:
+        raise LLMSRTError(error if d.main else f"rank {d.rank}: rank 0 stopped: {error}")
+    return result
 
 
 class Parallel:

@@ -24,7 +24,7 @@ from .. import config as config_lib
 from ..errors import ConfigError, LLMSRTError
 from ..prompts import Task
 from . import checkpoint
-from .parallel import Dist, Parallel, all_sum, barrier, init_distributed
+from .parallel import Dist, Parallel, all_sum, barrier, init_distributed, on_main
 
 FINAL = "final"  # the finished model folder inside output_dir
 
@@ -235,20 +235,29 @@ def train(cfg: TrainConfig, log=print) -> Path:
             state = {"step": step, "optimizer": parallel.optimizer_state(optimizer),
                      "scheduler": scheduler.state_dict(), "data": data.state_dict(), "rng": _gather_rng(d),
                      "config": config_lib.to_dict(cfg)}
-            if d.main:
-                last_good = checkpoint.save(out, step, lambda p: model.save_pretrained(p, state=weights), state,
-                                            cfg.keep_last, dev_loss)
-            barrier(d)
+            last_good = on_main(d, lambda: checkpoint.save(out, step, lambda p: model.save_pretrained(
+                p, state=weights), state, cfg.keep_last, dev_loss)) or last_good
     bar.close()
     if writer is not None:
         writer.close()
     weights = parallel.trainable_state()
+    on_main(d, lambda: _save_final(model, out, weights, cfg))
     if d.main:
-        model.save_pretrained(out / FINAL, state=weights)
-        (out / FINAL / "train_config.json").write_text(json.dumps(config_lib.to_dict(cfg), indent=2) + "\n")
         log(f"[{cfg.stage}] done: {out / FINAL} ({(time.perf_counter() - t0) / max(1, steps_timed):.2f} s/step)")
     barrier(d)
     return out / FINAL
+
+
+def _save_final(model, out: Path, weights: dict, cfg: TrainConfig) -> None:
+    from safetensors import SafetensorError
+
+    try:
+        model.save_pretrained(out / FINAL, state=weights)
+        (out / FINAL / "train_config.json").write_text(json.dumps(config_lib.to_dict(cfg), indent=2) + "\n")
+    except (OSError, SafetensorError) as e:
+        detail = (str(e).splitlines() or [type(e).__name__])[0]
+        raise LLMSRTError(f"{out / FINAL}: cannot write the finished model ({detail}); free space or fix the folder, "
+                          "then run the same command to resume from the last checkpoint") from None
 
 
 def _load_trainable(model, folder: Path) -> None:
