@@ -17,7 +17,7 @@ from ..data.manifest import Row, read_manifest
 from ..errors import LLMSRTError
 from ..model.decoding import DecodingOptions
 from ..prompts import Task
-from .report import UtteranceResult, build_report, format_table, write_report
+from .report import UtteranceResult, build_report, format_table, score_system, write_report
 
 
 def model_task(model: str) -> Task:
@@ -58,7 +58,6 @@ def text_mt_bleu(rows: list[Row], options: DecodingOptions, batch_size: int, llm
                  ) -> dict[tuple[str, str], float]:
     """BLEU of the frozen LLM translating the reference transcripts (the x axis of paper Figure 3)."""
     from .baselines import TextTranslator
-    from .metrics import bleu
 
     mt = TextTranslator(llm)
     rows = [r for r in rows if r.tgt_lang]
@@ -67,12 +66,9 @@ def text_mt_bleu(rows: list[Row], options: DecodingOptions, batch_size: int, llm
         chunk = rows[start:start + batch_size]
         hyps += mt.translate([r.transcript for r in chunk], [r.src_lang for r in chunk], [r.tgt_lang for r in chunk],
                              options)
-    by_dir: dict[tuple[str, str], tuple[list[str], list[str]]] = {}
-    for r, h in zip(rows, hyps):
-        by_dir.setdefault((r.src_lang, r.tgt_lang), ([], []))
-        by_dir[(r.src_lang, r.tgt_lang)][0].append(h)
-        by_dir[(r.src_lang, r.tgt_lang)][1].append(r.translation)
-    return {d: bleu(h, ref, d[1]).score for d, (h, ref) in by_dir.items()}
+    scores = score_system("text MT", [UtteranceResult(id=r.id, src=r.src_lang, tgt=r.tgt_lang, hyp_translation=h,
+                                                      ref_translation=r.translation) for r, h in zip(rows, hyps)])
+    return {d: s.score for d, s in scores.bleu.items()}
 
 
 def file_name(system: str) -> str:

@@ -106,8 +106,6 @@ class TrainingData:
         """Dev loss (rows split across ranks) and, with dev_decode, a BLEU / WER sample decoded by rank 0. With a
         sharded (FSDP) model every forward needs every rank, so all ranks run the same number of dev batches (a rank
         short of rows repeats one and does not count it) and all decode the sample together."""
-        from ..evaluate import metrics
-
         model.eval()
         d, bs = self.d, self.cfg.batch_size
         n = min(len(self.dev), self.cfg.dev_examples)
@@ -133,7 +131,7 @@ class TrainingData:
                 chunk = examples[start:start + bs]
                 hyps += model.generate(self.batch_of(chunk), synced_ranks=sharded)
             if d.main:
-                result.update(_dev_scores(self.main_task, examples, hyps, metrics))
+                result.update(_dev_scores(self.main_task, examples, hyps))
         return result
 
 
@@ -141,29 +139,29 @@ def _examples(dataset):
     return (dataset[i] for i in range(len(dataset)))
 
 
-def _dev_scores(task: Task, examples, hyps: list[str], metrics) -> dict[str, float]:
-    """A small dev sample of the paper's metrics: BLEU of the translation, WER/CER of the transcript."""
+def _dev_scores(task: Task, examples, hyps: list[str]) -> dict[str, float]:
+    """A small dev sample of the paper's metrics, scored as `llm-srt evaluate` scores: BLEU of the translation
+    (mean over directions), WER/CER of the transcript (mean over source languages)."""
+    from ..evaluate.report import UtteranceResult, score_system
+
+    results = []
+    for i, (e, h) in enumerate(zip(examples, hyps)):
+        if task is Task.SRT:
+            parsed = parse_srt(h)
+            transcript, translation = parsed.transcript, parsed.translation
+        elif task is Task.ASR:
+            transcript, translation = h, ""
+        else:
+            transcript, translation = None, h
+        results.append(UtteranceResult(
+            id=str(i), src=e.src, tgt=e.tgt or e.src, hyp_transcript=transcript, hyp_translation=translation,
+            ref_transcript=e.transcript if transcript is not None else None,
+            ref_translation=e.translation if task is not Task.ASR else None))
+    scores = score_system("dev", results)
     out = {}
-    if task is Task.SRT:
-        parsed = [parse_srt(h) for h in hyps]
-        transcripts, translations = [p.transcript for p in parsed], [p.translation for p in parsed]
-    elif task is Task.ASR:
-        transcripts, translations = hyps, None
-    else:
-        transcripts, translations = None, hyps
-    if translations is not None:
-        by_tgt = {}
-        for e, h in zip(examples, translations):
-            by_tgt.setdefault(e.tgt, ([], []))
-            by_tgt[e.tgt][0].append(h)
-            by_tgt[e.tgt][1].append(e.translation)
-        out["dev_bleu"] = float(np.mean([metrics.bleu(h, r, t).score for t, (h, r) in by_tgt.items()]))
-    if transcripts is not None:
-        by_src = {}
-        for e, h in zip(examples, transcripts):
-            by_src.setdefault(e.src, ([], []))
-            by_src[e.src][0].append(h)
-            by_src[e.src][1].append(e.transcript)
-        rates = [metrics.asr_error_rate(h, r, s).score for s, (h, r) in by_src.items()]
-        out["dev_wer"] = float(np.mean([r for r in rates if math.isfinite(r)])) if rates else float("nan")
+    if scores.bleu:
+        out["dev_bleu"] = scores.average()
+    if task in (Task.SRT, Task.ASR):
+        rates = [s.score for s in scores.asr.values() if math.isfinite(s.score)]
+        out["dev_wer"] = float(np.mean(rates)) if rates else float("nan")
     return out
