@@ -33,3 +33,14 @@ def test_user_error_is_one_line_without_traceback(capsys, tmp_path):
                    "--tgt-lang", "deu"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.startswith("llm-srt score: error:") and "\n" not in err and "Traceback" not in err
+
+
+def test_progress_bars_update_rarely_when_stderr_is_a_log_file():
+    import subprocess
+    import sys
+
+    code = ("import os, time; from llm_srt import cli; cli.quiet_progress_when_logged(); from tqdm import tqdm\n"
+            "for _ in tqdm(range(100), desc='work'): time.sleep(0.01)\n")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "TQDM_MININTERVAL"}
+    logged = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env).stderr
+    assert logged.count("\r") <= 3 and "100/100" in logged  # first and last state only, not one per update

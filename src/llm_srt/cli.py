@@ -36,12 +36,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+PROGRESS_LOG_INTERVAL_S = 30  # progress-bar updates at most this often when stderr is a file or a pipe
+
+
+def quiet_progress_when_logged() -> None:
+    """Progress bars redraw ~10 times a second; into a log file (nohup, CI, `make demo > log`) that is thousands
+    of lines of carriage returns, so there they update every PROGRESS_LOG_INTERVAL_S (tqdm reads TQDM_MININTERVAL)."""
+    if not sys.stderr.isatty():
+        os.environ.setdefault("TQDM_MININTERVAL", str(PROGRESS_LOG_INTERVAL_S))
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # our own progress bars and messages only
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    quiet_progress_when_logged()
     parser = build_parser()
     debug = "--debug" in argv
     verb = next((a for a in argv if not a.startswith("-")), None)
