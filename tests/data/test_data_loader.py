@@ -124,6 +124,27 @@ def test_resume_with_another_number_of_ranks_continues_the_same_global_order():
         four[0].load_state_dict(one.state_dict())
 
 
+def test_a_finished_epoch_resumes_at_the_next_one_on_any_number_of_ranks():
+    durations = np.arange(20) % 7 + 0.5  # 5 batches of 4: 2 ranks use 4 of them and trim the fifth
+    one = BucketBatchSampler(durations, 4, seed=3)
+    assert len(list(iter(one))) == 5 and one.state_dict()["epoch"] == 1
+    it = iter(BucketBatchSampler(durations, 4, seed=3))
+    last = BucketBatchSampler(durations, 4, seed=3)
+    for _ in range(5):
+        next(it)  # the epoch's last batch consumed, the iterator not yet advanced
+    last.epoch, last.batch = 0, 5
+    assert last.state_dict()["epoch"] == 1 and last.state_dict()["batch"] == 0
+    ranks = [BucketBatchSampler(durations, 4, seed=3, num_replicas=2, rank=r) for r in range(2)]
+    for r in ranks:
+        r.load_state_dict(last.state_dict())
+    assert [next(iter(r)) for r in ranks] == BucketBatchSampler(durations, 4, seed=3).batches(1)[:2]
+    two = BucketBatchSampler(durations, 4, seed=3, num_replicas=2, rank=0)
+    two.epoch, two.batch = 0, 2  # 2 ranks finished epoch 0 (the trimmed fifth batch is not replayed)
+    single = BucketBatchSampler(durations, 4, seed=3)
+    single.load_state_dict(two.state_dict())
+    assert next(iter(single)) == single.batches(1)[0]
+
+
 def test_ranks_split_the_batches_evenly():
     durations = np.ones(50)
     ranks = [BucketBatchSampler(durations, 4, seed=0, num_replicas=3, rank=r).batches(0) for r in range(3)]

@@ -82,3 +82,21 @@ def test_dev_scores_split_srt_output_and_score_both_parts():
     assert two["dev_bleu"] == pytest.approx(50.0, abs=1e-6)
     assert set(_dev_scores(Task.ASR, ex, ["the red cat sleeps here"] * 2)) == {"dev_wer"}
     assert set(_dev_scores(Task.S2TT, ex, ["die rote Katze"] * 2)) == {"dev_bleu"}
+
+
+def test_rng_resumed_on_another_number_of_ranks_is_defined_and_differs_per_rank():
+    import torch
+
+    from llm_srt.train import checkpoint
+    from llm_srt.train.parallel import Dist
+    from llm_srt.train.recipe import _restore_rng
+
+    torch.manual_seed(1)
+    saved = [checkpoint.rng_state(), checkpoint.rng_state()]  # a 2-rank checkpoint
+    draws = []
+    for rank in range(4):
+        _restore_rng(saved, Dist(rank=rank, world=4), seed=0, step=10)
+        draws.append(torch.rand(3))
+    assert all(not torch.equal(draws[0], d) for d in draws[1:])
+    _restore_rng(saved, Dist(rank=0, world=4), seed=0, step=10)
+    assert torch.equal(torch.rand(3), draws[0])  # rank 0 continues the saved stream

@@ -140,7 +140,12 @@ class BucketBatchSampler:
         self.epoch, self.batch = epoch, 0
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "batch": self.batch, "seed": self.seed, "replicas": self.num_replicas}
+        """The position; a finished epoch is reported as the start of the next (its last batch may have been
+        trimmed for this number of ranks, and no other number must replay it)."""
+        epoch, batch = self.epoch, self.batch
+        if batch and batch >= len(self.batches(epoch)):
+            epoch, batch = epoch + 1, 0
+        return {"epoch": epoch, "batch": batch, "seed": self.seed, "replicas": self.num_replicas}
 
     def load_state_dict(self, state: Mapping) -> None:
         """Resume; also with another number of ranks, as the position counts whole rounds of batches (R ranks

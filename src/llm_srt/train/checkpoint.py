@@ -166,7 +166,7 @@ def latest(run_dir: Path, log: Callable[[str], None] = print) -> CheckpointInfo 
 
 def load_trainer_state(folder: Path) -> dict:
     try:
-        return torch.load(folder / STATE_DIR / "state.pt", weights_only=False)
+        return torch.load(folder / STATE_DIR / "state.pt", weights_only=False, map_location="cpu")
     except Exception as e:  # a sealed folder whose state cannot be unpickled is a real corruption
         raise LLMSRTError(f"{folder}: cannot read trainer state ({e}); delete this checkpoint to resume "
                           "from the previous one") from None

@@ -66,18 +66,21 @@ def barrier(d: Dist) -> None:
 def on_main(d: Dist, fn):
     """Run `fn` on rank 0 only (a checkpoint write); if it fails with an LLMSRTError, every rank raises the same
     error, so no rank is left waiting at the next collective and each log says why."""
-    result, error = None, None
+    result, error, failure = None, None, None
     if d.main:
         try:
             result = fn()
-        except LLMSRTError as e:
-            error = str(e)
+        except Exception as e:  # noqa: BLE001  every rank must hear of any failure, then rank 0 re-raises it
+            failure = e
+            error = str(e) if isinstance(e, LLMSRTError) else f"{type(e).__name__}: {e}"
     if d.world > 1:
         box = [error]
         dist.broadcast_object_list(box, src=0)
         error = box[0]
+    if failure is not None:
+        raise failure
     if error is not None:
-        raise LLMSRTError(error if d.main else f"rank {d.rank}: rank 0 stopped: {error}")
+        raise LLMSRTError(f"rank {d.rank}: rank 0 stopped: {error}")
     return result
 
 
@@ -126,10 +129,10 @@ class Parallel:
                 for k, sd in self.model.trainable_state().items()}
 
     def optimizer_state(self, optimizer: torch.optim.Optimizer) -> dict:
-        """optimizer.state_dict() with whole tensors (a collective under FSDP)."""
+        """optimizer.state_dict() with whole CPU tensors (a collective under FSDP), loadable on any device."""
         state = optimizer.state_dict()
-        if self.sharded:
-            state["state"] = {i: {k: _full(v) for k, v in s.items()} for i, s in sorted(state["state"].items())}
+        state["state"] = {i: {k: _full(v).cpu() if torch.is_tensor(v) else v for k, v in s.items()}
+                          for i, s in sorted(state["state"].items())}
         return state
 
     def load_optimizer_state(self, optimizer: torch.optim.Optimizer, state: dict) -> None:

@@ -178,7 +178,7 @@ def train(cfg: TrainConfig, log=print) -> Path:
         scheduler.load_state_dict(state["scheduler"])
         data.load_state_dict(state["data"])
         step = state["step"]
-        checkpoint.set_rng_state(state["rng"][d.rank] if isinstance(state["rng"], list) else state["rng"])
+        _restore_rng(state["rng"], d, cfg.seed, step)
         log(f"[{cfg.stage}] resumed from {latest.path} at step {step}")
 
     writer = _tensorboard(out) if d.main else None
@@ -194,8 +194,9 @@ def train(cfg: TrainConfig, log=print) -> Path:
         n_total = all_sum(torch.tensor(float(sum(b["n_target_tokens"] for b in micro))), d)
         loss_sum = torch.zeros(())
         for i, batch in enumerate(micro):
-            with parallel.sync_gradients(i == len(micro) - 1), autocast:
-                result = parallel.runner(batch)
+            with parallel.sync_gradients(i == len(micro) - 1):
+                with autocast:  # the forward only: backward runs in the dtypes autocast chose
+                    result = parallel.runner(batch)
                 # token-weighted so that N ranks x B examples equals 1 rank x N*B examples
                 weight = result["n_tokens"].float() * d.world / n_total.clamp(min=1)
                 (result["loss"] * weight).backward()
@@ -279,6 +280,19 @@ def _use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
     if cfg.precision == "bf16" and device.type != "cuda":
         raise ConfigError("precision: bf16 autocast needs a CUDA device here; use fp32 (or auto) on CPU")
     return device.type == "cuda" and cfg.precision in ("auto", "bf16")
+
+
+def _restore_rng(saved: Any, d: Dist, seed: int, step: int) -> None:
+    """Every rank's RNG as saved; resumed on another number of ranks, rank 0 takes the saved first state and the
+    others a seed of their own (so their dropout masks differ), which is reproducible but not the old stream."""
+    states = saved if isinstance(saved, list) else [saved]
+    if len(states) == d.world:
+        checkpoint.set_rng_state(states[d.rank])
+        return
+    checkpoint.set_rng_state(states[0])
+    if d.rank:
+        torch.manual_seed(seed * 1_000_003 + step * 1009 + d.rank)
+        np.random.seed((seed * 1_000_003 + step * 1009 + d.rank) % 2**32)
 
 
 def _gather_rng(d: Dist) -> Any:
