@@ -293,14 +293,19 @@ class SpeechLLM(nn.Module):
             if key in meta and meta[key] != actual:
                 raise LLMSRTError(f"{directory}: trained with {key}={meta[key]} but {source} has {actual}; point the "
                                   "checkpoint at the models it was trained with")
-        if not (directory / ADAPTER_FILE).is_file():
-            raise LLMSRTError(f"{directory}: {ADAPTER_FILE} is missing; the checkpoint is incomplete")
-        load_adapter_state(model.adapter, _load_weights(directory / ADAPTER_FILE), str(directory / ADAPTER_FILE))
-        if has_lora:
-            load_lora_state(model.llm, _load_weights(directory / LORA_FILE), str(directory / LORA_FILE))
+        model.load_trainable(directory)
         if device is not None:
             model.to(device)
         return model
+
+    def load_trainable(self, directory: str | Path) -> None:
+        """The adapter (and LoRA, when the folder has it) weights of a model or checkpoint folder into this model."""
+        directory = Path(directory)
+        if not (directory / ADAPTER_FILE).is_file():
+            raise LLMSRTError(f"{directory}: {ADAPTER_FILE} is missing; the checkpoint is incomplete")
+        load_adapter_state(self.adapter, _load_weights(directory / ADAPTER_FILE), str(directory / ADAPTER_FILE))
+        if (directory / LORA_FILE).is_file():
+            load_lora_state(self.llm, _load_weights(directory / LORA_FILE), str(directory / LORA_FILE))
 
 
 def load_adapter_state(adapter: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:

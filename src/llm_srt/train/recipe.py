@@ -98,8 +98,6 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     return config_lib.load(TrainConfig, path, overrides)
 
 
-
-
 def is_finished(output_dir: str | Path) -> bool:
     return (Path(output_dir) / FINAL / "config.json").is_file()
 
@@ -157,7 +155,7 @@ def train(cfg: TrainConfig, log=print) -> Path:
         f" total {counts['trainable'] / 1e6:.2f}M of {counts['all'] / 1e6:.1f}M")
     latest = checkpoint.latest(out, log=log)
     if latest is not None:  # weights before sharding; the optimizer state once it exists
-        _load_trainable(model, latest.path)
+        model.load_trainable(latest.path)
 
     parallel = Parallel(model, cfg.distributed, d, device)
     data = TrainingData(cfg.data, model, d, log=log)
@@ -261,17 +259,6 @@ def _save_final(model, out: Path, weights: dict, cfg: TrainConfig) -> None:
                           "then run the same command to resume from the last checkpoint") from None
 
 
-def _load_trainable(model, folder: Path) -> None:
-    """Adapter (and LoRA) weights of a checkpoint folder into `model`."""
-    from safetensors.torch import load_file
-
-    from ..model.speech_llm import ADAPTER_FILE, LORA_FILE, load_adapter_state, load_lora_state
-
-    load_adapter_state(model.adapter, load_file(str(folder / ADAPTER_FILE)), str(folder / ADAPTER_FILE))
-    if (folder / LORA_FILE).is_file():
-        load_lora_state(model.llm, load_file(str(folder / LORA_FILE)), str(folder / LORA_FILE))
-
-
 def _quiet(*_) -> None:
     pass
 
@@ -291,8 +278,9 @@ def _restore_rng(saved: Any, d: Dist, seed: int, step: int) -> None:
         return
     checkpoint.set_rng_state(states[0])
     if d.rank:
-        torch.manual_seed(seed * 1_000_003 + step * 1009 + d.rank)
-        np.random.seed((seed * 1_000_003 + step * 1009 + d.rank) % 2**32)
+        own = seed * 1_000_003 + step * 1009 + d.rank
+        torch.manual_seed(own)
+        np.random.seed(own % 2**32)
 
 
 def _gather_rng(d: Dist) -> Any:
