@@ -110,6 +110,9 @@ def test_imported_checkpoint_runs_through_translate(dirs, tmp_path, capsys):
     torch.save({"encoder_projector." + k: v.bfloat16() for k, v in ref.state_dict().items()}, tmp_path / "model.pt")
     assert cli.main(["convert", "slam", str(tmp_path / "model.pt"), str(tmp_path / "imported"), "--encoder",
                      str(whisper), "--llm", str(llm)]) == 0
+    assert cli.main(["convert", "slam", str(tmp_path / "model.pt"), str(tmp_path / "two-heads"), "--encoder",
+                     str(whisper), "--llm", str(llm), "--num-heads", "2", "--lora-alpha", "16"]) == 0
+    assert json.loads((tmp_path / "two-heads" / "config.json").read_text())["adapter_kwargs"]["num_heads"] == 2
     write_wav(tmp_path / "a.wav", tiny.tone(1.0, 440))
     capsys.readouterr()
     rc = cli.main(["translate", str(tmp_path / "a.wav"), "--model", str(tmp_path / "imported"), "--src", "eng",

@@ -446,10 +446,9 @@ def _run_gguf(args) -> Path:
 def _run_slam(args) -> Path:
     from .slam import convert_slam  # another module; imported only when used
 
-    kwargs = {"encoder_dir": args.encoder, "llm_dir": args.llm}
-    if args.adapter_config:
-        kwargs["adapter_config"] = args.adapter_config
-    return convert_slam(args.ckpt, args.dst, **kwargs)
+    alpha = {} if args.lora_alpha is None else {"lora_alpha": args.lora_alpha}
+    return convert_slam(args.ckpt, args.dst, encoder_dir=args.encoder, llm_dir=args.llm, num_heads=args.num_heads,
+                        **alpha)
 
 
 # sub-verb -> (runner, help)
@@ -477,7 +476,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("dst", type=Path, help="output folder")
     p.add_argument("--encoder", type=Path, required=True, help="transformers Whisper folder the model was trained on")
     p.add_argument("--llm", type=Path, required=True, help="transformers causal-LM folder the model was trained on")
-    p.add_argument("--adapter-config", type=Path, default=None, help="YAML/JSON with the adapter's dimensions")
+    # everything else is read from the tensors; these two are not stored in them
+    p.add_argument("--num-heads", type=int, default=None, help="Q-Former attention heads (default: hidden / 64)")
+    p.add_argument("--lora-alpha", type=int, default=None,
+                   help="LoRA alpha the checkpoint was trained with (default 32, the paper's)")
 
 
 def main(args: argparse.Namespace) -> int:
