@@ -426,10 +426,12 @@ def time_training(model, utts: list[Utterance], batch_size: int, steps: int, wor
     from .data.loader import Example, collate
 
     chosen = [utts[i % len(utts)] for i in range(batch_size)]
-    examples = [Example(id=f"bench{i}", audio=u.path, duration=u.seconds, task=Task.SRT,
-                        prompt=build(Task.SRT, u.src, u.tgt)[0],
-                        target=build(Task.SRT, u.src, u.tgt, u.transcript, u.translation)[1], src=u.src, tgt=u.tgt,
-                        transcript=u.transcript, translation=u.translation) for i, u in enumerate(chosen)]
+    examples = []
+    for i, u in enumerate(chosen):
+        prompt, target = build(Task.SRT, u.src, u.tgt, u.transcript, u.translation)
+        examples.append(Example(id=f"bench{i}", audio=u.path, duration=u.seconds, task=Task.SRT, prompt=prompt,
+                                target=target, src=u.src, tgt=u.tgt, transcript=u.transcript,
+                                translation=u.translation))
     whisper = model.encoder
     cache = FeatureCache(workdir / "features", whisper.identity, {"pad_to_30s": whisper.pad_to_30s})
 

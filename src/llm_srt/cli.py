@@ -61,7 +61,6 @@ def main(argv: list[str] | None = None) -> int:
         module = importlib.import_module(VERBS[verb][0])
         sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
         module.add_arguments(sub.choices[verb])
-    if verb in VERBS:
         # parse the verb's own arguments with options and positionals in any order (key=value lists)
         rest = argv[argv.index(verb) + 1:]
         verb_parser = sub.choices[verb]

@@ -40,12 +40,10 @@ class FeatureCache:
         if dtype not in DTYPES:
             raise LLMSRTError(f"feature cache dtype {dtype!r}: use one of {', '.join(DTYPES)}")
         self.root = Path(root)
-        self.encoder_identity = encoder_identity
-        self.settings = dict(settings or {})
         self.dtype = dtype
         try:
             self._prefix = json.dumps({"format": CACHE_FORMAT, "encoder": encoder_identity, "dtype": dtype,
-                                       "settings": self.settings}, sort_keys=True)
+                                       "settings": dict(settings or {})}, sort_keys=True)
         except TypeError as e:
             raise LLMSRTError(f"feature cache settings must be JSON values ({e})") from None
         self.hits = 0
@@ -91,10 +89,8 @@ class FeatureCache:
         path = self.path_of(key)
         try:
             return np.load(path, allow_pickle=False).astype(np.float32)
-        except FileNotFoundError:
-            return None
         except (OSError, ValueError, EOFError):
-            return None  # damaged (e.g. a disk that filled up): recompute and overwrite
+            return None  # absent, or damaged (e.g. a disk that filled up): recompute and overwrite
 
     def _store(self, key: str, feats: np.ndarray) -> np.ndarray:
         stored = feats.astype(DTYPES[self.dtype])

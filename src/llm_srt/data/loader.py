@@ -52,7 +52,7 @@ class SpeechTextDataset:
             if not pool:
                 kind = "ASR (transcript-only)" if t is Task.ASR else "translation"
                 raise LLMSRTError(f"task {t.value} needs {kind} rows and the manifest has none")
-        main = max(mix, key=lambda t: (mix[t], -list(mix).index(t)))
+        main = max(mix, key=mix.get)  # the first of the largest shares
         total = round(len(pools[main]) / mix[main])
         self.items: list[tuple[Row, Task]] = []
         for i, (t, weight) in enumerate(mix.items()):
@@ -61,7 +61,6 @@ class SpeechTextDataset:
             for k in range(n):
                 row = pools[t][k] if order is None else pools[t][order[k % len(order)]]
                 self.items.append((row, t))
-        self.mix = mix
 
     def __len__(self) -> int:
         return len(self.items)

@@ -62,6 +62,8 @@ def convert_whisper_ct2(src_dir: str | Path, dst_dir: str | Path, dtype: str = "
     import torch
     from transformers import WhisperConfig, WhisperForConditionalGeneration
 
+    from .llm import resolve_dtype
+
     src = Path(src_dir)
     _check_ct2_folder(src)
     ct2_config = json.loads((src / "config.json").read_text(encoding="utf-8"))
@@ -71,7 +73,7 @@ def convert_whisper_ct2(src_dir: str | Path, dst_dir: str | Path, dtype: str = "
         state = _whisper_state_dict(variables, spec)
     config = WhisperConfig(**_whisper_config_kwargs(spec, ct2_config, vocab))
     config.dtype = dtype
-    torch_dtype = getattr(torch, dtype)
+    torch_dtype = resolve_dtype(dtype)
     with torch.device("meta"):
         model = WhisperForConditionalGeneration(config)
     tensors = {k: torch.from_numpy(v).to(torch_dtype) for k, v in state.items()}
@@ -380,9 +382,11 @@ def convert_gguf(src_gguf: str | Path, dst_dir: str | Path, dtype: str = "float3
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from .llm import resolve_dtype
+
     src = Path(src_gguf)
     _check_gguf(src)
-    torch_dtype = getattr(torch, dtype)
+    torch_dtype = resolve_dtype(dtype)
     try:
         loaded = AutoModelForCausalLM.from_pretrained(str(src.parent), gguf_file=src.name, dtype=torch_dtype)
         tokenizer = AutoTokenizer.from_pretrained(str(src.parent), gguf_file=src.name)

@@ -145,9 +145,7 @@ class WhisperEncoder(nn.Module):
         enc = self.encoder
         param = enc.conv1.weight
         mel = mel.to(device=param.device, dtype=param.dtype)
-        if self.pad_to_30s:
-            mel_mask = torch.ones(mel.shape[0], mel.shape[-1], dtype=torch.bool, device=mel.device)
-        elif mel_mask is None:
+        if self.pad_to_30s or mel_mask is None:
             mel_mask = torch.ones(mel.shape[0], mel.shape[-1], dtype=torch.bool, device=mel.device)
         mel_mask = mel_mask.to(mel.device)
         keep = mel_mask[:, None, :].to(mel.dtype)

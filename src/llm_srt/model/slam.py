@@ -14,13 +14,13 @@ from pathlib import Path
 import torch
 
 from ..errors import LLMSRTError
-from .adapter import QFORMER_HIDDEN
+from .adapter import QFORMER_HEADS, QFORMER_HIDDEN
 from .llm import LoraOptions
 from .speech_llm import SpeechLLM, SpeechLLMConfig, load_adapter_state, load_lora_state
 
 PROJECTOR = "encoder_projector."
 LORA_PREFIX = "llm."
-HEAD_DIM = QFORMER_HIDDEN // 12  # BERT convention (768 / 12 heads): heads are not stored in the weights
+HEAD_DIM = QFORMER_HIDDEN // QFORMER_HEADS  # BERT convention (768 / 12 heads): heads are not stored in the weights
 REFERENCE_LORA_ALPHA = 32  # paper; alpha is not stored in the weights either
 _LAYER = re.compile(r"^qformer\.encoder\.layer\.(\d+)\.")
 _TEXT_BRANCH = re.compile(r"^qformer\.encoder\.layer\.\d+\.(intermediate|output)\.")  # unused by query-only input

@@ -179,11 +179,10 @@ class SpeechLLM(nn.Module):
         embed = self.llm.get_input_embeddings()
         bos = self.tokenizer.bos_token_id
         dev = self.device
+        head = embed(torch.tensor([bos] if bos is not None else [], dtype=torch.long, device=dev))  # same per row
         rows, labels = [], []
         for i, prompt in enumerate(prompt_ids):
             target = target_ids[i] if target_ids is not None else []
-            ids = ([bos] if bos is not None else [])
-            head = embed(torch.tensor(ids, dtype=torch.long, device=dev))
             tail = embed(torch.tensor(prompt + target, dtype=torch.long, device=dev))
             parts = [head]
             if speech is not None:
@@ -331,7 +330,7 @@ def load_lora_state(llm: nn.Module, state: dict[str, torch.Tensor], where: str) 
     if result.unexpected_keys:
         raise LLMSRTError(f"{where}: LoRA weights do not match the LLM (e.g. {result.unexpected_keys[0]}); check "
                           "lora.target_modules and the LLM folder")
-    loaded = {k for k in own if any(k.replace(".default", "") == s for s in state)}
+    loaded = {k for k in own if k.replace(".default", "") in state}
     if own and not loaded:
         raise LLMSRTError(f"{where}: none of the LoRA weights matched the LLM's LoRA layers")
 

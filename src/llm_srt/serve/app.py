@@ -75,6 +75,11 @@ class ServeOptions:
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * MB)
 
+    @property
+    def max_body_bytes(self) -> int:
+        """A request's whole body: the file plus the other form fields and the multipart boundaries."""
+        return self.max_upload_bytes + FORM_OVERHEAD
+
 
 @dataclass(frozen=True)
 class Endpoint:
@@ -149,12 +154,14 @@ def create_app(translator: SpeechTranslator, options: ServeOptions = ServeOption
     started = int(time.time())
 
     for name, endpoint in ENDPOINTS.items():
-        app.post(endpoint.path, name=name, max_body_size=options.max_upload_bytes + FORM_OVERHEAD,
+        app.post(endpoint.path, name=name, max_body_size=options.max_body_bytes,
                  response_class=Response)(_handler(endpoint, batcher, options))
+
+    html = resources.files(__package__).joinpath(PAGE).read_text(encoding="utf-8")  # read once, served as is
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> str:
-        return resources.files(__package__).joinpath(PAGE).read_text(encoding="utf-8")
+        return html
 
     @app.get("/health")
     async def health() -> dict:
@@ -173,7 +180,7 @@ def create_app(translator: SpeechTranslator, options: ServeOptions = ServeOption
                          for lang in languages.LANGUAGES.values()]}
 
     _add_error_handlers(app, options)
-    app.add_middleware(ContentLengthLimit, max_bytes=options.max_upload_bytes + FORM_OVERHEAD,
+    app.add_middleware(ContentLengthLimit, max_bytes=options.max_body_bytes,
                        message=too_large_message(options))
     return app
 

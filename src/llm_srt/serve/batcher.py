@@ -53,9 +53,17 @@ class Pending:
 
 @dataclass
 class BatchStats:
-    requests: int = 0  # requests translated (or failed in the model)
-    calls: int = 0  # translate() calls made
-    sizes: Counter = field(default_factory=Counter)  # batch size -> how many calls had it
+    sizes: Counter = field(default_factory=Counter)  # batch size -> how many translate() calls had it
+
+    @property
+    def calls(self) -> int:
+        """translate() calls made."""
+        return sum(self.sizes.values())
+
+    @property
+    def requests(self) -> int:
+        """Requests translated (or failed in the model)."""
+        return sum(size * n for size, n in self.sizes.items())
 
     def to_dict(self) -> dict:
         return {"requests": self.requests, "calls": self.calls,
@@ -139,8 +147,6 @@ class Batcher:
 
     def _translate(self, group: list[Pending]) -> list[TranslationResult]:
         src, tgt, task = group[0].key
-        self.stats.calls += 1
-        self.stats.requests += len(group)
         self.stats.sizes[len(group)] += 1
         return self.translator.translate([p.audio for p in group], src, tgt, task=task,
                                          options=self.options.decoding, batch_size=self.options.max_batch)
