@@ -20,7 +20,6 @@ torch threads; peak memory is the process RSS sampled every few milliseconds dur
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import shutil
@@ -258,15 +257,13 @@ def _load_model(options: BenchOptions):
 def fixed_length_config(model, beam: int, new_tokens: int):
     """The model's generation config as decoding.py sets it for deterministic search, plus EOS masked until exactly
     `new_tokens` tokens exist (HF min_new_tokens)."""
-    from .model.decoding import eos_ids
+    from .model.decoding import DecodingOptions, eos_ids, generation_config
     from .model.llm import causal_lm
 
-    config = copy.deepcopy(causal_lm(model.llm).generation_config)
-    config.update(do_sample=False, temperature=None, top_p=None, top_k=None, min_p=None, typical_p=None,
-                  num_beams=beam, num_return_sequences=1, max_length=None, max_new_tokens=new_tokens,
-                  min_new_tokens=new_tokens, early_stopping=False, length_penalty=1.0, no_repeat_ngram_size=0,
-                  repetition_penalty=1.0, eos_token_id=eos_ids(model.llm, model.tokenizer),
-                  pad_token_id=model.tokenizer.pad_token_id, bos_token_id=None)
+    options = DecodingOptions(beam_size=beam, max_new_tokens=new_tokens, early_stopping=False)
+    config = generation_config(causal_lm(model.llm).generation_config, options,
+                                eos_ids(model.llm, model.tokenizer), model.tokenizer.pad_token_id)
+    config.min_new_tokens = new_tokens
     return config
 
 

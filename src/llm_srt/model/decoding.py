@@ -45,7 +45,7 @@ def generate_ids(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, opt
                  eos: list[int], pad_id: int, synced_ranks: bool = False) -> list[list[int]]:
     """Left-padded inputs_embeds (B, L, d) + attention mask (B, L) -> new token ids per row (EOS and after cut).
     `synced_ranks`: keep stepping until every rank is done (a sharded model needs all ranks at each step)."""
-    config = _generation_config(causal_lm(model).generation_config, options, eos, pad_id)
+    config = generation_config(causal_lm(model).generation_config, options, eos, pad_id)
     with torch.no_grad(), warnings.catch_warnings():
         # n-gram blocking over generated tokens only is what we want: the prompt is speech + language tags
         warnings.filterwarnings("ignore", message=".*no_repeat_ngram_size.*inputs_embeds")
@@ -62,7 +62,8 @@ def generate_ids(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, opt
     return result
 
 
-def _generation_config(base: GenerationConfig, o: DecodingOptions, eos: list[int], pad_id: int) -> GenerationConfig:
+def generation_config(base: GenerationConfig, o: DecodingOptions, eos: list[int], pad_id: int) -> GenerationConfig:
+    """`base` (the model's own) set for deterministic search with `o`: no sampling, EOS ids, pad id."""
     config = copy.deepcopy(base)
     # Deterministic search only: clear the sampling settings some checkpoints ship with.
     for name in ("temperature", "top_p", "top_k", "min_p", "typical_p"):
