@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from . import languages
+from . import languages, subtitles
 from .audio import SAMPLE_RATE, AudioInput, load_audio
 from .errors import LLMSRTError
 from .model.decoding import DecodingOptions
@@ -184,32 +184,39 @@ def split_output(text: str, task: Task, given_transcript: str = "") -> tuple[str
 
 
 # ---- CLI: llm-srt translate ---------------------------------------------------------------------------------------
-def add_arguments(parser) -> None:
-    parser.add_argument("audio", nargs="+", help="audio files (wav, flac, ogg, mp3; any rate, any length)")
+def add_model_arguments(parser) -> None:
+    """The options that choose and run a model, shared by `translate` and `serve` (see translator_from_args)."""
     parser.add_argument("--model", required=True, help="model folder, or 'whisper' / 'cascade' (baselines)")
-    parser.add_argument("--src", default=None, help="source language (ISO 639-3, e.g. eng), or 'auto'")
-    parser.add_argument("--tgt", default=None, help="target language (ISO 639-3, e.g. deu)")
-    parser.add_argument("--task", default="srt", choices=[t.value for t in Task if t is not Task.MT])
-    parser.add_argument("--transcript", action="append", default=None,
-                        help="the transcript of each input, in order (task smt); repeat per input")
     parser.add_argument("--beam", type=int, default=1, help="beam size (1 = greedy)")
-    parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=256)
-    parser.add_argument("--no-repeat-ngram", type=int, default=0, help="forbid repeated n-grams of this size")
-    parser.add_argument("--format", default="text", choices=["text", "json", "srt", "vtt"])
-    parser.add_argument("--subtitles", default="both", choices=["both", "translation", "transcript"],
-                        help="what srt/vtt cues show")
-    parser.add_argument("--out-dir", default=None, help="write one .srt/.vtt/.json per input here")
     parser.add_argument("--whisper", default=None, help="Whisper folder for the baselines (default: embedded)")
     parser.add_argument("--llm", default=None, help="LLM folder for the cascade (default: embedded)")
     parser.add_argument("--device", default=None)
 
 
+def translator_from_args(args) -> SpeechTranslator:
+    return SpeechTranslator.from_pretrained(args.model, device=args.device, llm=args.llm, whisper=args.whisper)
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("audio", nargs="+", help="audio files (wav, flac, ogg, mp3; any rate, any length)")
+    add_model_arguments(parser)
+    parser.add_argument("--src", default=None, help="source language (ISO 639-3, e.g. eng), or 'auto'")
+    parser.add_argument("--tgt", default=None, help="target language (ISO 639-3, e.g. deu)")
+    parser.add_argument("--task", default="srt", choices=[t.value for t in Task if t is not Task.MT])
+    parser.add_argument("--transcript", action="append", default=None,
+                        help="the transcript of each input, in order (task smt); repeat per input")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--no-repeat-ngram", type=int, default=0, help="forbid repeated n-grams of this size")
+    parser.add_argument("--format", default="text", choices=["text", "json", "srt", "vtt"])
+    parser.add_argument("--subtitles", default="both", choices=list(subtitles.CUE_MODES),
+                        help="what srt/vtt cues show")
+    parser.add_argument("--out-dir", default=None, help="write one .srt/.vtt/.json per input here")
+
+
 def main(args) -> int:
     import json
     import sys
-
-    from . import subtitles
 
     if args.src is None:
         raise LLMSRTError("give the source language with --src (ISO 639-3, e.g. eng) or --src auto")
@@ -220,7 +227,7 @@ def main(args) -> int:
         except OSError as e:
             raise LLMSRTError(f"--out-dir {out_dir}: cannot create the folder ({e.strerror}); choose another") \
                 from None
-    translator = SpeechTranslator.from_pretrained(args.model, device=args.device, llm=args.llm, whisper=args.whisper)
+    translator = translator_from_args(args)
     options = DecodingOptions(beam_size=args.beam, max_new_tokens=args.max_new_tokens,
                               no_repeat_ngram_size=args.no_repeat_ngram)
     results = translator.translate(args.audio, args.src, args.tgt, task=args.task, options=options,
@@ -238,10 +245,7 @@ def main(args) -> int:
         for r in results:
             if r.error:
                 continue
-            cues = [subtitles.Cue.of(s.start, s.end, "" if args.subtitles == "transcript" else s.translation,
-                                     None if args.subtitles == "translation" else s.transcript)
-                    for s in r.segments if (s.transcript or s.translation)]
-            text = render(cues)
+            text = render(subtitles.segment_cues(r.segments, args.subtitles))
             if out_dir:
                 (out_dir / f"{Path(r.audio).stem}.{args.format}").write_text(text)
             else:

@@ -10,6 +10,12 @@ from pathlib import Path
 from .errors import LLMSRTError
 
 VTT_HEADER = "WEBVTT"
+# what a cue shows of a segment -> (its main line, the line above it)
+CUE_MODES: dict[str, Callable] = {
+    "translation": lambda s: (s.translation, None),
+    "transcript": lambda s: (s.transcript, None),
+    "both": lambda s: (s.translation, s.transcript),
+}
 
 
 @dataclass(frozen=True)
@@ -22,6 +28,17 @@ class Cue:
     def of(cls, start: float, end: float, translation: str, transcript: str | None = None) -> "Cue":
         """A cue showing the transcript (if given) above the translation."""
         return cls(start, end, "\n".join(t.strip() for t in (transcript, translation) if t and t.strip()))
+
+
+def segment_cues(segments: Iterable, mode: str = "both") -> list[Cue]:
+    """Cues of timed segments (objects with start, end, transcript, translation) in one of CUE_MODES; segments with
+    nothing to show in that mode get no cue."""
+    cues = []
+    for s in segments:
+        main, above = CUE_MODES[mode](s)
+        if (main or above) and s.end > s.start:
+            cues.append(Cue.of(s.start, s.end, main, above))
+    return cues
 
 
 def timestamp(seconds: float, sep: str = ",") -> str:

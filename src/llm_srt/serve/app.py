@@ -33,7 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import languages, subtitles
 from ..audio import load_audio
 from ..errors import AudioError, LLMSRTError
-from ..infer import SegmentResult, SpeechTranslator, TranslationResult
+from ..infer import SpeechTranslator, TranslationResult, add_model_arguments, translator_from_args
 from ..model.decoding import DecodingOptions
 from ..prompts import Task
 from .batcher import BatchOptions, Batcher, BusyError
@@ -95,12 +95,6 @@ ENDPOINTS: dict[str, Endpoint] = {
     "transcriptions": Endpoint("/v1/audio/transcriptions", "transcribe", "transcript", (Task.ASR, Task.SRT), None),
 }
 
-# subtitles=... -> (cue's main line, line shown above it) of one segment
-CUE_TEXT: dict[str, Callable[[SegmentResult], tuple[str, str | None]]] = {
-    "translation": lambda s: (s.translation, None),
-    "transcript": lambda s: (s.transcript, None),
-    "both": lambda s: (s.translation, s.transcript),
-}
 
 
 class APIError(Exception):
@@ -202,8 +196,9 @@ def _handler(endpoint: Endpoint, batcher: Batcher, options: ServeOptions):
                                "target_language")
             tgt = resolve_language(tgt, "target_language")
         cue_mode = form.subtitles or endpoint.text
-        if cue_mode not in CUE_TEXT:
-            raise APIError(400, f"unknown subtitles {cue_mode!r}: use one of {', '.join(CUE_TEXT)}", "subtitles")
+        if cue_mode not in subtitles.CUE_MODES:
+            raise APIError(400, f"unknown subtitles {cue_mode!r}: use one of {', '.join(subtitles.CUE_MODES)}",
+                           "subtitles")
         samples = await read_audio(form.file, options.max_upload_bytes)
         try:
             result = await asyncio.wait_for(batcher.submit(samples, src, tgt, task), options.timeout_s)
@@ -338,15 +333,6 @@ def _text(r: TranslationResult, endpoint: Endpoint) -> str:
     return getattr(r, endpoint.text)
 
 
-def _cues(r: TranslationResult, mode: str) -> list[subtitles.Cue]:
-    cues = []
-    for s in r.segments:
-        main, above = CUE_TEXT[mode](s)
-        if (main or above) and s.end > s.start:
-            cues.append(subtitles.Cue.of(s.start, s.end, main, above))
-    return cues
-
-
 def render_json(r: TranslationResult, endpoint: Endpoint, mode: str) -> Response:
     return JSONResponse({"text": _text(r, endpoint)})
 
@@ -356,11 +342,11 @@ def render_text(r: TranslationResult, endpoint: Endpoint, mode: str) -> Response
 
 
 def render_srt(r: TranslationResult, endpoint: Endpoint, mode: str) -> Response:
-    return PlainTextResponse(subtitles.to_srt(_cues(r, mode)))
+    return PlainTextResponse(subtitles.to_srt(subtitles.segment_cues(r.segments, mode)))
 
 
 def render_vtt(r: TranslationResult, endpoint: Endpoint, mode: str) -> Response:
-    return PlainTextResponse(subtitles.to_vtt(_cues(r, mode)), media_type="text/vtt")
+    return PlainTextResponse(subtitles.to_vtt(subtitles.segment_cues(r.segments, mode)), media_type="text/vtt")
 
 
 def render_verbose(r: TranslationResult, endpoint: Endpoint, mode: str) -> Response:
@@ -380,7 +366,7 @@ RENDERERS: dict[str, Callable[[TranslationResult, Endpoint, str], Response]] = {
 
 # ---- CLI: llm-srt serve ---------------------------------------------------------------------------------------------
 def add_arguments(parser) -> None:
-    parser.add_argument("--model", required=True, help="model folder, or 'whisper' / 'cascade' (baselines)")
+    add_model_arguments(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--max-batch", type=int, default=8, help="most requests in one model call (1 = no batching)")
@@ -388,12 +374,7 @@ def add_arguments(parser) -> None:
                         help="how long a request waits for others to join its batch")
     parser.add_argument("--max-upload-mb", type=float, default=50.0, help="larger uploads get 413")
     parser.add_argument("--timeout-s", type=float, default=120.0, help="requests waiting longer get 504")
-    parser.add_argument("--max-new-tokens", type=int, default=256)
-    parser.add_argument("--beam", type=int, default=1, help="beam size (1 = greedy)")
     parser.add_argument("--name", default="llm-srt", help="the model id /v1/models reports")
-    parser.add_argument("--whisper", default=None, help="Whisper folder for the baselines (default: embedded)")
-    parser.add_argument("--llm", default=None, help="LLM folder for the cascade (default: embedded)")
-    parser.add_argument("--device", default=None)
 
 
 def options_from_args(args) -> ServeOptions:
@@ -407,7 +388,7 @@ def main(args) -> int:
     import uvicorn
 
     options = options_from_args(args)
-    translator = SpeechTranslator.from_pretrained(args.model, device=args.device, llm=args.llm, whisper=args.whisper)
+    translator = translator_from_args(args)
     app = create_app(translator, options)
     print(f"llm-srt serve: {args.model} on http://{args.host}:{args.port}/ (max batch {options.batch.max_batch}, "
           f"wait {options.batch.max_wait_ms:g} ms)", flush=True)
