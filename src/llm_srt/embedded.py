@@ -183,9 +183,8 @@ def _stamp_ok(folder: Path, dists: tuple[str, ...]) -> bool:
 def _write_stamp(folder: Path, dists: tuple[str, ...], seconds: float) -> None:
     stamp = {"source": _source_versions(dists), "seconds": round(seconds, 1),
              "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    tmp = folder / (STAMP + ".tmp")
-    tmp.write_text(json.dumps(stamp, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(folder / STAMP)
+    with paths.atomic_file(folder / STAMP) as f:
+        f.write(json.dumps(stamp, indent=2) + "\n")
 
 
 # ------------------------------------------------------------------------------------------------------- verb --

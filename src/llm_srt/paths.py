@@ -1,7 +1,12 @@
-"""Where the toolkit keeps converted models and caches."""
+"""Where the toolkit keeps converted models and caches, and how it writes files and folders atomically."""
 
+import contextlib
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 CACHE_ENV = "LLM_SRT_CACHE"  # overrides the cache folder
 
@@ -33,3 +38,43 @@ def resolve_model(value: str, kind: str) -> str:
 
         raise LLMSRTError(f"the embedded {kind} is not converted yet ({folder}); run `llm-srt setup` first")
     return str(folder)
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | Path, mode: str = "w", fsync: bool = False) -> Iterator[IO]:
+    """Open a temporary file beside `path` to write into; on success it replaces `path` (one rename), on any error
+    it is removed. `fsync`: flush it to disk before the rename (files a crash must not leave empty)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            yield f
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """Yield a fresh temporary folder beside `path` to write into; on success it replaces `path` (the old folder is
+    renamed away first, so the gap is two renames), on any error it is removed."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = path.with_name(f"{path.name}.old-{os.getpid()}")
+    if path.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        path.rename(old)
+    tmp.rename(path)
+    shutil.rmtree(old, ignore_errors=True)

@@ -9,7 +9,6 @@ import time
 
 import httpx
 import numpy as np
-import pytest
 from serve_helpers import DECODING, live_server
 
 from llm_srt.serve import BatchOptions, ServeOptions, create_app

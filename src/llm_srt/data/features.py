@@ -10,7 +10,6 @@ may read and write the same cache at once; a damaged file is recomputed.
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import numpy as np
 
 from ..audio import load_audio
 from ..errors import LLMSRTError
+from ..paths import atomic_file
 
 CACHE_FORMAT = 1  # bump when the file layout or key recipe changes
 DTYPES = {"float16": np.float16, "float32": np.float32}  # storage precision
@@ -95,15 +95,8 @@ class FeatureCache:
     def _store(self, key: str, feats: np.ndarray) -> np.ndarray:
         stored = feats.astype(DTYPES[self.dtype])
         path = self.path_of(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{key[:16]}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, stored, allow_pickle=False)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_file(path, "wb") as f:
+            np.save(f, stored, allow_pickle=False)
         return stored.astype(np.float32)
 
 

@@ -14,7 +14,6 @@ file:line before anything starts, so a long run never dies on row 90,000.
 import json
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -22,6 +21,7 @@ from pathlib import Path
 
 from .. import languages
 from ..errors import LLMSRTError, ManifestError
+from ..paths import atomic_file
 
 MAX_LISTED = 20  # problems listed in a ManifestError; the rest are counted
 # field -> accepted JSON types (None = null allowed). `source` is optional; the others must be present.
@@ -124,16 +124,10 @@ def write_manifest(path: str | Path, rows: Iterable[Row]) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     base = Path(os.path.abspath(path.parent))
     n = 0
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row_to_dict(row, base), ensure_ascii=False) + "\n")
-                n += 1
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as f:
+        for row in rows:
+            f.write(json.dumps(row_to_dict(row, base), ensure_ascii=False) + "\n")
+            n += 1
     return n
 
 

@@ -15,8 +15,6 @@ import argparse
 import contextlib
 import json
 import mmap
-import os
-import shutil
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import LLMSRTError
+from ..paths import atomic_dir
 
 # --- CTranslate2 binary format (written by ctranslate2/specs/model_spec.py: ModelSpec._serialize) -------------
 CT2_BINARY_VERSIONS = (6,)  # model.bin layout versions read here (every ctranslate2 release since 3.0 writes 6)
@@ -85,7 +84,7 @@ def convert_whisper_ct2(src_dir: str | Path, dst_dir: str | Path, dtype: str = "
     model.tie_weights()
     model.generation_config = _whisper_generation_config(spec, ct2_config, vocab)
 
-    with _atomic_dir(dst_dir) as tmp:
+    with atomic_dir(dst_dir) as tmp:
         model.save_pretrained(tmp)
         _whisper_processor(src, spec, vocab).save_pretrained(tmp)
     return Path(dst_dir)
@@ -405,7 +404,7 @@ def convert_gguf(src_gguf: str | Path, dst_dir: str | Path, dtype: str = "float3
     model.tie_weights()
     model.generation_config = loaded.generation_config
     del loaded
-    with _atomic_dir(dst_dir) as tmp:
+    with atomic_dir(dst_dir) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
     return Path(dst_dir)
@@ -420,22 +419,6 @@ def _check_gguf(src: Path) -> None:
         raise LLMSRTError(f"{src}: not a GGUF file (starts with {magic!r}, expected {GGUF_MAGIC!r})")
 
 
-# ==================================================================================================== helpers =====
-@contextlib.contextmanager
-def _atomic_dir(dst_dir: str | Path) -> Iterator[Path]:
-    """Yield `DST.tmp-<pid>` to write into; on success replace DST with it, on failure remove it."""
-    dst = Path(dst_dir)
-    tmp = dst.with_name(f"{dst.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if dst.exists():
-        shutil.rmtree(dst)
-    tmp.rename(dst)
 
 
 # ======================================================================================================== CLI =====

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -22,7 +20,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, LLMSRTError
-from ..paths import resolve_model
+from ..paths import atomic_dir, resolve_model
 from ..prompts import PROMPT_FORMAT_VERSION
 from .adapter import Adapter, build_adapter
 from .decoding import DecodingOptions, eos_ids, generate_ids
@@ -255,18 +253,14 @@ class SpeechLLM(nn.Module):
 
         state = self.trainable_state() if state is None else state
         directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = directory.parent / f".{directory.name}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
         kwargs = {k: v for k, v in self.adapter.kwargs.items() if k not in ("encoder_dim", "llm_dim")}
         meta = {"format": CHECKPOINT_FORMAT, **replace(self.config, adapter_kwargs=kwargs).to_dict(),
                 "encoder_dim": self.encoder_dim, "llm_dim": self.llm_dim}
-        (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-        save_file(_cpu(state["adapter"]), str(tmp / ADAPTER_FILE))
-        if state["lora"] is not None:
-            save_file(_cpu(state["lora"]), str(tmp / LORA_FILE))
-        _replace_dir(tmp, directory)
+        with atomic_dir(directory) as tmp:
+            (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+            save_file(_cpu(state["adapter"]), str(tmp / ADAPTER_FILE))
+            if state["lora"] is not None:
+                save_file(_cpu(state["lora"]), str(tmp / LORA_FILE))
         return directory
 
     @classmethod
@@ -383,11 +377,3 @@ def _cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
 
 
-def _replace_dir(tmp: Path, directory: Path) -> None:
-    """Move `tmp` to `directory`, replacing an existing folder with as short a gap as renames allow."""
-    old = directory.parent / f".{directory.name}.old-{os.getpid()}"
-    if directory.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        directory.rename(old)
-    tmp.rename(directory)
-    shutil.rmtree(old, ignore_errors=True)

@@ -22,6 +22,7 @@ import torch
 from safetensors import SafetensorError
 
 from ..errors import LLMSRTError
+from ..paths import atomic_file
 
 CHECKSUMS = "checksums.json"
 STATE_DIR = "trainer_state"
@@ -39,12 +40,8 @@ def step_name(step: int) -> str:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
+    with atomic_file(path, fsync=True) as f:
         json.dump(data, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _sha256(path: Path) -> str:

@@ -11,7 +11,7 @@ checkpoint. Overrides apply to every stage, or to one stage with a `stage:` pref
 from pathlib import Path
 
 from ..errors import ConfigError
-from .recipe import FINAL, load_config, train
+from .recipe import load_config, train
 
 DEFAULT_STAGES = ("asr", "smt", "srt")
 
