@@ -11,6 +11,7 @@ Voice's official train split is much smaller than its validated set); splits sta
 
 import hashlib
 from collections import defaultdict
+from collections.abc import Collection
 from pathlib import Path
 
 from .. import languages
@@ -38,21 +39,25 @@ def prepare_commonvoice(locale_dir: str | Path, out: str | Path, lang: str | Non
             if split != "train":
                 held_out.add(row.sentence_id)
     if validated_as_train:
-        for row in read_split(locale_dir, lang, "validated", split_name="train"):
+        # validated.tsv repeats the split files' clips: skip them before reading their durations
+        for row in read_split(locale_dir, lang, "validated", split_name="train", skip_clips=seen_clips):
             if Path(row.audio).name not in seen_clips and row.sentence_id not in held_out:
                 seen_clips.add(Path(row.audio).name)
                 rows_by_split["train"].append(row)
     return {split: write_manifest(out / f"{split}.jsonl", rows) for split, rows in rows_by_split.items()}
 
 
-def read_split(locale_dir: Path, lang: str, split: str, split_name: str | None = None) -> list[Row]:
-    """ASR rows of LOCALE_DIR/<split>.tsv, in file order."""
+def read_split(locale_dir: Path, lang: str, split: str, split_name: str | None = None,
+               skip_clips: Collection[str] = ()) -> list[Row]:
+    """ASR rows of LOCALE_DIR/<split>.tsv, in file order, leaving out the clips (file names) in `skip_clips`."""
     tsv = locale_dir / f"{split}.tsv"
     if not tsv.is_file():
         raise LLMSRTError(f"{tsv}: missing; a Common Voice locale folder has train.tsv, dev.tsv, test.tsv, "
                           "validated.tsv and clips/")
     rows = []
     for lineno, rec in read_table(tsv, REQUIRED_COLUMNS):
+        if Path(rec["path"]).name in skip_clips:
+            continue
         audio = locale_dir / "clips" / rec["path"]
         if not audio.is_file():
             raise LLMSRTError(f"{tsv}:{lineno}: clip {audio} not found")

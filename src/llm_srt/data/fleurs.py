@@ -16,14 +16,13 @@ target language's transcription (the same sentence read by its speakers; the fir
 
 import csv
 import sys
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 from .. import languages
 from ..audio import SAMPLE_RATE, duration as header_duration
 from ..errors import LLMSRTError
-from .manifest import Row, parse_directions, write_manifest
+from .manifest import Row, parse_directions, targets_by_source, write_manifest
 
 SPLITS = ("train", "dev", "test")
 CORPUS = "fleurs"
@@ -97,9 +96,7 @@ def pair_rows(by_lang: dict[str, list[Utterance]], pairs: list[tuple[str, str]])
         for u in utts:
             texts.setdefault(u.sentence_id, u.transcript)
         text_of[lang] = texts
-    targets_of = defaultdict(list)
-    for src, tgt in pairs:
-        targets_of[src].append(tgt)
+    targets_of = targets_by_source(pairs)
     for lang, utts in by_lang.items():
         for u in utts:
             yield _row(u, "", "")

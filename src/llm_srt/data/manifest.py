@@ -15,6 +15,7 @@ import json
 import math
 import os
 import warnings
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -143,6 +144,14 @@ def row_to_dict(row: Row, base: Path | None = None) -> dict:
     if not d["source"]:
         del d["source"]
     return d
+
+
+def targets_by_source(pairs: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+    """Directions (src, tgt) -> the target languages of each source, in order; a missing source has none."""
+    targets: dict[str, list[str]] = defaultdict(list)
+    for src, tgt in pairs:
+        targets[src].append(tgt)
+    return targets
 
 
 def parse_directions(spec: str, langs: list[str]) -> list[tuple[str, str]]:

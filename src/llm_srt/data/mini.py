@@ -29,7 +29,7 @@ import subprocess
 import tempfile
 import time
 import unicodedata
-from collections import Counter, defaultdict
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor  # espeak-ng runs as child processes, so threads suffice
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,7 +41,7 @@ from tqdm import tqdm
 from .. import languages
 from ..audio import SAMPLE_RATE, load_audio
 from ..errors import LLMSRTError
-from .manifest import Row, parse_directions, write_manifest
+from .manifest import Row, parse_directions, targets_by_source, write_manifest
 
 CORPUS = "mini"
 LOCALE_DIR = Path("/usr/share/locale")  # where Debian-family systems install gettext catalogues
@@ -306,13 +306,15 @@ def _synthesize_until_full(candidates: list[Sentence], langs: list[str], sizes: 
 def _jobs(chunk: list[Sentence], langs: list[str], out: Path, opts: MiniOptions) -> list[_Job]:
     """One job per (sentence, language), sentence-major; voice, speed and pitch seeded per utterance."""
     kana = dict(zip((s.id for s in chunk), _kana([s.texts["jpn"] for s in chunk]))) if "jpn" in langs else {}
+    folders = {lang: out / "audio" / lang for lang in langs}
+    for folder in folders.values():
+        folder.mkdir(parents=True, exist_ok=True)
     jobs = []
     for s in chunk:
         for lang in langs:
             rng = random.Random(f"{opts.seed}:{s.id}:{lang}")
             voice = languages.get(lang).espeak
-            folder = out / "audio" / lang
-            folder.mkdir(parents=True, exist_ok=True)
+            folder = folders[lang]
             jobs.append(_Job(s.id, lang, kana.get(s.id, s.texts[lang]) if lang == "jpn" else s.texts[lang],
                              sum(unicodedata.category(c).startswith("L") for c in s.texts[lang]),
                              f"{voice}+{rng.choice(VARIANTS)}", rng.randint(*SPEED_RANGE),
@@ -369,9 +371,7 @@ def _require_tools(langs: list[str]) -> None:
 
 def _rows(sentences: list[Sentence], langs: list[str], pairs: list[tuple[str, str]],
           durations: dict[tuple[str, str], float], out: Path, audio_format: str, split: str):
-    targets = defaultdict(list)
-    for src, tgt in pairs:
-        targets[src].append(tgt)
+    targets = targets_by_source(pairs)
     for s in sentences:
         for lang in langs:
             common = dict(audio=str((out / "audio" / lang / f"{s.id}.{audio_format}").absolute()),
