@@ -17,7 +17,7 @@ from ..data.manifest import Row, read_manifest
 from ..errors import LLMSRTError
 from ..model.decoding import DecodingOptions
 from ..prompts import Task
-from .report import UtteranceResult, build_report, format_table, score_system, write_report
+from .report import UtteranceResult, build_report, format_table, load_results, score_system, write_report
 
 
 def model_task(model: str) -> Task:
@@ -71,6 +71,15 @@ def text_mt_bleu(rows: list[Row], options: DecodingOptions, batch_size: int, llm
     return {d: s.score for d, s in scores.bleu.items()}
 
 
+def hyps_path(out: str | Path, system: str, rank: int | None = None) -> Path:
+    """Where a system's utterance results go: hyps.<system>.jsonl (hyps.<system>.rank<k>.jsonl: one rank's part)."""
+    return Path(out) / f"hyps.{file_name(system)}{'' if rank is None else f'.rank{rank}'}.jsonl"
+
+
+def _write_hyps(path: Path, results: list[UtteranceResult]) -> None:
+    path.write_text("".join(json.dumps(vars(r), ensure_ascii=False) + "\n" for r in results))
+
+
 def file_name(system: str) -> str:
     """A system name as it appears in file names ("w/o SMT" must not make a folder)."""
     return system.replace("/", "_").replace("\\", "_")
@@ -106,8 +115,7 @@ def evaluate(models: dict[str, str], manifest: str | Path, out: str | Path, task
         t = model_task(path) if task == "auto" else Task(task)
         translator = SpeechTranslator.from_pretrained(path)
         results = run_system(translator, mine, t, options, batch_size, desc=f"evaluate {name}")
-        part = out / f"hyps.{file_name(name)}.rank{rank}.jsonl"
-        part.write_text("".join(json.dumps(vars(r), ensure_ascii=False) + "\n" for r in results))
+        _write_hyps(hyps_path(out, name, rank), results)
         systems[name] = results
         failed = [r for r in results if r.error]
         if failed:
@@ -121,11 +129,9 @@ def evaluate(models: dict[str, str], manifest: str | Path, out: str | Path, task
         if rank != 0:
             return None
         for name in models:
-            systems[name] = [UtteranceResult(**json.loads(line)) for k in range(world)
-                             for line in (out / f"hyps.{file_name(name)}.rank{k}.jsonl").read_text().splitlines()]
+            systems[name] = [r for k in range(world) for r in load_results(hyps_path(out, name, k))]
     for name in models:
-        (out / f"hyps.{file_name(name)}.jsonl").write_text("".join(json.dumps(vars(r), ensure_ascii=False) + "\n"
-                                                        for r in systems[name]))
+        _write_hyps(hyps_path(out, name), systems[name])
     mt = text_mt_bleu(rows, options, batch_size) if with_mt else None
     report = build_report(systems, mt_bleu=mt)
     files = write_report(report, out)
@@ -156,6 +162,5 @@ def main(args) -> int:
                       args.limit, args.with_mt, args.skip_bad)
     if report is None:  # a rank other than 0 under torchrun
         return 0
-    hyps = [json.loads(line) for name in models
-            for line in (Path(args.out) / f"hyps.{file_name(name)}.jsonl").read_text().splitlines()]
-    return 0 if any(h["error"] is None for h in hyps) else 1  # 1: not one utterance could be translated
+    hyps = [r for name in models for r in load_results(hyps_path(args.out, name))]
+    return 0 if any(r.error is None for r in hyps) else 1  # 1: not one utterance could be translated
