@@ -7,12 +7,13 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from .errors import AudioError
+from .errors import AudioError, UndecodableAudio
 
 SAMPLE_RATE = 16000  # Whisper's rate
 MIN_SAMPLES = 400  # 25 ms, one log-mel window: shorter clips are padded (the STFT's reflect padding needs > 200)
 MAX_SECONDS_DEFAULT = 4 * 3600  # refuse to decode more than this into memory at once
 MIN_RATE, MAX_RATE = 1000, 768_000  # Hz: a header outside this range is damaged, not audio
+DECODE_ERRORS = (sf.LibsndfileError, RuntimeError, TypeError, ValueError, EOFError, OverflowError, MemoryError)
 BLOCK_SAMPLES = 1 << 22  # decode 4M samples (16 MiB) at a time: a damaged header's frame count is never trusted
 
 AudioInput = str | Path | bytes | np.ndarray
@@ -72,7 +73,12 @@ def _decode(source: str | Path | bytes, label: str, max_seconds: float | None) -
             raise AudioError(f"{label}: the upload is empty (0 bytes)")
         target = io.BytesIO(source)
     try:
-        with sf.SoundFile(target) as f:
+        opened = sf.SoundFile(target)
+    except DECODE_ERRORS as e:
+        detail = _reason(e)
+        raise UndecodableAudio(f"{label}: cannot decode audio ({detail}); use wav, flac, ogg or mp3", detail) from None
+    try:
+        with opened as f:
             rate = f.samplerate
             if not MIN_RATE <= rate <= MAX_RATE:
                 raise AudioError(f"{label}: the header gives a sample rate of {rate} Hz, outside "
@@ -87,10 +93,14 @@ def _decode(source: str | Path | bytes, label: str, max_seconds: float | None) -
                 total += len(block)
                 if limit is not None and total > limit:
                     raise AudioError(f"{label}: longer than the {max_seconds:.0f} s limit; split the file first")
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, EOFError, OverflowError, MemoryError) as e:
-        detail = getattr(e, "error_string", None) or (str(e).splitlines() or [type(e).__name__])[0]
-        raise AudioError(f"{label}: cannot decode audio ({detail.rstrip('.')}); use wav, flac, ogg or mp3") from None
+    except DECODE_ERRORS as e:
+        raise AudioError(f"{label}: cannot decode audio ({_reason(e)}); use wav, flac, ogg or mp3") from None
     return (np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)), rate
+
+
+def _reason(e: Exception) -> str:
+    """libsndfile's own words for a decoding error, without the file name it prefixes."""
+    return (getattr(e, "error_string", None) or (str(e).splitlines() or [type(e).__name__])[0]).rstrip(".")
 
 
 def duration(path: str | Path) -> float:

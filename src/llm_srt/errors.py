@@ -9,6 +9,15 @@ class AudioError(LLMSRTError):
     """Audio that cannot be read, decoded or used."""
 
 
+class UndecodableAudio(AudioError):
+    """Bytes that no decoder opens (not audio, or an unknown format), as against a damaged file of a known one.
+    `detail`: the decoder's own reason."""
+
+    def __init__(self, message: str, detail: str):
+        super().__init__(message)
+        self.detail = detail
+
+
 class ConfigError(LLMSRTError):
     """A config file or a key=value override that is wrong."""
 
