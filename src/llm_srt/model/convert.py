@@ -82,7 +82,7 @@ def convert_whisper_ct2(src_dir: str | Path, dst_dir: str | Path, dtype: str = "
         raise LLMSRTError(f"{src / 'model.bin'}: Whisper weights do not fit the model (missing {missing[:3]}, "
                           f"unexpected {unexpected[:3]}); is this a Whisper model written by ctranslate2?")
     model.tie_weights()
-    model.generation_config = _whisper_generation_config(spec, ct2_config, vocab)
+    model.generation_config = _whisper_generation_config(config, ct2_config, vocab)
 
     with atomic_dir(dst_dir) as tmp:
         model.save_pretrained(tmp)
@@ -326,18 +326,18 @@ def _whisper_config_kwargs(dims: _WhisperDims, ct2_config: dict, vocab: list[str
     )
 
 
-def _whisper_generation_config(dims: _WhisperDims, ct2_config: dict, vocab: list[str]):
-    """The generation config transformers' Whisper `generate` reads (language / task / timestamp handling)."""
+def _whisper_generation_config(config, ct2_config: dict, vocab: list[str]):
+    """The generation config transformers' Whisper `generate` reads (language / task / timestamp handling), with
+    the special-token ids of the model's WhisperConfig."""
     from transformers import GenerationConfig
 
     token_id = {token: i for i, token in enumerate(vocab)}
     lang_ids = list(ct2_config.get("lang_ids") or [])
-    kwargs = _whisper_config_kwargs(dims, ct2_config, vocab)
     return GenerationConfig(
-        decoder_start_token_id=kwargs["decoder_start_token_id"],
-        bos_token_id=kwargs["bos_token_id"], eos_token_id=kwargs["eos_token_id"],
-        pad_token_id=kwargs["pad_token_id"], max_length=dims.n_text_ctx,
-        suppress_tokens=kwargs["suppress_tokens"], begin_suppress_tokens=kwargs["begin_suppress_tokens"],
+        decoder_start_token_id=config.decoder_start_token_id,
+        bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id,
+        pad_token_id=config.pad_token_id, max_length=config.max_target_positions,
+        suppress_tokens=config.suppress_tokens, begin_suppress_tokens=config.begin_suppress_tokens,
         is_multilingual=bool(lang_ids),
         lang_to_id={vocab[i]: i for i in lang_ids},
         task_to_id={task: token_id[token] for task, token in TASKS.items() if token in token_id},
