@@ -22,6 +22,19 @@ def test_demo_subset_keeps_the_chosen_directions_and_sentences(tmp_path):
     assert {(r.src_lang, r.tgt_lang) for r in kept} == {("eng", "deu"), ("deu", "eng")}
     assert {r.sentence_id for r in kept} == {"00", "01", "02", "03", "04"}
     assert "demo" in VERBS
+    out = demo_subset(tmp_path / "test.jsonl", tmp_path / "sub2.jsonl", directions=(("eng", "deu"),), sentences=3,
+                      exclude=frozenset({"00", "02"}))
+    assert [r.sentence_id for r in read_manifest(out)] == ["01", "03", "04"]
+
+
+def test_shipped_training_sentences_are_read_from_the_checkpoint(tmp_path):
+    from llm_srt.demo import SHIPPED, TRAIN_SENTENCES, shipped_training_sentences
+
+    assert shipped_training_sentences(tmp_path) == set()
+    (tmp_path / TRAIN_SENTENCES).write_text("ab12\ncd34\n")
+    assert shipped_training_sentences(tmp_path) == {"ab12", "cd34"}
+    shipped = shipped_training_sentences(SHIPPED / "srt")  # the list the repo ships next to the adapter
+    assert len(shipped) >= 100 and all(len(i) == 10 for i in shipped)
 
 
 def test_claims_compare_the_right_systems_and_say_whether_each_holds():

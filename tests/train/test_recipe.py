@@ -54,9 +54,18 @@ def test_curriculum_chains_stages_and_skips_finished_ones(tiny_setup, tmp_path):
     # the SMT stage started from the ASR weights, so its first loss is not a fresh adapter's
     mtimes = [(p / "adapter.safetensors").stat().st_mtime_ns for p in finals]
     messages.clear()
-    curriculum.run_curriculum([str(folder)], common, log=messages.append)
+    curriculum.run_curriculum([str(folder)], common + ["srt:max_steps=2"], log=messages.append)
     assert [(p / "adapter.safetensors").stat().st_mtime_ns for p in finals] == mtimes
     assert sum("already finished" in m for m in messages) == 3
+    # raising max_steps of a finished stage continues it from its newest checkpoint; the others stay finished
+    messages.clear()
+    curriculum.run_curriculum([str(folder)], common, log=messages.append)
+    assert sum("already finished" in m for m in messages) == 2
+    assert any("continuing from the newest checkpoint" in m for m in messages)
+    assert any("resumed from" in m and "at step 2" in m for m in messages)
+    assert len(_losses(tmp_path / "srt")) == 3
+    assert json.loads((tmp_path / "srt" / "final" / "train_config.json").read_text())["max_steps"] == 3
+    assert [(p / "adapter.safetensors").stat().st_mtime_ns for p in finals[:2]] == mtimes[:2]
 
 
 def _train_cmd(setup, out, steps, **extra):

@@ -102,6 +102,14 @@ def is_finished(output_dir: str | Path) -> bool:
     return (Path(output_dir) / FINAL / "config.json").is_file()
 
 
+def finished_steps(output_dir: str | Path) -> int | None:
+    """max_steps the finished model was trained for (None if its train_config.json is missing or unreadable)."""
+    try:
+        return int(json.loads((Path(output_dir) / FINAL / "train_config.json").read_text())["max_steps"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 # ---- the run ----------------------------------------------------------------------------------------------------
 def lr_lambda(optim: OptimSection, max_steps: int):
     def f(step: int) -> float:
@@ -123,9 +131,15 @@ def train(cfg: TrainConfig, log=print) -> Path:
     from ..model.llm import LoraOptions
 
     out = Path(cfg.output_dir)
+    extending = False
     if is_finished(out):
-        log(f"[{cfg.stage}] already finished: {out / FINAL}")
-        return out / FINAL
+        done = finished_steps(out)
+        if done is None or done >= cfg.max_steps:
+            log(f"[{cfg.stage}] already finished: {out / FINAL}")
+            return out / FINAL
+        log(f"[{cfg.stage}] {out / FINAL} has {done} steps; max_steps is now {cfg.max_steps}: continuing from the "
+            "newest checkpoint")
+        extending = True
     d, device = init_distributed()
     if not d.main:  # one rank speaks; errors still surface from every rank
         log = _quiet
@@ -154,6 +168,9 @@ def train(cfg: TrainConfig, log=print) -> Path:
     log(f"[{cfg.stage}] trainable parameters: adapter {counts['adapter'] / 1e6:.2f}M, lora {counts['lora'] / 1e6:.2f}M,"
         f" total {counts['trainable'] / 1e6:.2f}M of {counts['all'] / 1e6:.1f}M")
     latest = checkpoint.latest(out, log=log)
+    if extending and latest is None:
+        raise LLMSRTError(f"{out}: no checkpoint left to continue the finished run from; raise max_steps in a new "
+                          "output_dir with model.init_from pointing at the finished model instead")
     if latest is not None:  # weights before sharding; the optimizer state once it exists
         model.load_trainable(latest.path)
 
