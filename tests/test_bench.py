@@ -85,3 +85,18 @@ def test_long_clips_are_exact_and_options_are_checked():
     assert len(clips) == 3 and all(c.size == 160000 for c in clips)
     with pytest.raises(LLMSRTError, match="headline"):
         bench.BenchOptions(batch_sizes=(1, 4), headline_batch=8)
+
+
+def test_bench_default_model_is_used_only_when_it_has_a_qformer(tmp_path):
+    from pathlib import Path
+
+    from llm_srt.bench import DEFAULT_TRAINED, _is_qformer_model
+
+    assert not _is_qformer_model(tmp_path)  # no config.json
+    (tmp_path / "config.json").write_text(json.dumps({"adapter": "linear"}))
+    assert not _is_qformer_model(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"adapter": "qformer"}))
+    assert _is_qformer_model(tmp_path)
+    folder = Path(__file__).resolve().parents[1] / DEFAULT_TRAINED
+    shipped = json.loads((folder / "config.json").read_text())["adapter"]
+    assert _is_qformer_model(folder) == (shipped == "qformer")

@@ -40,7 +40,7 @@ from .errors import LLMSRTError
 from .prompts import Task, build
 
 DEFAULT_MANIFEST = "data/mini/test.jsonl"  # the embedded mini corpus; espeak-ng clips when it is absent
-DEFAULT_TRAINED = "checkpoints/embedded/srt"  # the CLI benchmarks this trained adapter when it exists
+DEFAULT_TRAINED = "checkpoints/embedded/srt"  # the CLI benchmarks this trained adapter when it is a Q-Former
 BATCH_SIZES = (1, 4, 8, 16)  # Q-Former greedy
 BEAM_BATCH_SIZES = (4, 8)  # Q-Former beam search (paper: 4/8/12)
 POOLED_BATCH_SIZES = (4, 8)  # the 750-token peer, greedy (paper: batch 4, out of memory at 8)
@@ -579,7 +579,7 @@ def format_table(result: dict) -> str:
 # ---- CLI: llm-srt bench -------------------------------------------------------------------------------------------
 def add_arguments(parser) -> None:
     parser.add_argument("--model", default=None, help="trained model folder whose Q-Former adapter is timed "
-                        f"(default: {DEFAULT_TRAINED} if it exists, else a fresh adapter on the embedded models)")
+                        f"(default: {DEFAULT_TRAINED} if it has one, else a fresh Q-Former on the embedded models)")
     parser.add_argument("--n", type=int, default=None, help=f"utterances per configuration (default {BenchOptions.n})")
     parser.add_argument("--new-tokens", type=int, default=None, help="generated tokens per utterance")
     parser.add_argument("--manifest", default=DEFAULT_MANIFEST, help="utterances from this manifest "
@@ -590,11 +590,18 @@ def add_arguments(parser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
 
 
+def _is_qformer_model(folder: Path) -> bool:
+    """Whether `folder` is a model folder with a Q-Former adapter, the only kind (a) times."""
+    try:
+        return json.loads((folder / "config.json").read_text())["adapter"] == "qformer"
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
 def main(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = args.model if args.model else (DEFAULT_TRAINED if Path(DEFAULT_TRAINED, "config.json").is_file()
-                                           else None)
+    model = args.model or (DEFAULT_TRAINED if _is_qformer_model(Path(DEFAULT_TRAINED)) else None)
     options = BenchOptions(model=model, manifest=args.manifest, cascade=not args.no_cascade)
     if args.quick:
         options = replace(options, **QUICK)
