@@ -93,9 +93,9 @@ def test_bench_default_model_is_used_only_when_it_has_a_qformer(tmp_path):
     from llm_srt.bench import DEFAULT_TRAINED, _is_qformer_model
 
     assert not _is_qformer_model(tmp_path)  # no config.json
-    (tmp_path / "config.json").write_text(json.dumps({"adapter": "linear"}))
+    (tmp_path / "config.json").write_text(json.dumps({"encoder": "e", "llm": "l", "adapter": "linear"}))
     assert not _is_qformer_model(tmp_path)
-    (tmp_path / "config.json").write_text(json.dumps({"adapter": "qformer"}))
+    (tmp_path / "config.json").write_text(json.dumps({"encoder": "e", "llm": "l", "adapter": "qformer"}))
     assert _is_qformer_model(tmp_path)
     folder = Path(__file__).resolve().parents[1] / DEFAULT_TRAINED
     shipped = json.loads((folder / "config.json").read_text())["adapter"]

@@ -592,9 +592,11 @@ def add_arguments(parser) -> None:
 
 def _is_qformer_model(folder: Path) -> bool:
     """Whether `folder` is a model folder with a Q-Former adapter, the only kind (a) times."""
+    from .model.speech_llm import read_config
+
     try:
-        return json.loads((folder / "config.json").read_text())["adapter"] == "qformer"
-    except (OSError, ValueError, KeyError, TypeError):
+        return read_config(folder)["adapter"] == "qformer"
+    except LLMSRTError:
         return False
 
 

@@ -269,7 +269,7 @@ class SpeechLLM(nn.Module):
         """Load a checkpoint folder. `overrides` replace SpeechLLMConfig fields (e.g. encoder=, llm=, trainable=,
         lora= to add fresh LoRA to a checkpoint without it)."""
         directory = Path(directory)
-        meta = _read_config(directory)
+        meta = read_config(directory)
         config = SpeechLLMConfig.from_dict(meta)
         config = replace(config, encoder=_resolve(directory, config.encoder), llm=_resolve(directory, config.llm))
         config = replace(config, **overrides)
@@ -329,7 +329,8 @@ def load_lora_state(llm: nn.Module, state: dict[str, torch.Tensor], where: str) 
         raise LLMSRTError(f"{where}: none of the LoRA weights matched the LLM's LoRA layers")
 
 
-def _read_config(directory: Path) -> dict:
+def read_config(directory: Path) -> dict:
+    """A model folder's config.json, checked (a one-line LLMSRTError if missing or damaged)."""
     file = directory / CONFIG_FILE
     if not file.is_file():
         raise LLMSRTError(f"{directory}: not a SpeechLLM checkpoint (no {CONFIG_FILE}); give a folder written by "
