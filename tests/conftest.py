@@ -27,6 +27,18 @@ def espeak(text: str, voice: str = "en-us", speed: int = 160, pitch: int = 50) -
     return load_audio(wav, name=f"espeak:{text[:20]}")
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `cuda` run only where torch sees a GPU (make gpu-check); elsewhere they are skipped."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (run make gpu-check on a GPU host)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def speak():
     return espeak

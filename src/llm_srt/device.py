@@ -1,0 +1,126 @@
+"""Where models run and in what precision: resolved once per command, then passed down as a `Placement`.
+
+`auto` means the GPU when one is present (under torchrun: the rank's own GPU, `cuda:$LOCAL_RANK`) in bfloat16,
+else the CPU in float32. Every verb takes `--device` and `--dtype` (see `add_arguments`); training configs have the
+same two keys. Nothing below this module picks a device by itself.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+from .errors import LLMSRTError
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N")  # for help texts; "cuda:3" etc. are accepted too
+DTYPES = {  # accepted spellings -> torch dtype
+    "float32": torch.float32, "fp32": torch.float32,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float16": torch.float16, "fp16": torch.float16,
+}
+DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a command's models live."""
+
+    device: torch.device  # cpu, or one CUDA device (cuda:0 ...)
+    dtype: torch.dtype  # weight dtype of the frozen models (encoder, LLM); trained parts stay float32
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+    @property
+    def dtype_name(self) -> str:
+        return DTYPE_NAMES[self.dtype]
+
+    def __str__(self) -> str:
+        return f"{self.device} {self.dtype_name}"
+
+
+def local_rank() -> int | None:
+    """This process's LOCAL_RANK under torchrun, else None."""
+    value = os.environ.get("LOCAL_RANK")
+    return int(value) if value not in (None, "") else None
+
+
+def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
+    """`auto` -> the rank's GPU if CUDA is available, else the CPU; `cuda` -> cuda:$LOCAL_RANK (or cuda:0)."""
+    if isinstance(spec, torch.device):
+        spec = str(spec)
+    spec = (spec or "auto").strip().lower()
+    if spec == "auto":
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
+    if spec == "cpu":
+        return torch.device("cpu")
+    if spec == "meta":
+        return torch.device("meta")
+    if spec.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise LLMSRTError(f"--device {spec}: no CUDA GPU is visible to torch here (torch {torch.__version__}, "
+                              f"CUDA build {torch.version.cuda or 'none'}); use --device cpu or auto")
+        if spec == "cuda":
+            index = local_rank() or 0
+        else:
+            try:
+                index = int(spec.split(":", 1)[1])
+            except ValueError:
+                raise LLMSRTError(f"--device {spec}: not a device; use auto, cpu, cuda or cuda:N") from None
+        if not 0 <= index < torch.cuda.device_count():
+            raise LLMSRTError(f"--device {spec}: this host has {torch.cuda.device_count()} GPU(s) "
+                              f"(cuda:0 .. cuda:{torch.cuda.device_count() - 1})")
+        return torch.device("cuda", index)
+    raise LLMSRTError(f"--device {spec}: not a device; use auto, cpu, cuda or cuda:N")
+
+
+def resolve_dtype(spec: str | torch.dtype | None = "auto", device: torch.device | None = None) -> torch.dtype:
+    """`auto` -> bfloat16 on CUDA, float32 elsewhere; else one of DTYPES' spellings."""
+    if isinstance(spec, torch.dtype):
+        return spec
+    spec = (spec or "auto").strip().lower()
+    if spec == "auto":
+        return torch.bfloat16 if device is not None and device.type == "cuda" else torch.float32
+    if spec not in DTYPES:
+        raise LLMSRTError(f"--dtype {spec}: unknown dtype; use auto, {', '.join(DTYPE_NAMES.values())} "
+                          "(or bf16, fp16, fp32)")
+    return DTYPES[spec]
+
+
+def resolve(device: str | torch.device | None = "auto", dtype: str | torch.dtype | None = "auto") -> Placement:
+    d = resolve_device(device)
+    return Placement(d, resolve_dtype(dtype, d))
+
+
+def add_arguments(parser) -> None:
+    """--device and --dtype, the same on every verb."""
+    parser.add_argument("--device", default="auto",
+                        help="auto (the GPU when present; under torchrun the rank's own), cpu, cuda or cuda:N")
+    parser.add_argument("--dtype", default="auto",
+                        help="weight dtype of the frozen models: auto (bfloat16 on CUDA, float32 on the CPU), "
+                             "float32, bfloat16 or float16")
+
+
+def from_args(args) -> Placement:
+    return resolve(getattr(args, "device", "auto"), getattr(args, "dtype", "auto"))
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so a timer read afterwards covers it (a no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_bytes(device: torch.device) -> int | None:
+    """Peak bytes allocated by torch on `device` since the last reset (None on the CPU: see bench for RSS)."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return None

@@ -1,0 +1,64 @@
+"""--device / --dtype resolution: one place decides, and `auto` never picks the CPU where a GPU is present."""
+
+import argparse
+
+import pytest
+import torch
+
+from llm_srt import device
+from llm_srt.errors import LLMSRTError
+
+
+def test_auto_is_cpu_float32_without_a_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    p = device.resolve("auto", "auto")
+    assert p.device == torch.device("cpu") and p.dtype == torch.float32 and not p.cuda
+
+
+def test_auto_is_the_ranks_gpu_in_bf16_when_one_is_present(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setenv("LOCAL_RANK", "2")
+    p = device.resolve("auto", "auto")
+    assert p.device == torch.device("cuda", 2) and p.dtype == torch.bfloat16 and p.cuda
+    assert device.resolve("cuda:1", "fp32").device == torch.device("cuda", 1)
+    assert device.resolve("cpu", "auto").dtype == torch.float32  # auto dtype follows the device
+
+
+def test_bad_specs_are_one_line_errors(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(LLMSRTError, match="no CUDA GPU"):
+        device.resolve("cuda", "auto")
+    with pytest.raises(LLMSRTError, match="not a device"):
+        device.resolve("tpu", "auto")
+    with pytest.raises(LLMSRTError, match="unknown dtype"):
+        device.resolve("cpu", "int3")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(LLMSRTError, match="1 GPU"):
+        device.resolve("cuda:3", "auto")
+
+
+def test_arguments_round_trip():
+    parser = argparse.ArgumentParser()
+    device.add_arguments(parser)
+    args = parser.parse_args(["--device", "cpu", "--dtype", "bf16"])
+    assert device.from_args(args) == device.Placement(torch.device("cpu"), torch.bfloat16)
+    assert str(device.from_args(args)) == "cpu bfloat16"
+
+
+def test_timers_and_memory_are_noops_on_the_cpu():
+    cpu = torch.device("cpu")
+    device.synchronize(cpu)
+    device.reset_peak_memory(cpu)
+    assert device.peak_memory_bytes(cpu) is None
+
+
+@pytest.mark.cuda
+def test_cuda_peak_memory_counts_an_allocation():
+    d = device.resolve("cuda", "auto").device
+    device.reset_peak_memory(d)
+    x = torch.empty(64 << 20, dtype=torch.uint8, device=d)
+    device.synchronize(d)
+    assert device.peak_memory_bytes(d) >= 64 << 20
+    del x
