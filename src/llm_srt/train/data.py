@@ -1,6 +1,7 @@
 """What the recipe trains on: manifest -> task mix -> bucketed, resumable batches with cached encoder features."""
 
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,20 @@ from ..prompts import Task, parse_srt
 from .parallel import all_sum
 
 ENCODE_BATCH = 8  # utterances per encoder call when filling the feature cache
+
+
+@dataclass
+class DataSection:
+    train: str = ""  # training manifest (JSONL, llm-srt prepare)
+    dev: str | None = None  # dev manifest for dev loss / dev scores
+    tasks: dict[str, float] = field(default_factory=lambda: {"srt": 1.0})  # task -> share of examples
+    batch_size: int = 8  # examples per device per micro-batch
+    feature_cache: str | None = "auto"  # encoder-feature cache folder; "auto" = <cache>/features; null = off
+    precompute_features: bool = True  # encode every utterance before step 1 (false: on first use, for short runs)
+    dev_examples: int = 64  # dev examples used for dev loss (the first N, fixed)
+    dev_decode: int = 0  # dev examples decoded for a dev BLEU / WER sample at each eval (0 = off)
+    skip_bad: bool = False  # skip bad manifest rows (with a count) instead of stopping
+    seed: int = 0  # data order seed
 
 
 class TrainingData:

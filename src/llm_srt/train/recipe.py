@@ -24,6 +24,7 @@ from .. import config as config_lib
 from ..errors import ConfigError, LLMSRTError
 from ..prompts import Task
 from . import checkpoint
+from .data import DataSection
 from .parallel import Dist, Parallel, all_sum, barrier, init_distributed, on_main
 
 FINAL = "final"  # the finished model folder inside output_dir
@@ -38,20 +39,6 @@ class ModelSection:
     lora: dict[str, Any] | None = None  # LoRA options (r, alpha, dropout, target_modules) or null
     dtype: str = "float32"  # LLM weight dtype: float32 | bfloat16 | float16
     init_from: str | None = None  # a model folder (the previous stage) whose adapter / LoRA start this run
-
-
-@dataclass
-class DataSection:
-    train: str = ""  # training manifest (JSONL, llm-srt prepare)
-    dev: str | None = None  # dev manifest for dev loss / dev scores
-    tasks: dict[str, float] = field(default_factory=lambda: {"srt": 1.0})  # task -> share of examples
-    batch_size: int = 8  # examples per device per micro-batch
-    feature_cache: str | None = "auto"  # encoder-feature cache folder; "auto" = <cache>/features; null = off
-    precompute_features: bool = True  # encode every utterance before step 1 (false: on first use, for short runs)
-    dev_examples: int = 64  # dev examples used for dev loss (the first N, fixed)
-    dev_decode: int = 0  # dev examples decoded for a dev BLEU / WER sample at each eval (0 = off)
-    skip_bad: bool = False  # skip bad manifest rows (with a count) instead of stopping
-    seed: int = 0  # data order seed
 
 
 @dataclass
@@ -126,7 +113,7 @@ def lr_lambda(optim: OptimSection, max_steps: int):
 
 def train(cfg: TrainConfig, log=print) -> Path:
     """Run (or resume) one training stage; returns the final model folder."""
-    from .data import TrainingData  # heavy imports after config validation
+    from .data import TrainingData
     from ..model.speech_llm import SpeechLLM, SpeechLLMConfig
     from ..model.llm import LoraOptions
 
