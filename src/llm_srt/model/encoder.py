@@ -48,21 +48,24 @@ class WhisperEncoder(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | Path, pad_to_30s: bool = False, device: str | torch.device | None = None,
-                        dtype: torch.dtype = torch.float32) -> "WhisperEncoder":
-        """Load only the encoder weights of an HF Whisper folder (the decoder is never read)."""
+                        dtype: torch.dtype = torch.float32, weights: bool = True) -> "WhisperEncoder":
+        """Load only the encoder weights of an HF Whisper folder (the decoder is never read), straight onto
+        `device` in `dtype`. `weights=False`: random weights from config.json (paper-shaped benchmarks)."""
         path = Path(path)
         if not (path / "config.json").is_file():
             raise LLMSRTError(f"{path}: not a Hugging Face Whisper folder (no config.json); run `llm-srt setup` or "
                               "point the config at a folder holding a Whisper model")
         config = WhisperConfig.from_pretrained(path)
         config._attn_implementation = "sdpa"
-        encoder = HFWhisperEncoder(config)
-        state = _read_encoder_weights(path)
-        missing, _ = encoder.load_state_dict(state, strict=False)
-        if missing:
-            raise LLMSRTError(f"{path}: the Whisper weights lack {len(missing)} encoder tensors (e.g. {missing[0]}); "
-                              "is this a complete Whisper checkpoint?")
-        encoder.to(device=device, dtype=dtype)
+        target = torch.device(device) if device is not None else torch.device("cpu")
+        with torch.device(target):
+            encoder = HFWhisperEncoder(config).to(dtype)
+        if weights:
+            state = _read_encoder_weights(path)
+            missing, _ = encoder.load_state_dict(state, strict=False)
+            if missing:
+                raise LLMSRTError(f"{path}: the Whisper weights lack {len(missing)} encoder tensors (e.g. "
+                                  f"{missing[0]}); is this a complete Whisper checkpoint?")
         try:
             fe = WhisperFeatureExtractor.from_pretrained(path)
         except OSError:

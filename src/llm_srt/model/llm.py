@@ -12,10 +12,10 @@ from torch import nn
 from transformers import (AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase,
                           PreTrainedTokenizerFast)
 
+from ..device import DTYPES
 from ..errors import LLMSRTError
 
 GENERIC_TOKENIZERS = ("TokenizersBackend", "PreTrainedTokenizerFast")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -51,15 +51,26 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
 
 
 def load_llm(path: str | Path, dtype: str | torch.dtype = torch.float32, lora: LoraOptions | None = None,
-             device: str | torch.device | None = None) -> tuple[nn.Module, PreTrainedTokenizerBase]:
-    """(model, tokenizer) of an HF causal-LM folder. Every base weight is frozen; LoRA weights (if any) are not."""
+             device: str | torch.device | None = None, weights: bool = True
+             ) -> tuple[nn.Module, PreTrainedTokenizerBase]:
+    """(model, tokenizer) of an HF causal-LM folder. Every base weight is frozen; LoRA weights (if any) are not.
+
+    The weights load straight onto `device` in `dtype` (never a whole float32 copy on the host first).
+    `weights=False` builds the LLM from its config.json with random weights directly on `device` (paper-shaped
+    benchmarks need no download); `device="meta"` builds a weightless skeleton whose parameters live on the meta
+    device (buffers stay real, on the CPU): FSDP fills in each rank's shards later."""
     path = Path(path)
     if not (path / "config.json").is_file():
         raise LLMSRTError(f"{path}: not a Hugging Face model folder (no config.json); run `llm-srt setup` or point "
                           "the config's llm at a folder holding a causal LM")
+    torch_dtype = resolve_dtype(dtype)
+    target = torch.device(device) if device is not None else torch.device("cpu")
     try:
         tokenizer = load_tokenizer(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype))
+        if target.type == "meta" or not weights:
+            model = _from_config(path, torch_dtype, target)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, device_map=target)
     except (OSError, ValueError) as e:
         raise LLMSRTError(f"{path}: cannot load the LLM or its tokenizer ({str(e).splitlines()[0]})") from None
     if tokenizer.pad_token_id is None:
@@ -69,9 +80,24 @@ def load_llm(path: str | Path, dtype: str | torch.dtype = torch.float32, lora: L
     fast_cpu_head(model)
     if lora is not None:
         model = apply_lora(model, lora)
-    if device is not None:
-        model.to(device)
     return model, tokenizer
+
+
+def _from_config(path: Path, dtype: torch.dtype, device: torch.device) -> PreTrainedModel:
+    """The LLM of `path`'s config.json without reading weights: random on `device`, or a meta skeleton."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(path)
+    if device.type == "meta":
+        from accelerate import init_empty_weights  # peft depends on accelerate
+
+        with init_empty_weights(include_buffers=False):
+            model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    else:
+        with torch.device(device):
+            model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    model.tie_weights()  # from_config under a device context leaves tied embeddings as two tensors
+    return model
 
 
 def load_tokenizer(path: Path) -> PreTrainedTokenizerBase:

@@ -19,13 +19,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..device import DTYPE_NAMES
 from ..errors import ConfigError, LLMSRTError
 from ..paths import atomic_dir, resolve_model
 from ..prompts import PROMPT_FORMAT_VERSION
 from .adapter import Adapter, build_adapter
 from .decoding import DecodingOptions, eos_ids, generate_ids
 from .encoder import WhisperEncoder, whisper_dim
-from .llm import LoraOptions, backbone_and_head, hidden_size, load_llm, softcap
+from .llm import LoraOptions, backbone_and_head, hidden_size, load_llm, resolve_dtype, softcap
 
 log = logging.getLogger(__name__)
 
@@ -91,17 +92,24 @@ def tokenize_batch(tokenizer, prompts: list[str], targets: list[str] | None = No
 class SpeechLLM(nn.Module):
     """Encoder (lazy) -> adapter -> LLM. `forward(batch)` -> loss; `generate(batch, options)` -> texts."""
 
-    def __init__(self, config: SpeechLLMConfig, device: str | torch.device | None = None):
+    def __init__(self, config: SpeechLLMConfig, device: str | torch.device | None = None, weights: bool = True,
+                 llm_device: str | torch.device | None = None):
+        """Build the model with every part straight on `device` (default: CPU): the LLM and (lazily) the encoder in
+        `config.dtype`, the adapter in float32. `weights=False`: random encoder and LLM from their config.json
+        (paper-shaped benchmarks). `llm_device="meta"`: the LLM as a weightless skeleton (FSDP ranks other than 0
+        receive their shards from rank 0)."""
         super().__init__()
         self.config = config
-        self.llm, self.tokenizer = load_llm(resolve_model(config.llm, "llm"), config.dtype, config.lora)
+        self._weights = weights
+        target = torch.device(device) if device is not None else torch.device("cpu")
+        self.llm, self.tokenizer = load_llm(resolve_model(config.llm, "llm"), config.dtype, config.lora,
+                                            device=llm_device if llm_device is not None else target, weights=weights)
         self.encoder_dim = whisper_dim(resolve_model(config.encoder, "encoder"))
         self.llm_dim = hidden_size(self.llm)
         self.adapter: Adapter = build_adapter(config.adapter, self.encoder_dim, self.llm_dim, **config.adapter_kwargs)
+        self.adapter.to(target)
         self._whisper: WhisperEncoder | None = None
         self.set_trainable(config.trainable)
-        if device is not None:
-            self.to(device)
         counts = self.parameter_counts()
         log.info("trainable parameters: adapter %.2fM, lora %.2fM, total %.2fM (of %.1fM)", counts["adapter"] / 1e6,
                  counts["lora"] / 1e6, counts["trainable"] / 1e6, counts["all"] / 1e6)
@@ -111,8 +119,9 @@ class SpeechLLM(nn.Module):
     def encoder(self) -> WhisperEncoder:
         """The frozen Whisper encoder, loaded on first use (training from cached features never loads it)."""
         if self._whisper is None:
-            enc = WhisperEncoder.from_pretrained(resolve_model(self.config.encoder, "encoder"), pad_to_30s=self.config.pad_to_30s,
-                                                 device=self.device)
+            enc = WhisperEncoder.from_pretrained(resolve_model(self.config.encoder, "encoder"),
+                                                 pad_to_30s=self.config.pad_to_30s, device=self.device,
+                                                 dtype=resolve_dtype(self.config.dtype), weights=self._weights)
             if enc.dim != self.encoder_dim:
                 raise LLMSRTError(f"{self.config.encoder}: encoder dim {enc.dim} != {self.encoder_dim}")
             self._whisper = enc  # registered as a submodule: follows .to() and train()
@@ -173,41 +182,64 @@ class SpeechLLM(nn.Module):
     def assemble(self, speech: tuple[torch.Tensor, torch.Tensor] | None, prompt_ids: list[list[int]],
                  target_ids: list[list[int]] | None = None, left_pad: bool = False
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """-> inputs_embeds (B, L, d), attention mask (B, L) bool, labels (B, L) (IGNORE except target tokens)."""
-        embed = self.llm.get_input_embeddings()
-        bos = self.tokenizer.bos_token_id
+        """-> inputs_embeds (B, L, d), attention mask (B, L) bool, labels (B, L) (IGNORE except target tokens).
+
+        Row i is [BOS ; its real speech embeddings ; prompt ; target], right-padded (training) or left-padded
+        (generation) to the longest row; built with one embedding call and scatter-style indexing."""
         dev = self.device
-        head = embed(torch.tensor([bos] if bos is not None else [], dtype=torch.long, device=dev))  # same per row
-        rows, labels = [], []
-        for i, prompt in enumerate(prompt_ids):
-            target = target_ids[i] if target_ids is not None else []
-            tail = embed(torch.tensor(prompt + target, dtype=torch.long, device=dev))
-            parts = [head]
-            if speech is not None:
-                parts.append(speech[0][i][speech[1][i]])
-            parts.append(tail)
-            row = torch.cat(parts)
-            n_prefix = row.shape[0] - len(target)
-            rows.append(row)
-            labels.append([IGNORE] * n_prefix + list(target))
-        length = max(r.shape[0] for r in rows)
-        out = rows[0].new_zeros(len(rows), length, rows[0].shape[-1])
-        mask = torch.zeros(len(rows), length, dtype=torch.bool, device=dev)
-        lab = torch.full((len(rows), length), IGNORE, dtype=torch.long, device=dev)
-        for i, (row, row_labels) in enumerate(zip(rows, labels)):
-            span = slice(length - row.shape[0], length) if left_pad else slice(0, row.shape[0])
-            out[i, span] = row
-            mask[i, span] = True
-            lab[i, span] = torch.tensor(row_labels, dtype=torch.long, device=dev)
-        return out, mask, lab
+        n = len(prompt_ids)
+        targets = target_ids if target_ids is not None else [[] for _ in range(n)]
+        text = [p + t for p, t in zip(prompt_ids, targets)]
+        text_len = torch.tensor([len(t) for t in text], dtype=torch.long, device=dev)
+        prompt_len = torch.tensor([len(p) for p in prompt_ids], dtype=torch.long, device=dev)
+        width = max(1, int(text_len.max()) if n else 1)
+        ids = torch.zeros(n, width, dtype=torch.long, device=dev)
+        text_mask = torch.arange(width, device=dev)[None, :] < text_len[:, None]
+        if n:
+            ids[text_mask] = torch.tensor([x for t in text for x in t], dtype=torch.long, device=dev)
+        embed = self.llm.get_input_embeddings()
+        text_emb = embed(ids)
+        bos = self.tokenizer.bos_token_id
+        n_bos = 0 if bos is None else 1
+        if speech is not None:
+            speech_emb, speech_mask = speech[0], speech[1].to(dev).bool()
+            speech_len = speech_mask.sum(1)
+        else:
+            speech_len = torch.zeros(n, dtype=torch.long, device=dev)
+        total = n_bos + speech_len + text_len
+        length = int(total.max()) if n else 0
+        offset = length - total if left_pad else torch.zeros_like(total)
+        out = text_emb.new_zeros(n, length, text_emb.shape[-1])
+        rows = torch.arange(n, device=dev)
+        if n_bos:
+            out[rows, offset] = embed(torch.tensor([bos], dtype=torch.long, device=dev)).expand(n, -1)
+        if speech is not None:
+            b, j = speech_mask.nonzero(as_tuple=True)
+            rank = (speech_mask.long().cumsum(1) - 1)[b, j]  # the k-th real speech frame goes to slot k
+            out[b, offset[b] + n_bos + rank] = speech_emb[b, j].to(out.dtype)
+        b, k = text_mask.nonzero(as_tuple=True)
+        where = offset[b] + n_bos + speech_len[b] + k
+        out[b, where] = text_emb[b, k]
+        positions = torch.arange(length, device=dev)[None, :]
+        mask = (positions >= offset[:, None]) & (positions < (offset + total)[:, None])
+        labels = torch.full((n, length), IGNORE, dtype=torch.long, device=dev)
+        is_target = k >= prompt_len[b]
+        labels[b[is_target], where[is_target]] = ids[b[is_target], k[is_target]]
+        return out, mask, labels
 
     # ---- training ----------------------------------------------------------------------------------------------
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
-        """Batch with prompts and targets -> {"loss": mean CE over target tokens, "n_tokens": their count}."""
-        if not batch.get("targets"):
-            raise LLMSRTError("forward needs batch['targets']; use generate() for inference")
+        """Batch with prompts and targets (or pre-tokenized `prompt_ids` and `target_ids`, targets ending with EOS,
+        as `tokenize_batch` makes them) -> {"loss": mean CE over target tokens, "n_tokens": their count}."""
+        if batch.get("target_ids") is not None:
+            prompt_ids, target_ids = batch["prompt_ids"], batch["target_ids"]
+            if len(prompt_ids) != len(target_ids):
+                raise LLMSRTError(f"batch has {len(prompt_ids)} prompts but {len(target_ids)} targets")
+        elif batch.get("targets"):
+            prompt_ids, target_ids = tokenize_batch(self.tokenizer, batch["prompts"], batch["targets"])
+        else:
+            raise LLMSRTError("forward needs batch['targets'] (or 'target_ids'); use generate() for inference")
         speech = self.speech_embeddings(batch)
-        prompt_ids, target_ids = tokenize_batch(self.tokenizer, batch["prompts"], batch["targets"])
         embeds, mask, labels = self.assemble(speech, prompt_ids, target_ids)
         backbone, head = backbone_and_head(self.llm)
         positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
@@ -265,20 +297,28 @@ class SpeechLLM(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str | torch.device | None = None,
+                        dtype: str | torch.dtype | None = None, llm_device: str | torch.device | None = None,
                         **overrides) -> "SpeechLLM":
-        """Load a checkpoint folder. `overrides` replace SpeechLLMConfig fields (e.g. encoder=, llm=, trainable=,
-        lora= to add fresh LoRA to a checkpoint without it)."""
+        """Load a checkpoint folder straight onto `device`. `dtype` overrides the frozen models' weight dtype
+        (e.g. bfloat16 on a GPU for a checkpoint trained in float32); `overrides` replace SpeechLLMConfig fields
+        (e.g. encoder=, llm= for a checkpoint moved to another host, trainable=, lora= to add fresh LoRA)."""
         directory = Path(directory)
         meta = read_config(directory)
         config = SpeechLLMConfig.from_dict(meta)
+        if config.prompt_format != PROMPT_FORMAT_VERSION:
+            raise LLMSRTError(f"{directory / CONFIG_FILE}: trained with prompt format {config.prompt_format}, but "
+                              f"this llm-srt writes prompt format {PROMPT_FORMAT_VERSION}; use the llm-srt version "
+                              "the model was trained with, or train it again")
         config = replace(config, encoder=_resolve(directory, config.encoder), llm=_resolve(directory, config.llm))
-        config = replace(config, **overrides)
+        if dtype is not None:
+            config = replace(config, dtype=DTYPE_NAMES[resolve_dtype(dtype)])
+        config = replace(config, **{k: v for k, v in overrides.items() if v is not None or k == "lora"})
         has_lora = (directory / LORA_FILE).is_file()
         if has_lora and config.lora is None:
             raise LLMSRTError(f"{directory}: holds {LORA_FILE} but lora is disabled; keep the checkpoint's lora "
                               "options")
         try:
-            model = cls(config)
+            model = cls(config, device=device, llm_device=llm_device)
         except LLMSRTError as e:  # a bad adapter name or option: say which checkpoint asked for it
             raise e if str(directory) in str(e) else type(e)(f"{directory / CONFIG_FILE}: {e}") from None
         for key, actual, source in (("encoder_dim", model.encoder_dim, config.encoder),
@@ -287,8 +327,6 @@ class SpeechLLM(nn.Module):
                 raise LLMSRTError(f"{directory}: trained with {key}={meta[key]} but {source} has {actual}; point the "
                                   "checkpoint at the models it was trained with")
         model.load_trainable(directory)
-        if device is not None:
-            model.to(device)
         return model
 
     def load_trainable(self, directory: str | Path) -> None:

@@ -1,0 +1,159 @@
+"""Loading straight onto a device in a dtype, random paper-shaped builds, meta skeletons, and the vectorized
+assembly of LLM inputs (checked against a plain per-row reference)."""
+
+import json
+
+import pytest
+import torch
+
+import tiny
+from llm_srt.errors import LLMSRTError
+from llm_srt.model.encoder import WhisperEncoder
+from llm_srt.model.llm import load_llm
+from llm_srt.model.speech_llm import IGNORE, SpeechLLM, SpeechLLMConfig, tokenize_batch
+
+CLIPS = [tiny.tone(0.8, 300), tiny.tone(1.5, 700, seed=1), tiny.tone(0.5, 1200, seed=2)]
+PROMPTS = ["<|eng|>", "<|deu|><|eng|>", "hello<|eng|><|fra|>"]
+TARGETS = ["a cat", "the big dog", ""]
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("load")
+    return tiny.whisper_dir(root), tiny.llm_dir(root, init_std=0.3), root
+
+
+def _reference_assemble(model, speech, prompt_ids, target_ids, left_pad):
+    """The obvious per-row construction the vectorized `assemble` must equal."""
+    embed = model.llm.get_input_embeddings()
+    bos = model.tokenizer.bos_token_id
+    rows, labels = [], []
+    for i, prompt in enumerate(prompt_ids):
+        target = target_ids[i] if target_ids is not None else []
+        parts = [embed(torch.tensor([bos]))] if bos is not None else []
+        if speech is not None:
+            parts.append(speech[0][i][speech[1][i]])
+        parts.append(embed(torch.tensor(prompt + target, dtype=torch.long)))
+        row = torch.cat(parts)
+        rows.append(row)
+        labels.append([IGNORE] * (row.shape[0] - len(target)) + list(target))
+    length = max(r.shape[0] for r in rows)
+    out = torch.zeros(len(rows), length, rows[0].shape[-1])
+    mask = torch.zeros(len(rows), length, dtype=torch.bool)
+    lab = torch.full((len(rows), length), IGNORE)
+    for i, (row, row_labels) in enumerate(zip(rows, labels)):
+        span = slice(length - row.shape[0], length) if left_pad else slice(0, row.shape[0])
+        out[i, span], mask[i, span], lab[i, span] = row, True, torch.tensor(row_labels)
+    return out, mask, lab
+
+
+@pytest.mark.parametrize("adapter", ["qformer", "pooled"])
+@pytest.mark.parametrize("left_pad", [False, True])
+@pytest.mark.parametrize("bos", [True, False])
+def test_vectorized_assemble_equals_the_per_row_reference(tmp_path, adapter, left_pad, bos):
+    torch.manual_seed(0)
+    model = tiny.speech_llm(tmp_path, adapter=adapter, bos=bos).eval()
+    with torch.no_grad():
+        speech = model.speech_embeddings({"audio": CLIPS})
+        if adapter == "pooled":  # variable-length speech: a hole in the mask must be skipped, not copied
+            speech[1][0, 1] = False
+        prompt_ids, target_ids = tokenize_batch(model.tokenizer, PROMPTS, TARGETS)
+        for targets in (target_ids, None):
+            got = model.assemble(speech, prompt_ids, targets, left_pad=left_pad)
+            want = _reference_assemble(model, speech, prompt_ids, targets, left_pad)
+            for g, w in zip(got, want):
+                assert g.shape == w.shape and torch.equal(g, w)
+        text_only = model.assemble(None, prompt_ids, target_ids, left_pad=left_pad)
+        assert all(torch.equal(g, w) for g, w in
+                   zip(text_only, _reference_assemble(model, None, prompt_ids, target_ids, left_pad)))
+
+
+def test_forward_takes_pretokenized_ids(tmp_path):
+    torch.manual_seed(0)
+    model = tiny.speech_llm(tmp_path).eval()
+    prompt_ids, target_ids = tokenize_batch(model.tokenizer, PROMPTS, TARGETS)
+    with torch.no_grad():
+        a = model({"audio": CLIPS, "prompts": PROMPTS, "targets": TARGETS})
+        b = model({"audio": CLIPS, "prompt_ids": prompt_ids, "target_ids": target_ids})
+    assert torch.equal(a["loss"], b["loss"]) and int(a["n_tokens"]) == int(b["n_tokens"])
+    with pytest.raises(LLMSRTError, match="2 targets"):
+        model({"audio": CLIPS, "prompt_ids": prompt_ids, "target_ids": target_ids[:2]})
+
+
+def test_llm_loads_in_its_dtype_and_random_or_meta_builds_read_no_weights(folders, tmp_path):
+    _, llm, _ = folders
+    real, _ = load_llm(llm, "bfloat16", device="cpu")
+    assert {p.dtype for p in real.parameters()} == {torch.bfloat16}
+    # a folder with only config.json + tokenizer (no weights): weights=False builds it, the default refuses
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for f in llm.iterdir():
+        if not f.name.endswith(".safetensors"):
+            (bare / f.name).write_bytes(f.read_bytes())
+    with pytest.raises(LLMSRTError, match="cannot load the LLM"):
+        load_llm(bare)
+    torch.manual_seed(1)
+    rand, _ = load_llm(bare, "float32", weights=False)
+    assert sum(p.numel() for p in rand.parameters()) == sum(p.numel() for p in real.parameters())
+    assert not torch.equal(rand.get_input_embeddings().weight, real.get_input_embeddings().weight.float())
+    skeleton, _ = load_llm(llm, "bfloat16", device="meta")
+    assert all(p.is_meta for p in skeleton.parameters())
+    assert all(not b.is_meta for b in skeleton.buffers())  # rotary tables stay real: FSDP needs them per rank
+
+
+def test_meta_llm_keeps_the_adapter_real(folders):
+    whisper, llm, _ = folders
+    cfg = SpeechLLMConfig(encoder=str(whisper), llm=str(llm), adapter="linear")
+    model = SpeechLLM(cfg, device="cpu", llm_device="meta")
+    assert all(p.is_meta for p in model.llm.parameters())
+    assert not any(p.is_meta for p in model.adapter.parameters())
+    assert model.device == torch.device("cpu")
+
+
+def test_encoder_loads_in_dtype_and_random_encoder_differs(folders):
+    whisper, _, _ = folders
+    enc = WhisperEncoder.from_pretrained(whisper, dtype=torch.bfloat16)
+    assert {p.dtype for p in enc.parameters()} == {torch.bfloat16}
+    h, mask = enc.encode([CLIPS[0]])
+    assert h.dtype == torch.bfloat16 and torch.isfinite(h.float()).all() and mask.all()
+    real = WhisperEncoder.from_pretrained(whisper)
+    torch.manual_seed(3)
+    rand = WhisperEncoder.from_pretrained(whisper, weights=False)
+    assert not torch.equal(real.encoder.conv1.weight, rand.encoder.conv1.weight)
+
+
+def test_from_pretrained_dtype_overrides_and_prompt_format(tmp_path, folders):
+    torch.manual_seed(0)
+    model = tiny.speech_llm(tmp_path)
+    ckpt = model.save_pretrained(tmp_path / "ckpt")
+    half = SpeechLLM.from_pretrained(ckpt, device="cpu", dtype="bfloat16")
+    assert half.llm_dtype == torch.bfloat16 and half.encoder.encoder.conv1.weight.dtype == torch.bfloat16
+    assert {p.dtype for p in half.adapter.parameters()} == {torch.float32}  # trained parts stay fp32
+    assert torch.equal(half.adapter.state_dict()[next(iter(half.adapter.state_dict()))],
+                       model.adapter.state_dict()[next(iter(model.adapter.state_dict()))])
+    # moved to another host: its config names folders that no longer exist; overrides point at the new ones
+    meta = json.loads((ckpt / "config.json").read_text())
+    meta["encoder"], meta["llm"] = "/nonexistent/whisper", "/nonexistent/llm"
+    (ckpt / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(LLMSRTError):
+        SpeechLLM.from_pretrained(ckpt)
+    whisper, llm = model.config.encoder, model.config.llm
+    moved = SpeechLLM.from_pretrained(ckpt, encoder=whisper, llm=llm, lora=None)
+    assert moved.config.encoder == whisper and moved.config.llm == llm
+    meta["prompt_format"] = meta.get("prompt_format", 1) + 1
+    (ckpt / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(LLMSRTError, match=r"prompt format \d+, but this llm-srt writes prompt format \d+"):
+        SpeechLLM.from_pretrained(ckpt, encoder=whisper, llm=llm)
+
+
+@pytest.mark.cuda
+def test_from_pretrained_lands_on_the_gpu_in_bf16_without_a_host_copy(tmp_path):
+    torch.manual_seed(0)
+    ckpt = tiny.speech_llm(tmp_path).save_pretrained(tmp_path / "ckpt")
+    model = SpeechLLM.from_pretrained(ckpt, device="cuda", dtype="bfloat16")
+    assert all(p.device.type == "cuda" for p in model.parameters())
+    assert model.llm_dtype == torch.bfloat16
+    texts = model.generate({"audio": CLIPS, "prompts": PROMPTS})
+    assert len(texts) == 3
+    out = model({"audio": CLIPS, "prompts": PROMPTS, "targets": ["a", "b", "c"]})
+    assert torch.isfinite(out["loss"])
