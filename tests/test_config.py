@@ -1,3 +1,4 @@
+import typing
 from dataclasses import dataclass, field
 
 import pytest
@@ -59,3 +60,25 @@ def test_environment_variables_expand_and_missing_ones_are_named(tmp_path, monke
     monkeypatch.delenv("MY_MODEL")
     with pytest.raises(ConfigError, match=r"name uses \$\{MY_MODEL\} but that environment variable is not set"):
         config.load(Cfg, p)
+
+
+@dataclass
+class Section:
+    size: int = 1
+
+    MOVED: typing.ClassVar[dict[str, str]] = {"width": "write size instead"}
+
+
+@dataclass
+class WithSection:
+    section: Section = field(default_factory=Section)
+
+
+def test_a_moved_key_says_what_to_write_instead(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("section:\n  width: 3\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: 'section.width' is no longer a key here; write size instead"):
+        config.load(WithSection, p)
+    with pytest.raises(ConfigError, match=r"unknown key 'section.height'; known keys here: size$"):
+        config.load(WithSection, None, ["section.height=3"])
+    assert config.load(WithSection, None, ["section.size=3"]).section.size == 3

@@ -57,3 +57,28 @@ def test_claims_compare_the_right_systems_and_say_whether_each_holds():
     result = check_claims(report)
     assert not any(n["holds_here"] for n in result["numbers"])
     assert sum("does NOT hold" in line for line in result["lines"]) == 2
+
+
+def test_demo_work_folder_with_a_hash_keeps_every_stage_inside_it():
+    """`llm-srt demo --work "runs/demo #1"`: every stage's output_dir and init_from stay under that folder (a `#`
+    used to start a YAML comment when the path went through a key=value override)."""
+    import argparse
+    from pathlib import Path
+
+    from llm_srt import demo
+
+    parser = argparse.ArgumentParser()
+    demo.add_arguments(parser)
+    args = parser.parse_args(["--work", "runs/demo #1", "--data", "data/mini #2"])
+    stages = demo.demo_stages(Path(args.work), Path(args.data))
+    work = Path("runs/demo #1")
+    runs = {s.name: s.config for group in stages.values() for s in group}
+    assert {name: cfg.output_dir for name, cfg in runs.items()} == {
+        name: str(work / name) for name in ("asr", "smt", "srt", "baseline", "srt_no_smt")}
+    asr = str(work / "asr" / "final")
+    assert {name: cfg.model.init_from for name, cfg in runs.items()} == {
+        "asr": None, "smt": asr, "srt": str(work / "smt" / "final"), "baseline": asr, "srt_no_smt": asr}
+    assert {(cfg.data.train, cfg.data.dev) for cfg in runs.values()} == {("data/mini #2/train.jsonl",
+                                                                           "data/mini #2/dev.jsonl")}
+    assert [runs[n].stage for n in ("asr", "smt", "srt", "baseline", "srt_no_smt")] == [
+        "asr", "smt", "srt", "baseline", "srt"]

@@ -1,7 +1,9 @@
 """Typed configs from YAML + `key=value` overrides (torchtune / litgpt style).
 
 A config is a tree of dataclasses; the dataclass fields are the schema. Unknown keys and wrong types are errors
-that name the file and the dotted key.
+that name the file and the dotted key. A dataclass may list keys it no longer takes in a class attribute
+`MOVED: ClassVar[dict[str, str]]` (old key -> what to write instead); using one is an error that says so.
+Code composes configs with `dataclasses.replace`; `key=value` strings are for people on the command line.
 """
 
 import dataclasses
@@ -58,10 +60,13 @@ def from_dict(cls: type[T], data: dict, where: str = "<config>", prefix: str = "
         raise ConfigError(f"{where}: {prefix.rstrip('.') or 'config'} must be a mapping, got {type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields), key=str)
+    moved = [k for k in unknown if k in getattr(cls, "MOVED", {})]
+    if moved:
+        raise ConfigError(f"{where}: '{prefix}{moved[0]}' is no longer a key here; {cls.MOVED[moved[0]]}")
     if unknown:
         raise ConfigError(f"{where}: unknown key '{prefix}{unknown[0]}'; known keys here: {', '.join(fields)}")
     hints = typing.get_type_hints(cls)
-    kwargs = {name: _coerce(hints[name], value, where, f"{prefix}{name}") for name, value in data.items()}
+    kwargs = {name: coerce(hints[name], value, where, f"{prefix}{name}") for name, value in data.items()}
     try:
         return cls(**kwargs)
     except ConfigError as e:  # raised by the dataclass's own checks (__post_init__): say which file
@@ -82,7 +87,9 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
-def _coerce(tp: Any, value: Any, where: str, key: str) -> Any:
+def coerce(tp: Any, value: Any, where: str, key: str) -> Any:
+    """`value` (as YAML gives it) checked against the type hint `tp` and converted where YAML is loose (an int
+    for a float, "1e-4" for a float, a list for a tuple); a ConfigError naming `key` in `where` otherwise."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(tp)
@@ -93,7 +100,7 @@ def _coerce(tp: Any, value: Any, where: str, key: str) -> Any:
             if option is type(None):
                 continue
             try:
-                return _coerce(option, value, where, key)
+                return coerce(option, value, where, key)
             except ConfigError as e:
                 errors.append(e)
         raise errors[0]
@@ -108,15 +115,15 @@ def _coerce(tp: Any, value: Any, where: str, key: str) -> Any:
         if origin is tuple and Ellipsis not in args:  # tuple[float, float]: a fixed number of items
             if len(value) != len(args):
                 raise ConfigError(f"{where}: {key} must be a list of {len(args)} items, got {value!r}")
-            return tuple(_coerce(t, v, where, f"{key}[{i}]") for i, (t, v) in enumerate(zip(args, value)))
+            return tuple(coerce(t, v, where, f"{key}[{i}]") for i, (t, v) in enumerate(zip(args, value)))
         inner = args[0]
-        items = [_coerce(inner, v, where, f"{key}[{i}]") for i, v in enumerate(value)]
+        items = [coerce(inner, v, where, f"{key}[{i}]") for i, v in enumerate(value)]
         return items if origin is list else tuple(items)
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: {key} must be a mapping, got {value!r}")
         _, inner = typing.get_args(tp) or (Any, Any)
-        return {k: _coerce(inner, v, where, f"{key}.{k}") for k, v in value.items()}
+        return {k: coerce(inner, v, where, f"{key}.{k}") for k, v in value.items()}
     if origin is typing.Literal:
         if value not in typing.get_args(tp):
             raise ConfigError(f"{where}: {key} must be one of {list(typing.get_args(tp))}, got {value!r}")

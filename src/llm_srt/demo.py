@@ -12,6 +12,7 @@ Everything is reused on a re-run (corpus, features, finished stages).
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from .data.manifest import read_manifest, write_manifest
@@ -42,13 +43,33 @@ def test_subset(test_manifest: Path, out: Path, directions=DEMO_DIRECTIONS, sent
     return out
 
 
+def demo_stages(work: Path, data: Path) -> dict[str, list]:
+    """The demo's training stages as typed configs, composed with `dataclasses.replace` (a folder such as
+    "runs/demo #1" stays as it is): the curriculum (asr, smt, srt under `work`), then the baseline and the
+    w/o-SMT ablation, both from the curriculum's ASR stage; every stage on the mini corpus in `data`."""
+    from .train.curriculum import Stage, plan
+    from .train.recipe import FINAL, load_config
+
+    def on_corpus(cfg):
+        return replace(cfg, data=replace(cfg.data, train=str(data / "train.jsonl"), dev=str(data / "dev.jsonl")))
+
+    curriculum = plan([str(CONFIGS)], out_root=work, adjust=on_corpus)
+    asr_final = str(Path(curriculum[0].config.output_dir) / FINAL)
+
+    def from_asr(file: Path, out: str) -> Stage:
+        cfg = on_corpus(load_config(file))
+        return Stage(out, file, replace(cfg, output_dir=str(work / out), model=replace(cfg.model, init_from=asr_final)))
+
+    return {"curriculum": curriculum, "baseline": [from_asr(CONFIGS / "baseline.yaml", "baseline")],
+            "no_smt": [from_asr(CONFIGS / "srt.yaml", "srt_no_smt")]}
+
+
 def run_demo(work: Path, data: Path, log=print) -> dict:
     from .data.mini import MiniOptions, build_mini
     from .embedded import ensure_embedded
     from .evaluate.run import evaluate
     from .infer import SpeechTranslator
-    from .train.curriculum import run_curriculum
-    from .train.recipe import load_config, train
+    from .train.curriculum import run_stages
 
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
@@ -65,15 +86,10 @@ def run_demo(work: Path, data: Path, log=print) -> dict:
     if not (data / "test.jsonl").is_file():
         summary = step("mini corpus", lambda: build_mini(MiniOptions(out=data)))
         log("\n".join(summary.lines()))
-    common = [f"data.train={data / 'train.jsonl'}", f"data.dev={data / 'dev.jsonl'}"]
-    finals = step("curriculum ASR -> SMT -> SRT", lambda: run_curriculum(
-        [str(CONFIGS)], common, out_root=str(work), log=log))
-    baseline = step("baseline (ASR -> S2TT, same budget)", lambda: train(load_config(
-        CONFIGS / "baseline.yaml", common + [f"model.init_from={finals[0]}", f"output_dir={work / 'baseline'}"]),
-        log=log))
-    no_smt = step("ablation w/o SMT (ASR -> SRT)", lambda: train(load_config(
-        CONFIGS / "srt.yaml", common + [f"model.init_from={finals[0]}", f"output_dir={work / 'srt_no_smt'}"]),
-        log=log))
+    stages = demo_stages(work, data)
+    finals = step("curriculum ASR -> SMT -> SRT", lambda: run_stages(stages["curriculum"], log=log))
+    baseline = step("baseline (ASR -> S2TT, same budget)", lambda: run_stages(stages["baseline"], log=log)[0])
+    no_smt = step("ablation w/o SMT (ASR -> SRT)", lambda: run_stages(stages["no_smt"], log=log)[0])
     seen = shipped_training_sentences()
     clash = seen & {r.sentence_id for r in read_manifest(data / "test.jsonl")}
     if clash:

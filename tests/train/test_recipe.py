@@ -1,4 +1,5 @@
 import json
+import math
 import os
 import re
 import shutil
@@ -199,3 +200,117 @@ def test_every_shipped_config_loads(path, monkeypatch):
     assert text.startswith("#") and ("llm-srt" in text.split("\n\n")[0] or "llm_srt" in text.split("\n\n")[0])
     cfg = recipe.load_config(path)
     assert cfg.max_steps > 0 and cfg.data.train
+
+
+# ---- typed sections and the new keys ------------------------------------------------------------------------------
+@pytest.mark.parametrize("override,message", [
+    ("model.lora={rank: 8}", r"unknown key 'model.lora.rank'; known keys here: r, alpha, dropout, target_modules"),
+    ("model.lora={r: 4, bias: some}", r"model.lora.bias must be one of \['none', 'all', 'lora_only'\]"),
+    ("model.lora={r: 0}", r"model.lora: needs r >= 1"),
+    ("model.lora={target_modules: q_proj}", r"model.lora.target_modules must be a list"),
+    ("model.adapter_kwargs={num_querys: 8}", r"unknown key 'model.adapter_kwargs.num_querys': the qformer adapter "
+                                             r"takes num_queries, hidden_size"),
+    ("model.adapter_kwargs={num_queries: many}", r"model.adapter_kwargs: num_queries must be int"),
+    ("model.adapter=conv", r"model.adapter: unknown adapter 'conv'; choose one of qformer, pooled, linear"),
+    ("model.dtype=bfloat16", r"'model.dtype' is no longer a key here; .*top-level key dtype"),
+    ("dtype=bf8", r"dtype must be auto, float32, bfloat16 or float16"),
+    ("device=gpu", r"device must be auto, cpu, cuda or cuda:N"),
+])
+def test_typed_sections_name_the_bad_key_in_one_line(override, message):
+    with pytest.raises(ConfigError, match=message) as e:
+        recipe.load_config(None, [override])
+    assert "\n" not in str(e.value)
+
+
+def test_typed_sections_are_coerced_and_reach_the_model_config():
+    from llm_srt.model.llm import LoraOptions
+
+    cfg = recipe.load_config(None, ["model.lora={r: 4, alpha: 8, target_modules: [q_proj]}",
+                                    "model.adapter=linear", "model.adapter_kwargs={k: 3}",
+                                    "model.adapter_kwargs.mlp_hidden=16"])
+    assert cfg.model.lora == LoraOptions(r=4, alpha=8, target_modules=("q_proj",))
+    assert cfg.model.adapter_kwargs == {"k": 3, "mlp_hidden": 16}
+    qformer = recipe.load_config(None, ["model.adapter_kwargs={dropout: 0}"])
+    assert qformer.model.adapter_kwargs == {"dropout": 0.0} and isinstance(qformer.model.adapter_kwargs["dropout"],
+                                                                           float)
+    defaults = recipe.load_config(None)
+    assert (defaults.device, defaults.dtype, defaults.distributed, defaults.model.pad_to_30s) == (
+        "auto", "auto", "ddp", False)
+
+
+def _final_config(final):
+    return json.loads((Path(final) / "config.json").read_text())
+
+
+def test_dtype_and_device_keys_place_the_frozen_weights(tiny_setup, tmp_path):
+    from llm_srt.model.speech_llm import SpeechLLM
+
+    messages = []
+    cfg = recipe.load_config(None, overrides(tiny_setup, tmp_path / "auto", max_steps=2, device="cpu"))
+    assert _final_config(recipe.train(cfg, log=messages.append))["dtype"] == "float32"  # auto on the CPU
+    assert any("(cpu float32)" in m for m in messages)
+    cfg = recipe.load_config(None, overrides(tiny_setup, tmp_path / "bf16", max_steps=2, dtype="bfloat16"))
+    final = recipe.train(cfg, log=lambda *_: None)
+    assert _final_config(final)["dtype"] == "bfloat16"
+    model = SpeechLLM.from_pretrained(final)
+    assert model.llm_dtype == torch.bfloat16 and next(model.adapter.parameters()).dtype == torch.float32
+    assert all(math.isfinite(x) for x in _losses(tmp_path / "bf16"))
+    if not torch.cuda.is_available():
+        cfg = recipe.load_config(None, overrides(tiny_setup, tmp_path / "cuda", max_steps=2, device="cuda"))
+        with pytest.raises(LLMSRTError, match=r"--device cuda: no CUDA GPU is visible"):
+            recipe.train(cfg, log=lambda *_: None)
+
+
+@pytest.mark.parametrize("pad", [False, True])
+def test_pad_to_30s_trains_on_the_input_it_names(tiny_setup, tmp_path, pad):
+    """model.pad_to_30s: every cached feature has Whisper's 1500 frames (the reference's input), or fewer without."""
+    import numpy as np
+
+    cache = tmp_path / "features"
+    cfg = recipe.load_config(None, overrides(tiny_setup, tmp_path / "run", max_steps=3, **{
+        "model.pad_to_30s": pad, "data.feature_cache": str(cache), "data.tasks": "{asr: 1.0}"}))
+    final = recipe.train(cfg, log=lambda *_: None)
+    frames = {np.load(p).shape[0] for p in cache.rglob("*.npy")}
+    assert frames and (frames == {1500} if pad else max(frames) < 100), frames
+    assert _final_config(final)["pad_to_30s"] is pad
+    assert len(_losses(tmp_path / "run")) == 3 and all(math.isfinite(x) for x in _losses(tmp_path / "run"))
+
+
+def test_a_checkpoint_moved_to_another_host_resumes_with_the_new_model_paths(tiny_setup, tmp_path):
+    """Stage 1 and stage 2 trained on "host A"; then the models live elsewhere (A's paths are gone). With the
+    config's new model.encoder / model.llm, stage 2 continues from its checkpoint (max_steps raised), from stage 1's
+    final/ (whose config.json names A's paths), and a stage 3 starts from stage 2's final/."""
+    host_a, host_b = tmp_path / "hostA", tmp_path / "hostB"
+    for key in ("whisper", "llm"):
+        shutil.copytree(tiny_setup[key], host_a / Path(tiny_setup[key]).name)
+
+    def on(host, out, **extra):
+        return overrides(tiny_setup, out, **{"model.encoder": host / Path(tiny_setup["whisper"]).name,
+                                             "model.llm": host / Path(tiny_setup["llm"]).name, **extra})
+
+    recipe.train(recipe.load_config(None, on(host_a, tmp_path / "s1", max_steps=2)), log=lambda *_: None)
+    s1_final = tmp_path / "s1" / "final"
+    recipe.train(recipe.load_config(None, on(host_a, tmp_path / "s2", max_steps=2, save_every=2,
+                                             **{"model.init_from": s1_final})), log=lambda *_: None)
+    host_a.rename(host_b)
+    assert _final_config(s1_final)["llm"].startswith(str(host_a))
+    messages = []
+    s2 = on(host_b, tmp_path / "s2", max_steps=4, save_every=2, **{"model.init_from": s1_final})
+    final = recipe.train(recipe.load_config(None, s2), log=messages.append)
+    assert any("resumed from" in m and "at step 2" in m for m in messages)
+    assert _final_config(final)["llm"].startswith(str(host_b))
+    s3 = on(host_b, tmp_path / "s3", max_steps=1, **{"model.init_from": final})
+    assert (recipe.train(recipe.load_config(None, s3), log=lambda *_: None) / "adapter.safetensors").is_file()
+
+
+def test_curriculum_composes_stage_configs_without_reparsing_paths(tmp_path):
+    """A folder with '#', ':' or '{' reaches every stage as it is (it used to be re-parsed as YAML: 'runs/demo')."""
+    folder = tmp_path / "cfgs"
+    folder.mkdir()
+    for stage in ("asr", "smt", "srt"):
+        (folder / f"{stage}.yaml").write_text(f"stage: {stage}\ndata:\n  train: x.jsonl\noutput_dir: elsewhere\n")
+    root = tmp_path / "runs" / "demo #1: {a}"
+    stages = curriculum.plan([str(folder)], ["srt:max_steps=7", "smt:output_dir=mine"], out_root=root)
+    assert [s.config.output_dir for s in stages] == [str(root / "asr"), "mine", str(root / "srt")]
+    assert [s.config.model.init_from for s in stages] == [None, str(root / "asr" / "final"), "mine/final"]
+    assert [s.config.max_steps for s in stages] == [1000, 1000, 7]

@@ -10,6 +10,10 @@ checkpoints import by name.
 
 from __future__ import annotations
 
+import inspect
+import typing
+from typing import Any
+
 import torch
 from torch import nn
 from transformers import Blip2QFormerConfig, Blip2QFormerModel
@@ -141,12 +145,35 @@ def _group_frames(h: torch.Tensor, mask: torch.Tensor | None, k: int) -> tuple[t
 
 
 ADAPTERS: dict[str, type[Adapter]] = {cls.kind: cls for cls in (QFormerAdapter, PooledProjector, LinearDownsampler)}
+INFERRED = ("encoder_dim", "llm_dim")  # constructor arguments the model fills in from the encoder and the LLM
+
+
+def adapter_class(kind: str) -> type[Adapter]:
+    if kind not in ADAPTERS:
+        raise ConfigError(f"unknown adapter {kind!r}; choose one of {', '.join(ADAPTERS)}")
+    return ADAPTERS[kind]
+
+
+def adapter_options(kind: str) -> dict[str, tuple[Any, Any]]:
+    """The options an adapter kind takes, read from its constructor: name -> (type hint, default)."""
+    cls = adapter_class(kind)
+    hints = typing.get_type_hints(cls.__init__)
+    return {name: (hints[name], p.default) for name, p in inspect.signature(cls.__init__).parameters.items()
+            if name != "self" and name not in INFERRED}
+
+
+def check_options(kind: str, options: dict) -> None:
+    """A ConfigError naming the first option `kind`'s constructor does not take."""
+    known = adapter_options(kind)
+    unknown = [k for k in options if k not in known]
+    if unknown:
+        raise ConfigError(f"adapter {kind!r}: bad options: unknown option '{unknown[0]}'; {kind} takes "
+                          f"{', '.join(known)}")
 
 
 def build_adapter(kind: str, encoder_dim: int, llm_dim: int, **kwargs) -> Adapter:
     """An adapter by registry name ("qformer", "pooled", "linear")."""
-    if kind not in ADAPTERS:
-        raise ConfigError(f"unknown adapter {kind!r}; choose one of {', '.join(ADAPTERS)}")
+    check_options(kind, kwargs)
     try:
         return ADAPTERS[kind](encoder_dim=encoder_dim, llm_dim=llm_dim, **kwargs)
     except TypeError as e:

@@ -4,16 +4,19 @@
     torchrun --nproc_per_node 4 -m llm_srt.cli train configs/paper/qwen2.5-3b/asr.yaml   # DDP
     torchrun --nproc_per_node 4 -m llm_srt.cli train configs/paper/qwen2.5-32b/asr.yaml  # distributed: fsdp
 
-setup -> train (resumes from the newest intact checkpoint) -> save final/. Only rank 0 writes.
+`Recipe.run` reads top-down: set-up (processes, device) -> model -> data -> optimizer / resume -> train (train step,
+evaluate, save checkpoint) -> save final/. The order is required; each step's docstring says what it needs first.
+Only rank 0 writes.
 """
 
 import contextlib
 import json
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -21,13 +24,16 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from .. import config as config_lib
+from .. import device as device_lib
 from ..errors import ConfigError, LLMSRTError
+from ..model.llm import LoraOptions
 from ..prompts import Task
 from . import checkpoint
 from .data import DataSection
 from .parallel import Dist, Parallel, all_sum, barrier, init_distributed, on_main
 
 FINAL = "final"  # the finished model folder inside output_dir
+LORA_BIAS = ("none", "all", "lora_only")  # peft's bias modes
 
 
 @dataclass
@@ -35,10 +41,35 @@ class ModelSection:
     encoder: str = "embedded"  # HF Whisper folder; "embedded" = the converted Whisper base (llm-srt setup)
     llm: str = "embedded"  # HF causal-LM folder; "embedded" = the converted Gemma-3-270M
     adapter: str = "qformer"  # qformer | pooled | linear (llm_srt.model.adapter.ADAPTERS)
-    adapter_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. {num_queries: 80, num_layers: 8}
-    lora: dict[str, Any] | None = None  # LoRA options (r, alpha, dropout, target_modules) or null
-    dtype: str = "float32"  # LLM weight dtype: float32 | bfloat16 | float16
+    adapter_kwargs: dict[str, Any] = field(default_factory=dict)  # the adapter constructor's options, checked
+    #   against it (model/adapter.py), e.g. {num_queries: 80, num_layers: 8}; encoder/LLM widths are inferred
+    lora: LoraOptions | None = None  # LoRA on the LLM: {r, alpha, dropout, target_modules, bias}; null = none
+    pad_to_30s: bool = False  # Whisper on 30 s-padded input, as the reference trains (false: variable length)
     init_from: str | None = None  # a model folder (the previous stage) whose adapter / LoRA start this run
+
+    MOVED: ClassVar[dict[str, str]] = {
+        "dtype": "the frozen weights' dtype is the top-level key dtype (auto, float32, bfloat16 or float16)"}
+
+    def __post_init__(self):
+        from ..model.adapter import adapter_options
+
+        try:
+            options = adapter_options(self.adapter)
+        except ConfigError as e:
+            raise ConfigError(f"model.adapter: {e}") from None
+        unknown = [k for k in self.adapter_kwargs if k not in options]
+        if unknown:
+            raise ConfigError(f"unknown key 'model.adapter_kwargs.{unknown[0]}': the {self.adapter} adapter takes "
+                              f"{', '.join(options)}")
+        self.adapter_kwargs = {k: config_lib.coerce(options[k][0], v, "model.adapter_kwargs", k)
+                               for k, v in self.adapter_kwargs.items()}
+        lora = self.lora
+        if lora is not None:
+            if lora.bias not in LORA_BIAS:
+                raise ConfigError(f"model.lora.bias must be one of {list(LORA_BIAS)}, got {lora.bias!r}")
+            if lora.r < 1 or lora.alpha <= 0 or not 0 <= lora.dropout < 1 or not lora.target_modules:
+                raise ConfigError(f"model.lora: needs r >= 1, alpha > 0, 0 <= dropout < 1 and at least one of "
+                                  f"target_modules; got {lora.to_dict()}")
 
 
 @dataclass
@@ -59,7 +90,11 @@ class TrainConfig:
     data: DataSection = field(default_factory=DataSection)
     optim: OptimSection = field(default_factory=OptimSection)
     trainable: list[str] = field(default_factory=lambda: ["adapter"])  # adapter | lora
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU
+    device: str = "auto"  # auto (the rank's GPU when there is one, else the CPU) | cpu | cuda | cuda:N
+    dtype: str = "auto"  # frozen encoder / LLM weights: auto (bfloat16 on CUDA, float32 on the CPU) | float32 |
+    #   bfloat16 | float16; the adapter and LoRA always train in float32
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # autocast: auto = bf16 on CUDA, fp32 on the CPU
+    distributed: Literal["ddp", "fsdp"] = "ddp"  # under torchrun: ddp (whole model per rank) | fsdp (LLM sharded)
     max_steps: int = 1000  # optimizer steps
     log_every: int = 10
     eval_every: int = 0  # steps between dev evaluations (0 = only at the end, if dev is set)
@@ -67,7 +102,6 @@ class TrainConfig:
     keep_last: int = 2  # checkpoints kept (plus the best by dev loss)
     seed: int = 0  # model init / dropout seed
     threads: int = 0  # torch CPU threads (0 = torch's default)
-    distributed: Literal["ddp", "fsdp"] = "ddp"  # under torchrun: ddp (whole model per rank) | fsdp (LLM sharded)
     output_dir: str = "runs/default"
 
     def __post_init__(self):
@@ -79,6 +113,10 @@ class TrainConfig:
                     from None
         if self.max_steps < 1 or self.data.batch_size < 1 or self.optim.accumulation < 1:
             raise ConfigError("max_steps, data.batch_size and optim.accumulation must be >= 1")
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.dtype != "auto" and self.dtype not in device_lib.DTYPES:
+            raise ConfigError(f"dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
@@ -97,7 +135,6 @@ def finished_steps(output_dir: str | Path) -> int | None:
         return None
 
 
-# ---- the run ----------------------------------------------------------------------------------------------------
 def lr_lambda(optim: OptimSection, max_steps: int):
     def f(step: int) -> float:
         if optim.warmup_steps and step < optim.warmup_steps:
@@ -113,142 +150,234 @@ def lr_lambda(optim: OptimSection, max_steps: int):
 
 def train(cfg: TrainConfig, log=print) -> Path:
     """Run (or resume) one training stage; returns the final model folder."""
-    from .data import TrainingData
-    from ..model.speech_llm import SpeechLLM, SpeechLLMConfig
-    from ..model.llm import LoraOptions
+    return Recipe(cfg, log).run()
 
-    out = Path(cfg.output_dir)
-    extending = False
-    if is_finished(out):
-        done = finished_steps(out)
-        if done is None or done >= cfg.max_steps:
-            log(f"[{cfg.stage}] already finished: {out / FINAL}")
-            return out / FINAL
-        log(f"[{cfg.stage}] {out / FINAL} has {done} steps; max_steps is now {cfg.max_steps}: continuing from the "
-            "newest checkpoint")
-        extending = True
-    d, device = init_distributed()
-    if not d.main:  # one rank speaks; errors still surface from every rank
-        log = _quiet
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    if d.main:
-        checkpoint.check_writable(out, need_bytes=64 << 20)
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed)
 
-    model_cfg = SpeechLLMConfig(
-        encoder=cfg.model.encoder, llm=cfg.model.llm,
-        adapter=cfg.model.adapter, adapter_kwargs=dict(cfg.model.adapter_kwargs),
-        lora=LoraOptions.from_dict(cfg.model.lora), trainable=tuple(cfg.trainable), dtype=cfg.model.dtype)
-    if cfg.model.init_from:
-        init = Path(cfg.model.init_from)
-        if not (init / "config.json").is_file():
-            raise LLMSRTError(f"model.init_from: {init} is not a model folder (no config.json); train the previous "
-                              "stage first or fix the path")
-        model = SpeechLLM.from_pretrained(init, encoder=model_cfg.encoder, llm=model_cfg.llm, lora=model_cfg.lora,
-                                          trainable=model_cfg.trainable, dtype=model_cfg.dtype)
-        log(f"[{cfg.stage}] initialized from {init}")
-    else:
-        model = SpeechLLM(model_cfg)
-    counts = model.parameter_counts()
-    log(f"[{cfg.stage}] trainable parameters: adapter {counts['adapter'] / 1e6:.2f}M, lora {counts['lora'] / 1e6:.2f}M,"
-        f" total {counts['trainable'] / 1e6:.2f}M of {counts['all'] / 1e6:.1f}M")
-    latest = checkpoint.latest(out, log=log)
-    if extending and latest is None:
-        raise LLMSRTError(f"{out}: no checkpoint left to continue the finished run from; raise max_steps in a new "
-                          "output_dir with model.init_from pointing at the finished model instead")
-    if latest is not None:  # weights before sharding; the optimizer state once it exists
-        model.load_trainable(latest.path)
+# ---- the recipe ---------------------------------------------------------------------------------------------------
+class Recipe:
+    """One stage's run. `run` is the table of contents; each step below is one method, in the order it runs."""
 
-    parallel = Parallel(model, cfg.distributed, d, device)
-    data = TrainingData(cfg.data, model, d, log=log)
-    parallel.wrap()
-    if parallel.sharded:
-        held, whole = parallel.llm_numel()
-        log(f"[{cfg.stage}] FSDP over {d.world} ranks: rank {d.rank} holds {held / 1e6:.3f}M of the LLM's "
-            f"{whole / 1e6:.3f}M parameters")
-    params = model.trainable_parameters()
-    optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
-                                  weight_decay=cfg.optim.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.optim, cfg.max_steps))
+    def __init__(self, cfg: TrainConfig, log=print):
+        self.cfg, self.log = cfg, log
+        self.out = Path(cfg.output_dir)
+        self.step = 0
+        self.latest: checkpoint.CheckpointInfo | None = None  # the checkpoint this run resumes from
+        self.last_good: Path | None = None  # the newest checkpoint on disk (named when the loss turns NaN)
+        self.bar, self.writer = None, None  # progress bar, TensorBoard (rank 0)
 
-    step = 0
-    if latest is not None:
-        state = checkpoint.load_trainer_state(latest.path)
-        parallel.load_optimizer_state(optimizer, state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        data.load_state_dict(state["data"])
-        step = state["step"]
-        _restore_rng(state["rng"], d, cfg.seed, step)
-        log(f"[{cfg.stage}] resumed from {latest.path} at step {step}")
+    def run(self) -> Path:
+        if self.finished():
+            return self.out / FINAL
+        self.setup_processes()  # 1. process group, device and dtype, seeds
+        self.setup_model()  # 2. the model; the newest checkpoint's trainable weights, before any sharding
+        self.setup_data()  # 3. the data (the whole encoder fills the feature cache), then shard / wrap the model
+        self.setup_optimizer()  # 4. optimizer + schedule over the wrapped parameters; resume their state, RNG last
+        try:
+            self.train()  # 5. train_step, evaluate and save_checkpoint until max_steps
+        finally:
+            self.cleanup()
+        return self.save_final()  # 6. final/ (its presence marks the run finished)
 
-    writer = _tensorboard(out) if d.main else None
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if _use_bf16(cfg, device)
-                else contextlib.nullcontext())
-    bar = tqdm(total=cfg.max_steps, initial=step, desc=f"train {cfg.stage}", disable=not d.main, dynamic_ncols=True)
-    model.train()
-    last_good = latest.path if latest is not None else None
-    t0, steps_timed = time.perf_counter(), 0
-    while step < cfg.max_steps:
-        optimizer.zero_grad(set_to_none=True)
-        micro = [data.next_batch() for _ in range(cfg.optim.accumulation)]
+    # ---- 0. finished already? -------------------------------------------------------------------------------------
+    def finished(self) -> bool:
+        """True if output_dir holds a model trained for max_steps. A finished run whose max_steps was raised
+        continues from its newest checkpoint (`extending`)."""
+        self.extending = False
+        if not is_finished(self.out):
+            return False
+        done = finished_steps(self.out)
+        if done is None or done >= self.cfg.max_steps:
+            self.log(f"[{self.cfg.stage}] already finished: {self.out / FINAL}")
+            return True
+        self.log(f"[{self.cfg.stage}] {self.out / FINAL} has {done} steps; max_steps is now {self.cfg.max_steps}: "
+                 "continuing from the newest checkpoint")
+        self.extending = True
+        return False
+
+    # ---- 1. set-up --------------------------------------------------------------------------------------------------
+    def setup_processes(self) -> None:
+        """The process group (under torchrun), this rank's device and the frozen weights' dtype, the seeds."""
+        cfg = self.cfg
+        self.d, _ = init_distributed()
+        self.placement = device_lib.resolve(cfg.device, cfg.dtype)
+        self.device = self.placement.device
+        if not self.d.main:  # one rank speaks; errors still surface from every rank
+            self.log = _quiet
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        if self.d.main:
+            checkpoint.check_writable(self.out, need_bytes=64 << 20)
+        torch.manual_seed(cfg.seed)
+        np.random.seed(cfg.seed)
+
+    # ---- 2. model ---------------------------------------------------------------------------------------------------
+    def setup_model(self) -> None:
+        """SpeechLLM from the config (or from model.init_from, the previous stage), then the trainable weights of
+        the newest checkpoint: they load into whole tensors, so before `setup_data` shards the model."""
+        from ..model.speech_llm import SpeechLLM, SpeechLLMConfig
+
+        cfg, m = self.cfg, self.cfg.model
+        model_cfg = SpeechLLMConfig(encoder=m.encoder, llm=m.llm, adapter=m.adapter,
+                                    adapter_kwargs=dict(m.adapter_kwargs), lora=m.lora, trainable=tuple(cfg.trainable),
+                                    dtype=self.placement.dtype_name, pad_to_30s=m.pad_to_30s)
+        if m.init_from:
+            init = Path(m.init_from)
+            if not (init / "config.json").is_file():
+                raise LLMSRTError(f"model.init_from: {init} is not a model folder (no config.json); train the "
+                                  "previous stage first or fix the path")
+            # the encoder / LLM paths come from this config, not the folder's config.json (it may come from
+            # another host); the adapter's shape comes from the folder
+            self.model = SpeechLLM.from_pretrained(init, encoder=m.encoder, llm=m.llm, lora=m.lora,
+                                                   trainable=model_cfg.trainable, dtype=model_cfg.dtype,
+                                                   pad_to_30s=m.pad_to_30s)
+            self.log(f"[{cfg.stage}] initialized from {init}")
+        else:
+            self.model = SpeechLLM(model_cfg)
+        counts = self.model.parameter_counts()
+        self.log(f"[{cfg.stage}] trainable parameters: adapter {counts['adapter'] / 1e6:.2f}M, lora "
+                 f"{counts['lora'] / 1e6:.2f}M, total {counts['trainable'] / 1e6:.2f}M of {counts['all'] / 1e6:.1f}M "
+                 f"({self.placement})")
+        self.latest = checkpoint.latest(self.out, log=self.log)
+        if self.extending and self.latest is None:
+            raise LLMSRTError(f"{self.out}: no checkpoint left to continue the finished run from; raise max_steps in "
+                              "a new output_dir with model.init_from pointing at the finished model instead")
+        if self.latest is not None:
+            self.model.load_trainable(self.latest.path)
+            self.last_good = self.latest.path
+
+    # ---- 3. data ----------------------------------------------------------------------------------------------------
+    def setup_data(self) -> None:
+        """Place the model, build the training data (its feature cache runs the whole encoder), then wrap the
+        model for DDP or shard it for FSDP: after this, parameters may be sharded."""
+        from .data import TrainingData
+
+        cfg, d = self.cfg, self.d
+        self.parallel = Parallel(self.model, cfg.distributed, d, self.device)
+        self.data = TrainingData(cfg.data, self.model, d, log=self.log)
+        self.parallel.wrap()
+        if self.parallel.sharded:
+            held, whole = self.parallel.llm_numel()
+            self.log(f"[{cfg.stage}] FSDP over {d.world} ranks: rank {d.rank} holds {held / 1e6:.3f}M of the LLM's "
+                     f"{whole / 1e6:.3f}M parameters")
+
+    # ---- 4. optimizer / resume --------------------------------------------------------------------------------------
+    def setup_optimizer(self) -> None:
+        """AdamW + the warm-up schedule over the (wrapped) trainable parameters; on resume their states, the data
+        position and the step, and the RNG last (everything before it may draw random numbers)."""
+        cfg = self.cfg
+        self.params = self.model.trainable_parameters()
+        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
+                                           weight_decay=cfg.optim.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg.optim, cfg.max_steps))
+        if self.latest is not None:
+            state = checkpoint.load_trainer_state(self.latest.path)
+            self.parallel.load_optimizer_state(self.optimizer, state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.data.load_state_dict(state["data"])
+            self.step = state["step"]
+            _restore_rng(state["rng"], self.d, cfg.seed, self.step)
+            self.log(f"[{cfg.stage}] resumed from {self.latest.path} at step {self.step}")
+
+    # ---- 5. train ---------------------------------------------------------------------------------------------------
+    def train(self) -> None:
+        """Steps until max_steps: a train step, its logs, a dev evaluation and a checkpoint when they are due."""
+        cfg = self.cfg
+        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if _use_bf16(cfg, self.device)
+                         else contextlib.nullcontext())
+        self.writer = _tensorboard(self.out) if self.d.main else None
+        self.bar = tqdm(total=cfg.max_steps, initial=self.step, desc=f"train {cfg.stage}", disable=not self.d.main,
+                        dynamic_ncols=True)
+        self.t0, self.steps_timed = time.perf_counter(), 0
+        self.model.train()
+        while self.step < cfg.max_steps:
+            loss = self.train_step()
+            self.log_step(loss)
+            last = self.step == cfg.max_steps
+            dev_loss = None
+            if self.data.has_dev and ((cfg.eval_every and self.step % cfg.eval_every == 0) or last):
+                dev_loss = self.evaluate()["dev_loss"]
+            if self.step % cfg.save_every == 0 or last:
+                self.save_checkpoint(dev_loss)
+
+    def train_step(self) -> float:
+        """One optimizer step over `optim.accumulation` micro-batches; the loss, token-weighted over all ranks."""
+        cfg, d, parallel = self.cfg, self.d, self.parallel
+        self.optimizer.zero_grad(set_to_none=True)
+        micro = [self.data.next_batch() for _ in range(cfg.optim.accumulation)]
         n_total = all_sum(torch.tensor(float(sum(b["n_target_tokens"] for b in micro))), d)
         loss_sum = torch.zeros(())
         for i, batch in enumerate(micro):
             with parallel.sync_gradients(i == len(micro) - 1):
-                with autocast:  # the forward only: backward runs in the dtypes autocast chose
+                with self.autocast:  # the forward only: backward runs in the dtypes autocast chose
                     result = parallel.runner(batch)
                 # token-weighted so that N ranks x B examples equals 1 rank x N*B examples
                 weight = result["n_tokens"].float() * d.world / n_total.clamp(min=1)
                 (result["loss"] * weight).backward()
             loss_sum += result["loss"].detach().float().cpu() * result["n_tokens"].float().cpu()
         loss = (all_sum(loss_sum, d) / n_total.clamp(min=1)).item()
-        if not math.isfinite(loss):
-            where = f"; the last good checkpoint is {last_good}" if last_good else ""
-            raise LLMSRTError(f"[{cfg.stage}] loss is {loss} at step {step + 1}: training stopped{where}. Lower "
+        if not math.isfinite(loss):  # the NaN guard: stop before the optimizer spoils the weights
+            where = f"; the last good checkpoint is {self.last_good}" if self.last_good else ""
+            raise LLMSRTError(f"[{cfg.stage}] loss is {loss} at step {self.step + 1}: training stopped{where}. Lower "
                               "optim.lr or check the data")
         if cfg.optim.grad_clip:
-            torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        step += 1
-        steps_timed += 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss:.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
-        if writer is not None:
-            writer.add_scalar("train/loss", loss, step)
-            writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
-        if d.main and (step % cfg.log_every == 0 or step == cfg.max_steps):
-            _log_json(out, {"step": step, "loss": loss, "lr": scheduler.get_last_lr()[0],
-                            "s_per_step": (time.perf_counter() - t0) / steps_timed})
-        dev_loss = None
-        if data.has_dev and ((cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.max_steps):
-            dev = data.evaluate(model, autocast, sharded=parallel.sharded)
-            dev_loss = dev["dev_loss"]
-            if d.main:
-                bar.write(f"[{cfg.stage}] step {step}: " + ", ".join(f"{k} {v:.3f}" for k, v in dev.items()))
-                _log_json(out, {"step": step, **dev})
-                if writer is not None:
-                    for k, v in dev.items():
-                        writer.add_scalar(f"dev/{k.removeprefix('dev_')}", v, step)
-            model.train()
-        if step % cfg.save_every == 0 or step == cfg.max_steps:
-            weights = parallel.trainable_state()  # whole tensors, gathered from every rank under FSDP
-            state = {"step": step, "optimizer": parallel.optimizer_state(optimizer),
-                     "scheduler": scheduler.state_dict(), "data": data.state_dict(), "rng": _gather_rng(d),
-                     "config": config_lib.to_dict(cfg)}
-            last_good = on_main(d, lambda: checkpoint.save(out, step, lambda p: model.save_pretrained(
-                p, state=weights), state, cfg.keep_last, dev_loss)) or last_good
-    bar.close()
-    if writer is not None:
-        writer.close()
-    weights = parallel.trainable_state()
-    on_main(d, lambda: _save_final(model, out, weights, cfg))
-    if d.main:
-        log(f"[{cfg.stage}] done: {out / FINAL} ({(time.perf_counter() - t0) / max(1, steps_timed):.2f} s/step)")
-    barrier(d)
-    return out / FINAL
+            torch.nn.utils.clip_grad_norm_(self.params, cfg.optim.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        self.steps_timed += 1
+        return loss
+
+    def log_step(self, loss: float) -> None:
+        """The three sinks: the progress bar, TensorBoard, and train_log.jsonl every log_every steps."""
+        lr = self.scheduler.get_last_lr()[0]
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}")
+        if self.writer is not None:
+            self.writer.add_scalar("train/loss", loss, self.step)
+            self.writer.add_scalar("train/lr", lr, self.step)
+        if self.d.main and (self.step % self.cfg.log_every == 0 or self.step == self.cfg.max_steps):
+            _log_json(self.out, {"step": self.step, "loss": loss, "lr": lr,
+                                 "s_per_step": (time.perf_counter() - self.t0) / self.steps_timed})
+
+    def evaluate(self) -> dict[str, float]:
+        """Dev loss (and, with data.dev_decode, dev BLEU / WER) on every rank's share; logged by rank 0."""
+        dev = self.data.evaluate(self.model, self.autocast, sharded=self.parallel.sharded)
+        if self.d.main:
+            self.bar.write(f"[{self.cfg.stage}] step {self.step}: " + ", ".join(f"{k} {v:.3f}" for k, v in dev.items()))
+            _log_json(self.out, {"step": self.step, **dev})
+            if self.writer is not None:
+                for k, v in dev.items():
+                    self.writer.add_scalar(f"dev/{k.removeprefix('dev_')}", v, self.step)
+        self.model.train()
+        return dev
+
+    def save_checkpoint(self, dev_loss: float | None) -> None:
+        """Weights + exact-resume state (optimizer, schedule, data position, every rank's RNG), written by rank 0.
+        Gathering whole tensors is a collective under FSDP: every rank calls this."""
+        weights = self.parallel.trainable_state()
+        state = {"step": self.step, "optimizer": self.parallel.optimizer_state(self.optimizer),
+                 "scheduler": self.scheduler.state_dict(), "data": self.data.state_dict(), "rng": _gather_rng(self.d),
+                 "config": config_lib.to_dict(self.cfg)}
+        model, out, cfg = self.model, self.out, self.cfg
+        self.last_good = on_main(self.d, lambda: checkpoint.save(out, self.step, lambda p: model.save_pretrained(
+            p, state=weights), state, cfg.keep_last, dev_loss)) or self.last_good
+
+    def cleanup(self) -> None:
+        """Close the progress bar and TensorBoard (also when training stopped with an error)."""
+        for sink in (self.bar, self.writer):
+            if sink is not None:
+                sink.close()
+
+    # ---- 6. save --------------------------------------------------------------------------------------------------
+    def save_final(self) -> Path:
+        """final/: the trained weights and train_config.json (a collective under FSDP; rank 0 writes)."""
+        weights = self.parallel.trainable_state()
+        on_main(self.d, lambda: _save_final(self.model, self.out, weights, self.cfg))
+        if self.d.main:
+            self.log(f"[{self.cfg.stage}] done: {self.out / FINAL} "
+                     f"({(time.perf_counter() - self.t0) / max(1, self.steps_timed):.2f} s/step)")
+        barrier(self.d)
+        return self.out / FINAL
 
 
 def _save_final(model, out: Path, weights: dict, cfg: TrainConfig) -> None:
