@@ -107,12 +107,14 @@ def test_evaluate_writes_the_report(model_dir, clips, tmp_path):
 
 @pytest.mark.integration
 def test_whisper_baseline_transcribes_and_detects_english(embedded, speak):
-    from llm_srt.evaluate.baselines import detect_language
+    from llm_srt import device
     from llm_srt.evaluate.metrics import wer
+    from llm_srt.model.systems import detect_language
 
     text = "Good morning. The train leaves at seven o'clock."
     clip = speak(text)
-    [r] = SpeechTranslator.from_pretrained("whisper").translate([clip], "eng", "eng", task="asr")
+    [r] = SpeechTranslator.from_pretrained("whisper", device="cpu").translate([clip], "eng", "eng", task="asr")
     assert r.error is None and wer([r.transcript], [text], "eng").score < 40, r.transcript
-    assert detect_language(None, clip) == "eng"
-    assert detect_language(None, speak("Guten Morgen. Der Zug fährt um sieben Uhr ab.", voice="de")) == "deu"
+    cpu = device.resolve("cpu")
+    assert detect_language(None, clip, cpu) == "eng"
+    assert detect_language(None, speak("Guten Morgen. Der Zug fährt um sieben Uhr ab.", voice="de"), cpu) == "deu"

@@ -6,7 +6,7 @@ Everything is measured side by side in one process, on the same utterances, and 
   (a) LLM-SRT: Whisper at variable length -> Q-Former (80 queries) -> LLM; greedy and beam, by batch size;
   (b) the Qwen2-Audio-style peer: Whisper on 30 s padded input -> 2x average pooling (750 speech tokens) -> the same
       LLM (a fresh PooledProjector; the Whisper weights are shared with (a));
-  (c) the cascade: Whisper's own ASR decoding, then the LLM translating the transcript (evaluate/baselines.py);
+  (c) the cascade: Whisper's own ASR decoding, then the LLM translating the transcript (model/systems.py);
   training steps with and without the encoder-feature cache, on the same batch; the encoder at variable length vs
   30 s padding on ~10 s clips; and the full `SpeechTranslator.translate()` path against the forward passes its
   output strictly needs (encoder, adapter, LLM prefill, one KV-cached LLM step per further token), each timed alone.
@@ -352,8 +352,9 @@ def time_overhead(model, utts: list[Utterance], batch: int, new_tokens: int) -> 
     output needed (the step count recorded from translate() itself), each timed alone on the same batches."""
     from .infer import SpeechTranslator
     from .model.decoding import DecodingOptions
+    from .model.systems import SpeechLLMSystem
 
-    translator = SpeechTranslator(model, "bench")
+    translator = SpeechTranslator(SpeechLLMSystem(model, "bench"))
     audios = [u.audio for u in utts]
     src, tgt = utts[0].src, utts[0].tgt  # one call, one language pair: the prompt tags do not change the cost
     prompt = build(Task.SRT, src, tgt)[0]
@@ -479,26 +480,24 @@ def time_training(model, utts: list[Utterance], batch_size: int, steps: int, wor
 # ---- (c) the cascade ----------------------------------------------------------------------------------------------
 def time_cascade(model, utts: list[Utterance], batch: int, new_tokens: int) -> dict:
     """Whisper ASR decoding then LLM text MT (natural lengths, capped at new_tokens), same utterances and batch."""
-    from .evaluate.baselines import Cascade
+    from .device import Placement
     from .model.decoding import DecodingOptions
+    from .model.systems import Item, load_system
 
-    cascade = Cascade(whisper=model.config.encoder, llm=model.config.llm)
+    cascade = load_system("cascade", Placement(model.device, model.llm_dtype), whisper=model.config.encoder,
+                          llm=model.config.llm)
     decoding = DecodingOptions(max_new_tokens=new_tokens)
     chunks = [utts[s:s + batch] for s in range(0, len(utts), batch)]
 
     def run(chunk):
-        return cascade.run_batch([u.audio for u in chunk], [u.src for u in chunk], [u.tgt for u in chunk], Task.SRT,
-                                 decoding)
+        return cascade.run_batch([Item(u.audio, u.src, u.tgt, Task.SRT) for u in chunk], decoding)
 
     run(chunks[0][:1])  # warm-up
     with PeakRSS() as rss:
         t0 = time.perf_counter()
-        outputs = [text for chunk in chunks for text in run(chunk)]
+        parsed = [out for chunk in chunks for out in run(chunk)]
         seconds = time.perf_counter() - t0
-    from .prompts import parse_srt
-
-    parsed = [parse_srt(o) for o in outputs]
-    asr_tok = cascade.asr.processor.tokenizer
+    asr_tok = cascade.asr.tokenizer
     mt_tok = cascade.mt.tokenizer
     return {"batch_size": batch, "seconds": round(seconds, 3), "utterances_per_s": round(len(utts) / seconds, 3),
             "asr_tokens_mean": round(float(np.mean([len(asr_tok(p.transcript, add_special_tokens=False)["input_ids"])

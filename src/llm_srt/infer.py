@@ -1,27 +1,33 @@
-"""Run a model on audio: batched decoding, long audio split at pauses, results as dataclasses.
+"""Run a system on audio: batched decoding, long audio split at pauses, results as dataclasses.
 
     SpeechTranslator.from_pretrained("runs/embedded/srt/final").translate(["a.wav"], src="eng", tgt="deu")
 
-`model` may also be "whisper" (Whisper's own decoder) or "cascade" (Whisper ASR, then the LLM translating the
-transcript); see evaluate/baselines.py.
+`model` may also be "whisper" (Whisper's own decoder), "cascade" (Whisper ASR, then an LLM translating the
+transcript) or "mt" (text MT); see model/systems.py. `src`, `tgt` and `task` are one value for every input or one
+per input: a batch mixes languages and tasks freely. Work items (what goes to the system) stay apart from the
+results (built from the items and the system's outputs at the end).
 """
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
-import numpy as np
 import torch
 
+from . import device as placement_of
 from . import languages, subtitles
 from .audio import SAMPLE_RATE, AudioInput, load_audio
 from .errors import LLMSRTError
 from .model.decoding import DecodingOptions
-from .prompts import Task, build, clean, parse_srt
+from .model.systems import Item, Output, System, check_item, load_system
+from .prompts import Task
 from .segment import Segment, SegmentOptions, segment
 
 WINDOW_SECONDS = 30.0  # Whisper's window: longer inputs are segmented
-TOKENS_PER_SECOND = 12.0  # generous upper bound on text tokens per second of speech, per text part
+TOKENS_PER_SECOND = 12.0  # generous upper bound on text tokens per second of Latin-script speech, per text part
+SCRIPT_TOKEN_FACTOR = {"Latn": 1.0, "Cyrl": 1.5}  # tokens per Latin token for the same speech; other scripts:
+OTHER_SCRIPT_FACTOR = 2.5  # char-tokenized / byte-heavy scripts (Jpan, Hans, Hant, Kore, Thai) need far more
+TEXT_TOKENS_PER_CHAR = 1.0  # text-only (MT) items: generous cap per character of the given transcript, per factor
 MIN_NEW_TOKENS = 24
 
 
@@ -51,151 +57,191 @@ class TranslationResult:
                 "segments": [vars(s) for s in self.segments], "error": self.error}
 
 
-@dataclass
-class _Item:
-    index: int  # which input
-    seg: Segment
-    samples: np.ndarray
-    transcript: str = ""  # given transcript (SMT) for this item
+@dataclass(frozen=True)
+class _Input:
+    """One input as asked for: its name, languages, task and given transcript (never changed afterwards)."""
+
+    label: str
+    src: str | None  # None / "auto": language ID decides, per input
+    tgt: str | None
+    task: Task
+    transcript: str = ""
 
 
-def max_new_tokens(seconds: float, task: Task, cap: int) -> int:
-    parts = 2 if task is Task.SRT else 1
-    return int(min(cap, MIN_NEW_TOKENS + parts * TOKENS_PER_SECOND * seconds))
+def script_factor(code: str | None) -> float:
+    """How many more tokens than Latin-script text the same speech takes in language `code`'s script."""
+    return SCRIPT_TOKEN_FACTOR.get(languages.get(code).script, OTHER_SCRIPT_FACTOR) if code else 1.0
+
+
+def max_new_tokens(seconds: float, task: Task, cap: int, src: str | None = None, tgt: str | None = None) -> int:
+    """Output-length cap for `seconds` of speech: a part per text the task writes, each scaled by its script."""
+    task = Task(task)
+    factor = (script_factor(src) if task in (Task.ASR, Task.SRT) else 0.0) + \
+        (script_factor(tgt) if task.needs_translation else 0.0)
+    return int(min(cap, MIN_NEW_TOKENS + factor * TOKENS_PER_SECOND * seconds))
+
+
+def item_budget(item: Item, cap: int) -> int:
+    """The output-length cap of one work item (speech: by duration; text only: by the given text's length)."""
+    if item.audio is None:
+        return int(min(cap, MIN_NEW_TOKENS + script_factor(item.tgt) * TEXT_TOKENS_PER_CHAR * len(item.transcript)))
+    return max_new_tokens(item.audio.size / SAMPLE_RATE, item.task, cap, item.src, item.tgt)
 
 
 def joiner(lang: str | None) -> str:
     return "" if lang and languages.get(lang).bleu_tokenize == "char" else " "
 
 
-class SpeechTranslator:
-    """A SpeechLLM (or a baseline) behind one `translate()` call."""
+def error_line(e: BaseException) -> str:
+    """One line for a failed batch: an LLMSRTError's own message, else the exception type and first line."""
+    return str(e) if isinstance(e, LLMSRTError) else f"{type(e).__name__}: {e}".splitlines()[0]
 
-    def __init__(self, model, name: str = "model"):
-        self.model = model
-        self.name = name
+
+def run_items(system: System, items: Sequence[Item], options: DecodingOptions = DecodingOptions(),
+              batch_size: int = 8, progress: Callable[[int], object] | None = None) -> list[Output]:
+    """One Output per item, in order, however mixed the languages and tasks. Items run longest first in batches of
+    `batch_size` (similar lengths together; the first batch shows the peak memory), each batch capped to its
+    longest item's output budget. A batch that fails (a CUDA out-of-memory, any error) is retried once as two
+    halves before its rows fail, so one long clip does not fail its neighbours; a failed row has `error` set."""
+    if batch_size < 1:
+        raise LLMSRTError(f"batch size must be at least 1, got {batch_size} (--batch-size)")
+    size = [it.audio.size if it.audio is not None else len(it.transcript) for it in items]
+    order = sorted(range(len(items)), key=lambda k: (items[k].audio is None, -size[k]))
+    outputs: list[Output | None] = [None] * len(items)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        for k, out in zip(chunk, _run_chunk(system, [items[k] for k in chunk], options, retry=True)):
+            outputs[k] = out
+        if progress is not None:
+            progress(len(chunk))
+    return outputs
+
+
+def _run_chunk(system: System, chunk: list[Item], options: DecodingOptions, retry: bool) -> list[Output]:
+    opts = replace(options, max_new_tokens=max(item_budget(it, options.max_new_tokens) for it in chunk))
+    try:
+        outs = system.run_batch(chunk, opts)
+        if len(outs) != len(chunk):
+            raise LLMSRTError(f"system {system.name} returned {len(outs)} outputs for {len(chunk)} items")
+        return outs
+    except Exception as e:  # one bad batch never loses the others
+        if isinstance(e, torch.cuda.OutOfMemoryError):
+            torch.cuda.empty_cache()
+        if retry and len(chunk) > 1:
+            half = (len(chunk) + 1) // 2
+            return (_run_chunk(system, chunk[:half], options, retry=False)
+                    + _run_chunk(system, chunk[half:], options, retry=False))
+        return [Output(error=error_line(e))] * len(chunk)
+
+
+def _per_input(value, n: int, option: str) -> list:
+    """A scalar (the same for every input) or a sequence of one value per input -> a list of n values."""
+    if value is None or isinstance(value, (str, Task)):
+        return [value] * n
+    values = list(value)
+    if len(values) != n:
+        raise LLMSRTError(f"{option}: {len(values)} values for {n} inputs; give one, or one per input")
+    return values
+
+
+class SpeechTranslator:
+    """A system (speech LLM or baseline) behind one `translate()` call."""
+
+    def __init__(self, system: System, name: str | None = None):
+        self.system = system
+        self.name = name or system.name
 
     @classmethod
-    def from_pretrained(cls, model: str | Path, device: str | None = None, llm: str | None = None,
-                        whisper: str | None = None) -> "SpeechTranslator":
-        from .evaluate import baselines
+    def from_pretrained(cls, model: str | Path, device: str | torch.device | None = "auto",
+                        dtype: str | torch.dtype | None = "auto", llm: str | None = None, whisper: str | None = None,
+                        encoder: str | None = None) -> "SpeechTranslator":
+        """`model`: a SpeechLLM folder, or a key of model.systems.SYSTEMS ("whisper", "cascade", "mt")."""
+        placement = placement_of.resolve(device, dtype)
+        return cls(load_system(model, placement, whisper=whisper, llm=llm, encoder=encoder), str(model))
 
-        if str(model) in baselines.BASELINES:
-            return cls(baselines.BASELINES[str(model)](whisper=whisper, llm=llm, device=device), str(model))
-        from .model.speech_llm import SpeechLLM
-
-        m = SpeechLLM.from_pretrained(model, device=device)
-        m.eval()
-        return cls(m, str(model))
-
-    def translate(self, inputs: Sequence[AudioInput], src: str | None, tgt: str | None = None,
-                  task: Task | str = Task.SRT, options: DecodingOptions = DecodingOptions(), batch_size: int = 8,
-                  transcripts: Sequence[str] | None = None, segment_options: SegmentOptions = SegmentOptions(),
-                  progress=None) -> list[TranslationResult]:
-        """One result per input, in order. A bad input gets `error` set; the others are still translated."""
-        task = Task(task)
+    def translate(self, inputs: Sequence[AudioInput], src: str | Sequence[str | None] | None,
+                  tgt: str | Sequence[str | None] | None = None,
+                  task: Task | str | Sequence[Task | str] = Task.SRT, options: DecodingOptions = DecodingOptions(),
+                  batch_size: int = 8, transcripts: Sequence[str] | None = None,
+                  segment_options: SegmentOptions = SegmentOptions(), progress=None) -> list[TranslationResult]:
+        """One result per input, in order. `src` / `tgt` / `task`: one value, or one per input ("auto" source:
+        language ID per input). A bad input gets `error` set; the others are still translated."""
         if batch_size < 1:
             raise LLMSRTError(f"batch size must be at least 1, got {batch_size} (--batch-size)")
-        if src is not None and src != "auto":
-            languages.get(src)
-        if task is not Task.ASR:
-            if tgt is None:
-                raise LLMSRTError(f"task {task.value} needs a target language (--tgt)")
-            languages.get(tgt)
-        if task is Task.SMT and (transcripts is None or len(transcripts) != len(inputs)):
-            raise LLMSRTError("task smt needs one transcript per input (--transcript)")
-        results, items = [], []
+        n = len(inputs)
+        srcs, tgts = _per_input(src, n, "--src"), _per_input(tgt, n, "--tgt")
+        tasks = [Task(t) for t in _per_input(task, n, "--task")]
+        if transcripts is not None and len(transcripts) != n:
+            raise LLMSRTError(f"--transcript: {len(transcripts)} transcripts for {n} inputs; give one per input")
+        asked = []
         for i, x in enumerate(inputs):
             label = str(x) if isinstance(x, (str, Path)) else f"<array {i}>"
-            result = TranslationResult(label, src, tgt if task is not Task.ASR else None, task.value)
-            results.append(result)
+            s, t, k = srcs[i], tgts[i], tasks[i]
+            if s not in (None, "auto"):
+                languages.get(s)
+            if k.needs_translation:
+                if t is None:
+                    raise LLMSRTError(f"task {k.value} needs a target language (--tgt)")
+                languages.get(t)
+            if k is Task.SMT and not (transcripts and transcripts[i].strip()):
+                raise LLMSRTError("task smt needs one transcript per input (--transcript)")
+            asked.append(_Input(label, s, t if k.needs_translation else None, k, transcripts[i] if transcripts else ""))
+
+        errors: list[str | None] = [None] * n
+        durations = [0.0] * n
+        langs: list[str | None] = [a.src if a.src != "auto" else None for a in asked]
+        work: list[tuple[int, Segment, Item]] = []  # (input index, its segment, the item for the system)
+        for i, a in enumerate(asked):
             try:
-                samples = load_audio(x, name=label)
+                samples = load_audio(inputs[i], name=a.label)
+                durations[i] = samples.size / SAMPLE_RATE
+                segs = ([Segment(0.0, durations[i])] if durations[i] <= WINDOW_SECONDS
+                        else segment(samples, options=segment_options) or [Segment(0.0, min(durations[i], 1.0))])
+                if langs[i] is None:
+                    langs[i] = self.system.detect_language(segs[0].slice(samples))
+                for s in segs:
+                    item = Item(s.slice(samples), langs[i], a.tgt, a.task, a.transcript)
+                    check_item(item)
+                    work.append((i, s, item))
             except LLMSRTError as e:
-                result.error = str(e)
-                continue
-            result.duration = samples.size / SAMPLE_RATE
-            segs = ([Segment(0.0, result.duration)] if result.duration <= WINDOW_SECONDS
-                    else segment(samples, options=segment_options) or [Segment(0.0, min(result.duration, 1.0))])
-            for s in segs:
-                items.append(_Item(i, s, s.slice(samples), transcripts[i] if transcripts else ""))
-        if src == "auto":
-            self._detect_languages(results, items)
-        # longest first, so batches hold similar lengths and the first batch shows the peak memory
-        order = sorted(range(len(items)), key=lambda k: -items[k].samples.size)
-        outputs: dict[int, str] = {}
-        for start in range(0, len(order), batch_size):
-            chunk = [items[k] for k in order[start:start + batch_size]]
-            opts = replace(options, max_new_tokens=max_new_tokens(max(c.seg.duration for c in chunk), task,
-                                                                  options.max_new_tokens))
-            try:
-                texts = self._run(chunk, results, task, opts)
-            except Exception as e:  # one bad batch never loses the others
-                message = str(e) if isinstance(e, LLMSRTError) else f"{type(e).__name__}: {e}".splitlines()[0]
-                for c in chunk:
-                    results[c.index].error = message
-                continue
-            for k, text in zip(order[start:start + batch_size], texts):
-                outputs[k] = text
-            if progress is not None:
-                progress(len(chunk))
-        for k, item in enumerate(items):
-            r = results[item.index]
-            if k not in outputs or r.error:
-                continue
-            transcript, translation = split_output(outputs[k], task, item.transcript)
-            r.segments.append(SegmentResult(round(item.seg.start, 3), round(item.seg.end, 3), transcript, translation))
-        for r in results:
-            if r.error is None:
-                r.transcript = joiner(r.src).join(s.transcript for s in r.segments if s.transcript)
-                r.translation = joiner(r.tgt).join(s.translation for s in r.segments if s.translation)
+                errors[i] = str(e)
+                work = [w for w in work if w[0] != i]
+        outputs = run_items(self.system, [w[2] for w in work], options, batch_size, progress)
+
+        segments: list[list[SegmentResult]] = [[] for _ in range(n)]
+        for (i, s, _), out in zip(work, outputs):
+            if out.error and errors[i] is None:
+                errors[i] = out.error
+            segments[i].append(SegmentResult(round(s.start, 3), round(s.end, 3), out.transcript, out.translation))
+        results = []
+        for i, a in enumerate(asked):
+            ok = errors[i] is None
+            segs = segments[i] if ok else []
+            results.append(TranslationResult(
+                a.label, langs[i], a.tgt, a.task.value, duration=durations[i], segments=segs, error=errors[i],
+                transcript=joiner(langs[i]).join(s.transcript for s in segs if s.transcript) if ok else "",
+                translation=joiner(a.tgt).join(s.translation for s in segs if s.translation) if ok else ""))
         return results
-
-    def _run(self, chunk: list[_Item], results: list[TranslationResult], task: Task,
-             options: DecodingOptions) -> list[str]:
-        srcs = [results[c.index].src for c in chunk]
-        tgts = [results[c.index].tgt for c in chunk]
-        if hasattr(self.model, "run_batch"):  # a baseline
-            return self.model.run_batch([c.samples for c in chunk], srcs, tgts, task, options)
-        prompts = [build(task, s, t, transcript=c.transcript)[0] for c, s, t in zip(chunk, srcs, tgts)]
-        with torch.inference_mode():
-            return self.model.generate({"audio": [c.samples for c in chunk], "prompts": prompts}, options)
-
-    def _detect_languages(self, results: list[TranslationResult], items: list[_Item]) -> None:
-        from .evaluate.baselines import detect_language
-
-        first = {}
-        for item in items:
-            first.setdefault(item.index, item.samples)
-        whisper = getattr(self.model, "config", None)
-        folder = whisper.encoder if whisper is not None else getattr(self.model, "whisper_dir", None)
-        for index, samples in first.items():
-            results[index].src = detect_language(folder, samples)
-
-
-def split_output(text: str, task: Task, given_transcript: str = "") -> tuple[str, str]:
-    """Model output -> (transcript, translation) for `task`."""
-    if task is Task.SRT:
-        out = parse_srt(text)
-        return out.transcript, out.translation
-    if task is Task.ASR:
-        return clean(text), ""
-    return given_transcript.strip(), clean(text)
 
 
 # ---- CLI: llm-srt translate ---------------------------------------------------------------------------------------
 def add_model_arguments(parser) -> None:
     """The options that choose and run a model, shared by `translate` and `serve` (see translator_from_args)."""
-    parser.add_argument("--model", required=True, help="model folder, or 'whisper' / 'cascade' (baselines)")
+    parser.add_argument("--model", required=True,
+                        help="model folder, or 'whisper' / 'cascade' (baselines) / 'mt' (text MT of --llm)")
     parser.add_argument("--beam", type=int, default=1, help="beam size (1 = greedy)")
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--whisper", default=None, help="Whisper folder for the baselines (default: embedded)")
-    parser.add_argument("--llm", default=None, help="LLM folder for the cascade (default: embedded)")
-    parser.add_argument("--device", default=None)
+    parser.add_argument("--llm", default=None,
+                        help="LLM folder: the cascade's / mt's (default: embedded), or a model folder's own LLM "
+                             "moved to another place")
+    parser.add_argument("--encoder", default=None, help="a model folder's Whisper encoder moved to another place")
+    placement_of.add_arguments(parser)
 
 
 def translator_from_args(args) -> SpeechTranslator:
-    return SpeechTranslator.from_pretrained(args.model, device=args.device, llm=args.llm, whisper=args.whisper)
+    return SpeechTranslator.from_pretrained(args.model, device=args.device, dtype=args.dtype, llm=args.llm,
+                                            whisper=args.whisper, encoder=args.encoder)
 
 
 def add_arguments(parser) -> None:

@@ -207,12 +207,15 @@ def test_concurrent_requests_are_batched(translator, clip, expected, max_batch):
         assert len(spy.sizes) <= 2 and max(spy.sizes) >= 4, spy.sizes
 
 
-def test_mixed_language_pairs_are_grouped(translator, clip):
+def test_mixed_language_pairs_share_a_batch(translator, clip):
     spy = Spy(translator)
     with TestClient(create_app(spy, options(max_batch=8, max_wait_ms=300))) as c:
         responses = concurrent_posts(c, clip, 6, targets=("deu", "fra"))
     assert all(r.status_code == 200 for r in responses)
-    assert sum(spy.sizes) == 6 and 2 <= len(spy.sizes) <= 4  # one call per pair (per collected batch)
+    assert sum(spy.sizes) == 6 and len(spy.sizes) <= 2 and max(spy.sizes) >= 4  # pairs are not regrouped
+    samples = clip[0]
+    alone = {t: translator.translate([samples], "eng", t, options=DECODING)[0].translation for t in ("deu", "fra")}
+    assert [r.json()["text"] for r in responses] == [alone[("deu", "fra")[i % 2]] for i in range(6)]
 
 
 def test_pages_and_listings(client):

@@ -1,4 +1,4 @@
-"""The batcher on a recording fake translator: grouping, limits, failures and dropped (timed-out) requests."""
+"""The batcher on a recording fake translator: mixed batches, limits, failures and dropped (timed-out) requests."""
 
 import asyncio
 import threading
@@ -13,7 +13,8 @@ from llm_srt.serve.batcher import BatchOptions, Batcher, BusyError
 
 
 class Recorder:
-    """Answers each clip with its length; records every translate() call as (src, tgt, task, lengths)."""
+    """Answers each clip with its length; records every translate() call as (srcs, tgts, tasks, lengths), one
+    value per input."""
 
     def __init__(self, gate: threading.Event | None = None, fail_first: bool = False):
         self.calls: list[tuple] = []
@@ -21,13 +22,14 @@ class Recorder:
         self.fail_first = fail_first
 
     def translate(self, inputs, src, tgt=None, task=Task.SRT, options=None, batch_size=8):
-        self.calls.append((src, tgt, Task(task), [x.size for x in inputs]))
+        tasks = [Task(t) for t in task]
+        self.calls.append((list(src), list(tgt), tasks, [x.size for x in inputs]))
         if self.gate is not None:
             assert self.gate.wait(10)
         if self.fail_first and len(self.calls) == 1:
             raise RuntimeError("model exploded")
-        return [TranslationResult(f"<array {i}>", src, tgt, Task(task).value, translation=f"n={x.size}")
-                for i, x in enumerate(inputs)]
+        return [TranslationResult(f"<array {i}>", s, t, k.value, translation=f"n={x.size}")
+                for i, (x, s, t, k) in enumerate(zip(inputs, src, tgt, tasks))]
 
 
 def run(coro):
@@ -59,20 +61,21 @@ def test_concurrent_requests_share_calls_up_to_max_batch():
     assert b.stats.to_dict() == {"requests": 6, "calls": 2, "batch_sizes": {"2": 1, "4": 1}}
 
 
-def test_one_call_per_language_pair_and_task():
+def test_mixed_language_pairs_and_tasks_share_one_call():
     async def main():
         rec = Recorder()
         b = await started(rec, max_batch=8, max_wait_ms=200)
         keys = [("eng", "deu", Task.SRT), ("eng", "fra", Task.SRT), ("eng", "deu", Task.SRT),
-                ("deu", None, Task.ASR), ("eng", "fra", Task.SRT)]
+                ("deu", None, Task.ASR), ("eng", "fra", Task.S2TT)]
         results = await asyncio.gather(*(b.submit(x, *k) for x, k in zip(clips(5), keys)))
         await b.stop()
-        return rec, results
+        return rec, keys, results
 
-    rec, results = run(main())
-    assert sorted((c[0], c[1], c[2].value, c[3]) for c in rec.calls) == [
-        ("deu", None, "asr", [1003]), ("eng", "deu", "srt", [1000, 1002]), ("eng", "fra", "srt", [1001, 1004])]
-    assert [r.tgt for r in results] == ["deu", "fra", "deu", None, "fra"]
+    rec, keys, results = run(main())
+    [(srcs, tgts, tasks, sizes)] = rec.calls  # no regrouping: each request keeps its own pair and task
+    assert list(zip(srcs, tgts, tasks)) == keys and sizes == [1000 + i for i in range(5)]
+    assert [(r.src, r.tgt, r.task, r.translation) for r in results] == [
+        (s, t, k.value, f"n={1000 + i}") for i, (s, t, k) in enumerate(keys)]
 
 
 def test_max_batch_one_is_unbatched():

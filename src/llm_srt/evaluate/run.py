@@ -57,9 +57,10 @@ def run_system(translator, rows: list[Row], task: Task, options: DecodingOptions
 def text_mt_bleu(rows: list[Row], options: DecodingOptions, batch_size: int, llm: str | None = None
                  ) -> dict[tuple[str, str], float]:
     """BLEU of the frozen LLM translating the reference transcripts (the x axis of paper Figure 3)."""
-    from .baselines import TextTranslator
+    from .. import device
+    from ..model.systems import TextMTSystem
 
-    mt = TextTranslator(llm)
+    mt = TextMTSystem(llm, device.resolve())
     rows = [r for r in rows if r.tgt_lang]
     hyps = []
     for start in tqdm(range(0, len(rows), batch_size), desc="text MT", dynamic_ncols=True):

@@ -383,7 +383,7 @@ def main(args) -> int:
     options = options_from_args(args)
     translator = translator_from_args(args)
     app = create_app(translator, options)
-    print(f"llm-srt serve: {args.model} on http://{args.host}:{args.port}/ (max batch {options.batch.max_batch}, "
-          f"wait {options.batch.max_wait_ms:g} ms)", flush=True)
+    print(f"llm-srt serve: {args.model} ({translator.system.placement}) on http://{args.host}:{args.port}/ "
+          f"(max batch {options.batch.max_batch}, wait {options.batch.max_wait_ms:g} ms)", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0

@@ -1,8 +1,8 @@
-"""Dynamic batching: concurrent requests with the same (src, tgt, task) share one `SpeechTranslator.translate` call.
+"""Dynamic batching: concurrent requests share one `SpeechTranslator.translate` call, whatever their languages and
+tasks (each request keeps its own source, target and task; the systems take mixed batches).
 
 Requests wait on an asyncio queue. A collector task takes the first waiting request, lets up to `max_batch - 1`
-more join it for at most `max_wait_ms`, groups them by (src, tgt, task) and hands each group to one worker thread
-as a single translate() call (one thread: the model runs one batch at a time and the event loop stays free to
+more join it for at most `max_wait_ms`, and hands them to one worker thread as a single translate() call (one thread: the model runs one batch at a time and the event loop stays free to
 accept uploads meanwhile). Requests that arrive while a batch runs queue up and form the next batch at once.
 """
 
@@ -45,10 +45,6 @@ class Pending:
     tgt: str | None
     task: Task
     future: asyncio.Future  # resolves to the TranslationResult
-
-    @property
-    def key(self) -> tuple[str | None, str | None, Task]:
-        return self.src, self.tgt, self.task
 
 
 @dataclass
@@ -128,10 +124,9 @@ class Batcher:
                     batch.append(await asyncio.wait_for(self._queue.get(), remaining))
                 except TimeoutError:
                     break
-            for group in group_by_key(batch):
-                live = [p for p in group if not p.future.done()]  # timed out or cancelled while waiting
-                if live:
-                    await self._run(loop, live)
+            live = [p for p in batch if not p.future.done()]  # timed out or cancelled while waiting
+            if live:
+                await self._run(loop, live)
 
     async def _run(self, loop: asyncio.AbstractEventLoop, group: list[Pending]) -> None:
         try:
@@ -146,15 +141,7 @@ class Batcher:
                 p.future.set_result(r)
 
     def _translate(self, group: list[Pending]) -> list[TranslationResult]:
-        src, tgt, task = group[0].key
         self.stats.sizes[len(group)] += 1
-        return self.translator.translate([p.audio for p in group], src, tgt, task=task,
-                                         options=self.options.decoding, batch_size=self.options.max_batch)
-
-
-def group_by_key(batch: list[Pending]) -> list[list[Pending]]:
-    """Requests grouped by (src, tgt, task), in order of each group's first arrival."""
-    groups: dict[tuple, list[Pending]] = {}
-    for p in batch:
-        groups.setdefault(p.key, []).append(p)
-    return list(groups.values())
+        return self.translator.translate([p.audio for p in group], [p.src for p in group], [p.tgt for p in group],
+                                         task=[p.task for p in group], options=self.options.decoding,
+                                         batch_size=self.options.max_batch)

@@ -1,0 +1,336 @@
+"""Every way to turn speech (or text) into transcripts and translations, behind one call.
+
+A *system* takes a batch of work items, each with its own audio (or text), source, target and task, and returns one
+`Output` per item, in order (whisper's `DecodingTask` and HF pipelines are the models):
+
+    system = load_system("runs/embedded/srt/final", device.resolve("auto"))
+    system.run_batch([Item(clip, "eng", "deu", Task.SRT), Item(None, "fra", "eng", Task.MT, "Bonjour.")], options)
+
+Systems (SYSTEMS, else a SpeechLLM model folder):
+- a SpeechLLM folder: speech items get `prompts.build` prompts and are parsed per task; text-only MT items run the
+  model's own LLM with its LoRA (paper Figure 3's MT axis);
+- `whisper`: Whisper's own encoder-decoder (ASR, and translation into English only);
+- `mt`: text MT with MT_TEMPLATE over any causal-LM folder (`--llm`);
+- `cascade`: Whisper ASR, then `mt` on the transcript (paper Table 3's "Whisper + Qwen2.5").
+
+Only this module knows how each system works; `infer`, `evaluate`, `serve` and `bench` hand over mixed batches.
+A system never picks a device: it loads onto the `Placement` it is given, in its dtype.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Protocol, Sequence
+
+import numpy as np
+import torch
+
+from .. import languages
+from ..audio import SAMPLE_RATE
+from ..device import Placement
+from ..errors import LLMSRTError
+from ..paths import EMBEDDED, resolve_model
+from ..prompts import Task, build, clean, parse_srt
+from .decoding import DecodingOptions
+
+MT_TEMPLATE = "Translate the following {src} text into {tgt}.\n{src}: {text}\n{tgt}:"  # text-only MT instruction
+WHISPER_PROMPT_TOKENS = 8  # room kept in Whisper's decoder positions (448) for its task prompt (4 tokens)
+
+
+@dataclass(frozen=True)
+class Item:
+    """One unit of work: a clip (<= 30 s, 16 kHz mono) or, for Task.MT, text only."""
+
+    audio: np.ndarray | None  # 16 kHz mono float32; None for text-only MT
+    src: str  # ISO 639-3 source language
+    tgt: str | None  # ISO 639-3 target language; None for ASR
+    task: Task
+    transcript: str = ""  # the given transcript (SMT, MT); empty otherwise
+
+
+@dataclass(frozen=True)
+class Output:
+    """What a system made of one item. `error` set: this item failed (its neighbours did not)."""
+
+    transcript: str = ""
+    translation: str = ""
+    error: str | None = None
+
+
+class System(Protocol):
+    """A batch of mixed-language, mixed-task items -> one Output per item, in order."""
+
+    name: str
+    placement: Placement
+
+    def run_batch(self, items: Sequence[Item], options: DecodingOptions) -> list[Output]: ...
+
+    def detect_language(self, audio: np.ndarray) -> str:
+        """ISO 639-3 code of the language spoken in `audio` (Whisper's language ID)."""
+        ...
+
+
+def check_item(item: Item) -> None:
+    """A clear error for an item that no system can run (unknown language, missing target, audio, transcript)."""
+    languages.get(item.src)
+    if item.task.needs_translation:
+        if item.tgt is None:
+            raise LLMSRTError(f"task {item.task.value} needs a target language (--tgt)")
+        languages.get(item.tgt)
+    if item.task.needs_speech and item.audio is None:
+        raise LLMSRTError(f"task {item.task.value} needs audio")
+    if item.task in (Task.SMT, Task.MT) and not item.transcript.strip():
+        raise LLMSRTError(f"task {item.task.value} needs a transcript (--transcript)")
+
+
+def split_output(text: str, item: Item) -> Output:
+    """A speech LLM's text for `item` -> Output (SRT parsed into its two parts; SMT/MT keep the given transcript)."""
+    if item.task is Task.SRT:
+        out = parse_srt(text)
+        return Output(out.transcript, out.translation)
+    if item.task is Task.ASR:
+        return Output(clean(text), "")
+    return Output(item.transcript.strip(), clean(text))
+
+
+# ---- the speech LLM ------------------------------------------------------------------------------------------------
+class SpeechLLMSystem:
+    """A SpeechLLM (encoder + adapter + LLM, optional LoRA): speech items through the whole model, text-only MT
+    items through its LLM (with its LoRA) from the MT prompt."""
+
+    def __init__(self, model, name: str = "model", placement: Placement | None = None):
+        from .speech_llm import SpeechLLM
+
+        if not isinstance(model, SpeechLLM):
+            raise TypeError(f"SpeechLLMSystem wraps a SpeechLLM, not {type(model).__name__}")
+        self.model = model.eval()
+        self.name = name
+        self.placement = placement or Placement(model.device, model.llm_dtype)
+
+    def run_batch(self, items: Sequence[Item], options: DecodingOptions) -> list[Output]:
+        speech = [i for i, it in enumerate(items) if it.audio is not None]
+        text = [i for i, it in enumerate(items) if it.audio is None]
+        texts: dict[int, str] = {}
+        for idx, audio in ((speech, True), (text, False)):  # generate takes all-speech or all-text batches
+            if not idx:
+                continue
+            prompts = [build(items[i].task, items[i].src, items[i].tgt, transcript=items[i].transcript)[0]
+                       for i in idx]
+            batch = {"prompts": prompts, "audio": [items[i].audio for i in idx] if audio else None}
+            with torch.inference_mode():
+                texts.update(zip(idx, self.model.generate(batch, options)))
+        return [split_output(texts[i], it) for i, it in enumerate(items)]
+
+    def detect_language(self, audio: np.ndarray) -> str:
+        return detect_language(self.model.config.encoder, audio, self.placement)
+
+
+# ---- Whisper -------------------------------------------------------------------------------------------------------
+@lru_cache(maxsize=2)
+def _whisper(folder: str, device: torch.device, dtype: torch.dtype):
+    """(WhisperForConditionalGeneration, feature extractor, tokenizer) of an HF Whisper folder, loaded straight onto
+    `device` in `dtype` (no fp32 CPU copy first). Cached: language ID and the baselines share one copy."""
+    from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration
+
+    from .llm import load_tokenizer
+
+    path = Path(folder)
+    if not (path / "config.json").is_file():
+        raise LLMSRTError(f"{path}: not a Hugging Face Whisper folder (no config.json); run `llm-srt setup` or pass "
+                          "--whisper FOLDER")
+    try:
+        model = WhisperForConditionalGeneration.from_pretrained(path, dtype=dtype, device_map={"": device})
+        features = WhisperFeatureExtractor.from_pretrained(path)
+        tokenizer = load_tokenizer(path)
+    except (OSError, ValueError) as e:
+        raise LLMSRTError(f"{path}: cannot load Whisper ({str(e).splitlines()[0]})") from None
+    return model.eval(), features, tokenizer
+
+
+def _mel(features, audios: list[np.ndarray], model) -> torch.Tensor:
+    """Clips -> Whisper's 30 s log-mel (B, n_mels, 3000) on the model's device, in its dtype."""
+    mel = features(audios, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
+    return mel.to(device=model.device, dtype=model.dtype)
+
+
+def detect_language(whisper: str | Path | None, audio: np.ndarray, placement: Placement) -> str:
+    """ISO 639-3 code of the most likely registry language, from Whisper's language-ID token."""
+    model, features, tokenizer = _whisper(resolve_model(str(whisper or EMBEDDED), "encoder"), placement.device,
+                                          placement.dtype)
+    candidates: dict[int, str] = {}
+    for lang in languages.LANGUAGES.values():
+        tid = tokenizer.convert_tokens_to_ids(f"<|{lang.whisper}|>")
+        if tid is not None and tid != tokenizer.unk_token_id:
+            candidates.setdefault(tid, lang.code)
+    if not candidates:
+        raise LLMSRTError(f"{whisper}: this Whisper has no language tokens, so it cannot detect the language; give "
+                          "the source language (--src)")
+    with torch.inference_mode():
+        enc = model.get_encoder()(_mel(features, [audio], model))
+        start = torch.tensor([[model.generation_config.decoder_start_token_id]], device=model.device)
+        logits = model(encoder_outputs=enc, decoder_input_ids=start).logits[0, -1]
+    ids = torch.tensor(list(candidates), device=logits.device)
+    return candidates[int(ids[logits[ids].argmax()])]
+
+
+class WhisperSystem:
+    """Whisper's own encoder-decoder: transcribes any language; translates into English only (tgt == src is the
+    transcript). Items it cannot do (text-only MT, another target) fail alone."""
+
+    def __init__(self, folder: str | Path | None, placement: Placement, name: str = "whisper"):
+        self.folder = resolve_model(str(folder or EMBEDDED), "encoder")
+        self.placement = placement
+        self.name = name
+        self.model, self.features, self.tokenizer = _whisper(self.folder, placement.device, placement.dtype)
+
+    def decode(self, audios: list[np.ndarray], langs: list[str], whisper_task: str, options: DecodingOptions
+               ) -> list[str]:
+        """Clips -> texts with Whisper's `whisper_task` ("transcribe" / "translate") in each clip's language."""
+        mel = _mel(self.features, audios, self.model)
+        vocab = set(self.tokenizer.get_vocab())
+        room = self.model.config.max_target_positions - WHISPER_PROMPT_TOKENS
+        out = [""] * len(audios)
+        for lang in sorted(set(langs)):  # HF Whisper generate takes one language per call
+            idx = [i for i, x in enumerate(langs) if x == lang]
+            with torch.inference_mode():
+                ids = self.model.generate(mel[idx], language=languages.whisper_language(lang, vocab),
+                                          task=whisper_task, num_beams=options.beam_size,
+                                          max_new_tokens=min(options.max_new_tokens, room),
+                                          no_repeat_ngram_size=options.no_repeat_ngram_size)
+            for i, text in zip(idx, self.tokenizer.batch_decode(ids, skip_special_tokens=True)):
+                out[i] = text.strip()
+        return out
+
+    def run_batch(self, items: Sequence[Item], options: DecodingOptions) -> list[Output]:
+        out: list[Output | None] = [None] * len(items)
+        speech = []
+        for i, it in enumerate(items):
+            if it.audio is None:
+                out[i] = Output(error="the whisper system needs audio; text-only MT needs --model cascade, mt or a "
+                                      "speech model folder")
+            elif it.task.needs_translation and it.tgt not in ("eng", it.src):
+                out[i] = Output(error=f"the whisper system translates only into English (eng), not {it.tgt}; use "
+                                      "--model cascade for other targets")
+            else:
+                speech.append(i)
+        if speech:
+            audios, srcs = [items[i].audio for i in speech], [items[i].src for i in speech]
+            transcripts = self.decode(audios, srcs, "transcribe", options)
+            to_eng = [k for k, i in enumerate(speech) if items[i].task.needs_translation and items[i].src != "eng"]
+            translated = dict(zip(to_eng, self.decode([audios[k] for k in to_eng], [srcs[k] for k in to_eng],
+                                                      "translate", options))) if to_eng else {}
+            for k, i in enumerate(speech):
+                it = items[i]
+                given = it.transcript.strip() if it.task is Task.SMT else transcripts[k]
+                translation = "" if not it.task.needs_translation else translated.get(k, transcripts[k])
+                out[i] = Output(given, translation)
+        return out
+
+    def detect_language(self, audio: np.ndarray) -> str:
+        return detect_language(self.folder, audio, self.placement)
+
+
+# ---- text MT and the cascade ---------------------------------------------------------------------------------------
+class TextMTSystem:
+    """A causal LM translating text from MT_TEMPLATE (the cascade's second pass; text MT of any LLM folder).
+    Speech items without a transcript fail alone."""
+
+    def __init__(self, folder: str | Path | None, placement: Placement, name: str = "mt"):
+        from .llm import load_llm
+
+        self.folder = resolve_model(str(folder or EMBEDDED), "llm")
+        self.placement = placement
+        self.name = name
+        self.model, self.tokenizer = load_llm(self.folder, placement.dtype, device=placement.device)
+
+    def translate(self, texts: list[str], srcs: list[str], tgts: list[str], options: DecodingOptions) -> list[str]:
+        """Texts -> their translations, one language pair per text; the answer is the first line generated."""
+        if not texts:
+            return []
+        tok = self.tokenizer
+        prompts = [MT_TEMPLATE.format(src=languages.get(s).name, tgt=languages.get(t).name, text=x.strip())
+                   for x, s, t in zip(texts, srcs, tgts)]
+        side, tok.padding_side = tok.padding_side, "left"
+        try:
+            batch = tok(prompts, return_tensors="pt", padding=True).to(self.placement.device)
+        finally:
+            tok.padding_side = side
+        longest = max(len(tok(x)["input_ids"]) for x in texts)
+        with torch.inference_mode():
+            ids = self.model.generate(**batch, do_sample=False, num_beams=options.beam_size,
+                                      max_new_tokens=min(options.max_new_tokens, 2 * longest + 16),
+                                      no_repeat_ngram_size=options.no_repeat_ngram_size,
+                                      pad_token_id=tok.pad_token_id)
+        answers = tok.batch_decode(ids[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+        return [a.strip().split("\n")[0].strip() for a in answers]
+
+    def run_batch(self, items: Sequence[Item], options: DecodingOptions) -> list[Output]:
+        out: list[Output | None] = [None] * len(items)
+        todo = []
+        for i, it in enumerate(items):
+            if not it.transcript.strip() or not it.task.needs_translation:
+                out[i] = Output(error=f"the text MT system translates given transcripts only (task mt or smt), not "
+                                      f"task {it.task.value} without one; use --model cascade for speech")
+            else:
+                todo.append(i)
+        hyps = self.translate([items[i].transcript for i in todo], [items[i].src for i in todo],
+                              [items[i].tgt for i in todo], options)
+        for i, h in zip(todo, hyps):
+            out[i] = Output(items[i].transcript.strip(), h)
+        return out
+
+    def detect_language(self, audio: np.ndarray) -> str:
+        raise LLMSRTError("the text MT system has no audio model to detect a language with; give --src")
+
+
+class CascadeSystem:
+    """Whisper ASR -> text MT of the transcript (a given transcript, SMT / MT items, skips the ASR)."""
+
+    def __init__(self, asr: WhisperSystem, mt: TextMTSystem, name: str = "cascade"):
+        self.asr, self.mt, self.name = asr, mt, name
+        self.placement = asr.placement
+
+    def run_batch(self, items: Sequence[Item], options: DecodingOptions) -> list[Output]:
+        heard = [i for i, it in enumerate(items) if it.task not in (Task.SMT, Task.MT)]
+        transcripts = {i: it.transcript.strip() for i, it in enumerate(items)}
+        if heard:
+            text = self.asr.decode([items[i].audio for i in heard], [items[i].src for i in heard], "transcribe",
+                                   options)
+            transcripts.update(zip(heard, text))
+        todo = [i for i, it in enumerate(items) if it.task.needs_translation and it.tgt != it.src
+                and transcripts[i]]
+        hyps = dict(zip(todo, self.mt.translate([transcripts[i] for i in todo], [items[i].src for i in todo],
+                                                [items[i].tgt for i in todo], options)))
+        return [Output(transcripts[i], "" if not it.task.needs_translation else hyps.get(i, transcripts[i]))
+                for i, it in enumerate(items)]
+
+    def detect_language(self, audio: np.ndarray) -> str:
+        return self.asr.detect_language(audio)
+
+
+# ---- loading -------------------------------------------------------------------------------------------------------
+def _speech_llm(spec: str, placement: Placement, encoder: str | None = None, llm: str | None = None, **_) -> System:
+    from .speech_llm import SpeechLLM
+
+    overrides = {k: v for k, v in (("encoder", encoder), ("llm", llm)) if v is not None}
+    model = SpeechLLM.from_pretrained(spec, device=placement.device, dtype=placement.dtype_name, **overrides)
+    return SpeechLLMSystem(model, spec, placement)
+
+
+SYSTEMS: dict[str, Callable[..., System]] = {  # name -> builder(name, placement, whisper=, llm=, ...)
+    "whisper": lambda name, placement, whisper=None, **_: WhisperSystem(whisper, placement, name),
+    "mt": lambda name, placement, llm=None, **_: TextMTSystem(llm, placement, name),
+    "cascade": lambda name, placement, whisper=None, llm=None, **_: CascadeSystem(
+        WhisperSystem(whisper, placement), TextMTSystem(llm, placement), name),
+}
+
+
+def load_system(spec: str | Path, placement: Placement, whisper: str | None = None, llm: str | None = None,
+                encoder: str | None = None) -> System:
+    """A system by name (a key of SYSTEMS) or a SpeechLLM model folder, loaded onto `placement`.
+    `whisper` / `llm`: the baselines' models (default: the embedded ones); for a model folder, `encoder` / `llm`
+    re-point the Whisper and LLM folders its config.json names (a folder moved to another host)."""
+    builder = SYSTEMS.get(str(spec), _speech_llm)
+    return builder(str(spec), placement, whisper=whisper, llm=llm, encoder=encoder)

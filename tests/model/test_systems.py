@@ -1,0 +1,235 @@
+"""The systems behind one protocol (model/systems.py) on tiny random models: mixed-language, mixed-task batches
+give what each item gives alone; Whisper, text MT and the cascade; split-retry of a failing batch; layering."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+from transformers import GenerationConfig, PreTrainedTokenizerFast, WhisperConfig, WhisperFeatureExtractor, \
+    WhisperForConditionalGeneration
+
+import tiny
+from llm_srt import device, languages
+from llm_srt.errors import LLMSRTError
+from llm_srt.infer import SpeechTranslator, item_budget, max_new_tokens, run_items
+from llm_srt.model.decoding import DecodingOptions
+from llm_srt.model.systems import (CascadeSystem, Item, Output, SpeechLLMSystem, TextMTSystem, WhisperSystem,
+                                   detect_language, load_system)
+from llm_srt.prompts import Task
+
+CPU = device.resolve("cpu")
+OPTS = DecodingOptions(max_new_tokens=8)
+CLIPS = [tiny.tone(0.7, 300), tiny.tone(1.6, 650, seed=1), tiny.tone(1.1, 900, seed=2), tiny.tone(2.0, 1300, seed=3)]
+
+
+def whisper_folder(root, seed: int = 0):
+    """A tiny random Whisper encoder-decoder with a char tokenizer holding Whisper's special tokens (one language
+    token per registry language) and the generation config `generate(language=, task=)` reads."""
+    torch.manual_seed(seed)
+    lang_tokens = sorted({f"<|{lang.whisper}|>" for lang in languages.LANGUAGES.values()})
+    specials = ["<|endoftext|>", "<|startoftranscript|>", *lang_tokens, "<|translate|>", "<|transcribe|>",
+                "<|startoflm|>", "<|startofprev|>", "<|nospeech|>", "<|notimestamps|>"]
+    vocab = {c: i for i, c in enumerate(["<unk>", *tiny.CHARS])}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    backend.decoder = decoders.Fuse()
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", eos_token="<|endoftext|>",
+                                  pad_token="<|endoftext|>", bos_token="<|endoftext|>")
+    tok.add_special_tokens({"additional_special_tokens": specials[1:]})
+    ids = {t: tok.convert_tokens_to_ids(t) for t in specials}
+    cfg = WhisperConfig(d_model=32, encoder_layers=2, decoder_layers=1, encoder_attention_heads=4,
+                        decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=80,
+                        vocab_size=len(tok), max_source_positions=1500, max_target_positions=64,
+                        pad_token_id=ids["<|endoftext|>"], bos_token_id=ids["<|endoftext|>"],
+                        eos_token_id=ids["<|endoftext|>"], decoder_start_token_id=ids["<|startoftranscript|>"],
+                        init_std=0.5)
+    model = WhisperForConditionalGeneration(cfg)
+    model.generation_config = GenerationConfig(
+        decoder_start_token_id=cfg.decoder_start_token_id, bos_token_id=cfg.bos_token_id,
+        eos_token_id=cfg.eos_token_id, pad_token_id=cfg.pad_token_id, max_length=64, is_multilingual=True,
+        lang_to_id={t: ids[t] for t in lang_tokens},
+        task_to_id={"transcribe": ids["<|transcribe|>"], "translate": ids["<|translate|>"]},
+        no_timestamps_token_id=ids["<|notimestamps|>"], prev_sot_token_id=ids["<|startofprev|>"],
+        forced_decoder_ids=None, begin_suppress_tokens=None,
+        suppress_tokens=[ids[t] for t in specials[1:]])  # a random decoder writes characters, not special tokens
+    path = root / f"whisper-lid-{seed}"
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    WhisperFeatureExtractor(feature_size=80).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("systems")
+    return {"whisper": whisper_folder(root), "llm": tiny.llm_dir(root, init_std=0.3)}
+
+
+@pytest.fixture(scope="module")
+def speech_model(tmp_path_factory):
+    root = tmp_path_factory.mktemp("systems-sllm")
+    torch.manual_seed(0)
+    return tiny.speech_llm(root, init_std=0.3, lora=None).save_pretrained(root / "model")
+
+
+def alone(system, items, options=OPTS):
+    return [system.run_batch([it], options)[0] for it in items]
+
+
+MIXED = [Item(CLIPS[0], "eng", "deu", Task.SRT), Item(CLIPS[1], "deu", "eng", Task.SRT),
+         Item(CLIPS[2], "fra", None, Task.ASR), Item(CLIPS[3], "eng", "fra", Task.S2TT),
+         Item(CLIPS[1], "eng", "deu", Task.SMT, "a cat"), Item(None, "fra", "eng", Task.MT, "le chat")]
+
+
+def test_speech_llm_mixed_batch_equals_each_item_alone(speech_model):
+    system = load_system(speech_model, CPU)
+    assert isinstance(system, SpeechLLMSystem) and system.placement == CPU
+    mixed = system.run_batch(MIXED, OPTS)
+    assert mixed == alone(system, MIXED)
+    assert all(o.error is None for o in mixed)
+    assert mixed[2].translation == "" and mixed[4].transcript == "a cat" and mixed[5].transcript == "le chat"
+    # the MT item ran the model's LLM from the MT prompt: the same text as generating from that prompt directly
+    direct = system.model.generate({"prompts": ["le chat<|fra|><|eng|>"]}, OPTS)[0]
+    assert mixed[5].translation == " ".join(direct.split())
+
+
+def test_translate_takes_per_input_languages_and_tasks(speech_model):
+    t = SpeechTranslator.from_pretrained(speech_model, device="cpu")
+    srcs, tgts, tasks = ["eng", "deu", "fra", "eng"], ["deu", "eng", None, "fra"], ["srt", "srt", "asr", "s2tt"]
+    mixed = t.translate(CLIPS, srcs, tgts, task=tasks, options=OPTS, batch_size=4)
+    single = [t.translate([c], s, g, task=k, options=OPTS)[0] for c, s, g, k in zip(CLIPS, srcs, tgts, tasks)]
+    assert [r.to_dict() for r in mixed] == [r.to_dict() | {"audio": f"<array {i}>"} for i, r in enumerate(single)]
+    assert [(r.src, r.tgt, r.task) for r in mixed] == list(zip(srcs, tgts, tasks))
+    with pytest.raises(LLMSRTError, match="--tgt: 2 values for 4 inputs"):
+        t.translate(CLIPS, "eng", ["deu", "fra"], options=OPTS)
+
+
+def test_whisper_system(folders):
+    system = load_system("whisper", CPU, whisper=str(folders["whisper"]))
+    assert isinstance(system, WhisperSystem)
+    items = [Item(CLIPS[0], "eng", None, Task.ASR), Item(CLIPS[1], "deu", "eng", Task.S2TT),
+             Item(CLIPS[2], "fra", "fra", Task.SRT), Item(CLIPS[3], "deu", "jpn", Task.SRT),
+             Item(None, "fra", "eng", Task.MT, "le chat")]
+    mixed = system.run_batch(items, OPTS)
+    assert mixed == alone(system, items)
+    assert [o.error is None for o in mixed] == [True, True, True, False, False]
+    assert "only into English" in mixed[3].error and "needs audio" in mixed[4].error
+    assert mixed[0].translation == "" and mixed[2].translation == mixed[2].transcript  # tgt == src: the transcript
+    [heard] = system.decode([CLIPS[1]], ["deu"], "transcribe", OPTS)
+    [to_eng] = system.decode([CLIPS[1]], ["deu"], "translate", OPTS)
+    assert mixed[1] == Output(heard, to_eng)
+    assert system.detect_language(CLIPS[0]) in languages.LANGUAGES
+
+
+def test_text_mt_system_and_the_cascade(folders):
+    mt = load_system("mt", CPU, llm=str(folders["llm"]))
+    assert isinstance(mt, TextMTSystem)
+    items = [Item(None, "eng", "deu", Task.MT, "a cat"), Item(None, "fra", "eng", Task.MT, "le chien noir"),
+             Item(CLIPS[0], "eng", "deu", Task.SRT)]
+    out = mt.run_batch(items, OPTS)
+    assert out[:2] == alone(mt, items[:2]) and out[2].error and "cascade" in out[2].error
+    assert [o.transcript for o in out[:2]] == ["a cat", "le chien noir"]
+    assert out[0].translation == mt.translate(["a cat"], ["eng"], ["deu"], OPTS)[0]
+
+    cascade = load_system("cascade", CPU, whisper=str(folders["whisper"]), llm=str(folders["llm"]))
+    assert isinstance(cascade, CascadeSystem)
+    items = [Item(CLIPS[0], "eng", "deu", Task.SRT), Item(CLIPS[1], "deu", None, Task.ASR),
+             Item(CLIPS[2], "fra", "fra", Task.S2TT), Item(None, "fra", "eng", Task.MT, "le chat")]
+    out = cascade.run_batch(items, OPTS)
+    assert out == alone(cascade, items)
+    heard = cascade.asr.decode([CLIPS[0], CLIPS[1], CLIPS[2]], ["eng", "deu", "fra"], "transcribe", OPTS)
+    assert [o.transcript for o in out] == heard + ["le chat"]
+    assert out[1].translation == "" and out[2].translation == heard[2]
+    assert out[3].translation == mt.translate(["le chat"], ["fra"], ["eng"], OPTS)[0]
+    if heard[0]:
+        assert out[0].translation == mt.translate([heard[0]], ["eng"], ["deu"], OPTS)[0]
+
+
+def test_dtype_follows_the_placement(folders, speech_model):
+    bf16 = device.resolve("cpu", "bfloat16")
+    whisper = WhisperSystem(folders["whisper"], bf16)
+    assert whisper.model.dtype == torch.bfloat16 and whisper.model.device.type == "cpu"
+    assert all(o.error is None for o in whisper.run_batch([Item(CLIPS[0], "eng", None, Task.ASR)], OPTS))
+    assert TextMTSystem(folders["llm"], bf16).model.dtype == torch.bfloat16
+    system = load_system(speech_model, bf16)
+    assert system.model.llm_dtype == torch.bfloat16
+    assert system.run_batch([MIXED[0]], OPTS)[0].error is None
+
+
+def test_detect_language_without_language_tokens_is_a_clear_error(tmp_path):
+    folder = tiny.whisper_dir(tmp_path)  # vocabulary without <|en|> etc.
+    with pytest.raises(LLMSRTError, match="no language tokens.*--src"):
+        detect_language(folder, CLIPS[0], CPU)
+
+
+class Flaky:
+    """Raises CUDA out-of-memory for batches larger than `fits`; else echoes each item's source language."""
+
+    name = "flaky"
+    placement = CPU
+
+    def __init__(self, fits: int):
+        self.fits, self.calls = fits, []
+
+    def run_batch(self, items, options):
+        self.calls.append(len(items))
+        if len(items) > self.fits:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return [Output(it.src, it.tgt or "") for it in items]
+
+    def detect_language(self, audio):
+        return "eng"
+
+
+def test_a_failing_batch_is_retried_as_two_halves():
+    items = [Item(CLIPS[i % 4], code, "deu", Task.SRT) for i, code in enumerate(["eng", "fra", "deu", "jpn"])]
+    flaky = Flaky(fits=2)
+    out = run_items(flaky, items, OPTS, batch_size=4)
+    assert flaky.calls == [4, 2, 2] and [o.transcript for o in out] == ["eng", "fra", "deu", "jpn"]
+    assert all(o.error is None for o in out)
+    flaky = Flaky(fits=1)  # the halves do not fit either: every row fails, counted, none dropped
+    out = run_items(flaky, items, OPTS, batch_size=4)
+    assert flaky.calls == [4, 2, 2] and len(out) == 4
+    assert all(o.error.startswith("OutOfMemoryError: CUDA out of memory") for o in out)
+    results = SpeechTranslator(Flaky(fits=1)).translate(CLIPS, "eng", "deu", options=OPTS, batch_size=4)
+    assert all(r.error and not r.segments and r.translation == "" for r in results)
+
+
+def test_output_cap_follows_the_target_script():
+    deu, jpn, tha = (max_new_tokens(10, Task.S2TT, 10_000, "eng", t) for t in ("deu", "jpn", "tha"))
+    assert deu < jpn == tha
+    assert max_new_tokens(10, Task.SRT, 10_000, "eng", "deu") < max_new_tokens(10, Task.SRT, 10_000, "zho", "deu")
+    assert max_new_tokens(10, Task.ASR, 10_000, "eng", None) < max_new_tokens(10, Task.SRT, 10_000, "eng", "deu")
+    assert max_new_tokens(600, Task.SRT, 256, "eng", "deu") == 256
+    short, long = Item(None, "eng", "deu", Task.MT, "hi"), Item(None, "eng", "jpn", Task.MT, "hello there " * 5)
+    assert item_budget(short, 256) < item_budget(long, 256) <= 256
+
+
+def test_infer_and_systems_import_nothing_above_them():
+    code = ("import sys, json, llm_srt.infer, llm_srt.model.systems; "
+            "print(json.dumps(sorted(m for m in sys.modules if m.startswith('llm_srt'))))")
+    loaded = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                       check=True).stdout)
+    upward = [m for m in loaded if m.split(".")[1:2] and m.split(".")[1] in ("evaluate", "serve", "train", "bench", "demo", "cli")]
+    assert "llm_srt.infer" in loaded and not upward, upward
+
+
+@pytest.mark.cuda
+def test_translate_on_cuda_in_bfloat16(speech_model):
+    t = SpeechTranslator.from_pretrained(speech_model, device="cuda", dtype="bfloat16")
+    assert t.system.placement.cuda and t.system.model.llm_dtype == torch.bfloat16
+    results = t.translate(CLIPS, ["eng", "deu", "fra", "eng"], ["deu", "eng", "eng", "fra"], options=OPTS)
+    assert all(r.error is None for r in results)
+
+
+@pytest.mark.cuda
+def test_whisper_and_cascade_on_cuda_in_bfloat16(folders):
+    cuda = device.resolve("cuda", "bfloat16")
+    cascade = load_system("cascade", cuda, whisper=str(folders["whisper"]), llm=str(folders["llm"]))
+    assert cascade.asr.model.dtype == torch.bfloat16 and cascade.asr.model.device.type == "cuda"
+    out = cascade.run_batch([Item(CLIPS[0], "eng", "deu", Task.SRT), Item(None, "fra", "eng", Task.MT, "chat")],
+                            OPTS)
+    assert all(o.error is None for o in out)
