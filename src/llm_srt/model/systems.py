@@ -315,7 +315,7 @@ def _speech_llm(spec: str, placement: Placement, encoder: str | None = None, llm
     from .speech_llm import SpeechLLM
 
     overrides = {k: v for k, v in (("encoder", encoder), ("llm", llm)) if v is not None}
-    model = SpeechLLM.from_pretrained(spec, device=placement.device, dtype=placement.dtype_name, **overrides)
+    model = SpeechLLM.from_pretrained(spec, device=placement.device, dtype=placement.dtype, **overrides)
     return SpeechLLMSystem(model, spec, placement)
 
 
