@@ -100,3 +100,34 @@ def test_rng_resumed_on_another_number_of_ranks_is_defined_and_differs_per_rank(
     assert all(not torch.equal(draws[0], d) for d in draws[1:])
     _restore_rng(saved, Dist(rank=0, world=4), seed=0, step=10)
     assert torch.equal(torch.rand(3), draws[0])  # rank 0 continues the saved stream
+
+
+def _fake_cuda(monkeypatch, gpus):
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device: restored.append((device, state)))
+    return restored
+
+
+@pytest.mark.parametrize("gpus", [0, 1, 2])
+def test_cuda_rng_of_more_gpus_restores_on_fewer_or_none(monkeypatch, gpus):
+    """A checkpoint from a 3-GPU host resumes on a host with fewer GPUs (or none): the GPUs present get their saved
+    state, the rest is reported, the CPU generators are restored exactly."""
+    state = checkpoint.rng_state()
+    state["cuda"] = [torch.full((16,), i, dtype=torch.uint8) for i in range(3)]  # as get_rng_state_all gives
+    expected = torch.rand(3)
+    restored = _fake_cuda(monkeypatch, gpus)
+    messages = []
+    checkpoint.set_rng_state(state, log=messages.append)
+    assert torch.equal(torch.rand(3), expected)
+    assert [(device, int(s[0])) for device, s in restored] == [(i, i) for i in range(gpus)]
+    assert len(messages) == 1 and f"restored {gpus}, dropped {3 - gpus}" in messages[0]
+
+
+def test_cuda_rng_restores_silently_when_every_gpu_is_there(monkeypatch):
+    state = {**checkpoint.rng_state(), "cuda": [torch.zeros(16, dtype=torch.uint8)] * 2}
+    restored = _fake_cuda(monkeypatch, 4)
+    messages = []
+    checkpoint.set_rng_state(state, log=messages.append)
+    assert [device for device, _ in restored] == [0, 1] and not messages

@@ -10,6 +10,7 @@ new one; each folder carries checksums.json, so a damaged one (disk full, partia
 
 import hashlib
 import json
+import logging
 import os
 import random
 import shutil
@@ -23,6 +24,8 @@ from safetensors import SafetensorError
 
 from ..errors import LLMSRTError
 from ..paths import atomic_file
+
+logger = logging.getLogger(__name__)
 
 CHECKSUMS = "checksums.json"
 STATE_DIR = "trainer_state"
@@ -86,16 +89,24 @@ def verify(folder: Path) -> str | None:
 def rng_state() -> dict:
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = torch.cuda.get_rng_state_all()  # one state per visible GPU
     return state
 
 
-def set_rng_state(state: dict) -> None:
+def set_rng_state(state: dict, log: Callable[[str], None] | None = None) -> None:
+    """Restore the RNG state `rng_state` saved. The CUDA states restore onto the GPUs this host has: one saved on
+    8 GPUs resumes on 2 (their states restored, the other 6 logged as dropped) or on a CPU-only host."""
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    saved = state.get("cuda") or []
+    have = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    for index, generator in enumerate(saved[:have]):
+        torch.cuda.set_rng_state(generator, index)
+    if len(saved) > have:
+        (log or logger.warning)(f"checkpoint RNG: saved with {len(saved)} GPU generator state(s), this host has "
+                                f"{have} GPU(s): restored {have}, dropped {len(saved) - have} (random draws on "
+                                "those GPUs will differ from the original run)")
 
 
 def save(run_dir: Path, step: int, save_model: Callable[[Path], None], trainer_state: dict,

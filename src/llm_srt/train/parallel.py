@@ -4,7 +4,19 @@ Under `torchrun`, `distributed: ddp` (the default) wraps the model in Distribute
 applies FSDP2 (`fully_shard`): every decoder layer of the LLM is its own shard group, the adapter another, and the
 rest (embeddings, final norm, output head) the root group, so each rank holds 1/N of the frozen LLM, e.g. Qwen2.5-32B
 in bf16 is 64 GB whole but 16 GB per GPU on 4 GPUs. The Whisper encoder stays whole on every rank (it only fills
-the feature cache).
+the feature cache). FSDP also runs in a single process (no torchrun): it then shards over a 1-rank process group of
+its own, e.g. one GPU with a bf16 LLM and fp32 LoRA.
+
+Only rank 0 reads the LLM from disk: the other ranks build it on the meta device (`llm_device`), and `wrap()`
+broadcasts rank 0's weights into every rank's shards, so no host holds N whole copies of a 32B model.
+
+Mixed precision: a shard group may hold parameters of several dtypes (a bf16 decoder layer with fp32 LoRA inside):
+FSDP2 all-gathers such a group as bytes, and only requires the group's *trainable* parameters to share one dtype.
+So the policy (`MIXED_PRECISION`) casts nothing (each parameter computes in its own dtype: the LLM in bf16, LoRA and
+the adapter in fp32) and reduces gradients in fp32.
+
+`apply_activation_checkpointing` recomputes each decoder layer in the backward instead of keeping its activations
+(transformers' non-reentrant checkpointing, which keeps FSDP2's hooks outside the recomputed region).
 
 Checkpoints are written in the same format either way: the trainable tensors and their optimizer states are
 gathered to full tensors (only those: never the frozen LLM), so a run saved under FSDP resumes under DDP or on one
@@ -13,13 +25,18 @@ process and the other way round.
 
 import contextlib
 import os
+import tempfile
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
+from .. import device as device_lib
 from ..errors import ConfigError, LLMSRTError
+
+STRATEGIES = ("ddp", "fsdp")
 
 
 @dataclass
@@ -33,17 +50,45 @@ class Dist:
         return self.rank == 0
 
 
-def init_distributed() -> tuple[Dist, torch.device]:
-    if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) == 1:
-        return Dist(), torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if not dist.is_initialized():
-        dist.init_process_group(backend)
-    d = Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
-    if torch.cuda.is_available():
-        torch.cuda.set_device(d.local_rank)
-        return d, torch.device("cuda", d.local_rank)
-    return d, torch.device("cpu")
+def init_distributed(timeout_min: float = 30.0, device: str = "auto") -> tuple[Dist, torch.device]:
+    """This process's rank and device. Under torchrun (WORLD_SIZE > 1) it joins the process group (NCCL on CUDA,
+    gloo on the CPU) with a collective timeout of `timeout_min` minutes: a rank stuck longer (a dead peer, a
+    hung filesystem) fails with an error instead of hanging for ever."""
+    if timeout_min <= 0:
+        raise ConfigError(f"distributed_timeout_min: must be > 0 minutes, got {timeout_min}")
+    d = Dist()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        d = Dist(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
+    placed = device_lib.resolve_device(device)
+    if placed.type == "cuda":
+        torch.cuda.set_device(placed)
+    if d.world > 1 and not dist.is_initialized():
+        dist.init_process_group(_backend(placed), timeout=timedelta(minutes=timeout_min))
+    if d.world > 1:
+        d = Dist(dist.get_rank(), dist.get_world_size(), d.local_rank)
+    return d, placed
+
+
+def llm_device(strategy: str, d: Dist, device: torch.device | None = None) -> str | None:
+    """Where the recipe builds the LLM (`SpeechLLM(config, device, llm_device=...)`): under FSDP with several ranks
+    only rank 0 loads the weights, the others build a weightless skeleton on "meta" that `Parallel.wrap` fills
+    from rank 0. Rank 0 of an FSDP run on GPUs loads onto the host ("cpu"): `wrap` moves the LLM to the GPU one
+    shard at a time, so no GPU ever holds the whole LLM. None: on `device` like the rest of the model."""
+    _check_strategy(strategy)
+    if strategy != "fsdp":
+        return None
+    if d.world > 1 and not d.main:
+        return "meta"
+    return "cpu" if device is not None and torch.device(device).type == "cuda" else None
+
+
+def _check_strategy(strategy: str) -> None:
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"distributed: must be {' or '.join(STRATEGIES)}, got {strategy!r}")
+
+
+def _backend(device: torch.device) -> str:
+    return "nccl" if device.type == "cuda" else "gloo"
 
 
 def all_sum(value: torch.Tensor, d: Dist) -> torch.Tensor:
@@ -87,15 +132,23 @@ def on_main(d: Dist, fn):
 class Parallel:
     """How one model is run across ranks: `runner(batch)` for the forward, plus what saving and resuming need."""
 
-    def __init__(self, model: nn.Module, strategy: str, d: Dist, device: torch.device):
+    def __init__(self, model: nn.Module, strategy: str, d: Dist, device: torch.device,
+                 activation_checkpointing: bool = False):
         """Place the model: whole on `device`, or (FSDP) only the adapter, so the encoder loads there; the LLM
-        moves one layer at a time in `wrap`, never whole."""
-        if strategy not in ("ddp", "fsdp"):
-            raise ConfigError(f"distributed: must be ddp or fsdp, got {strategy!r}")
-        self.model, self.d, self.device = model, d, device
-        self.sharded = strategy == "fsdp" and d.world > 1
+        moves one layer at a time in `wrap`, never whole. FSDP in a single process joins a 1-rank process group
+        (made here when none exists; `close()` ends it)."""
+        _check_strategy(strategy)
+        self.model, self.d, self.device = model, d, torch.device(device)
+        self.sharded = strategy == "fsdp"
         self.runner: nn.Module = model
-        (model.adapter if self.sharded else model).to(device)
+        self.checkpointed_layers = apply_activation_checkpointing(model) if activation_checkpointing else 0
+        self._own_group = False
+        if self.sharded and not dist.is_initialized():
+            if d.world > 1:
+                raise LLMSRTError(f"distributed: fsdp on {d.world} ranks but no process group; call "
+                                  "init_distributed() first")
+            self._own_group = _init_single_process_group(self.device)
+        (model.adapter if self.sharded else model).to(self.device)
 
     def wrap(self) -> None:
         """Shard (FSDP) or wrap (DDP) the model; call once the encoder is loaded, before building the optimizer."""
@@ -103,8 +156,14 @@ class Parallel:
             _fully_shard(self.model, self.device, self.d)
         elif self.d.world > 1:
             self.runner = nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.d.local_rank] if self.device.type == "cuda" else None,
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=False)
+
+    def close(self) -> None:
+        """End the 1-rank process group this object made (a torchrun group belongs to the launcher)."""
+        if self._own_group and dist.is_initialized():
+            dist.destroy_process_group()
+        self._own_group = False
 
     def llm_numel(self) -> tuple[int, int]:
         """(LLM parameters held by this rank, LLM parameters in all)."""
@@ -155,29 +214,108 @@ def _full(t: torch.Tensor) -> torch.Tensor:
     return t.full_tensor() if isinstance(t, DTensor) else t
 
 
+def _init_single_process_group(device: torch.device) -> bool:
+    """A process group of one rank (gloo on the CPU, NCCL on CUDA) over a file store: no port to pick."""
+    store_dir = tempfile.mkdtemp(prefix="llm-srt-pg-")
+    store = dist.FileStore(os.path.join(store_dir, "store"), 1)
+    dist.init_process_group(_backend(device), store=store, rank=0, world_size=1,
+                            device_id=device if device.type == "cuda" else None)
+    return True
+
+
 def decoder_layers(llm: nn.Module) -> list[nn.Module]:
-    """The LLM's transformer blocks: the classes HF lists in `_no_split_modules` (e.g. Qwen2DecoderLayer)."""
+    """The LLM's transformer blocks: the classes HF lists in `_no_split_modules` (e.g. Qwen2DecoderLayer), also once
+    sharded (FSDP2 gives each a subclass, FSDPQwen2DecoderLayer)."""
     from ..model.llm import causal_lm
 
     names = set(getattr(causal_lm(llm), "_no_split_modules", None) or [])
-    layers = [m for m in llm.modules() if type(m).__name__ in names]
+    layers = [m for m in llm.modules() if any(c.__name__ in names for c in type(m).__mro__)]
     if not layers:
         raise ConfigError(f"distributed: fsdp cannot find the decoder layers of {type(causal_lm(llm)).__name__} "
                           "(its _no_split_modules is empty); use distributed: ddp")
     return layers
 
 
+def apply_activation_checkpointing(model: nn.Module) -> int:
+    """Recompute every decoder layer of the LLM (of a SpeechLLM, or an LLM itself) in the backward instead of
+    storing its activations; returns how many layers. Non-reentrant, so it needs no input that requires grad and
+    works with LoRA inside the layers, DDP and FSDP2 (apply it before sharding)."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    from ..model.llm import causal_lm
+
+    lm = causal_lm(getattr(model, "llm", model))
+    if not getattr(lm, "supports_gradient_checkpointing", False):
+        raise ConfigError(f"activation_checkpointing: {type(lm).__name__} does not support it; set "
+                          "activation_checkpointing: false")
+    lm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    # transformers also makes the embedding output require grad (for reentrant checkpointing); non-reentrant
+    # needs no such input, so the hook would only add work
+    lm.disable_input_require_grads()
+    layers = sum(1 for m in lm.modules() if isinstance(m, GradientCheckpointingLayer) and m.gradient_checkpointing)
+    if not layers:
+        raise ConfigError(f"activation_checkpointing: no decoder layer of {type(lm).__name__} can be recomputed; "
+                          "set activation_checkpointing: false")
+    return layers
+
+
+def mixed_precision_policy():
+    """Each parameter computes in its own dtype (bf16 frozen LLM, fp32 LoRA and adapter); gradients (only of the
+    fp32 trainable parameters) are reduced in fp32. A group mixing bf16 and fp32 is all-gathered as bytes."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+
+    return MixedPrecisionPolicy(param_dtype=None, reduce_dtype=torch.float32)
+
+
 def _fully_shard(model: nn.Module, device: torch.device, d: Dist) -> None:
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
 
+    llm = model.llm
+    on_meta = any(t.is_meta for t in (*llm.parameters(), *llm.buffers()))
+    if on_meta and d.main:
+        raise LLMSRTError("distributed: fsdp: rank 0 must load the LLM's weights (llm_device(...) gives None or "
+                          "'cpu' there, 'meta' only on the other ranks)")
+    # rank 0's whole LLM (and adapter, LoRA) is the source of every rank's weights; captured before sharding
+    # drops all but rank 0's own shard. Whole tensors on rank 0's host only.
+    source = llm.state_dict() if d.main and d.world > 1 else {}
+    broadcast = d.world > 1 and _any_rank(on_meta, device)
+    if d.world > 1:  # the adapter's init follows the RNG, which the meta ranks used differently
+        for t in model.adapter.state_dict().values():
+            dist.broadcast(t, src=0)
+
     mesh = init_device_mesh(device.type, (d.world,))
+    policy = mixed_precision_policy()
     # the encoder (if loaded) stays whole on every rank: it runs outside forward when filling the feature cache
     whisper = model._whisper
     ignored = set(whisper.parameters()) if whisper is not None else None
-    for layer in decoder_layers(model.llm):  # each moves to `device` (params and buffers) and is cut into shards
-        fully_shard(layer, mesh=mesh)
-    fully_shard(model.adapter, mesh=mesh)
-    fully_shard(model, mesh=mesh, ignored_params=ignored)
+    for layer in decoder_layers(llm):  # each moves to `device` (params and buffers) and is cut into shards
+        fully_shard(layer, mesh=mesh, mp_policy=policy)
+    fully_shard(model.adapter, mesh=mesh, mp_policy=policy)
+    fully_shard(model, mesh=mesh, ignored_params=ignored, mp_policy=policy)
+    if broadcast:
+        _load_from_rank0(llm, source, device)
+    del source
     # decoding calls the model outside forward(): gather the root's shards around it as forward does
     register_fsdp_forward_method(model, "generate_ids")
+
+
+def _any_rank(flag: bool, device: torch.device) -> bool:
+    t = torch.tensor([int(flag)], device=device if device.type == "cuda" else "cpu")
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def _load_from_rank0(llm: nn.Module, source: dict, device: torch.device) -> None:
+    """Fill every rank's shards with rank 0's weights (one tensor at a time), and its non-persistent buffers (e.g.
+    rotary `inv_freq`, which no state dict carries and a meta skeleton lacks)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    if any(t.is_meta for t in (*llm.parameters(), *llm.buffers())):
+        llm.to_empty(device=device)  # uninitialized memory for this rank's shards, filled below
+    set_model_state_dict(llm, source, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+    for module in llm.modules():
+        for name in sorted(module._non_persistent_buffers_set):
+            buffer = module._buffers.get(name)
+            if buffer is not None:
+                dist.broadcast(buffer, src=0)

@@ -1,0 +1,224 @@
+"""train/parallel.py: activation checkpointing, FSDP at any world size (1 included), rank-0 loading into meta-device
+skeletons, and a bf16 LLM with fp32 LoRA/adapter under FSDP (2 gloo processes on the CPU)."""
+
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "model"))
+import tiny  # noqa: E402
+
+from llm_srt.errors import ConfigError, LLMSRTError  # noqa: E402
+from llm_srt.model.llm import LoraOptions  # noqa: E402
+from llm_srt.train import parallel  # noqa: E402
+from llm_srt.train.parallel import Dist, Parallel  # noqa: E402
+
+LORA = LoraOptions(r=4, alpha=8, dropout=0.0)
+ADAPTER = {"num_queries": 4, "hidden_size": 32, "num_layers": 1, "num_heads": 4, "intermediate_size": 64,
+           "dropout": 0.0}
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("parallel")
+    return str(tiny.whisper_dir(root)), str(tiny.llm_dir(root, layers=3))
+
+
+def _model(folders, dtype="float32", seed=0):
+    from llm_srt.model.speech_llm import SpeechLLM, SpeechLLMConfig
+
+    torch.manual_seed(seed)
+    whisper, llm = folders
+    cfg = SpeechLLMConfig(encoder=whisper, llm=llm, adapter="qformer", adapter_kwargs=ADAPTER, lora=LORA,
+                          trainable=("adapter", "lora"), dtype=dtype)
+    model = SpeechLLM(cfg)
+    model.train()
+    return model
+
+
+def _batch():
+    g = torch.Generator().manual_seed(1)
+    return {"features": torch.randn(2, 12, 32, generator=g), "feature_mask": torch.ones(2, 12, dtype=torch.bool),
+            "prompts": ["<|eng|><|deu|>", "<|deu|><|eng|>"], "targets": ["a red cat", "der Hund"]}
+
+
+def _grads(model) -> dict[str, torch.Tensor]:
+    return {n: parallel._full(p.grad).detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def _count_layer_forwards(model) -> list[int]:
+    """A counter of the MLP forwards inside the decoder layers. It wraps `forward` itself: module hooks do not run
+    when checkpointing recomputes a layer in the backward."""
+    calls = [0]
+
+    def counted(forward):
+        def run(*args, **kwargs):
+            calls[0] += 1
+            return forward(*args, **kwargs)
+        return run
+
+    for layer in parallel.decoder_layers(model.llm):
+        layer.mlp.forward = counted(layer.mlp.forward)
+    return calls
+
+
+def test_activation_checkpointing_recomputes_each_layer_with_the_same_loss_and_gradients(folders):
+    plain, checkpointed = _model(folders), _model(folders)
+    for model in (plain, checkpointed):  # LoRA B starts at zero, which would leave A without a gradient
+        g = torch.Generator().manual_seed(2)
+        with torch.no_grad():
+            for n, p in model.llm.named_parameters():
+                if "lora_B" in n:
+                    p.copy_(0.1 * torch.randn(p.shape, generator=g))
+    assert parallel.apply_activation_checkpointing(checkpointed) == 3
+    counts = {}
+    for name, model in (("plain", plain), ("checkpointed", checkpointed)):
+        calls = _count_layer_forwards(model)
+        loss = model(_batch())["loss"]
+        forwards = calls[0]
+        loss.backward()
+        counts[name] = (loss.item(), forwards, calls[0])
+    assert counts["plain"][1:] == (3, 3)  # no recompute
+    assert counts["checkpointed"][1:] == (3, 6)  # each layer's forward ran again in the backward
+    assert counts["plain"][0] == counts["checkpointed"][0]
+    a, b = _grads(plain), _grads(checkpointed)
+    assert a.keys() == b.keys() and any("lora_" in k for k in a) and any(k.startswith("adapter.") for k in a)
+    for k in a:  # the frozen LLM passes gradients through to the adapter and into LoRA inside the layers
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-7, msg=k)
+        assert a[k].abs().sum() > 0, k
+
+
+def test_activation_checkpointing_refuses_an_llm_without_layers_to_recompute():
+    from transformers import PreTrainedModel
+
+    class Flat(PreTrainedModel):
+        supports_gradient_checkpointing = False
+
+    with pytest.raises(ConfigError, match="activation_checkpointing: .* does not support it"):
+        parallel.apply_activation_checkpointing(torch.nn.Module.__new__(Flat))
+
+
+def test_llm_device_only_rank_0_loads_the_llm_under_fsdp():
+    cuda = torch.device("cuda", 0)
+    assert parallel.llm_device("fsdp", Dist(1, 4)) == "meta"
+    assert parallel.llm_device("fsdp", Dist(3, 4), cuda) == "meta"
+    assert parallel.llm_device("fsdp", Dist(0, 4), cuda) == "cpu"  # shards move to the GPU one layer at a time
+    assert parallel.llm_device("fsdp", Dist(0, 4), torch.device("cpu")) is None
+    assert parallel.llm_device("fsdp", Dist()) is None
+    assert parallel.llm_device("ddp", Dist(1, 4), cuda) is None
+    with pytest.raises(ConfigError, match="distributed: must be ddp or fsdp, got 'zero3'"):
+        parallel.llm_device("zero3", Dist())
+
+
+def test_init_distributed_passes_the_timeout_and_checks_it(monkeypatch):
+    with pytest.raises(ConfigError, match="distributed_timeout_min: must be > 0"):
+        parallel.init_distributed(timeout_min=0)
+    seen = {}
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda backend, timeout: seen.update(b=backend, t=timeout))
+    monkeypatch.setattr(dist, "get_rank", lambda: 1)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    d, device = parallel.init_distributed(timeout_min=2.5, device="cpu")
+    assert (d.rank, d.world, d.local_rank, device.type) == (1, 2, 1, "cpu")
+    assert seen == {"b": "gloo", "t": timedelta(minutes=2.5)}
+
+
+def test_fsdp_in_one_process_shards_over_its_own_group_and_matches_the_plain_model(folders):
+    from torch.distributed.tensor import DTensor
+
+    assert not dist.is_initialized()
+    reference, model = _model(folders), _model(folders)
+    par = Parallel(model, "fsdp", Dist(), torch.device("cpu"), activation_checkpointing=True)
+    try:
+        assert par.sharded and par.checkpointed_layers == 3 and dist.get_world_size() == 1
+        par.wrap()
+        assert all(isinstance(p, DTensor) for p in model.llm.parameters())
+        calls = _count_layer_forwards(model)
+        loss = par.runner(_batch())["loss"]
+        loss.backward()
+        assert calls[0] == 6  # checkpointing holds under FSDP
+        ref_loss = reference(_batch())["loss"]
+        ref_loss.backward()
+        assert loss.item() == pytest.approx(ref_loss.item(), abs=1e-6)
+        a, b = _grads(reference), _grads(model)
+        assert a.keys() == b.keys()
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
+        assert par.trainable_state()["lora"].keys() == reference.trainable_state()["lora"].keys()
+    finally:
+        par.close()
+    assert not dist.is_initialized()  # the group made for this run is gone; the next run makes its own
+
+
+def test_fsdp_needs_rank_0_to_hold_the_weights(folders):
+    model = _model(folders)
+    model.llm.to("meta")
+    par = Parallel(model, "fsdp", Dist(), torch.device("cpu"))
+    try:
+        with pytest.raises(LLMSRTError, match="rank 0 must load the LLM's weights"):
+            par.wrap()
+    finally:
+        par.close()
+
+
+# ---- two gloo processes -------------------------------------------------------------------------------------------
+def _fsdp_rank(rank: int, world: int, store: str, folders, out: str) -> None:
+    """One rank: rank 0 builds the model (bf16 LLM, fp32 LoRA and adapter); the others build it from another seed
+    and drop the LLM's weights to the meta device, so everything they end up with must come from rank 0."""
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", store=dist.FileStore(store, world), rank=rank, world_size=world)
+    try:
+        model = _model(folders, dtype="bfloat16", seed=0 if rank == 0 else 100 + rank)
+        if rank:
+            model.llm.to("meta")
+        par = Parallel(model, "fsdp", Dist(rank, world), torch.device("cpu"), activation_checkpointing=True)
+        par.wrap()
+        held, whole = par.llm_numel()
+        calls = _count_layer_forwards(model)
+        loss = par.runner(_batch())["loss"]  # every rank the same batch: the averaged gradient is the batch's
+        loss.backward()
+        state = {k: parallel._full(v).detach().clone() for k, v in model.llm.state_dict().items()}
+        buffers = {n: b.clone() for n, b in model.llm.named_buffers()}
+        dtypes = {n: (p.dtype, p.grad.dtype if p.grad is not None else None) for n, p in model.named_parameters()}
+        torch.save({"loss": loss.item(), "grads": _grads(model), "state": state, "buffers": buffers,
+                    "adapter": {k: parallel._full(v).clone() for k, v in model.adapter.state_dict().items()},
+                    "dtypes": dtypes, "held": (held, whole), "forwards": calls[0]}, f"{out}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_rank_fsdp_fills_meta_ranks_from_rank_0_with_a_bf16_llm_and_fp32_trainables(folders, tmp_path):
+    mp.spawn(_fsdp_rank, args=(2, str(tmp_path / "store"), folders, str(tmp_path)), nprocs=2, join=True)
+    ref = _model(folders, dtype="bfloat16")
+    ref_loss = ref(_batch())["loss"]
+    ref_loss.backward()
+    ref_state, ref_grads = ref.llm.state_dict(), _grads(ref)
+    ref_buffers = dict(ref.llm.named_buffers())
+    assert any(n.endswith("inv_freq") for n in ref_buffers)  # non-persistent: no state dict carries it
+    for rank in (0, 1):
+        got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=False)
+        assert got["held"][0] < 0.75 * got["held"][1]  # each rank holds about half of the LLM
+        assert got["forwards"] == 6  # 3 layers, each recomputed in the backward
+        for k, v in ref_state.items():  # base weights, LoRA init: rank 0's, bit for bit
+            assert torch.equal(got["state"][k], v), (rank, k)
+        for k, v in ref_buffers.items():
+            assert torch.equal(got["buffers"][k], v), (rank, k)
+        for k, v in ref.adapter.state_dict().items():
+            assert torch.equal(got["adapter"][k], v), (rank, k)
+        dtypes = got["dtypes"]
+        base = [d for n, d in dtypes.items() if n.startswith("llm.") and "lora_" not in n]
+        trained = [d for n, d in dtypes.items() if "lora_" in n or n.startswith("adapter.")]
+        assert base and all(d == (torch.bfloat16, None) for d in base)  # frozen: bf16, no gradient
+        assert trained and all(d == (torch.float32, torch.float32) for d in trained)
+        assert got["loss"] == pytest.approx(ref_loss.item(), rel=1e-4)
+        assert got["grads"].keys() == ref_grads.keys()
+        for k, g in ref_grads.items():
+            torch.testing.assert_close(got["grads"][k], g, rtol=1e-3, atol=1e-5, msg=f"rank {rank} {k}")
