@@ -29,14 +29,14 @@ def folders(tmp_path_factory):
     return str(tiny.whisper_dir(root)), str(tiny.llm_dir(root, layers=3))
 
 
-def _model(folders, dtype="float32", seed=0):
+def _model(folders, dtype="float32", seed=0, llm_device=None):
     from llm_srt.model.speech_llm import SpeechLLM, SpeechLLMConfig
 
     torch.manual_seed(seed)
     whisper, llm = folders
     cfg = SpeechLLMConfig(encoder=whisper, llm=llm, adapter="qformer", adapter_kwargs=ADAPTER, lora=LORA,
                           trainable=("adapter", "lora"), dtype=dtype)
-    model = SpeechLLM(cfg)
+    model = SpeechLLM(cfg, llm_device=llm_device)
     model.train()
     return model
 
@@ -159,8 +159,7 @@ def test_fsdp_in_one_process_shards_over_its_own_group_and_matches_the_plain_mod
 
 
 def test_fsdp_needs_rank_0_to_hold_the_weights(folders):
-    model = _model(folders)
-    model.llm.to("meta")
+    model = _model(folders, llm_device="meta")
     par = Parallel(model, "fsdp", Dist(), torch.device("cpu"))
     try:
         with pytest.raises(LLMSRTError, match="rank 0 must load the LLM's weights"):
@@ -171,15 +170,17 @@ def test_fsdp_needs_rank_0_to_hold_the_weights(folders):
 
 # ---- two gloo processes -------------------------------------------------------------------------------------------
 def _fsdp_rank(rank: int, world: int, store: str, folders, out: str) -> None:
-    """One rank: rank 0 builds the model (bf16 LLM, fp32 LoRA and adapter); the others build it from another seed
-    and drop the LLM's weights to the meta device, so everything they end up with must come from rank 0."""
+    """One rank: rank 0 loads the model (bf16 LLM, fp32 LoRA and adapter); the others build the LLM as a meta
+    skeleton (as the recipe does, `llm_device`) and their adapter from another seed, so everything they end up
+    with must come from rank 0."""
     torch.set_num_threads(1)
     dist.init_process_group("gloo", store=dist.FileStore(store, world), rank=rank, world_size=world)
     try:
-        model = _model(folders, dtype="bfloat16", seed=0 if rank == 0 else 100 + rank)
-        if rank:
-            model.llm.to("meta")
-        par = Parallel(model, "fsdp", Dist(rank, world), torch.device("cpu"), activation_checkpointing=True)
+        d = Dist(rank, world)
+        model = _model(folders, dtype="bfloat16", seed=0 if rank == 0 else 100 + rank,
+                       llm_device=parallel.llm_device("fsdp", d))
+        assert all(p.is_meta for p in model.llm.parameters()) == (rank > 0)
+        par = Parallel(model, "fsdp", d, torch.device("cpu"), activation_checkpointing=True)
         par.wrap()
         held, whole = par.llm_numel()
         calls = _count_layer_forwards(model)
