@@ -11,6 +11,7 @@ import tiny
 from llm_srt import cli
 from llm_srt.audio import write_wav
 from llm_srt.data.manifest import Row, write_manifest
+from llm_srt.errors import LLMSRTError
 from llm_srt.infer import SpeechTranslator, max_new_tokens
 from llm_srt.model.decoding import DecodingOptions
 from llm_srt.prompts import Task
@@ -118,3 +119,40 @@ def test_whisper_baseline_transcribes_and_detects_english(embedded, speak):
     cpu = device.resolve("cpu")
     assert detect_language(None, clip, cpu) == "eng"
     assert detect_language(None, speak("Guten Morgen. Der Zug fährt um sieben Uhr ab.", voice="de"), cpu) == "deu"
+
+
+def test_translate_in_bfloat16_on_the_cpu(model_dir, clips, capsys):
+    rc = cli.main(["translate", *clips[:2], "--model", str(model_dir), "--src", "eng", "--tgt", "deu", "--device",
+                   "cpu", "--dtype", "bfloat16", "--format", "json", "--max-new-tokens", "8"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0 and [r["error"] for r in out] == [None, None]
+    t = SpeechTranslator.from_pretrained(model_dir, device="cpu", dtype="bfloat16")
+    assert t.system.model.llm_dtype == torch.bfloat16 and str(t.system.placement) == "cpu bfloat16"
+    assert [r.to_dict() for r in t.translate(clips[:2], "eng", "deu", options=DecodingOptions(max_new_tokens=8))] \
+        == out
+
+
+def test_a_moved_model_folder_is_repointed_with_encoder_and_llm(model_dir, clips, tmp_path):
+    import shutil
+
+    config = json.loads((model_dir / "config.json").read_text())
+    moved = {key: tmp_path / f"moved-{key}" for key in ("encoder", "llm")}
+    for key, dst in moved.items():
+        shutil.copytree(config[key], dst)
+    folder = tmp_path / "model"
+    shutil.copytree(model_dir, folder)
+    (folder / "config.json").write_text(json.dumps(config | {"encoder": "/gone/whisper", "llm": "/gone/llm"}))
+    with pytest.raises(LLMSRTError, match="/gone/"):
+        SpeechTranslator.from_pretrained(folder, device="cpu")
+    t = SpeechTranslator.from_pretrained(folder, device="cpu", encoder=str(moved["encoder"]), llm=str(moved["llm"]))
+    here = SpeechTranslator.from_pretrained(model_dir, device="cpu")
+    assert [r.to_dict() for r in t.translate(clips[:2], "eng", "deu", options=OPTS)] == \
+        [r.to_dict() for r in here.translate(clips[:2], "eng", "deu", options=OPTS)]
+
+
+@pytest.mark.cuda
+def test_translate_on_cuda_in_bfloat16_end_to_end(model_dir, clips, capsys):
+    rc = cli.main(["translate", *clips, "--model", str(model_dir), "--src", "eng", "--tgt", "deu", "--device", "cuda",
+                   "--dtype", "bfloat16", "--format", "json", "--max-new-tokens", "8"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0 and all(r["error"] is None for r in out)
