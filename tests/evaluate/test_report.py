@@ -1,5 +1,6 @@
 import json
 import math
+from dataclasses import replace
 
 import pytest
 import sacrebleu
@@ -49,16 +50,27 @@ def results(system: str, fail: tuple[str, str] | None = None) -> list[UtteranceR
     return out
 
 
-def direct_bleu(system: str, src: str, tgt: str, skip=()) -> float:
-    rows = [(HYPS[system][(u, t)][1], rtr) for u, s, t, _, rtr in REFS if (s, t) == (src, tgt) and (u, t) not in skip]
+def direct_bleu(system: str, src: str, tgt: str, failed=()) -> float:
+    """BLEU by sacrebleu itself; the utterances in `failed` count as empty hypotheses."""
+    rows = [("" if (u, t) in failed else HYPS[system][(u, t)][1], rtr)
+            for u, s, t, _, rtr in REFS if (s, t) == (src, tgt)]
     tok = "char" if tgt == "zho" else "13a"
     return sacrebleu.corpus_bleu([h for h, _ in rows], [[r for _, r in rows]], tokenize=tok).score
+
+
+def mt_results() -> list[UtteranceResult]:
+    """The curriculum system's own LLM on text MT of the same rows (gold transcript in); one row failed."""
+    mt = {("u1", "deu"): "das wetter ist heute schön", ("u2", "deu"): "wir treffen uns am mittag",
+          ("u1", "zho"): "今天天气很好", ("u2", "zho"): "我们中午见面", ("d1", "eng"): "i have a dog"}
+    return [UtteranceResult(uid, src, tgt, None, mt.get((uid, tgt)), rt, rtr,
+                            None if (uid, tgt) in mt else "CUDA out of memory", task="mt")
+            for uid, src, tgt, rt, rtr in REFS]
 
 
 @pytest.fixture
 def report():
     return rep.build_report({"curriculum": results("curriculum", fail=("u2", "deu")), "baseline": results("baseline")},
-                            mt_bleu={("eng", "deu"): 40.0, ("eng", "zho"): 55.0, ("deu", "eng"): 35.0})
+                            mt={"curriculum": mt_results()})
 
 
 def test_scores_per_direction_and_averages(report):
@@ -66,14 +78,17 @@ def test_scores_per_direction_and_averages(report):
     assert [s.name for s in report.systems] == ["curriculum", "baseline"]
     assert report.directions == [("eng", "deu"), ("eng", "zho"), ("deu", "eng")]
     for system, scores in (("curriculum", cur), ("baseline", base)):
-        skip = {("u2", "deu")} if system == "curriculum" else set()
+        failed = {("u2", "deu")} if system == "curriculum" else set()
         for d in report.directions:
-            assert scores.bleu[d].score == pytest.approx(direct_bleu(system, *d, skip=skip))
+            assert scores.bleu[d].score == pytest.approx(direct_bleu(system, *d, failed=failed))
     assert all(0 < s.score < 100 for s in base.bleu.values())
     assert "tok:char" in cur.bleu[("eng", "zho")].signature and "tok:13a" in cur.bleu[("eng", "deu")].signature
-    # the failed utterance is excluded (its garbage translation would lower the score) and counted
-    assert cur.bleu[("eng", "deu")].n == 1 and cur.bleu[("eng", "deu")].score == pytest.approx(100.0)
-    assert len(cur.failed) == 1 and cur.failed[0].id == "u2" and cur.n_scored == 5 and base.n_scored == 6
+    # the failed utterance is an empty hypothesis (not its garbage, not dropped): BLEU falls below the 100 of u1
+    assert cur.bleu[("eng", "deu")].n == 2 and 0 < cur.bleu[("eng", "deu")].score < 100
+    assert len(cur.failed) == 1 and cur.failed[0].id == "u2" and cur.n_scored == 6 and base.n_scored == 6
+    assert cur.failed_by_direction() == {("eng", "deu"): 1, ("eng", "zho"): 0, ("deu", "eng"): 0}
+    assert cur.rows == {("eng", "deu"): 2, ("eng", "zho"): 2, ("deu", "eng"): 2}
+    assert cur.failed_summary() == "failed: 1 of 6" and base.failed_summary() == "failed: 0 of 6"
     by_src = cur.by_source()
     assert by_src["eng"] == pytest.approx((cur.bleu[("eng", "deu")].score + cur.bleu[("eng", "zho")].score) / 2)
     assert by_src["deu"] == pytest.approx(cur.bleu[("deu", "eng")].score)
@@ -86,11 +101,39 @@ def test_scores_per_direction_and_averages(report):
 
 def test_asr_per_source_language(report):
     cur, base = report.systems
-    # eng: the only wrong transcript ("we meet at new") belongs to the failed utterance, so it is not counted
-    assert cur.asr["eng"].metric == "wer" and cur.asr["eng"].score == 0.0 and cur.asr["eng"].n == 3
+    # eng: the failed utterance's transcript is empty: its 4 words are deletions, of 5 + 4 + 5 + 4 reference words
+    assert cur.asr["eng"].metric == "wer" and cur.asr["eng"].n == 4
+    assert cur.asr["eng"].score == pytest.approx(100 * 4 / 18)
     # deu: "gross" vs "groß" is an error: Whisper's basic normalizer keeps ß (1 of 4 + 4 words)
     assert cur.asr["deu"].score == pytest.approx(100 / 8)
     assert base.asr == {}  # the baseline writes no transcript
+
+
+def test_failed_row_enters_wer_when_its_task_writes_a_transcript():
+    ok = UtteranceResult("a", "eng", "deu", None, "hallo", "hello there", "hallo", task="s2tt")
+    s2tt_failed = replace(ok, id="b", hyp_translation=None, error="boom")
+    # a direct S2TT system writes no transcript: its failure is counted and in BLEU, never in WER
+    s = rep.score_system("s2tt", [ok, s2tt_failed])
+    assert s.asr == {} and len(s.failed) == 1 and s.bleu[("eng", "deu")].n == 2
+    # an SRT (or ASR) row that failed is an empty transcript even when no other row wrote one
+    s = rep.score_system("srt", [replace(s2tt_failed, task="srt")])
+    assert s.asr["eng"].score == pytest.approx(100.0) and s.bleu[("eng", "deu")].score == 0.0
+    # no task recorded (older results files): it follows the other rows of its source language
+    s = rep.score_system("old", [replace(ok, hyp_transcript="hello there", task=None),
+                                 replace(s2tt_failed, task=None)])
+    assert s.asr["eng"].n == 2 and s.asr["eng"].score == pytest.approx(50.0)
+
+
+def test_text_mt_of_the_systems_own_llm(report):
+    cur, base = report.systems
+    assert base.mt is None and cur.mt.name == "curriculum (MT)"
+    assert cur.mt.bleu[("eng", "deu")].score == pytest.approx(100.0)
+    assert cur.mt.failed_summary() == "failed: 1 of 6" and cur.mt.failed_by_direction()[("deu", "eng")] == 1
+    assert cur.mt.bleu[("deu", "eng")].n == 2 and cur.mt.bleu[("deu", "eng")].score < 100
+    assert set(report.mt_bleu) == {"curriculum"}
+    assert report.mt_bleu["curriculum"][("eng", "zho")] == pytest.approx(100.0)
+    with pytest.raises(LLMSRTError, match="not among the systems"):
+        rep.build_report({"a": results("baseline")}, mt={"b": mt_results()})
 
 
 def test_asr_counts_errors():
@@ -108,15 +151,26 @@ def test_files_written(report, tmp_path):
     cur = data["systems"]["curriculum"]
     assert set(cur["bleu"]) == {"eng-deu", "eng-zho", "deu-eng"}
     assert cur["bleu"]["deu-eng"]["score"] == pytest.approx(direct_bleu("curriculum", "deu", "eng"))
-    assert cur["n_failed"] == 1 and cur["failed"][0]["error"].startswith("decoding failed")
+    assert cur["n_failed"] == 1 and cur["n_rows"] == 6 and cur["failed"][0]["error"].startswith("decoding failed")
+    assert cur["failed_by_direction"]["eng-deu"] == {"failed": 1, "of": 2}
+    assert cur["failed_by_direction"]["eng-zho"] == {"failed": 0, "of": 2}
     assert data["systems"]["baseline"]["average_bleu"] == pytest.approx(report.systems[1].average())
-    assert data["mt_bleu"]["eng-zho"] == 55.0
+    assert data["systems"]["curriculum"]["mt"]["bleu"]["eng-zho"]["score"] == pytest.approx(100.0)
+    assert data["systems"]["curriculum"]["mt"]["n_failed"] == 1 and "mt" not in data["systems"]["baseline"]
     md = paths["markdown"].read_text(encoding="utf-8")
     base_deu_eng = f"{direct_bleu('baseline', 'deu', 'eng'):.1f}"
     # languages in order of first appearance, the same order for rows and columns
     assert "| eng→X | deu→X | Avg |" in md and "| X→eng | X→deu | X→zho | Avg |" in md
     assert "## BLEU matrix: baseline" in md and f"| deu | {base_deu_eng} | – | – | {base_deu_eng} |" in md
+    assert "| 6 | 1 of 6 |" in md.split("##")[0] and "| 6 | 0 of 6 |" in md.split("##")[0]  # summary: failed
+    assert "## Failed utterances (2, scored as empty hypotheses)" in md
+    assert "| system | eng→deu | eng→zho | deu→eng | all |" in md
+    assert "| curriculum | 1 of 2 | 0 of 2 | 0 of 2 | 1 of 6 |" in md
+    assert "| baseline | 0 of 2 | 0 of 2 | 0 of 2 | 0 of 6 |" in md
+    assert "| curriculum (MT) | 0 of 2 | 0 of 2 | 1 of 2 | 1 of 6 |" in md
     assert "| curriculum | u2 | eng→deu | decoding failed: out of memory |" in md
+    assert "| curriculum (MT) | d2 | deu→eng | CUDA out of memory |" in md
+    assert "| eng→deu | 100.0 |" in md  # text MT vs speech: the curriculum's own MT column
     assert "| eng (WER) | deu (WER) |" in md
     for key in ("matrix", "scatter"):
         blob = paths[key].read_bytes()
@@ -135,8 +189,11 @@ def test_terminal_table(report):
     lines = text.splitlines()
     assert lines[0] == "BLEU" and "eng->deu" in lines[1] and "Avg" in lines[1] and "failed" in lines[1]
     cur = report.systems[0]
-    assert lines[3].startswith("curriculum") and f"{cur.average():.1f}" in lines[3] and lines[3].endswith("1")
-    assert f"{cur.bleu[('eng', 'zho')].score:.1f}" in lines[3]
+    assert lines[3].startswith("curriculum") and f"{cur.average():.1f}" in lines[3] and lines[3].endswith("1 of 6")
+    assert f"{cur.bleu[('eng', 'zho')].score:.1f}" in lines[3] and lines[4].endswith("0 of 6")
+    assert ("curriculum: failed: 1 of 6 (scored as empty hypotheses); by direction: eng->deu 1 of 2" in lines)
+    assert ("curriculum (MT): failed: 1 of 6 (scored as empty hypotheses); by direction: deu->eng 1 of 2" in lines)
+    assert any(line.startswith("curriculum") and f"{cur.mt.average():.1f}" in line for line in lines)
 
 
 def test_load_results_jsonl(tmp_path):

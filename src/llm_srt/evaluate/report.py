@@ -3,13 +3,17 @@
 From each system's utterances: BLEU per direction, averages per source (src -> X) and per target (X -> tgt) as in
 the paper's Tables 3/4, the full src x tgt matrix (Table 18), the average over directions, and WER/CER of the
 transcript per source language. Files: results.json, report.md, bleu_matrix.png and, given text-MT BLEU of the
-same directions, mt_vs_s2tt.png (Figure 3). Failed utterances are listed and left out of every score.
+same directions, mt_vs_s2tt.png (Figure 3).
+
+A failed utterance (an error, CUDA out-of-memory included, or no output) is scored as an empty hypothesis: it
+enters BLEU of its direction with "" and, when the system writes transcripts, WER/CER with "". It is never dropped:
+every report says `failed: N of M` per system and per direction, and lists each failed utterance with its error.
 """
 
 import json
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +31,7 @@ DECIMALS = 1  # the paper's tables show one decimal
 MAX_DIRECTION_COLUMNS = 6  # terminal table: per-direction columns up to this many, else per-source averages
 MAX_SCATTER_LABELS = 40  # label each point of the scatter plot up to this many directions
 FIELD_ALIASES = {"transcript": "hyp_transcript", "translation": "hyp_translation"}  # infer.py's result keys
+TRANSCRIBING_TASKS = ("srt", "asr")  # tasks whose output holds a transcript (a failed row of these scores WER "")
 
 
 @dataclass(frozen=True)
@@ -38,7 +43,8 @@ class UtteranceResult:
     hyp_translation: str | None = None  # the system's translation
     ref_transcript: str | None = None  # reference transcript (None: no WER/CER for this utterance)
     ref_translation: str | None = None  # reference translation (None: no BLEU for this utterance)
-    error: str | None = None  # why the utterance failed; failed utterances are excluded from every score
+    error: str | None = None  # why the utterance failed; a failed utterance is scored as an empty hypothesis
+    task: str | None = None  # the task it ran as (srt, s2tt, smt, asr, mt); None: not recorded
 
     @classmethod
     def from_dict(cls, row: Mapping) -> "UtteranceResult":
@@ -61,10 +67,27 @@ class UtteranceResult:
 @dataclass(frozen=True)
 class SystemScores:
     name: str  # system name as given ("curriculum", "baseline", ...)
-    bleu: dict[Direction, Score]  # corpus BLEU per direction
+    bleu: dict[Direction, Score]  # corpus BLEU per direction (failed utterances in it as empty hypotheses)
     asr: dict[str, Score]  # WER or CER of the transcript per source language (systems that write one)
-    n_scored: int  # utterances that entered the BLEU scores
-    failed: tuple[UtteranceResult, ...]  # utterances left out of every score
+    n_scored: int  # utterances that entered the BLEU scores (failed ones included)
+    failed: tuple[UtteranceResult, ...]  # utterances that failed (scored as empty hypotheses)
+    rows: dict[Direction, int] = field(default_factory=dict)  # utterances per direction, failed ones included
+    mt: "SystemScores | None" = None  # the same system's LLM on text MT of the same rows (--with-mt), if run
+
+    @property
+    def n_rows(self) -> int:
+        return sum(self.rows.values())
+
+    def failed_by_direction(self) -> dict[Direction, int]:
+        """Failed utterances per direction (every direction of `rows`, zeros included)."""
+        counts = dict.fromkeys(self.rows, 0)
+        for r in self.failed:
+            counts[(r.src, r.tgt)] = counts.get((r.src, r.tgt), 0) + 1
+        return counts
+
+    def failed_summary(self) -> str:
+        """'failed: N of M' over every utterance of the system."""
+        return f"failed: {len(self.failed)} of {self.n_rows}"
 
     def by_source(self) -> dict[str, float]:
         """Mean BLEU over the directions src -> X, per source language."""
@@ -87,7 +110,11 @@ class SystemScores:
 @dataclass(frozen=True)
 class Report:
     systems: tuple[SystemScores, ...]  # in the order given
-    mt_bleu: dict[Direction, float]  # text-MT BLEU per direction (empty when not given)
+
+    @property
+    def mt_bleu(self) -> dict[str, dict[Direction, float]]:
+        """Text-MT BLEU per direction, per system that has it (--with-mt)."""
+        return {s.name: {d: v.score for d, v in s.mt.bleu.items()} for s in self.systems if s.mt is not None}
 
     @property
     def directions(self) -> list[Direction]:
@@ -108,36 +135,58 @@ class Report:
         tgts = {d[1] for d in self.directions}
         return [lang for lang in self.languages if lang in tgts]
 
+    @property
+    def any_failed(self) -> bool:
+        return any(s.failed or (s.mt is not None and s.mt.failed) for s in self.systems)
+
 
 def score_system(name: str, results: Iterable[UtteranceResult | Mapping]) -> SystemScores:
-    """Score one system's utterances: BLEU per direction, WER/CER per source language."""
+    """Score one system's utterances: BLEU per direction, WER/CER per source language. A failed utterance is an
+    empty hypothesis (in WER/CER when its task writes a transcript; without a recorded task, when the system wrote
+    transcripts for other utterances of that source language)."""
     rows = [r if isinstance(r, UtteranceResult) else UtteranceResult.from_dict(r) for r in results]
-    ok = [r for r in rows if not r.failed]
-    by_direction: dict[Direction, list[UtteranceResult]] = {}
-    by_source: dict[str, list[UtteranceResult]] = {}
-    for r in ok:
+    transcribed = {r.src for r in rows if not r.failed and r.hyp_transcript is not None}
+    by_direction: dict[Direction, list[tuple[str, str]]] = {}
+    by_source: dict[str, list[tuple[str, str]]] = {}
+    for r in rows:
         if r.ref_translation is not None:
-            by_direction.setdefault((r.src, r.tgt), []).append(r)
-        if r.ref_transcript is not None and r.hyp_transcript is not None:
-            by_source.setdefault(r.src, []).append(r)
-    scores = {d: bleu([r.hyp_translation for r in rs], [r.ref_translation for r in rs], d[1])
-              for d, rs in by_direction.items()}
+            by_direction.setdefault((r.src, r.tgt), []).append(("" if r.failed else r.hyp_translation,
+                                                                 r.ref_translation))
+        if r.ref_transcript is not None and _writes_transcript(r, transcribed):
+            by_source.setdefault(r.src, []).append(("" if r.failed else r.hyp_transcript, r.ref_transcript))
+    scores = {d: bleu(*zip(*pairs), d[1]) for d, pairs in by_direction.items()}
     asr = {}
-    for src, rs in by_source.items():
+    for src, pairs in by_source.items():
         try:
-            asr[src] = asr_error_rate([r.hyp_transcript for r in rs], [r.ref_transcript for r in rs], src)
+            asr[src] = asr_error_rate(*zip(*pairs), src)
         except LLMSRTError:  # every reference transcript empty after normalization: nothing to score
             continue
-    return SystemScores(name, scores, asr, sum(len(rs) for rs in by_direction.values()),
-                        tuple(r for r in rows if r.failed))
+    totals: dict[Direction, int] = {}
+    for r in rows:
+        totals[(r.src, r.tgt)] = totals.get((r.src, r.tgt), 0) + 1
+    return SystemScores(name, scores, asr, sum(len(p) for p in by_direction.values()),
+                        tuple(r for r in rows if r.failed), totals)
+
+
+def _writes_transcript(r: UtteranceResult, transcribed: set[str]) -> bool:
+    if not r.failed:
+        return r.hyp_transcript is not None
+    return r.task in TRANSCRIBING_TASKS if r.task is not None else r.src in transcribed
 
 
 def build_report(systems: Mapping[str, Iterable[UtteranceResult | Mapping]],
-                 mt_bleu: Mapping[Direction, float] | None = None) -> Report:
-    """Score every system (name -> its utterance results); `mt_bleu` is text-MT BLEU of the same directions."""
+                 mt: Mapping[str, Iterable[UtteranceResult | Mapping]] | None = None) -> Report:
+    """Score every system (name -> its utterance results); `mt` (name -> results of that system's LLM on text
+    MT of the same rows, the x axis of paper Figure 3) for the systems that have one."""
     if not systems:
         raise LLMSRTError("no systems to report on: pass at least one name -> results")
-    return Report(tuple(score_system(name, rows) for name, rows in systems.items()), dict(mt_bleu or {}))
+    mt = dict(mt or {})
+    unknown = set(mt) - set(systems)
+    if unknown:
+        raise LLMSRTError(f"text-MT results for {', '.join(sorted(unknown))}, which is not among the systems "
+                          f"({', '.join(systems)})")
+    return Report(tuple(replace(score_system(name, rows), mt=score_system(f"{name} (MT)", mt[name]) if name in mt
+                                else None) for name, rows in systems.items()))
 
 
 def load_results(path: str | Path) -> list[UtteranceResult]:
@@ -171,36 +220,37 @@ def write_report(report: Report, out_dir: str | Path) -> dict[str, Path]:
     paths["markdown"].write_text(to_markdown(report), encoding="utf-8")
     if report.directions:
         paths["matrix"] = plot_matrix(report, out / MATRIX_PNG)
-    if report.mt_bleu and any(d in report.mt_bleu for d in report.directions):
+    if any(d in s.mt.bleu for s in report.systems if s.mt is not None for d in s.bleu):
         paths["scatter"] = plot_mt_vs_s2tt(report, out / SCATTER_PNG)
     return paths
 
 
 def to_json(report: Report) -> dict:
+    return {"systems": {s.name: {**_system_json(s), **({"mt": _system_json(s.mt)} if s.mt is not None else {})}
+                        for s in report.systems}}
+
+
+def _system_json(s: SystemScores) -> dict:
     return {
-        "systems": {
-            s.name: {
-                "average_bleu": _num(s.average()),
-                "n_directions": len(s.bleu),
-                "n_scored": s.n_scored,
-                "n_failed": len(s.failed),
-                "bleu": {_key(d): asdict(v) for d, v in s.bleu.items()},
-                "by_source": s.by_source(),
-                "by_target": s.by_target(),
-                "asr": {src: asdict(v) for src, v in s.asr.items()},
-                "failed": [{"id": r.id, "src": r.src, "tgt": r.tgt, "error": r.error or "no translation"}
-                           for r in s.failed],
-            }
-            for s in report.systems
-        },
-        "mt_bleu": {_key(d): v for d, v in report.mt_bleu.items()},
+        "average_bleu": _num(s.average()),
+        "n_directions": len(s.bleu),
+        "n_rows": s.n_rows,
+        "n_scored": s.n_scored,
+        "n_failed": len(s.failed),
+        "failed_by_direction": {_key(d): {"failed": n, "of": s.rows[d]} for d, n in s.failed_by_direction().items()},
+        "bleu": {_key(d): asdict(v) for d, v in s.bleu.items()},
+        "by_source": s.by_source(),
+        "by_target": s.by_target(),
+        "asr": {src: asdict(v) for src, v in s.asr.items()},
+        "failed": [{"id": r.id, "src": r.src, "tgt": r.tgt, "error": r.error or "no translation"}
+                   for r in s.failed],
     }
 
 
 def to_markdown(report: Report) -> str:
-    names = [s.name for s in report.systems]
     parts = ["# Results", ""]
-    summary = [[s.name, _fmt(s.average()), len(s.bleu), s.n_scored, len(s.failed)] for s in report.systems]
+    summary = [[s.name, _fmt(s.average()), len(s.bleu), s.n_scored, _of(len(s.failed), s.n_rows)]
+               for s in report.systems]
     parts += _md_table(["system", "avg BLEU", "directions", "utterances", "failed"], summary)
     srcs = report.sources
     parts += ["", "## BLEU by source language (mean over src → X)", ""]
@@ -223,20 +273,28 @@ def to_markdown(report: Report) -> str:
         parts += _md_table(["system", *[f"{l} ({_asr_metric(report, l)})" for l in asr_srcs]],
                            [[s.name, *[_fmt(s.asr[l].score) if l in s.asr else "–" for l in asr_srcs]]
                             for s in report.systems])
-    if report.mt_bleu:
-        dirs = [d for d in report.directions if d in report.mt_bleu]
-        parts += ["", "## Text MT vs speech translation (BLEU)", ""]
-        parts += _md_table(["direction", "MT", *names],
-                           [[_arrow(d), _fmt(report.mt_bleu[d]),
-                             *[_fmt(s.bleu[d].score) if d in s.bleu else "–" for s in report.systems]]
-                            for d in dirs])
+    with_mt = [s for s in report.systems if s.mt is not None]
+    if with_mt:
+        dirs = _unique(d for s in with_mt for d in s.mt.bleu)
+        parts += ["", "## Text MT vs speech translation (BLEU; MT: the system's own LLM on the gold transcript)", ""]
+        parts += _md_table(["direction", *[f"{s.name} {col}" for s in with_mt for col in ("MT", "speech")]],
+                           [[_arrow(d), *[_fmt(v.score) if v else "–" for s in with_mt
+                                          for v in (s.mt.bleu.get(d), s.bleu.get(d))]] for d in dirs])
     signatures = _unique(v.signature for s in report.systems for v in (*s.bleu.values(), *s.asr.values()))
     parts += ["", "## Signatures", ""] + [f"- `{sig}`" for sig in signatures]
-    failed = [(s.name, r) for s in report.systems for r in s.failed]
-    parts += ["", f"## Failed utterances ({len(failed)}, excluded from the scores)", ""]
-    parts += _md_table(["system", "id", "direction", "error"],
-                       [[n, r.id, _arrow((r.src, r.tgt)), (r.error or "no translation").replace("|", "\\|")]
-                        for n, r in failed]) if failed else ["none"]
+    scored = [t for s in report.systems for t in ((s.name, s), *(((f"{s.name} (MT)", s.mt),) if s.mt else ()))]
+    failed = [(n, r) for n, s in scored for r in s.failed]
+    parts += ["", f"## Failed utterances ({len(failed)}, scored as empty hypotheses)", ""]
+    if failed:
+        dirs = _unique(d for _, s in scored for d in s.rows)
+        parts += _md_table(["system", *[_arrow(d) for d in dirs], "all"],
+                           [[n, *[_of(s.failed_by_direction()[d], s.rows[d]) if d in s.rows else "–" for d in dirs],
+                             _of(len(s.failed), s.n_rows)] for n, s in scored])
+        parts += [""] + _md_table(["system", "id", "direction", "error"],
+                                  [[n, r.id, _arrow((r.src, r.tgt)), (r.error or "no translation").replace("|", "\\|")]
+                                   for n, r in failed])
+    else:
+        parts += ["none"]
     return "\n".join(parts) + "\n"
 
 
@@ -251,14 +309,25 @@ def format_table(report: Report) -> str:
         header = [f"{l}->X" for l in srcs]
         cells = [[_fmt(s.by_source().get(l)) for l in srcs] for s in report.systems]
     header = ["system", *header, "Avg", "failed"]
-    rows = [[s.name, *c, _fmt(s.average()), str(len(s.failed))] for s, c in zip(report.systems, cells)]
+    rows = [[s.name, *c, _fmt(s.average()), _of(len(s.failed), s.n_rows)] for s, c in zip(report.systems, cells)]
     text = "BLEU\n" + _text_table(header, rows)
     langs = _unique(lang for s in report.systems for lang in s.asr)
     if langs:
         header = ["system", *[f"{l} {_asr_metric(report, l).upper()}" for l in langs]]
         rows = [[s.name, *[_fmt(s.asr[l].score) if l in s.asr else "–" for l in langs]] for s in report.systems]
         text += "\n\nTranscript WER / CER (lower is better)\n" + _text_table(header, rows)
-    return text
+    with_mt = [s for s in report.systems if s.mt is not None]
+    if with_mt:
+        header = ["system", "MT Avg", "speech Avg", "MT failed"]
+        rows = [[s.name, _fmt(s.mt.average()), _fmt(s.average()), _of(len(s.mt.failed), s.mt.n_rows)]
+                for s in with_mt]
+        text += "\n\nText MT (the system's own LLM, gold transcript in) vs speech, BLEU\n" + _text_table(header, rows)
+    failures = [f"{name}: {scores.failed_summary()} (scored as empty hypotheses); by direction: "
+                + ", ".join(f"{d[0]}->{d[1]} {_of(n, scores.rows[d])}" for d, n in scores.failed_by_direction().items()
+                            if n)
+                for s in report.systems for name, scores in ((s.name, s), (f"{s.name} (MT)", s.mt))
+                if scores is not None and scores.failed]
+    return text + ("\n\n" + "\n".join(failures) if failures else "")
 
 
 def _text_table(header: list, rows: list[list]) -> str:
@@ -294,13 +363,15 @@ def plot_matrix(report: Report, path: Path) -> Path:
 
 
 def plot_mt_vs_s2tt(report: Report, path: Path) -> Path:
-    """Scatter of text-MT BLEU (x) against speech-translation BLEU (y) per direction, with the diagonal."""
+    """Scatter of each system's own text-MT BLEU (x) against its speech-translation BLEU (y) per direction."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 5.0))
     top = 0.0
     for s, marker in zip(report.systems, "os^Dvp*hx+" * 10):
-        dirs = [d for d in s.bleu if d in report.mt_bleu]
-        x = [report.mt_bleu[d] for d in dirs]
+        dirs = [d for d in s.bleu if s.mt is not None and d in s.mt.bleu]
+        if not dirs:
+            continue
+        x = [s.mt.bleu[d].score for d in dirs]
         y = [s.bleu[d].score for d in dirs]
         ax.scatter(x, y, marker=marker, label=s.name, alpha=0.8)
         top = max([top, *x, *y])
@@ -309,8 +380,8 @@ def plot_mt_vs_s2tt(report: Report, path: Path) -> Path:
                 ax.annotate(_arrow(d), (xi, yi), fontsize=6, xytext=(2, 2), textcoords="offset points")
     top = top * 1.05 or 1.0
     ax.plot([0, top], [0, top], "k--", linewidth=0.8, label="S2TT = MT")
-    ax.set(xlim=(0, top), ylim=(0, top), xlabel="text MT BLEU", ylabel="speech translation BLEU",
-           title="MT vs S2TT per direction")
+    ax.set(xlim=(0, top), ylim=(0, top), xlabel="text MT BLEU (the system's own LLM)",
+           ylabel="speech translation BLEU", title="MT vs S2TT per direction")
     ax.legend(fontsize=8)
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
@@ -351,6 +422,10 @@ def _fmt(value: float | None) -> str:
 
 def _num(value: float) -> float | None:
     return value if math.isfinite(value) else None
+
+
+def _of(n: int, total: int) -> str:
+    return f"{n} of {total}"
 
 
 def _key(d: Direction) -> str:

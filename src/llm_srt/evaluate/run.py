@@ -2,22 +2,31 @@
 
     llm-srt evaluate --model curriculum=runs/embedded/srt/final --model cascade \
         --manifest data/mini/test.jsonl --out reports/mini
+    torchrun --nproc_per_node 4 -m llm_srt.cli evaluate --model runs/paper/srt/final ...
 
-Each manifest row (an utterance-direction) is translated; failures are listed, never abort the rest. Under
-torchrun the rows are sharded across ranks and rank 0 writes the report.
+Each manifest row (an utterance-direction) is one work item; every system gets the rows as one mixed-language
+stream (it batches them by length, not by language pair). A row that fails (a CUDA out-of-memory included) is an
+empty hypothesis in the scores and is counted (`failed: N of M`), never dropped. Under torchrun every rank runs on
+its own GPU (`--device auto`) over a length-bucketed shard of the rows, and rank 0 merges and writes the report.
 """
 
 import json
 import os
+from datetime import timedelta
 from pathlib import Path
 
 from tqdm import tqdm
 
+from .. import device
 from ..data.manifest import Row, read_manifest
+from ..device import Placement
 from ..errors import LLMSRTError
 from ..model.decoding import DecodingOptions
 from ..prompts import Task
-from .report import UtteranceResult, build_report, format_table, load_results, score_system, write_report
+from .report import UtteranceResult, build_report, format_table, write_report
+
+TASKS = ("auto", "srt", "s2tt", "smt", "asr")  # --task; auto: what the model folder was trained for
+GATHER_TIMEOUT = timedelta(hours=12)  # how long rank 0 waits for the slowest rank's shard
 
 
 def model_task(model: str) -> Task:
@@ -31,54 +40,93 @@ def model_task(model: str) -> Task:
     return Task.SRT
 
 
+def row_task(row: Row, task: Task) -> Task:
+    """The task a row runs as: `task`, or ASR for a row without a target (and for every row under --task asr)."""
+    return Task.ASR if row.is_asr or task is Task.ASR else task
+
+
+def select_rows(rows: list[Row], task: Task) -> list[Row]:
+    """The rows to run: all of them; for --task asr one row per (audio, source language), since every direction of
+    an N-way manifest repeats the same clip and its transcript."""
+    if task is not Task.ASR:
+        return rows
+    seen: set[tuple[str, str]] = set()
+    return [r for r in rows if (r.audio, r.src_lang) not in seen and not seen.add((r.audio, r.src_lang))]
+
+
+def shard(rows: list[Row], rank: int, world: int) -> list[Row]:
+    """This rank's length-bucketed share of `rows`: longest first, each row goes to the rank with the least audio so
+    far, so every rank gets a similar number of seconds (and of rows) to decode. Rows keep their manifest order."""
+    load = [0.0] * world
+    mine = []
+    for i in sorted(range(len(rows)), key=lambda i: (-rows[i].duration, i)):
+        k = min(range(world), key=lambda k: (load[k], k))
+        load[k] += rows[i].duration
+        if k == rank:
+            mine.append(i)
+    return [rows[i] for i in sorted(mine)]
+
+
+def _result(r: Row, task: Task, transcript: str = "", translation: str = "", error: str | None = None
+            ) -> UtteranceResult:
+    ok = error is None
+    return UtteranceResult(
+        id=r.id, src=r.src_lang, tgt=r.src_lang if task is Task.ASR else r.tgt_lang, task=task.value, error=error,
+        hyp_transcript=transcript if ok and task in (Task.SRT, Task.ASR) else None,
+        hyp_translation=(transcript if task is Task.ASR else translation) if ok else None,
+        ref_transcript=r.transcript or None, ref_translation=(r.translation or None) if task is not Task.ASR else None)
+
+
+def _no_transcript(task: Task) -> str:
+    return f"the manifest row has no transcript, and task {task.value} translates the gold transcript"
+
+
 def run_system(translator, rows: list[Row], task: Task, options: DecodingOptions, batch_size: int,
                desc: str = "evaluate") -> list[UtteranceResult]:
-    """Translate every row, grouped by direction; one UtteranceResult per row, in row order."""
-    groups: dict[tuple[str, str], list[int]] = {}
-    for i, r in enumerate(rows):
-        groups.setdefault((r.src_lang, r.tgt_lang or ""), []).append(i)
+    """Every row through `translator` (an infer.SpeechTranslator) as one mixed-language, mixed-task stream; one
+    UtteranceResult per row, in row order (a failed row has `error` set)."""
+    tasks = [row_task(r, task) for r in rows]
     out: list[UtteranceResult | None] = [None] * len(rows)
-    with tqdm(total=len(rows), desc=desc, dynamic_ncols=True) as bar:
-        for (src, tgt), idx in groups.items():
-            t = Task.ASR if not tgt else task
-            results = translator.translate([rows[i].audio for i in idx], src, tgt or None, task=t, options=options,
-                                           batch_size=batch_size, progress=bar.update)
-            for i, res in zip(idx, results):
-                r = rows[i]
-                out[i] = UtteranceResult(
-                    id=r.id, src=src, tgt=tgt or src, error=res.error,
-                    hyp_transcript=res.transcript if t in (Task.SRT, Task.ASR) and not res.error else None,
-                    hyp_translation=(res.transcript if t is Task.ASR else res.translation) if not res.error else None,
-                    ref_transcript=r.transcript or None,
-                    ref_translation=(r.translation if tgt else None) or None)
+    todo = []
+    for i, (r, t) in enumerate(zip(rows, tasks)):
+        if t is Task.SMT and not r.transcript.strip():
+            out[i] = _result(r, t, error=_no_transcript(t))
+        else:
+            todo.append(i)
+    with tqdm(total=len(todo), desc=desc, dynamic_ncols=True) as bar:
+        results = translator.translate(
+            [rows[i].audio for i in todo], [rows[i].src_lang for i in todo], [rows[i].tgt_lang or None for i in todo],
+            task=[tasks[i] for i in todo], options=options, batch_size=batch_size,
+            transcripts=[rows[i].transcript if tasks[i] is Task.SMT else "" for i in todo], progress=bar.update)
+    for i, res in zip(todo, results):
+        out[i] = _result(rows[i], tasks[i], res.transcript, res.translation, res.error)
     return out
 
 
-def text_mt_bleu(rows: list[Row], options: DecodingOptions, batch_size: int, llm: str | None = None
-                 ) -> dict[tuple[str, str], float]:
-    """BLEU of the frozen LLM translating the reference transcripts (the x axis of paper Figure 3)."""
-    from .. import device
-    from ..model.systems import TextMTSystem
+def run_text_mt(system, rows: list[Row], options: DecodingOptions, batch_size: int, desc: str = "text MT"
+                ) -> list[UtteranceResult]:
+    """The system's own LLM (with its LoRA; the cascade's LLM) translating each row's gold transcript (Task.MT):
+    the x axis of paper Figure 3. Rows without a target are not MT rows; one without a transcript fails."""
+    from ..infer import run_items
+    from ..model.systems import Item
 
-    mt = TextMTSystem(llm, device.resolve())
-    rows = [r for r in rows if r.tgt_lang]
-    hyps = []
-    for start in tqdm(range(0, len(rows), batch_size), desc="text MT", dynamic_ncols=True):
-        chunk = rows[start:start + batch_size]
-        hyps += mt.translate([r.transcript for r in chunk], [r.src_lang for r in chunk], [r.tgt_lang for r in chunk],
-                             options)
-    scores = score_system("text MT", [UtteranceResult(id=r.id, src=r.src_lang, tgt=r.tgt_lang, hyp_translation=h,
-                                                      ref_translation=r.translation) for r, h in zip(rows, hyps)])
-    return {d: s.score for d, s in scores.bleu.items()}
+    rows = [r for r in rows if not r.is_asr]
+    todo = [r for r in rows if r.transcript.strip()]
+    with tqdm(total=len(todo), desc=desc, dynamic_ncols=True) as bar:
+        outputs = run_items(system, [Item(None, r.src_lang, r.tgt_lang, Task.MT, r.transcript) for r in todo],
+                            options, batch_size, progress=bar.update)
+    done = {r.id: o for r, o in zip(todo, outputs)}
+    return [_result(r, Task.MT, translation=done[r.id].translation, error=done[r.id].error) if r.id in done
+            else _result(r, Task.MT, error=_no_transcript(Task.MT)) for r in rows]
 
 
-def hyps_path(out: str | Path, system: str, rank: int | None = None) -> Path:
-    """Where a system's utterance results go: hyps.<system>.jsonl (hyps.<system>.rank<k>.jsonl: one rank's part)."""
-    return Path(out) / f"hyps.{file_name(system)}{'' if rank is None else f'.rank{rank}'}.jsonl"
+def hyps_path(out: str | Path, system: str, mt: bool = False) -> Path:
+    """Where a system's utterance results go: hyps.<system>.jsonl (its text MT: mt.<system>.jsonl)."""
+    return Path(out) / f"{'mt' if mt else 'hyps'}.{file_name(system)}.jsonl"
 
 
 def _write_hyps(path: Path, results: list[UtteranceResult]) -> None:
-    path.write_text("".join(json.dumps(vars(r), ensure_ascii=False) + "\n" for r in results))
+    path.write_text("".join(json.dumps(vars(r), ensure_ascii=False) + "\n" for r in results), encoding="utf-8")
 
 
 def file_name(system: str) -> str:
@@ -99,42 +147,71 @@ def parse_models(specs: list[str]) -> dict[str, str]:
     return models
 
 
+def world() -> tuple[int, int]:
+    """(rank, world size) under torchrun, else (0, 1)."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def gather(part, rank: int, size: int) -> list | None:
+    """Every rank's `part` on rank 0 (in rank order), None on the others; over gloo, so no shared disk is needed."""
+    import torch.distributed as dist
+
+    own = not dist.is_initialized()
+    if own:
+        dist.init_process_group("gloo", timeout=GATHER_TIMEOUT)
+    group = None if dist.get_backend() == "gloo" else dist.new_group(backend="gloo", timeout=GATHER_TIMEOUT)
+    parts = [None] * size if rank == 0 else None
+    dist.gather_object(part, parts, dst=0, group=group)
+    if own:
+        dist.destroy_process_group()
+    return parts
+
+
 def evaluate(models: dict[str, str], manifest: str | Path, out: str | Path, task: str = "auto",
              options: DecodingOptions = DecodingOptions(), batch_size: int = 8, limit: int | None = None,
-             with_mt: bool = False, skip_bad: bool = False, log=print):
+             with_mt: bool = False, skip_bad: bool = False, log=print, placement: Placement | None = None,
+             whisper: str | None = None, llm: str | None = None):
+    """Run every model (name -> folder, or a baseline's name) over the manifest and write the report into `out`;
+    the Report on rank 0, None on the other ranks. `whisper` / `llm`: the baselines' Whisper and LLM folders."""
     from ..infer import SpeechTranslator
+    from ..model.systems import load_system
 
+    if task not in TASKS:
+        raise LLMSRTError(f"--task {task}: use one of {', '.join(TASKS)}")
+    placement = placement or device.resolve("auto")
     rows = read_manifest(manifest, skip_bad=skip_bad)
     if limit:
         rows = rows[:limit]
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    mine = rows[rank::world]
+    rank, size = world()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    systems = {}
+    systems: dict[str, list[UtteranceResult]] = {}
+    mt: dict[str, list[UtteranceResult]] = {}
     for name, path in models.items():
         t = model_task(path) if task == "auto" else Task(task)
-        translator = SpeechTranslator.from_pretrained(path)
-        results = run_system(translator, mine, t, options, batch_size, desc=f"evaluate {name}")
-        _write_hyps(hyps_path(out, name, rank), results)
-        systems[name] = results
-        failed = [r for r in results if r.error]
-        if failed:
-            log(f"{name}: {len(failed)} of {len(results)} utterances failed, e.g. {failed[0].id}: {failed[0].error}")
-    if world > 1:
-        import torch.distributed as dist
-
-        if not dist.is_initialized():
-            dist.init_process_group("gloo")
-        dist.barrier()
+        mine = shard(select_rows(rows, t), rank, size)
+        translator = SpeechTranslator(load_system(path, placement, whisper=whisper, llm=llm), name)
+        log(f"{name}: {len(mine)} rows as {t.value} on {placement}" + (f" (rank {rank} of {size})" if size > 1 else ""))
+        systems[name] = run_system(translator, mine, t, options, batch_size, desc=f"evaluate {name}")
+        if with_mt:
+            mt[name] = run_text_mt(translator.system, mine, options, batch_size, desc=f"text MT {name}")
+        del translator
+    if size > 1:
+        parts = gather((systems, mt), rank, size)
         if rank != 0:
             return None
-        for name in models:
-            systems[name] = [r for k in range(world) for r in load_results(hyps_path(out, name, k))]
-    for name in models:
-        _write_hyps(hyps_path(out, name), systems[name])
-    mt = text_mt_bleu(rows, options, batch_size) if with_mt else None
-    report = build_report(systems, mt_bleu=mt)
+        order = {r.id: i for i, r in enumerate(rows)}  # merged results in manifest order, as one process writes
+
+        def merged(k: int, name: str) -> list[UtteranceResult]:
+            return sorted((r for part in parts for r in part[k][name]), key=lambda r: order[r.id])
+
+        systems = {name: merged(0, name) for name in systems}
+        mt = {name: merged(1, name) for name in mt}
+    for name, results in systems.items():
+        _write_hyps(hyps_path(out, name), results)
+    for name, results in mt.items():
+        _write_hyps(hyps_path(out, name, mt=True), results)
+    report = build_report(systems, mt=mt)
     files = write_report(report, out)
     log(format_table(report))
     log("wrote " + ", ".join(str(p) for p in files.values()))
@@ -146,22 +223,28 @@ def add_arguments(parser) -> None:
                         help="NAME=FOLDER, a model folder, 'whisper' or 'cascade'; repeat to compare systems")
     parser.add_argument("--manifest", required=True, help="test manifest (JSONL)")
     parser.add_argument("--out", required=True, help="report folder")
-    parser.add_argument("--task", default="auto", choices=["auto", "srt", "s2tt"],
-                        help="auto: what the model folder was trained for")
+    parser.add_argument("--task", default="auto", choices=TASKS,
+                        help="auto: what the model folder was trained for; smt: the gold transcript in (Table 6); "
+                             "asr: every clip transcribed once")
     parser.add_argument("--beam", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--limit", type=int, default=None, help="only the first N rows")
-    parser.add_argument("--with-mt", action="store_true", help="also score the LLM's text MT (Figure 3)")
+    parser.add_argument("--with-mt", action="store_true",
+                        help="also score each system's own LLM translating the gold transcripts (Figure 3)")
+    parser.add_argument("--whisper", default=None, help="Whisper folder of the whisper and cascade baselines "
+                                                        "(default: the embedded Whisper)")
+    parser.add_argument("--llm", default=None, help="LLM folder of the cascade (default: the embedded LLM)")
     parser.add_argument("--skip-bad", action="store_true", help="skip bad manifest rows instead of stopping")
+    device.add_arguments(parser)
 
 
 def main(args) -> int:
     models = parse_models(args.model)
     report = evaluate(models, args.manifest, args.out, args.task,
                       DecodingOptions(beam_size=args.beam, max_new_tokens=args.max_new_tokens), args.batch_size,
-                      args.limit, args.with_mt, args.skip_bad)
+                      args.limit, args.with_mt, args.skip_bad, placement=device.from_args(args),
+                      whisper=args.whisper, llm=args.llm)
     if report is None:  # a rank other than 0 under torchrun
         return 0
-    hyps = [r for name in models for r in load_results(hyps_path(args.out, name))]
-    return 0 if any(r.error is None for r in hyps) else 1  # 1: not one utterance could be translated
+    return 0 if any(len(s.failed) < s.n_rows for s in report.systems) else 1  # 1: not one row could be translated

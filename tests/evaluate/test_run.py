@@ -1,0 +1,240 @@
+"""`llm-srt evaluate` on tiny random models: shards, failed rows, mixed batches, --task smt/asr, --with-mt, torchrun."""
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import sacrebleu
+import torch
+
+import tiny
+from llm_srt import cli, device
+from llm_srt.audio import write_wav
+from llm_srt.data.manifest import Row, read_manifest, write_manifest
+from llm_srt.evaluate import run
+from llm_srt.evaluate.report import load_results
+from llm_srt.infer import SpeechTranslator
+from llm_srt.model import systems
+from llm_srt.model.decoding import DecodingOptions
+from llm_srt.model.systems import Item, Output, load_system
+from llm_srt.prompts import Task
+
+OPTS = DecodingOptions(max_new_tokens=8)
+CPU = device.resolve("cpu", "float32")
+CLIPS = [(0.7, 300), (1.6, 650), (1.1, 900)]  # (seconds, Hz) of each test clip
+N = len(CLIPS)
+N_ROWS = 3 * N + 1
+GOLD_DEU = "die Katze sitzt auf der Matte"  # every deu reference of the test manifest
+SRC = Path(run.__file__).resolve().parents[2]  # the llm_srt package's parent: subprocesses import this copy
+
+
+def row(uid: str, audio: str, src: str, tgt: str, duration: float = 1.0, transcript: str = "a cat sat",
+        translation: str = GOLD_DEU) -> Row:
+    return Row(id=uid, audio=audio, duration=duration, src_lang=src, transcript=transcript, tgt_lang=tgt,
+               translation=translation if tgt else "", split="test", corpus="t", sentence_id=uid.split("-")[0])
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval-model")
+    torch.manual_seed(0)
+    return tiny.speech_llm(root, init_std=0.3).save_pretrained(root / "model")
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory):
+    """N clips x (eng->deu, deu->eng, eng ASR), plus one eng->zho row without a transcript: N_ROWS rows."""
+    root = tmp_path_factory.mktemp("eval-data")
+    rows = []
+    for i, (sec, f) in enumerate(CLIPS):
+        path = root / f"c{i}.wav"
+        write_wav(path, tiny.tone(sec, f, seed=i))
+        rows += [row(f"{i}-ed", str(path), "eng", "deu", sec), row(f"{i}-de", str(path), "deu", "eng", sec),
+                 row(f"{i}-asr", str(path), "eng", "", sec)]
+    rows.append(row("9-ez", str(root / "c0.wav"), "eng", "zho", 0.7, transcript="", translation="猫"))
+    write_manifest(root / "test.jsonl", rows)
+    return root / "test.jsonl"
+
+
+class Oracle:
+    """A system that answers each item with its gold texts (the manifest's: transcript "a cat sat", translation
+    GOLD_DEU into deu), records every batch it is handed and, like a GPU running out of memory, raises
+    torch.cuda.OutOfMemoryError for any batch holding an item whose source language is `fail_src`."""
+
+    def __init__(self, placement, fail_src: str | None = None):
+        self.name, self.placement, self.fail_src = "oracle", placement, fail_src
+        self.batches: list[list[Item]] = []
+
+    def run_batch(self, items, options) -> list[Output]:
+        self.batches.append(list(items))
+        if any(it.src == self.fail_src for it in items):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return [Output("a cat sat", "" if it.task is Task.ASR else GOLD_DEU if it.tgt == "deu" else "a cat sat")
+                for it in items]
+
+    def detect_language(self, audio):
+        return "eng"
+
+
+@pytest.fixture
+def oracle(monkeypatch):
+    """Registers the system name 'flaky': an Oracle with every batch holding a source language `fail_src` (default
+    deu) out of memory. Returns {"fail_src": ..., "made": [the systems built]}."""
+    state = {"fail_src": "deu", "made": []}
+
+    def build(name, placement, **_):
+        state["made"].append(Oracle(placement, fail_src=state["fail_src"]))
+        return state["made"][-1]
+
+    monkeypatch.setitem(systems.SYSTEMS, "flaky", build)
+    return state
+
+
+def test_shard_deals_similar_audio_to_every_rank():
+    rows = [row(f"{i}", "a.wav", "eng", "deu", duration=d) for i, d in enumerate([9.0, 1.0, 4.0, 4.5, 2.0, 8.0,
+                                                                                   3.0, 0.5, 7.0, 6.0, 5.0])]
+    shards = [run.shard(rows, k, 3) for k in range(3)]
+    ids = [r.id for s in shards for r in s]
+    assert sorted(ids, key=int) == [r.id for r in rows] and len(set(ids)) == len(rows)  # each row exactly once
+    for s in shards:
+        assert [r.id for r in s] == sorted((r.id for r in s), key=int)  # manifest order within a shard
+    audio = [sum(r.duration for r in s) for s in shards]
+    assert max(audio) - min(audio) <= 1.0, audio  # 50 s dealt as 17 / 16.5 / 16.5, not by row count
+    assert sorted(len(s) for s in shards) == [3, 4, 4]  # a strided rows[k::3] would deal 22.5 s and 8.5 s)
+    assert run.shard(rows, 0, 1) == rows and run.shard(rows[:1], 1, 2) == []
+
+
+def test_asr_task_transcribes_each_clip_once():
+    rows = [row("1-ed", "a.wav", "eng", "deu"), row("1-ez", "a.wav", "eng", "zho"), row("1-asr", "a.wav", "eng", ""),
+            row("2-ed", "b.wav", "eng", "deu")]
+    assert [r.id for r in run.select_rows(rows, Task.ASR)] == ["1-ed", "2-ed"]
+    assert run.select_rows(rows, Task.SRT) == rows
+    assert run.row_task(rows[0], Task.ASR) is Task.ASR and run.row_task(rows[2], Task.SMT) is Task.ASR
+    assert run.row_task(rows[0], Task.SMT) is Task.SMT
+
+
+def test_failed_rows_are_empty_hypotheses_and_counted(oracle, manifest, tmp_path):
+    report = run.evaluate({"flaky": "flaky"}, manifest, tmp_path, task="srt", options=OPTS, batch_size=4,
+                          placement=CPU, log=lambda *_: None)
+    [system] = oracle["made"]
+    # mixed-language batches: the system saw eng->deu, deu->eng and ASR rows side by side, not one pair per call
+    assert any(len({(it.src, it.tgt, it.task) for it in b}) > 1 for b in system.batches)
+    [s] = report.systems
+    hyps = load_results(tmp_path / "hyps.flaky.jsonl")
+    assert [h.id for h in hyps] == [json.loads(line)["id"] for line in manifest.read_text().splitlines()]
+    failed = {h.id for h in hyps if h.error}
+    # every deu-source row failed (its batch, then its half, ran out of memory), some eng rows beside them too;
+    # the zho row has no transcript, which SRT does not need: it ran
+    assert {h.id for h in hyps if h.src == "deu"} < failed and "9-ez" not in failed
+    assert all(h.error.startswith("OutOfMemoryError: CUDA out of memory") for h in hyps if h.id in failed)
+    assert s.failed_by_direction()[("deu", "eng")] == N and s.rows[("deu", "eng")] == N
+    assert s.failed_summary() == f"failed: {len(failed)} of {N_ROWS}"
+    # BLEU: each failed row an empty hypothesis against its reference, as sacrebleu scores it
+    assert s.bleu[("deu", "eng")].n == N and s.bleu[("deu", "eng")].score == 0.0
+    ed = [h for h in hyps if (h.src, h.tgt) == ("eng", "deu")]
+    n_failed = sum(h.id in failed for h in ed)
+    assert 0 < n_failed < N and 0 < s.bleu[("eng", "deu")].score < 100
+    assert s.bleu[("eng", "deu")].score == pytest.approx(sacrebleu.corpus_bleu(
+        ["" if h.error else h.hyp_translation for h in ed], [[GOLD_DEU] * N]).score)
+    assert s.asr["deu"].score == 100.0  # every deu transcript empty: all words deleted
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["systems"]["flaky"]["failed_by_direction"]["deu-eng"] == {"failed": N, "of": N}
+    md = (tmp_path / "report.md").read_text()
+    assert f"| {len(failed)} of {N_ROWS} |" in md and f"| flaky | {n_failed} of {N} | {N} of {N} |" in md
+    assert "| flaky | 0-de | deu→eng | OutOfMemoryError: CUDA out of memory." in md
+
+
+def test_main_exit_code_and_device_options(oracle, manifest, tmp_path, capsys):
+    args = ["evaluate", "--model", "flaky", "--manifest", str(manifest), "--out", str(tmp_path / "r"),
+            "--device", "cpu", "--dtype", "float32", "--max-new-tokens", "8", "--task", "s2tt", "--limit", "6",
+            "--batch-size", "1"]
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert "flaky: 6 rows as s2tt on cpu float32" in out and "failed: 2 of 6" in out
+    assert oracle["made"][0].placement == CPU
+    oracle["fail_src"] = "eng"  # with the deu rows left out, every row fails
+    write_manifest(tmp_path / "eng.jsonl", [replace(r, src_lang="eng") for r in read_manifest(manifest)[:2]])
+    args[args.index("--manifest") + 1] = str(tmp_path / "eng.jsonl")
+    assert cli.main(args) == 1  # not one row could be translated
+    assert "failed: 2 of 2" in capsys.readouterr().out
+
+
+def test_smt_translates_the_gold_transcript(model_dir, manifest, tmp_path):
+    report = run.evaluate({"tiny": str(model_dir)}, manifest, tmp_path, task="smt", options=OPTS, batch_size=4,
+                          placement=CPU, log=lambda *_: None)
+    hyps = {h.id: h for h in load_results(tmp_path / "hyps.tiny.jsonl")}
+    assert hyps["1-ed"].task == "smt" and hyps["1-ed"].hyp_transcript is None and hyps["1-ed"].error is None
+    assert hyps["1-asr"].task == "asr" and hyps["1-asr"].hyp_transcript is not None  # a row without a target
+    assert "no transcript" in hyps["9-ez"].error  # SMT needs the gold transcript: counted, not dropped
+    # the speech model was given the transcript: its output is the SMT prompt's, not the S2TT one's
+    system = load_system(model_dir, CPU)
+    clip = tiny.tone(1.6, 650, seed=1)
+    [smt] = system.run_batch([Item(clip, "eng", "deu", Task.SMT, "a cat sat")], OPTS)
+    [s2tt] = system.run_batch([Item(clip, "eng", "deu", Task.S2TT)], OPTS)
+    assert smt.translation != s2tt.translation  # the tiny model reads its prompt (a test of the test)
+    [res] = SpeechTranslator(system).translate([str(manifest.parent / "c1.wav")], "eng", "deu", task="smt",
+                                               options=OPTS, transcripts=["a cat sat"])
+    assert hyps["1-ed"].hyp_translation == res.translation
+    s = report.systems[0]
+    assert set(s.asr) == {"eng"} and s.asr["eng"].n == N  # WER from the ASR rows only, never the given transcripts
+    assert s.failed_summary() == f"failed: 1 of {N_ROWS}"
+
+
+def test_asr_task(model_dir, manifest, tmp_path):
+    report = run.evaluate({"tiny": str(model_dir)}, manifest, tmp_path, task="asr", options=OPTS, batch_size=4,
+                          placement=CPU, log=lambda *_: None)
+    hyps = load_results(tmp_path / "hyps.tiny.jsonl")
+    # one row per (clip, language): N clips in eng and deu
+    assert len(hyps) == 2 * N and {h.task for h in hyps} == {"asr"} and {(h.src, h.tgt) for h in hyps} == {
+        ("eng", "eng"), ("deu", "deu")}
+    s = report.systems[0]
+    assert s.bleu == {} and set(s.asr) == {"eng", "deu"} and s.asr["eng"].n == N
+
+
+def test_with_mt_scores_the_models_own_llm(model_dir, manifest, tmp_path):
+    report = run.evaluate({"tiny": str(model_dir)}, manifest, tmp_path, task="srt", options=OPTS, batch_size=1,
+                          with_mt=True, placement=CPU, log=lambda *_: None)
+    mt = {h.id: h for h in load_results(tmp_path / "mt.tiny.jsonl")}
+    assert len(mt) == 2 * N + 1 and all(h.task == "mt" for h in mt.values())  # every row with a target; no ASR rows
+    assert "no transcript" in mt["9-ez"].error
+    system = load_system(model_dir, CPU)
+    [out] = system.run_batch([Item(None, "deu", "eng", Task.MT, "a cat sat")], OPTS)
+    assert mt["2-de"].hyp_translation == out.translation and out.translation  # the tiny model's own LLM
+    [s] = report.systems
+    assert s.mt is not None and s.mt.failed_summary() == f"failed: 1 of {2 * N + 1}"
+    assert (tmp_path / "mt_vs_s2tt.png").is_file()
+    assert "## Text MT vs speech translation" in (tmp_path / "report.md").read_text()
+
+
+def test_with_mt_on_a_baseline_uses_the_chosen_llm(manifest, tmp_path):
+    llm = tiny.llm_dir(tmp_path, init_std=0.3)
+    report = run.evaluate({"mt": "mt"}, manifest, tmp_path / "r", task="smt", options=OPTS, batch_size=4,
+                          with_mt=True, placement=CPU, llm=str(llm), log=lambda *_: None)
+    [s] = report.systems
+    hyps = {h.id: h for h in load_results(tmp_path / "r" / "hyps.mt.jsonl")}
+    mt = {h.id: h for h in load_results(tmp_path / "r" / "mt.mt.jsonl")}
+    # the text-MT system given the gold transcript answers the same with or without the audio
+    assert hyps["2-ed"].error is None and hyps["2-ed"].hyp_translation == mt["2-ed"].hyp_translation
+    # failed: the ASR rows (the text-MT system has no audio model) and the row without a transcript
+    assert [h.error is not None for h in hyps.values()].count(True) == N + 1
+    assert s.mt.failed_summary() == f"failed: 1 of {2 * N + 1}"
+
+
+def test_torchrun_two_ranks_merge_to_the_one_process_report(model_dir, manifest, tmp_path):
+    common = ["--model", f"tiny={model_dir}", "--manifest", str(manifest), "--task", "srt", "--batch-size", "1",
+              "--max-new-tokens", "8", "--device", "cpu", "--with-mt"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "llm_srt.cli", "evaluate", *common, "--out", str(tmp_path / "two")],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "(rank 1 of 2)" in done.stdout and "(rank 0 of 2)" in done.stdout
+    assert cli.main(["evaluate", *common, "--out", str(tmp_path / "one")]) == 0
+    for name in ("results.json", "report.md", "hyps.tiny.jsonl", "mt.tiny.jsonl"):
+        assert (tmp_path / "two" / name).read_text() == (tmp_path / "one" / name).read_text(), name
+    assert not list((tmp_path / "two").glob("*rank*"))
