@@ -238,3 +238,27 @@ def test_torchrun_two_ranks_merge_to_the_one_process_report(model_dir, manifest,
     for name in ("results.json", "report.md", "hyps.tiny.jsonl", "mt.tiny.jsonl"):
         assert (tmp_path / "two" / name).read_text() == (tmp_path / "one" / name).read_text(), name
     assert not list((tmp_path / "two").glob("*rank*"))
+
+
+def test_bfloat16_on_the_cpu(model_dir, manifest, tmp_path, monkeypatch):
+    """The GPU's default dtype, on the CPU: the speech model loads in bfloat16 and every row runs."""
+    loaded = []
+    real = systems.load_system
+    monkeypatch.setattr(systems, "load_system", lambda *a, **k: loaded.append(real(*a, **k)) or loaded[-1])
+    assert cli.main(["evaluate", "--model", f"tiny={model_dir}", "--manifest", str(manifest), "--out", str(tmp_path),
+                     "--device", "cpu", "--dtype", "bfloat16", "--max-new-tokens", "8", "--task", "s2tt"]) == 0
+    [system] = loaded
+    assert system.placement == device.resolve("cpu", "bfloat16")
+    assert next(system.model.llm.parameters()).dtype == torch.bfloat16
+    data = json.loads((tmp_path / "results.json").read_text())["systems"]["tiny"]
+    assert data["n_failed"] == 0 and data["n_rows"] == N_ROWS
+
+
+@pytest.mark.cuda
+def test_on_cuda_in_bfloat16(model_dir, manifest, tmp_path):
+    report = run.evaluate({"tiny": str(model_dir)}, manifest, tmp_path, task="srt", options=OPTS, batch_size=4,
+                          with_mt=True, placement=device.resolve("cuda", "bfloat16"), log=print)
+    [s] = report.systems
+    assert s.failed_summary() == f"failed: 0 of {N_ROWS}" and set(s.bleu) == {("eng", "deu"), ("deu", "eng"),
+                                                                               ("eng", "zho")}
+    assert [r.id for r in s.mt.failed] == ["9-ez"]  # the row without a transcript; every other MT row ran on the GPU
