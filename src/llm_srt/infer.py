@@ -102,12 +102,19 @@ def run_items(system: System, items: Sequence[Item], options: DecodingOptions = 
     """One Output per item, in order, however mixed the languages and tasks. Items run longest first in batches of
     `batch_size` (similar lengths together; the first batch shows the peak memory), each batch capped to its
     longest item's output budget. A batch that fails (a CUDA out-of-memory, any error) is retried once as two
-    halves before its rows fail, so one long clip does not fail its neighbours; a failed row has `error` set."""
+    halves before its rows fail, so one long clip does not fail its neighbours; a failed row has `error` set, as
+    has an item no system can run (model.systems.check_item), which never reaches the system."""
     if batch_size < 1:
         raise LLMSRTError(f"batch size must be at least 1, got {batch_size} (--batch-size)")
-    size = [it.audio.size if it.audio is not None else len(it.transcript) for it in items]
-    order = sorted(range(len(items)), key=lambda k: (items[k].audio is None, -size[k]))
     outputs: list[Output | None] = [None] * len(items)
+    for k, it in enumerate(items):
+        try:
+            check_item(it)
+        except LLMSRTError as e:
+            outputs[k] = Output(error=str(e))
+    size = [it.audio.size if it.audio is not None else len(it.transcript) for it in items]
+    order = sorted((k for k in range(len(items)) if outputs[k] is None),
+                   key=lambda k: (items[k].audio is None, -size[k]))
     for start in range(0, len(order), batch_size):
         chunk = order[start:start + batch_size]
         for k, out in zip(chunk, _run_chunk(system, [items[k] for k in chunk], options, retry=True)):
@@ -171,21 +178,22 @@ class SpeechTranslator:
         n = len(inputs)
         srcs, tgts = _per_input(src, n, "--src"), _per_input(tgt, n, "--tgt")
         tasks = [Task(t) for t in _per_input(task, n, "--task")]
+        # one value for every input is an option: a bad one stops here; a bad per-input value fails its input only
+        if isinstance(src, str) and src != "auto":
+            languages.get(src)
+        if tgt is None or isinstance(tgt, str):
+            if tgt is not None:
+                languages.get(tgt)
+            elif any(k.needs_translation for k in tasks):
+                raise LLMSRTError(f"task {next(k for k in tasks if k.needs_translation).value} needs a target "
+                                  "language (--tgt)")
         if transcripts is not None and len(transcripts) != n:
             raise LLMSRTError(f"--transcript: {len(transcripts)} transcripts for {n} inputs; give one per input")
-        asked = []
-        for i, x in enumerate(inputs):
-            label = str(x) if isinstance(x, (str, Path)) else f"<array {i}>"
-            s, t, k = srcs[i], tgts[i], tasks[i]
-            if s not in (None, "auto"):
-                languages.get(s)
-            if k.needs_translation:
-                if t is None:
-                    raise LLMSRTError(f"task {k.value} needs a target language (--tgt)")
-                languages.get(t)
-            if k is Task.SMT and not (transcripts and transcripts[i].strip()):
-                raise LLMSRTError("task smt needs one transcript per input (--transcript)")
-            asked.append(_Input(label, s, t if k.needs_translation else None, k, transcripts[i] if transcripts else ""))
+        if any(k is Task.SMT for k in tasks) and transcripts is None:
+            raise LLMSRTError("task smt needs one transcript per input (--transcript)")
+        asked = [_Input(str(x) if isinstance(x, (str, Path)) else f"<array {i}>", srcs[i],
+                        tgts[i] if tasks[i].needs_translation else None, tasks[i],
+                        transcripts[i] if transcripts else "") for i, x in enumerate(inputs)]
 
         errors: list[str | None] = [None] * n
         durations = [0.0] * n
@@ -199,13 +207,10 @@ class SpeechTranslator:
                         else segment(samples, options=segment_options) or [Segment(0.0, min(durations[i], 1.0))])
                 if langs[i] is None:
                     langs[i] = self.system.detect_language(segs[0].slice(samples))
-                for s in segs:
-                    item = Item(s.slice(samples), langs[i], a.tgt, a.task, a.transcript)
-                    check_item(item)
-                    work.append((i, s, item))
             except LLMSRTError as e:
                 errors[i] = str(e)
-                work = [w for w in work if w[0] != i]
+                continue
+            work += [(i, s, Item(s.slice(samples), langs[i], a.tgt, a.task, a.transcript)) for s in segs]
         outputs = run_items(self.system, [w[2] for w in work], options, batch_size, progress)
 
         segments: list[list[SegmentResult]] = [[] for _ in range(n)]

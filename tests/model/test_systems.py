@@ -105,6 +105,13 @@ def test_translate_takes_per_input_languages_and_tasks(speech_model):
     assert [(r.src, r.tgt, r.task) for r in mixed] == list(zip(srcs, tgts, tasks))
     with pytest.raises(LLMSRTError, match="--tgt: 2 values for 4 inputs"):
         t.translate(CLIPS, "eng", ["deu", "fra"], options=OPTS)
+    with pytest.raises(LLMSRTError, match="unknown language code 'xx'"):  # one value for all: an option error
+        t.translate(CLIPS, "eng", "xx", options=OPTS)
+    # a bad per-input value fails its input only
+    bad = t.translate(CLIPS[:3], ["eng", "xx", "eng"], ["deu", "deu", None], task=["srt", "srt", "s2tt"],
+                      options=OPTS)
+    assert [r.error is None for r in bad] == [True, False, False] and bad[0].to_dict() == single[0].to_dict()
+    assert "'xx'" in bad[1].error and "needs a target language" in bad[2].error
 
 
 def test_whisper_system(folders):
@@ -196,6 +203,17 @@ def test_a_failing_batch_is_retried_as_two_halves():
     assert all(o.error.startswith("OutOfMemoryError: CUDA out of memory") for o in out)
     results = SpeechTranslator(Flaky(fits=1)).translate(CLIPS, "eng", "deu", options=OPTS, batch_size=4)
     assert all(r.error and not r.segments and r.translation == "" for r in results)
+
+
+def test_items_no_system_can_run_fail_alone_before_the_batch():
+    items = [Item(CLIPS[0], "eng", "deu", Task.SRT), Item(CLIPS[1], "xxx", "deu", Task.SRT),
+             Item(None, "eng", "deu", Task.SRT), Item(None, "eng", "deu", Task.MT, ""),
+             Item(CLIPS[2], "eng", None, Task.S2TT), Item(None, "fra", "eng", Task.MT, "le chat")]
+    flaky = Flaky(fits=8)
+    out = run_items(flaky, items, OPTS, batch_size=8)
+    assert flaky.calls == [2] and [o.error is None for o in out] == [True, False, False, False, False, True]
+    assert "unknown language code 'xxx'" in out[1].error and "needs audio" in out[2].error
+    assert "needs a transcript" in out[3].error and "needs a target language" in out[4].error
 
 
 def test_output_cap_follows_the_target_script():
