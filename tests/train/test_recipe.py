@@ -200,6 +200,9 @@ def test_every_shipped_config_loads(path, monkeypatch):
     assert text.startswith("#") and ("llm-srt" in text.split("\n\n")[0] or "llm_srt" in text.split("\n\n")[0])
     cfg = recipe.load_config(path)
     assert cfg.max_steps > 0 and cfg.data.train
+    big = any(size in str(path) for size in ("qwen2.5-7b", "qwen2.5-32b"))
+    assert cfg.activation_checkpointing is big  # the 7B / 32B stages need it at batch 16
+    assert cfg.dtype == ("bfloat16" if "paper" in path.parts else "auto")
 
 
 # ---- typed sections and the new keys ------------------------------------------------------------------------------
@@ -215,6 +218,9 @@ def test_every_shipped_config_loads(path, monkeypatch):
     ("model.dtype=bfloat16", r"'model.dtype' is no longer a key here; .*top-level key dtype"),
     ("dtype=bf8", r"dtype must be auto, float32, bfloat16 or float16"),
     ("device=gpu", r"device must be auto, cpu, cuda or cuda:N"),
+    ("distributed_timeout_min=0", r"distributed_timeout_min must be > 0"),
+    ("activation_checkpointing=maybe", r"activation_checkpointing must be bool"),
+    ("distributed=zero", r"distributed must be one of \['ddp', 'fsdp'\]"),
 ])
 def test_typed_sections_name_the_bad_key_in_one_line(override, message):
     with pytest.raises(ConfigError, match=message) as e:
@@ -234,8 +240,8 @@ def test_typed_sections_are_coerced_and_reach_the_model_config():
     assert qformer.model.adapter_kwargs == {"dropout": 0.0} and isinstance(qformer.model.adapter_kwargs["dropout"],
                                                                            float)
     defaults = recipe.load_config(None)
-    assert (defaults.device, defaults.dtype, defaults.distributed, defaults.model.pad_to_30s) == (
-        "auto", "auto", "ddp", False)
+    assert (defaults.device, defaults.dtype, defaults.activation_checkpointing, defaults.distributed,
+            defaults.distributed_timeout_min, defaults.model.pad_to_30s) == ("auto", "auto", False, "ddp", 30.0, False)
 
 
 def _final_config(final):
@@ -314,3 +320,36 @@ def test_curriculum_composes_stage_configs_without_reparsing_paths(tmp_path):
     assert [s.config.output_dir for s in stages] == [str(root / "asr"), "mine", str(root / "srt")]
     assert [s.config.model.init_from for s in stages] == [None, str(root / "asr" / "final"), "mine/final"]
     assert [s.config.max_steps for s in stages] == [1000, 1000, 7]
+
+
+def test_activation_checkpointing_and_one_process_fsdp_train_as_the_plain_run(tiny_setup, tmp_path, monkeypatch):
+    """activation_checkpointing recomputes the LLM's layers (same losses); distributed: fsdp runs without torchrun
+    (a 1-rank group of its own, ended after the run) and follows the DDP run; the timeout reaches the group set-up."""
+    import torch.distributed as dist
+
+    from llm_srt.train import parallel
+
+    timeouts = []
+
+    def init(timeout_min, device):
+        timeouts.append(timeout_min)
+        return parallel.init_distributed(timeout_min, device)
+
+    monkeypatch.setattr(recipe, "init_distributed", init)
+    common = {"max_steps": 3, "data.tasks": "{srt: 1.0}", "model.lora": "{r: 4, alpha: 8, dropout: 0.0}",
+              "trainable": "[adapter, lora]", "distributed_timeout_min": 7}
+    runs = {"plain": {}, "ac": {"activation_checkpointing": True}, "fsdp": {"distributed": "fsdp"}}
+    messages = {}
+    for name, extra in runs.items():
+        messages[name] = []
+        cfg = recipe.load_config(None, overrides(tiny_setup, tmp_path / name, **common, **extra))
+        recipe.train(cfg, log=messages[name].append)
+        assert not dist.is_initialized()
+    assert timeouts == [7.0, 7.0, 7.0]
+    assert any("activation checkpointing: 2 LLM decoder layers" in m for m in messages["ac"])
+    assert any("FSDP over 1 ranks" in m for m in messages["fsdp"])
+    plain = _losses(tmp_path / "plain")
+    for name in ("ac", "fsdp"):
+        assert _losses(tmp_path / name) == pytest.approx(plain, rel=1e-5), name
+    ref, ac = _trained(tmp_path / "plain" / "final"), _trained(tmp_path / "ac" / "final")
+    assert all(torch.allclose(ref[k], ac[k], atol=1e-6) for k in ref)

@@ -30,7 +30,7 @@ from ..model.llm import LoraOptions
 from ..prompts import Task
 from . import checkpoint
 from .data import DataSection
-from .parallel import Dist, Parallel, all_sum, barrier, init_distributed, on_main
+from .parallel import Dist, Parallel, all_sum, barrier, init_distributed, llm_device, on_main
 
 FINAL = "final"  # the finished model folder inside output_dir
 LORA_BIAS = ("none", "all", "lora_only")  # peft's bias modes
@@ -94,7 +94,9 @@ class TrainConfig:
     dtype: str = "auto"  # frozen encoder / LLM weights: auto (bfloat16 on CUDA, float32 on the CPU) | float32 |
     #   bfloat16 | float16; the adapter and LoRA always train in float32
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # autocast: auto = bf16 on CUDA, fp32 on the CPU
-    distributed: Literal["ddp", "fsdp"] = "ddp"  # under torchrun: ddp (whole model per rank) | fsdp (LLM sharded)
+    activation_checkpointing: bool = False  # recompute each LLM decoder layer in backward (memory for time)
+    distributed: Literal["ddp", "fsdp"] = "ddp"  # ddp (whole model per rank) | fsdp (LLM sharded), any world size
+    distributed_timeout_min: float = 30.0  # how long a rank waits for the others in a collective before failing
     max_steps: int = 1000  # optimizer steps
     log_every: int = 10
     eval_every: int = 0  # steps between dev evaluations (0 = only at the end, if dev is set)
@@ -117,6 +119,8 @@ class TrainConfig:
             raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if self.dtype != "auto" and self.dtype not in device_lib.DTYPES:
             raise ConfigError(f"dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
+        if not self.distributed_timeout_min > 0:
+            raise ConfigError(f"distributed_timeout_min must be > 0, got {self.distributed_timeout_min}")
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
@@ -164,19 +168,21 @@ class Recipe:
         self.latest: checkpoint.CheckpointInfo | None = None  # the checkpoint this run resumes from
         self.last_good: Path | None = None  # the newest checkpoint on disk (named when the loss turns NaN)
         self.bar, self.writer = None, None  # progress bar, TensorBoard (rank 0)
+        self.parallel: Parallel | None = None
 
     def run(self) -> Path:
         if self.finished():
             return self.out / FINAL
-        self.setup_processes()  # 1. process group, device and dtype, seeds
-        self.setup_model()  # 2. the model; the newest checkpoint's trainable weights, before any sharding
-        self.setup_data()  # 3. the data (the whole encoder fills the feature cache), then shard / wrap the model
-        self.setup_optimizer()  # 4. optimizer + schedule over the wrapped parameters; resume their state, RNG last
         try:
+            self.setup_processes()  # 1. process group, device and dtype, seeds
+            self.setup_model()  # 2. the model; the newest checkpoint's trainable weights, before any sharding
+            self.setup_data()  # 3. activation checkpointing, data (the whole encoder fills the feature cache), then
+            #                       shard (FSDP) / wrap (DDP) the model
+            self.setup_optimizer()  # 4. optimizer + schedule over the wrapped parameters; resume them, the RNG last
             self.train()  # 5. train_step, evaluate and save_checkpoint until max_steps
+            return self.save_final()  # 6. final/ (its presence marks the run finished)
         finally:
-            self.cleanup()
-        return self.save_final()  # 6. final/ (its presence marks the run finished)
+            self.cleanup()  # 7. logs closed; a process group of our own (1-rank FSDP) ended
 
     # ---- 0. finished already? -------------------------------------------------------------------------------------
     def finished(self) -> bool:
@@ -198,9 +204,8 @@ class Recipe:
     def setup_processes(self) -> None:
         """The process group (under torchrun), this rank's device and the frozen weights' dtype, the seeds."""
         cfg = self.cfg
-        self.d, _ = init_distributed()
-        self.placement = device_lib.resolve(cfg.device, cfg.dtype)
-        self.device = self.placement.device
+        self.d, self.device = init_distributed(cfg.distributed_timeout_min, cfg.device)
+        self.placement = device_lib.Placement(self.device, device_lib.resolve_dtype(cfg.dtype, self.device))
         if not self.d.main:  # one rank speaks; errors still surface from every rank
             self.log = _quiet
         if cfg.threads:
@@ -212,11 +217,14 @@ class Recipe:
 
     # ---- 2. model ---------------------------------------------------------------------------------------------------
     def setup_model(self) -> None:
-        """SpeechLLM from the config (or from model.init_from, the previous stage), then the trainable weights of
-        the newest checkpoint: they load into whole tensors, so before `setup_data` shards the model."""
+        """SpeechLLM from the config (or from model.init_from, the previous stage), straight on this rank's device
+        (under FSDP the LLM stays on the host on rank 0 and is a weightless skeleton on the others: `llm_device`),
+        then the trainable weights of the newest checkpoint: they load into whole tensors, so before `setup_data`
+        shards the model."""
         from ..model.speech_llm import SpeechLLM, SpeechLLMConfig
 
         cfg, m = self.cfg, self.cfg.model
+        place = dict(device=self.device, llm_device=llm_device(cfg.distributed, self.d, self.device))
         model_cfg = SpeechLLMConfig(encoder=m.encoder, llm=m.llm, adapter=m.adapter,
                                     adapter_kwargs=dict(m.adapter_kwargs), lora=m.lora, trainable=tuple(cfg.trainable),
                                     dtype=self.placement.dtype_name, pad_to_30s=m.pad_to_30s)
@@ -229,10 +237,10 @@ class Recipe:
             # another host); the adapter's shape comes from the folder
             self.model = SpeechLLM.from_pretrained(init, encoder=m.encoder, llm=m.llm, lora=m.lora,
                                                    trainable=model_cfg.trainable, dtype=model_cfg.dtype,
-                                                   pad_to_30s=m.pad_to_30s)
+                                                   pad_to_30s=m.pad_to_30s, **place)
             self.log(f"[{cfg.stage}] initialized from {init}")
         else:
-            self.model = SpeechLLM(model_cfg)
+            self.model = SpeechLLM(model_cfg, **place)
         counts = self.model.parameter_counts()
         self.log(f"[{cfg.stage}] trainable parameters: adapter {counts['adapter'] / 1e6:.2f}M, lora "
                  f"{counts['lora'] / 1e6:.2f}M, total {counts['trainable'] / 1e6:.2f}M of {counts['all'] / 1e6:.1f}M "
@@ -247,12 +255,16 @@ class Recipe:
 
     # ---- 3. data ----------------------------------------------------------------------------------------------------
     def setup_data(self) -> None:
-        """Place the model, build the training data (its feature cache runs the whole encoder), then wrap the
-        model for DDP or shard it for FSDP: after this, parameters may be sharded."""
+        """Activation checkpointing (before sharding), the training data (its feature cache runs the whole
+        encoder), then wrap the model for DDP or shard it for FSDP: after this, parameters may be sharded."""
         from .data import TrainingData
 
         cfg, d = self.cfg, self.d
-        self.parallel = Parallel(self.model, cfg.distributed, d, self.device)
+        self.parallel = Parallel(self.model, cfg.distributed, d, self.device,
+                                 activation_checkpointing=cfg.activation_checkpointing)
+        if self.parallel.checkpointed_layers:
+            self.log(f"[{cfg.stage}] activation checkpointing: {self.parallel.checkpointed_layers} LLM decoder layers "
+                     "recomputed in backward")
         self.data = TrainingData(cfg.data, self.model, d, log=self.log)
         self.parallel.wrap()
         if self.parallel.sharded:
@@ -362,12 +374,6 @@ class Recipe:
         self.last_good = on_main(self.d, lambda: checkpoint.save(out, self.step, lambda p: model.save_pretrained(
             p, state=weights), state, cfg.keep_last, dev_loss)) or self.last_good
 
-    def cleanup(self) -> None:
-        """Close the progress bar and TensorBoard (also when training stopped with an error)."""
-        for sink in (self.bar, self.writer):
-            if sink is not None:
-                sink.close()
-
     # ---- 6. save --------------------------------------------------------------------------------------------------
     def save_final(self) -> Path:
         """final/: the trained weights and train_config.json (a collective under FSDP; rank 0 writes)."""
@@ -378,6 +384,15 @@ class Recipe:
                      f"({(time.perf_counter() - self.t0) / max(1, self.steps_timed):.2f} s/step)")
         barrier(self.d)
         return self.out / FINAL
+
+    # ---- 7. clean up -------------------------------------------------------------------------------------------------
+    def cleanup(self) -> None:
+        """Close the progress bar and TensorBoard, end a 1-rank process group of our own (also after an error)."""
+        for sink in (self.bar, self.writer):
+            if sink is not None:
+                sink.close()
+        if self.parallel is not None:
+            self.parallel.close()
 
 
 def _save_final(model, out: Path, weights: dict, cfg: TrainConfig) -> None:
