@@ -353,3 +353,15 @@ def test_activation_checkpointing_and_one_process_fsdp_train_as_the_plain_run(ti
         assert _losses(tmp_path / name) == pytest.approx(plain, rel=1e-5), name
     ref, ac = _trained(tmp_path / "plain" / "final"), _trained(tmp_path / "ac" / "final")
     assert all(torch.allclose(ref[k], ac[k], atol=1e-6) for k in ref)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="fakes GPU generator states a CPU-only host cannot restore")
+def test_resume_tells_the_run_log_of_gpu_rng_states_this_host_lacks():
+    from llm_srt.train import checkpoint
+    from llm_srt.train.parallel import Dist
+
+    state = checkpoint.rng_state()
+    state["cuda"] = [torch.zeros(16, dtype=torch.uint8)] * 2  # saved on a host with 2 GPUs
+    messages = []
+    recipe._restore_rng(state, Dist(), seed=0, step=3, log=messages.append)
+    assert len(messages) == 1 and "2 GPU generator state(s)" in messages[0] and "dropped 2" in messages[0]

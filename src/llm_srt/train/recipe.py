@@ -287,7 +287,7 @@ class Recipe:
             self.scheduler.load_state_dict(state["scheduler"])
             self.data.load_state_dict(state["data"])
             self.step = state["step"]
-            _restore_rng(state["rng"], self.d, cfg.seed, self.step)
+            _restore_rng(state["rng"], self.d, cfg.seed, self.step, log=self.log)
             self.log(f"[{cfg.stage}] resumed from {self.latest.path} at step {self.step}")
 
     # ---- 5. train ---------------------------------------------------------------------------------------------------
@@ -417,14 +417,15 @@ def _use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
     return device.type == "cuda" and cfg.precision in ("auto", "bf16")
 
 
-def _restore_rng(saved: Any, d: Dist, seed: int, step: int) -> None:
+def _restore_rng(saved: Any, d: Dist, seed: int, step: int, log=None) -> None:
     """Every rank's RNG as saved; resumed on another number of ranks, rank 0 takes the saved first state and the
-    others a seed of their own (so their dropout masks differ), which is reproducible but not the old stream."""
+    others a seed of their own (so their dropout masks differ), which is reproducible but not the old stream.
+    `log` hears of CUDA generator states this host has no GPU for."""
     states = saved if isinstance(saved, list) else [saved]
     if len(states) == d.world:
-        checkpoint.set_rng_state(states[d.rank])
+        checkpoint.set_rng_state(states[d.rank], log=log)
         return
-    checkpoint.set_rng_state(states[0])
+    checkpoint.set_rng_state(states[0], log=log)
     if d.rank:
         own = seed * 1_000_003 + step * 1009 + d.rank
         torch.manual_seed(own)
