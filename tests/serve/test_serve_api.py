@@ -230,17 +230,18 @@ def test_pages_and_listings(client):
     assert client.get("/docs").status_code == 200
 
 
-def test_serve_verb_builds_the_app(model_dir, clip, monkeypatch):
+def test_serve_verb_builds_the_app(model_dir, clip, monkeypatch, capsys):
     import uvicorn
 
     parser = argparse.ArgumentParser()
     serve_app.add_arguments(parser)
     args = parser.parse_args(["--model", str(model_dir), "--max-batch", "4", "--port", "8123", "--max-new-tokens",
-                              "8", "--name", "tiny"])
+                              "8", "--name", "tiny", "--device", "cpu", "--dtype", "bfloat16"])
     seen = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(app=app, **kw))
     assert serve_app.main(args) == 0
     assert seen["host"] == "127.0.0.1" and seen["port"] == 8123
+    assert "(cpu bfloat16)" in capsys.readouterr().out  # the model runs where --device / --dtype put it
     with TestClient(seen["app"]) as c:
         assert c.get("/health").json()["max_batch"] == 4
         assert c.get("/v1/models").json()["data"][0]["id"] == "tiny"
