@@ -8,6 +8,7 @@ per input: a batch mixes languages and tasks freely. Work items (what goes to th
 results (built from the items and the system's outputs at the end).
 """
 
+import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
@@ -29,6 +30,8 @@ SCRIPT_TOKEN_FACTOR = {"Latn": 1.0, "Cyrl": 1.5}  # tokens per Latin token for t
 OTHER_SCRIPT_FACTOR = 2.5  # char-tokenized / byte-heavy scripts (Jpan, Hans, Hant, Kore, Thai) need far more
 TEXT_TOKENS_PER_CHAR = 1.0  # text-only (MT) items: generous cap per character of the given transcript, per factor
 MIN_NEW_TOKENS = 24
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -132,13 +135,16 @@ def _run_chunk(system: System, chunk: list[Item], options: DecodingOptions, retr
             raise LLMSRTError(f"system {system.name} returned {len(outs)} outputs for {len(chunk)} items")
         return outs
     except Exception as e:  # one bad batch never loses the others
-        if isinstance(e, torch.cuda.OutOfMemoryError):
-            torch.cuda.empty_cache()
-        if retry and len(chunk) > 1:
-            half = (len(chunk) + 1) // 2
-            return (_run_chunk(system, chunk[:half], options, retry=False)
-                    + _run_chunk(system, chunk[half:], options, retry=False))
-        return [Output(error=error_line(e))] * len(chunk)
+        error, oom = error_line(e), isinstance(e, torch.cuda.OutOfMemoryError)
+    # out of the except block: the traceback (and the tensors its frames hold) is gone before the cache is freed
+    if oom:
+        torch.cuda.empty_cache()
+    if retry and len(chunk) > 1:
+        log.warning("a batch of %d failed (%s); retrying it as two halves", len(chunk), error)
+        half = (len(chunk) + 1) // 2
+        return (_run_chunk(system, chunk[:half], options, retry=False)
+                + _run_chunk(system, chunk[half:], options, retry=False))
+    return [Output(error=error)] * len(chunk)
 
 
 def _per_input(value, n: int, option: str) -> list:

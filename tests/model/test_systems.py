@@ -191,11 +191,14 @@ class Flaky:
         return "eng"
 
 
-def test_a_failing_batch_is_retried_as_two_halves():
+def test_a_failing_batch_is_retried_as_two_halves(monkeypatch):
+    freed = []
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: freed.append(1))
     items = [Item(CLIPS[i % 4], code, "deu", Task.SRT) for i, code in enumerate(["eng", "fra", "deu", "jpn"])]
     flaky = Flaky(fits=2)
     out = run_items(flaky, items, OPTS, batch_size=4)
     assert flaky.calls == [4, 2, 2] and [o.transcript for o in out] == ["eng", "fra", "deu", "jpn"]
+    assert freed == [1]  # the CUDA cache is freed before the halves run
     assert all(o.error is None for o in out)
     flaky = Flaky(fits=1)  # the halves do not fit either: every row fails, counted, none dropped
     out = run_items(flaky, items, OPTS, batch_size=4)
