@@ -93,6 +93,32 @@ def test_activation_checkpointing_recomputes_each_layer_with_the_same_loss_and_g
         assert a[k].abs().sum() > 0, k
 
 
+def _saved_activation_bytes(model, batch) -> int:
+    """Bytes autograd keeps for the backward of one forward (checkpointed layers keep only their inputs)."""
+    saved = [0]
+
+    def pack(t):
+        saved[0] += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(batch)["loss"].backward()
+    return saved[0]
+
+
+def _long_batch():
+    batch = _batch()
+    return {**batch, "targets": ["a red cat sleeps. " * 20, "der Hund. " * 30]}
+
+
+def test_activation_checkpointing_keeps_less_for_the_backward(folders):
+    plain, checkpointed = _model(folders), _model(folders)
+    parallel.apply_activation_checkpointing(checkpointed)
+    kept, kept_checkpointed = _saved_activation_bytes(plain, _long_batch()), _saved_activation_bytes(
+        checkpointed, _long_batch())
+    assert kept_checkpointed < 0.5 * kept, (kept, kept_checkpointed)
+
+
 def test_activation_checkpointing_refuses_an_llm_without_layers_to_recompute():
     from transformers import PreTrainedModel
 
@@ -223,3 +249,81 @@ def test_two_rank_fsdp_fills_meta_ranks_from_rank_0_with_a_bf16_llm_and_fp32_tra
         assert got["grads"].keys() == ref_grads.keys()
         for k, g in ref_grads.items():
             torch.testing.assert_close(got["grads"][k], g, rtol=1e-3, atol=1e-5, msg=f"rank {rank} {k}")
+
+
+def _ddp_rank(rank: int, world: int, store: str, folders, out: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", store=dist.FileStore(store, world), rank=rank, world_size=world)
+    try:
+        model = _model(folders)
+        par = Parallel(model, "ddp", Dist(rank, world), torch.device("cpu"), activation_checkpointing=True)
+        par.wrap()
+        assert isinstance(par.runner, torch.nn.parallel.DistributedDataParallel)
+        calls = _count_layer_forwards(model)
+        loss = par.runner(_batch())["loss"]
+        loss.backward()
+        torch.save({"loss": loss.item(), "grads": _grads(model), "forwards": calls[0]}, f"{out}/ddp{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_rank_ddp_with_activation_checkpointing_matches_one_process(folders, tmp_path):
+    mp.spawn(_ddp_rank, args=(2, str(tmp_path / "store"), folders, str(tmp_path)), nprocs=2, join=True)
+    ref = _model(folders)
+    ref_loss = ref(_batch())["loss"]
+    ref_loss.backward()
+    ref_grads = _grads(ref)
+    for rank in (0, 1):
+        got = torch.load(tmp_path / f"ddp{rank}.pt", weights_only=False)
+        assert got["forwards"] == 6 and got["loss"] == pytest.approx(ref_loss.item(), rel=1e-6)
+        assert got["grads"].keys() == ref_grads.keys()
+        for k, g in ref_grads.items():  # both ranks saw the same batch: the all-reduced mean is its gradient
+            torch.testing.assert_close(got["grads"][k], g, rtol=1e-4, atol=1e-6, msg=f"rank {rank} {k}")
+
+
+# ---- one device, and the CUDA checks (make gpu-check) -------------------------------------------------------------
+@pytest.mark.parametrize("where", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_fsdp_on_one_device_trains_fp32_lora_beside_a_bf16_llm(folders, where):
+    """One step of single-process FSDP (NCCL on a GPU, gloo on the CPU); on a GPU rank 0 loads the LLM on the host
+    and the shards move to the GPU."""
+    device = torch.device(where, 0) if where == "cuda" else torch.device("cpu")
+    d = Dist()
+    assert parallel.llm_device("fsdp", d, device) == ("cpu" if where == "cuda" else None)
+    model = _model(folders, dtype="bfloat16", llm_device=parallel.llm_device("fsdp", d, device))
+    par = Parallel(model, "fsdp", d, device, activation_checkpointing=True)
+    try:
+        par.wrap()
+        optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=1e-2)
+        before = {k: v.clone() for k, v in par.trainable_state()["lora"].items()}
+        loss = par.runner(_batch())["loss"]
+        loss.backward()
+        optimizer.step()
+        assert torch.isfinite(loss)
+        for n, p in model.named_parameters():
+            trained = "lora_" in n or n.startswith("adapter.")
+            assert p.device.type == where, n
+            assert p.dtype == (torch.float32 if trained else torch.bfloat16), n
+        after = par.trainable_state()["lora"]
+        assert any(not torch.equal(before[k], after[k]) for k in before)
+    finally:
+        par.close()
+
+
+@pytest.mark.cuda
+def test_activation_checkpointing_lowers_peak_gpu_memory(folders):
+    from llm_srt import device as device_lib
+
+    device = torch.device("cuda", 0)
+    peaks = {}
+    for on in (False, True):
+        model = _model(folders).to(device)
+        if on:
+            parallel.apply_activation_checkpointing(model)
+        torch.cuda.empty_cache()
+        device_lib.reset_peak_memory(device)
+        start = torch.cuda.memory_allocated(device)
+        model(_long_batch())["loss"].backward()
+        device_lib.synchronize(device)
+        peaks[on] = device_lib.peak_memory_bytes(device) - start
+        del model
+    assert peaks[True] < 0.8 * peaks[False], peaks
