@@ -195,35 +195,57 @@ def test_fsdp_needs_rank_0_to_hold_the_weights(folders):
 
 
 # ---- two gloo processes -------------------------------------------------------------------------------------------
-def _fsdp_rank(rank: int, world: int, store: str, folders, out: str) -> None:
-    """One rank: rank 0 loads the model (bf16 LLM, fp32 LoRA and adapter); the others build the LLM as a meta
-    skeleton (as the recipe does, `llm_device`) and their adapter from another seed, so everything they end up
-    with must come from rank 0."""
+def _two_ranks(rank: int, world: int, store: str, folders, out: str) -> None:
+    """Both checks in one pair of processes (starting one costs more than either check)."""
     torch.set_num_threads(1)
     dist.init_process_group("gloo", store=dist.FileStore(store, world), rank=rank, world_size=world)
     try:
-        d = Dist(rank, world)
-        model = _model(folders, dtype="bfloat16", seed=0 if rank == 0 else 100 + rank,
-                       llm_device=parallel.llm_device("fsdp", d))
-        assert all(p.is_meta for p in model.llm.parameters()) == (rank > 0)
-        par = Parallel(model, "fsdp", d, torch.device("cpu"), activation_checkpointing=True)
-        par.wrap()
-        held, whole = par.llm_numel()
-        calls = _count_layer_forwards(model)
-        loss = par.runner(_batch())["loss"]  # every rank the same batch: the averaged gradient is the batch's
-        loss.backward()
-        state = {k: parallel._full(v).detach().clone() for k, v in model.llm.state_dict().items()}
-        buffers = {n: b.clone() for n, b in model.llm.named_buffers()}
-        dtypes = {n: (p.dtype, p.grad.dtype if p.grad is not None else None) for n, p in model.named_parameters()}
-        torch.save({"loss": loss.item(), "grads": _grads(model), "state": state, "buffers": buffers,
-                    "adapter": {k: parallel._full(v).clone() for k, v in model.adapter.state_dict().items()},
-                    "dtypes": dtypes, "held": (held, whole), "forwards": calls[0]}, f"{out}/rank{rank}.pt")
+        _fsdp_rank(Dist(rank, world), folders, out)
+        _ddp_rank(Dist(rank, world), folders, out)
     finally:
         dist.destroy_process_group()
 
 
-def test_two_rank_fsdp_fills_meta_ranks_from_rank_0_with_a_bf16_llm_and_fp32_trainables(folders, tmp_path):
-    mp.spawn(_fsdp_rank, args=(2, str(tmp_path / "store"), folders, str(tmp_path)), nprocs=2, join=True)
+def _fsdp_rank(d: Dist, folders, out: str) -> None:
+    """Rank 0 loads the model (bf16 LLM, fp32 LoRA and adapter); the others build the LLM as a meta skeleton (as
+    the recipe does, `llm_device`) and their adapter from another seed, so everything they end up with must come
+    from rank 0."""
+    model = _model(folders, dtype="bfloat16", seed=0 if d.main else 100 + d.rank,
+                   llm_device=parallel.llm_device("fsdp", d))
+    assert all(p.is_meta for p in model.llm.parameters()) == (not d.main)
+    par = Parallel(model, "fsdp", d, torch.device("cpu"), activation_checkpointing=True)
+    par.wrap()
+    held, whole = par.llm_numel()
+    calls = _count_layer_forwards(model)
+    loss = par.runner(_batch())["loss"]  # every rank the same batch: the averaged gradient is the batch's
+    loss.backward()
+    state = {k: parallel._full(v).detach().clone() for k, v in model.llm.state_dict().items()}
+    buffers = {n: b.clone() for n, b in model.llm.named_buffers()}
+    dtypes = {n: (p.dtype, p.grad.dtype if p.grad is not None else None) for n, p in model.named_parameters()}
+    torch.save({"loss": loss.item(), "grads": _grads(model), "state": state, "buffers": buffers,
+                "adapter": {k: parallel._full(v).clone() for k, v in model.adapter.state_dict().items()},
+                "dtypes": dtypes, "held": (held, whole), "forwards": calls[0]}, f"{out}/fsdp{d.rank}.pt")
+
+
+def _ddp_rank(d: Dist, folders, out: str) -> None:
+    model = _model(folders)
+    par = Parallel(model, "ddp", d, torch.device("cpu"), activation_checkpointing=True)
+    par.wrap()
+    assert isinstance(par.runner, torch.nn.parallel.DistributedDataParallel)
+    calls = _count_layer_forwards(model)
+    loss = par.runner(_batch())["loss"]
+    loss.backward()
+    torch.save({"loss": loss.item(), "grads": _grads(model), "forwards": calls[0]}, f"{out}/ddp{d.rank}.pt")
+
+
+@pytest.fixture(scope="module")
+def two_ranks(folders, tmp_path_factory):
+    out = tmp_path_factory.mktemp("two-ranks")
+    mp.spawn(_two_ranks, args=(2, str(out / "store"), folders, str(out)), nprocs=2, join=True)
+    return out
+
+
+def test_two_rank_fsdp_fills_meta_ranks_from_rank_0_with_a_bf16_llm_and_fp32_trainables(folders, two_ranks):
     ref = _model(folders, dtype="bfloat16")
     ref_loss = ref(_batch())["loss"]
     ref_loss.backward()
@@ -231,7 +253,7 @@ def test_two_rank_fsdp_fills_meta_ranks_from_rank_0_with_a_bf16_llm_and_fp32_tra
     ref_buffers = dict(ref.llm.named_buffers())
     assert any(n.endswith("inv_freq") for n in ref_buffers)  # non-persistent: no state dict carries it
     for rank in (0, 1):
-        got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=False)
+        got = torch.load(two_ranks / f"fsdp{rank}.pt", weights_only=False)
         assert got["held"][0] < 0.75 * got["held"][1]  # each rank holds about half of the LLM
         assert got["forwards"] == 6  # 3 layers, each recomputed in the backward
         for k, v in ref_state.items():  # base weights, LoRA init: rank 0's, bit for bit
@@ -251,30 +273,13 @@ def test_two_rank_fsdp_fills_meta_ranks_from_rank_0_with_a_bf16_llm_and_fp32_tra
             torch.testing.assert_close(got["grads"][k], g, rtol=1e-3, atol=1e-5, msg=f"rank {rank} {k}")
 
 
-def _ddp_rank(rank: int, world: int, store: str, folders, out: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", store=dist.FileStore(store, world), rank=rank, world_size=world)
-    try:
-        model = _model(folders)
-        par = Parallel(model, "ddp", Dist(rank, world), torch.device("cpu"), activation_checkpointing=True)
-        par.wrap()
-        assert isinstance(par.runner, torch.nn.parallel.DistributedDataParallel)
-        calls = _count_layer_forwards(model)
-        loss = par.runner(_batch())["loss"]
-        loss.backward()
-        torch.save({"loss": loss.item(), "grads": _grads(model), "forwards": calls[0]}, f"{out}/ddp{rank}.pt")
-    finally:
-        dist.destroy_process_group()
-
-
-def test_two_rank_ddp_with_activation_checkpointing_matches_one_process(folders, tmp_path):
-    mp.spawn(_ddp_rank, args=(2, str(tmp_path / "store"), folders, str(tmp_path)), nprocs=2, join=True)
+def test_two_rank_ddp_with_activation_checkpointing_matches_one_process(folders, two_ranks):
     ref = _model(folders)
     ref_loss = ref(_batch())["loss"]
     ref_loss.backward()
     ref_grads = _grads(ref)
     for rank in (0, 1):
-        got = torch.load(tmp_path / f"ddp{rank}.pt", weights_only=False)
+        got = torch.load(two_ranks / f"ddp{rank}.pt", weights_only=False)
         assert got["forwards"] == 6 and got["loss"] == pytest.approx(ref_loss.item(), rel=1e-6)
         assert got["grads"].keys() == ref_grads.keys()
         for k, g in ref_grads.items():  # both ranks saw the same batch: the all-reduced mean is its gradient
