@@ -82,3 +82,10 @@ def test_a_moved_key_says_what_to_write_instead(tmp_path):
     with pytest.raises(ConfigError, match=r"unknown key 'section.height'; known keys here: size$"):
         config.load(WithSection, None, ["section.height=3"])
     assert config.load(WithSection, None, ["section.size=3"]).section.size == 3
+
+
+def test_a_hash_in_an_override_is_part_of_the_value():
+    """`output_dir=runs/demo #1` on a command line: YAML would read 'runs/demo' (the rest as a comment)."""
+    assert config.load(Cfg, None, ["name=runs/demo #1"]).name == "runs/demo #1"
+    assert config.load(Cfg, None, ["name='quoted # kept'"]).name == "quoted # kept"
+    assert config.load(Cfg, None, ["trainable=[adapter, lora]"]).trainable == ["adapter", "lora"]

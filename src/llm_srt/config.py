@@ -50,6 +50,8 @@ def load(cls: type[T], path: str | Path | None = None, overrides: list[str] | No
         except yaml.YAMLError as e:
             raise ConfigError(f"override {item!r}: the value is not valid YAML ({_problem(e)}); "
                               "quote it or fix the brackets") from None
+        if isinstance(parsed, str) and "#" in value and not value.lstrip().startswith(("'", '"')):
+            parsed = value.strip()  # "output_dir=runs/demo #1": a '#' on a command line is no YAML comment
         _set_dotted(data, key.strip(), parsed)
         where = f"{where} (with overrides)"
     return from_dict(cls, data, where)
