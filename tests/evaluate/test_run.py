@@ -169,7 +169,7 @@ def test_smt_translates_the_gold_transcript(model_dir, manifest, tmp_path):
     hyps = {h.id: h for h in load_results(tmp_path / "hyps.tiny.jsonl")}
     assert hyps["1-ed"].task == "smt" and hyps["1-ed"].hyp_transcript is None and hyps["1-ed"].error is None
     assert hyps["1-asr"].task == "asr" and hyps["1-asr"].hyp_transcript is not None  # a row without a target
-    assert "no transcript" in hyps["9-ez"].error  # SMT needs the gold transcript: counted, not dropped
+    assert "needs a transcript" in hyps["9-ez"].error  # SMT needs the gold transcript: counted, not dropped
     # the speech model was given the transcript: its output is the SMT prompt's, not the S2TT one's
     system = load_system(model_dir, CPU)
     clip = tiny.tone(1.6, 650, seed=1)
@@ -200,7 +200,7 @@ def test_with_mt_scores_the_models_own_llm(model_dir, manifest, tmp_path):
                           with_mt=True, placement=CPU, log=lambda *_: None)
     mt = {h.id: h for h in load_results(tmp_path / "mt.tiny.jsonl")}
     assert len(mt) == 2 * N + 1 and all(h.task == "mt" for h in mt.values())  # every row with a target; no ASR rows
-    assert "no transcript" in mt["9-ez"].error
+    assert "needs a transcript" in mt["9-ez"].error
     system = load_system(model_dir, CPU)
     [out] = system.run_batch([Item(None, "deu", "eng", Task.MT, "a cat sat")], OPTS)
     assert mt["2-de"].hyp_translation == out.translation and out.translation  # the tiny model's own LLM

@@ -77,30 +77,17 @@ def _result(r: Row, task: Task, transcript: str = "", translation: str = "", err
         ref_transcript=r.transcript or None, ref_translation=(r.translation or None) if task is not Task.ASR else None)
 
 
-def _no_transcript(task: Task) -> str:
-    return f"the manifest row has no transcript, and task {task.value} translates the gold transcript"
-
-
 def run_system(translator, rows: list[Row], task: Task, options: DecodingOptions, batch_size: int,
                desc: str = "evaluate") -> list[UtteranceResult]:
     """Every row through `translator` (an infer.SpeechTranslator) as one mixed-language, mixed-task stream; one
     UtteranceResult per row, in row order (a failed row has `error` set)."""
     tasks = [row_task(r, task) for r in rows]
-    out: list[UtteranceResult | None] = [None] * len(rows)
-    todo = []
-    for i, (r, t) in enumerate(zip(rows, tasks)):
-        if t is Task.SMT and not r.transcript.strip():
-            out[i] = _result(r, t, error=_no_transcript(t))
-        else:
-            todo.append(i)
-    with tqdm(total=len(todo), desc=desc, dynamic_ncols=True) as bar:
+    with tqdm(total=len(rows), desc=desc, dynamic_ncols=True) as bar:
         results = translator.translate(
-            [rows[i].audio for i in todo], [rows[i].src_lang for i in todo], [rows[i].tgt_lang or None for i in todo],
-            task=[tasks[i] for i in todo], options=options, batch_size=batch_size,
-            transcripts=[rows[i].transcript if tasks[i] is Task.SMT else "" for i in todo], progress=bar.update)
-    for i, res in zip(todo, results):
-        out[i] = _result(rows[i], tasks[i], res.transcript, res.translation, res.error)
-    return out
+            [r.audio for r in rows], [r.src_lang for r in rows], [r.tgt_lang or None for r in rows], task=tasks,
+            options=options, batch_size=batch_size, progress=bar.update,
+            transcripts=[r.transcript if t is Task.SMT else "" for r, t in zip(rows, tasks)])
+    return [_result(r, t, res.transcript, res.translation, res.error) for r, t, res in zip(rows, tasks, results)]
 
 
 def run_text_mt(system, rows: list[Row], options: DecodingOptions, batch_size: int, desc: str = "text MT"
@@ -111,13 +98,10 @@ def run_text_mt(system, rows: list[Row], options: DecodingOptions, batch_size: i
     from ..model.systems import Item
 
     rows = [r for r in rows if not r.is_asr]
-    todo = [r for r in rows if r.transcript.strip()]
-    with tqdm(total=len(todo), desc=desc, dynamic_ncols=True) as bar:
-        outputs = run_items(system, [Item(None, r.src_lang, r.tgt_lang, Task.MT, r.transcript) for r in todo],
+    with tqdm(total=len(rows), desc=desc, dynamic_ncols=True) as bar:
+        outputs = run_items(system, [Item(None, r.src_lang, r.tgt_lang, Task.MT, r.transcript) for r in rows],
                             options, batch_size, progress=bar.update)
-    done = {r.id: o for r, o in zip(todo, outputs)}
-    return [_result(r, Task.MT, translation=done[r.id].translation, error=done[r.id].error) if r.id in done
-            else _result(r, Task.MT, error=_no_transcript(Task.MT)) for r in rows]
+    return [_result(r, Task.MT, translation=o.translation, error=o.error) for r, o in zip(rows, outputs)]
 
 
 def hyps_path(out: str | Path, system: str, mt: bool = False) -> Path:
