@@ -20,7 +20,7 @@ from . import languages, subtitles
 from .audio import SAMPLE_RATE, AudioInput, load_audio
 from .errors import LLMSRTError
 from .model.decoding import DecodingOptions
-from .model.systems import Item, Output, System, check_item, load_system
+from .model.systems import Item, Output, System, cap, check_item, load_system
 from .prompts import Task
 from .segment import Segment, SegmentOptions, segment
 
@@ -84,11 +84,11 @@ def max_new_tokens(seconds: float, task: Task, cap: int, src: str | None = None,
     return int(min(cap, MIN_NEW_TOKENS + factor * TOKENS_PER_SECOND * seconds))
 
 
-def item_budget(item: Item, cap: int) -> int:
+def item_budget(item: Item, limit: int) -> int:
     """The output-length cap of one work item (speech: by duration; text only: by the given text's length)."""
     if item.audio is None:
-        return int(min(cap, MIN_NEW_TOKENS + script_factor(item.tgt) * TEXT_TOKENS_PER_CHAR * len(item.transcript)))
-    return max_new_tokens(item.audio.size / SAMPLE_RATE, item.task, cap, item.src, item.tgt)
+        return int(min(limit, MIN_NEW_TOKENS + script_factor(item.tgt) * TEXT_TOKENS_PER_CHAR * len(item.transcript)))
+    return max_new_tokens(item.audio.size / SAMPLE_RATE, item.task, limit, item.src, item.tgt)
 
 
 def joiner(lang: str | None) -> str:
@@ -103,21 +103,27 @@ def error_line(e: BaseException) -> str:
 def run_items(system: System, items: Sequence[Item], options: DecodingOptions = DecodingOptions(),
               batch_size: int = 8, progress: Callable[[int], object] | None = None) -> list[Output]:
     """One Output per item, in order, however mixed the languages and tasks. Items run longest first in batches of
-    `batch_size` (similar lengths together; the first batch shows the peak memory), each batch capped to its
-    longest item's output budget. A batch that fails (a CUDA out-of-memory, any error) is retried once as two
-    halves before its rows fail, so one long clip does not fail its neighbours; a failed row has `error` set, as
-    has an item no system can run (model.systems.check_item), which never reaches the system."""
+    `batch_size` (similar lengths together; the first batch shows the peak memory); each item's output is capped
+    by its own budget (item_budget: duration and scripts, or the given text's length). A batch that fails (a CUDA
+    out-of-memory, any error) is retried once as two halves before its rows fail, so one long clip does not fail
+    its neighbours; a failed row has `error` set, as has an item no system can run (model.systems.check_item),
+    which never reaches the system. `progress(n)` is called as n more items are done (failed ones included)."""
     if batch_size < 1:
         raise LLMSRTError(f"batch size must be at least 1, got {batch_size} (--batch-size)")
     outputs: list[Output | None] = [None] * len(items)
+    items = list(items)
     for k, it in enumerate(items):
         try:
             check_item(it)
         except LLMSRTError as e:
             outputs[k] = Output(error=str(e))
+            continue
+        items[k] = replace(it, max_new_tokens=item_budget(it, cap(it, options)))
     size = [it.audio.size if it.audio is not None else len(it.transcript) for it in items]
     order = sorted((k for k in range(len(items)) if outputs[k] is None),
                    key=lambda k: (items[k].audio is None, -size[k]))
+    if progress is not None and len(order) < len(items):
+        progress(len(items) - len(order))
     for start in range(0, len(order), batch_size):
         chunk = order[start:start + batch_size]
         for k, out in zip(chunk, _run_chunk(system, [items[k] for k in chunk], options, retry=True)):
@@ -128,7 +134,7 @@ def run_items(system: System, items: Sequence[Item], options: DecodingOptions = 
 
 
 def _run_chunk(system: System, chunk: list[Item], options: DecodingOptions, retry: bool) -> list[Output]:
-    opts = replace(options, max_new_tokens=max(item_budget(it, options.max_new_tokens) for it in chunk))
+    opts = replace(options, max_new_tokens=max(it.max_new_tokens for it in chunk))
     try:
         outs = system.run_batch(chunk, opts)
         if len(outs) != len(chunk):

@@ -4,6 +4,7 @@ give what each item gives alone; Whisper, text MT and the cascade; split-retry o
 import json
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
@@ -131,6 +132,22 @@ def test_whisper_system(folders):
     assert system.detect_language(CLIPS[0]) in languages.LANGUAGES
 
 
+def test_each_row_is_cut_to_its_own_cap_whatever_its_batch(speech_model, folders):
+    """A batch decodes to its largest cap; every row is cut to its own, so it equals the row decoded alone."""
+    speech = load_system(speech_model, CPU)
+    mt = load_system("mt", CPU, llm=str(folders["llm"]))
+    whisper = load_system("whisper", CPU, whisper=str(folders["whisper"]))
+    for system, items in ((speech, [replace(MIXED[0], max_new_tokens=2), MIXED[1], replace(MIXED[5], max_new_tokens=3),
+                                    MIXED[5]]),
+                          (mt, [Item(None, "eng", "deu", Task.MT, "a cat", max_new_tokens=2),
+                                Item(None, "eng", "deu", Task.MT, "a black cat")]),
+                          (whisper, [Item(CLIPS[0], "eng", None, Task.ASR, max_new_tokens=2),
+                                     Item(CLIPS[1], "eng", None, Task.ASR)])):
+        out = system.run_batch(items, OPTS)
+        assert out == alone(system, items), system.name
+        assert out[0] != alone(system, [replace(items[0], max_new_tokens=None)])[0], system.name
+
+
 def test_text_mt_system_and_the_cascade(folders):
     mt = load_system("mt", CPU, llm=str(folders["llm"]))
     assert isinstance(mt, TextMTSystem)
@@ -212,9 +229,10 @@ def test_items_no_system_can_run_fail_alone_before_the_batch():
     items = [Item(CLIPS[0], "eng", "deu", Task.SRT), Item(CLIPS[1], "xxx", "deu", Task.SRT),
              Item(None, "eng", "deu", Task.SRT), Item(None, "eng", "deu", Task.MT, ""),
              Item(CLIPS[2], "eng", None, Task.S2TT), Item(None, "fra", "eng", Task.MT, "le chat")]
-    flaky = Flaky(fits=8)
-    out = run_items(flaky, items, OPTS, batch_size=8)
-    assert flaky.calls == [2] and [o.error is None for o in out] == [True, False, False, False, False, True]
+    flaky, done = Flaky(fits=8), []
+    out = run_items(flaky, items, OPTS, batch_size=8, progress=done.append)
+    assert flaky.calls == [2] and sum(done) == len(items)
+    assert [o.error is None for o in out] == [True, False, False, False, False, True]
     assert "unknown language code 'xxx'" in out[1].error and "needs audio" in out[2].error
     assert "needs a transcript" in out[3].error and "needs a target language" in out[4].error
 

@@ -48,6 +48,8 @@ class Item:
     tgt: str | None  # ISO 639-3 target language; None for ASR
     task: Task
     transcript: str = ""  # the given transcript (SMT, MT); empty otherwise
+    max_new_tokens: int | None = None  # this item's own output cap (None: the options'); a batch decodes to its
+    #                                    largest cap and cuts each row to its own, so no row depends on its batch
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,11 @@ def check_item(item: Item) -> None:
         raise LLMSRTError(f"task {item.task.value} needs a transcript (--transcript)")
 
 
+def cap(item: Item, options: DecodingOptions) -> int:
+    """The most tokens `item` may generate."""
+    return min(options.max_new_tokens, item.max_new_tokens or options.max_new_tokens)
+
+
 def split_output(text: str, item: Item) -> Output:
     """A speech LLM's text for `item` -> Output (SRT parsed into its two parts; SMT/MT keep the given transcript)."""
     if item.task is Task.SRT:
@@ -120,7 +127,9 @@ class SpeechLLMSystem:
                        for i in idx]
             batch = {"prompts": prompts, "audio": [items[i].audio for i in idx] if audio else None}
             with torch.inference_mode():
-                texts.update(zip(idx, self.model.generate(batch, options)))
+                ids = self.model.generate_ids(batch, options)
+            texts.update((i, self.model.tokenizer.decode(row[:cap(items[i], options)], skip_special_tokens=True))
+                         for i, row in zip(idx, ids))
         return [split_output(texts[i], it) for i, it in enumerate(items)]
 
     def detect_language(self, audio: np.ndarray) -> str:
@@ -185,21 +194,24 @@ class WhisperSystem:
         self.name = name
         self.model, self.features, self.tokenizer = _whisper(self.folder, placement.device, placement.dtype)
 
-    def decode(self, audios: list[np.ndarray], langs: list[str], whisper_task: str, options: DecodingOptions
-               ) -> list[str]:
-        """Clips -> texts with Whisper's `whisper_task` ("transcribe" / "translate") in each clip's language."""
+    def decode(self, audios: list[np.ndarray], langs: list[str], whisper_task: str, options: DecodingOptions,
+               caps: list[int] | None = None) -> list[str]:
+        """Clips -> texts with Whisper's `whisper_task` ("transcribe" / "translate") in each clip's language;
+        `caps`: each clip's own token cap (default: the options')."""
         mel = _mel(self.features, audios, self.model)
         vocab = set(self.tokenizer.get_vocab())
         room = self.model.config.max_target_positions - WHISPER_PROMPT_TOKENS
+        caps = [min(c, room) for c in (caps or [options.max_new_tokens] * len(audios))]
         out = [""] * len(audios)
         for lang in sorted(set(langs)):  # HF Whisper generate takes one language per call
             idx = [i for i, x in enumerate(langs) if x == lang]
             with torch.inference_mode():
                 ids = self.model.generate(mel[idx], language=languages.whisper_language(lang, vocab),
                                           task=whisper_task, num_beams=options.beam_size,
-                                          max_new_tokens=min(options.max_new_tokens, room),
+                                          max_new_tokens=max(caps[i] for i in idx),
                                           no_repeat_ngram_size=options.no_repeat_ngram_size)
-            for i, text in zip(idx, self.tokenizer.batch_decode(ids, skip_special_tokens=True)):
+            rows = [row[:caps[i]] for i, row in zip(idx, ids.tolist())]  # generate returns the new tokens only
+            for i, text in zip(idx, self.tokenizer.batch_decode(rows, skip_special_tokens=True)):
                 out[i] = text.strip()
         return out
 
@@ -217,10 +229,12 @@ class WhisperSystem:
                 speech.append(i)
         if speech:
             audios, srcs = [items[i].audio for i in speech], [items[i].src for i in speech]
-            transcripts = self.decode(audios, srcs, "transcribe", options)
+            caps = [cap(items[i], options) for i in speech]
+            transcripts = self.decode(audios, srcs, "transcribe", options, caps)
             to_eng = [k for k, i in enumerate(speech) if items[i].task.needs_translation and items[i].src != "eng"]
             translated = dict(zip(to_eng, self.decode([audios[k] for k in to_eng], [srcs[k] for k in to_eng],
-                                                      "translate", options))) if to_eng else {}
+                                                      "translate", options, [caps[k] for k in to_eng]))) \
+                if to_eng else {}
             for k, i in enumerate(speech):
                 it = items[i]
                 given = it.transcript.strip() if it.task is Task.SMT else transcripts[k]
@@ -245,8 +259,10 @@ class TextMTSystem:
         self.name = name
         self.model, self.tokenizer = load_llm(self.folder, placement.dtype, device=placement.device)
 
-    def translate(self, texts: list[str], srcs: list[str], tgts: list[str], options: DecodingOptions) -> list[str]:
-        """Texts -> their translations, one language pair per text; the answer is the first line generated."""
+    def translate(self, texts: list[str], srcs: list[str], tgts: list[str], options: DecodingOptions,
+                  caps: list[int] | None = None) -> list[str]:
+        """Texts -> their translations, one language pair per text; the answer is the first line generated.
+        Each text may generate twice its own length + 16 tokens, and at most its cap (default: the options')."""
         if not texts:
             return []
         tok = self.tokenizer
@@ -257,13 +273,14 @@ class TextMTSystem:
             batch = tok(prompts, return_tensors="pt", padding=True).to(self.placement.device)
         finally:
             tok.padding_side = side
-        longest = max(len(tok(x)["input_ids"]) for x in texts)
+        caps = [min(c, 2 * len(tok(x)["input_ids"]) + 16)
+                for x, c in zip(texts, caps or [options.max_new_tokens] * len(texts))]
         with torch.inference_mode():
             ids = self.model.generate(**batch, do_sample=False, num_beams=options.beam_size,
-                                      max_new_tokens=min(options.max_new_tokens, 2 * longest + 16),
-                                      no_repeat_ngram_size=options.no_repeat_ngram_size,
+                                      max_new_tokens=max(caps), no_repeat_ngram_size=options.no_repeat_ngram_size,
                                       pad_token_id=tok.pad_token_id)
-        answers = tok.batch_decode(ids[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+        new = ids[:, batch["input_ids"].shape[1]:].tolist()
+        answers = tok.batch_decode([row[:c] for row, c in zip(new, caps)], skip_special_tokens=True)
         return [a.strip().split("\n")[0].strip() for a in answers]
 
     def run_batch(self, items: Sequence[Item], options: DecodingOptions) -> list[Output]:
@@ -276,7 +293,7 @@ class TextMTSystem:
             else:
                 todo.append(i)
         hyps = self.translate([items[i].transcript for i in todo], [items[i].src for i in todo],
-                              [items[i].tgt for i in todo], options)
+                              [items[i].tgt for i in todo], options, [cap(items[i], options) for i in todo])
         for i, h in zip(todo, hyps):
             out[i] = Output(items[i].transcript.strip(), h)
         return out
@@ -297,12 +314,13 @@ class CascadeSystem:
         transcripts = {i: it.transcript.strip() for i, it in enumerate(items)}
         if heard:
             text = self.asr.decode([items[i].audio for i in heard], [items[i].src for i in heard], "transcribe",
-                                   options)
+                                   options, [cap(items[i], options) for i in heard])
             transcripts.update(zip(heard, text))
         todo = [i for i, it in enumerate(items) if it.task.needs_translation and it.tgt != it.src
                 and transcripts[i]]
         hyps = dict(zip(todo, self.mt.translate([transcripts[i] for i in todo], [items[i].src for i in todo],
-                                                [items[i].tgt for i in todo], options)))
+                                                [items[i].tgt for i in todo], options,
+                                                [cap(items[i], options) for i in todo])))
         return [Output(transcripts[i], "" if not it.task.needs_translation else hyps.get(i, transcripts[i]))
                 for i, it in enumerate(items)]
 
