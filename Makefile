@@ -5,7 +5,7 @@ PIP := $(VENV)/bin/pip
 DEB_PACKAGES := espeak-ng sox mecab mecab-naist-jdic chromium  # chromium: the web page's browser test
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-all demo clean-cache
+.PHONY: setup test test-all demo clean-cache gpu-check fetch-wheels
 
 setup: $(STAMP) debs
 	$(VENV)/bin/llm-srt setup
@@ -33,3 +33,16 @@ test-all: setup
 
 demo: setup
 	$(VENV)/bin/llm-srt demo
+
+# The prepared GPU check (scripts/gpu_check.py): CUDA tests, a tiny curriculum + kill/resume + translate + evaluate,
+# and the paper-shape bench, in <= 8 minutes; report in $(OUT). On a bare GPU machine the wheels of .whl/ are
+# installed first (make fetch-wheels, here); `make gpu-check DEVICE=cpu` runs the same steps here with tiny shapes.
+DEVICE ?= auto
+OUT ?= runs/gpu-check
+GPU_CHECK_ARGS ?=
+gpu-check:
+	@if [ -x $(PY) ]; then export GPU_PYTHON=$(PY) USE_WHEELS=0; fi; \
+	scripts/gpu-check.sh $(OUT) $(DEVICE) $(GPU_CHECK_ARGS)
+
+fetch-wheels:
+	$(if $(wildcard $(PY)),$(PY),python3) scripts/gpu_check.py fetch-wheels

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import tiny
-from llm_srt import bench
+from llm_srt import bench, device
+from llm_srt.bench import common
 from llm_srt.errors import LLMSRTError
 
 QFORMER = {"num_queries": 8, "hidden_size": 32, "num_layers": 2, "num_heads": 4, "intermediate_size": 64}
@@ -26,7 +27,7 @@ def result(tmp_path_factory):
                                  adapter_kwargs=QFORMER, manifest=None, n=6, new_tokens=3, batch_sizes=(1, 2, 4),
                                  beam_size=2, beam_batch_sizes=(2,), pooled_batch_sizes=(1, 4), headline_batch=4,
                                  cascade=False, train_batch=3, train_steps=1, long_clips=2, encoder_repeats=1)
-    return bench.run_bench(options)
+    return bench.run_bench(options, device.resolve("cpu", "float32"))
 
 
 def test_json_has_the_ratios_goals_and_raw_times(result):
@@ -45,7 +46,7 @@ def test_decode_rows_cover_the_plan_with_the_right_speech_tokens(result):
                          ("pooled-750", 1, 1), ("pooled-750", 1, 4)}
     for (system, _, _), r in rows.items():
         assert r["speech_tokens"] == (750 if system == "pooled-750" else QFORMER["num_queries"])
-        assert r["seconds"] > 0 and r["new_tokens"] == 3 and r["peak_rss_mb"] > 0
+        assert r["seconds"] > 0 and r["new_tokens"] == 3 and r["peak_mib"] > 0 and r["memory"] == "rss"
         assert r["utterances_per_s"] == pytest.approx(6 / r["seconds"], rel=0.03)  # both rounded
     head = rows[("pooled-750", 1, 4)]["seconds"] / rows[("llm-srt", 1, 4)]["seconds"]
     assert result["adapter_vs_pooled_speedup"] == pytest.approx(head, rel=0.01)
@@ -80,8 +81,8 @@ def test_table_has_table7_shape(result):
 
 
 def test_long_clips_are_exact_and_options_are_checked():
-    utts = [bench.Utterance("x", np.ones(16000 * 3, np.float32), "eng", "deu", "", "")]
-    clips = bench.long_clips(utts, 3, 10.0)
+    utts = [bench.embedded.Utterance("x", np.ones(16000 * 3, np.float32), "eng", "deu", "", "")]
+    clips = bench.embedded.long_clips(utts, 3, 10.0)
     assert len(clips) == 3 and all(c.size == 160000 for c in clips)
     with pytest.raises(LLMSRTError, match="headline"):
         bench.BenchOptions(batch_sizes=(1, 4), headline_batch=8)
@@ -90,7 +91,7 @@ def test_long_clips_are_exact_and_options_are_checked():
 def test_bench_default_model_is_used_only_when_it_has_a_qformer(tmp_path):
     from pathlib import Path
 
-    from llm_srt.bench import DEFAULT_TRAINED, _is_qformer_model
+    from llm_srt.bench.embedded import DEFAULT_TRAINED, _is_qformer_model
 
     assert not _is_qformer_model(tmp_path)  # no config.json
     (tmp_path / "config.json").write_text(json.dumps({"encoder": "e", "llm": "l", "adapter": "linear"}))
@@ -100,3 +101,89 @@ def test_bench_default_model_is_used_only_when_it_has_a_qformer(tmp_path):
     folder = Path(__file__).resolve().parents[1] / DEFAULT_TRAINED
     shipped = json.loads((folder / "config.json").read_text())["adapter"]
     assert _is_qformer_model(folder) == (shipped == "qformer")
+
+
+# ---- --paper-shape: the paper-shaped path at test size ------------------------------------------------------------
+@pytest.fixture(scope="module")
+def paper(tmp_path_factory):
+    from llm_srt.bench.paper import TINY, PaperOptions, run_paper
+
+    options = PaperOptions(shape="tiny", **TINY)
+    return options, run_paper(options, device.resolve("cpu", "float32"), tmp_path_factory.mktemp("paper"))
+
+
+def test_paper_rows_decode_exactly_the_fixed_length_through_the_systems(paper):
+    options, result = paper
+    json.dumps(result)
+    rows = {(r["system"], r["beam"], r["batch_size"]): r for r in result["decode"]}
+    assert set(rows) == {("llm-srt", 1, 1), ("llm-srt", 1, 2), ("llm-srt", 2, 2), ("pooled-750", 1, 2)}
+    for (system, _, batch), r in rows.items():
+        assert r["new_tokens"] == options.new_tokens  # checked per generation from the LLM's forward calls
+        assert r["speech_tokens"] == (750 if system == "pooled-750" else 8)  # 10 s padded to 30 s, pooled 2x
+        assert r["utterances"] == max(batch * options.batches_per_row, options.min_utterances)
+        assert r["seconds_per_1000"] == pytest.approx(r["seconds"] / r["utterances"] * 1000, rel=0.01)
+        assert r["peak_mib"] > 0 and r["memory"] == "rss"
+    assert result["qformer_vs_pooled_at_equal_batch"]["2"] == pytest.approx(
+        rows[("llm-srt", 1, 2)]["utterances_per_s"] / rows[("pooled-750", 1, 2)]["utterances_per_s"], rel=0.02)
+    assert result["parameters"]["llm"] > 0 and result["shape"] == "tiny"
+
+
+def test_paper_largest_batch_search_and_training_rows(paper):
+    options, result = paper
+    for system in ("llm-srt", "pooled-750"):
+        s = result["largest_batch"][system]
+        assert [p["batch_size"] for p in s["probes"]] == [4]  # from search_from up to max_batch
+        assert s["largest_fit"] == 4 and s["out_of_memory_at"] is None and s["capped_at_max_batch"]
+    off, on = result["train"]
+    assert not off["activation_checkpointing"] and on["activation_checkpointing"] and on["layers_recomputed"] == 2
+    assert off["s_per_step"] > 0 and on["s_per_step"] > 0 and off["batch_size"] == 2
+    table = bench.format_paper(result)
+    assert "LLM-SRT (Q-Former)" in table and "with activation checkpointing" in table and "largest batch" in table
+
+
+def test_largest_batch_stops_at_the_first_out_of_memory(monkeypatch):
+    import torch
+
+    from llm_srt.bench import paper
+    from llm_srt.model.decoding import DecodingOptions
+
+    limit = {"batch": 16}
+
+    def fake(system, audios, batch, options):
+        if batch > limit["batch"]:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return common.DecodeRun(0.5, len(audios), 4, 8, 1.0, "rss")
+
+    class System:
+        name = "llm-srt"
+
+    monkeypatch.setattr(paper, "decode_pass", fake)
+    options = paper.PaperOptions(shape="tiny", search_from=4, max_batch=1024)
+    clips = [np.zeros(16000, np.float32)]
+    s = paper.largest_batch(System(), clips, DecodingOptions(), options, device.resolve("cpu").device, lambda m: None)
+    assert [p["batch_size"] for p in s["probes"]] == [4, 8, 16]
+    assert s["largest_fit"] == 16 and s["out_of_memory_at"] == 32 and not s["capped_at_max_batch"]
+    limit["batch"] = 2  # search_from (4) does not fit: halve until a batch does
+    s = paper.largest_batch(System(), clips, DecodingOptions(), options, device.resolve("cpu").device, lambda m: None)
+    assert [p["batch_size"] for p in s["probes"]] == [2] and s["largest_fit"] == 2 and s["out_of_memory_at"] == 4
+    monkeypatch.setattr(paper, "decode_pass", lambda *a: (_ for _ in ()).throw(ValueError("a real bug")))
+    with pytest.raises(ValueError):  # anything but out-of-memory is not a search result
+        paper.largest_batch(System(), clips, DecodingOptions(), options, device.resolve("cpu").device, lambda m: None)
+
+
+def test_decode_pass_refuses_a_generation_that_ends_early(tmp_path):
+    """Without pin_eos a model that emits EOS at once stops short: the row must fail, not be reported short."""
+    import torch
+
+    from llm_srt.bench.common import decode_pass
+    from llm_srt.model.decoding import DecodingOptions
+    from llm_srt.model.llm import causal_lm
+    from llm_srt.model.systems import SpeechLLMSystem
+
+    model = tiny.speech_llm(tmp_path).eval()
+    head = causal_lm(model.llm).get_output_embeddings()
+    with torch.no_grad():  # every hidden state's logit for EOS dominates: generation ends after one token
+        head.weight.zero_()
+        head.weight[model.tokenizer.eos_token_id] = 1.0
+    with pytest.raises(LLMSRTError, match="ended early"):
+        decode_pass(SpeechLLMSystem(model, "m"), [tiny.tone(1.0, 300)], 1, DecodingOptions(max_new_tokens=4))

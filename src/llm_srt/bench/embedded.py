@@ -1,32 +1,31 @@
-"""`llm-srt bench`: the speed benchmark in the shape of paper Table 7, plus the toolkit's own speed levers.
+"""`llm-srt bench` on the embedded models (the CPU default): paper Table 7's shape plus the toolkit's speed levers.
 
-    llm-srt bench [--model DIR] [--n 16] [--quick] [--json]
+    llm-srt bench [--model DIR] [--n 16] [--quick] [--json] [--device D --dtype T]
 
 Everything is measured side by side in one process, on the same utterances, and reported as ratios:
   (a) LLM-SRT: Whisper at variable length -> Q-Former (80 queries) -> LLM; greedy and beam, by batch size;
   (b) the Qwen2-Audio-style peer: Whisper on 30 s padded input -> 2x average pooling (750 speech tokens) -> the same
-      LLM (a fresh PooledProjector; the Whisper weights are shared with (a));
+      LLM (a fresh pooled adapter over the same Whisper and LLM folders);
   (c) the cascade: Whisper's own ASR decoding, then the LLM translating the transcript (model/systems.py);
   training steps with and without the encoder-feature cache, on the same batch; the encoder at variable length vs
   30 s padding on ~10 s clips; and the full `SpeechTranslator.translate()` path against the forward passes its
-  output strictly needs (encoder, adapter, LLM prefill, one KV-cached LLM step per further token), each timed alone.
+  output strictly needs (encoder, adapter, LLM prefill, one KV-cached LLM step per further token), each replayed
+  alone on the very inputs translate() gave them (recorded by hooks).
 
-Decode length. (a) and (b) generate exactly `new_tokens` tokens per utterance: HF `min_new_tokens` masks EOS until
-then, so an untrained adapter's early EOS (or rambling) favours neither system. The cascade and translate() decode
+Decode length. (a) and (b) run through the systems' own `run_batch` and generate exactly `new_tokens` tokens per
+utterance (the LLM's EOS logit pinned to 0 by `common.pin_eos`, after the natural-length measurements; checked per
+generation), so an untrained adapter's early EOS favours neither system. The cascade and translate() decode
 naturally (EOS stops them, `new_tokens` caps them); the tokens they produced are reported next to their times.
-Times are wall-clock seconds of one pass (after an untimed warm-up), under torch.inference_mode, on this machine's
-torch threads; peak memory is the process RSS sampled every few milliseconds during each configuration.
+Times are wall-clock seconds of one pass (after an untimed warm-up), timed after `device.synchronize`; peak memory
+is torch's allocator peak on CUDA, the process RSS (sampled every few milliseconds) on the CPU.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -34,10 +33,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import languages
-from .audio import SAMPLE_RATE, load_audio
-from .errors import LLMSRTError
-from .prompts import Task, build
+from .. import device as dev
+from .. import languages
+from ..audio import SAMPLE_RATE, load_audio
+from ..device import Placement
+from ..errors import LLMSRTError
+from ..prompts import Task, build
+from .common import LLMCalls, PeakMemory, decode_pass, pin_eos, release
 
 DEFAULT_MANIFEST = "data/mini/test.jsonl"  # the embedded mini corpus; espeak-ng clips when it is absent
 DEFAULT_TRAINED = "checkpoints/embedded/srt"  # the CLI benchmarks this trained adapter when it is a Q-Former
@@ -47,7 +49,6 @@ POOLED_BATCH_SIZES = (4, 8)  # the 750-token peer, greedy (paper: batch 4, out o
 HEADLINE_BATCH = 8  # adapter_vs_pooled_speedup, the cascade and translate() run at this batch size
 LONG_SECONDS = 10.0  # clip length for the variable-length vs 30 s padding comparison
 SILENCE_SECONDS = 0.3  # gap between clips concatenated into a long clip
-RSS_INTERVAL = 0.01  # seconds between RSS samples
 GOALS = {  # ratio -> target on the 2-core CPU with the embedded models (higher is better unless "max")
     "adapter_vs_pooled_speedup": (3.0, "min"),
     "feature_cache_speedup": (4.0, "min"),
@@ -119,33 +120,24 @@ class Utterance:
 
 
 # ---- the run ------------------------------------------------------------------------------------------------------
-def run_bench(options: BenchOptions = BenchOptions(), log=lambda msg: None) -> dict:
+def run_bench(options: BenchOptions = BenchOptions(), placement: Placement | None = None,
+              log=lambda msg: None) -> dict:
     """Run every measurement; returns the JSON-ready result (ratios, goals and the raw times)."""
-    from .model.adapter import PooledProjector
-    from .model.encoder import WhisperEncoder
+    from ..model.encoder import WhisperEncoder
+    from ..model.systems import SpeechLLMSystem
 
+    placement = placement or dev.resolve("cpu", "float32")
     started, load = time.perf_counter(), os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="llm-srt-bench-") as tmp:
         utts = load_utterances(options, Path(tmp))
-        utts.sort(key=lambda u: -u.audio.size)  # as translate() orders them: longest first
-        model, model_name = _load_model(options)
+        utts.sort(key=lambda u: -u.audio.size)  # longest first: batches of similar lengths
+        model, model_name = _load_model(options, placement)
         whisper = model.encoder
         variable = WhisperEncoder(whisper.encoder, whisper.feature_extractor, pad_to_30s=False, name=whisper.name)
         padded = WhisperEncoder(whisper.encoder, whisper.feature_extractor, pad_to_30s=True, name=whisper.name)
-        torch.manual_seed(options.seed)
-        pooled = PooledProjector(model.encoder_dim, model.llm_dim, pool=2).to(model.device).eval()
-        systems = {"llm-srt": (whisper, model.adapter), "pooled-750": (padded, pooled)}
-        rows = []
-        plan = ([("llm-srt", 1, b) for b in options.batch_sizes]
-                + [("llm-srt", options.beam_size, b) for b in options.beam_batch_sizes]
-                + [("pooled-750", 1, b) for b in options.pooled_batch_sizes])
-        for system, beam, batch in plan:
-            log(f"decode {system} beam {beam} batch {batch}")
-            enc, adapter = systems[system]
-            rows.append(time_decode(model, enc, adapter, utts, batch, beam, options.new_tokens, system))
         log("encoder: variable length vs 30 s padding")
         encoder = time_encoder(variable, padded, long_clips(utts, options.long_clips, options.long_seconds),
-                               options.encoder_repeats)
+                               options.encoder_repeats, placement.device)
         log("translate() vs its lower bound")
         overhead = time_overhead(model, utts, options.headline_batch, options.new_tokens)
         log("training steps with and without the feature cache")
@@ -153,10 +145,40 @@ def run_bench(options: BenchOptions = BenchOptions(), log=lambda msg: None) -> d
         cascade = None
         if options.cascade:
             log("cascade")
-            cascade = time_cascade(model, utts, options.headline_batch, options.new_tokens)
-    setup = {"model": model_name, "load_average_at_start": round(load, 2),
+            cascade = time_cascade(model, placement, utts, options.headline_batch, options.new_tokens)
+        rows = []
+        pin_eos(model)  # from here on every utterance decodes exactly new_tokens tokens
+        plan = ([("llm-srt", 1, b) for b in options.batch_sizes]
+                + [("llm-srt", options.beam_size, b) for b in options.beam_batch_sizes])
+        rows += decode_rows(SpeechLLMSystem(model, "llm-srt", placement), utts, plan, options, log)
+        folders = (model.config.encoder, model.config.llm)
+        del model, whisper, variable, padded
+        release(placement.device)
+        torch.manual_seed(options.seed)
+        pooled = _pooled_model(folders, placement)
+        rows += decode_rows(SpeechLLMSystem(pooled, "pooled-750", placement), utts,
+                            [("pooled-750", 1, b) for b in options.pooled_batch_sizes], options, log)
+    setup = {"model": model_name, "load_average_at_start": round(load, 2), "device": str(placement),
              "bench_seconds": round(time.perf_counter() - started, 1)}
     return summarize(options, setup, utts, rows, encoder, overhead, train, cascade)
+
+
+def decode_rows(system, utts: list["Utterance"], plan, options: "BenchOptions", log) -> list[dict]:
+    """(a) or (b): every (beam, batch) of `plan` over all utterances through `system.run_batch`, fixed length."""
+    from ..model.decoding import DecodingOptions
+
+    audios = [u.audio for u in utts]
+    decoding = DecodingOptions(max_new_tokens=options.new_tokens)
+    with torch.inference_mode():
+        decode_pass(system, audios[:1], 1, replace(decoding, max_new_tokens=2))  # warm-up
+    rows = []
+    for name, beam, batch in plan:
+        log(f"decode {name} beam {beam} batch {batch}")
+        run = decode_pass(system, audios, batch, replace(decoding, beam_size=beam))
+        rows.append({"system": name, "beam": beam, "batch_size": batch, "seconds": run.seconds,
+                     "utterances_per_s": round(run.utterances / run.seconds, 3), "speech_tokens": run.speech_tokens,
+                     "new_tokens": run.new_tokens, "peak_mib": run.peak_mib, "memory": run.memory})
+    return rows
 
 
 def summarize(options: BenchOptions, setup: dict, utts, rows, encoder, overhead, train, cascade) -> dict:
@@ -187,7 +209,7 @@ def summarize(options: BenchOptions, setup: dict, utts, rows, encoder, overhead,
 def load_utterances(options: BenchOptions, workdir: Path) -> list[Utterance]:
     """`n` translation utterances (one per audio file) from the manifest, else espeak-ng clips written to workdir."""
     if options.manifest and Path(options.manifest).is_file():
-        from .data.manifest import read_manifest
+        from ..data.manifest import read_manifest
 
         seen, utts = set(), []
         for row in read_manifest(options.manifest):
@@ -204,7 +226,7 @@ def load_utterances(options: BenchOptions, workdir: Path) -> list[Utterance]:
 
 
 def espeak_utterances(n: int, workdir: Path) -> list[Utterance]:
-    from .audio import write_wav
+    from ..audio import write_wav
 
     if shutil.which("espeak-ng") is None:
         raise LLMSRTError(f"bench: no manifest ({DEFAULT_MANIFEST}) and espeak-ng is not installed; run "
@@ -237,191 +259,158 @@ def long_clips(utts: list[Utterance], count: int, seconds: float) -> list[np.nda
     return clips
 
 
-def _load_model(options: BenchOptions):
-    from .model.speech_llm import SpeechLLM, SpeechLLMConfig
+def _load_model(options: BenchOptions, placement: Placement):
+    from ..model.speech_llm import SpeechLLM, SpeechLLMConfig
 
     torch.manual_seed(options.seed)
     if options.model:
-        model, name = SpeechLLM.from_pretrained(options.model), options.model
+        model = SpeechLLM.from_pretrained(options.model, device=placement.device, dtype=placement.dtype_name)
+        name = options.model
     else:
         config = SpeechLLMConfig(encoder=options.encoder, llm=options.llm, adapter="qformer",
-                                 adapter_kwargs=dict(options.adapter_kwargs))
-        model, name = SpeechLLM(config), "fresh qformer adapter"
+                                 adapter_kwargs=dict(options.adapter_kwargs), dtype=placement.dtype_name)
+        model, name = SpeechLLM(config, device=placement.device), "fresh qformer adapter"
     if model.config.adapter != "qformer":
         raise LLMSRTError(f"bench: {options.model} has a {model.config.adapter!r} adapter; (a) benchmarks the "
                           "Q-Former (paper) — give a Q-Former model folder or none")
     return model.eval(), name
 
 
-# ---- (a) and (b): fixed-length decoding ---------------------------------------------------------------------------
-def fixed_length_config(model, beam: int, new_tokens: int):
-    """The model's generation config as decoding.py sets it for deterministic search, plus EOS masked until exactly
-    `new_tokens` tokens exist (HF min_new_tokens)."""
-    from .model.decoding import DecodingOptions, eos_ids, generation_config
-    from .model.llm import causal_lm
+def _pooled_model(folders: tuple[str, str], placement: Placement):
+    """(b): a fresh pooled adapter (750 tokens per 30 s) over the same Whisper and LLM folders as (a)."""
+    from ..model.speech_llm import SpeechLLM, SpeechLLMConfig
 
-    options = DecodingOptions(beam_size=beam, max_new_tokens=new_tokens, early_stopping=False)
-    config = generation_config(causal_lm(model.llm).generation_config, options,
-                                eos_ids(model.llm, model.tokenizer), model.tokenizer.pad_token_id)
-    config.min_new_tokens = new_tokens
-    return config
-
-
-def speech_inputs(model, whisper, adapter, audios: list[np.ndarray], prompts: list[str]):
-    """What SpeechLLM.generate_ids feeds `generate`, for any (encoder, adapter) pair:
-    -> left-padded inputs_embeds (B, L, d_llm), attention mask (B, L), speech tokens per utterance (B,)."""
-    from .model.speech_llm import tokenize_batch
-
-    h, mask = whisper.encode(audios)
-    emb, emb_mask = adapter(h.to(next(adapter.parameters()).dtype), mask)
-    prompt_ids, _ = tokenize_batch(model.tokenizer, prompts)
-    embeds, attention, _ = model.assemble((emb.to(model.llm_dtype), emb_mask), prompt_ids, left_pad=True)
-    return embeds, attention, emb_mask.sum(1)
-
-
-def time_decode(model, whisper, adapter, utts: list[Utterance], batch: int, beam: int, new_tokens: int,
-                system: str) -> dict:
-    """Seconds for all utterances at one (system, beam, batch size), `new_tokens` generated per utterance."""
-    config = fixed_length_config(model, beam, new_tokens)
-    prompts = [build(Task.SRT, u.src, u.tgt)[0] for u in utts]
-
-    def run(chunk: range, cfg) -> int:
-        embeds, mask, speech = speech_inputs(model, whisper, adapter, [utts[i].audio for i in chunk],
-                                             [prompts[i] for i in chunk])
-        out = model.llm.generate(inputs_embeds=embeds, attention_mask=mask.long(), generation_config=cfg)
-        if out.shape[1] != cfg.max_new_tokens:
-            raise LLMSRTError(f"bench: generate returned {out.shape[1]} tokens, not the forced {cfg.max_new_tokens}")
-        return int(speech.max())
-
-    chunks = [range(s, min(s + batch, len(utts))) for s in range(0, len(utts), batch)]
-    with torch.inference_mode():
-        run(chunks[0][:1], fixed_length_config(model, beam, 2))  # warm-up
-        with PeakRSS() as rss:
-            t0 = time.perf_counter()
-            speech_tokens = max(run(c, config) for c in chunks)
-            seconds = time.perf_counter() - t0
-    return {"system": system, "beam": beam, "batch_size": batch, "seconds": round(seconds, 4),
-            "utterances_per_s": round(len(utts) / seconds, 3), "speech_tokens": speech_tokens,
-            "new_tokens": new_tokens, "peak_rss_mb": rss.peak_mb, "rss_growth_mb": rss.growth_mb}
+    config = SpeechLLMConfig(encoder=folders[0], llm=folders[1], adapter="pooled", pad_to_30s=True,
+                             dtype=placement.dtype_name)
+    model = SpeechLLM(config, device=placement.device).eval()
+    pin_eos(model)
+    return model
 
 
 # ---- encoder: variable length vs 30 s padding ---------------------------------------------------------------------
-def time_encoder(variable, padded, clips: list[np.ndarray], repeats: int) -> dict:
+def time_encoder(variable, padded, clips: list[np.ndarray], repeats: int, device: torch.device) -> dict:
     """Best-of-`repeats` seconds of encode() (log-mel + forward) on one batch of long clips, each way."""
     out = {"clips": len(clips), "clip_seconds": round(clips[0].size / SAMPLE_RATE, 2)}
     for name, enc in (("variable", variable), ("padded", padded)):
         with torch.inference_mode():
             enc.encode(clips[:1])  # warm-up
             times = []
-            with PeakRSS() as rss:
+            with PeakMemory(device) as memory:
                 for _ in range(repeats):
+                    dev.synchronize(device)
                     t0 = time.perf_counter()
                     h, _ = enc.encode(clips)
+                    dev.synchronize(device)
                     times.append(time.perf_counter() - t0)
         out |= {f"{name}_s": round(min(times), 4), f"{name}_frames": int(h.shape[1]),
-                f"{name}_peak_rss_mb": rss.peak_mb}
+                f"{name}_peak_mib": memory.mib}
     return out
 
 
 # ---- translate() vs the forward passes it needs -------------------------------------------------------------------
-class LLMCalls:
-    """Forward hook on the causal LM: one entry per `generate` (prefill shape) with its forward-call count."""
+class EncoderInputs:
+    """Records the (mel, mask) of every batch the Whisper encoder computes features for, to replay them (a spy on
+    this instance's `features`; `encode` calls `forward` directly, so a module hook would not see the calls)."""
 
-    def __init__(self, llm):
-        from .model.llm import causal_lm
-
-        self.module = causal_lm(llm)
-        self.generations: list[dict] = []
+    def __init__(self, whisper):
+        self.whisper, self.calls = whisper, []
 
     def __enter__(self):
-        self.handle = self.module.register_forward_hook(self._hook, with_kwargs=True)
+        original = self.whisper.features
+
+        def features(audios):
+            out = original(audios)
+            self.calls.append(out)
+            return out
+
+        self.whisper.features = features  # an instance attribute shadows the method until __exit__
         return self
 
     def __exit__(self, *exc):
-        self.handle.remove()
-
-    def _hook(self, module, args, kwargs, output):
-        embeds = kwargs.get("inputs_embeds")
-        if embeds is not None:  # a prefill starts a new generate
-            self.generations.append({"shape": tuple(embeds.shape[:2]), "calls": 0})
-        self.generations[-1]["calls"] += 1
+        del self.whisper.features
 
 
 def time_overhead(model, utts: list[Utterance], batch: int, new_tokens: int) -> dict:
     """translate() on every utterance vs the sum of the encoder, adapter, LLM prefill and KV-cached LLM steps its
-    output needed (the step count recorded from translate() itself), each timed alone on the same batches."""
-    from .infer import SpeechTranslator
-    from .model.decoding import DecodingOptions
-    from .model.systems import SpeechLLMSystem
+    output needed, each replayed alone on the inputs translate() gave them (hooks record the encoder's mel and each
+    generation's prefill and step count), so nothing of translate()'s batching is re-implemented here."""
+    from ..infer import SpeechTranslator
+    from ..model.decoding import DecodingOptions
+    from ..model.systems import SpeechLLMSystem
 
     translator = SpeechTranslator(SpeechLLMSystem(model, "bench"))
     audios = [u.audio for u in utts]
     src, tgt = utts[0].src, utts[0].tgt  # one call, one language pair: the prompt tags do not change the cost
-    prompt = build(Task.SRT, src, tgt)[0]
     options = DecodingOptions(max_new_tokens=new_tokens)
     translator.translate(audios[:1], src, tgt, Task.SRT, replace(options, max_new_tokens=2))  # warm-up
-    with LLMCalls(model.llm) as calls, PeakRSS() as rss:
+    device = model.device
+    with LLMCalls(model.llm, keep_inputs=True) as calls, EncoderInputs(model.encoder) as mels, \
+            PeakMemory(device) as memory:
+        dev.synchronize(device)
         t0 = time.perf_counter()
         results = translator.translate(audios, src, tgt, Task.SRT, options, batch_size=batch)
+        dev.synchronize(device)
         translate_s = time.perf_counter() - t0
     errors = [r.error for r in results if r.error]
     if errors:
         raise LLMSRTError(f"bench: translate() failed: {errors[0]}")
-    order = sorted(range(len(audios)), key=lambda i: -audios[i].size)  # translate()'s batches, in order
-    chunks = [order[s:s + batch] for s in range(0, len(order), batch)]
-    if len(chunks) != len(calls.generations):
-        raise LLMSRTError(f"bench: translate() ran {len(calls.generations)} generations, expected {len(chunks)}")
+    if len(mels.calls) != len(calls.generations):
+        raise LLMSRTError(f"bench: translate() ran the encoder {len(mels.calls)} times for "
+                          f"{len(calls.generations)} generations")
     parts = {"encoder_s": 0.0, "adapter_s": 0.0, "prefill_s": 0.0, "decode_s": 0.0}
     with torch.inference_mode():
-        for chunk, gen in zip(chunks, calls.generations):
-            timed = lower_bound(model, [audios[i] for i in chunk], [prompt] * len(chunk), gen["calls"], gen["shape"])
-            for key, seconds in timed.items():
+        for (mel, mel_mask), gen in zip(mels.calls, calls.generations):
+            for key, seconds in lower_bound(model, mel, mel_mask, gen).items():
                 parts[key] += seconds
     lower = sum(parts.values())
     return {"translate_s": round(translate_s, 3), "lower_bound_s": round(lower, 3),
-            **{k: round(v, 3) for k, v in parts.items()}, "batch_size": batch, "generations": len(chunks),
-            "llm_forward_calls": sum(g["calls"] for g in calls.generations), "peak_rss_mb": rss.peak_mb}
+            **{k: round(v, 3) for k, v in parts.items()}, "batch_size": batch, "generations": len(mels.calls),
+            "llm_forward_calls": sum(g["calls"] for g in calls.generations), "peak_mib": memory.mib}
 
 
-def lower_bound(model, audios: list[np.ndarray], prompts: list[str], calls: int, shape: tuple) -> dict[str, float]:
-    """Time each needed forward pass alone: encoder (mel given), adapter, LLM prefill, `calls - 1` cached steps."""
-    from .model.speech_llm import tokenize_batch
+def lower_bound(model, mel: torch.Tensor, mel_mask: torch.Tensor, generation: dict) -> dict[str, float]:
+    """Time each needed forward pass alone: the encoder on the recorded mel, the adapter, the LLM prefill on the
+    recorded inputs_embeds, then `calls - 1` KV-cached single-token steps."""
+    whisper, llm, device = model.encoder, model.llm, model.device
+    adapter_dtype = next(model.adapter.parameters()).dtype
+    times = []
 
-    whisper, llm = model.encoder, model.llm
-    mel, mel_mask = whisper.features(audios)
-    t0 = time.perf_counter()
+    def tick():
+        dev.synchronize(device)
+        times.append(time.perf_counter())
+
+    tick()
     h, mask = whisper(mel, mel_mask)
-    t1 = time.perf_counter()
-    speech = model.adapter(h, mask)
-    t2 = time.perf_counter()
-    prompt_ids, _ = tokenize_batch(model.tokenizer, prompts)
-    embeds, attention, _ = model.assemble((speech[0].to(model.llm_dtype), speech[1]), prompt_ids, left_pad=True)
-    if tuple(embeds.shape[:2]) != shape:
-        raise LLMSRTError(f"bench: replayed batch {tuple(embeds.shape[:2])} differs from translate()'s {shape}")
-    attention = attention.long()
-    positions = (attention.cumsum(-1) - 1).clamp(min=0)
-    t3 = time.perf_counter()
-    out = llm(inputs_embeds=embeds, attention_mask=attention, position_ids=positions, use_cache=True,
+    tick()
+    model.adapter(h.to(adapter_dtype), mask)
+    tick()
+    attention, positions = generation["mask"], generation["positions"]  # as generate passed them
+    if positions is None:
+        positions = torch.arange(generation["shape"][1], device=device).expand(generation["shape"][0], -1)
+    tick()
+    out = llm(inputs_embeds=generation["embeds"], attention_mask=attention, position_ids=positions, use_cache=True,
               logits_to_keep=1)
     token = out.logits[:, -1].argmax(-1, keepdim=True)
-    t4 = time.perf_counter()
-    cache, ones = out.past_key_values, attention.new_ones(attention.shape[0], 1)
-    for _ in range(calls - 1):
-        attention = torch.cat([attention, ones], dim=1)
+    tick()
+    cache = out.past_key_values
+    for _ in range(generation["calls"] - 1):
+        if attention is not None:
+            attention = torch.cat([attention, attention.new_ones(attention.shape[0], 1)], dim=1)
         positions = positions[:, -1:] + 1
         out = llm(input_ids=token, attention_mask=attention, position_ids=positions, past_key_values=cache,
                   use_cache=True, logits_to_keep=1)
         token = out.logits[:, -1].argmax(-1, keepdim=True)
-    t5 = time.perf_counter()
-    return {"encoder_s": t1 - t0, "adapter_s": t2 - t1, "prefill_s": t4 - t3, "decode_s": t5 - t4}
+    tick()
+    return {"encoder_s": times[1] - times[0], "adapter_s": times[2] - times[1], "prefill_s": times[4] - times[3],
+            "decode_s": times[5] - times[4]}
 
 
 # ---- training: encoder-feature cache vs audio ---------------------------------------------------------------------
 def time_training(model, utts: list[Utterance], batch_size: int, steps: int, workdir: Path) -> dict:
     """Seconds per optimizer step on one batch read as audio (encoder runs) vs from the feature cache (it does not),
     through the recipe's own pieces (collate, FeatureCache, SpeechLLM.forward, AdamW). Trained weights restored."""
-    from .data.features import FeatureCache
-    from .data.loader import Example, collate
+    from ..data.features import FeatureCache
+    from ..data.loader import Example, collate
 
     chosen = [utts[i % len(utts)] for i in range(batch_size)]
     examples = []
@@ -454,14 +443,17 @@ def time_training(model, utts: list[Utterance], batch_size: int, steps: int, wor
 
     handle = whisper.encoder.conv1.register_forward_hook(count)
     model.train()
+    device = model.device
     try:
-        with PeakRSS() as rss:
+        with PeakMemory(device) as memory:
             for step in range(steps + 1):  # step 0 warms up; the two ways alternate so drift hits both alike
                 for way in ("audio", "cached"):
+                    dev.synchronize(device)
                     t0 = time.perf_counter()
                     optimizer.zero_grad(set_to_none=True)
                     model(batches[way]())["loss"].backward()
                     optimizer.step()
+                    dev.synchronize(device)
                     if step:
                         times[way].append(time.perf_counter() - t0)
     finally:
@@ -474,18 +466,17 @@ def time_training(model, utts: list[Utterance], batch_size: int, steps: int, wor
             "s_per_step_audio": round(float(np.mean(times["audio"])), 4),
             "s_per_step_cached": round(float(np.mean(times["cached"])), 4),
             "encoder_calls_audio": encoder_calls["audio"], "encoder_calls_cached": encoder_calls["cached"],
-            "cache_hits": cache.hits, "cache_misses": cache.misses, "peak_rss_mb": rss.peak_mb}
+            "cache_hits": cache.hits, "cache_misses": cache.misses, "peak_mib": memory.mib}
 
 
 # ---- (c) the cascade ----------------------------------------------------------------------------------------------
-def time_cascade(model, utts: list[Utterance], batch: int, new_tokens: int) -> dict:
-    """Whisper ASR decoding then LLM text MT (natural lengths, capped at new_tokens), same utterances and batch."""
-    from .device import Placement
-    from .model.decoding import DecodingOptions
-    from .model.systems import Item, load_system
+def time_cascade(model, placement: Placement, utts: list[Utterance], batch: int, new_tokens: int) -> dict:
+    """Whisper ASR decoding then LLM text MT (natural lengths, capped at new_tokens), same utterances and batch,
+    through the cascade system's own run_batch."""
+    from ..model.decoding import DecodingOptions
+    from ..model.systems import Item, load_system
 
-    cascade = load_system("cascade", Placement(model.device, model.llm_dtype), whisper=model.config.encoder,
-                          llm=model.config.llm)
+    cascade = load_system("cascade", placement, whisper=model.config.encoder, llm=model.config.llm)
     decoding = DecodingOptions(max_new_tokens=new_tokens)
     chunks = [utts[s:s + batch] for s in range(0, len(utts), batch)]
 
@@ -493,45 +484,22 @@ def time_cascade(model, utts: list[Utterance], batch: int, new_tokens: int) -> d
         return cascade.run_batch([Item(u.audio, u.src, u.tgt, Task.SRT) for u in chunk], decoding)
 
     run(chunks[0][:1])  # warm-up
-    with PeakRSS() as rss:
+    with PeakMemory(placement.device) as memory:
+        dev.synchronize(placement.device)
         t0 = time.perf_counter()
-        parsed = [out for chunk in chunks for out in run(chunk)]
+        outputs = [out for chunk in chunks for out in run(chunk)]
+        dev.synchronize(placement.device)
         seconds = time.perf_counter() - t0
-    asr_tok = cascade.asr.tokenizer
-    mt_tok = cascade.mt.tokenizer
+    failed = [o.error for o in outputs if o.error]
+    if failed:
+        raise LLMSRTError(f"bench: the cascade failed: {failed[0]}")
+    asr_tok, mt_tok = cascade.asr.tokenizer, cascade.mt.tokenizer
     return {"batch_size": batch, "seconds": round(seconds, 3), "utterances_per_s": round(len(utts) / seconds, 3),
-            "asr_tokens_mean": round(float(np.mean([len(asr_tok(p.transcript, add_special_tokens=False)["input_ids"])
-                                                    for p in parsed])), 1),
-            "mt_tokens_mean": round(float(np.mean([len(mt_tok(p.translation, add_special_tokens=False)["input_ids"])
-                                                   for p in parsed])), 1),
-            "peak_rss_mb": rss.peak_mb}
-
-
-# ---- memory -------------------------------------------------------------------------------------------------------
-class PeakRSS:
-    """Peak resident memory of this process (MiB) while the block runs, sampled by a background thread."""
-
-    def __enter__(self):
-        import psutil
-
-        self._process = psutil.Process()
-        self._start = self._process.memory_info().rss
-        self._peak = self._start
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def _sample(self):
-        while not self._stop.wait(RSS_INTERVAL):
-            self._peak = max(self._peak, self._process.memory_info().rss)
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self._peak = max(self._peak, self._process.memory_info().rss)
-        self.peak_mb = round(self._peak / 2**20, 1)
-        self.growth_mb = round((self._peak - self._start) / 2**20, 1)
+            "asr_tokens_mean": round(float(np.mean([len(asr_tok(o.transcript, add_special_tokens=False)["input_ids"])
+                                                    for o in outputs])), 1),
+            "mt_tokens_mean": round(float(np.mean([len(mt_tok(o.translation, add_special_tokens=False)["input_ids"])
+                                                   for o in outputs])), 1),
+            "peak_mib": memory.mib}
 
 
 # ---- report -------------------------------------------------------------------------------------------------------
@@ -545,16 +513,15 @@ def format_table(result: dict) -> str:
              f"tokens each, {s['torch_threads']} torch threads; model: {s['model']}",
              "",
              f"{'system':38} {'search':8} {'batch':>5} {'seconds':>9} {'utt/s':>7} {'speech tok':>10} {'peak MiB':>9} "
-             f"{'+MiB':>6}"]
+             ""]
     for r in result["decode"]:
         search = "greedy" if r["beam"] == 1 else f"beam {r['beam']}"
         lines.append(f"{SYSTEM_NAMES[r['system']]:38} {search:8} {r['batch_size']:>5} {r['seconds']:>9.2f} "
-                     f"{r['utterances_per_s']:>7.2f} {r['speech_tokens']:>10} {r['peak_rss_mb']:>9.0f} "
-                     f"{r['rss_growth_mb']:>6.0f}")
+                     f"{r['utterances_per_s']:>7.2f} {r['speech_tokens']:>10} {r['peak_mib']:>9.0f}")
     c = result["cascade"]
     if c:
         lines.append(f"{'Cascade (Whisper ASR -> LLM MT)':38} {'greedy':8} {c['batch_size']:>5} {c['seconds']:>9.2f} "
-                     f"{c['utterances_per_s']:>7.2f} {'-':>10} {c['peak_rss_mb']:>9.0f} {'':>6}  (tokens: ASR "
+                     f"{c['utterances_per_s']:>7.2f} {'-':>10} {c['peak_mib']:>9.0f}  (tokens: ASR "
                      f"{c['asr_tokens_mean']}, MT {c['mt_tokens_mean']} per utterance)")
     e, t, o = result["encoder"], result["train"], result["overhead"]
     lines += ["",
@@ -575,38 +542,11 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-# ---- CLI: llm-srt bench -------------------------------------------------------------------------------------------
-def add_arguments(parser) -> None:
-    parser.add_argument("--model", default=None, help="trained model folder whose Q-Former adapter is timed "
-                        f"(default: {DEFAULT_TRAINED} if it has one, else a fresh Q-Former on the embedded models)")
-    parser.add_argument("--n", type=int, default=None, help=f"utterances per configuration (default {BenchOptions.n})")
-    parser.add_argument("--new-tokens", type=int, default=None, help="generated tokens per utterance")
-    parser.add_argument("--manifest", default=DEFAULT_MANIFEST, help="utterances from this manifest "
-                        "(default: the embedded mini test set; espeak-ng clips if it is missing)")
-    parser.add_argument("--quick", action="store_true", help="fewer configurations (same JSON keys)")
-    parser.add_argument("--no-cascade", action="store_true", help="skip the cascade (c)")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-
-
 def _is_qformer_model(folder: Path) -> bool:
     """Whether `folder` is a model folder with a Q-Former adapter, the only kind (a) times."""
-    from .model.speech_llm import read_config
+    from ..model.speech_llm import read_config
 
     try:
         return read_config(folder)["adapter"] == "qformer"
     except LLMSRTError:
         return False
-
-
-def main(args) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    model = args.model or (DEFAULT_TRAINED if _is_qformer_model(Path(DEFAULT_TRAINED)) else None)
-    options = BenchOptions(model=model, manifest=args.manifest, cascade=not args.no_cascade)
-    if args.quick:
-        options = replace(options, **QUICK)
-    options = replace(options, n=args.n or options.n, new_tokens=args.new_tokens or options.new_tokens)
-    result = run_bench(options, log=lambda msg: print(f"[bench] {msg}", file=sys.stderr, flush=True))
-    print(json.dumps(result, indent=2) if args.json else format_table(result))
-    return 0

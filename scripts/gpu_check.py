@@ -1,0 +1,380 @@
+#!/usr/bin/env python3
+"""The prepared GPU check (`make gpu-check`): everything that needs a GPU, in one run of at most ~8 minutes, on a
+bare one-GPU machine that has torch, transformers, peft, accelerate and sacrebleu but none of our other
+dependencies (they come as wheels: `make fetch-wheels` here, then `.whl/` travels with the tree).
+
+    python3 scripts/gpu_check.py run --out DIR [--device cuda] [--dtype auto] [--shapes qwen2.5-3b,qwen2.5-7b]
+    python3 scripts/gpu_check.py fetch-wheels [--dest .whl]
+
+Steps, each a subprocess with its own time limit, through the real CLI verbs (`python -m llm_srt.cli`):
+  env         python, torch, CUDA, the GPU, package versions
+  cuda-tests  pytest -m cuda (the tests that need a GPU; they skip where torch sees none)
+  e2e         tiny random models, a tone-clip corpus: `curriculum` (ASR -> SMT -> SRT), `train` killed with SIGKILL
+              after its first checkpoint and resumed, `translate` and `evaluate` of the SRT model
+  bench-S     `bench --paper-shape S` for each shape: Table 7 rows, the largest batch, training steps with and
+              without activation checkpointing
+It writes DIR/report.md, DIR/report.json and DIR/gpu-check.log (every step's output). `--device cpu` runs the same
+steps with the tiny shape (a test runs it). Exit status 0 when every step that ran passed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src"
+sys.path.insert(0, str(SRC))
+
+# Our dependencies that the GPU machine's image lacks (or has in another version than constraints.txt pins),
+# fetched as wheels for CPython 3.12 x86-64; versions come from constraints.txt. The image's torch, accelerate,
+# sacrebleu, numpy, tokenizers, safetensors, huggingface-hub, pyyaml, tqdm, matplotlib, tensorboard and pytest
+# are used as they are.
+GPU_WHEELS = ("transformers", "peft", "gguf", "soundfile", "cffi", "pycparser", "soxr", "jiwer", "RapidFuzz",
+              "whisper_normalizer", "indic_numtowords", "more-itertools", "text2num", "fastapi", "starlette",
+              "pydantic", "pydantic_core", "annotated-types", "typing-inspection", "typing_extensions",
+              "opentelemetry-api", "uvicorn", "python-multipart")
+WHEEL_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
+                   "manylinux1_x86_64")
+VERSIONS = ("torch", "transformers", "peft", "accelerate", "tokenizers", "safetensors", "sacrebleu", "numpy",
+            "soundfile", "jiwer")
+STEP_LIMITS = {"cuda-tests": 150, "e2e": 150, "bench": 150}  # seconds per step (bench: per shape)
+SENTENCES = (("a cat", "eine Katze"), ("the dog", "der Hund"), ("red sun", "rote Sonne"),
+             ("big tree", "grosser Baum"), ("cold water", "kaltes Wasser"), ("my house", "mein Haus"))
+TINY_ADAPTER = "{num_queries: 4, hidden_size: 32, num_layers: 1, num_heads: 4, intermediate_size: 64}"
+
+
+class Check:
+    """Runs the steps, keeps their results and output, writes the report."""
+
+    def __init__(self, out: Path, work: Path, device: str, dtype: str, budget_s: float):
+        self.out, self.work, self.device, self.dtype = out, work, device, dtype
+        self.deadline = time.monotonic() + budget_s
+        self.steps: list[dict] = []
+        self.log = open(out / "gpu-check.log", "w", encoding="utf-8")
+        self.env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC)] + [p for p in [
+            os.environ.get("PYTHONPATH")] if p]), PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1",
+            TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+
+    def run(self, name: str, argv: list[str], timeout: float, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+        """One command, its output appended to the log; a timeout is a failed command (rc 124)."""
+        self.log.write(f"\n===== {name}: {' '.join(argv)}\n")
+        self.log.flush()
+        timeout = min(timeout, self.left())
+        try:
+            done = subprocess.run(argv, cwd=cwd, env=self.env, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired as e:
+            text = (e.stdout or b"").decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+            done = subprocess.CompletedProcess(argv, 124, text, f"timed out after {timeout:.0f} s")
+        self.log.write(done.stdout + done.stderr + f"\n----- rc {done.returncode}\n")
+        self.log.flush()
+        return done
+
+    def left(self) -> float:
+        """Seconds left of the whole check's budget."""
+        return max(1.0, self.deadline - time.monotonic())
+
+    def cli(self, name: str, verb: str, *args: str, timeout: float) -> subprocess.CompletedProcess:
+        return self.run(name, [sys.executable, "-m", "llm_srt.cli", verb, *args], timeout)
+
+    def step(self, name: str, fn, *args) -> dict:
+        print(f"[gpu-check] {name} ...", flush=True)
+        t0 = time.perf_counter()
+        try:
+            if self.deadline - time.monotonic() < 10:
+                raise TimeoutError("not run: the check's time budget (--budget-s) is spent")
+            result = fn(*args)
+        except Exception as e:  # a step that breaks is reported; the others still run
+            result = {"ok": False, "error": f"{type(e).__name__}: {e}".splitlines()[0]}
+        result = {"step": name, **result, "seconds": round(time.perf_counter() - t0, 1)}
+        self.steps.append(result)
+        print(f"[gpu-check] {name}: {'ok' if result['ok'] else 'FAILED'} ({result['seconds']} s)"
+              + (f": {result['error']}" if result.get("error") else ""), flush=True)
+        return result
+
+
+# ---- steps ---------------------------------------------------------------------------------------------------------
+def env_step(check: Check) -> dict:
+    import importlib.metadata as md
+
+    import torch
+
+    versions = {}
+    for name in VERSIONS:
+        try:
+            versions[name] = md.version(name)
+        except md.PackageNotFoundError:
+            versions[name] = None
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    ok = check.device == "cpu" or gpu is not None
+    return {"ok": ok, "python": platform.python_version(), "cuda": torch.version.cuda, "gpu": gpu,
+            "gpu_memory_gib": round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1) if gpu else None,
+            "versions": versions, **({} if ok else {"error": "no CUDA GPU visible to torch"})}
+
+
+def cuda_tests_step(check: Check, paths: list[str]) -> dict:
+    xml = check.work / "cuda-tests.xml"
+    done = check.run("cuda-tests", [sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-rs", "-p",
+                                    "no:cacheprovider", f"--junitxml={xml}", *paths], STEP_LIMITS["cuda-tests"])
+    counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+    if xml.is_file():
+        for suite in ElementTree.parse(xml).getroot().iter("testsuite"):
+            for key in counts:
+                counts[key] += int(suite.get(key, 0))
+    counts["passed"] = counts["tests"] - counts["failures"] - counts["errors"] - counts["skipped"]
+    ok = done.returncode in (0, 5) and not counts["failures"] and not counts["errors"]  # 5: none collected
+    return {"ok": ok, **counts, **({} if ok else {"error": f"pytest exit {done.returncode}"})}
+
+
+def write_corpus(root: Path) -> dict[str, Path]:
+    """Tone clips for SENTENCES in eng and deu, an ASR row and a translation row each: train, dev and test."""
+    import numpy as np
+
+    from llm_srt.audio import write_wav
+    from llm_srt.data.manifest import Row, write_manifest
+
+    (root / "audio").mkdir(parents=True, exist_ok=True)
+    splits: dict[str, list] = {"train": [], "dev": [], "test": []}
+    for k, (en, de) in enumerate(SENTENCES):
+        split = "train" if k < 4 else "dev" if k == 4 else "test"
+        for lang, text, other, other_text, f0 in (("eng", en, "deu", de, 300), ("deu", de, "eng", en, 500)):
+            seconds = 0.8 + 0.1 * k
+            t = np.arange(int(seconds * 16000)) / 16000
+            clip = (0.4 * np.sin(2 * np.pi * (f0 + 90 * k) * t)
+                    + 0.05 * np.random.default_rng(k).standard_normal(t.size)).astype(np.float32)
+            audio = root / "audio" / f"{lang}-{k}.wav"
+            write_wav(audio, clip)
+            base = dict(audio=str(audio), duration=seconds, src_lang=lang, transcript=text, split=split,
+                        corpus="gpu-check", sentence_id=f"s{k}")
+            splits[split].append(Row(id=f"{lang}-{k}", tgt_lang="", translation="", **base))
+            splits[split].append(Row(id=f"{lang}-{k}-{other}", tgt_lang=other, translation=other_text, **base))
+    paths = {}
+    for split, rows in splits.items():
+        paths[split] = root / f"{split}.jsonl"
+        write_manifest(paths[split], rows)
+    return paths
+
+
+def has_option(verb: str, option: str) -> bool:
+    """Whether `llm-srt VERB` takes `option` (a verb gains --device/--dtype as its owner lands it)."""
+    import importlib
+
+    from llm_srt.cli import VERBS
+
+    parser = argparse.ArgumentParser()
+    importlib.import_module(VERBS[verb][0]).add_arguments(parser)
+    return option in parser._option_string_actions
+
+
+def placement_args(check: Check, verb: str) -> list[str]:
+    return ["--device", check.device, "--dtype", check.dtype] if has_option(verb, "--device") else []
+
+
+def train_overrides(check: Check, folders, corpus: dict[str, Path]) -> list[str]:
+    """key=value overrides that point configs/embedded at the tiny models and corpus, on the check's device."""
+    from llm_srt.train.recipe import TrainConfig
+
+    values = {"model.encoder": folders.encoder, "model.llm": folders.llm, "model.adapter_kwargs": TINY_ADAPTER,
+              "data.train": corpus["train"], "data.dev": corpus["dev"], "data.batch_size": 4,
+              "data.feature_cache": check.work / "features", "optim.warmup_steps": 0, "log_every": 1}
+    fields = TrainConfig.__dataclass_fields__
+    if "device" in fields:  # the training config's own device / dtype keys, once they exist
+        values |= {"device": check.device, "dtype": check.dtype}
+    elif check.device != "cpu":
+        values["model.dtype"] = "bfloat16" if check.dtype in ("auto", "bfloat16", "bf16") else check.dtype
+    return [f"{k}={v}" for k, v in values.items()]
+
+
+def e2e_step(check: Check) -> dict:
+    from llm_srt.model import presets
+
+    folders = presets.write_folders("tiny", check.work / "models", weights=True)
+    corpus = write_corpus(check.work / "corpus")
+    common = train_overrides(check, folders, corpus)
+    runs, limit = check.work / "runs", STEP_LIMITS["e2e"]
+    parts: dict[str, bool] = {}
+
+    done = check.cli("e2e curriculum", "curriculum", str(ROOT / "configs" / "embedded"), "--out-root", str(runs),
+                     *common, "save_every=2", "asr:max_steps=4", "smt:max_steps=2", "srt:max_steps=2",
+                     timeout=limit)
+    final = runs / "srt" / "final"
+    parts["curriculum"] = done.returncode == 0 and (final / "config.json").is_file()
+
+    parts["kill_resume"] = kill_and_resume(check, common, limit)
+
+    clip = corpus["test"].parent / "audio" / "eng-5.wav"
+    done = check.cli("e2e translate", "translate", str(clip), "--model", str(final), "--src", "eng", "--tgt", "deu",
+                     "--format", "json", "--max-new-tokens", "8", *placement_args(check, "translate"), timeout=limit)
+    try:
+        results = json.loads(done.stdout)
+        results = results if isinstance(results, list) else [results]
+        parts["translate"] = done.returncode == 0 and all(r.get("error") is None for r in results)
+    except json.JSONDecodeError:
+        parts["translate"] = False
+
+    report = check.work / "eval"
+    done = check.cli("e2e evaluate", "evaluate", "--model", f"srt={final}", "--manifest", str(corpus["test"]),
+                     "--out", str(report), "--max-new-tokens", "8", *placement_args(check, "evaluate"),
+                     timeout=limit)
+    parts["evaluate"] = done.returncode == 0 and (report / "results.json").is_file()
+    failed = [k for k, v in parts.items() if not v]
+    return {"ok": not failed, "parts": parts, **({"error": f"failed: {', '.join(failed)}"} if failed else {})}
+
+
+def kill_and_resume(check: Check, common: list[str], limit: float) -> bool:
+    """`train` killed with SIGKILL once its first checkpoint is sealed, then the same command again: it must say
+    it resumed and finish."""
+    out = check.work / "killed"
+    argv = [sys.executable, "-m", "llm_srt.cli", "train", str(ROOT / "configs" / "embedded" / "asr.yaml"), *common,
+            "max_steps=6", "save_every=2", f"output_dir={out}"]
+    check.log.write(f"\n===== e2e kill: {' '.join(argv)}\n")
+    check.log.flush()
+    proc = subprocess.Popen(argv, cwd=ROOT, env=check.env, stdout=check.log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + limit / 2
+    while time.monotonic() < deadline and proc.poll() is None:
+        if list((out / "checkpoints").glob("step-*/trainer_state")):
+            break
+        time.sleep(0.05)
+    killed = proc.poll() is None
+    if killed:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    check.log.write(f"\n----- killed: {killed}\n")
+    done = check.run("e2e resume", argv, limit)
+    return killed and done.returncode == 0 and "resumed from" in done.stdout + done.stderr \
+        and (out / "final" / "config.json").is_file()
+
+
+def bench_step(check: Check, shape: str, memory_gib: float | None) -> dict:
+    result_file = check.work / f"bench-{shape}.json"
+    extra = ["--memory-gib", str(memory_gib)] if memory_gib else []
+    done = check.cli(f"bench {shape}", "bench", "--device", check.device, "--dtype", check.dtype, "--paper-shape",
+                     shape, "--json-out", str(result_file), *extra, timeout=STEP_LIMITS["bench"])
+    if done.returncode != 0 or not result_file.is_file():
+        return {"ok": False, "error": f"bench exit {done.returncode}: {(done.stderr.strip().splitlines() or [''])[-1]}"}
+    return {"ok": True, "table": done.stdout.strip(), "result": json.loads(result_file.read_text())}
+
+
+# ---- report ----------------------------------------------------------------------------------------------------------
+def write_report(check: Check, started: float) -> bool:
+    ok = all(s["ok"] for s in check.steps)
+    summary = {"ok": ok, "device": check.device, "dtype": check.dtype, "seconds": round(time.time() - started, 1),
+               "steps": check.steps}
+    (check.out / "report.json").write_text(json.dumps(summary, indent=2) + "\n")
+    env = next((s for s in check.steps if s["step"] == "env"), {})
+    lines = ["# llm-srt GPU check", "",
+             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))}, device {check.device} ({env.get('gpu') or 'no GPU'}"
+             f"{', ' + str(env.get('gpu_memory_gib')) + ' GiB' if env.get('gpu_memory_gib') else ''}), dtype "
+             f"{check.dtype}, torch {env.get('versions', {}).get('torch')}, CUDA {env.get('cuda')}; "
+             f"{summary['seconds']:.0f} s in all: **{'passed' if ok else 'FAILED'}**", "",
+             "| step | result | seconds | details |", "|---|---|---|---|"]
+    for s in check.steps:
+        details = s.get("error", "")
+        if s["step"] == "cuda-tests" and "tests" in s:
+            details = (f"{s['passed']} passed, {s['failures']} failed, {s['errors']} errors, {s['skipped']} skipped "
+                       f"of {s['tests']}" + (f"; {details}" if details else ""))
+        if s["step"] == "e2e" and "parts" in s:
+            details = ", ".join(f"{k} {'ok' if v else 'FAILED'}" for k, v in s["parts"].items())
+        if s["step"] == "env":
+            details = ", ".join(f"{k} {v}" for k, v in s.get("versions", {}).items())
+        lines.append(f"| {s['step']} | {'ok' if s['ok'] else 'FAILED'} | {s['seconds']} | {details} |")
+    for s in check.steps:
+        if s.get("table"):
+            lines += ["", f"## {s['step']}", "", "```", s["table"], "```"]
+    (check.out / "report.md").write_text("\n".join(lines) + "\n")
+    return ok
+
+
+def run(args) -> int:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    import torch
+
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    shapes = args.shapes.split(",") if args.shapes else (["tiny"] if device == "cpu" else
+                                                         ["qwen2.5-3b", "qwen2.5-7b"])
+    steps = set(args.steps.split(","))
+    with tempfile.TemporaryDirectory(prefix="llm-srt-gpu-check-") as tmp:
+        check = Check(out, Path(tmp), device, args.dtype, args.budget_s)
+        if "env" in steps:
+            check.step("env", env_step, check)
+        if "cuda-tests" in steps:
+            check.step("cuda-tests", cuda_tests_step, check, args.tests.split(","))
+        if "e2e" in steps:
+            check.step("e2e", e2e_step, check)
+        if "bench" in steps:
+            for shape in shapes:
+                check.step(f"bench-{shape}", bench_step, check, shape, args.memory_gib)
+        ok = write_report(check, started)
+        check.log.close()
+    print((out / "report.md").read_text())
+    return 0 if ok else 1
+
+
+# ---- wheels for the GPU machine ---------------------------------------------------------------------------------------
+def pinned(names: tuple[str, ...], constraints: Path) -> list[str]:
+    """name==version for each name, from constraints.txt (names compared case- and -/_-insensitively)."""
+    def norm(n: str) -> str:
+        return n.lower().replace("_", "-")
+
+    pins = {}
+    for line in constraints.read_text().splitlines():
+        if "==" in line and not line.startswith("#"):
+            name, version = line.split("==", 1)
+            pins[norm(name.strip())] = version.strip()
+    missing = [n for n in names if norm(n) not in pins]
+    if missing:
+        raise SystemExit(f"gpu_check: {constraints} pins no version of {', '.join(missing)}")
+    return [f"{n}=={pins[norm(n)]}" for n in names]
+
+
+def fetch_wheels(args) -> int:
+    """Download GPU_WHEELS (CPython 3.12, x86-64 manylinux, no dependencies: the list is complete) into `dest`."""
+    dest = Path(args.dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    platforms = [a for p in WHEEL_PLATFORMS for a in ("--platform", p)]
+    argv = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "--python-version",
+            "3.12", "--implementation", "cp", *platforms, "-d", str(dest),
+            *pinned(GPU_WHEELS, ROOT / "constraints.txt")]
+    done = subprocess.run(argv)
+    if done.returncode == 0:
+        size = sum(f.stat().st_size for f in dest.glob("*.whl"))
+        print(f"{len(list(dest.glob('*.whl')))} wheels, {size / 2**20:.1f} MiB in {dest}")
+    return done.returncode
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="run the check and write the report")
+    r.add_argument("--out", required=True, help="report folder ($OUT on the device machine)")
+    r.add_argument("--device", default="auto", help="auto (cuda when present), cuda or cpu")
+    r.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA), float32, bfloat16")
+    r.add_argument("--shapes", default=None, help="paper shapes to bench (default: qwen2.5-3b,qwen2.5-7b on CUDA, "
+                   "tiny on the CPU)")
+    r.add_argument("--memory-gib", type=float, default=24.0, help="memory cap of the largest-batch search "
+                   "(default 24: the paper's RTX 4090); 0 = the whole GPU")
+    r.add_argument("--budget-s", type=float, default=480, help="time budget of the whole check (default 8 min); "
+                   "a step that would start after it is reported as not run")
+    r.add_argument("--steps", default="env,cuda-tests,e2e,bench", help="which steps to run")
+    r.add_argument("--tests", default="tests", help="comma-separated pytest paths for the cuda-tests step")
+    r.set_defaults(fn=run)
+    w = sub.add_parser("fetch-wheels", help="download the wheels the GPU machine lacks")
+    w.add_argument("--dest", default=str(ROOT / ".whl"))
+    w.set_defaults(fn=fetch_wheels)
+    args = parser.parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""`llm-srt bench`: speed and memory in the shape of paper Table 7.
+
+    llm-srt bench [--model DIR] [--quick] [--json]                       # embedded models (bench/embedded.py)
+    llm-srt bench --device cuda --paper-shape qwen2.5-7b [--json-out F]  # paper shapes, random weights (paper.py)
+
+Both time the code users run (the systems' `run_batch`, `SpeechTranslator.translate`, `SpeechLLM.forward`), with
+timers read after `device.synchronize` and peak memory from `device.peak_memory_bytes` on CUDA (RSS on the CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from .. import device as dev
+from ..model.presets import PRESETS
+from .embedded import DEFAULT_MANIFEST, DEFAULT_TRAINED, QUICK, BenchOptions, _is_qformer_model, format_table, \
+    run_bench
+from .paper import TINY, PaperOptions, format_paper, run_paper
+
+__all__ = ["BenchOptions", "PaperOptions", "run_bench", "run_paper", "format_table", "format_paper", "main",
+           "add_arguments"]
+
+
+def add_arguments(parser) -> None:
+    dev.add_arguments(parser)
+    parser.add_argument("--paper-shape", choices=sorted(PRESETS), default=None,
+                        help="benchmark Whisper-large-v3 + this Qwen2.5 shape with random weights (no download) "
+                             "instead of the embedded models; 'tiny' runs the same path at test size")
+    parser.add_argument("--model", default=None, help="trained model folder whose Q-Former adapter is timed "
+                        f"(default: {DEFAULT_TRAINED} if it has one, else a fresh Q-Former on the embedded models)")
+    parser.add_argument("--n", type=int, default=None, help=f"utterances per configuration (default {BenchOptions.n})")
+    parser.add_argument("--new-tokens", type=int, default=None, help="generated tokens per utterance (default: "
+                        f"{BenchOptions.new_tokens}; with --paper-shape {PaperOptions.new_tokens})")
+    parser.add_argument("--manifest", default=DEFAULT_MANIFEST, help="utterances from this manifest "
+                        "(default: the embedded mini test set; espeak-ng clips if it is missing)")
+    parser.add_argument("--quick", action="store_true", help="fewer configurations (same JSON keys)")
+    parser.add_argument("--no-cascade", action="store_true", help="skip the cascade (c)")
+    parser.add_argument("--max-batch", type=int, default=None, help="--paper-shape: the largest-batch search stops "
+                        f"here (default {PaperOptions.max_batch}; 0 = no search)")
+    parser.add_argument("--memory-gib", type=float, default=None, help="--paper-shape: cap the GPU memory the "
+                        "largest-batch search may use (e.g. 24 for the paper's RTX 4090)")
+    parser.add_argument("--no-train", action="store_true", help="--paper-shape: skip the training-step rows")
+    parser.add_argument("--batches-per-row", type=int, default=None, help="--paper-shape: batches timed per row "
+                        f"(default {PaperOptions.batches_per_row})")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    parser.add_argument("--json-out", default=None, help="also write the JSON result to this file")
+
+
+def paper_options(args) -> PaperOptions:
+    o = PaperOptions(shape=args.paper_shape, memory_gib=args.memory_gib)
+    if args.paper_shape == "tiny":  # the test-size path: a small Q-Former, few and small batches
+        o = replace(o, **TINY)
+    return replace(o, new_tokens=args.new_tokens or o.new_tokens,
+                   max_batch=o.max_batch if args.max_batch is None else args.max_batch,
+                   batches_per_row=args.batches_per_row or o.batches_per_row,
+                   train_batch=0 if args.no_train else o.train_batch)
+
+
+def main(args) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    placement = dev.from_args(args)
+    log = lambda msg: print(f"[bench] {msg}", file=sys.stderr, flush=True)  # noqa: E731
+    if args.paper_shape:
+        with tempfile.TemporaryDirectory(prefix="llm-srt-bench-") as tmp:
+            result = run_paper(paper_options(args), placement, Path(tmp), log=log)
+        table = format_paper(result)
+    else:
+        model = args.model or (DEFAULT_TRAINED if _is_qformer_model(Path(DEFAULT_TRAINED)) else None)
+        options = BenchOptions(model=model, manifest=args.manifest, cascade=not args.no_cascade)
+        if args.quick:
+            options = replace(options, **QUICK)
+        options = replace(options, n=args.n or options.n, new_tokens=args.new_tokens or options.new_tokens)
+        result = run_bench(options, placement, log=log)
+        table = format_table(result)
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2) if args.json else table)
+    return 0

@@ -1,0 +1,171 @@
+"""What every bench measurement shares: fixed-length decoding through a system's real `run_batch`, timers that wait
+for the device, peak memory (GPU: torch's allocator peak; CPU: process RSS), and test clips."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .. import device as dev
+from ..audio import SAMPLE_RATE
+from ..errors import LLMSRTError
+from ..prompts import Task
+
+RSS_INTERVAL = 0.01  # seconds between RSS samples on the CPU
+
+
+def noise_clips(n: int, seconds: float, seed: int = 0) -> list[np.ndarray]:
+    """`n` clips of exactly `seconds` (16 kHz, quiet noise plus a tone): random-weight models do not care what is
+    said, only how long it is."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    return [(0.3 * np.sin(2 * np.pi * (200 + 37 * i) * t) + 0.05 * rng.standard_normal(t.size)).astype(np.float32)
+            for i in range(n)]
+
+
+def pin_eos(model) -> list[int]:
+    """Make every EOS logit exactly 0 (the output head's EOS rows zeroed), so a random-weight LLM never ends an
+    utterance early: among its ~150k random logits some are always larger, for greedy and beam search alike.
+    Only for benchmarks of random or throw-away weights; returns the EOS ids. `LLMCalls` checks the lengths."""
+    from ..model.decoding import eos_ids
+    from ..model.llm import causal_lm
+
+    ids = eos_ids(model.llm, model.tokenizer)
+    head = causal_lm(model.llm).get_output_embeddings()
+    with torch.no_grad():
+        head.weight[ids] = 0
+        if getattr(head, "bias", None) is not None:
+            head.bias[ids] = torch.finfo(head.bias.dtype).min
+    return ids
+
+
+class LLMCalls:
+    """Forward hook on the causal LM: one entry per `generate` (its prefill batch and length) with its forward
+    calls. A generation of N new tokens makes N calls (the prefill gives the first token). `keep_inputs`: also
+    keep each prefill's inputs_embeds and attention mask (to replay them)."""
+
+    def __init__(self, llm, keep_inputs: bool = False):
+        from ..model.llm import causal_lm
+
+        self.module = causal_lm(llm)
+        self.keep_inputs = keep_inputs
+        self.generations: list[dict] = []
+
+    def __enter__(self):
+        self.handle = self.module.register_forward_hook(self._hook, with_kwargs=True)
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.remove()
+
+    def _hook(self, module, args, kwargs, output):
+        embeds = kwargs.get("inputs_embeds")
+        if embeds is not None:  # a prefill starts a new generate
+            entry = {"shape": tuple(embeds.shape[:2]), "calls": 0}
+            if self.keep_inputs:
+                entry |= {"embeds": embeds, "mask": kwargs.get("attention_mask"),  # None: no padding
+                          "positions": kwargs.get("position_ids")}
+            self.generations.append(entry)
+        if self.generations:
+            self.generations[-1]["calls"] += 1
+
+
+class PeakMemory:
+    """Peak memory while the block runs: on CUDA torch's allocator peak (`device.peak_memory_bytes`), on the CPU
+    the process RSS sampled by a background thread. `.mib` after the block."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            dev.synchronize(self.device)
+            dev.reset_peak_memory(self.device)
+            return self
+        import psutil
+
+        self._process = psutil.Process()
+        self._peak = self._process.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self):
+        while not self._stop.wait(RSS_INTERVAL):
+            self._peak = max(self._peak, self._process.memory_info().rss)
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            dev.synchronize(self.device)
+            self.bytes = dev.peak_memory_bytes(self.device)
+        else:
+            self._stop.set()
+            self._thread.join()
+            self.bytes = max(self._peak, self._process.memory_info().rss)
+        self.mib = round(self.bytes / 2**20, 1)
+        self.kind = "gpu" if self.device.type == "cuda" else "rss"
+
+
+@dataclass(frozen=True)
+class DecodeRun:
+    """One timed pass of a system over utterances at one batch size."""
+
+    seconds: float
+    utterances: int
+    new_tokens: int  # generated per utterance (checked: every generation ran exactly this many LLM steps)
+    speech_tokens: int  # speech embeddings per utterance (the longest in the pass)
+    peak_mib: float
+    memory: str  # "gpu" (allocator peak) or "rss"
+
+
+def decode_pass(system, audios: list[np.ndarray], batch: int, options, src: str = "eng", tgt: str = "deu",
+                task: Task = Task.SRT, exact_tokens: bool = True) -> DecodeRun:
+    """All `audios` through `system.run_batch` (the code `translate`, `evaluate` and `serve` run) in batches of
+    `batch`, timed after `device.synchronize`. With `exact_tokens`, every generation must run exactly
+    `options.max_new_tokens` LLM steps (random weights with `pin_eos`): else a clear error, never a short row.
+    Any item error (an out-of-memory included) is raised, so a row is either whole or absent."""
+    from ..model.systems import Item
+
+    model = system.model
+    device = model.device
+    chunks = [audios[s:s + batch] for s in range(0, len(audios), batch)]
+    speech: list[int] = []  # speech embeddings per utterance, as the adapter made them
+    hook = model.adapter.register_forward_hook(lambda m, a, out: speech.append(int(out[1].sum(1).max())))
+    try:
+        with LLMCalls(model.llm) as calls, PeakMemory(device) as memory:
+            dev.synchronize(device)
+            t0 = time.perf_counter()
+            for chunk in chunks:
+                outputs = system.run_batch([Item(a, src, tgt, task) for a in chunk], options)
+                failed = [o.error for o in outputs if o.error]
+                if failed:
+                    raise LLMSRTError(f"bench: {system.name}: {failed[0]}")
+            dev.synchronize(device)
+            seconds = time.perf_counter() - t0
+    finally:
+        hook.remove()
+    steps = {g["calls"] for g in calls.generations}
+    if len(calls.generations) != len(chunks):
+        raise LLMSRTError(f"bench: {len(chunks)} batches ran {len(calls.generations)} generations")
+    if exact_tokens and steps != {options.max_new_tokens}:
+        raise LLMSRTError(f"bench: generations ran {sorted(steps)} LLM steps, not exactly {options.max_new_tokens}; "
+                          "an utterance ended early, so rows would not be comparable")
+    return DecodeRun(round(seconds, 4), len(audios), max(steps), max(speech), memory.mib, memory.kind)
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    return isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in str(error).lower()
+
+
+def release(device: torch.device) -> None:
+    """Give cached GPU blocks back after a model or an out-of-memory probe (no-op on the CPU)."""
+    import gc
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()

@@ -1,0 +1,322 @@
+"""`llm-srt bench --paper-shape qwen2.5-3b|qwen2.5-7b`: paper Table 7 at the paper's shapes, random weights.
+
+The models come from `model/presets.py` (Whisper-large-v3 encoder + Qwen2.5, built straight on the device from
+config.json; no download) and run through the code users run: `SpeechLLMSystem.run_batch` (model/systems.py) for
+decoding, `SpeechLLM.forward` + backward + AdamW for training steps. Two systems share the LLM shape:
+
+- LLM-SRT: Whisper at the clip's length -> Q-Former (80 queries, the paper's) -> LLM;
+- Qwen2-Audio style: Whisper on 30 s padded input -> 2x average pooling (750 speech tokens) -> the same LLM.
+
+Every utterance is a 10 s clip and decodes exactly `new_tokens` tokens (EOS logit pinned to 0, see
+`common.pin_eos`, and checked per generation), so the rows differ only in what the systems do. A row times
+batch x `batches_per_row` utterances after a warm-up and reports seconds per 1,000 utterances. Then each system's
+largest batch that fits (doubling from `search_from` until CUDA runs out of memory or `max_batch`), optionally
+under a memory cap (`memory_gib`: the paper's RTX 4090 has 24 GiB), and the training step of the SRT stage at
+batch 16 with and without activation checkpointing. Peak memory is torch's allocator peak on CUDA, RSS on the CPU.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import device as dev
+from ..device import Placement
+from ..errors import LLMSRTError
+from ..model import presets
+from ..model.decoding import DecodingOptions
+from ..prompts import Task, build
+from .common import PeakMemory, decode_pass, is_out_of_memory, noise_clips, pin_eos, release
+
+SYSTEMS = {  # system -> (SpeechLLMConfig fields, table name)
+    "llm-srt": ({"adapter": "qformer", "pad_to_30s": False}, "LLM-SRT (Q-Former)"),
+    "pooled-750": ({"adapter": "pooled", "pad_to_30s": True}, "Qwen2-Audio-style (2x pooled)"),
+}
+GOAL_SECONDS_PER_1000 = 19.0  # paper Table 7: LLM-SRT-7B greedy, 1,000 utterances at batch 64 on 4 RTX 4090s
+GOAL_SPEEDUP = 3.0  # the Q-Former's utterances/s over the pooled projector's at equal memory
+
+
+@dataclass(frozen=True)
+class PaperOptions:
+    shape: str = "qwen2.5-7b"  # a key of model.presets.PRESETS
+    new_tokens: int = 64  # generated per utterance (transcript + tags + translation of ~10 s of speech)
+    clip_seconds: float = 10.0
+    batch_sizes: tuple[int, ...] = (1, 8, 16, 32, 64)  # LLM-SRT greedy
+    beam_size: int = 5
+    beam_batch_sizes: tuple[int, ...] = (4, 8)  # LLM-SRT beam search
+    pooled_batch_sizes: tuple[int, ...] = (8, 64)  # the pooled system at equal batch
+    batches_per_row: int = 2  # utterances per row = batch x this (at least min_utterances)
+    min_utterances: int = 4
+    search_from: int = 128  # the largest-batch search doubles from here ...
+    max_batch: int = 1024  # ... up to here (0: no search)
+    memory_gib: float | None = None  # cap torch's CUDA allocator during the search (emulate a smaller GPU)
+    train_batch: int = 16  # training-step rows (0: none)
+    train_speech_frames: int = 500  # Whisper frames of a 10 s clip (cached features, as the recipe trains)
+    train_target_tokens: int = 96  # SRT target: transcript + tags + translation, plus EOS
+    train_steps: int = 3  # timed steps (after one warm-up step)
+    adapter_kwargs: dict | None = None  # Q-Former options (None: the paper's); tests shrink it
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.new_tokens < 2 or self.batches_per_row < 1 or self.train_steps < 1:
+            raise LLMSRTError("bench: new_tokens must be >= 2, batches_per_row and train_steps >= 1")
+        presets.get(self.shape)
+
+
+TINY = dict(  # --paper-shape tiny: the same path at test size (a small Q-Former, few and small batches)
+    adapter_kwargs={"num_queries": 8, "hidden_size": 32, "num_layers": 1, "num_heads": 4, "intermediate_size": 64},
+    new_tokens=4, batch_sizes=(1, 2), beam_size=2, beam_batch_sizes=(2,), pooled_batch_sizes=(2,), batches_per_row=1,
+    min_utterances=2, search_from=4, max_batch=4, train_batch=2, train_target_tokens=8, train_steps=1)
+
+
+def run_paper(options: PaperOptions, placement: Placement, workdir: Path, log=lambda msg: None) -> dict:
+    """Every row for one paper shape; returns the JSON-ready result."""
+    started = time.perf_counter()
+    torch.manual_seed(options.seed)
+    folders = presets.write_folders(options.shape, workdir)
+    clips = noise_clips(max(options.batch_sizes + options.pooled_batch_sizes + options.beam_batch_sizes),
+                        options.clip_seconds, options.seed)
+    rows, search, train = [], {}, []
+    for system_name in SYSTEMS:
+        log(f"{system_name}: building {options.shape} (random weights) on {placement}")
+        model, system = build_system(system_name, folders, placement, options)
+        greedy = DecodingOptions(max_new_tokens=options.new_tokens)
+        decode_pass(system, clips[:1], 1, replace(greedy, max_new_tokens=2))  # warm-up (kernels, allocator)
+        plan = ([(1, b) for b in options.batch_sizes] + [(options.beam_size, b) for b in options.beam_batch_sizes]
+                if system_name == "llm-srt" else [(1, b) for b in options.pooled_batch_sizes])
+        for beam, batch in plan:
+            log(f"{system_name}: {'greedy' if beam == 1 else f'beam {beam}'} batch {batch}")
+            n = max(batch * options.batches_per_row, options.min_utterances)
+            rows.append(row(system_name, beam, batch, decode_pass(system, cycle(clips, n), batch,
+                                                                  replace(greedy, beam_size=beam))))
+        if options.max_batch:
+            search[system_name] = largest_batch(system, clips, greedy, options, placement.device, log)
+        if system_name == "llm-srt" and options.train_batch:
+            train = training_rows(model, options, placement, log)
+        del model, system
+        release(placement.device)
+    return summarize(options, placement, rows, search, train, time.perf_counter() - started)
+
+
+def build_system(name: str, folders: presets.PresetFolders, placement: Placement, options: PaperOptions):
+    """A random-weight SpeechLLM of the preset's shape straight on the device, behind its real system."""
+    from ..model.speech_llm import SpeechLLM, SpeechLLMConfig
+    from ..model.systems import SpeechLLMSystem
+
+    fields, _ = SYSTEMS[name]
+    kwargs = dict(options.adapter_kwargs or {}) if fields["adapter"] == "qformer" else {}
+    config = SpeechLLMConfig(encoder=str(folders.encoder), llm=str(folders.llm), adapter_kwargs=kwargs,
+                             dtype=placement.dtype_name, **fields)
+    model = SpeechLLM(config, device=placement.device, weights=False).eval()
+    pin_eos(model)
+    model.encoder  # built now (it is lazy), so the first timed row does not pay for it
+    return model, SpeechLLMSystem(model, name, placement)
+
+
+def cycle(clips: list[np.ndarray], n: int) -> list[np.ndarray]:
+    return [clips[i % len(clips)] for i in range(n)]
+
+
+def row(system: str, beam: int, batch: int, run) -> dict:
+    return {"system": system, "beam": beam, "batch_size": batch, "utterances": run.utterances,
+            "seconds": run.seconds, "seconds_per_1000": round(run.seconds / run.utterances * 1000, 2),
+            "utterances_per_s": round(run.utterances / run.seconds, 2), "new_tokens": run.new_tokens,
+            "speech_tokens": run.speech_tokens, "peak_mib": run.peak_mib, "memory": run.memory}
+
+
+def largest_batch(system, clips, greedy: DecodingOptions, options: PaperOptions, device: torch.device, log) -> dict:
+    """The largest batch that fits: one timed batch per probe, doubling from `search_from` until CUDA runs out of
+    memory or `max_batch` is reached (halving instead when `search_from` itself does not fit). Under `memory_gib`
+    torch's CUDA allocator is capped to that much (weights included) for the search only."""
+    capped = options.memory_gib is not None and device.type == "cuda"
+    if capped:
+        total = torch.cuda.get_device_properties(device).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, options.memory_gib * 2**30 / total), device)
+    probes, oom_at, batch, upwards = [], None, options.search_from, True
+    try:
+        while 1 <= batch <= options.max_batch:
+            log(f"{system.name}: largest batch: trying {batch}")
+            run = probe(system, cycle(clips, batch), batch, greedy, device)
+            if run is not None:
+                probes.append(row(system.name, 1, batch, run))
+                if not upwards:
+                    break  # searching downwards: the first batch that fits is the largest
+                batch *= 2
+                continue
+            oom_at = batch  # the smallest batch seen not to fit
+            if probes:
+                break
+            upwards, batch = False, batch // 2  # search_from itself does not fit: halve until one does
+    finally:
+        if capped:
+            torch.cuda.set_per_process_memory_fraction(1.0, device)
+        release(device)
+    return {"probes": probes, "largest_fit": max((p["batch_size"] for p in probes), default=None),
+            "out_of_memory_at": oom_at, "capped_at_max_batch": oom_at is None,
+            "memory_gib": options.memory_gib if capped else None}
+
+
+def probe(system, audios, batch: int, greedy: DecodingOptions, device: torch.device):
+    """decode_pass, or None when it ran out of memory (the memory is released outside the except block, where the
+    traceback no longer holds the failed batch's tensors)."""
+    try:
+        return decode_pass(system, audios, batch, greedy)
+    except Exception as e:
+        if not is_out_of_memory(e):
+            raise
+    release(device)
+    return None
+
+
+def training_rows(model, options: PaperOptions, placement: Placement, log) -> list[dict]:
+    """Seconds per step and peak memory of the SRT stage's step at `train_batch`: SpeechLLM.forward on cached
+    encoder features (the recipe's input) + backward to the Q-Former + AdamW, under the recipe's bf16 autocast on
+    CUDA; first without, then with `train.parallel.apply_activation_checkpointing` (it cannot be undone)."""
+    from ..train.parallel import apply_activation_checkpointing
+
+    device = placement.device
+    batch = training_batch(model, options)
+    params = model.trainable_parameters()
+    optimizer = torch.optim.AdamW(params, lr=1e-5)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    out = []
+    model.train()
+    for checkpointing in (False, True):
+        layers = apply_activation_checkpointing(model) if checkpointing else 0
+        log(f"llm-srt: training step, batch {options.train_batch}, activation checkpointing "
+            f"{'on (' + str(layers) + ' layers)' if checkpointing else 'off'}")
+        times, loss, oom = [], None, False
+        try:
+            with PeakMemory(device) as memory:
+                for step in range(options.train_steps + 1):  # step 0 warms up
+                    dev.synchronize(device)
+                    t0 = time.perf_counter()
+                    optimizer.zero_grad(set_to_none=True)
+                    with autocast:
+                        loss = model(batch)["loss"]
+                    loss.backward()
+                    optimizer.step()
+                    dev.synchronize(device)
+                    if step:
+                        times.append(time.perf_counter() - t0)
+        except Exception as e:
+            if not is_out_of_memory(e):
+                raise
+            oom = True
+        if oom:
+            loss = None
+            optimizer.zero_grad(set_to_none=True)
+            release(device)
+            out.append({"activation_checkpointing": checkpointing, "batch_size": options.train_batch,
+                        "out_of_memory": True})
+            continue
+        if not torch.isfinite(loss):
+            raise LLMSRTError(f"bench: training step loss is {loss.item()}")
+        out.append({"activation_checkpointing": checkpointing, "layers_recomputed": layers,
+                    "batch_size": options.train_batch, "s_per_step": round(float(np.median(times)), 4),
+                    "steps": options.train_steps, "peak_mib": memory.mib, "memory": memory.kind,
+                    "target_tokens": options.train_target_tokens, "out_of_memory": False})
+    model.eval()
+    optimizer.zero_grad(set_to_none=True)
+    return out
+
+
+def training_batch(model, options: PaperOptions) -> dict:
+    """An SRT batch as the recipe feeds it: cached encoder features (B, frames, d) with their mask, the prompt
+    `<|eng|><|deu|>` and `train_target_tokens` target ids ending with EOS (pre-tokenized)."""
+    g = torch.Generator().manual_seed(options.seed)
+    b, frames = options.train_batch, options.train_speech_frames
+    features = torch.randn(b, frames, model.encoder_dim, generator=g).to(model.device)
+    prompt = model.tokenizer(build(Task.SRT, "eng", "deu")[0], add_special_tokens=False)["input_ids"]
+    vocab = len(model.tokenizer)
+    targets = torch.randint(0, vocab, (b, options.train_target_tokens - 1), generator=g).tolist()
+    eos = model.tokenizer.eos_token_id
+    return {"features": features, "feature_mask": torch.ones(b, frames, dtype=torch.bool, device=model.device),
+            "prompt_ids": [list(prompt)] * b, "target_ids": [t + [eos] for t in targets]}
+
+
+def summarize(options: PaperOptions, placement: Placement, rows: list[dict], search: dict, train: list[dict],
+              seconds: float) -> dict:
+    def find(system, beam, batch):
+        return next((r for r in rows if (r["system"], r["beam"], r["batch_size"]) == (system, beam, batch)), None)
+
+    equal = {}
+    for batch in options.pooled_batch_sizes:
+        a, b = find("llm-srt", 1, batch), find("pooled-750", 1, batch)
+        if a and b:
+            equal[str(batch)] = round(a["utterances_per_s"] / b["utterances_per_s"], 2)
+    greedy = [r for r in rows if r["system"] == "llm-srt" and r["beam"] == 1]
+    for probe in search.get("llm-srt", {}).get("probes", []):
+        greedy.append(probe)
+    best = min(greedy, key=lambda r: r["seconds_per_1000"]) if greedy else None
+
+    def best_of(system):
+        """The fastest greedy run of `system` that stayed within the search's memory cap (if any)."""
+        cap = search.get(system, {}).get("memory_gib")
+        candidates = [r for r in rows if r["system"] == system and r["beam"] == 1] + search.get(system, {}).get(
+            "probes", [])
+        candidates = [r for r in candidates if cap is None or r["peak_mib"] <= cap * 1024]
+        return max(candidates, key=lambda r: r["utterances_per_s"]) if candidates else None
+
+    fit = {s: best_of(s) for s in SYSTEMS}
+    at_largest = (round(fit["llm-srt"]["utterances_per_s"] / fit["pooled-750"]["utterances_per_s"], 2)
+                  if all(fit.values()) and search else None)
+    counts = presets.parameter_counts(options.shape)
+    return {
+        "shape": options.shape, "device": str(placement.device), "dtype": placement.dtype_name,
+        "gpu": torch.cuda.get_device_name(placement.device) if placement.cuda else None,
+        "torch": torch.__version__, "parameters": counts, "options": asdict(options),
+        "decode": rows, "largest_batch": search, "train": train,
+        "best_greedy": {k: best[k] for k in ("batch_size", "seconds_per_1000", "utterances_per_s")} if best else None,
+        "qformer_vs_pooled_at_equal_batch": equal,
+        "qformer_vs_pooled_at_largest_batch": at_largest,
+        "goals": {"seconds_per_1000_at_best_batch": {"target": GOAL_SECONDS_PER_1000, "value": best and
+                                                     best["seconds_per_1000"],
+                                                     "met": bool(best and best["seconds_per_1000"] <= GOAL_SECONDS_PER_1000)},
+                  "qformer_vs_pooled_at_equal_memory": {"target": GOAL_SPEEDUP, "value": at_largest,
+                                                        "met": bool(at_largest and at_largest >= GOAL_SPEEDUP)}},
+        "bench_seconds": round(seconds, 1),
+    }
+
+
+def millions(n: int) -> str:
+    return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.1f}M"
+
+
+def format_paper(result: dict) -> str:
+    """Paper Table 7's shape: seconds per 1,000 utterances by system, search and batch; then the search, the
+    training steps and the goals."""
+    o = result["options"]
+    mem = "GPU peak MiB" if result["device"].startswith("cuda") else "RSS peak MiB"
+    lines = [f"Paper shape {result['shape']} (LLM {millions(result['parameters']['llm'])}, Whisper encoder "
+             f"{millions(result['parameters']['encoder'])}; random weights) on {result['gpu'] or result['device']} "
+             f"{result['dtype']}: {o['clip_seconds']:g} s clips, exactly {o['new_tokens']} generated tokens each",
+             "",
+             f"{'system':38} {'search':8} {'batch':>5} {'s/1000 utt':>11} {'utt/s':>8} {'speech tok':>10} "
+             f"{mem:>13}"]
+    probes = [p for s in result["largest_batch"].values() for p in s["probes"]]
+    for r in result["decode"] + probes:
+        search = "greedy" if r["beam"] == 1 else f"beam {r['beam']}"
+        lines.append(f"{SYSTEMS[r['system']][1]:38} {search:8} {r['batch_size']:>5} {r['seconds_per_1000']:>11.1f} "
+                     f"{r['utterances_per_s']:>8.2f} {r['speech_tokens']:>10} {r['peak_mib']:>13.0f}")
+    lines.append("")
+    for system, s in result["largest_batch"].items():
+        cap = f" under a {s['memory_gib']:g} GiB cap" if s["memory_gib"] else ""
+        end = (f"out of memory at {s['out_of_memory_at']}" if s["out_of_memory_at"] else
+               f"no out-of-memory up to the search's end ({o['max_batch']})")
+        lines.append(f"largest batch{cap}, {SYSTEMS[system][1]}: {s['largest_fit']} ({end})")
+    for t in result["train"]:
+        ckpt = "with" if t["activation_checkpointing"] else "without"
+        lines.append(f"training step (SRT stage, batch {t['batch_size']}) {ckpt} activation checkpointing: " +
+                     ("out of memory" if t["out_of_memory"] else f"{t['s_per_step']:.3f} s/step, peak "
+                      f"{t['peak_mib']:.0f} MiB"))
+    lines.append(f"Q-Former / pooled utterances/s at equal batch: {result['qformer_vs_pooled_at_equal_batch']}; "
+                 f"at each one's largest batch: {result['qformer_vs_pooled_at_largest_batch']}")
+    for key, goal in result["goals"].items():
+        lines.append(f"goal {key}: {goal['value']} (target {goal['target']}) {'met' if goal['met'] else 'MISSED'}")
+    lines.append(f"(bench took {result['bench_seconds']:.0f} s)")
+    return "\n".join(lines)

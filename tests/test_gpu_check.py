@@ -1,0 +1,51 @@
+"""`make gpu-check`'s CPU path: the same steps as on a GPU (cuda tests, tiny curriculum + kill/resume + translate +
+evaluate through the CLI, the paper-shape bench at tiny size), with its report; and the wheel list it needs."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+import gpu_check  # noqa: E402
+
+
+def run_check(out: Path, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, GPU_PYTHON=sys.executable, USE_WHEELS="0")
+    return subprocess.run([str(ROOT / "scripts" / "gpu-check.sh"), str(out), *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_cpu_path_runs_every_step_and_writes_the_report(tmp_path):
+    done = run_check(tmp_path, "cpu", "--tests", "tests/test_device.py")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads((tmp_path / "report.json").read_text())
+    steps = {s["step"]: s for s in report["steps"]}
+    assert list(steps) == ["env", "cuda-tests", "e2e", "bench-tiny"] and report["ok"]
+    assert steps["cuda-tests"]["tests"] >= 1 and steps["cuda-tests"]["skipped"] == steps["cuda-tests"]["tests"]
+    assert steps["e2e"]["parts"] == {"curriculum": True, "kill_resume": True, "translate": True, "evaluate": True}
+    bench = steps["bench-tiny"]["result"]
+    assert bench["shape"] == "tiny" and bench["decode"] and len(bench["train"]) == 2
+    md = (tmp_path / "report.md").read_text()
+    assert "**passed**" in md and "| e2e | ok |" in md and "LLM-SRT (Q-Former)" in md
+    log = (tmp_path / "gpu-check.log").read_text()
+    assert "resumed from" in log and "killed: True" in log
+
+
+def test_a_failed_step_fails_the_check(tmp_path):
+    done = run_check(tmp_path, "cuda", "--steps", "env")  # asks for CUDA where torch sees none
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert done.returncode == 1 and not report["ok"] and "no CUDA GPU" in report["steps"][0]["error"]
+    assert "**FAILED**" in (tmp_path / "report.md").read_text()
+
+
+def test_every_wheel_is_pinned_in_constraints():
+    pins = gpu_check.pinned(gpu_check.GPU_WHEELS, ROOT / "constraints.txt")
+    assert len(pins) == len(gpu_check.GPU_WHEELS) and all("==" in p for p in pins)
+    assert "transformers==5.23.0" in pins  # the version the tests run with, not the GPU image's own
+    with pytest.raises(SystemExit, match="no-such-package"):
+        gpu_check.pinned(("no-such-package",), ROOT / "constraints.txt")
