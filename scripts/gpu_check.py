@@ -205,6 +205,7 @@ def e2e_step(check: Check) -> dict:
 
     done = check.cli("e2e curriculum", "curriculum", str(ROOT / "configs" / "embedded"), "--out-root", str(runs),
                      *common, "save_every=2", "asr:max_steps=4", "smt:max_steps=2", "srt:max_steps=2",
+                     "srt:activation_checkpointing=true",
                      timeout=limit)
     final = runs / "srt" / "final"
     parts["curriculum"] = done.returncode == 0 and (final / "config.json").is_file()
