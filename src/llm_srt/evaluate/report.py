@@ -2,8 +2,8 @@
 
 From each system's utterances: BLEU per direction, averages per source (src -> X) and per target (X -> tgt) as in
 the paper's Tables 3/4, the full src x tgt matrix (Table 18), the average over directions, and WER/CER of the
-transcript per source language. Files: results.json, report.md, bleu_matrix.png and, given text-MT BLEU of the
-same directions, mt_vs_s2tt.png (Figure 3).
+transcript per source language. Files: results.json, report.md, bleu_matrix.png and, given a system's own LLM on
+text MT of the same rows (`build_report(mt=)`), mt_vs_s2tt.png (Figure 3).
 
 A failed utterance (an error, CUDA out-of-memory included, or no output) is scored as an empty hypothesis: it
 enters BLEU of its direction with "" and, when the system writes transcripts, WER/CER with "". It is never dropped:
