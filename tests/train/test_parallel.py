@@ -163,8 +163,9 @@ def test_fsdp_in_one_process_shards_over_its_own_group_and_matches_the_plain_mod
     assert not dist.is_initialized()
     reference, model = _model(folders), _model(folders)
     par = Parallel(model, "fsdp", Dist(), torch.device("cpu"), activation_checkpointing=True)
+    store = Path(par._own_group)
     try:
-        assert par.sharded and par.checkpointed_layers == 3 and dist.get_world_size() == 1
+        assert par.sharded and par.checkpointed_layers == 3 and dist.get_world_size() == 1 and store.is_dir()
         par.wrap()
         assert all(isinstance(p, DTensor) for p in model.llm.parameters())
         calls = _count_layer_forwards(model)
@@ -181,7 +182,7 @@ def test_fsdp_in_one_process_shards_over_its_own_group_and_matches_the_plain_mod
         assert par.trainable_state()["lora"].keys() == reference.trainable_state()["lora"].keys()
     finally:
         par.close()
-    assert not dist.is_initialized()  # the group made for this run is gone; the next run makes its own
+    assert not dist.is_initialized() and not store.exists()  # the group made for this run is gone
 
 
 def test_fsdp_needs_rank_0_to_hold_the_weights(folders):

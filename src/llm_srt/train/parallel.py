@@ -25,6 +25,7 @@ process and the other way round.
 
 import contextlib
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from datetime import timedelta
@@ -142,7 +143,7 @@ class Parallel:
         self.sharded = strategy == "fsdp"
         self.runner: nn.Module = model
         self.checkpointed_layers = apply_activation_checkpointing(model) if activation_checkpointing else 0
-        self._own_group = False
+        self._own_group: str | None = None  # the store folder of a 1-rank group made here
         if self.sharded and not dist.is_initialized():
             if d.world > 1:
                 raise LLMSRTError(f"distributed: fsdp on {d.world} ranks but no process group; call "
@@ -163,7 +164,9 @@ class Parallel:
         """End the 1-rank process group this object made (a torchrun group belongs to the launcher)."""
         if self._own_group and dist.is_initialized():
             dist.destroy_process_group()
-        self._own_group = False
+        if self._own_group:
+            shutil.rmtree(self._own_group, ignore_errors=True)
+        self._own_group = None
 
     def llm_numel(self) -> tuple[int, int]:
         """(LLM parameters held by this rank, LLM parameters in all)."""
@@ -214,13 +217,14 @@ def _full(t: torch.Tensor) -> torch.Tensor:
     return t.full_tensor() if isinstance(t, DTensor) else t
 
 
-def _init_single_process_group(device: torch.device) -> bool:
-    """A process group of one rank (gloo on the CPU, NCCL on CUDA) over a file store: no port to pick."""
+def _init_single_process_group(device: torch.device) -> str:
+    """A process group of one rank (gloo on the CPU, NCCL on CUDA) over a file store (no port to pick); returns
+    the store's folder."""
     store_dir = tempfile.mkdtemp(prefix="llm-srt-pg-")
     store = dist.FileStore(os.path.join(store_dir, "store"), 1)
     dist.init_process_group(_backend(device), store=store, rank=0, world_size=1,
                             device_id=device if device.type == "cuda" else None)
-    return True
+    return store_dir
 
 
 def decoder_layers(llm: nn.Module) -> list[nn.Module]:
