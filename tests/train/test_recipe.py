@@ -365,3 +365,25 @@ def test_resume_tells_the_run_log_of_gpu_rng_states_this_host_lacks():
     messages = []
     recipe._restore_rng(state, Dist(), seed=0, step=3, log=messages.append)
     assert len(messages) == 1 and "2 GPU generator state(s)" in messages[0] and "dropped 2" in messages[0]
+
+
+@pytest.mark.cuda
+def test_on_a_gpu_auto_trains_in_bf16_with_one_process_fsdp_and_activation_checkpointing(tiny_setup, tmp_path):
+    """The 7B/32B paper configs' path on one GPU: device/dtype auto -> cuda + bf16 frozen weights (fp32 adapter and
+    LoRA), bf16 autocast, FSDP over a 1-rank group, decoder layers recomputed in backward; then a resume."""
+    import torch.distributed as dist
+
+    args = overrides(tiny_setup, tmp_path / "gpu", max_steps=4, save_every=2, **{
+        "distributed": "fsdp", "activation_checkpointing": True, "model.lora": "{r: 4, alpha: 8}",
+        "trainable": "[adapter, lora]", "data.tasks": "{srt: 0.7, asr: 0.3}",
+        "data.feature_cache": str(tmp_path / "features")})
+    messages = []
+    final = recipe.train(recipe.load_config(None, [*args, "max_steps=2"]), log=messages.append)
+    assert any("(cuda:0 bfloat16)" in m for m in messages), messages
+    assert any("FSDP over 1 ranks" in m for m in messages) and any("activation checkpointing" in m for m in messages)
+    assert _final_config(final)["dtype"] == "bfloat16" and not dist.is_initialized()
+    messages.clear()
+    recipe.train(recipe.load_config(None, args), log=messages.append)
+    assert any("resumed from" in m and "at step 2" in m for m in messages)
+    losses = _losses(tmp_path / "gpu")
+    assert len(losses) == 4 and all(math.isfinite(x) for x in losses)
