@@ -233,7 +233,9 @@ def test_torchrun_two_ranks_merge_to_the_one_process_report(model_dir, manifest,
                            "-m", "llm_srt.cli", "evaluate", *common, "--out", str(tmp_path / "two")],
                           env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "(rank 1 of 2)" in done.stdout and "(rank 0 of 2)" in done.stdout
+    rows = read_manifest(manifest)
+    for k in range(2):  # each rank ran its length-bucketed shard
+        assert f"tiny: {len(run.shard(rows, k, 2))} rows as srt on cpu float32 (rank {k} of 2)" in done.stdout
     assert cli.main(["evaluate", *common, "--out", str(tmp_path / "one")]) == 0
     for name in ("results.json", "report.md", "hyps.tiny.jsonl", "mt.tiny.jsonl"):
         assert (tmp_path / "two" / name).read_text() == (tmp_path / "one" / name).read_text(), name
