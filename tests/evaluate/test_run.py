@@ -196,7 +196,7 @@ def test_asr_task(model_dir, manifest, tmp_path):
 
 
 def test_with_mt_scores_the_models_own_llm(model_dir, manifest, tmp_path):
-    report = run.evaluate({"tiny": str(model_dir)}, manifest, tmp_path, task="srt", options=OPTS, batch_size=1,
+    report = run.evaluate({"tiny": str(model_dir)}, manifest, tmp_path, task="srt", options=OPTS, batch_size=4,
                           with_mt=True, placement=CPU, log=lambda *_: None)
     mt = {h.id: h for h in load_results(tmp_path / "mt.tiny.jsonl")}
     assert len(mt) == 2 * N + 1 and all(h.task == "mt" for h in mt.values())  # every row with a target; no ASR rows
