@@ -387,3 +387,19 @@ def test_on_a_gpu_auto_trains_in_bf16_with_one_process_fsdp_and_activation_check
     assert any("resumed from" in m and "at step 2" in m for m in messages)
     losses = _losses(tmp_path / "gpu")
     assert len(losses) == 4 and all(math.isfinite(x) for x in losses)
+
+
+def test_an_adapter_option_that_init_from_would_ignore_is_an_error(tiny_setup, tmp_path):
+    recipe.train(recipe.load_config(None, overrides(tiny_setup, tmp_path / "s1", max_steps=1)), log=lambda *_: None)
+    start = {"model.init_from": tmp_path / "s1" / "final", "max_steps": 1}
+    kwargs = "{num_queries: 8, hidden_size: 32, num_layers: 1, num_heads: 4, intermediate_size: 64}"
+    cfg = recipe.load_config(None, overrides(tiny_setup, tmp_path / "s2", **start, **{"model.adapter_kwargs": kwargs}))
+    with pytest.raises(ConfigError, match=r"model.adapter_kwargs.num_queries: 8 here, but the adapter of model.init_"
+                                          r"from .*s1/final has 4"):
+        recipe.train(cfg, log=lambda *_: None)
+    cfg = recipe.load_config(None, overrides(tiny_setup, tmp_path / "s3", **start, **{
+        "model.adapter": "linear", "model.adapter_kwargs": "{k: 2}"}))
+    with pytest.raises(ConfigError, match=r"model.adapter: linear here, but model.init_from .* holds a qformer"):
+        recipe.train(cfg, log=lambda *_: None)
+    same = recipe.load_config(None, overrides(tiny_setup, tmp_path / "s4", **start))  # the options it was made with
+    assert (recipe.train(same, log=lambda *_: None) / "config.json").is_file()

@@ -235,6 +235,7 @@ class Recipe:
                                   "previous stage first or fix the path")
             # the encoder / LLM paths come from this config, not the folder's config.json (it may come from
             # another host); the adapter's shape comes from the folder
+            _check_adapter_matches(m, init)
             self.model = SpeechLLM.from_pretrained(init, encoder=m.encoder, llm=m.llm, lora=m.lora,
                                                    trainable=model_cfg.trainable, dtype=model_cfg.dtype,
                                                    pad_to_30s=m.pad_to_30s, **place)
@@ -393,6 +394,23 @@ class Recipe:
                 sink.close()
         if self.parallel is not None:
             self.parallel.close()
+
+
+def _check_adapter_matches(m: ModelSection, init: Path) -> None:
+    """The adapter of a run started from `init` is the one saved there: an adapter option this config sets to
+    another value would silently not apply, so it is an error naming the key."""
+    from ..model.speech_llm import read_config
+
+    saved = read_config(init)
+    kwargs = saved.get("adapter_kwargs") or {}
+    if m.adapter_kwargs and saved.get("adapter") != m.adapter:
+        raise ConfigError(f"model.adapter: {m.adapter} here, but model.init_from {init} holds a {saved.get('adapter')} "
+                          "adapter (it is the one trained on); set the same adapter and options or drop them")
+    for key, value in m.adapter_kwargs.items():
+        if kwargs.get(key) != value:
+            raise ConfigError(f"model.adapter_kwargs.{key}: {value!r} here, but the adapter of model.init_from {init} "
+                              f"has {kwargs.get(key)!r} (its adapter is the one trained on); make them match or drop "
+                              "the key")
 
 
 def _save_final(model, out: Path, weights: dict, cfg: TrainConfig) -> None:
