@@ -1,10 +1,12 @@
 from collections import Counter
+from itertools import islice
 
 import numpy as np
 import pytest
 import torch
 
-from llm_srt.data.loader import BucketBatchSampler, SpeechTextDataset, collate
+from llm_srt.data.loader import (BucketBatchSampler, SpeechTextDataset, collate, pad_features, stratified,
+                                 weighted_rows)
 from llm_srt.data.manifest import Row
 from llm_srt.errors import LLMSRTError
 from llm_srt.prompts import Task
@@ -172,3 +174,68 @@ def test_collate_pads_features_with_a_mask_or_loads_audio(tmp_path, audio_file):
     assert collate([mt[0]])["audio"] == [None]
     with pytest.raises(LLMSRTError, match="one D"):
         collate(examples[:2], [np.ones((2, 3)), np.ones((2, 4))])
+
+
+def test_pad_features_matches_row_by_row_padding_and_rejects_bad_shapes():
+    rng = np.random.default_rng(0)
+    feats = [rng.standard_normal((n, 6)).astype(np.float16) for n in (7, 1, 12, 3)]
+    padded, mask = pad_features(feats)
+    assert padded.shape == (4, 12, 6) and padded.dtype == torch.float32 and mask.shape == (4, 12)
+    for i, f in enumerate(feats):
+        assert torch.equal(padded[i, :len(f)], torch.from_numpy(f.astype(np.float32)))
+        assert padded[i, len(f):].abs().sum() == 0 and mask[i].tolist() == [True] * len(f) + [False] * (12 - len(f))
+    with pytest.raises(LLMSRTError, match="one D"):
+        pad_features([np.ones((2, 3)), np.ones(3)])
+    with pytest.raises(LLMSRTError, match="one D"):
+        pad_features([])
+
+
+def test_weighted_rows_follow_the_weights_and_keep_every_row():
+    big = _rows(10, langs=("eng", "deu"))  # 40 rows
+    small = [r for r in _rows(2, langs=("fra", "spa")) if r.is_asr]  # 4 rows
+    assert weighted_rows([big, small]) == big + small
+    mixed = weighted_rows([big, small], [0.8, 0.2], seed=1)
+    counts = Counter(r.src_lang in ("fra", "spa") for r in mixed)
+    assert counts == {False: 40, True: 10}  # every big row once; small ones to 20% of 50: 2 copies + 2 drawn
+    assert set(mixed) >= set(big) | set(small)
+    assert Counter(r.id for r in mixed if r in small).most_common()[-1][1] >= 2
+    assert mixed == weighted_rows([big, small], [0.8, 0.2], seed=1) != weighted_rows([big, small], [0.8, 0.2], 2)
+    # a light weight on the bigger manifest: it is still read whole, and the small one repeated to match
+    flipped = weighted_rows([big, small], [0.2, 0.8])
+    assert Counter(r in small for r in flipped) == {False: 40, True: 160}
+    with pytest.raises(LLMSRTError, match="2 sampling weights for 1 manifests"):
+        weighted_rows([big], [0.5, 0.5])
+    with pytest.raises(LLMSRTError, match="positive"):
+        weighted_rows([big, small], [1.0, 0.0])
+
+
+def test_stratified_dev_covers_every_direction_evenly_in_any_prefix():
+    rows = [r for r in _rows(10) if not r.is_asr]  # 6 directions x 10 sentences, file order: sentence by sentence
+    by_direction = sorted(rows, key=lambda r: (r.src_lang, r.tgt_lang))  # the same rows in another file order
+    for source in (rows, by_direction):
+        dev = stratified(source, 14, seed=3)
+        directions = Counter((r.src_lang, r.tgt_lang) for r in dev)
+        assert len(dev) == 14 and len(directions) == 6 and set(directions.values()) == {2, 3}
+        assert len({(r.src_lang, r.tgt_lang) for r in dev[:6]}) == 6
+        assert len(set(dev)) == 14
+    assert stratified(rows, 14, seed=3) == stratified(rows, 14, seed=3) != stratified(rows, 14, seed=4)
+    assert len(stratified(rows, 1000)) == 60 and stratified(rows, 0) == []
+    asr = [r for r in _rows(5) if r.is_asr]
+    assert Counter(r.src_lang for r in stratified(asr, 6)) == {"eng": 2, "deu": 2, "fra": 2}
+
+
+def test_stream_tags_each_batch_with_its_position_for_a_consumer_that_runs_behind():
+    durations = np.arange(30) % 7 + 0.5  # 8 batches of 4 an epoch
+    sampler = BucketBatchSampler(durations, 4, seed=2)
+    stream = sampler.stream()
+    items = [next(stream) for _ in range(11)]  # into the second epoch
+    assert [(e, b) for e, b, _ in items] == [(0, k) for k in range(1, 9)] + [(1, 1), (1, 2), (1, 3)]
+    assert [i for _, _, i in items] == sampler.batches(0) + sampler.batches(1)[:3]
+    # the stream read ahead to (1, 3); the consumer stopped after the 5th batch: resume from there
+    assert sampler.state_dict() == {"epoch": 1, "batch": 3, "seed": 2, "replicas": 1}
+    state = sampler.state_dict((0, 5))
+    assert state["epoch"] == 0 and state["batch"] == 5
+    assert sampler.state_dict((0, 8))["epoch"] == 1 and sampler.state_dict((0, 8))["batch"] == 0
+    resumed = BucketBatchSampler(durations, 4, seed=2)
+    resumed.load_state_dict(state)
+    assert list(islice(resumed.stream(), 6)) == items[5:11]

@@ -99,3 +99,32 @@ def test_bad_feature_functions_are_reported(tmp_path, clips):
         cache.get_or_compute(clips[:1], lambda audio: [np.zeros(3)])
     with pytest.raises(LLMSRTError, match="dtype"):
         FeatureCache(tmp_path, "enc", {}, dtype="int8")
+
+
+def test_known_hashes_spare_reading_and_stat_ing_the_audio(tmp_path, clips, monkeypatch):
+    from llm_srt.data import features
+
+    hashes = features.content_hashes(clips + clips[:1])
+    assert sorted(hashes) == sorted(clips) and hashes[clips[0]] == features.content_hash(clips[0])
+    enc = Encoder()
+    FeatureCache(tmp_path / "cache", "enc", {}).get_or_compute(clips, enc)
+
+    def no_stat(path):
+        raise AssertionError(f"{path} stat-ed although its hash was given")
+
+    monkeypatch.setattr(features, "content_hash", no_stat)
+    cache = FeatureCache(tmp_path / "cache", "enc", {}, hashes=hashes)
+    assert [f.shape for f in cache.lookup(clips)] == [(20, 4), (30, 4), (40, 4)] and cache.hits == 3
+    with pytest.raises(AssertionError, match="stat-ed"):
+        FeatureCache(tmp_path / "cache", "enc", {}).key(clips[0])
+
+
+def test_lookup_computes_nothing_and_settings_such_as_pad_to_30s_are_in_the_key(tmp_path, clips):
+    enc = Encoder()
+    plain = FeatureCache(tmp_path / "cache", "enc", {"pad_to_30s": False})
+    padded = FeatureCache(tmp_path / "cache", "enc", {"pad_to_30s": True})
+    assert plain.key(clips[0]) != padded.key(clips[0])
+    plain.get_or_compute(clips[:2], enc)
+    found = plain.lookup(clips)
+    assert found[2] is None and found[0].shape == (20, 4) and enc.seen == 2
+    assert padded.lookup(clips[:1]) == [None] and not padded.has(clips[0]) and plain.has(clips[0])

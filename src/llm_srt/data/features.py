@@ -3,14 +3,16 @@ by every epoch and every curriculum stage.
 
 One .npy file per (encoder, audio content, settings) under ROOT/<key[:2]>/<key>.npy. The key hashes the encoder
 identity, the audio file's bytes and the settings (plus the storage dtype), so a changed encoder, file or setting
-never reuses stale features. Writes go to a temporary file renamed into place, so several processes (DDP ranks)
+never reuses stale features. A training stage hashes each audio file once (`content_hashes`, on rank 0) and hands
+the digests to every cache it builds (`hashes=`), so lookups neither re-read nor stat the audio. Writes go to a temporary file renamed into place, so several processes (DDP ranks)
 may read and write the same cache at once; a damaged file is recomputed.
 """
 
 import hashlib
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +23,7 @@ from ..paths import atomic_file
 
 CACHE_FORMAT = 1  # bump when the file layout or key recipe changes
 DTYPES = {"float16": np.float16, "float32": np.float32}  # storage precision
+HASH_THREADS = 8  # files hashed at once by content_hashes (hashlib releases the GIL; the disk is the limit)
 
 # (path, size, mtime_ns) -> sha256 of the file's bytes; shared by every cache in the process.
 _content_hashes: dict[tuple[str, int, int], str] = {}
@@ -36,7 +39,7 @@ class FeatureCache:
     """
 
     def __init__(self, root: str | Path, encoder_identity: str, settings: dict | None = None,
-                 dtype: str = "float16"):
+                 dtype: str = "float16", hashes: Mapping[str, str] | None = None):
         if dtype not in DTYPES:
             raise LLMSRTError(f"feature cache dtype {dtype!r}: use one of {', '.join(DTYPES)}")
         self.root = Path(root)
@@ -46,32 +49,35 @@ class FeatureCache:
                                        "settings": dict(settings or {})}, sort_keys=True)
         except TypeError as e:
             raise LLMSRTError(f"feature cache settings must be JSON values ({e})") from None
+        self.hashes = dict(hashes or {})  # audio path (as given) -> content hash, from content_hashes()
         self.hits = 0
         self.misses = 0
 
     def key(self, audio_path: str | Path) -> str:
         """The cache key of one audio file under this cache's encoder and settings."""
         digest = hashlib.sha256(self._prefix.encode("utf-8"))
-        digest.update(content_hash(audio_path).encode("ascii"))
+        known = self.hashes.get(str(audio_path))
+        digest.update((known or content_hash(audio_path)).encode("ascii"))
         return digest.hexdigest()
+
+    def has(self, audio_path: str | Path) -> bool:
+        """Whether features of this file are stored (not whether they are intact: lookup() tells that)."""
+        return self.path_of(self.key(audio_path)).is_file()
 
     def path_of(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.npy"
 
+    def lookup(self, audio_paths: Sequence[str | Path]) -> list[np.ndarray | None]:
+        """Stored features for each path, in order; None where absent or damaged (nothing is computed)."""
+        keys = [self.key(p) for p in audio_paths]
+        found = self._load_many(keys)
+        return [found.get(k) for k in keys]
+
     def get_or_compute(self, audio_paths: Sequence[str | Path], compute_fn: ComputeFn) -> list[np.ndarray]:
         """Features for each path, in order. `compute_fn` receives the loaded audio of the misses (one call)."""
         keys = [self.key(p) for p in audio_paths]
-        found: dict[str, np.ndarray] = {}
-        missing: dict[str, str | Path] = {}
-        for path, key in zip(audio_paths, keys):
-            if key in found or key in missing:
-                continue
-            cached = self._load(key)
-            if cached is None:
-                missing[key] = path
-            else:
-                found[key] = cached
-                self.hits += 1
+        found = self._load_many(keys)
+        missing = {k: p for k, p in zip(keys, audio_paths) if k not in found}
         if missing:
             audio = [load_audio(p) for p in missing.values()]
             computed = list(compute_fn(audio))
@@ -84,6 +90,15 @@ class FeatureCache:
 
     def stats(self) -> dict[str, int]:
         return {"hits": self.hits, "misses": self.misses}
+
+    def _load_many(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
+        found = {}
+        for key in dict.fromkeys(keys):
+            cached = self._load(key)
+            if cached is not None:
+                found[key] = cached
+                self.hits += 1
+        return found
 
     def _load(self, key: str) -> np.ndarray | None:
         path = self.path_of(key)
@@ -114,6 +129,15 @@ def content_hash(path: str | Path) -> str:
             digest = hashlib.file_digest(f, "sha256").hexdigest()
         _content_hashes[ident] = digest
     return digest
+
+
+def content_hashes(paths: Sequence[str | Path], threads: int = HASH_THREADS) -> dict[str, str]:
+    """content_hash of each distinct path (keys: the paths as given), several files at once."""
+    distinct = list(dict.fromkeys(str(p) for p in paths))
+    if len(distinct) < 2 or threads < 2:
+        return {p: content_hash(p) for p in distinct}
+    with ThreadPoolExecutor(min(threads, len(distinct))) as pool:
+        return dict(zip(distinct, pool.map(content_hash, distinct)))
 
 
 def _as_2d(feats, path) -> np.ndarray:

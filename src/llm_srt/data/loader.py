@@ -1,14 +1,17 @@
 """Manifest rows -> training examples -> length-bucketed batches.
 
-    rows = read_manifest("data/mini/train.jsonl")
+    rows = weighted_rows([read_manifest("cv.jsonl"), read_manifest("fleurs.jsonl")], [0.7, 0.3], seed=0)
     data = SpeechTextDataset(rows, {"srt": 0.8, "asr": 0.2}, seed=0)
     sampler = BucketBatchSampler(data.durations(), batch_size=16, seed=0)
     for indices in sampler:
         batch = collate([data[i] for i in indices])          # or collate(examples, features=cache.get_or_compute(...))
+    dev = stratified(read_manifest("dev.jsonl"), 64, seed=0)  # spread evenly over the directions
 
-The model tokenizes `prompts` and `targets` and masks the labels to the target only.
+The model masks the labels to the target only; the training recipe tokenizes `prompts` and `targets` in its
+DataLoader workers (llm_srt.train.data).
 """
 
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -75,6 +78,54 @@ class SpeechTextDataset:
         return [row.duration for row, _ in self.items]
 
 
+def weighted_rows(parts: Sequence[Sequence[Row]], weights: Sequence[float] | None = None,
+                  seed: int = 0) -> list[Row]:
+    """Rows of several manifests as one epoch whose shares follow `weights` (None: each row once).
+
+    No row is left out: the epoch is the smallest one in which every manifest holds all of its rows, and a manifest
+    whose weight asks for more rows than it has repeats them (whole copies, then a seeded draw for the rest).
+    E.g. 1000 Common Voice rows at 0.7 and 100 FLEURS rows at 0.3: 1000 CV + 429 FLEURS (4 copies + 29 drawn).
+    """
+    if weights is None:
+        return [r for part in parts for r in part]
+    if len(weights) != len(parts):
+        raise LLMSRTError(f"{len(weights)} sampling weights for {len(parts)} manifests; give one weight each")
+    if not all(w > 0 for w in weights):
+        raise LLMSRTError(f"sampling weights must be positive, got {list(weights)}")
+    if not all(parts):
+        raise LLMSRTError("a weighted manifest has no rows")
+    shares = [w / sum(weights) for w in weights]
+    total = max(len(part) / share for part, share in zip(parts, shares))
+    rows: list[Row] = []
+    for i, (part, share) in enumerate(zip(parts, shares)):
+        n = max(len(part), round(total * share))
+        copies, rest = divmod(n, len(part))
+        order = np.random.default_rng([seed, 7919, i]).permutation(len(part))[:rest]
+        rows += list(part) * copies + [part[k] for k in order]
+    return rows
+
+
+def stratified(rows: Sequence[Row], n: int, seed: int = 0) -> list[Row]:
+    """Up to `n` rows spread evenly over the directions (src_lang, tgt_lang; ASR rows: the source alone).
+
+    The directions in a seeded order take turns, each giving its rows in a seeded order, so every direction
+    contributes (up to one row) before any gives a second, and every prefix of the result is as even as the whole.
+    """
+    groups: dict[tuple[str, str], list[Row]] = defaultdict(list)
+    for row in rows:
+        groups[(row.src_lang, row.tgt_lang)].append(row)
+    rng = np.random.default_rng([seed, 104729])
+    keys = sorted(groups)
+    queues = [[groups[k][i] for i in rng.permutation(len(groups[k]))] for k in (keys[i] for i in
+                                                                               rng.permutation(len(keys)))]
+    out: list[Row] = []
+    for depth in range(max((len(q) for q in queues), default=0)):
+        out += [q[depth] for q in queues if depth < len(q)]
+        if len(out) >= n:
+            break
+    return out[:n]
+
+
 class BucketBatchSampler:
     """Batches of indices with similar durations, deterministic given (seed, epoch) and resumable.
 
@@ -84,8 +135,9 @@ class BucketBatchSampler:
 
     Position: `state_dict()` = {"epoch", "batch", ...} with `batch` the number of batches this sampler has yielded in
     the epoch; `load_state_dict()` makes the next iteration yield exactly the remaining batches. A DataLoader
-    with workers pulls batches ahead of the training loop: save the number of batches the loop consumed instead.
-    After a complete pass the sampler moves to the next epoch.
+    with workers pulls batches ahead of the training loop: iterate `stream()`, which tags each batch with its
+    position, and save `state_dict(position)` of the last batch the loop consumed. After a complete pass the sampler
+    moves to the next epoch.
     """
 
     def __init__(self, durations: Sequence[float], batch_size: int, seed: int = 0, shuffle: bool = True,
@@ -132,16 +184,24 @@ class BucketBatchSampler:
         self.epoch += 1
         self.batch = 0
 
+    def stream(self):
+        """Endless (epoch, batch, indices): every epoch in turn, `batch` counting the batches yielded in the epoch
+        (indices included), so a consumer that runs behind (a DataLoader prefetching) knows each batch's position."""
+        while True:
+            for indices in self:
+                yield self.epoch, self.batch, indices
+
     def __len__(self) -> int:
         return len(self.batches(self.epoch))
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch, self.batch = epoch, 0
 
-    def state_dict(self) -> dict:
-        """The position; a finished epoch is reported as the start of the next (its last batch may have been
-        trimmed for this number of ranks, and no other number must replay it)."""
-        epoch, batch = self.epoch, self.batch
+    def state_dict(self, position: tuple[int, int] | None = None) -> dict:
+        """The position (this sampler's own, or `position` = (epoch, batch) from `stream()`); a finished epoch is
+        reported as the start of the next (its last batch may have been trimmed for this number of ranks, and no
+        other number must replay it)."""
+        epoch, batch = position if position is not None else (self.epoch, self.batch)
         if batch and batch >= len(self.batches(epoch)):
             epoch, batch = epoch + 1, 0
         return {"epoch": epoch, "batch": batch, "seed": self.seed, "replicas": self.num_replicas}
@@ -163,7 +223,19 @@ def collate(examples: Sequence[Example], features: Sequence[np.ndarray] | None =
     """A batch: ids, prompts, targets, src, tgt, tasks, transcripts, translations, and either
     audio (list of 16 kHz float32 arrays; None for text-only MT examples) or, given per-example (T_i, D)
     `features`, features (B, T_max, D) float32 zero-padded with feature_mask (B, T_max) bool (True = real frame)."""
-    batch = {
+    batch = text_fields(examples)
+    if features is None:
+        batch["audio"] = [load_audio(e.audio) if e.task.needs_speech else None for e in examples]
+        return batch
+    if len(features) != len(examples):
+        raise LLMSRTError(f"collate got {len(features)} feature arrays for {len(examples)} examples")
+    batch["features"], batch["feature_mask"] = pad_features(features)
+    return batch
+
+
+def text_fields(examples: Sequence[Example]) -> dict:
+    """The batch's text part: ids, prompts, targets, src, tgt, tasks, transcripts, translations (lists)."""
+    return {
         "ids": [e.id for e in examples],
         "prompts": [e.prompt for e in examples],
         "targets": [e.target for e in examples],
@@ -173,22 +245,19 @@ def collate(examples: Sequence[Example], features: Sequence[np.ndarray] | None =
         "transcripts": [e.transcript for e in examples],
         "translations": [e.translation for e in examples],
     }
-    if features is None:
-        batch["audio"] = [load_audio(e.audio) if e.task.needs_speech else None for e in examples]
-        return batch
-    if len(features) != len(examples):
-        raise LLMSRTError(f"collate got {len(features)} feature arrays for {len(examples)} examples")
-    feats = [torch.as_tensor(np.asarray(f, dtype=np.float32)) for f in features]
-    dims = {f.shape[1] for f in feats}
-    if len(dims) != 1 or any(f.ndim != 2 for f in feats):
-        raise LLMSRTError(f"features must all be (T, D) with one D; got {[tuple(f.shape) for f in feats]}")
-    lengths = torch.tensor([f.shape[0] for f in feats])
-    padded = torch.zeros(len(feats), int(lengths.max()), dims.pop())
-    for i, f in enumerate(feats):
-        padded[i, :f.shape[0]] = f
-    batch["features"] = padded
-    batch["feature_mask"] = torch.arange(padded.shape[1])[None, :] < lengths[:, None]
-    return batch
+
+
+def pad_features(features: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-example (T_i, D) arrays -> (B, T_max, D) float32 zero-padded, and the mask (B, T_max) bool (True = a real
+    frame). One concatenation and one masked assignment: no per-row copies."""
+    shapes = [np.shape(f) for f in features]
+    if not shapes or any(len(s) != 2 for s in shapes) or len({s[1] for s in shapes}) != 1:
+        raise LLMSRTError(f"features must all be (T, D) with one D; got {shapes}")
+    lengths = torch.tensor([s[0] for s in shapes])
+    mask = torch.arange(int(lengths.max()))[None, :] < lengths[:, None]
+    padded = torch.zeros(*mask.shape, shapes[0][1])
+    padded[mask] = torch.from_numpy(np.concatenate(features).astype(np.float32, copy=False))
+    return padded, mask
 
 
 def _normalize_mix(task) -> dict[Task, float]:

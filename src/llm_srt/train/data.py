@@ -1,119 +1,190 @@
-"""What the recipe trains on: manifest -> task mix -> bucketed, resumable batches with cached encoder features."""
+"""What the recipe trains on: manifests -> task mix -> bucketed, resumable batches with cached encoder features.
+
+    data = TrainingData(cfg.data, model, d)      # rank 0 reads and validates the manifests and hashes the audio
+    batch = data.next_batch()                    # from a DataLoader (workers, pinned memory, prefetch)
+    state = data.state_dict()                    # the position of the last batch handed out, not of the prefetch
+
+The DataLoader's workers build whole batches: examples, features from the cache padded in one go, and the token ids
+of prompts and targets (`prompt_ids`, `target_ids`: tokenized once, there, not by the model).
+"""
 
 import math
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from tqdm import tqdm
 
 from .. import paths
-from ..data.features import FeatureCache
-from ..data.loader import BucketBatchSampler, SpeechTextDataset, collate
-from ..data.manifest import read_manifest
-from ..errors import ConfigError
+from ..audio import load_audio
+from ..data.features import FeatureCache, content_hashes
+from ..data.loader import (BucketBatchSampler, SpeechTextDataset, pad_features, stratified, text_fields,
+                           weighted_rows)
+from ..data.manifest import Row, read_manifest
+from ..errors import ConfigError, LLMSRTError
 from ..prompts import Task, parse_srt
-from .parallel import all_sum
+from .parallel import Dist, all_sum
 
-ENCODE_BATCH = 8  # utterances per encoder call when filling the feature cache
+ENCODE_BATCH = 16  # utterances per encoder call when filling the feature cache (longest first)
+PREFETCH = 4  # batches each DataLoader worker prepares ahead
 
 
 @dataclass
 class DataSection:
-    train: str = ""  # training manifest (JSONL, llm-srt prepare)
+    train: list[str] | str = ""  # training manifest(s) (JSONL, llm-srt prepare); a list mixes several
+    train_weights: list[float] | None = None  # sampling weight per train manifest (null: every row once)
     dev: str | None = None  # dev manifest for dev loss / dev scores
     tasks: dict[str, float] = field(default_factory=lambda: {"srt": 1.0})  # task -> share of examples
     batch_size: int = 8  # examples per device per micro-batch
+    num_workers: int = 2  # DataLoader worker processes per rank (0 = batches built in the training process)
     feature_cache: str | None = "auto"  # encoder-feature cache folder; "auto" = <cache>/features; null = off
     precompute_features: bool = True  # encode every utterance before step 1 (false: on first use, for short runs)
-    dev_examples: int = 64  # dev examples used for dev loss (the first N, fixed)
+    dev_size: int = 64  # dev examples for dev loss and the best checkpoint: spread evenly over directions (seeded)
+    dev_examples: int | None = None  # the old name of dev_size (still read)
     dev_decode: int = 0  # dev examples decoded for a dev BLEU / WER sample at each eval (0 = off)
     skip_bad: bool = False  # skip bad manifest rows (with a count) instead of stopping
-    seed: int = 0  # data order seed
+    seed: int = 0  # data order and dev selection seed
+
+    def __post_init__(self):
+        if self.train_weights is not None and len(self.train_weights) != len(self.manifests):
+            raise ConfigError(f"data.train_weights has {len(self.train_weights)} weights for "
+                              f"{len(self.manifests)} data.train manifests; give one weight per manifest")
+        if self.train_weights is not None and not all(w > 0 for w in self.train_weights):
+            raise ConfigError(f"data.train_weights must be positive, got {self.train_weights}")
+        if self.dev_examples is not None:
+            if self.dev_size not in (DataSection.dev_size, self.dev_examples):
+                raise ConfigError(f"data.dev_examples ({self.dev_examples}) is the old name of data.dev_size "
+                                  f"({self.dev_size}); keep only dev_size")
+            self.dev_size = self.dev_examples
+        if self.num_workers < 0 or self.dev_size < 0 or self.dev_decode < 0:
+            raise ConfigError("data.num_workers, data.dev_size and data.dev_decode must be >= 0")
+
+    @property
+    def manifests(self) -> list[str]:
+        """The training manifests as a list (`train` may name one as a string)."""
+        return [self.train] if isinstance(self.train, str) else list(self.train)
+
+
+@dataclass
+class StageRows:
+    """What rank 0 reads for a stage and every rank receives."""
+
+    train: list[list[Row]]  # rows of each training manifest
+    dev: list[Row]  # the chosen dev rows, stratified over directions
+    hashes: dict[str, str]  # audio path -> content hash (empty without a feature cache)
 
 
 class TrainingData:
-    def __init__(self, cfg, model, d, log=print):
+    def __init__(self, cfg: DataSection, model, d: Dist, log=print):
         self.cfg, self.model, self.d = cfg, model, d
-        if not cfg.train:
+        if not any(cfg.manifests):
             raise ConfigError("data.train: give the training manifest (e.g. data/mini/train.jsonl)")
         tasks = {Task(t) for t in cfg.tasks}
         if Task.MT in tasks and len(tasks) > 1:
             raise ConfigError("data.tasks: text-only mt cannot be mixed with speech tasks in one stage")
         self.main_task = Task(max(cfg.tasks, key=cfg.tasks.get))
-        self.dataset = SpeechTextDataset(read_manifest(cfg.train, skip_bad=cfg.skip_bad), cfg.tasks, seed=cfg.seed)
+        uses_cache = cfg.feature_cache is not None and self.main_task is not Task.MT
+        rows = from_rank0(d, lambda: read_stage_rows(cfg, self.main_task, hashes=uses_cache))
+        self.dataset = SpeechTextDataset(weighted_rows(rows.train, cfg.train_weights, seed=cfg.seed), cfg.tasks,
+                                         seed=cfg.seed)
         self.sampler = BucketBatchSampler(self.dataset.durations(), cfg.batch_size, seed=cfg.seed,
                                           num_replicas=d.world, rank=d.rank)
         if len(self.sampler) == 0:
             raise ConfigError(f"data.train: {cfg.train} gives no batch of {cfg.batch_size} per rank; lower "
                               "data.batch_size or add data")
-        self._iter = iter(self.sampler)
-        self.dev = None
-        if cfg.dev:
-            rows = read_manifest(cfg.dev, skip_bad=cfg.skip_bad)
-            dev_rows = [r for r in rows if r.is_asr == (self.main_task is Task.ASR)]
-            self.dev = SpeechTextDataset(dev_rows[:max(cfg.dev_examples, cfg.dev_decode)], self.main_task)
-        self.cache = self._feature_cache(log)
+        self.dev = SpeechTextDataset(rows.dev, self.main_task) if rows.dev else None
+        self.cache = self._feature_cache(rows.hashes, log) if uses_cache else None
+        self.collator = Collator(model.tokenizer, self.cache)
+        self._position = (self.sampler.epoch, self.sampler.batch)
+        self._batches = None  # the DataLoader's iterator, started on the first next_batch()
 
     @property
     def has_dev(self) -> bool:
         return self.dev is not None and len(self.dev) > 0
 
     # ---- features -------------------------------------------------------------------------------------------------
-    def _feature_cache(self, log) -> FeatureCache | None:
-        if self.cfg.feature_cache is None or self.main_task is Task.MT:
-            return None
+    def _feature_cache(self, hashes: dict[str, str], log) -> FeatureCache:
         root = paths.cache_dir() / "features" if self.cfg.feature_cache == "auto" else Path(self.cfg.feature_cache)
-        encoder = self.model.encoder
-        cache = FeatureCache(root, encoder.identity, {"pad_to_30s": self.model.config.pad_to_30s})
-        audio = sorted({e.audio for e in _examples(self.dataset)} | ({e.audio for e in _examples(self.dev)}
-                                                                       if self.dev else set()))
-        mine = audio[self.d.rank::self.d.world] if self.cfg.precompute_features else []
-        todo = [a for a in mine if not cache.path_of(cache.key(a)).is_file()]
+        cache = FeatureCache(root, self.model.encoder.identity, {"pad_to_30s": self.model.config.pad_to_30s},
+                             hashes=hashes)
+        if self.cfg.precompute_features:
+            self._fill(cache, root, log)
+        return cache
+
+    def _fill(self, cache: FeatureCache, root: Path, log) -> None:
+        """Encode what the cache lacks before step 1: longest first (an out-of-memory shows at once, and each
+        encoder call gets clips of similar length), in batches, each rank a share."""
+        seconds: dict[str, float] = {}
+        for ds in (self.dataset, self.dev):
+            for row, _ in (ds.items if ds is not None else []):
+                seconds[row.audio] = row.duration
+        audio = sorted(seconds, key=lambda a: (-seconds[a], a))
+        mine = audio[self.d.rank::self.d.world]
+        todo = [a for a in mine if not cache.has(a)]
         if todo:
             log(f"encoding {len(todo)} utterances into the feature cache {root} ({len(mine) - len(todo)} cached)")
         for start in tqdm(range(0, len(todo), ENCODE_BATCH), desc="encoder features", disable=not todo or
                           not self.d.main, dynamic_ncols=True):
             cache.get_or_compute(todo[start:start + ENCODE_BATCH], self._encode)
         if self.d.world > 1:
-            torch.distributed.barrier()
-        return cache
+            dist.barrier()
 
     @torch.inference_mode()
     def _encode(self, audios: list[np.ndarray]) -> list[np.ndarray]:
-        h, mask = self.model.encoder.encode(audios)
-        return [h[i, mask[i]].float().cpu().numpy() for i in range(len(audios))]
+        """Audio -> per-clip (T_i, D) features, on the model's device; on CUDA under autocast in the model's dtype."""
+        device, dtype = self.model.device, self.model.llm_dtype
+        with torch.autocast(device.type, dtype=dtype, enabled=device.type == "cuda" and dtype != torch.float32):
+            h, mask = self.model.encoder.encode(audios)
+        h, mask = h.float().cpu().numpy(), mask.cpu().numpy()
+        return [h[i][mask[i]] for i in range(len(audios))]
 
     def batch_of(self, examples) -> dict:
-        speech = [e for e in examples if e.task.needs_speech]
-        if self.cache is not None and speech:
-            feats = self.cache.get_or_compute([e.audio for e in examples], self._encode)
-            batch = collate(examples, feats)
-        else:
-            batch = collate(examples)
-            if not speech:
-                batch.pop("audio")
-        tok = self.model.tokenizer
-        batch["n_target_tokens"] = sum(len(tok(t, add_special_tokens=False)["input_ids"]) + 1
-                                       for t in batch["targets"])
+        """A model batch of these examples, built here (dev batches; missing features computed now)."""
+        return self._finish(self.collator(examples))
+
+    def _finish(self, batch: dict) -> dict:
+        """In the training process: features the cache lacked (precompute_features off) computed and padded; the
+        feature tensors moved to the model's device (from pinned memory, without blocking)."""
+        pending = batch.pop("pending_audio", None)
+        if pending is not None:
+            batch["features"], batch["feature_mask"] = pad_features(self.cache.get_or_compute(pending, self._encode))
+        device = self.model.device
+        for key in ("features", "feature_mask"):
+            if key in batch:
+                batch[key] = batch[key].to(device, non_blocking=True)
         return batch
 
     # ---- training batches -------------------------------------------------------------------------------------------
+    def _loader(self) -> torch.utils.data.DataLoader:
+        workers = self.cfg.num_workers
+        if workers:  # the tokenizer's own threads must not meet fork()
+            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        return torch.utils.data.DataLoader(
+            _Batches(self.dataset, self.collator), sampler=_Stream(self.sampler), batch_size=None,
+            collate_fn=_as_is, num_workers=workers, prefetch_factor=PREFETCH if workers else None,
+            pin_memory=self.model.device.type == "cuda",
+            generator=torch.Generator().manual_seed(self.cfg.seed))  # its own: the global RNG (dropout) untouched
+
     def next_batch(self) -> dict:
-        try:
-            indices = next(self._iter)
-        except StopIteration:
-            self._iter = iter(self.sampler)
-            indices = next(self._iter)
-        return self.batch_of([self.dataset[i] for i in indices])
+        if self._batches is None:
+            self._batches = iter(self._loader())
+        batch = next(self._batches)
+        self._position = batch.pop("position")
+        return self._finish(batch)
 
     def state_dict(self) -> dict:
-        return self.sampler.state_dict()
+        """The position after the last batch next_batch() returned (the DataLoader may have read further)."""
+        return self.sampler.state_dict(self._position)
 
     def load_state_dict(self, state: dict) -> None:
         self.sampler.load_state_dict(state)
-        self._iter = iter(self.sampler)
+        self._position = (self.sampler.epoch, self.sampler.batch)
+        self._batches = None  # prefetched batches of the old position are dropped with their workers
 
     # ---- dev ----------------------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -123,7 +194,7 @@ class TrainingData:
         short of rows repeats one and does not count it) and all decode the sample together."""
         model.eval()
         d, bs = self.d, self.cfg.batch_size
-        n = min(len(self.dev), self.cfg.dev_examples)
+        n = min(len(self.dev), self.cfg.dev_size)
         starts = list(range(0, n, bs))
         mine = starts[d.rank::d.world]
         rounds = math.ceil(len(starts) / d.world) if sharded else len(mine)
@@ -150,8 +221,97 @@ class TrainingData:
         return result
 
 
-def _examples(dataset):
-    return (dataset[i] for i in range(len(dataset)))
+# ---- reading a stage's rows once ----------------------------------------------------------------------------------
+def read_stage_rows(cfg: DataSection, main_task: Task, hashes: bool = True) -> StageRows:
+    """Read and validate the training manifests and the dev manifest (every audio file checked), choose the dev
+    rows, and (with `hashes`) hash every audio file once. Run on rank 0 only (see from_rank0)."""
+    train = [read_manifest(m, skip_bad=cfg.skip_bad) for m in cfg.manifests]
+    dev: list[Row] = []
+    if cfg.dev:
+        rows = [r for r in read_manifest(cfg.dev, skip_bad=cfg.skip_bad) if r.is_asr == (main_task is Task.ASR)]
+        dev = stratified(rows, max(cfg.dev_size, cfg.dev_decode), seed=cfg.seed)
+    audio = [r.audio for part in train for r in part] + [r.audio for r in dev]
+    return StageRows(train, dev, content_hashes(audio) if hashes else {})
+
+
+def from_rank0(d: Dist, fn: Callable[[], Any]) -> Any:
+    """fn() run on rank 0 only; every rank gets its result (broadcast), or raises its error, so no rank stats the
+    files rank 0 already checked nor waits forever on a rank that failed."""
+    result, failure = None, None
+    if d.main:
+        try:
+            result = fn()
+        except Exception as e:  # noqa: BLE001  every rank must hear of it; rank 0 re-raises the original
+            failure = e
+    if d.world > 1:
+        message = None if failure is None else (
+            str(failure) if isinstance(failure, LLMSRTError) else f"rank 0: {type(failure).__name__}: {failure}")
+        box = [(result, message, type(failure) if isinstance(failure, LLMSRTError) else LLMSRTError)]
+        dist.broadcast_object_list(box, src=0)
+        result, message, kind = box[0]
+        if message is not None and failure is None:
+            raise kind(message)
+    if failure is not None:
+        raise failure
+    return result
+
+
+# ---- the DataLoader's parts (module level, so that spawned workers can unpickle them) ------------------------------
+class Collator:
+    """Examples -> a model batch: text fields; `prompt_ids` / `target_ids` (tokenized once, targets + EOS) and
+    `n_target_tokens`; features from the cache padded to (B, T, D) with `feature_mask`, or the audio when there is no
+    cache. Features the cache lacks are left to the training process (`pending_audio`: their paths), as only it has
+    the encoder."""
+
+    def __init__(self, tokenizer, cache: FeatureCache | None):
+        self.tokenizer, self.cache = tokenizer, cache
+
+    def __call__(self, examples) -> dict:
+        from ..model.speech_llm import tokenize_batch
+
+        batch = text_fields(examples)
+        batch["prompt_ids"], batch["target_ids"] = tokenize_batch(self.tokenizer, batch["prompts"], batch["targets"])
+        batch["n_target_tokens"] = sum(map(len, batch["target_ids"]))
+        if not any(e.task.needs_speech for e in examples):
+            return batch
+        audio = [e.audio for e in examples]
+        if self.cache is None:
+            batch["audio"] = [load_audio(a) if e.task.needs_speech else None for a, e in zip(audio, examples)]
+            return batch
+        feats = self.cache.lookup(audio)
+        if any(f is None for f in feats):
+            batch["pending_audio"] = audio
+        else:
+            batch["features"], batch["feature_mask"] = pad_features(feats)
+        return batch
+
+
+class _Batches(torch.utils.data.Dataset):
+    """(epoch, batch, indices) from _Stream -> the collated batch, tagged with its sampler position."""
+
+    def __init__(self, dataset: SpeechTextDataset, collator: Collator):
+        self.dataset, self.collator = dataset, collator
+
+    def __getitem__(self, item):
+        epoch, position, indices = item
+        batch = self.collator([self.dataset[i] for i in indices])
+        batch["position"] = (epoch, position)
+        return batch
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+
+class _Stream(torch.utils.data.Sampler):
+    def __init__(self, sampler: BucketBatchSampler):
+        self.sampler = sampler
+
+    def __iter__(self):
+        return self.sampler.stream()
+
+
+def _as_is(batch):
+    return batch
 
 
 def _dev_scores(task: Task, examples, hyps: list[str]) -> dict[str, float]:

@@ -1,0 +1,216 @@
+"""TrainingData: the DataLoader (workers, exact resume), tokenizing once, the feature cache fill, the dev selection,
+several weighted manifests, and manifests read once (by rank 0) per stage."""
+
+import contextlib
+import json
+import math
+import subprocess
+import sys
+import textwrap
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from llm_srt.data.manifest import read_manifest, write_manifest
+from llm_srt.errors import ConfigError
+from llm_srt.model.speech_llm import SpeechLLM, SpeechLLMConfig, tokenize_batch
+from llm_srt.train import data as training_data
+from llm_srt.train.data import DataSection, TrainingData
+from llm_srt.train.parallel import Dist
+from llm_srt.train.recipe import load_config
+
+SOLO = Dist()
+
+
+@pytest.fixture(scope="module")
+def model(tiny_setup):
+    kwargs = {"num_queries": 4, "hidden_size": 32, "num_layers": 1, "num_heads": 4, "intermediate_size": 64}
+    return SpeechLLM(SpeechLLMConfig(encoder=tiny_setup["whisper"], llm=tiny_setup["llm"], adapter_kwargs=kwargs))
+
+
+def _section(setup, cache, **over) -> DataSection:
+    base = dict(train=setup["manifest"], feature_cache=str(cache), batch_size=3, tasks={"srt": 0.7, "asr": 0.3})
+    return DataSection(**{**base, **over})
+
+
+def _take(data, n):
+    return [data.next_batch() for _ in range(n)]
+
+
+def _same(a, b):
+    assert a["ids"] == b["ids"] and a["prompt_ids"] == b["prompt_ids"] and a["target_ids"] == b["target_ids"]
+    assert torch.equal(a["features"], b["features"]) and torch.equal(a["feature_mask"], b["feature_mask"])
+
+
+def test_workers_build_the_batches_the_training_process_would_tokenized_once(tiny_setup, model, tmp_path):
+    inline = TrainingData(_section(tiny_setup, tmp_path / "f", num_workers=0), model, SOLO)
+    workers = TrainingData(_section(tiny_setup, tmp_path / "f", num_workers=2), model, SOLO)
+    batches = _take(workers, 6)  # 11 examples, batches of 3: into the second epoch
+    for a, b in zip(_take(inline, 6), batches):
+        _same(a, b)
+    tok = model.tokenizer
+    for b in batches:
+        prompt_ids, target_ids = tokenize_batch(tok, b["prompts"], b["targets"])
+        assert b["prompt_ids"] == prompt_ids and b["target_ids"] == target_ids
+        assert all(t[-1] == tok.eos_token_id for t in b["target_ids"])
+        assert b["n_target_tokens"] == sum(map(len, target_ids))
+        assert b["features"].dtype == torch.float32 and b["features"].shape[:2] == b["feature_mask"].shape
+        assert "position" not in b and "pending_audio" not in b
+    assert Counter(t.value for b in batches[:4] for t in b["tasks"]) == {"srt": 8, "asr": 3}  # one epoch
+    # the model trains on the ids the workers made
+    with torch.no_grad():
+        out = model(batches[0])
+    assert out["n_tokens"] == batches[0]["n_target_tokens"] and out["loss"].isfinite()
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_continues_after_the_last_batch_handed_out_not_the_prefetched_ones(tiny_setup, model, tmp_path,
+                                                                                   workers):
+    cfg = _section(tiny_setup, tmp_path / "f", num_workers=workers)
+    first = TrainingData(cfg, model, SOLO)
+    _take(first, 5)
+    state = first.state_dict()
+    assert state["epoch"] == 1 and state["batch"] == 1  # 4 batches an epoch
+    if workers:  # the loader read ahead of the training loop
+        assert (first.sampler.epoch, first.sampler.batch) > (state["epoch"], state["batch"])
+    resumed = TrainingData(cfg, model, SOLO)
+    resumed.load_state_dict(json.loads(json.dumps(state)))
+    for a, b in zip(_take(first, 6), _take(resumed, 6)):
+        _same(a, b)
+    assert resumed.state_dict() == first.state_dict()
+    again = TrainingData(cfg, model, SOLO)
+    again.load_state_dict(state)
+    first.load_state_dict(state)  # a reload drops the prefetched batches and restarts the workers there
+    _same(first.next_batch(), again.next_batch())
+
+
+def test_the_cache_is_filled_longest_first_in_batches_and_pad_to_30s_keys_apart(tiny_setup, model, tmp_path,
+                                                                              monkeypatch):
+    seen = []
+    real = TrainingData._encode
+
+    def spy(self, audios):
+        seen.append([len(a) for a in audios])
+        return real(self, audios)
+
+    monkeypatch.setattr(TrainingData, "_encode", spy)
+    monkeypatch.setattr(training_data, "ENCODE_BATCH", 3)
+    cfg = _section(tiny_setup, tmp_path / "f", num_workers=0)
+    data = TrainingData(cfg, model, SOLO)
+    assert [len(s) for s in seen] == [3, 3, 2]  # 8 distinct clips
+    lengths = [n for s in seen for n in s]
+    assert lengths == sorted(lengths, reverse=True) and len(set(lengths)) > 1
+    seen.clear()
+    TrainingData(cfg, model, SOLO)
+    assert seen == []  # all cached
+    clip = data.dataset.items[0][0].audio
+    padded = replace(model.config, pad_to_30s=True)
+    monkeypatch.setattr(model, "config", padded)
+    other = TrainingData(replace(cfg, precompute_features=False), model, SOLO)
+    assert other.cache.key(clip) != data.cache.key(clip) and not other.cache.has(clip)
+
+
+def test_features_the_cache_lacks_are_computed_by_the_training_process(tiny_setup, model, tmp_path):
+    filled = TrainingData(_section(tiny_setup, tmp_path / "full", num_workers=0), model, SOLO)
+    lazy = TrainingData(_section(tiny_setup, tmp_path / "lazy", precompute_features=False, num_workers=2), model,
+                        SOLO)
+    assert not list((tmp_path / "lazy").rglob("*.npy"))
+    for a, b in zip(_take(filled, 3), _take(lazy, 3)):
+        _same(a, b)
+    assert list((tmp_path / "lazy").rglob("*.npy"))
+
+
+def test_without_a_cache_the_workers_load_the_audio(tiny_setup, model):
+    data = TrainingData(_section(tiny_setup, None, feature_cache=None, num_workers=2), model, SOLO)
+    batch = data.next_batch()
+    assert "features" not in batch and all(a.dtype == np.float32 and a.ndim == 1 for a in batch["audio"])
+    assert model(batch)["loss"].isfinite()
+
+
+def test_dev_set_is_spread_over_directions_and_sized_by_dev_size(tiny_setup, model, tmp_path):
+    cfg = _section(tiny_setup, tmp_path / "f", dev=tiny_setup["manifest"], dev_size=4, tasks={"srt": 1.0},
+                   num_workers=0)
+    data = TrainingData(cfg, model, SOLO)
+    assert Counter((data.dev[i].src, data.dev[i].tgt) for i in range(len(data.dev))) == {("eng", "deu"): 2,
+                                                                                        ("deu", "eng"): 2}
+    result = data.evaluate(model, contextlib.nullcontext())
+    assert math.isfinite(result["dev_loss"])
+    other = TrainingData(replace(cfg, seed=5), model, SOLO)
+    assert {other.dev[i].id for i in range(4)} != {data.dev[i].id for i in range(4)}
+    assert DataSection(dev_examples=5).dev_size == 5  # the old key still reads
+    with pytest.raises(ConfigError, match="dev_examples .* old name of data.dev_size"):
+        DataSection(dev_examples=5, dev_size=7)
+
+
+def test_several_training_manifests_with_sampling_weights(tiny_setup, model, tmp_path):
+    rows = read_manifest(tiny_setup["manifest"])
+    eng, deu = tmp_path / "eng.jsonl", tmp_path / "deu.jsonl"
+    write_manifest(eng, [r for r in rows if r.src_lang == "eng"])
+    write_manifest(deu, [r for r in rows if r.src_lang == "deu"])
+    cfg = load_config(None, [f"data.train=[{eng}, {deu}]", "data.train_weights=[0.8, 0.2]",
+                             f"data.feature_cache={tmp_path / 'f'}", "data.tasks={srt: 1.0}", "data.num_workers=0"])
+    assert cfg.data.manifests == [str(eng), str(deu)]
+    data = TrainingData(cfg.data, model, SOLO)
+    assert Counter(data.dataset[i].src for i in range(len(data.dataset))) == {"eng": 16, "deu": 4}  # 8 rows each
+    data = TrainingData(replace(cfg.data, train_weights=[0.2, 0.8]), model, SOLO)
+    assert Counter(data.dataset[i].src for i in range(len(data.dataset))) == {"eng": 4, "deu": 16}
+    assert load_config(None, [f"data.train={eng}"]).data.manifests == [str(eng)]
+    with pytest.raises(ConfigError, match="data.train_weights has 1 weights for 2 data.train manifests"):
+        load_config(None, [f"data.train=[{eng}, {deu}]", "data.train_weights=[1.0]"])
+
+
+RANKS_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import torch.distributed as dist
+    from llm_srt.data import features
+    from llm_srt.errors import LLMSRTError
+    from llm_srt.prompts import Task
+    from llm_srt.train import data as td
+
+    calls = {"read": 0, "hash": 0}
+    real_read, real_hash = td.read_manifest, features.content_hash
+
+    def read(*args, **kwargs):
+        calls["read"] += 1
+        return real_read(*args, **kwargs)
+
+    def hash_(path):
+        calls["hash"] += 1
+        return real_hash(path)
+
+    td.read_manifest, features.content_hash = read, hash_
+    dist.init_process_group("gloo")
+    d = td.Dist(dist.get_rank(), dist.get_world_size())
+    good, bad, out = sys.argv[1:4]
+    rows = td.from_rank0(d, lambda: td.read_stage_rows(td.DataSection(train=good, dev=good, dev_size=4), Task.SRT))
+    try:
+        td.from_rank0(d, lambda: td.read_stage_rows(td.DataSection(train=bad), Task.SRT))
+        error = None
+    except LLMSRTError as e:
+        error = f"{type(e).__name__}: {str(e).splitlines()[0]}"
+    with open(f"{out}/rank{d.rank}.json", "w") as f:
+        json.dump({"calls": calls, "train": [[r.id for r in part] for part in rows.train],
+                   "dev": [r.id for r in rows.dev], "hashes": rows.hashes, "error": error}, f)
+    dist.destroy_process_group()
+""")
+
+
+def test_rank0_reads_and_hashes_once_and_the_other_rank_receives_it(tiny_setup, tmp_path):
+    script = tmp_path / "ranks.py"
+    script.write_text(RANKS_SCRIPT)
+    bad = tmp_path / "bad.jsonl"
+    lines = Path(tiny_setup["manifest"]).read_text().splitlines()
+    bad.write_text("\n".join(lines[:3] + [lines[3].replace(".wav", "-gone.wav")]) + "\n")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                           "29561", str(script), tiny_setup["manifest"], str(bad), str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2))
+    assert r0["calls"] == {"read": 3, "hash": 8} and r1["calls"] == {"read": 0, "hash": 0}  # 8 distinct clips
+    assert r0["train"] == r1["train"] and len(r0["train"][0]) == 16 and r0["dev"] == r1["dev"]
+    assert r0["hashes"] == r1["hashes"] and len(r0["hashes"]) == 8
+    assert r0["error"] == r1["error"] and r1["error"].startswith("ManifestError: ") and "bad row" in r1["error"]
