@@ -8,11 +8,13 @@ the feature cache). FSDP also runs in a single process (no torchrun): it then sh
 its own, e.g. one GPU with a bf16 LLM and fp32 LoRA.
 
 Only rank 0 reads the LLM from disk: the other ranks build it on the meta device (`llm_device`), and `wrap()`
-broadcasts rank 0's weights into every rank's shards, so no host holds N whole copies of a 32B model.
+broadcasts rank 0's weights into every rank's shards (one tensor at a time), so no host holds N whole copies of a
+32B model: rank 0 peaks at the whole LLM plus its shard, the others at their shard (measured with a 0.5B bf16 LLM on
+2 gloo ranks: 1.9 GB and 1.0 GB peak RSS, against 1.5 GB and 1.6 GB when every rank loads it).
 
 Mixed precision: a shard group may hold parameters of several dtypes (a bf16 decoder layer with fp32 LoRA inside):
 FSDP2 all-gathers such a group as bytes, and only requires the group's *trainable* parameters to share one dtype.
-So the policy (`MIXED_PRECISION`) casts nothing (each parameter computes in its own dtype: the LLM in bf16, LoRA and
+So the policy (`mixed_precision_policy`) casts nothing (each parameter computes in its own dtype: the LLM in bf16, LoRA and
 the adapter in fp32) and reduces gradients in fp32.
 
 `apply_activation_checkpointing` recomputes each decoder layer in the backward instead of keeping its activations
