@@ -203,6 +203,10 @@ def test_every_shipped_config_loads(path, monkeypatch):
     big = any(size in str(path) for size in ("qwen2.5-7b", "qwen2.5-32b"))
     assert cfg.activation_checkpointing is big  # the 7B / 32B stages need it at batch 16
     assert cfg.dtype == ("bfloat16" if "paper" in path.parts else "auto")
+    assert "dev_examples" not in text and cfg.data.dev_size > 0  # the new name
+    if "paper" in path.parts and path.name == "asr.yaml":  # the paper's ASR stage: Common Voice + FLEURS
+        assert len(cfg.data.manifests) == 16 and cfg.data.manifests[-1] == "data/fleurs/train.jsonl"
+        assert all(m.startswith("data/cv/") for m in cfg.data.manifests[:-1])
 
 
 # ---- typed sections and the new keys ------------------------------------------------------------------------------
