@@ -109,7 +109,8 @@ def run_demo(work: Path, data: Path, log=print) -> dict:
         row = next(r for r in read_manifest(subset) if r.src_lang == "eng" and r.tgt_lang == "deu")
         model = systems.get("LLM-SRT (shipped)", systems["LLM-SRT (this run)"])
         res = SpeechTranslator.from_pretrained(model).translate([row.audio], "eng", "deu")[0]
-        log(f"audio:       {Path(row.audio).relative_to(data.resolve()) if data.resolve() in Path(row.audio).parents else row.audio}")
+        audio = Path(row.audio)
+        log(f"audio:       {audio.relative_to(data.resolve()) if data.resolve() in audio.parents else audio}")
         log(f"model:       {model}")
         log(f"transcript:  {res.transcript}")
         log(f"translation: {res.translation}")

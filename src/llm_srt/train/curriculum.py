@@ -32,7 +32,8 @@ def stage_files(items: list[str], stages: list[str] | None) -> list[Path]:
         files = [folder / f"{name}.yaml" for name in names]
         missing = [str(f) for f in files if not f.is_file()]
         if missing:
-            raise ConfigError(f"{folder}: no stage config {missing[0]}; expected {', '.join(n + '.yaml' for n in names)}")
+            expected = ", ".join(n + ".yaml" for n in names)
+            raise ConfigError(f"{folder}: no stage config {missing[0]}; expected {expected}")
         return files
     files = [Path(i) for i in items]
     for f in files:
