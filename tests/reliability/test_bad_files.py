@@ -251,7 +251,7 @@ def test_evaluate_skips_bad_rows_and_bad_audio_and_scores_the_rest(manifest_dir,
     assert "junk.wav" in hyps["u3"]["error"] and "cannot decode" in hyps["u3"]["error"]
     assert all(hyps[i]["error"] is None and hyps[i]["hyp_translation"] is not None for i in ("u1", "u5"))
     assert hyps["u6"]["error"] is None and hyps["u6"]["tgt"] == "eng"  # the ASR row
-    assert "1 of 4 utterances failed" in out.out + out.err and (tmp_path / "report.md").is_file()
+    assert "failed: 1 of 4" in out.out + out.err and (tmp_path / "report.md").is_file()
 
 
 @pytest.mark.reliability("batch")
@@ -264,7 +264,7 @@ def test_evaluate_where_nothing_can_be_translated_exits_1(manifest_dir, model_di
     rc = cli.main(["evaluate", "--model", f"tiny={model_dir}", "--manifest", str(manifest), "--out", str(tmp_path),
                    "--max-new-tokens", "4"])
     out = capsys.readouterr()
-    assert "Traceback" not in out.err and "2 of 2 utterances failed" in out.out + out.err
+    assert "Traceback" not in out.err and "failed: 2 of 2" in out.out + out.err
     assert rc == 1 and (tmp_path / "report.md").is_file()  # the report still lists the failures
 
 
