@@ -43,6 +43,13 @@ def test_a_failed_step_fails_the_check(tmp_path):
     assert "**FAILED**" in (tmp_path / "report.md").read_text()
 
 
+def test_cuda_tests_are_found_by_their_marker():
+    files = gpu_check.cuda_test_files()
+    assert "tests/test_device.py" in files and "tests/serve/test_serve_openai.py" not in files
+    assert "tests/test_gpu_check.py" not in files  # names the marker in text only
+    assert all(gpu_check.CUDA_MARK.search((ROOT / f).read_text()) for f in files)
+
+
 def test_every_wheel_is_pinned_in_constraints():
     pins = gpu_check.pinned(gpu_check.GPU_WHEELS, ROOT / "constraints.txt")
     assert len(pins) == len(gpu_check.GPU_WHEELS) and all("==" in p for p in pins)
