@@ -187,3 +187,35 @@ def test_decode_pass_refuses_a_generation_that_ends_early(tmp_path):
         head.weight[model.tokenizer.eos_token_id] = 1.0
     with pytest.raises(LLMSRTError, match="ended early"):
         decode_pass(SpeechLLMSystem(model, "m"), [tiny.tone(1.0, 300)], 1, DecodingOptions(max_new_tokens=4))
+
+
+def test_pin_eos_makes_every_eos_logit_zero_and_leaves_the_rest(tmp_path):
+    import torch
+
+    from llm_srt.bench.common import pin_eos
+
+    model = tiny.speech_llm(tmp_path).eval()
+    ids = pin_eos(model)
+    assert model.tokenizer.eos_token_id in ids
+    with torch.no_grad():
+        logits = model.llm(input_ids=torch.tensor([[5, 6, 7, 8]])).logits[0]
+    assert torch.all(logits[:, ids] == 0) and torch.all((logits > 0).sum(-1) >= 10)  # EOS never among the best
+
+
+@pytest.mark.cuda
+def test_largest_batch_under_a_memory_cap_finds_the_out_of_memory_point_on_cuda(tmp_path):
+    import torch
+
+    from llm_srt.bench import paper
+    from llm_srt.model.decoding import DecodingOptions
+
+    placement = device.resolve("cuda", "bfloat16")
+    options = paper.PaperOptions(shape="tiny", **{**paper.TINY, "search_from": 1, "max_batch": 256,
+                                                  "memory_gib": 0.01})
+    model, system = paper.build_system("llm-srt", paper.presets.write_folders("tiny", tmp_path), placement, options)
+    clips = common.noise_clips(8, 10.0)
+    s = paper.largest_batch(system, clips, DecodingOptions(max_new_tokens=4), options, placement.device,
+                            lambda m: None)
+    assert s["out_of_memory_at"] is not None and s["memory_gib"] == 0.01
+    assert s["largest_fit"] is None or s["largest_fit"] < s["out_of_memory_at"]
+    torch.empty(2**28, dtype=torch.uint8, device=placement.device)  # 256 MiB: the cap is lifted afterwards
