@@ -10,8 +10,12 @@ shift $(( $# < 2 ? $# : 2 ))
 python=${GPU_PYTHON:-python3}
 site=${WHEEL_SITE:-/tmp/llm-srt-site}
 if compgen -G ".whl/*.whl" >/dev/null && [ "${USE_WHEELS:-1}" = 1 ]; then
-  "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" .whl/*.whl
-  export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
+  if ! "$python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))'; then
+    echo "gpu-check: .whl/ holds wheels for CPython 3.12 (the GPU image's); $python is not: using its own packages" >&2
+  else
+    "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" .whl/*.whl
+    export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
+  fi
 fi
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 exec "$python" scripts/gpu_check.py run --out "$out" --device "$device" "$@"
