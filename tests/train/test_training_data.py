@@ -214,3 +214,21 @@ def test_rank0_reads_and_hashes_once_and_the_other_rank_receives_it(tiny_setup, 
     assert r0["train"] == r1["train"] and len(r0["train"][0]) == 16 and r0["dev"] == r1["dev"]
     assert r0["hashes"] == r1["hashes"] and len(r0["hashes"]) == 8
     assert r0["error"] == r1["error"] and r1["error"].startswith("ManifestError: ") and "bad row" in r1["error"]
+
+
+@pytest.mark.cuda
+def test_on_cuda_batches_arrive_on_the_gpu_and_the_cache_fills_in_bf16(tiny_setup, tmp_path):
+    """The GPU path of the same code: pinned batches moved without blocking, the encoder under autocast in bf16."""
+    kwargs = {"num_queries": 4, "hidden_size": 32, "num_layers": 1, "num_heads": 4, "intermediate_size": 64}
+    gpu = SpeechLLM(SpeechLLMConfig(encoder=tiny_setup["whisper"], llm=tiny_setup["llm"], adapter_kwargs=kwargs,
+                                    dtype="bfloat16"), device="cuda")
+    data = TrainingData(_section(tiny_setup, tmp_path / "f", num_workers=2), gpu, SOLO)
+    assert data._loader().pin_memory
+    batch = data.next_batch()
+    assert batch["features"].device.type == "cuda" and batch["feature_mask"].device.type == "cuda"
+    clips = sorted({row.audio for row, _ in data.dataset.items})
+    assert all(f is not None and np.isfinite(f).all() for f in data.cache.lookup(clips))
+    out = gpu(batch)
+    assert out["loss"].isfinite() and out["n_tokens"] == batch["n_target_tokens"]
+    out["loss"].backward()
+    assert all(p.grad is not None for p in gpu.adapter.parameters() if p.requires_grad)

@@ -298,9 +298,6 @@ class _Batches(torch.utils.data.Dataset):
         batch["position"] = (epoch, position)
         return batch
 
-    def __len__(self) -> int:
-        return len(self.dataset)
-
 
 class _Stream(torch.utils.data.Sampler):
     def __init__(self, sampler: BucketBatchSampler):
