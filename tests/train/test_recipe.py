@@ -138,7 +138,7 @@ def test_two_process_fsdp_matches_one_process_and_resumes_across_strategies(tiny
     common = dict(max_steps=4, save_every=2, **{
         "data.tasks": "{srt: 1.0}", "data.batch_size": 2, "optim.grad_clip": 0.5, "distributed": "fsdp",
         "model.lora": "{r: 4, alpha: 8, dropout: 0.0}", "trainable": "[adapter, lora]",
-        "data.dev": tiny_setup["manifest"], "data.dev_examples": 5, "data.dev_decode": 3, "eval_every": 2,
+        "data.dev": tiny_setup["manifest"], "data.dev_size": 5, "data.dev_decode": 3, "eval_every": 2,
         "model.adapter_kwargs": "{num_queries: 4, hidden_size: 32, num_layers: 1, num_heads: 4, "
                                 "intermediate_size: 64, dropout: 0.0}"})
 

@@ -141,9 +141,8 @@ def test_dev_set_is_spread_over_directions_and_sized_by_dev_size(tiny_setup, mod
     assert math.isfinite(result["dev_loss"])
     other = TrainingData(replace(cfg, seed=5), model, SOLO)
     assert {other.dev[i].id for i in range(4)} != {data.dev[i].id for i in range(4)}
-    assert DataSection(dev_examples=5).dev_size == 5  # the old key still reads
-    with pytest.raises(ConfigError, match="dev_examples .* old name of data.dev_size"):
-        DataSection(dev_examples=5, dev_size=7)
+    with pytest.raises(ConfigError, match="'data.dev_examples' is no longer a key here; write data.dev_size"):
+        load_config(None, ["data.dev_examples=5"])
 
 
 def test_several_training_manifests_with_sampling_weights(tiny_setup, model, tmp_path):

@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -45,10 +45,12 @@ class DataSection:
     feature_cache: str | None = "auto"  # encoder-feature cache folder; "auto" = <cache>/features; null = off
     precompute_features: bool = True  # encode every utterance before step 1 (false: on first use, for short runs)
     dev_size: int = 64  # dev examples for dev loss and the best checkpoint: spread evenly over directions (seeded)
-    dev_examples: int | None = None  # the old name of dev_size (still read)
     dev_decode: int = 0  # dev examples decoded for a dev BLEU / WER sample at each eval (0 = off)
     skip_bad: bool = False  # skip bad manifest rows (with a count) instead of stopping
     seed: int = 0  # data order and dev selection seed
+
+    MOVED: ClassVar[dict[str, str]] = {
+        "dev_examples": "write data.dev_size (the dev rows are now spread evenly over the directions, seeded)"}
 
     def __post_init__(self):
         if self.train_weights is not None and len(self.train_weights) != len(self.manifests):
@@ -56,11 +58,6 @@ class DataSection:
                               f"{len(self.manifests)} data.train manifests; give one weight per manifest")
         if self.train_weights is not None and not all(w > 0 for w in self.train_weights):
             raise ConfigError(f"data.train_weights must be positive, got {self.train_weights}")
-        if self.dev_examples is not None:
-            if self.dev_size not in (DataSection.dev_size, self.dev_examples):
-                raise ConfigError(f"data.dev_examples ({self.dev_examples}) is the old name of data.dev_size "
-                                  f"({self.dev_size}); keep only dev_size")
-            self.dev_size = self.dev_examples
         if self.num_workers < 0 or self.dev_size < 0 or self.dev_decode < 0:
             raise ConfigError("data.num_workers, data.dev_size and data.dev_decode must be >= 0")
 
