@@ -124,3 +124,22 @@ def test_parse_directions_presets_and_lists():
         parse_directions("eng:fra", langs)
     with pytest.raises(LLMSRTError, match="use all, 6x12"):
         parse_directions("sideways", langs)
+
+
+def test_each_audio_file_is_checked_once_however_many_rows_share_it(folder, monkeypatch, audio_file):
+    from llm_srt.data import manifest
+
+    audio_file(folder / "b.wav")
+    checked = []
+    real = manifest._check_audio
+    monkeypatch.setattr(manifest, "_check_audio", lambda audio: (checked.append(audio), real(audio)))
+    rows = [_row(i, audio="a.wav" if i < 4 else "b.wav") for i in range(6)]
+    rows += [_row(9, audio="gone.wav"), _row(10, audio="gone.wav")]
+    path = _write(folder / "m.jsonl", rows)
+    with pytest.raises(ManifestError) as err:
+        read_manifest(path)
+    assert sorted(p.name for p in checked) == ["a.wav", "b.wav", "gone.wav"]
+    assert str(err.value).count("gone.wav does not exist") == 2  # both rows reported, with their lines
+    assert ":7: audio file" in str(err.value) and ":8: audio file" in str(err.value)
+    checked.clear()
+    assert len(read_manifest(path, check_audio=False)) == 8 and checked == []

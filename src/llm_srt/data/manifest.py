@@ -74,7 +74,8 @@ def read_manifest(path: str | Path, check_audio: bool = True, skip_bad: bool = F
     Checks: JSON syntax, missing fields, field types, unknown language codes, a translation without a target
     language (or the reverse), non-positive duration, duplicate ids and (with `check_audio`) audio that is
     missing, empty or unreadable. Without `skip_bad` any problem raises ManifestError listing them all (the first
-    MAX_LISTED, then a count); with `skip_bad` the bad rows are dropped with a warning.
+    MAX_LISTED, then a count); with `skip_bad` the bad rows are dropped with a warning. Each audio file is checked
+    once however many rows (directions) share it.
     """
     path = Path(path)
     if not path.is_file():
@@ -83,6 +84,7 @@ def read_manifest(path: str | Path, check_audio: bool = True, skip_bad: bool = F
     rows: list[Row] = []
     problems: list[str] = []
     first_line_of: dict[str, int] = {}
+    audio_problems: dict[Path, str | None] | None = {} if check_audio else None  # file -> its problem, if any
     try:
         with open(path, "rb") as f:  # bytes, so that one line that is not UTF-8 is reported like any bad row
             for lineno, raw in enumerate(f, start=1):
@@ -95,7 +97,7 @@ def read_manifest(path: str | Path, check_audio: bool = True, skip_bad: bool = F
                 if not line.strip():
                     continue
                 try:
-                    row = _parse_row(line, base, check_audio)
+                    row = _parse_row(line, base, audio_problems)
                 except _BadRow as e:
                     problems.append(f"{where}: {e}")
                     continue
@@ -182,7 +184,8 @@ class _BadRow(Exception):
     pass
 
 
-def _parse_row(line: str, base: Path, check_audio: bool) -> Row:
+def _parse_row(line: str, base: Path, audio_problems: dict[Path, str | None] | None) -> Row:
+    """One JSON line -> a Row; `audio_problems` (None: audio unchecked) remembers each file's check."""
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as e:
@@ -217,8 +220,15 @@ def _parse_row(line: str, base: Path, check_audio: bool) -> Row:
     audio = Path(obj["audio"])
     if not audio.is_absolute():
         audio = base / audio
-    if check_audio:
-        _check_audio(audio)
+    if audio_problems is not None:
+        if audio not in audio_problems:
+            try:
+                _check_audio(audio)
+                audio_problems[audio] = None
+            except _BadRow as e:
+                audio_problems[audio] = str(e)
+        if audio_problems[audio]:
+            raise _BadRow(audio_problems[audio])
     return Row(id=obj["id"], audio=str(audio), duration=duration, src_lang=obj["src_lang"],
                transcript=obj["transcript"], tgt_lang=tgt, translation=translation, split=obj["split"],
                corpus=obj["corpus"], sentence_id=str(obj["sentence_id"]), source=obj.get("source") or "")
