@@ -9,10 +9,11 @@ decoding, `SpeechLLM.forward` + backward + AdamW for training steps. Two systems
 
 Every utterance is a 10 s clip and decodes exactly `new_tokens` tokens (EOS logit pinned to 0, see
 `common.pin_eos`, and checked per generation), so the rows differ only in what the systems do. A row times
-batch x `batches_per_row` utterances after a warm-up and reports seconds per 1,000 utterances. Then each system's
-largest batch that fits (doubling from `search_from` until CUDA runs out of memory or `max_batch`), optionally
-under a memory cap (`memory_gib`: the paper's RTX 4090 has 24 GiB), and the training step of the SRT stage at
-batch 16 with and without activation checkpointing. Peak memory is torch's allocator peak on CUDA, RSS on the CPU.
+batch x `batches_per_row` utterances after a warm-up batch of the same shape (2 tokens) and reports seconds per
+1,000 utterances. Then each system's largest batch that fits (doubling from `search_from` until CUDA runs out of
+memory or `max_batch`), optionally under a memory cap (`memory_gib`: the paper's RTX 4090 has 24 GiB), and the
+training step of the SRT stage at batch 16 with and without activation checkpointing. Peak memory is torch's
+allocator peak on CUDA, RSS on the CPU.
 """
 
 from __future__ import annotations
@@ -85,14 +86,14 @@ def run_paper(options: PaperOptions, placement: Placement, workdir: Path, log=la
         log(f"{system_name}: building {options.shape} (random weights) on {placement}")
         model, system = build_system(system_name, folders, placement, options)
         greedy = DecodingOptions(max_new_tokens=options.new_tokens)
-        decode_pass(system, clips[:1], 1, replace(greedy, max_new_tokens=2))  # warm-up (kernels, allocator)
         plan = ([(1, b) for b in options.batch_sizes] + [(options.beam_size, b) for b in options.beam_batch_sizes]
                 if system_name == "llm-srt" else [(1, b) for b in options.pooled_batch_sizes])
         for beam, batch in plan:
             log(f"{system_name}: {'greedy' if beam == 1 else f'beam {beam}'} batch {batch}")
             n = max(batch * options.batches_per_row, options.min_utterances)
-            rows.append(row(system_name, beam, batch, decode_pass(system, cycle(clips, n), batch,
-                                                                  replace(greedy, beam_size=beam))))
+            decoding = replace(greedy, beam_size=beam)
+            decode_pass(system, cycle(clips, batch), batch, replace(decoding, max_new_tokens=2))  # warm-up: this shape
+            rows.append(row(system_name, beam, batch, decode_pass(system, cycle(clips, n), batch, decoding)))
         if options.max_batch:
             search[system_name] = largest_batch(system, clips, greedy, options, placement.device, log)
         if system_name == "llm-srt" and options.train_batch:
@@ -134,6 +135,7 @@ def largest_batch(system, clips, greedy: DecodingOptions, options: PaperOptions,
     torch's CUDA allocator is capped to that much (weights included) for the search only."""
     capped = options.memory_gib is not None and device.type == "cuda"
     if capped:
+        release(device)  # cached free blocks would be reused past the cap: the cap counts memory reserved from CUDA
         total = torch.cuda.get_device_properties(device).total_memory
         torch.cuda.set_per_process_memory_fraction(min(1.0, options.memory_gib * 2**30 / total), device)
     probes, oom_at, batch, upwards = [], None, options.search_from, True
