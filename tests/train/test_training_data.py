@@ -231,3 +231,11 @@ def test_on_cuda_batches_arrive_on_the_gpu_and_the_cache_fills_in_bf16(tiny_setu
     assert out["loss"].isfinite() and out["n_tokens"] == batch["n_target_tokens"]
     out["loss"].backward()
     assert all(p.grad is not None for p in gpu.adapter.parameters() if p.requires_grad)
+
+
+def test_worker_default_is_two_on_cuda_and_none_on_the_cpu():
+    from llm_srt.train.data import loader_workers
+
+    assert loader_workers(None, torch.device("cpu")) == 0
+    assert loader_workers(None, torch.device("cuda", 0)) == 2
+    assert loader_workers(3, torch.device("cpu")) == 3 and loader_workers(0, torch.device("cuda", 0)) == 0

@@ -30,6 +30,7 @@ from ..errors import ConfigError, LLMSRTError
 from ..prompts import Task, parse_srt
 from .parallel import Dist, all_sum
 
+GPU_WORKERS = 2  # default DataLoader workers per rank on CUDA (reading .npy features + tokenizing)
 ENCODE_BATCH = 16  # utterances per encoder call when filling the feature cache (longest first)
 PREFETCH = 4  # batches each DataLoader worker prepares ahead
 
@@ -41,7 +42,8 @@ class DataSection:
     dev: str | None = None  # dev manifest for dev loss / dev scores
     tasks: dict[str, float] = field(default_factory=lambda: {"srt": 1.0})  # task -> share of examples
     batch_size: int = 8  # examples per device per micro-batch
-    num_workers: int = 2  # DataLoader worker processes per rank (0 = batches built in the training process)
+    num_workers: int | None = None  # DataLoader worker processes per rank; 0 = batches built in the training
+    # process; null = 2 on CUDA, 0 on the CPU (where the model's forward already takes every core)
     feature_cache: str | None = "auto"  # encoder-feature cache folder; "auto" = <cache>/features; null = off
     precompute_features: bool = True  # encode every utterance before step 1 (false: on first use, for short runs)
     dev_size: int = 64  # dev examples for dev loss and the best checkpoint: spread evenly over directions (seeded)
@@ -58,7 +60,7 @@ class DataSection:
                               f"{len(self.manifests)} data.train manifests; give one weight per manifest")
         if self.train_weights is not None and not all(w > 0 for w in self.train_weights):
             raise ConfigError(f"data.train_weights must be positive, got {self.train_weights}")
-        if self.num_workers < 0 or self.dev_size < 0 or self.dev_decode < 0:
+        if (self.num_workers or 0) < 0 or self.dev_size < 0 or self.dev_decode < 0:
             raise ConfigError("data.num_workers, data.dev_size and data.dev_decode must be >= 0")
 
     @property
@@ -158,7 +160,7 @@ class TrainingData:
 
     # ---- training batches -------------------------------------------------------------------------------------------
     def _loader(self) -> torch.utils.data.DataLoader:
-        workers = self.cfg.num_workers
+        workers = loader_workers(self.cfg.num_workers, self.model.device)
         if workers:  # the tokenizer's own threads must not meet fork()
             os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         return torch.utils.data.DataLoader(
@@ -334,3 +336,10 @@ def _dev_scores(task: Task, examples, hyps: list[str]) -> dict[str, float]:
         rates = [s.score for s in scores.asr.values() if math.isfinite(s.score)]
         out["dev_wer"] = float(np.mean(rates)) if rates else float("nan")
     return out
+
+
+def loader_workers(configured: int | None, device: torch.device) -> int:
+    """data.num_workers, or its default: 2 worker processes on CUDA, none on the CPU."""
+    if configured is not None:
+        return configured
+    return GPU_WORKERS if device.type == "cuda" else 0
