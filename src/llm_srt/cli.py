@@ -19,7 +19,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "translate": ("llm_srt.infer", "translate / transcribe audio files (srt, s2tt, asr, smt)"),
     "evaluate": ("llm_srt.evaluate.run", "run a model over a test manifest: BLEU matrix, WER/CER, report"),
     "serve": ("llm_srt.serve.app", "serve a model over HTTP: OpenAI-style audio API, web page, dynamic batching"),
-    "bench": ("llm_srt.bench", "speed benchmark (paper Table 7 shape): Q-Former vs 750-token peer, cascade, cache, padding"),
+    "bench": ("llm_srt.bench", "speed benchmark (paper Table 7): Q-Former vs 750-token peer; --paper-shape on a GPU"),
     "score": ("llm_srt.evaluate.score", "corpus BLEU / chrF / WER / CER of a hypothesis file"),
 }
 

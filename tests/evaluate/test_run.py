@@ -40,9 +40,7 @@ def row(uid: str, audio: str, src: str, tgt: str, duration: float = 1.0, transcr
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("eval-model")
-    torch.manual_seed(0)
-    return tiny.speech_llm(root, init_std=0.3).save_pretrained(root / "model")
+    return tiny.speech_llm_folder(tmp_path_factory.mktemp("eval-model"))
 
 
 @pytest.fixture(scope="module")
@@ -267,9 +265,8 @@ def test_on_cuda_in_bfloat16(model_dir, manifest, tmp_path):
 
 
 def test_cascade_runs_the_chosen_whisper_and_llm_and_its_llm_is_the_mt(manifest, tmp_path):
-    from test_systems import whisper_folder  # tests/model: a tiny Whisper with language tokens
 
-    whisper, llm = whisper_folder(tmp_path), tiny.llm_dir(tmp_path, init_std=0.3)
+    whisper, llm = tiny.whisper_lid_dir(tmp_path), tiny.llm_dir(tmp_path, init_std=0.3)
     assert cli.main(["evaluate", "--model", "cascade", "--manifest", str(manifest), "--out", str(tmp_path / "r"),
                      "--task", "srt", "--max-new-tokens", "8", "--batch-size", "4", "--with-mt", "--device", "cpu",
                      "--whisper", str(whisper), "--llm", str(llm)]) == 0

@@ -8,9 +8,6 @@ from dataclasses import replace
 
 import pytest
 import torch
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-from transformers import GenerationConfig, PreTrainedTokenizerFast, WhisperConfig, WhisperFeatureExtractor, \
-    WhisperForConditionalGeneration
 
 import tiny
 from llm_srt import device, languages
@@ -26,47 +23,10 @@ OPTS = DecodingOptions(max_new_tokens=8)
 CLIPS = [tiny.tone(0.7, 300), tiny.tone(1.6, 650, seed=1), tiny.tone(1.1, 900, seed=2), tiny.tone(2.0, 1300, seed=3)]
 
 
-def whisper_folder(root, seed: int = 0):
-    """A tiny random Whisper encoder-decoder with a char tokenizer holding Whisper's special tokens (one language
-    token per registry language) and the generation config `generate(language=, task=)` reads."""
-    torch.manual_seed(seed)
-    lang_tokens = sorted({f"<|{lang.whisper}|>" for lang in languages.LANGUAGES.values()})
-    specials = ["<|endoftext|>", "<|startoftranscript|>", *lang_tokens, "<|translate|>", "<|transcribe|>",
-                "<|startoflm|>", "<|startofprev|>", "<|nospeech|>", "<|notimestamps|>"]
-    vocab = {c: i for i, c in enumerate(["<unk>", *tiny.CHARS])}
-    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
-    backend.decoder = decoders.Fuse()
-    tok = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", eos_token="<|endoftext|>",
-                                  pad_token="<|endoftext|>", bos_token="<|endoftext|>")
-    tok.add_special_tokens({"additional_special_tokens": specials[1:]})
-    ids = {t: tok.convert_tokens_to_ids(t) for t in specials}
-    cfg = WhisperConfig(d_model=32, encoder_layers=2, decoder_layers=1, encoder_attention_heads=4,
-                        decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=80,
-                        vocab_size=len(tok), max_source_positions=1500, max_target_positions=64,
-                        pad_token_id=ids["<|endoftext|>"], bos_token_id=ids["<|endoftext|>"],
-                        eos_token_id=ids["<|endoftext|>"], decoder_start_token_id=ids["<|startoftranscript|>"],
-                        init_std=0.5)
-    model = WhisperForConditionalGeneration(cfg)
-    model.generation_config = GenerationConfig(
-        decoder_start_token_id=cfg.decoder_start_token_id, bos_token_id=cfg.bos_token_id,
-        eos_token_id=cfg.eos_token_id, pad_token_id=cfg.pad_token_id, max_length=64, is_multilingual=True,
-        lang_to_id={t: ids[t] for t in lang_tokens},
-        task_to_id={"transcribe": ids["<|transcribe|>"], "translate": ids["<|translate|>"]},
-        no_timestamps_token_id=ids["<|notimestamps|>"], prev_sot_token_id=ids["<|startofprev|>"],
-        forced_decoder_ids=None, begin_suppress_tokens=None,
-        suppress_tokens=[ids[t] for t in specials[1:]])  # a random decoder writes characters, not special tokens
-    path = root / f"whisper-lid-{seed}"
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    WhisperFeatureExtractor(feature_size=80).save_pretrained(path)
-    return path
-
-
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("systems")
-    return {"whisper": whisper_folder(root), "llm": tiny.llm_dir(root, init_std=0.3)}
+    return {"whisper": tiny.whisper_lid_dir(root), "llm": tiny.llm_dir(root, init_std=0.3)}
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-from transformers import (LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM,
-                          WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration)
+from transformers import (GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, Qwen2Config,
+                          Qwen2ForCausalLM, WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration)
 
 from llm_srt import languages
 
@@ -32,6 +32,43 @@ def whisper_dir(root: Path, d_model: int = 32, layers: int = 2, n_mels: int = 80
     path = root / f"whisper-{d_model}-{layers}-{seed}"
     WhisperForConditionalGeneration(cfg).save_pretrained(path)
     WhisperFeatureExtractor(feature_size=n_mels).save_pretrained(path)
+    return path
+
+
+def whisper_lid_dir(root: Path, seed: int = 0) -> Path:
+    """A tiny random Whisper encoder-decoder with a char tokenizer holding Whisper's special tokens (one language
+    token per registry language) and the generation config `generate(language=, task=)` reads."""
+    torch.manual_seed(seed)
+    lang_tokens = sorted({f"<|{lang.whisper}|>" for lang in languages.LANGUAGES.values()})
+    specials = ["<|endoftext|>", "<|startoftranscript|>", *lang_tokens, "<|translate|>", "<|transcribe|>",
+                "<|startoflm|>", "<|startofprev|>", "<|nospeech|>", "<|notimestamps|>"]
+    vocab = {c: i for i, c in enumerate(["<unk>", *CHARS])}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    backend.decoder = decoders.Fuse()
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", eos_token="<|endoftext|>",
+                                  pad_token="<|endoftext|>", bos_token="<|endoftext|>")
+    tok.add_special_tokens({"additional_special_tokens": specials[1:]})
+    ids = {t: tok.convert_tokens_to_ids(t) for t in specials}
+    cfg = WhisperConfig(d_model=32, encoder_layers=2, decoder_layers=1, encoder_attention_heads=4,
+                        decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=80,
+                        vocab_size=len(tok), max_source_positions=1500, max_target_positions=64,
+                        pad_token_id=ids["<|endoftext|>"], bos_token_id=ids["<|endoftext|>"],
+                        eos_token_id=ids["<|endoftext|>"], decoder_start_token_id=ids["<|startoftranscript|>"],
+                        init_std=0.5)
+    model = WhisperForConditionalGeneration(cfg)
+    model.generation_config = GenerationConfig(
+        decoder_start_token_id=cfg.decoder_start_token_id, bos_token_id=cfg.bos_token_id,
+        eos_token_id=cfg.eos_token_id, pad_token_id=cfg.pad_token_id, max_length=64, is_multilingual=True,
+        lang_to_id={t: ids[t] for t in lang_tokens},
+        task_to_id={"transcribe": ids["<|transcribe|>"], "translate": ids["<|translate|>"]},
+        no_timestamps_token_id=ids["<|notimestamps|>"], prev_sot_token_id=ids["<|startofprev|>"],
+        forced_decoder_ids=None, begin_suppress_tokens=None,
+        suppress_tokens=[ids[t] for t in specials[1:]])  # a random decoder writes characters, not special tokens
+    path = root / f"whisper-lid-{seed}"
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    WhisperFeatureExtractor(feature_size=80).save_pretrained(path)
     return path
 
 
@@ -90,3 +127,9 @@ def speech_llm(root: Path, adapter: str = "qformer", adapter_kwargs: dict | None
 
 
 assert all(languages.get(t[2:-2]) for t in LANG_TAGS)
+
+
+def speech_llm_folder(root: Path, **kwargs) -> Path:
+    """A saved tiny SpeechLLM (seeded; `kwargs` as speech_llm's) whose outputs depend on its input."""
+    torch.manual_seed(0)
+    return speech_llm(root, **{"init_std": 0.3, **kwargs}).save_pretrained(root / "model")

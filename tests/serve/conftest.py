@@ -1,7 +1,6 @@
 """Fixtures for the server tests: a tiny random model folder, its translator, and a 1 s clip."""
 
 import pytest
-import torch
 
 import tiny
 from llm_srt.infer import SpeechTranslator
@@ -10,9 +9,7 @@ from serve_helpers import wav_bytes
 
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("serve-model")
-    torch.manual_seed(0)
-    return tiny.speech_llm(root, init_std=0.3).save_pretrained(root / "model")
+    return tiny.speech_llm_folder(tmp_path_factory.mktemp("serve-model"))
 
 
 @pytest.fixture(scope="session")
