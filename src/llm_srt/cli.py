@@ -5,6 +5,7 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 
 from .errors import LLMSRTError
 
@@ -53,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # our own progress bars and messages only
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     quiet_progress_when_logged()
+    # peft reads transformers' deprecated `is_gradient_checkpointing` on every LoRA model: noise for our users
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
     parser = build_parser()
     debug = "--debug" in argv
     verb = next((a for a in argv if not a.startswith("-")), None)
