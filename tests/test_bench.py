@@ -219,3 +219,19 @@ def test_largest_batch_under_a_memory_cap_finds_the_out_of_memory_point_on_cuda(
     assert s["out_of_memory_at"] is not None and s["memory_gib"] == 0.01
     assert s["largest_fit"] is None or s["largest_fit"] < s["out_of_memory_at"]
     torch.empty(2**28, dtype=torch.uint8, device=placement.device)  # 256 MiB: the cap is lifted afterwards
+
+
+def test_paper_goals_are_judged_only_for_paper_shapes_on_a_gpu():
+    import torch
+
+    from llm_srt.bench.paper import goals
+    from llm_srt.device import Placement
+
+    gpu, cpu = Placement(torch.device("cuda", 0), torch.bfloat16), Placement(torch.device("cpu"), torch.float32)
+    on_gpu = goals("qwen2.5-7b", gpu, 18.0, 2.5)
+    assert on_gpu["seconds_per_1000_at_best_batch"]["met"] is True
+    assert on_gpu["qformer_vs_pooled_at_equal_memory"]["met"] is False
+    assert goals("qwen2.5-3b", gpu, 18.0, 3.5)["seconds_per_1000_at_best_batch"]["met"] is None  # a 7B goal
+    assert goals("qwen2.5-3b", gpu, 18.0, 3.5)["qformer_vs_pooled_at_equal_memory"]["met"] is True
+    assert all(g["met"] is None for g in goals("tiny", cpu, 1.0, 9.0).values())
+    assert all(g["met"] is None for g in goals("qwen2.5-7b", cpu, 1.0, 9.0).values())

@@ -276,13 +276,22 @@ def summarize(options: PaperOptions, placement: Placement, rows: list[dict], sea
         "best_greedy": {k: best[k] for k in ("batch_size", "seconds_per_1000", "utterances_per_s")} if best else None,
         "qformer_vs_pooled_at_equal_batch": equal,
         "qformer_vs_pooled_at_largest_batch": at_largest,
-        "goals": {"seconds_per_1000_at_best_batch": {"target": GOAL_SECONDS_PER_1000, "value": best and
-                                                     best["seconds_per_1000"],
-                                                     "met": bool(best and best["seconds_per_1000"] <= GOAL_SECONDS_PER_1000)},
-                  "qformer_vs_pooled_at_equal_memory": {"target": GOAL_SPEEDUP, "value": at_largest,
-                                                        "met": bool(at_largest and at_largest >= GOAL_SPEEDUP)}},
+        "goals": goals(options.shape, placement, best and best["seconds_per_1000"], at_largest),
         "bench_seconds": round(seconds, 1),
     }
+
+
+def goals(shape: str, placement: Placement, seconds_per_1000: float | None, speedup: float | None) -> dict:
+    """Issue goals, judged only where they apply: the 19 s goal is LLM-SRT-7B's on one GPU, the 3x ratio any paper
+    shape's on a GPU (`met` is None elsewhere: a tiny or CPU run proves the path, not the speed)."""
+    on_gpu = placement.cuda and shape != "tiny"
+    return {"seconds_per_1000_at_best_batch": {
+                "target": GOAL_SECONDS_PER_1000, "value": seconds_per_1000,
+                "met": bool(seconds_per_1000 and seconds_per_1000 <= GOAL_SECONDS_PER_1000)
+                if on_gpu and shape == "qwen2.5-7b" else None},
+            "qformer_vs_pooled_at_equal_memory": {
+                "target": GOAL_SPEEDUP, "value": speedup,
+                "met": bool(speedup and speedup >= GOAL_SPEEDUP) if on_gpu else None}}
 
 
 def millions(n: int) -> str:
@@ -319,6 +328,8 @@ def format_paper(result: dict) -> str:
     lines.append(f"Q-Former / pooled utterances/s at equal batch: {result['qformer_vs_pooled_at_equal_batch']}; "
                  f"at each one's largest batch: {result['qformer_vs_pooled_at_largest_batch']}")
     for key, goal in result["goals"].items():
-        lines.append(f"goal {key}: {goal['value']} (target {goal['target']}) {'met' if goal['met'] else 'MISSED'}")
+        verdict = "not judged (the goal is for a paper shape on a GPU)" if goal["met"] is None else (
+            "met" if goal["met"] else "MISSED")
+        lines.append(f"goal {key}: {goal['value']} (target {goal['target']}) {verdict}")
     lines.append(f"(bench took {result['bench_seconds']:.0f} s)")
     return "\n".join(lines)
