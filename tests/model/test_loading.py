@@ -157,3 +157,24 @@ def test_from_pretrained_lands_on_the_gpu_in_bf16_without_a_host_copy(tmp_path):
     assert len(texts) == 3
     out = model({"audio": CLIPS, "prompts": PROMPTS, "targets": ["a", "b", "c"]})
     assert torch.isfinite(out["loss"])
+
+
+def test_log_mel_runs_on_the_encoders_device(folders, monkeypatch):
+    whisper, _, _ = folders
+    enc = WhisperEncoder.from_pretrained(whisper)
+    seen = []
+    extract = enc.feature_extractor._torch_extract_fbank_features
+    monkeypatch.setattr(enc.feature_extractor, "_torch_extract_fbank_features",
+                        lambda wave, device="cpu": seen.append(device) or extract(wave, device))
+    mel, mask = enc.features([CLIPS[0]])
+    assert seen == ["cpu"] and mel.shape[-1] == int(mask.sum())
+
+
+@pytest.mark.cuda
+def test_log_mel_on_the_gpu_equals_the_cpus(folders):
+    whisper, _, _ = folders
+    cpu = WhisperEncoder.from_pretrained(whisper)
+    gpu = WhisperEncoder.from_pretrained(whisper, device="cuda")
+    a, _ = cpu.features(CLIPS)
+    b, _ = gpu.features(CLIPS)
+    assert torch.allclose(a, b, atol=1e-4)
