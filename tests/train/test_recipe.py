@@ -407,3 +407,12 @@ def test_an_adapter_option_that_init_from_would_ignore_is_an_error(tiny_setup, t
         recipe.train(cfg, log=lambda *_: None)
     same = recipe.load_config(None, overrides(tiny_setup, tmp_path / "s4", **start))  # the options it was made with
     assert (recipe.train(same, log=lambda *_: None) / "config.json").is_file()
+
+
+def test_the_progress_bar_stays_quiet_in_a_log_file(tiny_setup, tmp_path):
+    """stderr to a file or pipe: the bar redraws every 30 s (cli), not once per step (set_postfix must not force it)."""
+    env = {k: v for k, v in os.environ.items() if k != "TQDM_MININTERVAL"}
+    done = subprocess.run(_train_cmd(tiny_setup, tmp_path / "run", 20), check=True, env=env, capture_output=True,
+                          text=True)
+    bar = [line for line in done.stderr.splitlines() if line.startswith("train ")]  # text mode: \r -> \n
+    assert 1 <= len(bar) <= 4 and "20/20" in bar[-1], bar

@@ -343,8 +343,8 @@ class Recipe:
     def log_step(self, loss: float) -> None:
         """The three sinks: the progress bar, TensorBoard, and train_log.jsonl every log_every steps."""
         lr = self.scheduler.get_last_lr()[0]
-        self.bar.update(1)
-        self.bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}")
+        self.bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", refresh=False)  # update() redraws, as often
+        self.bar.update(1)  # as its mininterval allows (30 s into a log file, cli.quiet_progress_when_logged)
         if self.writer is not None:
             self.writer.add_scalar("train/loss", loss, self.step)
             self.writer.add_scalar("train/lr", lr, self.step)
