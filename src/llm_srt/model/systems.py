@@ -193,20 +193,20 @@ class WhisperSystem:
         self.placement = placement
         self.name = name
         self.model, self.features, self.tokenizer = _whisper(self.folder, placement.device, placement.dtype)
+        self.vocab = set(self.tokenizer.get_vocab())  # to map a registry language to its Whisper token
 
     def decode(self, audios: list[np.ndarray], langs: list[str], whisper_task: str, options: DecodingOptions,
                caps: list[int] | None = None) -> list[str]:
         """Clips -> texts with Whisper's `whisper_task` ("transcribe" / "translate") in each clip's language;
         `caps`: each clip's own token cap (default: the options')."""
         mel = _mel(self.features, audios, self.model)
-        vocab = set(self.tokenizer.get_vocab())
         room = self.model.config.max_target_positions - WHISPER_PROMPT_TOKENS
         caps = [min(c, room) for c in (caps or [options.max_new_tokens] * len(audios))]
         out = [""] * len(audios)
         for lang in sorted(set(langs)):  # HF Whisper generate takes one language per call
             idx = [i for i, x in enumerate(langs) if x == lang]
             with torch.inference_mode():
-                ids = self.model.generate(mel[idx], language=languages.whisper_language(lang, vocab),
+                ids = self.model.generate(mel[idx], language=languages.whisper_language(lang, self.vocab),
                                           task=whisper_task, num_beams=options.beam_size,
                                           max_new_tokens=max(caps[i] for i in idx),
                                           no_repeat_ngram_size=options.no_repeat_ngram_size)
@@ -332,8 +332,7 @@ class CascadeSystem:
 def _speech_llm(spec: str, placement: Placement, encoder: str | None = None, llm: str | None = None, **_) -> System:
     from .speech_llm import SpeechLLM
 
-    overrides = {k: v for k, v in (("encoder", encoder), ("llm", llm)) if v is not None}
-    model = SpeechLLM.from_pretrained(spec, device=placement.device, dtype=placement.dtype, **overrides)
+    model = SpeechLLM.from_pretrained(spec, device=placement.device, dtype=placement.dtype, encoder=encoder, llm=llm)
     return SpeechLLMSystem(model, spec, placement)
 
 

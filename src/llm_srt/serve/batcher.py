@@ -3,7 +3,8 @@ tasks (each request keeps its own source, target and task; the systems take mixe
 
 Requests wait on an asyncio queue. A collector task takes the first waiting request, lets up to `max_batch - 1`
 more join it for at most `max_wait_ms`, and hands them to one worker thread as a single translate() call (one
-thread: the model runs one batch at a time and the event loop stays free to accept uploads meanwhile). Requests that arrive while a batch runs queue up and form the next batch at once.
+thread: the model runs one batch at a time and the event loop stays free to accept uploads meanwhile). Requests
+that arrive while a batch runs queue up and form the next batch at once.
 """
 
 from __future__ import annotations
