@@ -92,6 +92,15 @@ def test_whisper_system(folders):
     assert system.detect_language(CLIPS[0]) in languages.LANGUAGES
 
 
+
+def test_whisper_log_mel_runs_on_the_models_device(folders):
+    system = load_system("whisper", CPU, whisper=str(folders["whisper"]))
+    spy = tiny.CallSpy(system.features)
+    system.features = spy
+    system.decode([CLIPS[0]], ["eng"], "transcribe", OPTS)
+    assert [kw.get("device") for kw in spy.calls] == [str(system.model.device)]
+
+
 def test_each_row_is_cut_to_its_own_cap_whatever_its_batch(speech_model, folders):
     """A batch decodes to its largest cap; every row is cut to its own, so it equals the row decoded alone."""
     speech = load_system(speech_model, CPU)

@@ -133,3 +133,18 @@ def speech_llm_folder(root: Path, **kwargs) -> Path:
     """A saved tiny SpeechLLM (seeded; `kwargs` as speech_llm's) whose outputs depend on its input."""
     torch.manual_seed(0)
     return speech_llm(root, **{"init_std": 0.3, **kwargs}).save_pretrained(root / "model")
+
+
+class CallSpy:
+    """Wraps a callable (a feature extractor): records each call's keyword arguments, then delegates; other
+    attributes pass through."""
+
+    def __init__(self, wrapped):
+        self.wrapped, self.calls = wrapped, []
+
+    def __call__(self, *args, **kwargs):
+        self.calls.append(kwargs)
+        return self.wrapped(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.wrapped, name)

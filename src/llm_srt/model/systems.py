@@ -159,8 +159,9 @@ def _whisper(folder: str, device: torch.device, dtype: torch.dtype):
 
 
 def _mel(features, audios: list[np.ndarray], model) -> torch.Tensor:
-    """Clips -> Whisper's 30 s log-mel (B, n_mels, 3000) on the model's device, in its dtype."""
-    mel = features(audios, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
+    """Clips -> Whisper's 30 s log-mel (B, n_mels, 3000) on the model's device, in its dtype; the STFT runs on that
+    device too (as WhisperEncoder's)."""
+    mel = features(audios, sampling_rate=SAMPLE_RATE, return_tensors="pt", device=str(model.device)).input_features
     return mel.to(device=model.device, dtype=model.dtype)
 
 
