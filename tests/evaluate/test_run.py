@@ -280,3 +280,19 @@ def test_cascade_runs_the_chosen_whisper_and_llm_and_its_llm_is_the_mt(manifest,
     assert mt["1-de"].hyp_translation == gold and mt["1-de"].error is None  # --llm's model translated the gold text
     assert (data["n_failed"], data["n_rows"]) == (0, N_ROWS) and (data["mt"]["n_failed"], data["mt"]["n_rows"]) == (
         1, 2 * N + 1)
+
+
+def test_several_systems_are_compared_with_the_first(oracle, manifest, tmp_path, monkeypatch):
+    monkeypatch.setitem(systems.SYSTEMS, "gold", lambda name, placement, **_: Oracle(placement))
+    report = run.evaluate({"flaky": "flaky", "gold": "gold"}, manifest, tmp_path, task="srt", options=OPTS,
+                          batch_size=4, placement=CPU, log=lambda *_: None, significance=200)
+    [(name, first, c)] = report.comparisons
+    assert (name, first) == ("gold", "flaky") and c.samples == 200
+    from llm_srt.evaluate.significance import paired_bootstrap
+    again = paired_bootstrap(load_results(tmp_path / "hyps.gold.jsonl"), load_results(tmp_path / "hyps.flaky.jsonl"),
+                             samples=200)
+    assert again == c and c.delta > 0  # the gold system lost no rows
+    assert json.loads((tmp_path / "results.json").read_text())["systems"]["gold"]["significance"]["resamples"] == 200
+    none = run.evaluate({"flaky": "flaky", "gold": "gold"}, manifest, tmp_path / "n", task="srt", options=OPTS,
+                        batch_size=4, placement=CPU, log=lambda *_: None, significance=0)
+    assert none.comparisons == ()

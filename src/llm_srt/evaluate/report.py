@@ -110,6 +110,8 @@ class SystemScores:
 @dataclass(frozen=True)
 class Report:
     systems: tuple[SystemScores, ...]  # in the order given
+    # paired bootstrap of each system against the first (evaluate/significance.py): (system, compared with, result)
+    comparisons: tuple[tuple[str, str, "Comparison"], ...] = ()
 
     @property
     def mt_bleu(self) -> dict[str, dict[Direction, float]]:
@@ -226,7 +228,11 @@ def write_report(report: Report, out_dir: str | Path) -> dict[str, Path]:
 
 
 def to_json(report: Report) -> dict:
-    return {"systems": {s.name: {**_system_json(s), **({"mt": _system_json(s.mt)} if s.mt is not None else {})}
+    significance = {a: {"compared_with": b, "delta_bleu": _num(c.delta), "ci95": [_num(c.low), _num(c.high)],
+                        "p": round(c.p, 4), "verdict": c.verdict(), "resamples": c.samples}
+                    for a, b, c in report.comparisons}
+    return {"systems": {s.name: {**_system_json(s), **({"mt": _system_json(s.mt)} if s.mt is not None else {}),
+                                 **({"significance": significance[s.name]} if s.name in significance else {})}
                         for s in report.systems}}
 
 
@@ -280,6 +286,11 @@ def to_markdown(report: Report) -> str:
         parts += _md_table(["direction", *[f"{s.name} {col}" for s in with_mt for col in ("MT", "speech")]],
                            [[_arrow(d), *[_fmt(v.score) if v else "–" for s in with_mt
                                           for v in (s.mt.bleu.get(d), s.bleu.get(d))]] for d in dirs])
+    if report.comparisons:
+        parts += ["", f"## Is the difference real? Paired bootstrap over test sentences "
+                      f"({report.comparisons[0][2].samples} resamples)", ""]
+        parts += _md_table(["system", "compared with", "Δ avg BLEU", "95% interval", "p", "verdict"],
+                           _comparison_rows(report))
     signatures = _unique(v.signature for s in report.systems for v in (*s.bleu.values(), *s.asr.values()))
     parts += ["", "## Signatures", ""] + [f"- `{sig}`" for sig in signatures]
     scored = [t for s in report.systems for t in ((s.name, s), *(((f"{s.name} (MT)", s.mt),) if s.mt else ()))]
@@ -322,12 +333,20 @@ def format_table(report: Report) -> str:
         rows = [[s.name, _fmt(s.mt.average()), _fmt(s.average()), _of(len(s.mt.failed), s.mt.n_rows)]
                 for s in with_mt]
         text += "\n\nText MT (the system's own LLM, gold transcript in) vs speech, BLEU\n" + _text_table(header, rows)
+    if report.comparisons:
+        text += ("\n\nPaired bootstrap over test sentences (avg BLEU)\n"
+                 + _text_table(["system", "vs", "delta", "95% interval", "p", "verdict"], _comparison_rows(report)))
     failures = [f"{name}: {scores.failed_summary()} (scored as empty hypotheses); by direction: "
                 + ", ".join(f"{d[0]}->{d[1]} {_of(n, scores.rows[d])}" for d, n in scores.failed_by_direction().items()
                             if n)
                 for s in report.systems for name, scores in ((s.name, s), (f"{s.name} (MT)", s.mt))
                 if scores is not None and scores.failed]
     return text + ("\n\n" + "\n".join(failures) if failures else "")
+
+
+def _comparison_rows(report: Report) -> list[list]:
+    return [[a, b, f"{c.delta:+.1f}", f"[{c.low:+.1f}, {c.high:+.1f}]", f"{c.p:.3f}", c.verdict()]
+            for a, b, c in report.comparisons]
 
 
 def _text_table(header: list, rows: list[list]) -> str:

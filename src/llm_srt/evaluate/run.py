@@ -8,10 +8,13 @@ Each manifest row (an utterance-direction) is one work item; every system gets t
 stream (it batches them by length, not by language pair). A row that fails (a CUDA out-of-memory included) is an
 empty hypothesis in the scores and is counted (`failed: N of M`), never dropped. Under torchrun every rank runs on
 its own GPU (`--device auto`) over a length-bucketed shard of the rows, and rank 0 merges and writes the report.
+With several systems, the report also says whether each one's average BLEU differs from the first system's beyond
+chance (paired bootstrap resampling over the test sentences, evaluate/significance.py).
 """
 
 import json
 import os
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -24,6 +27,7 @@ from ..errors import LLMSRTError
 from ..model.decoding import DecodingOptions
 from ..prompts import Task
 from .report import UtteranceResult, build_report, format_table, write_report
+from .significance import SAMPLES, paired_bootstrap
 
 TASKS = ("auto", "srt", "s2tt", "smt", "asr")  # --task; auto: what the model folder was trained for
 GATHER_TIMEOUT = timedelta(hours=12)  # how long rank 0 waits for the slowest rank's shard
@@ -154,9 +158,11 @@ def gather(part, rank: int, size: int) -> list | None:
 def evaluate(models: dict[str, str], manifest: str | Path, out: str | Path, task: str = "auto",
              options: DecodingOptions = DecodingOptions(), batch_size: int = 8, limit: int | None = None,
              with_mt: bool = False, skip_bad: bool = False, log=print, placement: Placement | None = None,
-             whisper: str | None = None, llm: str | None = None):
+             whisper: str | None = None, llm: str | None = None, significance: int = SAMPLES):
     """Run every model (name -> folder, or a baseline's name) over the manifest and write the report into `out`;
-    the Report on rank 0, None on the other ranks. `whisper` / `llm`: the baselines' Whisper and LLM folders."""
+    the Report on rank 0, None on the other ranks. `whisper` / `llm`: the baselines' Whisper and LLM folders.
+    With several systems, each is compared with the first by paired bootstrap resampling (`significance`
+    resamples; 0: no test)."""
     from ..infer import SpeechTranslator
     from ..model.systems import load_system
 
@@ -196,6 +202,11 @@ def evaluate(models: dict[str, str], manifest: str | Path, out: str | Path, task
     for name, results in mt.items():
         _write_hyps(hyps_path(out, name, mt=True), results)
     report = build_report(systems, mt=mt)
+    if len(systems) > 1 and significance:
+        first = next(iter(systems))
+        report = replace(report, comparisons=tuple(
+            (name, first, paired_bootstrap(results, systems[first], samples=significance))
+            for name, results in systems.items() if name != first))
     files = write_report(report, out)
     log(format_table(report))
     log("wrote " + ", ".join(str(p) for p in files.values()))
@@ -219,6 +230,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--whisper", default=None, help="Whisper folder of the whisper and cascade baselines "
                                                         "(default: the embedded Whisper)")
     parser.add_argument("--llm", default=None, help="LLM folder of the cascade (default: the embedded LLM)")
+    parser.add_argument("--significance", type=int, default=SAMPLES, metavar="N",
+                        help="with several systems: paired bootstrap of each against the first, N resamples "
+                             "(0: none)")
     parser.add_argument("--skip-bad", action="store_true", help="skip bad manifest rows instead of stopping")
     device.add_arguments(parser)
 
@@ -228,7 +242,7 @@ def main(args) -> int:
     report = evaluate(models, args.manifest, args.out, args.task,
                       DecodingOptions(beam_size=args.beam, max_new_tokens=args.max_new_tokens), args.batch_size,
                       args.limit, args.with_mt, args.skip_bad, placement=device.from_args(args),
-                      whisper=args.whisper, llm=args.llm)
+                      whisper=args.whisper, llm=args.llm, significance=args.significance)
     if report is None:  # a rank other than 0 under torchrun
         return 0
     return 0 if any(len(s.failed) < s.n_rows for s in report.systems) else 1  # 1: not one row could be translated

@@ -1,0 +1,97 @@
+"""Is one system's average BLEU really higher than another's? Paired bootstrap resampling over test sentences.
+
+The statistic is the one the paper's tables (and the demo's claims) compare: the average over directions of corpus
+BLEU per direction. Both systems are scored on the same resampled sentences (paired), resampling within each
+direction (stratified), so every resample keeps each direction's size. BLEU of a resample comes from SacreBLEU's
+own per-sentence sufficient statistics, summed, as SacreBLEU's paired test (`sacrebleu.significance`) computes it.
+
+p is two-sided: the share of resampled differences, centred on their mean (the null hypothesis of no difference),
+at least as far from 0 as the observed difference, with the +1 correction of Koehn (2004) and SacreBLEU. A claim
+"a beats b" then reads: holds (delta > 0, p < alpha), reversed (delta < 0, p < alpha), else not significant.
+"""
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+from sacrebleu.metrics import BLEU
+
+from .. import languages
+from ..errors import LLMSRTError
+from .report import Direction, UtteranceResult
+
+SAMPLES = 1000  # resamples (SacreBLEU's default for the paired bootstrap)
+ALPHA = 0.05
+
+
+@dataclass(frozen=True)
+class Comparison:
+    a: float  # system a's average BLEU over directions, on the full test set
+    b: float  # system b's
+    p: float  # two-sided p-value of a - b under paired bootstrap resampling
+    low: float  # 95% interval of a - b over the resamples
+    high: float
+    sentences: int  # test sentences both systems were scored on
+    samples: int
+
+    @property
+    def delta(self) -> float:
+        return self.a - self.b
+
+    def verdict(self, alpha: float = ALPHA) -> str:
+        """'holds', 'reversed' or 'not significant' for the claim "a beats b"."""
+        if self.p >= alpha or self.delta == 0:
+            return "not significant"
+        return "holds" if self.delta > 0 else "reversed"
+
+
+def paired_bootstrap(a: Iterable[UtteranceResult | Mapping], b: Iterable[UtteranceResult | Mapping],
+                     samples: int = SAMPLES, seed: int = 0) -> Comparison:
+    """Compare two systems' results on the same test rows (paired by utterance id; a failed row is an empty
+    hypothesis, as in the report). Raises LLMSRTError when the two do not cover the same scored rows."""
+    rows_a, rows_b = _scored(a), _scored(b)
+    if rows_a.keys() != rows_b.keys():
+        only = sorted(rows_a.keys() ^ rows_b.keys())
+        raise LLMSRTError(f"the two systems were not run on the same test rows ({len(only)} differ, e.g. "
+                          f"{only[0]!r}); compare results of one evaluation")
+    if not rows_a:
+        raise LLMSRTError("no rows with a reference translation to compare")
+    if samples < 1:
+        raise LLMSRTError(f"samples must be at least 1, not {samples}")
+    by_direction: dict[Direction, list[str]] = {}
+    for key, r in rows_a.items():
+        by_direction.setdefault((r.src, r.tgt), []).append(key)
+    rng = np.random.default_rng(seed)
+    full_a, full_b, boot_a, boot_b = [], [], [], []
+    for (_, tgt), keys in sorted(by_direction.items()):
+        metric = BLEU(tokenize=languages.get(tgt).bleu_tokenize)
+        stats_a, stats_b = (_stats(metric, [rows[k] for k in keys]) for rows in (rows_a, rows_b))
+        idx = rng.integers(0, len(keys), size=(samples, len(keys)))
+        full_a.append(_score(metric, stats_a.sum(0)))
+        full_b.append(_score(metric, stats_b.sum(0)))
+        boot_a.append([_score(metric, s) for s in stats_a[idx].sum(1)])
+        boot_b.append([_score(metric, s) for s in stats_b[idx].sum(1)])
+    observed = float(np.mean(full_a) - np.mean(full_b))
+    diffs = np.mean(boot_a, axis=0) - np.mean(boot_b, axis=0)  # (samples,): average over directions per resample
+    extreme = int(np.sum(np.abs(diffs - diffs.mean()) >= abs(observed)))
+    low, high = np.percentile(diffs, [2.5, 97.5])
+    return Comparison(float(np.mean(full_a)), float(np.mean(full_b)), (extreme + 1) / (samples + 1),
+                      float(low), float(high), len(rows_a), samples)
+
+
+def _scored(rows: Iterable[UtteranceResult | Mapping]) -> dict[str, UtteranceResult]:
+    out = {}
+    for r in rows:
+        r = r if isinstance(r, UtteranceResult) else UtteranceResult.from_dict(r)
+        if r.ref_translation is not None:
+            out[r.id] = r
+    return out
+
+
+def _stats(metric: BLEU, rows: list[UtteranceResult]) -> np.ndarray:
+    hyps = ["" if r.failed else r.hyp_translation for r in rows]
+    return np.asarray(metric._extract_corpus_statistics(hyps, [[r.ref_translation for r in rows]]), dtype=np.int64)
+
+
+def _score(metric: BLEU, stats: np.ndarray) -> float:
+    return float(metric._compute_score_from_stats(stats.tolist()).score)

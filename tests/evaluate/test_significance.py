@@ -1,0 +1,90 @@
+"""Paired bootstrap resampling over test sentences (evaluate/significance.py) and its place in the report."""
+
+import json
+
+import numpy as np
+import pytest
+import sacrebleu
+
+from llm_srt.errors import LLMSRTError
+from llm_srt.evaluate import report as rep
+from llm_srt.evaluate.significance import paired_bootstrap
+
+WORDS = "the quick brown fox jumps over a lazy dog while seven cats watch from the old red barn".split()
+
+
+def refs(n: int, seed: int = 0) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return [" ".join(rng.choice(WORDS, size=12)) for _ in range(n)]
+
+
+def system(references, hyp_of, directions=(("eng", "deu"), ("eng", "fra"))) -> list[dict]:
+    return [{"id": f"{d[1]}-{i}", "src": d[0], "tgt": d[1], "ref_translation": r, "hyp_translation": hyp_of(i, r)}
+            for d in directions for i, r in enumerate(references)]
+
+
+def truncated(keep: int):
+    return lambda i, r: " ".join(r.split()[:keep])
+
+
+def test_a_clearly_better_system_holds_the_reverse_is_reversed():
+    r = refs(30)
+    good, bad = system(r, truncated(10)), system(r, truncated(4))
+    c = paired_bootstrap(good, bad, samples=500)
+    assert c.delta > 10 and c.p < 0.01 and c.verdict() == "holds" and c.low > 0 and c.sentences == 60
+    assert paired_bootstrap(bad, good, samples=500).verdict() == "reversed"
+
+
+def test_scores_are_the_reports_average_bleu():
+    r = refs(20, seed=1)
+    a, b = system(r, truncated(9)), system(r, lambda i, s: s if i % 3 else "")
+    c = paired_bootstrap(a, b, samples=50)
+    for rows, score in ((a, c.a), (b, c.b)):
+        assert score == pytest.approx(rep.score_system("x", rows).average())
+    deu = [x for x in a if x["tgt"] == "deu"]
+    assert rep.score_system("x", a).bleu[("eng", "deu")].score == pytest.approx(sacrebleu.corpus_bleu(
+        [x["hyp_translation"] for x in deu], [[x["ref_translation"] for x in deu]]).score)
+
+
+def test_one_sentence_of_difference_is_not_significant():
+    r = refs(40, seed=2)
+    a = system(r, lambda i, s: s)
+    b = system(r, lambda i, s: s if i else "")  # one sentence of 40 per direction missed
+    c = paired_bootstrap(a, b, samples=1000)
+    assert c.delta > 0 and c.p >= 0.05 and c.verdict() == "not significant"
+    same = paired_bootstrap(a, a, samples=100)
+    assert same.delta == 0 and same.p == 1.0 and same.verdict() == "not significant"
+
+
+def test_failed_rows_count_as_empty_and_resampling_is_seeded():
+    r = refs(25, seed=3)
+    a = system(r, truncated(8))
+    b = [{**x, "error": "OutOfMemoryError"} if i % 2 else x for i, x in enumerate(system(r, truncated(8)))]
+    c = paired_bootstrap(a, b, samples=200, seed=7)
+    assert c.b == pytest.approx(rep.score_system("b", b).average()) and c.delta > 0
+    assert paired_bootstrap(a, b, samples=200, seed=7) == c
+
+
+def test_systems_on_different_rows_are_an_error():
+    r = refs(5)
+    with pytest.raises(LLMSRTError, match="not run on the same test rows"):
+        paired_bootstrap(system(r, truncated(3)), system(r, truncated(3))[:-1])
+    with pytest.raises(LLMSRTError, match="no rows with a reference"):
+        paired_bootstrap([], [])
+
+
+def test_report_shows_and_stores_the_comparison(tmp_path):
+    r = refs(30, seed=4)
+    good, bad = system(r, truncated(10)), system(r, truncated(3))
+    report = rep.build_report({"bad": bad, "good": good})
+    c = paired_bootstrap(good, bad, samples=300)
+    from dataclasses import replace
+    report = replace(report, comparisons=(("good", "bad", c),))
+    rep.write_report(report, tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    assert "Paired bootstrap over test sentences (300 resamples)" in md
+    assert f"| good | bad | {c.delta:+.1f} |" in md and "| holds |" in md
+    data = json.loads((tmp_path / "results.json").read_text())["systems"]
+    assert data["good"]["significance"]["compared_with"] == "bad" and data["good"]["significance"]["p"] < 0.05
+    assert "significance" not in data["bad"]
+    assert "holds" in rep.format_table(report)
