@@ -37,26 +37,30 @@ def test_shipped_training_sentences_are_read_from_the_checkpoint(tmp_path):
     assert len(shipped) >= 100 and all(len(i) == 10 for i in shipped)
 
 
-def test_claims_compare_the_right_systems_and_say_whether_each_holds():
+def test_claims_say_holds_reversed_or_not_significant_with_p():
     from llm_srt.demo import check_claims
-    from llm_srt.evaluate.report import UtteranceResult, build_report
+    from llm_srt.evaluate.report import UtteranceResult
 
-    refs = ["the cat sat on the mat today", "a dog ran in the park", "it is raining in the city again"]
+    words = "the cat sat on a mat while dogs ran in the park and it rained over the old city".split()
+    rng = __import__("numpy").random.default_rng(0)
+    refs = [" ".join(rng.choice(words, size=10)) for _ in range(30)]
 
-    def system(hyps):
-        return [UtteranceResult(id=str(i), src="deu", tgt="eng", hyp_translation=h, ref_translation=r)
-                for i, (h, r) in enumerate(zip(hyps, refs))]
+    def system(hyp):
+        return [UtteranceResult(id=str(i), src="deu", tgt="eng", hyp_translation=hyp(i, r), ref_translation=r)
+                for i, r in enumerate(refs)]
 
-    report = build_report({"LLM-SRT (this run)": system(refs), "Baseline (this run)": system(["x y z"] * 3),
-                           "LLM-SRT w/o SMT (this run)": system(refs[:2] + ["it rains"])})
-    table3, table8 = check_claims(report)["numbers"]
-    assert table3["holds_here"] and table3["bleu"] == 100.0 and table3["bleu_compared"] < 5
-    assert table8["compared_with"] == "LLM-SRT w/o SMT (this run)" and table8["holds_here"]
-    report = build_report({"LLM-SRT (this run)": system(["x y z"] * 3), "Baseline (this run)": system(refs),
-                           "LLM-SRT w/o SMT (this run)": system(refs)})
-    result = check_claims(report)
+    full, poor = system(lambda i, r: r), system(lambda i, r: " ".join(r.split()[:3]))
+    almost = system(lambda i, r: r if i else "")  # one sentence of 30 lost: no real difference
+    names = ("LLM-SRT (this run)", "Baseline (this run)", "LLM-SRT w/o SMT (this run)")
+    table3, table8 = check_claims(dict(zip(names, (full, poor, almost))), samples=300)["numbers"]
+    assert table3["holds_here"] and table3["verdict"] == "holds" and table3["p"] < 0.01 and table3["bleu"] == 100.0
+    assert table3["compared_with"] == "Baseline (this run)" and table3["bleu_compared"] < 30
+    assert table8["compared_with"] == "LLM-SRT w/o SMT (this run)" and table8["verdict"] == "not significant"
+    assert not table8["holds_here"] and table8["p"] >= 0.05 and table8["bleu"] > table8["bleu_compared"]
+    result = check_claims(dict(zip(names, (poor, full, full))), samples=300)
+    assert [n["verdict"] for n in result["numbers"]] == ["reversed", "reversed"]
     assert not any(n["holds_here"] for n in result["numbers"])
-    assert sum("does NOT hold" in line for line in result["lines"]) == 2
+    assert all("-> reversed (p=0.00" in line for line in result["lines"][1:])
 
 
 def test_demo_work_folder_with_a_hash_keeps_every_stage_inside_it():

@@ -6,12 +6,13 @@
    SMT + SRT, and Table 8's "w/o SMT" ablation (ASR -> SRT), all from one shared ASR stage;
 4. evaluation on held-out test sentences of: the miniature runs, the cascade (Whisper -> Gemma text MT), and the
    model shipped in checkpoints/embedded/srt (trained here longer, on a bigger mini corpus; see its README);
-5. the paper's two claims checked on these numbers, and one held-out clip translated and printed.
+5. the paper's two claims checked on these numbers (with paired bootstrap p-values), and one held-out clip translated and printed.
 Everything is reused on a re-run (corpus, features, finished stages).
 """
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 
@@ -67,7 +68,8 @@ def demo_stages(work: Path, data: Path) -> dict[str, list]:
 def run_demo(work: Path, data: Path, log=print) -> dict:
     from .data.mini import MiniOptions, build_mini
     from .embedded import ensure_embedded
-    from .evaluate.run import evaluate
+    from .evaluate.report import load_results
+    from .evaluate.run import evaluate, hyps_path
     from .infer import SpeechTranslator
     from .train.curriculum import run_stages
 
@@ -102,7 +104,7 @@ def run_demo(work: Path, data: Path, log=print) -> dict:
         if (folder / "config.json").is_file():
             systems[name] = str(folder)
     report = step("evaluation", lambda: evaluate(systems, subset, work / "report", log=log))
-    claims = check_claims(report)
+    claims = check_claims({name: load_results(hyps_path(work / "report", name)) for name in systems})
     log("\n" + "\n".join(claims["lines"]))
 
     def one_clip():
@@ -138,16 +140,23 @@ CLAIMS = (  # (claim, system that should win, system it is compared with, the pa
 )
 
 
-def check_claims(report) -> dict:
-    """The paper's claims on this run's numbers: average BLEU of each pair and whether the claim holds here."""
-    avg = {s.name: s.average() for s in report.systems}
-    lines, numbers = ["=== the paper's claims, on this run (avg BLEU over the demo directions)"], []
+def check_claims(results: Mapping[str, list], samples: int = 1000) -> dict:
+    """The paper's claims on this run's utterance results (system name -> its rows): average BLEU of each pair
+    and whether the difference is beyond chance (paired bootstrap over the test sentences, p < 0.05)."""
+    from .evaluate.significance import paired_bootstrap
+
+    lines = [f"=== the paper's claims, on this run (avg BLEU over the demo directions; paired bootstrap over test "
+             f"sentences, {samples} resamples)"]
+    numbers = []
     for claim, a, b, paper in CLAIMS:
-        holds = avg[a] > avg[b]
-        numbers.append({"claim": claim, "system": a, "bleu": round(avg[a], 2), "compared_with": b,
-                        "bleu_compared": round(avg[b], 2), "holds_here": holds, "paper": paper})
-        lines.append(f"{claim}: {a} {avg[a]:.1f} vs {b} {avg[b]:.1f} -> "
-                     f"{'holds' if holds else 'does NOT hold'} here (paper: {paper})")
+        c = paired_bootstrap(results[a], results[b], samples=samples)
+        verdict = c.verdict()
+        numbers.append({"claim": claim, "system": a, "bleu": round(c.a, 2), "compared_with": b,
+                        "bleu_compared": round(c.b, 2), "holds_here": verdict == "holds", "p": round(c.p, 4),
+                        "verdict": verdict, "delta_ci95": [round(c.low, 2), round(c.high, 2)],
+                        "sentences": c.sentences, "paper": paper})
+        lines.append(f"{claim}: {a} {c.a:.1f} vs {b} {c.b:.1f} (delta {c.delta:+.1f}, 95% interval "
+                     f"[{c.low:+.1f}, {c.high:+.1f}]) -> {verdict} (p={c.p:.3f}) here (paper: {paper})")
     return {"lines": lines, "numbers": numbers}
 
 
