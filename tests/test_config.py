@@ -89,3 +89,85 @@ def test_a_hash_in_an_override_is_part_of_the_value():
     assert config.load(Cfg, None, ["name=runs/demo #1"]).name == "runs/demo #1"
     assert config.load(Cfg, None, ["name='quoted # kept'"]).name == "quoted # kept"
     assert config.load(Cfg, None, ["trainable=[adapter, lora]"]).trainable == ["adapter", "lora"]
+
+
+# ---- hostile or careless configs: refused at load, in one short line ----------------------------------------------
+@dataclass
+class Ranged:
+    lr: float = field(default=1e-4, metadata=config.bounds(gt=0))
+    betas: tuple[float, float] = field(default=(0.9, 0.999), metadata=config.bounds(ge=0, lt=1))
+    mix: dict[str, float] = field(default_factory=dict, metadata=config.bounds(gt=0))
+    keep: int = field(default=2, metadata=config.bounds(ge=1, note="the newest is always kept"))
+    free: float = 0.5
+
+
+@pytest.mark.parametrize("override,message", [
+    ("lr=0", r"lr must be > 0, got 0"),
+    ("lr=.nan", r"lr must be a finite number, got nan"),
+    ("lr=nan", r"lr must be a finite number, got nan"),
+    ("free=-.inf", r"free must be a finite number, got -inf"),
+    ("free=1e400", r"free must be a finite number"),
+    ("betas=[2, 3]", r"betas\[0\] must be >= 0 and < 1, got 2.0"),
+    ("betas=[0.9, 1]", r"betas\[1\] must be >= 0 and < 1, got 1.0"),
+    ("mix={srt: .inf}", r"mix.srt must be a finite number, got inf"),
+    ("mix={srt: -1}", r"mix.srt must be > 0, got -1.0"),
+    ("mix={1: 1}", r"a key of mix must be str, got 1"),
+    ("keep=0", r"keep must be >= 1 \(the newest is always kept\), got 0"),
+])
+def test_ranges_and_finiteness_are_checked_at_load(override, message):
+    with pytest.raises(ConfigError, match=message) as e:
+        config.load(Ranged, None, [override])
+    assert "\n" not in str(e.value)
+    assert config.load(Ranged, None, ["lr=1e30", "betas=[0, 0.5]", "keep=1"]).lr == 1e30  # the edges are allowed
+
+
+def test_a_repeated_key_is_refused_naming_both_lines(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("name: x\noptim:\n  lr: 1e-3\ntrainable: [adapter]\noptim:\n  warmup_steps: 0\n")
+    with pytest.raises(ConfigError, match=r"c.yaml:5: key 'optim' appears twice in one mapping \(first on line 2\)"):
+        config.load(Cfg, p)
+    p.write_text("optim:\n  lr: 1e-3\n  lr: 1e-4\n")  # nested too
+    with pytest.raises(ConfigError, match=r"c.yaml:3: key 'lr' appears twice"):
+        config.load(Cfg, p)
+    with pytest.raises(ConfigError, match=r"override 'mix=\{a: 1, a: 2\}': key 'a' appears twice"):
+        config.load(Cfg, None, ["mix={a: 1, a: 2}"])
+
+
+def test_an_alias_bomb_is_refused_before_it_expands(tmp_path):
+    """Nine levels of nine aliases: 9**9 strings if expanded (the 'billion laughs'), 350 bytes on disk."""
+    text = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n'
+    for prev, name in zip("abcdefgh", "bcdefghi"):
+        text += f"{name}: &{name} [" + ",".join([f"*{prev}"] * 9) + "]\n"
+    text += "name: *i\n"
+    p = tmp_path / "bomb.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError, match=r"bomb.yaml:2: YAML aliases \(\*a\) are not accepted") as e:
+        config.load(Cfg, p)
+    assert len(str(e.value)) < 200
+    p.write_text("optim: &o {lr: 1.0}\nname: x\n")  # an anchor without an alias is harmless
+    assert config.load(Cfg, p).optim.lr == 1.0
+    with pytest.raises(ConfigError, match="YAML aliases"):
+        config.load(Cfg, None, ["trainable=[&x a, *x]"])
+
+
+def test_huge_values_are_shortened_in_messages_and_huge_files_refused(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("trainable: " + "x" * 100_000 + "\n")
+    with pytest.raises(ConfigError, match=r"trainable must be a list, got 'x+\.\.\.x+'") as e:
+        config.load(Cfg, p)
+    assert len(str(e.value)) < 200
+    p.write_text("name: [" + ", ".join(["[1, 2, 3]"] * 2_000) + "]\n")
+    with pytest.raises(ConfigError, match=r"name must be str") as e:
+        config.load(Cfg, p)
+    assert len(str(e.value)) < 200
+    p.write_text("name: " + "[" * 1_500 + "]" * 1_500 + "\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: nested too deeply"):
+        config.load(Cfg, p)
+    p.write_text("# " + "x" * (config.MAX_CONFIG_BYTES + 1) + "\nname: x\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: \d+ bytes; a config is at most 1024 KiB"):
+        config.load(Cfg, p)
+    with pytest.raises(ConfigError, match=r": not a regular file"):
+        config.load(Cfg, tmp_path)  # a folder
+    with pytest.raises(ConfigError, match=r"unknown key 'y+\.\.\.y+'") as e:
+        config.load(Cfg, None, ["y" * 10_000 + "=1"])
+    assert len(str(e.value)) < 300

@@ -4,11 +4,18 @@ A config is a tree of dataclasses; the dataclass fields are the schema. Unknown 
 that name the file and the dotted key. A dataclass may list keys it no longer takes in a class attribute
 `MOVED: ClassVar[dict[str, str]]` (old key -> what to write instead); using one is an error that says so.
 Code composes configs with `dataclasses.replace`; `key=value` strings are for people on the command line.
+
+Checked at load, before anything is built: YAML aliases and repeated keys are refused (an alias bomb, a second
+`optim:` silently replacing the first), every float must be finite, and a field may declare its range next to it:
+`lr: float = field(default=1e-4, metadata=bounds(gt=0))` (for a list, tuple or mapping, each item). Errors are one
+line: values in them are shortened (`short`), never formatted whole.
 """
 
 import dataclasses
+import math
 import os
 import re
+import reprlib
 import types
 import typing
 from pathlib import Path
@@ -20,6 +27,90 @@ from .errors import ConfigError
 
 T = TypeVar("T")
 
+MAX_CONFIG_BYTES = 1 << 20  # a config is a page of settings; a bigger file is a mistake (or a bomb)
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """Allowed values of a numeric field: bounds (None = open) and an optional note on what to write."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    note: str = ""
+
+    def problem(self, value: Any) -> str | None:
+        """None if `value` is inside, else 'must be ...'."""
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return None
+        tests = (("ge", ">=", value >= self.ge if self.ge is not None else True),
+                 ("gt", ">", value > self.gt if self.gt is not None else True),
+                 ("le", "<=", value <= self.le if self.le is not None else True),
+                 ("lt", "<", value < self.lt if self.lt is not None else True))
+        if all(ok for *_, ok in tests):
+            return None
+        parts = [f"{op} {_number(getattr(self, name))}" for name, op, _ in tests if getattr(self, name) is not None]
+        return "must be " + " and ".join(parts) + (f" ({self.note})" if self.note else "")
+
+
+def _number(x: float) -> str:
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
+def bounds(ge: float | None = None, gt: float | None = None, le: float | None = None, lt: float | None = None,
+           note: str = "") -> dict:
+    """Field metadata declaring a numeric range: `field(default=1, metadata=bounds(ge=1))`."""
+    return {"range": Range(ge, gt, le, lt, note)}
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxstring, _SHORT.maxother, _SHORT.maxlist, _SHORT.maxtuple, _SHORT.maxdict, _SHORT.maxlevel = \
+    60, 60, 6, 6, 4, 3
+
+
+def short(value: Any) -> str:
+    """repr(value) bounded in size (a huge or deeply nested value is cut, never formatted whole)."""
+    return _SHORT.repr(value)
+
+
+class _Refused(yaml.YAMLError):
+    """YAML this project does not read, at a place in the file."""
+
+    def __init__(self, mark, message: str):
+        super().__init__(message)
+        self.mark, self.message = mark, message
+
+
+class StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that refuses aliases (`*name`: 600 bytes of nested aliases expand to gigabytes) and
+    repeated keys in a mapping (the last would silently win)."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise _Refused(event.start_mark, f"YAML aliases (*{short(event.anchor)[1:-1]}) are not accepted in a "
+                           "config; write the value out")
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node.start_mark)
+            except TypeError:  # an unhashable key: PyYAML's own error follows
+                continue
+            if first is not key_node.start_mark:
+                raise _Refused(key_node.start_mark, f"key {short(key)} appears twice in one mapping (first on line "
+                               f"{first.line + 1}); the second would silently replace the first: keep one")
+        return super().construct_mapping(node, deep)
+
+
+def parse_yaml(text: str) -> Any:
+    """YAML text through `StrictLoader`."""
+    return yaml.load(text, Loader=StrictLoader)  # noqa: S506  (a SafeLoader subclass)
+
 
 def load(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
     """Build `cls` from a YAML file, then apply `a.b=value` overrides (values parsed as YAML)."""
@@ -28,9 +119,17 @@ def load(cls: type[T], path: str | Path | None = None, overrides: list[str] | No
     if path is not None:
         p = Path(path)
         if not p.is_file():
-            raise ConfigError(f"{p}: no such config file")
+            what = "not a regular file" if p.exists() else "no such config file"
+            raise ConfigError(f"{p}: {what}")
         try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+            if p.stat().st_size > MAX_CONFIG_BYTES:
+                raise ConfigError(f"{p}: {p.stat().st_size} bytes; a config is at most {MAX_CONFIG_BYTES >> 10} KiB "
+                                  "(is it really a config?)")
+            data = parse_yaml(p.read_text(encoding="utf-8")) or {}
+        except _Refused as e:
+            raise ConfigError(f"{p}:{e.mark.line + 1}: {e.message}") from None
+        except RecursionError:
+            raise ConfigError(f"{p}: nested too deeply to be a config") from None
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             line = f":{mark.line + 1}" if mark else ""
@@ -44,11 +143,15 @@ def load(cls: type[T], path: str | Path | None = None, overrides: list[str] | No
     for item in overrides or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ConfigError(f"override {item!r}: write overrides as key=value, e.g. optim.lr=1e-5")
+            raise ConfigError(f"override {short(item)}: write overrides as key=value, e.g. optim.lr=1e-5")
         try:
-            parsed = yaml.safe_load(value) if value.strip() else None
+            parsed = parse_yaml(value) if value.strip() else None
+        except _Refused as e:
+            raise ConfigError(f"override {short(item)}: {e.message}") from None
+        except RecursionError:
+            raise ConfigError(f"override {short(item)}: nested too deeply") from None
         except yaml.YAMLError as e:
-            raise ConfigError(f"override {item!r}: the value is not valid YAML ({_problem(e)}); "
+            raise ConfigError(f"override {short(item)}: the value is not valid YAML ({_problem(e)}); "
                               "quote it or fix the brackets") from None
         if isinstance(parsed, str) and "#" in value and not value.lstrip().startswith(("'", '"')):
             parsed = value.strip()  # "output_dir=runs/demo #1": a '#' on a command line is no YAML comment
@@ -64,11 +167,13 @@ def from_dict(cls: type[T], data: dict, where: str = "<config>", prefix: str = "
     unknown = sorted(set(data) - set(fields), key=str)
     moved = [k for k in unknown if k in getattr(cls, "MOVED", {})]
     if moved:
-        raise ConfigError(f"{where}: '{prefix}{moved[0]}' is no longer a key here; {cls.MOVED[moved[0]]}")
+        raise ConfigError(f"{where}: '{prefix}{short(moved[0])[1:-1]}' is no longer a key here; {cls.MOVED[moved[0]]}")
     if unknown:
-        raise ConfigError(f"{where}: unknown key '{prefix}{unknown[0]}'; known keys here: {', '.join(fields)}")
+        raise ConfigError(f"{where}: unknown key '{prefix}{_key(unknown[0])}'; known keys here: {', '.join(fields)}")
     hints = typing.get_type_hints(cls)
     kwargs = {name: coerce(hints[name], value, where, f"{prefix}{name}") for name, value in data.items()}
+    for name, value in kwargs.items():
+        check_range(fields[name], value, where, f"{prefix}{name}")
     try:
         return cls(**kwargs)
     except ConfigError as e:  # raised by the dataclass's own checks (__post_init__): say which file
@@ -77,6 +182,20 @@ def from_dict(cls: type[T], data: dict, where: str = "<config>", prefix: str = "
         raise ConfigError(f"{where}: {e}") from None
     except ValueError as e:
         raise ConfigError(f"{where}: {prefix.rstrip('.') or 'config'}: {e}") from None
+
+
+def check_range(f: dataclasses.Field, value: Any, where: str, key: str) -> None:
+    """The range declared in `f`'s metadata (`bounds`), on the value or on each item of a list/tuple/mapping."""
+    allowed = f.metadata.get("range")
+    if allowed is None:
+        return
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, (list, tuple)) \
+        else [(None, value)]
+    for k, v in items:
+        problem = allowed.problem(v)
+        if problem:
+            name = key if k is None else f"{key}.{k}" if isinstance(value, dict) else f"{key}[{k}]"
+            raise ConfigError(f"{where}: {name} {problem}, got {short(v)}")
 
 
 def to_dict(obj: Any) -> Any:
@@ -112,36 +231,48 @@ def coerce(tp: Any, value: Any, where: str, key: str) -> Any:
         return value
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: {key} must be a list, got {value!r}")
+            raise ConfigError(f"{where}: {key} must be a list, got {short(value)}")
         args = typing.get_args(tp) or (Any,)
         if origin is tuple and Ellipsis not in args:  # tuple[float, float]: a fixed number of items
             if len(value) != len(args):
-                raise ConfigError(f"{where}: {key} must be a list of {len(args)} items, got {value!r}")
+                raise ConfigError(f"{where}: {key} must be a list of {len(args)} items, got {short(value)}")
             return tuple(coerce(t, v, where, f"{key}[{i}]") for i, (t, v) in enumerate(zip(args, value)))
         inner = args[0]
         items = [coerce(inner, v, where, f"{key}[{i}]") for i, v in enumerate(value)]
         return items if origin is list else tuple(items)
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: {key} must be a mapping, got {value!r}")
-        _, inner = typing.get_args(tp) or (Any, Any)
-        return {k: coerce(inner, v, where, f"{key}.{k}") for k, v in value.items()}
+            raise ConfigError(f"{where}: {key} must be a mapping, got {short(value)}")
+        key_type, inner = typing.get_args(tp) or (Any, Any)
+        return {coerce(key_type, k, where, f"a key of {key}"): coerce(inner, v, where, f"{key}.{k}")
+                for k, v in value.items()}
     if origin is typing.Literal:
         if value not in typing.get_args(tp):
-            raise ConfigError(f"{where}: {key} must be one of {list(typing.get_args(tp))}, got {value!r}")
+            raise ConfigError(f"{where}: {key} must be one of {list(typing.get_args(tp))}, got {short(value)}")
         return value
-    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
     if tp is float and isinstance(value, str):
         try:
-            return float(value)  # YAML 1.1 reads "1e-4" as a string
+            value = float(value)  # YAML 1.1 reads "1e-4" as a string
         except ValueError:
             pass
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except OverflowError:  # an int past the float range
+            number = math.inf
+        if not math.isfinite(number):
+            raise ConfigError(f"{where}: {key} must be a finite number, got {short(value)}")
+        return number
     if tp is str and isinstance(value, str) and "${" in value:
         value = _expand(value, where, key)
     if isinstance(tp, type) and not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
-        raise ConfigError(f"{where}: {key} must be {tp.__name__}, got {value!r}")
+        raise ConfigError(f"{where}: {key} must be {tp.__name__}, got {short(value)}")
     return value
+
+
+def _key(k: Any) -> str:
+    """A key for a message: a string as is (shortened), anything else as its repr."""
+    return short(k)[1:-1] if isinstance(k, str) else short(k)
 
 
 def _problem(e: yaml.YAMLError) -> str:
@@ -168,5 +299,5 @@ def _set_dotted(data: dict, key: str, value: Any) -> None:
     for part in parts[:-1]:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise ConfigError(f"override {key}: {part} is not a mapping")
+            raise ConfigError(f"override {short(key)}: {short(part)} is not a mapping")
     node[parts[-1]] = value

@@ -21,6 +21,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from .. import paths
+from ..config import bounds
 from ..audio import load_audio
 from ..data.features import FeatureCache, content_hashes
 from ..data.loader import (BucketBatchSampler, SpeechTextDataset, pad_features, stratified, text_fields,
@@ -38,18 +39,23 @@ PREFETCH = 4  # batches each DataLoader worker prepares ahead
 @dataclass
 class DataSection:
     train: list[str] | str = ""  # training manifest(s) (JSONL, llm-srt prepare); a list mixes several
-    train_weights: list[float] | None = None  # sampling weight per train manifest (null: every row once)
+    train_weights: list[float] | None = field(default=None, metadata=bounds(gt=0))  # sampling weight per train
+    #   manifest (null: every row once)
     dev: str | None = None  # dev manifest for dev loss / dev scores
-    tasks: dict[str, float] = field(default_factory=lambda: {"srt": 1.0})  # task -> share of examples
-    batch_size: int = 8  # examples per device per micro-batch
-    num_workers: int | None = None  # DataLoader worker processes per rank; 0 = batches built in the training
-    # process; null = 2 on CUDA, 0 on the CPU (where the model's forward already takes every core)
+    tasks: dict[str, float] = field(default_factory=lambda: {"srt": 1.0}, metadata=bounds(gt=0))  # task -> share
+    #   of examples
+    batch_size: int = field(default=8, metadata=bounds(ge=1))  # examples per device per micro-batch
+    num_workers: int | None = field(default=None, metadata=bounds(ge=0, le=256))  # DataLoader worker processes per
+    #   rank; 0 = batches built in the training process; null = 2 on CUDA, 0 on the CPU (where the model's forward
+    #   already takes every core)
     feature_cache: str | None = "auto"  # encoder-feature cache folder; "auto" = <cache>/features; null = off
     precompute_features: bool = True  # encode every utterance before step 1 (false: on first use, for short runs)
-    dev_size: int = 64  # dev examples for dev loss and the best checkpoint: spread evenly over directions (seeded)
-    dev_decode: int = 0  # dev examples decoded for a dev BLEU / WER sample at each eval (0 = off)
+    dev_size: int = field(default=64, metadata=bounds(ge=0))  # dev examples for dev loss and the best checkpoint:
+    #   spread evenly over directions (seeded)
+    dev_decode: int = field(default=0, metadata=bounds(ge=0))  # dev examples decoded for a dev BLEU / WER sample at
+    #   each eval (0 = off)
     skip_bad: bool = False  # skip bad manifest rows (with a count) instead of stopping
-    seed: int = 0  # data order and dev selection seed
+    seed: int = field(default=0, metadata=bounds(ge=0, le=2**32 - 1))  # data order and dev selection seed
 
     MOVED: ClassVar[dict[str, str]] = {
         "dev_examples": "write data.dev_size (the dev rows are now spread evenly over the directions, seeded)"}
@@ -58,10 +64,6 @@ class DataSection:
         if self.train_weights is not None and len(self.train_weights) != len(self.manifests):
             raise ConfigError(f"data.train_weights has {len(self.train_weights)} weights for "
                               f"{len(self.manifests)} data.train manifests; give one weight per manifest")
-        if self.train_weights is not None and not all(w > 0 for w in self.train_weights):
-            raise ConfigError(f"data.train_weights must be positive, got {self.train_weights}")
-        if (self.num_workers or 0) < 0 or self.dev_size < 0 or self.dev_decode < 0:
-            raise ConfigError("data.num_workers, data.dev_size and data.dev_decode must be >= 0")
 
     @property
     def manifests(self) -> list[str]:

@@ -24,6 +24,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from .. import config as config_lib
+from ..config import bounds
 from .. import device as device_lib
 from ..errors import ConfigError, LLMSRTError
 from ..model.llm import LoraOptions
@@ -63,6 +64,10 @@ class ModelSection:
                               f"{', '.join(options)}")
         self.adapter_kwargs = {k: config_lib.coerce(options[k][0], v, "model.adapter_kwargs", k)
                                for k, v in self.adapter_kwargs.items()}
+        for k, v in self.adapter_kwargs.items():  # every adapter option is a size or count, or a dropout rate
+            allowed = config_lib.Range(ge=0, lt=1) if isinstance(v, float) else config_lib.Range(ge=1)
+            if allowed.problem(v):
+                raise ConfigError(f"model.adapter_kwargs.{k} {allowed.problem(v)}, got {config_lib.short(v)}")
         lora = self.lora
         if lora is not None:
             if lora.bias not in LORA_BIAS:
@@ -74,13 +79,13 @@ class ModelSection:
 
 @dataclass
 class OptimSection:
-    lr: float = 1e-4  # peak learning rate (AdamW)
-    warmup_steps: int = 1000  # linear warm-up from 0
+    lr: float = field(default=1e-4, metadata=bounds(gt=0))  # peak learning rate (AdamW)
+    warmup_steps: int = field(default=1000, metadata=bounds(ge=0))  # linear warm-up from 0
     schedule: Literal["constant", "linear", "cosine"] = "constant"  # after warm-up
-    weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.999)
-    grad_clip: float = 1.0  # max global grad norm (0 = off)
-    accumulation: int = 1  # micro-batches per optimizer step
+    weight_decay: float = field(default=0.0, metadata=bounds(ge=0))
+    betas: tuple[float, float] = field(default=(0.9, 0.999), metadata=bounds(ge=0, lt=1))
+    grad_clip: float = field(default=1.0, metadata=bounds(ge=0))  # max global grad norm (0 = off)
+    accumulation: int = field(default=1, metadata=bounds(ge=1))  # micro-batches per optimizer step
 
 
 @dataclass
@@ -96,14 +101,17 @@ class TrainConfig:
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # autocast: auto = bf16 on CUDA, fp32 on the CPU
     activation_checkpointing: bool = False  # recompute each LLM decoder layer in backward (memory for time)
     distributed: Literal["ddp", "fsdp"] = "ddp"  # ddp (whole model per rank) | fsdp (LLM sharded), any world size
-    distributed_timeout_min: float = 30.0  # how long a rank waits for the others in a collective before failing
-    max_steps: int = 1000  # optimizer steps
-    log_every: int = 10
-    eval_every: int = 0  # steps between dev evaluations (0 = only at the end, if dev is set)
-    save_every: int = 100  # steps between checkpoints
-    keep_last: int = 2  # checkpoints kept (plus the best by dev loss)
-    seed: int = 0  # model init / dropout seed
-    threads: int = 0  # torch CPU threads (0 = torch's default)
+    distributed_timeout_min: float = field(default=30.0, metadata=bounds(gt=0, le=10080))  # how long a rank
+    #   waits for the others in a collective before failing (at most a week)
+    max_steps: int = field(default=1000, metadata=bounds(ge=1))  # optimizer steps
+    log_every: int = field(default=10, metadata=bounds(ge=1))  # steps between train_log.jsonl lines
+    eval_every: int = field(default=0, metadata=bounds(ge=0))  # steps between dev evaluations (0 = only at the
+    #   end, if dev is set)
+    save_every: int = field(default=100, metadata=bounds(ge=1))  # steps between checkpoints
+    keep_last: int = field(default=2, metadata=bounds(ge=1, note="the newest checkpoint is always kept"))  # checkpoints
+    #   kept (plus the best by dev loss)
+    seed: int = field(default=0, metadata=bounds(ge=0, le=2**32 - 1))  # model init / dropout seed
+    threads: int = field(default=0, metadata=bounds(ge=0, le=4096))  # torch CPU threads (0 = torch's default)
     output_dir: str = "runs/default"
 
     def __post_init__(self):
@@ -113,14 +121,10 @@ class TrainConfig:
             except ValueError:
                 raise ConfigError(f"data.tasks: unknown task {name!r}; use {', '.join(t.value for t in Task)}") \
                     from None
-        if self.max_steps < 1 or self.data.batch_size < 1 or self.optim.accumulation < 1:
-            raise ConfigError("max_steps, data.batch_size and optim.accumulation must be >= 1")
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
             raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if self.dtype != "auto" and self.dtype not in device_lib.DTYPES:
             raise ConfigError(f"dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
-        if not self.distributed_timeout_min > 0:
-            raise ConfigError(f"distributed_timeout_min must be > 0, got {self.distributed_timeout_min}")
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
