@@ -34,6 +34,9 @@ def test_parse_list_and_errors():
         languages.parse_list("en,deu")
 
 
-def test_locale_maps_are_one_to_one():
+def test_locale_maps_reach_every_language():
     assert len(languages.by_fleurs_locale()) == 15
-    assert len(languages.by_commonvoice_locale()) == 15
+    by_cv = languages.by_commonvoice_locale()
+    assert set(by_cv.values()) == set(languages.LANGUAGES) and len(by_cv) == 16
+    # Cantonese: Common Voice's `yue` locale (since Corpus 9.0) and `zh-HK` (Chinese, Hong Kong); CoVoST's zh-CN
+    assert (by_cv["yue"], by_cv["zh-HK"], by_cv["zh-CN"]) == ("yue", "yue", "zho")

@@ -18,30 +18,33 @@ class Language:
     bleu_tokenize: str  # SacreBLEU tokenizer for this target language (paper Table 2)
     asr_metric: str  # "wer" or "cer" (CER for languages written without spaces)
     fleurs: str  # FLEURS locale folder
-    commonvoice: str  # Common Voice / CoVoST-2 locale code
+    commonvoice: tuple[str, ...]  # Common Voice locale folders of the language (the first is CoVoST 2's code)
     gettext: tuple[str, ...]  # gettext locale folders, first found wins (embedded corpus)
 
 
-# Paper Table 10. Whisper base has no Cantonese token (large-v3 added "yue"); with Whisper base we use "zh",
+# Paper Table 10. Common Voice has Cantonese under two locales: `yue` (since Corpus 9.0) and `zh-HK` (Chinese, Hong
+# Kong, since Corpus 4). Whisper base has no Cantonese token (large-v3 added "yue"); with Whisper base we use "zh",
 # the token Whisper base was trained with for Chinese speech of every variety. See whisper_language().
 LANGUAGES: dict[str, Language] = {
     lang.code: lang
     for lang in [
-        Language("deu", "German", "Latn", "de", "de", "13a", "wer", "de_de", "de", ("de",)),
-        Language("eng", "English", "Latn", "en", "en-us", "13a", "wer", "en_us", "en", ("en",)),
-        Language("fra", "French", "Latn", "fr", "fr", "13a", "wer", "fr_fr", "fr", ("fr",)),
-        Language("ind", "Indonesian", "Latn", "id", "id", "13a", "wer", "id_id", "id", ("id",)),
-        Language("ita", "Italian", "Latn", "it", "it", "13a", "wer", "it_it", "it", ("it",)),
-        Language("jpn", "Japanese", "Jpan", "ja", "ja", "char", "cer", "ja_jp", "ja", ("ja",)),
-        Language("kor", "Korean", "Kore", "ko", "ko", "char", "wer", "ko_kr", "ko", ("ko",)),
-        Language("nld", "Dutch", "Latn", "nl", "nl", "13a", "wer", "nl_nl", "nl", ("nl",)),
-        Language("por", "Portuguese", "Latn", "pt", "pt-br", "13a", "wer", "pt_br", "pt", ("pt_BR", "pt")),
-        Language("rus", "Russian", "Cyrl", "ru", "ru", "13a", "wer", "ru_ru", "ru", ("ru",)),
-        Language("spa", "Spanish", "Latn", "es", "es", "13a", "wer", "es_419", "es", ("es",)),
-        Language("tha", "Thai", "Thai", "th", "th", "char", "cer", "th_th", "th", ("th",)),
-        Language("vie", "Vietnamese", "Latn", "vi", "vi", "13a", "wer", "vi_vn", "vi", ("vi",)),
-        Language("yue", "Cantonese", "Hant", "yue", "yue", "char", "cer", "yue_hant_hk", "zh-HK", ("zh_HK", "zh_TW")),
-        Language("zho", "Chinese", "Hans", "zh", "cmn-latn-pinyin", "char", "cer", "cmn_hans_cn", "zh-CN", ("zh_CN",)),
+        Language("deu", "German", "Latn", "de", "de", "13a", "wer", "de_de", ("de",), ("de",)),
+        Language("eng", "English", "Latn", "en", "en-us", "13a", "wer", "en_us", ("en",), ("en",)),
+        Language("fra", "French", "Latn", "fr", "fr", "13a", "wer", "fr_fr", ("fr",), ("fr",)),
+        Language("ind", "Indonesian", "Latn", "id", "id", "13a", "wer", "id_id", ("id",), ("id",)),
+        Language("ita", "Italian", "Latn", "it", "it", "13a", "wer", "it_it", ("it",), ("it",)),
+        Language("jpn", "Japanese", "Jpan", "ja", "ja", "char", "cer", "ja_jp", ("ja",), ("ja",)),
+        Language("kor", "Korean", "Kore", "ko", "ko", "char", "wer", "ko_kr", ("ko",), ("ko",)),
+        Language("nld", "Dutch", "Latn", "nl", "nl", "13a", "wer", "nl_nl", ("nl",), ("nl",)),
+        Language("por", "Portuguese", "Latn", "pt", "pt-br", "13a", "wer", "pt_br", ("pt",), ("pt_BR", "pt")),
+        Language("rus", "Russian", "Cyrl", "ru", "ru", "13a", "wer", "ru_ru", ("ru",), ("ru",)),
+        Language("spa", "Spanish", "Latn", "es", "es", "13a", "wer", "es_419", ("es",), ("es",)),
+        Language("tha", "Thai", "Thai", "th", "th", "char", "cer", "th_th", ("th",), ("th",)),
+        Language("vie", "Vietnamese", "Latn", "vi", "vi", "13a", "wer", "vi_vn", ("vi",), ("vi",)),
+        Language("yue", "Cantonese", "Hant", "yue", "yue", "char", "cer", "yue_hant_hk", ("yue", "zh-HK"),
+                 ("zh_HK", "zh_TW")),
+        Language("zho", "Chinese", "Hans", "zh", "cmn-latn-pinyin", "char", "cer", "cmn_hans_cn", ("zh-CN",),
+                 ("zh_CN",)),
     ]
 }
 
@@ -84,4 +87,5 @@ def by_fleurs_locale() -> dict[str, str]:
 
 
 def by_commonvoice_locale() -> dict[str, str]:
-    return {lang.commonvoice: lang.code for lang in LANGUAGES.values()}
+    """Common Voice locale (folder name) -> ISO 639-3; Cantonese has two (`yue` since Corpus 9.0, `zh-HK`)."""
+    return {locale: lang.code for lang in LANGUAGES.values() for locale in lang.commonvoice}

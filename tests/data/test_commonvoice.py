@@ -1,62 +1,117 @@
-import pytest
+import json
 
+import pytest
+import soundfile as sf
+
+from llm_srt.data import clips as clips_module
 from llm_srt.data.commonvoice import prepare_commonvoice
 from llm_srt.data.manifest import read_manifest
 from llm_srt.errors import LLMSRTError
 
-HEADER = "client_id\tpath\tsentence_id\tsentence\tup_votes\tdown_votes\tage\tgender\tlocale"
+# split -> [(clip, client_id, sentence_id, sentence)]; Common Voice splits by speaker.
 SPLITS = {
-    "train": [("de_1.mp3", "s1", "Guten Tag."), ("de_2.mp3", "s2", "Wie geht es?")],
-    "dev": [("de_3.mp3", "s3", "Danke schön.")],
-    "test": [("de_4.mp3", "s4", "Bis morgen.")],
-    # validated = all of the above plus two more clips, one of which repeats a test sentence
-    "validated": [("de_1.mp3", "s1", "Guten Tag."), ("de_2.mp3", "s2", "Wie geht es?"),
-                  ("de_3.mp3", "s3", "Danke schön."), ("de_4.mp3", "s4", "Bis morgen."),
-                  ("de_5.mp3", "s5", "Gute Nacht."), ("de_6.mp3", "s4", "Bis morgen.")],
+    "train": [("de_1.mp3", "spkA", "s1", "Guten Tag."), ("de_2.mp3", "spkB", "s2", 'Er sagte "ja.')],
+    "dev": [("de_3.mp3", "spkC", "s3", "Danke schön.")],
+    "test": [("de_4.mp3", "spkD", "s4", "Bis morgen.")],
 }
+# validated = the split files' clips, plus: a new speaker and sentence (kept), a dev speaker reading a new
+# sentence (left out: speaker), a new speaker reading a test sentence (left out: sentence)
+EXTRA = [("de_5.mp3", "spkE", "s5", "Gute Nacht."), ("de_6.mp3", "spkC", "s6", "Neuer Satz."),
+         ("de_7.mp3", "spkF", "s4", "Bis morgen.")]
+
+
+def _cv_rows(items):
+    return [{"client_id": spk, "path": clip, "sentence_id": sid, "sentence": text, "up_votes": 2, "down_votes": 0,
+             "locale": "de"} for clip, spk, sid, text in items]
 
 
 @pytest.fixture
-def locale_dir(tmp_path, audio_file, mp3_format):
+def locale_dir(tmp_path, audio_file, mp3_format, layouts):
+    """A Common Voice 17+ locale folder (cv-corpus-17.0/de/) with mp3 clips."""
     root = tmp_path / "cv-corpus" / "de"
     for split, items in SPLITS.items():
-        lines = [HEADER] + [f"c\t{name}\t{sid}\t{text}\t2\t0\t\t\tde" for name, sid, text in items]
-        (root / f"{split}.tsv").parent.mkdir(parents=True, exist_ok=True)
-        (root / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-        for name, _, _ in items:
-            if not (root / "clips" / name).exists():
-                audio_file(root / "clips" / name, seconds=0.8, sr=48000, fmt=mp3_format)
+        layouts.write_cv_table(root / f"{split}.tsv", layouts.CV17_HEADER, _cv_rows(items))
+    layouts.write_cv_table(root / "validated.tsv", layouts.CV17_HEADER,
+                           _cv_rows([i for items in SPLITS.values() for i in items] + EXTRA))
+    for i, (clip, *_) in enumerate([i for items in SPLITS.values() for i in items] + EXTRA):
+        audio_file(root / "clips" / clip, seconds=0.5 + 0.1 * i, sr=48000, fmt=mp3_format)
     return root
 
 
-def test_asr_rows_per_split_with_language_from_the_folder(locale_dir, tmp_path):
-    written = prepare_commonvoice(locale_dir, tmp_path / "out")
-    assert written == {"train": 2, "dev": 1, "test": 1}
+def test_asr_rows_per_split_with_language_from_the_folder(locale_dir, tmp_path, capsys):
+    summary = prepare_commonvoice(locale_dir, tmp_path / "out", workers=2)
+    assert summary.written == {"train": 2, "dev": 1, "test": 1}
     rows = read_manifest(tmp_path / "out" / "train.jsonl")
     assert all(r.is_asr and r.src_lang == "deu" and r.corpus == "commonvoice" for r in rows)
-    assert [r.transcript for r in rows] == ["Guten Tag.", "Wie geht es?"]
-    assert rows[0].duration == pytest.approx(0.8, abs=0.06)
+    assert [r.transcript for r in rows] == ["Guten Tag.", 'Er sagte "ja.']  # a bare " is text (QUOTE_NONE)
+    assert [r.duration for r in rows] == pytest.approx([0.5, 0.6], abs=0.06)
+    assert summary.durations_from == "the clips' headers"
+    assert "reading clip headers" in capsys.readouterr().err  # the progress bar
 
 
-def test_validated_adds_only_clips_of_unseen_sentences_to_train(locale_dir, tmp_path):
-    written = prepare_commonvoice(locale_dir, tmp_path / "out", validated_as_train=True)
+def test_validated_as_train_leaves_out_dev_and_test_speakers_and_sentences(locale_dir, tmp_path):
+    summary = prepare_commonvoice(locale_dir, tmp_path / "out", validated_as_train=True)
     train = read_manifest(tmp_path / "out" / "train.jsonl")
-    assert written["train"] == 3 and [r.sentence_id for r in train] == ["s1", "s2", "s5"]
-    held_out = {r.sentence_id for s in ("dev", "test") for r in read_manifest(tmp_path / "out" / f"{s}.jsonl")}
-    assert not held_out & {r.sentence_id for r in train}
+    assert summary.written["train"] == 3 and [r.sentence_id for r in train] == ["s1", "s2", "s5"]
+    assert summary.dropped == {"validated.tsv clip by a dev/test speaker (client_id)": 1,
+                               "validated.tsv clip of a dev/test sentence": 1}
 
 
-def test_sentence_id_from_text_when_the_column_is_absent(locale_dir, tmp_path):
-    for split in ("train", "dev", "test"):
-        tsv = locale_dir / f"{split}.tsv"
-        tsv.write_text("path\tsentence\n" + "".join(f"{n}\t{t}\n" for n, _, t in SPLITS[split]), encoding="utf-8")
+def test_headers_are_read_only_for_clips_that_survive_the_filters(locale_dir, tmp_path, monkeypatch):
+    read = []
+    real_info = sf.info
+    monkeypatch.setattr(clips_module.sf, "info", lambda path: read.append(path.rsplit("/", 1)[1]) or real_info(path))
+    prepare_commonvoice(locale_dir, tmp_path / "out", validated_as_train=True)
+    assert sorted(read) == ["de_1.mp3", "de_2.mp3", "de_3.mp3", "de_4.mp3", "de_5.mp3"]
+
+
+@pytest.mark.parametrize("listing", ["clip_durations.tsv", "times.txt"])
+def test_durations_from_the_release_duration_list(locale_dir, tmp_path, monkeypatch, layouts, listing):
+    ms = {clip: 4000 + 100 * i for i, (clip, *_) in enumerate([i for s in SPLITS.values() for i in s] + EXTRA)}
+    ms["de_2.mp3"] = 0  # the release could not measure it
+    (locale_dir / "clips" / "de_3.mp3").write_bytes(b"not audio")  # listed: not opened, so not caught here
+    write = layouts.write_clip_durations if listing == "clip_durations.tsv" else layouts.write_times_txt
+    write(locale_dir, ms)
+    monkeypatch.setattr(clips_module.sf, "info", lambda path: pytest.fail(f"header of {path} read"))
+    summary = prepare_commonvoice(locale_dir, tmp_path / "out")
+    assert summary.durations_from == listing
+    assert [r.duration for r in read_manifest(tmp_path / "out" / "train.jsonl")] == [4.0]
+    assert read_manifest(tmp_path / "out" / "dev.jsonl")[0].duration == 4.2
+    assert [b.clip.rsplit("/", 1)[1] for b in summary.bad_clips] == ["de_2.mp3"]
+    assert "duration of 0" in summary.bad_clips[0].reason
+
+
+def test_missing_empty_and_undecodable_clips_are_skipped_or_stop_with_strict(locale_dir, tmp_path, layouts):
+    (locale_dir / "clips" / "de_1.mp3").unlink()
+    layouts.write_bytes(locale_dir / "clips" / "de_3.mp3")
+    layouts.write_bytes(locale_dir / "clips" / "de_4.mp3", b"RIFF....WAVEjunk" * 8)
+    summary = prepare_commonvoice(locale_dir, tmp_path / "out")
+    assert summary.written == {"train": 1, "dev": 0, "test": 0} and summary.rows_without_clip == 3
+    reasons = [(b.where.rsplit("/", 1)[1], b.reason.split(".mp3 ")[1]) for b in summary.bad_clips]
+    assert [(w, r.split(" (")[0]) for w, r in reasons] == [
+        ("train.tsv:2", "is missing"), ("dev.tsv:2", "is empty"), ("test.tsv:2", "cannot be decoded")]
+    assert len(json.loads((tmp_path / "out" / "summary.json").read_text())["bad_clips"]) == 3
+    with pytest.raises(LLMSRTError, match=r"train\.tsv:2: clip .*de_1\.mp3 is missing"):
+        prepare_commonvoice(locale_dir, tmp_path / "strict", strict=True)
+
+
+def test_sentence_id_from_text_in_a_common_voice_4_folder(locale_dir, tmp_path, layouts):
+    for split, items in SPLITS.items():
+        layouts.write_cv_table(locale_dir / f"{split}.tsv", layouts.CV4_HEADER, _cv_rows(items))
     prepare_commonvoice(locale_dir, tmp_path / "out")
     ids = [r.sentence_id for r in read_manifest(tmp_path / "out" / "train.jsonl")]
     assert len(set(ids)) == 2 and all(len(i) == 16 for i in ids)
+
+
+@pytest.mark.parametrize("folder", ["yue", "zh-HK"])
+def test_cantonese_from_either_common_voice_locale(locale_dir, tmp_path, folder):
+    cantonese = locale_dir.rename(locale_dir.parent / folder)
+    prepare_commonvoice(cantonese, tmp_path / "out", splits=("dev",))
+    assert read_manifest(tmp_path / "out" / "dev.jsonl")[0].src_lang == "yue"
 
 
 def test_unknown_locale_folder_asks_for_the_language(locale_dir, tmp_path):
     other = locale_dir.rename(locale_dir.parent / "xx")
     with pytest.raises(LLMSRTError, match="--lang"):
         prepare_commonvoice(other, tmp_path / "out")
-    assert prepare_commonvoice(other, tmp_path / "out", lang="deu")["dev"] == 1
+    assert prepare_commonvoice(other, tmp_path / "out", lang="deu").written["dev"] == 1

@@ -1,3 +1,4 @@
+import json
 from collections import Counter
 
 import pytest
@@ -6,60 +7,139 @@ from llm_srt.data.covost2 import prepare_covost2
 from llm_srt.data.manifest import read_manifest
 from llm_srt.errors import LLMSRTError
 
-HEADER = "path\tsentence\ttranslation\tclient_id\tsplit"
-# clip -> (sentence, split); en clips are translated into German and Japanese, zh-CN clips into English.
-EN_CLIPS = {"common_voice_en_1.mp3": ("Hello there.", "train"), "common_voice_en_2.mp3": ("Good morning.", "train"),
-            "common_voice_en_3.mp3": ("See you.", "dev"), "common_voice_en_4.mp3": ("Thanks a lot.", "test")}
-ZH_CLIPS = {"common_voice_zh-CN_1.mp3": ("你好。", "train"), "common_voice_zh-CN_2.mp3": ("谢谢。", "test")}
+# Common Voice 4 English: clip -> (sentence, client_id). en_2's sentence holds a bare " (QUOTE_NONE keeps it, and
+# the next line stays a row of its own); en_7 is an empty file, en_9 no decoder opens; en_8 is in the CoVoST tables
+# but not in validated.tsv (another Common Voice version).
+VALIDATED = {
+    "common_voice_en_1.mp3": ("Hello there.", "spk1"),
+    "common_voice_en_2.mp3": ('He said "hi to me.', "spk2"),
+    "common_voice_en_3.mp3": ("See you.", "spk3"),
+    "common_voice_en_4.mp3": ("Thanks a lot.", "spk4"),
+    "common_voice_en_5.mp3": ("Good night.", "spk1"),
+    "common_voice_en_6.mp3": ("Nothing to see.", "spk5"),
+    "common_voice_en_7.mp3": ("An empty clip.", "spk6"),
+    "common_voice_en_9.mp3": ("A broken clip.", "spk6"),
+}
+# the release table's rows: clip -> (German translation, split); Japanese = "[ja] " + English sentence.
+# en_2's translation holds a " (written escaped, \"), en_4's a backslash (written \\).
+COVOST = {
+    "common_voice_en_1.mp3": ("Hallo.", "train"),
+    "common_voice_en_2.mp3": ('Er sagte "hallo" zu mir.', "train"),
+    "common_voice_en_3.mp3": ("Bis dann.", "dev"),
+    "common_voice_en_4.mp3": ("Danke \\ schön.", "test"),
+    "common_voice_en_5.mp3": ("Gute Nacht.", "train_covost"),
+    "common_voice_en_6.mp3": ("REMOVE", "train"),
+    "common_voice_en_7.mp3": ("Leer.", "train"),
+    "common_voice_en_8.mp3": ("Nicht da.", "train"),
+    "common_voice_en_9.mp3": ("Kaputt.", "dev"),
+}
+SECONDS = {"common_voice_en_1.mp3": 1.0, "common_voice_en_2.mp3": 1.25, "common_voice_en_3.mp3": 1.5,
+           "common_voice_en_4.mp3": 1.75, "common_voice_en_5.mp3": 0.75}
+
+
+def _translation(clip, tgt):
+    de, _ = COVOST[clip]
+    if tgt == "de" or de == "REMOVE":
+        return de if tgt == "de" else ""  # en_6: REMOVE in German, empty in Japanese
+    return "[ja] " + VALIDATED.get(clip, ("?",))[0]
 
 
 @pytest.fixture
-def covost(tmp_path, audio_file, mp3_format):
-    cv = tmp_path / "cv"
-    for locale, clips in (("en", EN_CLIPS), ("zh-CN", ZH_CLIPS)):
-        for i, name in enumerate(clips):
-            audio_file(cv / locale / "clips" / name, seconds=1.0 + 0.25 * i, sr=48000, fmt=mp3_format)
+def release(tmp_path, audio_file, mp3_format, layouts):
+    """TSV_DIR with the released en_de and en_ja tables, and the Common Voice 4 English folder."""
+    cv = tmp_path / "cv4" / "en"
+    layouts.write_cv_table(cv / "validated.tsv", layouts.CV4_HEADER,
+                           [{"client_id": spk, "path": clip, "sentence": text, "up_votes": 2, "down_votes": 0}
+                            for clip, (text, spk) in VALIDATED.items()])
+    for clip, seconds in SECONDS.items():
+        audio_file(cv / "clips" / clip, seconds=seconds, sr=48000, fmt=mp3_format)
+    audio_file(cv / "clips" / "common_voice_en_6.mp3", seconds=0.5, sr=48000, fmt=mp3_format)
+    layouts.write_bytes(cv / "clips" / "common_voice_en_7.mp3")
+    layouts.write_bytes(cv / "clips" / "common_voice_en_9.mp3", b"not an mp3 at all " * 20)
     tsv = tmp_path / "covost"
-    tsv.mkdir()
     for tgt in ("de", "ja"):
-        lines = [HEADER] + [f"{n}\t{s}\t[{tgt}] {s}\tc{i}\t{split}"
-                            for i, (n, (s, split)) in enumerate(EN_CLIPS.items())]
-        (tsv / f"covost_v2.en_{tgt}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    lines = [HEADER] + [f"{n}\t{s}\t[en] {s}\tc\t{split}" for n, (s, split) in ZH_CLIPS.items()]
-    (tsv / "covost_v2.zh-CN_en.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        layouts.write_covost_table(tsv / f"covost_v2.en_{tgt}.tsv", layouts.COVOST_RELEASE_HEADER,
+                                   [{"path": clip, "translation": _translation(clip, tgt), "split": split}
+                                    for clip, (_, split) in COVOST.items()])
     return tsv, cv
 
 
-def test_converts_every_table_with_one_asr_row_per_clip(covost, tmp_path):
-    tsv, cv = covost
-    written = prepare_covost2(tsv, cv, tmp_path / "out")
-    rows = [r for split in written for r in read_manifest(tmp_path / "out" / f"{split}.jsonl")]
-    assert sorted(written) == ["dev", "test", "train"]
-    asr = [r for r in rows if r.is_asr]
-    assert len(asr) == len(EN_CLIPS) + len(ZH_CLIPS)  # en clips appear in two tables, one ASR row each
-    assert Counter((r.src_lang, r.tgt_lang) for r in rows if not r.is_asr) == {
-        ("eng", "deu"): 4, ("eng", "jpn"): 4, ("zho", "eng"): 2}
-    by_id = {r.id: r for r in rows}
-    row = by_id["covost2:common_voice_en_1:jpn"]
-    assert (row.transcript, row.translation, row.split) == ("Hello there.", "[ja] Hello there.", "train")
-    assert by_id["covost2:common_voice_zh-CN_2"].split == "test"
-    # durations come from the (mp3) headers: 1.0, 1.25, 1.5, 1.75 s; mp3 framing adds a little
-    durations = sorted(r.duration for r in asr if r.src_lang == "eng")
-    assert durations == pytest.approx([1.0, 1.25, 1.5, 1.75], abs=0.06)
+def _rows(out):
+    return {r.id: r for split in ("train", "dev", "test") for r in read_manifest(out / f"{split}.jsonl")}
 
 
-def test_pairs_filter_and_clips_folder_given_directly(covost, tmp_path):
-    tsv, cv = covost
-    prepare_covost2(tsv, cv / "en" / "clips", tmp_path / "out", pairs=[("eng", "deu")])
-    rows = read_manifest(tmp_path / "out" / "train.jsonl")
-    assert {r.tgt_lang for r in rows} == {"", "deu"} and len(rows) == 4
+def test_release_tables_joined_with_common_voice_4(release, tmp_path):
+    tsv, cv = release
+    summary = prepare_covost2(tsv, cv, tmp_path / "out", workers=2)
+    rows = _rows(tmp_path / "out")
+    # train = train + train_covost (en_5); en_6 (REMOVE / empty), en_8 (not in validated.tsv) and the bad clips
+    # en_7 (empty) and en_9 (undecodable) give no rows
+    assert summary.written == {"train": 9, "dev": 3, "test": 3}
+    assert {r.sentence_id for r in rows.values()} == {f"common_voice_en_{i}" for i in (1, 2, 3, 4, 5)}
+    assert rows["covost2:common_voice_en_5:deu"].split == "train"
+    assert Counter((r.src_lang, r.tgt_lang) for r in rows.values()) == {("eng", ""): 5, ("eng", "deu"): 5,
+                                                                        ("eng", "jpn"): 5}
+    # transcripts come from validated.tsv (bare " kept); escapes in the tables are undone
+    row = rows["covost2:common_voice_en_2:deu"]
+    assert (row.transcript, row.translation) == ('He said "hi to me.', 'Er sagte "hallo" zu mir.')
+    assert rows["covost2:common_voice_en_3"].transcript == "See you."
+    assert rows["covost2:common_voice_en_4:deu"].translation == "Danke \\ schön."
+    assert rows["covost2:common_voice_en_2:jpn"].translation == '[ja] He said "hi to me.'
+    assert summary.dropped == {"translation empty or REMOVE": 2,
+                               "clip not in validated.tsv (CoVoST 2 needs Common Voice 4)": 2}
+    # the bad clips: counted, named with their table line, listed in summary.json; their 4 table rows left out
+    assert [b.where.rsplit("/", 1)[1] for b in summary.bad_clips] == ["covost_v2.en_de.tsv:8",
+                                                                     "covost_v2.en_de.tsv:10"]
+    assert "is empty (0 bytes)" in summary.bad_clips[0].reason and "cannot be decoded" in summary.bad_clips[1].reason
+    assert summary.rows_without_clip == 4
+    lines = "\n".join(summary.lines())
+    assert "skipped 2 bad clips (4 table rows)" in lines and "common_voice_en_9.mp3 cannot be decoded" in lines
+    saved = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert [b["clip"].rsplit("/", 1)[1] for b in saved["bad_clips"]] == ["common_voice_en_7.mp3",
+                                                                        "common_voice_en_9.mp3"]
+    # durations from the mp3 headers (no duration list in Common Voice 4); mp3 framing adds a little
+    assert [rows[f"covost2:{c[:-4]}"].duration for c in SECONDS] == pytest.approx(list(SECONDS.values()), abs=0.06)
 
 
-def test_missing_clip_and_bad_header_name_the_line(covost, tmp_path):
-    tsv, cv = covost
-    (cv / "en" / "clips" / "common_voice_en_3.mp3").unlink()
-    with pytest.raises(LLMSRTError, match=r"covost_v2\.en_de\.tsv:4: clip common_voice_en_3\.mp3 not found"):
-        prepare_covost2(tsv, cv, tmp_path / "out", pairs=[("eng", "deu")])
+def test_get_covost_splits_files_give_the_same_manifests(release, tmp_path, layouts):
+    tsv, cv = release
+    prepare_covost2(tsv, cv, tmp_path / "from_release", pairs=[("eng", "deu")])
+    # what get_covost_splits.py writes: the join, train = train + train_covost, REMOVE rows still there
+    split_dir = tmp_path / "splits"
+    for split in ("train", "dev", "test"):
+        rows = [{"path": clip, "sentence": VALIDATED[clip][0], "translation": de, "client_id": VALIDATED[clip][1]}
+                for clip, (de, label) in COVOST.items() if clip in VALIDATED and label.split("_")[0] == split]
+        layouts.write_covost_table(split_dir / f"covost_v2.en_de.{split}.tsv", layouts.COVOST_SPLIT_HEADER, rows)
+    summary = prepare_covost2(split_dir, cv, tmp_path / "from_splits", pairs=[("eng", "deu")])
+    ours = {i: (r.transcript, r.translation, r.split, r.duration) for i, r in _rows(tmp_path / "from_splits").items()}
+    official = {i: (r.transcript, r.translation, r.split, r.duration)
+                for i, r in _rows(tmp_path / "from_release").items()}
+    assert ours == official and len(ours) == 10
+    assert summary.dropped == {"translation empty or REMOVE": 1} and len(summary.bad_clips) == 2
+
+
+def test_strict_stops_at_the_first_bad_clip(release, tmp_path):
+    tsv, cv = release
+    with pytest.raises(LLMSRTError, match=r"covost_v2\.en_de\.tsv:8: clip .*common_voice_en_7\.mp3 is empty"):
+        prepare_covost2(tsv, cv, tmp_path / "out", pairs=[("eng", "deu")], strict=True, workers=1)
+
+
+def test_clear_errors_for_a_wrong_layout(release, tmp_path, layouts):
+    tsv, cv = release
+    (cv / "validated.tsv").rename(cv / "validated.old")
+    with pytest.raises(LLMSRTError, match=r"validated\.tsv: missing; covost_v2\.en_de\.tsv holds path, translation "
+                                          r"and split only"):
+        prepare_covost2(tsv, cv, tmp_path / "out")
+    (cv / "validated.old").rename(cv / "validated.tsv")
+    layouts.write_covost_table(tsv / "covost_v2.zh-CN_en.tsv", layouts.COVOST_RELEASE_HEADER, [])
+    with pytest.raises(LLMSRTError, match=r"one Common Voice locale folder, but the tables translate from en, "
+                                          r"zh-CN: pick one source with --pairs"):
+        prepare_covost2(tsv, cv, tmp_path / "out")
+    # a folder holding one folder per locale is the other way
+    with pytest.raises(LLMSRTError, match=r"a folder holding zh-CN/"):
+        prepare_covost2(tsv, cv.parent, tmp_path / "out")
     (tsv / "covost_v2.zh-CN_en.tsv").write_text("file\tsentence\n", encoding="utf-8")
+    (cv.parent / "zh-CN" / "clips").mkdir(parents=True)
+    (cv.parent / "zh-CN" / "validated.tsv").write_text("path\tsentence\tclient_id\n", encoding="utf-8")
     with pytest.raises(LLMSRTError, match=r"tsv:1: header lacks column\(s\) path, translation, split"):
-        prepare_covost2(tsv, cv, tmp_path / "out", pairs=[("zho", "eng")])
+        prepare_covost2(tsv, cv.parent, tmp_path / "out", pairs=[("zho", "eng")])

@@ -20,20 +20,18 @@ def _text(locale, sid):
 
 
 @pytest.fixture
-def fleurs_root(tmp_path, audio_file):
+def fleurs_root(tmp_path, audio_file, layouts):
     root = tmp_path / "fleurs"
     for locale, splits in LAYOUT.items():
         for split, items in splits.items():
-            lines = []
+            rows = []
             for sid, speakers in items:
                 for spk in range(speakers):
                     name = f"{CODE[locale]}{sid}{spk}{split}.wav"
                     seconds = 0.3 + 0.1 * spk
                     audio_file(root / locale / "audio" / split / name, seconds=seconds)
-                    text = _text(locale, sid)
-                    lines.append("\t".join([str(sid), name, text, text.lower(), "x y z", str(int(seconds * 16000)),
-                                            "FEMALE"]))
-            (root / locale / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+                    rows.append((str(sid), name, _text(locale, sid), int(seconds * 16000)))
+            layouts.write_fleurs_table(root / locale / f"{split}.tsv", rows)
     return root
 
 
@@ -43,7 +41,7 @@ def _expected_pairs(split, src, tgt):
 
 
 def test_pairs_every_utterance_with_every_language_sharing_its_sentence_id(fleurs_root, tmp_path):
-    written = prepare_fleurs(fleurs_root, None, tmp_path / "out")
+    written = prepare_fleurs(fleurs_root, None, tmp_path / "out").written
     for split in ("train", "dev", "test"):
         rows = read_manifest(tmp_path / "out" / f"{split}.jsonl")
         assert written[split] == len(rows)
@@ -83,11 +81,23 @@ def test_direction_presets_restrict_the_pairs(fleurs_root, tmp_path):
     assert pairs == {(s, t) for s in ("eng", "deu", "fra") for t in ("eng", "deu", "fra") if s != t}
 
 
-def test_missing_audio_names_the_tsv_line(fleurs_root, tmp_path):
-    victim = sorted((fleurs_root / "de_de" / "audio" / "dev").iterdir())[1]
-    victim.unlink()
-    with pytest.raises(LLMSRTError, match=r"de_de/dev\.tsv:2: audio .* not found"):
-        prepare_fleurs(fleurs_root, None, tmp_path / "out")
+def test_bad_wavs_are_skipped_and_counted_or_stop_with_strict(fleurs_root, tmp_path, layouts):
+    (fleurs_root / "de_de" / "audio" / "dev" / "deu110dev.wav").unlink()  # dev.tsv line 2
+    layouts.write_bytes(fleurs_root / "fr_fr" / "audio" / "dev" / "fra100dev.wav")
+    layouts.write_bytes(fleurs_root / "en_us" / "audio" / "test" / "eng201test.wav", b"RIFF\x00\x00WAVEfmt junk")
+    summary = prepare_fleurs(fleurs_root, None, tmp_path / "out", splits=("dev", "test"))
+    assert [(b.where.split("fleurs/")[1], b.reason.split(".wav ")[1].split(" (")[0]) for b in summary.bad_clips] == [
+        ("de_de/dev.tsv:2", "is missing"), ("fr_fr/dev.tsv:1", "is empty"), ("en_us/test.tsv:2", "cannot be decoded")]
+    assert summary.rows_without_clip == 3
+    dev = {r.id: r for r in read_manifest(tmp_path / "out" / "dev.jsonl")}
+    # no rows from the missing German utterance, but its text is still the German target of the others
+    assert not any(i.startswith("fleurs:deu:deu110dev") for i in dev)
+    assert dev["fleurs:eng:eng110dev:deu"].translation == _text("de_de", 11)
+    assert "fleurs:fra:fra100dev" not in dev and "fleurs:eng:eng100dev:fra" in dev
+    assert {r.id for r in read_manifest(tmp_path / "out" / "test.jsonl") if r.src_lang == "eng"} == {
+        "fleurs:eng:eng200test", "fleurs:eng:eng200test:deu", "fleurs:eng:eng200test:fra"}
+    with pytest.raises(LLMSRTError, match=r"de_de/dev\.tsv:2: clip .*deu110dev\.wav is missing"):
+        prepare_fleurs(fleurs_root, ["deu"], tmp_path / "strict", splits=("dev",), strict=True)
 
 
 def test_empty_root_is_a_clear_error(tmp_path):

@@ -41,3 +41,23 @@ def test_prepare_check_reports_bad_rows_and_exits_2(tmp_path, capsys):
 def test_prepare_fleurs_needs_a_root(tmp_path, capsys):
     assert cli.main(["prepare", "fleurs", "--root", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "no FLEURS locale folders" in capsys.readouterr().err
+
+
+def test_prepare_covost2_skips_a_bad_clip_and_strict_stops(tmp_path, audio_file, mp3_format, layouts, capsys):
+    cv = tmp_path / "cv4-en"  # Common Voice 4 archives extract without a locale folder name
+    layouts.write_cv_table(cv / "validated.tsv", layouts.CV4_HEADER,
+                           [{"client_id": "c1", "path": "common_voice_en_1.mp3", "sentence": "Hello."},
+                            {"client_id": "c2", "path": "common_voice_en_2.mp3", "sentence": "Bye."}])
+    audio_file(cv / "clips" / "common_voice_en_1.mp3", seconds=0.5, fmt=mp3_format)
+    layouts.write_bytes(cv / "clips" / "common_voice_en_2.mp3")
+    layouts.write_covost_table(tmp_path / "covost" / "covost_v2.en_de.tsv", layouts.COVOST_RELEASE_HEADER,
+                               [{"path": "common_voice_en_1.mp3", "translation": "Hallo.", "split": "train_covost"},
+                                {"path": "common_voice_en_2.mp3", "translation": "Tschüss.", "split": "test"}])
+    args = ["prepare", "covost2", "--tsv-dir", str(tmp_path / "covost"), "--cv-dir", str(cv), "--out",
+            str(tmp_path / "out"), "--workers", "2"]
+    assert cli.main(args) == 0
+    printed = capsys.readouterr().out
+    assert "train.jsonl: 2 rows" in printed and "test.jsonl: 0 rows" in printed
+    assert "skipped 1 bad clips (1 table rows)" in printed and "common_voice_en_2.mp3 is empty" in printed
+    assert cli.main(args + ["--strict"]) == 2
+    assert "covost_v2.en_de.tsv:3: clip" in capsys.readouterr().err

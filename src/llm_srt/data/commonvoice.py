@@ -1,22 +1,28 @@
 """Common Voice on disk -> ASR manifests (the curriculum's first stage).
 
 Input: a Common Voice locale folder (e.g. cv-corpus-17.0/de/) with train.tsv, dev.tsv, test.tsv, validated.tsv
-(header with at least `path` and `sentence`; `sentence_id` is used when present) and clips/*.mp3. The language
-comes from the folder name (Common Voice locale, see languages.by_commonvoice_locale()) unless given.
+and clips/*.mp3. The tables have a header line; every release has `client_id`, `path` and `sentence` (Corpus 1-4:
+client_id path sentence up_votes down_votes age gender accent; 17.0+ adds sentence_id, sentence_domain, variant,
+locale, segment). `sentence_id` is used when present, else a hash of the sentence. The language comes from the
+folder name (Common Voice locale, see languages.by_commonvoice_locale(); Cantonese is `yue` or `zh-HK`) unless given.
+Durations come from clip_durations.tsv (16.1+) or times.txt (14.0-16.0) when present, else from the clips' headers.
 
-Output: OUT/<split>.jsonl with ASR rows only (tgt_lang and translation empty), id "commonvoice:<lang>:<clip>".
-With `validated_as_train`, validated clips whose sentence is in neither dev nor test are added to train (Common
-Voice's official train split is much smaller than its validated set); splits stay disjoint by sentence.
+Output: OUT/<split>.jsonl with ASR rows only (tgt_lang and translation empty), id "commonvoice:<lang>:<clip>", and
+OUT/summary.json. With `validated_as_train`, validated clips are added to train unless their speaker (client_id)
+or their sentence is in dev or test: Common Voice splits by speaker, and its official train split is much
+smaller than its validated set.
 """
 
+import csv
 import hashlib
-from collections import defaultdict
-from collections.abc import Collection
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from .. import languages
 from ..errors import LLMSRTError
-from .covost2 import clip_duration, read_table
+from .clips import DEFAULT_WORKERS, Summary, by_name, check_clips, known_durations
 from .manifest import Row, write_manifest
 
 CORPUS = "commonvoice"
@@ -24,51 +30,100 @@ SPLITS = ("train", "dev", "test")
 REQUIRED_COLUMNS = ("path", "sentence")
 
 
+@dataclass(frozen=True)
+class Utterance:
+    where: str  # tsv:line
+    audio: Path  # LOCALE_DIR/clips/<path>
+    transcript: str
+    sentence_id: str
+    speaker: str  # client_id ("" when the table has none)
+    source: str  # the tsv's file name
+
+
 def prepare_commonvoice(locale_dir: str | Path, out: str | Path, lang: str | None = None,
-                        splits: tuple[str, ...] = SPLITS, validated_as_train: bool = False) -> dict[str, int]:
-    """Write OUT/<split>.jsonl; returns rows written per split."""
+                        splits: tuple[str, ...] = SPLITS, validated_as_train: bool = False,
+                        workers: int = DEFAULT_WORKERS, strict: bool = False) -> Summary:
+    """Write OUT/<split>.jsonl and OUT/summary.json; returns the summary (rows written per split, rows left out,
+    bad clips skipped). `strict`: stop at the first missing, empty or undecodable clip instead."""
     locale_dir, out = Path(locale_dir), Path(out)
     lang = lang or _language_of(locale_dir)
-    rows_by_split: dict[str, list[Row]] = defaultdict(list)
-    seen_clips: set[str] = set()
-    held_out: set[str] = set()
-    for split in splits:
-        for row in read_split(locale_dir, lang, split):
-            seen_clips.add(Path(row.audio).name)
-            rows_by_split[split].append(row)
-            if split != "train":
-                held_out.add(row.sentence_id)
+    summary = Summary(out)
+    by_split: dict[str, list[Utterance]] = {split: list(read_split(locale_dir, split)) for split in splits}
     if validated_as_train:
-        # validated.tsv repeats the split files' clips: skip them before reading their durations
-        for row in read_split(locale_dir, lang, "validated", split_name="train", skip_clips=seen_clips):
-            if Path(row.audio).name not in seen_clips and row.sentence_id not in held_out:
-                seen_clips.add(Path(row.audio).name)
-                rows_by_split["train"].append(row)
-    return {split: write_manifest(out / f"{split}.jsonl", rows) for split, rows in rows_by_split.items()}
+        by_split.setdefault("train", [])
+        by_split["train"] += _validated_extra(locale_dir, by_split, summary)
+    clips = {u.audio: u.where for utts in by_split.values() for u in utts}
+    known, summary.durations_from = known_durations(locale_dir)
+    durations, summary.bad_clips = check_clips(clips, by_name(clips, known), workers, strict,
+                                               desc="reading clip headers" if not known else "checking clips")
+    summary.durations_from = summary.durations_from or "the clips' headers"
+    for split, utts in by_split.items():
+        rows = [_row(u, lang, split, durations[u.audio]) for u in utts if u.audio in durations]
+        summary.rows_without_clip += len(utts) - len(rows)
+        summary.written[split] = write_manifest(out / f"{split}.jsonl", rows)
+    summary.write()
+    return summary
 
 
-def read_split(locale_dir: Path, lang: str, split: str, split_name: str | None = None,
-               skip_clips: Collection[str] = ()) -> list[Row]:
-    """ASR rows of LOCALE_DIR/<split>.tsv, in file order, leaving out the clips (file names) in `skip_clips`."""
+def _validated_extra(locale_dir: Path, by_split: dict[str, list[Utterance]], summary: Summary) -> list[Utterance]:
+    """validated.tsv's clips that are in no split file, whose speaker and sentence are in neither dev nor test."""
+    seen = {u.audio.name for utts in by_split.values() for u in utts}
+    held = [u for split, utts in by_split.items() if split != "train" for u in utts]
+    speakers = {u.speaker for u in held if u.speaker}
+    sentences = {u.sentence_id for u in held}
+    extra = []
+    for u in read_split(locale_dir, "validated", required=REQUIRED_COLUMNS + ("client_id",)):
+        if u.audio.name in seen:
+            continue
+        seen.add(u.audio.name)
+        if u.speaker in speakers:
+            summary.dropped["validated.tsv clip by a dev/test speaker (client_id)"] += 1
+        elif u.sentence_id in sentences:
+            summary.dropped["validated.tsv clip of a dev/test sentence"] += 1
+        else:
+            extra.append(u)
+    return extra
+
+
+def read_split(locale_dir: Path, split: str, required: tuple[str, ...] = REQUIRED_COLUMNS) -> Iterator[Utterance]:
+    """The utterances of LOCALE_DIR/<split>.tsv, in file order."""
     tsv = locale_dir / f"{split}.tsv"
     if not tsv.is_file():
         raise LLMSRTError(f"{tsv}: missing; a Common Voice locale folder has train.tsv, dev.tsv, test.tsv, "
                           "validated.tsv and clips/")
-    rows = []
-    for lineno, rec in read_table(tsv, REQUIRED_COLUMNS):
-        if Path(rec["path"]).name in skip_clips:
-            continue
-        audio = locale_dir / "clips" / rec["path"]
-        if not audio.is_file():
-            raise LLMSRTError(f"{tsv}:{lineno}: clip {audio} not found")
-        sentence = rec["sentence"].strip()
-        sentence_id = (rec.get("sentence_id") or "").strip() or _text_id(sentence)
-        stem = Path(rec["path"]).stem
-        rows.append(Row(id=f"{CORPUS}:{lang}:{stem}", audio=str(audio),
-                        duration=clip_duration(audio, f"{tsv}:{lineno}"), src_lang=lang, transcript=sentence,
-                        tgt_lang="", translation="", split=split_name or split, corpus=CORPUS,
-                        sentence_id=sentence_id, source=tsv.name))
-    return rows
+    for lineno, rec in read_table(tsv, required):
+        sentence = (rec["sentence"] or "").strip()
+        yield Utterance(where=f"{tsv}:{lineno}", audio=locale_dir / "clips" / rec["path"], transcript=sentence,
+                        sentence_id=(rec.get("sentence_id") or "").strip() or text_id(sentence),
+                        speaker=(rec.get("client_id") or "").strip(), source=tsv.name)
+
+
+def read_table(tsv: Path, required: tuple[str, ...], escapechar: str | None = None):
+    """(line number, record) for each data line of a Common Voice / CoVoST tsv whose header names at least the
+    `required` columns. Fields are taken as written (csv.QUOTE_NONE: a bare " is text); `escapechar="\\"` undoes
+    backslash escapes as CoVoST's official reader does (pandas, escapechar="\\")."""
+    csv.field_size_limit(sys.maxsize)
+    with open(tsv, encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE, escapechar=escapechar)
+        missing = [c for c in required if c not in (reader.fieldnames or [])]
+        if missing:
+            raise LLMSRTError(f"{tsv}:1: header lacks column(s) {', '.join(missing)} "
+                              f"(found: {', '.join(reader.fieldnames or [])})")
+        for rec in reader:
+            if (rec.get("path") or "").strip():
+                rec["path"] = rec["path"].strip()
+                yield reader.line_num, rec
+
+
+def text_id(sentence: str) -> str:
+    """A sentence id from the text itself (releases before 17.0 have no sentence_id column)."""
+    return hashlib.sha1(" ".join(sentence.split()).encode("utf-8")).hexdigest()[:16]
+
+
+def _row(u: Utterance, lang: str, split: str, duration: float) -> Row:
+    return Row(id=f"{CORPUS}:{lang}:{u.audio.stem}", audio=str(u.audio), duration=duration, src_lang=lang,
+               transcript=u.transcript, tgt_lang="", translation="", split=split, corpus=CORPUS,
+               sentence_id=u.sentence_id, source=u.source)
 
 
 def _language_of(locale_dir: Path) -> str:
@@ -77,8 +132,3 @@ def _language_of(locale_dir: Path) -> str:
         raise LLMSRTError(f"{locale_dir}: folder name {locale_dir.name!r} is not a Common Voice locale of a known "
                           "language; pass the language (--lang deu) or add it to llm_srt/languages.py")
     return code
-
-
-def _text_id(sentence: str) -> str:
-    """A sentence id from the text itself (older releases have no sentence_id column)."""
-    return hashlib.sha1(" ".join(sentence.split()).encode("utf-8")).hexdigest()[:16]

@@ -1,71 +1,124 @@
-"""CoVoST 2 on disk -> manifests.
+"""CoVoST 2 as released -> manifests.
 
-Input: one or more `covost_v2.<src>_<tgt>.tsv` files (Common Voice locale codes, e.g. covost_v2.en_de.tsv,
-covost_v2.zh-CN_en.tsv; tab-separated with a header holding at least path, sentence, translation, split) and the
-Common Voice clips they name (`--clips`: either the clips folder itself or a Common Voice root holding
-<locale>/clips/).
+CoVoST 2 ships translations only; speech, transcripts and speakers are Common Voice **4**'s (CoVoST's README:
+"Download Common Voice audio clips and transcripts (version 4)"). Input:
+- TSV_DIR with the released `covost_v2.<src>_<tgt>.tsv` tables (Common Voice locale codes, e.g. covost_v2.en_de.tsv,
+  covost_v2.zh-CN_en.tsv): header `path<TAB>translation<TAB>split`, split one of train, train_covost, dev, test.
+  They are joined on `path` with the Common Voice 4 locale folder's validated.tsv (`sentence`, `client_id`), as
+  the official readers do (CoVoST's get_covost_splits.py, fairseq's prep_covost_data.py): both read with
+  csv.QUOTE_NONE and escapechar "\\", so `\\"` in a table is a `"`.
+- or, instead of a release table, the per-split files that get_covost_splits.py writes,
+  `covost_v2.<src>_<tgt>.<train|dev|test>.tsv` (header `path<TAB>sentence<TAB>translation<TAB>client_id`, the join
+  already done); they are used when the release table or validated.tsv is absent.
+- CV_DIR: the Common Voice 4 locale folder (validated.tsv, clips/*.mp3), or a folder holding one per locale
+  (en/, zh-CN/, ...) when TSV_DIR has tables of several source languages.
 
-Output: OUT/<split>.jsonl for each split found (train / dev / test; other labels are kept as they are). Each clip
-gives one ASR row (id "covost2:<clip>", once even when several tsv files share the source clips) and one
-translation row per tsv that translates it (id "covost2:<clip>:<tgt>"). CoVoST has no cross-language sentence id;
-the clip name serves as sentence_id. Durations are read from each clip's header (mp3 clips are scanned).
+Output: OUT/<split>.jsonl (train = train + train_covost, as the official split; dev; test) and OUT/summary.json.
+Each clip gives one ASR row (id "covost2:<clip>", once however many tables translate it) and one translation row
+per table (id "covost2:<clip>:<tgt>"). CoVoST has no cross-language sentence id: the clip name serves as
+sentence_id. Rows whose translation is empty or the placeholder `REMOVE`, whose clip is not in validated.tsv, or
+whose split is unknown are left out and counted; so are bad clips (missing, empty, undecodable), unless strict.
 """
 
-import csv
 import re
 import sys
-from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import languages
-from ..audio import duration as header_duration
-from ..errors import AudioError, LLMSRTError
+from ..errors import LLMSRTError
+from .clips import DEFAULT_WORKERS, Summary, by_name, check_clips, known_durations
+from .commonvoice import read_table
 from .manifest import Row, write_manifest
 
 CORPUS = "covost2"
-TSV_NAME = re.compile(r"^covost_v2\.(?P<src>[A-Za-z-]+)_(?P<tgt>[A-Za-z-]+)\.tsv$")
-REQUIRED_COLUMNS = ("path", "sentence", "translation", "split")
+TABLE_NAME = re.compile(r"^covost_v2\.(?P<src>[A-Za-z-]+)_(?P<tgt>[A-Za-z-]+)(\.(?P<split>train|dev|test))?\.tsv$")
+RELEASE_COLUMNS = ("path", "translation", "split")  # all the official readers take from a release table
+SPLIT_FILE_COLUMNS = ("path", "sentence", "translation", "client_id")  # get_covost_splits.py's output
+VALIDATED_COLUMNS = ("path", "sentence", "client_id")  # what the join takes from Common Voice's validated.tsv
+SPLIT_OF = {"train": "train", "train_covost": "train", "dev": "dev", "test": "test"}  # release label -> split
+SPLITS = ("train", "dev", "test")
+PLACEHOLDER = "REMOVE"  # a translation CoVoST marks as unusable
+ESCAPE = "\\"
 
 
-def prepare_covost2(tsv_dir: str | Path, clips: str | Path, out: str | Path,
-                    pairs: list[tuple[str, str]] | None = None) -> dict[str, int]:
-    """Write OUT/<split>.jsonl; returns rows written per split. `pairs`: (src, tgt) ISO 639-3 pairs to keep
-    (None: every covost_v2.*.tsv found in `tsv_dir`)."""
-    tsv_dir, clips, out = Path(tsv_dir), Path(clips), Path(out)
+@dataclass
+class Table:
+    """One translation direction in TSV_DIR: its release table and/or get_covost_splits.py's per-split files."""
+
+    src: str  # ISO 639-3
+    tgt: str
+    locale: str  # the Common Voice locale of the speech (file name's source code)
+    release: Path | None = None
+    split_files: dict[str, Path] = field(default_factory=dict)  # train/dev/test -> file
+
+
+@dataclass(frozen=True)
+class Record:
+    where: str  # table:line
+    audio: Path
+    transcript: str
+    translation: str
+    split: str  # train / dev / test
+    src: str
+    tgt: str
+    source: str  # the table's file name
+
+
+def prepare_covost2(tsv_dir: str | Path, cv_dir: str | Path, out: str | Path,
+                    pairs: list[tuple[str, str]] | None = None, workers: int = DEFAULT_WORKERS,
+                    strict: bool = False) -> Summary:
+    """Write OUT/<split>.jsonl and OUT/summary.json; returns the summary. `pairs`: (src, tgt) ISO 639-3 pairs to
+    keep (None: every table found in `tsv_dir`). `strict`: stop at the first bad clip instead of skipping it."""
+    tsv_dir, cv_dir, out = Path(tsv_dir), Path(cv_dir), Path(out)
     tables = find_tables(tsv_dir)
     if pairs is not None:
         tables = {p: t for p, t in tables.items() if p in set(pairs)}
     if not tables:
-        raise LLMSRTError(f"{tsv_dir}: no covost_v2.<src>_<tgt>.tsv files found"
-                          + (f" for {pairs}" if pairs else ""))
-    rows_by_split: dict[str, list[Row]] = defaultdict(list)
-    asr_done: set[str] = set()
-    durations: dict[Path, float] = {}
-    for (src, tgt), tsv in sorted(tables.items()):
-        for lineno, rec in read_table(tsv):
-            audio = resolve_clip(clips, languages.get(src).commonvoice, rec["path"], f"{tsv}:{lineno}")
-            if audio not in durations:
-                durations[audio] = clip_duration(audio, f"{tsv}:{lineno}")
-            stem = Path(rec["path"]).stem
-            common = dict(audio=str(audio), duration=durations[audio], src_lang=src,
-                          transcript=rec["sentence"].strip(), split=rec["split"].strip(), corpus=CORPUS,
-                          sentence_id=stem, source=tsv.name)
-            if stem not in asr_done:
-                asr_done.add(stem)
-                rows_by_split[common["split"]].append(Row(id=f"{CORPUS}:{stem}", tgt_lang="", translation="",
-                                                          **common))
-            if rec["translation"].strip():
-                rows_by_split[common["split"]].append(Row(id=f"{CORPUS}:{stem}:{tgt}", tgt_lang=tgt,
-                                                          translation=rec["translation"].strip(), **common))
-    return {split: write_manifest(out / f"{split}.jsonl", rows) for split, rows in sorted(rows_by_split.items())}
+        raise LLMSRTError(f"{tsv_dir}: no covost_v2.<src>_<tgt>.tsv tables found"
+                          + (f" for {', '.join(f'{s}-{t}' for s, t in pairs)}" if pairs else ""))
+    locale_dirs = _locale_dirs(cv_dir, sorted({t.locale for t in tables.values()}))
+    summary = Summary(out)
+    validated: dict[str, dict[str, tuple[str, str]]] = {}
+    records: list[Record] = []
+    for _, table in sorted(tables.items()):
+        records += _records(table, locale_dirs[table.locale], validated, summary)
+    known: dict[str, float] = {}
+    sources = set()
+    for folder in locale_dirs.values():
+        durations, name = known_durations(folder)
+        known.update(durations)
+        sources.add(name or "the clips' headers")
+    summary.durations_from = ", ".join(sorted(sources))
+    clips = {}
+    for r in records:
+        clips.setdefault(r.audio, r.where)
+    durations, summary.bad_clips = check_clips(clips, by_name(clips, known), workers, strict,
+                                               desc="reading clip headers" if not known else "checking clips")
+    rows: dict[str, list[Row]] = {split: [] for split in SPLITS}
+    asr_done: set[Path] = set()
+    for r in records:
+        if r.audio not in durations:
+            summary.rows_without_clip += 1
+            continue
+        common = dict(audio=str(r.audio), duration=durations[r.audio], src_lang=r.src, transcript=r.transcript,
+                      split=r.split, corpus=CORPUS, sentence_id=r.audio.stem, source=r.source)
+        if r.audio not in asr_done:
+            asr_done.add(r.audio)
+            rows[r.split].append(Row(id=f"{CORPUS}:{r.audio.stem}", tgt_lang="", translation="", **common))
+        rows[r.split].append(Row(id=f"{CORPUS}:{r.audio.stem}:{r.tgt}", tgt_lang=r.tgt, translation=r.translation,
+                                 **common))
+    summary.written = {split: write_manifest(out / f"{split}.jsonl", rows[split]) for split in SPLITS}
+    summary.write()
+    return summary
 
 
-def find_tables(tsv_dir: Path) -> dict[tuple[str, str], Path]:
-    """(src, tgt) ISO 639-3 -> covost_v2.<src>_<tgt>.tsv, for the locales the registry knows."""
+def find_tables(tsv_dir: Path) -> dict[tuple[str, str], Table]:
+    """(src, tgt) ISO 639-3 -> the direction's tables in `tsv_dir`, for the locales the registry knows."""
     by_locale = languages.by_commonvoice_locale()
-    tables = {}
+    tables: dict[tuple[str, str], Table] = {}
     for tsv in sorted(tsv_dir.glob("covost_v2.*.tsv")):
-        m = TSV_NAME.match(tsv.name)
+        m = TABLE_NAME.match(tsv.name)
         if not m:
             continue
         src, tgt = by_locale.get(m["src"]), by_locale.get(m["tgt"])
@@ -73,36 +126,79 @@ def find_tables(tsv_dir: Path) -> dict[tuple[str, str], Path]:
             unknown = m["src"] if src is None else m["tgt"]
             print(f"skipping {tsv.name}: locale {unknown!r} is not in llm_srt/languages.py", file=sys.stderr)
             continue
-        tables[(src, tgt)] = tsv
+        table = tables.setdefault((src, tgt), Table(src, tgt, m["src"]))
+        if m["split"]:
+            table.split_files[m["split"]] = tsv
+        else:
+            table.release = tsv
     return tables
 
 
-def read_table(tsv: Path, required: tuple[str, ...] = REQUIRED_COLUMNS):
-    """(line number, record) for each data line of a CoVoST / Common Voice tsv (with a header naming at least
-    the `required` columns)."""
-    csv.field_size_limit(sys.maxsize)
-    with open(tsv, encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        missing = [c for c in required if c not in (reader.fieldnames or [])]
-        if missing:
-            raise LLMSRTError(f"{tsv}:1: header lacks column(s) {', '.join(missing)} "
-                              f"(found: {', '.join(reader.fieldnames or [])})")
-        for rec in reader:
-            if rec.get("path"):
-                yield reader.line_num, rec
+def _records(table: Table, locale_dir: Path, validated: dict, summary: Summary) -> list[Record]:
+    """The table's rows that survive the filters, in file order: from the release table joined with validated.tsv,
+    else from the per-split files."""
+    has_validated = (locale_dir / "validated.tsv").is_file()
+    if table.release is not None and (has_validated or not table.split_files):
+        if not has_validated:
+            raise LLMSRTError(f"{locale_dir / 'validated.tsv'}: missing; {table.release.name} holds path, "
+                              "translation and split only, the transcripts come from Common Voice 4's validated.tsv "
+                              "(point --cv-dir at the Common Voice 4 locale folder)")
+        if table.locale not in validated:
+            validated[table.locale] = {
+                rec["path"]: ((rec["sentence"] or "").strip(), (rec["client_id"] or "").strip())
+                for _, rec in read_table(locale_dir / "validated.tsv", VALIDATED_COLUMNS, ESCAPE)}
+        return list(_release_records(table, locale_dir, validated[table.locale], summary))
+    missing = [s for s in SPLITS if s not in table.split_files]
+    if missing:
+        raise LLMSRTError(f"{table.split_files[next(iter(table.split_files))].parent}: covost_v2.{table.locale}_"
+                          f"{languages.get(table.tgt).commonvoice[0]}.{missing[0]}.tsv missing (and no release "
+                          "table); give the release table or all three files get_covost_splits.py writes")
+    records = []
+    for split in SPLITS:
+        tsv = table.split_files[split]
+        for lineno, rec in read_table(tsv, SPLIT_FILE_COLUMNS, ESCAPE):
+            record = _record(table, locale_dir, tsv, lineno, rec, split, (rec["sentence"] or "").strip(), summary)
+            if record is not None:
+                records.append(record)
+    return records
 
 
-def resolve_clip(clips: Path, locale: str, name: str, where: str) -> Path:
-    """A clip by name: CLIPS/<name>, else CLIPS/<locale>/clips/<name>."""
-    for candidate in (clips / name, clips / locale / "clips" / name):
-        if candidate.is_file():
-            return candidate
-    raise LLMSRTError(f"{where}: clip {name} not found under {clips} (nor {clips / locale / 'clips'}); "
-                      "point --clips at the Common Voice clips folder")
+def _release_records(table: Table, locale_dir: Path, validated: dict[str, tuple[str, str]], summary: Summary):
+    for lineno, rec in read_table(table.release, RELEASE_COLUMNS, ESCAPE):
+        label = (rec["split"] or "").strip()
+        if label not in SPLIT_OF:
+            summary.dropped[f"split {label!r} is none of {', '.join(SPLIT_OF)}"] += 1
+            continue
+        joined = validated.get(rec["path"])
+        if joined is None:
+            summary.dropped["clip not in validated.tsv (CoVoST 2 needs Common Voice 4)"] += 1
+            continue
+        record = _record(table, locale_dir, table.release, lineno, rec, SPLIT_OF[label], joined[0], summary)
+        if record is not None:
+            yield record
 
 
-def clip_duration(audio: Path, where: str) -> float:
-    try:
-        return header_duration(audio)
-    except AudioError as e:
-        raise LLMSRTError(f"{where}: {e}") from None
+def _record(table: Table, locale_dir: Path, tsv: Path, lineno: int, rec: dict, split: str, transcript: str,
+            summary: Summary) -> Record | None:
+    translation = (rec["translation"] or "").strip()
+    if not translation or translation == PLACEHOLDER:
+        summary.dropped[f"translation empty or {PLACEHOLDER}"] += 1
+        return None
+    return Record(where=f"{tsv}:{lineno}", audio=locale_dir / "clips" / rec["path"], transcript=transcript,
+                  translation=translation, split=split, src=table.src, tgt=table.tgt, source=tsv.name)
+
+
+def _locale_dirs(cv_dir: Path, locales: list[str]) -> dict[str, Path]:
+    """Common Voice locale -> its folder: CV_DIR itself when it is a locale folder, else CV_DIR/<locale>."""
+    if (cv_dir / "validated.tsv").is_file() or (cv_dir / "clips").is_dir():
+        if len(locales) > 1:
+            raise LLMSRTError(f"--cv-dir {cv_dir} is one Common Voice locale folder, but the tables translate from "
+                              f"{', '.join(locales)}: pick one source with --pairs, or point --cv-dir at a folder "
+                              f"holding {', '.join(l + '/' for l in locales)}")
+        return {locales[0]: cv_dir}
+    dirs = {locale: cv_dir / locale for locale in locales}
+    for locale, folder in dirs.items():
+        if not folder.is_dir():
+            raise LLMSRTError(f"--cv-dir {cv_dir}: neither a Common Voice locale folder (validated.tsv, clips/) nor "
+                              f"a folder holding {locale}/; point it at the Common Voice 4 '{locale}' folder")
+    return dirs

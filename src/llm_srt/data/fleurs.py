@@ -5,23 +5,27 @@ is languages.by_fleurs_locale()), each holding train.tsv / dev.tsv / test.tsv (n
 file name, raw transcription, normalized transcription, phonemes/characters, number of samples, gender) and
 audio/<split>/<file name>.
 
-Output: OUT/<split>.jsonl for each split. One file per split holds both kinds of rows, so one manifest serves every
-curriculum stage (the loader picks rows by task):
+Output: OUT/<split>.jsonl for each split, and OUT/summary.json. One file per split holds both kinds of rows, so one
+manifest serves every curriculum stage (the loader picks rows by task):
 - an ASR row per utterance (tgt_lang and translation empty), id "fleurs:<src>:<utterance>";
 - a translation row per utterance and target language that has the same sentence id in the same split,
   translation = that language's raw transcription, id "fleurs:<src>:<utterance>:<tgt>".
 FLEURS reads each sentence by several speakers; every utterance of the source is paired, and the target text is the
 target language's transcription (the same sentence read by its speakers; the first one in TSV order is used).
+Every wav's header is read (in parallel; wav headers are cheap): a missing, empty or undecodable one is skipped and
+counted (its transcript still serves as other languages' target), or with `strict` stops the conversion.
 """
 
 import csv
 import sys
-from dataclasses import dataclass
+from collections.abc import Collection
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .. import languages
 from ..audio import SAMPLE_RATE, duration as header_duration
 from ..errors import LLMSRTError
+from .clips import DEFAULT_WORKERS, Summary, check_clips
 from .manifest import Row, parse_directions, targets_by_source, write_manifest
 
 SPLITS = ("train", "dev", "test")
@@ -36,15 +40,19 @@ class Utterance:
     sentence_id: str  # FLEURS id, shared by every language
     audio: Path  # the wav file
     transcript: str  # raw transcription
-    duration: float  # seconds
+    duration: float | None  # seconds, from the sample-count column (None: read from the header)
+    where: str = ""  # tsv:line
 
 
 def prepare_fleurs(root: str | Path, langs: list[str] | None, out: str | Path, directions: str = "all",
-                   splits: tuple[str, ...] = SPLITS, check_audio: bool = True) -> dict[str, int]:
-    """Write OUT/<split>.jsonl for each split; returns rows written per split.
+                   splits: tuple[str, ...] = SPLITS, check_audio: bool = True, workers: int = DEFAULT_WORKERS,
+                   strict: bool = False) -> Summary:
+    """Write OUT/<split>.jsonl for each split and OUT/summary.json; returns the summary (rows per split, bad
+    clips skipped).
 
     `langs`: ISO 639-3 codes (None: every language whose locale folder exists under `root`). `directions`:
-    all | 6x12 | 15x14 | none | SRC,..:TGT,.. (see manifest.parse_directions).
+    all | 6x12 | 15x14 | none | SRC,..:TGT,.. (see manifest.parse_directions). `check_audio=False` trusts the
+    tables (no file is opened; a duration missing from the table is still read from the header).
     """
     root, out = Path(root), Path(out)
     langs = langs or available_languages(root)
@@ -52,12 +60,25 @@ def prepare_fleurs(root: str | Path, langs: list[str] | None, out: str | Path, d
         raise LLMSRTError(f"{root}: no FLEURS locale folders found (expected e.g. en_us/, de_de/ with "
                           "train.tsv and audio/)")
     pairs = parse_directions(directions, langs)
-    written = {}
-    for split in splits:
-        by_lang = {lang: read_split(root, lang, split, check_audio) for lang in langs}
-        rows = list(pair_rows(by_lang, pairs))
-        written[split] = write_manifest(out / f"{split}.jsonl", rows)
-    return written
+    tables = {split: {lang: read_split(root, lang, split) for lang in langs} for split in splits}
+    utts = [u for by_lang in tables.values() for us in by_lang.values() for u in us]
+    summary = Summary(out, durations_from="the tables' sample counts")
+    if check_audio:
+        known = {u.audio: u.duration for u in utts if u.duration is not None}
+        durations, summary.bad_clips = check_clips({u.audio: u.where for u in utts}, known, workers, strict,
+                                                   read_all_headers=True, desc="reading wav headers")
+    else:
+        durations = {u.audio: u.duration if u.duration is not None else header_duration(u.audio) for u in utts}
+    for split, by_lang in tables.items():
+        measured = {lang: [replace(u, duration=durations[u.audio]) if u.audio in durations else u for u in us]
+                    for lang, us in by_lang.items()}
+        rows = list(pair_rows(measured, pairs, skip={u.audio for us in by_lang.values() for u in us
+                                                     if u.audio not in durations}))
+        summary.written[split] = write_manifest(out / f"{split}.jsonl", rows)
+    lost = {b.clip for b in summary.bad_clips}
+    summary.rows_without_clip = sum(1 for u in utts if str(u.audio) in lost)
+    summary.write()
+    return summary
 
 
 def available_languages(root: Path) -> list[str]:
@@ -65,8 +86,8 @@ def available_languages(root: Path) -> list[str]:
     return [code for locale, code in sorted(languages.by_fleurs_locale().items()) if (root / locale).is_dir()]
 
 
-def read_split(root: Path, lang: str, split: str, check_audio: bool = True) -> list[Utterance]:
-    """The utterances of one language and split, in TSV order."""
+def read_split(root: Path, lang: str, split: str) -> list[Utterance]:
+    """The utterances of one language and split, in TSV order (audio not checked yet)."""
     folder = root / languages.get(lang).fleurs
     tsv = folder / f"{split}.tsv"
     if not tsv.is_file():
@@ -81,15 +102,14 @@ def read_split(root: Path, lang: str, split: str, check_audio: bool = True) -> l
                 raise LLMSRTError(f"{tsv}:{lineno}: expected {len(COLUMNS)} tab-separated columns "
                                   f"({', '.join(COLUMNS)}), got {len(fields)}")
             audio = folder / "audio" / split / fields[1]
-            if check_audio and not audio.is_file():
-                raise LLMSRTError(f"{tsv}:{lineno}: audio {audio} not found; extract audio/{split}.tar.gz there")
             utterances.append(Utterance(lang, split, fields[0].strip(), audio, fields[2].strip(),
-                                        _duration(fields, audio)))
+                                        _duration(fields), f"{tsv}:{lineno}"))
     return utterances
 
 
-def pair_rows(by_lang: dict[str, list[Utterance]], pairs: list[tuple[str, str]]):
-    """ASR rows for every utterance, then translation rows for every (src, tgt) pair sharing a sentence id."""
+def pair_rows(by_lang: dict[str, list[Utterance]], pairs: list[tuple[str, str]], skip: Collection[Path] = ()):
+    """ASR rows for every utterance, then translation rows for every (src, tgt) pair sharing a sentence id. The
+    utterances whose audio is in `skip` give no rows of their own but still give their text as a target."""
     text_of: dict[str, dict[str, str]] = {}
     for lang, utts in by_lang.items():
         texts: dict[str, str] = {}
@@ -99,6 +119,8 @@ def pair_rows(by_lang: dict[str, list[Utterance]], pairs: list[tuple[str, str]])
     targets_of = targets_by_source(pairs)
     for lang, utts in by_lang.items():
         for u in utts:
+            if u.audio in skip:
+                continue
             yield _row(u, "", "")
             for tgt in targets_of[lang]:
                 translation = text_of.get(tgt, {}).get(u.sentence_id)
@@ -113,8 +135,8 @@ def _row(u: Utterance, tgt: str, translation: str) -> Row:
                tgt_lang=tgt, translation=translation, split=u.split, corpus=CORPUS, sentence_id=u.sentence_id)
 
 
-def _duration(fields: list[str], audio: Path) -> float:
-    """From the sample count column (FLEURS audio is 16 kHz); from the file header when it is absent."""
+def _duration(fields: list[str]) -> float | None:
+    """From the sample count column (FLEURS audio is 16 kHz); None when it is absent (read from the header)."""
     if len(fields) > 5 and fields[5].strip().isdigit() and int(fields[5]) > 0:
         return int(fields[5]) / SAMPLE_RATE
-    return header_duration(audio)
+    return None

@@ -3,7 +3,7 @@
     llm-srt prepare mini --out data/mini                      # the embedded corpus (gettext text + espeak-ng)
     llm-srt prepare mini --survey                             # sentences per language on this machine
     llm-srt prepare fleurs --root fleurs/ --out data/fleurs --directions 6x12
-    llm-srt prepare covost2 --tsv-dir covost/ --clips cv/ --out data/covost2 --pairs eng-deu,eng-jpn
+    llm-srt prepare covost2 --tsv-dir covost/ --cv-dir cv4/en --out data/covost2 --pairs eng-deu,eng-jpn
     llm-srt prepare commonvoice --locale-dir cv/de --out data/cv-de --validated-as-train
     llm-srt prepare check data/mini/train.jsonl               # validate a manifest (every bad row, file:line)
 """
@@ -67,31 +67,43 @@ def _run_mini(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_clip_options(p: argparse.ArgumentParser) -> None:
+    from .clips import DEFAULT_WORKERS
+
+    p.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
+                   help=f"threads reading clip headers (default {DEFAULT_WORKERS})")
+    p.add_argument("--strict", action="store_true", help="stop at the first missing, empty or undecodable clip "
+                   "(default: skip it, count it, list it in OUT/summary.json)")
+
+
 def _add_fleurs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root", type=Path, required=True, help="FLEURS folder holding en_us/, de_de/, ...")
     p.add_argument("--out", type=Path, required=True)
+    _add_clip_options(p)
     p.add_argument("--langs", default=None, help="ISO 639-3 codes (default: every locale folder found)")
     p.add_argument("--directions", default="all", help="all | 6x12 | 15x14 | none | SRC,..:TGT,..")
     p.add_argument("--splits", default="train,dev,test")
-    p.add_argument("--no-check-audio", action="store_true", help="do not check that every wav exists")
+    p.add_argument("--no-check-audio", action="store_true", help="do not open the wavs (trust the tables)")
 
 
 def _run_fleurs(args: argparse.Namespace) -> int:
     from .fleurs import prepare_fleurs
 
     langs = languages.parse_list(args.langs) if args.langs else None
-    written = prepare_fleurs(args.root, langs, args.out, args.directions, tuple(args.splits.split(",")),
-                             check_audio=not args.no_check_audio)
-    _print_written(args.out, written)
+    summary = prepare_fleurs(args.root, langs, args.out, args.directions, tuple(args.splits.split(",")),
+                             check_audio=not args.no_check_audio, workers=args.workers, strict=args.strict)
+    _print_lines(summary.lines())
     return 0
 
 
 def _add_covost2(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tsv-dir", type=Path, required=True, help="folder with covost_v2.<src>_<tgt>.tsv files")
-    p.add_argument("--clips", type=Path, required=True, help="Common Voice clips folder (or root with "
-                   "<locale>/clips/)")
+    p.add_argument("--tsv-dir", type=Path, required=True, help="folder with the released covost_v2.<src>_<tgt>.tsv "
+                   "tables (or get_covost_splits.py's covost_v2.<src>_<tgt>.<split>.tsv files)")
+    p.add_argument("--cv-dir", type=Path, required=True, help="the Common Voice 4 locale folder (validated.tsv, "
+                   "clips/), or a folder holding one per source locale (en/, zh-CN/, ...)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--pairs", default=None, help="SRC-TGT pairs to keep, e.g. eng-deu,eng-jpn (default: all)")
+    _add_clip_options(p)
 
 
 def _run_covost2(args: argparse.Namespace) -> int:
@@ -105,7 +117,7 @@ def _run_covost2(args: argparse.Namespace) -> int:
             if not sep:
                 raise LLMSRTError(f"--pairs item {item!r}: write SRC-TGT, e.g. eng-deu")
             pairs.append((languages.get(src).code, languages.get(tgt).code))
-    _print_written(args.out, prepare_covost2(args.tsv_dir, args.clips, args.out, pairs))
+    _print_lines(prepare_covost2(args.tsv_dir, args.cv_dir, args.out, pairs, args.workers, args.strict).lines())
     return 0
 
 
@@ -115,16 +127,17 @@ def _add_commonvoice(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lang", default=None, help="ISO 639-3 (default: from the folder name)")
     p.add_argument("--splits", default="train,dev,test")
     p.add_argument("--validated-as-train", action="store_true",
-                   help="add validated clips whose sentence is not in dev/test to train")
+                   help="add validated clips whose speaker and sentence are in neither dev nor test to train")
+    _add_clip_options(p)
 
 
 def _run_commonvoice(args: argparse.Namespace) -> int:
     from .commonvoice import prepare_commonvoice
 
     lang = languages.get(args.lang).code if args.lang else None
-    written = prepare_commonvoice(args.locale_dir, args.out, lang, tuple(args.splits.split(",")),
-                                  args.validated_as_train)
-    _print_written(args.out, written)
+    summary = prepare_commonvoice(args.locale_dir, args.out, lang, tuple(args.splits.split(",")),
+                                  args.validated_as_train, workers=args.workers, strict=args.strict)
+    _print_lines(summary.lines())
     return 0
 
 
@@ -145,16 +158,16 @@ def _run_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_written(out: Path, written: dict[str, int]) -> None:
-    for split, n in written.items():
-        print(f"{out / (split + '.jsonl')}: {n} rows")
+def _print_lines(lines: list[str]) -> None:
+    for line in lines:
+        print(line)
 
 
 # corpus -> (add its arguments, run it, one-line help)
 CORPORA = {
     "mini": (_add_mini, _run_mini, "the embedded corpus: gettext sentences read by espeak-ng"),
     "fleurs": (_add_fleurs, _run_fleurs, "FLEURS locale folders -> many-to-many manifests"),
-    "covost2": (_add_covost2, _run_covost2, "CoVoST 2 tsv files + Common Voice clips -> manifests"),
+    "covost2": (_add_covost2, _run_covost2, "CoVoST 2 tables joined with Common Voice 4 -> manifests"),
     "commonvoice": (_add_commonvoice, _run_commonvoice, "a Common Voice locale folder -> ASR manifests"),
     "check": (_add_check, _run_check, "validate manifests (every bad row reported with file:line)"),
 }

@@ -1,0 +1,190 @@
+"""The clips a converter names: checked (missing, empty, undecodable), measured, and the bad ones counted.
+
+Every converter (FLEURS, CoVoST 2, Common Voice) first reads and filters its tables, then hands the clips of the
+rows that survived to `check_clips`, which works in parallel (`workers` threads: libsndfile runs without the GIL)
+behind a progress bar with an ETA. A clip whose duration is already known (Common Voice's `clip_durations.tsv` or
+`times.txt`, FLEURS' sample-count column) is only checked to exist and be non-empty; the others have their header
+read. A bad clip is skipped and reported (`Summary.lines()`, OUT/summary.json) unless `strict`, which stops at the
+first one with its file:line. Real releases have them: hundreds of zero-byte clips in Common Voice 3/4.
+"""
+
+import json
+import os
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import soundfile as sf
+from tqdm import tqdm
+
+from ..errors import LLMSRTError
+from ..paths import atomic_file
+
+DEFAULT_WORKERS = min(8, os.cpu_count() or 1)  # header reads are I/O-bound: a few threads per core still help
+CHUNK = 256  # clips per pool task (a future per clip costs more than a wav header read)
+SHOWN = 5  # bad clips named in the printed summary; summary.json lists them all
+# Common Voice 16.1+: clip_durations.tsv, header `clip<TAB>duration[ms]` (release notes of Corpus 16.1).
+# Common Voice 14.0-16.0: times.txt, lines "`<path of the mp3>` = <ms>", 0 when the clip could not be measured
+# (written by Common Voice's mp3-duration-reporter).
+DURATION_FILES = ("clip_durations.tsv", "times.txt")
+TIMES_LINE = re.compile(r"^`(?P<path>.+)`\s*=\s*(?P<ms>\d+)\s*$")
+
+
+@dataclass(frozen=True)
+class BadClip:
+    where: str  # the table line that names it (file:line)
+    clip: str  # its path
+    reason: str  # missing / empty / undecodable, in words
+
+
+@dataclass
+class Summary:
+    """What a converter did: rows written, rows dropped by its filters, clips skipped."""
+
+    out: Path  # the output folder
+    written: dict[str, int] = field(default_factory=dict)  # split -> rows written
+    dropped: Counter = field(default_factory=Counter)  # reason -> table rows left out before any clip was read
+    bad_clips: list[BadClip] = field(default_factory=list)  # skipped clips, in table order
+    rows_without_clip: int = 0  # table rows left out because their clip is bad
+    durations_from: str = ""  # where durations came from (a file name, "headers", ...)
+
+    def lines(self) -> list[str]:
+        lines = [f"{self.out / (split + '.jsonl')}: {n} rows" for split, n in self.written.items()]
+        for reason, n in sorted(self.dropped.items()):
+            lines.append(f"left out {n} table rows: {reason}")
+        if self.bad_clips:
+            lines.append(f"skipped {len(self.bad_clips)} bad clips ({self.rows_without_clip} table rows); the first "
+                         f"{min(SHOWN, len(self.bad_clips))} (all in {self.out / 'summary.json'}):")
+            lines += [f"  {b.where}: {b.reason}" for b in self.bad_clips[:SHOWN]]
+        if self.durations_from:
+            lines.append(f"durations from {self.durations_from}")
+        return lines
+
+    def write(self) -> Path:
+        """OUT/summary.json: the counts and every skipped clip."""
+        path = self.out / "summary.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(path) as f:
+            json.dump({"written": self.written, "dropped": dict(self.dropped), "durations_from": self.durations_from,
+                       "rows_without_clip": self.rows_without_clip,
+                       "bad_clips": [{"where": b.where, "clip": b.clip, "reason": b.reason} for b in self.bad_clips]},
+                      f, ensure_ascii=False, indent=1)
+            f.write("\n")
+        return path
+
+
+def known_durations(folder: Path) -> tuple[dict[str, float], str]:
+    """Clip file name -> seconds from FOLDER/clip_durations.tsv or FOLDER/times.txt (the first present), and
+    that file's name ("" when neither is there). A duration of 0 means the release could not measure the clip."""
+    for name in DURATION_FILES:
+        path = folder / name
+        if path.is_file():
+            return (_read_clip_durations if name.endswith(".tsv") else _read_times)(path), name
+    return {}, ""
+
+
+def _read_clip_durations(path: Path) -> dict[str, float]:
+    durations = {}
+    with open(path, encoding="utf-8") as f:
+        header = f.readline().rstrip("\n").split("\t")
+        if header[:2] != ["clip", "duration[ms]"]:
+            raise LLMSRTError(f"{path}:1: expected the header 'clip<TAB>duration[ms]', got {header!r}; "
+                              "remove the file to read the clips' headers instead")
+        for lineno, line in enumerate(f, start=2):
+            clip, _, ms = line.rstrip("\n").partition("\t")
+            if clip:
+                durations[clip] = _milliseconds(ms, path, lineno)
+    return durations
+
+
+def _read_times(path: Path) -> dict[str, float]:
+    durations = {}
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            m = TIMES_LINE.match(line.rstrip("\n"))
+            if m is None:
+                raise LLMSRTError(f"{path}:{lineno}: expected a line like '`clips/x.mp3` = 4128', got "
+                                  f"{line.strip()[:80]!r}; remove the file to read the clips' headers instead")
+            durations[Path(m["path"]).name] = int(m["ms"]) / 1000
+    return durations
+
+
+def _milliseconds(text: str, path: Path, lineno: int) -> float:
+    try:
+        return int(text.strip()) / 1000
+    except ValueError:
+        raise LLMSRTError(f"{path}:{lineno}: duration {text.strip()!r} is not a whole number of milliseconds") \
+            from None
+
+
+def check_clips(clips: Mapping[Path, str], known: Mapping[Path, float] | None = None, workers: int = DEFAULT_WORKERS,
+                strict: bool = False, read_all_headers: bool = False, desc: str = "checking clips"
+                ) -> tuple[dict[Path, float], list[BadClip]]:
+    """Check and measure `clips` (path -> the table line naming it, in table order).
+
+    Returns (seconds per good clip, the bad ones in table order). `known`: clip -> seconds from the release's
+    metadata (see by_name); those clips are only checked to exist and be non-empty (and to have a positive duration)
+    unless `read_all_headers`. With `strict` the first bad clip raises LLMSRTError naming its table line.
+    """
+    known = known or {}
+    paths = list(clips)
+    durations: dict[Path, float] = {}
+    problems: dict[Path, str] = {}
+    chunks = [paths[i:i + CHUNK] for i in range(0, len(paths), CHUNK)]
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, \
+            tqdm(total=len(paths), desc=desc, unit="clip", dynamic_ncols=True, disable=not paths) as bar:
+        futures = {pool.submit(_check_chunk, chunk, known, read_all_headers) for chunk in chunks}
+        while futures:
+            done, futures = wait(futures, return_when=FIRST_EXCEPTION)
+            for fut in done:
+                for path, seconds, reason in fut.result():
+                    bar.update(1)
+                    if reason is None:
+                        durations[path] = seconds
+                        continue
+                    if strict:
+                        for f in futures:
+                            f.cancel()
+                        raise LLMSRTError(f"{clips[path]}: clip {path} {reason} (without --strict bad clips "
+                                          "are skipped and counted)")
+                    problems[path] = reason
+    bad = [BadClip(clips[p], str(p), f"clip {p} {problems[p]}") for p in paths if p in problems]
+    return durations, bad
+
+
+def by_name(clips: Iterable[Path], durations: Mapping[str, float]) -> dict[Path, float]:
+    """known_durations' file names -> the clips that bear them."""
+    return {clip: durations[clip.name] for clip in clips if clip.name in durations}
+
+
+def _check_chunk(paths: Iterable[Path], known: Mapping[Path, float], read_header: bool):
+    return [_check(path, known.get(path), read_header) for path in paths]
+
+
+def _check(path: Path, known: float | None, read_header: bool) -> tuple[Path, float, str | None]:
+    """(path, seconds, None) for a usable clip, (path, 0, what is wrong) otherwise."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return path, 0.0, "is missing"
+    except OSError as e:
+        return path, 0.0, f"cannot be read ({e.strerror or e})"
+    if size == 0:
+        return path, 0.0, "is empty (0 bytes)"
+    if known is not None and not read_header:
+        if known <= 0:
+            return path, 0.0, "has a duration of 0 in the release's duration list (it could not be decoded)"
+        return path, known, None
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, OSError) as e:
+        reason = getattr(e, "error_string", None) or str(e).splitlines()[0]
+        return path, 0.0, f"cannot be decoded ({reason.rstrip('.')})"
+    if info.frames <= 0 or info.samplerate <= 0:
+        return path, 0.0, "holds no audio (0 frames)"
+    return path, known if known is not None and known > 0 else info.duration, None
