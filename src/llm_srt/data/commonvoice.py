@@ -91,9 +91,10 @@ def read_split(locale_dir: Path, split: str, required: tuple[str, ...] = REQUIRE
     if not tsv.is_file():
         raise LLMSRTError(f"{tsv}: missing; a Common Voice locale folder has train.tsv, dev.tsv, test.tsv, "
                           "validated.tsv and clips/")
+    clips = locale_dir / "clips"
     for lineno, rec in read_table(tsv, required):
         sentence = (rec["sentence"] or "").strip()
-        yield Utterance(where=f"{tsv}:{lineno}", audio=locale_dir / "clips" / rec["path"], transcript=sentence,
+        yield Utterance(where=f"{tsv}:{lineno}", audio=clips / rec["path"], transcript=sentence,
                         sentence_id=(rec.get("sentence_id") or "").strip() or text_id(sentence),
                         speaker=(rec.get("client_id") or "").strip(), source=tsv.name)
 
