@@ -1,3 +1,4 @@
+import functools
 import json
 
 import pytest
@@ -38,7 +39,9 @@ def locale_dir(tmp_path, audio_file, mp3_format, layouts):
     return root
 
 
-def test_asr_rows_per_split_with_language_from_the_folder(locale_dir, tmp_path, capsys):
+def test_asr_rows_per_split_with_language_from_the_folder(locale_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(clips_module, "CHUNK", 1)
+    monkeypatch.setattr(clips_module, "tqdm", functools.partial(clips_module.tqdm, mininterval=0))
     summary = prepare_commonvoice(locale_dir, tmp_path / "out", workers=2)
     assert summary.written == {"train": 2, "dev": 1, "test": 1}
     rows = read_manifest(tmp_path / "out" / "train.jsonl")
@@ -46,7 +49,8 @@ def test_asr_rows_per_split_with_language_from_the_folder(locale_dir, tmp_path, 
     assert [r.transcript for r in rows] == ["Guten Tag.", 'Er sagte "ja.']  # a bare " is text (QUOTE_NONE)
     assert [r.duration for r in rows] == pytest.approx([0.5, 0.6], abs=0.06)
     assert summary.durations_from == "the clips' headers"
-    assert "reading clip headers" in capsys.readouterr().err  # the progress bar
+    bar = capsys.readouterr().err  # the progress bar moves as clips are read, with an ETA
+    assert "reading clip headers:  25%" in bar and "1/4 [" in bar and "4/4 [" in bar and "<00:0" in bar
 
 
 def test_validated_as_train_leaves_out_dev_and_test_speakers_and_sentences(locale_dir, tmp_path):

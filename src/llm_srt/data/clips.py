@@ -13,7 +13,7 @@ import os
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -138,20 +138,19 @@ def check_clips(clips: Mapping[Path, str], known: Mapping[Path, float] | None = 
     chunks = [paths[i:i + CHUNK] for i in range(0, len(paths), CHUNK)]
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, \
             tqdm(total=len(paths), desc=desc, unit="clip", dynamic_ncols=True, disable=not paths) as bar:
-        futures = {pool.submit(_check_chunk, chunk, known, read_all_headers) for chunk in chunks}
-        while futures:
-            done, futures = wait(futures, return_when=FIRST_EXCEPTION)
-            for fut in done:
-                for path, seconds, reason in fut.result():
-                    bar.update(1)
-                    if reason is None:
-                        durations[path] = seconds
-                        continue
-                    if strict:
-                        for f in futures:
-                            f.cancel()
-                        raise LLMSRTError(f"{clips[path]}: clip {path} {reason} (without --strict bad clips "
-                                          "are skipped and counted)")
+        futures = [pool.submit(_check_chunk, chunk, known, read_all_headers) for chunk in chunks]
+        for fut in as_completed(futures):
+            results = fut.result()
+            bar.update(len(results))
+            for path, seconds, reason in results:
+                if reason is None:
+                    durations[path] = seconds
+                elif strict:
+                    for f in futures:
+                        f.cancel()
+                    raise LLMSRTError(f"{clips[path]}: clip {path} {reason} (without --strict bad clips are "
+                                      "skipped and counted)")
+                else:
                     problems[path] = reason
     bad = [BadClip(clips[p], str(p), f"clip {p} {problems[p]}") for p in paths if p in problems]
     return durations, bad
