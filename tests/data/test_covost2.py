@@ -3,6 +3,7 @@ from collections import Counter
 
 import pytest
 
+from llm_srt.data import clips as clips_module
 from llm_srt.data.covost2 import prepare_covost2
 from llm_srt.data.manifest import read_manifest
 from llm_srt.errors import LLMSRTError
@@ -118,10 +119,11 @@ def test_get_covost_splits_files_give_the_same_manifests(release, tmp_path, layo
     assert summary.dropped == {"translation empty or REMOVE": 1} and len(summary.bad_clips) == 2
 
 
-def test_strict_stops_at_the_first_bad_clip(release, tmp_path):
+def test_strict_stops_at_the_first_bad_clip(release, tmp_path, monkeypatch):
     tsv, cv = release
+    monkeypatch.setattr(clips_module, "CHUNK", 1)  # one clip per task: the first bad one is still reported first
     with pytest.raises(LLMSRTError, match=r"covost_v2\.en_de\.tsv:8: clip .*common_voice_en_7\.mp3 is empty"):
-        prepare_covost2(tsv, cv, tmp_path / "out", pairs=[("eng", "deu")], strict=True, workers=1)
+        prepare_covost2(tsv, cv, tmp_path / "out", pairs=[("eng", "deu")], strict=True, workers=4)
 
 
 def test_clear_errors_for_a_wrong_layout(release, tmp_path, layouts):

@@ -13,7 +13,7 @@ import os
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -129,7 +129,7 @@ def check_clips(clips: Mapping[Path, str], known: Mapping[Path, float] | None = 
 
     Returns (seconds per good clip, the bad ones in table order). `known`: clip -> seconds from the release's
     metadata (see by_name); those clips are only checked to exist and be non-empty (and to have a positive duration)
-    unless `read_all_headers`. With `strict` the first bad clip raises LLMSRTError naming its table line.
+    unless `read_all_headers`. With `strict` the first bad clip in table order raises LLMSRTError naming its line.
     """
     known = known or {}
     paths = list(clips)
@@ -139,7 +139,7 @@ def check_clips(clips: Mapping[Path, str], known: Mapping[Path, float] | None = 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, \
             tqdm(total=len(paths), desc=desc, unit="clip", dynamic_ncols=True, disable=not paths) as bar:
         futures = [pool.submit(_check_chunk, chunk, known, read_all_headers) for chunk in chunks]
-        for fut in as_completed(futures):
+        for fut in futures:  # in table order, so --strict names the first bad clip of the tables
             results = fut.result()
             bar.update(len(results))
             for path, seconds, reason in results:
