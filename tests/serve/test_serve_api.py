@@ -7,8 +7,7 @@ import time
 
 import numpy as np
 import pytest
-from serve_helpers import DECODING, bursts, wav_bytes
-from fastapi.testclient import TestClient
+from serve_helpers import DECODING, bursts, local_client, wav_bytes
 
 from llm_srt.errors import LLMSRTError
 from llm_srt.serve import app as serve_app
@@ -43,7 +42,7 @@ class Spy:
 
 @pytest.fixture(scope="module")
 def client(translator):
-    with TestClient(create_app(translator, options(max_upload_mb=2))) as c:
+    with local_client(create_app(translator, options(max_upload_mb=2))) as c:
         yield c
 
 
@@ -168,10 +167,10 @@ def test_the_server_survives_bad_requests(client, clip, expected):
 
 def test_timeouts_and_model_failures(translator, clip):
     spy = Spy(translator, delay=0.5, fail_calls=(2,))
-    with TestClient(create_app(spy, options(max_batch=1, timeout_s=0.2))) as c:
+    with local_client(create_app(spy, options(max_batch=1, timeout_s=0.2))) as c:
         r = post(c, TRANSLATIONS, clip[1], source_language="eng")
         assert r.status_code == 504 and r.json()["error"]["type"] == "timeout" and "--timeout-s" in r.text
-    with TestClient(create_app(Spy(translator, fail_calls=(1,)), options())) as c:
+    with local_client(create_app(Spy(translator, fail_calls=(1,)), options())) as c:
         r = post(c, TRANSLATIONS, clip[1], source_language="eng")
         assert r.status_code == 500 and "simulated model failure" in r.json()["error"]["message"]
         assert post(c, TRANSLATIONS, clip[1], source_language="eng").status_code == 200  # still serving
@@ -196,7 +195,7 @@ def concurrent_posts(client, clip, n: int, targets=("deu",)) -> list:
 @pytest.mark.parametrize("max_batch", [8, 1])
 def test_concurrent_requests_are_batched(translator, clip, expected, max_batch):
     spy = Spy(translator)
-    with TestClient(create_app(spy, options(max_batch=max_batch, max_wait_ms=300))) as c:
+    with local_client(create_app(spy, options(max_batch=max_batch, max_wait_ms=300))) as c:
         responses = concurrent_posts(c, clip, 8)
         stats = c.get("/health").json()["batching"]
     assert [r.json() for r in responses] == [{"text": expected[0].translation}] * 8
@@ -209,7 +208,7 @@ def test_concurrent_requests_are_batched(translator, clip, expected, max_batch):
 
 def test_mixed_language_pairs_share_a_batch(translator, clip):
     spy = Spy(translator)
-    with TestClient(create_app(spy, options(max_batch=8, max_wait_ms=300))) as c:
+    with local_client(create_app(spy, options(max_batch=8, max_wait_ms=300))) as c:
         responses = concurrent_posts(c, clip, 6, targets=("deu", "fra"))
     assert all(r.status_code == 200 for r in responses)
     assert sum(spy.sizes) == 6 and len(spy.sizes) <= 2 and max(spy.sizes) >= 4  # pairs are not regrouped
@@ -242,7 +241,7 @@ def test_serve_verb_builds_the_app(model_dir, clip, monkeypatch, capsys):
     assert serve_app.main(args) == 0
     assert seen["host"] == "127.0.0.1" and seen["port"] == 8123
     assert "(cpu bfloat16)" in capsys.readouterr().out  # the model runs where --device / --dtype put it
-    with TestClient(seen["app"]) as c:
+    with local_client(seen["app"]) as c:
         assert c.get("/health").json()["max_batch"] == 4
         assert c.get("/v1/models").json()["data"][0]["id"] == "tiny"
         assert post(c, TRANSLATIONS, clip[1], source_language="eng").status_code == 200

@@ -9,6 +9,10 @@ response_format = json | text | srt | vtt | verbose_json; `language` is read as 
 source_language / target_language (ISO 639-3; ISO 639-1 and English names are accepted too), task and subtitles.
 GET /v1/models, /v1/languages, /health, and / (the web page). Every error is JSON
 {"error": {"message", "type", "param"}} with a status from ERROR_TYPES; a bad request never stops the server.
+
+Bounded work per request (see guard.py and uploads.py for the walls): an upload cap, a duration cap checked while
+decoding, a pool of decode threads, a queue cap, and one deadline (--timeout-s) over decode + queue + model; a
+request that times out or whose client disconnects leaves the queue at once.
 """
 
 import asyncio
@@ -20,53 +24,54 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Annotated
 
-import numpy as np
 from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import ClientDisconnect
 
 from .. import languages, subtitles
-from ..audio import load_audio
-from ..errors import AudioError, LLMSRTError, UndecodableAudio
+from ..errors import LLMSRTError
 from ..infer import SpeechTranslator, TranslationResult, add_model_arguments, translator_from_args
 from ..model.decoding import DecodingOptions
 from ..prompts import Task
 from .batcher import BatchOptions, Batcher, BusyError
+from .guard import (ERROR_TYPES, ConnectionLimits, ContentLengthLimit, HostOriginGuard, HostRule,
+                    check_allowed_host, check_allowed_origin, check_number, error_response, is_ip, split_host)
+from .uploads import MB, DecodePool, UploadError, read_upload
+
+__all__ = ["ERROR_TYPES", "ServeOptions", "create_app", "add_arguments", "options_from_args", "main"]
 
 log = logging.getLogger("llm_srt.serve")
 
-MB = 1024 * 1024
 FORM_OVERHEAD = 64 * 1024  # bytes allowed on top of the file for the other form fields and multipart boundaries
 AUTO = "auto"  # source language "auto": Whisper's language ID picks it per clip
-AUDIO_MEDIA_PREFIXES = ("audio/", "video/")  # containers with sound; the decoder has the last word
-AUDIO_MEDIA_TYPES = {"", "application/octet-stream", "application/ogg"}  # what clients send when they do not guess
 PAGE = "static/index.html"
-
-ERROR_TYPES: dict[int, str] = {
-    400: "invalid_request_error",
-    404: "not_found_error",
-    405: "invalid_request_error",
-    413: "request_too_large",
-    415: "unsupported_media_type",
-    500: "server_error",
-    503: "server_busy",
-    504: "timeout",
-}
+CLIENT_GONE = 499  # nginx's "client closed request": logged, never seen by the client
+MAX_FIELD_CHARS = 200  # a form field longer than this is refused before it is looked at
 
 
 @dataclass(frozen=True)
 class ServeOptions:
     model_name: str = "llm-srt"  # the id /v1/models reports; requests may name any model (one is loaded)
     max_upload_mb: float = 50.0  # larger uploads get 413
-    timeout_s: float = 120.0  # a request waiting longer (queue + model) gets 504
+    max_audio_seconds: float = 600.0  # longer audio gets 413; the decoder stops at this length
+    max_decodes: int = 2  # uploads decoded at once; batch.max_queue more wait, beyond that 503
+    timeout_s: float = 120.0  # a request waiting longer (decode + queue + model) gets 504 and its work is dropped
+    hosts: HostRule = HostRule()  # Host headers answered (the rest get 421)
+    allow_origins: tuple[str, ...] = ()  # origins whose pages may POST here (CORS), besides the server's own
     batch: BatchOptions = field(default_factory=BatchOptions)  # dynamic batching and decoding
 
     def __post_init__(self):
-        if self.max_upload_mb <= 0 or self.timeout_s <= 0:
-            raise LLMSRTError(f"serve: --max-upload-mb and --timeout-s must be > 0 (got {self.max_upload_mb}, "
-                              f"{self.timeout_s})")
+        if not isinstance(self.model_name, str) or not self.model_name.strip():
+            raise LLMSRTError(f"serve: --name must be a non-empty model id (got {self.model_name!r})")
+        check_number("--max-upload-mb", self.max_upload_mb, 1e-6, 1e6)
+        check_number("--max-audio-seconds", self.max_audio_seconds, 0.01, 24 * 3600)
+        check_number("--max-decodes", self.max_decodes, 1, 1024, integer=True)
+        check_number("--timeout-s", self.timeout_s, 0.001, 7 * 24 * 3600)
+        for origin in self.allow_origins:
+            check_allowed_origin(origin)
 
     @property
     def max_upload_bytes(self) -> int:
@@ -131,22 +136,26 @@ def audio_form(
 def create_app(translator: SpeechTranslator, options: ServeOptions = ServeOptions()) -> FastAPI:
     """The FastAPI app around `translator`. The batcher starts and stops with the app's lifespan."""
     batcher = Batcher(translator, options.batch)
+    decoder = DecodePool(options.max_decodes, options.batch.max_queue, options.max_audio_seconds)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
+        decoder.start()
         await batcher.start()
         yield
         await batcher.stop()
+        decoder.stop()
 
     app = FastAPI(title="LLM-SRT", summary="Speech recognition and translation with speech LLMs",
                   lifespan=lifespan)
     app.state.batcher = batcher
+    app.state.decoder = decoder
     app.state.options = options
     started = int(time.time())
 
     for name, endpoint in ENDPOINTS.items():
         app.post(endpoint.path, name=name, max_body_size=options.max_body_bytes,
-                 response_class=Response)(_handler(endpoint, batcher, options))
+                 response_class=Response)(_handler(endpoint, batcher, decoder, options))
 
     html = resources.files(__package__).joinpath(PAGE).read_text(encoding="utf-8")  # read once, served as is
 
@@ -156,7 +165,7 @@ def create_app(translator: SpeechTranslator, options: ServeOptions = ServeOption
 
     @app.get("/health")
     async def health() -> dict:
-        return {"status": "ok", "model": options.model_name, "waiting": batcher.waiting,
+        return {"status": "ok", "model": options.model_name, "waiting": batcher.waiting, "decoding": decoder.pending,
                 "max_batch": options.batch.max_batch, "batching": batcher.stats.to_dict()}
 
     @app.get("/v1/models")
@@ -173,11 +182,16 @@ def create_app(translator: SpeechTranslator, options: ServeOptions = ServeOption
     _add_error_handlers(app, options)
     app.add_middleware(ContentLengthLimit, max_bytes=options.max_body_bytes,
                        message=too_large_message(options))
+    if options.allow_origins:  # browsers may read replies to these origins' pages (and send their preflights)
+        app.add_middleware(CORSMiddleware, allow_origins=list(options.allow_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["*"])
+    app.add_middleware(HostOriginGuard, hosts=options.hosts, origins=options.allow_origins)  # outermost
     return app
 
 
-def _handler(endpoint: Endpoint, batcher: Batcher, options: ServeOptions):
-    async def handle(form: Annotated[AudioForm, Depends(audio_form)]) -> Response:
+def _handler(endpoint: Endpoint, batcher: Batcher, decoder: DecodePool, options: ServeOptions):
+    async def handle(request: Request, form: Annotated[AudioForm, Depends(audio_form)]) -> Response:
+        check_fields(form)
         render = RENDERERS.get(form.response_format)
         if render is None:
             raise APIError(400, f"unknown response_format {form.response_format!r}: use one of "
@@ -196,14 +210,27 @@ def _handler(endpoint: Endpoint, batcher: Batcher, options: ServeOptions):
         if cue_mode not in subtitles.CUE_MODES:
             raise APIError(400, f"unknown subtitles {cue_mode!r}: use one of {', '.join(subtitles.CUE_MODES)}",
                            "subtitles")
-        samples = await read_audio(form.file, options.max_upload_bytes)
         try:
-            result = await asyncio.wait_for(batcher.submit(samples, src, tgt, task), options.timeout_s)
+            data, name = await read_upload(form.file, options.max_upload_bytes)
+        except UploadError as e:
+            raise APIError(e.status, e.message, "file") from None
+
+        async def work() -> TranslationResult:
+            samples = await decoder.decode(data, name)
+            return await batcher.submit(samples, src, tgt, task)
+
+        try:
+            result = await until_done(request, work(), options.timeout_s)
+        except UploadError as e:
+            raise APIError(e.status, e.message, "file") from None
         except TimeoutError:
             raise APIError(504, f"no result within {options.timeout_s:g} s (llm-srt serve --timeout-s); the "
-                           "server is busy or the audio is long") from None
+                           "server is busy or the audio is long; the request was dropped") from None
         except BusyError as e:
             raise APIError(503, str(e)) from None
+        except ClientGone:
+            log.info("%s: the client disconnected; its request was dropped", name)
+            return Response(status_code=CLIENT_GONE)
         except Exception as e:  # noqa: BLE001 - the model failed on this batch; the server goes on
             log.exception("translate failed")
             raise APIError(500, f"the model failed: {type(e).__name__}: {e}") from None
@@ -215,10 +242,42 @@ def _handler(endpoint: Endpoint, batcher: Batcher, options: ServeOptions):
     return handle
 
 
+class ClientGone(Exception):
+    """The client closed its connection before the answer was ready."""
+
+
+async def until_done(request: Request, work, timeout_s: float):
+    """`work`'s result; TimeoutError after `timeout_s`, ClientGone if the client disconnects first. Either way
+    `work` is cancelled: a queued decode never starts, a queued batch entry leaves the queue."""
+    job = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(_disconnect(request.receive))
+    try:
+        done, _ = await asyncio.wait({job, gone}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        job.cancel()
+        gone.cancel()
+        await asyncio.gather(job, gone, return_exceptions=True)
+    if job in done:
+        return job.result()
+    if gone in done:
+        raise ClientGone()
+    raise TimeoutError()
+
+
+async def _disconnect(receive) -> None:
+    """Returns when the client disconnects (the body is already read: receive() now waits for that)."""
+    while (await receive())["type"] != "http.disconnect":
+        await asyncio.sleep(0)
+
+
 def _add_error_handlers(app: FastAPI, options: ServeOptions) -> None:
     @app.exception_handler(APIError)
     async def api_error(_request: Request, exc: APIError) -> JSONResponse:
         return error_response(exc.status, exc.message, exc.param)
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(_request: Request, _exc: ClientDisconnect) -> Response:
+        return Response(status_code=CLIENT_GONE)  # gone while sending its upload: nobody to answer
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -242,29 +301,17 @@ def too_large_message(options: ServeOptions) -> str:
     return f"the upload is larger than {options.max_upload_mb:g} MB (llm-srt serve --max-upload-mb)"
 
 
-class ContentLengthLimit:
-    """ASGI middleware: a JSON 413 before reading a body whose Content-Length is over `max_bytes`.
-
-    Bodies sent without a length (chunked) are counted by the routes' own max_body_size as they arrive.
-    """
-
-    def __init__(self, app, max_bytes: int, message: str):
-        self.app, self.max_bytes, self.message = app, max_bytes, message
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope["method"] == "POST":
-            length = dict(scope["headers"]).get(b"content-length", b"")
-            if length.isdigit() and int(length) > self.max_bytes:
-                return await error_response(413, self.message, "file")(scope, receive, send)
-        return await self.app(scope, receive, send)
-
-
-def error_response(status: int, message: str, param: str | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": ERROR_TYPES.get(status, "error"), "param": param}},
-                        status_code=status)
-
-
 # ---- request checks -------------------------------------------------------------------------------------------------
+def check_fields(form: AudioForm) -> None:
+    """400 naming the field for a text field that is absurdly long or holds control characters."""
+    for param in ("model", "response_format", "source_language", "target_language", "language", "task",
+                  "subtitles"):
+        value = getattr(form, param)
+        if value is None:
+            continue
+        if len(value) > MAX_FIELD_CHARS or any(not c.isprintable() for c in value):
+            raise APIError(400, f"{param}: expected a short printable value (got {len(value)} characters: "
+                           f"{value[:40]!r}...)", param)
 def parse_task(value: str | None, endpoint: Endpoint) -> Task:
     if value is None or value == "":
         return endpoint.tasks[0]
@@ -296,29 +343,6 @@ def resolve_language(value: str, param: str, allow_auto: bool = False) -> str:
         raise APIError(400, f"{param}: unknown language {value!r}: use one of {', '.join(languages.LANGUAGES)} "
                        f"(ISO 639-3){' or auto' if allow_auto else ''}; GET /v1/languages lists them", param)
     return code
-
-
-async def read_audio(file: UploadFile, max_bytes: int) -> np.ndarray:
-    """The upload decoded to 16 kHz mono float32, shape (N,); APIError 413 / 415 / 400 naming the problem."""
-    name = file.filename or "upload"
-    media = (file.content_type or "").split(";")[0].strip().lower()
-    if not (media in AUDIO_MEDIA_TYPES or media.startswith(AUDIO_MEDIA_PREFIXES)):
-        raise APIError(415, f"{name}: media type {media!r} is not audio; send wav, flac, ogg or mp3", "file")
-    data = await file.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        raise APIError(413, f"{name}: larger than {max_bytes / MB:g} MB (llm-srt serve --max-upload-mb)", "file")
-    return await run_in_threadpool(decode_audio, data, name)
-
-
-def decode_audio(data: bytes, name: str) -> np.ndarray:
-    """415 for bytes no decoder opens, 400 for anything else wrong with the audio (empty, damaged, too long)."""
-    try:
-        return load_audio(data, name=name)
-    except UndecodableAudio as e:
-        raise APIError(415, f"{name}: cannot decode this audio ({e.detail}); send wav, flac, ogg or mp3",
-                       "file") from None
-    except AudioError as e:
-        raise APIError(400, str(e), "file") from None
 
 
 # ---- responses -------------------------------------------------------------------------------------------------------
@@ -360,30 +384,69 @@ RENDERERS: dict[str, Callable[[TranslationResult, Endpoint, str], Response]] = {
 # ---- CLI: llm-srt serve ---------------------------------------------------------------------------------------------
 def add_arguments(parser) -> None:
     add_model_arguments(parser)
+    net = ConnectionLimits()
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--max-batch", type=int, default=8, help="most requests in one model call (1 = no batching)")
     parser.add_argument("--max-wait-ms", type=float, default=20.0,
                         help="how long a request waits for others to join its batch")
     parser.add_argument("--max-upload-mb", type=float, default=50.0, help="larger uploads get 413")
-    parser.add_argument("--timeout-s", type=float, default=120.0, help="requests waiting longer get 504")
+    parser.add_argument("--max-audio-seconds", type=float, default=ServeOptions.max_audio_seconds,
+                        help="longer audio gets 413 (the decoder stops there: a compressed bomb never fills memory)")
+    parser.add_argument("--max-decodes", type=int, default=ServeOptions.max_decodes,
+                        help="uploads decoded at once; more wait (up to the queue size, then 503)")
+    parser.add_argument("--timeout-s", type=float, default=120.0,
+                        help="a request not answered within this (decode + queue + model) gets 504 and is dropped")
+    parser.add_argument("--keep-alive-s", type=float, default=net.keep_alive_s,
+                        help="idle keep-alive connections are closed after this")
+    parser.add_argument("--header-timeout-s", type=float, default=net.header_timeout_s,
+                        help="a request's headers must arrive within this (else 408 and the connection closes)")
+    parser.add_argument("--read-timeout-s", type=float, default=net.read_timeout_s,
+                        help="an upload may pause this long between bytes (else 408 and the connection closes)")
+    parser.add_argument("--max-connections", type=int, default=net.max_connections,
+                        help="open connections beyond this get 503 with Retry-After")
+    parser.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                        help="also answer requests whose Host is NAME ('.example.org': a domain and its subdomains; "
+                             "'*': any); by default only the --host address and localhost names (DNS rebinding)")
+    parser.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                        help="let pages from ORIGIN (scheme://host[:port], or '*') post here and read the replies; "
+                             "other cross-origin posts get 403")
     parser.add_argument("--name", default="llm-srt", help="the model id /v1/models reports")
 
 
+def check_bind(host: str, port: int) -> None:
+    check_number("--port", port, 0, 65535, integer=True)
+    parsed = split_host(host) if host and ":" not in host else None
+    if not (is_ip(host) or parsed is not None and parsed[1] is None):
+        raise LLMSRTError(f"serve: --host {host!r} is not an address or host name (e.g. 127.0.0.1, 0.0.0.0, ::1)")
+
+
 def options_from_args(args) -> ServeOptions:
+    """ServeOptions from the command line; every value checked (one-line LLMSRTError) before any model loads."""
+    check_bind(args.host, args.port)
+    check_number("--beam", args.beam, 1, 64, integer=True)
+    check_number("--max-new-tokens", args.max_new_tokens, 1, 1 << 20, integer=True)
     decoding = DecodingOptions(beam_size=args.beam, max_new_tokens=args.max_new_tokens)
     batch = BatchOptions(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, decoding=decoding)
-    return ServeOptions(model_name=args.name, max_upload_mb=args.max_upload_mb, timeout_s=args.timeout_s,
-                        batch=batch)
+    hosts = HostRule(args.host, tuple(check_allowed_host(h) for h in args.allow_host))
+    return ServeOptions(model_name=args.name, max_upload_mb=args.max_upload_mb,
+                        max_audio_seconds=args.max_audio_seconds, max_decodes=args.max_decodes,
+                        timeout_s=args.timeout_s, hosts=hosts,
+                        allow_origins=tuple(check_allowed_origin(o) for o in args.allow_origin), batch=batch)
+
+
+def limits_from_args(args) -> ConnectionLimits:
+    return ConnectionLimits(keep_alive_s=args.keep_alive_s, header_timeout_s=args.header_timeout_s,
+                            read_timeout_s=args.read_timeout_s, max_connections=args.max_connections)
 
 
 def main(args) -> int:
     import uvicorn
 
-    options = options_from_args(args)
+    options, limits = options_from_args(args), limits_from_args(args)  # bad options stop here, before the model
     translator = translator_from_args(args)
     app = create_app(translator, options)
     print(f"llm-srt serve: {args.model} ({translator.system.placement}) on http://{args.host}:{args.port}/ "
           f"(max batch {options.batch.max_batch}, wait {options.batch.max_wait_ms:g} ms)", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", **limits.uvicorn_config())
     return 0

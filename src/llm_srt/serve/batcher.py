@@ -1,16 +1,18 @@
 """Dynamic batching: concurrent requests share one `SpeechTranslator.translate` call, whatever their languages and
 tasks (each request keeps its own source, target and task; the systems take mixed batches).
 
-Requests wait on an asyncio queue. A collector task takes the first waiting request, lets up to `max_batch - 1`
+Requests wait in a queue. A collector task takes the first waiting request, lets up to `max_batch - 1`
 more join it for at most `max_wait_ms`, and hands them to one worker thread as a single translate() call (one
 thread: the model runs one batch at a time and the event loop stays free to accept uploads meanwhile). Requests
-that arrive while a batch runs queue up and form the next batch at once.
+that arrive while a batch runs queue up and form the next batch at once. A request whose caller stops waiting
+(timeout, disconnected client) leaves the queue at once: the model never runs for it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
+import math
+from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -30,16 +32,19 @@ class BatchOptions:
     decoding: DecodingOptions = DecodingOptions()  # passed to every translate() call
 
     def __post_init__(self):
-        if self.max_batch < 1 or self.max_wait_ms < 0 or self.max_queue < 1:
-            raise LLMSRTError(f"serve: need max_batch >= 1, max_wait_ms >= 0 and max_queue >= 1 (got "
-                              f"{self.max_batch}, {self.max_wait_ms}, {self.max_queue})")
+        ok = (isinstance(self.max_batch, int) and isinstance(self.max_queue, int) and self.max_batch >= 1
+              and self.max_queue >= 1 and isinstance(self.max_wait_ms, (int, float))
+              and math.isfinite(self.max_wait_ms) and 0 <= self.max_wait_ms <= 60_000)
+        if not ok:
+            raise LLMSRTError(f"serve: need max_batch (--max-batch) >= 1, max_wait_ms (--max-wait-ms) in 0..60000 "
+                              f"and max_queue >= 1 (got {self.max_batch}, {self.max_wait_ms}, {self.max_queue})")
 
 
 class BusyError(LLMSRTError):
     """The queue is full; the client should retry later."""
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity (the queue removes this very request)
 class Pending:
     audio: np.ndarray  # 16 kHz mono float32, shape (N,)
     src: str | None
@@ -74,16 +79,22 @@ class Batcher:
         self.translator = translator
         self.options = options
         self.stats = BatchStats()
-        self._queue: asyncio.Queue[Pending] | None = None
+        self._queue: deque[Pending] | None = None  # waiting, oldest first
+        self._forming: list[Pending] = []  # taken from the queue for the batch being gathered
+        self._arrived: asyncio.Event | None = None  # set when a request is queued
         self._collector: asyncio.Task | None = None
         self._executor: ThreadPoolExecutor | None = None
 
     @property
     def waiting(self) -> int:
-        return self._queue.qsize() if self._queue is not None else 0
+        """Requests whose batch has not started (timed-out or cancelled ones are gone)."""
+        if self._queue is None:
+            return 0
+        return len(self._queue) + sum(not p.future.done() for p in self._forming)
 
     async def start(self) -> None:
-        self._queue = asyncio.Queue()
+        self._queue = deque()
+        self._arrived = asyncio.Event()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="llm-srt-model")
         self._collector = asyncio.create_task(self._collect(), name="llm-srt-batcher")
 
@@ -91,41 +102,50 @@ class Batcher:
         if self._collector is not None:
             self._collector.cancel()
             await asyncio.gather(self._collector, return_exceptions=True)
-        while self._queue is not None and not self._queue.empty():
-            p = self._queue.get_nowait()
+        for p in [*(self._queue or ()), *self._forming]:
             if not p.future.done():
                 p.future.set_exception(BusyError("the server is shutting down"))
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def submit(self, audio: np.ndarray, src: str | None, tgt: str | None, task: Task) -> TranslationResult:
-        """Translate one decoded clip along with whatever else is waiting. Cancelling the await drops the request
-        if its batch has not started yet."""
+        """Translate one decoded clip along with whatever else is waiting. Cancelling the await (a timeout, a client
+        gone) removes the request from the queue at once if its batch has not started yet."""
         if self._queue is None:
             raise RuntimeError("Batcher.start() was not awaited")
-        if self._queue.qsize() >= self.options.max_queue:
-            raise BusyError(f"{self._queue.qsize()} requests are already waiting; retry later")
-        future = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(Pending(audio, src, tgt, task, future))
-        return await future
+        if self.waiting >= self.options.max_queue:
+            raise BusyError(f"{self.waiting} requests are already waiting; retry later")
+        pending = Pending(audio, src, tgt, task, asyncio.get_running_loop().create_future())
+        self._queue.append(pending)
+        self._arrived.set()
+        try:
+            return await pending.future  # a cancelled await cancels the future too: the collector skips it
+        finally:
+            if pending in self._queue:
+                self._queue.remove(pending)
 
     async def _collect(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            batch = [await self._queue.get()]
+            while not self._queue:
+                self._arrived.clear()
+                await self._arrived.wait()
+            batch = self._forming = [self._queue.popleft()]
             deadline = loop.time() + self.options.max_wait_ms / 1000
             while len(batch) < self.options.max_batch:
-                if not self._queue.empty():
-                    batch.append(self._queue.get_nowait())
+                if self._queue:
+                    batch.append(self._queue.popleft())
                     continue
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     break
+                self._arrived.clear()
                 try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                    await asyncio.wait_for(self._arrived.wait(), remaining)
                 except TimeoutError:
                     break
-            live = [p for p in batch if not p.future.done()]  # timed out or cancelled while waiting
+            self._forming = []
+            live = [p for p in batch if not p.future.done()]  # timed out or cancelled while gathering
             if live:
                 await self._run(loop, live)
 

@@ -1,0 +1,319 @@
+"""The server's outer walls: which Hosts and Origins may talk to it, how big a body may be, and how long a client may
+take to send its request.
+
+- `HostOriginGuard` (ASGI): a Host header that is not an allowed name gets 421 (DNS rebinding: a page on
+  attacker.example whose name now points at this machine still sends `Host: attacker.example`); a POST whose
+  `Origin` is neither this server's own origin nor an `--allow-origin` gets 403 (a cross-site form or fetch post).
+- `ContentLengthLimit` (ASGI): 413 before reading a body whose Content-Length is over the cap.
+- `guarded_protocol(limits)`: uvicorn's h11 protocol with the read timeouts uvicorn lacks (it has a keep-alive
+  timeout but none for a request that is never finished): a request head must arrive within `header_timeout_s` of
+  the connection (or of the previous response), a body may not pause for more than `read_timeout_s`; both answer
+  408 and close. Connections beyond `max_connections` get 503 with Retry-After at once.
+Every refusal is the API's JSON error {"error": {"message", "type", "param"}}.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import math
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import h11
+from starlette.responses import JSONResponse
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from ..errors import LLMSRTError
+
+log = logging.getLogger("llm_srt.serve")
+
+ERROR_TYPES: dict[int, str] = {
+    400: "invalid_request_error",
+    403: "forbidden",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    408: "timeout",
+    413: "request_too_large",
+    415: "unsupported_media_type",
+    421: "misdirected_request",
+    500: "server_error",
+    503: "server_busy",
+    504: "timeout",
+}
+RETRY_AFTER_S = 2  # what a 503 asks the client to wait
+LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
+WILDCARD_BINDS = ("0.0.0.0", "::", "")
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")  # methods a cross-origin page can send without changing anything
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def error_body(status: int, message: str, param: str | None = None) -> dict:
+    return {"error": {"message": message, "type": ERROR_TYPES.get(status, "error"), "param": param}}
+
+
+def error_response(status: int, message: str, param: str | None = None,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    if status == 503:
+        headers = {"Retry-After": str(RETRY_AFTER_S), **(headers or {})}
+    return JSONResponse(error_body(status, message, param), status_code=status, headers=headers)
+
+
+def check_number(option: str, value: float, low: float, high: float = math.inf, integer: bool = False) -> None:
+    """One-line LLMSRTError naming `option` unless `value` is a finite number (an int if `integer`) in [low, high]."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and low <= value <= high and (not integer or float(value).is_integer())
+    if not ok:
+        span = f">= {low:g}" if high == math.inf else f"in {low:g}..{high:g}"
+        raise LLMSRTError(f"serve: {option} must be a finite {'integer' if integer else 'number'} {span} "
+                          f"(got {value!r})")
+
+
+# ---- Host and Origin -------------------------------------------------------------------------------------------------
+def split_host(value: str) -> tuple[str, int | None] | None:
+    """'name:port' / '[v6]:port' / 'name' -> (lower-case name without a trailing dot, port); None if malformed."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        name, sep, rest = value[1:].partition("]")
+        if not sep or rest and not rest.startswith(":"):
+            return None
+        port = rest[1:]
+    elif value.count(":") == 1:
+        name, port = value.split(":")
+    else:
+        name, port = value, ""
+    name = name.rstrip(".")
+    if not name or any(c.isspace() or c in "/\\@?#" or not c.isprintable() for c in name):
+        return None
+    if port and not (port.isdigit() and int(port) <= 65535):
+        return None
+    return name, (int(port) if port else None)
+
+
+def is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class HostRule:
+    """Which Host header names are answered: the bound address, localhost names, `--allow-host` names ('*' for any,
+    '.example.org' or '*.example.org' for a domain and its subdomains), and any IP literal when bound to every
+    interface (an IP literal cannot be rebound to another machine by DNS)."""
+
+    bind: str = "127.0.0.1"
+    extra: tuple[str, ...] = ()
+
+    def allows(self, name: str) -> bool:
+        if "*" in self.extra or name in LOCAL_NAMES or name == self.bind.strip("[]").lower():
+            return True
+        if self.bind in WILDCARD_BINDS and is_ip(name):
+            return True
+        for allowed in self.extra:
+            if allowed.startswith((".", "*.")):
+                suffix = allowed.lstrip("*")
+                if name.endswith(suffix) or name == suffix[1:]:
+                    return True
+            elif name == allowed.rstrip(".").lower():
+                return True
+        return False
+
+
+def check_allowed_host(value: str) -> str:
+    """`--allow-host` values: a host name or IP, '*', or '.domain' / '*.domain'."""
+    bare = value[2:] if value.startswith("*.") else value[1:] if value.startswith(".") else value
+    if value != "*" and (split_host(bare) is None or split_host(bare)[1] is not None or "*" in bare):
+        raise LLMSRTError(f"serve: --allow-host {value!r} is not a host name (e.g. translate.example.org, "
+                          "'.example.org' for a domain, '*' for any)")
+    return value.lower()
+
+
+def check_allowed_origin(value: str) -> str:
+    """`--allow-origin` values: '*' or scheme://host[:port] exactly as a browser sends it."""
+    if value == "*":
+        return value
+    parts = urlsplit(value)
+    if parts.scheme not in DEFAULT_PORTS or not parts.hostname or parts.path or parts.query or parts.fragment \
+            or parts.username or parts.password:
+        raise LLMSRTError(f"serve: --allow-origin {value!r} is not an origin; give scheme://host[:port], e.g. "
+                          "https://app.example.org, or '*'")
+    return value.rstrip("/").lower()
+
+
+def origin_address(origin: str) -> tuple[str, int] | None:
+    try:
+        parts = urlsplit(origin)
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
+        return None
+    return parts.hostname.rstrip("."), port or DEFAULT_PORTS[parts.scheme]
+
+
+class HostOriginGuard:
+    """ASGI middleware: 400 without a usable Host, 421 for a Host not allowed, 403 for a cross-origin POST."""
+
+    def __init__(self, app, hosts: HostRule, origins: tuple[str, ...] = ()):
+        self.app, self.hosts, self.origins = app, hosts, origins
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            refusal = self.refusal(scope)
+            if refusal is not None:
+                return await error_response(*refusal)(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+    def refusal(self, scope) -> tuple[int, str, str] | None:
+        headers = [(k, v) for k, v in scope["headers"] if k in (b"host", b"origin")]
+        hosts = [v for k, v in headers if k == b"host"]
+        origins = [v for k, v in headers if k == b"origin"]
+        if len(hosts) != 1 or len(origins) > 1:
+            what = "no Host header" if not hosts else "more than one Host or Origin header"
+            return 400, f"the request has {what}; send exactly one Host", "host"
+        raw_host = hosts[0].decode("latin-1")
+        host = split_host(raw_host)
+        if host is None:
+            return 400, f"malformed Host header {raw_host[:80]!r}", "host"
+        if not self.hosts.allows(host[0]):
+            return 421, (f"this server does not answer to Host {host[0][:80]!r}; start it with --allow-host "
+                         f"{host[0][:80]} if that name is meant to reach it"), "host"
+        if scope["method"] in SAFE_METHODS or not origins:
+            return None
+        origin = origins[0].decode("latin-1").rstrip("/")
+        if "*" in self.origins or origin.lower() in self.origins:
+            return None
+        scheme = scope.get("scheme", "http")
+        own = (host[0], host[1] or DEFAULT_PORTS.get(scheme, 80))
+        if origin_address(origin) == own and origin.lower().startswith(f"{scheme}://"):
+            return None
+        return 403, (f"cross-origin {scope['method']} from {origin[:80]!r} refused; start the server with "
+                     f"--allow-origin {origin[:80]} to accept that site's requests"), "origin"
+
+
+class ContentLengthLimit:
+    """ASGI middleware: a JSON 413 before reading a body whose Content-Length is over `max_bytes`; a Content-Length
+    that is not a number gets 400. Bodies sent without a length (chunked) are counted by the routes' own
+    max_body_size as they arrive."""
+
+    def __init__(self, app, max_bytes: int, message: str):
+        self.app, self.max_bytes, self.message = app, max_bytes, message
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] == "POST":
+            length = dict(scope["headers"]).get(b"content-length")
+            if length is not None and not length.strip().isdigit():
+                return await error_response(400, f"Content-Length {length[:40].decode('latin-1')!r} is not a "
+                                            "number of bytes", "content-length")(scope, receive, send)
+            if length is not None and int(length) > self.max_bytes:
+                return await error_response(413, self.message, "file")(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+
+# ---- connections: read timeouts and a cap --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ConnectionLimits:
+    keep_alive_s: float = 5.0  # an idle keep-alive connection is closed after this (uvicorn's timeout_keep_alive)
+    header_timeout_s: float = 10.0  # a request head must be complete this long after the connection (or response)
+    read_timeout_s: float = 30.0  # a request body may pause this long between bytes
+    max_connections: int = 128  # open connections beyond this get 503 + Retry-After and are closed
+
+    def __post_init__(self):
+        check_number("--keep-alive-s", self.keep_alive_s, 0.01, 3600)
+        check_number("--header-timeout-s", self.header_timeout_s, 0.01, 3600)
+        check_number("--read-timeout-s", self.read_timeout_s, 0.01, 3600)
+        check_number("--max-connections", self.max_connections, 1, 1_000_000, integer=True)
+
+    def uvicorn_config(self) -> dict:
+        """Keyword arguments for uvicorn.run / uvicorn.Config."""
+        # uvicorn refuses a request when connections >= limit_concurrency; this connection counts itself
+        return {"http": guarded_protocol(self), "timeout_keep_alive": self.keep_alive_s,
+                "limit_concurrency": self.max_connections + 1}
+
+
+def raw_error(status: int, reason: str, message: str, extra_headers: str = "") -> bytes:
+    body = json.dumps(error_body(status, message)).encode()
+    return (f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
+            f"{extra_headers}connection: close\r\n\r\n").encode() + body
+
+
+class GuardedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol plus a head deadline, a body idle timeout and a connection cap (`limits`)."""
+
+    limits = ConnectionLimits()
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._read_timer = None
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        if len(self.connections) > self.limits.max_connections:
+            log.warning("refused a connection: %d open (--max-connections)", len(self.connections) - 1)
+            transport.write(raw_error(503, "Service Unavailable", f"more than {self.limits.max_connections} "
+                                      "connections are open; retry later", f"retry-after: {RETRY_AFTER_S}\r\n"))
+            transport.close()
+            return
+        self._arm(self.limits.header_timeout_s)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        state = self.conn.their_state
+        if self.transport.is_closing():
+            self._disarm()
+        elif state is h11.IDLE:  # a head is arriving: the deadline set when it began still holds
+            if self._read_timer is None:
+                self._arm(self.limits.header_timeout_s)
+        elif state is h11.SEND_BODY:  # the body is arriving: the clock restarts with each piece
+            self._arm(self.limits.read_timeout_s)
+        else:  # the whole request is in; the app's own --timeout-s takes over
+            self._disarm()
+
+    def on_response_complete(self) -> None:
+        self._disarm()  # uvicorn's keep-alive timer now runs; the next request's first bytes re-arm ours
+        super().on_response_complete()
+
+    def connection_lost(self, exc) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _arm(self, seconds: float) -> None:
+        self._disarm()
+        self._read_timer = self.loop.call_later(seconds, self._timed_out)
+
+    def _disarm(self) -> None:
+        if self._read_timer is not None:
+            self._read_timer.cancel()
+            self._read_timer = None
+
+    def _timed_out(self) -> None:
+        self._read_timer = None
+        if self.transport.is_closing():
+            return
+        state = self.conn.their_state
+        if state is h11.SEND_BODY and self.flow.read_paused:  # the server, not the client, is behind
+            return self._arm(self.limits.read_timeout_s)
+        if state is h11.IDLE:
+            what = "the request head was not complete"
+            option = f"{self.limits.header_timeout_s:g} s (--header-timeout-s)"
+            started = bool(self.conn.trailing_data[0])
+        elif state is h11.SEND_BODY:
+            what, option = "the request body stalled", f"{self.limits.read_timeout_s:g} s (--read-timeout-s)"
+            started = True
+        else:
+            return
+        client = "%s:%d" % self.client if self.client else "a client"
+        log.warning("closed the connection from %s: %s within %s", client, what, option)
+        if started and (state is h11.IDLE or self.cycle is None or not self.cycle.response_started):
+            self.transport.write(raw_error(408, "Request Timeout", f"{what} within {option}; send the whole "
+                                           "request at once"))
+        self.transport.close()
+
+
+def guarded_protocol(limits: ConnectionLimits) -> type[GuardedH11Protocol]:
+    """A GuardedH11Protocol class bound to `limits`, for uvicorn's `http=`."""
+    return type("GuardedH11Protocol", (GuardedH11Protocol,), {"limits": limits})

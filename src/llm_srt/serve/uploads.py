@@ -1,0 +1,99 @@
+"""Uploads to samples, with bounded work: a byte cap on the upload, a duration cap on the decoded audio (checked by
+`load_audio` while it decodes, so a compressed bomb stops at the cap instead of filling memory) and a pool of
+`workers` decode threads, with at most `max_waiting` more uploads queued for it (beyond: 503, retry later).
+
+A request that stops waiting (its timeout, its client gone) takes its decode out of the queue; a decode already
+running is not interruptible inside libsndfile, so it finishes (bounded by the caps) in its thread, which stays
+counted against `workers` until then, and its samples are dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import numpy as np
+from fastapi import UploadFile
+
+from ..audio import load_audio
+from ..errors import AudioError, UndecodableAudio
+from .batcher import BusyError
+
+MB = 1024 * 1024
+AUDIO_MEDIA_PREFIXES = ("audio/", "video/")  # containers with sound; the decoder has the last word
+AUDIO_MEDIA_TYPES = {"", "application/octet-stream", "application/ogg"}  # what clients send when they do not guess
+LENGTH_LIMIT = "s limit"  # load_audio's words when the audio is longer than max_seconds
+
+
+class UploadError(Exception):
+    """A problem with the upload, answered with `status` and param 'file'."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+async def read_upload(file: UploadFile, max_bytes: int) -> tuple[bytes, str]:
+    """(the upload's bytes, its name); UploadError 415 for a media type that is not audio, 413 over `max_bytes`."""
+    name = (file.filename or "upload")[:200]
+    media = (file.content_type or "").split(";")[0].strip().lower()
+    if not (media in AUDIO_MEDIA_TYPES or media.startswith(AUDIO_MEDIA_PREFIXES)):
+        raise UploadError(415, f"{name}: media type {media[:80]!r} is not audio; send wav, flac, ogg or mp3")
+    data = await file.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise UploadError(413, f"{name}: larger than {max_bytes / MB:g} MB (llm-srt serve --max-upload-mb)")
+    return data, name
+
+
+def decode_audio(data: bytes, name: str, max_seconds: float) -> np.ndarray:
+    """16 kHz mono float32 (N,). UploadError 415 for bytes no decoder opens, 413 for audio longer than
+    `max_seconds`, 400 for anything else wrong with it (empty, damaged, NaN)."""
+    try:
+        return load_audio(data, name=name, max_seconds=max_seconds)
+    except UndecodableAudio as e:
+        raise UploadError(415, f"{name}: cannot decode this audio ({e.detail}); send wav, flac, ogg or mp3") from None
+    except AudioError as e:
+        if LENGTH_LIMIT in str(e):
+            raise UploadError(413, f"{e} (llm-srt serve --max-audio-seconds)") from None
+        raise UploadError(400, str(e)) from None
+    except MemoryError:
+        raise UploadError(413, f"{name}: the decoded audio does not fit in memory; send a shorter file") from None
+
+
+class DecodePool:
+    """`workers` threads decoding uploads, `max_waiting` more queued; use between start() and stop()."""
+
+    def __init__(self, workers: int, max_waiting: int, max_seconds: float):
+        self.workers, self.max_waiting, self.max_seconds = workers, max_waiting, max_seconds
+        self._executor: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self._pending = 0  # decodes queued or running (a running one counts until its thread is done)
+
+    @property
+    def pending(self) -> int:
+        with self._lock:
+            return self._pending
+
+    def start(self) -> None:
+        self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="llm-srt-decode")
+
+    def stop(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def decode(self, data: bytes, name: str) -> np.ndarray:
+        with self._lock:
+            if self._pending >= self.workers + self.max_waiting:
+                raise BusyError(f"{self._pending} uploads are already being decoded or waiting; retry later")
+            self._pending += 1
+        job = self._executor.submit(decode_audio, data, name, self.max_seconds)
+        job.add_done_callback(self._done)
+        try:
+            return await asyncio.wrap_future(job)
+        finally:
+            job.cancel()  # still queued: it never runs (a cancelled await gets here too)
+
+    def _done(self, _job: Future) -> None:
+        with self._lock:
+            self._pending -= 1

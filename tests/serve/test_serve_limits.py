@@ -1,0 +1,159 @@
+"""Bounded work per request: a timed-out or disconnected request leaves the batcher's queue at once and the model
+never runs for it; queued decodes are dropped the same way; a pool caps concurrent decodes (503 + Retry-After
+beyond its queue); audio longer than --max-audio-seconds gets 413."""
+
+import asyncio
+import socket
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+from serve_helpers import DECODING, live_server, local_client, wav_bytes
+
+from llm_srt.serve import BatchOptions, ServeOptions, create_app, uploads
+from llm_srt.serve.batcher import BusyError
+
+TRANSLATIONS = "/v1/audio/translations"
+
+
+class Gated:
+    """A translator wrapper whose translate() blocks until `gate` is set; records each call's batch size."""
+
+    def __init__(self, inner):
+        self.inner, self.gate, self.sizes = inner, threading.Event(), []
+
+    def translate(self, inputs, *args, **kw):
+        self.sizes.append(len(inputs))
+        assert self.gate.wait(30)
+        return self.inner.translate(inputs, *args, **kw)
+
+
+def options(**kw) -> ServeOptions:
+    return ServeOptions(batch=BatchOptions(max_batch=4, max_wait_ms=0, decoding=DECODING), **kw)
+
+
+def post(client, wav: bytes, name="clip.wav"):
+    return client.post(TRANSLATIONS, files={"file": (name, wav, "audio/wav")}, data={"source_language": "eng"})
+
+
+def wait_until(check, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.01)
+
+
+def test_a_timed_out_request_leaves_the_queue_and_never_reaches_the_model(translator, clip):
+    gated = Gated(translator)
+    with local_client(create_app(gated, options(timeout_s=0.5))) as c:
+        first = threading.Thread(target=post, args=(c, clip[1]))
+        first.start()
+        try:
+            wait_until(lambda: gated.sizes)  # the first request's batch is now inside the model
+            r = post(c, clip[1], name="second.wav")
+            assert r.status_code == 504 and "--timeout-s" in r.json()["error"]["message"]
+            assert c.get("/health").json()["waiting"] == 0  # gone from the queue at once, not when the model is free
+        finally:
+            gated.gate.set()
+        first.join(30)
+        time.sleep(0.1)
+        assert gated.sizes == [1]  # the model ran for the first request only
+        gated.sizes.clear()
+        assert post(c, clip[1]).status_code == 200 and gated.sizes == [1]  # still serving
+
+
+def multipart_request(port: int, wav: bytes) -> bytes:
+    boundary = "rawboundary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"source_language\"\r\n\r\neng\r\n"
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"gone.wav\"\r\n"
+            "Content-Type: audio/wav\r\n\r\n").encode() + wav + f"\r\n--{boundary}--\r\n".encode()
+    head = (f"POST {TRANSLATIONS} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {len(body)}\r\n"
+            f"Content-Type: multipart/form-data; boundary={boundary}\r\n\r\n").encode()
+    return head + body
+
+
+def test_a_disconnected_client_leaves_the_queue_and_never_reaches_the_model(translator, clip):
+    gated = Gated(translator)
+    with live_server(create_app(gated, options(timeout_s=60))) as url:
+        port = int(url.rsplit(":", 1)[1])
+        first = threading.Thread(target=httpx.post, args=(url + TRANSLATIONS,),
+                                 kwargs={"files": {"file": ("a.wav", clip[1], "audio/wav")}, "timeout": 60})
+        first.start()
+        try:
+            wait_until(lambda: gated.sizes)
+            with socket.create_connection(("127.0.0.1", port)) as s:
+                s.sendall(multipart_request(port, clip[1]))
+                wait_until(lambda: httpx.get(f"{url}/health").json()["waiting"] == 1)
+            wait_until(lambda: httpx.get(f"{url}/health").json()["waiting"] == 0, timeout=5)  # dropped on disconnect
+        finally:
+            gated.gate.set()
+        first.join(30)
+        time.sleep(0.2)
+        assert gated.sizes == [1]
+
+
+def test_queued_decodes_are_dropped_and_the_pool_refuses_beyond_its_queue(monkeypatch):
+    gate, decoded = threading.Event(), []
+
+    def slow_load(data, name, max_seconds):
+        decoded.append(name)
+        assert gate.wait(10)
+        return np.zeros(1600, np.float32)
+
+    monkeypatch.setattr(uploads, "load_audio", slow_load)
+
+    async def main():
+        pool = uploads.DecodePool(workers=1, max_waiting=1, max_seconds=10)
+        pool.start()
+        running = asyncio.ensure_future(pool.decode(b"x", "a"))
+        while not decoded:
+            await asyncio.sleep(0.01)
+        with pytest.raises(TimeoutError):  # queued behind a busy worker; its caller gives up
+            await asyncio.wait_for(pool.decode(b"x", "b"), 0.1)
+        kept = asyncio.ensure_future(pool.decode(b"x", "c"))
+        await asyncio.sleep(0.05)
+        with pytest.raises(BusyError, match="2 uploads"):  # one running + one waiting: the queue is full
+            await pool.decode(b"x", "d")
+        gate.set()
+        assert (await running).size == 1600 and (await kept).size == 1600
+        pool.stop()
+        return pool.pending
+
+    assert asyncio.run(main()) == 0
+    assert decoded == ["a", "c"]  # "b" never started, "d" was refused
+
+
+def test_busy_decoders_answer_503_with_retry_after(translator, clip, monkeypatch):
+    gate, started = threading.Event(), []
+    real = uploads.load_audio
+
+    def slow_load(data, name, max_seconds):
+        started.append(name)
+        assert gate.wait(10)
+        return real(data, name=name, max_seconds=max_seconds)
+
+    monkeypatch.setattr(uploads, "load_audio", slow_load)
+    opts = ServeOptions(max_decodes=1, batch=BatchOptions(max_queue=1, decoding=DECODING))
+    with local_client(create_app(translator, opts)) as c:
+        threads = [threading.Thread(target=post, args=(c, clip[1], f"{i}.wav")) for i in range(2)]
+        threads[0].start()
+        wait_until(lambda: started)
+        threads[1].start()
+        wait_until(lambda: c.get("/health").json()["decoding"] == 2)
+        r = post(c, clip[1], "third.wav")
+        gate.set()
+        for t in threads:
+            t.join(30)
+        assert r.status_code == 503 and r.headers["retry-after"] == "2" and r.json()["error"]["type"] == "server_busy"
+        assert post(c, clip[1]).status_code == 200
+
+
+def test_audio_longer_than_the_cap_gets_413(translator, clip):
+    with local_client(create_app(translator, options(max_audio_seconds=2))) as c:
+        r = post(c, wav_bytes(np.zeros(3 * 16000, np.float32)), name="long.wav")
+        assert r.status_code == 413, r.text
+        err = r.json()["error"]
+        assert err["param"] == "file" and "long.wav" in err["message"] and "--max-audio-seconds" in err["message"]
+        assert post(c, clip[1]).status_code == 200
