@@ -114,6 +114,7 @@ def test_timed_out_requests_are_dropped_before_their_batch_runs():
             await asyncio.sleep(0.01)
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(b.submit(np.zeros(20, np.float32), "eng", "deu", Task.SRT), 0.05)
+        assert b.waiting == 0  # out of the queue at once, not when the collector next looks
         kept = asyncio.create_task(b.submit(np.zeros(30, np.float32), "eng", "deu", Task.SRT))
         await asyncio.sleep(0.05)
         gate.set()

@@ -49,6 +49,7 @@ FORM_OVERHEAD = 64 * 1024  # bytes allowed on top of the file for the other form
 AUTO = "auto"  # source language "auto": Whisper's language ID picks it per clip
 PAGE = "static/index.html"
 CLIENT_GONE = 499  # nginx's "client closed request": logged, never seen by the client
+LID_MISSING = "cannot detect the language"  # the systems' words when their Whisper has no language ID
 MAX_FIELD_CHARS = 200  # a form field longer than this is refused before it is looked at
 
 
@@ -235,6 +236,9 @@ def _handler(endpoint: Endpoint, batcher: Batcher, decoder: DecodePool, options:
             log.exception("translate failed")
             raise APIError(500, f"the model failed: {type(e).__name__}: {e}") from None
         if result.error:
+            if src == AUTO and LID_MISSING in result.error:  # the request asked for what this model cannot do
+                raise APIError(400, f"source_language auto: this model cannot detect the language ({result.error});"
+                               " give source_language (ISO 639-3, e.g. eng)", "source_language")
             raise APIError(500, result.error, "file")
         return render(result, endpoint, cue_mode)
 

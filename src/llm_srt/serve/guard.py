@@ -38,6 +38,7 @@ ERROR_TYPES: dict[int, str] = {
     413: "request_too_large",
     415: "unsupported_media_type",
     421: "misdirected_request",
+    431: "request_header_fields_too_large",
     500: "server_error",
     503: "server_busy",
     504: "timeout",
@@ -47,6 +48,7 @@ LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
 WILDCARD_BINDS = ("0.0.0.0", "::", "")
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")  # methods a cross-origin page can send without changing anything
 DEFAULT_PORTS = {"http": 80, "https": 443}
+MAX_HEADERS, MAX_HEADER_BYTES = 100, 32 * 1024  # h11 enforces its head limit only on a head that arrives in pieces
 
 
 def error_body(status: int, message: str, param: str | None = None) -> dict:
@@ -168,7 +170,13 @@ class HostOriginGuard:
                 return await error_response(*refusal)(scope, receive, send)
         return await self.app(scope, receive, send)
 
-    def refusal(self, scope) -> tuple[int, str, str] | None:
+    def refusal(self, scope) -> tuple[int, str, str | None] | None:
+        if len(scope["headers"]) > MAX_HEADERS or sum(len(k) + len(v) for k, v in scope["headers"]) > MAX_HEADER_BYTES:
+            return 431, (f"the request headers are too large (more than {MAX_HEADERS} headers or "
+                         f"{MAX_HEADER_BYTES // 1024} KB)"), None
+        bad = next((k for k, v in scope["headers"] if any(b < 32 and b != 9 or b == 127 for b in v)), None)
+        if bad is not None:
+            return 400, f"header {bad[:40].decode('latin-1')!r} holds control characters", None
         headers = [(k, v) for k, v in scope["headers"] if k in (b"host", b"origin")]
         hosts = [v for k, v in headers if k == b"host"]
         origins = [v for k, v in headers if k == b"origin"]

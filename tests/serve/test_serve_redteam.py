@@ -1,0 +1,379 @@
+"""Red team of the server, through real sockets against a live uvicorn with `llm-srt serve`'s protocol and limits:
+hostile headers, methods, sizes, hosts, origins, JSON shapes, form fields and slow clients, plus bad options.
+Each case must get a clean 4xx (JSON {"error": ...}, or h11's one-line 400 for bytes that are not HTTP), log no
+traceback, answer within a bounded time, and leave the server serving."""
+
+import argparse
+import json
+import logging
+import socket
+import time
+
+import numpy as np
+import pytest
+from serve_helpers import DECODING, live_server, wav_bytes
+
+from llm_srt.errors import LLMSRTError
+from llm_srt.serve import BatchOptions, ServeOptions, create_app
+from llm_srt.serve import app as serve_app
+from llm_srt.serve.guard import ConnectionLimits, HostRule
+
+T = "/v1/audio/translations"
+LIMITS = ConnectionLimits(keep_alive_s=0.5, header_timeout_s=0.6, read_timeout_s=0.6, max_connections=6)
+BOUNDARY = "redteamboundary"
+
+
+class Records(logging.Handler):
+    """Every record of uvicorn's and the server's loggers; a traceback or an ERROR is a finding."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+    def findings(self, start: int = 0) -> list[str]:
+        return [f"{r.levelname} {r.getMessage()}" for r in self.records[start:]
+                if r.exc_info or r.levelno >= logging.ERROR]
+
+
+@pytest.fixture(scope="module")
+def records():
+    handler = Records()
+    loggers = [logging.getLogger(n) for n in ("uvicorn.error", "uvicorn", "llm_srt.serve")]
+    for lg in loggers:
+        lg.addHandler(handler)
+    yield handler
+    for lg in loggers:
+        lg.removeHandler(handler)
+
+
+def opts(**kw) -> ServeOptions:
+    return ServeOptions(max_upload_mb=1, max_audio_seconds=5, timeout_s=30,
+                        batch=BatchOptions(max_batch=4, max_wait_ms=0, decoding=DECODING), **kw)
+
+
+@pytest.fixture(scope="module")
+def servers(translator, records):
+    """{"default": port (bound 127.0.0.1, no extra hosts or origins), "open": port (as if bound to 0.0.0.0, with
+    --allow-host .example.org and --allow-origin https://app.example.org)}"""
+    open_opts = opts(hosts=HostRule("0.0.0.0", (".example.org",)), allow_origins=("https://app.example.org",))
+    with live_server(create_app(translator, opts()), limits=LIMITS) as default, \
+            live_server(create_app(translator, open_opts), limits=LIMITS) as wide:
+        yield {"default": int(default.rsplit(":", 1)[1]), "open": int(wide.rsplit(":", 1)[1])}
+
+
+def exchange(port: int, data: bytes, timeout: float = 10.0, pause: float = 0.0) -> tuple[int | None, dict, bytes]:
+    """Send raw bytes, read until the server closes; (status, headers, body). `pause`: wait before reading."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        try:
+            s.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):  # refused before the whole body went out
+            pass
+        time.sleep(pause)
+        got = b""
+        try:
+            while chunk := s.recv(65536):
+                got += chunk
+        except ConnectionResetError:
+            pass
+    head, _, body = got.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1]) if lines[0].startswith("HTTP/") else None
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:] if ": " in line)
+    return status, headers, body
+
+
+def http(method: str = "POST", path: str = T, headers: dict | None = None, body: bytes = b"", host: str | None = "",
+         length: bool = True, version: str = "HTTP/1.1") -> bytes:
+    """A raw request; host "" = 127.0.0.1:{port} filled in later, None = no Host header."""
+    lines = [f"{method} {path} {version}"]
+    if host is not None:
+        lines.append(f"Host: {host or '127.0.0.1:{port}'}")
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    if length and body and not any(k.lower() in ("content-length", "transfer-encoding") for k in headers or {}):
+        lines.append(f"Content-Length: {len(body)}")
+    lines.append("Connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def form(*parts) -> bytes:
+    """multipart/form-data body; a part is (name, text) or (name, (filename, bytes, media type))."""
+    out = b""
+    for name, value in parts:
+        if isinstance(value, tuple):
+            filename, data, media = value
+            out += (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+                    f"Content-Type: {media}\r\n\r\n").encode("latin-1") + data + b"\r\n"
+        else:
+            out += (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n').encode() + \
+                value.encode("utf-8", "surrogateescape") + b"\r\n"
+    return out + f"--{BOUNDARY}--\r\n".encode()
+
+
+MULTIPART = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
+CLIP = wav_bytes((0.3 * np.sin(np.arange(16000) * 0.1)).astype(np.float32))
+FILE = ("file", ("clip.wav", CLIP, "audio/wav"))
+EVIL = "https://evil.example"
+
+
+def post(*parts, headers=None, **kw) -> bytes:
+    return http(headers={**MULTIPART, **(headers or {})}, body=form(*parts), **kw)
+
+
+def chunked(body: bytes, piece: int = 100_000) -> bytes:
+    return b"".join(f"{len(body[i:i + piece]):x}\r\n".encode() + body[i:i + piece] + b"\r\n"
+                    for i in range(0, len(body), piece)) + b"0\r\n\r\n"
+
+
+# name -> (class, server, request, expected status(es), the error's param or a part of its message, or None)
+CASES = {
+    # hosts (DNS rebinding)
+    "host: a rebinding name": ("hosts", "default", http("GET", "/health", host="evil.example"), 421, "host"),
+    "host: rebinding name with port": ("hosts", "default", post(FILE, host="evil.example:8000"), 421, "host"),
+    "host: 127.0.0.1 as a subdomain": ("hosts", "default", http("GET", "/", host="127.0.0.1.evil.example"), 421,
+                                       "host"),
+    "host: missing (HTTP/1.0)": ("hosts", "default", http("GET", "/health", host=None, version="HTTP/1.0"), 400,
+                                 "host"),
+    "host: two Host headers": ("hosts", "default", http("GET", "/health", headers={"Host": "evil.example"}), 400,
+                               None),
+    "host: userinfo trick": ("hosts", "default", http("GET", "/health", host="evil.example@127.0.0.1"), 400, "host"),
+    "host: bad port": ("hosts", "default", http("GET", "/health", host="127.0.0.1:99999"), 400, "host"),
+    "host: another IP literal on a loopback bind": ("hosts", "default", http("GET", "/health", host="10.0.0.1"),
+                                                    421, "host"),
+    "host: not under an allowed domain": ("hosts", "open", http("GET", "/health", host="evilexample.org"), 421,
+                                          "host"),
+    "host: allowed domain's subdomain (ok)": ("hosts", "open", http("GET", "/health", host="a.example.org"), 200,
+                                              None),
+    "host: IP literal on a wildcard bind (ok)": ("hosts", "open", http("GET", "/health", host="10.1.2.3:80"), 200,
+                                                 None),
+    "host: localhost. with port (ok)": ("hosts", "default", http("GET", "/health", host="localhost.:1"), 200, None),
+    "host: [::1] (ok)": ("hosts", "default", http("GET", "/health", host="[::1]:8000"), 200, None),
+    # origins (cross-site posts)
+    "origin: cross-site multipart post": ("origins", "default", post(FILE, headers={"Origin": EVIL}), 403, "origin"),
+    "origin: cross-site urlencoded form": ("origins", "default", http(
+        headers={"Origin": EVIL, "Content-Type": "application/x-www-form-urlencoded"}, body=b"a=b"), 403, "origin"),
+    "origin: cross-site text/plain": ("origins", "default", http(
+        headers={"Origin": EVIL, "Content-Type": "text/plain"}, body=b"x"), 403, "origin"),
+    "origin: null (sandboxed page)": ("origins", "default", post(FILE, headers={"Origin": "null"}), 403, "origin"),
+    "origin: same host, other port": ("origins", "default", post(FILE, headers={"Origin": "http://127.0.0.1:1"}),
+                                      403, "origin"),
+    "origin: same host and port, https": ("origins", "default", post(
+        FILE, headers={"Origin": "https://127.0.0.1:{port}"}), 403, "origin"),
+    "origin: localhost page to 127.0.0.1": ("origins", "default", post(
+        FILE, headers={"Origin": "http://localhost:{port}"}), 403, "origin"),
+    "origin: two Origin headers": ("origins", "default", post(
+        FILE, headers={"Origin": "http://127.0.0.1:{port}", "origin": EVIL}), 400, None),
+    "origin: cross-site PUT": ("origins", "default", http("PUT", headers={"Origin": EVIL}, body=b"x"), 403, "origin"),
+    "origin: allowed origin, preflight from another": ("origins", "open", http("OPTIONS", headers={
+        "Origin": EVIL, "Access-Control-Request-Method": "POST"}), 400, None),
+    "origin: not an allowed origin": ("origins", "open", post(FILE, headers={"Origin": "https://app.example.org.evil"},
+                                                              host="a.example.org"), 403, "origin"),
+    # methods
+    "method: PUT": ("methods", "default", http("PUT", body=b"x"), 405, None),
+    "method: DELETE": ("methods", "default", http("DELETE"), 405, None),
+    "method: PATCH": ("methods", "default", http("PATCH", body=b"{}"), 405, None),
+    "method: TRACE": ("methods", "default", http("TRACE", "/"), 405, None),
+    "method: made up": ("methods", "default", http("BREW", "/"), 405, None),
+    "method: lower-case post": ("methods", "default", http("post", body=b"x"), 405, None),
+    "method: GET on the endpoint": ("methods", "default", http("GET"), 405, None),
+    "method: OPTIONS without CORS": ("methods", "default", http("OPTIONS"), 405, None),
+    "method: CONNECT": ("methods", "default", http("CONNECT", "127.0.0.1:22"), (400, 404, 405), None),
+    "method: absolute URL to elsewhere": ("methods", "default", http("GET", "http://evil.example/health"),
+                                          (400, 404, 421), None),
+    # headers
+    "header: 100 KB header line": ("headers", "default", http("GET", "/health", headers={"X-Big": "a" * 100_000}),
+                                   (400, 431), None),
+    "header: Content-Length not a number": ("headers", "default", http(headers={"Content-Length": "abc"}), 400,
+                                            None),
+    "header: negative Content-Length": ("headers", "default", http(headers={"Content-Length": "-5"}), 400, None),
+    "header: two Content-Lengths": ("headers", "default", http(headers={"Content-Length": "1", "content-length": "2"},
+                                                               body=b"x"), 400, None),
+    "header: Content-Length and chunked": ("headers", "default", http(
+        headers={"Content-Length": "3", "Transfer-Encoding": "chunked"}, body=b"0\r\n\r\n"), 400, None),
+    "header: unknown Transfer-Encoding": ("headers", "default", http(headers={"Transfer-Encoding": "gzip"},
+                                                                     body=b"x"), (400, 501), None),
+    "header: control character in a value": ("headers", "default", http("GET", "/health",
+                                                                        headers={"X-A": "a\x01b"}), 400, None),
+    "header: not HTTP at all": ("headers", "default", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\0" * 64,
+                                400, None),
+    "header: multipart without boundary": ("headers", "default", http(
+        headers={"Content-Type": "multipart/form-data"}, body=form(FILE)), 400, None),
+    "header: 10,000 headers": ("headers", "default", http("GET", "/health", headers={f"X-{i}": "1" for i in
+                                                                                     range(10_000)}), (400, 431), None),
+    # sizes
+    "size: Content-Length over the cap": ("sizes", "default", http(headers={**MULTIPART, "Content-Length": str(10**9)}),
+                                          413, "file"),
+    "size: chunked upload over the cap": ("sizes", "default", http(
+        headers={**MULTIPART, "Transfer-Encoding": "chunked"},
+        body=chunked(form(("file", ("big.wav", b"\0" * 1_200_000, "audio/wav"))))), 413, None),
+    "size: audio over --max-audio-seconds": ("sizes", "default", post(
+        ("file", ("long.wav", wav_bytes(np.zeros(6 * 16000, np.float32)), "audio/wav"))), 413,
+        "--max-audio-seconds"),
+    "size: 5,000 form fields": ("sizes", "default", post(*[(f"f{i}", "x") for i in range(5000)], FILE), 400, None),
+    "size: a 64 KB language field": ("sizes", "default", post(("source_language", "e" * 65536), FILE), 400,
+                                     "source_language"),
+    "size: 50 KB file name": ("sizes", "default", post(("file", ("a" * 50_000 + ".wav", b"RIFF", "audio/wav"))),
+                              (400, 413, 415), None),
+    "size: empty body": ("sizes", "default", http(headers={**MULTIPART, "Content-Length": "0"}), 400, "file"),
+    # JSON shapes
+    "json: an object naming a file": ("json", "default", http(headers={"Content-Type": "application/json"},
+                                                              body=json.dumps({"file": "a.wav"}).encode()), 400,
+                                      "file"),
+    "json: an array": ("json", "default", http(headers={"Content-Type": "application/json"}, body=b"[1,2]"), 400,
+                       None),
+    "json: not JSON": ("json", "default", http(headers={"Content-Type": "application/json"}, body=b"{"), 400, None),
+    "json: 100k nested arrays": ("json", "default", http(headers={"Content-Type": "application/json"},
+                                                         body=b"[" * 100_000 + b"]" * 100_000), 400, None),
+    "json: no Content-Type": ("json", "default", http(body=b'{"file": 1}'), 400, None),
+    # form fields
+    "form: file sent as a text field": ("form", "default", post(("file", "not a file")), 400, "file"),
+    "form: no file part": ("form", "default", post(("source_language", "eng")), 400, "file"),
+    "form: html as the file": ("form", "default", post(("file", ("x.html", b"<html>", "text/html"))), 415, "file"),
+    "form: random bytes as audio": ("form", "default", post(("file", ("r.wav", bytes(range(256)) * 20, "audio/wav"))),
+                                    415, "file"),
+    "form: NUL in a language": ("form", "default", post(("source_language", "en\x00g"), FILE), 400,
+                                "source_language"),
+    "form: non-UTF-8 field": ("form", "default", post(("target_language", "d\udce9u"), FILE), 400, None),
+    "form: unknown response_format": ("form", "default", post(("response_format", "pdf"), FILE), 400,
+                                      "response_format"),
+    "form: task mt on translations": ("form", "default", post(("task", "mt"), FILE), 400, "task"),
+    "form: truncated multipart": ("form", "default", http(headers=MULTIPART, body=form(FILE)[:-30]), 400, None),
+    "form: wrong boundary": ("form", "default", http(headers={"Content-Type": "multipart/form-data; boundary=zz"},
+                                                     body=form(FILE)), 400, None),
+    "form: header injection in the file name": ("form", "default", post(
+        ("file", ('a.wav"\r\nX-Injected: 1', CLIP, "audio/wav")), ("source_language", "eng")), (200, 400), None),
+    "form: auto source on a model without language ID": ("form", "default", post(FILE), 400, "source_language"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_hostile_request(servers, records, case):
+    _cls, server, raw, expected, needle = CASES[case]
+    port = servers[server]
+    raw = raw.replace(b"{port}", str(port).encode())
+    before = len(records.records)
+    t0 = time.monotonic()
+    status, headers, body = exchange(port, raw)
+    assert time.monotonic() - t0 < 10
+    assert status in (expected if isinstance(expected, tuple) else (expected,)), (status, body[:300])
+    assert b"Traceback" not in body and b"Internal Server Error" not in body
+    if status >= 400 and headers.get("content-type", "").startswith("application/json"):
+        err = json.loads(body)["error"]
+        assert "\n" not in err["message"] and len(err["message"]) < 600, err
+        if needle:
+            assert err["param"] == needle or needle in err["message"], err
+    elif status >= 400:
+        assert needle is None and len(body) < 200 and b"\n" not in body.strip(), body[:300]  # h11's own one line
+    assert records.findings(before) == []
+    ok = exchange(port, http("GET", "/health").replace(b"{port}", str(port).encode()))
+    assert ok[0] == 200 and json.loads(ok[2])["status"] == "ok"  # still serving
+
+
+def test_allowed_origin_gets_cors_and_same_origin_posts_work(servers, records):
+    port = servers["open"]
+    status, headers, body = exchange(port, post(FILE, ("source_language", "eng"), host="a.example.org",
+                                                headers={"Origin": "https://app.example.org"}))
+    assert status == 200 and "text" in json.loads(body)
+    assert headers["access-control-allow-origin"] == "https://app.example.org"
+    port = servers["default"]
+    own = post(FILE, ("source_language", "eng"), headers={"Origin": f"http://127.0.0.1:{port}"})
+    status, _, body = exchange(port, own.replace(b"{port}", str(port).encode()))
+    assert status == 200 and "text" in json.loads(body)  # the server's own page posts from its own origin
+    assert records.findings() == []
+
+
+# ---- slow clients ---------------------------------------------------------------------------------------------------
+def timed(port: int, parts: list[bytes], gap: float = 0.0) -> tuple[float, bytes]:
+    """Send `parts` with `gap` seconds between them, then read until the server closes; (seconds, reply)."""
+    t0 = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        try:
+            for p in parts:
+                s.sendall(p)
+                time.sleep(gap)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        got = b""
+        try:
+            while chunk := s.recv(65536):
+                got += chunk
+        except ConnectionResetError:
+            pass
+    return time.monotonic() - t0, got
+
+
+SLOW = {  # name -> (parts, gap between them, what the reply must start with: b"" for a silent close)
+    "an idle connection": ([], 0.0, b""),
+    "a half-sent head": ([b"POST /v1/audio/translations HTTP/1.1\r\nHost: 127.0.0.1\r\n"], 0.0,
+                         b"HTTP/1.1 408"),
+    "a head sent one byte per 0.2 s": ([bytes([c]) for c in b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n"],
+                                       0.2, b"HTTP/1.1 408"),
+    "a body that stalls": ([f"POST {T} HTTP/1.1\r\nHost: localhost\r\nContent-Type: {MULTIPART['Content-Type']}"
+                            f"\r\nContent-Length: 100000\r\n\r\n--{BOUNDARY}".encode()], 0.0, b"HTTP/1.1 408"),
+}
+
+
+@pytest.mark.parametrize("case", list(SLOW))
+def test_slow_clients_are_cut_off(servers, records, case):
+    port = servers["default"]
+    parts, gap, starts = SLOW[case]
+    parts = [p.replace(b"{port}", str(port).encode()) for p in parts]
+    seconds, reply = timed(port, parts, gap)
+    assert seconds < 3.0, seconds  # 0.6 s limits; never held open
+    assert reply.startswith(starts) if starts else reply == b"", reply[:200]
+    if starts:
+        assert b'"type": "timeout"' in reply and b"-timeout-s" in reply
+    ok = exchange(port, http("GET", "/health").replace(b"{port}", str(port).encode()))
+    assert ok[0] == 200 and records.findings() == []
+
+
+def test_idle_keep_alive_is_closed_and_connections_are_capped(servers, records):
+    port = servers["default"]
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(f"GET /health HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+        t0 = time.monotonic()
+        got = b""
+        while chunk := s.recv(65536):
+            got += chunk
+        assert got.startswith(b"HTTP/1.1 200") and time.monotonic() - t0 < 3  # closed after --keep-alive-s
+    held = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(LIMITS.max_connections)]
+    try:
+        time.sleep(0.1)
+        status, headers, body = exchange(port, http("GET", "/health").replace(b"{port}", str(port).encode()))
+        assert status == 503 and headers["retry-after"] == "2" and b"connections are open" in body, body
+    finally:
+        for s in held:
+            s.close()
+    time.sleep(0.2)
+    assert exchange(port, http("GET", "/health").replace(b"{port}", str(port).encode()))[0] == 200
+
+
+# ---- options --------------------------------------------------------------------------------------------------------
+BAD_OPTIONS = [  # (arguments, the option the one-line error must name)
+    (["--max-upload-mb", "nan"], "--max-upload-mb"), (["--max-upload-mb", "inf"], "--max-upload-mb"),
+    (["--max-upload-mb", "0"], "--max-upload-mb"), (["--timeout-s", "nan"], "--timeout-s"),
+    (["--timeout-s", "-1"], "--timeout-s"), (["--max-audio-seconds", "inf"], "--max-audio-seconds"),
+    (["--max-audio-seconds", "0"], "--max-audio-seconds"), (["--max-decodes", "0"], "--max-decodes"),
+    (["--max-wait-ms", "nan"], "--max-wait-ms"), (["--max-wait-ms", "-5"], "--max-wait-ms"),
+    (["--max-batch", "0"], "--max-batch"), (["--keep-alive-s", "nan"], "--keep-alive-s"),
+    (["--header-timeout-s", "0"], "--header-timeout-s"), (["--read-timeout-s", "inf"], "--read-timeout-s"),
+    (["--max-connections", "0"], "--max-connections"), (["--port", "70000"], "--port"),
+    (["--port", "-1"], "--port"), (["--host", "not a host"], "--host"), (["--host", ""], "--host"),
+    (["--allow-host", "a b"], "--allow-host"), (["--allow-host", "evil.example:80"], "--allow-host"),
+    (["--allow-origin", "app.example.org"], "--allow-origin"),
+    (["--allow-origin", "https://app.example.org/path"], "--allow-origin"), (["--beam", "0"], "--beam"),
+    (["--max-new-tokens", "0"], "--max-new-tokens"), (["--name", " "], "--name"),
+]
+
+
+@pytest.mark.parametrize("argv,option", BAD_OPTIONS, ids=[" ".join(a) for a, _ in BAD_OPTIONS])
+def test_bad_options_stop_before_the_model_loads(argv, option, monkeypatch):
+    parser = argparse.ArgumentParser()
+    serve_app.add_arguments(parser)
+    args = parser.parse_args(["--model", "no/such/model", *argv])
+    monkeypatch.setattr(serve_app, "translator_from_args", lambda a: pytest.fail("the model was loaded"))
+    with pytest.raises(LLMSRTError) as e:
+        serve_app.main(args)
+    assert option in str(e.value) and "\n" not in str(e.value), str(e.value)
