@@ -80,10 +80,10 @@ def test_every_checkpoint_damaged_starts_over_with_a_message(base, tmp_path):
 
 
 def test_unreadable_trainer_state_is_a_one_line_error(base, tmp_path):
-    """A checkpoint whose checksums match but whose state cannot be unpickled (e.g. re-sealed by a copy tool)."""
+    """A checkpoint whose checksums match but whose state cannot be read (e.g. re-sealed by a copy tool)."""
     out = _interrupted_run(base.run, tmp_path)
     newest = out / "checkpoints" / checkpoint.step_name(STEPS)
-    (newest / checkpoint.STATE_DIR / "state.pt").write_bytes(b"not a pickle")
+    (newest / checkpoint.STATE_DIR / checkpoint.STATE_JSON).write_bytes(b"not json")
     checkpoint.seal(newest)
     with pytest.raises(LLMSRTError, match=r"cannot read trainer state .*delete this checkpoint"):
         recipe.train(_config(base.setup, out, STEPS + 2), log=lambda *_: None)
@@ -110,8 +110,9 @@ def _no_space_safetensors(*args, **kwargs):
     raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
 
 
-# what hits the full disk: the trainer state (torch.save) or the adapter weights (safetensors, inside save_model)
-FULL_DISK_AT = {"trainer-state": (checkpoint.torch, "save", _no_space),
+# what hits the full disk: the trainer state (its tensors' safetensors file) or the adapter weights (safetensors,
+# inside save_model)
+FULL_DISK_AT = {"trainer-state": (checkpoint, "save_file", _no_space),
                 "adapter-weights": (safetensors.torch, "save_file", _no_space_safetensors)}
 
 

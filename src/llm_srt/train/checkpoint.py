@@ -1,19 +1,29 @@
 """Checkpoints that survive `kill -9`: atomic folder writes, checksums, exact-resume trainer state.
 
 Layout of a run folder:
+    .lock                        held (fcntl.flock) by the one training process writing this folder: pid/host/start
     checkpoints/step-00000100/   model folder (config.json, adapter.safetensors, [lora]) + trainer_state/
     checkpoints/index.json       the steps on disk, the best step by dev loss
     final/                       the finished model (written last; its presence means the run is complete)
 A checkpoint is written under a temporary name and renamed into place, so a crash leaves either the old set or the
 new one; each folder carries checksums.json, so a damaged one (disk full, partial copy) is detected and skipped.
+
+Nothing is unpickled: trainer state (optimizer, schedule, data position, RNG, the run's settings) is JSON, its
+tensors one safetensors file. A checkpoint of the older pickled format (trainer_state/state.pt) is refused with a
+message, never loaded. Other names in checkpoints/ (step-*.bak copies, temporary folders) are ignored.
 """
 
+import datetime
+import fcntl
 import hashlib
 import json
 import logging
+import math
 import os
 import random
+import re
 import shutil
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -21,6 +31,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
 from ..errors import LLMSRTError
 from ..paths import atomic_file
@@ -29,7 +40,12 @@ logger = logging.getLogger(__name__)
 
 CHECKSUMS = "checksums.json"
 STATE_DIR = "trainer_state"
+STATE_JSON = "state.json"  # trainer state without its tensors (they are references into STATE_TENSORS)
+STATE_TENSORS = "tensors.safetensors"
+LEGACY_STATE = "state.pt"  # the pickled trainer state of earlier versions: refused
 INDEX = "index.json"
+LOCK = ".lock"
+STEP_FOLDER = re.compile(r"step-(\d{8,})")  # step_name's folders; anything else in checkpoints/ is not ours
 
 
 @dataclass
@@ -73,12 +89,17 @@ def verify(folder: Path) -> str | None:
     """None if `folder` is intact, else what is wrong."""
     try:
         sums = json.loads((folder / CHECKSUMS).read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return "checksums.json is missing or unreadable"
+    if not isinstance(sums, dict) or not all(isinstance(v, dict) and isinstance(v.get("size"), int)
+                                             and isinstance(v.get("sha256"), str) for v in sums.values()):
+        return "checksums.json is malformed"
     for rel, expected in sums.items():
         p = folder / rel
+        if Path(rel).is_absolute() or ".." in Path(rel).parts:
+            return f"checksums.json names {rel[:80]!r}, outside the checkpoint"
         if not p.is_file():
-            return f"{rel} is missing"
+            return f"{rel[:80]} is missing"
         if p.stat().st_size != expected["size"]:
             return f"{rel} has {p.stat().st_size} bytes, expected {expected['size']} (truncated?)"
         if _sha256(p) != expected["sha256"]:
@@ -110,8 +131,9 @@ def set_rng_state(state: dict, log: Callable[[str], None] | None = None) -> None
 
 
 def save(run_dir: Path, step: int, save_model: Callable[[Path], None], trainer_state: dict,
-         keep_last: int = 2, dev_loss: float | None = None) -> Path:
-    """Write checkpoint `step` atomically; keep the last `keep_last` and the best by dev loss."""
+         keep_last: int = 2, dev_loss: float | None = None, log: Callable[[str], None] | None = None) -> Path:
+    """Write checkpoint `step` atomically; keep the last `keep_last` and the best by dev loss. `trainer_state`
+    holds tensors, numbers, strings, lists, tuples, dicts and numpy arrays (`write_trainer_state`)."""
     ckpt_root = Path(run_dir) / "checkpoints"
     final = ckpt_root / step_name(step)
     tmp = ckpt_root / f".tmp-{step_name(step)}-{os.getpid()}"
@@ -119,8 +141,7 @@ def save(run_dir: Path, step: int, save_model: Callable[[Path], None], trainer_s
         ckpt_root.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)
         save_model(tmp)
-        (tmp / STATE_DIR).mkdir(parents=True, exist_ok=True)
-        torch.save(trainer_state, tmp / STATE_DIR / "state.pt")
+        write_trainer_state(tmp / STATE_DIR, {**trainer_state, "dev_loss": dev_loss})
         seal(tmp)
     except (OSError, SafetensorError, RuntimeError) as e:
         # disk full, quota, folder gone (torch.save and safetensors wrap the OSError in their own types): remove
@@ -137,7 +158,7 @@ def save(run_dir: Path, step: int, save_model: Callable[[Path], None], trainer_s
     os.replace(tmp, final)
     _fsync_dir(ckpt_root)
 
-    index = read_index(ckpt_root)
+    index = read_index(ckpt_root, log=log)
     index["steps"] = sorted(set(index["steps"]) | {step})
     if dev_loss is not None and (index["best_loss"] is None or dev_loss < index["best_loss"]):
         index["best_step"], index["best_loss"] = step, dev_loss
@@ -149,11 +170,60 @@ def save(run_dir: Path, step: int, save_model: Callable[[Path], None], trainer_s
     return final
 
 
-def read_index(ckpt_root: Path) -> dict:
+def read_index(ckpt_root: Path, log: Callable[[str], None] | None = None) -> dict:
+    """checkpoints/index.json; missing, malformed or naming folders that are not there, it is rebuilt from the
+    sealed folders (each holds its own dev loss), with a message when it existed."""
+    path = Path(ckpt_root) / INDEX
     try:
-        return json.loads((ckpt_root / INDEX).read_text())
-    except (OSError, ValueError):
-        return {"steps": [], "best_step": None, "best_loss": None}
+        index = json.loads(path.read_text())
+        problem = _index_problem(index, ckpt_root)
+    except FileNotFoundError:
+        index, problem = None, ""
+    except (OSError, ValueError) as e:
+        index, problem = None, f"unreadable ({type(e).__name__})"
+    if problem is None:
+        return index
+    rebuilt = {"steps": [], "best_step": None, "best_loss": None}
+    for step, folder in _step_folders(ckpt_root):
+        if verify(folder) is not None:
+            continue
+        rebuilt["steps"].append(step)
+        loss = _read_state_json(folder).get("dev_loss")
+        if _finite(loss) and (rebuilt["best_loss"] is None or loss < rebuilt["best_loss"]):
+            rebuilt["best_step"], rebuilt["best_loss"] = step, loss
+    rebuilt["steps"].sort()
+    if problem:
+        (log or logger.warning)(f"{path} is {problem}; rebuilt from the checkpoint folders "
+                                f"(steps {rebuilt['steps']}, best {rebuilt['best_step']})")
+    return rebuilt
+
+
+def _index_problem(index: Any, ckpt_root: Path) -> str | None:
+    if not isinstance(index, dict) or set(index) != {"steps", "best_step", "best_loss"}:
+        return "not an index (expected the keys steps, best_step, best_loss)"
+    steps, best, loss = index["steps"], index["best_step"], index["best_loss"]
+    if not isinstance(steps, list) or not all(type(s) is int and s >= 0 for s in steps):
+        return "malformed (steps must be a list of step numbers)"
+    if (best is None) != (loss is None) or best is not None and (type(best) is not int or not _finite(loss)):
+        return "malformed (best_step / best_loss)"
+    missing = [s for s in steps + ([best] if best is not None else []) if not (ckpt_root / step_name(s)).is_dir()]
+    if missing:
+        return f"out of date (names step {missing[0]}, which is not there)"
+    return None
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _step_folders(ckpt_root: Path) -> list[tuple[int, Path]]:
+    """(step, folder) of the step-NNNNNNNN folders, newest first; other names (step-*.bak copies) are ignored."""
+    found = []
+    for p in Path(ckpt_root).iterdir() if Path(ckpt_root).is_dir() else ():
+        m = STEP_FOLDER.fullmatch(p.name)
+        if m and p.is_dir():
+            found.append((int(m.group(1)), p))
+    return sorted(found, reverse=True)
 
 
 def latest(run_dir: Path, log: Callable[[str], None] = print) -> CheckpointInfo | None:
@@ -161,23 +231,167 @@ def latest(run_dir: Path, log: Callable[[str], None] = print) -> CheckpointInfo 
     ckpt_root = Path(run_dir) / "checkpoints"
     if not ckpt_root.is_dir():
         return None
-    for tmp in ckpt_root.glob(".tmp-*"):  # left by a crash mid-write
+    for tmp in ckpt_root.glob(".tmp-*"):  # left by a crash mid-write (the run lock keeps other runs out)
         shutil.rmtree(tmp, ignore_errors=True)
-    folders = sorted((p for p in ckpt_root.glob("step-*") if p.is_dir()), reverse=True)
-    for folder in folders:
+    for step, folder in _step_folders(ckpt_root):
         problem = verify(folder)
         if problem is None:
-            return CheckpointInfo(folder, int(folder.name.split("-")[1]))
+            return CheckpointInfo(folder, step)
         log(f"checkpoint {folder} is damaged ({problem}); trying the previous one")
     return None
 
 
-def load_trainer_state(folder: Path) -> dict:
+# ---- trainer state: JSON + safetensors, nothing that can run code -------------------------------------------------
+def write_trainer_state(folder: Path, state: dict) -> None:
+    """`state` as STATE_JSON with its tensors in STATE_TENSORS. Tuples, dicts with non-string keys and numpy
+    arrays are tagged so that `load_trainer_state` gives them back as they were (an optimizer's integer keys, a
+    RNG's tuples)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors: dict[str, torch.Tensor] = {}
+    tree = _encode(state, tensors, set())
+    save_file(tensors, str(folder / STATE_TENSORS))
+    with open(folder / STATE_JSON, "w", encoding="utf-8") as f:
+        json.dump(tree, f)
+
+
+def load_trainer_state(folder: Path, required: tuple[str, ...] = ()) -> dict:
+    """The trainer state `write_trainer_state` wrote in checkpoint `folder` (the keys `required` must be there)."""
+    state_dir = Path(folder) / STATE_DIR
+    if not (state_dir / STATE_JSON).is_file() and (state_dir / LEGACY_STATE).is_file():
+        raise LLMSRTError(f"{folder}: trainer state in the old pickled format ({STATE_DIR}/{LEGACY_STATE}), which is "
+                          "not loaded (unpickling can run code); to go on from its weights start a new output_dir "
+                          f"with model.init_from={folder}, or move this checkpoint away to resume from another")
     try:
-        return torch.load(folder / STATE_DIR / "state.pt", weights_only=False, map_location="cpu")
-    except Exception as e:  # a sealed folder whose state cannot be unpickled is a real corruption
-        raise LLMSRTError(f"{folder}: cannot read trainer state ({e}); delete this checkpoint to resume "
-                          "from the previous one") from None
+        tree = json.loads((state_dir / STATE_JSON).read_text(encoding="utf-8"))
+        tensors = load_file(str(state_dir / STATE_TENSORS)) if (state_dir / STATE_TENSORS).is_file() else {}
+        state = _decode(tree, tensors)
+        missing = [k for k in required if not isinstance(state, dict) or k not in state]
+        if missing:
+            raise ValueError(f"no {missing[0]!r} in {STATE_JSON}")
+        return state
+    except (OSError, ValueError, KeyError, TypeError, SafetensorError, RecursionError) as e:
+        detail = (str(e).splitlines() or [type(e).__name__])[0][:160]
+        raise LLMSRTError(f"{folder}: cannot read trainer state ({type(e).__name__}: {detail}); delete this "
+                          "checkpoint to resume from the previous one") from None
+
+
+def _read_state_json(folder: Path) -> dict:
+    """The checkpoint's STATE_JSON as stored (tensor references left as they are); {} if unreadable."""
+    try:
+        tree = json.loads((Path(folder) / STATE_DIR / STATE_JSON).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return {}
+    return tree if isinstance(tree, dict) else {}
+
+
+def stored_settings(folder: Path) -> dict | None:
+    """The run settings saved with checkpoint `folder` (None when it has none)."""
+    settings = _read_state_json(folder).get("settings")
+    return settings if isinstance(settings, dict) else None
+
+
+_TAGS = ("__tensor__", "__tuple__", "__ndarray__", "__items__")
+
+
+def _encode(obj: Any, tensors: dict, seen: set) -> Any:
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous()
+        if t.numel() and t.data_ptr() in seen:  # safetensors refuses tensors that share memory
+            t = t.clone()
+        seen.add(t.data_ptr())
+        key = str(len(tensors))
+        tensors[key] = t
+        return {"__tensor__": key}
+    if isinstance(obj, np.ndarray):
+        return {"__ndarray__": obj.tolist(), "dtype": obj.dtype.str}
+    if isinstance(obj, np.generic):
+        return _encode(obj.item(), tensors, seen)
+    if isinstance(obj, tuple):
+        return {"__tuple__": [_encode(v, tensors, seen) for v in obj]}
+    if isinstance(obj, list):
+        return [_encode(v, tensors, seen) for v in obj]
+    if isinstance(obj, dict):
+        if all(isinstance(k, str) and not k.startswith("__") for k in obj):
+            return {k: _encode(v, tensors, seen) for k, v in obj.items()}
+        return {"__items__": [[_encode(k, tensors, seen), _encode(v, tensors, seen)] for k, v in obj.items()]}
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise TypeError(f"trainer state: cannot store a {type(obj).__name__}")
+
+
+def _decode(tree: Any, tensors: dict) -> Any:
+    if isinstance(tree, list):
+        return [_decode(v, tensors) for v in tree]
+    if not isinstance(tree, dict):
+        return tree
+    tag = next((t for t in _TAGS if t in tree), None)
+    if tag == "__tensor__":
+        return tensors[tree["__tensor__"]]
+    if tag == "__tuple__":
+        return tuple(_decode(v, tensors) for v in tree["__tuple__"])
+    if tag == "__ndarray__":
+        dtype = np.dtype(str(tree["dtype"]))
+        if dtype.kind not in "biuf":  # numbers only (a RNG's key): no object arrays
+            raise ValueError(f"an array of {dtype} in {STATE_JSON}")
+        return np.asarray(tree["__ndarray__"], dtype=dtype)
+    if tag == "__items__":
+        return {_hashable(_decode(k, tensors)): _decode(v, tensors) for k, v in tree["__items__"]}
+    return {k: _decode(v, tensors) for k, v in tree.items()}
+
+
+def _hashable(key: Any) -> Any:
+    hash(key)  # a TypeError for a list or dict key: the file was not written by write_trainer_state
+    return key
+
+
+# ---- one run per output folder --------------------------------------------------------------------------------------
+class RunLock:
+    """An advisory lock (fcntl.flock) on `run_dir/.lock`, held while a training process writes the folder: a second
+    run on the same folder stops with a one-line error naming the holder. The kernel drops the lock when its process
+    ends, however it ends, so the file a killed run leaves never blocks. (Advisory: on a network file system
+    without flock support, two hosts are not kept apart.)"""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / LOCK
+        self._fd: int | None = None
+
+    def acquire(self) -> "RunLock":
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise LLMSRTError(f"{self.path}: cannot create the run lock ({e.strerror or e}); choose another "
+                              "output_dir") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace")
+            os.close(fd)
+            raise LLMSRTError(f"{self.path.parent}: another training run is writing this output folder "
+                              f"({_holder(holder)}); wait for it to end or stop it, or choose another "
+                              "output_dir") from None
+        started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        info = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": started}).encode()
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, info + b"\n", 0)
+        except OSError:
+            pass  # the lock holds without its note; a second run then names no holder
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+def _holder(text: str) -> str:
+    try:
+        info = json.loads(text)
+        return f"pid {int(info['pid'])} on {str(info['host'])[:64]}, started {str(info['started'])[:32]}"
+    except (ValueError, KeyError, TypeError):
+        return "its holder did not say who it is"
 
 
 def check_writable(folder: Path, need_bytes: int = 0) -> None:

@@ -29,7 +29,7 @@ from .. import device as device_lib
 from ..errors import ConfigError, LLMSRTError
 from ..model.llm import LoraOptions
 from ..prompts import Task
-from . import checkpoint
+from . import checkpoint, resume
 from .data import DataSection
 from .parallel import Dist, Parallel, all_sum, barrier, init_distributed, llm_device, on_main
 
@@ -113,6 +113,8 @@ class TrainConfig:
     seed: int = field(default=0, metadata=bounds(ge=0, le=2**32 - 1))  # model init / dropout seed
     threads: int = field(default=0, metadata=bounds(ge=0, le=4096))  # torch CPU threads (0 = torch's default)
     output_dir: str = "runs/default"
+    allow_changes: bool = False  # resume even if settings that shape training (lr, batch size, task mix, manifest
+    #   content, ...: train/resume.py) differ from the checkpoint's; the new ones apply from the resumed step
 
     def __post_init__(self):
         for name in self.data.tasks:
@@ -173,12 +175,17 @@ class Recipe:
         self.last_good: Path | None = None  # the newest checkpoint on disk (named when the loss turns NaN)
         self.bar, self.writer = None, None  # progress bar, TensorBoard (rank 0)
         self.parallel: Parallel | None = None
+        self.lock: checkpoint.RunLock | None = None  # this run's hold on output_dir (rank 0)
+        self.settings: dict | None = None  # what a resume must match (train/resume.py), stored in checkpoints
+        self.sink_error: OSError | None = None  # a failed write to the progress bar or TensorBoard, reported at
+        #   the next log line
 
     def run(self) -> Path:
         if self.finished():
             return self.out / FINAL
         try:
-            self.setup_processes()  # 1. process group, device and dtype, seeds
+            self.setup_processes()  # 1. process group, device and dtype, seeds; the output folder locked
+            self.find_resume()  # 1b. the newest intact checkpoint, its settings checked against this run's
             self.setup_model()  # 2. the model; the newest checkpoint's trainable weights, before any sharding
             self.setup_data()  # 3. activation checkpointing, data (the whole encoder fills the feature cache), then
             #                       shard (FSDP) / wrap (DDP) the model
@@ -214,10 +221,35 @@ class Recipe:
             self.log = _quiet
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        if self.d.main:
-            checkpoint.check_writable(self.out, need_bytes=64 << 20)
+        self.lock = on_main(self.d, self._claim_output)
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
+
+    def _claim_output(self) -> checkpoint.RunLock:
+        checkpoint.check_writable(self.out, need_bytes=64 << 20)
+        return checkpoint.RunLock(self.out).acquire()
+
+    def find_resume(self) -> None:
+        """The checkpoint to resume from (every rank); rank 0 compares its settings with this run's (before any
+        model is built): a change stops the run unless allow_changes is set."""
+        self.latest = checkpoint.latest(self.out, log=self.log)
+        if self.extending and self.latest is None:
+            raise LLMSRTError(f"{self.out}: no checkpoint left to continue the finished run from; raise max_steps in "
+                              "a new output_dir with model.init_from pointing at the finished model instead")
+        self.settings = on_main(self.d, self._check_settings)
+
+    def _check_settings(self) -> dict:
+        settings = resume.run_settings(self.cfg)
+        saved = checkpoint.stored_settings(self.latest.path) if self.latest is not None else None
+        changed = resume.changes(saved, settings) if saved is not None else []
+        if changed and not self.cfg.allow_changes:
+            more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+            raise ConfigError(f"{self.latest.path}: resuming with settings that differ from the checkpoint's: "
+                              f"{'; '.join(changed[:3])}{more}. Set them back, or add allow_changes=true to go on "
+                              "with the new ones, or choose another output_dir")
+        if changed:
+            self.log(f"[{self.cfg.stage}] resuming with changed settings (allow_changes): {'; '.join(changed)}")
+        return settings
 
     # ---- 2. model ---------------------------------------------------------------------------------------------------
     def setup_model(self) -> None:
@@ -250,10 +282,6 @@ class Recipe:
         self.log(f"[{cfg.stage}] trainable parameters: adapter {counts['adapter'] / 1e6:.2f}M, lora "
                  f"{counts['lora'] / 1e6:.2f}M, total {counts['trainable'] / 1e6:.2f}M of {counts['all'] / 1e6:.1f}M "
                  f"({self.placement})")
-        self.latest = checkpoint.latest(self.out, log=self.log)
-        if self.extending and self.latest is None:
-            raise LLMSRTError(f"{self.out}: no checkpoint left to continue the finished run from; raise max_steps in "
-                              "a new output_dir with model.init_from pointing at the finished model instead")
         if self.latest is not None:
             self.model.load_trainable(self.latest.path)
             self.last_good = self.latest.path
@@ -287,9 +315,12 @@ class Recipe:
                                            weight_decay=cfg.optim.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg.optim, cfg.max_steps))
         if self.latest is not None:
-            state = checkpoint.load_trainer_state(self.latest.path)
+            state = checkpoint.load_trainer_state(self.latest.path,
+                                                  required=("step", "optimizer", "scheduler", "data", "rng"))
             self.parallel.load_optimizer_state(self.optimizer, state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
+            if cfg.allow_changes:  # the loaded states carry the old lr / betas / weight decay: this run's apply
+                _apply_optim_settings(self.optimizer, self.scheduler, cfg)
             self.data.load_state_dict(state["data"])
             self.step = state["step"]
             _restore_rng(state["rng"], self.d, cfg.seed, self.step, log=self.log)
@@ -301,7 +332,11 @@ class Recipe:
         cfg = self.cfg
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if _use_bf16(cfg, self.device)
                          else contextlib.nullcontext())
-        self.writer = _tensorboard(self.out) if self.d.main else None
+        try:
+            self.writer = _tensorboard(self.out) if self.d.main else None
+        except OSError as e:
+            raise LLMSRTError(f"{self.out / 'tensorboard'}: cannot create the TensorBoard log ({e.strerror or e}); "
+                              "free space or fix the folder, then run the same command") from None
         self.bar = tqdm(total=cfg.max_steps, initial=self.step, desc=f"train {cfg.stage}", disable=not self.d.main,
                         dynamic_ncols=True)
         self.t0, self.steps_timed = time.perf_counter(), 0
@@ -347,24 +382,59 @@ class Recipe:
     def log_step(self, loss: float) -> None:
         """The three sinks: the progress bar, TensorBoard, and train_log.jsonl every log_every steps."""
         lr = self.scheduler.get_last_lr()[0]
-        self.bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", refresh=False)  # update() redraws, as often
-        self.bar.update(1)  # as its mininterval allows (30 s into a log file, cli.quiet_progress_when_logged)
-        if self.writer is not None:
-            self.writer.add_scalar("train/loss", loss, self.step)
-            self.writer.add_scalar("train/lr", lr, self.step)
-        if self.d.main and (self.step % self.cfg.log_every == 0 or self.step == self.cfg.max_steps):
-            _log_json(self.out, {"step": self.step, "loss": loss, "lr": lr,
-                                 "s_per_step": (time.perf_counter() - self.t0) / self.steps_timed})
+        try:
+            self.bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", refresh=False)  # update() redraws, as often
+            self.bar.update(1)  # as its mininterval allows (30 s into a log file, cli.quiet_progress_when_logged)
+            if self.writer is not None:
+                self.writer.add_scalar("train/loss", loss, self.step)
+                self.writer.add_scalar("train/lr", lr, self.step)
+        except OSError as e:  # a full or read-only disk under the log: reported (on every rank) at the log line
+            self.sink_error = self.sink_error or e
+        if self.step % self.cfg.log_every == 0 or self.step == self.cfg.max_steps:
+            self.write_logs(lambda: _log_json(self.out, {
+                "step": self.step, "loss": loss, "lr": lr,
+                "s_per_step": (time.perf_counter() - self.t0) / self.steps_timed}))
+
+    def write_logs(self, write) -> None:
+        """Rank 0 runs `write` (log lines); an I/O failure there or in the progress bar / TensorBoard since the last
+        call stops every rank with a one-line error, after a last checkpoint attempt (a collective: every rank
+        calls this at the same steps)."""
+        def guarded():
+            if self.sink_error is not None:
+                raise self.sink_error
+            write()
+
+        try:
+            on_main(self.d, guarded)
+        except (OSError, LLMSRTError) as e:
+            self._stop_after_log_failure(e)
+
+    def _stop_after_log_failure(self, error: Exception) -> None:
+        reason = (f"{error.strerror or error}" if isinstance(error, OSError) else str(error)).splitlines()[0][:200]
+        where = f" ({error.filename})" if isinstance(error, OSError) and error.filename else ""
+        self.writer = None  # broken: not flushed again on the way out
+        try:
+            self.save_checkpoint(None)
+            saved = f"saved a last checkpoint, {self.last_good}"
+        except LLMSRTError as e:
+            saved = f"the last checkpoint attempt failed too ({str(e).splitlines()[0][:200]}); the newest one is " \
+                    f"{self.last_good or 'none'}"
+        raise LLMSRTError(f"[{self.cfg.stage}] cannot write the training logs in {self.out}{where} at step "
+                          f"{self.step}: {reason}; {saved}. Free space or fix the folder, then run the same command "
+                          "to resume") from None
 
     def evaluate(self) -> dict[str, float]:
         """Dev loss (and, with data.dev_decode, dev BLEU / WER) on every rank's share; logged by rank 0."""
         dev = self.data.evaluate(self.model, self.autocast, sharded=self.parallel.sharded)
-        if self.d.main:
+
+        def write():
             self.bar.write(f"[{self.cfg.stage}] step {self.step}: " + ", ".join(f"{k} {v:.3f}" for k, v in dev.items()))
             _log_json(self.out, {"step": self.step, **dev})
             if self.writer is not None:
                 for k, v in dev.items():
                     self.writer.add_scalar(f"dev/{k.removeprefix('dev_')}", v, self.step)
+
+        self.write_logs(write)
         self.model.train()
         return dev
 
@@ -374,10 +444,10 @@ class Recipe:
         weights = self.parallel.trainable_state()
         state = {"step": self.step, "optimizer": self.parallel.optimizer_state(self.optimizer),
                  "scheduler": self.scheduler.state_dict(), "data": self.data.state_dict(), "rng": _gather_rng(self.d),
-                 "config": config_lib.to_dict(self.cfg)}
+                 "config": config_lib.to_dict(self.cfg), "settings": self.settings}
         model, out, cfg = self.model, self.out, self.cfg
         self.last_good = on_main(self.d, lambda: checkpoint.save(out, self.step, lambda p: model.save_pretrained(
-            p, state=weights), state, cfg.keep_last, dev_loss)) or self.last_good
+            p, state=weights), state, cfg.keep_last, dev_loss, log=self.log)) or self.last_good
 
     # ---- 6. save --------------------------------------------------------------------------------------------------
     def save_final(self) -> Path:
@@ -392,12 +462,19 @@ class Recipe:
 
     # ---- 7. clean up -------------------------------------------------------------------------------------------------
     def cleanup(self) -> None:
-        """Close the progress bar and TensorBoard, end a 1-rank process group of our own (also after an error)."""
+        """Close the progress bar and TensorBoard, end a 1-rank process group of our own, let go of output_dir (also
+        after an error: a sink that cannot flush any more is named in the log, not raised over the first error)."""
         for sink in (self.bar, self.writer):
-            if sink is not None:
-                sink.close()
+            try:
+                if sink is not None:
+                    sink.close()
+            except OSError as e:
+                self.log(f"[{self.cfg.stage}] closing the {type(sink).__name__} failed: {e.strerror or e}")
         if self.parallel is not None:
             self.parallel.close()
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
 
 def _check_adapter_matches(m: ModelSection, init: Path) -> None:
@@ -427,6 +504,17 @@ def _save_final(model, out: Path, weights: dict, cfg: TrainConfig) -> None:
         detail = (str(e).splitlines() or [type(e).__name__])[0]
         raise LLMSRTError(f"{out / FINAL}: cannot write the finished model ({detail}); free space or fix the folder, "
                           "then run the same command to resume from the last checkpoint") from None
+
+
+def _apply_optim_settings(optimizer: torch.optim.Optimizer, scheduler, cfg: TrainConfig) -> None:
+    """This config's lr, betas and weight decay on a resumed optimizer and schedule (their states hold the
+    checkpoint's), at the schedule's current step."""
+    factor = lr_lambda(cfg.optim, cfg.max_steps)(scheduler.last_epoch)
+    scheduler.base_lrs = [cfg.optim.lr for _ in optimizer.param_groups]
+    for group in optimizer.param_groups:
+        group.update(initial_lr=cfg.optim.lr, lr=cfg.optim.lr * factor, betas=tuple(cfg.optim.betas),
+                     weight_decay=cfg.optim.weight_decay)
+    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
 
 
 def _quiet(*_) -> None:

@@ -1,0 +1,75 @@
+"""What a resumed run must share with its checkpoint: the settings that shape training, and the data by content.
+
+A checkpoint stores `run_settings(cfg)`; resuming compares them with the new run's. A difference (a changed lr,
+batch size, task mix, a manifest whose content changed) stops the run with a one-line error naming what changed,
+unless the config says `allow_changes: true` (then the new settings apply from the resumed step, and the run log
+names them). Keys that may change freely are listed in FREE_ON_RESUME: everything else is compared, so a new
+config key is guarded until someone decides otherwise.
+"""
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from ..config import short
+
+FREE_ON_RESUME = frozenset({
+    "stage", "max_steps", "log_every", "eval_every", "save_every", "keep_last", "threads", "output_dir",
+    "allow_changes",
+    # where and how it runs, not what it computes (resume across devices / strategies is supported and tested)
+    "device", "distributed", "distributed_timeout_min", "activation_checkpointing",
+    # paths that differ between hosts (the model folders' weights are the frozen ones; the checkpoint has the rest)
+    "model.encoder", "model.llm", "model.init_from",
+    # how batches are built, not which (data.train / data.dev are compared by content below)
+    "data.num_workers", "data.feature_cache", "data.precompute_features", "data.dev_decode"})
+CONTENT_KEYS = ("data.train", "data.dev")  # manifests: compared by a hash of their bytes, not by path
+
+
+def run_settings(cfg) -> dict[str, Any]:
+    """The settings a resume must match, as JSON values: dotted key -> value; manifests as content hashes."""
+    flat = _flatten(cfg)
+    settings = {k: v for k, v in flat.items() if k not in FREE_ON_RESUME and k not in CONTENT_KEYS}
+    settings["data.train"] = [file_hash(m) for m in cfg.data.manifests]
+    settings["data.dev"] = file_hash(cfg.data.dev) if cfg.data.dev else None
+    return json.loads(json.dumps(settings))  # tuples as lists: as they come back from the checkpoint
+
+
+def changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """What differs between a checkpoint's settings and this run's, one short phrase each."""
+    found = []
+    for key in sorted(set(saved) | set(current)):
+        if key in FREE_ON_RESUME:
+            continue
+        old, new = saved.get(key, "(unset)"), current.get(key, "(unset)")
+        if old == new:
+            continue
+        if key in CONTENT_KEYS:
+            found.append(f"{key} (the manifests' content or list changed)")
+        else:
+            found.append(f"{key} {short(old)} -> {short(new)}")
+    return found
+
+
+def file_hash(path: str | Path) -> str | None:
+    """sha256 of a file's bytes (None if it cannot be read: loading the data says why, later)."""
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError:
+        return None
+    return h.hexdigest()
+
+
+def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            out.update(_flatten(value, f"{prefix}{f.name}."))
+        else:
+            out[f"{prefix}{f.name}"] = value
+    return out

@@ -1,0 +1,197 @@
+"""Runs that cannot trample each other or run code: a malicious pickle in a checkpoint, two `train` processes on one
+folder, changed settings on resume, a full disk under the training logs."""
+
+import errno
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from llm_srt import cli
+from llm_srt.errors import ConfigError, LLMSRTError
+from llm_srt.train import checkpoint, recipe
+
+from .conftest import overrides
+
+STEPS = 2
+
+
+def _config(setup, out, steps=STEPS, **extra):
+    return recipe.load_config(None, overrides(setup, out, **{"max_steps": steps, "save_every": 1, "keep_last": 3,
+                                                             **extra}))
+
+
+@pytest.fixture(scope="module")
+def base(tiny_setup, tmp_path_factory):
+    out = tmp_path_factory.mktemp("safety") / "base"
+    recipe.train(_config(tiny_setup, out), log=lambda *_: None)
+    return out
+
+
+def _interrupted(base, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(base, out)
+    shutil.rmtree(out / recipe.FINAL)
+    return out
+
+
+class _Payload:
+    """Unpickling this writes a marker file: what a crafted trainer state would do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (Path.write_text, (Path(self.marker), "code ran"))
+
+
+def test_a_malicious_pickle_in_a_resealed_checkpoint_is_never_unpickled(base, tiny_setup, tmp_path):
+    out = _interrupted(base, tmp_path)
+    marker = tmp_path / "marker"
+    newest = out / "checkpoints" / checkpoint.step_name(STEPS)
+    state_dir = newest / checkpoint.STATE_DIR
+    buffer = io.BytesIO()
+    torch.save({"step": _Payload(marker)}, buffer)  # as the earlier format's state.pt, with a payload
+    evil = buffer.getvalue()
+    # 1. the old format's file name, the new files gone, checksums resealed: refused, with what to do
+    for p in state_dir.iterdir():
+        p.unlink()
+    (state_dir / checkpoint.LEGACY_STATE).write_bytes(evil)
+    checkpoint.seal(newest)
+    assert checkpoint.verify(newest) is None
+    messages = []
+    with pytest.raises(LLMSRTError, match=r"old pickled format \(trainer_state/state.pt\), which is not loaded "
+                                          r"\(unpickling can run code\); .*model.init_from=") as e:
+        recipe.train(_config(tiny_setup, out, STEPS + 1), log=messages.append)
+    assert "\n" not in str(e.value)
+    # 2. the pickle under the new names (as the tensors file, as the JSON): an unreadable state, never run
+    for name in (checkpoint.STATE_TENSORS, checkpoint.STATE_JSON):
+        shutil.rmtree(newest)
+        shutil.copytree(base / "checkpoints" / checkpoint.step_name(STEPS), newest)
+        (state_dir / name).write_bytes(evil)
+        checkpoint.seal(newest)
+        with pytest.raises(LLMSRTError, match=r"cannot read trainer state .*delete this checkpoint"):
+            checkpoint.load_trainer_state(newest)
+    assert not marker.exists()
+    # the same pickle through torch.load(weights_only=False), as the earlier code read it, does run: the test bites
+    torch.load(state_dir / checkpoint.STATE_JSON, weights_only=False)
+    assert marker.read_text() == "code ran"
+
+
+def test_trainer_state_round_trips_exactly_without_pickle(tmp_path):
+    import random
+
+    import numpy as np
+
+    params = [torch.nn.Parameter(torch.randn(3)), torch.nn.Parameter(torch.randn(2, 2))]
+    opt = torch.optim.AdamW(params, lr=1e-3)
+    sum((p ** 2).sum() for p in params).backward()
+    opt.step()
+    state = {"step": 7, "optimizer": opt.state_dict(), "rng": {"python": random.getstate(),
+                                                              "numpy": np.random.get_state(),
+                                                              "torch": torch.get_rng_state()},
+             "odd": {"__tensor__": 1, 3: (1.5, float("inf"), None)}, "shared": [torch.ones(2)] * 2}
+    checkpoint.write_trainer_state(tmp_path / checkpoint.STATE_DIR, state)
+    back = checkpoint.load_trainer_state(tmp_path, required=("step", "optimizer"))
+    assert back["step"] == 7 and back["odd"] == {"__tensor__": 1, 3: (1.5, float("inf"), None)}
+    assert set(back["optimizer"]["state"]) == {0, 1}  # integer keys stay integers (load_state_dict needs them)
+    assert back["optimizer"]["param_groups"][0]["betas"] == (0.9, 0.999)
+    assert all(torch.equal(back["optimizer"]["state"][0][k], v) for k, v in opt.state_dict()["state"][0].items())
+    random.setstate(back["rng"]["python"])
+    np.random.set_state(back["rng"]["numpy"])
+    torch.set_rng_state(back["rng"]["torch"])
+    with pytest.raises(LLMSRTError, match=r"cannot read trainer state .*no 'data'"):
+        checkpoint.load_trainer_state(tmp_path, required=("data",))
+
+
+def test_a_second_train_on_the_same_folder_is_refused_naming_the_holder(tiny_setup, tmp_path, capsys):
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first = subprocess.Popen([sys.executable, "-m", "llm_srt.cli", "train"] + overrides(
+        tiny_setup, out, max_steps=100_000, save_every=100_000, log_every=1000), env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not (out / checkpoint.LOCK).is_file() or \
+                not (out / checkpoint.LOCK).read_text().strip():
+            assert first.poll() is None, "the first run ended early"
+            time.sleep(0.05)
+        rc = cli.main(["train", *overrides(tiny_setup, out, max_steps=2)])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and len(err.splitlines()) == 1, err
+        assert f"another training run is writing this output folder (pid {first.pid} on " in err
+        assert "started 20" in err and "Traceback" not in err
+        assert not (out / "train_log.jsonl").exists() or first.poll() is None  # nothing written by the second
+    finally:
+        first.kill()
+        first.wait()
+    # the killed holder's lock file stays behind; it does not block (the kernel dropped the lock)
+    assert (out / checkpoint.LOCK).is_file()
+    lock = checkpoint.RunLock(out).acquire()
+    with pytest.raises(LLMSRTError, match=rf"pid {os.getpid()} on "):  # held in this process: a second holder fails
+        checkpoint.RunLock(out).acquire()
+    lock.release()
+    checkpoint.RunLock(out).acquire().release()
+
+
+def test_resume_with_changed_settings_refuses_before_building_anything(base, tiny_setup, tmp_path):
+    out = _interrupted(base, tmp_path)
+    messages = []
+    with pytest.raises(ConfigError, match=r"step-00000002: resuming with settings that differ from the checkpoint's: "
+                                          r"data.batch_size 4 -> 2; optim.lr 0.003 -> 0.001\. .*allow_changes=true"):
+        recipe.train(_config(tiny_setup, out, STEPS + 1, **{"optim.lr": 1e-3, "data.batch_size": 2}),
+                     log=messages.append)
+    assert not any("trainable parameters" in m for m in messages)  # refused before the model was built
+    manifest = tmp_path / "train.jsonl"  # the same path but another content (one row less)
+    manifest.write_text("".join(Path(tiny_setup["manifest"]).read_text().splitlines(True)[:-1]))
+    with pytest.raises(ConfigError, match=r"data.train \(the manifests' content or list changed\)"):
+        recipe.train(_config(tiny_setup, out, STEPS + 1, **{"data.train": str(manifest)}), log=messages.append)
+    moved = Path(tiny_setup["root"]) / f"moved-{tmp_path.name}.jsonl"  # another path, the same content: no change
+    shutil.copy(tiny_setup["manifest"], moved)
+    recipe.train(_config(tiny_setup, out, STEPS + 1, **{"data.train": str(moved), "log_every": 5}),
+                 log=messages.append)
+    assert any(f"resumed from {out / 'checkpoints' / checkpoint.step_name(STEPS)}" in m for m in messages)
+
+
+def test_allow_changes_resumes_with_the_new_lr_applied(base, tiny_setup, tmp_path):
+    out = _interrupted(base, tmp_path)
+    messages = []
+    recipe.train(_config(tiny_setup, out, STEPS + 2, **{"optim.lr": 1e-3, "allow_changes": "true"}),
+                 log=messages.append)
+    assert any("resuming with changed settings (allow_changes): optim.lr 0.003 -> 0.001" in m for m in messages)
+    lrs = [r["lr"] for r in map(json.loads, (out / "train_log.jsonl").read_text().splitlines()) if "lr" in r]
+    assert lrs == [3e-3] * STEPS + [1e-3] * 2
+    state = checkpoint.load_trainer_state(out / "checkpoints" / checkpoint.step_name(STEPS + 2))
+    assert state["settings"]["optim.lr"] == 1e-3  # the next resume compares against the new settings
+
+
+def _no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device", "train_log.jsonl")
+
+
+def test_a_full_disk_under_the_training_log_saves_a_last_checkpoint_and_says_so(base, tiny_setup, tmp_path,
+                                                                                 monkeypatch):
+    out = tmp_path / "run"
+    real = recipe._log_json
+    monkeypatch.setattr(recipe, "_log_json", lambda o, r: _no_space() if r["step"] == 2 else real(o, r))
+    with pytest.raises(LLMSRTError, match=r"cannot write the training logs in .* at step 2: No space left on device; "
+                                          r"saved a last checkpoint, .*step-00000002\. Free space") as e:
+        recipe.train(_config(tiny_setup, out, 3, save_every=100), log=lambda *_: None)
+    assert "\n" not in str(e.value) and checkpoint.latest(out).step == 2
+    # the progress bar / TensorBoard failing: reported at the next log line, the checkpoint attempt failing too
+    monkeypatch.setattr(recipe, "_log_json", real)
+    shutil.rmtree(out)
+    from torch.utils.tensorboard import SummaryWriter
+    monkeypatch.setattr(SummaryWriter, "add_scalar", _no_space)
+    monkeypatch.setattr(checkpoint, "save_file", _no_space)
+    with pytest.raises(LLMSRTError, match=r"at step 1: No space left on device; the last checkpoint attempt failed "
+                                          r"too \(.*cannot write the checkpoint.*\); the newest one is none"):
+        recipe.train(_config(tiny_setup, out, 4, save_every=100), log=lambda *_: None)
+    assert checkpoint.latest(out) is None and not (out / "final").exists()
