@@ -10,7 +10,7 @@ import time
 import httpx
 import numpy as np
 import pytest
-from serve_helpers import DECODING, live_server, local_client, wav_bytes
+from serve_helpers import DECODING, flac_bomb, live_server, local_client, wav_bytes
 
 from llm_srt.serve import BatchOptions, ServeOptions, create_app, uploads
 from llm_srt.serve.batcher import BusyError
@@ -157,3 +157,12 @@ def test_audio_longer_than_the_cap_gets_413(translator, clip):
         err = r.json()["error"]
         assert err["param"] == "file" and "long.wav" in err["message"] and "--max-audio-seconds" in err["message"]
         assert post(c, clip[1]).status_code == 200
+
+
+def test_the_duration_cap_counts_samples_at_48_khz():
+    """15 s at 192 kHz is 2.9 M samples: over a 20 s cap counted at 48 kHz (0.96 M), though 15 s < 20 s."""
+    with pytest.raises(uploads.UploadError) as e:
+        uploads.decode_audio(flac_bomb(15, rate=192_000), "hi.flac", max_seconds=20)
+    assert e.value.status == 413 and "hi.flac" in e.value.message and "192000 Hz" in e.value.message
+    ok = wav_bytes(np.zeros(15 * 44100, np.float32), sr=44100)  # an ordinary rate keeps the whole cap
+    assert uploads.decode_audio(ok, "ok.wav", max_seconds=20).size == 15 * 16000

@@ -2,6 +2,10 @@
 `load_audio` while it decodes, so a compressed bomb stops at the cap instead of filling memory) and a pool of
 `workers` decode threads, with at most `max_waiting` more uploads queued for it (beyond: 503, retry later).
 
+The duration cap is counted in samples at 48 kHz (REFERENCE_RATE): a file at a higher rate gets proportionally
+less time, so 120 KB of FLAC at 768 kHz decodes at most 600 s x 48 kHz samples (115 MB, ~1 s) instead of 600 s x
+768 kHz (2.1 GB resident and 17 s measured).
+
 A request that stops waiting (its timeout, its client gone) takes its decode out of the queue; a decode already
 running is not interruptible inside libsndfile, so it finishes (bounded by the caps) in its thread, which stays
 counted against `workers` until then, and its samples are dropped.
@@ -10,10 +14,12 @@ counted against `workers` until then, and its samples are dropped.
 from __future__ import annotations
 
 import asyncio
+import io
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
+import soundfile as sf
 from fastapi import UploadFile
 
 from ..audio import load_audio
@@ -24,6 +30,7 @@ MB = 1024 * 1024
 AUDIO_MEDIA_PREFIXES = ("audio/", "video/")  # containers with sound; the decoder has the last word
 AUDIO_MEDIA_TYPES = {"", "application/octet-stream", "application/ogg"}  # what clients send when they do not guess
 LENGTH_LIMIT = "s limit"  # load_audio's words when the audio is longer than max_seconds
+REFERENCE_RATE = 48_000  # Hz: the duration cap allows max_seconds x this many decoded samples at most
 
 
 class UploadError(Exception):
@@ -46,16 +53,28 @@ async def read_upload(file: UploadFile, max_bytes: int) -> tuple[bytes, str]:
     return data, name
 
 
+def header_rate(data: bytes) -> int | None:
+    """The sample rate a file's header gives (nothing decoded), or None if no decoder opens it."""
+    try:
+        return sf.info(io.BytesIO(data)).samplerate
+    except Exception:  # noqa: BLE001 - load_audio reports unreadable bytes with the right words
+        return None
+
+
 def decode_audio(data: bytes, name: str, max_seconds: float) -> np.ndarray:
     """16 kHz mono float32 (N,). UploadError 415 for bytes no decoder opens, 413 for audio longer than
-    `max_seconds`, 400 for anything else wrong with it (empty, damaged, NaN)."""
+    `max_seconds` (counted at REFERENCE_RATE for higher rates), 400 for anything else wrong with it."""
+    rate = header_rate(data)
+    limit = max_seconds if rate is None or rate <= REFERENCE_RATE else max_seconds * REFERENCE_RATE / rate
     try:
-        return load_audio(data, name=name, max_seconds=max_seconds)
+        return load_audio(data, name=name, max_seconds=limit)
     except UndecodableAudio as e:
         raise UploadError(415, f"{name}: cannot decode this audio ({e.detail}); send wav, flac, ogg or mp3") from None
     except AudioError as e:
         if LENGTH_LIMIT in str(e):
-            raise UploadError(413, f"{e} (llm-srt serve --max-audio-seconds)") from None
+            scaled = "" if limit == max_seconds else (f"; at {rate} Hz the {max_seconds:g} s cap is counted in "
+                                                      f"{REFERENCE_RATE // 1000} kHz samples")
+            raise UploadError(413, f"{e} (llm-srt serve --max-audio-seconds{scaled})") from None
         raise UploadError(400, str(e)) from None
     except MemoryError:
         raise UploadError(413, f"{name}: the decoded audio does not fit in memory; send a shorter file") from None
