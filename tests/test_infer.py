@@ -156,3 +156,28 @@ def test_translate_on_cuda_in_bfloat16_end_to_end(model_dir, clips, capsys):
                    "--dtype", "bfloat16", "--format", "json", "--max-new-tokens", "8"])
     out = json.loads(capsys.readouterr().out)
     assert rc == 0 and all(r["error"] is None for r in out)
+
+
+def test_out_dir_mirrors_the_inputs_folders_and_refuses_collisions(model_dir, clips, tmp_path, capsys):
+    """a/x.wav and b/x.wav -> OUT/a/x.srt and OUT/b/x.srt (paths relative to the inputs' deepest common folder);
+    x.wav beside x.flac would share OUT/x.srt: refused before the model loads, naming both."""
+    import shutil
+
+    for sub in ("a", "b", "b/deeper"):
+        (tmp_path / sub).mkdir()
+    inputs = [tmp_path / "a" / "x.wav", tmp_path / "b" / "x.wav", tmp_path / "b" / "deeper" / "y.wav"]
+    for clip, path in zip(clips, inputs):
+        shutil.copy(clip, path)
+    out = tmp_path / "out"
+    base = ["--model", str(model_dir), "--src", "eng", "--tgt", "deu", "--max-new-tokens", "4", "--format", "srt",
+            "--out-dir", str(out)]
+    assert cli.main(["translate", *map(str, inputs), *base]) == 0
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.srt"))
+    assert written == ["a/x.srt", "b/deeper/y.srt", "b/x.srt"]
+    assert (out / "a" / "x.srt").read_text(encoding="utf-8") != "" and "translate:" not in capsys.readouterr().err
+
+    shutil.copy(clips[3], tmp_path / "a" / "x.flac")
+    assert cli.main(["translate", str(inputs[0]), str(tmp_path / "a" / "x.flac"), *base]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"llm-srt translate: error: --out-dir: {inputs[0]} and {tmp_path / 'a' / 'x.flac'} would both "
+                   f"write {out / 'x.srt'}; rename one, or translate them in separate runs")

@@ -1,6 +1,15 @@
-"""Audio in: anything libsndfile reads (wav, flac, ogg, mp3), any rate and channel count -> 16 kHz mono float32."""
+"""Audio in: anything libsndfile reads (wav, flac, ogg, mp3), any rate and channel count -> 16 kHz mono float32.
 
+Decoding streams and stops: the header's length is checked against the limits before anything is read, and is
+never trusted after that (the frames actually decoded are counted block by block); each block is mixed down and
+resampled to 16 kHz as it comes (soxr's stream resampler), so memory is bounded by the output's length whatever
+the file's own rate, channel count or compression ratio (a 2.6 MB FLAC can claim 4 hours at 768 kHz: 44 GB).
+"""
+
+import errno
 import io
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -11,91 +20,187 @@ from .errors import AudioError, UndecodableAudio
 
 SAMPLE_RATE = 16000  # Whisper's rate
 MIN_SAMPLES = 400  # 25 ms, one log-mel window: shorter clips are padded (the STFT's reflect padding needs > 200)
-MAX_SECONDS_DEFAULT = 4 * 3600  # refuse to decode more than this into memory at once
+MAX_SECONDS_DEFAULT = 4 * 3600  # refuse to decode more than this into memory at once (921.6 MB at 16 kHz)
+MAX_BYTES_DEFAULT = 16 << 30  # decoded samples (float32, every channel, the file's own rate) read from one input:
+#                               4 h of 48 kHz 5.1 audio fits; 4 h claimed at 768 kHz (44 GB) does not
+BYTES_PER_SAMPLE = 4  # what `max_bytes` counts per decoded sample (float32), whatever the file's sample format
 MIN_RATE, MAX_RATE = 1000, 768_000  # Hz: a header outside this range is damaged, not audio
 DECODE_ERRORS = (sf.LibsndfileError, RuntimeError, TypeError, ValueError, EOFError, OverflowError, MemoryError)
-BLOCK_SAMPLES = 1 << 22  # decode 4M samples (16 MiB) at a time: a damaged header's frame count is never trusted
+BLOCK_SAMPLES = 1 << 22  # decode 4M samples (16 MiB as float32) at a time, all channels together
+UNKNOWN_FRAMES = 1 << 62  # libsndfile's frame count for a stream of unknown length is SF_COUNT_MAX (2**63 - 1)
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+SPECIAL_FILES = {stat.S_ISFIFO: "a FIFO (named pipe)", stat.S_ISCHR: "a character device",
+                 stat.S_ISBLK: "a block device", stat.S_ISSOCK: "a socket"}
 
 AudioInput = str | Path | bytes | np.ndarray
 
 
 def load_audio(source: AudioInput, sr: int = SAMPLE_RATE, max_seconds: float | None = MAX_SECONDS_DEFAULT,
-               name: str | None = None) -> np.ndarray:
+               name: str | None = None, max_bytes: int | None = MAX_BYTES_DEFAULT) -> np.ndarray:
     """Read and validate audio. Returns float32 mono samples at `sr` Hz, shape (N,).
 
     `source` is a path, the bytes of a file, or an array already at `sr` Hz ((N,) or (N, channels)).
+    `max_seconds` caps the duration; `max_bytes` caps the samples a file decodes to (counted as float32, every
+    channel, at the file's own rate: a 768 kHz stereo second is 6.1 MB), so a small compressed file cannot make
+    the decoder work through gigabytes. Either is checked against the header before reading and again as blocks
+    come, so memory stays within the output's size. None: no limit.
     Raises AudioError with a one-line message naming the input for anything unusable.
     """
     label = name or (str(source) if isinstance(source, (str, Path)) else "<audio>")
     if isinstance(source, np.ndarray):
-        samples, rate = source, sr
+        samples = _from_array(source, label, sr, max_seconds)
     else:
-        samples, rate = _decode(source, label, max_seconds)
-    samples = np.asarray(samples)
+        samples = _decode(source, label, sr, max_seconds, max_bytes)
+    if samples.size == 0:
+        raise AudioError(f"{label}: the audio is empty (0 samples); check the file was written completely")
+    if samples.size < MIN_SAMPLES:
+        samples = np.pad(samples, (0, MIN_SAMPLES - samples.size))
+    return np.clip(samples, -1.0, 1.0, out=samples)
+
+
+def _from_array(source: np.ndarray, label: str, sr: int, max_seconds: float | None) -> np.ndarray:
+    samples = np.asarray(source)
     if samples.ndim not in (1, 2) or samples.ndim == 2 and samples.shape[1] == 0:
         raise AudioError(f"{label}: expected a 1-D or (samples, channels) array, got shape {samples.shape}")
     if not np.issubdtype(samples.dtype, np.floating):
         raise AudioError(f"{label}: expected float samples in [-1, 1], got dtype {samples.dtype}")
-    with np.errstate(over="ignore", invalid="ignore"):  # values beyond float32 become inf, caught below
-        samples = (samples.mean(axis=1) if samples.ndim == 2 else samples).astype(np.float32, copy=False)
-    if samples.size == 0:
-        raise AudioError(f"{label}: the audio is empty (0 samples); check the file was written completely")
-    if not np.isfinite(samples).all():
-        raise AudioError(f"{label}: the audio contains NaN or infinite samples; re-export it from the source")
-    if max_seconds is not None and samples.size / rate > max_seconds:
-        raise AudioError(f"{label}: {samples.size / rate:.0f} s is longer than the {max_seconds:.0f} s limit; "
+    if max_seconds is not None and len(samples) / sr > max_seconds:
+        raise AudioError(f"{label}: {len(samples) / sr:.0f} s is longer than the {max_seconds:.0f} s limit; "
                          "split the file first")
-    if rate != sr:
-        samples = soxr.resample(samples, rate, sr, quality="HQ").astype(np.float32, copy=False)
-    if samples.size < MIN_SAMPLES:
-        samples = np.pad(samples, (0, MIN_SAMPLES - samples.size))
-    return np.clip(samples, -1.0, 1.0)
+    _check_values(samples, label)
+    return _mono(samples)
 
 
-def _decode(source: str | Path | bytes, label: str, max_seconds: float | None) -> tuple[np.ndarray, int]:
-    """Decode a file or its bytes to mono float32 (N,) at the file's own rate, block by block."""
-    if isinstance(source, (str, Path)):
-        path = Path(source)
-        if not path.exists():
-            raise AudioError(f"{label}: no such file")
-        if path.is_dir():
-            raise AudioError(f"{label}: is a directory, not an audio file")
-        try:
-            if path.stat().st_size == 0:
-                raise AudioError(f"{label}: the file is empty (0 bytes)")
-            with open(path, "rb"):
-                pass
-        except PermissionError:
-            raise AudioError(f"{label}: permission denied; make the file readable") from None
-        target = str(path)
-    else:
-        if len(source) == 0:
-            raise AudioError(f"{label}: the upload is empty (0 bytes)")
-        target = io.BytesIO(source)
+def _mono(block: np.ndarray, copy: bool = True) -> np.ndarray:
+    """(N,) or (N, channels) -> (N,) float32; `copy`: a fresh array even where a view would do."""
+    if block.ndim == 2 and block.shape[1] > 1:
+        return block.mean(axis=1, dtype=np.float64).astype(np.float32)
+    return np.array(block.reshape(len(block)), dtype=np.float32, copy=copy or None)
+
+
+def _check_values(block: np.ndarray, label: str) -> None:
+    if not np.isfinite(block).all():
+        raise AudioError(f"{label}: the audio contains NaN or infinite samples; re-export it from the source")
+    if block.dtype.itemsize > 4 and block.size and (peak := float(np.abs(block).max())) > FLOAT32_MAX:
+        raise AudioError(f"{label}: samples as large as {peak:.3g} are out of range (audio is in [-1, 1]); "
+                         "rescale or re-export it")
+
+
+def _decode(source: str | Path | bytes, label: str, sr: int, max_seconds: float | None,
+            max_bytes: int | None) -> np.ndarray:
+    """Decode a file or its bytes to mono float32 (N,) at `sr` Hz, block by block, within the limits."""
+    target = _open(source, label)
     try:
-        opened = sf.SoundFile(target)
+        return _stream(target, label, sr, max_seconds, max_bytes)
+    finally:
+        if isinstance(target, int):
+            os.close(target)
+
+
+def _stream(target: int | io.BytesIO, label: str, sr: int, max_seconds: float | None,
+            max_bytes: int | None) -> np.ndarray:
+    try:
+        opened = sf.SoundFile(target, closefd=False)
     except DECODE_ERRORS as e:
         detail = _reason(e)
         raise UndecodableAudio(f"{label}: cannot decode audio ({detail}); use wav, flac, ogg or mp3", detail) from None
     try:
         with opened as f:
-            rate = f.samplerate
+            rate, channels = f.samplerate, f.channels
             if not MIN_RATE <= rate <= MAX_RATE:
                 raise AudioError(f"{label}: the header gives a sample rate of {rate} Hz, outside "
                                  f"{MIN_RATE}-{MAX_RATE} Hz; the file is damaged, re-export it")
-            limit = None if max_seconds is None else int(max_seconds * rate) + 1
-            blocks, total = [], 0
+            caps = _Caps(label, rate, channels, max_seconds, max_bytes)
+            if f.frames < UNKNOWN_FRAMES:
+                caps.check(f.frames, claimed=True)
+            dtype = "float64" if f.subtype == "DOUBLE" else "float32"  # a double may lie beyond float32's range
+            stream = soxr.ResampleStream(rate, sr, 1, dtype="float32", quality="HQ") if rate != sr else None
+            out, frames = [], 0
             while True:
-                block = f.read(max(1, BLOCK_SAMPLES // f.channels), dtype="float32", always_2d=True)
-                if not len(block):
+                block = f.read(max(1, BLOCK_SAMPLES // channels), dtype=dtype, always_2d=True)
+                last = len(block) == 0
+                if not last:
+                    frames += len(block)
+                    caps.check(frames, claimed=False)
+                    _check_values(block, label)
+                mono = _mono(block, copy=False)
+                out.append(stream.resample_chunk(mono, last=last) if stream is not None else mono)
+                if last:
                     break
-                blocks.append(block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0])
-                total += len(block)
-                if limit is not None and total > limit:
-                    raise AudioError(f"{label}: longer than the {max_seconds:.0f} s limit; split the file first")
     except DECODE_ERRORS as e:
         raise AudioError(f"{label}: cannot decode audio ({_reason(e)}); use wav, flac, ogg or mp3") from None
-    return (np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)), rate
+    return np.concatenate(out)
+
+
+class _Caps:
+    """The most frames one file may decode to, from the duration and decoded-bytes limits."""
+
+    def __init__(self, label: str, rate: int, channels: int, max_seconds: float | None, max_bytes: int | None):
+        self.label, self.rate, self.channels = label, rate, channels
+        self.max_seconds, self.max_bytes = max_seconds, max_bytes
+
+    def check(self, frames: int, claimed: bool) -> None:
+        if self.max_seconds is not None and frames > self.max_seconds * self.rate + 1:
+            if claimed:
+                raise AudioError(f"{self.label}: the header claims {frames / self.rate:.0f} s of audio, longer than "
+                                 f"the {self.max_seconds:.0f} s limit; split the file first (or re-export it, if "
+                                 "the header is wrong)")
+            raise AudioError(f"{self.label}: the audio runs past the {self.max_seconds:.0f} s limit; "
+                             "split the file first")
+        decoded = frames * self.channels * BYTES_PER_SAMPLE
+        if self.max_bytes is not None and decoded > self.max_bytes:
+            size = f"{_size(decoded)}" if claimed else f"more than {_size(self.max_bytes)}"
+            raise AudioError(f"{self.label}: decodes to {size} of samples ({self.rate} Hz x {self.channels} "
+                             f"channel(s)), over the {_size(self.max_bytes)} limit on decoded audio; "
+                             "resample it to 16 kHz mono or split it first")
+
+
+def _size(n: int) -> str:
+    return f"{n / (1 << 30):.1f} GiB" if n >= 1 << 30 else f"{n / (1 << 20):.1f} MiB"
+
+
+def _open(source: str | Path | bytes, label: str) -> int | io.BytesIO:
+    """An open file descriptor of a regular file (never blocks on a FIFO), or the bytes as a file."""
+    if not isinstance(source, (str, Path)):
+        if len(source) == 0:
+            raise AudioError(f"{label}: the upload is empty (0 bytes)")
+        return io.BytesIO(source)
+    path = Path(source)
+    try:
+        # O_NONBLOCK: opening a FIFO for reading would wait for a writer; it is refused below instead
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as e:
+        raise AudioError(f"{label}: {_open_error(path, e)}") from None
+    except ValueError:  # a NUL byte in the path
+        raise AudioError(f"{label}: the path contains a NUL byte; fix the file name") from None
+    try:
+        mode, size = (st := os.fstat(fd)).st_mode, st.st_size
+        if stat.S_ISDIR(mode):
+            raise AudioError(f"{label}: is a directory, not an audio file")
+        if not stat.S_ISREG(mode):
+            kind = next((k for test, k in SPECIAL_FILES.items() if test(mode)), "a special file")
+            raise AudioError(f"{label}: is {kind}, not a regular file; save the audio to a file first")
+        if size == 0:
+            raise AudioError(f"{label}: the file is empty (0 bytes)")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _open_error(path: Path, e: OSError) -> str:
+    """What is wrong with a path that cannot be opened, in words."""
+    if e.errno == errno.ELOOP:
+        return "a symlink loop (the link leads back to itself); fix or remove the link"
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied; make the file readable"
+    if e.errno == errno.EISDIR:
+        return "is a directory, not an audio file"
+    if e.errno == errno.ENAMETOOLONG:
+        return "the path is too long; use a shorter name"
+    if e.errno in (errno.ENOENT, errno.ENOTDIR):
+        return "no such file" + (" (a symlink to a missing file)" if path.is_symlink() else "")
+    return f"cannot open the file ({e.strerror or e}); check the path"
 
 
 def _reason(e: Exception) -> str:

@@ -9,6 +9,7 @@ results (built from the items and the system's outputs at the end).
 """
 
 import logging
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
@@ -290,6 +291,8 @@ def main(args) -> int:
         except OSError as e:
             raise LLMSRTError(f"--out-dir {out_dir}: cannot create the folder ({e.strerror}); choose another") \
                 from None
+    outputs = output_paths(args.audio, out_dir, f".{args.format}") if out_dir and args.format in ("srt", "vtt") \
+        else None
     translator = translator_from_args(args)
     options = DecodingOptions(beam_size=args.beam, max_new_tokens=args.max_new_tokens,
                               no_repeat_ngram_size=args.no_repeat_ngram)
@@ -301,16 +304,20 @@ def main(args) -> int:
     if args.format == "json":
         text = json.dumps([r.to_dict() for r in results], ensure_ascii=False, indent=2)
         if out_dir:
-            (out_dir / "results.json").write_text(text + "\n")
+            _write(out_dir / "results.json", text + "\n")
         print(text)
     elif args.format in ("srt", "vtt"):
         render = subtitles.to_srt if args.format == "srt" else subtitles.to_vtt
-        for r in results:
+        for k, r in enumerate(results):
             if r.error:
                 continue
             text = render(subtitles.segment_cues(r.segments, args.subtitles))
-            if out_dir:
-                (out_dir / f"{Path(r.audio).stem}.{args.format}").write_text(text)
+            if outputs:
+                try:
+                    _write(outputs[k], text)
+                except LLMSRTError as e:  # this input's output is lost, the others' are still written
+                    r.error = str(e)
+                    print(f"llm-srt translate: {e}", file=sys.stderr)
             else:
                 if len(results) > 1:
                     print(f"# {r.audio}")
@@ -324,4 +331,33 @@ def main(args) -> int:
                 print(f"  transcript:  {r.transcript}")
             if args.task != "asr":
                 print(f"  translation: {r.translation}")
-    return 0 if any(r.error is None for r in results) else 1
+    failed = sum(r.error is not None for r in results)
+    if failed and len(results) > 1:
+        done = f"the other {len(results) - failed} translated" if failed < len(results) else "none translated"
+        print(f"llm-srt translate: {failed} of {len(results)} inputs failed (named above); {done}", file=sys.stderr)
+    return 0 if failed < len(results) else 1
+
+
+def output_paths(inputs: Sequence[str], out_dir: Path, suffix: str) -> list[Path]:
+    """Where each input's output goes under `out_dir`: its path relative to the deepest folder holding every input,
+    with `suffix` for its extension (a/x.wav and b/x.wav -> OUT/a/x.srt and OUT/b/x.srt; inputs in one folder ->
+    OUT/x.srt). Two different inputs that would still share an output (x.wav and x.flac, or names differing only
+    in case) are refused before anything runs, naming both."""
+    absolute = [Path(os.path.abspath(p)) for p in inputs]
+    common = Path(os.path.commonpath([str(p.parent) for p in absolute]))
+    outputs = [out_dir / p.relative_to(common).with_suffix(suffix) for p in absolute]
+    first: dict[str, int] = {}
+    for k, out in enumerate(outputs):
+        j = first.setdefault(str(out).casefold(), k)
+        if absolute[j] != absolute[k]:
+            raise LLMSRTError(f"--out-dir: {inputs[j]} and {inputs[k]} would both write {outputs[j]}; rename one, "
+                              "or translate them in separate runs")
+    return outputs
+
+
+def _write(path: Path, text: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise LLMSRTError(f"{path}: cannot write the output ({e.strerror or e}); check --out-dir") from None

@@ -1,0 +1,139 @@
+"""Resource bombs: compressed audio that decodes to far more than it weighs. Decoding checks the header against
+the limits before reading, counts what it actually decodes, and resamples block by block, so memory follows the
+output's length; a `translate` process under a hard memory cap keeps the good file's result beside a bomb."""
+
+import os
+import resource
+import subprocess
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from bombs import flac_bomb
+from llm_srt import audio
+from llm_srt.errors import AudioError
+
+pytestmark = pytest.mark.reliability("bad-input")
+SR = 16000
+
+
+@pytest.fixture(scope="module")
+def bomb_4h() -> bytes:
+    """2.6 MB of FLAC claiming (truthfully) 4 hours at 768 kHz: 11 billion samples, 41 GiB as float32."""
+    return flac_bomb(768_000, 4 * 3600)
+
+
+def _refused(source, match: str, **limits) -> str:
+    with pytest.raises(AudioError) as e:
+        audio.load_audio(source, name="bomb.flac", **limits)
+    msg = str(e.value)
+    assert msg.startswith("bomb.flac: ") and "\n" not in msg and match in msg, msg
+    return msg
+
+
+def test_a_flac_bomb_is_refused_from_its_header_before_decoding():
+    """660 KB claiming an hour at 768 kHz (10.3 GiB as float32); the issue's own 4-hour bomb at the default limits
+    runs below, in a memory-capped process (here, a regression would take the test run down with it)."""
+    data = flac_bomb(768_000, 3600)
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    try:
+        msg = _refused(data, "over the 1.0 GiB limit on decoded audio", max_bytes=1 << 30)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "decodes to 10.3 GiB of samples (768000 Hz x 1 channel(s))" in msg
+    assert time.perf_counter() - t0 < 1.0 and peak < 8 << 20  # nothing decoded
+
+
+def test_a_long_high_rate_file_decodes_in_memory_bounded_by_its_output():
+    """30 s at 768 kHz is 88 MiB of float32 at the file's rate; streamed and resampled per block, the peak stays
+    near one block (16 MiB) plus the 1.9 MB output."""
+    data = flac_bomb(768_000, 30)
+    tracemalloc.start()
+    try:
+        out = audio.load_audio(data, name="long.flac")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert out.dtype == np.float32 and abs(out.size - 30 * SR) <= 1
+    assert abs(float(np.median(out)) - 0x1000 / 32768) < 1e-3  # the constant survives resampling
+    assert peak < 48 << 20, f"peak {peak / 2**20:.0f} MiB"
+
+
+def test_serve_s_own_limits_are_checked_against_the_header():
+    """What a server passes per request: a duration and a decoded-bytes cap, both checked before reading."""
+    data = flac_bomb(96_000, 20, channels=2)  # 20 s, 15.4 MB decoded as float32
+    _refused(data, "longer than the 10 s limit", max_seconds=10)
+    _refused(data, "decodes to 14.6 MiB of samples (96000 Hz x 2 channel(s)), over the 8.0 MiB limit",
+             max_bytes=8 << 20)
+    assert audio.load_audio(data, max_seconds=20, max_bytes=16 << 20).size == 20 * SR
+
+
+class _UnknownLength(sf.SoundFile):
+    """A decoder that does not know the stream's length (libsndfile's SF_COUNT_MAX, as for a stream written to a
+    pipe), counting the blocks read. (A header claiming less than the stream holds is safe: soundfile reads no
+    further than the claim.)"""
+
+    reads = 0
+
+    @property
+    def frames(self):
+        return 2**63 - 1
+
+    def read(self, *args, **kwargs):
+        type(self).reads += 1
+        return super().read(*args, **kwargs)
+
+
+def test_a_stream_of_unknown_length_is_counted_as_it_decodes(monkeypatch):
+    data = flac_bomb(16_000, 40)  # 40 s at 16 kHz
+    monkeypatch.setattr(audio.sf, "SoundFile", _UnknownLength)
+    monkeypatch.setattr(audio, "BLOCK_SAMPLES", 16_000)  # 1 s blocks
+    monkeypatch.setattr(_UnknownLength, "reads", 0)
+    _refused(data, "runs past the 10 s limit", max_seconds=10)
+    assert _UnknownLength.reads == 11  # stopped at the first block past the limit, not at the end of the stream
+    monkeypatch.setattr(_UnknownLength, "reads", 0)
+    _refused(data, "decodes to more than 0.5 MiB", max_bytes=512 << 10)
+    assert _UnknownLength.reads == 9  # 9 s of 64,000 bytes: past 512 KiB
+    assert audio.load_audio(data, max_seconds=60).size == 40 * SR  # within the limits: all of it
+
+
+def test_a_double_beyond_float32_is_out_of_range_not_nan(tmp_path):
+    path = tmp_path / "huge.wav"
+    sf.write(path, np.array([0.1, 1e300, -0.1] * 1000), SR, subtype="DOUBLE")
+    with pytest.raises(AudioError, match=r"huge.wav: samples as large as 1e\+300 are out of range"):
+        audio.load_audio(path)
+    with pytest.raises(AudioError, match=r"<audio>: samples as large as 1e\+300 are out of range"):
+        audio.load_audio(np.array([0.1, -1e300, 0.2]))
+    assert audio.load_audio(np.array([0.5, -3.0e38, 3.0e38], dtype=np.float64)).max() == 1.0  # finite in float32
+
+
+# ---- a whole translate process under a hard memory cap --------------------------------------------------------
+AS_LIMIT = 6 << 30  # address space of the translate process (CPU only): torch + a tiny model need ~3 GiB of it
+
+
+def _cap_memory():
+    resource.setrlimit(resource.RLIMIT_AS, (AS_LIMIT, AS_LIMIT))
+
+
+@pytest.mark.reliability("batch")
+def test_translate_under_a_memory_cap_keeps_the_good_file_beside_a_bomb(bomb_4h, model_dir, good_clip, tmp_path):
+    bomb, good = tmp_path / "bomb.flac", tmp_path / "good.wav"
+    bomb.write_bytes(bomb_4h)
+    good.write_bytes(Path(good_clip).read_bytes())
+    out_dir = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "llm_srt.cli", "translate", str(bomb), str(good), "--model",
+                           str(model_dir), "--src", "eng", "--tgt", "deu", "--max-new-tokens", "4", "--format", "srt",
+                           "--out-dir", str(out_dir), "--device", "cpu"], capture_output=True, text=True, timeout=120,
+                          preexec_fn=_cap_memory, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stderr.splitlines()
+    assert lines[0].startswith(f"llm-srt translate: {bomb}: decodes to 41.2 GiB") and "limit" in lines[0], lines
+    assert lines[1:] == ["llm-srt translate: 1 of 2 inputs failed (named above); the other 1 translated"], lines
+    assert sorted(p.name for p in out_dir.iterdir()) == ["good.srt"] and (out_dir / "good.srt").read_text()
