@@ -292,10 +292,11 @@ def _add_error_handlers(app: FastAPI, options: ServeOptions) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        path = request.url.path if len(request.url.path) <= 100 else request.url.path[:100] + "..."
         messages = {
             413: too_large_message(options),
-            404: f"no such endpoint {request.url.path}; see / for the page and /docs or /openapi.json for the API",
-            405: f"{request.method} is not allowed on {request.url.path}",
+            404: f"no such endpoint {path}; see / for the page and /docs or /openapi.json for the API",
+            405: f"{request.method[:20]} is not allowed on {path}",
         }
         return error_response(exc.status_code, messages.get(exc.status_code, str(exc.detail)),
                               "file" if exc.status_code == 413 else None)
@@ -407,6 +408,8 @@ def add_arguments(parser) -> None:
                         help="a request's headers must arrive within this (else 408 and the connection closes)")
     parser.add_argument("--read-timeout-s", type=float, default=net.read_timeout_s,
                         help="an upload may pause this long between bytes (else 408 and the connection closes)")
+    parser.add_argument("--upload-timeout-s", type=float, default=net.upload_timeout_s,
+                        help="an upload must be complete this long after its headers (else 408)")
     parser.add_argument("--max-connections", type=int, default=net.max_connections,
                         help="open connections beyond this get 503 with Retry-After")
     parser.add_argument("--allow-host", action="append", default=[], metavar="NAME",
@@ -441,7 +444,8 @@ def options_from_args(args) -> ServeOptions:
 
 def limits_from_args(args) -> ConnectionLimits:
     return ConnectionLimits(keep_alive_s=args.keep_alive_s, header_timeout_s=args.header_timeout_s,
-                            read_timeout_s=args.read_timeout_s, max_connections=args.max_connections)
+                            read_timeout_s=args.read_timeout_s, upload_timeout_s=args.upload_timeout_s,
+                            max_connections=args.max_connections)
 
 
 def main(args) -> int:

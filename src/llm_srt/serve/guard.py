@@ -7,8 +7,9 @@ take to send its request.
 - `ContentLengthLimit` (ASGI): 413 before reading a body whose Content-Length is over the cap.
 - `guarded_protocol(limits)`: uvicorn's h11 protocol with the read timeouts uvicorn lacks (it has a keep-alive
   timeout but none for a request that is never finished): a request head must arrive within `header_timeout_s` of
-  the connection (or of the previous response), a body may not pause for more than `read_timeout_s`; both answer
-  408 and close. Connections beyond `max_connections` get 503 with Retry-After at once.
+  the connection (or of the previous response), a body may not pause for more than `read_timeout_s` and must be
+  complete within `upload_timeout_s` of its head (a trickle of a byte a second does not hold a socket for ever);
+  each answers 408 and closes. Connections beyond `max_connections` get 503 with Retry-After at once.
 Every refusal is the API's JSON error {"error": {"message", "type", "param"}}.
 """
 
@@ -190,7 +191,9 @@ class HostOriginGuard:
         if not self.hosts.allows(host[0]):
             return 421, (f"this server does not answer to Host {host[0][:80]!r}; start it with --allow-host "
                          f"{host[0][:80]} if that name is meant to reach it"), "host"
-        if scope["method"] in SAFE_METHODS or not origins:
+        preflight = scope["method"] == "OPTIONS" and any(k == b"access-control-request-method"
+                                                         for k, _ in scope["headers"])
+        if scope["method"] in SAFE_METHODS and not preflight or not origins:
             return None
         origin = origins[0].decode("latin-1").rstrip("/")
         if "*" in self.origins or origin.lower() in self.origins:
@@ -228,12 +231,14 @@ class ConnectionLimits:
     keep_alive_s: float = 5.0  # an idle keep-alive connection is closed after this (uvicorn's timeout_keep_alive)
     header_timeout_s: float = 10.0  # a request head must be complete this long after the connection (or response)
     read_timeout_s: float = 30.0  # a request body may pause this long between bytes
+    upload_timeout_s: float = 300.0  # a request body must be complete this long after its head
     max_connections: int = 128  # open connections beyond this get 503 + Retry-After and are closed
 
     def __post_init__(self):
         check_number("--keep-alive-s", self.keep_alive_s, 0.01, 3600)
         check_number("--header-timeout-s", self.header_timeout_s, 0.01, 3600)
         check_number("--read-timeout-s", self.read_timeout_s, 0.01, 3600)
+        check_number("--upload-timeout-s", self.upload_timeout_s, 0.01, 24 * 3600)
         check_number("--max-connections", self.max_connections, 1, 1_000_000, integer=True)
 
     def uvicorn_config(self) -> dict:
@@ -257,6 +262,7 @@ class GuardedH11Protocol(H11Protocol):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._read_timer = None
+        self._body_deadline: float | None = None  # loop time by which the body being received must be complete
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
@@ -276,10 +282,14 @@ class GuardedH11Protocol(H11Protocol):
         elif state is h11.IDLE:  # a head is arriving: the deadline set when it began still holds
             if self._read_timer is None:
                 self._arm(self.limits.header_timeout_s)
-        elif state is h11.SEND_BODY:  # the body is arriving: the clock restarts with each piece
-            self._arm(self.limits.read_timeout_s)
+        elif state is h11.SEND_BODY:  # the body is arriving: the idle clock restarts with each piece
+            if self._body_deadline is None:
+                self._body_deadline = self.loop.time() + self.limits.upload_timeout_s
+            self._arm(min(self.limits.read_timeout_s, self._body_deadline - self.loop.time()))
         else:  # the whole request is in; the app's own --timeout-s takes over
             self._disarm()
+        if state is not h11.SEND_BODY:
+            self._body_deadline = None
 
     def on_response_complete(self) -> None:
         self._disarm()  # uvicorn's keep-alive timer now runs; the next request's first bytes re-arm ours
@@ -291,7 +301,7 @@ class GuardedH11Protocol(H11Protocol):
 
     def _arm(self, seconds: float) -> None:
         self._disarm()
-        self._read_timer = self.loop.call_later(seconds, self._timed_out)
+        self._read_timer = self.loop.call_later(max(0.0, seconds), self._timed_out)
 
     def _disarm(self) -> None:
         if self._read_timer is not None:
@@ -309,6 +319,10 @@ class GuardedH11Protocol(H11Protocol):
             what = "the request head was not complete"
             option = f"{self.limits.header_timeout_s:g} s (--header-timeout-s)"
             started = bool(self.conn.trailing_data[0])
+        elif state is h11.SEND_BODY and self.loop.time() >= (self._body_deadline or math.inf) - 0.01:
+            what = "the request body was not complete"
+            option = f"{self.limits.upload_timeout_s:g} s of its head (--upload-timeout-s)"
+            started = True
         elif state is h11.SEND_BODY:
             what, option = "the request body stalled", f"{self.limits.read_timeout_s:g} s (--read-timeout-s)"
             started = True

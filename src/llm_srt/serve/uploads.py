@@ -72,9 +72,10 @@ def decode_audio(data: bytes, name: str, max_seconds: float) -> np.ndarray:
         raise UploadError(415, f"{name}: cannot decode this audio ({e.detail}); send wav, flac, ogg or mp3") from None
     except AudioError as e:
         if LENGTH_LIMIT in str(e):
-            scaled = "" if limit == max_seconds else (f"; at {rate} Hz the {max_seconds:g} s cap is counted in "
-                                                      f"{REFERENCE_RATE // 1000} kHz samples")
-            raise UploadError(413, f"{e} (llm-srt serve --max-audio-seconds{scaled})") from None
+            scaled = "" if limit == max_seconds else (f" (at {rate} Hz: {limit:.3g} s; the cap is counted in "
+                                                      f"{REFERENCE_RATE // 1000} kHz samples)")
+            raise UploadError(413, f"{name}: longer than the {max_seconds:g} s limit{scaled}; split the file "
+                              "first (llm-srt serve --max-audio-seconds)") from None
         raise UploadError(400, str(e)) from None
     except MemoryError:
         raise UploadError(413, f"{name}: the decoded audio does not fit in memory; send a shorter file") from None
