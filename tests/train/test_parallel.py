@@ -254,7 +254,7 @@ def test_two_rank_fsdp_fills_meta_ranks_from_rank_0_with_a_bf16_llm_and_fp32_tra
     ref_buffers = dict(ref.llm.named_buffers())
     assert any(n.endswith("inv_freq") for n in ref_buffers)  # non-persistent: no state dict carries it
     for rank in (0, 1):
-        got = torch.load(two_ranks / f"fsdp{rank}.pt", weights_only=False)
+        got = torch.load(two_ranks / f"fsdp{rank}.pt", weights_only=True)
         assert got["held"][0] < 0.75 * got["held"][1]  # each rank holds about half of the LLM
         assert got["forwards"] == 6  # 3 layers, each recomputed in the backward
         for k, v in ref_state.items():  # base weights, LoRA init: rank 0's, bit for bit
@@ -280,7 +280,7 @@ def test_two_rank_ddp_with_activation_checkpointing_matches_one_process(folders,
     ref_loss.backward()
     ref_grads = _grads(ref)
     for rank in (0, 1):
-        got = torch.load(two_ranks / f"ddp{rank}.pt", weights_only=False)
+        got = torch.load(two_ranks / f"ddp{rank}.pt", weights_only=True)
         assert got["forwards"] == 6 and got["loss"] == pytest.approx(ref_loss.item(), rel=1e-6)
         assert got["grads"].keys() == ref_grads.keys()
         for k, g in ref_grads.items():  # both ranks saw the same batch: the all-reduced mean is its gradient

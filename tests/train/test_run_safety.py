@@ -145,8 +145,9 @@ def test_resume_with_changed_settings_refuses_before_building_anything(base, tin
     out = _interrupted(base, tmp_path)
     messages = []
     with pytest.raises(ConfigError, match=r"step-00000002: resuming with settings that differ from the checkpoint's: "
-                                          r"data.batch_size 4 -> 2; optim.lr 0.003 -> 0.001\. .*allow_changes=true"):
-        recipe.train(_config(tiny_setup, out, STEPS + 1, **{"optim.lr": 1e-3, "data.batch_size": 2}),
+                                          r"examples per step \(data.batch_size x optim.accumulation x ranks\) "
+                                          r"4 -> 8; optim.lr 0.003 -> 0.001\. .*allow_changes=true"):
+        recipe.train(_config(tiny_setup, out, STEPS + 1, **{"optim.lr": 1e-3, "optim.accumulation": 2}),
                      log=messages.append)
     assert not any("trainable parameters" in m for m in messages)  # refused before the model was built
     manifest = tmp_path / "train.jsonl"  # the same path but another content (one row less)

@@ -179,7 +179,7 @@ def read_index(ckpt_root: Path, log: Callable[[str], None] | None = None) -> dic
         problem = _index_problem(index, ckpt_root)
     except FileNotFoundError:
         index, problem = None, ""
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         index, problem = None, f"unreadable ({type(e).__name__})"
     if problem is None:
         return index

@@ -239,7 +239,7 @@ class Recipe:
         self.settings = on_main(self.d, self._check_settings)
 
     def _check_settings(self) -> dict:
-        settings = resume.run_settings(self.cfg)
+        settings = resume.run_settings(self.cfg, self.d.world)
         saved = checkpoint.stored_settings(self.latest.path) if self.latest is not None else None
         changed = resume.changes(saved, settings) if saved is not None else []
         if changed and not self.cfg.allow_changes:

@@ -27,10 +27,17 @@ FREE_ON_RESUME = frozenset({
 CONTENT_KEYS = ("data.train", "data.dev")  # manifests: compared by a hash of their bytes, not by path
 
 
-def run_settings(cfg) -> dict[str, Any]:
-    """The settings a resume must match, as JSON values: dotted key -> value; manifests as content hashes."""
+PER_STEP = "examples per step (data.batch_size x optim.accumulation x ranks)"
+
+
+def run_settings(cfg, world: int = 1) -> dict[str, Any]:
+    """The settings a resume must match, as JSON values: dotted key -> value; manifests as content hashes.
+    optim.accumulation may trade against the number of ranks (`world`): their product with the batch size is
+    compared (4 ranks x 1 micro-batch resume 1 rank x 4, the same examples per optimizer step)."""
     flat = _flatten(cfg)
-    settings = {k: v for k, v in flat.items() if k not in FREE_ON_RESUME and k not in CONTENT_KEYS}
+    settings = {k: v for k, v in flat.items() if k not in FREE_ON_RESUME and k not in CONTENT_KEYS
+                and k != "optim.accumulation"}
+    settings[PER_STEP] = cfg.data.batch_size * cfg.optim.accumulation * world
     settings["data.train"] = [file_hash(m) for m in cfg.data.manifests]
     settings["data.dev"] = file_hash(cfg.data.dev) if cfg.data.dev else None
     return json.loads(json.dumps(settings))  # tuples as lists: as they come back from the checkpoint
