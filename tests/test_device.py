@@ -62,3 +62,14 @@ def test_cuda_peak_memory_counts_an_allocation():
     device.synchronize(d)
     assert device.peak_memory_bytes(d) >= 64 << 20
     del x
+
+
+def test_int8_is_a_cpu_only_choice_computing_in_float32(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    p = device.resolve("cpu", "int8")
+    assert p.dtype == torch.int8 and p.dtype_name == "int8" and p.compute_dtype == torch.float32
+    assert device.is_int8("int8") and device.is_int8(torch.int8) and not device.is_int8("bf16")
+    assert device.resolve("cpu", "bf16").compute_dtype == torch.bfloat16
+    with pytest.raises(LLMSRTError, match="int8 .*CPU only.*bfloat16"):
+        device.resolve("cuda", "int8")

@@ -1,7 +1,9 @@
 """Where models run and in what precision: resolved once per command, then passed down as a `Placement`.
 
 `auto` means the GPU when one is present (under torchrun: the rank's own GPU, `cuda:$LOCAL_RANK`) in bfloat16,
-else the CPU in float32. Every verb takes `--device` and `--dtype` (see `add_arguments`); training configs have the
+else the CPU in float32. `int8` (CPU inference only) keeps the frozen models' linear layers in int8 (per-channel
+weights, activations quantized per call: `model/llm.py: quantize_int8`); everything else, and every activation,
+stays float32 (`compute_dtype`). Every verb takes `--device` and `--dtype` (see `add_arguments`); training configs have the
 same two keys. Nothing below this module picks a device by itself.
 """
 
@@ -19,8 +21,9 @@ DTYPES = {  # accepted spellings -> torch dtype
     "float32": torch.float32, "fp32": torch.float32,
     "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
     "float16": torch.float16, "fp16": torch.float16,
+    "int8": torch.int8,  # CPU inference: int8 linear layers, float32 for the rest (see compute_dtype)
 }
-DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
+DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16", torch.int8: "int8"}
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,11 @@ class Placement:
     @property
     def dtype_name(self) -> str:
         return DTYPE_NAMES[self.dtype]
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """The floating dtype of activations and unquantized weights (float32 under int8)."""
+        return compute_dtype(self.dtype)
 
     def __str__(self) -> str:
         return f"{self.device} {self.dtype_name}"
@@ -87,7 +95,23 @@ def resolve_dtype(spec: str | torch.dtype | None = "auto", device: torch.device 
     if spec not in DTYPES:
         raise LLMSRTError(f"--dtype {spec}: unknown dtype; use auto, {', '.join(DTYPE_NAMES.values())} "
                           "(or bf16, fp16, fp32)")
+    if DTYPES[spec] == torch.int8 and device is not None and device.type != "cpu":
+        raise LLMSRTError(f"--dtype int8: int8 linear layers run on the CPU only, not on {device}; use --dtype "
+                          "bfloat16 (or auto) on a GPU, or --device cpu")
     return DTYPES[spec]
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The floating dtype that tensors of a model placed in `dtype` have: `dtype` itself, float32 for int8 (only the
+    linear layers' weights are int8 then; embeddings, norms and activations stay float32)."""
+    return torch.float32 if dtype == torch.int8 else dtype
+
+
+def is_int8(dtype: str | torch.dtype | None) -> bool:
+    """Whether `dtype` (a torch dtype or any DTYPES spelling) asks for int8 linear layers."""
+    if isinstance(dtype, str):
+        return DTYPES.get(dtype.strip().lower()) == torch.int8
+    return dtype == torch.int8
 
 
 def resolve(device: str | torch.device | None = "auto", dtype: str | torch.dtype | None = "auto") -> Placement:
@@ -101,7 +125,8 @@ def add_arguments(parser) -> None:
                         help="auto (the GPU when present; under torchrun the rank's own), cpu, cuda or cuda:N")
     parser.add_argument("--dtype", default="auto",
                         help="weight dtype of the frozen models: auto (bfloat16 on CUDA, float32 on the CPU), "
-                             "float32, bfloat16 or float16")
+                             "float32, bfloat16, float16, or int8 (CPU inference: int8 linear layers, faster "
+                             "decoding; slightly different outputs)")
 
 
 def from_args(args) -> Placement:

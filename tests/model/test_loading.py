@@ -176,3 +176,76 @@ def test_log_mel_on_the_gpu_equals_the_cpus(folders):
     a, _ = cpu.features(CLIPS)
     b, _ = gpu.features(CLIPS)
     assert torch.allclose(a, b, atol=1e-4)
+
+
+# ---- int8 (CPU inference) -----------------------------------------------------------------------------------------
+def test_int8_quantizes_every_linear_and_a_tied_head_as_a_copy(folders, tmp_path):
+    import shutil
+
+    from torch import nn
+
+    from llm_srt.model.llm import Int8Linear, is_quantized
+
+    _, llm, _ = folders
+    tied = tmp_path / "tied"
+    shutil.copytree(llm, tied)
+    config = json.loads((tied / "config.json").read_text())
+    (tied / "config.json").write_text(json.dumps({**config, "tie_word_embeddings": True}))
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(tied / "model.safetensors")
+    del weights["lm_head.weight"]  # tied: the head is the embedding table, as in Gemma
+    save_file(weights, tied / "model.safetensors", metadata={"format": "pt"})
+    ref, tok = load_llm(tied, "float32")
+    assert ref.get_output_embeddings().weight is ref.get_input_embeddings().weight
+    q, _ = load_llm(tied, "int8")
+    assert is_quantized(q) and not is_quantized(ref)
+    assert not any(isinstance(m, nn.Linear) for m in q.modules())  # the head and every projection
+    head = q.get_output_embeddings()
+    assert isinstance(head, Int8Linear)
+    embedding = q.get_input_embeddings().weight
+    assert embedding.dtype == torch.float32 and torch.equal(embedding, ref.get_input_embeddings().weight)
+    assert (head.dequantized_weight() - embedding).abs().max() <= embedding.abs().amax(1).max() / 127
+    ids = tok("hello world", return_tensors="pt").input_ids
+    with torch.no_grad():
+        exact, got = ref(ids).logits, q(ids).logits
+    assert got.dtype == torch.float32 and (got - exact).abs().max() < 0.1 * exact.abs().max()  # 2 sharp random layers
+    head.zero_rows([5])
+    assert torch.equal(head(torch.randn(3, embedding.shape[1]))[:, 5], torch.zeros(3))
+
+
+def test_int8_linear_quantizes_each_row_on_its_own_range():
+    from torch import nn
+
+    from llm_srt.model.llm import Int8Linear
+
+    torch.manual_seed(0)
+    linear = nn.Linear(64, 32)
+    q = Int8Linear.from_linear(linear)
+    x = torch.randn(2, 3, 64)
+    x[1] *= 1000  # one row far larger than its neighbour: a shared activation scale would flatten row 0 to ~0
+    with torch.no_grad():
+        exact, got, alone = linear(x), q(x), q(x[:1])
+    for row in range(2):
+        assert (got[row] - exact[row]).abs().max() < 0.03 * exact[row].abs().max()
+    assert (got[0] - alone[0]).abs().max() < 0.01 * exact[0].abs().max()
+
+
+def test_int8_speech_llm_generates_and_refuses_to_train(tmp_path):
+    torch.manual_seed(0)
+    ckpt = tiny.speech_llm(tmp_path, init_std=0.3).save_pretrained(tmp_path / "ckpt")
+    q = SpeechLLM.from_pretrained(ckpt, dtype="int8")
+    assert q.config.dtype == "int8" and q.llm_dtype == torch.float32
+    assert q.encoder.encoder.conv1.weight.dtype == torch.float32  # only the LLM's linear layers are int8
+    batch = {"audio": CLIPS[:2], "prompts": PROMPTS[:2]}
+    from llm_srt.model.decoding import DecodingOptions
+
+    options = DecodingOptions(max_new_tokens=6)
+    ids = q.generate_ids(batch, options)
+    assert len(ids) == 2 and all(isinstance(t, int) for row in ids for t in row)
+    with pytest.raises(LLMSRTError, match="int8 .* inference only"):
+        q({**batch, "targets": TARGETS[:2]})
+    with torch.no_grad():
+        assert torch.isfinite(q({**batch, "targets": TARGETS[:2]})["loss"])  # evaluation loss still works
+    with pytest.raises(LLMSRTError, match="CPU only"):
+        load_llm(q.config.llm, "int8", device="meta")

@@ -19,14 +19,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..device import DTYPE_NAMES
+from ..device import DTYPE_NAMES, compute_dtype
 from ..errors import ConfigError, LLMSRTError
 from ..paths import atomic_dir, resolve_model
 from ..prompts import PROMPT_FORMAT_VERSION
 from .adapter import Adapter, build_adapter
 from .decoding import DecodingOptions, eos_ids, generate_ids
 from .encoder import WhisperEncoder, whisper_dim
-from .llm import LoraOptions, backbone_and_head, hidden_size, load_llm, resolve_dtype, softcap
+from .llm import LoraOptions, backbone_and_head, hidden_size, is_quantized, load_llm, resolve_dtype, softcap
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class SpeechLLMConfig:
     lora: LoraOptions | None = None  # LoRA on the LLM, or None
     trainable: tuple[str, ...] = ("adapter",)  # parameter groups to train: keys of TRAINABLE
     prompt_format: int = PROMPT_FORMAT_VERSION  # llm_srt.prompts format the model is trained with
-    dtype: str = "float32"  # LLM weight dtype: float32, bfloat16 or float16
+    dtype: str = "float32"  # LLM weight dtype: float32, bfloat16, float16 or int8 (CPU inference; encoder float32)
     pad_to_30s: bool = False  # run Whisper on 30 s padded input (SLAM-LLM / reference checkpoints)
 
     def to_dict(self) -> dict:
@@ -121,7 +121,8 @@ class SpeechLLM(nn.Module):
         if self._whisper is None:
             enc = WhisperEncoder.from_pretrained(resolve_model(self.config.encoder, "encoder"),
                                                  pad_to_30s=self.config.pad_to_30s, device=self.device,
-                                                 dtype=resolve_dtype(self.config.dtype), weights=self._weights)
+                                                 dtype=compute_dtype(resolve_dtype(self.config.dtype)),
+                                                 weights=self._weights)
             if enc.dim != self.encoder_dim:
                 raise LLMSRTError(f"{self.config.encoder}: encoder dim {enc.dim} != {self.encoder_dim}")
             self._whisper = enc  # registered as a submodule: follows .to() and train()
@@ -239,6 +240,9 @@ class SpeechLLM(nn.Module):
             prompt_ids, target_ids = tokenize_batch(self.tokenizer, batch["prompts"], batch["targets"])
         else:
             raise LLMSRTError("forward needs batch['targets'] (or 'target_ids'); use generate() for inference")
+        if torch.is_grad_enabled() and is_quantized(self.llm):
+            raise LLMSRTError("the LLM has int8 linear layers (dtype int8), which are for inference only; train with "
+                              "dtype float32 or bfloat16")
         speech = self.speech_embeddings(batch)
         embeds, mask, labels = self.assemble(speech, prompt_ids, target_ids)
         backbone, head = backbone_and_head(self.llm)
