@@ -215,12 +215,14 @@ def test_manifest(case, manifest_dir, model_dir, tmp_path, capsys):
     assert case.also in err
 
 
-@pytest.mark.parametrize("name", ["no-such-manifest.jsonl", "."], ids=["manifest-missing", "manifest-is-a-folder"])
-def test_manifest_path(name, manifest_dir, model_dir, tmp_path, capsys):
+@pytest.mark.parametrize("name,words", [("no-such-manifest.jsonl", "no such manifest file; build one with `llm-srt "
+                                                                    "prepare`"), (".", "is a directory, not a file")],
+                         ids=["manifest-missing", "manifest-is-a-folder"])
+def test_manifest_path(name, words, manifest_dir, model_dir, tmp_path, capsys):
     rc = cli.main(["evaluate", "--model", str(model_dir), "--manifest", str(manifest_dir / name), "--out",
                    str(tmp_path)])
     lines = _errors(capsys, "evaluate")
-    assert rc == 2 and len(lines) == 1 and "no such manifest file" in lines[0] and "llm-srt prepare" in lines[0]
+    assert rc == 2 and len(lines) == 1 and words in lines[0]
 
 
 def test_manifest_with_a_bom_is_read(manifest_dir):
@@ -290,7 +292,7 @@ CONFIG_CASES = [
     ConfigCase("pair-with-one-item", "optim:\n  betas: [0.9]\n", error="optim.betas must be a list of 2 items"),
     ConfigCase("float-is-a-word", "optim:\n  lr: fast\n", error="optim.lr must be float"),
     ConfigCase("unknown-task", "data:\n  tasks: {translate: 1.0}\n", error="unknown task 'translate'"),
-    ConfigCase("zero-steps", "max_steps: 0\n", error="max_steps, data.batch_size"),
+    ConfigCase("zero-steps", "max_steps: 0\n", error="max_steps must be >= 1, got 0"),
     ConfigCase("mixed-type-keys", "1: a\nfoo: b\n", error="unknown key"),
     ConfigCase("unset-env-var", "model:\n  llm: ${LLM_SRT_TEST_UNSET_VAR}\n", error="LLM_SRT_TEST_UNSET_VAR"),
     ConfigCase("invalid-yaml", "stage: asr\noptim:\n  lr: [1e-4\nmax_steps: 3\n", error="not valid YAML"),
@@ -300,7 +302,7 @@ CONFIG_CASES = [
     ConfigCase("two-config-files", None, ("a.yaml", "b.yaml"), error="give one config file", names_file=False),
     ConfigCase("override-without-key", "stage: asr\n", ("=5",), error="write overrides as key=value"),
     ConfigCase("override-bad-yaml", "stage: asr\n", ("optim.lr=[1",), error="not valid YAML"),
-    ConfigCase("override-into-a-scalar", "stage: asr\n", ("stage.name=x",), error="stage is not a mapping"),
+    ConfigCase("override-into-a-scalar", "stage: asr\n", ("stage.name=x",), error="'stage' is not a mapping"),
 ]
 
 
