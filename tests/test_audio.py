@@ -1,3 +1,6 @@
+import os
+import socket
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -57,3 +60,47 @@ def test_nan_and_empty_arrays_rejected():
 
 def test_one_sample_is_padded_not_rejected():
     assert load_audio(np.zeros(1, dtype=np.float32)).size >= 160
+
+
+def _fifo(folder):
+    os.mkfifo(folder / "pipe.wav")  # opening it for reading would wait for a writer forever
+    return folder / "pipe.wav"
+
+
+def _socket(folder):
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(folder / "sock.wav"))
+    s.close()
+    return folder / "sock.wav"
+
+
+def _loop(folder):
+    (folder / "loop.wav").symlink_to(folder / "loop.wav")
+    return folder / "loop.wav"
+
+
+def _dangling(folder):
+    (folder / "gone.wav").symlink_to(folder / "deleted.wav")
+    return folder / "gone.wav"
+
+
+@pytest.mark.parametrize("make,words", [
+    (_fifo, "is a FIFO (named pipe), not a regular file"),
+    (_socket, "is a socket, not a regular file"),
+    (lambda _: "/dev/zero", "is a character device, not a regular file"),
+    (_loop, "a symlink loop (the link leads back to itself)"),
+    (_dangling, "no such file (a symlink to a missing file)"),
+], ids=["fifo", "socket", "char-device", "symlink-loop", "dangling-symlink"])
+def test_special_files_are_named_as_such_and_never_block(tmp_path, make, words):
+    path = make(tmp_path)
+    with pytest.raises(AudioError) as e:
+        load_audio(path)
+    assert str(e.value) == f"{path}: {words}" + ("; save the data to a file first" if "regular" in words else
+                                                 "; fix or remove the link" if "loop" in words else "")
+
+
+def test_float64_beyond_float32_range_is_out_of_range_not_nan():
+    with pytest.raises(AudioError, match=r"<audio>: samples as large as 1e\+300 are out of range"):
+        load_audio(np.array([0.0, 1e300, 0.1]))
+    with pytest.raises(AudioError, match="NaN or infinite"):
+        load_audio(np.array([0.0, np.inf]))

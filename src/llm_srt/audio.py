@@ -6,17 +6,15 @@ resampled to 16 kHz as it comes (soxr's stream resampler), so memory is bounded 
 the file's own rate, channel count or compression ratio (a 2.6 MB FLAC can claim 4 hours at 768 kHz: 44 GB).
 """
 
-import errno
 import io
 import os
-import stat
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import soxr
 
-from .errors import AudioError, UndecodableAudio
+from .errors import AudioError, UndecodableAudio, open_regular
 
 SAMPLE_RATE = 16000  # Whisper's rate
 MIN_SAMPLES = 400  # 25 ms, one log-mel window: shorter clips are padded (the STFT's reflect padding needs > 200)
@@ -29,8 +27,6 @@ DECODE_ERRORS = (sf.LibsndfileError, RuntimeError, TypeError, ValueError, EOFErr
 BLOCK_SAMPLES = 1 << 22  # decode 4M samples (16 MiB as float32) at a time, all channels together
 UNKNOWN_FRAMES = 1 << 62  # libsndfile's frame count for a stream of unknown length is SF_COUNT_MAX (2**63 - 1)
 FLOAT32_MAX = float(np.finfo(np.float32).max)
-SPECIAL_FILES = {stat.S_ISFIFO: "a FIFO (named pipe)", stat.S_ISCHR: "a character device",
-                 stat.S_ISBLK: "a block device", stat.S_ISSOCK: "a socket"}
 
 AudioInput = str | Path | bytes | np.ndarray
 
@@ -165,42 +161,11 @@ def _open(source: str | Path | bytes, label: str) -> int | io.BytesIO:
         if len(source) == 0:
             raise AudioError(f"{label}: the upload is empty (0 bytes)")
         return io.BytesIO(source)
-    path = Path(source)
-    try:
-        # O_NONBLOCK: opening a FIFO for reading would wait for a writer; it is refused below instead
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except OSError as e:
-        raise AudioError(f"{label}: {_open_error(path, e)}") from None
-    except ValueError:  # a NUL byte in the path
-        raise AudioError(f"{label}: the path contains a NUL byte; fix the file name") from None
-    try:
-        mode, size = (st := os.fstat(fd)).st_mode, st.st_size
-        if stat.S_ISDIR(mode):
-            raise AudioError(f"{label}: is a directory, not an audio file")
-        if not stat.S_ISREG(mode):
-            kind = next((k for test, k in SPECIAL_FILES.items() if test(mode)), "a special file")
-            raise AudioError(f"{label}: is {kind}, not a regular file; save the audio to a file first")
-        if size == 0:
-            raise AudioError(f"{label}: the file is empty (0 bytes)")
-    except BaseException:
+    fd = open_regular(source, label, AudioError)
+    if os.fstat(fd).st_size == 0:
         os.close(fd)
-        raise
+        raise AudioError(f"{label}: the file is empty (0 bytes)")
     return fd
-
-
-def _open_error(path: Path, e: OSError) -> str:
-    """What is wrong with a path that cannot be opened, in words."""
-    if e.errno == errno.ELOOP:
-        return "a symlink loop (the link leads back to itself); fix or remove the link"
-    if e.errno in (errno.EACCES, errno.EPERM):
-        return "permission denied; make the file readable"
-    if e.errno == errno.EISDIR:
-        return "is a directory, not an audio file"
-    if e.errno == errno.ENAMETOOLONG:
-        return "the path is too long; use a shorter name"
-    if e.errno in (errno.ENOENT, errno.ENOTDIR):
-        return "no such file" + (" (a symlink to a missing file)" if path.is_symlink() else "")
-    return f"cannot open the file ({e.strerror or e}); check the path"
 
 
 def _reason(e: Exception) -> str:

@@ -1,5 +1,10 @@
 """The one error type users see: a single line saying what is wrong, where, and what to do."""
 
+import errno
+import os
+import stat
+from pathlib import Path
+
 
 class LLMSRTError(Exception):
     """A problem the user can act on. The CLI prints it as one line (no traceback unless --debug)."""
@@ -24,3 +29,55 @@ class ConfigError(LLMSRTError):
 
 class ManifestError(LLMSRTError):
     """A manifest row that is wrong (the message names file and line)."""
+
+
+# ---- files that are not what they seem: the words for them, one place ------------------------------------------
+SPECIAL_FILES = {stat.S_ISFIFO: "a FIFO (named pipe)", stat.S_ISCHR: "a character device",
+                 stat.S_ISBLK: "a block device", stat.S_ISSOCK: "a socket"}
+
+
+def special_kind(mode: int) -> str:
+    """"a FIFO (named pipe)", "a socket", ... for a stat mode that is neither a regular file nor a folder."""
+    return next((kind for test, kind in SPECIAL_FILES.items() if test(mode)), "a special file")
+
+
+def open_regular(path: str | Path, label: str, error: type[LLMSRTError] = LLMSRTError) -> int:
+    """A read-only file descriptor of `path` (links followed), which must be a regular file. It is opened without
+    blocking (a FIFO never waits for a writer) and checked on the open descriptor, so nothing can swap it between
+    the check and the read. Otherwise raises `error` with one line: "LABEL: <what is wrong>; <what to do>"."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as e:
+        raise error(f"{label}: {_open_error(Path(path), e)}") from None
+    except ValueError:  # a NUL byte in the path
+        raise error(f"{label}: the path contains a NUL byte; fix the name") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise error(f"{label}: is a directory, not a file")
+        if not stat.S_ISREG(mode):
+            raise error(f"{label}: is {special_kind(mode)}, not a regular file; save the data to a file first")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _open_error(path: Path, e: OSError) -> str:
+    """What keeps a path from opening, in words."""
+    if e.errno == errno.ELOOP:
+        return "a symlink loop (the link leads back to itself); fix or remove the link"
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied; make the file readable"
+    if e.errno == errno.ENAMETOOLONG:
+        return "the path is too long; use a shorter name"
+    if e.errno in (errno.ENOENT, errno.ENOTDIR):
+        return "no such file" + (" (a symlink to a missing file)" if path.is_symlink() else "")
+    try:
+        mode = path.stat().st_mode  # a socket cannot be opened at all (ENXIO): say what it is
+    except OSError:
+        mode = stat.S_IFREG
+    if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        return f"is {special_kind(mode)}, not a regular file; save the data to a file first"
+    return f"cannot open the file ({e.strerror or e}); check the path"

@@ -49,6 +49,11 @@ BAD_ROWS = {
     "empty audio": (_row(9, audio="empty.wav"), "is empty (0 bytes)"),
     "audio is a folder": (_row(9, audio="sub"), "is not a file"),
     "duplicate id": (_row(1), "duplicate id 'u1' (first on line 1)"),
+    "lone surrogate": (_row(9, transcript="ab\ud800c"), "field 'transcript' holds a lone surrogate '\\ud800' at "
+                                                         "character 3"),
+    "lone surrogate in the id": (_row(9, id="\udfff"), "field 'id' holds a lone surrogate"),
+    "audio is a FIFO": (_row(9, audio="pipe.wav"), "is a FIFO (named pipe), not a regular file"),
+    "audio is a symlink loop": (_row(9, audio="loop.wav"), "is a symlink loop"),
 }
 
 
@@ -56,6 +61,8 @@ BAD_ROWS = {
 def test_each_bad_row_kind_is_reported_with_file_and_line(folder, kind):
     (folder / "empty.wav").write_bytes(b"")
     (folder / "sub").mkdir()
+    os.mkfifo(folder / "pipe.wav")
+    (folder / "loop.wav").symlink_to(folder / "loop.wav")
     bad, message = BAD_ROWS[kind]
     path = _write(folder / "m.jsonl", [_row(1), "", _row(2), bad])  # the blank line still counts
     with pytest.raises(ManifestError) as e:
@@ -143,3 +150,23 @@ def test_each_audio_file_is_checked_once_however_many_rows_share_it(folder, monk
     assert ":7: audio file" in str(err.value) and ":8: audio file" in str(err.value)
     checked.clear()
     assert len(read_manifest(path, check_audio=False)) == 8 and checked == []
+
+
+def test_a_row_that_is_not_utf8_text_is_refused_when_written_and_the_file_is_kept(folder):
+    good = Row("a", str(folder / "a.wav"), 1.0, "fra", "Bonjour.", "", "", "dev", "x", "7")
+    path = folder / "m.jsonl"
+    write_manifest(path, [good])
+    before = path.read_bytes()
+    with pytest.raises(ManifestError, match=r"m.jsonl: row 2 \(id 'b'\) holds a lone surrogate '\\udc80'"):
+        write_manifest(path, [good, Row("b", str(folder / "a.wav"), 1.0, "fra", "x\udc80", "", "", "dev", "x", "8")])
+    assert path.read_bytes() == before and not list(folder.glob("*.tmp"))
+
+
+def test_a_manifest_that_is_a_fifo_or_a_symlink_loop_is_named_not_waited_on(tmp_path):
+    fifo, loop = tmp_path / "m.jsonl", tmp_path / "loop.jsonl"
+    os.mkfifo(fifo)
+    loop.symlink_to(loop)
+    with pytest.raises(ManifestError, match=r"m.jsonl: is a FIFO \(named pipe\), not a regular file"):
+        read_manifest(fifo)
+    with pytest.raises(ManifestError, match=r"loop.jsonl: a symlink loop"):
+        read_manifest(loop)

@@ -11,9 +11,11 @@ are ignored. Relative audio paths are relative to the manifest's folder. Every b
 file:line before anything starts, so a long run never dies on row 90,000.
 """
 
+import errno
 import json
 import math
 import os
+import stat
 import warnings
 from collections import defaultdict
 from collections.abc import Iterable
@@ -21,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .. import languages
-from ..errors import LLMSRTError, ManifestError
+from ..errors import LLMSRTError, ManifestError, open_regular, special_kind
 from ..paths import atomic_file
 
 MAX_LISTED = 20  # problems listed in a ManifestError; the rest are counted
@@ -78,15 +80,16 @@ def read_manifest(path: str | Path, check_audio: bool = True, skip_bad: bool = F
     once however many rows (directions) share it.
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         raise ManifestError(f"{path}: no such manifest file; build one with `llm-srt prepare`")
+    fd = open_regular(path, str(path), ManifestError)  # a FIFO, device or symlink loop: named, never waited on
     base = path.parent
     rows: list[Row] = []
     problems: list[str] = []
     first_line_of: dict[str, int] = {}
     audio_problems: dict[Path, str | None] | None = {} if check_audio else None  # file -> its problem, if any
     try:
-        with open(path, "rb") as f:  # bytes, so that one line that is not UTF-8 is reported like any bad row
+        with os.fdopen(fd, "rb") as f:  # bytes, so that one line that is not UTF-8 is reported like any bad row
             for lineno, raw in enumerate(f, start=1):
                 where = f"{path}:{lineno}"
                 try:
@@ -129,7 +132,10 @@ def write_manifest(path: str | Path, rows: Iterable[Row]) -> int:
     n = 0
     with atomic_file(path) as f:
         for row in rows:
-            f.write(json.dumps(row_to_dict(row, base), ensure_ascii=False) + "\n")
+            line = json.dumps(row_to_dict(row, base), ensure_ascii=False)
+            if problem := _not_utf8(line):  # the file is left as it was
+                raise ManifestError(f"{path}: row {n + 1} (id {row.id!r}) {problem}")
+            f.write(line + "\n")
             n += 1
     return n
 
@@ -201,6 +207,9 @@ def _parse_row(line: str, base: Path, audio_problems: dict[Path, str | None] | N
         if key in obj and (not isinstance(obj[key], types) or isinstance(obj[key], bool)):
             wanted = " or ".join("null" if t is type(None) else t.__name__ for t in types)
             raise _BadRow(f"field {key!r} should be {wanted}, got {type(obj[key]).__name__} {obj[key]!r:.40}")
+    for key in (*FIELDS, *OPTIONAL_FIELDS):
+        if isinstance(obj.get(key), str) and (problem := _not_utf8(obj[key])):
+            raise _BadRow(f"field {key!r} {problem}")
     for key in ("id", "audio", "src_lang", "split", "corpus"):
         if not obj[key].strip():
             raise _BadRow(f"field {key!r} is empty")
@@ -234,7 +243,29 @@ def _parse_row(line: str, base: Path, audio_problems: dict[Path, str | None] | N
                corpus=obj["corpus"], sentence_id=str(obj["sentence_id"]), source=obj.get("source") or "")
 
 
+def _not_utf8(text: str) -> str | None:
+    """None for text that encodes as UTF-8; else what is wrong: a lone surrogate (JSON's "\\ud800" escape) is a
+    string Python holds but no file, tokenizer or terminal can take."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return (f"holds a lone surrogate {text[e.start]!r} at character {e.start + 1}, which is not text "
+                "(a broken \\u escape); fix or drop it")
+    return None
+
+
 def _check_audio(audio: Path) -> None:
+    try:
+        mode = audio.stat().st_mode
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise _BadRow(f"audio {audio} is a symlink loop (the link leads back to itself); fix or remove the "
+                          "link") from None
+    except ValueError:  # a NUL byte: "does not exist" below
+        pass
+    else:
+        if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+            raise _BadRow(f"audio {audio} is {special_kind(mode)}, not a regular file; save the audio to a file")
     try:
         if not audio.exists():
             raise _BadRow(f"audio file {audio} does not exist")

@@ -6,9 +6,10 @@
 
 import argparse
 import json
+import os
 from pathlib import Path
 
-from ..errors import LLMSRTError
+from ..errors import LLMSRTError, open_regular
 from . import metrics
 
 DECIMALS = 2  # SacreBLEU's own width for the printed score
@@ -42,13 +43,16 @@ def main(args: argparse.Namespace) -> int:
 
 
 def read_lines(path: Path) -> list[str]:
-    """The lines of a UTF-8 text file, without line endings (a final newline does not make an extra line)."""
-    if not path.is_file():
-        raise LLMSRTError(f"{path}: no such file" if not path.exists() else f"{path}: is not a file")
+    """The lines of a UTF-8 text file, without line endings (a final newline does not make an extra line).
+    A byte-order mark at the start is a BOM, not text (an editor's "UTF-8 with BOM" scores like plain UTF-8)."""
+    fd = open_regular(path, str(path))
     try:
-        text = path.read_text(encoding="utf-8")
+        with os.fdopen(fd, "rb") as f:
+            text = f.read().decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise LLMSRTError(f"{path}: not valid UTF-8 (byte {e.start}); re-save the file as UTF-8") from None
+    except OSError as e:
+        raise LLMSRTError(f"{path}: cannot read the file ({e.strerror or e}); check it") from None
     # split on "\n" only: str.splitlines() would also split inside a sentence at U+2028, U+0085 and the like.
     lines = [line.removesuffix("\r") for line in text.split("\n")]
     if lines and lines[-1] == "":
