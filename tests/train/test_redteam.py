@@ -38,10 +38,17 @@ VALUES = {
     "model.adapter_kwargs={hidden_size: 0}": "model.adapter_kwargs.hidden_size must be >= 1",
     "model.adapter_kwargs={dropout: 2.0}": "model.adapter_kwargs.dropout must be >= 0 and < 1",
     "optim={lr: 1, lr: 2}": "key 'lr' appears twice", "trainable=[&a x, *a]": "YAML aliases",
+    # huge values are shortened in the message, never formatted whole
+    "device=" + "x" * 100_000: r"device must be auto, cpu, cuda or cuda:N, got 'x+\.\.\.x+'$",
+    "dtype=" + "y" * 100_000: r"dtype must be .*, got 'y+\.\.\.y+'$",
+    "model.adapter=" + "z" * 100_000: r"model.adapter: unknown adapter 'z+\.\.\.z+'; choose one of",
+    "data.tasks={" + "t" * 1000 + ": 1}": r"data.tasks: unknown task 't+\.\.\.t+'; use",
+    "model.lora={r: 0, target_modules: [" + ", ".join(["q"] * 100_000) + "]}": r"model.lora: needs r >= 1",
+    "model.lora={bias: " + "b" * 100_000 + "}": r"model.lora.bias must be one of .*, got 'b+\.\.\.b+'$",
 }
 
 
-@pytest.mark.parametrize("override", VALUES)
+@pytest.mark.parametrize("override", VALUES, ids=[o[:40] for o in VALUES])
 def test_a_bad_value_is_one_line_naming_the_key(override):
     with pytest.raises(ConfigError, match=VALUES[override]) as e:
         recipe.load_config(None, [override])
@@ -241,3 +248,11 @@ def test_lock_file_states(tmp_path):
     (tmp_path / checkpoint.LOCK).mkdir()  # a folder where the lock file goes
     with pytest.raises(LLMSRTError, match=r"\.lock: cannot create the run lock .*choose another output_dir"):
         checkpoint.RunLock(tmp_path).acquire()
+
+
+@pytest.mark.parametrize("text", ["[]", '{"max_steps": Infinity}', '{"max_steps": "x"}', "[" * 100_000, "\x00"])
+def test_a_damaged_final_train_config_counts_as_finished_without_a_traceback(text, tmp_path):
+    (tmp_path / recipe.FINAL).mkdir()
+    (tmp_path / recipe.FINAL / "config.json").write_text("{}")
+    (tmp_path / recipe.FINAL / "train_config.json").write_text(text)
+    assert recipe.is_finished(tmp_path) and recipe.finished_steps(tmp_path) is None

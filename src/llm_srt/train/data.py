@@ -21,7 +21,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from .. import paths
-from ..config import bounds
+from ..config import bounds, short
 from ..audio import load_audio
 from ..data.features import FeatureCache, content_hashes
 from ..data.loader import (BucketBatchSampler, SpeechTextDataset, pad_features, stratified, text_fields,
@@ -96,7 +96,7 @@ class TrainingData:
         self.sampler = BucketBatchSampler(self.dataset.durations(), cfg.batch_size, seed=cfg.seed,
                                           num_replicas=d.world, rank=d.rank)
         if len(self.sampler) == 0:
-            raise ConfigError(f"data.train: {cfg.train} gives no batch of {cfg.batch_size} per rank; lower "
+            raise ConfigError(f"data.train: {short(cfg.train)} gives no batch of {cfg.batch_size} per rank; lower "
                               "data.batch_size or add data")
         self.dev = SpeechTextDataset(rows.dev, self.main_task) if rows.dev else None
         self.cache = self._feature_cache(rows.hashes, log) if uses_cache else None

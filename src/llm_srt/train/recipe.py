@@ -24,7 +24,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from .. import config as config_lib
-from ..config import bounds
+from ..config import bounds, short
 from .. import device as device_lib
 from ..errors import ConfigError, LLMSRTError
 from ..model.llm import LoraOptions
@@ -52,29 +52,30 @@ class ModelSection:
         "dtype": "the frozen weights' dtype is the top-level key dtype (auto, float32, bfloat16 or float16)"}
 
     def __post_init__(self):
-        from ..model.adapter import adapter_options
+        from ..model.adapter import ADAPTERS, adapter_options
 
-        try:
-            options = adapter_options(self.adapter)
-        except ConfigError as e:
-            raise ConfigError(f"model.adapter: {e}") from None
+        if self.adapter not in ADAPTERS:
+            raise ConfigError(f"model.adapter: unknown adapter {short(self.adapter)}; choose one of "
+                              f"{', '.join(ADAPTERS)}")
+        options = adapter_options(self.adapter)
         unknown = [k for k in self.adapter_kwargs if k not in options]
         if unknown:
-            raise ConfigError(f"unknown key 'model.adapter_kwargs.{unknown[0]}': the {self.adapter} adapter takes "
+            raise ConfigError(f"unknown key 'model.adapter_kwargs.{short(unknown[0])[1:-1]}': the {self.adapter} "
+                              "adapter takes "
                               f"{', '.join(options)}")
         self.adapter_kwargs = {k: config_lib.coerce(options[k][0], v, "model.adapter_kwargs", k)
                                for k, v in self.adapter_kwargs.items()}
         for k, v in self.adapter_kwargs.items():  # every adapter option is a size or count, or a dropout rate
             allowed = config_lib.Range(ge=0, lt=1) if isinstance(v, float) else config_lib.Range(ge=1)
             if allowed.problem(v):
-                raise ConfigError(f"model.adapter_kwargs.{k} {allowed.problem(v)}, got {config_lib.short(v)}")
+                raise ConfigError(f"model.adapter_kwargs.{k} {allowed.problem(v)}, got {short(v)}")
         lora = self.lora
         if lora is not None:
             if lora.bias not in LORA_BIAS:
-                raise ConfigError(f"model.lora.bias must be one of {list(LORA_BIAS)}, got {lora.bias!r}")
+                raise ConfigError(f"model.lora.bias must be one of {list(LORA_BIAS)}, got {short(lora.bias)}")
             if lora.r < 1 or lora.alpha <= 0 or not 0 <= lora.dropout < 1 or not lora.target_modules:
                 raise ConfigError(f"model.lora: needs r >= 1, alpha > 0, 0 <= dropout < 1 and at least one of "
-                                  f"target_modules; got {lora.to_dict()}")
+                                  f"target_modules; got {short(lora.to_dict())}")
 
 
 @dataclass
@@ -121,12 +122,12 @@ class TrainConfig:
             try:
                 Task(name)
             except ValueError:
-                raise ConfigError(f"data.tasks: unknown task {name!r}; use {', '.join(t.value for t in Task)}") \
+                raise ConfigError(f"data.tasks: unknown task {short(name)}; use {', '.join(t.value for t in Task)}") \
                     from None
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
-            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {short(self.device)}")
         if self.dtype != "auto" and self.dtype not in device_lib.DTYPES:
-            raise ConfigError(f"dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
+            raise ConfigError(f"dtype must be auto, float32, bfloat16 or float16, got {short(self.dtype)}")
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
@@ -141,7 +142,7 @@ def finished_steps(output_dir: str | Path) -> int | None:
     """max_steps the finished model was trained for (None if its train_config.json is missing or unreadable)."""
     try:
         return int(json.loads((Path(output_dir) / FINAL / "train_config.json").read_text())["max_steps"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, OverflowError, RecursionError):
         return None
 
 
