@@ -101,6 +101,71 @@ def test_whisper_log_mel_runs_on_the_models_device(folders):
     assert [kw.get("device") for kw in spy.calls] == [str(system.model.device)]
 
 
+@pytest.fixture(scope="module")
+def ending_whisper(folders, tmp_path_factory):
+    """The tiny Whisper made to end rows at different steps (EOS's output row ~ a frequent token's) and to suppress
+    EOS and token 41 at the first step and token 45 at every step: the cases the greedy loop's masks and stopping must get right."""
+    from transformers import WhisperForConditionalGeneration
+
+    model = WhisperForConditionalGeneration.from_pretrained(folders["whisper"])
+    eos = model.config.eos_token_id
+    with torch.no_grad():
+        model.proj_out.weight[eos] = model.proj_out.weight[26] * 1.01
+    model.generation_config.begin_suppress_tokens = [eos, 41]
+    model.generation_config.suppress_tokens = [*model.generation_config.suppress_tokens, 45]
+    path = tmp_path_factory.mktemp("ending") / "whisper"
+    model.save_pretrained(path)
+    for name in ("tokenizer.json", "tokenizer_config.json", "preprocessor_config.json"):
+        (path / name).write_bytes((folders["whisper"] / name).read_bytes())
+    return path
+
+
+def hf_generate(folder, audios, langs, task, beams, max_new):
+    """Whisper decoded as before this loop existed: HF `generate` with its own suppression processors, one
+    language per call -> each clip's tokens up to its first end token."""
+    from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration
+
+    model = WhisperForConditionalGeneration.from_pretrained(folder).eval()
+    mel = WhisperFeatureExtractor.from_pretrained(folder)(audios, sampling_rate=16000, return_tensors="pt")
+    rows = [None] * len(audios)
+    for lang in sorted(set(langs)):
+        idx = [i for i, x in enumerate(langs) if x == lang]
+        with torch.inference_mode():
+            ids = model.generate(mel.input_features[idx], language=languages.get(lang).whisper, task=task,
+                                 num_beams=beams, max_new_tokens=max_new)
+        for i, row in zip(idx, ids.tolist()):
+            rows[i] = until_eos(row, model.config.eos_token_id)
+    return rows
+
+
+def until_eos(row, eos):
+    return row[:row.index(eos)] if eos in row else row
+
+
+@pytest.mark.parametrize("beams", [1, 2])
+def test_whisper_decodes_the_same_tokens_as_hf_generate(ending_whisper, beams, monkeypatch):
+    """Greedy runs the system's own loop (one batch for all languages), beam search HF `generate` with the
+    precomputed suppression: both give HF generate's tokens, token for token, ended rows included, and neither
+    runs HF's suppression processors (a `torch.isin` per step each: ~0.1-0.5 s on a busy 2-core CPU)."""
+    system = load_system("whisper", CPU, whisper=str(ending_whisper))
+    langs, opts = ["eng", "deu", "eng", "fra"], DecodingOptions(max_new_tokens=10, beam_size=beams)
+    eos = system.model.config.eos_token_id
+    from transformers.generation import logits_process as lp
+
+    hf_calls = []
+    for task in ("transcribe", "translate"):
+        with monkeypatch.context() as m:
+            for cls in (lp.SuppressTokensLogitsProcessor, lp.SuppressTokensAtBeginLogitsProcessor):
+                m.setattr(cls, "__call__", lambda self, ids, scores: hf_calls.append(1) or scores)
+            ours = [until_eos(r, eos) for r in system.decode_ids(CLIPS, langs, task, opts)]
+        assert not hf_calls
+        assert ours == hf_generate(ending_whisper, CLIPS, langs, task, beams, 10), task
+    if beams == 1:  # the case is exercised: rows end at different steps, none at the first (begin-suppressed),
+        lengths = [len(r) for r in ours]  # no row holds a suppressed token
+        assert len(set(lengths)) > 1 and 0 not in lengths, lengths
+        assert not any(45 in r for r in ours) and not any(r[0] == 41 for r in ours)
+
+
 def test_each_row_is_cut_to_its_own_cap_whatever_its_batch(speech_model, folders):
     """A batch decodes to its largest cap; every row is cut to its own, so it equals the row decoded alone."""
     speech = load_system(speech_model, CPU)

@@ -137,10 +137,23 @@ class SpeechLLMSystem:
 
 
 # ---- Whisper -------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Whisper:
+    """A loaded HF Whisper and what decoding needs besides the model."""
+
+    model: object  # WhisperForConditionalGeneration, eval, on its device
+    features: object  # WhisperFeatureExtractor
+    tokenizer: object
+    suppress: tuple[int, ...]  # token ids never generated (the generation config's suppress_tokens)
+    begin_suppress: tuple[int, ...]  # ... nor as the first generated token (begin_suppress_tokens)
+
+
 @lru_cache(maxsize=2)
-def _whisper(folder: str, device: torch.device, dtype: torch.dtype):
-    """(WhisperForConditionalGeneration, feature extractor, tokenizer) of an HF Whisper folder, loaded straight onto
-    `device` in `dtype` (no fp32 CPU copy first). Cached: language ID and the baselines share one copy."""
+def _whisper(folder: str, device: torch.device, dtype: torch.dtype) -> _Whisper:
+    """An HF Whisper folder loaded straight onto `device` in `dtype` (no fp32 CPU copy first). Cached: language ID
+    and the baselines share one copy. The generation config's suppressed tokens move out of it (into `_Whisper`),
+    so HF's processors, which rebuild their masks with `torch.isin` at every step, never run: `_SuppressTokens`
+    masks the same tokens from masks made once."""
     from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration
 
     from .llm import load_tokenizer
@@ -155,7 +168,27 @@ def _whisper(folder: str, device: torch.device, dtype: torch.dtype):
         tokenizer = load_tokenizer(path)
     except (OSError, ValueError) as e:
         raise LLMSRTError(f"{path}: cannot load Whisper ({str(e).splitlines()[0]})") from None
-    return model.eval(), features, tokenizer
+    config = model.generation_config
+    suppress, begin = tuple(config.suppress_tokens or ()), tuple(config.begin_suppress_tokens or ())
+    config.suppress_tokens = config.begin_suppress_tokens = None
+    return _Whisper(model.eval(), features, tokenizer, suppress, begin)
+
+
+class _SuppressTokens:
+    """Whisper's suppressed tokens (`suppress` at every step, `begin` also at the first generated one) as an HF
+    logits processor over masks made once. One instance per `generate` call: its first call is the first step."""
+
+    def __init__(self, vocab_size: int, suppress: Sequence[int], begin: Sequence[int], device: torch.device):
+        self.always = torch.zeros(vocab_size, dtype=torch.bool, device=device)
+        self.always[list(suppress)] = True
+        self.first = self.always.clone()
+        self.first[list(begin)] = True
+        self.started = False
+
+    def __call__(self, input_ids: torch.Tensor | None, scores: torch.Tensor) -> torch.Tensor:
+        mask = self.always if self.started else self.first
+        self.started = True
+        return scores.masked_fill(mask, -float("inf"))
 
 
 def _mel(features, audios: list[np.ndarray], model) -> torch.Tensor:
@@ -167,8 +200,8 @@ def _mel(features, audios: list[np.ndarray], model) -> torch.Tensor:
 
 def detect_language(whisper: str | Path | None, audio: np.ndarray, placement: Placement) -> str:
     """ISO 639-3 code of the most likely registry language, from Whisper's language-ID token."""
-    model, features, tokenizer = _whisper(resolve_model(str(whisper or EMBEDDED), "encoder"), placement.device,
-                                          placement.dtype)
+    w = _whisper(resolve_model(str(whisper or EMBEDDED), "encoder"), placement.device, placement.dtype)
+    model, tokenizer = w.model, w.tokenizer
     candidates: dict[int, str] = {}
     for lang in languages.LANGUAGES.values():
         tid = tokenizer.convert_tokens_to_ids(f"<|{lang.whisper}|>")
@@ -178,7 +211,7 @@ def detect_language(whisper: str | Path | None, audio: np.ndarray, placement: Pl
         raise LLMSRTError(f"{whisper}: this Whisper has no language tokens, so it cannot detect the language; give "
                           "the source language (--src)")
     with torch.inference_mode():
-        enc = model.get_encoder()(_mel(features, [audio], model))
+        enc = model.get_encoder()(_mel(w.features, [audio], model))
         start = torch.tensor([[model.generation_config.decoder_start_token_id]], device=model.device)
         logits = model(encoder_outputs=enc, decoder_input_ids=start).logits[0, -1]
     ids = torch.tensor(list(candidates), device=logits.device)
@@ -187,34 +220,88 @@ def detect_language(whisper: str | Path | None, audio: np.ndarray, placement: Pl
 
 class WhisperSystem:
     """Whisper's own encoder-decoder: transcribes any language; translates into English only (tgt == src is the
-    transcript). Items it cannot do (text-only MT, another target) fail alone."""
+    transcript). Items it cannot do (text-only MT, another target) fail alone.
+
+    Greedy decoding (the default) runs its own loop over the HF model's forward with a KV cache: one encoder pass
+    and one decode for a batch of any languages, a precomputed suppression mask, an argmax; the same tokens as HF
+    `generate` (tests/model/test_systems.py checks it) without its per-step machinery. Beam search and
+    `no_repeat_ngram_size` go through HF `generate`."""
 
     def __init__(self, folder: str | Path | None, placement: Placement, name: str = "whisper"):
         self.folder = resolve_model(str(folder or EMBEDDED), "encoder")
         self.placement = placement
         self.name = name
-        self.model, self.features, self.tokenizer = _whisper(self.folder, placement.device, placement.dtype)
+        self._parts = _whisper(self.folder, placement.device, placement.dtype)
+        self.model, self.features, self.tokenizer = self._parts.model, self._parts.features, self._parts.tokenizer
         self.vocab = set(self.tokenizer.get_vocab())  # to map a registry language to its Whisper token
+
+    def prompt(self, lang: str, whisper_task: str) -> list[int]:
+        """Whisper's task prompt for a clip in `lang`: start, language, task, no-timestamps (as HF generate builds
+        it from `language=` and `task=`)."""
+        config = self.model.generation_config
+        token = f"<|{languages.whisper_language(lang, self.vocab)}|>"
+        lang_to_id, task_to_id = getattr(config, "lang_to_id", None) or {}, getattr(config, "task_to_id", None) or {}
+        if token not in lang_to_id or whisper_task not in task_to_id:
+            raise LLMSRTError(f"{self.folder}: this Whisper cannot {whisper_task} {lang} (no {token} or "
+                              f"<|{whisper_task}|> in its generation_config.json); use a multilingual Whisper")
+        ids = [config.decoder_start_token_id, lang_to_id[token], task_to_id[whisper_task]]
+        return ids + [t for t in (getattr(config, "no_timestamps_token_id", None),) if t is not None]
 
     def decode(self, audios: list[np.ndarray], langs: list[str], whisper_task: str, options: DecodingOptions,
                caps: list[int] | None = None) -> list[str]:
         """Clips -> texts with Whisper's `whisper_task` ("transcribe" / "translate") in each clip's language;
-        `caps`: each clip's own token cap (default: the options')."""
-        mel = _mel(self.features, audios, self.model)
+        `caps`: each clip's own token cap (default: the options'). Any mix of languages decodes as one batch."""
+        rows = self.decode_ids(audios, langs, whisper_task, options, caps)
+        return [text.strip() for text in self.tokenizer.batch_decode(rows, skip_special_tokens=True)]
+
+    def decode_ids(self, audios: list[np.ndarray], langs: list[str], whisper_task: str, options: DecodingOptions,
+                   caps: list[int] | None = None) -> list[list[int]]:
+        """As `decode`, the new token ids of each clip (cut to its cap; after an end token, padding)."""
         room = self.model.config.max_target_positions - WHISPER_PROMPT_TOKENS
         caps = [min(c, room) for c in (caps or [options.max_new_tokens] * len(audios))]
-        out = [""] * len(audios)
-        for lang in sorted(set(langs)):  # HF Whisper generate takes one language per call
-            idx = [i for i, x in enumerate(langs) if x == lang]
-            with torch.inference_mode():
-                ids = self.model.generate(mel[idx], language=languages.whisper_language(lang, self.vocab),
-                                          task=whisper_task, num_beams=options.beam_size,
-                                          max_new_tokens=max(caps[i] for i in idx),
-                                          no_repeat_ngram_size=options.no_repeat_ngram_size)
-            rows = [row[:caps[i]] for i, row in zip(idx, ids.tolist())]  # generate returns the new tokens only
-            for i, text in zip(idx, self.tokenizer.batch_decode(rows, skip_special_tokens=True)):
-                out[i] = text.strip()
-        return out
+        prompts = torch.tensor([self.prompt(lang, whisper_task) for lang in langs], device=self.model.device)
+        with torch.inference_mode():
+            mel = _mel(self.features, audios, self.model)
+            if options.beam_size == 1 and not options.no_repeat_ngram_size:
+                ids = self._greedy(mel, prompts, max(caps))
+            else:
+                ids = self._generate(mel, langs, whisper_task, options, max(caps))
+        return [row[:c] for row, c in zip(ids.tolist(), caps)]
+
+    def _suppressor(self) -> _SuppressTokens:
+        return _SuppressTokens(self.model.config.vocab_size, self._parts.suppress, self._parts.begin_suppress,
+                               self.model.device)
+
+    def _greedy(self, mel: torch.Tensor, prompts: torch.Tensor, max_new: int) -> torch.Tensor:
+        """mel (B, n_mels, 3000), prompts (B, P) -> new tokens (B, <= max_new); a row that ended is padded."""
+        from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+
+        model, config = self.model, self.model.generation_config
+        encoded = model.get_encoder()(mel)
+        cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+        suppress = self._suppressor()
+        done = torch.zeros(len(prompts), dtype=torch.bool, device=prompts.device)
+        ids, new = prompts, []
+        for _ in range(max_new):
+            logits = model(encoder_outputs=encoded, decoder_input_ids=ids, past_key_values=cache,
+                           use_cache=True).logits[:, -1].float()
+            token = suppress(None, logits).argmax(-1).masked_fill(done, config.pad_token_id)
+            new.append(token)
+            done |= token == config.eos_token_id
+            if bool(done.all()):
+                break
+            ids = token[:, None]
+        return torch.stack(new, 1)
+
+    def _generate(self, mel: torch.Tensor, langs: list[str], whisper_task: str, options: DecodingOptions,
+                  max_new: int) -> torch.Tensor:
+        """HF `generate` (beam search, no-repeat n-grams) with each clip's language -> new tokens (B, n)."""
+        from transformers import LogitsProcessorList
+
+        return self.model.generate(mel, language=[languages.whisper_language(x, self.vocab) for x in langs],
+                                   task=whisper_task, num_beams=options.beam_size, max_new_tokens=max_new,
+                                   no_repeat_ngram_size=options.no_repeat_ngram_size,
+                                   logits_processor=LogitsProcessorList([self._suppressor()]))
 
     def run_batch(self, items: Sequence[Item], options: DecodingOptions) -> list[Output]:
         out: list[Output | None] = [None] * len(items)
