@@ -61,6 +61,14 @@ def test_claims_say_holds_reversed_or_not_significant_with_p():
     assert [n["verdict"] for n in result["numbers"]] == ["reversed", "reversed"]
     assert not any(n["holds_here"] for n in result["numbers"])
     assert all("-> reversed (p=0.00" in line for line in result["lines"][1:])
+    losses = {names[0]: [2.0 + 0.01 * i for i in range(30)], names[1]: [2.5 + 0.01 * i for i in range(30)],
+              names[2]: [2.0 + 0.01 * i + (0.2 if i % 2 else -0.2) for i in range(30)]}
+    result = check_claims(dict(zip(names, (full, poor, almost))), losses, samples=300)
+    table3, table8 = result["numbers"]
+    assert table3["reference_loss"]["verdict"] == "holds" and table3["reference_loss"]["p"] < 0.01
+    assert table3["reference_loss"]["system"] < table3["reference_loss"]["compared_with"]
+    assert table8["reference_loss"]["verdict"] == "not significant"
+    assert sum("reference loss (nats/token" in line for line in result["lines"]) == 2
 
 
 def test_demo_work_folder_with_a_hash_keeps_every_stage_inside_it():

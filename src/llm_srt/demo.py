@@ -104,7 +104,10 @@ def run_demo(work: Path, data: Path, log=print) -> dict:
         if (folder / "config.json").is_file():
             systems[name] = str(folder)
     report = step("evaluation", lambda: evaluate(systems, subset, work / "report", log=log))
-    claims = check_claims({name: load_results(hyps_path(work / "report", name)) for name in systems})
+    own = {name: folder for name, folder in systems.items() if name.endswith("(this run)")}
+    scored = [r for r in read_manifest(subset) if r.translation and r.tgt_lang]
+    losses = step("teacher-forced loss of the references", lambda: reference_losses_of(own, scored, log))
+    claims = check_claims({name: load_results(hyps_path(work / "report", name)) for name in systems}, losses)
     log("\n" + "\n".join(claims["lines"]))
 
     def one_clip():
@@ -140,10 +143,13 @@ CLAIMS = (  # (claim, system that should win, system it is compared with, the pa
 )
 
 
-def check_claims(results: Mapping[str, list], samples: int = 1000) -> dict:
+def check_claims(results: Mapping[str, list], losses: Mapping[str, list[float]] | None = None,
+                 samples: int = 1000) -> dict:
     """The paper's claims on this run's utterance results (system name -> its rows): average BLEU of each pair
-    and whether the difference is beyond chance (paired bootstrap over the test sentences, p < 0.05)."""
-    from .evaluate.significance import paired_bootstrap
+    and whether the difference is beyond chance (paired bootstrap over the test sentences, p < 0.05). `losses`
+    (system name -> teacher-forced loss of each reference translation, same rows in the same order, lower is
+    better): the same test on the loss, which varies far less than BLEU at this scale."""
+    from .evaluate.significance import paired_bootstrap, paired_mean
 
     lines = [f"=== the paper's claims, on this run (avg BLEU over the demo directions; paired bootstrap over test "
              f"sentences, {samples} resamples)"]
@@ -151,13 +157,37 @@ def check_claims(results: Mapping[str, list], samples: int = 1000) -> dict:
     for claim, a, b, paper in CLAIMS:
         c = paired_bootstrap(results[a], results[b], samples=samples)
         verdict = c.verdict()
-        numbers.append({"claim": claim, "system": a, "bleu": round(c.a, 2), "compared_with": b,
-                        "bleu_compared": round(c.b, 2), "holds_here": verdict == "holds", "p": round(c.p, 4),
-                        "verdict": verdict, "delta_ci95": [round(c.low, 2), round(c.high, 2)],
-                        "sentences": c.sentences, "paper": paper})
-        lines.append(f"{claim}: {a} {c.a:.1f} vs {b} {c.b:.1f} (delta {c.delta:+.1f}, 95% interval "
+        entry = {"claim": claim, "system": a, "bleu": round(c.a, 2), "compared_with": b,
+                 "bleu_compared": round(c.b, 2), "holds_here": verdict == "holds", "p": round(c.p, 4),
+                 "verdict": verdict, "delta_ci95": [round(c.low, 2), round(c.high, 2)], "sentences": c.sentences,
+                 "paper": paper}
+        lines.append(f"{claim}: {a} {c.a:.1f} vs {b} {c.b:.1f} BLEU (delta {c.delta:+.1f}, 95% interval "
                      f"[{c.low:+.1f}, {c.high:+.1f}]) -> {verdict} (p={c.p:.3f}) here (paper: {paper})")
+        if losses and a in losses and b in losses:
+            t = paired_mean(losses[a], losses[b], samples=samples)
+            lv = t.verdict(higher_is_better=False)
+            entry["reference_loss"] = {"system": round(t.a, 4), "compared_with": round(t.b, 4), "p": round(t.p, 4),
+                                       "verdict": lv, "delta_ci95": [round(t.low, 4), round(t.high, 4)]}
+            lines.append(f"  reference loss (nats/token, lower is better): {t.a:.3f} vs {t.b:.3f} (delta "
+                         f"{t.delta:+.3f}, [{t.low:+.3f}, {t.high:+.3f}]) -> {lv} (p={t.p:.3f})")
+        numbers.append(entry)
     return {"lines": lines, "numbers": numbers}
+
+
+def reference_losses_of(systems: Mapping[str, str], rows: list, log=print) -> dict[str, list[float]]:
+    """Teacher-forced loss of each row's reference translation under each speech LLM folder (name -> folder), in
+    the task it was trained for."""
+    from .evaluate.loss import reference_losses
+    from .evaluate.run import model_task
+    from .model.speech_llm import SpeechLLM
+
+    out = {}
+    for name, folder in systems.items():
+        task = model_task(folder)
+        out[name] = reference_losses(SpeechLLM.from_pretrained(folder), rows, task)
+        log(f"{name}: mean reference loss {sum(out[name]) / len(out[name]):.3f} nats/token ({task.value}, "
+            f"{len(rows)} rows)")
+    return out
 
 
 def add_arguments(parser) -> None:

@@ -88,3 +88,19 @@ def test_report_shows_and_stores_the_comparison(tmp_path):
     assert data["good"]["significance"]["compared_with"] == "bad" and data["good"]["significance"]["p"] < 0.05
     assert "significance" not in data["bad"]
     assert "holds" in rep.format_table(report)
+
+
+def test_paired_mean_for_a_loss_lower_is_better():
+    from llm_srt.evaluate.significance import paired_mean
+
+    rng = np.random.default_rng(5)
+    base = rng.uniform(2.0, 4.0, size=60)
+    better = base - 0.3 + rng.normal(0, 0.05, size=60)  # every sentence a little more likely
+    c = paired_mean(better, base, samples=500)
+    assert c.a == pytest.approx(better.mean()) and c.delta < 0 and c.high < 0 and c.p < 0.01
+    assert c.verdict(higher_is_better=False) == "holds" and c.verdict() == "reversed"
+    noisy = base + rng.normal(0, 0.5, size=60)
+    noisy += base.mean() - noisy.mean() + 0.01  # no real difference
+    assert paired_mean(noisy, base, samples=500).verdict(higher_is_better=False) == "not significant"
+    with pytest.raises(LLMSRTError, match="two equal"):
+        paired_mean([1.0, 2.0], [1.0])

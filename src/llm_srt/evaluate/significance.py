@@ -10,7 +10,7 @@ at least as far from 0 as the observed difference, with the +1 correction of Koe
 "a beats b" then reads: holds (delta > 0, p < alpha), reversed (delta < 0, p < alpha), else not significant.
 """
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,11 +38,11 @@ class Comparison:
     def delta(self) -> float:
         return self.a - self.b
 
-    def verdict(self, alpha: float = ALPHA) -> str:
-        """'holds', 'reversed' or 'not significant' for the claim "a beats b"."""
+    def verdict(self, alpha: float = ALPHA, higher_is_better: bool = True) -> str:
+        """'holds', 'reversed' or 'not significant' for the claim "a beats b" (for a loss: lower is better)."""
         if self.p >= alpha or self.delta == 0:
             return "not significant"
-        return "holds" if self.delta > 0 else "reversed"
+        return "holds" if (self.delta > 0) == higher_is_better else "reversed"
 
 
 def paired_bootstrap(a: Iterable[UtteranceResult | Mapping], b: Iterable[UtteranceResult | Mapping],
@@ -77,6 +77,23 @@ def paired_bootstrap(a: Iterable[UtteranceResult | Mapping], b: Iterable[Utteran
     low, high = np.percentile(diffs, [2.5, 97.5])
     return Comparison(float(np.mean(full_a)), float(np.mean(full_b)), (extreme + 1) / (samples + 1),
                       float(low), float(high), len(rows_a), samples)
+
+
+def paired_mean(a: Sequence[float], b: Sequence[float], samples: int = SAMPLES, seed: int = 0) -> Comparison:
+    """The same test for a per-sentence measure (e.g. the teacher-forced loss of the reference, evaluate/loss.py):
+    mean of a against mean of b over the same sentences, in the same order."""
+    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if x.shape != y.shape or x.ndim != 1 or not x.size:
+        raise LLMSRTError(f"paired values need two equal, non-empty lists, not {x.shape} and {y.shape}")
+    if samples < 1:
+        raise LLMSRTError(f"samples must be at least 1, not {samples}")
+    d = x - y
+    idx = np.random.default_rng(seed).integers(0, d.size, size=(samples, d.size))
+    diffs = d[idx].mean(axis=1)
+    extreme = int(np.sum(np.abs(diffs - diffs.mean()) >= abs(d.mean())))
+    low, high = np.percentile(diffs, [2.5, 97.5])
+    return Comparison(float(x.mean()), float(y.mean()), (extreme + 1) / (samples + 1), float(low), float(high),
+                      int(d.size), samples)
 
 
 def _scored(rows: Iterable[UtteranceResult | Mapping]) -> dict[str, UtteranceResult]:

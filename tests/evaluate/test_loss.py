@@ -1,0 +1,66 @@
+"""Teacher-forced loss of the reference translation (evaluate/loss.py) on a tiny random speech LLM."""
+
+import pytest
+import torch
+
+import tiny
+from llm_srt.audio import write_wav
+from llm_srt.data.manifest import Row
+from llm_srt.errors import LLMSRTError
+from llm_srt.evaluate.loss import reference_losses, token_split
+from llm_srt.model.speech_llm import SpeechLLM, tokenize_batch
+from llm_srt.prompts import Task, build
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return SpeechLLM.from_pretrained(tiny.speech_llm_folder(tmp_path_factory.mktemp("loss-model")))
+
+
+@pytest.fixture(scope="module")
+def rows(tmp_path_factory):
+    root = tmp_path_factory.mktemp("loss-data")
+    out = []
+    for i, (sec, hz, tr, tl) in enumerate([(0.6, 300, "a cat sat", "die Katze sass"),
+                                           (1.4, 700, "the dog ran home", "der Hund lief nach Hause"),
+                                           (0.9, 500, "it rains", "es regnet")]):
+        write_wav(root / f"{i}.wav", tiny.tone(sec, hz, seed=i))
+        out.append(Row(id=str(i), audio=str(root / f"{i}.wav"), duration=sec, src_lang="eng", transcript=tr,
+                       tgt_lang="deu", translation=tl, split="test", corpus="t", sentence_id=str(i)))
+    return out
+
+
+def test_srt_scores_only_the_translation_tokenized_as_in_training(model, rows):
+    tok = model.tokenizer
+    for r in rows:
+        prompt_ids, scored = token_split(tok, r, Task.SRT)
+        [p], [t] = tokenize_batch(tok, *map(list, zip(build(Task.SRT, "eng", "deu", r.transcript, r.translation))))
+        assert prompt_ids + scored == p + t  # the training sequence, split where the translation begins
+        assert tok.decode(scored[:-1]).strip() == r.translation and scored[-1] == tok.eos_token_id
+        s2tt_prompt, s2tt_scored = token_split(tok, r, Task.S2TT)
+        assert s2tt_prompt == p and tok.decode(s2tt_scored[:-1]).strip() == r.translation
+
+
+def test_s2tt_loss_is_the_training_loss_of_each_row_whatever_the_batch(model, rows):
+    one = reference_losses(model, rows, Task.S2TT, batch_size=1)
+    together = reference_losses(model, rows, "s2tt", batch_size=3)
+    assert together == pytest.approx(one, abs=1e-4)
+    assert model.training  # left as it was given
+    model.eval()
+    with torch.no_grad():
+        for r, loss in zip(rows, one):
+            from llm_srt.audio import load_audio
+            prompt, target = build(Task.S2TT, "eng", "deu", r.transcript, r.translation)
+            expected = model({"audio": [load_audio(r.audio)], "prompts": [prompt], "targets": [target]})["loss"]
+            assert loss == pytest.approx(float(expected), abs=1e-4)
+    model.train()
+    srt = reference_losses(model, rows, Task.SRT, batch_size=2)
+    assert all(x > 0 for x in srt) and srt != pytest.approx(one, abs=1e-3)  # another prompt, another loss
+
+
+def test_rows_without_a_translation_or_a_non_translating_task_are_errors(model, rows):
+    from dataclasses import replace
+    with pytest.raises(LLMSRTError, match="row 1: no reference translation"):
+        reference_losses(model, [rows[0], replace(rows[1], translation="", tgt_lang="")], Task.S2TT)
+    with pytest.raises(LLMSRTError, match="translating task"):
+        reference_losses(model, rows, Task.ASR)
