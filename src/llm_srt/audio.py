@@ -14,7 +14,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from .errors import AudioError, UndecodableAudio, open_regular
+from .errors import AudioError, UndecodableAudio, open_regular, shown
 
 SAMPLE_RATE = 16000  # Whisper's rate
 MIN_SAMPLES = 400  # 25 ms, one log-mel window: shorter clips are padded (the STFT's reflect padding needs > 200)
@@ -42,7 +42,7 @@ def load_audio(source: AudioInput, sr: int = SAMPLE_RATE, max_seconds: float | N
     come, so memory stays within the output's size. None: no limit.
     Raises AudioError with a one-line message naming the input for anything unusable.
     """
-    label = name or (str(source) if isinstance(source, (str, Path)) else "<audio>")
+    label = shown(name or (str(source) if isinstance(source, (str, Path)) else "<audio>"))
     if isinstance(source, np.ndarray):
         samples = _from_array(source, label, sr, max_seconds)
     else:
@@ -169,8 +169,13 @@ def _open(source: str | Path | bytes, label: str) -> int | io.BytesIO:
 
 
 def _reason(e: Exception) -> str:
-    """libsndfile's own words for a decoding error, without the file name it prefixes."""
-    return (getattr(e, "error_string", None) or (str(e).splitlines() or [type(e).__name__])[0]).rstrip(".")
+    """libsndfile's own words for a decoding error, without the file name it prefixes (or clearer ones where its
+    words mislead: an MPEG stream with no decodable frame is reported as a missing file)."""
+    words = (getattr(e, "error_string", None) or (str(e).splitlines() or [type(e).__name__])[0]).rstrip(".")
+    return REASONS.get(words, shown(words))
+
+
+REASONS = {"File does not exist or is not a regular file (possibly a pipe?)": "no decodable audio frames"}
 
 
 def duration(path: str | Path) -> float:

@@ -3,6 +3,7 @@
 import errno
 import os
 import stat
+import unicodedata
 from pathlib import Path
 
 
@@ -31,6 +32,17 @@ class ManifestError(LLMSRTError):
     """A manifest row that is wrong (the message names file and line)."""
 
 
+def shown(text: str) -> str:
+    """`text` fit for a one-line message: control characters (a newline or an escape sequence in a file name),
+    line separators and lone surrogates (the bytes of a name that is not UTF-8) are written as escapes."""
+    if all(unicodedata.category(c) not in UNPRINTED for c in text):
+        return text
+    return "".join(repr(c)[1:-1] if unicodedata.category(c) in UNPRINTED else c for c in text)
+
+
+UNPRINTED = {"Cc", "Cs", "Zl", "Zp"}  # Unicode categories shown as escapes
+
+
 # ---- files that are not what they seem: the words for them, one place ------------------------------------------
 SPECIAL_FILES = {stat.S_ISFIFO: "a FIFO (named pipe)", stat.S_ISCHR: "a character device",
                  stat.S_ISBLK: "a block device", stat.S_ISSOCK: "a socket"}
@@ -45,6 +57,7 @@ def open_regular(path: str | Path, label: str, error: type[LLMSRTError] = LLMSRT
     """A read-only file descriptor of `path` (links followed), which must be a regular file. It is opened without
     blocking (a FIFO never waits for a writer) and checked on the open descriptor, so nothing can swap it between
     the check and the read. Otherwise raises `error` with one line: "LABEL: <what is wrong>; <what to do>"."""
+    label = shown(label)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as e:

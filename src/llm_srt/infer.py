@@ -19,7 +19,7 @@ import torch
 from . import device as placement_of
 from . import languages, subtitles
 from .audio import SAMPLE_RATE, AudioInput, load_audio
-from .errors import LLMSRTError
+from .errors import LLMSRTError, shown
 from .model.decoding import DecodingOptions
 from .model.systems import Item, Output, System, cap, check_item, load_system
 from .prompts import Task
@@ -204,7 +204,7 @@ class SpeechTranslator:
             raise LLMSRTError(f"--transcript: {len(transcripts)} transcripts for {n} inputs; give one per input")
         if any(k is Task.SMT for k in tasks) and transcripts is None:
             raise LLMSRTError("task smt needs one transcript per input (--transcript)")
-        asked = [_Input(str(x) if isinstance(x, (str, Path)) else f"<array {i}>", srcs[i],
+        asked = [_Input(shown(str(x)) if isinstance(x, (str, Path)) else f"<array {i}>", srcs[i],
                         tgts[i] if tasks[i].needs_translation else None, tasks[i],
                         transcripts[i] if transcripts else "") for i, x in enumerate(inputs)]
 
@@ -293,6 +293,8 @@ def main(args) -> int:
                 from None
     outputs = output_paths(args.audio, out_dir, f".{args.format}") if out_dir and args.format in ("srt", "vtt") \
         else None
+    if out_dir and args.format == "json":
+        check_not_inputs(args.audio, [out_dir / "results.json"])
     translator = translator_from_args(args)
     options = DecodingOptions(beam_size=args.beam, max_new_tokens=args.max_new_tokens,
                               no_repeat_ngram_size=args.no_repeat_ngram)
@@ -350,9 +352,19 @@ def output_paths(inputs: Sequence[str], out_dir: Path, suffix: str) -> list[Path
     for k, out in enumerate(outputs):
         j = first.setdefault(str(out).casefold(), k)
         if absolute[j] != absolute[k]:
-            raise LLMSRTError(f"--out-dir: {inputs[j]} and {inputs[k]} would both write {outputs[j]}; rename one, "
-                              "or translate them in separate runs")
+            raise LLMSRTError(f"--out-dir: {shown(inputs[j])} and {shown(inputs[k])} would both write "
+                              f"{shown(str(outputs[j]))}; rename one, or translate them in separate runs")
+    check_not_inputs(inputs, outputs)
     return outputs
+
+
+def check_not_inputs(inputs: Sequence[str], outputs: Sequence[Path]) -> None:
+    """Refuse outputs that would overwrite an input (an audio file named x.srt, translated into its own folder)."""
+    given = {os.path.realpath(p): p for p in inputs}
+    for out in outputs:
+        if (hit := given.get(os.path.realpath(out))) is not None:
+            raise LLMSRTError(f"--out-dir: the output {shown(str(out))} would overwrite the input {shown(hit)}; "
+                              "choose another --out-dir")
 
 
 def _write(path: Path, text: str) -> None:

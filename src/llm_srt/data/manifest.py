@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .. import languages
-from ..errors import LLMSRTError, ManifestError, open_regular, special_kind
+from ..errors import LLMSRTError, ManifestError, open_regular, shown, special_kind
 from ..paths import atomic_file
 
 MAX_LISTED = 20  # problems listed in a ManifestError; the rest are counted
@@ -80,9 +80,10 @@ def read_manifest(path: str | Path, check_audio: bool = True, skip_bad: bool = F
     once however many rows (directions) share it.
     """
     path = Path(path)
+    name = shown(str(path))
     if not path.exists() and not path.is_symlink():
-        raise ManifestError(f"{path}: no such manifest file; build one with `llm-srt prepare`")
-    fd = open_regular(path, str(path), ManifestError)  # a FIFO, device or symlink loop: named, never waited on
+        raise ManifestError(f"{name}: no such manifest file; build one with `llm-srt prepare`")
+    fd = open_regular(path, name, ManifestError)  # a FIFO, device or symlink loop: named, never waited on
     base = path.parent
     rows: list[Row] = []
     problems: list[str] = []
@@ -91,7 +92,7 @@ def read_manifest(path: str | Path, check_audio: bool = True, skip_bad: bool = F
     try:
         with os.fdopen(fd, "rb") as f:  # bytes, so that one line that is not UTF-8 is reported like any bad row
             for lineno, raw in enumerate(f, start=1):
-                where = f"{path}:{lineno}"
+                where = f"{name}:{lineno}"
                 try:
                     line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
                 except UnicodeDecodeError as e:
@@ -110,16 +111,16 @@ def read_manifest(path: str | Path, check_audio: bool = True, skip_bad: bool = F
                 first_line_of[row.id] = lineno
                 rows.append(row)
     except OSError as e:
-        raise ManifestError(f"{path}: cannot read the manifest ({e.strerror or e}); check its permissions") from None
+        raise ManifestError(f"{name}: cannot read the manifest ({e.strerror or e}); check its permissions") from None
     if problems and not skip_bad:
         listed = "\n  ".join(problems[:MAX_LISTED])
         more = f"\n  ... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
-        raise ManifestError(f"{path}: {len(problems)} bad row(s); fix them, or skip them (evaluate --skip-bad, "
+        raise ManifestError(f"{name}: {len(problems)} bad row(s); fix them, or skip them (evaluate --skip-bad, "
                             f"train data.skip_bad=true):\n  {listed}{more}")
     if problems:
-        warnings.warn(f"{path}: skipped {len(problems)} bad rows (first: {problems[0]})", stacklevel=2)
+        warnings.warn(f"{name}: skipped {len(problems)} bad rows (first: {problems[0]})", stacklevel=2)
     if not rows:
-        raise ManifestError(f"{path}: the manifest has no usable rows")
+        raise ManifestError(f"{name}: the manifest has no usable rows")
     return rows
 
 
@@ -127,6 +128,7 @@ def write_manifest(path: str | Path, rows: Iterable[Row]) -> int:
     """Write rows as JSONL atomically (a temporary file, then rename). Audio under the manifest's folder is
     written relative to it, so the folder can be moved. Returns the number of rows written."""
     path = Path(path)
+    name = shown(str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     base = Path(os.path.abspath(path.parent))
     n = 0
@@ -134,7 +136,7 @@ def write_manifest(path: str | Path, rows: Iterable[Row]) -> int:
         for row in rows:
             line = json.dumps(row_to_dict(row, base), ensure_ascii=False)
             if problem := _not_utf8(line):  # the file is left as it was
-                raise ManifestError(f"{path}: row {n + 1} (id {row.id!r}) {problem}")
+                raise ManifestError(f"{name}: row {n + 1} (id {row.id!r}) {problem}")
             f.write(line + "\n")
             n += 1
     return n
@@ -255,25 +257,26 @@ def _not_utf8(text: str) -> str | None:
 
 
 def _check_audio(audio: Path) -> None:
+    where = shown(str(audio))
     try:
         mode = audio.stat().st_mode
     except OSError as e:
         if e.errno == errno.ELOOP:
-            raise _BadRow(f"audio {audio} is a symlink loop (the link leads back to itself); fix or remove the "
+            raise _BadRow(f"audio {where} is a symlink loop (the link leads back to itself); fix or remove the "
                           "link") from None
     except ValueError:  # a NUL byte: "does not exist" below
         pass
     else:
         if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
-            raise _BadRow(f"audio {audio} is {special_kind(mode)}, not a regular file; save the audio to a file")
+            raise _BadRow(f"audio {where} is {special_kind(mode)}, not a regular file; save the audio to a file")
     try:
         if not audio.exists():
-            raise _BadRow(f"audio file {audio} does not exist")
+            raise _BadRow(f"audio file {where} does not exist")
         if not audio.is_file():
-            raise _BadRow(f"audio {audio} is not a file")
+            raise _BadRow(f"audio {where} is not a file")
         if not os.access(audio, os.R_OK):
-            raise _BadRow(f"audio file {audio} is not readable (permissions)")
+            raise _BadRow(f"audio file {where} is not readable (permissions)")
         if audio.stat().st_size == 0:
-            raise _BadRow(f"audio file {audio} is empty (0 bytes)")
+            raise _BadRow(f"audio file {where} is empty (0 bytes)")
     except (OSError, ValueError) as e:  # a name too long, a NUL byte in the path
-        raise _BadRow(f"audio path {str(audio)[:80]!r} cannot be checked ({e}); fix the path") from None
+        raise _BadRow(f"audio path {where[:80]!r} cannot be checked ({e}); fix the path") from None

@@ -9,7 +9,7 @@ import json
 import os
 from pathlib import Path
 
-from ..errors import LLMSRTError, open_regular
+from ..errors import LLMSRTError, open_regular, shown
 from . import metrics
 
 DECIMALS = 2  # SacreBLEU's own width for the printed score
@@ -28,10 +28,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     hyps, refs = read_lines(args.hyp), read_lines(args.ref)
+    hyp, ref = shown(str(args.hyp)), shown(str(args.ref))
     if not hyps:
-        raise LLMSRTError(f"{args.hyp} is empty: there is nothing to score")
+        raise LLMSRTError(f"{hyp} is empty: there is nothing to score")
     if len(hyps) != len(refs):
-        raise LLMSRTError(f"{args.hyp} has {len(hyps)} lines but {args.ref} has {len(refs)}; "
+        raise LLMSRTError(f"{hyp} has {len(hyps)} lines but {ref} has {len(refs)}; "
                           "hypotheses and references must pair up line by line")
     score = metrics.compute(args.metric, hyps, refs, args.tgt_lang)
     if args.json:
@@ -45,14 +46,15 @@ def main(args: argparse.Namespace) -> int:
 def read_lines(path: Path) -> list[str]:
     """The lines of a UTF-8 text file, without line endings (a final newline does not make an extra line).
     A byte-order mark at the start is a BOM, not text (an editor's "UTF-8 with BOM" scores like plain UTF-8)."""
-    fd = open_regular(path, str(path))
+    name = shown(str(path))
+    fd = open_regular(path, name)
     try:
         with os.fdopen(fd, "rb") as f:
             text = f.read().decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise LLMSRTError(f"{path}: not valid UTF-8 (byte {e.start}); re-save the file as UTF-8") from None
+        raise LLMSRTError(f"{name}: not valid UTF-8 (byte {e.start}); re-save the file as UTF-8") from None
     except OSError as e:
-        raise LLMSRTError(f"{path}: cannot read the file ({e.strerror or e}); check it") from None
+        raise LLMSRTError(f"{name}: cannot read the file ({e.strerror or e}); check it") from None
     # split on "\n" only: str.splitlines() would also split inside a sentence at U+2028, U+0085 and the like.
     lines = [line.removesuffix("\r") for line in text.split("\n")]
     if lines and lines[-1] == "":
