@@ -7,6 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 import tiny
 from llm_srt import bench, device
@@ -14,8 +15,8 @@ from llm_srt.bench import common
 from llm_srt.errors import LLMSRTError
 
 QFORMER = {"num_queries": 8, "hidden_size": 32, "num_layers": 2, "num_heads": 4, "intermediate_size": 64}
-RATIOS = ("adapter_vs_pooled_speedup", "feature_cache_speedup", "variable_length_speedup", "batch16_vs_batch1",
-          "overhead_vs_lower_bound")
+RATIOS = ("adapter_vs_pooled_speedup", "cached_step_vs_audio_step_less_encoder", "variable_length_speedup",
+          "batch16_vs_batch1", "batch1_step_vs_bandwidth_bound", "overhead_vs_lower_bound")
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,8 @@ def result(tmp_path_factory):
     options = bench.BenchOptions(encoder=str(tiny.whisper_dir(root)), llm=str(tiny.llm_dir(root)),
                                  adapter_kwargs=QFORMER, manifest=None, n=6, new_tokens=3, batch_sizes=(1, 2, 4),
                                  beam_size=2, beam_batch_sizes=(2,), pooled_batch_sizes=(1, 4), headline_batch=4,
-                                 cascade=False, train_batch=3, train_steps=1, long_clips=2, encoder_repeats=1)
+                                 cascade=False, train_batch=3, train_steps=1, long_clips=2, encoder_repeats=1,
+                                 int8_batch_sizes=(1, 4), yardstick_bytes=32 << 20, yardstick_gemm=256)
     return bench.run_bench(options, device.resolve("cpu", "float32"))
 
 
@@ -38,13 +40,48 @@ def test_json_has_the_ratios_goals_and_raw_times(result):
         assert isinstance(result["goals"][key]["met"], bool)
     assert result["setup"]["utterances"] == 6 and result["setup"]["batch16_vs_batch1_batches"] == [4, 1]
     assert result["cascade"] is None
+    m = result["machine"]
+    assert m["bandwidth_gb_s"] > 0 and m["matmul_gflop_s"] > 0 and m["int8_matmul_gop_s"] > 0
+    fast = result["setup"]["batch16_vs_batch1_system"]
+    seconds = {(r["system"], r["batch_size"]): r["seconds"] for r in result["decode"] if r["beam"] == 1}
+    assert fast in ("llm-srt", "llm-srt-int8") and seconds[fast, 4] == min(seconds["llm-srt", 4],
+                                                                            seconds["llm-srt-int8", 4])
+    assert result["batch16_vs_batch1"] == pytest.approx(seconds[fast, 1] / seconds[fast, 4], rel=0.01)
+    t = result["train"]
+    assert 0 < t["encoder_s_per_audio_step"] < t["s_per_step_audio"]
+    assert result["cached_step_vs_audio_step_less_encoder"] == pytest.approx(
+        t["s_per_step_cached"] / (t["s_per_step_audio"] - t["encoder_s_per_audio_step"]), rel=0.02)
+
+
+def test_decode_cost_counts_each_weight_once_and_int8_reads_a_quarter(tmp_path):
+    from llm_srt.bench.roofline import decode_cost, step_bound
+    from llm_srt.model.llm import load_llm
+
+    folder = tiny.llm_dir(tmp_path)
+    fp32, _ = load_llm(folder)
+    int8, _ = load_llm(folder, "int8")
+    embedding = fp32.get_input_embeddings().weight
+    linear = [m for m in fp32.modules() if isinstance(m, torch.nn.Linear)]
+    exact, small = decode_cost(fp32), decode_cost(int8)
+    assert exact["weight_bytes_per_step"] == sum(p.numel() * 4 for p in fp32.parameters() if p is not embedding)
+    assert exact["flops_per_row"] == small["flops_per_row"] == sum(2 * m.weight.numel() for m in linear)
+    linear_bytes = sum(m.weight.numel() for m in linear)
+    assert small["int8"] and not exact["int8"]
+    assert small["weight_bytes_per_step"] < exact["weight_bytes_per_step"] - 2.9 * linear_bytes
+    machine = {"bandwidth_gb_s": 10.0, "matmul_gflop_s": 100.0}
+    one, many = step_bound(exact, machine, 1), step_bound(exact, machine, 100000)
+    assert one["bound"] == "bandwidth" and one["bound_s"] == exact["weight_bytes_per_step"] / 10e9
+    assert many["bound"] == "compute" and many["bound_s"] == pytest.approx(exact["flops_per_row"] * 100000 / 100e9)
 
 
 def test_decode_rows_cover_the_plan_with_the_right_speech_tokens(result):
     rows = {(r["system"], r["beam"], r["batch_size"]): r for r in result["decode"]}
     assert set(rows) == {("llm-srt", 1, 1), ("llm-srt", 1, 2), ("llm-srt", 1, 4), ("llm-srt", 2, 2),
-                         ("pooled-750", 1, 1), ("pooled-750", 1, 4)}
+                         ("llm-srt-int8", 1, 1), ("llm-srt-int8", 1, 4), ("pooled-750", 1, 1), ("pooled-750", 1, 4)}
     for (system, _, _), r in rows.items():
+        assert r["weights"] == ("int8" if system == "llm-srt-int8" else "float32")
+        assert r["decode_step_ms"] > 0 and r["bound_step_ms"] > 0 and r["bound"] in ("bandwidth", "compute")
+        assert r["step_vs_bound"] == pytest.approx(r["decode_step_ms"] / r["bound_step_ms"], rel=0.02)
         assert r["speech_tokens"] == (750 if system == "pooled-750" else QFORMER["num_queries"])
         assert r["seconds"] > 0 and r["new_tokens"] == 3 and r["peak_mib"] > 0 and r["memory"] == "rss"
         assert r["utterances_per_s"] == pytest.approx(6 / r["seconds"], rel=0.03)  # both rounded

@@ -32,10 +32,15 @@ def pin_eos(model) -> list[int]:
     utterance early: among its ~150k random logits some are always larger, for greedy and beam search alike.
     Only for benchmarks of random or throw-away weights; returns the EOS ids. `LLMCalls` checks the lengths."""
     from ..model.decoding import eos_ids
-    from ..model.llm import causal_lm
+    from ..model.llm import Int8Linear, causal_lm
 
     ids = eos_ids(model.llm, model.tokenizer)
     head = causal_lm(model.llm).get_output_embeddings()
+    if isinstance(head, Int8Linear):
+        head.zero_rows(ids)
+        if head.bias is not None:
+            head.bias[ids] = torch.finfo(head.bias.dtype).min
+        return ids
     with torch.no_grad():
         head.weight[ids] = 0
         if getattr(head, "bias", None) is not None:
@@ -46,7 +51,9 @@ def pin_eos(model) -> list[int]:
 class LLMCalls:
     """Forward hook on the causal LM: one entry per `generate` (its prefill batch and length) with its forward
     calls. A generation of N new tokens makes N calls (the prefill gives the first token). `keep_inputs`: also
-    keep each prefill's inputs_embeds and attention mask (to replay them)."""
+    keep each prefill's inputs_embeds and attention mask (to replay them). Each entry's `decode_s` is the wall time
+    from the prefill's end to the last step's end (after `device.synchronize`): the N - 1 decode steps with
+    everything `generate` does between them."""
 
     def __init__(self, llm, keep_inputs: bool = False):
         from ..model.llm import causal_lm
@@ -54,6 +61,7 @@ class LLMCalls:
         self.module = causal_lm(llm)
         self.keep_inputs = keep_inputs
         self.generations: list[dict] = []
+        self.device = next(self.module.parameters()).device
 
     def __enter__(self):
         self.handle = self.module.register_forward_hook(self._hook, with_kwargs=True)
@@ -63,15 +71,20 @@ class LLMCalls:
         self.handle.remove()
 
     def _hook(self, module, args, kwargs, output):
+        dev.synchronize(self.device)
+        now = time.perf_counter()
         embeds = kwargs.get("inputs_embeds")
         if embeds is not None:  # a prefill starts a new generate
-            entry = {"shape": tuple(embeds.shape[:2]), "calls": 0}
+            entry = {"shape": tuple(embeds.shape[:2]), "calls": 0, "decode_s": 0.0, "last": now}
             if self.keep_inputs:
                 entry |= {"embeds": embeds, "mask": kwargs.get("attention_mask"),  # None: no padding
                           "positions": kwargs.get("position_ids")}
             self.generations.append(entry)
         if self.generations:
-            self.generations[-1]["calls"] += 1
+            entry = self.generations[-1]
+            entry["calls"] += 1
+            entry["decode_s"] += now - entry["last"]
+            entry["last"] = now
 
 
 class PeakMemory:
@@ -121,6 +134,7 @@ class DecodeRun:
     speech_tokens: int  # speech embeddings per utterance (the longest in the pass)
     peak_mib: float
     memory: str  # "gpu" (allocator peak) or "rss"
+    steps: tuple[tuple[int, int, float], ...] = ()  # per generation: (rows, decode steps, their seconds)
 
 
 def decode_pass(system, audios: list[np.ndarray], batch: int, options, src: str = "eng", tgt: str = "deu",
@@ -155,7 +169,8 @@ def decode_pass(system, audios: list[np.ndarray], batch: int, options, src: str 
     if exact_tokens and steps != {options.max_new_tokens}:
         raise LLMSRTError(f"bench: generations ran {sorted(steps)} LLM steps, not exactly {options.max_new_tokens}; "
                           "an utterance ended early, so rows would not be comparable")
-    return DecodeRun(round(seconds, 4), len(audios), max(steps), max(speech), memory.mib, memory.kind)
+    return DecodeRun(round(seconds, 4), len(audios), max(steps), max(speech), memory.mib, memory.kind,
+                     tuple((g["shape"][0], g["calls"] - 1, g["decode_s"]) for g in calls.generations))
 
 
 def is_out_of_memory(error: BaseException) -> bool:

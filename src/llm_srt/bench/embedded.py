@@ -3,7 +3,8 @@
     llm-srt bench [--model DIR] [--n 16] [--quick] [--json] [--device D --dtype T]
 
 Everything is measured side by side in one process, on the same utterances, and reported as ratios:
-  (a) LLM-SRT: Whisper at variable length -> Q-Former (80 queries) -> LLM; greedy and beam, by batch size;
+  (a) LLM-SRT: Whisper at variable length -> Q-Former (80 queries) -> LLM; greedy and beam, by batch size; on a
+      float32 CPU run also greedy with the LLM's linear layers in int8 (`--dtype int8`, same adapter weights);
   (b) the Qwen2-Audio-style peer: Whisper on 30 s padded input -> 2x average pooling (750 speech tokens) -> the same
       LLM (a fresh pooled adapter over the same Whisper and LLM folders);
   (c) the cascade: Whisper's own ASR decoding, then the LLM translating the transcript (model/systems.py);
@@ -11,6 +12,11 @@ Everything is measured side by side in one process, on the same utterances, and 
   30 s padding on ~10 s clips; and the full `SpeechTranslator.translate()` path against the forward passes its
   output strictly needs (encoder, adapter, LLM prefill, one KV-cached LLM step per further token), each replayed
   alone on the very inputs translate() gave them (recorded by hooks).
+
+The yardstick (bench/roofline.py): this machine's memory bandwidth and matmul peak, measured first in the same run;
+each decode row's step time (prefill end to last step end, so `generate`'s own work between steps counts) is
+reported against the least a step of the loaded LLM can cost here, max(weight bytes / bandwidth, FLOPs x rows /
+peak): batch 1 against the bandwidth, large batches against the arithmetic.
 
 Decode length. (a) and (b) run through the systems' own `run_batch` and generate exactly `new_tokens` tokens per
 utterance (the LLM's EOS logit pinned to 0 by `common.pin_eos`, after the natural-length measurements; checked per
@@ -38,8 +44,10 @@ from .. import languages
 from ..audio import SAMPLE_RATE, load_audio
 from ..device import Placement
 from ..errors import LLMSRTError
-from ..prompts import Task, build
+from ..prompts import Task
 from .common import LLMCalls, PeakMemory, decode_pass, pin_eos, release
+from .roofline import COPY_BYTES, decode_cost, measure_machine, step_bound
+from .training import time_training
 
 DEFAULT_MANIFEST = "data/mini/test.jsonl"  # the embedded mini corpus; espeak-ng clips when it is absent
 DEFAULT_TRAINED = "checkpoints/embedded/srt"  # the CLI benchmarks this trained adapter when it is a Q-Former
@@ -49,13 +57,15 @@ POOLED_BATCH_SIZES = (4, 8)  # the 750-token peer, greedy (paper: batch 4, out o
 HEADLINE_BATCH = 8  # adapter_vs_pooled_speedup, the cascade and translate() run at this batch size
 LONG_SECONDS = 10.0  # clip length for the variable-length vs 30 s padding comparison
 SILENCE_SECONDS = 0.3  # gap between clips concatenated into a long clip
-GOALS = {  # ratio -> target on the 2-core CPU with the embedded models (higher is better unless "max")
+GOALS = {  # ratio -> target on the 2-core CPU with the embedded models ("min": at least, "max": at most)
     "adapter_vs_pooled_speedup": (3.0, "min"),
-    "feature_cache_speedup": (4.0, "min"),
+    "cached_step_vs_audio_step_less_encoder": (1.05, "max"),  # the cache removes the encoder's cost, no more
     "variable_length_speedup": (2.5, "min"),
-    "batch16_vs_batch1": (6.0, "min"),
+    "batch16_vs_batch1": (6.0, "min"),  # throughput, of the faster weight dtype (float32 or int8)
+    "batch1_step_vs_bandwidth_bound": (1.3, "max"),  # greedy decode step at batch 1 / (weight bytes / bandwidth)
     "overhead_vs_lower_bound": (1.25, "max"),
 }
+INT8_BATCH_SIZES = (1, 16)  # greedy rows repeated with int8 linear layers (CPU, float32 placements)
 ESPEAK_SENTENCES = (  # fallback utterances (eng -> deu) when no manifest is available
     ("Will it rain tomorrow?", "Regnet es morgen?"),
     ("The file could not be opened because it does not exist.", "Die Datei existiert nicht."),
@@ -91,6 +101,9 @@ class BenchOptions:
     long_clips: int = 4  # ~10 s clips in the encoder comparison (one batch)
     long_seconds: float = LONG_SECONDS
     encoder_repeats: int = 2  # best of this many passes for the encoder comparison
+    int8_batch_sizes: tuple[int, ...] = INT8_BATCH_SIZES  # greedy again with --dtype int8 (CPU float32 runs only)
+    yardstick_bytes: int = COPY_BYTES  # the bandwidth probe's copy (tests shrink it)
+    yardstick_gemm: int | None = None  # the matmul probe's size (None: by device; tests shrink it)
     seed: int = 0  # fresh adapter weights
 
     def __post_init__(self):
@@ -128,6 +141,10 @@ def run_bench(options: BenchOptions = BenchOptions(), placement: Placement | Non
 
     placement = placement or dev.resolve("cpu", "float32")
     started, load = time.perf_counter(), os.getloadavg()[0]
+    int8_rows = placement.device.type == "cpu" and placement.dtype == torch.float32 and options.int8_batch_sizes
+    log("yardstick: memory bandwidth and matmul peak")
+    machine = measure_machine(placement.device, copy_bytes=options.yardstick_bytes, gemm_size=options.yardstick_gemm,
+                              dtype=placement.compute_dtype, int8=placement.device.type == "cpu")
     with tempfile.TemporaryDirectory(prefix="llm-srt-bench-") as tmp:
         utts = load_utterances(options, Path(tmp))
         utts.sort(key=lambda u: -u.audio.size)  # longest first: batches of similar lengths
@@ -150,23 +167,32 @@ def run_bench(options: BenchOptions = BenchOptions(), placement: Placement | Non
         pin_eos(model)  # from here on every utterance decodes exactly new_tokens tokens
         plan = ([("llm-srt", 1, b) for b in options.batch_sizes]
                 + [("llm-srt", options.beam_size, b) for b in options.beam_batch_sizes])
-        rows += decode_rows(SpeechLLMSystem(model, "llm-srt", placement), utts, plan, options, log)
+        rows += decode_rows(SpeechLLMSystem(model, "llm-srt", placement), utts, plan, options, log, machine)
         folders = (model.config.encoder, model.config.llm)
+        adapter_state = model.adapter.state_dict()
         del model, whisper, variable, padded
         release(placement.device)
+        if int8_rows:  # the same adapter over the LLM with int8 linear layers
+            int8 = _int8_model(folders, adapter_state, placement, options)
+            rows += decode_rows(SpeechLLMSystem(int8, "llm-srt-int8", dev.resolve("cpu", "int8")), utts,
+                                [("llm-srt-int8", 1, b) for b in options.int8_batch_sizes], options, log, machine)
+            del int8
+            release(placement.device)
         torch.manual_seed(options.seed)
         pooled = _pooled_model(folders, placement)
         rows += decode_rows(SpeechLLMSystem(pooled, "pooled-750", placement), utts,
-                            [("pooled-750", 1, b) for b in options.pooled_batch_sizes], options, log)
+                            [("pooled-750", 1, b) for b in options.pooled_batch_sizes], options, log, machine)
     setup = {"model": model_name, "load_average_at_start": round(load, 2), "device": str(placement),
              "bench_seconds": round(time.perf_counter() - started, 1)}
-    return summarize(options, setup, utts, rows, encoder, overhead, train, cascade)
+    return summarize(options, setup, utts, rows, encoder, overhead, train, cascade, machine)
 
 
-def decode_rows(system, utts: list["Utterance"], plan, options: "BenchOptions", log) -> list[dict]:
-    """(a) or (b): every (beam, batch) of `plan` over all utterances through `system.run_batch`, fixed length."""
+def decode_rows(system, utts: list["Utterance"], plan, options: "BenchOptions", log, machine: dict) -> list[dict]:
+    """(a) or (b): every (beam, batch) of `plan` over all utterances through `system.run_batch`, fixed length; each
+    row's decode steps (prefill end to last step end, per generation) against the roofline bound of its rows."""
     from ..model.decoding import DecodingOptions
 
+    cost = decode_cost(system.model.llm)
     audios = [u.audio for u in utts]
     decoding = DecodingOptions(max_new_tokens=options.new_tokens)
     with torch.inference_mode():
@@ -175,22 +201,40 @@ def decode_rows(system, utts: list["Utterance"], plan, options: "BenchOptions", 
     for name, beam, batch in plan:
         log(f"decode {name} beam {beam} batch {batch}")
         run = decode_pass(system, audios, batch, replace(decoding, beam_size=beam))
+        steps = sum(n for _, n, _ in run.steps)
+        step_s = sum(s for _, _, s in run.steps) / steps
+        bound_s = sum(n * step_bound(cost, machine, r)["bound_s"] for r, n, _ in run.steps) / steps
         rows.append({"system": name, "beam": beam, "batch_size": batch, "seconds": run.seconds,
                      "utterances_per_s": round(run.utterances / run.seconds, 3), "speech_tokens": run.speech_tokens,
-                     "new_tokens": run.new_tokens, "peak_mib": run.peak_mib, "memory": run.memory})
+                     "new_tokens": run.new_tokens, "peak_mib": run.peak_mib, "memory": run.memory,
+                     "weights": "int8" if cost["int8"] else dev.DTYPE_NAMES[system.model.llm_dtype],
+                     "decode_step_ms": float(f"{step_s * 1000:.4g}"), "bound_step_ms": float(f"{bound_s * 1000:.4g}"),
+                     "bound": step_bound(cost, machine, batch * beam)["bound"],
+                     "step_vs_bound": round(step_s / bound_s, 3)})
     return rows
 
 
-def summarize(options: BenchOptions, setup: dict, utts, rows, encoder, overhead, train, cascade) -> dict:
+def summarize(options: BenchOptions, setup: dict, utts, rows, encoder, overhead, train, cascade,
+              machine: dict) -> dict:
+    def row(system: str, beam: int, batch: int) -> dict:
+        return next(r for r in rows if (r["system"], r["beam"], r["batch_size"]) == (system, beam, batch))
+
     def seconds(system: str, beam: int, batch: int) -> float:
-        return next(r["seconds"] for r in rows if (r["system"], r["beam"], r["batch_size"]) == (system, beam, batch))
+        return row(system, beam, batch)["seconds"]
 
     head, top = options.headline_batch, max(options.batch_sizes)
+    # the faster weight dtype at `top` (float32 or int8, when both ran) is judged; its name goes in the JSON
+    have = {(r["system"], r["batch_size"]) for r in rows if r["beam"] == 1}
+    fast = min((v for v in ("llm-srt", "llm-srt-int8") if {(v, 1), (v, top)} <= have),
+               key=lambda v: seconds(v, 1, top))
+    fast1 = min((v for v in ("llm-srt", "llm-srt-int8") if (v, 1) in have), key=lambda v: seconds(v, 1, 1))
     ratios = {
         "adapter_vs_pooled_speedup": seconds("pooled-750", 1, head) / seconds("llm-srt", 1, head),
-        "feature_cache_speedup": train["s_per_step_audio"] / train["s_per_step_cached"],
+        "cached_step_vs_audio_step_less_encoder": train["s_per_step_cached"]
+        / (train["s_per_step_audio"] - train["encoder_s_per_audio_step"]),
         "variable_length_speedup": encoder["padded_s"] / encoder["variable_s"],
-        "batch16_vs_batch1": seconds("llm-srt", 1, 1) / seconds("llm-srt", 1, top),
+        "batch16_vs_batch1": seconds(fast, 1, 1) / seconds(fast, 1, top),
+        "batch1_step_vs_bandwidth_bound": row(fast1, 1, 1)["step_vs_bound"],
         "overhead_vs_lower_bound": overhead["translate_s"] / overhead["lower_bound_s"],
     }
     goals = {k: {"target": t, "met": bool(ratios[k] >= t if how == "min" else ratios[k] <= t)}
@@ -200,8 +244,10 @@ def summarize(options: BenchOptions, setup: dict, utts, rows, encoder, overhead,
         "goals": goals,
         "setup": {**setup, "utterances": len(utts), "audio_seconds": round(sum(u.seconds for u in utts), 2),
                   "new_tokens": options.new_tokens, "batch16_vs_batch1_batches": [top, 1],
+                  "batch16_vs_batch1_system": fast, "batch1_step_vs_bandwidth_bound_system": fast1,
                   "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "torch": torch.__version__},
-        "decode": rows, "encoder": encoder, "overhead": overhead, "train": train, "cascade": cascade,
+        "machine": machine, "decode": rows, "encoder": encoder, "overhead": overhead, "train": train,
+        "cascade": cascade,
     }
 
 
@@ -274,6 +320,21 @@ def _load_model(options: BenchOptions, placement: Placement):
         raise LLMSRTError(f"bench: {options.model} has a {model.config.adapter!r} adapter; (a) benchmarks the "
                           "Q-Former (paper) — give a Q-Former model folder or none")
     return model.eval(), name
+
+
+def _int8_model(folders: tuple[str, str], adapter_state: dict, placement: Placement, options: BenchOptions):
+    """(a) again with the LLM's linear layers in int8 (`--dtype int8`), the same adapter weights, EOS pinned."""
+    from ..model.speech_llm import SpeechLLM, SpeechLLMConfig
+
+    config = SpeechLLMConfig(encoder=folders[0], llm=folders[1], adapter="qformer",
+                             adapter_kwargs=dict(options.adapter_kwargs), dtype="int8")
+    if options.model:
+        model = SpeechLLM.from_pretrained(options.model, device=placement.device, dtype="int8")
+    else:
+        model = SpeechLLM(config, device=placement.device)
+        model.adapter.load_state_dict(adapter_state)
+    pin_eos(model)
+    return model.eval()
 
 
 def _pooled_model(folders: tuple[str, str], placement: Placement):
@@ -405,70 +466,6 @@ def lower_bound(model, mel: torch.Tensor, mel_mask: torch.Tensor, generation: di
             "decode_s": times[5] - times[4]}
 
 
-# ---- training: encoder-feature cache vs audio ---------------------------------------------------------------------
-def time_training(model, utts: list[Utterance], batch_size: int, steps: int, workdir: Path) -> dict:
-    """Seconds per optimizer step on one batch read as audio (encoder runs) vs from the feature cache (it does not),
-    through the recipe's own pieces (collate, FeatureCache, SpeechLLM.forward, AdamW). Trained weights restored."""
-    from ..data.features import FeatureCache
-    from ..data.loader import Example, collate
-
-    chosen = [utts[i % len(utts)] for i in range(batch_size)]
-    examples = []
-    for i, u in enumerate(chosen):
-        prompt, target = build(Task.SRT, u.src, u.tgt, u.transcript, u.translation)
-        examples.append(Example(id=f"bench{i}", audio=u.path, duration=u.seconds, task=Task.SRT, prompt=prompt,
-                                target=target, src=u.src, tgt=u.tgt, transcript=u.transcript,
-                                translation=u.translation))
-    whisper = model.encoder
-    cache = FeatureCache(workdir / "features", whisper.identity, {"pad_to_30s": whisper.pad_to_30s})
-
-    @torch.inference_mode()
-    def encode(audios):
-        h, mask = whisper.encode(audios)
-        return [h[i, mask[i]].float().cpu().numpy() for i in range(len(audios))]
-
-    paths = [e.audio for e in examples]
-    cache.get_or_compute(paths, encode)  # fill the cache (the recipe does this once, before training)
-    batches = {"audio": lambda: collate(examples),
-               "cached": lambda: collate(examples, cache.get_or_compute(paths, encode))}
-    params = model.trainable_parameters()
-    saved = [p.detach().clone() for p in params]
-    optimizer = torch.optim.AdamW(params, lr=1e-6)
-    times: dict[str, list[float]] = {"audio": [], "cached": []}
-    encoder_calls = {"audio": 0, "cached": 0}
-    way = "audio"
-
-    def count(*_):
-        encoder_calls[way] += 1
-
-    handle = whisper.encoder.conv1.register_forward_hook(count)
-    model.train()
-    device = model.device
-    try:
-        with PeakMemory(device) as memory:
-            for step in range(steps + 1):  # step 0 warms up; the two ways alternate so drift hits both alike
-                for way in ("audio", "cached"):
-                    dev.synchronize(device)
-                    t0 = time.perf_counter()
-                    optimizer.zero_grad(set_to_none=True)
-                    model(batches[way]())["loss"].backward()
-                    optimizer.step()
-                    dev.synchronize(device)
-                    if step:
-                        times[way].append(time.perf_counter() - t0)
-    finally:
-        handle.remove()
-        model.eval()
-        with torch.no_grad():
-            for p, value in zip(params, saved):
-                p.copy_(value)
-    return {"batch_size": batch_size, "steps": steps,
-            "s_per_step_audio": round(float(np.mean(times["audio"])), 4),
-            "s_per_step_cached": round(float(np.mean(times["cached"])), 4),
-            "encoder_calls_audio": encoder_calls["audio"], "encoder_calls_cached": encoder_calls["cached"],
-            "cache_hits": cache.hits, "cache_misses": cache.misses, "peak_mib": memory.mib}
-
-
 # ---- (c) the cascade ----------------------------------------------------------------------------------------------
 def time_cascade(model, placement: Placement, utts: list[Utterance], batch: int, new_tokens: int) -> dict:
     """Whisper ASR decoding then LLM text MT (natural lengths, capped at new_tokens), same utterances and batch,
@@ -503,21 +500,27 @@ def time_cascade(model, placement: Placement, utts: list[Utterance], batch: int,
 
 
 # ---- report -------------------------------------------------------------------------------------------------------
-SYSTEM_NAMES = {"llm-srt": "LLM-SRT (Q-Former, 80 tok)", "pooled-750": "Qwen2-Audio-style (pooled, 750 tok)"}
+SYSTEM_NAMES = {"llm-srt": "LLM-SRT (Q-Former, 80 tok)", "llm-srt-int8": "LLM-SRT (Q-Former), int8 LLM",
+                "pooled-750": "Qwen2-Audio-style (pooled, 750 tok)"}
 
 
 def format_table(result: dict) -> str:
     """Paper Table 7's shape: seconds for the N utterances by system, search and batch size; then the ratios."""
-    s = result["setup"]
+    s, m = result["setup"], result["machine"]
+    int8_peak = f", int8 GEMM {m['int8_matmul_gop_s']} GOP/s" if "int8_matmul_gop_s" in m else ""
     lines = [f"Speed: {s['utterances']} utterances ({s['audio_seconds']} s of audio), {s['new_tokens']} generated "
              f"tokens each, {s['torch_threads']} torch threads; model: {s['model']}",
+             f"Yardstick (this run): memory bandwidth {m['bandwidth_gb_s']} GB/s (1 GiB copy), {m['matmul_dtype']} GEMM "
+             f"{m['matmul_gflop_s']} GFLOP/s{int8_peak}; a decode step's bound = max(weight bytes / bandwidth, "
+             "FLOPs x rows / peak)",
              "",
              f"{'system':38} {'search':8} {'batch':>5} {'seconds':>9} {'utt/s':>7} {'speech tok':>10} {'peak MiB':>9} "
-             ""]
+             f"{'ms/step':>8} {'bound ms':>8} {'x bound':>7}"]
     for r in result["decode"]:
         search = "greedy" if r["beam"] == 1 else f"beam {r['beam']}"
         lines.append(f"{SYSTEM_NAMES[r['system']]:38} {search:8} {r['batch_size']:>5} {r['seconds']:>9.2f} "
-                     f"{r['utterances_per_s']:>7.2f} {r['speech_tokens']:>10} {r['peak_mib']:>9.0f}")
+                     f"{r['utterances_per_s']:>7.2f} {r['speech_tokens']:>10} {r['peak_mib']:>9.0f} "
+                     f"{r['decode_step_ms']:>8.1f} {r['bound_step_ms']:>8.1f} {r['step_vs_bound']:>7.2f}")
     c = result["cascade"]
     if c:
         lines.append(f"{'Cascade (Whisper ASR -> LLM MT)':38} {'greedy':8} {c['batch_size']:>5} {c['seconds']:>9.2f} "
@@ -527,17 +530,19 @@ def format_table(result: dict) -> str:
     lines += ["",
               f"encoder, {e['clips']} x {e['clip_seconds']} s clips: variable length {e['variable_s']:.3f} s "
               f"({e['variable_frames']} frames), 30 s padded {e['padded_s']:.3f} s ({e['padded_frames']} frames)",
-              f"training step, batch {t['batch_size']}: from audio {t['s_per_step_audio']:.3f} s, from the feature "
-              f"cache {t['s_per_step_cached']:.3f} s (encoder calls {t['encoder_calls_audio']} vs "
-              f"{t['encoder_calls_cached']})",
+              f"training step, batch {t['batch_size']}: from audio {t['s_per_step_audio']:.3f} s (encoder "
+              f"{t['encoder_s_per_audio_step']:.3f} s of it), from the feature cache {t['s_per_step_cached']:.3f} s "
+              f"(encoder calls {t['encoder_calls_audio']} vs {t['encoder_calls_cached']})",
               f"translate(), batch {o['batch_size']}: {o['translate_s']:.2f} s; needed forward passes "
               f"{o['lower_bound_s']:.2f} s (encoder {o['encoder_s']:.2f}, adapter {o['adapter_s']:.2f}, prefill "
               f"{o['prefill_s']:.2f}, decode {o['decode_s']:.2f}; {o['llm_forward_calls']} LLM calls)",
               ""]
+    judged = {"batch16_vs_batch1": s.get("batch16_vs_batch1_system"),
+              "batch1_step_vs_bandwidth_bound": s.get("batch1_step_vs_bandwidth_bound_system")}
     for key, goal in result["goals"].items():
         how = ">=" if GOALS[key][1] == "min" else "<="
-        lines.append(f"{key:28} {result[key]:>7.2f}   goal {how} {goal['target']:<5} "
-                     f"{'met' if goal['met'] else 'MISSED'}")
+        lines.append(f"{key:38} {result[key]:>7.2f}   goal {how} {goal['target']:<5} "
+                     f"{'met' if goal['met'] else 'MISSED'}" + (f"  ({judged[key]})" if judged.get(key) else ""))
     lines.append(f"(bench took {s['bench_seconds']:.0f} s)")
     return "\n".join(lines)
 

@@ -1,0 +1,98 @@
+"""The bench's training comparison: a step from audio (the Whisper encoder runs) vs one from the encoder-feature
+cache (it does not), through the recipe's own pieces; and how much of the audio step the encoder is, so the cache's
+real job can be judged: a cached step should cost no more than the audio step less its encoder time."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import device as dev
+from ..prompts import Task, build
+from .common import PeakMemory
+
+
+# ---- training: encoder-feature cache vs audio ---------------------------------------------------------------------
+def time_training(model, utts: list, batch_size: int, steps: int, workdir: Path) -> dict:
+    """Seconds per optimizer step on one batch read as audio (encoder runs) vs from the feature cache (it does not),
+    through the recipe's own pieces (collate, FeatureCache, SpeechLLM.forward, AdamW), and the seconds the encoder
+    (log-mel + forward, timed around `WhisperEncoder.encode`) took inside the audio steps. Trained weights
+    restored."""
+    from ..data.features import FeatureCache
+    from ..data.loader import Example, collate
+
+    chosen = [utts[i % len(utts)] for i in range(batch_size)]
+    examples = []
+    for i, u in enumerate(chosen):
+        prompt, target = build(Task.SRT, u.src, u.tgt, u.transcript, u.translation)
+        examples.append(Example(id=f"bench{i}", audio=u.path, duration=u.seconds, task=Task.SRT, prompt=prompt,
+                                target=target, src=u.src, tgt=u.tgt, transcript=u.transcript,
+                                translation=u.translation))
+    whisper = model.encoder
+    cache = FeatureCache(workdir / "features", whisper.identity, {"pad_to_30s": whisper.pad_to_30s})
+
+    @torch.inference_mode()
+    def encode(audios):
+        h, mask = whisper.encode(audios)
+        return [h[i, mask[i]].float().cpu().numpy() for i in range(len(audios))]
+
+    paths = [e.audio for e in examples]
+    cache.get_or_compute(paths, encode)  # fill the cache (the recipe does this once, before training)
+    batches = {"audio": lambda: collate(examples),
+               "cached": lambda: collate(examples, cache.get_or_compute(paths, encode))}
+    params = model.trainable_parameters()
+    saved = [p.detach().clone() for p in params]
+    optimizer = torch.optim.AdamW(params, lr=1e-6)
+    times: dict[str, list[float]] = {"audio": [], "cached": []}
+    encoder_calls = {"audio": 0, "cached": 0}
+    way = "audio"
+
+    def count(*_):
+        encoder_calls[way] += 1
+
+    handle = whisper.encoder.conv1.register_forward_hook(count)
+    encoder_s: list[float] = []
+    original_encode = whisper.encode
+
+    def timed_encode(audios):  # an instance attribute shadows the method until the finally below
+        dev.synchronize(device)
+        t0 = time.perf_counter()
+        out = original_encode(audios)
+        dev.synchronize(device)
+        if timing:
+            encoder_s.append(time.perf_counter() - t0)
+        return out
+
+    model.train()
+    device = model.device
+    timing = False
+    whisper.encode = timed_encode
+    try:
+        with PeakMemory(device) as memory:
+            for step in range(steps + 1):  # step 0 warms up; the two ways alternate so drift hits both alike
+                for way in ("audio", "cached"):
+                    timing = bool(step) and way == "audio"
+                    dev.synchronize(device)
+                    t0 = time.perf_counter()
+                    optimizer.zero_grad(set_to_none=True)
+                    model(batches[way]())["loss"].backward()
+                    optimizer.step()
+                    dev.synchronize(device)
+                    if step:
+                        times[way].append(time.perf_counter() - t0)
+    finally:
+        handle.remove()
+        del whisper.encode
+        model.eval()
+        with torch.no_grad():
+            for p, value in zip(params, saved):
+                p.copy_(value)
+    return {"batch_size": batch_size, "steps": steps,
+            "s_per_step_audio": round(float(np.mean(times["audio"])), 4),
+            "s_per_step_cached": round(float(np.mean(times["cached"])), 4),
+            "encoder_s_per_audio_step": round(sum(encoder_s) / steps, 4),
+            "encoder_calls_audio": encoder_calls["audio"], "encoder_calls_cached": encoder_calls["cached"],
+            "cache_hits": cache.hits, "cache_misses": cache.misses, "peak_mib": memory.mib}
