@@ -1,5 +1,6 @@
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import soundfile as sf
@@ -96,7 +97,7 @@ def test_builds_a_small_corpus_deterministically(locale_dir, tmp_path):
     _build(tmp_path / "b", locale_dir, workers=1)
     files_a = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
     files_b = sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*") if p.is_file())
-    assert files_a == files_b and len(files_a) == 3 * 6 + 4
+    assert files_a == files_b and len(files_a) == 3 * 6 + 5  # audio, 3 manifests, summary.json, voices.jsonl
     for rel in files_a:
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
 
@@ -133,7 +134,8 @@ def test_asking_for_more_sentences_than_exist_is_a_clear_error(locale_dir, tmp_p
 
 def test_speech_checks_reject_foreign_words_and_implausible_durations(tmp_path):
     def job(text, lang, voice, letters):
-        return mini._Job("x", lang, text, letters, voice, 160, 50, str(tmp_path / f"{lang}.flac"), "FLAC")
+        return mini._Job("x", lang, text, letters, mini.voices.Voice("espeak-ng", voice), 160, 50,
+                         str(tmp_path / f"{lang}.flac"), "FLAC")
 
     reason, _ = mini._speak(job("Используйте DROP для удаления.", "rus", "ru", 24))
     assert "switched voice" in reason
@@ -156,3 +158,55 @@ def test_real_catalogues_with_japanese_kana(tmp_path):
     jpn = [r for r in rows if r.src_lang == "jpn" and r.is_asr]
     assert len(jpn) == 4 and all(r.duration > 0.5 for r in jpn)
     assert json.loads((tmp_path / "summary.json").read_text())["langs"] == ["eng", "deu", "jpn"]
+
+
+@pytest.mark.skipif(shutil.which("flite") is None, reason="flite is not installed (Debian package flite)")
+def test_several_synthesizers_augmentation_prose_and_a_heldout_voice(locale_dir, tmp_path, monkeypatch):
+    docs = tmp_path / "doc" / "pkg"
+    docs.mkdir(parents=True)
+    (docs / "README").write_text("This program keeps a list of your books.\n\nIt runs on most machines today. "
+                                 "The file could not be opened. Each entry holds a title and an author.\n")
+    monkeypatch.setattr(mini.prose, "DOC_DIR", tmp_path / "doc")
+    monkeypatch.setattr(mini.prose, "STDLIB", tmp_path / "nothing")
+    opts = dict(synthesizers=("espeak-ng", "flite"), heldout_voice="flite:slt", prose=2,
+                augmentation=mini.voices.Augmentation(p=1.0))
+    summary = _build(tmp_path / "a", locale_dir, **opts)
+    out = tmp_path / "a"
+    spoken = {json.loads(line)["audio"]: json.loads(line) for line in (out / "voices.jsonl").read_text().splitlines()}
+    rows = {s: read_manifest(out / f"{s}.jsonl") for s in ("train", "dev", "test", "prose", "heldout")}
+    assert summary.extra == {"prose": 2, "heldout": 3}  # the test sentence in English: ASR + eng->deu, eng->fra
+    for split, rs in rows.items():
+        for r in rs:
+            line = spoken[str(Path(r.audio).relative_to(out))]
+            assert r.duration == pytest.approx(sf.info(r.audio).duration, abs=1e-3)
+            assert ("augment" in line) == (split in ("train", "prose")), (split, line)
+            assert (line["voice"] == "flite:slt") == (split == "heldout"), (split, line)
+            assert line["voice"].startswith("espeak-ng:") or r.src_lang == "eng"
+    assert {r.src_lang for r in rows["heldout"]} == {"eng"} and all("/heldout/" in r.audio for r in rows["heldout"])
+    assert {r.sentence_id for r in rows["heldout"]} == {r.sentence_id for r in rows["test"]}
+    english = [spoken[k]["voice"] for k in spoken if k.startswith("audio/eng/")]
+    assert any(v.startswith("flite:") for v in english) and any(v.startswith("espeak-ng:") for v in english)
+    assert all(r.is_asr and r.source == "prose:doc:pkg/README" for r in rows["prose"])
+    assert {r.transcript for r in rows["prose"]} < {"This program keeps a list of your books.",
+                                                    "It runs on most machines today.",
+                                                    "Each entry holds a title and an author."}  # gettext one out
+    summary_json = json.loads((out / "summary.json").read_text())
+    assert summary_json["extra"] == summary.extra and "flite:slt" in summary_json["voices"]
+
+    _build(tmp_path / "b", locale_dir, workers=1, **opts)  # the same options give the same bytes
+    for path in sorted(p for p in out.rglob("*") if p.is_file()):
+        rel = path.relative_to(out)
+        if rel.suffix == ".jsonl" and rel.name != "voices.jsonl":  # manifests hold absolute audio paths
+            assert path.read_text().replace(str(out), "") == (tmp_path / "b" / rel).read_text().replace(
+                str(tmp_path / "b"), ""), rel
+        else:
+            assert path.read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
+
+
+def test_voice_options_are_checked(locale_dir, tmp_path):
+    with pytest.raises(LLMSRTError, match="unknown synthesizer 'say'"):
+        _build(tmp_path / "a", locale_dir, synthesizers=("espeak-ng", "say"))
+    with pytest.raises(LLMSRTError, match="no voice of --synthesizers flite speaks deu"):
+        _build(tmp_path / "a", locale_dir, synthesizers=("flite",))
+    with pytest.raises(LLMSRTError, match="snr_db 30.0-5.0"):
+        _build(tmp_path / "a", locale_dir, augmentation=mini.voices.Augmentation(snr_db=(30.0, 5.0)))

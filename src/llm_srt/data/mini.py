@@ -26,12 +26,12 @@ import random
 import re
 import shutil
 import subprocess
-import tempfile
 import time
 import unicodedata
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor  # espeak-ng runs as child processes, so threads suffice
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -39,8 +39,9 @@ import soundfile as sf
 from tqdm import tqdm
 
 from .. import languages
-from ..audio import SAMPLE_RATE, load_audio
+from ..audio import SAMPLE_RATE
 from ..errors import LLMSRTError
+from . import prose, voices
 from .manifest import Row, parse_directions, targets_by_source, write_manifest
 
 CORPUS = "mini"
@@ -63,14 +64,13 @@ _ACRONYM_OR_DIGIT = re.compile(r"\d|[A-Z][A-Z]")  # espeak spells acronyms lette
 _LATIN = re.compile(r"[A-Za-z]")
 
 # Speech.
-VARIANTS = ("m1", "m2", "m3", "m4", "f1", "f2", "f3", "f4")  # espeak-ng voice variants (+m1 ...)
+VARIANTS = voices.ESPEAK_VARIANTS  # espeak-ng voice variants (+m1 ...)
 SPEED_RANGE = (140, 185)  # words per minute (espeak default 175)
 PITCH_RANGE = (30, 70)  # 0-99 (espeak default 50)
 # Seconds per written letter outside which an utterance is rejected, by script. Medians measured on espeak-ng 1.51
 # at SPEED_RANGE: Latin/Cyrillic 0.07-0.09, Hangul 0.23, Hanzi 0.28-0.32, Japanese 0.17, Thai 0.16.
 SECONDS_PER_CHAR = {"Latn": (0.035, 0.16), "Cyrl": (0.035, 0.16), "Kore": (0.08, 0.45),
                     "Hans": (0.12, 0.6), "Hant": (0.12, 0.6), "Jpan": (0.06, 0.45), "Thai": (0.06, 0.35)}
-LANGUAGE_SWITCH = re.compile(r"\([a-z]{2,3}(?:-[a-z0-9]+)?\)")  # espeak -x marks a switch of voice as "(en)"
 
 
 @dataclass(frozen=True)
@@ -85,13 +85,20 @@ class MiniOptions:
     workers: int = 2  # espeak-ng processes at a time
     audio_format: str = "flac"  # flac | wav
     locale_dir: Path = LOCALE_DIR  # gettext catalogues
+    synthesizers: tuple[str, ...] = ("espeak-ng",)  # voices.SYNTHESIZERS drawn from per utterance, where they
+    #   speak the language (flite and festival: English only); one draws as before this option existed
+    augmentation: voices.Augmentation | None = None  # applied to train (and prose) utterances only
+    prose: int = 0  # English prose sentences from installed documentation, as ASR rows in prose.jsonl
+    heldout_voice: str = ""  # SYNTH or SYNTH:VOICE never used in train/dev/test; reads the test sentences
+    #   (the languages it speaks) into heldout.jsonl
 
 
 @dataclass(frozen=True)
 class Sentence:
     id: str  # hash of the English text
-    domain: str  # the gettext domain (.mo name) every translation came from
+    domain: str  # the gettext domain (.mo name) every translation came from (prose: the document)
     texts: dict[str, str]  # language -> text (eng: the message id)
+    origin: str = "gettext"  # gettext | prose; `source` in the manifest is "origin:domain"
 
 
 @dataclass
@@ -105,6 +112,8 @@ class MiniSummary:
     rejected: dict[str, int] = field(default_factory=dict)  # "lang: reason" -> utterances
     rejected_sentences: int = 0  # sentences dropped because some language failed a check
     rejected_examples: list[str] = field(default_factory=list)  # the first few, "lang: reason: text"
+    extra: dict[str, int] = field(default_factory=dict)  # rows of prose.jsonl / heldout.jsonl, when asked for
+    voices: dict[str, int] = field(default_factory=dict)  # "synth:voice" -> utterances, all manifests
     seconds: float = 0.0  # build time
 
     def lines(self) -> list[str]:
@@ -116,6 +125,11 @@ class MiniSummary:
                + f" (total {sum(self.hours.values()):.2f})",
                f"rejected {self.rejected_sentences} sentences: "
                + (", ".join(f"{k} x{v}" for k, v in sorted(self.rejected.items())) or "none"),
+               *(f"{name}.jsonl: {n} rows" for name, n in self.extra.items()),
+               "utterances per synthesizer: " + ", ".join(
+                   f"{synth} {sum(n for v, n in self.voices.items() if v.split(':')[0] == synth)} ("
+                   f"{sum(v.split(':')[0] == synth for v in self.voices)} voices)"
+                   for synth in sorted({v.split(":")[0] for v in self.voices})),
                f"built in {self.seconds:.1f} s"]
 
 
@@ -129,6 +143,15 @@ def build_mini(opts: MiniOptions) -> MiniSummary:
         raise LLMSRTError(f"sentence counts must not be negative: {sizes}")
     if opts.audio_format not in AUDIO_FORMATS:
         raise LLMSRTError(f"audio format {opts.audio_format!r}: use one of {', '.join(AUDIO_FORMATS)}")
+    voices.require(opts.synthesizers)
+    if opts.heldout_voice:
+        voices.require((voices.parse_voice(opts.heldout_voice)[0],))
+    if opts.augmentation:
+        voices.check(opts.augmentation)
+    for lang in langs:
+        if not voices.pool(lang, opts.synthesizers, opts.heldout_voice):
+            raise LLMSRTError(f"no voice of --synthesizers {','.join(opts.synthesizers)} speaks {lang} (without "
+                              f"--heldout-voice {opts.heldout_voice or '-'}); add espeak-ng, which speaks them all")
     sentences = harvest(langs, opts.locale_dir)
     needed = sum(sizes.values())
     if len(sentences) < needed:
@@ -138,20 +161,37 @@ def build_mini(opts: MiniOptions) -> MiniSummary:
     order = sorted(sentences)
     random.Random(opts.seed).shuffle(order)
     out = Path(opts.out)
+    spoken: dict[str, dict] = {}  # (sentence id, lang) -> what spoke it (voices.jsonl)
     chosen, durations, rejected, examples = _synthesize_until_full(
-        [sentences[i] for i in order], langs, sizes, out, opts)
+        [sentences[i] for i in order], langs, sizes, out, opts, spoken)
     rows = {split: list(_rows(chosen[split], langs, pairs, durations, out, opts.audio_format, split))
             for split in SPLITS}
     written = {split: write_manifest(out / f"{split}.jsonl", rows[split]) for split in ("train", "dev", "test")}
+    extra = {}
+    if opts.prose:
+        texts = prose.harvest(exclude={s.texts["eng"] for s in sentences.values()})
+        candidates = [Sentence(prose.sentence_id(t), d, {"eng": t}, "prose") for t, d in texts]
+        random.Random(f"{opts.seed}:prose").shuffle(candidates)
+        found, more, why, _ = _synthesize_until_full(candidates, ["eng"], {"train": opts.prose, "dev": 0,
+                                                                           "test": 0}, out, opts, spoken)
+        durations.update(more)
+        rejected.update({f"prose {k}": v for k, v in why.items()})
+        extra["prose"] = write_manifest(out / "prose.jsonl", _rows(found["train"], ["eng"], [], durations, out,
+                                                                   opts.audio_format, "train"))
     _remove_stale_audio(out, langs, durations, opts.audio_format)
+    if opts.heldout_voice:
+        extra["heldout"] = _heldout(chosen["test"], langs, pairs, out, opts, spoken, rejected)
+    _write_voices(out, spoken)
     hours = {lang: sum(d for (_, l), d in durations.items() if l == lang) / 3600 for lang in langs}
     summary = MiniSummary(out=str(out), langs=langs, directions=[f"{s}-{t}" for s, t in pairs],
                           sentences={s: len(chosen[s]) for s in ("train", "dev", "test")}, rows=written,
                           hours=hours, rejected=dict(rejected), rejected_sentences=len(examples),
-                          rejected_examples=examples[:MAX_EXAMPLES],
+                          rejected_examples=examples[:MAX_EXAMPLES], extra=extra,
+                          voices=dict(Counter(r["voice"] for r in spoken.values())),
                           seconds=time.monotonic() - start)
-    (out / "summary.json").write_text(json.dumps({k: v for k, v in asdict(summary).items() if k not in VOLATILE},
-                                                 indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    kept = {k: v for k, v in asdict(summary).items()  # the default build's summary.json as before these fields
+            if k not in VOLATILE and (k != "extra" or v) and (k != "voices" or opts.synthesizers != ("espeak-ng",))}
+    (out / "summary.json").write_text(json.dumps(kept, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     return summary
 
 
@@ -255,20 +295,27 @@ def _check_languages(langs: tuple[str, ...]) -> list[str]:
 class _Job:
     sentence_id: str
     lang: str
-    text: str  # what espeak reads (kana for Japanese)
+    text: str  # what is read (kana for Japanese)
     letters: int  # letters in the written sentence (for the seconds-per-character check)
-    voice: str  # espeak voice with variant, e.g. "de+f2"
-    speed: int  # words per minute
-    pitch: int  # 0-99
+    voice: voices.Voice  # e.g. espeak-ng:de+f2, flite:slt
+    speed: int  # words per minute (espeak's scale; flite and festival stretch durations by 160 / speed)
+    pitch: int  # 0-99 (espeak only)
     path: str  # output audio file
     audio_format: str  # soundfile format name
 
+    def record(self, out: Path) -> dict:
+        """Its line in voices.jsonl."""
+        line = {"audio": str(Path(self.path).relative_to(out)), "voice": str(self.voice), "speed": self.speed}
+        if self.voice.synthesizer == "espeak-ng":
+            line["pitch"] = self.pitch
+        return line
+
 
 def _synthesize_until_full(candidates: list[Sentence], langs: list[str], sizes: dict[str, int], out: Path,
-                           opts: MiniOptions):
+                           opts: MiniOptions, spoken: dict[str, dict]):
     """Read sentences in order until every split is full; a sentence rejected in any language is skipped.
     Returns (split -> sentences, (id, lang) -> seconds, Counter of 'lang: reason', one 'lang: reason: text' per
-    rejected sentence)."""
+    rejected sentence); fills `spoken` with the voices.jsonl record of every kept utterance."""
     _require_tools(langs)
     chosen: dict[str, list[Sentence]] = {split: [] for split in SPLITS}
     durations: dict[tuple[str, str], float] = {}
@@ -283,8 +330,9 @@ def _synthesize_until_full(candidates: list[Sentence], langs: list[str], sizes: 
             chunk = candidates[pos:pos + missing + missing // 4 + 4]
             pos += len(chunk)
             jobs = _jobs(chunk, langs, out, opts)
-            results = list(tqdm(pool.map(_speak, jobs), total=len(jobs), desc="espeak-ng", dynamic_ncols=True,
+            results = list(tqdm(pool.map(_speak, jobs), total=len(jobs), desc="speech", dynamic_ncols=True,
                                 leave=False))
+            to_augment: list[_Job] = []
             for i, sentence in enumerate(chunk):
                 span = slice(i * len(langs), (i + 1) * len(langs))
                 mine = list(zip(jobs[span], results[span]))
@@ -300,53 +348,119 @@ def _synthesize_until_full(candidates: list[Sentence], langs: list[str], sizes: 
                     continue
                 chosen[split].append(sentence)
                 durations.update({(job.sentence_id, job.lang): seconds for job, (_, seconds) in mine})
+                spoken.update({str(Path(job.path).relative_to(out)): job.record(out) for job, _ in mine})
+                if split == "train" and opts.augmentation:
+                    to_augment += [job for job, _ in mine]
+            for job, (record, seconds) in zip(to_augment, pool.map(partial(_augment_file, opts=opts), to_augment)):
+                durations[(job.sentence_id, job.lang)] = seconds
+                spoken[str(Path(job.path).relative_to(out))].update(record)
     return chosen, durations, rejected, examples
 
 
 def _jobs(chunk: list[Sentence], langs: list[str], out: Path, opts: MiniOptions) -> list[_Job]:
-    """One job per (sentence, language), sentence-major; voice, speed and pitch seeded per utterance."""
+    """One job per (sentence, language), sentence-major; voice, speed and pitch seeded per utterance. The espeak
+    variant, speed and pitch are drawn first, as before there were other synthesizers; where the language has
+    other voices (or the drawn variant is held out) the synthesizer and its voice are drawn next."""
     kana = dict(zip((s.id for s in chunk), _kana([s.texts["jpn"] for s in chunk]))) if "jpn" in langs else {}
     folders = {lang: out / "audio" / lang for lang in langs}
     for folder in folders.values():
         folder.mkdir(parents=True, exist_ok=True)
+    pools = {lang: voices.pool(lang, opts.synthesizers, opts.heldout_voice) for lang in langs}
     jobs = []
     for s in chunk:
         for lang in langs:
             rng = random.Random(f"{opts.seed}:{s.id}:{lang}")
-            voice = languages.get(lang).espeak
-            folder = folders[lang]
+            voice = voices.Voice("espeak-ng", f"{languages.get(lang).espeak}+{rng.choice(VARIANTS)}")
+            speed, pitch = rng.randint(*SPEED_RANGE), rng.randint(*PITCH_RANGE)
+            choices = pools[lang]
+            if list(choices) != ["espeak-ng"] or voice.name not in choices["espeak-ng"]:
+                synth = rng.choice(list(choices))
+                voice = voices.Voice(synth, rng.choice(choices[synth]))
             jobs.append(_Job(s.id, lang, kana.get(s.id, s.texts[lang]) if lang == "jpn" else s.texts[lang],
-                             sum(unicodedata.category(c).startswith("L") for c in s.texts[lang]),
-                             f"{voice}+{rng.choice(VARIANTS)}", rng.randint(*SPEED_RANGE),
-                             rng.randint(*PITCH_RANGE), str(folder / f"{s.id}.{opts.audio_format}"),
+                             sum(unicodedata.category(c).startswith("L") for c in s.texts[lang]), voice, speed,
+                             pitch, str(folders[lang] / f"{s.id}.{opts.audio_format}"),
                              AUDIO_FORMATS[opts.audio_format]))
     return jobs
 
 
 def _speak(job: _Job) -> tuple[str, float]:
     """Synthesize one utterance; returns (reason it was rejected or "", seconds)."""
-    with tempfile.TemporaryDirectory(prefix="llm-srt-espeak-") as tmp:
-        phonemes = Path(tmp) / "phonemes.txt"
-        proc = subprocess.run(["espeak-ng", "-v", job.voice, "-s", str(job.speed), "-p", str(job.pitch), "-x",
-                               f"--phonout={phonemes}", "--stdout", "--stdin"],
-                              input=job.text.encode("utf-8"), capture_output=True)
-        if proc.returncode != 0 or not proc.stdout:
-            return f"espeak-ng failed ({proc.stderr.decode(errors='replace').strip()[:60]})", 0.0
-        read = phonemes.read_text(encoding="utf-8", errors="replace") if phonemes.exists() else ""
-    if LANGUAGE_SWITCH.search(read):
-        return "switched voice (foreign word or letter names)", 0.0
-    samples = load_audio(proc.stdout, name=f"espeak:{job.sentence_id}:{job.lang}")
+    samples, reason = voices.speak(job.voice, job.text, job.lang, job.speed, job.pitch)
+    if samples is None:
+        return reason, 0.0
     seconds = samples.size / SAMPLE_RATE
     low, high = SECONDS_PER_CHAR[languages.get(job.lang).script]
     if seconds < low * job.letters:
         return "too short for its text", seconds
     if seconds > high * job.letters:
         return "too long for its text", seconds
-    tmp_path = f"{job.path}.tmp"
-    sf.write(tmp_path, np.round(samples * 32767).astype(np.int16), SAMPLE_RATE, format=job.audio_format,
-             subtype="PCM_16")
-    Path(tmp_path).replace(job.path)
+    _write(job.path, samples, job.audio_format)
     return "", seconds
+
+
+def _write(path: str, samples: np.ndarray, audio_format: str) -> None:
+    tmp_path = f"{path}.tmp"
+    sf.write(tmp_path, np.round(samples * 32767).astype(np.int16), SAMPLE_RATE, format=audio_format,
+             subtype="PCM_16")
+    Path(tmp_path).replace(path)
+
+
+def _augment_file(job: _Job, opts: MiniOptions) -> tuple[dict, float]:
+    """Augment a written training utterance in place (drawn from (seed, sentence, language)); returns its
+    voices.jsonl fields and its new duration."""
+    drawn = voices.draw_augment(random.Random(f"{opts.seed}:{job.sentence_id}:{job.lang}:augment"),
+                                opts.augmentation)
+    samples, _ = sf.read(job.path, dtype="float32")
+    samples = voices.augment(samples, drawn)
+    _write(job.path, samples, job.audio_format)
+    return ({"augment": drawn.record()} if drawn.record() else {}), samples.size / SAMPLE_RATE
+
+
+def _heldout(test: list[Sentence], langs: list[str], pairs: list[tuple[str, str]], out: Path, opts: MiniOptions,
+             spoken: dict[str, dict], rejected: Counter) -> int:
+    """The test sentences read by the held-out voice (in the languages it speaks) -> OUT/heldout.jsonl; rows."""
+    synth, _ = voices.parse_voice(opts.heldout_voice)
+    names = {lang: [n for n in voices.SYNTHESIZERS[synth].voices(lang)
+                    if voices.matches(voices.Voice(synth, n), opts.heldout_voice)] for lang in langs}
+    names = {lang: v for lang, v in names.items() if v}
+    if not names:
+        raise LLMSRTError(f"--heldout-voice {opts.heldout_voice}: no such voice speaks any of {', '.join(langs)} "
+                          f"here (voices: {', '.join(str(v) for v in _all_voices(langs))})")
+    root = out / "heldout"
+    shutil.rmtree(root, ignore_errors=True)
+    jobs = []
+    for lang, choices in names.items():
+        (root / "audio" / lang).mkdir(parents=True, exist_ok=True)
+        for s in test:
+            rng = random.Random(f"{opts.seed}:{s.id}:{lang}:heldout")
+            jobs.append(_Job(s.id, lang, s.texts[lang], sum(unicodedata.category(c).startswith("L")
+                                                            for c in s.texts[lang]),
+                             voices.Voice(synth, rng.choice(choices)), rng.randint(*SPEED_RANGE),
+                             rng.randint(*PITCH_RANGE), str(root / "audio" / lang / f"{s.id}.{opts.audio_format}"),
+                             AUDIO_FORMATS[opts.audio_format]))
+    with ThreadPoolExecutor(max(1, opts.workers)) as pool:
+        results = list(pool.map(_speak, jobs))
+    durations = {}
+    for job, (reason, seconds) in zip(jobs, results):
+        if reason:
+            rejected[f"heldout {job.lang}: {reason}"] += 1
+        else:
+            durations[(job.sentence_id, job.lang)] = seconds
+            spoken[str(Path(job.path).relative_to(out))] = job.record(out)
+    return write_manifest(out / "heldout.jsonl", _rows(test, list(names), [p for p in pairs if p[0] in names],
+                                                       durations, out, opts.audio_format, "test", root / "audio"))
+
+
+def _all_voices(langs: list[str]) -> list[voices.Voice]:
+    return [voices.Voice(synth, n) for synth in voices.SYNTHESIZERS for lang in langs
+            for n in voices.SYNTHESIZERS[synth].voices(lang)]
+
+
+def _write_voices(out: Path, spoken: dict[str, dict]) -> None:
+    """OUT/voices.jsonl: what spoke every audio file of the manifests (voice, speed, pitch, augmentation)."""
+    with open(out / "voices.jsonl", "w", encoding="utf-8") as f:
+        for audio in sorted(spoken):
+            f.write(json.dumps(spoken[audio], ensure_ascii=False) + "\n")
 
 
 def _kana(texts: list[str]) -> list[str]:
@@ -370,13 +484,17 @@ def _require_tools(langs: list[str]) -> None:
 
 
 def _rows(sentences: list[Sentence], langs: list[str], pairs: list[tuple[str, str]],
-          durations: dict[tuple[str, str], float], out: Path, audio_format: str, split: str):
+          durations: dict[tuple[str, str], float], out: Path, audio_format: str, split: str,
+          audio_dir: Path | None = None):
+    """Manifest rows of the utterances in `durations` (an ASR row and a row per target language each)."""
     targets = targets_by_source(pairs)
     for s in sentences:
         for lang in langs:
-            common = dict(audio=str((out / "audio" / lang / f"{s.id}.{audio_format}").absolute()),
+            if (s.id, lang) not in durations:
+                continue  # a held-out utterance its voice could not read (counted in the summary)
+            common = dict(audio=str(((audio_dir or out / "audio") / lang / f"{s.id}.{audio_format}").absolute()),
                           duration=round(durations[(s.id, lang)], 4), src_lang=lang, transcript=s.texts[lang],
-                          split=split, corpus=CORPUS, sentence_id=s.id, source=f"gettext:{s.domain}")
+                          split=split, corpus=CORPUS, sentence_id=s.id, source=f"{s.origin}:{s.domain}")
             yield Row(id=f"{CORPUS}:{lang}:{s.id}", tgt_lang="", translation="", **common)
             for tgt in targets[lang]:
                 yield Row(id=f"{CORPUS}:{lang}:{s.id}:{tgt}", tgt_lang=tgt, translation=s.texts[tgt], **common)

@@ -1,0 +1,219 @@
+"""Speech synthesizers behind one registry, and seeded augmentation (speed, noise, reverberation).
+
+A voice is written `SYNTHESIZER:VOICE` (`espeak-ng:en+f2`, `flite:slt`, `festival:kal_diphone`); a bare
+`SYNTHESIZER` stands for all its voices. Every synthesizer takes the same drawn numbers (a speaking rate in espeak's
+words per minute and a pitch 0-99) and returns float32 mono samples at 16 kHz, or the reason it could not speak:
+
+    espeak-ng   every language of llm_srt.languages; the voice variants m1-m4, f1-f4; rate and pitch
+    flite       English: kal16, awb, rms, slt (Debian `flite`); rate as duration_stretch, pitch unused
+    festival    English: the voices installed (Debian `festival` + festvox-kallpc16k, festvox-kdlpc16k,
+                festvox-us-slt-hts); rate as Duration_Stretch, pitch unused
+
+Augmentation (`Augmentation`, drawn per utterance by `draw_augment`, applied by `augment`) changes the speed by
+resampling with soxr (length and pitch together, as Kaldi's speed perturbation), adds white noise at a drawn SNR, and
+convolves with a synthetic room impulse response (noise under an exponential decay reaching -60 dB at the drawn
+RT60). Everything is seeded by the caller: the same draw gives the same samples.
+"""
+
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import soxr
+
+from .. import languages
+from ..audio import SAMPLE_RATE, load_audio
+from ..errors import LLMSRTError
+
+ESPEAK_VARIANTS = ("m1", "m2", "m3", "m4", "f1", "f2", "f3", "f4")  # espeak-ng voice variants (+m1 ...)
+FLITE_VOICES = ("kal16", "awb", "rms", "slt")  # flite's built-in 16 kHz voices (kal is 8 kHz, awb_time a clock)
+FESTIVAL_VOICES = ("kal_diphone", "ked_diphone", "cmu_us_slt_arctic_hts")  # Debian festvox packages
+FESTIVAL_VOICE_DIR = Path("/usr/share/festival/voices")
+LANGUAGE_SWITCH = re.compile(r"\([a-z]{2,3}(?:-[a-z0-9]+)?\)")  # espeak -x marks a switch of voice as "(en)"
+REFERENCE_RATE = 160  # words per minute that flite and festival read at their own default speed
+
+
+@dataclass(frozen=True)
+class Voice:
+    synthesizer: str  # a key of SYNTHESIZERS
+    name: str  # the synthesizer's own voice name
+
+    def __str__(self) -> str:
+        return f"{self.synthesizer}:{self.name}"
+
+
+def _run(cmd: list[str], text: str, label: str) -> tuple[np.ndarray | None, str]:
+    """Run a synthesizer that writes a wav file given as {out} in `cmd`; returns (samples, "") or (None, why)."""
+    with tempfile.TemporaryDirectory(prefix="llm-srt-tts-") as tmp:
+        out, txt = Path(tmp) / "out.wav", Path(tmp) / "in.txt"
+        txt.write_text(text + "\n", encoding="utf-8")
+        proc = subprocess.run([c.format(out=out, txt=txt) for c in cmd], capture_output=True)
+        if proc.returncode != 0 or not out.exists() or out.stat().st_size <= 44:
+            return None, f"{cmd[0]} failed ({proc.stderr.decode(errors='replace').strip()[:60]})"
+        return load_audio(out, name=label), ""
+
+
+class Espeak:
+    """espeak-ng; `speak` also rejects an utterance in which espeak switched to another language's voice (how it
+    reads foreign words and letter names), seen in its phoneme output as "(en)"."""
+    binary = "espeak-ng"
+
+    def voices(self, lang: str) -> tuple[str, ...]:
+        return tuple(f"{languages.get(lang).espeak}+{v}" for v in ESPEAK_VARIANTS)
+
+    def speak(self, text: str, lang: str, voice: str, rate: int, pitch: int) -> tuple[np.ndarray | None, str]:
+        with tempfile.TemporaryDirectory(prefix="llm-srt-espeak-") as tmp:
+            phonemes = Path(tmp) / "phonemes.txt"
+            proc = subprocess.run(["espeak-ng", "-v", voice, "-s", str(rate), "-p", str(pitch), "-x",
+                                   f"--phonout={phonemes}", "--stdout", "--stdin"],
+                                  input=text.encode("utf-8"), capture_output=True)
+            if proc.returncode != 0 or not proc.stdout:
+                return None, f"espeak-ng failed ({proc.stderr.decode(errors='replace').strip()[:60]})"
+            read = phonemes.read_text(encoding="utf-8", errors="replace") if phonemes.exists() else ""
+        if LANGUAGE_SWITCH.search(read):
+            return None, "switched voice (foreign word or letter names)"
+        return load_audio(proc.stdout, name=f"espeak-ng:{voice}"), ""
+
+
+class Flite:
+    binary = "flite"
+
+    def voices(self, lang: str) -> tuple[str, ...]:
+        return FLITE_VOICES if lang == "eng" else ()
+
+    def speak(self, text: str, lang: str, voice: str, rate: int, pitch: int) -> tuple[np.ndarray | None, str]:
+        return _run(["flite", "-voice", voice, "--setf", f"duration_stretch={REFERENCE_RATE / rate:.3f}",
+                     "-f", "{txt}", "-o", "{out}"], text, f"flite:{voice}")
+
+
+class Festival:
+    binary = "text2wave"
+
+    def voices(self, lang: str) -> tuple[str, ...]:
+        if lang != "eng":
+            return ()
+        return tuple(v for v in FESTIVAL_VOICES if any(FESTIVAL_VOICE_DIR.glob(f"*/{v}")))
+
+    def speak(self, text: str, lang: str, voice: str, rate: int, pitch: int) -> tuple[np.ndarray | None, str]:
+        return _run(["text2wave", "-eval", f"(voice_{voice})", "-eval",
+                     f"(Parameter.set 'Duration_Stretch {REFERENCE_RATE / rate:.3f})", "-o", "{out}", "{txt}"],
+                    text, f"festival:{voice}")
+
+
+SYNTHESIZERS = {"espeak-ng": Espeak(), "flite": Flite(), "festival": Festival()}
+
+
+def parse_voice(spec: str, option: str = "--heldout-voice") -> tuple[str, str]:
+    """`SYNTH` or `SYNTH:VOICE` -> (synth, voice or ""), checked against the registry."""
+    synth, _, name = spec.partition(":")
+    if synth not in SYNTHESIZERS:
+        raise LLMSRTError(f"{option} {spec!r}: unknown synthesizer {synth!r}; use one of "
+                          f"{', '.join(SYNTHESIZERS)} (optionally :VOICE, e.g. flite:slt)")
+    return synth, name
+
+
+def matches(voice: Voice, spec: str) -> bool:
+    synth, name = parse_voice(spec)
+    return voice.synthesizer == synth and (not name or voice.name == name)
+
+
+def pool(lang: str, synthesizers: tuple[str, ...], exclude: str = "") -> dict[str, tuple[str, ...]]:
+    """synthesizer -> its voices for `lang`, for the chosen synthesizers, leaving out `exclude` (a voice spec)."""
+    found = {}
+    for synth in (s for s in SYNTHESIZERS if s in synthesizers):  # registry order, whatever the option's order
+        names = tuple(n for n in SYNTHESIZERS[synth].voices(lang) if not (exclude and matches(Voice(synth, n),
+                                                                                              exclude)))
+        if names:
+            found[synth] = names
+    return found
+
+
+def require(synthesizers: tuple[str, ...]) -> None:
+    """A clear error for a synthesizer unknown or not installed."""
+    for synth in synthesizers:
+        parse_voice(synth, "--synthesizers")
+        if shutil.which(SYNTHESIZERS[synth].binary) is None:
+            raise LLMSRTError(f"--synthesizers {synth}: {SYNTHESIZERS[synth].binary} is not installed (Debian: "
+                              f"apt-get install {'espeak-ng' if synth == 'espeak-ng' else synth}); or leave it out")
+
+
+def speak(voice: Voice, text: str, lang: str, rate: int, pitch: int) -> tuple[np.ndarray | None, str]:
+    """Samples (float32, 16 kHz mono) of `text` read by `voice`, or (None, why not)."""
+    return SYNTHESIZERS[voice.synthesizer].speak(text, lang, voice.name, rate, pitch)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Augmentation
+
+
+AUG_LIMITS = {"speed": (0.5, 2.0), "snr_db": (-10.0, 60.0), "rt60": (0.05, 2.0)}  # what `check` accepts
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """What `prepare mini` may do to a training utterance; each part applies with probability `p`."""
+    speed: tuple[float, float] = (0.9, 1.1)  # speed factor range (resampling: 1.1 = 10% shorter)
+    snr_db: tuple[float, float] = (5.0, 30.0)  # white noise, signal-to-noise ratio range in dB
+    rt60: tuple[float, float] = (0.2, 0.8)  # reverberation time range in seconds (-60 dB decay)
+    p: float = 0.5  # probability of each of the three, drawn independently
+
+
+@dataclass(frozen=True)
+class Augment:
+    """One utterance's draw; None = not applied."""
+    speed: float | None = None
+    snr_db: float | None = None
+    rt60: float | None = None
+    seed: int = 0  # for the noise and the impulse response
+
+    def record(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None and k != "seed"}
+
+
+def check(aug: Augmentation) -> None:
+    """A clear error for a range outside AUG_LIMITS or upside down."""
+    for name, (lo, hi) in (("speed", aug.speed), ("snr_db", aug.snr_db), ("rt60", aug.rt60)):
+        floor, ceiling = AUG_LIMITS[name]
+        if not floor <= lo <= hi <= ceiling:
+            raise LLMSRTError(f"augmentation {name} {lo}-{hi}: expected LOW-HIGH with {floor} <= LOW <= HIGH <= "
+                              f"{ceiling}")
+    if not 0.0 <= aug.p <= 1.0:
+        raise LLMSRTError(f"augmentation probability {aug.p}: expected 0-1")
+
+
+def draw_augment(rng, aug: Augmentation) -> Augment:
+    """Draw one utterance's augmentation from `rng` (a random.Random)."""
+    def maybe(lo_hi, digits):
+        return round(rng.uniform(*lo_hi), digits) if rng.random() < aug.p else None
+    return Augment(speed=maybe(aug.speed, 2), snr_db=maybe(aug.snr_db, 1), rt60=maybe(aug.rt60, 2),
+                   seed=rng.getrandbits(32))
+
+
+def augment(samples: np.ndarray, a: Augment) -> np.ndarray:
+    """Apply `a` to float32 samples at 16 kHz: speed, then reverberation, then noise; peak kept within 0.99."""
+    gen = np.random.default_rng(a.seed)
+    x = samples.astype(np.float64)
+    if a.speed is not None and a.speed != 1.0:
+        x = soxr.resample(x, SAMPLE_RATE * a.speed, SAMPLE_RATE, quality="HQ")  # s x faster, 1/s as long
+    if a.rt60 is not None:
+        h = impulse_response(a.rt60, gen)
+        n = x.size + h.size - 1
+        x = np.fft.irfft(np.fft.rfft(x, n) * np.fft.rfft(h, n), n)  # full linear convolution
+    if a.snr_db is not None:
+        power = float(np.mean(x ** 2)) or 1e-10
+        x = x + gen.standard_normal(x.size) * np.sqrt(power / 10 ** (a.snr_db / 10))
+    peak = float(np.max(np.abs(x))) if x.size else 0.0
+    if peak > 0.99:
+        x *= 0.99 / peak
+    return x.astype(np.float32)
+
+
+def impulse_response(rt60: float, gen: np.random.Generator, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """A synthetic room: a direct path (1.0) then Gaussian noise under exp decay reaching -60 dB at rt60 s."""
+    t = np.arange(1, int(rt60 * sr)) / sr
+    tail = gen.standard_normal(t.size) * np.exp(-6.9078 * t / rt60) * 0.3
+    return np.concatenate([[1.0], tail])
