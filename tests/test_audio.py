@@ -104,3 +104,17 @@ def test_float64_beyond_float32_range_is_out_of_range_not_nan():
         load_audio(np.array([0.0, 1e300, 0.1]))
     with pytest.raises(AudioError, match="NaN or infinite"):
         load_audio(np.array([0.0, np.inf]))
+
+
+def test_duration_reads_the_header_and_names_what_it_cannot_read(tmp_path):
+    from llm_srt.audio import duration
+
+    sf.write(tmp_path / "a.flac", _tone(44100, seconds=2.5), 44100)
+    assert duration(tmp_path / "a.flac") == pytest.approx(2.5)
+    os.mkfifo(tmp_path / "pipe.wav")
+    (tmp_path / "junk.wav").write_bytes(b"junk" * 100)
+    for name, words in (("pipe.wav", "is a FIFO (named pipe), not a regular file"),
+                        ("junk.wav", "cannot read audio header (Format not recognised)"), ("gone.wav", "no such file")):
+        with pytest.raises(AudioError) as e:
+            duration(tmp_path / name)
+        assert str(e.value).startswith(f"{tmp_path / name}: {words}"), str(e.value)

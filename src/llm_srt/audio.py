@@ -179,11 +179,18 @@ REASONS = {"File does not exist or is not a regular file (possibly a pipe?)": "n
 
 
 def duration(path: str | Path) -> float:
-    """Duration in seconds from the header, without decoding."""
+    """Duration in seconds from the header, without decoding (a FIFO or device is refused, never waited on)."""
+    label = shown(str(path))
+    fd = open_regular(path, label, AudioError)
     try:
-        return sf.info(str(path)).duration
-    except (sf.LibsndfileError, RuntimeError) as e:
-        raise AudioError(f"{path}: cannot read audio header ({e}); use wav, flac, ogg or mp3") from None
+        with sf.SoundFile(fd, closefd=False) as f:
+            if f.frames >= UNKNOWN_FRAMES or f.samplerate <= 0:
+                raise AudioError(f"{label}: the header gives no length; re-encode the file (e.g. to 16 kHz flac)")
+            return f.frames / f.samplerate
+    except DECODE_ERRORS as e:
+        raise AudioError(f"{label}: cannot read audio header ({_reason(e)}); use wav, flac, ogg or mp3") from None
+    finally:
+        os.close(fd)
 
 
 def write_wav(path: str | Path, samples: np.ndarray, sr: int = SAMPLE_RATE) -> None:

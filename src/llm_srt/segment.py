@@ -23,7 +23,7 @@ HOP_SECONDS = 0.010  # analysis hop: the time resolution of every boundary
 LEVEL_PERCENTILE = 95  # the clip's level: loud speech frames, robust to a few clicks
 FLOOR_PERCENTILE = 10  # the noise floor: the quietest frames (pauses, if the clip has any)
 SILENCE_DB = -70.0  # absolute dBFS below which a frame is never speech (digital silence, dither)
-CHUNK_FRAMES = 60_000  # frames per chunk when computing levels (10 minutes of audio)
+CHUNK_FRAMES = 6_000  # frames per chunk when computing levels (1 minute of audio: ~40 MB of float64 work)
 SMOOTH_FRAMES = 5  # 50 ms moving average when looking for the quietest frame of a forced cut
 _EPS = 1e-10
 
@@ -91,12 +91,14 @@ def frame_db(samples: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
     """RMS level of each frame in dBFS, shape (F,): frame i covers samples [i*hop, i*hop + win)."""
     win, hop = _frame_samples(sr)
     n_frames = max(1, int(np.ceil(max(samples.size - win, 0) / hop)) + 1)
-    x = np.pad(samples, (0, (n_frames - 1) * hop + win - samples.size))
     power = np.empty(n_frames)
-    # Frame energies from a cumulative sum, chunk by chunk: O(N) time, bounded memory for hours of audio.
+    # Frame energies from a cumulative sum, chunk by chunk: O(N) time, memory bounded by a chunk, not by the input
+    # (the last frame's zero padding is added to the last chunk only, never to a copy of hours of audio).
     for f0 in range(0, n_frames, CHUNK_FRAMES):
         f1 = min(f0 + CHUNK_FRAMES, n_frames)
-        chunk = x[f0 * hop:(f1 - 1) * hop + win].astype(np.float64)
+        a, b = f0 * hop, (f1 - 1) * hop + win
+        chunk = samples[a:b].astype(np.float64)
+        chunk = np.pad(chunk, (0, b - a - chunk.size)) if chunk.size < b - a else chunk
         cs = np.concatenate([[0.0], np.cumsum(chunk * chunk)])
         starts = np.arange(f1 - f0) * hop
         power[f0:f1] = np.maximum(cs[starts + win] - cs[starts], 0.0) / win

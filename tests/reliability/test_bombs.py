@@ -137,3 +137,25 @@ def test_translate_under_a_memory_cap_keeps_the_good_file_beside_a_bomb(bomb_4h,
     assert lines[0].startswith(f"llm-srt translate: {bomb}: decodes to 41.2 GiB") and "limit" in lines[0], lines
     assert lines[1:] == ["llm-srt translate: 1 of 2 inputs failed (named above); the other 1 translated"], lines
     assert sorted(p.name for p in out_dir.iterdir()) == ["good.srt"] and (out_dir / "good.srt").read_text()
+
+
+def test_long_audio_is_segmented_in_memory_bounded_by_a_chunk_not_the_input():
+    """translate's long-form path: the level of 20 minutes (77 MB as float32) is measured a minute at a time, with
+    no padded copy of the whole input; the same levels as one pass over the padded array."""
+    from llm_srt import segment
+
+    rng = np.random.default_rng(0)
+    x = (0.1 * rng.standard_normal(20 * 60 * SR)).astype(np.float32)
+    x[::7] = 0.0
+    tracemalloc.start()
+    try:
+        db = segment.frame_db(x)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 << 20, f"peak {peak / 2**20:.0f} MiB for a {x.nbytes / 2**20:.0f} MiB input"
+    win, hop = segment._frame_samples(SR)
+    head = np.pad(x[:SR * 90], (0, win))[:((SR * 90 - win) // hop) * hop + win].astype(np.float64) ** 2
+    frames = np.lib.stride_tricks.sliding_window_view(head, win)[::hop].mean(axis=1)
+    assert np.allclose(db[:len(frames)], 10 * np.log10(frames + 1e-10), atol=1e-6)
+    assert len(db) == int(np.ceil((x.size - win) / hop)) + 1
