@@ -43,7 +43,7 @@ VALUES = {
     "dtype=" + "y" * 100_000: r"dtype must be .*, got 'y+\.\.\.y+'$",
     "model.adapter=" + "z" * 100_000: r"model.adapter: unknown adapter 'z+\.\.\.z+'; choose one of",
     "data.tasks={" + "t" * 1000 + ": 1}": r"data.tasks: unknown task 't+\.\.\.t+'; use",
-    "model.lora={r: 0, target_modules: [" + ", ".join(["q"] * 100_000) + "]}": r"model.lora: needs r >= 1",
+    "model.lora={r: 0, target_modules: [" + ", ".join(["q"] * 3_000) + "]}": r"model.lora: needs r >= 1",
     "model.lora={bias: " + "b" * 100_000 + "}": r"model.lora.bias must be one of .*, got 'b+\.\.\.b+'$",
 }
 
@@ -69,7 +69,7 @@ FILES = {  # name -> (content, what the error must say)
     "duplicate-section": ("optim:\n  lr: 1.0e-3\nmax_steps: 3\noptim:\n  warmup_steps: 0\n",
                           r"bad.yaml:4: key 'optim' appears twice in one mapping \(first on line 1\)"),
     "duplicate-nested": ("data:\n  batch_size: 2\n  batch_size: 4\n", r"bad.yaml:3: key 'batch_size' appears twice"),
-    "deep-nesting": ("stage: " + "[" * 1200 + "]" * 1200 + "\n", r"bad.yaml: nested too deeply"),
+    "deep-nesting": ("stage: " + "[" * 600 + "]" * 600 + "\n", r"bad.yaml: nested too deeply"),
     "huge-file": ("#" + "x" * (1 << 20) + "\n", r"bad.yaml: \d+ bytes; a config is at most 1024 KiB"),
     "python-tag": ("stage: !!python/object/apply:os.system ['touch {marker}']\n", r"bad.yaml:1: not valid YAML"),
     "top-level-list": ("- a\n- b\n", r"bad.yaml: the top level must be a mapping"),
@@ -256,3 +256,17 @@ def test_a_damaged_final_train_config_counts_as_finished_without_a_traceback(tex
     (tmp_path / recipe.FINAL / "config.json").write_text("{}")
     (tmp_path / recipe.FINAL / "train_config.json").write_text(text)
     assert recipe.is_finished(tmp_path) and recipe.finished_steps(tmp_path) is None
+
+
+def test_odd_things_under_checkpoint_names_are_replaced_or_named(tmp_path):
+    root = _run(tmp_path)
+    (root / "step-00000004").write_text("a stray file under the next checkpoint's name")
+    (root / "step-00000005").symlink_to(tmp_path / "elsewhere")
+    for step in (4, 5):
+        checkpoint.save(tmp_path, step, _save_model, {"step": step}, keep_last=2, log=lambda _: None)
+    assert checkpoint.latest(tmp_path).step == 5 and checkpoint.verify(root / "step-00000004") is None
+    (root / "index.json").unlink()
+    (root / "index.json").mkdir()  # a folder where the index goes
+    with pytest.raises(LLMSRTError, match=r"index.json: cannot write the checkpoint index .*step-00000006 is saved"):
+        checkpoint.save(tmp_path, 6, _save_model, {"step": 6}, keep_last=2, log=lambda _: None)
+    assert checkpoint.latest(tmp_path).step == 6

@@ -153,8 +153,10 @@ def save(run_dir: Path, step: int, save_model: Callable[[Path], None], trainer_s
         detail = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise LLMSRTError(f"{final}: cannot write the checkpoint ({detail}); free space or fix the folder, then "
                           f"run the same command to {resume}") from None
-    if final.exists():
+    if final.is_dir() and not final.is_symlink():
         shutil.rmtree(final)
+    elif final.exists() or final.is_symlink():  # a stray file or link under a checkpoint's name
+        final.unlink()
     os.replace(tmp, final)
     _fsync_dir(ckpt_root)
 
@@ -163,7 +165,11 @@ def save(run_dir: Path, step: int, save_model: Callable[[Path], None], trainer_s
     if dev_loss is not None and (index["best_loss"] is None or dev_loss < index["best_loss"]):
         index["best_step"], index["best_loss"] = step, dev_loss
     keep = set(index["steps"][-keep_last:]) | ({index["best_step"]} if index["best_step"] is not None else set())
-    write_json_atomic(ckpt_root / INDEX, {**index, "steps": sorted(keep)})
+    try:
+        write_json_atomic(ckpt_root / INDEX, {**index, "steps": sorted(keep)})
+    except OSError as e:
+        raise LLMSRTError(f"{ckpt_root / INDEX}: cannot write the checkpoint index ({e.strerror or e}); {final.name} "
+                          "is saved: fix or remove the index, then run the same command to resume") from None
     for s in index["steps"]:
         if s not in keep:
             shutil.rmtree(ckpt_root / step_name(s), ignore_errors=True)
