@@ -196,3 +196,17 @@ def test_a_full_disk_under_the_training_log_saves_a_last_checkpoint_and_says_so(
                                           r"too \(.*cannot write the checkpoint.*\); the newest one is none"):
         recipe.train(_config(tiny_setup, out, 4, save_every=100), log=lambda *_: None)
     assert checkpoint.latest(out) is None and not (out / "final").exists()
+
+
+@pytest.mark.cuda
+def test_trainer_state_with_gpu_tensors_and_gpu_rng_states_round_trips(tmp_path):
+    """A GPU run's state: CUDA tensors are stored from the host, every GPU's generator restores exactly."""
+    state = {"rng": checkpoint.rng_state(), "t": torch.arange(4.0, device="cuda")}
+    checkpoint.write_trainer_state(tmp_path / checkpoint.STATE_DIR, state)
+    back = checkpoint.load_trainer_state(tmp_path)
+    assert len(back["rng"]["cuda"]) == torch.cuda.device_count()
+    assert torch.equal(back["t"], torch.arange(4.0)) and back["t"].device.type == "cpu"
+    checkpoint.set_rng_state(back["rng"])
+    first = torch.rand(3, device="cuda")
+    checkpoint.set_rng_state(back["rng"])
+    assert torch.equal(torch.rand(3, device="cuda"), first)
