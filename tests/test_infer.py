@@ -181,3 +181,36 @@ def test_out_dir_mirrors_the_inputs_folders_and_refuses_collisions(model_dir, cl
     err = capsys.readouterr().err.strip()
     assert err == (f"llm-srt translate: error: --out-dir: {inputs[0]} and {tmp_path / 'a' / 'x.flac'} would both "
                    f"write {out / 'x.srt'}; rename one, or translate them in separate runs")
+
+
+def test_inputs_are_run_in_groups_so_memory_does_not_grow_with_their_number(model_dir, clips, monkeypatch):
+    """With a 1.5 s budget the four clips (0.7, 1.6, 1.1, 2.0 s) run as two groups of two, each decoded only when
+    its group comes; the results are those of one group."""
+    from llm_srt import infer
+
+    t = SpeechTranslator.from_pretrained(model_dir)
+    whole = [r.to_dict() for r in t.translate(clips, "eng", "deu", options=OPTS, batch_size=4)]
+    loaded, groups = [], []
+    real_load, real_run = infer.load_audio, infer.run_items
+    monkeypatch.setattr(infer, "load_audio", lambda x, **kw: (loaded.append(x), real_load(x, **kw))[1])
+    monkeypatch.setattr(infer, "run_items", lambda system, items, *a: (groups.append((len(loaded), len(items))),
+                                                                       real_run(system, items, *a))[1])
+    monkeypatch.setattr(infer, "PENDING_SECONDS", 1.5)
+    assert [r.to_dict() for r in t.translate(clips, "eng", "deu", options=OPTS, batch_size=4)] == whole
+    assert groups[:2] == [(2, 2), (4, 2)] and all(n == 0 for _, n in groups[2:])
+
+
+def test_a_failure_in_language_id_fails_that_input_only(model_dir, clips, monkeypatch):
+    t = SpeechTranslator.from_pretrained(model_dir)
+    calls = []
+
+    def detect(samples):  # the tiny model has no language ID: English, but for the second input
+        calls.append(samples.size)
+        if len(calls) == 2:
+            raise RuntimeError("CUDA out of memory\nwith a second line")
+        return "eng"
+
+    monkeypatch.setattr(t.system, "detect_language", detect)
+    results = t.translate(clips[:3], "auto", "deu", options=OPTS)
+    assert [r.error for r in results] == [None, "RuntimeError: CUDA out of memory", None]
+    assert results[0].segments and results[2].segments

@@ -31,6 +31,7 @@ SCRIPT_TOKEN_FACTOR = {"Latn": 1.0, "Cyrl": 1.5}  # tokens per Latin token for t
 OTHER_SCRIPT_FACTOR = 2.5  # char-tokenized / byte-heavy scripts (Jpan, Hans, Hant, Kore, Thai) need far more
 TEXT_TOKENS_PER_CHAR = 1.0  # text-only (MT) items: generous cap per character of the given transcript, per factor
 MIN_NEW_TOKENS = 24
+PENDING_SECONDS = 2 * 3600.0  # decoded inputs waiting for the model (230 MB at 16 kHz) before they are run
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +186,8 @@ class SpeechTranslator:
                   batch_size: int = 8, transcripts: Sequence[str] | None = None,
                   segment_options: SegmentOptions = SegmentOptions(), progress=None) -> list[TranslationResult]:
         """One result per input, in order. `src` / `tgt` / `task`: one value, or one per input ("auto" source:
-        language ID per input). A bad input gets `error` set; the others are still translated."""
+        language ID per input). A bad input gets `error` set; the others are still translated. Inputs are decoded
+        and run in groups of about PENDING_SECONDS of audio, so memory does not grow with the number of inputs."""
         if batch_size < 1:
             raise LLMSRTError(f"batch size must be at least 1, got {batch_size} (--batch-size)")
         n = len(inputs)
@@ -211,7 +213,19 @@ class SpeechTranslator:
         errors: list[str | None] = [None] * n
         durations = [0.0] * n
         langs: list[str | None] = [a.src if a.src != "auto" else None for a in asked]
+        segments: list[list[SegmentResult]] = [[] for _ in range(n)]
         work: list[tuple[int, Segment, Item]] = []  # (input index, its segment, the item for the system)
+
+        def run_pending() -> None:  # decoded audio is held for PENDING_SECONDS of input at most, then let go
+            outputs = run_items(self.system, [w[2] for w in work], options, batch_size, progress)
+            for (i, s, _), out in zip(work, outputs):
+                if out.error and errors[i] is None:
+                    errors[i] = out.error
+                segments[i].append(SegmentResult(round(s.start, 3), round(s.end, 3), out.transcript,
+                                                 out.translation))
+            work.clear()
+
+        pending = 0.0
         for i, a in enumerate(asked):
             try:
                 samples = load_audio(inputs[i], name=a.label)
@@ -220,17 +234,15 @@ class SpeechTranslator:
                         else segment(samples, options=segment_options) or [Segment(0.0, min(durations[i], 1.0))])
                 if langs[i] is None:
                     langs[i] = self.system.detect_language(segs[0].slice(samples))
-            except LLMSRTError as e:
-                errors[i] = str(e)
+            except Exception as e:  # one input's failure (bad audio, language ID running out of memory) is its own
+                errors[i] = error_line(e)
                 continue
             work += [(i, s, Item(s.slice(samples), langs[i], a.tgt, a.task, a.transcript)) for s in segs]
-        outputs = run_items(self.system, [w[2] for w in work], options, batch_size, progress)
-
-        segments: list[list[SegmentResult]] = [[] for _ in range(n)]
-        for (i, s, _), out in zip(work, outputs):
-            if out.error and errors[i] is None:
-                errors[i] = out.error
-            segments[i].append(SegmentResult(round(s.start, 3), round(s.end, 3), out.transcript, out.translation))
+            pending += durations[i]
+            if pending >= PENDING_SECONDS:
+                run_pending()
+                pending = 0.0
+        run_pending()
         results = []
         for i, a in enumerate(asked):
             ok = errors[i] is None
