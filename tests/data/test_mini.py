@@ -210,3 +210,19 @@ def test_voice_options_are_checked(locale_dir, tmp_path):
         _build(tmp_path / "a", locale_dir, synthesizers=("flite",))
     with pytest.raises(LLMSRTError, match="snr_db 30.0-5.0"):
         _build(tmp_path / "a", locale_dir, augmentation=mini.voices.Augmentation(snr_db=(30.0, 5.0)))
+
+
+def test_voice_flags_give_the_options():
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    mini.add_voice_arguments(parser)
+    default = mini.voice_options(parser.parse_args([]))
+    assert default == dict(synthesizers=("espeak-ng",), augmentation=None, prose=0, heldout_voice="")
+    given = mini.voice_options(parser.parse_args(["--synthesizers", "espeak-ng,flite", "--augment",
+                                                  "--augment-snr=-5,10", "--prose", "300", "--heldout-voice",
+                                                  "flite:rms"]))
+    assert given == dict(synthesizers=("espeak-ng", "flite"), augmentation=mini.voices.Augmentation(
+        snr_db=(-5.0, 10.0)), prose=300, heldout_voice="flite:rms")
+    with pytest.raises(LLMSRTError, match="--augment-rt60 '0.5': expected LOW,HIGH"):
+        mini.voice_options(parser.parse_args(["--augment-rt60", "0.5"]))

@@ -195,6 +195,41 @@ def build_mini(opts: MiniOptions) -> MiniSummary:
     return summary
 
 
+def add_voice_arguments(p) -> None:
+    """The `prepare mini` flags of the voice options (synthesizers, augmentation, prose, held-out voice)."""
+    aug = voices.Augmentation()
+    p.add_argument("--synthesizers", default="espeak-ng", help="comma-separated, drawn from per utterance where "
+                   f"they speak the language: {', '.join(voices.SYNTHESIZERS)} (flite and festival: English only; "
+                   "default espeak-ng, as before)")
+    p.add_argument("--augment", action="store_true", help="augment train and prose utterances (speed, noise, "
+                   "reverberation; seeded per utterance)")
+    for name, flag, unit in (("speed", "--augment-speed", "factor"), ("snr_db", "--augment-snr", "dB"),
+                             ("rt60", "--augment-rt60", "s")):
+        lo, hi = getattr(aug, name)
+        p.add_argument(flag, default=f"{lo},{hi}", help=f"LOW,HIGH {unit} (default {lo},{hi})")
+    p.add_argument("--augment-p", type=float, default=aug.p, help=f"probability of each (default {aug.p})")
+    p.add_argument("--prose", type=int, default=0, help="English prose sentences from installed documentation, "
+                   "ASR rows in OUT/prose.jsonl (default 0)")
+    p.add_argument("--heldout-voice", default="", help="SYNTH or SYNTH:VOICE (e.g. flite:rms) left out of "
+                   "train/dev/test; reads the test sentences into OUT/heldout.jsonl")
+
+
+def voice_options(args) -> dict:
+    """The MiniOptions fields of the flags `add_voice_arguments` added."""
+    def pair(flag, value):
+        try:
+            lo, hi = (float(v) for v in value.split(","))
+        except ValueError:
+            raise LLMSRTError(f"{flag} {value!r}: expected LOW,HIGH (two numbers)") from None
+        return lo, hi
+    augmentation = voices.Augmentation(pair("--augment-speed", args.augment_speed),
+                                       pair("--augment-snr", args.augment_snr),
+                                       pair("--augment-rt60", args.augment_rt60), args.augment_p)
+    return dict(synthesizers=tuple(s.strip() for s in args.synthesizers.split(",") if s.strip()),
+                augmentation=augmentation if args.augment else None, prose=args.prose,
+                heldout_voice=args.heldout_voice)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Text: gettext catalogues -> N-way parallel sentences
 
