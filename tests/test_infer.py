@@ -2,6 +2,7 @@
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -214,3 +215,14 @@ def test_a_failure_in_language_id_fails_that_input_only(model_dir, clips, monkey
     results = t.translate(clips[:3], "auto", "deu", options=OPTS)
     assert [r.error for r in results] == [None, "RuntimeError: CUDA out of memory", None]
     assert results[0].segments and results[2].segments
+
+
+def test_out_dir_with_the_text_format_writes_one_txt_per_input(model_dir, clips, tmp_path, capsys):
+    """Before, --out-dir with the default text format wrote nothing at all (and said nothing)."""
+    out = tmp_path / "out"
+    assert cli.main(["translate", *clips[:2], "--model", str(model_dir), "--src", "eng", "--tgt", "deu",
+                     "--max-new-tokens", "4", "--out-dir", str(out)]) == 0
+    assert capsys.readouterr().out == ""
+    for clip in clips[:2]:
+        text = (out / f"{Path(clip).stem}.txt").read_text(encoding="utf-8").splitlines()
+        assert text[0] == clip and text[1].startswith("  transcript:  ") and text[2].startswith("  translation: ")

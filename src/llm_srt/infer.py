@@ -287,7 +287,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--format", default="text", choices=["text", "json", "srt", "vtt"])
     parser.add_argument("--subtitles", default="both", choices=list(subtitles.CUE_MODES),
                         help="what srt/vtt cues show")
-    parser.add_argument("--out-dir", default=None, help="write one .srt/.vtt/.json per input here")
+    parser.add_argument("--out-dir", default=None,
+                        help="write one .txt/.srt/.vtt per input here, at the input's path relative to the inputs' "
+                             "common folder (inputs that would share a file are refused); json: results.json")
 
 
 def main(args) -> int:
@@ -303,7 +305,7 @@ def main(args) -> int:
         except OSError as e:
             raise LLMSRTError(f"--out-dir {out_dir}: cannot create the folder ({e.strerror}); choose another") \
                 from None
-    outputs = output_paths(args.audio, out_dir, f".{args.format}") if out_dir and args.format in ("srt", "vtt") \
+    outputs = output_paths(args.audio, out_dir, FILE_SUFFIX[args.format]) if out_dir and args.format != "json" \
         else None
     if out_dir and args.format == "json":
         check_not_inputs(args.audio, [out_dir / "results.json"])
@@ -320,12 +322,11 @@ def main(args) -> int:
         if out_dir:
             _write(out_dir / "results.json", text + "\n")
         print(text)
-    elif args.format in ("srt", "vtt"):
-        render = subtitles.to_srt if args.format == "srt" else subtitles.to_vtt
+    else:
         for k, r in enumerate(results):
             if r.error:
                 continue
-            text = render(subtitles.segment_cues(r.segments, args.subtitles))
+            text = _render(r, args)
             if outputs:
                 try:
                     _write(outputs[k], text)
@@ -333,23 +334,30 @@ def main(args) -> int:
                     r.error = str(e)
                     print(f"llm-srt translate: {e}", file=sys.stderr)
             else:
-                if len(results) > 1:
+                if len(results) > 1 and args.format != "text":
                     print(f"# {r.audio}")
-                print(text)
-    else:
-        for r in results:
-            if r.error:
-                continue
-            print(r.audio)
-            if r.transcript or args.task in ("asr", "srt"):
-                print(f"  transcript:  {r.transcript}")
-            if args.task != "asr":
-                print(f"  translation: {r.translation}")
+                print(text, end="" if args.format == "text" else "\n")
     failed = sum(r.error is not None for r in results)
     if failed and len(results) > 1:
         done = f"the other {len(results) - failed} translated" if failed < len(results) else "none translated"
         print(f"llm-srt translate: {failed} of {len(results)} inputs failed (named above); {done}", file=sys.stderr)
     return 0 if failed < len(results) else 1
+
+
+FILE_SUFFIX = {"text": ".txt", "srt": ".srt", "vtt": ".vtt"}  # --format -> the extension of each input's file
+
+
+def _render(r: TranslationResult, args) -> str:
+    """One input's output as --format asks (text, srt or vtt)."""
+    if args.format in ("srt", "vtt"):
+        render = subtitles.to_srt if args.format == "srt" else subtitles.to_vtt
+        return render(subtitles.segment_cues(r.segments, args.subtitles))
+    lines = [r.audio]
+    if r.transcript or args.task in ("asr", "srt"):
+        lines.append(f"  transcript:  {r.transcript}")
+    if args.task != "asr":
+        lines.append(f"  translation: {r.translation}")
+    return "\n".join(lines) + "\n"
 
 
 def output_paths(inputs: Sequence[str], out_dir: Path, suffix: str) -> list[Path]:

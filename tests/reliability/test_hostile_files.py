@@ -294,7 +294,7 @@ SCORE_FILES = {  # the hypothesis file -> a fragment of the error (None: scores 
     "a-fifo": (lambda f: (os.mkfifo(f / "h.fifo"), f / "h.fifo")[1], "is a FIFO (named pipe)"),
     "a-socket": (_socket, "is a socket"),
     "name-with-a-newline": (lambda f: _text(f, "h\n.txt", "a\n"), "has 1 lines but"),
-    "old-mac-line-ends": (lambda f: _text(f, "h.txt", REF.replace("\n", "\r")), "has 1 lines but"),
+    "old-mac-line-ends": (lambda f: _text(f, "h.txt", REF.replace("\n", "\r")), None),
 }
 REF = "the cat sat on the mat today\nit rains in berlin all day long\nsee you at the station tomorrow\n"
 

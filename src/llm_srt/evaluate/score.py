@@ -55,8 +55,9 @@ def read_lines(path: Path) -> list[str]:
         raise LLMSRTError(f"{name}: not valid UTF-8 (byte {e.start}); re-save the file as UTF-8") from None
     except OSError as e:
         raise LLMSRTError(f"{name}: cannot read the file ({e.strerror or e}); check it") from None
-    # split on "\n" only: str.splitlines() would also split inside a sentence at U+2028, U+0085 and the like.
-    lines = [line.removesuffix("\r") for line in text.split("\n")]
+    # line ends are \n, \r\n or a lone \r (as text mode reads them); not str.splitlines(), which would also split
+    # inside a sentence at U+2028, U+0085 and the like.
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     if lines and lines[-1] == "":
         lines.pop()
     return lines
