@@ -97,7 +97,7 @@ def test_a_disconnected_client_leaves_the_queue_and_never_reaches_the_model(tran
 def test_queued_decodes_are_dropped_and_the_pool_refuses_beyond_its_queue(monkeypatch):
     gate, decoded = threading.Event(), []
 
-    def slow_load(data, name, max_seconds):
+    def slow_load(data, name, **limits):
         decoded.append(name)
         assert gate.wait(10)
         return np.zeros(1600, np.float32)
@@ -108,8 +108,11 @@ def test_queued_decodes_are_dropped_and_the_pool_refuses_beyond_its_queue(monkey
         pool = uploads.DecodePool(workers=1, max_waiting=1, max_seconds=10)
         pool.start()
         running = asyncio.ensure_future(pool.decode(b"x", "a"))
-        while not decoded:
+        for _ in range(500):
+            if decoded or running.done():
+                break
             await asyncio.sleep(0.01)
+        assert decoded and not running.done()
         with pytest.raises(TimeoutError):  # queued behind a busy worker; its caller gives up
             await asyncio.wait_for(pool.decode(b"x", "b"), 0.1)
         kept = asyncio.ensure_future(pool.decode(b"x", "c"))
@@ -129,10 +132,10 @@ def test_busy_decoders_answer_503_with_retry_after(translator, clip, monkeypatch
     gate, started = threading.Event(), []
     real = uploads.load_audio
 
-    def slow_load(data, name, max_seconds):
+    def slow_load(data, name, **limits):
         started.append(name)
         assert gate.wait(10)
-        return real(data, name=name, max_seconds=max_seconds)
+        return real(data, name=name, **limits)
 
     monkeypatch.setattr(uploads, "load_audio", slow_load)
     opts = ServeOptions(max_decodes=1, batch=BatchOptions(max_queue=1, decoding=DECODING))
@@ -159,8 +162,9 @@ def test_audio_longer_than_the_cap_gets_413(translator, clip):
         assert post(c, clip[1]).status_code == 200
 
 
-def test_the_duration_cap_counts_samples_at_48_khz():
-    """15 s at 192 kHz is 2.9 M samples: over a 20 s cap counted at 48 kHz (0.96 M), though 15 s < 20 s."""
+def test_the_decoder_may_read_the_cap_of_48_khz_stereo_at_most():
+    """15 s of 192 kHz mono decodes to 11.5 MB: over a 20 s cap's budget of 48 kHz stereo (7.7 MB), though
+    15 s < 20 s; it is refused at its header, before any decoding."""
     with pytest.raises(uploads.UploadError) as e:
         uploads.decode_audio(flac_bomb(15, rate=192_000), "hi.flac", max_seconds=20)
     assert e.value.status == 413 and "hi.flac" in e.value.message and "192000 Hz" in e.value.message

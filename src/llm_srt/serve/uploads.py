@@ -2,9 +2,9 @@
 `load_audio` while it decodes, so a compressed bomb stops at the cap instead of filling memory) and a pool of
 `workers` decode threads, with at most `max_waiting` more uploads queued for it (beyond: 503, retry later).
 
-The duration cap is counted in samples at 48 kHz (REFERENCE_RATE): a file at a higher rate gets proportionally
-less time, so 120 KB of FLAC at 768 kHz decodes at most 600 s x 48 kHz samples (115 MB, ~1 s) instead of 600 s x
-768 kHz (2.1 GB resident and 17 s measured).
+The decoder's work is capped too (load_audio's max_bytes): at most --max-audio-seconds of 48 kHz stereo
+(REFERENCE_RATE x REFERENCE_CHANNELS), so a file at a higher rate or with more channels gets proportionally less
+time: 120 KB of FLAC claiming 600 s at 768 kHz is refused at its header instead of being decoded (17 s of CPU).
 
 A request that stops waiting (its timeout, its client gone) takes its decode out of the queue; a decode already
 running is not interruptible inside libsndfile, so it finishes (bounded by the caps) in its thread, which stays
@@ -14,12 +14,10 @@ counted against `workers` until then, and its samples are dropped.
 from __future__ import annotations
 
 import asyncio
-import io
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
-import soundfile as sf
 from fastapi import UploadFile
 
 from ..audio import load_audio
@@ -29,8 +27,8 @@ from .batcher import BusyError
 MB = 1024 * 1024
 AUDIO_MEDIA_PREFIXES = ("audio/", "video/")  # containers with sound; the decoder has the last word
 AUDIO_MEDIA_TYPES = {"", "application/octet-stream", "application/ogg"}  # what clients send when they do not guess
-LENGTH_LIMIT = "s limit"  # load_audio's words when the audio is longer than max_seconds
-REFERENCE_RATE = 48_000  # Hz: the duration cap allows max_seconds x this many decoded samples at most
+LIMIT_WORDS = ("s limit", "limit on decoded audio")  # load_audio's words for audio over max_seconds / max_bytes
+REFERENCE_RATE, REFERENCE_CHANNELS = 48_000, 2  # the decoder may read max_seconds of this much audio at most
 
 
 class UploadError(Exception):
@@ -53,29 +51,22 @@ async def read_upload(file: UploadFile, max_bytes: int) -> tuple[bytes, str]:
     return data, name
 
 
-def header_rate(data: bytes) -> int | None:
-    """The sample rate a file's header gives (nothing decoded), or None if no decoder opens it."""
-    try:
-        return sf.info(io.BytesIO(data)).samplerate
-    except Exception:  # noqa: BLE001 - load_audio reports unreadable bytes with the right words
-        return None
+def decode_budget(max_seconds: float) -> int:
+    """load_audio's max_bytes for a duration cap: that long at 48 kHz stereo, as float32."""
+    return int(max_seconds * REFERENCE_RATE * REFERENCE_CHANNELS * 4)
 
 
 def decode_audio(data: bytes, name: str, max_seconds: float) -> np.ndarray:
     """16 kHz mono float32 (N,). UploadError 415 for bytes no decoder opens, 413 for audio longer than
-    `max_seconds` (counted at REFERENCE_RATE for higher rates), 400 for anything else wrong with it."""
-    rate = header_rate(data)
-    limit = max_seconds if rate is None or rate <= REFERENCE_RATE else max_seconds * REFERENCE_RATE / rate
+    `max_seconds` or decoding to more than decode_budget(max_seconds), 400 for anything else wrong with it."""
     try:
-        return load_audio(data, name=name, max_seconds=limit)
+        return load_audio(data, name=name, max_seconds=max_seconds, max_bytes=decode_budget(max_seconds))
     except UndecodableAudio as e:
         raise UploadError(415, f"{name}: cannot decode this audio ({e.detail}); send wav, flac, ogg or mp3") from None
     except AudioError as e:
-        if LENGTH_LIMIT in str(e):
-            scaled = "" if limit == max_seconds else (f" (at {rate} Hz: {limit:.3g} s; the cap is counted in "
-                                                      f"{REFERENCE_RATE // 1000} kHz samples)")
-            raise UploadError(413, f"{name}: longer than the {max_seconds:g} s limit{scaled}; split the file "
-                              "first (llm-srt serve --max-audio-seconds)") from None
+        if any(words in str(e) for words in LIMIT_WORDS):
+            raise UploadError(413, f"{e} (llm-srt serve --max-audio-seconds {max_seconds:g}: that long at "
+                              f"{REFERENCE_RATE // 1000} kHz, {REFERENCE_CHANNELS} channels)") from None
         raise UploadError(400, str(e)) from None
     except MemoryError:
         raise UploadError(413, f"{name}: the decoded audio does not fit in memory; send a shorter file") from None
