@@ -226,3 +226,25 @@ def test_out_dir_with_the_text_format_writes_one_txt_per_input(model_dir, clips,
     for clip in clips[:2]:
         text = (out / f"{Path(clip).stem}.txt").read_text(encoding="utf-8").splitlines()
         assert text[0] == clip and text[1].startswith("  transcript:  ") and text[2].startswith("  translation: ")
+
+
+def test_an_interrupted_run_keeps_the_outputs_of_the_groups_already_done(model_dir, clips, tmp_path, monkeypatch,
+                                                                          capsys):
+    """Each group's files are written before the next group runs: Ctrl-C in the second group keeps the first's."""
+    from llm_srt import infer
+
+    real_run, calls = infer.run_items, []
+
+    def run_items(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_run(*args)
+
+    monkeypatch.setattr(infer, "run_items", run_items)
+    monkeypatch.setattr(infer, "PENDING_SECONDS", 1.5)  # groups: clips 0-1, then 2-3
+    out = tmp_path / "out"
+    rc = cli.main(["translate", *clips, "--model", str(model_dir), "--src", "eng", "--tgt", "deu",
+                   "--max-new-tokens", "4", "--format", "srt", "--out-dir", str(out)])
+    assert rc == 130 and "interrupted" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["c0.srt", "c1.srt"]

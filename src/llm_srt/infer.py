@@ -184,10 +184,13 @@ class SpeechTranslator:
                   tgt: str | Sequence[str | None] | None = None,
                   task: Task | str | Sequence[Task | str] = Task.SRT, options: DecodingOptions = DecodingOptions(),
                   batch_size: int = 8, transcripts: Sequence[str] | None = None,
-                  segment_options: SegmentOptions = SegmentOptions(), progress=None) -> list[TranslationResult]:
+                  segment_options: SegmentOptions = SegmentOptions(), progress=None,
+                  on_result: Callable[[int, TranslationResult], object] | None = None) -> list[TranslationResult]:
         """One result per input, in order. `src` / `tgt` / `task`: one value, or one per input ("auto" source:
         language ID per input). A bad input gets `error` set; the others are still translated. Inputs are decoded
-        and run in groups of about PENDING_SECONDS of audio, so memory does not grow with the number of inputs."""
+        and run in groups of about PENDING_SECONDS of audio, so memory does not grow with the number of inputs;
+        `on_result(i, result)` is called, in order, as each group's inputs are done (so a caller can write them
+        out before the next group runs, and an interrupted run keeps what was finished)."""
         if batch_size < 1:
             raise LLMSRTError(f"batch size must be at least 1, got {batch_size} (--batch-size)")
         n = len(inputs)
@@ -225,6 +228,19 @@ class SpeechTranslator:
                                                  out.translation))
             work.clear()
 
+        results: list[TranslationResult] = []
+
+        def finish(upto: int) -> None:  # inputs before `upto` are done: build their results, hand them over
+            for i in range(len(results), upto):
+                a, ok = asked[i], errors[i] is None
+                segs = segments[i] if ok else []
+                results.append(TranslationResult(
+                    a.label, langs[i], a.tgt, a.task.value, duration=durations[i], segments=segs, error=errors[i],
+                    transcript=joiner(langs[i]).join(s.transcript for s in segs if s.transcript) if ok else "",
+                    translation=joiner(a.tgt).join(s.translation for s in segs if s.translation) if ok else ""))
+                if on_result is not None:
+                    on_result(i, results[i])
+
         pending = 0.0
         for i, a in enumerate(asked):
             try:
@@ -242,15 +258,9 @@ class SpeechTranslator:
             if pending >= PENDING_SECONDS:
                 run_pending()
                 pending = 0.0
+                finish(i + 1)
         run_pending()
-        results = []
-        for i, a in enumerate(asked):
-            ok = errors[i] is None
-            segs = segments[i] if ok else []
-            results.append(TranslationResult(
-                a.label, langs[i], a.tgt, a.task.value, duration=durations[i], segments=segs, error=errors[i],
-                transcript=joiner(langs[i]).join(s.transcript for s in segs if s.transcript) if ok else "",
-                translation=joiner(a.tgt).join(s.translation for s in segs if s.translation) if ok else ""))
+        finish(n)
         return results
 
 
@@ -312,31 +322,31 @@ def main(args) -> int:
     translator = translator_from_args(args)
     options = DecodingOptions(beam_size=args.beam, max_new_tokens=args.max_new_tokens,
                               no_repeat_ngram_size=args.no_repeat_ngram)
-    results = translator.translate(args.audio, args.src, args.tgt, task=args.task, options=options,
-                                   batch_size=args.batch_size, transcripts=args.transcript)
-    for r in results:
+
+    def emit(k: int, r: TranslationResult) -> None:  # as each input is done: its error line, or its output
         if r.error:
             print(f"llm-srt translate: {r.error}", file=sys.stderr)
+        if r.error or args.format == "json":
+            return
+        text = _render(r, args)
+        if outputs:
+            try:
+                _write(outputs[k], text)
+            except LLMSRTError as e:  # this input's output is lost, the others' are still written
+                r.error = str(e)
+                print(f"llm-srt translate: {e}", file=sys.stderr)
+        else:
+            if len(args.audio) > 1 and args.format != "text":
+                print(f"# {r.audio}")
+            print(text, end="" if args.format == "text" else "\n", flush=True)
+
+    results = translator.translate(args.audio, args.src, args.tgt, task=args.task, options=options,
+                                   batch_size=args.batch_size, transcripts=args.transcript, on_result=emit)
     if args.format == "json":
         text = json.dumps([r.to_dict() for r in results], ensure_ascii=False, indent=2)
         if out_dir:
             _write(out_dir / "results.json", text + "\n")
         print(text)
-    else:
-        for k, r in enumerate(results):
-            if r.error:
-                continue
-            text = _render(r, args)
-            if outputs:
-                try:
-                    _write(outputs[k], text)
-                except LLMSRTError as e:  # this input's output is lost, the others' are still written
-                    r.error = str(e)
-                    print(f"llm-srt translate: {e}", file=sys.stderr)
-            else:
-                if len(results) > 1 and args.format != "text":
-                    print(f"# {r.audio}")
-                print(text, end="" if args.format == "text" else "\n")
     failed = sum(r.error is not None for r in results)
     if failed and len(results) > 1:
         done = f"the other {len(results) - failed} translated" if failed < len(results) else "none translated"
