@@ -3,6 +3,7 @@ never runs for it; queued decodes are dropped the same way; a pool caps concurre
 beyond its queue); audio longer than --max-audio-seconds gets 413."""
 
 import asyncio
+import io
 import socket
 import threading
 import time
@@ -94,6 +95,16 @@ def test_a_disconnected_client_leaves_the_queue_and_never_reaches_the_model(tran
         assert gated.sizes == [1]
 
 
+class Upload(io.BytesIO):
+    """An upload's spooled file that records when its bytes are read."""
+
+    reads = 0
+
+    def read(self, *args):
+        self.reads += 1
+        return super().read(*args)
+
+
 def test_queued_decodes_are_dropped_and_the_pool_refuses_beyond_its_queue(monkeypatch):
     gate, decoded = threading.Event(), []
 
@@ -107,20 +118,22 @@ def test_queued_decodes_are_dropped_and_the_pool_refuses_beyond_its_queue(monkey
     async def main():
         pool = uploads.DecodePool(workers=1, max_waiting=1, max_seconds=10)
         pool.start()
-        running = asyncio.ensure_future(pool.decode(b"x", "a"))
+        running = asyncio.ensure_future(pool.decode(io.BytesIO(b"x"), "a"))
         for _ in range(500):
             if decoded or running.done():
                 break
             await asyncio.sleep(0.01)
         assert decoded and not running.done()
         with pytest.raises(TimeoutError):  # queued behind a busy worker; its caller gives up
-            await asyncio.wait_for(pool.decode(b"x", "b"), 0.1)
-        kept = asyncio.ensure_future(pool.decode(b"x", "c"))
+            await asyncio.wait_for(pool.decode(io.BytesIO(b"x"), "b"), 0.1)
+        waiting = Upload(b"x")
+        kept = asyncio.ensure_future(pool.decode(waiting, "c"))
         await asyncio.sleep(0.05)
+        assert waiting.reads == 0  # a queued upload stays in its file: memory holds one upload per worker
         with pytest.raises(BusyError, match="2 uploads"):  # one running + one waiting: the queue is full
-            await pool.decode(b"x", "d")
+            await pool.decode(io.BytesIO(b"x"), "d")
         gate.set()
-        assert (await running).size == 1600 and (await kept).size == 1600
+        assert (await running).size == 1600 and (await kept).size == 1600 and waiting.reads == 1
         pool.stop()
         return pool.pending
 

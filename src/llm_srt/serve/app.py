@@ -39,7 +39,7 @@ from ..prompts import Task
 from .batcher import BatchOptions, Batcher, BusyError
 from .guard import (ERROR_TYPES, ConnectionLimits, ContentLengthLimit, HostOriginGuard, HostRule,
                     check_allowed_host, check_allowed_origin, check_number, error_response, is_ip, split_host)
-from .uploads import MB, DecodePool, UploadError, read_upload
+from .uploads import MB, DecodePool, UploadError, check_upload
 
 __all__ = ["ERROR_TYPES", "ServeOptions", "create_app", "add_arguments", "options_from_args", "main"]
 
@@ -212,12 +212,12 @@ def _handler(endpoint: Endpoint, batcher: Batcher, decoder: DecodePool, options:
             raise APIError(400, f"unknown subtitles {cue_mode!r}: use one of {', '.join(subtitles.CUE_MODES)}",
                            "subtitles")
         try:
-            data, name = await read_upload(form.file, options.max_upload_bytes)
+            upload, name = check_upload(form.file, options.max_upload_bytes)
         except UploadError as e:
             raise APIError(e.status, e.message, "file") from None
 
         async def work() -> TranslationResult:
-            samples = await decoder.decode(data, name)
+            samples = await decoder.decode(upload, name)
             return await batcher.submit(samples, src, tgt, task)
 
         try:

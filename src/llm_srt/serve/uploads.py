@@ -6,6 +6,8 @@ The decoder's work is capped too (load_audio's max_bytes): at most --max-audio-s
 (REFERENCE_RATE x REFERENCE_CHANNELS), so a file at a higher rate or with more channels gets proportionally less
 time: 120 KB of FLAC claiming 600 s at 768 kHz is refused at its header instead of being decoded (17 s of CPU).
 
+An upload's bytes are read into memory inside its decode slot (until then they wait in the spooled temporary file
+the form parser wrote), so memory holds at most `workers` uploads and their samples, however many requests wait.
 A request that stops waiting (its timeout, its client gone) takes its decode out of the queue; a decode already
 running is not interruptible inside libsndfile, so it finishes (bounded by the caps) in its thread, which stays
 counted against `workers` until then, and its samples are dropped.
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import BinaryIO
 
 import numpy as np
 from fastapi import UploadFile
@@ -39,16 +42,27 @@ class UploadError(Exception):
         self.status, self.message = status, message
 
 
-async def read_upload(file: UploadFile, max_bytes: int) -> tuple[bytes, str]:
-    """(the upload's bytes, its name); UploadError 415 for a media type that is not audio, 413 over `max_bytes`."""
+def check_upload(file: UploadFile, max_bytes: int) -> tuple[BinaryIO, str]:
+    """(the upload's file, its name) without reading it; UploadError 415 for a media type that is not audio, 413
+    over `max_bytes`."""
     name = (file.filename or "upload")[:200]
     media = (file.content_type or "").split(";")[0].strip().lower()
     if not (media in AUDIO_MEDIA_TYPES or media.startswith(AUDIO_MEDIA_PREFIXES)):
         raise UploadError(415, f"{name}: media type {media[:80]!r} is not audio; send wav, flac, ogg or mp3")
-    data = await file.read(max_bytes + 1)
-    if len(data) > max_bytes:
+    size = file.size if file.size is not None else file.file.seek(0, 2)
+    if size > max_bytes:
         raise UploadError(413, f"{name}: larger than {max_bytes / MB:g} MB (llm-srt serve --max-upload-mb)")
-    return data, name
+    return file.file, name
+
+
+def read_and_decode(upload: BinaryIO, name: str, max_seconds: float) -> np.ndarray:
+    """In a decode slot: the upload's bytes, then decode_audio's samples."""
+    try:
+        upload.seek(0)
+        data = upload.read()
+    except (OSError, ValueError) as e:  # ValueError: closed (the request ended while this waited)
+        raise UploadError(400, f"{name}: the upload could not be read back ({e})") from None
+    return decode_audio(data, name, max_seconds)
 
 
 def decode_budget(max_seconds: float) -> int:
@@ -93,12 +107,12 @@ class DecodePool:
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def decode(self, data: bytes, name: str) -> np.ndarray:
+    async def decode(self, upload: BinaryIO, name: str) -> np.ndarray:
         with self._lock:
             if self._pending >= self.workers + self.max_waiting:
                 raise BusyError(f"{self._pending} uploads are already being decoded or waiting; retry later")
             self._pending += 1
-        job = self._executor.submit(decode_audio, data, name, self.max_seconds)
+        job = self._executor.submit(read_and_decode, upload, name, self.max_seconds)
         job.add_done_callback(self._done)
         try:
             return await asyncio.wrap_future(job)
