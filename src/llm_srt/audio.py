@@ -14,7 +14,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from .errors import AudioError, UndecodableAudio, open_regular, shown
+from .errors import AudioError, AudioOverLimit, UndecodableAudio, open_regular, shown
 
 SAMPLE_RATE = 16000  # Whisper's rate
 MIN_SAMPLES = 400  # 25 ms, one log-mel window: shorter clips are padded (the STFT's reflect padding needs > 200)
@@ -61,8 +61,8 @@ def _from_array(source: np.ndarray, label: str, sr: int, max_seconds: float | No
     if not np.issubdtype(samples.dtype, np.floating):
         raise AudioError(f"{label}: expected float samples in [-1, 1], got dtype {samples.dtype}")
     if max_seconds is not None and len(samples) / sr > max_seconds:
-        raise AudioError(f"{label}: {len(samples) / sr:.0f} s is longer than the {max_seconds:.0f} s limit; "
-                         "split the file first")
+        raise AudioOverLimit(f"{label}: {len(samples) / sr:.0f} s is longer than the {max_seconds:.0f} s limit; "
+                             "split the file first")
     _check_values(samples, label)
     return _mono(samples)
 
@@ -136,19 +136,20 @@ class _Caps:
         self.max_seconds, self.max_bytes = max_seconds, max_bytes
 
     def check(self, frames: int, claimed: bool) -> None:
-        if self.max_seconds is not None and frames > self.max_seconds * self.rate + 1:
+        """Raise AudioOverLimit if `frames` (the header's claim, or the count decoded so far) is over a limit."""
+        label, seconds = self.label, self.max_seconds
+        if seconds is not None and frames > seconds * self.rate + 1:
             if claimed:
-                raise AudioError(f"{self.label}: the header claims {frames / self.rate:.0f} s of audio, longer than "
-                                 f"the {self.max_seconds:.0f} s limit; split the file first (or re-export it, if "
-                                 "the header is wrong)")
-            raise AudioError(f"{self.label}: the audio runs past the {self.max_seconds:.0f} s limit; "
-                             "split the file first")
+                raise AudioOverLimit(f"{label}: the header claims {frames / self.rate:.0f} s of audio, longer than "
+                                     f"the {seconds:.0f} s limit; split the file first (or re-export it, if the "
+                                     "header is wrong)")
+            raise AudioOverLimit(f"{label}: the audio runs past the {seconds:.0f} s limit; split the file first")
         decoded = frames * self.channels * BYTES_PER_SAMPLE
         if self.max_bytes is not None and decoded > self.max_bytes:
             size = f"{_size(decoded)}" if claimed else f"more than {_size(self.max_bytes)}"
-            raise AudioError(f"{self.label}: decodes to {size} of samples ({self.rate} Hz x {self.channels} "
-                             f"channel(s)), over the {_size(self.max_bytes)} limit on decoded audio; "
-                             "resample it to 16 kHz mono or split it first")
+            raise AudioOverLimit(f"{label}: decodes to {size} of samples ({self.rate} Hz x {self.channels} "
+                                 f"channel(s)), over the {_size(self.max_bytes)} limit on decoded audio; "
+                                 "resample it to 16 kHz mono or split it first")
 
 
 def _size(n: int) -> str:

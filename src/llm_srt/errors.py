@@ -24,6 +24,11 @@ class UndecodableAudio(AudioError):
         self.detail = detail
 
 
+class AudioOverLimit(AudioError):
+    """Audio longer, or decoding to more, than a limit the caller set (max_seconds / max_bytes): an input too
+    large for the request (a server's 413), not a damaged file."""
+
+
 class ConfigError(LLMSRTError):
     """A config file or a key=value override that is wrong."""
 
