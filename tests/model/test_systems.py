@@ -217,6 +217,30 @@ def test_dtype_follows_the_placement(folders, speech_model):
     assert system.run_batch([MIXED[0]], OPTS)[0].error is None
 
 
+def test_whisper_in_int8_on_the_cpu(ending_whisper):
+    """--dtype int8: every linear layer (encoder, decoder, the tied head as a copy) is an Int8Linear; the greedy
+    loop decodes the same tokens as HF generate from the same encoder states (int8 activations are quantized over
+    the whole input, so the encoder's batching moves the last bits: the states are shared here)."""
+    from transformers.modeling_outputs import BaseModelOutput
+
+    from llm_srt.model.llm import Int8Linear
+
+    system = WhisperSystem(ending_whisper, device.resolve("cpu", "int8"))
+    linears = [m for m in system.model.modules() if isinstance(m, (torch.nn.Linear, Int8Linear))]
+    assert linears and all(isinstance(m, Int8Linear) for m in linears)
+    assert system.model.dtype == torch.float32 and isinstance(system.model.proj_out, Int8Linear)
+    mel = system.features(CLIPS, sampling_rate=16000, return_tensors="pt").input_features
+    prompts = torch.tensor([system.prompt("eng", "transcribe")] * len(CLIPS))
+    with torch.inference_mode():
+        states = system.encode(mel)
+        hf = system.model.generate(encoder_outputs=BaseModelOutput(last_hidden_state=states[0]), language="en",
+                                   task="transcribe", max_new_tokens=6, logits_processor=[system._suppressor()])
+        ours = system._greedy(mel, prompts, 6)
+    eos = system.model.config.eos_token_id
+    assert [until_eos(r, eos) for r in ours.tolist()] == [until_eos(r, eos) for r in hf.tolist()]
+    assert all(o.error is None for o in system.run_batch([Item(CLIPS[0], "eng", None, Task.ASR)], OPTS))
+
+
 def test_detect_language_without_language_tokens_is_a_clear_error(tmp_path):
     folder = tiny.whisper_dir(tmp_path)  # vocabulary without <|en|> etc.
     with pytest.raises(LLMSRTError, match="no language tokens.*--src"):

@@ -29,7 +29,7 @@ import torch
 
 from .. import languages
 from ..audio import SAMPLE_RATE
-from ..device import Placement
+from ..device import Placement, compute_dtype, is_int8
 from ..errors import LLMSRTError
 from ..paths import EMBEDDED, resolve_model
 from ..prompts import Task, build, clean, parse_srt
@@ -150,24 +150,29 @@ class _Whisper:
 
 @lru_cache(maxsize=2)
 def _whisper(folder: str, device: torch.device, dtype: torch.dtype) -> _Whisper:
-    """An HF Whisper folder loaded straight onto `device` in `dtype` (no fp32 CPU copy first). Cached: language ID
-    and the baselines share one copy. The generation config's suppressed tokens move out of it (into `_Whisper`),
-    so HF's processors, which rebuild their masks with `torch.isin` at every step, never run: `_SuppressTokens`
-    masks the same tokens from masks made once."""
+    """An HF Whisper folder loaded straight onto `device` in `dtype` (no fp32 CPU copy first; int8: float32, then
+    int8 linear layers, CPU only). Cached: language ID and the baselines share one copy. The generation config's
+    suppressed tokens move out of it (into `_Whisper`), so HF's processors, which rebuild their masks with
+    `torch.isin` at every step, never run: `_SuppressTokens` masks the same tokens from masks made once."""
     from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration
 
-    from .llm import load_tokenizer
+    from .llm import load_tokenizer, quantize_int8
 
     path = Path(folder)
     if not (path / "config.json").is_file():
         raise LLMSRTError(f"{path}: not a Hugging Face Whisper folder (no config.json); run `llm-srt setup` or pass "
                           "--whisper FOLDER")
+    if is_int8(dtype) and device.type != "cpu":
+        raise LLMSRTError(f"--dtype int8: int8 linear layers run on the CPU only, not on {device}")
     try:
-        model = WhisperForConditionalGeneration.from_pretrained(path, dtype=dtype, device_map={"": device})
+        model = WhisperForConditionalGeneration.from_pretrained(path, dtype=compute_dtype(dtype),
+                                                                device_map={"": device})
         features = WhisperFeatureExtractor.from_pretrained(path)
         tokenizer = load_tokenizer(path)
     except (OSError, ValueError) as e:
         raise LLMSRTError(f"{path}: cannot load Whisper ({str(e).splitlines()[0]})") from None
+    if is_int8(dtype):  # every linear layer of encoder and decoder, the tied output head as a copy (as CTranslate2's
+        quantize_int8(model)  # int8); convolutions, embeddings, norms and activations stay float32
     config = model.generation_config
     suppress, begin = tuple(config.suppress_tokens or ()), tuple(config.begin_suppress_tokens or ())
     config.suppress_tokens = config.begin_suppress_tokens = None
@@ -272,12 +277,20 @@ class WhisperSystem:
         return _SuppressTokens(self.model.config.vocab_size, self._parts.suppress, self._parts.begin_suppress,
                                self.model.device)
 
+    def encode(self, mel: torch.Tensor) -> tuple[torch.Tensor]:
+        """mel (B, n_mels, 3000) -> (encoder states (B, 1500, D),). On the CPU one clip at a time: the same values
+        (each clip's 1500 frames already fill the BLAS), and the peak of activations is one clip's (5 clips of
+        Whisper base: ~250 MB less resident memory) for about the same time; on a GPU the whole batch at once."""
+        encoder = self.model.get_encoder()
+        step = 1 if mel.device.type == "cpu" else len(mel)
+        return (torch.cat([encoder(mel[i:i + step]).last_hidden_state for i in range(0, len(mel), step)]),)
+
     def _greedy(self, mel: torch.Tensor, prompts: torch.Tensor, max_new: int) -> torch.Tensor:
         """mel (B, n_mels, 3000), prompts (B, P) -> new tokens (B, <= max_new); a row that ended is padded."""
         from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
         model, config = self.model, self.model.generation_config
-        encoded = model.get_encoder()(mel)
+        encoded = self.encode(mel)
         cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
         suppress = self._suppressor()
         done = torch.zeros(len(prompts), dtype=torch.bool, device=prompts.device)

@@ -1,0 +1,55 @@
+"""bench/whisper.py: `translate --model whisper` against faster-whisper, each side a whole process of its own."""
+
+import sys
+
+import pytest
+
+from llm_srt import device
+from llm_srt.bench import whisper as wb
+from llm_srt.errors import LLMSRTError
+
+CPU = device.resolve("cpu")
+
+
+def test_skipped_with_a_clear_line_without_faster_whisper(monkeypatch, tmp_path):
+    monkeypatch.setattr(wb.importlib.util, "find_spec", lambda name: None)
+    result = wb.run_whisper_bench(wb.WhisperBenchOptions(), CPU, tmp_path)
+    assert result == {"skipped": wb.faster_whisper_missing()}
+    assert wb.format_whisper(result) == ("whisper vs faster-whisper: skipped (faster-whisper is not installed "
+                                         "(pip install faster-whisper), so the Whisper row is skipped)")
+
+
+def test_each_process_reports_its_own_peak_memory(tmp_path):
+    """The high-water mark is the child's own: not its parent's (this test process holds torch and more, which
+    `getrusage` would count), nor the largest child's so far."""
+    big = wb.run_process("big", ["-c", "b = bytearray(300 << 20); print(len(b))"], {}, tmp_path)
+    small = wb.run_process("small", ["-c", "import sys; print(sys.argv[1:])", "x"], {}, tmp_path)
+    assert big["peak_mib"] > 300 > small["peak_mib"] and big["stdout"].strip() == str(300 << 20)
+    assert big["seconds"] > 0 and small["stdout"].strip() == "['x']"
+    with pytest.raises(LLMSRTError, match="Whisper row's failing process exited with 3: .*boom"):
+        wb.run_process("failing", ["-c", "import sys; print('boom', file=sys.stderr); sys.exit(3)"], {}, tmp_path)
+
+
+def test_both_sides_get_the_same_clips_precision_and_threads(tmp_path):
+    clips = [tmp_path / "a.wav", tmp_path / "b.wav"]
+    options = wb.WhisperBenchOptions(threads=3, whisper="/models/whisper-base")
+    argv = wb.commands(options, device.resolve("cpu", "int8"), clips, tmp_path / "ct2")
+    ours, theirs = argv["llm_srt"], argv["faster_whisper"]
+    assert ours[:3] == ["-m", "llm_srt.cli", "translate"] and ours[3:5] == [str(c) for c in clips]
+    assert ours[ours.index("--dtype") + 1] == "int8" and ours[ours.index("--whisper") + 1] == "/models/whisper-base"
+    assert ours[ours.index("--task") + 1] == "asr" and ours[ours.index("--device") + 1] == "cpu"
+    assert theirs[0] == "-c" and theirs[2:] == [str(tmp_path / "ct2"), "cpu", "int8", "3", *map(str, clips)]
+
+
+def test_ratios_are_medians_of_pairs_against_the_goals():
+    runs = {"llm_srt": [{"seconds": 10.0, "peak_mib": 600.0}, {"seconds": 30.0, "peak_mib": 620.0},
+                        {"seconds": 11.0, "peak_mib": 610.0}],
+            "faster_whisper": [{"seconds": 10.0, "peak_mib": 500.0}, {"seconds": 20.0, "peak_mib": 500.0},
+                               {"seconds": 11.0, "peak_mib": 500.0}]}
+    texts = {"llm_srt": ["Hello, world.", "the Cat"], "faster_whisper": ["hello world", "a cat"]}
+    r = wb.summarize(wb.WhisperBenchOptions(rounds=3, clips=2, threads=2), CPU, 10.0, runs, texts)
+    assert r["wall_ratio"] == 1.0 and r["met"]["wall_ratio"]  # pairs 1.0, 1.5, 1.0: the busy pair does not count
+    assert r["memory_ratio"] == 1.22 and not r["met"]["memory_ratio"]
+    assert r["same_transcripts"] == "1/2" and r["llm_srt"]["median_seconds"] == 11.0
+    line = wb.format_whisper(r)
+    assert "wall 1.00x (met, goal <= 1.1)" in line and "memory 1.22x (missed, goal <= 1.2)" in line
