@@ -7,11 +7,13 @@ import time
 
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 from serve_helpers import DECODING, bursts, local_client, wav_bytes
 
 from llm_srt.errors import LLMSRTError
 from llm_srt.serve import app as serve_app
 from llm_srt.serve import BatchOptions, ServeOptions, create_app
+from llm_srt.serve.guard import ConnectionLimits, GuardedH11Protocol
 
 TRANSLATIONS = "/v1/audio/translations"
 TRANSCRIPTIONS = "/v1/audio/transcriptions"
@@ -240,11 +242,16 @@ def test_serve_verb_builds_the_app(model_dir, clip, monkeypatch, capsys):
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(app=app, **kw))
     assert serve_app.main(args) == 0
     assert seen["host"] == "127.0.0.1" and seen["port"] == 8123
+    # the connection limits reach uvicorn: read timeouts in the protocol, keep-alive, the connection cap
+    assert issubclass(seen["http"], GuardedH11Protocol) and seen["http"].limits == ConnectionLimits()
+    assert seen["timeout_keep_alive"] == 5.0 and seen["limit_concurrency"] == ConnectionLimits().max_connections + 1
     assert "(cpu bfloat16)" in capsys.readouterr().out  # the model runs where --device / --dtype put it
     with local_client(seen["app"]) as c:
         assert c.get("/health").json()["max_batch"] == 4
         assert c.get("/v1/models").json()["data"][0]["id"] == "tiny"
         assert post(c, TRANSLATIONS, clip[1], source_language="eng").status_code == 200
+    with TestClient(seen["app"], base_url="http://evil.example") as c:  # Hosts: the --host address and localhost
+        assert c.get("/health").status_code == 421
     with pytest.raises(LLMSRTError, match="max_batch"):
         serve_app.options_from_args(parser.parse_args(["--model", "x", "--max-batch", "0"]))
     with pytest.raises(LLMSRTError, match="timeout"):
