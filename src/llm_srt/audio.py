@@ -100,14 +100,15 @@ def _stream(target: int | io.BytesIO, label: str, sr: int, max_seconds: float | 
     except DECODE_ERRORS as e:
         detail = _reason(e)
         raise UndecodableAudio(f"{label}: cannot decode audio ({detail}); use wav, flac, ogg or mp3", detail) from None
+    unknown_length = False
     try:
         with opened as f:
-            rate, channels = f.samplerate, f.channels
+            rate, channels, unknown_length = f.samplerate, f.channels, opened.frames >= UNKNOWN_FRAMES
             if not MIN_RATE <= rate <= MAX_RATE:
                 raise AudioError(f"{label}: the header gives a sample rate of {rate} Hz, outside "
                                  f"{MIN_RATE}-{MAX_RATE} Hz; the file is damaged, re-export it")
             caps = _Caps(label, rate, channels, max_seconds, max_bytes)
-            if f.frames < UNKNOWN_FRAMES:
+            if not unknown_length:
                 caps.check(f.frames, claimed=True)
             dtype = "float64" if f.subtype == "DOUBLE" else "float32"  # a double may lie beyond float32's range
             stream = soxr.ResampleStream(rate, sr, 1, dtype="float32", quality="HQ") if rate != sr else None
@@ -124,6 +125,9 @@ def _stream(target: int | io.BytesIO, label: str, sr: int, max_seconds: float | 
                 if last:
                     break
     except DECODE_ERRORS as e:
+        if unknown_length:  # libsndfile cannot step through a FLAC whose header leaves its length out
+            raise AudioError(f"{label}: cannot decode audio whose header gives no length ({_reason(e)}), as a "
+                             "stream written to a pipe has; re-encode it to a file first") from None
         raise AudioError(f"{label}: cannot decode audio ({_reason(e)}); use wav, flac, ogg or mp3") from None
     return np.concatenate(out)
 
