@@ -67,13 +67,14 @@ def _utf8_number(n: int) -> bytes:
     return bytes([0xF0 | n >> 18, 0x80 | n >> 12 & 0x3F, 0x80 | n >> 6 & 0x3F, 0x80 | n & 0x3F])
 
 
-def flac_bomb(seconds: float, rate: int = 192_000, value: int = 1000) -> bytes:
+def flac_bomb(seconds: float, rate: int = 192_000, value: int = 1000, say_length: bool = True) -> bytes:
     """A valid mono 16-bit FLAC of `seconds` of a constant value at `rate` Hz, written frame by frame: each frame is
-    a CONSTANT subframe of 65,535 samples in 14 bytes, so 4 hours at 192 kHz (11 GB as float32) is ~600 KB."""
+    a CONSTANT subframe of 65,535 samples in 14 bytes, so 4 hours at 192 kHz (11 GB as float32) is ~600 KB.
+    `say_length=False`: the header gives no length (0, "unknown"), so only counting while decoding can stop it."""
     block = 65535
     frames = -(-int(seconds * rate) // block)
     info = struct.pack(">HH", block, block) + b"\0" * 6  # block sizes; frame sizes unknown
-    info += ((rate << 44) | (15 << 36) | frames * block).to_bytes(8, "big") + b"\0" * 16  # 1 ch, 16 bit; no MD5
+    info += ((rate << 44) | (15 << 36) | (frames * block if say_length else 0)).to_bytes(8, "big") + b"\0" * 16  # 1 ch, 16 bit; no MD5
     out = [b"fLaC", bytes([0x80]) + len(info).to_bytes(3, "big"), info]
     for i in range(frames):
         head = bytes([0xFF, 0xF8, 0x70, 0x00]) + _utf8_number(i) + (block - 1).to_bytes(2, "big")

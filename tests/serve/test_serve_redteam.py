@@ -235,6 +235,9 @@ CASES = {
     "size: 1 h FLAC bomb at 768 kHz (40 KB)": ("sizes", "default", post(
         ("file", ("b.flac", flac_bomb(3600, rate=768_000), "audio/flac")), ("source_language", "eng")), 413,
         "--max-audio-seconds"),
+    "size: FLAC bomb whose header gives no length": ("sizes", "default", post(
+        ("file", ("b.flac", flac_bomb(600, rate=768_000, say_length=False), "audio/flac")),
+        ("source_language", "eng")), 413, "--max-audio-seconds"),
     "size: empty file part": ("sizes", "default", post(("file", ("e.wav", b"", "audio/wav")), ("source_language",
                                                                                               "eng")), 400, "empty"),
     "size: empty body": ("sizes", "default", http(headers={**MULTIPART, "Content-Length": "0"}), 400, "file"),
