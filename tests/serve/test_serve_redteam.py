@@ -60,7 +60,7 @@ def opts(**kw) -> ServeOptions:
 def servers(translator, records):
     """{"default": port (bound 127.0.0.1, no extra hosts or origins), "open": port (as if bound to 0.0.0.0, with
     --allow-host .example.org and --allow-origin https://app.example.org)}"""
-    open_opts = opts(hosts=HostRule("0.0.0.0", (".example.org",)), allow_origins=("https://app.example.org",))
+    open_opts = opts(hosts=HostRule("0.0.0.0", (".Example.org",)), allow_origins=("https://App.example.org",))
     with live_server(create_app(translator, opts()), limits=LIMITS) as default, \
             live_server(create_app(translator, open_opts), limits=LIMITS) as wide:
         yield {"default": int(default.rsplit(":", 1)[1]), "open": int(wide.rsplit(":", 1)[1])}

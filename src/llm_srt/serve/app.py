@@ -71,8 +71,7 @@ class ServeOptions:
         check_number("--max-audio-seconds", self.max_audio_seconds, 0.01, 24 * 3600)
         check_number("--max-decodes", self.max_decodes, 1, 1024, integer=True)
         check_number("--timeout-s", self.timeout_s, 0.001, 7 * 24 * 3600)
-        for origin in self.allow_origins:
-            check_allowed_origin(origin)
+        object.__setattr__(self, "allow_origins", tuple(check_allowed_origin(o) for o in self.allow_origins))
 
     @property
     def max_upload_bytes(self) -> int:

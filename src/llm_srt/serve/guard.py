@@ -111,6 +111,9 @@ class HostRule:
     bind: str = "127.0.0.1"
     extra: tuple[str, ...] = ()
 
+    def __post_init__(self):
+        object.__setattr__(self, "extra", tuple(check_allowed_host(h) for h in self.extra))
+
     def allows(self, name: str) -> bool:
         if "*" in self.extra or name in LOCAL_NAMES or name == self.bind.strip("[]").lower():
             return True
