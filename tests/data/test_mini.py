@@ -202,6 +202,12 @@ def test_several_synthesizers_augmentation_prose_and_a_heldout_voice(locale_dir,
         else:
             assert path.read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
 
+    _build(out, locale_dir)  # the default options again: no prose, no held-out voice left behind
+    assert not (out / "prose.jsonl").exists() and not (out / "heldout.jsonl").exists()
+    assert not (out / "heldout").exists()
+    assert {json.loads(line)["voice"].split(":")[0] for line in (out / "voices.jsonl").read_text().splitlines()} \
+        == {"espeak-ng"}
+
 
 def test_voice_options_are_checked(locale_dir, tmp_path):
     with pytest.raises(LLMSRTError, match="unknown synthesizer 'say'"):

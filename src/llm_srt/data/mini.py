@@ -181,6 +181,10 @@ def build_mini(opts: MiniOptions) -> MiniSummary:
     _remove_stale_audio(out, langs, durations, opts.audio_format)
     if opts.heldout_voice:
         extra["heldout"] = _heldout(chosen["test"], langs, pairs, out, opts, spoken, rejected)
+    else:
+        shutil.rmtree(out / "heldout", ignore_errors=True)
+    for name in {"prose", "heldout"} - set(extra):  # left by an earlier build with other options
+        (out / f"{name}.jsonl").unlink(missing_ok=True)
     _write_voices(out, spoken)
     hours = {lang: sum(d for (_, l), d in durations.items() if l == lang) / 3600 for lang in langs}
     summary = MiniSummary(out=str(out), langs=langs, directions=[f"{s}-{t}" for s, t in pairs],
