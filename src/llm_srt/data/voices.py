@@ -105,6 +105,8 @@ class Festival:
 
 
 SYNTHESIZERS = {"espeak-ng": Espeak(), "flite": Flite(), "festival": Festival()}
+DEBIAN_PACKAGES = {"espeak-ng": "espeak-ng", "flite": "flite",
+                   "festival": "festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts"}
 
 
 def parse_voice(spec: str, option: str = "--heldout-voice") -> tuple[str, str]:
@@ -138,7 +140,7 @@ def require(synthesizers: tuple[str, ...]) -> None:
         parse_voice(synth, "--synthesizers")
         if shutil.which(SYNTHESIZERS[synth].binary) is None:
             raise LLMSRTError(f"--synthesizers {synth}: {SYNTHESIZERS[synth].binary} is not installed (Debian: "
-                              f"apt-get install {'espeak-ng' if synth == 'espeak-ng' else synth}); or leave it out")
+                              f"apt-get install {DEBIAN_PACKAGES[synth]}); or leave it out")
 
 
 def speak(voice: Voice, text: str, lang: str, rate: int, pitch: int) -> tuple[np.ndarray | None, str]:
