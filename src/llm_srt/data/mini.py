@@ -15,8 +15,16 @@ in one language is dropped in all of them.
 Splits are by sentence id (seeded shuffle; test first, then dev, then train), so no test or dev sentence appears
 in train in any language, and growing --train leaves test and dev unchanged.
 
+More voices (options; the defaults draw exactly as above): `synthesizers` adds flite and festival voices (see
+data/voices.py) for the languages they speak, drawn per utterance after espeak's numbers; `augmentation` perturbs
+train utterances once they are accepted (speed, noise, reverberation; seeded per utterance); `prose` adds English
+sentences from installed documentation (data/prose.py) as ASR rows in OUT/prose.jsonl; `heldout_voice` keeps one
+voice out of every split and reads the test sentences with it into OUT/heldout.jsonl (audio in OUT/heldout/).
+
 Output (like `prepare fleurs`): OUT/{train,dev,test}.jsonl, each with an ASR row per (sentence, language) and a
-translation row per (sentence, direction); audio in OUT/audio/<lang>/<sentence id>.flac; OUT/summary.json.
+translation row per (sentence, direction); audio in OUT/audio/<lang>/<sentence id>.flac; OUT/summary.json;
+OUT/voices.jsonl, one line per audio file of the manifests: its path under OUT, voice ("synth:voice"), speed,
+pitch (espeak-ng) and augmentation (manifest rows have no field for it).
 """
 
 import gettext
