@@ -129,6 +129,29 @@ def test_batched_equals_one_by_one(model, beam):
     assert batched == single
 
 
+def test_beam_search_shares_the_prompt_cache_and_finds_the_same_hypotheses(model):
+    """The prompt runs once per row (not once per beam): the beams' first generate step sees one position only,
+    and the hypotheses equal HF's own beam search over fully expanded prompts, token for token."""
+    from llm_srt.model.llm import causal_lm
+
+    seen = []
+    hook = causal_lm(model.llm).register_forward_hook(
+        lambda m, a, kw, out: seen.append(tuple(kw["inputs_embeds"].shape[:2])) if kw.get("inputs_embeds") is not None
+        else None, with_kwargs=True)
+    shared = DecodingOptions(max_new_tokens=8, beam_size=3)
+    try:
+        with torch.no_grad():
+            ids = model.generate_ids(_batch(), shared)
+            full_seen = len(seen)
+            ref = model.generate_ids(_batch(), DecodingOptions(max_new_tokens=8, beam_size=3,
+                                                              share_prompt_cache=False))
+    finally:
+        hook.remove()
+    assert ids == ref and any(len(r) > 2 for r in ids)
+    assert seen[:full_seen] == [(9, 1)]  # 3 rows x 3 beams, one new position on the shared cache
+    assert seen[full_seen][0] == 9 and seen[full_seen][1] > 1  # unshared: the whole prompt per beam
+
+
 def test_no_repeat_ngram_blocks_repeats(model):
     ids = model.generate_ids(_batch(), DecodingOptions(max_new_tokens=16, no_repeat_ngram_size=2))
     for row in ids:

@@ -11,7 +11,7 @@ from torch import nn
 from transformers import GenerationConfig
 
 from ..errors import LLMSRTError
-from .llm import causal_lm
+from .llm import backbone_and_head, causal_lm
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,7 @@ class DecodingOptions:
     no_repeat_ngram_size: int = 0  # forbid repeating any n-gram of this size (0 = off)
     repetition_penalty: float = 1.0  # >1 discourages tokens already generated (1 = off)
     early_stopping: bool = True  # beam search stops once beam_size finished hypotheses exist
+    share_prompt_cache: bool = True  # beam search: the prompt's KV cache is computed once per row, not per beam
 
     def __post_init__(self):
         if self.beam_size < 1 or self.max_new_tokens < 1:
@@ -44,13 +45,20 @@ def eos_ids(model: nn.Module, tokenizer) -> list[int]:
 def generate_ids(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, options: DecodingOptions,
                  eos: list[int], pad_id: int, synced_ranks: bool = False) -> list[list[int]]:
     """Left-padded inputs_embeds (B, L, d) + attention mask (B, L) -> new token ids per row (EOS and after cut).
-    `synced_ranks`: keep stepping until every rank is done (a sharded model needs all ranks at each step)."""
+    `synced_ranks`: keep stepping until every rank is done (a sharded model needs all ranks at each step).
+
+    Greedy stops as soon as every row has ended (HF generate); a finished row still rides along until then. Beam
+    search (with `options.share_prompt_cache`) runs the prompt but its last position once per row, copies that KV
+    cache to the row's beams, and lets `generate` go on from it: the prompt costs one pass, not `beam_size`."""
     config = generation_config(causal_lm(model).generation_config, options, eos, pad_id)
+    extra = {}
     with torch.no_grad(), warnings.catch_warnings():
         # n-gram blocking over generated tokens only is what we want: the prompt is speech + language tags
         warnings.filterwarnings("ignore", message=".*no_repeat_ngram_size.*inputs_embeds")
+        if options.beam_size > 1 and options.share_prompt_cache and embeds.shape[1] > 1 and not synced_ranks:
+            extra["past_key_values"] = prompt_cache(model, embeds[:, :-1], mask[:, :-1], options.beam_size)
         out = model.generate(inputs_embeds=embeds, attention_mask=mask.long(), generation_config=config,
-                             synced_gpus=synced_ranks)
+                             synced_gpus=synced_ranks, **extra)
     result = []
     for row in out.tolist():
         ids = []
@@ -60,6 +68,18 @@ def generate_ids(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, opt
             ids.append(token)
         result.append(ids)
     return result
+
+
+def prompt_cache(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, copies: int):
+    """The LLM's KV cache of left-padded prompts (B, L, d), positions counted as `generate` counts them (from the
+    mask), each row's cache repeated `copies` times in place (row i's copies at i * copies ...: generate's
+    order)."""
+    backbone, _ = backbone_and_head(model)
+    positions = (mask.long().cumsum(-1) - 1).masked_fill(~mask.bool(), 0)
+    cache = backbone(inputs_embeds=embeds, attention_mask=mask.long(), position_ids=positions,
+                     use_cache=True).past_key_values
+    cache.batch_repeat_interleave(copies)
+    return cache
 
 
 def generation_config(base: GenerationConfig, o: DecodingOptions, eos: list[int], pad_id: int) -> GenerationConfig:
