@@ -121,6 +121,32 @@ def test_greedy_matches_manual_loop_and_beam_1(model):
         [model.tokenizer.decode(r, skip_special_tokens=True) for r in ref]
 
 
+def test_greedy_drops_finished_rows_and_equals_hf_generate(model):
+    """Rows that end at different steps leave the batch (fewer rows per step), and every row's tokens equal HF
+    greedy search's over the whole batch."""
+    from llm_srt.model import decoding
+    from llm_srt.model.llm import causal_lm
+
+    speech = model.speech_embeddings(_batch())
+    prompt_ids, _ = tokenize_batch(model.tokenizer, PROMPTS)
+    embeds, mask, _ = model.assemble(speech, prompt_ids, left_pad=True)
+    free = decoding.greedy_ids(model.llm, embeds, mask, 8, [model.tokenizer.eos_token_id])
+    eos = [model.tokenizer.eos_token_id, free[0][2]]  # a token row 0 writes third now ends a generation
+    steps = []
+    hook = causal_lm(model.llm).register_forward_hook(lambda m, a, out: steps.append(out.logits.shape[0]))
+    with torch.no_grad():
+        try:
+            ours = decoding.greedy_ids(model.llm, embeds, mask, 8, eos)
+        finally:
+            hook.remove()
+        config = decoding.generation_config(causal_lm(model.llm).generation_config, DecodingOptions(max_new_tokens=8),
+                                            eos, model.tokenizer.pad_token_id)
+        hf = model.llm.generate(inputs_embeds=embeds, attention_mask=mask.long(), generation_config=config)
+    expected = [[t for t in row[:next((k for k, t in enumerate(row) if t in eos), len(row))]] for row in hf.tolist()]
+    assert ours == expected and len(ours[0]) == 2 and len({len(r) for r in ours}) > 1
+    assert steps[0] == 3 and min(steps) < 3 and steps == sorted(steps, reverse=True)  # finished rows left
+
+
 @pytest.mark.parametrize("beam", [1, 3])
 def test_batched_equals_one_by_one(model, beam):
     opts = DecodingOptions(max_new_tokens=8, beam_size=beam, length_penalty=1.0)

@@ -47,10 +47,14 @@ def generate_ids(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, opt
     """Left-padded inputs_embeds (B, L, d) + attention mask (B, L) -> new token ids per row (EOS and after cut).
     `synced_ranks`: keep stepping until every rank is done (a sharded model needs all ranks at each step).
 
-    Greedy stops as soon as every row has ended (HF generate); a finished row still rides along until then. Beam
-    search (with `options.share_prompt_cache`) runs the prompt but its last position once per row, copies that KV
-    cache to the row's beams, and lets `generate` go on from it: the prompt costs one pass, not `beam_size`."""
+    Plain greedy (no n-gram blocking, no repetition penalty, no other logits processor) runs `greedy_ids`: a
+    finished row leaves the batch at once. Beam search (with `options.share_prompt_cache`) runs the prompt but its
+    last position once per row, copies that KV cache to the row's beams, and lets `generate` go on from it: the
+    prompt costs one pass, not `beam_size`."""
     config = generation_config(causal_lm(model).generation_config, options, eos, pad_id)
+    if options.beam_size == 1 and not synced_ranks and plain_argmax(config):
+        with torch.no_grad():
+            return greedy_ids(model, embeds, mask, options.max_new_tokens, eos)
     extra = {}
     with torch.no_grad(), warnings.catch_warnings():
         # n-gram blocking over generated tokens only is what we want: the prompt is speech + language tags
@@ -68,6 +72,52 @@ def generate_ids(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, opt
             ids.append(token)
         result.append(ids)
     return result
+
+
+PROCESSOR_FIELDS = ("suppress_tokens", "begin_suppress_tokens", "bad_words_ids", "forced_bos_token_id",
+                    "forced_eos_token_id", "sequence_bias", "exponential_decay_length_penalty", "min_new_tokens",
+                    "renormalize_logits", "guidance_scale", "watermarking_config")  # what adds a logits processor
+
+
+def plain_argmax(config: GenerationConfig) -> bool:
+    """Whether HF greedy search with `config` is a plain argmax of the last logits (no processor changes them)."""
+    return (config.no_repeat_ngram_size in (0, None) and config.repetition_penalty in (1.0, None)
+            and not config.min_length and not any(getattr(config, f, None) for f in PROCESSOR_FIELDS))
+
+
+def greedy_ids(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, max_new_tokens: int,
+               eos: list[int]) -> list[list[int]]:
+    """Greedy decoding on the LLM's KV cache, the same argmax steps as HF greedy search, but a row that has ended
+    (EOS, or `max_new_tokens`) leaves the batch (its cache rows dropped), so it costs nothing more.
+    Left-padded embeds (B, L, d) + mask (B, L) -> new token ids per row, EOS excluded."""
+    lm = causal_lm(model)
+    mask = mask.long()
+    positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+    out = lm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
+    cache, position = out.past_key_values, positions[:, -1:] + 1
+    token = out.logits[:, -1].argmax(-1)
+    rows = list(range(embeds.shape[0]))  # batch slot -> row of the result
+    result: list[list[int]] = [[] for _ in rows]
+    stop = set(eos)
+    while True:
+        keep = []
+        for slot, t in enumerate(token.tolist()):
+            if t not in stop:
+                result[rows[slot]].append(t)
+                if len(result[rows[slot]]) < max_new_tokens:
+                    keep.append(slot)
+        if not keep:
+            return result
+        if len(keep) < len(rows):  # drop finished rows from the batch and the cache
+            index = torch.tensor(keep, device=mask.device)
+            cache.batch_select_indices(index)
+            mask, position, token = mask[index], position[index], token[index]
+            rows = [rows[slot] for slot in keep]
+        mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+        out = lm(input_ids=token[:, None], attention_mask=mask, position_ids=position, past_key_values=cache,
+                 use_cache=True)
+        position = position + 1
+        token = out.logits[:, -1].argmax(-1)
 
 
 def prompt_cache(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, copies: int):
