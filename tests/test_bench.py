@@ -272,3 +272,25 @@ def test_paper_goals_are_judged_only_for_paper_shapes_on_a_gpu():
     assert goals("qwen2.5-3b", gpu, 18.0, 3.5)["qformer_vs_pooled_at_equal_memory"]["met"] is True
     assert all(g["met"] is None for g in goals("tiny", cpu, 1.0, 9.0).values())
     assert all(g["met"] is None for g in goals("qwen2.5-7b", cpu, 1.0, 9.0).values())
+
+
+def test_cli_adds_the_whisper_row_unless_told_not_to(monkeypatch, capsys):
+    """`llm-srt bench` runs bench/whisper.py's paired row after the embedded bench and prints it; --no-whisper and
+    --paper-shape do not."""
+    import argparse
+
+    from llm_srt.bench import whisper
+
+    calls = []
+    monkeypatch.setattr(bench, "run_bench", lambda options, placement, log: {"rows": "embedded"})
+    monkeypatch.setattr(bench, "format_table", lambda result: "EMBEDDED TABLE")
+    monkeypatch.setattr(whisper, "run_whisper_bench",
+                        lambda options, placement, log: calls.append(options) or {"skipped": "test"})
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    assert bench.main(parser.parse_args(["--device", "cpu"])) == 0
+    out = capsys.readouterr().out
+    assert "EMBEDDED TABLE" in out and "whisper vs faster-whisper: skipped (test)" in out
+    assert len(calls) == 1 and calls[0].threads == 0  # torch's default, given to both sides
+    assert bench.main(parser.parse_args(["--device", "cpu", "--json", "--no-whisper"])) == 0
+    assert len(calls) == 1 and json.loads(capsys.readouterr().out) == {"rows": "embedded"}

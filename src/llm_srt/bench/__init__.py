@@ -1,6 +1,7 @@
 """`llm-srt bench`: speed and memory in the shape of paper Table 7.
 
-    llm-srt bench [--model DIR] [--quick] [--json]                       # embedded models (bench/embedded.py)
+    llm-srt bench [--model DIR] [--quick] [--json]                       # embedded models (bench/embedded.py),
+                                                                         # + Whisper vs faster-whisper (whisper.py)
     llm-srt bench --device cuda --paper-shape qwen2.5-7b [--json-out F]  # paper shapes, random weights (paper.py)
 
 Both time the code users run (the systems' `run_batch`, `SpeechTranslator.translate`, `SpeechLLM.forward`), with
@@ -41,6 +42,8 @@ def add_arguments(parser) -> None:
                         "(default: the embedded mini test set; espeak-ng clips if it is missing)")
     parser.add_argument("--quick", action="store_true", help="fewer configurations (same JSON keys)")
     parser.add_argument("--no-cascade", action="store_true", help="skip the cascade (c)")
+    parser.add_argument("--no-whisper", action="store_true", help="skip the paired `translate --model whisper` vs "
+                        "faster-whisper row (it runs when faster-whisper is installed)")
     parser.add_argument("--max-batch", type=int, default=None, help="--paper-shape: the largest-batch search stops "
                         f"here (default {PaperOptions.max_batch}; 0 = no search)")
     parser.add_argument("--memory-gib", type=float, default=None, help="--paper-shape: cap the GPU memory the "
@@ -80,6 +83,12 @@ def main(args) -> int:
         options = replace(options, n=args.n or options.n, new_tokens=args.new_tokens or options.new_tokens)
         result = run_bench(options, placement, log=log)
         table = format_table(result)
+        if not args.no_whisper:
+            from .whisper import WhisperBenchOptions, format_whisper, run_whisper_bench
+
+            log("whisper: translate --model whisper vs faster-whisper, alternating whole processes")
+            result["whisper"] = run_whisper_bench(WhisperBenchOptions(threads=args.threads), placement, log=log)
+            table += "\n" + format_whisper(result["whisper"])
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2) if args.json else table)
