@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+_THIS = sys.modules[__name__]  # taken now: every conftest.py is named "conftest", and a later one replaces this entry
+
 SUBTYPES = {"WAV": "PCM_16", "FLAC": "PCM_16", "MP3": "MPEG_LAYER_III", "OGG": "VORBIS"}
 
 
@@ -139,4 +141,4 @@ def write_fleurs_table(path: Path, rows: list[tuple[str, str, str, int]]) -> Pat
 @pytest.fixture(scope="session")
 def layouts():
     """This module: the release-layout builders and headers above (layouts.write_cv_table(...), ...)."""
-    return sys.modules[__name__]
+    return _THIS
