@@ -2,7 +2,8 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-DEB_PACKAGES := espeak-ng sox mecab mecab-naist-jdic chromium  # chromium: the web page's browser test
+DEB_PACKAGES := espeak-ng sox mecab mecab-naist-jdic chromium flite festival festvox-kallpc16k festvox-kdlpc16k \
+	festvox-us-slt-hts  # chromium: the web page's browser test; flite, festival: the mini corpus's other voices
 STAMP := $(VENV)/.installed
 
 .PHONY: setup test test-all demo clean-cache gpu-check fetch-wheels

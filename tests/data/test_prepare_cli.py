@@ -1,9 +1,11 @@
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
 from llm_srt import cli
+from llm_srt.data.manifest import read_manifest
 
 SENTENCES = {
     "The file could not be opened.": "Die Datei konnte nicht geöffnet werden.",
@@ -28,6 +30,15 @@ def test_prepare_mini_survey_build_and_check(tmp_path, mo_file, capsys):
     assert len(list((out / "audio" / "deu").glob("*.wav"))) == 4
     assert cli.main(["prepare", "check", str(out / "train.jsonl")]) == 0
     assert "8 rows ok: 4 ASR" in capsys.readouterr().out
+    # the voice options reach the build: --augment records an augmentation ("augment") for train clips only (voices.jsonl)
+    rc = cli.main(["prepare", "mini", "--out", str(tmp_path / "aug"), "--locale-dir", str(locale), "--langs",
+                   "eng,deu", "--train", "2", "--dev", "1", "--test", "1", "--audio-format", "wav", "--augment",
+                   "--augment-p", "1"])
+    assert rc == 0
+    records = [json.loads(line) for line in (tmp_path / "aug" / "voices.jsonl").read_text().splitlines()]
+    train = {r.audio for r in read_manifest(tmp_path / "aug" / "train.jsonl")}
+    augmented = {r["audio"] for r in records if r.get("augment")}
+    assert augmented and all(any(a.endswith(Path(t).name) for t in train) for a in augmented)
 
 
 def test_prepare_check_reports_bad_rows_and_exits_2(tmp_path, capsys):

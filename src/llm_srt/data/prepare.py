@@ -36,7 +36,7 @@ def default_mini_dir() -> Path:
 
 
 def _add_mini(p: argparse.ArgumentParser) -> None:
-    from .mini import DEFAULT_LANGS, DEFAULT_SIZES, LOCALE_DIR
+    from .mini import DEFAULT_LANGS, DEFAULT_SIZES, LOCALE_DIR, add_voice_arguments
 
     p.add_argument("--out", type=Path, default=None, help="output folder (default: the cache's data/mini)")
     p.add_argument("--langs", default=",".join(DEFAULT_LANGS), help="ISO 639-3 codes, comma-separated "
@@ -49,10 +49,11 @@ def _add_mini(p: argparse.ArgumentParser) -> None:
     p.add_argument("--audio-format", choices=("flac", "wav"), default="flac")
     p.add_argument("--locale-dir", type=Path, default=LOCALE_DIR, help="where the gettext catalogues are")
     p.add_argument("--survey", action="store_true", help="only count sentences per language, build nothing")
+    add_voice_arguments(p)
 
 
 def _run_mini(args: argparse.Namespace) -> int:
-    from .mini import MiniOptions, build_mini, survey
+    from .mini import MiniOptions, build_mini, survey, voice_options
 
     if args.survey:
         counts = survey(args.locale_dir)
@@ -61,7 +62,8 @@ def _run_mini(args: argparse.Namespace) -> int:
         return 0
     opts = MiniOptions(out=args.out or default_mini_dir(), langs=tuple(languages.parse_list(args.langs)),
                        train=args.train, dev=args.dev, test=args.test, directions=args.directions, seed=args.seed,
-                       workers=args.workers, audio_format=args.audio_format, locale_dir=args.locale_dir)
+                       workers=args.workers, audio_format=args.audio_format, locale_dir=args.locale_dir,
+                       **voice_options(args))
     for line in build_mini(opts).lines():
         print(line)
     return 0
