@@ -416,3 +416,13 @@ def test_the_progress_bar_stays_quiet_in_a_log_file(tiny_setup, tmp_path):
                           text=True)
     bar = [line for line in done.stderr.splitlines() if line.startswith("train ")]  # text mode: \r -> \n
     assert 1 <= len(bar) <= 4 and "20/20" in bar[-1], bar
+
+
+def test_int8_is_refused_for_training_at_load():
+    from llm_srt.errors import ConfigError
+    from llm_srt.train.recipe import load_config
+
+    with pytest.raises(ConfigError, match="dtype int8 is for CPU inference only"):
+        load_config(Path(__file__).resolve().parents[2] / "configs" / "embedded" / "asr.yaml", ["dtype=int8"])
+    assert load_config(Path(__file__).resolve().parents[2] / "configs" / "embedded" / "asr.yaml",
+                       ["dtype=float32"]).dtype == "float32"

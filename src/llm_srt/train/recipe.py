@@ -128,6 +128,9 @@ class TrainConfig:
             raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {short(self.device)}")
         if self.dtype != "auto" and self.dtype not in device_lib.DTYPES:
             raise ConfigError(f"dtype must be auto, float32, bfloat16 or float16, got {short(self.dtype)}")
+        if device_lib.is_int8(self.dtype):
+            raise ConfigError("dtype int8 is for CPU inference only (int8 layers have no gradient); train in "
+                              "float32 or bfloat16 and pass --dtype int8 to translate/evaluate/serve")
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
