@@ -71,12 +71,8 @@ def paired_bootstrap(a: Iterable[UtteranceResult | Mapping], b: Iterable[Utteran
         full_b.append(_score(metric, stats_b.sum(0)))
         boot_a.append([_score(metric, s) for s in stats_a[idx].sum(1)])
         boot_b.append([_score(metric, s) for s in stats_b[idx].sum(1)])
-    observed = float(np.mean(full_a) - np.mean(full_b))
     diffs = np.mean(boot_a, axis=0) - np.mean(boot_b, axis=0)  # (samples,): average over directions per resample
-    extreme = int(np.sum(np.abs(diffs - diffs.mean()) >= abs(observed)))
-    low, high = np.percentile(diffs, [2.5, 97.5])
-    return Comparison(float(np.mean(full_a)), float(np.mean(full_b)), (extreme + 1) / (samples + 1),
-                      float(low), float(high), len(rows_a), samples)
+    return _compare(float(np.mean(full_a)), float(np.mean(full_b)), diffs, len(rows_a))
 
 
 def paired_mean(a: Sequence[float], b: Sequence[float], samples: int = SAMPLES, seed: int = 0) -> Comparison:
@@ -90,10 +86,15 @@ def paired_mean(a: Sequence[float], b: Sequence[float], samples: int = SAMPLES, 
     d = x - y
     idx = np.random.default_rng(seed).integers(0, d.size, size=(samples, d.size))
     diffs = d[idx].mean(axis=1)
-    extreme = int(np.sum(np.abs(diffs - diffs.mean()) >= abs(d.mean())))
+    return _compare(float(x.mean()), float(y.mean()), diffs, int(d.size))
+
+
+def _compare(a: float, b: float, diffs: np.ndarray, sentences: int) -> Comparison:
+    """The Comparison of observed scores a and b from the resampled differences `diffs`: two-sided p of a - b with
+    the +1 correction, and the 95% interval of the differences."""
+    extreme = int(np.sum(np.abs(diffs - diffs.mean()) >= abs(a - b)))
     low, high = np.percentile(diffs, [2.5, 97.5])
-    return Comparison(float(x.mean()), float(y.mean()), (extreme + 1) / (samples + 1), float(low), float(high),
-                      int(d.size), samples)
+    return Comparison(a, b, (extreme + 1) / (diffs.size + 1), float(low), float(high), sentences, int(diffs.size))
 
 
 def _scored(rows: Iterable[UtteranceResult | Mapping]) -> dict[str, UtteranceResult]:
