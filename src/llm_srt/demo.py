@@ -6,7 +6,8 @@
    SMT + SRT, and Table 8's "w/o SMT" ablation (ASR -> SRT), all from one shared ASR stage;
 4. evaluation on held-out test sentences of: the miniature runs, the cascade (Whisper -> Gemma text MT), and the
    model shipped in checkpoints/embedded/srt (trained here longer, on a bigger mini corpus; see its README);
-5. the paper's two claims checked on these numbers (with paired bootstrap p-values), and one held-out clip translated and printed.
+5. the paper's two claims checked on these numbers (paired bootstrap p-values on BLEU and on the teacher-forced
+   loss of the references), and one held-out clip translated and printed.
 Everything is reused on a re-run (corpus, features, finished stages).
 """
 
@@ -174,9 +175,10 @@ def check_claims(results: Mapping[str, list], losses: Mapping[str, list[float]] 
     return {"lines": lines, "numbers": numbers}
 
 
-def reference_losses_of(systems: Mapping[str, str], rows: list, log=print) -> dict[str, list[float]]:
+def reference_losses_of(systems: Mapping[str, str], rows: list, log=print, placement=None) -> dict[str, list[float]]:
     """Teacher-forced loss of each row's reference translation under each speech LLM folder (name -> folder), in
-    the task it was trained for."""
+    the task it was trained for, with the models where `placement` says (default: `auto`, as the evaluation)."""
+    from . import device
     from .evaluate.loss import reference_losses
     from .evaluate.run import model_task
     from .model.speech_llm import SpeechLLM
@@ -184,7 +186,9 @@ def reference_losses_of(systems: Mapping[str, str], rows: list, log=print) -> di
     out = {}
     for name, folder in systems.items():
         task = model_task(folder)
-        out[name] = reference_losses(SpeechLLM.from_pretrained(folder), rows, task)
+        placement = placement or device.resolve("auto")
+        model = SpeechLLM.from_pretrained(folder, device=placement.device, dtype=placement.dtype)
+        out[name] = reference_losses(model, rows, task)
         log(f"{name}: mean reference loss {sum(out[name]) / len(out[name]):.3f} nats/token ({task.value}, "
             f"{len(rows)} rows)")
     return out

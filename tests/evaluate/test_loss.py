@@ -64,3 +64,22 @@ def test_rows_without_a_translation_or_a_non_translating_task_are_errors(model, 
         reference_losses(model, [rows[0], replace(rows[1], translation="", tgt_lang="")], Task.S2TT)
     with pytest.raises(LLMSRTError, match="translating task"):
         reference_losses(model, rows, Task.ASR)
+
+
+def test_the_demo_loads_each_model_where_its_placement_says(rows, tmp_path, monkeypatch):
+    from llm_srt import device
+    from llm_srt.demo import reference_losses_of
+
+    folder = tiny.speech_llm_folder(tmp_path)
+    seen = []
+    load = SpeechLLM.from_pretrained.__func__
+
+    def spy(cls, directory, **kwargs):
+        seen.append(kwargs)
+        return load(cls, directory, **kwargs)
+
+    monkeypatch.setattr(SpeechLLM, "from_pretrained", classmethod(spy))
+    bf16 = device.resolve("cpu", "bfloat16")
+    losses = reference_losses_of({"t": str(folder)}, rows, log=lambda *_: None, placement=bf16)
+    assert seen == [{"device": bf16.device, "dtype": torch.bfloat16}]
+    assert len(losses["t"]) == len(rows) and all(0 < x < 50 for x in losses["t"])
