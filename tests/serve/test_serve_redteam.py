@@ -66,6 +66,17 @@ def servers(translator, records):
         yield {"default": int(default.rsplit(":", 1)[1]), "open": int(wide.rsplit(":", 1)[1])}
 
 
+def read_until_closed(s: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection (a reset ends it too)."""
+    got = b""
+    try:
+        while chunk := s.recv(65536):
+            got += chunk
+    except ConnectionResetError:
+        pass
+    return got
+
+
 def exchange(port: int, data: bytes, timeout: float = 10.0, pause: float = 0.0) -> tuple[int | None, dict, bytes]:
     """Send raw bytes, read until the server closes; (status, headers, body). `pause`: wait before reading."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
@@ -74,12 +85,7 @@ def exchange(port: int, data: bytes, timeout: float = 10.0, pause: float = 0.0) 
         except (BrokenPipeError, ConnectionResetError):  # refused before the whole body went out
             pass
         time.sleep(pause)
-        got = b""
-        try:
-            while chunk := s.recv(65536):
-                got += chunk
-        except ConnectionResetError:
-            pass
+        got = read_until_closed(s)
     head, _, body = got.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split()[1]) if lines[0].startswith("HTTP/") else None
@@ -332,12 +338,7 @@ def timed(port: int, parts: list[bytes], gap: float = 0.0) -> tuple[float, bytes
                 time.sleep(gap)
         except (BrokenPipeError, ConnectionResetError):
             pass
-        got = b""
-        try:
-            while chunk := s.recv(65536):
-                got += chunk
-        except ConnectionResetError:
-            pass
+        got = read_until_closed(s)
     return time.monotonic() - t0, got
 
 
