@@ -56,3 +56,16 @@ def test_every_wheel_is_pinned_in_constraints():
     assert "transformers==5.23.0" in pins  # the version the tests run with, not the GPU image's own
     with pytest.raises(SystemExit, match="no-such-package"):
         gpu_check.pinned(("no-such-package",), ROOT / "constraints.txt")
+
+
+def test_profile_decode_reports_each_batch_with_its_step_time_and_totals(tmp_path):
+    """scripts/profile_decode.py (the GPU diagnostic behind README's decode profile) at the tiny shape here."""
+    out = tmp_path / "profile.txt"
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "profile_decode.py"), "--shape", "tiny",
+                           "--batches", "1,2", "--tokens", "4", "--rows", "5", "--out", str(out), "--device", "cpu"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = out.read_text()
+    for batch in (1, 2):
+        assert f"batch {batch}: " in text and f"batch {batch} under the profiler: self CPU" in text
+    assert "ms per decode step" in text and "aten::" in text
