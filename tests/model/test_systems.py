@@ -93,12 +93,12 @@ def test_whisper_system(folders):
 
 
 
-def test_whisper_log_mel_runs_on_the_models_device(folders):
+def test_whisper_log_mel_runs_on_the_models_device(folders, monkeypatch):
     system = load_system("whisper", CPU, whisper=str(folders["whisper"]))
-    spy = tiny.CallSpy(system.features)
-    system.features = spy
+    spy = tiny.CallSpy(system.whisper.features)
+    monkeypatch.setattr(system.whisper, "features", spy)
     system.decode([CLIPS[0]], ["eng"], "transcribe", OPTS)
-    assert [kw.get("device") for kw in spy.calls] == [str(system.model.device)]
+    assert [kw.get("device") for kw in spy.calls] == [system.whisper.device]
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +149,7 @@ def test_whisper_decodes_the_same_tokens_as_hf_generate(ending_whisper, beams, m
     runs HF's suppression processors (a `torch.isin` per step each: ~0.1-0.5 s on a busy 2-core CPU)."""
     system = load_system("whisper", CPU, whisper=str(ending_whisper))
     langs, opts = ["eng", "deu", "eng", "fra"], DecodingOptions(max_new_tokens=10, beam_size=beams)
-    eos = system.model.config.eos_token_id
+    eos = system.whisper.generation.eos
     from transformers.generation import logits_process as lp
 
     hf_calls = []
@@ -209,7 +209,7 @@ def test_text_mt_system_and_the_cascade(folders):
 def test_dtype_follows_the_placement(folders, speech_model):
     bf16 = device.resolve("cpu", "bfloat16")
     whisper = WhisperSystem(folders["whisper"], bf16)
-    assert whisper.model.dtype == torch.bfloat16 and whisper.model.device.type == "cpu"
+    assert whisper.whisper.dtype == torch.bfloat16 and whisper.whisper.device.type == "cpu"
     assert all(o.error is None for o in whisper.run_batch([Item(CLIPS[0], "eng", None, Task.ASR)], OPTS))
     assert TextMTSystem(folders["llm"], bf16).model.dtype == torch.bfloat16
     system = load_system(speech_model, bf16)
@@ -219,25 +219,32 @@ def test_dtype_follows_the_placement(folders, speech_model):
 
 def test_whisper_in_int8_on_the_cpu(ending_whisper):
     """--dtype int8: every linear layer (encoder, decoder, the tied head as a copy) is an Int8Linear; the greedy
-    loop decodes the same tokens as HF generate from the same encoder states (int8 activations are quantized over
-    the whole input, so the encoder's batching moves the last bits: the states are shared here)."""
+    loop decodes the same tokens as HF generate on the same int8 model from the same encoder states (int8
+    activations are quantized over the whole input, so the encoder's batching moves the last bits: the states are
+    shared here)."""
     from transformers.modeling_outputs import BaseModelOutput
 
     from llm_srt.model.llm import Int8Linear
+    from llm_srt.model.systems import _SuppressTokens, _whisper
 
     system = WhisperSystem(ending_whisper, device.resolve("cpu", "int8"))
-    linears = [m for m in system.model.modules() if isinstance(m, (torch.nn.Linear, Int8Linear))]
+    w = system.whisper
+    linears = [m for m in w.modules() if isinstance(m, (torch.nn.Linear, Int8Linear))]
     assert linears and all(isinstance(m, Int8Linear) for m in linears)
-    assert system.model.dtype == torch.float32 and isinstance(system.model.proj_out, Int8Linear)
-    mel = system.features(CLIPS, sampling_rate=16000, return_tensors="pt").input_features
+    assert w.dtype == torch.float32 and isinstance(w.head, Int8Linear)
+    hf = _whisper(system.folder, CPU.device, device.resolve("cpu", "int8").dtype)
+    assert isinstance(hf.model.proj_out, Int8Linear)
+    mel = w.mel(CLIPS)
     prompts = torch.tensor([system.prompt("eng", "transcribe")] * len(CLIPS))
     with torch.inference_mode():
         states = system.encode(mel)
-        hf = system.model.generate(encoder_outputs=BaseModelOutput(last_hidden_state=states[0]), language="en",
-                                   task="transcribe", max_new_tokens=6, logits_processor=[system._suppressor()])
-        ours = system._greedy(mel, prompts, 6)
-    eos = system.model.config.eos_token_id
-    assert [until_eos(r, eos) for r in ours.tolist()] == [until_eos(r, eos) for r in hf.tolist()]
+        ref = hf.model.generate(encoder_outputs=BaseModelOutput(last_hidden_state=states), language="en",
+                                task="transcribe", max_new_tokens=6,
+                                logits_processor=[_SuppressTokens(w.dims.n_vocab, hf.suppress, hf.begin_suppress,
+                                                                  CPU.device)])
+        ours = w.greedy(states, prompts, 6)
+    eos = w.generation.eos
+    assert [until_eos(r, eos) for r in ours.tolist()] == [until_eos(r, eos) for r in ref.tolist()]
     assert all(o.error is None for o in system.run_batch([Item(CLIPS[0], "eng", None, Task.ASR)], OPTS))
 
 
@@ -327,7 +334,7 @@ def test_translate_on_cuda_in_bfloat16(speech_model):
 def test_whisper_and_cascade_on_cuda_in_bfloat16(folders):
     cuda = device.resolve("cuda", "bfloat16")
     cascade = load_system("cascade", cuda, whisper=str(folders["whisper"]), llm=str(folders["llm"]))
-    assert cascade.asr.model.dtype == torch.bfloat16 and cascade.asr.model.device.type == "cuda"
+    assert cascade.asr.whisper.dtype == torch.bfloat16 and cascade.asr.whisper.device.type == "cuda"
     out = cascade.run_batch([Item(CLIPS[0], "eng", "deu", Task.SRT), Item(None, "fra", "eng", Task.MT, "chat")],
                             OPTS)
     assert all(o.error is None for o in out)

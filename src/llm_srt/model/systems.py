@@ -20,20 +20,23 @@ A system never picks a device: it loads onto the `Placement` it is given, in its
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .. import languages
-from ..audio import SAMPLE_RATE
 from ..device import Placement, compute_dtype, is_int8
 from ..errors import LLMSRTError
 from ..paths import EMBEDDED, resolve_model
 from ..prompts import Task, build, clean, parse_srt
-from .decoding import DecodingOptions
+from .whisper_torch import TorchWhisper
+
+if TYPE_CHECKING:
+    from .decoding import DecodingOptions
 
 MT_TEMPLATE = "Translate the following {src} text into {tgt}.\n{src}: {text}\n{tgt}:"  # text-only MT instruction
 WHISPER_PROMPT_TOKENS = 8  # room kept in Whisper's decoder positions (448) for its task prompt (4 tokens)
@@ -137,46 +140,51 @@ class SpeechLLMSystem:
 
 
 # ---- Whisper -------------------------------------------------------------------------------------------------------
+CPU_CROSS_KV_BYTES = 96 * 2**20  # on the CPU, greedy decodes as many clips at once as their cross-attention keys and
+#                                  values fit in (Whisper base: 36.9 MB a clip -> 2); each clip's encoder runs alone
+
+
+@lru_cache(maxsize=2)
+def _torch_whisper(folder: str, device: torch.device, dtype: torch.dtype) -> TorchWhisper:
+    """The folder's Whisper in plain torch (model/whisper_torch.py: no transformers) on `device` in `dtype`; int8:
+    float32, then int8 linear layers, CPU only. Cached: language ID and the baselines share one copy."""
+    if is_int8(dtype) and device.type != "cpu":
+        raise LLMSRTError(f"--dtype int8: int8 linear layers run on the CPU only, not on {device}")
+    whisper = TorchWhisper.from_pretrained(folder, device, compute_dtype(dtype))
+    return whisper.quantize_int8() if is_int8(dtype) else whisper
+
+
 @dataclass(frozen=True)
 class _Whisper:
-    """A loaded HF Whisper and what decoding needs besides the model."""
+    """A loaded HF Whisper (beam search, no-repeat n-grams) and the suppressed tokens taken out of its generation
+    config."""
 
     model: object  # WhisperForConditionalGeneration, eval, on its device
-    features: object  # WhisperFeatureExtractor
-    tokenizer: object
     suppress: tuple[int, ...]  # token ids never generated (the generation config's suppress_tokens)
     begin_suppress: tuple[int, ...]  # ... nor as the first generated token (begin_suppress_tokens)
 
 
 @lru_cache(maxsize=2)
 def _whisper(folder: str, device: torch.device, dtype: torch.dtype) -> _Whisper:
-    """An HF Whisper folder loaded straight onto `device` in `dtype` (no fp32 CPU copy first; int8: float32, then
-    int8 linear layers, CPU only). Cached: language ID and the baselines share one copy. The generation config's
-    suppressed tokens move out of it (into `_Whisper`), so HF's processors, which rebuild their masks with
-    `torch.isin` at every step, never run: `_SuppressTokens` masks the same tokens from masks made once."""
-    from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration
+    """An HF Whisper folder loaded straight onto `device` in `dtype` (int8: float32, then int8 linear layers), for
+    what the torch Whisper does not do (beam search, no-repeat n-grams): transformers is imported only then. The
+    generation config's suppressed tokens move out of it (into `_Whisper`), so HF's processors, which rebuild their
+    masks with `torch.isin` at every step, never run: `_SuppressTokens` masks the same tokens from masks made once."""
+    from transformers import WhisperForConditionalGeneration
 
-    from .llm import load_tokenizer, quantize_int8
+    from .llm import quantize_int8
 
-    path = Path(folder)
-    if not (path / "config.json").is_file():
-        raise LLMSRTError(f"{path}: not a Hugging Face Whisper folder (no config.json); run `llm-srt setup` or pass "
-                          "--whisper FOLDER")
-    if is_int8(dtype) and device.type != "cpu":
-        raise LLMSRTError(f"--dtype int8: int8 linear layers run on the CPU only, not on {device}")
     try:
-        model = WhisperForConditionalGeneration.from_pretrained(path, dtype=compute_dtype(dtype),
+        model = WhisperForConditionalGeneration.from_pretrained(folder, dtype=compute_dtype(dtype),
                                                                 device_map={"": device})
-        features = WhisperFeatureExtractor.from_pretrained(path)
-        tokenizer = load_tokenizer(path)
     except (OSError, ValueError) as e:
-        raise LLMSRTError(f"{path}: cannot load Whisper ({str(e).splitlines()[0]})") from None
+        raise LLMSRTError(f"{folder}: cannot load Whisper ({str(e).splitlines()[0]})") from None
     if is_int8(dtype):  # every linear layer of encoder and decoder, the tied output head as a copy (as CTranslate2's
         quantize_int8(model)  # int8); convolutions, embeddings, norms and activations stay float32
     config = model.generation_config
     suppress, begin = tuple(config.suppress_tokens or ()), tuple(config.begin_suppress_tokens or ())
     config.suppress_tokens = config.begin_suppress_tokens = None
-    return _Whisper(model.eval(), features, tokenizer, suppress, begin)
+    return _Whisper(model.eval(), suppress, begin)
 
 
 class _SuppressTokens:
@@ -196,29 +204,21 @@ class _SuppressTokens:
         return scores.masked_fill(mask, -float("inf"))
 
 
-def _mel(features, audios: list[np.ndarray], model) -> torch.Tensor:
-    """Clips -> Whisper's 30 s log-mel (B, n_mels, 3000) on the model's device, in its dtype; the STFT runs on that
-    device too (as WhisperEncoder's)."""
-    mel = features(audios, sampling_rate=SAMPLE_RATE, return_tensors="pt", device=str(model.device)).input_features
-    return mel.to(device=model.device, dtype=model.dtype)
-
-
 def detect_language(whisper: str | Path | None, audio: np.ndarray, placement: Placement) -> str:
     """ISO 639-3 code of the most likely registry language, from Whisper's language-ID token."""
-    w = _whisper(resolve_model(str(whisper or EMBEDDED), "encoder"), placement.device, placement.dtype)
-    model, tokenizer = w.model, w.tokenizer
+    folder = resolve_model(str(whisper or EMBEDDED), "encoder")
+    w = _torch_whisper(folder, placement.device, placement.dtype)
     candidates: dict[int, str] = {}
     for lang in languages.LANGUAGES.values():
-        tid = tokenizer.convert_tokens_to_ids(f"<|{lang.whisper}|>")
-        if tid is not None and tid != tokenizer.unk_token_id:
+        tid = w.generation.lang_to_id.get(f"<|{lang.whisper}|>")
+        if tid is not None:
             candidates.setdefault(tid, lang.code)
     if not candidates:
         raise LLMSRTError(f"{whisper}: this Whisper has no language tokens, so it cannot detect the language; give "
                           "the source language (--src)")
     with torch.inference_mode():
-        enc = model.get_encoder()(_mel(w.features, [audio], model))
-        start = torch.tensor([[model.generation_config.decoder_start_token_id]], device=model.device)
-        logits = model(encoder_outputs=enc, decoder_input_ids=start).logits[0, -1]
+        start = torch.tensor([[w.generation.start]], device=w.device)
+        logits = w.next_logits(w.encode(w.mel([audio])), start)[0]
     ids = torch.tensor(list(candidates), device=logits.device)
     return candidates[int(ids[logits[ids].argmax()])]
 
@@ -227,94 +227,87 @@ class WhisperSystem:
     """Whisper's own encoder-decoder: transcribes any language; translates into English only (tgt == src is the
     transcript). Items it cannot do (text-only MT, another target) fail alone.
 
-    Greedy decoding (the default) runs its own loop over the HF model's forward with a KV cache: one encoder pass
-    and one decode for a batch of any languages, a precomputed suppression mask, an argmax; the same tokens as HF
-    `generate` (tests/model/test_systems.py checks it) without its per-step machinery. Beam search and
-    `no_repeat_ngram_size` go through HF `generate`."""
+    Greedy decoding (the default) runs the plain-torch Whisper (model/whisper_torch.py; transformers is never
+    imported): one encoder pass per clip, cross-attention keys/values once per clip, a KV cache, a suppression mask
+    made once, an argmax; a batch of any languages decodes together. The same tokens as HF `generate`
+    (tests/model/test_systems.py checks it). Beam search and `no_repeat_ngram_size` go through HF `generate`."""
 
     def __init__(self, folder: str | Path | None, placement: Placement, name: str = "whisper"):
         self.folder = resolve_model(str(folder or EMBEDDED), "encoder")
         self.placement = placement
         self.name = name
-        self._parts = _whisper(self.folder, placement.device, placement.dtype)
-        self.model, self.features, self.tokenizer = self._parts.model, self._parts.features, self._parts.tokenizer
-        self.vocab = set(self.tokenizer.get_vocab())  # to map a registry language to its Whisper token
+        self.whisper = _torch_whisper(self.folder, placement.device, placement.dtype)
+        self.vocab = set(self.whisper.generation.lang_to_id)  # to map a registry language to its Whisper token
+
+    @cached_property
+    def tokenizer(self):
+        """The folder's HF tokenizer, for callers that count tokens with one (decoding needs none)."""
+        from .llm import load_tokenizer
+
+        return load_tokenizer(Path(self.folder))
 
     def prompt(self, lang: str, whisper_task: str) -> list[int]:
         """Whisper's task prompt for a clip in `lang`: start, language, task, no-timestamps (as HF generate builds
         it from `language=` and `task=`)."""
-        config = self.model.generation_config
+        g = self.whisper.generation
         token = f"<|{languages.whisper_language(lang, self.vocab)}|>"
-        lang_to_id, task_to_id = getattr(config, "lang_to_id", None) or {}, getattr(config, "task_to_id", None) or {}
-        if token not in lang_to_id or whisper_task not in task_to_id:
+        if token not in g.lang_to_id or whisper_task not in g.task_to_id:
             raise LLMSRTError(f"{self.folder}: this Whisper cannot {whisper_task} {lang} (no {token} or "
                               f"<|{whisper_task}|> in its generation_config.json); use a multilingual Whisper")
-        ids = [config.decoder_start_token_id, lang_to_id[token], task_to_id[whisper_task]]
-        return ids + [t for t in (getattr(config, "no_timestamps_token_id", None),) if t is not None]
+        ids = [g.start, g.lang_to_id[token], g.task_to_id[whisper_task]]
+        return ids + ([g.no_timestamps] if g.no_timestamps is not None else [])
 
     def decode(self, audios: list[np.ndarray], langs: list[str], whisper_task: str, options: DecodingOptions,
                caps: list[int] | None = None) -> list[str]:
         """Clips -> texts with Whisper's `whisper_task` ("transcribe" / "translate") in each clip's language;
         `caps`: each clip's own token cap (default: the options'). Any mix of languages decodes as one batch."""
         rows = self.decode_ids(audios, langs, whisper_task, options, caps)
-        return [text.strip() for text in self.tokenizer.batch_decode(rows, skip_special_tokens=True)]
+        return [text.strip() for text in self.whisper.decode_text(rows)]
 
     def decode_ids(self, audios: list[np.ndarray], langs: list[str], whisper_task: str, options: DecodingOptions,
                    caps: list[int] | None = None) -> list[list[int]]:
         """As `decode`, the new token ids of each clip (cut to its cap; after an end token, padding)."""
-        room = self.model.config.max_target_positions - WHISPER_PROMPT_TOKENS
+        room = self.whisper.dims.n_text_ctx - WHISPER_PROMPT_TOKENS
         caps = [min(c, room) for c in (caps or [options.max_new_tokens] * len(audios))]
-        prompts = torch.tensor([self.prompt(lang, whisper_task) for lang in langs], device=self.model.device)
+        prompts = torch.tensor([self.prompt(lang, whisper_task) for lang in langs], device=self.whisper.device)
         with torch.inference_mode():
-            mel = _mel(self.features, audios, self.model)
+            mel = self.whisper.mel(audios)
             if options.beam_size == 1 and not options.no_repeat_ngram_size:
                 ids = self._greedy(mel, prompts, max(caps))
             else:
                 ids = self._generate(mel, langs, whisper_task, options, max(caps))
         return [row[:c] for row, c in zip(ids.tolist(), caps)]
 
-    def _suppressor(self) -> _SuppressTokens:
-        return _SuppressTokens(self.model.config.vocab_size, self._parts.suppress, self._parts.begin_suppress,
-                               self.model.device)
-
-    def encode(self, mel: torch.Tensor) -> tuple[torch.Tensor]:
-        """mel (B, n_mels, 3000) -> (encoder states (B, 1500, D),). On the CPU one clip at a time: the same values
-        (each clip's 1500 frames already fill the BLAS), and the peak of activations is one clip's (5 clips of
-        Whisper base: ~250 MB less resident memory) for about the same time; on a GPU the whole batch at once."""
-        encoder = self.model.get_encoder()
+    def encode(self, mel: torch.Tensor) -> torch.Tensor:
+        """mel (B, n_mels, 3000) -> encoder states (B, 1500, D). On the CPU one clip at a time: the same values
+        (each clip's 1500 frames already fill the BLAS) with one clip's activations at a time; on a GPU the whole
+        batch at once."""
         step = 1 if mel.device.type == "cpu" else len(mel)
-        return (torch.cat([encoder(mel[i:i + step]).last_hidden_state for i in range(0, len(mel), step)]),)
+        return torch.cat([self.whisper.encode(mel[i:i + step]) for i in range(0, len(mel), step)])
 
     def _greedy(self, mel: torch.Tensor, prompts: torch.Tensor, max_new: int) -> torch.Tensor:
-        """mel (B, n_mels, 3000), prompts (B, P) -> new tokens (B, <= max_new); a row that ended is padded."""
-        from transformers.cache_utils import DynamicCache, EncoderDecoderCache
-
-        model, config = self.model, self.model.generation_config
-        encoded = self.encode(mel)
-        cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
-        suppress = self._suppressor()
-        done = torch.zeros(len(prompts), dtype=torch.bool, device=prompts.device)
-        ids, new = prompts, []
-        for _ in range(max_new):
-            logits = model(encoder_outputs=encoded, decoder_input_ids=ids, past_key_values=cache,
-                           use_cache=True).logits[:, -1].float()
-            token = suppress(None, logits).argmax(-1).masked_fill(done, config.pad_token_id)
-            new.append(token)
-            done |= token == config.eos_token_id
-            if bool(done.all()):
-                break
-            ids = token[:, None]
-        return torch.stack(new, 1)
+        """mel (B, n_mels, 3000), prompts (B, P) -> new tokens (B, <= max_new); a row that ended is padded. On the
+        CPU in groups of clips whose cross-attention keys/values fit CPU_CROSS_KV_BYTES (each clip's tokens do not
+        depend on its group); on a GPU the whole batch."""
+        dims, w = self.whisper.dims, self.whisper
+        per_clip = 2 * dims.decoder_layers * dims.n_audio_ctx * dims.d_model * mel.element_size()
+        group = max(1, CPU_CROSS_KV_BYTES // per_clip) if mel.device.type == "cpu" else len(mel)
+        parts = [w.greedy(self.encode(mel[i:i + group]), prompts[i:i + group], max_new)
+                 for i in range(0, len(mel), group)]
+        width = max(p.shape[1] for p in parts)
+        return torch.cat([F.pad(p, (0, width - p.shape[1]), value=w.generation.pad) for p in parts])
 
     def _generate(self, mel: torch.Tensor, langs: list[str], whisper_task: str, options: DecodingOptions,
                   max_new: int) -> torch.Tensor:
         """HF `generate` (beam search, no-repeat n-grams) with each clip's language -> new tokens (B, n)."""
         from transformers import LogitsProcessorList
 
-        return self.model.generate(mel, language=[languages.whisper_language(x, self.vocab) for x in langs],
-                                   task=whisper_task, num_beams=options.beam_size, max_new_tokens=max_new,
-                                   no_repeat_ngram_size=options.no_repeat_ngram_size,
-                                   logits_processor=LogitsProcessorList([self._suppressor()]))
+        hf = _whisper(self.folder, self.placement.device, self.placement.dtype)
+        suppress = _SuppressTokens(self.whisper.dims.n_vocab, hf.suppress, hf.begin_suppress, mel.device)
+        return hf.model.generate(mel, language=[languages.whisper_language(x, self.vocab) for x in langs],
+                                 task=whisper_task, num_beams=options.beam_size, max_new_tokens=max_new,
+                                 no_repeat_ngram_size=options.no_repeat_ngram_size,
+                                 logits_processor=LogitsProcessorList([suppress]))
 
     def run_batch(self, items: Sequence[Item], options: DecodingOptions) -> list[Output]:
         out: list[Output | None] = [None] * len(items)

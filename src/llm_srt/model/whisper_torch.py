@@ -1,0 +1,395 @@
+"""Whisper's encoder-decoder in plain torch, for greedy decoding without transformers (`translate --model whisper`).
+
+Reads an HF Whisper folder as `convert whisper-ct2` / `save_pretrained` write it: config.json (dimensions),
+model.safetensors (memory-mapped: float32 weights are used in place, never copied), tokenizer.json (the `tokenizers`
+library), generation_config.json (task prompt, suppressed tokens) and the feature extractor's settings
+(preprocessor_config.json, or processor_config.json's "feature_extractor"). The modules keep HF's parameter names,
+so the state dict loads as is; the numbers are HF's WhisperForConditionalGeneration's (tests/model/
+test_whisper_torch.py checks the token ids, and the log-mel against WhisperFeatureExtractor).
+
+    whisper = TorchWhisper.from_pretrained(folder, device, torch.float32)
+    ids = whisper.greedy(whisper.mel(audios), prompts, max_new=100)
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import LLMSRTError
+
+SAMPLE_RATE = 16000
+FEATURE_DEFAULTS = {"feature_size": 80, "sampling_rate": SAMPLE_RATE, "hop_length": 160, "chunk_length": 30,
+                    "n_fft": 400, "dither": 0.0}  # WhisperFeatureExtractor's defaults
+TIMESTAMP = re.compile(r"<\|(\d+\.\d+)\|>")  # timestamp tokens are not special in tokenizer.json: HF drops their text
+HEAD_GEMM_MAX_ROWS = 64  # decode-sized rows: the head as (W @ h^T)^T, a faster BLAS kernel on the CPU
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise LLMSRTError(f"{path}: cannot read it ({str(e).splitlines()[0]}); re-run `llm-srt setup` or "
+                          "`llm-srt convert whisper-ct2`") from None
+
+
+# ---- the log-mel spectrogram ---------------------------------------------------------------------------------------
+def _hz_to_mel(freq: np.ndarray) -> np.ndarray:
+    """Slaney's mel scale: linear below 1 kHz, logarithmic above."""
+    mels = 3.0 * freq / 200.0
+    log = freq >= 1000.0
+    mels[log] = 15.0 + np.log(freq[log] / 1000.0) * (27.0 / np.log(6.4))
+    return mels
+
+
+def _mel_to_hz(mels: np.ndarray) -> np.ndarray:
+    freq = 200.0 * mels / 3.0
+    log = mels >= 15.0
+    freq[log] = 1000.0 * np.exp(np.log(6.4) / 27.0 * (mels[log] - 15.0))
+    return freq
+
+
+def mel_filters(n_fft: int, n_mels: int, sampling_rate: int) -> np.ndarray:
+    """(1 + n_fft // 2, n_mels) Slaney-scale, Slaney-normalized triangular filters over 0 .. 8 kHz, float64 (as
+    WhisperFeatureExtractor's `mel_filter_bank(..., norm="slaney", mel_scale="slaney")`)."""
+    hz = _mel_to_hz(np.linspace(_hz_to_mel(np.array([0.0]))[0], _hz_to_mel(np.array([8000.0]))[0], n_mels + 2))
+    fft = np.linspace(0, sampling_rate // 2, 1 + n_fft // 2)
+    slopes = hz[None, :] - fft[:, None]
+    down, up = -slopes[:, :-2] / np.diff(hz)[:-1], slopes[:, 2:] / np.diff(hz)[1:]
+    return np.maximum(0.0, np.minimum(down, up)) * (2.0 / (hz[2:] - hz[:-2]))[None, :]
+
+
+class LogMel:
+    """Clips -> Whisper's log-mel (B, n_mels, frames) of each clip padded (or cut) to `chunk_length` seconds: STFT
+    with a Hann window, power, mel, log10 floored 8 below each clip's maximum, (x + 4) / 4."""
+
+    def __init__(self, feature_size: int, sampling_rate: int, hop_length: int, chunk_length: int, n_fft: int):
+        self.n_fft, self.hop, self.samples = n_fft, hop_length, chunk_length * sampling_rate
+        self.filters = torch.from_numpy(mel_filters(n_fft, feature_size, sampling_rate).T.astype(np.float32))
+
+    @classmethod
+    def from_folder(cls, folder: Path) -> "LogMel":
+        pre, proc = folder / "preprocessor_config.json", folder / "processor_config.json"
+        settings = (_read_json(pre) if pre.is_file() else
+                    _read_json(proc).get("feature_extractor", {}) if proc.is_file() else {})
+        s = {k: settings.get(k, v) for k, v in FEATURE_DEFAULTS.items()}
+        if s["dither"]:
+            raise LLMSRTError(f"{folder}: the feature extractor's dither is {s['dither']}; only 0.0 (Whisper's own) is "
+                              "supported")
+        del s["dither"]
+        return cls(**s)
+
+    def __call__(self, audios: list[np.ndarray], device: torch.device) -> torch.Tensor:
+        wave = torch.zeros(len(audios), self.samples)
+        for i, a in enumerate(audios):
+            a = torch.as_tensor(np.asarray(a, dtype=np.float32)[:self.samples])
+            wave[i, :len(a)] = a
+        wave = wave.to(device)
+        stft = torch.stft(wave, self.n_fft, self.hop, window=torch.hann_window(self.n_fft, device=device),
+                          return_complex=True)
+        power = (stft[..., :-1].abs() ** 2).contiguous()
+        log = torch.clamp(self.filters.to(device) @ power, min=1e-10).log10()
+        log = torch.maximum(log, log.amax(dim=(1, 2), keepdim=True) - 8.0)
+        return (log + 4.0) / 4.0
+
+
+# ---- the model -----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class WhisperDims:
+    """What config.json says about the shapes."""
+
+    n_mels: int  # mel bins of the input
+    n_audio_ctx: int  # encoder positions (1500: 30 s after the stride-2 convolution)
+    d_model: int  # width of encoder and decoder
+    encoder_heads: int
+    encoder_layers: int
+    encoder_ffn: int
+    n_vocab: int
+    n_text_ctx: int  # decoder positions (448)
+    decoder_heads: int
+    decoder_layers: int
+    decoder_ffn: int
+
+    @classmethod
+    def from_config(cls, c: dict) -> "WhisperDims":
+        return cls(c["num_mel_bins"], c["max_source_positions"], c["d_model"], c["encoder_attention_heads"],
+                   c["encoder_layers"], c["encoder_ffn_dim"], c["vocab_size"], c["max_target_positions"],
+                   c["decoder_attention_heads"], c["decoder_layers"], c["decoder_ffn_dim"])
+
+
+class Attention(nn.Module):
+    """Multi-head attention with HF Whisper's projections (k_proj has no bias); heads (B, H, T, d / H)."""
+
+    def __init__(self, d: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.q_proj, self.k_proj = nn.Linear(d, d), nn.Linear(d, d, bias=False)
+        self.v_proj, self.out_proj = nn.Linear(d, d), nn.Linear(d, d)
+
+    def split(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unflatten(-1, (self.heads, -1)).transpose(1, 2)
+
+    def kv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T, D) -> keys and values (B, H, T, D / H)."""
+        return self.split(self.k_proj(x)), self.split(self.v_proj(x))
+
+    def forward(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False) -> torch.Tensor:
+        y = F.scaled_dot_product_attention(self.split(self.q_proj(x)), k, v, is_causal=causal)
+        return self.out_proj(y.transpose(1, 2).flatten(2))
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, d: int, heads: int, ffn: int):
+        super().__init__()
+        self.self_attn, self.self_attn_layer_norm = Attention(d, heads), nn.LayerNorm(d)
+        self.fc1, self.fc2, self.final_layer_norm = nn.Linear(d, ffn), nn.Linear(ffn, d), nn.LayerNorm(d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.self_attn_layer_norm(x)
+        x = x + self.self_attn(h, *self.self_attn.kv(h))
+        return x + self.fc2(F.gelu(self.fc1(self.final_layer_norm(x))))
+
+
+class DecoderLayer(EncoderLayer):
+    def __init__(self, d: int, heads: int, ffn: int):
+        super().__init__(d, heads, ffn)
+        self.encoder_attn, self.encoder_attn_layer_norm = Attention(d, heads), nn.LayerNorm(d)
+
+    def forward(self, x: torch.Tensor, cache: "KVCache", layer: int) -> torch.Tensor:
+        h = self.self_attn_layer_norm(x)
+        k, v = cache.append(layer, *self.self_attn.kv(h))
+        x = x + self.self_attn(h, k, v, causal=x.shape[1] > 1)
+        x = x + self.encoder_attn(self.encoder_attn_layer_norm(x), *cache.cross[layer])
+        return x + self.fc2(F.gelu(self.fc1(self.final_layer_norm(x))))
+
+
+class Encoder(nn.Module):
+    """mel (B, n_mels, 2 * n_audio_ctx) -> states (B, n_audio_ctx, D)."""
+
+    def __init__(self, dims: WhisperDims):
+        super().__init__()
+        d = dims.d_model
+        self.conv1 = nn.Conv1d(dims.n_mels, d, kernel_size=3, padding=1)
+        self.conv2 = nn.Conv1d(d, d, kernel_size=3, stride=2, padding=1)
+        self.embed_positions = nn.Embedding(dims.n_audio_ctx, d)
+        self.layers = nn.ModuleList(EncoderLayer(d, dims.encoder_heads, dims.encoder_ffn)
+                                    for _ in range(dims.encoder_layers))
+        self.layer_norm = nn.LayerNorm(d)
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        x = F.gelu(self.conv2(F.gelu(self.conv1(mel)))).transpose(1, 2)
+        x = x + self.embed_positions.weight[:x.shape[1]]
+        for layer in self.layers:
+            x = layer(x)
+        return self.layer_norm(x)
+
+
+class KVCache:
+    """Per decoder layer: the self-attention keys/values so far, in buffers of n_text_ctx positions, and the
+    cross-attention keys/values of the encoder states (computed once per clip)."""
+
+    def __init__(self, cross: list[tuple[torch.Tensor, torch.Tensor]], n_ctx: int):
+        self.cross = cross
+        b, h, _, hd = cross[0][0].shape
+        like = cross[0][0]
+        self.k = [like.new_empty(b, h, n_ctx, hd) for _ in cross]
+        self.v = [like.new_empty(b, h, n_ctx, hd) for _ in cross]
+        self.length = 0  # positions filled (the same for every row: prompts have one length)
+
+    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        end = self.length + k.shape[2]
+        self.k[layer][:, :, self.length:end], self.v[layer][:, :, self.length:end] = k, v
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+
+    def advance(self, n: int) -> None:
+        self.length += n
+
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep only batch rows `rows` (finished rows leave the batch)."""
+        self.cross = [(k[rows], v[rows]) for k, v in self.cross]
+        self.k, self.v = [k[rows] for k in self.k], [v[rows] for v in self.v]
+
+
+class Decoder(nn.Module):
+    """Token ids (B, T) at positions cache.length .. -> hidden states (B, T, D); the head is embed_tokens'
+    transpose (tied)."""
+
+    def __init__(self, dims: WhisperDims):
+        super().__init__()
+        d = dims.d_model
+        self.embed_tokens = nn.Embedding(dims.n_vocab, d)
+        self.embed_positions = nn.Embedding(dims.n_text_ctx, d)
+        self.layers = nn.ModuleList(DecoderLayer(d, dims.decoder_heads, dims.decoder_ffn)
+                                    for _ in range(dims.decoder_layers))
+        self.layer_norm = nn.LayerNorm(d)
+
+    def forward(self, ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        x = self.embed_tokens(ids) + self.embed_positions.weight[cache.length:cache.length + ids.shape[1]]
+        for i, layer in enumerate(self.layers):
+            x = layer(x, cache, i)
+        cache.advance(ids.shape[1])
+        return self.layer_norm(x)
+
+
+class _Model(nn.Module):
+    """HF's `model.` prefix: encoder + decoder."""
+
+    def __init__(self, dims: WhisperDims):
+        super().__init__()
+        self.encoder, self.decoder = Encoder(dims), Decoder(dims)
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """What generation_config.json says about decoding."""
+
+    start: int  # decoder_start_token_id (<|startoftranscript|>)
+    eos: int
+    pad: int
+    lang_to_id: dict  # "<|en|>" -> id
+    task_to_id: dict  # "transcribe" / "translate" -> id
+    no_timestamps: int | None
+    suppress: tuple[int, ...]  # never generated
+    begin_suppress: tuple[int, ...]  # not as the first generated token
+
+    @classmethod
+    def from_folder(cls, folder: Path, config: dict) -> "GenerationSettings":
+        path = folder / "generation_config.json"  # when present, it alone says how to generate (as in HF)
+        g = _read_json(path) if path.is_file() else config
+        ids = {k: g.get(k, config.get(k)) for k in ("decoder_start_token_id", "eos_token_id", "pad_token_id")}
+        if None in ids.values():
+            raise LLMSRTError(f"{folder}: config.json and generation_config.json name no "
+                              f"{', '.join(k for k, v in ids.items() if v is None)}")
+        eos = ids["eos_token_id"][0] if isinstance(ids["eos_token_id"], list) else ids["eos_token_id"]
+        return cls(ids["decoder_start_token_id"], eos, ids["pad_token_id"], g.get("lang_to_id") or {},
+                   g.get("task_to_id") or {}, g.get("no_timestamps_token_id"), tuple(g.get("suppress_tokens") or ()),
+                   tuple(g.get("begin_suppress_tokens") or ()))
+
+
+class TorchWhisper(nn.Module):
+    """The whole Whisper: `mel`, `encode`, `greedy`, `decode_text`, loaded from an HF folder onto one device."""
+
+    def __init__(self, folder: Path, dims: WhisperDims, generation: GenerationSettings, features: LogMel):
+        super().__init__()
+        self.folder, self.dims, self.generation, self.features = folder, dims, generation, features
+        self.model = _Model(dims)
+        self.head: nn.Module | None = None  # int8: the tied head as its own Int8Linear (else embed_tokens' weight)
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, device: torch.device, dtype: torch.dtype) -> "TorchWhisper":
+        """The folder's Whisper on `device` in `dtype` (float32 on the CPU: the mapped file's pages themselves)."""
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        for name in ("config.json", "model.safetensors"):
+            if not (folder / name).is_file():
+                raise LLMSRTError(f"{folder}: not a Hugging Face Whisper folder (no {name}); run `llm-srt setup` or "
+                                  "pass --whisper FOLDER")
+        config = _read_json(folder / "config.json")
+        try:
+            dims = WhisperDims.from_config(config)
+            generation = GenerationSettings.from_folder(folder, config)
+        except KeyError as e:
+            raise LLMSRTError(f"{folder}/config.json: no {e} (not a Whisper config)") from None
+        features = LogMel.from_folder(folder)
+        with torch.device("meta"):
+            whisper = cls(folder, dims, generation, features)
+        state = {k.removeprefix("model."): v.to(device=device, dtype=dtype)
+                 for k, v in load_file(folder / "model.safetensors").items() if k != "proj_out.weight"}
+        try:
+            whisper.model.load_state_dict(state, strict=True, assign=True)
+        except RuntimeError as e:
+            lines = str(e).splitlines()
+            raise LLMSRTError(f"{folder}/model.safetensors: not a Whisper of config.json's shape "
+                              f"({(lines[1] if len(lines) > 1 else lines[0]).strip()})") from None
+        return whisper.eval().requires_grad_(False)
+
+    @cached_property
+    def tokenizer(self):
+        """The folder's tokenizer.json (a `tokenizers.Tokenizer`), read when first needed."""
+        from tokenizers import Tokenizer
+
+        path = self.folder / "tokenizer.json"
+        if not path.is_file():
+            raise LLMSRTError(f"{self.folder}: no tokenizer.json, so Whisper's tokens cannot become text; convert the "
+                              "model with `llm-srt convert whisper-ct2` or save its tokenizer there")
+        return Tokenizer.from_file(str(path))
+
+    def quantize_int8(self) -> "TorchWhisper":
+        """Every linear layer int8 (CPU inference), and the tied head as an int8 copy (as CTranslate2's int8);
+        convolutions, embeddings and norms stay float32."""
+        from .llm import Int8Linear, quantize_int8  # transformers comes with it: only for --dtype int8
+
+        quantize_int8(self.model)
+        self.head = Int8Linear(self.model.decoder.embed_tokens.weight)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.decoder.embed_tokens.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.decoder.embed_tokens.weight.dtype
+
+    def mel(self, audios: list[np.ndarray]) -> torch.Tensor:
+        """16 kHz clips -> (B, n_mels, 3000) on the model's device, in its dtype."""
+        return self.features(audios, device=self.device).to(self.dtype)
+
+    def encode(self, mel: torch.Tensor) -> torch.Tensor:
+        return self.model.encoder(mel)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(B, D) -> (B, vocab) float32 through the tied head."""
+        if self.head is not None:
+            return self.head(hidden).float()
+        head = self.model.decoder.embed_tokens.weight
+        if hidden.device.type == "cpu" and len(hidden) <= HEAD_GEMM_MAX_ROWS:
+            rows = hidden if len(hidden) > 1 else torch.cat([hidden, hidden])  # a GEMM, not the slower GEMV
+            return (head @ rows.T).T[:len(hidden)].float()
+        return (hidden @ head.T).float()
+
+    def next_logits(self, states: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor:
+        """Encoder states (B, n_audio_ctx, D), prompts (B, P) -> the logits after each prompt (B, vocab), nothing
+        suppressed (language ID reads the language tokens' among them)."""
+        decoder = self.model.decoder
+        cache = KVCache([layer.encoder_attn.kv(states) for layer in decoder.layers], self.dims.n_text_ctx)
+        return self.logits(decoder(prompts, cache)[:, -1])
+
+    def greedy(self, states: torch.Tensor, prompts: torch.Tensor, max_new: int) -> torch.Tensor:
+        """Encoder states (B, n_audio_ctx, D), prompts (B, P) -> new tokens (B, <= max_new): an argmax per step
+        with the suppressed tokens masked; a row that ended (EOS) leaves the batch and is padded after it."""
+        g, decoder = self.generation, self.model.decoder
+        cache = KVCache([layer.encoder_attn.kv(states) for layer in decoder.layers], self.dims.n_text_ctx)
+        always = torch.zeros(self.dims.n_vocab, dtype=torch.bool, device=states.device)
+        always[list(g.suppress)] = True
+        first = always.clone()
+        first[list(g.begin_suppress)] = True
+        out = torch.full((len(prompts), max_new), g.pad, dtype=torch.long, device=states.device)
+        rows = torch.arange(len(prompts), device=states.device)  # batch slot -> row of `out`
+        ids, mask = prompts, first
+        for step in range(max_new):
+            token = self.logits(decoder(ids, cache)[:, -1]).masked_fill(mask, -float("inf")).argmax(-1)
+            out[rows, step] = token
+            live = token != g.eos
+            if not bool(live.all()):
+                if not bool(live.any()):
+                    return out[:, :step + 1]
+                keep = live.nonzero().squeeze(1)
+                cache.select(keep)
+                rows, token = rows[keep], token[keep]
+            ids, mask = token[:, None], always
+        return out
+
+    def decode_text(self, rows: list[list[int]]) -> list[str]:
+        """Token ids -> texts, special tokens and timestamps left out (as HF's WhisperTokenizer with
+        skip_special_tokens)."""
+        return [TIMESTAMP.sub("", t) for t in self.tokenizer.decode_batch(rows, skip_special_tokens=True)]
