@@ -91,8 +91,9 @@ def test_bad_folders_are_clear_errors(folder, tmp_path):
         (bad / name).write_bytes((folder / name).read_bytes())
     config = json.loads((folder / "config.json").read_text())
     (bad / "config.json").write_text(json.dumps({**config, "d_model": 48}))
-    with pytest.raises(LLMSRTError, match="bad/model.safetensors: not a Whisper of config.json's shape"):
-        TorchWhisper.from_pretrained(bad, torch.device("cpu"), torch.float32)
+    for int8 in (False, True):
+        with pytest.raises(LLMSRTError, match="bad/model.safetensors: not a Whisper of config.json's shape"):
+            TorchWhisper.from_pretrained(bad, torch.device("cpu"), torch.float32, int8=int8)
     (bad / "config.json").write_text(json.dumps(config))
     whisper = TorchWhisper.from_pretrained(bad, torch.device("cpu"), torch.float32)  # no tokenizer.json: ids only
     with pytest.raises(LLMSRTError, match="no tokenizer.json"):

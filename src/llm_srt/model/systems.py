@@ -150,8 +150,7 @@ def _torch_whisper(folder: str, device: torch.device, dtype: torch.dtype) -> Tor
     float32, then int8 linear layers, CPU only. Cached: language ID and the baselines share one copy."""
     if is_int8(dtype) and device.type != "cpu":
         raise LLMSRTError(f"--dtype int8: int8 linear layers run on the CPU only, not on {device}")
-    whisper = TorchWhisper.from_pretrained(folder, device, compute_dtype(dtype))
-    return whisper.quantize_int8() if is_int8(dtype) else whisper
+    return TorchWhisper.from_pretrained(folder, device, compute_dtype(dtype), int8=is_int8(dtype))
 
 
 @dataclass(frozen=True)

@@ -323,10 +323,11 @@ class TorchWhisper(nn.Module):
         self.head: nn.Module | None = None  # int8: the tied head as its own Int8Linear (else embed_tokens' weight)
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path, device: torch.device, dtype: torch.dtype) -> "TorchWhisper":
-        """The folder's Whisper on `device` in `dtype` (float32 on the CPU: the mapped file's pages themselves)."""
-        from safetensors.torch import load_file
-
+    def from_pretrained(cls, folder: str | Path, device: torch.device, dtype: torch.dtype,
+                        int8: bool = False) -> "TorchWhisper":
+        """The folder's Whisper on `device` in `dtype` (float32 on the CPU: the mapped file's pages themselves).
+        `int8` (CPU, float32): every linear layer int8 as it is read (`_load_int8`), and the tied head an int8 copy
+        (as CTranslate2's int8); convolutions, embeddings and norms stay float32."""
         folder = Path(folder)
         for name in ("config.json", "model.safetensors"):
             if not (folder / name).is_file():
@@ -343,15 +344,49 @@ class TorchWhisper(nn.Module):
             return_freed_memory()
         with torch.device("meta"):
             whisper = cls(folder, dims, generation, features)
-        state = {k.removeprefix("model."): v.to(device=device, dtype=dtype)
-                 for k, v in load_file(folder / "model.safetensors").items() if k != "proj_out.weight"}
         try:
-            whisper.model.load_state_dict(state, strict=True, assign=True)
+            whisper._load_int8() if int8 else whisper._load(device, dtype)
         except RuntimeError as e:
             lines = str(e).splitlines()
             raise LLMSRTError(f"{folder}/model.safetensors: not a Whisper of config.json's shape "
                               f"({(lines[1] if len(lines) > 1 else lines[0]).strip()})") from None
         return whisper.eval().requires_grad_(False)
+
+    def _load(self, device: torch.device, dtype: torch.dtype) -> None:
+        from safetensors.torch import load_file
+
+        state = {k.removeprefix("model."): v.to(device=device, dtype=dtype)
+                 for k, v in load_file(self.folder / "model.safetensors").items() if k != "proj_out.weight"}
+        self.model.load_state_dict(state, strict=True, assign=True)
+
+    def _load_int8(self) -> None:
+        """Each linear layer's float32 weights are read through a mapping of their own and quantized at once, so
+        the file's pages leave memory as each mapping closes: the peak holds the int8 model and one float32 matrix,
+        not every float32 weight besides."""
+        from safetensors import safe_open
+
+        from .llm import Int8Linear  # transformers comes with it: only for --dtype int8
+
+        path = self.folder / "model.safetensors"
+        linears = {name: m for name, m in self.model.named_modules() if isinstance(m, nn.Linear)}
+        with safe_open(path, framework="pt") as f:
+            keys = [k for k in f.keys() if k != "proj_out.weight"]
+            state = {k.removeprefix("model."): f.get_tensor(k).clone() for k in keys
+                     if k.removeprefix("model.").rsplit(".", 1)[0] not in linears}
+        for name, module in linears.items():
+            with safe_open(path, framework="pt") as f:
+                weight = f.get_tensor(f"model.{name}.weight")
+                if tuple(weight.shape) != tuple(module.weight.shape):
+                    raise RuntimeError(f"shape mismatch:\n{name}.weight is {tuple(weight.shape)}, the config says "
+                                       f"{tuple(module.weight.shape)}")
+                bias = f.get_tensor(f"model.{name}.bias") if module.bias is not None else None
+                parent, _, child = name.rpartition(".")
+                setattr(self.model.get_submodule(parent), child, Int8Linear(weight, bias))
+        missing, unexpected = self.model.load_state_dict(state, strict=False, assign=True)
+        missing = [k for k in missing if k.rsplit(".", 1)[0] not in linears]
+        if missing or unexpected:
+            raise RuntimeError(f"state dict mismatch:\nmissing {missing[:3]}, unexpected {unexpected[:3]}")
+        self.head = Int8Linear(self.model.decoder.embed_tokens.weight)
 
     @cached_property
     def tokenizer(self):
@@ -363,15 +398,6 @@ class TorchWhisper(nn.Module):
             raise LLMSRTError(f"{self.folder}: no tokenizer.json, so Whisper's tokens cannot become text; convert the "
                               "model with `llm-srt convert whisper-ct2` or save its tokenizer there")
         return Tokenizer.from_file(str(path))
-
-    def quantize_int8(self) -> "TorchWhisper":
-        """Every linear layer int8 (CPU inference), and the tied head as an int8 copy (as CTranslate2's int8);
-        convolutions, embeddings and norms stay float32."""
-        from .llm import Int8Linear, quantize_int8  # transformers comes with it: only for --dtype int8
-
-        quantize_int8(self.model)
-        self.head = Int8Linear(self.model.decoder.embed_tokens.weight)
-        return self
 
     @property
     def device(self) -> torch.device:
