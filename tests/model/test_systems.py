@@ -166,6 +166,22 @@ def test_whisper_decodes_the_same_tokens_as_hf_generate(ending_whisper, beams, m
         assert not any(45 in r for r in ours) and not any(r[0] == 41 for r in ours)
 
 
+def test_whisper_groups_of_clips_decode_what_one_batch_does(ending_whisper, monkeypatch):
+    """On the CPU greedy decodes clips in groups that fit CPU_CROSS_KV_BYTES: groups of 1 and 2 (rows ending at
+    different steps, the shorter groups padded) give the one-batch tokens."""
+    from llm_srt.model import systems
+
+    system = load_system("whisper", CPU, whisper=str(ending_whisper))
+    langs, opts = ["eng", "deu", "eng", "fra"], DecodingOptions(max_new_tokens=10)
+    whole = system.decode_ids(CLIPS, langs, "transcribe", opts)
+    dims = system.whisper.dims
+    per_clip = 2 * dims.decoder_layers * dims.n_audio_ctx * dims.d_model * 4
+    for group in (1, 2):
+        monkeypatch.setattr(systems, "CPU_CROSS_KV_BYTES", group * per_clip)
+        assert system.decode_ids(CLIPS, langs, "transcribe", opts) == whole, group
+    assert len({len(until_eos(r, system.whisper.generation.eos)) for r in whole}) > 1
+
+
 def test_each_row_is_cut_to_its_own_cap_whatever_its_batch(speech_model, folders):
     """A batch decodes to its largest cap; every row is cut to its own, so it equals the row decoded alone."""
     speech = load_system(speech_model, CPU)

@@ -232,7 +232,7 @@ class Encoder(nn.Module):
 
 
 class KVCache:
-    """Per decoder layer: the self-attention keys/values so far, in buffers of n_text_ctx positions, and the
+    """Per decoder layer: the self-attention keys/values so far, in buffers of `n_ctx` positions, and the
     cross-attention keys/values of the encoder states (computed once per clip)."""
 
     def __init__(self, cross: list[tuple[torch.Tensor, torch.Tensor]], n_ctx: int):
@@ -428,14 +428,15 @@ class TorchWhisper(nn.Module):
         """Encoder states (B, n_audio_ctx, D), prompts (B, P) -> the logits after each prompt (B, vocab), nothing
         suppressed (language ID reads the language tokens' among them)."""
         decoder = self.model.decoder
-        cache = KVCache([layer.encoder_attn.kv(states) for layer in decoder.layers], self.dims.n_text_ctx)
+        cache = KVCache([layer.encoder_attn.kv(states) for layer in decoder.layers], prompts.shape[1])
         return self.logits(decoder(prompts, cache)[:, -1])
 
     def greedy(self, states: torch.Tensor, prompts: torch.Tensor, max_new: int) -> torch.Tensor:
         """Encoder states (B, n_audio_ctx, D), prompts (B, P) -> new tokens (B, <= max_new): an argmax per step
         with the suppressed tokens masked; a row that ended (EOS) leaves the batch and is padded after it."""
         g, decoder = self.generation, self.model.decoder
-        cache = KVCache([layer.encoder_attn.kv(states) for layer in decoder.layers], self.dims.n_text_ctx)
+        cache = KVCache([layer.encoder_attn.kv(states) for layer in decoder.layers],
+                        min(self.dims.n_text_ctx, prompts.shape[1] + max_new))
         always = torch.zeros(self.dims.n_vocab, dtype=torch.bool, device=states.device)
         always[list(g.suppress)] = True
         first = always.clone()
