@@ -173,8 +173,6 @@ def test_translate_whisper_gives_hf_greedy_transcripts(embedded, speak, tmp_path
 
 
 @pytest.mark.integration
-@pytest.mark.xfail(strict=True, reason="model/decoding.py imports transformers at its top for DecodingOptions, which "
-                   "infer.py needs: it must import GenerationConfig and .llm lazily (lead's file)")
 def test_translate_whisper_process_imports_no_transformers(embedded, speak, tmp_path):
     import soundfile
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 import copy
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
-from transformers import GenerationConfig
 
 from ..errors import LLMSRTError
-from .llm import backbone_and_head, causal_lm
+
+if TYPE_CHECKING:  # transformers is imported where a decode needs it: `DecodingOptions` alone (infer.py, the
+    from transformers import GenerationConfig  # Whisper path) must not cost its ~3 s import
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,8 @@ class DecodingOptions:
 
 def eos_ids(model: nn.Module, tokenizer) -> list[int]:
     """Every token id that ends a generation: the tokenizer's EOS plus the model's generation-config EOS ids."""
+    from .llm import causal_lm
+
     ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
     extra = causal_lm(model).generation_config.eos_token_id
     ids |= set(extra if isinstance(extra, (list, tuple)) else [extra] if extra is not None else [])
@@ -51,6 +55,8 @@ def generate_ids(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, opt
     finished row leaves the batch at once. Beam search (with `options.share_prompt_cache`) runs the prompt but its
     last position once per row, copies that KV cache to the row's beams, and lets `generate` go on from it: the
     prompt costs one pass, not `beam_size`."""
+    from .llm import causal_lm
+
     config = generation_config(causal_lm(model).generation_config, options, eos, pad_id)
     if options.beam_size == 1 and not synced_ranks and plain_argmax(config):
         with torch.no_grad():
@@ -90,6 +96,8 @@ def greedy_ids(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, max_n
     """Greedy decoding on the LLM's KV cache, the same argmax steps as HF greedy search, but a row that has ended
     (EOS, or `max_new_tokens`) leaves the batch (its cache rows dropped), so it costs nothing more.
     Left-padded embeds (B, L, d) + mask (B, L) -> new token ids per row, EOS excluded."""
+    from .llm import causal_lm
+
     lm = causal_lm(model)
     mask = mask.long()
     positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
@@ -124,6 +132,8 @@ def prompt_cache(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, cop
     """The LLM's KV cache of left-padded prompts (B, L, d), positions counted as `generate` counts them (from the
     mask), each row's cache repeated `copies` times in place (row i's copies at i * copies ...: generate's
     order)."""
+    from .llm import backbone_and_head
+
     backbone, _ = backbone_and_head(model)
     positions = (mask.long().cumsum(-1) - 1).masked_fill(~mask.bool(), 0)
     cache = backbone(inputs_embeds=embeds, attention_mask=mask.long(), position_ids=positions,
