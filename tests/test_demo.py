@@ -71,26 +71,71 @@ def test_claims_say_holds_reversed_or_not_significant_with_p():
     assert sum("reference loss (nats/token" in line for line in result["lines"]) == 2
 
 
-def test_demo_work_folder_with_a_hash_keeps_every_stage_inside_it():
-    """`llm-srt demo --work "runs/demo #1"`: every stage's output_dir and init_from stay under that folder (a `#`
-    used to start a YAML comment when the path went through a key=value override)."""
+def test_demo_runs_start_from_the_asr_stage_with_equal_budgets_inside_the_work_folder(tmp_path):
+    """`llm-srt demo --work "runs/demo #1"`: the curriculum (smt -> srt), the Baseline and w/o SMT all start from the
+    ASR stage, the single-stage runs get the curriculum's steps summed at its batch size, and every output_dir
+    stays under the work folder (a `#` used to start a YAML comment when the path went through an override)."""
     import argparse
     from pathlib import Path
 
+    import pytest
+
     from llm_srt import demo
+    from llm_srt.errors import LLMSRTError
 
     parser = argparse.ArgumentParser()
     demo.add_arguments(parser)
     args = parser.parse_args(["--work", "runs/demo #1", "--data", "data/mini #2"])
-    stages = demo.demo_stages(Path(args.work), Path(args.data))
+    asr = tmp_path / "asr stage"
+    with pytest.raises(LLMSRTError, match="no config.json; the demo starts from the shipped ASR stage"):
+        demo.demo_stages(Path(args.work), Path(args.data), asr=asr)
+    asr.mkdir()
+    (asr / "config.json").write_text("{}")
+    stages = demo.demo_stages(Path(args.work), Path(args.data), asr=asr)
     work = Path("runs/demo #1")
     runs = {s.name: s.config for group in stages.values() for s in group}
     assert {name: cfg.output_dir for name, cfg in runs.items()} == {
-        name: str(work / name) for name in ("asr", "smt", "srt", "baseline", "srt_no_smt")}
-    asr = str(work / "asr" / "final")
+        name: str(work / name) for name in ("smt", "srt", "baseline", "srt_no_smt")}
     assert {name: cfg.model.init_from for name, cfg in runs.items()} == {
-        "asr": None, "smt": asr, "srt": str(work / "smt" / "final"), "baseline": asr, "srt_no_smt": asr}
+        "smt": str(asr), "srt": str(work / "smt" / "final"), "baseline": str(asr), "srt_no_smt": str(asr)}
     assert {(cfg.data.train, cfg.data.dev) for cfg in runs.values()} == {("data/mini #2/train.jsonl",
                                                                            "data/mini #2/dev.jsonl")}
-    assert [runs[n].stage for n in ("asr", "smt", "srt", "baseline", "srt_no_smt")] == [
-        "asr", "smt", "srt", "baseline", "srt"]
+    assert [runs[n].stage for n in ("smt", "srt", "baseline", "srt_no_smt")] == ["smt", "srt", "baseline", "srt"]
+    budget = runs["smt"].max_steps + runs["srt"].max_steps
+    assert runs["baseline"].max_steps == runs["srt_no_smt"].max_steps == budget > 0
+    assert {cfg.data.batch_size for cfg in runs.values()} == {runs["smt"].data.batch_size}
+    assert {cfg.model.adapter for cfg in runs.values()} == {"linear"}  # the shipped ASR stage's adapter
+
+
+def test_scored_directions_are_the_llms_best_at_text_mt(tmp_path, monkeypatch):
+    """`choose_directions` ranks the candidates by the text-MT BLEU of the cascade's LLM on dev sentences and
+    keeps the best `n` (here a stand-in MT system that copies the source for deu->eng only)."""
+    import numpy as np
+
+    from llm_srt import demo
+    from llm_srt.audio import write_wav
+    from llm_srt.model import systems
+    from llm_srt.model.systems import Output
+
+    class CopyMT:
+        def __init__(self, folder, placement, name="mt"):
+            pass
+
+        def run_batch(self, items, options):
+            return [Output(translation=it.transcript if (it.src, it.tgt) == ("deu", "eng") else "nichts da")
+                    for it in items]
+
+    monkeypatch.setattr(systems, "TextMTSystem", CopyMT)
+    wav = tmp_path / "a.wav"
+    write_wav(wav, np.zeros(1600, dtype=np.float32))
+    words = "the cat sat on a mat while dogs ran in the park".split()
+    rows = [Row(id=f"{k}-{s}-{t}", audio=str(wav), duration=0.1, src_lang=s, transcript=" ".join(words[k:k + 6]),
+                tgt_lang=t, translation=" ".join(words[k:k + 6]), split="dev", corpus="t", sentence_id=f"{k:02d}")
+            for k in range(5) for s, t in (("deu", "eng"), ("eng", "deu"), ("fra", "eng"))]
+    write_manifest(tmp_path / "dev.jsonl", rows)
+    lines = []
+    got = demo.choose_directions(tmp_path / "dev.jsonl", lines.append, candidates=(("deu", "eng"), ("eng", "deu"),
+                                 ("fra", "eng")), n=1, sentences=4)
+    assert got["chosen"] == [("deu", "eng")] and got["sentences"] == 4
+    assert got["bleu"]["deu-eng"] == 100.0 and got["bleu"]["eng-deu"] < 10
+    assert "scored: deu->eng" in lines[0]

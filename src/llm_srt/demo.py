@@ -2,10 +2,11 @@
 
 1. the embedded models (Whisper base, Gemma-3-270M) converted once (`llm-srt setup`);
 2. the mini corpus: gettext sentences spoken by espeak-ng in 6 languages (`llm-srt prepare mini`);
-3. a miniature curriculum ASR -> SMT -> SRT, the paper's Baseline (ASR -> direct S2TT) with the same budget as
-   SMT + SRT, and Table 8's "w/o SMT" ablation (ASR -> SRT), all from one shared ASR stage;
-4. evaluation on held-out test sentences of: the miniature runs, the cascade (Whisper -> Gemma text MT), and the
-   model shipped in checkpoints/embedded/srt (trained here longer, on a bigger mini corpus; see its README);
+3. from the shipped ASR stage (checkpoints/embedded/asr, trained here on several voices; see its README), with
+   equal budgets (steps x batch over the same speech): the curriculum SMT -> SRT, the paper's Baseline (direct
+   S2TT) and Table 8's "w/o SMT" ablation (SRT alone);
+4. the scored directions chosen by the LLM's measured text MT (on dev sentences), then evaluation on every
+   held-out test sentence of them: the three runs and the cascade (Whisper -> Gemma text MT);
 5. the paper's two claims checked on these numbers (paired bootstrap p-values on BLEU and on the teacher-forced
    loss of the references), and one held-out clip translated and printed.
 Everything is reused on a re-run (corpus, features, finished stages).
@@ -23,10 +24,13 @@ from .errors import LLMSRTError
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs" / "embedded"
 SHIPPED = REPO / "checkpoints" / "embedded"
-# held-out directions scored by the demo (a subset of the 30, to fit the time budget)
+DEMO_CONFIGS = CONFIGS / "demo"  # smt.yaml, srt.yaml, baseline.yaml: the demo's runs from the shipped ASR stage
+# the directions the demo may score (both sides spoken by espeak-ng and written in Latin script) ...
 DEMO_DIRECTIONS = (("eng", "deu"), ("eng", "fra"), ("eng", "spa"), ("deu", "eng"), ("fra", "eng"),
                    ("spa", "eng"))
-DEMO_SENTENCES = 8  # test sentences per direction
+SCORED_DIRECTIONS = 2  # ... of which the LLM's best at text MT are scored, on every held-out test sentence
+MT_PROBE_SENTENCES = 8  # dev sentences per candidate direction for that text-MT measurement
+DEMO_SENTENCES = 8  # test sentences per direction in `test_subset`'s default
 TRAIN_SENTENCES = "train_sentences.txt"  # in a shipped checkpoint: the sentence ids of its training corpus
 
 
@@ -45,25 +49,64 @@ def test_subset(test_manifest: Path, out: Path, directions=DEMO_DIRECTIONS, sent
     return out
 
 
-def demo_stages(work: Path, data: Path) -> dict[str, list]:
-    """The demo's training stages as typed configs, composed with `dataclasses.replace` (a folder such as
-    "runs/demo #1" stays as it is): the curriculum (asr, smt, srt under `work`), then the baseline and the
-    w/o-SMT ablation, both from the curriculum's ASR stage; every stage on the mini corpus in `data`."""
+def demo_stages(work: Path, data: Path, asr: Path = SHIPPED / "asr") -> dict[str, list]:
+    """The demo's training runs as typed configs, composed with `dataclasses.replace` (a folder such as
+    "runs/demo #1" stays as it is), all from the ASR stage in `asr` and on the mini corpus in `data`: the
+    curriculum (smt, srt under `work`), the Baseline and the w/o-SMT ablation (srt alone), the last two with the
+    curriculum's budget (its steps summed; the same batch size)."""
     from .train.curriculum import Stage, plan
-    from .train.recipe import FINAL, load_config
+    from .train.recipe import load_config
+
+    if not (asr / "config.json").is_file():
+        raise LLMSRTError(f"{asr}: no config.json; the demo starts from the shipped ASR stage: restore it "
+                          f"(git checkout -- {asr}) or train it (see configs/embedded/shipped/asr_voices.yaml)")
 
     def on_corpus(cfg):
-        return replace(cfg, data=replace(cfg.data, train=str(data / "train.jsonl"), dev=str(data / "dev.jsonl")))
+        return replace(cfg, data=replace(cfg.data, train=str(data / "train.jsonl"), dev=str(data / "dev.jsonl")),
+                       model=replace(cfg.model, init_from=str(asr)))
 
-    curriculum = plan([str(CONFIGS)], out_root=work, adjust=on_corpus)
-    asr_final = str(Path(curriculum[0].config.output_dir) / FINAL)
+    curriculum = plan([str(DEMO_CONFIGS / "smt.yaml"), str(DEMO_CONFIGS / "srt.yaml")], out_root=work,
+                      adjust=on_corpus)
+    budget = sum(s.config.max_steps for s in curriculum)
+    if len({s.config.data.batch_size for s in curriculum}) != 1:
+        raise LLMSRTError(f"{DEMO_CONFIGS}: smt.yaml and srt.yaml must share one batch_size (equal budgets)")
 
     def from_asr(file: Path, out: str) -> Stage:
         cfg = on_corpus(load_config(file))
-        return Stage(out, file, replace(cfg, output_dir=str(work / out), model=replace(cfg.model, init_from=asr_final)))
+        return Stage(out, file, replace(cfg, output_dir=str(work / out), max_steps=budget,
+                                        data=replace(cfg.data, batch_size=curriculum[0].config.data.batch_size)))
 
-    return {"curriculum": curriculum, "baseline": [from_asr(CONFIGS / "baseline.yaml", "baseline")],
-            "no_smt": [from_asr(CONFIGS / "srt.yaml", "srt_no_smt")]}
+    return {"curriculum": curriculum, "baseline": [from_asr(DEMO_CONFIGS / "baseline.yaml", "baseline")],
+            "no_smt": [from_asr(DEMO_CONFIGS / "srt.yaml", "srt_no_smt")]}
+
+
+def choose_directions(dev_manifest: Path, log=print, candidates=DEMO_DIRECTIONS, n: int = SCORED_DIRECTIONS,
+                      sentences: int = MT_PROBE_SENTENCES, placement=None) -> dict:
+    """The LLM's own text MT (the cascade's second pass: gold transcript -> translation) measured on the first
+    `sentences` dev sentences of each candidate direction; the `n` directions with the highest BLEU are the ones
+    the demo scores (where a speech LLM can show anything, its LLM must translate). -> {"bleu": {"src-tgt":
+    BLEU}, "chosen": [(src, tgt), ...], "sentences": k}."""
+    from . import device
+    from .evaluate.report import score_system
+    from .evaluate.run import run_text_mt
+    from .model.decoding import DecodingOptions
+    from .model.systems import TextMTSystem
+
+    wanted = set(candidates)
+    rows = [r for r in read_manifest(dev_manifest) if (r.src_lang, r.tgt_lang) in wanted]
+    ids = sorted({r.sentence_id for r in rows})[:sentences]
+    rows = [r for r in rows if r.sentence_id in ids]
+    if not rows:
+        raise LLMSRTError(f"{dev_manifest}: none of the candidate directions {sorted(wanted)} is in the dev split")
+    system = TextMTSystem(None, placement or device.resolve("auto"))
+    scores = score_system("text MT", run_text_mt(system, rows, DecodingOptions(), batch_size=8)).bleu
+    ranked = sorted(scores, key=lambda d: (-scores[d].score, d))
+    chosen = ranked[:n]
+    log(f"the LLM's text MT on {len(ids)} dev sentences (gold transcript -> translation), BLEU: "
+        + ", ".join(f"{s}->{t} {scores[(s, t)].score:.1f}" for s, t in ranked)
+        + f"; scored: {', '.join(f'{s}->{t}' for s, t in chosen)}")
+    return {"bleu": {f"{s}-{t}": round(scores[(s, t)].score, 2) for s, t in ranked}, "chosen": chosen,
+            "sentences": len(ids)}
 
 
 def run_demo(work: Path, data: Path, log=print) -> dict:
@@ -90,31 +133,36 @@ def run_demo(work: Path, data: Path, log=print) -> dict:
         summary = step("mini corpus", lambda: build_mini(MiniOptions(out=data)))
         log("\n".join(summary.lines()))
     stages = demo_stages(work, data)
-    finals = step("curriculum ASR -> SMT -> SRT", lambda: run_stages(stages["curriculum"], log=log))
-    baseline = step("baseline (ASR -> S2TT, same budget)", lambda: run_stages(stages["baseline"], log=log)[0])
-    no_smt = step("ablation w/o SMT (ASR -> SRT)", lambda: run_stages(stages["no_smt"], log=log)[0])
-    seen = shipped_training_sentences()
-    clash = seen & {r.sentence_id for r in read_manifest(data / "test.jsonl")}
+    finals = step("curriculum SMT -> SRT (from the shipped ASR stage)",
+                  lambda: run_stages(stages["curriculum"], log=log))
+    baseline = step("baseline (S2TT, same budget)", lambda: run_stages(stages["baseline"], log=log)[0])
+    no_smt = step("ablation w/o SMT (SRT alone, same budget)", lambda: run_stages(stages["no_smt"], log=log)[0])
+    directions = step("the LLM's text MT per direction (dev)", lambda: choose_directions(data / "dev.jsonl", log))
+    (work / "report").mkdir(parents=True, exist_ok=True)
+    (work / "report" / "directions.json").write_text(json.dumps(directions, indent=2) + "\n")
+    seen = set().union(*(shipped_training_sentences(SHIPPED / name) for name in ("asr", "srt")))
+    tests = {r.sentence_id for r in read_manifest(data / "test.jsonl")}
+    clash = seen & tests
     if clash:
-        log(f"\n{len(clash)} test sentences of {data} were in the shipped model's training data "
-            f"({SHIPPED / 'srt' / TRAIN_SENTENCES}); they are left out of the evaluation")
-    subset = test_subset(data / "test.jsonl", work / "test_subset.jsonl", exclude=frozenset(clash))
+        log(f"\n{len(clash)} test sentences of {data} were in a shipped model's training data "
+            f"({TRAIN_SENTENCES} of {SHIPPED / 'asr'}, {SHIPPED / 'srt'}); they are left out of the evaluation")
+    subset = test_subset(data / "test.jsonl", work / "test_subset.jsonl", directions=directions["chosen"],
+                         sentences=len(tests), exclude=frozenset(clash))
     systems = {"LLM-SRT (this run)": str(finals[-1]), "Baseline (this run)": str(baseline),
                "LLM-SRT w/o SMT (this run)": str(no_smt), "Cascade": "cascade"}
-    for name, folder in (("LLM-SRT (shipped)", SHIPPED / "srt"), ("Baseline (shipped)", SHIPPED / "baseline")):
-        if (folder / "config.json").is_file():
-            systems[name] = str(folder)
     report = step("evaluation", lambda: evaluate(systems, subset, work / "report", log=log))
     own = {name: folder for name, folder in systems.items() if name.endswith("(this run)")}
     scored = [r for r in read_manifest(subset) if r.translation and r.tgt_lang]
     losses = step("teacher-forced loss of the references", lambda: reference_losses_of(own, scored, log))
-    claims = check_claims({name: load_results(hyps_path(work / "report", name)) for name in systems}, losses)
+    claims = check_claims({name: load_results(hyps_path(work / "report", name)) for name in systems}, losses,
+                          text_mt={f"{s}-{t}": directions["bleu"][f"{s}-{t}"] for s, t in directions["chosen"]})
     log("\n" + "\n".join(claims["lines"]))
 
     def one_clip():
-        row = next(r for r in read_manifest(subset) if r.src_lang == "eng" and r.tgt_lang == "deu")
-        model = systems.get("LLM-SRT (shipped)", systems["LLM-SRT (this run)"])
-        res = SpeechTranslator.from_pretrained(model).translate([row.audio], "eng", "deu")[0]
+        row = read_manifest(subset)[0]
+        shipped = SHIPPED / "srt"
+        model = str(shipped) if (shipped / "config.json").is_file() else systems["LLM-SRT (this run)"]
+        res = SpeechTranslator.from_pretrained(model).translate([row.audio], row.src_lang, row.tgt_lang)[0]
         audio = Path(row.audio)
         log(f"audio:       {audio.relative_to(data.resolve()) if data.resolve() in audio.parents else audio}")
         log(f"model:       {model}")
@@ -122,7 +170,7 @@ def run_demo(work: Path, data: Path, log=print) -> dict:
         log(f"translation: {res.translation}")
         log(f"reference:   {row.transcript}  ->  {row.translation}")
         return res
-    step("one held-out clip (eng -> deu)", one_clip)
+    step("one held-out clip", one_clip)
     timings["total"] = round(time.perf_counter() - t_all, 1)
     (work / "report" / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
     (work / "report" / "claims.json").write_text(json.dumps(claims["numbers"], indent=2) + "\n")
@@ -145,11 +193,12 @@ CLAIMS = (  # (claim, system that should win, system it is compared with, the pa
 
 
 def check_claims(results: Mapping[str, list], losses: Mapping[str, list[float]] | None = None,
-                 samples: int = 1000) -> dict:
+                 samples: int = 1000, text_mt: Mapping[str, float] | None = None) -> dict:
     """The paper's claims on this run's utterance results (system name -> its rows): average BLEU of each pair
     and whether the difference is beyond chance (paired bootstrap over the test sentences, p < 0.05). `losses`
     (system name -> teacher-forced loss of each reference translation, same rows in the same order, lower is
-    better): the same test on the loss, which varies far less than BLEU at this scale."""
+    better): the same test on the loss, which varies far less than BLEU at this scale. `text_mt` (direction ->
+    the LLM's own text-MT BLEU there): printed with the claims and kept with each, as what bounds them."""
     from .evaluate.significance import paired_bootstrap, paired_mean
 
     lines = [f"=== the paper's claims, on this run (avg BLEU over the demo directions; paired bootstrap over test "
@@ -171,7 +220,12 @@ def check_claims(results: Mapping[str, list], losses: Mapping[str, list[float]] 
                                        "verdict": lv, "delta_ci95": [round(t.low, 4), round(t.high, 4)]}
             lines.append(f"  reference loss (nats/token, lower is better): {t.a:.3f} vs {t.b:.3f} (delta "
                          f"{t.delta:+.3f}, [{t.low:+.3f}, {t.high:+.3f}]) -> {lv} (p={t.p:.3f})")
+        if text_mt:
+            entry["text_mt_bleu"] = dict(text_mt)
         numbers.append(entry)
+    if text_mt:
+        lines.append("what bounds both: the LLM's own text MT (gold transcript -> translation) in the scored "
+                     "directions, BLEU " + ", ".join(f"{d.replace('-', '->')} {b:.1f}" for d, b in text_mt.items()))
     return {"lines": lines, "numbers": numbers}
 
 
