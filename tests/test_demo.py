@@ -35,6 +35,8 @@ def test_shipped_training_sentences_are_read_from_the_checkpoint(tmp_path):
     assert shipped_training_sentences(tmp_path) == {"ab12", "cd34"}
     shipped = shipped_training_sentences(SHIPPED / "srt")  # the list the repo ships next to the adapter
     assert len(shipped) >= 100 and all(len(i) == 10 for i in shipped)
+    asr = shipped_training_sentences(SHIPPED / "asr")  # the demo's start: 560 mini sentences + 1,200 prose
+    assert len(asr) >= 1000 and all(len(i) == 10 for i in asr) and (SHIPPED / "asr" / "adapter.safetensors").is_file()
 
 
 def test_claims_say_holds_reversed_or_not_significant_with_p():

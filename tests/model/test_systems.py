@@ -354,3 +354,33 @@ def test_whisper_and_cascade_on_cuda_in_bfloat16(folders):
     out = cascade.run_batch([Item(CLIPS[0], "eng", "deu", Task.SRT), Item(None, "fra", "eng", Task.MT, "chat")],
                             OPTS)
     assert all(o.error is None for o in out)
+
+
+@pytest.mark.integration
+def test_text_mt_stops_at_a_line_break_with_the_same_first_line(embedded):
+    """Greedy text MT stops each row at its first token holding a line break: the answer (the first line) is the
+    one a generation to the cap gives, with and without a line-break token made likely (embedded Gemma: the tiny
+    tokenizer has no line-break token)."""
+    from llm_srt.model.systems import MT_TEMPLATE
+
+    mt = load_system("mt", CPU)
+    tok = mt.tokenizer
+    texts = tok.batch_decode([[i] for i in range(len(tok))])
+    assert mt.line_breaks == {i for i, t in enumerate(texts) if "\n" in t} and mt.line_breaks
+    newline = min(mt.line_breaks)
+    args = (["a cat sat", "le chien noir", "der Hund"], ["eng", "fra", "deu"], ["deu", "eng", "eng"])
+
+    def first_lines_without_stops():
+        batch = tok([MT_TEMPLATE.format(src=languages.get(s).name, tgt=languages.get(t).name, text=x)
+                     for x, s, t in zip(*args)], return_tensors="pt", padding=True, padding_side="left")
+        caps = [min(OPTS.max_new_tokens, 2 * len(tok(x)["input_ids"]) + 16) for x in args[0]]
+        ids = mt.model.generate(**batch, do_sample=False, max_new_tokens=max(caps), pad_token_id=tok.pad_token_id)
+        new = ids[:, batch["input_ids"].shape[1]:].tolist()
+        return [a.strip().split("\n")[0].strip()
+                for a in tok.batch_decode([r[:c] for r, c in zip(new, caps)], skip_special_tokens=True)]
+
+    assert mt.translate(*args, OPTS) == first_lines_without_stops()
+    head = mt.model.get_output_embeddings()
+    with torch.no_grad():  # the line break becomes likely: rows end early, and the answer is still the same
+        head.weight[newline] = head.weight[newline] * 0 + head.weight.abs().max() * 0.2
+    assert mt.translate(*args, OPTS) == first_lines_without_stops()

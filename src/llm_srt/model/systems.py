@@ -353,6 +353,12 @@ class TextMTSystem:
         self.name = name
         self.model, self.tokenizer = load_llm(self.folder, placement.dtype, device=placement.device)
 
+    @cached_property
+    def line_breaks(self) -> set[int]:
+        """The token ids whose text holds a line break (one decode of the vocabulary: ~1 s for 262k tokens)."""
+        texts = self.tokenizer.batch_decode([[i] for i in range(len(self.tokenizer))])
+        return {i for i, t in enumerate(texts) if "\n" in t}
+
     def translate(self, texts: list[str], srcs: list[str], tgts: list[str], options: DecodingOptions,
                   caps: list[int] | None = None) -> list[str]:
         """Texts -> their translations, one language pair per text; the answer is the first line generated.
@@ -369,10 +375,16 @@ class TextMTSystem:
             tok.padding_side = side
         caps = [min(c, 2 * len(tok(x)["input_ids"]) + 16)
                 for x, c in zip(texts, caps or [options.max_new_tokens] * len(texts))]
+        from .decoding import eos_ids
+
+        # greedy: a row stops at its first token that holds a line break (the answer is the first line), so no row
+        # runs on to its cap; beam search keeps the model's own EOS (a line break must not end a beam's ranking)
+        stop = {"eos_token_id": sorted(set(eos_ids(self.model, tok)) | self.line_breaks)} \
+            if options.beam_size == 1 else {}
         with torch.inference_mode():
             ids = self.model.generate(**batch, do_sample=False, num_beams=options.beam_size,
                                       max_new_tokens=max(caps), no_repeat_ngram_size=options.no_repeat_ngram_size,
-                                      pad_token_id=tok.pad_token_id)
+                                      pad_token_id=tok.pad_token_id, **stop)
         new = ids[:, batch["input_ids"].shape[1]:].tolist()
         answers = tok.batch_decode([row[:c] for row, c in zip(new, caps)], skip_special_tokens=True)
         return [a.strip().split("\n")[0].strip() for a in answers]
