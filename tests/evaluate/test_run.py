@@ -296,3 +296,8 @@ def test_several_systems_are_compared_with_the_first(oracle, manifest, tmp_path,
     none = run.evaluate({"flaky": "flaky", "gold": "gold"}, manifest, tmp_path / "n", task="srt", options=OPTS,
                         batch_size=4, placement=CPU, log=lambda *_: None, significance=0)
     assert none.comparisons == ()
+    lines = []  # several systems on ASR rows only: WER per system, no BLEU test (it used to stop the evaluation)
+    asr = run.evaluate({"flaky": "flaky", "gold": "gold"}, manifest, tmp_path / "a", task="asr", options=OPTS,
+                       batch_size=4, placement=CPU, log=lines.append, significance=200)
+    assert asr.comparisons == () and all(s.asr for s in asr.systems) and not asr.directions
+    assert "no rows with a reference translation: no paired BLEU test between the systems" in lines

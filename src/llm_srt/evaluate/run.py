@@ -202,7 +202,9 @@ def evaluate(models: dict[str, str], manifest: str | Path, out: str | Path, task
     for name, results in mt.items():
         _write_hyps(hyps_path(out, name, mt=True), results)
     report = build_report(systems, mt=mt)
-    if len(systems) > 1 and significance:
+    if len(systems) > 1 and significance and not report.directions:  # e.g. --task asr: WER/CER only
+        log("no rows with a reference translation: no paired BLEU test between the systems")
+    elif len(systems) > 1 and significance:
         first = next(iter(systems))
         report = replace(report, comparisons=tuple(
             (name, first, paired_bootstrap(results, systems[first], samples=significance))
