@@ -241,7 +241,8 @@ def test_whisper_in_int8_on_the_cpu(ending_whisper):
     from transformers.modeling_outputs import BaseModelOutput
 
     from llm_srt.model.llm import Int8Linear
-    from llm_srt.model.systems import _SuppressTokens, _whisper
+    from llm_srt.model.systems import _whisper
+    from llm_srt.model.whisper_torch import SuppressTokens
 
     system = WhisperSystem(ending_whisper, device.resolve("cpu", "int8"))
     w = system.whisper
@@ -249,15 +250,15 @@ def test_whisper_in_int8_on_the_cpu(ending_whisper):
     assert linears and all(isinstance(m, Int8Linear) for m in linears)
     assert w.dtype == torch.float32 and isinstance(w.head, Int8Linear)
     hf = _whisper(system.folder, CPU.device, device.resolve("cpu", "int8").dtype)
-    assert isinstance(hf.model.proj_out, Int8Linear)
+    assert isinstance(hf.proj_out, Int8Linear)
     mel = w.mel(CLIPS)
     prompts = torch.tensor([system.prompt("eng", "transcribe")] * len(CLIPS))
     with torch.inference_mode():
         states = system.encode(mel)
-        ref = hf.model.generate(encoder_outputs=BaseModelOutput(last_hidden_state=states), language="en",
-                                task="transcribe", max_new_tokens=6,
-                                logits_processor=[_SuppressTokens(w.dims.n_vocab, hf.suppress, hf.begin_suppress,
-                                                                  CPU.device)])
+        g = w.generation
+        ref = hf.generate(encoder_outputs=BaseModelOutput(last_hidden_state=states), language="en",
+                          task="transcribe", max_new_tokens=6,
+                          logits_processor=[SuppressTokens(w.dims.n_vocab, g.suppress, g.begin_suppress, CPU.device)])
         ours = w.greedy(states, prompts, 6)
     eos = w.generation.eos
     assert [until_eos(r, eos) for r in ours.tolist()] == [until_eos(r, eos) for r in ref.tolist()]

@@ -33,7 +33,7 @@ from ..device import Placement, compute_dtype, is_int8
 from ..errors import LLMSRTError
 from ..paths import EMBEDDED, resolve_model
 from ..prompts import Task, build, clean, parse_srt
-from .whisper_torch import TorchWhisper
+from .whisper_torch import SuppressTokens, TorchWhisper
 
 if TYPE_CHECKING:
     from .decoding import DecodingOptions
@@ -154,22 +154,13 @@ def _torch_whisper(folder: str, device: torch.device, dtype: torch.dtype) -> Tor
     return TorchWhisper.from_pretrained(folder, device, compute_dtype(dtype), int8=is_int8(dtype))
 
 
-@dataclass(frozen=True)
-class _Whisper:
-    """A loaded HF Whisper (beam search, no-repeat n-grams) and the suppressed tokens taken out of its generation
-    config."""
-
-    model: object  # WhisperForConditionalGeneration, eval, on its device
-    suppress: tuple[int, ...]  # token ids never generated (the generation config's suppress_tokens)
-    begin_suppress: tuple[int, ...]  # ... nor as the first generated token (begin_suppress_tokens)
-
-
 @lru_cache(maxsize=2)
-def _whisper(folder: str, device: torch.device, dtype: torch.dtype) -> _Whisper:
+def _whisper(folder: str, device: torch.device, dtype: torch.dtype):
     """An HF Whisper folder loaded straight onto `device` in `dtype` (int8: float32, then int8 linear layers), for
-    what the torch Whisper does not do (beam search, no-repeat n-grams): transformers is imported only then. The
-    generation config's suppressed tokens move out of it (into `_Whisper`), so HF's processors, which rebuild their
-    masks with `torch.isin` at every step, never run: `_SuppressTokens` masks the same tokens from masks made once."""
+    what the torch Whisper does not do (beam search, no-repeat n-grams): transformers is imported only then. Its
+    generation config's suppressed tokens are cleared, so HF's processors, which rebuild their masks with
+    `torch.isin` at every step, never run: `SuppressTokens` masks the same tokens (the torch Whisper's
+    `generation`, read from the same generation_config.json) from masks made once."""
     from transformers import WhisperForConditionalGeneration
 
     from .llm import quantize_int8
@@ -181,27 +172,8 @@ def _whisper(folder: str, device: torch.device, dtype: torch.dtype) -> _Whisper:
         raise LLMSRTError(f"{folder}: cannot load Whisper ({str(e).splitlines()[0]})") from None
     if is_int8(dtype):  # every linear layer of encoder and decoder, the tied output head as a copy (as CTranslate2's
         quantize_int8(model)  # int8); convolutions, embeddings, norms and activations stay float32
-    config = model.generation_config
-    suppress, begin = tuple(config.suppress_tokens or ()), tuple(config.begin_suppress_tokens or ())
-    config.suppress_tokens = config.begin_suppress_tokens = None
-    return _Whisper(model.eval(), suppress, begin)
-
-
-class _SuppressTokens:
-    """Whisper's suppressed tokens (`suppress` at every step, `begin` also at the first generated one) as an HF
-    logits processor over masks made once. One instance per `generate` call: its first call is the first step."""
-
-    def __init__(self, vocab_size: int, suppress: Sequence[int], begin: Sequence[int], device: torch.device):
-        self.always = torch.zeros(vocab_size, dtype=torch.bool, device=device)
-        self.always[list(suppress)] = True
-        self.first = self.always.clone()
-        self.first[list(begin)] = True
-        self.started = False
-
-    def __call__(self, input_ids: torch.Tensor | None, scores: torch.Tensor) -> torch.Tensor:
-        mask = self.always if self.started else self.first
-        self.started = True
-        return scores.masked_fill(mask, -float("inf"))
+    model.generation_config.suppress_tokens = model.generation_config.begin_suppress_tokens = None
+    return model.eval()
 
 
 def detect_language(whisper: str | Path | None, audio: np.ndarray, placement: Placement) -> str:
@@ -303,11 +275,12 @@ class WhisperSystem:
         from transformers import LogitsProcessorList
 
         hf = _whisper(self.folder, self.placement.device, self.placement.dtype)
-        suppress = _SuppressTokens(self.whisper.dims.n_vocab, hf.suppress, hf.begin_suppress, mel.device)
-        return hf.model.generate(mel, language=[languages.whisper_language(x, self.vocab) for x in langs],
-                                 task=whisper_task, num_beams=options.beam_size, max_new_tokens=max_new,
-                                 no_repeat_ngram_size=options.no_repeat_ngram_size,
-                                 logits_processor=LogitsProcessorList([suppress]))
+        g = self.whisper.generation
+        suppress = SuppressTokens(self.whisper.dims.n_vocab, g.suppress, g.begin_suppress, mel.device)
+        return hf.generate(mel, language=[languages.whisper_language(x, self.vocab) for x in langs],
+                           task=whisper_task, num_beams=options.beam_size, max_new_tokens=max_new,
+                           no_repeat_ngram_size=options.no_repeat_ngram_size,
+                           logits_processor=LogitsProcessorList([suppress]))
 
     def run_batch(self, items: Sequence[Item], options: DecodingOptions) -> list[Output]:
         out: list[Output | None] = [None] * len(items)

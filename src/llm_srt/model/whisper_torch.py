@@ -141,6 +141,24 @@ class WhisperDims:
                    c["decoder_attention_heads"], c["decoder_layers"], c["decoder_ffn_dim"])
 
 
+class SuppressTokens:
+    """Whisper's suppressed tokens (`suppress` at every step, `begin` also at the first generated one) over masks made
+    once; also an HF logits processor (HF's own rebuild their masks with `torch.isin` at every step). One instance
+    per decode: its first call is the first step."""
+
+    def __init__(self, vocab_size: int, suppress: tuple[int, ...], begin: tuple[int, ...], device: torch.device):
+        self.always = torch.zeros(vocab_size, dtype=torch.bool, device=device)
+        self.always[list(suppress)] = True
+        self.first = self.always.clone()
+        self.first[list(begin)] = True
+        self.started = False
+
+    def __call__(self, input_ids: torch.Tensor | None, scores: torch.Tensor) -> torch.Tensor:
+        mask = self.always if self.started else self.first
+        self.started = True
+        return scores.masked_fill(mask, -float("inf"))
+
+
 class Linear(nn.Linear):
     """nn.Linear without its random init: parameters come from the checkpoint (init on meta tensors alone would
     import torch._dynamo, ~1 s)."""
@@ -437,15 +455,12 @@ class TorchWhisper(nn.Module):
         g, decoder = self.generation, self.model.decoder
         cache = KVCache([layer.encoder_attn.kv(states) for layer in decoder.layers],
                         min(self.dims.n_text_ctx, prompts.shape[1] + max_new))
-        always = torch.zeros(self.dims.n_vocab, dtype=torch.bool, device=states.device)
-        always[list(g.suppress)] = True
-        first = always.clone()
-        first[list(g.begin_suppress)] = True
+        suppress = SuppressTokens(self.dims.n_vocab, g.suppress, g.begin_suppress, states.device)
         out = torch.full((len(prompts), max_new), g.pad, dtype=torch.long, device=states.device)
         rows = torch.arange(len(prompts), device=states.device)  # batch slot -> row of `out`
-        ids, mask = prompts, first
+        ids = prompts
         for step in range(max_new):
-            token = self.logits(decoder(ids, cache)[:, -1]).masked_fill(mask, -float("inf")).argmax(-1)
+            token = suppress(None, self.logits(decoder(ids, cache)[:, -1])).argmax(-1)
             out[rows, step] = token
             live = token != g.eos
             if not bool(live.all()):
@@ -454,7 +469,7 @@ class TorchWhisper(nn.Module):
                 keep = live.nonzero().squeeze(1)
                 cache.select(keep)
                 rows, token = rows[keep], token[keep]
-            ids, mask = token[:, None], always
+            ids = token[:, None]
         return out
 
     def decode_text(self, rows: list[list[int]]) -> list[str]:
