@@ -237,10 +237,10 @@ def reference_losses_of(systems: Mapping[str, str], rows: list, log=print, place
     from .evaluate.run import model_task
     from .model.speech_llm import SpeechLLM
 
+    placement = placement or device.resolve("auto")
     out = {}
     for name, folder in systems.items():
         task = model_task(folder)
-        placement = placement or device.resolve("auto")
         model = SpeechLLM.from_pretrained(folder, device=placement.device, dtype=placement.dtype)
         out[name] = reference_losses(model, rows, task)
         log(f"{name}: mean reference loss {sum(out[name]) / len(out[name]):.3f} nats/token ({task.value}, "

@@ -336,6 +336,8 @@ class TextMTSystem:
                   caps: list[int] | None = None) -> list[str]:
         """Texts -> their translations, one language pair per text; the answer is the first line generated.
         Each text may generate twice its own length + 16 tokens, and at most its cap (default: the options')."""
+        from .decoding import eos_ids
+
         if not texts:
             return []
         tok = self.tokenizer
@@ -348,8 +350,6 @@ class TextMTSystem:
             tok.padding_side = side
         caps = [min(c, 2 * len(tok(x)["input_ids"]) + 16)
                 for x, c in zip(texts, caps or [options.max_new_tokens] * len(texts))]
-        from .decoding import eos_ids
-
         # greedy: a row stops at its first token that holds a line break (the answer is the first line), so no row
         # runs on to its cap; beam search keeps the model's own EOS (a line break must not end a beam's ranking)
         stop = {"eos_token_id": sorted(set(eos_ids(self.model, tok)) | self.line_breaks)} \
