@@ -2,7 +2,7 @@
 
 `auto` means the GPU when one is present (under torchrun: the rank's own GPU, `cuda:$LOCAL_RANK`) in bfloat16,
 else the CPU in float32. `int8` (CPU inference only) keeps the frozen models' linear layers in int8 (per-channel
-weights, activations quantized per call: `model/llm.py: quantize_int8`); everything else, and every activation,
+weights, activations quantized per call: `model/cpu_linear.py: quantize_int8`); everything else, and every activation,
 stays float32 (`compute_dtype`). Every verb takes `--device` and `--dtype` (see `add_arguments`); training configs have the
 same two keys. Nothing below this module picks a device by itself.
 """

@@ -184,7 +184,7 @@ def test_int8_quantizes_every_linear_and_a_tied_head_as_a_copy(folders, tmp_path
 
     from torch import nn
 
-    from llm_srt.model.llm import Int8Linear, is_quantized
+    from llm_srt.model.cpu_linear import Int8Linear, is_quantized
 
     _, llm, _ = folders
     tied = tmp_path / "tied"
@@ -217,7 +217,7 @@ def test_int8_quantizes_every_linear_and_a_tied_head_as_a_copy(folders, tmp_path
 def test_int8_linear_quantizes_each_row_on_its_own_range():
     from torch import nn
 
-    from llm_srt.model.llm import Int8Linear
+    from llm_srt.model.cpu_linear import Int8Linear
 
     torch.manual_seed(0)
     linear = nn.Linear(64, 32)

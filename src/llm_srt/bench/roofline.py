@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from .. import device as dev
-from ..model.llm import Int8Linear, causal_lm
+from ..model.cpu_linear import Int8Linear
+from ..model.llm import causal_lm
 
 COPY_BYTES = 1 << 30  # the bandwidth probe copies 1 GiB
 GEMM_SIZE = {"cpu": 2048, "cuda": 8192}  # square fp32 GEMM of the matmul probe, by device type

@@ -26,7 +26,8 @@ from ..prompts import PROMPT_FORMAT_VERSION
 from .adapter import Adapter, build_adapter
 from .decoding import DecodingOptions, eos_ids, generate_ids
 from .encoder import WhisperEncoder, whisper_dim
-from .llm import LoraOptions, backbone_and_head, hidden_size, is_quantized, load_llm, resolve_dtype, softcap
+from .cpu_linear import is_quantized
+from .llm import LoraOptions, backbone_and_head, hidden_size, load_llm, resolve_dtype, softcap
 
 log = logging.getLogger(__name__)
 

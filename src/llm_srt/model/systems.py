@@ -163,7 +163,7 @@ def _whisper(folder: str, device: torch.device, dtype: torch.dtype):
     `generation`, read from the same generation_config.json) from masks made once."""
     from transformers import WhisperForConditionalGeneration
 
-    from .llm import quantize_int8
+    from .cpu_linear import quantize_int8
 
     try:
         model = WhisperForConditionalGeneration.from_pretrained(folder, dtype=compute_dtype(dtype),

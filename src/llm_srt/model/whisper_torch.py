@@ -25,13 +25,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import LLMSRTError
+from .cpu_linear import decode_linear
 
 SAMPLE_RATE = 16000
 FEATURE_DEFAULTS = {"feature_size": 80, "sampling_rate": SAMPLE_RATE, "hop_length": 160, "chunk_length": 30,
                     "n_fft": 400, "dither": 0.0}  # WhisperFeatureExtractor's defaults
 TIMESTAMP = re.compile(r"<\|(\d+\.\d+)\|>")  # timestamp tokens are not special in tokenizer.json: HF drops their text
 CPU_MMAP_THRESHOLD = 1 << 20  # bytes: on glibc, CPU allocations this large are mapped and unmapped on their own
-HEAD_GEMM_MAX_ROWS = 64  # decode-sized rows: the head as (W @ h^T)^T, a faster BLAS kernel on the CPU
 
 
 def _read_json(path: Path) -> dict:
@@ -161,10 +161,13 @@ class SuppressTokens:
 
 class Linear(nn.Linear):
     """nn.Linear without its random init: parameters come from the checkpoint (init on meta tensors alone would
-    import torch._dynamo, ~1 s)."""
+    import torch._dynamo, ~1 s); decode steps take `decode_linear`'s faster CPU kernel."""
 
     def reset_parameters(self) -> None:
         pass
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return decode_linear(x, self.weight, self.bias)
 
 
 class LayerNorm(nn.LayerNorm):
@@ -383,7 +386,7 @@ class TorchWhisper(nn.Module):
         not every float32 weight besides."""
         from safetensors import safe_open
 
-        from .llm import Int8Linear  # transformers comes with it: only for --dtype int8
+        from .cpu_linear import Int8Linear
 
         path = self.folder / "model.safetensors"
         linears = {name: m for name, m in self.model.named_modules() if isinstance(m, nn.Linear)}
@@ -436,11 +439,7 @@ class TorchWhisper(nn.Module):
         """(B, D) -> (B, vocab) float32 through the tied head."""
         if self.head is not None:
             return self.head(hidden).float()
-        head = self.model.decoder.embed_tokens.weight
-        if hidden.device.type == "cpu" and len(hidden) <= HEAD_GEMM_MAX_ROWS:
-            rows = hidden if len(hidden) > 1 else torch.cat([hidden, hidden])  # a GEMM, not the slower GEMV
-            return (head @ rows.T).T[:len(hidden)].float()
-        return (hidden @ head.T).float()
+        return decode_linear(hidden, self.model.decoder.embed_tokens.weight).float()
 
     def next_logits(self, states: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor:
         """Encoder states (B, n_audio_ctx, D), prompts (B, P) -> the logits after each prompt (B, vocab), nothing

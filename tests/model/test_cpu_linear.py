@@ -1,0 +1,86 @@
+"""decode_linear / fast_cpu_linears: the decode-sized CPU product is F.linear's math, and greedy decoding of the
+embedded LLM says exactly the same with it."""
+
+import types
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from llm_srt.model import cpu_linear
+from llm_srt.model.cpu_linear import DECODE_MAX_ROWS, decode_linear, fast_cpu_linears
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 5), (4, 1), (3, 7), (DECODE_MAX_ROWS, 1), (2, 40)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_decode_linear_equals_f_linear_in_value_and_gradient(shape, bias):
+    torch.manual_seed(0)
+    w = torch.randn(48, 32, requires_grad=True)
+    b = torch.randn(48, requires_grad=True) if bias else None
+    x = torch.randn(*shape, 32, requires_grad=True)
+    y = decode_linear(x, w, b)
+    ref = F.linear(x, w, b)
+    assert y.shape == ref.shape and y.is_contiguous()
+    torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
+    g = torch.randn_like(ref)
+    grads = torch.autograd.grad(y, [x, w] + ([b] if bias else []), g)
+    ref_grads = torch.autograd.grad(ref, [x, w] + ([b] if bias else []), g)
+    for a, r in zip(grads, ref_grads):
+        torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-5)
+
+
+def test_decode_linear_takes_the_transposed_product_only_for_decode_sized_cpu_inputs(monkeypatch):
+    calls = []
+    real = F.linear
+    monkeypatch.setattr(cpu_linear.F, "linear", lambda *a: calls.append(a[0].shape) or real(*a))
+    w = torch.randn(16, 8)
+    decode_linear(torch.randn(1, 1, 8), w)
+    decode_linear(torch.randn(DECODE_MAX_ROWS, 8), w)
+    assert calls == []
+    decode_linear(torch.randn(DECODE_MAX_ROWS + 1, 8), w)  # a prefill or a training batch
+    assert calls == [(DECODE_MAX_ROWS + 1, 8)]
+
+
+def test_decode_linear_leaves_mixed_dtypes_to_f_linear_and_its_error():
+    with pytest.raises(RuntimeError, match="dtype"):
+        decode_linear(torch.randn(2, 8, dtype=torch.float64), torch.randn(16, 8))
+
+
+def test_fast_cpu_linears_patches_plain_linears_only():
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 4))
+    x = torch.randn(3, 8)
+    before = model(x)
+    fast_cpu_linears(model)
+    assert all(isinstance(m.forward, types.MethodType) and m.forward.__func__ is cpu_linear._decode_linear_forward
+               for m in model if isinstance(m, nn.Linear))
+    torch.testing.assert_close(model(x), before)
+
+
+def test_greedy_text_decoding_of_the_embedded_llm_is_unchanged(embedded):
+    """The embedded Gemma, greedy, 6 prompts at batch 1 and as one batch: the same token ids with the decode-sized
+    product as with plain F.linear everywhere."""
+    from llm_srt.model.decoding import eos_ids, greedy_ids
+    from llm_srt.model.llm import causal_lm, load_llm
+
+    model, tok = load_llm(embedded.llm)
+    texts = ["Translate to German: The weather is nice today.", "Translate to French: Where is the station?",
+             "The capital of Spain is", "Once upon a time", "Translate to English: Das Haus ist alt.",
+             "List three colours:"]
+    emb = causal_lm(model).get_input_embeddings()
+    enc = tok(texts, return_tensors="pt", padding=True, padding_side="left")
+    eos = eos_ids(model, tok)
+
+    def run():
+        with torch.no_grad():
+            single = [greedy_ids(model, emb(enc.input_ids[i:i + 1]), enc.attention_mask[i:i + 1], 12, eos)[0]
+                      for i in range(len(texts))]
+            batch = greedy_ids(model, emb(enc.input_ids), enc.attention_mask, 12, eos)
+        return single, batch
+
+    linears = [m for m in causal_lm(model).modules() if isinstance(m, nn.Linear)]
+    assert len(linears) > 100 and all(m.forward.__func__ is cpu_linear._decode_linear_forward for m in linears)
+    fast = run()
+    for m in linears:
+        m.forward = types.MethodType(nn.Linear.forward, m)
+    assert run() == fast
