@@ -104,10 +104,9 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features).float()
-        scale = torch.linalg.vector_norm(flat, ord=float("inf"), dim=1, keepdim=True).clamp(min=1e-30)
-        y = torch.ops.quantized.linear_dynamic(flat / scale, self._packed, self.reduce_range) * scale
-        if self.bias is not None:
-            y = y + self.bias
+        scale = torch.linalg.vector_norm(flat, ord=float("inf"), dim=1, keepdim=True).clamp_(min=1e-30)
+        y = torch.ops.quantized.linear_dynamic(flat / scale, self._packed, self.reduce_range)
+        y = y.mul_(scale) if self.bias is None else torch.addcmul(self.bias, y, scale)  # one pass over y, not two
         return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
 
     def extra_repr(self) -> str:
