@@ -84,3 +84,17 @@ def test_greedy_text_decoding_of_the_embedded_llm_is_unchanged(embedded):
     for m in linears:
         m.forward = types.MethodType(nn.Linear.forward, m)
     assert run() == fast
+
+
+def test_linear_kernels_script_times_both_forms_at_each_row_count():
+    """scripts/linear_kernels.py (README's per-layer figures), at a tiny shape."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "linear_kernels.py"
+    spec = importlib.util.spec_from_file_location("linear_kernels", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rows = module.main(["--shapes", "32x16,16x32", "--layers", "2", "--rows", "1,3", "--repeats", "1"])
+    assert [r["rows"] for r in rows] == [1, 3]
+    assert all(r["linear_ms"] > 0 and r["decode_linear_ms"] > 0 for r in rows)

@@ -147,6 +147,39 @@ def test_greedy_drops_finished_rows_and_equals_hf_generate(model):
     assert steps[0] == 3 and min(steps) < 3 and steps == sorted(steps, reverse=True)  # finished rows left
 
 
+def test_greedy_on_end_writes_the_required_ids_once_then_goes_on_as_if_they_were_prompted(model):
+    """A row that picks an end token before `on_end` is satisfied gets the ids written for it (the argmax ignored)
+    and goes on; what follows equals greedy decoding of the prompt extended by those ids. Asked once per row: the
+    next end token ends it. Rows for which on_end says None end as before."""
+    from llm_srt.model import decoding
+    from llm_srt.model.llm import causal_lm
+
+    speech = model.speech_embeddings(_batch())
+    prompt_ids, _ = tokenize_batch(model.tokenizer, PROMPTS)
+    embeds, mask, _ = model.assemble(speech, prompt_ids, left_pad=True)
+    eos = [model.tokenizer.eos_token_id]
+    free = decoding.greedy_ids(model.llm, embeds, mask, 12, eos)
+    stop = eos + [free[0][1]]  # row 0's second token now ends it
+    forced, asked = [7, 9], []
+
+    def on_end(row, ids):
+        asked.append((row, list(ids)))
+        return forced if row == 0 else None
+
+    with torch.no_grad():
+        plain = decoding.greedy_ids(model.llm, embeds, mask, 12, stop)
+        ours = decoding.greedy_ids(model.llm, embeds, mask, 12, stop, on_end)
+        emb = causal_lm(model.llm).get_input_embeddings()
+        head = torch.cat([torch.tensor(plain[0]), torch.tensor(forced)])
+        longer = torch.cat([embeds[:1], emb(head)[None]], dim=1)
+        longer_mask = torch.cat([mask[:1].long(), torch.ones(1, len(head), dtype=torch.long)], dim=1)
+        rest = decoding.greedy_ids(model.llm, longer, longer_mask, 12 - len(head), stop)[0]
+    assert plain[0] == free[0][:1] and (0, plain[0]) in asked
+    assert ours[0] == plain[0] + forced + rest
+    assert ours[1:] == plain[1:]  # on_end said None: they ended where they did
+    assert len([a for a in asked if a[0] == 0]) == 1
+
+
 @pytest.mark.parametrize("beam", [1, 3])
 def test_batched_equals_one_by_one(model, beam):
     opts = DecodingOptions(max_new_tokens=8, beam_size=beam, length_penalty=1.0)

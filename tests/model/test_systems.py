@@ -57,6 +57,29 @@ def test_speech_llm_mixed_batch_equals_each_item_alone(speech_model):
     assert mixed[5].translation == " ".join(direct.split())
 
 
+def test_srt_rows_that_would_end_before_their_tags_get_the_pair_written(speech_model, monkeypatch):
+    """force_srt_tags: the system asks greedy decoding to write an SRT row's tag pair when the row ends without a
+    language tag; rows that wrote a tag, other tasks, beam search and --no-force-srt-tags are left alone."""
+    from llm_srt.model import decoding
+
+    system = load_system(speech_model, CPU)
+    tok = system.model.tokenizer
+    seen = []
+    real = decoding.greedy_ids
+    monkeypatch.setattr(decoding, "greedy_ids", lambda *a: seen.append(a[-1]) or real(*a))
+    system.run_batch(MIXED[:4], OPTS)
+    on_end = seen[-1]
+    pair = tok("<|eng|><|deu|>", add_special_tokens=False)["input_ids"]
+    assert on_end(0, tok("a cat", add_special_tokens=False)["input_ids"]) == pair
+    assert on_end(0, tok("a cat<|eng|>", add_special_tokens=False)["input_ids"]) is None  # it wrote a tag itself
+    assert on_end(1, []) == tok("<|deu|><|eng|>", add_special_tokens=False)["input_ids"]
+    assert on_end(2, []) is None and on_end(3, []) is None  # ASR, S2TT
+    system.run_batch(MIXED[:4], replace(OPTS, force_srt_tags=False))
+    assert seen[-1] is None
+    system.run_batch(MIXED[2:4], OPTS)
+    assert seen[-1] is None  # no SRT row in the batch
+
+
 def test_translate_takes_per_input_languages_and_tasks(speech_model):
     t = SpeechTranslator.from_pretrained(speech_model, device="cpu")
     srcs, tgts, tasks = ["eng", "deu", "fra", "eng"], ["deu", "eng", None, "fra"], ["srt", "srt", "asr", "s2tt"]

@@ -24,7 +24,7 @@ from .. import device
 from ..data.manifest import Row, read_manifest
 from ..device import Placement
 from ..errors import LLMSRTError
-from ..model.decoding import DecodingOptions
+from ..model.decoding import DecodingOptions, add_srt_tags_argument
 from ..prompts import Task
 from .report import UtteranceResult, build_report, format_table, write_report
 from .significance import SAMPLES, paired_bootstrap
@@ -226,6 +226,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--beam", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=256)
+    add_srt_tags_argument(parser)
     parser.add_argument("--limit", type=int, default=None, help="only the first N rows")
     parser.add_argument("--with-mt", action="store_true",
                         help="also score each system's own LLM translating the gold transcripts (Figure 3)")
@@ -242,7 +243,8 @@ def add_arguments(parser) -> None:
 def main(args) -> int:
     models = parse_models(args.model)
     report = evaluate(models, args.manifest, args.out, args.task,
-                      DecodingOptions(beam_size=args.beam, max_new_tokens=args.max_new_tokens), args.batch_size,
+                      DecodingOptions(beam_size=args.beam, max_new_tokens=args.max_new_tokens,
+                                      force_srt_tags=args.force_srt_tags), args.batch_size,
                       args.limit, args.with_mt, args.skip_bad, placement=device.from_args(args),
                       whisper=args.whisper, llm=args.llm, significance=args.significance)
     if report is None:  # a rank other than 0 under torchrun

@@ -5,12 +5,14 @@ from __future__ import annotations
 import copy
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch import nn
 
 from ..errors import LLMSRTError
+
+OnEnd = Callable[[int, list[int]], "list[int] | None"]  # (row, its ids so far) -> ids to write before it may end
 
 if TYPE_CHECKING:  # transformers is imported where a decode needs it: `DecodingOptions` alone (infer.py, the
     from transformers import GenerationConfig  # Whisper path) must not cost its ~3 s import
@@ -27,11 +29,20 @@ class DecodingOptions:
     repetition_penalty: float = 1.0  # >1 discourages tokens already generated (1 = off)
     early_stopping: bool = True  # beam search stops once beam_size finished hypotheses exist
     share_prompt_cache: bool = True  # beam search: the prompt's KV cache is computed once per row, not per beam
+    force_srt_tags: bool = True  # SRT, greedy: a row that would end before its language-tag pair gets the pair
+    #  written for it and goes on to the translation (a well-trained model writes the pair itself: no change)
 
     def __post_init__(self):
         if self.beam_size < 1 or self.max_new_tokens < 1:
             raise LLMSRTError(f"decoding: beam_size and max_new_tokens must be >= 1 (got {self.beam_size}, "
                               f"{self.max_new_tokens})")
+
+
+def add_srt_tags_argument(parser) -> None:
+    """`--no-force-srt-tags` (translate, serve, evaluate): sets DecodingOptions.force_srt_tags to False."""
+    parser.add_argument("--no-force-srt-tags", dest="force_srt_tags", action="store_false",
+                        help="SRT, greedy: let a row end without its language-tag pair (and so without a translation) "
+                             "instead of writing the pair for it and decoding on")
 
 
 def eos_ids(model: nn.Module, tokenizer) -> list[int]:
@@ -47,9 +58,11 @@ def eos_ids(model: nn.Module, tokenizer) -> list[int]:
 
 
 def generate_ids(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, options: DecodingOptions,
-                 eos: list[int], pad_id: int, synced_ranks: bool = False) -> list[list[int]]:
+                 eos: list[int], pad_id: int, synced_ranks: bool = False, on_end: OnEnd | None = None
+                 ) -> list[list[int]]:
     """Left-padded inputs_embeds (B, L, d) + attention mask (B, L) -> new token ids per row (EOS and after cut).
     `synced_ranks`: keep stepping until every rank is done (a sharded model needs all ranks at each step).
+    `on_end` (plain greedy only; see `greedy_ids`): what a row must write before it may end.
 
     Plain greedy (no n-gram blocking, no repetition penalty, no other logits processor) runs `greedy_ids`: a
     finished row leaves the batch at once. Beam search (with `options.share_prompt_cache`) runs the prompt but its
@@ -60,7 +73,7 @@ def generate_ids(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, opt
     config = generation_config(causal_lm(model).generation_config, options, eos, pad_id)
     if options.beam_size == 1 and not synced_ranks and plain_argmax(config):
         with torch.no_grad():
-            return greedy_ids(model, embeds, mask, options.max_new_tokens, eos)
+            return greedy_ids(model, embeds, mask, options.max_new_tokens, eos, on_end)
     extra = {}
     with torch.no_grad(), warnings.catch_warnings():
         # n-gram blocking over generated tokens only is what we want: the prompt is speech + language tags
@@ -92,10 +105,13 @@ def plain_argmax(config: GenerationConfig) -> bool:
 
 
 def greedy_ids(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, max_new_tokens: int,
-               eos: list[int]) -> list[list[int]]:
+               eos: list[int], on_end: OnEnd | None = None) -> list[list[int]]:
     """Greedy decoding on the LLM's KV cache, the same argmax steps as HF greedy search, but a row that has ended
     (EOS, or `max_new_tokens`) leaves the batch (its cache rows dropped), so it costs nothing more.
-    Left-padded embeds (B, L, d) + mask (B, L) -> new token ids per row, EOS excluded."""
+    Left-padded embeds (B, L, d) + mask (B, L) -> new token ids per row, EOS excluded.
+
+    `on_end(row, ids)`, asked once per row when it first picks an end token: None lets it end; token ids are
+    written for it instead (one per step, the argmax ignored meanwhile) and it goes on (SRT's language tags)."""
     from .llm import causal_lm
 
     lm = causal_lm(model)
@@ -106,16 +122,28 @@ def greedy_ids(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, max_n
     token = out.logits[:, -1].argmax(-1)
     rows = list(range(embeds.shape[0]))  # batch slot -> row of the result
     result: list[list[int]] = [[] for _ in rows]
+    pending: dict[int, list[int]] = {}  # row -> ids still to write for it
+    asked: set[int] = set()  # rows whose on_end was asked
     stop = set(eos)
     while True:
-        keep = []
-        for slot, t in enumerate(token.tolist()):
+        keep, chosen = [], token.tolist()
+        for slot, t in enumerate(chosen):
+            row = rows[slot]
+            if pending.get(row):
+                t = chosen[slot] = pending[row].pop(0)
+            elif t in stop and on_end is not None and row not in asked:
+                asked.add(row)
+                pending[row] = list(on_end(row, result[row]) or [])
+                if pending[row]:
+                    t = chosen[slot] = pending[row].pop(0)
             if t not in stop:
-                result[rows[slot]].append(t)
-                if len(result[rows[slot]]) < max_new_tokens:
+                result[row].append(t)
+                if len(result[row]) < max_new_tokens:
                     keep.append(slot)
         if not keep:
             return result
+        if pending:
+            token = torch.tensor(chosen, device=token.device)
         if len(keep) < len(rows):  # drop finished rows from the batch and the cache
             index = torch.tensor(keep, device=mask.device)
             cache.batch_select_indices(index)

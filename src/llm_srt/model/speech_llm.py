@@ -24,7 +24,7 @@ from ..errors import ConfigError, LLMSRTError
 from ..paths import atomic_dir, resolve_model
 from ..prompts import PROMPT_FORMAT_VERSION
 from .adapter import Adapter, build_adapter
-from .decoding import DecodingOptions, eos_ids, generate_ids
+from .decoding import DecodingOptions, OnEnd, eos_ids, generate_ids
 from .encoder import WhisperEncoder, whisper_dim
 from .cpu_linear import is_quantized
 from .llm import LoraOptions, backbone_and_head, hidden_size, load_llm, resolve_dtype, softcap
@@ -258,14 +258,15 @@ class SpeechLLM(nn.Module):
     # ---- inference ---------------------------------------------------------------------------------------------
     @torch.no_grad()
     def generate_ids(self, batch: dict, options: DecodingOptions = DecodingOptions(),
-                     synced_ranks: bool = False) -> list[list[int]]:
+                     synced_ranks: bool = False, on_end: OnEnd | None = None) -> list[list[int]]:
         """Batch with prompts -> generated token ids per example (EOS excluded). `synced_ranks`: every rank of a
-        sharded (FSDP) model decodes in lockstep until all are done, as each step needs all ranks' shards."""
+        sharded (FSDP) model decodes in lockstep until all are done, as each step needs all ranks' shards.
+        `on_end`: what a row must write before it may end (plain greedy; `decoding.greedy_ids`)."""
         speech = self.speech_embeddings(batch)
         prompt_ids, _ = tokenize_batch(self.tokenizer, batch["prompts"])
         embeds, mask, _ = self.assemble(speech, prompt_ids, left_pad=True)
         return generate_ids(self.llm, embeds, mask, options, eos_ids(self.llm, self.tokenizer),
-                            self.tokenizer.pad_token_id, synced_ranks=synced_ranks)
+                            self.tokenizer.pad_token_id, synced_ranks=synced_ranks, on_end=on_end)
 
     def generate(self, batch: dict, options: DecodingOptions = DecodingOptions(),
                  synced_ranks: bool = False) -> list[str]:

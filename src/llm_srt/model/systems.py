@@ -32,11 +32,11 @@ from .. import languages
 from ..device import Placement, compute_dtype, is_int8
 from ..errors import LLMSRTError
 from ..paths import EMBEDDED, resolve_model
-from ..prompts import Task, build, clean, parse_srt
+from ..prompts import Task, build, clean, parse_srt, tag
 from .whisper_torch import SuppressTokens, TorchWhisper
 
 if TYPE_CHECKING:
-    from .decoding import DecodingOptions
+    from .decoding import DecodingOptions, OnEnd
 
 MT_TEMPLATE = "Translate the following {src} text into {tgt}.\n{src}: {text}\n{tgt}:"  # text-only MT instruction
 WHISPER_PROMPT_TOKENS = 8  # room kept in Whisper's decoder positions (448) for its task prompt (4 tokens)
@@ -130,10 +130,26 @@ class SpeechLLMSystem:
                        for i in idx]
             batch = {"prompts": prompts, "audio": [items[i].audio for i in idx] if audio else None}
             with torch.inference_mode():
-                ids = self.model.generate_ids(batch, options)
+                ids = self.model.generate_ids(batch, options, on_end=self._srt_tags([items[i] for i in idx],
+                                                                                    options))
             texts.update((i, self.model.tokenizer.decode(row[:cap(items[i], options)], skip_special_tokens=True))
                          for i, row in zip(idx, ids))
         return [split_output(texts[i], it) for i, it in enumerate(items)]
+
+    def _srt_tags(self, items: Sequence[Item], options: DecodingOptions) -> OnEnd | None:
+        """With `options.force_srt_tags`: an SRT row that would end before writing a language tag gets its tag pair
+        written for it and goes on to the translation (greedy decoding; else None)."""
+        if not options.force_srt_tags or not any(it.task is Task.SRT for it in items):
+            return None
+        tokenizer = self.model.tokenizer
+
+        def on_end(row: int, ids: list[int]) -> list[int] | None:
+            it = items[row]
+            if it.task is not Task.SRT or parse_srt(tokenizer.decode(ids, skip_special_tokens=True)).src:
+                return None
+            return tokenizer(tag(it.src) + tag(it.tgt), add_special_tokens=False)["input_ids"]
+
+        return on_end
 
     def detect_language(self, audio: np.ndarray) -> str:
         return detect_language(self.model.config.encoder, audio, self.placement)
