@@ -44,3 +44,29 @@ def test_progress_bars_update_rarely_when_stderr_is_a_log_file():
     env = {k: v for k, v in __import__("os").environ.items() if k != "TQDM_MININTERVAL"}
     logged = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env).stderr
     assert logged.count("\r") <= 3 and "100/100" in logged  # first and last state only, not one per update
+
+
+@pytest.mark.parametrize("flag", [[], ["--no-force-srt-tags"]])
+def test_no_force_srt_tags_reaches_the_decoding_options_of_translate_serve_and_evaluate(flag, monkeypatch, tmp_path):
+    from llm_srt import infer
+    from llm_srt.evaluate import run as evaluate_run
+    from llm_srt.serve import app
+
+    want = not flag
+    seen = []
+
+    class Fake:
+        def translate(self, *a, options, **k):
+            seen.append(options.force_srt_tags)
+            return []
+
+    monkeypatch.setattr(infer, "translator_from_args", lambda args: Fake())
+    cli.main(["translate", "a.wav", "--model", "m", "--src", "eng", "--tgt", "deu", *flag])
+    monkeypatch.setattr(evaluate_run, "evaluate", lambda models, manifest, out, task, options, *a, **k:
+                        seen.append(options.force_srt_tags))
+    cli.main(["evaluate", "--model", "m", "--manifest", "x.jsonl", "--out", str(tmp_path), *flag])
+    parser = argparse.ArgumentParser()
+    app.add_arguments(parser)
+    args = parser.parse_args(["--model", "m", *flag])
+    seen.append(app.options_from_args(args).batch.decoding.force_srt_tags)
+    assert seen == [want] * 3

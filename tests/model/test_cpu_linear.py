@@ -42,18 +42,30 @@ def test_decode_linear_takes_the_transposed_product_only_for_decode_sized_cpu_in
     assert calls == [(DECODE_MAX_ROWS + 1, 8)]
 
 
-def test_decode_linear_leaves_mixed_dtypes_to_f_linear_and_its_error():
+def test_decode_linear_leaves_mixed_dtypes_to_f_linear_and_its_error(monkeypatch):
+    calls = []
+    real = F.linear
+    monkeypatch.setattr(cpu_linear.F, "linear", lambda *a: calls.append(a[0].dtype) or real(*a))
     with pytest.raises(RuntimeError, match="dtype"):
         decode_linear(torch.randn(2, 8, dtype=torch.float64), torch.randn(16, 8))
+    assert calls == [torch.float64]  # F.linear said what is wrong, not a bare matmul
+
+
+class Doubling(nn.Linear):
+    """A subclass with its own forward: fast_cpu_linears must leave it alone."""
+
+    def forward(self, x):
+        return 2 * super().forward(x)
 
 
 def test_fast_cpu_linears_patches_plain_linears_only():
-    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 4))
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), Doubling(8, 8), nn.Linear(8, 4))
     x = torch.randn(3, 8)
     before = model(x)
     fast_cpu_linears(model)
     assert all(isinstance(m.forward, types.MethodType) and m.forward.__func__ is cpu_linear._decode_linear_forward
-               for m in model if isinstance(m, nn.Linear))
+               for m in (model[0], model[3]))
+    assert "forward" not in vars(model[2])
     torch.testing.assert_close(model(x), before)
 
 

@@ -109,7 +109,7 @@ from types import SimpleNamespace
 import numpy as np
 from llm_srt import device, languages
 from llm_srt.model.systems import WhisperSystem
-system = WhisperSystem(sys.argv[1], device.resolve("cpu"))
+system = WhisperSystem(sys.argv[1], device.resolve("cpu", sys.argv[2]))
 clip = (0.3 * np.sin(np.arange(16000) * 0.2)).astype(np.float32)
 options = SimpleNamespace(beam_size=1, no_repeat_ngram_size=0, max_new_tokens=5)  # DecodingOptions' fields
 texts = system.decode([clip, clip[:8000]], ["eng", "deu"], "transcribe", options)
@@ -119,9 +119,11 @@ print(json.dumps({"texts": texts, "lang": lang,
 """
 
 
-def test_greedy_whisper_imports_no_transformers(folder):
-    """The Whisper system's greedy decoding and language ID run without transformers ever being imported."""
-    out = subprocess.run([sys.executable, "-c", NO_TRANSFORMERS, str(folder)], capture_output=True, text=True,
+@pytest.mark.parametrize("dtype", ["float32", "int8"])
+def test_greedy_whisper_imports_no_transformers(folder, dtype):
+    """The Whisper system's greedy decoding and language ID run without transformers ever being imported (int8
+    too: `Int8Linear` lives in the torch-only `model/cpu_linear.py`)."""
+    out = subprocess.run([sys.executable, "-c", NO_TRANSFORMERS, str(folder), dtype], capture_output=True, text=True,
                          env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout)

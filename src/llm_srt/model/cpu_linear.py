@@ -21,8 +21,9 @@ def decode_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
 
     Same math, but the BLAS takes a kernel that streams the weights at the memory's speed: the 126 body matrices of
     Gemma-3-270M (401 MB) at 1 / 4 / 16 rows cost 29.5 / 44.1 / 53.0 ms as nn.Linear and 16.8 / 19.6 / 36.8 ms so
-    on a 2-core EPYC (`llm-srt bench` shows the decode step); its 262k x 640 head 53 -> 19 ms at one row. Larger
-    inputs (prefill, training) and other devices keep F.linear. Gradients flow as through F.linear."""
+    on a 2-core EPYC (`scripts/linear_kernels.py`; faster at every row count up to 64: 119 -> 98 ms there); its
+    262k x 640 head 53 -> 19 ms at one row. Inputs of more rows (most prefills, training batches), mixed dtypes
+    and other devices keep F.linear. Gradients flow as through F.linear."""
     rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
     if x.device.type != "cpu" or not 0 < rows <= DECODE_MAX_ROWS or x.dtype != weight.dtype:
         return F.linear(x, weight, bias)

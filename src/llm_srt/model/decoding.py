@@ -29,8 +29,9 @@ class DecodingOptions:
     repetition_penalty: float = 1.0  # >1 discourages tokens already generated (1 = off)
     early_stopping: bool = True  # beam search stops once beam_size finished hypotheses exist
     share_prompt_cache: bool = True  # beam search: the prompt's KV cache is computed once per row, not per beam
-    force_srt_tags: bool = True  # SRT, greedy: a row that would end before its language-tag pair gets the pair
-    #  written for it and goes on to the translation (a well-trained model writes the pair itself: no change)
+    force_srt_tags: bool = True  # SRT, plain greedy (`greedy_ids`: no beam, n-gram blocking or repetition
+    #  penalty): a row that would end before any language tag gets its pair written for it and goes on to the
+    #  translation (a well-trained model writes the pair itself: no change)
 
     def __post_init__(self):
         if self.beam_size < 1 or self.max_new_tokens < 1:
@@ -126,23 +127,26 @@ def greedy_ids(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, max_n
     asked: set[int] = set()  # rows whose on_end was asked
     stop = set(eos)
     while True:
-        keep, chosen = [], token.tolist()
+        keep, chosen, replaced = [], token.tolist(), False
         for slot, t in enumerate(chosen):
             row = rows[slot]
             if pending.get(row):
                 t = chosen[slot] = pending[row].pop(0)
+                replaced = True
             elif t in stop and on_end is not None and row not in asked:
                 asked.add(row)
-                pending[row] = list(on_end(row, result[row]) or [])
-                if pending[row]:
-                    t = chosen[slot] = pending[row].pop(0)
+                forced = list(on_end(row, list(result[row])) or [])
+                if forced:
+                    t = chosen[slot] = forced.pop(0)
+                    pending[row] = forced
+                    replaced = True
             if t not in stop:
                 result[row].append(t)
                 if len(result[row]) < max_new_tokens:
                     keep.append(slot)
         if not keep:
             return result
-        if pending:
+        if replaced:
             token = torch.tensor(chosen, device=token.device)
         if len(keep) < len(rows):  # drop finished rows from the batch and the cache
             index = torch.tensor(keep, device=mask.device)

@@ -147,7 +147,8 @@ class SpeechLLMSystem:
             it = items[row]
             if it.task is not Task.SRT or parse_srt(tokenizer.decode(ids, skip_special_tokens=True)).src:
                 return None
-            return tokenizer(tag(it.src) + tag(it.tgt), add_special_tokens=False)["input_ids"]
+            pair = tokenizer(tag(it.src) + tag(it.tgt), add_special_tokens=False)["input_ids"]
+            return pair if len(ids) + len(pair) < cap(it, options) else None  # no room left for a translation
 
         return on_end
 
