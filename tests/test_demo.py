@@ -62,7 +62,7 @@ def test_claims_say_holds_reversed_or_not_significant_with_p():
     result = check_claims(dict(zip(names, (poor, full, full))), samples=300)
     assert [n["verdict"] for n in result["numbers"]] == ["reversed", "reversed"]
     assert not any(n["holds_here"] for n in result["numbers"])
-    assert all("-> reversed (p=0.00" in line for line in result["lines"][1:])
+    assert all("-> reversed (p=0.00" in line for line in result["lines"][1:3])
     losses = {names[0]: [2.0 + 0.01 * i for i in range(30)], names[1]: [2.5 + 0.01 * i for i in range(30)],
               names[2]: [2.0 + 0.01 * i + (0.2 if i % 2 else -0.2) for i in range(30)]}
     result = check_claims(dict(zip(names, (full, poor, almost))), losses, samples=300)
@@ -71,6 +71,23 @@ def test_claims_say_holds_reversed_or_not_significant_with_p():
     assert table3["reference_loss"]["system"] < table3["reference_loss"]["compared_with"]
     assert table8["reference_loss"]["verdict"] == "not significant"
     assert sum("reference loss (nats/token" in line for line in result["lines"]) == 2
+    assert table3["outputs"] == {names[0]: {"rows": 30, "empty": 0, "copies": 0},
+                                 names[1]: {"rows": 30, "empty": 0, "copies": 0}}
+    assert table8["outputs"][names[2]] == {"rows": 30, "empty": 1, "copies": 0}
+    assert "LLM-SRT w/o SMT (this run): translation empty in 1/30" in result["lines"][-1]
+
+
+def test_output_shapes_count_empty_translations_and_copies_of_the_transcript():
+    from llm_srt.demo import output_shapes
+    from llm_srt.evaluate.report import UtteranceResult
+
+    def row(transcript, translation, ref="Hello."):
+        return UtteranceResult(id="x", src="deu", tgt="eng", hyp_transcript=transcript, hyp_translation=translation,
+                               ref_translation=ref)
+
+    rows = [row("Hallo Welt.", "hallo, welt"), row("Hallo.", ""), row("Hallo.", None), row("Hallo.", "Hello."),
+            row("Hallo.", "Hallo.", ref=None)]  # the last has no reference: not scored
+    assert output_shapes(rows) == {"rows": 4, "empty": 2, "copies": 1}
 
 
 def test_demo_runs_start_from_the_asr_stage_with_equal_budgets_inside_the_work_folder(tmp_path):
