@@ -308,3 +308,30 @@ def test_embedded_speech_llm_forward_backward_and_generate(embedded, speak):
     model.eval()
     texts = model.generate(dict(audio=[clip], prompts=[prompt]), DecodingOptions(max_new_tokens=4))
     assert len(texts) == 1 and isinstance(texts[0], str)
+
+
+def _greedy_on_end_in(folder, device: str, dtype: str):
+    """The forced-ids bookkeeping on `device` in `dtype`: the written ids follow the row's own tokens."""
+    from llm_srt.model import decoding
+    from llm_srt.model.speech_llm import SpeechLLM
+
+    gpu = SpeechLLM.from_pretrained(folder, device=device, dtype=dtype).eval()
+    speech = gpu.speech_embeddings(_batch())
+    prompt_ids, _ = tokenize_batch(gpu.tokenizer, PROMPTS)
+    embeds, mask, _ = gpu.assemble(speech, prompt_ids, left_pad=True)
+    eos = [gpu.tokenizer.eos_token_id]
+    with torch.no_grad():
+        free = decoding.greedy_ids(gpu.llm, embeds, mask, 12, eos)
+        stop = eos + [free[0][1]]
+        plain = decoding.greedy_ids(gpu.llm, embeds, mask, 12, stop)
+        ours = decoding.greedy_ids(gpu.llm, embeds, mask, 12, stop, lambda row, ids: [7, 9] if row == 0 else None)
+    assert ours[0][:len(plain[0]) + 2] == plain[0] + [7, 9] and ours[1:] == plain[1:]
+
+
+def test_greedy_on_end_in_bfloat16_on_the_cpu(tmp_path):
+    _greedy_on_end_in(tiny.speech_llm_folder(tmp_path), "cpu", "bfloat16")
+
+
+@pytest.mark.cuda
+def test_greedy_on_end_on_cuda_in_bfloat16(tmp_path):
+    _greedy_on_end_in(tiny.speech_llm_folder(tmp_path), "cuda", "bfloat16")
