@@ -52,11 +52,10 @@ def reference_losses(model, rows: Sequence[Row], task: Task | str, batch_size: i
         for start in range(0, len(rows), batch_size):
             chunk = rows[start:start + batch_size]
             feats, mask = model.encoder.encode([load_audio(r.audio) for r in chunk])  # one encoder call per chunk
-            for i, row in enumerate(chunk):
-                ids, target_ids = token_split(model.tokenizer, row, task)
-                out = model({"features": feats[i:i + 1], "feature_mask": mask[i:i + 1], "prompt_ids": [ids],
-                             "target_ids": [target_ids]})
-                losses.append(float(out["loss"]))
+            split = [token_split(model.tokenizer, row, task) for row in chunk]
+            out = model({"features": feats, "feature_mask": mask, "prompt_ids": [p for p, _ in split],
+                         "target_ids": [t for _, t in split], "row_losses": True})  # one LLM pass per chunk
+            losses.extend(float(x) for x in out["row_losses"])
     finally:
         model.train(was_training)
     return losses

@@ -232,7 +232,8 @@ class SpeechLLM(nn.Module):
     # ---- training ----------------------------------------------------------------------------------------------
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         """Batch with prompts and targets (or pre-tokenized `prompt_ids` and `target_ids`, targets ending with EOS,
-        as `tokenize_batch` makes them) -> {"loss": mean CE over target tokens, "n_tokens": their count}."""
+        as `tokenize_batch` makes them) -> {"loss": mean CE over target tokens, "n_tokens": their count}; with
+        `batch["row_losses"]` true, also "row_losses": (B,) each row's own mean CE over its target tokens."""
         if batch.get("target_ids") is not None:
             prompt_ids, target_ids = batch["prompt_ids"], batch["target_ids"]
             if len(prompt_ids) != len(target_ids):
@@ -253,7 +254,12 @@ class SpeechLLM(nn.Module):
         select = labels[:, 1:] != IGNORE  # position t predicts token t + 1
         logits = softcap(head(hidden[:, :-1][select]).float(), self.llm)
         loss = nn.functional.cross_entropy(logits, labels[:, 1:][select])
-        return {"loss": loss, "n_tokens": select.sum()}
+        out = {"loss": loss, "n_tokens": select.sum()}
+        if batch.get("row_losses"):
+            per_token = nn.functional.cross_entropy(logits, labels[:, 1:][select], reduction="none")
+            rows = select.nonzero(as_tuple=True)[0]
+            out["row_losses"] = per_token.new_zeros(len(select)).index_add_(0, rows, per_token) / select.sum(1)
+        return out
 
     # ---- inference ---------------------------------------------------------------------------------------------
     @torch.no_grad()
