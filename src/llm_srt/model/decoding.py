@@ -123,8 +123,7 @@ def greedy_ids(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, max_n
     token = out.logits[:, -1].argmax(-1)
     rows = list(range(embeds.shape[0]))  # batch slot -> row of the result
     result: list[list[int]] = [[] for _ in rows]
-    pending: dict[int, list[int]] = {}  # row -> ids still to write for it
-    asked: set[int] = set()  # rows whose on_end was asked
+    pending: dict[int, list[int]] = {}  # row whose on_end was asked -> the ids still to write for it
     stop = set(eos)
     while True:
         keep, chosen, replaced = [], token.tolist(), False
@@ -133,12 +132,10 @@ def greedy_ids(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, max_n
             if pending.get(row):
                 t = chosen[slot] = pending[row].pop(0)
                 replaced = True
-            elif t in stop and on_end is not None and row not in asked:
-                asked.add(row)
-                forced = list(on_end(row, list(result[row])) or [])
-                if forced:
-                    t = chosen[slot] = forced.pop(0)
-                    pending[row] = forced
+            elif t in stop and on_end is not None and row not in pending:
+                pending[row] = list(on_end(row, list(result[row])) or [])
+                if pending[row]:
+                    t = chosen[slot] = pending[row].pop(0)
                     replaced = True
             if t not in stop:
                 result[row].append(t)

@@ -253,13 +253,13 @@ class SpeechLLM(nn.Module):
                           use_cache=False).last_hidden_state
         select = labels[:, 1:] != IGNORE  # position t predicts token t + 1
         logits = softcap(head(hidden[:, :-1][select]).float(), self.llm)
-        loss = nn.functional.cross_entropy(logits, labels[:, 1:][select])
-        out = {"loss": loss, "n_tokens": select.sum()}
-        if batch.get("row_losses"):
-            per_token = nn.functional.cross_entropy(logits, labels[:, 1:][select], reduction="none")
-            rows = select.nonzero(as_tuple=True)[0]
-            out["row_losses"] = per_token.new_zeros(len(select)).index_add_(0, rows, per_token) / select.sum(1)
-        return out
+        targets = labels[:, 1:][select]
+        if not batch.get("row_losses"):
+            return {"loss": nn.functional.cross_entropy(logits, targets), "n_tokens": select.sum()}
+        per_token = nn.functional.cross_entropy(logits, targets, reduction="none")  # one CE for both figures
+        rows = select.nonzero(as_tuple=True)[0]
+        return {"loss": per_token.mean(), "n_tokens": select.sum(),
+                "row_losses": per_token.new_zeros(len(select)).index_add_(0, rows, per_token) / select.sum(1)}
 
     # ---- inference ---------------------------------------------------------------------------------------------
     @torch.no_grad()
