@@ -231,6 +231,46 @@ def test_int8_linear_quantizes_each_row_on_its_own_range():
     assert (got[0] - alone[0]).abs().max() < 0.01 * exact[0].abs().max()
 
 
+def test_int8_rows_and_the_int8_embedding_table():
+    from llm_srt.model.cpu_linear import Int8Embedding, Int8Linear, quantize_rows
+
+    torch.manual_seed(0)
+    w = torch.randn(50, 16)
+    w[3] = 0  # an all-zero row keeps a finite scale
+    q, scale = quantize_rows(w)
+    assert q.dtype == torch.int8 and scale.shape == (50,)
+    assert (q.abs().amax(1)[torch.arange(50) != 3] == 127).all() and (q[3] == 0).all()
+    assert ((q.float() * scale[:, None] - w).abs() <= scale[:, None] / 2 + 1e-6).all()  # round to nearest
+    table = Int8Embedding(q, scale)
+    ids = torch.tensor([[0, 3, 49], [7, 7, 1]])
+    assert torch.equal(table(ids), table.dequantized_weight()[ids])
+    assert table(ids).shape == (2, 3, 16) and table.q.nbytes * 4 == w.nbytes
+    head = Int8Linear(q, scale=scale)  # packed from int8 rows: the same weights as quantizing the floats
+    assert torch.equal(head.dequantized_weight(), Int8Linear(w).dequantized_weight())
+    assert torch.equal(head.dequantized_weight(), table.dequantized_weight())
+
+
+def test_int8_linear_on_one_row_matches_the_row_in_a_batch():
+    """A single row skips the per-row scaling (fbgemm's per-tensor range is the row's own): the same result as the
+    row inside a batch, bias included."""
+    from torch import nn
+
+    from llm_srt.model.cpu_linear import Int8Linear
+
+    torch.manual_seed(0)
+    linear = nn.Linear(64, 32)
+    q = Int8Linear.from_linear(linear)
+    x = torch.randn(5, 64)
+    x[2] *= 50
+    with torch.no_grad():
+        batch, exact = q(x), linear(x)
+        for row in range(5):
+            alone = q(x[row:row + 1])
+            assert alone.shape == (1, 32)
+            assert (alone[0] - batch[row]).abs().max() < 0.01 * exact[row].abs().max()
+            assert (alone[0] - exact[row]).abs().max() < 0.03 * exact[row].abs().max()
+
+
 def test_int8_speech_llm_generates_and_refuses_to_train(tmp_path):
     torch.manual_seed(0)
     ckpt = tiny.speech_llm(tmp_path, init_std=0.3).save_pretrained(tmp_path / "ckpt")

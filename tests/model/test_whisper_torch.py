@@ -103,6 +103,24 @@ def test_bad_folders_are_clear_errors(folder, tmp_path):
         TorchWhisper.from_pretrained(bad, torch.device("cpu"), torch.float32)
 
 
+def test_int8_token_table_is_read_in_chunks_and_equals_quantizing_it_whole(folder, monkeypatch):
+    """int8: the token table is quantized EMBED_CHUNK_ROWS rows a mapping (the float32 table is never whole in
+    memory); chunk boundaries change nothing, and the head packs the same rows."""
+    from safetensors.torch import load_file
+
+    from llm_srt.model import whisper_torch
+    from llm_srt.model.cpu_linear import quantize_rows
+
+    table = load_file(folder / "model.safetensors")["model.decoder.embed_tokens.weight"]
+    monkeypatch.setattr(whisper_torch, "EMBED_CHUNK_ROWS", 7)  # not a divisor of the vocabulary
+    assert table.shape[0] % 7
+    w = TorchWhisper.from_pretrained(folder, torch.device("cpu"), torch.float32, int8=True)
+    q, scale = quantize_rows(table)
+    got = w.model.decoder.embed_tokens
+    assert torch.equal(got.q, q) and torch.equal(got.scale, scale)
+    assert torch.equal(w.head.dequantized_weight(), got.dequantized_weight())
+
+
 NO_TRANSFORMERS = """
 import json, sys
 from types import SimpleNamespace
