@@ -1,6 +1,6 @@
 """Linear layers for CPU inference, in torch alone (no transformers import, so the Whisper path can use them):
 decode-sized products on the faster BLAS kernel (`decode_linear`, `fast_cpu_linears`) and int8 weights
-(`Int8Linear`, `quantize_int8`, `Int8Embedding`)."""
+(`Int8Linear`, `quantize_int8`)."""
 
 from __future__ import annotations
 
@@ -131,28 +131,6 @@ def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     lo, hi = torch.aminmax(w, dim=1)
     scale = torch.maximum(hi, -lo).clamp_(min=1e-12) / 127
     return torch.round(w / scale[:, None]).clamp_(-127, 127).to(torch.int8), scale
-
-
-class Int8Embedding(nn.Module):
-    """A frozen embedding table as int8 rows with a float32 scale each (`quantize_rows`), for CPU inference: a
-    quarter of float32's memory (Whisper base's 51865 x 512 table: 26 MB instead of 106); a lookup dequantizes
-    only the rows it reads. (B, T) ids -> (B, T, dim) float32."""
-
-    def __init__(self, q: torch.Tensor, scale: torch.Tensor):
-        super().__init__()
-        self.num_embeddings, self.embedding_dim = q.shape
-        self.register_buffer("q", q)
-        self.register_buffer("scale", scale)
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.q[ids].float() * self.scale[ids].unsqueeze(-1)
-
-    def dequantized_weight(self) -> torch.Tensor:
-        """(num, dim) float32: the table the lookups really return."""
-        return self.q.float() * self.scale[:, None]
-
-    def extra_repr(self) -> str:
-        return f"{self.num_embeddings}, {self.embedding_dim}"
 
 
 def quantize_int8(model: nn.Module) -> nn.Module:

@@ -32,7 +32,7 @@ FEATURE_DEFAULTS = {"feature_size": 80, "sampling_rate": SAMPLE_RATE, "hop_lengt
                     "n_fft": 400, "dither": 0.0}  # WhisperFeatureExtractor's defaults
 TIMESTAMP = re.compile(r"<\|(\d+\.\d+)\|>")  # timestamp tokens are not special in tokenizer.json: HF drops their text
 EMBED_TOKENS = "decoder.embed_tokens"  # the token table (tied to the head), under HF's `model.` prefix
-EMBED_CHUNK_ROWS = 8192  # int8 load: token-table rows read through one mapping (16 MB of Whisper base's float32)
+EMBED_CHUNK_ROWS = 8192  # int8 load: token-table rows quantized through one mapping (16 MB of Whisper base's)
 CPU_MMAP_THRESHOLD = 1 << 20  # bytes: on glibc, CPU allocations this large are mapped and unmapped on their own
 
 
@@ -360,8 +360,8 @@ class TorchWhisper(nn.Module):
     def from_pretrained(cls, folder: str | Path, device: torch.device, dtype: torch.dtype,
                         int8: bool = False) -> "TorchWhisper":
         """The folder's Whisper on `device` in `dtype` (float32 on the CPU: the mapped file's pages themselves).
-        `int8` (CPU, float32): every linear layer int8 as it is read (`_load_int8`), the token table int8 and the
-        tied head packed from it (as CTranslate2's int8); convolutions, positions and norms stay float32."""
+        `int8` (CPU, float32): every linear layer int8 as it is read (`_load_int8`), the tied head an int8 copy of
+        the token table (as CTranslate2's int8); convolutions, embeddings and norms stay float32."""
         folder = Path(folder)
         for name in ("config.json", "model.safetensors"):
             if not (folder / name).is_file():
@@ -396,18 +396,21 @@ class TorchWhisper(nn.Module):
     def _load_int8(self) -> None:
         """Each linear layer's float32 weights are read through a mapping of their own and quantized at once, so
         the file's pages leave memory as each mapping closes: the peak holds the int8 model and one float32 matrix,
-        not every float32 weight besides. The token embeddings become an int8 table (`Int8Embedding`), read
-        EMBED_CHUNK_ROWS rows a mapping, and the tied head packs the same int8 rows."""
+        not every float32 weight besides. The tied head is quantized from the token table EMBED_CHUNK_ROWS rows a
+        mapping; the table itself stays a view of the file, so lookups are exact and only the pages of the rows
+        looked up become resident (a few of Whisper base's 106 MB, where a copy of it would cost 106 MB, or 26 MB
+        as int8)."""
         from safetensors import safe_open
 
-        from .cpu_linear import Int8Embedding, Int8Linear
+        from .cpu_linear import Int8Linear
 
         path = self.folder / "model.safetensors"
         linears = {name: m for name, m in self.model.named_modules() if isinstance(m, nn.Linear)}
+        table = f"{EMBED_TOKENS}.weight"
         with safe_open(path, framework="pt") as f:
-            keys = [k for k in f.keys() if k not in ("proj_out.weight", f"model.{EMBED_TOKENS}.weight")]
-            state = {k.removeprefix("model."): f.get_tensor(k).clone() for k in keys
-                     if k.removeprefix("model.").rsplit(".", 1)[0] not in linears}
+            keys = [k for k in f.keys() if k != "proj_out.weight"]
+            state = {k.removeprefix("model."): f.get_tensor(k) if k == f"model.{table}" else f.get_tensor(k).clone()
+                     for k in keys if k.removeprefix("model.").rsplit(".", 1)[0] not in linears}
         for name, module in linears.items():
             with safe_open(path, framework="pt") as f:
                 weight = f.get_tensor(f"model.{name}.weight")
@@ -416,30 +419,25 @@ class TorchWhisper(nn.Module):
                 parent, _, child = name.rpartition(".")
                 setattr(self.model.get_submodule(parent), child, Int8Linear(weight, bias))
         missing, unexpected = self.model.load_state_dict(state, strict=False, assign=True)
-        missing = [k for k in missing if k.rsplit(".", 1)[0] not in linears and k != f"{EMBED_TOKENS}.weight"]
+        missing = [k for k in missing if k.rsplit(".", 1)[0] not in linears]
         if missing or unexpected:
             raise RuntimeError(f"state dict mismatch:\nmissing {missing[:3]}, unexpected {unexpected[:3]}")
-        q, scale = self._int8_rows(path, f"model.{EMBED_TOKENS}.weight", self.model.decoder.embed_tokens.weight.shape)
-        self.model.decoder.embed_tokens = Int8Embedding(q, scale)
-        self.head = Int8Linear(q, scale=scale)
+        self.head = Int8Linear(*self._int8_rows(path, f"model.{table}", self.model.decoder.embed_tokens.weight.shape))
 
     @staticmethod
-    def _int8_rows(path: Path, key: str, shape: torch.Size) -> tuple[torch.Tensor, torch.Tensor]:
-        """`quantize_rows` of a float matrix of the file, EMBED_CHUNK_ROWS rows a mapping."""
+    def _int8_rows(path: Path, key: str, shape: torch.Size) -> tuple[torch.Tensor, None, torch.Tensor]:
+        """`quantize_rows` of a float matrix of the file, EMBED_CHUNK_ROWS rows a mapping, as Int8Linear's
+        arguments (int8 rows, no bias, row scales)."""
         from safetensors import safe_open
 
         from .cpu_linear import quantize_rows
 
-        with safe_open(path, framework="pt") as f:
-            if key not in f.keys():
-                raise RuntimeError(f"missing key:\n{key} is not in the file")
-            _check_shape(key, f.get_slice(key).get_shape(), shape)
         q, scale = torch.empty(tuple(shape), dtype=torch.int8), torch.empty(shape[0])
         for start in range(0, shape[0], EMBED_CHUNK_ROWS):
             with safe_open(path, framework="pt") as f:
                 rows = f.get_slice(key)[start:start + EMBED_CHUNK_ROWS]
             q[start:start + len(rows)], scale[start:start + len(rows)] = quantize_rows(rows)
-        return q, scale
+        return q, None, scale
 
     @cached_property
     def tokenizer(self):
@@ -458,7 +456,7 @@ class TorchWhisper(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.model.decoder.embed_positions.weight.dtype  # float32 with int8 linears and token table
+        return self.model.decoder.embed_positions.weight.dtype
 
     def mel(self, audios: list[np.ndarray]) -> torch.Tensor:
         """16 kHz clips -> (B, n_mels, 3000) on the model's device, in its dtype."""
