@@ -42,11 +42,21 @@ def test_json_has_the_ratios_goals_and_raw_times(result):
     assert result["cascade"] is None
     m = result["machine"]
     assert m["bandwidth_gb_s"] > 0 and m["matmul_gflop_s"] > 0 and m["int8_matmul_gop_s"] > 0
+    assert m["bandwidth_gb_s"] == max(m["copy_gb_s"], m["read_gb_s"]) and min(m["copy_gb_s"], m["read_gb_s"]) > 0
     fast = result["setup"]["batch16_vs_batch1_system"]
     seconds = {(r["system"], r["batch_size"]): r["seconds"] for r in result["decode"] if r["beam"] == 1}
     assert fast in ("llm-srt", "llm-srt-int8") and seconds[fast, 4] == min(seconds["llm-srt", 4],
                                                                             seconds["llm-srt-int8", 4])
     assert result["batch16_vs_batch1"] == pytest.approx(seconds[fast, 1] / seconds[fast, 4], rel=0.01)
+    parts, rows = result["batch16_vs_batch1_parts"], {(r["system"], r["batch_size"]): r for r in result["decode"]}
+    one, many = rows[fast, 1], rows[fast, 4]
+    assert parts["system"] == fast and 0 < many["decode_seconds"] < many["seconds"]
+    assert parts["decode_steps_ratio"] == pytest.approx(one["decode_seconds"] / many["decode_seconds"], rel=0.01)
+    outside = parts["outside_decode_s"]["4"]
+    assert outside == pytest.approx(many["seconds"] - many["decode_seconds"], abs=2e-3)
+    assert parts["ceiling"] == pytest.approx(one["seconds"] / outside, rel=0.02)
+    assert parts["ceiling"] > result["batch16_vs_batch1"]  # free decode steps at batch 4 would be faster still
+    assert "batch16_vs_batch1 in parts" in bench.format_table(result)
     t = result["train"]
     assert 0 < t["encoder_s_per_audio_step"] < t["s_per_step_audio"]
     assert result["cached_step_vs_audio_step_less_encoder"] == pytest.approx(

@@ -208,6 +208,7 @@ def decode_rows(system, utts: list["Utterance"], plan, options: "BenchOptions", 
                      "utterances_per_s": round(run.utterances / run.seconds, 3), "speech_tokens": run.speech_tokens,
                      "new_tokens": run.new_tokens, "peak_mib": run.peak_mib, "memory": run.memory,
                      "weights": "int8" if cost["int8"] else dev.DTYPE_NAMES[system.model.llm_dtype],
+                     "decode_seconds": round(sum(s for _, _, s in run.steps), 4),
                      "decode_step_ms": float(f"{step_s * 1000:.4g}"), "bound_step_ms": float(f"{bound_s * 1000:.4g}"),
                      "bound": step_bound(cost, machine, batch * beam)["bound"],
                      "step_vs_bound": round(step_s / bound_s, 3)})
@@ -239,6 +240,14 @@ def summarize(options: BenchOptions, setup: dict, utts, rows, encoder, overhead,
     }
     goals = {k: {"target": t, "met": bool(ratios[k] >= t if how == "min" else ratios[k] <= t)}
              for k, (t, how) in GOALS.items()}
+    one, many = row(fast, 1, 1), row(fast, 1, top)
+    outside = {1: one["seconds"] - one["decode_seconds"], top: many["seconds"] - many["decode_seconds"]}
+    batch_parts = {  # where batch16_vs_batch1 comes from: what batching speeds up, and what it cannot
+        "system": fast,
+        "decode_steps_ratio": round(one["decode_seconds"] / many["decode_seconds"], 3),
+        "outside_decode_s": {str(b): round(v, 3) for b, v in outside.items()},  # encoder, adapter, prefill, rest
+        "ceiling": round(one["seconds"] / outside[top], 3) if outside[top] > 0 else None,
+    }
     return {
         **{k: round(v, 3) for k, v in ratios.items()},
         "goals": goals,
@@ -246,6 +255,7 @@ def summarize(options: BenchOptions, setup: dict, utts, rows, encoder, overhead,
                   "new_tokens": options.new_tokens, "batch16_vs_batch1_batches": [top, 1],
                   "batch16_vs_batch1_system": fast, "batch1_step_vs_bandwidth_bound_system": fast1,
                   "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "torch": torch.__version__},
+        "batch16_vs_batch1_parts": batch_parts,
         "machine": machine, "decode": rows, "encoder": encoder, "overhead": overhead, "train": train,
         "cascade": cascade,
     }
@@ -510,7 +520,7 @@ def format_table(result: dict) -> str:
     int8_peak = f", int8 GEMM {m['int8_matmul_gop_s']} GOP/s" if "int8_matmul_gop_s" in m else ""
     lines = [f"Speed: {s['utterances']} utterances ({s['audio_seconds']} s of audio), {s['new_tokens']} generated "
              f"tokens each, {s['torch_threads']} torch threads; model: {s['model']}",
-             f"Yardstick (this run): memory bandwidth {m['bandwidth_gb_s']} GB/s (1 GiB copy), {m['matmul_dtype']} GEMM "
+             f"Yardstick (this run): memory bandwidth {m['bandwidth_gb_s']} GB/s ({_probes(m)}), {m['matmul_dtype']} GEMM "
              f"{m['matmul_gflop_s']} GFLOP/s{int8_peak}; a decode step's bound = max(weight bytes / bandwidth, "
              "FLOPs x rows / peak)",
              "",
@@ -543,8 +553,24 @@ def format_table(result: dict) -> str:
         how = ">=" if GOALS[key][1] == "min" else "<="
         lines.append(f"{key:38} {result[key]:>7.2f}   goal {how} {goal['target']:<5} "
                      f"{'met' if goal['met'] else 'MISSED'}" + (f"  ({judged[key]})" if judged.get(key) else ""))
+    parts = result.get("batch16_vs_batch1_parts")
+    if parts:
+        top, outside = s["batch16_vs_batch1_batches"][0], parts["outside_decode_s"]
+        ceiling = f"{parts['ceiling']:.2f}" if parts["ceiling"] else "-"
+        lines.append(f"  batch16_vs_batch1 in parts ({parts['system']}): the decode steps alone "
+                     f"{parts['decode_steps_ratio']:.2f}x; outside them (encoder, adapter, prefill) batch 1 "
+                     f"{outside['1']:.2f} s, batch {top} {outside[str(top)]:.2f} s, so even free decode steps at "
+                     f"batch {top} give at most {ceiling}x")
     lines.append(f"(bench took {s['bench_seconds']:.0f} s)")
     return "\n".join(lines)
+
+
+def _probes(machine: dict) -> str:
+    """How the bandwidth was measured (results written before the read probe have only the copy)."""
+    size = f"{machine['copy_bytes'] / (1 << 30):.3g} GiB"
+    if "read_gb_s" not in machine:
+        return f"{size} copy"
+    return f"the faster of a {size} copy, {machine['copy_gb_s']}, and read, {machine['read_gb_s']}"
 
 
 def _is_qformer_model(folder: Path) -> bool:
