@@ -2,6 +2,7 @@
 assembly of LLM inputs (checked against a plain per-row reference)."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -231,7 +232,8 @@ def test_int8_linear_quantizes_each_row_on_its_own_range():
     assert (got[0] - alone[0]).abs().max() < 0.01 * exact[0].abs().max()
 
 
-def test_int8_rows_and_a_linear_packed_from_them():
+def test_int8_rows_and_a_linear_packed_from_them(monkeypatch):
+    from llm_srt.model import cpu_linear
     from llm_srt.model.cpu_linear import Int8Linear, quantize_rows
 
     torch.manual_seed(0)
@@ -241,6 +243,9 @@ def test_int8_rows_and_a_linear_packed_from_them():
     assert q.dtype == torch.int8 and scale.shape == (50,)
     assert (q.abs().amax(1)[torch.arange(50) != 3] == 127).all() and (q[3] == 0).all()
     assert ((q.float() * scale[:, None] - w).abs() <= scale[:, None] / 2 + 1e-6).all()  # round to nearest
+    monkeypatch.setattr(cpu_linear, "QUANTIZE_CHUNK_ROWS", 7)  # chunks (not a divisor of 50) change nothing
+    chunked = quantize_rows(w)
+    assert torch.equal(chunked[0], q) and torch.equal(chunked[1], scale)
     head = Int8Linear(q, scale=scale)  # packed from int8 rows: the same weights as quantizing the floats
     assert torch.equal(head.dequantized_weight(), Int8Linear(w).dequantized_weight())
     assert torch.equal(head.dequantized_weight(), q.float() * scale[:, None])
@@ -265,6 +270,44 @@ def test_int8_linear_on_one_row_matches_the_row_in_a_batch():
             assert alone.shape == (1, 32)
             assert (alone[0] - batch[row]).abs().max() < 0.01 * exact[row].abs().max()
             assert (alone[0] - exact[row]).abs().max() < 0.03 * exact[row].abs().max()
+
+
+def _mapped_mib(file) -> float:
+    """Resident MiB of this process's mappings of `file` (/proc/self/smaps)."""
+    rss, current = 0, False
+    for line in open("/proc/self/smaps"):
+        fields = line.split()
+        if "-" in fields[0] and len(fields) >= 5 and ":" in fields[3]:  # a mapping's header line
+            current = len(fields) > 5 and fields[5] == str(file)
+        elif current and fields[0] == "Rss:":
+            rss += int(fields[1])
+    return rss / 1024
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").is_file(), reason="reads /proc/self/smaps (Linux)")
+def test_int8_keeps_no_page_of_the_checkpoint_its_quantization_read(tmp_path, monkeypatch):
+    """int8: quantizing reads every linear weight through the mapped checkpoint; once done, no float tensor left
+    may keep that mapping (norms become copies, the embedding table a fresh view: only rows looked up resident),
+    so the file's pages leave memory; the logits are those of the model before the change."""
+    from llm_srt.model import llm as llm_module
+
+    folder = tiny.llm_dir(tmp_path, hidden=256, layers=4)
+    file = (folder / "model.safetensors").resolve()
+    from safetensors import safe_open
+
+    with safe_open(file, framework="pt") as f:  # the header alone: no page of the file is read
+        linear_mib = sum(torch.Size(f.get_slice(k).get_shape()).numel() * 4 for k in f.keys() if "proj" in k) / 2 ** 20
+    assert linear_mib > 8
+    q, _ = load_llm(folder, "int8")
+    assert _mapped_mib(file) < 1  # at most the few table rows the view was checked on
+    from safetensors.torch import load_file
+    assert torch.equal(q.get_input_embeddings().weight, load_file(file)["model.embed_tokens.weight"])
+    monkeypatch.setattr(llm_module, "_own_float_weights", lambda model, path: None)
+    before, _ = load_llm(folder, "int8")
+    assert _mapped_mib(file) > linear_mib / 2  # without it, the pages quantization read stay
+    ids = torch.tensor([[3, 5, 7, 9, 11]])
+    with torch.no_grad():
+        assert torch.equal(q(input_ids=ids).logits, before(input_ids=ids).logits)
 
 
 def test_int8_speech_llm_generates_and_refuses_to_train(tmp_path):
