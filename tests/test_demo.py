@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 from llm_srt.cli import VERBS
 from llm_srt.data.manifest import Row, read_manifest, write_manifest
 from llm_srt.demo import test_subset as demo_subset
@@ -71,9 +73,9 @@ def test_claims_say_holds_reversed_or_not_significant_with_p():
     assert table3["reference_loss"]["system"] < table3["reference_loss"]["compared_with"]
     assert table8["reference_loss"]["verdict"] == "not significant"
     assert sum("reference loss (nats/token" in line for line in result["lines"]) == 2
-    assert table3["outputs"] == {names[0]: {"rows": 30, "empty": 0, "copies": 0},
-                                 names[1]: {"rows": 30, "empty": 0, "copies": 0}}
-    assert table8["outputs"][names[2]] == {"rows": 30, "empty": 1, "copies": 0}
+    assert table3["outputs"] == {names[0]: {"rows": 30, "empty": 0, "copies": 0, "forced_tags": 0},
+                                 names[1]: {"rows": 30, "empty": 0, "copies": 0, "forced_tags": 0}}
+    assert table8["outputs"][names[2]] == {"rows": 30, "empty": 1, "copies": 0, "forced_tags": 0}
     assert "LLM-SRT w/o SMT (this run): translation empty in 1/30" in result["lines"][-1]
 
 
@@ -87,7 +89,9 @@ def test_output_shapes_count_empty_translations_and_copies_of_the_transcript():
 
     rows = [row("Hallo Welt.", "hallo, welt"), row("Hallo.", ""), row("Hallo.", None), row("Hallo.", "Hello."),
             row("Hallo.", "Hallo.", ref=None)]  # the last has no reference: not scored
-    assert output_shapes(rows) == {"rows": 4, "empty": 2, "copies": 1}
+    assert output_shapes(rows) == {"rows": 4, "empty": 2, "copies": 1, "forced_tags": 0}
+    rows[0] = replace(rows[0], forced_tags=True)
+    assert output_shapes(rows)["forced_tags"] == 1
 
 
 def test_demo_runs_start_from_the_asr_stage_with_equal_budgets_inside_the_work_folder(tmp_path):

@@ -42,6 +42,7 @@ class SegmentResult:
     end: float
     transcript: str
     translation: str
+    forced_tags: bool = False  # SRT: its language tags were written for it (Output.forced_tags)
 
 
 @dataclass
@@ -56,10 +57,15 @@ class TranslationResult:
     segments: list[SegmentResult] = field(default_factory=list)
     error: str | None = None  # None when fine; else why this input failed (the others are unaffected)
 
+    @property
+    def forced_tags(self) -> bool:
+        """SRT: a segment's language tags were written for it (the model would have ended after its transcript)."""
+        return any(s.forced_tags for s in self.segments)
+
     def to_dict(self) -> dict:
         return {"audio": self.audio, "src": self.src, "tgt": self.tgt, "task": self.task,
                 "transcript": self.transcript, "translation": self.translation, "duration": round(self.duration, 3),
-                "segments": [vars(s) for s in self.segments], "error": self.error}
+                "segments": [vars(s) for s in self.segments], "forced_tags": self.forced_tags, "error": self.error}
 
 
 @dataclass(frozen=True)
@@ -225,7 +231,7 @@ class SpeechTranslator:
                 if out.error and errors[i] is None:
                     errors[i] = out.error
                 segments[i].append(SegmentResult(round(s.start, 3), round(s.end, 3), out.transcript,
-                                                 out.translation))
+                                                 out.translation, out.forced_tags))
             work.clear()
 
         results: list[TranslationResult] = []

@@ -184,6 +184,23 @@ def test_no_scatter_without_mt(tmp_path):
     assert (tmp_path / rep.MATRIX_PNG).exists()
 
 
+def test_rows_with_forced_srt_tags_are_counted_and_reported(tmp_path):
+    """An SRT row whose language tags were written for it (force_srt_tags) is counted per system: in the terminal
+    table, the markdown and the JSON; a system without such rows says nothing; results files keep the flag."""
+    ok = UtteranceResult("a", "eng", "deu", "hello", "hallo", "hello", "hallo", task="srt")
+    forced = replace(ok, id="b", forced_tags=True)
+    report = rep.build_report({"forced": [ok, forced], "plain": [ok, replace(ok, id="b")]})
+    assert [s.forced_tags for s in report.systems] == [1, 0]
+    text = rep.format_table(report)
+    assert "forced: language tags written for 1 of 2 utterances" in text and "plain: language" not in text
+    assert "forced 1 of 2" in rep.to_markdown(report)
+    assert rep.to_json(report)["systems"]["forced"]["n_forced_tags"] == 1
+    path = tmp_path / "hyps.jsonl"
+    path.write_text(json.dumps(vars(forced)) + "\n", encoding="utf-8")
+    assert rep.load_results(path)[0].forced_tags
+    assert "language tags" not in rep.format_table(rep.build_report({"plain": [ok]}))
+
+
 def test_terminal_table(report):
     text = rep.format_table(report)
     lines = text.splitlines()

@@ -57,6 +57,23 @@ def test_speech_llm_mixed_batch_equals_each_item_alone(speech_model):
     assert mixed[5].translation == " ".join(direct.split())
 
 
+def test_outputs_say_which_srt_rows_got_their_tags_written(speech_model, monkeypatch):
+    """Output.forced_tags marks the rows whose tag pair greedy decoding wrote for them (here row 1, made to end
+    before any tag), never an ASR or S2TT row."""
+    from llm_srt.model import decoding
+
+    system = load_system(speech_model, CPU)
+    real = decoding.greedy_ids
+
+    def ends_row_1_early(*a):
+        assert a[-1](1, []) is not None  # the pair for row 1 (SRT): recorded as forced
+        return real(*a)
+
+    monkeypatch.setattr(decoding, "greedy_ids", ends_row_1_early)
+    out = system.run_batch(MIXED[:4], OPTS)
+    assert out[1].forced_tags and not out[2].forced_tags and not out[3].forced_tags  # ASR, S2TT: never
+
+
 def test_srt_rows_that_would_end_before_their_tags_get_the_pair_written(speech_model, monkeypatch):
     """force_srt_tags: the system asks greedy decoding to write an SRT row's tag pair when the row ends without a
     language tag; rows that wrote a tag, other tasks, beam search and --no-force-srt-tags are left alone."""

@@ -85,7 +85,7 @@ def tokenizer(bos: bool = True) -> PreTrainedTokenizerFast:
 
 
 def llm_dir(root: Path, kind: str = "qwen2", hidden: int = 48, layers: int = 2, bos: bool = True,
-            seed: int = 0, init_std: float = 0.02) -> Path:
+            seed: int = 0, init_std: float = 0.02, tied: bool = False) -> Path:
     """A tiny random causal LM folder with the char tokenizer ("qwen2" or "llama").
 
     A larger `init_std` gives a random LLM whose outputs depend strongly on its input (the overfit test uses it).
@@ -94,11 +94,11 @@ def llm_dir(root: Path, kind: str = "qwen2", hidden: int = 48, layers: int = 2, 
     tok = tokenizer(bos=bos)
     common = dict(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                  pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=False,
+                  pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=tied,
                   initializer_range=init_std)
     model = (Qwen2ForCausalLM(Qwen2Config(**common)) if kind == "qwen2"
              else LlamaForCausalLM(LlamaConfig(bos_token_id=tok.bos_token_id, **common)))
-    path = root / f"{kind}-{hidden}-{layers}-{seed}-{init_std}-{'bos' if bos else 'nobos'}"
+    path = root / f"{kind}-{hidden}-{layers}-{seed}-{init_std}-{'bos' if bos else 'nobos'}{'-tied' if tied else ''}"
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return path

@@ -102,7 +102,7 @@ class BenchOptions:
     long_seconds: float = LONG_SECONDS
     encoder_repeats: int = 2  # best of this many passes for the encoder comparison
     int8_batch_sizes: tuple[int, ...] = INT8_BATCH_SIZES  # greedy again with --dtype int8 (CPU float32 runs only)
-    yardstick_bytes: int = COPY_BYTES  # the bandwidth probe's copy (tests shrink it)
+    yardstick_bytes: int = COPY_BYTES  # the bandwidth probes' size (tests shrink it)
     yardstick_gemm: int | None = None  # the matmul probe's size (None: by device; tests shrink it)
     seed: int = 0  # fresh adapter weights
 

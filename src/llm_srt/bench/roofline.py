@@ -19,7 +19,7 @@ from .. import device as dev
 from ..model.cpu_linear import Int8Linear
 from ..model.llm import causal_lm
 
-COPY_BYTES = 1 << 30  # the bandwidth probe copies 1 GiB
+COPY_BYTES = 1 << 30  # the bandwidth probes copy and read 1 GiB
 GEMM_SIZE = {"cpu": 2048, "cuda": 8192}  # square fp32 GEMM of the matmul probe, by device type
 INT8_GEMM = (2048, 4096, 4096)  # (rows, in, out) of the int8 probe: what an int8 model's large batches run
 

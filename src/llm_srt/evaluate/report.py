@@ -45,6 +45,7 @@ class UtteranceResult:
     ref_translation: str | None = None  # reference translation (None: no BLEU for this utterance)
     error: str | None = None  # why the utterance failed; a failed utterance is scored as an empty hypothesis
     task: str | None = None  # the task it ran as (srt, s2tt, smt, asr, mt); None: not recorded
+    forced_tags: bool = False  # SRT: its language tags were written for it (the model would have ended there)
 
     @classmethod
     def from_dict(cls, row: Mapping) -> "UtteranceResult":
@@ -73,6 +74,7 @@ class SystemScores:
     failed: tuple[UtteranceResult, ...]  # utterances that failed (scored as empty hypotheses)
     rows: dict[Direction, int] = field(default_factory=dict)  # utterances per direction, failed ones included
     mt: "SystemScores | None" = None  # the same system's LLM on text MT of the same rows (--with-mt), if run
+    forced_tags: int = 0  # SRT utterances whose language tags were written for them (`--no-force-srt-tags`: none)
 
     @property
     def n_rows(self) -> int:
@@ -167,7 +169,7 @@ def score_system(name: str, results: Iterable[UtteranceResult | Mapping]) -> Sys
     for r in rows:
         totals[(r.src, r.tgt)] = totals.get((r.src, r.tgt), 0) + 1
     return SystemScores(name, scores, asr, sum(len(p) for p in by_direction.values()),
-                        tuple(r for r in rows if r.failed), totals)
+                        tuple(r for r in rows if r.failed), totals, forced_tags=sum(r.forced_tags for r in rows))
 
 
 def _writes_transcript(r: UtteranceResult, transcribed: set[str]) -> bool:
@@ -243,6 +245,7 @@ def _system_json(s: SystemScores) -> dict:
         "n_rows": s.n_rows,
         "n_scored": s.n_scored,
         "n_failed": len(s.failed),
+        "n_forced_tags": s.forced_tags,
         "failed_by_direction": {_key(d): {"failed": n, "of": s.rows[d]} for d, n in s.failed_by_direction().items()},
         "bleu": {_key(d): asdict(v) for d, v in s.bleu.items()},
         "by_source": s.by_source(),
@@ -258,6 +261,10 @@ def to_markdown(report: Report) -> str:
     summary = [[s.name, _fmt(s.average()), len(s.bleu), s.n_scored, _of(len(s.failed), s.n_rows)]
                for s in report.systems]
     parts += _md_table(["system", "avg BLEU", "directions", "utterances", "failed"], summary)
+    forced = [s for s in report.systems if s.forced_tags]
+    if forced:
+        parts += ["", "SRT language tags written for the model (it ended after its transcript): "
+                  + ", ".join(f"{s.name} {_of(s.forced_tags, s.n_rows)}" for s in forced)]
     srcs = report.sources
     parts += ["", "## BLEU by source language (mean over src → X)", ""]
     parts += _md_table(["system", *[f"{l}→X" for l in srcs], "Avg"],
@@ -341,7 +348,15 @@ def format_table(report: Report) -> str:
                             if n)
                 for s in report.systems for name, scores in ((s.name, s), (f"{s.name} (MT)", s.mt))
                 if scores is not None and scores.failed]
-    return text + ("\n\n" + "\n".join(failures) if failures else "")
+    return text + ("\n\n" + "\n".join(failures) if failures else "") + _forced_lines(report)
+
+
+def _forced_lines(report: Report) -> str:
+    """A line per system whose SRT rows got their language tags written for them (none: nothing)."""
+    lines = [f"{s.name}: language tags written for {_of(s.forced_tags, s.n_rows)} utterances (the model ended after "
+             "its transcript; --no-force-srt-tags leaves such rows without a translation)"
+             for s in report.systems if s.forced_tags]
+    return "\n\n" + "\n".join(lines) if lines else ""
 
 
 def _comparison_rows(report: Report) -> list[list]:

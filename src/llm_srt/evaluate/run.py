@@ -71,14 +71,15 @@ def shard(rows: list[Row], rank: int, world: int) -> list[Row]:
     return [rows[i] for i in sorted(mine)]
 
 
-def _result(r: Row, task: Task, transcript: str = "", translation: str = "", error: str | None = None
-            ) -> UtteranceResult:
+def _result(r: Row, task: Task, transcript: str = "", translation: str = "", error: str | None = None,
+            forced_tags: bool = False) -> UtteranceResult:
     ok = error is None
     return UtteranceResult(
         id=r.id, src=r.src_lang, tgt=r.src_lang if task is Task.ASR else r.tgt_lang, task=task.value, error=error,
         hyp_transcript=transcript if ok and task in (Task.SRT, Task.ASR) else None,
         hyp_translation=(transcript if task is Task.ASR else translation) if ok else None,
-        ref_transcript=r.transcript or None, ref_translation=(r.translation or None) if task is not Task.ASR else None)
+        ref_transcript=r.transcript or None, ref_translation=(r.translation or None) if task is not Task.ASR else None,
+        forced_tags=ok and forced_tags)
 
 
 def run_system(translator, rows: list[Row], task: Task, options: DecodingOptions, batch_size: int,
@@ -91,7 +92,8 @@ def run_system(translator, rows: list[Row], task: Task, options: DecodingOptions
             [r.audio for r in rows], [r.src_lang for r in rows], [r.tgt_lang or None for r in rows], task=tasks,
             options=options, batch_size=batch_size, progress=bar.update,
             transcripts=[r.transcript if t is Task.SMT else "" for r, t in zip(rows, tasks)])
-    return [_result(r, t, res.transcript, res.translation, res.error) for r, t, res in zip(rows, tasks, results)]
+    return [_result(r, t, res.transcript, res.translation, res.error, res.forced_tags)
+            for r, t, res in zip(rows, tasks, results)]
 
 
 def run_text_mt(system, rows: list[Row], options: DecodingOptions, batch_size: int, desc: str = "text MT"

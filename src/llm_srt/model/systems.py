@@ -19,7 +19,7 @@ A system never picks a device: it loads onto the `Placement` it is given, in its
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Protocol, Sequence
@@ -62,6 +62,7 @@ class Output:
     transcript: str = ""
     translation: str = ""
     error: str | None = None
+    forced_tags: bool = False  # SRT: its language-tag pair was written for it (the model would have ended there)
 
 
 class System(Protocol):
@@ -123,22 +124,25 @@ class SpeechLLMSystem:
         speech = [i for i, it in enumerate(items) if it.audio is not None]
         text = [i for i, it in enumerate(items) if it.audio is None]
         texts: dict[int, str] = {}
+        forced: set[int] = set()  # items whose SRT tags were written for them
         for idx, audio in ((speech, True), (text, False)):  # generate takes all-speech or all-text batches
             if not idx:
                 continue
             prompts = [build(items[i].task, items[i].src, items[i].tgt, transcript=items[i].transcript)[0]
                        for i in idx]
             batch = {"prompts": prompts, "audio": [items[i].audio for i in idx] if audio else None}
+            rows: set[int] = set()
             with torch.inference_mode():
                 ids = self.model.generate_ids(batch, options, on_end=self._srt_tags([items[i] for i in idx],
-                                                                                    options))
+                                                                                    options, rows))
+            forced.update(idx[r] for r in rows)
             texts.update((i, self.model.tokenizer.decode(row[:cap(items[i], options)], skip_special_tokens=True))
                          for i, row in zip(idx, ids))
-        return [split_output(texts[i], it) for i, it in enumerate(items)]
+        return [replace(split_output(texts[i], it), forced_tags=i in forced) for i, it in enumerate(items)]
 
-    def _srt_tags(self, items: Sequence[Item], options: DecodingOptions) -> OnEnd | None:
+    def _srt_tags(self, items: Sequence[Item], options: DecodingOptions, forced: set[int]) -> OnEnd | None:
         """With `options.force_srt_tags`: an SRT row that would end before writing a language tag gets its tag pair
-        written for it and goes on to the translation (greedy decoding; else None)."""
+        written for it and goes on to the translation (greedy decoding; else None); its index goes into `forced`."""
         if not options.force_srt_tags or not any(it.task is Task.SRT for it in items):
             return None
         tokenizer = self.model.tokenizer
@@ -148,7 +152,10 @@ class SpeechLLMSystem:
             if it.task is not Task.SRT or parse_srt(tokenizer.decode(ids, skip_special_tokens=True)).src:
                 return None
             pair = tokenizer(tag(it.src) + tag(it.tgt), add_special_tokens=False)["input_ids"]
-            return pair if len(ids) + len(pair) < cap(it, options) else None  # no room left for a translation
+            if len(ids) + len(pair) >= cap(it, options):  # no room left for a translation
+                return None
+            forced.add(row)
+            return pair
 
         return on_end
 

@@ -36,11 +36,6 @@ EMBED_CHUNK_ROWS = 8192  # int8 load: token-table rows quantized through one map
 CPU_MMAP_THRESHOLD = 1 << 20  # bytes: on glibc, CPU allocations this large are mapped and unmapped on their own
 
 
-def _check_shape(name: str, got, want) -> None:
-    if tuple(got) != tuple(want):
-        raise RuntimeError(f"shape mismatch:\n{name}.weight is {tuple(got)}, the config says {tuple(want)}")
-
-
 def _read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -408,13 +403,18 @@ class TorchWhisper(nn.Module):
         linears = {name: m for name, m in self.model.named_modules() if isinstance(m, nn.Linear)}
         table = f"{EMBED_TOKENS}.weight"
         with safe_open(path, framework="pt") as f:
-            keys = [k for k in f.keys() if k != "proj_out.weight"]
-            state = {k.removeprefix("model."): f.get_tensor(k) if k == f"model.{table}" else f.get_tensor(k).clone()
-                     for k in keys if k.removeprefix("model.").rsplit(".", 1)[0] not in linears}
+            keys = [k for k in f.keys() if k not in ("proj_out.weight", f"model.{table}")]
+            state = {k.removeprefix("model."): f.get_tensor(k).clone() for k in keys
+                     if k.removeprefix("model.").rsplit(".", 1)[0] not in linears}
+        with safe_open(path, framework="pt") as f:  # a mapping of its own: the copies' pages above are let go
+            if f"model.{table}" in f.keys():
+                state[table] = f.get_tensor(f"model.{table}")
         for name, module in linears.items():
             with safe_open(path, framework="pt") as f:
                 weight = f.get_tensor(f"model.{name}.weight")
-                _check_shape(name, weight.shape, module.weight.shape)
+                if tuple(weight.shape) != tuple(module.weight.shape):
+                    raise RuntimeError(f"shape mismatch:\n{name}.weight is {tuple(weight.shape)}, the config says "
+                                       f"{tuple(module.weight.shape)}")
                 bias = f.get_tensor(f"model.{name}.bias") if module.bias is not None else None
                 parent, _, child = name.rpartition(".")
                 setattr(self.model.get_submodule(parent), child, Int8Linear(weight, bias))
@@ -422,12 +422,12 @@ class TorchWhisper(nn.Module):
         missing = [k for k in missing if k.rsplit(".", 1)[0] not in linears]
         if missing or unexpected:
             raise RuntimeError(f"state dict mismatch:\nmissing {missing[:3]}, unexpected {unexpected[:3]}")
-        self.head = Int8Linear(*self._int8_rows(path, f"model.{table}", self.model.decoder.embed_tokens.weight.shape))
+        q, scale = self._int8_rows(path, f"model.{table}", self.model.decoder.embed_tokens.weight.shape)
+        self.head = Int8Linear(q, scale=scale)
 
     @staticmethod
-    def _int8_rows(path: Path, key: str, shape: torch.Size) -> tuple[torch.Tensor, None, torch.Tensor]:
-        """`quantize_rows` of a float matrix of the file, EMBED_CHUNK_ROWS rows a mapping, as Int8Linear's
-        arguments (int8 rows, no bias, row scales)."""
+    def _int8_rows(path: Path, key: str, shape: torch.Size) -> tuple[torch.Tensor, torch.Tensor]:
+        """`quantize_rows` of a float matrix of the file, EMBED_CHUNK_ROWS rows a mapping."""
         from safetensors import safe_open
 
         from .cpu_linear import quantize_rows
@@ -437,7 +437,7 @@ class TorchWhisper(nn.Module):
             with safe_open(path, framework="pt") as f:
                 rows = f.get_slice(key)[start:start + EMBED_CHUNK_ROWS]
             q[start:start + len(rows)], scale[start:start + len(rows)] = quantize_rows(rows)
-        return q, None, scale
+        return q, scale
 
     @cached_property
     def tokenizer(self):
@@ -452,11 +452,11 @@ class TorchWhisper(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.model.decoder.embed_positions.weight.device
+        return self.model.decoder.embed_tokens.weight.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.model.decoder.embed_positions.weight.dtype
+        return self.model.decoder.embed_tokens.weight.dtype
 
     def mel(self, audios: list[np.ndarray]) -> torch.Tensor:
         """16 kHz clips -> (B, n_mels, 3000) on the model's device, in its dtype."""
