@@ -258,8 +258,8 @@ def test_int8_rows_and_a_linear_packed_from_them(monkeypatch):
 
 
 def test_int8_linear_on_one_row_matches_the_row_in_a_batch():
-    """A single row skips the per-row scaling (fbgemm's per-tensor range is the row's own): the same result as the
-    row inside a batch, bias included."""
+    """A single row is quantized on its own range as a row of a batch is: the same result as the row inside a
+    batch, bias included, and a row narrower than fbgemm's least activation range keeps its precision."""
     from torch import nn
 
     from llm_srt.model.cpu_linear import Int8Linear

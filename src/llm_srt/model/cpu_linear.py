@@ -13,7 +13,6 @@ import torch.nn.functional as F
 from torch import nn
 
 QUANTIZE_CHUNK_ROWS = 8192  # rows quantized at a time (`quantize_rows`)
-FBGEMM_MIN_RANGE = 255 * 2.0 ** -14  # fbgemm's least activation scale (2^-14) over its 255 steps (torch QuantUtils.h)
 DECODE_MAX_ROWS = 64  # inputs of at most this many rows (batch x beams in a decode step) take `decode_linear`'s form
 
 
@@ -67,9 +66,9 @@ class Int8Linear(nn.Module):
     Weights are symmetric int8 with one scale per output row, packed once for fbgemm's int8 GEMM (4x fewer bytes
     to read per decode step than float32, and VNNI int8 arithmetic). Activations are quantized per call, every row on
     its own range: fbgemm quantizes a tensor on one range, so an input of several rows is first scaled to max |x| = 1
-    a row and scaled back after (a large activation in one row does not coarsen its batch neighbours); a single row
-    spanning at least FBGEMM_MIN_RANGE skips both passes (a batch-1 decode step: Gemma-3-270M's 126 body products
-    9.5 -> 8.1 ms)."""
+    a row and scaled back after (a large activation in one row does not coarsen its batch neighbours; a single row
+    too: fbgemm floors its activation scale at 2^-14, so a row spanning less than 0.0156 would be quantized coarser
+    than its range allows)."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None, scale: torch.Tensor | None = None):
         """`weight` (out, in) in floats, or already int8 with its row `scale`s (`quantize_rows`' pair)."""
@@ -109,22 +108,11 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features).float()
-        if flat.shape[0] == 1 and self._wide(flat):  # one row (a batch-1 decode step): the range is the row's own
-            y = torch.ops.quantized.linear_dynamic(flat, self._packed, self.reduce_range)
-            if self.bias is not None:
-                y = y.add_(self.bias)
-        else:  # abs().amax(): torch's inf-norm reduction costs 7x more at 16 rows (33 vs 4.7 us a call)
-            scale = flat.abs().amax(1, keepdim=True).clamp_(min=1e-30)
-            y = torch.ops.quantized.linear_dynamic(flat / scale, self._packed, self.reduce_range)
-            y = y.mul_(scale) if self.bias is None else torch.addcmul(self.bias, y, scale)  # one pass over y
+        # abs().amax(): torch's inf-norm reduction costs 7x more at 16 rows (33 vs 4.7 us a call)
+        scale = flat.abs().amax(1, keepdim=True).clamp_(min=1e-30)
+        y = torch.ops.quantized.linear_dynamic(flat / scale, self._packed, self.reduce_range)
+        y = y.mul_(scale) if self.bias is None else torch.addcmul(self.bias, y, scale)  # one pass over y, not two
         return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
-
-    @staticmethod
-    def _wide(row: torch.Tensor) -> bool:
-        """Whether fbgemm quantizes `row` on its own range: it floors the activation scale at 2^-14 (range / 255),
-        so a row spanning less than FBGEMM_MIN_RANGE (0.0156) would get coarser steps than its range allows."""
-        lo, hi = torch.aminmax(row)
-        return float(hi) - float(lo) >= FBGEMM_MIN_RANGE
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
