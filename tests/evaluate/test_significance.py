@@ -104,3 +104,33 @@ def test_paired_mean_for_a_loss_lower_is_better():
     assert paired_mean(noisy, base, samples=500).verdict(higher_is_better=False) == "not significant"
     with pytest.raises(LLMSRTError, match="two equal"):
         paired_mean([1.0, 2.0], [1.0])
+
+
+def test_the_interval_leaves_out_zero_exactly_when_p_is_below_alpha():
+    """The interval and p come from one null distribution: on skewed differences (as BLEU's near 0) the raw
+    percentiles of the resamples would exclude 0 where p does not reject, a contradiction the report printed."""
+    from llm_srt.evaluate.significance import ALPHA, paired_mean
+
+    rng = np.random.default_rng(11)
+    seen = set()
+    for trial in range(300):
+        n = int(rng.integers(5, 80))
+        skewed = rng.lognormal(0.0, float(rng.uniform(0.5, 2.5)), size=n) * float(rng.uniform(0.0, 0.6))
+        base = rng.uniform(1.0, 3.0, size=n)
+        samples = int(rng.choice([20, 21, 39, 40, 99, 100, 999, 1000]))
+        c = paired_mean(base + skewed - float(rng.uniform(0.0, 0.3)), base, samples=samples, seed=trial)
+        excludes_zero = c.low > 0 or c.high < 0
+        assert excludes_zero == (c.p < ALPHA), (trial, c)
+        assert c.low <= c.delta <= c.high
+        seen.add(excludes_zero)
+    assert seen == {True, False}  # both outcomes were exercised
+
+
+def test_too_few_resamples_for_a_test_is_an_error():
+    from llm_srt.evaluate.significance import paired_mean
+
+    with pytest.raises(LLMSRTError, match="at least 20"):
+        paired_mean([1.0, 2.0], [1.5, 1.0], samples=19)
+    r = refs(5)
+    with pytest.raises(LLMSRTError, match="at least 20"):
+        paired_bootstrap(system(r, truncated(3)), system(r, truncated(2)), samples=0)

@@ -8,6 +8,10 @@ own per-sentence sufficient statistics, summed, as SacreBLEU's paired test (`sac
 p is two-sided: the share of resampled differences, centred on their mean (the null hypothesis of no difference),
 at least as far from 0 as the observed difference, with the +1 correction of Koehn (2004) and SacreBLEU. A claim
 "a beats b" then reads: holds (delta > 0, p < alpha), reversed (delta < 0, p < alpha), else not significant.
+
+The 95% interval comes from the same centred differences: the observed difference +- the half-width that p < 0.05
+needs, so the interval leaves out 0 exactly when p < 0.05. (Percentiles of the raw differences would disagree with p
+where BLEU's resampling distribution is skewed, as it is near 0 BLEU: an interval of [+0.2, +3.5] beside p = 0.093.)
 """
 
 from collections.abc import Iterable, Mapping, Sequence
@@ -22,6 +26,7 @@ from .report import Direction, UtteranceResult
 
 SAMPLES = 1000  # resamples (SacreBLEU's default for the paired bootstrap)
 ALPHA = 0.05
+MIN_SAMPLES = 20  # with fewer resamples p = (extreme + 1) / (samples + 1) can never fall below ALPHA
 
 
 @dataclass(frozen=True)
@@ -29,7 +34,7 @@ class Comparison:
     a: float  # system a's average BLEU over directions, on the full test set
     b: float  # system b's
     p: float  # two-sided p-value of a - b under paired bootstrap resampling
-    low: float  # 95% interval of a - b over the resamples
+    low: float  # 95% interval of a - b: leaves out 0 exactly when p < ALPHA (module docstring)
     high: float
     sentences: int  # test sentences both systems were scored on
     samples: int
@@ -56,8 +61,7 @@ def paired_bootstrap(a: Iterable[UtteranceResult | Mapping], b: Iterable[Utteran
                           f"{only[0]!r}); compare results of one evaluation")
     if not rows_a:
         raise LLMSRTError("no rows with a reference translation to compare")
-    if samples < 1:
-        raise LLMSRTError(f"samples must be at least 1, not {samples}")
+    _check_samples(samples)
     by_direction: dict[Direction, list[str]] = {}
     for key, r in rows_a.items():
         by_direction.setdefault((r.src, r.tgt), []).append(key)
@@ -81,20 +85,29 @@ def paired_mean(a: Sequence[float], b: Sequence[float], samples: int = SAMPLES, 
     x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if x.shape != y.shape or x.ndim != 1 or not x.size:
         raise LLMSRTError(f"paired values need two equal, non-empty lists, not {x.shape} and {y.shape}")
-    if samples < 1:
-        raise LLMSRTError(f"samples must be at least 1, not {samples}")
+    _check_samples(samples)
     d = x - y
     idx = np.random.default_rng(seed).integers(0, d.size, size=(samples, d.size))
     diffs = d[idx].mean(axis=1)
     return _compare(float(x.mean()), float(y.mean()), diffs, int(d.size))
 
 
+def _check_samples(samples: int) -> None:
+    if samples < MIN_SAMPLES:
+        raise LLMSRTError(f"paired bootstrap with {samples} resamples: at least {MIN_SAMPLES} are needed for a test "
+                          f"at p < {ALPHA} (p can never be smaller than 1 / (resamples + 1))")
+
+
 def _compare(a: float, b: float, diffs: np.ndarray, sentences: int) -> Comparison:
     """The Comparison of observed scores a and b from the resampled differences `diffs`: two-sided p of a - b with
-    the +1 correction, and the 95% interval of the differences."""
-    extreme = int(np.sum(np.abs(diffs - diffs.mean()) >= abs(a - b)))
-    low, high = np.percentile(diffs, [2.5, 97.5])
-    return Comparison(a, b, (extreme + 1) / (diffs.size + 1), float(low), float(high), sentences, int(diffs.size))
+    the +1 correction, and the interval (a - b) +- h around it. p < ALPHA when fewer than m + 1 centred differences
+    are at least |a - b| from 0, m the largest count with (m + 1) / (n + 1) < ALPHA; h is the (m + 1)-th largest of
+    them, so |a - b| > h (0 outside the interval) exactly when p < ALPHA."""
+    deviations = np.sort(np.abs(diffs - diffs.mean()))[::-1]
+    extreme = int(np.sum(deviations >= abs(a - b)))
+    m = int(np.ceil(ALPHA * (diffs.size + 1) - 1)) - 1  # >= 0: _check_samples
+    h = float(deviations[min(m, deviations.size - 1)])
+    return Comparison(a, b, (extreme + 1) / (diffs.size + 1), a - b - h, a - b + h, sentences, int(diffs.size))
 
 
 def _scored(rows: Iterable[UtteranceResult | Mapping]) -> dict[str, UtteranceResult]:
