@@ -76,8 +76,9 @@ def test_translation_in_every_format(client, clip, expected):
     assert verbose == {
         "task": "translate", "mode": "srt", "language": "eng", "target_language": "deu", "duration": 1.0,
         "text": srt.translation, "transcript": srt.transcript, "translation": srt.translation,
+        "forced_tags": srt.forced_tags,  # SRT rows whose language tags greedy decoding wrote for the model
         "segments": [{"id": 0, "start": 0.0, "end": 1.0, "text": srt.translation, "transcript": srt.transcript,
-                      "translation": srt.translation}]}
+                      "translation": srt.translation, "forced_tags": srt.forced_tags}]}
 
 
 def test_defaults_aliases_and_s2tt(client, translator, clip):

@@ -374,9 +374,10 @@ def render_verbose(r: TranslationResult, endpoint: Endpoint, mode: str) -> Respo
     return JSONResponse({
         "task": endpoint.openai_task, "mode": r.task, "language": r.src, "target_language": r.tgt,
         "duration": round(r.duration, 3), "text": _text(r, endpoint), "transcript": r.transcript,
-        "translation": r.translation,
+        "translation": r.translation, "forced_tags": r.forced_tags,
         "segments": [{"id": i, "start": s.start, "end": s.end, "text": getattr(s, endpoint.text),
-                      "transcript": s.transcript, "translation": s.translation} for i, s in enumerate(r.segments)],
+                      "transcript": s.transcript, "translation": s.translation, "forced_tags": s.forced_tags}
+                     for i, s in enumerate(r.segments)],
     })
 
 
