@@ -239,6 +239,29 @@ def test_gguf_tiny_llama_round_trip(tmp):
         torch.testing.assert_close(converted(ids).logits, direct(ids).logits, atol=0, rtol=0)
 
 
+
+def test_gguf_metadata_is_parsed_once_per_conversion(tmp, monkeypatch):
+    """transformers opens the GGUF file for the config, the weights and the tokenizer; gguf's reader parses all the
+    metadata each time (17 s for Gemma-3's vocabulary here), so the conversion shares one parse, and the original
+    reader is back afterwards."""
+    import gguf
+
+    parses = []
+    original = gguf.GGUFReader
+
+    class Counting(original):
+        def __init__(self, path, mode="r"):
+            parses.append(str(path))
+            super().__init__(path, mode)
+
+    monkeypatch.setattr(gguf, "GGUFReader", Counting)
+    src = _write_tiny_llama_gguf(tmp / "tiny.gguf")
+    convert_gguf(src, tmp / "hf")
+    assert len(parses) == 1 and gguf.GGUFReader is Counting
+    convert_gguf(src, tmp / "hf2")  # a new conversion parses anew (the file may have changed)
+    assert len(parses) == 2 and (tmp / "hf" / "model.safetensors").read_bytes() == (
+        tmp / "hf2" / "model.safetensors").read_bytes()
+
 # -------------------------------------------------------------------------------------- embedded: integration ---
 def _normalize(text: str) -> str:
     from whisper_normalizer.english import EnglishTextNormalizer
