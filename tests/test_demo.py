@@ -128,6 +128,12 @@ def test_demo_runs_start_from_the_asr_stage_with_equal_budgets_inside_the_work_f
     assert runs["baseline"].max_steps == runs["srt_no_smt"].max_steps == budget > 0
     assert {cfg.data.batch_size for cfg in runs.values()} == {runs["smt"].data.batch_size}
     assert {cfg.model.adapter for cfg in runs.values()} == {"linear"}  # the shipped ASR stage's adapter
+    # the paper's LoRA: the LLM frozen in SMT, LoRA in every run's last stage, one LoRA shape for all
+    assert {n: tuple(runs[n].trainable) for n in runs} == {"smt": ("adapter",), "srt": ("adapter", "lora"),
+                                                          "baseline": ("adapter", "lora"),
+                                                          "srt_no_smt": ("adapter", "lora")}
+    assert runs["smt"].model.lora is None
+    assert runs["srt"].model.lora == runs["baseline"].model.lora == runs["srt_no_smt"].model.lora is not None
 
 
 def test_scored_directions_are_the_llms_best_at_text_mt(tmp_path, monkeypatch):
