@@ -79,6 +79,34 @@ def test_claims_say_holds_reversed_or_not_significant_with_p():
     assert "LLM-SRT w/o SMT (this run): translation empty in 1/30" in result["lines"][-1]
 
 
+
+def test_claims_report_what_the_systems_heard():
+    """The transcripts' error rate per source language, for the systems that write one (not the S2TT Baseline), in
+    the claims' lines and in claims.json: a wrong transcript bounds what transcribing first can gain."""
+    from llm_srt.demo import check_claims
+    from llm_srt.evaluate.report import UtteranceResult
+
+    said = ["der hund lief im park", "es regnet heute in der stadt", "die katze sitzt auf der matte",
+            "wir fahren morgen nach hause"]
+
+    def system(transcript):
+        return [UtteranceResult(id=str(i), src="deu", tgt="eng", hyp_transcript=transcript(t),
+                                hyp_translation="the dog ran", ref_transcript=t, ref_translation="the dog ran")
+                for i, t in enumerate(said)]
+
+    exact = system(lambda t: t)
+    half = system(lambda t: " ".join(w if k % 2 else "x" for k, w in enumerate(t.split())))
+    baseline = [UtteranceResult(id=r.id, src=r.src, tgt=r.tgt, hyp_translation=r.hyp_translation,
+                                ref_transcript=r.ref_transcript, ref_translation=r.ref_translation) for r in exact]
+    names = ("LLM-SRT (this run)", "Baseline (this run)", "LLM-SRT w/o SMT (this run)")
+    result = check_claims(dict(zip(names, (half, baseline, exact))), samples=100)
+    line = next(x for x in result["lines"] if x.startswith("what the systems heard"))
+    assert "LLM-SRT (this run): deu WER " in line and "LLM-SRT w/o SMT (this run): deu WER 0.0" in line
+    assert "Baseline" not in line
+    errors = result["numbers"][0]["transcript_errors"]
+    assert set(errors) == {names[0], names[2]} and errors[names[2]]["deu"] == {"metric": "wer", "score": 0.0}
+    assert 40 < errors[names[0]]["deu"]["score"] < 60
+
 def test_output_shapes_count_empty_translations_and_copies_of_the_transcript():
     from llm_srt.demo import output_shapes
     from llm_srt.evaluate.report import UtteranceResult

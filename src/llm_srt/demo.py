@@ -227,6 +227,11 @@ def check_claims(results: Mapping[str, list], losses: Mapping[str, list[float]] 
     if text_mt:
         lines.append("what bounds both: the LLM's own text MT (gold transcript -> translation) in the scored "
                      "directions, BLEU " + ", ".join(f"{d.replace('-', '->')} {b:.1f}" for d, b in text_mt.items()))
+    heard = transcript_errors(results)
+    if heard:
+        lines.append("what the systems heard (their transcripts' error rate per source language, lower is better): "
+                     + "; ".join(f"{name}: " + ", ".join(f"{src} {m.upper()} {v:.1f}" for src, (m, v) in by.items())
+                                 for name, by in heard.items()))
     shapes = {name: output_shapes(results[name]) for name in dict.fromkeys(n for c in CLAIMS for n in c[1:3])}
     lines.append("what the systems wrote (of the scored rows): " + "; ".join(
         f"{name}: translation empty in {v['empty']}/{v['rows']}, a copy of its own transcript in {v['copies']}"
@@ -234,7 +239,23 @@ def check_claims(results: Mapping[str, list], losses: Mapping[str, list[float]] 
         for name, v in shapes.items()))
     for entry in numbers:
         entry["outputs"] = {name: shapes[name] for name in (entry["system"], entry["compared_with"])}
+        entry["transcript_errors"] = {name: {src: {"metric": m, "score": round(v, 2)} for src, (m, v) in by.items()}
+                                      for name, by in heard.items()}
     return {"lines": lines, "numbers": numbers}
+
+
+def transcript_errors(results: Mapping[str, list]) -> dict[str, dict[str, tuple[str, float]]]:
+    """WER (CER for unsegmented scripts) of each system's transcripts per source language, for the systems that
+    write one (SRT runs; the cascade's Whisper): a translation written after a wrong transcript cannot profit from
+    transcribing first, so this bounds the claims as the LLM's text MT does. -> name -> src -> (metric, score)."""
+    from .evaluate.report import score_system
+
+    out = {}
+    for name, rows in results.items():
+        asr = score_system(name, rows).asr
+        if asr:
+            out[name] = {src: (s.metric, s.score) for src, s in sorted(asr.items())}
+    return out
 
 
 def output_shapes(rows: list) -> dict[str, int]:
