@@ -15,6 +15,7 @@ import tiny
 from llm_srt import cli, device
 from llm_srt.audio import write_wav
 from llm_srt.data.manifest import Row, read_manifest, write_manifest
+from llm_srt.errors import LLMSRTError
 from llm_srt.evaluate import run
 from llm_srt.evaluate.report import load_results
 from llm_srt.infer import SpeechTranslator
@@ -301,3 +302,9 @@ def test_several_systems_are_compared_with_the_first(oracle, manifest, tmp_path,
                        batch_size=4, placement=CPU, log=lines.append, significance=200)
     assert asr.comparisons == () and all(s.asr for s in asr.systems) and not asr.directions
     assert "no rows with a reference translation: no paired BLEU test between the systems" in lines
+    loaded = []  # too few resamples is an error before any system is loaded or decoded, not after
+    monkeypatch.setitem(systems.SYSTEMS, "gold", lambda name, placement, **_: loaded.append(name) or Oracle(placement))
+    with pytest.raises(LLMSRTError, match="at least 20 are needed"):
+        run.evaluate({"flaky": "flaky", "gold": "gold"}, manifest, tmp_path / "f", task="srt", options=OPTS,
+                     batch_size=4, placement=CPU, log=lambda *_: None, significance=5)
+    assert loaded == [] and not (tmp_path / "f").exists()

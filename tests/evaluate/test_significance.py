@@ -104,6 +104,8 @@ def test_paired_mean_for_a_loss_lower_is_better():
     assert paired_mean(noisy, base, samples=500).verdict(higher_is_better=False) == "not significant"
     with pytest.raises(LLMSRTError, match="two equal"):
         paired_mean([1.0, 2.0], [1.0])
+    with pytest.raises(LLMSRTError, match="finite"):  # NaN deviations would count as never extreme: p tiny
+        paired_mean(list(base[:-1]) + [float("nan")], base, samples=100)
 
 
 def test_the_interval_leaves_out_zero_exactly_when_p_is_below_alpha():

@@ -239,7 +239,6 @@ def test_gguf_tiny_llama_round_trip(tmp):
         torch.testing.assert_close(converted(ids).logits, direct(ids).logits, atol=0, rtol=0)
 
 
-
 def test_gguf_metadata_is_parsed_once_per_conversion(tmp, monkeypatch):
     """transformers opens the GGUF file for the config, the weights and the tokenizer; gguf's reader parses all the
     metadata each time (17 s for Gemma-3's vocabulary here), so the conversion shares one parse, and the original
@@ -261,6 +260,11 @@ def test_gguf_metadata_is_parsed_once_per_conversion(tmp, monkeypatch):
     convert_gguf(src, tmp / "hf2")  # a new conversion parses anew (the file may have changed)
     assert len(parses) == 2 and (tmp / "hf" / "model.safetensors").read_bytes() == (
         tmp / "hf2" / "model.safetensors").read_bytes()
+    (tmp / "cut.gguf").write_bytes(src.read_bytes()[:2000])
+    with pytest.raises(LLMSRTError):
+        convert_gguf(tmp / "cut.gguf", tmp / "hf3")
+    assert gguf.GGUFReader is Counting  # restored after a failed conversion too
+
 
 # -------------------------------------------------------------------------------------- embedded: integration ---
 def _normalize(text: str) -> str:

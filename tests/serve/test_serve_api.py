@@ -81,6 +81,19 @@ def test_translation_in_every_format(client, clip, expected):
                       "translation": srt.translation, "forced_tags": srt.forced_tags}]}
 
 
+
+def test_verbose_json_marks_forced_tags_per_segment():
+    """A long input whose second segment ended after its transcript (its tags written for it): the response and
+    that segment say so, the first segment does not."""
+    import json
+
+    from llm_srt.infer import SegmentResult, TranslationResult
+
+    segs = [SegmentResult(0.0, 30.0, "Hallo.", "Hello."), SegmentResult(30.0, 41.0, "Welt.", "Welt.", forced_tags=True)]
+    r = TranslationResult("clip.wav", "deu", "eng", "srt", "Hallo. Welt.", "Hello. Welt.", 41.0, segs)
+    body = json.loads(serve_app.render_verbose(r, serve_app.ENDPOINTS["translations"], "translation").body)
+    assert body["forced_tags"] is True and [s["forced_tags"] for s in body["segments"]] == [False, True]
+
 def test_defaults_aliases_and_s2tt(client, translator, clip):
     samples, wav = clip
     # no target: English; OpenAI's `language` (ISO 639-1) is the source

@@ -27,7 +27,7 @@ from ..errors import LLMSRTError
 from ..model.decoding import DecodingOptions, add_srt_tags_argument
 from ..prompts import Task
 from .report import UtteranceResult, build_report, format_table, write_report
-from .significance import SAMPLES, paired_bootstrap
+from .significance import SAMPLES, check_samples, paired_bootstrap
 
 TASKS = ("auto", "srt", "s2tt", "smt", "asr")  # --task; auto: what the model folder was trained for
 GATHER_TIMEOUT = timedelta(hours=12)  # how long rank 0 waits for the slowest rank's shard
@@ -170,6 +170,8 @@ def evaluate(models: dict[str, str], manifest: str | Path, out: str | Path, task
 
     if task not in TASKS:
         raise LLMSRTError(f"--task {task}: use one of {', '.join(TASKS)}")
+    if significance:
+        check_samples(significance)  # before any decoding: a long evaluation must not end in this error
     placement = placement or device.resolve("auto")
     rows = read_manifest(manifest, skip_bad=skip_bad)
     if limit:

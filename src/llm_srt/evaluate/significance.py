@@ -14,6 +14,7 @@ needs, so the interval leaves out 0 exactly when p < 0.05. (Percentiles of the r
 where BLEU's resampling distribution is skewed, as it is near 0 BLEU: an interval of [+0.2, +3.5] beside p = 0.093.)
 """
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -26,7 +27,8 @@ from .report import Direction, UtteranceResult
 
 SAMPLES = 1000  # resamples (SacreBLEU's default for the paired bootstrap)
 ALPHA = 0.05
-MIN_SAMPLES = 20  # with fewer resamples p = (extreme + 1) / (samples + 1) can never fall below ALPHA
+# the fewest resamples with which p = (extreme + 1) / (samples + 1) can fall below ALPHA: 1 / (n + 1) < ALPHA
+MIN_SAMPLES = math.floor(1 / ALPHA)
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,7 @@ class Comparison:
     a: float  # system a's average BLEU over directions, on the full test set
     b: float  # system b's
     p: float  # two-sided p-value of a - b under paired bootstrap resampling
-    low: float  # 95% interval of a - b: leaves out 0 exactly when p < ALPHA (module docstring)
+    low: float  # 95% interval of a - b: leaves out 0 exactly when p < ALPHA (module docstring; not another alpha)
     high: float
     sentences: int  # test sentences both systems were scored on
     samples: int
@@ -61,7 +63,7 @@ def paired_bootstrap(a: Iterable[UtteranceResult | Mapping], b: Iterable[Utteran
                           f"{only[0]!r}); compare results of one evaluation")
     if not rows_a:
         raise LLMSRTError("no rows with a reference translation to compare")
-    _check_samples(samples)
+    check_samples(samples)
     by_direction: dict[Direction, list[str]] = {}
     for key, r in rows_a.items():
         by_direction.setdefault((r.src, r.tgt), []).append(key)
@@ -85,14 +87,18 @@ def paired_mean(a: Sequence[float], b: Sequence[float], samples: int = SAMPLES, 
     x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if x.shape != y.shape or x.ndim != 1 or not x.size:
         raise LLMSRTError(f"paired values need two equal, non-empty lists, not {x.shape} and {y.shape}")
-    _check_samples(samples)
+    check_samples(samples)
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        raise LLMSRTError("paired values must be finite numbers (a NaN or inf loss would read as a significant "
+                          "difference); check the losses")
     d = x - y
     idx = np.random.default_rng(seed).integers(0, d.size, size=(samples, d.size))
     diffs = d[idx].mean(axis=1)
     return _compare(float(x.mean()), float(y.mean()), diffs, int(d.size))
 
 
-def _check_samples(samples: int) -> None:
+def check_samples(samples: int) -> None:
+    """A resample count a test at p < ALPHA can use, or a one-line LLMSRTError."""
     if samples < MIN_SAMPLES:
         raise LLMSRTError(f"paired bootstrap with {samples} resamples: at least {MIN_SAMPLES} are needed for a test "
                           f"at p < {ALPHA} (p can never be smaller than 1 / (resamples + 1))")
@@ -105,7 +111,7 @@ def _compare(a: float, b: float, diffs: np.ndarray, sentences: int) -> Compariso
     them, so |a - b| > h (0 outside the interval) exactly when p < ALPHA."""
     deviations = np.sort(np.abs(diffs - diffs.mean()))[::-1]
     extreme = int(np.sum(deviations >= abs(a - b)))
-    m = int(np.ceil(ALPHA * (diffs.size + 1) - 1)) - 1  # >= 0: _check_samples
+    m = int(np.ceil(ALPHA * (diffs.size + 1) - 1)) - 1  # >= 0: check_samples
     h = float(deviations[min(m, deviations.size - 1)])
     return Comparison(a, b, (extreme + 1) / (diffs.size + 1), a - b - h, a - b + h, sentences, int(diffs.size))
 

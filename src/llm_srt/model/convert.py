@@ -414,9 +414,10 @@ def convert_gguf(src_gguf: str | Path, dst_dir: str | Path, dtype: str = "float3
 @contextlib.contextmanager
 def gguf_parsed_once() -> Iterator[None]:
     """Within this block, each GGUF file is parsed once however often it is opened. transformers opens the file
-    three times for one model (config, weights, tokenizer), and gguf's reader parses all its metadata each time in
-    Python: ~17 s a parse for Gemma-3-270M's 262k-token vocabulary on this 2-core machine, 50 s of a 56 s `llm-srt
-    setup`. The reader is read-only (memory-mapped; transformers dequantizes into new arrays), so one serves all."""
+    three times for one model (the config, the weights, and once more for the tokenizer's config), and gguf's reader
+    parses all the metadata each time in Python: ~17 s a parse for Gemma-3-270M's 262k-token vocabulary on a 2-core
+    CPU, 50 s of a 57 s `llm-srt setup`. The reader is read-only (memory-mapped; transformers copies what it
+    dequantizes), so one serves all. The original class is back when the block ends, however it ends."""
     import gguf
 
     original = gguf.GGUFReader
