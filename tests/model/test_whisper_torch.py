@@ -104,18 +104,18 @@ def test_bad_folders_are_clear_errors(folder, tmp_path):
 
 
 def test_int8_head_is_quantized_in_chunks_and_the_table_stays_the_files(folder, monkeypatch):
-    """int8: the tied head is quantized EMBED_CHUNK_ROWS rows a mapping (chunk boundaries change nothing: the
+    """int8: the tied head is quantized QUANTIZE_CHUNK_ROWS rows a mapping (chunk boundaries change nothing: the
     same int8 rows as quantizing the whole table); the token table stays the file's float32 rows, unchanged."""
     from safetensors.torch import load_file
 
-    from llm_srt.model import whisper_torch
+    from llm_srt.model import cpu_linear
     from llm_srt.model.cpu_linear import Int8Linear, quantize_rows
 
     table = load_file(folder / "model.safetensors")["model.decoder.embed_tokens.weight"]
-    monkeypatch.setattr(whisper_torch, "EMBED_CHUNK_ROWS", 7)  # not a divisor of the vocabulary
+    q, scale = quantize_rows(table)  # the whole table at once
+    monkeypatch.setattr(cpu_linear, "QUANTIZE_CHUNK_ROWS", 7)  # not a divisor of the vocabulary
     assert table.shape[0] % 7
     w = TorchWhisper.from_pretrained(folder, torch.device("cpu"), torch.float32, int8=True)
-    q, scale = quantize_rows(table)
     assert torch.equal(w.head.dequantized_weight(), Int8Linear(q, scale=scale).dequantized_weight())
     assert torch.equal(w.model.decoder.embed_tokens.weight, table)
 

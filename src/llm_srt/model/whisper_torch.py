@@ -32,7 +32,6 @@ FEATURE_DEFAULTS = {"feature_size": 80, "sampling_rate": SAMPLE_RATE, "hop_lengt
                     "n_fft": 400, "dither": 0.0}  # WhisperFeatureExtractor's defaults
 TIMESTAMP = re.compile(r"<\|(\d+\.\d+)\|>")  # timestamp tokens are not special in tokenizer.json: HF drops their text
 EMBED_TOKENS = "decoder.embed_tokens"  # the token table (tied to the head), under HF's `model.` prefix
-EMBED_CHUNK_ROWS = 8192  # int8 load: token-table rows quantized through one mapping (16 MB of Whisper base's)
 CPU_MMAP_THRESHOLD = 1 << 20  # bytes: on glibc, CPU allocations this large are mapped and unmapped on their own
 
 
@@ -391,10 +390,10 @@ class TorchWhisper(nn.Module):
     def _load_int8(self) -> None:
         """Each linear layer's float32 weights are read through a mapping of their own and quantized at once, so
         the file's pages leave memory as each mapping closes: the peak holds the int8 model and one float32 matrix,
-        not every float32 weight besides. The tied head is quantized from the token table EMBED_CHUNK_ROWS rows a
-        mapping; the table itself stays a view of the file, so lookups are exact and only the pages of the rows
-        looked up become resident (a few of Whisper base's 106 MB, where a copy of it would cost 106 MB, or 26 MB
-        as int8)."""
+        not every float32 weight besides. The tied head is quantized from the token table QUANTIZE_CHUNK_ROWS rows
+        a mapping (16 MB of Whisper base's); the table itself stays a view of the file, so lookups are exact and
+        only the pages of the rows looked up become resident (a few of Whisper base's 106 MB, where a copy of it
+        would cost 106 MB, or 26 MB as int8)."""
         from safetensors import safe_open
 
         from .cpu_linear import Int8Linear
@@ -427,16 +426,18 @@ class TorchWhisper(nn.Module):
 
     @staticmethod
     def _int8_rows(path: Path, key: str, shape: torch.Size) -> tuple[torch.Tensor, torch.Tensor]:
-        """`quantize_rows` of a float matrix of the file, EMBED_CHUNK_ROWS rows a mapping."""
+        """`quantize_rows` of a float matrix of the file, its chunk of `cpu_linear.QUANTIZE_CHUNK_ROWS` rows a
+        mapping (so each chunk's pages leave memory with its mapping)."""
         from safetensors import safe_open
 
-        from .cpu_linear import quantize_rows
+        from . import cpu_linear
 
         q, scale = torch.empty(tuple(shape), dtype=torch.int8), torch.empty(shape[0])
-        for start in range(0, shape[0], EMBED_CHUNK_ROWS):
+        chunk = cpu_linear.QUANTIZE_CHUNK_ROWS
+        for start in range(0, shape[0], chunk):
             with safe_open(path, framework="pt") as f:
-                rows = f.get_slice(key)[start:start + EMBED_CHUNK_ROWS]
-            q[start:start + len(rows)], scale[start:start + len(rows)] = quantize_rows(rows)
+                rows = f.get_slice(key)[start:start + chunk]
+            q[start:start + len(rows)], scale[start:start + len(rows)] = cpu_linear.quantize_rows(rows)
         return q, scale
 
     @cached_property
