@@ -281,6 +281,28 @@ def test_int8_linear_on_one_row_matches_the_row_in_a_batch():
         assert (Int8Linear.from_linear(narrow)(row) - narrow(row)).abs().max() < 0.03 * narrow(row).abs().max()
 
 
+def test_int8_linear_on_many_rows_is_the_per_row_product_in_place():
+    """Inputs of more rows than a decode step (prefills, Whisper's 1500 frames) take their ranges as
+    max(amax, -amin) and scale the product in place: exactly the per-row product of a decode step's form, rows
+    whose largest magnitude is negative, all-zero rows and the bias included."""
+    from llm_srt.model import cpu_linear
+    from llm_srt.model.cpu_linear import Int8Linear, row_ranges
+
+    torch.manual_seed(0)
+    q = Int8Linear(torch.randn(48, 64), torch.randn(48))
+    x = torch.randn(cpu_linear.DECODE_MAX_ROWS + 30, 64)
+    x[3] = -x[3].abs() * 7  # a row whose extreme is negative
+    x[5] = 0  # an all-zero row: a finite range, a zero product plus the bias
+    ranges = row_ranges(x)
+    assert torch.equal(ranges, x.abs().amax(1, keepdim=True).clamp(min=1e-30))  # both branches: the same ranges
+    assert torch.equal(row_ranges(x[:4]), ranges[:4])
+    reference = torch.addcmul(q.bias, torch.ops.quantized.linear_dynamic(x / ranges, q._packed, q.reduce_range),
+                              ranges)
+    assert torch.equal(q(x), reference)
+    assert torch.equal(q(x)[5], q.bias)
+    assert torch.equal(q(x[None])[0], reference)  # (batch, time, in) the same
+
+
 def _mapped_mib(file) -> float:
     """Resident MiB of this process's mappings of `file` (/proc/self/smaps)."""
     rss, current = 0, False

@@ -16,6 +16,7 @@ import tiny
 from llm_srt import device, languages
 from llm_srt.errors import LLMSRTError
 from llm_srt.model.systems import WhisperSystem, detect_language
+from llm_srt.model import whisper_torch
 from llm_srt.model.whisper_torch import LogMel, TorchWhisper, mel_filters
 
 CPU = device.resolve("cpu")
@@ -118,6 +119,56 @@ def test_int8_head_is_quantized_in_chunks_and_the_table_stays_the_files(folder, 
     w = TorchWhisper.from_pretrained(folder, torch.device("cpu"), torch.float32, int8=True)
     assert torch.equal(w.head.dequantized_weight(), Int8Linear(q, scale=scale).dequantized_weight())
     assert torch.equal(w.model.decoder.embed_tokens.weight, table)
+
+
+HEAP = """
+import ctypes, json
+import torch
+from llm_srt.model import whisper_torch
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                      "fsmblks", "uordblks", "fordblks", "keepcost")]
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = MallInfo2
+rss = lambda: int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20  # MiB
+whisper_torch.return_freed_memory()
+mapped = libc.mallinfo2().hblkhd
+blocks = [torch.ones(2**20) for _ in range(48)]  # 48 activations of 4 MiB, touched
+pin = torch.ones(2**18)  # a live block above them: free() alone cannot shrink the heap's top
+heap_blocks = libc.mallinfo2().hblkhd - mapped < 2**20
+big = torch.ones(whisper_torch.CPU_MMAP_THRESHOLD // 4)  # at the threshold: mapped on its own
+big_mapped = libc.mallinfo2().hblkhd - mapped >= whisper_torch.CPU_MMAP_THRESHOLD
+del big, blocks
+kept = rss()
+whisper_torch.trim_heap()
+print(json.dumps({"heap_blocks": heap_blocks, "big_mapped": big_mapped, "kept": kept, "trimmed": rss()}))
+"""
+
+
+@pytest.mark.skipif(whisper_torch._glibc() is None or not Path("/proc/self/statm").is_file(),
+                    reason="glibc's malloc on Linux")
+def test_cpu_activations_are_reused_from_the_heap_and_trimmed_back():
+    """After `return_freed_memory`, activations below CPU_MMAP_THRESHOLD come from the heap (reused, no page fault
+    per fresh block: the encoder's 3-12 MB activations), larger blocks are mapped on their own, and `trim_heap`
+    hands the freed pages back (a fresh process: the setting is process-wide)."""
+    out = subprocess.run([sys.executable, "-c", HEAP], capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout)
+    assert result["heap_blocks"] and result["big_mapped"]
+    assert result["kept"] - result["trimmed"] > 150, result  # 192 MiB freed in the heap's middle, then returned
+
+
+def test_cpu_whisper_trims_the_heap_after_loading_encoding_and_decoding(folder, monkeypatch):
+    calls = []
+    monkeypatch.setattr(whisper_torch, "trim_heap", lambda: calls.append(1))
+    w = TorchWhisper.from_pretrained(folder, torch.device("cpu"), torch.float32)
+    assert len(calls) == 1
+    with torch.inference_mode():
+        states = w.encode(w.mel([CLIPS[0]]))
+        assert len(calls) == 2
+        w.greedy(states, torch.tensor([[w.generation.start]]), 3)
+    assert len(calls) == 3
 
 
 NO_TRANSFORMERS = """

@@ -108,10 +108,8 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features).float()
-        # abs().amax(): torch's inf-norm reduction costs 7x more at 16 rows (33 vs 4.7 us a call)
-        scale = flat.abs().amax(1, keepdim=True).clamp_(min=1e-30)
-        y = torch.ops.quantized.linear_dynamic(flat / scale, self._packed, self.reduce_range)
-        y = y.mul_(scale) if self.bias is None else torch.addcmul(self.bias, y, scale)  # one pass over y, not two
+        y = torch.ops.quantized.linear_dynamic(flat / (scale := row_ranges(flat)), self._packed, self.reduce_range)
+        y = y.mul_(scale) if self.bias is None else torch.addcmul(self.bias, y, scale, out=y)  # one pass, in place
         return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
 
     def extra_repr(self) -> str:
@@ -119,6 +117,15 @@ class Int8Linear(nn.Module):
 
 
 _VNNI = _has_vnni()
+
+
+def row_ranges(flat: torch.Tensor) -> torch.Tensor:
+    """(rows, n) -> (rows, 1): each row's max |x|, at least 1e-30. Up to DECODE_MAX_ROWS rows as abs().amax()
+    (torch's inf-norm costs 7x more at 16 rows, 33 vs 4.7 us); more rows as max(amax, -amin), two reads and no
+    temporary as large as the input (1500 x 2048: 137 vs 225 us)."""
+    if len(flat) <= DECODE_MAX_ROWS:
+        return flat.abs().amax(1, keepdim=True).clamp_(min=1e-30)
+    return torch.maximum(flat.amax(1, keepdim=True), flat.amin(1, keepdim=True).neg_()).clamp_(min=1e-30)
 
 
 def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
