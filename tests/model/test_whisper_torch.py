@@ -141,7 +141,15 @@ big_mapped = libc.mallinfo2().hblkhd - mapped >= whisper_torch.CPU_MMAP_THRESHOL
 del big, blocks
 kept = rss()
 whisper_torch.trim_heap()
-print(json.dumps({"heap_blocks": heap_blocks, "big_mapped": big_mapped, "kept": kept, "trimmed": rss()}))
+trimmed = rss()
+del pin
+whisper_torch.trim_heap()  # the heap is now its live blocks alone
+top = [torch.ones(2**19) for _ in range(16)]  # 32 MiB at the heap's top, freed: kept for the next step's reuse
+del top
+top_kept = rss()
+whisper_torch.trim_heap()
+print(json.dumps({"heap_blocks": heap_blocks, "big_mapped": big_mapped, "kept": kept, "trimmed": trimmed,
+                  "top_kept": top_kept, "top_trimmed": rss()}))
 """
 
 
@@ -149,14 +157,16 @@ print(json.dumps({"heap_blocks": heap_blocks, "big_mapped": big_mapped, "kept": 
                     reason="glibc's malloc on Linux")
 def test_cpu_activations_are_reused_from_the_heap_and_trimmed_back():
     """After `return_freed_memory`, activations below CPU_MMAP_THRESHOLD come from the heap (reused, no page fault
-    per fresh block: the encoder's 3-12 MB activations), larger blocks are mapped on their own, and `trim_heap`
-    hands the freed pages back (a fresh process: the setting is process-wide)."""
+    per fresh block: the encoder's 3-12 MB activations), larger blocks are mapped on their own, free memory at the
+    heap's top stays for reuse (a decode step's logits) and `trim_heap` hands the freed pages back (a fresh process:
+    the setting is process-wide)."""
     out = subprocess.run([sys.executable, "-c", HEAP], capture_output=True, text=True,
                          env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout)
     assert result["heap_blocks"] and result["big_mapped"]
     assert result["kept"] - result["trimmed"] > 150, result  # 192 MiB freed in the heap's middle, then returned
+    assert result["top_kept"] - result["top_trimmed"] > 24, result  # free() alone did not give the top back
 
 
 def test_cpu_whisper_trims_the_heap_after_loading_encoding_and_decoding(folder, monkeypatch):

@@ -36,6 +36,7 @@ FEATURE_DEFAULTS = {"feature_size": 80, "sampling_rate": SAMPLE_RATE, "hop_lengt
 TIMESTAMP = re.compile(r"<\|(\d+\.\d+)\|>")  # timestamp tokens are not special in tokenizer.json: HF drops their text
 EMBED_TOKENS = "decoder.embed_tokens"  # the token table (tied to the head), under HF's `model.` prefix
 CPU_MMAP_THRESHOLD = 16 << 20  # bytes: on glibc, CPU allocations this large are mapped and unmapped on their own
+CPU_TRIM_THRESHOLD = 64 << 20  # bytes: free memory at the heap's top kept for reuse (`return_freed_memory`)
 
 
 def _read_json(path: Path) -> dict:
@@ -61,12 +62,14 @@ def return_freed_memory() -> None:
     the largest block freed (up to 32 MiB), so the encoder's activations (3-12 MB each) are carved from the heap and
     their freed blocks stay resident: +100 MiB of RSS over 5 clips of Whisper base, measured. Mapping every block of
     1 MiB or more instead (the setting until 2026-12-01) kept the peak there but cost a page fault per 4 KiB of each
-    fresh activation: 5 int8 clips took 3.3 s after the imports, not 2.6. So the threshold is fixed at
-    CPU_MMAP_THRESHOLD (above the encoder's activations, which are reused from the heap) and `trim_heap` hands the
-    freed pages back where a stage ends (after loading, after each clip's encoder pass and decoding): same peak
-    within 2%. No glibc: nothing to do."""
+    fresh activation, process-wide: 5 int8 clips took 3.3 s after the imports, not 2.6, and an int8 Gemma-3-270M
+    decode step at batch 16 in the same process (its 16 MiB of logits) 52-59 ms, not 29-31. So blocks below
+    CPU_MMAP_THRESHOLD come from the heap, the heap's top is kept up to CPU_TRIM_THRESHOLD (what glibc's own
+    adjustment would allow: the next step reuses it), and `trim_heap` hands the freed pages back where a stage ends
+    (after loading, after each clip's encoder pass and decoding): the same peak within 2%. No glibc: nothing."""
     if (libc := _glibc()) is not None:
         libc.mallopt(-3, CPU_MMAP_THRESHOLD)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, CPU_TRIM_THRESHOLD)  # M_TRIM_THRESHOLD
 
 
 def trim_heap() -> None:
