@@ -347,8 +347,22 @@ def test_int8_speech_llm_generates_and_refuses_to_train(tmp_path):
     ckpt = tiny.speech_llm(tmp_path, init_std=0.3).save_pretrained(tmp_path / "ckpt")
     q = SpeechLLM.from_pretrained(ckpt, dtype="int8")
     assert q.config.dtype == "int8" and q.llm_dtype == torch.float32
-    assert q.encoder.encoder.conv1.weight.dtype == torch.float32  # only the LLM's linear layers are int8
+    from torch import nn
+
+    from llm_srt.model.cpu_linear import Int8Linear
+
+    for part in (q.encoder, q.adapter, q.llm):  # every linear layer int8, as CTranslate2's int8 (encoder, adapter,
+        assert not [n for n, m in part.named_modules() if type(m) is nn.Linear]  # LLM); convolutions float32
+        assert any(isinstance(m, Int8Linear) for m in part.modules())
+    assert q.encoder.encoder.conv1.weight.dtype == torch.float32
     batch = {"audio": CLIPS[:2], "prompts": PROMPTS[:2]}
+    fp32 = SpeechLLM.from_pretrained(ckpt).eval()
+    with torch.no_grad():  # the trained adapter's weights went in before quantizing: int8 speech ~ float32 speech
+        q.eval()
+        exact, got = fp32.speech_embeddings(batch)[0], q.speech_embeddings(batch)[0]
+    assert ((got - exact).norm() / exact.norm()).item() < 0.1
+    with pytest.raises(LLMSRTError, match="already int8"):
+        q.load_trainable(ckpt)
     from llm_srt.model.decoding import DecodingOptions
 
     options = DecodingOptions(max_new_tokens=6)

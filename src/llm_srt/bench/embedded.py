@@ -333,7 +333,9 @@ def _load_model(options: BenchOptions, placement: Placement):
 
 
 def _int8_model(folders: tuple[str, str], adapter_state: dict, placement: Placement, options: BenchOptions):
-    """(a) again with the LLM's linear layers in int8 (`--dtype int8`), the same adapter weights, EOS pinned."""
+    """(a) again with int8 linear layers (`--dtype int8`: encoder, adapter and LLM), the same adapter weights, EOS
+    pinned."""
+    from ..model.cpu_linear import quantize_int8
     from ..model.speech_llm import SpeechLLM, SpeechLLMConfig
 
     config = SpeechLLMConfig(encoder=folders[0], llm=folders[1], adapter="qformer",
@@ -343,6 +345,7 @@ def _int8_model(folders: tuple[str, str], adapter_state: dict, placement: Placem
     else:
         model = SpeechLLM(config, device=placement.device)
         model.adapter.load_state_dict(adapter_state)
+        quantize_int8(model.adapter)  # as from_pretrained does once the weights are in
     pin_eos(model)
     return model.eval()
 

@@ -19,14 +19,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..device import DTYPE_NAMES, compute_dtype
+from ..device import DTYPE_NAMES, compute_dtype, is_int8
 from ..errors import ConfigError, LLMSRTError
 from ..paths import atomic_dir, resolve_model
 from ..prompts import PROMPT_FORMAT_VERSION
 from .adapter import Adapter, build_adapter
 from .decoding import DecodingOptions, OnEnd, eos_ids, generate_ids
 from .encoder import WhisperEncoder, whisper_dim
-from .cpu_linear import is_quantized
+from .cpu_linear import is_quantized, quantize_int8
 from .llm import LoraOptions, backbone_and_head, hidden_size, load_llm, resolve_dtype, softcap
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,8 @@ class SpeechLLMConfig:
     lora: LoraOptions | None = None  # LoRA on the LLM, or None
     trainable: tuple[str, ...] = ("adapter",)  # parameter groups to train: keys of TRAINABLE
     prompt_format: int = PROMPT_FORMAT_VERSION  # llm_srt.prompts format the model is trained with
-    dtype: str = "float32"  # LLM weight dtype: float32, bfloat16, float16 or int8 (CPU inference; encoder float32)
+    dtype: str = "float32"  # frozen weights: float32, bfloat16, float16 or int8 (CPU inference: every linear layer
+    #                         of encoder, adapter and LLM int8; convolutions, norms and embeddings float32)
     pad_to_30s: bool = False  # run Whisper on 30 s padded input (SLAM-LLM / reference checkpoints)
 
     def to_dict(self) -> dict:
@@ -126,6 +127,8 @@ class SpeechLLM(nn.Module):
                                                  weights=self._weights)
             if enc.dim != self.encoder_dim:
                 raise LLMSRTError(f"{self.config.encoder}: encoder dim {enc.dim} != {self.encoder_dim}")
+            if is_int8(self.config.dtype):  # as CTranslate2's int8 Whisper: its linear layers, not its convolutions
+                quantize_int8(enc)
             self._whisper = enc  # registered as a submodule: follows .to() and train()
         return self._whisper
 
@@ -242,9 +245,9 @@ class SpeechLLM(nn.Module):
             prompt_ids, target_ids = tokenize_batch(self.tokenizer, batch["prompts"], batch["targets"])
         else:
             raise LLMSRTError("forward needs batch['targets'] (or 'target_ids'); use generate() for inference")
-        if torch.is_grad_enabled() and is_quantized(self.llm):
-            raise LLMSRTError("the LLM has int8 linear layers (dtype int8), which are for inference only; train with "
-                              "dtype float32 or bfloat16")
+        if torch.is_grad_enabled() and (is_quantized(self.llm) or is_quantized(self.adapter)):
+            raise LLMSRTError("the model has int8 linear layers (dtype int8), which are for inference only; train "
+                              "with dtype float32 or bfloat16")
         speech = self.speech_embeddings(batch)
         embeds, mask, labels = self.assemble(speech, prompt_ids, target_ids)
         backbone, head = backbone_and_head(self.llm)
@@ -339,6 +342,8 @@ class SpeechLLM(nn.Module):
                 raise LLMSRTError(f"{directory}: trained with {key}={meta[key]} but {source} has {actual}; point the "
                                   "checkpoint at the models it was trained with")
         model.load_trainable(directory)
+        if is_int8(config.dtype):  # the trained adapter too, once its weights are in
+            quantize_int8(model.adapter)
         return model
 
     def load_trainable(self, directory: str | Path) -> None:
@@ -346,6 +351,9 @@ class SpeechLLM(nn.Module):
         directory = Path(directory)
         if not (directory / ADAPTER_FILE).is_file():
             raise LLMSRTError(f"{directory}: {ADAPTER_FILE} is missing; the checkpoint is incomplete")
+        if is_quantized(self.adapter):
+            raise LLMSRTError(f"{directory}: this model's adapter is already int8 (dtype int8, for inference); load "
+                              "the checkpoint with SpeechLLM.from_pretrained instead")
         load_adapter_state(self.adapter, _load_weights(directory / ADAPTER_FILE), str(directory / ADAPTER_FILE))
         if (directory / LORA_FILE).is_file():
             load_lora_state(self.llm, _load_weights(directory / LORA_FILE), str(directory / LORA_FILE))
