@@ -342,9 +342,10 @@ def test_int8_keeps_no_page_of_the_checkpoint_its_quantization_read(tmp_path, mo
         assert torch.equal(q(input_ids=ids).logits, before(input_ids=ids).logits)
 
 
-def test_int8_speech_llm_generates_and_refuses_to_train(tmp_path):
+@pytest.mark.parametrize("adapter", ["qformer", "linear"])  # linear: no float parameter is left once it is int8
+def test_int8_speech_llm_generates_and_refuses_to_train(tmp_path, adapter):
     torch.manual_seed(0)
-    ckpt = tiny.speech_llm(tmp_path, init_std=0.3).save_pretrained(tmp_path / "ckpt")
+    ckpt = tiny.speech_llm(tmp_path, adapter=adapter, init_std=0.3).save_pretrained(tmp_path / "ckpt")
     q = SpeechLLM.from_pretrained(ckpt, dtype="int8")
     assert q.config.dtype == "int8" and q.llm_dtype == torch.float32
     from torch import nn

@@ -446,7 +446,7 @@ def lower_bound(model, mel: torch.Tensor, mel_mask: torch.Tensor, generation: di
     """Time each needed forward pass alone: the encoder on the recorded mel, the adapter, the LLM prefill on the
     recorded inputs_embeds, then `calls - 1` KV-cached single-token steps."""
     whisper, llm, device = model.encoder, model.llm, model.device
-    adapter_dtype = next(model.adapter.parameters()).dtype
+    adapter_dtype = model.adapter_dtype
     times = []
 
     def tick():

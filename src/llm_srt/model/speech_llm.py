@@ -11,6 +11,7 @@ training, `targets` (list[str]).
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from dataclasses import asdict, dataclass, field, replace
@@ -134,7 +135,15 @@ class SpeechLLM(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return next(self.adapter.parameters()).device
+        """The adapter's device (an int8 adapter may keep no float parameter: int8 runs on the CPU)."""
+        first = next(itertools.chain(self.adapter.parameters(), self.adapter.buffers()), None)
+        return first.device if first is not None else torch.device("cpu")
+
+    @property
+    def adapter_dtype(self) -> torch.dtype:
+        """The dtype the adapter takes its input in (float32 for an int8 adapter)."""
+        first = next(self.adapter.parameters(), None)
+        return first.dtype if first is not None else torch.float32
 
     @property
     def llm_dtype(self) -> torch.dtype:
@@ -180,8 +189,7 @@ class SpeechLLM(nn.Module):
         if h.shape[-1] != self.encoder_dim:
             raise LLMSRTError(f"encoder features have dim {h.shape[-1]} but the adapter expects {self.encoder_dim}; "
                               "the feature cache was made with another encoder")
-        adapter_dtype = next(self.adapter.parameters()).dtype
-        emb, emb_mask = self.adapter(h.to(adapter_dtype), mask.to(self.device).bool())
+        emb, emb_mask = self.adapter(h.to(self.adapter_dtype), mask.to(self.device).bool())
         return emb.to(self.llm_dtype), emb_mask
 
     def assemble(self, speech: tuple[torch.Tensor, torch.Tensor] | None, prompt_ids: list[list[int]],
