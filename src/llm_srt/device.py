@@ -1,9 +1,9 @@
 """Where models run and in what precision: resolved once per command, then passed down as a `Placement`.
 
 `auto` means the GPU when one is present (under torchrun: the rank's own GPU, `cuda:$LOCAL_RANK`) in bfloat16,
-else the CPU in float32. `int8` (CPU inference only) keeps the frozen models' linear layers in int8 (per-channel
-weights, activations quantized per call: `model/cpu_linear.py: quantize_int8`); everything else, and every activation,
-stays float32 (`compute_dtype`). Every verb takes `--device` and `--dtype` (see `add_arguments`); training configs have the
+else the CPU in float32. `int8` (CPU inference only) keeps every linear layer in int8 (per-channel weights,
+activations quantized per call: `model/cpu_linear.py: quantize_int8`): the frozen models' and, for a loaded speech
+model, the trained adapter's; everything else, and every activation, stays float32 (`compute_dtype`). Every verb takes `--device` and `--dtype` (see `add_arguments`); training configs have the
 same two keys. Nothing below this module picks a device by itself.
 """
 
@@ -31,7 +31,8 @@ class Placement:
     """Where a command's models live."""
 
     device: torch.device  # cpu, or one CUDA device (cuda:0 ...)
-    dtype: torch.dtype  # weight dtype of the frozen models (encoder, LLM); trained parts stay float32
+    dtype: torch.dtype  # weight dtype of the frozen models (encoder, LLM); trained parts stay float32 (int8
+    #                     inference: a loaded model's adapter is int8 too, `SpeechLLM.quantize_adapter`)
 
     @property
     def cuda(self) -> bool:
@@ -125,8 +126,8 @@ def add_arguments(parser) -> None:
                         help="auto (the GPU when present; under torchrun the rank's own), cpu, cuda or cuda:N")
     parser.add_argument("--dtype", default="auto",
                         help="weight dtype of the frozen models: auto (bfloat16 on CUDA, float32 on the CPU), "
-                             "float32, bfloat16, float16, or int8 (CPU inference: int8 linear layers, faster "
-                             "decoding; slightly different outputs)")
+                             "float32, bfloat16, float16, or int8 (CPU inference: every linear layer int8, "
+                             "the adapter's included; faster; slightly different outputs)")
 
 
 def from_args(args) -> Placement:

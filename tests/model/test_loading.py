@@ -2,6 +2,7 @@
 assembly of LLM inputs (checked against a plain per-row reference)."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -281,10 +282,10 @@ def test_int8_linear_on_one_row_matches_the_row_in_a_batch():
         assert (Int8Linear.from_linear(narrow)(row) - narrow(row)).abs().max() < 0.03 * narrow(row).abs().max()
 
 
-def test_int8_linear_on_many_rows_is_the_per_row_product_in_place():
+def test_int8_linear_on_many_rows_is_the_per_row_product():
     """Inputs of more rows than a decode step (prefills, Whisper's 1500 frames) take their ranges as
-    max(amax, -amin) and scale the product in place: exactly the per-row product of a decode step's form, rows
-    whose largest magnitude is negative, all-zero rows and the bias included."""
+    max(amax, -amin) (no |x| copy): exactly the per-row product of a decode step's form, rows whose largest
+    magnitude is negative, all-zero rows and the bias included."""
     from llm_srt.model import cpu_linear
     from llm_srt.model.cpu_linear import Int8Linear, row_ranges
 
@@ -350,7 +351,7 @@ def test_int8_speech_llm_generates_and_refuses_to_train(tmp_path, adapter):
     assert q.config.dtype == "int8" and q.llm_dtype == torch.float32
     from torch import nn
 
-    from llm_srt.model.cpu_linear import Int8Linear
+    from llm_srt.model.cpu_linear import Int8Linear, is_quantized
 
     for part in (q.encoder, q.adapter, q.llm):  # every linear layer int8, as CTranslate2's int8 (encoder, adapter,
         assert not [n for n, m in part.named_modules() if type(m) is nn.Linear]  # LLM); convolutions float32
@@ -364,6 +365,13 @@ def test_int8_speech_llm_generates_and_refuses_to_train(tmp_path, adapter):
     assert ((got - exact).norm() / exact.norm()).item() < 0.1
     with pytest.raises(LLMSRTError, match="already int8"):
         q.load_trainable(ckpt)
+    with pytest.raises(LLMSRTError, match="cannot be saved"):
+        q.save_pretrained(tmp_path / "int8-copy")
+    fp32.config = replace(fp32.config, dtype="int8")  # the adapter alone int8: training refuses it too
+    fp32.quantize_adapter()
+    assert is_quantized(fp32.adapter) and not is_quantized(fp32.llm)
+    with pytest.raises(LLMSRTError, match="int8 .* inference only"):
+        fp32({**batch, "targets": TARGETS[:2]})
     from llm_srt.model.decoding import DecodingOptions
 
     options = DecodingOptions(max_new_tokens=6)

@@ -4,7 +4,8 @@
 
 Everything is measured side by side in one process, on the same utterances, and reported as ratios:
   (a) LLM-SRT: Whisper at variable length -> Q-Former (80 queries) -> LLM; greedy and beam, by batch size; on a
-      float32 CPU run also greedy with the LLM's linear layers in int8 (`--dtype int8`, same adapter weights);
+      float32 CPU run also greedy with every linear layer in int8 (`--dtype int8`: encoder, adapter and LLM; same
+      adapter weights);
   (b) the Qwen2-Audio-style peer: Whisper on 30 s padded input -> 2x average pooling (750 speech tokens) -> the same
       LLM (a fresh pooled adapter over the same Whisper and LLM folders);
   (c) the cascade: Whisper's own ASR decoding, then the LLM translating the transcript (model/systems.py);
@@ -172,7 +173,7 @@ def run_bench(options: BenchOptions = BenchOptions(), placement: Placement | Non
         adapter_state = model.adapter.state_dict()
         del model, whisper, variable, padded
         release(placement.device)
-        if int8_rows:  # the same adapter over the LLM with int8 linear layers
+        if int8_rows:  # the same adapter weights, every linear layer int8
             int8 = _int8_model(folders, adapter_state, placement, options)
             rows += decode_rows(SpeechLLMSystem(int8, "llm-srt-int8", dev.resolve("cpu", "int8")), utts,
                                 [("llm-srt-int8", 1, b) for b in options.int8_batch_sizes], options, log, machine)
@@ -326,6 +327,7 @@ def _load_model(options: BenchOptions, placement: Placement):
         config = SpeechLLMConfig(encoder=options.encoder, llm=options.llm, adapter="qformer",
                                  adapter_kwargs=dict(options.adapter_kwargs), dtype=placement.dtype_name)
         model, name = SpeechLLM(config, device=placement.device), "fresh qformer adapter"
+        model.quantize_adapter()  # --dtype int8: a fresh adapter's weights are all it has
     if model.config.adapter != "qformer":
         raise LLMSRTError(f"bench: {options.model} has a {model.config.adapter!r} adapter; (a) benchmarks the "
                           "Q-Former (paper) — give a Q-Former model folder or none")
@@ -335,7 +337,6 @@ def _load_model(options: BenchOptions, placement: Placement):
 def _int8_model(folders: tuple[str, str], adapter_state: dict, placement: Placement, options: BenchOptions):
     """(a) again with int8 linear layers (`--dtype int8`: encoder, adapter and LLM), the same adapter weights, EOS
     pinned."""
-    from ..model.cpu_linear import quantize_int8
     from ..model.speech_llm import SpeechLLM, SpeechLLMConfig
 
     config = SpeechLLMConfig(encoder=folders[0], llm=folders[1], adapter="qformer",
@@ -345,7 +346,7 @@ def _int8_model(folders: tuple[str, str], adapter_state: dict, placement: Placem
     else:
         model = SpeechLLM(config, device=placement.device)
         model.adapter.load_state_dict(adapter_state)
-        quantize_int8(model.adapter)  # as from_pretrained does once the weights are in
+        model.quantize_adapter()  # as from_pretrained does once the weights are in
     pin_eos(model)
     return model.eval()
 
@@ -357,6 +358,7 @@ def _pooled_model(folders: tuple[str, str], placement: Placement):
     config = SpeechLLMConfig(encoder=folders[0], llm=folders[1], adapter="pooled", pad_to_30s=True,
                              dtype=placement.dtype_name)
     model = SpeechLLM(config, device=placement.device).eval()
+    model.quantize_adapter()
     pin_eos(model)
     return model
 
@@ -513,7 +515,7 @@ def time_cascade(model, placement: Placement, utts: list[Utterance], batch: int,
 
 
 # ---- report -------------------------------------------------------------------------------------------------------
-SYSTEM_NAMES = {"llm-srt": "LLM-SRT (Q-Former, 80 tok)", "llm-srt-int8": "LLM-SRT (Q-Former), int8 LLM",
+SYSTEM_NAMES = {"llm-srt": "LLM-SRT (Q-Former, 80 tok)", "llm-srt-int8": "LLM-SRT (Q-Former), int8",
                 "pooled-750": "Qwen2-Audio-style (pooled, 750 tok)"}
 
 

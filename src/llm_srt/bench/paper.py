@@ -113,6 +113,7 @@ def build_system(name: str, folders: presets.PresetFolders, placement: Placement
     config = SpeechLLMConfig(encoder=str(folders.encoder), llm=str(folders.llm), adapter_kwargs=kwargs,
                              dtype=placement.dtype_name, **fields)
     model = SpeechLLM(config, device=placement.device, weights=False).eval()
+    model.quantize_adapter()  # --dtype int8 (CPU): the adapter int8 as in a loaded model
     pin_eos(model)
     model.encoder  # built now (it is lazy), so the first timed row does not pay for it
     return model, SpeechLLMSystem(model, name, placement)

@@ -108,7 +108,8 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features).float()
-        y = torch.ops.quantized.linear_dynamic(flat / (scale := row_ranges(flat)), self._packed, self.reduce_range)
+        scale = row_ranges(flat)
+        y = torch.ops.quantized.linear_dynamic(flat / scale, self._packed, self.reduce_range)
         y = y.mul_(scale) if self.bias is None else torch.addcmul(self.bias, y, scale, out=y)  # one pass, in place
         return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
 

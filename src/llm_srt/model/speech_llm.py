@@ -98,7 +98,8 @@ class SpeechLLM(nn.Module):
     def __init__(self, config: SpeechLLMConfig, device: str | torch.device | None = None, weights: bool = True,
                  llm_device: str | torch.device | None = None):
         """Build the model with every part straight on `device` (default: CPU): the LLM and (lazily) the encoder in
-        `config.dtype`, the adapter in float32. `weights=False`: random encoder and LLM from their config.json
+        `config.dtype`, the adapter in float32 (int8: `quantize_adapter` once its weights are in; `from_pretrained`
+        does it). `weights=False`: random encoder and LLM from their config.json
         (paper-shaped benchmarks). `llm_device="meta"`: the LLM as a weightless skeleton (FSDP ranks other than 0
         receive their shards from rank 0)."""
         super().__init__()
@@ -294,6 +295,9 @@ class SpeechLLM(nn.Module):
     # ---- checkpoints -------------------------------------------------------------------------------------------
     def trainable_state(self) -> dict[str, dict[str, torch.Tensor] | None]:
         """What a model folder stores besides its config: {"adapter": state dict, "lora": peft state dict or None}."""
+        if is_quantized(self.adapter):
+            raise LLMSRTError("this model's adapter is int8 (dtype int8, for inference): its weights cannot be saved; "
+                              "save the float32 model it was loaded from")
         lora = None
         if self.config.lora is not None:
             from peft import get_peft_model_state_dict
@@ -323,7 +327,8 @@ class SpeechLLM(nn.Module):
                         dtype: str | torch.dtype | None = None, llm_device: str | torch.device | None = None,
                         **overrides) -> "SpeechLLM":
         """Load a checkpoint folder straight onto `device`. `dtype` overrides the frozen models' weight dtype
-        (e.g. bfloat16 on a GPU for a checkpoint trained in float32); `overrides` replace SpeechLLMConfig fields
+        (e.g. bfloat16 on a GPU for a checkpoint trained in float32; int8 quantizes the loaded adapter too);
+        `overrides` replace SpeechLLMConfig fields
         (e.g. encoder=, llm= for a checkpoint moved to another host, trainable=, lora= to add fresh LoRA)."""
         directory = Path(directory)
         meta = read_config(directory)
@@ -350,9 +355,14 @@ class SpeechLLM(nn.Module):
                 raise LLMSRTError(f"{directory}: trained with {key}={meta[key]} but {source} has {actual}; point the "
                                   "checkpoint at the models it was trained with")
         model.load_trainable(directory)
-        if is_int8(config.dtype):  # the trained adapter too, once its weights are in
-            quantize_int8(model.adapter)
+        model.quantize_adapter()
         return model
+
+    def quantize_adapter(self) -> None:
+        """dtype int8 (CPU inference): the adapter's linear layers int8 too, as the encoder's and the LLM's; call it
+        once the adapter's weights are loaded (they cannot be loaded into it afterwards). Otherwise nothing."""
+        if is_int8(self.config.dtype) and not is_quantized(self.adapter):
+            quantize_int8(self.adapter)
 
     def load_trainable(self, directory: str | Path) -> None:
         """The adapter (and LoRA, when the folder has it) weights of a model or checkpoint folder into this model."""

@@ -58,15 +58,14 @@ def _glibc():
 
 
 def return_freed_memory() -> None:
-    """Bound what glibc keeps of freed CPU memory, at no cost in speed. By default it raises its mmap threshold to
-    the largest block freed (up to 32 MiB), so the encoder's activations (3-12 MB each) are carved from the heap and
-    their freed blocks stay resident: +100 MiB of RSS over 5 clips of Whisper base, measured. Mapping every block of
-    1 MiB or more instead (the setting until 2026-12-01) kept the peak there but cost a page fault per 4 KiB of each
-    fresh activation, process-wide: 5 int8 clips took 3.3 s after the imports, not 2.6, and an int8 Gemma-3-270M
-    decode step at batch 16 in the same process (its 16 MiB of logits) 52-59 ms, not 29-31. So blocks below
-    CPU_MMAP_THRESHOLD come from the heap, the heap's top is kept up to CPU_TRIM_THRESHOLD (what glibc's own
-    adjustment would allow: the next step reuses it), and `trim_heap` hands the freed pages back where a stage ends
-    (after loading, after each clip's encoder pass and decoding): the same peak within 2%. No glibc: nothing."""
+    """Bound what glibc keeps of freed CPU memory without a page fault per 4 KiB of every fresh activation. By
+    default glibc raises its mmap threshold to the largest block freed, so freed activations (3-12 MB each) stay
+    resident; mapping every block of 1 MiB or more instead (the setting before 2026-12-01) faulted each fresh
+    activation in again, process-wide (Whisper's encoder and an int8 LLM's decode steps alike). So blocks below
+    CPU_MMAP_THRESHOLD come from the heap and are reused, the heap's top is kept up to CPU_TRIM_THRESHOLD (as
+    glibc's own adjustment would), and `trim_heap` hands the freed pages back where a stage ends (after loading,
+    after each clip's encoder pass and decoding). Measured in README ("The heap, not the arithmetic"). No glibc:
+    nothing to do."""
     if (libc := _glibc()) is not None:
         libc.mallopt(-3, CPU_MMAP_THRESHOLD)  # M_MMAP_THRESHOLD
         libc.mallopt(-1, CPU_TRIM_THRESHOLD)  # M_TRIM_THRESHOLD
