@@ -17,7 +17,7 @@ import torch
 
 from llm_srt import cli
 from llm_srt.errors import LLMSRTError
-from llm_srt.model.convert import convert_gguf, convert_whisper_ct2
+from llm_srt.model.convert import convert_gguf, convert_whisper_ct2, gguf_parsed_once
 
 PROMPT_EN = ["<|startoftranscript|>", "<|en|>", "<|transcribe|>", "<|notimestamps|>"]
 # max |converted - original| / max |original| per CT2 storage type (fp16: 2^-11, bf16: 2^-8, int8: 0.5/127)
@@ -255,6 +255,10 @@ def test_gguf_metadata_is_parsed_once_per_conversion(tmp, monkeypatch):
 
     monkeypatch.setattr(gguf, "GGUFReader", Counting)
     src = _write_tiny_llama_gguf(tmp / "tiny.gguf")
+    with gguf_parsed_once():  # the stand-in is still a reader class: isinstance holds, one parse per file
+        first, second = gguf.GGUFReader(src), gguf.GGUFReader(str(src))
+        assert first is second and isinstance(first, Counting) and len(parses) == 1
+    parses.clear()
     convert_gguf(src, tmp / "hf")
     assert len(parses) == 1 and gguf.GGUFReader is Counting
     convert_gguf(src, tmp / "hf2")  # a new conversion parses anew (the file may have changed)

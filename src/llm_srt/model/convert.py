@@ -417,24 +417,29 @@ def gguf_parsed_once() -> Iterator[None]:
     three times for one model (the config, the weights, and once more for the tokenizer's config), and gguf's reader
     parses all the metadata each time in Python: ~17 s a parse for Gemma-3-270M's 262k-token vocabulary on a 2-core
     CPU, 50 s of a 57 s `llm-srt setup`. The reader is read-only (memory-mapped; transformers copies what it
-    dequantizes), so one serves all. The original class is back when the block ends, however it ends."""
+    dequantizes), so one serves all. The stand-in is a subclass (isinstance checks on the reader still hold); the
+    original class is back when the block ends, however it ends."""
     import gguf
 
     original = gguf.GGUFReader
     readers: dict[tuple[str, str], object] = {}
 
-    def reader(path, mode: str = "r"):
-        key = (str(Path(path).resolve()), mode)
-        if key not in readers:
-            readers[key] = original(path, mode)
-        return readers[key]
+    class SharedReader(original):
+        def __new__(cls, path, mode: str = "r"):
+            key = (str(Path(path).resolve()), mode)
+            if key not in readers:
+                readers[key] = super().__new__(cls)
+                original.__init__(readers[key], path, mode)
+            return readers[key]
 
-    gguf.GGUFReader = reader
+        def __init__(self, path, mode: str = "r"):  # parsed once, in __new__
+            pass
+
+    gguf.GGUFReader = SharedReader
     try:
         yield
     finally:
         gguf.GGUFReader = original
-
 
 def _check_gguf(src: Path) -> None:
     if not src.is_file():
