@@ -1,4 +1,4 @@
-"""Time nn.Linear against `decode_linear` over every linear layer of an LLM's decoder, each matrix read once (as in
+"""Time nn.Linear against `fast_linear` over every linear layer of an LLM's decoder, each matrix read once (as in
 one decode step), at a few row counts. Random matrices of the model's shapes, so no weights are needed:
 
     python scripts/linear_kernels.py [--shapes 1024x640,256x640,256x640,640x1024,2048x640,2048x640,640x2048]
@@ -14,7 +14,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from llm_srt.model.cpu_linear import decode_linear
+from llm_srt.model.cpu_linear import fast_linear
 
 GEMMA3_270M_LAYER = "1024x640,256x640,256x640,640x1024,2048x640,2048x640,640x2048"
 
@@ -45,10 +45,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     rows_out = []
     for rows in (int(r) for r in a.rows.split(",")):
         linear = time_pass(F.linear, weights, rows, a.repeats)
-        decode = time_pass(decode_linear, weights, rows, a.repeats)
-        rows_out.append({"rows": rows, "linear_ms": linear * 1e3, "decode_linear_ms": decode * 1e3})
+        decode = time_pass(fast_linear, weights, rows, a.repeats)
+        rows_out.append({"rows": rows, "linear_ms": linear * 1e3, "fast_linear_ms": decode * 1e3})
         print(f"{len(weights)} matrices, {mb:.0f} MB, {rows:3d} rows: nn.Linear {linear * 1e3:7.2f} ms "
-              f"({mb / 1e3 / linear:5.1f} GB/s)   decode_linear {decode * 1e3:7.2f} ms ({mb / 1e3 / decode:5.1f} GB/s)")
+              f"({mb / 1e3 / linear:5.1f} GB/s)   fast_linear {decode * 1e3:7.2f} ms ({mb / 1e3 / decode:5.1f} GB/s)")
     return rows_out
 
 

@@ -1,5 +1,5 @@
-"""decode_linear / fast_cpu_linears: the decode-sized CPU product is F.linear's math, and greedy decoding of the
-embedded LLM says exactly the same with it."""
+"""fast_linear / fast_cpu_linears: the CPU products on the faster kernels are F.linear's math, and greedy decoding
+of the embedded LLM says exactly the same with them."""
 
 import types
 
@@ -9,17 +9,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from llm_srt.model import cpu_linear
-from llm_srt.model.cpu_linear import DECODE_MAX_ROWS, decode_linear, fast_cpu_linears
+from llm_srt.model.cpu_linear import DECODE_MAX_ROWS, fast_linear, fast_cpu_linears
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (1, 5), (4, 1), (3, 7), (DECODE_MAX_ROWS, 1), (2, 40)])
 @pytest.mark.parametrize("bias", [True, False])
-def test_decode_linear_equals_f_linear_in_value_and_gradient(shape, bias):
+def test_fast_linear_equals_f_linear_in_value_and_gradient(shape, bias):
     torch.manual_seed(0)
     w = torch.randn(48, 32, requires_grad=True)
     b = torch.randn(48, requires_grad=True) if bias else None
     x = torch.randn(*shape, 32, requires_grad=True)
-    y = decode_linear(x, w, b)
+    y = fast_linear(x, w, b)
     ref = F.linear(x, w, b)
     assert y.shape == ref.shape and y.is_contiguous()
     torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
@@ -30,24 +30,53 @@ def test_decode_linear_equals_f_linear_in_value_and_gradient(shape, bias):
         torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-5)
 
 
-def test_decode_linear_takes_the_transposed_product_only_for_decode_sized_cpu_inputs(monkeypatch):
+@pytest.mark.skipif(not cpu_linear._ONEDNN, reason="torch without oneDNN")
+@pytest.mark.parametrize("rows", [1, 3, 5, DECODE_MAX_ROWS + 1, 300])
+@pytest.mark.parametrize("bias", [True, False])
+def test_fast_linear_without_gradients_equals_f_linear(rows, bias):
+    """Inference inputs (oneDNN at one row and above ONEDNN_SMALL_ROWS, (W @ x^T)^T between): F.linear's values,
+    3-d inputs and a non-contiguous input included."""
+    torch.manual_seed(0)
+    w, b = torch.randn(48, 32), (torch.randn(48) if bias else None)
+    x = torch.randn(rows, 2, 32)[:, 1]  # every other row of a larger tensor: not contiguous
+    with torch.no_grad():
+        for inp in (x, x.reshape(1, rows, 32)):
+            y = fast_linear(inp, w, b)
+            assert y.shape == inp.shape[:-1] + (48,) and y.is_contiguous()
+            torch.testing.assert_close(y, F.linear(inp, w, b), rtol=1e-5, atol=1e-5)
+
+
+def test_fast_linear_picks_the_kernel_by_rows_and_gradients(monkeypatch):
     calls = []
-    real = F.linear
-    monkeypatch.setattr(cpu_linear.F, "linear", lambda *a: calls.append(a[0].shape) or real(*a))
+    real_linear, real_onednn = F.linear, cpu_linear._onednn
+    monkeypatch.setattr(cpu_linear.F, "linear", lambda *a: calls.append(("F.linear", len(a[0]))) or real_linear(*a))
+    monkeypatch.setattr(cpu_linear, "_onednn", lambda *a: calls.append(("oneDNN", len(a[0]))) or real_onednn(*a))
+    monkeypatch.setattr(cpu_linear, "_ONEDNN", True)
     w = torch.randn(16, 8)
-    decode_linear(torch.randn(1, 1, 8), w)
-    decode_linear(torch.randn(DECODE_MAX_ROWS, 8), w)
+    with torch.no_grad():
+        for rows in (1, 2, cpu_linear.ONEDNN_SMALL_ROWS, cpu_linear.ONEDNN_SMALL_ROWS + 1, DECODE_MAX_ROWS + 1):
+            fast_linear(torch.randn(rows, 8), w)
+    assert calls == [("oneDNN", 1), ("oneDNN", cpu_linear.ONEDNN_SMALL_ROWS + 1), ("oneDNN", DECODE_MAX_ROWS + 1)]
+    calls.clear()  # inputs that need a gradient: (W @ x^T)^T up to DECODE_MAX_ROWS rows, F.linear above
+    x = torch.randn(DECODE_MAX_ROWS + 1, 8, requires_grad=True)
+    fast_linear(x[:1], w)
+    fast_linear(x[:DECODE_MAX_ROWS], w)
     assert calls == []
-    decode_linear(torch.randn(DECODE_MAX_ROWS + 1, 8), w)  # a prefill or a training batch
-    assert calls == [(DECODE_MAX_ROWS + 1, 8)]
+    fast_linear(x, w)  # a training batch
+    assert calls == [("F.linear", DECODE_MAX_ROWS + 1)]
+    calls.clear()
+    monkeypatch.setattr(cpu_linear, "_ONEDNN", False)  # a torch without oneDNN: F.linear's kernels
+    with torch.no_grad():
+        fast_linear(torch.randn(DECODE_MAX_ROWS + 1, 8), w)
+    assert calls == [("F.linear", DECODE_MAX_ROWS + 1)]
 
 
-def test_decode_linear_leaves_mixed_dtypes_to_f_linear_and_its_error(monkeypatch):
+def test_fast_linear_leaves_mixed_dtypes_to_f_linear_and_its_error(monkeypatch):
     calls = []
     real = F.linear
     monkeypatch.setattr(cpu_linear.F, "linear", lambda *a: calls.append(a[0].dtype) or real(*a))
     with pytest.raises(RuntimeError, match="dtype"):
-        decode_linear(torch.randn(2, 8, dtype=torch.float64), torch.randn(16, 8))
+        fast_linear(torch.randn(2, 8, dtype=torch.float64), torch.randn(16, 8))
     assert calls == [torch.float64]  # F.linear said what is wrong, not a bare matmul
 
 
@@ -63,7 +92,7 @@ def test_fast_cpu_linears_patches_plain_linears_only():
     x = torch.randn(3, 8)
     before = model(x)
     fast_cpu_linears(model)
-    assert all(isinstance(m.forward, types.MethodType) and m.forward.__func__ is cpu_linear._decode_linear_forward
+    assert all(isinstance(m.forward, types.MethodType) and m.forward.__func__ is cpu_linear._fast_linear_forward
                for m in (model[0], model[3]))
     assert "forward" not in vars(model[2])
     torch.testing.assert_close(model(x), before)
@@ -91,7 +120,7 @@ def test_greedy_text_decoding_of_the_embedded_llm_is_unchanged(embedded):
         return single, batch
 
     linears = [m for m in causal_lm(model).modules() if isinstance(m, nn.Linear)]
-    assert len(linears) > 100 and all(m.forward.__func__ is cpu_linear._decode_linear_forward for m in linears)
+    assert len(linears) > 100 and all(m.forward.__func__ is cpu_linear._fast_linear_forward for m in linears)
     fast = run()
     for m in linears:
         m.forward = types.MethodType(nn.Linear.forward, m)
@@ -109,4 +138,4 @@ def test_linear_kernels_script_times_both_forms_at_each_row_count():
     spec.loader.exec_module(module)
     rows = module.main(["--shapes", "32x16,16x32", "--layers", "2", "--rows", "1,3", "--repeats", "1"])
     assert [r["rows"] for r in rows] == [1, 3]
-    assert all(r["linear_ms"] > 0 and r["decode_linear_ms"] > 0 for r in rows)
+    assert all(r["linear_ms"] > 0 and r["fast_linear_ms"] > 0 for r in rows)

@@ -1,5 +1,5 @@
 """Linear layers for CPU inference, in torch alone (no transformers import, so the Whisper path can use them):
-decode-sized products on the faster BLAS kernel (`decode_linear`, `fast_cpu_linears`) and int8 weights
+float32 products on the fastest kernel for their size (`fast_linear`, `fast_cpu_linears`) and int8 weights
 (`Int8Linear`, `quantize_int8`)."""
 
 from __future__ import annotations
@@ -13,22 +13,34 @@ import torch.nn.functional as F
 from torch import nn
 
 QUANTIZE_CHUNK_ROWS = 8192  # rows quantized at a time (`quantize_rows`)
-DECODE_MAX_ROWS = 64  # inputs of at most this many rows (batch x beams in a decode step) take `decode_linear`'s form
+DECODE_MAX_ROWS = 64  # inputs of at most this many rows (batch x beams in a decode step) may take (W @ x^T)^T
+ONEDNN_SMALL_ROWS = 4  # `fast_linear`: 2 .. this many rows take (W @ x^T)^T, 1 and more rows oneDNN (float32, no grad)
 
 
-def decode_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """F.linear(x, weight, bias) for (..., in) x (out, in), computed as (W @ x^T)^T when `x` is a decode-sized CPU
-    input (<= DECODE_MAX_ROWS rows; one row is doubled: a GEMM, not the GEMV).
+def fast_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """F.linear(x, weight, bias) for (..., in) x (out, in) on the fastest CPU kernel for its size; same math, other
+    summation orders (the greedy tokens of the embedded Gemma are unchanged: tests/model/test_cpu_linear.py).
 
-    Same math, but the BLAS takes a kernel that streams the weights at the memory's speed: the 126 body matrices of
-    Gemma-3-270M (401 MB) at 1 / 4 / 16 rows cost 29.5 / 44.1 / 53.0 ms as nn.Linear and 16.8 / 19.6 / 36.8 ms so
-    on a 2-core EPYC (`scripts/linear_kernels.py`; faster at every row count up to 64: 119 -> 98 ms there); its
-    262k x 640 head 53 -> 19 ms at one row. Inputs of more rows (most prefills, training batches), mixed dtypes
-    and other devices keep F.linear. Gradients flow as through F.linear."""
+    On this AMD EPYC torch's float32 products (MKL) run at ~230 GFLOP/s against ~480 for oneDNN's, whose kernel
+    takes the plain weight as it is (no packed copy): so float32 inputs that need no gradient go to oneDNN
+    (`torch.ops.mkldnn._linear_pointwise`, Inductor's CPU linear; the torch pin covers the private op) at one row
+    and above ONEDNN_SMALL_ROWS rows: Gemma-3-270M's 126 body matrices at 1 / 16 / 1280 rows 7.9 / 21 / 1146 ms
+    -> 5.8 / 17 / 533 ms, its 262k x 640 head 15 / 74 -> 11 / 32 ms, Whisper base's encoder matrices at 1500 rows
+    2.2x faster (2 threads). At 2 to ONEDNN_SMALL_ROWS rows oneDNN is slower there, and so is MKL's own x @ W^T:
+    the product is (W @ x^T)^T, a kernel that streams the weights at the memory's speed (also the form for inputs
+    needing a gradient, up to DECODE_MAX_ROWS rows). Mixed dtypes, other devices and larger inputs needing a
+    gradient (training batches) keep F.linear; gradients flow as through F.linear."""
     rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
-    if x.device.type != "cpu" or not 0 < rows <= DECODE_MAX_ROWS or x.dtype != weight.dtype:
+    if x.device.type != "cpu" or not rows or x.dtype != weight.dtype:
         return F.linear(x, weight, bias)
+    grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
+                                        or (bias is not None and bias.requires_grad))
     flat = x.reshape(rows, x.shape[-1])
+    if (_ONEDNN and not grad and x.dtype == torch.float32 and (rows == 1 or rows > ONEDNN_SMALL_ROWS)
+            and weight.is_contiguous() and (bias is None or bias.dtype == weight.dtype)):
+        return _onednn(flat.contiguous(), weight, bias).reshape(*x.shape[:-1], weight.shape[0])
+    if rows > DECODE_MAX_ROWS:
+        return F.linear(x, weight, bias)
     if rows == 1:
         flat = torch.cat([flat, flat])
     out = (weight @ flat.T).T[:rows].contiguous()
@@ -37,16 +49,21 @@ def decode_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     return out.reshape(*x.shape[:-1], weight.shape[0])
 
 
-def _decode_linear_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    return decode_linear(x, self.weight, self.bias)
+def _onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """oneDNN's float32 linear: (rows, in) x (out, in) -> (rows, out)."""
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+
+def _fast_linear_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    return fast_linear(x, self.weight, self.bias)
 
 
 def fast_cpu_linears(model: nn.Module) -> None:
-    """Every nn.Linear of `model` (the output head included) computes decode-sized CPU inputs with
-    `decode_linear`; everything else is unchanged."""
+    """Every nn.Linear of `model` (the output head included) computes with `fast_linear` (CPU inputs on the
+    fastest kernel for their size; everything else as before)."""
     for module in model.modules():
         if type(module) is nn.Linear:
-            module.forward = types.MethodType(_decode_linear_forward, module)
+            module.forward = types.MethodType(_fast_linear_forward, module)
 
 
 # ---- int8 linear layers (CPU inference) ---------------------------------------------------------------------------
@@ -118,6 +135,7 @@ class Int8Linear(nn.Module):
 
 
 _VNNI = _has_vnni()
+_ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
 def row_ranges(flat: torch.Tensor) -> torch.Tensor:

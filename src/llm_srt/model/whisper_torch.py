@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import LLMSRTError
-from .cpu_linear import decode_linear
+from .cpu_linear import fast_linear
 
 SAMPLE_RATE = 16000
 FEATURE_DEFAULTS = {"feature_size": 80, "sampling_rate": SAMPLE_RATE, "hop_length": 160, "chunk_length": 30,
@@ -181,13 +181,13 @@ class SuppressTokens:
 
 class Linear(nn.Linear):
     """nn.Linear without its random init: parameters come from the checkpoint (init on meta tensors alone would
-    import torch._dynamo, ~1 s); decode steps take `decode_linear`'s faster CPU kernel."""
+    import torch._dynamo, ~1 s); decode steps take `fast_linear`'s faster CPU kernel."""
 
     def reset_parameters(self) -> None:
         pass
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return decode_linear(x, self.weight, self.bias)
+        return fast_linear(x, self.weight, self.bias)
 
 
 class LayerNorm(nn.LayerNorm):
@@ -497,7 +497,7 @@ class TorchWhisper(nn.Module):
         """(B, D) -> (B, vocab) float32 through the tied head."""
         if self.head is not None:
             return self.head(hidden).float()
-        return decode_linear(hidden, self.model.decoder.embed_tokens.weight).float()
+        return fast_linear(hidden, self.model.decoder.embed_tokens.weight).float()
 
     def next_logits(self, states: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor:
         """Encoder states (B, n_audio_ctx, D), prompts (B, P) -> the logits after each prompt (B, vocab), nothing
