@@ -124,6 +124,31 @@ def test_encoder_loads_in_dtype_and_random_encoder_differs(folders):
     assert not torch.equal(real.encoder.conv1.weight, rand.encoder.conv1.weight)
 
 
+def test_speech_llm_parts_take_the_fast_cpu_products_and_still_train(tmp_path):
+    """Encoder, adapter and LLM linear layers all compute with `fast_linear` (oneDNN for CPU inference); the
+    adapter still gets F.linear's gradients when it trains."""
+    from torch import nn
+
+    from llm_srt.model import cpu_linear
+
+    torch.manual_seed(0)
+    model = tiny.speech_llm(tmp_path, init_std=0.3)
+    for part in (model.encoder, model.adapter, model.llm):
+        linears = [m for m in part.modules() if type(m) is nn.Linear]
+        assert linears and all(m.forward.__func__ is cpu_linear._fast_linear_forward for m in linears)
+    batch = {"audio": CLIPS[:2], "prompts": PROMPTS[:2], "targets": TARGETS[:2]}
+    model.eval()  # no dropout: both passes compute the same function
+    model(batch)["loss"].backward()
+    grads = {n: p.grad for n, p in model.adapter.named_parameters()}
+    model.zero_grad()
+    for m in model.adapter.modules():  # the same step with plain nn.Linear forwards
+        if type(m) is nn.Linear:
+            del m.forward
+    model(batch)["loss"].backward()
+    for n, p in model.adapter.named_parameters():
+        torch.testing.assert_close(p.grad, grads[n], rtol=1e-4, atol=1e-6)
+
+
 def test_from_pretrained_dtype_overrides_and_prompt_format(tmp_path, folders):
     torch.manual_seed(0)
     model = tiny.speech_llm(tmp_path)

@@ -27,7 +27,7 @@ from ..prompts import PROMPT_FORMAT_VERSION
 from .adapter import Adapter, build_adapter
 from .decoding import DecodingOptions, OnEnd, eos_ids, generate_ids
 from .encoder import WhisperEncoder, whisper_dim
-from .cpu_linear import is_quantized, quantize_int8
+from .cpu_linear import fast_cpu_linears, is_quantized, quantize_int8
 from .llm import LoraOptions, backbone_and_head, hidden_size, load_llm, resolve_dtype, softcap
 
 log = logging.getLogger(__name__)
@@ -112,6 +112,7 @@ class SpeechLLM(nn.Module):
         self.llm_dim = hidden_size(self.llm)
         self.adapter: Adapter = build_adapter(config.adapter, self.encoder_dim, self.llm_dim, **config.adapter_kwargs)
         self.adapter.to(target)
+        fast_cpu_linears(self.adapter)  # CPU inference on the faster kernels; training keeps F.linear's
         self._whisper: WhisperEncoder | None = None
         self.set_trainable(config.trainable)
         counts = self.parameter_counts()
@@ -131,6 +132,7 @@ class SpeechLLM(nn.Module):
                 raise LLMSRTError(f"{self.config.encoder}: encoder dim {enc.dim} != {self.encoder_dim}")
             if is_int8(self.config.dtype):  # as CTranslate2's int8 Whisper: its linear layers, not its convolutions
                 quantize_int8(enc)
+            fast_cpu_linears(enc)  # float32 on the CPU: the faster kernels (frozen, so it never needs a gradient)
             self._whisper = enc  # registered as a submodule: follows .to() and train()
         return self._whisper
 
