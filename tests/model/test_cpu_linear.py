@@ -46,6 +46,21 @@ def test_fast_linear_without_gradients_equals_f_linear(rows, bias):
             torch.testing.assert_close(y, F.linear(inp, w, b), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.skipif(not cpu_linear._ONEDNN, reason="torch without oneDNN")
+@pytest.mark.parametrize("rows", [1, 5, DECODE_MAX_ROWS + 1, 300])
+@pytest.mark.parametrize("bias", [True, False])
+def test_frozen_layers_give_f_linears_input_gradient(rows, bias):
+    """A frozen weight (and bias) under an input that needs a gradient: F.linear's values and input gradient."""
+    torch.manual_seed(0)
+    w, b = torch.randn(48, 32), (torch.randn(48) if bias else None)
+    x = torch.randn(2, rows, 32, requires_grad=True)
+    y, ref = fast_linear(x, w, b), F.linear(x, w, b)
+    torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
+    g = torch.randn_like(ref)
+    torch.testing.assert_close(torch.autograd.grad(y, x, g)[0], torch.autograd.grad(ref, x, g)[0],
+                               rtol=1e-5, atol=1e-5)
+
+
 def test_fast_linear_picks_the_kernel_by_rows_and_gradients(monkeypatch):
     calls = []
     real_linear, real_onednn = F.linear, cpu_linear._onednn
@@ -57,14 +72,19 @@ def test_fast_linear_picks_the_kernel_by_rows_and_gradients(monkeypatch):
         for rows in (1, 2, cpu_linear.ONEDNN_SMALL_ROWS, cpu_linear.ONEDNN_SMALL_ROWS + 1, DECODE_MAX_ROWS + 1):
             fast_linear(torch.randn(rows, 8), w)
     assert calls == [("oneDNN", 1), ("oneDNN", cpu_linear.ONEDNN_SMALL_ROWS + 1), ("oneDNN", DECODE_MAX_ROWS + 1)]
-    calls.clear()  # inputs that need a gradient: (W @ x^T)^T up to DECODE_MAX_ROWS rows, F.linear above
+    calls.clear()  # a frozen layer whose input needs a gradient (training's frozen LLM): oneDNN both ways
     x = torch.randn(DECODE_MAX_ROWS + 1, 8, requires_grad=True)
+    fast_linear(x, w).sum().backward()
+    assert calls == [("oneDNN", DECODE_MAX_ROWS + 1), ("oneDNN", DECODE_MAX_ROWS + 1)]
+    calls.clear()  # trainable weights: (W @ x^T)^T up to DECODE_MAX_ROWS rows, F.linear above
+    w.requires_grad_(True)
     fast_linear(x[:1], w)
     fast_linear(x[:DECODE_MAX_ROWS], w)
     assert calls == []
     fast_linear(x, w)  # a training batch
     assert calls == [("F.linear", DECODE_MAX_ROWS + 1)]
     calls.clear()
+    w.requires_grad_(False)
     monkeypatch.setattr(cpu_linear, "_ONEDNN", False)  # a torch without oneDNN: F.linear's kernels
     with torch.no_grad():
         fast_linear(torch.randn(DECODE_MAX_ROWS + 1, 8), w)
