@@ -246,7 +246,7 @@ def kill_and_resume(check: Check, common: list[str], limit: float) -> bool:
     it resumed and finish."""
     out = check.work / "killed"
     argv = [sys.executable, "-m", "llm_srt.cli", "train", str(ROOT / "configs" / "embedded" / "asr.yaml"), *common,
-            "max_steps=6", "save_every=2", f"output_dir={out}"]
+            "max_steps=30", "save_every=2", f"output_dir={out}"]  # 28 steps after the first checkpoint: time to kill
     check.log.write(f"\n===== e2e kill: {' '.join(argv)}\n")
     check.log.flush()
     proc = subprocess.Popen(argv, cwd=ROOT, env=check.env, stdout=check.log, stderr=subprocess.STDOUT)
