@@ -89,6 +89,12 @@ def test_fast_linear_picks_the_kernel_by_rows_and_gradients(monkeypatch):
     with torch.no_grad():
         fast_linear(torch.randn(DECODE_MAX_ROWS + 1, 8), w)
     assert calls == [("F.linear", DECODE_MAX_ROWS + 1)]
+    calls.clear()
+    monkeypatch.setattr(cpu_linear, "_ONEDNN", True)  # another device (here meta, as for CUDA): F.linear at any size
+    with torch.no_grad():
+        for rows in (1, 3, DECODE_MAX_ROWS + 1):
+            fast_linear(torch.randn(rows, 8, device="meta"), w.to("meta"))
+    assert calls == [("F.linear", 1), ("F.linear", 3), ("F.linear", DECODE_MAX_ROWS + 1)]
 
 
 def test_fast_linear_leaves_mixed_dtypes_to_f_linear_and_its_error(monkeypatch):

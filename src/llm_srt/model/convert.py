@@ -441,6 +441,7 @@ def gguf_parsed_once() -> Iterator[None]:
     finally:
         gguf.GGUFReader = original
 
+
 def _check_gguf(src: Path) -> None:
     if not src.is_file():
         raise LLMSRTError(f"{src}: no such GGUF file")
@@ -448,8 +449,6 @@ def _check_gguf(src: Path) -> None:
         magic = f.read(4)
     if magic != GGUF_MAGIC:
         raise LLMSRTError(f"{src}: not a GGUF file (starts with {magic!r}, expected {GGUF_MAGIC!r})")
-
-
 
 
 # ======================================================================================================== CLI =====

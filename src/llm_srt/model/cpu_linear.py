@@ -35,13 +35,13 @@ def fast_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
     if x.device.type != "cpu" or not rows or x.dtype != weight.dtype:
         return F.linear(x, weight, bias)
-    trainable = torch.is_grad_enabled() and (weight.requires_grad or (bias is not None and bias.requires_grad))
+    grad = torch.is_grad_enabled()
+    trainable = grad and (weight.requires_grad or (bias is not None and bias.requires_grad))
     flat = x.reshape(rows, x.shape[-1])
     if (_ONEDNN and not trainable and x.dtype == torch.float32 and (rows == 1 or rows > ONEDNN_SMALL_ROWS)
             and weight.is_contiguous() and (bias is None or bias.dtype == weight.dtype)):
-        if torch.is_grad_enabled() and x.requires_grad:
-            return _FrozenOneDNN.apply(flat.contiguous(), weight, bias).reshape(*x.shape[:-1], weight.shape[0])
-        return _onednn(flat.contiguous(), weight, bias).reshape(*x.shape[:-1], weight.shape[0])
+        product = _FrozenOneDNN.apply if grad and x.requires_grad else _onednn
+        return product(flat.contiguous(), weight, bias).reshape(*x.shape[:-1], weight.shape[0])
     if rows > DECODE_MAX_ROWS:
         return F.linear(x, weight, bias)
     if rows == 1:

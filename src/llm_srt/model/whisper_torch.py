@@ -181,7 +181,7 @@ class SuppressTokens:
 
 class Linear(nn.Linear):
     """nn.Linear without its random init: parameters come from the checkpoint (init on meta tensors alone would
-    import torch._dynamo, ~1 s); decode steps take `fast_linear`'s faster CPU kernel."""
+    import torch._dynamo, ~1 s); products take `fast_linear`'s faster CPU kernels."""
 
     def reset_parameters(self) -> None:
         pass
