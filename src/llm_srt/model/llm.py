@@ -99,8 +99,8 @@ def _own_float_weights(model: nn.Module, path: Path) -> None:
     a copy of its own, the input embedding table a fresh view of the file's rows when the file holds it as is (the
     same name, shape, dtype and values on 64 rows across it): then only the rows looked up become resident; else
     a copy too, unless the file holds it in another dtype (then the loader made it a copy already). The
-    replaced float layers are collected at once (reference cycles, e.g. `fast_cpu_linears`' bound forwards, would
-    keep their views, and so the mapping, until the next garbage collection)."""
+    replaced float layers are collected at once (one in a reference cycle would keep its views, and so the
+    mapping, until the next garbage collection)."""
     import gc
 
     gc.collect()
