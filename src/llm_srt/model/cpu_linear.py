@@ -67,7 +67,16 @@ class _FrozenOneDNN(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (weight,) = ctx.saved_tensors
-        return _onednn(grad.contiguous(), weight.t(), None), None, None
+        return input_gradient(grad, weight), None, None
+
+
+def input_gradient(grad: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """dY (rows, out) x W (out, in) -> dX (rows, in), a linear layer's input gradient: float32 on the CPU through
+    oneDNN (W^T read as a view: 1.9x MKL's for 400 rows of Gemma's 262k x 640 head, 341 vs 634 ms), else torch.mm."""
+    if _ONEDNN and grad.device.type == "cpu" and grad.dtype == weight.dtype == torch.float32 and \
+            weight.is_contiguous():
+        return _onednn(grad.contiguous(), weight.t(), None)
+    return torch.mm(grad, weight)
 
 
 class FastLinear(nn.Linear):

@@ -191,13 +191,70 @@ def backbone_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module]:
     return backbone, lm.get_output_embeddings()
 
 
-def softcap(logits: torch.Tensor, model: nn.Module) -> torch.Tensor:
-    """Apply the LLM's final-logit soft-capping (Gemma 2 style) if its config sets one."""
+def logit_cap(model: nn.Module) -> float | None:
+    """The LLM's final-logit soft-capping (Gemma 2 style: logits = cap * tanh(z / cap)), if its config sets one."""
     config = causal_lm(model).config
     cap = getattr(config, "final_logit_softcapping", None)
     if cap is None and hasattr(config, "get_text_config"):
         cap = getattr(config.get_text_config(), "final_logit_softcapping", None)
+    return cap or None
+
+
+def head_losses(hidden: torch.Tensor, head: nn.Module, targets: torch.Tensor, cap: float | None) -> torch.Tensor:
+    """(N, d) hidden states, the LLM's output head, (N,) target ids -> (N,) float32 cross-entropy of each row
+    (logits in float32, soft-capped by `cap`).
+
+    A frozen head (every stage here: the LLM is frozen or LoRA-adapted) is applied HEAD_BLOCK_LOGITS logits at a
+    time: each block's logits, losses and, when `hidden` needs a gradient, its gradient are computed together and
+    the logits dropped, so memory holds one block of logits, not the (N, vocab) matrix with its log-softmax and
+    their gradients (N = 400 target tokens of Gemma's 262k vocab: 420 MB each). A head with trainable weights
+    takes F.cross_entropy over all logits at once, and so does any head that is not a plain linear layer (int8)."""
+    weight, bias = getattr(head, "weight", None), getattr(head, "bias", None)
+    if not isinstance(head, nn.Linear) or any(t is not None and t.requires_grad for t in (weight, bias)):
+        return nn.functional.cross_entropy(_capped(head(hidden).float(), cap), targets, reduction="none")
+    return _BlockedHeadLoss.apply(hidden, weight, bias, targets, cap)
+
+
+HEAD_BLOCK_LOGITS = 32 << 20  # logits a block of `head_losses` holds (128 MB in float32: 128 rows of a 262k vocab)
+
+
+def _capped(logits: torch.Tensor, cap: float | None) -> torch.Tensor:
     return torch.tanh(logits / cap) * cap if cap else logits
+
+
+class _BlockedHeadLoss(torch.autograd.Function):
+    """`head_losses` of a frozen head: the loss's gradient for the hidden states is computed block by block in the
+    forward pass (softmax - one-hot, times the cap's tanh derivative, times W) and scaled in the backward pass."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, targets, cap):
+        from .cpu_linear import fast_linear, input_gradient
+
+        need_grad = ctx.needs_input_grad[0]
+        losses = torch.empty(len(hidden), dtype=torch.float32, device=hidden.device)
+        grad = torch.empty_like(hidden) if need_grad else None
+        rows = max(1, HEAD_BLOCK_LOGITS // weight.shape[0])
+        for start in range(0, len(hidden), rows):
+            block = slice(start, start + rows)
+            z = fast_linear(hidden[block], weight, bias).float()
+            t = torch.tanh(z / cap) if cap else None
+            logits = t * cap if cap else z
+            lse = torch.logsumexp(logits, dim=-1)
+            target = targets[block]
+            losses[block] = lse - logits.gather(1, target[:, None]).squeeze(1)
+            if need_grad:
+                p = logits.sub_(lse[:, None]).exp_()  # softmax, in place of the logits
+                p[torch.arange(len(p), device=p.device), target] -= 1
+                if cap:
+                    p.mul_(1 - t * t)
+                grad[block] = input_gradient(p.to(weight.dtype), weight)
+        ctx.save_for_backward(grad)
+        return losses
+
+    @staticmethod
+    def backward(ctx, grad_losses):
+        (grad,) = ctx.saved_tensors
+        return grad * grad_losses[:, None].to(grad.dtype), None, None, None, None
 
 
 def hidden_size(model: nn.Module) -> int:

@@ -28,7 +28,7 @@ from .adapter import Adapter, build_adapter
 from .decoding import DecodingOptions, OnEnd, eos_ids, generate_ids
 from .encoder import WhisperEncoder, whisper_dim
 from .cpu_linear import fast_cpu_linears, is_quantized, quantize_int8
-from .llm import LoraOptions, backbone_and_head, hidden_size, load_llm, resolve_dtype, softcap
+from .llm import LoraOptions, backbone_and_head, head_losses, hidden_size, load_llm, logit_cap, resolve_dtype
 
 log = logging.getLogger(__name__)
 
@@ -266,11 +266,9 @@ class SpeechLLM(nn.Module):
         hidden = backbone(inputs_embeds=embeds, attention_mask=mask.long(), position_ids=positions,
                           use_cache=False).last_hidden_state
         select = labels[:, 1:] != IGNORE  # position t predicts token t + 1
-        logits = softcap(head(hidden[:, :-1][select]).float(), self.llm)
-        targets = labels[:, 1:][select]
+        per_token = head_losses(hidden[:, :-1][select], head, labels[:, 1:][select], logit_cap(self.llm))
         if not batch.get("row_losses"):
-            return {"loss": nn.functional.cross_entropy(logits, targets), "n_tokens": select.sum()}
-        per_token = nn.functional.cross_entropy(logits, targets, reduction="none")  # one CE for both figures
+            return {"loss": per_token.mean(), "n_tokens": select.sum()}
         rows = select.nonzero(as_tuple=True)[0]
         return {"loss": per_token.mean(), "n_tokens": select.sum(),
                 "row_losses": per_token.new_zeros(len(select)).index_add_(0, rows, per_token) / select.sum(1)}

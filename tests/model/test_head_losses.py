@@ -1,0 +1,69 @@
+"""head_losses: the output head and cross-entropy in blocks of rows give F.cross_entropy's losses and gradients
+while holding one block of logits at a time."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from llm_srt.model import cpu_linear, llm
+from llm_srt.model.cpu_linear import Int8Linear
+from llm_srt.model.llm import head_losses
+
+
+def _reference(hidden, head, targets, cap):
+    logits = head(hidden).float()
+    logits = torch.tanh(logits / cap) * cap if cap else logits
+    return F.cross_entropy(logits, targets, reduction="none")
+
+
+@pytest.mark.parametrize("cap", [None, 3.0])
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_blocked_losses_and_gradients_equal_f_cross_entropy(monkeypatch, cap, bias, dtype):
+    monkeypatch.setattr(llm, "HEAD_BLOCK_LOGITS", 7 * 50)  # 7 rows of the 50-token vocab a block: 3 blocks
+    torch.manual_seed(0)
+    head = nn.Linear(16, 50, bias=bias).to(dtype).requires_grad_(False)
+    hidden = torch.randn(17, 16, dtype=dtype, requires_grad=True)
+    targets = torch.randint(0, 50, (17,))
+    weights = torch.rand(17)  # a weighted sum: each row's gradient is scaled by its own weight
+    got = head_losses(hidden, head, targets, cap)
+    ref = _reference(hidden, head, targets, cap)
+    assert got.dtype == torch.float32 and got.shape == (17,)
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(got, ref, **tol)
+    g_got, = torch.autograd.grad((got * weights).sum(), hidden)
+    g_ref, = torch.autograd.grad((ref * weights).sum(), hidden)
+    assert g_got.dtype == dtype
+    torch.testing.assert_close(g_got, g_ref, **tol)
+
+
+def test_one_block_of_logits_at_a_time(monkeypatch):
+    monkeypatch.setattr(llm, "HEAD_BLOCK_LOGITS", 4 * 30)
+    rows, real = [], cpu_linear.fast_linear
+    monkeypatch.setattr(cpu_linear, "fast_linear", lambda x, w, b=None: rows.append(len(x)) or real(x, w, b))
+    head = nn.Linear(8, 30, bias=False).requires_grad_(False)
+    hidden = torch.randn(10, 8, requires_grad=True)
+    head_losses(hidden, head, torch.zeros(10, dtype=torch.long), None).sum().backward()
+    assert rows == [4, 4, 2] and hidden.grad.shape == hidden.shape
+
+
+def test_no_gradient_needed_gives_the_losses_alone():
+    torch.manual_seed(0)
+    head = nn.Linear(8, 30).requires_grad_(False)
+    hidden, targets = torch.randn(5, 8), torch.randint(0, 30, (5,))
+    with torch.no_grad():
+        got = head_losses(hidden, head, targets, None)
+    torch.testing.assert_close(got, _reference(hidden, head, targets, None), rtol=1e-5, atol=1e-5)
+    assert not got.requires_grad
+
+
+def test_trainable_and_int8_heads_take_f_cross_entropy():
+    torch.manual_seed(0)
+    head = nn.Linear(8, 30)  # trainable: its weights get their gradient
+    hidden, targets = torch.randn(5, 8, requires_grad=True), torch.randint(0, 30, (5,))
+    head_losses(hidden, head, targets, None).sum().backward()
+    assert head.weight.grad is not None and hidden.grad is not None
+    q = Int8Linear.from_linear(head)  # int8 (CPU inference): no float weight to read in blocks
+    with torch.no_grad():
+        torch.testing.assert_close(head_losses(hidden, q, targets, None), _reference(hidden, q, targets, None))
