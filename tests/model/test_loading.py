@@ -379,7 +379,7 @@ def test_int8_speech_llm_generates_and_refuses_to_train(tmp_path, adapter):
     from llm_srt.model.cpu_linear import Int8Linear, is_quantized
 
     for part in (q.encoder, q.adapter, q.llm):  # every linear layer int8, as CTranslate2's int8 (encoder, adapter,
-        assert not [n for n, m in part.named_modules() if type(m) is nn.Linear]  # LLM); convolutions float32
+        assert not [n for n, m in part.named_modules() if isinstance(m, nn.Linear)]  # LLM); convolutions float32
         assert any(isinstance(m, Int8Linear) for m in part.modules())
     assert q.encoder.encoder.conv1.weight.dtype == torch.float32
     batch = {"audio": CLIPS[:2], "prompts": PROMPTS[:2]}

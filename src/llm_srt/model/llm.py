@@ -8,11 +8,13 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 from transformers import (AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase,
                           PreTrainedTokenizerFast)
 
 from ..device import DTYPES, compute_dtype, is_int8
 from ..errors import LLMSRTError
+from . import cpu_linear
 from .cpu_linear import fast_cpu_linears, quantize_int8
 
 GENERIC_TOKENIZERS = ("TokenizersBackend", "PreTrainedTokenizerFast")
@@ -208,14 +210,18 @@ def head_losses(hidden: torch.Tensor, head: nn.Module, targets: torch.Tensor, ca
     time: each block's logits, losses and, when `hidden` needs a gradient, its gradient are computed together and
     the logits dropped, so memory holds one block of logits, not the (N, vocab) matrix with its log-softmax and
     their gradients (N = 400 target tokens of Gemma's 262k vocab: 420 MB each). A head with trainable weights
-    takes F.cross_entropy over all logits at once, and so does any head that is not a plain linear layer (int8)."""
+    takes F.cross_entropy over all logits at once, and so does any head that is not a plain linear layer (int8, a
+    subclass with a forward of its own, one with forward hooks)."""
     weight, bias = getattr(head, "weight", None), getattr(head, "bias", None)
-    if not isinstance(head, nn.Linear) or any(t is not None and t.requires_grad for t in (weight, bias)):
+    plain = type(head) in (nn.Linear, cpu_linear.FastLinear) and not head._forward_hooks \
+        and not head._forward_pre_hooks
+    if not plain or any(t is not None and t.requires_grad for t in (weight, bias)):
         return nn.functional.cross_entropy(_capped(head(hidden).float(), cap), targets, reduction="none")
-    return _BlockedHeadLoss.apply(hidden, weight, bias, targets, cap)
+    need_grad = torch.is_grad_enabled() and hidden.requires_grad
+    return _BlockedHeadLoss.apply(hidden, weight, bias, targets, cap, need_grad)
 
 
-HEAD_BLOCK_LOGITS = 32 << 20  # logits a block of `head_losses` holds (128 MB in float32: 128 rows of a 262k vocab)
+HEAD_BLOCK_LOGITS = 32 << 20  # logits in a block of `head_losses` (128 MB in float32: 128 rows of a 262k vocab)
 
 
 def _capped(logits: torch.Tensor, cap: float | None) -> torch.Tensor:
@@ -224,21 +230,21 @@ def _capped(logits: torch.Tensor, cap: float | None) -> torch.Tensor:
 
 class _BlockedHeadLoss(torch.autograd.Function):
     """`head_losses` of a frozen head: the loss's gradient for the hidden states is computed block by block in the
-    forward pass (softmax - one-hot, times the cap's tanh derivative, times W) and scaled in the backward pass."""
+    forward pass (softmax - one-hot, times the cap's tanh derivative, times W) and scaled in the backward pass. A
+    block holds its logits and, with a cap, their tanh (plus logsumexp's temporary)."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, targets, cap):
-        from .cpu_linear import fast_linear, input_gradient
-
-        need_grad = ctx.needs_input_grad[0]
+    def forward(ctx, hidden, weight, bias, targets, cap, need_grad):
         losses = torch.empty(len(hidden), dtype=torch.float32, device=hidden.device)
         grad = torch.empty_like(hidden) if need_grad else None
         rows = max(1, HEAD_BLOCK_LOGITS // weight.shape[0])
         for start in range(0, len(hidden), rows):
             block = slice(start, start + rows)
-            z = fast_linear(hidden[block], weight, bias).float()
-            t = torch.tanh(z / cap) if cap else None
-            logits = t * cap if cap else z
+            logits = cpu_linear.fast_linear(hidden[block], weight, bias).float()  # a new tensor: changed in place
+            t = None
+            if cap:
+                t = logits.div_(cap).tanh_()
+                logits = t * cap
             lse = torch.logsumexp(logits, dim=-1)
             target = targets[block]
             losses[block] = lse - logits.gather(1, target[:, None]).squeeze(1)
@@ -246,15 +252,16 @@ class _BlockedHeadLoss(torch.autograd.Function):
                 p = logits.sub_(lse[:, None]).exp_()  # softmax, in place of the logits
                 p[torch.arange(len(p), device=p.device), target] -= 1
                 if cap:
-                    p.mul_(1 - t * t)
-                grad[block] = input_gradient(p.to(weight.dtype), weight)
+                    p.mul_(t.mul_(t).neg_().add_(1))  # d(cap tanh(z / cap)) / dz = 1 - tanh^2
+                grad[block] = cpu_linear.input_gradient(p.to(weight.dtype), weight)
         ctx.save_for_backward(grad)
         return losses
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_losses):
         (grad,) = ctx.saved_tensors
-        return grad * grad_losses[:, None].to(grad.dtype), None, None, None, None
+        return (grad.float() * grad_losses[:, None]).to(grad.dtype), None, None, None, None, None
 
 
 def hidden_size(model: nn.Module) -> int:
