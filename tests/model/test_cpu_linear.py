@@ -179,3 +179,19 @@ def test_linear_kernels_script_times_both_forms_at_each_row_count():
     rows = module.main(["--shapes", "32x16,16x32", "--layers", "2", "--rows", "1,3", "--repeats", "1"])
     assert [r["rows"] for r in rows] == [1, 3]
     assert all(r["linear_ms"] > 0 and r["fast_linear_ms"] > 0 for r in rows)
+
+
+@pytest.mark.parametrize("user", [None, "7"])
+def test_onednn_primitive_cache_is_capped_unless_the_user_chose(user):
+    """Importing cpu_linear caps oneDNN's primitive cache (its default held ~330 MB at the demo's training peak); a
+    capacity the user set stays."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
+    if user:
+        env["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = user
+    code = "import os, llm_srt.model.cpu_linear; print(os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'])"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == (user or str(cpu_linear.ONEDNN_CACHE_PRIMITIVES))
