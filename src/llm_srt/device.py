@@ -4,7 +4,8 @@
 else the CPU in float32. `int8` (CPU inference only) keeps every linear layer in int8 (per-channel weights,
 activations quantized per call: `model/cpu_linear.py: quantize_int8`): the frozen models' and, for a loaded speech
 model, the trained adapter's; everything else, and every activation, stays float32 (`compute_dtype`). Every verb
-takes `--device` and `--dtype` (see `add_arguments`); training configs have the same two keys. Nothing below this module picks a device by itself.
+takes `--device` and `--dtype` (see `add_arguments`); training configs have the same two keys. Nothing below this
+module picks a device by itself.
 """
 
 from __future__ import annotations

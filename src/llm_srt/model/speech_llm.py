@@ -267,11 +267,11 @@ class SpeechLLM(nn.Module):
                           use_cache=False).last_hidden_state
         select = labels[:, 1:] != IGNORE  # position t predicts token t + 1
         per_token = head_losses(hidden[:, :-1][select], head, labels[:, 1:][select], logit_cap(self.llm))
-        if not batch.get("row_losses"):
-            return {"loss": per_token.mean(), "n_tokens": select.sum()}
-        rows = select.nonzero(as_tuple=True)[0]
-        return {"loss": per_token.mean(), "n_tokens": select.sum(),
-                "row_losses": per_token.new_zeros(len(select)).index_add_(0, rows, per_token) / select.sum(1)}
+        out = {"loss": per_token.mean(), "n_tokens": select.sum()}
+        if batch.get("row_losses"):
+            rows = select.nonzero(as_tuple=True)[0]
+            out["row_losses"] = per_token.new_zeros(len(select)).index_add_(0, rows, per_token) / select.sum(1)
+        return out
 
     # ---- inference ---------------------------------------------------------------------------------------------
     @torch.no_grad()

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import LLMSRTError
-from .cpu_linear import fast_linear
+from .cpu_linear import FastLinear, fast_linear
 
 SAMPLE_RATE = 16000
 FEATURE_DEFAULTS = {"feature_size": 80, "sampling_rate": SAMPLE_RATE, "hop_length": 160, "chunk_length": 30,
@@ -179,15 +179,12 @@ class SuppressTokens:
         return scores.masked_fill(mask, -float("inf"))
 
 
-class Linear(nn.Linear):
-    """nn.Linear without its random init: parameters come from the checkpoint (init on meta tensors alone would
-    import torch._dynamo, ~1 s); products take `fast_linear`'s faster CPU kernels."""
+class Linear(FastLinear):
+    """`FastLinear` (products on `fast_linear`'s faster CPU kernels) without its random init: parameters come from
+    the checkpoint (init on meta tensors alone would import torch._dynamo, ~1 s)."""
 
     def reset_parameters(self) -> None:
         pass
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return fast_linear(x, self.weight, self.bias)
 
 
 class LayerNorm(nn.LayerNorm):
