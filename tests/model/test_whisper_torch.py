@@ -46,6 +46,18 @@ def test_log_mel_equals_whisper_feature_extractor(tmp_path, n_mels):
     assert np.allclose(mel_filters(400, n_mels, 16000), bank, rtol=0, atol=1e-12)
 
 
+def test_cpu_log_mel_takes_one_clip_at_a_time(monkeypatch):
+    """On the CPU each clip's STFT runs alone (a batch's STFT and power held ~17 MB a clip at once), with the values
+    of the whole batch's."""
+    mel = LogMel.from_folder(Path("no-such-folder"))
+    batched = mel._log_mel(CLIPS, torch.device("cpu"))
+    rows, stft = [], torch.stft
+    monkeypatch.setattr(torch, "stft", lambda wave, *a, **k: rows.append(len(wave)) or stft(wave, *a, **k))
+    ours = mel(CLIPS, device=torch.device("cpu"))
+    assert rows == [1, 1, 1]
+    assert ours.shape == batched.shape and float((ours - batched).abs().max()) <= 1e-6
+
+
 def test_encoder_states_logits_and_language_id_equal_hf(folder):
     from transformers import WhisperForConditionalGeneration
 
