@@ -283,9 +283,10 @@ def test_int8_rows_and_a_linear_packed_from_them(monkeypatch):
     assert torch.equal(head.dequantized_weight(), q.float() * scale[:, None])
 
 
-def test_int8_linear_on_one_row_matches_the_row_in_a_batch():
-    """A single row is quantized on its own range as a row of a batch is: the same result as the row inside a
-    batch, bias included, and a row narrower than fbgemm's least activation range keeps its precision."""
+def test_int8_linear_rows_do_not_depend_on_their_batch():
+    """Each row is quantized on its own symmetric grid: a row gives exactly the same result alone as inside any
+    batch (fbgemm's dynamic product took one range from the whole input, so a row's zero point moved with its
+    neighbours' signs), and a row narrower than fbgemm's least dynamic range (0.0156) keeps its precision."""
     from torch import nn
 
     from llm_srt.model.cpu_linear import Int8Linear
@@ -295,22 +296,25 @@ def test_int8_linear_on_one_row_matches_the_row_in_a_batch():
     q = Int8Linear.from_linear(linear)
     x = torch.randn(5, 64)
     x[2] *= 50
+    x[3] = x[3].abs() + 0.1  # every value positive: alone, fbgemm's dynamic range was [0, 1] for this row
     with torch.no_grad():
         batch, exact = q(x), linear(x)
         for row in range(5):
             alone = q(x[row:row + 1])
             assert alone.shape == (1, 32)
-            assert (alone[0] - batch[row]).abs().max() < 0.01 * exact[row].abs().max()
+            assert torch.equal(alone[0], batch[row])
+            assert torch.equal(q(x[[row, (row + 1) % 5]])[0], batch[row])  # another neighbour: the same again
             assert (alone[0] - exact[row]).abs().max() < 0.03 * exact[row].abs().max()
-        narrow = nn.Linear(64, 32, bias=False)  # a row spanning less than fbgemm's least activation range (0.0156)
-        row = torch.randn(1, 64) * 1e-4  # still gets its own range (fbgemm alone: ~13% error)
+        narrow = nn.Linear(64, 32, bias=False)
+        row = torch.randn(1, 64) * 1e-4  # fbgemm's dynamic range alone: ~13% error
         assert (Int8Linear.from_linear(narrow)(row) - narrow(row)).abs().max() < 0.03 * narrow(row).abs().max()
 
 
-def test_int8_linear_on_many_rows_is_the_per_row_product():
-    """Inputs of more rows than a decode step (prefills, Whisper's 1500 frames) take their ranges as
-    max(amax, -amin) (no |x| copy): exactly the per-row product of a decode step's form, rows whose largest
-    magnitude is negative, all-zero rows and the bias included."""
+def test_int8_linear_is_the_symmetric_per_row_product():
+    """The product, from first principles: each row x / max|x| rounded to the grid of ACTIVATION_GRID (k / 127 with
+    VNNI), times the dequantized int8 weights, times max|x|, plus the bias; inputs of more rows than a decode step
+    (prefills, Whisper's 1500 frames) take their ranges as max(amax, -amin) (no |x| copy) with the same result;
+    rows whose largest magnitude is negative and all-zero rows included."""
     from llm_srt.model import cpu_linear
     from llm_srt.model.cpu_linear import Int8Linear, row_ranges
 
@@ -322,11 +326,14 @@ def test_int8_linear_on_many_rows_is_the_per_row_product():
     ranges = row_ranges(x)
     assert torch.equal(ranges, x.abs().amax(1, keepdim=True).clamp(min=1e-30))  # both branches: the same ranges
     assert torch.equal(row_ranges(x[:4]), ranges[:4])
-    reference = torch.addcmul(q.bias, torch.ops.quantized.linear_dynamic(x / ranges, q._packed, q.reduce_range),
-                              ranges)
-    assert torch.equal(q(x), reference)
-    assert torch.equal(q(x)[5], q.bias)
-    assert torch.equal(q(x[None])[0], reference)  # (batch, time, in) the same
+    step, zero = cpu_linear.ACTIVATION_GRID[q.reduce_range]
+    grid = torch.round(x / ranges / step).clamp(-zero, (255 if not q.reduce_range else 127) - zero)
+    reference = (grid.double() * step) @ q.dequantized_weight().double().T * ranges.double() + q.bias.double()
+    got = q(x)
+    assert (got.double() - reference).abs().max() < 1e-5 * reference.abs().max()
+    assert torch.equal(got[5], q.bias)
+    assert torch.equal(q(x[None])[0], got)  # (batch, time, in) the same
+    assert torch.equal(q(x[:4]), got[:4])  # a decode step's form (abs().amax()) the same
 
 
 def _mapped_mib(file) -> float:

@@ -112,11 +112,13 @@ class Int8Linear(nn.Module):
     """A frozen nn.Linear with int8 weights, for CPU inference: (..., in) -> (..., out) in the input's dtype.
 
     Weights are symmetric int8 with one scale per output row, packed once for fbgemm's int8 GEMM (4x fewer bytes
-    to read per decode step than float32, and VNNI int8 arithmetic). Activations are quantized per call, every row on
-    its own range: fbgemm quantizes a tensor on one range, so an input of several rows is first scaled to max |x| = 1
-    a row and scaled back after (a large activation in one row does not coarsen its batch neighbours; a single row
-    too: fbgemm floors its activation scale at 2^-14, so a row spanning less than 0.0156 would be quantized coarser
-    than its range allows)."""
+    to read per decode step than float32, and VNNI int8 arithmetic). Activations are symmetric int8 per row, as
+    CTranslate2 quantizes them: each row is scaled to max |x| = 1, quantized on the fixed grid k / 127 (k / 63
+    without VNNI), and its products scaled back. So a row's result depends on that row alone, never on the other
+    rows of its batch (fbgemm's dynamic product takes one range from the whole input: a row's zero point moved
+    with its neighbours' signs, and the Whisper encoder's states differed by 5% between a clip alone and in a
+    batch), a large activation in one row does not coarsen its neighbours, a row spanning less than 0.0156 keeps
+    its precision (fbgemm's dynamic range is floored at 2^-14), and no pass over the input looks for its range."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None, scale: torch.Tensor | None = None):
         """`weight` (out, in) in floats, or already int8 with its row `scale`s (`quantize_rows`' pair)."""
@@ -157,7 +159,8 @@ class Int8Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features).float()
         scale = row_ranges(flat)
-        y = torch.ops.quantized.linear_dynamic(flat / scale, self._packed, self.reduce_range)
+        step, zero = ACTIVATION_GRID[self.reduce_range]
+        y = _QDQ_LINEAR(flat / scale, step, zero, self._packed)
         y = y.mul_(scale) if self.bias is None else torch.addcmul(self.bias, y, scale, out=y)  # one pass, in place
         return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
 
@@ -166,6 +169,10 @@ class Int8Linear(nn.Module):
 
 
 _VNNI = _has_vnni()
+# Activations, each row scaled to max |x| = 1, quantized as unsigned 8 bits: (step, zero point) of a symmetric grid,
+# -1 -> zero - 1/step, 0 -> zero, 1 -> zero + 1/step: all 8 bits with VNNI, 7 without (fbgemm's reduce_range).
+ACTIVATION_GRID = {False: (1 / 127, 128), True: (1 / 63, 64)}
+_QDQ_LINEAR = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32  # fbgemm: fixed input qparams
 _ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 # oneDNN keeps up to this many compiled products (its default, 1024, held ~330 MB at the peak of the demo's SRT
 # training, where every batch's new row count compiles new ones: 4,108 -> 3,777 MiB with 64, 69 s either way; an
