@@ -44,7 +44,7 @@ def test_padding_in_a_batch_does_not_change_real_frames(enc):
     assert not torch.allclose(unmasked[0, :n], alone[0], atol=1e-4)
 
 
-def test_cpu_batch_runs_in_chunks_that_fit_the_attention_budget(enc, monkeypatch):
+def test_cpu_batch_runs_in_chunks_that_fit_the_frame_budget(enc, monkeypatch):
     """On the CPU a batch is encoded in chunks of clips that fit CPU_ENCODER_FRAMES output frames: the same
     states and masks as one pass over the whole batch, in as many passes as the budget says."""
     from llm_srt.model import encoder as encoder_module
@@ -59,11 +59,14 @@ def test_cpu_batch_runs_in_chunks_that_fit_the_attention_budget(enc, monkeypatch
     monkeypatch.setattr(encoder_module, "CPU_ENCODER_FRAMES", 2 * frames + 1)
     assert enc.cpu_chunk(mel) == 2
     chunked, chunked_mask = enc(mel, mel_mask)
-    hook.remove()
     assert passes == [2, 2, 1]
     assert torch.equal(chunked_mask, whole_mask) and torch.allclose(chunked, whole, atol=1e-6)
     monkeypatch.setattr(encoder_module, "CPU_ENCODER_FRAMES", 1)  # one clip exceeds it: one at a time
-    assert enc.cpu_chunk(mel) == 1 and torch.allclose(enc(mel)[0], enc(mel, torch.ones_like(mel_mask))[0])
+    passes.clear()
+    alone, alone_mask = enc(mel, mel_mask)
+    hook.remove()
+    assert enc.cpu_chunk(mel) == 1 and passes == [1] * 5
+    assert torch.equal(alone_mask, whole_mask) and torch.allclose(alone, whole, atol=1e-6)
 
 
 def test_pad_to_30s_matches_hf_whisper_encoder(wdir):

@@ -310,7 +310,8 @@ def test_int8_linear_rows_do_not_depend_on_their_batch():
         assert (Int8Linear.from_linear(narrow)(row) - narrow(row)).abs().max() < 0.03 * narrow(row).abs().max()
 
 
-def test_int8_linear_is_the_symmetric_per_row_product():
+@pytest.mark.parametrize("reduce_range", [False, True])  # 8-bit activations (AVX-512 VNNI) and 7-bit (fbgemm's
+def test_int8_linear_is_the_symmetric_per_row_product(reduce_range):  # reduce_range elsewhere): both grids
     """The product, from first principles: each row x / max|x| rounded to the grid of ACTIVATION_GRID (k / 127 with
     VNNI), times the dequantized int8 weights, times max|x|, plus the bias; inputs of more rows than a decode step
     (prefills, Whisper's 1500 frames) take their ranges as max(amax, -amin) (no |x| copy) with the same result;
@@ -320,6 +321,7 @@ def test_int8_linear_is_the_symmetric_per_row_product():
 
     torch.manual_seed(0)
     q = Int8Linear(torch.randn(48, 64), torch.randn(48))
+    q.reduce_range = reduce_range
     x = torch.randn(cpu_linear.DECODE_MAX_ROWS + 30, 64)
     x[3] = -x[3].abs() * 7  # a row whose extreme is negative
     x[5] = 0  # an all-zero row: a finite range, a zero product plus the bias
@@ -327,7 +329,8 @@ def test_int8_linear_is_the_symmetric_per_row_product():
     assert torch.equal(ranges, x.abs().amax(1, keepdim=True).clamp(min=1e-30))  # both branches: the same ranges
     assert torch.equal(row_ranges(x[:4]), ranges[:4])
     step, zero = cpu_linear.ACTIVATION_GRID[q.reduce_range]
-    grid = torch.round(x / ranges / step).clamp(-zero, (255 if not q.reduce_range else 127) - zero)
+    grid = torch.round(x / ranges / step)  # -1/step .. 1/step: zero -+ 127 (63), inside 0..255 (0..127)
+    assert grid.abs().max() == round(1 / step) and zero - round(1 / step) >= 0
     reference = (grid.double() * step) @ q.dequantized_weight().double().T * ranges.double() + q.bias.double()
     got = q(x)
     assert (got.double() - reference).abs().max() < 1e-5 * reference.abs().max()
@@ -415,3 +418,21 @@ def test_int8_speech_llm_generates_and_refuses_to_train(tmp_path, adapter):
         assert torch.isfinite(q({**batch, "targets": TARGETS[:2]})["loss"])  # evaluation loss still works
     with pytest.raises(LLMSRTError, match="CPU only"):
         load_llm(q.config.llm, "int8", device="meta")
+
+
+def test_int8_needs_fbgemm_and_keeps_7_bits_without_avx512_vnni(monkeypatch):
+    """`quantize_int8` refuses a quantized engine whose packed weights cannot run the product (one line, what to
+    do); all 8 activation bits only with AVX-512 VNNI (fbgemm's AVX2 kernels, AVX-VNNI CPUs included, sum pairs of
+    u8 x s8 products in 16 bits with saturation)."""
+    from types import SimpleNamespace
+
+    from torch import nn
+
+    from llm_srt.model import cpu_linear
+
+    monkeypatch.setattr(torch.backends.quantized, "engine", "qnnpack")
+    with pytest.raises(LLMSRTError, match="quantized engine is 'qnnpack'.*--dtype float32"):
+        cpu_linear.quantize_int8(nn.Sequential(nn.Linear(4, 4)))
+    for flags, vnni in (("avx2 avx512f avx512_vnni", True), ("avx2 avx_vnni", False), ("avx2", False)):
+        monkeypatch.setattr(cpu_linear, "Path", lambda _, f=flags: SimpleNamespace(read_text=lambda: f"flags : {f}"))
+        assert cpu_linear._has_vnni() is vnni

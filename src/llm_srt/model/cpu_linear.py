@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import LLMSRTError
+
 QUANTIZE_CHUNK_ROWS = 8192  # rows quantized at a time (`quantize_rows`)
 DECODE_MAX_ROWS = 64  # inputs of at most this many rows (batch x beams in a decode step) may take (W @ x^T)^T
 ONEDNN_SMALL_ROWS = 4  # `fast_linear`: 2 .. this many rows take (W @ x^T)^T, 1 and more rows oneDNN (float32, no grad)
@@ -99,13 +101,14 @@ def fast_cpu_linears(model: nn.Module) -> None:
 
 # ---- int8 linear layers (CPU inference) ---------------------------------------------------------------------------
 def _has_vnni() -> bool:
-    """Whether this x86 CPU has VNNI (u8 x s8 dot products without 16-bit saturation): then activations may use all
-    8 bits; else fbgemm needs them in 7 (`reduce_range`)."""
+    """Whether this x86 CPU has AVX-512 VNNI, the u8 x s8 dot products fbgemm uses without 16-bit saturation: then
+    activations may use all 8 bits; else (AVX-VNNI alone included: fbgemm's kernels there sum pairs in 16 bits
+    with saturation, up to 2 x 255 x 127) they are kept in 7 (`reduce_range`)."""
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
         return False
-    return "avx512_vnni" in flags or "avx_vnni" in flags
+    return "avx512_vnni" in flags
 
 
 class Int8Linear(nn.Module):
@@ -118,7 +121,8 @@ class Int8Linear(nn.Module):
     rows of its batch (fbgemm's dynamic product takes one range from the whole input: a row's zero point moved
     with its neighbours' signs, and the Whisper encoder's states differed by 5% between a clip alone and in a
     batch), a large activation in one row does not coarsen its neighbours, a row spanning less than 0.0156 keeps
-    its precision (fbgemm's dynamic range is floored at 2^-14), and no pass over the input looks for its range."""
+    its precision (fbgemm's dynamic range is floored at 2^-14), and fbgemm's own min/max pass over the whole input
+    is gone. It needs torch's x86 (fbgemm) quantized engine (`quantize_int8` says so elsewhere)."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None, scale: torch.Tensor | None = None):
         """`weight` (out, in) in floats, or already int8 with its row `scale`s (`quantize_rows`' pair)."""
@@ -173,6 +177,7 @@ _VNNI = _has_vnni()
 # -1 -> zero - 1/step, 0 -> zero, 1 -> zero + 1/step: all 8 bits with VNNI, 7 without (fbgemm's reduce_range).
 ACTIVATION_GRID = {False: (1 / 127, 128), True: (1 / 63, 64)}
 _QDQ_LINEAR = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32  # fbgemm: fixed input qparams
+INT8_ENGINES = ("x86", "fbgemm")  # torch quantized engines whose packed weights run that product
 _ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 # oneDNN keeps up to this many compiled products (its default, 1024, held ~330 MB at the peak of the demo's SRT
 # training, where every batch's new row count compiles new ones: 4,108 -> 3,777 MiB with 64, 69 s either way; an
@@ -211,6 +216,10 @@ def quantize_int8(model: nn.Module) -> nn.Module:
     """Replace every nn.Linear of `model` in place by an `Int8Linear` (CPU inference), the output head included:
     a head tied to the input embedding is quantized as a copy (the embedding table stays float32 for lookups).
     LoRA's own matrices (`lora_A`/`lora_B`) stay float32; the frozen layers under them are quantized."""
+    engine = torch.backends.quantized.engine
+    if engine not in INT8_ENGINES:
+        raise LLMSRTError(f"--dtype int8 runs fbgemm's int8 products (x86 CPUs); this torch's quantized engine is "
+                          f"{engine!r}: use --dtype float32 here")
     for name, module in list(model.named_modules()):
         for child_name, child in list(module.named_children()):
             if isinstance(child, nn.Linear) and "lora_" not in f"{name}.{child_name}":

@@ -165,7 +165,7 @@ class WhisperEncoder(nn.Module):
         as fit CPU_ENCODER_FRAMES output frames (at least one)."""
         if self.encoder.conv1.weight.device.type != "cpu":
             return len(mel)
-        return max(1, CPU_ENCODER_FRAMES // ((mel.shape[-1] + 1) // 2))
+        return max(1, CPU_ENCODER_FRAMES // max(1, (mel.shape[-1] + 1) // 2))
 
     def _forward(self, mel: torch.Tensor, mel_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         enc = self.encoder
