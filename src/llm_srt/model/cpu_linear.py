@@ -122,11 +122,15 @@ class Int8Linear(nn.Module):
     with its neighbours' signs, and the Whisper encoder's states differed by 5% between a clip alone and in a
     batch), a large activation in one row does not coarsen its neighbours, a row spanning less than 0.0156 keeps
     its precision (fbgemm's dynamic range is floored at 2^-14), and fbgemm's own min/max pass over the whole input
-    is gone. It needs torch's x86 (fbgemm) quantized engine (`quantize_int8` says so elsewhere)."""
+    is gone. It needs torch's x86 (fbgemm) quantized engine and says so in one line on another."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None, scale: torch.Tensor | None = None):
         """`weight` (out, in) in floats, or already int8 with its row `scale`s (`quantize_rows`' pair)."""
         super().__init__()
+        engine = torch.backends.quantized.engine
+        if engine not in INT8_ENGINES:
+            raise LLMSRTError(f"--dtype int8 runs fbgemm's int8 products (x86 CPUs); this torch's quantized engine is "
+                              f"{engine!r}: use --dtype float32 here")
         self.out_features, self.in_features = weight.shape
         self._pack(*((weight, scale) if scale is not None else quantize_rows(weight)))
         self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
@@ -216,10 +220,6 @@ def quantize_int8(model: nn.Module) -> nn.Module:
     """Replace every nn.Linear of `model` in place by an `Int8Linear` (CPU inference), the output head included:
     a head tied to the input embedding is quantized as a copy (the embedding table stays float32 for lookups).
     LoRA's own matrices (`lora_A`/`lora_B`) stay float32; the frozen layers under them are quantized."""
-    engine = torch.backends.quantized.engine
-    if engine not in INT8_ENGINES:
-        raise LLMSRTError(f"--dtype int8 runs fbgemm's int8 products (x86 CPUs); this torch's quantized engine is "
-                          f"{engine!r}: use --dtype float32 here")
     for name, module in list(model.named_modules()):
         for child_name, child in list(module.named_children()):
             if isinstance(child, nn.Linear) and "lora_" not in f"{name}.{child_name}":
