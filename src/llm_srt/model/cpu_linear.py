@@ -101,9 +101,10 @@ def fast_cpu_linears(model: nn.Module) -> None:
 
 # ---- int8 linear layers (CPU inference) ---------------------------------------------------------------------------
 def _has_vnni() -> bool:
-    """Whether this x86 CPU has AVX-512 VNNI, the u8 x s8 dot products fbgemm uses without 16-bit saturation: then
-    activations may use all 8 bits; else (AVX-VNNI alone included: fbgemm's kernels there sum pairs in 16 bits
-    with saturation, up to 2 x 255 x 127) they are kept in 7 (`reduce_range`)."""
+    """Whether this x86 CPU has AVX-512 VNNI, whose u8 x s8 dot products fbgemm uses without 16-bit saturation:
+    then activations may use all 8 bits; else they are kept in 7 (`reduce_range`): fbgemm's AVX2 kernels sum pairs
+    of products in 16 bits with saturation (up to 2 x 255 x 127), and whether a CPU with AVX-VNNI alone is spared
+    them is not checked here, so it gets 7 bits too."""
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
