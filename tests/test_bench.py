@@ -155,9 +155,15 @@ def test_bench_default_model_is_used_only_when_it_has_a_qformer(tmp_path):
 @pytest.fixture(scope="module")
 def paper(tmp_path_factory):
     from llm_srt.bench.paper import TINY, PaperOptions, run_paper
+    from llm_srt.model import llm, speech_llm
 
     options = PaperOptions(shape="tiny", **TINY)
-    return options, run_paper(options, device.resolve("cpu", "float32"), tmp_path_factory.mktemp("paper"))
+    blocks, real = [], speech_llm.head_losses  # the block each training loss ran with (read when it runs)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(speech_llm, "head_losses", lambda *a: blocks.append(llm.HEAD_BLOCK_LOGITS) or real(*a))
+        result = run_paper(options, device.resolve("cpu", "float32"), tmp_path_factory.mktemp("paper"))
+    result["_head_blocks_seen"] = sorted(set(blocks))
+    return options, result
 
 
 def test_paper_rows_decode_exactly_the_fixed_length_through_the_systems(paper):
@@ -182,11 +188,19 @@ def test_paper_largest_batch_search_and_training_rows(paper):
         s = result["largest_batch"][system]
         assert [p["batch_size"] for p in s["probes"]] == [4]  # from search_from up to max_batch
         assert s["largest_fit"] == 4 and s["out_of_memory_at"] is None and s["capped_at_max_batch"]
-    off, on = result["train"]
+    off, on, wide = result["train"]
     assert not off["activation_checkpointing"] and on["activation_checkpointing"] and on["layers_recomputed"] == 2
     assert off["s_per_step"] > 0 and on["s_per_step"] > 0 and off["batch_size"] == 2
+    from llm_srt.bench.paper import TRAIN_WIDE_HEAD_BLOCKS
+    from llm_srt.model import llm
+
+    assert off["head_block_logits"] == on["head_block_logits"] == llm.HEAD_BLOCK_LOGITS  # restored after the row
+    assert wide["activation_checkpointing"] and wide["layers_recomputed"] == 2 and wide["s_per_step"] > 0
+    assert wide["head_block_logits"] == TRAIN_WIDE_HEAD_BLOCKS * llm.HEAD_BLOCK_LOGITS
+    assert result["_head_blocks_seen"] == [llm.HEAD_BLOCK_LOGITS, wide["head_block_logits"]]  # really applied
     table = bench.format_paper(result)
     assert "LLM-SRT (Q-Former)" in table and "with activation checkpointing" in table and "largest batch" in table
+    assert "head loss in blocks of 256M logits" in table
     assert "not judged (the goal is for qwen2.5-7b on a GPU)" in table  # the 19 s goal names whose it is
 
 

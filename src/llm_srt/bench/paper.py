@@ -39,6 +39,7 @@ SYSTEMS = {  # system -> (SpeechLLMConfig fields, table name)
 }
 GOAL_SECONDS_PER_1000 = 19.0  # paper Table 7: LLM-SRT-7B greedy, 1,000 utterances at batch 64 on 4 RTX 4090s
 GOAL_SPEEDUP = 3.0  # the Q-Former's utterances/s over the pooled projector's at equal memory
+TRAIN_WIDE_HEAD_BLOCKS = 8  # the third training row's head_losses block, in multiples of the default
 
 
 @dataclass(frozen=True)
@@ -178,7 +179,10 @@ def probe(system, audios, batch: int, greedy: DecodingOptions, device: torch.dev
 def training_rows(model, options: PaperOptions, placement: Placement, log) -> list[dict]:
     """Seconds per step and peak memory of the SRT stage's step at `train_batch`: SpeechLLM.forward on cached
     encoder features (the recipe's input) + backward to the Q-Former + AdamW, under the recipe's bf16 autocast on
-    CUDA; first without, then with `train.parallel.apply_activation_checkpointing` (it cannot be undone)."""
+    CUDA; first without, then with `train.parallel.apply_activation_checkpointing` (it cannot be undone), then
+    with checkpointing and `head_losses` in blocks of TRAIN_WIDE_HEAD_BLOCKS times its default (fewer, larger head
+    products: whether the default block suits a GPU is measured there)."""
+    from ..model import llm
     from ..train.parallel import apply_activation_checkpointing
 
     device = placement.device
@@ -188,11 +192,15 @@ def training_rows(model, options: PaperOptions, placement: Placement, log) -> li
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     out = []
     model.train()
-    for checkpointing in (False, True):
-        layers = apply_activation_checkpointing(model) if checkpointing else 0
+    default_block, layers = llm.HEAD_BLOCK_LOGITS, 0
+    for checkpointing, block in ((False, default_block), (True, default_block),
+                                 (True, TRAIN_WIDE_HEAD_BLOCKS * default_block)):
+        if checkpointing and not layers:
+            layers = apply_activation_checkpointing(model)
         log(f"llm-srt: training step, batch {options.train_batch}, activation checkpointing "
-            f"{'on (' + str(layers) + ' layers)' if checkpointing else 'off'}")
+            f"{'on (' + str(layers) + ' layers)' if checkpointing else 'off'}, head loss in blocks of {block} logits")
         times, loss, oom = [], None, False
+        llm.HEAD_BLOCK_LOGITS = block
         try:
             with PeakMemory(device) as memory:
                 for step in range(options.train_steps + 1):  # step 0 warms up
@@ -210,17 +218,19 @@ def training_rows(model, options: PaperOptions, placement: Placement, log) -> li
             if not is_out_of_memory(e):
                 raise
             oom = True
+        finally:
+            llm.HEAD_BLOCK_LOGITS = default_block
         if oom:
             loss = None
             optimizer.zero_grad(set_to_none=True)
             release(device)
             out.append({"activation_checkpointing": checkpointing, "batch_size": options.train_batch,
-                        "out_of_memory": True})
+                        "head_block_logits": block, "out_of_memory": True})
             continue
         if not torch.isfinite(loss):
             raise LLMSRTError(f"bench: training step loss is {loss.item()}")
-        out.append({"activation_checkpointing": checkpointing, "layers_recomputed": layers,
-                    "batch_size": options.train_batch, "s_per_step": round(float(np.median(times)), 4),
+        out.append({"activation_checkpointing": checkpointing, "layers_recomputed": layers if checkpointing else 0,
+                    "head_block_logits": block, "batch_size": options.train_batch, "s_per_step": round(float(np.median(times)), 4),
                     "steps": options.train_steps, "peak_mib": memory.mib, "memory": memory.kind,
                     "target_tokens": options.train_target_tokens, "out_of_memory": False})
     model.eval()
@@ -323,7 +333,8 @@ def format_paper(result: dict) -> str:
         lines.append(f"largest batch{cap}, {SYSTEMS[system][1]}: {s['largest_fit']} ({end})")
     for t in result["train"]:
         ckpt = "with" if t["activation_checkpointing"] else "without"
-        lines.append(f"training step (SRT stage, batch {t['batch_size']}) {ckpt} activation checkpointing: " +
+        lines.append(f"training step (SRT stage, batch {t['batch_size']}) {ckpt} activation checkpointing, head "
+                     f"loss in blocks of {t['head_block_logits'] / 2**20:g}M logits: " +
                      ("out of memory" if t["out_of_memory"] else f"{t['s_per_step']:.3f} s/step, peak "
                       f"{t['peak_mib']:.0f} MiB"))
     lines.append(f"Q-Former / pooled utterances/s at equal batch: {result['qformer_vs_pooled_at_equal_batch']}; "
