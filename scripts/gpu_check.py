@@ -12,7 +12,7 @@ Steps, each a subprocess with its own time limit, through the real CLI verbs (`p
   e2e         tiny random models, a tone-clip corpus: `curriculum` (ASR -> SMT -> SRT), `train` killed with SIGKILL
               after its first checkpoint and resumed, `translate` and `evaluate` of the SRT model
   bench-S     `bench --paper-shape S` for each shape: Table 7 rows, the largest batch, training steps with and
-              without activation checkpointing
+              without activation checkpointing, and with head_losses in 8x larger blocks
 It writes DIR/report.md, DIR/report.json and DIR/gpu-check.log (every step's output). `--device cpu` runs the same
 steps with the tiny shape (a test runs it). Exit status 0 when every step that ran passed.
 """

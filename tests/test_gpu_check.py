@@ -29,7 +29,7 @@ def test_cpu_path_runs_every_step_and_writes_the_report(tmp_path):
     assert steps["cuda-tests"]["tests"] >= 1 and steps["cuda-tests"]["skipped"] == steps["cuda-tests"]["tests"]
     assert steps["e2e"]["parts"] == {"curriculum": True, "kill_resume": True, "translate": True, "evaluate": True}
     bench = steps["bench-tiny"]["result"]
-    assert bench["shape"] == "tiny" and bench["decode"] and len(bench["train"]) == 2
+    assert bench["shape"] == "tiny" and bench["decode"] and len(bench["train"]) == 3  # ckpt off, on, wide head blocks
     md = (tmp_path / "report.md").read_text()
     assert "**passed**" in md and "| e2e | ok |" in md and "LLM-SRT (Q-Former)" in md
     log = (tmp_path / "gpu-check.log").read_text()
