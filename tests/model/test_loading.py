@@ -421,9 +421,9 @@ def test_int8_speech_llm_generates_and_refuses_to_train(tmp_path, adapter):
 
 
 def test_int8_needs_fbgemm_and_keeps_7_bits_without_avx512_vnni(monkeypatch):
-    """An int8 layer (`quantize_int8`, the int8 Whisper) refuses a quantized engine whose packed weights cannot run the product (one line, what to
-    do); all 8 activation bits only with AVX-512 VNNI (fbgemm's AVX2 kernels, AVX-VNNI CPUs included, sum pairs of
-    u8 x s8 products in 16 bits with saturation)."""
+    """An int8 layer (`quantize_int8`, the int8 Whisper) refuses a quantized engine whose packed weights cannot run
+    the product (one line, what to do); all 8 activation bits only with AVX-512 VNNI (fbgemm's AVX2 kernels, which
+    AVX-VNNI CPUs may run, sum pairs of u8 x s8 products in 16 bits with saturation)."""
     from types import SimpleNamespace
 
     from torch import nn

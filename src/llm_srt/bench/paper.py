@@ -192,10 +192,10 @@ def training_rows(model, options: PaperOptions, placement: Placement, log) -> li
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     out = []
     model.train()
-    default_block, layers = llm.HEAD_BLOCK_LOGITS, 0
+    default_block, layers = llm.HEAD_BLOCK_LOGITS, None  # layers: None until checkpointing is applied (once)
     for checkpointing, block in ((False, default_block), (True, default_block),
                                  (True, TRAIN_WIDE_HEAD_BLOCKS * default_block)):
-        if checkpointing and not layers:
+        if checkpointing and layers is None:
             layers = apply_activation_checkpointing(model)
         log(f"llm-srt: training step, batch {options.train_batch}, activation checkpointing "
             f"{'on (' + str(layers) + ' layers)' if checkpointing else 'off'}, head loss in blocks of {block} logits")
@@ -230,7 +230,8 @@ def training_rows(model, options: PaperOptions, placement: Placement, log) -> li
         if not torch.isfinite(loss):
             raise LLMSRTError(f"bench: training step loss is {loss.item()}")
         out.append({"activation_checkpointing": checkpointing, "layers_recomputed": layers if checkpointing else 0,
-                    "head_block_logits": block, "batch_size": options.train_batch, "s_per_step": round(float(np.median(times)), 4),
+                    "head_block_logits": block, "batch_size": options.train_batch,
+                    "s_per_step": round(float(np.median(times)), 4),
                     "steps": options.train_steps, "peak_mib": memory.mib, "memory": memory.kind,
                     "target_tokens": options.train_target_tokens, "out_of_memory": False})
     model.eval()
