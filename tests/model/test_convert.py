@@ -84,6 +84,32 @@ def test_whisper_ct2_weights_round_trip(tiny_ct2, tmp, quantization):
         assert err <= WEIGHT_TOLERANCE[quantization], f"{name}: relative error {err:.2e} ({quantization})"
 
 
+def test_whisper_ct2_writes_its_vocabulary_and_the_torch_whisper_decodes_from_it(tiny_ct2, tmp):
+    """The converted folder carries CTranslate2's vocabulary.txt (id -> token); the plain-torch Whisper decodes
+    from it exactly as from the whole tokenizer.json (special tokens, timestamps, broken UTF-8 and all), and a
+    vocabulary of another size is a one-line error."""
+    import random
+
+    from llm_srt.model.whisper_torch import TorchWhisper
+
+    _, src = tiny_ct2["float32"]
+    dst = convert_whisper_ct2(src, tmp / "hf")
+    vocab = json.loads((src / "vocabulary.json").read_text(encoding="utf-8"))  # as ctranslate2 writes it
+    assert len(vocab) == 51865 and (dst / "vocabulary.txt").read_text(encoding="utf-8").split("\n")[:-1] == vocab
+    whisper = TorchWhisper.from_pretrained(dst, torch.device("cpu"), torch.float32)
+    assert whisper.vocabulary == vocab
+    rng = random.Random(0)
+    rows = [[rng.randrange(len(vocab)) for _ in range(rng.randrange(1, 30))] for _ in range(200)]  # specials too
+    rows += [[rng.randrange(50257) for _ in range(20)] for _ in range(200)] + [[]]  # text tokens only
+    ours = whisper.decode_text(rows)
+    whisper.__dict__["vocabulary"] = None  # the tokenizer.json path
+    assert ours == whisper.decode_text(rows)
+    assert any("\ufffd" in text for text in ours)  # some rows cut a character's bytes: replaced alike
+    (dst / "vocabulary.txt").write_text("".join(t + "\n" for t in vocab[:-1]), encoding="utf-8")
+    with pytest.raises(LLMSRTError, match="vocabulary.txt: 51864 tokens for a vocabulary of 51865"):
+        TorchWhisper.from_pretrained(dst, torch.device("cpu"), torch.float32).decode_text([[5]])
+
+
 @pytest.mark.parametrize("quantization", ["float32", "int8"])
 def test_whisper_ct2_logits_match_ctranslate2_runtime(tiny_ct2, tmp, quantization):
     """Encoder states and decoder logits of the converted model equal CTranslate2's on the same random mel."""

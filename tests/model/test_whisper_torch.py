@@ -117,6 +117,30 @@ def test_bad_folders_are_clear_errors(folder, tmp_path):
         TorchWhisper.from_pretrained(bad, torch.device("cpu"), torch.float32)
 
 
+@pytest.mark.parametrize("int8", [False, True])
+def test_cpu_encoder_layers_take_rows_in_slices_with_the_same_values(folder, monkeypatch, int8):
+    """On the CPU an encoder layer's row-wise parts run over slices of at most CPU_ENCODER_ROWS positions, only the
+    attention over all 1500: bit for bit the states of the whole-sequence layer (float32 and int8)."""
+    w = TorchWhisper.from_pretrained(folder, torch.device("cpu"), torch.float32, int8=int8)
+    mel = w.mel(CLIPS[:2])
+    monkeypatch.setattr(whisper_torch, "CPU_ENCODER_ROWS", 10**6)  # the whole sequence at once
+    with torch.inference_mode():
+        whole = w.encode(mel)
+    monkeypatch.setattr(whisper_torch, "CPU_ENCODER_ROWS", 256)
+    rows = []
+    fc1 = w.model.encoder.layers[0].fc1
+    hook = fc1.register_forward_hook(lambda m, args, out: rows.append(args[0].shape[1]))
+    with torch.inference_mode():
+        sliced = w.encode(mel)
+    hook.remove()
+    assert rows == [250] * 6  # 1500 positions in 6 even slices
+    assert torch.equal(sliced, whole)
+
+
+def test_even_slices():
+    assert [whisper_torch.even_slices(n, 256) for n in (1, 256, 257, 1500, 1025)] == [1, 256, 129, 250, 205]
+
+
 def test_int8_head_is_quantized_in_chunks_and_the_table_stays_the_files(folder, monkeypatch):
     """int8: the tied head is quantized QUANTIZE_CHUNK_ROWS rows a mapping (chunk boundaries change nothing: the
     same int8 rows as quantizing the whole table); the token table stays the file's float32 rows, unchanged."""
@@ -191,10 +215,12 @@ def test_cpu_whisper_trims_the_heap_after_loading_encoding_and_decoding(folder, 
     w = TorchWhisper.from_pretrained(folder, torch.device("cpu"), torch.float32)
     assert len(calls) == 1
     with torch.inference_mode():
-        states = w.encode(w.mel([CLIPS[0]]))
+        mel = w.mel([CLIPS[0]])
         assert len(calls) == 2
+        states = w.encode(mel)
+        assert len(calls) == 3
         w.greedy(states, torch.tensor([[w.generation.start]]), 3)
-    assert len(calls) == 3
+    assert len(calls) == 4
 
 
 NO_TRANSFORMERS = """

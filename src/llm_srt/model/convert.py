@@ -87,7 +87,18 @@ def convert_whisper_ct2(src_dir: str | Path, dst_dir: str | Path, dtype: str = "
     with atomic_dir(dst_dir) as tmp:
         model.save_pretrained(tmp)
         _whisper_processor(src, spec, vocab).save_pretrained(tmp)
+        _write_vocabulary(Path(tmp) / "vocabulary.txt", vocab)
     return Path(dst_dir)
+
+
+def _write_vocabulary(path: Path, vocab: list[str]) -> None:
+    """id -> token, one a line (CTranslate2's vocabulary.txt): the plain-torch Whisper decodes from it without
+    loading the whole tokenizer (model/whisper_torch.py). Byte-level tokens hold no line breaks; one that did
+    would misnumber every token after it, so it is refused."""
+    if any("\n" in token or "\r" in token for token in vocab):
+        raise LLMSRTError(f"{path.parent}: a vocabulary token holds a line break; this is not a byte-level Whisper "
+                          f"vocabulary")
+    path.write_text("".join(token + "\n" for token in vocab), encoding="utf-8")
 
 
 @dataclass(frozen=True)
@@ -151,7 +162,12 @@ def _read_ct2_vocabulary(src: Path) -> list[str]:
     """id -> token, from vocabulary.json (newer conversions) or vocabulary.txt (one token a line)."""
     if (src / "vocabulary.json").is_file():
         return json.loads((src / "vocabulary.json").read_text(encoding="utf-8"))
-    lines = (src / "vocabulary.txt").read_text(encoding="utf-8").split("\n")  # not splitlines: tokens may hold \u2028
+    return read_vocabulary_txt(src / "vocabulary.txt")
+
+
+def read_vocabulary_txt(path: Path) -> list[str]:
+    """id -> token from a vocabulary.txt (one token a line; the last line break optional)."""
+    lines = path.read_text(encoding="utf-8").split("\n")  # not splitlines: tokens may hold \u2028
     return lines[:-1] if lines and lines[-1] == "" else lines
 
 

@@ -1,9 +1,10 @@
 """Whisper's encoder-decoder in plain torch, for greedy decoding without transformers (`translate --model whisper`).
 
 Reads an HF Whisper folder as `convert whisper-ct2` / `save_pretrained` write it: config.json (dimensions),
-model.safetensors (memory-mapped: float32 weights are used in place, never copied), tokenizer.json (the `tokenizers`
-library), generation_config.json (task prompt, suppressed tokens) and the feature extractor's settings
-(preprocessor_config.json, or processor_config.json's "feature_extractor"). The modules keep HF's parameter names,
+model.safetensors (memory-mapped: float32 weights are used in place, never copied), vocabulary.txt (its tokens
+through the `tokenizers` library's byte-level decoder; without it, tokenizer.json), generation_config.json (task
+prompt, suppressed tokens) and the feature extractor's settings (preprocessor_config.json, or
+processor_config.json's "feature_extractor"). The modules keep HF's parameter names,
 so the state dict loads as is; the numbers are HF's WhisperForConditionalGeneration's (tests/model/
 test_whisper_torch.py checks the token ids, and the log-mel against WhisperFeatureExtractor).
 
@@ -28,15 +29,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import LLMSRTError
+from .convert import read_vocabulary_txt
 from .cpu_linear import FastLinear, fast_linear
 
 SAMPLE_RATE = 16000
 FEATURE_DEFAULTS = {"feature_size": 80, "sampling_rate": SAMPLE_RATE, "hop_length": 160, "chunk_length": 30,
                     "n_fft": 400, "dither": 0.0}  # WhisperFeatureExtractor's defaults
 TIMESTAMP = re.compile(r"<\|(\d+\.\d+)\|>")  # timestamp tokens are not special in tokenizer.json: HF drops their text
+VOCABULARY = "vocabulary.txt"  # id -> token, one a line (CTranslate2's file; `convert whisper-ct2` writes it)
 EMBED_TOKENS = "decoder.embed_tokens"  # the token table (tied to the head), under HF's `model.` prefix
 CPU_MMAP_THRESHOLD = 16 << 20  # bytes: on glibc, CPU allocations this large are mapped and unmapped on their own
 CPU_TRIM_THRESHOLD = 64 << 20  # bytes: free memory at the heap's top kept for reuse (`return_freed_memory`)
+CPU_ENCODER_ROWS = 256  # encoder positions an encoder layer's row-wise parts take at a time on the CPU
 
 
 def _read_json(path: Path) -> dict:
@@ -245,9 +249,36 @@ class EncoderLayer(nn.Module):
         self.fc1, self.fc2, self.final_layer_norm = Linear(d, ffn), Linear(ffn, d), LayerNorm(d)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "cpu" and x.shape[1] > CPU_ENCODER_ROWS:
+            return self._in_rows(x)
         h = self.self_attn_layer_norm(x)
         x = x + self.self_attn(h, *self.self_attn.kv(h))
         return x + self.fc2(torch.ops.aten.gelu_(self.fc1(self.final_layer_norm(x))))
+
+    def _in_rows(self, x: torch.Tensor) -> torch.Tensor:
+        """`forward` on the CPU, its row-wise parts (norms, products, GELU, residuals) over even slices of at most
+        CPU_ENCODER_ROWS positions, only the attention itself over all of them: the same values (each row's
+        products, norms and activations do not depend on the other rows: tests/model/test_whisper_torch.py),
+        with activations of a slice at a time where a 30 s clip's fc1 output alone was 12 MB (the int8 encoder's
+        peak above the loaded model: +103 -> +NN MiB)."""
+        a, rows = self.self_attn, even_slices(x.shape[1], CPU_ENCODER_ROWS)
+        parts = [self.self_attn_layer_norm(p) for p in x.split(rows, dim=1)]
+        q, k, v = (a.split(torch.cat([proj(h) for h in parts], dim=1)) for proj in (a.q_proj, a.k_proj, a.v_proj))
+        del parts
+        y = F.scaled_dot_product_attention(q, k, v)
+        del q, k, v
+        out = torch.empty_like(x)
+        for start in range(0, x.shape[1], rows):
+            part = x[:, start:start + rows] + a.out_proj(y[:, :, start:start + rows].transpose(1, 2).flatten(2))
+            out[:, start:start + rows] = part + self.fc2(torch.ops.aten.gelu_(self.fc1(self.final_layer_norm(part))))
+        return out
+
+
+def even_slices(n: int, most: int) -> int:
+    """The length of the slices that cut n rows into as few as hold at most `most` each, all but the last of that
+    length (so no slice is much shorter than the others: a product over 2-4 rows takes another kernel)."""
+    count = -(-n // most)
+    return -(-n // count)
 
 
 class DecoderLayer(EncoderLayer):
@@ -427,6 +458,10 @@ class TorchWhisper(nn.Module):
         path = self.folder / "model.safetensors"
         linears = {name: m for name, m in self.model.named_modules() if isinstance(m, nn.Linear)}
         table = f"{EMBED_TOKENS}.weight"
+        q, scale = self._int8_rows(path, f"model.{table}", self.model.decoder.embed_tokens.weight.shape)
+        self.head = Int8Linear(q, scale=scale)  # first: its int8 rows, their quantized copy and the packed matrix
+        del q, scale  # (3 x 26 MB for Whisper base) are resident together before anything else is
+        trim_heap()
         with safe_open(path, framework="pt") as f:
             keys = [k for k in f.keys() if k not in ("proj_out.weight", f"model.{table}")]
             state = {k.removeprefix("model."): f.get_tensor(k).clone() for k in keys
@@ -447,8 +482,6 @@ class TorchWhisper(nn.Module):
         missing = [k for k in missing if k.rsplit(".", 1)[0] not in linears]
         if missing or unexpected:
             raise RuntimeError(f"state dict mismatch:\nmissing {missing[:3]}, unexpected {unexpected[:3]}")
-        q, scale = self._int8_rows(path, f"model.{table}", self.model.decoder.embed_tokens.weight.shape)
-        self.head = Int8Linear(q, scale=scale)
 
     @staticmethod
     def _int8_rows(path: Path, key: str, shape: torch.Size) -> tuple[torch.Tensor, torch.Tensor]:
@@ -477,6 +510,21 @@ class TorchWhisper(nn.Module):
                               "model with `llm-srt convert whisper-ct2` or save its tokenizer there")
         return Tokenizer.from_file(str(path))
 
+    @cached_property
+    def vocabulary(self) -> list[str] | None:
+        """id -> token from the folder's vocabulary.txt (one token a line, as CTranslate2 writes it and `convert
+        whisper-ct2` copies it), or None without one. Decoding from it costs ~6 MiB of memory where the whole
+        tokenizer costs 30-48 (Whisper base; 1,608 added tokens) in a process whose peak is measured against
+        faster-whisper's."""
+        path = self.folder / VOCABULARY
+        if not path.is_file():
+            return None
+        tokens = read_vocabulary_txt(path)
+        if len(tokens) != self.dims.n_vocab:
+            raise LLMSRTError(f"{path}: {len(tokens)} tokens for a vocabulary of {self.dims.n_vocab} (config.json); "
+                              f"delete it (tokenizer.json is used then) or convert the model again")
+        return tokens
+
     @property
     def device(self) -> torch.device:
         return self.model.decoder.embed_tokens.weight.device
@@ -486,8 +534,11 @@ class TorchWhisper(nn.Module):
         return self.model.decoder.embed_tokens.weight.dtype
 
     def mel(self, audios: list[np.ndarray]) -> torch.Tensor:
-        """16 kHz clips -> (B, n_mels, 3000) on the model's device, in its dtype."""
-        return self.features(audios, device=self.device).to(self.dtype)
+        """16 kHz clips -> (B, n_mels, 3000) on the model's device, in its dtype (on the CPU, the STFTs' freed
+        pages handed back: `_trim`)."""
+        mel = self.features(audios, device=self.device).to(self.dtype)
+        self._trim()
+        return mel
 
     def encode(self, mel: torch.Tensor) -> torch.Tensor:
         states = self.model.encoder(mel)
@@ -540,5 +591,12 @@ class TorchWhisper(nn.Module):
 
     def decode_text(self, rows: list[list[int]]) -> list[str]:
         """Token ids -> texts, special tokens and timestamps left out (as HF's WhisperTokenizer with
-        skip_special_tokens)."""
-        return [TIMESTAMP.sub("", t) for t in self.tokenizer.decode_batch(rows, skip_special_tokens=True)]
+        skip_special_tokens). With a vocabulary.txt: its tokens before <|endoftext|> (in every Whisper vocabulary
+        the added tokens, special or timestamps, are <|endoftext|> and after it) through the tokenizer's own
+        byte-level decoder; else the whole tokenizer.json."""
+        if self.vocabulary is None:
+            return [TIMESTAMP.sub("", t) for t in self.tokenizer.decode_batch(rows, skip_special_tokens=True)]
+        from tokenizers.decoders import ByteLevel
+
+        decoder, vocab, end = ByteLevel(), self.vocabulary, self.generation.eos
+        return [decoder.decode([vocab[i] for i in row if 0 <= i < end]) for row in rows]
