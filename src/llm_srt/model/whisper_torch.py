@@ -18,6 +18,7 @@ import ctypes
 import ctypes.util
 import functools
 import json
+import mmap
 import re
 from dataclasses import dataclass
 from functools import cached_property
@@ -40,6 +41,7 @@ VOCABULARY = "vocabulary.txt"  # id -> token, one a line (CTranslate2's file; `c
 EMBED_TOKENS = "decoder.embed_tokens"  # the token table (tied to the head), under HF's `model.` prefix
 CPU_MMAP_THRESHOLD = 16 << 20  # bytes: on glibc, CPU allocations this large are mapped and unmapped on their own
 CPU_TRIM_THRESHOLD = 64 << 20  # bytes: free memory at the heap's top kept for reuse (`return_freed_memory`)
+MADV_DONTNEED = 4  # Linux's madvise advice: drop these pages from the process (a file mapping re-reads them)
 CPU_ENCODER_ROWS = 256  # encoder positions an encoder layer's row-wise parts take at a time on the CPU
 
 
@@ -79,6 +81,33 @@ def trim_heap() -> None:
     """Give the heap's free pages back to the system (glibc's malloc_trim; elsewhere nothing)."""
     if (libc := _glibc()) is not None:
         libc.malloc_trim(0)
+
+
+def mapped_from(tensor: torch.Tensor, path: Path) -> bool:
+    """Whether the tensor's bytes lie in a mapping of the file `path` (read from /proc/self/maps; False where
+    there is none): then `drop_mapped_pages` may drop them from this process, the file keeps them."""
+    start, end = tensor.data_ptr(), tensor.data_ptr() + tensor.numel() * tensor.element_size()
+    try:
+        lines = Path("/proc/self/maps").read_text().splitlines()
+    except OSError:
+        return False
+    target = str(Path(path).resolve())
+    for line in lines:
+        fields = line.split(maxsplit=5)
+        low, high = (int(x, 16) for x in fields[0].split("-"))
+        if low <= start and end <= high:
+            return len(fields) == 6 and fields[5] == target
+    return False
+
+
+def drop_mapped_pages(tensor: torch.Tensor) -> None:
+    """Unmap the pages of a tensor that is a view of a file mapping (`mapped_from`) from this process's memory
+    (madvise MADV_DONTNEED): the next read maps them again from the page cache. glibc only; elsewhere nothing."""
+    if (libc := _glibc()) is None:
+        return
+    start = tensor.data_ptr() & ~(mmap.PAGESIZE - 1)
+    libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(tensor.data_ptr() + tensor.numel() *
+                                                             tensor.element_size() - start), MADV_DONTNEED)
 
 
 # ---- the log-mel spectrogram ---------------------------------------------------------------------------------------
@@ -210,6 +239,18 @@ class Embedding(nn.Embedding):
         pass
 
 
+class MappedEmbedding(Embedding):
+    """An Embedding whose table is a view of the model file (`mapped_from`), for the int8 CPU Whisper, whose head
+    is its own int8 copy: after each lookup the table's pages leave this process again (`drop_mapped_pages`; 4 us
+    a step). Each row looked up had mapped a whole ~1 MB page-cache folio around it: 24 tokens of one clip left
+    ~15 MiB of Whisper base's 106 MB table resident; now 24 KiB, the same rows."""
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        rows = super().forward(ids)
+        drop_mapped_pages(self.weight)
+        return rows
+
+
 class Conv1d(nn.Conv1d):
     def reset_parameters(self) -> None:
         pass
@@ -259,8 +300,8 @@ class EncoderLayer(nn.Module):
         """`forward` on the CPU, its row-wise parts (norms, products, GELU, residuals) over even slices of at most
         CPU_ENCODER_ROWS positions, only the attention itself over all of them: the same values (each row's
         products, norms and activations do not depend on the other rows: tests/model/test_whisper_torch.py),
-        with activations of a slice at a time where a 30 s clip's fc1 output alone was 12 MB (the int8 encoder's
-        peak above the loaded model: +103 -> +NN MiB)."""
+        with activations of a slice at a time where a 30 s clip's fc1 output alone was 12 MB (one clip through the
+        int8 encoder of Whisper base, its peak RSS above its start: +87-109 -> +52-78 MiB, the same time)."""
         a, rows = self.self_attn, even_slices(x.shape[1], CPU_ENCODER_ROWS)
         parts = [self.self_attn_layer_norm(p) for p in x.split(rows, dim=1)]
         q, k, v = (a.split(torch.cat([proj(h) for h in parts], dim=1)) for proj in (a.q_proj, a.k_proj, a.v_proj))
@@ -482,6 +523,9 @@ class TorchWhisper(nn.Module):
         missing = [k for k in missing if k.rsplit(".", 1)[0] not in linears]
         if missing or unexpected:
             raise RuntimeError(f"state dict mismatch:\nmissing {missing[:3]}, unexpected {unexpected[:3]}")
+        embed = self.model.decoder.embed_tokens
+        if mapped_from(embed.weight, path):
+            embed.__class__ = MappedEmbedding
 
     @staticmethod
     def _int8_rows(path: Path, key: str, shape: torch.Size) -> tuple[torch.Tensor, torch.Tensor]:
