@@ -378,6 +378,30 @@ def test_int8_keeps_no_page_of_the_checkpoint_its_quantization_read(tmp_path, mo
         assert torch.equal(q(input_ids=ids).logits, before(input_ids=ids).logits)
 
 
+@pytest.mark.skipif(not Path("/proc/self/maps").is_file(), reason="reads /proc/self/maps (Linux)")
+def test_int8_input_embeddings_drop_the_tables_pages_after_each_lookup(tmp_path, monkeypatch):
+    """int8: the input embedding table, a view of the checkpoint (the head is an int8 copy), drops its pages after
+    every lookup (tests/model/test_mapped.py: each row looked up had left ~1 MB of the file resident), prompt
+    embeddings and decode steps alike; float32 (the table is the weights in use) drops nothing."""
+    from llm_srt.model import mapped
+
+    folder = tiny.llm_dir(tmp_path, hidden=64, tied=True)
+    dropped = []
+    monkeypatch.setattr(mapped, "drop_mapped_pages", lambda t: dropped.append(t.data_ptr()))
+    q, _ = load_llm(folder, "int8")
+    table = q.get_input_embeddings().weight
+    assert mapped.mapped_from(table, (folder / "model.safetensors").resolve())
+    dropped.clear()
+    with torch.no_grad():
+        q(input_ids=torch.tensor([[3, 5, 7]]))
+        q.get_input_embeddings()(torch.tensor([[9]]))
+    assert dropped == [table.data_ptr()] * 2
+    fp32, _ = load_llm(folder, "float32")
+    with torch.no_grad():
+        fp32(input_ids=torch.tensor([[3, 5, 7]]))
+    assert dropped == [table.data_ptr()] * 2
+
+
 @pytest.mark.parametrize("adapter", ["qformer", "linear"])  # linear: no float parameter is left once it is int8
 def test_int8_speech_llm_generates_and_refuses_to_train(tmp_path, adapter):
     torch.manual_seed(0)

@@ -137,54 +137,32 @@ def test_cpu_encoder_layers_take_rows_in_slices_with_the_same_values(folder, mon
     assert torch.equal(sliced, whole)
 
 
-def _mapped_kib(path: Path) -> int:
-    """This process's resident KiB of its mappings of `path` (/proc/self/smaps)."""
-    total, current = 0, None
-    for line in Path("/proc/self/smaps").read_text().splitlines():
-        head = line.split(maxsplit=5)
-        if "-" in head[0] and len(head) >= 5 and ":" in head[3]:
-            current = head[5] if len(head) == 6 else None
-        elif line.startswith("Rss:") and current == str(path.resolve()):
-            total += int(line.split()[1])
-    return total
+def test_int8_token_table_stays_the_files_and_drops_its_pages_after_each_lookup(folder, monkeypatch):
+    """int8: the decoder's token table stays a view of the file, its pages dropped after every lookup (the
+    mechanism: tests/model/test_mapped.py); float32 reads the whole table every step (it is the head), so its
+    lookups drop nothing. The rows looked up are the file's."""
+    from safetensors.torch import load_file
 
-
-@pytest.mark.skipif(not Path("/proc/self/smaps").is_file() or whisper_torch._glibc() is None,
-                    reason="needs /proc and glibc")
-def test_int8_token_table_stays_the_files_and_leaves_the_process_after_each_lookup(folder, tmp_path):
-    """int8: the decoder's token table stays a view of the file, as a MappedEmbedding; float32 reads the whole
-    table every step (it is the head), so it keeps a plain Embedding. A MappedEmbedding's pages leave the process
-    after every lookup (each lookup had mapped a page-cache folio around its row: 60 rows of an 8 MB table), and
-    the rows it gives are the file's. Only a file's mapping is ever dropped: heap memory dropped would read back
-    as zeros."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file, save_file
+    from llm_srt.model import mapped
 
     path = folder / "model.safetensors"
+    dropped = []
+    monkeypatch.setattr(mapped, "drop_mapped_pages", lambda t: dropped.append(t.data_ptr()))
     w = TorchWhisper.from_pretrained(folder, torch.device("cpu"), torch.float32, int8=True)
     embed = w.model.decoder.embed_tokens
-    assert type(embed) is whisper_torch.MappedEmbedding and whisper_torch.mapped_from(embed.weight, path)
-    table = load_file(path)["model.decoder.embed_tokens.weight"].clone()  # heap memory (load_file maps the file)
-    assert not whisper_torch.mapped_from(table, path) and not whisper_torch.mapped_from(embed.weight, folder / "x")
-    assert torch.equal(embed.weight, table)
+    assert mapped.mapped_from(embed.weight, path)
+    table = load_file(path)["model.decoder.embed_tokens.weight"].clone()
+    ids = torch.tensor([[0, 5, table.shape[0] - 1]])
+    with torch.inference_mode():
+        assert torch.equal(embed(ids), table[ids])
+        assert dropped == [embed.weight.data_ptr()]
+        w.greedy(w.encode(w.mel(CLIPS[:1])), torch.tensor([[w.generation.start]]), 3)
+    assert len(dropped) >= 3  # the prompt's step and each decode step
     plain = TorchWhisper.from_pretrained(folder, torch.device("cpu"), torch.float32).model.decoder.embed_tokens
-    assert type(plain) is whisper_torch.Embedding
-
-    big = tmp_path / "table.safetensors"
-    save_file({"table": torch.randn(8192, 256)}, big)
-    ids = torch.arange(0, 8192, 8192 // 60)[None]
-    for cls, most in ((whisper_torch.MappedEmbedding, 64), (whisper_torch.Embedding, None)):
-        with safe_open(big, framework="pt") as f:
-            weight = f.get_tensor("table")
-        lookup = cls(8192, 256, _weight=weight)
-        whisper_torch.drop_mapped_pages(weight)
-        with torch.inference_mode():
-            rows = lookup(ids)
-        if most is not None:
-            assert _mapped_kib(big) <= most and torch.equal(rows, load_file(big)["table"][ids])
-        else:  # the plain lookup leaves its pages: what the test above would see without the drop
-            assert _mapped_kib(big) >= 60 * 4
-        del lookup, weight
+    dropped.clear()
+    with torch.inference_mode():
+        plain(ids)
+    assert not dropped
 
 
 def test_even_slices():

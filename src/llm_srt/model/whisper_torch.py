@@ -18,7 +18,6 @@ import ctypes
 import ctypes.util
 import functools
 import json
-import mmap
 import re
 from dataclasses import dataclass
 from functools import cached_property
@@ -32,6 +31,7 @@ from torch import nn
 from ..errors import LLMSRTError
 from .convert import read_vocabulary_txt
 from .cpu_linear import FastLinear, fast_linear
+from .mapped import drop_pages_after_lookups, mapped_from
 
 SAMPLE_RATE = 16000
 FEATURE_DEFAULTS = {"feature_size": 80, "sampling_rate": SAMPLE_RATE, "hop_length": 160, "chunk_length": 30,
@@ -41,7 +41,6 @@ VOCABULARY = "vocabulary.txt"  # id -> token, one a line (CTranslate2's file; `c
 EMBED_TOKENS = "decoder.embed_tokens"  # the token table (tied to the head), under HF's `model.` prefix
 CPU_MMAP_THRESHOLD = 16 << 20  # bytes: on glibc, CPU allocations this large are mapped and unmapped on their own
 CPU_TRIM_THRESHOLD = 64 << 20  # bytes: free memory at the heap's top kept for reuse (`return_freed_memory`)
-MADV_DONTNEED = 4  # Linux's madvise advice: drop these pages from the process (a file mapping re-reads them)
 CPU_ENCODER_ROWS = 256  # encoder positions an encoder layer's row-wise parts take at a time on the CPU
 
 
@@ -81,33 +80,6 @@ def trim_heap() -> None:
     """Give the heap's free pages back to the system (glibc's malloc_trim; elsewhere nothing)."""
     if (libc := _glibc()) is not None:
         libc.malloc_trim(0)
-
-
-def mapped_from(tensor: torch.Tensor, path: Path) -> bool:
-    """Whether the tensor's bytes lie in a mapping of the file `path` (read from /proc/self/maps; False where
-    there is none): then `drop_mapped_pages` may drop them from this process, the file keeps them."""
-    start, end = tensor.data_ptr(), tensor.data_ptr() + tensor.numel() * tensor.element_size()
-    try:
-        lines = Path("/proc/self/maps").read_text().splitlines()
-    except OSError:
-        return False
-    target = str(Path(path).resolve())
-    for line in lines:
-        fields = line.split(maxsplit=5)
-        low, high = (int(x, 16) for x in fields[0].split("-"))
-        if low <= start and end <= high:
-            return len(fields) == 6 and fields[5] == target
-    return False
-
-
-def drop_mapped_pages(tensor: torch.Tensor) -> None:
-    """Unmap the pages of a tensor that is a view of a file mapping (`mapped_from`) from this process's memory
-    (madvise MADV_DONTNEED): the next read maps them again from the page cache. glibc only; elsewhere nothing."""
-    if (libc := _glibc()) is None:
-        return
-    start = tensor.data_ptr() & ~(mmap.PAGESIZE - 1)
-    libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(tensor.data_ptr() + tensor.numel() *
-                                                             tensor.element_size() - start), MADV_DONTNEED)
 
 
 # ---- the log-mel spectrogram ---------------------------------------------------------------------------------------
@@ -237,18 +209,6 @@ class LayerNorm(nn.LayerNorm):
 class Embedding(nn.Embedding):
     def reset_parameters(self) -> None:
         pass
-
-
-class MappedEmbedding(Embedding):
-    """An Embedding whose table is a view of the model file (`mapped_from`), for the int8 CPU Whisper, whose head
-    is its own int8 copy: after each lookup the table's pages leave this process again (`drop_mapped_pages`; 4 us
-    a step). Each row looked up had mapped a whole ~1 MB page-cache folio around it: 24 tokens of one clip left
-    ~15 MiB of Whisper base's 106 MB table resident; now 24 KiB, the same rows."""
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        rows = super().forward(ids)
-        drop_mapped_pages(self.weight)
-        return rows
 
 
 class Conv1d(nn.Conv1d):
@@ -524,8 +484,8 @@ class TorchWhisper(nn.Module):
         if missing or unexpected:
             raise RuntimeError(f"state dict mismatch:\nmissing {missing[:3]}, unexpected {unexpected[:3]}")
         embed = self.model.decoder.embed_tokens
-        if mapped_from(embed.weight, path):
-            embed.__class__ = MappedEmbedding
+        if mapped_from(embed.weight, path):  # int8's head is its own copy: the table serves lookups alone
+            drop_pages_after_lookups(embed)
 
     @staticmethod
     def _int8_rows(path: Path, key: str, shape: torch.Size) -> tuple[torch.Tensor, torch.Tensor]:

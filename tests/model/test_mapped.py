@@ -1,0 +1,62 @@
+"""model/mapped.py: which tensors are views of a mapped file, and dropping their pages after lookups."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from llm_srt.model import mapped
+
+
+def _mapped_kib(path: Path) -> int:
+    """This process's resident KiB of its mappings of `path` (/proc/self/smaps)."""
+    total, current = 0, None
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split(maxsplit=5)
+        if "-" in head[0] and len(head) >= 5 and ":" in head[3]:
+            current = head[5] if len(head) == 6 else None
+        elif line.startswith("Rss:") and current == str(path.resolve()):
+            total += int(line.split()[1])
+    return total
+
+
+@pytest.fixture
+def table_file(tmp_path):
+    path = tmp_path / "table.safetensors"
+    save_file({"table": torch.randn(8192, 256), "other": torch.ones(3)}, path)  # an 8 MB table
+    return path
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").is_file(), reason="reads /proc/self/maps (Linux)")
+def test_only_a_view_of_that_file_counts_as_mapped_from_it(table_file, tmp_path):
+    with safe_open(table_file, framework="pt") as f:
+        view = f.get_tensor("table")
+    assert mapped.mapped_from(view, table_file) and mapped.mapped_from(view[100:200], table_file)
+    assert not mapped.mapped_from(view.clone(), table_file)  # heap memory: dropping it would zero it
+    assert not mapped.mapped_from(view, tmp_path / "other.safetensors")
+    assert not mapped.mapped_from(torch.empty(0), table_file)
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").is_file() or mapped._libc() is None,
+                    reason="reads /proc/self/smaps, calls madvise")
+def test_lookups_leave_no_page_of_the_table_resident_and_read_the_files_rows(table_file):
+    """60 rows across an 8 MB mapped table: a plain lookup leaves most of it resident (each row maps a page-cache
+    folio around it), one whose pages drop after each lookup at most 64 KiB; the rows are the file's either way,
+    and again after the drop."""
+    ids = torch.arange(0, 8192, 8192 // 60)[None]
+    want = load_file(table_file)["table"].clone()[ids]
+    for drop in (False, True):
+        with safe_open(table_file, framework="pt") as f:
+            lookup = nn.Embedding(8192, 256, _weight=f.get_tensor("table"))
+        if drop:
+            mapped.drop_pages_after_lookups(lookup)
+        mapped.drop_mapped_pages(lookup.weight)  # start from none
+        assert _mapped_kib(table_file) <= 64
+        with torch.inference_mode():
+            rows = lookup(ids)
+            assert (_mapped_kib(table_file) <= 64) == drop and _mapped_kib(table_file) >= (0 if drop else 60 * 4)
+            assert torch.equal(rows, want) and torch.equal(lookup(ids), want)
+        del lookup
