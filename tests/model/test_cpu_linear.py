@@ -195,3 +195,29 @@ def test_onednn_primitive_cache_is_capped_unless_the_user_chose(user):
     code = "import os, llm_srt.model.cpu_linear; print(os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'])"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.strip() == (user or str(cpu_linear.ONEDNN_CACHE_PRIMITIVES))
+
+
+def test_int8_layers_packed_chunk_by_chunk_equal_quantize_rows(monkeypatch, tmp_path):
+    """Int8Linear from float weights, and `from_file` from a safetensors matrix, write each chunk's int8 rows
+    straight into the tensor that is packed: the same packed weights as `quantize_rows` of the whole matrix (chunk
+    boundaries change nothing), the same products; a file matrix of another shape is a ValueError naming both."""
+    from safetensors.torch import save_file
+
+    from llm_srt.model.cpu_linear import Int8Linear, quantize_rows
+
+    torch.manual_seed(0)
+    weight, bias = torch.randn(50, 24), torch.randn(50)
+    weight[3] = 0  # an all-zero row keeps its floor scale
+    q, scale = quantize_rows(weight)
+    reference = Int8Linear(q, scale=scale)
+    monkeypatch.setattr(cpu_linear, "QUANTIZE_CHUNK_ROWS", 7)  # not a divisor of 50
+    chunked = Int8Linear(weight, bias)
+    save_file({"w": weight}, tmp_path / "w.safetensors")
+    from_file = Int8Linear.from_file(tmp_path / "w.safetensors", "w", (50, 24))
+    assert torch.equal(chunked.dequantized_weight(), reference.dequantized_weight())
+    assert torch.equal(from_file.dequantized_weight(), reference.dequantized_weight())
+    x = torch.randn(5, 24)
+    assert torch.equal(from_file(x), reference(x)) and torch.equal(chunked(x), Int8Linear(q, bias, scale=scale)(x))
+    assert from_file.bias is None and (from_file.out_features, from_file.in_features) == (50, 24)
+    with pytest.raises(ValueError, match=r"w is \(50, 24\) in .*w.safetensors, the model expects \(24, 50\)"):
+        Int8Linear.from_file(tmp_path / "w.safetensors", "w", (24, 50))

@@ -354,9 +354,10 @@ def _mapped_mib(file) -> float:
 @pytest.mark.skipif(not Path("/proc/self/smaps").is_file(), reason="reads /proc/self/smaps (Linux)")
 @pytest.mark.parametrize("tied", [False, True])
 def test_int8_keeps_no_page_of_the_checkpoint_its_quantization_read(tmp_path, monkeypatch, tied):
-    """int8: quantizing reads every linear weight (and a tied head's table) through the mapped checkpoint; once
-    done, no float tensor left may keep that mapping (norms become copies, the embedding table a fresh view: only
-    rows looked up resident), so the file's pages leave memory; the logits are those of the model before."""
+    """int8: quantizing reads every linear weight (and a tied head's table) through the mapped checkpoint; each
+    layer's pages leave as it is quantized, and once done no float tensor left may keep that mapping (norms become
+    copies, the embedding table a fresh view whose pages drop after lookups), so the file's pages leave memory;
+    the logits are those of the model before (quantized the old way: through the loader's mapping)."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
@@ -371,11 +372,36 @@ def test_int8_keeps_no_page_of_the_checkpoint_its_quantization_read(tmp_path, mo
     assert _mapped_mib(file) < linear_mib / 8  # at most the table rows the view was checked on
     assert torch.equal(q.get_input_embeddings().weight, load_file(file)["model.embed_tokens.weight"])
     monkeypatch.setattr(llm_module, "_own_float_weights", lambda model, path: None)
+    monkeypatch.setattr(llm_module, "_checkpoint_pages_dropper", lambda model, path: None)
     before, _ = load_llm(folder, "int8")
-    assert _mapped_mib(file) > linear_mib / 2  # without it, the pages quantization read stay
+    assert _mapped_mib(file) > linear_mib / 2  # without them, the pages quantization read stay
     ids = torch.tensor([[3, 5, 7, 9, 11]])
     with torch.no_grad():
         assert torch.equal(q(input_ids=ids).logits, before(input_ids=ids).logits)
+
+
+def test_int8_tied_head_is_quantized_from_the_file_a_chunk_a_mapping(tmp_path, monkeypatch):
+    """int8, head tied to the input embeddings: the head is quantized from the checkpoint's table a chunk of rows
+    a mapping (through the loader's mapping, all the table's pages stayed resident until loading ended), with the
+    numbers of `quantize_rows` on the table; an untied head is quantized from its own weight as before."""
+    from safetensors.torch import load_file
+
+    from llm_srt.model.cpu_linear import Int8Linear, quantize_rows
+
+    read = []
+    from_file = Int8Linear.from_file.__func__
+    monkeypatch.setattr(Int8Linear, "from_file", classmethod(lambda cls, *a: read.append(a[1]) or from_file(cls, *a)))
+    for tied in (True, False):
+        folder = tiny.llm_dir(tmp_path / str(tied), hidden=64, tied=tied)
+        q, _ = load_llm(folder, "int8")
+        state = load_file(folder / "model.safetensors")
+        head = q.get_output_embeddings()
+        assert isinstance(head, Int8Linear)
+        weight = state["model.embed_tokens.weight" if tied else "lm_head.weight"]
+        q8, scale = quantize_rows(weight)
+        assert torch.equal(head.dequantized_weight(), Int8Linear(q8, scale=scale).dequantized_weight())
+        assert read == (["model.embed_tokens.weight"] if tied else [])
+        read.clear()
 
 
 @pytest.mark.skipif(not Path("/proc/self/maps").is_file(), reason="reads /proc/self/maps (Linux)")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -125,21 +126,48 @@ class Int8Linear(nn.Module):
     its precision (fbgemm's dynamic range is floored at 2^-14), and fbgemm's own min/max pass over the whole input
     is gone. It needs torch's x86 (fbgemm) quantized engine and says so in one line on another."""
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None, scale: torch.Tensor | None = None):
-        """`weight` (out, in) in floats, or already int8 with its row `scale`s (`quantize_rows`' pair)."""
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None, scale: torch.Tensor | None = None,
+                 rows: Callable[[int, int], torch.Tensor] | None = None):
+        """`weight` (out, in) in floats; or already int8 with its row `scale`s (`quantize_rows`' pair); or `rows`
+        (start, stop) -> those float rows, read a chunk at a time, `weight` then giving the shape alone (meta)."""
         super().__init__()
         engine = torch.backends.quantized.engine
         if engine not in INT8_ENGINES:
             raise LLMSRTError(f"--dtype int8 runs fbgemm's int8 products (x86 CPUs); this torch's quantized engine is "
                               f"{engine!r}: use --dtype float32 here")
         self.out_features, self.in_features = weight.shape
-        self._pack(*((weight, scale) if scale is not None else quantize_rows(weight)))
+        if rows is not None:
+            self._packed = _packed_rows(tuple(weight.shape), rows)
+        elif scale is not None:
+            self._pack(weight, scale)
+        else:
+            w = weight.detach()
+            self._packed = _packed_rows(tuple(w.shape), lambda start, stop: w[start:stop])
         self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
         self.reduce_range = not _VNNI
 
     @classmethod
     def from_linear(cls, linear: nn.Linear) -> "Int8Linear":
         return cls(linear.weight, linear.bias)
+
+    @classmethod
+    def from_file(cls, path: str | Path, key: str, shape: tuple[int, int]) -> "Int8Linear":
+        """The float matrix `key` of a safetensors file as an Int8Linear without bias, read QUANTIZE_CHUNK_ROWS rows
+        a mapping of its own, so each chunk's pages leave memory with its mapping (a large table read through one
+        mapping keeps every page resident while that mapping lives: Gemma-3-270M's 671 MB). `shape` is the one the
+        model expects; a file's of another shape is a ValueError naming both."""
+        from safetensors import safe_open
+
+        with safe_open(path, framework="pt") as f:
+            found = tuple(f.get_slice(key).get_shape())
+        if found != tuple(shape):
+            raise ValueError(f"{key} is {found} in {path}, the model expects {tuple(shape)}")
+
+        def rows(start: int, stop: int) -> torch.Tensor:
+            with safe_open(path, framework="pt") as f:
+                return f.get_slice(key)[start:stop]
+
+        return cls(torch.empty(shape, device="meta"), rows=rows)
 
     def _pack(self, q: torch.Tensor, scale: torch.Tensor) -> None:
         zero = torch.zeros(q.shape[0], dtype=torch.long)
@@ -201,6 +229,31 @@ def row_ranges(flat: torch.Tensor) -> torch.Tensor:
     return torch.maximum(flat.amax(1, keepdim=True), flat.amin(1, keepdim=True).neg_()).clamp_(min=1e-30)
 
 
+def _packed_rows(shape: tuple[int, int], chunk: Callable[[int, int], torch.Tensor]):
+    """fbgemm's packed int8 matrix of the float rows `chunk(start, stop)` gives, QUANTIZE_CHUNK_ROWS at a time,
+    with `quantize_rows`' numbers (each row symmetric on its own scale): a first pass takes the rows' scales, a
+    second writes their int8 values straight into the quantized tensor that is packed. So no int8 copy besides:
+    the peak holds that tensor and the packed one (Gemma-3-270M's 262k-row head: 2 x 168 MB, where quantizing to
+    an int8 tensor first held 3 x)."""
+    out, step = shape[0], QUANTIZE_CHUNK_ROWS
+    scale = torch.empty(out)
+    for start in range(0, out, step):
+        rows = chunk(start, min(out, start + step)).float()
+        lo, hi = torch.aminmax(rows, dim=1)
+        scale[start:start + len(rows)] = torch.maximum(hi, -lo).clamp_(min=1e-12) / 127
+    with warnings.catch_warnings():  # quantized tensors are deprecated upstream; torch is pinned here
+        warnings.simplefilter("ignore")
+        qt = torch._empty_per_channel_affine_quantized(shape, scales=scale.double(),
+                                                       zero_points=torch.zeros(out, dtype=torch.long), axis=0,
+                                                       dtype=torch.qint8)
+    values = torch.empty(0, dtype=torch.int8).set_(qt.untyped_storage(), 0, shape, (shape[1], 1))  # qt's bytes
+    for start in range(0, out, step):
+        rows = chunk(start, min(out, start + step)).float()
+        values[start:start + len(rows)] = torch.round(rows / scale[start:start + len(rows), None]).clamp_(-127, 127)
+    del values
+    return torch.ops.quantized.linear_prepack(qt, None)
+
+
 def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(out, in) floats -> (int8 (out, in), float32 scales (out,)): symmetric, each row on its own range (its
     max |w| becomes 127). One min/max pass and one rounding pass (2.2x faster than torch.quantize_per_channel with
@@ -217,14 +270,17 @@ def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return q, scale
 
 
-def quantize_int8(model: nn.Module) -> nn.Module:
+def quantize_int8(model: nn.Module, done: Callable[[nn.Linear], None] | None = None) -> nn.Module:
     """Replace every nn.Linear of `model` in place by an `Int8Linear` (CPU inference), the output head included:
     a head tied to the input embedding is quantized as a copy (the embedding table stays float32 for lookups).
-    LoRA's own matrices (`lora_A`/`lora_B`) stay float32; the frozen layers under them are quantized."""
+    LoRA's own matrices (`lora_A`/`lora_B`) stay float32; the frozen layers under them are quantized. `done` is
+    called with each float layer once its int8 replacement is in place (a loader lets its weights' pages go)."""
     for name, module in list(model.named_modules()):
         for child_name, child in list(module.named_children()):
             if isinstance(child, nn.Linear) and "lora_" not in f"{name}.{child_name}":
                 setattr(module, child_name, Int8Linear.from_linear(child))
+                if done is not None:
+                    done(child)
     return model
 
 

@@ -31,25 +31,29 @@ def _libc():
         return None
 
 
-def mapped_from(tensor: torch.Tensor, path: str | Path) -> bool:
-    """Whether the tensor's bytes lie in one mapping of the file `path` (read from /proc/self/maps; False where
-    there is none): only then may `drop_mapped_pages` drop them, since the file keeps them. Heap memory dropped
-    would read back as zeros."""
+def mapped_file(tensor: torch.Tensor) -> Path | None:
+    """The file whose mapping holds all of the tensor's bytes (read from /proc/self/maps), or None: heap memory,
+    another device, or no /proc."""
     if tensor.device.type != "cpu" or not tensor.numel():
-        return False
+        return None
     start = tensor.data_ptr()
     end = start + tensor.numel() * tensor.element_size()
     try:
         lines = Path("/proc/self/maps").read_text().splitlines()
     except OSError:
-        return False
-    target = str(Path(path).resolve())
+        return None
     for line in lines:
         fields = line.split(maxsplit=5)
         low, high = (int(x, 16) for x in fields[0].split("-"))
         if low <= start and end <= high:
-            return len(fields) == 6 and fields[5] == target
-    return False
+            return Path(fields[5]) if len(fields) == 6 and fields[5].startswith("/") else None
+    return None
+
+
+def mapped_from(tensor: torch.Tensor, path: str | Path) -> bool:
+    """Whether the tensor's bytes lie in one mapping of the file `path`: only then may `drop_mapped_pages` drop
+    them, since the file keeps them. Heap memory dropped would read back as zeros."""
+    return mapped_file(tensor) == Path(path).resolve()
 
 
 def drop_mapped_pages(tensor: torch.Tensor) -> None:

@@ -431,7 +431,7 @@ class TorchWhisper(nn.Module):
             whisper = cls(folder, dims, generation, features)
         try:
             whisper._load_int8() if int8 else whisper._load(device, dtype)
-        except RuntimeError as e:
+        except (RuntimeError, ValueError) as e:  # a weight of another shape
             lines = str(e).splitlines()
             raise LLMSRTError(f"{folder}/model.safetensors: not a Whisper of config.json's shape "
                               f"({(lines[1] if len(lines) > 1 else lines[0]).strip()})") from None
@@ -459,10 +459,8 @@ class TorchWhisper(nn.Module):
         path = self.folder / "model.safetensors"
         linears = {name: m for name, m in self.model.named_modules() if isinstance(m, nn.Linear)}
         table = f"{EMBED_TOKENS}.weight"
-        q, scale = self._int8_rows(path, f"model.{table}", self.model.decoder.embed_tokens.weight.shape)
-        self.head = Int8Linear(q, scale=scale)  # first: its int8 rows, their quantized copy and the packed matrix
-        del q, scale  # (3 x 26 MB for Whisper base) are resident together before anything else is
-        trim_heap()
+        self.head = Int8Linear.from_file(path, f"model.{table}", tuple(self.model.decoder.embed_tokens.weight.shape))
+        trim_heap()  # first: its quantized and packed forms (2 x 26 MB) are resident together before the rest is
         with safe_open(path, framework="pt") as f:
             keys = [k for k in f.keys() if k not in ("proj_out.weight", f"model.{table}")]
             state = {k.removeprefix("model."): f.get_tensor(k).clone() for k in keys
@@ -486,22 +484,6 @@ class TorchWhisper(nn.Module):
         embed = self.model.decoder.embed_tokens
         if mapped_from(embed.weight, path):  # int8's head is its own copy: the table serves lookups alone
             drop_pages_after_lookups(embed)
-
-    @staticmethod
-    def _int8_rows(path: Path, key: str, shape: torch.Size) -> tuple[torch.Tensor, torch.Tensor]:
-        """`quantize_rows` of a float matrix of the file, its chunk of `cpu_linear.QUANTIZE_CHUNK_ROWS` rows a
-        mapping (so each chunk's pages leave memory with its mapping)."""
-        from safetensors import safe_open
-
-        from . import cpu_linear
-
-        q, scale = torch.empty(tuple(shape), dtype=torch.int8), torch.empty(shape[0])
-        chunk = cpu_linear.QUANTIZE_CHUNK_ROWS
-        for start in range(0, shape[0], chunk):
-            with safe_open(path, framework="pt") as f:
-                rows = f.get_slice(key)[start:start + chunk]
-            q[start:start + len(rows)], scale[start:start + len(rows)] = cpu_linear.quantize_rows(rows)
-        return q, scale
 
     @cached_property
     def tokenizer(self):
