@@ -198,8 +198,8 @@ def test_onednn_primitive_cache_is_capped_unless_the_user_chose(user):
 
 
 def test_int8_layers_packed_chunk_by_chunk_equal_quantize_rows(monkeypatch, tmp_path):
-    """Int8Linear from float weights, and `from_file` from a safetensors matrix, write each chunk's int8 rows
-    straight into the tensor that is packed: the same packed weights as `quantize_rows` of the whole matrix (chunk
+    """Int8Linear from large float weights, and `from_file` from a safetensors matrix, write each chunk's int8
+    rows straight into the tensor that is packed: the same packed weights as `quantize_rows` of the whole matrix (chunk
     boundaries change nothing), the same products; a file matrix of another shape is a ValueError naming both."""
     from safetensors.torch import save_file
 
@@ -211,6 +211,7 @@ def test_int8_layers_packed_chunk_by_chunk_equal_quantize_rows(monkeypatch, tmp_
     q, scale = quantize_rows(weight)
     reference = Int8Linear(q, scale=scale)
     monkeypatch.setattr(cpu_linear, "QUANTIZE_CHUNK_ROWS", 7)  # not a divisor of 50
+    monkeypatch.setattr(cpu_linear, "PACK_IN_PLACE_ELEMENTS", weight.numel())  # this one is large
     chunked = Int8Linear(weight, bias)
     save_file({"w": weight}, tmp_path / "w.safetensors")
     from_file = Int8Linear.from_file(tmp_path / "w.safetensors", "w", (50, 24))

@@ -16,6 +16,9 @@ from torch import nn
 from ..errors import LLMSRTError
 
 QUANTIZE_CHUNK_ROWS = 8192  # rows quantized at a time (`quantize_rows`)
+PACK_IN_PLACE_ELEMENTS = 16 << 20  # Int8Linear: weights this large are packed with no int8 copy (`_packed_rows`);
+# smaller ones through an int8 tensor: the Whisper base encoder's peak above its start was +41-117 MiB (median 93,
+# 12 processes) with all of its layers packed in place, +46-78 (median 66) this way: a heap layout question
 DECODE_MAX_ROWS = 64  # inputs of at most this many rows (batch x beams in a decode step) may take (W @ x^T)^T
 ONEDNN_SMALL_ROWS = 4  # `fast_linear`: 2 .. this many rows take (W @ x^T)^T, 1 and more rows oneDNN (float32, no grad)
 
@@ -140,9 +143,11 @@ class Int8Linear(nn.Module):
             self._packed = _packed_rows(tuple(weight.shape), rows)
         elif scale is not None:
             self._pack(weight, scale)
-        else:
+        elif weight.numel() >= PACK_IN_PLACE_ELEMENTS:
             w = weight.detach()
             self._packed = _packed_rows(tuple(w.shape), lambda start, stop: w[start:stop])
+        else:
+            self._pack(*quantize_rows(weight))
         self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
         self.reduce_range = not _VNNI
 
