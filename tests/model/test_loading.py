@@ -357,7 +357,7 @@ def test_int8_keeps_no_page_of_the_checkpoint_its_quantization_read(tmp_path, mo
     """int8: quantizing reads every linear weight (and a tied head's table) through the mapped checkpoint; each
     layer's pages leave as it is quantized, and once done no float tensor left may keep that mapping (norms become
     copies, the embedding table a fresh view whose pages drop after lookups), so the file's pages leave memory;
-    the logits are those of the model before (quantized the old way: through the loader's mapping)."""
+    the logits are those of the model loaded without the page dropping."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
@@ -402,6 +402,23 @@ def test_int8_tied_head_is_quantized_from_the_file_a_chunk_a_mapping(tmp_path, m
         assert torch.equal(head.dequantized_weight(), Int8Linear(q8, scale=scale).dequantized_weight())
         assert read == (["model.embed_tokens.weight"] if tied else [])
         read.clear()
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_int8_load_of_a_sharded_checkpoint_equals_the_single_files(tmp_path, tied):
+    """int8 from shards (model.safetensors.index.json): the tied head read from its shard, every shard's pages
+    let go as its layers are quantized: the same logits as from one file."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    single = tiny.llm_dir(tmp_path / "one", hidden=64, tied=tied)
+    sharded = tmp_path / "shards"
+    AutoModelForCausalLM.from_pretrained(single).save_pretrained(sharded, max_shard_size="40KB")
+    AutoTokenizer.from_pretrained(single).save_pretrained(sharded)
+    assert (sharded / "model.safetensors.index.json").is_file() and len(list(sharded.glob("*.safetensors"))) > 2
+    ids = torch.tensor([[3, 5, 7, 9, 11]])
+    with torch.no_grad():
+        want = load_llm(single, "int8")[0](input_ids=ids).logits
+        assert torch.equal(load_llm(sharded, "int8")[0](input_ids=ids).logits, want)
 
 
 @pytest.mark.skipif(not Path("/proc/self/maps").is_file(), reason="reads /proc/self/maps (Linux)")

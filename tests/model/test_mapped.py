@@ -60,3 +60,28 @@ def test_lookups_leave_no_page_of_the_table_resident_and_read_the_files_rows(tab
             assert (_mapped_kib(table_file) <= 64) == drop and _mapped_kib(table_file) >= (0 if drop else 60 * 4)
             assert torch.equal(rows, want) and torch.equal(lookup(ids), want)
         del lookup
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").is_file() or mapped._libc() is None,
+                    reason="reads /proc/self/smaps, calls madvise")
+def test_written_mappings_and_replaced_weights_are_never_dropped(table_file):
+    """A mapping with a page written in place (safetensors maps privately: the page is the process's own copy)
+    is not `mapped_from` its file, so nothing would revert that write; a hook set on a clean view leaves a weight
+    replaced since (here by heap memory, which a drop would zero) alone; only whole pages inside a tensor drop."""
+    with safe_open(table_file, framework="pt") as f:
+        clean, written = f.get_tensor("table"), None
+    assert mapped.mapped_from(clean, table_file) and not mapped.mapping_of(clean, written=True).written
+    with safe_open(table_file, framework="pt") as f:
+        written = f.get_tensor("table")
+    written[5, 0] += 1.0
+    assert mapped.mapping_of(written, written=True).written and not mapped.mapped_from(written, table_file)
+    lookup = nn.Embedding(8192, 256, _weight=clean)
+    mapped.drop_pages_after_lookups(lookup)
+    heap, ids = torch.randn(8192, 256), torch.tensor([[1, 4000]])
+    want = heap[ids].clone()
+    lookup.weight.data = heap
+    with torch.inference_mode():
+        assert torch.equal(lookup(ids), want) and torch.equal(heap[ids], want)
+    small = torch.arange(100.0)  # inside one page: no whole page to drop, so nothing is
+    mapped.drop_mapped_pages(small[1:50])
+    assert torch.equal(small, torch.arange(100.0))

@@ -120,7 +120,7 @@ def test_bad_folders_are_clear_errors(folder, tmp_path):
 @pytest.mark.parametrize("int8", [False, True])
 def test_cpu_encoder_layers_take_rows_in_slices_with_the_same_values(folder, monkeypatch, int8):
     """On the CPU an encoder layer's row-wise parts run over slices of at most CPU_ENCODER_ROWS positions, only the
-    attention over all 1500: bit for bit the states of the whole-sequence layer (float32 and int8)."""
+    attention over all 1500: the states of the whole-sequence layer (int8 bit for bit)."""
     w = TorchWhisper.from_pretrained(folder, torch.device("cpu"), torch.float32, int8=int8)
     mel = w.mel(CLIPS[:2])
     monkeypatch.setattr(whisper_torch, "CPU_ENCODER_ROWS", 10**6)  # the whole sequence at once
@@ -134,7 +134,10 @@ def test_cpu_encoder_layers_take_rows_in_slices_with_the_same_values(folder, mon
         sliced = w.encode(mel)
     hook.remove()
     assert rows == [250] * 6  # 1500 positions in 6 even slices
-    assert torch.equal(sliced, whole)
+    if int8:  # per-row scales and int32 sums: exact
+        assert torch.equal(sliced, whole)
+    else:  # bit for bit with this machine's oneDNN; another CPU's kernels may split a product's sums by rows
+        torch.testing.assert_close(sliced, whole, rtol=0, atol=1e-5)
 
 
 def test_int8_token_table_stays_the_files_and_drops_its_pages_after_each_lookup(folder, monkeypatch):

@@ -160,11 +160,14 @@ class Int8Linear(nn.Module):
         """The float matrix `key` of a safetensors file as an Int8Linear without bias, read QUANTIZE_CHUNK_ROWS rows
         a mapping of its own, so each chunk's pages leave memory with its mapping (a large table read through one
         mapping keeps every page resident while that mapping lives: Gemma-3-270M's 671 MB). `shape` is the one the
-        model expects; a file's of another shape is a ValueError naming both."""
-        from safetensors import safe_open
+        model expects; a file's of another shape, or no such matrix, is a ValueError naming it."""
+        from safetensors import SafetensorError, safe_open
 
-        with safe_open(path, framework="pt") as f:
-            found = tuple(f.get_slice(key).get_shape())
+        try:
+            with safe_open(path, framework="pt") as f:
+                found = tuple(f.get_slice(key).get_shape())
+        except SafetensorError as e:
+            raise ValueError(f"{path} holds no {key} ({e})") from None
         if found != tuple(shape):
             raise ValueError(f"{key} is {found} in {path}, the model expects {tuple(shape)}")
 

@@ -17,7 +17,7 @@ from ..device import DTYPES, compute_dtype, is_int8
 from ..errors import LLMSRTError
 from . import cpu_linear
 from .cpu_linear import FastLinear, Int8Linear, fast_cpu_linears, quantize_int8
-from .mapped import drop_mapped_pages, drop_pages_after_lookups, mapped_file, mapped_from
+from .mapped import drop_mapped_pages, drop_pages_after_lookups, mapped_from, mapping_of
 
 GENERIC_TOKENIZERS = ("TokenizersBackend", "PreTrainedTokenizerFast")
 
@@ -129,18 +129,28 @@ def _checkpoint_table(lm: PreTrainedModel, path: Path) -> tuple[str, Path] | Non
 
 def _checkpoint_pages_dropper(model: nn.Module, path: Path) -> Callable[[nn.Linear], None]:
     """For `quantize_int8`: a float layer just quantized lets go of its weight's pages when that weight is a view
-    of the checkpoint in `path` and not the input embedding table (a tied head's weight, still used for lookups).
-    Quantizing read every linear weight through the mapped checkpoint and kept its pages resident until
-    `_own_float_weights` dropped the mapping: the int8 load of Gemma-3-270M peaked at 2,023 MiB (1,121 of them
-    file pages) for a 1,000 MiB result; 1,827 with this alone, 1,119 with the tied head read from the file too
-    (`_quantize_tied_head_from_file`, `Int8Linear.from_file`), for a 941 MiB result."""
+    of one of the folder's checkpoint files (symlinks resolved, as /proc/self/maps names them), in a mapping no
+    page of which was written (checked once per mapping: nothing writes while quantizing), and not the input
+    embedding table (a tied head's weight, still used for lookups). Quantizing read every linear weight through
+    the mapped checkpoint and kept its pages resident until `_own_float_weights` dropped the mapping: the int8
+    load of Gemma-3-270M peaked at 2,023 MiB (1,121 of them file pages) for a 1,000 MiB result; 1,827 with this
+    alone, 1,119-1,191 with the tied head read from the file too (`_quantize_tied_head_from_file`,
+    `Int8Linear.from_file`), for a 941-969 MiB result."""
     table = causal_lm(model).get_input_embeddings().weight
-    folder = path.resolve()
+    files = {p.resolve() for p in path.glob("*.safetensors")}
+    clean: dict[tuple[int, int], bool] = {}
 
     def done(linear: nn.Linear) -> None:
         weight = linear.weight
-        file = mapped_file(weight)
-        if weight.data_ptr() != table.data_ptr() and file is not None and file.parent == folder:
+        if weight.data_ptr() == table.data_ptr():
+            return
+        found = mapping_of(weight)
+        if found is None or found.file not in files:
+            return
+        key = (found.start, found.end)
+        if key not in clean:
+            clean[key] = (checked := mapping_of(weight, written=True)) is not None and checked.written is False
+        if clean[key]:
             drop_mapped_pages(weight)
 
     return done
@@ -152,10 +162,11 @@ def _own_float_weights(model: nn.Module, path: Path) -> None:
     read resident (Gemma-3-270M: 1.0 GB of file pages; RSS after loading 1,976 -> ~970 MiB with this). Each becomes
     a copy of its own, the input embedding table a fresh view of the file's rows when the file holds it as is (the
     same name, shape, dtype and values on 64 rows across it), whose pages leave the process after every lookup
-    (`mapped.drop_pages_after_lookups`: each row looked up had left a ~1 MB folio resident, 112 MiB of the table
-    after 16 generations of 48 tokens, RSS 1,167 -> 1,049 MiB); else a copy too, unless the file holds it in another dtype (then the loader made it a copy already). The
-    replaced float layers are collected at once (one in a reference cycle would keep its views, and so the
-    mapping, until the next garbage collection)."""
+    (`mapped.drop_pages_after_lookups`: each row looked up had left a ~1 MB folio resident, 112-117 MiB of the
+    table after 16 generations of 48 tokens, RSS 1,167-1,176 -> 1,049-1,068 MiB); else a copy when it is a view of
+    the loader's mapping (a table the loader converted is its own already). The replaced float layers are
+    collected at once (one in a reference cycle would keep its views, and so the mapping, until the next garbage
+    collection)."""
     import gc
 
     gc.collect()
@@ -170,8 +181,7 @@ def _own_float_weights(model: nn.Module, path: Path) -> None:
         table.data, _ = _file_tensor(path, key)
         if mapped_from(table, file):  # the head is an int8 copy: the table serves lookups alone
             drop_pages_after_lookups(lm.get_input_embeddings())
-            drop_mapped_pages(table)  # the 64 rows compared
-    elif mapped_file(table) is not None:  # a view of the loader's mapping, not the file's table as it is
+    elif (found := mapping_of(table)) is not None and found.file is not None:  # a view of the loader's mapping
         table.data = table.data.clone()
 
 

@@ -260,7 +260,8 @@ class EncoderLayer(nn.Module):
     def _in_rows(self, x: torch.Tensor) -> torch.Tensor:
         """`forward` on the CPU, its row-wise parts (norms, products, GELU, residuals) over even slices of at most
         CPU_ENCODER_ROWS positions, only the attention itself over all of them: the same values (each row's
-        products, norms and activations do not depend on the other rows: tests/model/test_whisper_torch.py),
+        products, norms and activations do not depend on the other rows; int8 bit for bit, float32 so with this
+        machine's oneDNN, which need not hold on every CPU: tests/model/test_whisper_torch.py),
         with activations of a slice at a time where a 30 s clip's fc1 output alone was 12 MB (one clip through the
         int8 encoder of Whisper base, its peak RSS above its start: +87-109 -> +52-78 MiB, the same time)."""
         a, rows = self.self_attn, even_slices(x.shape[1], CPU_ENCODER_ROWS)
@@ -449,10 +450,10 @@ class TorchWhisper(nn.Module):
     def _load_int8(self) -> None:
         """Each linear layer's float32 weights are read through a mapping of their own and quantized at once, so
         the file's pages leave memory as each mapping closes: the peak holds the int8 model and one float32 matrix,
-        not every float32 weight besides. The tied head is quantized from the token table QUANTIZE_CHUNK_ROWS rows
-        a mapping (16 MB of Whisper base's); the table itself stays a view of the file, so lookups are exact and
-        only the pages of the rows looked up become resident (a few of Whisper base's 106 MB, where a copy of it
-        would cost 106 MB, or 26 MB as int8)."""
+        not every float32 weight besides. The tied head is quantized first, from the token table
+        QUANTIZE_CHUNK_ROWS rows a mapping (16 MB of Whisper base's; `Int8Linear.from_file`); the table itself
+        stays a view of the file, so lookups are exact, and its pages leave the process after each lookup
+        (`mapped.drop_pages_after_lookups`; a copy of it would cost 106 MB, or 26 MB as int8)."""
         from safetensors import safe_open
 
         from .cpu_linear import Int8Linear
