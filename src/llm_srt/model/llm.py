@@ -133,9 +133,9 @@ def _checkpoint_pages_dropper(model: nn.Module, path: Path) -> Callable[[nn.Line
     page of which was written (checked once per mapping: nothing writes while quantizing), and not the input
     embedding table (a tied head's weight, still used for lookups). Quantizing read every linear weight through
     the mapped checkpoint and kept its pages resident until `_own_float_weights` dropped the mapping: the int8
-    load of Gemma-3-270M peaked at 2,023 MiB (1,121 of them file pages) for a 1,000 MiB result; 1,827 with this
-    alone, 1,119-1,191 with the tied head read from the file too (`_quantize_tied_head_from_file`,
-    `Int8Linear.from_file`), for a 941-969 MiB result."""
+    load of Gemma-3-270M peaked at 2,023-2,094 MiB (1,121 of them file pages) for a 1,000 MiB result; 1,827 with
+    this alone, 1,083-1,225 (7 processes) with the tied head read from the file too
+    (`_quantize_tied_head_from_file`, `Int8Linear.from_file`), for a 941-1,000 MiB result."""
     table = causal_lm(model).get_input_embeddings().weight
     files = {p.resolve() for p in path.glob("*.safetensors")}
     clean: dict[tuple[int, int], bool] = {}
