@@ -54,7 +54,10 @@ class WhisperEncoder(nn.Module):
     def from_pretrained(cls, path: str | Path, pad_to_30s: bool = False, device: str | torch.device | None = None,
                         dtype: torch.dtype = torch.float32, weights: bool = True) -> "WhisperEncoder":
         """Load only the encoder weights of an HF Whisper folder (the decoder is never read), straight onto
-        `device` in `dtype`. `weights=False`: random weights from config.json (paper-shaped benchmarks)."""
+        `device` in `dtype`: built on the meta device and given the checkpoint's tensors, so float32 on the CPU
+        uses the memory-mapped file's pages themselves (no random initialization, no copy) and other dtypes or
+        devices copy each tensor once. `weights=False`: random weights from config.json (paper-shaped
+        benchmarks)."""
         path = Path(path)
         if not (path / "config.json").is_file():
             raise LLMSRTError(f"{path}: not a Hugging Face Whisper folder (no config.json); run `llm-srt setup` or "
@@ -62,14 +65,19 @@ class WhisperEncoder(nn.Module):
         config = WhisperConfig.from_pretrained(path)
         config._attn_implementation = "sdpa"
         target = torch.device(device) if device is not None else torch.device("cpu")
-        with torch.device(target):
-            encoder = HFWhisperEncoder(config).to(dtype)
-        if weights:
+        if weights:  # the skeleton on the meta device, the checkpoint's tensors put in as they are where they can be
+            with torch.device("meta"):
+                encoder = HFWhisperEncoder(config)
             state = _read_encoder_weights(path)
-            missing, _ = encoder.load_state_dict(state, strict=False)
+            missing = [k for k in encoder.state_dict() if k not in state]
             if missing:
                 raise LLMSRTError(f"{path}: the Whisper weights lack {len(missing)} encoder tensors (e.g. "
                                   f"{missing[0]}); is this a complete Whisper checkpoint?")
+            encoder.load_state_dict({k: state[k].to(device=target, dtype=dtype) for k in encoder.state_dict()},
+                                    assign=True)
+        else:
+            with torch.device(target):
+                encoder = HFWhisperEncoder(config).to(dtype)
         try:
             fe = WhisperFeatureExtractor.from_pretrained(path)
         except OSError:

@@ -17,7 +17,7 @@ from ..device import DTYPES, compute_dtype, is_int8
 from ..errors import LLMSRTError
 from . import cpu_linear
 from .cpu_linear import FastLinear, Int8Linear, fast_cpu_linears, quantize_int8
-from .mapped import drop_mapped_pages, drop_pages_after_lookups, mapped_from, mapping_of
+from .mapped import checkpoint_pages_dropper, drop_pages_after_lookups, mapped_from, mapping_of
 
 GENERIC_TOKENIZERS = ("TokenizersBackend", "PreTrainedTokenizerFast")
 
@@ -93,7 +93,11 @@ def load_llm(path: str | Path, dtype: str | torch.dtype = torch.float32, lora: L
         loaded = weights and target.type != "meta"
         if loaded:
             _quantize_tied_head_from_file(model, path)
-        quantize_int8(model, _checkpoint_pages_dropper(model, path) if loaded else None)
+        # each layer's checkpoint pages go once it is quantized (they stayed resident until loading ended: the int8
+        # load of Gemma-3-270M peaked at 2,023-2,094 MiB, 1,121 of them file pages, for a 1,000 MiB result; 1,827
+        # with this alone, 1,083-1,225 over 7 processes with the tied head read from the file too, for 941-1,000)
+        table = causal_lm(model).get_input_embeddings().weight
+        quantize_int8(model, checkpoint_pages_dropper(path, keep=table) if loaded else None)
         if loaded:
             _own_float_weights(model, path)
     return model, tokenizer
@@ -125,35 +129,6 @@ def _checkpoint_table(lm: PreTrainedModel, path: Path) -> tuple[str, Path] | Non
             and torch.equal(view[::step], table[::step]) and torch.equal(view[-1], table[-1])):
         return name, file
     return None
-
-
-def _checkpoint_pages_dropper(model: nn.Module, path: Path) -> Callable[[nn.Linear], None]:
-    """For `quantize_int8`: a float layer just quantized lets go of its weight's pages when that weight is a view
-    of one of the folder's checkpoint files (symlinks resolved, as /proc/self/maps names them), in a mapping no
-    page of which was written (checked once per mapping: nothing writes while quantizing), and not the input
-    embedding table (a tied head's weight, still used for lookups). Quantizing read every linear weight through
-    the mapped checkpoint and kept its pages resident until `_own_float_weights` dropped the mapping: the int8
-    load of Gemma-3-270M peaked at 2,023-2,094 MiB (1,121 of them file pages) for a 1,000 MiB result; 1,827 with
-    this alone, 1,083-1,225 (7 processes) with the tied head read from the file too
-    (`_quantize_tied_head_from_file`, `Int8Linear.from_file`), for a 941-1,000 MiB result."""
-    table = causal_lm(model).get_input_embeddings().weight
-    files = {p.resolve() for p in path.glob("*.safetensors")}
-    clean: dict[tuple[int, int], bool] = {}
-
-    def done(linear: nn.Linear) -> None:
-        weight = linear.weight
-        if weight.data_ptr() == table.data_ptr():
-            return
-        found = mapping_of(weight)
-        if found is None or found.file not in files:
-            return
-        key = (found.start, found.end)
-        if key not in clean:
-            clean[key] = (checked := mapping_of(weight, written=True)) is not None and checked.written is False
-        if clean[key]:
-            drop_mapped_pages(weight)
-
-    return done
 
 
 def _own_float_weights(model: nn.Module, path: Path) -> None:

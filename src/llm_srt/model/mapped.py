@@ -20,6 +20,7 @@ import functools
 import mmap
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -116,3 +117,28 @@ class _DropAfterLookup:
         weight = module.weight
         if weight.data_ptr() == self.ptr and weight.numel() * weight.element_size() == self.nbytes:
             drop_mapped_pages(weight)
+
+
+def checkpoint_pages_dropper(folder: str | Path, keep: torch.Tensor | None = None) -> Callable[[nn.Module], None]:
+    """For `cpu_linear.quantize_int8(done=)`: a float layer just quantized lets go of its weight's pages when that
+    weight is a view of one of `folder`'s safetensors files (symlinks resolved, as /proc/self/maps names them),
+    in a mapping no page of which was written (checked once per mapping: nothing writes while quantizing), and
+    is not `keep` (a tied head's weight that is still the embedding table). Quantizing reads every weight through
+    the mapping, whose pages would otherwise stay resident for as long as any view of it lives."""
+    files = {p.resolve() for p in Path(folder).glob("*.safetensors")}
+    clean: dict[tuple[int, int], bool] = {}
+
+    def done(linear: nn.Module) -> None:
+        weight = linear.weight
+        if keep is not None and weight.data_ptr() == keep.data_ptr():
+            return
+        found = mapping_of(weight)
+        if found is None or found.file not in files:
+            return
+        key = (found.start, found.end)
+        if key not in clean:
+            clean[key] = (checked := mapping_of(weight, written=True)) is not None and checked.written is False
+        if clean[key]:
+            drop_mapped_pages(weight)
+
+    return done

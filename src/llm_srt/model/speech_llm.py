@@ -29,6 +29,7 @@ from .decoding import DecodingOptions, OnEnd, eos_ids, generate_ids
 from .encoder import WhisperEncoder, whisper_dim
 from .cpu_linear import fast_cpu_linears, is_quantized, quantize_int8
 from .llm import LoraOptions, backbone_and_head, head_losses, hidden_size, load_llm, logit_cap, resolve_dtype
+from .mapped import checkpoint_pages_dropper
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +131,9 @@ class SpeechLLM(nn.Module):
                                                  weights=self._weights)
             if enc.dim != self.encoder_dim:
                 raise LLMSRTError(f"{self.config.encoder}: encoder dim {enc.dim} != {self.encoder_dim}")
-            if is_int8(self.config.dtype):  # as CTranslate2's int8 Whisper: its linear layers, not its convolutions
-                quantize_int8(enc)
+            if is_int8(self.config.dtype):  # as CTranslate2's int8 Whisper: its linear layers, not its convolutions;
+                folder = resolve_model(self.config.encoder, "encoder")  # each layer's file pages go once quantized
+                quantize_int8(enc, checkpoint_pages_dropper(folder) if self._weights else None)
             fast_cpu_linears(enc)  # float32 on the CPU: the faster kernels (frozen, so it never needs a gradient)
             self._whisper = enc  # registered as a submodule: follows .to() and train()
         return self._whisper
