@@ -368,18 +368,6 @@ def test_int8_linear_is_the_symmetric_per_row_product(reduce_range):  # reduce_r
     assert torch.equal(q(x[:4]), got[:4])  # a decode step's form (abs().amax()) the same
 
 
-def _mapped_mib(file) -> float:
-    """Resident MiB of this process's mappings of `file` (/proc/self/smaps)."""
-    rss, current = 0, False
-    for line in open("/proc/self/smaps"):
-        fields = line.split()
-        if "-" in fields[0] and len(fields) >= 5 and ":" in fields[3]:  # a mapping's header line
-            current = len(fields) > 5 and fields[5] == str(file)
-        elif current and fields[0] == "Rss:":
-            rss += int(fields[1])
-    return rss / 1024
-
-
 @pytest.mark.skipif(not Path("/proc/self/smaps").is_file(), reason="reads /proc/self/smaps (Linux)")
 @pytest.mark.parametrize("tied", [False, True])
 def test_int8_keeps_no_page_of_the_checkpoint_its_quantization_read(tmp_path, monkeypatch, tied):
@@ -398,12 +386,12 @@ def test_int8_keeps_no_page_of_the_checkpoint_its_quantization_read(tmp_path, mo
         linear_mib = sum(torch.Size(f.get_slice(k).get_shape()).numel() * 4 for k in f.keys() if "proj" in k) / 2 ** 20
     assert linear_mib > 8
     q, _ = load_llm(folder, "int8")
-    assert _mapped_mib(file) < linear_mib / 8  # at most the table rows the view was checked on
+    assert tiny.mapped_kib(file) / 1024 < linear_mib / 8  # at most the table rows the view was checked on
     assert torch.equal(q.get_input_embeddings().weight, load_file(file)["model.embed_tokens.weight"])
-    monkeypatch.setattr(llm_module, "_own_float_weights", lambda model, path: None)
+    monkeypatch.setattr(llm_module, "_own_float_weights", lambda model, path, found: None)
     monkeypatch.setattr(llm_module, "checkpoint_pages_dropper", lambda path, keep=None: None)
     before, _ = load_llm(folder, "int8")
-    assert _mapped_mib(file) > linear_mib / 2  # without them, the pages quantization read stay
+    assert tiny.mapped_kib(file) / 1024 > linear_mib / 2  # without them, the pages quantization read stay
     ids = torch.tensor([[3, 5, 7, 9, 11]])
     with torch.no_grad():
         assert torch.equal(q(input_ids=ids).logits, before(input_ids=ids).logits)

@@ -8,19 +8,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+import tiny
 from llm_srt.model import mapped
-
-
-def _mapped_kib(path: Path) -> int:
-    """This process's resident KiB of its mappings of `path` (/proc/self/smaps)."""
-    total, current = 0, None
-    for line in Path("/proc/self/smaps").read_text().splitlines():
-        head = line.split(maxsplit=5)
-        if "-" in head[0] and len(head) >= 5 and ":" in head[3]:
-            current = head[5] if len(head) == 6 else None
-        elif line.startswith("Rss:") and current == str(path.resolve()):
-            total += int(line.split()[1])
-    return total
 
 
 @pytest.fixture
@@ -54,10 +43,11 @@ def test_lookups_leave_no_page_of_the_table_resident_and_read_the_files_rows(tab
         if drop:
             mapped.drop_pages_after_lookups(lookup)
         mapped.drop_mapped_pages(lookup.weight)  # start from none
-        assert _mapped_kib(table_file) <= 64
+        assert tiny.mapped_kib(table_file) <= 64
         with torch.inference_mode():
             rows = lookup(ids)
-            assert (_mapped_kib(table_file) <= 64) == drop and _mapped_kib(table_file) >= (0 if drop else 60 * 4)
+            resident = tiny.mapped_kib(table_file)
+            assert (resident <= 64) == drop and resident >= (0 if drop else 60 * 4)
             assert torch.equal(rows, want) and torch.equal(lookup(ids), want)
         del lookup
 

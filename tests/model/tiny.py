@@ -148,3 +148,15 @@ class CallSpy:
 
     def __getattr__(self, name):
         return getattr(self.wrapped, name)
+
+
+def mapped_kib(path: Path) -> int:
+    """This process's resident KiB of its mappings of the file `path` (/proc/self/smaps)."""
+    total, current = 0, None
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split(maxsplit=5)
+        if "-" in head[0] and len(head) >= 5 and ":" in head[3]:  # a mapping's header line
+            current = head[5] if len(head) == 6 else None
+        elif line.startswith("Rss:") and current == str(Path(path).resolve()):
+            total += int(line.split()[1])
+    return total

@@ -247,8 +247,7 @@ def _packed_rows(shape: tuple[int, int], chunk: Callable[[int, int], torch.Tenso
     scale = torch.empty(out)
     for start in range(0, out, step):
         rows = chunk(start, min(out, start + step)).float()
-        lo, hi = torch.aminmax(rows, dim=1)
-        scale[start:start + len(rows)] = torch.maximum(hi, -lo).clamp_(min=1e-12) / 127
+        scale[start:start + len(rows)] = _row_scales(rows)
     with warnings.catch_warnings():  # quantized tensors are deprecated upstream; torch is pinned here
         warnings.simplefilter("ignore")
         qt = torch._empty_per_channel_affine_quantized(shape, scales=scale.double(),
@@ -257,7 +256,7 @@ def _packed_rows(shape: tuple[int, int], chunk: Callable[[int, int], torch.Tenso
     values = torch.empty(0, dtype=torch.int8).set_(qt.untyped_storage(), 0, shape, (shape[1], 1))  # qt's bytes
     for start in range(0, out, step):
         rows = chunk(start, min(out, start + step)).float()
-        values[start:start + len(rows)] = torch.round(rows / scale[start:start + len(rows), None]).clamp_(-127, 127)
+        values[start:start + len(rows)] = _int8_values(rows, scale[start:start + len(rows)])
     del values
     return torch.ops.quantized.linear_prepack(qt, None)
 
@@ -271,11 +270,21 @@ def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     q, scale = torch.empty(w.shape, dtype=torch.int8, device=w.device), torch.empty(w.shape[0], device=w.device)
     for start in range(0, w.shape[0], QUANTIZE_CHUNK_ROWS):
         rows = w[start:start + QUANTIZE_CHUNK_ROWS].float()
-        lo, hi = torch.aminmax(rows, dim=1)
-        s = torch.maximum(hi, -lo).clamp_(min=1e-12) / 127
-        q[start:start + len(rows)] = torch.round(rows / s[:, None]).clamp_(-127, 127)
+        s = _row_scales(rows)
+        q[start:start + len(rows)] = _int8_values(rows, s)
         scale[start:start + len(rows)] = s
     return q, scale
+
+
+def _row_scales(rows: torch.Tensor) -> torch.Tensor:
+    """(n, in) floats -> (n,): each row's symmetric int8 scale, its max |w| / 127 (at least 1e-12 / 127)."""
+    lo, hi = torch.aminmax(rows, dim=1)
+    return torch.maximum(hi, -lo).clamp_(min=1e-12) / 127
+
+
+def _int8_values(rows: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """(n, in) floats on their row scales (n,) -> their int8 values, -127 .. 127 (as floats)."""
+    return torch.round(rows / scale[:, None]).clamp_(-127, 127)
 
 
 def quantize_int8(model: nn.Module, done: Callable[[nn.Linear], None] | None = None) -> nn.Module:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -89,33 +88,38 @@ def load_llm(path: str | Path, dtype: str | torch.dtype = torch.float32, lora: L
     fast_cpu_linears(model)
     if lora is not None:
         model = apply_lora(model, lora)
-    if int8:
-        loaded = weights and target.type != "meta"
-        if loaded:
-            _quantize_tied_head_from_file(model, path)
-        # each layer's checkpoint pages go once it is quantized (they stayed resident until loading ended: the int8
-        # load of Gemma-3-270M peaked at 2,023-2,094 MiB, 1,121 of them file pages, for a 1,000 MiB result; 1,827
-        # with this alone, 1,083-1,225 over 7 processes with the tied head read from the file too, for 941-1,000)
-        table = causal_lm(model).get_input_embeddings().weight
-        quantize_int8(model, checkpoint_pages_dropper(path, keep=table) if loaded else None)
-        if loaded:
-            _own_float_weights(model, path)
+    if int8 and weights and target.type != "meta":
+        _quantize_from_checkpoint(model, path)
+    elif int8:
+        quantize_int8(model)
     return model, tokenizer
 
 
-def _quantize_tied_head_from_file(model: nn.Module, path: Path) -> None:
-    """int8: a head tied to the input embedding table, when the checkpoint holds that table as it is loaded
-    (`_checkpoint_table`), becomes an Int8Linear quantized from the file a chunk of rows a mapping
-    (`Int8Linear.from_file`): read through the loader's mapping, the whole table's pages stayed resident until
-    loading ended (Gemma-3-270M: 671 MB of them at the int8 load's peak)."""
+def _quantize_from_checkpoint(model: nn.Module, path: Path) -> None:
+    """int8 of a model just loaded from the checkpoint in `path`: a tied head from the file (`_quantize_tied_head`),
+    each linear layer's checkpoint pages let go once it is quantized (they stayed resident until loading ended: the
+    int8 load of Gemma-3-270M peaked at 2,023-2,094 MiB, 1,121 of them file pages, for a 1,000 MiB result; 1,827
+    with this alone, 1,083-1,225 over 7 processes with the tied head read from the file too, for 941-1,000), then
+    the float weights left made the process's own (`_own_float_weights`)."""
     lm = causal_lm(model)
-    head, table = lm.get_output_embeddings(), lm.get_input_embeddings().weight
-    if type(head) not in (nn.Linear, FastLinear) or head.weight is not table or head.bias is not None:
-        return
+    table = lm.get_input_embeddings().weight
     found = _checkpoint_table(lm, path)
-    if found is not None:
-        key, file = found
-        lm.set_output_embeddings(Int8Linear.from_file(file, key, tuple(table.shape)))
+    _quantize_tied_head(lm, found)
+    quantize_int8(model, checkpoint_pages_dropper(path, keep=table))
+    _own_float_weights(model, path, found)
+
+
+def _quantize_tied_head(lm: PreTrainedModel, found: tuple[str, Path] | None) -> None:
+    """int8: a head tied to the input embedding table, when the checkpoint holds that table as it is loaded
+    (`found`: `_checkpoint_table`'s answer), becomes an Int8Linear quantized from the file a chunk of rows a
+    mapping (`Int8Linear.from_file`): read through the loader's mapping, the whole table's pages stayed resident
+    until loading ended (Gemma-3-270M: 671 MB of them at the int8 load's peak)."""
+    head, table = lm.get_output_embeddings(), lm.get_input_embeddings().weight
+    if (found is None or type(head) not in (nn.Linear, FastLinear) or head.weight is not table
+            or head.bias is not None):
+        return
+    key, file = found
+    lm.set_output_embeddings(Int8Linear.from_file(file, key, tuple(table.shape)))
 
 
 def _checkpoint_table(lm: PreTrainedModel, path: Path) -> tuple[str, Path] | None:
@@ -131,15 +135,15 @@ def _checkpoint_table(lm: PreTrainedModel, path: Path) -> tuple[str, Path] | Non
     return None
 
 
-def _own_float_weights(model: nn.Module, path: Path) -> None:
+def _own_float_weights(model: nn.Module, path: Path, found: tuple[str, Path] | None) -> None:
     """int8, after `quantize_int8`: the float tensors left (norms, LoRA's, the input embedding table) are views of
     the memory-mapped checkpoint, and one view keeps the whole file's mapping alive with every page quantization
     read resident (Gemma-3-270M: 1.0 GB of file pages; RSS after loading 1,976 -> ~970 MiB with this). Each becomes
-    a copy of its own, the input embedding table a fresh view of the file's rows when the file holds it as is (the
-    same name, shape, dtype and values on 64 rows across it), whose pages leave the process after every lookup
-    (`mapped.drop_pages_after_lookups`: each row looked up had left a ~1 MB folio resident, 112-117 MiB of the
-    table after 16 generations of 48 tokens, RSS 1,167-1,176 -> 1,049-1,068 MiB); else a copy when it is a view of
-    the loader's mapping (a table the loader converted is its own already). The replaced float layers are
+    a copy of its own, the input embedding table a fresh view of the file's rows when the file holds it as is
+    (`found`: `_checkpoint_table`'s answer, taken before quantizing), whose pages leave the process after every
+    lookup (`mapped.drop_pages_after_lookups`: each row looked up had left a ~1 MB folio resident, 112-117 MiB of
+    the table after 16 generations of 48 tokens, RSS 1,167-1,176 -> 1,049-1,068 MiB); else a copy when it is a
+    view of the loader's mapping (a table the loader converted is its own already). The replaced float layers are
     collected at once (one in a reference cycle would keep its views, and so the mapping, until the next garbage
     collection)."""
     import gc
@@ -150,10 +154,9 @@ def _own_float_weights(model: nn.Module, path: Path) -> None:
     for t in [*model.parameters(), *model.buffers()]:
         if t is not table:
             t.data = t.data.clone()
-    found = _checkpoint_table(lm, path)
     if found is not None:
         key, file = found
-        table.data, _ = _file_tensor(path, key)
+        table.data, _ = _file_tensor(path, key)  # a fresh mapping: none of the pages compared or quantized
         if mapped_from(table, file):  # the head is an int8 copy: the table serves lookups alone
             drop_pages_after_lookups(lm.get_input_embeddings())
     elif (found := mapping_of(table)) is not None and found.file is not None:  # a view of the loader's mapping

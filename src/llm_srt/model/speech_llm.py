@@ -125,15 +125,15 @@ class SpeechLLM(nn.Module):
     def encoder(self) -> WhisperEncoder:
         """The frozen Whisper encoder, loaded on first use (training from cached features never loads it)."""
         if self._whisper is None:
-            enc = WhisperEncoder.from_pretrained(resolve_model(self.config.encoder, "encoder"),
-                                                 pad_to_30s=self.config.pad_to_30s, device=self.device,
+            folder = resolve_model(self.config.encoder, "encoder")
+            enc = WhisperEncoder.from_pretrained(folder, pad_to_30s=self.config.pad_to_30s, device=self.device,
                                                  dtype=compute_dtype(resolve_dtype(self.config.dtype)),
                                                  weights=self._weights)
             if enc.dim != self.encoder_dim:
                 raise LLMSRTError(f"{self.config.encoder}: encoder dim {enc.dim} != {self.encoder_dim}")
-            if is_int8(self.config.dtype):  # as CTranslate2's int8 Whisper: its linear layers, not its convolutions;
-                folder = resolve_model(self.config.encoder, "encoder")  # each layer's file pages go once quantized
-                quantize_int8(enc, checkpoint_pages_dropper(folder) if self._weights else None)
+            if is_int8(self.config.dtype):  # as CTranslate2's int8 Whisper: its linear layers, not its convolutions
+                dropper = checkpoint_pages_dropper(folder) if self._weights else None  # file pages go once quantized
+                quantize_int8(enc, dropper)
             fast_cpu_linears(enc)  # float32 on the CPU: the faster kernels (frozen, so it never needs a gradient)
             self._whisper = enc  # registered as a submodule: follows .to() and train()
         return self._whisper
