@@ -2,7 +2,8 @@
 
 1. the embedded models (Whisper base, Gemma-3-270M) converted once (`llm-srt setup`);
 2. the mini corpus: gettext sentences spoken by espeak-ng in 6 languages (`llm-srt prepare mini`);
-3. from the shipped ASR stage (checkpoints/embedded/asr, trained here on several voices; see its README), with
+3. from the shipped ASR stage (checkpoints/embedded/asr, trained here on several voices with the CTC loss and
+   LoRA; see its README), with
    equal budgets (steps x batch over the same speech): the curriculum SMT -> SRT, the paper's Baseline (direct
    S2TT) and Table 8's "w/o SMT" ablation (SRT alone);
 4. the scored directions chosen by the LLM's measured text MT (on dev sentences), then evaluation on every
@@ -60,7 +61,7 @@ def demo_stages(work: Path, data: Path, asr: Path = SHIPPED / "asr") -> dict[str
 
     if not (asr / "config.json").is_file():
         raise LLMSRTError(f"{asr}: no config.json; the demo starts from the shipped ASR stage: restore it "
-                          f"(git checkout -- {asr}) or train it (see configs/embedded/shipped/asr_voices.yaml)")
+                          f"(git checkout -- {asr}) or train it (see configs/embedded/shipped/asr_ctc.yaml)")
 
     def on_corpus(cfg):
         return replace(cfg, data=replace(cfg.data, train=str(data / "train.jsonl"), dev=str(data / "dev.jsonl")),

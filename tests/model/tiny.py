@@ -113,7 +113,7 @@ def tone(seconds: float, freq: float, seed: int = 0, noise: float = 0.05) -> np.
 
 def speech_llm(root: Path, adapter: str = "qformer", adapter_kwargs: dict | None = None, lora=None,
                trainable=("adapter",), kind: str = "qwen2", bos: bool = True, llm_hidden: int = 48,
-               init_std: float = 0.02):
+               init_std: float = 0.02, ctc_head: bool = False):
     """A tiny SpeechLLM on tiny random Whisper + LLM folders written under `root`."""
     from llm_srt.model.speech_llm import SpeechLLM, SpeechLLMConfig
 
@@ -122,7 +122,8 @@ def speech_llm(root: Path, adapter: str = "qformer", adapter_kwargs: dict | None
                            "intermediate_size": 64} if adapter == "qformer" else {})
     llm = llm_dir(root, kind, llm_hidden, bos=bos, init_std=init_std)
     cfg = SpeechLLMConfig(encoder=str(whisper_dir(root)), llm=str(llm),
-                          adapter=adapter, adapter_kwargs=adapter_kwargs, lora=lora, trainable=tuple(trainable))
+                          adapter=adapter, adapter_kwargs=adapter_kwargs, lora=lora, trainable=tuple(trainable),
+                          ctc_head=ctc_head)
     return SpeechLLM(cfg)
 
 

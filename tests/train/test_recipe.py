@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from llm_srt.errors import ConfigError, LLMSRTError
 from llm_srt.train import curriculum, recipe
 
-from .conftest import overrides
+from .conftest import overrides, tiny
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
@@ -225,6 +225,8 @@ def test_every_shipped_config_loads(path, monkeypatch):
     ("distributed_timeout_min=0", r"distributed_timeout_min must be > 0"),
     ("activation_checkpointing=maybe", r"activation_checkpointing must be bool"),
     ("distributed=zero", r"distributed must be one of \['ddp', 'fsdp'\]"),
+    ("ctc={weight: -1}", r"ctc.weight must be >= 0"),
+    ("ctc={blank: 3}", r"unknown key 'ctc.blank'"),
 ])
 def test_typed_sections_name_the_bad_key_in_one_line(override, message):
     with pytest.raises(ConfigError, match=message) as e:
@@ -246,6 +248,56 @@ def test_typed_sections_are_coerced_and_reach_the_model_config():
     defaults = recipe.load_config(None)
     assert (defaults.device, defaults.dtype, defaults.activation_checkpointing, defaults.distributed,
             defaults.distributed_timeout_min, defaults.model.pad_to_30s) == ("auto", "auto", False, "ddp", 30.0, False)
+
+
+def test_ctc_settings_that_cannot_work_are_refused_at_load():
+    with pytest.raises(ConfigError, match=r"ctc.only trains the adapter alone .* set trainable: \[adapter\]"):
+        recipe.load_config(None, ["ctc={only: true}", "trainable=[adapter, lora]", "model.lora={r: 4}"])
+    with pytest.raises(ConfigError, match=r"a text-only mt stage cannot use it"):
+        recipe.load_config(None, ["ctc={weight: 0.5}", "data.tasks={mt: 1.0}"])
+    assert recipe.load_config(None, ["ctc={weight: 0.5}"]).ctc.active
+
+
+CTC_ADAPTER = {"model.adapter": "linear", "model.adapter_kwargs": "{k: 2, mlp_hidden: 32}"}
+
+
+def test_a_ctc_only_stage_lowers_its_ctc_loss_logs_it_and_saves_a_usable_model(tiny_setup, tmp_path):
+    from llm_srt.model.speech_llm import SpeechLLM
+
+    cfg = recipe.load_config(None, overrides(tiny_setup, tmp_path / "run", max_steps=30, stage="asr",
+                                             **{"data.tasks": "{asr: 1.0}", "ctc": "{only: true, negatives: 8}",
+                                                **CTC_ADAPTER}))
+    final = recipe.train(cfg, log=lambda *_: None)
+    log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    ctc = [r["ctc_loss"] for r in log if "ctc_loss" in r]
+    assert len(ctc) == 30 and all(r["loss"] == r["ctc_loss"] for r in log if "ctc_loss" in r)
+    assert sum(ctc[-5:]) / 5 < 0.8 * sum(ctc[:5]) / 5
+    assert sorted(p.name for p in final.iterdir()) == ["adapter.safetensors", "config.json", "ctc_head.safetensors",
+                                                       "train_config.json"]
+    model = SpeechLLM.from_pretrained(final)
+    assert model.ctc_head is not None and model.ctc_head.log_scale.item() != pytest.approx(math.log(20.0))  # learned
+    assert model.generate({"audio": [tiny.tone(0.6, 300)], "prompts": ["<|eng|>"]})
+
+
+def test_kill_9_then_resume_with_the_ctc_loss_is_bit_identical(tiny_setup, tmp_path):
+    """The CTC negatives come from torch's generator: a resumed run draws the same ones."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    extra = {"ctc": "{weight: 0.5, negatives: 8}", **CTC_ADAPTER}
+    ref, run = tmp_path / "ref", tmp_path / "killed"
+    subprocess.run(_train_cmd(tiny_setup, ref, 30, **extra), check=True, env=env, capture_output=True)
+    proc = subprocess.Popen(_train_cmd(tiny_setup, run, 30, **extra), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    log = run / "train_log.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not log.exists() or log.read_text().count("\n") < 11):
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run / "final").exists(), "the run finished before the kill; raise steps"
+    subprocess.run(_train_cmd(tiny_setup, run, 30, **extra), check=True, env=env, capture_output=True)
+    a, b = _weights(ref / "final"), _weights(run / "final")
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+    assert all("ctc_loss" in json.loads(line) for line in log.read_text().splitlines() if '"loss"' in line)
 
 
 def _final_config(final):

@@ -28,6 +28,7 @@ from .adapter import Adapter, build_adapter
 from .decoding import DecodingOptions, OnEnd, eos_ids, generate_ids
 from .encoder import WhisperEncoder, whisper_dim
 from .cpu_linear import fast_cpu_linears, is_quantized, quantize_int8
+from .ctc import CTCHead, CTCLoss
 from .llm import LoraOptions, backbone_and_head, head_losses, hidden_size, load_llm, logit_cap, resolve_dtype
 from .mapped import checkpoint_pages_dropper
 
@@ -37,6 +38,7 @@ CHECKPOINT_FORMAT = 1  # version of the folder layout below
 CONFIG_FILE = "config.json"
 ADAPTER_FILE = "adapter.safetensors"
 LORA_FILE = "lora.safetensors"
+CTC_FILE = "ctc_head.safetensors"  # the CTC loss's head, while a stage trains with it
 IGNORE = -100  # label of positions without loss
 
 
@@ -54,6 +56,7 @@ class SpeechLLMConfig:
     dtype: str = "float32"  # frozen weights: float32, bfloat16, float16 or int8 (CPU inference: every linear layer
     #                         of encoder, adapter and LLM int8; convolutions, norms and embeddings float32)
     pad_to_30s: bool = False  # run Whisper on 30 s padded input (SLAM-LLM / reference checkpoints)
+    ctc_head: bool = False  # a CTCHead for the auxiliary CTC loss (model/ctc.py); trained with the adapter
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -76,7 +79,7 @@ def _lora_parameters(model: "SpeechLLM") -> list[nn.Parameter]:
 
 
 TRAINABLE = {  # parameter group -> its parameters
-    "adapter": lambda m: list(m.adapter.parameters()),
+    "adapter": lambda m: list(m.adapter.parameters()) + (list(m.ctc_head.parameters()) if m.ctc_head else []),
     "lora": _lora_parameters,
 }
 
@@ -113,6 +116,7 @@ class SpeechLLM(nn.Module):
         self.llm_dim = hidden_size(self.llm)
         self.adapter: Adapter = build_adapter(config.adapter, self.encoder_dim, self.llm_dim, **config.adapter_kwargs)
         self.adapter.to(target)
+        self.ctc_head = CTCHead(self.llm_dim).to(target) if config.ctc_head else None
         fast_cpu_linears(self.adapter)  # CPU inference on the faster kernels; training keeps F.linear's
         self._whisper: WhisperEncoder | None = None
         self.set_trainable(config.trainable)
@@ -181,8 +185,9 @@ class SpeechLLM(nn.Module):
         return self
 
     # ---- inputs ------------------------------------------------------------------------------------------------
-    def speech_embeddings(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """Batch -> adapter output (B, N, d_llm) in the LLM dtype + mask (B, N); None for text-only batches."""
+    def speech_embeddings(self, batch: dict, llm_dtype: bool = True) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Batch -> adapter output (B, N, d_llm) in the LLM dtype (`llm_dtype=False`: as the adapter made it) + mask
+        (B, N); None for text-only batches."""
         if batch.get("features") is not None:
             h = batch["features"].to(self.device)
             mask = batch.get("feature_mask")
@@ -195,7 +200,7 @@ class SpeechLLM(nn.Module):
             raise LLMSRTError(f"encoder features have dim {h.shape[-1]} but the adapter expects {self.encoder_dim}; "
                               "the feature cache was made with another encoder")
         emb, emb_mask = self.adapter(h.to(self.adapter_dtype), mask.to(self.device).bool())
-        return emb.to(self.llm_dtype), emb_mask
+        return (emb.to(self.llm_dtype) if llm_dtype else emb), emb_mask
 
     def assemble(self, speech: tuple[torch.Tensor, torch.Tensor] | None, prompt_ids: list[list[int]],
                  target_ids: list[list[int]] | None = None, left_pad: bool = False
@@ -246,10 +251,12 @@ class SpeechLLM(nn.Module):
         return out, mask, labels
 
     # ---- training ----------------------------------------------------------------------------------------------
-    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+    def forward(self, batch: dict, ctc: CTCLoss | None = None) -> dict[str, torch.Tensor]:
         """Batch with prompts and targets (or pre-tokenized `prompt_ids` and `target_ids`, targets ending with EOS,
         as `tokenize_batch` makes them) -> {"loss": mean CE over target tokens, "n_tokens": their count}; with
-        `batch["row_losses"]` true, also "row_losses": (B,) each row's own mean CE over its target tokens."""
+        `batch["row_losses"]` true, also "row_losses": (B,) each row's own mean CE over its target tokens.
+        With an active `ctc` (a speech batch with `transcripts`), also "ctc_loss" (model/ctc.py), and "loss" is the
+        objective: CE + ctc.weight x CTC, or CTC alone with `ctc.only` (then the LLM does not run)."""
         if batch.get("target_ids") is not None:
             prompt_ids, target_ids = batch["prompt_ids"], batch["target_ids"]
             if len(prompt_ids) != len(target_ids):
@@ -261,7 +268,21 @@ class SpeechLLM(nn.Module):
         if torch.is_grad_enabled() and (is_quantized(self.llm) or is_quantized(self.adapter)):
             raise LLMSRTError("the model has int8 linear layers (dtype int8), which are for inference only; train "
                               "with dtype float32 or bfloat16")
-        speech = self.speech_embeddings(batch)
+        speech = self.speech_embeddings(batch, llm_dtype=False)
+        aux = None
+        if ctc is not None and ctc.active:
+            if speech is None or not batch.get("transcripts"):
+                raise LLMSRTError("ctc: the CTC loss needs speech and its transcripts; set ctc.weight: 0 and "
+                                  "ctc.only: false for a text-only stage")
+            if self.ctc_head is None:
+                raise LLMSRTError("ctc: this model has no CTC head; build it with ctc_head=True (training with a "
+                                  "ctc section does)")
+            aux = self.ctc_loss(speech, batch["transcripts"], ctc.negatives)
+            if ctc.only:
+                return {"loss": aux, "ctc_loss": aux.detach(),
+                        "n_tokens": torch.tensor(sum(map(len, target_ids)), device=aux.device)}
+        if speech is not None:
+            speech = (speech[0].to(self.llm_dtype), speech[1])
         embeds, mask, labels = self.assemble(speech, prompt_ids, target_ids)
         backbone, head = backbone_and_head(self.llm)
         positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
@@ -273,7 +294,18 @@ class SpeechLLM(nn.Module):
         if batch.get("row_losses"):
             rows = select.nonzero(as_tuple=True)[0]
             out["row_losses"] = per_token.new_zeros(len(select)).index_add_(0, rows, per_token) / select.sum(1)
+        if aux is not None:
+            out["loss"] = out["loss"] + ctc.weight * aux
+            out["ctc_loss"] = aux.detach()
         return out
+
+    def ctc_loss(self, speech: tuple[torch.Tensor, torch.Tensor], transcripts: list[str],
+                 negatives: int = 0) -> torch.Tensor:
+        """CTC of the adapter's output (`speech_embeddings(..., llm_dtype=False)`) against the transcripts' tokens,
+        scored against the LLM's own input embeddings by the CTC head (model/ctc.py)."""
+        ids = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in transcripts]
+        return self.ctc_head.loss(speech[0], speech[1].to(speech[0].device), ids, self.llm.get_input_embeddings(),
+                                  negatives)
 
     # ---- inference ---------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -296,7 +328,8 @@ class SpeechLLM(nn.Module):
 
     # ---- checkpoints -------------------------------------------------------------------------------------------
     def trainable_state(self) -> dict[str, dict[str, torch.Tensor] | None]:
-        """What a model folder stores besides its config: {"adapter": state dict, "lora": peft state dict or None}."""
+        """What a model folder stores besides its config: {"adapter": state dict, "lora": peft state dict or None,
+        "ctc": the CTC head's state dict or None}."""
         if is_quantized(self.adapter):
             raise LLMSRTError("this model's adapter is int8 (dtype int8, for inference): its weights cannot be saved; "
                               "save the float32 model it was loaded from")
@@ -305,7 +338,8 @@ class SpeechLLM(nn.Module):
             from peft import get_peft_model_state_dict
 
             lora = get_peft_model_state_dict(self.llm)
-        return {"adapter": self.adapter.state_dict(), "lora": lora}
+        return {"adapter": self.adapter.state_dict(), "lora": lora,
+                "ctc": self.ctc_head.state_dict() if self.ctc_head is not None else None}
 
     def save_pretrained(self, directory: str | Path, state: dict | None = None) -> Path:
         """Write config.json, adapter.safetensors and (with LoRA) lora.safetensors; atomic (tmp folder, rename).
@@ -322,6 +356,8 @@ class SpeechLLM(nn.Module):
             save_file(_cpu(state["adapter"]), str(tmp / ADAPTER_FILE))
             if state["lora"] is not None:
                 save_file(_cpu(state["lora"]), str(tmp / LORA_FILE))
+            if state.get("ctc") is not None:
+                save_file(_cpu(state["ctc"]), str(tmp / CTC_FILE))
         return directory
 
     @classmethod
@@ -367,7 +403,8 @@ class SpeechLLM(nn.Module):
             quantize_int8(self.adapter)
 
     def load_trainable(self, directory: str | Path) -> None:
-        """The adapter (and LoRA, when the folder has it) weights of a model or checkpoint folder into this model."""
+        """The adapter (and LoRA, and the CTC head, when the folder has them) weights of a model or checkpoint folder
+        into this model."""
         directory = Path(directory)
         if not (directory / ADAPTER_FILE).is_file():
             raise LLMSRTError(f"{directory}: {ADAPTER_FILE} is missing; the checkpoint is incomplete")
@@ -377,6 +414,8 @@ class SpeechLLM(nn.Module):
         load_adapter_state(self.adapter, _load_weights(directory / ADAPTER_FILE), str(directory / ADAPTER_FILE))
         if (directory / LORA_FILE).is_file():
             load_lora_state(self.llm, _load_weights(directory / LORA_FILE), str(directory / LORA_FILE))
+        if self.ctc_head is not None and (directory / CTC_FILE).is_file():  # else the head starts afresh
+            load_adapter_state(self.ctc_head, _load_weights(directory / CTC_FILE), str(directory / CTC_FILE))
 
 
 def load_adapter_state(adapter: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:

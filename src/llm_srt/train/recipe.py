@@ -27,6 +27,7 @@ from .. import config as config_lib
 from ..config import bounds, short
 from .. import device as device_lib
 from ..errors import ConfigError, LLMSRTError
+from ..model.ctc import CTCLoss
 from ..model.llm import LoraOptions
 from ..prompts import Task
 from . import checkpoint, resume
@@ -96,6 +97,8 @@ class TrainConfig:
     data: DataSection = field(default_factory=DataSection)
     optim: OptimSection = field(default_factory=OptimSection)
     trainable: list[str] = field(default_factory=lambda: ["adapter"])  # adapter | lora
+    ctc: CTCLoss = field(default_factory=CTCLoss)  # an auxiliary CTC loss aligning the adapter's output with the
+    #   LLM's input embeddings of the transcript: {weight, only, negatives} (model/ctc.py)
     device: str = "auto"  # auto (the rank's GPU when there is one, else the CPU) | cpu | cuda | cuda:N
     dtype: str = "auto"  # frozen encoder / LLM weights: auto (bfloat16 on CUDA, float32 on the CPU) | float32 |
     #   bfloat16 | float16; the adapter and LoRA always train in float32
@@ -128,6 +131,12 @@ class TrainConfig:
             raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {short(self.device)}")
         if self.dtype != "auto" and self.dtype not in device_lib.DTYPES:
             raise ConfigError(f"dtype must be auto, float32, bfloat16 or float16, got {short(self.dtype)}")
+        if self.ctc.active and Task.MT.value in self.data.tasks:
+            raise ConfigError("ctc: the CTC loss reads speech; a text-only mt stage cannot use it (set ctc.weight: 0 "
+                              "and ctc.only: false)")
+        if self.ctc.only and list(self.trainable) != ["adapter"]:
+            raise ConfigError(f"ctc.only trains the adapter alone (the LLM does not run), but trainable is "
+                              f"{list(self.trainable)}; set trainable: [adapter] or ctc.only: false")
         if device_lib.is_int8(self.dtype):
             raise ConfigError("dtype int8 is for CPU inference only (int8 layers have no gradient); train in "
                               "float32 or bfloat16 and pass --dtype int8 to translate/evaluate/serve")
@@ -177,6 +186,7 @@ class Recipe:
         self.step = 0
         self.latest: checkpoint.CheckpointInfo | None = None  # the checkpoint this run resumes from
         self.last_good: Path | None = None  # the newest checkpoint on disk (named when the loss turns NaN)
+        self.ctc_loss: float | None = None  # the last step's CTC loss (token-weighted over ranks), with cfg.ctc on
         self.bar, self.writer = None, None  # progress bar, TensorBoard (rank 0)
         self.parallel: Parallel | None = None
         self.lock: checkpoint.RunLock | None = None  # this run's hold on output_dir (rank 0)
@@ -267,7 +277,8 @@ class Recipe:
         place = dict(device=self.device, llm_device=llm_device(cfg.distributed, self.d, self.device))
         model_cfg = SpeechLLMConfig(encoder=m.encoder, llm=m.llm, adapter=m.adapter,
                                     adapter_kwargs=dict(m.adapter_kwargs), lora=m.lora, trainable=tuple(cfg.trainable),
-                                    dtype=self.placement.dtype_name, pad_to_30s=m.pad_to_30s)
+                                    dtype=self.placement.dtype_name, pad_to_30s=m.pad_to_30s,
+                                    ctc_head=cfg.ctc.active)
         if m.init_from:
             init = Path(m.init_from)
             if not (init / "config.json").is_file():
@@ -278,7 +289,7 @@ class Recipe:
             _check_adapter_matches(m, init)
             self.model = SpeechLLM.from_pretrained(init, encoder=m.encoder, llm=m.llm, lora=m.lora,
                                                    trainable=model_cfg.trainable, dtype=model_cfg.dtype,
-                                                   pad_to_30s=m.pad_to_30s, **place)
+                                                   pad_to_30s=m.pad_to_30s, ctc_head=cfg.ctc.active, **place)
             self.log(f"[{cfg.stage}] initialized from {init}")
         else:
             self.model = SpeechLLM(model_cfg, **place)
@@ -361,16 +372,20 @@ class Recipe:
         self.optimizer.zero_grad(set_to_none=True)
         micro = [self.data.next_batch() for _ in range(cfg.optim.accumulation)]
         n_total = all_sum(torch.tensor(float(sum(b["n_target_tokens"] for b in micro))), d)
-        loss_sum = torch.zeros(())
+        loss_sum, ctc_sum = torch.zeros(()), torch.zeros(())
+        ctc = cfg.ctc if cfg.ctc.active else None
         for i, batch in enumerate(micro):
             with parallel.sync_gradients(i == len(micro) - 1):
                 with self.autocast:  # the forward only: backward runs in the dtypes autocast chose
-                    result = parallel.runner(batch)
+                    result = parallel.runner(batch, ctc=ctc)
                 # token-weighted so that N ranks x B examples equals 1 rank x N*B examples
                 weight = result["n_tokens"].float() * d.world / n_total.clamp(min=1)
                 (result["loss"] * weight).backward()
             loss_sum += result["loss"].detach().float().cpu() * result["n_tokens"].float().cpu()
+            if ctc is not None:
+                ctc_sum += result["ctc_loss"].float().cpu() * result["n_tokens"].float().cpu()
         loss = (all_sum(loss_sum, d) / n_total.clamp(min=1)).item()
+        self.ctc_loss = (all_sum(ctc_sum, d) / n_total.clamp(min=1)).item() if ctc is not None else None
         if not math.isfinite(loss):  # the NaN guard: stop before the optimizer spoils the weights
             where = f"; the last good checkpoint is {self.last_good}" if self.last_good else ""
             raise LLMSRTError(f"[{cfg.stage}] loss is {loss} at step {self.step + 1}: training stopped{where}. Lower "
@@ -392,11 +407,14 @@ class Recipe:
             if self.writer is not None:
                 self.writer.add_scalar("train/loss", loss, self.step)
                 self.writer.add_scalar("train/lr", lr, self.step)
+                if self.ctc_loss is not None:
+                    self.writer.add_scalar("train/ctc_loss", self.ctc_loss, self.step)
         except OSError as e:  # a full or read-only disk under the log: reported (on every rank) at the log line
             self.sink_error = self.sink_error or e
         if self.step % self.cfg.log_every == 0 or self.step == self.cfg.max_steps:
             self.write_logs(lambda: _log_json(self.out, {
                 "step": self.step, "loss": loss, "lr": lr,
+                **({"ctc_loss": self.ctc_loss} if self.ctc_loss is not None else {}),
                 "s_per_step": (time.perf_counter() - self.t0) / self.steps_timed}))
 
     def write_logs(self, write) -> None:
