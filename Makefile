@@ -32,8 +32,9 @@ test: setup
 test-all: setup
 	$(VENV)/bin/pytest -q -m ''
 
+DEMO_ARGS ?=  # e.g. make demo DEMO_ARGS="--dtype bfloat16" (CPUs with AMX: see README)
 demo: setup
-	$(VENV)/bin/llm-srt demo
+	$(VENV)/bin/llm-srt demo $(DEMO_ARGS)
 
 # The prepared GPU check (scripts/gpu_check.py): CUDA tests, a tiny curriculum + kill/resume + translate + evaluate,
 # and the paper-shape bench, in <= 8 minutes; report in $(OUT). On a bare GPU machine the wheels of .whl/ are

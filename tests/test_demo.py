@@ -166,6 +166,13 @@ def test_demo_runs_start_from_the_asr_stage_with_equal_budgets_inside_the_work_f
 
     shipped = LoraOptions.from_dict(json.loads((demo.SHIPPED / "asr" / "config.json").read_text())["lora"])
     assert {cfg.model.lora for cfg in runs.values()} == {shipped}
+    assert {cfg.dtype for cfg in runs.values()} == {"auto"}
+    # `llm-srt demo --dtype bfloat16`: every run's frozen weights in it; int8 cannot train and is refused first
+    args = parser.parse_args(["--dtype", "bfloat16"])
+    stages = demo.demo_stages(Path(args.work), Path(args.data), asr=asr, dtype=args.dtype)
+    assert {s.config.dtype for group in stages.values() for s in group} == {"bfloat16"}
+    with pytest.raises(LLMSRTError, match=r"--dtype int8: the demo trains, .* use float32 or bfloat16"):
+        demo.run_demo(tmp_path / "w", tmp_path / "no data", dtype="int8")
 
 
 def test_scored_directions_are_the_llms_best_at_text_mt(tmp_path, monkeypatch):

@@ -51,11 +51,11 @@ def test_subset(test_manifest: Path, out: Path, directions=DEMO_DIRECTIONS, sent
     return out
 
 
-def demo_stages(work: Path, data: Path, asr: Path = SHIPPED / "asr") -> dict[str, list]:
+def demo_stages(work: Path, data: Path, asr: Path = SHIPPED / "asr", dtype: str = "auto") -> dict[str, list]:
     """The demo's training runs as typed configs, composed with `dataclasses.replace` (a folder such as
     "runs/demo #1" stays as it is), all from the ASR stage in `asr` and on the mini corpus in `data`: the
     curriculum (smt, srt under `work`), the Baseline and the w/o-SMT ablation (srt alone), the last two with the
-    curriculum's budget (its steps summed; the same batch size)."""
+    curriculum's budget (its steps summed; the same batch size); `dtype`: the frozen weights' (TrainConfig.dtype)."""
     from .train.curriculum import Stage, plan
     from .train.recipe import load_config
 
@@ -65,7 +65,7 @@ def demo_stages(work: Path, data: Path, asr: Path = SHIPPED / "asr") -> dict[str
 
     def on_corpus(cfg):
         return replace(cfg, data=replace(cfg.data, train=str(data / "train.jsonl"), dev=str(data / "dev.jsonl")),
-                       model=replace(cfg.model, init_from=str(asr)))
+                       model=replace(cfg.model, init_from=str(asr)), dtype=dtype)
 
     curriculum = plan([str(DEMO_CONFIGS / "smt.yaml"), str(DEMO_CONFIGS / "srt.yaml")], out_root=work,
                       adjust=on_corpus)
@@ -111,7 +111,9 @@ def choose_directions(dev_manifest: Path, log=print, candidates=DEMO_DIRECTIONS,
             "sentences": len(ids)}
 
 
-def run_demo(work: Path, data: Path, log=print) -> dict:
+def run_demo(work: Path, data: Path, log=print, dtype: str = "auto") -> dict:
+    """The demo (module docstring) with the frozen weights in `dtype` (auto, float32 or bfloat16) for training and
+    evaluation alike."""
     from .data.mini import MiniOptions, build_mini
     from .embedded import ensure_embedded
     from .evaluate.report import load_results
@@ -119,6 +121,12 @@ def run_demo(work: Path, data: Path, log=print) -> dict:
     from .infer import SpeechTranslator
     from .train.curriculum import run_stages
 
+    from . import device as device_lib
+
+    if device_lib.is_int8(dtype):
+        raise LLMSRTError("--dtype int8: the demo trains, and int8 layers have no gradient; use float32 or bfloat16 "
+                          "(int8 is for translate, evaluate and serve)")
+    placement = device_lib.resolve("auto", dtype)
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
 
@@ -134,12 +142,13 @@ def run_demo(work: Path, data: Path, log=print) -> dict:
     if not (data / "test.jsonl").is_file():
         summary = step("mini corpus", lambda: build_mini(MiniOptions(out=data)))
         log("\n".join(summary.lines()))
-    stages = demo_stages(work, data)
+    stages = demo_stages(work, data, dtype=placement.dtype_name)
     finals = step("curriculum SMT -> SRT (from the shipped ASR stage)",
                   lambda: run_stages(stages["curriculum"], log=log))
     baseline = step("baseline (S2TT, same budget)", lambda: run_stages(stages["baseline"], log=log)[0])
     no_smt = step("ablation w/o SMT (SRT alone, same budget)", lambda: run_stages(stages["no_smt"], log=log)[0])
-    directions = step("the LLM's text MT per direction (dev)", lambda: choose_directions(data / "dev.jsonl", log))
+    directions = step("the LLM's text MT per direction (dev)",
+                      lambda: choose_directions(data / "dev.jsonl", log, placement=placement))
     (work / "report").mkdir(parents=True, exist_ok=True)
     (work / "report" / "directions.json").write_text(json.dumps(directions, indent=2) + "\n")
     seen = set().union(*(shipped_training_sentences(SHIPPED / name) for name in ("asr", "srt")))
@@ -152,10 +161,11 @@ def run_demo(work: Path, data: Path, log=print) -> dict:
                          sentences=len(tests), exclude=frozenset(clash))
     systems = {"LLM-SRT (this run)": str(finals[-1]), "Baseline (this run)": str(baseline),
                "LLM-SRT w/o SMT (this run)": str(no_smt), "Cascade": "cascade"}
-    report = step("evaluation", lambda: evaluate(systems, subset, work / "report", batch_size=EVAL_BATCH, log=log))
+    report = step("evaluation", lambda: evaluate(systems, subset, work / "report", batch_size=EVAL_BATCH, log=log,
+                                                   placement=placement))
     own = {name: folder for name, folder in systems.items() if name.endswith("(this run)")}
     scored = [r for r in read_manifest(subset) if r.translation and r.tgt_lang]
-    losses = step("teacher-forced loss of the references", lambda: reference_losses_of(own, scored, log))
+    losses = step("teacher-forced loss of the references", lambda: reference_losses_of(own, scored, log, placement))
     claims = check_claims({name: load_results(hyps_path(work / "report", name)) for name in systems}, losses,
                           text_mt={f"{s}-{t}": directions["bleu"][f"{s}-{t}"] for s, t in directions["chosen"]})
     log("\n" + "\n".join(claims["lines"]))
@@ -164,7 +174,8 @@ def run_demo(work: Path, data: Path, log=print) -> dict:
         row = read_manifest(subset)[0]
         shipped = SHIPPED / "srt"
         model = str(shipped) if (shipped / "config.json").is_file() else systems["LLM-SRT (this run)"]
-        res = SpeechTranslator.from_pretrained(model).translate([row.audio], row.src_lang, row.tgt_lang)[0]
+        translator = SpeechTranslator.from_pretrained(model, device=placement.device, dtype=placement.dtype)
+        res = translator.translate([row.audio], row.src_lang, row.tgt_lang)[0]
         audio = Path(row.audio)
         log(f"audio:       {audio.relative_to(data.resolve()) if data.resolve() in audio.parents else audio}")
         log(f"model:       {model}")
@@ -296,8 +307,11 @@ def reference_losses_of(systems: Mapping[str, str], rows: list, log=print, place
 def add_arguments(parser) -> None:
     parser.add_argument("--work", default="runs/demo", help="where stages and the report go")
     parser.add_argument("--data", default="data/mini", help="the mini corpus folder (built if missing)")
+    parser.add_argument("--dtype", default="auto",
+                        help="the frozen Whisper and LLM weights' dtype in training and evaluation: auto (bfloat16 on "
+                             "CUDA, float32 on the CPU), float32, or bfloat16 (faster on CPUs with AMX: see README)")
 
 
 def main(args) -> int:
-    run_demo(Path(args.work), Path(args.data))
+    run_demo(Path(args.work), Path(args.data), dtype=args.dtype)
     return 0
