@@ -163,18 +163,10 @@ def _ctc_on(folder, device: str, dtype: str) -> tuple[float, float]:
     return (out["loss"] - out["ctc_loss"]).item(), out["ctc_loss"].item()
 
 
-def test_ctc_in_bfloat16_under_autocast_on_the_cpu_follows_float32(tmp_path):
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_ctc_in_bfloat16_under_autocast_follows_the_cpus_float32(tmp_path, device):
     folder = tiny.speech_llm_folder(tmp_path, adapter="linear", adapter_kwargs={"k": 2, "mlp_hidden": 32},
                                     ctc_head=True)
     ce32, ctc32 = _ctc_on(folder, "cpu", "float32")
-    ce16, ctc16 = _ctc_on(folder, "cpu", "bfloat16")
-    assert ctc16 == pytest.approx(ctc32, rel=0.05) and ce16 == pytest.approx(ce32, rel=0.05)
-
-
-@pytest.mark.cuda
-def test_ctc_on_cuda_in_bfloat16_follows_the_cpus_float32(tmp_path):
-    folder = tiny.speech_llm_folder(tmp_path, adapter="linear", adapter_kwargs={"k": 2, "mlp_hidden": 32},
-                                    ctc_head=True)
-    ce32, ctc32 = _ctc_on(folder, "cpu", "float32")
-    ce16, ctc16 = _ctc_on(folder, "cuda", "bfloat16")
+    ce16, ctc16 = _ctc_on(folder, device, "bfloat16")
     assert ctc16 == pytest.approx(ctc32, rel=0.05) and ce16 == pytest.approx(ce32, rel=0.05)
