@@ -1,7 +1,8 @@
 """Gemma-3-270M's text MT on the demo's dev sentences, alone and with the shipped ASR stage's LoRA in it.
 
 Run from the repository root after `make demo` (it reads data/mini/dev.jsonl): python
-results/lora-mt-2026-12-01/lora_text_mt.py 30   (the first 30 dev sentences of each of the 6 demo directions)."""
+results/lora-mt-2026-12-01/lora_text_mt.py 30 [FOLDER]   (the first 30 dev sentences of each of the 6 demo
+directions; FOLDER: a speech LLM whose LoRA to measure, default checkpoints/embedded/asr)."""
 import sys
 from pathlib import Path
 
@@ -19,8 +20,9 @@ ids = sorted({r.sentence_id for r in rows})[:int(sys.argv[1]) if len(sys.argv) >
 rows = [r for r in rows if r.sentence_id in ids]
 mt = TextMTSystem(None, device.resolve("cpu", "float32"))
 plain = mt.model
-asr = SpeechLLM.from_pretrained("checkpoints/embedded/asr").eval()  # no LoRA dropout
-for name, model in (("plain Gemma", plain), ("Gemma + the ASR stage's LoRA", asr.llm)):
+folder = sys.argv[2] if len(sys.argv) > 2 else "checkpoints/embedded/asr"
+asr = SpeechLLM.from_pretrained(folder).eval()  # no LoRA dropout
+for name, model in (("plain Gemma", plain), (f"Gemma + the LoRA of {folder}", asr.llm)):
     mt.model = model
     hyps = mt.translate([r.transcript for r in rows], [r.src_lang for r in rows], [r.tgt_lang for r in rows],
                         DecodingOptions())
