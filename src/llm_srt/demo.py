@@ -114,14 +114,13 @@ def choose_directions(dev_manifest: Path, log=print, candidates=DEMO_DIRECTIONS,
 def run_demo(work: Path, data: Path, log=print, dtype: str = "auto") -> dict:
     """The demo (module docstring) with the frozen weights in `dtype` (auto, float32 or bfloat16) for training and
     evaluation alike."""
+    from . import device as device_lib
     from .data.mini import MiniOptions, build_mini
     from .embedded import ensure_embedded
     from .evaluate.report import load_results
     from .evaluate.run import evaluate, hyps_path
     from .infer import SpeechTranslator
     from .train.curriculum import run_stages
-
-    from . import device as device_lib
 
     if device_lib.is_int8(dtype):
         raise LLMSRTError("--dtype int8: the demo trains, and int8 layers have no gradient; use float32 or bfloat16 "

@@ -372,7 +372,7 @@ class Recipe:
         self.optimizer.zero_grad(set_to_none=True)
         micro = [self.data.next_batch() for _ in range(cfg.optim.accumulation)]
         n_total = all_sum(torch.tensor(float(sum(b["n_target_tokens"] for b in micro))), d)
-        loss_sum, ctc_sum = torch.zeros(()), torch.zeros(())
+        sums = torch.zeros(2)  # token-weighted sums of the loss and of its CTC part, reduced over ranks together
         ctc = cfg.ctc if cfg.ctc.active else None
         for i, batch in enumerate(micro):
             with parallel.sync_gradients(i == len(micro) - 1):
@@ -381,11 +381,10 @@ class Recipe:
                 # token-weighted so that N ranks x B examples equals 1 rank x N*B examples
                 weight = result["n_tokens"].float() * d.world / n_total.clamp(min=1)
                 (result["loss"] * weight).backward()
-            loss_sum += result["loss"].detach().float().cpu() * result["n_tokens"].float().cpu()
-            if ctc is not None:
-                ctc_sum += result["ctc_loss"].float().cpu() * result["n_tokens"].float().cpu()
-        loss = (all_sum(loss_sum, d) / n_total.clamp(min=1)).item()
-        self.ctc_loss = (all_sum(ctc_sum, d) / n_total.clamp(min=1)).item() if ctc is not None else None
+            parts = [result["loss"].detach(), result["ctc_loss"] if ctc is not None else result["loss"].new_zeros(())]
+            sums += torch.stack(parts).float().cpu() * result["n_tokens"].float().cpu()
+        loss, ctc_loss = (all_sum(sums, d) / n_total.clamp(min=1)).tolist()
+        self.ctc_loss = ctc_loss if ctc is not None else None
         if not math.isfinite(loss):  # the NaN guard: stop before the optimizer spoils the weights
             where = f"; the last good checkpoint is {self.last_good}" if self.last_good else ""
             raise LLMSRTError(f"[{cfg.stage}] loss is {loss} at step {self.step + 1}: training stopped{where}. Lower "
