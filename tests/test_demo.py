@@ -108,6 +108,31 @@ def test_claims_report_what_the_systems_heard():
     assert set(errors) == {names[0], names[2]} and errors[names[2]]["deu"] == {"metric": "wer", "score": 0.0}
     assert 40 < errors[names[0]]["deu"]["score"] < 60
 
+def test_claims_report_what_each_runs_lora_left_of_the_llms_text_mt():
+    """The measured bound of both claims: the plain LLM's text MT and each run's (its LoRA applied), as a share of
+    the plain one, in the lines and, for the two systems of each claim, in claims.json."""
+    from llm_srt.demo import check_claims
+    from llm_srt.evaluate.report import UtteranceResult
+
+    rows = [UtteranceResult(id=str(i), src="deu", tgt="eng", hyp_translation="the dog ran", ref_translation=r)
+            for i, r in enumerate(["the dog ran home", "it rains today", "a cat sat"])]
+    names = ("LLM-SRT (this run)", "Baseline (this run)", "LLM-SRT w/o SMT (this run)")
+    lora = {names[0]: {"deu-eng": 1.0, "eng-deu": 2.0}, names[1]: {"deu-eng": 6.0, "eng-deu": 4.0},
+            names[2]: {"deu-eng": 9.0, "eng-deu": 11.0}}
+    result = check_claims(dict.fromkeys(names, rows), samples=50, text_mt={"deu-eng": 12.0, "eng-deu": 8.0},
+                          lora_text_mt=lora)
+    line = next(x for x in result["lines"] if "its LoRA applied" in x)
+    assert "LLM-SRT (this run): deu->eng 1.0, eng->deu 2.0 (15% of the plain LLM's)" in line
+    assert "LLM-SRT w/o SMT (this run): deu->eng 9.0, eng->deu 11.0 (100% of the plain LLM's)" in line
+    table3, table8 = result["numbers"]
+    assert table3["text_mt_bleu"] == {"deu-eng": 12.0, "eng-deu": 8.0}
+    assert table3["text_mt_bleu_with_lora"] == {names[0]: lora[names[0]], names[1]: lora[names[1]]}
+    assert table8["text_mt_bleu_with_lora"] == {names[0]: lora[names[0]], names[2]: lora[names[2]]}
+    alone = check_claims(dict.fromkeys(names, rows), samples=50, lora_text_mt=lora)  # no plain figure: no share
+    assert "of the plain LLM's" not in next(x for x in alone["lines"] if "its LoRA applied" in x)
+    assert not any("its LoRA applied" in x for x in check_claims(dict.fromkeys(names, rows), samples=50)["lines"])
+
+
 def test_output_shapes_count_empty_translations_and_copies_of_the_transcript():
     from llm_srt.demo import output_shapes
     from llm_srt.evaluate.report import UtteranceResult

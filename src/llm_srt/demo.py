@@ -9,7 +9,8 @@
 4. the scored directions chosen by the LLM's measured text MT (on dev sentences), then evaluation on every
    held-out test sentence of them: the three runs and the cascade (Whisper -> Gemma text MT);
 5. the paper's two claims checked on these numbers (paired bootstrap p-values on BLEU and on the teacher-forced
-   loss of the references), and one held-out clip translated and printed.
+   loss of the references), with what bounds them, measured: the plain LLM's text MT and what each run's LoRA
+   left of it, the transcripts' error rates, the outputs' shapes; and one held-out clip translated and printed.
 Everything is reused on a re-run (corpus, features, finished stages).
 """
 
@@ -82,6 +83,27 @@ def demo_stages(work: Path, data: Path, asr: Path = SHIPPED / "asr", dtype: str 
             "no_smt": [from_asr(DEMO_CONFIGS / "srt.yaml", "srt_no_smt")]}
 
 
+def probe_rows(dev_manifest: Path, directions, sentences: int = MT_PROBE_SENTENCES) -> list:
+    """The text-MT probe: the rows of the first `sentences` dev sentence ids in `directions` (src, tgt)."""
+    wanted = set(directions)
+    rows = [r for r in read_manifest(dev_manifest) if (r.src_lang, r.tgt_lang) in wanted]
+    ids = sorted({r.sentence_id for r in rows})[:sentences]
+    rows = [r for r in rows if r.sentence_id in ids]
+    if not rows:
+        raise LLMSRTError(f"{dev_manifest}: none of the directions {sorted(wanted)} is in the dev split")
+    return rows
+
+
+def text_mt_bleu(system, rows: list) -> dict[str, float]:
+    """BLEU per direction ("src-tgt") of a text-MT system translating the rows' gold transcripts."""
+    from .evaluate.report import score_system
+    from .evaluate.run import run_text_mt
+    from .model.decoding import DecodingOptions
+
+    scores = score_system("text MT", run_text_mt(system, rows, DecodingOptions(), batch_size=8)).bleu
+    return {f"{s}-{t}": round(b.score, 2) for (s, t), b in scores.items()}
+
+
 def choose_directions(dev_manifest: Path, log=print, candidates=DEMO_DIRECTIONS, n: int = SCORED_DIRECTIONS,
                       sentences: int = MT_PROBE_SENTENCES, placement=None) -> dict:
     """The LLM's own text MT (the cascade's second pass: gold transcript -> translation) measured on the first
@@ -89,26 +111,17 @@ def choose_directions(dev_manifest: Path, log=print, candidates=DEMO_DIRECTIONS,
     the demo scores (where a speech LLM can show anything, its LLM must translate). -> {"bleu": {"src-tgt":
     BLEU}, "chosen": [(src, tgt), ...], "sentences": k}."""
     from . import device
-    from .evaluate.report import score_system
-    from .evaluate.run import run_text_mt
-    from .model.decoding import DecodingOptions
     from .model.systems import TextMTSystem
 
-    wanted = set(candidates)
-    rows = [r for r in read_manifest(dev_manifest) if (r.src_lang, r.tgt_lang) in wanted]
-    ids = sorted({r.sentence_id for r in rows})[:sentences]
-    rows = [r for r in rows if r.sentence_id in ids]
-    if not rows:
-        raise LLMSRTError(f"{dev_manifest}: none of the candidate directions {sorted(wanted)} is in the dev split")
-    system = TextMTSystem(None, placement or device.resolve("auto"))
-    scores = score_system("text MT", run_text_mt(system, rows, DecodingOptions(), batch_size=8)).bleu
-    ranked = sorted(scores, key=lambda d: (-scores[d].score, d))
-    chosen = ranked[:n]
-    log(f"the LLM's text MT on {len(ids)} dev sentences (gold transcript -> translation), BLEU: "
-        + ", ".join(f"{s}->{t} {scores[(s, t)].score:.1f}" for s, t in ranked)
+    rows = probe_rows(dev_manifest, candidates, sentences)
+    scores = text_mt_bleu(TextMTSystem(None, placement or device.resolve("auto")), rows)
+    ranked = sorted(scores, key=lambda d: (-scores[d], d))
+    chosen = [tuple(d.split("-")) for d in ranked[:n]]
+    log(f"the LLM's text MT on {len({r.sentence_id for r in rows})} dev sentences (gold transcript -> translation), "
+        "BLEU: " + ", ".join(f"{d.replace('-', '->')} {scores[d]:.1f}" for d in ranked)
         + f"; scored: {', '.join(f'{s}->{t}' for s, t in chosen)}")
-    return {"bleu": {f"{s}-{t}": round(scores[(s, t)].score, 2) for s, t in ranked}, "chosen": chosen,
-            "sentences": len(ids)}
+    return {"bleu": {d: scores[d] for d in ranked}, "chosen": chosen,
+            "sentences": len({r.sentence_id for r in rows})}
 
 
 def run_demo(work: Path, data: Path, log=print, dtype: str = "auto") -> dict:
@@ -164,9 +177,12 @@ def run_demo(work: Path, data: Path, log=print, dtype: str = "auto") -> dict:
                                                    placement=placement))
     own = {name: folder for name, folder in systems.items() if name.endswith("(this run)")}
     scored = [r for r in read_manifest(subset) if r.translation and r.tgt_lang]
-    losses = step("teacher-forced loss of the references", lambda: reference_losses_of(own, scored, log, placement))
-    claims = check_claims({name: load_results(hyps_path(work / "report", name)) for name in systems}, losses,
-                          text_mt={f"{s}-{t}": directions["bleu"][f"{s}-{t}"] for s, t in directions["chosen"]})
+    probe = probe_rows(data / "dev.jsonl", directions["chosen"], directions["sentences"])
+    runs = step("teacher-forced loss of the references; each run's text MT (its LoRA applied)",
+                lambda: measure_runs(own, scored, probe, log, placement))
+    claims = check_claims({name: load_results(hyps_path(work / "report", name)) for name in systems}, runs["losses"],
+                          text_mt={f"{s}-{t}": directions["bleu"][f"{s}-{t}"] for s, t in directions["chosen"]},
+                          lora_text_mt=runs["text_mt"])
     log("\n" + "\n".join(claims["lines"]))
 
     def one_clip():
@@ -205,12 +221,15 @@ CLAIMS = (  # (claim, system that should win, system it is compared with, the pa
 
 
 def check_claims(results: Mapping[str, list], losses: Mapping[str, list[float]] | None = None,
-                 samples: int = 1000, text_mt: Mapping[str, float] | None = None) -> dict:
+                 samples: int = 1000, text_mt: Mapping[str, float] | None = None,
+                 lora_text_mt: Mapping[str, Mapping[str, float]] | None = None) -> dict:
     """The paper's claims on this run's utterance results (system name -> its rows): average BLEU of each pair
     and whether the difference is beyond chance (paired bootstrap over the test sentences, p < 0.05). `losses`
     (system name -> teacher-forced loss of each reference translation, same rows in the same order, lower is
     better): the same test on the loss, which varies far less than BLEU at this scale. `text_mt` (direction ->
-    the LLM's own text-MT BLEU there): printed with the claims and kept with each, as what bounds them."""
+    the plain LLM's own text-MT BLEU there) and `lora_text_mt` (system name -> direction -> the same measure of
+    that run's LLM with its LoRA): printed with the claims and kept with each, as what bounds them (a curriculum
+    cannot transfer MT its LLM no longer has)."""
     from .evaluate.significance import paired_bootstrap, paired_mean
 
     lines = [f"=== the paper's claims, on this run (avg BLEU over the demo directions; paired bootstrap over test "
@@ -234,10 +253,21 @@ def check_claims(results: Mapping[str, list], losses: Mapping[str, list[float]] 
                          f"{t.delta:+.3f}, [{t.low:+.3f}, {t.high:+.3f}]) -> {lv} (p={t.p:.3f})")
         if text_mt:
             entry["text_mt_bleu"] = dict(text_mt)
+        if lora_text_mt:
+            entry["text_mt_bleu_with_lora"] = {n: dict(lora_text_mt[n]) for n in (a, b) if n in lora_text_mt}
         numbers.append(entry)
     if text_mt:
         lines.append("what bounds both: the LLM's own text MT (gold transcript -> translation) in the scored "
                      "directions, BLEU " + ", ".join(f"{d.replace('-', '->')} {b:.1f}" for d, b in text_mt.items()))
+    if lora_text_mt:
+        plain = sum(text_mt.values()) / len(text_mt) if text_mt else None
+
+        def kept(bleu: Mapping[str, float]) -> str:
+            mean = sum(bleu.values()) / len(bleu)
+            return (", ".join(f"{d.replace('-', '->')} {b:.1f}" for d, b in bleu.items())
+                    + (f" ({mean / plain:.0%} of the plain LLM's)" if plain else ""))
+        lines.append("  the same text MT of each run's LLM, its LoRA applied (what training on speech left of it), "
+                     "BLEU: " + "; ".join(f"{name}: {kept(bleu)}" for name, bleu in lora_text_mt.items()))
     heard = transcript_errors(results)
     if heard:
         lines.append("what the systems heard (their transcripts' error rate per source language, lower is better): "
@@ -284,22 +314,32 @@ def output_shapes(rows: list) -> dict[str, int]:
             "forced_tags": sum(bool(r.forced_tags) for r in scored)}
 
 
-def reference_losses_of(systems: Mapping[str, str], rows: list, log=print, placement=None) -> dict[str, list[float]]:
-    """Teacher-forced loss of each row's reference translation under each speech LLM folder (name -> folder), in
-    the task it was trained for, with the models where `placement` says (default: `auto`, as the evaluation)."""
+def measure_runs(systems: Mapping[str, str], rows: list, probe: list | None = None, log=print, placement=None
+                 ) -> dict[str, dict]:
+    """What each speech LLM folder (name -> folder) is measured by beside BLEU, each model loaded once (where
+    `placement` says; default `auto`, as the evaluation): "losses": name -> the teacher-forced loss of each row's
+    reference translation, in the task the run was trained for; "text_mt" (with `probe`, text-MT rows): name ->
+    BLEU per direction of the run's own LLM, its LoRA applied, translating the probe's gold transcripts from the
+    plain LLM's MT prompt: what training on speech left of the LLM's translation, the curriculum's upper bound."""
     from . import device
     from .evaluate.loss import reference_losses
     from .evaluate.run import model_task
     from .model.speech_llm import SpeechLLM
+    from .model.systems import TextMTSystem
 
     placement = placement or device.resolve("auto")
-    out = {}
+    out: dict[str, dict] = {"losses": {}, "text_mt": {}}
     for name, folder in systems.items():
         task = model_task(folder)
         model = SpeechLLM.from_pretrained(folder, device=placement.device, dtype=placement.dtype)
-        out[name] = reference_losses(model, rows, task)
-        log(f"{name}: mean reference loss {sum(out[name]) / len(out[name]):.3f} nats/token ({task.value}, "
-            f"{len(rows)} rows)")
+        losses = out["losses"][name] = reference_losses(model, rows, task)
+        line = (f"{name}: mean reference loss {sum(losses) / len(losses):.3f} nats/token ({task.value}, "
+                f"{len(rows)} rows)")
+        if probe:
+            bleu = out["text_mt"][name] = text_mt_bleu(TextMTSystem.of_speech_llm(model, name), probe)
+            line += "; its LLM's text MT, BLEU " + ", ".join(f"{d.replace('-', '->')} {b:.1f}" for d, b in bleu.items())
+        log(line)
+        del model
     return out
 
 

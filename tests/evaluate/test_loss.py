@@ -66,9 +66,10 @@ def test_rows_without_a_translation_or_a_non_translating_task_are_errors(model, 
         reference_losses(model, rows, Task.ASR)
 
 
-def test_the_demo_loads_each_model_where_its_placement_says(rows, tmp_path, monkeypatch):
+def test_the_demo_loads_each_model_once_where_its_placement_says(rows, tmp_path, monkeypatch):
+    """`measure_runs`: one load per run gives both its reference losses and its LLM's text MT (with the LoRA)."""
     from llm_srt import device
-    from llm_srt.demo import reference_losses_of
+    from llm_srt.demo import measure_runs
 
     folder = tiny.speech_llm_folder(tmp_path)
     seen = []
@@ -80,6 +81,11 @@ def test_the_demo_loads_each_model_where_its_placement_says(rows, tmp_path, monk
 
     monkeypatch.setattr(SpeechLLM, "from_pretrained", classmethod(spy))
     bf16 = device.resolve("cpu", "bfloat16")
-    losses = reference_losses_of({"t": str(folder)}, rows, log=lambda *_: None, placement=bf16)
+    probe = [r for r in rows] + [Row(id="x", audio=rows[0].audio, duration=0.6, src_lang="deu", transcript="es regnet",
+                                     tgt_lang="eng", translation="it rains", split="dev", corpus="t", sentence_id="x")]
+    got = measure_runs({"t": str(folder)}, rows, probe, log=lambda *_: None, placement=bf16)
     assert seen == [{"device": bf16.device, "dtype": torch.bfloat16}]
+    losses = got["losses"]
     assert len(losses["t"]) == len(rows) and all(0 < x < 50 for x in losses["t"])
+    assert set(got["text_mt"]["t"]) == {"eng-deu", "deu-eng"} and all(0 <= b <= 100 for b in got["text_mt"]["t"].values())
+    assert measure_runs({"t": str(folder)}, rows, log=lambda *_: None, placement=bf16)["text_mt"] == {}

@@ -1,6 +1,7 @@
 """The auxiliary CTC loss (model/ctc.py): its value by hand, what it rewards, and how SpeechLLM.forward uses it."""
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -144,6 +145,23 @@ def test_the_head_is_saved_while_a_stage_trains_with_it_and_loads_only_into_a_mo
     assert plain.ctc_head is None and not (plain.save_pretrained(tmp_path / "p") / CTC_FILE).exists()
     with pytest.raises(LLMSRTError, match="no CTC head"):
         plain(_batch(), ctc=CTCLoss(weight=1.0))
+
+
+def test_a_head_saved_with_a_scalar_scale_still_loads(model, tmp_path):
+    """Heads saved before log_scale became 1-D (FSDP shards no scalar parameter), e.g. the shipped ASR stage's."""
+    from safetensors.torch import load_file, save_file
+
+    from llm_srt.model.speech_llm import CTC_FILE, SpeechLLM
+
+    assert model.ctc_head.log_scale.shape == (1,)
+    folder = model.save_pretrained(tmp_path / "m")
+    state = load_file(folder / CTC_FILE)
+    save_file({**state, "log_scale": state["log_scale"].reshape(())}, folder / CTC_FILE)
+    assert load_file(folder / CTC_FILE)["log_scale"].dim() == 0
+    again = SpeechLLM.from_pretrained(folder)
+    assert again.ctc_head.log_scale.shape == (1,) and torch.equal(again.ctc_head.log_scale, model.ctc_head.log_scale)
+    shipped = load_file(Path(__file__).resolve().parents[2] / "checkpoints" / "embedded" / "asr" / CTC_FILE)
+    assert CTCHead.upgrade_state(shipped)["log_scale"].shape == (1,)
 
 
 def _ctc_on(folder, device: str, dtype: str) -> tuple[float, float]:

@@ -262,6 +262,33 @@ def test_text_mt_system_and_the_cascade(folders):
         assert out[0].translation == mt.translate([heard[0]], ["eng"], ["deu"], OPTS)[0]
 
 
+def test_text_mt_of_a_speech_llm_runs_its_llm_with_the_lora(tmp_path):
+    """`TextMTSystem.of_speech_llm`: the plain LLM's MT prompt through the speech LLM's own LLM, its LoRA applied
+    (an untrained LoRA changes nothing; a trained one changes the translations; dropout off) and no copy made."""
+    from llm_srt.model.llm import LoraOptions
+
+    torch.manual_seed(0)
+    model = tiny.speech_llm(tmp_path, init_std=0.3, lora=LoraOptions(r=4, alpha=8, dropout=0.5,
+                                                                    target_modules=("q_proj", "v_proj")))
+    llm_folder = model.config.llm
+    texts, srcs, tgts = ["a cat sat", "the dog ran home", "it rains"], ["eng"] * 3, ["deu", "fra", "deu"]
+    plain = TextMTSystem(llm_folder, CPU).translate(texts, srcs, tgts, OPTS)
+    model.train()
+    mt = TextMTSystem.of_speech_llm(model, "run")
+    assert mt.model is model.llm and not model.training and mt.placement == CPU and mt.name == "run"
+    assert mt.translate(texts, srcs, tgts, OPTS) == plain  # peft's B starts at zero
+    with torch.no_grad():
+        for name, p in model.llm.named_parameters():
+            if "lora_B" in name:
+                p.normal_(std=2.0)
+    once = mt.translate(texts, srcs, tgts, OPTS)
+    assert once != plain and mt.translate(texts, srcs, tgts, OPTS) == once  # the LoRA counts, without dropout
+    with model.llm.disable_adapter():
+        assert mt.translate(texts, srcs, tgts, OPTS) == plain
+    with pytest.raises(TypeError, match="SpeechLLM"):
+        TextMTSystem.of_speech_llm(object())
+
+
 def test_dtype_follows_the_placement(folders, speech_model):
     bf16 = device.resolve("cpu", "bfloat16")
     whisper = WhisperSystem(folders["whisper"], bf16)

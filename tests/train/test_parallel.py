@@ -14,11 +14,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "model"))
 import tiny  # noqa: E402
 
 from llm_srt.errors import ConfigError, LLMSRTError  # noqa: E402
+from llm_srt.model.ctc import CTCLoss  # noqa: E402
 from llm_srt.model.llm import LoraOptions  # noqa: E402
 from llm_srt.train import parallel  # noqa: E402
 from llm_srt.train.parallel import Dist, Parallel  # noqa: E402
 
 LORA = LoraOptions(r=4, alpha=8, dropout=0.0)
+CTC = CTCLoss(weight=0.5, negatives=8)  # the two-rank checks train with the auxiliary CTC loss too
 ADAPTER = {"num_queries": 4, "hidden_size": 32, "num_layers": 1, "num_heads": 4, "intermediate_size": 64,
            "dropout": 0.0}
 
@@ -29,13 +31,13 @@ def folders(tmp_path_factory):
     return str(tiny.whisper_dir(root)), str(tiny.llm_dir(root, layers=3))
 
 
-def _model(folders, dtype="float32", seed=0, llm_device=None):
+def _model(folders, dtype="float32", seed=0, llm_device=None, ctc_head=False):
     from llm_srt.model.speech_llm import SpeechLLM, SpeechLLMConfig
 
     torch.manual_seed(seed)
     whisper, llm = folders
     cfg = SpeechLLMConfig(encoder=whisper, llm=llm, adapter="qformer", adapter_kwargs=ADAPTER, lora=LORA,
-                          trainable=("adapter", "lora"), dtype=dtype)
+                          trainable=("adapter", "lora"), dtype=dtype, ctc_head=ctc_head)
     model = SpeechLLM(cfg, llm_device=llm_device)
     model.train()
     return model
@@ -44,7 +46,16 @@ def _model(folders, dtype="float32", seed=0, llm_device=None):
 def _batch():
     g = torch.Generator().manual_seed(1)
     return {"features": torch.randn(2, 12, 32, generator=g), "feature_mask": torch.ones(2, 12, dtype=torch.bool),
-            "prompts": ["<|eng|><|deu|>", "<|deu|><|eng|>"], "targets": ["a red cat", "der Hund"]}
+            "prompts": ["<|eng|><|deu|>", "<|deu|><|eng|>"], "targets": ["a red cat", "der Hund"],
+            "transcripts": ["ab", "dc"]}  # short enough for the adapter's 4 queries: CTC has a path
+
+
+def _ctc_loss(runner):
+    """CE + CTC on _batch(), the CTC's random negatives drawn from one seed on every rank and in the reference."""
+    torch.manual_seed(7)
+    out = runner(_batch(), CTC)
+    assert out["ctc_loss"] > 0
+    return out["loss"]
 
 
 def _grads(model) -> dict[str, torch.Tensor]:
@@ -212,29 +223,30 @@ def _fsdp_rank(d: Dist, folders, out: str) -> None:
     the recipe does, `llm_device`) and their adapter from another seed, so everything they end up with must come
     from rank 0."""
     model = _model(folders, dtype="bfloat16", seed=0 if d.main else 100 + d.rank,
-                   llm_device=parallel.llm_device("fsdp", d))
+                   llm_device=parallel.llm_device("fsdp", d), ctc_head=True)
     assert all(p.is_meta for p in model.llm.parameters()) == (not d.main)
     par = Parallel(model, "fsdp", d, torch.device("cpu"), activation_checkpointing=True)
     par.wrap()
     held, whole = par.llm_numel()
     calls = _count_layer_forwards(model)
-    loss = par.runner(_batch())["loss"]  # every rank the same batch: the averaged gradient is the batch's
+    loss = _ctc_loss(par.runner)  # every rank the same batch: the averaged gradient is the batch's
     loss.backward()
     state = {k: parallel._full(v).detach().clone() for k, v in model.llm.state_dict().items()}
     buffers = {n: b.clone() for n, b in model.llm.named_buffers()}
     dtypes = {n: (p.dtype, p.grad.dtype if p.grad is not None else None) for n, p in model.named_parameters()}
     torch.save({"loss": loss.item(), "grads": _grads(model), "state": state, "buffers": buffers,
                 "adapter": {k: parallel._full(v).clone() for k, v in model.adapter.state_dict().items()},
+                "ctc_head": {k: parallel._full(v).clone() for k, v in model.ctc_head.state_dict().items()},
                 "dtypes": dtypes, "held": (held, whole), "forwards": calls[0]}, f"{out}/fsdp{d.rank}.pt")
 
 
 def _ddp_rank(d: Dist, folders, out: str) -> None:
-    model = _model(folders)
+    model = _model(folders, ctc_head=True)
     par = Parallel(model, "ddp", d, torch.device("cpu"), activation_checkpointing=True)
     par.wrap()
     assert isinstance(par.runner, torch.nn.parallel.DistributedDataParallel)
     calls = _count_layer_forwards(model)
-    loss = par.runner(_batch())["loss"]
+    loss = _ctc_loss(par.runner)
     loss.backward()
     torch.save({"loss": loss.item(), "grads": _grads(model), "forwards": calls[0]}, f"{out}/ddp{d.rank}.pt")
 
@@ -247,10 +259,13 @@ def two_ranks(folders, tmp_path_factory):
 
 
 def test_two_rank_fsdp_fills_meta_ranks_from_rank_0_with_a_bf16_llm_and_fp32_trainables(folders, two_ranks):
-    ref = _model(folders, dtype="bfloat16")
-    ref_loss = ref(_batch())["loss"]
+    """... with the auxiliary CTC loss: the CTC head (in the root's shard group) starts from rank 0's init and its
+    embedding lookup sees the whole table."""
+    ref = _model(folders, dtype="bfloat16", ctc_head=True)
+    ref_loss = _ctc_loss(ref)
     ref_loss.backward()
     ref_state, ref_grads = ref.llm.state_dict(), _grads(ref)
+    assert {"ctc_head.blank", "ctc_head.log_scale"} <= ref_grads.keys()
     ref_buffers = dict(ref.llm.named_buffers())
     assert any(n.endswith("inv_freq") for n in ref_buffers)  # non-persistent: no state dict carries it
     for rank in (0, 1):
@@ -263,9 +278,11 @@ def test_two_rank_fsdp_fills_meta_ranks_from_rank_0_with_a_bf16_llm_and_fp32_tra
             assert torch.equal(got["buffers"][k], v), (rank, k)
         for k, v in ref.adapter.state_dict().items():
             assert torch.equal(got["adapter"][k], v), (rank, k)
+        for k, v in ref.ctc_head.state_dict().items():
+            assert torch.equal(got["ctc_head"][k], v), (rank, k)
         dtypes = got["dtypes"]
         base = [d for n, d in dtypes.items() if n.startswith("llm.") and "lora_" not in n]
-        trained = [d for n, d in dtypes.items() if "lora_" in n or n.startswith("adapter.")]
+        trained = [d for n, d in dtypes.items() if "lora_" in n or n.startswith(("adapter.", "ctc_head."))]
         assert base and all(d == (torch.bfloat16, None) for d in base)  # frozen: bf16, no gradient
         assert trained and all(d == (torch.float32, torch.float32) for d in trained)
         assert got["loss"] == pytest.approx(ref_loss.item(), rel=1e-4)
@@ -275,10 +292,11 @@ def test_two_rank_fsdp_fills_meta_ranks_from_rank_0_with_a_bf16_llm_and_fp32_tra
 
 
 def test_two_rank_ddp_with_activation_checkpointing_matches_one_process(folders, two_ranks):
-    ref = _model(folders)
-    ref_loss = ref(_batch())["loss"]
+    ref = _model(folders, ctc_head=True)
+    ref_loss = _ctc_loss(ref)
     ref_loss.backward()
     ref_grads = _grads(ref)
+    assert {"ctc_head.blank", "ctc_head.log_scale"} <= ref_grads.keys()
     for rank in (0, 1):
         got = torch.load(two_ranks / f"ddp{rank}.pt", weights_only=True)
         assert got["forwards"] == 6 and got["loss"] == pytest.approx(ref_loss.item(), rel=1e-6)

@@ -50,7 +50,14 @@ class CTCHead(nn.Module):
     def __init__(self, dim: int):
         super().__init__()
         self.blank = nn.Parameter(torch.randn(dim) * 0.02)
-        self.log_scale = nn.Parameter(torch.tensor(math.log(INITIAL_SCALE)))
+        self.log_scale = nn.Parameter(torch.tensor([math.log(INITIAL_SCALE)]))  # 1-D: FSDP shards no scalars
+
+    @staticmethod
+    def upgrade_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A saved head's state as this class holds it: heads saved before `log_scale` became 1-D (2026-12-01)
+        stored it as a scalar."""
+        scale = state.get("log_scale")
+        return {**state, "log_scale": scale.reshape(1)} if scale is not None and scale.dim() == 0 else state
 
     def loss(self, speech: torch.Tensor, mask: torch.Tensor, token_ids: list[list[int]], embed: nn.Module,
              negatives: int = 0) -> torch.Tensor:

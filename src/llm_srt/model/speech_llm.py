@@ -415,7 +415,8 @@ class SpeechLLM(nn.Module):
         if (directory / LORA_FILE).is_file():
             load_lora_state(self.llm, _load_weights(directory / LORA_FILE), str(directory / LORA_FILE))
         if self.ctc_head is not None and (directory / CTC_FILE).is_file():  # else the head starts afresh
-            load_adapter_state(self.ctc_head, _load_weights(directory / CTC_FILE), str(directory / CTC_FILE))
+            load_adapter_state(self.ctc_head, CTCHead.upgrade_state(_load_weights(directory / CTC_FILE)),
+                               str(directory / CTC_FILE))
 
 
 def load_adapter_state(adapter: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:

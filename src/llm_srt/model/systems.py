@@ -350,6 +350,21 @@ class TextMTSystem:
         self.name = name
         self.model, self.tokenizer = load_llm(self.folder, placement.dtype, device=placement.device)
 
+    @classmethod
+    def of_speech_llm(cls, model, name: str = "mt") -> "TextMTSystem":
+        """The text MT of a SpeechLLM's own LLM, its LoRA applied (in eval mode: no LoRA dropout), from the same
+        MT_TEMPLATE as a plain LLM: what a speech LLM's training left of its LLM's translation. Shares the
+        model's weights (nothing is loaded or copied)."""
+        from .speech_llm import SpeechLLM
+
+        if not isinstance(model, SpeechLLM):
+            raise TypeError(f"TextMTSystem.of_speech_llm takes a SpeechLLM, not {type(model).__name__}")
+        system = cls.__new__(cls)
+        system.folder, system.name = None, name
+        system.placement = Placement(model.device, model.llm_dtype)
+        system.model, system.tokenizer = model.eval().llm, model.tokenizer
+        return system
+
     @cached_property
     def line_breaks(self) -> set[int]:
         """The token ids whose text holds a line break (one decode of the vocabulary: ~1 s for 262k tokens)."""

@@ -286,9 +286,10 @@ def _fully_shard(model: nn.Module, device: torch.device, d: Dist) -> None:
     # drops all but rank 0's own shard. Whole tensors on rank 0's host only.
     source = llm.state_dict() if d.main and d.world > 1 else {}
     broadcast = d.world > 1 and _any_rank(on_meta, device)
-    if d.world > 1:  # the adapter's init follows the RNG, which the meta ranks used differently
-        for t in model.adapter.state_dict().values():
-            dist.broadcast(t, src=0)
+    if d.world > 1:  # the adapter's and the CTC head's init follow the RNG, which the meta ranks used differently
+        for part in (model.adapter, model.ctc_head):
+            for t in (part.state_dict().values() if part is not None else ()):
+                dist.broadcast(t, src=0)
 
     mesh = init_device_mesh(device.type, (d.world,))
     policy = mixed_precision_policy()
