@@ -26,11 +26,13 @@ debs:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
+# one test worker per core (at most 4: each may load the embedded models), one thread each (tests/conftest.py)
+TEST_WORKERS ?= auto
 test: setup
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --maxprocesses 4
 
 test-all: setup
-	$(VENV)/bin/pytest -q -m ''
+	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --maxprocesses 4 -m ''
 
 DEMO_ARGS ?=  # e.g. make demo DEMO_ARGS="--dtype bfloat16" (CPUs with AMX: see README)
 demo: setup

@@ -14,6 +14,11 @@ sys.path.insert(0, str(Path(__file__).parent / "model"))  # tiny.py: tiny random
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs one worker per core: one thread each (and their
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # subprocesses), as more threads than cores slow every product
+    import torch
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 def espeak(text: str, voice: str = "en-us", speed: int = 160, pitch: int = 50) -> np.ndarray:
