@@ -232,3 +232,24 @@ def test_scored_directions_are_the_llms_best_at_text_mt(tmp_path, monkeypatch):
     assert got["chosen"] == [("deu", "eng")] and got["sentences"] == 4
     assert got["bleu"]["deu-eng"] == 100.0 and got["bleu"]["eng-deu"] < 10
     assert "scored: deu->eng" in lines[0]
+
+
+def test_the_demo_runs_in_bfloat16_on_a_cpu_with_amx_unless_told(tmp_path, monkeypatch):
+    """`auto`: bfloat16 where the CPU lists amx_bf16 (and says so), float32 on other CPUs; a dtype given stays."""
+    import torch
+
+    from llm_srt import demo, device
+
+    flags = "processor\t: 0\nflags\t\t: fpu sse avx512f {}\nbugs\t\t: spectre\n"
+    amx, plain = tmp_path / "amx", tmp_path / "plain"
+    amx.write_text(flags.format("amx_bf16 amx_tile"))
+    plain.write_text(flags.format("avx512_bf16 amx_bf16x"))  # a flag only named like it
+    assert device.cpu_has_amx(amx) and not device.cpu_has_amx(plain) and not device.cpu_has_amx(tmp_path / "none")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for has, dtype, want in ((True, "auto", torch.bfloat16), (False, "auto", torch.float32),
+                             (True, "float32", torch.float32), (False, "bfloat16", torch.bfloat16)):
+        monkeypatch.setattr(device, "cpu_has_amx", lambda has=has: has)
+        said = []
+        placement = demo.demo_placement(dtype, said.append)
+        assert placement.device.type == "cpu" and placement.dtype == want, (has, dtype)
+        assert bool(said) == (has and dtype == "auto") and all("AMX" in line for line in said)

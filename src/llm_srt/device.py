@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -114,6 +115,16 @@ def is_int8(dtype: str | torch.dtype | None) -> bool:
     if isinstance(dtype, str):
         return DTYPES.get(dtype.strip().lower()) == torch.int8
     return dtype == torch.int8
+
+
+def cpu_has_amx(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
+    """Whether this CPU multiplies bfloat16 on AMX tiles (the `amx_bf16` flag Linux lists; False where unknown):
+    there bfloat16 products run ~7x faster than float32 ones (README, "Device and dtype")."""
+    try:
+        text = Path(cpuinfo).read_text(errors="replace")
+    except OSError:
+        return False
+    return any(line.startswith("flags") and "amx_bf16" in line.split() for line in text.splitlines())
 
 
 def resolve(device: str | torch.device | None = "auto", dtype: str | torch.dtype | None = "auto") -> Placement:
