@@ -74,6 +74,27 @@ def test_bucketed_batches_cover_everything_once_with_similar_lengths():
     assert sampler.epoch == 1 and sampler.batch == 0  # a full pass moves on to the next epoch
 
 
+def test_groups_never_share_a_batch_and_the_shuffle_mixes_them():
+    """`groups` (e.g. text-only mt beside speech examples): each batch is one group's, every index comes once,
+    batches stay bucketed by length, and without groups the batches are what they always were."""
+    rng = np.random.default_rng(3)
+    durations = rng.uniform(1, 20, size=300)
+    speech = rng.random(300) < 0.7
+    sampler = BucketBatchSampler(durations, 8, seed=4, bucket_batches=5, groups=speech.tolist())
+    batches = sampler.batches(0)
+    assert sorted(i for b in batches for i in b) == list(range(300))
+    assert all(len(set(speech[b])) == 1 for b in batches)
+    kinds = [bool(speech[b[0]]) for b in batches]
+    assert 0 < sum(kinds) < len(kinds) and any(a != b for a, b in zip(kinds, kinds[1:]))  # shuffled together
+    assert sampler.batches(0) == batches and sampler.batches(1) != batches
+    assert BucketBatchSampler(durations, 8, seed=4, bucket_batches=5, groups=[1] * 300).batches(0) == \
+        BucketBatchSampler(durations, 8, seed=4, bucket_batches=5).batches(0)
+    with pytest.raises(LLMSRTError, match="3 groups for 300 examples"):
+        BucketBatchSampler(durations, 8, groups=[True, False, True])
+    data = SpeechTextDataset(_rows(), {"srt": 0.6, "mt": 0.4}, seed=0)
+    assert data.needs_speech() == [t is not Task.MT for _, t in data.items] and not all(data.needs_speech())
+
+
 def test_deterministic_per_seed_and_epoch():
     durations = np.arange(100) % 17 + 1.0
     a = BucketBatchSampler(durations, 4, seed=5)

@@ -144,8 +144,8 @@ def test_a_failed_checkpoint_write_under_torchrun_stops_every_rank_with_the_reas
     out.mkdir()
     (out / "checkpoints").write_text("a file where the checkpoint folder goes")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                           "29561", "-m", "llm_srt.cli", "train"] + overrides(
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+                           "-m", "llm_srt.cli", "train"] + overrides(
                                tiny_setup, out, max_steps=4, save_every=2, **{"data.batch_size": 2}),
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0

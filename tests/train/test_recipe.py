@@ -69,6 +69,26 @@ def test_curriculum_chains_stages_and_skips_finished_ones(tiny_setup, tmp_path):
     assert [(p / "adapter.safetensors").stat().st_mtime_ns for p in finals[:2]] == mtimes[:2]
 
 
+def test_mt_beside_speech_tasks_is_checked_when_the_config_loads(tiny_setup, tmp_path):
+    """Text-only mt may join a speech stage as the smaller share, under DDP or one process, not with ctc.only or
+    FSDP (a text batch skips the adapter, and FSDP needs every rank to run the same modules)."""
+    def load(**extra):
+        return recipe.load_config(None, overrides(tiny_setup, tmp_path / "run", **extra))
+
+    lora = {"model.lora": "{r: 4}", "trainable": "[adapter, lora]"}
+    assert load(**{"data.tasks": "{asr: 0.7, mt: 0.3}", "ctc": "{weight: 0.5}", **lora}).ctc.weight == 0.5
+    with pytest.raises(ConfigError, match="text-only mt trains the LLM's LoRA alone"):
+        load(**{"data.tasks": "{asr: 0.7, mt: 0.3}"})
+    with pytest.raises(ConfigError, match="smaller share than its largest speech task"):
+        load(**{"data.tasks": "{asr: 0.3, mt: 0.7}", **lora})
+    with pytest.raises(ConfigError, match="ctc.only trains the adapter against speech alone"):
+        load(**{"data.tasks": "{asr: 0.7, mt: 0.3}", "ctc": "{only: true}", "trainable": "[adapter]"})
+    with pytest.raises(ConfigError, match="distributed: fsdp does not support"):
+        load(**{"data.tasks": "{asr: 0.7, mt: 0.3}", "distributed": "fsdp", **lora})
+    with pytest.raises(ConfigError, match="a text-only mt stage cannot use it"):
+        load(**{"data.tasks": "{mt: 1.0}", "ctc": "{weight: 0.5}"})
+
+
 CTC_ADAPTER = {"model.adapter": "linear", "model.adapter_kwargs": "{k: 2, mlp_hidden: 32}"}
 
 
@@ -107,27 +127,51 @@ def test_kill_9_then_resume_is_bit_identical(tiny_setup, tmp_path, kill_at, ctc)
         assert all("ctc_loss" in json.loads(line) for line in log.read_text().splitlines() if '"loss"' in line)
 
 
-def test_two_process_ddp_matches_one_process(tiny_setup, tmp_path):
+MIXED = {"data.tasks": "{srt: 0.67, mt: 0.33}", "ctc": "{weight: 0.5, negatives: 0}", **CTC_ADAPTER,
+         "model.lora": "{r: 4, alpha: 8, dropout: 0.0}", "trainable": "[adapter, lora]"}
+
+
+@pytest.mark.parametrize("mixed", [False, True], ids=["srt", "srt+mt+ctc"])
+def test_two_process_ddp_matches_one_process(tiny_setup, tmp_path, mixed):
+    """... also with text-only mt batches beside speech ones and the CTC loss: a step where one rank trains on text
+    leaves its adapter and CTC head unused there (DDP finds them), and the CTC averages over speech batches only."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     # dropout off: with it, rank 1 draws other dropout masks than the second micro-batch of one process
     common = dict(max_steps=4, **{"data.tasks": "{srt: 1.0}", "data.batch_size": 2, "optim.grad_clip": 0,
                                   "model.adapter_kwargs": "{num_queries: 4, hidden_size: 32, num_layers: 1, "
-                                  "num_heads: 4, intermediate_size: 64, dropout: 0.0}"})
+                                  "num_heads: 4, intermediate_size: 64, dropout: 0.0}", **(MIXED if mixed else {})})
+    if mixed:  # the data: 8 srt + 4 mt examples, 6 batches of 2 an epoch; some step gives the ranks both kinds
+        from llm_srt.data.loader import BucketBatchSampler, SpeechTextDataset
+        from llm_srt.data.manifest import read_manifest
+
+        data = SpeechTextDataset(read_manifest(tiny_setup["manifest"]), {"srt": 0.67, "mt": 0.33})
+        sampler = BucketBatchSampler(data.durations(), 2, groups=data.needs_speech())
+        speech = [[data.needs_speech()[b[0]] for b in sampler.batches(e)] for e in (0, 1)]
+        assert [len(s) for s in speech] == [6, 6] and all(sum(s) == 4 for s in speech)
+        assert any(s[k] != s[k + 1] for s in speech for k in (0, 2, 4))
     one = overrides(tiny_setup, tmp_path / "one", **common, **{"optim.accumulation": 2})
     two = overrides(tiny_setup, tmp_path / "two", **common)
     subprocess.run([sys.executable, "-m", "llm_srt.cli", "train"] + one, check=True, env=env, capture_output=True)
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                           "--master_port", "29531", "-m", "llm_srt.cli", "train"] + two, env=env,
+                           "--standalone", "-m", "llm_srt.cli", "train"] + two, env=env,
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     l1, l2 = _losses(tmp_path / "one"), _losses(tmp_path / "two")
     assert len(l1) == len(l2) == 4
     assert all(abs(a - b) < 1e-4 * max(1, abs(a)) for a, b in zip(l1, l2)), (l1, l2)
+    if mixed:
+        c1, c2 = ([r["ctc_loss"] for r in map(json.loads, (tmp_path / run / "train_log.jsonl").read_text().splitlines())
+                   if "loss" in r] for run in ("one", "two"))
+        assert len(c1) == 4 and all(c > 0 for c in c1)
+        assert all(abs(a - b) < 1e-4 * max(1, abs(a)) for a, b in zip(c1, c2)), (c1, c2)
+        a, b = _trained(tmp_path / "one" / "final"), _trained(tmp_path / "two" / "final")
+        assert a.keys() == b.keys() and any(k.startswith("lora.") for k in a)
+        assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
 
 
-def _torchrun(args, env, port):
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                           str(port), "-m", "llm_srt.cli", "train"] + args, env=env, capture_output=True, text=True)
+def _torchrun(args, env):
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+                           "-m", "llm_srt.cli", "train"] + args, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
 
@@ -155,7 +199,7 @@ def test_two_process_fsdp_matches_one_process_and_resumes_across_strategies(tiny
                        capture_output=True)
 
     one_process(tmp_path / "one")
-    stdout = _torchrun(overrides(tiny_setup, tmp_path / "fsdp", **common), env, 29541)
+    stdout = _torchrun(overrides(tiny_setup, tmp_path / "fsdp", **common), env)
     held = [float(x) for x in re.findall(r"holds ([\d.]+)M of the LLM's ([\d.]+)M", stdout)[0]]
     assert held[0] < 0.75 * held[1], stdout  # each rank holds about half: the LLM really is sharded
     l1, l2 = _losses(tmp_path / "one"), _losses(tmp_path / "fsdp")
@@ -170,9 +214,9 @@ def test_two_process_fsdp_matches_one_process_and_resumes_across_strategies(tiny
     # 1 process -> FSDP: stop at step 2 (the final folder removed, as if killed after the checkpoint), resume
     one_process(tmp_path / "a", max_steps=2)
     shutil.rmtree(tmp_path / "a" / "final")
-    _torchrun(overrides(tiny_setup, tmp_path / "a", **common), env, 29542)
+    _torchrun(overrides(tiny_setup, tmp_path / "a", **common), env)
     # FSDP -> 1 process
-    _torchrun(overrides(tiny_setup, tmp_path / "b", **{**common, "max_steps": 2}), env, 29543)
+    _torchrun(overrides(tiny_setup, tmp_path / "b", **{**common, "max_steps": 2}), env)
     shutil.rmtree(tmp_path / "b" / "final")
     one_process(tmp_path / "b")
     for run in ("a", "b"):

@@ -204,8 +204,8 @@ def test_rank0_reads_and_hashes_once_and_the_other_rank_receives_it(tiny_setup, 
     bad = tmp_path / "bad.jsonl"
     lines = Path(tiny_setup["manifest"]).read_text().splitlines()
     bad.write_text("\n".join(lines[:3] + [lines[3].replace(".wav", "-gone.wav")]) + "\n")
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                           "29561", str(script), tiny_setup["manifest"], str(bad), str(tmp_path)],
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+                           str(script), tiny_setup["manifest"], str(bad), str(tmp_path)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2))
@@ -239,3 +239,24 @@ def test_worker_default_is_two_on_cuda_and_none_on_the_cpu():
     assert loader_workers(None, torch.device("cpu")) == 0
     assert loader_workers(None, torch.device("cuda", 0)) == 2
     assert loader_workers(3, torch.device("cpu")) == 3 and loader_workers(0, torch.device("cuda", 0)) == 0
+
+
+def test_text_only_mt_beside_speech_comes_in_batches_of_its_own(tiny_setup, model, tmp_path):
+    """data.tasks {srt, mt}: each batch all speech (features from the cache) or all text (none, no audio read), in
+    one shuffled order; the model trains on either kind."""
+    data = TrainingData(_section(tiny_setup, tmp_path / "f", num_workers=0, tasks={"srt": 0.7, "mt": 0.3}), model,
+                        SOLO)
+    batches = _take(data, len(data.sampler))
+    kinds = []
+    for b in batches:
+        text = set(b["tasks"]) == {"mt"}
+        assert text or "mt" not in b["tasks"], b["tasks"]
+        assert training_data.has_speech(b) == (not text) == ("features" in b)
+        assert "audio" not in b and "pending_audio" not in b
+        assert model(b)["loss"].isfinite()
+        kinds.append(text)
+    assert any(kinds) and not all(kinds)
+    assert training_data.mixes_text({"srt": 0.7, "mt": 0.3}) and not training_data.mixes_text({"mt": 1.0})
+    assert not training_data.mixes_text({"srt": 0.7, "asr": 0.3})
+    with pytest.raises(ConfigError, match="smaller share"):
+        TrainingData(_section(tiny_setup, tmp_path / "f", tasks={"mt": 0.6, "srt": 0.4}), model, SOLO)

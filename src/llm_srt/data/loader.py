@@ -12,7 +12,7 @@ DataLoader workers (llm_srt.train.data).
 """
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,6 +77,10 @@ class SpeechTextDataset:
     def durations(self) -> list[float]:
         return [row.duration for row, _ in self.items]
 
+    def needs_speech(self) -> list[bool]:
+        """Per example: whether its task reads speech (False: text-only mt)."""
+        return [task.needs_speech for _, task in self.items]
+
 
 def weighted_rows(parts: Sequence[Sequence[Row]], weights: Sequence[float] | None = None,
                   seed: int = 0) -> list[Row]:
@@ -138,16 +142,23 @@ class BucketBatchSampler:
     with workers pulls batches ahead of the training loop: iterate `stream()`, which tags each batch with its
     position, and save `state_dict(position)` of the last batch the loop consumed. After a complete pass the sampler
     moves to the next epoch.
+
+    `groups` (one hashable per index, e.g. whether an example reads speech): a batch never holds two groups; each
+    bucket is cut into batches group by group, and the shuffle mixes the groups' batches.
     """
 
     def __init__(self, durations: Sequence[float], batch_size: int, seed: int = 0, shuffle: bool = True,
                  drop_last: bool = False, bucket_batches: int = BUCKET_BATCHES, num_replicas: int = 1,
-                 rank: int = 0):
+                 rank: int = 0, groups: Sequence[Hashable] | None = None):
         if batch_size < 1:
             raise LLMSRTError(f"batch size must be at least 1, got {batch_size}")
         if not 0 <= rank < num_replicas:
             raise LLMSRTError(f"rank {rank} is outside 0..{num_replicas - 1}")
+        if groups is not None and len(groups) != len(durations):
+            raise LLMSRTError(f"{len(groups)} groups for {len(durations)} examples; give one group per example")
         self.durations = np.asarray(durations, dtype=np.float64)
+        # each index's group as a small integer (the groups in sorted order), or None: one group
+        self.groups = None if groups is None else np.unique(np.asarray(groups), return_inverse=True)[1].ravel()
         self.batch_size = batch_size
         self.seed = seed
         self.shuffle = shuffle
@@ -168,7 +179,9 @@ class BucketBatchSampler:
         for start in range(0, n, bucket):
             chunk = order[start:start + bucket]
             chunk = chunk[np.argsort(self.durations[chunk], kind="stable")]
-            batches += [chunk[i:i + self.batch_size].tolist() for i in range(0, len(chunk), self.batch_size)]
+            for part in ([chunk] if self.groups is None else
+                         [chunk[self.groups[chunk] == g] for g in np.unique(self.groups[chunk])]):
+                batches += [part[i:i + self.batch_size].tolist() for i in range(0, len(part), self.batch_size)]
         if self.drop_last:
             batches = [b for b in batches if len(b) == self.batch_size]
         if self.shuffle:

@@ -80,21 +80,36 @@ class StageRows:
     hashes: dict[str, str]  # audio path -> content hash (empty without a feature cache)
 
 
+def mixes_text(tasks) -> bool:
+    """Whether a stage's task mix (data.tasks) holds text-only mt beside speech tasks (mt rehearsal: the LLM keeps
+    translating text while it learns to hear; DDP then lets a rank's text batch leave the adapter unused)."""
+    names = {Task(t) for t in tasks}
+    return Task.MT in names and len(names) > 1
+
+
+def has_speech(batch: dict) -> bool:
+    """Whether a collated batch carries speech (features, audio, or audio whose features are pending)."""
+    return any(batch.get(k) is not None for k in ("features", "audio", "pending_audio"))
+
+
 class TrainingData:
     def __init__(self, cfg: DataSection, model, d: Dist, log=print):
         self.cfg, self.model, self.d = cfg, model, d
         if not any(cfg.manifests):
             raise ConfigError("data.train: give the training manifest (e.g. data/mini/train.jsonl)")
-        tasks = {Task(t) for t in cfg.tasks}
-        if Task.MT in tasks and len(tasks) > 1:
-            raise ConfigError("data.tasks: text-only mt cannot be mixed with speech tasks in one stage")
         self.main_task = Task(max(cfg.tasks, key=cfg.tasks.get))
+        if mixes_text(cfg.tasks) and self.main_task is Task.MT:
+            raise ConfigError("data.tasks: text-only mt joins a speech stage as a smaller share than its largest "
+                              "speech task; lower mt's weight")
         uses_cache = cfg.feature_cache is not None and self.main_task is not Task.MT
         rows = from_rank0(d, lambda: read_stage_rows(cfg, self.main_task, hashes=uses_cache))
         self.dataset = SpeechTextDataset(weighted_rows(rows.train, cfg.train_weights, seed=cfg.seed), cfg.tasks,
                                          seed=cfg.seed)
+        # text-only mt beside speech tasks: each batch all text or all speech (the collator and the model take
+        # either, not both in one batch)
         self.sampler = BucketBatchSampler(self.dataset.durations(), cfg.batch_size, seed=cfg.seed,
-                                          num_replicas=d.world, rank=d.rank)
+                                          num_replicas=d.world, rank=d.rank,
+                                          groups=self.dataset.needs_speech() if mixes_text(cfg.tasks) else None)
         if len(self.sampler) == 0:
             raise ConfigError(f"data.train: {short(cfg.train)} gives no batch of {cfg.batch_size} per rank; lower "
                               "data.batch_size or add data")
@@ -122,8 +137,9 @@ class TrainingData:
         encoder call gets clips of similar length), in batches, each rank a share."""
         seconds: dict[str, float] = {}
         for ds in (self.dataset, self.dev):
-            for row, _ in (ds.items if ds is not None else []):
-                seconds[row.audio] = row.duration
+            for row, task in (ds.items if ds is not None else []):
+                if task.needs_speech:  # a text-only mt example never reads its row's audio
+                    seconds[row.audio] = row.duration
         audio = sorted(seconds, key=lambda a: (-seconds[a], a))
         mine = audio[self.d.rank::self.d.world]
         todo = [a for a in mine if not cache.has(a)]

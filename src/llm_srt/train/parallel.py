@@ -136,11 +136,16 @@ class Parallel:
     """How one model is run across ranks: `runner(batch)` for the forward, plus what saving and resuming need."""
 
     def __init__(self, model: nn.Module, strategy: str, d: Dist, device: torch.device,
-                 activation_checkpointing: bool = False):
+                 activation_checkpointing: bool = False, unused_parameters: bool = False):
         """Place the model: whole on `device`, or (FSDP) only the adapter, so the encoder loads there; the LLM
         moves one layer at a time in `wrap`, never whole. FSDP in a single process joins a 1-rank process group
-        (made here when none exists; `close()` ends it)."""
+        (made here when none exists; `close()` ends it). `unused_parameters`: a step may leave trained parameters
+        unused on a rank (a text-only batch skips the adapter): DDP then looks for them each step (DDP only)."""
         _check_strategy(strategy)
+        if unused_parameters and strategy == "fsdp":
+            raise LLMSRTError("fsdp needs every rank to run the same modules at each step; a stage whose batches "
+                              "may skip the adapter (text-only mt beside speech) trains with ddp")
+        self.unused_parameters = unused_parameters
         self.model, self.d, self.device = model, d, torch.device(device)
         self.sharded = strategy == "fsdp"
         self.runner: nn.Module = model
@@ -160,7 +165,7 @@ class Parallel:
         elif self.d.world > 1:
             self.runner = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                find_unused_parameters=False)
+                find_unused_parameters=self.unused_parameters)
 
     def close(self) -> None:
         """End the 1-rank process group this object made (a torchrun group belongs to the launcher)."""

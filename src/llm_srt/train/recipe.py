@@ -31,7 +31,7 @@ from ..model.ctc import CTCLoss
 from ..model.llm import LoraOptions
 from ..prompts import Task
 from . import checkpoint, resume
-from .data import DataSection
+from .data import DataSection, has_speech, mixes_text
 from .parallel import Dist, Parallel, all_sum, barrier, init_distributed, llm_device, on_main
 
 FINAL = "final"  # the finished model folder inside output_dir
@@ -131,9 +131,23 @@ class TrainConfig:
             raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {short(self.device)}")
         if self.dtype != "auto" and self.dtype not in device_lib.DTYPES:
             raise ConfigError(f"dtype must be auto, float32, bfloat16 or float16, got {short(self.dtype)}")
-        if self.ctc.active and Task.MT.value in self.data.tasks:
+        if self.ctc.active and set(self.data.tasks) == {Task.MT.value}:
             raise ConfigError("ctc: the CTC loss reads speech; a text-only mt stage cannot use it (set ctc.weight: 0 "
                               "and ctc.only: false)")
+        if mixes_text(self.data.tasks):
+            if max(self.data.tasks, key=self.data.tasks.get) == Task.MT.value:
+                raise ConfigError(f"data.tasks {dict(self.data.tasks)}: text-only mt joins a speech stage as a smaller "
+                                  "share than its largest speech task (the dev set and the feature cache follow that "
+                                  "task); lower mt's weight")
+            if self.ctc.only:
+                raise ConfigError("ctc.only trains the adapter against speech alone; drop mt from data.tasks or set "
+                                  "ctc.only: false")
+            if "lora" not in self.trainable:
+                raise ConfigError(f"data.tasks: text-only mt trains the LLM's LoRA alone (no speech, no adapter), but "
+                                  f"trainable is {list(self.trainable)}; add lora (and model.lora) or drop mt")
+            if self.distributed == "fsdp":
+                raise ConfigError("data.tasks mixes text-only mt with speech tasks, which distributed: fsdp does not "
+                                  "support (every rank must run the same modules at each step); use ddp")
         if self.ctc.only and list(self.trainable) != ["adapter"]:
             raise ConfigError(f"ctc.only trains the adapter alone (the LLM does not run), but trainable is "
                               f"{list(self.trainable)}; set trainable: [adapter] or ctc.only: false")
@@ -309,7 +323,8 @@ class Recipe:
 
         cfg, d = self.cfg, self.d
         self.parallel = Parallel(self.model, cfg.distributed, d, self.device,
-                                 activation_checkpointing=cfg.activation_checkpointing)
+                                 activation_checkpointing=cfg.activation_checkpointing,
+                                 unused_parameters=mixes_text(cfg.data.tasks))
         if self.parallel.checkpointed_layers:
             self.log(f"[{cfg.stage}] activation checkpointing: {self.parallel.checkpointed_layers} LLM decoder layers "
                      "recomputed in backward")
@@ -372,19 +387,26 @@ class Recipe:
         self.optimizer.zero_grad(set_to_none=True)
         micro = [self.data.next_batch() for _ in range(cfg.optim.accumulation)]
         n_total = all_sum(torch.tensor(float(sum(b["n_target_tokens"] for b in micro))), d)
-        sums = torch.zeros(2)  # token-weighted sums of the loss and of its CTC part, reduced over ranks together
+        # token-weighted sums of the loss and of its CTC part, and the tokens of the batches with speech (a stage
+        # that mixes in text-only mt has batches without: no CTC there), reduced over ranks together
+        sums = torch.zeros(3)
         ctc = cfg.ctc if cfg.ctc.active else None
         for i, batch in enumerate(micro):
+            heard = ctc if ctc is not None and has_speech(batch) else None
             with parallel.sync_gradients(i == len(micro) - 1):
                 with self.autocast:  # the forward only: backward runs in the dtypes autocast chose
-                    result = parallel.runner(batch, ctc=ctc)
+                    result = parallel.runner(batch, ctc=heard)
                 # token-weighted so that N ranks x B examples equals 1 rank x N*B examples
                 weight = result["n_tokens"].float() * d.world / n_total.clamp(min=1)
                 (result["loss"] * weight).backward()
-            parts = [result["loss"].detach(), result["ctc_loss"] if ctc is not None else result["loss"].new_zeros(())]
-            sums += torch.stack(parts).float().cpu() * result["n_tokens"].float().cpu()
-        loss, ctc_loss = (all_sum(sums, d) / n_total.clamp(min=1)).tolist()
-        self.ctc_loss = ctc_loss if ctc is not None else None
+            n = result["n_tokens"].float()
+            zero = n.new_zeros(())
+            parts = [result["loss"].detach().float() * n, result["ctc_loss"].float() * n if heard else zero,
+                     n if heard else zero]
+            sums += torch.stack(parts).cpu()
+        total = all_sum(sums, d)
+        loss = float(total[0] / n_total.clamp(min=1))
+        self.ctc_loss = float(total[1] / total[2]) if ctc is not None and total[2] > 0 else None
         if not math.isfinite(loss):  # the NaN guard: stop before the optimizer spoils the weights
             where = f"; the last good checkpoint is {self.last_good}" if self.last_good else ""
             raise LLMSRTError(f"[{cfg.stage}] loss is {loss} at step {self.step + 1}: training stopped{where}. Lower "
