@@ -194,6 +194,7 @@ def test_demo_runs_start_from_the_asr_stage_with_equal_budgets_inside_the_work_f
     assert {cfg.dtype for cfg in runs.values()} == {"auto"}
     # `llm-srt demo --dtype bfloat16`: every run's frozen weights in it; int8 cannot train and is refused first
     args = parser.parse_args(["--dtype", "bfloat16"])
+    assert args.asr == str(demo.SHIPPED / "asr") and parser.parse_args(["--asr", "runs/x"]).asr == "runs/x"
     stages = demo.demo_stages(Path(args.work), Path(args.data), asr=asr, dtype=args.dtype)
     assert {s.config.dtype for group in stages.values() for s in group} == {"bfloat16"}
     with pytest.raises(LLMSRTError, match=r"--dtype int8: the demo trains, .* use float32 or bfloat16"):

@@ -124,9 +124,9 @@ def choose_directions(dev_manifest: Path, log=print, candidates=DEMO_DIRECTIONS,
             "sentences": len({r.sentence_id for r in rows})}
 
 
-def run_demo(work: Path, data: Path, log=print, dtype: str = "auto") -> dict:
+def run_demo(work: Path, data: Path, log=print, dtype: str = "auto", asr: Path = SHIPPED / "asr") -> dict:
     """The demo (module docstring) with the frozen weights in `dtype` (auto, float32 or bfloat16) for training and
-    evaluation alike."""
+    evaluation alike, every run starting from the ASR stage in `asr` (default: the shipped one)."""
     from .data.mini import MiniOptions, build_mini
     from .embedded import ensure_embedded
     from .evaluate.report import load_results
@@ -150,7 +150,7 @@ def run_demo(work: Path, data: Path, log=print, dtype: str = "auto") -> dict:
     if not (data / "test.jsonl").is_file():
         summary = step("mini corpus", lambda: build_mini(MiniOptions(out=data)))
         log("\n".join(summary.lines()))
-    stages = demo_stages(work, data, dtype=placement.dtype_name)
+    stages = demo_stages(work, data, asr=asr, dtype=placement.dtype_name)
     finals = step("curriculum SMT -> SRT (from the shipped ASR stage)",
                   lambda: run_stages(stages["curriculum"], log=log))
     baseline = step("baseline (S2TT, same budget)", lambda: run_stages(stages["baseline"], log=log)[0])
@@ -159,12 +159,12 @@ def run_demo(work: Path, data: Path, log=print, dtype: str = "auto") -> dict:
                       lambda: choose_directions(data / "dev.jsonl", log, placement=placement))
     (work / "report").mkdir(parents=True, exist_ok=True)
     (work / "report" / "directions.json").write_text(json.dumps(directions, indent=2) + "\n")
-    seen = set().union(*(shipped_training_sentences(SHIPPED / name) for name in ("asr", "srt")))
+    seen = set().union(*(shipped_training_sentences(folder) for folder in (asr, SHIPPED / "srt")))
     tests = {r.sentence_id for r in read_manifest(data / "test.jsonl")}
     clash = seen & tests
     if clash:
         log(f"\n{len(clash)} test sentences of {data} were in a shipped model's training data "
-            f"({TRAIN_SENTENCES} of {SHIPPED / 'asr'}, {SHIPPED / 'srt'}); they are left out of the evaluation")
+            f"({TRAIN_SENTENCES} of {asr}, {SHIPPED / 'srt'}); they are left out of the evaluation")
     subset = test_subset(data / "test.jsonl", work / "test_subset.jsonl", directions=directions["chosen"],
                          sentences=len(tests), exclude=frozenset(clash))
     systems = {"LLM-SRT (this run)": str(finals[-1]), "Baseline (this run)": str(baseline),
@@ -358,11 +358,14 @@ def measure_runs(systems: Mapping[str, str], rows: list, probe: list | None = No
 def add_arguments(parser) -> None:
     parser.add_argument("--work", default="runs/demo", help="where stages and the report go")
     parser.add_argument("--data", default="data/mini", help="the mini corpus folder (built if missing)")
+    parser.add_argument("--asr", default=str(SHIPPED / "asr"),
+                        help="the ASR stage every run starts from (a speech LLM folder with its train_sentences.txt, "
+                             "whose test sentences are left out; default: the shipped checkpoints/embedded/asr)")
     parser.add_argument("--dtype", default="auto",
                         help="the frozen Whisper and LLM weights' dtype in training and evaluation: auto (bfloat16 on "
                              "CUDA and on CPUs with AMX, else float32), float32, or bfloat16 (README, 'make demo')")
 
 
 def main(args) -> int:
-    run_demo(Path(args.work), Path(args.data), dtype=args.dtype)
+    run_demo(Path(args.work), Path(args.data), dtype=args.dtype, asr=Path(args.asr))
     return 0
