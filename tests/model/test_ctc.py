@@ -148,7 +148,7 @@ def test_the_head_is_saved_while_a_stage_trains_with_it_and_loads_only_into_a_mo
 
 
 def test_a_head_saved_with_a_scalar_scale_still_loads(model, tmp_path):
-    """Heads saved before log_scale became 1-D (FSDP shards no scalar parameter), e.g. the shipped ASR stage's."""
+    """Heads saved before log_scale became 1-D (FSDP shards no scalar parameter) load, and 1-D ones too."""
     from safetensors.torch import load_file, save_file
 
     from llm_srt.model.speech_llm import CTC_FILE, SpeechLLM
