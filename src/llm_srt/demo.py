@@ -204,7 +204,7 @@ def run_demo(work: Path, data: Path, log=print, dtype: str = "auto", asr: Path =
 
 def demo_placement(dtype: str = "auto", log=print):
     """Where the demo runs: `auto` as every command resolves it (bfloat16 on a GPU, float32 on the CPU), except on a
-    CPU with AMX, where the demo trains and evaluates in bfloat16 (measured there: 14.5 min cold against 20 in
+    CPU with AMX, where the demo trains and evaluates in bfloat16 (measured there: 13-14.5 min cold against 20 in
     float32, the same verdicts; README). int8 is refused: the demo trains."""
     from . import device as device_lib
 
