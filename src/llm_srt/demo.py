@@ -117,11 +117,11 @@ def choose_directions(dev_manifest: Path, log=print, candidates=DEMO_DIRECTIONS,
     scores = text_mt_bleu(TextMTSystem(None, placement or device.resolve("auto")), rows)
     ranked = sorted(scores, key=lambda d: (-scores[d], d))
     chosen = [tuple(d.split("-")) for d in ranked[:n]]
-    log(f"the LLM's text MT on {len({r.sentence_id for r in rows})} dev sentences (gold transcript -> translation), "
-        "BLEU: " + ", ".join(f"{d.replace('-', '->')} {scores[d]:.1f}" for d in ranked)
+    k = len({r.sentence_id for r in rows})
+    log(f"the LLM's text MT on {k} dev sentences (gold transcript -> translation), BLEU: "
+        + ", ".join(f"{d.replace('-', '->')} {scores[d]:.1f}" for d in ranked)
         + f"; scored: {', '.join(f'{s}->{t}' for s, t in chosen)}")
-    return {"bleu": {d: scores[d] for d in ranked}, "chosen": chosen,
-            "sentences": len({r.sentence_id for r in rows})}
+    return {"bleu": {d: scores[d] for d in ranked}, "chosen": chosen, "sentences": k}
 
 
 def run_demo(work: Path, data: Path, log=print, dtype: str = "auto", asr: Path = SHIPPED / "asr") -> dict:

@@ -98,7 +98,8 @@ class TrainingData:
         if not any(cfg.manifests):
             raise ConfigError("data.train: give the training manifest (e.g. data/mini/train.jsonl)")
         self.main_task = Task(max(cfg.tasks, key=cfg.tasks.get))
-        if mixes_text(cfg.tasks) and self.main_task is Task.MT:
+        mixed = mixes_text(cfg.tasks)
+        if mixed and self.main_task is Task.MT:
             raise ConfigError("data.tasks: text-only mt joins a speech stage as a smaller share than its largest "
                               "speech task; lower mt's weight")
         uses_cache = cfg.feature_cache is not None and self.main_task is not Task.MT
@@ -109,7 +110,7 @@ class TrainingData:
         # either, not both in one batch)
         self.sampler = BucketBatchSampler(self.dataset.durations(), cfg.batch_size, seed=cfg.seed,
                                           num_replicas=d.world, rank=d.rank,
-                                          groups=self.dataset.needs_speech() if mixes_text(cfg.tasks) else None)
+                                          groups=self.dataset.needs_speech() if mixed else None)
         if len(self.sampler) == 0:
             raise ConfigError(f"data.train: {short(cfg.train)} gives no batch of {cfg.batch_size} per rank; lower "
                               "data.batch_size or add data")
