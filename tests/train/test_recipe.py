@@ -327,6 +327,41 @@ def test_a_ctc_only_stage_lowers_its_ctc_loss_logs_it_and_saves_a_usable_model(t
     assert model.generate({"audio": [tiny.tone(0.6, 300)], "prompts": ["<|eng|>"]})
 
 
+def test_a_checkpoint_from_before_the_1d_ctc_scale_resumes(tiny_setup, tmp_path):
+    """A run checkpointed while the CTC head's log_scale was a scalar (before 2026-12-01) resumes: the head and its
+    AdamW moments take the 1-D shape, and the run ends as the same run resumed from a 1-D checkpoint."""
+    from safetensors.torch import save_file
+
+    from llm_srt.model.speech_llm import CTC_FILE
+    from llm_srt.train import checkpoint
+
+    def cfg(out, steps):
+        return recipe.load_config(None, overrides(tiny_setup, out, max_steps=steps, save_every=1, keep_last=3,
+                                                  **{"data.tasks": "{srt: 0.7, asr: 0.3}",
+                                                     "ctc": "{weight: 0.5, negatives: 8}", **CTC_ADAPTER}))
+
+    recipe.train(cfg(tmp_path / "new", 2), log=lambda *_: None)
+    shutil.rmtree(tmp_path / "new" / "final")
+    shutil.copytree(tmp_path / "new", tmp_path / "old")
+    step = tmp_path / "old" / "checkpoints" / "step-00000002"
+    head = load_file(str(step / CTC_FILE))
+    save_file({**head, "log_scale": head["log_scale"].reshape(())}, str(step / CTC_FILE))
+    state = checkpoint.load_trainer_state(step)
+    scalars = 0
+    for s in state["optimizer"]["state"].values():
+        if s["exp_avg"].shape == (1,):
+            s["exp_avg"], s["exp_avg_sq"] = s["exp_avg"].reshape(()), s["exp_avg_sq"].reshape(())
+            scalars += 1
+    assert scalars == 1  # log_scale is the one trained parameter of a single element
+    checkpoint.write_trainer_state(step / checkpoint.STATE_DIR, state)
+    checkpoint.seal(step)  # as the old run wrote it: intact, so the resume starts there
+    messages = []
+    finals = [recipe.train(cfg(tmp_path / run, 4), log=messages.append) for run in ("new", "old")]
+    assert sum("resumed from" in m and "at step 2" in m for m in messages) == 2, messages
+    a, b = ({**load_file(str(f / "adapter.safetensors")), **load_file(str(f / CTC_FILE))} for f in finals)
+    assert b["log_scale"].shape == (1,) and a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def _final_config(final):
     return json.loads((Path(final) / "config.json").read_text())
 
