@@ -63,6 +63,8 @@ def test_frozen_layers_give_f_linears_input_gradient(rows, bias):
 
 
 def test_fast_linear_picks_the_kernel_by_rows_and_gradients(monkeypatch):
+    """The rule (kernel tuning off): decode-sized inference products by row count, the rest by gradients."""
+    monkeypatch.setattr(cpu_linear, "KERNEL_TUNING", False)
     calls = []
     real_linear, real_onednn = F.linear, cpu_linear._onednn
     monkeypatch.setattr(cpu_linear.F, "linear", lambda *a: calls.append(("F.linear", len(a[0]))) or real_linear(*a))
@@ -96,6 +98,75 @@ def test_fast_linear_picks_the_kernel_by_rows_and_gradients(monkeypatch):
         for rows in (1, 3, DECODE_MAX_ROWS + 1):
             fast_linear(torch.randn(rows, 8, device="meta"), w.to("meta"))
     assert calls == [("F.linear", 1), ("F.linear", 3), ("F.linear", DECODE_MAX_ROWS + 1)]
+
+
+class _Clock:
+    """A fake perf_counter that only the fake kernels move: kernel k costs costs[k] per call."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def _fake_kernels(monkeypatch, costs):
+    clock, calls = _Clock(), []
+    monkeypatch.setattr(cpu_linear.time, "perf_counter", clock)
+    monkeypatch.setattr(cpu_linear, "TUNED", {})
+    monkeypatch.setattr(cpu_linear, "KERNEL_TUNING", True)
+
+    def kernel(name):
+        def run(x, w, b):
+            clock.now += costs[name]
+            calls.append((name, len(x)))
+            return F.linear(x, w, b)
+        return run
+    monkeypatch.setattr(cpu_linear, "KERNELS", {name: kernel(name) for name in costs})
+    return calls
+
+
+def test_decode_sized_products_take_the_kernel_timed_fastest_once_per_shape_and_row_bucket(monkeypatch):
+    costs = {"oneDNN": 10.0, "MKL": 5.0, "(W @ x^T)^T": 9.0}
+    calls = _fake_kernels(monkeypatch, costs)
+    w, b = torch.randn(16, 8), torch.randn(16)
+    x = torch.randn(3, 8)
+    with torch.no_grad():
+        y = fast_linear(x, w, b)
+        torch.testing.assert_close(y, F.linear(x, w, b))
+        assert len(calls) == 3 * (cpu_linear.TUNE_REPEATS + 1) + 1  # each timed, then the chosen one runs
+        assert cpu_linear.TUNED == {(16, 8, True, 4): "MKL"} and calls[-1] == ("MKL", 3)
+        calls.clear()
+        fast_linear(torch.randn(2, 4, 8), w, b)  # 8 rows: another bucket
+        fast_linear(torch.randn(4, 8), w, b)  # 4 rows: the bucket of 3, no timing
+        assert calls[-1] == ("MKL", 4) and calls.count(("MKL", 4)) == 1
+        assert set(cpu_linear.TUNED) == {(16, 8, True, 4), (16, 8, True, 8)}
+        # the rule's kernel stays unless another is TUNE_MARGIN x faster: 9 vs 10 keeps oneDNN at one row
+        costs.update({"MKL": 9.0, "(W @ x^T)^T": 9.5})
+        calls.clear()
+        fast_linear(torch.randn(1, 8), w)
+        assert cpu_linear.TUNED[(16, 8, False, 1)] == "oneDNN" and calls[-1] == ("oneDNN", 1)
+    calls.clear()  # training shapes are never timed: an input that needs a gradient, a trainable weight, > 64 rows
+    fast_linear(torch.randn(3, 8, requires_grad=True), w)
+    w.requires_grad_(True)
+    fast_linear(torch.randn(3, 8), w)
+    with torch.no_grad():
+        fast_linear(torch.randn(DECODE_MAX_ROWS + 1, 8), w.detach())
+    assert calls == [] and len(cpu_linear.TUNED) == 3
+
+
+@pytest.mark.parametrize("value,tuning", [("0", False), ("off", False), ("1", True), (None, True)])
+def test_kernel_tuning_can_be_turned_off_from_the_environment(value, tuning):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != cpu_linear.KERNEL_TUNING_ENV}
+    if value is not None:
+        env[cpu_linear.KERNEL_TUNING_ENV] = value
+    out = subprocess.run([sys.executable, "-c", "from llm_srt.model import cpu_linear; print(cpu_linear.KERNEL_TUNING)"],
+                         env=env, capture_output=True, text=True, check=True).stdout.strip()
+    assert out == str(tuning)
 
 
 def test_fast_linear_leaves_mixed_dtypes_to_f_linear_and_its_error(monkeypatch):

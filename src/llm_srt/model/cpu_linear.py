@@ -5,6 +5,7 @@ float32 products on the fastest kernel for their size (`fast_linear`, `fast_cpu_
 from __future__ import annotations
 
 import os
+import time
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -20,7 +21,14 @@ PACK_IN_PLACE_ELEMENTS = 16 << 20  # Int8Linear: weights this large are packed w
 # smaller ones through an int8 tensor: the Whisper base encoder's peak above its start was +41-117 MiB (median 93,
 # 12 processes) with all of its layers packed in place, +46-78 (median 66) this way: a heap layout question
 DECODE_MAX_ROWS = 64  # inputs of at most this many rows (batch x beams in a decode step) may take (W @ x^T)^T
-ONEDNN_SMALL_ROWS = 4  # `fast_linear`: 2 .. this many rows take (W @ x^T)^T, 1 and more rows oneDNN (float32, no grad)
+ONEDNN_SMALL_ROWS = 4  # `fast_linear`'s rule: 2 .. this many rows take (W @ x^T)^T, 1 and more rows oneDNN
+# Decode-sized inference products (float32, no gradient, <= DECODE_MAX_ROWS rows) time the three kernels once per
+# (shape, bias, row bucket) in a process and keep the fastest (`_tuned_kernel`): which one wins depends on the CPU
+# (the rule above is the AMD EPYC's; on the Intel Xeon of 2026-12-02 MKL's x @ W^T was 1.3-2.3x faster at 1-8 rows).
+# Another kernel replaces the rule's only when this much faster, so close calls keep one answer run to run.
+TUNE_MARGIN = 1.15
+TUNE_REPEATS = 3  # timed calls per kernel (after one warm-up), best taken
+KERNEL_TUNING_ENV = "LLM_SRT_KERNEL_TUNING"  # "0" / "off": the rule alone (no timing)
 
 
 def fast_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -37,30 +45,90 @@ def fast_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     view; 2.3x MKL's at 1024 rows). At 2 to ONEDNN_SMALL_ROWS rows oneDNN is slower there, and so is MKL's own
     x @ W^T: the product is (W @ x^T)^T, a kernel that streams the weights at the memory's speed (also the form for
     trainable weights, up to DECODE_MAX_ROWS rows). Mixed dtypes, other devices and larger inputs to trainable
-    weights keep F.linear; gradients flow as through F.linear."""
+    weights keep F.linear; gradients flow as through F.linear.
+
+    That rule is one CPU's: decode-sized inference products (float32, no gradient, at most DECODE_MAX_ROWS rows)
+    take the kernel timed fastest on this machine instead (`_tuned_kernel`: oneDNN, MKL's x @ W^T or (W @ x^T)^T,
+    once per shape and row bucket in a process; LLM_SRT_KERNEL_TUNING=0 keeps the rule)."""
     rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
     if x.device.type != "cpu" or not rows or x.dtype != weight.dtype:
         return F.linear(x, weight, bias)
     grad = torch.is_grad_enabled()
     trainable = grad and (weight.requires_grad or (bias is not None and bias.requires_grad))
     flat = x.reshape(rows, x.shape[-1])
-    if (_ONEDNN and not trainable and x.dtype == torch.float32 and (rows == 1 or rows > ONEDNN_SMALL_ROWS)
-            and weight.is_contiguous() and (bias is None or bias.dtype == weight.dtype)):
+    onednn = (_ONEDNN and not trainable and x.dtype == torch.float32 and weight.is_contiguous()
+              and (bias is None or bias.dtype == weight.dtype))
+    if onednn and rows <= DECODE_MAX_ROWS and not (grad and x.requires_grad) and KERNEL_TUNING:
+        kernel = _tuned_kernel(flat, weight, bias)
+        return KERNELS[kernel](flat, weight, bias).reshape(*x.shape[:-1], weight.shape[0])
+    if onednn and (rows == 1 or rows > ONEDNN_SMALL_ROWS):
         product = _FrozenOneDNN.apply if grad and x.requires_grad else _onednn
         return product(flat.contiguous(), weight, bias).reshape(*x.shape[:-1], weight.shape[0])
     if rows > DECODE_MAX_ROWS:
         return F.linear(x, weight, bias)
+    return _transposed(flat, weight, bias).reshape(*x.shape[:-1], weight.shape[0])
+
+
+def _transposed(flat: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """(W @ x^T)^T for (rows, in) x (out, in): a GEMM that streams the weights (one row is doubled, so that the BLAS
+    runs a GEMM and not its slower matrix-vector kernel)."""
+    rows = flat.shape[0]
     if rows == 1:
         flat = torch.cat([flat, flat])
     out = (weight @ flat.T).T[:rows].contiguous()
-    if bias is not None:
-        out = out + bias
-    return out.reshape(*x.shape[:-1], weight.shape[0])
+    return out if bias is None else out + bias
+
+
+def _rule(rows: int) -> str:
+    """The kernel a decode-sized inference product takes untimed (the AMD EPYC's measurements)."""
+    return "oneDNN" if rows == 1 or rows > ONEDNN_SMALL_ROWS else "(W @ x^T)^T"
+
+
+def _bucket(rows: int) -> int:
+    """Row counts that share a timing: 1, 2, 3-4, 5-8, ... (the next power of two)."""
+    return 1 << (rows - 1).bit_length()
+
+
+def _tuned_kernel(flat: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> str:
+    """The fastest kernel for this product's (shape, bias, row bucket), timed on its first call in this process
+    (each kernel once to warm up, then best of TUNE_REPEATS): the rule's choice unless another is TUNE_MARGIN x
+    faster. Every kernel computes F.linear's values (other summation orders)."""
+    key = (*weight.shape, bias is not None, _bucket(flat.shape[0]))
+    kernel = TUNED.get(key)
+    if kernel is None:
+        x = flat.contiguous()
+        seconds = {}
+        for name, product in KERNELS.items():
+            best = float("inf")
+            for i in range(TUNE_REPEATS + 1):
+                start = time.perf_counter()
+                product(x, weight, bias)
+                if i:
+                    best = min(best, time.perf_counter() - start)
+            seconds[name] = best
+        kernel = _rule(flat.shape[0])
+        fastest = min(seconds, key=seconds.get)
+        if seconds[fastest] * TUNE_MARGIN < seconds[kernel]:
+            kernel = fastest
+        TUNED[key] = kernel
+    return kernel
 
 
 def _onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """oneDNN's float32 linear: (rows, in) x (out, in) -> (rows, out)."""
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+
+def _mkl(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """F.linear: torch's own CPU kernel (MKL's x @ W^T)."""
+    return F.linear(x, weight, bias)
+
+
+# the decode-sized inference kernels `_tuned_kernel` times (looked up at call time: tests may replace them)
+KERNELS: dict[str, Callable] = {"oneDNN": lambda *a: _onednn(*a), "MKL": lambda *a: _mkl(*a),
+                                "(W @ x^T)^T": lambda *a: _transposed(*a)}
+TUNED: dict[tuple, str] = {}  # (out, in, bias, row bucket) -> kernel name, this process's timings
+KERNEL_TUNING = os.environ.get(KERNEL_TUNING_ENV, "1").strip().lower() not in ("0", "off", "false", "no")
 
 
 class _FrozenOneDNN(torch.autograd.Function):
