@@ -2,6 +2,9 @@
 of the embedded LLM says exactly the same with them."""
 
 import gc
+import os
+import subprocess
+import sys
 import weakref
 
 import pytest
@@ -11,6 +14,7 @@ from torch import nn
 
 from llm_srt.model import cpu_linear
 from llm_srt.model.cpu_linear import DECODE_MAX_ROWS, fast_linear, fast_cpu_linears
+from llm_srt.model.llm import head_losses
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (1, 5), (4, 1), (3, 7), (DECODE_MAX_ROWS, 1), (2, 40)])
@@ -135,17 +139,18 @@ def test_decode_sized_products_take_the_kernel_timed_fastest_once_per_shape_and_
         y = fast_linear(x, w, b)
         torch.testing.assert_close(y, F.linear(x, w, b))
         assert len(calls) == 3 * (cpu_linear.TUNE_REPEATS + 1) + 1  # each timed, then the chosen one runs
-        assert cpu_linear.TUNED == {(16, 8, True, 4): "MKL"} and calls[-1] == ("MKL", 3)
+        threads = torch.get_num_threads()
+        assert cpu_linear.TUNED == {(16, 8, True, 4, threads): "MKL"} and calls[-1] == ("MKL", 3)
         calls.clear()
         fast_linear(torch.randn(2, 4, 8), w, b)  # 8 rows: another bucket
         fast_linear(torch.randn(4, 8), w, b)  # 4 rows: the bucket of 3, no timing
         assert calls[-1] == ("MKL", 4) and calls.count(("MKL", 4)) == 1
-        assert set(cpu_linear.TUNED) == {(16, 8, True, 4), (16, 8, True, 8)}
+        assert set(cpu_linear.TUNED) == {(16, 8, True, 4, threads), (16, 8, True, 8, threads)}
         # the rule's kernel stays unless another is TUNE_MARGIN x faster: 9 vs 10 keeps oneDNN at one row
         costs.update({"MKL": 9.0, "(W @ x^T)^T": 9.5})
         calls.clear()
         fast_linear(torch.randn(1, 8), w)
-        assert cpu_linear.TUNED[(16, 8, False, 1)] == "oneDNN" and calls[-1] == ("oneDNN", 1)
+        assert cpu_linear.TUNED[(16, 8, False, 1, threads)] == "oneDNN" and calls[-1] == ("oneDNN", 1)
     calls.clear()  # training shapes are never timed: an input that needs a gradient, a trainable weight, > 64 rows
     fast_linear(torch.randn(3, 8, requires_grad=True), w)
     w.requires_grad_(True)
@@ -153,14 +158,50 @@ def test_decode_sized_products_take_the_kernel_timed_fastest_once_per_shape_and_
     with torch.no_grad():
         fast_linear(torch.randn(DECODE_MAX_ROWS + 1, 8), w.detach())
     assert calls == [] and len(cpu_linear.TUNED) == 3
+    with torch.no_grad():  # a caller may refuse the timing (a training loss without autograd), and so may training
+        fast_linear(torch.randn(16, 8), w.detach(), tune=False)
+        with cpu_linear.kernel_rule():
+            fast_linear(torch.randn(16, 8), w.detach())
+        assert cpu_linear.KERNEL_TUNING
+    assert calls == [] and len(cpu_linear.TUNED) == 3
+
+
+@pytest.mark.skipif(not cpu_linear._ONEDNN, reason="this torch has no oneDNN")
+@pytest.mark.parametrize("kernel", list(cpu_linear.KERNELS))
+@pytest.mark.parametrize("rows", [1, 3, DECODE_MAX_ROWS])
+def test_every_tunable_kernel_computes_f_linear(monkeypatch, kernel, rows):
+    """Whichever kernel the timing picks gives F.linear's values, with and without bias, for a non-contiguous input."""
+    monkeypatch.setattr(cpu_linear, "KERNEL_TUNING", True)
+    w, b = torch.randn(24, 40), torch.randn(24)
+    x = torch.randn(40, rows * 2)[:, ::2].T  # (rows, 40), not contiguous
+    assert not x.is_contiguous()
+    key = (24, 40, True, cpu_linear._bucket(rows), torch.get_num_threads())
+    monkeypatch.setattr(cpu_linear, "TUNED", {key: kernel, (*key[:2], False, *key[3:]): kernel})
+    with torch.no_grad():
+        for bias in (b, None):
+            torch.testing.assert_close(fast_linear(x, w, bias), F.linear(x, w, bias), rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(fast_linear(x[None], w, bias), F.linear(x[None], w, bias), rtol=1e-5,
+                                       atol=1e-5)
+    assert len(cpu_linear.TUNED) == 2  # no timing: the preset choices were used
+
+
+def test_a_frozen_heads_training_loss_is_never_timed(monkeypatch):
+    """The blocked head loss computes its gradient inside an autograd Function, where gradients are off: the
+    training loss still takes the rule's kernels (a timed choice would make training depend on the timing)."""
+    monkeypatch.setattr(cpu_linear, "KERNEL_TUNING", True)
+    monkeypatch.setattr(cpu_linear, "_tuned_kernel", lambda *a: pytest.fail("a training product was timed"))
+    head = nn.Linear(8, 50, bias=False).requires_grad_(False)
+    fast_cpu_linears(head)
+    hidden = torch.randn(5, 8, requires_grad=True)
+    targets = torch.randint(0, 50, (5,))
+    loss = head_losses(hidden, head, targets, None)
+    loss.sum().backward()
+    ref = F.cross_entropy(F.linear(hidden, head.weight), targets, reduction="none")
+    torch.testing.assert_close(loss, ref, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("value,tuning", [("0", False), ("off", False), ("1", True), (None, True)])
 def test_kernel_tuning_can_be_turned_off_from_the_environment(value, tuning):
-    import os
-    import subprocess
-    import sys
-
     env = {k: v for k, v in os.environ.items() if k != cpu_linear.KERNEL_TUNING_ENV}
     if value is not None:
         env[cpu_linear.KERNEL_TUNING_ENV] = value
@@ -256,10 +297,6 @@ def test_linear_kernels_script_times_both_forms_at_each_row_count():
 def test_onednn_primitive_cache_is_capped_unless_the_user_chose(user):
     """Importing cpu_linear caps oneDNN's primitive cache (its default held ~330 MB at the demo's training peak); a
     capacity the user set stays."""
-    import os
-    import subprocess
-    import sys
-
     env = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
     if user:
         env["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = user

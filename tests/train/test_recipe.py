@@ -362,6 +362,20 @@ def test_a_checkpoint_from_before_the_1d_ctc_scale_resumes(tiny_setup, tmp_path)
     assert b["log_scale"].shape == (1,) and a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_training_and_its_dev_decoding_never_time_kernels(tiny_setup, tmp_path, monkeypatch):
+    """A stage's products take fixed kernels (`kernel_rule`), so a resumed run repeats the killed one exactly; the
+    process's tuning setting is back afterwards."""
+    from llm_srt.model import cpu_linear
+
+    monkeypatch.setattr(cpu_linear, "KERNEL_TUNING", True)
+    monkeypatch.setattr(cpu_linear, "_tuned_kernel", lambda *a: pytest.fail("a training product was timed"))
+    cfg = recipe.load_config(None, overrides(tiny_setup, tmp_path / "run", max_steps=2, eval_every=2, **{
+        "data.tasks": "{srt: 1.0}", "data.dev": tiny_setup["manifest"], "data.dev_size": 3, "data.dev_decode": 2}))
+    recipe.train(cfg, log=lambda *_: None)
+    assert cpu_linear.KERNEL_TUNING
+    assert any("dev_bleu" in line for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines())
+
+
 def _final_config(final):
     return json.loads((Path(final) / "config.json").read_text())
 

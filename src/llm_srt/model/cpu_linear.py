@@ -4,6 +4,7 @@ float32 products on the fastest kernel for their size (`fast_linear`, `fast_cpu_
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import warnings
@@ -25,13 +26,21 @@ ONEDNN_SMALL_ROWS = 4  # `fast_linear`'s rule: 2 .. this many rows take (W @ x^T
 # Decode-sized inference products (float32, no gradient, <= DECODE_MAX_ROWS rows) time the three kernels once per
 # (shape, bias, row bucket) in a process and keep the fastest (`_tuned_kernel`): which one wins depends on the CPU
 # (the rule above is the AMD EPYC's; on the Intel Xeon of 2026-12-02 MKL's x @ W^T was 1.3-2.3x faster at 1-8 rows).
-# Another kernel replaces the rule's only when this much faster, so close calls keep one answer run to run.
+# Another kernel replaces the rule's only when this much faster, so that close calls mostly keep the rule's (a
+# kernel near the margin may still win in one process and not in another: outputs then differ in the last bits).
 TUNE_MARGIN = 1.15
 TUNE_REPEATS = 3  # timed calls per kernel (after one warm-up), best taken
 KERNEL_TUNING_ENV = "LLM_SRT_KERNEL_TUNING"  # "0" / "off": the rule alone (no timing)
+KERNEL_TUNING = os.environ.get(KERNEL_TUNING_ENV, "1").strip().lower() not in ("0", "off")
+# the decode-sized inference kernels `_tuned_kernel` times (looked up at call time: tests may replace them), and this
+# process's choices: (out, in, bias, row bucket, torch threads) -> kernel name
+KERNELS: dict[str, Callable] = {"oneDNN": lambda *a: _onednn(*a), "MKL": lambda *a: _mkl(*a),
+                                "(W @ x^T)^T": lambda *a: _transposed(*a)}
+TUNED: dict[tuple, str] = {}
 
 
-def fast_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+def fast_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                tune: bool = True) -> torch.Tensor:
     """F.linear(x, weight, bias) for (..., in) x (out, in) on the fastest CPU kernel for its size; same math, other
     summation orders (the greedy tokens of the embedded Gemma are unchanged: tests/model/test_cpu_linear.py).
 
@@ -49,7 +58,8 @@ def fast_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
 
     That rule is one CPU's: decode-sized inference products (float32, no gradient, at most DECODE_MAX_ROWS rows)
     take the kernel timed fastest on this machine instead (`_tuned_kernel`: oneDNN, MKL's x @ W^T or (W @ x^T)^T,
-    once per shape and row bucket in a process; LLM_SRT_KERNEL_TUNING=0 keeps the rule)."""
+    once per shape and row bucket in a process) unless `tune` is False (a training loss computed without autograd),
+    tuning is off (LLM_SRT_KERNEL_TUNING=0, `kernel_rule()`) or torch has no oneDNN: then the rule."""
     rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
     if x.device.type != "cpu" or not rows or x.dtype != weight.dtype:
         return F.linear(x, weight, bias)
@@ -58,7 +68,8 @@ def fast_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     flat = x.reshape(rows, x.shape[-1])
     onednn = (_ONEDNN and not trainable and x.dtype == torch.float32 and weight.is_contiguous()
               and (bias is None or bias.dtype == weight.dtype))
-    if onednn and rows <= DECODE_MAX_ROWS and not (grad and x.requires_grad) and KERNEL_TUNING:
+    if onednn and rows <= DECODE_MAX_ROWS and not (grad and x.requires_grad) and tune and KERNEL_TUNING:
+        flat = flat.contiguous()
         kernel = _tuned_kernel(flat, weight, bias)
         return KERNELS[kernel](flat, weight, bias).reshape(*x.shape[:-1], weight.shape[0])
     if onednn and (rows == 1 or rows > ONEDNN_SMALL_ROWS):
@@ -79,6 +90,18 @@ def _transposed(flat: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     return out if bias is None else out + bias
 
 
+@contextlib.contextmanager
+def kernel_rule():
+    """Within: every product takes the rule's kernel, none is timed (training: its results then depend on nothing
+    measured, so a resumed run repeats the killed one bit for bit)."""
+    global KERNEL_TUNING
+    before, KERNEL_TUNING = KERNEL_TUNING, False
+    try:
+        yield
+    finally:
+        KERNEL_TUNING = before
+
+
 def _rule(rows: int) -> str:
     """The kernel a decode-sized inference product takes untimed (the AMD EPYC's measurements)."""
     return "oneDNN" if rows == 1 or rows > ONEDNN_SMALL_ROWS else "(W @ x^T)^T"
@@ -93,16 +116,15 @@ def _tuned_kernel(flat: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     """The fastest kernel for this product's (shape, bias, row bucket), timed on its first call in this process
     (each kernel once to warm up, then best of TUNE_REPEATS): the rule's choice unless another is TUNE_MARGIN x
     faster. Every kernel computes F.linear's values (other summation orders)."""
-    key = (*weight.shape, bias is not None, _bucket(flat.shape[0]))
+    key = (*weight.shape, bias is not None, _bucket(flat.shape[0]), torch.get_num_threads())
     kernel = TUNED.get(key)
     if kernel is None:
-        x = flat.contiguous()
         seconds = {}
         for name, product in KERNELS.items():
             best = float("inf")
             for i in range(TUNE_REPEATS + 1):
                 start = time.perf_counter()
-                product(x, weight, bias)
+                product(flat, weight, bias)
                 if i:
                     best = min(best, time.perf_counter() - start)
             seconds[name] = best
@@ -123,12 +145,6 @@ def _mkl(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> to
     """F.linear: torch's own CPU kernel (MKL's x @ W^T)."""
     return F.linear(x, weight, bias)
 
-
-# the decode-sized inference kernels `_tuned_kernel` times (looked up at call time: tests may replace them)
-KERNELS: dict[str, Callable] = {"oneDNN": lambda *a: _onednn(*a), "MKL": lambda *a: _mkl(*a),
-                                "(W @ x^T)^T": lambda *a: _transposed(*a)}
-TUNED: dict[tuple, str] = {}  # (out, in, bias, row bucket) -> kernel name, this process's timings
-KERNEL_TUNING = os.environ.get(KERNEL_TUNING_ENV, "1").strip().lower() not in ("0", "off", "false", "no")
 
 
 class _FrozenOneDNN(torch.autograd.Function):

@@ -281,7 +281,8 @@ class _BlockedHeadLoss(torch.autograd.Function):
         rows = max(1, HEAD_BLOCK_LOGITS // weight.shape[0])
         for start in range(0, len(hidden), rows):
             block = slice(start, start + rows)
-            logits = cpu_linear.fast_linear(hidden[block], weight, bias).float()  # a new tensor: changed in place
+            # a new tensor (changed in place); a training loss takes the untimed rule (`fast_linear`'s `tune`)
+            logits = cpu_linear.fast_linear(hidden[block], weight, bias, tune=not need_grad).float()
             t = None
             if cap:
                 t = logits.div_(cap).tanh_()

@@ -40,6 +40,8 @@ from .. import device as device_lib
 from ..errors import ConfigError, LLMSRTError
 
 STRATEGIES = ("ddp", "fsdp")
+# the optimizer state entries that hold one value per parameter element (AdamW's; torch's names)
+MOMENTS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 
 
 @dataclass
@@ -205,16 +207,15 @@ class Parallel:
         return state
 
     def load_optimizer_state(self, optimizer: torch.optim.Optimizer, state: dict) -> None:
-        """Load a state written by `optimizer_state` (whole tensors), cutting each to this rank's shard. A moment
-        saved for a parameter that has since changed shape but not size (the CTC head's scalar `log_scale`, 1-D
-        since 2026-12-01) takes its parameter's shape."""
+        """Load a state written by `optimizer_state` (whole tensors), cutting each to this rank's shard. A scalar
+        moment saved for what is now a 1-element parameter (the CTC head's `log_scale`, 1-D since 2026-12-01) takes
+        its shape; any other mismatch is left for the optimizer to refuse."""
         params = [p for group in optimizer.param_groups for p in group["params"]]
         for i, s in state["state"].items():
             for k in MOMENTS:
                 v = s.get(k)
-                if (torch.is_tensor(v) and i < len(params) and tuple(v.shape) != tuple(params[i].shape)
-                        and v.numel() == params[i].numel()):
-                    s[k] = v.reshape(params[i].shape)
+                if torch.is_tensor(v) and v.dim() == 0 and i < len(params) and tuple(params[i].shape) == (1,):
+                    s[k] = v.reshape(1)
         if self.sharded:
             from torch.distributed.tensor import DTensor, distribute_tensor
 
@@ -224,10 +225,6 @@ class Parallel:
                     s.update({k: distribute_tensor(v.to(p.device), p.device_mesh, p.placements, src_data_rank=None)
                               for k, v in s.items() if torch.is_tensor(v) and tuple(v.shape) == tuple(p.shape)})
         optimizer.load_state_dict(state)
-
-
-# the optimizer state entries that hold one value per parameter element (AdamW's; torch's names)
-MOMENTS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 
 
 def _full(t: torch.Tensor) -> torch.Tensor:

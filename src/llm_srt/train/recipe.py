@@ -27,6 +27,7 @@ from .. import config as config_lib
 from ..config import bounds, short
 from .. import device as device_lib
 from ..errors import ConfigError, LLMSRTError
+from ..model.cpu_linear import kernel_rule
 from ..model.ctc import CTCLoss
 from ..model.llm import LoraOptions
 from ..prompts import Task
@@ -186,8 +187,10 @@ def lr_lambda(optim: OptimSection, max_steps: int):
 
 
 def train(cfg: TrainConfig, log=print) -> Path:
-    """Run (or resume) one training stage; returns the final model folder."""
-    return Recipe(cfg, log).run()
+    """Run (or resume) one training stage; returns the final model folder. CPU products take their fixed kernels
+    (`kernel_rule`), none chosen by timing: a resumed run and its dev metrics repeat the killed one's exactly."""
+    with kernel_rule():
+        return Recipe(cfg, log).run()
 
 
 # ---- the recipe ---------------------------------------------------------------------------------------------------
