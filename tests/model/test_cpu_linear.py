@@ -205,8 +205,9 @@ def test_kernel_tuning_can_be_turned_off_from_the_environment(value, tuning):
     env = {k: v for k, v in os.environ.items() if k != cpu_linear.KERNEL_TUNING_ENV}
     if value is not None:
         env[cpu_linear.KERNEL_TUNING_ENV] = value
-    out = subprocess.run([sys.executable, "-c", "from llm_srt.model import cpu_linear; print(cpu_linear.KERNEL_TUNING)"],
-                         env=env, capture_output=True, text=True, check=True).stdout.strip()
+    code = "from llm_srt.model import cpu_linear; print(cpu_linear.KERNEL_TUNING)"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.strip()
     assert out == str(tuning)
 
 

@@ -41,7 +41,8 @@ def test_blocked_losses_and_gradients_equal_f_cross_entropy(monkeypatch, cap, bi
 def test_one_block_of_logits_at_a_time(monkeypatch):
     monkeypatch.setattr(llm, "HEAD_BLOCK_LOGITS", 4 * 30)
     rows, real = [], cpu_linear.fast_linear
-    monkeypatch.setattr(cpu_linear, "fast_linear", lambda x, w, b=None: rows.append(len(x)) or real(x, w, b))
+    monkeypatch.setattr(cpu_linear, "fast_linear",
+                        lambda x, w, b=None, tune=True: rows.append(len(x)) or real(x, w, b, tune))
     head = nn.Linear(8, 30, bias=False).requires_grad_(False)
     hidden = torch.randn(10, 8, requires_grad=True)
     head_losses(hidden, head, torch.zeros(10, dtype=torch.long), None).sum().backward()
