@@ -31,7 +31,8 @@ ONEDNN_SMALL_ROWS = 4  # `fast_linear`'s rule: 2 .. this many rows take (W @ x^T
 TUNE_MARGIN = 1.15
 TUNE_REPEATS = 3  # timed calls per kernel (after one warm-up), best taken
 KERNEL_TUNING_ENV = "LLM_SRT_KERNEL_TUNING"  # "0" / "off": the rule alone (no timing)
-KERNEL_TUNING = os.environ.get(KERNEL_TUNING_ENV, "1").strip().lower() not in ("0", "off")
+KERNEL_TUNING_OFF = ("0", "off")  # the values of KERNEL_TUNING_ENV that turn the timing off
+KERNEL_TUNING = os.environ.get(KERNEL_TUNING_ENV, "1").strip().lower() not in KERNEL_TUNING_OFF
 # the decode-sized inference kernels `_tuned_kernel` times (looked up at call time: tests may replace them), and this
 # process's choices: (out, in, bias, row bucket, torch threads) -> kernel name
 KERNELS: dict[str, Callable] = {"oneDNN": lambda *a: _onednn(*a), "MKL": lambda *a: _mkl(*a),
