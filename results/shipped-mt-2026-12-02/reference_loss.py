@@ -1,6 +1,7 @@
 """Reference-translation loss (SRT, nats/token) of checkpoints/embedded/srt against an older SRT model, every STEP-th
 translation row of MANIFEST: python reference_loss.py MANIFEST STEP OLD_MODEL_FOLDER"""
-import json, sys, collections, random
+import collections
+import sys
 from pathlib import Path
 import numpy as np, torch
 from llm_srt.data.manifest import read_manifest

@@ -73,7 +73,7 @@ def fast_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
         flat = flat.contiguous()
         kernel = _tuned_kernel(flat, weight, bias)
         return KERNELS[kernel](flat, weight, bias).reshape(*x.shape[:-1], weight.shape[0])
-    if onednn and (rows == 1 or rows > ONEDNN_SMALL_ROWS):
+    if onednn and _rule(rows) == "oneDNN":
         product = _FrozenOneDNN.apply if grad and x.requires_grad else _onednn
         return product(flat.contiguous(), weight, bias).reshape(*x.shape[:-1], weight.shape[0])
     if rows > DECODE_MAX_ROWS:
@@ -104,7 +104,7 @@ def kernel_rule():
 
 
 def _rule(rows: int) -> str:
-    """The kernel a decode-sized inference product takes untimed (the AMD EPYC's measurements)."""
+    """The kernel a float32 product with a frozen weight takes untimed (the AMD EPYC's measurements)."""
     return "oneDNN" if rows == 1 or rows > ONEDNN_SMALL_ROWS else "(W @ x^T)^T"
 
 
@@ -114,7 +114,7 @@ def _bucket(rows: int) -> int:
 
 
 def _tuned_kernel(flat: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> str:
-    """The fastest kernel for this product's (shape, bias, row bucket), timed on its first call in this process
+    """The fastest kernel for this product's (shape, bias, row bucket, torch threads), timed on its first call here
     (each kernel once to warm up, then best of TUNE_REPEATS): the rule's choice unless another is TUNE_MARGIN x
     faster. Every kernel computes F.linear's values (other summation orders)."""
     key = (*weight.shape, bias is not None, _bucket(flat.shape[0]), torch.get_num_threads())
@@ -145,7 +145,6 @@ def _onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) ->
 def _mkl(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """F.linear: torch's own CPU kernel (MKL's x @ W^T)."""
     return F.linear(x, weight, bias)
-
 
 
 class _FrozenOneDNN(torch.autograd.Function):
