@@ -1,0 +1,87 @@
+"""The in-place KV cache: the same logits as HF's DynamicCache (full and sliding-window layers, rows dropped
+mid-generation, the window crossed), and a decode step that writes into its buffer instead of copying it."""
+
+import pytest
+import torch
+from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+from transformers.cache_utils import DynamicCache
+
+from llm_srt.model.kv_cache import GrowingLayer, GrowingSlidingWindowLayer, growing_cache
+
+WINDOW = 8
+
+
+@pytest.fixture(scope="module")
+def gemma():
+    """A tiny random Gemma 3 (the embedded LLM's architecture): sliding-window layers and a full one."""
+    torch.manual_seed(0)
+    config = Gemma3TextConfig(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                              num_attention_heads=2, num_key_value_heads=1, head_dim=16, sliding_window=WINDOW,
+                              layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+                              max_position_embeddings=128)
+    return Gemma3ForCausalLM(config).eval()
+
+
+def decode(model, cache, prompt: int, steps: int, drop_at: int | None = None):
+    """Greedy logits of a left-padded batch of 3 through `cache`; row 1 leaves the batch at step `drop_at`."""
+    torch.manual_seed(1)
+    ids = torch.randint(4, 96, (3, prompt))
+    mask = torch.ones(3, prompt, dtype=torch.long)
+    mask[2, :2] = 0  # a left-padded row
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    logits = []
+    with torch.no_grad():
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True)
+        position = positions[:, -1:] + 1
+        for step in range(steps):
+            token = out.logits[:, -1].argmax(-1)
+            logits.append(out.logits[:, -1])
+            if step == drop_at:
+                keep = torch.tensor([0, 2])
+                cache.batch_select_indices(keep)
+                mask, position, token = mask[keep], position[keep], token[keep]
+            mask = torch.cat([mask, mask.new_ones(len(mask), 1)], 1)
+            out = model(input_ids=token[:, None], attention_mask=mask, position_ids=position, past_key_values=cache,
+                        use_cache=True)
+            position = position + 1
+    return logits
+
+
+@pytest.mark.parametrize("prompt, steps, drop_at", [(4, 3, None), (4, 10, 2), (3, 12, None), (12, 4, 1)])
+def test_growing_cache_gives_dynamic_caches_logits(gemma, prompt, steps, drop_at):
+    """Within the window, across it (prompt + steps > WINDOW), past it from the prompt on, with a row dropped."""
+    ours = decode(gemma, growing_cache(gemma.config, steps), prompt, steps, drop_at)
+    hf = decode(gemma, DynamicCache(config=gemma.config), prompt, steps, drop_at)
+    for a, b in zip(ours, hf):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_a_decode_step_writes_into_the_buffer_it_was_given(gemma):
+    cache = growing_cache(gemma.config, spare=4)
+    assert [type(layer) for layer in cache.layers] == [GrowingSlidingWindowLayer, GrowingSlidingWindowLayer,
+                                                       GrowingLayer]
+    decode(gemma, cache, prompt=3, steps=1)
+    full = cache.layers[2]
+    buffer = full._kv_buffers[0]
+    assert buffer.shape[-2] == 3 + 4 and full.keys.shape[-2] == 4 and full.keys.data_ptr() == buffer.data_ptr()
+    new = torch.randn(3, 1, 1, 16)
+    keys, _ = full.update(new, new)
+    assert full._kv_buffers[0] is buffer and keys.data_ptr() == buffer.data_ptr()  # no copy: same storage
+    torch.testing.assert_close(buffer[:, :, 4:5], new, rtol=0, atol=0)
+
+
+def test_tensors_replaced_between_updates_are_the_ones_grown(gemma):
+    """What HF's methods put in a layer between updates (a beam reorder, a crop: same batch, other contents) is what
+    the next update extends, as in HF's own layer."""
+    torch.manual_seed(2)
+    ours, hf = growing_cache(gemma.config, spare=8).layers[2], DynamicCache(config=gemma.config).layers[2]
+    states = [torch.randn(3, 1, n, 16) for n in (5, 1, 1, 1, 1)]
+    for step, new in enumerate(states):
+        if step == 2:
+            for layer in (ours, hf):
+                layer.reorder_cache(torch.tensor([2, 0, 1]))
+        if step == 3:
+            for layer in (ours, hf):
+                layer.crop(-2)
+        for a, b in zip(ours.update(new, new * 2), hf.update(new, new * 2)):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
