@@ -446,7 +446,12 @@ def time_overhead(model, utts: list[Utterance], batch: int, new_tokens: int) -> 
 
 def lower_bound(model, mel: torch.Tensor, mel_mask: torch.Tensor, generation: dict) -> dict[str, float]:
     """Time each needed forward pass alone: the encoder on the recorded mel, the adapter, the LLM prefill on the
-    recorded inputs_embeds, then `calls - 1` KV-cached single-token steps."""
+    recorded inputs_embeds, then `calls - 1` KV-cached single-token steps (greedy decoding's in-place cache and
+    argmax)."""
+    from ..model.decoding import last_argmax
+    from ..model.kv_cache import growing_cache
+    from ..model.llm import causal_lm
+
     whisper, llm, device = model.encoder, model.llm, model.device
     adapter_dtype = model.adapter_dtype
     times = []
@@ -464,18 +469,18 @@ def lower_bound(model, mel: torch.Tensor, mel_mask: torch.Tensor, generation: di
     if positions is None:
         positions = torch.arange(generation["shape"][1], device=device).expand(generation["shape"][0], -1)
     tick()
+    cache = growing_cache(causal_lm(llm).config, generation["calls"])  # greedy decoding's cache and argmax
     out = llm(inputs_embeds=generation["embeds"], attention_mask=attention, position_ids=positions, use_cache=True,
-              logits_to_keep=1)
-    token = out.logits[:, -1].argmax(-1, keepdim=True)
+              logits_to_keep=1, past_key_values=cache)
+    token = last_argmax(out.logits)[:, None]
     tick()
-    cache = out.past_key_values
     for _ in range(generation["calls"] - 1):
         if attention is not None:
             attention = torch.cat([attention, attention.new_ones(attention.shape[0], 1)], dim=1)
         positions = positions[:, -1:] + 1
         out = llm(input_ids=token, attention_mask=attention, position_ids=positions, past_key_values=cache,
                   use_cache=True, logits_to_keep=1)
-        token = out.logits[:, -1].argmax(-1, keepdim=True)
+        token = last_argmax(out.logits)[:, None]
     tick()
     return {"encoder_s": times[1] - times[0], "adapter_s": times[2] - times[1], "prefill_s": times[4] - times[3],
             "decode_s": times[5] - times[4]}
