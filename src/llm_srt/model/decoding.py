@@ -13,8 +13,8 @@ from torch import nn
 from ..errors import LLMSRTError
 
 OnEnd = Callable[[int, list[int]], "list[int] | None"]  # (row, its ids so far) -> ids to write before it may end
-ARGMAX_BLOCK = 1024  # `last_argmax`: CPU logits are reduced in blocks of this many (a vectorized max per block),
-ARGMAX_MIN_VOCAB = 32 * ARGMAX_BLOCK  # for vocabularies at least this large (below, torch's argmax is as fast)
+ARGMAX_BLOCK = 1024  # `last_argmax` reduces CPU logits in blocks of this many (a vectorized max per block)
+ARGMAX_MIN_VOCAB = 32 * ARGMAX_BLOCK  # ... for vocabularies at least this large (below, torch's argmax is as fast)
 
 if TYPE_CHECKING:  # transformers is imported where a decode needs it: `DecodingOptions` alone (infer.py, the
     from transformers import GenerationConfig  # Whisper path) must not cost its ~3 s import
