@@ -329,3 +329,85 @@ def test_int8_layers_packed_chunk_by_chunk_equal_quantize_rows(monkeypatch, tmp_
     assert from_file.bias is None and (from_file.out_features, from_file.in_features) == (50, 24)
     with pytest.raises(ValueError, match=r"w is \(50, 24\) in .*w.safetensors, the model expects \(24, 50\)"):
         Int8Linear.from_file(tmp_path / "w.safetensors", "w", (24, 50))
+
+
+needs_onednn_int8 = pytest.mark.skipif(not cpu_linear._ONEDNN_INT8, reason="this torch has no oneDNN int8 product")
+
+
+@needs_onednn_int8
+@pytest.mark.parametrize("reduce_range", [False, True])
+@pytest.mark.parametrize("bias", [False, True])
+def test_int8_onednn_product_is_fbgemms_bit_for_bit(monkeypatch, reduce_range, bias):
+    """Many-row inputs may run on oneDNN's int8 product: the same int8 sums and scales as fbgemm's, so every output
+    is exactly fbgemm's, for inputs of any magnitude (all-zero rows and negative extremes included)."""
+    from llm_srt.model.cpu_linear import Int8Linear
+
+    monkeypatch.setattr(cpu_linear, "KERNEL_TUNING", True)
+    torch.manual_seed(0)
+    for out_features, in_features, rows, magnitude in [(48, 64, 65, 1.0), (300, 77, 130, 1e-3), (96, 200, 700, 50.0)]:
+        q = Int8Linear(torch.randn(out_features, in_features), torch.randn(out_features) if bias else None)
+        q.reduce_range = reduce_range
+        x = torch.randn(rows, in_features) * magnitude
+        x[1] = 0
+        x[2] = -x[2].abs()
+        key = (out_features, in_features, cpu_linear._bucket(rows), torch.get_num_threads())
+        with torch.no_grad():
+            monkeypatch.setattr(cpu_linear, "TUNED_INT8", {key: "fbgemm"})
+            fbgemm = q(x)
+            assert q._onednn is None  # never built for a layer that does not use it
+            monkeypatch.setattr(cpu_linear, "TUNED_INT8", {key: "oneDNN"})
+            onednn = q(x)
+            assert q._onednn is not None and q._onednn_used
+            assert torch.equal(onednn, fbgemm)
+            assert torch.equal(q(x[:3])[1:], fbgemm[1:3])  # a decode step's rows (fbgemm): the same again
+
+
+@needs_onednn_int8
+def test_int8_many_rows_take_the_kernel_timed_faster_once_per_shape_and_bucket(monkeypatch):
+    """The first input of more than DECODE_MAX_ROWS rows of a shape times fbgemm and oneDNN (warm-up plus
+    TUNE_REPEATS each) and keeps oneDNN only when TUNE_MARGIN x faster; a timing's oneDNN copy is let go when fbgemm
+    wins; decode-sized inputs, KERNEL_TUNING off and new weights (`zero_rows`) behave as fbgemm alone."""
+    from llm_srt.model.cpu_linear import Int8Linear
+
+    clock, calls, costs = _Clock(), [], {"fbgemm": 10.0, "oneDNN": 5.0}
+    monkeypatch.setattr(cpu_linear.time, "perf_counter", clock)
+    monkeypatch.setattr(cpu_linear, "TUNED_INT8", {})
+    monkeypatch.setattr(cpu_linear, "KERNEL_TUNING", True)
+    fbgemm, onednn = cpu_linear._QDQ_LINEAR, Int8Linear._onednn_product
+
+    def timed(name, product):
+        def run(*args):
+            clock.now += costs[name]
+            calls.append((name, len(args[0]) if name == "fbgemm" else len(args[1])))
+            return product(*args)
+        return run
+    monkeypatch.setattr(cpu_linear, "_QDQ_LINEAR", timed("fbgemm", fbgemm))
+    monkeypatch.setattr(Int8Linear, "_onednn_product", timed("oneDNN", onednn))
+    torch.manual_seed(0)
+    q, threads = Int8Linear(torch.randn(16, 8), torch.randn(16)), torch.get_num_threads()
+    many = DECODE_MAX_ROWS + 1
+    with torch.no_grad():
+        q(torch.randn(DECODE_MAX_ROWS, 8))  # a decode step's rows: fbgemm, never timed
+        assert calls == [("fbgemm", DECODE_MAX_ROWS)] and cpu_linear.TUNED_INT8 == {}
+        calls.clear()
+        q(torch.randn(many, 8))
+        assert len(calls) == 2 * (cpu_linear.TUNE_REPEATS + 1) + 1 and calls[-1] == ("oneDNN", many)
+        assert cpu_linear.TUNED_INT8 == {(16, 8, 2 * DECODE_MAX_ROWS, threads): "oneDNN"}
+        calls.clear()
+        q(torch.randn(2 * DECODE_MAX_ROWS, 8))  # the same bucket: no timing
+        assert calls == [("oneDNN", 2 * DECODE_MAX_ROWS)]
+        costs["oneDNN"] = 9.0  # 10 vs 9: not TUNE_MARGIN x faster, fbgemm stays (another layer of another shape)
+        other = Int8Linear(torch.randn(24, 8))
+        calls.clear()
+        other(torch.randn(many, 8))
+        assert cpu_linear.TUNED_INT8[(24, 8, 2 * DECODE_MAX_ROWS, threads)] == "fbgemm"
+        assert calls[-1] == ("fbgemm", many) and other._onednn is None  # the timing's copy let go
+        calls.clear()
+        with cpu_linear.kernel_rule():  # tuning off: fbgemm alone
+            q(torch.randn(many, 8))
+        assert calls == [("fbgemm", many)]
+        q.zero_rows([0, 5])  # new weights: the oneDNN copy is packed again from them
+        assert q._onednn is None
+        x = torch.randn(many, 8)
+        y = q(x)
+        assert calls[-1] == ("oneDNN", many) and torch.equal(y[:, [0, 5]], q.bias[[0, 5]].expand(many, 2))

@@ -211,7 +211,13 @@ class Int8Linear(nn.Module):
     with its neighbours' signs, and the Whisper encoder's states differed by 5% between a clip alone and in a
     batch), a large activation in one row does not coarsen its neighbours, a row spanning less than 0.0156 keeps
     its precision (fbgemm's dynamic range is floored at 2^-14), and fbgemm's own min/max pass over the whole input
-    is gone. It needs torch's x86 (fbgemm) quantized engine and says so in one line on another."""
+    is gone. It needs torch's x86 (fbgemm) quantized engine and says so in one line on another.
+
+    Inputs of more rows than a decode step (prefills, encoder frames, the Q-Former's queries) may take oneDNN's int8
+    product instead, on a second packed copy of the same int8 weights (`_int8_kernel`: timed once per shape and row
+    bucket in a process, kept only where it is faster). Both sum the same int8 products in int32 and scale them the
+    same way, so its results are fbgemm's bit for bit (tests/model/test_loading.py): which kernel ran never changes
+    an output."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None, scale: torch.Tensor | None = None,
                  rows: Callable[[int, int], torch.Tensor] | None = None):
@@ -223,6 +229,8 @@ class Int8Linear(nn.Module):
             raise LLMSRTError(f"--dtype int8 runs fbgemm's int8 products (x86 CPUs); this torch's quantized engine is "
                               f"{engine!r}: use --dtype float32 here")
         self.out_features, self.in_features = weight.shape
+        self._onednn = None  # oneDNN's packed copy (weights, row scales, zero points), built by `_int8_kernel`
+        self._onednn_used = False  # whether some row bucket of this layer runs on it (else a timing's copy is let go)
         if rows is not None:
             self._packed = _packed_rows(tuple(weight.shape), rows)
         elif scale is not None:
@@ -267,6 +275,7 @@ class Int8Linear(nn.Module):
             warnings.simplefilter("ignore")  # (and _make_per_channel_quantized_tensor is private: the pin covers it)
             qt = torch._make_per_channel_quantized_tensor(q, scale.double(), zero, 0)
             self._packed = torch.ops.quantized.linear_prepack(qt, None)
+        self._onednn, self._onednn_used = None, False  # new weights: a oneDNN copy is packed again when needed
 
     @property
     def weight_bytes(self) -> int:
@@ -289,9 +298,52 @@ class Int8Linear(nn.Module):
         flat = x.reshape(-1, self.in_features).float()
         scale = row_ranges(flat)
         step, zero = ACTIVATION_GRID[self.reduce_range]
-        y = _QDQ_LINEAR(flat / scale, step, zero, self._packed)
+        unit = flat / scale
+        if len(flat) > DECODE_MAX_ROWS and _ONEDNN_INT8 and KERNEL_TUNING and self._int8_kernel(unit) == "oneDNN":
+            self._onednn_used = True
+            y = self._onednn_product(unit)
+        else:
+            y = _QDQ_LINEAR(unit, step, zero, self._packed)
         y = y.mul_(scale) if self.bias is None else torch.addcmul(self.bias, y, scale, out=y)  # one pass, in place
         return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
+
+    def _onednn_product(self, unit: torch.Tensor) -> torch.Tensor:
+        """oneDNN's int8 product of rows already scaled to max |x| = 1: quantized on ACTIVATION_GRID as fbgemm's
+        product quantizes them (torch's own per-tensor quantization), int32 sums, then the same scales."""
+        if self._onednn is None:
+            q, _ = torch.ops.quantized.linear_unpack(self._packed)
+            self._onednn = (torch.ops.onednn.qlinear_prepack(q.int_repr(), None), q.q_per_channel_scales().float(),
+                            torch.zeros(self.out_features, dtype=torch.long))
+        weights, scales, zeros = self._onednn
+        step, zero = ACTIVATION_GRID[self.reduce_range]
+        qx = torch.quantize_per_tensor(unit, step, zero, torch.quint8).int_repr()
+        return torch.ops.onednn.qlinear_pointwise(qx, step, zero, weights, scales, zeros, None, 1.0, 0, torch.float32,
+                                                  "none", [], "")
+
+    def _int8_kernel(self, unit: torch.Tensor) -> str:
+        """fbgemm or oneDNN for this many rows of this shape (and torch threads), timed on the first such call in
+        this process (each once to warm up, then best of TUNE_REPEATS): oneDNN only when TUNE_MARGIN x faster. The
+        results are the same either way; only the time differs (a oneDNN copy kept for nothing is let go)."""
+        key = (self.out_features, self.in_features, _bucket(len(unit)), torch.get_num_threads())
+        kernel = TUNED_INT8.get(key)
+        if kernel is None:
+            step, zero = ACTIVATION_GRID[self.reduce_range]
+            products = {"fbgemm": lambda: _QDQ_LINEAR(unit, step, zero, self._packed),
+                        "oneDNN": lambda: self._onednn_product(unit)}
+            seconds = {}
+            for name, product in products.items():
+                best = float("inf")
+                for i in range(TUNE_REPEATS + 1):
+                    start = time.perf_counter()
+                    product()
+                    if i:
+                        best = min(best, time.perf_counter() - start)
+                seconds[name] = best
+            kernel = "oneDNN" if seconds["oneDNN"] * TUNE_MARGIN < seconds["fbgemm"] else "fbgemm"
+            TUNED_INT8[key] = kernel
+        if kernel == "fbgemm" and not self._onednn_used:
+            self._onednn = None
+        return kernel
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
@@ -304,6 +356,10 @@ ACTIVATION_GRID = {False: (1 / 127, 128), True: (1 / 63, 64)}
 _QDQ_LINEAR = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32  # fbgemm: fixed input qparams
 INT8_ENGINES = ("x86", "fbgemm")  # torch quantized engines whose packed weights run that product
 _ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+# oneDNN's int8 product (Inductor's x86 quantized linear), for Int8Linear inputs of more than DECODE_MAX_ROWS rows:
+# on the Intel Xeon with AMX of 2026-12-02, 1.4-1.9x fbgemm's at 256-2048 rows of Gemma's and Whisper's matrices
+_ONEDNN_INT8 = _ONEDNN and all(hasattr(torch.ops.onednn, op) for op in ("qlinear_prepack", "qlinear_pointwise"))
+TUNED_INT8: dict[tuple, str] = {}  # Int8Linear's choices: (out, in, row bucket, torch threads) -> "fbgemm" / "oneDNN"
 # oneDNN keeps up to this many compiled products (its default, 1024, held ~330 MB at the peak of the demo's SRT
 # training, where every batch's new row count compiles new ones: 4,108 -> 3,777 MiB with 64, 69 s either way; an
 # evaluation decoding batches of 16 that shrink as rows end: 31.3 -> 31.2 s, the same outputs). A value the user set
