@@ -320,3 +320,28 @@ def test_cli_adds_the_whisper_row_unless_told_not_to(monkeypatch, capsys):
     assert len(calls) == 1 and calls[0].threads == 0  # torch's default, given to both sides
     assert bench.main(parser.parse_args(["--device", "cpu", "--json", "--no-whisper"])) == 0
     assert len(calls) == 1 and json.loads(capsys.readouterr().out) == {"rows": "embedded"}
+
+
+def test_each_decode_row_is_warmed_up_at_its_own_shape_untimed(monkeypatch):
+    """Before a row's timed pass, 2 tokens of its longest batch at its beam (kernel timings and other once-per-process
+    costs of that shape stay out of the row); only the timed pass makes the row."""
+    from types import SimpleNamespace
+
+    from llm_srt.bench import embedded
+
+    passes = []
+
+    def fake_pass(system, audios, batch, options):
+        passes.append((len(audios), batch, options.beam_size, options.max_new_tokens))
+        return common.DecodeRun(seconds=2.0, utterances=len(audios), new_tokens=options.max_new_tokens,
+                                speech_tokens=8, peak_mib=1.0, memory="rss", steps=((batch, 2, 0.5),))
+    monkeypatch.setattr(embedded, "decode_pass", fake_pass)
+    monkeypatch.setattr(embedded, "decode_cost", lambda llm: {"int8": False})
+    monkeypatch.setattr(embedded, "step_bound", lambda cost, machine, rows: {"bound_s": 0.1, "bound": "bandwidth"})
+    system = SimpleNamespace(model=SimpleNamespace(llm=None, llm_dtype=torch.float32))
+    utts = [SimpleNamespace(audio=np.zeros(16000 - i, np.float32)) for i in range(6)]
+    rows = embedded.decode_rows(system, utts, [("llm-srt", 1, 4), ("llm-srt", 2, 2)],
+                                bench.BenchOptions(new_tokens=5), lambda msg: None, {})
+    assert passes == [(4, 4, 1, 2), (6, 4, 1, 5), (2, 2, 2, 2), (6, 2, 2, 5)]
+    assert [(r["batch_size"], r["beam"], r["seconds"], r["new_tokens"]) for r in rows] == [(4, 1, 2.0, 5),
+                                                                                          (2, 2, 2.0, 5)]

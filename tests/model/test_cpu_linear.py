@@ -391,11 +391,16 @@ def test_int8_many_rows_take_the_kernel_timed_faster_once_per_shape_and_bucket(m
         assert calls == [("fbgemm", DECODE_MAX_ROWS)] and cpu_linear.TUNED_INT8 == {}
         calls.clear()
         q(torch.randn(many, 8))
-        assert len(calls) == 2 * (cpu_linear.TUNE_REPEATS + 1) + 1 and calls[-1] == ("oneDNN", many)
+        assert len(calls) == 2 * (cpu_linear.INT8_TUNE_REPEATS + 1) + 1 and calls[-1] == ("oneDNN", many)
         assert cpu_linear.TUNED_INT8 == {(16, 8, 2 * DECODE_MAX_ROWS, threads): "oneDNN"}
         calls.clear()
         q(torch.randn(2 * DECODE_MAX_ROWS, 8))  # the same bucket: no timing
         assert calls == [("oneDNN", 2 * DECODE_MAX_ROWS)]
+        top = cpu_linear.INT8_TOP_BUCKET
+        q(torch.randn(top // 2 + 1, 8))  # rows above half the top bucket share one timing, whatever their number
+        calls.clear()
+        q(torch.randn(4 * top + 3, 8))
+        assert calls == [("oneDNN", 4 * top + 3)] and (16, 8, top, threads) in cpu_linear.TUNED_INT8
         costs["oneDNN"] = 9.0  # 10 vs 9: not TUNE_MARGIN x faster, fbgemm stays (another layer of another shape)
         other = Int8Linear(torch.randn(24, 8))
         calls.clear()

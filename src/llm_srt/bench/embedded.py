@@ -23,8 +23,10 @@ Decode length. (a) and (b) run through the systems' own `run_batch` and generate
 utterance (the LLM's EOS logit pinned to 0 by `common.pin_eos`, after the natural-length measurements; checked per
 generation), so an untrained adapter's early EOS favours neither system. The cascade and translate() decode
 naturally (EOS stops them, `new_tokens` caps them); the tokens they produced are reported next to their times.
-Times are wall-clock seconds of one pass (after an untimed warm-up), timed after `device.synchronize`; peak memory
-is torch's allocator peak on CUDA, the process RSS (sampled every few milliseconds) on the CPU.
+Times are wall-clock seconds of one pass after an untimed warm-up (a decode row's: 2 tokens of its longest batch, so
+once-per-process costs such as the kernel timing of `model.cpu_linear` stay out of it, as in the paper-shape rows),
+timed after `device.synchronize`; peak memory is torch's allocator peak on CUDA, the process RSS (sampled every few
+milliseconds) on the CPU.
 """
 
 from __future__ import annotations
@@ -196,11 +198,11 @@ def decode_rows(system, utts: list["Utterance"], plan, options: "BenchOptions", 
     cost = decode_cost(system.model.llm)
     audios = [u.audio for u in utts]
     decoding = DecodingOptions(max_new_tokens=options.new_tokens)
-    with torch.inference_mode():
-        decode_pass(system, audios[:1], 1, replace(decoding, max_new_tokens=2))  # warm-up
     rows = []
     for name, beam, batch in plan:
         log(f"decode {name} beam {beam} batch {batch}")
+        with torch.inference_mode():  # warm-up at this row's shape (its longest batch): what a process does once
+            decode_pass(system, audios[:batch], batch, replace(decoding, beam_size=beam, max_new_tokens=2))
         run = decode_pass(system, audios, batch, replace(decoding, beam_size=beam))
         steps = sum(n for _, n, _ in run.steps)
         step_s = sum(s for _, _, s in run.steps) / steps

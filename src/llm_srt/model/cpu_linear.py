@@ -322,9 +322,9 @@ class Int8Linear(nn.Module):
 
     def _int8_kernel(self, unit: torch.Tensor) -> str:
         """fbgemm or oneDNN for this many rows of this shape (and torch threads), timed on the first such call in
-        this process (each once to warm up, then best of TUNE_REPEATS): oneDNN only when TUNE_MARGIN x faster. The
+        this process (each once to warm up, then best of INT8_TUNE_REPEATS): oneDNN only when TUNE_MARGIN x faster. The
         results are the same either way; only the time differs (a oneDNN copy kept for nothing is let go)."""
-        key = (self.out_features, self.in_features, _bucket(len(unit)), torch.get_num_threads())
+        key = (self.out_features, self.in_features, min(_bucket(len(unit)), INT8_TOP_BUCKET), torch.get_num_threads())
         kernel = TUNED_INT8.get(key)
         if kernel is None:
             step, zero = ACTIVATION_GRID[self.reduce_range]
@@ -333,7 +333,7 @@ class Int8Linear(nn.Module):
             seconds = {}
             for name, product in products.items():
                 best = float("inf")
-                for i in range(TUNE_REPEATS + 1):
+                for i in range(INT8_TUNE_REPEATS + 1):
                     start = time.perf_counter()
                     product()
                     if i:
@@ -360,6 +360,8 @@ _ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_l
 # on the Intel Xeon with AMX of 2026-12-02, 1.4-1.9x fbgemm's at 256-2048 rows of Gemma's and Whisper's matrices
 _ONEDNN_INT8 = _ONEDNN and all(hasattr(torch.ops.onednn, op) for op in ("qlinear_prepack", "qlinear_pointwise"))
 TUNED_INT8: dict[tuple, str] = {}  # Int8Linear's choices: (out, in, row bucket, torch threads) -> "fbgemm" / "oneDNN"
+INT8_TUNE_REPEATS = 1  # timed calls per int8 kernel after its warm-up: each lasts >= 0.1 ms (more than 64 rows)
+INT8_TOP_BUCKET = 1024  # inputs of more rows than half this share one timing (a batch's prefills of any length)
 # oneDNN keeps up to this many compiled products (its default, 1024, held ~330 MB at the peak of the demo's SRT
 # training, where every batch's new row count compiles new ones: 4,108 -> 3,777 MiB with 64, 69 s either way; an
 # evaluation decoding batches of 16 that shrink as rows end: 31.3 -> 31.2 s, the same outputs). A value the user set
