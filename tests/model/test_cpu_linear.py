@@ -344,7 +344,9 @@ def test_int8_onednn_product_is_fbgemms_bit_for_bit(monkeypatch, reduce_range, b
 
     monkeypatch.setattr(cpu_linear, "KERNEL_TUNING", True)
     torch.manual_seed(0)
-    for out_features, in_features, rows, magnitude in [(48, 64, 65, 1.0), (300, 77, 130, 1e-3), (96, 200, 700, 50.0)]:
+    many = cpu_linear.INT8_MANY_ROWS + 1
+    for out_features, in_features, rows, magnitude in [(48, 64, many, 1.0), (300, 77, 2 * many, 1e-3),
+                                                       (96, 200, 3 * many, 50.0)]:
         q = Int8Linear(torch.randn(out_features, in_features), torch.randn(out_features) if bias else None)
         q.reduce_range = reduce_range
         x = torch.randn(rows, in_features) * magnitude
@@ -364,9 +366,9 @@ def test_int8_onednn_product_is_fbgemms_bit_for_bit(monkeypatch, reduce_range, b
 
 @needs_onednn_int8
 def test_int8_many_rows_take_the_kernel_timed_faster_once_per_shape_and_bucket(monkeypatch):
-    """The first input of more than DECODE_MAX_ROWS rows of a shape times fbgemm and oneDNN (warm-up plus
-    TUNE_REPEATS each) and keeps oneDNN only when TUNE_MARGIN x faster; a timing's oneDNN copy is let go when fbgemm
-    wins; decode-sized inputs, KERNEL_TUNING off and new weights (`zero_rows`) behave as fbgemm alone."""
+    """The first input of more than INT8_MANY_ROWS rows of a shape times fbgemm and oneDNN (warm-up plus
+    INT8_TUNE_REPEATS each) and keeps oneDNN only when TUNE_MARGIN x faster; a timing's oneDNN copy is let go when
+    fbgemm wins; fewer rows, KERNEL_TUNING off and new weights (`zero_rows`) behave as fbgemm alone."""
     from llm_srt.model.cpu_linear import Int8Linear
 
     clock, calls, costs = _Clock(), [], {"fbgemm": 10.0, "oneDNN": 5.0}
@@ -385,17 +387,18 @@ def test_int8_many_rows_take_the_kernel_timed_faster_once_per_shape_and_bucket(m
     monkeypatch.setattr(Int8Linear, "_onednn_product", timed("oneDNN", onednn))
     torch.manual_seed(0)
     q, threads = Int8Linear(torch.randn(16, 8), torch.randn(16)), torch.get_num_threads()
-    many = DECODE_MAX_ROWS + 1
+    few = cpu_linear.INT8_MANY_ROWS
+    many, bucket = few + 1, 2 * few
     with torch.no_grad():
-        q(torch.randn(DECODE_MAX_ROWS, 8))  # a decode step's rows: fbgemm, never timed
-        assert calls == [("fbgemm", DECODE_MAX_ROWS)] and cpu_linear.TUNED_INT8 == {}
+        q(torch.randn(few, 8))  # a decode step's rows, or a short prefill: fbgemm, never timed
+        assert calls == [("fbgemm", few)] and cpu_linear.TUNED_INT8 == {}
         calls.clear()
         q(torch.randn(many, 8))
         assert len(calls) == 2 * (cpu_linear.INT8_TUNE_REPEATS + 1) + 1 and calls[-1] == ("oneDNN", many)
-        assert cpu_linear.TUNED_INT8 == {(16, 8, 2 * DECODE_MAX_ROWS, threads): "oneDNN"}
+        assert cpu_linear.TUNED_INT8 == {(16, 8, bucket, threads): "oneDNN"}
         calls.clear()
-        q(torch.randn(2 * DECODE_MAX_ROWS, 8))  # the same bucket: no timing
-        assert calls == [("oneDNN", 2 * DECODE_MAX_ROWS)]
+        q(torch.randn(bucket, 8))  # the same bucket: no timing
+        assert calls == [("oneDNN", bucket)]
         top = cpu_linear.INT8_TOP_BUCKET
         q(torch.randn(top // 2 + 1, 8))  # rows above half the top bucket share one timing, whatever their number
         calls.clear()
@@ -405,7 +408,7 @@ def test_int8_many_rows_take_the_kernel_timed_faster_once_per_shape_and_bucket(m
         other = Int8Linear(torch.randn(24, 8))
         calls.clear()
         other(torch.randn(many, 8))
-        assert cpu_linear.TUNED_INT8[(24, 8, 2 * DECODE_MAX_ROWS, threads)] == "fbgemm"
+        assert cpu_linear.TUNED_INT8[(24, 8, bucket, threads)] == "fbgemm"
         assert calls[-1] == ("fbgemm", many) and other._onednn is None  # the timing's copy let go
         calls.clear()
         with cpu_linear.kernel_rule():  # tuning off: fbgemm alone

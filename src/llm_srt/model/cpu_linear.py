@@ -213,8 +213,8 @@ class Int8Linear(nn.Module):
     its precision (fbgemm's dynamic range is floored at 2^-14), and fbgemm's own min/max pass over the whole input
     is gone. It needs torch's x86 (fbgemm) quantized engine and says so in one line on another.
 
-    Inputs of more rows than a decode step (prefills, encoder frames, the Q-Former's queries) may take oneDNN's int8
-    product instead, on a second packed copy of the same int8 weights (`_int8_kernel`: timed once per shape and row
+    Inputs of more than INT8_MANY_ROWS rows (a batch's prefills, encoder frames, Q-Former queries) may take oneDNN's
+    int8 product instead, on a second packed copy of the same int8 weights (`_int8_kernel`: timed once per shape and row
     bucket in a process, kept only where it is faster). Both sum the same int8 products in int32 and scale them the
     same way, so its results are fbgemm's bit for bit (tests/model/test_loading.py): which kernel ran never changes
     an output."""
@@ -299,7 +299,7 @@ class Int8Linear(nn.Module):
         scale = row_ranges(flat)
         step, zero = ACTIVATION_GRID[self.reduce_range]
         unit = flat / scale
-        if len(flat) > DECODE_MAX_ROWS and _ONEDNN_INT8 and KERNEL_TUNING and self._int8_kernel(unit) == "oneDNN":
+        if len(flat) > INT8_MANY_ROWS and _ONEDNN_INT8 and KERNEL_TUNING and self._int8_kernel(unit) == "oneDNN":
             self._onednn_used = True
             y = self._onednn_product(unit)
         else:
@@ -356,11 +356,14 @@ ACTIVATION_GRID = {False: (1 / 127, 128), True: (1 / 63, 64)}
 _QDQ_LINEAR = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32  # fbgemm: fixed input qparams
 INT8_ENGINES = ("x86", "fbgemm")  # torch quantized engines whose packed weights run that product
 _ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-# oneDNN's int8 product (Inductor's x86 quantized linear), for Int8Linear inputs of more than DECODE_MAX_ROWS rows:
-# on the Intel Xeon with AMX of 2026-12-02, 1.4-1.9x fbgemm's at 256-2048 rows of Gemma's and Whisper's matrices
+# oneDNN's int8 product (Inductor's x86 quantized linear), for Int8Linear inputs of more than INT8_MANY_ROWS rows:
+# on the Intel Xeon with AMX of 2026-12-02, 1.4-1.9x fbgemm's at 512-2048 rows of most of Gemma's and Whisper's
+# matrices; at 65-256 rows within the noise of a single timing (the embedded int8 system at batch 1, 16 utterances'
+# encoder, adapter and prefill: 3.6 s either way), so those stay on fbgemm
+INT8_MANY_ROWS = 256
 _ONEDNN_INT8 = _ONEDNN and all(hasattr(torch.ops.onednn, op) for op in ("qlinear_prepack", "qlinear_pointwise"))
 TUNED_INT8: dict[tuple, str] = {}  # Int8Linear's choices: (out, in, row bucket, torch threads) -> "fbgemm" / "oneDNN"
-INT8_TUNE_REPEATS = 1  # timed calls per int8 kernel after its warm-up: each lasts >= 0.1 ms (more than 64 rows)
+INT8_TUNE_REPEATS = 1  # timed calls per int8 kernel after its warm-up: each lasts >= 0.3 ms (more than 256 rows)
 INT8_TOP_BUCKET = 1024  # inputs of more rows than half this share one timing (a batch's prefills of any length)
 # oneDNN keeps up to this many compiled products (its default, 1024, held ~330 MB at the peak of the demo's SRT
 # training, where every batch's new row count compiles new ones: 4,108 -> 3,777 MiB with 64, 69 s either way; an
