@@ -316,7 +316,9 @@ class Int8Linear(nn.Module):
                             torch.zeros(self.out_features, dtype=torch.long))
         weights, scales, zeros = self._onednn
         step, zero = ACTIVATION_GRID[self.reduce_range]
-        qx = torch.quantize_per_tensor(unit, step, zero, torch.quint8).int_repr()
+        with warnings.catch_warnings():  # quantized tensors are deprecated upstream; torch is pinned here
+            warnings.simplefilter("ignore")
+            qx = torch.quantize_per_tensor(unit, step, zero, torch.quint8).int_repr()
         return torch.ops.onednn.qlinear_pointwise(qx, step, zero, weights, scales, zeros, None, 1.0, 0, torch.float32,
                                                   "none", [], "")
 
@@ -357,8 +359,8 @@ _QDQ_LINEAR = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32 
 INT8_ENGINES = ("x86", "fbgemm")  # torch quantized engines whose packed weights run that product
 _ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 # oneDNN's int8 product (Inductor's x86 quantized linear), for Int8Linear inputs of more than INT8_MANY_ROWS rows:
-# on the Intel Xeon with AMX of 2026-12-02, 1.4-1.9x fbgemm's at 512-2048 rows of most of Gemma's and Whisper's
-# matrices; at 65-256 rows within the noise of a single timing (the embedded int8 system at batch 1, 16 utterances'
+# on the Intel Xeon with AMX of 2026-12-02, 1.5-2.5x fbgemm's at 1024-2048 rows of most of Gemma's and Whisper's
+# matrices (not Gemma's 640 x 2048 down-projection); at 65-256 rows within the noise of a single timing (the embedded int8 system at batch 1, 16 utterances'
 # encoder, adapter and prefill: 3.6 s either way), so those stay on fbgemm
 INT8_MANY_ROWS = 256
 _ONEDNN_INT8 = _ONEDNN and all(hasattr(torch.ops.onednn, op) for op in ("qlinear_prepack", "qlinear_pointwise"))
