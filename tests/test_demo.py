@@ -197,6 +197,15 @@ def test_demo_runs_start_from_the_asr_stage_with_equal_budgets_inside_the_work_f
     assert args.asr == str(demo.SHIPPED / "asr") and parser.parse_args(["--asr", "runs/x"]).asr == "runs/x"
     stages = demo.demo_stages(Path(args.work), Path(args.data), asr=asr, dtype=args.dtype)
     assert {s.config.dtype for group in stages.values() for s in group} == {"bfloat16"}
+    # every run trains with the demo's seed (model init, dropout, data order): 0 unless `--seed` says otherwise
+    assert {(cfg.seed, cfg.data.seed) for cfg in runs.values()} == {(0, 0)}
+    args = parser.parse_args(["--seed", "7"])
+    stages = demo.demo_stages(Path(args.work), Path(args.data), asr=asr, seed=args.seed)
+    assert {(s.config.seed, s.config.data.seed) for group in stages.values() for s in group} == {(7, 7)}
+    assert demo.claims_record([{"claim": "a", "p": 0.01}], 7) == [{"claim": "a", "p": 0.01, "seed": 7}]
+    for bad in ("-1", str(2**32)):
+        with pytest.raises(LLMSRTError, match=f"--seed {bad}: give a seed from 0 to {2**32 - 1}"):
+            demo.main(parser.parse_args(["--seed", bad]))
     with pytest.raises(LLMSRTError, match=r"--dtype int8: the demo trains, .* use float32 or bfloat16"):
         demo.run_demo(tmp_path / "w", tmp_path / "no data", dtype="int8")
 

@@ -52,11 +52,13 @@ def test_subset(test_manifest: Path, out: Path, directions=DEMO_DIRECTIONS, sent
     return out
 
 
-def demo_stages(work: Path, data: Path, asr: Path = SHIPPED / "asr", dtype: str = "auto") -> dict[str, list]:
+def demo_stages(work: Path, data: Path, asr: Path = SHIPPED / "asr", dtype: str = "auto",
+                seed: int = 0) -> dict[str, list]:
     """The demo's training runs as typed configs, composed with `dataclasses.replace` (a folder such as
     "runs/demo #1" stays as it is), all from the ASR stage in `asr` and on the mini corpus in `data`: the
     curriculum (smt, srt under `work`), the Baseline and the w/o-SMT ablation (srt alone), the last two with the
-    curriculum's budget (its steps summed; the same batch size); `dtype`: the frozen weights' (TrainConfig.dtype)."""
+    curriculum's budget (its steps summed; the same batch size); `dtype`: the frozen weights' (TrainConfig.dtype);
+    `seed`: every run's model-init/dropout seed and data-order seed (TrainConfig.seed, DataConfig.seed)."""
     from .train.curriculum import Stage, plan
     from .train.recipe import load_config
 
@@ -65,8 +67,9 @@ def demo_stages(work: Path, data: Path, asr: Path = SHIPPED / "asr", dtype: str 
                           f"(git checkout -- {asr}) or train it (see configs/embedded/shipped/asr_ctc.yaml)")
 
     def on_corpus(cfg):
-        return replace(cfg, data=replace(cfg.data, train=str(data / "train.jsonl"), dev=str(data / "dev.jsonl")),
-                       model=replace(cfg.model, init_from=str(asr)), dtype=dtype)
+        return replace(cfg, data=replace(cfg.data, train=str(data / "train.jsonl"), dev=str(data / "dev.jsonl"),
+                                         seed=seed),
+                       model=replace(cfg.model, init_from=str(asr)), dtype=dtype, seed=seed)
 
     curriculum = plan([str(DEMO_CONFIGS / "smt.yaml"), str(DEMO_CONFIGS / "srt.yaml")], out_root=work,
                       adjust=on_corpus)
@@ -124,9 +127,11 @@ def choose_directions(dev_manifest: Path, log=print, candidates=DEMO_DIRECTIONS,
     return {"bleu": {d: scores[d] for d in ranked}, "chosen": chosen, "sentences": k}
 
 
-def run_demo(work: Path, data: Path, log=print, dtype: str = "auto", asr: Path = SHIPPED / "asr") -> dict:
+def run_demo(work: Path, data: Path, log=print, dtype: str = "auto", asr: Path = SHIPPED / "asr",
+             seed: int = 0) -> dict:
     """The demo (module docstring) with the frozen weights in `dtype` (auto, float32 or bfloat16) for training and
-    evaluation alike, every run starting from the ASR stage in `asr` (default: the shipped one)."""
+    evaluation alike, every run starting from the ASR stage in `asr` (default: the shipped one) with training seed
+    `seed` (each claim in claims.json records it)."""
     from .data.mini import MiniOptions, build_mini
     from .embedded import ensure_embedded
     from .evaluate.report import load_results
@@ -150,7 +155,7 @@ def run_demo(work: Path, data: Path, log=print, dtype: str = "auto", asr: Path =
     if not (data / "test.jsonl").is_file():
         summary = step("mini corpus", lambda: build_mini(MiniOptions(out=data)))
         log("\n".join(summary.lines()))
-    stages = demo_stages(work, data, asr=asr, dtype=placement.dtype_name)
+    stages = demo_stages(work, data, asr=asr, dtype=placement.dtype_name, seed=seed)
     finals = step("curriculum SMT -> SRT (from the shipped ASR stage)",
                   lambda: run_stages(stages["curriculum"], log=log))
     baseline = step("baseline (S2TT, same budget)", lambda: run_stages(stages["baseline"], log=log)[0])
@@ -197,9 +202,14 @@ def run_demo(work: Path, data: Path, log=print, dtype: str = "auto", asr: Path =
     step("one held-out clip", one_clip)
     timings["total"] = round(time.perf_counter() - t_all, 1)
     (work / "report" / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
-    (work / "report" / "claims.json").write_text(json.dumps(claims["numbers"], indent=2) + "\n")
+    (work / "report" / "claims.json").write_text(json.dumps(claims_record(claims["numbers"], seed), indent=2) + "\n")
     log(f"\ndemo finished in {timings['total'] / 60:.1f} min; report in {work / 'report'}")
     return {"report": report, "timings": timings}
+
+
+def claims_record(numbers: list[dict], seed: int) -> list[dict]:
+    """claims.json: each claim's numbers with the training seed of the runs it compares."""
+    return [{**claim, "seed": seed} for claim in numbers]
 
 
 def demo_placement(dtype: str = "auto", log=print):
@@ -364,8 +374,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--dtype", default="auto",
                         help="the frozen Whisper and LLM weights' dtype in training and evaluation: auto (bfloat16 on "
                              "CUDA and on CPUs with AMX, else float32), float32, or bfloat16 (README, 'make demo')")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="every run's training seed (model init, dropout, data order; default 0): another seed "
+                             "repeats the experiment with other training noise (give it another --work)")
 
 
 def main(args) -> int:
-    run_demo(Path(args.work), Path(args.data), dtype=args.dtype, asr=Path(args.asr))
+    if not 0 <= args.seed < 2**32:
+        raise LLMSRTError(f"--seed {args.seed}: give a seed from 0 to {2**32 - 1}")
+    run_demo(Path(args.work), Path(args.data), dtype=args.dtype, asr=Path(args.asr), seed=args.seed)
     return 0
