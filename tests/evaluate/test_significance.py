@@ -136,3 +136,27 @@ def test_too_few_resamples_for_a_test_is_an_error():
     r = refs(5)
     with pytest.raises(LLMSRTError, match="at least 20"):
         paired_bootstrap(system(r, truncated(3)), system(r, truncated(2)), samples=0)
+
+
+def test_runs_of_several_seeds_pool_their_hypotheses_and_resample_whole_sentences():
+    """`paired_bootstrap_runs`: each system's BLEU is that of all its runs' hypotheses together; a resample draws
+    sentences with all their runs' rows. The same run twice is exactly the run once (not twice the evidence); two
+    runs whose small gains agree are stronger together than each alone; one run is `paired_bootstrap`."""
+    from llm_srt.evaluate.significance import paired_bootstrap_runs
+
+    r = refs(30, seed=5)
+    a1, b1 = system(r, lambda i, s: s if i % 4 else ""), system(r, lambda i, s: s if i % 3 else "")
+    a2, b2 = system(r, lambda i, s: s if i % 5 else ""), system(r, lambda i, s: s if (i + 1) % 3 else "")
+    once = paired_bootstrap(a1, b1, samples=400)
+    assert paired_bootstrap_runs([a1], [b1], samples=400) == once
+    twice = paired_bootstrap_runs([a1, a1], [b1, b1], samples=400)
+    assert (twice.a, twice.b, twice.p, twice.sentences) == pytest.approx((once.a, once.b, once.p, once.sentences))
+    second = paired_bootstrap(a2, b2, samples=400)
+    both = paired_bootstrap_runs([a1, a2], [b1, b2], samples=400)
+    assert once.delta > 0 and second.delta > 0 and both.p < min(once.p, second.p)
+    pooled = rep.score_system("x", [dict(x, id=f"{k}/{x['id']}") for k, run in enumerate((a1, a2)) for x in run])
+    assert both.a == pytest.approx(pooled.average())  # BLEU of both runs' hypotheses together, per direction
+    with pytest.raises(LLMSRTError, match="as many runs of each system"):
+        paired_bootstrap_runs([a1, a2], [b1], samples=100)
+    with pytest.raises(LLMSRTError, match=r"not run on the same test rows \(run 2\)"):
+        paired_bootstrap_runs([a1, a2[1:]], [b1, b2], samples=100)

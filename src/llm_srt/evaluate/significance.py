@@ -56,29 +56,48 @@ def paired_bootstrap(a: Iterable[UtteranceResult | Mapping], b: Iterable[Utteran
                      samples: int = SAMPLES, seed: int = 0) -> Comparison:
     """Compare two systems' results on the same test rows (paired by utterance id; a failed row is an empty
     hypothesis, as in the report). Raises LLMSRTError when the two do not cover the same scored rows."""
-    rows_a, rows_b = _scored(a), _scored(b)
-    if rows_a.keys() != rows_b.keys():
-        only = sorted(rows_a.keys() ^ rows_b.keys())
-        raise LLMSRTError(f"the two systems were not run on the same test rows ({len(only)} differ, e.g. "
-                          f"{only[0]!r}); compare results of one evaluation")
-    if not rows_a:
+    return paired_bootstrap_runs([a], [b], samples=samples, seed=seed)
+
+
+def paired_bootstrap_runs(a: Sequence[Iterable[UtteranceResult | Mapping]],
+                          b: Sequence[Iterable[UtteranceResult | Mapping]], samples: int = SAMPLES,
+                          seed: int = 0) -> Comparison:
+    """The same test over several training runs of each system (e.g. one per training seed): run i of `a` is paired
+    with run i of `b`, and every run covers the same test rows. A system's BLEU per direction is that of all its
+    runs' hypotheses together (their sufficient statistics summed), averaged over directions. A resample draws test
+    sentences (per direction, as above), each with its rows of every run: the sentence is the unit, since one
+    sentence's rows in different runs are not independent (resampling them apart would overstate the evidence: the
+    same run twice would look like twice the sentences). One run is `paired_bootstrap`."""
+    if len(a) != len(b) or not a:
+        raise LLMSRTError(f"paired runs need as many runs of each system (one per seed), not {len(a)} and {len(b)}")
+    runs_a, runs_b = [_scored(r) for r in a], [_scored(r) for r in b]
+    keys = runs_a[0].keys()
+    for i, (ra, rb) in enumerate(zip(runs_a, runs_b)):
+        for rows in (ra, rb):
+            if rows.keys() != keys:
+                only = sorted(rows.keys() ^ keys)
+                where = f" (run {i + 1})" if len(a) > 1 else ""
+                raise LLMSRTError(f"the two systems were not run on the same test rows{where} ({len(only)} differ, "
+                                  f"e.g. {only[0]!r}); compare results of one evaluation")
+    if not keys:
         raise LLMSRTError("no rows with a reference translation to compare")
     check_samples(samples)
     by_direction: dict[Direction, list[str]] = {}
-    for key, r in rows_a.items():
+    for key, r in runs_a[0].items():
         by_direction.setdefault((r.src, r.tgt), []).append(key)
     rng = np.random.default_rng(seed)
     full_a, full_b, boot_a, boot_b = [], [], [], []
-    for (_, tgt), keys in sorted(by_direction.items()):
+    for (_, tgt), ids in sorted(by_direction.items()):
         metric = BLEU(tokenize=languages.get(tgt).bleu_tokenize)
-        stats_a, stats_b = (_stats(metric, [rows[k] for k in keys]) for rows in (rows_a, rows_b))
-        idx = rng.integers(0, len(keys), size=(samples, len(keys)))
+        # (sentences, statistics): each sentence's statistics summed over the runs
+        stats_a, stats_b = (sum(_stats(metric, [rows[k] for k in ids]) for rows in runs) for runs in (runs_a, runs_b))
+        idx = rng.integers(0, len(ids), size=(samples, len(ids)))
         full_a.append(_score(metric, stats_a.sum(0)))
         full_b.append(_score(metric, stats_b.sum(0)))
         boot_a.append([_score(metric, s) for s in stats_a[idx].sum(1)])
         boot_b.append([_score(metric, s) for s in stats_b[idx].sum(1)])
     diffs = np.mean(boot_a, axis=0) - np.mean(boot_b, axis=0)  # (samples,): average over directions per resample
-    return _compare(float(np.mean(full_a)), float(np.mean(full_b)), diffs, len(rows_a))
+    return _compare(float(np.mean(full_a)), float(np.mean(full_b)), diffs, len(keys))
 
 
 def paired_mean(a: Sequence[float], b: Sequence[float], samples: int = SAMPLES, seed: int = 0) -> Comparison:
