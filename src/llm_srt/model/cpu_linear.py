@@ -120,21 +120,28 @@ def _tuned_kernel(flat: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     key = (*weight.shape, bias is not None, _bucket(flat.shape[0]), torch.get_num_threads())
     kernel = TUNED.get(key)
     if kernel is None:
-        seconds = {}
-        for name, product in KERNELS.items():
-            best = float("inf")
-            for i in range(TUNE_REPEATS + 1):
-                start = time.perf_counter()
-                product(flat, weight, bias)
-                if i:
-                    best = min(best, time.perf_counter() - start)
-            seconds[name] = best
+        seconds = _best_times({name: lambda p=product: p(flat, weight, bias) for name, product in KERNELS.items()},
+                              TUNE_REPEATS)
         kernel = _rule(flat.shape[0])
         fastest = min(seconds, key=seconds.get)
         if seconds[fastest] * TUNE_MARGIN < seconds[kernel]:
             kernel = fastest
         TUNED[key] = kernel
     return kernel
+
+
+def _best_times(products: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Each product's best wall time in seconds over `repeats` calls, after one untimed warm-up call."""
+    seconds = {}
+    for name, product in products.items():
+        best = float("inf")
+        for i in range(repeats + 1):
+            start = time.perf_counter()
+            product()
+            if i:
+                best = min(best, time.perf_counter() - start)
+        seconds[name] = best
+    return seconds
 
 
 def _onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -216,7 +223,7 @@ class Int8Linear(nn.Module):
     Inputs of more than INT8_MANY_ROWS rows (a batch's prefills, encoder frames, Q-Former queries) may take oneDNN's
     int8 product instead, on a second packed copy of the same int8 weights (`_int8_kernel`: timed once per shape and row
     bucket in a process, kept only where it is faster). Both sum the same int8 products in int32 and scale them the
-    same way, so its results are fbgemm's bit for bit (tests/model/test_loading.py): which kernel ran never changes
+    same way, so its results are fbgemm's bit for bit (tests/model/test_cpu_linear.py): which kernel ran never changes
     an output."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None, scale: torch.Tensor | None = None,
@@ -330,17 +337,8 @@ class Int8Linear(nn.Module):
         kernel = TUNED_INT8.get(key)
         if kernel is None:
             step, zero = ACTIVATION_GRID[self.reduce_range]
-            products = {"fbgemm": lambda: _QDQ_LINEAR(unit, step, zero, self._packed),
-                        "oneDNN": lambda: self._onednn_product(unit)}
-            seconds = {}
-            for name, product in products.items():
-                best = float("inf")
-                for i in range(INT8_TUNE_REPEATS + 1):
-                    start = time.perf_counter()
-                    product()
-                    if i:
-                        best = min(best, time.perf_counter() - start)
-                seconds[name] = best
+            seconds = _best_times({"fbgemm": lambda: _QDQ_LINEAR(unit, step, zero, self._packed),
+                                   "oneDNN": lambda: self._onednn_product(unit)}, INT8_TUNE_REPEATS)
             kernel = "oneDNN" if seconds["oneDNN"] * TUNE_MARGIN < seconds["fbgemm"] else "fbgemm"
             TUNED_INT8[key] = kernel
         if kernel == "fbgemm" and not self._onednn_used:
@@ -360,8 +358,9 @@ INT8_ENGINES = ("x86", "fbgemm")  # torch quantized engines whose packed weights
 _ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 # oneDNN's int8 product (Inductor's x86 quantized linear), for Int8Linear inputs of more than INT8_MANY_ROWS rows:
 # on the Intel Xeon with AMX of 2026-12-02, 1.5-2.5x fbgemm's at 1024-2048 rows of most of Gemma's and Whisper's
-# matrices (not Gemma's 640 x 2048 down-projection); at 65-256 rows within the noise of a single timing (the embedded int8 system at batch 1, 16 utterances'
-# encoder, adapter and prefill: 3.6 s either way), so those stay on fbgemm
+# matrices (not Gemma's 640 x 2048 down-projection); at 65-256 rows within the noise of a single timing (the
+# embedded int8 system at batch 1, 16 utterances' encoder, adapter and prefill: 3.6 s either way), so those stay on
+# fbgemm
 INT8_MANY_ROWS = 256
 _ONEDNN_INT8 = _ONEDNN and all(hasattr(torch.ops.onednn, op) for op in ("qlinear_prepack", "qlinear_pointwise"))
 TUNED_INT8: dict[tuple, str] = {}  # Int8Linear's choices: (out, in, row bucket, torch threads) -> "fbgemm" / "oneDNN"
