@@ -380,7 +380,12 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> int:
-    if not 0 <= args.seed < 2**32:
-        raise LLMSRTError(f"--seed {args.seed}: give a seed from 0 to {2**32 - 1}")
+    from dataclasses import fields
+
+    from .train.recipe import TrainConfig
+
+    allowed = next(f for f in fields(TrainConfig) if f.name == "seed").metadata["range"]  # the runs' own bounds
+    if allowed.problem(args.seed):
+        raise LLMSRTError(f"--seed {args.seed}: give a seed from {allowed.ge} to {allowed.le}")
     run_demo(Path(args.work), Path(args.data), dtype=args.dtype, asr=Path(args.asr), seed=args.seed)
     return 0
