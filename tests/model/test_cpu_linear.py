@@ -419,3 +419,50 @@ def test_int8_many_rows_take_the_kernel_timed_faster_once_per_shape_and_bucket(m
         x = torch.randn(many, 8)
         y = q(x)
         assert calls[-1] == ("oneDNN", many) and torch.equal(y[:, [0, 5]], q.bias[[0, 5]].expand(many, 2))
+
+
+class _Attention(nn.Module):
+    """q/k/v/o as a decoder's self-attention names them (k without bias, as in Whisper), and gate/up."""
+
+    def __init__(self):
+        super().__init__()
+        self.q_proj, self.k_proj, self.v_proj = nn.Linear(24, 16), nn.Linear(24, 8, bias=False), nn.Linear(24, 8)
+        self.o_proj = nn.Linear(16, 24)
+        self.gate_proj, self.up_proj = nn.Linear(24, 32, bias=False), nn.Linear(16, 32, bias=False)  # other inputs
+
+
+def test_int8_fused_projections_read_each_siblings_columns_exactly():
+    """`fuse_int8_projections`: q/k/v (biases mixed) become parts of one product, each exactly its own layer's
+    output, in one product for the three calls on one input; an in-place add to one part's output changes no
+    other part, and a part's second call on the same input computes afresh; siblings of different input sizes
+    (gate/up here) and float layers stay as they are. Parts that read different inputs (a cross-attention's keys)
+    split the group back into exact separate layers for good, the fused weights let go."""
+    from llm_srt.model.cpu_linear import Int8Linear, Int8Part, fuse_int8_projections, quantize_int8
+
+    torch.manual_seed(0)
+    model = quantize_int8(_Attention())
+    separate = {n: getattr(model, n) for n in ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj")}
+    float_only = _Attention()
+    assert fuse_int8_projections(model) == 1 and fuse_int8_projections(float_only) == 0
+    parts = {n: getattr(model, n) for n in ("q_proj", "k_proj", "v_proj")}
+    assert all(isinstance(p, Int8Part) for p in parts.values())
+    assert model.gate_proj is separate["gate_proj"] and model.up_proj is separate["up_proj"]
+    assert sum(isinstance(m, Int8Linear) for m in model.modules()) == 1 + 1 + 2  # fused, o, gate, up
+    shared = parts["q_proj"]._shared
+    x, other = torch.randn(2, 5, 24), torch.randn(2, 7, 24)
+    with torch.no_grad():
+        want = {n: separate[n](x) for n in parts}
+        q = parts["q_proj"](x)
+        q += 1  # in place, as a LoRA update may be added
+        k, v = parts["k_proj"](x), parts["v_proj"](x)
+        assert shared.products == 1 and shared.input is None and shared.output is None  # all read: let go
+        assert torch.equal(q, want["q_proj"] + 1) and torch.equal(k, want["k_proj"]) and torch.equal(v, want["v_proj"])
+        assert k.shape == (2, 5, 8)
+        parts["q_proj"](x).mul_(0)  # a new call with x: the group's product again, not a stale one
+        assert torch.equal(parts["q_proj"](x), want["q_proj"]) and shared.products == 3  # its second call: afresh
+        k2 = parts["k_proj"](other)  # cross-attention: keys of another input, before v read x's
+        assert torch.equal(k2, separate["k_proj"](other)) and shared.products == 3
+        assert torch.equal(parts["v_proj"](other), separate["v_proj"](other))
+        assert all(isinstance(p.own, Int8Linear) for p in parts.values()) and shared.linear is None
+        assert parts["k_proj"].own.bias is None and sum(isinstance(m, Int8Linear) for m in model.modules()) == 6
+        assert all(torch.equal(p(other), separate[n](other)) for n, p in parts.items()) and shared.products == 3

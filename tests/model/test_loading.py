@@ -520,3 +520,73 @@ def test_int8_needs_fbgemm_and_keeps_7_bits_without_avx512_vnni(monkeypatch):
     for flags, vnni in (("avx2 avx512f avx512_vnni", True), ("avx2 avx_vnni", False), ("avx2", False)):
         monkeypatch.setattr(cpu_linear, "Path", lambda _, f=flags: SimpleNamespace(read_text=lambda: f"flags : {f}"))
         assert cpu_linear._has_vnni() is vnni
+
+
+@pytest.mark.parametrize("kind", ["qwen2", "llama"])  # q/k/v with biases (Qwen2) and without (Llama)
+@pytest.mark.parametrize("lora", [False, True])
+def test_int8_fused_projections_give_the_separate_layers_logits_bit_for_bit(tmp_path, monkeypatch, kind, lora):
+    """int8 loads run each decoder layer's q/k/v and gate/up as one product each (`fuse_int8_projections`): the
+    logits of a prompt and of cached decode steps equal those of the separate int8 layers exactly, LoRA's updates
+    on q/v included, with one product per group call."""
+    from llm_srt.model import llm as llm_module
+    from llm_srt.model.cpu_linear import Int8Linear, Int8Part
+    from llm_srt.model.llm import LoraOptions
+
+    folder = tiny.llm_dir(tmp_path, kind=kind, init_std=0.3)
+    options = LoraOptions() if lora else None
+    fused, tok = load_llm(folder, "int8", lora=options)
+    with monkeypatch.context() as m:
+        m.setattr(llm_module, "fuse_int8_projections", lambda model: 0)
+        separate, _ = load_llm(folder, "int8", lora=options)
+    if lora:  # peft starts lora_B at zero: random updates, the same in both
+        torch.manual_seed(1)
+        for (name, p), (other, q) in zip(fused.named_parameters(), separate.named_parameters()):
+            assert name == other
+            if "lora_" in name:
+                p.data.copy_(torch.randn_like(p) * 0.3)
+                q.data.copy_(p.data)
+    parts = [m for m in fused.modules() if isinstance(m, Int8Part)]
+    assert len(parts) == 2 * 5 and not any(isinstance(m, Int8Part) for m in separate.modules())
+    # each group's fused layer is counted once: the same int8 bytes as the separate layers
+    assert sum(m.weight_bytes for m in fused.modules() if isinstance(m, Int8Linear)) == \
+        sum(m.weight_bytes for m in separate.modules() if isinstance(m, Int8Linear))
+    ids = tok(["hello world", "a cat sat"], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        for model in (fused, separate):
+            model.eval()  # LoRA's dropout
+            out = model(**ids, use_cache=True)
+            step = model(input_ids=out.logits[:, -1:].argmax(-1), past_key_values=out.past_key_values,
+                         attention_mask=torch.cat([ids.attention_mask, torch.ones(2, 1, dtype=torch.long)], 1))
+            model.results = (out.logits, step.logits)
+    assert all(torch.equal(a, b) for a, b in zip(fused.results, separate.results))
+    assert {p._shared.products for p in parts} == {2}  # prompt and step: one product per group call
+
+
+def test_int8_speech_llm_fuses_its_encoders_and_q_formers_projections_exactly(folders, monkeypatch):
+    """An int8 speech LLM fuses the encoder's self-attention q/k/v (k without bias) and the Q-Former's
+    query/key/value (its cross-attention's key/value): the speech embeddings equal those of the separate int8
+    layers exactly."""
+    from llm_srt.model import speech_llm as speech_llm_module
+    from llm_srt.model.cpu_linear import Int8Part
+
+    whisper, llm, _ = folders
+    cfg = SpeechLLMConfig(encoder=str(whisper), llm=str(llm), adapter="qformer", dtype="int8",
+                          adapter_kwargs={"num_queries": 4, "hidden_size": 48, "num_layers": 2, "num_heads": 4,
+                                          "intermediate_size": 64})
+    results = {}
+    for fused in (True, False):
+        with monkeypatch.context() as m:
+            if not fused:
+                m.setattr(speech_llm_module, "fuse_int8_projections", lambda module: 0)
+            torch.manual_seed(0)
+            model = SpeechLLM(cfg, device="cpu").eval()
+            model.quantize_adapter()
+            with torch.no_grad():
+                results[fused] = model.speech_embeddings({"audio": CLIPS})[0]
+            parts = {name: [x for x in getattr(model, name).modules() if isinstance(x, Int8Part)]
+                     for name in ("encoder", "adapter")}
+            # 2 layers' self-attention each, and the Q-Former's cross-attention keys and values (its queries read
+            # 48-wide states, its keys and values the encoder's 32-wide ones): none split back
+            assert {k: len(v) for k, v in parts.items()} == {"encoder": 6 * fused, "adapter": 8 * fused}
+            assert not any(p.own is not None for p in parts["adapter"])
+    assert torch.equal(results[True], results[False])

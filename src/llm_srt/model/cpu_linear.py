@@ -8,6 +8,7 @@ import contextlib
 import os
 import time
 import warnings
+import weakref
 from pathlib import Path
 from typing import Callable
 
@@ -445,6 +446,121 @@ def quantize_int8(model: nn.Module, done: Callable[[nn.Linear], None] | None = N
                 if done is not None:
                     done(child)
     return model
+
+
+# Sibling projections of one input: self-attention's queries, keys and values (Llama, Qwen2, Gemma, Whisper's
+# encoder; BLIP-2's Q-Former, whose cross-attention shares only keys and values) and a gated MLP's two halves. Each
+# group, when all of it is int8 with one input size, runs as one product (`fuse_int8_projections`)
+FUSED_GROUPS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"), ("query", "key", "value"), ("key", "value"))
+
+
+class _SharedProduct:
+    """One fused Int8Linear's latest output and the input it was computed from, for the parts that read it."""
+
+    def __init__(self, linear: Int8Linear, parts: int):
+        self.linear: Int8Linear | None = linear
+        self.parts = parts
+        self.members: list[weakref.ref] = []  # the Int8Parts (weak: a dropped model is freed without a collection)
+        self.input: torch.Tensor | None = None
+        self.output: torch.Tensor | None = None
+        self.readers: set[int] = set()  # the parts (by first column) that read `output`; all have: it is let go
+        self.products = 0  # fused products computed (tests: one per group call)
+
+    def read(self, x: torch.Tensor, part: "Int8Part") -> torch.Tensor:
+        """The part's columns of the fused product of `x`: computed by the first part called with `x`, read by the
+        others. A part called with another input while its siblings have yet to read theirs (a cross-attention's
+        keys and values read the encoder's states, its queries the decoder's) splits the group back into its
+        layers for good: their products then, the same values."""
+        if x is not self.input or part.start in self.readers:  # a new input, or a part's second call on one
+            if len(self.readers) < self.parts and x is not self.input and self.input is not None:
+                self._split()
+                return part(x)
+            self.input, self.output, self.readers = x, self.linear(x), set()
+            self.products += 1
+        self.readers.add(part.start)
+        out = self.output[..., part.start:part.stop]  # a view: no part reads another's columns, nor one its own twice
+        if len(self.readers) == self.parts:
+            self.input = self.output = None
+        return out
+
+    def _split(self) -> None:
+        """Give each part its own Int8Linear of its rows of the fused int8 weights (and its bias), drop the fused."""
+        q, _ = torch.ops.quantized.linear_unpack(self.linear._packed)
+        rows, scale, bias = q.int_repr(), q.q_per_channel_scales().float(), self.linear.bias
+        for member in self.members:
+            part = member()
+            if part is None:
+                continue
+            span = slice(part.start, part.stop)
+            part.own = Int8Linear(rows[span].contiguous(), bias[span] if part.has_bias else None,
+                                  scale=scale[span].contiguous())
+            part.own.reduce_range = self.linear.reduce_range
+            if "fused" in part._modules:
+                del part.fused
+        self.linear = self.input = self.output = None
+
+
+class Int8Part(nn.Module):
+    """Output columns start:stop of a fused int8 product (`fuse_int8_projections`): exactly what the Int8Linear it
+    replaces computed, since int8 products are summed in int32 and each output column has its own weight scale.
+    The first part of a group holds the fused layer as its submodule `fused` (so `modules()` counts its weights
+    once); the others reach it through the shared product. A split group's parts each hold their own (`own`)."""
+
+    def __init__(self, shared: _SharedProduct, start: int, stop: int, has_bias: bool, owner: bool):
+        super().__init__()
+        self._shared, self.start, self.stop, self.has_bias = shared, start, stop, has_bias
+        self.in_features, self.out_features = shared.linear.in_features, stop - start
+        self.own: Int8Linear | None = None
+        if owner:
+            self.fused = shared.linear
+        shared.members.append(weakref.ref(self))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.own(x) if self.own is not None else self._shared.read(x, self)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, columns={self.start}:{self.stop}"
+
+
+def fuse_int8_projections(model: nn.Module) -> int:
+    """Each FUSED_GROUPS group of int8 siblings (children of one module; under a LoRA wrapper its `base_layer`)
+    becomes one Int8Linear over their stacked int8 rows and scales, each sibling an `Int8Part` reading its columns:
+    one product (and one activation quantization) per group call instead of one per projection, the same values.
+    A group with a float member, or members of different input sizes or activation grids, is left as it is; one
+    whose members turn out to read different inputs is split back on its first call (`_SharedProduct.read`).
+    Returns the number of groups fused."""
+    fused = 0
+    for module in list(model.modules()):
+        for names in FUSED_GROUPS:
+            holders = [_int8_holder(module, name) for name in names]
+            if any(h is None for h in holders):
+                continue
+            layers = [getattr(holder, attr) for holder, attr in holders]
+            if len({(m.in_features, m.reduce_range) for m in layers}) != 1:
+                continue
+            unpacked = [torch.ops.quantized.linear_unpack(m._packed)[0] for m in layers]
+            q = torch.cat([u.int_repr() for u in unpacked])
+            scale = torch.cat([u.q_per_channel_scales().float() for u in unpacked])
+            bias = None if all(m.bias is None for m in layers) else torch.cat(
+                [m.bias if m.bias is not None else torch.zeros(m.out_features) for m in layers])
+            linear = Int8Linear(q, bias, scale=scale)
+            linear.reduce_range = layers[0].reduce_range
+            shared, start = _SharedProduct(linear, len(layers)), 0
+            for i, ((holder, attr), m) in enumerate(zip(holders, layers)):
+                setattr(holder, attr, Int8Part(shared, start, start + m.out_features, m.bias is not None, i == 0))
+                start += m.out_features
+            fused += 1
+    return fused
+
+
+def _int8_holder(module: nn.Module, name: str) -> tuple[nn.Module, str] | None:
+    """(the module holding it, its attribute) for child `name` of `module` when it is an Int8Linear, directly or as
+    the `base_layer` of a LoRA wrapper; else None."""
+    child = getattr(module, name, None)
+    if isinstance(child, Int8Linear):
+        return module, name
+    base = getattr(child, "base_layer", None) if isinstance(child, nn.Module) else None
+    return (child, "base_layer") if isinstance(base, Int8Linear) else None
 
 
 def is_quantized(model: nn.Module) -> bool:

@@ -15,7 +15,7 @@ from transformers import (AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, 
 from ..device import DTYPES, compute_dtype, is_int8
 from ..errors import LLMSRTError
 from . import cpu_linear
-from .cpu_linear import FastLinear, Int8Linear, fast_cpu_linears, quantize_int8
+from .cpu_linear import FastLinear, Int8Linear, fast_cpu_linears, fuse_int8_projections, quantize_int8
 from .mapped import checkpoint_pages_dropper, drop_pages_after_lookups, mapped_from, mapping_of
 
 GENERIC_TOKENIZERS = ("TokenizersBackend", "PreTrainedTokenizerFast")
@@ -92,6 +92,8 @@ def load_llm(path: str | Path, dtype: str | torch.dtype = torch.float32, lora: L
         _quantize_from_checkpoint(model, path)
     elif int8:
         quantize_int8(model)
+    if int8:
+        fuse_int8_projections(model)
     return model, tokenizer
 
 

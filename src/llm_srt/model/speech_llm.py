@@ -27,7 +27,7 @@ from ..prompts import PROMPT_FORMAT_VERSION
 from .adapter import Adapter, build_adapter
 from .decoding import DecodingOptions, OnEnd, eos_ids, generate_ids
 from .encoder import WhisperEncoder, whisper_dim
-from .cpu_linear import fast_cpu_linears, is_quantized, quantize_int8
+from .cpu_linear import fast_cpu_linears, fuse_int8_projections, is_quantized, quantize_int8
 from .ctc import CTCHead, CTCLoss
 from .llm import LoraOptions, backbone_and_head, head_losses, hidden_size, load_llm, logit_cap, resolve_dtype
 from .mapped import checkpoint_pages_dropper
@@ -138,6 +138,7 @@ class SpeechLLM(nn.Module):
             if is_int8(self.config.dtype):  # as CTranslate2's int8 Whisper: its linear layers, not its convolutions
                 dropper = checkpoint_pages_dropper(folder) if self._weights else None  # file pages go once quantized
                 quantize_int8(enc, dropper)
+                fuse_int8_projections(enc)
             fast_cpu_linears(enc)  # float32 on the CPU: the faster kernels (frozen, so it never needs a gradient)
             self._whisper = enc  # registered as a submodule: follows .to() and train()
         return self._whisper
@@ -401,6 +402,7 @@ class SpeechLLM(nn.Module):
         once the adapter's weights are loaded (they cannot be loaded into it afterwards). Otherwise nothing."""
         if is_int8(self.config.dtype) and not is_quantized(self.adapter):
             quantize_int8(self.adapter)
+            fuse_int8_projections(self.adapter)
 
     def load_trainable(self, directory: str | Path) -> None:
         """The adapter (and LoRA, and the CTC head, when the folder has them) weights of a model or checkpoint folder
