@@ -522,8 +522,7 @@ def test_int8_needs_fbgemm_and_keeps_7_bits_without_avx512_vnni(monkeypatch):
         assert cpu_linear._has_vnni() is vnni
 
 
-@pytest.mark.parametrize("kind", ["qwen2", "llama"])  # q/k/v with biases (Qwen2) and without (Llama)
-@pytest.mark.parametrize("lora", [False, True])
+@pytest.mark.parametrize("kind, lora", [("qwen2", True), ("llama", False)])  # q/k/v with biases (Qwen2), without
 def test_int8_fused_projections_give_the_separate_layers_logits_bit_for_bit(tmp_path, monkeypatch, kind, lora):
     """int8 loads run each decoder layer's q/k/v and gate/up as one product each (`fuse_int8_projections`): the
     logits of a prompt and of cached decode steps equal those of the separate int8 layers exactly, LoRA's updates
