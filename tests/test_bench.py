@@ -345,3 +345,35 @@ def test_each_decode_row_is_warmed_up_at_its_own_shape_untimed(monkeypatch):
     assert passes == [(4, 4, 1, 2), (6, 4, 1, 5), (2, 2, 2, 2), (6, 2, 2, 5)]
     assert [(r["batch_size"], r["beam"], r["seconds"], r["new_tokens"]) for r in rows] == [(4, 1, 2.0, 5),
                                                                                           (2, 2, 2.0, 5)]
+
+
+def test_training_comparison_takes_turns_in_either_order_and_reports_medians(tmp_path, monkeypatch):
+    """`time_training`: after a warm-up step each way, the audio and cached steps take turns in either order
+    (audio first, then cached first, ...), and each way reports the median of its steps, so one slow step on a
+    shared machine moves no row alone."""
+    import soundfile
+
+    from llm_srt.bench import training
+    from llm_srt.bench.embedded import Utterance
+
+    model = tiny.speech_llm(tmp_path)
+    utts = []
+    for i in range(2):
+        audio = tiny.tone(0.6 + 0.2 * i, 300 + 200 * i, seed=i)
+        soundfile.write(tmp_path / f"u{i}.wav", audio, tiny.SAMPLE_RATE)
+        utts.append(Utterance(str(tmp_path / f"u{i}.wav"), audio, "eng", "deu", "a cat", "eine katze"))
+    clock, order = [0.0], []
+    costs = {"audio": iter([1.0, 2.0, 2.0, 9.0, 2.0]), "cached": iter([1.0, 1.0, 50.0, 1.0, 1.0])}  # warm-up first
+    forward = type(model).forward
+
+    def timed_forward(self, batch, *args, **kwargs):
+        way = "cached" if batch.get("features") is not None else "audio"
+        order.append(way)
+        clock[0] += next(costs[way])
+        return forward(self, batch, *args, **kwargs)
+
+    monkeypatch.setattr(type(model), "forward", timed_forward)
+    monkeypatch.setattr(training.time, "perf_counter", lambda: clock[0])
+    t = training.time_training(model, utts, batch_size=2, steps=4, workdir=tmp_path)
+    assert order == ["audio", "cached", "cached", "audio", "audio", "cached", "cached", "audio", "audio", "cached"]
+    assert t["s_per_step_audio"] == 2.0 and t["s_per_step_cached"] == 1.0  # means: 3.75 and 13.25

@@ -19,8 +19,8 @@ from .common import PeakMemory
 def time_training(model, utts: list, batch_size: int, steps: int, workdir: Path) -> dict:
     """Seconds per optimizer step on one batch read as audio (encoder runs) vs from the feature cache (it does not),
     through the recipe's own pieces (collate, FeatureCache, SpeechLLM.forward, AdamW), and the seconds the encoder
-    (log-mel + forward, timed around `WhisperEncoder.encode`) took inside the audio steps. Trained weights
-    restored."""
+    (log-mel + forward, timed around `WhisperEncoder.encode`) took inside the audio steps: medians over `steps`
+    timed steps each way, the two ways taking turns in either order. Trained weights restored."""
     from ..data.features import FeatureCache
     from ..data.loader import Example, collate
 
@@ -72,8 +72,9 @@ def time_training(model, utts: list, batch_size: int, steps: int, workdir: Path)
     whisper.encode = timed_encode
     try:
         with PeakMemory(device) as memory:
-            for step in range(steps + 1):  # step 0 warms up; the two ways alternate so drift hits both alike
-                for way in ("audio", "cached"):
+            for step in range(steps + 1):  # step 0 warms up; the two ways alternate, in turns of either order
+                for way in ("audio", "cached") if step % 2 == 0 else ("cached", "audio"):  # (ABBA: drift and
+                    # what one way leaves the other, e.g. freed memory, hit both alike)
                     timing = bool(step) and way == "audio"
                     dev.synchronize(device)
                     t0 = time.perf_counter()
@@ -91,8 +92,8 @@ def time_training(model, utts: list, batch_size: int, steps: int, workdir: Path)
             for p, value in zip(params, saved):
                 p.copy_(value)
     return {"batch_size": batch_size, "steps": steps,
-            "s_per_step_audio": round(float(np.mean(times["audio"])), 4),
-            "s_per_step_cached": round(float(np.mean(times["cached"])), 4),
-            "encoder_s_per_audio_step": round(sum(encoder_s) / steps, 4),
+            "s_per_step_audio": round(float(np.median(times["audio"])), 4),  # medians: one slow step on a shared
+            "s_per_step_cached": round(float(np.median(times["cached"])), 4),  # machine moves no row alone
+            "encoder_s_per_audio_step": round(float(np.median(encoder_s)), 4),
             "encoder_calls_audio": encoder_calls["audio"], "encoder_calls_cached": encoder_calls["cached"],
             "cache_hits": cache.hits, "cache_misses": cache.misses, "peak_mib": memory.mib}
