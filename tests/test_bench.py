@@ -98,6 +98,10 @@ def test_decode_rows_cover_the_plan_with_the_right_speech_tokens(result):
         assert r["utterances_per_s"] == pytest.approx(6 / r["seconds"], rel=0.03)  # both rounded
     head = rows[("pooled-750", 1, 4)]["seconds"] / rows[("llm-srt", 1, 4)]["seconds"]
     assert result["adapter_vs_pooled_speedup"] == pytest.approx(head, rel=0.01)
+    for key, r in rows.items():  # the int8 rows: the median of 3 passes taking turns, the others one pass
+        assert len(r["pass_seconds"]) == (3 if key[0] == "llm-srt-int8" else 1)
+        assert r["seconds"] == sorted(r["pass_seconds"])[len(r["pass_seconds"]) // 2]
+    assert "Q-Former), int8, batch 4: the median of 3 passes taking turns (" in bench.format_table(result)
 
 
 def test_encoder_runs_ten_second_clips_at_their_length_and_padded(result):
@@ -323,8 +327,8 @@ def test_cli_adds_the_whisper_row_unless_told_not_to(monkeypatch, capsys):
 
 
 def test_each_decode_row_is_warmed_up_at_its_own_shape_untimed(monkeypatch):
-    """Before a row's timed pass, 2 tokens of its longest batch at its beam (kernel timings and other once-per-process
-    costs of that shape stay out of the row); only the timed pass makes the row."""
+    """Before the timed passes, 2 tokens of each row's longest batch at its beam (kernel timings and other
+    once-per-process costs of that shape stay out of the row); only the timed pass makes the row."""
     from types import SimpleNamespace
 
     from llm_srt.bench import embedded
@@ -342,7 +346,7 @@ def test_each_decode_row_is_warmed_up_at_its_own_shape_untimed(monkeypatch):
     utts = [SimpleNamespace(audio=np.zeros(16000 - i, np.float32)) for i in range(6)]
     rows = embedded.decode_rows(system, utts, [("llm-srt", 1, 4), ("llm-srt", 2, 2)],
                                 bench.BenchOptions(new_tokens=5), lambda msg: None, {})
-    assert passes == [(4, 4, 1, 2), (6, 4, 1, 5), (2, 2, 2, 2), (6, 2, 2, 5)]
+    assert passes == [(4, 4, 1, 2), (2, 2, 2, 2), (6, 4, 1, 5), (6, 2, 2, 5)]  # warm-ups, then the timed passes
     assert [(r["batch_size"], r["beam"], r["seconds"], r["new_tokens"]) for r in rows] == [(4, 1, 2.0, 5),
                                                                                           (2, 2, 2.0, 5)]
 
@@ -377,3 +381,32 @@ def test_training_comparison_takes_turns_in_either_order_and_reports_medians(tmp
     t = training.time_training(model, utts, batch_size=2, steps=4, workdir=tmp_path)
     assert order == ["audio", "cached", "cached", "audio", "audio", "cached", "cached", "audio", "audio", "cached"]
     assert t["s_per_step_audio"] == 2.0 and t["s_per_step_cached"] == 1.0  # means: 3.75 and 13.25
+
+
+def test_decode_rows_passes_take_turns_and_each_row_reports_its_median_pass(monkeypatch):
+    """`decode_rows(passes=3)` (the int8 rows that batch16_vs_batch1 judges): the rows take turns, the plan's order,
+    then its reverse, then its order again, and each row is its median pass, every pass's seconds kept; one slow
+    pass of a shared machine moves no row alone."""
+    from types import SimpleNamespace
+
+    from llm_srt.bench import embedded
+
+    order, seconds = [], {1: iter([10.0, 30.0, 11.0]), 4: iter([2.0, 2.5, 9.0])}
+
+    def fake_pass(system, audios, batch, options):
+        if options.max_new_tokens == 5:  # timed (the warm-ups generate 2 tokens)
+            order.append(batch)
+        took = next(seconds[batch]) if options.max_new_tokens == 5 else 0.1
+        return common.DecodeRun(seconds=took, utterances=len(audios), new_tokens=options.max_new_tokens,
+                                speech_tokens=8, peak_mib=took, memory="rss", steps=((batch, 2, took / 2),))
+    monkeypatch.setattr(embedded, "decode_pass", fake_pass)
+    monkeypatch.setattr(embedded, "decode_cost", lambda llm: {"int8": True})
+    monkeypatch.setattr(embedded, "step_bound", lambda cost, machine, rows: {"bound_s": 0.1, "bound": "bandwidth"})
+    system = SimpleNamespace(model=SimpleNamespace(llm=None, llm_dtype=torch.float32))
+    utts = [SimpleNamespace(audio=np.zeros(16000, np.float32)) for _ in range(4)]
+    rows = embedded.decode_rows(system, utts, [("llm-srt-int8", 1, 1), ("llm-srt-int8", 1, 4)],
+                                bench.BenchOptions(new_tokens=5), lambda msg: None, {}, passes=3)
+    assert order == [1, 4, 4, 1, 1, 4]
+    one, four = rows
+    assert (one["seconds"], one["peak_mib"], one["pass_seconds"]) == (11.0, 11.0, [10.0, 30.0, 11.0])
+    assert (four["seconds"], four["decode_seconds"], four["pass_seconds"]) == (2.5, 1.25, [2.0, 2.5, 9.0])

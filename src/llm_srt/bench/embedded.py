@@ -105,13 +105,14 @@ class BenchOptions:
     long_seconds: float = LONG_SECONDS
     encoder_repeats: int = 2  # best of this many passes for the encoder comparison
     int8_batch_sizes: tuple[int, ...] = INT8_BATCH_SIZES  # greedy again with --dtype int8 (CPU float32 runs only)
+    int8_passes: int = 3  # passes of the int8 rows, taking turns; each reports its median (`decode_rows`)
     yardstick_bytes: int = COPY_BYTES  # the bandwidth probes' size (tests shrink it)
     yardstick_gemm: int | None = None  # the matmul probe's size (None: by device; tests shrink it)
     seed: int = 0  # fresh adapter weights
 
     def __post_init__(self):
-        if self.n < 1 or self.new_tokens < 2 or self.train_batch < 1 or self.train_steps < 1:
-            raise LLMSRTError("bench: n, train_batch and train_steps must be >= 1 and new_tokens >= 2")
+        if self.n < 1 or self.new_tokens < 2 or self.train_batch < 1 or self.train_steps < 1 or self.int8_passes < 1:
+            raise LLMSRTError("bench: n, train_batch, train_steps and int8_passes must be >= 1 and new_tokens >= 2")
         if 1 not in self.batch_sizes or self.headline_batch not in self.batch_sizes \
                 or self.headline_batch not in self.pooled_batch_sizes:
             raise LLMSRTError(f"bench: batch sizes must include 1 and the headline batch {self.headline_batch}")
@@ -178,7 +179,8 @@ def run_bench(options: BenchOptions = BenchOptions(), placement: Placement | Non
         if int8_rows:  # the same adapter weights, every linear layer int8
             int8 = _int8_model(folders, adapter_state, placement, options)
             rows += decode_rows(SpeechLLMSystem(int8, "llm-srt-int8", dev.resolve("cpu", "int8")), utts,
-                                [("llm-srt-int8", 1, b) for b in options.int8_batch_sizes], options, log, machine)
+                                [("llm-srt-int8", 1, b) for b in options.int8_batch_sizes], options, log, machine,
+                                passes=options.int8_passes)
             del int8
             release(placement.device)
         torch.manual_seed(options.seed)
@@ -190,20 +192,29 @@ def run_bench(options: BenchOptions = BenchOptions(), placement: Placement | Non
     return summarize(options, setup, utts, rows, encoder, overhead, train, cascade, machine)
 
 
-def decode_rows(system, utts: list["Utterance"], plan, options: "BenchOptions", log, machine: dict) -> list[dict]:
+def decode_rows(system, utts: list["Utterance"], plan, options: "BenchOptions", log, machine: dict,
+                passes: int = 1) -> list[dict]:
     """(a) or (b): every (beam, batch) of `plan` over all utterances through `system.run_batch`, fixed length; each
-    row's decode steps (prefill end to last step end, per generation) against the roofline bound of its rows."""
+    row's decode steps (prefill end to last step end, per generation) against the roofline bound of its rows.
+    With `passes` > 1 the rows take turns, the plan's order then its reverse (ABBA: a drift of the machine hits
+    every row alike), and each row reports its median pass (by seconds; the upper one of an even count)."""
     from ..model.decoding import DecodingOptions
 
     cost = decode_cost(system.model.llm)
     audios = [u.audio for u in utts]
     decoding = DecodingOptions(max_new_tokens=options.new_tokens)
-    rows = []
     for name, beam, batch in plan:
-        log(f"decode {name} beam {beam} batch {batch}")
+        log(f"decode {name} beam {beam} batch {batch}: warm-up")
         with torch.inference_mode():  # warm-up at this row's shape (its longest batch): what a process does once
             decode_pass(system, audios[:batch], batch, replace(decoding, beam_size=beam, max_new_tokens=2))
-        run = decode_pass(system, audios, batch, replace(decoding, beam_size=beam))
+    runs: dict[tuple, list] = {entry: [] for entry in plan}
+    for turn in range(passes):
+        for name, beam, batch in plan if turn % 2 == 0 else plan[::-1]:
+            log(f"decode {name} beam {beam} batch {batch}" + (f" (pass {turn + 1} of {passes})" if passes > 1 else ""))
+            runs[(name, beam, batch)].append(decode_pass(system, audios, batch, replace(decoding, beam_size=beam)))
+    rows = []
+    for (name, beam, batch), done in runs.items():
+        run = sorted(done, key=lambda r: r.seconds)[len(done) // 2]
         steps = sum(n for _, n, _ in run.steps)
         step_s = sum(s for _, _, s in run.steps) / steps
         bound_s = sum(n * step_bound(cost, machine, r)["bound_s"] for r, n, _ in run.steps) / steps
@@ -214,7 +225,7 @@ def decode_rows(system, utts: list["Utterance"], plan, options: "BenchOptions", 
                      "decode_seconds": round(sum(s for _, _, s in run.steps), 4),
                      "decode_step_ms": float(f"{step_s * 1000:.4g}"), "bound_step_ms": float(f"{bound_s * 1000:.4g}"),
                      "bound": step_bound(cost, machine, batch * beam)["bound"],
-                     "step_vs_bound": round(step_s / bound_s, 3)})
+                     "step_vs_bound": round(step_s / bound_s, 3), "pass_seconds": [r.seconds for r in done]})
     return rows
 
 
@@ -543,6 +554,11 @@ def format_table(result: dict) -> str:
         lines.append(f"{SYSTEM_NAMES[r['system']]:38} {search:8} {r['batch_size']:>5} {r['seconds']:>9.2f} "
                      f"{r['utterances_per_s']:>7.2f} {r['speech_tokens']:>10} {r['peak_mib']:>9.0f} "
                      f"{r['decode_step_ms']:>8.1f} {r['bound_step_ms']:>8.1f} {r['step_vs_bound']:>7.2f}")
+    for r in result["decode"]:
+        if len(r.get("pass_seconds", ())) > 1:
+            each = ", ".join(f"{x:.2f}" for x in r["pass_seconds"])
+            lines.append(f"  {SYSTEM_NAMES[r['system']]}, batch {r['batch_size']}: the median of "
+                         f"{len(r['pass_seconds'])} passes taking turns ({each} s)")
     c = result["cascade"]
     if c:
         lines.append(f"{'Cascade (Whisper ASR -> LLM MT)':38} {'greedy':8} {c['batch_size']:>5} {c['seconds']:>9.2f} "
