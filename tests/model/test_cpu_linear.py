@@ -466,3 +466,32 @@ def test_int8_fused_projections_read_each_siblings_columns_exactly():
         assert all(isinstance(p.own, Int8Linear) for p in parts.values()) and shared.linear is None
         assert parts["k_proj"].own.bias is None and sum(isinstance(m, Int8Linear) for m in model.modules()) == 6
         assert all(torch.equal(p(other), separate[n](other)) for n, p in parts.items()) and shared.products == 3
+
+
+def test_embedded_gemmas_int8_groups_stay_fused_and_decode_the_same_ids(embedded, monkeypatch):
+    """The embedded Gemma-3 in int8: every layer's q/k/v and gate/up are fused, each group computes exactly one
+    product per call of its layer (prefill and each step: none is split back, so Gemma's call pattern shares the
+    input), and greedy decoding gives the same token ids as the separate int8 layers, at batch 1 and as a batch."""
+    from llm_srt.model import llm as llm_module
+    from llm_srt.model.cpu_linear import Int8Part
+    from llm_srt.model.decoding import eos_ids, greedy_ids
+    from llm_srt.model.llm import causal_lm, load_llm
+
+    fused, tok = load_llm(embedded.llm, "int8")
+    with monkeypatch.context() as m:
+        m.setattr(llm_module, "fuse_int8_projections", lambda model: 0)
+        separate, _ = load_llm(embedded.llm, "int8")
+    texts = ["Translate to German: The weather is nice today.", "The capital of Spain is"]
+    enc = tok(texts, return_tensors="pt", padding=True, padding_side="left")
+    layer_calls = []
+    causal_lm(fused).model.layers[0].register_forward_pre_hook(lambda *_: layer_calls.append(1))
+    ids = {}
+    for name, model in (("fused", fused), ("separate", separate)):
+        emb, eos = causal_lm(model).get_input_embeddings(), eos_ids(model, tok)
+        with torch.no_grad():
+            ids[name] = (greedy_ids(model, emb(enc.input_ids[:1]), enc.attention_mask[:1], 4, eos),
+                         greedy_ids(model, emb(enc.input_ids), enc.attention_mask, 4, eos))
+    assert ids["fused"] == ids["separate"]
+    parts = [m for m in fused.modules() if isinstance(m, Int8Part)]
+    assert len(parts) == causal_lm(fused).config.num_hidden_layers * 5 and all(p.own is None for p in parts)
+    assert {p._shared.products for p in parts} == {len(layer_calls)} and len(layer_calls) >= 4
