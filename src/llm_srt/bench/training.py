@@ -72,9 +72,10 @@ def time_training(model, utts: list, batch_size: int, steps: int, workdir: Path)
     whisper.encode = timed_encode
     try:
         with PeakMemory(device) as memory:
-            for step in range(steps + 1):  # step 0 warms up; the two ways alternate, in turns of either order
-                for way in ("audio", "cached") if step % 2 == 0 else ("cached", "audio"):  # (ABBA: drift and
-                    # what one way leaves the other, e.g. freed memory, hit both alike)
+            # step 0 warms up; the two ways alternate in turns of either order (ABBA), so that a drift of the
+            # machine and what one way leaves the other (e.g. freed memory) hit both alike
+            for step in range(steps + 1):
+                for way in ("audio", "cached") if step % 2 == 0 else ("cached", "audio"):
                     timing = bool(step) and way == "audio"
                     dev.synchronize(device)
                     t0 = time.perf_counter()

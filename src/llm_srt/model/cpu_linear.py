@@ -296,6 +296,12 @@ class Int8Linear(nn.Module):
         q, _ = torch.ops.quantized.linear_unpack(self._packed)
         return q.dequantize()
 
+    def quantized_rows(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(int8 (out, in), float32 scales (out,)): the packed weights as `quantize_rows` gives them (so
+        `Int8Linear(*quantized_rows())` packs the same weights again)."""
+        q, _ = torch.ops.quantized.linear_unpack(self._packed)
+        return q.int_repr(), q.q_per_channel_scales().float()
+
     def zero_rows(self, rows: list[int]) -> None:
         """Set output rows' weights to exactly 0 (benchmarks pin a logit with it)."""
         weight = self.dequantized_weight()
@@ -319,8 +325,8 @@ class Int8Linear(nn.Module):
         """oneDNN's int8 product of rows already scaled to max |x| = 1: quantized on ACTIVATION_GRID as fbgemm's
         product quantizes them (torch's own per-tensor quantization), int32 sums, then the same scales."""
         if self._onednn is None:
-            q, _ = torch.ops.quantized.linear_unpack(self._packed)
-            self._onednn = (torch.ops.onednn.qlinear_prepack(q.int_repr(), None), q.q_per_channel_scales().float(),
+            q, scale = self.quantized_rows()
+            self._onednn = (torch.ops.onednn.qlinear_prepack(q, None), scale,
                             torch.zeros(self.out_features, dtype=torch.long))
         weights, scales, zeros = self._onednn
         step, zero = ACTIVATION_GRID[self.reduce_range]
@@ -485,8 +491,7 @@ class _SharedProduct:
 
     def _split(self) -> None:
         """Give each part its own Int8Linear of its rows of the fused int8 weights (and its bias), drop the fused."""
-        q, _ = torch.ops.quantized.linear_unpack(self.linear._packed)
-        rows, scale, bias = q.int_repr(), q.q_per_channel_scales().float(), self.linear.bias
+        (rows, scale), bias = self.linear.quantized_rows(), self.linear.bias
         for member in self.members:
             part = member()
             if part is None:
@@ -538,9 +543,7 @@ def fuse_int8_projections(model: nn.Module) -> int:
             layers = [getattr(holder, attr) for holder, attr in holders]
             if len({(m.in_features, m.reduce_range) for m in layers}) != 1:
                 continue
-            unpacked = [torch.ops.quantized.linear_unpack(m._packed)[0] for m in layers]
-            q = torch.cat([u.int_repr() for u in unpacked])
-            scale = torch.cat([u.q_per_channel_scales().float() for u in unpacked])
+            q, scale = (torch.cat(pieces) for pieces in zip(*(m.quantized_rows() for m in layers)))
             bias = None if all(m.bias is None for m in layers) else torch.cat(
                 [m.bias if m.bias is not None else torch.zeros(m.out_features) for m in layers])
             linear = Int8Linear(q, bias, scale=scale)
