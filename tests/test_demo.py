@@ -119,8 +119,12 @@ def test_claims_report_what_each_runs_lora_left_of_the_llms_text_mt():
     names = ("LLM-SRT (this run)", "Baseline (this run)", "LLM-SRT w/o SMT (this run)")
     lora = {names[0]: {"deu-eng": 1.0, "eng-deu": 2.0}, names[1]: {"deu-eng": 6.0, "eng-deu": 4.0},
             names[2]: {"deu-eng": 9.0, "eng-deu": 11.0}}
+    own = {names[0]: {"deu-eng": 10.0, "eng-deu": 6.0}, names[2]: {"deu-eng": 14.0, "eng-deu": 16.0}}
     result = check_claims(dict.fromkeys(names, rows), samples=50, text_mt={"deu-eng": 12.0, "eng-deu": 8.0},
-                          lora_text_mt=lora)
+                          lora_text_mt=lora, own_prompt_mt=own)
+    mine = next(x for x in result["lines"] if "its own text-MT prompt" in x)
+    assert "LLM-SRT (this run): deu->eng 10.0, eng->deu 6.0 (80% of the plain LLM's)" in mine
+    assert "LLM-SRT w/o SMT (this run): deu->eng 14.0, eng->deu 16.0 (150% of the plain LLM's)" in mine
     line = next(x for x in result["lines"] if "its LoRA applied" in x)
     assert "LLM-SRT (this run): deu->eng 1.0, eng->deu 2.0 (15% of the plain LLM's)" in line
     assert "LLM-SRT w/o SMT (this run): deu->eng 9.0, eng->deu 11.0 (100% of the plain LLM's)" in line
@@ -128,9 +132,12 @@ def test_claims_report_what_each_runs_lora_left_of_the_llms_text_mt():
     assert table3["text_mt_bleu"] == {"deu-eng": 12.0, "eng-deu": 8.0}
     assert table3["text_mt_bleu_with_lora"] == {names[0]: lora[names[0]], names[1]: lora[names[1]]}
     assert table8["text_mt_bleu_with_lora"] == {names[0]: lora[names[0]], names[2]: lora[names[2]]}
+    assert table3["text_mt_bleu_own_prompt"] == {names[0]: own[names[0]]}  # the Baseline's was not measured here
+    assert table8["text_mt_bleu_own_prompt"] == own
     alone = check_claims(dict.fromkeys(names, rows), samples=50, lora_text_mt=lora)  # no plain figure: no share
     assert "of the plain LLM's" not in next(x for x in alone["lines"] if "its LoRA applied" in x)
-    assert not any("its LoRA applied" in x for x in check_claims(dict.fromkeys(names, rows), samples=50)["lines"])
+    assert not any("its LoRA applied" in x or "own text-MT prompt" in x
+                   for x in check_claims(dict.fromkeys(names, rows), samples=50)["lines"])
 
 
 def test_output_shapes_count_empty_translations_and_copies_of_the_transcript():

@@ -97,6 +97,11 @@ def probe_rows(dev_manifest: Path, directions, sentences: int = MT_PROBE_SENTENC
     return rows
 
 
+def bleu_per_direction(scores: Mapping[str, float]) -> str:
+    """{"deu-eng": 4.3, ...} -> "deu->eng 4.3, ..." (as the demo prints BLEU per direction)."""
+    return ", ".join(f"{d.replace('-', '->')} {b:.1f}" for d, b in scores.items())
+
+
 def text_mt_bleu(system, rows: list) -> dict[str, float]:
     """BLEU per direction ("src-tgt") of a text-MT system translating the rows' gold transcripts."""
     from .evaluate.report import score_system
@@ -122,7 +127,7 @@ def choose_directions(dev_manifest: Path, log=print, candidates=DEMO_DIRECTIONS,
     chosen = [tuple(d.split("-")) for d in ranked[:n]]
     k = len({r.sentence_id for r in rows})
     log(f"the LLM's text MT on {k} dev sentences (gold transcript -> translation), BLEU: "
-        + ", ".join(f"{d.replace('-', '->')} {scores[d]:.1f}" for d in ranked)
+        + bleu_per_direction({d: scores[d] for d in ranked})
         + f"; scored: {', '.join(f'{s}->{t}' for s, t in chosen)}")
     return {"bleu": {d: scores[d] for d in ranked}, "chosen": chosen, "sentences": k}
 
@@ -183,7 +188,7 @@ def run_demo(work: Path, data: Path, log=print, dtype: str = "auto", asr: Path =
                 lambda: measure_runs(own, scored, probe, log, placement))
     claims = check_claims({name: load_results(hyps_path(work / "report", name)) for name in systems}, runs["losses"],
                           text_mt={f"{s}-{t}": directions["bleu"][f"{s}-{t}"] for s, t in directions["chosen"]},
-                          lora_text_mt=runs["text_mt"])
+                          lora_text_mt=runs["text_mt"], own_prompt_mt=runs["text_mt_own_prompt"])
     log("\n" + "\n".join(claims["lines"]))
 
     def one_clip():
@@ -244,14 +249,16 @@ CLAIMS = (  # (claim, system that should win, system it is compared with, the pa
 
 def check_claims(results: Mapping[str, list], losses: Mapping[str, list[float]] | None = None,
                  samples: int = 1000, text_mt: Mapping[str, float] | None = None,
-                 lora_text_mt: Mapping[str, Mapping[str, float]] | None = None) -> dict:
+                 lora_text_mt: Mapping[str, Mapping[str, float]] | None = None,
+                 own_prompt_mt: Mapping[str, Mapping[str, float]] | None = None) -> dict:
     """The paper's claims on this run's utterance results (system name -> its rows): average BLEU of each pair
     and whether the difference is beyond chance (paired bootstrap over the test sentences, p < 0.05). `losses`
     (system name -> teacher-forced loss of each reference translation, same rows in the same order, lower is
     better): the same test on the loss, which varies far less than BLEU at this scale. `text_mt` (direction ->
     the plain LLM's own text-MT BLEU there) and `lora_text_mt` (system name -> direction -> the same measure of
-    that run's LLM with its LoRA): printed with the claims and kept with each, as what bounds them (a curriculum
-    cannot transfer MT its LLM no longer has)."""
+    that run's LLM with its LoRA, from the plain LLM's MT prompt) and `own_prompt_mt` (the same from the speech
+    LLM's own text-MT prompt, transcript<|src|><|tgt|>, the format its training used): printed with the claims and
+    kept with each, as what bounds them (a curriculum cannot transfer MT its LLM no longer has)."""
     from .evaluate.significance import paired_bootstrap, paired_mean
 
     lines = [f"=== the paper's claims, on this run (avg BLEU over the demo directions; paired bootstrap over test "
@@ -277,19 +284,23 @@ def check_claims(results: Mapping[str, list], losses: Mapping[str, list[float]] 
             entry["text_mt_bleu"] = dict(text_mt)
         if lora_text_mt:
             entry["text_mt_bleu_with_lora"] = {n: dict(lora_text_mt[n]) for n in (a, b) if n in lora_text_mt}
+        if own_prompt_mt:
+            entry["text_mt_bleu_own_prompt"] = {n: dict(own_prompt_mt[n]) for n in (a, b) if n in own_prompt_mt}
         numbers.append(entry)
     if text_mt:
         lines.append("what bounds both: the LLM's own text MT (gold transcript -> translation) in the scored "
-                     "directions, BLEU " + ", ".join(f"{d.replace('-', '->')} {b:.1f}" for d, b in text_mt.items()))
-    if lora_text_mt:
-        plain = sum(text_mt.values()) / len(text_mt) if text_mt else None
+                     "directions, BLEU " + bleu_per_direction(text_mt))
+    plain = sum(text_mt.values()) / len(text_mt) if text_mt else None
 
-        def kept(bleu: Mapping[str, float]) -> str:
-            mean = sum(bleu.values()) / len(bleu)
-            return (", ".join(f"{d.replace('-', '->')} {b:.1f}" for d, b in bleu.items())
-                    + (f" ({mean / plain:.0%} of the plain LLM's)" if plain else ""))
+    def kept(bleu: Mapping[str, float]) -> str:
+        mean = sum(bleu.values()) / len(bleu)
+        return bleu_per_direction(bleu) + (f" ({mean / plain:.0%} of the plain LLM's)" if plain else "")
+    if lora_text_mt:
         lines.append("  the same text MT of each run's LLM, its LoRA applied (what training on speech left of it), "
                      "BLEU: " + "; ".join(f"{name}: {kept(bleu)}" for name, bleu in lora_text_mt.items()))
+    if own_prompt_mt:
+        lines.append("  each run's LLM from its own text-MT prompt (transcript<|src|><|tgt|>, the format its stages "
+                     "used), BLEU: " + "; ".join(f"{name}: {kept(bleu)}" for name, bleu in own_prompt_mt.items()))
     heard = transcript_errors(results)
     if heard:
         lines.append("what the systems heard (their transcripts' error rate per source language, lower is better): "
@@ -342,15 +353,17 @@ def measure_runs(systems: Mapping[str, str], rows: list, probe: list | None = No
     `placement` says; default `auto`, as the evaluation): "losses": name -> the teacher-forced loss of each row's
     reference translation, in the task the run was trained for; "text_mt" (with `probe`, text-MT rows): name ->
     BLEU per direction of the run's own LLM, its LoRA applied, translating the probe's gold transcripts from the
-    plain LLM's MT prompt: what training on speech left of the LLM's translation, the curriculum's upper bound."""
+    plain LLM's MT prompt: what training on speech left of the LLM's translation, the curriculum's upper bound;
+    "text_mt_own_prompt": the same from the speech LLM's own text-MT prompt (Task.MT, transcript<|src|><|tgt|>:
+    the format its SMT and SRT stages used), through the one system that runs a speech LLM on a batch."""
     from . import device
     from .evaluate.loss import reference_losses
     from .evaluate.run import model_task
     from .model.speech_llm import SpeechLLM
-    from .model.systems import TextMTSystem
+    from .model.systems import SpeechLLMSystem, TextMTSystem
 
     placement = placement or device.resolve("auto")
-    out: dict[str, dict] = {"losses": {}, "text_mt": {}}
+    out: dict[str, dict] = {"losses": {}, "text_mt": {}, "text_mt_own_prompt": {}}
     for name, folder in systems.items():
         task = model_task(folder)
         model = SpeechLLM.from_pretrained(folder, device=placement.device, dtype=placement.dtype)
@@ -359,7 +372,9 @@ def measure_runs(systems: Mapping[str, str], rows: list, probe: list | None = No
                 f"{len(rows)} rows)")
         if probe:
             bleu = out["text_mt"][name] = text_mt_bleu(TextMTSystem.of_speech_llm(model, name), probe)
-            line += "; its LLM's text MT, BLEU " + ", ".join(f"{d.replace('-', '->')} {b:.1f}" for d, b in bleu.items())
+            own = out["text_mt_own_prompt"][name] = text_mt_bleu(SpeechLLMSystem(model, name), probe)
+            line += (f"; its LLM's text MT, BLEU {bleu_per_direction(bleu)} (from its own MT prompt: "
+                     f"{bleu_per_direction(own)})")
         log(line)
         del model
     return out

@@ -67,9 +67,11 @@ def test_rows_without_a_translation_or_a_non_translating_task_are_errors(model, 
 
 
 def test_the_demo_loads_each_model_once_where_its_placement_says(rows, tmp_path, monkeypatch):
-    """`measure_runs`: one load per run gives both its reference losses and its LLM's text MT (with the LoRA)."""
+    """`measure_runs`: one load per run gives both its reference losses and its LLM's text MT (with the LoRA), from
+    the plain LLM's MT prompt and from the speech LLM's own."""
     from llm_srt import device
     from llm_srt.demo import measure_runs
+    from llm_srt.model import systems
 
     folder = tiny.speech_llm_folder(tmp_path)
     seen = []
@@ -80,6 +82,14 @@ def test_the_demo_loads_each_model_once_where_its_placement_says(rows, tmp_path,
         return load(cls, directory, **kwargs)
 
     monkeypatch.setattr(SpeechLLM, "from_pretrained", classmethod(spy))
+    asked = []  # the tasks the speech LLM's own system was run on (its own text-MT prompt)
+    run_batch = systems.SpeechLLMSystem.run_batch
+
+    def spy_run(self, items, options):
+        asked.extend(it.task for it in items)
+        return run_batch(self, items, options)
+
+    monkeypatch.setattr(systems.SpeechLLMSystem, "run_batch", spy_run)
     bf16 = device.resolve("cpu", "bfloat16")
     probe = [r for r in rows] + [Row(id="x", audio=rows[0].audio, duration=0.6, src_lang="deu", transcript="es regnet",
                                      tgt_lang="eng", translation="it rains", split="dev", corpus="t", sentence_id="x")]
@@ -88,4 +98,7 @@ def test_the_demo_loads_each_model_once_where_its_placement_says(rows, tmp_path,
     losses = got["losses"]
     assert len(losses["t"]) == len(rows) and all(0 < x < 50 for x in losses["t"])
     assert set(got["text_mt"]["t"]) == {"eng-deu", "deu-eng"} and all(0 <= b <= 100 for b in got["text_mt"]["t"].values())
+    own = got["text_mt_own_prompt"]["t"]  # the same probe from the speech LLM's own prompt (Task.MT), text only
+    assert set(own) == {"eng-deu", "deu-eng"} and all(0 <= b <= 100 for b in own.values())
+    assert asked == [Task.MT] * len(probe)
     assert measure_runs({"t": str(folder)}, rows, log=lambda *_: None, placement=bf16)["text_mt"] == {}
