@@ -1,6 +1,6 @@
 """Each demo run's text MT from the plain LLM's instruction prompt and from the speech LLM's own text-MT prompt
 (Task.MT), on the demo's probe (8 dev sentences of deu->eng and spa->eng), float32. Run inside the work tree of a
-finished `make demo` (here: the cold demo from part 6, a clean clone of e8ce105):
+finished `make demo` (here: the cold demo from part 6):
 
     python results/asr-part5-2026-12-02/own_prompt_mt.py     # -> own_prompt_mt.txt
 """
