@@ -126,10 +126,10 @@ def choose_directions(dev_manifest: Path, log=print, candidates=DEMO_DIRECTIONS,
     ranked = sorted(scores, key=lambda d: (-scores[d], d))
     chosen = [tuple(d.split("-")) for d in ranked[:n]]
     k = len({r.sentence_id for r in rows})
+    best_first = {d: scores[d] for d in ranked}
     log(f"the LLM's text MT on {k} dev sentences (gold transcript -> translation), BLEU: "
-        + bleu_per_direction({d: scores[d] for d in ranked})
-        + f"; scored: {', '.join(f'{s}->{t}' for s, t in chosen)}")
-    return {"bleu": {d: scores[d] for d in ranked}, "chosen": chosen, "sentences": k}
+        + bleu_per_direction(best_first) + f"; scored: {', '.join(f'{s}->{t}' for s, t in chosen)}")
+    return {"bleu": best_first, "chosen": chosen, "sentences": k}
 
 
 def run_demo(work: Path, data: Path, log=print, dtype: str = "auto", asr: Path = SHIPPED / "asr",
@@ -261,6 +261,11 @@ def check_claims(results: Mapping[str, list], losses: Mapping[str, list[float]] 
     kept with each, as what bounds them (a curriculum cannot transfer MT its LLM no longer has)."""
     from .evaluate.significance import paired_bootstrap, paired_mean
 
+    per_run_mt = (  # (claims.json key, system name -> direction -> BLEU, what the line says it measured)
+        ("text_mt_bleu_with_lora", lora_text_mt,
+         "the same text MT of each run's LLM, its LoRA applied (what training on speech left of it)"),
+        ("text_mt_bleu_own_prompt", own_prompt_mt,
+         "each run's LLM from its own text-MT prompt (transcript<|src|><|tgt|>, the format its stages used)"))
     lines = [f"=== the paper's claims, on this run (avg BLEU over the demo directions; paired bootstrap over test "
              f"sentences, {samples} resamples)"]
     numbers = []
@@ -282,10 +287,9 @@ def check_claims(results: Mapping[str, list], losses: Mapping[str, list[float]] 
                          f"{t.delta:+.3f}, [{t.low:+.3f}, {t.high:+.3f}]) -> {lv} (p={t.p:.3f})")
         if text_mt:
             entry["text_mt_bleu"] = dict(text_mt)
-        if lora_text_mt:
-            entry["text_mt_bleu_with_lora"] = {n: dict(lora_text_mt[n]) for n in (a, b) if n in lora_text_mt}
-        if own_prompt_mt:
-            entry["text_mt_bleu_own_prompt"] = {n: dict(own_prompt_mt[n]) for n in (a, b) if n in own_prompt_mt}
+        for key, by_run, _ in per_run_mt:
+            if by_run:
+                entry[key] = {n: dict(by_run[n]) for n in (a, b) if n in by_run}
         numbers.append(entry)
     if text_mt:
         lines.append("what bounds both: the LLM's own text MT (gold transcript -> translation) in the scored "
@@ -295,12 +299,9 @@ def check_claims(results: Mapping[str, list], losses: Mapping[str, list[float]] 
     def kept(bleu: Mapping[str, float]) -> str:
         mean = sum(bleu.values()) / len(bleu)
         return bleu_per_direction(bleu) + (f" ({mean / plain:.0%} of the plain LLM's)" if plain else "")
-    if lora_text_mt:
-        lines.append("  the same text MT of each run's LLM, its LoRA applied (what training on speech left of it), "
-                     "BLEU: " + "; ".join(f"{name}: {kept(bleu)}" for name, bleu in lora_text_mt.items()))
-    if own_prompt_mt:
-        lines.append("  each run's LLM from its own text-MT prompt (transcript<|src|><|tgt|>, the format its stages "
-                     "used), BLEU: " + "; ".join(f"{name}: {kept(bleu)}" for name, bleu in own_prompt_mt.items()))
+    for _, by_run, what in per_run_mt:
+        if by_run:
+            lines.append(f"  {what}, BLEU: " + "; ".join(f"{name}: {kept(bleu)}" for name, bleu in by_run.items()))
     heard = transcript_errors(results)
     if heard:
         lines.append("what the systems heard (their transcripts' error rate per source language, lower is better): "
