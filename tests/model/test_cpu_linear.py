@@ -367,7 +367,7 @@ def test_int8_onednn_product_is_fbgemms_bit_for_bit(monkeypatch, reduce_range, b
 @needs_onednn_int8
 def test_int8_many_rows_take_the_kernel_timed_faster_once_per_shape_and_bucket(monkeypatch):
     """The first input of more than INT8_MANY_ROWS rows of a shape times fbgemm and oneDNN (warm-up plus
-    INT8_TUNE_REPEATS each) and keeps oneDNN only when TUNE_MARGIN x faster; a timing's oneDNN copy is let go when
+    `int8_tune_repeats` each) and keeps oneDNN only when TUNE_MARGIN x faster; a timing's oneDNN copy is let go when
     fbgemm wins; fewer rows, KERNEL_TUNING off and new weights (`zero_rows`) behave as fbgemm alone."""
     from llm_srt.model.cpu_linear import Int8Linear
 
@@ -394,7 +394,7 @@ def test_int8_many_rows_take_the_kernel_timed_faster_once_per_shape_and_bucket(m
         assert calls == [("fbgemm", few)] and cpu_linear.TUNED_INT8 == {}
         calls.clear()
         q(torch.randn(many, 8))
-        assert len(calls) == 2 * (cpu_linear.INT8_TUNE_REPEATS + 1) + 1 and calls[-1] == ("oneDNN", many)
+        assert len(calls) == 2 * (cpu_linear.int8_tune_repeats(many) + 1) + 1 and calls[-1] == ("oneDNN", many)
         assert cpu_linear.TUNED_INT8 == {(16, 8, bucket, threads): "oneDNN"}
         calls.clear()
         q(torch.randn(bucket, 8))  # the same bucket: no timing

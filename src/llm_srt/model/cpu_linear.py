@@ -221,9 +221,9 @@ class Int8Linear(nn.Module):
     its precision (fbgemm's dynamic range is floored at 2^-14), and fbgemm's own min/max pass over the whole input
     is gone. It needs torch's x86 (fbgemm) quantized engine and says so in one line on another.
 
-    Inputs of more than INT8_MANY_ROWS rows (a batch's prefills, encoder frames, Q-Former queries) may take oneDNN's
-    int8 product instead, on a second packed copy of the same int8 weights (`_int8_kernel`: timed once per shape and row
-    bucket in a process, kept only where it is faster). Both sum the same int8 products in int32 and scale them the
+    Inputs of more than INT8_MANY_ROWS rows (a batch's prefills, encoder frames, Q-Former queries, beam search's decode
+    steps) may take oneDNN's int8 product instead, on a second packed copy of the same int8 weights (`_int8_kernel`:
+    timed once per shape and row bucket in a process, kept only where it is faster). Both sum the same int8 products in int32 and scale them the
     same way, so its results are fbgemm's bit for bit (tests/model/test_cpu_linear.py): which kernel ran never changes
     an output."""
 
@@ -338,14 +338,14 @@ class Int8Linear(nn.Module):
 
     def _int8_kernel(self, unit: torch.Tensor) -> str:
         """fbgemm or oneDNN for this many rows of this shape (and torch threads), timed on the first such call in
-        this process (each once to warm up, then best of INT8_TUNE_REPEATS): oneDNN only when TUNE_MARGIN x faster. The
+        this process (each once to warm up, then best of `int8_tune_repeats`): oneDNN only when TUNE_MARGIN x faster. The
         results are the same either way; only the time differs (a oneDNN copy kept for nothing is let go)."""
         key = (self.out_features, self.in_features, min(_bucket(len(unit)), INT8_TOP_BUCKET), torch.get_num_threads())
         kernel = TUNED_INT8.get(key)
         if kernel is None:
             step, zero = ACTIVATION_GRID[self.reduce_range]
             seconds = _best_times({"fbgemm": lambda: _QDQ_LINEAR(unit, step, zero, self._packed),
-                                   "oneDNN": lambda: self._onednn_product(unit)}, INT8_TUNE_REPEATS)
+                                   "oneDNN": lambda: self._onednn_product(unit)}, int8_tune_repeats(len(unit)))
             kernel = "oneDNN" if seconds["oneDNN"] * TUNE_MARGIN < seconds["fbgemm"] else "fbgemm"
             TUNED_INT8[key] = kernel
         if kernel == "fbgemm" and not self._onednn_used:
@@ -365,13 +365,16 @@ INT8_ENGINES = ("x86", "fbgemm")  # torch quantized engines whose packed weights
 _ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 # oneDNN's int8 product (Inductor's x86 quantized linear), for Int8Linear inputs of more than INT8_MANY_ROWS rows:
 # on the Intel Xeon with AMX of 2026-12-02, 1.5-2.5x fbgemm's at 1024-2048 rows of most of Gemma's and Whisper's
-# matrices (not Gemma's 640 x 2048 down-projection); at 65-256 rows within the noise of a single timing (the
-# embedded int8 system at batch 1, 16 utterances' encoder, adapter and prefill: 3.6 s either way), so those stay on
-# fbgemm
-INT8_MANY_ROWS = 256
+# matrices (not Gemma's 640 x 2048 down-projection), and 1.4-2.1x for Gemma's 262k x 640 head at 32-256 rows (a beam
+# search's or a large batch's decode step: 42.7 / 81.2 / 341.6 ms against 30.5 / 46.1 / 166.5 at 32 / 64 / 256 rows),
+# while at 1-16 rows fbgemm was as fast or faster for every matrix of Gemma's (the head at 16 rows 14.9 against
+# 16.3 ms), so up to 16 rows (a greedy decode step up to batch 16) fbgemm runs untimed
+INT8_MANY_ROWS = 16
 _ONEDNN_INT8 = _ONEDNN and all(hasattr(torch.ops.onednn, op) for op in ("qlinear_prepack", "qlinear_pointwise"))
 TUNED_INT8: dict[tuple, str] = {}  # Int8Linear's choices: (out, in, row bucket, torch threads) -> "fbgemm" / "oneDNN"
-INT8_TUNE_REPEATS = 1  # timed calls per int8 kernel after its warm-up: each lasts >= 0.3 ms (more than 256 rows)
+# timed calls per int8 kernel after its warm-up: one above INT8_FEW_TIMED_ROWS rows (each lasts >= 0.3 ms), else
+# INT8_TUNE_REPEATS_FEW (a product of 32 rows of a small matrix takes ~0.1 ms, within one call's noise)
+INT8_TUNE_REPEATS, INT8_TUNE_REPEATS_FEW, INT8_FEW_TIMED_ROWS = 1, 5, 256
 INT8_TOP_BUCKET = 1024  # inputs of more rows than half this share one timing (a batch's prefills of any length)
 # oneDNN keeps up to this many compiled products (its default, 1024, held ~330 MB at the peak of the demo's SRT
 # training, where every batch's new row count compiles new ones: 4,108 -> 3,777 MiB with 64, 69 s either way; an
@@ -379,6 +382,11 @@ INT8_TOP_BUCKET = 1024  # inputs of more rows than half this share one timing (a
 # wins; read by oneDNN when it first compiles one, so this module sets it on import.
 ONEDNN_CACHE_PRIMITIVES = 64
 os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(ONEDNN_CACHE_PRIMITIVES))
+
+
+def int8_tune_repeats(rows: int) -> int:
+    """Timed calls of each int8 kernel when choosing one for inputs of `rows` rows."""
+    return INT8_TUNE_REPEATS if rows > INT8_FEW_TIMED_ROWS else INT8_TUNE_REPEATS_FEW
 
 
 def row_ranges(flat: torch.Tensor) -> torch.Tensor:

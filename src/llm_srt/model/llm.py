@@ -15,6 +15,7 @@ from transformers import (AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, 
 from ..device import DTYPES, compute_dtype, is_int8
 from ..errors import LLMSRTError
 from . import cpu_linear
+from .attention import use_decode_attention
 from .cpu_linear import FastLinear, Int8Linear, fast_cpu_linears, fuse_int8_projections, quantize_int8
 from .mapped import checkpoint_pages_dropper, drop_pages_after_lookups, mapped_from, mapping_of
 
@@ -60,7 +61,8 @@ def load_llm(path: str | Path, dtype: str | torch.dtype = torch.float32, lora: L
 
     The weights load straight onto `device` in `dtype` (never a whole float32 copy on the host first). `int8` (CPU
     inference only): loaded in float32, then every linear layer, the output head included, becomes an `Int8Linear`
-    (`quantize_int8`; LoRA's own small matrices stay float32).
+    (`quantize_int8`; LoRA's own small matrices stay float32). Attention is HF's SDPA, a CPU decode step of a
+    grouped-query layer in a faster layout (`attention.use_decode_attention`).
     `weights=False` builds the LLM from its config.json with random weights directly on `device` (paper-shaped
     benchmarks need no download); `device="meta"` builds a weightless skeleton whose parameters live on the meta
     device (buffers stay real, on the CPU): FSDP fills in each rank's shards later."""
@@ -86,6 +88,7 @@ def load_llm(path: str | Path, dtype: str | torch.dtype = torch.float32, lora: L
     model.requires_grad_(False)
     model.eval()
     fast_cpu_linears(model)
+    use_decode_attention(model)
     if lora is not None:
         model = apply_lora(model, lora)
     if int8 and weights and target.type != "meta":
