@@ -223,9 +223,9 @@ class Int8Linear(nn.Module):
 
     Inputs of more than INT8_MANY_ROWS rows (a batch's prefills, encoder frames, Q-Former queries, beam search's decode
     steps) may take oneDNN's int8 product instead, on a second packed copy of the same int8 weights (`_int8_kernel`:
-    timed once per shape and row bucket in a process, kept only where it is faster). Both sum the same int8 products in int32 and scale them the
-    same way, so its results are fbgemm's bit for bit (tests/model/test_cpu_linear.py): which kernel ran never changes
-    an output."""
+    timed once per shape and row bucket in a process, kept only where it is faster). Both sum the same int8 products
+    in int32 and scale them the same way, so its results are fbgemm's bit for bit (tests/model/test_cpu_linear.py):
+    which kernel ran never changes an output."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None, scale: torch.Tensor | None = None,
                  rows: Callable[[int, int], torch.Tensor] | None = None):
@@ -338,8 +338,8 @@ class Int8Linear(nn.Module):
 
     def _int8_kernel(self, unit: torch.Tensor) -> str:
         """fbgemm or oneDNN for this many rows of this shape (and torch threads), timed on the first such call in
-        this process (each once to warm up, then best of `int8_tune_repeats`): oneDNN only when TUNE_MARGIN x faster. The
-        results are the same either way; only the time differs (a oneDNN copy kept for nothing is let go)."""
+        this process (each once to warm up, then best of `int8_tune_repeats`): oneDNN only when TUNE_MARGIN x faster.
+        The results are the same either way; only the time differs (a oneDNN copy kept for nothing is let go)."""
         key = (self.out_features, self.in_features, min(_bucket(len(unit)), INT8_TOP_BUCKET), torch.get_num_threads())
         kernel = TUNED_INT8.get(key)
         if kernel is None:
