@@ -1,0 +1,31 @@
+import torch, time, warnings, sys, statistics
+warnings.simplefilter("ignore")
+from llm_srt.model.llm import causal_lm
+from llm_srt.model.speech_llm import SpeechLLM, SpeechLLMConfig
+from llm_srt.model import attention, kv_cache
+from llm_srt.model.decoding import last_argmax
+torch.set_num_threads(2)
+dtype, B, pairs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+lm = causal_lm(SpeechLLM(SpeechLLMConfig(encoder="embedded", llm="embedded", adapter="linear", dtype=dtype)).llm).eval()
+P, S = 90, 32
+torch.manual_seed(0)
+embeds = torch.randn(B, P, lm.config.hidden_size) * 0.05
+def run(kind):
+    lm.config._attn_implementation = attention.NAME if kind == "after" else "sdpa"
+    cache = kv_cache.growing_cache(lm.config, S + 1)
+    pos = torch.arange(P)[None].expand(B, P); m = torch.ones(B, P, dtype=torch.long)
+    out = lm(inputs_embeds=embeds, attention_mask=m, position_ids=pos, past_key_values=cache, use_cache=True, logits_to_keep=1)
+    tok, p, toks = last_argmax(out.logits), pos[:, -1:] + 1, []
+    t = time.perf_counter()
+    for _ in range(S):
+        m = torch.cat([m, m.new_ones(B, 1)], 1)
+        out = lm(input_ids=tok[:, None], attention_mask=m, position_ids=p, past_key_values=cache, use_cache=True)
+        p, tok = p + 1, last_argmax(out.logits); toks.append(tok)
+    return (time.perf_counter() - t) / S * 1e3, torch.stack(toks)
+with torch.inference_mode():
+    run("before"); run("after")
+    ms = {"before": [], "after": []}; toks = {}
+    for i in range(pairs):
+        for kind in (("before", "after") if i % 2 == 0 else ("after", "before")):
+            t, toks[kind] = run(kind); ms[kind].append(t)
+print(dtype, B, {k: (round(statistics.median(v), 1), [round(x, 1) for x in v]) for k, v in ms.items()}, "same tokens", torch.equal(toks["before"], toks["after"]))
