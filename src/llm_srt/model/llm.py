@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 from transformers import (AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase,
@@ -62,7 +63,8 @@ def load_llm(path: str | Path, dtype: str | torch.dtype = torch.float32, lora: L
     The weights load straight onto `device` in `dtype` (never a whole float32 copy on the host first). `int8` (CPU
     inference only): loaded in float32, then every linear layer, the output head included, becomes an `Int8Linear`
     (`quantize_int8`; LoRA's own small matrices stay float32). Attention is HF's SDPA, a CPU decode step of a
-    grouped-query layer in a faster layout (`attention.use_decode_attention`).
+    grouped-query layer in a faster layout (`attention.use_decode_attention`); RMSNorm layers compute float32 CPU
+    inference with torch's `F.rms_norm` (`fast_cpu_norms`).
     `weights=False` builds the LLM from its config.json with random weights directly on `device` (paper-shaped
     benchmarks need no download); `device="meta"` builds a weightless skeleton whose parameters live on the meta
     device (buffers stay real, on the CPU): FSDP fills in each rank's shards later."""
@@ -88,6 +90,7 @@ def load_llm(path: str | Path, dtype: str | torch.dtype = torch.float32, lora: L
     model.requires_grad_(False)
     model.eval()
     fast_cpu_linears(model)
+    fast_cpu_norms(model)
     use_decode_attention(model)
     if lora is not None:
         model = apply_lora(model, lora)
@@ -98,6 +101,40 @@ def load_llm(path: str | Path, dtype: str | torch.dtype = torch.float32, lora: L
     if int8:
         fuse_int8_projections(model)
     return model, tokenizer
+
+
+class _FastRMSNorm:
+    """Mixed into an HF RMSNorm class: float32 CPU inputs that need no gradient go through torch's `F.rms_norm`
+    (one call where HF's forward makes eight: 22 against 40 us for Gemma's 640 values at one row, 0.86 against 1.61
+    ms at 16 x 90 rows; 2 threads), with the same values bit for bit (tested); anything else takes HF's forward."""
+
+    one_plus = False  # Gemma scales by (1 + weight), Qwen2 and Llama by weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (x.dtype != torch.float32 or self.weight.dtype != torch.float32 or x.device.type != "cpu"
+                or torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)):
+            return super().forward(x)
+        if self.one_plus:
+            return F.rms_norm(x, x.shape[-1:], 1.0 + self.weight, self.eps)
+        return F.rms_norm(x, x.shape[-1:], self.weight, self.variance_epsilon)
+
+
+FAST_NORMS = {"Gemma3RMSNorm": True, "Qwen2RMSNorm": False, "LlamaRMSNorm": False}  # class name -> one_plus
+_FAST_NORM_CLASSES: dict[type, type] = {}
+
+
+def fast_cpu_norms(model: nn.Module) -> None:
+    """Every RMSNorm of a FAST_NORMS class in `model` becomes its `_FastRMSNorm` subclass in place (same object,
+    parameters and state dict keys, as `fast_cpu_linears` does for linear layers)."""
+    for module in model.modules():
+        cls = type(module)
+        if cls.__name__ not in FAST_NORMS:
+            continue
+        if cls not in _FAST_NORM_CLASSES:  # a module-level name, so that a model pickles
+            name = f"Fast{cls.__name__}"
+            _FAST_NORM_CLASSES[cls] = globals()[name] = type(name, (_FastRMSNorm, cls), {
+                "one_plus": FAST_NORMS[cls.__name__], "__module__": __name__})
+        module.__class__ = _FAST_NORM_CLASSES[cls]
 
 
 def _quantize_from_checkpoint(model: nn.Module, path: Path) -> None:
