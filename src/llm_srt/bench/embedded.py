@@ -4,8 +4,8 @@
 
 Everything is measured side by side in one process, on the same utterances, and reported as ratios:
   (a) LLM-SRT: Whisper at variable length -> Q-Former (80 queries) -> LLM; greedy and beam, by batch size; on a
-      float32 CPU run also greedy with every linear layer in int8 (`--dtype int8`: encoder, adapter and LLM; same
-      adapter weights);
+      float32 CPU run also greedy and beam with every linear layer in int8 (`--dtype int8`: encoder, adapter and
+      LLM; same adapter weights);
   (b) the Qwen2-Audio-style peer: Whisper on 30 s padded input -> 2x average pooling (750 speech tokens) -> the same
       LLM (a fresh pooled adapter over the same Whisper and LLM folders);
   (c) the cascade: Whisper's own ASR decoding, then the LLM translating the transcript (model/systems.py);
@@ -69,6 +69,7 @@ GOALS = {  # ratio -> target on the 2-core CPU with the embedded models ("min": 
     "overhead_vs_lower_bound": (1.25, "max"),
 }
 INT8_BATCH_SIZES = (1, 16)  # greedy rows repeated with int8 linear layers (CPU, float32 placements)
+INT8_BEAM_BATCH_SIZES = (8,)  # beam rows likewise (beam 5 x 8 = 40 rows a step: oneDNN's int8 product may run)
 ESPEAK_SENTENCES = (  # fallback utterances (eng -> deu) when no manifest is available
     ("Will it rain tomorrow?", "Regnet es morgen?"),
     ("The file could not be opened because it does not exist.", "Die Datei existiert nicht."),
@@ -105,7 +106,8 @@ class BenchOptions:
     long_seconds: float = LONG_SECONDS
     encoder_repeats: int = 2  # best of this many passes for the encoder comparison
     int8_batch_sizes: tuple[int, ...] = INT8_BATCH_SIZES  # greedy again with --dtype int8 (CPU float32 runs only)
-    int8_passes: int = 3  # passes of the int8 rows, taking turns; each reports its median (`decode_rows`)
+    int8_passes: int = 3  # passes of the int8 greedy rows, taking turns; each reports its median (`decode_rows`)
+    int8_beam_batch_sizes: tuple[int, ...] = INT8_BEAM_BATCH_SIZES  # beam search again with --dtype int8, one pass
     yardstick_bytes: int = COPY_BYTES  # the bandwidth probes' size (tests shrink it)
     yardstick_gemm: int | None = None  # the matmul probe's size (None: by device; tests shrink it)
     seed: int = 0  # fresh adapter weights
@@ -181,6 +183,9 @@ def run_bench(options: BenchOptions = BenchOptions(), placement: Placement | Non
             rows += decode_rows(SpeechLLMSystem(int8, "llm-srt-int8", dev.resolve("cpu", "int8")), utts,
                                 [("llm-srt-int8", 1, b) for b in options.int8_batch_sizes], options, log, machine,
                                 passes=options.int8_passes)
+            rows += decode_rows(SpeechLLMSystem(int8, "llm-srt-int8", dev.resolve("cpu", "int8")), utts,
+                                [("llm-srt-int8", options.beam_size, b) for b in options.int8_beam_batch_sizes],
+                                options, log, machine)
             del int8
             release(placement.device)
         torch.manual_seed(options.seed)
