@@ -179,13 +179,12 @@ def run_bench(options: BenchOptions = BenchOptions(), placement: Placement | Non
         del model, whisper, variable, padded
         release(placement.device)
         if int8_rows:  # the same adapter weights, every linear layer int8
-            int8 = _int8_model(folders, adapter_state, placement, options)
-            rows += decode_rows(SpeechLLMSystem(int8, "llm-srt-int8", dev.resolve("cpu", "int8")), utts,
-                                [("llm-srt-int8", 1, b) for b in options.int8_batch_sizes], options, log, machine,
-                                passes=options.int8_passes)
-            rows += decode_rows(SpeechLLMSystem(int8, "llm-srt-int8", dev.resolve("cpu", "int8")), utts,
-                                [("llm-srt-int8", options.beam_size, b) for b in options.int8_beam_batch_sizes],
-                                options, log, machine)
+            int8 = SpeechLLMSystem(_int8_model(folders, adapter_state, placement, options), "llm-srt-int8",
+                                   dev.resolve("cpu", "int8"))
+            rows += decode_rows(int8, utts, [("llm-srt-int8", 1, b) for b in options.int8_batch_sizes], options, log,
+                                machine, passes=options.int8_passes)
+            rows += decode_rows(int8, utts, [("llm-srt-int8", options.beam_size, b)
+                                             for b in options.int8_beam_batch_sizes], options, log, machine)
             del int8
             release(placement.device)
         torch.manual_seed(options.seed)
