@@ -1,11 +1,13 @@
-"""Paired bootstrap of the transcript WER (the report's English normalization, jiwer) between two systems decoded by
-`llm-srt evaluate` on the same rows, resampling source sentences (1,000 resamples, seed 0):
+"""Paired bootstrap of the transcript WER (the report's normalization, jiwer) between two systems decoded by
+`llm-srt evaluate` on the same rows, resampling source sentences (1,000 resamples, seed 0); the p-value and interval
+are evaluate/significance.py's (`_compare`: the test `llm-srt evaluate --significance` applies to BLEU):
 
     python results/shipped-rehearse-2026-12-02/wer_bootstrap.py NEW_HYPS.jsonl OLD_HYPS.jsonl
 """
 import json, sys
 import jiwer, numpy as np
 from llm_srt.evaluate.metrics import normalize
+from llm_srt.evaluate.significance import _compare
 
 a, b = ([json.loads(line) for line in open(p)] for p in sys.argv[1:3])
 assert [r["id"] for r in a] == [r["id"] for r in b]
@@ -29,7 +31,6 @@ deltas = []
 for _ in range(1000):
     k = rng.integers(0, len(sentences), len(sentences))
     deltas.append(wer(ca[k]) - wer(cb[k]))
-deltas = np.array(deltas)
-p = min(1.0, 2 * min((deltas >= 0).mean(), (deltas <= 0).mean()))
-print(f"WER {wer(ca):.1f} vs {wer(cb):.1f} over {len(sentences)} sentences: delta {wer(ca) - wer(cb):+.1f}, 95% interval "
-      f"[{np.percentile(deltas, 2.5):+.1f}, {np.percentile(deltas, 97.5):+.1f}], p = {p:.3f}")
+c = _compare(wer(ca), wer(cb), np.array(deltas), len(sentences))
+print(f"WER {c.a:.1f} vs {c.b:.1f} over {len(sentences)} sentences: delta {c.delta:+.1f}, 95% interval "
+      f"[{c.low:+.1f}, {c.high:+.1f}], p = {c.p:.3f}")
