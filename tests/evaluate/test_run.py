@@ -17,7 +17,7 @@ from llm_srt.audio import write_wav
 from llm_srt.data.manifest import Row, read_manifest, write_manifest
 from llm_srt.errors import LLMSRTError
 from llm_srt.evaluate import run
-from llm_srt.evaluate.report import load_results
+from llm_srt.evaluate.report import UtteranceResult, load_results
 from llm_srt.infer import SpeechTranslator
 from llm_srt.model import systems
 from llm_srt.model.decoding import DecodingOptions
@@ -294,17 +294,78 @@ def test_several_systems_are_compared_with_the_first(oracle, manifest, tmp_path,
                              samples=200)
     assert again == c and c.delta > 0  # the gold system lost no rows
     assert json.loads((tmp_path / "results.json").read_text())["systems"]["gold"]["significance"]["resamples"] == 200
+    # transcripts too, per source language: flaky lost every deu row (empty transcripts), gold none
+    by_lang = {lang: (name, vs, c) for name, vs, lang, c in report.transcript_comparisons}
+    assert set(by_lang) == {"eng", "deu"} and all(v[:2] == ("gold", "flaky") for v in by_lang.values())
+    deu = by_lang["deu"][2]
+    # every clip's reference transcript is "a cat sat": one sentence, resampled as one unit
+    assert (deu.a, deu.b, deu.sentences) == (0.0, 100.0, 1) and deu.verdict(higher_is_better=False) == "holds"
+    scores = {s.name: s.asr for s in report.systems}
+    assert (by_lang["eng"][2].a, by_lang["eng"][2].b) == (scores["gold"]["eng"].score, scores["flaky"]["eng"].score)
     none = run.evaluate({"flaky": "flaky", "gold": "gold"}, manifest, tmp_path / "n", task="srt", options=OPTS,
                         batch_size=4, placement=CPU, log=lambda *_: None, significance=0)
-    assert none.comparisons == ()
-    lines = []  # several systems on ASR rows only: WER per system, no BLEU test (it used to stop the evaluation)
+    assert none.comparisons == () and none.transcript_comparisons == ()
+    lines = []  # several systems on ASR rows only: WER per system and its test, no BLEU test (it used to stop)
     asr = run.evaluate({"flaky": "flaky", "gold": "gold"}, manifest, tmp_path / "a", task="asr", options=OPTS,
                        batch_size=4, placement=CPU, log=lines.append, significance=200)
     assert asr.comparisons == () and all(s.asr for s in asr.systems) and not asr.directions
     assert "no rows with a reference translation: no paired BLEU test between the systems" in lines
+    assert [(n, vs, lang) for n, vs, lang, _ in asr.transcript_comparisons] == [("gold", "flaky", "eng"),
+                                                                              ("gold", "flaky", "deu")]
+    assert "transcript WER / CER, lower is better" in "\n".join(lines)
+    three = run.evaluate({"flaky": "flaky", "gold": "gold", "gold2": "gold"}, manifest, tmp_path / "3", task="asr",
+                         options=OPTS, batch_size=4, placement=CPU, log=lambda *_: None, significance=200)
+    assert [(n, vs, lang) for n, vs, lang, _ in three.transcript_comparisons] == [
+        ("gold", "flaky", "eng"), ("gold2", "flaky", "eng"), ("gold", "flaky", "deu"), ("gold2", "flaky", "deu")]
     loaded = []  # too few resamples is an error before any system is loaded or decoded, not after
     monkeypatch.setitem(systems.SYSTEMS, "gold", lambda name, placement, **_: loaded.append(name) or Oracle(placement))
     with pytest.raises(LLMSRTError, match="at least 20 are needed"):
         run.evaluate({"flaky": "flaky", "gold": "gold"}, manifest, tmp_path / "f", task="srt", options=OPTS,
                      batch_size=4, placement=CPU, log=lambda *_: None, significance=5)
     assert loaded == [] and not (tmp_path / "f").exists()
+
+
+def test_transcripts_are_compared_with_the_first_system_that_wrote_them():
+    """A direct S2TT system first writes no transcripts: the WER tests take the first that does. A system that
+    transcribed other rows is logged and left out, never an error at the end of a long evaluation."""
+    from llm_srt.evaluate.report import build_report
+
+    def rows(hyp, n=6, transcribe=True):
+        return [UtteranceResult(f"{i}", "eng", "deu", hyp if transcribe else None, "eine Katze",
+                                f"a cat number {i} sat", "eine Katze", task="srt" if transcribe else "s2tt")
+                for i in range(n)]
+
+    systems = {"direct": rows("", transcribe=False), "a": rows("a cat sat"), "b": rows("a cat number sat"),
+               "c": rows("a cat", n=5)}
+    lines = []
+    found = run.transcript_comparisons(build_report(systems), systems, 100, log=lines.append)
+    assert [(n, vs, lang) for n, vs, lang, _ in found] == [("b", "a", "eng")]
+    assert found[0][3].delta < 0 and found[0][3].sentences == 6
+    assert len(lines) == 1 and lines[0].startswith("no paired eng transcript test of c against a: the two systems "
+                                                   "did not transcribe the same test rows")
+
+
+def test_results_files_are_scored_again_without_decoding(oracle, manifest, tmp_path, monkeypatch):
+    """--model NAME=hyps.NAME.jsonl: an earlier evaluation's results, read and compared, not run (no manifest
+    needed), in the order given, beside systems that are run."""
+    monkeypatch.setitem(systems.SYSTEMS, "gold", lambda name, placement, **_: Oracle(placement))
+    first = run.evaluate({"flaky": "flaky", "gold": "gold"}, manifest, tmp_path / "a", task="srt", options=OPTS,
+                         batch_size=4, placement=CPU, log=lambda *_: None, significance=200)
+    made = len(oracle["made"])
+    again = run.evaluate(run.parse_models([str(tmp_path / "a" / "hyps.flaky.jsonl"),
+                                           f"gold={tmp_path / 'a' / 'hyps.gold.jsonl'}"]),
+                         None, tmp_path / "b", options=OPTS, placement=CPU, log=lambda *_: None, significance=200)
+    assert len(oracle["made"]) == made  # nothing was loaded or run
+    assert again.comparisons == first.comparisons and again.transcript_comparisons == first.transcript_comparisons
+    assert [s.name for s in again.systems] == ["flaky", "gold"] and (tmp_path / "b" / "hyps.gold.jsonl").is_file()
+    mixed = run.evaluate({"gold": str(tmp_path / "a" / "hyps.gold.jsonl"), "flaky": "flaky"}, manifest,
+                         tmp_path / "c", task="srt", options=OPTS, batch_size=4, placement=CPU, log=lambda *_: None,
+                         significance=200)
+    assert len(oracle["made"]) == made + 1 and [s.name for s in mixed.systems] == ["gold", "flaky"]
+    [(name, vs, c)] = mixed.comparisons
+    assert (name, vs) == ("flaky", "gold") and c.delta == -first.comparisons[0][2].delta
+    with pytest.raises(LLMSRTError, match="--manifest is needed to run flaky"):
+        run.evaluate({"gold": str(tmp_path / "a" / "hyps.gold.jsonl"), "flaky": "flaky"}, None, tmp_path / "d",
+                     placement=CPU, log=lambda *_: None)
+    with pytest.raises(LLMSRTError, match="no such results file"):
+        run.evaluate({"x": str(tmp_path / "missing.jsonl")}, None, tmp_path / "e", placement=CPU, log=print)

@@ -160,3 +160,89 @@ def test_runs_of_several_seeds_pool_their_hypotheses_and_resample_whole_sentence
         paired_bootstrap_runs([a1, a2], [b1], samples=100)
     with pytest.raises(LLMSRTError, match=r"not run on the same test rows \(run 2\)"):
         paired_bootstrap_runs([a1, a2[1:]], [b1, b2], samples=100)
+
+
+# --- transcripts: WER / CER per source language (paired_error_rates) ---------------------------------------------
+
+
+def srt_rows(references, transcribe, src="eng", targets=("deu", "fra", "spa")) -> list[dict]:
+    """SRT-like rows: each reference sentence's clip translated into every target, a transcript written per row."""
+    return [{"id": f"{src}{i}:{t}", "src": src, "tgt": t, "ref_transcript": r, "hyp_transcript": transcribe(i, r),
+             "ref_translation": "x", "hyp_translation": "x", "task": "srt"}
+            for i, r in enumerate(references) for t in targets]
+
+
+def test_transcript_error_rates_are_the_reports_and_lower_holds():
+    from llm_srt.evaluate.significance import paired_error_rates
+
+    r = refs(30, seed=6)
+    zho = ["猫坐在垫子上了"] * 2 + ["今天天气很好"] * 2  # four clips of two sentences
+    good = srt_rows(r, truncated(11)) + srt_rows(zho, lambda i, s: s, "zho")
+    bad = srt_rows(r, truncated(6)) + srt_rows(zho, lambda i, s: s[:-1], "zho")
+    by_lang = paired_error_rates(good, bad, samples=500)
+    assert list(by_lang) == ["eng", "zho"]
+    for rows, side in ((good, "a"), (bad, "b")):
+        scored = rep.score_system("x", rows).asr
+        assert [getattr(by_lang[k], side) for k in by_lang] == pytest.approx([scored[k].score for k in by_lang])
+    eng, zho = by_lang["eng"], by_lang["zho"]
+    assert eng.delta < -30 and eng.p < 0.01 and eng.high < 0 and eng.verdict(higher_is_better=False) == "holds"
+    assert eng.sentences == 30  # sentences, not the 90 rows: a clip's three transcripts are one unit
+    assert zho.sentences == 2 and zho.delta < 0  # rows with one reference are one sentence (CER for Chinese)
+    assert paired_error_rates(bad, good, samples=500)["eng"].verdict(higher_is_better=False) == "reversed"
+
+
+def test_a_clips_rows_in_several_targets_are_one_sentence_not_more_evidence():
+    """Three targets with the same transcripts are exactly one target: resampling the rows apart would triple the
+    apparent number of sentences and shrink p (the mistake this test catches)."""
+    from llm_srt.evaluate.significance import paired_error_rates
+
+    r = refs(24, seed=7)
+    a_of, b_of = (lambda i, s: s if i % 3 else ""), (lambda i, s: s if i % 4 else "")
+    one = paired_error_rates(srt_rows(r, a_of, targets=("deu",)), srt_rows(r, b_of, targets=("deu",)), samples=400)
+    three = paired_error_rates(srt_rows(r, a_of), srt_rows(r, b_of), samples=400)
+    assert (three["eng"].a, three["eng"].b, three["eng"].p) == pytest.approx((one["eng"].a, one["eng"].b,
+                                                                              one["eng"].p))
+    assert 0.05 < one["eng"].p < 1  # a small, not significant difference: what overcounting would turn significant
+
+
+def test_transcript_runs_failed_rows_and_mismatches():
+    from llm_srt.evaluate.significance import paired_error_rates, paired_error_rates_runs
+
+    r = refs(20, seed=8)
+    a, b = srt_rows(r, truncated(10)), srt_rows(r, truncated(9))
+    once = paired_error_rates(a, b, samples=300)
+    twice = paired_error_rates_runs([a, a], [b, b], samples=300)
+    assert (twice["eng"].a, twice["eng"].p, twice["eng"].sentences) == pytest.approx(
+        (once["eng"].a, once["eng"].p, once["eng"].sentences))
+    failed = [{**x, "error": "OutOfMemoryError", "hyp_transcript": None} if i < 3 else x for i, x in enumerate(a)]
+    c = paired_error_rates(failed, a, samples=300)["eng"]  # a failed SRT row is an empty transcript, not dropped
+    assert c.a == pytest.approx(rep.score_system("f", failed).asr["eng"].score) and c.delta > 0
+    with pytest.raises(LLMSRTError, match="did not transcribe the same test rows"):
+        paired_error_rates(a, b[:-1])
+    with pytest.raises(LLMSRTError, match=r"same test rows \(run 2\)"):
+        paired_error_rates_runs([a, a[1:]], [b, b], samples=100)
+    with pytest.raises(LLMSRTError, match="no rows with a reference transcript"):
+        paired_error_rates([{**x, "hyp_transcript": None} for x in a], [{**x, "hyp_transcript": None} for x in b])
+    with pytest.raises(LLMSRTError, match="at least 20"):
+        paired_error_rates(a, b, samples=10)
+
+
+def test_report_shows_and_stores_the_transcript_comparison(tmp_path):
+    from dataclasses import replace
+
+    from llm_srt.evaluate.significance import paired_error_rates
+
+    r = refs(30, seed=9)
+    good, bad = srt_rows(r, truncated(12)), srt_rows(r, truncated(5))
+    c = paired_error_rates(good, bad, samples=300)["eng"]
+    report = replace(rep.build_report({"bad": bad, "good": good}), transcript_comparisons=(("good", "bad", "eng", c),))
+    rep.write_report(report, tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    assert "Transcripts: is the difference real? Paired bootstrap over test sentences (300 resamples" in md
+    assert f"| good | bad | eng WER | {c.delta:+.1f} |" in md and "| 30 | holds |" in md
+    data = json.loads((tmp_path / "results.json").read_text())["systems"]
+    got = data["good"]["transcript_significance"]["eng"]
+    assert (got["compared_with"], got["metric"], got["verdict"], got["sentences"]) == ("bad", "wer", "holds", 30)
+    assert got["delta"] == pytest.approx(c.delta) and got["p"] < 0.05
+    assert "transcript_significance" not in data["bad"]
+    assert "transcript WER / CER, lower is better" in rep.format_table(report)

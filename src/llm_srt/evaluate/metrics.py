@@ -104,6 +104,24 @@ def asr_error_rate(hyps: Sequence[str], refs: Sequence[str], lang: str) -> Score
     return METRICS[languages.get(lang).asr_metric](hyps, refs, lang)
 
 
+def error_counts(hyps: Sequence[str], refs: Sequence[str], lang: str) -> list[tuple[int, int] | None]:
+    """Per sentence, in the unit `lang` is scored with (`asr_error_rate`): (edit errors, reference length) after
+    normalization, or None where the reference normalizes to the empty string (skipped, as in the corpus score).
+    Summed over sentences they give the corpus rate: 100 * errors / length (what a paired bootstrap resamples)."""
+    metric = languages.get(lang).asr_metric
+    unit = "word" if metric == "wer" else "char"
+    _check(hyps, refs, metric)
+    out: list[tuple[int, int] | None] = []
+    for h, r in zip(hyps, refs):
+        h, r = normalize(h, lang, unit), normalize(r, lang, unit)
+        if not r:
+            out.append(None)
+            continue
+        o = jiwer.process_words(r, h) if unit == "word" else jiwer.process_characters(r, h)
+        out.append((o.substitutions + o.deletions + o.insertions, o.substitutions + o.deletions + o.hits))
+    return out
+
+
 METRICS: dict[str, Callable[[Sequence[str], Sequence[str], str], Score]] = {
     "bleu": bleu,
     "chrf": chrf,

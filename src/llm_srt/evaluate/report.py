@@ -114,6 +114,8 @@ class Report:
     systems: tuple[SystemScores, ...]  # in the order given
     # paired bootstrap of each system against the first (evaluate/significance.py): (system, compared with, result)
     comparisons: tuple[tuple[str, str, "Comparison"], ...] = ()
+    # the same for the transcripts' WER/CER, per source language: (system, compared with, language, result)
+    transcript_comparisons: tuple[tuple[str, str, str, "Comparison"], ...] = ()
 
     @property
     def mt_bleu(self) -> dict[str, dict[Direction, float]]:
@@ -149,20 +151,16 @@ def score_system(name: str, results: Iterable[UtteranceResult | Mapping]) -> Sys
     empty hypothesis (in WER/CER when its task writes a transcript; without a recorded task, when the system wrote
     transcripts for other utterances of that source language)."""
     rows = [r if isinstance(r, UtteranceResult) else UtteranceResult.from_dict(r) for r in results]
-    transcribed = {r.src for r in rows if not r.failed and r.hyp_transcript is not None}
     by_direction: dict[Direction, list[tuple[str, str]]] = {}
-    by_source: dict[str, list[tuple[str, str]]] = {}
     for r in rows:
         if r.ref_translation is not None:
             by_direction.setdefault((r.src, r.tgt), []).append(("" if r.failed else r.hyp_translation,
                                                                  r.ref_translation))
-        if r.ref_transcript is not None and _writes_transcript(r, transcribed):
-            by_source.setdefault(r.src, []).append(("" if r.failed else r.hyp_transcript, r.ref_transcript))
     scores = {d: bleu(*zip(*pairs), d[1]) for d, pairs in by_direction.items()}
     asr = {}
-    for src, pairs in by_source.items():
+    for src, scored in transcript_rows(rows).items():
         try:
-            asr[src] = asr_error_rate(*zip(*pairs), src)
+            asr[src] = asr_error_rate([transcript(r) for r in scored], [r.ref_transcript for r in scored], src)
         except LLMSRTError:  # every reference transcript empty after normalization: nothing to score
             continue
     totals: dict[Direction, int] = {}
@@ -170,6 +168,23 @@ def score_system(name: str, results: Iterable[UtteranceResult | Mapping]) -> Sys
         totals[(r.src, r.tgt)] = totals.get((r.src, r.tgt), 0) + 1
     return SystemScores(name, scores, asr, sum(len(p) for p in by_direction.values()),
                         tuple(r for r in rows if r.failed), totals, forced_tags=sum(r.forced_tags for r in rows))
+
+
+def transcript_rows(rows: Iterable[UtteranceResult]) -> dict[str, list[UtteranceResult]]:
+    """The rows whose transcripts enter WER/CER, per source language (in order of first appearance): those with a
+    reference transcript that wrote one, or failed where one was due (`score_system`)."""
+    rows = list(rows)
+    transcribed = {r.src for r in rows if not r.failed and r.hyp_transcript is not None}
+    out: dict[str, list[UtteranceResult]] = {}
+    for r in rows:
+        if r.ref_transcript is not None and _writes_transcript(r, transcribed):
+            out.setdefault(r.src, []).append(r)
+    return out
+
+
+def transcript(r: UtteranceResult) -> str:
+    """The transcript a row is scored with: "" for a failed row."""
+    return "" if r.failed else r.hyp_transcript
 
 
 def _writes_transcript(r: UtteranceResult, transcribed: set[str]) -> bool:
@@ -233,8 +248,16 @@ def to_json(report: Report) -> dict:
     significance = {a: {"compared_with": b, "delta_bleu": _num(c.delta), "ci95": [_num(c.low), _num(c.high)],
                         "p": round(c.p, 4), "verdict": c.verdict(), "resamples": c.samples}
                     for a, b, c in report.comparisons}
+    by_language: dict[str, dict] = {}
+    for a, b, lang, c in report.transcript_comparisons:
+        by_language.setdefault(a, {})[lang] = {
+            "compared_with": b, "metric": _asr_metric(report, lang).lower(), "delta": _num(c.delta),
+            "ci95": [_num(c.low), _num(c.high)], "p": round(c.p, 4), "verdict": c.verdict(higher_is_better=False),
+            "sentences": c.sentences, "resamples": c.samples}
     return {"systems": {s.name: {**_system_json(s), **({"mt": _system_json(s.mt)} if s.mt is not None else {}),
-                                 **({"significance": significance[s.name]} if s.name in significance else {})}
+                                 **({"significance": significance[s.name]} if s.name in significance else {}),
+                                 **({"transcript_significance": by_language[s.name]} if s.name in by_language
+                                    else {})}
                         for s in report.systems}}
 
 
@@ -298,6 +321,11 @@ def to_markdown(report: Report) -> str:
                       f"({report.comparisons[0][2].samples} resamples)", ""]
         parts += _md_table(["system", "compared with", "Δ avg BLEU", "95% interval", "p", "verdict"],
                            _comparison_rows(report))
+    if report.transcript_comparisons:
+        parts += ["", f"## Transcripts: is the difference real? Paired bootstrap over test sentences "
+                      f"({report.transcript_comparisons[0][3].samples} resamples; lower is better)", ""]
+        parts += _md_table(["system", "compared with", "language", "Δ", "95% interval", "p", "sentences", "verdict"],
+                           _transcript_comparison_rows(report))
     signatures = _unique(v.signature for s in report.systems for v in (*s.bleu.values(), *s.asr.values()))
     parts += ["", "## Signatures", ""] + [f"- `{sig}`" for sig in signatures]
     scored = [t for s in report.systems for t in ((s.name, s), *(((f"{s.name} (MT)", s.mt),) if s.mt else ()))]
@@ -343,6 +371,10 @@ def format_table(report: Report) -> str:
     if report.comparisons:
         text += ("\n\nPaired bootstrap over test sentences (avg BLEU)\n"
                  + _text_table(["system", "vs", "delta", "95% interval", "p", "verdict"], _comparison_rows(report)))
+    if report.transcript_comparisons:
+        text += ("\n\nPaired bootstrap over test sentences (transcript WER / CER, lower is better)\n"
+                 + _text_table(["system", "vs", "language", "delta", "95% interval", "p", "sentences", "verdict"],
+                               _transcript_comparison_rows(report)))
     failures = [f"{name}: {scores.failed_summary()} (scored as empty hypotheses); by direction: "
                 + ", ".join(f"{d[0]}->{d[1]} {_of(n, scores.rows[d])}" for d, n in scores.failed_by_direction().items()
                             if n)
@@ -362,6 +394,12 @@ def _forced_lines(report: Report) -> str:
 def _comparison_rows(report: Report) -> list[list]:
     return [[a, b, f"{c.delta:+.1f}", f"[{c.low:+.1f}, {c.high:+.1f}]", f"{c.p:.3f}", c.verdict()]
             for a, b, c in report.comparisons]
+
+
+def _transcript_comparison_rows(report: Report) -> list[list]:
+    return [[a, b, f"{lang} {_asr_metric(report, lang)}", f"{c.delta:+.1f}", f"[{c.low:+.1f}, {c.high:+.1f}]",
+             f"{c.p:.3f}", c.sentences, c.verdict(higher_is_better=False)]
+            for a, b, lang, c in report.transcript_comparisons]
 
 
 def _text_table(header: list, rows: list[list]) -> str:

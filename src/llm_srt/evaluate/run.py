@@ -9,7 +9,8 @@ stream (it batches them by length, not by language pair). A row that fails (a CU
 empty hypothesis in the scores and is counted (`failed: N of M`), never dropped. Under torchrun every rank runs on
 its own GPU (`--device auto`) over a length-bucketed shard of the rows, and rank 0 merges and writes the report.
 With several systems, the report also says whether each one's average BLEU differs from the first system's beyond
-chance (paired bootstrap resampling over the test sentences, evaluate/significance.py).
+chance, and its transcripts' WER/CER per source language from the first transcribing system's (paired bootstrap
+resampling over the test sentences, evaluate/significance.py).
 """
 
 import json
@@ -26,8 +27,8 @@ from ..device import Placement
 from ..errors import LLMSRTError
 from ..model.decoding import DecodingOptions, add_srt_tags_argument
 from ..prompts import Task
-from .report import UtteranceResult, build_report, format_table, write_report
-from .significance import SAMPLES, check_samples, paired_bootstrap
+from .report import Report, UtteranceResult, build_report, format_table, load_results, write_report
+from .significance import SAMPLES, Comparison, check_samples, paired_bootstrap, paired_error_rates
 
 TASKS = ("auto", "srt", "s2tt", "smt", "asr")  # --task; auto: what the model folder was trained for
 GATHER_TIMEOUT = timedelta(hours=12)  # how long rank 0 waits for the slowest rank's shard
@@ -125,12 +126,15 @@ def file_name(system: str) -> str:
 
 
 def parse_models(specs: list[str]) -> dict[str, str]:
-    """['curriculum=runs/a/final', 'cascade'] -> {'curriculum': 'runs/a/final', 'cascade': 'cascade'}."""
+    """['curriculum=runs/a/final', 'cascade', 'r/hyps.base.jsonl'] -> {'curriculum': 'runs/a/final',
+    'cascade': 'cascade', 'base': 'r/hyps.base.jsonl'}."""
     models = {}
     for spec in specs:
         name, sep, path = spec.partition("=")
-        name, path = (name, path) if sep else (Path(spec).parent.name if Path(spec).name == "final" else
-                                                Path(spec).name or spec, spec)
+        p = Path(spec)
+        default = (p.parent.name if p.name == "final" else p.stem.removeprefix("hyps.") if is_results_file(spec)
+                   else p.name or spec)
+        name, path = (name, path) if sep else (default, spec)
         if name in models:
             raise LLMSRTError(f"--model: the name {name!r} is used twice; write NAME=PATH")
         models[name] = path
@@ -157,14 +161,21 @@ def gather(part, rank: int, size: int) -> list | None:
     return parts
 
 
-def evaluate(models: dict[str, str], manifest: str | Path, out: str | Path, task: str = "auto",
+def is_results_file(model: str) -> bool:
+    """A --model that names a results file (hyps.NAME.jsonl of an earlier evaluation): scored again, not run."""
+    return Path(model).suffix == ".jsonl"
+
+
+def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Path, task: str = "auto",
              options: DecodingOptions = DecodingOptions(), batch_size: int = 8, limit: int | None = None,
              with_mt: bool = False, skip_bad: bool = False, log=print, placement: Placement | None = None,
              whisper: str | None = None, llm: str | None = None, significance: int = SAMPLES):
     """Run every model (name -> folder, or a baseline's name) over the manifest and write the report into `out`;
-    the Report on rank 0, None on the other ranks. `whisper` / `llm`: the baselines' Whisper and LLM folders.
-    With several systems, each is compared with the first by paired bootstrap resampling (`significance`
-    resamples; 0: no test)."""
+    the Report on rank 0, None on the other ranks. A model that is a results file (`is_results_file`: the
+    hyps.NAME.jsonl an earlier evaluation wrote) is read, not run, so decoded systems can be scored and compared
+    again; `manifest` may be None when every model is one. `whisper` / `llm`: the baselines' Whisper and LLM
+    folders. With several systems, each is compared with the first by paired bootstrap resampling
+    (`significance` resamples; 0: no test)."""
     from ..infer import SpeechTranslator
     from ..model.systems import load_system
 
@@ -172,8 +183,13 @@ def evaluate(models: dict[str, str], manifest: str | Path, out: str | Path, task
         raise LLMSRTError(f"--task {task}: use one of {', '.join(TASKS)}")
     if significance:
         check_samples(significance)  # before any decoding: a long evaluation must not end in this error
+    run_now = {name: path for name, path in models.items() if not is_results_file(path)}
+    if run_now and manifest is None:
+        raise LLMSRTError(f"--manifest is needed to run {', '.join(run_now)} (only results files are scored "
+                          "without one)")
+    loaded = {name: load_results(path) for name, path in models.items() if name not in run_now}  # before decoding
     placement = placement or device.resolve("auto")
-    rows = read_manifest(manifest, skip_bad=skip_bad)
+    rows = read_manifest(manifest, skip_bad=skip_bad) if run_now else []
     if limit:
         rows = rows[:limit]
     rank, size = world()
@@ -181,7 +197,7 @@ def evaluate(models: dict[str, str], manifest: str | Path, out: str | Path, task
     out.mkdir(parents=True, exist_ok=True)
     systems: dict[str, list[UtteranceResult]] = {}
     mt: dict[str, list[UtteranceResult]] = {}
-    for name, path in models.items():
+    for name, path in run_now.items():
         t = model_task(path) if task == "auto" else Task(task)
         mine = shard(select_rows(rows, t), rank, size)
         translator = SpeechTranslator(load_system(path, placement, whisper=whisper, llm=llm), name)
@@ -201,6 +217,10 @@ def evaluate(models: dict[str, str], manifest: str | Path, out: str | Path, task
 
         systems = {name: merged(0, name) for name in systems}
         mt = {name: merged(1, name) for name in mt}
+    if loaded:
+        if with_mt:
+            log(f"--with-mt: no text MT for {', '.join(loaded)} (results files are scored, not run)")
+        systems = {name: systems[name] if name in systems else loaded[name] for name in models}
     for name, results in systems.items():
         _write_hyps(hyps_path(out, name), results)
     for name, results in mt.items():
@@ -213,16 +233,40 @@ def evaluate(models: dict[str, str], manifest: str | Path, out: str | Path, task
         report = replace(report, comparisons=tuple(
             (name, first, paired_bootstrap(results, systems[first], samples=significance))
             for name, results in systems.items() if name != first))
+    if len(systems) > 1 and significance:
+        report = replace(report, transcript_comparisons=transcript_comparisons(report, systems, significance, log))
     files = write_report(report, out)
     log(format_table(report))
     log("wrote " + ", ".join(str(p) for p in files.values()))
     return report
 
 
+def transcript_comparisons(report: Report, systems: dict[str, list[UtteranceResult]], samples: int,
+                           log=print) -> tuple[tuple[str, str, str, Comparison], ...]:
+    """Per source language, each system's transcript WER/CER against the first system that transcribed that
+    language (a direct S2TT system writes none), by paired bootstrap. A pair that cannot be compared is logged
+    and left out: the evaluation's results are never lost to it."""
+    out = []
+    for lang in dict.fromkeys(lang for s in report.systems for lang in s.asr):
+        names = [s.name for s in report.systems if lang in s.asr]
+        for name in names[1:]:
+            try:
+                c = paired_error_rates([r for r in systems[name] if r.src == lang],
+                                       [r for r in systems[names[0]] if r.src == lang], samples=samples)[lang]
+            except LLMSRTError as e:
+                log(f"no paired {lang} transcript test of {name} against {names[0]}: {e}")
+                continue
+            out.append((name, names[0], lang, c))
+    return tuple(out)
+
+
 def add_arguments(parser) -> None:
     parser.add_argument("--model", action="append", required=True,
-                        help="NAME=FOLDER, a model folder, 'whisper' or 'cascade'; repeat to compare systems")
-    parser.add_argument("--manifest", required=True, help="test manifest (JSONL)")
+                        help="NAME=FOLDER, a model folder, 'whisper' or 'cascade', or NAME=FILE.jsonl: the results "
+                             "(hyps.NAME.jsonl) of an earlier evaluation, scored again without decoding; repeat to "
+                             "compare systems (the first is the one the others are tested against)")
+    parser.add_argument("--manifest", default=None, help="test manifest (JSONL); not needed when every --model "
+                                                         "is a results file")
     parser.add_argument("--out", required=True, help="report folder")
     parser.add_argument("--task", default="auto", choices=TASKS,
                         help="auto: what the model folder was trained for; smt: the gold transcript in (Table 6); "
@@ -238,8 +282,8 @@ def add_arguments(parser) -> None:
                                                         "(default: the embedded Whisper)")
     parser.add_argument("--llm", default=None, help="LLM folder of the cascade (default: the embedded LLM)")
     parser.add_argument("--significance", type=int, default=SAMPLES, metavar="N",
-                        help="with several systems: paired bootstrap of each against the first, N resamples "
-                             "(0: none)")
+                        help="with several systems: paired bootstrap of each against the first (BLEU; "
+                             "transcript WER/CER per language), N resamples (0: none)")
     parser.add_argument("--skip-bad", action="store_true", help="skip bad manifest rows instead of stopping")
     device.add_arguments(parser)
 

@@ -1,4 +1,5 @@
-"""Is one system's average BLEU really higher than another's? Paired bootstrap resampling over test sentences.
+"""Is one system's average BLEU really higher than another's (or its transcripts' WER lower)? Paired bootstrap
+resampling over test sentences.
 
 The statistic is the one the paper's tables (and the demo's claims) compare: the average over directions of corpus
 BLEU per direction. Both systems are scored on the same resampled sentences (paired), resampling within each
@@ -23,7 +24,8 @@ from sacrebleu.metrics import BLEU
 
 from .. import languages
 from ..errors import LLMSRTError
-from .report import Direction, UtteranceResult
+from .metrics import error_counts, normalize
+from .report import Direction, UtteranceResult, transcript, transcript_rows
 
 SAMPLES = 1000  # resamples (SacreBLEU's default for the paired bootstrap)
 ALPHA = 0.05
@@ -100,6 +102,69 @@ def paired_bootstrap_runs(a: Sequence[Iterable[UtteranceResult | Mapping]],
     return _compare(float(np.mean(full_a)), float(np.mean(full_b)), diffs, len(keys))
 
 
+def paired_error_rates(a: Iterable[UtteranceResult | Mapping], b: Iterable[UtteranceResult | Mapping],
+                       samples: int = SAMPLES, seed: int = 0) -> dict[str, Comparison]:
+    """The same test for the transcripts: WER (or CER, as the language registry says) of a against b, per source
+    language (lower is better: a "holds" verdict needs `verdict(higher_is_better=False)`). Raises LLMSRTError when
+    the two do not transcribe the same rows."""
+    return paired_error_rates_runs([a], [b], samples=samples, seed=seed)
+
+
+def paired_error_rates_runs(a: Sequence[Iterable[UtteranceResult | Mapping]],
+                            b: Sequence[Iterable[UtteranceResult | Mapping]], samples: int = SAMPLES,
+                            seed: int = 0) -> dict[str, Comparison]:
+    """`paired_error_rates` over several training runs of each system, as `paired_bootstrap_runs` for BLEU. The rows
+    scored are the report's (`report.transcript_rows`: a failed row is an empty transcript). The unit resampled is
+    the sentence, i.e. a source language's rows with one reference transcript, of every run together: the rows of
+    one clip translated into several targets (SRT writes a transcript for each) are one sentence, not several
+    independent ones. The statistic is the corpus rate, 100 x the resampled sentences' errors / their reference
+    length, per source language, so the observed values are the report's WER/CER. Languages whose references all
+    normalize to the empty string are left out, as in the report."""
+    if len(a) != len(b) or not a:
+        raise LLMSRTError(f"paired runs need as many runs of each system (one per seed), not {len(a)} and {len(b)}")
+    runs = [[transcript_rows(_results(r)) for r in system] for system in (a, b)]
+    first = runs[0][0]
+    keys = {(src, r.id) for src, rows in first.items() for r in rows}
+    for i, (ra, rb) in enumerate(zip(*runs)):
+        for by_src in (ra, rb):
+            only = sorted(keys ^ {(src, r.id) for src, rows in by_src.items() for r in rows})
+            if only:
+                where = f" (run {i + 1})" if len(a) > 1 else ""
+                raise LLMSRTError(f"the two systems did not transcribe the same test rows{where} ({len(only)} "
+                                  f"differ, e.g. {only[0][1]!r}); compare results of one evaluation")
+    if not first:
+        raise LLMSRTError("no rows with a reference transcript and a system transcript to compare")
+    check_samples(samples)
+    rng = np.random.default_rng(seed)
+    out = {}
+    for src, rows in first.items():
+        sentence = {r.id: normalize(r.ref_transcript, src) for r in rows}  # id -> the sentence it belongs to
+        groups = {k: i for i, k in enumerate(dict.fromkeys(sentence.values()))}
+        counts = []  # per system: (sentences, 2) errors and reference length, summed over rows and runs
+        for system in runs:
+            c = np.zeros((len(groups), 2), dtype=np.int64)
+            for by_src in system:
+                scored = by_src[src]
+                for r, n in zip(scored, error_counts([transcript(r) for r in scored],
+                                                     [r.ref_transcript for r in scored], src)):
+                    if n is not None:
+                        c[groups[sentence[r.id]]] += n
+            counts.append(c)
+        ca, cb = counts
+        kept = ca[:, 1] > 0  # sentences whose reference normalizes to "" (for CER too) score nothing
+        if not kept.any():
+            continue
+        ca, cb = ca[kept], cb[kept]
+        idx = rng.integers(0, len(ca), size=(samples, len(ca)))
+        boot_a, boot_b = ca[idx].sum(1), cb[idx].sum(1)  # (samples, 2)
+        diffs = 100.0 * (boot_a[:, 0] / boot_a[:, 1] - boot_b[:, 0] / boot_b[:, 1])
+        out[src] = _compare(100.0 * ca[:, 0].sum() / ca[:, 1].sum(), 100.0 * cb[:, 0].sum() / cb[:, 1].sum(),
+                            diffs, len(ca))
+    if not out:
+        raise LLMSRTError("every reference transcript is empty after normalization: no error rate to compare")
+    return out
+
+
 def paired_mean(a: Sequence[float], b: Sequence[float], samples: int = SAMPLES, seed: int = 0) -> Comparison:
     """The same test for a per-sentence measure (e.g. the teacher-forced loss of the reference, evaluate/loss.py):
     mean of a against mean of b over the same sentences, in the same order."""
@@ -135,13 +200,12 @@ def _compare(a: float, b: float, diffs: np.ndarray, sentences: int) -> Compariso
     return Comparison(a, b, (extreme + 1) / (diffs.size + 1), a - b - h, a - b + h, sentences, int(diffs.size))
 
 
+def _results(rows: Iterable[UtteranceResult | Mapping]) -> list[UtteranceResult]:
+    return [r if isinstance(r, UtteranceResult) else UtteranceResult.from_dict(r) for r in rows]
+
+
 def _scored(rows: Iterable[UtteranceResult | Mapping]) -> dict[str, UtteranceResult]:
-    out = {}
-    for r in rows:
-        r = r if isinstance(r, UtteranceResult) else UtteranceResult.from_dict(r)
-        if r.ref_translation is not None:
-            out[r.id] = r
-    return out
+    return {r.id: r for r in _results(rows) if r.ref_translation is not None}
 
 
 def _stats(metric: BLEU, rows: list[UtteranceResult]) -> np.ndarray:
