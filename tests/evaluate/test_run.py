@@ -338,11 +338,45 @@ def test_transcripts_are_compared_with_the_first_system_that_wrote_them():
     systems = {"direct": rows("", transcribe=False), "a": rows("a cat sat"), "b": rows("a cat number sat"),
                "c": rows("a cat", n=5)}
     lines = []
-    found = run.transcript_comparisons(build_report(systems), systems, 100, log=lines.append)
+    report = run.compare_systems(build_report(systems), {k: [v] for k, v in systems.items()}, 100, log=lines.append)
+    found = report.transcript_comparisons
     assert [(n, vs, lang) for n, vs, lang, _ in found] == [("b", "a", "eng")]
     assert found[0][3].delta < 0 and found[0][3].sentences == 6
-    assert len(lines) == 1 and lines[0].startswith("no paired eng transcript test of c against a: the two systems "
-                                                   "did not transcribe the same test rows")
+    assert [(n, vs) for n, vs, _ in report.comparisons] == [("a", "direct"), ("b", "direct")]
+    assert lines == ["no paired BLEU test of c against direct: the two systems were not run on the same test rows "
+                     "(1 differ, e.g. '5'); compare results of one evaluation",
+                     "no paired eng transcript test of c against a: the two systems did not transcribe the same "
+                     "test rows (1 differ, e.g. '5'); compare results of one evaluation"]
+
+
+def test_systems_of_several_runs_are_pooled_and_tested_run_by_run(tmp_path):
+    """--model NAME=RUN1.jsonl,RUN2.jsonl: one system of two runs (e.g. two training seeds), scored on both runs'
+    hypotheses together and tested against another two-run system with `paired_bootstrap_runs`; a one-run system
+    cannot be paired with it, which is logged, not an error."""
+    from llm_srt.evaluate.significance import paired_bootstrap_runs, paired_error_rates_runs
+
+    def write(name, keep):
+        words = [[f"s{i}", *(f"w{j}" for j in range(8))] for i in range(12)]  # sentence i: 9 words
+        rows = [UtteranceResult(f"{i}", "eng", "deu", " ".join(w[:keep(i)]), " ".join(w[1:keep(i)]), " ".join(w),
+                                " ".join(w[1:]), task="srt") for i, w in enumerate(words)]
+        path = tmp_path / f"hyps.{name}.jsonl"
+        path.write_text("".join(json.dumps(vars(r)) + "\n" for r in rows))
+        return str(path)
+
+    a = [write("a1", lambda i: 8 - i % 3), write("a2", lambda i: 8 - i % 2)]
+    b = [write("b1", lambda i: 8 - i % 4), write("b2", lambda i: 6)]
+    lines = []
+    models = run.parse_models([f"A={','.join(a)}", ",".join(b), write("c", lambda i: 7)])
+    assert list(models) == ["A", "b1", "c"]  # a list of files is named after its first, as one file is
+    report = run.evaluate(models, None, tmp_path / "r", log=lines.append, significance=100)
+    [(name, vs, c)] = report.comparisons
+    runs = [[load_results(p) for p in paths] for paths in (b, a)]
+    assert (name, vs) == ("b1", "A") and c == paired_bootstrap_runs(*runs, samples=100)
+    [(name, vs, lang, t)] = report.transcript_comparisons
+    assert t == paired_error_rates_runs(*runs, samples=100)["eng"] and t.sentences == 12
+    assert "no paired BLEU test of c against A: 1 runs against 2 (runs are paired one to one)" in lines
+    assert report.systems[0].n_rows == 24  # both runs' rows, pooled
+    assert report.systems[0].average() == pytest.approx(c.b)
 
 
 def test_results_files_are_scored_again_without_decoding(oracle, manifest, tmp_path, monkeypatch):

@@ -28,7 +28,7 @@ from ..errors import LLMSRTError
 from ..model.decoding import DecodingOptions, add_srt_tags_argument
 from ..prompts import Task
 from .report import Report, UtteranceResult, build_report, format_table, load_results, write_report
-from .significance import SAMPLES, Comparison, check_samples, paired_bootstrap, paired_error_rates
+from .significance import SAMPLES, check_samples, paired_bootstrap_runs, paired_error_rates_runs
 
 TASKS = ("auto", "srt", "s2tt", "smt", "asr")  # --task; auto: what the model folder was trained for
 GATHER_TIMEOUT = timedelta(hours=12)  # how long rank 0 waits for the slowest rank's shard
@@ -131,7 +131,7 @@ def parse_models(specs: list[str]) -> dict[str, str]:
     models = {}
     for spec in specs:
         name, sep, path = spec.partition("=")
-        p = Path(spec)
+        p = Path(spec.split(",")[0])
         default = (p.parent.name if p.name == "final" else p.stem.removeprefix("hyps.") if is_results_file(spec)
                    else p.name or spec)
         name, path = (name, path) if sep else (default, spec)
@@ -162,8 +162,22 @@ def gather(part, rank: int, size: int) -> list | None:
 
 
 def is_results_file(model: str) -> bool:
-    """A --model that names a results file (hyps.NAME.jsonl of an earlier evaluation): scored again, not run."""
-    return Path(model).suffix == ".jsonl"
+    """A --model that names a results file (hyps.NAME.jsonl of an earlier evaluation), or several separated by
+    commas (one per training run, e.g. per seed): scored again, not run."""
+    return all(Path(part).suffix == ".jsonl" for part in model.split(","))
+
+
+def load_runs(model: str) -> list[list[UtteranceResult]]:
+    """The runs of a results-file model (`is_results_file`), one list of results per file."""
+    return [load_results(part) for part in model.split(",")]
+
+
+def pooled(runs: list[list[UtteranceResult]]) -> list[UtteranceResult]:
+    """Several runs' results as one system's rows (ids prefixed 'RUN/'), what its report scores: corpus BLEU and
+    WER of all runs' hypotheses together, the statistic `paired_bootstrap_runs` tests. One run: itself."""
+    if len(runs) == 1:
+        return runs[0]
+    return [replace(r, id=f"{k}/{r.id}") for k, run in enumerate(runs, start=1) for r in run]
 
 
 def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Path, task: str = "auto",
@@ -175,7 +189,8 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
     hyps.NAME.jsonl an earlier evaluation wrote) is read, not run, so decoded systems can be scored and compared
     again; `manifest` may be None when every model is one. `whisper` / `llm`: the baselines' Whisper and LLM
     folders. With several systems, each is compared with the first by paired bootstrap resampling
-    (`significance` resamples; 0: no test)."""
+    (`significance` resamples; 0: no test; `compare_systems`); a system of several runs (results files) is tested
+    run by run against another of as many runs."""
     from ..infer import SpeechTranslator
     from ..model.systems import load_system
 
@@ -187,7 +202,7 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
     if run_now and manifest is None:
         raise LLMSRTError(f"--manifest is needed to run {', '.join(run_now)} (only results files are scored "
                           "without one)")
-    loaded = {name: load_results(path) for name, path in models.items() if name not in run_now}  # before decoding
+    loaded = {name: load_runs(path) for name, path in models.items() if name not in run_now}  # before decoding
     placement = placement or device.resolve("auto")
     rows = read_manifest(manifest, skip_bad=skip_bad) if run_now else []
     if limit:
@@ -220,51 +235,63 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
     if loaded:
         if with_mt:
             log(f"--with-mt: no text MT for {', '.join(loaded)} (results files are scored, not run)")
-        systems = {name: systems[name] if name in systems else loaded[name] for name in models}
+    runs = {name: [systems[name]] if name in systems else loaded[name] for name in models}
+    systems = {name: pooled(r) for name, r in runs.items()}
     for name, results in systems.items():
         _write_hyps(hyps_path(out, name), results)
     for name, results in mt.items():
         _write_hyps(hyps_path(out, name, mt=True), results)
     report = build_report(systems, mt=mt)
-    if len(systems) > 1 and significance and not report.directions:  # e.g. --task asr: WER/CER only
-        log("no rows with a reference translation: no paired BLEU test between the systems")
-    elif len(systems) > 1 and significance:
-        first = next(iter(systems))
-        report = replace(report, comparisons=tuple(
-            (name, first, paired_bootstrap(results, systems[first], samples=significance))
-            for name, results in systems.items() if name != first))
     if len(systems) > 1 and significance:
-        report = replace(report, transcript_comparisons=transcript_comparisons(report, systems, significance, log))
+        report = compare_systems(report, runs, significance, log)
     files = write_report(report, out)
     log(format_table(report))
     log("wrote " + ", ".join(str(p) for p in files.values()))
     return report
 
 
-def transcript_comparisons(report: Report, systems: dict[str, list[UtteranceResult]], samples: int,
-                           log=print) -> tuple[tuple[str, str, str, Comparison], ...]:
-    """Per source language, each system's transcript WER/CER against the first system that transcribed that
-    language (a direct S2TT system writes none), by paired bootstrap. A pair that cannot be compared is logged
-    and left out: the evaluation's results are never lost to it."""
-    out = []
+def compare_systems(report: Report, runs: dict[str, list[list[UtteranceResult]]], samples: int,
+                    log=print) -> Report:
+    """The report with its paired tests (system name -> its runs' results, one run per decoded system): each
+    system's average BLEU against the first system's, and per source language its transcripts' WER/CER against
+    the first system that transcribed that language (a direct S2TT system writes none). A pair that cannot be
+    compared (other rows; a different number of runs) is logged and left out: the results are never lost to it."""
+    def test(what: str, name: str, first: str, paired, select=lambda rows: rows):
+        if len(runs[name]) != len(runs[first]):
+            log(f"no paired {what} test of {name} against {first}: {len(runs[name])} runs against "
+                f"{len(runs[first])} (runs are paired one to one)")
+            return None
+        try:
+            return paired([select(r) for r in runs[name]], [select(r) for r in runs[first]], samples=samples)
+        except LLMSRTError as e:
+            log(f"no paired {what} test of {name} against {first}: {e}")
+            return None
+
+    first = report.systems[0].name
+    comparisons = []
+    if not report.directions:  # e.g. --task asr: WER/CER only
+        log("no rows with a reference translation: no paired BLEU test between the systems")
+    for s in report.systems[1:] if report.directions else ():
+        c = test("BLEU", s.name, first, paired_bootstrap_runs)
+        if c is not None:
+            comparisons.append((s.name, first, c))
+    transcripts = []
     for lang in dict.fromkeys(lang for s in report.systems for lang in s.asr):
         names = [s.name for s in report.systems if lang in s.asr]
         for name in names[1:]:
-            try:
-                c = paired_error_rates([r for r in systems[name] if r.src == lang],
-                                       [r for r in systems[names[0]] if r.src == lang], samples=samples)[lang]
-            except LLMSRTError as e:
-                log(f"no paired {lang} transcript test of {name} against {names[0]}: {e}")
-                continue
-            out.append((name, names[0], lang, c))
-    return tuple(out)
+            c = test(f"{lang} transcript", name, names[0], paired_error_rates_runs,
+                     lambda rows: [r for r in rows if r.src == lang])
+            if c is not None:
+                transcripts.append((name, names[0], lang, c[lang]))
+    return replace(report, comparisons=tuple(comparisons), transcript_comparisons=tuple(transcripts))
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--model", action="append", required=True,
                         help="NAME=FOLDER, a model folder, 'whisper' or 'cascade', or NAME=FILE.jsonl: the results "
-                             "(hyps.NAME.jsonl) of an earlier evaluation, scored again without decoding; repeat to "
-                             "compare systems (the first is the one the others are tested against)")
+                             "(hyps.NAME.jsonl) of an earlier evaluation, scored again without decoding (several "
+                             "files, comma-separated: one per training run, pooled and tested run by run); repeat "
+                             "to compare systems (the first is the one the others are tested against)")
     parser.add_argument("--manifest", default=None, help="test manifest (JSONL); not needed when every --model "
                                                          "is a results file")
     parser.add_argument("--out", required=True, help="report folder")
