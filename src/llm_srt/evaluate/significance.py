@@ -5,6 +5,8 @@ The statistic is the one the paper's tables (and the demo's claims) compare: the
 BLEU per direction. Both systems are scored on the same resampled sentences (paired), resampling within each
 direction (stratified), so every resample keeps each direction's size. BLEU of a resample comes from SacreBLEU's
 own per-sentence sufficient statistics, summed, as SacreBLEU's paired test (`sacrebleu.significance`) computes it.
+The transcripts' test (`paired_error_rates`) is the same with the corpus WER/CER per source language, from each
+sentence's edit errors and reference length.
 
 p is two-sided: the share of resampled differences, centred on their mean (the null hypothesis of no difference),
 at least as far from 0 as the observed difference, with the +1 correction of Koehn (2004) and SacreBLEU. A claim
