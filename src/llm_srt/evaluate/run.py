@@ -232,9 +232,8 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
 
         systems = {name: merged(0, name) for name in systems}
         mt = {name: merged(1, name) for name in mt}
-    if loaded:
-        if with_mt:
-            log(f"--with-mt: no text MT for {', '.join(loaded)} (results files are scored, not run)")
+    if loaded and with_mt:
+        log(f"--with-mt: no text MT for {', '.join(loaded)} (results files are scored, not run)")
     runs = {name: [systems[name]] if name in systems else loaded[name] for name in models}
     systems = {name: pooled(r) for name, r in runs.items()}
     for name, results in systems.items():
