@@ -421,6 +421,47 @@ def test_int8_many_rows_take_the_kernel_timed_faster_once_per_shape_and_bucket(m
         assert calls[-1] == ("oneDNN", many) and torch.equal(y[:, [0, 5]], q.bias[[0, 5]].expand(many, 2))
 
 
+@needs_onednn_int8
+def test_int8_onednn_is_not_kept_where_it_rounds_otherwise(monkeypatch):
+    """A oneDNN whose outputs differ from fbgemm's in one bit of one value of the timed input (a CPU whose oneDNN
+    scales its int32 sums in another order) is never kept, however much faster it runs: the layer's outputs stay
+    fbgemm's. Checked within the first INT8_CHECKED_ROWS rows."""
+    from llm_srt.model.cpu_linear import Int8Linear
+
+    clock = _Clock()
+    monkeypatch.setattr(cpu_linear.time, "perf_counter", clock)
+    monkeypatch.setattr(cpu_linear, "TUNED_INT8", {})
+    monkeypatch.setattr(cpu_linear, "KERNEL_TUNING", True)
+    fbgemm, onednn = cpu_linear._QDQ_LINEAR, Int8Linear._onednn_product
+    off = {"row": 0}
+
+    def slow_fbgemm(*args):
+        clock.now += 10.0
+        return fbgemm(*args)
+
+    def fast_onednn_one_ulp_off(self, unit):
+        clock.now += 1.0
+        y = onednn(self, unit)
+        if off["row"] is not None:
+            y[off["row"], 3] = torch.nextafter(y[off["row"], 3], torch.tensor(float("inf")))
+        return y
+    monkeypatch.setattr(cpu_linear, "_QDQ_LINEAR", slow_fbgemm)
+    monkeypatch.setattr(Int8Linear, "_onednn_product", fast_onednn_one_ulp_off)
+    torch.manual_seed(0)
+    many, threads = cpu_linear.INT8_MANY_ROWS + 1, torch.get_num_threads()
+    bucket = cpu_linear._bucket(many)
+    for row, kept in [(0, "fbgemm"), (cpu_linear.INT8_CHECKED_ROWS - 1, "fbgemm"), (None, "oneDNN")]:
+        off["row"] = row
+        cpu_linear.TUNED_INT8.clear()
+        q, x = Int8Linear(torch.randn(16, 8), torch.randn(16)), torch.randn(many, 8)
+        with torch.no_grad():
+            y = q(x)
+            assert cpu_linear.TUNED_INT8 == {(16, 8, bucket, threads): kept}
+            with cpu_linear.kernel_rule():
+                assert torch.equal(y, q(x))  # fbgemm's own outputs
+        assert (q._onednn is None) == (kept == "fbgemm")
+
+
 class _Attention(nn.Module):
     """q/k/v/o as a decoder's self-attention names them (k without bias, as in Whisper), and gate/up."""
 

@@ -121,8 +121,8 @@ def _tuned_kernel(flat: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     key = (*weight.shape, bias is not None, _bucket(flat.shape[0]), torch.get_num_threads())
     kernel = TUNED.get(key)
     if kernel is None:
-        seconds = _best_times({name: lambda p=product: p(flat, weight, bias) for name, product in KERNELS.items()},
-                              TUNE_REPEATS)
+        seconds, _ = _best_times({name: lambda p=product: p(flat, weight, bias) for name, product in KERNELS.items()},
+                                 TUNE_REPEATS)
         kernel = _rule(flat.shape[0])
         fastest = min(seconds, key=seconds.get)
         if seconds[fastest] * TUNE_MARGIN < seconds[kernel]:
@@ -131,18 +131,23 @@ def _tuned_kernel(flat: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     return kernel
 
 
-def _best_times(products: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Each product's best wall time in seconds over `repeats` calls, after one untimed warm-up call."""
-    seconds = {}
+def _best_times(products: dict[str, Callable[[], object]], repeats: int,
+                keep_first: bool = False) -> tuple[dict[str, float], dict[str, object]]:
+    """Each product's best wall time in seconds over `repeats` calls after one untimed warm-up call, and (with
+    `keep_first`) what that warm-up call returned."""
+    seconds, first = {}, {}
     for name, product in products.items():
         best = float("inf")
         for i in range(repeats + 1):
             start = time.perf_counter()
-            product()
+            out = product()
             if i:
                 best = min(best, time.perf_counter() - start)
+            elif keep_first:
+                first[name] = out
+            del out
         seconds[name] = best
-    return seconds
+    return seconds, first
 
 
 def _onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -224,8 +229,8 @@ class Int8Linear(nn.Module):
     Inputs of more than INT8_MANY_ROWS rows (a batch's prefills, encoder frames, Q-Former queries, beam search's decode
     steps) may take oneDNN's int8 product instead, on a second packed copy of the same int8 weights (`_int8_kernel`:
     timed once per shape and row bucket in a process, kept only where it is faster). Both sum the same int8 products
-    in int32 and scale them the same way, so its results are fbgemm's bit for bit (tests/model/test_cpu_linear.py):
-    which kernel ran never changes an output."""
+    in int32 and scale them by the same float32 factors, so its results are fbgemm's bit for bit
+    (tests/model/test_cpu_linear.py; and the timing checks it on each CPU): which kernel ran never changes an output."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None, scale: torch.Tensor | None = None,
                  rows: Callable[[int, int], torch.Tensor] | None = None):
@@ -323,30 +328,40 @@ class Int8Linear(nn.Module):
 
     def _onednn_product(self, unit: torch.Tensor) -> torch.Tensor:
         """oneDNN's int8 product of rows already scaled to max |x| = 1: quantized on ACTIVATION_GRID as fbgemm's
-        product quantizes them (torch's own per-tensor quantization), int32 sums, then the same scales."""
+        product quantizes them (torch's own per-tensor quantization), int32 sums, then one float32 multiply by
+        fbgemm's own factor, step x row scale. oneDNN is given that product as the row scales and 1 as the input's
+        scale: given the two (the AMD EPYC of 2026-12-03), it computed (sum x step) x scale, 1 ulp off fbgemm's
+        sum x (step x scale) in a third of the outputs; x 1 is exact whatever order it multiplies in."""
         if self._onednn is None:
             q, scale = self.quantized_rows()
-            self._onednn = (torch.ops.onednn.qlinear_prepack(q, None), scale,
+            factors = {reduce: scale * torch.tensor(step, dtype=torch.float32)
+                       for reduce, (step, _) in ACTIVATION_GRID.items()}
+            self._onednn = (torch.ops.onednn.qlinear_prepack(q, None), factors,
                             torch.zeros(self.out_features, dtype=torch.long))
-        weights, scales, zeros = self._onednn
+        weights, factors, zeros = self._onednn
         step, zero = ACTIVATION_GRID[self.reduce_range]
         with warnings.catch_warnings():  # quantized tensors are deprecated upstream; torch is pinned here
             warnings.simplefilter("ignore")
             qx = torch.quantize_per_tensor(unit, step, zero, torch.quint8).int_repr()
-        return torch.ops.onednn.qlinear_pointwise(qx, step, zero, weights, scales, zeros, None, 1.0, 0, torch.float32,
-                                                  "none", [], "")
+        return torch.ops.onednn.qlinear_pointwise(qx, 1.0, zero, weights, factors[self.reduce_range], zeros, None, 1.0,
+                                                  0, torch.float32, "none", [], "")
 
     def _int8_kernel(self, unit: torch.Tensor) -> str:
         """fbgemm or oneDNN for this many rows of this shape (and torch threads), timed on the first such call in
         this process (each once to warm up, then best of `int8_tune_repeats`): oneDNN only when TUNE_MARGIN x faster.
-        The results are the same either way; only the time differs (a oneDNN copy kept for nothing is let go)."""
+        The results are the same either way; only the time differs (a oneDNN copy kept for nothing is let go). So
+        that this holds on any CPU, oneDNN is kept only if its first INT8_CHECKED_ROWS output rows for the timed
+        input are also fbgemm's bit for bit (a CPU whose oneDNN rounds otherwise runs fbgemm alone)."""
         key = (self.out_features, self.in_features, min(_bucket(len(unit)), INT8_TOP_BUCKET), torch.get_num_threads())
         kernel = TUNED_INT8.get(key)
         if kernel is None:
             step, zero = ACTIVATION_GRID[self.reduce_range]
-            seconds = _best_times({"fbgemm": lambda: _QDQ_LINEAR(unit, step, zero, self._packed),
-                                   "oneDNN": lambda: self._onednn_product(unit)}, int8_tune_repeats(len(unit)))
-            kernel = "oneDNN" if seconds["oneDNN"] * TUNE_MARGIN < seconds["fbgemm"] else "fbgemm"
+            rows = slice(0, INT8_CHECKED_ROWS)
+            seconds, first = _best_times({"fbgemm": lambda: _QDQ_LINEAR(unit, step, zero, self._packed)[rows].clone(),
+                                          "oneDNN": lambda: self._onednn_product(unit)[rows].clone()},
+                                         int8_tune_repeats(len(unit)), keep_first=True)
+            same = torch.equal(first["fbgemm"], first["oneDNN"])
+            kernel = "oneDNN" if same and seconds["oneDNN"] * TUNE_MARGIN < seconds["fbgemm"] else "fbgemm"
             TUNED_INT8[key] = kernel
         if kernel == "fbgemm" and not self._onednn_used:
             self._onednn = None
@@ -376,6 +391,7 @@ TUNED_INT8: dict[tuple, str] = {}  # Int8Linear's choices: (out, in, row bucket,
 # INT8_TUNE_REPEATS_FEW (a product of 32 rows of a small matrix takes ~0.1 ms, within one call's noise)
 INT8_TUNE_REPEATS, INT8_TUNE_REPEATS_FEW, INT8_FEW_TIMED_ROWS = 1, 5, 256
 INT8_TOP_BUCKET = 1024  # inputs of more rows than half this share one timing (a batch's prefills of any length)
+INT8_CHECKED_ROWS = 16  # output rows of a timing's input compared between fbgemm and oneDNN (copied in each call)
 # oneDNN keeps up to this many compiled products (its default, 1024, held ~330 MB at the peak of the demo's SRT
 # training, where every batch's new row count compiles new ones: 4,108 -> 3,777 MiB with 64, 69 s either way; an
 # evaluation decoding batches of 16 that shrink as rows end: 31.3 -> 31.2 s, the same outputs). A value the user set
