@@ -46,6 +46,32 @@ def test_progress_bars_update_rarely_when_stderr_is_a_log_file():
     assert logged.count("\r") <= 3 and "100/100" in logged  # first and last state only, not one per update
 
 
+@pytest.mark.parametrize("flag, size", [([], 0), (["--no-repeat-ngram", "4"], 4)])
+def test_no_repeat_ngram_reaches_the_decoding_options_of_translate_and_evaluate(flag, size, monkeypatch, tmp_path):
+    from llm_srt import infer
+    from llm_srt.evaluate import run as evaluate_run
+
+    seen = []
+
+    class Fake:
+        def translate(self, *a, options, **k):
+            seen.append(options.no_repeat_ngram_size)
+            return []
+
+    monkeypatch.setattr(infer, "translator_from_args", lambda args: Fake())
+    cli.main(["translate", "a.wav", "--model", "m", "--src", "eng", "--tgt", "deu", *flag])
+    monkeypatch.setattr(evaluate_run, "evaluate", lambda models, manifest, out, task, options, *a, **k:
+                        seen.append(options.no_repeat_ngram_size))
+    cli.main(["evaluate", "--model", "m", "--manifest", "x.jsonl", "--out", str(tmp_path), *flag])
+    assert seen == [size] * 2
+
+
+def test_a_negative_no_repeat_ngram_is_a_one_line_error(tmp_path, capsys):
+    assert cli.main(["evaluate", "--model", "m", "--manifest", "x.jsonl", "--out", str(tmp_path),
+                     "--no-repeat-ngram", "-1"]) != 0
+    assert "--no-repeat-ngram must be >= 0 (0: off), not -1" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("flag", [[], ["--no-force-srt-tags"]])
 def test_no_force_srt_tags_reaches_the_decoding_options_of_translate_serve_and_evaluate(flag, monkeypatch, tmp_path):
     from llm_srt import infer

@@ -20,7 +20,7 @@ from . import device as placement_of
 from . import languages, subtitles
 from .audio import SAMPLE_RATE, AudioInput, load_audio
 from .errors import LLMSRTError, shown
-from .model.decoding import DecodingOptions, add_srt_tags_argument
+from .model.decoding import DecodingOptions, add_no_repeat_argument, add_srt_tags_argument
 from .model.systems import Item, Output, System, cap, check_item, load_system
 from .prompts import Task
 from .segment import Segment, SegmentOptions, segment
@@ -300,7 +300,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--transcript", action="append", default=None,
                         help="the transcript of each input, in order (task smt); repeat per input")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--no-repeat-ngram", type=int, default=0, help="forbid repeated n-grams of this size")
+    add_no_repeat_argument(parser)
     parser.add_argument("--format", default="text", choices=["text", "json", "srt", "vtt"])
     parser.add_argument("--subtitles", default="both", choices=list(subtitles.CUE_MODES),
                         help="what srt/vtt cues show")

@@ -151,10 +151,15 @@ def test_main_exit_code_and_device_options(oracle, manifest, tmp_path, capsys):
     args = ["evaluate", "--model", "flaky", "--manifest", str(manifest), "--out", str(tmp_path / "r"),
             "--device", "cpu", "--dtype", "float32", "--max-new-tokens", "8", "--task", "s2tt", "--limit", "6",
             "--batch-size", "1"]
-    assert cli.main(args) == 0
+    assert cli.main([*args, "--no-repeat-ngram", "3"]) == 0
     out = capsys.readouterr().out
     assert "flaky: 6 rows as s2tt on cpu float32" in out and "failed: 2 of 6" in out
     assert oracle["made"][0].placement == CPU
+    decoding = json.loads((tmp_path / "r" / "results.json").read_text())["decoding"]  # how it ran, for the record
+    assert decoding == {"tasks": {"flaky": "s2tt"}, "beam_size": 1, "max_new_tokens": 8, "no_repeat_ngram_size": 3,
+                        "repetition_penalty": 1.0, "force_srt_tags": True, "device": "cpu", "dtype": "float32"}
+    assert ("Decoded here: flaky as s2tt; beam_size 1, max_new_tokens 8, no_repeat_ngram_size 3"
+            in (tmp_path / "r" / "report.md").read_text())
     oracle["fail_src"] = "eng"  # with the deu rows left out, every row fails
     write_manifest(tmp_path / "eng.jsonl", [replace(r, src_lang="eng") for r in read_manifest(manifest)[:2]])
     args[args.index("--manifest") + 1] = str(tmp_path / "eng.jsonl")
@@ -391,11 +396,14 @@ def test_results_files_are_scored_again_without_decoding(oracle, manifest, tmp_p
                          None, tmp_path / "b", options=OPTS, placement=CPU, log=lambda *_: None, significance=200)
     assert len(oracle["made"]) == made  # nothing was loaded or run
     assert again.comparisons == first.comparisons and again.transcript_comparisons == first.transcript_comparisons
+    assert first.decoding["tasks"] == {"flaky": "srt", "gold": "srt"} and again.decoding is None  # none decoded
+    assert "decoding" not in json.loads((tmp_path / "b" / "results.json").read_text())
     assert [s.name for s in again.systems] == ["flaky", "gold"] and (tmp_path / "b" / "hyps.gold.jsonl").is_file()
     mixed = run.evaluate({"gold": str(tmp_path / "a" / "hyps.gold.jsonl"), "flaky": "flaky"}, manifest,
                          tmp_path / "c", task="srt", options=OPTS, batch_size=4, placement=CPU, log=lambda *_: None,
                          significance=200)
     assert len(oracle["made"]) == made + 1 and [s.name for s in mixed.systems] == ["gold", "flaky"]
+    assert mixed.decoding["tasks"] == {"flaky": "srt"}  # the file's system ran as its own report says
     [(name, vs, c)] = mixed.comparisons
     assert (name, vs) == ("flaky", "gold") and c.delta == -first.comparisons[0][2].delta
     with pytest.raises(LLMSRTError, match="--manifest is needed to run flaky"):

@@ -116,6 +116,9 @@ class Report:
     comparisons: tuple[tuple[str, str, "Comparison"], ...] = ()
     # the same for the transcripts' WER/CER, per source language: (system, compared with, language, result)
     transcript_comparisons: tuple[tuple[str, str, str, "Comparison"], ...] = ()
+    # how the systems decoded here ran (task, search, device, weight dtype ...): results.json's "decoding", one line
+    # of report.md; systems read from results files ran as their own report says
+    decoding: Mapping[str, object] | None = None
 
     @property
     def mt_bleu(self) -> dict[str, dict[Direction, float]]:
@@ -258,7 +261,8 @@ def to_json(report: Report) -> dict:
                                  **({"significance": significance[s.name]} if s.name in significance else {}),
                                  **({"transcript_significance": by_language[s.name]} if s.name in by_language
                                     else {})}
-                        for s in report.systems}}
+                        for s in report.systems},
+            **({"decoding": dict(report.decoding)} if report.decoding is not None else {})}
 
 
 def _system_json(s: SystemScores) -> dict:
@@ -284,6 +288,11 @@ def to_markdown(report: Report) -> str:
     summary = [[s.name, _fmt(s.average()), len(s.bleu), s.n_scored, _of(len(s.failed), s.n_rows)]
                for s in report.systems]
     parts += _md_table(["system", "avg BLEU", "directions", "utterances", "failed"], summary)
+    if report.decoding is not None:
+        tasks = report.decoding.get("tasks", {})
+        how = {k: v for k, v in report.decoding.items() if k != "tasks"}
+        parts += ["", "Decoded here: " + ", ".join(f"{name} as {task}" for name, task in tasks.items()) + "; "
+                  + ", ".join(f"{k} {v}" for k, v in how.items())]
     forced = [s for s in report.systems if s.forced_tags]
     if forced:
         parts += ["", "SRT language tags written for the model (it ended after its transcript): "

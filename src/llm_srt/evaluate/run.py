@@ -25,7 +25,7 @@ from .. import device
 from ..data.manifest import Row, read_manifest
 from ..device import Placement
 from ..errors import LLMSRTError
-from ..model.decoding import DecodingOptions, add_srt_tags_argument
+from ..model.decoding import DecodingOptions, add_no_repeat_argument, add_srt_tags_argument
 from ..prompts import Task
 from .report import Report, UtteranceResult, build_report, format_table, load_results, write_report
 from .significance import SAMPLES, check_samples, paired_bootstrap_runs, paired_error_rates_runs
@@ -212,8 +212,10 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
     out.mkdir(parents=True, exist_ok=True)
     systems: dict[str, list[UtteranceResult]] = {}
     mt: dict[str, list[UtteranceResult]] = {}
+    tasks: dict[str, str] = {}
     for name, path in run_now.items():
         t = model_task(path) if task == "auto" else Task(task)
+        tasks[name] = t.value
         mine = shard(select_rows(rows, t), rank, size)
         translator = SpeechTranslator(load_system(path, placement, whisper=whisper, llm=llm), name)
         log(f"{name}: {len(mine)} rows as {t.value} on {placement}" + (f" (rank {rank} of {size})" if size > 1 else ""))
@@ -241,12 +243,30 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
     for name, results in mt.items():
         _write_hyps(hyps_path(out, name, mt=True), results)
     report = build_report(systems, mt=mt)
+    if tasks:
+        report = replace(report, decoding=decoding_record(tasks, options, placement, with_mt))
     if len(systems) > 1 and significance:
         report = compare_systems(report, runs, significance, log)
     files = write_report(report, out)
     log(format_table(report))
     log("wrote " + ", ".join(str(p) for p in files.values()))
     return report
+
+
+def decoding_record(tasks: dict[str, str], options: DecodingOptions, placement: Placement,
+                    with_mt: bool) -> dict[str, object]:
+    """How the systems decoded here ran, for the report (system -> task, then the options that change outputs;
+    not the number of processes, which changes none)."""
+    record: dict[str, object] = {"tasks": tasks, "beam_size": options.beam_size,
+                                 "max_new_tokens": options.max_new_tokens}
+    if options.beam_size > 1:
+        record["length_penalty"] = options.length_penalty
+    record |= {"no_repeat_ngram_size": options.no_repeat_ngram_size,
+               "repetition_penalty": options.repetition_penalty, "force_srt_tags": options.force_srt_tags,
+               "device": placement.device.type, "dtype": placement.dtype_name}
+    if with_mt:
+        record["with_mt"] = True
+    return record
 
 
 def compare_systems(report: Report, runs: dict[str, list[list[UtteranceResult]]], samples: int,
@@ -301,6 +321,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=256)
     add_srt_tags_argument(parser)
+    add_no_repeat_argument(parser)
     parser.add_argument("--limit", type=int, default=None, help="only the first N rows")
     parser.add_argument("--with-mt", action="store_true",
                         help="also score each system's own LLM translating the gold transcripts (Figure 3)")
@@ -318,7 +339,8 @@ def main(args) -> int:
     models = parse_models(args.model)
     report = evaluate(models, args.manifest, args.out, args.task,
                       DecodingOptions(beam_size=args.beam, max_new_tokens=args.max_new_tokens,
-                                      force_srt_tags=args.force_srt_tags), args.batch_size,
+                                      no_repeat_ngram_size=args.no_repeat_ngram, force_srt_tags=args.force_srt_tags),
+                      args.batch_size,
                       args.limit, args.with_mt, args.skip_bad, placement=device.from_args(args),
                       whisper=args.whisper, llm=args.llm, significance=args.significance)
     if report is None:  # a rank other than 0 under torchrun

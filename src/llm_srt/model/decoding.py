@@ -39,6 +39,8 @@ class DecodingOptions:
         if self.beam_size < 1 or self.max_new_tokens < 1:
             raise LLMSRTError(f"decoding: beam_size and max_new_tokens must be >= 1 (got {self.beam_size}, "
                               f"{self.max_new_tokens})")
+        if self.no_repeat_ngram_size < 0:
+            raise LLMSRTError(f"decoding: --no-repeat-ngram must be >= 0 (0: off), not {self.no_repeat_ngram_size}")
 
 
 def add_srt_tags_argument(parser) -> None:
@@ -46,6 +48,13 @@ def add_srt_tags_argument(parser) -> None:
     parser.add_argument("--no-force-srt-tags", dest="force_srt_tags", action="store_false",
                         help="SRT, greedy: let a row end without its language-tag pair (and so without a translation) "
                              "instead of writing the pair for it and decoding on")
+
+
+def add_no_repeat_argument(parser) -> None:
+    """`--no-repeat-ngram N` (translate, evaluate): sets DecodingOptions.no_repeat_ngram_size."""
+    parser.add_argument("--no-repeat-ngram", type=int, default=0, metavar="N",
+                        help="forbid any n-gram of N tokens from repeating in an output (0: off; decodes through "
+                             "HF generate)")
 
 
 def eos_ids(model: nn.Module, tokenizer) -> list[int]:
