@@ -211,6 +211,70 @@ def test_beam_search_shares_the_prompt_cache_and_finds_the_same_hypotheses(model
     assert seen[full_seen][0] == 9 and seen[full_seen][1] > 1  # unshared: the whole prompt per beam
 
 
+@pytest.mark.parametrize("n", [1, 2])
+def test_greedy_with_ngram_blocking_runs_its_own_loop_and_equals_hf_generate(model, n):
+    """`--no-repeat-ngram` greedy runs `greedy_ids` (finished rows leave the batch, SRT tags can be written), with
+    every row's tokens those of HF greedy search with no_repeat_ngram_size over the whole batch; the blocking
+    changes what is written (the test is not vacuous)."""
+    from llm_srt.model import decoding
+    from llm_srt.model.llm import causal_lm
+
+    speech = model.speech_embeddings(_batch())
+    prompt_ids, _ = tokenize_batch(model.tokenizer, PROMPTS)
+    embeds, mask, _ = model.assemble(speech, prompt_ids, left_pad=True)
+    eos = [model.tokenizer.eos_token_id]
+    calls = []
+    real = decoding.greedy_ids
+    with torch.no_grad():
+        free = real(model.llm, embeds, mask, 40, eos)
+        blocked = decoding.generate_ids(model.llm, embeds, mask, DecodingOptions(max_new_tokens=40,
+                                        no_repeat_ngram_size=n), eos, model.tokenizer.pad_token_id)
+        config = decoding.generation_config(causal_lm(model.llm).generation_config,
+                                            DecodingOptions(max_new_tokens=40, no_repeat_ngram_size=n), eos,
+                                            model.tokenizer.pad_token_id)
+        hf = model.llm.generate(inputs_embeds=embeds, attention_mask=mask.long(), generation_config=config)
+    expected = [[t for t in row[:next((k for k, t in enumerate(row) if t in eos), len(row))]] for row in hf.tolist()]
+    assert blocked == expected
+    assert blocked != free
+    for row in blocked:
+        grams = [tuple(row[i:i + n]) for i in range(len(row) - n + 1)]
+        assert len(grams) == len(set(grams))
+
+
+def test_ngram_blocking_keeps_the_forced_srt_tags(model, monkeypatch):
+    """Greedy with n-gram blocking goes through `greedy_ids`, so `on_end` (SRT's forced language tags) still
+    applies: a row that would end early gets its ids written and goes on, and no n-gram of its output repeats."""
+    from llm_srt.model import decoding
+
+    seen = []
+    real = decoding.greedy_ids
+    monkeypatch.setattr(decoding, "greedy_ids", lambda *a, **k: seen.append(k) or real(*a, **k))
+    speech = model.speech_embeddings(_batch())
+    prompt_ids, _ = tokenize_batch(model.tokenizer, PROMPTS)
+    embeds, mask, _ = model.assemble(speech, prompt_ids, left_pad=True)
+    with torch.no_grad():
+        free = real(model.llm, embeds, mask, 10, [model.tokenizer.eos_token_id], no_repeat_ngram=2)
+        stop = [model.tokenizer.eos_token_id, free[0][1]]  # row 0's second token now ends it
+        forced = [7, 9]
+        ids = decoding.generate_ids(model.llm, embeds, mask, DecodingOptions(max_new_tokens=10,
+                                    no_repeat_ngram_size=2), stop, model.tokenizer.pad_token_id,
+                                    on_end=lambda row, ids: forced if row == 0 else None)
+    assert seen and seen[0]["no_repeat_ngram"] == 2  # not HF generate
+    assert ids[0][:3] == [free[0][0], *forced] and len(ids[0]) > 3
+    grams = list(zip(ids[0], ids[0][1:]))
+    assert len(grams) == len(set(grams))
+
+
+def test_repeated_ngram_ends():
+    from llm_srt.model.decoding import repeated_ngram_ends
+
+    assert repeated_ngram_ends([5, 6, 5], 2) == [6]  # 5 6 was written: 6 may not follow 5 again
+    assert repeated_ngram_ends([5, 6, 5, 7, 5], 2) == [6, 7]
+    assert repeated_ngram_ends([5, 6, 5, 6], 3) == [5]  # 5 6 5 was written: 5 may not follow 5 6 again
+    assert repeated_ngram_ends([1, 2, 3], 1) == [1, 2, 3] and repeated_ngram_ends([], 1) == []
+    assert repeated_ngram_ends([1, 2], 3) == [] and repeated_ngram_ends([4], 3) == []
+
+
 def test_no_repeat_ngram_blocks_repeats(model):
     ids = model.generate_ids(_batch(), DecodingOptions(max_new_tokens=16, no_repeat_ngram_size=2))
     for row in ids:

@@ -65,9 +65,9 @@ def test_outputs_say_which_srt_rows_got_their_tags_written(speech_model, monkeyp
     system = load_system(speech_model, CPU)
     real = decoding.greedy_ids
 
-    def ends_row_1_early(*a):
+    def ends_row_1_early(*a, **k):
         assert a[-1](1, []) is not None  # the pair for row 1 (SRT): recorded as forced
-        return real(*a)
+        return real(*a, **k)
 
     monkeypatch.setattr(decoding, "greedy_ids", ends_row_1_early)
     out = system.run_batch(MIXED[:4], OPTS)
@@ -75,15 +75,17 @@ def test_outputs_say_which_srt_rows_got_their_tags_written(speech_model, monkeyp
 
 
 def test_srt_rows_that_would_end_before_their_tags_get_the_pair_written(speech_model, monkeypatch):
-    """force_srt_tags: the system asks greedy decoding to write an SRT row's tag pair when the row ends without a
-    language tag; rows that wrote a tag, other tasks, beam search and --no-force-srt-tags are left alone."""
+    """force_srt_tags: the system asks greedy decoding (n-gram blocking or not) to write an SRT row's tag pair when
+    the row ends without a language tag; rows that wrote a tag, other tasks and --no-force-srt-tags are left alone."""
     from llm_srt.model import decoding
 
     system = load_system(speech_model, CPU)
     tok = system.model.tokenizer
     seen = []
     real = decoding.greedy_ids
-    monkeypatch.setattr(decoding, "greedy_ids", lambda *a: seen.append(a[-1]) or real(*a))
+    monkeypatch.setattr(decoding, "greedy_ids", lambda *a, **k: seen.append(a[-1]) or real(*a, **k))
+    system.run_batch(MIXED[:4], replace(OPTS, no_repeat_ngram_size=3))  # n-gram blocking: still greedy_ids
+    assert seen[-1] is not None
     system.run_batch(MIXED[:4], OPTS)
     on_end = seen[-1]
     pair = tok("<|eng|><|deu|>", add_special_tokens=False)["input_ids"]
@@ -144,7 +146,8 @@ def test_whisper_log_mel_runs_on_the_models_device(folders, monkeypatch):
 @pytest.fixture(scope="module")
 def ending_whisper(folders, tmp_path_factory):
     """The tiny Whisper made to end rows at different steps (EOS's output row ~ a frequent token's) and to suppress
-    EOS and token 41 at the first step and token 45 at every step: the cases the greedy loop's masks and stopping must get right."""
+    EOS and token 41 at the first step and token 45 at every step: the cases the greedy loop's masks and stopping
+    must get right."""
     from transformers import WhisperForConditionalGeneration
 
     model = WhisperForConditionalGeneration.from_pretrained(folders["whisper"])

@@ -31,9 +31,9 @@ class DecodingOptions:
     repetition_penalty: float = 1.0  # >1 discourages tokens already generated (1 = off)
     early_stopping: bool = True  # beam search stops once beam_size finished hypotheses exist
     share_prompt_cache: bool = True  # beam search: the prompt's KV cache is computed once per row, not per beam
-    force_srt_tags: bool = True  # SRT, plain greedy (`greedy_ids`: no beam, n-gram blocking or repetition
-    #  penalty): a row that would end before any language tag gets its pair written for it and goes on to the
-    #  translation (a well-trained model writes the pair itself: no change)
+    force_srt_tags: bool = True  # SRT, greedy (`greedy_ids`: with or without n-gram blocking; not beam search or a
+    #  repetition penalty): a row that would end before any language tag gets its pair written for it and goes on
+    #  to the translation (a well-trained model writes the pair itself: no change)
 
     def __post_init__(self):
         if self.beam_size < 1 or self.max_new_tokens < 1:
@@ -74,18 +74,19 @@ def generate_ids(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, opt
                  ) -> list[list[int]]:
     """Left-padded inputs_embeds (B, L, d) + attention mask (B, L) -> new token ids per row (EOS and after cut).
     `synced_ranks`: keep stepping until every rank is done (a sharded model needs all ranks at each step).
-    `on_end` (plain greedy only; see `greedy_ids`): what a row must write before it may end.
+    `on_end` (greedy only; see `greedy_ids`): what a row must write before it may end.
 
-    Plain greedy (no n-gram blocking, no repetition penalty, no other logits processor) runs `greedy_ids`: a
-    finished row leaves the batch at once. Beam search (with `options.share_prompt_cache`) runs the prompt but its
-    last position once per row, copies that KV cache to the row's beams, and lets `generate` go on from it: the
-    prompt costs one pass, not `beam_size`."""
+    Greedy search (with or without n-gram blocking; no repetition penalty or other logits processor) runs
+    `greedy_ids`: a finished row leaves the batch at once. Beam search (with `options.share_prompt_cache`) runs
+    the prompt but its last position once per row, copies that KV cache to the row's beams, and lets `generate` go
+    on from it: the prompt costs one pass, not `beam_size`."""
     from .llm import causal_lm
 
     config = generation_config(causal_lm(model).generation_config, options, eos, pad_id)
-    if options.beam_size == 1 and not synced_ranks and plain_argmax(config):
+    if options.beam_size == 1 and not synced_ranks and plain_argmax(config, ngram_blocking=True):
         with torch.no_grad():
-            return greedy_ids(model, embeds, mask, options.max_new_tokens, eos, on_end)
+            return greedy_ids(model, embeds, mask, options.max_new_tokens, eos, on_end,
+                              no_repeat_ngram=options.no_repeat_ngram_size)
     extra = {}
     with torch.no_grad(), warnings.catch_warnings():
         # n-gram blocking over generated tokens only is what we want: the prompt is speech + language tags
@@ -110,20 +111,23 @@ PROCESSOR_FIELDS = ("suppress_tokens", "begin_suppress_tokens", "bad_words_ids",
                     "renormalize_logits", "guidance_scale", "watermarking_config")  # what adds a logits processor
 
 
-def plain_argmax(config: GenerationConfig) -> bool:
-    """Whether HF greedy search with `config` is a plain argmax of the last logits (no processor changes them)."""
-    return (config.no_repeat_ngram_size in (0, None) and config.repetition_penalty in (1.0, None)
+def plain_argmax(config: GenerationConfig, ngram_blocking: bool = False) -> bool:
+    """Whether HF greedy search with `config` is a plain argmax of the last logits (no processor changes them);
+    with `ngram_blocking`, or else n-gram blocking alone (which `greedy_ids` applies itself)."""
+    return ((ngram_blocking or config.no_repeat_ngram_size in (0, None)) and config.repetition_penalty in (1.0, None)
             and not config.min_length and not any(getattr(config, f, None) for f in PROCESSOR_FIELDS))
 
 
 def greedy_ids(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, max_new_tokens: int,
-               eos: list[int], on_end: OnEnd | None = None) -> list[list[int]]:
+               eos: list[int], on_end: OnEnd | None = None, no_repeat_ngram: int = 0) -> list[list[int]]:
     """Greedy decoding on the LLM's KV cache, the same argmax steps as HF greedy search, but a row that has ended
     (EOS, or `max_new_tokens`) leaves the batch (its cache rows dropped), so it costs nothing more.
     Left-padded embeds (B, L, d) + mask (B, L) -> new token ids per row, EOS excluded.
 
     `on_end(row, ids)`, asked once per row when it first picks an end token: None lets it end; token ids are
-    written for it instead (one per step, the argmax ignored meanwhile) and it goes on (SRT's language tags)."""
+    written for it instead (one per step, the argmax ignored meanwhile) and it goes on (SRT's language tags).
+    `no_repeat_ngram` n > 0: a token that would repeat an n-gram of the row's new ids is never picked (HF's
+    `no_repeat_ngram_size` over generated ids, as `generate` applies it to an inputs_embeds prompt)."""
     from .kv_cache import growing_cache
     from .llm import causal_lm
 
@@ -133,9 +137,9 @@ def greedy_ids(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, max_n
     out = lm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1,
              past_key_values=growing_cache(lm.config, max_new_tokens))
     cache, position = out.past_key_values, positions[:, -1:] + 1
-    token = last_argmax(out.logits)
     rows = list(range(embeds.shape[0]))  # batch slot -> row of the result
     result: list[list[int]] = [[] for _ in rows]
+    token = _pick(out.logits, [result[row] for row in rows], no_repeat_ngram)
     pending: dict[int, list[int]] = {}  # row whose on_end was asked -> the ids still to write for it
     stop = set(eos)
     while True:
@@ -167,7 +171,25 @@ def greedy_ids(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, max_n
         out = lm(input_ids=token[:, None], attention_mask=mask, position_ids=position, past_key_values=cache,
                  use_cache=True)
         position = position + 1
-        token = last_argmax(out.logits)
+        token = _pick(out.logits, [result[row] for row in rows], no_repeat_ngram)
+
+
+def _pick(logits: torch.Tensor, rows: list[list[int]], no_repeat_ngram: int) -> torch.Tensor:
+    """The next token of each row (`last_argmax`), none that would repeat one of its n-grams (n > 0)."""
+    if no_repeat_ngram > 0:
+        for slot, ids in enumerate(rows):
+            banned = repeated_ngram_ends(ids, no_repeat_ngram)
+            if banned:
+                logits[slot, -1, banned] = float("-inf")
+    return last_argmax(logits)
+
+
+def repeated_ngram_ends(ids: list[int], n: int) -> list[int]:
+    """The tokens that, written after `ids`, would repeat an n-gram of `ids` (HF's NoRepeatNGramLogitsProcessor)."""
+    if len(ids) + 1 < n:
+        return []
+    start = len(ids) - n + 1  # the last n - 1 ids: a new n-gram's head
+    return [ids[i + n - 1] for i in range(start) if ids[i:i + n - 1] == ids[start:]]
 
 
 def last_argmax(logits: torch.Tensor) -> torch.Tensor:
