@@ -46,8 +46,8 @@ def test_progress_bars_update_rarely_when_stderr_is_a_log_file():
     assert logged.count("\r") <= 3 and "100/100" in logged  # first and last state only, not one per update
 
 
-@pytest.mark.parametrize("flag, size", [([], 0), (["--no-repeat-ngram", "4"], 4)])
-def test_no_repeat_ngram_reaches_the_decoding_options_of_translate_and_evaluate(flag, size, monkeypatch, tmp_path):
+def _decoding_options_of_translate_and_evaluate(flag: list[str], monkeypatch, tmp_path) -> list:
+    """The DecodingOptions that `translate` and then `evaluate` run with, given `flag` on their command lines."""
     from llm_srt import infer
     from llm_srt.evaluate import run as evaluate_run
 
@@ -55,15 +55,21 @@ def test_no_repeat_ngram_reaches_the_decoding_options_of_translate_and_evaluate(
 
     class Fake:
         def translate(self, *a, options, **k):
-            seen.append(options.no_repeat_ngram_size)
+            seen.append(options)
             return []
 
     monkeypatch.setattr(infer, "translator_from_args", lambda args: Fake())
     cli.main(["translate", "a.wav", "--model", "m", "--src", "eng", "--tgt", "deu", *flag])
     monkeypatch.setattr(evaluate_run, "evaluate", lambda models, manifest, out, task, options, *a, **k:
-                        seen.append(options.no_repeat_ngram_size))
+                        seen.append(options))
     cli.main(["evaluate", "--model", "m", "--manifest", "x.jsonl", "--out", str(tmp_path), *flag])
-    assert seen == [size] * 2
+    return seen
+
+
+@pytest.mark.parametrize("flag, size", [([], 0), (["--no-repeat-ngram", "4"], 4)])
+def test_no_repeat_ngram_reaches_the_decoding_options_of_translate_and_evaluate(flag, size, monkeypatch, tmp_path):
+    seen = _decoding_options_of_translate_and_evaluate(flag, monkeypatch, tmp_path)
+    assert [o.no_repeat_ngram_size for o in seen] == [size] * 2
 
 
 def test_a_negative_no_repeat_ngram_is_a_one_line_error(tmp_path, capsys):
@@ -74,25 +80,11 @@ def test_a_negative_no_repeat_ngram_is_a_one_line_error(tmp_path, capsys):
 
 @pytest.mark.parametrize("flag", [[], ["--no-force-srt-tags"]])
 def test_no_force_srt_tags_reaches_the_decoding_options_of_translate_serve_and_evaluate(flag, monkeypatch, tmp_path):
-    from llm_srt import infer
-    from llm_srt.evaluate import run as evaluate_run
     from llm_srt.serve import app
 
-    want = not flag
-    seen = []
-
-    class Fake:
-        def translate(self, *a, options, **k):
-            seen.append(options.force_srt_tags)
-            return []
-
-    monkeypatch.setattr(infer, "translator_from_args", lambda args: Fake())
-    cli.main(["translate", "a.wav", "--model", "m", "--src", "eng", "--tgt", "deu", *flag])
-    monkeypatch.setattr(evaluate_run, "evaluate", lambda models, manifest, out, task, options, *a, **k:
-                        seen.append(options.force_srt_tags))
-    cli.main(["evaluate", "--model", "m", "--manifest", "x.jsonl", "--out", str(tmp_path), *flag])
+    seen = [o.force_srt_tags for o in _decoding_options_of_translate_and_evaluate(flag, monkeypatch, tmp_path)]
     parser = argparse.ArgumentParser()
     app.add_arguments(parser)
     args = parser.parse_args(["--model", "m", *flag])
     seen.append(app.options_from_args(args).batch.decoding.force_srt_tags)
-    assert seen == [want] * 3
+    assert seen == [not flag] * 3
