@@ -180,6 +180,84 @@ def test_greedy_on_end_writes_the_required_ids_once_then_goes_on_as_if_they_were
     assert len([a for a in asked if a[0] == 0]) == 1
 
 
+def test_the_end_rule_in_hf_greedy_search_writes_what_greedy_ids_writes(model):
+    """`EndRule`, `on_end` as a logits processor of HF `generate`: in greedy search it writes the same ids at the
+    same step as `greedy_ids` does, and both report the same rows as written."""
+    from transformers import LogitsProcessorList
+
+    from llm_srt.model import decoding
+    from llm_srt.model.llm import causal_lm
+
+    speech = model.speech_embeddings(_batch())
+    prompt_ids, _ = tokenize_batch(model.tokenizer, PROMPTS)
+    embeds, mask, _ = model.assemble(speech, prompt_ids, left_pad=True)
+    eos = [model.tokenizer.eos_token_id]
+    with torch.no_grad():
+        free = decoding.greedy_ids(model.llm, embeds, mask, 12, eos)
+        stop = eos + [free[0][1], free[2][0]]  # rows 0 and 2 now end early
+
+        def on_end(row, ids):  # pure: row 0 must write 7 9 before it ends, the others may end
+            return [7, 9] if row == 0 and [7, 9] not in [ids[i:i + 2] for i in range(len(ids))] else None
+
+        ours_written, hf_written = set(), set()
+        ours = decoding.greedy_ids(model.llm, embeds, mask, 12, stop, on_end, written=ours_written)
+        rule = decoding.EndRule(on_end, stop, 1)
+        config = decoding.generation_config(causal_lm(model.llm).generation_config, DecodingOptions(max_new_tokens=12),
+                                            stop, model.tokenizer.pad_token_id)
+        out = model.llm.generate(inputs_embeds=embeds, attention_mask=mask.long(), generation_config=config,
+                                 logits_processor=LogitsProcessorList([rule]))
+    hf = [row[:next((k for k, t in enumerate(row) if t in stop), len(row))] for row in out.tolist()]
+    hf_written = rule.written_rows(hf)
+    assert ours == hf and ours[0][1:3] == [7, 9] and len(ours[0]) > 3 and len(ours[2]) == 0
+    assert ours_written == hf_written == {0}
+
+
+def test_the_end_rule_step_by_step():
+    """`EndRule` on hand-made scores (2 rows x 2 beams, end token 0): a hypothesis whose best token ends it gets the
+    first asked id as its only token (score 0), then the next; one that goes on by itself keeps its scores but may
+    not end; a hypothesis on_end lets end (and its extensions, asked no more) is untouched; written_rows names the
+    rows whose final outputs hold the written ids."""
+    from llm_srt.model.decoding import EndRule
+
+    asked = []
+
+    def on_end(row, ids):
+        asked.append((row, list(ids)))
+        return [5, 6] if row == 0 and 5 not in ids else None
+
+    rule = EndRule(on_end, [0], beams=2)
+    scores = torch.tensor([[3.0, 1, 1, 1, 1, 1, 1], [1.0, 1, 3, 1, 1, 1, 1], [3.0, 1, 1, 1, 1, 1, 1],
+                           [1.0, 1, 1, 3, 1, 1, 1]]).log_softmax(-1)
+    out = rule(torch.tensor([[2], [3], [2], [4]]), scores.clone())
+    assert out[0].argmax() == 5 and out[0, 5] == 0 and out[0].isinf().sum() == 6  # 5 written for it
+    assert out[1, 0] == float("-inf") and torch.equal(out[1, 1:], scores[1, 1:])  # goes on, may not end
+    assert torch.equal(out[2:], scores[2:])  # row 1: on_end lets it end
+    out = rule(torch.tensor([[2, 5], [3, 2], [2, 1], [4, 4]]), scores.clone())
+    assert out[0].argmax() == 6 and out[0].isinf().sum() == 6  # the rest of what was asked, not asked again
+    assert torch.equal(out[2:], scores[2:]) and (1, [2, 1]) not in asked  # an extension of a free hypothesis
+    assert rule.written_rows([[2, 5, 6, 1], [2]]) == {0} and rule.written_rows([[3, 2, 2], [2]]) == set()
+
+
+def test_beam_search_writes_what_on_end_asks_and_no_hypothesis_ends_without_it(model, monkeypatch):
+    """Beam search (the shared prompt cache) with `on_end`: row 0, whose beams would end early, has the ids written
+    in its final output and is reported written; the rows on_end lets end decode as without it."""
+    from llm_srt.model import speech_llm
+
+    opts, need = DecodingOptions(max_new_tokens=10, beam_size=3), [7, 9]
+    first = model.generate_ids(_batch(), opts)[0][0]
+    monkeypatch.setattr(speech_llm, "eos_ids", lambda *a: [model.tokenizer.eos_token_id, first])  # row 0 ends at once
+
+    def on_end(row, ids):
+        return need if row == 0 and need not in [ids[i:i + 2] for i in range(len(ids))] else None
+
+    plain = model.generate_ids(_batch(), opts)
+    written = set()
+    ruled = model.generate_ids(_batch(), opts, on_end=on_end, written=written)
+    assert need not in [plain[0][i:i + 2] for i in range(len(plain[0]))]
+    assert need in [ruled[0][i:i + 2] for i in range(len(ruled[0]))] and written == {0}
+    assert ruled[1:] == plain[1:]
+
+
 @pytest.mark.parametrize("beam", [1, 3])
 def test_batched_equals_one_by_one(model, beam):
     opts = DecodingOptions(max_new_tokens=8, beam_size=beam, length_penalty=1.0)

@@ -16,7 +16,7 @@ from llm_srt.infer import SpeechTranslator, item_budget, max_new_tokens, run_ite
 from llm_srt.model.decoding import DecodingOptions
 from llm_srt.model.systems import (CascadeSystem, Item, Output, SpeechLLMSystem, TextMTSystem, WhisperSystem,
                                    detect_language, load_system)
-from llm_srt.prompts import Task
+from llm_srt.prompts import Task, build
 
 CPU = device.resolve("cpu")
 OPTS = DecodingOptions(max_new_tokens=8)
@@ -57,21 +57,23 @@ def test_speech_llm_mixed_batch_equals_each_item_alone(speech_model):
     assert mixed[5].translation == " ".join(direct.split())
 
 
-def test_outputs_say_which_srt_rows_got_their_tags_written(speech_model, monkeypatch):
-    """Output.forced_tags marks the rows whose tag pair greedy decoding wrote for them (here row 1, made to end
-    before any tag), never an ASR or S2TT row."""
-    from llm_srt.model import decoding
+@pytest.mark.parametrize("beam", [1, 2])
+def test_outputs_say_which_srt_rows_got_their_tags_written(speech_model, monkeypatch, beam):
+    """Output.forced_tags marks the rows whose tag pair greedy decoding or beam search wrote for them (here row 1,
+    whose first token is made to end it before any tag), never an ASR or S2TT row; the pair is in its output."""
+    from llm_srt.model import speech_llm
 
     system = load_system(speech_model, CPU)
-    real = decoding.greedy_ids
-
-    def ends_row_1_early(*a, **k):
-        assert a[-1](1, []) is not None  # the pair for row 1 (SRT): recorded as forced
-        return real(*a, **k)
-
-    monkeypatch.setattr(decoding, "greedy_ids", ends_row_1_early)
-    out = system.run_batch(MIXED[:4], OPTS)
-    assert out[1].forced_tags and not out[2].forced_tags and not out[3].forced_tags  # ASR, S2TT: never
+    opts = replace(OPTS, beam_size=beam)
+    first = system.model.generate_ids({"audio": [MIXED[1].audio], "prompts": [build(MIXED[1].task, MIXED[1].src,
+                                      MIXED[1].tgt)[0]]}, opts)[0][0]
+    real = speech_llm.eos_ids
+    monkeypatch.setattr(speech_llm, "eos_ids", lambda *a: [*real(*a), first])
+    out = system.run_batch(MIXED[:4], opts)
+    assert out[1].forced_tags and out[1].translation and not out[2].forced_tags and not out[3].forced_tags
+    unforced = system.run_batch(MIXED[:4], replace(opts, force_srt_tags=False))
+    assert not any(o.forced_tags for o in unforced)
+    assert beam > 1 or not unforced[1].translation  # greedy: it ended at once (beams may go on by other tokens)
 
 
 def test_srt_rows_that_would_end_before_their_tags_get_the_pair_written(speech_model, monkeypatch):

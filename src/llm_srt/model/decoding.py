@@ -12,7 +12,9 @@ from torch import nn
 
 from ..errors import LLMSRTError
 
-OnEnd = Callable[[int, list[int]], "list[int] | None"]  # (row, its ids so far) -> ids to write before it may end
+# (row, its ids so far) -> the ids it must write before it may end (None: it may end). Asked, never told: which rows
+# had ids written for them is what the decoder puts into its `written` set
+OnEnd = Callable[[int, list[int]], "list[int] | None"]
 ARGMAX_BLOCK = 1024  # `last_argmax` reduces CPU logits in blocks of this many (a vectorized max per block)
 ARGMAX_MIN_VOCAB = 32 * ARGMAX_BLOCK  # ... for vocabularies at least this large (below, torch's argmax is as fast)
 
@@ -31,9 +33,9 @@ class DecodingOptions:
     repetition_penalty: float = 1.0  # >1 discourages tokens already generated (1 = off)
     early_stopping: bool = True  # beam search stops once beam_size finished hypotheses exist
     share_prompt_cache: bool = True  # beam search: the prompt's KV cache is computed once per row, not per beam
-    force_srt_tags: bool = True  # SRT, greedy (`greedy_ids`: with or without n-gram blocking; not beam search or a
-    #  repetition penalty): a row that would end before any language tag gets its pair written for it and goes on
-    #  to the translation (a well-trained model writes the pair itself: no change)
+    force_srt_tags: bool = True  # SRT, greedy or beam search: a row (a beam) that would end before any language tag
+    #  gets its pair written for it and goes on to the translation, and may not end before it (a well-trained model
+    #  writes the pair itself: no change)
 
     def __post_init__(self):
         if self.beam_size < 1 or self.max_new_tokens < 1:
@@ -46,7 +48,7 @@ class DecodingOptions:
 def add_srt_tags_argument(parser) -> None:
     """`--no-force-srt-tags` (translate, serve, evaluate): sets DecodingOptions.force_srt_tags to False."""
     parser.add_argument("--no-force-srt-tags", dest="force_srt_tags", action="store_false",
-                        help="SRT, greedy: let a row end without its language-tag pair (and so without a translation) "
+                        help="SRT: let a row end without its language-tag pair (and so without a translation) "
                              "instead of writing the pair for it and decoding on")
 
 
@@ -70,11 +72,12 @@ def eos_ids(model: nn.Module, tokenizer) -> list[int]:
 
 
 def generate_ids(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, options: DecodingOptions,
-                 eos: list[int], pad_id: int, synced_ranks: bool = False, on_end: OnEnd | None = None
-                 ) -> list[list[int]]:
+                 eos: list[int], pad_id: int, synced_ranks: bool = False, on_end: OnEnd | None = None,
+                 written: set[int] | None = None) -> list[list[int]]:
     """Left-padded inputs_embeds (B, L, d) + attention mask (B, L) -> new token ids per row (EOS and after cut).
     `synced_ranks`: keep stepping until every rank is done (a sharded model needs all ranks at each step).
-    `on_end` (greedy only; see `greedy_ids`): what a row must write before it may end.
+    `on_end`: what a row must write before it may end (`greedy_ids`; in beam search `EndRule`); the rows whose
+    output holds ids written for them go into `written`.
 
     Greedy search (with or without n-gram blocking; no repetition penalty or other logits processor) runs
     `greedy_ids`: a finished row leaves the batch at once. Beam search (with `options.share_prompt_cache`) runs
@@ -86,8 +89,13 @@ def generate_ids(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, opt
     if options.beam_size == 1 and not synced_ranks and plain_argmax(config, ngram_blocking=True):
         with torch.no_grad():
             return greedy_ids(model, embeds, mask, options.max_new_tokens, eos, on_end,
-                              no_repeat_ngram=options.no_repeat_ngram_size)
+                              no_repeat_ngram=options.no_repeat_ngram_size, written=written)
     extra = {}
+    rule = EndRule(on_end, eos, options.beam_size) if on_end is not None else None
+    if rule is not None:
+        from transformers import LogitsProcessorList
+
+        extra["logits_processor"] = LogitsProcessorList([rule])
     with torch.no_grad(), warnings.catch_warnings():
         # n-gram blocking over generated tokens only is what we want: the prompt is speech + language tags
         warnings.filterwarnings("ignore", message=".*no_repeat_ngram_size.*inputs_embeds")
@@ -103,7 +111,54 @@ def generate_ids(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, opt
                 break
             ids.append(token)
         result.append(ids)
+    if rule is not None and written is not None:
+        written.update(rule.written_rows(result))
     return result
+
+
+class EndRule:
+    """`on_end` inside HF `generate` (beam search, or greedy with a repetition penalty), as `greedy_ids` applies it:
+    a hypothesis whose best next token (after the other processors) would end it while on_end asks for ids gets
+    them written, one per step, each then its only possible token (log-probability 0: its score unchanged); and
+    such a hypothesis may not end through any other candidate either (its end tokens' scores -inf), so no
+    finished hypothesis lacks them. A logits processor of `generate` (called with the generated ids so far)."""
+
+    def __init__(self, on_end: OnEnd, eos: list[int], beams: int):
+        self.on_end, self.eos, self.beams = on_end, list(eos), beams
+        # a hypothesis is (row, its ids): the beams of a row share its prompt, other rows do not
+        self.pending: dict[tuple, list[int]] = {}  # a hypothesis -> the ids still to write after it
+        self.free: set[tuple] = set()  # hypotheses on_end lets end (and so every extension of them)
+        self.forced: list[tuple] = []  # hypotheses up to the last id written for them
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        best = scores.argmax(-1).tolist()
+        for h, ids in enumerate(input_ids.tolist()):
+            row = h // self.beams
+            key = (row, *ids)
+            todo = self.pending.pop(key, None)
+            if todo is None:
+                if key in self.free or (ids and key[:-1] in self.free):
+                    self.free.add(key)
+                    continue
+                todo = self.on_end(row, ids)
+                if not todo:
+                    self.free.add(key)
+                    continue
+                if best[h] not in self.eos:  # it goes on by itself, but may not end yet
+                    scores[h, self.eos] = float("-inf")
+                    continue
+            token = todo[0]
+            scores[h] = float("-inf")
+            scores[h, token] = 0.0
+            if todo[1:]:
+                self.pending[(*key, token)] = todo[1:]
+            else:
+                self.forced.append((*key, token))
+        return scores
+
+    def written_rows(self, outputs: list[list[int]]) -> set[int]:
+        """The rows whose final output (EOS cut) holds ids this rule wrote for them."""
+        return {row for row, *ids in self.forced if outputs[row][:len(ids)] == ids}
 
 
 PROCESSOR_FIELDS = ("suppress_tokens", "begin_suppress_tokens", "bad_words_ids", "forced_bos_token_id",
@@ -119,13 +174,15 @@ def plain_argmax(config: GenerationConfig, ngram_blocking: bool = False) -> bool
 
 
 def greedy_ids(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, max_new_tokens: int,
-               eos: list[int], on_end: OnEnd | None = None, no_repeat_ngram: int = 0) -> list[list[int]]:
+               eos: list[int], on_end: OnEnd | None = None, no_repeat_ngram: int = 0,
+               written: set[int] | None = None) -> list[list[int]]:
     """Greedy decoding on the LLM's KV cache, the same argmax steps as HF greedy search, but a row that has ended
     (EOS, or `max_new_tokens`) leaves the batch (its cache rows dropped), so it costs nothing more.
     Left-padded embeds (B, L, d) + mask (B, L) -> new token ids per row, EOS excluded.
 
     `on_end(row, ids)`, asked once per row when it first picks an end token: None lets it end; token ids are
-    written for it instead (one per step, the argmax ignored meanwhile) and it goes on (SRT's language tags).
+    written for it instead (one per step, the argmax ignored meanwhile) and it goes on (SRT's language tags); such
+    rows go into `written`.
     `no_repeat_ngram` n > 0: a token that would repeat an n-gram of the row's new ids is never picked (HF's
     `no_repeat_ngram_size` over generated ids, as `generate` applies it to an inputs_embeds prompt)."""
     from .kv_cache import growing_cache
@@ -154,6 +211,8 @@ def greedy_ids(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, max_n
                 if pending[row]:
                     t = chosen[slot] = pending[row].pop(0)
                     replaced = True
+                    if written is not None:
+                        written.add(row)
             if t not in stop:
                 result[row].append(t)
                 if len(result[row]) < max_new_tokens:

@@ -311,15 +311,18 @@ class SpeechLLM(nn.Module):
     # ---- inference ---------------------------------------------------------------------------------------------
     @torch.no_grad()
     def generate_ids(self, batch: dict, options: DecodingOptions = DecodingOptions(),
-                     synced_ranks: bool = False, on_end: OnEnd | None = None) -> list[list[int]]:
+                     synced_ranks: bool = False, on_end: OnEnd | None = None,
+                     written: set[int] | None = None) -> list[list[int]]:
         """Batch with prompts -> generated token ids per example (EOS excluded). `synced_ranks`: every rank of a
         sharded (FSDP) model decodes in lockstep until all are done, as each step needs all ranks' shards.
-        `on_end`: what a row must write before it may end (plain greedy; `decoding.greedy_ids`)."""
+        `on_end`: what a row must write before it may end (`decoding.generate_ids`); rows that had ids written
+        for them go into `written`."""
         speech = self.speech_embeddings(batch)
         prompt_ids, _ = tokenize_batch(self.tokenizer, batch["prompts"])
         embeds, mask, _ = self.assemble(speech, prompt_ids, left_pad=True)
         return generate_ids(self.llm, embeds, mask, options, eos_ids(self.llm, self.tokenizer),
-                            self.tokenizer.pad_token_id, synced_ranks=synced_ranks, on_end=on_end)
+                            self.tokenizer.pad_token_id, synced_ranks=synced_ranks, on_end=on_end,
+                            written=written)
 
     def generate(self, batch: dict, options: DecodingOptions = DecodingOptions(),
                  synced_ranks: bool = False) -> list[str]:

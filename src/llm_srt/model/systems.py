@@ -133,16 +133,16 @@ class SpeechLLMSystem:
             batch = {"prompts": prompts, "audio": [items[i].audio for i in idx] if audio else None}
             rows: set[int] = set()
             with torch.inference_mode():
-                ids = self.model.generate_ids(batch, options, on_end=self._srt_tags([items[i] for i in idx],
-                                                                                    options, rows))
+                ids = self.model.generate_ids(batch, options, on_end=self._srt_tags([items[i] for i in idx], options),
+                                              written=rows)
             forced.update(idx[r] for r in rows)
             texts.update((i, self.model.tokenizer.decode(row[:cap(items[i], options)], skip_special_tokens=True))
                          for i, row in zip(idx, ids))
         return [replace(split_output(texts[i], it), forced_tags=i in forced) for i, it in enumerate(items)]
 
-    def _srt_tags(self, items: Sequence[Item], options: DecodingOptions, forced: set[int]) -> OnEnd | None:
+    def _srt_tags(self, items: Sequence[Item], options: DecodingOptions) -> OnEnd | None:
         """With `options.force_srt_tags`: an SRT row that would end before writing a language tag gets its tag pair
-        written for it and goes on to the translation (greedy decoding; else None); its index goes into `forced`."""
+        written for it and goes on to the translation (greedy or beam search; else None)."""
         if not options.force_srt_tags or not any(it.task is Task.SRT for it in items):
             return None
         tokenizer = self.model.tokenizer
@@ -154,7 +154,6 @@ class SpeechLLMSystem:
             pair = tokenizer(tag(it.src) + tag(it.tgt), add_special_tokens=False)["input_ids"]
             if len(ids) + len(pair) >= cap(it, options):  # no room left for a translation
                 return None
-            forced.add(row)
             return pair
 
         return on_end
