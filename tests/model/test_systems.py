@@ -267,6 +267,37 @@ def test_text_mt_system_and_the_cascade(folders):
         assert out[0].translation == mt.translate([heard[0]], ["eng"], ["deu"], OPTS)[0]
 
 
+def test_text_mt_blocks_repeated_ngrams_in_its_translation_only(folders, monkeypatch):
+    """--no-repeat-ngram in text MT (the cascade's second pass): n-grams of the translation may not repeat, those
+    of the prompt (its source sentence: names, numbers) may be written again, unlike HF's own
+    no_repeat_ngram_size over the whole input."""
+    from llm_srt.model.decoding import NewNgramBlock
+
+    block = NewNgramBlock(2, prompt_length=3)
+    banned = block(torch.tensor([[5, 6, 7, 5, 6, 5]]), torch.zeros(1, 10))
+    assert banned[0].isinf().nonzero().flatten().tolist() == [6]  # 5 6 was written: not again after 5
+    assert not block(torch.tensor([[5, 6, 7, 6]]), torch.zeros(1, 10)).isinf().any()  # 6 7 is the prompt's
+
+    mt = TextMTSystem(folders["llm"], CPU)
+    seen = []
+    real = mt.model.generate
+
+    def generate(**kwargs):
+        out = real(**kwargs)
+        seen.append((kwargs, out[:, kwargs["input_ids"].shape[1]:].tolist()))
+        return out
+    monkeypatch.setattr(mt.model, "generate", generate)
+    mt.translate(["a cat a cat a cat", "le chien"], ["eng", "fra"], ["deu", "eng"],
+                 replace(OPTS, max_new_tokens=40, no_repeat_ngram_size=2))
+    [(kwargs, new)] = seen
+    [rule] = kwargs["logits_processor"]
+    assert isinstance(rule, NewNgramBlock) and rule.start == kwargs["input_ids"].shape[1] and rule.n == 2
+    assert "no_repeat_ngram_size" not in kwargs
+    for row in new:
+        grams = [g for g in zip(row, row[1:]) if mt.tokenizer.pad_token_id not in g]
+        assert len(grams) == len(set(grams))
+
+
 def test_text_mt_of_a_speech_llm_runs_its_llm_with_the_lora(tmp_path):
     """`TextMTSystem.of_speech_llm`: the plain LLM's MT prompt through the speech LLM's own LLM, its LoRA applied
     (an untrained LoRA changes nothing; a trained one changes the translations; dropout off) and no copy made."""

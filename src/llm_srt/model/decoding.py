@@ -243,6 +243,22 @@ def _pick(logits: torch.Tensor, rows: list[list[int]], no_repeat_ngram: int) -> 
     return last_argmax(logits)
 
 
+class NewNgramBlock:
+    """n-gram blocking over the generated tokens only, for `generate` from a text prompt (input_ids, left-padded
+    to one length): HF's `no_repeat_ngram_size` counts the prompt's n-grams too, so a translation could not
+    repeat a name or a number of its source sentence. A logits processor of `generate`."""
+
+    def __init__(self, n: int, prompt_length: int):
+        self.n, self.start = n, prompt_length
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        for h, ids in enumerate(input_ids[:, self.start:].tolist()):
+            banned = repeated_ngram_ends(ids, self.n)
+            if banned:
+                scores[h, banned] = float("-inf")
+        return scores
+
+
 def repeated_ngram_ends(ids: list[int], n: int) -> list[int]:
     """The tokens that, written after `ids`, would repeat an n-gram of `ids` (HF's NoRepeatNGramLogitsProcessor)."""
     if len(ids) + 1 < n:

@@ -374,7 +374,9 @@ class TextMTSystem:
                   caps: list[int] | None = None) -> list[str]:
         """Texts -> their translations, one language pair per text; the answer is the first line generated.
         Each text may generate twice its own length + 16 tokens, and at most its cap (default: the options')."""
-        from .decoding import eos_ids
+        from transformers import LogitsProcessorList
+
+        from .decoding import NewNgramBlock, eos_ids
 
         if not texts:
             return []
@@ -390,12 +392,14 @@ class TextMTSystem:
                 for x, c in zip(texts, caps or [options.max_new_tokens] * len(texts))]
         # greedy: a row stops at its first token that holds a line break (the answer is the first line), so no row
         # runs on to its cap; beam search keeps the model's own EOS (a line break must not end a beam's ranking)
-        stop = {"eos_token_id": sorted(set(eos_ids(self.model, tok)) | self.line_breaks)} \
+        stop: dict = {"eos_token_id": sorted(set(eos_ids(self.model, tok)) | self.line_breaks)} \
             if options.beam_size == 1 else {}
+        if options.no_repeat_ngram_size:  # in the translation alone, not the prompt (its source sentence)
+            stop["logits_processor"] = LogitsProcessorList([NewNgramBlock(options.no_repeat_ngram_size,
+                                                                          batch["input_ids"].shape[1])])
         with torch.inference_mode():
             ids = self.model.generate(**batch, do_sample=False, num_beams=options.beam_size,
-                                      max_new_tokens=max(caps), no_repeat_ngram_size=options.no_repeat_ngram_size,
-                                      pad_token_id=tok.pad_token_id, **stop)
+                                      max_new_tokens=max(caps), pad_token_id=tok.pad_token_id, **stop)
         new = ids[:, batch["input_ids"].shape[1]:].tolist()
         answers = tok.batch_decode([row[:c] for row, c in zip(new, caps)], skip_special_tokens=True)
         return [a.strip().split("\n")[0].strip() for a in answers]
