@@ -127,22 +127,23 @@ class EndRule:
         self.on_end, self.eos, self.beams = on_end, list(eos), beams
         # a hypothesis is (row, its ids): the beams of a row share its prompt, other rows do not
         self.pending: dict[tuple, list[int]] = {}  # a hypothesis -> the ids still to write after it
-        self.free: set[tuple] = set()  # hypotheses on_end lets end (and so every extension of them)
+        self.free: set[tuple] = set()  # last step's hypotheses on_end lets end (so every extension of them)
         self.forced: list[tuple] = []  # hypotheses up to the last id written for them
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         best = scores.argmax(-1).tolist()
+        free = set()  # this step's: only their extensions are looked up, at the next step
         for h, ids in enumerate(input_ids.tolist()):
             row = h // self.beams
             key = (row, *ids)
             todo = self.pending.pop(key, None)
             if todo is None:
-                if key in self.free or (ids and key[:-1] in self.free):
-                    self.free.add(key)
+                if ids and key[:-1] in self.free:
+                    free.add(key)
                     continue
                 todo = self.on_end(row, ids)
                 if not todo:
-                    self.free.add(key)
+                    free.add(key)
                     continue
                 if best[h] not in self.eos:  # it goes on by itself, but may not end yet
                     scores[h, self.eos] = float("-inf")
@@ -154,6 +155,7 @@ class EndRule:
                 self.pending[(*key, token)] = todo[1:]
             else:
                 self.forced.append((*key, token))
+        self.free = free
         return scores
 
     def written_rows(self, outputs: list[list[int]]) -> set[int]:
