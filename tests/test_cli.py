@@ -67,9 +67,15 @@ def _decoding_options_of_translate_and_evaluate(flag: list[str], monkeypatch, tm
 
 
 @pytest.mark.parametrize("flag, size", [([], 0), (["--no-repeat-ngram", "4"], 4)])
-def test_no_repeat_ngram_reaches_the_decoding_options_of_translate_and_evaluate(flag, size, monkeypatch, tmp_path):
-    seen = _decoding_options_of_translate_and_evaluate(flag, monkeypatch, tmp_path)
-    assert [o.no_repeat_ngram_size for o in seen] == [size] * 2
+def test_no_repeat_ngram_reaches_the_decoding_options_of_translate_serve_and_evaluate(flag, size, monkeypatch,
+                                                                                       tmp_path):
+    from llm_srt.serve import app
+
+    seen = [o.no_repeat_ngram_size for o in _decoding_options_of_translate_and_evaluate(flag, monkeypatch, tmp_path)]
+    parser = argparse.ArgumentParser()
+    app.add_arguments(parser)
+    seen.append(app.options_from_args(parser.parse_args(["--model", "m", *flag])).batch.decoding.no_repeat_ngram_size)
+    assert seen == [size] * 3
 
 
 def test_a_negative_no_repeat_ngram_is_a_one_line_error(tmp_path, capsys):

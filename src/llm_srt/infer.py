@@ -278,6 +278,7 @@ def add_model_arguments(parser) -> None:
     parser.add_argument("--beam", type=int, default=1, help="beam size (1 = greedy)")
     parser.add_argument("--max-new-tokens", type=int, default=256)
     add_srt_tags_argument(parser)
+    add_no_repeat_argument(parser)
     parser.add_argument("--whisper", default=None, help="Whisper folder for the baselines (default: embedded)")
     parser.add_argument("--llm", default=None,
                         help="LLM folder: the cascade's / mt's (default: embedded), or a model folder's own LLM "
@@ -300,7 +301,6 @@ def add_arguments(parser) -> None:
     parser.add_argument("--transcript", action="append", default=None,
                         help="the transcript of each input, in order (task smt); repeat per input")
     parser.add_argument("--batch-size", type=int, default=8)
-    add_no_repeat_argument(parser)
     parser.add_argument("--format", default="text", choices=["text", "json", "srt", "vtt"])
     parser.add_argument("--subtitles", default="both", choices=list(subtitles.CUE_MODES),
                         help="what srt/vtt cues show")

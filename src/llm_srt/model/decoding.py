@@ -53,7 +53,7 @@ def add_srt_tags_argument(parser) -> None:
 
 
 def add_no_repeat_argument(parser) -> None:
-    """`--no-repeat-ngram N` (translate, evaluate): sets DecodingOptions.no_repeat_ngram_size."""
+    """`--no-repeat-ngram N` (translate, serve, evaluate): sets DecodingOptions.no_repeat_ngram_size."""
     parser.add_argument("--no-repeat-ngram", type=int, default=0, metavar="N",
                         help="forbid any n-gram of N tokens from repeating in an output (0: off; decodes through "
                              "HF generate)")

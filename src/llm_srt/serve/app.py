@@ -434,7 +434,7 @@ def options_from_args(args) -> ServeOptions:
     check_number("--beam", args.beam, 1, 64, integer=True)
     check_number("--max-new-tokens", args.max_new_tokens, 1, 1 << 20, integer=True)
     decoding = DecodingOptions(beam_size=args.beam, max_new_tokens=args.max_new_tokens,
-                               force_srt_tags=args.force_srt_tags)
+                               no_repeat_ngram_size=args.no_repeat_ngram, force_srt_tags=args.force_srt_tags)
     batch = BatchOptions(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, decoding=decoding)
     hosts = HostRule(args.host, tuple(check_allowed_host(h) for h in args.allow_host))
     return ServeOptions(model_name=args.name, max_upload_mb=args.max_upload_mb,
