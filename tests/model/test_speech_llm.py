@@ -28,6 +28,14 @@ def _batch(**extra):
     return dict(audio=CLIPS, prompts=PROMPTS, targets=TARGETS, **extra)
 
 
+def _prompt_embeds(model) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch's speech and prompts as the LLM's left-padded input embeddings and mask (what generation reads)."""
+    speech = model.speech_embeddings(_batch())
+    prompt_ids, _ = tokenize_batch(model.tokenizer, PROMPTS)
+    embeds, mask, _ = model.assemble(speech, prompt_ids, left_pad=True)
+    return embeds, mask
+
+
 def test_loss_backpropagates_into_the_adapter_only(model):
     out = model(_batch())
     assert torch.isfinite(out["loss"]) and out["n_tokens"] == sum(len(t) + 1 for t in TARGETS)  # chars + EOS
@@ -127,9 +135,7 @@ def test_greedy_drops_finished_rows_and_equals_hf_generate(model):
     from llm_srt.model import decoding
     from llm_srt.model.llm import causal_lm
 
-    speech = model.speech_embeddings(_batch())
-    prompt_ids, _ = tokenize_batch(model.tokenizer, PROMPTS)
-    embeds, mask, _ = model.assemble(speech, prompt_ids, left_pad=True)
+    embeds, mask = _prompt_embeds(model)
     free = decoding.greedy_ids(model.llm, embeds, mask, 8, [model.tokenizer.eos_token_id])
     eos = [model.tokenizer.eos_token_id, free[0][2]]  # a token row 0 writes third now ends a generation
     steps = []
@@ -154,9 +160,7 @@ def test_greedy_on_end_writes_the_required_ids_once_then_goes_on_as_if_they_were
     from llm_srt.model import decoding
     from llm_srt.model.llm import causal_lm
 
-    speech = model.speech_embeddings(_batch())
-    prompt_ids, _ = tokenize_batch(model.tokenizer, PROMPTS)
-    embeds, mask, _ = model.assemble(speech, prompt_ids, left_pad=True)
+    embeds, mask = _prompt_embeds(model)
     eos = [model.tokenizer.eos_token_id]
     free = decoding.greedy_ids(model.llm, embeds, mask, 12, eos)
     stop = eos + [free[0][1]]  # row 0's second token now ends it
@@ -188,9 +192,7 @@ def test_the_end_rule_in_hf_greedy_search_writes_what_greedy_ids_writes(model):
     from llm_srt.model import decoding
     from llm_srt.model.llm import causal_lm
 
-    speech = model.speech_embeddings(_batch())
-    prompt_ids, _ = tokenize_batch(model.tokenizer, PROMPTS)
-    embeds, mask, _ = model.assemble(speech, prompt_ids, left_pad=True)
+    embeds, mask = _prompt_embeds(model)
     eos = [model.tokenizer.eos_token_id]
     with torch.no_grad():
         free = decoding.greedy_ids(model.llm, embeds, mask, 12, eos)
@@ -297,9 +299,7 @@ def test_greedy_with_ngram_blocking_runs_its_own_loop_and_equals_hf_generate(mod
     from llm_srt.model import decoding
     from llm_srt.model.llm import causal_lm
 
-    speech = model.speech_embeddings(_batch())
-    prompt_ids, _ = tokenize_batch(model.tokenizer, PROMPTS)
-    embeds, mask, _ = model.assemble(speech, prompt_ids, left_pad=True)
+    embeds, mask = _prompt_embeds(model)
     eos = [model.tokenizer.eos_token_id]
     calls = []
     real = decoding.greedy_ids
@@ -327,9 +327,7 @@ def test_ngram_blocking_keeps_the_forced_srt_tags(model, monkeypatch):
     seen = []
     real = decoding.greedy_ids
     monkeypatch.setattr(decoding, "greedy_ids", lambda *a, **k: seen.append(k) or real(*a, **k))
-    speech = model.speech_embeddings(_batch())
-    prompt_ids, _ = tokenize_batch(model.tokenizer, PROMPTS)
-    embeds, mask, _ = model.assemble(speech, prompt_ids, left_pad=True)
+    embeds, mask = _prompt_embeds(model)
     with torch.no_grad():
         free = real(model.llm, embeds, mask, 10, [model.tokenizer.eos_token_id], no_repeat_ngram=2)
         stop = [model.tokenizer.eos_token_id, free[0][1]]  # row 0's second token now ends it
@@ -458,9 +456,7 @@ def _greedy_on_end_in(folder, device: str, dtype: str):
     from llm_srt.model.speech_llm import SpeechLLM
 
     gpu = SpeechLLM.from_pretrained(folder, device=device, dtype=dtype).eval()
-    speech = gpu.speech_embeddings(_batch())
-    prompt_ids, _ = tokenize_batch(gpu.tokenizer, PROMPTS)
-    embeds, mask, _ = gpu.assemble(speech, prompt_ids, left_pad=True)
+    embeds, mask = _prompt_embeds(gpu)
     eos = [gpu.tokenizer.eos_token_id]
     with torch.no_grad():
         free = decoding.greedy_ids(gpu.llm, embeds, mask, 12, eos)
