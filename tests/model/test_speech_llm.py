@@ -451,7 +451,8 @@ def test_embedded_speech_llm_forward_backward_and_generate(embedded, speak):
 
 
 def _greedy_on_end_in(folder, device: str, dtype: str):
-    """The forced-ids bookkeeping on `device` in `dtype`: the written ids follow the row's own tokens."""
+    """The forced-ids bookkeeping on `device` in `dtype`: greedy, the written ids follow the row's own tokens; beam
+    search, they are in the row's output and the row is reported written."""
     from llm_srt.model import decoding
     from llm_srt.model.speech_llm import SpeechLLM
 
@@ -463,7 +464,15 @@ def _greedy_on_end_in(folder, device: str, dtype: str):
         stop = eos + [free[0][1]]
         plain = decoding.greedy_ids(gpu.llm, embeds, mask, 12, stop)
         ours = decoding.greedy_ids(gpu.llm, embeds, mask, 12, stop, lambda row, ids: [7, 9] if row == 0 else None)
+        beam = DecodingOptions(max_new_tokens=12, beam_size=3)  # beam search: `EndRule` on this device's scores
+        pad = gpu.tokenizer.pad_token_id
+        first = decoding.generate_ids(gpu.llm, embeds, mask, beam, eos, pad)[0][0]
+        written = set()
+        beams = decoding.generate_ids(gpu.llm, embeds, mask, beam, eos + [first], pad, written=written,
+                                      on_end=lambda row, ids: [7, 9] if row == 0 and [7, 9] not in
+                                      [ids[i:i + 2] for i in range(len(ids))] else None)
     assert ours[0][:len(plain[0]) + 2] == plain[0] + [7, 9] and ours[1:] == plain[1:]
+    assert [7, 9] in [beams[0][i:i + 2] for i in range(len(beams[0]))] and written == {0}
 
 
 def test_greedy_on_end_in_bfloat16_on_the_cpu(tmp_path):
