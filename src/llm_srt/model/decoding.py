@@ -86,7 +86,7 @@ def generate_ids(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, opt
     from .llm import causal_lm
 
     config = generation_config(causal_lm(model).generation_config, options, eos, pad_id)
-    if options.beam_size == 1 and not synced_ranks and plain_argmax(config, ngram_blocking=True):
+    if options.beam_size == 1 and not synced_ranks and greedy_loop_fits(config):
         with torch.no_grad():
             return greedy_ids(model, embeds, mask, options.max_new_tokens, eos, on_end,
                               no_repeat_ngram=options.no_repeat_ngram_size, written=written)
@@ -168,11 +168,11 @@ PROCESSOR_FIELDS = ("suppress_tokens", "begin_suppress_tokens", "bad_words_ids",
                     "renormalize_logits", "guidance_scale", "watermarking_config")  # what adds a logits processor
 
 
-def plain_argmax(config: GenerationConfig, ngram_blocking: bool = False) -> bool:
-    """Whether HF greedy search with `config` is a plain argmax of the last logits (no processor changes them);
-    with `ngram_blocking`, or else n-gram blocking alone (which `greedy_ids` applies itself)."""
-    return ((ngram_blocking or config.no_repeat_ngram_size in (0, None)) and config.repetition_penalty in (1.0, None)
-            and not config.min_length and not any(getattr(config, f, None) for f in PROCESSOR_FIELDS))
+def greedy_loop_fits(config: GenerationConfig) -> bool:
+    """Whether HF greedy search with `config` is the argmax of the last logits but for n-gram blocking (which
+    `greedy_ids` applies itself): no other logits processor changes them."""
+    return (config.repetition_penalty in (1.0, None) and not config.min_length
+            and not any(getattr(config, f, None) for f in PROCESSOR_FIELDS))
 
 
 def greedy_ids(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, max_new_tokens: int,
@@ -238,10 +238,7 @@ def greedy_ids(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, max_n
 def _pick(logits: torch.Tensor, rows: list[list[int]], no_repeat_ngram: int) -> torch.Tensor:
     """The next token of each row (`last_argmax`), none that would repeat one of its n-grams (n > 0)."""
     if no_repeat_ngram > 0:
-        for slot, ids in enumerate(rows):
-            banned = repeated_ngram_ends(ids, no_repeat_ngram)
-            if banned:
-                logits[slot, -1, banned] = float("-inf")
+        ban_repeated_ngrams(logits[:, -1], rows, no_repeat_ngram)
     return last_argmax(logits)
 
 
@@ -254,11 +251,16 @@ class NewNgramBlock:
         self.n, self.start = n, prompt_length
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        for h, ids in enumerate(input_ids[:, self.start:].tolist()):
-            banned = repeated_ngram_ends(ids, self.n)
-            if banned:
-                scores[h, banned] = float("-inf")
+        ban_repeated_ngrams(scores, input_ids[:, self.start:].tolist(), self.n)
         return scores
+
+
+def ban_repeated_ngrams(scores: torch.Tensor, rows: list[list[int]], n: int) -> None:
+    """Scores (B, V) of each row's next token: -inf, in place, for those that would repeat an n-gram of its ids."""
+    for h, ids in enumerate(rows):
+        banned = repeated_ngram_ends(ids, n)
+        if banned:
+            scores[h, banned] = float("-inf")
 
 
 def repeated_ngram_ends(ids: list[int], n: int) -> list[int]:
