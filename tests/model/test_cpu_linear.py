@@ -422,6 +422,48 @@ def test_int8_many_rows_take_the_kernel_timed_faster_once_per_shape_and_bucket(m
 
 
 @needs_onednn_int8
+def test_int8_large_matrices_are_timed_at_any_row_count(monkeypatch):
+    """A matrix of INT8_LARGE_WEIGHTS or more (a vocabulary head) is timed at decode-step row counts too, once per
+    bucket, one timed call per kernel after its warm-up (each product is long); a smaller matrix at those rows runs
+    fbgemm untimed. Either kernel gives fbgemm's outputs."""
+    from llm_srt.model.cpu_linear import Int8Linear
+
+    clock, calls, costs = _Clock(), [], {"fbgemm": 10.0, "oneDNN": 5.0}
+    monkeypatch.setattr(cpu_linear.time, "perf_counter", clock)
+    monkeypatch.setattr(cpu_linear, "TUNED_INT8", {})
+    monkeypatch.setattr(cpu_linear, "KERNEL_TUNING", True)
+    monkeypatch.setattr(cpu_linear, "INT8_LARGE_WEIGHTS", 16 * 8)
+    fbgemm, onednn = cpu_linear._QDQ_LINEAR, Int8Linear._onednn_product
+
+    def timed(name, product):
+        def run(*args):
+            clock.now += costs[name]
+            calls.append((name, len(args[0]) if name == "fbgemm" else len(args[1])))
+            return product(*args)
+        return run
+    monkeypatch.setattr(cpu_linear, "_QDQ_LINEAR", timed("fbgemm", fbgemm))
+    monkeypatch.setattr(Int8Linear, "_onednn_product", timed("oneDNN", onednn))
+    torch.manual_seed(0)
+    head, body, threads = Int8Linear(torch.randn(16, 8)), Int8Linear(torch.randn(8, 8)), torch.get_num_threads()
+    assert cpu_linear.int8_tune_repeats(1, 16 * 8) == cpu_linear.INT8_TUNE_REPEATS
+    x = torch.randn(16, 8)
+    with torch.no_grad():
+        with cpu_linear.kernel_rule():
+            expected = head(x)
+        calls.clear()
+        body(x)
+        assert calls == [("fbgemm", 16)] and cpu_linear.TUNED_INT8 == {}
+        calls.clear()
+        y = head(x)
+        assert len(calls) == 2 * (cpu_linear.INT8_TUNE_REPEATS + 1) + 1 and calls[-1] == ("oneDNN", 16)
+        assert cpu_linear.TUNED_INT8 == {(16, 8, 16, threads): "oneDNN"} and torch.equal(y, expected)
+        calls.clear()
+        costs["oneDNN"] = 20.0  # one row: fbgemm faster, timed in its own bucket; the oneDNN copy stays in use
+        assert torch.equal(head(x[:1]), expected[:1]) and calls[-1] == ("fbgemm", 1)
+        assert cpu_linear.TUNED_INT8[(16, 8, 1, threads)] == "fbgemm" and head._onednn is not None
+
+
+@needs_onednn_int8
 def test_int8_onednn_is_not_kept_where_it_rounds_otherwise(monkeypatch):
     """A oneDNN whose outputs differ from fbgemm's in one bit of one value of the timed input (a CPU whose oneDNN
     scales its int32 sums in another order) is never kept, however much faster it runs: the layer's outputs stay

@@ -2,7 +2,7 @@
 
     llm-srt evaluate --model curriculum=runs/embedded/srt/final --model cascade \
         --manifest data/mini/test.jsonl --out reports/mini
-    torchrun --nproc_per_node 4 -m llm_srt.cli evaluate --model runs/paper/srt/final ...
+    torchrun --nproc_per_node 4 -m llm_srt.cli evaluate --model runs/qwen2.5-7b/srt/final ...
 
 Each manifest row (an utterance-direction) is one work item; every system gets the rows as one mixed-language
 stream (it batches them by length, not by language pair). A row that fails (a CUDA out-of-memory included) is an
