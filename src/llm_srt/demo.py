@@ -367,7 +367,7 @@ def measure_runs(systems: Mapping[str, str], rows: list, probe: list | None = No
     out: dict[str, dict] = {"losses": {}, "text_mt": {}, "text_mt_own_prompt": {}}
     for name, folder in systems.items():
         task = model_task(folder)
-        model = SpeechLLM.from_pretrained(folder, device=placement.device, dtype=placement.dtype)
+        model = SpeechLLM.from_pretrained(folder, device=placement.device, dtype=placement.dtype, merge_lora=True)
         losses = out["losses"][name] = reference_losses(model, rows, task)
         line = (f"{name}: mean reference loss {sum(losses) / len(losses):.3f} nats/token ({task.value}, "
                 f"{len(rows)} rows)")

@@ -94,7 +94,7 @@ def test_the_demo_loads_each_model_once_where_its_placement_says(rows, tmp_path,
     probe = [r for r in rows] + [Row(id="x", audio=rows[0].audio, duration=0.6, src_lang="deu", transcript="es regnet",
                                      tgt_lang="eng", translation="it rains", split="dev", corpus="t", sentence_id="x")]
     got = measure_runs({"t": str(folder)}, rows, probe, log=lambda *_: None, placement=bf16)
-    assert seen == [{"device": bf16.device, "dtype": torch.bfloat16}]
+    assert seen == [{"device": bf16.device, "dtype": torch.bfloat16, "merge_lora": True}]
     losses = got["losses"]
     assert len(losses["t"]) == len(rows) and all(0 < x < 50 for x in losses["t"])
     assert set(got["text_mt"]["t"]) == {"eng-deu", "deu-eng"} and all(0 <= b <= 100 for b in got["text_mt"]["t"].values())

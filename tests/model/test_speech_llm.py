@@ -3,6 +3,7 @@
 import json
 import math
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -379,6 +380,40 @@ def test_save_load_round_trip_with_lora(tmp_path):
     assert torch.equal(loaded(_batch())["loss"], ref_loss)
     assert loaded.generate(_batch(), DecodingOptions(max_new_tokens=6)) == ref_out
     assert set(loaded.config.trainable) == {"adapter", "lora"}
+
+
+def test_lora_merged_for_inference(tmp_path):
+    """`from_pretrained(merge_lora=True)` (what translate, evaluate and serve load): the folder's LoRA folded into the
+    LLM's weights, no LoRA layer left to run, the same loss and greedy output in float32; such a model refuses to
+    be saved. int8 keeps its LoRA apart (float, beside the int8 layers), as without merge_lora."""
+    from llm_srt import device
+    from llm_srt.model.systems import load_system
+
+    torch.manual_seed(1)
+    model = tiny.speech_llm(tmp_path / "m", lora=LoraOptions(r=4, alpha=8, dropout=0.0),
+                            trainable=("adapter", "lora"), init_std=0.3)
+    with torch.no_grad():
+        for name, p in model.llm.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    model.eval()
+    options = DecodingOptions(max_new_tokens=6)
+    ref_loss, ref_out = model(_batch())["loss"], model.generate(_batch(), options)
+    folder = model.save_pretrained(tmp_path / "ckpt")
+    llm_files = {f: f.read_bytes() for f in Path(model.config.llm).iterdir() if f.is_file()}
+    merged = SpeechLLM.from_pretrained(folder, merge_lora=True).eval()
+    assert {f: f.read_bytes() for f in llm_files} == llm_files  # merged in memory, never into the LLM's files
+    assert merged.lora_merged and not [n for n, _ in merged.llm.named_modules() if "lora_" in n]
+    assert torch.allclose(merged(_batch())["loss"], ref_loss, rtol=1e-5)
+    assert merged.generate(_batch(), options) == ref_out
+    with pytest.raises(LLMSRTError, match="merged"):
+        merged.save_pretrained(tmp_path / "again")
+    int8 = SpeechLLM.from_pretrained(folder, dtype="int8", merge_lora=True).eval()
+    assert not int8.lora_merged and [n for n, _ in int8.llm.named_modules() if "lora_" in n]
+    apart = SpeechLLM.from_pretrained(folder, dtype="int8").eval()
+    assert int8.generate(_batch(), options) == apart.generate(_batch(), options)
+    system = load_system(str(folder), device.resolve("cpu", "float32"))
+    assert system.model.lora_merged
 
 
 def test_checkpoint_errors(tmp_path):

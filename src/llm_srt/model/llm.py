@@ -56,7 +56,8 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
 
 
 def load_llm(path: str | Path, dtype: str | torch.dtype = torch.float32, lora: LoraOptions | None = None,
-             device: str | torch.device | None = None, weights: bool = True
+             device: str | torch.device | None = None, weights: bool = True,
+             merged_lora: tuple[dict[str, torch.Tensor], str] | None = None
              ) -> tuple[nn.Module, PreTrainedTokenizerBase]:
     """(model, tokenizer) of an HF causal-LM folder. Every base weight is frozen; LoRA weights (if any) are not.
 
@@ -67,7 +68,10 @@ def load_llm(path: str | Path, dtype: str | torch.dtype = torch.float32, lora: L
     inference with torch's `F.rms_norm` (`fast_cpu_norms`).
     `weights=False` builds the LLM from its config.json with random weights directly on `device` (paper-shaped
     benchmarks need no download); `device="meta"` builds a weightless skeleton whose parameters live on the meta
-    device (buffers stay real, on the CPU): FSDP fills in each rank's shards later."""
+    device (buffers stay real, on the CPU): FSDP fills in each rank's shards later.
+    `merged_lora` (inference): (LoRA weights, the file they came from) folded into the base weights they adapt
+    (peft's `merge_and_unload`): the plain LLM comes back, its weights W + B A x scale, and each step runs no LoRA
+    products (`SpeechLLM.from_pretrained(merge_lora=True)`, float dtypes)."""
     path = Path(path)
     if not (path / "config.json").is_file():
         raise LLMSRTError(f"{path}: not a Hugging Face model folder (no config.json); run `llm-srt setup` or point "
@@ -94,6 +98,9 @@ def load_llm(path: str | Path, dtype: str | torch.dtype = torch.float32, lora: L
     use_decode_attention(model)
     if lora is not None:
         model = apply_lora(model, lora)
+        if merged_lora is not None:
+            load_lora_state(model, *merged_lora)
+            model = model.merge_and_unload()
     if int8 and weights and target.type != "meta":
         _quantize_from_checkpoint(model, path)
     elif int8:
@@ -260,6 +267,20 @@ def apply_lora(model: PreTrainedModel, lora: LoraOptions) -> nn.Module:
     except ValueError as e:
         raise LLMSRTError(f"LoRA: {str(e).splitlines()[0]} (check lora.target_modules against the LLM's layer "
                           "names)") from None
+
+
+def load_lora_state(llm: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
+    """Load peft LoRA weights (keys as get_peft_model_state_dict writes them)."""
+    from peft import set_peft_model_state_dict
+
+    own = {k for k in llm.state_dict() if "lora_" in k}
+    result = set_peft_model_state_dict(llm, state)
+    if result.unexpected_keys:
+        raise LLMSRTError(f"{where}: LoRA weights do not match the LLM (e.g. {result.unexpected_keys[0]}); check "
+                          "lora.target_modules and the LLM folder")
+    loaded = {k for k in own if k.replace(".default", "") in state}
+    if own and not loaded:
+        raise LLMSRTError(f"{where}: none of the LoRA weights matched the LLM's LoRA layers")
 
 
 def causal_lm(model: nn.Module) -> PreTrainedModel:

@@ -453,7 +453,8 @@ class CascadeSystem:
 def _speech_llm(spec: str, placement: Placement, encoder: str | None = None, llm: str | None = None, **_) -> System:
     from .speech_llm import SpeechLLM
 
-    model = SpeechLLM.from_pretrained(spec, device=placement.device, dtype=placement.dtype, encoder=encoder, llm=llm)
+    model = SpeechLLM.from_pretrained(spec, device=placement.device, dtype=placement.dtype, merge_lora=True,
+                                      encoder=encoder, llm=llm)
     return SpeechLLMSystem(model, spec, placement)
 
 
