@@ -364,11 +364,9 @@ def test_int8_onednn_product_is_fbgemms_bit_for_bit(monkeypatch, reduce_range, b
             assert torch.equal(q(x[:3])[1:], fbgemm[1:3])  # a decode step's rows (fbgemm): the same again
 
 
-@needs_onednn_int8
-def test_int8_many_rows_take_the_kernel_timed_faster_once_per_shape_and_bucket(monkeypatch):
-    """The first input of more than INT8_MANY_ROWS rows of a shape times fbgemm and oneDNN (warm-up plus
-    `int8_tune_repeats` each) and keeps oneDNN only when TUNE_MARGIN x faster; a timing's oneDNN copy is let go when
-    fbgemm wins; fewer rows, KERNEL_TUNING off and new weights (`zero_rows`) behave as fbgemm alone."""
+def _timed_int8_kernels(monkeypatch) -> tuple[list, dict]:
+    """fbgemm's and oneDNN's int8 products on a fake clock, timing on, no choice made yet: (the calls made, as
+    (kernel, rows); each kernel's cost a call, which the test may change)."""
     from llm_srt.model.cpu_linear import Int8Linear
 
     clock, calls, costs = _Clock(), [], {"fbgemm": 10.0, "oneDNN": 5.0}
@@ -385,6 +383,17 @@ def test_int8_many_rows_take_the_kernel_timed_faster_once_per_shape_and_bucket(m
         return run
     monkeypatch.setattr(cpu_linear, "_QDQ_LINEAR", timed("fbgemm", fbgemm))
     monkeypatch.setattr(Int8Linear, "_onednn_product", timed("oneDNN", onednn))
+    return calls, costs
+
+
+@needs_onednn_int8
+def test_int8_many_rows_take_the_kernel_timed_faster_once_per_shape_and_bucket(monkeypatch):
+    """The first input of more than INT8_MANY_ROWS rows of a shape times fbgemm and oneDNN (warm-up plus
+    `int8_tune_repeats` each) and keeps oneDNN only when TUNE_MARGIN x faster; a timing's oneDNN copy is let go when
+    fbgemm wins; fewer rows, KERNEL_TUNING off and new weights (`zero_rows`) behave as fbgemm alone."""
+    from llm_srt.model.cpu_linear import Int8Linear
+
+    calls, costs = _timed_int8_kernels(monkeypatch)
     torch.manual_seed(0)
     q, threads = Int8Linear(torch.randn(16, 8), torch.randn(16)), torch.get_num_threads()
     few = cpu_linear.INT8_MANY_ROWS
@@ -428,21 +437,8 @@ def test_int8_large_matrices_are_timed_at_any_row_count(monkeypatch):
     fbgemm untimed. Either kernel gives fbgemm's outputs."""
     from llm_srt.model.cpu_linear import Int8Linear
 
-    clock, calls, costs = _Clock(), [], {"fbgemm": 10.0, "oneDNN": 5.0}
-    monkeypatch.setattr(cpu_linear.time, "perf_counter", clock)
-    monkeypatch.setattr(cpu_linear, "TUNED_INT8", {})
-    monkeypatch.setattr(cpu_linear, "KERNEL_TUNING", True)
+    calls, costs = _timed_int8_kernels(monkeypatch)
     monkeypatch.setattr(cpu_linear, "INT8_LARGE_WEIGHTS", 16 * 8)
-    fbgemm, onednn = cpu_linear._QDQ_LINEAR, Int8Linear._onednn_product
-
-    def timed(name, product):
-        def run(*args):
-            clock.now += costs[name]
-            calls.append((name, len(args[0]) if name == "fbgemm" else len(args[1])))
-            return product(*args)
-        return run
-    monkeypatch.setattr(cpu_linear, "_QDQ_LINEAR", timed("fbgemm", fbgemm))
-    monkeypatch.setattr(Int8Linear, "_onednn_product", timed("oneDNN", onednn))
     torch.manual_seed(0)
     head, body, threads = Int8Linear(torch.randn(16, 8)), Int8Linear(torch.randn(8, 8)), torch.get_num_threads()
     assert cpu_linear.int8_tune_repeats(1, 16 * 8) == cpu_linear.INT8_TUNE_REPEATS
