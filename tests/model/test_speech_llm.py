@@ -382,13 +382,8 @@ def test_save_load_round_trip_with_lora(tmp_path):
     assert set(loaded.config.trainable) == {"adapter", "lora"}
 
 
-def test_lora_merged_for_inference(tmp_path):
-    """`from_pretrained(merge_lora=True)` (what translate, evaluate and serve load): the folder's LoRA folded into the
-    LLM's weights, no LoRA layer left to run, the same loss and greedy output in float32; such a model refuses to
-    be saved. int8 keeps its LoRA apart (float, beside the int8 layers), as without merge_lora."""
-    from llm_srt import device
-    from llm_srt.model.systems import load_system
-
+def _lora_model(tmp_path) -> SpeechLLM:
+    """A tiny speech LLM with a LoRA that changes its outputs (lora_B not zero), in eval mode."""
     torch.manual_seed(1)
     model = tiny.speech_llm(tmp_path / "m", lora=LoraOptions(r=4, alpha=8, dropout=0.0),
                             trainable=("adapter", "lora"), init_std=0.3)
@@ -396,7 +391,17 @@ def test_lora_merged_for_inference(tmp_path):
         for name, p in model.llm.named_parameters():
             if "lora_B" in name:
                 p.normal_(0, 0.5)
-    model.eval()
+    return model.eval()
+
+
+def test_lora_merged_for_inference(tmp_path):
+    """`from_pretrained(merge_lora=True)` (what translate, evaluate and serve load): the folder's LoRA folded into the
+    LLM's weights, no LoRA layer left to run, the same loss and greedy output in float32; such a model refuses to
+    be saved. int8 keeps its LoRA apart (float, beside the int8 layers), as without merge_lora."""
+    from llm_srt import device
+    from llm_srt.model.systems import load_system
+
+    model = _lora_model(tmp_path)
     options = DecodingOptions(max_new_tokens=6)
     ref_loss, ref_out = model(_batch())["loss"], model.generate(_batch(), options)
     folder = model.save_pretrained(tmp_path / "ckpt")
@@ -517,3 +522,28 @@ def test_greedy_on_end_in_bfloat16_on_the_cpu(tmp_path):
 @pytest.mark.cuda
 def test_greedy_on_end_on_cuda_in_bfloat16(tmp_path):
     _greedy_on_end_in(tiny.speech_llm_folder(tmp_path), "cuda", "bfloat16")
+
+
+def _lora_merged_in(tmp_path, device: str, dtype: str):
+    """Merged LoRA on `device` in `dtype`: no LoRA layer left, the LLM's files untouched, the references' loss that of
+    the LoRA kept apart up to the dtype's rounding, and greedy decoding runs."""
+    model = _lora_model(tmp_path)
+    folder = model.save_pretrained(tmp_path / "ckpt")
+    llm_files = {f: f.read_bytes() for f in Path(model.config.llm).iterdir() if f.is_file()}
+    merged = SpeechLLM.from_pretrained(folder, device=device, dtype=dtype, merge_lora=True).eval()
+    apart = SpeechLLM.from_pretrained(folder, device=device, dtype=dtype).eval()
+    assert {f: f.read_bytes() for f in llm_files} == llm_files
+    assert merged.lora_merged and not [n for n, _ in merged.llm.named_modules() if "lora_" in n]
+    with torch.no_grad():
+        loss, reference = float(merged(_batch())["loss"]), float(apart(_batch())["loss"])
+    assert abs(loss - reference) < 0.02 * reference
+    assert len(merged.generate(_batch(), DecodingOptions(max_new_tokens=6))) == len(PROMPTS)
+
+
+def test_lora_merged_in_bfloat16_on_the_cpu(tmp_path):
+    _lora_merged_in(tmp_path, "cpu", "bfloat16")
+
+
+@pytest.mark.cuda
+def test_lora_merged_on_cuda_in_bfloat16(tmp_path):
+    _lora_merged_in(tmp_path, "cuda", "bfloat16")
