@@ -364,9 +364,11 @@ def test_int8_onednn_product_is_fbgemms_bit_for_bit(monkeypatch, reduce_range, b
             assert torch.equal(q(x[:3])[1:], fbgemm[1:3])  # a decode step's rows (fbgemm): the same again
 
 
-def _timed_int8_kernels(monkeypatch) -> tuple[list, dict]:
-    """fbgemm's and oneDNN's int8 products on a fake clock, timing on, no choice made yet: (the calls made, as
-    (kernel, rows); each kernel's cost a call, which the test may change)."""
+@needs_onednn_int8
+def test_int8_many_rows_take_the_kernel_timed_faster_once_per_shape_and_bucket(monkeypatch):
+    """The first input of more than INT8_MANY_ROWS rows of a shape times fbgemm and oneDNN (warm-up plus
+    `int8_tune_repeats` each) and keeps oneDNN only when TUNE_MARGIN x faster; a timing's oneDNN copy is let go when
+    fbgemm wins; fewer rows, KERNEL_TUNING off and new weights (`zero_rows`) behave as fbgemm alone."""
     from llm_srt.model.cpu_linear import Int8Linear
 
     clock, calls, costs = _Clock(), [], {"fbgemm": 10.0, "oneDNN": 5.0}
@@ -383,17 +385,6 @@ def _timed_int8_kernels(monkeypatch) -> tuple[list, dict]:
         return run
     monkeypatch.setattr(cpu_linear, "_QDQ_LINEAR", timed("fbgemm", fbgemm))
     monkeypatch.setattr(Int8Linear, "_onednn_product", timed("oneDNN", onednn))
-    return calls, costs
-
-
-@needs_onednn_int8
-def test_int8_many_rows_take_the_kernel_timed_faster_once_per_shape_and_bucket(monkeypatch):
-    """The first input of more than INT8_MANY_ROWS rows of a shape times fbgemm and oneDNN (warm-up plus
-    `int8_tune_repeats` each) and keeps oneDNN only when TUNE_MARGIN x faster; a timing's oneDNN copy is let go when
-    fbgemm wins; fewer rows, KERNEL_TUNING off and new weights (`zero_rows`) behave as fbgemm alone."""
-    from llm_srt.model.cpu_linear import Int8Linear
-
-    calls, costs = _timed_int8_kernels(monkeypatch)
     torch.manual_seed(0)
     q, threads = Int8Linear(torch.randn(16, 8), torch.randn(16)), torch.get_num_threads()
     few = cpu_linear.INT8_MANY_ROWS
@@ -428,35 +419,6 @@ def test_int8_many_rows_take_the_kernel_timed_faster_once_per_shape_and_bucket(m
         x = torch.randn(many, 8)
         y = q(x)
         assert calls[-1] == ("oneDNN", many) and torch.equal(y[:, [0, 5]], q.bias[[0, 5]].expand(many, 2))
-
-
-@needs_onednn_int8
-def test_int8_large_matrices_are_timed_at_any_row_count(monkeypatch):
-    """A matrix of INT8_LARGE_WEIGHTS or more (a vocabulary head) is timed at decode-step row counts too, once per
-    bucket, one timed call per kernel after its warm-up (each product is long); a smaller matrix at those rows runs
-    fbgemm untimed. Either kernel gives fbgemm's outputs."""
-    from llm_srt.model.cpu_linear import Int8Linear
-
-    calls, costs = _timed_int8_kernels(monkeypatch)
-    monkeypatch.setattr(cpu_linear, "INT8_LARGE_WEIGHTS", 16 * 8)
-    torch.manual_seed(0)
-    head, body, threads = Int8Linear(torch.randn(16, 8)), Int8Linear(torch.randn(8, 8)), torch.get_num_threads()
-    assert cpu_linear.int8_tune_repeats(1, 16 * 8) == cpu_linear.INT8_TUNE_REPEATS
-    x = torch.randn(16, 8)
-    with torch.no_grad():
-        with cpu_linear.kernel_rule():
-            expected = head(x)
-        calls.clear()
-        body(x)
-        assert calls == [("fbgemm", 16)] and cpu_linear.TUNED_INT8 == {}
-        calls.clear()
-        y = head(x)
-        assert len(calls) == 2 * (cpu_linear.INT8_TUNE_REPEATS + 1) + 1 and calls[-1] == ("oneDNN", 16)
-        assert cpu_linear.TUNED_INT8 == {(16, 8, 16, threads): "oneDNN"} and torch.equal(y, expected)
-        calls.clear()
-        costs["oneDNN"] = 20.0  # one row: fbgemm faster, timed in its own bucket; the oneDNN copy stays in use
-        assert torch.equal(head(x[:1]), expected[:1]) and calls[-1] == ("fbgemm", 1)
-        assert cpu_linear.TUNED_INT8[(16, 8, 1, threads)] == "fbgemm" and head._onednn is not None
 
 
 @needs_onednn_int8

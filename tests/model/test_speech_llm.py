@@ -524,26 +524,54 @@ def test_greedy_on_end_on_cuda_in_bfloat16(tmp_path):
     _greedy_on_end_in(tiny.speech_llm_folder(tmp_path), "cuda", "bfloat16")
 
 
-def _lora_merged_in(tmp_path, device: str, dtype: str):
-    """Merged LoRA on `device` in `dtype`: no LoRA layer left, the LLM's files untouched, the references' loss that of
-    the LoRA kept apart up to the dtype's rounding, and greedy decoding runs."""
-    model = _lora_model(tmp_path)
-    folder = model.save_pretrained(tmp_path / "ckpt")
-    llm_files = {f: f.read_bytes() for f in Path(model.config.llm).iterdir() if f.is_file()}
-    merged = SpeechLLM.from_pretrained(folder, device=device, dtype=dtype, merge_lora=True).eval()
-    apart = SpeechLLM.from_pretrained(folder, device=device, dtype=dtype).eval()
-    assert {f: f.read_bytes() for f in llm_files} == llm_files
+def _lora_merged_in(tmp_path, device: str):
+    """On `device`: float32 merges LoRA (no LoRA layer left, the loss of the LoRA kept apart, greedy decoding runs);
+    bfloat16 keeps it apart (merged, W + B A would be rounded to bfloat16), computing what a plain load does."""
+    folder = _lora_model(tmp_path).save_pretrained(tmp_path / "ckpt")
+    merged = SpeechLLM.from_pretrained(folder, device=device, dtype="float32", merge_lora=True).eval()
+    apart = SpeechLLM.from_pretrained(folder, device=device, dtype="float32").eval()
     assert merged.lora_merged and not [n for n, _ in merged.llm.named_modules() if "lora_" in n]
     with torch.no_grad():
-        loss, reference = float(merged(_batch())["loss"]), float(apart(_batch())["loss"])
-    assert abs(loss - reference) < 0.02 * reference
+        assert torch.allclose(merged(_batch())["loss"], apart(_batch())["loss"], rtol=1e-4)
     assert len(merged.generate(_batch(), DecodingOptions(max_new_tokens=6))) == len(PROMPTS)
+    bf16 = SpeechLLM.from_pretrained(folder, device=device, dtype="bfloat16", merge_lora=True).eval()
+    plain = SpeechLLM.from_pretrained(folder, device=device, dtype="bfloat16").eval()
+    assert not bf16.lora_merged and [n for n, _ in bf16.llm.named_modules() if "lora_" in n]
+    with torch.no_grad():
+        assert torch.equal(bf16(_batch())["loss"], plain(_batch())["loss"])
 
 
-def test_lora_merged_in_bfloat16_on_the_cpu(tmp_path):
-    _lora_merged_in(tmp_path, "cpu", "bfloat16")
+def test_lora_merged_in_float32_kept_apart_in_bfloat16_on_the_cpu(tmp_path):
+    _lora_merged_in(tmp_path, "cpu")
 
 
 @pytest.mark.cuda
-def test_lora_merged_on_cuda_in_bfloat16(tmp_path):
-    _lora_merged_in(tmp_path, "cuda", "bfloat16")
+def test_lora_merged_in_float32_kept_apart_in_bfloat16_on_cuda(tmp_path):
+    _lora_merged_in(tmp_path, "cuda")
+
+
+def test_lora_on_a_tied_head_is_never_merged(tmp_path):
+    """A LoRA on the head of an LLM whose head is its input embedding table stays apart (merged, the embeddings
+    would change too); one on the attention of the same LLM merges."""
+    from peft import get_peft_model_state_dict
+
+    from llm_srt.model.llm import load_llm, load_lora_state
+
+    folder = tiny.llm_dir(tmp_path / "tied", tied=True)
+    for targets, merges in ((("lm_head", "q_proj"), False), (("q_proj", "v_proj"), True)):
+        lora = LoraOptions(r=4, alpha=8, dropout=0.0, target_modules=targets)
+        torch.manual_seed(0)
+        trained, _ = load_llm(folder, lora=lora)
+        with torch.no_grad():
+            for name, p in trained.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(0, 0.5)
+        state = get_peft_model_state_dict(trained)
+        llm, _ = load_llm(folder, lora=lora, merged_lora=(state, "lora.safetensors"))
+        assert (not [n for n, _ in llm.named_parameters() if "lora_" in n]) == merges
+        assert torch.equal(llm.get_input_embeddings().weight, load_llm(folder)[0].get_input_embeddings().weight)
+        if not merges:  # kept apart: its weights are the caller's to load, as SpeechLLM.load_trainable does
+            load_lora_state(llm, state, "lora.safetensors")
+        ids = torch.tensor([[5, 9, 13, 7]])
+        with torch.no_grad():
+            assert torch.allclose(llm(input_ids=ids).logits, trained(input_ids=ids).logits, atol=1e-5)

@@ -338,8 +338,7 @@ def _load_model(options: BenchOptions, placement: Placement):
 
     torch.manual_seed(options.seed)
     if options.model:
-        model = SpeechLLM.from_pretrained(options.model, device=placement.device, dtype=placement.dtype_name,
-                                          merge_lora=True)  # as translate loads it
+        model = SpeechLLM.from_pretrained(options.model, device=placement.device, dtype=placement.dtype_name)
         name = options.model
     else:
         config = SpeechLLMConfig(encoder=options.encoder, llm=options.llm, adapter="qformer",
@@ -360,7 +359,7 @@ def _int8_model(folders: tuple[str, str], adapter_state: dict, placement: Placem
     config = SpeechLLMConfig(encoder=folders[0], llm=folders[1], adapter="qformer",
                              adapter_kwargs=dict(options.adapter_kwargs), dtype="int8")
     if options.model:
-        model = SpeechLLM.from_pretrained(options.model, device=placement.device, dtype="int8", merge_lora=True)
+        model = SpeechLLM.from_pretrained(options.model, device=placement.device, dtype="int8")
     else:
         model = SpeechLLM(config, device=placement.device)
         model.adapter.load_state_dict(adapter_state)

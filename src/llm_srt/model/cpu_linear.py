@@ -227,9 +227,8 @@ class Int8Linear(nn.Module):
     is gone. It needs torch's x86 (fbgemm) quantized engine and says so in one line on another.
 
     Inputs of more than INT8_MANY_ROWS rows (a batch's prefills, encoder frames, Q-Former queries, beam search's decode
-    steps), and any input of a matrix of INT8_LARGE_WEIGHTS or more (a vocabulary head), may take oneDNN's int8
-    product instead, on a second packed copy of the same int8 weights (`_int8_kernel`: timed once per shape and row
-    bucket in a process, kept only where it is faster). Both sum the same int8 products
+    steps) may take oneDNN's int8 product instead, on a second packed copy of the same int8 weights (`_int8_kernel`:
+    timed once per shape and row bucket in a process, kept only where it is faster). Both sum the same int8 products
     in int32 and scale them by the same float32 factors, so its results are fbgemm's bit for bit
     (tests/model/test_cpu_linear.py; and the timing checks it on each CPU): which kernel ran never changes an output."""
 
@@ -319,8 +318,7 @@ class Int8Linear(nn.Module):
         scale = row_ranges(flat)
         step, zero = ACTIVATION_GRID[self.reduce_range]
         unit = flat / scale
-        timed = len(flat) > INT8_MANY_ROWS or self.in_features * self.out_features >= INT8_LARGE_WEIGHTS
-        if timed and _ONEDNN_INT8 and KERNEL_TUNING and self._int8_kernel(unit) == "oneDNN":
+        if len(flat) > INT8_MANY_ROWS and _ONEDNN_INT8 and KERNEL_TUNING and self._int8_kernel(unit) == "oneDNN":
             self._onednn_used = True
             y = self._onednn_product(unit)
         else:
@@ -361,8 +359,7 @@ class Int8Linear(nn.Module):
             rows = slice(0, INT8_CHECKED_ROWS)
             seconds, first = _best_times({"fbgemm": lambda: _QDQ_LINEAR(unit, step, zero, self._packed)[rows].clone(),
                                           "oneDNN": lambda: self._onednn_product(unit)[rows].clone()},
-                                         int8_tune_repeats(len(unit), self.in_features * self.out_features),
-                                         keep_first=True)
+                                         int8_tune_repeats(len(unit)), keep_first=True)
             same = torch.equal(first["fbgemm"], first["oneDNN"])
             kernel = "oneDNN" if same and seconds["oneDNN"] * TUNE_MARGIN < seconds["fbgemm"] else "fbgemm"
             TUNED_INT8[key] = kernel
@@ -386,13 +383,8 @@ _ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_l
 # matrices (not Gemma's 640 x 2048 down-projection), and 1.4-2.1x for Gemma's 262k x 640 head at 32-256 rows (a beam
 # search's or a large batch's decode step: 42.7 / 81.2 / 341.6 ms against 30.5 / 46.1 / 166.5 at 32 / 64 / 256 rows),
 # while at 1-16 rows fbgemm was as fast or faster for every matrix of Gemma's (the head at 16 rows 14.9 against
-# 16.3 ms), so up to 16 rows (a greedy decode step up to batch 16) fbgemm runs untimed, but for matrices of
-# INT8_LARGE_WEIGHTS or more: on the AMD EPYC of 2026-12-03 (no AMX) oneDNN ran Gemma's head faster from 4 rows
-# (best of 8 x 3, ms, fbgemm / oneDNN: 4.5 / 5.1 at 1 row, 5.9 / 5.2 at 4, 7.4 / 6.1 at 8, 10.7 / 7.5 at 16) and
-# Gemma's body matrices (at most 4096 x 640) slower at every row count (0.09 / 0.13 ms at 16 rows): a product that
-# long is timed once per row bucket whatever its rows (each kernel then once after its warm-up)
+# 16.3 ms), so up to 16 rows (a greedy decode step up to batch 16) fbgemm runs untimed
 INT8_MANY_ROWS = 16
-INT8_LARGE_WEIGHTS = 1 << 24  # out x in: Gemma's 262k x 640 head (168M) and any vocabulary head of that order
 _ONEDNN_INT8 = _ONEDNN and all(hasattr(torch.ops.onednn, op) for op in ("qlinear_prepack", "qlinear_pointwise"))
 TUNED_INT8: dict[tuple, str] = {}  # Int8Linear's choices: (out, in, row bucket, torch threads) -> "fbgemm" / "oneDNN"
 # timed calls per int8 kernel after its warm-up: one above INT8_FEW_TIMED_ROWS rows (each lasts >= 0.3 ms), else
@@ -408,9 +400,9 @@ ONEDNN_CACHE_PRIMITIVES = 64
 os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(ONEDNN_CACHE_PRIMITIVES))
 
 
-def int8_tune_repeats(rows: int, weights: int = 0) -> int:
-    """Timed calls of each int8 kernel when choosing one for inputs of `rows` rows of a matrix of `weights`."""
-    return INT8_TUNE_REPEATS if rows > INT8_FEW_TIMED_ROWS or weights >= INT8_LARGE_WEIGHTS else INT8_TUNE_REPEATS_FEW
+def int8_tune_repeats(rows: int) -> int:
+    """Timed calls of each int8 kernel when choosing one for inputs of `rows` rows."""
+    return INT8_TUNE_REPEATS if rows > INT8_FEW_TIMED_ROWS else INT8_TUNE_REPEATS_FEW
 
 
 def row_ranges(flat: torch.Tensor) -> torch.Tensor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -71,7 +72,10 @@ def load_llm(path: str | Path, dtype: str | torch.dtype = torch.float32, lora: L
     device (buffers stay real, on the CPU): FSDP fills in each rank's shards later.
     `merged_lora` (inference): (LoRA weights, the file they came from) folded into the base weights they adapt
     (peft's `merge_and_unload`): the plain LLM comes back, its weights W + B A x scale, and each step runs no LoRA
-    products (`SpeechLLM.from_pretrained(merge_lora=True)`, float dtypes)."""
+    products (`SpeechLLM.from_pretrained(merge_lora=True)`). Only in float32, where it gave the same outputs: in
+    bfloat16 or int8, W + B A is rounded to the weights' own grid and LoRA's small changes with it, so the LoRA stays
+    apart (float32 beside them; its weights left for the caller to load), as it does for a weight another module
+    shares (a head tied to the input embeddings: merged, both would change)."""
     path = Path(path)
     if not (path / "config.json").is_file():
         raise LLMSRTError(f"{path}: not a Hugging Face model folder (no config.json); run `llm-srt setup` or point "
@@ -98,7 +102,8 @@ def load_llm(path: str | Path, dtype: str | torch.dtype = torch.float32, lora: L
     use_decode_attention(model)
     if lora is not None:
         model = apply_lora(model, lora)
-        if merged_lora is not None:
+        if merged_lora is not None and torch_dtype == torch.float32 and not int8 and weights \
+                and target.type != "meta" and not _lora_on_shared_weights(model):
             load_lora_state(model, *merged_lora)
             model = model.merge_and_unload()
     if int8 and weights and target.type != "meta":
@@ -267,6 +272,13 @@ def apply_lora(model: PreTrainedModel, lora: LoraOptions) -> nn.Module:
     except ValueError as e:
         raise LLMSRTError(f"LoRA: {str(e).splitlines()[0]} (check lora.target_modules against the LLM's layer "
                           "names)") from None
+
+
+def _lora_on_shared_weights(model: nn.Module) -> bool:
+    """Whether a LoRA layer's base weight is also another module's (tied embeddings and head)."""
+    uses = Counter(id(p) for _, p in model.named_parameters(remove_duplicate=False))
+    return any(uses[id(m.base_layer.weight)] > 1 for m in model.modules()
+               if hasattr(m, "lora_A") and hasattr(getattr(m, "base_layer", None), "weight"))
 
 
 def load_lora_state(llm: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:

@@ -108,15 +108,16 @@ class SpeechLLM(nn.Module):
         does it). `weights=False`: random encoder and LLM from their config.json
         (paper-shaped benchmarks). `llm_device="meta"`: the LLM as a weightless skeleton (FSDP ranks other than 0
         receive their shards from rank 0). `merged_lora` (inference): LoRA weights and their file, folded into the
-        LLM's weights as it loads (`from_pretrained(merge_lora=True)`)."""
+        LLM's weights as it loads where `load_llm` can do so exactly (`from_pretrained(merge_lora=True)`)."""
         super().__init__()
         self.config = config
         self._weights = weights
-        self.lora_merged = merged_lora is not None and config.lora is not None
         target = torch.device(device) if device is not None else torch.device("cpu")
         self.llm, self.tokenizer = load_llm(resolve_model(config.llm, "llm"), config.dtype, config.lora,
                                             device=llm_device if llm_device is not None else target, weights=weights,
                                             merged_lora=merged_lora)
+        self.lora_merged = (merged_lora is not None and config.lora is not None
+                            and not any("lora_" in name for name, _ in self.llm.named_parameters()))
         self.encoder_dim = whisper_dim(resolve_model(config.encoder, "encoder"))
         self.llm_dim = hidden_size(self.llm)
         self.adapter: Adapter = build_adapter(config.adapter, self.encoder_dim, self.llm_dim, **config.adapter_kwargs)
@@ -378,10 +379,11 @@ class SpeechLLM(nn.Module):
                         merge_lora: bool = False, **overrides) -> "SpeechLLM":
         """Load a checkpoint folder straight onto `device`. `dtype` overrides the frozen models' weight dtype
         (e.g. bfloat16 on a GPU for a checkpoint trained in float32; int8 quantizes the loaded adapter too);
-        `merge_lora` (inference): the folder's LoRA folded into the LLM's float weights as it loads, so a decode step
-        runs no LoRA products (the model can then be neither trained nor saved). Not for int8, whose LoRA stays float
-        beside its int8 layers: merged, LoRA's small changes fell under int8's rounding (the shipped model on the
-        held-out voice, greedy: 7.9 against 9.5 BLEU kept apart, float32 10.0; float32 merged: the same outputs);
+        `merge_lora` (inference): in float32, the folder's LoRA folded into the LLM's weights as it loads, so a decode
+        step runs no LoRA products (such a model refuses to be saved; its LoRA can no longer train). Other dtypes
+        keep it apart, float32 beside their weights: merged, W + B A is rounded to their grid (the shipped model on
+        the held-out voice, greedy, against LoRA apart: float32 the same outputs, bfloat16 26 of 40 the same,
+        int8 7.9 against 9.5 BLEU); so does a LoRA on a weight another module shares (`load_llm`);
         `overrides` replace SpeechLLMConfig fields
         (e.g. encoder=, llm= for a checkpoint moved to another host, trainable=, lora= to add fresh LoRA)."""
         directory = Path(directory)
@@ -400,7 +402,7 @@ class SpeechLLM(nn.Module):
             raise LLMSRTError(f"{directory}: holds {LORA_FILE} but lora is disabled; keep the checkpoint's lora "
                               "options")
         merged = None
-        if merge_lora and has_lora and not is_int8(config.dtype):
+        if merge_lora and has_lora:
             merged = (_load_weights(directory / LORA_FILE), str(directory / LORA_FILE))
         try:
             model = cls(config, device=device, llm_device=llm_device, merged_lora=merged)
