@@ -40,6 +40,9 @@ def _commands() -> list[str]:
                 for t in tokens[i + 1:]:
                     if t in STOP:
                         break
+                    if t.endswith(";"):  # `...; done`
+                        rest.append(t[:-1])
+                        break
                     rest.append(t)
                 commands.append(rest)
     return commands
