@@ -55,8 +55,7 @@ def add_srt_tags_argument(parser) -> None:
 def add_no_repeat_argument(parser) -> None:
     """`--no-repeat-ngram N` (translate, serve, evaluate): sets DecodingOptions.no_repeat_ngram_size."""
     parser.add_argument("--no-repeat-ngram", type=int, default=0, metavar="N",
-                        help="forbid any n-gram of N tokens from repeating in an output (0: off; decodes through "
-                             "HF generate)")
+                        help="forbid any n-gram of N tokens from repeating in an output (0: off)")
 
 
 def eos_ids(model: nn.Module, tokenizer) -> list[int]:
@@ -198,7 +197,7 @@ def greedy_ids(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, max_n
     cache, position = out.past_key_values, positions[:, -1:] + 1
     rows = list(range(embeds.shape[0]))  # batch slot -> row of the result
     result: list[list[int]] = [[] for _ in rows]
-    token = _pick(out.logits, [result[row] for row in rows], no_repeat_ngram)
+    token = _pick(out.logits, result, rows, no_repeat_ngram)
     pending: dict[int, list[int]] = {}  # row whose on_end was asked -> the ids still to write for it
     stop = set(eos)
     while True:
@@ -232,13 +231,14 @@ def greedy_ids(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, max_n
         out = lm(input_ids=token[:, None], attention_mask=mask, position_ids=position, past_key_values=cache,
                  use_cache=True)
         position = position + 1
-        token = _pick(out.logits, [result[row] for row in rows], no_repeat_ngram)
+        token = _pick(out.logits, result, rows, no_repeat_ngram)
 
 
-def _pick(logits: torch.Tensor, rows: list[list[int]], no_repeat_ngram: int) -> torch.Tensor:
-    """The next token of each row (`last_argmax`), none that would repeat one of its n-grams (n > 0)."""
+def _pick(logits: torch.Tensor, result: list[list[int]], rows: list[int], no_repeat_ngram: int) -> torch.Tensor:
+    """The next token of each batch slot (`last_argmax`; slot i decodes row rows[i] of `result`), none that would
+    repeat one of its row's n-grams (n > 0)."""
     if no_repeat_ngram > 0:
-        ban_repeated_ngrams(logits[:, -1], rows, no_repeat_ngram)
+        ban_repeated_ngrams(logits[:, -1], [result[row] for row in rows], no_repeat_ngram)
     return last_argmax(logits)
 
 
