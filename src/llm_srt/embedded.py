@@ -8,6 +8,7 @@ recording the source package versions; while the stamp matches, later calls do n
 
     llm-srt setup            # idempotent; about a minute the first time
     llm-srt setup --force    # convert again
+    llm-srt setup --comet    # also the COMET environment for `llm-srt evaluate --comet` (evaluate/comet.py)
 """
 
 from __future__ import annotations
@@ -191,6 +192,9 @@ def _write_stamp(folder: Path, dists: tuple[str, ...], seconds: float) -> None:
 # ------------------------------------------------------------------------------------------------------- verb --
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="convert again even if already done")
+    parser.add_argument("--comet", action="store_true",
+                        help="also create the COMET environment (`evaluate --comet`): a venv of its own under the "
+                             "cache folder, since unbabel-comet needs numpy < 2 and transformers < 5")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -202,5 +206,9 @@ def main(args: argparse.Namespace) -> int:
         print(f"  {step.name:8s} {what:24s} {step.path}", flush=True)
 
     ensure_embedded(force=args.force, report=report)
+    if args.comet:
+        from .evaluate.comet import install_env
+
+        install_env(force=args.force, log=lambda line: print(f"  {line}", flush=True))
     print(f"done in {time.perf_counter() - start:.1f} s", flush=True)
     return 0

@@ -2,7 +2,8 @@
 
 From each system's utterances: BLEU per direction, averages per source (src -> X) and per target (X -> tgt) as in
 the paper's Tables 3/4, the full src x tgt matrix (Table 18), the average over directions, and WER/CER of the
-transcript per source language. Files: results.json, report.md, bleu_matrix.png and, given a system's own LLM on
+transcript per source language; with COMET scores on the rows (`evaluate --comet`, evaluate/comet.py), mean COMET
+per direction too. Files: results.json, report.md, bleu_matrix.png and, given a system's own LLM on
 text MT of the same rows (`build_report(mt=)`), mt_vs_s2tt.png (Figure 3).
 
 A failed utterance (an error, CUDA out-of-memory included, or no output) is scored as an empty hypothesis: it
@@ -46,6 +47,7 @@ class UtteranceResult:
     error: str | None = None  # why the utterance failed; a failed utterance is scored as an empty hypothesis
     task: str | None = None  # the task it ran as (srt, s2tt, smt, asr, mt); None: not recorded
     forced_tags: bool = False  # SRT: its language tags were written for it (the model would have ended there)
+    comet: float | None = None  # COMET's score of the translation (evaluate --comet; None: not scored)
 
     @classmethod
     def from_dict(cls, row: Mapping) -> "UtteranceResult":
@@ -75,6 +77,8 @@ class SystemScores:
     rows: dict[Direction, int] = field(default_factory=dict)  # utterances per direction, failed ones included
     mt: "SystemScores | None" = None  # the same system's LLM on text MT of the same rows (--with-mt), if run
     forced_tags: int = 0  # SRT utterances whose language tags were written for them (`--no-force-srt-tags`: none)
+    comet: dict[Direction, float] = field(default_factory=dict)  # mean COMET x 100 per direction (scored rows)
+    comet_unscored: int = 0  # with COMET: rows with a reference translation but no score (no source transcript)
 
     @property
     def n_rows(self) -> int:
@@ -103,6 +107,10 @@ class SystemScores:
         """Mean BLEU over directions (NaN when nothing was scored)."""
         return float(np.mean([s.score for s in self.bleu.values()])) if self.bleu else math.nan
 
+    def average_comet(self) -> float:
+        """Mean COMET (x 100) over directions (NaN when none was scored)."""
+        return float(np.mean(list(self.comet.values()))) if self.comet else math.nan
+
     def matrix(self, sources: list[str], targets: list[str]) -> np.ndarray:
         """BLEU matrix, shape (len(sources), len(targets)); NaN where a direction was not scored."""
         return np.array([[self.bleu[(s, t)].score if (s, t) in self.bleu else math.nan for t in targets]
@@ -116,6 +124,9 @@ class Report:
     comparisons: tuple[tuple[str, str, "Comparison"], ...] = ()
     # the same for the transcripts' WER/CER, per source language: (system, compared with, language, result)
     transcript_comparisons: tuple[tuple[str, str, str, "Comparison"], ...] = ()
+    # the same for the mean COMET of the rows both systems have a score for: (system, compared with, result)
+    comet_comparisons: tuple[tuple[str, str, "Comparison"], ...] = ()
+    comet_model: str | None = None  # the COMET model that scored the rows (evaluate --comet)
     # how the systems decoded here ran (task, search, device, weight dtype ...): results.json's "decoding", one line
     # of report.md; systems read from results files ran as their own report says
     decoding: Mapping[str, object] | None = None
@@ -169,8 +180,14 @@ def score_system(name: str, results: Iterable[UtteranceResult | Mapping]) -> Sys
     totals: dict[Direction, int] = {}
     for r in rows:
         totals[(r.src, r.tgt)] = totals.get((r.src, r.tgt), 0) + 1
+    comet: dict[Direction, list[float]] = {}
+    for r in rows:
+        if r.comet is not None and r.ref_translation is not None:
+            comet.setdefault((r.src, r.tgt), []).append(r.comet)
+    unscored = sum(r.comet is None for r in rows if r.ref_translation is not None) if comet else 0
     return SystemScores(name, scores, asr, sum(len(p) for p in by_direction.values()),
-                        tuple(r for r in rows if r.failed), totals, forced_tags=sum(r.forced_tags for r in rows))
+                        tuple(r for r in rows if r.failed), totals, forced_tags=sum(r.forced_tags for r in rows),
+                        comet={d: 100 * float(np.mean(v)) for d, v in comet.items()}, comet_unscored=unscored)
 
 
 def transcript_rows(rows: Iterable[UtteranceResult]) -> dict[str, list[UtteranceResult]]:
@@ -251,6 +268,9 @@ def to_json(report: Report) -> dict:
     significance = {a: {"compared_with": b, "delta_bleu": _num(c.delta), "ci95": [_num(c.low), _num(c.high)],
                         "p": round(c.p, 4), "verdict": c.verdict(), "resamples": c.samples}
                     for a, b, c in report.comparisons}
+    comet = {a: {"compared_with": b, "delta_comet": _num(c.delta), "ci95": [_num(c.low), _num(c.high)],
+                 "p": round(c.p, 4), "verdict": c.verdict(), "sentences": c.sentences, "resamples": c.samples}
+             for a, b, c in report.comet_comparisons}
     by_language: dict[str, dict] = {}
     for a, b, lang, c in report.transcript_comparisons:
         by_language.setdefault(a, {})[lang] = {
@@ -260,9 +280,11 @@ def to_json(report: Report) -> dict:
     return {"systems": {s.name: {**_system_json(s), **({"mt": _system_json(s.mt)} if s.mt is not None else {}),
                                  **({"significance": significance[s.name]} if s.name in significance else {}),
                                  **({"transcript_significance": by_language[s.name]} if s.name in by_language
-                                    else {})}
+                                    else {}),
+                                 **({"comet_significance": comet[s.name]} if s.name in comet else {})}
                         for s in report.systems},
-            **({"decoding": dict(report.decoding)} if report.decoding is not None else {})}
+            **({"decoding": dict(report.decoding)} if report.decoding is not None else {}),
+            **({"comet_model": report.comet_model} if report.comet_model else {})}
 
 
 def _system_json(s: SystemScores) -> dict:
@@ -280,6 +302,8 @@ def _system_json(s: SystemScores) -> dict:
         "asr": {src: asdict(v) for src, v in s.asr.items()},
         "failed": [{"id": r.id, "src": r.src, "tgt": r.tgt, "error": r.error or "no translation"}
                    for r in s.failed],
+        **({"average_comet": _num(s.average_comet()), "comet": {_key(d): _num(v) for d, v in s.comet.items()},
+            "n_comet_unscored": s.comet_unscored} if s.comet else {}),
     }
 
 
@@ -312,6 +336,13 @@ def to_markdown(report: Report) -> str:
         parts += _md_table(["src \\ tgt", *report.targets, "Avg"],
                            [[src, *[_fmt(v) for v in row], _fmt(s.by_source().get(src))]
                             for src, row in zip(srcs, m)])
+    comet_dirs = _unique(d for s in report.systems for d in s.comet)
+    if comet_dirs:
+        parts += ["", "## COMET by direction (x 100; source: the reference transcript)", "",
+                  f"Model: `{report.comet_model}`", ""]
+        parts += _md_table(["system", *[_arrow(d) for d in comet_dirs], "Avg", "rows not scored"],
+                           [[s.name, *[_fmt(s.comet.get(d)) for d in comet_dirs], _fmt(s.average_comet()),
+                             s.comet_unscored] for s in report.systems])
     asr_srcs = _unique(l for s in report.systems for l in s.asr)
     if asr_srcs:
         parts += ["", "## Transcripts: WER / CER by source language (lower is better)", ""]
@@ -330,6 +361,11 @@ def to_markdown(report: Report) -> str:
                       f"({report.comparisons[0][2].samples} resamples)", ""]
         parts += _md_table(["system", "compared with", "Δ avg BLEU", "95% interval", "p", "verdict"],
                            _comparison_rows(report))
+    if report.comet_comparisons:
+        parts += ["", f"## COMET: is the difference real? Paired bootstrap over test sentences "
+                      f"({report.comet_comparisons[0][2].samples} resamples)", ""]
+        parts += _md_table(["system", "compared with", "Δ mean COMET", "95% interval", "p", "sentences", "verdict"],
+                           _comet_comparison_rows(report))
     if report.transcript_comparisons:
         parts += ["", f"## Transcripts: is the difference real? Paired bootstrap over test sentences "
                       f"({report.transcript_comparisons[0][3].samples} resamples; lower is better)", ""]
@@ -366,6 +402,13 @@ def format_table(report: Report) -> str:
     header = ["system", *header, "Avg", "failed"]
     rows = [[s.name, *c, _fmt(s.average()), _of(len(s.failed), s.n_rows)] for s, c in zip(report.systems, cells)]
     text = "BLEU\n" + _text_table(header, rows)
+    comet_dirs = _unique(d for s in report.systems for d in s.comet)
+    if comet_dirs:
+        shown = comet_dirs if len(comet_dirs) <= MAX_DIRECTION_COLUMNS else []
+        header = ["system", *[f"{d[0]}->{d[1]}" for d in shown], "Avg", "not scored"]
+        rows = [[s.name, *[_fmt(s.comet.get(d)) for d in shown], _fmt(s.average_comet()), s.comet_unscored]
+                for s in report.systems]
+        text += "\n\nCOMET (x 100)\n" + _text_table(header, rows)
     langs = _unique(lang for s in report.systems for lang in s.asr)
     if langs:
         header = ["system", *[f"{l} {_asr_metric(report, l).upper()}" for l in langs]]
@@ -380,6 +423,10 @@ def format_table(report: Report) -> str:
     if report.comparisons:
         text += ("\n\nPaired bootstrap over test sentences (avg BLEU)\n"
                  + _text_table(["system", "vs", "delta", "95% interval", "p", "verdict"], _comparison_rows(report)))
+    if report.comet_comparisons:
+        text += ("\n\nPaired bootstrap over test sentences (mean COMET x 100)\n"
+                 + _text_table(["system", "vs", "delta", "95% interval", "p", "sentences", "verdict"],
+                               _comet_comparison_rows(report)))
     if report.transcript_comparisons:
         text += ("\n\nPaired bootstrap over test sentences (transcript WER / CER, lower is better)\n"
                  + _text_table(["system", "vs", "language", "delta", "95% interval", "p", "sentences", "verdict"],
@@ -403,6 +450,11 @@ def _forced_lines(report: Report) -> str:
 def _comparison_rows(report: Report) -> list[list]:
     return [[a, b, f"{c.delta:+.1f}", f"[{c.low:+.1f}, {c.high:+.1f}]", f"{c.p:.3f}", c.verdict()]
             for a, b, c in report.comparisons]
+
+
+def _comet_comparison_rows(report: Report) -> list[list]:
+    return [[a, b, f"{c.delta:+.1f}", f"[{c.low:+.1f}, {c.high:+.1f}]", f"{c.p:.3f}", c.sentences, c.verdict()]
+            for a, b, c in report.comet_comparisons]
 
 
 def _transcript_comparison_rows(report: Report) -> list[list]:

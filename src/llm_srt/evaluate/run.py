@@ -27,8 +27,9 @@ from ..device import Placement
 from ..errors import LLMSRTError
 from ..model.decoding import DecodingOptions, add_no_repeat_argument, add_srt_tags_argument
 from ..prompts import Task
+from .comet import DEFAULT_MODEL, CometOptions, comet_python, score_systems
 from .report import Report, UtteranceResult, build_report, format_table, load_results, write_report
-from .significance import SAMPLES, check_samples, paired_bootstrap_runs, paired_error_rates_runs
+from .significance import SAMPLES, check_samples, paired_bootstrap_runs, paired_error_rates_runs, paired_mean
 
 TASKS = ("auto", "srt", "s2tt", "smt", "asr")  # --task; auto: what the model folder was trained for
 GATHER_TIMEOUT = timedelta(hours=12)  # how long rank 0 waits for the slowest rank's shard
@@ -183,14 +184,17 @@ def pooled(runs: list[list[UtteranceResult]]) -> list[UtteranceResult]:
 def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Path, task: str = "auto",
              options: DecodingOptions = DecodingOptions(), batch_size: int = 8, limit: int | None = None,
              with_mt: bool = False, skip_bad: bool = False, log=print, placement: Placement | None = None,
-             whisper: str | None = None, llm: str | None = None, significance: int = SAMPLES):
+             whisper: str | None = None, llm: str | None = None, significance: int = SAMPLES,
+             comet: CometOptions | None = None):
     """Run every model (name -> folder, or a baseline's name) over the manifest and write the report into `out`;
     the Report on rank 0, None on the other ranks. A model that is a results file (`is_results_file`: the
     hyps.NAME.jsonl an earlier evaluation wrote) is read, not run, so decoded systems can be scored and compared
     again; `manifest` may be None when every model is one. `whisper` / `llm`: the baselines' Whisper and LLM
     folders. With several systems, each is compared with the first by paired bootstrap resampling
     (`significance` resamples; 0: no test; `compare_systems`); a system of several runs (results files) is tested
-    run by run against another of as many runs."""
+    run by run against another of as many runs. `comet`: score every system's rows with COMET too (each row's
+    score in its hyps file; mean per direction in the report; paired test of the mean against the first system);
+    without it, scores a results file carries are left out (another COMET model may have made them)."""
     from ..infer import SpeechTranslator
     from ..model.systems import load_system
 
@@ -198,6 +202,8 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
         raise LLMSRTError(f"--task {task}: use one of {', '.join(TASKS)}")
     if significance:
         check_samples(significance)  # before any decoding: a long evaluation must not end in this error
+    if comet is not None and world()[0] == 0:
+        comet_python(comet.python)  # the same: no COMET environment is an error before decoding, not after
     run_now = {name: path for name, path in models.items() if not is_results_file(path)}
     if run_now and manifest is None:
         raise LLMSRTError(f"--manifest is needed to run {', '.join(run_now)} (only results files are scored "
@@ -238,6 +244,10 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
         log(f"--with-mt: no text MT for {', '.join(loaded)} (results files are scored, not run)")
     runs = {name: [systems[name]] if name in systems else loaded[name] for name in models}
     systems = {name: pooled(r) for name, r in runs.items()}
+    if comet is not None:
+        systems = score_systems(systems, comet, log)
+    else:
+        systems = {name: [replace(r, comet=None) for r in rows] for name, rows in systems.items()}
     for name, results in systems.items():
         _write_hyps(hyps_path(out, name), results)
     for name, results in mt.items():
@@ -245,8 +255,10 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
     report = build_report(systems, mt=mt)
     if tasks:
         report = replace(report, decoding=decoding_record(tasks, options, placement, with_mt))
+    if comet is not None:
+        report = replace(report, comet_model=comet.model)
     if len(systems) > 1 and significance:
-        report = compare_systems(report, runs, significance, log)
+        report = compare_systems(report, runs, significance, log, scored=systems)
     files = write_report(report, out)
     log(format_table(report))
     log("wrote " + ", ".join(str(p) for p in files.values()))
@@ -270,10 +282,12 @@ def decoding_record(tasks: dict[str, str], options: DecodingOptions, placement: 
 
 
 def compare_systems(report: Report, runs: dict[str, list[list[UtteranceResult]]], samples: int,
-                    log=print) -> Report:
+                    log=print, scored: dict[str, list[UtteranceResult]] | None = None) -> Report:
     """The report with its paired tests (system name -> its runs' results, one run per decoded system): each
     system's average BLEU against the first system's, and per source language its transcripts' WER/CER against
-    the first system that transcribed that language (a direct S2TT system writes none). A pair that cannot be
+    the first system that transcribed that language (a direct S2TT system writes none); given the rows with their
+    COMET scores (`scored`, name -> rows), each system's mean COMET against the first's over the rows both have a
+    score for. A pair that cannot be
     compared (other rows; a different number of runs) is logged and left out: the results are never lost to it."""
     def test(what: str, name: str, first: str, paired, select=lambda rows: rows):
         if len(runs[name]) != len(runs[first]):
@@ -302,7 +316,17 @@ def compare_systems(report: Report, runs: dict[str, list[list[UtteranceResult]]]
                      lambda rows: [r for r in rows if r.src == lang])
             if c is not None:
                 transcripts.append((name, names[0], lang, c[lang]))
-    return replace(report, comparisons=tuple(comparisons), transcript_comparisons=tuple(transcripts))
+    comet = []
+    first_comet = {r.id: r.comet for r in (scored or {}).get(first, []) if r.comet is not None}
+    for s in report.systems[1:] if first_comet else ():
+        pairs = [(r.comet, first_comet[r.id]) for r in scored[s.name] if r.comet is not None and r.id in first_comet]
+        if not pairs:
+            log(f"no paired COMET test of {s.name} against {first}: no row scored in both")
+            continue
+        comet.append((s.name, first, paired_mean([100 * a for a, _ in pairs], [100 * b for _, b in pairs],
+                                                 samples=samples)))
+    return replace(report, comparisons=tuple(comparisons), transcript_comparisons=tuple(transcripts),
+                   comet_comparisons=tuple(comet))
 
 
 def add_arguments(parser) -> None:
@@ -332,6 +356,14 @@ def add_arguments(parser) -> None:
                         help="with several systems: paired bootstrap of each against the first (BLEU; "
                              "transcript WER/CER per language), N resamples (0: none)")
     parser.add_argument("--skip-bad", action="store_true", help="skip bad manifest rows instead of stopping")
+    parser.add_argument("--comet", nargs="?", const=DEFAULT_MODEL, default=None, metavar="MODEL",
+                        help=f"also score COMET (default model {DEFAULT_MODEL}; or a COMET model folder or "
+                             "checkpoint file); runs in its own Python: `llm-srt setup --comet` makes it")
+    parser.add_argument("--comet-python", default=None,
+                        help="the Python with unbabel-comet (default: $LLM_SRT_COMET_PYTHON, else the setup's)")
+    parser.add_argument("--comet-batch-size", type=int, default=16)
+    parser.add_argument("--comet-gpus", type=int, default=None,
+                        help="GPUs COMET may use (default: 1 when its torch sees CUDA, else 0)")
     device.add_arguments(parser)
 
 
@@ -342,7 +374,9 @@ def main(args) -> int:
                                       no_repeat_ngram_size=args.no_repeat_ngram, force_srt_tags=args.force_srt_tags),
                       args.batch_size,
                       args.limit, args.with_mt, args.skip_bad, placement=device.from_args(args),
-                      whisper=args.whisper, llm=args.llm, significance=args.significance)
+                      whisper=args.whisper, llm=args.llm, significance=args.significance,
+                      comet=CometOptions(args.comet, args.comet_python, args.comet_batch_size, args.comet_gpus)
+                      if args.comet else None)
     if report is None:  # a rank other than 0 under torchrun
         return 0
     return 0 if any(len(s.failed) < s.n_rows for s in report.systems) else 1  # 1: not one row could be translated

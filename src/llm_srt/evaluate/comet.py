@@ -1,0 +1,197 @@
+"""COMET (the paper's second metric, wmt22-comet-da) for `llm-srt evaluate --comet`.
+
+unbabel-comet pins numpy < 2 and transformers < 5, so it cannot live in our environment: it runs in a Python of its
+own (`llm-srt setup --comet` makes one under the cache folder, pinned by comet_constraints.txt, torch at our
+version), and `comet_bridge.py` (run by that Python) scores every system's rows in one call, the model loaded once.
+
+A row is scored when it has a reference translation and a source sentence: COMET reads (source, hypothesis,
+reference), and the source of a speech translation row is its reference transcript, as speech-translation papers
+score it. A failed row is scored as the empty hypothesis, as in BLEU. A row without a source transcript (or an ASR
+row) gets no COMET score; the report counts them. Scores are COMET's own (0-1 for wmt22-comet-da), shown x 100.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from importlib import metadata, resources
+from pathlib import Path
+
+from .. import paths
+from ..errors import LLMSRTError
+from .report import UtteranceResult
+
+DEFAULT_MODEL = "Unbabel/wmt22-comet-da"  # the paper's COMET
+COMET_VERSION = "2.2.7"
+PYTHON_ENV = "LLM_SRT_COMET_PYTHON"  # a Python with unbabel-comet installed, instead of the setup's
+CONSTRAINTS = "comet_constraints.txt"  # in this package: the exact versions of the COMET environment
+STAMP = ".llm-srt-comet.json"  # inside the environment: what the setup installed
+OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")  # our CLI sets them; a COMET model name needs the hub
+SETUP_HINT = ("run `llm-srt setup --comet` (a minute, from the package index), or point --comet-python (or "
+              f"${PYTHON_ENV}) at a Python that has unbabel-comet")
+
+
+@dataclass(frozen=True)
+class CometOptions:
+    model: str = DEFAULT_MODEL  # a COMET model name, folder or checkpoint file
+    python: str | None = None  # the COMET Python (None: $LLM_SRT_COMET_PYTHON, else the setup's environment)
+    batch_size: int = 16
+    gpus: int | None = None  # None: 1 when the COMET Python sees CUDA, else 0
+
+    def __post_init__(self):
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise LLMSRTError("--comet needs a COMET model name, folder or checkpoint file")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise LLMSRTError(f"--comet-batch-size {self.batch_size}: use a whole number >= 1")
+        if self.gpus is not None and (not isinstance(self.gpus, int) or self.gpus < 0):
+            raise LLMSRTError(f"--comet-gpus {self.gpus}: use 0 (CPU) or a whole number of GPUs")
+
+
+def env_dir() -> Path:
+    """Where `llm-srt setup --comet` puts the COMET environment."""
+    return paths.cache_dir() / "comet-env"
+
+
+def comet_python(explicit: str | None = None) -> Path:
+    """The Python that runs COMET: `explicit`, else $LLM_SRT_COMET_PYTHON, else the setup's environment."""
+    for value, where in ((explicit, "--comet-python"), (os.environ.get(PYTHON_ENV), f"${PYTHON_ENV}")):
+        if value:
+            path = Path(value).expanduser()
+            if not path.is_file():
+                raise LLMSRTError(f"{where} {value}: no such file; {SETUP_HINT}")
+            return path
+    python = _python(env_dir())
+    if not _stamp_ok(env_dir()):
+        raise LLMSRTError(f"COMET runs in its own Python environment (unbabel-comet needs numpy < 2 and "
+                          f"transformers < 5) and there is none yet at {env_dir()}: {SETUP_HINT}")
+    return python
+
+
+def sample(r: UtteranceResult) -> dict[str, str] | None:
+    """The (source, hypothesis, reference) COMET scores for a row, or None when it cannot be scored."""
+    if r.ref_translation is None or not r.ref_transcript or r.task == "asr":
+        return None
+    return {"src": r.ref_transcript, "mt": "" if r.failed else r.hyp_translation, "ref": r.ref_translation}
+
+
+def score_systems(systems: Mapping[str, Sequence[UtteranceResult]], options: CometOptions,
+                  log=print) -> dict[str, list[UtteranceResult]]:
+    """Every system's rows with their COMET score (`UtteranceResult.comet`; None for a row that cannot be scored),
+    all systems in one call of the COMET Python; a (source, hypothesis, reference) met twice is scored once."""
+    unique: dict[tuple[str, str, str], int] = {}
+    for rows in systems.values():
+        for r in rows:
+            s = sample(r)
+            if s is not None:
+                unique.setdefault((s["src"], s["mt"], s["ref"]), len(unique))
+    started = time.perf_counter()
+    scores = segment_scores([{"src": a, "mt": b, "ref": c} for a, b, c in unique], options)
+    log(f"COMET ({options.model}): {len(unique)} segments scored in {time.perf_counter() - started:.0f} s")
+
+    def scored(r: UtteranceResult) -> UtteranceResult:
+        s = sample(r)
+        return replace(r, comet=None if s is None else scores[unique[(s["src"], s["mt"], s["ref"])]])
+
+    return {name: [scored(r) for r in rows] for name, rows in systems.items()}
+
+
+def segment_scores(samples: list[dict[str, str]], options: CometOptions) -> list[float]:
+    """COMET's score of each {"src", "mt", "ref"}, in order, from the COMET Python (`comet_bridge.py`)."""
+    if not samples:
+        return []
+    python = comet_python(options.python)
+    bridge = Path(__file__).with_name("comet_bridge.py")
+    with tempfile.TemporaryDirectory(prefix="llm-srt-comet-") as tmp:
+        request, response = Path(tmp) / "request.json", Path(tmp) / "response.json"
+        request.write_text(json.dumps({"model": options.model, "samples": samples, "batch_size": options.batch_size,
+                                       "gpus": options.gpus}, ensure_ascii=False), encoding="utf-8")
+        done = subprocess.run([str(python), str(bridge), str(request), str(response)], capture_output=True,
+                              text=True, env=_bridge_env(options.model))
+        if done.returncode != 0:
+            lines = [line for line in done.stderr.splitlines() if line.strip()]
+            said = next((line for line in reversed(lines) if line.startswith("COMET:")), lines[-1] if lines else "")
+            raise LLMSRTError(f"--comet {options.model}: {said or f'exit status {done.returncode}'} (ran {python})")
+        scores = json.loads(response.read_text(encoding="utf-8"))["scores"]
+    if len(scores) != len(samples):
+        raise LLMSRTError(f"--comet {options.model}: {len(scores)} scores came back for {len(samples)} segments")
+    return [float(s) for s in scores]
+
+
+def _bridge_env(model: str) -> dict[str, str]:
+    """The COMET Python's environment: ours, but a model name (not a local path) may reach the hub to download it
+    once (our CLI sets the offline switches for its own runs)."""
+    env = dict(os.environ)
+    if not Path(model).expanduser().exists():
+        for name in OFFLINE_VARS:
+            env.pop(name, None)
+    return env
+
+
+def install_env(target: Path | None = None, force: bool = False, log=print) -> Path:
+    """Create (or keep, when its stamp matches) the COMET environment: a venv with unbabel-comet and its exact
+    dependencies (comet_constraints.txt), torch at our version. Returns its Python."""
+    target = target or env_dir()
+    with _lock(target):
+        if not force and _stamp_ok(target):
+            log(f"COMET environment: {target} (already set up)")
+            return _python(target)
+        started = time.perf_counter()
+        log(f"COMET environment: creating {target} (unbabel-comet {COMET_VERSION}, torch {_torch_version()})")
+        _run([sys.executable, "-m", "venv", "--clear", str(target)], "create the COMET environment")
+        constraints = resources.files("llm_srt.evaluate").joinpath(CONSTRAINTS)
+        with resources.as_file(constraints) as file:
+            _run([str(_python(target)), "-m", "pip", "install", "-q", "-c", str(file), f"torch=={_torch_version()}",
+                  f"unbabel-comet=={COMET_VERSION}", "setuptools"], "install unbabel-comet")
+        _run([str(_python(target)), "-c", "import comet"], "import comet in the new environment")
+        (target / STAMP).write_text(json.dumps(_expected_stamp(), indent=1) + "\n", encoding="utf-8")
+        log(f"COMET environment: ready in {time.perf_counter() - started:.0f} s")
+        return _python(target)
+
+
+def _python(env: Path) -> Path:
+    return env / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+
+def _torch_version() -> str:
+    return metadata.version("torch").split("+")[0]
+
+
+def _expected_stamp() -> dict:
+    text = resources.files("llm_srt.evaluate").joinpath(CONSTRAINTS).read_bytes()
+    return {"unbabel-comet": COMET_VERSION, "torch": _torch_version(),
+            "constraints_sha256": hashlib.sha256(text).hexdigest()}
+
+
+def _stamp_ok(env: Path) -> bool:
+    try:
+        return json.loads((env / STAMP).read_text()) == _expected_stamp() and _python(env).is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def _run(command: list[str], what: str) -> None:
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = " | ".join(line.strip() for line in done.stderr.splitlines()[-3:] if line.strip())
+        raise LLMSRTError(f"cannot {what} (exit status {done.returncode}): {tail or 'no output'}")
+
+
+@contextlib.contextmanager
+def _lock(target: Path) -> Iterator[None]:
+    """One setup of an environment at a time on this machine (parallel test workers, two shells)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{target.name}.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

@@ -1,0 +1,74 @@
+"""COMET's side of `llm-srt evaluate --comet`: run by the Python of the COMET environment (unbabel-comet pins
+numpy < 2 and transformers < 5, so it cannot share ours), never imported by llm_srt. It imports nothing of llm_srt.
+
+    python comet_bridge.py REQUEST.json RESPONSE.json
+
+REQUEST: {"model": a checkpoint file (.../checkpoints/model.ckpt), a model folder holding one, or a COMET model name
+(e.g. "Unbabel/wmt22-comet-da", downloaded once into the Hugging Face cache), "samples": [{"src", "mt", "ref"}, ...],
+"batch_size": int, "gpus": int or null (null: 1 when CUDA is available)}.
+RESPONSE: {"scores": one float per sample, in order, "system_score": their mean, "checkpoint": the file loaded}.
+An error is one line on stderr and exit status 2.
+"""
+
+import json
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+
+# this file's folder holds llm_srt's own comet.py: out of the path, so that `import comet` is unbabel-comet
+HERE = Path(__file__).resolve().parent
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+
+
+def checkpoint(model: str) -> str:
+    """The checkpoint file of `model`: the file itself, a folder's checkpoints/model.ckpt, or a downloaded name."""
+    path = Path(model).expanduser()
+    if path.is_file():
+        return str(path)
+    if path.is_dir():
+        ckpt = path / "checkpoints" / "model.ckpt"
+        if not ckpt.is_file():
+            raise ValueError(f"{path}: no checkpoints/model.ckpt in this folder (a COMET model folder holds "
+                             "hparams.yaml and checkpoints/model.ckpt)")
+        return str(ckpt)
+    if os.sep in model or model.startswith("."):
+        raise ValueError(f"{model}: no such COMET checkpoint or folder")
+    from comet import download_model
+
+    return download_model(model)
+
+
+def main(request_path: str, response_path: str) -> int:
+    request = json.loads(Path(request_path).read_text(encoding="utf-8"))
+    logging.disable(logging.WARNING)  # Lightning's banners and tips
+    warnings.filterwarnings("ignore")
+    import torch
+    from comet import load_from_checkpoint
+
+    ckpt = checkpoint(request["model"])
+    model = load_from_checkpoint(ckpt)
+    gpus = request.get("gpus")
+    if gpus is None:
+        gpus = 1 if torch.cuda.is_available() else 0
+    samples = request["samples"]
+    scores = []
+    if samples:
+        out = model.predict(samples, batch_size=int(request.get("batch_size", 16)), gpus=gpus, progress_bar=False)
+        scores = [float(s) for s in out.scores]
+    if len(scores) != len(samples):
+        raise ValueError(f"COMET returned {len(scores)} scores for {len(samples)} samples")
+    Path(response_path).write_text(json.dumps({"scores": scores, "checkpoint": ckpt,
+                                               "system_score": sum(scores) / len(scores) if scores else None}),
+                                   encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main(*sys.argv[1:3]))
+    except Exception as e:  # one line for the caller, which shows it as its error
+        message = " ".join(str(e).split()) or type(e).__name__
+        print(f"COMET: {type(e).__name__}: {message}", file=sys.stderr)
+        sys.exit(2)
