@@ -44,10 +44,10 @@ def main(request_path: str, response_path: str) -> int:
     request = json.loads(Path(request_path).read_text(encoding="utf-8"))
     logging.disable(logging.WARNING)  # Lightning's banners and tips
     warnings.filterwarnings("ignore")
+    ckpt = checkpoint(request["model"])  # a bad path fails before the imports' seconds
     import torch
     from comet import load_from_checkpoint
 
-    ckpt = checkpoint(request["model"])
     model = load_from_checkpoint(ckpt)
     gpus = request.get("gpus")
     if gpus is None:

@@ -2,6 +2,8 @@
 
     llm-srt score --hyp hyp.deu.txt --ref ref.deu.txt --tgt-lang deu
     BLEU = 36.90  nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0
+    llm-srt score --hyp hyp.deu.txt --ref ref.deu.txt --src src.eng.txt --tgt-lang deu --metric comet
+    COMET = 80.12  model:Unbabel/wmt22-comet-da|x100|n:1012     (in its own Python: evaluate/comet.py)
 """
 
 import argparse
@@ -11,6 +13,7 @@ from pathlib import Path
 
 from ..errors import LLMSRTError, open_regular, shown
 from . import metrics
+from .comet import DEFAULT_MODEL, CometOptions, segment_scores
 
 DECIMALS = 2  # SacreBLEU's own width for the printed score
 
@@ -21,8 +24,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tgt-lang", required=True,
                         help="ISO 639-3 code of the texts' language (picks the BLEU tokenizer and the "
                              "WER/CER normalizer)")
-    parser.add_argument("--metric", choices=list(metrics.METRICS), default="bleu",
-                        help="metric to compute (default: bleu)")
+    parser.add_argument("--metric", choices=[*metrics.METRICS, "comet"], default="bleu",
+                        help="metric to compute (default: bleu; comet needs --src and `llm-srt setup --comet`)")
+    parser.add_argument("--src", type=Path, default=None, help="source sentences, one per line (COMET reads them)")
+    parser.add_argument("--comet-model", default=DEFAULT_MODEL, help="COMET model name, folder or checkpoint file")
+    parser.add_argument("--comet-python", default=None,
+                        help="the Python with unbabel-comet (default: $LLM_SRT_COMET_PYTHON, else the setup's)")
     parser.add_argument("--json", action="store_true", help='print {"metric", "score", "signature", "n"} as JSON')
 
 
@@ -34,12 +41,34 @@ def main(args: argparse.Namespace) -> int:
     if len(hyps) != len(refs):
         raise LLMSRTError(f"{hyp} has {len(hyps)} lines but {ref} has {len(refs)}; "
                           "hypotheses and references must pair up line by line")
+    if args.metric == "comet":
+        return print_comet(args, hyps, refs)
     score = metrics.compute(args.metric, hyps, refs, args.tgt_lang)
     if args.json:
         print(json.dumps({"metric": score.metric, "score": round(score.score, DECIMALS),
                           "signature": score.signature, "n": score.n}, ensure_ascii=False))
     else:
         print(score.format(DECIMALS))
+    return 0
+
+
+def print_comet(args: argparse.Namespace, hyps: list[str], refs: list[str]) -> int:
+    """Mean COMET (x 100) of the lines, each scored from (source, hypothesis, reference)."""
+    if args.src is None:
+        raise LLMSRTError("--metric comet needs --src: COMET reads each source sentence beside its hypothesis")
+    srcs = read_lines(args.src)
+    if len(srcs) != len(hyps):
+        raise LLMSRTError(f"{shown(str(args.src))} has {len(srcs)} lines but {shown(str(args.hyp))} has {len(hyps)}; "
+                          "sources and hypotheses must pair up line by line")
+    options = CometOptions(model=args.comet_model, python=args.comet_python)
+    scores = segment_scores([{"src": s, "mt": h, "ref": r} for s, h, r in zip(srcs, hyps, refs)], options)
+    mean = 100 * sum(scores) / len(scores)
+    signature = f"model:{options.model}|x100|n:{len(scores)}"
+    if args.json:
+        print(json.dumps({"metric": "COMET", "score": round(mean, DECIMALS), "signature": signature,
+                          "n": len(scores)}, ensure_ascii=False))
+    else:
+        print(f"COMET = {mean:.{DECIMALS}f}  {signature}")
     return 0
 
 

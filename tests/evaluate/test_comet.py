@@ -1,0 +1,181 @@
+"""`llm-srt evaluate --comet`: COMET scores from unbabel-comet in its own Python (the setup's environment), on a tiny
+COMET model with random weights that the test builds (tiny_comet.py); nothing is downloaded."""
+
+import argparse
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from llm_srt.errors import LLMSRTError
+from llm_srt.evaluate import comet, run
+from llm_srt.evaluate.comet import CometOptions, segment_scores
+from llm_srt.evaluate.report import UtteranceResult, load_results
+
+HERE = Path(__file__).parent
+SAMPLES = [{"src": "the cat sat on the mat", "mt": "die katze sat", "ref": "die katze sat on the mat"},
+           {"src": "a dog", "mt": "", "ref": "der hund"},
+           {"src": "the house", "mt": "la maison ünd ça", "ref": "la maison"},
+           {"src": "a cat", "mt": "le chat", "ref": "le chat"},
+           {"src": "a cat", "mt": "el gato is a casa dog", "ref": "el gato"}]
+
+
+@pytest.fixture(scope="session")
+def comet_python() -> Path:
+    """The COMET environment (`llm-srt setup --comet`: a minute the first time on a machine, then a no-op)."""
+    return comet.install_env()
+
+
+@pytest.fixture(scope="session")
+def tiny_comet(comet_python, tmp_path_factory) -> Path:
+    """A COMET regression metric with a 2-layer XLM-R of width 16 and random weights: OUT/checkpoints/model.ckpt."""
+    out = tmp_path_factory.mktemp("tiny-comet")
+    subprocess.run([str(comet_python), str(HERE / "tiny_comet.py"), str(out)], check=True, capture_output=True)
+    return out
+
+
+def comets_own(python: Path, model: Path, samples: list[dict], tmp: Path) -> list[float]:
+    """unbabel-comet's `predict`, called directly in its Python (the figures the bridge must hand back)."""
+    (tmp / "samples.json").write_text(json.dumps(samples))
+    code = ("import json, sys; from comet import load_from_checkpoint; "
+            "m = load_from_checkpoint(sys.argv[1]); s = json.load(open(sys.argv[2])); "
+            "print(json.dumps(m.predict(s, batch_size=16, gpus=0, progress_bar=False).scores))")
+    out = subprocess.run([str(python), "-c", code, str(model / "checkpoints" / "model.ckpt"), str(tmp / "samples.json")],
+                         check=True, capture_output=True, text=True, cwd=tmp).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_scores_are_comets_own_row_for_row(comet_python, tiny_comet, tmp_path):
+    ours = segment_scores(SAMPLES, CometOptions(model=str(tiny_comet)))
+    theirs = comets_own(comet_python, tiny_comet, SAMPLES, tmp_path)
+    assert len(set(round(s, 6) for s in theirs)) == len(SAMPLES)  # distinct: a shuffled row would show
+    assert ours == pytest.approx(theirs, abs=1e-6)
+    file_scores = segment_scores(SAMPLES[:2], CometOptions(model=str(tiny_comet / "checkpoints" / "model.ckpt")))
+    assert file_scores == pytest.approx(theirs[:2], abs=1e-6)  # a checkpoint file, not only its folder
+
+
+def results(name: str, hyps: list[str]) -> list[dict]:
+    """Four rows (two directions) of a system; an empty hypothesis is a failed row; row 4 has no source."""
+    rows = [("1", "eng", "deu", "the cat sat on the mat", "die katze sat on the mat"),
+            ("2", "eng", "deu", "a dog", "der hund"),
+            ("3", "eng", "fra", "the house", "la maison"),
+            ("4", "eng", "fra", None, "le chat")]
+    return [{"id": i, "src": s, "tgt": t, "hyp_translation": h or None, "ref_transcript": src, "ref_translation": ref,
+             "task": "s2tt", "error": None if h else f"{name} failed here"}
+            for (i, s, t, src, ref), h in zip(rows, hyps)]
+
+
+def write(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_evaluate_reports_comet_per_direction_and_tests_it(tiny_comet, tmp_path):
+    a = write(tmp_path / "hyps.a.jsonl", results("a", ["die katze sat", "der hund", "la maison", "le chat"]))
+    b = write(tmp_path / "hyps.b.jsonl", results("b", ["das haus", "", "la maison", "le chat"]))
+    lines = []
+    report = run.evaluate({"A": str(a), "B": str(b)}, None, tmp_path / "out", significance=100, log=lines.append,
+                          comet=CometOptions(model=str(tiny_comet)))
+    # row 3 is the same triple in both systems (scored once), row 4 has no source: 4 + 2 - 1 segments
+    assert any("5 segments scored" in line for line in lines)
+    expected = segment_scores([{"src": "the cat sat on the mat", "mt": "die katze sat", "ref": "die katze sat on the mat"},
+                               {"src": "a dog", "mt": "der hund", "ref": "der hund"},
+                               {"src": "the house", "mt": "la maison", "ref": "la maison"},
+                               {"src": "the cat sat on the mat", "mt": "das haus", "ref": "die katze sat on the mat"},
+                               {"src": "a dog", "mt": "", "ref": "der hund"}],  # B's failed row: the empty hypothesis
+                              CometOptions(model=str(tiny_comet)))
+    rows = {name: {r.id: r for r in load_results(tmp_path / "out" / f"hyps.{name}.jsonl")} for name in "AB"}
+    assert [rows["A"][i].comet for i in "123"] == pytest.approx(expected[:3], abs=1e-6)
+    assert [rows["B"][i].comet for i in "123"] == pytest.approx([expected[3], expected[4], expected[2]], abs=1e-6)
+    assert rows["A"]["4"].comet is None and rows["B"]["4"].comet is None
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert saved["comet_model"] == str(tiny_comet)
+    for name, s in zip("AB", report.systems):
+        deu = 100 * (rows[name]["1"].comet + rows[name]["2"].comet) / 2
+        fra = 100 * rows[name]["3"].comet
+        assert s.comet[("eng", "deu")] == pytest.approx(deu) and s.comet[("eng", "fra")] == pytest.approx(fra)
+        assert saved["systems"][name]["average_comet"] == pytest.approx((deu + fra) / 2, abs=1e-4)
+        assert saved["systems"][name]["n_comet_unscored"] == 1
+    (name, first, c), = report.comet_comparisons
+    assert (name, first, c.sentences) == ("B", "A", 3)
+    assert c.delta == pytest.approx(100 * (sum(expected[3:5]) - sum(expected[:2])) / 3)
+    assert saved["systems"]["B"]["comet_significance"]["compared_with"] == "A"
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    assert "## COMET by direction" in markdown and "## COMET: is the difference real?" in markdown
+
+
+def test_without_comet_stored_scores_are_left_out(tiny_comet, tmp_path):
+    rows = [dict(r, comet=0.5) for r in results("a", ["die katze", "der hund", "la maison", "le chat"])]
+    report = run.evaluate({"A": str(write(tmp_path / "hyps.a.jsonl", rows))}, None, tmp_path / "out", log=print)
+    assert report.systems[0].comet == {} and report.comet_model is None
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert "average_comet" not in saved["systems"]["A"] and "comet_model" not in saved
+    assert all(r.comet is None for r in load_results(tmp_path / "out" / "hyps.A.jsonl"))
+
+
+def test_no_comet_environment_is_a_one_line_error_before_any_decoding(tmp_path, monkeypatch):
+    monkeypatch.setenv("LLM_SRT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv(comet.PYTHON_ENV, raising=False)
+    with pytest.raises(LLMSRTError) as e:  # a model folder that does not exist: the COMET check comes first
+        run.evaluate({"m": str(tmp_path / "no-model")}, tmp_path / "none.jsonl", tmp_path / "out",
+                     comet=CometOptions())
+    assert "llm-srt setup --comet" in str(e.value) and "\n" not in str(e.value)
+    monkeypatch.setenv(comet.PYTHON_ENV, str(tmp_path / "python"))
+    with pytest.raises(LLMSRTError, match=r"\$LLM_SRT_COMET_PYTHON .*python: no such file"):
+        comet.comet_python()
+
+
+def test_a_bad_comet_model_is_a_one_line_error(comet_python, tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(LLMSRTError) as e:
+        segment_scores(SAMPLES[:1], CometOptions(model=str(tmp_path / "empty")))
+    assert "no checkpoints/model.ckpt" in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(LLMSRTError, match="no such COMET checkpoint"):
+        segment_scores(SAMPLES[:1], CometOptions(model=str(tmp_path / "missing")))
+
+
+def test_options_and_command_line():
+    with pytest.raises(LLMSRTError, match="--comet-batch-size 0"):
+        CometOptions(batch_size=0)
+    with pytest.raises(LLMSRTError, match="--comet-gpus -1"):
+        CometOptions(gpus=-1)
+    p = argparse.ArgumentParser()
+    run.add_arguments(p)
+    assert p.parse_args(["--model", "m", "--out", "o", "--comet"]).comet == comet.DEFAULT_MODEL
+    assert p.parse_args(["--model", "m", "--out", "o"]).comet is None
+    assert p.parse_args(["--model", "m", "--out", "o", "--comet", "dir"]).comet == "dir"
+
+
+def test_a_model_name_may_reach_the_hub_a_local_path_stays_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert "HF_HUB_OFFLINE" not in comet._bridge_env("Unbabel/wmt22-comet-da")
+    assert comet._bridge_env(str(tmp_path))["HF_HUB_OFFLINE"] == "1"
+
+
+def test_sample_reads_the_reference_transcript_as_the_source():
+    row = UtteranceResult(id="1", src="eng", tgt="deu", hyp_translation="x", ref_transcript="s", ref_translation="r")
+    assert comet.sample(row) == {"src": "s", "mt": "x", "ref": "r"}
+    assert comet.sample(UtteranceResult(id="1", src="eng", tgt="deu", error="e", ref_transcript="s",
+                                        ref_translation="r"))["mt"] == ""
+    assert comet.sample(UtteranceResult(id="1", src="eng", tgt="eng", hyp_translation="x", ref_transcript="s",
+                                        ref_translation="s", task="asr")) is None
+    assert comet.sample(UtteranceResult(id="1", src="eng", tgt="deu", hyp_translation="x", ref_translation="r")) \
+        is None
+
+
+def test_score_prints_the_mean_comet_of_text_files(comet_python, tiny_comet, tmp_path, capsys):
+    from llm_srt import cli
+
+    for name, key in (("src", "src"), ("hyp", "mt"), ("ref", "ref")):
+        (tmp_path / f"{name}.txt").write_text("".join(s[key] + "\n" for s in SAMPLES), encoding="utf-8")
+    files = ["--hyp", str(tmp_path / "hyp.txt"), "--ref", str(tmp_path / "ref.txt"), "--tgt-lang", "deu",
+             "--metric", "comet"]
+    assert cli.main(["score", *files, "--src", str(tmp_path / "src.txt"), "--comet-model", str(tiny_comet),
+                     "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    theirs = comets_own(comet_python, tiny_comet, SAMPLES, tmp_path)
+    assert printed["n"] == len(SAMPLES)
+    assert printed["score"] == pytest.approx(100 * sum(theirs) / len(theirs), abs=0.006)
+    assert cli.main(["score", *files]) != 0
+    assert "needs --src" in capsys.readouterr().err
