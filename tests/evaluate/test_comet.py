@@ -179,3 +179,15 @@ def test_score_prints_the_mean_comet_of_text_files(comet_python, tiny_comet, tmp
     assert printed["score"] == pytest.approx(100 * sum(theirs) / len(theirs), abs=0.006)
     assert cli.main(["score", *files]) != 0
     assert "needs --src" in capsys.readouterr().err
+
+
+def test_comet_failing_after_decoding_keeps_the_report_and_the_hypotheses(comet_python, tmp_path):
+    a = write(tmp_path / "hyps.a.jsonl", results("a", ["die katze sat", "der hund", "la maison", "le chat"]))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(LLMSRTError) as e:
+        run.evaluate({"A": str(a)}, None, tmp_path / "out", log=print, comet=CometOptions(model=str(tmp_path / "empty")))
+    assert "no checkpoints/model.ckpt" in str(e.value) and "score them again" in str(e.value)
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert saved["systems"]["A"]["n_rows"] == 4 and "average_comet" not in saved["systems"]["A"]
+    assert [r.hyp_translation for r in load_results(tmp_path / "out" / "hyps.A.jsonl")][:3] == \
+        ["die katze sat", "der hund", "la maison"]

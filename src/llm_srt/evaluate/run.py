@@ -244,24 +244,33 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
         log(f"--with-mt: no text MT for {', '.join(loaded)} (results files are scored, not run)")
     runs = {name: [systems[name]] if name in systems else loaded[name] for name in models}
     systems = {name: pooled(r) for name, r in runs.items()}
-    if comet is not None:
-        systems = score_systems(systems, comet, log)
-    else:
-        systems = {name: [replace(r, comet=None) for r in rows] for name, rows in systems.items()}
-    for name, results in systems.items():
+    systems = {name: [replace(r, comet=None) for r in rows] for name, rows in systems.items()}
+    for name, results in systems.items():  # saved before COMET runs: its failure must not lose the decoding
         _write_hyps(hyps_path(out, name), results)
     for name, results in mt.items():
         _write_hyps(hyps_path(out, name, mt=True), results)
+    comet_error = None
+    if comet is not None:
+        try:
+            systems = score_systems(systems, comet, log)
+        except LLMSRTError as e:
+            comet_error = e
+        else:
+            for name, results in systems.items():
+                _write_hyps(hyps_path(out, name), results)
     report = build_report(systems, mt=mt)
     if tasks:
         report = replace(report, decoding=decoding_record(tasks, options, placement, with_mt))
-    if comet is not None:
+    if comet is not None and comet_error is None:
         report = replace(report, comet_model=comet.model)
     if len(systems) > 1 and significance:
         report = compare_systems(report, runs, significance, log, scored=systems)
     files = write_report(report, out)
     log(format_table(report))
     log("wrote " + ", ".join(str(p) for p in files.values()))
+    if comet_error is not None:  # the report without COMET is written; the run still says it failed
+        raise LLMSRTError(f"{comet_error} -- the report without COMET and the hypotheses are in {out}: score them "
+                          f"again with --model NAME={out}/hyps.NAME.jsonl --comet ...") from None
     return report
 
 
