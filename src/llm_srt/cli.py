@@ -7,6 +7,7 @@ import os
 import sys
 import warnings
 
+from . import paths
 from .errors import LLMSRTError
 
 # verb -> (module, one-line help). tests/test_cli.py keeps this table and the parser in sync.
@@ -49,8 +50,7 @@ def quiet_progress_when_logged() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    paths.default_offline()
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # our own progress bars and messages only
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     quiet_progress_when_logged()

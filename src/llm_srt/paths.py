@@ -9,6 +9,17 @@ from pathlib import Path
 from typing import IO
 
 CACHE_ENV = "LLM_SRT_CACHE"  # overrides the cache folder
+OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")  # the Hugging Face libraries' offline switches
+OFFLINE_SET_HERE: set[str] = set()  # those of them this process turned on itself (`default_offline`)
+
+
+def default_offline() -> None:
+    """Turn on the Hugging Face offline switches the user left unset (our runs use local folders only) and
+    remember which, so that a child process that needs the hub (COMET's download) can turn ours off again."""
+    for name in OFFLINE_VARS:
+        if name not in os.environ:
+            os.environ[name] = "1"
+            OFFLINE_SET_HERE.add(name)
 
 
 def cache_dir() -> Path:

@@ -3,6 +3,7 @@ COMET model with random weights that the test builds (tiny_comet.py); nothing is
 
 import argparse
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -41,8 +42,9 @@ def comets_own(python: Path, model: Path, samples: list[dict], tmp: Path) -> lis
     code = ("import json, sys; from comet import load_from_checkpoint; "
             "m = load_from_checkpoint(sys.argv[1]); s = json.load(open(sys.argv[2])); "
             "print(json.dumps(m.predict(s, batch_size=16, gpus=0, progress_bar=False).scores))")
-    out = subprocess.run([str(python), "-c", code, str(model / "checkpoints" / "model.ckpt"), str(tmp / "samples.json")],
-                         check=True, capture_output=True, text=True, cwd=tmp).stdout
+    ckpt = model / "checkpoints" / "model.ckpt"
+    out = subprocess.run([str(python), "-c", code, str(ckpt), str(tmp / "samples.json")], check=True,
+                         capture_output=True, text=True, cwd=tmp).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -79,10 +81,11 @@ def test_evaluate_reports_comet_per_direction_and_tests_it(tiny_comet, tmp_path)
                           comet=CometOptions(model=str(tiny_comet)))
     # row 3 is the same triple in both systems (scored once), row 4 has no source: 4 + 2 - 1 segments
     assert any("5 segments scored" in line for line in lines)
-    expected = segment_scores([{"src": "the cat sat on the mat", "mt": "die katze sat", "ref": "die katze sat on the mat"},
+    cat = {"src": "the cat sat on the mat", "ref": "die katze sat on the mat"}
+    expected = segment_scores([{**cat, "mt": "die katze sat"},
                                {"src": "a dog", "mt": "der hund", "ref": "der hund"},
                                {"src": "the house", "mt": "la maison", "ref": "la maison"},
-                               {"src": "the cat sat on the mat", "mt": "das haus", "ref": "die katze sat on the mat"},
+                               {**cat, "mt": "das haus"},
                                {"src": "a dog", "mt": "", "ref": "der hund"}],  # B's failed row: the empty hypothesis
                               CometOptions(model=str(tiny_comet)))
     rows = {name: {r.id: r for r in load_results(tmp_path / "out" / f"hyps.{name}.jsonl")} for name in "AB"}
@@ -147,10 +150,16 @@ def test_options_and_command_line():
     assert p.parse_args(["--model", "m", "--out", "o", "--comet", "dir"]).comet == "dir"
 
 
-def test_a_model_name_may_reach_the_hub_a_local_path_stays_offline(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert "HF_HUB_OFFLINE" not in comet._bridge_env("Unbabel/wmt22-comet-da")
-    assert comet._bridge_env(str(tmp_path))["HF_HUB_OFFLINE"] == "1"
+def test_comet_may_reach_the_hub_unless_the_user_said_offline(monkeypatch):
+    from llm_srt import paths
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")  # the user's own
+    monkeypatch.setattr(paths, "OFFLINE_SET_HERE", set())
+    paths.default_offline()  # what the CLI does first
+    assert os.environ["HF_HUB_OFFLINE"] == "1" and paths.OFFLINE_SET_HERE == {"HF_HUB_OFFLINE"}
+    env = comet._bridge_env()
+    assert "HF_HUB_OFFLINE" not in env and env["TRANSFORMERS_OFFLINE"] == "1"
 
 
 def test_sample_reads_the_reference_transcript_as_the_source():
@@ -185,9 +194,56 @@ def test_comet_failing_after_decoding_keeps_the_report_and_the_hypotheses(comet_
     a = write(tmp_path / "hyps.a.jsonl", results("a", ["die katze sat", "der hund", "la maison", "le chat"]))
     (tmp_path / "empty").mkdir()
     with pytest.raises(LLMSRTError) as e:
-        run.evaluate({"A": str(a)}, None, tmp_path / "out", log=print, comet=CometOptions(model=str(tmp_path / "empty")))
+        run.evaluate({"A": str(a)}, None, tmp_path / "out", log=print,
+                     comet=CometOptions(model=str(tmp_path / "empty")))
     assert "no checkpoints/model.ckpt" in str(e.value) and "score them again" in str(e.value)
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert saved["systems"]["A"]["n_rows"] == 4 and "average_comet" not in saved["systems"]["A"]
     assert [r.hyp_translation for r in load_results(tmp_path / "out" / "hyps.A.jsonl")][:3] == \
         ["die katze sat", "der hund", "la maison"]
+
+
+def test_a_model_name_is_downloaded_a_path_is_not(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    from llm_srt.evaluate import comet_bridge
+
+    fetched = []
+    stub = types.ModuleType("comet")
+    stub.download_model = lambda name: fetched.append(name) or "/hub/checkpoints/model.ckpt"
+    monkeypatch.setitem(sys.modules, "comet", stub)
+    assert comet_bridge.checkpoint("Unbabel/wmt22-comet-da") == "/hub/checkpoints/model.ckpt"
+    assert comet_bridge.checkpoint("wmt20-comet-da") == "/hub/checkpoints/model.ckpt"  # COMET's legacy names
+    assert fetched == ["Unbabel/wmt22-comet-da", "wmt20-comet-da"]
+    for missing in ("./Unbabel/x", str(tmp_path / "m"), "models/comet/checkpoints", "x/model.ckpt"):
+        with pytest.raises(ValueError, match="no such COMET checkpoint"):
+            comet_bridge.checkpoint(missing)
+        with pytest.raises(LLMSRTError, match="no such COMET checkpoint"):
+            comet.check_model(missing)
+    comet.check_model("Unbabel/wmt22-comet-da")
+    assert fetched == ["Unbabel/wmt22-comet-da", "wmt20-comet-da"]
+
+
+def test_the_source_is_part_of_what_is_scored(tiny_comet):
+    rows = [UtteranceResult(id=str(i), src="eng", tgt="deu", hyp_translation="die katze", ref_transcript=src,
+                            ref_translation="die katze sat") for i, src in enumerate(["the cat", "a dog sat"])]
+    scored = comet.score_systems({"A": rows}, CometOptions(model=str(tiny_comet)), log=print)["A"]
+    assert scored[0].comet != pytest.approx(scored[1].comet, abs=1e-6)
+
+
+def test_systems_of_several_runs_are_tested_sentence_by_sentence(tiny_comet, tmp_path):
+    a = [write(tmp_path / f"a{k}.jsonl", results("a", hyps)) for k, hyps in
+         enumerate((["die katze sat", "der hund", "la maison", "le chat"], ["die katze", "der hund", "la maison", ""]))]
+    b = [write(tmp_path / f"b{k}.jsonl", results("b", hyps)) for k, hyps in
+         enumerate((["das haus", "", "la maison", "le chat"], ["das haus", "der", "le chat", "le chat"]))]
+    lines = []
+    report = run.evaluate({"A": ",".join(map(str, a)), "B": ",".join(map(str, b)), "B1": str(b[0])}, None,
+                          tmp_path / "out", significance=100, log=lines.append,
+                          comet=CometOptions(model=str(tiny_comet)))
+    (name, first, c), = report.comet_comparisons  # B1 (one run against two) is not tested, and says so
+    assert any("no paired COMET test of B1 against A: 1 runs against 2" in line for line in lines)
+    rows = {n: load_results(tmp_path / "out" / f"hyps.{n}.jsonl") for n in "AB"}
+    mean = {n: {i: 100 * (rows[n][int(i) - 1].comet + rows[n][4 + int(i) - 1].comet) / 2 for i in "123"} for n in "AB"}
+    assert (name, c.sentences) == ("B", 3)  # sentences, not run rows
+    assert c.delta == pytest.approx(sum(mean["B"][i] - mean["A"][i] for i in "123") / 3)

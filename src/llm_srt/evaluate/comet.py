@@ -28,6 +28,7 @@ from pathlib import Path
 
 from .. import paths
 from ..errors import LLMSRTError
+from .comet_bridge import is_path
 from .report import UtteranceResult
 
 DEFAULT_MODEL = "Unbabel/wmt22-comet-da"  # the paper's COMET
@@ -35,7 +36,6 @@ COMET_VERSION = "2.2.7"
 PYTHON_ENV = "LLM_SRT_COMET_PYTHON"  # a Python with unbabel-comet installed, instead of the setup's
 CONSTRAINTS = "comet_constraints.txt"  # in this package: the exact versions of the COMET environment
 STAMP = ".llm-srt-comet.json"  # inside the environment: what the setup installed
-OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")  # our CLI sets them; a COMET model name needs the hub
 SETUP_HINT = ("run `llm-srt setup --comet` (a minute, from the package index), or point --comet-python (or "
               f"${PYTHON_ENV}) at a Python that has unbabel-comet")
 
@@ -71,9 +71,17 @@ def comet_python(explicit: str | None = None) -> Path:
             return path
     python = _python(env_dir())
     if not _stamp_ok(env_dir()):
+        state = "is out of date" if (env_dir() / STAMP).exists() else "is not set up yet"
         raise LLMSRTError(f"COMET runs in its own Python environment (unbabel-comet needs numpy < 2 and "
-                          f"transformers < 5) and there is none yet at {env_dir()}: {SETUP_HINT}")
+                          f"transformers < 5), and the one at {env_dir()} {state}: {SETUP_HINT}")
     return python
+
+
+def check_model(model: str) -> None:
+    """A one-line error for a COMET model path that is not there (checked before a long decoding)."""
+    if is_path(model) and not Path(model).expanduser().exists():
+        raise LLMSRTError(f"--comet {model}: no such COMET checkpoint or folder (a model name to download reads "
+                          "org/name, e.g. Unbabel/wmt22-comet-da)")
 
 
 def sample(r: UtteranceResult) -> dict[str, str] | None:
@@ -114,8 +122,11 @@ def segment_scores(samples: list[dict[str, str]], options: CometOptions) -> list
         request, response = Path(tmp) / "request.json", Path(tmp) / "response.json"
         request.write_text(json.dumps({"model": options.model, "samples": samples, "batch_size": options.batch_size,
                                        "gpus": options.gpus}, ensure_ascii=False), encoding="utf-8")
-        done = subprocess.run([str(python), str(bridge), str(request), str(response)], capture_output=True,
-                              text=True, env=_bridge_env(options.model))
+        try:
+            done = subprocess.run([str(python), "-I", str(bridge), str(request), str(response)],
+                                  capture_output=True, text=True, env=_bridge_env())
+        except OSError as e:
+            raise LLMSRTError(f"--comet-python {python}: cannot run it ({e.strerror or e}); {SETUP_HINT}") from None
         if done.returncode != 0:
             lines = [line for line in done.stderr.splitlines() if line.strip()]
             said = next((line for line in reversed(lines) if line.startswith("COMET:")), lines[-1] if lines else "")
@@ -126,14 +137,11 @@ def segment_scores(samples: list[dict[str, str]], options: CometOptions) -> list
     return [float(s) for s in scores]
 
 
-def _bridge_env(model: str) -> dict[str, str]:
-    """The COMET Python's environment: ours, but a model name (not a local path) may reach the hub to download it
-    once (our CLI sets the offline switches for its own runs)."""
-    env = dict(os.environ)
-    if not Path(model).expanduser().exists():
-        for name in OFFLINE_VARS:
-            env.pop(name, None)
-    return env
+def _bridge_env() -> dict[str, str]:
+    """The COMET Python's environment: ours without the offline switches our CLI turned on for its own runs (a
+    user's own stay): COMET downloads a model given by name, and its encoder reads xlm-roberta-large's config and
+    tokenizer from the Hugging Face hub or its cache, even for a model on disk."""
+    return {k: v for k, v in os.environ.items() if k not in paths.OFFLINE_SET_HERE}
 
 
 def install_env(target: Path | None = None, force: bool = False, log=print) -> Path:

@@ -1,7 +1,10 @@
 """COMET's side of `llm-srt evaluate --comet`: run by the Python of the COMET environment (unbabel-comet pins
 numpy < 2 and transformers < 5, so it cannot share ours), never imported by llm_srt. It imports nothing of llm_srt.
 
-    python comet_bridge.py REQUEST.json RESPONSE.json
+    python -I comet_bridge.py REQUEST.json RESPONSE.json
+
+(-I: this file's folder, which holds llm_srt's own comet.py, and $PYTHONPATH stay out of sys.path, so `import comet`
+is unbabel-comet and nothing of our environment's numpy or transformers leaks in.) llm_srt imports `is_path` from it.
 
 REQUEST: {"model": a checkpoint file (.../checkpoints/model.ckpt), a model folder holding one, or a COMET model name
 (e.g. "Unbabel/wmt22-comet-da", downloaded once into the Hugging Face cache), "samples": [{"src", "mt", "ref"}, ...],
@@ -12,14 +15,15 @@ An error is one line on stderr and exit status 2.
 
 import json
 import logging
-import os
 import sys
 import warnings
 from pathlib import Path
 
-# this file's folder holds llm_srt's own comet.py: out of the path, so that `import comet` is unbabel-comet
-HERE = Path(__file__).resolve().parent
-sys.path = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+
+def is_path(model: str) -> bool:
+    """Whether `model` names a file or folder (else a model name, "org/name", to download)."""
+    return (Path(model).expanduser().exists() or model.startswith(("/", "./", "../", "~")) or model.endswith(".ckpt")
+            or model.count("/") > 1)
 
 
 def checkpoint(model: str) -> str:
@@ -33,8 +37,8 @@ def checkpoint(model: str) -> str:
             raise ValueError(f"{path}: no checkpoints/model.ckpt in this folder (a COMET model folder holds "
                              "hparams.yaml and checkpoints/model.ckpt)")
         return str(ckpt)
-    if os.sep in model or model.startswith("."):
-        raise ValueError(f"{model}: no such COMET checkpoint or folder")
+    if is_path(model):
+        raise ValueError(f"{model}: no such COMET checkpoint or folder (a model name to download reads org/name)")
     from comet import download_model
 
     return download_model(model)

@@ -27,7 +27,7 @@ from ..device import Placement
 from ..errors import LLMSRTError
 from ..model.decoding import DecodingOptions, add_no_repeat_argument, add_srt_tags_argument
 from ..prompts import Task
-from .comet import DEFAULT_MODEL, CometOptions, comet_python, score_systems
+from .comet import DEFAULT_MODEL, CometOptions, check_model, comet_python, score_systems
 from .report import Report, UtteranceResult, build_report, format_table, load_results, write_report
 from .significance import SAMPLES, check_samples, paired_bootstrap_runs, paired_error_rates_runs, paired_mean
 
@@ -204,6 +204,7 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
         check_samples(significance)  # before any decoding: a long evaluation must not end in this error
     if comet is not None and world()[0] == 0:
         comet_python(comet.python)  # the same: no COMET environment is an error before decoding, not after
+        check_model(comet.model)
     run_now = {name: path for name, path in models.items() if not is_results_file(path)}
     if run_now and manifest is None:
         raise LLMSRTError(f"--manifest is needed to run {', '.join(run_now)} (only results files are scored "
@@ -262,15 +263,20 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
     if tasks:
         report = replace(report, decoding=decoding_record(tasks, options, placement, with_mt))
     if comet is not None and comet_error is None:
-        report = replace(report, comet_model=comet.model)
+        if any(r.comet is not None for rows in systems.values() for r in rows):
+            report = replace(report, comet_model=comet.model)
+        else:
+            log("COMET: no row has both a source transcript and a reference translation, so none was scored")
     if len(systems) > 1 and significance:
         report = compare_systems(report, runs, significance, log, scored=systems)
     files = write_report(report, out)
     log(format_table(report))
     log("wrote " + ", ".join(str(p) for p in files.values()))
     if comet_error is not None:  # the report without COMET is written; the run still says it failed
+        again = " ".join(f"--model {name}={models[name] if name in loaded else hyps_path(out, name)}"
+                         for name in models)
         raise LLMSRTError(f"{comet_error} -- the report without COMET and the hypotheses are in {out}: score them "
-                          f"again with --model NAME={out}/hyps.NAME.jsonl --comet ...") from None
+                          f"again with `llm-srt evaluate {again} --comet ... --out ...`") from None
     return report
 
 
@@ -295,9 +301,9 @@ def compare_systems(report: Report, runs: dict[str, list[list[UtteranceResult]]]
     """The report with its paired tests (system name -> its runs' results, one run per decoded system): each
     system's average BLEU against the first system's, and per source language its transcripts' WER/CER against
     the first system that transcribed that language (a direct S2TT system writes none); given the rows with their
-    COMET scores (`scored`, name -> rows), each system's mean COMET against the first's over the rows both have a
-    score for. A pair that cannot be
-    compared (other rows; a different number of runs) is logged and left out: the results are never lost to it."""
+    COMET scores (`scored`, name -> rows), each system's mean COMET against the first's over the sentences both
+    have a score for (`sentence_comet`). A pair that cannot be compared (other rows; a different number of runs) is
+    logged and left out: the results are never lost to it."""
     def test(what: str, name: str, first: str, paired, select=lambda rows: rows):
         if len(runs[name]) != len(runs[first]):
             log(f"no paired {what} test of {name} against {first}: {len(runs[name])} runs against "
@@ -326,16 +332,31 @@ def compare_systems(report: Report, runs: dict[str, list[list[UtteranceResult]]]
             if c is not None:
                 transcripts.append((name, names[0], lang, c[lang]))
     comet = []
-    first_comet = {r.id: r.comet for r in (scored or {}).get(first, []) if r.comet is not None}
+    first_comet = sentence_comet(scored.get(first, []), len(runs[first])) if scored else {}
     for s in report.systems[1:] if first_comet else ():
-        pairs = [(r.comet, first_comet[r.id]) for r in scored[s.name] if r.comet is not None and r.id in first_comet]
-        if not pairs:
+        if len(runs[s.name]) != len(runs[first]):
+            log(f"no paired COMET test of {s.name} against {first}: {len(runs[s.name])} runs against "
+                f"{len(runs[first])} (runs are paired one to one)")
+            continue
+        own = sentence_comet(scored[s.name], len(runs[s.name]))
+        both = [i for i in own if i in first_comet]
+        if not both:
             log(f"no paired COMET test of {s.name} against {first}: no row scored in both")
             continue
-        comet.append((s.name, first, paired_mean([100 * a for a, _ in pairs], [100 * b for _, b in pairs],
+        comet.append((s.name, first, paired_mean([own[i] for i in both], [first_comet[i] for i in both],
                                                  samples=samples)))
     return replace(report, comparisons=tuple(comparisons), transcript_comparisons=tuple(transcripts),
                    comet_comparisons=tuple(comet))
+
+
+def sentence_comet(rows: list[UtteranceResult], runs: int) -> dict[str, float]:
+    """Mean COMET x 100 per row id over a system's runs (`pooled` prefixed the ids of several runs with 'RUN/'):
+    the unit the paired test resamples, as one sentence's rows in several runs are not independent."""
+    by_id: dict[str, list[float]] = {}
+    for r in rows:
+        if r.comet is not None:
+            by_id.setdefault(r.id.split("/", 1)[1] if runs > 1 else r.id, []).append(100 * r.comet)
+    return {i: sum(v) / len(v) for i, v in by_id.items()}
 
 
 def add_arguments(parser) -> None:
