@@ -12,7 +12,8 @@ Steps, each a subprocess with its own time limit, through the real CLI verbs (`p
   e2e         tiny random models, a tone-clip corpus: `curriculum` (ASR -> SMT -> SRT), `train` killed with SIGKILL
               after its first checkpoint and resumed, `translate` and `evaluate` of the SRT model
   bench-S     `bench --paper-shape S` for each shape: Table 7 rows, the largest batch, training steps with and
-              without activation checkpointing, and with head_losses in 8x larger blocks
+              without activation checkpointing, and with head_losses in 8x larger blocks; greedy with --compile
+              (static KV cache, CUDA graphs) too, for qwen2.5-7b at batch 1 and 64
 It writes DIR/report.md, DIR/report.json and DIR/gpu-check.log (every step's output). `--device cpu` runs the same
 steps with the tiny shape (a test runs it). Exit status 0 when every step that ran passed.
 """
@@ -48,7 +49,8 @@ WHEEL_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_
                    "manylinux1_x86_64")
 VERSIONS = ("torch", "transformers", "peft", "accelerate", "tokenizers", "safetensors", "sacrebleu", "numpy",
             "soundfile", "jiwer")
-STEP_LIMITS = {"cuda-tests": 150, "e2e": 150, "bench": 240}  # seconds per step (bench: per shape), within --budget-s
+STEP_LIMITS = {"cuda-tests": 150, "e2e": 150, "bench": 300}  # seconds per step (bench: per shape), within --budget-s
+COMPILED_BATCHES = {"qwen2.5-7b": "1,64"}  # shapes whose bench also times --compile at these batches (tiny: always)
 SENTENCES = (("a cat", "eine Katze"), ("the dog", "der Hund"), ("red sun", "rote Sonne"),
              ("big tree", "grosser Baum"), ("cold water", "kaltes Wasser"), ("my house", "mein Haus"))
 CUDA_MARK = re.compile(r"^\s*@pytest\.mark\.cuda\b|^pytestmark\s*=.*\bmark\.cuda\b", re.MULTILINE)
@@ -268,6 +270,8 @@ def kill_and_resume(check: Check, common: list[str], limit: float) -> bool:
 def bench_step(check: Check, shape: str, memory_gib: float | None) -> dict:
     result_file = check.work / f"bench-{shape}.json"
     extra = ["--memory-gib", str(memory_gib)] if memory_gib else []
+    if shape in COMPILED_BATCHES:  # --compile's static steps (CUDA graphs) beside the eager rows
+        extra += ["--compile-batches", COMPILED_BATCHES[shape]]
     done = check.cli(f"bench {shape}", "bench", "--device", check.device, "--dtype", check.dtype, "--paper-shape",
                      shape, "--json-out", str(result_file), *extra, timeout=STEP_LIMITS["bench"])
     if done.returncode != 0 or not result_file.is_file():

@@ -175,16 +175,18 @@ def paper(tmp_path_factory):
 def test_paper_rows_decode_exactly_the_fixed_length_through_the_systems(paper):
     options, result = paper
     json.dumps(result)
-    rows = {(r["system"], r["beam"], r["batch_size"]): r for r in result["decode"]}
-    assert set(rows) == {("llm-srt", 1, 1), ("llm-srt", 1, 2), ("llm-srt", 2, 2), ("pooled-750", 1, 2)}
-    for (system, _, batch), r in rows.items():
+    rows = {(r["system"], r["beam"], r["batch_size"], r["compiled"]): r for r in result["decode"]}
+    assert set(rows) == {("llm-srt", 1, 1, False), ("llm-srt", 1, 2, False), ("llm-srt", 2, 2, False),
+                         ("pooled-750", 1, 2, False), ("llm-srt", 1, 2, True)}  # compiled: --compile's static steps
+    for (system, _, batch, _), r in rows.items():
         assert r["new_tokens"] == options.new_tokens  # checked per generation from the LLM's forward calls
         assert r["speech_tokens"] == (750 if system == "pooled-750" else 8)  # 10 s padded to 30 s, pooled 2x
         assert r["utterances"] == max(batch * options.batches_per_row, options.min_utterances)
         assert r["seconds_per_1000"] == pytest.approx(r["seconds"] / r["utterances"] * 1000, rel=0.01)
         assert r["peak_mib"] > 0 and r["memory"] == "rss"
     assert result["qformer_vs_pooled_at_equal_batch"]["2"] == pytest.approx(
-        rows[("llm-srt", 1, 2)]["utterances_per_s"] / rows[("pooled-750", 1, 2)]["utterances_per_s"], rel=0.02)
+        rows[("llm-srt", 1, 2, False)]["utterances_per_s"] / rows[("pooled-750", 1, 2, False)]["utterances_per_s"],
+        rel=0.02)
     assert result["parameters"]["llm"] > 0 and result["shape"] == "tiny"
 
 
@@ -206,6 +208,7 @@ def test_paper_largest_batch_search_and_training_rows(paper):
     assert result["_head_blocks_seen"] == [llm.HEAD_BLOCK_LOGITS, wide["head_block_logits"]]  # really applied
     table = bench.format_paper(result)
     assert "LLM-SRT (Q-Former)" in table and "with activation checkpointing" in table and "largest batch" in table
+    assert " compiled " in table  # the --compile row's search column
     assert "head loss in blocks of 256M logits" in table
     assert "not judged (the goal is for qwen2.5-7b on a GPU)" in table  # the 19 s goal names whose it is
 
@@ -412,3 +415,10 @@ def test_decode_rows_passes_take_turns_and_each_row_reports_its_median_pass(monk
     one, four = rows
     assert (one["seconds"], one["peak_mib"], one["pass_seconds"]) == (11.0, 11.0, [10.0, 30.0, 11.0])
     assert (four["seconds"], four["decode_seconds"], four["pass_seconds"]) == (2.5, 1.25, [2.0, 2.5, 9.0])
+
+
+def test_compile_batches_are_batch_sizes():
+    assert bench.batch_list("1,64") == (1, 64) and bench.batch_list("8") == (8,)
+    for bad in ("0", "a", "1,,2", "-1"):
+        with pytest.raises(LLMSRTError, match="--compile-batches"):
+            bench.batch_list(bad)

@@ -94,3 +94,14 @@ def test_no_force_srt_tags_reaches_the_decoding_options_of_translate_serve_and_e
     args = parser.parse_args(["--model", "m", *flag])
     seen.append(app.options_from_args(args).batch.decoding.force_srt_tags)
     assert seen == [not flag] * 3
+
+
+@pytest.mark.parametrize("flag", [[], ["--compile"]])
+def test_compile_reaches_the_decoding_options_of_translate_serve_and_evaluate(flag, monkeypatch, tmp_path):
+    from llm_srt.serve import app
+
+    seen = [o.compile for o in _decoding_options_of_translate_and_evaluate(flag, monkeypatch, tmp_path)]
+    parser = argparse.ArgumentParser()
+    app.add_arguments(parser)
+    seen.append(app.options_from_args(parser.parse_args(["--model", "m", *flag])).batch.decoding.compile)
+    assert seen == [bool(flag)] * 3

@@ -20,7 +20,8 @@ from . import device as placement_of
 from . import languages, subtitles
 from .audio import SAMPLE_RATE, AudioInput, load_audio
 from .errors import LLMSRTError, shown
-from .model.decoding import DecodingOptions, add_no_repeat_argument, add_srt_tags_argument
+from .model.decoding import (DecodingOptions, add_compile_argument, add_no_repeat_argument, add_srt_tags_argument,
+                             decoding_from_args)
 from .model.systems import Item, Output, System, cap, check_item, load_system
 from .prompts import Task
 from .segment import Segment, SegmentOptions, segment
@@ -279,6 +280,7 @@ def add_model_arguments(parser) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=256)
     add_srt_tags_argument(parser)
     add_no_repeat_argument(parser)
+    add_compile_argument(parser)
     parser.add_argument("--whisper", default=None, help="Whisper folder for the baselines (default: embedded)")
     parser.add_argument("--llm", default=None,
                         help="LLM folder: the cascade's / mt's (default: embedded), or a model folder's own LLM "
@@ -327,8 +329,7 @@ def main(args) -> int:
     if out_dir and args.format == "json":
         check_not_inputs(args.audio, [out_dir / "results.json"])
     translator = translator_from_args(args)
-    options = DecodingOptions(beam_size=args.beam, max_new_tokens=args.max_new_tokens,
-                              no_repeat_ngram_size=args.no_repeat_ngram, force_srt_tags=args.force_srt_tags)
+    options = decoding_from_args(args)
 
     def emit(k: int, r: TranslationResult) -> None:  # as each input is done: its error line, or its output
         if r.error:

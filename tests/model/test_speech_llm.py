@@ -575,3 +575,91 @@ def test_lora_on_a_tied_head_is_never_merged(tmp_path):
         ids = torch.tensor([[5, 9, 13, 7]])
         with torch.no_grad():
             assert torch.allclose(llm(input_ids=ids).logits, trained(input_ids=ids).logits, atol=1e-5)
+
+
+def _compiled_against_eager(model, embeds, mask):
+    """Greedy tokens eager and compiled (`DecodingOptions.compile`) with rows ending at different steps, `on_end`
+    writing ids for one row, and n-gram blocking; the compiled steps really ran."""
+    from llm_srt.model import decoding
+
+    eos = [model.tokenizer.eos_token_id]
+    free = decoding.greedy_ids(model.llm, embeds, mask, 12, eos)
+    stop = eos + [free[0][1]]  # row 0 ends at its second token
+    runs = []
+    for kwargs in ({}, {"on_end": lambda row, ids: [7, 9] if row == 0 else None}, {"no_repeat_ngram": 2}):
+        with torch.no_grad():
+            eager = decoding.greedy_ids(model.llm, embeds, mask, 12, stop, **kwargs)
+            before = decoding.StaticSteps.steps_taken
+            compiled = decoding.greedy_ids(model.llm, embeds, mask, 12, stop, compiled=True, **kwargs)
+        assert decoding.StaticSteps.steps_taken > before  # not the eager fallback
+        runs.append((eager, compiled))
+    return runs
+
+
+def test_compiled_greedy_writes_what_eager_greedy_writes(model):
+    """The decode steps compiled on a static cache (a batch of 3 filled to 4 with copies of row 0; finished rows stay
+    in it) give eager greedy's tokens; a second call of the same shape compiles nothing new and reuses its cache."""
+    from torch._dynamo.utils import counters
+
+    from llm_srt.model import decoding
+    from llm_srt.model.llm import causal_lm
+
+    embeds, mask = _prompt_embeds(model)
+    assert embeds.shape[0] == 3
+    runs = _compiled_against_eager(model, embeds, mask)
+    for eager, compiled in runs:
+        assert compiled == eager
+    assert len({len(r) for r in runs[0][0]}) > 1 and runs[1][0][0][1:3] == [7, 9]  # rows ended apart; ids written
+    graphs = counters["stats"]["unique_graphs"]
+    with torch.no_grad():
+        decoding.greedy_ids(model.llm, embeds, mask, 12, [model.tokenizer.eos_token_id], compiled=True)
+    assert counters["stats"]["unique_graphs"] == graphs
+    assert len(decoding.StaticSteps._caches[causal_lm(model.llm)]) == 1
+    batch = _batch()  # and through the model's own generation, as translate / evaluate / serve call it
+    assert model.generate_ids(batch, DecodingOptions(max_new_tokens=8, compile=True)) == \
+        model.generate_ids(batch, DecodingOptions(max_new_tokens=8))
+
+
+def test_compiled_greedy_falls_back_where_a_static_cache_would_change_the_model():
+    """Static steps only where a static cache computes what the model's own cache does: full attention, or sliding
+    windows no shorter than the cache; other attention kinds decode eagerly."""
+    from transformers import Qwen2Config
+
+    from llm_srt.model.kv_cache import static_fits, static_length
+
+    full = Qwen2Config(num_hidden_layers=2)
+    sliding = Qwen2Config(num_hidden_layers=2, use_sliding_window=True, sliding_window=256, max_window_layers=0)
+    assert static_fits(full, 4096) and set(sliding.layer_types) == {"sliding_attention"}
+    assert static_fits(sliding, static_length(200)) and not static_fits(sliding, static_length(300))
+    other = Qwen2Config(num_hidden_layers=2)
+    other.layer_types = ["full_attention", "linear_attention"]
+    assert not static_fits(other, 256)
+    assert static_length(1) == static_length(256) == 256 and static_length(257) == 512
+
+
+@pytest.mark.integration
+def test_compiled_greedy_on_the_embedded_gemma_with_its_sliding_window_layers(embedded):
+    """Gemma-3's sliding-window layers on a static cache shorter than their window: the embedded LLM's greedy
+    tokens compiled equal its eager ones."""
+    from llm_srt.model import decoding
+    from llm_srt.model.llm import load_llm
+
+    llm, tok = load_llm(embedded.llm)
+    assert "sliding_attention" in llm.config.layer_types
+    enc = tok(["Translate into German: The cat sits on the mat.", "The capital of France is", "One, two, three,"],
+              return_tensors="pt", padding=True, padding_side="left")
+    with torch.no_grad():
+        embeds = llm.get_input_embeddings()(enc.input_ids)
+        eos = decoding.eos_ids(llm, tok)
+        eager = decoding.greedy_ids(llm, embeds, enc.attention_mask, 16, eos)
+        compiled = decoding.greedy_ids(llm, embeds, enc.attention_mask, 16, eos, compiled=True)
+    assert compiled == eager and sum(map(len, eager)) > 16
+
+
+@pytest.mark.cuda
+def test_compiled_greedy_on_cuda_replays_cuda_graphs_and_writes_eager_tokens(tmp_path):
+    """On a GPU the compiled steps replay as CUDA graphs (mode reduce-overhead); float32 tokens equal eager's."""
+    model = tiny.speech_llm(tmp_path, init_std=0.3).to("cuda").eval()
+    embeds, mask = _prompt_embeds(model)
+    for eager, compiled in _compiled_against_eager(model, embeds, mask):
+        assert compiled == eager

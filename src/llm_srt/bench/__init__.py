@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from .. import device as dev
+from ..errors import LLMSRTError
 from ..model.presets import PRESETS
 from .embedded import DEFAULT_MANIFEST, DEFAULT_TRAINED, QUICK, BenchOptions, _is_qformer_model, format_table, \
     run_bench
@@ -48,6 +49,9 @@ def add_arguments(parser) -> None:
                         f"here (default {PaperOptions.max_batch}; 0 = no search)")
     parser.add_argument("--memory-gib", type=float, default=None, help="--paper-shape: cap the GPU memory the "
                         "largest-batch search may use (e.g. 24 for the paper's RTX 4090)")
+    parser.add_argument("--compile-batches", default=None, metavar="B,B",
+                        help="--paper-shape: also time LLM-SRT greedy with --compile (static KV cache; CUDA graphs on "
+                             "a GPU) at these batch sizes, e.g. 1,64")
     parser.add_argument("--no-train", action="store_true", help="--paper-shape: skip the training-step rows")
     parser.add_argument("--batches-per-row", type=int, default=None, help="--paper-shape: batches timed per row "
                         f"(default {PaperOptions.batches_per_row})")
@@ -63,7 +67,20 @@ def paper_options(args) -> PaperOptions:
     return replace(o, new_tokens=args.new_tokens or o.new_tokens,
                    max_batch=o.max_batch if args.max_batch is None else args.max_batch,
                    batches_per_row=args.batches_per_row or o.batches_per_row,
-                   train_batch=0 if args.no_train else o.train_batch)
+                   train_batch=0 if args.no_train else o.train_batch,
+                   compiled_batch_sizes=batch_list(args.compile_batches) if args.compile_batches
+                   else o.compiled_batch_sizes)
+
+
+def batch_list(text: str) -> tuple[int, ...]:
+    """'1,64' -> (1, 64); a one-line error for anything but positive whole numbers."""
+    try:
+        sizes = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) < 1:
+        raise LLMSRTError(f"--compile-batches {text!r}: use batch sizes >= 1 separated by commas, e.g. 1,64")
+    return sizes
 
 
 def main(args) -> int:

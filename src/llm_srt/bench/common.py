@@ -70,13 +70,27 @@ class LLMCalls:
 
     def __exit__(self, *exc):
         self.handle.remove()
+        self._settle()
+
+    def _settle(self) -> None:
+        """The last generation's compiled decode steps (`DecodingOptions.compile`: they run without this hook)
+        added to its calls, from `StaticSteps`' counter."""
+        from ..model.decoding import StaticSteps
+
+        if self.generations and "static_at" in self.generations[-1]:
+            entry = self.generations[-1]
+            entry["calls"] += StaticSteps.steps_taken - entry.pop("static_at")
 
     def _hook(self, module, args, kwargs, output):
+        from ..model.decoding import StaticSteps
+
         dev.synchronize(self.device)
         now = time.perf_counter()
         embeds = kwargs.get("inputs_embeds")
         if embeds is not None:  # a prefill starts a new generate
-            entry = {"shape": tuple(embeds.shape[:2]), "calls": 0, "decode_s": 0.0, "last": now}
+            self._settle()
+            entry = {"shape": tuple(embeds.shape[:2]), "calls": 0, "decode_s": 0.0, "last": now,
+                     "static_at": StaticSteps.steps_taken}
             if self.keep_inputs:
                 entry |= {"embeds": embeds, "mask": kwargs.get("attention_mask"),  # None: no padding
                           "positions": kwargs.get("position_ids")}

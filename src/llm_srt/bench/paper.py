@@ -51,6 +51,8 @@ class PaperOptions:
     beam_size: int = 5
     beam_batch_sizes: tuple[int, ...] = (4, 8)  # LLM-SRT beam search
     pooled_batch_sizes: tuple[int, ...] = (8, 64)  # the pooled system at equal batch
+    compiled_batch_sizes: tuple[int, ...] = ()  # LLM-SRT greedy with DecodingOptions.compile (a static cache, CUDA
+    #  graphs on a GPU), beside the eager rows
     batches_per_row: int = 2  # utterances per row = batch x this (at least min_utterances)
     min_utterances: int = 4
     search_from: int = 128  # the largest-batch search doubles from here ...
@@ -72,6 +74,7 @@ class PaperOptions:
 TINY = dict(  # --paper-shape tiny: the same path at test size (a small Q-Former, few and small batches)
     adapter_kwargs={"num_queries": 8, "hidden_size": 32, "num_layers": 1, "num_heads": 4, "intermediate_size": 64},
     new_tokens=4, batch_sizes=(1, 2), beam_size=2, beam_batch_sizes=(2,), pooled_batch_sizes=(2,), batches_per_row=1,
+    compiled_batch_sizes=(2,),
     min_utterances=2, search_from=4, max_batch=4, train_batch=2, train_target_tokens=8, train_steps=1)
 
 
@@ -87,14 +90,18 @@ def run_paper(options: PaperOptions, placement: Placement, workdir: Path, log=la
         log(f"{system_name}: building {options.shape} (random weights) on {placement}")
         model, system = build_system(system_name, folders, placement, options)
         greedy = DecodingOptions(max_new_tokens=options.new_tokens)
-        plan = ([(1, b) for b in options.batch_sizes] + [(options.beam_size, b) for b in options.beam_batch_sizes]
-                if system_name == "llm-srt" else [(1, b) for b in options.pooled_batch_sizes])
-        for beam, batch in plan:
-            log(f"{system_name}: {'greedy' if beam == 1 else f'beam {beam}'} batch {batch}")
+        plan = ([(1, b, False) for b in options.batch_sizes]
+                + [(options.beam_size, b, False) for b in options.beam_batch_sizes]
+                + [(1, b, True) for b in options.compiled_batch_sizes]
+                if system_name == "llm-srt" else [(1, b, False) for b in options.pooled_batch_sizes])
+        for beam, batch, compiled in plan:
+            log(f"{system_name}: {'greedy' if beam == 1 else f'beam {beam}'}{' compiled' if compiled else ''} "
+                f"batch {batch}")
             n = max(batch * options.batches_per_row, options.min_utterances)
-            decoding = replace(greedy, beam_size=beam)
-            decode_pass(system, cycle(clips, batch), batch, replace(decoding, max_new_tokens=2))  # warm-up: this shape
-            rows.append(row(system_name, beam, batch, decode_pass(system, cycle(clips, n), batch, decoding)))
+            decoding = replace(greedy, beam_size=beam, compile=compiled)
+            # warm-up of this shape (compiled: the compilation, then CUDA graphs' warm-up and recording steps)
+            decode_pass(system, cycle(clips, batch), batch, replace(decoding, max_new_tokens=4 if compiled else 2))
+            rows.append(row(system_name, beam, batch, decode_pass(system, cycle(clips, n), batch, decoding), compiled))
         if options.max_batch:
             search[system_name] = largest_batch(system, clips, greedy, options, placement.device, log)
         if system_name == "llm-srt" and options.train_batch:
@@ -124,8 +131,8 @@ def cycle(clips: list[np.ndarray], n: int) -> list[np.ndarray]:
     return [clips[i % len(clips)] for i in range(n)]
 
 
-def row(system: str, beam: int, batch: int, run) -> dict:
-    return {"system": system, "beam": beam, "batch_size": batch, "utterances": run.utterances,
+def row(system: str, beam: int, batch: int, run, compiled: bool = False) -> dict:
+    return {"system": system, "beam": beam, "batch_size": batch, "compiled": compiled, "utterances": run.utterances,
             "seconds": run.seconds, "seconds_per_1000": round(run.seconds / run.utterances * 1000, 2),
             "utterances_per_s": round(run.utterances / run.seconds, 2), "new_tokens": run.new_tokens,
             "speech_tokens": run.speech_tokens, "peak_mib": run.peak_mib, "memory": run.memory}
@@ -256,7 +263,8 @@ def training_batch(model, options: PaperOptions) -> dict:
 def summarize(options: PaperOptions, placement: Placement, rows: list[dict], search: dict, train: list[dict],
               seconds: float) -> dict:
     def find(system, beam, batch):
-        return next((r for r in rows if (r["system"], r["beam"], r["batch_size"]) == (system, beam, batch)), None)
+        return next((r for r in rows if (r["system"], r["beam"], r["batch_size"]) == (system, beam, batch)
+                     and not r.get("compiled")), None)
 
     equal = {}
     for batch in options.pooled_batch_sizes:
@@ -323,7 +331,7 @@ def format_paper(result: dict) -> str:
              f"{mem:>13}"]
     probes = [p for s in result["largest_batch"].values() for p in s["probes"]]
     for r in result["decode"] + probes:
-        search = "greedy" if r["beam"] == 1 else f"beam {r['beam']}"
+        search = ("compiled" if r.get("compiled") else "greedy") if r["beam"] == 1 else f"beam {r['beam']}"
         lines.append(f"{SYSTEMS[r['system']][1]:38} {search:8} {r['batch_size']:>5} {r['seconds_per_1000']:>11.1f} "
                      f"{r['utterances_per_s']:>8.2f} {r['speech_tokens']:>10} {r['peak_mib']:>13.0f}")
     lines.append("")

@@ -25,7 +25,8 @@ from .. import device
 from ..data.manifest import Row, read_manifest
 from ..device import Placement
 from ..errors import LLMSRTError
-from ..model.decoding import DecodingOptions, add_no_repeat_argument, add_srt_tags_argument
+from ..model.decoding import (DecodingOptions, add_compile_argument, add_no_repeat_argument, add_srt_tags_argument,
+                              decoding_from_args)
 from ..prompts import Task
 from .comet import DEFAULT_MODEL, CometOptions, check_model, comet_python, score_systems
 from .report import Report, UtteranceResult, build_report, format_table, load_results, write_report
@@ -291,6 +292,8 @@ def decoding_record(tasks: dict[str, str], options: DecodingOptions, placement: 
     record |= {"no_repeat_ngram_size": options.no_repeat_ngram_size,
                "repetition_penalty": options.repetition_penalty, "force_srt_tags": options.force_srt_tags,
                "device": placement.device.type, "dtype": placement.dtype_name}
+    if options.compile:  # the same tokens in float32 (tested); fused kernels may round otherwise in bfloat16
+        record["compile"] = True
     if with_mt:
         record["with_mt"] = True
     return record
@@ -376,6 +379,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=256)
     add_srt_tags_argument(parser)
     add_no_repeat_argument(parser)
+    add_compile_argument(parser)
     parser.add_argument("--limit", type=int, default=None, help="only the first N rows")
     parser.add_argument("--with-mt", action="store_true",
                         help="also score each system's own LLM translating the gold transcripts (Figure 3)")
@@ -400,9 +404,7 @@ def add_arguments(parser) -> None:
 def main(args) -> int:
     models = parse_models(args.model)
     report = evaluate(models, args.manifest, args.out, args.task,
-                      DecodingOptions(beam_size=args.beam, max_new_tokens=args.max_new_tokens,
-                                      no_repeat_ngram_size=args.no_repeat_ngram, force_srt_tags=args.force_srt_tags),
-                      args.batch_size,
+                      decoding_from_args(args), args.batch_size,
                       args.limit, args.with_mt, args.skip_bad, placement=device.from_args(args),
                       whisper=args.whisper, llm=args.llm, significance=args.significance,
                       comet=CometOptions(args.comet, args.comet_python, args.comet_batch_size, args.comet_gpus)

@@ -63,8 +63,8 @@ def fast_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     once per shape and row bucket in a process) unless `tune` is False (a training loss computed without autograd),
     tuning is off (LLM_SRT_KERNEL_TUNING=0, `kernel_rule()`) or torch has no oneDNN: then the rule."""
     rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
-    if x.device.type != "cpu" or not rows or x.dtype != weight.dtype:
-        return F.linear(x, weight, bias)
+    if x.device.type != "cpu" or not rows or x.dtype != weight.dtype or torch.compiler.is_compiling():
+        return F.linear(x, weight, bias)  # compiled (a static-cache decode step): Inductor picks its own kernel
     grad = torch.is_grad_enabled()
     trainable = grad and (weight.requires_grad or (bias is not None and bias.requires_grad))
     flat = x.reshape(rows, x.shape[-1])

@@ -36,6 +36,9 @@ class DecodingOptions:
     force_srt_tags: bool = True  # SRT, greedy or beam search: a row (a beam) that would end before any language tag
     #  gets its pair written for it and goes on to the translation, and may not end before it (a well-trained model
     #  writes the pair itself: no change)
+    compile: bool = False  # greedy: the LLM's decode step compiled (torch.compile) on a static KV cache; on a GPU
+    #  its kernels replay as one CUDA graph a token (`StaticSteps`). Same tokens; the first batch of each shape waits
+    #  for the compilation
 
     def __post_init__(self):
         if self.beam_size < 1 or self.max_new_tokens < 1:
@@ -50,6 +53,21 @@ def add_srt_tags_argument(parser) -> None:
     parser.add_argument("--no-force-srt-tags", dest="force_srt_tags", action="store_false",
                         help="SRT: let a row end without its language-tag pair (and so without a translation) "
                              "instead of writing the pair for it and decoding on")
+
+
+def decoding_from_args(args) -> DecodingOptions:
+    """The DecodingOptions of a command's --beam, --max-new-tokens, --no-repeat-ngram, --no-force-srt-tags and
+    --compile (translate, serve, evaluate)."""
+    return DecodingOptions(beam_size=args.beam, max_new_tokens=args.max_new_tokens,
+                           no_repeat_ngram_size=args.no_repeat_ngram, force_srt_tags=args.force_srt_tags,
+                           compile=args.compile)
+
+
+def add_compile_argument(parser) -> None:
+    """`--compile` (translate, serve, evaluate, bench): sets DecodingOptions.compile."""
+    parser.add_argument("--compile", action="store_true",
+                        help="greedy decoding: compile the LLM's decode step on a static KV cache (a GPU replays it as "
+                             "a CUDA graph: far less per-token overhead); each new batch shape compiles first")
 
 
 def add_no_repeat_argument(parser) -> None:
@@ -88,7 +106,7 @@ def generate_ids(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, opt
     if options.beam_size == 1 and not synced_ranks and greedy_loop_fits(config):
         with torch.no_grad():
             return greedy_ids(model, embeds, mask, options.max_new_tokens, eos, on_end,
-                              no_repeat_ngram=options.no_repeat_ngram_size, written=written)
+                              no_repeat_ngram=options.no_repeat_ngram_size, written=written, compiled=options.compile)
     extra = {}
     rule = EndRule(on_end, eos, options.beam_size) if on_end is not None else None
     if rule is not None:
@@ -176,7 +194,7 @@ def greedy_loop_fits(config: GenerationConfig) -> bool:
 
 def greedy_ids(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, max_new_tokens: int,
                eos: list[int], on_end: OnEnd | None = None, no_repeat_ngram: int = 0,
-               written: set[int] | None = None) -> list[list[int]]:
+               written: set[int] | None = None, compiled: bool = False) -> list[list[int]]:
     """Greedy decoding on the LLM's KV cache, the same argmax steps as HF greedy search, but a row that has ended
     (EOS, or `max_new_tokens`) leaves the batch (its cache rows dropped), so it costs nothing more.
     Left-padded embeds (B, L, d) + mask (B, L) -> new token ids per row, EOS excluded.
@@ -185,19 +203,17 @@ def greedy_ids(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, max_n
     written for it instead (one per step, the argmax ignored meanwhile) and it goes on (SRT's language tags); such
     rows go into `written`.
     `no_repeat_ngram` n > 0: a token that would repeat an n-gram of the row's new ids is never picked (HF's
-    `no_repeat_ngram_size` over generated ids, as `generate` applies it to an inputs_embeds prompt)."""
-    from .kv_cache import growing_cache
+    `no_repeat_ngram_size` over generated ids, as `generate` applies it to an inputs_embeds prompt).
+    `compiled`: the steps run compiled on a static cache (`StaticSteps`; the same tokens) where the model allows it
+    (`kv_cache.static_fits`), else as without it."""
     from .llm import causal_lm
 
     lm = causal_lm(model)
-    mask = mask.long()
-    positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
-    out = lm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1,
-             past_key_values=growing_cache(lm.config, max_new_tokens))
-    cache, position = out.past_key_values, positions[:, -1:] + 1
+    steps = (StaticSteps if compiled and StaticSteps.fits(lm, mask.shape[1] + max_new_tokens) else GrowingSteps)(
+        lm, embeds, mask, max_new_tokens)
     rows = list(range(embeds.shape[0]))  # batch slot -> row of the result
     result: list[list[int]] = [[] for _ in rows]
-    token = _pick(out.logits, result, rows, no_repeat_ngram)
+    token = _pick(steps.logits, result, rows, no_repeat_ngram)
     pending: dict[int, list[int]] = {}  # row whose on_end was asked -> the ids still to write for it
     stop = set(eos)
     while True:
@@ -222,16 +238,143 @@ def greedy_ids(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, max_n
             return result
         if replaced:
             token = torch.tensor(chosen, device=token.device)
-        if len(keep) < len(rows):  # drop finished rows from the batch and the cache
-            index = torch.tensor(keep, device=mask.device)
-            cache.batch_select_indices(index)
-            mask, position, token = mask[index], position[index], token[index]
+        if len(keep) < len(rows):  # finished rows leave the batch
+            index = torch.tensor(keep, device=token.device)
+            steps.keep(index)
+            token = token[index]
             rows = [rows[slot] for slot in keep]
-        mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
-        out = lm(input_ids=token[:, None], attention_mask=mask, position_ids=position, past_key_values=cache,
-                 use_cache=True)
-        position = position + 1
-        token = _pick(out.logits, result, rows, no_repeat_ngram)
+        token = _pick(steps.step(token), result, rows, no_repeat_ngram)
+
+
+class GrowingSteps:
+    """`greedy_ids`' steps on a cache that grows in place (`kv_cache.growing_cache`), eager: a finished row's cache
+    rows are dropped, so the batch shrinks as rows end."""
+
+    def __init__(self, lm: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, max_new_tokens: int):
+        from .kv_cache import growing_cache
+
+        mask = mask.long()
+        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+        out = lm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1,
+                 past_key_values=growing_cache(lm.config, max_new_tokens))
+        self.lm, self.cache, self.mask, self.position = lm, out.past_key_values, mask, positions[:, -1:] + 1
+        self.logits = out.logits  # (B, 1, V): the prompt's next-token logits
+
+    def keep(self, index: torch.Tensor) -> None:
+        """Only these batch slots go on."""
+        self.cache.batch_select_indices(index)
+        self.mask, self.position = self.mask[index], self.position[index]
+
+    def step(self, token: torch.Tensor) -> torch.Tensor:
+        """Each slot's token in -> its next-token logits (B, 1, V)."""
+        self.mask = torch.cat([self.mask, self.mask.new_ones(self.mask.shape[0], 1)], dim=1)
+        out = self.lm(input_ids=token[:, None], attention_mask=self.mask, position_ids=self.position,
+                      past_key_values=self.cache, use_cache=True)
+        self.position = self.position + 1
+        return out.logits
+
+
+class StaticSteps:
+    """`greedy_ids`' steps compiled (torch.compile, fullgraph) on a static cache (`kv_cache.static_cache`): every
+    step has the same shapes, so one compiled graph serves them all, and on a GPU it replays as a CUDA graph
+    (mode "reduce-overhead"): a token costs the GPU's time, not one Python call per layer and op. The batch is
+    filled to a power of two with copies of its first row and the cache length bucketed (`static_length`), so few
+    shapes compile; finished rows stay in the batch (their tokens are ignored), since the shapes may not change.
+    A compiled graph is kept per shape (torch's cache, up to COMPILED_SHAPES), and the last STATIC_CACHES caches
+    per model, so a later batch of the same shape neither compiles nor allocates again. Prefill runs eager."""
+
+    COMPILED_SHAPES = 64  # torch's recompile limit while these steps compile (each batch x length is one shape)
+    STATIC_CACHES = 2  # static caches kept per model (their KV buffers), most recent first
+
+    _step = None  # the compiled `_decode_step`, by mode ("default", "reduce-overhead"), made on first use
+    steps_taken = 0  # compiled steps run in this process (the LM's forward hooks do not see them: `_decode_step`)
+    _caches = None  # model -> {shape: cache}, weakly keyed (a dropped model frees its caches)
+
+    @staticmethod
+    def fits(lm: nn.Module, positions: int) -> bool:
+        """Whether this model can take static steps for a prompt + new tokens of `positions` (int8 CPU layers do
+        not compile, and some attention kinds have no static cache here: those decode as without `compile`)."""
+        from .cpu_linear import is_quantized
+        from .kv_cache import static_fits, static_length
+
+        return not is_quantized(lm) and static_fits(lm.config, static_length(positions))
+
+    def __init__(self, lm: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, max_new_tokens: int):
+        from .kv_cache import static_length
+
+        rows, prompt = mask.shape
+        batch = 1 << (rows - 1).bit_length()
+        if batch > rows:  # copies of row 0 fill the batch to a power of two
+            embeds = torch.cat([embeds, embeds[:1].expand(batch - rows, -1, -1)])
+            mask = torch.cat([mask, mask[:1].expand(batch - rows, -1)])
+        length = static_length(prompt + max_new_tokens)
+        self.cache = self._cache(lm, batch, length, embeds)
+        self.mask = mask.new_zeros(batch, length, dtype=torch.long)
+        self.mask[:, :prompt] = mask
+        positions = (self.mask[:, :prompt].cumsum(-1) - 1).masked_fill(self.mask[:, :prompt] == 0, 0)
+        device = embeds.device
+        out = lm(inputs_embeds=embeds, attention_mask=self.mask, position_ids=positions, use_cache=True,
+                 logits_to_keep=1, past_key_values=self.cache, cache_position=torch.arange(prompt, device=device))
+        self.lm, self.slot, self.position = lm, prompt, positions[:, -1:] + 1
+        self.active = torch.arange(rows, device=device)
+        self.tokens = torch.zeros(batch, dtype=torch.long, device=device)
+        self.mode = "reduce-overhead" if device.type == "cuda" else "default"
+        self.logits = out.logits[:rows]
+
+    def keep(self, index: torch.Tensor) -> None:
+        self.active = self.active[index]
+
+    def step(self, token: torch.Tensor) -> torch.Tensor:
+        self.tokens.zero_()
+        self.tokens[self.active] = token
+        self.mask[:, self.slot] = 1
+        slot = torch.tensor([self.slot], device=self.tokens.device)
+        with torch._dynamo.config.patch(recompile_limit=self.COMPILED_SHAPES):
+            logits = self._compiled(self.mode)(self.lm, self.tokens, self.position, slot, self.mask, self.cache)
+        self.slot += 1
+        self.position = self.position + 1
+        StaticSteps.steps_taken += 1
+        return logits[self.active].unsqueeze(1)  # read before the next replay overwrites the graph's output
+
+    @classmethod
+    def _compiled(cls, mode: str):
+        if cls._step is None:
+            cls._step = {}
+        if mode not in cls._step:
+            cls._step[mode] = torch.compile(_decode_step, fullgraph=True, dynamic=False, mode=mode)
+        return cls._step[mode]
+
+    @classmethod
+    def _cache(cls, lm: nn.Module, batch: int, length: int, embeds: torch.Tensor):
+        """A reset static cache for this shape: the model's kept one (same buffers: a CUDA graph recorded on them
+        replays), else a new one (the oldest kept one dropped)."""
+        import weakref
+
+        from .kv_cache import static_cache
+
+        if cls._caches is None:
+            cls._caches = weakref.WeakKeyDictionary()
+        kept = cls._caches.setdefault(lm, {})
+        key = (batch, length, embeds.dtype, embeds.device)
+        cache = kept.pop(key, None)
+        if cache is None:
+            cache = static_cache(lm.config, length)
+        else:
+            cache.reset()
+        kept[key] = cache
+        while len(kept) > cls.STATIC_CACHES:
+            kept.pop(next(iter(kept)))
+        return cache
+
+
+def _decode_step(lm: nn.Module, tokens: torch.Tensor, position: torch.Tensor, slot: torch.Tensor,
+                 mask: torch.Tensor, cache) -> torch.Tensor:
+    """One decode step of every batch slot on a static cache: tokens (B,) at `position` (B, 1), written at cache
+    `slot` (1,), attending where `mask` (B, length) is 1 -> next-token logits (B, V). What `StaticSteps` compiles.
+    `forward`, not the module's call: a forward hook on the LM itself (a benchmark's counter) would break the graph;
+    its layers' own hooks still run (traced)."""
+    return lm.forward(input_ids=tokens[:, None], attention_mask=mask, position_ids=position, past_key_values=cache,
+              cache_position=slot, use_cache=True).logits[:, -1]
 
 
 def _pick(logits: torch.Tensor, result: list[list[int]], rows: list[int], no_repeat_ngram: int) -> torch.Tensor:

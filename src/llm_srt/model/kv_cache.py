@@ -7,7 +7,10 @@ hands attention a view of the filled part; a buffer is made with room for the ge
 sees the same values as with `torch.cat`, so outputs are identical. Anything that replaces a layer's tensors (HF's
 `batch_select_indices`, `crop`, `reorder_cache`, ...) is noticed at the next update, which copies them into a new
 buffer. A sliding-window layer keeps the buffer while the cache is shorter than its window and falls back to HF's
-own update (which trims it) beyond."""
+own update (which trims it) beyond.
+
+`static_cache` is the other kind: fixed buffers of a bucketed length, for a compiled decode step (decoding.py).
+"""
 
 from __future__ import annotations
 
@@ -77,3 +80,32 @@ def growing_cache(config, spare: int) -> DynamicCache:
         cache.layers[i] = kind(sliding_window=layer.sliding_window) if kind is GrowingSlidingWindowLayer else kind()
         cache.layers[i].spare = spare
     return cache
+
+
+STATIC_LENGTH_STEP = 256  # a static cache's length is the prompt + new tokens rounded up to this: few shapes compile
+STATIC_LAYER_TYPES = ("full_attention", "sliding_attention")  # the attention kinds a static cache may stand for
+
+
+def static_length(positions: int) -> int:
+    """The static cache length that holds `positions` (bucketed, so that few shapes compile)."""
+    return -(-positions // STATIC_LENGTH_STEP) * STATIC_LENGTH_STEP
+
+
+def static_fits(config, length: int) -> bool:
+    """Whether a model of `config` computes with `static_cache(config, length)` what it computes with its own cache:
+    full attention, or sliding windows no shorter than `length` (a window that never slides is full attention; HF's
+    sliding static layers keep their fill as a Python int, which recompiles a compiled step at every token)."""
+    text = config.get_text_config(decoder=True)
+    kinds = set(getattr(text, "layer_types", None) or ["full_attention"])
+    if not kinds <= set(STATIC_LAYER_TYPES):
+        return False
+    return "sliding_attention" not in kinds or (getattr(text, "sliding_window", None) or 0) >= length
+
+
+def static_cache(config, length: int):
+    """An empty cache of `length` positions whose every layer is HF's `StaticLayer` (fixed buffers, allocated at the
+    first update, its fill a tensor: one compiled step serves every position). For `static_fits` models only."""
+    from transformers.cache_utils import Cache, StaticLayer
+
+    layers = config.get_text_config(decoder=True).num_hidden_layers
+    return Cache(layers=[StaticLayer(max_cache_len=length) for _ in range(layers)])

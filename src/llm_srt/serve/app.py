@@ -34,7 +34,7 @@ from starlette.requests import ClientDisconnect
 from .. import languages, subtitles
 from ..errors import LLMSRTError
 from ..infer import SpeechTranslator, TranslationResult, add_model_arguments, translator_from_args
-from ..model.decoding import DecodingOptions
+from ..model.decoding import decoding_from_args
 from ..prompts import Task
 from .batcher import BatchOptions, Batcher, BusyError
 from .guard import (ERROR_TYPES, ConnectionLimits, ContentLengthLimit, HostOriginGuard, HostRule,
@@ -433,8 +433,7 @@ def options_from_args(args) -> ServeOptions:
     check_bind(args.host, args.port)
     check_number("--beam", args.beam, 1, 64, integer=True)
     check_number("--max-new-tokens", args.max_new_tokens, 1, 1 << 20, integer=True)
-    decoding = DecodingOptions(beam_size=args.beam, max_new_tokens=args.max_new_tokens,
-                               no_repeat_ngram_size=args.no_repeat_ngram, force_srt_tags=args.force_srt_tags)
+    decoding = decoding_from_args(args)
     batch = BatchOptions(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, decoding=decoding)
     hosts = HostRule(args.host, tuple(check_allowed_host(h) for h in args.allow_host))
     return ServeOptions(model_name=args.name, max_upload_mb=args.max_upload_mb,
