@@ -316,6 +316,7 @@ class StaticSteps:
         out = lm(inputs_embeds=embeds, attention_mask=self.mask, position_ids=positions, use_cache=True,
                  logits_to_keep=1, past_key_values=self.cache, cache_position=torch.arange(prompt, device=device))
         self.lm, self.slot, self.position = lm, prompt, positions[:, -1:] + 1
+        self.slot_index = torch.tensor([prompt], device=device)  # the cache slot as a tensor, stepped on the device
         self.active = torch.arange(rows, device=device)
         self.tokens = torch.zeros(batch, dtype=torch.long, device=device)
         self.mode = "reduce-overhead" if device.type == "cuda" else "default"
@@ -328,10 +329,11 @@ class StaticSteps:
         self.tokens.zero_()
         self.tokens[self.active] = token
         self.mask[:, self.slot] = 1
-        slot = torch.tensor([self.slot], device=self.tokens.device)
         with torch._dynamo.config.patch(recompile_limit=self.COMPILED_SHAPES):
-            logits = self._compiled(self.mode)(self.lm, self.tokens, self.position, slot, self.mask, self.cache)
+            logits = self._compiled(self.mode)(self.lm, self.tokens, self.position, self.slot_index, self.mask,
+                                               self.cache)
         self.slot += 1
+        self.slot_index = self.slot_index + 1
         self.position = self.position + 1
         StaticSteps.steps_taken += 1
         return logits[self.active].unsqueeze(1)  # read before the next replay overwrites the graph's output
