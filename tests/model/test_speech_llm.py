@@ -663,3 +663,29 @@ def test_compiled_greedy_on_cuda_replays_cuda_graphs_and_writes_eager_tokens(tmp
     embeds, mask = _prompt_embeds(model)
     for eager, compiled in _compiled_against_eager(model, embeds, mask):
         assert compiled == eager
+
+
+def test_a_step_that_does_not_compile_decodes_eagerly_with_a_warning(tmp_path, monkeypatch):
+    """Where torch cannot compile a model's step (a graph break, a backend failure), `--compile` warns once and that
+    model decodes eagerly from then on: the same tokens, never a failed batch."""
+    from torch._dynamo.exc import Unsupported
+
+    from llm_srt.model import decoding
+    from llm_srt.model.llm import causal_lm
+
+    model = tiny.speech_llm(tmp_path, init_std=0.3).eval()
+    embeds, mask = _prompt_embeds(model)
+    eos = [model.tokenizer.eos_token_id]
+
+    def broken(mode):
+        def step(*args):
+            raise Unsupported("a graph break")
+        return step
+
+    monkeypatch.setattr(decoding.StaticSteps, "_compiled", staticmethod(broken))
+    with torch.no_grad():
+        eager = decoding.greedy_ids(model.llm, embeds, mask, 8, eos)
+        with pytest.warns(RuntimeWarning, match="does not compile .*a graph break"):
+            assert decoding.greedy_ids(model.llm, embeds, mask, 8, eos, compiled=True) == eager
+        assert not decoding.StaticSteps.fits(causal_lm(model.llm), 20)
+        assert decoding.greedy_ids(model.llm, embeds, mask, 8, eos, compiled=True) == eager  # no second warning

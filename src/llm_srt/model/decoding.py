@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import threading
 import warnings
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
@@ -209,9 +211,22 @@ def greedy_ids(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, max_n
     from .llm import causal_lm
 
     lm = causal_lm(model)
-    steps = (StaticSteps if compiled and StaticSteps.fits(lm, mask.shape[1] + max_new_tokens) else GrowingSteps)(
-        lm, embeds, mask, max_new_tokens)
-    rows = list(range(embeds.shape[0]))  # batch slot -> row of the result
+    if compiled and StaticSteps.fits(lm, mask.shape[1] + max_new_tokens):
+        steps = StaticSteps(lm, embeds, mask, max_new_tokens)
+        try:
+            return _greedy_loop(steps, embeds.shape[0], max_new_tokens, eos, on_end, no_repeat_ngram, written)
+        except torch._dynamo.exc.TorchDynamoException as e:  # the model's step does not compile: eager, said once
+            StaticSteps.refuse(lm, e)
+        finally:
+            steps.close()
+    steps = GrowingSteps(lm, embeds, mask, max_new_tokens)
+    return _greedy_loop(steps, embeds.shape[0], max_new_tokens, eos, on_end, no_repeat_ngram, written)
+
+
+def _greedy_loop(steps, batch: int, max_new_tokens: int, eos: list[int], on_end: OnEnd | None,
+                 no_repeat_ngram: int, written: set[int] | None) -> list[list[int]]:
+    """`greedy_ids`' argmax loop over `steps` (GrowingSteps or StaticSteps)."""
+    rows = list(range(batch))  # batch slot -> row of the result
     result: list[list[int]] = [[] for _ in rows]
     token = _pick(steps.logits, result, rows, no_repeat_ngram)
     pending: dict[int, list[int]] = {}  # row whose on_end was asked -> the ids still to write for it
@@ -273,6 +288,9 @@ class GrowingSteps:
         self.position = self.position + 1
         return out.logits
 
+    def close(self) -> None:
+        """The generation is over (nothing to give back: its cache goes with it)."""
+
 
 class StaticSteps:
     """`greedy_ids`' steps compiled (torch.compile, fullgraph) on a static cache (`kv_cache.static_cache`): every
@@ -281,7 +299,8 @@ class StaticSteps:
     filled to a power of two with copies of its first row and the cache length bucketed (`static_length`), so few
     shapes compile; finished rows stay in the batch (their tokens are ignored), since the shapes may not change.
     A compiled graph is kept per shape (torch's cache, up to COMPILED_SHAPES), and the last STATIC_CACHES caches
-    per model, so a later batch of the same shape neither compiles nor allocates again. Prefill runs eager."""
+    per model, so a later batch of the same shape neither compiles nor allocates again; a generation takes its cache
+    out of that store until `close` (a concurrent one of the same shape gets its own). Prefill runs eager."""
 
     COMPILED_SHAPES = 64  # torch's recompile limit while these steps compile (each batch x length is one shape)
     STATIC_CACHES = 2  # static caches kept per model (their KV buffers), most recent first
@@ -289,15 +308,28 @@ class StaticSteps:
     _step = None  # the compiled `_decode_step`, by mode ("default", "reduce-overhead"), made on first use
     steps_taken = 0  # compiled steps run in this process (the LM's forward hooks do not see them: `_decode_step`)
     _caches = None  # model -> {shape: cache}, weakly keyed (a dropped model frees its caches)
+    _lock = threading.Lock()  # the store, between threads
+    _refused = weakref.WeakSet()  # models whose step failed to compile (`refuse`)
 
-    @staticmethod
-    def fits(lm: nn.Module, positions: int) -> bool:
+    @classmethod
+    def fits(cls, lm: nn.Module, positions: int) -> bool:
         """Whether this model can take static steps for a prompt + new tokens of `positions` (int8 CPU layers do
-        not compile, and some attention kinds have no static cache here: those decode as without `compile`)."""
+        not compile, some attention kinds have no static cache here, and a model whose step failed to compile
+        (`refuse`) is not tried again: those decode as without `compile`)."""
         from .cpu_linear import is_quantized
         from .kv_cache import static_fits, static_length
 
-        return not is_quantized(lm) and static_fits(lm.config, static_length(positions))
+        return (lm not in cls._refused and not is_quantized(lm)
+                and static_fits(lm.config, static_length(positions)))
+
+    @classmethod
+    def refuse(cls, lm: nn.Module, error: Exception) -> None:
+        """The model's decode step does not compile here: a warning, and eager steps for it from now on (the
+        generation that failed runs again eagerly: nothing of it was returned)."""
+        cls._refused.add(lm)
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        warnings.warn(f"--compile: this model's decode step does not compile ({type(error).__name__}: {first[:200]}); "
+                      "it decodes eagerly (the same tokens, without the compiled speed)", RuntimeWarning, stacklevel=3)
 
     def __init__(self, lm: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, max_new_tokens: int):
         from .kv_cache import static_length
@@ -308,7 +340,8 @@ class StaticSteps:
             embeds = torch.cat([embeds, embeds[:1].expand(batch - rows, -1, -1)])
             mask = torch.cat([mask, mask[:1].expand(batch - rows, -1)])
         length = static_length(prompt + max_new_tokens)
-        self.cache = self._cache(lm, batch, length, embeds)
+        self.cache_key = (batch, length, embeds.dtype, embeds.device)
+        self.cache = self._cache(lm, self.cache_key)
         self.mask = mask.new_zeros(batch, length, dtype=torch.long)
         self.mask[:, :prompt] = mask
         positions = (self.mask[:, :prompt].cumsum(-1) - 1).masked_fill(self.mask[:, :prompt] == 0, 0)
@@ -324,6 +357,14 @@ class StaticSteps:
 
     def keep(self, index: torch.Tensor) -> None:
         self.active = self.active[index]
+
+    def close(self) -> None:
+        """The cache goes back to the model's store (the most recent; the oldest beyond STATIC_CACHES dropped)."""
+        with self._lock:
+            kept = self._caches.setdefault(self.lm, {})
+            kept[self.cache_key] = self.cache
+            while len(kept) > self.STATIC_CACHES:
+                kept.pop(next(iter(kept)))
 
     def step(self, token: torch.Tensor) -> torch.Tensor:
         self.tokens.zero_()
@@ -347,25 +388,18 @@ class StaticSteps:
         return cls._step[mode]
 
     @classmethod
-    def _cache(cls, lm: nn.Module, batch: int, length: int, embeds: torch.Tensor):
-        """A reset static cache for this shape: the model's kept one (same buffers: a CUDA graph recorded on them
-        replays), else a new one (the oldest kept one dropped)."""
-        import weakref
-
+    def _cache(cls, lm: nn.Module, key: tuple):
+        """A reset static cache of shape `key` (batch, length, dtype, device), taken out of the model's store: the
+        kept one (the same buffers: a CUDA graph recorded on them replays), else a new one."""
         from .kv_cache import static_cache
 
         if cls._caches is None:
             cls._caches = weakref.WeakKeyDictionary()
-        kept = cls._caches.setdefault(lm, {})
-        key = (batch, length, embeds.dtype, embeds.device)
-        cache = kept.pop(key, None)
+        with cls._lock:
+            cache = cls._caches.setdefault(lm, {}).pop(key, None)
         if cache is None:
-            cache = static_cache(lm.config, length)
-        else:
-            cache.reset()
-        kept[key] = cache
-        while len(kept) > cls.STATIC_CACHES:
-            kept.pop(next(iter(kept)))
+            return static_cache(lm.config, key[1])
+        cache.reset()
         return cache
 
 
