@@ -422,3 +422,15 @@ def test_compile_batches_are_batch_sizes():
     for bad in ("0", "a", "1,,2", "-1"):
         with pytest.raises(LLMSRTError, match="--compile-batches"):
             bench.batch_list(bad)
+
+
+def test_paper_compiled_only_times_the_compiled_rows_alone(tmp_path):
+    from dataclasses import replace
+
+    from llm_srt.bench.paper import TINY, PaperOptions, run_paper
+
+    options = replace(PaperOptions(shape="tiny", **TINY), compiled_batch_sizes=(1,), compiled_only=True)
+    result = run_paper(options, device.resolve("cpu", "float32"), tmp_path)
+    assert [(r["system"], r["batch_size"], r["compiled"]) for r in result["decode"]] == [("llm-srt", 1, True)]
+    assert result["decode"][0]["new_tokens"] == options.new_tokens and result["decode"][0]["cudagraph_skips"] is None
+    assert result["largest_batch"] == {} and result["train"] == []

@@ -610,11 +610,13 @@ def test_compiled_greedy_writes_what_eager_greedy_writes(model):
     for eager, compiled in runs:
         assert compiled == eager
     assert len({len(r) for r in runs[0][0]}) > 1 and runs[1][0][0][1:3] == [7, 9]  # rows ended apart; ids written
-    graphs = counters["stats"]["unique_graphs"]
+    graphs, before = counters["stats"]["unique_graphs"], decoding.StaticSteps.steps_taken
     with torch.no_grad():
         decoding.greedy_ids(model.llm, embeds, mask, 12, [model.tokenizer.eos_token_id], compiled=True)
     assert counters["stats"]["unique_graphs"] == graphs
-    assert len(decoding.StaticSteps._caches[causal_lm(model.llm)]) == 1
+    (cache,) = decoding.StaticSteps._caches[causal_lm(model.llm)].values()
+    # the mask column each step opens is where HF's StaticLayer wrote: its own fill counter
+    assert int(cache.layers[0].cumulative_length) == embeds.shape[1] + decoding.StaticSteps.steps_taken - before
     batch = _batch()  # and through the model's own generation, as translate / evaluate / serve call it
     assert model.generate_ids(batch, DecodingOptions(max_new_tokens=8, compile=True)) == \
         model.generate_ids(batch, DecodingOptions(max_new_tokens=8))
@@ -652,17 +654,23 @@ def test_compiled_greedy_on_the_embedded_gemma_with_its_sliding_window_layers(em
         embeds = llm.get_input_embeddings()(enc.input_ids)
         eos = decoding.eos_ids(llm, tok)
         eager = decoding.greedy_ids(llm, embeds, enc.attention_mask, 16, eos)
+        before = decoding.StaticSteps.steps_taken
         compiled = decoding.greedy_ids(llm, embeds, enc.attention_mask, 16, eos, compiled=True)
     assert compiled == eager and sum(map(len, eager)) > 16
+    assert decoding.StaticSteps.steps_taken > before  # compiled, not the eager fallback
 
 
 @pytest.mark.cuda
 def test_compiled_greedy_on_cuda_replays_cuda_graphs_and_writes_eager_tokens(tmp_path):
     """On a GPU the compiled steps replay as CUDA graphs (mode reduce-overhead); float32 tokens equal eager's."""
+    from torch._dynamo.utils import counters
+
     model = tiny.speech_llm(tmp_path, init_std=0.3).to("cuda").eval()
     embeds, mask = _prompt_embeds(model)
+    skips = counters["inductor"]["cudagraph_skips"]
     for eager, compiled in _compiled_against_eager(model, embeds, mask):
         assert compiled == eager
+    assert counters["inductor"]["cudagraph_skips"] == skips  # every compiled step ran as a CUDA graph
 
 
 def test_a_step_that_does_not_compile_decodes_eagerly_with_a_warning(tmp_path, monkeypatch):
@@ -687,5 +695,31 @@ def test_a_step_that_does_not_compile_decodes_eagerly_with_a_warning(tmp_path, m
         eager = decoding.greedy_ids(model.llm, embeds, mask, 8, eos)
         with pytest.warns(RuntimeWarning, match="does not compile .*a graph break"):
             assert decoding.greedy_ids(model.llm, embeds, mask, 8, eos, compiled=True) == eager
-        assert not decoding.StaticSteps.fits(causal_lm(model.llm), 20)
+        assert not decoding.StaticSteps.fits(causal_lm(model.llm), 3, 20)
         assert decoding.greedy_ids(model.llm, embeds, mask, 8, eos, compiled=True) == eager  # no second warning
+
+
+def test_past_the_limit_of_compiled_shapes_new_shapes_decode_eagerly(model, monkeypatch):
+    """Torch compiles a bounded number of shapes of one function (with fullgraph, the next one is an error): past
+    it, a new batch x length shape decodes eagerly with one warning, and the shapes compiled before stay compiled."""
+    from llm_srt.model import decoding
+
+    torch._dynamo.reset()  # count from none (other tests of this process compiled shapes of the same step)
+    monkeypatch.setattr(decoding.StaticSteps, "COMPILED_SHAPES", 1)
+    monkeypatch.setattr(decoding.StaticSteps, "_full", False)
+    monkeypatch.setattr(decoding.StaticSteps, "_shapes", set())
+    embeds, mask = _prompt_embeds(model)
+    eos = [model.tokenizer.eos_token_id]
+
+    def run(rows: int) -> tuple[bool, bool]:
+        with torch.no_grad():
+            eager = decoding.greedy_ids(model.llm, embeds[:rows], mask[:rows], 8, eos)
+            before = decoding.StaticSteps.steps_taken
+            compiled = decoding.greedy_ids(model.llm, embeds[:rows], mask[:rows], 8, eos, compiled=True)
+        return compiled == eager, decoding.StaticSteps.steps_taken > before
+
+    assert run(3) == (True, True)  # batch 4: the one shape torch may compile
+    with pytest.warns(RuntimeWarning, match="1 batch x length shapes are compiled"):
+        assert run(1) == (True, False)  # batch 1: over the limit, eager
+    assert run(1) == (True, False) and run(3) == (True, True)
+    torch._dynamo.reset()

@@ -52,6 +52,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--compile-batches", default=None, metavar="B,B",
                         help="--paper-shape: also time LLM-SRT greedy with --compile (static KV cache; CUDA graphs on "
                              "a GPU) at these batch sizes, e.g. 1,64")
+    parser.add_argument("--compiled-only", action="store_true",
+                        help="--paper-shape with --compile-batches: only the compiled rows")
     parser.add_argument("--no-train", action="store_true", help="--paper-shape: skip the training-step rows")
     parser.add_argument("--batches-per-row", type=int, default=None, help="--paper-shape: batches timed per row "
                         f"(default {PaperOptions.batches_per_row})")
@@ -69,7 +71,7 @@ def paper_options(args) -> PaperOptions:
                    batches_per_row=args.batches_per_row or o.batches_per_row,
                    train_batch=0 if args.no_train else o.train_batch,
                    compiled_batch_sizes=batch_list(args.compile_batches) if args.compile_batches
-                   else o.compiled_batch_sizes)
+                   else o.compiled_batch_sizes, compiled_only=args.compiled_only)
 
 
 def batch_list(text: str) -> tuple[int, ...]:

@@ -53,6 +53,7 @@ class PaperOptions:
     pooled_batch_sizes: tuple[int, ...] = (8, 64)  # the pooled system at equal batch
     compiled_batch_sizes: tuple[int, ...] = ()  # LLM-SRT greedy with DecodingOptions.compile (a static cache, CUDA
     #  graphs on a GPU), beside the eager rows
+    compiled_only: bool = False  # only those rows (no eager rows, pooled system, search or training rows)
     batches_per_row: int = 2  # utterances per row = batch x this (at least min_utterances)
     min_utterances: int = 4
     search_from: int = 128  # the largest-batch search doubles from here ...
@@ -86,25 +87,29 @@ def run_paper(options: PaperOptions, placement: Placement, workdir: Path, log=la
     clips = noise_clips(max(options.batch_sizes + options.pooled_batch_sizes + options.beam_batch_sizes),
                         options.clip_seconds, options.seed)
     rows, search, train = [], {}, []
-    for system_name in SYSTEMS:
+    for system_name in ["llm-srt"] if options.compiled_only else SYSTEMS:
         log(f"{system_name}: building {options.shape} (random weights) on {placement}")
         model, system = build_system(system_name, folders, placement, options)
         greedy = DecodingOptions(max_new_tokens=options.new_tokens)
         plan = ([(1, b, False) for b in options.batch_sizes]
                 + [(options.beam_size, b, False) for b in options.beam_batch_sizes]
-                + [(1, b, True) for b in options.compiled_batch_sizes]
-                if system_name == "llm-srt" else [(1, b, False) for b in options.pooled_batch_sizes])
+                if system_name == "llm-srt" and not options.compiled_only
+                else [] if system_name == "llm-srt" else [(1, b, False) for b in options.pooled_batch_sizes])
+        plan += [(1, b, True) for b in options.compiled_batch_sizes] if system_name == "llm-srt" else []
         for beam, batch, compiled in plan:
             log(f"{system_name}: {'greedy' if beam == 1 else f'beam {beam}'}{' compiled' if compiled else ''} "
                 f"batch {batch}")
             n = max(batch * options.batches_per_row, options.min_utterances)
             decoding = replace(greedy, beam_size=beam, compile=compiled)
-            # warm-up of this shape (compiled: the compilation, then CUDA graphs' warm-up and recording steps)
-            decode_pass(system, cycle(clips, batch), batch, replace(decoding, max_new_tokens=4 if compiled else 2))
-            rows.append(row(system_name, beam, batch, decode_pass(system, cycle(clips, n), batch, decoding), compiled))
-        if options.max_batch:
+            # warm-up of this shape (compiled: at full length, the same static cache: compilation, then the CUDA
+            # graph's warm-up and recording)
+            warm = decoding if compiled else replace(decoding, max_new_tokens=2)
+            decode_pass(system, cycle(clips, batch), batch, warm)
+            rows.append(compiled_row(system_name, batch, system, cycle(clips, n), decoding) if compiled else
+                        row(system_name, beam, batch, decode_pass(system, cycle(clips, n), batch, decoding)))
+        if options.max_batch and not options.compiled_only:
             search[system_name] = largest_batch(system, clips, greedy, options, placement.device, log)
-        if system_name == "llm-srt" and options.train_batch:
+        if system_name == "llm-srt" and options.train_batch and not options.compiled_only:
             train = training_rows(model, options, placement, log)
         del model, system
         release(placement.device)
@@ -125,6 +130,21 @@ def build_system(name: str, folders: presets.PresetFolders, placement: Placement
     pin_eos(model)
     model.encoder  # built now (it is lazy), so the first timed row does not pay for it
     return model, SpeechLLMSystem(model, name, placement)
+
+
+def compiled_row(system_name: str, batch: int, system, clips: list[np.ndarray], decoding: DecodingOptions) -> dict:
+    """A --compile row: timed as any other, and proved compiled (its steps counted by `StaticSteps`; on a GPU the
+    CUDA-graph skips torch counted, which must be none for the row to measure graphs)."""
+    from torch._dynamo.utils import counters
+
+    from ..model.decoding import StaticSteps
+
+    steps, skips = StaticSteps.steps_taken, counters["inductor"]["cudagraph_skips"]
+    out = row(system_name, 1, batch, decode_pass(system, clips, batch, decoding), compiled=True)
+    if StaticSteps.steps_taken == steps:
+        raise LLMSRTError(f"bench: --compile did not apply to {system_name} at batch {batch} (see the warning above)")
+    return out | {"cudagraph_skips": counters["inductor"]["cudagraph_skips"] - skips
+                  if system.model.device.type == "cuda" else None}
 
 
 def cycle(clips: list[np.ndarray], n: int) -> list[np.ndarray]:

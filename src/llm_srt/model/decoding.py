@@ -211,14 +211,17 @@ def greedy_ids(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, max_n
     from .llm import causal_lm
 
     lm = causal_lm(model)
-    if compiled and StaticSteps.fits(lm, mask.shape[1] + max_new_tokens):
+    if compiled and StaticSteps.fits(lm, embeds.shape[0], mask.shape[1] + max_new_tokens):
         steps = StaticSteps(lm, embeds, mask, max_new_tokens)
         try:
-            return _greedy_loop(steps, embeds.shape[0], max_new_tokens, eos, on_end, no_repeat_ngram, written)
+            result = _greedy_loop(steps, embeds.shape[0], max_new_tokens, eos, on_end, no_repeat_ngram, written)
+        except torch._dynamo.exc.FailOnRecompileLimitHit as e:  # torch's limit of compiled shapes: this shape eager
+            StaticSteps.shapes_full(e)
         except torch._dynamo.exc.TorchDynamoException as e:  # the model's step does not compile: eager, said once
             StaticSteps.refuse(lm, e)
-        finally:
+        else:
             steps.close()
+            return result
     steps = GrowingSteps(lm, embeds, mask, max_new_tokens)
     return _greedy_loop(steps, embeds.shape[0], max_new_tokens, eos, on_end, no_repeat_ngram, written)
 
@@ -310,17 +313,30 @@ class StaticSteps:
     _caches = None  # model -> {shape: cache}, weakly keyed (a dropped model frees its caches)
     _lock = threading.Lock()  # the store, between threads
     _refused = weakref.WeakSet()  # models whose step failed to compile (`refuse`)
+    _shapes: set[tuple[int, int]] = set()  # (batch, cache length) of the steps that ran compiled
+    _full = False  # torch's recompile limit was reached (`shapes_full`)
 
     @classmethod
-    def fits(cls, lm: nn.Module, positions: int) -> bool:
-        """Whether this model can take static steps for a prompt + new tokens of `positions` (int8 CPU layers do
-        not compile, some attention kinds have no static cache here, and a model whose step failed to compile
-        (`refuse`) is not tried again: those decode as without `compile`)."""
+    def fits(cls, lm: nn.Module, rows: int, positions: int) -> bool:
+        """Whether this model can take static steps for `rows` rows of a prompt + new tokens of `positions` (int8
+        CPU layers do not compile, some attention kinds have no static cache here, a model whose step failed to
+        compile (`refuse`) is not tried again, and once torch's limit of compiled shapes is reached only shapes
+        already compiled are: the others decode as without `compile`)."""
         from .cpu_linear import is_quantized
         from .kv_cache import static_fits, static_length
 
-        return (lm not in cls._refused and not is_quantized(lm)
-                and static_fits(lm.config, static_length(positions)))
+        length = static_length(positions)
+        if lm in cls._refused or is_quantized(lm) or not static_fits(lm.config, length):
+            return False
+        return not cls._full or (1 << (rows - 1).bit_length(), length) in cls._shapes
+
+    @classmethod
+    def shapes_full(cls, error: Exception) -> None:
+        """Torch compiled COMPILED_SHAPES shapes of the step: new ones decode eagerly from now on (said once)."""
+        if not cls._full:
+            warnings.warn(f"--compile: {cls.COMPILED_SHAPES} batch x length shapes are compiled; new shapes decode "
+                          f"eagerly ({type(error).__name__})", RuntimeWarning, stacklevel=3)
+        cls._full = True
 
     @classmethod
     def refuse(cls, lm: nn.Module, error: Exception) -> None:
@@ -347,9 +363,10 @@ class StaticSteps:
         positions = (self.mask[:, :prompt].cumsum(-1) - 1).masked_fill(self.mask[:, :prompt] == 0, 0)
         device = embeds.device
         out = lm(inputs_embeds=embeds, attention_mask=self.mask, position_ids=positions, use_cache=True,
-                 logits_to_keep=1, past_key_values=self.cache, cache_position=torch.arange(prompt, device=device))
+                 logits_to_keep=1, past_key_values=self.cache)
+        # the next cache slot, whose mask column each step opens; HF's StaticLayer writes keys and values at its
+        # own fill counter (`cumulative_length`), the same number (tests/model/test_speech_llm.py checks it)
         self.lm, self.slot, self.position = lm, prompt, positions[:, -1:] + 1
-        self.slot_index = torch.tensor([prompt], device=device)  # the cache slot as a tensor, stepped on the device
         self.active = torch.arange(rows, device=device)
         self.tokens = torch.zeros(batch, dtype=torch.long, device=device)
         self.mode = "reduce-overhead" if device.type == "cuda" else "default"
@@ -371,12 +388,11 @@ class StaticSteps:
         self.tokens[self.active] = token
         self.mask[:, self.slot] = 1
         with torch._dynamo.config.patch(recompile_limit=self.COMPILED_SHAPES):
-            logits = self._compiled(self.mode)(self.lm, self.tokens, self.position, self.slot_index, self.mask,
-                                               self.cache)
+            logits = self._compiled(self.mode)(self.lm, self.tokens, self.position, self.mask, self.cache)
         self.slot += 1
-        self.slot_index = self.slot_index + 1
         self.position = self.position + 1
         StaticSteps.steps_taken += 1
+        StaticSteps._shapes.add(self.cache_key[:2])
         return logits[self.active].unsqueeze(1)  # read before the next replay overwrites the graph's output
 
     @classmethod
@@ -403,14 +419,15 @@ class StaticSteps:
         return cache
 
 
-def _decode_step(lm: nn.Module, tokens: torch.Tensor, position: torch.Tensor, slot: torch.Tensor,
-                 mask: torch.Tensor, cache) -> torch.Tensor:
-    """One decode step of every batch slot on a static cache: tokens (B,) at `position` (B, 1), written at cache
-    `slot` (1,), attending where `mask` (B, length) is 1 -> next-token logits (B, V). What `StaticSteps` compiles.
+def _decode_step(lm: nn.Module, tokens: torch.Tensor, position: torch.Tensor, mask: torch.Tensor,
+                 cache) -> torch.Tensor:
+    """One decode step of every batch slot on a static cache: tokens (B,) at `position` (B, 1), written at the
+    cache's next slot, attending where `mask` (B, length) is 1 -> next-token logits (B, V). What `StaticSteps`
+    compiles.
     `forward`, not the module's call: a forward hook on the LM itself (a benchmark's counter) would break the graph;
     its layers' own hooks still run (traced)."""
     return lm.forward(input_ids=tokens[:, None], attention_mask=mask, position_ids=position, past_key_values=cache,
-              cache_position=slot, use_cache=True).logits[:, -1]
+                      use_cache=True).logits[:, -1]
 
 
 def _pick(logits: torch.Tensor, result: list[list[int]], rows: list[int], no_repeat_ngram: int) -> torch.Tensor:
