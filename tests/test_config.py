@@ -171,3 +171,24 @@ def test_huge_values_are_shortened_in_messages_and_huge_files_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"unknown key 'y+\.\.\.y+'") as e:
         config.load(Cfg, None, ["y" * 10_000 + "=1"])
     assert len(str(e.value)) < 300
+
+
+def test_deep_nesting_is_refused_whatever_the_recursion_limit(tmp_path):
+    """torch.compile raises the interpreter's recursion limit for the whole process; the depth guard must not
+    depend on it."""
+    import sys
+
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(5000)
+    try:
+        p = tmp_path / "c.yaml"
+        p.write_text("name: " + "[" * 600 + "]" * 600 + "\n")
+        with pytest.raises(ConfigError, match=r"c.yaml: nested too deeply"):
+            config.load(Cfg, p)
+        with pytest.raises(ConfigError, match=r"nested too deeply"):
+            config.load(Cfg, None, ["name=" + "[" * 150 + "]" * 150])
+        p.write_text("name: " + "[" * 50 + "]" * 50 + "\n")
+        with pytest.raises(ConfigError, match=r"name must be str"):  # deep, but within MAX_DEPTH: parsed
+            config.load(Cfg, p)
+    finally:
+        sys.setrecursionlimit(limit)

@@ -28,6 +28,7 @@ from .errors import ConfigError
 T = TypeVar("T")
 
 MAX_CONFIG_BYTES = 1 << 20  # a config is a page of settings; a bigger file is a mistake (or a bomb)
+MAX_DEPTH = 100  # lists and mappings nested deeper are refused (a config is a few levels deep)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,8 +109,17 @@ class StrictLoader(yaml.SafeLoader):
 
 
 def parse_yaml(text: str) -> Any:
-    """YAML text through `StrictLoader`."""
-    return yaml.load(text, Loader=StrictLoader)  # noqa: S506  (a SafeLoader subclass)
+    """YAML text through `StrictLoader`. RecursionError when nested deeper than MAX_DEPTH: the parser's own
+    recursion stops deep input only at the interpreter's recursion limit, which another library may have raised in
+    this process (torch.compile sets it to 2,000)."""
+    data = yaml.load(text, Loader=StrictLoader)  # noqa: S506  (a SafeLoader subclass)
+    level, depth = [data], 0
+    while level:
+        depth += 1
+        if depth > MAX_DEPTH:
+            raise RecursionError(f"nested deeper than {MAX_DEPTH}")
+        level = [v for x in level if isinstance(x, (list, dict)) for v in (x.values() if isinstance(x, dict) else x)]
+    return data
 
 
 def load(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
