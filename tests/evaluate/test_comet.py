@@ -224,6 +224,13 @@ def test_a_model_name_is_downloaded_a_path_is_not(tmp_path, monkeypatch):
     comet.check_model("Unbabel/wmt22-comet-da")
     assert fetched == ["Unbabel/wmt22-comet-da", "wmt20-comet-da"]
 
+    def unreachable(name):
+        raise KeyError(f"Model '{name}' not supported by COMET.")
+
+    stub.download_model = unreachable
+    with pytest.raises(ValueError, match="cannot download it .*pass its folder"):
+        comet_bridge.checkpoint("Unbabel/wmt22-comet-da")
+
 
 def test_the_source_is_part_of_what_is_scored(tiny_comet):
     rows = [UtteranceResult(id=str(i), src="eng", tgt="deu", hyp_translation="die katze", ref_transcript=src,

@@ -41,7 +41,12 @@ def checkpoint(model: str) -> str:
         raise ValueError(f"{model}: no such COMET checkpoint or folder (a model name to download reads org/name)")
     from comet import download_model
 
-    return download_model(model)
+    try:
+        return download_model(model)
+    except KeyError:  # COMET's words for any download failure: "not supported by COMET"
+        raise ValueError(f"{model}: cannot download it (no network, or no such COMET model); on a machine without the "
+                         "Hugging Face hub, download the model elsewhere (e.g. `huggingface-cli download "
+                         f"{model}`) and pass its folder") from None
 
 
 def main(request_path: str, response_path: str) -> int:
