@@ -146,6 +146,10 @@ BAD_REQUESTS = {  # name -> (path, upload (name, bytes, media type) or None, fie
                            "needs target_language"),
     "unknown subtitles": (TRANSLATIONS, None, {"source_language": "eng", "subtitles": "all"}, 400, "subtitles",
                           "translation, transcript, both"),
+    "beam 0": (TRANSLATIONS, None, {"beam_size": "0"}, 400, "beam_size", "from 1 to 8"),
+    "beam not a number": (TRANSLATIONS, None, {"beam_size": "two"}, 400, "beam_size", "'two'"),
+    "beam over --max-beam": (TRANSLATIONS, None, {"beam_size": "9"}, 400, "beam_size", "from 1 to 8 on this server"),
+    "tokens over the server's": (TRANSLATIONS, None, {"max_new_tokens": "100000"}, 400, "max_new_tokens", "from 1 to"),
     "no file": (TRANSLATIONS, (), {"source_language": "eng"}, 400, "file", "multipart"),
     "not audio": (TRANSLATIONS, ("notes.txt", b"hello", "text/plain"), {}, 415, "file", "text/plain"),
     "undecodable": (TRANSLATIONS, ("broken.wav", b"RIFF\x00\x00junk" * 10, "audio/wav"), {}, 415, "file",
@@ -270,3 +274,20 @@ def test_serve_verb_builds_the_app(model_dir, clip, monkeypatch, capsys):
         serve_app.options_from_args(parser.parse_args(["--model", "x", "--max-batch", "0"]))
     with pytest.raises(LLMSRTError, match="timeout"):
         serve_app.options_from_args(parser.parse_args(["--model", "x", "--timeout-s", "0"]))
+
+
+def test_a_request_decodes_with_its_own_beam_size_and_token_cap(client, translator, clip):
+    """beam_size and max_new_tokens fields: the answer is what the model says with those options."""
+    from dataclasses import replace
+
+    samples, audio = clip
+    for fields, decoding in (({"max_new_tokens": "3"}, replace(DECODING, max_new_tokens=3)),
+                             ({"beam_size": "2"}, replace(DECODING, beam_size=2)),
+                             ({"beam_size": "1", "max_new_tokens": ""}, DECODING)):
+        want = translator.translate([samples], "eng", "deu", task="srt", options=decoding)[0]
+        r = post(client, TRANSLATIONS, audio, source_language="eng", target_language="deu",
+                 response_format="verbose_json", **fields)
+        assert r.status_code == 200 and r.json()["text"] == want.translation, (fields, r.text)
+    capped = translator.translate([samples], "eng", "deu", task="srt", options=replace(DECODING, max_new_tokens=3))[0]
+    full = translator.translate([samples], "eng", "deu", task="srt", options=DECODING)[0]
+    assert (capped.transcript, capped.translation) != (full.transcript, full.translation)  # the cap did cut it

@@ -18,12 +18,14 @@ class Recorder:
 
     def __init__(self, gate: threading.Event | None = None, fail_first: bool = False):
         self.calls: list[tuple] = []
+        self.options: list = []  # each call's DecodingOptions
         self.gate = gate
         self.fail_first = fail_first
 
     def translate(self, inputs, src, tgt=None, task=Task.SRT, options=None, batch_size=8):
         tasks = [Task(t) for t in task]
         self.calls.append((list(src), list(tgt), tasks, [x.size for x in inputs]))
+        self.options.append(options)
         if self.gate is not None:
             assert self.gate.wait(10)
         if self.fail_first and len(self.calls) == 1:
@@ -150,3 +152,24 @@ def test_a_full_queue_refuses_new_requests():
 def test_options_are_checked():
     with pytest.raises(LLMSRTError, match="max_batch"):
         BatchOptions(max_batch=0)
+
+
+def test_requests_decode_in_batches_of_their_own_decoding():
+    """A batch holds requests of one decoding (the first waiting request's); the others keep their place and form
+    the next batch; a request that asks for none decodes with the server's options."""
+    from llm_srt.model.decoding import DecodingOptions
+
+    server, beam = DecodingOptions(max_new_tokens=16), DecodingOptions(beam_size=3, max_new_tokens=16)
+
+    async def main():
+        rec = Recorder()
+        b = await started(rec, max_batch=8, max_wait_ms=200, decoding=server)
+        asks = [None, beam, None, beam, DecodingOptions(max_new_tokens=16), None]  # the last but one is the server's
+        results = await asyncio.gather(*(b.submit(x, "eng", "deu", Task.SRT, d) for x, d in zip(clips(6), asks)))
+        await b.stop()
+        return rec, results
+
+    rec, results = run(main())
+    assert rec.options == [server, beam]
+    assert [c[3] for c in rec.calls] == [[1000, 1002, 1004, 1005], [1001, 1003]]
+    assert [r.translation for r in results] == [f"n={1000 + i}" for i in range(6)]

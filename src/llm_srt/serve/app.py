@@ -6,7 +6,8 @@
 
 POST /v1/audio/translations and /v1/audio/transcriptions take OpenAI's multipart fields (file, model,
 response_format = json | text | srt | vtt | verbose_json; `language` is read as the source) plus ours:
-source_language / target_language (ISO 639-3; ISO 639-1 and English names are accepted too), task and subtitles.
+source_language / target_language (ISO 639-3; ISO 639-1 and English names are accepted too), task, subtitles, and
+the request's own decoding: beam_size (1..--max-beam) and max_new_tokens (1..the server's --max-new-tokens).
 GET /v1/models, /v1/languages, /health, and / (the web page). Every error is JSON
 {"error": {"message", "type", "param"}} with a status from ERROR_TYPES; a bad request never stops the server.
 
@@ -20,7 +21,7 @@ import logging
 import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from typing import Annotated
 
@@ -34,7 +35,7 @@ from starlette.requests import ClientDisconnect
 from .. import languages, subtitles
 from ..errors import LLMSRTError
 from ..infer import SpeechTranslator, TranslationResult, add_model_arguments, translator_from_args
-from ..model.decoding import decoding_from_args
+from ..model.decoding import DecodingOptions, decoding_from_args
 from ..prompts import Task
 from .batcher import BatchOptions, Batcher, BusyError
 from .guard import (ERROR_TYPES, ConnectionLimits, ContentLengthLimit, HostOriginGuard, HostRule,
@@ -62,6 +63,7 @@ class ServeOptions:
     timeout_s: float = 120.0  # a request waiting longer (decode + queue + model) gets 504 and its work is dropped
     hosts: HostRule = HostRule()  # Host headers answered (the rest get 421)
     allow_origins: tuple[str, ...] = ()  # origins whose pages may POST here (CORS), besides the server's own
+    max_beam: int = 8  # the largest beam_size a request may ask for
     batch: BatchOptions = field(default_factory=BatchOptions)  # dynamic batching and decoding
 
     def __post_init__(self):
@@ -71,6 +73,7 @@ class ServeOptions:
         check_number("--max-audio-seconds", self.max_audio_seconds, 0.01, 24 * 3600)
         check_number("--max-decodes", self.max_decodes, 1, 1024, integer=True)
         check_number("--timeout-s", self.timeout_s, 0.001, 7 * 24 * 3600)
+        check_number("--max-beam", self.max_beam, 1, 64, integer=True)
         object.__setattr__(self, "allow_origins", tuple(check_allowed_origin(o) for o in self.allow_origins))
 
     @property
@@ -117,6 +120,8 @@ class AudioForm:
     language: str | None
     task: str | None
     subtitles: str | None
+    beam_size: str | None = None
+    max_new_tokens: str | None = None
 
 
 def audio_form(
@@ -128,8 +133,13 @@ def audio_form(
     language: Annotated[str | None, Form(description="OpenAI's field: the source language")] = None,
     task: Annotated[str | None, Form(description="translations: srt | s2tt; transcriptions: asr | srt")] = None,
     subtitles: Annotated[str | None, Form(description="srt/vtt cues: translation | transcript | both")] = None,
+    beam_size: Annotated[str | None, Form(description="this request's beam size (1 = greedy; default: the "
+                                                      "server's --beam; at most --max-beam)")] = None,
+    max_new_tokens: Annotated[str | None, Form(description="this request's token cap (default and at most: the "
+                                                           "server's --max-new-tokens)")] = None,
 ) -> AudioForm:
-    return AudioForm(file, model, response_format, source_language, target_language, language, task, subtitles)
+    return AudioForm(file, model, response_format, source_language, target_language, language, task, subtitles,
+                     beam_size, max_new_tokens)
 
 
 # ---- the app --------------------------------------------------------------------------------------------------------
@@ -206,6 +216,7 @@ def _handler(endpoint: Endpoint, batcher: Batcher, decoder: DecodePool, options:
                 raise APIError(400, f"task {task.value} needs target_language (ISO 639-3, e.g. deu)",
                                "target_language")
             tgt = resolve_language(tgt, "target_language")
+        decoding = request_decoding(form, options)
         cue_mode = form.subtitles or endpoint.text
         if cue_mode not in subtitles.CUE_MODES:
             raise APIError(400, f"unknown subtitles {cue_mode!r}: use one of {', '.join(subtitles.CUE_MODES)}",
@@ -217,7 +228,7 @@ def _handler(endpoint: Endpoint, batcher: Batcher, decoder: DecodePool, options:
 
         async def work() -> TranslationResult:
             samples = await decoder.decode(upload, name)
-            return await batcher.submit(samples, src, tgt, task)
+            return await batcher.submit(samples, src, tgt, task, decoding)
 
         try:
             result = await until_done(request, work(), options.timeout_s)
@@ -309,13 +320,33 @@ def too_large_message(options: ServeOptions) -> str:
 def check_fields(form: AudioForm) -> None:
     """400 naming the field for a text field that is absurdly long or holds control characters."""
     for param in ("model", "response_format", "source_language", "target_language", "language", "task",
-                  "subtitles"):
+                  "subtitles", "beam_size", "max_new_tokens"):
         value = getattr(form, param)
         if value is None:
             continue
         if len(value) > MAX_FIELD_CHARS or any(not c.isprintable() for c in value):
             raise APIError(400, f"{param}: expected a short printable value (got {len(value)} characters: "
                            f"{value[:40]!r}...)", param)
+def request_decoding(form: AudioForm, options: ServeOptions) -> DecodingOptions | None:
+    """The request's own decoding (beam_size, max_new_tokens over the server's), or None for the server's; 400
+    naming the field for a value that is not a whole number in its range."""
+    server = options.batch.decoding
+    asked = {}
+    for param, field_name, high in (("beam_size", "beam_size", options.max_beam),
+                                    ("max_new_tokens", "max_new_tokens", server.max_new_tokens)):
+        value = getattr(form, param)
+        if value is None or value == "":
+            continue
+        try:
+            number = int(value.strip())
+        except ValueError:
+            number = None
+        if number is None or not 1 <= number <= high:
+            raise APIError(400, f"{param} {value!r}: a whole number from 1 to {high} on this server", param)
+        asked[field_name] = number
+    return replace(server, **asked) if asked else None
+
+
 def parse_task(value: str | None, endpoint: Endpoint) -> Task:
     if value is None or value == "":
         return endpoint.tasks[0]
@@ -419,6 +450,9 @@ def add_arguments(parser) -> None:
                         help="let pages from ORIGIN (scheme://host[:port], or '*') post here and read the replies; "
                              "other cross-origin posts get 403")
     parser.add_argument("--name", default="llm-srt", help="the model id /v1/models reports")
+    parser.add_argument("--max-beam", type=int, default=ServeOptions.max_beam,
+                        help="the largest beam_size a request may ask for (a request's max_new_tokens may not exceed "
+                             "--max-new-tokens)")
 
 
 def check_bind(host: str, port: int) -> None:
@@ -436,7 +470,7 @@ def options_from_args(args) -> ServeOptions:
     decoding = decoding_from_args(args)
     batch = BatchOptions(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, decoding=decoding)
     hosts = HostRule(args.host, tuple(check_allowed_host(h) for h in args.allow_host))
-    return ServeOptions(model_name=args.name, max_upload_mb=args.max_upload_mb,
+    return ServeOptions(model_name=args.name, max_upload_mb=args.max_upload_mb, max_beam=args.max_beam,
                         max_audio_seconds=args.max_audio_seconds, max_decodes=args.max_decodes,
                         timeout_s=args.timeout_s, hosts=hosts,
                         allow_origins=tuple(check_allowed_origin(o) for o in args.allow_origin), batch=batch)

@@ -5,7 +5,9 @@ Requests wait in a queue. A collector task takes the first waiting request, lets
 more join it for at most `max_wait_ms`, and hands them to one worker thread as a single translate() call (one
 thread: the model runs one batch at a time and the event loop stays free to accept uploads meanwhile). Requests
 that arrive while a batch runs queue up and form the next batch at once. A request whose caller stops waiting
-(timeout, disconnected client) leaves the queue at once: the model never runs for it.
+(timeout, disconnected client) leaves the queue at once: the model never runs for it. A request may bring its own
+DecodingOptions (beam size, token cap): a batch holds requests of one kind of decoding, the first waiting request's;
+the others keep their place in the queue for a later batch.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ class BatchOptions:
     max_batch: int = 8  # most requests in one translate() call; 1 = no batching
     max_wait_ms: float = 20.0  # how long the first request of a batch waits for others to join it
     max_queue: int = 1024  # requests waiting beyond this are refused (server busy) instead of piling up
-    decoding: DecodingOptions = DecodingOptions()  # passed to every translate() call
+    decoding: DecodingOptions = DecodingOptions()  # the decoding of a request that asks for none of its own
 
     def __post_init__(self):
         ok = (isinstance(self.max_batch, int) and isinstance(self.max_queue, int) and self.max_batch >= 1
@@ -51,6 +53,7 @@ class Pending:
     tgt: str | None
     task: Task
     future: asyncio.Future  # resolves to the TranslationResult
+    decoding: DecodingOptions  # how this request decodes (its batch's, shared by every request in it)
 
 
 @dataclass
@@ -108,14 +111,17 @@ class Batcher:
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def submit(self, audio: np.ndarray, src: str | None, tgt: str | None, task: Task) -> TranslationResult:
-        """Translate one decoded clip along with whatever else is waiting. Cancelling the await (a timeout, a client
-        gone) removes the request from the queue at once if its batch has not started yet."""
+    async def submit(self, audio: np.ndarray, src: str | None, tgt: str | None, task: Task,
+                     decoding: DecodingOptions | None = None) -> TranslationResult:
+        """Translate one decoded clip along with whatever else is waiting (and decodes as it does: `decoding`, the
+        server's options when None). Cancelling the await (a timeout, a client gone) removes the request from the
+        queue at once if its batch has not started yet."""
         if self._queue is None:
             raise RuntimeError("Batcher.start() was not awaited")
         if self.waiting >= self.options.max_queue:
             raise BusyError(f"{self.waiting} requests are already waiting; retry later")
-        pending = Pending(audio, src, tgt, task, asyncio.get_running_loop().create_future())
+        pending = Pending(audio, src, tgt, task, asyncio.get_running_loop().create_future(),
+                          decoding or self.options.decoding)
         self._queue.append(pending)
         self._arrived.set()
         try:
@@ -133,8 +139,10 @@ class Batcher:
             batch = self._forming = [self._queue.popleft()]
             deadline = loop.time() + self.options.max_wait_ms / 1000
             while len(batch) < self.options.max_batch:
-                if self._queue:
-                    batch.append(self._queue.popleft())
+                same = next((p for p in self._queue if p.decoding == batch[0].decoding), None)
+                if same is not None:  # the next request that decodes as this batch does (others keep their place)
+                    self._queue.remove(same)
+                    batch.append(same)
                     continue
                 remaining = deadline - loop.time()
                 if remaining <= 0:
@@ -164,5 +172,5 @@ class Batcher:
     def _translate(self, group: list[Pending]) -> list[TranslationResult]:
         self.stats.sizes[len(group)] += 1
         return self.translator.translate([p.audio for p in group], [p.src for p in group], [p.tgt for p in group],
-                                         task=[p.task for p in group], options=self.options.decoding,
+                                         task=[p.task for p in group], options=group[0].decoding,
                                          batch_size=self.options.max_batch)
