@@ -187,6 +187,9 @@ def test_deep_nesting_is_refused_whatever_the_recursion_limit(tmp_path):
             config.load(Cfg, p)
         with pytest.raises(ConfigError, match=r"nested too deeply"):
             config.load(Cfg, None, ["name=" + "[" * 150 + "]" * 150])
+        p.write_text("name: !!omap [{a: " + "[" * 600 + "]" * 600 + "}]\n")  # a tag that builds tuples
+        with pytest.raises(ConfigError, match=r"c.yaml: nested too deeply"):
+            config.load(Cfg, p)
         p.write_text("name: " + "[" * 50 + "]" * 50 + "\n")
         with pytest.raises(ConfigError, match=r"name must be str"):  # deep, but within MAX_DEPTH: parsed
             config.load(Cfg, p)

@@ -84,15 +84,26 @@ class _Refused(yaml.YAMLError):
 
 
 class StrictLoader(yaml.SafeLoader):
-    """PyYAML's safe loader that refuses aliases (`*name`: 600 bytes of nested aliases expand to gigabytes) and
-    repeated keys in a mapping (the last would silently win)."""
+    """PyYAML's safe loader that refuses aliases (`*name`: 600 bytes of nested aliases expand to gigabytes),
+    repeated keys in a mapping (the last would silently win) and nodes nested deeper than MAX_DEPTH (RecursionError,
+    counted as the composer descends, whatever the tag: the parser's own recursion would stop deep input only at the
+    interpreter's recursion limit, which another library may have raised in this process; torch.compile sets it to
+    2,000)."""
+
+    depth = 0  # nodes being composed, outermost first
 
     def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
             raise _Refused(event.start_mark, f"YAML aliases (*{short(event.anchor)[1:-1]}) are not accepted in a "
                            "config; write the value out")
-        return super().compose_node(parent, index)
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                raise RecursionError(f"nested deeper than {MAX_DEPTH}")
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
     def construct_mapping(self, node, deep=False):
         seen: dict = {}
@@ -109,17 +120,8 @@ class StrictLoader(yaml.SafeLoader):
 
 
 def parse_yaml(text: str) -> Any:
-    """YAML text through `StrictLoader`. RecursionError when nested deeper than MAX_DEPTH: the parser's own
-    recursion stops deep input only at the interpreter's recursion limit, which another library may have raised in
-    this process (torch.compile sets it to 2,000)."""
-    data = yaml.load(text, Loader=StrictLoader)  # noqa: S506  (a SafeLoader subclass)
-    level, depth = [data], 0
-    while level:
-        depth += 1
-        if depth > MAX_DEPTH:
-            raise RecursionError(f"nested deeper than {MAX_DEPTH}")
-        level = [v for x in level if isinstance(x, (list, dict)) for v in (x.values() if isinstance(x, dict) else x)]
-    return data
+    """YAML text through `StrictLoader` (RecursionError when nested deeper than MAX_DEPTH)."""
+    return yaml.load(text, Loader=StrictLoader)  # noqa: S506  (a SafeLoader subclass)
 
 
 def load(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:

@@ -44,7 +44,7 @@ class Spy:
 
 @pytest.fixture(scope="module")
 def client(translator):
-    with local_client(create_app(translator, options(max_upload_mb=2))) as c:
+    with local_client(create_app(translator, options(max_upload_mb=2, max_beam=4))) as c:
         yield c
 
 
@@ -146,9 +146,11 @@ BAD_REQUESTS = {  # name -> (path, upload (name, bytes, media type) or None, fie
                            "needs target_language"),
     "unknown subtitles": (TRANSLATIONS, None, {"source_language": "eng", "subtitles": "all"}, 400, "subtitles",
                           "translation, transcript, both"),
-    "beam 0": (TRANSLATIONS, None, {"beam_size": "0"}, 400, "beam_size", "from 1 to 8"),
+    "beam 0": (TRANSLATIONS, None, {"beam_size": "0"}, 400, "beam_size", "from 1 to 4"),
     "beam not a number": (TRANSLATIONS, None, {"beam_size": "two"}, 400, "beam_size", "'two'"),
-    "beam over --max-beam": (TRANSLATIONS, None, {"beam_size": "9"}, 400, "beam_size", "from 1 to 8 on this server"),
+    "beam not ASCII digits": (TRANSLATIONS, None, {"beam_size": "\u0663"}, 400, "beam_size", "from 1 to 4"),
+    "beam signed": (TRANSLATIONS, None, {"beam_size": "+3"}, 400, "beam_size", "from 1 to 4"),
+    "beam over --max-beam": (TRANSLATIONS, None, {"beam_size": "5"}, 400, "beam_size", "from 1 to 4 on this server"),
     "tokens over the server's": (TRANSLATIONS, None, {"max_new_tokens": "100000"}, 400, "max_new_tokens", "from 1 to"),
     "no file": (TRANSLATIONS, (), {"source_language": "eng"}, 400, "file", "multipart"),
     "not audio": (TRANSLATIONS, ("notes.txt", b"hello", "text/plain"), {}, 415, "file", "text/plain"),
@@ -291,3 +293,14 @@ def test_a_request_decodes_with_its_own_beam_size_and_token_cap(client, translat
     capped = translator.translate([samples], "eng", "deu", task="srt", options=replace(DECODING, max_new_tokens=3))[0]
     full = translator.translate([samples], "eng", "deu", task="srt", options=DECODING)[0]
     assert (capped.transcript, capped.translation) != (full.transcript, full.translation)  # the cap did cut it
+
+
+def test_a_greedy_server_stays_greedy_unless_its_operator_raises_max_beam(translator, clip):
+    args = argparse.ArgumentParser()
+    serve_app.add_arguments(args)
+    assert serve_app.options_from_args(args.parse_args(["--model", "m"])).max_beam is None
+    assert serve_app.options_from_args(args.parse_args(["--model", "m", "--max-beam", "6"])).max_beam == 6
+    with local_client(create_app(translator, options())) as c:  # --beam 1, no --max-beam
+        r = post(c, TRANSLATIONS, clip[1], source_language="eng", beam_size="2")
+        assert r.status_code == 400 and "from 1 to 1" in r.json()["error"]["message"]
+        assert post(c, TRANSLATIONS, clip[1], source_language="eng", beam_size=" 1 ").status_code == 200

@@ -173,3 +173,23 @@ def test_requests_decode_in_batches_of_their_own_decoding():
     assert rec.options == [server, beam]
     assert [c[3] for c in rec.calls] == [[1000, 1002, 1004, 1005], [1001, 1003]]
     assert [r.translation for r in results] == [f"n={1000 + i}" for i in range(6)]
+
+
+def test_a_batch_does_not_wait_for_more_while_other_decodings_are_ready():
+    """Requests of another decoding waiting make the forming batch run at once (theirs next, which may wait its own
+    window for joiners): one window in all, not one per decoding."""
+    import time
+
+    from llm_srt.model.decoding import DecodingOptions
+
+    async def main():
+        rec = Recorder()
+        b = await started(rec, max_batch=8, max_wait_ms=2000)
+        start = time.perf_counter()
+        await asyncio.gather(b.submit(clips(1)[0], "eng", "deu", Task.SRT),
+                             b.submit(clips(1)[0], "eng", "deu", Task.SRT, DecodingOptions(beam_size=2)))
+        await b.stop()
+        return rec, time.perf_counter() - start
+
+    rec, seconds = run(main())
+    assert len(rec.calls) == 2 and seconds < 3.0  # the last batch's 2 s window only, not two windows

@@ -18,6 +18,7 @@ request that times out or whose client disconnects leaves the queue at once.
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
@@ -63,7 +64,7 @@ class ServeOptions:
     timeout_s: float = 120.0  # a request waiting longer (decode + queue + model) gets 504 and its work is dropped
     hosts: HostRule = HostRule()  # Host headers answered (the rest get 421)
     allow_origins: tuple[str, ...] = ()  # origins whose pages may POST here (CORS), besides the server's own
-    max_beam: int = 8  # the largest beam_size a request may ask for
+    max_beam: int | None = None  # the largest beam_size a request may ask for (None: the server's own --beam)
     batch: BatchOptions = field(default_factory=BatchOptions)  # dynamic batching and decoding
 
     def __post_init__(self):
@@ -73,7 +74,8 @@ class ServeOptions:
         check_number("--max-audio-seconds", self.max_audio_seconds, 0.01, 24 * 3600)
         check_number("--max-decodes", self.max_decodes, 1, 1024, integer=True)
         check_number("--timeout-s", self.timeout_s, 0.001, 7 * 24 * 3600)
-        check_number("--max-beam", self.max_beam, 1, 64, integer=True)
+        if self.max_beam is not None:
+            check_number("--max-beam", self.max_beam, 1, 64, integer=True)
         object.__setattr__(self, "allow_origins", tuple(check_allowed_origin(o) for o in self.allow_origins))
 
     @property
@@ -327,23 +329,21 @@ def check_fields(form: AudioForm) -> None:
         if len(value) > MAX_FIELD_CHARS or any(not c.isprintable() for c in value):
             raise APIError(400, f"{param}: expected a short printable value (got {len(value)} characters: "
                            f"{value[:40]!r}...)", param)
+
+
 def request_decoding(form: AudioForm, options: ServeOptions) -> DecodingOptions | None:
     """The request's own decoding (beam_size, max_new_tokens over the server's), or None for the server's; 400
     naming the field for a value that is not a whole number in its range."""
     server = options.batch.decoding
     asked = {}
-    for param, field_name, high in (("beam_size", "beam_size", options.max_beam),
-                                    ("max_new_tokens", "max_new_tokens", server.max_new_tokens)):
-        value = getattr(form, param)
-        if value is None or value == "":
+    for param, high in (("beam_size", max(options.max_beam or 1, server.beam_size)),
+                        ("max_new_tokens", server.max_new_tokens)):
+        value = (getattr(form, param) or "").strip()
+        if not value:
             continue
-        try:
-            number = int(value.strip())
-        except ValueError:
-            number = None
-        if number is None or not 1 <= number <= high:
+        if not re.fullmatch(r"[0-9]{1,9}", value) or not 1 <= int(value) <= high:
             raise APIError(400, f"{param} {value!r}: a whole number from 1 to {high} on this server", param)
-        asked[field_name] = number
+        asked[param] = int(value)
     return replace(server, **asked) if asked else None
 
 
@@ -450,9 +450,9 @@ def add_arguments(parser) -> None:
                         help="let pages from ORIGIN (scheme://host[:port], or '*') post here and read the replies; "
                              "other cross-origin posts get 403")
     parser.add_argument("--name", default="llm-srt", help="the model id /v1/models reports")
-    parser.add_argument("--max-beam", type=int, default=ServeOptions.max_beam,
-                        help="the largest beam_size a request may ask for (a request's max_new_tokens may not exceed "
-                             "--max-new-tokens)")
+    parser.add_argument("--max-beam", type=int, default=None,
+                        help="the largest beam_size a request may ask for (default: --beam, so a greedy server stays "
+                             "greedy unless raised; a request's max_new_tokens may not exceed --max-new-tokens)")
 
 
 def check_bind(host: str, port: int) -> None:

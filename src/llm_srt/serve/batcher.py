@@ -144,6 +144,8 @@ class Batcher:
                     self._queue.remove(same)
                     batch.append(same)
                     continue
+                if self._queue:  # only requests of other decodings wait: run this batch now, theirs next
+                    break
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     break
