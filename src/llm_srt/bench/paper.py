@@ -91,11 +91,13 @@ def run_paper(options: PaperOptions, placement: Placement, workdir: Path, log=la
         log(f"{system_name}: building {options.shape} (random weights) on {placement}")
         model, system = build_system(system_name, folders, placement, options)
         greedy = DecodingOptions(max_new_tokens=options.new_tokens)
-        plan = ([(1, b, False) for b in options.batch_sizes]
-                + [(options.beam_size, b, False) for b in options.beam_batch_sizes]
-                if system_name == "llm-srt" and not options.compiled_only
-                else [] if system_name == "llm-srt" else [(1, b, False) for b in options.pooled_batch_sizes])
-        plan += [(1, b, True) for b in options.compiled_batch_sizes] if system_name == "llm-srt" else []
+        if system_name != "llm-srt":  # (beam, batch, compiled) of each row
+            plan = [(1, b, False) for b in options.pooled_batch_sizes]
+        else:
+            plan = [] if options.compiled_only else (
+                [(1, b, False) for b in options.batch_sizes]
+                + [(options.beam_size, b, False) for b in options.beam_batch_sizes])
+            plan += [(1, b, True) for b in options.compiled_batch_sizes]
         for beam, batch, compiled in plan:
             log(f"{system_name}: {'greedy' if beam == 1 else f'beam {beam}'}{' compiled' if compiled else ''} "
                 f"batch {batch}")

@@ -95,21 +95,14 @@ def score_systems(systems: Mapping[str, Sequence[UtteranceResult]], options: Com
                   log=print) -> dict[str, list[UtteranceResult]]:
     """Every system's rows with their COMET score (`UtteranceResult.comet`; None for a row that cannot be scored),
     all systems in one call of the COMET Python; a (source, hypothesis, reference) met twice is scored once."""
-    unique: dict[tuple[str, str, str], int] = {}
-    for rows in systems.values():
-        for r in rows:
-            s = sample(r)
-            if s is not None:
-                unique.setdefault((s["src"], s["mt"], s["ref"]), len(unique))
+    keys = {name: [None if (s := sample(r)) is None else (s["src"], s["mt"], s["ref"]) for r in rows]
+            for name, rows in systems.items()}
+    unique = list(dict.fromkeys(k for ks in keys.values() for k in ks if k is not None))  # first-seen order
     started = time.perf_counter()
-    scores = segment_scores([{"src": a, "mt": b, "ref": c} for a, b, c in unique], options)
+    scores = dict(zip(unique, segment_scores([{"src": a, "mt": b, "ref": c} for a, b, c in unique], options)))
     log(f"COMET ({options.model}): {len(unique)} segments scored in {time.perf_counter() - started:.0f} s")
-
-    def scored(r: UtteranceResult) -> UtteranceResult:
-        s = sample(r)
-        return replace(r, comet=None if s is None else scores[unique[(s["src"], s["mt"], s["ref"])]])
-
-    return {name: [scored(r) for r in rows] for name, rows in systems.items()}
+    return {name: [replace(r, comet=None if k is None else scores[k]) for r, k in zip(rows, keys[name])]
+            for name, rows in systems.items()}
 
 
 def segment_scores(samples: list[dict[str, str]], options: CometOptions) -> list[float]:

@@ -272,7 +272,7 @@ class GrowingSteps:
         from .kv_cache import growing_cache
 
         mask = mask.long()
-        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+        positions = prompt_positions(mask)
         out = lm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1,
                  past_key_values=growing_cache(lm.config, max_new_tokens))
         self.lm, self.cache, self.mask, self.position = lm, out.past_key_values, mask, positions[:, -1:] + 1
@@ -291,9 +291,6 @@ class GrowingSteps:
         self.position = self.position + 1
         return out.logits
 
-    def close(self) -> None:
-        """The generation is over (nothing to give back: its cache goes with it)."""
-
 
 class StaticSteps:
     """`greedy_ids`' steps compiled (torch.compile, fullgraph) on a static cache (`kv_cache.static_cache`): every
@@ -308,9 +305,9 @@ class StaticSteps:
     COMPILED_SHAPES = 64  # torch's recompile limit while these steps compile (each batch x length is one shape)
     STATIC_CACHES = 2  # static caches kept per model (their KV buffers), most recent first
 
-    _step = None  # the compiled `_decode_step`, by mode ("default", "reduce-overhead"), made on first use
+    _step: dict = {}  # the compiled `_decode_step`, by mode ("default", "reduce-overhead"), made on first use
     steps_taken = 0  # compiled steps run in this process (the LM's forward hooks do not see them: `_decode_step`)
-    _caches = None  # model -> {shape: cache}, weakly keyed (a dropped model frees its caches)
+    _caches = weakref.WeakKeyDictionary()  # model -> {shape: cache} (a dropped model frees its caches)
     _lock = threading.Lock()  # the store, between threads
     _refused = weakref.WeakSet()  # models whose step failed to compile (`refuse`)
     _shapes: set[tuple[int, int]] = set()  # (batch, cache length) of the steps that ran compiled
@@ -323,12 +320,20 @@ class StaticSteps:
         compile (`refuse`) is not tried again, and once torch's limit of compiled shapes is reached only shapes
         already compiled are: the others decode as without `compile`)."""
         from .cpu_linear import is_quantized
-        from .kv_cache import static_fits, static_length
+        from .kv_cache import static_fits
 
-        length = static_length(positions)
-        if lm in cls._refused or is_quantized(lm) or not static_fits(lm.config, length):
+        shape = cls.shape(rows, positions)
+        if lm in cls._refused or is_quantized(lm) or not static_fits(lm.config, shape[1]):
             return False
-        return not cls._full or (1 << (rows - 1).bit_length(), length) in cls._shapes
+        return not cls._full or shape in cls._shapes
+
+    @staticmethod
+    def shape(rows: int, positions: int) -> tuple[int, int]:
+        """(batch, cache length) of the static steps of `rows` rows of a prompt + new tokens of `positions`: the
+        batch filled to a power of two, the length bucketed (`kv_cache.static_length`)."""
+        from .kv_cache import static_length
+
+        return 1 << (rows - 1).bit_length(), static_length(positions)
 
     @classmethod
     def shapes_full(cls, error: Exception) -> None:
@@ -348,19 +353,16 @@ class StaticSteps:
                       "it decodes eagerly (the same tokens, without the compiled speed)", RuntimeWarning, stacklevel=3)
 
     def __init__(self, lm: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, max_new_tokens: int):
-        from .kv_cache import static_length
-
         rows, prompt = mask.shape
-        batch = 1 << (rows - 1).bit_length()
+        batch, length = self.shape(rows, prompt + max_new_tokens)
         if batch > rows:  # copies of row 0 fill the batch to a power of two
             embeds = torch.cat([embeds, embeds[:1].expand(batch - rows, -1, -1)])
             mask = torch.cat([mask, mask[:1].expand(batch - rows, -1)])
-        length = static_length(prompt + max_new_tokens)
         self.cache_key = (batch, length, embeds.dtype, embeds.device)
         self.cache = self._cache(lm, self.cache_key)
         self.mask = mask.new_zeros(batch, length, dtype=torch.long)
         self.mask[:, :prompt] = mask
-        positions = (self.mask[:, :prompt].cumsum(-1) - 1).masked_fill(self.mask[:, :prompt] == 0, 0)
+        positions = prompt_positions(mask)
         device = embeds.device
         out = lm(inputs_embeds=embeds, attention_mask=self.mask, position_ids=positions, use_cache=True,
                  logits_to_keep=1, past_key_values=self.cache)
@@ -397,8 +399,6 @@ class StaticSteps:
 
     @classmethod
     def _compiled(cls, mode: str):
-        if cls._step is None:
-            cls._step = {}
         if mode not in cls._step:
             cls._step[mode] = torch.compile(_decode_step, fullgraph=True, dynamic=False, mode=mode)
         return cls._step[mode]
@@ -409,8 +409,6 @@ class StaticSteps:
         kept one (the same buffers: a CUDA graph recorded on them replays), else a new one."""
         from .kv_cache import static_cache
 
-        if cls._caches is None:
-            cls._caches = weakref.WeakKeyDictionary()
         with cls._lock:
             cache = cls._caches.setdefault(lm, {}).pop(key, None)
         if cache is None:
@@ -490,6 +488,12 @@ def last_argmax(logits: torch.Tensor) -> torch.Tensor:
     return token
 
 
+def prompt_positions(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids of left-padded prompts (B, L) from their mask, as `generate` counts them: 0 at padding."""
+    mask = mask.long()
+    return (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+
+
 def prompt_cache(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, copies: int):
     """The LLM's KV cache of left-padded prompts (B, L, d), positions counted as `generate` counts them (from the
     mask), each row's cache repeated `copies` times in place (row i's copies at i * copies ...: generate's
@@ -497,7 +501,7 @@ def prompt_cache(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, cop
     from .llm import backbone_and_head
 
     backbone, _ = backbone_and_head(model)
-    positions = (mask.long().cumsum(-1) - 1).masked_fill(~mask.bool(), 0)
+    positions = prompt_positions(mask)
     cache = backbone(inputs_embeds=embeds, attention_mask=mask.long(), position_ids=positions,
                      use_cache=True).past_key_values
     cache.batch_repeat_interleave(copies)
