@@ -18,6 +18,7 @@ import os
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
+from typing import Callable
 
 from tqdm import tqdm
 
@@ -29,11 +30,15 @@ from ..model.decoding import (DecodingOptions, add_compile_argument, add_no_repe
                               decoding_from_args)
 from ..prompts import Task
 from .comet import DEFAULT_MODEL, CometOptions, check_model, comet_python, score_systems
+from .journal import Journal, model_files, remove_journals
 from .report import Report, UtteranceResult, build_report, format_table, load_results, write_report
 from .significance import SAMPLES, check_samples, paired_bootstrap_runs, paired_error_rates_runs, paired_mean
 
 TASKS = ("auto", "srt", "s2tt", "smt", "asr")  # --task; auto: what the model folder was trained for
 GATHER_TIMEOUT = timedelta(hours=12)  # how long rank 0 waits for the slowest rank's shard
+GROUP_BATCHES = 16  # rows run, then journaled, this many batches at a time (sorted by length within a group)
+PARTIAL = "partial"  # OUT/partial: the journals of decoded rows a killed run goes on from (evaluate/journal.py)
+OnRow = Callable[[Row, UtteranceResult], object]
 
 
 def model_task(model: str) -> Task:
@@ -86,31 +91,48 @@ def _result(r: Row, task: Task, transcript: str = "", translation: str = "", err
 
 
 def run_system(translator, rows: list[Row], task: Task, options: DecodingOptions, batch_size: int,
-               desc: str = "evaluate") -> list[UtteranceResult]:
+               desc: str = "evaluate", on_row: OnRow | None = None) -> list[UtteranceResult]:
     """Every row through `translator` (an infer.SpeechTranslator) as one mixed-language, mixed-task stream; one
-    UtteranceResult per row, in row order (a failed row has `error` set)."""
+    UtteranceResult per row, in row order (a failed row has `error` set). `on_row(row, result)` is called as each
+    group of rows (GROUP_BATCHES batches; infer.PENDING_SECONDS of audio at most) is done, before the next runs."""
     tasks = [row_task(r, task) for r in rows]
+
+    def result(i: int, res) -> UtteranceResult:
+        out = _result(rows[i], tasks[i], res.transcript, res.translation, res.error, res.forced_tags)
+        if on_row is not None:
+            on_row(rows[i], out)
+        return out
+
+    done: dict[int, UtteranceResult] = {}
     with tqdm(total=len(rows), desc=desc, dynamic_ncols=True) as bar:
-        results = translator.translate(
+        translator.translate(
             [r.audio for r in rows], [r.src_lang for r in rows], [r.tgt_lang or None for r in rows], task=tasks,
             options=options, batch_size=batch_size, progress=bar.update,
-            transcripts=[r.transcript if t is Task.SMT else "" for r, t in zip(rows, tasks)])
-    return [_result(r, t, res.transcript, res.translation, res.error, res.forced_tags)
-            for r, t, res in zip(rows, tasks, results)]
+            transcripts=[r.transcript if t is Task.SMT else "" for r, t in zip(rows, tasks)],
+            on_result=lambda i, res: done.__setitem__(i, result(i, res)), group_inputs=GROUP_BATCHES * batch_size)
+    return [done[i] for i in range(len(rows))]
 
 
-def run_text_mt(system, rows: list[Row], options: DecodingOptions, batch_size: int, desc: str = "text MT"
-                ) -> list[UtteranceResult]:
+def run_text_mt(system, rows: list[Row], options: DecodingOptions, batch_size: int, desc: str = "text MT",
+                on_row: OnRow | None = None) -> list[UtteranceResult]:
     """The system's own LLM (with its LoRA; the cascade's LLM) translating each row's gold transcript (Task.MT):
-    the x axis of paper Figure 3. Rows without a target are not MT rows; one without a transcript fails."""
+    the x axis of paper Figure 3, in groups of GROUP_BATCHES batches (`on_row(row, result)` as each is done). Rows
+    without a target are not MT rows; one without a transcript fails."""
     from ..infer import run_items
     from ..model.systems import Item
 
     rows = [r for r in rows if not r.is_asr]
+    results = []
     with tqdm(total=len(rows), desc=desc, dynamic_ncols=True) as bar:
-        outputs = run_items(system, [Item(None, r.src_lang, r.tgt_lang, Task.MT, r.transcript) for r in rows],
-                            options, batch_size, progress=bar.update)
-    return [_result(r, Task.MT, translation=o.translation, error=o.error) for r, o in zip(rows, outputs)]
+        for start in range(0, len(rows), GROUP_BATCHES * batch_size):
+            group = rows[start:start + GROUP_BATCHES * batch_size]
+            outputs = run_items(system, [Item(None, r.src_lang, r.tgt_lang, Task.MT, r.transcript) for r in group],
+                                options, batch_size, progress=bar.update)
+            for r, o in zip(group, outputs):
+                results.append(_result(r, Task.MT, translation=o.translation, error=o.error))
+                if on_row is not None:
+                    on_row(r, results[-1])
+    return results
 
 
 def hyps_path(out: str | Path, system: str, mt: bool = False) -> Path:
@@ -186,7 +208,7 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
              options: DecodingOptions = DecodingOptions(), batch_size: int = 8, limit: int | None = None,
              with_mt: bool = False, skip_bad: bool = False, log=print, placement: Placement | None = None,
              whisper: str | None = None, llm: str | None = None, significance: int = SAMPLES,
-             comet: CometOptions | None = None):
+             comet: CometOptions | None = None, restart: bool = False):
     """Run every model (name -> folder, or a baseline's name) over the manifest and write the report into `out`;
     the Report on rank 0, None on the other ranks. A model that is a results file (`is_results_file`: the
     hyps.NAME.jsonl an earlier evaluation wrote) is read, not run, so decoded systems can be scored and compared
@@ -195,7 +217,9 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
     (`significance` resamples; 0: no test; `compare_systems`); a system of several runs (results files) is tested
     run by run against another of as many runs. `comet`: score every system's rows with COMET too (each row's
     score in its hyps file; mean per direction in the report; paired test of the mean against the first system);
-    without it, scores a results file carries are left out (another COMET model may have made them)."""
+    without it, scores a results file carries are left out (another COMET model may have made them). Decoded rows
+    are kept in `out`/partial as they finish (evaluate/journal.py): run again after a kill, only the rows not kept
+    there are decoded; `restart`: decode every row again."""
     from ..infer import SpeechTranslator
     from ..model.systems import load_system
 
@@ -221,16 +245,33 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
     systems: dict[str, list[UtteranceResult]] = {}
     mt: dict[str, list[UtteranceResult]] = {}
     tasks: dict[str, str] = {}
+    partial = out / PARTIAL
     for name, path in run_now.items():
         t = model_task(path) if task == "auto" else Task(task)
         tasks[name] = t.value
         mine = shard(select_rows(rows, t), rank, size)
-        translator = SpeechTranslator(load_system(path, placement, whisper=whisper, llm=llm), name)
-        log(f"{name}: {len(mine)} rows as {t.value} on {placement}" + (f" (rank {rank} of {size})" if size > 1 else ""))
-        systems[name] = run_system(translator, mine, t, options, batch_size, desc=f"evaluate {name}")
+        settings = {"model": model_files(path), "whisper": whisper, "llm": llm,
+                    "decoding": decoding_record({name: t.value}, options, placement, False)}
+        kinds = {"hyps": mine, "mt": [r for r in mine if not r.is_asr]} if with_mt else {"hyps": mine}
+        journals = {kind: Journal.open(partial, f"{file_name(name)}.{kind}", rank, size, settings, restart)
+                    for kind in kinds}
+        todo = {kind: journals[kind].todo(kinds[kind]) for kind in kinds}
+        kept = sum(len(kinds[kind]) - len(todo[kind]) for kind in kinds)
+        log(f"{name}: {len(mine)} rows as {t.value} on {placement}" + (f" (rank {rank} of {size})" if size > 1 else "")
+            + (f"; {kept} rows decoded by an earlier run kept ({partial}), "
+               f"{sum(map(len, todo.values()))} to go" if kept else ""))
+        if any(todo.values()):  # every row kept: the model is not even loaded
+            translator = SpeechTranslator(load_system(path, placement, whisper=whisper, llm=llm), name)
+            if todo["hyps"]:
+                run_system(translator, todo["hyps"], t, options, batch_size, desc=f"evaluate {name}",
+                           on_row=journals["hyps"].append)
+            if todo.get("mt"):
+                run_text_mt(translator.system, todo["mt"], options, batch_size, desc=f"text MT {name}",
+                            on_row=journals["mt"].append)
+            del translator
+        systems[name] = journals["hyps"].results(mine)
         if with_mt:
-            mt[name] = run_text_mt(translator.system, mine, options, batch_size, desc=f"text MT {name}")
-        del translator
+            mt[name] = journals["mt"].results(kinds["mt"])
     if size > 1:
         parts = gather((systems, mt), rank, size)
         if rank != 0:
@@ -271,6 +312,8 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
     if len(systems) > 1 and significance:
         report = compare_systems(report, runs, significance, log, scored=systems)
     files = write_report(report, out)
+    if rank == 0:  # every rank's rows are in the files written: the journals have done their work
+        remove_journals(partial, [f"{file_name(name)}.{kind}" for name in run_now for kind in ("hyps", "mt")])
     log(format_table(report))
     log("wrote " + ", ".join(str(p) for p in files.values()))
     if comet_error is not None:  # the report without COMET is written; the run still says it failed
@@ -390,6 +433,9 @@ def add_arguments(parser) -> None:
                         help="with several systems: paired bootstrap of each against the first (BLEU; "
                              "transcript WER/CER per language), N resamples (0: none)")
     parser.add_argument("--skip-bad", action="store_true", help="skip bad manifest rows instead of stopping")
+    parser.add_argument("--restart", action="store_true",
+                        help="decode every row again (by default a run into an --out that a killed run left goes "
+                             "on from the rows it decoded: OUT/partial)")
     parser.add_argument("--comet", nargs="?", const=DEFAULT_MODEL, default=None, metavar="MODEL",
                         help=f"also score COMET (default model {DEFAULT_MODEL}; or a COMET model folder or "
                              "checkpoint file); runs in its own Python: `llm-srt setup --comet` makes it")
@@ -408,7 +454,7 @@ def main(args) -> int:
                       args.limit, args.with_mt, args.skip_bad, placement=device.from_args(args),
                       whisper=args.whisper, llm=args.llm, significance=args.significance,
                       comet=CometOptions(args.comet, args.comet_python, args.comet_batch_size, args.comet_gpus)
-                      if args.comet else None)
+                      if args.comet else None, restart=args.restart)
     if report is None:  # a rank other than 0 under torchrun
         return 0
     return 0 if any(len(s.failed) < s.n_rows for s in report.systems) else 1  # 1: not one row could be translated

@@ -1,0 +1,227 @@
+"""`llm-srt evaluate` goes on from the rows a killed run decoded (evaluate/journal.py)."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+import tiny
+from llm_srt import cli, device
+from llm_srt.audio import write_wav
+from llm_srt.data.manifest import Row, read_manifest, write_manifest
+from llm_srt.errors import LLMSRTError
+from llm_srt.evaluate import journal, run
+from llm_srt.model import systems
+from llm_srt.model.decoding import DecodingOptions
+from llm_srt.model.systems import Output
+from llm_srt.prompts import Task
+
+CPU = device.resolve("cpu", "float32")
+OPTS = DecodingOptions(max_new_tokens=8)
+N_CLIPS = 4
+N_ROWS = 3 * N_CLIPS  # each clip: eng->deu, deu->eng, eng ASR
+SRC = Path(run.__file__).resolve().parents[2]  # the llm_srt package's parent: the subprocess imports this copy
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("journal-data")
+    rows = []
+    for i in range(N_CLIPS):
+        path = root / f"c{i}.wav"
+        seconds = 0.6 + 0.2 * i
+        write_wav(path, tiny.tone(seconds, 300 + 150 * i, seed=i))
+        for tgt, src in (("deu", "eng"), ("eng", "deu"), ("", "eng")):
+            rows.append(Row(id=f"{i}-{src}{tgt}", audio=str(path), duration=seconds, src_lang=src,
+                            transcript="a cat sat", tgt_lang=tgt, translation="die Katze" if tgt else "",
+                            split="test", corpus="t", sentence_id=str(i)))
+    write_manifest(root / "test.jsonl", rows)
+    return root / "test.jsonl"
+
+
+class Counting:
+    """A system whose outputs follow from each item alone (its length and languages); it records every item it
+    runs, fails the items of `fail_size` samples, and stops the process (KeyboardInterrupt, as a Ctrl-C or a kill
+    would) when it is handed batch number `stop_at` (1-based)."""
+
+    def __init__(self, placement, state):
+        self.name, self.placement, self.state = "counting", placement, state
+
+    def run_batch(self, items, options):
+        self.state["batches"] += 1
+        if self.state["batches"] == self.state["stop_at"]:
+            raise KeyboardInterrupt
+        if any(it.audio is not None and it.audio.size == self.state["fail_size"] for it in items):
+            raise RuntimeError("this clip fails")
+        self.state["items"] += [(it.audio.size, it.src, it.tgt) for it in items]
+        return [Output(f"heard {it.audio.size} {it.src}", "" if it.task is Task.ASR else f"{it.tgt} {it.audio.size}")
+                for it in items]
+
+    def detect_language(self, audio):
+        return "eng"
+
+
+@pytest.fixture
+def counting(monkeypatch):
+    """The system name 'counting'; groups of one batch of one row, so the journal grows row by row."""
+    state = {"batches": 0, "stop_at": None, "fail_size": None, "items": []}
+    monkeypatch.setitem(systems.SYSTEMS, "counting", lambda name, placement, **_: Counting(placement, state))
+    monkeypatch.setattr(run, "GROUP_BATCHES", 1)
+    return state
+
+
+def evaluate(manifest, out, log=lambda *_: None, **kwargs):
+    return run.evaluate({"c": "counting"}, manifest, out, task="srt", options=kwargs.pop("options", OPTS),
+                        batch_size=1, placement=CPU, log=log, significance=0, **kwargs)
+
+
+def journal_rows(out: Path, stem: str = "c.hyps") -> list[dict]:
+    return [json.loads(line) for f in sorted((out / run.PARTIAL).glob(f"{stem}.rank*.jsonl"))
+            for line in f.read_text().splitlines()[1:]]
+
+
+def test_a_killed_evaluation_goes_on_from_the_rows_it_decoded(counting, manifest, tmp_path):
+    evaluate(manifest, tmp_path / "whole")  # the reference: one run, never stopped
+    assert not (tmp_path / "whole" / run.PARTIAL).exists()  # its journal removed once the report was written
+    counting.update(batches=0, items=[], stop_at=6)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(manifest, tmp_path / "r")
+    kept = journal_rows(tmp_path / "r")
+    assert [k["result"]["id"] for k in kept] == [r.id for r in read_manifest(manifest)[:5]]  # 5 groups finished
+    counting.update(batches=0, items=[], stop_at=None)
+    logged = []
+    evaluate(manifest, tmp_path / "r", log=logged.append)
+    assert len(counting["items"]) == N_ROWS - 5  # only the rows not kept were decoded
+    assert f"c: {N_ROWS} rows as srt on cpu float32; 5 rows decoded by an earlier run kept" in logged[0]
+    for name in ("hyps.c.jsonl", "results.json", "report.md"):
+        assert (tmp_path / "r" / name).read_text() == (tmp_path / "whole" / name).read_text(), name
+    assert not (tmp_path / "r" / run.PARTIAL).exists()
+
+
+def test_failed_and_edited_rows_are_decoded_again_and_a_cut_line_is_skipped(counting, manifest, tmp_path):
+    rows = read_manifest(manifest)
+    counting.update(stop_at=7, fail_size=int(0.6 * 16000))  # clip 0's rows fail
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(manifest, tmp_path / "r")
+    kept = journal_rows(tmp_path / "r")
+    assert [k["result"]["error"] is not None for k in kept] == [True] * 3 + [False] * 3
+    own = tmp_path / "r" / run.PARTIAL / "c.hyps.rank0.jsonl"
+    with open(own, "a") as f:
+        f.write('{"row": "cut by a kill", "res')  # a line a SIGKILL cut short
+    edited = tmp_path / "edited.jsonl"
+    write_manifest(edited, [replace(r, translation="der Hund") if r.id == "1-engdeu" else r for r in rows])
+    counting.update(batches=0, items=[], stop_at=5, fail_size=None)
+    with pytest.raises(KeyboardInterrupt):  # stopped again after 4 more rows: clip 0's three and the edited one
+        evaluate(edited, tmp_path / "r")
+    assert counting["items"] == [(int(0.6 * 16000), "eng", "deu"), (int(0.6 * 16000), "deu", "eng"),
+                                 (int(0.6 * 16000), "eng", None), (int(0.8 * 16000), "eng", "deu")]
+    lines = own.read_text().splitlines()
+    assert lines[-5] == '{"row": "cut by a kill", "res' and all(json.loads(x) for x in lines[-4:])
+    counting.update(batches=0, items=[], stop_at=None)
+    report = evaluate(edited, tmp_path / "r")
+    assert len(counting["items"]) == N_ROWS - 6  # none of the six kept rows again
+    assert report.systems[0].failed_summary() == f"failed: 0 of {N_ROWS}"
+    assert json.loads((tmp_path / "r" / "hyps.c.jsonl").read_text().splitlines()[3])["ref_translation"] == "der Hund"
+
+
+def test_other_settings_are_refused_in_one_line_and_restart_decodes_every_row(counting, manifest, tmp_path):
+    counting["stop_at"] = 4
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(manifest, tmp_path / "r")
+    counting.update(batches=0, items=[], stop_at=None)
+    with pytest.raises(LLMSRTError) as e:
+        evaluate(manifest, tmp_path / "r", options=replace(OPTS, max_new_tokens=9))
+    assert str(e.value) == (
+        f"{tmp_path / 'r' / run.PARTIAL / 'c.hyps.rank0.jsonl'}: rows an earlier run decoded with other settings "
+        "(decoding.max_new_tokens: 8 -> 9); run with those settings to go on from them, give another --out, or "
+        "--restart to decode every row again")
+    assert counting["batches"] == 0  # refused before any decoding
+    (tmp_path / "r" / run.PARTIAL / "c.hyps.rank3.jsonl").write_text(  # a rank no process of this run is
+        (tmp_path / "r" / run.PARTIAL / "c.hyps.rank0.jsonl").read_text())
+    counting["stop_at"] = 3
+    with pytest.raises(KeyboardInterrupt):  # the restarted run is stopped too, after 2 rows
+        evaluate(manifest, tmp_path / "r", options=replace(OPTS, max_new_tokens=9), restart=True)
+    assert [f.name for f in (tmp_path / "r" / run.PARTIAL).iterdir()] == ["c.hyps.rank0.jsonl"]
+    assert len(journal_rows(tmp_path / "r")) == 2  # the earlier settings' rows are gone
+    counting.update(batches=0, items=[], stop_at=None)
+    evaluate(manifest, tmp_path / "r", options=replace(OPTS, max_new_tokens=9))  # goes on from the restart
+    assert len(counting["items"]) == N_ROWS - 2
+    assert not (tmp_path / "r" / run.PARTIAL).exists()
+
+
+def test_rows_of_any_rank_are_kept_so_the_number_of_processes_may_change(counting, manifest, tmp_path):
+    counting["stop_at"] = 5
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(manifest, tmp_path / "r")
+    partial = tmp_path / "r" / run.PARTIAL
+    (partial / "c.hyps.rank0.jsonl").rename(partial / "c.hyps.rank1.jsonl")  # as if rank 1 of 2 had run them
+    (partial / "c.hyps.rank0.jsonl").write_text("")  # and rank 0's file were being created right now
+    counting.update(batches=0, items=[], stop_at=None)
+    evaluate(manifest, tmp_path / "r")
+    assert len(counting["items"]) == N_ROWS - 4
+    assert not partial.exists()
+
+
+def test_a_model_folder_is_known_by_its_files(tmp_path, monkeypatch):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text("{}")
+    (tmp_path / "m" / "adapter.safetensors").write_bytes(b"\0" * 100)
+    (tmp_path / "m" / "sub").mkdir()
+    before = journal.model_files(str(tmp_path / "m"))
+    assert set(before) == {"config.json", "adapter.safetensors"} and len(before["config.json"]) == 64
+    (tmp_path / "m" / "adapter.safetensors").write_bytes(b"\1" * 100)  # retrained into the same folder
+    [changed] = journal.differences(before, journal.model_files(str(tmp_path / "m")))
+    assert changed.startswith(f'adapter.safetensors: "{before["adapter.safetensors"][:39]} -> "')
+    monkeypatch.setattr(journal, "HASHED_BYTES", 50)  # past it, a file is its size and mtime
+    stat = (tmp_path / "m" / "adapter.safetensors").stat()
+    assert journal.model_files(str(tmp_path / "m"))["adapter.safetensors"] == f"100:{stat.st_mtime_ns}"
+    assert journal.model_files("cascade") == "cascade"
+
+
+KILLED = """
+import sys, time
+from llm_srt import cli, infer
+from llm_srt.evaluate import run
+run.GROUP_BATCHES = 1  # with --batch-size 1 every row its own group: the journal grows row by row
+run_items = infer.run_items
+def slow(*args, **kwargs):  # slow enough for the kill to land in the middle
+    time.sleep(0.4)
+    return run_items(*args, **kwargs)
+infer.run_items = slow
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_evaluate_killed_with_sigkill_then_run_again_writes_the_uninterrupted_report(manifest, tmp_path):
+    model = tiny.speech_llm_folder(tmp_path / "model")
+    args = ["evaluate", "--model", f"tiny={model}", "--manifest", str(manifest), "--task", "srt", "--batch-size",
+            "1", "--max-new-tokens", "6", "--device", "cpu", "--dtype", "float32", "--with-mt"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1"}
+    own = tmp_path / "r" / run.PARTIAL / "tiny.hyps.rank0.jsonl"
+    proc = subprocess.Popen([sys.executable, "-c", KILLED, *args, "--out", str(tmp_path / "r")], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not (own.is_file() and len(own.read_text().splitlines()) >= 4) and proc.poll() is None:
+        assert time.monotonic() < deadline, "no row was journaled in 120 s"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=60) == -signal.SIGKILL, proc.stderr.read()[-2000:]
+    kept = len(own.read_text().splitlines()) - 1
+    assert 3 <= kept < N_ROWS
+    done = subprocess.run([sys.executable, "-m", "llm_srt.cli", *args, "--out", str(tmp_path / "r")], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    resumed = re.search(r"tiny: 12 rows as srt on cpu float32; (\d+) rows decoded by an earlier run kept", done.stdout)
+    assert resumed and int(resumed[1]) >= kept, done.stdout
+    assert cli.main([*args, "--out", str(tmp_path / "whole")]) == 0
+    for name in ("hyps.tiny.jsonl", "mt.tiny.jsonl", "results.json", "report.md"):
+        assert (tmp_path / "r" / name).read_text() == (tmp_path / "whole" / name).read_text(), name
+    assert not (tmp_path / "r" / run.PARTIAL).exists()
