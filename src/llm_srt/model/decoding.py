@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import threading
+from contextlib import contextmanager
 import warnings
 import weakref
 from dataclasses import dataclass
@@ -300,10 +301,12 @@ class StaticSteps:
     shapes compile; finished rows stay in the batch (their tokens are ignored), since the shapes may not change.
     A compiled graph is kept per shape (torch's cache, up to COMPILED_SHAPES), and the last STATIC_CACHES caches
     per model, so a later batch of the same shape neither compiles nor allocates again; a generation takes its cache
-    out of that store until `close` (a concurrent one of the same shape gets its own). Prefill runs eager."""
+    out of that store until `close` (a concurrent one of the same shape gets its own). Prefill runs eager.
+    Shapes compiled in a `warming()` block are a model's served shapes: a later batch of that size needing a shorter
+    cache takes the served length instead of compiling its own, and their caches are kept besides the others."""
 
     COMPILED_SHAPES = 64  # torch's recompile limit while these steps compile (each batch x length is one shape)
-    STATIC_CACHES = 2  # static caches kept per model (their KV buffers), most recent first
+    STATIC_CACHES = 2  # static caches kept per model (their KV buffers), most recent first, served shapes' aside
 
     _step: dict = {}  # the compiled `_decode_step`, by mode ("default", "reduce-overhead"), made on first use
     steps_taken = 0  # compiled steps run in this process (the LM's forward hooks do not see them: `_decode_step`)
@@ -312,6 +315,21 @@ class StaticSteps:
     _refused = weakref.WeakSet()  # models whose step failed to compile (`refuse`)
     _shapes: set[tuple[int, int]] = set()  # (batch, cache length) of the steps that ran compiled
     _full = False  # torch's recompile limit was reached (`shapes_full`)
+    _served = weakref.WeakKeyDictionary()  # model -> {batch: cache length} of its steps compiled in `warming()`
+    _warming = threading.local()  # .on: this thread is in a `warming()` block
+
+    @classmethod
+    @contextmanager
+    def warming(cls):
+        """Generations in this block make their (batch, cache length) the model's served shape for that batch size:
+        later batches of that size take that length whenever theirs is no longer (the extra positions masked: the
+        same tokens), so a server warmed up at the longest length its requests can need compiles no shape while it
+        serves (`serve --compile`)."""
+        cls._warming.on = True
+        try:
+            yield
+        finally:
+            cls._warming.on = False
 
     @classmethod
     def fits(cls, lm: nn.Module, rows: int, positions: int) -> bool:
@@ -322,18 +340,22 @@ class StaticSteps:
         from .cpu_linear import is_quantized
         from .kv_cache import static_fits
 
-        shape = cls.shape(rows, positions)
+        shape = cls.shape(lm, rows, positions)
         if lm in cls._refused or is_quantized(lm) or not static_fits(lm.config, shape[1]):
             return False
         return not cls._full or shape in cls._shapes
 
-    @staticmethod
-    def shape(rows: int, positions: int) -> tuple[int, int]:
-        """(batch, cache length) of the static steps of `rows` rows of a prompt + new tokens of `positions`: the
-        batch filled to a power of two, the length bucketed (`kv_cache.static_length`)."""
+    @classmethod
+    def shape(cls, lm: nn.Module, rows: int, positions: int) -> tuple[int, int]:
+        """(batch, cache length) of the model's static steps for `rows` rows of a prompt + new tokens of `positions`:
+        the batch filled to a power of two, the length bucketed (`kv_cache.static_length`), or the model's served
+        length for that batch where that holds it (`warming`)."""
         from .kv_cache import static_length
 
-        return 1 << (rows - 1).bit_length(), static_length(positions)
+        batch, length = 1 << (rows - 1).bit_length(), static_length(positions)
+        with cls._lock:
+            served = cls._served.get(lm, {}).get(batch, 0)
+        return batch, served if served >= length else length
 
     @classmethod
     def shapes_full(cls, error: Exception) -> None:
@@ -354,7 +376,11 @@ class StaticSteps:
 
     def __init__(self, lm: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, max_new_tokens: int):
         rows, prompt = mask.shape
-        batch, length = self.shape(rows, prompt + max_new_tokens)
+        batch, length = self.shape(lm, rows, prompt + max_new_tokens)
+        if getattr(self._warming, "on", False):
+            with self._lock:
+                served = self._served.setdefault(lm, {})
+                served[batch] = max(served.get(batch, 0), length)
         if batch > rows:  # copies of row 0 fill the batch to a power of two
             embeds = torch.cat([embeds, embeds[:1].expand(batch - rows, -1, -1)])
             mask = torch.cat([mask, mask[:1].expand(batch - rows, -1)])
@@ -382,8 +408,10 @@ class StaticSteps:
         with self._lock:
             kept = self._caches.setdefault(self.lm, {})
             kept[self.cache_key] = self.cache
-            while len(kept) > self.STATIC_CACHES:
-                kept.pop(next(iter(kept)))
+            served = self._served.get(self.lm, {})
+            others = [key for key in kept if served.get(key[0]) != key[1]]  # served shapes' caches stay
+            for key in others[:max(0, len(others) - self.STATIC_CACHES)]:
+                kept.pop(key)
 
     def step(self, token: torch.Tensor) -> torch.Tensor:
         self.tokens.zero_()
