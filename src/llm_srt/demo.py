@@ -180,7 +180,7 @@ def run_demo(work: Path, data: Path, log=print, dtype: str = "auto", asr: Path =
     systems = {"LLM-SRT (this run)": str(finals[-1]), "Baseline (this run)": str(baseline),
                "LLM-SRT w/o SMT (this run)": str(no_smt), "Cascade": "cascade"}
     report = step("evaluation", lambda: evaluate(systems, subset, work / "report", batch_size=EVAL_BATCH, log=log,
-                                                   placement=placement))
+                                                   placement=placement, restart=True))
     own = {name: folder for name, folder in systems.items() if name.endswith("(this run)")}
     scored = [r for r in read_manifest(subset) if r.translation and r.tgt_lang]
     probe = probe_rows(data / "dev.jsonl", directions["chosen"], directions["sentences"])

@@ -192,14 +192,12 @@ class SpeechTranslator:
                   task: Task | str | Sequence[Task | str] = Task.SRT, options: DecodingOptions = DecodingOptions(),
                   batch_size: int = 8, transcripts: Sequence[str] | None = None,
                   segment_options: SegmentOptions = SegmentOptions(), progress=None,
-                  on_result: Callable[[int, TranslationResult], object] | None = None,
-                  group_inputs: int | None = None) -> list[TranslationResult]:
+                  on_result: Callable[[int, TranslationResult], object] | None = None) -> list[TranslationResult]:
         """One result per input, in order. `src` / `tgt` / `task`: one value, or one per input ("auto" source:
         language ID per input). A bad input gets `error` set; the others are still translated. Inputs are decoded
-        and run in groups of about PENDING_SECONDS of audio (and of at most `group_inputs` inputs), so memory does
-        not grow with the number of inputs; `on_result(i, result)` is called, in order, as each group's inputs are
-        done (so a caller can write them out before the next group runs, and an interrupted run keeps what was
-        finished)."""
+        and run in groups of about PENDING_SECONDS of audio, so memory does not grow with the number of inputs;
+        `on_result(i, result)` is called, in order, as each group's inputs are done (so a caller can write them
+        out before the next group runs, and an interrupted run keeps what was finished)."""
         if batch_size < 1:
             raise LLMSRTError(f"batch size must be at least 1, got {batch_size} (--batch-size)")
         n = len(inputs)
@@ -264,7 +262,7 @@ class SpeechTranslator:
                 continue
             work += [(i, s, Item(s.slice(samples), langs[i], a.tgt, a.task, a.transcript)) for s in segs]
             pending += durations[i]
-            if pending >= PENDING_SECONDS or (group_inputs and i + 1 - len(results) >= group_inputs):
+            if pending >= PENDING_SECONDS:
                 run_pending()
                 pending = 0.0
                 finish(i + 1)

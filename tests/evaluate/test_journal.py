@@ -40,7 +40,7 @@ def manifest(tmp_path_factory) -> Path:
         write_wav(path, tiny.tone(seconds, 300 + 150 * i, seed=i))
         for tgt, src in (("deu", "eng"), ("eng", "deu"), ("", "eng")):
             rows.append(Row(id=f"{i}-{src}{tgt}", audio=str(path), duration=seconds, src_lang=src,
-                            transcript="a cat sat", tgt_lang=tgt, translation="die Katze" if tgt else "",
+                            transcript="a cat\u2028sat" if i == 0 else "a cat sat", tgt_lang=tgt, translation="die Katze" if tgt else "",
                             split="test", corpus="t", sentence_id=str(i)))
     write_manifest(root / "test.jsonl", rows)
     return root / "test.jsonl"
@@ -70,21 +70,27 @@ class Counting:
 
 @pytest.fixture
 def counting(monkeypatch):
-    """The system name 'counting'; groups of one batch of one row, so the journal grows row by row."""
+    """The system name 'counting'; groups of one batch of one row, so the journal grows row by row. (Clip 0's
+    transcript holds a line separator, U+2028, that JSON writes as it is.)"""
     state = {"batches": 0, "stop_at": None, "fail_size": None, "items": []}
     monkeypatch.setitem(systems.SYSTEMS, "counting", lambda name, placement, **_: Counting(placement, state))
     monkeypatch.setattr(run, "GROUP_BATCHES", 1)
     return state
 
 
-def evaluate(manifest, out, log=lambda *_: None, **kwargs):
+def evaluate(manifest, out, log=lambda *_: None, batch_size=1, **kwargs):
     return run.evaluate({"c": "counting"}, manifest, out, task="srt", options=kwargs.pop("options", OPTS),
-                        batch_size=1, placement=CPU, log=log, significance=0, **kwargs)
+                        batch_size=batch_size, placement=CPU, log=log, significance=0, **kwargs)
 
 
 def journal_rows(out: Path, stem: str = "c.hyps") -> list[dict]:
     return [json.loads(line) for f in sorted((out / run.PARTIAL).glob(f"{stem}.rank*.jsonl"))
-            for line in f.read_text().splitlines()[1:]]
+            for line in lines(f)[1:]]
+
+
+def lines(path: Path) -> list[str]:
+    """A JSONL file's lines (not splitlines(): clip 0's texts hold U+2028, which JSON writes as it is)."""
+    return path.read_text().split("\n")[:-1]
 
 
 def test_a_killed_evaluation_goes_on_from_the_rows_it_decoded(counting, manifest, tmp_path):
@@ -122,13 +128,13 @@ def test_failed_and_edited_rows_are_decoded_again_and_a_cut_line_is_skipped(coun
         evaluate(edited, tmp_path / "r")
     assert counting["items"] == [(int(0.6 * 16000), "eng", "deu"), (int(0.6 * 16000), "deu", "eng"),
                                  (int(0.6 * 16000), "eng", None), (int(0.8 * 16000), "eng", "deu")]
-    lines = own.read_text().splitlines()
-    assert lines[-5] == '{"row": "cut by a kill", "res' and all(json.loads(x) for x in lines[-4:])
+    written = lines(own)
+    assert written[-5] == '{"row": "cut by a kill", "res' and all(json.loads(x) for x in written[-4:])
     counting.update(batches=0, items=[], stop_at=None)
     report = evaluate(edited, tmp_path / "r")
     assert len(counting["items"]) == N_ROWS - 6  # none of the six kept rows again
     assert report.systems[0].failed_summary() == f"failed: 0 of {N_ROWS}"
-    assert json.loads((tmp_path / "r" / "hyps.c.jsonl").read_text().splitlines()[3])["ref_translation"] == "der Hund"
+    assert json.loads((tmp_path / "r" / "hyps.c.jsonl").read_text().split("\n")[3])["ref_translation"] == "der Hund"
 
 
 def test_other_settings_are_refused_in_one_line_and_restart_decodes_every_row(counting, manifest, tmp_path):
@@ -148,7 +154,8 @@ def test_other_settings_are_refused_in_one_line_and_restart_decodes_every_row(co
     counting["stop_at"] = 3
     with pytest.raises(KeyboardInterrupt):  # the restarted run is stopped too, after 2 rows
         evaluate(manifest, tmp_path / "r", options=replace(OPTS, max_new_tokens=9), restart=True)
-    assert [f.name for f in (tmp_path / "r" / run.PARTIAL).iterdir()] == ["c.hyps.rank0.jsonl"]
+    assert sorted(f.name for f in (tmp_path / "r" / run.PARTIAL).iterdir()) == ["c.hyps.rank0.jsonl",
+                                                                                 "c.mt.rank0.jsonl"]
     assert len(journal_rows(tmp_path / "r")) == 2  # the earlier settings' rows are gone
     counting.update(batches=0, items=[], stop_at=None)
     evaluate(manifest, tmp_path / "r", options=replace(OPTS, max_new_tokens=9))  # goes on from the restart
@@ -156,33 +163,131 @@ def test_other_settings_are_refused_in_one_line_and_restart_decodes_every_row(co
     assert not (tmp_path / "r" / run.PARTIAL).exists()
 
 
-def test_rows_of_any_rank_are_kept_so_the_number_of_processes_may_change(counting, manifest, tmp_path):
+def test_a_group_cut_short_is_run_again_whole_so_every_batch_is_the_uninterrupted_runs(counting, manifest,
+                                                                                       tmp_path, monkeypatch):
+    """Outputs that depend on their batch (as bfloat16 and int8 ones may): rows kept from a group that a kill cut
+    short are decoded again with the group, so the resumed report is the uninterrupted run's."""
+    monkeypatch.setattr(run, "GROUP_BATCHES", 2)  # groups of 4 rows in batches of 2
+    original = Counting.run_batch
+
+    def batch_dependent(self, items, options):
+        return [Output(o.transcript, o.translation + f" in a batch of {len(items)}") if o.translation else o
+                for o in original(self, items, options)]
+
+    monkeypatch.setattr(Counting, "run_batch", batch_dependent)
+    evaluate(manifest, tmp_path / "whole", batch_size=2)
+    counting.update(batches=0, items=[], stop_at=4)  # the second group's second batch
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(manifest, tmp_path / "r", batch_size=2)
+    own = tmp_path / "r" / run.PARTIAL / "c.hyps.rank0.jsonl"
+    assert len(journal_rows(tmp_path / "r")) == 4
+    own.write_text("".join(line + "\n" for line in lines(own)[:-1]))  # as if the kill had come while the group's rows were written
+    counting.update(batches=0, items=[], stop_at=None)
+    evaluate(manifest, tmp_path / "r", batch_size=2)
+    assert len(counting["items"]) == N_ROWS  # the cut group again (4 rows), then the 8 never run
+    for name in ("hyps.c.jsonl", "results.json", "report.md"):
+        assert (tmp_path / "r" / name).read_text() == (tmp_path / "whole" / name).read_text(), name
+
+
+def test_another_batch_size_or_number_of_processes_is_another_setting(counting, manifest, tmp_path, monkeypatch):
+    counting["stop_at"] = 3
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(manifest, tmp_path / "r")
+    with pytest.raises(LLMSRTError, match=r"\(layout.batch_size: 1 -> 2; layout.group_rows: 1 -> 2\)"):
+        evaluate(manifest, tmp_path / "r", batch_size=2)
+    monkeypatch.setattr(run, "world", lambda: (0, 2))  # rank 0 of two processes
+    with pytest.raises(LLMSRTError, match=r"\(layout.world_size: 1 -> 2\)"):
+        evaluate(manifest, tmp_path / "r")
+    assert counting["batches"] == 3  # two rows, then the stop: none since
+
+
+def test_a_later_error_never_replaces_a_kept_result(counting, manifest, tmp_path):
+    counting["stop_at"] = 3
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(manifest, tmp_path / "r")
+    own = tmp_path / "r" / run.PARTIAL / "c.hyps.rank0.jsonl"
+    first = json.loads(own.read_text().split("\n")[1])
+    with open(own, "a") as f:
+        f.write(json.dumps({"row": first["row"], "result": {**first["result"], "error": "late"}}) + "\n")
+    counting.update(batches=0, items=[], stop_at=None)
+    evaluate(manifest, tmp_path / "r")
+    assert len(counting["items"]) == N_ROWS - 2
+
+
+def test_a_first_line_cut_by_a_kill_is_written_again(counting, manifest, tmp_path):
+    own = tmp_path / "r" / run.PARTIAL / "c.hyps.rank0.jsonl"
+    own.parent.mkdir(parents=True)
+    own.write_text('{"journal": 1, "sett')
+    counting["stop_at"] = 3
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(manifest, tmp_path / "r")
+    assert len(journal_rows(tmp_path / "r")) == 2
+    counting.update(batches=0, items=[], stop_at=None)
+    evaluate(manifest, tmp_path / "r")
+    assert len(counting["items"]) == N_ROWS - 2
+
+
+def test_a_run_of_fewer_rows_keeps_the_journal_and_same_named_systems_are_refused(counting, manifest, tmp_path):
     counting["stop_at"] = 5
     with pytest.raises(KeyboardInterrupt):
         evaluate(manifest, tmp_path / "r")
-    partial = tmp_path / "r" / run.PARTIAL
-    (partial / "c.hyps.rank0.jsonl").rename(partial / "c.hyps.rank1.jsonl")  # as if rank 1 of 2 had run them
-    (partial / "c.hyps.rank0.jsonl").write_text("")  # and rank 0's file were being created right now
     counting.update(batches=0, items=[], stop_at=None)
+    logged = []
+    evaluate(manifest, tmp_path / "r", limit=2, log=logged.append)
+    assert len(counting["items"]) == 0  # its two rows were kept
+    assert "c: kept its journals in" in "\n".join(logged)  # rows 3 and 4 are still there for the whole run
+    counting.update(items=[])
     evaluate(manifest, tmp_path / "r")
-    assert len(counting["items"]) == N_ROWS - 4
-    assert not partial.exists()
+    assert len(counting["items"]) == N_ROWS - 4 and not (tmp_path / "r" / run.PARTIAL).exists()
+    with pytest.raises(LLMSRTError, match="the names 'a/b' and 'a_b' would write the same files"):
+        run.evaluate({"a/b": "counting", "a_b": "counting"}, manifest, tmp_path / "s", placement=CPU)
+    assert counting["batches"] == N_ROWS - 4  # refused before any decoding
 
 
-def test_a_model_folder_is_known_by_its_files(tmp_path, monkeypatch):
-    (tmp_path / "m").mkdir()
-    (tmp_path / "m" / "config.json").write_text("{}")
-    (tmp_path / "m" / "adapter.safetensors").write_bytes(b"\0" * 100)
-    (tmp_path / "m" / "sub").mkdir()
-    before = journal.model_files(str(tmp_path / "m"))
+def test_a_retrained_model_folder_is_another_setting(manifest, tmp_path, monkeypatch):
+    model = tiny.speech_llm_folder(tmp_path / "model")
+    calls = []
+    original = run.run_system
+
+    def stopping(*args, **kwargs):  # a kill after the first group
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(run, "run_system", stopping)
+    monkeypatch.setattr(run, "GROUP_BATCHES", 2)
+    with pytest.raises(KeyboardInterrupt):
+        run.evaluate({"tiny": str(model)}, manifest, tmp_path / "r", task="srt", options=OPTS, batch_size=2,
+                     placement=CPU, log=lambda *_: None)
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "note": "retrained"}))
+    with pytest.raises(LLMSRTError, match=r"other settings \(model.config.json: "):
+        run.evaluate({"tiny": str(model)}, manifest, tmp_path / "r", task="srt", options=OPTS, batch_size=2,
+                     placement=CPU, log=lambda *_: None)
+
+
+def test_a_model_folder_is_known_by_its_config_and_weights(tmp_path):
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "adapter.safetensors").write_bytes(b"\0" * 100)
+    (model / "notes.txt").write_text("what I tried")  # not read by the loader: not part of the model
+    (model / "sub").mkdir()
+    before = journal.model_files(str(model))
     assert set(before) == {"config.json", "adapter.safetensors"} and len(before["config.json"]) == 64
-    (tmp_path / "m" / "adapter.safetensors").write_bytes(b"\1" * 100)  # retrained into the same folder
-    [changed] = journal.differences(before, journal.model_files(str(tmp_path / "m")))
-    assert changed.startswith(f'adapter.safetensors: "{before["adapter.safetensors"][:39]} -> "')
-    monkeypatch.setattr(journal, "HASHED_BYTES", 50)  # past it, a file is its size and mtime
-    stat = (tmp_path / "m" / "adapter.safetensors").stat()
-    assert journal.model_files(str(tmp_path / "m"))["adapter.safetensors"] == f"100:{stat.st_mtime_ns}"
+    (model / "adapter.safetensors").write_bytes(b"\1" * 100)  # retrained into the same folder
+    [changed] = journal.differences(before, journal.model_files(str(model)))
+    assert changed == (f'adapter.safetensors: "{before["adapter.safetensors"][:59]}... -> '
+                       f'"{journal.model_files(str(model))["adapter.safetensors"][:59]}...')
+    other = tmp_path / "whisper"  # a baseline's folder: its files' sizes and times, not their bytes
+    other.mkdir()
+    (other / "model.bin").write_bytes(b"\0" * 10)
+    assert journal.model_files(str(other)) == {"model.bin": f"10:{(other / 'model.bin').stat().st_mtime_ns}"}
     assert journal.model_files("cascade") == "cascade"
+    long = "/scratch/users/someone/models/whisper-large-v3"
+    [moved] = journal.differences({"whisper": long + "-a"}, {"whisper": long + "-b"})
+    assert moved == 'whisper: ...ls/whisper-large-v3-a" -> ...ls/whisper-large-v3-b"'  # where they differ
 
 
 KILLED = """
@@ -192,10 +297,10 @@ from llm_srt.evaluate import run
 run.GROUP_BATCHES = 1  # with --batch-size 1 every row its own group: the journal grows row by row
 run_items = infer.run_items
 def slow(*args, **kwargs):  # slow enough for the kill to land in the middle
-    time.sleep(0.4)
+    time.sleep(float(sys.argv[1]))
     return run_items(*args, **kwargs)
 infer.run_items = slow
-sys.exit(cli.main(sys.argv[1:]))
+sys.exit(cli.main(sys.argv[2:]))
 """
 
 
@@ -205,22 +310,22 @@ def test_evaluate_killed_with_sigkill_then_run_again_writes_the_uninterrupted_re
             "1", "--max-new-tokens", "6", "--device", "cpu", "--dtype", "float32", "--with-mt"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1"}
-    own = tmp_path / "r" / run.PARTIAL / "tiny.hyps.rank0.jsonl"
-    proc = subprocess.Popen([sys.executable, "-c", KILLED, *args, "--out", str(tmp_path / "r")], env=env,
+    own = tmp_path / "r" / run.PARTIAL / "tiny.mt.rank0.jsonl"  # killed in the text MT, after the rows
+    proc = subprocess.Popen([sys.executable, "-c", KILLED, "0.4", *args, "--out", str(tmp_path / "r")], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
-    while not (own.is_file() and len(own.read_text().splitlines()) >= 4) and proc.poll() is None:
+    while not (own.is_file() and len(lines(own)) >= 3) and proc.poll() is None:
         assert time.monotonic() < deadline, "no row was journaled in 120 s"
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     assert proc.wait(timeout=60) == -signal.SIGKILL, proc.stderr.read()[-2000:]
-    kept = len(own.read_text().splitlines()) - 1
-    assert 3 <= kept < N_ROWS
-    done = subprocess.run([sys.executable, "-m", "llm_srt.cli", *args, "--out", str(tmp_path / "r")], env=env,
-                          capture_output=True, text=True, timeout=300)
+    kept = len(lines(own)) - 1
+    assert 2 <= kept < 2 * N_CLIPS  # of the 8 rows with a target
+    done = subprocess.run([sys.executable, "-c", KILLED, "0", *args, "--out", str(tmp_path / "r")], env=env,
+                          capture_output=True, text=True, timeout=300)  # the same groups, at full speed
     assert done.returncode == 0, done.stderr[-3000:]
     resumed = re.search(r"tiny: 12 rows as srt on cpu float32; (\d+) rows decoded by an earlier run kept", done.stdout)
-    assert resumed and int(resumed[1]) >= kept, done.stdout
+    assert resumed and int(resumed[1]) >= N_ROWS + kept, done.stdout  # every row, and the text MT done
     assert cli.main([*args, "--out", str(tmp_path / "whole")]) == 0
     for name in ("hyps.tiny.jsonl", "mt.tiny.jsonl", "results.json", "report.md"):
         assert (tmp_path / "r" / name).read_text() == (tmp_path / "whole" / name).read_text(), name

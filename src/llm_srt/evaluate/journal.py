@@ -2,16 +2,17 @@
 
 `llm-srt evaluate` appends each system's finished rows to OUT/partial/<system>.<kind>.rank<R>.jsonl (kind `hyps`,
 or `mt` for --with-mt's text MT; R the torchrun rank). Its first line holds the settings that make the outputs what
-they are: the model folder's files (by content), the task, the decoding options, the device type and the dtype.
-Every other line is one row: a digest of its manifest row and its UtteranceResult. Run again into the same --out,
-only the rows not found there are decoded (a row that failed is decoded again, and so is a row whose manifest entry
-changed). Every rank reads every rank's file, so the number of processes may change between the runs. A journal of
-other settings is a one-line error naming the difference (`--restart` decodes every row again). The journals are
-removed once the report is written.
+they are: the model folder's weights and configuration (by content), the task, the decoding options, the device
+type, the dtype, and the layout (batch size, rows a group, number of processes), since in bfloat16 or int8 a row's output may
+depend on its neighbours. Every other line is one row: a digest of its manifest row and its UtteranceResult. The
+caller runs rows in fixed groups and keeps a group only when every row of it is kept, so a run that goes on forms
+the batches an uninterrupted run forms. A journal of other settings is a one-line error naming the difference.
 
     journal = Journal.open(out / "partial", "srt.hyps", rank=0, size=1, settings={...})
-    for row, result in decode(journal.todo(rows)):
-        journal.append(row, result)  # one line, written and closed: a kill loses at most the row being written
+    for group in groups:
+        if not journal.kept(group):
+            for row, result in zip(group, decode(group)):
+                journal.append(row, result)  # one line, written and closed: a kill loses at most this row
     results = journal.results(rows)
 """
 
@@ -23,32 +24,41 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from .. import __version__
 from ..data.manifest import Row
-from ..errors import LLMSRTError
+from ..errors import LLMSRTError, shown
 from .report import UtteranceResult
 
 VERSION = 1
-HASHED_BYTES = 1 << 30  # a model file up to 1 GiB is known by its content; a larger one by its size and mtime
+MODEL_FILES = ("*.json", "*.safetensors")  # what a model folder's loader reads (config, weights), known by content
+SHOWN_CHARS = 60  # of each side of a difference in an error message
 
 
 def model_files(model: str) -> dict[str, str] | str:
-    """What identifies a model: for a folder, each of its files by sha256 (size:mtime past HASHED_BYTES); for a
-    baseline ('whisper', 'cascade', 'mt') its name."""
+    """What identifies a model: a model folder's config and weight files by sha256; another folder (a baseline's
+    Whisper or LLM) by its files' sizes and modification times; a baseline name ('whisper', 'cascade') itself."""
     folder = Path(model)
     if not folder.is_dir():
         return model
+    if not (folder / "config.json").is_file() or not any(folder.glob("*.safetensors")):
+        return {f.name: f"{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in sorted(folder.iterdir()) if f.is_file()}
     files = {}
-    for f in sorted(p for p in folder.iterdir() if p.is_file()):
-        stat = f.stat()
-        if stat.st_size > HASHED_BYTES:
-            files[f.name] = f"{stat.st_size}:{stat.st_mtime_ns}"
-            continue
+    for f in sorted({f for pattern in MODEL_FILES for f in folder.glob(pattern) if f.is_file()}):
         digest = hashlib.sha256()
         with open(f, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 22), b""):
                 digest.update(block)
         files[f.name] = digest.hexdigest()
     return files
+
+
+def settings(model: str, whisper: str | None, llm: str | None, decoding: dict, batch_size: int, group_rows: int,
+             world_size: int) -> dict:
+    """A journal's settings: everything but the rows that makes its outputs what they are (as JSON reads back)."""
+    return json.loads(json.dumps({
+        "llm_srt": __version__, "model": model_files(model),
+        "whisper": whisper and model_files(str(whisper)), "llm": llm and model_files(str(llm)),
+        "decoding": decoding, "layout": {"batch_size": batch_size, "group_rows": group_rows, "world_size": world_size}}, default=str))
 
 
 def row_digest(row: Row) -> str:
@@ -58,54 +68,57 @@ def row_digest(row: Row) -> str:
 
 
 def differences(old: object, new: object, key: str = "") -> list[str]:
-    """'key: old -> new' for every leaf where two settings differ (nested dicts as dotted keys)."""
+    """'key: old -> new' for every leaf where two settings differ (nested dicts as dotted keys), each side cut to
+    the part around its first difference from the other."""
     if isinstance(old, dict) and isinstance(new, dict):
         return [d for k in sorted(set(old) | set(new), key=str)
                 for d in differences(old.get(k), new.get(k), f"{key}.{k}" if key else str(k))]
-    return [] if old == new else [f"{key or 'settings'}: {json.dumps(old)[:40]} -> {json.dumps(new)[:40]}"]
+    if old == new:
+        return []
+    a, b = json.dumps(old, ensure_ascii=False), json.dumps(new, ensure_ascii=False)
+    start = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    start = max(0, start - SHOWN_CHARS // 3)
+    cut = [("..." if start else "") + s[start:start + SHOWN_CHARS] + ("..." if len(s) > start + SHOWN_CHARS else "")
+           for s in (a, b)]
+    return [f"{key or 'settings'}: {shown(cut[0])} -> {shown(cut[1])}"]
 
 
 class Journal:
-    """One system's decoded rows of one kind, in OUT/partial (see the module's docstring)."""
+    """One system's decoded rows of one kind for one rank, in OUT/partial (see the module's docstring)."""
 
     def __init__(self, path: Path, rows: dict[str, UtteranceResult]):
         self.path = path  # this rank's file, appended to
-        self.rows = rows  # row digest -> its result, from every rank's file of these settings
+        self.rows = rows  # row digest -> its result
 
     @classmethod
     def open(cls, folder: Path, stem: str, rank: int, size: int, settings: dict, restart: bool = False) -> Journal:
-        """The journal of `stem` (e.g. 'srt.hyps') for this rank: earlier runs' rows of the same settings (none with
-        `restart`), and this rank's file ready to append to. Other settings: LLMSRTError naming the file and the
-        difference."""
+        """This rank's journal of `stem` (e.g. 'srt.hyps'): the rows an earlier run of the same settings kept (none
+        with `restart`: its file starts anew, and rank 0 removes those of ranks this run has not), ready to append
+        to. Other settings: LLMSRTError naming the file and the difference."""
         folder.mkdir(parents=True, exist_ok=True)
-        header = {"journal": VERSION, "settings": json.loads(json.dumps(settings))}  # as it reads back
+        header = json.dumps({"journal": VERSION, "settings": settings}) + "\n"
         own = folder / f"{stem}.rank{rank}.jsonl"
-        files = sorted(Path(p) for p in glob.glob(str(folder / f"{glob.escape(stem)}.rank*.jsonl")))
-        rows: dict[str, UtteranceResult] = {}
         if restart:
-            for f in files:  # rank 0 removes the files no rank of this run writes; each rank starts its own anew
-                if rank == 0 and _rank_of(f, stem) not in range(size):
-                    f.unlink(missing_ok=True)
-            own.write_text(json.dumps(header) + "\n", encoding="utf-8")
-            return cls(own, rows)
-        for f in files:
-            rows.update(_read(f, header))
-        if own.is_file() and own.stat().st_size:
-            with open(own, "rb+") as fh:  # a line cut by a kill must not swallow the next row written
-                fh.seek(-1, 2)
-                if fh.read(1) != b"\n":
-                    fh.write(b"\n")
-        else:
-            own.write_text(json.dumps(header) + "\n", encoding="utf-8")
+            if rank == 0:
+                for f in glob.glob(str(folder / f"{glob.escape(stem)}.rank*.jsonl")):
+                    if _rank_of(Path(f), stem) not in range(size):
+                        Path(f).unlink(missing_ok=True)
+            own.write_text(header, encoding="utf-8")
+            return cls(own, {})
+        text = own.read_text(encoding="utf-8", errors="replace") if own.is_file() else ""
+        if "\n" not in text:  # none, or its first line cut by a kill: nothing kept
+            own.write_text(header, encoding="utf-8")
+            return cls(own, {})
+        rows = _read(own, text, settings)
+        if not text.endswith("\n"):  # a line cut by a kill must not swallow the next row written
+            with open(own, "a", encoding="utf-8") as fh:
+                fh.write("\n")
         return cls(own, rows)
 
-    def todo(self, rows: list[Row]) -> list[Row]:
-        """The rows to decode: those no run wrote a result for, or whose result is an error (decoded again)."""
-        def kept(row: Row) -> bool:
-            result = self.rows.get(row_digest(row))
-            return result is not None and result.error is None
-
-        return [r for r in rows if not kept(r)]
+    def kept(self, rows: list[Row]) -> bool:
+        """Whether every one of these rows has a result an earlier run wrote, none of them an error."""
+        results = [self.rows.get(row_digest(r)) for r in rows]
+        return all(r is not None and r.error is None for r in results)
 
     def append(self, row: Row, result: UtteranceResult) -> None:
         """Keep one decoded row (a line written and closed at once: a kill loses at most the row being written)."""
@@ -135,28 +148,29 @@ def _rank_of(path: Path, stem: str) -> int:
         return -1
 
 
-def _read(path: Path, header: dict) -> dict[str, UtteranceResult]:
-    """A journal file's rows; lines cut or garbled by a kill are skipped (those rows are decoded again)."""
-    text = path.read_text(encoding="utf-8", errors="replace")
-    if "\n" not in text:  # empty, or its first line still being written by a rank of this run: no rows yet
-        return {}
-    lines = text.splitlines()
+def _read(path: Path, text: str, settings: dict) -> dict[str, UtteranceResult]:
+    """A journal file's rows (`text`, its content); lines cut or garbled by a kill are skipped (those rows are
+    decoded again), and a row's error never replaces its result."""
+    lines = text.split("\n")  # not splitlines(): a text may hold U+2028 and other separators JSON leaves raw
     try:
         first = json.loads(lines[0])
     except json.JSONDecodeError:
         first = None
     if not isinstance(first, dict) or first.get("journal") != VERSION:
-        raise LLMSRTError(f"{path}: not a journal of decoded rows this version writes; give another --out, or "
-                          "--restart to decode every row again")
-    if first.get("settings") != header["settings"]:
-        diff = "; ".join(differences(first.get("settings"), header["settings"])[:3])
-        raise LLMSRTError(f"{path}: rows an earlier run decoded with other settings ({diff}); run with those "
-                          "settings to go on from them, give another --out, or --restart to decode every row again")
-    rows = {}
+        raise LLMSRTError(f"{shown(str(path))}: not a journal of decoded rows this version writes; give another "
+                          "--out, or --restart to decode every row again")
+    if first.get("settings") != settings:
+        diff = "; ".join(differences(first.get("settings"), settings)[:3])
+        raise LLMSRTError(f"{shown(str(path))}: rows an earlier run decoded with other settings ({diff}); run with "
+                          "those settings to go on from them, give another --out, or --restart to decode every row "
+                          "again")
+    rows: dict[str, UtteranceResult] = {}
     for line in lines[1:]:
         try:
             entry = json.loads(line)
-            rows[entry["row"]] = UtteranceResult.from_dict(entry["result"])
+            result = UtteranceResult.from_dict(entry["result"])
         except (json.JSONDecodeError, KeyError, TypeError, LLMSRTError):
             continue
+        if result.error is None or entry["row"] not in rows:
+            rows[entry["row"]] = result
     return rows

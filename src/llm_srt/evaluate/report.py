@@ -234,7 +234,7 @@ def load_results(path: str | Path) -> list[UtteranceResult]:
     if not path.is_file():
         raise LLMSRTError(f"{path}: no such results file")
     out = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for i, line in enumerate(path.read_text(encoding="utf-8").split("\n"), start=1):  # JSON leaves U+2028 raw
         if not line.strip():
             continue
         try:

@@ -17,6 +17,7 @@ import json
 import os
 from dataclasses import replace
 from datetime import timedelta
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -30,7 +31,8 @@ from ..model.decoding import (DecodingOptions, add_compile_argument, add_no_repe
                               decoding_from_args)
 from ..prompts import Task
 from .comet import DEFAULT_MODEL, CometOptions, check_model, comet_python, score_systems
-from .journal import Journal, model_files, remove_journals
+from . import journal
+from .journal import Journal, remove_journals
 from .report import Report, UtteranceResult, build_report, format_table, load_results, write_report
 from .significance import SAMPLES, check_samples, paired_bootstrap_runs, paired_error_rates_runs, paired_mean
 
@@ -38,7 +40,7 @@ TASKS = ("auto", "srt", "s2tt", "smt", "asr")  # --task; auto: what the model fo
 GATHER_TIMEOUT = timedelta(hours=12)  # how long rank 0 waits for the slowest rank's shard
 GROUP_BATCHES = 16  # rows run, then journaled, this many batches at a time (sorted by length within a group)
 PARTIAL = "partial"  # OUT/partial: the journals of decoded rows a killed run goes on from (evaluate/journal.py)
-OnRow = Callable[[Row, UtteranceResult], object]
+KINDS = ("hyps", "mt")  # a system's journals: its rows, its --with-mt text MT
 
 
 def model_task(model: str) -> Task:
@@ -91,48 +93,63 @@ def _result(r: Row, task: Task, transcript: str = "", translation: str = "", err
 
 
 def run_system(translator, rows: list[Row], task: Task, options: DecodingOptions, batch_size: int,
-               desc: str = "evaluate", on_row: OnRow | None = None) -> list[UtteranceResult]:
+               desc: str = "evaluate", progress: Callable[[int], object] | None = None) -> list[UtteranceResult]:
     """Every row through `translator` (an infer.SpeechTranslator) as one mixed-language, mixed-task stream; one
-    UtteranceResult per row, in row order (a failed row has `error` set). `on_row(row, result)` is called as each
-    group of rows (GROUP_BATCHES batches; infer.PENDING_SECONDS of audio at most) is done, before the next runs."""
+    UtteranceResult per row, in row order (a failed row has `error` set). `progress(n)`: n more rows done (default:
+    a progress bar of its own)."""
     tasks = [row_task(r, task) for r in rows]
-
-    def result(i: int, res) -> UtteranceResult:
-        out = _result(rows[i], tasks[i], res.transcript, res.translation, res.error, res.forced_tags)
-        if on_row is not None:
-            on_row(rows[i], out)
-        return out
-
-    done: dict[int, UtteranceResult] = {}
-    with tqdm(total=len(rows), desc=desc, dynamic_ncols=True) as bar:
-        translator.translate(
+    with progress_bar(len(rows), desc, progress) as update:
+        results = translator.translate(
             [r.audio for r in rows], [r.src_lang for r in rows], [r.tgt_lang or None for r in rows], task=tasks,
-            options=options, batch_size=batch_size, progress=bar.update,
-            transcripts=[r.transcript if t is Task.SMT else "" for r, t in zip(rows, tasks)],
-            on_result=lambda i, res: done.__setitem__(i, result(i, res)), group_inputs=GROUP_BATCHES * batch_size)
-    return [done[i] for i in range(len(rows))]
+            options=options, batch_size=batch_size, progress=update,
+            transcripts=[r.transcript if t is Task.SMT else "" for r, t in zip(rows, tasks)])
+    return [_result(r, t, res.transcript, res.translation, res.error, res.forced_tags)
+            for r, t, res in zip(rows, tasks, results)]
 
 
 def run_text_mt(system, rows: list[Row], options: DecodingOptions, batch_size: int, desc: str = "text MT",
-                on_row: OnRow | None = None) -> list[UtteranceResult]:
+                progress: Callable[[int], object] | None = None) -> list[UtteranceResult]:
     """The system's own LLM (with its LoRA; the cascade's LLM) translating each row's gold transcript (Task.MT):
-    the x axis of paper Figure 3, in groups of GROUP_BATCHES batches (`on_row(row, result)` as each is done). Rows
-    without a target are not MT rows; one without a transcript fails."""
+    the x axis of paper Figure 3. Rows without a target are not MT rows; one without a transcript fails."""
     from ..infer import run_items
     from ..model.systems import Item
 
-    rows = [r for r in rows if not r.is_asr]
-    results = []
-    with tqdm(total=len(rows), desc=desc, dynamic_ncols=True) as bar:
-        for start in range(0, len(rows), GROUP_BATCHES * batch_size):
-            group = rows[start:start + GROUP_BATCHES * batch_size]
-            outputs = run_items(system, [Item(None, r.src_lang, r.tgt_lang, Task.MT, r.transcript) for r in group],
-                                options, batch_size, progress=bar.update)
-            for r, o in zip(group, outputs):
-                results.append(_result(r, Task.MT, translation=o.translation, error=o.error))
-                if on_row is not None:
-                    on_row(r, results[-1])
-    return results
+    rows = mt_rows(rows)
+    with progress_bar(len(rows), desc, progress) as update:
+        outputs = run_items(system, [Item(None, r.src_lang, r.tgt_lang, Task.MT, r.transcript) for r in rows],
+                            options, batch_size, progress=update)
+    return [_result(r, Task.MT, translation=o.translation, error=o.error) for r, o in zip(rows, outputs)]
+
+
+def mt_rows(rows: list[Row]) -> list[Row]:
+    """The rows --with-mt translates: those with a target language."""
+    return [r for r in rows if not r.is_asr]
+
+
+@contextmanager
+def progress_bar(total: int, desc: str, progress: Callable[[int], object] | None):
+    if progress is not None:
+        yield progress
+        return
+    with tqdm(total=total, desc=desc, dynamic_ncols=True) as bar:
+        yield bar.update
+
+
+def decode_in_groups(journal: Journal, rows: list[Row], size: int,
+                     decode: Callable[[list[Row]], list[UtteranceResult]]) -> None:
+    """`rows` run through `decode` `size` at a time, in order, each group's results kept in `journal` as it
+    finishes; a group whose every row the journal kept already is not run again. Fixed groups: a run that goes on
+    from a killed one batches every row as an uninterrupted run does (a row's output may depend on its batch)."""
+    for start in range(0, len(rows), size):
+        group = rows[start:start + size]
+        if not journal.kept(group):
+            for row, result in zip(group, decode(group)):
+                journal.append(row, result)
+
+
+def kept_rows(journal: Journal, rows: list[Row], size: int) -> int:
+    """How many of `rows` `decode_in_groups` will not run again."""
+    return sum(len(rows[i:i + size]) for i in range(0, len(rows), size) if journal.kept(rows[i:i + size]))
 
 
 def hyps_path(out: str | Path, system: str, mt: bool = False) -> Path:
@@ -230,6 +247,10 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
     if comet is not None and world()[0] == 0:
         comet_python(comet.python)  # the same: no COMET environment is an error before decoding, not after
         check_model(comet.model)
+    same = [(a, b) for i, a in enumerate(models) for b in list(models)[i + 1:] if file_name(a) == file_name(b)]
+    if same:
+        raise LLMSRTError(f"--model: the names {same[0][0]!r} and {same[0][1]!r} would write the same files "
+                          f"(hyps.{file_name(same[0][0])}.jsonl); name one of them otherwise (NAME=PATH)")
     run_now = {name: path for name, path in models.items() if not is_results_file(path)}
     if run_now and manifest is None:
         raise LLMSRTError(f"--manifest is needed to run {', '.join(run_now)} (only results files are scored "
@@ -246,32 +267,42 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
     mt: dict[str, list[UtteranceResult]] = {}
     tasks: dict[str, str] = {}
     partial = out / PARTIAL
-    for name, path in run_now.items():
+    group = GROUP_BATCHES * batch_size
+    runs_here = {}  # name -> (task, this rank's rows, {kind: (its rows, its journal)}): every journal opened (and
+    for name, path in run_now.items():  # its settings checked) before any system decodes
         t = model_task(path) if task == "auto" else Task(task)
-        tasks[name] = t.value
         mine = shard(select_rows(rows, t), rank, size)
-        settings = {"model": model_files(path), "whisper": whisper, "llm": llm,
-                    "decoding": decoding_record({name: t.value}, options, placement, False)}
-        kinds = {"hyps": mine, "mt": [r for r in mine if not r.is_asr]} if with_mt else {"hyps": mine}
-        journals = {kind: Journal.open(partial, f"{file_name(name)}.{kind}", rank, size, settings, restart)
-                    for kind in kinds}
-        todo = {kind: journals[kind].todo(kinds[kind]) for kind in kinds}
-        kept = sum(len(kinds[kind]) - len(todo[kind]) for kind in kinds)
+        identity = journal.settings(path, whisper, llm,
+                                    decoding_record({name: t.value}, options, placement, False), batch_size,
+                                    group, size)
+        runs_here[name] = (t, mine, {
+            kind: (kind_rows, Journal.open(partial, f"{file_name(name)}.{kind}", rank, size, identity, restart))
+            for kind, kind_rows in (("hyps", mine), ("mt", mt_rows(mine)))
+            if kind == "hyps" or with_mt or restart})  # --restart: the mt journal starts anew too
+    for name, (t, mine, journals) in runs_here.items():
+        tasks[name] = t.value
+        if not with_mt:
+            journals.pop("mt", None)
+        todo = {kind: len(rs) - kept_rows(j, rs, group) for kind, (rs, j) in journals.items()}
         log(f"{name}: {len(mine)} rows as {t.value} on {placement}" + (f" (rank {rank} of {size})" if size > 1 else "")
-            + (f"; {kept} rows decoded by an earlier run kept ({partial}), "
-               f"{sum(map(len, todo.values()))} to go" if kept else ""))
+            + (f"; {sum(len(rs) for rs, _ in journals.values()) - sum(todo.values())} rows decoded by an earlier "
+               f"run kept ({partial}), {sum(todo.values())} to go" if any(j.rows for _, j in journals.values())
+               else ""))
         if any(todo.values()):  # every row kept: the model is not even loaded
-            translator = SpeechTranslator(load_system(path, placement, whisper=whisper, llm=llm), name)
-            if todo["hyps"]:
-                run_system(translator, todo["hyps"], t, options, batch_size, desc=f"evaluate {name}",
-                           on_row=journals["hyps"].append)
-            if todo.get("mt"):
-                run_text_mt(translator.system, todo["mt"], options, batch_size, desc=f"text MT {name}",
-                            on_row=journals["mt"].append)
+            translator = SpeechTranslator(load_system(run_now[name], placement, whisper=whisper, llm=llm), name)
+            rs, j = journals["hyps"]
+            with tqdm(total=len(rs), initial=len(rs) - todo["hyps"], desc=f"evaluate {name}") as bar:
+                decode_in_groups(j, rs, group, lambda g: run_system(translator, g, t, options, batch_size,
+                                                                    progress=bar.update))
+            if "mt" in journals:
+                rs, j = journals["mt"]
+                with tqdm(total=len(rs), initial=len(rs) - todo["mt"], desc=f"text MT {name}") as bar:
+                    decode_in_groups(j, rs, group, lambda g: run_text_mt(translator.system, g, options, batch_size,
+                                                                         progress=bar.update))
             del translator
-        systems[name] = journals["hyps"].results(mine)
+        systems[name] = journals["hyps"][1].results(mine)
         if with_mt:
-            mt[name] = journals["mt"].results(kinds["mt"])
+            mt[name] = journals["mt"][1].results(journals["mt"][0])
     if size > 1:
         parts = gather((systems, mt), rank, size)
         if rank != 0:
@@ -312,8 +343,13 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
     if len(systems) > 1 and significance:
         report = compare_systems(report, runs, significance, log, scored=systems)
     files = write_report(report, out)
-    if rank == 0:  # every rank's rows are in the files written: the journals have done their work
-        remove_journals(partial, [f"{file_name(name)}.{kind}" for name in run_now for kind in ("hyps", "mt")])
+    if rank == 0:  # every rank's rows are in the files written: their journals have done their work, unless
+        written = {journal.row_digest(r) for r in rows}  # they hold rows this run did not take (--limit)
+        for name, (_, _, journals) in runs_here.items():
+            if all(d in written for _, j in journals.values() for d in j.rows):
+                remove_journals(partial, [f"{file_name(name)}.{kind}" for kind in KINDS])
+            else:
+                log(f"{name}: kept its journals in {partial}: they hold rows this run did not decode")
     log(format_table(report))
     log("wrote " + ", ".join(str(p) for p in files.values()))
     if comet_error is not None:  # the report without COMET is written; the run still says it failed
