@@ -28,7 +28,7 @@ def test_warm_up_compiles_each_batch_size_and_requests_compile_nothing(tmp_path,
     logged = []
     warm_up(translator, options, log=logged.append)
     assert logged[0] == "--compile: compiling the decode steps of batches of 1, 2, 3 before serving"
-    assert StaticSteps._served[lm] == {1: 512, 2: 512, 4: 512}  # 3 requests decode as a batch of 4
+    assert StaticSteps._served[lm] == {1: {512}, 2: {512}, 4: {512}}  # 3 requests decode as a batch of 4
     graphs, steps = counters["stats"]["unique_graphs"], StaticSteps.steps_taken
     clips = [tiny.tone(1.0 + 0.3 * i, 300 + 100 * i, seed=i) for i in range(3)]
     short = DecodingOptions(max_new_tokens=12, compile=True)  # a cache of 256 would hold these
@@ -92,3 +92,20 @@ def test_warm_up_on_cuda_then_requests_replay_cuda_graphs_without_compiling(tmp_
     eager = SpeechTranslator.from_pretrained(folder, device="cuda", dtype="float32")
     assert [r.translation for r in served] == [r.translation for r in eager.translate(
         clips, "eng", "deu", options=DecodingOptions(max_new_tokens=12), batch_size=3)]
+
+
+def test_where_the_longest_cache_does_not_compile_a_short_clips_does(tmp_path, monkeypatch):
+    """A model whose static steps stop at 256 positions (as a sliding window of 256 would): the warm-up's 30 s
+    batch decodes eagerly, so a 1 s clip's shape is compiled instead, and a short request compiles nothing."""
+    translator = SpeechTranslator.from_pretrained(tiny.speech_llm_folder(tmp_path / "model"))
+    lm = causal_lm(translator.system.model.llm)
+    fits = StaticSteps.fits.__func__
+    monkeypatch.setattr(decoding.StaticSteps, "fits", classmethod(
+        lambda cls, lm, rows, positions: fits(cls, lm, rows, positions) and cls.shape(lm, rows, positions)[1] <= 256))
+    warm_up(translator, BatchOptions(max_batch=2, decoding=DecodingOptions(max_new_tokens=SERVED_TOKENS,
+                                                                           compile=True)), log=lambda *_: None)
+    assert StaticSteps._served[lm] == {1: {256}, 2: {256}}
+    graphs, steps = counters["stats"]["unique_graphs"], StaticSteps.steps_taken
+    translator.translate([tiny.tone(1.0, 440)] * 2, "eng", "deu",
+                         options=DecodingOptions(max_new_tokens=12, compile=True), batch_size=2)
+    assert counters["stats"]["unique_graphs"] == graphs and StaticSteps.steps_taken > steps

@@ -315,16 +315,16 @@ class StaticSteps:
     _refused = weakref.WeakSet()  # models whose step failed to compile (`refuse`)
     _shapes: set[tuple[int, int]] = set()  # (batch, cache length) of the steps that ran compiled
     _full = False  # torch's recompile limit was reached (`shapes_full`)
-    _served = weakref.WeakKeyDictionary()  # model -> {batch: cache length} of its steps compiled in `warming()`
+    _served = weakref.WeakKeyDictionary()  # model -> {batch: {cache lengths}} of its steps compiled in `warming()`
     _warming = threading.local()  # .on: this thread is in a `warming()` block
 
     @classmethod
     @contextmanager
     def warming(cls):
-        """Generations in this block make their (batch, cache length) the model's served shape for that batch size:
-        later batches of that size take that length whenever theirs is no longer (the extra positions masked: the
-        same tokens), so a server warmed up at the longest length its requests can need compiles no shape while it
-        serves (`serve --compile`)."""
+        """Generations in this block make their (batch, cache length) one of the model's served shapes: a later batch
+        of that size takes the shortest served length that holds it (the extra positions masked: the same tokens),
+        so a server warmed up at the longest length its requests can need compiles no shape while it serves
+        (`serve --compile`)."""
         cls._warming.on = True
         try:
             yield
@@ -354,8 +354,8 @@ class StaticSteps:
 
         batch, length = 1 << (rows - 1).bit_length(), static_length(positions)
         with cls._lock:
-            served = cls._served.get(lm, {}).get(batch, 0)
-        return batch, served if served >= length else length
+            served = [n for n in cls._served.get(lm, {}).get(batch, ()) if n >= length]
+        return batch, min(served, default=length)
 
     @classmethod
     def shapes_full(cls, error: Exception) -> None:
@@ -379,8 +379,7 @@ class StaticSteps:
         batch, length = self.shape(lm, rows, prompt + max_new_tokens)
         if getattr(self._warming, "on", False):
             with self._lock:
-                served = self._served.setdefault(lm, {})
-                served[batch] = max(served.get(batch, 0), length)
+                self._served.setdefault(lm, {}).setdefault(batch, set()).add(length)
         if batch > rows:  # copies of row 0 fill the batch to a power of two
             embeds = torch.cat([embeds, embeds[:1].expand(batch - rows, -1, -1)])
             mask = torch.cat([mask, mask[:1].expand(batch - rows, -1)])
@@ -409,7 +408,7 @@ class StaticSteps:
             kept = self._caches.setdefault(self.lm, {})
             kept[self.cache_key] = self.cache
             served = self._served.get(self.lm, {})
-            others = [key for key in kept if served.get(key[0]) != key[1]]  # served shapes' caches stay
+            others = [key for key in kept if key[1] not in served.get(key[0], ())]  # served shapes' caches stay
             for key in others[:max(0, len(others) - self.STATIC_CACHES)]:
                 kept.pop(key)
 

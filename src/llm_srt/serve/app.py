@@ -463,9 +463,10 @@ def warm_up(translator: SpeechTranslator, options: BatchOptions, log=print) -> f
     """`serve --compile`, before the first request: compile the greedy decode steps of every batch size a batch of
     requests takes (1, 2, 4, ... up to --max-batch, each filled to a power of two) at the longest cache a request can
     need (a 30 s clip translated with SRT at the server's --max-new-tokens), so that no request waits for a
-    compilation: a shorter one takes those shapes (`StaticSteps.warming`). Seconds taken. A batch that runs no
-    compiled step (a model that decodes without them: int8, another attention kind, a step that does not compile)
-    or fails ends the warm-up with a line saying so: the server still starts."""
+    compilation: a shorter one takes those shapes (`StaticSteps.warming`). Where that length runs no compiled step
+    (a sliding window shorter than it), a 1 s clip's is compiled instead, for the requests that fit. Seconds taken.
+    A batch size at which neither runs a compiled step (int8, another attention kind, a step that does not compile)
+    or that fails ends the warm-up with a line saying so: the server still starts."""
     start = time.perf_counter()
     sizes = [1 << k for k in range(options.max_batch.bit_length()) if 1 << k < options.max_batch] + [options.max_batch]
     greedy = replace(options.decoding, beam_size=1)
@@ -473,8 +474,11 @@ def warm_up(translator: SpeechTranslator, options: BatchOptions, log=print) -> f
     log(f"--compile: compiling the decode steps of batches of {', '.join(map(str, sizes))} before serving")
     with StaticSteps.warming():
         for size in sizes:
-            before = StaticSteps.steps_taken
-            [out, *_] = run_items(translator.system, [Item(noise, "eng", "deu", Task.SRT)] * size, greedy, size)
+            for clip in (noise, noise[:SAMPLE_RATE]):  # the longest request; else a short one
+                before = StaticSteps.steps_taken
+                [out, *_] = run_items(translator.system, [Item(clip, "eng", "deu", Task.SRT)] * size, greedy, size)
+                if out.error or StaticSteps.steps_taken > before:
+                    break
             if out.error or StaticSteps.steps_taken == before:
                 log(f"--compile: the warm-up batch of {size} " + (f"failed ({out.error})" if out.error else
                     "ran no compiled step (this model decodes eagerly here, or its outputs ended at once)")
