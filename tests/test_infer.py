@@ -248,3 +248,40 @@ def test_an_interrupted_run_keeps_the_outputs_of_the_groups_already_done(model_d
                    "--max-new-tokens", "4", "--format", "srt", "--out-dir", str(out)])
     assert rc == 130 and "interrupted" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ["c0.srt", "c1.srt"]
+
+
+def test_skip_existing_goes_on_from_an_interrupted_run(model_dir, clips, tmp_path, monkeypatch, capsys):
+    """A run stopped in its second group, then the same command with --skip-existing: only the inputs without
+    their file are translated, and the files are those of one uninterrupted run; no half-written file is left."""
+    from llm_srt import infer
+
+    args = ["translate", *clips, "--model", str(model_dir), "--src", "eng", "--tgt", "deu", "--max-new-tokens", "4",
+            "--format", "srt"]
+    assert cli.main([*args, "--out-dir", str(tmp_path / "whole")]) == 0
+    real_run, items = infer.run_items, []
+
+    def run_items(system, batch, *rest):
+        items.extend(batch)
+        if len(items) > 2 and stop:
+            raise KeyboardInterrupt
+        return real_run(system, batch, *rest)
+
+    monkeypatch.setattr(infer, "run_items", run_items)
+    monkeypatch.setattr(infer, "PENDING_SECONDS", 1.5)  # groups: clips 0-1, then 2-3
+    stop = True
+    assert cli.main([*args, "--out-dir", str(tmp_path / "r")]) == 130
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["c0.srt", "c1.srt"]
+    stop, items[:] = False, []
+    capsys.readouterr()
+    assert cli.main([*args, "--out-dir", str(tmp_path / "r"), "--skip-existing"]) == 0
+    assert len(items) == 2  # clips 2 and 3 only
+    assert capsys.readouterr().err.startswith(f"llm-srt translate: 2 of 4 inputs skipped: their outputs are in "
+                                              f"{tmp_path / 'r'} already (--skip-existing)\n")
+    for clip in clips:
+        name = f"{Path(clip).stem}.srt"
+        assert (tmp_path / "r" / name).read_text() == (tmp_path / "whole" / name).read_text()
+    items[:] = []
+    assert cli.main([*args, "--out-dir", str(tmp_path / "r"), "--skip-existing"]) == 0 and items == []
+    assert not list((tmp_path / "r").glob("*.part"))
+    assert cli.main([*args, "--format", "json", "--out-dir", str(tmp_path / "j"), "--skip-existing"]) == 2
+    assert "--skip-existing needs --out-dir and --format text, srt or vtt" in capsys.readouterr().err

@@ -309,6 +309,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out-dir", default=None,
                         help="write one .txt/.srt/.vtt per input here, at the input's path relative to the inputs' "
                              "common folder (inputs that would share a file are refused); json: results.json")
+    parser.add_argument("--skip-existing", action="store_true",
+                        help="with --out-dir (text, srt, vtt): leave out the inputs whose output file is there "
+                             "already (a run that goes on from a killed one; each file is written whole or not at all)")
 
 
 def main(args) -> int:
@@ -328,6 +331,21 @@ def main(args) -> int:
         else None
     if out_dir and args.format == "json":
         check_not_inputs(args.audio, [out_dir / "results.json"])
+    if args.skip_existing:
+        if not outputs:
+            raise LLMSRTError("--skip-existing needs --out-dir and --format text, srt or vtt (one file per input; "
+                              "json writes one results.json at the end)")
+        todo = [k for k, path in enumerate(outputs) if not path.is_file()]
+        if len(todo) < len(outputs):
+            print(f"llm-srt translate: {len(outputs) - len(todo)} of {len(outputs)} inputs skipped: their outputs "
+                  f"are in {shown(str(out_dir))} already (--skip-existing)", file=sys.stderr)
+        if not todo:
+            return 0
+        if args.transcript is not None and len(args.transcript) != len(outputs):
+            raise LLMSRTError(f"--transcript: {len(args.transcript)} transcripts for {len(outputs)} inputs; give one "
+                              "per input")
+        args.audio, outputs = [args.audio[k] for k in todo], [outputs[k] for k in todo]
+        args.transcript = args.transcript and [args.transcript[k] for k in todo]
     translator = translator_from_args(args)
     options = decoding_from_args(args)
 
@@ -406,8 +424,13 @@ def check_not_inputs(inputs: Sequence[str], outputs: Sequence[Path]) -> None:
 
 
 def _write(path: Path, text: str) -> None:
+    """Write an output whole or not at all (a temporary file beside it, then renamed: a kill never leaves half a
+    file, which --skip-existing would take for a finished one)."""
+    part = path.with_name(path.name + ".part")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+        part.write_text(text, encoding="utf-8")
+        os.replace(part, path)
     except OSError as e:
+        part.unlink(missing_ok=True)
         raise LLMSRTError(f"{path}: cannot write the output ({e.strerror or e}); check --out-dir") from None
