@@ -394,7 +394,7 @@ def _lora_model(tmp_path) -> SpeechLLM:
     return model.eval()
 
 
-def test_lora_merged_for_inference(tmp_path):
+def test_lora_merged_for_inference(tmp_path, monkeypatch):
     """`from_pretrained(merge_lora=True)` (what translate, evaluate and serve load): the folder's LoRA folded into the
     LLM's weights, no LoRA layer left to run, the same loss and greedy output in float32; such a model refuses to
     be saved. int8 keeps its LoRA apart (float, beside the int8 layers), as without merge_lora."""
@@ -413,8 +413,13 @@ def test_lora_merged_for_inference(tmp_path):
     assert merged.generate(_batch(), options) == ref_out
     with pytest.raises(LLMSRTError, match="merged"):
         merged.save_pretrained(tmp_path / "again")
+    from llm_srt.model import speech_llm
+
+    reads, read = [], speech_llm._load_weights
+    monkeypatch.setattr(speech_llm, "_load_weights", lambda path: (reads.append(path.name), read(path))[1])
     int8 = SpeechLLM.from_pretrained(folder, dtype="int8", merge_lora=True).eval()
     assert not int8.lora_merged and [n for n, _ in int8.llm.named_modules() if "lora_" in n]
+    assert reads.count("lora.safetensors") == 1  # merging declined: the LoRA read once, then kept apart
     apart = SpeechLLM.from_pretrained(folder, dtype="int8").eval()
     assert int8.generate(_batch(), options) == apart.generate(_batch(), options)
     system = load_system(str(folder), device.resolve("cpu", "float32"))

@@ -413,7 +413,7 @@ class SpeechLLM(nn.Module):
             if key in meta and meta[key] != actual:
                 raise LLMSRTError(f"{directory}: trained with {key}={meta[key]} but {source} has {actual}; point the "
                                   "checkpoint at the models it was trained with")
-        model.load_trainable(directory)
+        model.load_trainable(directory, lora=merged)  # LoRA kept apart (not float32): the weights already read
         model.quantize_adapter()
         return model
 
@@ -424,9 +424,9 @@ class SpeechLLM(nn.Module):
             quantize_int8(self.adapter)
             fuse_int8_projections(self.adapter)
 
-    def load_trainable(self, directory: str | Path) -> None:
+    def load_trainable(self, directory: str | Path, lora: tuple[dict[str, torch.Tensor], str] | None = None) -> None:
         """The adapter (and LoRA, and the CTC head, when the folder has them) weights of a model or checkpoint folder
-        into this model."""
+        into this model; `lora`: the folder's LoRA weights and file, already read."""
         directory = Path(directory)
         if not (directory / ADAPTER_FILE).is_file():
             raise LLMSRTError(f"{directory}: {ADAPTER_FILE} is missing; the checkpoint is incomplete")
@@ -435,7 +435,7 @@ class SpeechLLM(nn.Module):
                               "the checkpoint with SpeechLLM.from_pretrained instead")
         load_adapter_state(self.adapter, _load_weights(directory / ADAPTER_FILE), str(directory / ADAPTER_FILE))
         if (directory / LORA_FILE).is_file() and not self.lora_merged:
-            load_lora_state(self.llm, _load_weights(directory / LORA_FILE), str(directory / LORA_FILE))
+            load_lora_state(self.llm, *(lora or (_load_weights(directory / LORA_FILE), str(directory / LORA_FILE))))
         if self.ctc_head is not None and (directory / CTC_FILE).is_file():  # else the head starts afresh
             load_adapter_state(self.ctc_head, CTCHead.upgrade_state(_load_weights(directory / CTC_FILE)),
                                str(directory / CTC_FILE))
