@@ -434,3 +434,20 @@ def test_paper_compiled_only_times_the_compiled_rows_alone(tmp_path):
     assert [(r["system"], r["batch_size"], r["compiled"]) for r in result["decode"]] == [("llm-srt", 1, True)]
     assert result["decode"][0]["new_tokens"] == options.new_tokens and result["decode"][0]["cudagraph_skips"] is None
     assert result["largest_batch"] == {} and result["train"] == []
+
+
+def test_decode_rows_time_a_model_folders_lora_merged_as_translate_loads_it(tmp_path):
+    """`bench --model` trains LoRA apart (the training rows) but decodes as translate does: LoRA merged (float32)."""
+    from llm_srt.bench.embedded import _decoding_model, _load_model
+    from llm_srt.model.llm import LoraOptions
+
+    model = tiny.speech_llm(tmp_path / "m", lora=LoraOptions(r=4, alpha=8, dropout=0.0), trainable=("adapter", "lora"))
+    options = bench.BenchOptions(model=str(model.save_pretrained(tmp_path / "ckpt")))
+    cpu = device.resolve("cpu", "float32")
+    trained, _ = _load_model(options, cpu)
+    assert not trained.lora_merged and [n for n, _ in trained.llm.named_modules() if "lora_" in n]
+    decoding = _decoding_model(trained, options, cpu)
+    assert decoding.lora_merged and not [n for n, _ in decoding.llm.named_modules() if "lora_" in n]
+    assert _decoding_model(trained, options, device.resolve("cpu", "bfloat16")) is trained  # merging declined there
+    fresh = bench.BenchOptions(encoder=options.encoder, llm=options.llm)
+    assert _decoding_model(trained, fresh, cpu) is trained
