@@ -114,8 +114,9 @@ class Browser:
         self.call("DOM.setFileInputFiles", {"nodeId": node, "files": paths})
 
     def click(self, selector: str) -> None:
-        """A real mouse click in the middle of the element."""
-        box = self.js(f"(() => {{ const r = document.querySelector({json.dumps(selector)}).getBoundingClientRect();"
+        """A real mouse click in the middle of the element, scrolled into view first (as a person would)."""
+        box = self.js(f"(() => {{ const e = document.querySelector({json.dumps(selector)});"
+                      " e.scrollIntoView({block: 'center'}); const r = e.getBoundingClientRect();"
                       " return [r.x + r.width / 2, r.y + r.height / 2]; })()")
         for kind in ("mousePressed", "mouseReleased"):
             self.call("Input.dispatchMouseEvent", {"type": kind, "x": box[0], "y": box[1], "button": "left",

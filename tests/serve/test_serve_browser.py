@@ -77,3 +77,35 @@ def test_record_from_the_microphone(page, tmp_path):
     assert page.js(TEXT.format("transcript")) and page.js("document.getElementById('translation-box').hidden")
     assert page.js(TEXT.format("lang")).startswith("(eng, ")
     page.screenshot(tmp_path / "recorded.png")
+
+
+def test_the_page_asks_for_the_beam_and_token_cap_chosen_within_the_servers_limits(translator, clip, tmp_path):
+    """The page reads the server's limits (/health), offers them, and the request decodes as chosen: beam 2 and a
+    cap of 3 tokens write what the model writes with those options."""
+    from llm_srt.model.decoding import DecodingOptions
+
+    samples, wav = clip
+    path = tmp_path / "clip.wav"
+    path.write_bytes(wav)
+    chosen = DecodingOptions(beam_size=2, max_new_tokens=3)
+    want = translator.translate([samples], "eng", "deu", options=chosen)[0]
+    assert want.translation != translator.translate([samples], "eng", "deu", options=DECODING)[0].translation
+    app = create_app(translator, ServeOptions(max_beam=4, batch=BatchOptions(decoding=DECODING)))
+    with live_server(app) as url:
+        browser = Browser(CHROMIUM, tmp_path / "chromium-profile")
+        try:
+            browser.goto(url + "/")
+            browser.wait_for(f"{STATE} === 'idle' && document.getElementById('tgt').options.length > 10")
+            limits = browser.js("['beam', 'maxtok'].map(k => [document.getElementById(k).value, "
+                                "document.getElementById(k).max])")
+            assert limits == [["1", "4"], [str(DECODING.max_new_tokens)] * 2]  # the server's own, and its limits
+            choose(browser, "eng", "deu", "srt")
+            browser.js("document.getElementById('beam').value = '2'; document.getElementById('maxtok').value = '3'")
+            browser.set_files("#file", [str(path)])
+            browser.click("#submit")
+            assert browser.wait_for(f"['done', 'error'].includes({STATE}) && {STATE}") == "done", \
+                browser.js(TEXT.format("error"))
+            assert browser.js(TEXT.format("translation")) == want.translation
+            assert browser.js(TEXT.format("transcript")) == want.transcript
+        finally:
+            browser.close()

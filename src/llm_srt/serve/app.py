@@ -83,6 +83,11 @@ class ServeOptions:
         object.__setattr__(self, "allow_origins", tuple(check_allowed_origin(o) for o in self.allow_origins))
 
     @property
+    def beam_limit(self) -> int:
+        """The largest beam_size a request may ask for: --max-beam, and never below the server's own --beam."""
+        return max(self.max_beam or 1, self.batch.decoding.beam_size)
+
+    @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * MB)
 
@@ -182,7 +187,9 @@ def create_app(translator: SpeechTranslator, options: ServeOptions = ServeOption
     @app.get("/health")
     async def health() -> dict:
         return {"status": "ok", "model": options.model_name, "waiting": batcher.waiting, "decoding": decoder.pending,
-                "max_batch": options.batch.max_batch, "batching": batcher.stats.to_dict()}
+                "max_batch": options.batch.max_batch, "batching": batcher.stats.to_dict(),
+                "limits": {"beam_size": options.batch.decoding.beam_size, "max_beam": options.beam_limit,
+                           "max_new_tokens": options.batch.decoding.max_new_tokens}}
 
     @app.get("/v1/models")
     async def models() -> dict:
@@ -340,7 +347,7 @@ def request_decoding(form: AudioForm, options: ServeOptions) -> DecodingOptions 
     naming the field for a value that is not a whole number in its range."""
     server = options.batch.decoding
     asked = {}
-    for param, high in (("beam_size", max(options.max_beam or 1, server.beam_size)),
+    for param, high in (("beam_size", options.beam_limit),
                         ("max_new_tokens", server.max_new_tokens)):
         value = (getattr(form, param) or "").strip()
         if not value:
