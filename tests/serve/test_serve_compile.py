@@ -1,25 +1,32 @@
 """`serve --compile`: the decode steps of every batch size compiled before the first request, none while serving."""
 
+import threading
+
 import pytest
 import torch
 from torch._dynamo.utils import counters
 
 import tiny
-from llm_srt import cli
 from llm_srt.infer import SpeechTranslator
-from llm_srt.model import decoding
+from llm_srt.model import decoding, kv_cache
 from llm_srt.model.decoding import DecodingOptions, StaticSteps
-from llm_srt.model.kv_cache import static_length
 from llm_srt.model.llm import causal_lm
-from llm_srt.serve import app as serve_app
-from llm_srt.serve.app import ServeOptions, create_app, warm_up
+from llm_srt.model.systems import SpeechLLMSystem
+from llm_srt.serve import warmup
+from llm_srt.serve.app import ServeOptions, create_app
 from llm_srt.serve.batcher import BatchOptions
+from llm_srt.serve.warmup import warm_up
 from serve_helpers import local_client, wav_bytes
 
 SERVED_TOKENS = 300  # the server's --max-new-tokens: with the prompt, a cache of 512 positions
+SHORT = DecodingOptions(max_new_tokens=12, compile=True)  # a request's: a cache of 256 positions would hold it
 
 
-def test_warm_up_compiles_each_batch_size_and_requests_compile_nothing(tmp_path, monkeypatch):
+def clips(n: int = 3):
+    return [tiny.tone(1.0 + 0.3 * i, 300 + 100 * i, seed=i) for i in range(n)]
+
+
+def test_warm_up_compiles_each_batch_size_and_requests_compile_nothing(tmp_path):
     folder = tiny.speech_llm_folder(tmp_path / "model")
     translator = SpeechTranslator.from_pretrained(folder)  # its own LLM object: the served shapes are per model
     lm = causal_lm(translator.system.model.llm)
@@ -30,82 +37,113 @@ def test_warm_up_compiles_each_batch_size_and_requests_compile_nothing(tmp_path,
     assert logged[0] == "--compile: compiling the decode steps of batches of 1, 2, 3 before serving"
     assert StaticSteps._served[lm] == {1: {512}, 2: {512}, 4: {512}}  # 3 requests decode as a batch of 4
     graphs, steps = counters["stats"]["unique_graphs"], StaticSteps.steps_taken
-    clips = [tiny.tone(1.0 + 0.3 * i, 300 + 100 * i, seed=i) for i in range(3)]
-    short = DecodingOptions(max_new_tokens=12, compile=True)  # a cache of 256 would hold these
-    assert static_length(100 + 12) == 256
-    with local_client(create_app(translator, ServeOptions(batch=options))) as client:
-        answer = client.post("/v1/audio/translations", files={"file": ("a.wav", wav_bytes(clips[0]))},
+    with local_client(create_app(translator, ServeOptions(batch=options, warm_up=False))) as client:
+        answer = client.post("/v1/audio/translations", files={"file": ("a.wav", wav_bytes(clips()[0]))},
                              data={"source_language": "eng", "target_language": "deu", "response_format": "json",
                                    "max_new_tokens": "12"})
     assert answer.status_code == 200, answer.text
-    served = [r.translation for r in translator.translate(clips, "eng", "deu", options=short, batch_size=3)]
-    served += [r.translation for r in translator.translate(clips[:2], "eng", "deu", options=short, batch_size=2)]
+    served = [r.translation for r in translator.translate(clips(), "eng", "deu", options=SHORT, batch_size=3)]
+    served += [r.translation for r in translator.translate(clips(2), "eng", "deu", options=SHORT, batch_size=2)]
     assert counters["stats"]["unique_graphs"] == graphs  # nothing compiled while serving
     assert StaticSteps.steps_taken > steps  # the requests did run compiled steps, on the served shapes
     eager = SpeechTranslator.from_pretrained(folder)
-    expected = [r.translation for r in eager.translate(clips, "eng", "deu", options=DecodingOptions(max_new_tokens=12),
-                                                       batch_size=3)]
+    expected = [r.translation for r in eager.translate(clips(), "eng", "deu",
+                                                       options=DecodingOptions(max_new_tokens=12), batch_size=3)]
     assert served == expected + expected[:2]  # a longer cache, masked: the same tokens
     assert answer.json()["text"] == expected[0]
-    for rows in (5, 6):  # shapes not served (batch 8) take their own caches; the served ones' stay kept
-        with torch.no_grad():
-            translator.translate(clips * 2, "eng", "deu", options=short, batch_size=rows)
-    assert {(1, 512), (2, 512), (4, 512)} <= {key[:2] for key in StaticSteps._caches[lm]}
 
 
-def test_warm_up_stops_where_the_model_decodes_without_compiled_steps(tmp_path, monkeypatch):
+@pytest.mark.parametrize("window, served_tokens, served", [(256, SERVED_TOKENS, 256), (512, 600, 512)])
+def test_where_the_longest_cache_cannot_be_static_the_longest_that_can_is_served(window, served_tokens, served,
+                                                                               tmp_path, monkeypatch):
+    """A model whose static cache must not pass `window` positions (a sliding window, as Gemma-3's 512): the 30 s
+    batch decodes eagerly once, then a 1 s clip's batch compiles the longest length that can be static, for every
+    batch size, and a short request compiles nothing."""
     translator = SpeechTranslator.from_pretrained(tiny.speech_llm_folder(tmp_path / "model"))
-    monkeypatch.setattr(decoding.StaticSteps, "fits", classmethod(lambda cls, lm, rows, positions: False))
+    lm = causal_lm(translator.system.model.llm)
+    monkeypatch.setattr(kv_cache, "static_fits", lambda config, length: length <= window)
+    runs = []
+    real = SpeechLLMSystem.run_batch
+    monkeypatch.setattr(SpeechLLMSystem, "run_batch",
+                        lambda self, items, options: runs.append((len(items), items[0].audio.size)) or
+                        real(self, items, options))
+    warm_up(translator, BatchOptions(max_batch=2, decoding=DecodingOptions(max_new_tokens=served_tokens,
+                                                                           compile=True)), log=lambda *_: None)
+    assert StaticSteps._served[lm] == {1: {served}, 2: {served}}
+    assert runs == [(1, 480000), (1, 16000), (2, 16000)]  # the 30 s clip once: it cannot be static at any size
+    graphs, steps = counters["stats"]["unique_graphs"], StaticSteps.steps_taken
+    translator.translate(clips(2), "eng", "deu", options=SHORT, batch_size=2)
+    assert counters["stats"]["unique_graphs"] == graphs and StaticSteps.steps_taken > steps
+
+
+def test_warm_up_ends_in_one_line_where_there_is_nothing_to_compile(tmp_path, monkeypatch):
+    translator = SpeechTranslator.from_pretrained(tiny.speech_llm_folder(tmp_path / "model"))
     logged = []
-    warm_up(translator, BatchOptions(max_batch=8, decoding=DecodingOptions(max_new_tokens=8, compile=True)),
-            log=logged.append)
-    assert logged[1] == ("--compile: the warm-up batch of 1 ran no compiled step (this model decodes eagerly here, "
-                         "or its outputs ended at once); serving without the rest of the warm-up")
+    greedy = BatchOptions(max_batch=8, decoding=DecodingOptions(max_new_tokens=8, compile=True))
+    warm_up(translator, BatchOptions(decoding=DecodingOptions(beam_size=4, compile=True)), log=logged.append)
+    monkeypatch.setattr(decoding.StaticSteps, "fits", classmethod(lambda cls, lm, rows, positions: False))  # int8
+    warm_up(translator, greedy, log=logged.append)
+    assert logged == ["--compile: only greedy decoding is compiled, and this server decodes with --beam 4: no warm-up",
+                      "--compile: this model decodes eagerly here (int8, or an attention kind without a static "
+                      "cache): no warm-up"]
     assert causal_lm(translator.system.model.llm) not in StaticSteps._served
+    monkeypatch.undo()
+    monkeypatch.setattr(SpeechLLMSystem, "run_batch", lambda self, items, options: (_ for _ in ()).throw(
+        torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")))
+    logged.clear()
+    warm_up(translator, greedy, log=logged.append)
+    assert logged[1] == ("--compile: the warm-up batch of 1 failed (OutOfMemoryError: CUDA out of memory. Tried to "
+                         "allocate 9.00 GiB); serving without the rest")
+    assert causal_lm(translator.system.model.llm) not in StaticSteps._served  # nothing ran: nothing served
 
 
-@pytest.mark.parametrize("flag", [[], ["--compile"]])
-def test_serve_warms_up_before_it_listens_only_with_compile(flag, tmp_path, monkeypatch):
-    import uvicorn
+def test_a_shape_is_served_only_once_a_compiled_step_ran(tmp_path, monkeypatch):
+    """A warm-up generation that fails before its compiled step (out of memory in its cache) serves nothing, so
+    requests of that batch size keep their own shapes."""
+    translator = SpeechTranslator.from_pretrained(tiny.speech_llm_folder(tmp_path / "model"))
+    real = StaticSteps._cache.__func__
 
-    events = []
-    monkeypatch.setattr(serve_app, "warm_up", lambda translator, options: events.append(("warm", options.max_batch)))
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: events.append(("listen", kwargs["port"])))
-    folder = tiny.speech_llm_folder(tmp_path / "model")
-    assert cli.main(["serve", "--model", str(folder), "--port", "8123", "--max-batch", "4", *flag]) == 0
-    assert events == ([("warm", 4)] if flag else []) + [("listen", 8123)]
+    def cache(cls, lm, key):
+        if key[0] == 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return real(cls, lm, key)
+
+    monkeypatch.setattr(decoding.StaticSteps, "_cache", classmethod(cache))
+    logged = []
+    warm_up(translator, BatchOptions(max_batch=2, decoding=DecodingOptions(max_new_tokens=8, compile=True)),
+            log=logged.append)
+    assert StaticSteps._served[causal_lm(translator.system.model.llm)] == {1: {256}}
+    assert logged[1].startswith("--compile: the warm-up batch of 2 failed (OutOfMemoryError")
+
+
+@pytest.mark.parametrize("compile_, warm", [(True, True), (True, False), (False, True)])
+def test_the_server_warms_up_on_its_model_thread_before_it_serves(compile_, warm, tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(warmup, "warm_up", lambda translator, options: calls.append(threading.current_thread().name))
+    from llm_srt.serve import app as serve_app
+    monkeypatch.setattr(serve_app, "warm_up", warmup.warm_up)
+    translator = SpeechTranslator.from_pretrained(tiny.speech_llm_folder(tmp_path / "model"))
+    options = ServeOptions(warm_up=warm, batch=BatchOptions(decoding=DecodingOptions(compile=compile_)))
+    with local_client(create_app(translator, options)) as client:
+        assert calls == (["llm-srt-model_0"] if compile_ and warm else [])  # the thread every batch runs on
+        assert client.get("/health").status_code == 200
 
 
 @pytest.mark.cuda
 def test_warm_up_on_cuda_then_requests_replay_cuda_graphs_without_compiling(tmp_path):
-    """On a GPU the served shapes replay as CUDA graphs: after the warm-up a batch of requests compiles nothing and
-    skips no graph, and writes what eager float32 decoding writes."""
+    """On a GPU the served shapes replay as CUDA graphs: a server warmed up on its model thread answers requests
+    (on that thread) without compiling or skipping a graph, with what eager float32 decoding writes."""
     folder = tiny.speech_llm_folder(tmp_path / "model")
     translator = SpeechTranslator.from_pretrained(folder, device="cuda", dtype="float32")
-    warm_up(translator, BatchOptions(max_batch=4, decoding=DecodingOptions(max_new_tokens=SERVED_TOKENS,
-                                                                           compile=True)), log=lambda *_: None)
-    graphs, skips = counters["stats"]["unique_graphs"], counters["inductor"]["cudagraph_skips"]
-    clips = [tiny.tone(1.0 + 0.3 * i, 300 + 100 * i, seed=i) for i in range(3)]
-    served = translator.translate(clips, "eng", "deu", options=DecodingOptions(max_new_tokens=12, compile=True),
-                                  batch_size=3)
-    assert counters["stats"]["unique_graphs"] == graphs and counters["inductor"]["cudagraph_skips"] == skips
+    options = ServeOptions(batch=BatchOptions(max_batch=4, decoding=DecodingOptions(max_new_tokens=SERVED_TOKENS,
+                                                                                    compile=True)))
     eager = SpeechTranslator.from_pretrained(folder, device="cuda", dtype="float32")
-    assert [r.translation for r in served] == [r.translation for r in eager.translate(
-        clips, "eng", "deu", options=DecodingOptions(max_new_tokens=12), batch_size=3)]
-
-
-def test_where_the_longest_cache_does_not_compile_a_short_clips_does(tmp_path, monkeypatch):
-    """A model whose static steps stop at 256 positions (as a sliding window of 256 would): the warm-up's 30 s
-    batch decodes eagerly, so a 1 s clip's shape is compiled instead, and a short request compiles nothing."""
-    translator = SpeechTranslator.from_pretrained(tiny.speech_llm_folder(tmp_path / "model"))
-    lm = causal_lm(translator.system.model.llm)
-    fits = StaticSteps.fits.__func__
-    monkeypatch.setattr(decoding.StaticSteps, "fits", classmethod(
-        lambda cls, lm, rows, positions: fits(cls, lm, rows, positions) and cls.shape(lm, rows, positions)[1] <= 256))
-    warm_up(translator, BatchOptions(max_batch=2, decoding=DecodingOptions(max_new_tokens=SERVED_TOKENS,
-                                                                           compile=True)), log=lambda *_: None)
-    assert StaticSteps._served[lm] == {1: {256}, 2: {256}}
-    graphs, steps = counters["stats"]["unique_graphs"], StaticSteps.steps_taken
-    translator.translate([tiny.tone(1.0, 440)] * 2, "eng", "deu",
-                         options=DecodingOptions(max_new_tokens=12, compile=True), batch_size=2)
-    assert counters["stats"]["unique_graphs"] == graphs and StaticSteps.steps_taken > steps
+    want = eager.translate(clips(1), "eng", "deu", options=DecodingOptions(max_new_tokens=12))[0].translation
+    with local_client(create_app(translator, options)) as client:
+        graphs, skips = counters["stats"]["unique_graphs"], counters["inductor"]["cudagraph_skips"]
+        for _ in range(3):
+            answer = client.post("/v1/audio/translations", files={"file": ("a.wav", wav_bytes(clips(1)[0]))},
+                                 data={"source_language": "eng", "target_language": "deu", "response_format": "json",
+                                       "max_new_tokens": "12"})
+            assert answer.status_code == 200 and answer.json()["text"] == want
+    assert counters["stats"]["unique_graphs"] == graphs and counters["inductor"]["cudagraph_skips"] == skips

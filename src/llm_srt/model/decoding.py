@@ -303,10 +303,10 @@ class StaticSteps:
     per model, so a later batch of the same shape neither compiles nor allocates again; a generation takes its cache
     out of that store until `close` (a concurrent one of the same shape gets its own). Prefill runs eager.
     Shapes compiled in a `warming()` block are a model's served shapes: a later batch of that size needing a shorter
-    cache takes the served length instead of compiling its own, and their caches are kept besides the others."""
+    cache takes the served length instead of compiling its own."""
 
     COMPILED_SHAPES = 64  # torch's recompile limit while these steps compile (each batch x length is one shape)
-    STATIC_CACHES = 2  # static caches kept per model (their KV buffers), most recent first, served shapes' aside
+    STATIC_CACHES = 2  # static caches kept per model (their KV buffers), most recent first
 
     _step: dict = {}  # the compiled `_decode_step`, by mode ("default", "reduce-overhead"), made on first use
     steps_taken = 0  # compiled steps run in this process (the LM's forward hooks do not see them: `_decode_step`)
@@ -316,20 +316,22 @@ class StaticSteps:
     _shapes: set[tuple[int, int]] = set()  # (batch, cache length) of the steps that ran compiled
     _full = False  # torch's recompile limit was reached (`shapes_full`)
     _served = weakref.WeakKeyDictionary()  # model -> {batch: {cache lengths}} of its steps compiled in `warming()`
-    _warming = threading.local()  # .on: this thread is in a `warming()` block
+    _warming = threading.local()  # .longest: in a `warming()` block, the longest cache a generation there asked for
 
     @classmethod
     @contextmanager
     def warming(cls):
-        """Generations in this block make their (batch, cache length) one of the model's served shapes: a later batch
-        of that size takes the shortest served length that holds it (the extra positions masked: the same tokens),
-        so a server warmed up at the longest length its requests can need compiles no shape while it serves
-        (`serve --compile`)."""
-        cls._warming.on = True
+        """Generations in this block whose steps run compiled make their (batch, cache length) one of the model's
+        served shapes: a later batch of that size takes the shortest served length that holds it (the extra
+        positions masked: the same tokens), so a server warmed up at the longest length its requests can need
+        compiles no shape while it serves (`serve --compile`). Where that length cannot be static (a sliding window
+        shorter than it), a later generation in the block takes the longest length that can, for the requests that
+        fit it."""
+        cls._warming.longest = 0
         try:
             yield
         finally:
-            cls._warming.on = False
+            cls._warming.longest = None
 
     @classmethod
     def fits(cls, lm: nn.Module, rows: int, positions: int) -> bool:
@@ -340,7 +342,11 @@ class StaticSteps:
         from .cpu_linear import is_quantized
         from .kv_cache import static_fits
 
+        from .kv_cache import static_length
+
         shape = cls.shape(lm, rows, positions)
+        if getattr(cls._warming, "longest", None) is not None:
+            cls._warming.longest = max(cls._warming.longest, static_length(positions))
         if lm in cls._refused or is_quantized(lm) or not static_fits(lm.config, shape[1]):
             return False
         return not cls._full or shape in cls._shapes
@@ -348,11 +354,16 @@ class StaticSteps:
     @classmethod
     def shape(cls, lm: nn.Module, rows: int, positions: int) -> tuple[int, int]:
         """(batch, cache length) of the model's static steps for `rows` rows of a prompt + new tokens of `positions`:
-        the batch filled to a power of two, the length bucketed (`kv_cache.static_length`), or the model's served
-        length for that batch where that holds it (`warming`)."""
-        from .kv_cache import static_length
+        the batch filled to a power of two, the length bucketed (`kv_cache.static_length`), or the shortest served
+        length for that batch that holds it; while warming, the longest length that can be static up to the longest
+        one asked for in the block (`warming`)."""
+        from .kv_cache import STATIC_LENGTH_STEP, static_fits, static_length
 
         batch, length = 1 << (rows - 1).bit_length(), static_length(positions)
+        longest = getattr(cls._warming, "longest", None)
+        if longest:
+            fitting = [n for n in range(longest, length, -STATIC_LENGTH_STEP) if static_fits(lm.config, n)]
+            return batch, fitting[0] if fitting else length
         with cls._lock:
             served = [n for n in cls._served.get(lm, {}).get(batch, ()) if n >= length]
         return batch, min(served, default=length)
@@ -377,9 +388,7 @@ class StaticSteps:
     def __init__(self, lm: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, max_new_tokens: int):
         rows, prompt = mask.shape
         batch, length = self.shape(lm, rows, prompt + max_new_tokens)
-        if getattr(self._warming, "on", False):
-            with self._lock:
-                self._served.setdefault(lm, {}).setdefault(batch, set()).add(length)
+        self.warming = getattr(self._warming, "longest", None) is not None  # served once a step runs compiled
         if batch > rows:  # copies of row 0 fill the batch to a power of two
             embeds = torch.cat([embeds, embeds[:1].expand(batch - rows, -1, -1)])
             mask = torch.cat([mask, mask[:1].expand(batch - rows, -1)])
@@ -407,10 +416,8 @@ class StaticSteps:
         with self._lock:
             kept = self._caches.setdefault(self.lm, {})
             kept[self.cache_key] = self.cache
-            served = self._served.get(self.lm, {})
-            others = [key for key in kept if key[1] not in served.get(key[0], ())]  # served shapes' caches stay
-            for key in others[:max(0, len(others) - self.STATIC_CACHES)]:
-                kept.pop(key)
+            while len(kept) > self.STATIC_CACHES:
+                kept.pop(next(iter(kept)))
 
     def step(self, token: torch.Tensor) -> torch.Tensor:
         self.tokens.zero_()
@@ -418,6 +425,10 @@ class StaticSteps:
         self.mask[:, self.slot] = 1
         with torch._dynamo.config.patch(recompile_limit=self.COMPILED_SHAPES):
             logits = self._compiled(self.mode)(self.lm, self.tokens, self.position, self.mask, self.cache)
+        if self.warming:  # compiled, and it ran: a served shape
+            with self._lock:
+                self._served.setdefault(self.lm, {}).setdefault(self.cache_key[0], set()).add(self.cache_key[1])
+            self.warming = False
         self.slot += 1
         self.position = self.position + 1
         StaticSteps.steps_taken += 1

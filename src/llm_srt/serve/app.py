@@ -26,7 +26,6 @@ from dataclasses import dataclass, field, replace
 from importlib import resources
 from typing import Annotated
 
-import numpy as np
 from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
@@ -35,17 +34,15 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect
 
 from .. import languages, subtitles
-from ..audio import SAMPLE_RATE
 from ..errors import LLMSRTError
-from ..infer import WINDOW_SECONDS, SpeechTranslator, TranslationResult, add_model_arguments, run_items, \
-    translator_from_args
-from ..model.decoding import DecodingOptions, StaticSteps, decoding_from_args
-from ..model.systems import Item
+from ..infer import SpeechTranslator, TranslationResult, add_model_arguments, translator_from_args
+from ..model.decoding import DecodingOptions, decoding_from_args
 from ..prompts import Task
 from .batcher import BatchOptions, Batcher, BusyError
 from .guard import (ERROR_TYPES, ConnectionLimits, ContentLengthLimit, HostOriginGuard, HostRule,
                     check_allowed_host, check_allowed_origin, check_number, error_response, is_ip, split_host)
 from .uploads import MB, DecodePool, UploadError, check_upload
+from .warmup import warm_up
 
 __all__ = ["ERROR_TYPES", "ServeOptions", "create_app", "warm_up", "add_arguments", "options_from_args", "main"]
 
@@ -69,6 +66,7 @@ class ServeOptions:
     hosts: HostRule = HostRule()  # Host headers answered (the rest get 421)
     allow_origins: tuple[str, ...] = ()  # origins whose pages may POST here (CORS), besides the server's own
     max_beam: int | None = None  # the largest beam_size a request may ask for (None: the server's own --beam)
+    warm_up: bool = True  # --compile: compile the decode steps before serving (serve/warmup.py)
     batch: BatchOptions = field(default_factory=BatchOptions)  # dynamic batching and decoding
 
     def __post_init__(self):
@@ -163,6 +161,8 @@ def create_app(translator: SpeechTranslator, options: ServeOptions = ServeOption
     async def lifespan(_app: FastAPI):
         decoder.start()
         await batcher.start()
+        if options.warm_up and options.batch.decoding.compile:  # before uvicorn listens, on the model's thread
+            await batcher.on_model_thread(warm_up, translator, options.batch)
         yield
         await batcher.stop()
         decoder.stop()
@@ -466,36 +466,6 @@ def add_arguments(parser) -> None:
                              "greedy unless raised; a request's max_new_tokens may not exceed --max-new-tokens)")
 
 
-def warm_up(translator: SpeechTranslator, options: BatchOptions, log=print) -> float:
-    """`serve --compile`, before the first request: compile the greedy decode steps of every batch size a batch of
-    requests takes (1, 2, 4, ... up to --max-batch, each filled to a power of two) at the longest cache a request can
-    need (a 30 s clip translated with SRT at the server's --max-new-tokens), so that no request waits for a
-    compilation: a shorter one takes those shapes (`StaticSteps.warming`). Where that length runs no compiled step
-    (a sliding window shorter than it), a 1 s clip's is compiled instead, for the requests that fit. Seconds taken.
-    A batch size at which neither runs a compiled step (int8, another attention kind, a step that does not compile)
-    or that fails ends the warm-up with a line saying so: the server still starts."""
-    start = time.perf_counter()
-    sizes = [1 << k for k in range(options.max_batch.bit_length()) if 1 << k < options.max_batch] + [options.max_batch]
-    greedy = replace(options.decoding, beam_size=1)
-    noise = np.random.default_rng(0).standard_normal(int(WINDOW_SECONDS * SAMPLE_RATE)).astype(np.float32) * 0.01
-    log(f"--compile: compiling the decode steps of batches of {', '.join(map(str, sizes))} before serving")
-    with StaticSteps.warming():
-        for size in sizes:
-            for clip in (noise, noise[:SAMPLE_RATE]):  # the longest request; else a short one
-                before = StaticSteps.steps_taken
-                [out, *_] = run_items(translator.system, [Item(clip, "eng", "deu", Task.SRT)] * size, greedy, size)
-                if out.error or StaticSteps.steps_taken > before:
-                    break
-            if out.error or StaticSteps.steps_taken == before:
-                log(f"--compile: the warm-up batch of {size} " + (f"failed ({out.error})" if out.error else
-                    "ran no compiled step (this model decodes eagerly here, or its outputs ended at once)")
-                    + "; serving without the rest of the warm-up")
-                break
-    seconds = time.perf_counter() - start
-    log(f"--compile: warmed up in {seconds:.1f} s")
-    return seconds
-
-
 def check_bind(host: str, port: int) -> None:
     check_number("--port", port, 0, 65535, integer=True)
     parsed = split_host(host) if host and ":" not in host else None
@@ -528,8 +498,6 @@ def main(args) -> int:
 
     options, limits = options_from_args(args), limits_from_args(args)  # bad options stop here, before the model
     translator = translator_from_args(args)
-    if options.batch.decoding.compile:
-        warm_up(translator, options.batch)
     app = create_app(translator, options)
     print(f"llm-srt serve: {args.model} ({translator.system.placement}) on http://{args.host}:{args.port}/ "
           f"(max batch {options.batch.max_batch}, wait {options.batch.max_wait_ms:g} ms)", flush=True)

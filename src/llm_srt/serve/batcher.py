@@ -101,6 +101,11 @@ class Batcher:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="llm-srt-model")
         self._collector = asyncio.create_task(self._collect(), name="llm-srt-batcher")
 
+    async def on_model_thread(self, fn, *args):
+        """`fn(*args)` on the thread every batch runs on (after `start`), e.g. a warm-up whose CUDA graphs the
+        requests then replay (torch keeps them per thread)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
     async def stop(self) -> None:
         if self._collector is not None:
             self._collector.cancel()

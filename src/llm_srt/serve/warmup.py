@@ -1,0 +1,83 @@
+"""`serve --compile`: the greedy decode steps compiled before the first request, so that none waits for one.
+
+    await batcher.on_model_thread(warm_up, translator, options.batch)   # in the app's start-up (app.py)
+
+For each batch size a batch of requests takes (1, 2, 4, ... up to --max-batch; StaticSteps fills a batch to a
+power of two) one batch runs at the longest cache a request can need: a 30 s clip translated with SRT into a
+language of the widest script budget, at the server's --max-new-tokens. Later requests of that batch size take
+that shape (`StaticSteps.warming`: the shortest served length that holds them, the extra positions masked). Where
+that length cannot be static (a sliding window shorter than it, as Gemma-3's), a 1 s clip's batch takes the
+longest length that can, and later batch sizes warm that one only.
+"""
+
+import time
+from dataclasses import replace
+
+import numpy as np
+
+from ..audio import SAMPLE_RATE
+from ..infer import WINDOW_SECONDS, SpeechTranslator, item_budget
+from ..model.decoding import DecodingOptions, StaticSteps
+from ..model.kv_cache import STATIC_LENGTH_STEP
+from ..model.llm import causal_lm
+from ..model.systems import Item, SpeechLLMSystem
+from ..prompts import Task
+from .batcher import BatchOptions
+
+WIDEST_TARGET = "jpn"  # a target language of the largest token budget per second (infer.OTHER_SCRIPT_FACTOR)
+
+
+def warm_up(translator: SpeechTranslator, options: BatchOptions, log=print) -> float:
+    """Compile the served shapes (see the module's docstring); seconds taken. A system without compiled steps, a
+    server whose default decoding is beam search, a model that decodes eagerly here (int8, another attention kind)
+    or a warm-up batch that fails or runs no compiled step ends it with one line: the server still starts."""
+    start = time.perf_counter()
+    system = translator.system
+    if not isinstance(system, SpeechLLMSystem):
+        log(f"--compile: {system.name} has no compiled decode steps to warm up")
+        return 0.0
+    if options.decoding.beam_size > 1:
+        log(f"--compile: only greedy decoding is compiled, and this server decodes with --beam "
+            f"{options.decoding.beam_size}: no warm-up")
+        return 0.0
+    if not StaticSteps.fits(causal_lm(system.model.llm), 1, STATIC_LENGTH_STEP):
+        log("--compile: this model decodes eagerly here (int8, or an attention kind without a static cache): no "
+            "warm-up")
+        return 0.0
+    sizes = [1 << k for k in range(options.max_batch.bit_length()) if 1 << k < options.max_batch] + [options.max_batch]
+    noise = np.random.default_rng(0).standard_normal(int(WINDOW_SECONDS * SAMPLE_RATE)).astype(np.float32) * 0.01
+    clips = [noise, noise[:SAMPLE_RATE]]  # the longest request; a short one where the longest cannot be static
+    log(f"--compile: compiling the decode steps of batches of {', '.join(map(str, sizes))} before serving")
+    with StaticSteps.warming():
+        for size in sizes:
+            for clip in list(clips):
+                try:
+                    compiled = _compiled_batch(system, clip, size, options.decoding)
+                except Exception as e:  # out of memory, say: the server starts all the same
+                    log(f"--compile: the warm-up batch of {size} failed ({type(e).__name__}: "
+                        f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}); serving without the rest")
+                    return time.perf_counter() - start
+                if compiled:
+                    break
+                if len(clips) > 1:
+                    clips.remove(clip)  # it cannot be static at any batch size: later ones warm the short clip
+            else:
+                log(f"--compile: the warm-up batch of {size} ran no compiled step (its outputs ended at once?); "
+                    "serving without the rest")
+                break
+    seconds = time.perf_counter() - start
+    log(f"--compile: warmed up in {seconds:.1f} s")
+    return seconds
+
+
+def _compiled_batch(system: SpeechLLMSystem, clip: np.ndarray, size: int, decoding: DecodingOptions) -> bool:
+    """Run `size` copies of `clip` as one greedy batch, as a request batch runs (its token budget); whether its
+    decode steps ran compiled. A failed row raises."""
+    item = Item(clip, "eng", WIDEST_TARGET, Task.SRT)
+    item = replace(item, max_new_tokens=item_budget(item, decoding.max_new_tokens))
+    before = StaticSteps.steps_taken
+    outputs = system.run_batch([item] * size, replace(decoding, beam_size=1, max_new_tokens=item.max_new_tokens))
+    failed = next((o.error for o in outputs if o.error), None)
+    if failed:
+        raise RuntimeError(failed)
+    return StaticSteps.steps_taken > before
