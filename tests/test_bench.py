@@ -438,7 +438,7 @@ def test_paper_compiled_only_times_the_compiled_rows_alone(tmp_path):
 
 def test_decode_rows_time_a_model_folders_lora_merged_as_translate_loads_it(tmp_path):
     """`bench --model` trains LoRA apart (the training rows) but decodes as translate does: LoRA merged (float32)."""
-    from llm_srt.bench.embedded import _decoding_model, _load_model
+    from llm_srt.bench.embedded import _load_model, _merges_lora
     from llm_srt.model.llm import LoraOptions
 
     model = tiny.speech_llm(tmp_path / "m", lora=LoraOptions(r=4, alpha=8, dropout=0.0), trainable=("adapter", "lora"))
@@ -446,8 +446,8 @@ def test_decode_rows_time_a_model_folders_lora_merged_as_translate_loads_it(tmp_
     cpu = device.resolve("cpu", "float32")
     trained, _ = _load_model(options, cpu)
     assert not trained.lora_merged and [n for n, _ in trained.llm.named_modules() if "lora_" in n]
-    decoding = _decoding_model(trained, options, cpu)
+    assert _merges_lora(trained, options, cpu)
+    decoding, _ = _load_model(options, cpu, merge_lora=True)
     assert decoding.lora_merged and not [n for n, _ in decoding.llm.named_modules() if "lora_" in n]
-    assert _decoding_model(trained, options, device.resolve("cpu", "bfloat16")) is trained  # merging declined there
-    fresh = bench.BenchOptions(encoder=options.encoder, llm=options.llm)
-    assert _decoding_model(trained, fresh, cpu) is trained
+    assert not _merges_lora(trained, options, device.resolve("cpu", "bfloat16"))  # translate keeps it apart there
+    assert not _merges_lora(trained, bench.BenchOptions(encoder=options.encoder, llm=options.llm), cpu)

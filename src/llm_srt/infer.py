@@ -8,6 +8,7 @@ per input: a batch mixes languages and tasks freely. Work items (what goes to th
 results (built from the items and the system's outputs at the end).
 """
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass, field, replace
@@ -335,15 +336,15 @@ def main(args) -> int:
         if not outputs:
             raise LLMSRTError("--skip-existing needs --out-dir and --format text, srt or vtt (one file per input; "
                               "json writes one results.json at the end)")
+        if args.transcript is not None and len(args.transcript) != len(outputs):
+            raise LLMSRTError(f"--transcript: {len(args.transcript)} transcripts for {len(outputs)} inputs; give one "
+                              "per input")
         todo = [k for k, path in enumerate(outputs) if not path.is_file()]
         if len(todo) < len(outputs):
             print(f"llm-srt translate: {len(outputs) - len(todo)} of {len(outputs)} inputs skipped: their outputs "
                   f"are in {shown(str(out_dir))} already (--skip-existing)", file=sys.stderr)
         if not todo:
             return 0
-        if args.transcript is not None and len(args.transcript) != len(outputs):
-            raise LLMSRTError(f"--transcript: {len(args.transcript)} transcripts for {len(outputs)} inputs; give one "
-                              "per input")
         args.audio, outputs = [args.audio[k] for k in todo], [outputs[k] for k in todo]
         args.transcript = args.transcript and [args.transcript[k] for k in todo]
     translator = translator_from_args(args)
@@ -432,5 +433,6 @@ def _write(path: Path, text: str) -> None:
         part.write_text(text, encoding="utf-8")
         os.replace(part, path)
     except OSError as e:
-        part.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            part.unlink(missing_ok=True)
         raise LLMSRTError(f"{path}: cannot write the output ({e.strerror or e}); check --out-dir") from None

@@ -259,12 +259,15 @@ def test_serve_verb_builds_the_app(model_dir, clip, monkeypatch, capsys):
     args = parser.parse_args(["--model", str(model_dir), "--max-batch", "4", "--port", "8123", "--max-new-tokens",
                               "8", "--name", "tiny", "--device", "cpu", "--dtype", "bfloat16"])
     seen = {}
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(app=app, **kw))
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self: seen.update(vars(self.config), server=self))
     assert serve_app.main(args) == 0
     assert seen["host"] == "127.0.0.1" and seen["port"] == 8123
     # the connection limits reach uvicorn: read timeouts in the protocol, keep-alive, the connection cap
     assert issubclass(seen["http"], GuardedH11Protocol) and seen["http"].limits == ConnectionLimits()
     assert seen["timeout_keep_alive"] == 5.0 and seen["limit_concurrency"] == ConnectionLimits().max_connections + 1
+    seen["server"].handle_exit(2, None)  # Ctrl-C: uvicorn stops, and so would a warm-up in progress
+    assert seen["server"].should_exit and seen["app"].state.stopping.is_set()
+    seen["app"].state.stopping.clear()
     assert "(cpu bfloat16)" in capsys.readouterr().out  # the model runs where --device / --dtype put it
     with local_client(seen["app"]) as c:
         assert c.get("/health").json()["max_batch"] == 4

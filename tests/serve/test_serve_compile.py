@@ -34,7 +34,7 @@ def test_warm_up_compiles_each_batch_size_and_requests_compile_nothing(tmp_path)
                                                                                  compile=True))
     logged = []
     warm_up(translator, options, log=logged.append)
-    assert logged[0] == "--compile: compiling the decode steps of batches of 1, 2, 3 before serving"
+    assert logged[0] == "--compile: compiling the decode steps of batches of 3, 2, 1 before serving"
     assert StaticSteps._served[lm] == {1: {512}, 2: {512}, 4: {512}}  # 3 requests decode as a batch of 4
     graphs, steps = counters["stats"]["unique_graphs"], StaticSteps.steps_taken
     with local_client(create_app(translator, ServeOptions(batch=options, warm_up=False))) as client:
@@ -70,7 +70,7 @@ def test_where_the_longest_cache_cannot_be_static_the_longest_that_can_is_served
     warm_up(translator, BatchOptions(max_batch=2, decoding=DecodingOptions(max_new_tokens=served_tokens,
                                                                            compile=True)), log=lambda *_: None)
     assert StaticSteps._served[lm] == {1: {served}, 2: {served}}
-    assert runs == [(1, 480000), (1, 16000), (2, 16000)]  # the 30 s clip once: it cannot be static at any size
+    assert runs == [(2, 480000), (2, 16000), (1, 16000)]  # the 30 s clip once: it cannot be static at any size
     graphs, steps = counters["stats"]["unique_graphs"], StaticSteps.steps_taken
     translator.translate(clips(2), "eng", "deu", options=SHORT, batch_size=2)
     assert counters["stats"]["unique_graphs"] == graphs and StaticSteps.steps_taken > steps
@@ -91,9 +91,12 @@ def test_warm_up_ends_in_one_line_where_there_is_nothing_to_compile(tmp_path, mo
     monkeypatch.setattr(SpeechLLMSystem, "run_batch", lambda self, items, options: (_ for _ in ()).throw(
         torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")))
     logged.clear()
-    warm_up(translator, greedy, log=logged.append)
-    assert logged[1] == ("--compile: the warm-up batch of 1 failed (OutOfMemoryError: CUDA out of memory. Tried to "
-                         "allocate 9.00 GiB); serving without the rest")
+    stop = threading.Event()
+    warm_up(translator, greedy, log=lambda line: (logged.append(line), "batch of 2 " in line and stop.set()),
+            stopping=stop)
+    assert logged[1:-1] == [f"--compile: the warm-up batch of {n} failed (OutOfMemoryError: CUDA out of memory. "
+                            "Tried to allocate 9.00 GiB); that batch size compiles when a request needs it"
+                            for n in (8, 4, 2)] + ["--compile: the warm-up was stopped"]  # Ctrl-C before batch 1
     assert causal_lm(translator.system.model.llm) not in StaticSteps._served  # nothing ran: nothing served
 
 
@@ -112,14 +115,15 @@ def test_a_shape_is_served_only_once_a_compiled_step_ran(tmp_path, monkeypatch):
     logged = []
     warm_up(translator, BatchOptions(max_batch=2, decoding=DecodingOptions(max_new_tokens=8, compile=True)),
             log=logged.append)
-    assert StaticSteps._served[causal_lm(translator.system.model.llm)] == {1: {256}}
+    assert StaticSteps._served[causal_lm(translator.system.model.llm)] == {1: {256}}  # batch 1 went on
     assert logged[1].startswith("--compile: the warm-up batch of 2 failed (OutOfMemoryError")
 
 
 @pytest.mark.parametrize("compile_, warm", [(True, True), (True, False), (False, True)])
 def test_the_server_warms_up_on_its_model_thread_before_it_serves(compile_, warm, tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(warmup, "warm_up", lambda translator, options: calls.append(threading.current_thread().name))
+    monkeypatch.setattr(warmup, "warm_up", lambda translator, options, log, stopping:
+                        calls.append(threading.current_thread().name))
     from llm_srt.serve import app as serve_app
     monkeypatch.setattr(serve_app, "warm_up", warmup.warm_up)
     translator = SpeechTranslator.from_pretrained(tiny.speech_llm_folder(tmp_path / "model"))
@@ -147,3 +151,19 @@ def test_warm_up_on_cuda_then_requests_replay_cuda_graphs_without_compiling(tmp_
                                        "max_new_tokens": "12"})
             assert answer.status_code == 200 and answer.json()["text"] == want
     assert counters["stats"]["unique_graphs"] == graphs and counters["inductor"]["cudagraph_skips"] == skips
+
+
+def test_a_warm_up_that_raises_still_lets_the_server_start(tmp_path, monkeypatch):
+    from llm_srt.serve import app as serve_app
+
+    def broken(*args):
+        raise ValueError("a bug in the warm-up")
+
+    warned = []
+    monkeypatch.setattr(serve_app, "warm_up", broken)
+    monkeypatch.setattr(serve_app.log, "warning", lambda message, *args: warned.append(message % args))
+    translator = SpeechTranslator.from_pretrained(tiny.speech_llm_folder(tmp_path / "model"))
+    options = ServeOptions(batch=BatchOptions(decoding=DecodingOptions(max_new_tokens=4, compile=True)))
+    with local_client(create_app(translator, options)) as client:
+        assert client.get("/health").status_code == 200
+    assert warned == ["--compile: the warm-up failed (a bug in the warm-up); serving without it"]

@@ -161,9 +161,13 @@ def run_bench(options: BenchOptions = BenchOptions(), placement: Placement | Non
         log("encoder: variable length vs 30 s padding")
         encoder = time_encoder(variable, padded, long_clips(utts, options.long_clips, options.long_seconds),
                                options.encoder_repeats, placement.device)
+        del whisper, variable, padded
         log("training steps with and without the feature cache")
         train = time_training(model, utts, options.train_batch, options.train_steps, Path(tmp))
-        model = _decoding_model(model, options, placement)
+        if _merges_lora(model, options, placement):  # decoded as translate loads it: the folder's LoRA merged
+            del model
+            release(placement.device)
+            model, _ = _load_model(options, placement, merge_lora=True)
         log("translate() vs its lower bound")
         overhead = time_overhead(model, utts, options.headline_batch, options.new_tokens)
         cascade = None
@@ -177,7 +181,7 @@ def run_bench(options: BenchOptions = BenchOptions(), placement: Placement | Non
         rows += decode_rows(SpeechLLMSystem(model, "llm-srt", placement), utts, plan, options, log, machine)
         folders = (model.config.encoder, model.config.llm)
         adapter_state = model.adapter.state_dict()
-        del model, whisper, variable, padded
+        del model
         release(placement.device)
         if int8_rows:  # the same adapter weights, every linear layer int8
             int8 = SpeechLLMSystem(_int8_model(folders, adapter_state, placement, options), "llm-srt-int8",
@@ -334,17 +338,10 @@ def long_clips(utts: list[Utterance], count: int, seconds: float) -> list[np.nda
     return clips
 
 
-def _decoding_model(model, options: BenchOptions, placement: Placement):
-    """The model the decode rows time, as `translate` loads it: a --model folder's LoRA merged into the LLM (float32;
-    `SpeechLLM.from_pretrained(merge_lora=True)`), where the training rows needed it apart; else `model` itself."""
-    if not options.model or model.config.lora is None or placement.dtype != torch.float32:
-        return model
-    merged, _ = _load_model(options, placement, merge_lora=True)
-    if not merged.lora_merged:  # merging declined (bfloat16, a tied weight): as translate runs it, LoRA apart
-        return model
-    del model
-    release(placement.device)
-    return merged
+def _merges_lora(model, options: BenchOptions, placement: Placement) -> bool:
+    """Whether `translate` loads this --model folder otherwise than its training rows: with its LoRA merged into
+    the LLM (float32; `SpeechLLM.from_pretrained(merge_lora=True)`), so the decode rows load it again that way."""
+    return bool(options.model) and model.config.lora is not None and placement.dtype == torch.float32
 
 
 def _load_model(options: BenchOptions, placement: Placement, merge_lora: bool = False):

@@ -327,11 +327,12 @@ class StaticSteps:
         compiles no shape while it serves (`serve --compile`). Where that length cannot be static (a sliding window
         shorter than it), a later generation in the block takes the longest length that can, for the requests that
         fit it."""
-        cls._warming.longest = 0
+        outer = getattr(cls._warming, "longest", None)
+        cls._warming.longest = outer or 0
         try:
             yield
         finally:
-            cls._warming.longest = None
+            cls._warming.longest = outer
 
     @classmethod
     def fits(cls, lm: nn.Module, rows: int, positions: int) -> bool:
@@ -340,13 +341,11 @@ class StaticSteps:
         compile (`refuse`) is not tried again, and once torch's limit of compiled shapes is reached only shapes
         already compiled are: the others decode as without `compile`)."""
         from .cpu_linear import is_quantized
-        from .kv_cache import static_fits
+        from .kv_cache import static_fits, static_length
 
-        from .kv_cache import static_length
-
-        shape = cls.shape(lm, rows, positions)
-        if getattr(cls._warming, "longest", None) is not None:
+        if getattr(cls._warming, "longest", None) is not None:  # before `shape`, as `__init__` will see it
             cls._warming.longest = max(cls._warming.longest, static_length(positions))
+        shape = cls.shape(lm, rows, positions)
         if lm in cls._refused or is_quantized(lm) or not static_fits(lm.config, shape[1]):
             return False
         return not cls._full or shape in cls._shapes

@@ -19,6 +19,7 @@ request that times out or whose client disconnects leaves the queue at once.
 import asyncio
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
@@ -157,20 +158,28 @@ def create_app(translator: SpeechTranslator, options: ServeOptions = ServeOption
     batcher = Batcher(translator, options.batch)
     decoder = DecodePool(options.max_decodes, options.batch.max_queue, options.max_audio_seconds)
 
+    stopping = threading.Event()  # set when the server is told to stop (main): a warm-up ends at its next batch
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         decoder.start()
         await batcher.start()
-        if options.warm_up and options.batch.decoding.compile:  # before uvicorn listens, on the model's thread
-            await batcher.on_model_thread(warm_up, translator, options.batch)
-        yield
-        await batcher.stop()
-        decoder.stop()
+        try:
+            if options.warm_up and options.batch.decoding.compile:  # before uvicorn listens, on the model's thread
+                try:
+                    await batcher.on_model_thread(warm_up, translator, options.batch, print, stopping)
+                except Exception as e:  # the server starts all the same: requests compile as they come
+                    log.warning("--compile: the warm-up failed (%s); serving without it", e)
+            yield
+        finally:
+            await batcher.stop()
+            decoder.stop()
 
     app = FastAPI(title="LLM-SRT", summary="Speech recognition and translation with speech LLMs",
                   lifespan=lifespan)
     app.state.batcher = batcher
     app.state.decoder = decoder
+    app.state.stopping = stopping
     app.state.options = options
     started = int(time.time())
 
@@ -500,6 +509,15 @@ def main(args) -> int:
     translator = translator_from_args(args)
     app = create_app(translator, options)
     print(f"llm-srt serve: {args.model} ({translator.system.placement}) on http://{args.host}:{args.port}/ "
-          f"(max batch {options.batch.max_batch}, wait {options.batch.max_wait_ms:g} ms)", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info", **limits.uvicorn_config())
+          f"(max batch {options.batch.max_batch}, wait {options.batch.max_wait_ms:g} ms"
+          + (", listening once the --compile warm-up is done" if options.batch.decoding.compile else "") + ")",
+          flush=True)
+
+    class Server(uvicorn.Server):  # uvicorn reads its stop signals only after start-up: a warm-up must hear them too
+        def handle_exit(self, sig, frame) -> None:
+            stopping.set()
+            super().handle_exit(sig, frame)
+
+    stopping = app.state.stopping
+    Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="info", **limits.uvicorn_config())).run()
     return 0

@@ -10,6 +10,7 @@ that length cannot be static (a sliding window shorter than it, as Gemma-3's), a
 longest length that can, and later batch sizes warm that one only.
 """
 
+import threading
 import time
 from dataclasses import replace
 
@@ -27,10 +28,14 @@ from .batcher import BatchOptions
 WIDEST_TARGET = "jpn"  # a target language of the largest token budget per second (infer.OTHER_SCRIPT_FACTOR)
 
 
-def warm_up(translator: SpeechTranslator, options: BatchOptions, log=print) -> float:
-    """Compile the served shapes (see the module's docstring); seconds taken. A system without compiled steps, a
-    server whose default decoding is beam search, a model that decodes eagerly here (int8, another attention kind)
-    or a warm-up batch that fails or runs no compiled step ends it with one line: the server still starts."""
+def warm_up(translator: SpeechTranslator, options: BatchOptions, log=print,
+            stopping: threading.Event | None = None) -> float:
+    """Compile the served shapes (see the module's docstring), the largest batch first (it is the likeliest to run
+    out of memory, and the smallest ones' caches, the two kept, are the newest); seconds taken. A system without
+    compiled steps, a server whose default decoding is beam search, a model that decodes eagerly here (int8, another
+    attention kind) or a batch that runs no compiled step ends it with one line; a batch that fails (out of memory)
+    is one line, and the smaller ones go on. The server always starts. `stopping` set (the server is told to stop):
+    it ends before its next batch."""
     start = time.perf_counter()
     system = translator.system
     if not isinstance(system, SpeechLLMSystem):
@@ -44,26 +49,33 @@ def warm_up(translator: SpeechTranslator, options: BatchOptions, log=print) -> f
         log("--compile: this model decodes eagerly here (int8, or an attention kind without a static cache): no "
             "warm-up")
         return 0.0
-    sizes = [1 << k for k in range(options.max_batch.bit_length()) if 1 << k < options.max_batch] + [options.max_batch]
+    sizes = [options.max_batch] + [1 << k for k in reversed(range(options.max_batch.bit_length()))
+                                    if 1 << k < options.max_batch]
     noise = np.random.default_rng(0).standard_normal(int(WINDOW_SECONDS * SAMPLE_RATE)).astype(np.float32) * 0.01
     clips = [noise, noise[:SAMPLE_RATE]]  # the longest request; a short one where the longest cannot be static
     log(f"--compile: compiling the decode steps of batches of {', '.join(map(str, sizes))} before serving")
     with StaticSteps.warming():
         for size in sizes:
-            for clip in list(clips):
+            if stopping is not None and stopping.is_set():
+                log("--compile: the warm-up was stopped")
+                break
+            compiled = False
+            while clips and not compiled:
                 try:
-                    compiled = _compiled_batch(system, clip, size, options.decoding)
-                except Exception as e:  # out of memory, say: the server starts all the same
+                    compiled = _compiled_batch(system, clips[0], size, options.decoding)
+                except Exception as e:  # out of memory, say: the smaller batches may still fit
                     log(f"--compile: the warm-up batch of {size} failed ({type(e).__name__}: "
-                        f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}); serving without the rest")
-                    return time.perf_counter() - start
-                if compiled:
+                        f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}); that batch size compiles "
+                        "when a request needs it")
+                    compiled = None
                     break
-                if len(clips) > 1:
-                    clips.remove(clip)  # it cannot be static at any batch size: later ones warm the short clip
-            else:
-                log(f"--compile: the warm-up batch of {size} ran no compiled step (its outputs ended at once?); "
-                    "serving without the rest")
+                if not compiled and len(clips) > 1:
+                    clips = clips[1:]  # the longest cannot be static at any batch size: the short clip from now on
+                elif not compiled:
+                    break
+            if compiled is False:
+                log(f"--compile: the warm-up batch of {size} ran no compiled step (the model's step did not compile, "
+                    "or its outputs ended at once); serving without the rest")
                 break
     seconds = time.perf_counter() - start
     log(f"--compile: warmed up in {seconds:.1f} s")
