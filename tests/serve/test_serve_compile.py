@@ -139,8 +139,8 @@ def test_warm_up_on_cuda_then_requests_replay_cuda_graphs_without_compiling(tmp_
     (on that thread) without compiling or skipping a graph, with what eager float32 decoding writes."""
     folder = tiny.speech_llm_folder(tmp_path / "model")
     translator = SpeechTranslator.from_pretrained(folder, device="cuda", dtype="float32")
-    options = ServeOptions(batch=BatchOptions(max_batch=4, decoding=DecodingOptions(max_new_tokens=SERVED_TOKENS,
-                                                                                    compile=True)))
+    options = ServeOptions(batch=BatchOptions(max_batch=1, decoding=DecodingOptions(max_new_tokens=SERVED_TOKENS,
+                                                                                    compile=True)))  # one compile
     eager = SpeechTranslator.from_pretrained(folder, device="cuda", dtype="float32")
     want = eager.translate(clips(1), "eng", "deu", options=DecodingOptions(max_new_tokens=12))[0].translation
     with local_client(create_app(translator, options)) as client:
