@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The journal's cost: `evaluate` of this commit (groups of 16 batches, each row journaled) against the code before
 # it (59cf8b6: one group) on the same 120 rows at --batch-size 4, alternating whole processes.
-# git worktree add /tmp/old 59cf8b6; bash results/evaluate-resume-2026-12-03/paired_overhead.sh /tmp/old OUT
+# git worktree add ../llm-srt-old 59cf8b6; bash results/evaluate-resume-2026-12-03/paired_overhead.sh ../llm-srt-old OUT
 set -euo pipefail
 OLD=${1:?old checkout}; OUT=${2:?out}
 mkdir -p "${2:?}"

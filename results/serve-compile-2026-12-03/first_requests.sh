@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # `serve --compile` with the embedded model on the CPU: seconds until it listens and the first three requests'
 # latency, this code (it compiles before listening) against the code before (59cf8b6, it compiled on the first
-# request), each with an empty Inductor cache.   git worktree add /tmp/old 59cf8b6
-# bash results/serve-compile-2026-12-03/first_requests.sh /tmp/old OUT     (from the repository root, .venv active)
+# request), each with an empty Inductor cache.   git worktree add ../llm-srt-old 59cf8b6
+# bash results/serve-compile-2026-12-03/first_requests.sh ../llm-srt-old OUT     (from the repository root, .venv active)
 set -euo pipefail
 OLD=${1:?old checkout}; OUT=${2:?out}; mkdir -p "$OUT"
 espeak-ng -v en -s 175 -w "$OUT/clip.wav" "The file could not be opened because it does not exist."
