@@ -122,10 +122,11 @@ class Journal:
 
     def append(self, row: Row, result: UtteranceResult) -> None:
         """Keep one decoded row (a line written and closed at once: a kill loses at most the row being written)."""
-        line = json.dumps({"row": row_digest(row), "result": vars(result)}, ensure_ascii=False)
+        digest = row_digest(row)
+        line = json.dumps({"row": digest, "result": vars(result)}, ensure_ascii=False)
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(line + "\n")
-        self.rows[row_digest(row)] = result
+        self.rows[digest] = result
 
     def results(self, rows: list[Row]) -> list[UtteranceResult]:
         """Every row's result, kept or just decoded, in the rows' order."""

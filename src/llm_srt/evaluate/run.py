@@ -140,8 +140,7 @@ def decode_in_groups(journal: Journal, rows: list[Row], size: int,
     """`rows` run through `decode` `size` at a time, in order, each group's results kept in `journal` as it
     finishes; a group whose every row the journal kept already is not run again. Fixed groups: a run that goes on
     from a killed one batches every row as an uninterrupted run does (a row's output may depend on its batch)."""
-    for start in range(0, len(rows), size):
-        group = rows[start:start + size]
+    for group in groups(rows, size):
         if not journal.kept(group):
             for row, result in zip(group, decode(group)):
                 journal.append(row, result)
@@ -149,7 +148,12 @@ def decode_in_groups(journal: Journal, rows: list[Row], size: int,
 
 def kept_rows(journal: Journal, rows: list[Row], size: int) -> int:
     """How many of `rows` `decode_in_groups` will not run again."""
-    return sum(len(rows[i:i + size]) for i in range(0, len(rows), size) if journal.kept(rows[i:i + size]))
+    return sum(len(group) for group in groups(rows, size) if journal.kept(group))
+
+
+def groups(rows: list[Row], size: int) -> list[list[Row]]:
+    """`rows` in order, `size` at a time (the last group may be shorter)."""
+    return [rows[start:start + size] for start in range(0, len(rows), size)]
 
 
 def hyps_path(out: str | Path, system: str, mt: bool = False) -> Path:

@@ -327,12 +327,18 @@ class StaticSteps:
         compiles no shape while it serves (`serve --compile`). Where that length cannot be static (a sliding window
         shorter than it), a later generation in the block takes the longest length that can, for the requests that
         fit it."""
-        outer = getattr(cls._warming, "longest", None)
+        outer = cls._warming_longest()
         cls._warming.longest = outer or 0
         try:
             yield
         finally:
             cls._warming.longest = outer
+
+    @classmethod
+    def _warming_longest(cls) -> int | None:
+        """In a `warming()` block of this thread, the longest cache a generation there asked for (0: none yet);
+        outside one, None."""
+        return getattr(cls._warming, "longest", None)
 
     @classmethod
     def fits(cls, lm: nn.Module, rows: int, positions: int) -> bool:
@@ -343,7 +349,7 @@ class StaticSteps:
         from .cpu_linear import is_quantized
         from .kv_cache import static_fits, static_length
 
-        if getattr(cls._warming, "longest", None) is not None:  # before `shape`, as `__init__` will see it
+        if cls._warming_longest() is not None:  # before `shape`, as `__init__` will see it
             cls._warming.longest = max(cls._warming.longest, static_length(positions))
         shape = cls.shape(lm, rows, positions)
         if lm in cls._refused or is_quantized(lm) or not static_fits(lm.config, shape[1]):
@@ -359,7 +365,7 @@ class StaticSteps:
         from .kv_cache import STATIC_LENGTH_STEP, static_fits, static_length
 
         batch, length = 1 << (rows - 1).bit_length(), static_length(positions)
-        longest = getattr(cls._warming, "longest", None)
+        longest = cls._warming_longest()
         if longest:
             fitting = [n for n in range(longest, length, -STATIC_LENGTH_STEP) if static_fits(lm.config, n)]
             return batch, fitting[0] if fitting else length
@@ -387,7 +393,7 @@ class StaticSteps:
     def __init__(self, lm: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, max_new_tokens: int):
         rows, prompt = mask.shape
         batch, length = self.shape(lm, rows, prompt + max_new_tokens)
-        self.warming = getattr(self._warming, "longest", None) is not None  # served once a step runs compiled
+        self.warming = self._warming_longest() is not None  # served once a step runs compiled
         if batch > rows:  # copies of row 0 fill the batch to a power of two
             embeds = torch.cat([embeds, embeds[:1].expand(batch - rows, -1, -1)])
             mask = torch.cat([mask, mask[:1].expand(batch - rows, -1)])

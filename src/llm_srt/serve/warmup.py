@@ -17,7 +17,8 @@ from dataclasses import replace
 import numpy as np
 
 from ..audio import SAMPLE_RATE
-from ..infer import WINDOW_SECONDS, SpeechTranslator, item_budget
+from ..errors import LLMSRTError
+from ..infer import WINDOW_SECONDS, SpeechTranslator, error_line, item_budget
 from ..model.decoding import DecodingOptions, StaticSteps
 from ..model.kv_cache import STATIC_LENGTH_STEP
 from ..model.llm import causal_lm
@@ -59,21 +60,16 @@ def warm_up(translator: SpeechTranslator, options: BatchOptions, log=print,
             if stopping is not None and stopping.is_set():
                 log("--compile: the warm-up was stopped")
                 break
-            compiled = False
-            while clips and not compiled:
-                try:
-                    compiled = _compiled_batch(system, clips[0], size, options.decoding)
-                except Exception as e:  # out of memory, say: the smaller batches may still fit
-                    log(f"--compile: the warm-up batch of {size} failed ({type(e).__name__}: "
-                        f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}); that batch size compiles "
-                        "when a request needs it")
-                    compiled = None
-                    break
+            try:
+                compiled = _compiled_batch(system, clips[0], size, options.decoding)
                 if not compiled and len(clips) > 1:
                     clips = clips[1:]  # the longest cannot be static at any batch size: the short clip from now on
-                elif not compiled:
-                    break
-            if compiled is False:
+                    compiled = _compiled_batch(system, clips[0], size, options.decoding)
+            except Exception as e:  # out of memory, say: the smaller batches may still fit
+                log(f"--compile: the warm-up batch of {size} failed ({error_line(e)}); that batch size compiles "
+                    "when a request needs it")
+                continue
+            if not compiled:
                 log(f"--compile: the warm-up batch of {size} ran no compiled step (the model's step did not compile, "
                     "or its outputs ended at once); serving without the rest")
                 break
@@ -91,5 +87,5 @@ def _compiled_batch(system: SpeechLLMSystem, clip: np.ndarray, size: int, decodi
     outputs = system.run_batch([item] * size, replace(decoding, beam_size=1, max_new_tokens=item.max_new_tokens))
     failed = next((o.error for o in outputs if o.error), None)
     if failed:
-        raise RuntimeError(failed)
+        raise LLMSRTError(failed)  # the row's own error line
     return StaticSteps.steps_taken > before
