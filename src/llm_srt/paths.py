@@ -51,6 +51,13 @@ def resolve_model(value: str, kind: str) -> str:
     return str(folder)
 
 
+def checkpoint_relative(directory: str | Path, path: str) -> str:
+    """A model path in a checkpoint's config.json: a relative one is taken relative to the checkpoint when it
+    exists there."""
+    p = Path(path).expanduser()
+    return str(Path(directory) / p) if not p.is_absolute() and (Path(directory) / p).exists() else str(p)
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | Path, mode: str = "w", fsync: bool = False) -> Iterator[IO]:
     """Open a temporary file beside `path` to write into; on success it replaces `path` (one rename), on any error

@@ -265,6 +265,12 @@ def test_a_retrained_model_folder_is_another_setting(manifest, tmp_path, monkeyp
     with pytest.raises(LLMSRTError, match=r"other settings \(model.config.json: "):
         run.evaluate({"tiny": str(model)}, manifest, tmp_path / "r", task="srt", options=OPTS, batch_size=2,
                      placement=CPU, log=lambda *_: None)
+    (model / "config.json").write_text(json.dumps(config))  # as it was: the journal's settings again
+    weights = Path(config["llm"]) / "model.safetensors"
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # the base LLM replaced
+    with pytest.raises(LLMSRTError, match=r"other settings \(model.base.llm.model.safetensors: "):
+        run.evaluate({"tiny": str(model)}, manifest, tmp_path / "r", task="srt", options=OPTS, batch_size=2,
+                     placement=CPU, log=lambda *_: None)
 
 
 def test_a_model_folder_is_known_by_its_config_and_weights(tmp_path):
@@ -275,7 +281,8 @@ def test_a_model_folder_is_known_by_its_config_and_weights(tmp_path):
     (model / "notes.txt").write_text("what I tried")  # not read by the loader: not part of the model
     (model / "sub").mkdir()
     before = journal.model_files(str(model))
-    assert set(before) == {"config.json", "adapter.safetensors"} and len(before["config.json"]) == 64
+    assert set(before) == {"config.json", "adapter.safetensors", "base"} and len(before["config.json"]) == 64
+    assert before["base"] == {}  # a config naming no base models
     (model / "adapter.safetensors").write_bytes(b"\1" * 100)  # retrained into the same folder
     [changed] = journal.differences(before, journal.model_files(str(model)))
     assert changed == (f'adapter.safetensors: "{before["adapter.safetensors"][:59]}... -> '
@@ -285,6 +292,9 @@ def test_a_model_folder_is_known_by_its_config_and_weights(tmp_path):
     (other / "model.bin").write_bytes(b"\0" * 10)
     assert journal.model_files(str(other)) == {"model.bin": f"10:{(other / 'model.bin').stat().st_mtime_ns}"}
     assert journal.model_files("cascade") == "cascade"
+    (model / "config.json").write_text(json.dumps({"encoder": "../whisper", "llm": "/nowhere/llm"}))
+    assert journal.model_files(str(model))["base"] == {  # a relative path: from the checkpoint, as the loader
+        "encoder": journal.model_files(str(other)), "llm": "/nowhere/llm"}  # reads it; no folder: the name
     long = "/scratch/users/someone/models/whisper-large-v3"
     [moved] = journal.differences({"whisper": long + "-a"}, {"whisper": long + "-b"})
     assert moved == 'whisper: ...ls/whisper-large-v3-a" -> ...ls/whisper-large-v3-b"'  # where they differ

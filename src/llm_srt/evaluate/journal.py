@@ -27,6 +27,7 @@ from pathlib import Path
 from .. import __version__
 from ..data.manifest import Row
 from ..errors import LLMSRTError, shown
+from ..paths import checkpoint_relative, resolve_model
 from .report import UtteranceResult
 
 VERSION = 1
@@ -34,15 +35,17 @@ MODEL_FILES = ("*.json", "*.safetensors")  # what a model folder's loader reads 
 SHOWN_CHARS = 60  # of each side of a difference in an error message
 
 
-def model_files(model: str) -> dict[str, str] | str:
-    """What identifies a model: a model folder's config and weight files by sha256; another folder (a baseline's
-    Whisper or LLM) by its files' sizes and modification times; a baseline name ('whisper', 'cascade') itself."""
+def model_files(model: str) -> dict | str:
+    """What identifies a model: a model folder's config and weight files by sha256, and under "base" the frozen
+    Whisper and LLM folders its config.json names (an LLM replaced in place is another model); another folder (a
+    baseline's Whisper or LLM, a model's base) by its files' sizes and modification times; a baseline name
+    ('whisper', 'cascade') itself."""
     folder = Path(model)
     if not folder.is_dir():
         return model
     if not (folder / "config.json").is_file() or not any(folder.glob("*.safetensors")):
-        return {f.name: f"{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in sorted(folder.iterdir()) if f.is_file()}
-    files = {}
+        return _stats(folder)
+    files: dict = {"base": _base_folders(folder / "config.json")}
     for f in sorted({f for pattern in MODEL_FILES for f in folder.glob(pattern) if f.is_file()}):
         digest = hashlib.sha256()
         with open(f, "rb") as fh:
@@ -50,6 +53,32 @@ def model_files(model: str) -> dict[str, str] | str:
                 digest.update(block)
         files[f.name] = digest.hexdigest()
     return files
+
+
+def _stats(folder: Path) -> dict[str, str]:
+    """A folder's files by size and modification time (a base model of gigabytes is not read for this)."""
+    return {f.name: f"{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in sorted(folder.iterdir()) if f.is_file()}
+
+
+def _base_folders(config: Path) -> dict[str, object]:
+    """The encoder and LLM folders a model's config.json names ("embedded": the converted embedded default's), each
+    by `_stats`; a name that is no folder here stays as it is (loading the model will say what is missing)."""
+    try:
+        named = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    bases = {}
+    for kind in ("encoder", "llm"):
+        value = named.get(kind) if isinstance(named, dict) else None
+        if not isinstance(value, str):
+            continue
+        value = checkpoint_relative(config.parent, value)
+        try:
+            folder = Path(resolve_model(value, kind))
+        except LLMSRTError:
+            folder = Path(value)
+        bases[kind] = _stats(folder) if folder.is_dir() else value
+    return bases
 
 
 def settings(model: str, whisper: str | None, llm: str | None, decoding: dict, batch_size: int, group_rows: int,

@@ -22,7 +22,7 @@ from torch import nn
 
 from ..device import DTYPE_NAMES, compute_dtype, is_int8
 from ..errors import ConfigError, LLMSRTError
-from ..paths import atomic_dir, resolve_model
+from ..paths import atomic_dir, checkpoint_relative, resolve_model
 from ..prompts import PROMPT_FORMAT_VERSION
 from .adapter import Adapter, build_adapter
 from .decoding import DecodingOptions, OnEnd, eos_ids, generate_ids
@@ -393,7 +393,8 @@ class SpeechLLM(nn.Module):
             raise LLMSRTError(f"{directory / CONFIG_FILE}: trained with prompt format {config.prompt_format}, but "
                               f"this llm-srt writes prompt format {PROMPT_FORMAT_VERSION}; use the llm-srt version "
                               "the model was trained with, or train it again")
-        config = replace(config, encoder=_resolve(directory, config.encoder), llm=_resolve(directory, config.llm))
+        config = replace(config, encoder=checkpoint_relative(directory, config.encoder),
+                         llm=checkpoint_relative(directory, config.llm))
         if dtype is not None:
             config = replace(config, dtype=DTYPE_NAMES[resolve_dtype(dtype)])
         config = replace(config, **{k: v for k, v in overrides.items() if v is not None or k == "lora"})
@@ -492,12 +493,6 @@ def _load_weights(path: Path) -> dict[str, torch.Tensor]:
         detail = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise LLMSRTError(f"{path}: cannot read the weights ({detail}); the file is damaged or incomplete, copy or "
                           "save the checkpoint again") from None
-
-
-def _resolve(directory: Path, path: str) -> str:
-    """A relative model path in config.json is taken relative to the checkpoint when it exists there."""
-    p = Path(path).expanduser()
-    return str(directory / p) if not p.is_absolute() and (directory / p).exists() else str(p)
 
 
 def _cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
