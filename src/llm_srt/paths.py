@@ -3,6 +3,7 @@
 import contextlib
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,8 @@ from typing import IO
 CACHE_ENV = "LLM_SRT_CACHE"  # overrides the cache folder
 OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")  # the Hugging Face libraries' offline switches
 OFFLINE_SET_HERE: set[str] = set()  # those of them this process turned on itself (`default_offline`)
+UMASK = os.umask(0o022)  # read once, at import (os.umask only reads by setting), and put back at once
+os.umask(UMASK)
 
 
 def default_offline() -> None:
@@ -61,11 +64,18 @@ def checkpoint_relative(directory: str | Path, path: str) -> str:
 @contextlib.contextmanager
 def atomic_file(path: str | Path, mode: str = "w", fsync: bool = False) -> Iterator[IO]:
     """Open a temporary file beside `path` to write into; on success it replaces `path` (one rename), on any error
-    it is removed. `fsync`: flush it to disk before the rename (files a crash must not leave empty)."""
+    it is removed. It gets the permissions a plain open() would give: those of the file it replaces, else 0o666
+    less the umask (mkstemp's 0o600 would hide manifests and checkpoints from the group). `fsync`: flush it to disk
+    before the rename (files a crash must not leave empty)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        permissions = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        permissions = 0o666 & ~UMASK
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, permissions)
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
             yield f
             if fsync:

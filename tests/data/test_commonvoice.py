@@ -5,6 +5,7 @@ import pytest
 import soundfile as sf
 
 from llm_srt.data import clips as clips_module
+from llm_srt.data.clips import REPEATED
 from llm_srt.data.commonvoice import prepare_commonvoice
 from llm_srt.data.manifest import read_manifest
 from llm_srt.errors import LLMSRTError
@@ -61,6 +62,43 @@ def test_validated_as_train_leaves_out_dev_and_test_speakers_and_sentences(local
                                "validated.tsv clip of a dev/test sentence": 1}
 
 
+@pytest.mark.parametrize("splits", [("train", "dev"), ("train",), ("train", "test")])
+def test_validated_as_train_leaves_out_held_out_speakers_even_when_their_split_is_not_converted(locale_dir, tmp_path,
+                                                                                               splits):
+    summary = prepare_commonvoice(locale_dir, tmp_path / "out", splits=splits, validated_as_train=True)
+    train = read_manifest(tmp_path / "out" / "train.jsonl")
+    assert [r.sentence_id for r in train] == ["s1", "s2", "s5"]  # no dev/test clip, speaker or sentence
+    assert summary.dropped == {"validated.tsv clip by a dev/test speaker (client_id)": 1,
+                               "validated.tsv clip of a dev/test sentence": 1}
+    assert [w.rsplit("/", 1)[1] for w in summary.dropped_at["validated.tsv clip by a dev/test speaker (client_id)"]] \
+        == ["validated.tsv:7"]
+
+
+def test_rows_without_sentence_or_path_are_left_out_and_counted(locale_dir, tmp_path, layouts):
+    rows = _cv_rows(SPLITS["train"] + [("de_5.mp3", "spkE", "s5", " "), ("", "spkE", "s6", "Kein Pfad.")])
+    layouts.write_cv_table(locale_dir / "train.tsv", layouts.CV17_HEADER, rows)
+    summary = prepare_commonvoice(locale_dir, tmp_path / "out")
+    assert [r.transcript for r in read_manifest(tmp_path / "out" / "train.jsonl")] == ["Guten Tag.", 'Er sagte "ja.']
+    assert summary.dropped == {"empty sentence": 1, "no clip (empty path)": 1}
+    saved = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert {k: [w.rsplit("/", 1)[1] for w in v] for k, v in saved["dropped_at"].items()} == {
+        "empty sentence": ["train.tsv:4"], "no clip (empty path)": ["train.tsv:5"]}
+    assert "left out 1 table rows: empty sentence; the first 1:" in summary.lines()
+    assert f"  {locale_dir / 'train.tsv'}:4" in summary.lines()
+
+
+def test_a_clip_listed_again_is_kept_once_and_test_keeps_a_clip_train_also_lists(locale_dir, tmp_path, layouts):
+    # train.tsv repeats its line 2 and lists test's clip; both manifests still pass the validator (unique ids)
+    layouts.write_cv_table(locale_dir / "train.tsv", layouts.CV17_HEADER,
+                           _cv_rows(SPLITS["train"] + SPLITS["train"][:1] + SPLITS["test"]))
+    summary = prepare_commonvoice(locale_dir, tmp_path / "out", validated_as_train=True)
+    assert [r.sentence_id for r in read_manifest(tmp_path / "out" / "train.jsonl")] == ["s1", "s2", "s5"]
+    assert [r.sentence_id for r in read_manifest(tmp_path / "out" / "test.jsonl")] == ["s4"]
+    assert summary.dropped[REPEATED] == 2
+    assert [w.replace(f"{locale_dir}/", "") for w in summary.dropped_at[REPEATED]] == [
+        "train.tsv:4 (first at train.tsv:2)", "train.tsv:5 (first at test.tsv:2)"]
+
+
 def test_headers_are_read_only_for_clips_that_survive_the_filters(locale_dir, tmp_path, monkeypatch):
     read = []
     real_info = sf.info
@@ -86,11 +124,13 @@ def test_durations_from_the_release_duration_list(locale_dir, tmp_path, monkeypa
 
 
 def test_missing_empty_and_undecodable_clips_are_skipped_or_stop_with_strict(locale_dir, tmp_path, layouts):
+    layouts.write_cv_table(locale_dir / "dev.tsv", layouts.CV17_HEADER, _cv_rows(SPLITS["dev"] + EXTRA[:1]))
+    layouts.write_cv_table(locale_dir / "test.tsv", layouts.CV17_HEADER, _cv_rows(SPLITS["test"] + EXTRA[1:2]))
     (locale_dir / "clips" / "de_1.mp3").unlink()
     layouts.write_bytes(locale_dir / "clips" / "de_3.mp3")
     layouts.write_bytes(locale_dir / "clips" / "de_4.mp3", b"RIFF....WAVEjunk" * 8)
     summary = prepare_commonvoice(locale_dir, tmp_path / "out")
-    assert summary.written == {"train": 1, "dev": 0, "test": 0} and summary.rows_without_clip == 3
+    assert summary.written == {"train": 1, "dev": 1, "test": 1} and summary.rows_without_clip == 3
     reasons = [(b.where.rsplit("/", 1)[1], b.reason.split(".mp3 ")[1]) for b in summary.bad_clips]
     assert [(w, r.split(" (")[0]) for w, r in reasons] == [
         ("train.tsv:2", "is missing"), ("dev.tsv:2", "is empty"), ("test.tsv:2", "cannot be decoded")]
@@ -105,6 +145,22 @@ def test_sentence_id_from_text_in_a_common_voice_4_folder(locale_dir, tmp_path, 
     prepare_commonvoice(locale_dir, tmp_path / "out")
     ids = [r.sentence_id for r in read_manifest(tmp_path / "out" / "train.jsonl")]
     assert len(set(ids)) == 2 and all(len(i) == 16 for i in ids)
+
+
+def test_a_split_whose_clips_are_all_bad_stops_and_names_the_folder(locale_dir, tmp_path, layouts):
+    for clip in ("de_3.mp3", "de_5.mp3"):
+        (locale_dir / "clips" / clip).unlink()
+    with pytest.raises(LLMSRTError, match=rf"^{locale_dir / 'clips'}: the dev split has no usable clip \(1 listed, "
+                                          r"the first at .*dev\.tsv:2: clip .*de_3\.mp3 is missing\); is the audio "
+                                          r"unpacked there\?"):
+        prepare_commonvoice(locale_dir, tmp_path / "out")
+    assert not list((tmp_path / "out").glob("*.jsonl"))  # no manifest, but the list of bad clips
+    assert len(json.loads((tmp_path / "out" / "summary.json").read_text())["bad_clips"]) == 1
+    with pytest.raises(LLMSRTError, match=r"dev\.tsv:2: clip .*de_3\.mp3 is missing \(without --strict"):
+        prepare_commonvoice(locale_dir, tmp_path / "strict", strict=True)  # --strict still stops at the first
+    # a split whose table lists no clip is no error
+    layouts.write_cv_table(locale_dir / "dev.tsv", layouts.CV17_HEADER, [])
+    assert prepare_commonvoice(locale_dir, tmp_path / "out").written == {"train": 2, "dev": 0, "test": 1}
 
 
 @pytest.mark.parametrize("folder", ["yue", "zh-HK"])

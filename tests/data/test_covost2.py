@@ -4,6 +4,7 @@ from collections import Counter
 import pytest
 
 from llm_srt.data import clips as clips_module
+from llm_srt.data.clips import REPEATED
 from llm_srt.data.covost2 import prepare_covost2
 from llm_srt.data.manifest import read_manifest
 from llm_srt.errors import LLMSRTError
@@ -117,6 +118,48 @@ def test_get_covost_splits_files_give_the_same_manifests(release, tmp_path, layo
                 for i, r in _rows(tmp_path / "from_release").items()}
     assert ours == official and len(ours) == 10
     assert summary.dropped == {"translation empty or REMOVE": 1} and len(summary.bad_clips) == 2
+
+
+def _release_rows(tgt, overrides=(), extra=()):
+    """The release table's rows for `tgt`, with (clip -> split) `overrides` and `extra` rows appended."""
+    splits = {clip: dict(overrides).get(clip, split) for clip, (_, split) in COVOST.items()}
+    return [{"path": clip, "translation": _translation(clip, tgt), "split": split}
+            for clip, split in splits.items()] + list(extra)
+
+
+def test_rows_without_transcript_or_path_are_left_out_and_counted(release, tmp_path, layouts):
+    tsv, cv = release
+    layouts.write_cv_table(cv / "validated.tsv", layouts.CV4_HEADER,
+                           [{"client_id": spk, "path": clip, "sentence": "" if clip.endswith("_5.mp3") else text}
+                            for clip, (text, spk) in VALIDATED.items()])
+    layouts.write_covost_table(tsv / "covost_v2.en_de.tsv", layouts.COVOST_RELEASE_HEADER,
+                               _release_rows("de", extra=[{"path": "", "translation": "Ohne Pfad.", "split": "dev"}]))
+    summary = prepare_covost2(tsv, cv, tmp_path / "out")
+    assert not any("common_voice_en_5" in i for i in _rows(tmp_path / "out"))
+    assert summary.dropped["empty transcript (sentence)"] == 2 and summary.dropped["no clip (empty path)"] == 1
+    assert [w.rsplit("/", 1)[1] for w in summary.dropped_at["no clip (empty path)"]] == ["covost_v2.en_de.tsv:11"]
+    assert [w.rsplit("/", 1)[1] for w in summary.dropped_at["empty transcript (sentence)"]] == [
+        "covost_v2.en_de.tsv:6", "covost_v2.en_ja.tsv:6"]
+    assert summary.dropped["translation empty or REMOVE"] == 2  # as before
+
+
+def test_a_clip_listed_again_is_kept_once_in_the_first_split_of_test_dev_train(release, tmp_path, layouts):
+    tsv, cv = release
+    # en_de repeats en_1's line; en_ja puts en_2 (train in en_de) in test
+    layouts.write_covost_table(tsv / "covost_v2.en_de.tsv", layouts.COVOST_RELEASE_HEADER,
+                               _release_rows("de", extra=_release_rows("de")[:1]))
+    layouts.write_covost_table(tsv / "covost_v2.en_ja.tsv", layouts.COVOST_RELEASE_HEADER,
+                               _release_rows("ja", overrides={"common_voice_en_2.mp3": "test"}))
+    summary = prepare_covost2(tsv, cv, tmp_path / "out")
+    by_split = {split: {r.id for r in read_manifest(tmp_path / "out" / f"{split}.jsonl")}  # the validator passes
+                for split in ("train", "dev", "test")}
+    assert {"covost2:common_voice_en_2", "covost2:common_voice_en_2:jpn"} <= by_split["test"]
+    assert not any("common_voice_en_2" in i for i in by_split["dev"] | by_split["train"])
+    assert "covost2:common_voice_en_1:deu" in by_split["train"]
+    assert summary.dropped[REPEATED] == 2
+    assert [w.replace(f"{tsv}/", "") for w in summary.dropped_at[REPEATED]] == [
+        "covost_v2.en_de.tsv:3 (first at covost_v2.en_ja.tsv:3)",
+        "covost_v2.en_de.tsv:11 (first at covost_v2.en_de.tsv:2)"]
 
 
 def test_strict_stops_at_the_first_bad_clip(release, tmp_path, monkeypatch):

@@ -1,7 +1,13 @@
+import json
+import shlex
+import shutil
+import subprocess
+import tarfile
 from collections import Counter
 
 import pytest
 
+from llm_srt.data.clips import REPEATED
 from llm_srt.data.fleurs import prepare_fleurs
 from llm_srt.data.manifest import read_manifest
 from llm_srt.errors import LLMSRTError
@@ -98,6 +104,65 @@ def test_bad_wavs_are_skipped_and_counted_or_stop_with_strict(fleurs_root, tmp_p
         "fleurs:eng:eng200test", "fleurs:eng:eng200test:deu", "fleurs:eng:eng200test:fra"}
     with pytest.raises(LLMSRTError, match=r"de_de/dev\.tsv:2: clip .*deu110dev\.wav is missing"):
         prepare_fleurs(fleurs_root, ["deu"], tmp_path / "strict", splits=("dev",), strict=True)
+
+
+def test_a_split_still_in_its_hub_archive_stops_with_the_command_that_extracts_it(fleurs_root, tmp_path):
+    audio = fleurs_root / "de_de" / "audio"
+    with tarfile.open(audio / "dev.tar.gz", "w:gz") as tar:  # as on the dataset hub: members dev/<file name>
+        tar.add(audio / "dev", arcname="dev")
+    shutil.rmtree(audio / "dev")
+    with pytest.raises(LLMSRTError, match=r"de_de/audio/dev\.tar\.gz: the dev wavs are still in this archive; "
+                                          r"extract it first: tar -xzf ") as e:
+        prepare_fleurs(fleurs_root, None, tmp_path / "out", splits=("dev",))
+    subprocess.run(shlex.split(str(e.value).split("extract it first: ")[1]), check=True)
+    assert prepare_fleurs(fleurs_root, None, tmp_path / "out", splits=("dev",)).bad_clips == []
+
+
+def test_a_split_whose_wavs_are_all_bad_stops_and_names_the_folder(fleurs_root, tmp_path):
+    shutil.rmtree(fleurs_root / "en_us" / "audio" / "test")
+    with pytest.raises(LLMSRTError, match=rf"^{fleurs_root / 'en_us' / 'audio' / 'test'}: the test split has no "
+                                          r"usable clip \(2 listed, the first at .*en_us/test\.tsv:1: clip "):
+        prepare_fleurs(fleurs_root, ["eng"], tmp_path / "out", splits=("dev", "test"))
+    assert not list((tmp_path / "out").glob("*.jsonl"))
+    assert len(json.loads((tmp_path / "out" / "summary.json").read_text())["bad_clips"]) == 2
+
+
+def test_rows_without_transcription_or_file_name_are_left_out_and_counted(fleurs_root, tmp_path, layouts):
+    tsv = fleurs_root / "en_us" / "dev.tsv"
+    with open(tsv, "a", encoding="utf-8") as f:
+        f.write("12\teng120dev.wav\t \t \t \t4800\tMALE\n" "13\t\tNo file.\tno file.\tn o\t4800\tMALE\n")
+    summary = prepare_fleurs(fleurs_root, None, tmp_path / "out", splits=("dev",))
+    assert {r.id for r in read_manifest(tmp_path / "out" / "dev.jsonl") if r.src_lang == "eng" and r.is_asr} == {
+        "fleurs:eng:eng100dev", "fleurs:eng:eng110dev"}
+    assert summary.dropped == {"empty transcription": 1, "no clip (empty file name)": 1}
+    assert [w.split("fleurs/")[1] for ws in summary.dropped_at.values() for w in ws] == [
+        "en_us/dev.tsv:3", "en_us/dev.tsv:4"]
+
+
+def test_a_wav_listed_again_is_kept_once_and_test_keeps_a_wav_train_also_lists(fleurs_root, tmp_path, audio_file):
+    train, test = fleurs_root / "en_us" / "train.tsv", fleurs_root / "en_us" / "test.tsv"
+    lines = train.read_text(encoding="utf-8").splitlines(keepends=True)
+    train.write_text("".join(lines + lines[:1]), encoding="utf-8")  # line 6 repeats line 1
+    test.write_text(test.read_text(encoding="utf-8") + lines[4], encoding="utf-8")  # train's line 5, as test line 3
+    shutil.copy(fleurs_root / "en_us" / "audio" / "train" / "eng40train.wav", fleurs_root / "en_us" / "audio" / "test")
+    summary = prepare_fleurs(fleurs_root, ["eng", "deu"], tmp_path / "out")
+    ids = {split: [r.id for r in read_manifest(tmp_path / "out" / f"{split}.jsonl")]  # the validator passes
+           for split in ("train", "test")}
+    assert "fleurs:eng:eng40train" in ids["test"]
+    assert not any(i.startswith("fleurs:eng:eng40train") for i in ids["train"])
+    assert summary.dropped == {REPEATED: 2}
+    assert [w.replace(f"{fleurs_root}/en_us/", "") for w in summary.dropped_at[REPEATED]] == [
+        "train.tsv:5 (first at test.tsv:3)", "train.tsv:6 (first at train.tsv:1)"]
+
+
+def test_no_check_audio_counts_a_missing_wav_the_table_gives_no_length_for(fleurs_root, tmp_path):
+    tsv = fleurs_root / "de_de" / "dev.tsv"
+    tsv.write_text(tsv.read_text(encoding="utf-8").replace("\t4800\t", "\t0\t"), encoding="utf-8")
+    (fleurs_root / "de_de" / "audio" / "dev" / "deu110dev.wav").unlink()  # dev.tsv line 2, no sample count
+    summary = prepare_fleurs(fleurs_root, None, tmp_path / "out", splits=("dev",), check_audio=False)
+    assert [(b.where.split("fleurs/")[1], b.reason.split(".wav ")[1]) for b in summary.bad_clips] == [
+        ("de_de/dev.tsv:2", "is missing")]
+    assert summary.written["dev"] > 0 and summary.rows_without_clip == 1
 
 
 def test_empty_root_is_a_clear_error(tmp_path):

@@ -3,6 +3,8 @@ import os
 
 import pytest
 
+from llm_srt import paths
+from llm_srt.data.clips import Summary
 from llm_srt.data.manifest import Row, parse_directions, read_manifest, write_manifest
 from llm_srt.errors import LLMSRTError, ManifestError
 
@@ -170,3 +172,15 @@ def test_a_manifest_that_is_a_fifo_or_a_symlink_loop_is_named_not_waited_on(tmp_
         read_manifest(fifo)
     with pytest.raises(ManifestError, match=r"loop.jsonl: a symlink loop"):
         read_manifest(loop)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027], ids=oct)
+def test_manifests_and_summaries_get_the_permissions_a_plain_open_gives(tmp_path, monkeypatch, umask):
+    monkeypatch.setattr(paths, "UMASK", umask)
+    row = Row(**_row(1, audio=str(tmp_path / "a.wav")))
+    write_manifest(tmp_path / "m.jsonl", [row])
+    summary = Summary(tmp_path)
+    assert (tmp_path / "m.jsonl").stat().st_mode & 0o777 == summary.write().stat().st_mode & 0o777 == 0o666 & ~umask
+    (tmp_path / "m.jsonl").chmod(0o600)  # a file written again keeps its permissions, as with open()
+    write_manifest(tmp_path / "m.jsonl", [row])
+    assert (tmp_path / "m.jsonl").stat().st_mode & 0o777 == 0o600

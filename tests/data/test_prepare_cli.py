@@ -58,17 +58,28 @@ def test_prepare_covost2_skips_a_bad_clip_and_strict_stops(tmp_path, audio_file,
     cv = tmp_path / "cv4-en"  # Common Voice 4 archives extract without a locale folder name
     layouts.write_cv_table(cv / "validated.tsv", layouts.CV4_HEADER,
                            [{"client_id": "c1", "path": "common_voice_en_1.mp3", "sentence": "Hello."},
-                            {"client_id": "c2", "path": "common_voice_en_2.mp3", "sentence": "Bye."}])
-    audio_file(cv / "clips" / "common_voice_en_1.mp3", seconds=0.5, fmt=mp3_format)
+                            {"client_id": "c2", "path": "common_voice_en_2.mp3", "sentence": "Bye."},
+                            {"client_id": "c3", "path": "common_voice_en_3.mp3", "sentence": "See you."}])
+    for clip in ("common_voice_en_1.mp3", "common_voice_en_3.mp3"):
+        audio_file(cv / "clips" / clip, seconds=0.5, fmt=mp3_format)
     layouts.write_bytes(cv / "clips" / "common_voice_en_2.mp3")
     layouts.write_covost_table(tmp_path / "covost" / "covost_v2.en_de.tsv", layouts.COVOST_RELEASE_HEADER,
                                [{"path": "common_voice_en_1.mp3", "translation": "Hallo.", "split": "train_covost"},
-                                {"path": "common_voice_en_2.mp3", "translation": "Tschüss.", "split": "test"}])
+                                {"path": "common_voice_en_2.mp3", "translation": "Tschüss.", "split": "test"},
+                                {"path": "common_voice_en_3.mp3", "translation": "Bis dann.", "split": "test"},
+                                {"path": "common_voice_en_3.mp3", "translation": "Bis dann.", "split": "test"}])
     args = ["prepare", "covost2", "--tsv-dir", str(tmp_path / "covost"), "--cv-dir", str(cv), "--out",
             str(tmp_path / "out"), "--workers", "2"]
     assert cli.main(args) == 0
     printed = capsys.readouterr().out
-    assert "train.jsonl: 2 rows" in printed and "test.jsonl: 0 rows" in printed
+    assert "train.jsonl: 2 rows" in printed and "test.jsonl: 2 rows" in printed
     assert "skipped 1 bad clips (1 table rows)" in printed and "common_voice_en_2.mp3 is empty" in printed
+    assert "left out 1 table rows: clip listed again (its first listing is kept); the first 1:" in printed
+    assert f"covost_v2.en_de.tsv:5 (first at {tmp_path / 'covost' / 'covost_v2.en_de.tsv'}:4)" in printed
+    assert cli.main(["prepare", "check", str(tmp_path / "out" / "test.jsonl")]) == 0
     assert cli.main(args + ["--strict"]) == 2
     assert "covost_v2.en_de.tsv:3: clip" in capsys.readouterr().err
+    # a split none of whose clips is usable is an error, not an empty manifest
+    (cv / "clips" / "common_voice_en_3.mp3").unlink()
+    assert cli.main(args) == 2
+    assert f"error: {cv / 'clips'}: the test split has no usable clip (2 listed" in capsys.readouterr().err

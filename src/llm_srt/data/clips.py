@@ -1,31 +1,37 @@
 """The clips a converter names: checked (missing, empty, undecodable), measured, and the bad ones counted.
 
-Every converter (FLEURS, CoVoST 2, Common Voice) first reads and filters its tables, then hands the clips of the
-rows that survived to `check_clips`, which works in parallel (`workers` threads: libsndfile runs without the GIL)
+Every converter (FLEURS, CoVoST 2, Common Voice) first reads and filters its tables (rows without a clip or a text
+are left out and counted, and so is a clip listed again: `without_repeats`), then hands the clips of the rows that
+survived to `check_clips`, which works in parallel (`workers` threads: libsndfile runs without the GIL)
 behind a progress bar with an ETA. A clip whose duration is already known (Common Voice's `clip_durations.tsv` or
 `times.txt`, FLEURS' sample-count column) is only checked to exist and be non-empty; the others have their header
 read. A bad clip is skipped and reported (`Summary.lines()`, OUT/summary.json) unless `strict`, which stops at the
 first one with its file:line. Real releases have them: hundreds of zero-byte clips in Common Voice 3/4.
+`write_manifests` writes the result, and refuses a split all of whose clips are bad (a release not unpacked).
 """
 
 import json
 import os
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Collection, Hashable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import soundfile as sf
 from tqdm import tqdm
 
 from ..errors import LLMSRTError
 from ..paths import atomic_file
+from .manifest import Row, write_manifest
 
 DEFAULT_WORKERS = min(8, os.cpu_count() or 1)  # header reads are I/O-bound: a few threads per core still help
 CHUNK = 256  # clips per pool task (a future per clip costs more than a wav header read)
-SHOWN = 5  # bad clips named in the printed summary; summary.json lists them all
+SHOWN = 5  # bad clips named in the printed summary (summary.json lists them all); table rows named per reason
+SPLIT_ORDER = ("test", "dev", "train")  # a clip listed in several splits stays in the first: test never loses one
+REPEATED = "clip listed again (its first listing is kept)"
 # Common Voice 16.1+: clip_durations.tsv, header `clip<TAB>duration[ms]` (release notes of Corpus 16.1).
 # Common Voice 14.0-16.0: times.txt, lines "`<path of the mp3>` = <ms>", 0 when the clip could not be measured
 # (written by Common Voice's mp3-duration-reporter).
@@ -47,14 +53,23 @@ class Summary:
     out: Path  # the output folder
     written: dict[str, int] = field(default_factory=dict)  # split -> rows written
     dropped: Counter = field(default_factory=Counter)  # reason -> table rows left out before any clip was read
+    dropped_at: dict[str, list[str]] = field(default_factory=dict)  # reason -> the first SHOWN of them (file:line)
     bad_clips: list[BadClip] = field(default_factory=list)  # skipped clips, in table order
     rows_without_clip: int = 0  # table rows left out because their clip is bad
     durations_from: str = ""  # where durations came from (a file name, "headers", ...)
 
+    def drop(self, reason: str, where: str) -> None:
+        """Count a table row left out for `reason`; the first SHOWN of each reason keep their `where` (file:line)."""
+        self.dropped[reason] += 1
+        at = self.dropped_at.setdefault(reason, [])
+        if len(at) < SHOWN:
+            at.append(where)
+
     def lines(self) -> list[str]:
         lines = [f"{self.out / (split + '.jsonl')}: {n} rows" for split, n in self.written.items()]
         for reason, n in sorted(self.dropped.items()):
-            lines.append(f"left out {n} table rows: {reason}")
+            lines.append(f"left out {n} table rows: {reason}; the first {len(self.dropped_at[reason])}:")
+            lines += [f"  {where}" for where in self.dropped_at[reason]]
         if self.bad_clips:
             lines.append(f"skipped {len(self.bad_clips)} bad clips ({self.rows_without_clip} table rows); the first "
                          f"{min(SHOWN, len(self.bad_clips))} (all in {self.out / 'summary.json'}):")
@@ -68,12 +83,55 @@ class Summary:
         path = self.out / "summary.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_file(path) as f:
-            json.dump({"written": self.written, "dropped": dict(self.dropped), "durations_from": self.durations_from,
-                       "rows_without_clip": self.rows_without_clip,
+            json.dump({"written": self.written, "dropped": dict(self.dropped), "dropped_at": self.dropped_at,
+                       "durations_from": self.durations_from, "rows_without_clip": self.rows_without_clip,
                        "bad_clips": [{"where": b.where, "clip": b.clip, "reason": b.reason} for b in self.bad_clips]},
                       f, ensure_ascii=False, indent=1)
             f.write("\n")
         return path
+
+
+T = TypeVar("T")
+
+
+def without_repeats(by_split: Mapping[str, list[T]], clip: Callable[[T], Hashable], summary: Summary,
+                    entry: Callable[[T], Hashable] | None = None) -> dict[str, list[T]]:
+    """`by_split` (split -> items with a `where`, in table order) with each clip in one split only, the first of
+    SPLIT_ORDER that lists it, and each entry there once (default: the entry is the clip; CoVoST's is the clip and
+    its target language). The items left out are counted in `summary`, naming where the kept one is listed."""
+    entry = entry or clip
+    home: dict[Hashable, tuple[str, str]] = {}  # clip -> (its split, where it is first listed)
+    first: dict[Hashable, str] = {}  # entry -> where it is first listed
+    kept: dict[str, list[T]] = {}
+    rank = {split: i for i, split in enumerate(SPLIT_ORDER)}
+    for split in sorted(by_split, key=lambda s: rank.get(s, len(rank))):
+        kept[split] = []
+        for item in by_split[split]:
+            split_of, first_at = home.setdefault(clip(item), (split, item.where))
+            if split_of == split:
+                first_at = first.setdefault(entry(item), item.where)
+            if first_at == item.where:  # each table line has its own `where`
+                kept[split].append(item)
+            else:
+                summary.drop(REPEATED, f"{item.where} (first at {first_at})")
+    return {split: kept[split] for split in by_split}
+
+
+def write_manifests(summary: Summary, rows: Mapping[str, list[Row]], clips: Mapping[str, Collection[Path]]) -> None:
+    """Write OUT/<split>.jsonl for each split of `rows`, then OUT/summary.json. A split whose table rows name clips
+    (`clips`) none of which is usable stops the run with LLMSRTError before any manifest is written (summary.json
+    is, listing them): a release whose audio is not unpacked must not look converted."""
+    for split, named in clips.items():
+        bad = [b for b in summary.bad_clips if Path(b.clip) in named] if named and not rows[split] else []
+        if bad and len({b.clip for b in bad}) == len(named):
+            summary.write()
+            folder = os.path.commonpath([str(Path(b.clip).parent) for b in bad])
+            raise LLMSRTError(f"{folder}: the {split} split has no usable clip ({len(named)} listed, the first at "
+                              f"{bad[0].where}: {bad[0].reason}); is the audio unpacked there? All are listed in "
+                              f"{summary.out / 'summary.json'}")
+    summary.written = {split: write_manifest(summary.out / f"{split}.jsonl", split_rows)
+                       for split, split_rows in rows.items()}
+    summary.write()
 
 
 def known_durations(folder: Path) -> tuple[dict[str, float], str]:

@@ -8,9 +8,11 @@ folder name (Common Voice locale, see languages.by_commonvoice_locale(); Cantone
 Durations come from clip_durations.tsv (16.1+) or times.txt (14.0-16.0) when present, else from the clips' headers.
 
 Output: OUT/<split>.jsonl with ASR rows only (tgt_lang and translation empty), id "commonvoice:<lang>:<clip>", and
-OUT/summary.json. With `validated_as_train`, validated clips are added to train unless their speaker (client_id)
-or their sentence is in dev or test: Common Voice splits by speaker, and its official train split is much
-smaller than its validated set.
+OUT/summary.json. Rows without a path or a sentence are left out and counted, and so is a clip listed again (it stays
+in the first split of test, dev, train that lists it). With `validated_as_train`, validated clips are added to train
+unless their speaker (client_id) or their sentence is in dev.tsv or test.tsv (read for this even when those splits
+are not converted): Common Voice splits by speaker, and its official train split is much smaller than its validated
+set.
 """
 
 import csv
@@ -22,18 +24,19 @@ from pathlib import Path
 
 from .. import languages
 from ..errors import LLMSRTError
-from .clips import DEFAULT_WORKERS, Summary, by_name, check_clips, known_durations
-from .manifest import Row, write_manifest
+from .clips import DEFAULT_WORKERS, Summary, by_name, check_clips, known_durations, without_repeats, write_manifests
+from .manifest import Row
 
 CORPUS = "commonvoice"
 SPLITS = ("train", "dev", "test")
+HELD_OUT = ("dev", "test")  # whose speakers and sentences `validated_as_train` keeps out of train
 REQUIRED_COLUMNS = ("path", "sentence")
 
 
 @dataclass(frozen=True)
 class Utterance:
     where: str  # tsv:line
-    audio: Path  # LOCALE_DIR/clips/<path>
+    audio: Path | None  # LOCALE_DIR/clips/<path>; None when the row has no path
     transcript: str
     sentence_id: str
     speaker: str  # client_id ("" when the table has none)
@@ -52,37 +55,53 @@ def prepare_commonvoice(locale_dir: str | Path, out: str | Path, lang: str | Non
     if validated_as_train:
         by_split.setdefault("train", [])
         by_split["train"] += _validated_extra(locale_dir, by_split, summary)
+    by_split = without_repeats({split: _usable(utts, summary) for split, utts in by_split.items()},
+                               lambda u: u.audio, summary)
     clips = {u.audio: u.where for utts in by_split.values() for u in utts}
     known, summary.durations_from = known_durations(locale_dir)
     durations, summary.bad_clips = check_clips(clips, by_name(clips, known), workers, strict,
                                                desc="reading clip headers" if not known else "checking clips")
     summary.durations_from = summary.durations_from or "the clips' headers"
-    for split, utts in by_split.items():
-        rows = [_row(u, lang, split, durations[u.audio]) for u in utts if u.audio in durations]
-        summary.rows_without_clip += len(utts) - len(rows)
-        summary.written[split] = write_manifest(out / f"{split}.jsonl", rows)
-    summary.write()
+    rows = {split: [_row(u, lang, split, durations[u.audio]) for u in utts if u.audio in durations]
+            for split, utts in by_split.items()}
+    summary.rows_without_clip = sum(len(by_split[split]) - len(rows[split]) for split in rows)
+    write_manifests(summary, rows, {split: {u.audio for u in utts} for split, utts in by_split.items()})
     return summary
 
 
 def _validated_extra(locale_dir: Path, by_split: dict[str, list[Utterance]], summary: Summary) -> list[Utterance]:
-    """validated.tsv's clips that are in no split file, whose speaker and sentence are in neither dev nor test."""
-    seen = {u.audio.name for utts in by_split.values() for u in utts}
+    """validated.tsv's clips that are in no split table, whose speaker and sentence are in no held-out table: the
+    converted splits other than train, and dev.tsv and test.tsv whether converted or not."""
     held = [u for split, utts in by_split.items() if split != "train" for u in utts]
+    held += [u for split in HELD_OUT if split not in by_split and (locale_dir / f"{split}.tsv").is_file()
+             for u in read_split(locale_dir, split)]
+    seen = {u.audio for utts in by_split.values() for u in utts} | {u.audio for u in held}
     speakers = {u.speaker for u in held if u.speaker}
-    sentences = {u.sentence_id for u in held}
+    sentences = {u.sentence_id for u in held if u.transcript}
     extra = []
     for u in read_split(locale_dir, "validated", required=REQUIRED_COLUMNS + ("client_id",)):
-        if u.audio.name in seen:
+        if u.audio in seen:
             continue
-        seen.add(u.audio.name)
         if u.speaker in speakers:
-            summary.dropped["validated.tsv clip by a dev/test speaker (client_id)"] += 1
+            summary.drop("validated.tsv clip by a dev/test speaker (client_id)", u.where)
         elif u.sentence_id in sentences:
-            summary.dropped["validated.tsv clip of a dev/test sentence"] += 1
+            summary.drop("validated.tsv clip of a dev/test sentence", u.where)
         else:
             extra.append(u)
     return extra
+
+
+def _usable(utts: list[Utterance], summary: Summary) -> list[Utterance]:
+    """The utterances with a clip and a sentence; the others are left out and counted."""
+    kept = []
+    for u in utts:
+        if u.audio is None:
+            summary.drop("no clip (empty path)", u.where)
+        elif not u.transcript:
+            summary.drop("empty sentence", u.where)
+        else:
+            kept.append(u)
+    return kept
 
 
 def read_split(locale_dir: Path, split: str, required: tuple[str, ...] = REQUIRED_COLUMNS) -> Iterator[Utterance]:
@@ -94,15 +113,15 @@ def read_split(locale_dir: Path, split: str, required: tuple[str, ...] = REQUIRE
     clips = locale_dir / "clips"
     for lineno, rec in read_table(tsv, required):
         sentence = (rec["sentence"] or "").strip()
-        yield Utterance(where=f"{tsv}:{lineno}", audio=clips / rec["path"], transcript=sentence,
-                        sentence_id=(rec.get("sentence_id") or "").strip() or text_id(sentence),
+        yield Utterance(where=f"{tsv}:{lineno}", audio=clips / rec["path"] if rec["path"] else None,
+                        transcript=sentence, sentence_id=(rec.get("sentence_id") or "").strip() or text_id(sentence),
                         speaker=(rec.get("client_id") or "").strip(), source=tsv.name)
 
 
 def read_table(tsv: Path, required: tuple[str, ...], escapechar: str | None = None):
     """(line number, record) for each data line of a Common Voice / CoVoST tsv whose header names at least the
-    `required` columns. Fields are taken as written (csv.QUOTE_NONE: a bare " is text); `escapechar="\\"` undoes
-    backslash escapes as CoVoST's official reader does (pandas, escapechar="\\")."""
+    `required` columns, `path` stripped (it may be empty). Fields are taken as written (csv.QUOTE_NONE: a bare " is
+    text); `escapechar="\\"` undoes backslash escapes as CoVoST's official reader does (pandas, escapechar="\\")."""
     csv.field_size_limit(sys.maxsize)
     with open(tsv, encoding="utf-8", newline="") as f:
         reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE, escapechar=escapechar)
@@ -111,9 +130,8 @@ def read_table(tsv: Path, required: tuple[str, ...], escapechar: str | None = No
             raise LLMSRTError(f"{tsv}:1: header lacks column(s) {', '.join(missing)} "
                               f"(found: {', '.join(reader.fieldnames or [])})")
         for rec in reader:
-            if (rec.get("path") or "").strip():
-                rec["path"] = rec["path"].strip()
-                yield reader.line_num, rec
+            rec["path"] = (rec.get("path") or "").strip()
+            yield reader.line_num, rec
 
 
 def text_id(sentence: str) -> str:

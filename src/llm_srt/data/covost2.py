@@ -16,8 +16,10 @@ CoVoST 2 ships translations only; speech, transcripts and speakers are Common Vo
 Output: OUT/<split>.jsonl (train = train + train_covost, as the official split; dev; test) and OUT/summary.json.
 Each clip gives one ASR row (id "covost2:<clip>", once however many tables translate it) and one translation row
 per table (id "covost2:<clip>:<tgt>"). CoVoST has no cross-language sentence id: the clip name serves as
-sentence_id. Rows whose translation is empty or the placeholder `REMOVE`, whose clip is not in validated.tsv, or
-whose split is unknown are left out and counted; so are bad clips (missing, empty, undecodable), unless strict.
+sentence_id. Rows without a path or a transcript, whose translation is empty or the placeholder `REMOVE`, whose clip is
+not in validated.tsv, or whose split is unknown are left out and counted; so is a clip listed again for the same
+target (and one listed in two splits stays in the first of test, dev, train), and so are bad clips (missing, empty,
+undecodable), unless strict.
 """
 
 import re
@@ -27,9 +29,9 @@ from pathlib import Path
 
 from .. import languages
 from ..errors import LLMSRTError
-from .clips import DEFAULT_WORKERS, Summary, by_name, check_clips, known_durations
+from .clips import DEFAULT_WORKERS, Summary, by_name, check_clips, known_durations, without_repeats, write_manifests
 from .commonvoice import read_table
-from .manifest import Row, write_manifest
+from .manifest import Row
 
 CORPUS = "covost2"
 TABLE_NAME = re.compile(r"^covost_v2\.(?P<src>[A-Za-z-]+)_(?P<tgt>[A-Za-z-]+)(\.(?P<split>train|dev|test))?\.tsv$")
@@ -83,6 +85,10 @@ def prepare_covost2(tsv_dir: str | Path, cv_dir: str | Path, out: str | Path,
     records: list[Record] = []
     for _, table in sorted(tables.items()):
         records += _records(table, locale_dirs[table.locale], validated, summary)
+    by_split = without_repeats({split: [r for r in records if r.split == split] for split in SPLITS},
+                               lambda r: r.audio, summary, entry=lambda r: (r.audio, r.tgt))
+    kept = {r for split in SPLITS for r in by_split[split]}
+    records = [r for r in records if r in kept]  # in table order, so --strict names the first bad clip of the tables
     known: dict[str, float] = {}
     sources = set()
     for folder in locale_dirs.values():
@@ -108,8 +114,7 @@ def prepare_covost2(tsv_dir: str | Path, cv_dir: str | Path, out: str | Path,
             rows[r.split].append(Row(id=f"{CORPUS}:{r.audio.stem}", tgt_lang="", translation="", **common))
         rows[r.split].append(Row(id=f"{CORPUS}:{r.audio.stem}:{r.tgt}", tgt_lang=r.tgt, translation=r.translation,
                                  **common))
-    summary.written = {split: write_manifest(out / f"{split}.jsonl", rows[split]) for split in SPLITS}
-    summary.write()
+    write_manifests(summary, rows, {split: {r.audio for r in by_split[split]} for split in SPLITS})
     return summary
 
 
@@ -146,7 +151,7 @@ def _records(table: Table, locale_dir: Path, validated: dict, summary: Summary) 
         if table.locale not in validated:
             validated[table.locale] = {
                 rec["path"]: ((rec["sentence"] or "").strip(), (rec["client_id"] or "").strip())
-                for _, rec in read_table(locale_dir / "validated.tsv", VALIDATED_COLUMNS, ESCAPE)}
+                for _, rec in read_table(locale_dir / "validated.tsv", VALIDATED_COLUMNS, ESCAPE) if rec["path"]}
         return list(_release_records(table, locale_dir, validated[table.locale], summary))
     missing = [s for s in SPLITS if s not in table.split_files]
     if missing:
@@ -167,25 +172,32 @@ def _release_records(table: Table, locale_dir: Path, validated: dict[str, tuple[
     for lineno, rec in read_table(table.release, RELEASE_COLUMNS, ESCAPE):
         label = (rec["split"] or "").strip()
         if label not in SPLIT_OF:
-            summary.dropped[f"split {label!r} is none of {', '.join(SPLIT_OF)}"] += 1
+            summary.drop(f"split {label!r} is none of {', '.join(SPLIT_OF)}", f"{table.release}:{lineno}")
             continue
         joined = validated.get(rec["path"])
-        if joined is None:
-            summary.dropped["clip not in validated.tsv (CoVoST 2 needs Common Voice 4)"] += 1
+        if joined is None and rec["path"]:
+            summary.drop("clip not in validated.tsv (CoVoST 2 needs Common Voice 4)", f"{table.release}:{lineno}")
             continue
-        record = _record(table, locale_dir, table.release, lineno, rec, SPLIT_OF[label], joined[0], summary)
+        transcript = joined[0] if joined else ""
+        record = _record(table, locale_dir, table.release, lineno, rec, SPLIT_OF[label], transcript, summary)
         if record is not None:
             yield record
 
 
 def _record(table: Table, locale_dir: Path, tsv: Path, lineno: int, rec: dict, split: str, transcript: str,
             summary: Summary) -> Record | None:
+    where = f"{tsv}:{lineno}"
     translation = (rec["translation"] or "").strip()
-    if not translation or translation == PLACEHOLDER:
-        summary.dropped[f"translation empty or {PLACEHOLDER}"] += 1
-        return None
-    return Record(where=f"{tsv}:{lineno}", audio=locale_dir / "clips" / rec["path"], transcript=transcript,
-                  translation=translation, split=split, src=table.src, tgt=table.tgt, source=tsv.name)
+    if not rec["path"]:
+        summary.drop("no clip (empty path)", where)
+    elif not translation or translation == PLACEHOLDER:
+        summary.drop(f"translation empty or {PLACEHOLDER}", where)
+    elif not transcript:
+        summary.drop("empty transcript (sentence)", where)
+    else:
+        return Record(where=where, audio=locale_dir / "clips" / rec["path"], transcript=transcript,
+                      translation=translation, split=split, src=table.src, tgt=table.tgt, source=tsv.name)
+    return None
 
 
 def _locale_dirs(cv_dir: Path, locales: list[str]) -> dict[str, Path]:

@@ -3,7 +3,8 @@
 Input: the FLEURS release layout, one folder per locale (en_us, de_de, cmn_hans_cn, yue_hant_hk, ...; the mapping
 is languages.by_fleurs_locale()), each holding train.tsv / dev.tsv / test.tsv (no header; columns: sentence id,
 file name, raw transcription, normalized transcription, phonemes/characters, number of samples, gender) and
-audio/<split>/<file name>.
+audio/<split>/<file name>. The dataset hub ships each split's wavs as audio/<split>.tar.gz: extract it first (the
+converter stops, saying so, when only the archive is there).
 
 Output: OUT/<split>.jsonl for each split, and OUT/summary.json. One file per split holds both kinds of rows, so one
 manifest serves every curriculum stage (the loader picks rows by task):
@@ -12,21 +13,24 @@ manifest serves every curriculum stage (the loader picks rows by task):
   translation = that language's raw transcription, id "fleurs:<src>:<utterance>:<tgt>".
 FLEURS reads each sentence by several speakers; every utterance of the source is paired, and the target text is the
 target language's transcription (the same sentence read by its speakers; the first one in TSV order is used).
-Every wav's header is read (in parallel; wav headers are cheap): a missing, empty or undecodable one is skipped and
-counted (its transcript still serves as other languages' target), or with `strict` stops the conversion.
+Rows without a file name or a transcription are left out and counted, and so is a wav listed again (it stays in the
+first split of test, dev, train that lists it). Every wav's header is read (in parallel; wav headers are cheap): a
+missing, empty or undecodable one is skipped and counted (its transcript still serves as other languages' target),
+or with `strict` stops the conversion.
 """
 
 import csv
+import shlex
 import sys
 from collections.abc import Collection
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .. import languages
-from ..audio import SAMPLE_RATE, duration as header_duration
+from ..audio import SAMPLE_RATE
 from ..errors import LLMSRTError
-from .clips import DEFAULT_WORKERS, Summary, check_clips
-from .manifest import Row, parse_directions, targets_by_source, write_manifest
+from .clips import DEFAULT_WORKERS, Summary, check_clips, without_repeats, write_manifests
+from .manifest import Row, parse_directions, targets_by_source
 
 SPLITS = ("train", "dev", "test")
 CORPUS = "fleurs"
@@ -52,7 +56,8 @@ def prepare_fleurs(root: str | Path, langs: list[str] | None, out: str | Path, d
 
     `langs`: ISO 639-3 codes (None: every language whose locale folder exists under `root`). `directions`:
     all | 6x12 | 15x14 | none | SRC,..:TGT,.. (see manifest.parse_directions). `check_audio=False` trusts the
-    tables (no file is opened; a duration missing from the table is still read from the header).
+    tables (no file is opened but those whose duration the table lacks: their headers are read, and a bad one is
+    skipped and counted as usual).
     """
     root, out = Path(root), Path(out)
     langs = langs or available_languages(root)
@@ -60,24 +65,29 @@ def prepare_fleurs(root: str | Path, langs: list[str] | None, out: str | Path, d
         raise LLMSRTError(f"{root}: no FLEURS locale folders found (expected e.g. en_us/, de_de/ with "
                           "train.tsv and audio/)")
     pairs = parse_directions(directions, langs)
-    tables = {split: {lang: read_split(root, lang, split) for lang in langs} for split in splits}
-    utts = [u for by_lang in tables.values() for us in by_lang.values() for u in us]
     summary = Summary(out, durations_from="the tables' sample counts")
-    if check_audio:
-        known = {u.audio: u.duration for u in utts if u.duration is not None}
-        durations, summary.bad_clips = check_clips({u.audio: u.where for u in utts}, known, workers, strict,
-                                                   read_all_headers=True, desc="reading wav headers")
-    else:
-        durations = {u.audio: u.duration if u.duration is not None else header_duration(u.audio) for u in utts}
+    listed = without_repeats({split: [u for lang in langs for u in read_split(root, lang, split, summary)]
+                              for split in splits}, lambda u: (u.lang, u.audio.name), summary)
+    tables: dict[str, dict[str, list[Utterance]]] = {split: {lang: [] for lang in langs} for split in splits}
+    for split, us in listed.items():
+        for u in us:
+            tables[split][u.lang].append(u)
+    utts = [u for us in listed.values() for u in us]
+    known = {u.audio: u.duration for u in utts if u.duration is not None}
+    clips = {u.audio: u.where for u in utts if check_audio or u.duration is None}
+    durations, summary.bad_clips = check_clips(clips, known, workers, strict, read_all_headers=True,
+                                               desc="reading wav headers")
+    if not check_audio:
+        durations |= known
+    rows = {}
     for split, by_lang in tables.items():
         measured = {lang: [replace(u, duration=durations[u.audio]) if u.audio in durations else u for u in us]
                     for lang, us in by_lang.items()}
-        rows = list(pair_rows(measured, pairs, skip={u.audio for us in by_lang.values() for u in us
-                                                     if u.audio not in durations}))
-        summary.written[split] = write_manifest(out / f"{split}.jsonl", rows)
+        rows[split] = list(pair_rows(measured, pairs, skip={u.audio for u in listed[split]
+                                                            if u.audio not in durations}))
     lost = {b.clip for b in summary.bad_clips}
     summary.rows_without_clip = sum(1 for u in utts if str(u.audio) in lost)
-    summary.write()
+    write_manifests(summary, rows, {split: {u.audio for u in us if u.audio in clips} for split, us in listed.items()})
     return summary
 
 
@@ -86,12 +96,17 @@ def available_languages(root: Path) -> list[str]:
     return [code for locale, code in sorted(languages.by_fleurs_locale().items()) if (root / locale).is_dir()]
 
 
-def read_split(root: Path, lang: str, split: str) -> list[Utterance]:
-    """The utterances of one language and split, in TSV order (audio not checked yet)."""
+def read_split(root: Path, lang: str, split: str, summary: Summary) -> list[Utterance]:
+    """The utterances of one language and split, in TSV order (audio not checked yet); rows without a file name or
+    a transcription are left out and counted in `summary`."""
     folder = root / languages.get(lang).fleurs
     tsv = folder / f"{split}.tsv"
     if not tsv.is_file():
         raise LLMSRTError(f"{tsv}: missing; a FLEURS locale folder has train.tsv, dev.tsv and test.tsv")
+    archive = folder / "audio" / f"{split}.tar.gz"
+    if not (folder / "audio" / split).is_dir() and archive.is_file():
+        raise LLMSRTError(f"{archive}: the {split} wavs are still in this archive; extract it first: "
+                          f"tar -xzf {shlex.quote(str(archive))} -C {shlex.quote(str(archive.parent))}")
     utterances = []
     csv.field_size_limit(sys.maxsize)
     with open(tsv, encoding="utf-8", newline="") as f:
@@ -101,9 +116,14 @@ def read_split(root: Path, lang: str, split: str) -> list[Utterance]:
             if len(fields) < 3:
                 raise LLMSRTError(f"{tsv}:{lineno}: expected {len(COLUMNS)} tab-separated columns "
                                   f"({', '.join(COLUMNS)}), got {len(fields)}")
-            audio = folder / "audio" / split / fields[1]
-            utterances.append(Utterance(lang, split, fields[0].strip(), audio, fields[2].strip(),
-                                        _duration(fields), f"{tsv}:{lineno}"))
+            name, transcript, where = fields[1].strip(), fields[2].strip(), f"{tsv}:{lineno}"
+            if not name:
+                summary.drop("no clip (empty file name)", where)
+            elif not transcript:
+                summary.drop("empty transcription", where)
+            else:
+                utterances.append(Utterance(lang, split, fields[0].strip(), folder / "audio" / split / name,
+                                            transcript, _duration(fields), where))
     return utterances
 
 
