@@ -1,6 +1,7 @@
 """Where a greedy decode step of the embedded Gemma-3-270M goes: torch.profiler over STEPS steps after a prompt of
 130 random embeddings (the in-place cache and blocked argmax `greedy_ids` uses), self CPU time per step grouped into
-the linear products, attention and everything else (norms, rotary, residual adds, casts: the layers' small ops).
+the linear products, attention and everything else (norms, rotary, residual adds, casts: the layers' small ops), and
+what the ops leave of the step's wall time.
 
     python results/cpu-2026-12-03c/profile_step.py int8 1      # dtype (float32 | bfloat16 | int8), batch
 """
@@ -61,8 +62,9 @@ with torch.inference_mode():
     for event in p.key_averages():
         group = next((g for g, keys in GROUPS if any(k in event.key for k in keys)), "everything else")
         ms[group] += event.self_cpu_time_total / 1000 / STEPS
-    total = sum(ms.values())
+    total, wall = sum(ms.values()), min(walls)
     print(f"{dtype} batch {batch}: {', '.join(f'{w:.1f}' for w in walls)} ms a step (3 runs of {STEPS} steps, "
-          f"unprofiled); profiled, self CPU ms a step: " + ", ".join(f"{g} {v:.1f} ({v / total:.0%})"
+          f"unprofiled); profiled, self CPU ms a step: " + ", ".join(f"{g} {v:.1f}"
                                                                      for g, v in sorted(ms.items(), key=lambda x: -x[1]))
-          + f"; total {total:.1f}")
+          + f"; ops {total:.1f} in all; the fastest unprofiled step less them: {wall - total:.1f} (Python and HF's "
+          "layer code between the ops, less the profiler's own overhead on them)")

@@ -16,7 +16,7 @@ Everything is reused on a re-run (corpus, features, finished stages).
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -187,6 +187,7 @@ def run_demo(work: Path, data: Path, log=print, dtype: str = "auto", asr: Path =
     runs = step("teacher-forced loss of the references; each run's text MT (its LoRA applied)",
                 lambda: measure_runs(own, scored, probe, log, placement))
     claims = check_claims({name: load_results(hyps_path(work / "report", name)) for name in systems}, runs["losses"],
+                          loss_sentences=[r.sentence_id for r in scored],
                           text_mt={f"{s}-{t}": directions["bleu"][f"{s}-{t}"] for s, t in directions["chosen"]},
                           lora_text_mt=runs["text_mt"], own_prompt_mt=runs["text_mt_own_prompt"])
     log("\n" + "\n".join(claims["lines"]))
@@ -248,13 +249,15 @@ CLAIMS = (  # (claim, system that should win, system it is compared with, the pa
 
 
 def check_claims(results: Mapping[str, list], losses: Mapping[str, list[float]] | None = None,
-                 samples: int = 1000, text_mt: Mapping[str, float] | None = None,
+                 samples: int = 1000, loss_sentences: Sequence[str] | None = None,
+                 text_mt: Mapping[str, float] | None = None,
                  lora_text_mt: Mapping[str, Mapping[str, float]] | None = None,
                  own_prompt_mt: Mapping[str, Mapping[str, float]] | None = None) -> dict:
     """The paper's claims on this run's utterance results (system name -> its rows): average BLEU of each pair
     and whether the difference is beyond chance (paired bootstrap over the test sentences, p < 0.05). `losses`
     (system name -> teacher-forced loss of each reference translation, same rows in the same order, lower is
-    better): the same test on the loss, which varies far less than BLEU at this scale. `text_mt` (direction ->
+    better; `loss_sentences`: each of those rows' sentence id, resampled together as the BLEU test resamples them):
+    the same test on the loss, which varies far less than BLEU at this scale. `text_mt` (direction ->
     the plain LLM's own text-MT BLEU there) and `lora_text_mt` (system name -> direction -> the same measure of
     that run's LLM with its LoRA, from the plain LLM's MT prompt) and `own_prompt_mt` (the same from the speech
     LLM's own text-MT prompt, transcript<|src|><|tgt|>, the format its training used): printed with the claims and
@@ -273,18 +276,18 @@ def check_claims(results: Mapping[str, list], losses: Mapping[str, list[float]] 
         c = paired_bootstrap(results[a], results[b], samples=samples)
         verdict = c.verdict()
         entry = {"claim": claim, "system": a, "bleu": round(c.a, 2), "compared_with": b,
-                 "bleu_compared": round(c.b, 2), "holds_here": verdict == "holds", "p": round(c.p, 4),
+                 "bleu_compared": round(c.b, 2), "holds_here": verdict == "holds", "p": round(c.p, 5),
                  "verdict": verdict, "delta_ci95": [round(c.low, 2), round(c.high, 2)], "sentences": c.sentences,
                  "paper": paper}
         lines.append(f"{claim}: {a} {c.a:.1f} vs {b} {c.b:.1f} BLEU (delta {c.delta:+.1f}, 95% interval "
-                     f"[{c.low:+.1f}, {c.high:+.1f}]) -> {verdict} (p={c.p:.3f}) here (paper: {paper})")
+                     f"[{c.low:+.1f}, {c.high:+.1f}]) -> {verdict} (p={c.shown_p}) here (paper: {paper})")
         if losses and a in losses and b in losses:
-            t = paired_mean(losses[a], losses[b], samples=samples)
+            t = paired_mean(losses[a], losses[b], samples=samples, sentences=loss_sentences)
             lv = t.verdict(higher_is_better=False)
-            entry["reference_loss"] = {"system": round(t.a, 4), "compared_with": round(t.b, 4), "p": round(t.p, 4),
+            entry["reference_loss"] = {"system": round(t.a, 4), "compared_with": round(t.b, 4), "p": round(t.p, 5),
                                        "verdict": lv, "delta_ci95": [round(t.low, 4), round(t.high, 4)]}
             lines.append(f"  reference loss (nats/token, lower is better): {t.a:.3f} vs {t.b:.3f} (delta "
-                         f"{t.delta:+.3f}, [{t.low:+.3f}, {t.high:+.3f}]) -> {lv} (p={t.p:.3f})")
+                         f"{t.delta:+.3f}, [{t.low:+.3f}, {t.high:+.3f}]) -> {lv} (p={t.shown_p})")
         if text_mt:
             entry["text_mt_bleu"] = dict(text_mt)
         for key, by_run, _ in per_run_mt:

@@ -246,3 +246,67 @@ def test_report_shows_and_stores_the_transcript_comparison(tmp_path):
     assert got["delta"] == pytest.approx(c.delta) and got["p"] < 0.05
     assert "transcript_significance" not in data["bad"]
     assert "transcript WER / CER, lower is better" in rep.format_table(report)
+
+
+def nway(references, hyp_of, directions, sentence: bool) -> list[dict]:
+    """Rows of an N-way test set: sentence i in every direction, its references and hypotheses the same text in
+    each (the same evidence repeated); `sentence`: with the manifest's sentence id, else only the source clip's
+    transcript (a results file of an evaluation before the id was recorded)."""
+    return [{"id": f"{s}-{t}-{i}", "src": s, "tgt": t, "ref_translation": r, "hyp_translation": hyp_of(i, r),
+             "ref_transcript": f"clip {i} in {s}", **({"sentence": str(i)} if sentence else {})}
+            for s, t in directions for i, r in enumerate(references)]
+
+
+@pytest.mark.parametrize("sentence", [True, False])
+def test_a_sentences_rows_in_every_direction_are_one_sentence_not_more_evidence(sentence):
+    """One clip translated into three targets (the rows' only link its transcript, or the sentence id), and with the
+    sentence id the same sentence read in a second source language too, are exactly one direction's evidence: the
+    same scores, p and interval. Resampling each direction apart (the code before 2026-12-03) gave 2.5x the
+    sentences and a smaller p for the same evidence: chance read as significance."""
+    r = refs(40, seed=11)
+    a_of, b_of = (lambda i, s: s if i % 3 else truncated(5)(i, s)), (lambda i, s: s if i % 4 else "")
+    one = paired_bootstrap(nway(r, a_of, [("eng", "deu")], sentence), nway(r, b_of, [("eng", "deu")], sentence),
+                           samples=400)
+    assert 0.05 < one.p < 1 and one.sentences == 40
+    directions = [("eng", "deu"), ("eng", "fra"), ("eng", "spa")] + ([("spa", "deu"), ("spa", "fra")] if sentence
+                                                                     else [])
+    many = paired_bootstrap(nway(r, a_of, directions, sentence), nway(r, b_of, directions, sentence), samples=400)
+    assert (many.a, many.b, many.p, many.low, many.high, many.sentences) == pytest.approx(
+        (one.a, one.b, one.p, one.low, one.high, 40))
+
+
+def test_paired_mean_resamples_a_sentences_rows_together():
+    from llm_srt.evaluate.significance import paired_mean
+
+    rng = np.random.default_rng(9)
+    base = rng.uniform(2.0, 4.0, size=30)
+    other = base + rng.normal(0.05, 0.3, size=30)
+    one = paired_mean(other, base, samples=400)
+    twice = paired_mean(np.repeat(other, 3), np.repeat(base, 3), samples=400, sentences=np.repeat(np.arange(30), 3))
+    assert (twice.a, twice.b, twice.p, twice.low, twice.high, twice.sentences) == pytest.approx(
+        (one.a, one.b, one.p, one.low, one.high, 30))
+    apart = paired_mean(np.repeat(other, 3), np.repeat(base, 3), samples=400)  # each row its own: too sure
+    assert apart.sentences == 90 and apart.p < one.p
+    with pytest.raises(LLMSRTError, match="a sentence for each row"):
+        paired_mean([1.0, 2.0], [1.0, 2.5], sentences=["a"])
+
+
+def test_evaluate_records_each_rows_sentence_id():
+    from llm_srt.data.manifest import Row
+    from llm_srt.evaluate.run import _result
+    from llm_srt.prompts import Task
+
+    row = Row(id="fleurs:deu:7:eng", audio="a.wav", duration=1.0, src_lang="deu", transcript="Hallo.", tgt_lang="eng",
+              translation="Hello.", split="test", corpus="fleurs", sentence_id="7")
+    result = _result(row, Task.SRT, "Hallo.", "Hello.")
+    assert result.sentence == "7"
+    assert rep.UtteranceResult.from_dict(json.loads(json.dumps(rep.asdict(result)))).sentence == "7"
+
+
+def test_a_p_just_below_alpha_never_prints_as_alpha():
+    from llm_srt.evaluate.significance import Comparison
+
+    def shown(p):
+        return Comparison(1.0, 0.0, p, 0.1, 1.9, 10, 1000).shown_p
+
+    assert [shown(50 / 1001), shown(51 / 1001), shown(0.0494), shown(0.004)] == ["0.04995", "0.051", "0.049", "0.004"]

@@ -48,6 +48,7 @@ class UtteranceResult:
     task: str | None = None  # the task it ran as (srt, s2tt, smt, asr, mt); None: not recorded
     forced_tags: bool = False  # SRT: its language tags were written for it (the model would have ended there)
     comet: float | None = None  # COMET's score of the translation (evaluate --comet; None: not scored)
+    sentence: str | None = None  # the manifest's sentence id (the paired tests' unit; None: not recorded)
 
     @classmethod
     def from_dict(cls, row: Mapping) -> "UtteranceResult":
@@ -266,16 +267,16 @@ def write_report(report: Report, out_dir: str | Path) -> dict[str, Path]:
 
 def to_json(report: Report) -> dict:
     significance = {a: {"compared_with": b, "delta_bleu": _num(c.delta), "ci95": [_num(c.low), _num(c.high)],
-                        "p": round(c.p, 4), "verdict": c.verdict(), "resamples": c.samples}
+                        "p": round(c.p, 5), "verdict": c.verdict(), "resamples": c.samples}
                     for a, b, c in report.comparisons}
     comet = {a: {"compared_with": b, "delta_comet": _num(c.delta), "ci95": [_num(c.low), _num(c.high)],
-                 "p": round(c.p, 4), "verdict": c.verdict(), "sentences": c.sentences, "resamples": c.samples}
+                 "p": round(c.p, 5), "verdict": c.verdict(), "sentences": c.sentences, "resamples": c.samples}
              for a, b, c in report.comet_comparisons}
     by_language: dict[str, dict] = {}
     for a, b, lang, c in report.transcript_comparisons:
         by_language.setdefault(a, {})[lang] = {
             "compared_with": b, "metric": _asr_metric(report, lang).lower(), "delta": _num(c.delta),
-            "ci95": [_num(c.low), _num(c.high)], "p": round(c.p, 4), "verdict": c.verdict(higher_is_better=False),
+            "ci95": [_num(c.low), _num(c.high)], "p": round(c.p, 5), "verdict": c.verdict(higher_is_better=False),
             "sentences": c.sentences, "resamples": c.samples}
     return {"systems": {s.name: {**_system_json(s), **({"mt": _system_json(s.mt)} if s.mt is not None else {}),
                                  **({"significance": significance[s.name]} if s.name in significance else {}),
@@ -448,18 +449,18 @@ def _forced_lines(report: Report) -> str:
 
 
 def _comparison_rows(report: Report) -> list[list]:
-    return [[a, b, f"{c.delta:+.1f}", f"[{c.low:+.1f}, {c.high:+.1f}]", f"{c.p:.3f}", c.verdict()]
+    return [[a, b, f"{c.delta:+.1f}", f"[{c.low:+.1f}, {c.high:+.1f}]", c.shown_p, c.verdict()]
             for a, b, c in report.comparisons]
 
 
 def _comet_comparison_rows(report: Report) -> list[list]:
-    return [[a, b, f"{c.delta:+.1f}", f"[{c.low:+.1f}, {c.high:+.1f}]", f"{c.p:.3f}", c.sentences, c.verdict()]
+    return [[a, b, f"{c.delta:+.1f}", f"[{c.low:+.1f}, {c.high:+.1f}]", c.shown_p, c.sentences, c.verdict()]
             for a, b, c in report.comet_comparisons]
 
 
 def _transcript_comparison_rows(report: Report) -> list[list]:
     return [[a, b, f"{lang} {_asr_metric(report, lang)}", f"{c.delta:+.1f}", f"[{c.low:+.1f}, {c.high:+.1f}]",
-             f"{c.p:.3f}", c.sentences, c.verdict(higher_is_better=False)]
+             c.shown_p, c.sentences, c.verdict(higher_is_better=False)]
             for a, b, lang, c in report.transcript_comparisons]
 
 

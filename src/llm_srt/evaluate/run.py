@@ -34,7 +34,8 @@ from .comet import DEFAULT_MODEL, CometOptions, check_model, comet_python, score
 from . import journal
 from .journal import Journal, remove_journals
 from .report import Report, UtteranceResult, build_report, format_table, load_results, write_report
-from .significance import SAMPLES, check_samples, paired_bootstrap_runs, paired_error_rates_runs, paired_mean
+from .significance import (SAMPLES, check_samples, paired_bootstrap_runs, paired_error_rates_runs, paired_mean,
+                           sentence_key)
 
 TASKS = ("auto", "srt", "s2tt", "smt", "asr")  # --task; auto: what the model folder was trained for
 GATHER_TIMEOUT = timedelta(hours=12)  # how long rank 0 waits for the slowest rank's shard
@@ -89,7 +90,7 @@ def _result(r: Row, task: Task, transcript: str = "", translation: str = "", err
         hyp_transcript=transcript if ok and task in (Task.SRT, Task.ASR) else None,
         hyp_translation=(transcript if task is Task.ASR else translation) if ok else None,
         ref_transcript=r.transcript or None, ref_translation=(r.translation or None) if task is not Task.ASR else None,
-        forced_tags=ok and forced_tags)
+        forced_tags=ok and forced_tags, sentence=r.sentence_id)
 
 
 def run_system(translator, rows: list[Row], task: Task, options: DecodingOptions, batch_size: int,
@@ -429,8 +430,9 @@ def compare_systems(report: Report, runs: dict[str, list[list[UtteranceResult]]]
         if not both:
             log(f"no paired COMET test of {s.name} against {first}: no row scored in both")
             continue
+        sentence = {_run_id(r.id, len(runs[first])): sentence_key(r) for r in scored[first]}
         comet.append((s.name, first, paired_mean([own[i] for i in both], [first_comet[i] for i in both],
-                                                 samples=samples)))
+                                                 samples=samples, sentences=[sentence[i] for i in both])))
     return replace(report, comparisons=tuple(comparisons), transcript_comparisons=tuple(transcripts),
                    comet_comparisons=tuple(comet))
 
@@ -441,8 +443,13 @@ def sentence_comet(rows: list[UtteranceResult], runs: int) -> dict[str, float]:
     by_id: dict[str, list[float]] = {}
     for r in rows:
         if r.comet is not None:
-            by_id.setdefault(r.id.split("/", 1)[1] if runs > 1 else r.id, []).append(100 * r.comet)
+            by_id.setdefault(_run_id(r.id, runs), []).append(100 * r.comet)
     return {i: sum(v) / len(v) for i, v in by_id.items()}
+
+
+def _run_id(row_id: str, runs: int) -> str:
+    """A row's id in its run (`pooled` prefixed the ids of several runs with 'RUN/')."""
+    return row_id.split("/", 1)[1] if runs > 1 else row_id
 
 
 def add_arguments(parser) -> None:

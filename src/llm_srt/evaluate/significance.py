@@ -2,11 +2,14 @@
 resampling over test sentences.
 
 The statistic is the one the paper's tables (and the demo's claims) compare: the average over directions of corpus
-BLEU per direction. Both systems are scored on the same resampled sentences (paired), resampling within each
-direction (stratified), so every resample keeps each direction's size. BLEU of a resample comes from SacreBLEU's
-own per-sentence sufficient statistics, summed, as SacreBLEU's paired test (`sacrebleu.significance`) computes it.
-The transcripts' test (`paired_error_rates`) is the same with the corpus WER/CER per source language, from each
-sentence's edit errors and reference length.
+BLEU per direction. Both systems are scored on the same resampled sentences (paired). The unit resampled is the test
+sentence with all its rows (`sentence_key`): in a many-to-many test set one sentence is a row in every direction
+(one clip translated into every target; in an N-way corpus such as FLEURS the same sentence read in every source
+language, translated into references shared across sources), and those rows are not independent: resampling them
+apart would count one sentence's luck once per direction and make p too small. BLEU of a resample comes from
+SacreBLEU's own per-sentence sufficient statistics, summed per direction with each sentence's multiplicity, as
+SacreBLEU's paired test (`sacrebleu.significance`) computes it. The transcripts' test (`paired_error_rates`) is the
+same with the corpus WER/CER per source language, from each sentence's edit errors and reference length.
 
 p is two-sided: the share of resampled differences, centred on their mean (the null hypothesis of no difference),
 at least as far from 0 as the observed difference, with the +1 correction of Koehn (2004) and SacreBLEU. A claim
@@ -18,7 +21,7 @@ where BLEU's resampling distribution is skewed, as it is near 0 BLEU: an interva
 """
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,6 +51,13 @@ class Comparison:
     @property
     def delta(self) -> float:
         return self.a - self.b
+
+    @property
+    def shown_p(self) -> str:
+        """p as reports print it: 3 decimals, or 5 where 3 would round a p below ALPHA up to it (the smallest
+        significant p of 1,000 resamples, 50 / 1001, prints 0.04995, not 0.050 beside "holds")."""
+        text = f"{self.p:.3f}"
+        return f"{self.p:.5f}" if self.p < ALPHA <= float(text) else text
 
     def verdict(self, alpha: float = ALPHA, higher_is_better: bool = True) -> str:
         """'holds', 'reversed' or 'not significant' for the claim "a beats b" (for a loss: lower is better)."""
@@ -89,19 +99,35 @@ def paired_bootstrap_runs(a: Sequence[Iterable[UtteranceResult | Mapping]],
     by_direction: dict[Direction, list[str]] = {}
     for key, r in runs_a[0].items():
         by_direction.setdefault((r.src, r.tgt), []).append(key)
-    rng = np.random.default_rng(seed)
+    sentences = {}  # sentence_key -> its index, in the order the rows first name them
+    sentence = {key: sentences.setdefault(sentence_key(r), len(sentences)) for key, r in runs_a[0].items()}
+    draws = np.random.default_rng(seed).integers(0, len(sentences), size=(samples, len(sentences)))
+    # (samples, sentences): how often each resample drew each sentence
+    times = np.stack([np.bincount(row, minlength=len(sentences)) for row in draws])
     full_a, full_b, boot_a, boot_b = [], [], [], []
     for (_, tgt), ids in sorted(by_direction.items()):
         metric = BLEU(tokenize=languages.get(tgt).bleu_tokenize)
-        # (sentences, statistics): each sentence's statistics summed over the runs
+        # (rows, statistics): each row's statistics summed over the runs
         stats_a, stats_b = (sum(_stats(metric, [rows[k] for k in ids]) for rows in runs) for runs in (runs_a, runs_b))
-        idx = rng.integers(0, len(ids), size=(samples, len(ids)))
+        weights = times[:, [sentence[k] for k in ids]]  # (samples, rows): each row as often as its sentence
         full_a.append(_score(metric, stats_a.sum(0)))
         full_b.append(_score(metric, stats_b.sum(0)))
-        boot_a.append([_score(metric, s) for s in stats_a[idx].sum(1)])
-        boot_b.append([_score(metric, s) for s in stats_b[idx].sum(1)])
+        boot_a.append([_score(metric, s) for s in weights @ stats_a])
+        boot_b.append([_score(metric, s) for s in weights @ stats_b])
     diffs = np.mean(boot_a, axis=0) - np.mean(boot_b, axis=0)  # (samples,): average over directions per resample
-    return _compare(float(np.mean(full_a)), float(np.mean(full_b)), diffs, len(keys))
+    return _compare(float(np.mean(full_a)), float(np.mean(full_b)), diffs, len(sentences))
+
+
+def sentence_key(r: UtteranceResult) -> tuple[str, ...]:
+    """The test sentence a row belongs to, the unit the paired tests resample: the manifest's sentence id where the
+    evaluation recorded it (`UtteranceResult.sentence`: every row of the sentence, in every direction); else the
+    source clip, known by its language and normalized reference transcript (its rows in every target); else the
+    row alone."""
+    if r.sentence is not None:
+        return ("sentence", r.sentence)
+    if r.ref_transcript is not None:
+        return ("clip", r.src, normalize(r.ref_transcript, r.src))
+    return ("row", r.id)
 
 
 def paired_error_rates(a: Iterable[UtteranceResult | Mapping], b: Iterable[UtteranceResult | Mapping],
@@ -167,20 +193,28 @@ def paired_error_rates_runs(a: Sequence[Iterable[UtteranceResult | Mapping]],
     return out
 
 
-def paired_mean(a: Sequence[float], b: Sequence[float], samples: int = SAMPLES, seed: int = 0) -> Comparison:
-    """The same test for a per-sentence measure (e.g. the teacher-forced loss of the reference, evaluate/loss.py):
-    mean of a against mean of b over the same sentences, in the same order."""
+def paired_mean(a: Sequence[float], b: Sequence[float], samples: int = SAMPLES, seed: int = 0,
+                sentences: Sequence[Hashable] | None = None) -> Comparison:
+    """The same test for a per-row measure (e.g. the teacher-forced loss of the reference, evaluate/loss.py): mean
+    of a against mean of b over the same rows, in the same order. `sentences`: each row's test sentence
+    (`sentence_key`, or a manifest's sentence id), so that a sentence's rows are resampled together; None: every
+    row its own."""
     x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if x.shape != y.shape or x.ndim != 1 or not x.size:
         raise LLMSRTError(f"paired values need two equal, non-empty lists, not {x.shape} and {y.shape}")
+    if sentences is not None and len(sentences) != x.size:
+        raise LLMSRTError(f"paired values of {x.size} rows need a sentence for each row, not {len(sentences)}")
     check_samples(samples)
     if not (np.isfinite(x).all() and np.isfinite(y).all()):
         raise LLMSRTError("paired values must be finite numbers (a NaN or inf loss would read as a significant "
                           "difference); check the losses")
     d = x - y
-    idx = np.random.default_rng(seed).integers(0, d.size, size=(samples, d.size))
-    diffs = d[idx].mean(axis=1)
-    return _compare(float(x.mean()), float(y.mean()), diffs, int(d.size))
+    index = {}
+    groups = np.array([index.setdefault(k, len(index)) for k in (range(d.size) if sentences is None else sentences)])
+    draws = np.random.default_rng(seed).integers(0, len(index), size=(samples, len(index)))
+    times = np.stack([np.bincount(row, minlength=len(index)) for row in draws])[:, groups]  # (samples, rows)
+    diffs = (times @ d) / times.sum(axis=1)
+    return _compare(float(x.mean()), float(y.mean()), diffs, len(index))
 
 
 def check_samples(samples: int) -> None:
