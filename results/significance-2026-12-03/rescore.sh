@@ -22,3 +22,5 @@ llm-srt evaluate --model beam5=$H/beam5/hyps.shipped_beam5.jsonl --model Cascade
 # five training seeds pooled, tested run by run
 llm-srt evaluate --model beam5=$B --model greedy=$G --model Cascade_beam5=$CB,$CB,$CB,$CB,$CB \
   --model Cascade=$C,$C,$C,$C,$C --out $OUT/seeds
+# five training seeds greedy against the greedy cascade
+llm-srt evaluate --model greedy=$G --model Cascade=$C,$C,$C,$C,$C --out $OUT/seeds_greedy
