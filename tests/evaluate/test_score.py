@@ -99,3 +99,24 @@ def test_special_files_are_named_and_never_block(tmp_path, capsys):
         rc, _, err = run(capsys, "--hyp", path, "--ref", ref, "--tgt-lang", "eng")
         assert rc == 2 and err.strip() == f"llm-srt score: error: {path}: " + err.split(f"{path}: ", 1)[1].strip()
         assert words in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_wer_of_an_unsegmented_script_says_cer_is_its_metric(tmp_path, capsys):
+    hyp, ref = tmp_path / "h.zho", tmp_path / "r.zho"
+    hyp.write_text("今天天气很好\n我们明天见\n", encoding="utf-8")
+    ref.write_text("今天的天气很好\n我们明天见\n", encoding="utf-8")
+    rc, out, err = run(capsys, "--hyp", hyp, "--ref", ref, "--tgt-lang", "zho", "--metric", "wer", "--json")
+    assert rc == 0 and json.loads(out)["score"] == 50.0  # one of two "words" (sentences) wrong
+    assert "zho transcripts are scored by CER" in err and "--metric cer" in err
+    rc, out, err = run(capsys, "--hyp", hyp, "--ref", ref, "--tgt-lang", "zho", "--metric", "cer", "--json")
+    assert rc == 0 and err == "" and json.loads(out)["score"] == pytest.approx(100 / 12, abs=0.005)  # 1 of 12
+
+
+def test_lines_whose_reference_normalizes_to_nothing_are_counted(tmp_path, capsys):
+    hyp, ref = tmp_path / "h.txt", tmp_path / "r.txt"
+    hyp.write_text("hello there\nnoise\n", encoding="utf-8")
+    ref.write_text("hello there\n[noise]\n", encoding="utf-8")  # Whisper's normalizer drops bracketed text
+    rc, out, err = run(capsys, "--hyp", hyp, "--ref", ref, "--tgt-lang", "eng", "--metric", "wer")
+    assert rc == 0 and out.startswith("WER = 0.00") and "(skipped 1 of 2 lines: reference empty after" in out
+    rc, out, _ = run(capsys, "--hyp", hyp, "--ref", ref, "--tgt-lang", "eng", "--metric", "wer", "--json")
+    assert json.loads(out)["n"] == 1 and json.loads(out)["skipped"] == 1

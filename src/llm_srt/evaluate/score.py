@@ -9,8 +9,10 @@
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
+from .. import languages
 from ..errors import LLMSRTError, open_regular, shown
 from . import metrics
 from .comet import DEFAULT_MODEL, CometOptions, segment_scores
@@ -30,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--comet-model", default=DEFAULT_MODEL, help="COMET model name, folder or checkpoint file")
     parser.add_argument("--comet-python", default=None,
                         help="the Python with unbabel-comet (default: $LLM_SRT_COMET_PYTHON, else the setup's)")
-    parser.add_argument("--json", action="store_true", help='print {"metric", "score", "signature", "n"} as JSON')
+    parser.add_argument("--json", action="store_true",
+                        help='print {"metric", "score", "signature", "n", "skipped"} as JSON')
 
 
 def main(args: argparse.Namespace) -> int:
@@ -44,11 +47,17 @@ def main(args: argparse.Namespace) -> int:
     if args.metric == "comet":
         return print_comet(args, hyps, refs)
     score = metrics.compute(args.metric, hyps, refs, args.tgt_lang)
+    usual = languages.get(args.tgt_lang).asr_metric
+    if args.metric in ("wer", "cer") and args.metric != usual:
+        print(f"note: {args.tgt_lang} transcripts are scored by {usual.upper()} in the paper's tables and in "
+              f"`llm-srt evaluate`{' (WER counts a sentence of an unsegmented script as one word)' * (usual == 'cer')}"
+              f"; --metric {usual} gives that", file=sys.stderr)
     if args.json:
         print(json.dumps({"metric": score.metric, "score": round(score.score, DECIMALS),
-                          "signature": score.signature, "n": score.n}, ensure_ascii=False))
+                          "signature": score.signature, "n": score.n, "skipped": score.skipped}, ensure_ascii=False))
     else:
-        print(score.format(DECIMALS))
+        print(score.format(DECIMALS) + (f"  (skipped {score.skipped} of {len(hyps)} lines: reference empty after "
+                                        "normalization)" if score.skipped else ""))
     return 0
 
 
