@@ -12,8 +12,6 @@ from typing import IO
 CACHE_ENV = "LLM_SRT_CACHE"  # overrides the cache folder
 OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")  # the Hugging Face libraries' offline switches
 OFFLINE_SET_HERE: set[str] = set()  # those of them this process turned on itself (`default_offline`)
-UMASK = os.umask(0o022)  # read once, at import (os.umask only reads by setting), and put back at once
-os.umask(UMASK)
 
 
 def default_offline() -> None:
@@ -61,6 +59,18 @@ def checkpoint_relative(directory: str | Path, path: str) -> str:
     return str(Path(directory) / p) if not p.is_absolute() and (Path(directory) / p).exists() else str(p)
 
 
+def umask() -> int:
+    """This process's umask, read where Linux shows it (/proc/self/status); elsewhere os.umask, which reads only by
+    setting it (and another thread's file made in between would get the stand-in)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            return next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        mask = os.umask(0o022)
+        os.umask(mask)
+        return mask
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | Path, mode: str = "w", fsync: bool = False) -> Iterator[IO]:
     """Open a temporary file beside `path` to write into; on success it replaces `path` (one rename), on any error
@@ -72,7 +82,7 @@ def atomic_file(path: str | Path, mode: str = "w", fsync: bool = False) -> Itera
     try:
         permissions = stat.S_IMODE(path.stat().st_mode)
     except FileNotFoundError:
-        permissions = 0o666 & ~UMASK
+        permissions = 0o666 & ~umask()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, permissions)

@@ -175,12 +175,17 @@ def test_a_manifest_that_is_a_fifo_or_a_symlink_loop_is_named_not_waited_on(tmp_
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o027], ids=oct)
-def test_manifests_and_summaries_get_the_permissions_a_plain_open_gives(tmp_path, monkeypatch, umask):
-    monkeypatch.setattr(paths, "UMASK", umask)
-    row = Row(**_row(1, audio=str(tmp_path / "a.wav")))
-    write_manifest(tmp_path / "m.jsonl", [row])
-    summary = Summary(tmp_path)
-    assert (tmp_path / "m.jsonl").stat().st_mode & 0o777 == summary.write().stat().st_mode & 0o777 == 0o666 & ~umask
+def test_manifests_and_summaries_get_the_permissions_a_plain_open_gives(tmp_path, umask):
+    before = os.umask(umask)
+    try:
+        assert paths.umask() == umask
+        row = Row(**_row(1, audio=str(tmp_path / "a.wav")))
+        write_manifest(tmp_path / "m.jsonl", [row])
+        summary = Summary(tmp_path)
+        written = summary.write()
+    finally:
+        os.umask(before)
+    assert (tmp_path / "m.jsonl").stat().st_mode & 0o777 == written.stat().st_mode & 0o777 == 0o666 & ~umask
     (tmp_path / "m.jsonl").chmod(0o600)  # a file written again keeps its permissions, as with open()
     write_manifest(tmp_path / "m.jsonl", [row])
     assert (tmp_path / "m.jsonl").stat().st_mode & 0o777 == 0o600

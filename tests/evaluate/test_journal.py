@@ -111,6 +111,25 @@ def test_a_killed_evaluation_goes_on_from_the_rows_it_decoded(counting, manifest
     assert not (tmp_path / "r" / run.PARTIAL).exists()
 
 
+def test_rows_kept_by_a_journal_without_sentence_ids_get_their_rows_sentence(counting, manifest, tmp_path):
+    """A journal written before results recorded the manifest's sentence id (the paired tests' unit) goes on
+    into the report an uninterrupted run writes: each kept row gets its row's sentence id back."""
+    evaluate(manifest, tmp_path / "whole")
+    counting.update(batches=0, items=[], stop_at=6)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(manifest, tmp_path / "r")
+    [journal_file] = (tmp_path / "r" / run.PARTIAL).glob("c.hyps.rank*.jsonl")
+    head, *kept = lines(journal_file)
+    old = [json.dumps({**k, "result": {f: v for f, v in k["result"].items() if f != "sentence"}}, ensure_ascii=False)
+           for k in map(json.loads, kept)]
+    assert all('"sentence"' not in line for line in old) and '"sentence"' in kept[0]
+    journal_file.write_text("\n".join([head, *old]) + "\n")
+    counting.update(batches=0, items=[], stop_at=None)
+    evaluate(manifest, tmp_path / "r")
+    assert len(counting["items"]) == N_ROWS - 5
+    assert (tmp_path / "r" / "hyps.c.jsonl").read_text() == (tmp_path / "whole" / "hyps.c.jsonl").read_text()
+
+
 def test_failed_and_edited_rows_are_decoded_again_and_a_cut_line_is_skipped(counting, manifest, tmp_path):
     rows = read_manifest(manifest)
     counting.update(stop_at=7, fail_size=int(0.6 * 16000))  # clip 0's rows fail

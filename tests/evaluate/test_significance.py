@@ -310,3 +310,33 @@ def test_a_p_just_below_alpha_never_prints_as_alpha():
         return Comparison(1.0, 0.0, p, 0.1, 1.9, 10, 1000).shown_p
 
     assert [shown(50 / 1001), shown(51 / 1001), shown(0.0494), shown(0.004)] == ["0.04995", "0.051", "0.049", "0.004"]
+
+
+def test_the_unit_is_the_same_whichever_system_comes_first():
+    """A system read from a hyps file written before results recorded sentence ids, against one that has them:
+    both orders resample the recorded sentences, as when both have them."""
+    r = refs(40, seed=11)
+    a_of, b_of = (lambda i, s: s if i % 3 else truncated(5)(i, s)), (lambda i, s: s if i % 4 else "")
+    directions = [("eng", "deu"), ("spa", "deu"), ("eng", "fra")]
+    new_a, new_b = nway(r, a_of, directions, True), nway(r, b_of, directions, True)
+    old_a = nway(r, a_of, directions, False)
+    both = paired_bootstrap(new_a, new_b, samples=300)
+    assert both.sentences == 40
+    for c in (paired_bootstrap(old_a, new_b, samples=300), paired_bootstrap(new_b, old_a, samples=300)):
+        assert (abs(c.delta), c.p, c.sentences) == pytest.approx((abs(both.delta), both.p, 40))
+
+
+def test_each_direction_keeps_its_size_where_no_sentence_spans_two():
+    """Sentences of their own per direction (CoVoST X->eng, older hyps files) are drawn per direction, as the set of
+    directions they cover is their stratum: a one-sentence direction is in every resample. Here only that sentence
+    differs, so every resample's difference is the observed one."""
+    from llm_srt.evaluate.significance import resample_counts
+
+    big = [{"id": f"d{i}", "src": "eng", "tgt": "deu", "ref_translation": t, "hyp_translation": t}
+           for i, t in enumerate(refs(150, seed=3))]
+    one = {"id": "f0", "src": "eng", "tgt": "fra", "ref_translation": "le chat dort sur le tapis rouge"}
+    c = paired_bootstrap(big + [{**one, "hyp_translation": one["ref_translation"]}],
+                         big + [{**one, "hyp_translation": ""}], samples=300)
+    assert c.delta == pytest.approx(50) and c.low == pytest.approx(50) and c.high == pytest.approx(50)
+    times = resample_counts(["deu"] * 5 + ["fra"] * 2 + ["deu"], 50, seed=1)
+    assert (times[:, [0, 1, 2, 3, 4, 7]].sum(1) == 6).all() and (times[:, 5:7].sum(1) == 2).all()

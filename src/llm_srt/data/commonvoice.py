@@ -80,7 +80,7 @@ def _validated_extra(locale_dir: Path, by_split: dict[str, list[Utterance]], sum
     sentences = {u.sentence_id for u in held if u.transcript}
     extra = []
     for u in read_split(locale_dir, "validated", required=REQUIRED_COLUMNS + ("client_id",)):
-        if u.audio in seen:
+        if u.audio is not None and u.audio in seen:
             continue
         if u.speaker in speakers:
             summary.drop("validated.tsv clip by a dev/test speaker (client_id)", u.where)

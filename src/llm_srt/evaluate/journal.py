@@ -21,7 +21,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from .. import __version__
@@ -158,8 +158,9 @@ class Journal:
         self.rows[digest] = result
 
     def results(self, rows: list[Row]) -> list[UtteranceResult]:
-        """Every row's result, kept or just decoded, in the rows' order."""
-        return [self.rows[row_digest(r)] for r in rows]
+        """Every row's result, kept or just decoded, in the rows' order, with its row's sentence id (a journal
+        written before results recorded it has none)."""
+        return [replace(self.rows[row_digest(r)], sentence=r.sentence_id) for r in rows]
 
 
 def remove_journals(folder: Path, stems: list[str]) -> None:

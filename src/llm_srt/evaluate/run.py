@@ -35,7 +35,7 @@ from . import journal
 from .journal import Journal, remove_journals
 from .report import Report, UtteranceResult, build_report, format_table, load_results, write_report
 from .significance import (SAMPLES, check_samples, paired_bootstrap_runs, paired_error_rates_runs, paired_mean,
-                           sentence_key)
+                           sentence_keys)
 
 TASKS = ("auto", "srt", "s2tt", "smt", "asr")  # --task; auto: what the model folder was trained for
 GATHER_TIMEOUT = timedelta(hours=12)  # how long rank 0 waits for the slowest rank's shard
@@ -430,7 +430,7 @@ def compare_systems(report: Report, runs: dict[str, list[list[UtteranceResult]]]
         if not both:
             log(f"no paired COMET test of {s.name} against {first}: no row scored in both")
             continue
-        sentence = {_run_id(r.id, len(runs[first])): sentence_key(r) for r in scored[first]}
+        sentence = sentence_keys([{_run_id(r.id, len(runs[n])): r for r in scored[n]} for n in (first, s.name)])
         comet.append((s.name, first, paired_mean([own[i] for i in both], [first_comet[i] for i in both],
                                                  samples=samples, sentences=[sentence[i] for i in both])))
     return replace(report, comparisons=tuple(comparisons), transcript_comparisons=tuple(transcripts),

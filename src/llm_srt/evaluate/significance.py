@@ -79,7 +79,8 @@ def paired_bootstrap_runs(a: Sequence[Iterable[UtteranceResult | Mapping]],
     """The same test over several training runs of each system (e.g. one per training seed): run i of `a` is paired
     with run i of `b`, and every run covers the same test rows. A system's BLEU per direction is that of all its
     runs' hypotheses together (their sufficient statistics summed), averaged over directions. A resample draws test
-    sentences (per direction, as above), each with its rows of every run: the sentence is the unit, since one
+    sentences (`sentence_keys`, `resample_counts`), each with its rows in every direction and every run: the
+    sentence is the unit, since one
     sentence's rows in different runs are not independent (resampling them apart would overstate the evidence: the
     same run twice would look like twice the sentences). One run is `paired_bootstrap`."""
     if len(a) != len(b) or not a:
@@ -99,11 +100,13 @@ def paired_bootstrap_runs(a: Sequence[Iterable[UtteranceResult | Mapping]],
     by_direction: dict[Direction, list[str]] = {}
     for key, r in runs_a[0].items():
         by_direction.setdefault((r.src, r.tgt), []).append(key)
-    sentences = {}  # sentence_key -> its index, in the order the rows first name them
-    sentence = {key: sentences.setdefault(sentence_key(r), len(sentences)) for key, r in runs_a[0].items()}
-    draws = np.random.default_rng(seed).integers(0, len(sentences), size=(samples, len(sentences)))
-    # (samples, sentences): how often each resample drew each sentence
-    times = np.stack([np.bincount(row, minlength=len(sentences)) for row in draws])
+    unit = sentence_keys(runs_a + runs_b)
+    sentences = {}  # sentence -> its index, in the order the rows first name them
+    sentence = {key: sentences.setdefault(unit[key], len(sentences)) for key in keys}
+    covers: dict[int, set[Direction]] = {}  # sentence -> the directions it has rows in
+    for key, r in runs_a[0].items():
+        covers.setdefault(sentence[key], set()).add((r.src, r.tgt))
+    times = resample_counts([frozenset(covers[i]) for i in range(len(sentences))], samples, seed)
     full_a, full_b, boot_a, boot_b = [], [], [], []
     for (_, tgt), ids in sorted(by_direction.items()):
         metric = BLEU(tokenize=languages.get(tgt).bleu_tokenize)
@@ -116,6 +119,35 @@ def paired_bootstrap_runs(a: Sequence[Iterable[UtteranceResult | Mapping]],
         boot_b.append([_score(metric, s) for s in weights @ stats_b])
     diffs = np.mean(boot_a, axis=0) - np.mean(boot_b, axis=0)  # (samples,): average over directions per resample
     return _compare(float(np.mean(full_a)), float(np.mean(full_b)), diffs, len(sentences))
+
+
+def resample_counts(strata: Sequence[Hashable], samples: int, seed: int) -> np.ndarray:
+    """(samples, units): how often each resample draws each unit, drawing within each stratum (`strata[i]`: unit
+    i's) as many units as it holds. The BLEU test's strata are the sets of directions its sentences have rows in, so
+    every resample keeps each direction's size: one stratum in an N-way set, one per direction where no sentence
+    spans two (the test before 2026-12-03 drew its rows that way)."""
+    rng = np.random.default_rng(seed)
+    members: dict[Hashable, list[int]] = {}
+    for i, stratum in enumerate(strata):
+        members.setdefault(stratum, []).append(i)
+    times = np.zeros((samples, len(strata)), dtype=np.int64)
+    for units in members.values():
+        draws = np.asarray(units)[rng.integers(0, len(units), size=(samples, len(units)))]
+        for row, drawn in zip(times, draws):
+            row += np.bincount(drawn, minlength=len(strata))
+    return times
+
+
+def sentence_keys(runs: Iterable[Mapping[str, UtteranceResult]]) -> dict[str, tuple[str, ...]]:
+    """Row id -> its test sentence (`sentence_key`) over all the runs of the systems compared: the sentence id
+    wherever any run recorded one (a system read from an older hyps file then takes the other's), else the
+    first run's fallback, so the two systems and every test of a report resample the same units."""
+    out: dict[str, tuple[str, ...]] = {}
+    for rows in runs:
+        for key, r in rows.items():
+            if key not in out or (r.sentence is not None and out[key][0] != "sentence"):
+                out[key] = sentence_key(r)
+    return out
 
 
 def sentence_key(r: UtteranceResult) -> tuple[str, ...]:
@@ -211,8 +243,7 @@ def paired_mean(a: Sequence[float], b: Sequence[float], samples: int = SAMPLES, 
     d = x - y
     index = {}
     groups = np.array([index.setdefault(k, len(index)) for k in (range(d.size) if sentences is None else sentences)])
-    draws = np.random.default_rng(seed).integers(0, len(index), size=(samples, len(index)))
-    times = np.stack([np.bincount(row, minlength=len(index)) for row in draws])[:, groups]  # (samples, rows)
+    times = resample_counts([0] * len(index), samples, seed)[:, groups]  # (samples, rows)
     diffs = (times @ d) / times.sum(axis=1)
     return _compare(float(x.mean()), float(y.mean()), diffs, len(index))
 
