@@ -15,6 +15,7 @@ from llm_srt.data.manifest import Row, write_manifest
 from llm_srt.errors import LLMSRTError
 from llm_srt.infer import SpeechTranslator, max_new_tokens
 from llm_srt.model.decoding import DecodingOptions
+from llm_srt.model.systems import Output
 from llm_srt.prompts import Task
 
 OPTS = DecodingOptions(max_new_tokens=10)
@@ -285,3 +286,170 @@ def test_skip_existing_goes_on_from_an_interrupted_run(model_dir, clips, tmp_pat
     assert not list((tmp_path / "r").glob("*.part"))
     assert cli.main([*args, "--format", "json", "--out-dir", str(tmp_path / "j"), "--skip-existing"]) == 2
     assert "--skip-existing needs --out-dir and --format text, srt or vtt" in capsys.readouterr().err
+
+
+# ---- stub systems: what translate() hands over and keeps, without a model --------------------------------------
+SR = 16000
+
+
+class Stub:
+    """A system whose output names its item's length ("t1.60" / "tr1.60" for 1.6 s); a batch holding an item that
+    `fails(item)` raises, as a CUDA error does; the batch numbered `interrupt` (1 = the first) is a Ctrl-C."""
+
+    name, placement = "stub", None
+
+    def __init__(self, fails=lambda item: False, interrupt: int | None = None):
+        self.fails, self.interrupt, self.batches = fails, interrupt, []
+
+    def run_batch(self, items, options):
+        self.batches.append([it.audio.size for it in items])
+        if len(self.batches) == self.interrupt:
+            raise KeyboardInterrupt
+        if any(self.fails(it) for it in items):
+            raise RuntimeError("CUDA error: an illegal memory access was encountered\nCUDA kernel errors ...")
+        return [Output(f"t{it.audio.size / SR:.2f}", f"tr{it.audio.size / SR:.2f}") for it in items]
+
+    def detect_language(self, audio):
+        return "eng"
+
+
+def recording(seconds: float, speech: list[tuple[float, float]], noise: float = 1e-3, seed: int = 0) -> np.ndarray:
+    """`seconds` of steady noise (1e-3: -60 dBFS) with a 440 Hz tone (speech) over each (start, end) span."""
+    x = (noise * np.random.default_rng(seed).standard_normal(int(seconds * SR))).astype(np.float32)
+    for a, b in speech:
+        i, j = int(a * SR), int(b * SR)
+        x[i:j] += (0.3 * np.sin(2 * np.pi * 440 * np.arange(j - i) / SR)).astype(np.float32)
+    return x
+
+
+def stub_cli(monkeypatch, system: Stub):
+    from llm_srt import infer
+
+    monkeypatch.setattr(infer, "translator_from_args", lambda args: SpeechTranslator(system))
+
+
+def test_speech_is_found_wherever_it_lies_in_a_short_input():
+    """Before, inputs of 30 s or less went in whole: 25 s with speech at 18-21 s was one 25 s item (mostly
+    silence, which a model fills with made-up text), and SegmentOptions(max_seconds=10) was ignored."""
+    from llm_srt.segment import SegmentOptions
+
+    stub = Stub()
+    [late] = SpeechTranslator(stub).translate([recording(25.0, [(18.0, 21.0)])], "eng", "deu")
+    [(start, end)] = [(s.start, s.end) for s in late.segments]
+    assert start == pytest.approx(18.0, abs=0.1) and end == pytest.approx(21.0, abs=0.1)
+    assert stub.batches == [[round((end - start) * SR)]] and late.translation == f"tr{end - start:.2f}"
+    [capped] = SpeechTranslator(Stub()).translate([recording(25.0, [(0.0, 25.0)])], "eng", "deu",
+                                                  segment_options=SegmentOptions(max_seconds=10.0))
+    assert len(capped.segments) >= 3 and all(s.end - s.start <= 10.0 for s in capped.segments)
+    stub = Stub()  # speech filling the clip but for short silences at its ends goes in whole, as in training
+    whole = SpeechTranslator(stub).translate([recording(6.0, [(0.8, 5.5)]), tiny.tone(1.6, 650)], "eng", "deu")
+    assert [[(s.start, s.end) for s in r.segments] for r in whole] == [[(0.0, 6.0)], [(0.0, 1.6)]]
+    assert sorted(stub.batches[0]) == [int(1.6 * SR), 6 * SR]
+
+
+def test_an_input_without_speech_gets_no_segment_and_no_text(tmp_path, monkeypatch, capsys):
+    """Before, silence went in whole (or as its first second): the model made up subtitles for it."""
+    stub = Stub()
+    silent, hiss = np.zeros(5 * SR, np.float32), recording(40.0, [])
+    results = SpeechTranslator(stub).translate([silent, hiss], "eng", "deu")
+    assert stub.batches == [] and [r.to_dict()["no_speech"] for r in results] == [True, True]
+    assert all(r.error is None and r.segments == [] and r.transcript == r.translation == "" for r in results)
+    write_wav(tmp_path / "silent.wav", silent)
+    write_wav(tmp_path / "speech.wav", recording(3.0, [(0.5, 2.5)]))
+    stub_cli(monkeypatch, stub)
+    files = [str(tmp_path / "silent.wav"), str(tmp_path / "speech.wav")]
+    base = ["translate", *files, "--model", "stub", "--src", "eng", "--tgt", "deu"]
+    assert cli.main([*base, "--format", "srt", "--out-dir", str(tmp_path / "out")]) == 0
+    out = tmp_path / "out"
+    assert (out / "silent.srt").read_text() == "" and "-->" in (out / "speech.srt").read_text()
+    assert capsys.readouterr().err == (f"llm-srt translate: {files[0]}: no speech found (silence or steady noise); "
+                                       "nothing to translate\n")
+    assert cli.main([*base, "--format", "json"]) == 0
+    silent_json = json.loads(capsys.readouterr().out)[0]
+    assert silent_json["segments"] == [] and silent_json["no_speech"] and silent_json["translation"] == ""
+
+
+def test_a_failing_batch_is_retried_down_to_the_rows_that_fail():
+    """Before, a failed batch was retried once as two halves: the good rows sharing a half with a bad one failed
+    with it."""
+    from llm_srt.infer import run_items
+    from llm_srt.model.systems import Item
+
+    items = [Item(tiny.tone(1.0 + k / 10, 300), "eng", "deu", Task.SRT) for k in range(8)]
+    bad = items[5].audio.size
+    stub = Stub(fails=lambda it: it.audio.size == bad)
+    out = run_items(stub, items, OPTS, batch_size=8)
+    assert [o.error is not None for o in out] == [k == 5 for k in range(8)]
+    assert out[5].error == "RuntimeError: CUDA error: an illegal memory access was encountered"
+    assert len(stub.batches) == 7  # 8 -> 4 + 4 -> 2 + 2 -> 1 + 1
+    seen = {}
+    assert run_items(stub, items, OPTS, batch_size=8, on_output=seen.__setitem__) == out
+    assert seen == dict(enumerate(out))  # each output handed over as it is ready
+
+
+def test_a_failed_segment_is_counted_and_the_inputs_other_segments_kept(tmp_path, monkeypatch, capsys):
+    """Before, the error line named no input ("RuntimeError: CUDA error ...") and one failed segment lost all the
+    input's segments."""
+    talk = recording(36.0, [(0.5, 3.0), (15.5, 17.0), (30.0, 33.5)])  # three phrases apart: three segments
+    write_wav(tmp_path / "talk.wav", talk)
+    write_wav(tmp_path / "other.wav", tiny.tone(1.2, 650))
+    [_, middle, _] = SpeechTranslator(Stub()).translate([talk], "eng", "deu")[0].segments
+    stub = Stub(fails=lambda it: abs(it.audio.size - (middle.end - middle.start) * SR) < 2)
+    files = [str(tmp_path / "talk.wav"), str(tmp_path / "other.wav")]
+    [talk_result, other] = SpeechTranslator(stub).translate(files, "eng", "deu", batch_size=4)
+    assert [s.error is not None for s in talk_result.segments] == [False, True, False] and other.error is None
+    assert talk_result.error.startswith("1 of 3 segments failed (the first, 00:00:15.") and \
+        talk_result.error.endswith(": RuntimeError: CUDA error: an illegal memory access was encountered)")
+    assert len(talk_result.kept) == 2 and talk_result.translation.count("tr") == 2
+    stub_cli(monkeypatch, Stub(fails=stub.fails))
+    rc = cli.main(["translate", *files, "--model", "stub", "--src", "eng", "--tgt", "deu", "--format", "srt",
+                   "--out-dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err.splitlines()
+    assert rc == 0 and err == [f"llm-srt translate: {files[0]}: {talk_result.error}",
+                               "llm-srt translate: 1 of 2 inputs failed in part (named above); the segments that did "
+                               f"not fail are in their *.incomplete.* files in {tmp_path / 'out'}, and "
+                               "--skip-existing translates them again"]
+    assert (tmp_path / "out" / "talk.incomplete.srt").read_text().count("-->") == 2
+    assert not (tmp_path / "out" / "talk.srt").exists()  # not taken for a finished input by --skip-existing
+    assert (tmp_path / "out" / "other.srt").read_text().count("-->") == 1
+    stub_cli(monkeypatch, Stub())  # the failure gone: --skip-existing translates the incomplete input whole
+    rc = cli.main(["translate", *files, "--model", "stub", "--src", "eng", "--tgt", "deu", "--format", "srt",
+                   "--out-dir", str(tmp_path / "out"), "--skip-existing"])
+    assert rc == 0 and "1 of 2 inputs skipped" in capsys.readouterr().err
+    assert (tmp_path / "out" / "talk.srt").read_text().count("-->") == 3
+    assert not (tmp_path / "out" / "talk.incomplete.srt").exists()
+
+
+def test_each_input_is_written_as_soon_as_its_segments_are_done(tmp_path, monkeypatch, capsys):
+    """Before, outputs were written only after a group of about 2 h of audio: Ctrl-C lost the finished inputs (and
+    --skip-existing did them again). One clip a batch, Ctrl-C in the third: the first two are written."""
+    files = []
+    for k in range(4):
+        write_wav(tmp_path / f"c{k}.wav", tiny.tone(1.0, 300 + 100 * k, seed=k))
+        files.append(str(tmp_path / f"c{k}.wav"))
+    stub_cli(monkeypatch, Stub(interrupt=3))
+    rc = cli.main(["translate", *files, "--model", "stub", "--src", "eng", "--tgt", "deu", "--format", "srt",
+                   "--batch-size", "1", "--out-dir", str(tmp_path / "out")])
+    assert rc == 130 and "interrupted" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["c0.srt", "c1.srt"]
+    write_wav(tmp_path / "long.wav", tiny.tone(3.0, 500))  # done first (longest first), printed second
+    stub = Stub()
+    stub_cli(monkeypatch, stub)
+    assert cli.main(["translate", files[0], str(tmp_path / "long.wav"), "--model", "stub", "--src", "eng", "--tgt",
+                     "deu", "--batch-size", "1"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert stub.batches == [[3 * SR], [SR]] and out[0] == files[0] and out[3] == str(tmp_path / "long.wav")
+
+
+def test_subtitles_of_a_text_the_task_never_writes_are_refused(monkeypatch, capsys, clips):
+    """Before, --task s2tt --format vtt --subtitles transcript printed an empty WEBVTT file and exit code 0."""
+    stub_cli(monkeypatch, Stub())
+    for task, text in (("s2tt", "transcript"), ("asr", "translation")):
+        assert cli.main(["translate", clips[0], "--model", "stub", "--src", "eng", "--tgt", "deu", "--task", task,
+                         "--format", "vtt", "--subtitles", text]) == 2
+        assert capsys.readouterr().err == (f"llm-srt translate: error: --task {task} writes no {text}, so --subtitles "
+                                           f"{text} would give vtt files without a cue; use --subtitles both, or "
+                                           "--task srt for both texts\n")
+    assert cli.main(["translate", clips[0], "--model", "stub", "--src", "eng", "--tgt", "deu", "--task", "s2tt",
+                     "--format", "vtt", "--subtitles", "translation"]) == 0
+    assert "tr" in capsys.readouterr().out

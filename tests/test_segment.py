@@ -128,3 +128,28 @@ def test_other_sample_rate():
 
     x = soxr.resample(tone_bursts(BURSTS), SR, 22050)  # hop of 220.5 samples rounds to 220: times must not drift
     check_against_truth(segment(x, 22050), BURSTS, 30.0)
+
+
+@pytest.mark.parametrize("share", [0.02, 0.04, 0.06, 0.10])
+def test_a_short_phrase_in_long_noise_is_found_and_nothing_else(share):
+    """Before, the clip's level was its 95th-percentile frame: with speech under ~6% of a clip that frame is noise,
+    the thresholds fell into the noise and the noise was cut blindly into 30 s segments."""
+    phrase = (5.0, 6.5)
+    seconds = (phrase[1] - phrase[0]) / share
+    x = tone_bursts([phrase], seconds=seconds)
+    x += np.random.default_rng(2).normal(0, 1e-3, x.size).astype(np.float32)  # steady noise at -60 dBFS
+    segs = segment(x, SR)
+    check_against_truth(segs, [phrase], 30.0)
+    assert len(segs) == 1 and segs[0].duration < 2.0
+
+
+def test_steady_noise_is_no_speech_but_a_steady_loud_clip_is():
+    hiss = np.random.default_rng(3).normal(0, 3e-3, 40 * SR).astype(np.float32)  # -50 dBFS, nothing stands out
+    assert segment(hiss, SR) == []
+    tone = 0.3 * np.sin(2 * np.pi * 440 * np.arange(2 * SR) / SR).astype(np.float32)  # no pause at all
+    assert [(s.start, s.end) for s in segment(tone, SR)] == [(0.0, 2.0)]
+
+
+def test_no_segment_ends_past_the_audio():
+    x = tone_bursts([(0.5, 3.2109375)], seconds=3.2109375)  # 51375 samples: the end rounds up to 3.211 s
+    assert segment(x, SR)[-1].end == 3.21

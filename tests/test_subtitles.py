@@ -77,3 +77,12 @@ def test_empty_cues_and_errors(tmp_path):
         write(tmp_path / "x.txt", CUES)
     path = write(tmp_path / "x.vtt", CUES)
     assert len(parse(path.read_text(encoding="utf-8"), VTT_TIME, header="WEBVTT")) == 3
+
+
+def test_vtt_escapes_what_its_cue_text_cannot_hold_and_srt_keeps_it():
+    """WebVTT cue text cannot hold '&', '<' or '>' as such ('<' starts a tag); before, they were written as they
+    were. SubRip players read tags such as <i> in the text: it keeps it as it is."""
+    cue = Cue.of(0.0, 1.0, "Tom & Jerry <i>3 > 2</i>", "a <b> & c")
+    assert parse(to_vtt([cue]), VTT_TIME, header="WEBVTT")[0][3] == ["a &lt;b&gt; &amp; c",
+                                                                     "Tom &amp; Jerry &lt;i&gt;3 &gt; 2&lt;/i&gt;"]
+    assert parse(to_srt([cue]), SRT_TIME)[0][3] == ["a <b> & c", "Tom & Jerry <i>3 > 2</i>"]

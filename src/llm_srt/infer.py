@@ -1,20 +1,22 @@
-"""Run a system on audio: batched decoding, long audio split at pauses, results as dataclasses.
+"""Run a system on audio: batched decoding, audio cut into its speech segments, results as dataclasses.
 
     SpeechTranslator.from_pretrained("runs/embedded/srt/final").translate(["a.wav"], src="eng", tgt="deu")
 
 `model` may also be "whisper" (Whisper's own decoder), "cascade" (Whisper ASR, then an LLM translating the
 transcript) or "mt" (text MT); see model/systems.py. `src`, `tgt` and `task` are one value for every input or one
 per input: a batch mixes languages and tasks freely. Work items (what goes to the system) stay apart from the
-results (built from the items and the system's outputs at the end).
+results (built from the items and the system's outputs as each input is finished).
 """
 
 import contextlib
 import logging
+import math
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 
 from . import device as placement_of
@@ -27,7 +29,7 @@ from .model.systems import Item, Output, System, cap, check_item, load_system
 from .prompts import Task
 from .segment import Segment, SegmentOptions, segment
 
-WINDOW_SECONDS = 30.0  # Whisper's window: longer inputs are segmented
+WINDOW_SECONDS = 30.0  # Whisper's window: the longest segment (SegmentOptions.max_seconds)
 TOKENS_PER_SECOND = 12.0  # generous upper bound on text tokens per second of Latin-script speech, per text part
 SCRIPT_TOKEN_FACTOR = {"Latn": 1.0, "Cyrl": 1.5}  # tokens per Latin token for the same speech; other scripts:
 OTHER_SCRIPT_FACTOR = 2.5  # char-tokenized / byte-heavy scripts (Jpan, Hans, Hant, Kore, Thai) need far more
@@ -45,6 +47,7 @@ class SegmentResult:
     transcript: str
     translation: str
     forced_tags: bool = False  # SRT: its language tags were written for it (Output.forced_tags)
+    error: str | None = None  # None when fine; else why the system failed on this segment (its texts are empty)
 
 
 @dataclass
@@ -56,18 +59,30 @@ class TranslationResult:
     transcript: str = ""
     translation: str = ""
     duration: float = 0.0  # seconds of audio
-    segments: list[SegmentResult] = field(default_factory=list)
-    error: str | None = None  # None when fine; else why this input failed (the others are unaffected)
+    segments: list[SegmentResult] = field(default_factory=list)  # its speech, in order; none: no speech found
+    error: str | None = None  # None when fine; else why this input failed (the others are unaffected), or how many
+    #                           of its segments failed (the others' texts are kept)
 
     @property
     def forced_tags(self) -> bool:
         """SRT: a segment's language tags were written for it (the model would have ended after its transcript)."""
         return any(s.forced_tags for s in self.segments)
 
+    @property
+    def no_speech(self) -> bool:
+        """The input was read and holds no speech: nothing was translated, and its texts are empty."""
+        return self.error is None and not self.segments
+
+    @property
+    def kept(self) -> list[SegmentResult]:
+        """The segments the system did not fail on."""
+        return [s for s in self.segments if s.error is None]
+
     def to_dict(self) -> dict:
         return {"audio": self.audio, "src": self.src, "tgt": self.tgt, "task": self.task,
                 "transcript": self.transcript, "translation": self.translation, "duration": round(self.duration, 3),
-                "segments": [vars(s) for s in self.segments], "forced_tags": self.forced_tags, "error": self.error}
+                "segments": [vars(s) for s in self.segments], "forced_tags": self.forced_tags,
+                "no_speech": self.no_speech, "error": self.error}
 
 
 @dataclass(frozen=True)
@@ -111,13 +126,15 @@ def error_line(e: BaseException) -> str:
 
 
 def run_items(system: System, items: Sequence[Item], options: DecodingOptions = DecodingOptions(),
-              batch_size: int = 8, progress: Callable[[int], object] | None = None) -> list[Output]:
+              batch_size: int = 8, progress: Callable[[int], object] | None = None,
+              on_output: Callable[[int, Output], object] | None = None) -> list[Output]:
     """One Output per item, in order, however mixed the languages and tasks. Items run longest first in batches of
     `batch_size` (similar lengths together; the first batch shows the peak memory); each item's output is capped
     by its own budget (item_budget: duration and scripts, or the given text's length). A batch that fails (a CUDA
-    out-of-memory, any error) is retried once as two halves before its rows fail, so one long clip does not fail
-    its neighbours; a failed row has `error` set, as has an item no system can run (model.systems.check_item),
-    which never reaches the system. `progress(n)` is called as n more items are done (failed ones included)."""
+    out-of-memory, any error) is retried in halves, down to single rows (at most 2n - 1 calls for n rows), so only
+    the rows that fail alone fail; a failed row has `error` set, as has an item no system can run
+    (model.systems.check_item), which never reaches the system. `progress(n)` is called as n more items are done
+    (failed ones included); `on_output(k, output)` as item k's output is ready (in the order the items run)."""
     if batch_size < 1:
         raise LLMSRTError(f"batch size must be at least 1, got {batch_size} (--batch-size)")
     outputs: list[Output | None] = [None] * len(items)
@@ -127,6 +144,8 @@ def run_items(system: System, items: Sequence[Item], options: DecodingOptions = 
             check_item(it)
         except LLMSRTError as e:
             outputs[k] = Output(error=str(e))
+            if on_output is not None:
+                on_output(k, outputs[k])
             continue
         items[k] = replace(it, max_new_tokens=item_budget(it, cap(it, options)))
     size = [it.audio.size if it.audio is not None else len(it.transcript) for it in items]
@@ -136,14 +155,16 @@ def run_items(system: System, items: Sequence[Item], options: DecodingOptions = 
         progress(len(items) - len(order))
     for start in range(0, len(order), batch_size):
         chunk = order[start:start + batch_size]
-        for k, out in zip(chunk, _run_chunk(system, [items[k] for k in chunk], options, retry=True)):
+        for k, out in zip(chunk, _run_chunk(system, [items[k] for k in chunk], options)):
             outputs[k] = out
+            if on_output is not None:
+                on_output(k, out)
         if progress is not None:
             progress(len(chunk))
     return outputs
 
 
-def _run_chunk(system: System, chunk: list[Item], options: DecodingOptions, retry: bool) -> list[Output]:
+def _run_chunk(system: System, chunk: list[Item], options: DecodingOptions) -> list[Output]:
     opts = replace(options, max_new_tokens=max(it.max_new_tokens for it in chunk))
     try:
         outs = system.run_batch(chunk, opts)
@@ -155,12 +176,11 @@ def _run_chunk(system: System, chunk: list[Item], options: DecodingOptions, retr
     # out of the except block: the traceback (and the tensors its frames hold) is gone before the cache is freed
     if oom:
         torch.cuda.empty_cache()
-    if retry and len(chunk) > 1:
-        log.warning("a batch of %d failed (%s); retrying it as two halves", len(chunk), error)
-        half = (len(chunk) + 1) // 2
-        return (_run_chunk(system, chunk[:half], options, retry=False)
-                + _run_chunk(system, chunk[half:], options, retry=False))
-    return [Output(error=error)] * len(chunk)
+    if len(chunk) == 1:
+        return [Output(error=error)]
+    log.warning("a batch of %d failed (%s); retrying it as two halves", len(chunk), error)
+    half = (len(chunk) + 1) // 2
+    return _run_chunk(system, chunk[:half], options) + _run_chunk(system, chunk[half:], options)
 
 
 def _per_input(value, n: int, option: str) -> list:
@@ -195,10 +215,13 @@ class SpeechTranslator:
                   segment_options: SegmentOptions = SegmentOptions(), progress=None,
                   on_result: Callable[[int, TranslationResult], object] | None = None) -> list[TranslationResult]:
         """One result per input, in order. `src` / `tgt` / `task`: one value, or one per input ("auto" source:
-        language ID per input). A bad input gets `error` set; the others are still translated. Inputs are decoded
-        and run in groups of about PENDING_SECONDS of audio, so memory does not grow with the number of inputs;
-        `on_result(i, result)` is called, in order, as each group's inputs are done (so a caller can write them
-        out before the next group runs, and an interrupted run keeps what was finished)."""
+        language ID per input). Each input goes to the system as its speech segments (`speech_segments`); one
+        without speech gets no segment and empty texts. A bad input gets `error` set; the others are still
+        translated; a segment that fails leaves its input's other segments translated (the input's `error` counts
+        it). Inputs are decoded and run in groups of about PENDING_SECONDS of audio, so memory does not grow with
+        the number of inputs; `on_result(i, result)` is called as each input is done (its last segment back from
+        the system, so not in input order), so a caller can write it out at once and an interrupted run keeps
+        every input that was finished."""
         if batch_size < 1:
             raise LLMSRTError(f"batch size must be at least 1, got {batch_size} (--batch-size)")
         n = len(inputs)
@@ -221,55 +244,91 @@ class SpeechTranslator:
                         tgts[i] if tasks[i].needs_translation else None, tasks[i],
                         transcripts[i] if transcripts else "") for i, x in enumerate(inputs)]
 
-        errors: list[str | None] = [None] * n
         durations = [0.0] * n
         langs: list[str | None] = [a.src if a.src != "auto" else None for a in asked]
-        segments: list[list[SegmentResult]] = [[] for _ in range(n)]
-        work: list[tuple[int, Segment, Item]] = []  # (input index, its segment, the item for the system)
+        segments: list[list[SegmentResult | None]] = [[] for _ in range(n)]
+        left = [0] * n  # segments of each input still to come back from the system
+        results: list[TranslationResult | None] = [None] * n
+        work: list[tuple[int, int, Segment, Item]] = []  # (input index, segment index, segment, item for the system)
 
-        def run_pending() -> None:  # decoded audio is held for PENDING_SECONDS of input at most, then let go
-            outputs = run_items(self.system, [w[2] for w in work], options, batch_size, progress)
-            for (i, s, _), out in zip(work, outputs):
-                if out.error and errors[i] is None:
-                    errors[i] = out.error
-                segments[i].append(SegmentResult(round(s.start, 3), round(s.end, 3), out.transcript,
-                                                 out.translation, out.forced_tags))
-            work.clear()
+        def done(i: int, error: str | None = None) -> None:  # input i is finished: its result, handed over
+            results[i] = _result(asked[i], langs[i], durations[i], segments[i], error)
+            if on_result is not None:
+                on_result(i, results[i])
 
-        results: list[TranslationResult] = []
-
-        def finish(upto: int) -> None:  # inputs before `upto` are done: build their results, hand them over
-            for i in range(len(results), upto):
-                a, ok = asked[i], errors[i] is None
-                segs = segments[i] if ok else []
-                results.append(TranslationResult(
-                    a.label, langs[i], a.tgt, a.task.value, duration=durations[i], segments=segs, error=errors[i],
-                    transcript=joiner(langs[i]).join(s.transcript for s in segs if s.transcript) if ok else "",
-                    translation=joiner(a.tgt).join(s.translation for s in segs if s.translation) if ok else ""))
-                if on_result is not None:
-                    on_result(i, results[i])
+        def on_output(k: int, out: Output) -> None:
+            i, j, s, _ = work[k]
+            end = min(round(s.end, 3), math.floor(durations[i] * 1000) / 1000)  # never past the audio's end
+            segments[i][j] = SegmentResult(round(s.start, 3), end, out.transcript, out.translation, out.forced_tags,
+                                           out.error)
+            left[i] -= 1
+            if left[i] == 0:
+                done(i)
 
         pending = 0.0
         for i, a in enumerate(asked):
             try:
                 samples = load_audio(inputs[i], name=a.label)
                 durations[i] = samples.size / SAMPLE_RATE
-                segs = ([Segment(0.0, durations[i])] if durations[i] <= WINDOW_SECONDS
-                        else segment(samples, options=segment_options) or [Segment(0.0, min(durations[i], 1.0))])
-                if langs[i] is None:
+                segs = speech_segments(samples, segment_options)
+                if segs and langs[i] is None:
                     langs[i] = self.system.detect_language(segs[0].slice(samples))
             except Exception as e:  # one input's failure (bad audio, language ID running out of memory) is its own
-                errors[i] = error_line(e)
+                done(i, error_line(e))
                 continue
-            work += [(i, s, Item(s.slice(samples), langs[i], a.tgt, a.task, a.transcript)) for s in segs]
+            if not segs:  # no speech: nothing for the system to make up a text from
+                done(i)
+                continue
+            segments[i], left[i] = [None] * len(segs), len(segs)
+            work += [(i, j, s, Item(s.slice(samples), langs[i], a.tgt, a.task, a.transcript))
+                     for j, s in enumerate(segs)]
             pending += durations[i]
-            if pending >= PENDING_SECONDS:
-                run_pending()
+            if pending >= PENDING_SECONDS:  # decoded audio is held for PENDING_SECONDS of input at most
+                run_items(self.system, [w[3] for w in work], options, batch_size, progress, on_output)
+                work.clear()
                 pending = 0.0
-                finish(i + 1)
-        run_pending()
-        finish(n)
+        run_items(self.system, [w[3] for w in work], options, batch_size, progress, on_output)
         return results
+
+
+def speech_segments(samples: np.ndarray, options: SegmentOptions = SegmentOptions()) -> list[Segment]:
+    """The pieces of a clip that go to the system: its speech segments (segment.segment), none for a clip without
+    speech. One segment that fills the clip but for silences shorter than a cut's pause (options.split_silence) at
+    its ends stands for the whole clip, which goes in as it is, as clips did in training."""
+    duration = samples.size / SAMPLE_RATE
+    segs = segment(samples, options=options)
+    if len(segs) == 1 and duration <= options.max_seconds and segs[0].start < options.split_silence \
+            and duration - segs[0].end < options.split_silence:
+        return [Segment(0.0, duration)]
+    return segs
+
+
+def segments_error(segments: Sequence[SegmentResult]) -> str | None:
+    """One line on an input's failed segments (None: none failed): a lone segment's own error, else how many failed
+    and the first one's time and error."""
+    failed = [s for s in segments if s.error]
+    if not failed:
+        return None
+    if len(segments) == 1:
+        return failed[0].error
+    first = failed[0]
+    return (f"{len(failed)} of {len(segments)} segments failed (the first, {subtitles.timestamp(first.start, '.')} "
+            f"to {subtitles.timestamp(first.end, '.')}: {first.error})")
+
+
+def _result(a: _Input, lang: str | None, duration: float, segments: list[SegmentResult],
+            error: str | None) -> TranslationResult:
+    """An input's result from its segments (the failed ones have no text) or its own error."""
+    return TranslationResult(
+        a.label, lang, a.tgt, a.task.value, duration=duration, segments=segments,
+        error=error or segments_error(segments), transcript=_joined([s.transcript for s in segments], lang),
+        translation=_joined([s.translation for s in segments], a.tgt))
+
+
+def _joined(texts: list[str], lang: str | None) -> str:
+    """The segments' texts in `lang` as one ("" when none has text: a language no system knows is not looked up)."""
+    texts = [t for t in texts if t]
+    return joiner(lang).join(texts) if texts else ""
 
 
 # ---- CLI: llm-srt translate ---------------------------------------------------------------------------------------
@@ -321,6 +380,10 @@ def main(args) -> int:
 
     if args.src is None:
         raise LLMSRTError("give the source language with --src (ISO 639-3, e.g. eng) or --src auto")
+    missing = NO_TEXT.get(args.task)
+    if args.format in ("srt", "vtt") and args.subtitles == missing:
+        raise LLMSRTError(f"--task {args.task} writes no {missing}, so --subtitles {missing} would give "
+                          f"{args.format} files without a cue; use --subtitles both, or --task srt for both texts")
     out_dir = Path(args.out_dir) if args.out_dir else None
     if out_dir:
         try:
@@ -349,23 +412,35 @@ def main(args) -> int:
         args.transcript = args.transcript and [args.transcript[k] for k in todo]
     translator = translator_from_args(args)
     options = decoding_from_args(args)
+    lost: set[int] = set()  # inputs whose output file could not be written
+    ready: dict[int, tuple[str, str | None]] = {}  # stdout: (name, output or None) of inputs done before earlier ones
+    shown_upto = 0  # stdout: the inputs before this one are printed
 
-    def emit(k: int, r: TranslationResult) -> None:  # as each input is done: its error line, or its output
-        if r.error:
-            print(f"llm-srt translate: {r.error}", file=sys.stderr)
-        if r.error or args.format == "json":
-            return
-        text = _render(r, args)
+    def emit(k: int, r: TranslationResult) -> None:  # as each input is done: its lines on stderr, its output
+        nonlocal shown_upto
+        if (note := _note(r, args)) is not None:
+            print(f"llm-srt translate: {note}", file=sys.stderr)
+        text = _render(r, args) if args.format != "json" and (r.kept or not r.error) else None
         if outputs:
-            try:
-                _write(outputs[k], text)
-            except LLMSRTError as e:  # this input's output is lost, the others' are still written
-                r.error = str(e)
-                print(f"llm-srt translate: {e}", file=sys.stderr)
-        else:
-            if len(args.audio) > 1 and args.format != "text":
-                print(f"# {r.audio}")
-            print(text, end="" if args.format == "text" else "\n", flush=True)
+            if text is not None:
+                # an input that failed in part: its segments that did not fail beside its output, whose name
+                # --skip-existing takes for a finished input, so that a later run translates it again whole
+                try:
+                    _write(incomplete(outputs[k]) if r.error else outputs[k], text)
+                    if not r.error:  # translated whole: an earlier run's part of it goes
+                        incomplete(outputs[k]).unlink(missing_ok=True)
+                except (LLMSRTError, OSError) as e:  # this input's output is lost, the others' are still written
+                    lost.add(k)
+                    print(f"llm-srt translate: {e}", file=sys.stderr)
+            return
+        ready[k] = (r.audio, text)
+        while shown_upto in ready:  # stdout keeps the inputs' order
+            name, shown_text = ready.pop(shown_upto)
+            shown_upto += 1
+            if shown_text is not None:
+                if len(args.audio) > 1 and args.format != "text":
+                    print(f"# {name}")
+                print(shown_text, end="" if args.format == "text" else "\n", flush=True)
 
     results = translator.translate(args.audio, args.src, args.tgt, task=args.task, options=options,
                                    batch_size=args.batch_size, transcripts=args.transcript, on_result=emit)
@@ -374,14 +449,34 @@ def main(args) -> int:
         if out_dir:
             _write(out_dir / "results.json", text + "\n")
         print(text)
-    failed = sum(r.error is not None for r in results)
+    failed = sum(k in lost or (r.error is not None and not r.kept) for k, r in enumerate(results))
+    partly = sum(k not in lost and r.error is not None and bool(r.kept) for k, r in enumerate(results))
     if failed and len(results) > 1:
         done = f"the other {len(results) - failed} translated" if failed < len(results) else "none translated"
         print(f"llm-srt translate: {failed} of {len(results)} inputs failed (named above); {done}", file=sys.stderr)
+    if partly and len(results) > 1:
+        where = (f"the segments that did not fail are in their *{INCOMPLETE}.* files in {shown(str(out_dir))}, and "
+                 "--skip-existing translates them again" if outputs else
+                 "their outputs hold the segments that did not fail")
+        print(f"llm-srt translate: {partly} of {len(results)} inputs failed in part (named above); {where}",
+              file=sys.stderr)
     return 0 if failed < len(results) else 1
 
 
+def _note(r: TranslationResult, args) -> str | None:
+    """One input's line for stderr, if any: its error (naming it), that it holds no speech, or that it got no cue."""
+    if r.error:
+        return r.error if r.error.startswith(f"{r.audio}: ") else f"{r.audio}: {r.error}"
+    if r.no_speech:
+        return f"{r.audio}: no speech found (silence or steady noise); nothing to translate"
+    if args.format in ("srt", "vtt") and not subtitles.segment_cues(r.segments, args.subtitles):
+        return (f"{r.audio}: no cue to write: the model gave its {len(r.segments)} segments no text to show "
+                f"(--subtitles {args.subtitles})")
+    return None
+
+
 FILE_SUFFIX = {"text": ".txt", "srt": ".srt", "vtt": ".vtt"}  # --format -> the extension of each input's file
+NO_TEXT = {"asr": "translation", "s2tt": "transcript"}  # --task -> the text it never writes (--subtitles)
 
 
 def _render(r: TranslationResult, args) -> str:
@@ -422,6 +517,14 @@ def check_not_inputs(inputs: Sequence[str], outputs: Sequence[Path]) -> None:
         if (hit := given.get(os.path.realpath(out))) is not None:
             raise LLMSRTError(f"--out-dir: the output {shown(str(out))} would overwrite the input {shown(hit)}; "
                               "choose another --out-dir")
+
+
+INCOMPLETE = ".incomplete"  # an input that failed in part: its output's name with this before the suffix
+
+
+def incomplete(path: Path) -> Path:
+    """Where an input that failed in part has its output written (talk.srt -> talk.incomplete.srt)."""
+    return path.with_name(path.stem + INCOMPLETE + path.suffix)
 
 
 def _write(path: Path, text: str) -> None:

@@ -1,7 +1,9 @@
 """Long-audio segmentation: cut a long recording into pieces of speech no longer than the model's window.
 
 An energy voice-activity detector (numpy only, no model to download):
-1. frame RMS in dB (25 ms frames, 10 ms hop), relative to the clip's own level (its 95th-percentile frame);
+1. frame RMS in dB (25 ms frames, 10 ms hop), relative to the clip's noise floor (its quietest frames) and its speech
+   level (its loud frames; when those are noise, the loud end of the frames that stand out from the floor, so that a
+   phrase filling 2% of a recording is found as well as one filling all of it);
 2. hysteresis: a run of frames above the low threshold is speech if it reaches the high threshold somewhere;
 3. quiet gaps shorter than `min_silence` are bridged (pauses inside a phrase), so what is left between speech
    regions are the pauses where a cut may fall;
@@ -11,6 +13,7 @@ An energy voice-activity detector (numpy only, no model to download):
    when the result still fits.
 """
 
+import math
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -20,9 +23,11 @@ from .errors import AudioError
 
 FRAME_SECONDS = 0.025  # analysis window (Whisper's log-mel window is 25 ms too)
 HOP_SECONDS = 0.010  # analysis hop: the time resolution of every boundary
-LEVEL_PERCENTILE = 95  # the clip's level: loud speech frames, robust to a few clicks
+LEVEL_PERCENTILE = 95  # the speech level: the loud frames, robust to a few clicks
 FLOOR_PERCENTILE = 10  # the noise floor: the quietest frames (pauses, if the clip has any)
 SILENCE_DB = -70.0  # absolute dBFS below which a frame is never speech (digital silence, dither)
+STEADY_SPEECH_DB = -45.0  # a clip at one steady level (nothing stands out from its floor) is speech only when louder
+#                           than this (a tone, a pause-less phrase); quieter, it is hiss or room tone
 CHUNK_FRAMES = 6_000  # frames per chunk when computing levels (1 minute of audio: ~40 MB of float64 work)
 SMOOTH_FRAMES = 5  # 50 ms moving average when looking for the quietest frame of a forced cut
 _EPS = 1e-10
@@ -51,7 +56,8 @@ class SegmentOptions:
     min_speech: float = 0.08  # louder runs shorter than this are clicks, not speech
     threshold_db: float = -35.0  # high threshold: a frame this far below the clip's level starts speech
     hysteresis_db: float = 10.0  # low threshold = high - this: speech continues until the level falls below it
-    floor_margin_db: float = 6.0  # both thresholds stay at least this far above the noise floor (noisy clips)
+    floor_margin_db: float = 6.0  # both thresholds stay at least this far above the noise floor (noisy clips);
+    #                               frames this far above it stand out from the noise (see _thresholds)
     pad: float = 0.05  # seconds kept before and after each segment's speech (soft onsets, decays)
 
 
@@ -60,7 +66,7 @@ def segment(samples: np.ndarray, sr: int = SAMPLE_RATE, max_seconds: float | Non
     """Speech segments of `samples` (shape (N,), float in [-1, 1]), each at most `max_seconds` long, in order.
 
     `max_seconds` (default 30.0) and `min_silence` (default 0.3), when given, override the same fields of
-    `options`. Returns [] for a silent clip.
+    `options`. Returns [] for a clip without speech (silence, or steady hiss or room tone).
     """
     opts = options or SegmentOptions()
     overrides = {"max_seconds": max_seconds, "min_silence": min_silence}
@@ -112,14 +118,11 @@ def _frame_samples(sr: int) -> tuple[int, int]:
 
 def _speech_regions(db: np.ndarray, opts: SegmentOptions, hop: float) -> list[tuple[int, int]]:
     """Speech as frame ranges [a, b), pauses shorter than min_silence bridged, clicks dropped."""
-    level = float(np.percentile(db, LEVEL_PERCENTILE))
-    floor = float(np.percentile(db, FLOOR_PERCENTILE))
-    # Relative to the clip's level; in noise (a high floor) raised above the floor, but kept below the level
-    # itself; never below the absolute silence level.
-    high = level + opts.threshold_db
-    high = min(max(high, floor + opts.floor_margin_db + opts.hysteresis_db), level - opts.floor_margin_db)
-    low = min(max(high - opts.hysteresis_db, floor + opts.floor_margin_db), high)
-    high, low = max(high, SILENCE_DB), max(low, SILENCE_DB)
+    min_len = int(round(opts.min_speech / hop))
+    thresholds = _thresholds(db, min_len, opts)
+    if thresholds is None:
+        return []
+    high, low = thresholds
     runs = _runs(db > low)
     loud = db > high
     runs = [(a, b) for a, b in runs if loud[a:b].any()]
@@ -130,8 +133,31 @@ def _speech_regions(db: np.ndarray, opts: SegmentOptions, hop: float) -> list[tu
             bridged[-1] = (bridged[-1][0], b)
         else:
             bridged.append((a, b))
-    min_len = int(round(opts.min_speech / hop))
     return [(a, b) for a, b in bridged if b - a >= min_len]
+
+
+def _thresholds(db: np.ndarray, min_frames: int, opts: SegmentOptions) -> tuple[float, float] | None:
+    """(high, low) speech thresholds in dBFS for frame levels `db`, or None when the clip holds no speech.
+
+    The speech level is the clip's loud frames (LEVEL_PERCENTILE) when they stand out from its noise floor. When
+    they do not, speech fills a few percent of the clip at most (or none of it), and thresholds under them would
+    cut the noise blindly: the level is then taken from the frames that do stand out. Fewer than `min_frames` of
+    those: the clip is at one steady level, all speech when louder than STEADY_SPEECH_DB, else none.
+    """
+    floor = float(np.percentile(db, FLOOR_PERCENTILE))
+    level = float(np.percentile(db, LEVEL_PERCENTILE))
+    if level < floor + opts.floor_margin_db:  # the loud frames are noise: speech, if any, fills a few percent
+        risen = db[db > floor + opts.floor_margin_db]  # the frames that can pass a threshold (both are above this)
+        if risen.size >= min_frames:
+            level = float(np.percentile(risen, LEVEL_PERCENTILE))
+        elif level < STEADY_SPEECH_DB:
+            return None
+    # Relative to the speech level; in noise (a high floor) raised above the floor, but kept below the level
+    # itself; never below the absolute silence level.
+    high = level + opts.threshold_db
+    high = min(max(high, floor + opts.floor_margin_db + opts.hysteresis_db), level - opts.floor_margin_db)
+    low = min(max(high - opts.hysteresis_db, floor + opts.floor_margin_db), high)
+    return max(high, SILENCE_DB), max(low, SILENCE_DB)
 
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
@@ -215,10 +241,11 @@ def _to_seconds(spans: list[tuple[int, int]], duration: float, pad: float, win: 
     """Frame ranges -> padded times; padding never crosses into a neighbour (it stops halfway across a pause)."""
     offset = (win - hop) / 2  # [a, b) spans the centres of its frames, +-half a hop
     times = [(offset + a * hop, offset + b * hop) for a, b in spans]
+    last_ms = math.floor(duration * 1000) / 1000  # the clip's end in whole milliseconds: no end rounded past it
     out = []
     for i, (start, end) in enumerate(times):
         left = (times[i - 1][1] + start) / 2 if i > 0 else 0.0
         right = (end + times[i + 1][0]) / 2 if i + 1 < len(times) else duration
         s, e = max(start - pad, left, 0.0), min(end + pad, right, duration)
-        out.append(Segment(round(s, 3), round(e, 3)))
+        out.append(Segment(round(s, 3), min(round(e, 3), last_ms)))
     return [seg for seg in out if seg.end > seg.start]

@@ -58,8 +58,9 @@ def to_srt(cues: Iterable[Cue]) -> str:
 
 
 def to_vtt(cues: Iterable[Cue]) -> str:
-    """WebVTT: the 'WEBVTT' header, then numbered cues with '.' before the milliseconds."""
-    blocks = [f"{i}\n{timestamp(c.start, '.')} --> {timestamp(c.end, '.')}\n{text}"
+    """WebVTT: the 'WEBVTT' header, then numbered cues with '.' before the milliseconds. Cue text is escaped as the
+    format requires ('&', '<', '>' as character references: '<' would start a tag); SRT keeps text as it is."""
+    blocks = [f"{i}\n{timestamp(c.start, '.')} --> {timestamp(c.end, '.')}\n{_vtt_escaped(text)}"
               for i, (c, text) in enumerate(_checked(cues), start=1)]
     return "\n\n".join([VTT_HEADER, *blocks]) + "\n"
 
@@ -94,3 +95,7 @@ def _clean(text: str) -> str:
     # A blank line would end the cue early in both formats, and '-->' is forbidden inside WebVTT cue text.
     lines = [line.strip() for line in text.replace("\r", "\n").split("\n")]
     return "\n".join(line.replace("-->", "->") for line in lines if line)
+
+
+def _vtt_escaped(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

@@ -393,7 +393,7 @@ class Flaky:
         return "eng"
 
 
-def test_a_failing_batch_is_retried_as_two_halves(monkeypatch):
+def test_a_failing_batch_is_retried_in_halves_down_to_single_rows(monkeypatch):
     freed = []
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: freed.append(1))
     items = [Item(CLIPS[i % 4], code, "deu", Task.SRT) for i, code in enumerate(["eng", "fra", "deu", "jpn"])]
@@ -402,12 +402,15 @@ def test_a_failing_batch_is_retried_as_two_halves(monkeypatch):
     assert flaky.calls == [4, 2, 2] and [o.transcript for o in out] == ["eng", "fra", "deu", "jpn"]
     assert freed == [1]  # the CUDA cache is freed before the halves run
     assert all(o.error is None for o in out)
-    flaky = Flaky(fits=1)  # the halves do not fit either: every row fails, counted, none dropped
+    flaky = Flaky(fits=1)  # the halves do not fit either: their halves, single rows, do
     out = run_items(flaky, items, OPTS, batch_size=4)
-    assert flaky.calls == [4, 2, 2] and len(out) == 4
+    assert flaky.calls == [4, 2, 1, 1, 2, 1, 1] and all(o.error is None for o in out)
+    flaky = Flaky(fits=0)  # not even one row fits: every row fails, counted, none dropped
+    out = run_items(flaky, items, OPTS, batch_size=4)
+    assert flaky.calls == [4, 2, 1, 1, 2, 1, 1] and len(out) == 4
     assert all(o.error.startswith("OutOfMemoryError: CUDA out of memory") for o in out)
-    results = SpeechTranslator(Flaky(fits=1)).translate(CLIPS, "eng", "deu", options=OPTS, batch_size=4)
-    assert all(r.error and not r.segments and r.translation == "" for r in results)
+    results = SpeechTranslator(Flaky(fits=0)).translate(CLIPS, "eng", "deu", options=OPTS, batch_size=4)
+    assert all(r.error and r.segments and not r.kept and r.translation == "" for r in results)
 
 
 def test_items_no_system_can_run_fail_alone_before_the_batch():

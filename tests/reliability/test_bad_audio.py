@@ -64,6 +64,7 @@ class Case:
     data: Callable[[], bytes] | None  # the file's bytes; None: `make` builds the path itself
     error: str | None = None  # None: must work; else a fragment of the one-line error
     seconds: float | None = None  # for a working case: the duration translate must report
+    speech: bool = True  # for a working case: it holds speech (one segment); else none, and one line says so
     make: Callable[[Path, pytest.MonkeyPatch], Path] | None = None
 
 
@@ -118,9 +119,9 @@ AUDIO_CASES = [
     Case("data-size-lies", "lying.wav", lambda: _patched(_patched(_wav_1s(), 40, "<I", 0xFFFFFFF0), 4, "<I",
                                                           0xFFFFFFF8), seconds=1.0),
     # valid audio in any shape: must just work
-    Case("all-silent", "silence.wav", lambda: _encode(np.zeros(3 * SR, np.float32)), seconds=3.0),
-    Case("one-sample", "one.wav", lambda: _encode(np.full(1, 0.2, np.float32)), seconds=0.025),
-    Case("40-samples-at-8k", "tiny8k.wav", lambda: _encode(_tone(0.005, 8000), 8000), seconds=0.025),
+    Case("all-silent", "silence.wav", lambda: _encode(np.zeros(3 * SR, np.float32)), seconds=3.0, speech=False),
+    Case("one-sample", "one.wav", lambda: _encode(np.full(1, 0.2, np.float32)), seconds=0.025, speech=False),
+    Case("40-samples-at-8k", "tiny8k.wav", lambda: _encode(_tone(0.005, 8000), 8000), seconds=0.025, speech=False),
     Case("8khz", "8k.wav", lambda: _encode(_tone(1.0, 8000), 8000), seconds=1.0),
     Case("44.1khz", "44k.wav", lambda: _encode(_tone(1.0, 44100), 44100), seconds=1.0),
     Case("48khz", "48k.wav", lambda: _encode(_tone(1.0, 48000), 48000), seconds=1.0),
@@ -211,8 +212,13 @@ def test_audio_file(case, batch):
     r = batch["results"][path]
     mine = [line for line in batch["err"] if path in line]
     if case.error is None:
-        assert r["error"] is None and mine == [], (r["error"], mine)
-        assert len(r["segments"]) == 1 and abs(r["duration"] - case.seconds) < 0.02, r
+        assert r["error"] is None and abs(r["duration"] - case.seconds) < 0.02, r
+        if case.speech:
+            assert mine == [] and len(r["segments"]) == 1, (mine, r)
+        else:  # nothing the model could translate (it used to make text up): no segment, and a line saying so
+            assert r["segments"] == [] and r["no_speech"] and r["translation"] == "", r
+            assert mine == [f"llm-srt translate: {path}: no speech found (silence or steady noise); nothing to "
+                            "translate"]
         return
     assert r["error"] and case.error in r["error"] and case.name in r["error"] and "\n" not in r["error"], r
     assert mine == [f"llm-srt translate: {r['error']}"]  # exactly one line on stderr, naming the file
