@@ -407,9 +407,9 @@ def test_a_failed_segment_is_counted_and_the_inputs_other_segments_kept(tmp_path
     err = capsys.readouterr().err.splitlines()
     assert rc == 0 and err == [f"llm-srt translate: {files[0]}: {talk_result.error}",
                                "llm-srt translate: 1 of 2 inputs failed in part (named above); the segments that did "
-                               f"not fail are in their *.incomplete.* files in {tmp_path / 'out'}, and "
+                               f"not fail are in their *.incomplete files in {tmp_path / 'out'}, and "
                                "--skip-existing translates them again"]
-    assert (tmp_path / "out" / "talk.incomplete.srt").read_text().count("-->") == 2
+    assert (tmp_path / "out" / "talk.srt.incomplete").read_text().count("-->") == 2
     assert not (tmp_path / "out" / "talk.srt").exists()  # not taken for a finished input by --skip-existing
     assert (tmp_path / "out" / "other.srt").read_text().count("-->") == 1
     stub_cli(monkeypatch, Stub())  # the failure gone: --skip-existing translates the incomplete input whole
@@ -417,7 +417,26 @@ def test_a_failed_segment_is_counted_and_the_inputs_other_segments_kept(tmp_path
                    "--out-dir", str(tmp_path / "out"), "--skip-existing"])
     assert rc == 0 and "1 of 2 inputs skipped" in capsys.readouterr().err
     assert (tmp_path / "out" / "talk.srt").read_text().count("-->") == 3
-    assert not (tmp_path / "out" / "talk.incomplete.srt").exists()
+    assert not (tmp_path / "out" / "talk.srt.incomplete").exists()
+    stub_cli(monkeypatch, Stub(fails=stub.fails))  # failing in part again: the earlier whole output goes, said so
+    rc = cli.main(["translate", files[0], "--model", "stub", "--src", "eng", "--tgt", "deu", "--format", "srt",
+                   "--out-dir", str(tmp_path / "out")])
+    assert rc == 0 and f"{tmp_path / 'out' / 'talk.srt'}, an earlier run's output, removed" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "talk.srt").exists() and (tmp_path / "out" / "talk.srt.incomplete").is_file()
+
+
+def test_evaluation_rows_and_smt_inputs_go_whole_with_their_silences():
+    """evaluate scores test utterances whole, as the paper does (`whole_clips`), and an SMT input's transcript
+    belongs to its whole clip: cut in two at a pause, the transcript would go with each half (translated twice)."""
+    clip = recording(12.0, [(0.5, 4.0), (7.0, 11.0)])  # two phrases 3 s apart: two segments when cut
+    stub = Stub()
+    assert len(SpeechTranslator(stub).translate([clip], "eng", "deu")[0].segments) == 2
+    for kwargs in ({"whole_clips": True}, {"task": "smt", "transcripts": ["hello world"]}):
+        [r] = SpeechTranslator(stub).translate([clip], "eng", "deu", **kwargs)
+        assert [(s.start, s.end) for s in r.segments] == [(0.0, 12.0)], kwargs
+    [long] = SpeechTranslator(stub).translate([recording(31.0, [(0.5, 30.5)])], "eng", "deu", task="smt",
+                                              transcripts=["hello"])
+    assert "31.0 s of audio with its transcript (SMT)" in long.error and not long.segments
 
 
 def test_each_input_is_written_as_soon_as_its_segments_are_done(tmp_path, monkeypatch, capsys):

@@ -213,10 +213,13 @@ class SpeechTranslator:
                   task: Task | str | Sequence[Task | str] = Task.SRT, options: DecodingOptions = DecodingOptions(),
                   batch_size: int = 8, transcripts: Sequence[str] | None = None,
                   segment_options: SegmentOptions = SegmentOptions(), progress=None,
-                  on_result: Callable[[int, TranslationResult], object] | None = None) -> list[TranslationResult]:
+                  on_result: Callable[[int, TranslationResult], object] | None = None,
+                  whole_clips: bool = False) -> list[TranslationResult]:
         """One result per input, in order. `src` / `tgt` / `task`: one value, or one per input ("auto" source:
         language ID per input). Each input goes to the system as its speech segments (`speech_segments`); one
-        without speech gets no segment and empty texts. A bad input gets `error` set; the others are still
+        without speech gets no segment and empty texts. `whole_clips` (evaluate: test utterances as the paper
+        scores them), and any input with its transcript (SMT, whose transcript belongs to the whole clip): an input
+        of at most segment_options.max_seconds goes whole, silences included (a longer SMT input fails). A bad input gets `error` set; the others are still
         translated; a segment that fails leaves its input's other segments translated (the input's `error` counts
         it). Inputs are decoded and run in groups of about PENDING_SECONDS of audio, so memory does not grow with
         the number of inputs; `on_result(i, result)` is called as each input is done (its last segment back from
@@ -270,7 +273,12 @@ class SpeechTranslator:
             try:
                 samples = load_audio(inputs[i], name=a.label)
                 durations[i] = samples.size / SAMPLE_RATE
-                segs = speech_segments(samples, segment_options)
+                if a.transcript and durations[i] > segment_options.max_seconds:
+                    raise LLMSRTError(f"{a.label}: {durations[i]:.1f} s of audio with its transcript (SMT): the "
+                                      f"transcript goes with the whole clip, which must be at most "
+                                      f"{segment_options.max_seconds:g} s; cut it, or translate it with --task srt")
+                whole = (whole_clips or a.transcript) and durations[i] <= segment_options.max_seconds
+                segs = [Segment(0.0, durations[i])] if whole else speech_segments(samples, segment_options)
                 if segs and langs[i] is None:
                     langs[i] = self.system.detect_language(segs[0].slice(samples))
             except Exception as e:  # one input's failure (bad audio, language ID running out of memory) is its own
@@ -427,8 +435,12 @@ def main(args) -> int:
                 # --skip-existing takes for a finished input, so that a later run translates it again whole
                 try:
                     _write(incomplete(outputs[k]) if r.error else outputs[k], text)
-                    if not r.error:  # translated whole: an earlier run's part of it goes
-                        incomplete(outputs[k]).unlink(missing_ok=True)
+                    stale = outputs[k] if r.error else incomplete(outputs[k])  # an earlier run's output of it
+                    if stale.is_file():
+                        stale.unlink()
+                        if r.error:
+                            print(f"llm-srt translate: {shown(str(stale))}, an earlier run's output, removed: this "
+                                  "run translated that input again and failed in part", file=sys.stderr)
                 except (LLMSRTError, OSError) as e:  # this input's output is lost, the others' are still written
                     lost.add(k)
                     print(f"llm-srt translate: {e}", file=sys.stderr)
@@ -455,7 +467,7 @@ def main(args) -> int:
         done = f"the other {len(results) - failed} translated" if failed < len(results) else "none translated"
         print(f"llm-srt translate: {failed} of {len(results)} inputs failed (named above); {done}", file=sys.stderr)
     if partly and len(results) > 1:
-        where = (f"the segments that did not fail are in their *{INCOMPLETE}.* files in {shown(str(out_dir))}, and "
+        where = (f"the segments that did not fail are in their *{INCOMPLETE} files in {shown(str(out_dir))}, and "
                  "--skip-existing translates them again" if outputs else
                  "their outputs hold the segments that did not fail")
         print(f"llm-srt translate: {partly} of {len(results)} inputs failed in part (named above); {where}",
@@ -519,12 +531,13 @@ def check_not_inputs(inputs: Sequence[str], outputs: Sequence[Path]) -> None:
                               "choose another --out-dir")
 
 
-INCOMPLETE = ".incomplete"  # an input that failed in part: its output's name with this before the suffix
+INCOMPLETE = ".incomplete"  # an input that failed in part: its output's name with this after it
 
 
 def incomplete(path: Path) -> Path:
-    """Where an input that failed in part has its output written (talk.srt -> talk.incomplete.srt)."""
-    return path.with_name(path.stem + INCOMPLETE + path.suffix)
+    """Where an input that failed in part has its output written (talk.srt -> talk.srt.incomplete: no output of
+    another input can have that name, as every output ends in its format's suffix)."""
+    return path.with_name(path.name + INCOMPLETE)
 
 
 def _write(path: Path, text: str) -> None:

@@ -102,7 +102,7 @@ def run_system(translator, rows: list[Row], task: Task, options: DecodingOptions
     with progress_bar(len(rows), desc, progress) as update:
         results = translator.translate(
             [r.audio for r in rows], [r.src_lang for r in rows], [r.tgt_lang or None for r in rows], task=tasks,
-            options=options, batch_size=batch_size, progress=update,
+            options=options, batch_size=batch_size, progress=update, whole_clips=True,
             transcripts=[r.transcript if t is Task.SMT else "" for r, t in zip(rows, tasks)])
     return [_result(r, t, res.transcript, res.translation, res.error, res.forced_tags)
             for r, t, res in zip(rows, tasks, results)]
