@@ -472,3 +472,16 @@ def test_subtitles_of_a_text_the_task_never_writes_are_refused(monkeypatch, caps
     assert cli.main(["translate", clips[0], "--model", "stub", "--src", "eng", "--tgt", "deu", "--task", "s2tt",
                      "--format", "vtt", "--subtitles", "translation"]) == 0
     assert "tr" in capsys.readouterr().out
+
+
+def test_auto_source_language_is_heard_from_the_longest_segment():
+    """A clip opening with a short "Yes." then a pause: language ID hears its longest segment, not 0.5 s."""
+    heard = []
+
+    class Listening(Stub):
+        def detect_language(self, audio):
+            heard.append(audio.size / SR)
+            return "eng"
+
+    [r] = SpeechTranslator(Listening()).translate([recording(12.0, [(0.5, 1.0), (4.0, 11.0)])], "auto", "deu")
+    assert r.src == "eng" and len(r.segments) == 2 and heard == [pytest.approx(7.1, abs=0.2)]

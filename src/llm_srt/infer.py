@@ -216,7 +216,7 @@ class SpeechTranslator:
                   on_result: Callable[[int, TranslationResult], object] | None = None,
                   whole_clips: bool = False) -> list[TranslationResult]:
         """One result per input, in order. `src` / `tgt` / `task`: one value, or one per input ("auto" source:
-        language ID per input). Each input goes to the system as its speech segments (`speech_segments`); one
+        language ID per input, from its longest speech segment). Each input goes to the system as its speech segments (`speech_segments`); one
         without speech gets no segment and empty texts. `whole_clips` (evaluate: test utterances as the paper
         scores them), and any input with its transcript (SMT, whose transcript belongs to the whole clip): an input
         of at most segment_options.max_seconds goes whole, silences included (a longer SMT input fails). A bad input gets `error` set; the others are still
@@ -280,7 +280,7 @@ class SpeechTranslator:
                 whole = (whole_clips or a.transcript) and durations[i] <= segment_options.max_seconds
                 segs = [Segment(0.0, durations[i])] if whole else speech_segments(samples, segment_options)
                 if segs and langs[i] is None:
-                    langs[i] = self.system.detect_language(segs[0].slice(samples))
+                    langs[i] = self.system.detect_language(max(segs, key=lambda s: s.end - s.start).slice(samples))
             except Exception as e:  # one input's failure (bad audio, language ID running out of memory) is its own
                 done(i, error_line(e))
                 continue
