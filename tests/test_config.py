@@ -195,3 +195,16 @@ def test_deep_nesting_is_refused_whatever_the_recursion_limit(tmp_path):
             config.load(Cfg, p)
     finally:
         sys.setrecursionlimit(limit)
+
+
+def test_train_config_errors_are_caught_at_load_once_and_str_overrides_keep_their_text():
+    from llm_srt.train.recipe import load_config
+
+    with pytest.raises(ConfigError, match=r"^<defaults> \(with overrides\): data.tasks is empty; name the stage's"):
+        load_config(None, ["data.tasks={}", "max_steps=3", "log_every=2"])
+    with pytest.raises(ConfigError, match=r"^<defaults> \(with overrides\): trainable is empty, so nothing would "
+                                          r"train; list adapter"):
+        load_config(None, ["trainable=[]", "max_steps=3"])
+    cfg = load_config(None, ["stage=no", "output_dir=2024-01-01", "data.train=2024-01-01", "data.dev=yes"])
+    assert (cfg.stage, cfg.output_dir, cfg.data.train, cfg.data.dev) == ("no", "2024-01-01", "2024-01-01", "yes")
+    assert load_config(None, ["data.dev=null"]).data.dev is None

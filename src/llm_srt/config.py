@@ -167,9 +167,30 @@ def load(cls: type[T], path: str | Path | None = None, overrides: list[str] | No
                               "quote it or fix the brackets") from None
         if isinstance(parsed, str) and "#" in value and not value.lstrip().startswith(("'", '"')):
             parsed = value.strip()  # "output_dir=runs/demo #1": a '#' on a command line is no YAML comment
+        elif not isinstance(parsed, (str, list, dict, type(None))) and _takes_text(_type_at(cls, key.strip())):
+            parsed = value.strip()  # "stage=no", "output_dir=2024-01-01": YAML 1.1 would give False, a date
         _set_dotted(data, key.strip(), parsed)
+    if overrides:
         where = f"{where} (with overrides)"
     return from_dict(cls, data, where)
+
+
+def _type_at(cls: type, key: str) -> Any:
+    """The type hint of dotted `key` in the dataclass tree `cls` (None where the key leads out of dataclasses)."""
+    tp: Any = cls
+    for part in key.split("."):
+        options = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
+        tp = next((o for o in options if dataclasses.is_dataclass(o)), None)
+        if tp is None or part not in {f.name for f in dataclasses.fields(tp)}:
+            return None
+        tp = typing.get_type_hints(tp)[part]
+    return tp
+
+
+def _takes_text(tp: Any) -> bool:
+    """Whether a field of type `tp` takes a string and no other scalar (an override's raw text is then its value)."""
+    options = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
+    return str in options and not any(o in (bool, int, float) for o in options)
 
 
 def from_dict(cls: type[T], data: dict, where: str = "<config>", prefix: str = "") -> T:

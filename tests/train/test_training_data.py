@@ -260,3 +260,21 @@ def test_text_only_mt_beside_speech_comes_in_batches_of_its_own(tiny_setup, mode
     assert not training_data.mixes_text({"srt": 0.7, "asr": 0.3})
     with pytest.raises(ConfigError, match="smaller share"):
         TrainingData(_section(tiny_setup, tmp_path / "f", tasks={"mt": 0.6, "srt": 0.4}), model, SOLO)
+
+
+def test_a_dev_set_that_scores_no_token_gives_no_dev_loss_and_says_so(tiny_setup, model, tmp_path):
+    messages = []
+    cfg = _section(tiny_setup, tmp_path / "f", dev=tiny_setup["manifest"], dev_size=0, dev_decode=2,
+                   tasks={"srt": 1.0}, num_workers=0)
+    data = TrainingData(cfg, model, SOLO, log=messages.append)
+    assert data.evaluate(model, contextlib.nullcontext())["dev_loss"] is None  # not 0.0, never a best checkpoint
+    assert [m for m in messages if m.startswith("warning")] == [
+        "warning: data.dev_size is 0: no dev loss and no best checkpoint (only data.dev_decode's scores)"]
+    asr_only = tmp_path / "asr_dev.jsonl"
+    write_manifest(asr_only, [r for r in read_manifest(tiny_setup["manifest"]) if r.is_asr])
+    messages.clear()
+    data = TrainingData(replace(cfg, dev=str(asr_only), dev_size=4), model, SOLO, log=messages.append)
+    assert not data.has_dev
+    assert [m for m in messages if m.startswith("warning")] == [
+        f"warning: data.dev {asr_only} has no translation rows for this stage's srt task: no dev loss and no best "
+        "checkpoint"]

@@ -5,7 +5,8 @@
     llm-srt curriculum a.yaml b.yaml max_steps=10 srt:optim.lr=1e-5
 
 A finished stage (its output_dir holds final/) is skipped on re-run; an interrupted one resumes from its newest
-checkpoint. Overrides apply to every stage, or to one stage with a `stage:` prefix.
+checkpoint. Overrides apply to every stage, or to one stage with a `stage:` prefix (a prefix naming no stage that
+runs is an error). Each stage needs its own output_dir: stages sharing one are refused before any runs.
 """
 
 from dataclasses import dataclass, replace
@@ -26,6 +27,8 @@ class Stage:
 
 
 def stage_files(items: list[str], stages: list[str] | None) -> list[Path]:
+    """The stage YAMLs to run: `stages` (or asr, smt, srt) from a folder, or the files listed, in order (with
+    `stages`, those of them whose stem is named)."""
     if len(items) == 1 and Path(items[0]).is_dir():
         folder = Path(items[0])
         names = stages or list(DEFAULT_STAGES)
@@ -39,7 +42,38 @@ def stage_files(items: list[str], stages: list[str] | None) -> list[Path]:
     for f in files:
         if not f.is_file():
             raise ConfigError(f"{f}: no such stage config")
+    if stages:
+        unknown = [s for s in stages if s not in {f.stem for f in files}]
+        if unknown:
+            raise ConfigError(f"--stages names {unknown[0]}, but the stage configs given are "
+                              f"{', '.join(f.stem for f in files)}; name stages by their files' stems")
+        files = [f for f in files if f.stem in stages]
     return files
+
+
+def _check_prefixes(overrides: list[str], names: list[str]) -> None:
+    """A `stage:key=value` override whose stage is not run would silently do nothing: an error."""
+    for o in overrides:
+        key = o.split("=", 1)[0]
+        if ":" in key and key.split(":", 1)[0] not in names:
+            raise ConfigError(f"override {o}: no stage {key.split(':', 1)[0]!r} runs here; the stages are "
+                              f"{', '.join(names)} (prefix with one of them, or drop the prefix for all)")
+
+
+def _check_folders(result: list[Stage]) -> None:
+    """Each stage writes its own output_dir and starts from another folder than its own final/ (a shared folder
+    would make the later stages look finished, and hand back the first stage's model)."""
+    seen: dict[Path, str] = {}
+    for stage in result:
+        out = Path(stage.config.output_dir).resolve()
+        if out in seen:
+            raise ConfigError(f"stages {seen[out]} and {stage.name} both write {stage.config.output_dir}; give each "
+                              "stage its own output_dir (or use --out-root)")
+        seen[out] = stage.name
+        init = stage.config.model.init_from
+        if init and Path(init).resolve() == out / FINAL:
+            raise ConfigError(f"stage {stage.name}: model.init_from {init} is its own final model; start it from the "
+                              "previous stage's output_dir/final")
 
 
 def plan(items: list[str], overrides: list[str] | None = None, stages: list[str] | None = None,
@@ -50,8 +84,10 @@ def plan(items: list[str], overrides: list[str] | None = None, stages: list[str]
     Per stage: its YAML with the user's `key=value` overrides (all stages, then `stage:key=value`), then `adjust`
     (a caller's typed change, e.g. the demo's corpus), then, composed with `dataclasses.replace`, the output folder
     OUT_ROOT/<stage> and model.init_from = the previous stage's final/ (unless a stage override sets them)."""
+    files = stage_files(items, stages)
+    _check_prefixes(overrides or [], [f.stem for f in files])
     result: list[Stage] = []
-    for f in stage_files(items, stages):
+    for f in files:
         name = f.stem
         mine = [o.split(":", 1)[1] for o in overrides or [] if ":" in o.split("=", 1)[0] and o.startswith(name + ":")]
         common = [o for o in overrides or [] if ":" not in o.split("=", 1)[0]]
@@ -65,6 +101,7 @@ def plan(items: list[str], overrides: list[str] | None = None, stages: list[str]
             previous = Path(result[-1].config.output_dir) / FINAL
             cfg = replace(cfg, model=replace(cfg.model, init_from=str(previous)))
         result.append(Stage(name, f, cfg))
+    _check_folders(result)
     return result
 
 
@@ -88,7 +125,8 @@ def run_curriculum(items: list[str], overrides: list[str] | None = None, stages:
 def add_arguments(parser) -> None:
     parser.add_argument("items", nargs="+", help="a folder with asr/smt/srt.yaml, or stage YAMLs in order, then "
                         "key=value overrides (stage:key=value for one stage)")
-    parser.add_argument("--stages", default=None, help="stage names to run from the folder, e.g. asr,smt,srt")
+    parser.add_argument("--stages", default=None, help="stage names to run (from the folder, or of the YAMLs given), "
+                        "e.g. asr,srt")
     parser.add_argument("--out-root", default=None, help="write each stage to OUT_ROOT/<stage> (instead of the "
                         "configs' output_dir)")
 

@@ -61,6 +61,8 @@ class DataSection:
         "dev_examples": "write data.dev_size (the dev rows are now spread evenly over the directions, seeded)"}
 
     def __post_init__(self):
+        if not self.tasks:
+            raise ConfigError("data.tasks is empty; name the stage's tasks and their shares, e.g. {srt: 1.0}")
         if self.train_weights is not None and len(self.train_weights) != len(self.manifests):
             raise ConfigError(f"data.train_weights has {len(self.train_weights)} weights for "
                               f"{len(self.manifests)} data.train manifests; give one weight per manifest")
@@ -115,6 +117,12 @@ class TrainingData:
             raise ConfigError(f"data.train: {short(cfg.train)} gives no batch of {cfg.batch_size} per rank; lower "
                               "data.batch_size or add data")
         self.dev = SpeechTextDataset(rows.dev, self.main_task) if rows.dev else None
+        if cfg.dev and not rows.dev:
+            kind = "transcription-only" if self.main_task is Task.ASR else "translation"
+            log(f"warning: data.dev {cfg.dev} has no {kind} rows for this stage's {self.main_task.value} task: no dev "
+                "loss and no best checkpoint")
+        elif cfg.dev and cfg.dev_size == 0:
+            log("warning: data.dev_size is 0: no dev loss and no best checkpoint (only data.dev_decode's scores)")
         self.cache = self._feature_cache(rows.hashes, log) if uses_cache else None
         self.collator = Collator(model.tokenizer, self.cache)
         self._position = (self.sampler.epoch, self.sampler.batch)
@@ -206,10 +214,11 @@ class TrainingData:
 
     # ---- dev ----------------------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def evaluate(self, model, autocast, sharded: bool = False) -> dict[str, float]:
-        """Dev loss (rows split across ranks) and, with dev_decode, a BLEU / WER sample decoded by rank 0. With a
-        sharded (FSDP) model every forward needs every rank, so all ranks run the same number of dev batches (a rank
-        short of rows repeats one and does not count it) and all decode the sample together."""
+    def evaluate(self, model, autocast, sharded: bool = False) -> dict[str, float | None]:
+        """Dev loss (rows split across ranks; None when no token was scored) and, with dev_decode, a BLEU / WER
+        sample decoded by rank 0. With a sharded (FSDP) model every forward needs every rank, so all ranks run the same
+        number of dev batches (a rank short of rows repeats one and does not count it) and all decode the sample
+        together."""
         model.eval()
         d, bs = self.d, self.cfg.batch_size
         n = min(len(self.dev), self.cfg.dev_size)
@@ -227,7 +236,7 @@ class TrainingData:
                 tokens += out["n_tokens"].cpu()
         for t in (loss_sum, tokens):
             all_sum(t, d)
-        result = {"dev_loss": (loss_sum / tokens.clamp(min=1)).item()}
+        result: dict[str, float | None] = {"dev_loss": (loss_sum / tokens).item() if tokens > 0 else None}
         if self.cfg.dev_decode and (d.main or sharded):
             examples = [self.dev[i] for i in range(min(len(self.dev), self.cfg.dev_decode))]
             hyps = []

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from .. import config as config_lib
 from ..config import bounds, short
 from .. import device as device_lib
+from .. import paths
 from ..errors import ConfigError, LLMSRTError
 from ..model.cpu_linear import kernel_rule
 from ..model.ctc import CTCLoss
@@ -36,6 +37,7 @@ from .data import DataSection, has_speech, mixes_text
 from .parallel import Dist, Parallel, all_sum, barrier, init_distributed, llm_device, on_main
 
 FINAL = "final"  # the finished model folder inside output_dir
+INIT_RECORD = "init_from.json"  # in final/: the folder it started from and `resume.init_identity` of its weights
 LORA_BIAS = ("none", "all", "lora_only")  # peft's bias modes
 
 
@@ -122,6 +124,8 @@ class TrainConfig:
     #   content, ...: train/resume.py) differ from the checkpoint's; the new ones apply from the resumed step
 
     def __post_init__(self):
+        if not self.trainable:
+            raise ConfigError("trainable is empty, so nothing would train; list adapter and/or lora, e.g. [adapter]")
         for name in self.data.tasks:
             try:
                 Task(name)
@@ -203,6 +207,7 @@ class Recipe:
         self.step = 0
         self.latest: checkpoint.CheckpointInfo | None = None  # the checkpoint this run resumes from
         self.last_good: Path | None = None  # the newest checkpoint on disk (named when the loss turns NaN)
+        self.lr = 0.0  # the learning rate the last step trained with
         self.ctc_loss: float | None = None  # the last step's CTC loss (token-weighted over ranks), with cfg.ctc on
         self.bar, self.writer = None, None  # progress bar, TensorBoard (rank 0)
         self.parallel: Parallel | None = None
@@ -233,6 +238,7 @@ class Recipe:
         self.extending = False
         if not is_finished(self.out):
             return False
+        self._check_same_start()
         done = finished_steps(self.out)
         if done is None or done >= self.cfg.max_steps:
             self.log(f"[{self.cfg.stage}] already finished: {self.out / FINAL}")
@@ -241,6 +247,21 @@ class Recipe:
                  "continuing from the newest checkpoint")
         self.extending = True
         return False
+
+    def _check_same_start(self) -> None:
+        """A finished model started from other weights than this config's model.init_from is another run's (e.g.
+        SRT trained from SMT, now asked for without SMT): an error, never handed back as this run's result."""
+        try:
+            record = json.loads((self.out / FINAL / INIT_RECORD).read_text())
+            stored, was = record["weights"], record["init_from"]
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
+            return  # a final/ from before the record: not checked
+        init = self.cfg.model.init_from
+        current = resume.init_identity(init)
+        if stored != current and not (init and current is None):  # a missing init_from folder: nothing to compare
+            raise LLMSRTError(f"[{self.cfg.stage}] {self.out / FINAL} was trained from {was or 'scratch'}, but "
+                              f"model.init_from is now {init and Path(init).resolve() or 'none'} (other weights); "
+                              "use another output_dir for this run")
 
     # ---- 1. set-up --------------------------------------------------------------------------------------------------
     def setup_processes(self) -> None:
@@ -264,6 +285,10 @@ class Recipe:
         """The checkpoint to resume from (every rank); rank 0 compares its settings with this run's (before any
         model is built): a change stops the run unless allow_changes is set."""
         self.latest = checkpoint.latest(self.out, log=self.log)
+        if self.latest is not None and self.latest.step > self.cfg.max_steps:
+            raise LLMSRTError(f"{self.latest.path}: the newest checkpoint is at step {self.latest.step}, past "
+                              f"max_steps {self.cfg.max_steps}; raise max_steps to at least {self.latest.step} or use "
+                              "another output_dir")
         if self.extending and self.latest is None:
             raise LLMSRTError(f"{self.out}: no checkpoint left to continue the finished run from; raise max_steps in "
                               "a new output_dir with model.init_from pointing at the finished model instead")
@@ -357,6 +382,7 @@ class Recipe:
             self.data.load_state_dict(state["data"])
             self.step = state["step"]
             _restore_rng(state["rng"], self.d, cfg.seed, self.step, log=self.log)
+            on_main(self.d, lambda: _drop_log_after(self.out, self.step))
             self.log(f"[{cfg.stage}] resumed from {self.latest.path} at step {self.step}")
 
     # ---- 5. train ---------------------------------------------------------------------------------------------------
@@ -366,7 +392,9 @@ class Recipe:
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if _use_bf16(cfg, self.device)
                          else contextlib.nullcontext())
         try:
-            self.writer = _tensorboard(self.out) if self.d.main else None
+            # resumed: TensorBoard drops the killed run's events past the resumed step, as train_log.jsonl did
+            purge = self.step + 1 if self.latest is not None else None
+            self.writer = _tensorboard(self.out, purge) if self.d.main else None
         except OSError as e:
             raise LLMSRTError(f"{self.out / 'tensorboard'}: cannot create the TensorBoard log ({e.strerror or e}); "
                               "free space or fix the folder, then run the same command") from None
@@ -380,7 +408,7 @@ class Recipe:
             last = self.step == cfg.max_steps
             dev_loss = None
             if self.data.has_dev and ((cfg.eval_every and self.step % cfg.eval_every == 0) or last):
-                dev_loss = self.evaluate()["dev_loss"]
+                dev_loss = self.evaluate().get("dev_loss")
             if self.step % cfg.save_every == 0 or last:
                 self.save_checkpoint(dev_loss)
 
@@ -416,6 +444,7 @@ class Recipe:
                               "optim.lr or check the data")
         if cfg.optim.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.params, cfg.optim.grad_clip)
+        self.lr = self.optimizer.param_groups[0]["lr"]  # this step's: after scheduler.step() it is the next one's
         self.optimizer.step()
         self.scheduler.step()
         self.step += 1
@@ -424,7 +453,7 @@ class Recipe:
 
     def log_step(self, loss: float) -> None:
         """The three sinks: the progress bar, TensorBoard, and train_log.jsonl every log_every steps."""
-        lr = self.scheduler.get_last_lr()[0]
+        lr = self.lr
         try:
             self.bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", refresh=False)  # update() redraws, as often
             self.bar.update(1)  # as its mininterval allows (30 s into a log file, cli.quiet_progress_when_logged)
@@ -470,8 +499,10 @@ class Recipe:
                           "to resume") from None
 
     def evaluate(self) -> dict[str, float]:
-        """Dev loss (and, with data.dev_decode, dev BLEU / WER) on every rank's share; logged by rank 0."""
-        dev = self.data.evaluate(self.model, self.autocast, sharded=self.parallel.sharded)
+        """Dev loss (none when no dev token was scored) and, with data.dev_decode, dev BLEU / WER on every rank's
+        share; logged by rank 0."""
+        dev = {k: v for k, v in self.data.evaluate(self.model, self.autocast, sharded=self.parallel.sharded).items()
+               if v is not None}  # no dev loss when no dev token was scored
 
         def write():
             self.bar.write(f"[{self.cfg.stage}] step {self.step}: " + ", ".join(f"{k} {v:.3f}" for k, v in dev.items()))
@@ -546,6 +577,9 @@ def _save_final(model, out: Path, weights: dict, cfg: TrainConfig) -> None:
     try:
         model.save_pretrained(out / FINAL, state=weights)
         (out / FINAL / "train_config.json").write_text(json.dumps(config_lib.to_dict(cfg), indent=2) + "\n")
+        init = cfg.model.init_from
+        (out / FINAL / INIT_RECORD).write_text(json.dumps({"init_from": init, "weights": resume.init_identity(init)})
+                                               + "\n")  # the path as configured: a folder moved stays readable
     except (OSError, SafetensorError) as e:
         detail = (str(e).splitlines() or [type(e).__name__])[0]
         raise LLMSRTError(f"{out / FINAL}: cannot write the finished model ({detail}); free space or fix the folder, "
@@ -597,10 +631,32 @@ def _gather_rng(d: Dist) -> Any:
     return states
 
 
-def _tensorboard(out: Path):
+def _tensorboard(out: Path, purge_step: int | None = None):
     from torch.utils.tensorboard import SummaryWriter
 
-    return SummaryWriter(str(out / "tensorboard"))
+    return SummaryWriter(str(out / "tensorboard"), purge_step=purge_step)
+
+
+def _drop_log_after(out: Path, step: int) -> None:
+    """train_log.jsonl without the lines of steps past `step` (a killed run logged them; the resumed one redoes
+    them), rewritten atomically; lines that are not a record with a step are kept."""
+    path = out / "train_log.jsonl"
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    except FileNotFoundError:
+        return
+    keep = [line for line in lines if not _logged_after(line, step)]
+    if len(keep) != len(lines):
+        with paths.atomic_file(path) as f:
+            f.writelines(keep)
+
+
+def _logged_after(line: str, step: int) -> bool:
+    try:
+        logged = json.loads(line).get("step")
+    except (ValueError, AttributeError, RecursionError):
+        return False
+    return isinstance(logged, int) and logged > step
 
 
 def _log_json(out: Path, record: dict) -> None:

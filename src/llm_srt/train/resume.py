@@ -25,6 +25,8 @@ FREE_ON_RESUME = frozenset({
     # how batches are built, not which (data.train / data.dev are compared by content below)
     "data.num_workers", "data.feature_cache", "data.precompute_features", "data.dev_decode"})
 CONTENT_KEYS = ("data.train", "data.dev")  # manifests: compared by a hash of their bytes, not by path
+INIT_KEY = "model.init_from weights"  # the starting model by content (its path may differ between hosts); compared
+#   only when the checkpoint stored it (older ones did not)
 
 
 PER_STEP = "examples per step (data.batch_size x optim.accumulation x ranks)"
@@ -40,6 +42,7 @@ def run_settings(cfg, world: int = 1) -> dict[str, Any]:
     settings[PER_STEP] = cfg.data.batch_size * cfg.optim.accumulation * world
     settings["data.train"] = [file_hash(m) for m in cfg.data.manifests]
     settings["data.dev"] = file_hash(cfg.data.dev) if cfg.data.dev else None
+    settings[INIT_KEY] = init_identity(cfg.model.init_from)
     return json.loads(json.dumps(settings))  # tuples as lists: as they come back from the checkpoint
 
 
@@ -50,9 +53,11 @@ def changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
         if key in FREE_ON_RESUME:
             continue
         old, new = saved.get(key, "(unset)"), current.get(key, "(unset)")
-        if old == new:
+        if old == new or key == INIT_KEY and key not in saved:
             continue
-        if key in CONTENT_KEYS:
+        if key == INIT_KEY:
+            found.append("model.init_from (it holds other weights than the checkpoint's run started from)")
+        elif key in CONTENT_KEYS:
             found.append(f"{key} (the manifests' content or list changed)")
         else:
             found.append(f"{key} {short(old)} -> {short(new)}")
@@ -68,6 +73,17 @@ def file_hash(path: str | Path) -> str | None:
                 h.update(block)
     except OSError:
         return None
+    return h.hexdigest()
+
+
+def init_identity(folder: str | Path | None) -> str | None:
+    """sha256 over the trainable weights (*.safetensors) of a model folder; None without one (or none there)."""
+    files = sorted(Path(folder).glob("*.safetensors")) if folder else []
+    if not files:
+        return None
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f"{f.name}:{file_hash(f)}\n".encode())
     return h.hexdigest()
 
 

@@ -1,0 +1,93 @@
+"""A curriculum stage is only reused or resumed when it started from the same model, and each stage owns its
+folder; a resume never runs past max_steps and its logs read as one run."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from llm_srt.errors import ConfigError, LLMSRTError
+from llm_srt.train import curriculum, recipe
+
+from .conftest import overrides
+
+
+def _stage_folder(tmp_path, out=True):
+    folder = tmp_path / "cfgs"
+    folder.mkdir()
+    for stage in ("asr", "smt", "srt"):
+        where = f"output_dir: {tmp_path / stage}\n" if out else ""
+        (folder / f"{stage}.yaml").write_text(f"stage: {stage}\ndata:\n  train: x.jsonl\n  tasks: {{{stage}: 1.0}}\n"
+                                              + where)
+    return folder
+
+
+def test_a_stage_trained_from_another_start_is_neither_reused_nor_resumed(tiny_setup, tmp_path):
+    folder = _stage_folder(tmp_path)
+    common = [o for o in overrides(tiny_setup, "x", max_steps=2, save_every=1) if not o.startswith("output_dir")]
+    curriculum.run_curriculum([str(folder)], common, log=lambda *_: None)
+    with pytest.raises(LLMSRTError, match=r"srt/final was trained from .*smt/final, but model.init_from is now "
+                                          r".*asr/final \(other weights\); use another output_dir"):
+        curriculum.run_curriculum([str(folder)], common, stages=["asr", "srt"], log=lambda *_: None)
+    shutil.rmtree(tmp_path / "srt" / "final")
+    with pytest.raises(ConfigError, match=r"model.init_from \(it holds other weights.*allow_changes=true"):
+        curriculum.run_curriculum([str(folder)], common, stages=["asr", "srt"], log=lambda *_: None)
+    messages = []  # the same start as before: resumed and finished as usual
+    curriculum.run_curriculum([str(folder)], common, log=messages.append)
+    assert any("[srt] resumed from" in m for m in messages)
+
+
+def test_stages_sharing_an_output_dir_or_starting_from_their_own_final_are_refused(tmp_path):
+    folder = _stage_folder(tmp_path, out=False)
+    with pytest.raises(ConfigError, match="stages asr and smt both write runs/default; give each stage its own"):
+        curriculum.plan([str(folder)])
+    with pytest.raises(ConfigError, match="stages asr and smt both write runs/mine"):
+        curriculum.plan([str(folder)], ["output_dir=runs/mine"])
+    with pytest.raises(ConfigError, match="stage smt: model.init_from .*smt/final is its own final model"):
+        curriculum.plan([str(folder)], ["smt:model.init_from=" + str(tmp_path / "r" / "smt" / "final")],
+                        out_root=tmp_path / "r")
+
+
+def test_stages_pick_from_listed_files_and_an_override_for_no_stage_is_refused(tmp_path):
+    folder = _stage_folder(tmp_path)
+    files = [str(folder / f"{s}.yaml") for s in ("asr", "smt", "srt")]
+    stages = curriculum.plan(files, stages=["asr", "srt"])
+    assert [s.name for s in stages] == ["asr", "srt"]
+    assert stages[1].config.model.init_from == str(tmp_path / "asr" / "final")
+    with pytest.raises(ConfigError, match="--stages names mt, but the stage configs given are asr, smt, srt"):
+        curriculum.plan(files, stages=["mt"])
+    for bad in ("SRT:optim.lr=1e-5", "str:max_steps=50"):
+        with pytest.raises(ConfigError, match=r"no stage '(SRT|str)' runs here; the stages are asr, smt, srt"):
+            curriculum.plan(files, [bad])
+    with pytest.raises(ConfigError, match="the stages are asr, srt"):  # a stage left out by --stages
+        curriculum.plan([str(folder)], ["smt:max_steps=5"], stages=["asr", "srt"])
+
+
+def test_a_checkpoint_past_max_steps_is_refused(tiny_setup, tmp_path):
+    out = tmp_path / "run"
+    recipe.train(recipe.load_config(None, overrides(tiny_setup, out, max_steps=6, save_every=2)), log=lambda *_: None)
+    shutil.rmtree(out / "final")
+    with pytest.raises(LLMSRTError, match=r"step-00000006: the newest checkpoint is at step 6, past max_steps 4; "
+                                          "raise max_steps to at least 6 or use another output_dir"):
+        recipe.train(recipe.load_config(None, overrides(tiny_setup, out, max_steps=4, save_every=2)),
+                     log=lambda *_: None)
+
+
+def test_the_logged_lr_is_the_steps_own_and_a_resume_rewrites_the_later_lines(tiny_setup, tmp_path, monkeypatch):
+    purges = []
+    board = recipe._tensorboard
+    monkeypatch.setattr(recipe, "_tensorboard", lambda out, purge=None: purges.append(purge) or board(out, purge))
+    out = tmp_path / "run"
+    cfg = recipe.load_config(None, overrides(tiny_setup, out, max_steps=6, save_every=3,
+                                             **{"optim.schedule": "linear"}))
+    recipe.train(cfg, log=lambda *_: None)
+    lines = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["lr"] for r in lines] == pytest.approx([3e-3 * (1 - k / 6) for k in range(6)])
+    shutil.rmtree(out / "final")  # as if killed after step 6, before its checkpoint and final/
+    shutil.rmtree(out / "checkpoints" / "step-00000006")
+    recipe.train(cfg, log=lambda *_: None)
+    again = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in again] == [1, 2, 3, 4, 5, 6]
+    assert [r["lr"] for r in again] == [r["lr"] for r in lines]
+    assert purges == [None, 4]
