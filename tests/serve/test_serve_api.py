@@ -77,8 +77,9 @@ def test_translation_in_every_format(client, clip, expected):
         "task": "translate", "mode": "srt", "language": "eng", "target_language": "deu", "duration": 1.0,
         "text": srt.translation, "transcript": srt.transcript, "translation": srt.translation,
         "forced_tags": srt.forced_tags,  # SRT rows whose language tags greedy decoding wrote for the model
+        "no_speech": False, "error": None,
         "segments": [{"id": 0, "start": 0.0, "end": 1.0, "text": srt.translation, "transcript": srt.transcript,
-                      "translation": srt.translation, "forced_tags": srt.forced_tags}]}
+                      "translation": srt.translation, "forced_tags": srt.forced_tags, "error": None}]}
 
 
 
@@ -307,3 +308,49 @@ def test_a_greedy_server_stays_greedy_unless_its_operator_raises_max_beam(transl
         r = post(c, TRANSLATIONS, clip[1], source_language="eng", beam_size="2")
         assert r.status_code == 400 and "from 1 to 1" in r.json()["error"]["message"]
         assert post(c, TRANSLATIONS, clip[1], source_language="eng", beam_size=" 1 ").status_code == 200
+
+
+class PartlyFailing:
+    """The inner translator's results with a second, failed segment each (a CUDA error on one segment of a long
+    input leaves its result so: the error set, the other segments' texts kept)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def translate(self, inputs, *args, on_result=None, **kw):
+        from dataclasses import replace
+
+        from llm_srt.infer import SegmentResult
+
+        results = []
+        for i, r in enumerate(self.inner.translate(inputs, *args, **kw)):
+            bad = SegmentResult(r.duration, r.duration + 1.0, "", "", error="RuntimeError: CUDA error")
+            results.append(replace(r, segments=[*r.segments, bad], error="1 of 2 segments failed (the first, ...)"))
+            if on_result is not None:
+                on_result(i, results[-1])
+        return results
+
+
+def test_a_request_that_failed_in_part_gets_the_rest_and_says_so(translator, clip, expected):
+    """Before, any failed segment made the whole request a 500 (which OpenAI clients retry twice, running the whole
+    audio three times) and its good segments were thrown away."""
+    _, wav = clip
+    srt, _ = expected
+    ask = {"source_language": "eng", "target_language": "deu"}
+    with local_client(create_app(PartlyFailing(translator), options())) as c:
+        assert post(c, TRANSLATIONS, wav, **ask).json() == {"text": srt.translation}
+        verbose = post(c, TRANSLATIONS, wav, response_format="verbose_json", **ask).json()
+    assert verbose["error"].startswith("1 of 2 segments failed") and verbose["text"] == srt.translation
+    assert [s["error"] for s in verbose["segments"]] == [None, "RuntimeError: CUDA error"]
+
+
+def test_silence_is_no_speech_and_impossible_subtitles_are_refused(client):
+    silence = wav_bytes(np.zeros(32000, dtype=np.float32))
+    verbose = post(client, TRANSLATIONS, silence, target_language="deu", response_format="verbose_json").json()
+    assert verbose["no_speech"] is True and verbose["language"] == "unknown" and verbose["segments"] == []
+    r = post(client, TRANSCRIPTIONS, silence, language="eng", response_format="srt", subtitles="translation")
+    err = r.json()["error"]
+    assert r.status_code == 400 and err["param"] == "subtitles" and "task asr writes no translation" in err["message"]

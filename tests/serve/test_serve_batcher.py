@@ -22,7 +22,7 @@ class Recorder:
         self.gate = gate
         self.fail_first = fail_first
 
-    def translate(self, inputs, src, tgt=None, task=Task.SRT, options=None, batch_size=8):
+    def translate(self, inputs, src, tgt=None, task=Task.SRT, options=None, batch_size=8, on_result=None):
         tasks = [Task(t) for t in task]
         self.calls.append((list(src), list(tgt), tasks, [x.size for x in inputs]))
         self.options.append(options)
@@ -30,8 +30,11 @@ class Recorder:
             assert self.gate.wait(10)
         if self.fail_first and len(self.calls) == 1:
             raise RuntimeError("model exploded")
-        return [TranslationResult(f"<array {i}>", s, t, k.value, translation=f"n={x.size}")
-                for i, (x, s, t, k) in enumerate(zip(inputs, src, tgt, tasks))]
+        results = [TranslationResult(f"<array {i}>", s, t, k.value, translation=f"n={x.size}")
+                   for i, (x, s, t, k) in enumerate(zip(inputs, src, tgt, tasks))]
+        for i, r in enumerate(results):
+            on_result(i, r)
+        return results
 
 
 def run(coro):
@@ -193,3 +196,30 @@ def test_a_batch_does_not_wait_for_more_while_other_decodings_are_ready():
 
     rec, seconds = run(main())
     assert len(rec.calls) == 2 and seconds < 3.0  # the last batch's 2 s window only, not two windows
+
+
+def test_a_request_is_answered_as_soon_as_its_own_segments_are_done():
+    """A short clip batched with a long one: the model thread hands the short one's result back first, and its
+    caller has it while the long one still decodes (before, every request of a batch waited for the last)."""
+    class Staged(Recorder):
+        def translate(self, inputs, src, tgt=None, task=Task.SRT, options=None, batch_size=8, on_result=None):
+            results = [TranslationResult(f"<array {i}>", s, t, Task(k).value, translation=f"n={x.size}")
+                       for i, (x, s, t, k) in enumerate(zip(inputs, src, tgt, task))]
+            on_result(1, results[1])
+            assert self.gate.wait(10)
+            on_result(0, results[0])
+            return results
+
+    async def main():
+        gate = threading.Event()
+        b = await started(Staged(gate), max_batch=2, max_wait_ms=200)
+        long_clip, short_clip = [asyncio.ensure_future(b.submit(x, "eng", "deu", Task.SRT)) for x in clips(2)]
+        short = await asyncio.wait_for(short_clip, 5)
+        waiting = not long_clip.done()
+        gate.set()
+        long = await long_clip
+        await b.stop()
+        return short, waiting, long
+
+    short, waiting, long = run(main())
+    assert short.translation == "n=1001" and waiting and long.translation == "n=1000"

@@ -36,7 +36,7 @@ from starlette.requests import ClientDisconnect
 
 from .. import languages, subtitles
 from ..errors import LLMSRTError
-from ..infer import SpeechTranslator, TranslationResult, add_model_arguments, translator_from_args
+from ..infer import NO_TEXT, SpeechTranslator, TranslationResult, add_model_arguments, translator_from_args
 from ..model.decoding import DecodingOptions, decoding_from_args
 from ..prompts import Task
 from .batcher import BatchOptions, Batcher, BusyError
@@ -243,6 +243,10 @@ def _handler(endpoint: Endpoint, batcher: Batcher, decoder: DecodePool, options:
         if cue_mode not in subtitles.CUE_MODES:
             raise APIError(400, f"unknown subtitles {cue_mode!r}: use one of {', '.join(subtitles.CUE_MODES)}",
                            "subtitles")
+        if form.response_format in ("srt", "vtt") and cue_mode == NO_TEXT.get(task.value):
+            raise APIError(400, f"task {task.value} writes no {cue_mode}, so subtitles {cue_mode} would give "
+                           f"{form.response_format} without a cue; use subtitles both, or task srt for both texts",
+                           "subtitles")
         try:
             upload, name = check_upload(form.file, options.max_upload_bytes)
         except UploadError as e:
@@ -267,7 +271,7 @@ def _handler(endpoint: Endpoint, batcher: Batcher, decoder: DecodePool, options:
         except Exception as e:  # noqa: BLE001 - the model failed on this batch; the server goes on
             log.exception("translate failed")
             raise APIError(500, f"the model failed: {type(e).__name__}: {e}") from None
-        if result.error:
+        if result.error and not result.kept:  # failed whole (one that failed in part answers with the rest)
             if src == AUTO and LID_MISSING in result.error:  # the request asked for what this model cannot do
                 raise APIError(400, f"source_language auto: this model cannot detect the language ({result.error});"
                                " give source_language (ISO 639-3, e.g. eng)", "source_language")
@@ -423,12 +427,12 @@ def render_vtt(r: TranslationResult, endpoint: Endpoint, mode: str) -> Response:
 
 def render_verbose(r: TranslationResult, endpoint: Endpoint, mode: str) -> Response:
     return JSONResponse({
-        "task": endpoint.openai_task, "mode": r.task, "language": r.src, "target_language": r.tgt,
+        "task": endpoint.openai_task, "mode": r.task, "language": r.src or "unknown", "target_language": r.tgt,
         "duration": round(r.duration, 3), "text": _text(r, endpoint), "transcript": r.transcript,
-        "translation": r.translation, "forced_tags": r.forced_tags,
+        "translation": r.translation, "forced_tags": r.forced_tags, "no_speech": r.no_speech, "error": r.error,
         "segments": [{"id": i, "start": s.start, "end": s.end, "text": getattr(s, endpoint.text),
-                      "transcript": s.transcript, "translation": s.translation, "forced_tags": s.forced_tags}
-                     for i, s in enumerate(r.segments)],
+                      "transcript": s.transcript, "translation": s.translation, "forced_tags": s.forced_tags,
+                      "error": s.error} for i, s in enumerate(r.segments)],
     })
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import Counter, deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -165,19 +166,25 @@ class Batcher:
                 await self._run(loop, live)
 
     async def _run(self, loop: asyncio.AbstractEventLoop, group: list[Pending]) -> None:
+        def answer(i: int, result: TranslationResult) -> None:  # on the model thread, as each request is done
+            loop.call_soon_threadsafe(_settle, group[i].future, result)
+
         try:
-            results = await loop.run_in_executor(self._executor, self._translate, group)
+            await loop.run_in_executor(self._executor, self._translate, group, answer)
         except Exception as e:  # noqa: BLE001 - one failing batch must not stop the server
             for p in group:
                 if not p.future.done():
                     p.future.set_exception(e)
-            return
-        for p, r in zip(group, results):
-            if not p.future.done():
-                p.future.set_result(r)
 
-    def _translate(self, group: list[Pending]) -> list[TranslationResult]:
+    def _translate(self, group: list[Pending], answer: Callable[[int, TranslationResult], object]) -> None:
+        """The group through the model; each request is answered as soon as its last segment is back (a short
+        clip batched with a long one does not wait for the long one's other segments)."""
         self.stats.sizes[len(group)] += 1
-        return self.translator.translate([p.audio for p in group], [p.src for p in group], [p.tgt for p in group],
-                                         task=[p.task for p in group], options=group[0].decoding,
-                                         batch_size=self.options.max_batch)
+        self.translator.translate([p.audio for p in group], [p.src for p in group], [p.tgt for p in group],
+                                  task=[p.task for p in group], options=group[0].decoding,
+                                  batch_size=self.options.max_batch, on_result=answer)
+
+
+def _settle(future: asyncio.Future, result: TranslationResult) -> None:
+    if not future.done():  # not timed out or cancelled meanwhile
+        future.set_result(result)
