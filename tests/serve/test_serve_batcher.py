@@ -223,3 +223,25 @@ def test_a_request_is_answered_as_soon_as_its_own_segments_are_done():
 
     short, waiting, long = run(main())
     assert short.translation == "n=1001" and waiting and long.translation == "n=1000"
+
+
+def test_decoded_audio_waiting_beyond_its_cap_is_refused():
+    """Requests wait as decoded samples (64 KB a second): besides their number, the seconds of those not yet
+    answered are capped, so a busy server's memory does not grow with uploads of silence (a review queued 40 600 s
+    uploads: 355 -> 1,827 MB)."""
+    async def main():
+        gate = threading.Event()
+        b = await started(Recorder(gate), max_batch=1, max_wait_ms=0, max_queued_seconds=2.5)
+        held = [asyncio.ensure_future(b.submit(np.zeros(16000, np.float32), "eng", "deu", Task.SRT))
+                for _ in range(2)]  # the first's batch runs (the model thread blocks on the gate), the second waits
+        await asyncio.sleep(0.05)
+        seconds = b.queued_seconds
+        with pytest.raises(BusyError, match=r"2 s of audio are already waiting \(llm-srt serve --max-queued-seconds"):
+            await b.submit(np.zeros(16000, np.float32), "eng", "deu", Task.SRT)
+        gate.set()
+        await asyncio.gather(*held)
+        left = b.queued_seconds
+        await b.stop()
+        return seconds, left
+
+    assert run(main()) == (2.0, 0.0)

@@ -450,6 +450,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--max-batch", type=int, default=8, help="most requests in one model call (1 = no batching)")
     parser.add_argument("--max-wait-ms", type=float, default=20.0,
                         help="how long a request waits for others to join its batch")
+    parser.add_argument("--max-queued-seconds", type=float, default=BatchOptions.max_queued_seconds,
+                        help="decoded audio waiting for the model beyond this many seconds gets 503 (each second "
+                             "holds 64 KB of samples)")
     parser.add_argument("--max-upload-mb", type=float, default=50.0, help="larger uploads get 413")
     parser.add_argument("--max-audio-seconds", type=float, default=ServeOptions.max_audio_seconds,
                         help="longer audio gets 413 (the decoder stops there: a compressed bomb never fills memory)")
@@ -492,7 +495,8 @@ def options_from_args(args) -> ServeOptions:
     check_number("--beam", args.beam, 1, 64, integer=True)
     check_number("--max-new-tokens", args.max_new_tokens, 1, 1 << 20, integer=True)
     decoding = decoding_from_args(args)
-    batch = BatchOptions(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, decoding=decoding)
+    batch = BatchOptions(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, decoding=decoding,
+                         max_queued_seconds=args.max_queued_seconds)
     hosts = HostRule(args.host, tuple(check_allowed_host(h) for h in args.allow_host))
     return ServeOptions(model_name=args.name, max_upload_mb=args.max_upload_mb, max_beam=args.max_beam,
                         max_audio_seconds=args.max_audio_seconds, max_decodes=args.max_decodes,

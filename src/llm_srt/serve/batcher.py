@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..audio import SAMPLE_RATE
 from ..errors import LLMSRTError
 from ..infer import SpeechTranslator, TranslationResult
 from ..model.decoding import DecodingOptions
@@ -33,14 +34,17 @@ class BatchOptions:
     max_wait_ms: float = 20.0  # how long the first request of a batch waits for others to join it
     max_queue: int = 1024  # requests waiting beyond this are refused (server busy) instead of piling up
     decoding: DecodingOptions = DecodingOptions()  # the decoding of a request that asks for none of its own
+    max_queued_seconds: float = 3600.0  # decoded audio waiting beyond this is refused too (1 h: 230 MB of samples)
 
     def __post_init__(self):
         ok = (isinstance(self.max_batch, int) and isinstance(self.max_queue, int) and self.max_batch >= 1
               and self.max_queue >= 1 and isinstance(self.max_wait_ms, (int, float))
-              and math.isfinite(self.max_wait_ms) and 0 <= self.max_wait_ms <= 60_000)
+              and math.isfinite(self.max_wait_ms) and 0 <= self.max_wait_ms <= 60_000
+              and isinstance(self.max_queued_seconds, (int, float)) and self.max_queued_seconds > 0)
         if not ok:
-            raise LLMSRTError(f"serve: need max_batch (--max-batch) >= 1, max_wait_ms (--max-wait-ms) in 0..60000 "
-                              f"and max_queue >= 1 (got {self.max_batch}, {self.max_wait_ms}, {self.max_queue})")
+            raise LLMSRTError(f"serve: need max_batch (--max-batch) >= 1, max_wait_ms (--max-wait-ms) in 0..60000, "
+                              f"max_queue >= 1 and max_queued_seconds (--max-queued-seconds) > 0 (got "
+                              f"{self.max_batch}, {self.max_wait_ms}, {self.max_queue}, {self.max_queued_seconds})")
 
 
 class BusyError(LLMSRTError):
@@ -88,6 +92,7 @@ class Batcher:
         self._arrived: asyncio.Event | None = None  # set when a request is queued
         self._collector: asyncio.Task | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._held = 0  # samples of the requests submitted and not yet answered
 
     @property
     def waiting(self) -> int:
@@ -95,6 +100,11 @@ class Batcher:
         if self._queue is None:
             return 0
         return len(self._queue) + sum(not p.future.done() for p in self._forming)
+
+    @property
+    def queued_seconds(self) -> float:
+        """Seconds of decoded audio held by the requests not yet answered (waiting, or in a batch)."""
+        return self._held / SAMPLE_RATE
 
     async def start(self) -> None:
         self._queue = deque()
@@ -126,13 +136,19 @@ class Batcher:
             raise RuntimeError("Batcher.start() was not awaited")
         if self.waiting >= self.options.max_queue:
             raise BusyError(f"{self.waiting} requests are already waiting; retry later")
+        held = self.queued_seconds
+        if held and held + audio.size / SAMPLE_RATE > self.options.max_queued_seconds:
+            raise BusyError(f"{held:.0f} s of audio are already waiting (llm-srt serve --max-queued-seconds "
+                            f"{self.options.max_queued_seconds:g}); retry later")
         pending = Pending(audio, src, tgt, task, asyncio.get_running_loop().create_future(),
                           decoding or self.options.decoding)
         self._queue.append(pending)
+        self._held += audio.size
         self._arrived.set()
         try:
             return await pending.future  # a cancelled await cancels the future too: the collector skips it
         finally:
+            self._held -= audio.size
             if pending in self._queue:
                 self._queue.remove(pending)
 
