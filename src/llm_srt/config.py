@@ -179,8 +179,7 @@ def _type_at(cls: type, key: str) -> Any:
     """The type hint of dotted `key` in the dataclass tree `cls` (None where the key leads out of dataclasses)."""
     tp: Any = cls
     for part in key.split("."):
-        options = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
-        tp = next((o for o in options if dataclasses.is_dataclass(o)), None)
+        tp = next((o for o in _members(tp) if dataclasses.is_dataclass(o)), None)
         if tp is None or part not in {f.name for f in dataclasses.fields(tp)}:
             return None
         tp = typing.get_type_hints(tp)[part]
@@ -189,8 +188,13 @@ def _type_at(cls: type, key: str) -> Any:
 
 def _takes_text(tp: Any) -> bool:
     """Whether a field of type `tp` takes a string and no other scalar (an override's raw text is then its value)."""
-    options = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
+    options = _members(tp)
     return str in options and not any(o in (bool, int, float) for o in options)
+
+
+def _members(tp: Any) -> tuple:
+    """The types a hint allows: a union's members, else the hint itself."""
+    return typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
 
 
 def from_dict(cls: type[T], data: dict, where: str = "<config>", prefix: str = "") -> T:

@@ -8,9 +8,7 @@ per input: a batch mixes languages and tasks freely. Work items (what goes to th
 results (built from the items and the system's outputs as each input is finished).
 """
 
-import contextlib
 import logging
-import math
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -23,11 +21,12 @@ from . import device as placement_of
 from . import languages, subtitles
 from .audio import SAMPLE_RATE, AudioInput, load_audio
 from .errors import LLMSRTError, shown
+from .paths import atomic_file
 from .model.decoding import (DecodingOptions, add_compile_argument, add_no_repeat_argument, add_srt_tags_argument,
                              decoding_from_args)
 from .model.systems import Item, Output, System, cap, check_item, load_system
 from .prompts import Task
-from .segment import Segment, SegmentOptions, segment
+from .segment import Segment, SegmentOptions, last_millisecond, segment
 
 WINDOW_SECONDS = 30.0  # Whisper's window: the longest segment (SegmentOptions.max_seconds)
 TOKENS_PER_SECOND = 12.0  # generous upper bound on text tokens per second of Latin-script speech, per text part
@@ -216,15 +215,15 @@ class SpeechTranslator:
                   on_result: Callable[[int, TranslationResult], object] | None = None,
                   whole_clips: bool = False) -> list[TranslationResult]:
         """One result per input, in order. `src` / `tgt` / `task`: one value, or one per input ("auto" source:
-        language ID per input, from its longest speech segment). Each input goes to the system as its speech segments (`speech_segments`); one
-        without speech gets no segment and empty texts. `whole_clips` (evaluate: test utterances as the paper
-        scores them), and any input with its transcript (SMT, whose transcript belongs to the whole clip): an input
-        of at most segment_options.max_seconds goes whole, silences included (a longer SMT input fails). A bad input gets `error` set; the others are still
-        translated; a segment that fails leaves its input's other segments translated (the input's `error` counts
-        it). Inputs are decoded and run in groups of about PENDING_SECONDS of audio, so memory does not grow with
-        the number of inputs; `on_result(i, result)` is called as each input is done (its last segment back from
-        the system, so not in input order), so a caller can write it out at once and an interrupted run keeps
-        every input that was finished."""
+        language ID per input, from its longest speech segment). Each input goes to the system as its speech
+        segments (`speech_segments`); one without speech gets no segment and empty texts. `whole_clips` (evaluate:
+        test utterances as the paper scores them), and any input with its transcript (SMT, whose transcript belongs
+        to the whole clip): an input of at most segment_options.max_seconds goes whole, silences included (a longer
+        SMT input fails). A bad input gets `error` set; the others are still translated; a segment that fails
+        leaves its input's other segments translated (the input's `error` counts it). Inputs are decoded and run in
+        groups of about PENDING_SECONDS of audio, so memory does not grow with the number of inputs; `on_result(i,
+        result)` is called as each input is done (its last segment back from the system, so not in input order), so a
+        caller can write it out at once and an interrupted run keeps every input that was finished."""
         if batch_size < 1:
             raise LLMSRTError(f"batch size must be at least 1, got {batch_size} (--batch-size)")
         n = len(inputs)
@@ -261,7 +260,7 @@ class SpeechTranslator:
 
         def on_output(k: int, out: Output) -> None:
             i, j, s, _ = work[k]
-            end = min(round(s.end, 3), math.floor(durations[i] * 1000) / 1000)  # never past the audio's end
+            end = min(round(s.end, 3), last_millisecond(durations[i]))  # never past the audio's end
             segments[i][j] = SegmentResult(round(s.start, 3), end, out.transcript, out.translation, out.forced_tags,
                                            out.error)
             left[i] -= 1
@@ -388,9 +387,8 @@ def main(args) -> int:
 
     if args.src is None:
         raise LLMSRTError("give the source language with --src (ISO 639-3, e.g. eng) or --src auto")
-    missing = NO_TEXT.get(args.task)
-    if args.format in ("srt", "vtt") and args.subtitles == missing:
-        raise LLMSRTError(f"--task {args.task} writes no {missing}, so --subtitles {missing} would give "
+    if missing_cue_text(args.task, args.format, args.subtitles):
+        raise LLMSRTError(f"--task {args.task} writes no {args.subtitles}, so --subtitles {args.subtitles} would give "
                           f"{args.format} files without a cue; use --subtitles both, or --task srt for both texts")
     out_dir = Path(args.out_dir) if args.out_dir else None
     if out_dir:
@@ -491,6 +489,12 @@ FILE_SUFFIX = {"text": ".txt", "srt": ".srt", "vtt": ".vtt"}  # --format -> the 
 NO_TEXT = {"asr": "translation", "s2tt": "transcript"}  # --task -> the text it never writes (--subtitles)
 
 
+def missing_cue_text(task: str, fmt: str, mode: str) -> bool:
+    """Whether subtitles (`fmt` srt or vtt) of `mode` show a text the task never writes: files without a cue
+    (translate refuses them, and so does serve)."""
+    return fmt in ("srt", "vtt") and mode == NO_TEXT.get(task)
+
+
 def _render(r: TranslationResult, args) -> str:
     """One input's output as --format asks (text, srt or vtt)."""
     if args.format in ("srt", "vtt"):
@@ -541,14 +545,10 @@ def incomplete(path: Path) -> Path:
 
 
 def _write(path: Path, text: str) -> None:
-    """Write an output whole or not at all (a temporary file beside it, then renamed: a kill never leaves half a
-    file, which --skip-existing would take for a finished one)."""
-    part = path.with_name(path.name + ".part")
+    """Write an output whole or not at all (`paths.atomic_file`: a kill never leaves half a file, which
+    --skip-existing would take for a finished one)."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        part.write_text(text, encoding="utf-8")
-        os.replace(part, path)
+        with atomic_file(path) as f:
+            f.write(text)
     except OSError as e:
-        with contextlib.suppress(OSError):
-            part.unlink(missing_ok=True)
         raise LLMSRTError(f"{path}: cannot write the output ({e.strerror or e}); check --out-dir") from None

@@ -241,7 +241,7 @@ def _to_seconds(spans: list[tuple[int, int]], duration: float, pad: float, win: 
     """Frame ranges -> padded times; padding never crosses into a neighbour (it stops halfway across a pause)."""
     offset = (win - hop) / 2  # [a, b) spans the centres of its frames, +-half a hop
     times = [(offset + a * hop, offset + b * hop) for a, b in spans]
-    last_ms = math.floor(duration * 1000) / 1000  # the clip's end in whole milliseconds: no end rounded past it
+    last_ms = last_millisecond(duration)  # no end rounded past the clip's
     out = []
     for i, (start, end) in enumerate(times):
         left = (times[i - 1][1] + start) / 2 if i > 0 else 0.0
@@ -249,3 +249,8 @@ def _to_seconds(spans: list[tuple[int, int]], duration: float, pad: float, win: 
         s, e = max(start - pad, left, 0.0), min(end + pad, right, duration)
         out.append(Segment(round(s, 3), min(round(e, 3), last_ms)))
     return [seg for seg in out if seg.end > seg.start]
+
+
+def last_millisecond(duration: float) -> float:
+    """A clip's end in whole milliseconds, rounded down: a time given to 3 decimals never passes it."""
+    return math.floor(duration * 1000) / 1000

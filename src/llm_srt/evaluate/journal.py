@@ -2,11 +2,12 @@
 
 `llm-srt evaluate` appends each system's finished rows to OUT/partial/<system>.<kind>.rank<R>.jsonl (kind `hyps`,
 or `mt` for --with-mt's text MT; R the torchrun rank). Its first line holds the settings that make the outputs what
-they are: the model folder's weights and configuration (by content), the task, the decoding options, the device
-type, the dtype, and the layout (batch size, rows a group, number of processes), since in bfloat16 or int8 a row's output may
-depend on its neighbours. Every other line is one row: a digest of its manifest row and its UtteranceResult. The
-caller runs rows in fixed groups and keeps a group only when every row of it is kept, so a run that goes on forms
-the batches an uninterrupted run forms. A journal of other settings is a one-line error naming the difference.
+they are: the model folder's weights and configuration (by content) and its base Whisper and LLM folders, the task, the
+decoding options, the device type, the dtype, and the layout (batch size, rows a group, number of processes), since in
+bfloat16 or int8 a row's output may depend on its neighbours. Every other line is one row: a digest of its manifest row
+and its UtteranceResult. The caller runs rows in fixed groups and keeps a group only when every row of it is kept, so a
+run that goes on forms the batches an uninterrupted run forms. A journal of other settings is a one-line error naming
+the difference.
 
     journal = Journal.open(out / "partial", "srt.hyps", rank=0, size=1, settings={...})
     for group in groups:
@@ -87,7 +88,8 @@ def settings(model: str, whisper: str | None, llm: str | None, decoding: dict, b
     return json.loads(json.dumps({
         "llm_srt": __version__, "model": model_files(model),
         "whisper": whisper and model_files(str(whisper)), "llm": llm and model_files(str(llm)),
-        "decoding": decoding, "layout": {"batch_size": batch_size, "group_rows": group_rows, "world_size": world_size}}, default=str))
+        "decoding": decoding,
+        "layout": {"batch_size": batch_size, "group_rows": group_rows, "world_size": world_size}}, default=str))
 
 
 def row_digest(row: Row) -> str:

@@ -49,9 +49,9 @@ def main(args: argparse.Namespace) -> int:
     score = metrics.compute(args.metric, hyps, refs, args.tgt_lang)
     usual = languages.get(args.tgt_lang).asr_metric
     if args.metric in ("wer", "cer") and args.metric != usual:
+        why = " (WER counts a sentence of an unsegmented script as one word)" if usual == "cer" else ""
         print(f"note: {args.tgt_lang} transcripts are scored by {usual.upper()} in the paper's tables and in "
-              f"`llm-srt evaluate`{' (WER counts a sentence of an unsegmented script as one word)' * (usual == 'cer')}"
-              f"; --metric {usual} gives that", file=sys.stderr)
+              f"`llm-srt evaluate`{why}; --metric {usual} gives that", file=sys.stderr)
     if args.json:
         print(json.dumps({"metric": score.metric, "score": round(score.score, DECIMALS),
                           "signature": score.signature, "n": score.n, "skipped": score.skipped}, ensure_ascii=False))

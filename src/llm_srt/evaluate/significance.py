@@ -80,9 +80,9 @@ def paired_bootstrap_runs(a: Sequence[Iterable[UtteranceResult | Mapping]],
     with run i of `b`, and every run covers the same test rows. A system's BLEU per direction is that of all its
     runs' hypotheses together (their sufficient statistics summed), averaged over directions. A resample draws test
     sentences (`sentence_keys`, `resample_counts`), each with its rows in every direction and every run: the
-    sentence is the unit, since one
-    sentence's rows in different runs are not independent (resampling them apart would overstate the evidence: the
-    same run twice would look like twice the sentences). One run is `paired_bootstrap`."""
+    sentence is the unit, since one sentence's rows in different runs are not independent (resampling them apart
+    would overstate the evidence: the same run twice would look like twice the sentences). One run is
+    `paired_bootstrap`."""
     if len(a) != len(b) or not a:
         raise LLMSRTError(f"paired runs need as many runs of each system (one per seed), not {len(a)} and {len(b)}")
     runs_a, runs_b = [_scored(r) for r in a], [_scored(r) for r in b]
@@ -97,14 +97,13 @@ def paired_bootstrap_runs(a: Sequence[Iterable[UtteranceResult | Mapping]],
     if not keys:
         raise LLMSRTError("no rows with a reference translation to compare")
     check_samples(samples)
-    by_direction: dict[Direction, list[str]] = {}
-    for key, r in runs_a[0].items():
-        by_direction.setdefault((r.src, r.tgt), []).append(key)
     unit = sentence_keys(runs_a + runs_b)
     sentences = {}  # sentence -> its index, in the order the rows first name them
     sentence = {key: sentences.setdefault(unit[key], len(sentences)) for key in keys}
+    by_direction: dict[Direction, list[str]] = {}
     covers: dict[int, set[Direction]] = {}  # sentence -> the directions it has rows in
     for key, r in runs_a[0].items():
+        by_direction.setdefault((r.src, r.tgt), []).append(key)
         covers.setdefault(sentence[key], set()).add((r.src, r.tgt))
     times = resample_counts([frozenset(covers[i]) for i in range(len(sentences))], samples, seed)
     full_a, full_b, boot_a, boot_b = [], [], [], []

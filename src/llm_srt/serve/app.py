@@ -36,7 +36,8 @@ from starlette.requests import ClientDisconnect
 
 from .. import languages, subtitles
 from ..errors import LLMSRTError
-from ..infer import NO_TEXT, SpeechTranslator, TranslationResult, add_model_arguments, translator_from_args
+from ..infer import (SpeechTranslator, TranslationResult, add_model_arguments, missing_cue_text,
+                     translator_from_args)
 from ..model.decoding import DecodingOptions, decoding_from_args
 from ..prompts import Task
 from .batcher import BatchOptions, Batcher, BusyError
@@ -243,7 +244,7 @@ def _handler(endpoint: Endpoint, batcher: Batcher, decoder: DecodePool, options:
         if cue_mode not in subtitles.CUE_MODES:
             raise APIError(400, f"unknown subtitles {cue_mode!r}: use one of {', '.join(subtitles.CUE_MODES)}",
                            "subtitles")
-        if form.response_format in ("srt", "vtt") and cue_mode == NO_TEXT.get(task.value):
+        if missing_cue_text(task.value, form.response_format, cue_mode):
             raise APIError(400, f"task {task.value} writes no {cue_mode}, so subtitles {cue_mode} would give "
                            f"{form.response_format} without a cue; use subtitles both, or task srt for both texts",
                            "subtitles")

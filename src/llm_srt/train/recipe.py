@@ -530,7 +530,8 @@ class Recipe:
     def save_final(self) -> Path:
         """final/: the trained weights and train_config.json (a collective under FSDP; rank 0 writes)."""
         weights = self.parallel.trainable_state()
-        on_main(self.d, lambda: _save_final(self.model, self.out, weights, self.cfg))
+        on_main(self.d, lambda: _save_final(self.model, self.out, weights, self.cfg,
+                                            self.settings[resume.INIT_KEY]))  # init_from's hash, taken at start
         if self.d.main:
             self.log(f"[{self.cfg.stage}] done: {self.out / FINAL} "
                      f"({(time.perf_counter() - self.t0) / max(1, self.steps_timed):.2f} s/step)")
@@ -571,14 +572,13 @@ def _check_adapter_matches(m: ModelSection, init: Path) -> None:
                               "the key")
 
 
-def _save_final(model, out: Path, weights: dict, cfg: TrainConfig) -> None:
+def _save_final(model, out: Path, weights: dict, cfg: TrainConfig, init_weights: str | None) -> None:
     from safetensors import SafetensorError
 
     try:
         model.save_pretrained(out / FINAL, state=weights)
         (out / FINAL / "train_config.json").write_text(json.dumps(config_lib.to_dict(cfg), indent=2) + "\n")
-        init = cfg.model.init_from
-        (out / FINAL / INIT_RECORD).write_text(json.dumps({"init_from": init, "weights": resume.init_identity(init)})
+        (out / FINAL / INIT_RECORD).write_text(json.dumps({"init_from": cfg.model.init_from, "weights": init_weights})
                                                + "\n")  # the path as configured: a folder moved stays readable
     except (OSError, SafetensorError) as e:
         detail = (str(e).splitlines() or [type(e).__name__])[0]
