@@ -51,6 +51,40 @@ def test_task_mix_is_proportional_and_deterministic():
     assert Counter(heavy[i].task for i in range(len(heavy))) == {Task.ASR: 30, Task.SRT: 8}
 
 
+def test_a_mix_draws_the_next_rows_each_epoch_until_every_row_was_used():
+    """A drawn task's rows change with the epoch (they were one fixed subset for the whole run: an MT rehearsal at
+    20% used the same 15 of 60 translation rows in every epoch); epoch 0 is the draw it always was."""
+    rows = _rows()
+    mixed = SpeechTextDataset(rows, {"asr": 0.8, "mt": 0.2}, seed=3)
+    slots = [i for i in range(len(mixed)) if mixed[i].task is Task.MT]
+    assert len(mixed) == 38 and len(slots) == 8  # every ASR row once; MT drawn to 20% of 38
+    assert [mixed.example(i, 0) for i in range(len(mixed))] == [mixed[i] for i in range(len(mixed))]
+    epochs = [[mixed.example(i, e).id for i in slots] for e in range(8)]
+    assert all(len(set(ids)) == 8 for ids in epochs)
+    assert set(epochs[0]).isdisjoint(epochs[1])
+    translation = {r.id for r in rows if not r.is_asr}
+    assert set().union(*epochs) == translation  # 8 epochs x 8 slots cover all 60 rows (cycled)
+    assert all(mixed.example(i, e).task is Task.ASR and mixed.example(i, e) == mixed[i]
+               for i in range(len(mixed)) if i not in slots for e in (1, 5))
+    durations = mixed.durations(1)
+    assert [durations[i] for i in slots] == [mixed.example(i, 1).duration for i in slots]
+    assert {(r.id, t) for r, t in mixed.every_example()} == ({(r.id, Task.ASR) for r in rows if r.is_asr}
+                                                           | {(i, Task.MT) for i in translation})
+
+
+def test_the_sampler_buckets_each_epoch_by_that_epochs_durations():
+    rows = _rows(n_sentences=40)
+    mixed = SpeechTextDataset(rows, {"asr": 0.5, "srt": 0.5}, seed=0)
+    sampler = BucketBatchSampler(mixed.durations, batch_size=4, seed=0, bucket_batches=100)
+    for epoch in (0, 3):
+        durations = mixed.durations(epoch)
+        for batch in sampler.batches(epoch):  # one bucket: each batch is a run of the epoch's sorted durations
+            assert max(durations[batch]) - min(durations[batch]) <= 1.2
+    assert not np.array_equal(mixed.durations(0), mixed.durations(3))
+    with pytest.raises(LLMSRTError, match="epoch 2 has 3 durations"):
+        BucketBatchSampler(lambda epoch: [1.0] * (3 if epoch == 2 else 5), 2).batches(2)
+
+
 def test_bad_task_specs_are_clear():
     with pytest.raises(LLMSRTError, match="unknown task"):
         SpeechTextDataset(_rows(), "translate")

@@ -88,6 +88,47 @@ def test_resume_continues_after_the_last_batch_handed_out_not_the_prefetched_one
     _same(first.next_batch(), again.next_batch())
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_each_epoch_trains_on_its_own_draw_of_a_mixs_smaller_task(tiny_setup, model, tmp_path, workers):
+    """The 0.3 ASR share draws other ASR rows in epoch 1 than in epoch 0 (in the batches the loader hands out,
+    with or without workers), and resuming mid-epoch 1 continues that epoch's draw."""
+    cfg = _section(tiny_setup, tmp_path / "f", num_workers=workers)
+    data = TrainingData(cfg, model, SOLO)
+    epochs = [[b for b in _take(data, 4)] for _ in range(2)]  # 4 batches an epoch
+    asr = [sorted(i for b in batches for i, t in zip(b["ids"], b["tasks"]) if t.value == "asr") for batches in epochs]
+    assert len(asr[0]) == len(asr[1]) == 3 and asr[0] != asr[1]
+    assert asr[1] == sorted(data.dataset.example(i, 1).id for i in range(len(data.dataset))
+                            if data.dataset.items[i][1].value == "asr")
+    again = TrainingData(cfg, model, SOLO)
+    again.load_state_dict({"epoch": 1, "batch": 2, "seed": 0, "replicas": 1})
+    for a, b in zip(epochs[1][2:], _take(again, 2)):
+        _same(a, b)
+
+
+def test_the_cache_fill_covers_every_row_a_later_epoch_draws(tiny_setup, model, tmp_path):
+    """Six ASR-only clips beside the translation rows, drawn at 0.1 (one an epoch): all six are encoded before step
+    1, not only epoch 0's."""
+    import tiny
+
+    from llm_srt.audio import write_wav
+    from llm_srt.data.manifest import Row
+
+    rows = [r for r in read_manifest(tiny_setup["manifest"]) if not r.is_asr]
+    extra = []
+    for k in range(6):
+        audio = tmp_path / f"only-asr-{k}.wav"
+        write_wav(audio, tiny.tone(0.5 + 0.1 * k, 200 + 40 * k, seed=10 + k))
+        extra.append(Row(id=f"only-asr-{k}", audio=str(audio), duration=0.5 + 0.1 * k, src_lang="eng",
+                         transcript="a tone", tgt_lang="", translation="", split="train", corpus="tiny",
+                         sentence_id=f"t{k}"))
+    manifest = tmp_path / "train.jsonl"
+    write_manifest(manifest, rows + extra)
+    data = TrainingData(_section(tiny_setup, tmp_path / "f", train=str(manifest), num_workers=0,
+                                 tasks={"srt": 0.9, "asr": 0.1}), model, SOLO)
+    assert sum(t.value == "asr" for _, t in data.dataset.items) == 1
+    assert all(data.cache.has(r.audio) for r in extra)
+
+
 def test_the_cache_is_filled_longest_first_in_batches_and_pad_to_30s_keys_apart(tiny_setup, model, tmp_path,
                                                                               monkeypatch):
     seen = []

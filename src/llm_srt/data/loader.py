@@ -2,9 +2,9 @@
 
     rows = weighted_rows([read_manifest("cv.jsonl"), read_manifest("fleurs.jsonl")], [0.7, 0.3], seed=0)
     data = SpeechTextDataset(rows, {"srt": 0.8, "asr": 0.2}, seed=0)
-    sampler = BucketBatchSampler(data.durations(), batch_size=16, seed=0)
-    for indices in sampler:
-        batch = collate([data[i] for i in indices])          # or collate(examples, features=cache.get_or_compute(...))
+    sampler = BucketBatchSampler(data.durations, batch_size=16, seed=0)      # durations of each epoch
+    for epoch, _, indices in sampler.stream():
+        batch = collate([data.example(i, epoch) for i in indices])          # or collate(examples, features=cache.get_or_compute(...))
     dev = stratified(read_manifest("dev.jsonl"), 64, seed=0)  # spread evenly over the directions
 
 The model masks the labels to the target only; the training recipe tokenizes `prompts` and `targets` in its
@@ -12,7 +12,7 @@ DataLoader workers (llm_srt.train.data).
 """
 
 from collections import defaultdict
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,8 +44,11 @@ class SpeechTextDataset:
     """Examples of one task, or of a deterministic mix of tasks.
 
     `task`: a Task ("srt") or a mix {"srt": 0.8, "asr": 0.2}. ASR examples come from ASR rows; SMT / SRT / S2TT /
-    MT examples from translation rows. A mix holds every row of its heaviest task once and draws the other tasks'
-    examples in proportion (seeded permutations, cycled when a task has fewer rows than its share).
+    MT examples from translation rows. A mix's epoch holds every row of its heaviest task once and draws the other
+    tasks' examples in proportion from seeded permutations of their rows; each epoch draws the next ones, so over
+    epochs a drawn task goes through all of its rows (cycled: 200 MT examples an epoch from 7,200 MT rows are rows
+    0-199 of the permutation in epoch 0, 200-399 in epoch 1, ...). `dataset[i]` is epoch 0's example i,
+    `example(i, epoch)` any epoch's; the slots (their count and tasks) are the same in every epoch.
     """
 
     def __init__(self, rows: Sequence[Row], task: Task | str | Mapping[str, float], seed: int = 0):
@@ -57,29 +60,67 @@ class SpeechTextDataset:
                 raise LLMSRTError(f"task {t.value} needs {kind} rows and the manifest has none")
         main = max(mix, key=mix.get)  # the first of the largest shares
         total = round(len(pools[main]) / mix[main])
-        self.items: list[tuple[Row, Task]] = []
+        self.items: list[tuple[Row, Task]] = []  # epoch 0's examples
+        self._draws: list[_Draw] = []  # the drawn tasks' slots
         for i, (t, weight) in enumerate(mix.items()):
-            n = len(pools[t]) if t is main else round(total * weight)
-            order = np.random.default_rng([seed, i]).permutation(len(pools[t])) if t is not main else None
-            for k in range(n):
-                row = pools[t][k] if order is None else pools[t][order[k % len(order)]]
-                self.items.append((row, t))
+            if t is main:
+                self._main = (len(self.items), len(self.items) + len(pools[t]))
+                self.items += [(row, t) for row in pools[t]]
+                continue
+            draw = _Draw(len(self.items), round(total * weight), t, pools[t],
+                         np.random.default_rng([seed, i]).permutation(len(pools[t])))
+            self._draws.append(draw)
+            self.items += [(draw.row(k, 0), t) for k in range(draw.n)]
+        self._durations = np.array([row.duration for row, _ in self.items], dtype=np.float64)  # epoch 0's
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int) -> Example:
+        return self.example(index, 0)
+
+    def example(self, index: int, epoch: int) -> Example:
+        """Example `index` of `epoch`."""
         row, task = self.items[index]
+        for draw in self._draws:
+            if draw.start <= index < draw.start + draw.n:
+                row = draw.row(index - draw.start, epoch)
         prompt, target = build(task, row.src_lang, row.tgt_lang or None, row.transcript, row.translation)
         return Example(id=row.id, audio=row.audio, duration=row.duration, task=task, prompt=prompt, target=target,
                        src=row.src_lang, tgt=row.tgt_lang, transcript=row.transcript, translation=row.translation)
 
-    def durations(self) -> list[float]:
-        return [row.duration for row, _ in self.items]
+    def durations(self, epoch: int = 0) -> np.ndarray:
+        """Each example's duration in `epoch` (seconds)."""
+        out = self._durations.copy()
+        for draw in self._draws:
+            out[draw.start:draw.start + draw.n] = draw.durations[draw.order[draw.positions(epoch)]]
+        return out
 
     def needs_speech(self) -> list[bool]:
-        """Per example: whether its task reads speech (False: text-only mt)."""
+        """Per example: whether its task reads speech (False: text-only mt); the same in every epoch."""
         return [task.needs_speech for _, task in self.items]
+
+    def every_example(self) -> list[tuple[Row, Task]]:
+        """Every (row, task) some epoch uses: the heaviest task's rows and every row of each drawn task's pool (what
+        a feature cache filled before training must hold)."""
+        start, stop = self._main
+        return self.items[start:stop] + [(row, draw.task) for draw in self._draws for row in draw.pool]
+
+
+class _Draw:
+    """A drawn task's slots in a mix: examples start .. start + n - 1, from `pool` in the seeded `order`; epoch e
+    takes positions e * n .. e * n + n - 1 of that order, cycled."""
+
+    def __init__(self, start: int, n: int, task: Task, pool: list[Row], order: np.ndarray):
+        self.start, self.n, self.task, self.pool, self.order = start, n, task, pool, order
+        self.durations = np.array([row.duration for row in pool], dtype=np.float64)  # the pool's, in pool order
+
+    def positions(self, epoch: int) -> np.ndarray:
+        """The positions in `order` of the slots' rows in `epoch`."""
+        return (np.arange(self.n) + epoch * self.n) % len(self.order)
+
+    def row(self, k: int, epoch: int) -> Row:
+        return self.pool[self.order[(k + epoch * self.n) % len(self.order)]]
 
 
 def weighted_rows(parts: Sequence[Sequence[Row]], weights: Sequence[float] | None = None,
@@ -145,18 +186,22 @@ class BucketBatchSampler:
 
     `groups` (one hashable per index, e.g. whether an example reads speech): a batch never holds two groups; each
     bucket is cut into batches group by group, and the shuffle mixes the groups' batches.
+    `durations`: one per index, or epoch -> those of that epoch (`SpeechTextDataset.durations`: a task mix draws
+    other examples each epoch), the same count in every epoch.
     """
 
-    def __init__(self, durations: Sequence[float], batch_size: int, seed: int = 0, shuffle: bool = True,
-                 drop_last: bool = False, bucket_batches: int = BUCKET_BATCHES, num_replicas: int = 1,
-                 rank: int = 0, groups: Sequence[Hashable] | None = None):
+    def __init__(self, durations: Sequence[float] | Callable[[int], Sequence[float]], batch_size: int, seed: int = 0,
+                 shuffle: bool = True, drop_last: bool = False, bucket_batches: int = BUCKET_BATCHES,
+                 num_replicas: int = 1, rank: int = 0, groups: Sequence[Hashable] | None = None):
         if batch_size < 1:
             raise LLMSRTError(f"batch size must be at least 1, got {batch_size}")
         if not 0 <= rank < num_replicas:
             raise LLMSRTError(f"rank {rank} is outside 0..{num_replicas - 1}")
-        if groups is not None and len(groups) != len(durations):
-            raise LLMSRTError(f"{len(groups)} groups for {len(durations)} examples; give one group per example")
-        self.durations = np.asarray(durations, dtype=np.float64)
+        self._durations_of = durations if callable(durations) else None
+        self.durations = np.asarray(durations(0) if callable(durations) else durations, dtype=np.float64)  # epoch 0's
+        if groups is not None and len(groups) != len(self.durations):
+            raise LLMSRTError(f"{len(groups)} groups for {len(self.durations)} examples; give one group per example")
+        self._epoch_durations = (0, self.durations)  # the last epoch's, kept: `batches` is asked often per epoch
         # each index's group as a small integer (the groups in sorted order), or None: one group
         self.groups = None if groups is None else np.unique(np.asarray(groups), return_inverse=True)[1].ravel()
         self.batch_size = batch_size
@@ -171,14 +216,15 @@ class BucketBatchSampler:
 
     def batches(self, epoch: int) -> list[list[int]]:
         """This rank's batches of `epoch`, in order."""
-        n = len(self.durations)
+        durations = self.epoch_durations(epoch)
+        n = len(durations)
         rng = np.random.default_rng([self.seed, epoch])
         order = rng.permutation(n) if self.shuffle else np.arange(n)
         bucket = self.batch_size * self.bucket_batches
         batches = []
         for start in range(0, n, bucket):
             chunk = order[start:start + bucket]
-            chunk = chunk[np.argsort(self.durations[chunk], kind="stable")]
+            chunk = chunk[np.argsort(durations[chunk], kind="stable")]
             for part in ([chunk] if self.groups is None else
                          [chunk[self.groups[chunk] == g] for g in np.unique(self.groups[chunk])]):
                 batches += [part[i:i + self.batch_size].tolist() for i in range(0, len(part), self.batch_size)]
@@ -188,6 +234,17 @@ class BucketBatchSampler:
             batches = [batches[i] for i in rng.permutation(len(batches))]
         usable = len(batches) - len(batches) % self.num_replicas
         return batches[self.rank:usable:self.num_replicas]
+
+    def epoch_durations(self, epoch: int) -> np.ndarray:
+        """The examples' durations in `epoch`."""
+        if self._durations_of is None:
+            return self.durations
+        if self._epoch_durations[0] != epoch:
+            durations = np.asarray(self._durations_of(epoch), dtype=np.float64)
+            if len(durations) != len(self.durations):
+                raise LLMSRTError(f"epoch {epoch} has {len(durations)} durations, epoch 0 {len(self.durations)}")
+            self._epoch_durations = (epoch, durations)
+        return self._epoch_durations[1]
 
     def __iter__(self):
         batches = self.batches(self.epoch)

@@ -110,7 +110,7 @@ class TrainingData:
                                          seed=cfg.seed)
         # text-only mt beside speech tasks: each batch all text or all speech (the collator and the model take
         # either, not both in one batch)
-        self.sampler = BucketBatchSampler(self.dataset.durations(), cfg.batch_size, seed=cfg.seed,
+        self.sampler = BucketBatchSampler(self.dataset.durations, cfg.batch_size, seed=cfg.seed,
                                           num_replicas=d.world, rank=d.rank,
                                           groups=self.dataset.needs_speech() if mixed else None)
         if len(self.sampler) == 0:
@@ -146,7 +146,7 @@ class TrainingData:
         encoder call gets clips of similar length), in batches, each rank a share."""
         seconds: dict[str, float] = {}
         for ds in (self.dataset, self.dev):
-            for row, task in (ds.items if ds is not None else []):
+            for row, task in (ds.every_example() if ds is not None else []):
                 if task.needs_speech:  # a text-only mt example never reads its row's audio
                     seconds[row.audio] = row.duration
         audio = sorted(seconds, key=lambda a: (-seconds[a], a))
@@ -321,7 +321,7 @@ class _Batches(torch.utils.data.Dataset):
 
     def __getitem__(self, item):
         epoch, position, indices = item
-        batch = self.collator([self.dataset[i] for i in indices])
+        batch = self.collator([self.dataset.example(i, epoch) for i in indices])
         batch["position"] = (epoch, position)
         return batch
 
