@@ -81,6 +81,45 @@ def test_claims_say_holds_reversed_or_not_significant_with_p():
 
 
 
+def test_a_not_significant_claim_says_what_its_test_set_can_detect():
+    """The measured cause of "not significant": the interval's half-width, and the test set size at which the
+    observed difference would reach p < 0.05; a test set that much larger (the same sentences repeated, so the
+    same spread) does make it significant, and one as large as today's does not."""
+    import math
+
+    from llm_srt.demo import check_claims
+    from llm_srt.evaluate.report import UtteranceResult
+
+    words = "the cat sat on a mat while dogs ran in the park and it rained over the old city".split()
+    rng = __import__("numpy").random.default_rng(1)
+    refs = [" ".join(rng.choice(words, size=10)) for _ in range(24)]
+
+    def system(hyp, copies=1):
+        return [UtteranceResult(id=f"{k}-{i}", src="deu", tgt="eng", hyp_translation=hyp(i, r), ref_translation=r)
+                for k in range(copies) for i, r in enumerate(refs)]
+
+    def better(i, r):
+        return " ".join(r.split()[:7]) if i % 3 else " ".join(r.split()[:4])
+
+    def worse(i, r):
+        return " ".join(r.split()[:6]) if i % 2 else " ".join(r.split()[:5])
+
+    names = ("LLM-SRT (this run)", "Baseline (this run)", "LLM-SRT w/o SMT (this run)")
+    result = check_claims(dict(zip(names, (system(better), system(better), system(worse)))), samples=400)
+    same, table8 = result["numbers"]
+    assert same["verdict"] == "not significant" and "power" not in same  # no difference at all: nothing to project
+    assert table8["verdict"] == "not significant" and table8["sentences"] == 24
+    power = table8["power"]
+    low, high = table8["delta_ci95"]
+    assert power["detectable_delta"] == round((high - low) / 2, 2) > table8["bleu"] - table8["bleu_compared"] > 0
+    assert 24 < power["sentences_to_reach"] < power["sentences_for_80_percent"]
+    assert sum(line.startswith("  why not significant: with 24 test sentences") for line in result["lines"]) == 1
+    copies = math.ceil(1.5 * power["sentences_to_reach"] / 24)
+    larger = check_claims(dict(zip(names, (system(better, copies), system(better, copies),
+                                           system(worse, copies)))), samples=400)["numbers"][1]
+    assert larger["verdict"] == "holds" and "power" not in larger
+
+
 def test_claims_report_what_the_systems_heard():
     """The transcripts' error rate per source language, for the systems that write one (not the S2TT Baseline), in
     the claims' lines and in claims.json: a wrong transcript bounds what transcribing first can gain."""

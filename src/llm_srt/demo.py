@@ -15,6 +15,7 @@ Everything is reused on a re-run (corpus, features, finished stages).
 """
 
 import json
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -281,6 +282,13 @@ def check_claims(results: Mapping[str, list], losses: Mapping[str, list[float]] 
                  "paper": paper}
         lines.append(f"{claim}: {a} {c.a:.1f} vs {b} {c.b:.1f} BLEU (delta {c.delta:+.1f}, 95% interval "
                      f"[{c.low:+.1f}, {c.high:+.1f}]) -> {verdict} (p={c.shown_p}) here (paper: {paper})")
+        if verdict == "not significant" and c.delta:
+            entry["power"] = power = detectable_difference(c)
+            lines.append(f"  why not significant: with {c.sentences} test sentences a difference must exceed "
+                         f"{power['detectable_delta']:.1f} BLEU to be (the interval's half-width); at the same "
+                         f"spread per sentence, {c.delta:+.1f} would reach p < 0.05 with about "
+                         f"{power['sentences_to_reach']} sentences, and a true {c.delta:+.1f} would show 80% of the "
+                         f"time with about {power['sentences_for_80_percent']} (or pool seeds: README)")
         if losses and a in losses and b in losses:
             t = paired_mean(losses[a], losses[b], samples=samples, sentences=loss_sentences)
             lv = t.verdict(higher_is_better=False)
@@ -320,6 +328,21 @@ def check_claims(results: Mapping[str, list], losses: Mapping[str, list[float]] 
         entry["transcript_errors"] = {name: {src: {"metric": m, "score": round(v, 2)} for src, (m, v) in by.items()}
                                       for name, by in heard.items()}
     return {"lines": lines, "numbers": numbers}
+
+
+Z_95, Z_80 = 1.959964, 0.841621  # the standard normal's 97.5% and 80% quantiles (two-sided 0.05; power 0.8)
+
+
+def detectable_difference(c) -> dict:
+    """What a not-significant comparison's test set can detect (`Comparison` c, delta != 0): the interval's
+    half-width (the smallest difference that is significant with these sentences), and the sentences at which the
+    observed difference would just reach p < 0.05 and at which a true difference of that size would be found
+    significant 80% of the time, taking the half-width to shrink as 1 / sqrt(sentences) (sentences as varied as
+    these: a projection, not a measurement)."""
+    half = (c.high - c.low) / 2
+    ratio = half / abs(c.delta)
+    return {"detectable_delta": round(half, 2), "sentences_to_reach": math.ceil(c.sentences * ratio ** 2),
+            "sentences_for_80_percent": math.ceil(c.sentences * (ratio * (Z_95 + Z_80) / Z_95) ** 2)}
 
 
 def transcript_errors(results: Mapping[str, list]) -> dict[str, dict[str, tuple[str, float]]]:
