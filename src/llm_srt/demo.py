@@ -284,11 +284,11 @@ def check_claims(results: Mapping[str, list], losses: Mapping[str, list[float]] 
                      f"[{c.low:+.1f}, {c.high:+.1f}]) -> {verdict} (p={c.shown_p}) here (paper: {paper})")
         if verdict == "not significant" and c.delta:
             entry["power"] = power = detectable_difference(c)
-            lines.append(f"  why not significant: with {c.sentences} test sentences a difference must exceed "
-                         f"{power['detectable_delta']:.1f} BLEU to be (the interval's half-width); at the same "
-                         f"spread per sentence, {c.delta:+.1f} would reach p < 0.05 with about "
-                         f"{power['sentences_to_reach']} sentences, and a true {c.delta:+.1f} would show 80% of the "
-                         f"time with about {power['sentences_for_80_percent']} (or pool seeds: README)")
+            lines.append(f"  why not significant: with {c.sentences} test sentences only a difference beyond "
+                         f"{power['detectable_delta']:.1f} BLEU is significant here (the interval's half-width); at "
+                         f"the same spread per sentence, {c.delta:+.1f} would reach p < 0.05 with about "
+                         f"{power['sentences_to_reach']} sentences, and a true {c.delta:+.1f} would be significant "
+                         f"80% of the time with about {power['sentences_for_80_percent']} (or pool seeds: README)")
         if losses and a in losses and b in losses:
             t = paired_mean(losses[a], losses[b], samples=samples, sentences=loss_sentences)
             lv = t.verdict(higher_is_better=False)
