@@ -12,6 +12,7 @@ import torch
 import tiny
 from llm_srt import bench, device
 from llm_srt.bench import common
+from llm_srt.bench.embedded import JUDGED
 from llm_srt.errors import LLMSRTError
 
 QFORMER = {"num_queries": 8, "hidden_size": 32, "num_layers": 2, "num_heads": 4, "intermediate_size": 64}
@@ -28,8 +29,8 @@ def result(tmp_path_factory):
                                  adapter_kwargs=QFORMER, manifest=None, n=6, new_tokens=3, batch_sizes=(1, 2, 4),
                                  beam_size=2, beam_batch_sizes=(2,), pooled_batch_sizes=(1, 4), headline_batch=4,
                                  cascade=False, train_batch=3, train_steps=1, long_clips=2, encoder_repeats=1,
-                                 int8_batch_sizes=(1, 4), int8_beam_batch_sizes=(2,), yardstick_bytes=32 << 20,
-                                 yardstick_gemm=256)
+                                 int8_batch_sizes=(1, 4), int8_beam_batch_sizes=(2,), int8_compiled_batch_sizes=(1, 4),
+                                 yardstick_bytes=32 << 20, yardstick_gemm=256)
     return bench.run_bench(options, device.resolve("cpu", "float32"))
 
 
@@ -46,8 +47,9 @@ def test_json_has_the_ratios_goals_and_raw_times(result):
     assert m["bandwidth_gb_s"] == max(m["copy_gb_s"], m["read_gb_s"]) and min(m["copy_gb_s"], m["read_gb_s"]) > 0
     fast = result["setup"]["batch16_vs_batch1_system"]
     seconds = {(r["system"], r["batch_size"]): r["seconds"] for r in result["decode"] if r["beam"] == 1}
-    assert fast in ("llm-srt", "llm-srt-int8") and seconds[fast, 4] == min(seconds["llm-srt", 4],
-                                                                            seconds["llm-srt-int8", 4])
+    assert fast in JUDGED and seconds[fast, 4] == min(seconds[v, 4] for v in JUDGED)
+    fast1 = result["setup"]["batch1_step_vs_bandwidth_bound_system"]
+    assert seconds[fast1, 1] == min(seconds[v, 1] for v in JUDGED)
     assert result["batch16_vs_batch1"] == pytest.approx(seconds[fast, 1] / seconds[fast, 4], rel=0.01)
     parts, rows = result["batch16_vs_batch1_parts"], {(r["system"], r["batch_size"]): r for r in result["decode"]}
     one, many = rows[fast, 1], rows[fast, 4]
@@ -90,9 +92,11 @@ def test_decode_rows_cover_the_plan_with_the_right_speech_tokens(result):
     rows = {(r["system"], r["beam"], r["batch_size"]): r for r in result["decode"]}
     assert set(rows) == {("llm-srt", 1, 1), ("llm-srt", 1, 2), ("llm-srt", 1, 4), ("llm-srt", 2, 2),
                          ("llm-srt-int8", 1, 1), ("llm-srt-int8", 1, 4), ("llm-srt-int8", 2, 2), ("pooled-750", 1, 1),
-                         ("pooled-750", 1, 4)}
+                         ("pooled-750", 1, 4), ("llm-srt-int8-compiled", 1, 1), ("llm-srt-int8-compiled", 1, 4)}
     for (system, _, _), r in rows.items():
-        assert r["weights"] == ("int8" if system == "llm-srt-int8" else "float32")
+        assert r["weights"] == ("int8" if system.startswith("llm-srt-int8") else "float32")
+        assert r["compiled"] == (system == "llm-srt-int8-compiled")
+        assert 0 < r["decode_seconds"] < r["seconds"]  # compiled steps too (no forward hook sees them)
         assert r["decode_step_ms"] > 0 and r["bound_step_ms"] > 0 and r["bound"] in ("bandwidth", "compute")
         assert r["step_vs_bound"] == pytest.approx(r["decode_step_ms"] / r["bound_step_ms"], rel=0.02)
         assert r["speech_tokens"] == (750 if system == "pooled-750" else QFORMER["num_queries"])
@@ -101,9 +105,12 @@ def test_decode_rows_cover_the_plan_with_the_right_speech_tokens(result):
     head = rows[("pooled-750", 1, 4)]["seconds"] / rows[("llm-srt", 1, 4)]["seconds"]
     assert result["adapter_vs_pooled_speedup"] == pytest.approx(head, rel=0.01)
     for key, r in rows.items():  # the int8 greedy rows: the median of 3 passes taking turns, the others one pass
-        assert len(r["pass_seconds"]) == (3 if key[0] == "llm-srt-int8" and key[1] == 1 else 1)
+        assert len(r["pass_seconds"]) == (3 if key[0].startswith("llm-srt-int8") and key[1] == 1 else 1)
         assert r["seconds"] == sorted(r["pass_seconds"])[len(r["pass_seconds"]) // 2]
-    assert "Q-Former), int8, batch 4: the median of 3 passes taking turns (" in bench.format_table(result)
+    table = bench.format_table(result)
+    assert "Q-Former), int8, batch 4: the median of 3 passes taking turns (" in table
+    assert "Q-Former), int8, compiled, batch 4: the median of 3 passes taking turns (" in table
+    assert sum(line.startswith("LLM-SRT (Q-Former), int8") and " compiled " in line for line in table.splitlines()) == 2
 
 
 def test_encoder_runs_ten_second_clips_at_their_length_and_padded(result):

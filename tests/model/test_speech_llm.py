@@ -644,6 +644,50 @@ def test_compiled_greedy_falls_back_where_a_static_cache_would_change_the_model(
     assert static_length(1) == static_length(256) == 256 and static_length(257) == 512
 
 
+def test_compiled_int8_greedy_compiles_with_one_product_per_fused_group(tmp_path, monkeypatch):
+    """--dtype int8 with --compile: the decode steps run compiled (fbgemm's product the opaque op
+    llm_srt::int8_product), each fused q/k/v and gate/up group computes one product a step (not one per part), the
+    embedding lookup runs outside the compiled step (its hooks with it: a mapped table's pages are let go after
+    each), and the tokens are int8 eager greedy's."""
+    import warnings
+
+    from torch._dynamo.utils import counters
+
+    from llm_srt.model import cpu_linear, decoding
+    from llm_srt.model.cpu_linear import Int8Part
+    from llm_srt.model.llm import causal_lm
+    from llm_srt.model.speech_llm import SpeechLLM, SpeechLLMConfig
+
+    torch.manual_seed(0)
+    llm = tiny.llm_dir(tmp_path, "qwen2", 48, init_std=0.3)
+    model = SpeechLLM(SpeechLLMConfig(encoder=str(tiny.whisper_dir(tmp_path)), llm=str(llm), adapter="linear",
+                                      dtype="int8")).eval()
+    lm = causal_lm(model.llm)
+    assert any(isinstance(m, Int8Part) for m in lm.modules())
+    embeds, mask = _prompt_embeds(model)
+    eos = [model.tokenizer.eos_token_id]
+    lookups = []
+    lm.get_input_embeddings().register_forward_hook(lambda *_: lookups.append(1))
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # a step that does not compile warns
+        eager = decoding.greedy_ids(model.llm, embeds, mask, 10, eos)
+        before, lookups[:] = decoding.StaticSteps.steps_taken, []
+        compiled = decoding.greedy_ids(model.llm, embeds, mask, 10, eos, compiled=True)
+        steps = decoding.StaticSteps.steps_taken - before
+        assert compiled == eager and steps > 0 and len(lookups) == steps
+        graphs = counters["stats"]["unique_graphs"]
+        assert decoding.greedy_ids(model.llm, embeds, mask, 10, eos, compiled=True) == eager
+        assert counters["stats"]["unique_graphs"] == graphs  # every step ran the one graph: nothing recompiled
+        calls = []
+        real = cpu_linear._QDQ_LINEAR
+        monkeypatch.setattr(cpu_linear, "_QDQ_LINEAR", lambda *a: calls.append(1) or real(*a))
+        run = decoding.StaticSteps(lm, embeds, mask, 10)
+        calls.clear()
+        run.step(torch.zeros(embeds.shape[0], dtype=torch.long))
+        run.close()
+    assert len(calls) == 4 * lm.config.num_hidden_layers + 1  # q/k/v, o, gate/up, down a layer; the head
+
+
 @pytest.mark.integration
 def test_compiled_greedy_on_the_embedded_gemma_with_its_sliding_window_layers(embedded):
     """Gemma-3's sliding-window layers on a static cache shorter than their window: the embedded LLM's greedy

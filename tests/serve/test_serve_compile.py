@@ -81,11 +81,11 @@ def test_warm_up_ends_in_one_line_where_there_is_nothing_to_compile(tmp_path, mo
     logged = []
     greedy = BatchOptions(max_batch=8, decoding=DecodingOptions(max_new_tokens=8, compile=True))
     warm_up(translator, BatchOptions(decoding=DecodingOptions(beam_size=4, compile=True)), log=logged.append)
-    monkeypatch.setattr(decoding.StaticSteps, "fits", classmethod(lambda cls, lm, rows, positions: False))  # int8
+    monkeypatch.setattr(decoding.StaticSteps, "fits", classmethod(lambda cls, lm, rows, positions: False))
     warm_up(translator, greedy, log=logged.append)
     assert logged == ["--compile: only greedy decoding is compiled, and this server decodes with --beam 4: no warm-up",
-                      "--compile: this model decodes eagerly here (int8, or an attention kind without a static "
-                      "cache): no warm-up"]
+                      "--compile: this model decodes eagerly here (an attention kind without a static "
+                      "cache, or its step did not compile): no warm-up"]
     assert causal_lm(translator.system.model.llm) not in StaticSteps._served
     monkeypatch.undo()
     monkeypatch.setattr(SpeechLLMSystem, "run_batch", lambda self, items, options: (_ for _ in ()).throw(

@@ -74,12 +74,16 @@ class LLMCalls:
 
     def _settle(self) -> None:
         """The last generation's compiled decode steps (`DecodingOptions.compile`: they run without this hook)
-        added to its calls, from `StaticSteps`' counter."""
+        added to its calls, from `StaticSteps`' counter, and their time to its decode_s: up to the end of its last
+        compiled step (`StaticSteps.last_step_at`; on a GPU the time that step was launched)."""
         from ..model.decoding import StaticSteps
 
         if self.generations and "static_at" in self.generations[-1]:
             entry = self.generations[-1]
-            entry["calls"] += StaticSteps.steps_taken - entry.pop("static_at")
+            steps = StaticSteps.steps_taken - entry.pop("static_at")
+            if steps:
+                entry["calls"] += steps
+                entry["decode_s"] += StaticSteps.last_step_at - entry["last"]
 
     def _hook(self, module, args, kwargs, output):
         from ..model.decoding import StaticSteps

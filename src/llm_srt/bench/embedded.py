@@ -64,12 +64,14 @@ GOALS = {  # ratio -> target on the 2-core CPU with the embedded models ("min": 
     "adapter_vs_pooled_speedup": (3.0, "min"),
     "cached_step_vs_audio_step_less_encoder": (1.05, "max"),  # the cache removes the encoder's cost, no more
     "variable_length_speedup": (2.5, "min"),
-    "batch16_vs_batch1": (6.0, "min"),  # throughput, of the faster weight dtype (float32 or int8)
+    "batch16_vs_batch1": (6.0, "min"),  # throughput, of the fastest decode (float32, int8, int8 compiled)
     "batch1_step_vs_bandwidth_bound": (1.3, "max"),  # greedy decode step at batch 1 / (weight bytes / bandwidth)
     "overhead_vs_lower_bound": (1.25, "max"),
 }
+JUDGED = ("llm-srt", "llm-srt-int8", "llm-srt-int8-compiled")  # the decodes the two decode goals take the faster of
 INT8_BATCH_SIZES = (1, 16)  # greedy rows repeated with int8 linear layers (CPU, float32 placements)
 INT8_BEAM_BATCH_SIZES = (8,)  # beam rows likewise (beam 5 x 8 = 40 rows a step: oneDNN's int8 product may run)
+INT8_COMPILED_BATCH_SIZES = (1, 16)  # int8 greedy rows again with --compile, taking turns with the int8 rows
 ESPEAK_SENTENCES = (  # fallback utterances (eng -> deu) when no manifest is available
     ("Will it rain tomorrow?", "Regnet es morgen?"),
     ("The file could not be opened because it does not exist.", "Die Datei existiert nicht."),
@@ -108,6 +110,8 @@ class BenchOptions:
     int8_batch_sizes: tuple[int, ...] = INT8_BATCH_SIZES  # greedy again with --dtype int8 (CPU float32 runs only)
     int8_passes: int = 3  # passes of the int8 greedy rows, taking turns; each reports its median (`decode_rows`)
     int8_beam_batch_sizes: tuple[int, ...] = INT8_BEAM_BATCH_SIZES  # beam search again with --dtype int8, one pass
+    int8_compiled_batch_sizes: tuple[int, ...] = INT8_COMPILED_BATCH_SIZES  # int8 greedy with --compile (each
+    #   batch size compiles its step first, ~30 s here), in the int8 rows' turns
     yardstick_bytes: int = COPY_BYTES  # the bandwidth probes' size (tests shrink it)
     yardstick_gemm: int | None = None  # the matmul probe's size (None: by device; tests shrink it)
     seed: int = 0  # fresh adapter weights
@@ -186,8 +190,9 @@ def run_bench(options: BenchOptions = BenchOptions(), placement: Placement | Non
         if int8_rows:  # the same adapter weights, every linear layer int8
             int8 = SpeechLLMSystem(_int8_model(folders, adapter_state, placement, options), "llm-srt-int8",
                                    dev.resolve("cpu", "int8"))
-            rows += decode_rows(int8, utts, [("llm-srt-int8", 1, b) for b in options.int8_batch_sizes], options, log,
-                                machine, passes=options.int8_passes)
+            plan = ([("llm-srt-int8", 1, b) for b in options.int8_batch_sizes]
+                    + [("llm-srt-int8-compiled", 1, b, True) for b in options.int8_compiled_batch_sizes])
+            rows += decode_rows(int8, utts, plan, options, log, machine, passes=options.int8_passes)
             rows += decode_rows(int8, utts, [("llm-srt-int8", options.beam_size, b)
                                              for b in options.int8_beam_batch_sizes], options, log, machine)
             del int8
@@ -203,26 +208,36 @@ def run_bench(options: BenchOptions = BenchOptions(), placement: Placement | Non
 
 def decode_rows(system, utts: list["Utterance"], plan, options: "BenchOptions", log, machine: dict,
                 passes: int = 1) -> list[dict]:
-    """(a) or (b): every (beam, batch) of `plan` over all utterances through `system.run_batch`, fixed length; each
-    row's decode steps (prefill end to last step end, per generation) against the roofline bound of its rows.
-    With `passes` > 1 the rows take turns, the plan's order then its reverse (ABBA: a drift of the machine hits
-    every row alike), and each row reports its median pass (by seconds; the upper one of an even count)."""
-    from ..model.decoding import DecodingOptions
+    """(a) or (b): every (name, beam, batch[, compiled]) of `plan` over all utterances through `system.run_batch`,
+    fixed length; each row's decode steps (prefill end to last step end, per generation) against the roofline
+    bound of its rows. `compiled` (greedy): the steps compiled (`DecodingOptions.compile`), warmed up at full
+    length (the compile), and checked to have run compiled. With `passes` > 1 the rows take turns, the plan's order
+    then its reverse (ABBA: a drift of the machine hits every row alike), and each row reports its median pass (by
+    seconds; the upper one of an even count)."""
+    from ..model.decoding import DecodingOptions, StaticSteps
 
     cost = decode_cost(system.model.llm)
     audios = [u.audio for u in utts]
-    decoding = DecodingOptions(max_new_tokens=options.new_tokens)
-    for name, beam, batch in plan:
-        log(f"decode {name} beam {beam} batch {batch}: warm-up")
+    plan = [(*entry, False)[:4] for entry in plan]
+    decoding = {entry: DecodingOptions(max_new_tokens=options.new_tokens, beam_size=entry[1], compile=entry[3])
+                for entry in plan}
+    for entry in plan:
+        name, beam, batch, compiled = entry
+        log(f"decode {name} beam {beam} batch {batch}: warm-up" + (" (compiling its step)" if compiled else ""))
         with torch.inference_mode():  # warm-up at this row's shape (its longest batch): what a process does once
-            decode_pass(system, audios[:batch], batch, replace(decoding, beam_size=beam, max_new_tokens=2))
+            decode_pass(system, audios[:batch], batch,
+                        decoding[entry] if compiled else replace(decoding[entry], max_new_tokens=2))
     runs: dict[tuple, list] = {entry: [] for entry in plan}
     for turn in range(passes):
-        for name, beam, batch in plan if turn % 2 == 0 else plan[::-1]:
+        for entry in plan if turn % 2 == 0 else plan[::-1]:
+            name, beam, batch, compiled = entry
             log(f"decode {name} beam {beam} batch {batch}" + (f" (pass {turn + 1} of {passes})" if passes > 1 else ""))
-            runs[(name, beam, batch)].append(decode_pass(system, audios, batch, replace(decoding, beam_size=beam)))
+            before = StaticSteps.steps_taken
+            runs[entry].append(decode_pass(system, audios, batch, decoding[entry]))
+            if compiled and StaticSteps.steps_taken - before < -(-len(audios) // batch) * (options.new_tokens - 1):
+                raise LLMSRTError(f"bench: --compile did not apply to {name} at batch {batch} (see the warning above)")
     rows = []
-    for (name, beam, batch), done in runs.items():
+    for (name, beam, batch, compiled), done in runs.items():
         run = sorted(done, key=lambda r: r.seconds)[len(done) // 2]
         steps = sum(n for _, n, _ in run.steps)
         step_s = sum(s for _, _, s in run.steps) / steps
@@ -234,7 +249,8 @@ def decode_rows(system, utts: list["Utterance"], plan, options: "BenchOptions", 
                      "decode_seconds": round(sum(s for _, _, s in run.steps), 4),
                      "decode_step_ms": float(f"{step_s * 1000:.4g}"), "bound_step_ms": float(f"{bound_s * 1000:.4g}"),
                      "bound": step_bound(cost, machine, batch * beam)["bound"],
-                     "step_vs_bound": round(step_s / bound_s, 3), "pass_seconds": [r.seconds for r in done]})
+                     "step_vs_bound": round(step_s / bound_s, 3), "pass_seconds": [r.seconds for r in done],
+                     "compiled": compiled})
     return rows
 
 
@@ -247,11 +263,10 @@ def summarize(options: BenchOptions, setup: dict, utts, rows, encoder, overhead,
         return row(system, beam, batch)["seconds"]
 
     head, top = options.headline_batch, max(options.batch_sizes)
-    # the faster weight dtype at `top` (float32 or int8, when both ran) is judged; its name goes in the JSON
+    # the fastest decode at `top` of those that ran (JUDGED) is judged; its name goes in the JSON
     have = {(r["system"], r["batch_size"]) for r in rows if r["beam"] == 1}
-    fast = min((v for v in ("llm-srt", "llm-srt-int8") if {(v, 1), (v, top)} <= have),
-               key=lambda v: seconds(v, 1, top))
-    fast1 = min((v for v in ("llm-srt", "llm-srt-int8") if (v, 1) in have), key=lambda v: seconds(v, 1, 1))
+    fast = min((v for v in JUDGED if {(v, 1), (v, top)} <= have), key=lambda v: seconds(v, 1, top))
+    fast1 = min((v for v in JUDGED if (v, 1) in have), key=lambda v: seconds(v, 1, 1))
     ratios = {
         "adapter_vs_pooled_speedup": seconds("pooled-750", 1, head) / seconds("llm-srt", 1, head),
         "cached_step_vs_audio_step_less_encoder": train["s_per_step_cached"]
@@ -550,7 +565,7 @@ def time_cascade(model, placement: Placement, utts: list[Utterance], batch: int,
 
 # ---- report -------------------------------------------------------------------------------------------------------
 SYSTEM_NAMES = {"llm-srt": "LLM-SRT (Q-Former, 80 tok)", "llm-srt-int8": "LLM-SRT (Q-Former), int8",
-                "pooled-750": "Qwen2-Audio-style (pooled, 750 tok)"}
+                "llm-srt-int8-compiled": "LLM-SRT (Q-Former), int8", "pooled-750": "Qwen2-Audio-style (pooled, 750 tok)"}
 
 
 def format_table(result: dict) -> str:
@@ -566,14 +581,15 @@ def format_table(result: dict) -> str:
              f"{'system':38} {'search':8} {'batch':>5} {'seconds':>9} {'utt/s':>7} {'speech tok':>10} {'peak MiB':>9} "
              f"{'ms/step':>8} {'bound ms':>8} {'x bound':>7}"]
     for r in result["decode"]:
-        search = "greedy" if r["beam"] == 1 else f"beam {r['beam']}"
+        search = ("compiled" if r.get("compiled") else "greedy") if r["beam"] == 1 else f"beam {r['beam']}"
         lines.append(f"{SYSTEM_NAMES[r['system']]:38} {search:8} {r['batch_size']:>5} {r['seconds']:>9.2f} "
                      f"{r['utterances_per_s']:>7.2f} {r['speech_tokens']:>10} {r['peak_mib']:>9.0f} "
                      f"{r['decode_step_ms']:>8.1f} {r['bound_step_ms']:>8.1f} {r['step_vs_bound']:>7.2f}")
     for r in result["decode"]:
         if len(r.get("pass_seconds", ())) > 1:
             each = ", ".join(f"{x:.2f}" for x in r["pass_seconds"])
-            lines.append(f"  {SYSTEM_NAMES[r['system']]}, batch {r['batch_size']}: the median of "
+            lines.append(f"  {SYSTEM_NAMES[r['system']]}{', compiled' if r.get('compiled') else ''}, batch "
+                         f"{r['batch_size']}: the median of "
                          f"{len(r['pass_seconds'])} passes taking turns ({each} s)")
     c = result["cascade"]
     if c:

@@ -5,6 +5,7 @@ float32 products on the fastest kernel for their size (`fast_linear`, `fast_cpu_
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import time
 import warnings
@@ -230,7 +231,11 @@ class Int8Linear(nn.Module):
     steps) may take oneDNN's int8 product instead, on a second packed copy of the same int8 weights (`_int8_kernel`:
     timed once per shape and row bucket in a process, kept only where it is faster). Both sum the same int8 products
     in int32 and scale them by the same float32 factors, so its results are fbgemm's bit for bit
-    (tests/model/test_cpu_linear.py; and the timing checks it on each CPU): which kernel ran never changes an output."""
+    (tests/model/test_cpu_linear.py; and the timing checks it on each CPU): which kernel ran never changes an output.
+
+    Under torch.compile (`--compile`'s decode steps) the fbgemm product is the op `llm_srt::int8_product`, which
+    the compiler keeps as one call (it cannot trace the packed weights), and the activation scaling around it
+    compiles with the rest of the step."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None, scale: torch.Tensor | None = None,
                  rows: Callable[[int, int], torch.Tensor] | None = None):
@@ -255,6 +260,8 @@ class Int8Linear(nn.Module):
             self._pack(*quantize_rows(weight))
         self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
         self.reduce_range = not _VNNI
+        self.number = next(_NUMBERS)  # how `int8_product` finds this layer's packed weights
+        _LAYERS[self.number] = self
 
     @classmethod
     def from_linear(cls, linear: nn.Linear) -> "Int8Linear":
@@ -315,6 +322,11 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features).float()
+        if torch.compiler.is_compiling():  # the same numbers as below, fbgemm's product an opaque op
+            scale = flat.abs().amax(1, keepdim=True).clamp(min=1e-30)
+            y = torch.ops.llm_srt.int8_product(flat / scale, self.number) * scale
+            y = y if self.bias is None else y + self.bias
+            return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
         scale = row_ranges(flat)
         step, zero = ACTIVATION_GRID[self.reduce_range]
         unit = flat / scale
@@ -387,6 +399,23 @@ _ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_l
 INT8_MANY_ROWS = 16
 _ONEDNN_INT8 = _ONEDNN and all(hasattr(torch.ops.onednn, op) for op in ("qlinear_prepack", "qlinear_pointwise"))
 TUNED_INT8: dict[tuple, str] = {}  # Int8Linear's choices: (out, in, row bucket, torch threads) -> "fbgemm" / "oneDNN"
+_NUMBERS = itertools.count()  # Int8Linear numbers
+_LAYERS: "weakref.WeakValueDictionary[int, Int8Linear]" = weakref.WeakValueDictionary()  # number -> live layer
+
+
+@torch.library.custom_op("llm_srt::int8_product", mutates_args=())
+def int8_product(unit: torch.Tensor, layer: int) -> torch.Tensor:
+    """fbgemm's product of (rows, in) activations already scaled to max |x| = 1 with Int8Linear number `layer`'s
+    int8 weights -> (rows, out), before the rows' scales: what a compiled step calls, as torch.compile cannot
+    trace the packed weights (an opaque op: its call costs ~4 us of Python)."""
+    linear = _LAYERS[layer]
+    step, zero = ACTIVATION_GRID[linear.reduce_range]
+    return _QDQ_LINEAR(unit, step, zero, linear._packed)
+
+
+@int8_product.register_fake
+def _int8_product_shape(unit: torch.Tensor, layer: int) -> torch.Tensor:
+    return unit.new_empty(unit.shape[0], _LAYERS[layer].out_features)
 # timed calls per int8 kernel after its warm-up: one above INT8_FEW_TIMED_ROWS rows (each lasts >= 0.3 ms), else
 # INT8_TUNE_REPEATS_FEW (a product of 32 rows of a small matrix takes ~0.1 ms, within one call's noise)
 INT8_TUNE_REPEATS, INT8_TUNE_REPEATS_FEW, INT8_FEW_TIMED_ROWS = 1, 5, 256
@@ -495,6 +524,7 @@ class _SharedProduct:
         self.output: torch.Tensor | None = None
         self.readers: set[int] = set()  # the parts (by first column) that read `output`; all have: it is let go
         self.products = 0  # fused products computed (tests: one per group call)
+        self.traced: tuple | None = None  # in a step being compiled: (input, product, parts yet to read it)
 
     def read(self, x: torch.Tensor, part: "Int8Part") -> torch.Tensor:
         """The part's columns of the fused product of `x`: computed by the first part called with `x`, read by the
@@ -512,6 +542,16 @@ class _SharedProduct:
         if len(self.readers) == self.parts:
             self.input = self.output = None
         return out
+
+    def read_traced(self, x: torch.Tensor, part: "Int8Part") -> torch.Tensor:
+        """`read` while torch.compile traces a step: the first part computes the group's product, the others read
+        it, and the last sets `traced` back to None, so the compiled step leaves this object as it found it (the
+        counters and sets `read` keeps would change with every step and make torch compile it again)."""
+        traced = self.traced
+        if traced is None or traced[0] is not x:
+            traced = (x, self.linear(x), self.parts)
+        self.traced = None if traced[2] == 1 else (x, traced[1], traced[2] - 1)
+        return traced[1][..., part.start:part.stop]
 
     def _split(self) -> None:
         """Give each part its own Int8Linear of its rows of the fused int8 weights (and its bias), drop the fused."""
@@ -545,7 +585,9 @@ class Int8Part(nn.Module):
         shared.members.append(weakref.ref(self))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.own(x) if self.own is not None else self._shared.read(x, self)
+        if self.own is not None:
+            return self.own(x)
+        return self._shared.read_traced(x, self) if torch.compiler.is_compiling() else self._shared.read(x, self)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, columns={self.start}:{self.stop}"

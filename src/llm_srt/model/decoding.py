@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import threading
+import time
 from contextlib import contextmanager
 import warnings
 import weakref
@@ -310,6 +311,7 @@ class StaticSteps:
 
     _step: dict = {}  # the compiled `_decode_step`, by mode ("default", "reduce-overhead"), made on first use
     steps_taken = 0  # compiled steps run in this process (the LM's forward hooks do not see them: `_decode_step`)
+    last_step_at = 0.0  # time.perf_counter() when the last compiled step returned (benchmarks time the steps)
     _caches = weakref.WeakKeyDictionary()  # model -> {shape: cache} (a dropped model frees its caches)
     _lock = threading.Lock()  # the store, between threads
     _refused = weakref.WeakSet()  # models whose step failed to compile (`refuse`)
@@ -342,17 +344,16 @@ class StaticSteps:
 
     @classmethod
     def fits(cls, lm: nn.Module, rows: int, positions: int) -> bool:
-        """Whether this model can take static steps for `rows` rows of a prompt + new tokens of `positions` (int8
-        CPU layers do not compile, some attention kinds have no static cache here, a model whose step failed to
-        compile (`refuse`) is not tried again, and once torch's limit of compiled shapes is reached only shapes
-        already compiled are: the others decode as without `compile`)."""
-        from .cpu_linear import is_quantized
+        """Whether this model can take static steps for `rows` rows of a prompt + new tokens of `positions` (some
+        attention kinds have no static cache here, a model whose step failed to compile (`refuse`) is not tried
+        again, and once torch's limit of compiled shapes is reached only shapes already compiled are: the others
+        decode as without `compile`)."""
         from .kv_cache import static_fits, static_length
 
         if cls._warming_longest() is not None:  # before `shape`, as `__init__` will see it
             cls._warming.longest = max(cls._warming.longest, static_length(positions))
         shape = cls.shape(lm, rows, positions)
-        if lm in cls._refused or is_quantized(lm) or not static_fits(lm.config, shape[1]):
+        if lm in cls._refused or not static_fits(lm.config, shape[1]):
             return False
         return not cls._full or shape in cls._shapes
 
@@ -428,8 +429,11 @@ class StaticSteps:
         self.tokens.zero_()
         self.tokens[self.active] = token
         self.mask[:, self.slot] = 1
+        # the embedding lookup outside the compiled step: its forward hooks run as in eager steps (a memory-mapped
+        # table's pages are let go after each lookup: `mapped.drop_pages_after_lookups`)
+        embeds = self.lm.get_input_embeddings()(self.tokens[:, None])
         with torch._dynamo.config.patch(recompile_limit=self.COMPILED_SHAPES):
-            logits = self._compiled(self.mode)(self.lm, self.tokens, self.position, self.mask, self.cache)
+            logits = self._compiled(self.mode)(self.lm, embeds, self.position, self.mask, self.cache)
         if self.warming:  # compiled, and it ran: a served shape
             with self._lock:
                 self._served.setdefault(self.lm, {}).setdefault(self.cache_key[0], set()).add(self.cache_key[1])
@@ -437,6 +441,7 @@ class StaticSteps:
         self.slot += 1
         self.position = self.position + 1
         StaticSteps.steps_taken += 1
+        StaticSteps.last_step_at = time.perf_counter()
         StaticSteps._shapes.add(self.cache_key[:2])
         return logits[self.active].unsqueeze(1)  # read before the next replay overwrites the graph's output
 
@@ -460,14 +465,14 @@ class StaticSteps:
         return cache
 
 
-def _decode_step(lm: nn.Module, tokens: torch.Tensor, position: torch.Tensor, mask: torch.Tensor,
+def _decode_step(lm: nn.Module, embeds: torch.Tensor, position: torch.Tensor, mask: torch.Tensor,
                  cache) -> torch.Tensor:
-    """One decode step of every batch slot on a static cache: tokens (B,) at `position` (B, 1), written at the
-    cache's next slot, attending where `mask` (B, length) is 1 -> next-token logits (B, V). What `StaticSteps`
-    compiles.
+    """One decode step of every batch slot on a static cache: the embeddings (B, 1, d) of its tokens at `position`
+    (B, 1), written at the cache's next slot, attending where `mask` (B, length) is 1 -> next-token logits (B, V).
+    What `StaticSteps` compiles.
     `forward`, not the module's call: a forward hook on the LM itself (a benchmark's counter) would break the graph;
     its layers' own hooks still run (traced)."""
-    return lm.forward(input_ids=tokens[:, None], attention_mask=mask, position_ids=position, past_key_values=cache,
+    return lm.forward(inputs_embeds=embeds, attention_mask=mask, position_ids=position, past_key_values=cache,
                       use_cache=True).logits[:, -1]
 
 

@@ -33,8 +33,8 @@ def warm_up(translator: SpeechTranslator, options: BatchOptions, log=print,
             stopping: threading.Event | None = None) -> float:
     """Compile the served shapes (see the module's docstring), the largest batch first (it is the likeliest to run
     out of memory, and the smallest ones' caches, the two kept, are the newest); seconds taken. A system without
-    compiled steps, a server whose default decoding is beam search, a model that decodes eagerly here (int8, another
-    attention kind) or a batch that runs no compiled step ends it with one line; a batch that fails (out of memory)
+    compiled steps, a server whose default decoding is beam search, a model that decodes eagerly here (an attention
+    kind without a static cache, a step that failed to compile) or a batch that runs no compiled step ends it with one line; a batch that fails (out of memory)
     is one line, and the smaller ones go on. The server always starts. `stopping` set (the server is told to stop):
     it ends before its next batch."""
     start = time.perf_counter()
@@ -47,8 +47,8 @@ def warm_up(translator: SpeechTranslator, options: BatchOptions, log=print,
             f"{options.decoding.beam_size}: no warm-up")
         return 0.0
     if not StaticSteps.fits(causal_lm(system.model.llm), 1, STATIC_LENGTH_STEP):
-        log("--compile: this model decodes eagerly here (int8, or an attention kind without a static cache): no "
-            "warm-up")
+        log("--compile: this model decodes eagerly here (an attention kind without a static cache, or its step did not "
+            "compile): no warm-up")
         return 0.0
     sizes = [options.max_batch] + [1 << k for k in reversed(range(options.max_batch.bit_length()))
                                     if 1 << k < options.max_batch]
