@@ -29,7 +29,7 @@ def result(tmp_path_factory):
                                  adapter_kwargs=QFORMER, manifest=None, n=6, new_tokens=3, batch_sizes=(1, 2, 4),
                                  beam_size=2, beam_batch_sizes=(2,), pooled_batch_sizes=(1, 4), headline_batch=4,
                                  cascade=False, train_batch=3, train_steps=1, long_clips=2, encoder_repeats=1,
-                                 int8_batch_sizes=(1, 4), int8_beam_batch_sizes=(2,), int8_compiled_batch_sizes=(1, 4),
+                                 int8_batch_sizes=(1, 4), int8_beam_batch_sizes=(2,), int8_compiled_batch_sizes=(1,),
                                  yardstick_bytes=32 << 20, yardstick_gemm=256)
     return bench.run_bench(options, device.resolve("cpu", "float32"))
 
@@ -47,7 +47,7 @@ def test_json_has_the_ratios_goals_and_raw_times(result):
     assert m["bandwidth_gb_s"] == max(m["copy_gb_s"], m["read_gb_s"]) and min(m["copy_gb_s"], m["read_gb_s"]) > 0
     fast = result["setup"]["batch16_vs_batch1_system"]
     seconds = {(r["system"], r["batch_size"]): r["seconds"] for r in result["decode"] if r["beam"] == 1}
-    assert fast in JUDGED and seconds[fast, 4] == min(seconds[v, 4] for v in JUDGED)
+    assert fast in JUDGED and seconds[fast, 4] == min(seconds[v, 4] for v in JUDGED if (v, 4) in seconds)
     fast1 = result["setup"]["batch1_step_vs_bandwidth_bound_system"]
     assert seconds[fast1, 1] == min(seconds[v, 1] for v in JUDGED)
     assert result["batch16_vs_batch1"] == pytest.approx(seconds[fast, 1] / seconds[fast, 4], rel=0.01)
@@ -92,7 +92,7 @@ def test_decode_rows_cover_the_plan_with_the_right_speech_tokens(result):
     rows = {(r["system"], r["beam"], r["batch_size"]): r for r in result["decode"]}
     assert set(rows) == {("llm-srt", 1, 1), ("llm-srt", 1, 2), ("llm-srt", 1, 4), ("llm-srt", 2, 2),
                          ("llm-srt-int8", 1, 1), ("llm-srt-int8", 1, 4), ("llm-srt-int8", 2, 2), ("pooled-750", 1, 1),
-                         ("pooled-750", 1, 4), ("llm-srt-int8-compiled", 1, 1), ("llm-srt-int8-compiled", 1, 4)}
+                         ("pooled-750", 1, 4), ("llm-srt-int8-compiled", 1, 1)}
     for (system, _, _), r in rows.items():
         assert r["weights"] == ("int8" if system.startswith("llm-srt-int8") else "float32")
         assert r["compiled"] == (system == "llm-srt-int8-compiled")
@@ -109,8 +109,8 @@ def test_decode_rows_cover_the_plan_with_the_right_speech_tokens(result):
         assert r["seconds"] == sorted(r["pass_seconds"])[len(r["pass_seconds"]) // 2]
     table = bench.format_table(result)
     assert "Q-Former), int8, batch 4: the median of 3 passes taking turns (" in table
-    assert "Q-Former), int8, compiled, batch 4: the median of 3 passes taking turns (" in table
-    assert sum(line.startswith("LLM-SRT (Q-Former), int8") and " compiled " in line for line in table.splitlines()) == 2
+    assert "Q-Former), int8, compiled, batch 1: the median of 3 passes taking turns (" in table
+    assert sum(line.startswith("LLM-SRT (Q-Former), int8") and " compiled " in line for line in table.splitlines()) == 1
 
 
 def test_encoder_runs_ten_second_clips_at_their_length_and_padded(result):

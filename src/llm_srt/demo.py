@@ -282,7 +282,7 @@ def check_claims(results: Mapping[str, list], losses: Mapping[str, list[float]] 
                  "paper": paper}
         lines.append(f"{claim}: {a} {c.a:.1f} vs {b} {c.b:.1f} BLEU (delta {c.delta:+.1f}, 95% interval "
                      f"[{c.low:+.1f}, {c.high:+.1f}]) -> {verdict} (p={c.shown_p}) here (paper: {paper})")
-        if verdict == "not significant" and c.delta:
+        if verdict == "not significant" and abs(c.delta) >= 0.05:  # a difference that prints as one
             entry["power"] = power = detectable_difference(c)
             lines.append(f"  why not significant: with {c.sentences} test sentences only a difference beyond "
                          f"{power['detectable_delta']:.1f} BLEU is significant here (the interval's half-width); at "
@@ -334,14 +334,15 @@ Z_95, Z_80 = 1.959964, 0.841621  # the standard normal's 97.5% and 80% quantiles
 
 
 def detectable_difference(c) -> dict:
-    """What a not-significant comparison's test set can detect (`Comparison` c, delta != 0): the interval's
+    """What a not-significant comparison's test set can detect (`Comparison` c, delta not 0): the interval's
     half-width (the smallest difference that is significant with these sentences), and the sentences at which the
     observed difference would just reach p < 0.05 and at which a true difference of that size would be found
     significant 80% of the time, taking the half-width to shrink as 1 / sqrt(sentences) (sentences as varied as
     these: a projection, not a measurement)."""
     half = (c.high - c.low) / 2
     ratio = half / abs(c.delta)
-    return {"detectable_delta": round(half, 2), "sentences_to_reach": math.ceil(c.sentences * ratio ** 2),
+    return {"detectable_delta": round(half, 2), "sentences_to_reach": max(c.sentences + 1,
+                                                                          math.ceil(c.sentences * ratio ** 2)),
             "sentences_for_80_percent": math.ceil(c.sentences * (ratio * (Z_95 + Z_80) / Z_95) ** 2)}
 
 

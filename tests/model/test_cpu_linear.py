@@ -509,6 +509,35 @@ def test_int8_fused_projections_read_each_siblings_columns_exactly():
         assert all(torch.equal(p(other), separate[n](other)) for n, p in parts.items()) and shared.products == 3
 
 
+def test_int8_fused_projections_read_one_product_in_a_traced_step():
+    """What a step being compiled runs (`read_traced`): one fused product for the group's three parts, each part
+    its own layer's output, and the group left as it was found (nothing for torch to guard on changes); a part
+    called with another input meanwhile gets its own product, and the group is still let go after its parts'
+    calls."""
+    from llm_srt.model.cpu_linear import fuse_int8_projections, quantize_int8
+
+    torch.manual_seed(0)
+    model = quantize_int8(_Attention())
+    separate = {n: getattr(model, n) for n in ("q_proj", "k_proj", "v_proj")}
+    fuse_int8_projections(model)
+    parts = {n: getattr(model, n) for n in separate}
+    shared = parts["q_proj"]._shared
+    products = []
+    shared.linear.register_forward_hook(lambda *_: products.append(1))
+    x, other = torch.randn(2, 5, 24), torch.randn(2, 7, 24)
+    with torch.no_grad():
+        for _ in range(2):
+            out = {n: shared.read_traced(x, p) for n, p in parts.items()}
+            assert all(torch.equal(out[n], separate[n](x)) for n in parts) and shared.traced is None
+        assert len(products) == 2 and shared.products == 0
+        q = shared.read_traced(x, parts["q_proj"])
+        k = shared.read_traced(other, parts["k_proj"])
+        assert torch.equal(k, separate["k_proj"](other)) and shared.traced[0] is x and shared.traced[2] == 1
+        v = shared.read_traced(x, parts["v_proj"])
+        assert torch.equal(q, separate["q_proj"](x)) and torch.equal(v, separate["v_proj"](x))
+        assert shared.traced is None and len(products) == 4
+
+
 def test_embedded_gemmas_int8_groups_stay_fused_and_decode_the_same_ids(embedded, monkeypatch):
     """The embedded Gemma-3 in int8: every layer's q/k/v and gate/up are fused, each group computes exactly one
     product per call of its layer (prefill and each step: none is split back, so Gemma's call pattern shares the

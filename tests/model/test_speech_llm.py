@@ -644,11 +644,11 @@ def test_compiled_greedy_falls_back_where_a_static_cache_would_change_the_model(
     assert static_length(1) == static_length(256) == 256 and static_length(257) == 512
 
 
-def test_compiled_int8_greedy_compiles_with_one_product_per_fused_group(tmp_path, monkeypatch):
-    """--dtype int8 with --compile: the decode steps run compiled (fbgemm's product the opaque op
+def test_compiled_int8_greedy_compiles_at_one_row_with_one_product_per_fused_group(tmp_path, monkeypatch):
+    """--dtype int8 with --compile: a one-row batch's decode steps run compiled (fbgemm's product the opaque op
     llm_srt::int8_product), each fused q/k/v and gate/up group computes one product a step (not one per part), the
     embedding lookup runs outside the compiled step (its hooks with it: a mapped table's pages are let go after
-    each), and the tokens are int8 eager greedy's."""
+    each), and the tokens are int8 eager greedy's; batches of more rows decode eagerly (slower compiled here)."""
     import warnings
 
     from torch._dynamo.utils import counters
@@ -664,28 +664,49 @@ def test_compiled_int8_greedy_compiles_with_one_product_per_fused_group(tmp_path
                                       dtype="int8")).eval()
     lm = causal_lm(model.llm)
     assert any(isinstance(m, Int8Part) for m in lm.modules())
-    embeds, mask = _prompt_embeds(model)
+    assert any(isinstance(m, cpu_linear.Int8Linear) and m.bias is not None for m in lm.modules())  # Qwen2's q/k/v
+    batch, mask = _prompt_embeds(model)
     eos = [model.tokenizer.eos_token_id]
+    assert decoding.StaticSteps.fits(lm, 1, 40) and not decoding.StaticSteps.fits(lm, 2, 40)
     lookups = []
     lm.get_input_embeddings().register_forward_hook(lambda *_: lookups.append(1))
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # a step that does not compile warns
-        eager = decoding.greedy_ids(model.llm, embeds, mask, 10, eos)
-        before, lookups[:] = decoding.StaticSteps.steps_taken, []
-        compiled = decoding.greedy_ids(model.llm, embeds, mask, 10, eos, compiled=True)
-        steps = decoding.StaticSteps.steps_taken - before
-        assert compiled == eager and steps > 0 and len(lookups) == steps
+        for row in range(batch.shape[0]):
+            embeds, one = batch[row:row + 1], mask[row:row + 1]
+            eager = decoding.greedy_ids(model.llm, embeds, one, 10, eos)
+            before, lookups[:] = decoding.StaticSteps.steps_taken, []
+            compiled = decoding.greedy_ids(model.llm, embeds, one, 10, eos, compiled=True)
+            steps = decoding.StaticSteps.steps_taken - before
+            assert compiled == eager and steps > 0 and len(lookups) == steps
         graphs = counters["stats"]["unique_graphs"]
-        assert decoding.greedy_ids(model.llm, embeds, mask, 10, eos, compiled=True) == eager
+        assert decoding.greedy_ids(model.llm, embeds, one, 10, eos, compiled=True) == eager
         assert counters["stats"]["unique_graphs"] == graphs  # every step ran the one graph: nothing recompiled
+        before = decoding.StaticSteps.steps_taken
+        assert decoding.greedy_ids(model.llm, batch, mask, 10, eos, compiled=True) == \
+            decoding.greedy_ids(model.llm, batch, mask, 10, eos)
+        assert decoding.StaticSteps.steps_taken == before  # three rows: eager
         calls = []
         real = cpu_linear._QDQ_LINEAR
         monkeypatch.setattr(cpu_linear, "_QDQ_LINEAR", lambda *a: calls.append(1) or real(*a))
-        run = decoding.StaticSteps(lm, embeds, mask, 10)
+        run = decoding.StaticSteps(lm, embeds, one, 10)
         calls.clear()
-        run.step(torch.zeros(embeds.shape[0], dtype=torch.long))
+        run.step(torch.zeros(1, dtype=torch.long))
         run.close()
     assert len(calls) == 4 * lm.config.num_hidden_layers + 1  # q/k/v, o, gate/up, down a layer; the head
+
+
+def test_compiled_int8_layers_compute_the_eager_layers_numbers():
+    """The compiled form of an int8 layer (its row scaling compiled, the product, its scaling back and the bias in
+    the opaque op) gives the eager layer's outputs bit for bit, with a bias and without."""
+    from llm_srt.model.cpu_linear import Int8Linear
+
+    torch.manual_seed(0)
+    for bias in (True, False):
+        layer = Int8Linear.from_linear(torch.nn.Linear(64, 96, bias=bias))
+        x = torch.randn(3, 64) * 3
+        with torch.no_grad():
+            assert torch.equal(torch.compile(layer, fullgraph=True)(x), layer(x))
 
 
 @pytest.mark.integration

@@ -106,8 +106,8 @@ def test_each_epoch_trains_on_its_own_draw_of_a_mixs_smaller_task(tiny_setup, mo
 
 
 def test_the_cache_fill_covers_every_row_a_later_epoch_draws(tiny_setup, model, tmp_path):
-    """Six ASR-only clips beside the translation rows, drawn at 0.1 (one an epoch): all six are encoded before step
-    1, not only epoch 0's."""
+    """Six ASR-only clips beside the translation rows, drawn at 0.1 (one an epoch): a run that reaches six epochs
+    (or of unknown length) has all six encoded before step 1, not only epoch 0's; a run of one epoch, epoch 0's."""
     import tiny
 
     from llm_srt.audio import write_wav
@@ -123,10 +123,15 @@ def test_the_cache_fill_covers_every_row_a_later_epoch_draws(tiny_setup, model, 
                          sentence_id=f"t{k}"))
     manifest = tmp_path / "train.jsonl"
     write_manifest(manifest, rows + extra)
-    data = TrainingData(_section(tiny_setup, tmp_path / "f", train=str(manifest), num_workers=0,
-                                 tasks={"srt": 0.9, "asr": 0.1}), model, SOLO)
-    assert sum(t.value == "asr" for _, t in data.dataset.items) == 1
-    assert all(data.cache.has(r.audio) for r in extra)
+    cfg = _section(tiny_setup, tmp_path / "f", train=str(manifest), num_workers=0, tasks={"srt": 0.9, "asr": 0.1})
+    short = TrainingData(cfg, model, SOLO, batches=3)
+    assert sum(t.value == "asr" for _, t in short.dataset.items) == 1 and len(short.sampler) == 3
+    slot = next(i for i, (_, task) in enumerate(short.dataset.items) if task.value == "asr")
+    assert [r.audio for r in extra if short.cache.has(r.audio)] == [short.dataset.example(slot, 0).audio]
+    long = TrainingData(replace(cfg, feature_cache=str(tmp_path / "g")), model, SOLO, batches=3 * 6)
+    assert all(long.cache.has(r.audio) for r in extra)
+    unknown = TrainingData(replace(cfg, feature_cache=str(tmp_path / "h")), model, SOLO)
+    assert all(unknown.cache.has(r.audio) for r in extra)
 
 
 def test_the_cache_is_filled_longest_first_in_batches_and_pad_to_30s_keys_apart(tiny_setup, model, tmp_path,

@@ -3,8 +3,8 @@
     rows = weighted_rows([read_manifest("cv.jsonl"), read_manifest("fleurs.jsonl")], [0.7, 0.3], seed=0)
     data = SpeechTextDataset(rows, {"srt": 0.8, "asr": 0.2}, seed=0)
     sampler = BucketBatchSampler(data.durations, batch_size=16, seed=0)      # durations of each epoch
-    for epoch, _, indices in sampler.stream():
-        batch = collate([data.example(i, epoch) for i in indices])          # or collate(examples, features=cache.get_or_compute(...))
+    for epoch, _, indices in sampler.stream():                               # endless: every epoch in turn
+        batch = collate([data.example(i, epoch) for i in indices])  # or collate(examples, features=cache...)
     dev = stratified(read_manifest("dev.jsonl"), 64, seed=0)  # spread evenly over the directions
 
 The model masks the labels to the target only; the training recipe tokenizes `prompts` and `targets` in its
@@ -100,11 +100,15 @@ class SpeechTextDataset:
         """Per example: whether its task reads speech (False: text-only mt); the same in every epoch."""
         return [task.needs_speech for _, task in self.items]
 
-    def every_example(self) -> list[tuple[Row, Task]]:
-        """Every (row, task) some epoch uses: the heaviest task's rows and every row of each drawn task's pool (what
-        a feature cache filled before training must hold)."""
+    def every_example(self, epochs: int | None = None) -> list[tuple[Row, Task]]:
+        """Every (row, task) the first `epochs` epochs use (None: any epoch): the heaviest task's rows and what each
+        drawn task draws in them, at most its whole pool (what a feature cache filled before training must hold)."""
         start, stop = self._main
-        return self.items[start:stop] + [(row, draw.task) for draw in self._draws for row in draw.pool]
+        out = self.items[start:stop]
+        for draw in self._draws:
+            reach = len(draw.pool) if epochs is None else min(len(draw.pool), epochs * draw.n)
+            out += [(draw.pool[i], draw.task) for i in draw.order[:reach]]
+        return out
 
 
 class _Draw:

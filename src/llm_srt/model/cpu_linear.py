@@ -322,21 +322,24 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features).float()
-        if torch.compiler.is_compiling():  # the same numbers as below, fbgemm's product an opaque op
+        if torch.compiler.is_compiling():  # the row scaling compiles (exact: a max and a division); the rest is one op
             scale = flat.abs().amax(1, keepdim=True).clamp(min=1e-30)
-            y = torch.ops.llm_srt.int8_product(flat / scale, self.number) * scale
-            y = y if self.bias is None else y + self.bias
-            return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
-        scale = row_ranges(flat)
+            y = torch.ops.llm_srt.int8_product(flat / scale, scale, self.number)
+        else:
+            scale = row_ranges(flat)
+            y = self._product(flat / scale, scale)
+        return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
+
+    def _product(self, unit: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """(rows, in) activations scaled to max |x| = 1 and their (rows, 1) scales -> (rows, out) float32: the int8
+        product, scaled back, plus the bias."""
         step, zero = ACTIVATION_GRID[self.reduce_range]
-        unit = flat / scale
-        if len(flat) > INT8_MANY_ROWS and _ONEDNN_INT8 and KERNEL_TUNING and self._int8_kernel(unit) == "oneDNN":
+        if len(unit) > INT8_MANY_ROWS and _ONEDNN_INT8 and KERNEL_TUNING and self._int8_kernel(unit) == "oneDNN":
             self._onednn_used = True
             y = self._onednn_product(unit)
         else:
             y = _QDQ_LINEAR(unit, step, zero, self._packed)
-        y = y.mul_(scale) if self.bias is None else torch.addcmul(self.bias, y, scale, out=y)  # one pass, in place
-        return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
+        return y.mul_(scale) if self.bias is None else torch.addcmul(self.bias, y, scale, out=y)  # one pass, in place
 
     def _onednn_product(self, unit: torch.Tensor) -> torch.Tensor:
         """oneDNN's int8 product of rows already scaled to max |x| = 1: quantized on ACTIVATION_GRID as fbgemm's
@@ -404,17 +407,15 @@ _LAYERS: "weakref.WeakValueDictionary[int, Int8Linear]" = weakref.WeakValueDicti
 
 
 @torch.library.custom_op("llm_srt::int8_product", mutates_args=())
-def int8_product(unit: torch.Tensor, layer: int) -> torch.Tensor:
-    """fbgemm's product of (rows, in) activations already scaled to max |x| = 1 with Int8Linear number `layer`'s
-    int8 weights -> (rows, out), before the rows' scales: what a compiled step calls, as torch.compile cannot
-    trace the packed weights (an opaque op: its call costs ~4 us of Python)."""
-    linear = _LAYERS[layer]
-    step, zero = ACTIVATION_GRID[linear.reduce_range]
-    return _QDQ_LINEAR(unit, step, zero, linear._packed)
+def int8_product(unit: torch.Tensor, scale: torch.Tensor, layer: int) -> torch.Tensor:
+    """Int8Linear number `layer`'s product of (rows, in) activations scaled to max |x| = 1, with their (rows, 1)
+    scales -> (rows, out): what a compiled step calls, as torch.compile cannot trace the packed weights (an opaque
+    op, ~4 us of Python a call); the scaling back and the bias inside it, as the eager layer computes them."""
+    return _LAYERS[layer]._product(unit, scale)
 
 
 @int8_product.register_fake
-def _int8_product_shape(unit: torch.Tensor, layer: int) -> torch.Tensor:
+def _int8_product_shape(unit: torch.Tensor, scale: torch.Tensor, layer: int) -> torch.Tensor:
     return unit.new_empty(unit.shape[0], _LAYERS[layer].out_features)
 # timed calls per int8 kernel after its warm-up: one above INT8_FEW_TIMED_ROWS rows (each lasts >= 0.3 ms), else
 # INT8_TUNE_REPEATS_FEW (a product of 32 rows of a small matrix takes ~0.1 ms, within one call's noise)
@@ -546,12 +547,14 @@ class _SharedProduct:
     def read_traced(self, x: torch.Tensor, part: "Int8Part") -> torch.Tensor:
         """`read` while torch.compile traces a step: the first part computes the group's product, the others read
         it, and the last sets `traced` back to None, so the compiled step leaves this object as it found it (the
-        counters and sets `read` keeps would change with every step and make torch compile it again)."""
-        traced = self.traced
-        if traced is None or traced[0] is not x:
-            traced = (x, self.linear(x), self.parts)
-        self.traced = None if traced[2] == 1 else (x, traced[1], traced[2] - 1)
-        return traced[1][..., part.start:part.stop]
+        counters and sets `read` keeps would change with every step and make torch compile it again). A part
+        called with another input while its siblings have yet to read theirs takes a product of its own (eager
+        steps split such a group for good in the prefill, before any step compiles); each part's call counts, so the
+        group is let go after its parts' calls whatever their inputs (each part is called once a layer call)."""
+        traced = self.traced or (x, self.linear(x), self.parts)
+        self.traced = None if traced[2] == 1 else (traced[0], traced[1], traced[2] - 1)
+        y = traced[1] if traced[0] is x else self.linear(x)
+        return y[..., part.start:part.stop]
 
     def _split(self) -> None:
         """Give each part its own Int8Linear of its rows of the fused int8 weights (and its bias), drop the fused."""

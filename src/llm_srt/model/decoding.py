@@ -294,6 +294,12 @@ class GrowingSteps:
         return out.logits
 
 
+# int8 CPU layers take compiled steps at up to this many rows: at batch 1 a compiled step of the embedded Gemma-3 was
+# 14.0 against 16.9 ms eager, at 16 rows 2.2x slower (the static cache's attention over its bucketed length, and its
+# copies; results/cpu-2026-12-03e)
+INT8_COMPILED_ROWS = 1
+
+
 class StaticSteps:
     """`greedy_ids`' steps compiled (torch.compile, fullgraph) on a static cache (`kv_cache.static_cache`): every
     step has the same shapes, so one compiled graph serves them all, and on a GPU it replays as a CUDA graph
@@ -344,11 +350,15 @@ class StaticSteps:
 
     @classmethod
     def fits(cls, lm: nn.Module, rows: int, positions: int) -> bool:
-        """Whether this model can take static steps for `rows` rows of a prompt + new tokens of `positions` (some
-        attention kinds have no static cache here, a model whose step failed to compile (`refuse`) is not tried
-        again, and once torch's limit of compiled shapes is reached only shapes already compiled are: the others
-        decode as without `compile`)."""
+        """Whether this model can take static steps for `rows` rows of a prompt + new tokens of `positions` (int8
+        CPU layers at most INT8_COMPILED_ROWS rows, some attention kinds have no static cache here, a model whose
+        step failed to compile (`refuse`) is not tried again, and once torch's limit of compiled shapes is reached
+        only shapes already compiled are: the others decode as without `compile`)."""
+        from .cpu_linear import is_quantized
         from .kv_cache import static_fits, static_length
+
+        if rows > INT8_COMPILED_ROWS and is_quantized(lm):
+            return False
 
         if cls._warming_longest() is not None:  # before `shape`, as `__init__` will see it
             cls._warming.longest = max(cls._warming.longest, static_length(positions))

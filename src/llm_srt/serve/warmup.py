@@ -19,7 +19,7 @@ import numpy as np
 from ..audio import SAMPLE_RATE
 from ..errors import LLMSRTError
 from ..infer import WINDOW_SECONDS, SpeechTranslator, error_line, item_budget
-from ..model.decoding import DecodingOptions, StaticSteps
+from ..model.decoding import INT8_COMPILED_ROWS, DecodingOptions, StaticSteps
 from ..model.kv_cache import STATIC_LENGTH_STEP
 from ..model.llm import causal_lm
 from ..model.systems import Item, SpeechLLMSystem
@@ -34,9 +34,10 @@ def warm_up(translator: SpeechTranslator, options: BatchOptions, log=print,
     """Compile the served shapes (see the module's docstring), the largest batch first (it is the likeliest to run
     out of memory, and the smallest ones' caches, the two kept, are the newest); seconds taken. A system without
     compiled steps, a server whose default decoding is beam search, a model that decodes eagerly here (an attention
-    kind without a static cache, a step that failed to compile) or a batch that runs no compiled step ends it with one line; a batch that fails (out of memory)
-    is one line, and the smaller ones go on. The server always starts. `stopping` set (the server is told to stop):
-    it ends before its next batch."""
+    kind without a static cache, a step that failed to compile) or a batch that runs no compiled step ends it with
+    one line; batch sizes that decode eagerly (int8 beyond INT8_COMPILED_ROWS) are one line and skipped; a batch
+    that fails (out of memory) is one line, and the smaller ones go on. The server always starts. `stopping` set
+    (the server is told to stop): it ends before its next batch."""
     start = time.perf_counter()
     system = translator.system
     if not isinstance(system, SpeechLLMSystem):
@@ -52,6 +53,11 @@ def warm_up(translator: SpeechTranslator, options: BatchOptions, log=print,
         return 0.0
     sizes = [options.max_batch] + [1 << k for k in reversed(range(options.max_batch.bit_length()))
                                     if 1 << k < options.max_batch]
+    eager = [n for n in sizes if not StaticSteps.fits(causal_lm(system.model.llm), n, STATIC_LENGTH_STEP)]
+    if eager:
+        log(f"--compile: batches of {', '.join(map(str, eager))} decode eagerly (int8 CPU steps compile at "
+            f"{INT8_COMPILED_ROWS} row{'s' if INT8_COMPILED_ROWS > 1 else ''} at most: more were slower compiled)")
+        sizes = [n for n in sizes if n not in eager]
     noise = np.random.default_rng(0).standard_normal(int(WINDOW_SECONDS * SAMPLE_RATE)).astype(np.float32) * 0.01
     clips = [noise, noise[:SAMPLE_RATE]]  # the longest request; a short one where the longest cannot be static
     log(f"--compile: compiling the decode steps of batches of {', '.join(map(str, sizes))} before serving")

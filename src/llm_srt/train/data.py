@@ -95,7 +95,10 @@ def has_speech(batch: dict) -> bool:
 
 
 class TrainingData:
-    def __init__(self, cfg: DataSection, model, d: Dist, log=print):
+    def __init__(self, cfg: DataSection, model, d: Dist, log=print, batches: int | None = None):
+        """`batches`: the micro-batches each rank will train on (max_steps x accumulation), so that a feature cache
+        filled before step 1 holds what the epochs they reach draw of a task mix's smaller tasks (None: every row
+        any epoch may draw)."""
         self.cfg, self.model, self.d = cfg, model, d
         if not any(cfg.manifests):
             raise ConfigError("data.train: give the training manifest (e.g. data/mini/train.jsonl)")
@@ -123,6 +126,7 @@ class TrainingData:
                 "loss and no best checkpoint")
         elif cfg.dev and cfg.dev_size == 0:
             log("warning: data.dev_size is 0: no dev loss and no best checkpoint (only data.dev_decode's scores)")
+        self._epochs = None if batches is None else -(-batches // len(self.sampler))  # the epochs training reaches
         self.cache = self._feature_cache(rows.hashes, log) if uses_cache else None
         self.collator = Collator(model.tokenizer, self.cache)
         self._position = (self.sampler.epoch, self.sampler.batch)
@@ -146,7 +150,8 @@ class TrainingData:
         encoder call gets clips of similar length), in batches, each rank a share."""
         seconds: dict[str, float] = {}
         for ds in (self.dataset, self.dev):
-            for row, task in (ds.every_example() if ds is not None else []):
+            for row, task in (ds.every_example(self._epochs if ds is self.dataset else None) if ds is not None
+                              else []):
                 if task.needs_speech:  # a text-only mt example never reads its row's audio
                     seconds[row.audio] = row.duration
         audio = sorted(seconds, key=lambda a: (-seconds[a], a))

@@ -356,7 +356,7 @@ class Recipe:
         if self.parallel.checkpointed_layers:
             self.log(f"[{cfg.stage}] activation checkpointing: {self.parallel.checkpointed_layers} LLM decoder layers "
                      "recomputed in backward")
-        self.data = TrainingData(cfg.data, self.model, d, log=self.log)
+        self.data = TrainingData(cfg.data, self.model, d, log=self.log, batches=cfg.max_steps * cfg.optim.accumulation)
         self.parallel.wrap()
         if self.parallel.sharded:
             held, whole = self.parallel.llm_numel()
