@@ -81,6 +81,35 @@ def test_long_audio_is_segmented_and_subtitled(model_dir, tmp_path, capsys):
     assert times and all(int(t[1]) * 60 + int(t[2]) <= 70 for t in times)
 
 
+def test_max_segment_seconds_cuts_cues_at_the_pauses(model_dir, tmp_path, capsys):
+    """--max-segment-seconds 5: a 24 s clip of 1.5 s bursts and 0.5 s pauses (one 24 s segment by default) becomes
+    cues of at most 5 s, each starting and ending in a pause; out-of-range values and --task smt are refused."""
+    sr, parts = 16000, []
+    for i in range(12):
+        parts += [tiny.tone(1.5, 300 + 40 * (i % 7), seed=i), np.zeros(sr // 2, dtype=np.float32)]
+    path = tmp_path / "bursts.wav"
+    write_wav(path, np.concatenate(parts))
+    base = ["translate", str(path), "--model", str(model_dir), "--src", "eng", "--tgt", "deu", "--format", "srt",
+            "--max-new-tokens", "4"]
+
+    def cues(*extra) -> list[tuple[float, float]]:
+        assert cli.main(base + list(extra)) == 0
+        spans = re.findall(r"(\d\d):(\d\d):(\d\d),(\d\d\d) --> (\d\d):(\d\d):(\d\d),(\d\d\d)",
+                           capsys.readouterr().out)
+        return [(int(m) * 60 + int(s) + int(ms) / 1000, int(m2) * 60 + int(s2) + int(ms2) / 1000)
+                for _, m, s, ms, _, m2, s2, ms2 in spans]
+
+    assert len(cues()) == 1
+    short = cues("--max-segment-seconds", "5")
+    assert len(short) >= 5 and all(b - a <= 5.0 for a, b in short)
+    bursts = [(2.0 * i, 2.0 * i + 1.5) for i in range(12)]
+    for a, b in short:  # no cue cuts a burst
+        assert not any(x < a < y - 0.1 or x + 0.1 < b < y for x, y in bursts), (a, b)
+    for bad in (["--max-segment-seconds", "1"], ["--max-segment-seconds", "31"],
+                ["--max-segment-seconds", "5", "--task", "smt", "--transcript", "a"]):
+        assert cli.main(base + bad) != 0 and "error: --max-segment-seconds" in capsys.readouterr().err
+
+
 def test_output_length_is_capped_by_duration():
     assert max_new_tokens(2.0, Task.ASR, 256) < max_new_tokens(2.0, Task.SRT, 256) < max_new_tokens(10, Task.SRT, 256)
     assert max_new_tokens(600, Task.SRT, 256) == 256

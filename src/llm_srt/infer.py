@@ -29,6 +29,7 @@ from .prompts import Task
 from .segment import Segment, SegmentOptions, last_millisecond, segment
 
 WINDOW_SECONDS = 30.0  # Whisper's window: the longest segment (SegmentOptions.max_seconds)
+MIN_SEGMENT_SECONDS = 2.0  # the shortest --max-segment-seconds (a segment holds at least a few words)
 TOKENS_PER_SECOND = 12.0  # generous upper bound on text tokens per second of Latin-script speech, per text part
 SCRIPT_TOKEN_FACTOR = {"Latn": 1.0, "Cyrl": 1.5}  # tokens per Latin token for the same speech; other scripts:
 OTHER_SCRIPT_FACTOR = 2.5  # char-tokenized / byte-heavy scripts (Jpan, Hans, Hant, Kore, Thai) need far more
@@ -373,6 +374,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--format", default="text", choices=["text", "json", "srt", "vtt"])
     parser.add_argument("--subtitles", default="both", choices=list(subtitles.CUE_MODES),
                         help="what srt/vtt cues show")
+    parser.add_argument("--max-segment-seconds", type=float, default=WINDOW_SECONDS, metavar="S",
+                        help=f"cut speech into segments of at most S seconds ({MIN_SEGMENT_SECONDS:g} to "
+                             f"{WINDOW_SECONDS:g}), at its longest pauses; each segment is translated on its own and "
+                             "is one srt/vtt cue (e.g. 7 for cues of a readable length; shorter segments give the "
+                             "model less context)")
     parser.add_argument("--out-dir", default=None,
                         help="write one .txt/.srt/.vtt per input here, at the input's path relative to the inputs' "
                              "common folder (inputs that would share a file are refused); json: results.json")
@@ -387,6 +393,12 @@ def main(args) -> int:
 
     if args.src is None:
         raise LLMSRTError("give the source language with --src (ISO 639-3, e.g. eng) or --src auto")
+    if not MIN_SEGMENT_SECONDS <= args.max_segment_seconds <= WINDOW_SECONDS:
+        raise LLMSRTError(f"--max-segment-seconds {args.max_segment_seconds:g}: give {MIN_SEGMENT_SECONDS:g} to "
+                          f"{WINDOW_SECONDS:g} seconds (Whisper's window is the longest a segment can be)")
+    if args.task == "smt" and args.max_segment_seconds != WINDOW_SECONDS:
+        raise LLMSRTError("--max-segment-seconds: --task smt translates each input whole with its transcript; leave "
+                          "it out, or use --task srt to have the speech cut")
     if missing_cue_text(args.task, args.format, args.subtitles):
         raise LLMSRTError(f"--task {args.task} writes no {args.subtitles}, so --subtitles {args.subtitles} would give "
                           f"{args.format} files without a cue; use --subtitles both, or --task srt for both texts")
@@ -453,7 +465,8 @@ def main(args) -> int:
                 print(shown_text, end="" if args.format == "text" else "\n", flush=True)
 
     results = translator.translate(args.audio, args.src, args.tgt, task=args.task, options=options,
-                                   batch_size=args.batch_size, transcripts=args.transcript, on_result=emit)
+                                   batch_size=args.batch_size, transcripts=args.transcript, on_result=emit,
+                                   segment_options=SegmentOptions(max_seconds=args.max_segment_seconds))
     if args.format == "json":
         text = json.dumps([r.to_dict() for r in results], ensure_ascii=False, indent=2)
         if out_dir:

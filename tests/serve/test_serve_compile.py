@@ -100,6 +100,26 @@ def test_warm_up_ends_in_one_line_where_there_is_nothing_to_compile(tmp_path, mo
     assert causal_lm(translator.system.model.llm) not in StaticSteps._served  # nothing ran: nothing served
 
 
+def test_warm_up_skips_the_batch_sizes_that_decode_eagerly(tmp_path, monkeypatch):
+    """int8 on the CPU compiles one-row steps only: the warm-up says which sizes decode eagerly, and warms up the
+    others (here batch 1), instead of stopping at the first size that runs no compiled step."""
+    translator = SpeechTranslator.from_pretrained(tiny.speech_llm_folder(tmp_path / "model"))
+    fits = decoding.StaticSteps.fits.__func__
+    monkeypatch.setattr(decoding.StaticSteps, "fits",
+                        classmethod(lambda cls, lm, rows, positions: rows == 1 and fits(cls, lm, rows, positions)))
+    sizes = []
+    real = warmup._compiled_batch
+    monkeypatch.setattr(warmup, "_compiled_batch", lambda system, clip, size, options: sizes.append(size) or real(
+        system, clip, size, options))
+    logged = []
+    warm_up(translator, BatchOptions(max_batch=4, decoding=DecodingOptions(max_new_tokens=8, compile=True)),
+            log=logged.append)
+    assert logged[0] == ("--compile: batches of 4, 2 decode eagerly (int8 CPU steps compile at 1 row at most: more "
+                         "were slower compiled)")
+    assert set(sizes) == {1} and not any("ran no compiled step" in line for line in logged)
+    assert set(StaticSteps._served[causal_lm(translator.system.model.llm)]) == {1}
+
+
 def test_a_shape_is_served_only_once_a_compiled_step_ran(tmp_path, monkeypatch):
     """A warm-up generation that fails before its compiled step (out of memory in its cache) serves nothing, so
     requests of that batch size keep their own shapes."""

@@ -100,6 +100,10 @@ class SpeechTextDataset:
         """Per example: whether its task reads speech (False: text-only mt); the same in every epoch."""
         return [task.needs_speech for _, task in self.items]
 
+    def epochs_to_cover(self) -> int:
+        """The epochs by which every drawn task has gone through its whole pool (1 for a single task)."""
+        return max([-(-len(draw.pool) // draw.n) for draw in self._draws if draw.n] + [1])
+
     def every_example(self, epochs: int | None = None) -> list[tuple[Row, Task]]:
         """Every (row, task) the first `epochs` epochs use (None: any epoch): the heaviest task's rows and what each
         drawn task draws in them, at most its whole pool (what a feature cache filled before training must hold)."""

@@ -233,9 +233,9 @@ class Int8Linear(nn.Module):
     in int32 and scale them by the same float32 factors, so its results are fbgemm's bit for bit
     (tests/model/test_cpu_linear.py; and the timing checks it on each CPU): which kernel ran never changes an output.
 
-    Under torch.compile (`--compile`'s decode steps) the fbgemm product is the op `llm_srt::int8_product`, which
-    the compiler keeps as one call (it cannot trace the packed weights), and the activation scaling around it
-    compiles with the rest of the step."""
+    Under torch.compile (`--compile`'s decode steps) the product, its scaling back and the bias are the op
+    `llm_srt::int8_product`, which the compiler keeps as one call (it cannot trace the packed weights); the rows'
+    scaling before it compiles with the rest of the step."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None, scale: torch.Tensor | None = None,
                  rows: Callable[[int, int], torch.Tensor] | None = None):

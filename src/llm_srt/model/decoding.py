@@ -295,7 +295,7 @@ class GrowingSteps:
 
 
 # int8 CPU layers take compiled steps at up to this many rows: at batch 1 a compiled step of the embedded Gemma-3 was
-# 14.0 against 16.9 ms eager, at 16 rows 2.2x slower (the static cache's attention over its bucketed length, and its
+# 13.5 against 15.4-15.8 ms eager, at 16 rows 2.2-2.5x slower (the static cache's attention over its bucketed length, and its
 # copies; results/cpu-2026-12-03e)
 INT8_COMPILED_ROWS = 1
 
@@ -357,7 +357,7 @@ class StaticSteps:
         from .cpu_linear import is_quantized
         from .kv_cache import static_fits, static_length
 
-        if rows > INT8_COMPILED_ROWS and is_quantized(lm):
+        if 1 << (rows - 1).bit_length() > INT8_COMPILED_ROWS and is_quantized(lm):  # the batch as `shape` fills it
             return False
 
         if cls._warming_longest() is not None:  # before `shape`, as `__init__` will see it

@@ -126,11 +126,22 @@ class TrainingData:
                 "loss and no best checkpoint")
         elif cfg.dev and cfg.dev_size == 0:
             log("warning: data.dev_size is 0: no dev loss and no best checkpoint (only data.dev_decode's scores)")
-        self._epochs = None if batches is None else -(-batches // len(self.sampler))  # the epochs training reaches
+        self._epochs = None if batches is None else self._epochs_reached(batches)
         self.cache = self._feature_cache(rows.hashes, log) if uses_cache else None
         self.collator = Collator(model.tokenizer, self.cache)
         self._position = (self.sampler.epoch, self.sampler.batch)
         self._batches = None  # the DataLoader's iterator, started on the first next_batch()
+
+    def _epochs_reached(self, batches: int) -> int:
+        """The epochs that `batches` micro-batches of this rank reach from the start (an epoch's batch count varies
+        when text-only batches are cut apart from speech ones), counted no further than the epoch by which every
+        drawn task of the mix has gone through its whole pool."""
+        whole = self.dataset.epochs_to_cover()
+        epochs, total = 0, 0
+        while total < batches and epochs < whole:
+            total += len(self.sampler.batches(epochs))
+            epochs += 1
+        return epochs
 
     @property
     def has_dev(self) -> bool:
