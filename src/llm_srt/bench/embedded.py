@@ -71,9 +71,8 @@ GOALS = {  # ratio -> target on the 2-core CPU with the embedded models ("min": 
 JUDGED = ("llm-srt", "llm-srt-int8", "llm-srt-int8-compiled")  # the decodes the two decode goals take the faster of
 INT8_BATCH_SIZES = (1, 16)  # greedy rows repeated with int8 linear layers (CPU, float32 placements)
 INT8_BEAM_BATCH_SIZES = (8,)  # beam rows likewise (beam 5 x 8 = 40 rows a step: oneDNN's int8 product may run)
-INT8_COMPILED_BATCH_SIZES = (1,)  # int8 greedy rows again with --compile, taking turns with the int8 rows (at 16
-# rows a compiled step was 2.2-2.5x slower than eager here: the static cache's attention over its bucketed length, and its
-# copies; results/cpu-2026-12-03e)
+INT8_COMPILED_BATCH_SIZES = (1,)  # int8 greedy rows again with --compile, taking turns with the int8 rows (int8
+# steps compile at one row only: `decoding.INT8_COMPILED_ROWS`)
 ESPEAK_SENTENCES = (  # fallback utterances (eng -> deu) when no manifest is available
     ("Will it rain tomorrow?", "Regnet es morgen?"),
     ("The file could not be opened because it does not exist.", "Die Datei existiert nicht."),

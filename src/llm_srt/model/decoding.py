@@ -295,8 +295,8 @@ class GrowingSteps:
 
 
 # int8 CPU layers take compiled steps at up to this many rows: at batch 1 a compiled step of the embedded Gemma-3 was
-# 13.5 against 15.4-15.8 ms eager, at 16 rows 2.2-2.5x slower (the static cache's attention over its bucketed length, and its
-# copies; results/cpu-2026-12-03e)
+# 13.5 against 15.4-15.8 ms eager, at 16 rows 2.2-2.5x slower (the static cache's attention over its bucketed length,
+# and its copies; results/cpu-2026-12-03e)
 INT8_COMPILED_ROWS = 1
 
 
