@@ -129,7 +129,7 @@ def test_the_cache_fill_covers_every_row_a_later_epoch_draws(tiny_setup, model, 
     slot = next(i for i, (_, task) in enumerate(short.dataset.items) if task.value == "asr")
     assert [r.audio for r in extra if short.cache.has(r.audio)] == [short.dataset.example(slot, 0).audio]
     two = TrainingData(replace(cfg, feature_cache=str(tmp_path / "two")), model, SOLO, batches=4)  # into epoch 1
-    assert two._epochs == 2 and sum(two.cache.has(r.audio) for r in extra) == 2
+    assert two._epochs_reached(4) == 2 and sum(two.cache.has(r.audio) for r in extra) == 2
     long = TrainingData(replace(cfg, feature_cache=str(tmp_path / "g")), model, SOLO, batches=3 * 6)
     assert all(long.cache.has(r.audio) for r in extra)
     unknown = TrainingData(replace(cfg, feature_cache=str(tmp_path / "h")), model, SOLO)

@@ -101,8 +101,9 @@ class SpeechTextDataset:
         return [task.needs_speech for _, task in self.items]
 
     def epochs_to_cover(self) -> int:
-        """The epochs by which every drawn task has gone through its whole pool (1 for a single task)."""
-        return max([-(-len(draw.pool) // draw.n) for draw in self._draws if draw.n] + [1])
+        """The epochs by which every drawn task has gone through its whole pool (0 without a drawn task: epoch 0
+        holds every row)."""
+        return max([-(-len(draw.pool) // draw.n) for draw in self._draws if draw.n] + [0])
 
     def every_example(self, epochs: int | None = None) -> list[tuple[Row, Task]]:
         """Every (row, task) the first `epochs` epochs use (None: any epoch): the heaviest task's rows and what each

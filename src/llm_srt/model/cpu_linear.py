@@ -322,11 +322,10 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features).float()
+        scale = row_ranges(flat)
         if torch.compiler.is_compiling():  # the row scaling compiles (exact: a max and a division); the rest is one op
-            scale = flat.abs().amax(1, keepdim=True).clamp(min=1e-30)
             y = torch.ops.llm_srt.int8_product(flat / scale, scale, self.number)
         else:
-            scale = row_ranges(flat)
             y = self._product(flat / scale, scale)
         return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
 

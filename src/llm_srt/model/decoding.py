@@ -300,6 +300,11 @@ class GrowingSteps:
 INT8_COMPILED_ROWS = 1
 
 
+def static_batch(rows: int) -> int:
+    """The batch size static steps run `rows` rows at: filled to a power of two (copies of row 0)."""
+    return 1 << (rows - 1).bit_length()
+
+
 class StaticSteps:
     """`greedy_ids`' steps compiled (torch.compile, fullgraph) on a static cache (`kv_cache.static_cache`): every
     step has the same shapes, so one compiled graph serves them all, and on a GPU it replays as a CUDA graph
@@ -357,9 +362,8 @@ class StaticSteps:
         from .cpu_linear import is_quantized
         from .kv_cache import static_fits, static_length
 
-        if 1 << (rows - 1).bit_length() > INT8_COMPILED_ROWS and is_quantized(lm):  # the batch as `shape` fills it
+        if static_batch(rows) > INT8_COMPILED_ROWS and is_quantized(lm):
             return False
-
         if cls._warming_longest() is not None:  # before `shape`, as `__init__` will see it
             cls._warming.longest = max(cls._warming.longest, static_length(positions))
         shape = cls.shape(lm, rows, positions)
@@ -375,7 +379,7 @@ class StaticSteps:
         one asked for in the block (`warming`)."""
         from .kv_cache import STATIC_LENGTH_STEP, static_fits, static_length
 
-        batch, length = 1 << (rows - 1).bit_length(), static_length(positions)
+        batch, length = static_batch(rows), static_length(positions)
         longest = cls._warming_longest()
         if longest:
             fitting = [n for n in range(longest, length, -STATIC_LENGTH_STEP) if static_fits(lm.config, n)]

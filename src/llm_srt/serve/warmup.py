@@ -47,13 +47,14 @@ def warm_up(translator: SpeechTranslator, options: BatchOptions, log=print,
         log(f"--compile: only greedy decoding is compiled, and this server decodes with --beam "
             f"{options.decoding.beam_size}: no warm-up")
         return 0.0
-    if not StaticSteps.fits(causal_lm(system.model.llm), 1, STATIC_LENGTH_STEP):
+    lm = causal_lm(system.model.llm)
+    if not StaticSteps.fits(lm, 1, STATIC_LENGTH_STEP):
         log("--compile: this model decodes eagerly here (an attention kind without a static cache, or its step did not "
             "compile): no warm-up")
         return 0.0
     sizes = [options.max_batch] + [1 << k for k in reversed(range(options.max_batch.bit_length()))
                                     if 1 << k < options.max_batch]
-    eager = [n for n in sizes if not StaticSteps.fits(causal_lm(system.model.llm), n, STATIC_LENGTH_STEP)]
+    eager = [n for n in sizes if not StaticSteps.fits(lm, n, STATIC_LENGTH_STEP)]
     if eager:
         log(f"--compile: batches of {', '.join(map(str, eager))} decode eagerly (int8 CPU steps compile at "
             f"{INT8_COMPILED_ROWS} row{'s' if INT8_COMPILED_ROWS > 1 else ''} at most: more were slower compiled)")

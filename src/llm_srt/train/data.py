@@ -126,7 +126,7 @@ class TrainingData:
                 "loss and no best checkpoint")
         elif cfg.dev and cfg.dev_size == 0:
             log("warning: data.dev_size is 0: no dev loss and no best checkpoint (only data.dev_decode's scores)")
-        self._epochs = None if batches is None else self._epochs_reached(batches)
+        self._planned = batches  # micro-batches this rank will train on (None: unknown)
         self.cache = self._feature_cache(rows.hashes, log) if uses_cache else None
         self.collator = Collator(model.tokenizer, self.cache)
         self._position = (self.sampler.epoch, self.sampler.batch)
@@ -160,9 +160,9 @@ class TrainingData:
         """Encode what the cache lacks before step 1: longest first (an out-of-memory shows at once, and each
         encoder call gets clips of similar length), in batches, each rank a share."""
         seconds: dict[str, float] = {}
+        epochs = None if self._planned is None else self._epochs_reached(self._planned)
         for ds in (self.dataset, self.dev):
-            for row, task in (ds.every_example(self._epochs if ds is self.dataset else None) if ds is not None
-                              else []):
+            for row, task in (ds.every_example(epochs if ds is self.dataset else None) if ds is not None else []):
                 if task.needs_speech:  # a text-only mt example never reads its row's audio
                     seconds[row.audio] = row.duration
         audio = sorted(seconds, key=lambda a: (-seconds[a], a))
