@@ -42,6 +42,28 @@ def test_shipped_training_sentences_are_read_from_the_checkpoint(tmp_path):
     assert len(asr) >= 1000 and all(len(i) == 10 for i in asr) and (SHIPPED / "asr" / "adapter.safetensors").is_file()
 
 
+def test_the_demo_corpus_adds_test_sentences_no_shipped_model_trained_on_and_rebuilds_an_older_one(tmp_path):
+    import json
+
+    from llm_srt.data.mini import DEFAULT_SIZES
+    from llm_srt.demo import SHIPPED, TRAIN_SENTENCES, UNSEEN_TEST, corpus_options, older_demo_corpus
+
+    options = corpus_options(tmp_path / "mini")
+    assert options.unseen_test == UNSEEN_TEST >= 40 and options.out == tmp_path / "mini"
+    assert options.unseen_by == (SHIPPED / "asr" / TRAIN_SENTENCES, SHIPPED / "srt" / TRAIN_SENTENCES)
+    assert (options.train, options.dev, options.test) == tuple(DEFAULT_SIZES[s] for s in ("train", "dev", "test"))
+    assert corpus_options(tmp_path, asr=tmp_path).unseen_by == (SHIPPED / "srt" / TRAIN_SENTENCES,)
+
+    def summary(**fields):
+        (tmp_path / "summary.json").write_text(json.dumps({"langs": ["eng"], **fields}))
+        return older_demo_corpus(tmp_path)
+
+    assert not older_demo_corpus(tmp_path)  # no summary: a corpus of the user's
+    assert summary(sentences={"train": 240, "dev": 30, "test": 40})  # the earlier demo's: built again
+    assert not summary(sentences={"train": 240, "dev": 30, "test": 80}, unseen_test=40)  # today's
+    assert not summary(sentences={"train": 560, "dev": 30, "test": 40})  # another build: used as it is
+
+
 def test_claims_say_holds_reversed_or_not_significant_with_p():
     from llm_srt.demo import check_claims
     from llm_srt.evaluate.report import UtteranceResult

@@ -125,6 +125,36 @@ def test_growing_train_keeps_test_and_dev_and_removes_stale_audio(locale_dir, tm
     assert len(list((tmp_path / "a" / "audio" / "deu").iterdir())) == 2 + 1 + 1
 
 
+def test_unseen_test_sentences_come_after_train_and_skip_the_listed_ids(locale_dir, tmp_path):
+    def ids(folder, split):
+        return [r.sentence_id for r in read_manifest(folder / f"{split}.jsonl") if r.is_asr and r.src_lang == "eng"]
+
+    _build(tmp_path / "a", locale_dir, train=2)
+    _build(tmp_path / "big", locale_dir, train=3)  # a model trained on it saw one sentence more: the next one
+    listed = tmp_path / "train_sentences.txt"
+    listed.write_text("\n".join(ids(tmp_path / "big", "train")) + "\n")
+    summary = _build(tmp_path / "b", locale_dir, train=2, unseen_test=2, unseen_by=(listed,))
+    a, b = tmp_path / "a", tmp_path / "b"
+    for split in ("train", "dev"):
+        assert (b / f"{split}.jsonl").read_bytes() == (a / f"{split}.jsonl").read_bytes()
+    old_test, test = ids(a, "test"), ids(b, "test")
+    assert test[:len(old_test)] == old_test and len(test) == len(old_test) + 2 == summary.sentences["test"]
+    assert (b / "test.jsonl").read_text().startswith((a / "test.jsonl").read_text())  # old rows first, unchanged
+    unseen = set(test[len(old_test):])
+    assert not unseen & set(ids(tmp_path / "big", "train")) and not unseen & set(ids(b, "train") + ids(b, "dev"))
+    skipped = set(ids(tmp_path / "big", "train")) - set(ids(b, "train"))
+    assert len(skipped) == 1 and not any((b / "audio" / "eng").glob(f"{next(iter(skipped))}.*"))
+    assert json.loads((b / "summary.json").read_text())["unseen_test"] == summary.unseen_test == 2
+    assert "unseen_test" not in json.loads((a / "summary.json").read_text())
+    assert "2 of the test sentences taken after train" in summary.lines()[1]
+    with pytest.raises(LLMSRTError, match="only 6 sentences could be read .*; 3 ids listed by --unseen-by not taken as unseen"):
+        _build(tmp_path / "c", locale_dir, train=2, unseen_test=4, unseen_by=(listed,))
+    with pytest.raises(LLMSRTError, match="--unseen-by only chooses the --unseen-test sentences"):
+        _build(tmp_path / "c", locale_dir, unseen_by=(listed,))
+    with pytest.raises(LLMSRTError, match=r"--unseen-by .*missing.txt: cannot read it \(No such file"):
+        _build(tmp_path / "c", locale_dir, unseen_test=1, unseen_by=(tmp_path / "missing.txt",))
+
+
 def test_asking_for_more_sentences_than_exist_is_a_clear_error(locale_dir, tmp_path):
     with pytest.raises(LLMSRTError, match="only 8 sentences are translated"):
         _build(tmp_path / "a", locale_dir, train=20)

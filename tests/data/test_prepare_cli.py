@@ -30,6 +30,15 @@ def test_prepare_mini_survey_build_and_check(tmp_path, mo_file, capsys):
     assert len(list((out / "audio" / "deu").glob("*.wav"))) == 4
     assert cli.main(["prepare", "check", str(out / "train.jsonl")]) == 0
     assert "8 rows ok: 4 ASR" in capsys.readouterr().out
+    # --unseen-test takes test sentences after train, skipping the ids --unseen-by lists
+    first, second = dict.fromkeys(r.sentence_id for r in read_manifest(out / "train.jsonl"))
+    (tmp_path / "seen.txt").write_text(first + "\n")
+    rc = cli.main(["prepare", "mini", "--out", str(tmp_path / "unseen"), "--locale-dir", str(locale), "--langs",
+                   "eng,deu", "--train", "0", "--dev", "1", "--test", "1", "--unseen-test", "1", "--unseen-by",
+                   str(tmp_path / "seen.txt")])
+    assert rc == 0 and "test 2 (1 of the test sentences taken after train" in capsys.readouterr().out
+    test = {r.sentence_id for r in read_manifest(tmp_path / "unseen" / "test.jsonl")}
+    assert second in test and first not in test
     # the voice options reach the build: --augment records an augmentation ("augment") for train clips only (voices.jsonl)
     rc = cli.main(["prepare", "mini", "--out", str(tmp_path / "aug"), "--locale-dir", str(locale), "--langs",
                    "eng,deu", "--train", "2", "--dev", "1", "--test", "1", "--audio-format", "wav", "--augment",

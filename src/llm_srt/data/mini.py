@@ -13,7 +13,10 @@ reads foreign words and letter names) or a duration per character outside SECOND
 in one language is dropped in all of them.
 
 Splits are by sentence id (seeded shuffle; test first, then dev, then train), so no test or dev sentence appears
-in train in any language, and growing --train leaves test and dev unchanged.
+in train in any language, and growing --train leaves test and dev unchanged. `unseen_test` adds test sentences
+taken after train is full, skipping the ids listed in the `unseen_by` files (e.g. a checkpoint's
+train_sentences.txt, built from a larger --train): a test set none of those models was trained on, grown without
+changing test, dev or train.
 
 More voices (options; the defaults draw exactly as above): `synthesizers` adds flite and festival voices (see
 data/voices.py) for the languages they speak, drawn per utterance after espeak's numbers; `augmentation` perturbs
@@ -57,6 +60,7 @@ LOCALE_DIR = Path("/usr/share/locale")  # where Debian-family systems install ge
 DEFAULT_LANGS = ("eng", "deu", "fra", "spa", "rus", "zho")
 DEFAULT_SIZES = {"train": 240, "dev": 30, "test": 40}  # sentences per split (each read in every language)
 SPLITS = ("test", "dev", "train")  # filled in this order from the seeded sentence order
+UNSEEN = "unseen"  # filled after them: the unseen_test sentences, written into test.jsonl after the test split's
 MAX_EXAMPLES = 12  # rejected sentences quoted in summary.json
 VOLATILE = ("out", "seconds")  # summary fields left out of summary.json, so that builds compare byte for byte
 AUDIO_FORMATS = {"flac": "FLAC", "wav": "WAV"}  # --audio-format -> soundfile format (16-bit PCM either way)
@@ -99,6 +103,8 @@ class MiniOptions:
     prose: int = 0  # English prose sentences from installed documentation, as ASR rows in prose.jsonl
     heldout_voice: str = ""  # SYNTH or SYNTH:VOICE never used in train/dev/test; reads the test sentences
     #   (the languages it speaks) into heldout.jsonl
+    unseen_test: int = 0  # more test sentences, taken after train is full from the sentences no unseen_by file lists
+    unseen_by: tuple[Path, ...] = ()  # files of sentence ids, one a line (a checkpoint's train_sentences.txt)
 
 
 @dataclass(frozen=True)
@@ -121,13 +127,16 @@ class MiniSummary:
     rejected_sentences: int = 0  # sentences dropped because some language failed a check
     rejected_examples: list[str] = field(default_factory=list)  # the first few, "lang: reason: text"
     extra: dict[str, int] = field(default_factory=dict)  # rows of prose.jsonl / heldout.jsonl, when asked for
+    unseen_test: int = 0  # of the test sentences, those taken after train (MiniOptions.unseen_test)
     voices: dict[str, int] = field(default_factory=dict)  # "synth:voice" -> utterances, all manifests
     seconds: float = 0.0  # build time
 
     def lines(self) -> list[str]:
         return [f"mini corpus in {self.out}: {len(self.langs)} languages ({', '.join(self.langs)}), "
                f"{len(self.directions)} directions",
-               "sentences per split: " + ", ".join(f"{k} {v}" for k, v in self.sentences.items()),
+               "sentences per split: " + ", ".join(f"{k} {v}" for k, v in self.sentences.items())
+               + (f" ({self.unseen_test} of the test sentences taken after train, unseen by the listed models)"
+                  if self.unseen_test else ""),
                "rows per split: " + ", ".join(f"{k} {v}" for k, v in self.rows.items()),
                "hours of speech: " + ", ".join(f"{k} {v:.3f}" for k, v in self.hours.items())
                + f" (total {sum(self.hours.values()):.2f})",
@@ -146,9 +155,13 @@ def build_mini(opts: MiniOptions) -> MiniSummary:
     start = time.monotonic()
     langs = _check_languages(opts.langs)
     pairs = parse_directions(opts.directions, langs)
-    sizes = {"train": opts.train, "dev": opts.dev, "test": opts.test}
+    sizes = {"train": opts.train, "dev": opts.dev, "test": opts.test, UNSEEN: opts.unseen_test}
     if min(sizes.values()) < 0:
         raise LLMSRTError(f"sentence counts must not be negative: {sizes}")
+    unseen_by = _listed_ids(opts.unseen_by)
+    if opts.unseen_by and not opts.unseen_test:
+        raise LLMSRTError("--unseen-by only chooses the --unseen-test sentences (the other splits keep theirs); "
+                          "give --unseen-test N, or leave --unseen-by out")
     if opts.audio_format not in AUDIO_FORMATS:
         raise LLMSRTError(f"audio format {opts.audio_format!r}: use one of {', '.join(AUDIO_FORMATS)}")
     voices.require(opts.synthesizers)
@@ -164,14 +177,15 @@ def build_mini(opts: MiniOptions) -> MiniSummary:
     needed = sum(sizes.values())
     if len(sentences) < needed:
         raise LLMSRTError(f"only {len(sentences)} sentences are translated into all of {', '.join(langs)} in "
-                          f"{opts.locale_dir}; ask for fewer (--train/--dev/--test) or fewer languages "
+                          f"{opts.locale_dir}; ask for fewer (--train/--dev/--test/--unseen-test) or fewer languages "
                           "(`llm-srt prepare mini --survey` counts them per language)")
     order = sorted(sentences)
     random.Random(opts.seed).shuffle(order)
     out = Path(opts.out)
     spoken: dict[str, dict] = {}  # (sentence id, lang) -> what spoke it (voices.jsonl)
     chosen, durations, rejected, examples = _synthesize_until_full(
-        [sentences[i] for i in order], langs, sizes, out, opts, spoken)
+        [sentences[i] for i in order], langs, sizes, out, opts, spoken, unseen_by)
+    chosen["test"] += chosen.pop(UNSEEN)
     rows = {split: list(_rows(chosen[split], langs, pairs, durations, out, opts.audio_format, split))
             for split in SPLITS}
     written = {split: write_manifest(out / f"{split}.jsonl", rows[split]) for split in ("train", "dev", "test")}
@@ -180,8 +194,7 @@ def build_mini(opts: MiniOptions) -> MiniSummary:
         texts = prose.harvest(exclude={s.texts["eng"] for s in sentences.values()})
         candidates = [Sentence(prose.sentence_id(t), d, {"eng": t}, "prose") for t, d in texts]
         random.Random(f"{opts.seed}:prose").shuffle(candidates)
-        found, more, why, _ = _synthesize_until_full(candidates, ["eng"], {"train": opts.prose, "dev": 0,
-                                                                           "test": 0}, out, opts, spoken)
+        found, more, why, _ = _synthesize_until_full(candidates, ["eng"], {"train": opts.prose}, out, opts, spoken)
         durations.update(more)
         rejected.update({f"prose {k}": v for k, v in why.items()})
         extra["prose"] = write_manifest(out / "prose.jsonl", _rows(found["train"], ["eng"], [], durations, out,
@@ -198,11 +211,12 @@ def build_mini(opts: MiniOptions) -> MiniSummary:
     summary = MiniSummary(out=str(out), langs=langs, directions=[f"{s}-{t}" for s, t in pairs],
                           sentences={s: len(chosen[s]) for s in ("train", "dev", "test")}, rows=written,
                           hours=hours, rejected=dict(rejected), rejected_sentences=len(examples),
-                          rejected_examples=examples[:MAX_EXAMPLES], extra=extra,
+                          rejected_examples=examples[:MAX_EXAMPLES], extra=extra, unseen_test=opts.unseen_test,
                           voices=dict(Counter(r["voice"] for r in spoken.values())),
                           seconds=time.monotonic() - start)
     kept = {k: v for k, v in asdict(summary).items()  # the default build's summary.json as before these fields
-            if k not in VOLATILE and (k != "extra" or v) and (k != "voices" or opts.synthesizers != ("espeak-ng",))}
+            if k not in VOLATILE and (k not in ("extra", "unseen_test") or v)
+            and (k != "voices" or opts.synthesizers != ("espeak-ng",))}
     (out / "summary.json").write_text(json.dumps(kept, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     return summary
 
@@ -321,6 +335,19 @@ def _sentence_like(text: str, lang: str) -> bool:
     return 2 <= len(text.split()) <= 2 * MAX_WORDS
 
 
+def _listed_ids(paths: tuple[Path, ...]) -> frozenset[str]:
+    """The sentence ids in `paths` (one a line, e.g. a checkpoint's train_sentences.txt)."""
+    ids: set[str] = set()
+    for path in paths:
+        try:
+            ids.update(Path(path).read_text(encoding="utf-8").split())
+        except (OSError, UnicodeDecodeError) as e:
+            why = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
+            raise LLMSRTError(f"--unseen-by {path}: cannot read it ({why}); give a file of sentence ids, one a line "
+                              "(e.g. a checkpoint's train_sentences.txt)") from None
+    return frozenset(ids)
+
+
 def _sentence_id(english: str) -> str:
     return hashlib.sha1(english.encode("utf-8")).hexdigest()[:10]
 
@@ -359,23 +386,34 @@ class _Job:
 
 
 def _synthesize_until_full(candidates: list[Sentence], langs: list[str], sizes: dict[str, int], out: Path,
-                           opts: MiniOptions, spoken: dict[str, dict]):
-    """Read sentences in order until every split is full; a sentence rejected in any language is skipped.
+                           opts: MiniOptions, spoken: dict[str, dict], unseen_by: frozenset[str] = frozenset()):
+    """Read sentences in order until every split is full (SPLITS, then UNSEEN: sizes without a split ask for none);
+    a sentence rejected in any language is skipped, and so is, for UNSEEN, one whose id is in `unseen_by`.
     Returns (split -> sentences, (id, lang) -> seconds, Counter of 'lang: reason', one 'lang: reason: text' per
     rejected sentence); fills `spoken` with the voices.jsonl record of every kept utterance."""
     _require_tools(langs)
-    chosen: dict[str, list[Sentence]] = {split: [] for split in SPLITS}
+    fill = (*SPLITS, UNSEEN)
+    chosen: dict[str, list[Sentence]] = {split: [] for split in fill}
     durations: dict[tuple[str, str], float] = {}
     rejected: Counter = Counter()
     examples: list[str] = []
     pos = 0
+
+    def next_split() -> str | None:
+        return next((s for s in fill if len(chosen[s]) < sizes.get(s, 0)), None)
+
     with ThreadPoolExecutor(max(1, opts.workers)) as pool:
-        while (missing := sum(sizes[s] - len(chosen[s]) for s in SPLITS)) > 0:
-            if pos >= len(candidates):
+        while (missing := sum(sizes.get(s, 0) - len(chosen[s]) for s in fill)) > 0:
+            skip = unseen_by if next_split() == UNSEEN else frozenset()  # listed sentences are not even read
+            chunk = []
+            while pos < len(candidates) and len(chunk) < missing + missing // 4 + 4:
+                if candidates[pos].id not in skip:
+                    chunk.append(candidates[pos])
+                pos += 1
+            if not chunk:
+                listed = f"; {len(unseen_by)} ids listed by --unseen-by not taken as unseen" if unseen_by else ""
                 raise LLMSRTError(f"only {sum(len(v) for v in chosen.values())} sentences could be read in all of "
-                                  f"{', '.join(langs)} ({len(examples)} rejected); ask for fewer sentences")
-            chunk = candidates[pos:pos + missing + missing // 4 + 4]
-            pos += len(chunk)
+                                  f"{', '.join(langs)} ({len(examples)} rejected{listed}); ask for fewer sentences")
             jobs = _jobs(chunk, langs, out, opts)
             results = list(tqdm(pool.map(_speak, jobs), total=len(jobs), desc="speech", dynamic_ncols=True,
                                 leave=False))
@@ -384,7 +422,9 @@ def _synthesize_until_full(candidates: list[Sentence], langs: list[str], sizes: 
                 span = slice(i * len(langs), (i + 1) * len(langs))
                 mine = list(zip(jobs[span], results[span]))
                 reasons = [f"{job.lang}: {reason}" for job, (reason, _) in mine if reason]
-                split = next((s for s in SPLITS if len(chosen[s]) < sizes[s]), None)
+                split = next_split()
+                if split == UNSEEN and sentence.id in unseen_by:
+                    split = None  # a listed sentence read in the chunk that filled train
                 if reasons or split is None:
                     for job, _ in mine:
                         Path(job.path).unlink(missing_ok=True)

@@ -43,6 +43,12 @@ def _add_mini(p: argparse.ArgumentParser) -> None:
                    f"(default {','.join(DEFAULT_LANGS)}; see --survey for what this machine offers)")
     for split in ("train", "dev", "test"):
         p.add_argument(f"--{split}", type=int, default=DEFAULT_SIZES[split], help=f"sentences in {split}")
+    p.add_argument("--unseen-test", type=int, default=0, metavar="N",
+                   help="N more test sentences, taken after train is full from sentences no --unseen-by file lists "
+                        "(a test set models trained on a larger --train never saw; test, dev and train unchanged)")
+    p.add_argument("--unseen-by", type=Path, action="append", default=[], metavar="FILE",
+                   help="sentence ids, one a line, that --unseen-test leaves out (e.g. a checkpoint's "
+                        "train_sentences.txt); repeat for several")
     p.add_argument("--directions", default="all", help="all | none | SRC,..:TGT,.. (default all)")
     p.add_argument("--seed", type=int, default=0, help="sentence order (splits) and voices")
     p.add_argument("--workers", type=int, default=2, help="parallel espeak-ng processes")
@@ -63,7 +69,7 @@ def _run_mini(args: argparse.Namespace) -> int:
     opts = MiniOptions(out=args.out or default_mini_dir(), langs=tuple(languages.parse_list(args.langs)),
                        train=args.train, dev=args.dev, test=args.test, directions=args.directions, seed=args.seed,
                        workers=args.workers, audio_format=args.audio_format, locale_dir=args.locale_dir,
-                       **voice_options(args))
+                       unseen_test=args.unseen_test, unseen_by=tuple(args.unseen_by), **voice_options(args))
     for line in build_mini(opts).lines():
         print(line)
     return 0
