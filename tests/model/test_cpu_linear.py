@@ -565,3 +565,23 @@ def test_embedded_gemmas_int8_groups_stay_fused_and_decode_the_same_ids(embedded
     parts = [m for m in fused.modules() if isinstance(m, Int8Part)]
     assert len(parts) == causal_lm(fused).config.num_hidden_layers * 5 and all(p.own is None for p in parts)
     assert {p._shared.products for p in parts} == {len(layer_calls)} and len(layer_calls) >= 4
+
+
+@pytest.mark.parametrize("copy_with", ["deepcopy", "pickle"])
+def test_a_copied_int8_layer_is_a_layer_of_its_own_for_the_compiled_op(copy_with):
+    """The compiled op finds a layer by its number: a copy must not read the weights of the layer it came from."""
+    import copy
+    import pickle
+
+    torch.manual_seed(0)
+    original = cpu_linear.Int8Linear.from_linear(nn.Linear(16, 8))
+    clone = copy.deepcopy(original) if copy_with == "deepcopy" else pickle.loads(pickle.dumps(original))
+    x = torch.randn(3, 16)
+    assert clone.number != original.number and cpu_linear._LAYERS[clone.number] is clone
+    expected = original(x)
+    original.zero_rows(list(range(8)))  # the original changes, then goes
+    del original
+    gc.collect()
+    scale = cpu_linear.row_ranges(x)
+    assert torch.equal(torch.ops.llm_srt.int8_product(x / scale, scale, clone.number), expected)
+    assert torch.equal(clone(x), expected)

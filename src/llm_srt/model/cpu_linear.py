@@ -260,8 +260,17 @@ class Int8Linear(nn.Module):
             self._pack(*quantize_rows(weight))
         self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
         self.reduce_range = not _VNNI
+        self._register()
+
+    def _register(self) -> None:
         self.number = next(_NUMBERS)  # how `int8_product` finds this layer's packed weights
         _LAYERS[self.number] = self
+
+    def __setstate__(self, state: dict) -> None:
+        """A copy (copy.deepcopy, pickle) is a layer of its own: its own number, so that the compiled op reads its
+        weights, not those of the layer it was copied from (which may change or be gone)."""
+        super().__setstate__(state)
+        self._register()
 
     @classmethod
     def from_linear(cls, linear: nn.Linear) -> "Int8Linear":
