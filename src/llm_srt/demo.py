@@ -161,8 +161,9 @@ def run_demo(work: Path, data: Path, log=print, dtype: str = "auto", asr: Path =
         return result
 
     step("embedded models", ensure_embedded)
-    if not (data / "test.jsonl").is_file() or older_demo_corpus(data):
-        if (data / "test.jsonl").is_file():
+    built = (data / "test.jsonl").is_file()
+    if not built or older_demo_corpus(data):
+        if built:
             log(f"{data}: the demo corpus of before {UNSEEN_TEST} test sentences were added; built again (the "
                 "same train, dev and test rows, then the new ones)")
         summary = step("mini corpus", lambda: build_mini(corpus_options(data, asr)))
@@ -176,7 +177,7 @@ def run_demo(work: Path, data: Path, log=print, dtype: str = "auto", asr: Path =
                       lambda: choose_directions(data / "dev.jsonl", log, placement=placement))
     (work / "report").mkdir(parents=True, exist_ok=True)
     (work / "report" / "directions.json").write_text(json.dumps(directions, indent=2) + "\n")
-    seen = set().union(*(shipped_training_sentences(folder) for folder in (asr, SHIPPED / "srt")))
+    seen = set().union(*(shipped_training_sentences(folder) for folder in trained_models(asr)))
     tests = {r.sentence_id for r in read_manifest(data / "test.jsonl")}
     clash = seen & tests
     if clash:
@@ -230,8 +231,14 @@ def corpus_options(data: Path, asr: Path = SHIPPED / "asr"):
     stage in `asr` nor the shipped SRT model trained on (their TRAIN_SENTENCES files)."""
     from .data.mini import MiniOptions
 
-    listed = tuple(path for path in (asr / TRAIN_SENTENCES, SHIPPED / "srt" / TRAIN_SENTENCES) if path.is_file())
+    listed = tuple(folder / TRAIN_SENTENCES for folder in trained_models(asr) if (folder / TRAIN_SENTENCES).is_file())
     return MiniOptions(out=data, unseen_test=UNSEEN_TEST, unseen_by=listed)
+
+
+def trained_models(asr: Path = SHIPPED / "asr") -> tuple[Path, Path]:
+    """The trained models whose training sentences the demo keeps out of its test: the ASR stage every run starts
+    from and the shipped SRT model (the held-out clip's)."""
+    return asr, SHIPPED / "srt"
 
 
 def older_demo_corpus(data: Path) -> bool:
