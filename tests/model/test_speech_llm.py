@@ -712,12 +712,16 @@ def test_compiled_int8_layers_compute_the_eager_layers_numbers():
 @pytest.mark.integration
 def test_compiled_greedy_on_the_embedded_gemma_with_its_sliding_window_layers(embedded):
     """Gemma-3's sliding-window layers on a static cache shorter than their window: the embedded LLM's greedy
-    tokens compiled equal its eager ones."""
+    tokens compiled equal its eager ones. Its first 6 of 18 layers (5 sliding-window, 1 global: the pattern once),
+    so the compile takes a third of the time."""
     from llm_srt.model import decoding
-    from llm_srt.model.llm import load_llm
+    from llm_srt.model.llm import causal_lm, load_llm
 
     llm, tok = load_llm(embedded.llm)
-    assert "sliding_attention" in llm.config.layer_types
+    body, config = causal_lm(llm).model, llm.config
+    config.num_hidden_layers, config.layer_types = 6, config.layer_types[:6]
+    body.layers = body.layers[:6]
+    assert set(config.layer_types) == {"sliding_attention", "full_attention"}
     enc = tok(["Translate into German: The cat sits on the mat.", "The capital of France is", "One, two, three,"],
               return_tensors="pt", padding=True, padding_side="left")
     with torch.no_grad():

@@ -211,14 +211,16 @@ def test_two_process_fsdp_matches_one_process_and_resumes_across_strategies(tiny
     dev = [json.loads(r) for r in (tmp_path / "fsdp" / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in dev if "dev_bleu" in r] == [2, 4]
 
-    # 1 process -> FSDP: stop at step 2 (the final folder removed, as if killed after the checkpoint), resume
-    one_process(tmp_path / "a", max_steps=2)
-    shutil.rmtree(tmp_path / "a" / "final")
-    _torchrun(overrides(tiny_setup, tmp_path / "a", **common), env)
+    def stopped_at_step_2(run, copy):  # the run as if killed after its step-2 checkpoint (its later work removed)
+        shutil.copytree(tmp_path / run, tmp_path / copy)
+        for later in ("final", "checkpoints/step-00000004"):
+            shutil.rmtree(tmp_path / copy / later)
+        return tmp_path / copy
+
+    # 1 process -> FSDP: the 1-process run stopped at step 2, resumed under FSDP
+    _torchrun(overrides(tiny_setup, stopped_at_step_2("one", "a"), **common), env)
     # FSDP -> 1 process
-    _torchrun(overrides(tiny_setup, tmp_path / "b", **{**common, "max_steps": 2}), env)
-    shutil.rmtree(tmp_path / "b" / "final")
-    one_process(tmp_path / "b")
+    one_process(stopped_at_step_2("fsdp", "b"))
     for run in ("a", "b"):
         resumed = _trained(tmp_path / run / "final")
         assert all(torch.allclose(ref[k], resumed[k], atol=1e-5) for k in ref), run
