@@ -357,6 +357,23 @@ def add_model_arguments(parser) -> None:
     placement_of.add_arguments(parser)
 
 
+def add_segment_argument(parser) -> None:
+    """--max-segment-seconds, shared by `translate` and `serve` (see segment_options)."""
+    parser.add_argument("--max-segment-seconds", type=float, default=WINDOW_SECONDS, metavar="S",
+                        help=f"cut speech into segments of at most S seconds ({MIN_SEGMENT_SECONDS:g} to "
+                             f"{WINDOW_SECONDS:g}), at its longest pauses; each segment is translated on its own and "
+                             "is one srt/vtt cue (e.g. 7 for cues of a readable length; shorter segments give the "
+                             "model less context)")
+
+
+def segment_options(max_seconds: float) -> SegmentOptions:
+    """SegmentOptions for --max-segment-seconds, checked: one-line error outside MIN_SEGMENT_SECONDS..30."""
+    if not MIN_SEGMENT_SECONDS <= max_seconds <= WINDOW_SECONDS:  # NaN fails too
+        raise LLMSRTError(f"--max-segment-seconds {max_seconds:g}: give {MIN_SEGMENT_SECONDS:g} to "
+                          f"{WINDOW_SECONDS:g} seconds (Whisper's window is the longest a segment can be)")
+    return SegmentOptions(max_seconds=max_seconds)
+
+
 def translator_from_args(args) -> SpeechTranslator:
     return SpeechTranslator.from_pretrained(args.model, device=args.device, dtype=args.dtype, llm=args.llm,
                                             whisper=args.whisper, encoder=args.encoder)
@@ -374,11 +391,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--format", default="text", choices=["text", "json", "srt", "vtt"])
     parser.add_argument("--subtitles", default="both", choices=list(subtitles.CUE_MODES),
                         help="what srt/vtt cues show")
-    parser.add_argument("--max-segment-seconds", type=float, default=WINDOW_SECONDS, metavar="S",
-                        help=f"cut speech into segments of at most S seconds ({MIN_SEGMENT_SECONDS:g} to "
-                             f"{WINDOW_SECONDS:g}), at its longest pauses; each segment is translated on its own and "
-                             "is one srt/vtt cue (e.g. 7 for cues of a readable length; shorter segments give the "
-                             "model less context)")
+    add_segment_argument(parser)
     parser.add_argument("--out-dir", default=None,
                         help="write one .txt/.srt/.vtt per input here, at the input's path relative to the inputs' "
                              "common folder (inputs that would share a file are refused); json: results.json")
@@ -393,9 +406,7 @@ def main(args) -> int:
 
     if args.src is None:
         raise LLMSRTError("give the source language with --src (ISO 639-3, e.g. eng) or --src auto")
-    if not MIN_SEGMENT_SECONDS <= args.max_segment_seconds <= WINDOW_SECONDS:
-        raise LLMSRTError(f"--max-segment-seconds {args.max_segment_seconds:g}: give {MIN_SEGMENT_SECONDS:g} to "
-                          f"{WINDOW_SECONDS:g} seconds (Whisper's window is the longest a segment can be)")
+    segments = segment_options(args.max_segment_seconds)
     if args.task == "smt" and args.max_segment_seconds != WINDOW_SECONDS:
         raise LLMSRTError("--max-segment-seconds: --task smt translates each input whole with its transcript; leave "
                           "it out, or use --task srt to have the speech cut")
@@ -466,7 +477,7 @@ def main(args) -> int:
 
     results = translator.translate(args.audio, args.src, args.tgt, task=args.task, options=options,
                                    batch_size=args.batch_size, transcripts=args.transcript, on_result=emit,
-                                   segment_options=SegmentOptions(max_seconds=args.max_segment_seconds))
+                                   segment_options=segments)
     if args.format == "json":
         text = json.dumps([r.to_dict() for r in results], ensure_ascii=False, indent=2)
         if out_dir:

@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from serve_helpers import DECODING, bursts, local_client, wav_bytes
 
 from llm_srt.errors import LLMSRTError
+from llm_srt.infer import segment_options
 from llm_srt.serve import app as serve_app
 from llm_srt.serve import BatchOptions, ServeOptions, create_app
 from llm_srt.serve.guard import ConnectionLimits, GuardedH11Protocol
@@ -280,6 +281,35 @@ def test_serve_verb_builds_the_app(model_dir, clip, monkeypatch, capsys):
         serve_app.options_from_args(parser.parse_args(["--model", "x", "--max-batch", "0"]))
     with pytest.raises(LLMSRTError, match="timeout"):
         serve_app.options_from_args(parser.parse_args(["--model", "x", "--timeout-s", "0"]))
+    for bad in ("1", "31", "nan"):
+        with pytest.raises(LLMSRTError, match=f"--max-segment-seconds {bad}: give 2 to 30 seconds"):
+            serve_app.options_from_args(parser.parse_args(["--model", "x", "--max-segment-seconds", bad]))
+
+
+def test_max_segment_seconds_cuts_a_requests_speech_into_shorter_cues(translator, model_dir, monkeypatch):
+    """serve --max-segment-seconds 5: 40 s of 1.5 s tones 1 s apart comes back as cues of at most 5 s, each the
+    model's own text for that stretch (translate with the same option); /health says the limit."""
+    import uvicorn
+
+    parser = argparse.ArgumentParser()
+    serve_app.add_arguments(parser)
+    seen = {}
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self: seen.update(app=self.config.app))
+    args = parser.parse_args(["--model", str(model_dir), "--max-new-tokens", "8", "--max-segment-seconds", "5"])
+    assert serve_app.main(args) == 0
+    samples = bursts(40.0)
+    ask = dict(source_language="eng", target_language="deu")
+    with local_client(seen["app"]) as c:
+        assert c.get("/health").json()["limits"]["max_segment_seconds"] == 5.0
+        segs = post(c, TRANSLATIONS, wav_bytes(samples), response_format="verbose_json", **ask).json()["segments"]
+        srt = post(c, TRANSLATIONS, wav_bytes(samples), response_format="srt", **ask).text
+    assert len(segs) >= 8 and all(s["end"] - s["start"] <= 5.0 for s in segs)
+    want = translator.translate([samples], "eng", "deu", options=serve_app.options_from_args(args).batch.decoding,
+                                segment_options=segment_options(5.0))[0]
+    assert [(s["start"], s["end"], s["translation"]) for s in segs] == [
+        (s.start, s.end, s.translation) for s in want.segments]
+    assert len(re.findall(r"^\d+\n\d\d:\d\d:\d\d,\d\d\d --> ", srt, flags=re.M)) == len(
+        [s for s in segs if s["translation"]])
 
 
 def test_a_request_decodes_with_its_own_beam_size_and_token_cap(client, translator, clip):

@@ -9,6 +9,7 @@ import pytest
 from llm_srt.errors import LLMSRTError
 from llm_srt.infer import TranslationResult
 from llm_srt.prompts import Task
+from llm_srt.segment import SegmentOptions
 from llm_srt.serve.batcher import BatchOptions, Batcher, BusyError
 
 
@@ -19,13 +20,16 @@ class Recorder:
     def __init__(self, gate: threading.Event | None = None, fail_first: bool = False):
         self.calls: list[tuple] = []
         self.options: list = []  # each call's DecodingOptions
+        self.segments: list = []  # each call's SegmentOptions
         self.gate = gate
         self.fail_first = fail_first
 
-    def translate(self, inputs, src, tgt=None, task=Task.SRT, options=None, batch_size=8, on_result=None):
+    def translate(self, inputs, src, tgt=None, task=Task.SRT, options=None, batch_size=8, segment_options=None,
+                  on_result=None):
         tasks = [Task(t) for t in task]
         self.calls.append((list(src), list(tgt), tasks, [x.size for x in inputs]))
         self.options.append(options)
+        self.segments.append(segment_options)
         if self.gate is not None:
             assert self.gate.wait(10)
         if self.fail_first and len(self.calls) == 1:
@@ -61,9 +65,22 @@ def test_concurrent_requests_share_calls_up_to_max_batch():
 
     rec, b, results = run(main())
     assert [len(c[3]) for c in rec.calls] == [4, 2]
+    assert rec.segments == [SegmentOptions()] * 2  # the speech cut as translate cuts it by default
     # every caller gets the answer for its own clip, in spite of the grouping
     assert [r.translation for r in results] == [f"n={1000 + i}" for i in range(6)]
     assert b.stats.to_dict() == {"requests": 6, "calls": 2, "batch_sizes": {"2": 1, "4": 1}}
+
+
+def test_every_call_cuts_speech_with_the_servers_segment_options():
+    async def main():
+        rec = Recorder()
+        b = await started(rec, max_batch=2, max_wait_ms=200, segment=SegmentOptions(max_seconds=7.0))
+        await asyncio.gather(*(b.submit(x, "eng", "deu", Task.SRT) for x in clips(3)))
+        await b.stop()
+        return rec
+
+    rec = run(main())
+    assert rec.segments == [SegmentOptions(max_seconds=7.0)] * 2
 
 
 def test_mixed_language_pairs_and_tasks_share_one_call():
@@ -202,7 +219,8 @@ def test_a_request_is_answered_as_soon_as_its_own_segments_are_done():
     """A short clip batched with a long one: the model thread hands the short one's result back first, and its
     caller has it while the long one still decodes (before, every request of a batch waited for the last)."""
     class Staged(Recorder):
-        def translate(self, inputs, src, tgt=None, task=Task.SRT, options=None, batch_size=8, on_result=None):
+        def translate(self, inputs, src, tgt=None, task=Task.SRT, options=None, batch_size=8, segment_options=None,
+                      on_result=None):
             results = [TranslationResult(f"<array {i}>", s, t, Task(k).value, translation=f"n={x.size}")
                        for i, (x, s, t, k) in enumerate(zip(inputs, src, tgt, task))]
             on_result(1, results[1])

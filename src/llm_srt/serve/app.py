@@ -36,8 +36,8 @@ from starlette.requests import ClientDisconnect
 
 from .. import languages, subtitles
 from ..errors import LLMSRTError
-from ..infer import (SpeechTranslator, TranslationResult, add_model_arguments, missing_cue_text,
-                     translator_from_args)
+from ..infer import (SpeechTranslator, TranslationResult, add_model_arguments, add_segment_argument,
+                     missing_cue_text, segment_options, translator_from_args)
 from ..model.decoding import DecodingOptions, decoding_from_args
 from ..prompts import Task
 from .batcher import BatchOptions, Batcher, BusyError
@@ -199,7 +199,8 @@ def create_app(translator: SpeechTranslator, options: ServeOptions = ServeOption
         return {"status": "ok", "model": options.model_name, "waiting": batcher.waiting, "decoding": decoder.pending,
                 "max_batch": options.batch.max_batch, "batching": batcher.stats.to_dict(),
                 "limits": {"beam_size": options.batch.decoding.beam_size, "max_beam": options.beam_limit,
-                           "max_new_tokens": options.batch.decoding.max_new_tokens}}
+                           "max_new_tokens": options.batch.decoding.max_new_tokens,
+                           "max_segment_seconds": options.batch.segment.max_seconds}}
 
     @app.get("/v1/models")
     async def models() -> dict:
@@ -445,6 +446,7 @@ RENDERERS: dict[str, Callable[[TranslationResult, Endpoint, str], Response]] = {
 # ---- CLI: llm-srt serve ---------------------------------------------------------------------------------------------
 def add_arguments(parser) -> None:
     add_model_arguments(parser)
+    add_segment_argument(parser)
     net = ConnectionLimits()
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, default=8000)
@@ -497,7 +499,7 @@ def options_from_args(args) -> ServeOptions:
     check_number("--max-new-tokens", args.max_new_tokens, 1, 1 << 20, integer=True)
     decoding = decoding_from_args(args)
     batch = BatchOptions(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, decoding=decoding,
-                         max_queued_seconds=args.max_queued_seconds)
+                         max_queued_seconds=args.max_queued_seconds, segment=segment_options(args.max_segment_seconds))
     hosts = HostRule(args.host, tuple(check_allowed_host(h) for h in args.allow_host))
     return ServeOptions(model_name=args.name, max_upload_mb=args.max_upload_mb, max_beam=args.max_beam,
                         max_audio_seconds=args.max_audio_seconds, max_decodes=args.max_decodes,

@@ -26,6 +26,7 @@ from ..errors import LLMSRTError
 from ..infer import SpeechTranslator, TranslationResult
 from ..model.decoding import DecodingOptions
 from ..prompts import Task
+from ..segment import SegmentOptions
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class BatchOptions:
     max_queue: int = 1024  # requests waiting beyond this are refused (server busy) instead of piling up
     decoding: DecodingOptions = DecodingOptions()  # the decoding of a request that asks for none of its own
     max_queued_seconds: float = 3600.0  # decoded audio waiting beyond this is refused too (1 h: 230 MB of samples)
+    segment: SegmentOptions = SegmentOptions()  # how a request's speech is cut (--max-segment-seconds)
 
     def __post_init__(self):
         ok = (isinstance(self.max_batch, int) and isinstance(self.max_queue, int) and self.max_batch >= 1
@@ -198,7 +200,8 @@ class Batcher:
         self.stats.sizes[len(group)] += 1
         self.translator.translate([p.audio for p in group], [p.src for p in group], [p.tgt for p in group],
                                   task=[p.task for p in group], options=group[0].decoding,
-                                  batch_size=self.options.max_batch, on_result=answer)
+                                  batch_size=self.options.max_batch, segment_options=self.options.segment,
+                                  on_result=answer)
 
 
 def _settle(future: asyncio.Future, result: TranslationResult) -> None:
