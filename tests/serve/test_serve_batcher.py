@@ -45,6 +45,15 @@ def run(coro):
     return asyncio.run(coro)
 
 
+async def model_called(rec: Recorder, seconds: float = 10.0) -> None:
+    """Until the fake model has been called (fails after `seconds`: a call that never comes must not hang)."""
+    for _ in range(int(seconds / 0.01)):
+        if rec.calls:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"the model was not called within {seconds:g} s")
+
+
 async def started(translator, **kw) -> Batcher:
     b = Batcher(translator, BatchOptions(**kw))
     await b.start()
@@ -132,8 +141,7 @@ def test_timed_out_requests_are_dropped_before_their_batch_runs():
         rec = Recorder(gate=gate)
         b = await started(rec, max_batch=4, max_wait_ms=0)
         running = asyncio.create_task(b.submit(np.zeros(10, np.float32), "eng", "deu", Task.SRT))
-        while not rec.calls:  # the first batch is now blocked inside the model
-            await asyncio.sleep(0.01)
+        await model_called(rec)  # the first batch is now blocked inside the model
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(b.submit(np.zeros(20, np.float32), "eng", "deu", Task.SRT), 0.05)
         assert b.waiting == 0  # out of the queue at once, not when the collector next looks
@@ -154,8 +162,7 @@ def test_a_full_queue_refuses_new_requests():
         b = await started(rec, max_batch=1, max_wait_ms=0, max_queue=2)
         try:
             tasks = [asyncio.create_task(b.submit(clips(1)[0], "eng", "deu", Task.SRT))]
-            while not rec.calls:  # one runs (blocked in the model) ...
-                await asyncio.sleep(0.01)
+            await model_called(rec)  # one runs (blocked in the model) ...
             tasks += [asyncio.create_task(b.submit(x, "eng", "deu", Task.SRT)) for x in clips(2)]
             await asyncio.sleep(0.05)  # ... and two wait: the queue is full
             with pytest.raises(BusyError, match="2 requests are already waiting"):
