@@ -286,6 +286,34 @@ def test_serve_verb_builds_the_app(model_dir, clip, monkeypatch, capsys):
             serve_app.options_from_args(parser.parse_args(["--model", "x", "--max-segment-seconds", bad]))
 
 
+def test_a_second_ctrl_c_exits_at_once_with_130(model_dir, monkeypatch):
+    """The first Ctrl-C lets uvicorn finish the requests in flight (main returns 0: test_serve_verb_builds_the_app);
+    a second one forces the exit: the process leaves at once with 130, without joining the model thread, which
+    may be minutes inside a batch."""
+    import signal
+
+    import uvicorn
+
+    parser = argparse.ArgumentParser()
+    serve_app.add_arguments(parser)
+
+    def two_ctrl_cs(self):
+        self.handle_exit(signal.SIGINT, None)
+        self.handle_exit(signal.SIGINT, None)
+
+    class Exited(Exception):
+        pass
+
+    def exit_now(code):
+        raise Exited(code)
+
+    monkeypatch.setattr(uvicorn.Server, "run", two_ctrl_cs)
+    monkeypatch.setattr(serve_app.os, "_exit", exit_now)
+    with pytest.raises(Exited) as exited:
+        serve_app.main(parser.parse_args(["--model", str(model_dir)]))
+    assert exited.value.args == (130,)
+
+
 def test_max_segment_seconds_cuts_a_requests_speech_into_shorter_cues(translator, model_dir, monkeypatch):
     """serve --max-segment-seconds 5: 40 s of 1.5 s tones 1 s apart comes back as cues of at most 5 s, each the
     model's own text for that stretch (translate with the same option); /health says the limit."""

@@ -18,6 +18,8 @@ request that times out or whose client disconnects leaves the queue at once.
 
 import asyncio
 import logging
+import os
+import sys
 import re
 import threading
 import time
@@ -530,5 +532,10 @@ def main(args) -> int:
             super().handle_exit(sig, frame)
 
     stopping = app.state.stopping
-    Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="info", **limits.uvicorn_config())).run()
+    server = Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="info", **limits.uvicorn_config()))
+    server.run()
+    if server.force_exit:  # a second Ctrl-C: gone now, not once the batch inside the model is done (the interpreter
+        sys.stdout.flush()  # would wait for the model thread at exit, minutes for a large batch on a CPU)
+        sys.stderr.flush()
+        os._exit(130)
     return 0
