@@ -533,9 +533,11 @@ def main(args) -> int:
 
     stopping = app.state.stopping
     server = Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="info", **limits.uvicorn_config()))
-    server.run()
-    if server.force_exit:  # a second Ctrl-C: gone now, not once the batch inside the model is done (the interpreter
-        sys.stdout.flush()  # would wait for the model thread at exit, minutes for a large batch on a CPU)
-        sys.stderr.flush()
-        os._exit(130)
+    try:
+        server.run()  # after a signal uvicorn raises it again once it has shut down: KeyboardInterrupt for Ctrl-C
+    finally:
+        if server.force_exit:  # a second Ctrl-C: gone now, not once the batch inside the model is done (the
+            sys.stdout.flush()  # interpreter would wait for the model thread at exit, minutes for a large batch)
+            sys.stderr.flush()
+            os._exit(130)
     return 0
