@@ -2,6 +2,7 @@
 several weighted manifests, and manifests read once (by rank 0) per stage."""
 
 import contextlib
+import errno
 import json
 import math
 import subprocess
@@ -15,8 +16,12 @@ import numpy as np
 import pytest
 import torch
 
+from llm_srt.audio import load_audio
+from llm_srt.data import features
+from llm_srt.data.features import FeatureCache
 from llm_srt.data.manifest import read_manifest, write_manifest
 from llm_srt.errors import ConfigError
+from llm_srt.model.encoder import WhisperEncoder
 from llm_srt.model.speech_llm import SpeechLLM, SpeechLLMConfig, tokenize_batch
 from llm_srt.train import data as training_data
 from llm_srt.train.data import DataSection, TrainingData
@@ -162,6 +167,60 @@ def test_the_cache_is_filled_longest_first_in_batches_and_pad_to_30s_keys_apart(
     assert other.cache.key(clip) != data.cache.key(clip) and not other.cache.has(clip)
 
 
+def test_the_feature_cache_is_sized_before_it_is_filled(tiny_setup, model, tmp_path, monkeypatch):
+    """Before encoding, the fill adds up what the cache will take (each clip's encoder frames x dim in float16, its
+    .npy file in whole disk blocks: exactly what the files then take) and says it; where the disk has less free it
+    refuses at once, naming the folder, the size and the two ways out, and encodes nothing."""
+    logs = []
+    cfg = _section(tiny_setup, tmp_path / "f", num_workers=0)
+    data = TrainingData(cfg, model, SOLO, log=logs.append)
+    seconds = {row.audio: row.duration for row, _ in data.dataset.items}
+    encoder, cache = model.encoder, data.cache
+    assert len(seconds) == 8 and len(list((tmp_path / "f").rglob("*.npy"))) == 8
+    for audio, s in seconds.items():
+        stored = cache.path_of(cache.key(audio))
+        assert cache.lookup([audio])[0].shape == (encoder.output_frames(s), encoder.dim)
+        assert stored.stat().st_size == features.NPY_HEADER + encoder.output_frames(s) * encoder.dim * 2
+    need = sum(cache.stored_bytes(encoder.output_frames(s), encoder.dim) for s in seconds.values())
+    assert need == sum(-(-f.stat().st_size // 4096) * 4096 for f in (tmp_path / "f").rglob("*.npy"))
+    said = [m for m in logs if m.startswith("encoding 8 utterances")]
+    assert said and f"about {need / 2**20:.1f} MiB of the" in said[0] and "(0 cached)" in said[0], logs
+
+    monkeypatch.setattr(FeatureCache, "free_bytes", lambda self: need - 1)
+    with pytest.raises(ConfigError, match=r"data.feature_cache: the encoder features of 8 utterances \(0.0 h of "
+                       rf"audio\) need about {need / 2**20:.1f} MiB in .*g, which has .* free; point "
+                       r"data.feature_cache at a disk with room, or set it to null to run the encoder in every step"):
+        TrainingData(replace(cfg, feature_cache=str(tmp_path / "g")), model, SOLO)
+    assert not list(tmp_path.glob("g/**/*.npy"))
+    monkeypatch.setattr(FeatureCache, "free_bytes", lambda self: need)  # just enough
+    TrainingData(replace(cfg, feature_cache=str(tmp_path / "g")), model, SOLO)
+    assert len(list(tmp_path.glob("g/**/*.npy"))) == 8
+
+    padded = WhisperEncoder.from_pretrained(tiny_setup["whisper"], pad_to_30s=True)  # 30 s of frames for any clip
+    audio = next(iter(seconds))
+    assert padded.encode([load_audio(audio)])[0].shape[1] == padded.output_frames(seconds[audio]) == 1500
+
+
+def test_a_disk_that_refuses_features_slows_training_down_instead_of_stopping_it(tiny_setup, model, tmp_path,
+                                                                                  monkeypatch):
+    """A cache whose disk fills up mid-run (features stored on first use): each batch still gets its features,
+    computed again each time; one warning says why and what to do."""
+    stored = TrainingData(_section(tiny_setup, tmp_path / "room", num_workers=0), model, SOLO)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(features, "atomic_file", full)
+    logs = []
+    lazy = TrainingData(_section(tiny_setup, tmp_path / "full", precompute_features=False, num_workers=0), model,
+                        SOLO, log=logs.append)
+    for a, b in zip(_take(stored, 3), _take(lazy, 3)):
+        _same(a, b)
+    assert lazy.cache.unstored >= 3 and not list(tmp_path.glob("full/**/*.npy"))
+    warned = [m for m in logs if "cannot store encoder features" in m]
+    assert len(warned) == 1 and "No space left on device" in warned[0] and "free space there" in warned[0], logs
+
+
 def test_features_the_cache_lacks_are_computed_by_the_training_process(tiny_setup, model, tmp_path):
     filled = TrainingData(_section(tiny_setup, tmp_path / "full", num_workers=0), model, SOLO)
     lazy = TrainingData(_section(tiny_setup, tmp_path / "lazy", precompute_features=False, num_workers=2), model,
@@ -239,9 +298,15 @@ RANKS_SCRIPT = textwrap.dedent("""
         error = None
     except LLMSRTError as e:
         error = f"{type(e).__name__}: {str(e).splitlines()[0]}"
+    room = {}  # the feature cache's room, checked by all ranks together: rank 1's disk is the small one
+    for free in (2000, 1000):
+        try:
+            room[free] = td.check_cache_room(out, 10**9 if d.rank == 0 else free, [600.0, 3, 2.0, d.rank], d)
+        except LLMSRTError as e:
+            room[free] = f"{type(e).__name__}: {e}"
     with open(f"{out}/rank{d.rank}.json", "w") as f:
         json.dump({"calls": calls, "train": [[r.id for r in part] for part in rows.train],
-                   "dev": [r.id for r in rows.dev], "hashes": rows.hashes, "error": error}, f)
+                   "dev": [r.id for r in rows.dev], "hashes": rows.hashes, "error": error, "room": room}, f)
     dist.destroy_process_group()
 """)
 
@@ -261,6 +326,12 @@ def test_rank0_reads_and_hashes_once_and_the_other_rank_receives_it(tiny_setup, 
     assert r0["train"] == r1["train"] and len(r0["train"][0]) == 16 and r0["dev"] == r1["dev"]
     assert r0["hashes"] == r1["hashes"] and len(r0["hashes"]) == 8
     assert r0["error"] == r1["error"] and r1["error"].startswith("ManifestError: ") and "bad row" in r1["error"]
+    fits = {"bytes": 1200.0, "utterances": 6, "seconds": 4.0, "cached": 1, "free": 2000.0}
+    assert r0["room"]["2000"] == r1["room"]["2000"] == fits  # the totals of both ranks, the least free space
+    for rank in (r0, r1):  # 1200 bytes in all, 1000 free on rank 1: both ranks stop, none waits for the other
+        assert rank["room"]["1000"].startswith("ConfigError: data.feature_cache: the encoder features of 6 "), rank
+    assert "which has 0.0 MiB free on one rank" in r0["room"]["1000"]
+    assert "which has 0.0 MiB free;" in r1["room"]["1000"]
 
 
 @pytest.mark.cuda

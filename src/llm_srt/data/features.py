@@ -8,9 +8,11 @@ the digests to every cache it builds (`hashes=`), so lookups neither re-read nor
 may read and write the same cache at once; a damaged file is recomputed.
 """
 
+import errno
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,6 +26,8 @@ from ..paths import atomic_file
 CACHE_FORMAT = 1  # bump when the file layout or key recipe changes
 DTYPES = {"float16": np.float16, "float32": np.float32}  # storage precision
 HASH_THREADS = 8  # files hashed at once by content_hashes (hashlib releases the GIL; the disk is the limit)
+NPY_HEADER = 128  # bytes before the data in the .npy file of a 2-D array (format 1.0: magic, length, dict, padding)
+DISK_BLOCK = 4096  # a file takes whole blocks of the disk
 
 # (path, size, mtime_ns) -> sha256 of the file's bytes; shared by every cache in the process.
 _content_hashes: dict[tuple[str, int, int], str] = {}
@@ -39,7 +43,8 @@ class FeatureCache:
     """
 
     def __init__(self, root: str | Path, encoder_identity: str, settings: dict | None = None,
-                 dtype: str = "float16", hashes: Mapping[str, str] | None = None):
+                 dtype: str = "float16", hashes: Mapping[str, str] | None = None,
+                 log: Callable[[str], None] = print):
         if dtype not in DTYPES:
             raise LLMSRTError(f"feature cache dtype {dtype!r}: use one of {', '.join(DTYPES)}")
         self.root = Path(root)
@@ -52,6 +57,8 @@ class FeatureCache:
         self.hashes = dict(hashes or {})  # audio path (as given) -> content hash, from content_hashes()
         self.hits = 0
         self.misses = 0
+        self.unstored = 0  # computed features the disk refused (full, read-only): handed back, not stored
+        self.log = log
 
     def key(self, audio_path: str | Path) -> str:
         """The cache key of one audio file under this cache's encoder and settings."""
@@ -91,6 +98,18 @@ class FeatureCache:
     def stats(self) -> dict[str, int]:
         return {"hits": self.hits, "misses": self.misses}
 
+    def stored_bytes(self, frames: int, dim: int) -> int:
+        """Disk space that one stored (frames, dim) array takes: its .npy file in whole blocks."""
+        size = NPY_HEADER + frames * dim * np.dtype(DTYPES[self.dtype]).itemsize
+        return -(-size // DISK_BLOCK) * DISK_BLOCK
+
+    def free_bytes(self) -> int:
+        """Free space on the disk that holds the cache folder (or will: its nearest existing parent's)."""
+        folder = self.root.absolute()
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        return shutil.disk_usage(folder).free
+
     def _load_many(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
         found = {}
         for key in dict.fromkeys(keys):
@@ -108,10 +127,22 @@ class FeatureCache:
             return None  # absent, or damaged (e.g. a disk that filled up): recompute and overwrite
 
     def _store(self, key: str, feats: np.ndarray) -> np.ndarray:
+        """Store the features (rounded to the cache's dtype) and return them as stored. Where the disk refuses
+        them (full, read-only, quota) they come back all the same, unstored, and computed again when next needed:
+        a cache that filled its disk on day 3 slows the run down instead of stopping it."""
         stored = feats.astype(DTYPES[self.dtype])
         path = self.path_of(key)
-        with atomic_file(path, "wb") as f:
-            np.save(f, stored, allow_pickle=False)
+        try:
+            with atomic_file(path, "wb") as f:
+                np.save(f, stored, allow_pickle=False)
+        except OSError as e:
+            if self.unstored == 0:
+                full = e.errno in (errno.ENOSPC, errno.EDQUOT)
+                self.log(f"warning: {self.root}: cannot store encoder features ({e.strerror or e}); going on "
+                         f"without storing them (each is encoded again when next needed): "
+                         f"{'free space there' if full else 'fix the folder'} or set data.feature_cache to "
+                         f"another folder, or to null (no cache)")
+            self.unstored += 1
         return stored.astype(np.float32)
 
 

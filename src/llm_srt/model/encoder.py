@@ -96,6 +96,13 @@ class WhisperEncoder(nn.Module):
         """Largest encoder output length (1500 for 30 s)."""
         return self.encoder.config.max_source_positions
 
+    def output_frames(self, seconds: float) -> int:
+        """The frames this encoder gives for a clip of `seconds` (what a feature cache stores of it): one per 20 ms
+        of the clip, or the whole 30 s window's with pad_to_30s."""
+        if self.pad_to_30s:
+            return self.max_frames
+        return -(-(round(seconds * SAMPLE_RATE) // HOP_LENGTH) // 2)
+
     @property
     def device(self) -> torch.device:
         return self.encoder.conv1.weight.device

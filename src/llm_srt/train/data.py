@@ -29,7 +29,7 @@ from ..data.loader import (BucketBatchSampler, SpeechTextDataset, pad_features, 
 from ..data.manifest import Row, read_manifest
 from ..errors import ConfigError, LLMSRTError
 from ..prompts import Task, parse_srt
-from .parallel import Dist, all_sum
+from .parallel import Dist, all_max, all_sum
 
 GPU_WORKERS = 2  # default DataLoader workers per rank on CUDA (reading .npy features + tokenizing)
 ENCODE_BATCH = 16  # utterances per encoder call when filling the feature cache (longest first)
@@ -94,6 +94,26 @@ def has_speech(batch: dict) -> bool:
     return any(batch.get(k) is not None for k in ("features", "audio", "pending_audio"))
 
 
+def check_cache_room(root: Path, free: int, mine: list[float], d: Dist) -> dict[str, float]:
+    """Before a feature cache is filled: `mine` = [bytes, utterances, seconds of audio, utterances already cached]
+    that this rank adds, `free` the free bytes of its disk. Returns the totals over ranks, with the least `free`;
+    raises ConfigError on every rank (none is left waiting at a collective) when the total does not fit there.
+    The total, not a rank's share: ranks on one machine, or on a shared filesystem, fill the same disk."""
+    total = all_sum(torch.tensor(mine, dtype=torch.float64), d).tolist()
+    least = -all_max(torch.tensor([-float(free)], dtype=torch.float64), d).item()  # the least free of any rank
+    need, utterances, seconds, cached = total
+    if need > least:
+        raise ConfigError(f"data.feature_cache: the encoder features of {utterances:,.0f} utterances "
+                          f"({seconds / 3600:,.1f} h of audio) need about {_gib(need)} in {root}, which has "
+                          f"{_gib(least)} free{'' if least == free else ' on one rank'}; point data.feature_cache at "
+                          "a disk with room, or set it to null to run the encoder in every step (no cache)")
+    return {"bytes": need, "utterances": int(utterances), "seconds": seconds, "cached": int(cached), "free": least}
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:,.1f} GiB" if n >= 2**30 else f"{n / 2**20:,.1f} MiB"
+
+
 class TrainingData:
     def __init__(self, cfg: DataSection, model, d: Dist, log=print, batches: int | None = None):
         """`batches`: the micro-batches each rank will train on (max_steps x accumulation), so that a feature cache
@@ -151,7 +171,7 @@ class TrainingData:
     def _feature_cache(self, hashes: dict[str, str], log) -> FeatureCache:
         root = paths.cache_dir() / "features" if self.cfg.feature_cache == "auto" else Path(self.cfg.feature_cache)
         cache = FeatureCache(root, self.model.encoder.identity, {"pad_to_30s": self.model.config.pad_to_30s},
-                             hashes=hashes)
+                             hashes=hashes, log=log)
         if self.cfg.precompute_features:
             self._fill(cache, root, log)
         return cache
@@ -168,8 +188,14 @@ class TrainingData:
         audio = sorted(seconds, key=lambda a: (-seconds[a], a))
         mine = audio[self.d.rank::self.d.world]
         todo = [a for a in mine if not cache.has(a)]
-        if todo:
-            log(f"encoding {len(todo)} utterances into the feature cache {root} ({len(mine) - len(todo)} cached)")
+        encoder = self.model.encoder
+        need = sum(cache.stored_bytes(encoder.output_frames(seconds[a]), encoder.dim) for a in todo)
+        total = check_cache_room(root, cache.free_bytes(), [need, len(todo), sum(seconds[a] for a in todo),
+                                                            len(mine) - len(todo)], self.d)
+        if total["utterances"]:
+            log(f"encoding {total['utterances']:,} utterances ({total['seconds'] / 3600:,.1f} h of audio) into the "
+                f"feature cache {root} ({total['cached']:,} cached): about {_gib(total['bytes'])} of the "
+                f"{_gib(total['free'])} free there")
         for start in tqdm(range(0, len(todo), ENCODE_BATCH), desc="encoder features", disable=not todo or
                           not self.d.main, dynamic_ncols=True):
             cache.get_or_compute(todo[start:start + ENCODE_BATCH], self._encode)

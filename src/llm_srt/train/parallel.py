@@ -98,13 +98,21 @@ def _backend(device: torch.device) -> str:
 
 def all_sum(value: torch.Tensor, d: Dist) -> torch.Tensor:
     """Sum `value` over ranks in place (NCCL only reduces CUDA tensors: a CPU value goes there and back)."""
-    if d.world > 1:
-        if dist.get_backend() == "nccl" and value.device.type != "cuda":
-            on_gpu = value.cuda()
-            dist.all_reduce(on_gpu)
-            value.copy_(on_gpu)
-        else:
-            dist.all_reduce(value)
+    return _all_reduce(value, d, dist.ReduceOp.SUM) if d.world > 1 else value
+
+
+def all_max(value: torch.Tensor, d: Dist) -> torch.Tensor:
+    """The largest `value` of any rank, in place."""
+    return _all_reduce(value, d, dist.ReduceOp.MAX) if d.world > 1 else value
+
+
+def _all_reduce(value: torch.Tensor, d: Dist, op) -> torch.Tensor:
+    if dist.get_backend() == "nccl" and value.device.type != "cuda":
+        on_gpu = value.cuda()
+        dist.all_reduce(on_gpu, op=op)
+        value.copy_(on_gpu)
+    else:
+        dist.all_reduce(value, op=op)
     return value
 
 
