@@ -26,13 +26,15 @@ debs:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-# one test worker per core (at most 4: each may load the embedded models), one thread each (tests/conftest.py)
+# one test worker per core (at most 4: each may load the embedded models), one thread each, the longest tests first
+# (tests/conftest.py); loadgroup: the tests of one xdist_group (COMET's environment) on one worker, the rest one by one
 TEST_WORKERS ?= auto
+PYTEST_XDIST := -n $(TEST_WORKERS) --maxprocesses 4 --dist loadgroup
 test: setup
-	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --maxprocesses 4
+	$(VENV)/bin/pytest -q $(PYTEST_XDIST)
 
 test-all: setup
-	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --maxprocesses 4 -m ''
+	$(VENV)/bin/pytest -q $(PYTEST_XDIST) -m ''
 
 DEMO_ARGS ?=  # e.g. make demo DEMO_ARGS="--dtype bfloat16" (CPUs with AMX: see README)
 demo: setup

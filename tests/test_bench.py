@@ -34,6 +34,7 @@ def result(tmp_path_factory):
     return bench.run_bench(options, device.resolve("cpu", "float32"))
 
 
+@pytest.mark.long(25)
 def test_json_has_the_ratios_goals_and_raw_times(result):
     text = json.dumps(result)  # JSON-ready as is
     assert set(RATIOS) <= set(json.loads(text)) and set(result["goals"]) == set(RATIOS)
@@ -432,6 +433,7 @@ def test_compile_batches_are_batch_sizes():
             bench.batch_list(bad)
 
 
+@pytest.mark.long(18)
 def test_paper_compiled_only_times_the_compiled_rows_alone(tmp_path):
     from dataclasses import replace
 

@@ -20,6 +20,7 @@ def run_check(out: Path, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.long(99)
 def test_cpu_path_runs_every_step_and_writes_the_report(tmp_path):
     done = run_check(tmp_path, "cpu", "--tests", "tests/test_device.py")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -58,6 +59,7 @@ def test_every_wheel_is_pinned_in_constraints():
         gpu_check.pinned(("no-such-package",), ROOT / "constraints.txt")
 
 
+@pytest.mark.long(10)
 def test_profile_decode_reports_each_batch_with_its_step_time_and_totals(tmp_path):
     """scripts/profile_decode.py (the GPU diagnostic behind README's decode profile) at the tiny shape here."""
     out = tmp_path / "profile.txt"

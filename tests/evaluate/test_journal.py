@@ -333,6 +333,7 @@ sys.exit(cli.main(sys.argv[2:]))
 """
 
 
+@pytest.mark.long(25)
 def test_evaluate_killed_with_sigkill_then_run_again_writes_the_uninterrupted_report(manifest, tmp_path):
     model = tiny.speech_llm_folder(tmp_path / "model")
     args = ["evaluate", "--model", f"tiny={model}", "--manifest", str(manifest), "--task", "srt", "--batch-size",

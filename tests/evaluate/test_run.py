@@ -233,6 +233,7 @@ def test_with_mt_on_a_baseline_uses_the_chosen_llm(manifest, tmp_path):
     assert s.mt.failed_summary() == f"failed: 1 of {2 * N + 1}"
 
 
+@pytest.mark.long(19)
 def test_torchrun_two_ranks_merge_to_the_one_process_report(model_dir, manifest, tmp_path):
     common = ["--model", f"tiny={model_dir}", "--manifest", str(manifest), "--task", "srt", "--batch-size", "1",
               "--max-new-tokens", "8", "--device", "cpu", "--with-mt"]

@@ -341,6 +341,7 @@ def test_embedded_whisper_transcript_matches_faster_whisper(base_whisper, ct2_wh
 
 
 @pytest.mark.integration
+@pytest.mark.long(9)
 def test_embedded_whisper_encoder_and_tokens_match_ctranslate2(base_whisper, ct2_whisper_dir, speak):
     """On the transformers 30 s mel: encoder states within a small tolerance of CTranslate2's, and the same
     greedy tokens (with the en/transcribe prompt that generate(language=, task=) builds)."""
@@ -365,6 +366,7 @@ def test_embedded_whisper_encoder_and_tokens_match_ctranslate2(base_whisper, ct2
 
 
 @pytest.mark.integration
+@pytest.mark.long(55)
 def test_embedded_gemma_matches_gguf(embedded, tmp):
     """The converted Gemma gives the GGUF's logits (as transformers loads the GGUF) and a real continuation."""
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -467,6 +467,7 @@ def test_overfit_four_utterances(tmp_path):
 
 
 @pytest.mark.integration
+@pytest.mark.long(34)
 def test_embedded_speech_llm_forward_backward_and_generate(embedded, speak):
     """Whisper base encoder + paper Q-Former + Gemma-3-270M: a training step at batch 4 and a greedy decode."""
     from llm_srt import prompts
@@ -601,6 +602,7 @@ def _compiled_against_eager(model, embeds, mask):
     return runs
 
 
+@pytest.mark.long(16)
 def test_compiled_greedy_writes_what_eager_greedy_writes(model):
     """The decode steps compiled on a static cache (a batch of 3 filled to 4 with copies of row 0; finished rows stay
     in it) give eager greedy's tokens; a second call of the same shape compiles nothing new and reuses its cache."""
@@ -644,6 +646,7 @@ def test_compiled_greedy_falls_back_where_a_static_cache_would_change_the_model(
     assert static_length(1) == static_length(256) == 256 and static_length(257) == 512
 
 
+@pytest.mark.long(15)
 def test_compiled_int8_greedy_compiles_at_one_row_with_one_product_per_fused_group(tmp_path, monkeypatch):
     """--dtype int8 with --compile: a one-row batch's decode steps run compiled (fbgemm's product the opaque op
     llm_srt::int8_product), each fused q/k/v and gate/up group computes one product a step (not one per part), the
@@ -710,6 +713,7 @@ def test_compiled_int8_layers_compute_the_eager_layers_numbers():
 
 
 @pytest.mark.integration
+@pytest.mark.long(41)
 def test_compiled_greedy_on_the_embedded_gemma_with_its_sliding_window_layers(embedded):
     """Gemma-3's sliding-window layers on a static cache shorter than their window: the embedded LLM's greedy
     tokens compiled equal its eager ones. Its first 6 of 18 layers (5 sliding-window, 1 global: the pattern once),

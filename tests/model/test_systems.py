@@ -464,6 +464,7 @@ def test_whisper_and_cascade_on_cuda_in_bfloat16(folders):
 
 
 @pytest.mark.integration
+@pytest.mark.long(22)
 def test_text_mt_stops_at_a_line_break_with_the_same_first_line(embedded):
     """Greedy text MT stops each row at its first token holding a line break: the answer (the first line) is the
     one a generation to the cap gives, with and without a line-break token made likely (embedded Gemma: the tiny

@@ -288,6 +288,7 @@ SENTENCES = ("The weather is nice today. We will go to the park.",
 
 
 @pytest.mark.integration
+@pytest.mark.long(18)
 def test_translate_whisper_gives_hf_greedy_transcripts(embedded, speak, tmp_path):
     """`translate --model whisper` (a whole process, as users run it) writes the transcripts of HF greedy
     `generate` on the same clips, and its plain-torch path loads the float32 weights in place (anonymous memory

@@ -306,6 +306,7 @@ def test_translate_options(case, model_dir, good_clip, capsys):
 
 
 @pytest.mark.reliability("batch")
+@pytest.mark.long(9)
 def test_a_real_process_prints_one_line_per_bad_file_and_nothing_else(model_dir, good_clip, tmp_path):
     """The installed entry point, in its own process: no progress bars, warnings or tracebacks on stderr."""
     import subprocess

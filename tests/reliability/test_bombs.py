@@ -123,6 +123,7 @@ def _cap_memory():
 
 
 @pytest.mark.reliability("batch")
+@pytest.mark.long(8)
 def test_translate_under_a_memory_cap_keeps_the_good_file_beside_a_bomb(bomb_4h, model_dir, good_clip, tmp_path):
     bomb, good = tmp_path / "bomb.flac", tmp_path / "good.wav"
     bomb.write_bytes(bomb_4h)

@@ -137,6 +137,7 @@ def test_disk_full_while_writing_a_checkpoint_keeps_the_last_one_and_resumes(bas
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.long(15)
 def test_a_failed_checkpoint_write_under_torchrun_stops_every_rank_with_the_reason(tiny_setup, tmp_path):  # noqa: F811
     """Rank 0 alone writes checkpoints: when that fails, rank 1 must not wait forever nor die with a bare
     'connection closed': every rank raises the one-line reason."""

@@ -38,6 +38,7 @@ def capped_server(model_dir, tmp_path_factory):
         proc.wait(10)
 
 
+@pytest.mark.long(10)
 def test_a_flac_bomb_gets_413_and_the_capped_server_keeps_serving(capped_server, clip):
     url, proc, log = capped_server
     bomb = flac_bomb(4 * 3600, rate=192_000)

@@ -26,6 +26,7 @@ def clips(n: int = 3):
     return [tiny.tone(1.0 + 0.3 * i, 300 + 100 * i, seed=i) for i in range(n)]
 
 
+@pytest.mark.long(59)
 def test_warm_up_compiles_each_batch_size_and_requests_compile_nothing(tmp_path):
     folder = tiny.speech_llm_folder(tmp_path / "model")
     translator = SpeechTranslator.from_pretrained(folder)  # its own LLM object: the served shapes are per model
@@ -54,6 +55,7 @@ def test_warm_up_compiles_each_batch_size_and_requests_compile_nothing(tmp_path)
 
 
 @pytest.mark.parametrize("window, served_tokens, served", [(256, SERVED_TOKENS, 256), (512, 600, 512)])
+@pytest.mark.long(11)
 def test_where_the_longest_cache_cannot_be_static_the_longest_that_can_is_served(window, served_tokens, served,
                                                                                tmp_path, monkeypatch):
     """A model whose static cache must not pass `window` positions (a sliding window, as Gemma-3's 512): the 30 s

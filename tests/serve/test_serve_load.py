@@ -9,6 +9,7 @@ import time
 
 import httpx
 import numpy as np
+import pytest
 from serve_helpers import DECODING, live_server
 
 from llm_srt.serve import BatchOptions, ServeOptions, create_app
@@ -57,6 +58,7 @@ def run_load(translator, wav: bytes, max_batch: int) -> dict:
             "batch_sizes": stats["batch_sizes"]}
 
 
+@pytest.mark.long(17)
 def test_load_batched_vs_unbatched(translator, clip):
     results = [run_load(translator, clip[1], max_batch) for max_batch in (8, 1)]
     print(f"\n{CLIENTS} concurrent clients x {REQUESTS_PER_CLIENT} request(s), 1 s clip, tiny model, loopback")

@@ -258,6 +258,7 @@ def two_ranks(folders, tmp_path_factory):
     return out
 
 
+@pytest.mark.long(17)
 def test_two_rank_fsdp_fills_meta_ranks_from_rank_0_with_a_bf16_llm_and_fp32_trainables(folders, two_ranks):
     """... with the auxiliary CTC loss: the CTC head (in the root's shard group) starts from rank 0's init and its
     embedding lookup sees the whole table."""

@@ -102,6 +102,7 @@ def _weights(final):
 
 
 @pytest.mark.parametrize("kill_at,ctc", [(2, False), (11, True), (25, False)])
+@pytest.mark.long(30)
 def test_kill_9_then_resume_is_bit_identical(tiny_setup, tmp_path, kill_at, ctc):
     """SIGKILL at an arbitrary moment (mid-step or mid-save), then the same command, gives the same weights. With the
     CTC loss (one case): its negatives come from torch's generator, and a resumed run draws the same ones."""
@@ -132,6 +133,7 @@ MIXED = {"data.tasks": "{srt: 0.67, mt: 0.33}", "ctc": "{weight: 0.5, negatives:
 
 
 @pytest.mark.parametrize("mixed", [False, True], ids=["srt", "srt+mt+ctc"])
+@pytest.mark.long(19)
 def test_two_process_ddp_matches_one_process(tiny_setup, tmp_path, mixed):
     """... also with text-only mt batches beside speech ones and the CTC loss: a step where one rank trains on text
     leaves its adapter and CTC head unused there (DDP finds them), and the CTC averages over speech batches only."""
@@ -182,6 +184,7 @@ def _trained(final):
     return state
 
 
+@pytest.mark.long(80)
 def test_two_process_fsdp_matches_one_process_and_resumes_across_strategies(tiny_setup, tmp_path):
     """FSDP (adapter + LoRA trained, LLM layers sharded, dev decoding in lockstep) follows the 1-process run, and its
     checkpoints are whole tensors: a 1-process checkpoint resumes under FSDP, an FSDP one on 1 process."""
@@ -539,6 +542,7 @@ def test_an_adapter_option_that_init_from_would_ignore_is_an_error(tiny_setup, t
     assert (recipe.train(same, log=lambda *_: None) / "config.json").is_file()
 
 
+@pytest.mark.long(9)
 def test_the_progress_bar_stays_quiet_in_a_log_file(tiny_setup, tmp_path):
     """stderr to a file or pipe: the bar redraws every 30 s (cli), not once per step (set_postfix must not force it)."""
     env = {k: v for k, v in os.environ.items() if k != "TQDM_MININTERVAL"}
