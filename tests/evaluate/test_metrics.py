@@ -94,12 +94,30 @@ def test_wer_skips_references_that_normalize_to_empty():
         metrics.wer(["x"], ["?!"], "fra")
 
 
-def test_cer_chinese_and_japanese():
-    # ref normalizes to 你好世界 (punctuation gone): one substituted character of four
-    assert metrics.cer(["你好世介"], ["你好，世界！"], "zho").score == pytest.approx(25.0)
-    assert metrics.cer(["你好 世界"], ["你好世界"], "zho").score == 0.0  # spaces do not count
-    # 今日はいい天気です (9 characters) -> 今日はいい天気: two deletions
-    assert metrics.cer(["今日はいい天気"], ["今日は、いい天気です。"], "jpn").score == pytest.approx(200 / 9)
+def test_cer_chinese_and_japanese_counts_the_spaces_normalization_leaves():
+    # the reference normalizes to "你好 世界" (the comma becomes a space): 5 characters; 你好世介 lacks the space and
+    # substitutes one character: 2 of 5
+    assert metrics.cer(["你好世介"], ["你好，世界！"], "zho").score == pytest.approx(40.0)
+    assert metrics.cer(["你好 世界"], ["你好世界"], "zho").score == pytest.approx(25.0)  # an inserted space counts
+    # "今日は いい天気です" (10 characters) -> 今日はいい天気: the space and です deleted
+    assert metrics.cer(["今日はいい天気"], ["今日は、いい天気です。"], "jpn").score == pytest.approx(30.0)
+    assert metrics.cer(["今日はいい天気"], ["今日は、いい天気です。"], "jpn").signature.startswith(
+        "norm:whisper-basic|unit:char+space|lang:jpn")
+
+
+def test_cer_is_seamlessm4t_v2s_jiwer_cer_over_whispers_normalizer():
+    """The paper follows SeamlessM4T-v2's evaluation: jiwer.cer over Whisper's basic normalizer's output, corpus
+    level (its eval_utils.compute_asr_error_rate; the paper's own script does the same with HF evaluate's cer)."""
+    import jiwer
+    from whisper_normalizer.basic import BasicTextNormalizer
+
+    refs = ["今天天气很好，我们去公园吧。", "他说：“明天见！”", "一二三 四五六", "我喜欢（很）喜欢猫"]
+    hyps = ["今天天气很好我们去公园吧", "他说明天见", "一二三四五六七", "我喜欢很喜欢狗。"]
+    norm = BasicTextNormalizer()
+    seamless = 100 * jiwer.cer([norm(r) for r in refs], [norm(h) for h in hyps])
+    assert metrics.cer(hyps, refs, "zho").score == pytest.approx(seamless)
+    assert seamless != pytest.approx(100 * jiwer.cer([norm(r).replace(" ", "") for r in refs],
+                                                     [norm(h).replace(" ", "") for h in hyps]))  # spaces matter here
 
 
 def test_asr_metric_comes_from_registry():
@@ -110,7 +128,7 @@ def test_asr_metric_comes_from_registry():
 
 def test_thai_keeps_vowel_marks():
     # Whisper's default normalizer would drop the marks and see no error here
-    assert metrics.normalize("สวัสดีครับ", "tha", unit="char") == "สวัสดีครับ"
+    assert metrics.normalize("สวัสดีครับ", "tha") == "สวัสดีครับ"
     assert metrics.cer(["สวสดีครับ"], ["สวัสดีครับ"], "tha").score > 0
 
 

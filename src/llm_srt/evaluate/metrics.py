@@ -3,8 +3,9 @@
 - BLEU: SacreBLEU, tokenizer chosen by the target language (`tok:char` for jpn kor tha yue zho, else `tok:13a`).
 - chrF: SacreBLEU's chrF2 (character 6-grams, no word n-grams).
 - WER / CER: jiwer after Whisper's text normalization (EnglishTextNormalizer for English, BasicTextNormalizer
-  otherwise); for CER the spaces are removed after normalization. Which of the two a language uses comes from the
-  language registry (`Language.asr_metric`).
+  otherwise). CER counts the spaces left by normalization (where punctuation was) as characters, as SeamlessM4T-v2's
+  evaluation (jiwer.cer) and the paper's own evaluation script do; before 2026-12-04 they were removed here. Which
+  of the two a language uses comes from the language registry (`Language.asr_metric`).
 
 Choices (documented so scores can be compared):
 - A reference that normalizes to the empty string is skipped in WER/CER (its hypothesis too), as Whisper's and
@@ -61,10 +62,9 @@ def _normalizer(lang: str) -> tuple[str, Callable[[str], str]]:
     return name, make()
 
 
-def normalize(text: str, lang: str, unit: str = "word") -> str:
-    """Whisper's normalization of `text` in language `lang`; for unit='char' the spaces are removed too."""
-    out = " ".join(_normalizer(lang)[1](text).split())
-    return out.replace(" ", "") if unit == "char" else out
+def normalize(text: str, lang: str) -> str:
+    """Whisper's normalization of `text` in language `lang`, runs of white space made one space, ends stripped."""
+    return " ".join(_normalizer(lang)[1](text).split())
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -95,7 +95,7 @@ def wer(hyps: Sequence[str], refs: Sequence[str], lang: str) -> Score:
 
 
 def cer(hyps: Sequence[str], refs: Sequence[str], lang: str) -> Score:
-    """Corpus character error rate (%) after Whisper normalization, spaces removed."""
+    """Corpus character error rate (%) after Whisper normalization, its spaces counted as characters."""
     return _error_rate(hyps, refs, lang, "char")
 
 
@@ -113,7 +113,7 @@ def error_counts(hyps: Sequence[str], refs: Sequence[str], lang: str) -> list[tu
     _check(hyps, refs, metric)
     out: list[tuple[int, int] | None] = []
     for h, r in zip(hyps, refs):
-        h, r = normalize(h, lang, unit), normalize(r, lang, unit)
+        h, r = normalize(h, lang), normalize(r, lang)
         if not r:
             out.append(None)
             continue
@@ -143,17 +143,17 @@ def compute(metric: str, hyps: Sequence[str], refs: Sequence[str], lang: str) ->
 def _error_rate(hyps: Sequence[str], refs: Sequence[str], lang: str, unit: str) -> Score:
     metric = "wer" if unit == "word" else "cer"
     _check(hyps, refs, metric)
-    pairs = [(normalize(h, lang, unit), normalize(r, lang, unit)) for h, r in zip(hyps, refs)]
+    pairs = [(normalize(h, lang), normalize(r, lang)) for h, r in zip(hyps, refs)]
     kept = [(h, r) for h, r in pairs if r]
     if not kept:
         raise LLMSRTError(f"{metric.upper()}: all {len(refs)} references are empty after normalization; "
                           "check that the reference file holds transcripts")
     h, r = zip(*kept)
-    # jiwer's character measure (process_characters) counts spaces as characters; with them removed above,
-    # CER is over the normalized characters only.
+    # jiwer's character measure (process_characters) counts spaces as characters, as jiwer.cer does
     out = jiwer.process_words(list(r), list(h)) if unit == "word" else jiwer.process_characters(list(r), list(h))
     rate = out.wer if unit == "word" else out.cer
-    signature = f"norm:{_normalizer(lang)[0]}|unit:{unit}|lang:{lang}|jiwer:{version('jiwer')}"
+    unit_name = "char+space" if unit == "char" else unit  # "char" (spaces removed) until 2026-12-04
+    signature = f"norm:{_normalizer(lang)[0]}|unit:{unit_name}|lang:{lang}|jiwer:{version('jiwer')}"
     return Score(metric, 100.0 * float(rate), signature, len(kept), skipped=len(pairs) - len(kept))
 
 
