@@ -38,6 +38,9 @@ def test_parse_well_formed():
     ("a<|eng|> <|deu|> b<eos>", "a", "b", True),
     ("a<|eng|><|eng|><|deu|>b", "a", "b", False),  # duplicated tag
     ("<|", "<|", "", False),
+    ("<|fim_pad|>a<|eng|><|deu|>b<|im_end|>", "a", "b", True),  # a tokenizer's own tags are not language tags
+    ("a<|eng|><|deu|><|box_start|>b", "a", "b", True),
+    ("a<|zh-CN|><|eng|>b", "a", "b", True),
 ])
 def test_parse_robust(text, transcript, translation, well_formed):
     out = parse_srt(text)

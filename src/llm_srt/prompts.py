@@ -65,7 +65,9 @@ class SRTOutput:
     well_formed: bool  # exactly "transcript<|a|><|b|>translation" with both parts non-empty
 
 
-_TAG = re.compile(r"<\|([a-z]{2,3}(?:[-_][A-Za-z]+)?)\|>")
+# a language tag; not one of the tokenizers' own tags of that shape that decoding may leave in the text (Qwen2.5's
+# <|fim_pad|>, <|fim_prefix|>, ... are not special tokens; <|im_end|> and <|box_start|> where a tokenizer keeps them)
+_TAG = re.compile(r"<\|(?!(?:fim|im|box)_)([a-z]{2,3}(?:[-_][A-Za-z]+)?)\|>")
 _SPECIAL = re.compile(r"<\|[^|<>]{0,20}\|>|<(?:eos|bos|pad|end_of_turn|start_of_turn)>|</s>")
 
 
