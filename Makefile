@@ -27,9 +27,9 @@ debs:
 	fi
 
 # one test worker per core (at most 4: each may load the embedded models), one thread each, the longest tests first
-# (tests/conftest.py); loadgroup: the tests of one xdist_group (COMET's environment) on one worker, the rest one by one
+# (tests/conftest.py)
 TEST_WORKERS ?= auto
-PYTEST_XDIST := -n $(TEST_WORKERS) --maxprocesses 4 --dist loadgroup
+PYTEST_XDIST := -n $(TEST_WORKERS) --maxprocesses 4
 test: setup
 	$(VENV)/bin/pytest -q $(PYTEST_XDIST)
 

@@ -34,10 +34,11 @@ def espeak(text: str, voice: str = "en-us", speed: int = 160, pitch: int = 50) -
 
 def pytest_collection_modifyitems(config, items):
     """Tests marked `cuda` run only where torch sees a GPU (make gpu-check); elsewhere they are skipped. The longest
-    run first (longest_first)."""
+    run first (longest_first); COMET's environment is made beside them (start_comet_setup)."""
     import torch
 
     longest_first(items)
+    start_comet_setup(items)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU (run make gpu-check on a GPU host)")
@@ -61,6 +62,28 @@ def longest_first(items: list) -> None:
     weight = {name: sum(seconds(item) for _, item in tests) for name, tests in modules.items()}
     order = sorted(modules, key=lambda name: (-weight[name], modules[name][0][0]))
     items[:] = [item for name in order for _, item in sorted(modules[name], key=lambda t: (-seconds(t[1]), t[0]))]
+
+
+_comet_setup: subprocess.Popen | None = None
+
+
+def start_comet_setup(items: list) -> None:
+    """COMET's environment (`llm-srt setup --comet`: 1.5-2 minutes the first time on a 2-core machine) is made in the
+    background from the start of a run that has tests needing it, beside the first tests, by one process (the first
+    test worker). Their worker then finds it ready, instead of making it while the other worker waited at its lock
+    (102 s idle in a cold make test of 2026-12-04). A later run finds it made (install_env is then a no-op)."""
+    global _comet_setup
+    if os.environ.get("PYTEST_XDIST_WORKER", "gw0") != "gw0" or _comet_setup is not None:
+        return
+    if any("comet_python" in getattr(item, "fixturenames", ()) for item in items):
+        code = "from llm_srt.evaluate import comet; comet.install_env()"
+        _comet_setup = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
+
+
+def pytest_unconfigure(config):
+    if _comet_setup is not None:  # not left running after the tests (the comet tests' fixture reports its failure)
+        _comet_setup.wait()
 
 
 @pytest.fixture(scope="session")

@@ -14,9 +14,6 @@ from llm_srt.evaluate import comet, run
 from llm_srt.evaluate.comet import CometOptions, segment_scores
 from llm_srt.evaluate.report import UtteranceResult, load_results
 
-# make test (--dist loadgroup): these tests on one worker, so that only one waits for the environment's first set-up
-pytestmark = pytest.mark.xdist_group("comet")
-
 HERE = Path(__file__).parent
 SAMPLES = [{"src": "the cat sat on the mat", "mt": "die katze sat", "ref": "die katze sat on the mat"},
            {"src": "a dog", "mt": "", "ref": "der hund"},
