@@ -150,13 +150,14 @@ class _Caps:
             raise AudioOverLimit(f"{label}: the audio runs past the {seconds:.0f} s limit; split the file first")
         decoded = frames * self.channels * BYTES_PER_SAMPLE
         if self.max_bytes is not None and decoded > self.max_bytes:
-            size = f"{_size(decoded)}" if claimed else f"more than {_size(self.max_bytes)}"
+            size = f"{format_bytes(decoded)}" if claimed else f"more than {format_bytes(self.max_bytes)}"
             raise AudioOverLimit(f"{label}: decodes to {size} of samples ({self.rate} Hz x {self.channels} "
-                                 f"channel(s)), over the {_size(self.max_bytes)} limit on decoded audio; "
+                                 f"channel(s)), over the {format_bytes(self.max_bytes)} limit on decoded audio; "
                                  "resample it to 16 kHz mono or split it first")
 
 
-def _size(n: int) -> str:
+def format_bytes(n: float) -> str:
+    """'1.5 GiB', or '12.0 MiB' below a GiB."""
     return f"{n / (1 << 30):.1f} GiB" if n >= 1 << 30 else f"{n / (1 << 20):.1f} MiB"
 
 

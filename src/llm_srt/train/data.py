@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from .. import paths
 from ..config import bounds, short
-from ..audio import load_audio
+from ..audio import format_bytes, load_audio
 from ..data.features import FeatureCache, content_hashes
 from ..data.loader import (BucketBatchSampler, SpeechTextDataset, pad_features, stratified, text_fields,
                            weighted_rows)
@@ -104,14 +104,11 @@ def check_cache_room(root: Path, free: int, mine: list[float], d: Dist) -> dict[
     need, utterances, seconds, cached = total
     if need > least:
         raise ConfigError(f"data.feature_cache: the encoder features of {utterances:,.0f} utterances "
-                          f"({seconds / 3600:,.1f} h of audio) need about {_gib(need)} in {root}, which has "
-                          f"{_gib(least)} free{'' if least == free else ' on one rank'}; point data.feature_cache at "
-                          "a disk with room, or set it to null to run the encoder in every step (no cache)")
+                          f"({seconds / 3600:,.1f} h of audio) need about {format_bytes(need)} in {root}, which "
+                          f"has {format_bytes(least)} free{'' if least == free else ' on one rank'}; point "
+                          "data.feature_cache at a disk with room, or set it to null to run the encoder in every step "
+                          "(no cache)")
     return {"bytes": need, "utterances": int(utterances), "seconds": seconds, "cached": int(cached), "free": least}
-
-
-def _gib(n: float) -> str:
-    return f"{n / 2**30:,.1f} GiB" if n >= 2**30 else f"{n / 2**20:,.1f} MiB"
 
 
 class TrainingData:
@@ -194,8 +191,8 @@ class TrainingData:
                                                             len(mine) - len(todo)], self.d)
         if total["utterances"]:
             log(f"encoding {total['utterances']:,} utterances ({total['seconds'] / 3600:,.1f} h of audio) into the "
-                f"feature cache {root} ({total['cached']:,} cached): about {_gib(total['bytes'])} of the "
-                f"{_gib(total['free'])} free there")
+                f"feature cache {root} ({total['cached']:,} cached): about {format_bytes(total['bytes'])} of the "
+                f"{format_bytes(total['free'])} free there")
         for start in tqdm(range(0, len(todo), ENCODE_BATCH), desc="encoder features", disable=not todo or
                           not self.d.main, dynamic_ncols=True):
             cache.get_or_compute(todo[start:start + ENCODE_BATCH], self._encode)
