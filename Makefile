@@ -6,7 +6,7 @@ DEB_PACKAGES := espeak-ng sox mecab mecab-naist-jdic chromium flite festival fes
 	festvox-us-slt-hts  # chromium: the web page's browser test; flite, festival: the mini corpus's other voices
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-all demo clean-cache gpu-check fetch-wheels
+.PHONY: setup test test-slow test-all demo clean-cache gpu-check fetch-wheels
 
 setup: $(STAMP) debs
 	$(VENV)/bin/llm-srt setup
@@ -32,6 +32,10 @@ TEST_WORKERS ?= auto
 PYTEST_XDIST := -n $(TEST_WORKERS) --maxprocesses 4
 test: setup
 	$(VENV)/bin/pytest -q $(PYTEST_XDIST)
+
+# the heavy tier (tests marked slow: multi-process matrices, the embedded models at full size, COMET's environment)
+test-slow: setup
+	$(VENV)/bin/pytest -q $(PYTEST_XDIST) -m slow
 
 test-all: setup
 	$(VENV)/bin/pytest -q $(PYTEST_XDIST) -m ''

@@ -32,11 +32,18 @@ def espeak(text: str, voice: str = "en-us", speed: int = 160, pitch: int = 50) -
     return load_audio(wav, name=f"espeak:{text[:20]}")
 
 
+@pytest.hookimpl(wrapper=True)
 def pytest_collection_modifyitems(config, items):
-    """Tests marked `cuda` run only where torch sees a GPU (make gpu-check); elsewhere they are skipped. The longest
-    run first (longest_first); COMET's environment is made beside them (start_comet_setup)."""
+    """Every test that needs COMET's own environment (a ~2-minute install, then 10 s per `import comet`) is in the
+    slow tier (`make test-slow`, which CI runs after `make test`): marked before `-m` selects. Of the tests selected,
+    those marked `cuda` run only where torch sees a GPU (make gpu-check) and are skipped elsewhere; the longest run
+    first (longest_first); COMET's environment is made beside them where they need it (start_comet_setup)."""
     import torch
 
+    for item in items:
+        if "comet_python" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+    yield  # pytest's own `-m` and `-k` selection
     longest_first(items)
     start_comet_setup(items)
     if torch.cuda.is_available():

@@ -20,6 +20,7 @@ def run_check(out: Path, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow  # its steps are the CLI's own, each tested in make test
 @pytest.mark.long(99)
 def test_cpu_path_runs_every_step_and_writes_the_report(tmp_path):
     done = run_check(tmp_path, "cpu", "--tests", "tests/test_device.py")

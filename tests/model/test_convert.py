@@ -366,6 +366,7 @@ def test_embedded_whisper_encoder_and_tokens_match_ctranslate2(base_whisper, ct2
 
 
 @pytest.mark.integration
+@pytest.mark.slow  # transformers' GGUF dequantization of 262k rows; the tiny GGUF's test is in make test
 @pytest.mark.long(55)
 def test_embedded_gemma_matches_gguf(embedded, tmp):
     """The converted Gemma gives the GGUF's logits (as transformers loads the GGUF) and a real continuation."""

@@ -249,6 +249,7 @@ def test_fast_cpu_linears_leave_no_reference_cycle():
         gc.enable()
 
 
+@pytest.mark.slow  # the kernels' equality is tested on tiny shapes in make test
 @pytest.mark.long(31)
 def test_greedy_text_decoding_of_the_embedded_llm_is_unchanged(embedded):
     """The embedded Gemma, greedy, 6 prompts at batch 1 and as one batch: the same token ids with the decode-sized
@@ -539,6 +540,7 @@ def test_int8_fused_projections_read_one_product_in_a_traced_step():
         assert shared.traced is None and len(products) == 4
 
 
+@pytest.mark.slow  # the fused groups' exactness is tested on tiny layers in make test
 @pytest.mark.long(28)
 def test_embedded_gemmas_int8_groups_stay_fused_and_decode_the_same_ids(embedded, monkeypatch):
     """The embedded Gemma-3 in int8: every layer's q/k/v and gate/up are fused, each group computes exactly one

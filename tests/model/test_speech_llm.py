@@ -713,6 +713,7 @@ def test_compiled_int8_layers_compute_the_eager_layers_numbers():
 
 
 @pytest.mark.integration
+@pytest.mark.slow  # a 6-layer Gemma-3 compile (67 s cold); the tiny model's compiled greedy is in make test
 @pytest.mark.long(41)
 def test_compiled_greedy_on_the_embedded_gemma_with_its_sliding_window_layers(embedded):
     """Gemma-3's sliding-window layers on a static cache shorter than their window: the embedded LLM's greedy

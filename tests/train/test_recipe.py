@@ -101,7 +101,8 @@ def _weights(final):
     return load_file(str(Path(final) / "adapter.safetensors"))
 
 
-@pytest.mark.parametrize("kill_at,ctc", [(2, False), (11, True), (25, False)])
+@pytest.mark.parametrize("kill_at,ctc", [pytest.param(2, False, marks=pytest.mark.slow), (11, True),
+                                         pytest.param(25, False, marks=pytest.mark.slow)])  # slow: make test-slow
 @pytest.mark.long(30)
 def test_kill_9_then_resume_is_bit_identical(tiny_setup, tmp_path, kill_at, ctc):
     """SIGKILL at an arbitrary moment (mid-step or mid-save), then the same command, gives the same weights. With the
@@ -132,7 +133,8 @@ MIXED = {"data.tasks": "{srt: 0.67, mt: 0.33}", "ctc": "{weight: 0.5, negatives:
          "model.lora": "{r: 4, alpha: 8, dropout: 0.0}", "trainable": "[adapter, lora]"}
 
 
-@pytest.mark.parametrize("mixed", [False, True], ids=["srt", "srt+mt+ctc"])
+@pytest.mark.parametrize("mixed", [pytest.param(False, marks=pytest.mark.slow), True],  # slow: srt+mt+ctc covers it
+                         ids=["srt", "srt+mt+ctc"])
 @pytest.mark.long(19)
 def test_two_process_ddp_matches_one_process(tiny_setup, tmp_path, mixed):
     """... also with text-only mt batches beside speech ones and the CTC loss: a step where one rank trains on text
@@ -184,6 +186,7 @@ def _trained(final):
     return state
 
 
+@pytest.mark.slow  # four launches; make test keeps FSDP's sharded load (test_parallel) and DDP's match
 @pytest.mark.long(80)
 def test_two_process_fsdp_matches_one_process_and_resumes_across_strategies(tiny_setup, tmp_path):
     """FSDP (adapter + LoRA trained, LLM layers sharded, dev decoding in lockstep) follows the 1-process run, and its
