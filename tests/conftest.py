@@ -10,6 +10,8 @@ import sys
 import numpy as np
 import pytest
 
+from ordering import longest_first
+
 sys.path.insert(0, str(Path(__file__).parent / "model"))  # tiny.py: tiny random models for any test
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -52,23 +54,6 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
-
-
-def longest_first(items: list) -> None:
-    """Order the tests so that the test workers end together: modules by the seconds their `long(seconds)` tests
-    take, most first, and within a module its long tests first, longest first; the rest keep their order. A worker
-    that drew the suite's last long tests ran on alone for 140 s of a 620 s run before (2026-12-04). Each module's
-    tests stay together, so a module's fixtures are set up once per worker as before."""
-    def seconds(item) -> float:
-        mark = item.get_closest_marker("long")
-        return float(mark.args[0]) if mark else 0.0
-
-    modules: dict = {}
-    for index, item in enumerate(items):
-        modules.setdefault(item.module.__name__ if item.module else item.nodeid, []).append((index, item))
-    weight = {name: sum(seconds(item) for _, item in tests) for name, tests in modules.items()}
-    order = sorted(modules, key=lambda name: (-weight[name], modules[name][0][0]))
-    items[:] = [item for name in order for _, item in sorted(modules[name], key=lambda t: (-seconds(t[1]), t[0]))]
 
 
 _comet_setup: subprocess.Popen | None = None

@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import longest_first
+from ordering import longest_first
 
 
 def test_every_test_needing_comets_environment_is_in_the_slow_tier(request):
