@@ -115,6 +115,21 @@ def test_output_length_is_capped_by_duration():
     assert max_new_tokens(600, Task.SRT, 256) == 256
 
 
+def test_translate_asr_then_smt_writes_both_texts(model_dir, clips, capsys):
+    """`translate --task asr+smt` (an SMT-stage model's own transcript, then its SMT): both texts per input, as
+    the two tasks give them one after the other."""
+    rc = cli.main(["translate", *clips[:2], "--model", str(model_dir), "--src", "eng", "--tgt", "deu", "--task",
+                   "asr+smt", "--max-new-tokens", "10"])
+    text = capsys.readouterr().out
+    t = SpeechTranslator.from_pretrained(model_dir)
+    heard = t.translate(clips[:2], "eng", None, task="asr", options=OPTS)
+    smt = t.translate(clips[:2], "eng", "deu", task="smt", options=OPTS, transcripts=[r.transcript for r in heard])
+    assert rc == 0 and all(h.transcript for h in heard)
+    for h, m in zip(heard, smt):
+        assert f"  transcript:  {h.transcript}\n  translation: {m.translation}\n" in text
+    assert max_new_tokens(2.0, "asr+smt", 256, "eng", "zho") == max_new_tokens(2.0, Task.ASR, 256, "zho")
+
+
 def test_evaluate_writes_the_report(model_dir, clips, tmp_path):
     from llm_srt.evaluate.run import evaluate
 

@@ -106,6 +106,8 @@ def max_new_tokens(seconds: float, task: Task, cap: int, src: str | None = None,
     task = Task(task)
     factor = (script_factor(src) if task in (Task.ASR, Task.SRT) else 0.0) + \
         (script_factor(tgt) if task.needs_translation else 0.0)
+    if task is Task.ASR_SMT:  # each of its two passes writes one of the texts
+        factor = max(script_factor(src), script_factor(tgt))
     return int(min(cap, MIN_NEW_TOKENS + factor * TOKENS_PER_SECOND * seconds))
 
 
@@ -384,7 +386,9 @@ def add_arguments(parser) -> None:
     add_model_arguments(parser)
     parser.add_argument("--src", default=None, help="source language (ISO 639-3, e.g. eng), or 'auto'")
     parser.add_argument("--tgt", default=None, help="target language (ISO 639-3, e.g. deu)")
-    parser.add_argument("--task", default="srt", choices=[t.value for t in Task if t is not Task.MT])
+    parser.add_argument("--task", default="srt", choices=[t.value for t in Task if t is not Task.MT],
+                        help="srt (default): transcript and translation in one pass; asr+smt: an SMT-stage model's "
+                             "own transcript, then its SMT (two passes; the paper's w/o SRT ablation)")
     parser.add_argument("--transcript", action="append", default=None,
                         help="the transcript of each input, in order (task smt); repeat per input")
     parser.add_argument("--batch-size", type=int, default=8)
@@ -525,7 +529,7 @@ def _render(r: TranslationResult, args) -> str:
         render = subtitles.to_srt if args.format == "srt" else subtitles.to_vtt
         return render(subtitles.segment_cues(r.segments, args.subtitles))
     lines = [r.audio]
-    if r.transcript or args.task in ("asr", "srt"):
+    if r.transcript or args.task in ("asr", "srt", "asr+smt"):
         lines.append(f"  transcript:  {r.transcript}")
     if args.task != "asr":
         lines.append(f"  translation: {r.translation}")

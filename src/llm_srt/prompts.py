@@ -19,10 +19,21 @@ class Task(str, Enum):
     SRT = "srt"  # speech + <|src|><|tgt|> -> transcript<|src|><|tgt|>translation
     S2TT = "s2tt"  # speech + <|src|><|tgt|> -> translation (the paper's Baseline: direct instruction tuning)
     MT = "mt"  # text only: transcript<|src|><|tgt|> -> translation (cascade, MT-vs-S2TT)
+    ASR_SMT = "asr+smt"  # two passes of one model: ASR, then SMT from its own transcript (the paper's "w/o SRT"
+    #                      ablation: a model trained through ASR and SMT only); inference only, no prompt of its own
 
     @property
     def needs_speech(self) -> bool:
         return self is not Task.MT
+
+    @property
+    def trainable(self) -> bool:
+        """A task with training examples of its own (ASR_SMT is two passes of ASR and SMT at inference)."""
+        return self is not Task.ASR_SMT
+
+    @classmethod
+    def trainable_names(cls) -> str:
+        return ", ".join(t.value for t in cls if t.trainable)
 
     @property
     def needs_translation(self) -> bool:
@@ -37,6 +48,8 @@ def build(task: Task | str, src: str, tgt: str | None = None, transcript: str = 
           translation: str = "") -> tuple[str, str]:
     """(input text, target text) for one example of `task`. Codes are ISO 639-3 (checked)."""
     task = Task(task)
+    if not task.trainable:
+        raise ValueError(f"task {task.value} has no prompt of its own: it runs as asr, then smt")
     languages.get(src)
     if task is Task.ASR:
         return tag(src), transcript.strip()

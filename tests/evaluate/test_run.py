@@ -193,6 +193,30 @@ def test_smt_translates_the_gold_transcript(model_dir, manifest, tmp_path):
     assert s.failed_summary() == f"failed: 1 of {N_ROWS}"
 
 
+def test_an_smt_stage_model_runs_its_asr_then_its_smt(model_dir, manifest, tmp_path):
+    """The paper's "w/o SRT" ablation: a model whose last stage was SMT runs --task asr+smt under auto; each row
+    with a target holds the model's own transcript (scored by WER) and its SMT from it (by BLEU)."""
+    smt_model = tmp_path / "smt-model"
+    smt_model.mkdir()
+    for f in model_dir.iterdir():
+        (smt_model / f.name).symlink_to(f)
+    (smt_model / "train_config.json").write_text(json.dumps({"data": {"tasks": {"smt": 0.8, "asr": 0.2}}}))
+    assert run.model_task(str(smt_model)) is Task.ASR_SMT and run.model_task(str(model_dir)) is Task.SRT
+    report = run.evaluate({"w/o SRT": str(smt_model)}, manifest, tmp_path / "r", options=OPTS, batch_size=4,
+                          placement=CPU, log=lambda *_: None)
+    hyps = {h.id: h for h in load_results(tmp_path / "r" / "hyps.w_o SRT.jsonl")}
+    assert {h.task for h in hyps.values()} == {"asr+smt", "asr"} and hyps["1-ed"].task == "asr+smt"
+    system = load_system(model_dir, CPU)
+    clip = tiny.tone(1.6, 650, seed=1)
+    [heard] = system.run_batch([Item(clip, "eng", None, Task.ASR)], OPTS)
+    [smt] = system.run_batch([Item(clip, "eng", "deu", Task.SMT, heard.transcript)], OPTS)
+    assert (hyps["1-ed"].hyp_transcript, hyps["1-ed"].hyp_translation) == (heard.transcript, smt.translation)
+    assert hyps["9-ez"].error is None  # no gold transcript needed, unlike --task smt
+    s = report.systems[0]
+    assert s.asr["eng"].n == 2 * N and s.asr["deu"].n == N  # the asr+smt rows' transcripts are scored too
+    assert report.decoding["tasks"] == {"w/o SRT": "asr+smt"}
+
+
 def test_asr_task(model_dir, manifest, tmp_path):
     report = run.evaluate({"tiny": str(model_dir)}, manifest, tmp_path, task="asr", options=OPTS, batch_size=4,
                           placement=CPU, log=lambda *_: None)

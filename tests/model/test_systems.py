@@ -58,6 +58,39 @@ def test_speech_llm_mixed_batch_equals_each_item_alone(speech_model):
 
 
 @pytest.mark.parametrize("beam", [1, 2])
+def test_asr_then_smt_is_the_models_transcript_then_its_smt_from_it(speech_model, beam):
+    """Task.ASR_SMT (the paper's "w/o SRT"): each clip's output is what the model's ASR item gives, then what its
+    SMT item gives from that transcript, run alone; the batch's other items are untouched by the two passes."""
+    system = load_system(speech_model, CPU)
+    opts = replace(OPTS, beam_size=beam)
+    items = [Item(CLIPS[0], "eng", "deu", Task.ASR_SMT), Item(CLIPS[3], "fra", "eng", Task.ASR_SMT),
+             *MIXED[:1], *MIXED[4:]]
+    out = system.run_batch(items, opts)
+    for it, o in zip(items[:2], out):
+        [heard] = system.run_batch([replace(it, task=Task.ASR, tgt=None)], opts)
+        [smt] = system.run_batch([replace(it, task=Task.SMT, transcript=heard.transcript)], opts)
+        assert o == Output(heard.transcript, smt.translation)
+        [s2tt] = system.run_batch([replace(it, task=Task.S2TT)], opts)
+        assert heard.transcript and o.translation != s2tt.translation  # a test of the test: texts to compare
+    assert out[2:] == alone(system, items[2:], opts)
+
+
+def test_asr_then_smt_cannot_be_trained_and_has_no_prompt():
+    from llm_srt.data.loader import _normalize_mix
+    from llm_srt.errors import ConfigError
+    from llm_srt.train.recipe import load_config
+
+    with pytest.raises(ValueError, match="runs as asr, then smt"):
+        build(Task.ASR_SMT, "eng", "deu")
+    with pytest.raises(ConfigError, match="asr\\+smt cannot be trained"):
+        load_config(None, ["data.tasks={asr+smt: 1.0}"])
+    for mix in ("asr+smt", {"asr+smt": 1.0, "asr": 1.0}):
+        with pytest.raises(LLMSRTError, match="cannot be trained"):
+            _normalize_mix(mix)
+    assert "asr+smt" not in Task.trainable_names() and "smt" in Task.trainable_names()
+
+
+@pytest.mark.parametrize("beam", [1, 2])
 def test_outputs_say_which_srt_rows_got_their_tags_written(speech_model, monkeypatch, beam):
     """Output.forced_tags marks the rows whose tag pair greedy decoding or beam search wrote for them (here row 1,
     whose first token is made to end it before any tag), never an ASR or S2TT row; the pair is in its output."""

@@ -346,8 +346,10 @@ def _normalize_mix(task) -> dict[Task, float]:
             try:
                 t = Task(name)
             except ValueError:
-                raise LLMSRTError(f"task mix: unknown task {name!r}; use "
-                                  f"{', '.join(t.value for t in Task)}") from None
+                raise LLMSRTError(f"task mix: unknown task {name!r}; use {Task.trainable_names()}") from None
+            if not t.trainable:
+                raise LLMSRTError(f"task mix: {name} cannot be trained (asr, then smt at inference); use "
+                                  f"{Task.trainable_names()}")
             if not weight > 0:
                 raise LLMSRTError(f"task mix: weight of {name} must be positive, got {weight}")
             mix[t] = float(weight)
@@ -356,6 +358,10 @@ def _normalize_mix(task) -> dict[Task, float]:
         total = sum(mix.values())
         return {t: w / total for t, w in mix.items()}
     try:
-        return {Task(task): 1.0}
+        t = Task(task)
     except ValueError:
-        raise LLMSRTError(f"unknown task {task!r}; use {', '.join(t.value for t in Task)}") from None
+        raise LLMSRTError(f"unknown task {task!r}; use {Task.trainable_names()}") from None
+    if not t.trainable:
+        raise LLMSRTError(f"task {t.value} cannot be trained (asr, then smt at inference); use "
+                          f"{Task.trainable_names()}")
+    return {t: 1.0}

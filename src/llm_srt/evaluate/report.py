@@ -32,7 +32,7 @@ DECIMALS = 1  # the paper's tables show one decimal
 MAX_DIRECTION_COLUMNS = 6  # terminal table: per-direction columns up to this many, else per-source averages
 MAX_SCATTER_LABELS = 40  # label each point of the scatter plot up to this many directions
 FIELD_ALIASES = {"transcript": "hyp_transcript", "translation": "hyp_translation"}  # infer.py's result keys
-TRANSCRIBING_TASKS = ("srt", "asr")  # tasks whose output holds a transcript (a failed row of these scores WER "")
+TRANSCRIBING_TASKS = ("srt", "asr", "asr+smt")  # tasks whose output holds a transcript (a failed row scores WER "")
 
 
 @dataclass(frozen=True)

@@ -33,11 +33,12 @@ from ..prompts import Task
 from .comet import DEFAULT_MODEL, CometOptions, check_model, comet_python, score_systems
 from . import journal
 from .journal import Journal, remove_journals
-from .report import Report, UtteranceResult, build_report, format_table, load_results, write_report
+from .report import (TRANSCRIBING_TASKS, Report, UtteranceResult, build_report, format_table, load_results,
+                     write_report)
 from .significance import (SAMPLES, check_samples, paired_bootstrap_runs, paired_error_rates_runs, paired_mean,
                            sentence_keys)
 
-TASKS = ("auto", "srt", "s2tt", "smt", "asr")  # --task; auto: what the model folder was trained for
+TASKS = ("auto", "srt", "s2tt", "smt", "asr", "asr+smt")  # --task; auto: what the model folder was trained for
 GATHER_TIMEOUT = timedelta(hours=12)  # how long rank 0 waits for the slowest rank's shard
 GROUP_BATCHES = 16  # rows run, then journaled, this many batches at a time (sorted by length within a group)
 PARTIAL = "partial"  # OUT/partial: the journals of decoded rows a killed run goes on from (evaluate/journal.py)
@@ -45,13 +46,14 @@ KINDS = ("hyps", "mt")  # a system's journals: its rows, its --with-mt text MT
 
 
 def model_task(model: str) -> Task:
-    """The task a model folder was trained for (SRT unless its last stage was direct S2TT / ASR)."""
+    """The task a model folder was trained for: SRT unless its last stage was direct S2TT or ASR, or SMT, whose
+    model has no transcript given at test time and so runs ASR_SMT (its ASR, then its SMT: the paper's "w/o SRT")."""
     cfg = Path(model) / "train_config.json"
     if cfg.is_file():
         tasks = json.loads(cfg.read_text()).get("data", {}).get("tasks", {})
         if tasks:
             main = Task(max(tasks, key=tasks.get))
-            return main if main in (Task.S2TT, Task.ASR) else Task.SRT
+            return {Task.S2TT: Task.S2TT, Task.ASR: Task.ASR, Task.SMT: Task.ASR_SMT}.get(main, Task.SRT)
     return Task.SRT
 
 
@@ -87,7 +89,7 @@ def _result(r: Row, task: Task, transcript: str = "", translation: str = "", err
     ok = error is None
     return UtteranceResult(
         id=r.id, src=r.src_lang, tgt=r.src_lang if task is Task.ASR else r.tgt_lang, task=task.value, error=error,
-        hyp_transcript=transcript if ok and task in (Task.SRT, Task.ASR) else None,
+        hyp_transcript=transcript if ok and task.value in TRANSCRIBING_TASKS else None,
         hyp_translation=(transcript if task is Task.ASR else translation) if ok else None,
         ref_transcript=r.transcript or None, ref_translation=(r.translation or None) if task is not Task.ASR else None,
         forced_tags=ok and forced_tags, sentence=r.sentence_id)
@@ -462,8 +464,9 @@ def add_arguments(parser) -> None:
                                                          "is a results file")
     parser.add_argument("--out", required=True, help="report folder")
     parser.add_argument("--task", default="auto", choices=TASKS,
-                        help="auto: what the model folder was trained for; smt: the gold transcript in (Table 6); "
-                             "asr: every clip transcribed once")
+                        help="auto: what the model folder was trained for (an SMT-stage folder: asr+smt); smt: the "
+                             "gold transcript in (Table 6); asr: every clip transcribed once; asr+smt: the model's "
+                             "own transcript, then its SMT (the paper's w/o SRT ablation)")
     parser.add_argument("--beam", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=256)

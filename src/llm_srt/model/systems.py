@@ -121,6 +121,8 @@ class SpeechLLMSystem:
         self.placement = placement or Placement(model.device, model.llm_dtype)
 
     def run_batch(self, items: Sequence[Item], options: DecodingOptions) -> list[Output]:
+        if any(it.task is Task.ASR_SMT for it in items):
+            return self._asr_then_smt(items, options)
         speech = [i for i, it in enumerate(items) if it.audio is not None]
         text = [i for i, it in enumerate(items) if it.audio is None]
         texts: dict[int, str] = {}
@@ -139,6 +141,19 @@ class SpeechLLMSystem:
             texts.update((i, self.model.tokenizer.decode(row[:cap(items[i], options)], skip_special_tokens=True))
                          for i, row in zip(idx, ids))
         return [replace(split_output(texts[i], it), forced_tags=i in forced) for i, it in enumerate(items)]
+
+    def _asr_then_smt(self, items: Sequence[Item], options: DecodingOptions) -> list[Output]:
+        """Task.ASR_SMT items (the paper's "w/o SRT" ablation) in two batched passes of this one model: each clip's
+        transcript (its ASR prompt), then its translation from the clip and that transcript (its SMT prompt),
+        beside the batch's other items. A clip heard as nothing is translated from the clip alone (an empty
+        transcript before the tags)."""
+        two = [i for i, it in enumerate(items) if it.task is Task.ASR_SMT]
+        heard = dict(zip(two, self.run_batch([replace(items[i], task=Task.ASR) for i in two], options)))
+        second = [replace(it, task=Task.SMT, transcript=heard[i].transcript) if i in heard else it
+                  for i, it in enumerate(items)]
+        out = self.run_batch(second, options)
+        return [Output(heard[i].transcript, o.translation, o.error) if i in heard else o
+                for i, o in enumerate(out)]
 
     def _srt_tags(self, items: Sequence[Item], options: DecodingOptions) -> OnEnd | None:
         """With `options.force_srt_tags`: an SRT row that would end before writing a language tag gets its tag pair

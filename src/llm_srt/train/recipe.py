@@ -128,10 +128,12 @@ class TrainConfig:
             raise ConfigError("trainable is empty, so nothing would train; list adapter and/or lora, e.g. [adapter]")
         for name in self.data.tasks:
             try:
-                Task(name)
+                task = Task(name)
             except ValueError:
-                raise ConfigError(f"data.tasks: unknown task {short(name)}; use {', '.join(t.value for t in Task)}") \
-                    from None
+                raise ConfigError(f"data.tasks: unknown task {short(name)}; use {Task.trainable_names()}") from None
+            if not task.trainable:
+                raise ConfigError(f"data.tasks: {task.value} cannot be trained: it is an SMT-stage model's two passes "
+                                  f"at inference (asr, then smt); train {{smt: ..., asr: ...}} instead")
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
             raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {short(self.device)}")
         if self.dtype != "auto" and self.dtype not in device_lib.DTYPES:
