@@ -25,6 +25,41 @@ def test_auto_is_the_ranks_gpu_in_bf16_when_one_is_present(monkeypatch):
     assert device.resolve("cpu", "auto").dtype == torch.float32  # auto dtype follows the device
 
 
+def test_a_rank_that_sees_one_gpu_alone_takes_it(monkeypatch):
+    """torchrun rank 3 on a cluster that gives each rank its own GPU (CUDA_VISIBLE_DEVICES of one): cuda:0, not an
+    error that stops every rank but the first; with several GPUs visible, a LOCAL_RANK past them is still one."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert device.resolve("auto", "auto").device == device.resolve("cuda", "auto").device == torch.device("cuda", 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(LLMSRTError, match="2 GPU"):
+        device.resolve("cuda", "auto")
+
+
+def test_out_of_memory_is_recognised_and_release_collects_cycles():
+    assert device.is_out_of_memory(torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert device.is_out_of_memory(RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling cublasCreate"))
+    assert not device.is_out_of_memory(RuntimeError("shape mismatch"))
+    import gc
+    import weakref
+
+    class Cycle:
+        pass
+
+    held = Cycle()
+    held.me = held
+    ref = weakref.ref(held)
+    gc.disable()
+    try:
+        del held
+        assert ref() is not None  # reference counting alone keeps a cycle
+        device.release(torch.device("cpu"))
+        assert ref() is None
+    finally:
+        gc.enable()
+
+
 def test_bad_specs_are_one_line_errors(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(LLMSRTError, match="no CUDA GPU"):

@@ -60,7 +60,8 @@ def local_rank() -> int | None:
 
 
 def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
-    """`auto` -> the rank's GPU if CUDA is available, else the CPU; `cuda` -> cuda:$LOCAL_RANK (or cuda:0)."""
+    """`auto` -> the rank's GPU if CUDA is available, else the CPU; `cuda` -> cuda:$LOCAL_RANK (cuda:0 outside
+    torchrun, and where the process sees a single GPU: one per rank, as SLURM's --gpus-per-task=1 gives)."""
     if isinstance(spec, torch.device):
         spec = str(spec)
     spec = (spec or "auto").strip().lower()
@@ -74,8 +75,8 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
         if not torch.cuda.is_available():
             raise LLMSRTError(f"--device {spec}: no CUDA GPU is visible to torch here (torch {torch.__version__}, "
                               f"CUDA build {torch.version.cuda or 'none'}); use --device cpu or auto")
-        if spec == "cuda":
-            index = local_rank() or 0
+        if spec == "cuda":  # a rank that sees one GPU alone (a scheduler giving each task its own) takes that one
+            index = local_rank() or 0 if torch.cuda.device_count() > 1 else 0
         else:
             try:
                 index = int(spec.split(":", 1)[1])
@@ -150,6 +151,24 @@ def synchronize(device: torch.device) -> None:
     """Wait for queued GPU work, so a timer read afterwards covers it (a no-op on the CPU)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """A CUDA allocation failure: torch's OutOfMemoryError, or one raised by a library as a plain RuntimeError
+    (cuBLAS's CUBLAS_STATUS_ALLOC_FAILED, "out of memory")."""
+    text = str(error).lower()
+    return isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in text or "alloc_failed" in text
+
+
+def release(device: torch.device | None = None) -> None:
+    """Free what unreachable objects hold (reference cycles: a model wrapped by FSDP points at itself) and give
+    cached GPU blocks back to the driver, for the next model or another process (COMET) on the same GPU; a no-op on
+    the CPU beyond the collection. `device` None: the GPU if this process has used one."""
+    import gc
+
+    gc.collect()
+    if device.type == "cuda" if device is not None else torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
 
 
 def reset_peak_memory(device: torch.device) -> None:

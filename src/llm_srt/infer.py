@@ -174,10 +174,10 @@ def _run_chunk(system: System, chunk: list[Item], options: DecodingOptions) -> l
             raise LLMSRTError(f"system {system.name} returned {len(outs)} outputs for {len(chunk)} items")
         return outs
     except Exception as e:  # one bad batch never loses the others
-        error, oom = error_line(e), isinstance(e, torch.cuda.OutOfMemoryError)
+        error, oom = error_line(e), placement_of.is_out_of_memory(e)
     # out of the except block: the traceback (and the tensors its frames hold) is gone before the cache is freed
     if oom:
-        torch.cuda.empty_cache()
+        placement_of.release(system.placement.device)
     if len(chunk) == 1:
         return [Output(error=error)]
     log.warning("a batch of %d failed (%s); retrying it as two halves", len(chunk), error)

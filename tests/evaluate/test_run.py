@@ -217,6 +217,19 @@ def test_an_smt_stage_model_runs_its_asr_then_its_smt(model_dir, manifest, tmp_p
     assert report.decoding["tasks"] == {"w/o SRT": "asr+smt"}
 
 
+def test_each_system_gives_its_memory_back_before_the_next(oracle, manifest, tmp_path, monkeypatch):
+    """After each decoded system, its models (and the Whisper kept for language ID) are let go and the GPU's cached
+    blocks freed, before the next system or COMET loads on the same GPU."""
+    order = []
+    monkeypatch.setattr(systems, "release_models", lambda device: order.append(("release", device)))
+    real = systems.load_system
+    monkeypatch.setattr(systems, "load_system", lambda spec, *a, **k: order.append(("load", spec)) or real(spec, *a,
+                                                                                                          **k))
+    run.evaluate({"a": "flaky", "b": "flaky"}, manifest, tmp_path, options=OPTS, batch_size=4, placement=CPU,
+                 log=lambda *_: None, significance=0)
+    assert order == [("load", "flaky"), ("release", CPU.device)] * 2
+
+
 def test_asr_task(model_dir, manifest, tmp_path):
     report = run.evaluate({"tiny": str(model_dir)}, manifest, tmp_path, task="asr", options=OPTS, batch_size=4,
                           placement=CPU, log=lambda *_: None)

@@ -170,6 +170,15 @@ def test_whisper_system(folders):
 
 
 
+def test_release_models_lets_go_of_the_kept_whispers(folders):
+    from llm_srt.model import systems
+
+    detect_language(folders["whisper"], CLIPS[1], CPU)
+    assert systems._torch_whisper.cache_info().currsize == 1
+    systems.release_models(CPU.device)
+    assert systems._torch_whisper.cache_info().currsize == 0 and systems._whisper.cache_info().currsize == 0
+
+
 def test_whisper_log_mel_runs_on_the_models_device(folders, monkeypatch):
     system = load_system("whisper", CPU, whisper=str(folders["whisper"]))
     spy = tiny.CallSpy(system.whisper.features)

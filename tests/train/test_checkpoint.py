@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -131,3 +132,48 @@ def test_cuda_rng_restores_silently_when_every_gpu_is_there(monkeypatch):
     messages = []
     checkpoint.set_rng_state(state, log=messages.append)
     assert [device for device, _ in restored] == [0, 1] and not messages
+
+
+def _resume_ranks(rank: int, world: int, store: str, root: str, case: str) -> None:
+    """Two gloo ranks run the recipe's `find_resume` on output_dir "run": "stale": a shared folder whose listing
+    rank 1 reads as empty (checkpoint.latest gives it None); "local": each rank in its own working directory, as
+    on two nodes with their own disks, rank 0's holding step 3 and rank 1's only step 1."""
+    import os
+
+    import torch.distributed as dist
+
+    from llm_srt.train import recipe
+    from llm_srt.train.parallel import Dist
+
+    torch.set_num_threads(1)
+    os.chdir(Path(root) / (f"node{rank}" if case == "local" else "shared"))
+    if case == "stale" and rank == 1:
+        checkpoint.latest = lambda *a, **k: None
+    dist.init_process_group("gloo", store=dist.FileStore(store, world), rank=rank, world_size=world)
+    try:
+        r = recipe.Recipe(recipe.load_config(None, ["output_dir=run"]), log=lambda *_: None)
+        r.d, r.extending = Dist(rank, world), False
+        try:
+            r.find_resume()
+            got = {"step": r.latest.step, "path": str(r.latest.path)}
+        except LLMSRTError as e:
+            got = {"error": str(e)}
+        (Path(root) / f"{case}{rank}.json").write_text(json.dumps(got))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_every_rank_resumes_from_the_checkpoint_rank_0_found(tmp_path):
+    """Rank 0 picks the checkpoint and every rank resumes from it, or every rank stops with one line when one of
+    them cannot read it; no rank starts from step 0 (or an older step) beside rank 0's step 3."""
+    import torch.multiprocessing as mp
+
+    for folder, steps in (("shared", (1, 3)), ("node0", (1, 3)), ("node1", (1,))):
+        for step in steps:
+            checkpoint.save(tmp_path / folder / "run", step, _save_model({"w": torch.zeros(2)}), {"step": step})
+    for case in ("stale", "local"):
+        mp.spawn(_resume_ranks, args=(2, str(tmp_path / f"store-{case}"), str(tmp_path), case), nprocs=2, join=True)
+    stale = [json.loads((tmp_path / f"stale{r}.json").read_text()) for r in (0, 1)]
+    assert stale[0] == stale[1] == {"step": 3, "path": str(Path("run/checkpoints/step-00000003"))}
+    local = [json.loads((tmp_path / f"local{r}.json").read_text()) for r in (0, 1)]
+    assert local[0] == local[1] and local[0]["error"].startswith("rank 1 cannot read run/checkpoints/step-00000003")

@@ -271,7 +271,9 @@ def test_every_shipped_config_loads(path, monkeypatch):
 # ---- typed sections and the new keys ------------------------------------------------------------------------------
 @pytest.mark.parametrize("override,message", [
     ("model.lora={rank: 8}", r"unknown key 'model.lora.rank'; known keys here: r, alpha, dropout, target_modules"),
-    ("model.lora={r: 4, bias: some}", r"model.lora.bias must be one of \['none', 'all', 'lora_only'\]"),
+    ("model.lora={r: 4, bias: some}", r"model.lora.bias must be none \(the paper's"),
+    ("model.lora={r: 4, bias: all}", r"model.lora.bias must be none \(the paper's"),
+    ("model.lora={r: 4, bias: lora_only}", r"model.lora.bias must be none"),
     ("model.lora={r: 0}", r"model.lora: needs r >= 1"),
     ("model.lora={target_modules: q_proj}", r"model.lora.target_modules must be a list"),
     ("model.adapter_kwargs={num_querys: 8}", r"unknown key 'model.adapter_kwargs.num_querys': the qformer adapter "
@@ -280,6 +282,7 @@ def test_every_shipped_config_loads(path, monkeypatch):
     ("model.adapter=conv", r"model.adapter: unknown adapter 'conv'; choose one of qformer, pooled, linear"),
     ("model.dtype=bfloat16", r"'model.dtype' is no longer a key here; .*top-level key dtype"),
     ("dtype=bf8", r"dtype must be auto, float32, bfloat16 or float16"),
+    ("dtype=float16", r"dtype: float16 is for inference; training takes bfloat16"),
     ("device=gpu", r"device must be auto, cpu, cuda or cuda:N"),
     ("distributed_timeout_min=0", r"distributed_timeout_min must be > 0"),
     ("activation_checkpointing=maybe", r"activation_checkpointing must be bool"),
@@ -563,3 +566,30 @@ def test_int8_is_refused_for_training_at_load():
         load_config(Path(__file__).resolve().parents[2] / "configs" / "embedded" / "asr.yaml", ["dtype=int8"])
     assert load_config(Path(__file__).resolve().parents[2] / "configs" / "embedded" / "asr.yaml",
                        ["dtype=float32"]).dtype == "float32"
+
+
+def test_a_stage_leaves_no_model_behind_for_the_next(tiny_setup, tmp_path, monkeypatch):
+    """FSDP makes a model point at itself (a reference cycle reference counting never frees): `train` collects it
+    before it returns, so the next stage of a curriculum does not load its model beside the last one's on the GPU
+    (checked with Python's own collector off)."""
+    import gc
+    import weakref
+
+    held = []
+    real = recipe.Recipe.setup_model
+
+    def setup_model(self):
+        real(self)
+        held.append(weakref.ref(self.model))
+
+    monkeypatch.setattr(recipe.Recipe, "setup_model", setup_model)
+    cfg = recipe.load_config(None, overrides(tiny_setup, tmp_path / "run", max_steps=1, distributed="fsdp",
+                                             **{"data.tasks": "{srt: 1.0}"}))
+    gc.collect()
+    gc.disable()
+    try:
+        recipe.train(cfg, log=lambda *_: None)
+        alive = held[0]() is not None
+    finally:
+        gc.enable()
+    assert held and not alive

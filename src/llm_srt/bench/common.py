@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from .. import device as dev
+from ..device import is_out_of_memory, release  # noqa: F401  (the bench's modules take them from here)
 from ..audio import SAMPLE_RATE
 from ..errors import LLMSRTError
 from ..prompts import Task
@@ -192,14 +193,3 @@ def decode_pass(system, audios: list[np.ndarray], batch: int, options, src: str 
                      tuple((g["shape"][0], g["calls"] - 1, g["decode_s"]) for g in calls.generations))
 
 
-def is_out_of_memory(error: BaseException) -> bool:
-    return isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in str(error).lower()
-
-
-def release(device: torch.device) -> None:
-    """Give cached GPU blocks back after a model or an out-of-memory probe (no-op on the CPU)."""
-    import gc
-
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()

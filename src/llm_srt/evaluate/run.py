@@ -245,7 +245,7 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
     are kept in `out`/partial as they finish (evaluate/journal.py): run again after a kill, only the rows not kept
     there are decoded; `restart`: decode every row again."""
     from ..infer import SpeechTranslator
-    from ..model.systems import load_system
+    from ..model.systems import load_system, release_models
 
     if task not in TASKS:
         raise LLMSRTError(f"--task {task}: use one of {', '.join(TASKS)}")
@@ -307,6 +307,7 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
                     decode_in_groups(j, rs, group, lambda g: run_text_mt(translator.system, g, options, batch_size,
                                                                          progress=bar.update))
             del translator
+            release_models(placement.device)  # the next system (or COMET) gets the GPU memory this one held
         systems[name] = journals["hyps"][1].results(mine)
         if with_mt:
             mt[name] = journals["mt"][1].results(journals["mt"][0])

@@ -32,7 +32,7 @@ class LoraOptions:
     alpha: int = 32  # scaling numerator: the update is scaled by alpha / r
     dropout: float = 0.05  # dropout on the LoRA branch input
     target_modules: tuple[str, ...] = ("q_proj", "v_proj")  # linear layers that get an update, by name
-    bias: str = "none"  # peft bias mode: "none", "all" or "lora_only"
+    bias: str = "none"  # peft bias mode; training takes "none" only (train/recipe.py: LORA_BIAS)
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import languages
-from ..device import Placement, compute_dtype, is_int8
+from ..device import Placement, compute_dtype, is_int8, release
 from ..errors import LLMSRTError
 from ..paths import EMBEDDED, resolve_model
 from ..prompts import Task, build, clean, parse_srt, tag
@@ -212,6 +212,15 @@ def _whisper(folder: str, device: torch.device, dtype: torch.dtype):
         quantize_int8(model)  # int8); convolutions, embeddings, norms and activations stay float32
     model.generation_config.suppress_tokens = model.generation_config.begin_suppress_tokens = None
     return model.eval()
+
+
+def release_models(device: torch.device) -> None:
+    """Let go of the Whisper models kept for language ID and the baselines (`_torch_whisper`, `_whisper`), then give
+    what nothing holds any more back (`device.release`): between the systems of an evaluation, and before COMET
+    runs on the same GPU."""
+    _torch_whisper.cache_clear()
+    _whisper.cache_clear()
+    release(device)
 
 
 def detect_language(whisper: str | Path | None, audio: np.ndarray, placement: Placement) -> str:

@@ -33,12 +33,14 @@ from ..model.ctc import CTCLoss
 from ..model.llm import LoraOptions
 from ..prompts import Task
 from . import checkpoint, resume
-from .data import DataSection, has_speech, mixes_text
-from .parallel import Dist, Parallel, all_sum, barrier, init_distributed, llm_device, on_main
+from .data import DataSection, from_rank0, has_speech, mixes_text
+from .parallel import Dist, Parallel, all_max, all_sum, barrier, init_distributed, llm_device, on_main
 
 FINAL = "final"  # the finished model folder inside output_dir
 INIT_RECORD = "init_from.json"  # in final/: the folder it started from and `resume.init_identity` of its weights
-LORA_BIAS = ("none", "all", "lora_only")  # peft's bias modes
+LORA_BIAS = ("none",)  # peft's bias modes this recipe trains: peft's "all" and "lora_only" would mark the LLM's own
+#   biases trainable, but the recipe trains the LoRA matrices alone (SpeechLLM's trainable parameters), so those biases
+#   would stay frozen while their checkpoints carried them: refused, not ignored (the paper: bias none)
 
 
 @dataclass
@@ -76,7 +78,8 @@ class ModelSection:
         lora = self.lora
         if lora is not None:
             if lora.bias not in LORA_BIAS:
-                raise ConfigError(f"model.lora.bias must be one of {list(LORA_BIAS)}, got {short(lora.bias)}")
+                raise ConfigError(f"model.lora.bias must be none (the paper's; the LLM's own biases are not trained "
+                                  f"here), got {short(lora.bias)}")
             if lora.r < 1 or lora.alpha <= 0 or not 0 <= lora.dropout < 1 or not lora.target_modules:
                 raise ConfigError(f"model.lora: needs r >= 1, alpha > 0, 0 <= dropout < 1 and at least one of "
                                   f"target_modules; got {short(lora.to_dict())}")
@@ -138,6 +141,10 @@ class TrainConfig:
             raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {short(self.device)}")
         if self.dtype != "auto" and self.dtype not in device_lib.DTYPES:
             raise ConfigError(f"dtype must be auto, float32, bfloat16 or float16, got {short(self.dtype)}")
+        if self.dtype == "float16":  # float16 frozen weights: under bf16 autocast two half formats meet (their sums
+            #   promote to float32), and without it the gradients through the LLM have no loss scaling to keep them
+            raise ConfigError("dtype: float16 is for inference; training takes bfloat16 (the paper's, auto on a GPU) "
+                              "or float32 frozen weights")
         if self.ctc.active and set(self.data.tasks) == {Task.MT.value}:
             raise ConfigError("ctc: the CTC loss reads speech; a text-only mt stage cannot use it (set ctc.weight: 0 "
                               "and ctc.only: false)")
@@ -196,10 +203,25 @@ def train(cfg: TrainConfig, log=print) -> Path:
     """Run (or resume) one training stage; returns the final model folder. CPU products take their fixed kernels
     (`kernel_rule`), none chosen by timing: a resumed run and its dev metrics repeat the killed one's exactly."""
     with kernel_rule():
-        return Recipe(cfg, log).run()
+        try:
+            return Recipe(cfg, log).run()
+        finally:  # the model, its optimizer and (FSDP) the reference cycles around them are gone before the next
+            device_lib.release()  # stage of a curriculum loads its own on the same GPU
 
 
 # ---- the recipe ---------------------------------------------------------------------------------------------------
+def shared_checkpoint(d: Dist, found: checkpoint.CheckpointInfo | None) -> None:
+    """Every rank can read the checkpoint rank 0 resumes from (its trainer state: this rank's RNG, the optimizer);
+    else every rank stops with one line (no rank waits at a collective for another that cannot resume)."""
+    if d.world == 1 or found is None:
+        return
+    missing = torch.tensor([0 if (Path(found.path) / checkpoint.STATE_DIR).is_dir() else d.rank + 1])
+    if all_max(missing, d).item():
+        raise LLMSRTError(f"rank {int(missing.item()) - 1} cannot read {found.path}, the checkpoint rank 0 resumes "
+                          "from: output_dir must be one folder that every rank reads (on several nodes, a shared "
+                          "filesystem), or start in a new output_dir")
+
+
 class Recipe:
     """One stage's run. `run` is the table of contents; each step below is one method, in the order it runs."""
 
@@ -284,9 +306,12 @@ class Recipe:
         return checkpoint.RunLock(self.out).acquire()
 
     def find_resume(self) -> None:
-        """The checkpoint to resume from (every rank); rank 0 compares its settings with this run's (before any
-        model is built): a change stops the run unless allow_changes is set."""
-        self.latest = checkpoint.latest(self.out, log=self.log)
+        """The checkpoint to resume from, as rank 0 finds it (every rank resumes from that one: a rank deciding for
+        itself on a node whose output_dir holds no checkpoint, or an older listing, would start from step 0 beside
+        rank 0's step N); every rank must read it (`shared_checkpoint`). Rank 0 compares its settings with this
+        run's (before any model is built): a change stops the run unless allow_changes is set."""
+        self.latest = from_rank0(self.d, lambda: checkpoint.latest(self.out, log=self.log))
+        shared_checkpoint(self.d, self.latest)
         if self.latest is not None and self.latest.step > self.cfg.max_steps:
             raise LLMSRTError(f"{self.latest.path}: the newest checkpoint is at step {self.latest.step}, past "
                               f"max_steps {self.cfg.max_steps}; raise max_steps to at least {self.latest.step} or use "
