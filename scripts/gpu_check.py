@@ -9,8 +9,9 @@ dependencies (they come as wheels: `make fetch-wheels` here, then `.whl/` travel
 Steps, each a subprocess with its own time limit, through the real CLI verbs (`python -m llm_srt.cli`):
   env         python, torch, CUDA, the GPU, package versions
   cuda-tests  pytest -m cuda (the tests that need a GPU; they skip where torch sees none)
-  e2e         tiny random models, a tone-clip corpus: `curriculum` (ASR -> SMT -> SRT), `train` killed with SIGKILL
-              after its first checkpoint and resumed, `translate` and `evaluate` of the SRT model
+  e2e         tiny random models, a tone-clip corpus: `curriculum` (ASR -> SMT -> SRT, the SRT stage under 1-rank
+              FSDP with activation checkpointing), `train` (FSDP) killed with SIGKILL after its first checkpoint and
+              resumed, `translate` and `evaluate` of the SRT model
   bench-S     `bench --paper-shape S` for each shape: Table 7 rows, the largest batch, training steps with and
               without activation checkpointing, and with head_losses in 8x larger blocks; greedy with --compile
               (static KV cache, CUDA graphs) too, for qwen2.5-7b at batch 1 and 64
@@ -218,7 +219,7 @@ def e2e_step(check: Check) -> dict:
 
     done = check.cli("e2e curriculum", "curriculum", str(ROOT / "configs" / "embedded"), "--out-root", str(runs),
                      *common, "save_every=2", "asr:max_steps=4", "smt:max_steps=2", "srt:max_steps=2",
-                     "srt:activation_checkpointing=true",
+                     "srt:activation_checkpointing=true", "srt:distributed=fsdp",  # 1-rank FSDP: NCCL on a GPU
                      timeout=limit)
     final = runs / "srt" / "final"
     parts["curriculum"] = done.returncode == 0 and (final / "config.json").is_file()
@@ -249,7 +250,8 @@ def kill_and_resume(check: Check, common: list[str], limit: float) -> bool:
     it resumed and finish."""
     out = check.work / "killed"
     argv = [sys.executable, "-m", "llm_srt.cli", "train", str(ROOT / "configs" / "embedded" / "asr.yaml"), *common,
-            "max_steps=30", "save_every=2", f"output_dir={out}"]  # 28 steps after the first checkpoint: time to kill
+            "max_steps=30", "save_every=2", f"output_dir={out}",  # 28 steps after the first checkpoint: time to kill
+            "distributed=fsdp"]  # resumed: the optimizer's state loads into sharded parameters
     check.log.write(f"\n===== e2e kill: {' '.join(argv)}\n")
     check.log.flush()
     proc = subprocess.Popen(argv, cwd=ROOT, env=check.env, stdout=check.log, stderr=subprocess.STDOUT)

@@ -172,12 +172,21 @@ def paper(tmp_path_factory):
     from llm_srt.bench.paper import TINY, PaperOptions, run_paper
     from llm_srt.model import llm, speech_llm
 
+    from llm_srt.bench import paper as paper_bench
+    from llm_srt.model.decoding import StaticSteps
+
     options = PaperOptions(shape="tiny", **TINY)
     blocks, real = [], speech_llm.head_losses  # the block each training loss ran with (read when it runs)
+    order, search, compiled = [], paper_bench.largest_batch, paper_bench.compiled_row  # (what, static caches held)
     with pytest.MonkeyPatch.context() as m:
         m.setattr(speech_llm, "head_losses", lambda *a: blocks.append(llm.HEAD_BLOCK_LOGITS) or real(*a))
+        m.setattr(paper_bench, "largest_batch",
+                  lambda *a, **k: order.append(("search", len(StaticSteps._caches))) or search(*a, **k))
+        m.setattr(paper_bench, "compiled_row",
+                  lambda *a, **k: order.append(("compiled", len(StaticSteps._caches))) or compiled(*a, **k))
         result = run_paper(options, device.resolve("cpu", "float32"), tmp_path_factory.mktemp("paper"))
     result["_head_blocks_seen"] = sorted(set(blocks))
+    result["_order"] = order
     return options, result
 
 
@@ -197,6 +206,14 @@ def test_paper_rows_decode_exactly_the_fixed_length_through_the_systems(paper):
         rows[("llm-srt", 1, 2, False)]["utterances_per_s"] / rows[("pooled-750", 1, 2, False)]["utterances_per_s"],
         rel=0.02)
     assert result["parameters"]["llm"] > 0 and result["shape"] == "tiny"
+
+
+def test_paper_compiled_rows_come_after_the_search_so_their_caches_are_in_no_probe(paper):
+    """A compiled row leaves its static KV caches (and, on a GPU, CUDA graphs) with the model: run before the
+    largest-batch search, they would sit in its every peak and under --memory-gib."""
+    _, result = paper
+    assert result["_order"][0] == ("search", 0) and result["_order"][1][0] == "compiled"
+    assert all(held == 0 for what, held in result["_order"] if what == "search")
 
 
 def test_paper_largest_batch_search_and_training_rows(paper):

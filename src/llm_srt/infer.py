@@ -177,7 +177,7 @@ def _run_chunk(system: System, chunk: list[Item], options: DecodingOptions) -> l
         error, oom = error_line(e), placement_of.is_out_of_memory(e)
     # out of the except block: the traceback (and the tensors its frames hold) is gone before the cache is freed
     if oom:
-        placement_of.release(system.placement.device)
+        placement_of.release(torch.device("cuda"))  # an allocation failure is a GPU's (a no-op where none is used)
     if len(chunk) == 1:
         return [Output(error=error)]
     log.warning("a batch of %d failed (%s); retrying it as two halves", len(chunk), error)

@@ -177,3 +177,42 @@ def test_every_rank_resumes_from_the_checkpoint_rank_0_found(tmp_path):
     assert stale[0] == stale[1] == {"step": 3, "path": str(Path("run/checkpoints/step-00000003"))}
     local = [json.loads((tmp_path / f"local{r}.json").read_text()) for r in (0, 1)]
     assert local[0] == local[1] and local[0]["error"].startswith("rank 1 cannot read run/checkpoints/step-00000003")
+
+
+def _seed_ranks(rank: int, world: int, store: str, root: str) -> None:
+    """A fresh start on two gloo ranks, seeded alike as `setup_processes` seeds them: what each draws after
+    `setup_optimizer` (the dropout masks' and CTC negatives' stream)."""
+    import torch.distributed as dist
+
+    from llm_srt.train import recipe
+    from llm_srt.train.parallel import Dist
+
+    class Model:
+        def trainable_parameters(self):
+            return [torch.nn.Parameter(torch.zeros(2))]
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", store=dist.FileStore(store, world), rank=rank, world_size=world)
+    try:
+        r = recipe.Recipe(recipe.load_config(None, ["seed=5"]), log=lambda *_: None)
+        r.d, r.model, r.latest = Dist(rank, world), Model(), None
+        torch.manual_seed(5)
+        np.random.seed(5)
+        r.setup_optimizer()
+        draws = {"torch": torch.rand(3).tolist(), "numpy": np.random.rand(3).tolist()}
+        (Path(root) / f"seed{rank}.json").write_text(json.dumps(draws))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_each_rank_draws_its_own_dropout_masks_from_a_fresh_start(tmp_path):
+    """Rank 0 keeps the run's stream (a one-process run's); the other ranks each take their own, so their dropout
+    masks are not copies of rank 0's (weights are placed and broadcast before)."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_seed_ranks, args=(2, str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (json.loads((tmp_path / f"seed{r}.json").read_text()) for r in (0, 1))
+    torch.manual_seed(5)
+    np.random.seed(5)
+    assert r0 == {"torch": torch.rand(3).tolist(), "numpy": np.random.rand(3).tolist()}
+    assert r1["torch"] != r0["torch"] and r1["numpy"] != r0["numpy"]

@@ -97,22 +97,28 @@ def run_paper(options: PaperOptions, placement: Placement, workdir: Path, log=la
             plan = [] if options.compiled_only else (
                 [(1, b, False) for b in options.batch_sizes]
                 + [(options.beam_size, b, False) for b in options.beam_batch_sizes])
-            plan += [(1, b, True) for b in options.compiled_batch_sizes]
-        for beam, batch, compiled in plan:
-            log(f"{system_name}: {'greedy' if beam == 1 else f'beam {beam}'}{' compiled' if compiled else ''} "
-                f"batch {batch}")
-            n = max(batch * options.batches_per_row, options.min_utterances)
-            decoding = replace(greedy, beam_size=beam, compile=compiled)
-            # warm-up of this shape (compiled: at full length, the same static cache: compilation, then the CUDA
-            # graph's warm-up and recording)
-            warm = decoding if compiled else replace(decoding, max_new_tokens=2)
-            decode_pass(system, cycle(clips, batch), batch, warm)
-            rows.append(compiled_row(system_name, batch, system, cycle(clips, n), decoding) if compiled else
-                        row(system_name, beam, batch, decode_pass(system, cycle(clips, n), batch, decoding)))
+        compiled_plan = [(1, b, True) for b in options.compiled_batch_sizes] if system_name == "llm-srt" else []
+
+        def run_rows(plan_rows) -> None:
+            for beam, batch, compiled in plan_rows:
+                log(f"{system_name}: {'greedy' if beam == 1 else f'beam {beam}'}{' compiled' if compiled else ''} "
+                    f"batch {batch}")
+                n = max(batch * options.batches_per_row, options.min_utterances)
+                decoding = replace(greedy, beam_size=beam, compile=compiled)
+                # warm-up of this shape (compiled: at full length, the same static cache: compilation, then the
+                # CUDA graph's warm-up and recording)
+                warm = decoding if compiled else replace(decoding, max_new_tokens=2)
+                decode_pass(system, cycle(clips, batch), batch, warm)
+                rows.append(compiled_row(system_name, batch, system, cycle(clips, n), decoding) if compiled else
+                            row(system_name, beam, batch, decode_pass(system, cycle(clips, n), batch, decoding)))
+
+        run_rows(plan)
         if options.max_batch and not options.compiled_only:
             search[system_name] = largest_batch(system, clips, greedy, options, placement.device, log)
         if system_name == "llm-srt" and options.train_batch and not options.compiled_only:
             train = training_rows(model, options, placement, log)
+        run_rows(compiled_plan)  # last: their static KV caches (and CUDA graphs) stay with the model, so before the
+        #   search or the training rows they would be in every later peak and take room under --memory-gib
         del model, system
         release(placement.device)
     return summarize(options, placement, rows, search, train, time.perf_counter() - started)

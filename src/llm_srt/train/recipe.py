@@ -411,6 +411,11 @@ class Recipe:
             _restore_rng(state["rng"], self.d, cfg.seed, self.step, log=self.log)
             on_main(self.d, lambda: _drop_log_after(self.out, self.step))
             self.log(f"[{cfg.stage}] resumed from {self.latest.path} at step {self.step}")
+        elif self.d.rank:  # a fresh start: every weight is placed (and broadcast from rank 0), so from here on the
+            #   other ranks draw their own dropout masks and CTC negatives, not copies of rank 0's
+            own = rank_seed(cfg.seed, 0, self.d.rank)
+            torch.manual_seed(own)
+            np.random.seed(own % 2**32)
 
     # ---- 5. train ---------------------------------------------------------------------------------------------------
     def train(self) -> None:
@@ -634,6 +639,11 @@ def _use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
     return device.type == "cuda" and cfg.precision in ("auto", "bf16")
 
 
+def rank_seed(seed: int, step: int, rank: int) -> int:
+    """The seed of rank `rank` (>= 1) for its own random stream from `step` on (rank 0 keeps the run's seed)."""
+    return seed * 1_000_003 + step * 1009 + rank
+
+
 def _restore_rng(saved: Any, d: Dist, seed: int, step: int, log=None) -> None:
     """Every rank's RNG as saved; resumed on another number of ranks, rank 0 takes the saved first state and the
     others a seed of their own (so their dropout masks differ), which is reproducible but not the old stream.
@@ -644,7 +654,7 @@ def _restore_rng(saved: Any, d: Dist, seed: int, step: int, log=None) -> None:
         return
     checkpoint.set_rng_state(states[0], log=log)
     if d.rank:
-        own = seed * 1_000_003 + step * 1009 + d.rank
+        own = rank_seed(seed, step, d.rank)
         torch.manual_seed(own)
         np.random.seed(own % 2**32)
 
