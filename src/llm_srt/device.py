@@ -76,7 +76,7 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
             raise LLMSRTError(f"--device {spec}: no CUDA GPU is visible to torch here (torch {torch.__version__}, "
                               f"CUDA build {torch.version.cuda or 'none'}); use --device cpu or auto")
         if spec == "cuda":  # a rank that sees one GPU alone (a scheduler giving each task its own) takes that one
-            index = local_rank() or 0 if torch.cuda.device_count() > 1 else 0
+            index = (local_rank() or 0) if torch.cuda.device_count() > 1 else 0
         else:
             try:
                 index = int(spec.split(":", 1)[1])
@@ -167,7 +167,7 @@ def release(device: torch.device | None = None) -> None:
     import gc
 
     gc.collect()
-    if device.type == "cuda" if device is not None else torch.cuda.is_initialized():
+    if (device.type == "cuda") if device is not None else torch.cuda.is_initialized():
         torch.cuda.empty_cache()
 
 

@@ -529,7 +529,7 @@ def _render(r: TranslationResult, args) -> str:
         render = subtitles.to_srt if args.format == "srt" else subtitles.to_vtt
         return render(subtitles.segment_cues(r.segments, args.subtitles))
     lines = [r.audio]
-    if r.transcript or args.task in ("asr", "srt", "asr+smt"):
+    if r.transcript or Task(args.task).writes_transcript:
         lines.append(f"  transcript:  {r.transcript}")
     if args.task != "asr":
         lines.append(f"  translation: {r.translation}")

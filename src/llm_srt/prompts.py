@@ -27,6 +27,11 @@ class Task(str, Enum):
         return self is not Task.MT
 
     @property
+    def writes_transcript(self) -> bool:
+        """A task whose output holds a transcript of the speech (its WER/CER is scored)."""
+        return self in (Task.ASR, Task.SRT, Task.ASR_SMT)
+
+    @property
     def trainable(self) -> bool:
         """A task with training examples of its own (ASR_SMT is two passes of ASR and SMT at inference)."""
         return self is not Task.ASR_SMT

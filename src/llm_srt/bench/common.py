@@ -11,7 +11,6 @@ import numpy as np
 import torch
 
 from .. import device as dev
-from ..device import is_out_of_memory, release  # noqa: F401  (the bench's modules take them from here)
 from ..audio import SAMPLE_RATE
 from ..errors import LLMSRTError
 from ..prompts import Task

@@ -45,10 +45,10 @@ import torch
 from .. import device as dev
 from .. import languages
 from ..audio import SAMPLE_RATE, load_audio
-from ..device import Placement
+from ..device import Placement, release
 from ..errors import LLMSRTError
 from ..prompts import Task
-from .common import LLMCalls, PeakMemory, decode_pass, pin_eos, release
+from .common import LLMCalls, PeakMemory, decode_pass, pin_eos
 from .roofline import COPY_BYTES, decode_cost, measure_machine, step_bound
 from .training import time_training
 

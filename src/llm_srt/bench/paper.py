@@ -26,12 +26,12 @@ import numpy as np
 import torch
 
 from .. import device as dev
-from ..device import Placement
+from ..device import Placement, is_out_of_memory, release
 from ..errors import LLMSRTError
 from ..model import presets
 from ..model.decoding import DecodingOptions
 from ..prompts import Task, build
-from .common import PeakMemory, decode_pass, is_out_of_memory, noise_clips, pin_eos, release
+from .common import PeakMemory, decode_pass, noise_clips, pin_eos
 
 SYSTEMS = {  # system -> (SpeechLLMConfig fields, table name)
     "llm-srt": ({"adapter": "qformer", "pad_to_30s": False}, "LLM-SRT (Q-Former)"),

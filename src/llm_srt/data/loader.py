@@ -343,13 +343,7 @@ def _normalize_mix(task) -> dict[Task, float]:
     if isinstance(task, Mapping):
         mix = {}
         for name, weight in task.items():
-            try:
-                t = Task(name)
-            except ValueError:
-                raise LLMSRTError(f"task mix: unknown task {name!r}; use {Task.trainable_names()}") from None
-            if not t.trainable:
-                raise LLMSRTError(f"task mix: {name} cannot be trained (asr, then smt at inference); use "
-                                  f"{Task.trainable_names()}")
+            t = _trainable(name, "task mix: ")
             if not weight > 0:
                 raise LLMSRTError(f"task mix: weight of {name} must be positive, got {weight}")
             mix[t] = float(weight)
@@ -357,11 +351,16 @@ def _normalize_mix(task) -> dict[Task, float]:
             raise LLMSRTError("task mix is empty")
         total = sum(mix.values())
         return {t: w / total for t, w in mix.items()}
+    return {_trainable(task): 1.0}
+
+
+def _trainable(name, where: str = "") -> Task:
+    """The task named `name`, which must be one with training examples (`where`: the error's prefix)."""
     try:
-        t = Task(task)
+        t = Task(name)
     except ValueError:
-        raise LLMSRTError(f"unknown task {task!r}; use {Task.trainable_names()}") from None
+        raise LLMSRTError(f"{where}unknown task {name!r}; use {Task.trainable_names()}") from None
     if not t.trainable:
-        raise LLMSRTError(f"task {t.value} cannot be trained (asr, then smt at inference); use "
+        raise LLMSRTError(f"{where}task {t.value} cannot be trained (asr, then smt at inference); use "
                           f"{Task.trainable_names()}")
-    return {t: 1.0}
+    return t

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import LLMSRTError
+from ..prompts import Task
 from .metrics import Score, asr_error_rate, bleu
 
 Direction = tuple[str, str]  # (source language, target language)
@@ -32,7 +33,7 @@ DECIMALS = 1  # the paper's tables show one decimal
 MAX_DIRECTION_COLUMNS = 6  # terminal table: per-direction columns up to this many, else per-source averages
 MAX_SCATTER_LABELS = 40  # label each point of the scatter plot up to this many directions
 FIELD_ALIASES = {"transcript": "hyp_transcript", "translation": "hyp_translation"}  # infer.py's result keys
-TRANSCRIBING_TASKS = ("srt", "asr", "asr+smt")  # tasks whose output holds a transcript (a failed row scores WER "")
+TRANSCRIBING_TASKS = tuple(t.value for t in Task if t.writes_transcript)  # a failed row of these scores WER ""
 
 
 @dataclass(frozen=True)

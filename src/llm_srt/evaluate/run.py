@@ -33,8 +33,7 @@ from ..prompts import Task
 from .comet import DEFAULT_MODEL, CometOptions, check_model, comet_python, score_systems
 from . import journal
 from .journal import Journal, remove_journals
-from .report import (TRANSCRIBING_TASKS, Report, UtteranceResult, build_report, format_table, load_results,
-                     write_report)
+from .report import Report, UtteranceResult, build_report, format_table, load_results, write_report
 from .significance import (SAMPLES, check_samples, paired_bootstrap_runs, paired_error_rates_runs, paired_mean,
                            sentence_keys)
 
@@ -89,7 +88,7 @@ def _result(r: Row, task: Task, transcript: str = "", translation: str = "", err
     ok = error is None
     return UtteranceResult(
         id=r.id, src=r.src_lang, tgt=r.src_lang if task is Task.ASR else r.tgt_lang, task=task.value, error=error,
-        hyp_transcript=transcript if ok and task.value in TRANSCRIBING_TASKS else None,
+        hyp_transcript=transcript if ok and task.writes_transcript else None,
         hyp_translation=(transcript if task is Task.ASR else translation) if ok else None,
         ref_transcript=r.transcript or None, ref_translation=(r.translation or None) if task is not Task.ASR else None,
         forced_tags=ok and forced_tags, sentence=r.sentence_id)

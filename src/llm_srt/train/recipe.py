@@ -413,9 +413,7 @@ class Recipe:
             self.log(f"[{cfg.stage}] resumed from {self.latest.path} at step {self.step}")
         elif self.d.rank:  # a fresh start: every weight is placed (and broadcast from rank 0), so from here on the
             #   other ranks draw their own dropout masks and CTC negatives, not copies of rank 0's
-            own = rank_seed(cfg.seed, 0, self.d.rank)
-            torch.manual_seed(own)
-            np.random.seed(own % 2**32)
+            seed_own_stream(cfg.seed, 0, self.d.rank)
 
     # ---- 5. train ---------------------------------------------------------------------------------------------------
     def train(self) -> None:
@@ -639,9 +637,11 @@ def _use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
     return device.type == "cuda" and cfg.precision in ("auto", "bf16")
 
 
-def rank_seed(seed: int, step: int, rank: int) -> int:
-    """The seed of rank `rank` (>= 1) for its own random stream from `step` on (rank 0 keeps the run's seed)."""
-    return seed * 1_000_003 + step * 1009 + rank
+def seed_own_stream(seed: int, step: int, rank: int) -> None:
+    """Rank `rank` (>= 1) draws from a random stream of its own from `step` on (rank 0 keeps the run's seed)."""
+    own = seed * 1_000_003 + step * 1009 + rank
+    torch.manual_seed(own)
+    np.random.seed(own % 2**32)
 
 
 def _restore_rng(saved: Any, d: Dist, seed: int, step: int, log=None) -> None:
@@ -654,9 +654,7 @@ def _restore_rng(saved: Any, d: Dist, seed: int, step: int, log=None) -> None:
         return
     checkpoint.set_rng_state(states[0], log=log)
     if d.rank:
-        own = rank_seed(seed, step, d.rank)
-        torch.manual_seed(own)
-        np.random.seed(own % 2**32)
+        seed_own_stream(seed, step, d.rank)
 
 
 def _gather_rng(d: Dist) -> Any:
