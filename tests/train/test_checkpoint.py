@@ -179,6 +179,56 @@ def test_every_rank_resumes_from_the_checkpoint_rank_0_found(tmp_path):
     assert local[0] == local[1] and local[0]["error"].startswith("rank 1 cannot read run/checkpoints/step-00000003")
 
 
+def _finished_ranks(rank: int, world: int, store: str, root: str) -> None:
+    """Two gloo ranks under torchrun's environment run `Recipe.run` on output_dir "run", each in its own working
+    directory (two nodes' disks): rank 0's holds a model finished at 4 steps, rank 1's nothing. Asked for 4 steps
+    (finished) and then 6 (continue): what each rank does (the set-up after the check is replaced by a marker)."""
+    import os
+
+    import torch.distributed as dist
+
+    from llm_srt.train import recipe
+
+    def went_on(self):
+        raise RuntimeError("went on")
+
+    torch.set_num_threads(1)
+    os.chdir(Path(root) / f"node{rank}")
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK="0")
+    recipe.Recipe.setup_processes = went_on
+    dist.init_process_group("gloo", store=dist.FileStore(store, world), rank=rank, world_size=world)
+    got = {}
+    try:
+        for steps in (4, 6):
+            r = recipe.Recipe(recipe.load_config(None, ["output_dir=run", f"max_steps={steps}", "device=cpu"]),
+                              log=lambda *_: None)
+            try:
+                got[steps] = str(r.run())
+            except RuntimeError as e:
+                got[steps] = str(e)
+            got[f"extending{steps}"] = r.extending
+        (Path(root) / f"finished{rank}.json").write_text(json.dumps(got))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_every_rank_takes_rank_0s_view_of_a_finished_run(tmp_path):
+    """A finished run is skipped on every rank, or continued on every rank, as rank 0 finds output_dir: a rank that
+    decided for itself (nothing there on its node) would train while rank 0 returned, and wait at its first
+    collective until the timeout."""
+    import torch.multiprocessing as mp
+
+    final = tmp_path / "node0" / "run" / "final"
+    final.mkdir(parents=True)
+    (final / "config.json").write_text("{}")
+    (final / "train_config.json").write_text(json.dumps({"max_steps": 4}))
+    (tmp_path / "node1").mkdir()
+    mp.spawn(_finished_ranks, args=(2, str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True)
+    got = [json.loads((tmp_path / f"finished{r}.json").read_text()) for r in (0, 1)]
+    assert got[0] == got[1] == {"4": str(Path("run/final")), "extending4": False,
+                                "6": "went on", "extending6": True}
+
+
 def _seed_ranks(rank: int, world: int, store: str, root: str) -> None:
     """A fresh start on two gloo ranks, seeded alike as `setup_processes` seeds them: what each draws after
     `setup_optimizer` (the dropout masks' and CTC negatives' stream)."""

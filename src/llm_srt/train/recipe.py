@@ -241,10 +241,11 @@ class Recipe:
         #   the next log line
 
     def run(self) -> Path:
-        if self.finished():
-            return self.out / FINAL
         try:
-            self.setup_processes()  # 1. process group, device and dtype, seeds; the output folder locked
+            self.join_processes()  # 0. the process group (under torchrun) and this rank's device
+            if self.finished_on_rank0():  # 0b. finished already? (rank 0 decides for every rank)
+                return self.out / FINAL
+            self.setup_processes()  # 1. the frozen weights' dtype, seeds; the output folder locked
             self.find_resume()  # 1b. the newest intact checkpoint, its settings checked against this run's
             self.setup_model()  # 2. the model; the newest checkpoint's trainable weights, before any sharding
             self.setup_data()  # 3. activation checkpointing, data (the whole encoder fills the feature cache), then
@@ -255,7 +256,18 @@ class Recipe:
         finally:
             self.cleanup()  # 7. logs closed; a process group of our own (1-rank FSDP) ended
 
-    # ---- 0. finished already? -------------------------------------------------------------------------------------
+    # ---- 0. process group; finished already? ----------------------------------------------------------------------
+    def join_processes(self) -> None:
+        """The process group (under torchrun) and this rank's device, before anything reads output_dir."""
+        self.d, self.device = init_distributed(self.cfg.distributed_timeout_min, self.cfg.device)
+
+    def finished_on_rank0(self) -> bool:
+        """`finished()` as rank 0 sees output_dir, for every rank: ranks that decided apart (a node-local
+        output_dir, a stale listing) would leave one returning `final/` while the others wait at the first collective
+        until the timeout. An error there (another run's final/) stops every rank."""
+        done, self.extending = from_rank0(self.d, lambda: (self.finished(), self.extending))
+        return done
+
     def finished(self) -> bool:
         """True if output_dir holds a model trained for max_steps. A finished run whose max_steps was raised
         continues from its newest checkpoint (`extending`)."""
@@ -289,9 +301,8 @@ class Recipe:
 
     # ---- 1. set-up --------------------------------------------------------------------------------------------------
     def setup_processes(self) -> None:
-        """The process group (under torchrun), this rank's device and the frozen weights' dtype, the seeds."""
+        """The frozen weights' dtype on this rank's device, the seeds; rank 0 locks output_dir."""
         cfg = self.cfg
-        self.d, self.device = init_distributed(cfg.distributed_timeout_min, cfg.device)
         self.placement = device_lib.Placement(self.device, device_lib.resolve_dtype(cfg.dtype, self.device))
         if not self.d.main:  # one rank speaks; errors still surface from every rank
             self.log = _quiet
