@@ -312,6 +312,19 @@ def test_scored_directions_are_the_llms_best_at_text_mt(tmp_path, monkeypatch):
     assert "scored: deu->eng" in lines[0]
 
 
+def test_the_demo_trains_in_float32_on_a_gpu_that_emulates_bfloat16(monkeypatch):
+    """The demo trains, so on a T4 auto takes training's float32 (inference's float16 would be refused by train)."""
+    import torch
+
+    from llm_srt import demo, device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: (7, 5))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: "Tesla T4")
+    assert demo.demo_placement("auto", print).dtype == torch.float32
+
+
 def test_the_demo_runs_in_bfloat16_on_a_cpu_with_amx_unless_told(tmp_path, monkeypatch):
     """`auto`: bfloat16 where the CPU lists amx_bf16 (and says so), float32 on other CPUs; a dtype given stays."""
     import torch

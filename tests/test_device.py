@@ -9,6 +9,15 @@ from llm_srt import device
 from llm_srt.errors import LLMSRTError
 
 
+def fake_gpus(monkeypatch, count: int, capability=(9, 0), name="NVIDIA H200"):
+    """torch sees `count` GPUs of one kind (CPU-only torch: nothing of CUDA is called)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: capability)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: name)
+    monkeypatch.setattr(device, "_told", set())
+
+
 def test_auto_is_cpu_float32_without_a_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     p = device.resolve("auto", "auto")
@@ -16,8 +25,7 @@ def test_auto_is_cpu_float32_without_a_gpu(monkeypatch):
 
 
 def test_auto_is_the_ranks_gpu_in_bf16_when_one_is_present(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    fake_gpus(monkeypatch, 4)
     monkeypatch.setenv("LOCAL_RANK", "2")
     p = device.resolve("auto", "auto")
     assert p.device == torch.device("cuda", 2) and p.dtype == torch.bfloat16 and p.cuda
@@ -25,11 +33,34 @@ def test_auto_is_the_ranks_gpu_in_bf16_when_one_is_present(monkeypatch):
     assert device.resolve("cpu", "auto").dtype == torch.float32  # auto dtype follows the device
 
 
+@pytest.mark.parametrize("gpu", [("Tesla V100-SXM2-32GB", (7, 0)), ("Tesla T4", (7, 5))])
+def test_auto_on_a_gpu_that_emulates_bfloat16_takes_float16_to_infer_and_float32_to_train(monkeypatch, capsys, gpu):
+    """Before Ampere bfloat16 is emulated (slower than float32; no cuDNN bfloat16 convolution for Whisper's): auto
+    infers in float16 (tensor cores) and trains in float32 (float16 training needs loss scaling), saying so once; an
+    explicit bfloat16 is kept, with a line; Ampere and later keep bfloat16 silently."""
+    name, capability = gpu
+    fake_gpus(monkeypatch, 1, capability, name)
+    assert device.resolve("auto", "auto").dtype == torch.float16
+    assert device.resolve("cuda", "auto", training=True).dtype == torch.float32
+    assert device.resolve("cuda").dtype == torch.float16  # said once per process
+    told = capsys.readouterr().err.splitlines()
+    assert told == [f"llm-srt: {name} (compute capability {capability[0]}.{capability[1]}) has no native bfloat16: "
+                    "auto takes float16 (--dtype float32 where a model trained in bfloat16 overflows float16: empty "
+                    "or looping outputs)",
+                    f"llm-srt: {name} (compute capability {capability[0]}.{capability[1]}) has no native bfloat16: "
+                    "auto takes float32"]
+    assert device.resolve("cuda", "bfloat16").dtype == torch.bfloat16
+    assert "bfloat16 is emulated there" in capsys.readouterr().err
+    assert device.resolve("cuda", "float32").dtype == torch.float32 and not capsys.readouterr().err
+    fake_gpus(monkeypatch, 1, (8, 0), "NVIDIA A100-SXM4-80GB")
+    assert device.resolve("cuda", "auto", training=True).dtype == torch.bfloat16
+    assert device.resolve("cuda", "auto").dtype == torch.bfloat16 and not capsys.readouterr().err
+
+
 def test_a_rank_that_sees_one_gpu_alone_takes_it(monkeypatch):
     """torchrun rank 3 on a cluster that gives each rank its own GPU (CUDA_VISIBLE_DEVICES of one): cuda:0, not an
     error that stops every rank but the first; with several GPUs visible, a LOCAL_RANK past them is still one."""
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    fake_gpus(monkeypatch, 1)
     monkeypatch.setenv("LOCAL_RANK", "3")
     assert device.resolve("auto", "auto").device == device.resolve("cuda", "auto").device == torch.device("cuda", 0)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
@@ -68,8 +99,7 @@ def test_bad_specs_are_one_line_errors(monkeypatch):
         device.resolve("tpu", "auto")
     with pytest.raises(LLMSRTError, match="unknown dtype"):
         device.resolve("cpu", "int3")
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    fake_gpus(monkeypatch, 1)
     with pytest.raises(LLMSRTError, match="1 GPU"):
         device.resolve("cuda:3", "auto")
 
@@ -100,8 +130,7 @@ def test_cuda_peak_memory_counts_an_allocation():
 
 
 def test_int8_is_a_cpu_only_choice_computing_in_float32(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    fake_gpus(monkeypatch, 1)
     p = device.resolve("cpu", "int8")
     assert p.dtype == torch.int8 and p.dtype_name == "int8" and p.compute_dtype == torch.float32
     assert device.is_int8("int8") and device.is_int8(torch.int8) and not device.is_int8("bf16")

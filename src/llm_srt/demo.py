@@ -262,7 +262,7 @@ def demo_placement(dtype: str = "auto", log=print):
     if device_lib.is_int8(dtype):
         raise LLMSRTError("--dtype int8: the demo trains, and int8 layers have no gradient; use float32 or bfloat16 "
                           "(int8 is for translate, evaluate and serve)")
-    placement = device_lib.resolve("auto", dtype)
+    placement = device_lib.resolve("auto", dtype, training=True)
     if (dtype or "auto").strip().lower() == "auto" and placement.device.type == "cpu" and device_lib.cpu_has_amx():
         placement = device_lib.resolve("cpu", "bfloat16")
         log("this CPU has AMX (amx_bf16): the demo runs in bfloat16, ~1.4x faster here; --dtype float32 for float32")

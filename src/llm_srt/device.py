@@ -1,7 +1,8 @@
 """Where models run and in what precision: resolved once per command, then passed down as a `Placement`.
 
-`auto` means the GPU when one is present (under torchrun: the rank's own GPU, `cuda:$LOCAL_RANK`) in bfloat16,
-else the CPU in float32. `int8` (CPU inference only) keeps every linear layer in int8 (per-channel weights,
+`auto` means the GPU when one is present (under torchrun: the rank's own GPU, `cuda:$LOCAL_RANK`) in bfloat16
+(on GPUs before Ampere, which emulate bfloat16: float16 for inference, float32 for training), else the CPU in
+float32. `int8` (CPU inference only) keeps every linear layer in int8 (per-channel weights,
 activations quantized per call: `model/cpu_linear.py: quantize_int8`): the frozen models' and, for a loaded speech
 model, the trained adapter's; everything else, and every activation, stays float32 (`compute_dtype`). Every verb
 takes `--device` and `--dtype` (see `add_arguments`); training configs have the same two keys. Nothing below this
@@ -11,6 +12,7 @@ module picks a device by itself.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,13 +91,20 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
     raise LLMSRTError(f"--device {spec}: not a device; use auto, cpu, cuda or cuda:N")
 
 
-def resolve_dtype(spec: str | torch.dtype | None = "auto", device: torch.device | None = None) -> torch.dtype:
-    """`auto` -> bfloat16 on CUDA, float32 elsewhere; else one of DTYPES' spellings."""
+def resolve_dtype(spec: str | torch.dtype | None = "auto", device: torch.device | None = None,
+                  training: bool = False) -> torch.dtype:
+    """`auto` -> bfloat16 on a GPU with native bfloat16 (compute capability 8.0+), float32 elsewhere; on an older GPU
+    (V100, T4: bfloat16 emulated, slower than float32, and no cuDNN bfloat16 convolutions for Whisper's) float16 for
+    inference, float32 for `training` (float16 training would need loss scaling). Else one of DTYPES' spellings."""
     if isinstance(spec, torch.dtype):
         return spec
     spec = (spec or "auto").strip().lower()
     if spec == "auto":
-        return torch.bfloat16 if device is not None and device.type == "cuda" else torch.float32
+        if device is None or device.type != "cuda":
+            return torch.float32
+        if native_bf16(device):
+            return torch.bfloat16
+        return torch.float32 if training else torch.float16
     if spec not in DTYPES:
         raise LLMSRTError(f"--dtype {spec}: unknown dtype; use auto, {', '.join(DTYPE_NAMES.values())} "
                           "(or bf16, fp16, fp32)")
@@ -103,6 +112,27 @@ def resolve_dtype(spec: str | torch.dtype | None = "auto", device: torch.device 
         raise LLMSRTError(f"--dtype int8: int8 linear layers run on the CPU only, not on {device}; use --dtype "
                           "bfloat16 (or auto) on a GPU, or --device cpu")
     return DTYPES[spec]
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether this CUDA device computes in bfloat16 natively (compute capability 8.0 and later: A100, RTX 30xx and
+    40xx, H100); torch emulates it on older ones."""
+    return torch.cuda.get_device_capability(device)[0] >= 8
+
+
+def bf16_note(placement: Placement, asked: str | torch.dtype | None = "auto") -> str | None:
+    """One line where `asked` on this GPU did not mean native bfloat16: `auto` fell back (to float16 or float32), or
+    bfloat16 was asked for on a GPU that emulates it; None elsewhere."""
+    if not placement.cuda or native_bf16(placement.device):
+        return None
+    major, minor = torch.cuda.get_device_capability(placement.device)
+    gpu = f"{torch.cuda.get_device_name(placement.device)} (compute capability {major}.{minor}) has no native bfloat16"
+    auto = not isinstance(asked, torch.dtype) and (asked or "auto").strip().lower() == "auto"
+    if auto:
+        return f"{gpu}: auto takes {placement.dtype_name}"
+    if placement.dtype == torch.bfloat16:
+        return f"{gpu}: bfloat16 is emulated there (slower than float32; no cuDNN bfloat16 convolutions)"
+    return None
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -128,9 +158,21 @@ def cpu_has_amx(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
     return any(line.startswith("flags") and "amx_bf16" in line.split() for line in text.splitlines())
 
 
-def resolve(device: str | torch.device | None = "auto", dtype: str | torch.dtype | None = "auto") -> Placement:
+def resolve(device: str | torch.device | None = "auto", dtype: str | torch.dtype | None = "auto",
+            training: bool = False) -> Placement:
+    """The placement a command runs in (`training`: the demo, which trains and evaluates in one dtype)."""
     d = resolve_device(device)
-    return Placement(d, resolve_dtype(dtype, d))
+    placement = Placement(d, resolve_dtype(dtype, d, training))
+    note = bf16_note(placement, dtype)
+    if note is not None and note not in _told:  # once per process (evaluate resolves once per system)
+        _told.add(note)
+        if placement.dtype == torch.float16:
+            note += " (--dtype float32 where a model trained in bfloat16 overflows float16: empty or looping outputs)"
+        print(f"llm-srt: {note}", file=sys.stderr)
+    return placement
+
+
+_told: set[str] = set()
 
 
 def add_arguments(parser) -> None:
@@ -138,7 +180,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--device", default="auto",
                         help="auto (the GPU when present; under torchrun the rank's own), cpu, cuda or cuda:N")
     parser.add_argument("--dtype", default="auto",
-                        help="weight dtype of the frozen models: auto (bfloat16 on CUDA, float32 on the CPU), "
+                        help="weight dtype of the frozen models: auto (bfloat16 on CUDA, float16 on GPUs older than "
+                             "Ampere, float32 on the CPU), "
                              "float32, bfloat16, float16, or int8 (CPU inference: every linear layer int8, "
                              "the adapter's included; faster; slightly different outputs)")
 

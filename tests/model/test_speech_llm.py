@@ -525,6 +525,11 @@ def test_greedy_on_end_in_bfloat16_on_the_cpu(tmp_path):
     _greedy_on_end_in(tiny.speech_llm_folder(tmp_path), "cpu", "bfloat16")
 
 
+def test_greedy_on_end_in_float16_on_the_cpu(tmp_path):
+    """float16, what auto takes for inference on GPUs that emulate bfloat16 (V100, T4): the same decoding path."""
+    _greedy_on_end_in(tiny.speech_llm_folder(tmp_path), "cpu", "float16")
+
+
 @pytest.mark.cuda
 def test_greedy_on_end_on_cuda_in_bfloat16(tmp_path):
     _greedy_on_end_in(tiny.speech_llm_folder(tmp_path), "cuda", "bfloat16")

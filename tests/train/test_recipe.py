@@ -532,6 +532,33 @@ def test_on_a_gpu_auto_trains_in_bf16_with_one_process_fsdp_and_activation_check
     assert len(losses) == 4 and all(math.isfinite(x) for x in losses)
 
 
+@pytest.mark.parametrize("capability, dtype, autocast", [((7, 0), "float32", False), ((8, 6), "bfloat16", True)])
+def test_auto_trains_in_float32_without_autocast_on_a_gpu_that_emulates_bfloat16(tmp_path, monkeypatch, capability,
+                                                                                  dtype, autocast):
+    """A V100 (compute capability 7.0) emulates bfloat16, slower than float32 and without cuDNN's bfloat16
+    convolutions: auto trains with float32 frozen weights and no autocast there, and says so; an RTX 3090 (8.6) keeps
+    the paper's bfloat16. precision bf16 asked for is honoured on either."""
+    from llm_srt import device as device_lib
+    from llm_srt.train.parallel import Dist
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: capability)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: "GPU")
+    cfg = recipe.load_config(None, [f"output_dir={tmp_path / 'run'}"])
+    messages = []
+    r = recipe.Recipe(cfg, log=messages.append)
+    r.d, r.device = Dist(), torch.device("cuda", 0)
+    try:
+        r.setup_processes()
+    finally:
+        r.cleanup()
+    assert r.placement.dtype == getattr(torch, dtype) and recipe._use_bf16(cfg, r.device) is autocast
+    assert messages == ([] if autocast else [f"[{cfg.stage}] GPU (compute capability 7.0) has no native bfloat16: "
+                                             "auto takes float32, no autocast (float16 training would need loss "
+                                             "scaling, which this recipe does not do)"])
+    assert recipe._use_bf16(recipe.load_config(None, ["precision=bf16"]), r.device)
+    assert not recipe._use_bf16(cfg, torch.device("cpu")) and device_lib.native_bf16(r.device) is autocast
+
+
 def test_an_adapter_option_that_init_from_would_ignore_is_an_error(tiny_setup, tmp_path):
     recipe.train(recipe.load_config(None, overrides(tiny_setup, tmp_path / "s1", max_steps=1)), log=lambda *_: None)
     start = {"model.init_from": tmp_path / "s1" / "final", "max_steps": 1}

@@ -224,7 +224,8 @@ def training_rows(model, options: PaperOptions, placement: Placement, log) -> li
     batch = training_batch(model, options)
     params = model.trainable_parameters()
     optimizer = torch.optim.AdamW(params, lr=1e-5)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16,  # the recipe's: bf16 weights, bf16 autocast
+                              enabled=placement.cuda and placement.dtype == torch.bfloat16)
     out = []
     model.train()
     default_block, layers = llm.HEAD_BLOCK_LOGITS, None  # layers: None until checkpointing is applied (once)

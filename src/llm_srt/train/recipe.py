@@ -106,9 +106,10 @@ class TrainConfig:
     ctc: CTCLoss = field(default_factory=CTCLoss)  # an auxiliary CTC loss aligning the adapter's output with the
     #   LLM's input embeddings of the transcript: {weight, only, negatives} (model/ctc.py)
     device: str = "auto"  # auto (the rank's GPU when there is one, else the CPU) | cpu | cuda | cuda:N
-    dtype: str = "auto"  # frozen encoder / LLM weights: auto (bfloat16 on CUDA, float32 on the CPU) | float32 |
+    dtype: str = "auto"  # frozen encoder / LLM weights: auto (bfloat16 on CUDA 8.0+, else float32) | float32 |
     #   bfloat16 | float16; the adapter and LoRA always train in float32
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # autocast: auto = bf16 on CUDA, fp32 on the CPU
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # autocast: auto = bf16 on CUDA with
+    #   native bfloat16 (compute capability 8.0+), else fp32
     activation_checkpointing: bool = False  # recompute each LLM decoder layer in backward (memory for time)
     distributed: Literal["ddp", "fsdp"] = "ddp"  # ddp (whole model per rank) | fsdp (LLM sharded), any world size
     distributed_timeout_min: float = field(default=30.0, metadata=bounds(gt=0, le=10080))  # how long a rank
@@ -303,9 +304,14 @@ class Recipe:
     def setup_processes(self) -> None:
         """The frozen weights' dtype on this rank's device, the seeds; rank 0 locks output_dir."""
         cfg = self.cfg
-        self.placement = device_lib.Placement(self.device, device_lib.resolve_dtype(cfg.dtype, self.device))
+        self.placement = device_lib.Placement(self.device, device_lib.resolve_dtype(cfg.dtype, self.device, True))
         if not self.d.main:  # one rank speaks; errors still surface from every rank
             self.log = _quiet
+        note = device_lib.bf16_note(self.placement, cfg.dtype)
+        if note is not None:
+            plain = "" if _use_bf16(cfg, self.device) else (", no autocast (float16 training would need loss "
+                                                            "scaling, which this recipe does not do)")
+            self.log(f"[{cfg.stage}] {note}{plain}")
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.lock = on_main(self.d, self._claim_output)
@@ -645,7 +651,9 @@ def _quiet(*_) -> None:
 def _use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
     if cfg.precision == "bf16" and device.type != "cuda":
         raise ConfigError("precision: bf16 autocast needs a CUDA device here; use fp32 (or auto) on CPU")
-    return device.type == "cuda" and cfg.precision in ("auto", "bf16")
+    if device.type != "cuda":
+        return False  # auto: bf16 autocast where the GPU has native bfloat16 (not emulated: V100, T4)
+    return cfg.precision == "bf16" or (cfg.precision == "auto" and device_lib.native_bf16(device))
 
 
 def seed_own_stream(seed: int, step: int, rank: int) -> None:
