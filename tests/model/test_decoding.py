@@ -40,3 +40,45 @@ def test_last_argmax_falls_back_on_small_vocabularies_and_strided_logits():
     assert torch.equal(last_argmax(small), expected(small))
     strided = torch.randn(4, 1, 2 * ARGMAX_MIN_VOCAB)[..., ::2]  # last dimension not contiguous
     assert torch.equal(last_argmax(strided), expected(strided))
+
+
+@pytest.mark.parametrize("vocab", [7, 300, ARGMAX_MIN_VOCAB + 5])
+def test_may_pick_never_rules_out_a_token_topk_would_keep(vocab):
+    """`may_pick` (EndRule asks on_end only where it says 1): 0 only where none of the tokens is among a row's k
+    highest scores, ties counted; on rows whose end token sits far below, it says 0 (the saving)."""
+    from llm_srt.model.decoding import may_pick
+
+    g = torch.Generator().manual_seed(vocab)
+    scores = torch.randn(64, vocab, generator=g).round(decimals=1)  # many ties
+    tokens, k = [1, vocab - 1], 4
+    scores[:16, tokens] = -50.0  # far below: ruled out
+    scores[16:24, 1] = scores[16:24].amax(-1) + 1  # the best: kept
+    scores[24, 2] = float("nan")
+    scores[25, 1] = float("nan")
+    scores[26, :] = float("-inf")
+    kth = scores.nan_to_num(nan=float("inf")).topk(k, -1).values[:, -1:]
+    exact = (scores[:, tokens].nan_to_num(nan=float("inf")) >= kth).any(-1)
+    got = may_pick(scores, tokens, k).bool()
+    assert not (exact & ~got).any()  # never a 0 where topk could keep one of them
+    assert not got[:16].any() and got[16:24].all() and got[25] and got[26]
+
+
+def test_the_end_rule_asks_on_end_only_where_an_end_token_can_be_picked():
+    """A hypothesis whose end token sits below its best `keep` candidates (HF beam search keeps (1 + ends) x beams a
+    row) cannot end at this step: on_end (tokenizer work) is not asked for it, its scores are untouched; once the end
+    token is among them it is asked, as before."""
+    from llm_srt.model.decoding import EndRule
+
+    asked = []
+
+    def on_end(row, ids):
+        asked.append((row, list(ids)))
+        return [5]
+
+    rule = EndRule(on_end, [0], beams=2)  # keeps 4 candidates a row
+    scores = torch.arange(8.0).repeat(4, 1)  # token 0 the lowest of 8 in each hypothesis
+    scores[2, 0] = 6.5  # third best: can be picked
+    scores[3, 0] = 9.0  # the best: ends unless written for
+    out = rule(torch.tensor([[2], [3], [2], [4]]), scores.clone())
+    assert asked == [(1, [2]), (1, [4])]
+    assert torch.equal(out[:2], scores[:2]) and out[2, 0] == float("-inf") and out[3].argmax() == 5
