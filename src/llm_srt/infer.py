@@ -22,8 +22,8 @@ from . import languages, subtitles
 from .audio import SAMPLE_RATE, AudioInput, load_audio
 from .errors import LLMSRTError, shown
 from .paths import atomic_file
-from .model.decoding import (DecodingOptions, add_compile_argument, add_no_repeat_argument, add_srt_tags_argument,
-                             decoding_from_args)
+from .model.decoding import (DecodingOptions, StaticSteps, add_compile_argument, add_no_repeat_argument,
+                             add_srt_tags_argument, decoding_from_args)
 from .model.systems import Item, Output, System, cap, check_item, load_system
 from .prompts import Task
 from .segment import Segment, SegmentOptions, last_millisecond, segment
@@ -176,8 +176,9 @@ def _run_chunk(system: System, chunk: list[Item], options: DecodingOptions) -> l
     except Exception as e:  # one bad batch never loses the others
         error, oom = error_line(e), placement_of.is_out_of_memory(e)
     # out of the except block: the traceback (and the tensors its frames hold) is gone before the cache is freed
-    if oom:
-        placement_of.release(torch.device("cuda"))  # an allocation failure is a GPU's (a no-op where none is used)
+    if oom:  # an allocation failure is a GPU's: the kept static KV caches (`--compile`) and the cached blocks go
+        StaticSteps.drop_caches()  # back before the halves run (a no-op where no GPU is used)
+        placement_of.release(torch.device("cuda"))
     if len(chunk) == 1:
         return [Output(error=error)]
     log.warning("a batch of %d failed (%s); retrying it as two halves", len(chunk), error)

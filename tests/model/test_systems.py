@@ -4,6 +4,7 @@ give what each item gives alone; Whisper, text MT and the cascade; split-retry o
 import json
 import subprocess
 import sys
+import weakref
 from dataclasses import replace
 
 import pytest
@@ -436,13 +437,17 @@ class Flaky:
 
 
 def test_a_failing_batch_is_retried_in_halves_down_to_single_rows(monkeypatch):
+    from llm_srt.model.decoding import StaticSteps
+
     freed = []
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: freed.append(1))
+    model = torch.nn.Linear(1, 1)  # a model whose kept static caches (--compile) hold GPU memory
+    monkeypatch.setattr(StaticSteps, "_caches", weakref.WeakKeyDictionary({model: {(4, 256): "kv", (2, 256): "kv"}}))
     items = [Item(CLIPS[i % 4], code, "deu", Task.SRT) for i, code in enumerate(["eng", "fra", "deu", "jpn"])]
     flaky = Flaky(fits=2)
     out = run_items(flaky, items, OPTS, batch_size=4)
     assert flaky.calls == [4, 2, 2] and [o.transcript for o in out] == ["eng", "fra", "deu", "jpn"]
-    assert freed == [1]  # the CUDA cache is freed before the halves run
+    assert freed == [1] and not StaticSteps._caches  # the static caches and the CUDA cache freed before the halves
     assert all(o.error is None for o in out)
     flaky = Flaky(fits=1)  # the halves do not fit either: their halves, single rows, do
     out = run_items(flaky, items, OPTS, batch_size=4)

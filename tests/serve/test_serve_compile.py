@@ -37,6 +37,8 @@ def test_warm_up_compiles_each_batch_size_and_requests_compile_nothing(tmp_path)
     warm_up(translator, options, log=logged.append)
     assert logged[0] == "--compile: compiling the decode steps of batches of 3, 2, 1 before serving"
     assert StaticSteps._served[lm] == {1: {512}, 2: {512}, 4: {512}}  # 3 requests decode as a batch of 4
+    kept = dict(StaticSteps._caches[lm])  # every served shape's cache kept (more than STATIC_CACHES)
+    assert sorted(key[:2] for key in kept) == [(1, 512), (2, 512), (4, 512)]
     graphs, steps = counters["stats"]["unique_graphs"], StaticSteps.steps_taken
     with local_client(create_app(translator, ServeOptions(batch=options, warm_up=False))) as client:
         answer = client.post("/v1/audio/translations", files={"file": ("a.wav", wav_bytes(clips()[0]))},
@@ -46,6 +48,8 @@ def test_warm_up_compiles_each_batch_size_and_requests_compile_nothing(tmp_path)
     served = [r.translation for r in translator.translate(clips(), "eng", "deu", options=SHORT, batch_size=3)]
     served += [r.translation for r in translator.translate(clips(2), "eng", "deu", options=SHORT, batch_size=2)]
     assert counters["stats"]["unique_graphs"] == graphs  # nothing compiled while serving
+    assert all(StaticSteps._caches[lm][key] is cache for key, cache in kept.items())  # the same KV buffers: on a
+    #   GPU each served shape's CUDA graph replays on them instead of being recorded again
     assert StaticSteps.steps_taken > steps  # the requests did run compiled steps, on the served shapes
     eager = SpeechTranslator.from_pretrained(folder)
     expected = [r.translation for r in eager.translate(clips(), "eng", "deu",

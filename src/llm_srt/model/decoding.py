@@ -315,8 +315,9 @@ class StaticSteps:
     (mode "reduce-overhead"): a token costs the GPU's time, not one Python call per layer and op. The batch is
     filled to a power of two with copies of its first row and the cache length bucketed (`static_length`), so few
     shapes compile; finished rows stay in the batch (their tokens are ignored), since the shapes may not change.
-    A compiled graph is kept per shape (torch's cache, up to COMPILED_SHAPES), and the last STATIC_CACHES caches
-    per model, so a later batch of the same shape neither compiles nor allocates again; a generation takes its cache
+    A compiled graph is kept per shape (torch's cache, up to COMPILED_SHAPES), and per model the caches of its
+    served shapes and of its last STATIC_CACHES other shapes, so a later batch of the same shape neither compiles nor
+    allocates again; a generation takes its cache
     out of that store until `close` (a concurrent one of the same shape gets its own). Prefill runs eager.
     Shapes compiled in a `warming()` block are a model's served shapes: a later batch of that size needing a shorter
     cache takes the served length instead of compiling its own."""
@@ -436,12 +437,26 @@ class StaticSteps:
         self.active = self.active[index]
 
     def close(self) -> None:
-        """The cache goes back to the model's store (the most recent; the oldest beyond STATIC_CACHES dropped)."""
+        """The cache goes back to the model's store (the most recent). A served shape's cache stays there for good
+        (`warming`): a new cache would be new buffers, and on a GPU the step's CUDA graph, recorded on the old
+        ones, would be recorded again (and kept beside it) at the next batch of that size; of the other shapes', the
+        oldest beyond STATIC_CACHES are dropped."""
         with self._lock:
             kept = self._caches.setdefault(self.lm, {})
             kept[self.cache_key] = self.cache
-            while len(kept) > self.STATIC_CACHES:
-                kept.pop(next(iter(kept)))
+            served = self._served.get(self.lm, {})
+            unserved = [key for key in kept if key[1] not in served.get(key[0], ())]
+            for key in unserved[:max(0, len(unserved) - self.STATIC_CACHES)]:
+                del kept[key]
+
+    @classmethod
+    def drop_caches(cls) -> int:
+        """Every model's kept static caches let go (a GPU out of memory: their KV buffers are freed before the batch
+        is retried in halves; a served shape's cache is made again at its next batch). Returns how many."""
+        with cls._lock:
+            dropped = sum(len(kept) for kept in cls._caches.values())
+            cls._caches.clear()
+        return dropped
 
     def step(self, token: torch.Tensor) -> torch.Tensor:
         self.tokens.zero_()
