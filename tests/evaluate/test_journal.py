@@ -1,5 +1,6 @@
 """`llm-srt evaluate` goes on from the rows a killed run decoded (evaluate/journal.py)."""
 
+import contextlib
 import json
 import os
 import re
@@ -214,7 +215,9 @@ def test_another_batch_size_or_number_of_processes_is_another_setting(counting, 
         evaluate(manifest, tmp_path / "r")
     with pytest.raises(LLMSRTError, match=r"\(layout.batch_size: 1 -> 2; layout.group_rows: 1 -> 2\)"):
         evaluate(manifest, tmp_path / "r", batch_size=2)
-    monkeypatch.setattr(run, "world", lambda: (0, 2))  # rank 0 of two processes
+    monkeypatch.setattr(run, "world", lambda: (0, 2))  # rank 0 of two processes (no process group: the error
+    monkeypatch.setattr(run, "rank_group", contextlib.nullcontext)  # comes before any collective)
+    monkeypatch.setattr(run, "on_rank0", lambda fn, rank, size: fn())
     with pytest.raises(LLMSRTError, match=r"\(layout.world_size: 1 -> 2\)"):
         evaluate(manifest, tmp_path / "r")
     assert counting["batches"] == 3  # two rows, then the stop: none since

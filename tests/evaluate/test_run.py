@@ -289,6 +289,54 @@ def test_torchrun_two_ranks_merge_to_the_one_process_report(model_dir, manifest,
     assert not list((tmp_path / "two").glob("*rank*"))
 
 
+def _evaluate_rank(rank: int, world: int, port: int, model_dir: str, manifest: str, out: str, case: str) -> None:
+    """One torchrun rank (its environment set by hand) of `run.evaluate`. "skip": rank 1's node cannot read the
+    first row's audio (with --skip-bad, its own reading would drop that row); "keep": the journals are not
+    removed (a run to build on); "stale": rank 1's hyps journal holds one more row than this run decodes."""
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    if case == "skip" and rank == 1:
+        real = run.read_manifest
+        run.read_manifest = lambda *a, **k: real(*a, **k)[1:]
+    if case == "keep":
+        run.remove_journals = lambda *a, **k: None
+    if case == "stale" and rank == 1:
+        path = Path(out) / run.PARTIAL / "tiny.hyps.rank1.jsonl"
+        last = json.loads(path.read_text().splitlines()[-1])
+        with open(path, "a") as fh:
+            fh.write(json.dumps({**last, "row": "0" * 24}) + "\n")
+    run.evaluate({"tiny": model_dir}, manifest, out, task="srt", options=OPTS, batch_size=1, skip_bad=True,
+                 placement=CPU, log=lambda *_: None)
+
+
+@pytest.mark.long(20)
+def test_every_rank_decodes_the_rows_rank_0_read_and_journals_go_only_when_every_rank_is_done(
+        model_dir, manifest, tmp_path):
+    """Under torchrun rank 0 reads the manifest and every rank shards its rows: a rank that read fewer (a file its
+    node cannot read, --skip-bad) would decode some rows twice and others never. The journals are removed only when
+    no rank's journal holds rows this run did not decode."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    def spawn(out, case):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        mp.spawn(_evaluate_rank, args=(2, port, str(model_dir), str(manifest), str(out), case), nprocs=2, join=True)
+
+    spawn(tmp_path / "two", "skip")
+    run.evaluate({"tiny": str(model_dir)}, manifest, tmp_path / "one", task="srt", options=OPTS, batch_size=1,
+                 placement=CPU, log=lambda *_: None)
+    two, one = (load_results(tmp_path / d / "hyps.tiny.jsonl") for d in ("two", "one"))
+    assert [r.id for r in two] == [r.id for r in one] and len(one) == N_ROWS  # each row once, none missing
+    spawn(tmp_path / "kept", "keep")
+    assert len(list((tmp_path / "kept" / run.PARTIAL).glob("tiny.hyps.rank*.jsonl"))) == 2
+    spawn(tmp_path / "kept", "stale")
+    assert len(list((tmp_path / "kept" / run.PARTIAL).glob("tiny.hyps.rank*.jsonl"))) == 2  # rank 1's extra row
+
+
 def test_bfloat16_on_the_cpu(model_dir, manifest, tmp_path, monkeypatch):
     """The GPU's default dtype, on the CPU: the speech model loads in bfloat16 and every row runs."""
     loaded = []

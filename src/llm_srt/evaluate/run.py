@@ -13,6 +13,7 @@ chance, and its transcripts' WER/CER per source language from the first transcri
 resampling over the test sentences, evaluate/significance.py).
 """
 
+import functools
 import json
 import os
 from dataclasses import replace
@@ -193,18 +194,68 @@ def world() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
-def gather(part, rank: int, size: int) -> list | None:
-    """Every rank's `part` on rank 0 (in rank order), None on the others; over gloo, so no shared disk is needed."""
+_group = [None]  # the gloo group of `rank_group` (None: the default group, or one process)
+
+
+@contextmanager
+def rank_group():
+    """Under torchrun (WORLD_SIZE > 1), every rank in one gloo group for this evaluation (`on_rank0` at the start,
+    `gather` at the end; gloo, so no shared disk is needed), ended on the way out if it is this call's own; a no-op
+    in one process."""
     import torch.distributed as dist
 
+    if world()[1] == 1:
+        yield
+        return
     own = not dist.is_initialized()
     if own:
         dist.init_process_group("gloo", timeout=GATHER_TIMEOUT)
-    group = None if dist.get_backend() == "gloo" else dist.new_group(backend="gloo", timeout=GATHER_TIMEOUT)
+    _group[0] = None if dist.get_backend() == "gloo" else dist.new_group(backend="gloo", timeout=GATHER_TIMEOUT)
+    try:
+        yield
+    finally:
+        _group[0] = None
+        if own:
+            dist.destroy_process_group()
+
+
+def in_rank_group(fn):
+    """`fn` run inside `rank_group`."""
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        with rank_group():
+            return fn(*args, **kwargs)
+    return run
+
+
+def on_rank0(fn: Callable[[], object], rank: int, size: int):
+    """fn() run on rank 0 alone, its result (or its error, as one line) on every rank: ranks never decide apart
+    what they read (a manifest whose audio one node cannot read, with --skip-bad)."""
+    import torch.distributed as dist
+
+    result, error = None, None
+    if rank == 0:
+        try:
+            result = fn()
+        except LLMSRTError as e:
+            error = e
+    if size > 1:
+        box = [(result, None if error is None else str(error))]
+        dist.broadcast_object_list(box, src=0, group=_group[0])
+        result, message = box[0]
+        if message is not None and error is None:
+            raise LLMSRTError(message)
+    if error is not None:
+        raise error
+    return result
+
+
+def gather(part, rank: int, size: int) -> list | None:
+    """Every rank's `part` on rank 0 (in rank order), None on the others, in `rank_group`'s group."""
+    import torch.distributed as dist
+
     parts = [None] * size if rank == 0 else None
-    dist.gather_object(part, parts, dst=0, group=group)
-    if own:
-        dist.destroy_process_group()
+    dist.gather_object(part, parts, dst=0, group=_group[0])
     return parts
 
 
@@ -227,6 +278,7 @@ def pooled(runs: list[list[UtteranceResult]]) -> list[UtteranceResult]:
     return [replace(r, id=f"{k}/{r.id}") for k, run in enumerate(runs, start=1) for r in run]
 
 
+@in_rank_group
 def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Path, task: str = "auto",
              options: DecodingOptions = DecodingOptions(), batch_size: int = 8, limit: int | None = None,
              with_mt: bool = False, skip_bad: bool = False, log=print, placement: Placement | None = None,
@@ -263,10 +315,10 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
                           "without one)")
     loaded = {name: load_runs(path) for name, path in models.items() if name not in run_now}  # before decoding
     placement = placement or device.resolve("auto")
-    rows = read_manifest(manifest, skip_bad=skip_bad) if run_now else []
+    rank, size = world()
+    rows = on_rank0(lambda: read_manifest(manifest, skip_bad=skip_bad) if run_now else [], rank, size)
     if limit:
         rows = rows[:limit]
-    rank, size = world()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     systems: dict[str, list[UtteranceResult]] = {}
@@ -310,10 +362,14 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
         systems[name] = journals["hyps"][1].results(mine)
         if with_mt:
             mt[name] = journals["mt"][1].results(journals["mt"][0])
+    written = {journal.row_digest(r) for r in rows}  # a journal that holds rows this run did not take (--limit)
+    spent = {name: all(d in written for _, j in journals.values() for d in j.rows)  # is kept, on any rank
+             for name, (_, _, journals) in runs_here.items()}
     if size > 1:
-        parts = gather((systems, mt), rank, size)
+        parts = gather((systems, mt, spent), rank, size)
         if rank != 0:
             return None
+        spent = {name: all(part[2][name] for part in parts) for name in spent}
         order = {r.id: i for i, r in enumerate(rows)}  # merged results in manifest order, as one process writes
 
         def merged(k: int, name: str) -> list[UtteranceResult]:
@@ -350,13 +406,11 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
     if len(systems) > 1 and significance:
         report = compare_systems(report, runs, significance, log, scored=systems)
     files = write_report(report, out)
-    if rank == 0:  # every rank's rows are in the files written: their journals have done their work, unless
-        written = {journal.row_digest(r) for r in rows}  # they hold rows this run did not take (--limit)
-        for name, (_, _, journals) in runs_here.items():
-            if all(d in written for _, j in journals.values() for d in j.rows):
-                remove_journals(partial, [f"{file_name(name)}.{kind}" for kind in KINDS])
-            else:
-                log(f"{name}: kept its journals in {partial}: they hold rows this run did not decode")
+    for name in runs_here:  # every rank's rows are in the files written: their journals have done their work
+        if spent[name]:
+            remove_journals(partial, [f"{file_name(name)}.{kind}" for kind in KINDS])
+        else:
+            log(f"{name}: kept its journals in {partial}: they hold rows this run did not decode")
     log(format_table(report))
     log("wrote " + ", ".join(str(p) for p in files.values()))
     if comet_error is not None:  # the report without COMET is written; the run still says it failed
