@@ -55,7 +55,8 @@ COMPILED_BATCHES = {"qwen2.5-7b": "1,64"}  # GPU shapes also timed with --compil
 # their own after the benches (compilation may be slow: a timeout there loses nothing else)
 SENTENCES = (("a cat", "eine Katze"), ("the dog", "der Hund"), ("red sun", "rote Sonne"),
              ("big tree", "grosser Baum"), ("cold water", "kaltes Wasser"), ("my house", "mein Haus"))
-CUDA_MARK = re.compile(r"^\s*@pytest\.mark\.cuda\b|^pytestmark\s*=.*\bmark\.cuda\b", re.MULTILINE)
+CUDA_MARK = re.compile(r"^\s*@pytest\.mark\.cuda\b|^pytestmark\s*=.*\bmark\.cuda\b|\bmarks=pytest\.mark\.cuda\b",
+                       re.MULTILINE)  # a decorator, a module's marks, or one parameter's (pytest.param(..., marks=))
 TINY_ADAPTER = "{num_queries: 4, hidden_size: 32, num_layers: 1, num_heads: 4, intermediate_size: 64}"
 
 
@@ -120,10 +121,13 @@ def env_step(check: Check) -> dict:
             versions[name] = md.version(name)
         except md.PackageNotFoundError:
             versions[name] = None
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    index = None  # the GPU the check runs on: --device cuda:N's, else the current one
+    if torch.cuda.is_available() and check.device != "cpu":
+        index = torch.device(check.device).index if check.device.startswith("cuda:") else torch.cuda.current_device()
+    gpu = torch.cuda.get_device_name(index) if index is not None else None
     ok = check.device == "cpu" or gpu is not None
     return {"ok": ok, "python": platform.python_version(), "cuda": torch.version.cuda, "gpu": gpu,
-            "gpu_memory_gib": round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1) if gpu else None,
+            "gpu_memory_gib": round(torch.cuda.get_device_properties(index).total_memory / 2**30, 1) if gpu else None,
             "versions": versions, **({} if ok else {"error": "no CUDA GPU visible to torch"})}
 
 

@@ -48,8 +48,27 @@ def test_a_failed_step_fails_the_check(tmp_path):
 def test_cuda_tests_are_found_by_their_marker():
     files = gpu_check.cuda_test_files()
     assert "tests/test_device.py" in files and "tests/serve/test_serve_openai.py" not in files
+    assert "tests/model/test_ctc.py" in files  # its cuda case is one parameter's (pytest.param(..., marks=))
     assert "tests/test_gpu_check.py" not in files  # names the marker in text only
     assert all(gpu_check.CUDA_MARK.search((ROOT / f).read_text()) for f in files)
+
+
+def test_the_environment_step_names_the_gpu_the_check_runs_on(monkeypatch):
+    """--device cuda:1: GPU 1's name and memory in the report, not GPU 0's; cuda / auto: the current GPU's."""
+    import types
+
+    import torch
+
+    asked = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i: asked.append(i) or f"GPU {i}")
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: asked.append(i) or types.SimpleNamespace(
+        total_memory=(i + 1) * 2**30))
+    for device, index in (("cuda:1", 1), ("cuda", 2), ("auto", 2)):
+        asked.clear()
+        env = gpu_check.env_step(types.SimpleNamespace(device=device))
+        assert asked == [index, index] and env["gpu"] == f"GPU {index}" and env["gpu_memory_gib"] == index + 1
 
 
 def test_every_wheel_is_pinned_in_constraints():
