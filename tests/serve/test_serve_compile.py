@@ -179,6 +179,27 @@ def test_warm_up_on_cuda_then_requests_replay_cuda_graphs_without_compiling(tmp_
     assert counters["stats"]["unique_graphs"] == graphs and counters["inductor"]["cudagraph_skips"] == skips
 
 
+@pytest.mark.cuda
+def test_served_batch_sizes_replay_their_cuda_graphs_without_recording_them_again(tmp_path, monkeypatch):
+    """Warmed up at batches 4, 2 and 1 (more shapes than STATIC_CACHES), then batches of those sizes in turn: each
+    replays the CUDA graph recorded on its own kept cache; none records again (a new cache's buffers would)."""
+    from torch._inductor import cudagraph_trees
+
+    recorded = []
+    real = cudagraph_trees.CUDAGraphTreeManager.record_function
+    monkeypatch.setattr(cudagraph_trees.CUDAGraphTreeManager, "record_function",
+                        lambda self, *a, **k: recorded.append(1) or real(self, *a, **k))
+    translator = SpeechTranslator.from_pretrained(tiny.speech_llm_folder(tmp_path / "model"), device="cuda",
+                                                  dtype="float32")
+    warm_up(translator, BatchOptions(max_batch=4, decoding=DecodingOptions(max_new_tokens=SERVED_TOKENS,
+                                                                           compile=True)), log=lambda *_: None)
+    assert recorded  # the warm-up recorded each size's graph
+    before = len(recorded)
+    for n in (4, 1, 2, 4, 1, 2):
+        translator.translate(clips(n), "eng", "deu", options=SHORT, batch_size=n)
+    assert len(recorded) == before
+
+
 def test_a_warm_up_that_raises_still_lets_the_server_start(tmp_path, monkeypatch):
     from llm_srt.serve import app as serve_app
 
