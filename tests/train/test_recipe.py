@@ -87,6 +87,8 @@ def test_mt_beside_speech_tasks_is_checked_when_the_config_loads(tiny_setup, tmp
         load(**{"data.tasks": "{asr: 0.7, mt: 0.3}", "distributed": "fsdp", **lora})
     with pytest.raises(ConfigError, match="a text-only mt stage cannot use it"):
         load(**{"data.tasks": "{mt: 1.0}", "ctc": "{weight: 0.5}"})
+    with pytest.raises(ConfigError, match="text-only mt trains the LLM's LoRA alone"):  # mt alone: lora too
+        load(**{"data.tasks": "{mt: 1.0}"})
 
 
 CTC_ADAPTER = {"model.adapter": "linear", "model.adapter_kwargs": "{k: 2, mlp_hidden: 32}"}
@@ -171,6 +173,18 @@ def test_two_process_ddp_matches_one_process(tiny_setup, tmp_path, mixed):
         a, b = _trained(tmp_path / "one" / "final"), _trained(tmp_path / "two" / "final")
         assert a.keys() == b.keys() and any(k.startswith("lora.") for k in a)
         assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+@pytest.mark.long(12)
+def test_a_text_only_mt_stage_trains_under_two_process_ddp(tiny_setup, tmp_path):
+    """data.tasks {mt: 1.0} with the adapter listed as trainable: no batch uses the adapter, so DDP must look for
+    unused parameters (without it the second step stopped: "Expected to have finished reduction")."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = overrides(tiny_setup, tmp_path / "mt", max_steps=3, **{
+        "data.tasks": "{mt: 1.0}", "data.batch_size": 2, "model.lora": "{r: 4, alpha: 8}",
+        "trainable": "[adapter, lora]"})
+    _torchrun(args, env)
+    assert len(_losses(tmp_path / "mt")) == 3
 
 
 def _torchrun(args, env):

@@ -157,12 +157,12 @@ class TrainConfig:
             if self.ctc.only:
                 raise ConfigError("ctc.only trains the adapter against speech alone; drop mt from data.tasks or set "
                                   "ctc.only: false")
-            if "lora" not in self.trainable:
-                raise ConfigError(f"data.tasks: text-only mt trains the LLM's LoRA alone (no speech, no adapter), but "
-                                  f"trainable is {list(self.trainable)}; add lora (and model.lora) or drop mt")
             if self.distributed == "fsdp":
                 raise ConfigError("data.tasks mixes text-only mt with speech tasks, which distributed: fsdp does not "
                                   "support (every rank must run the same modules at each step); use ddp")
+        if Task.MT.value in self.data.tasks and "lora" not in self.trainable:
+            raise ConfigError(f"data.tasks: text-only mt trains the LLM's LoRA alone (no speech, no adapter), but "
+                              f"trainable is {list(self.trainable)}; add lora (and model.lora) or drop mt")
         if self.ctc.only and list(self.trainable) != ["adapter"]:
             raise ConfigError(f"ctc.only trains the adapter alone (the LLM does not run), but trainable is "
                               f"{list(self.trainable)}; set trainable: [adapter] or ctc.only: false")
@@ -396,7 +396,7 @@ class Recipe:
         cfg, d = self.cfg, self.d
         self.parallel = Parallel(self.model, cfg.distributed, d, self.device,
                                  activation_checkpointing=cfg.activation_checkpointing,
-                                 unused_parameters=mixes_text(cfg.data.tasks))
+                                 unused_parameters=Task.MT.value in cfg.data.tasks)  # a text batch: no adapter
         if self.parallel.checkpointed_layers:
             self.log(f"[{cfg.stage}] activation checkpointing: {self.parallel.checkpointed_layers} LLM decoder layers "
                      "recomputed in backward")
