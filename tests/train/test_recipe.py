@@ -256,6 +256,28 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_setup, tmp_path)
     assert checkpoint.latest(tmp_path / "run") is not None
 
 
+def test_a_final_folder_that_could_not_be_written_whole_is_not_a_finished_run(tiny_setup, tmp_path, monkeypatch):
+    """final/ is written whole or not at all (its train_config.json inside the same atomic folder): a write that
+    fails there leaves no final/ that counts as finished, and the same command then finishes the run."""
+    real = Path.write_text
+
+    def full_disk(path, *args, **kwargs):
+        if path.name == "train_config.json":
+            raise OSError(28, "No space left on device")
+        return real(path, *args, **kwargs)
+
+    cfg = recipe.load_config(None, overrides(tiny_setup, tmp_path / "run", max_steps=2, save_every=1))
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    with pytest.raises(LLMSRTError, match="cannot write the finished model"):
+        recipe.train(cfg, log=lambda *_: None)
+    assert not recipe.is_finished(tmp_path / "run")
+    monkeypatch.setattr(Path, "write_text", real)
+    messages = []
+    final = recipe.train(cfg, log=messages.append)
+    assert recipe.finished_steps(tmp_path / "run") == 2 and (final / recipe.INIT_RECORD).is_file()
+    assert not any("already finished" in m for m in messages)
+
+
 def test_config_errors_name_the_key(tmp_path):
     with pytest.raises(ConfigError, match=r"unknown key 'optim.lrate'"):
         recipe.load_config(None, ["optim.lrate=1"])

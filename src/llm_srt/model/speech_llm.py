@@ -354,9 +354,12 @@ class SpeechLLM(nn.Module):
         return {"adapter": self.adapter.state_dict(), "lora": lora,
                 "ctc": self.ctc_head.state_dict() if self.ctc_head is not None else None}
 
-    def save_pretrained(self, directory: str | Path, state: dict | None = None) -> Path:
+    def save_pretrained(self, directory: str | Path, state: dict | None = None,
+                        extra_files: dict[str, str] | None = None) -> Path:
         """Write config.json, adapter.safetensors and (with LoRA) lora.safetensors; atomic (tmp folder, rename).
-        `state`: tensors gathered by the caller in `trainable_state()`'s form (FSDP); default: this model's own."""
+        `state`: tensors gathered by the caller in `trainable_state()`'s form (FSDP); default: this model's own.
+        `extra_files`: file name -> text, written in the same folder before it is renamed into place (a training
+        run's record: the folder is there whole or not at all)."""
         from safetensors.torch import save_file
 
         state = self.trainable_state() if state is None else state
@@ -371,6 +374,8 @@ class SpeechLLM(nn.Module):
                 save_file(_cpu(state["lora"]), str(tmp / LORA_FILE))
             if state.get("ctc") is not None:
                 save_file(_cpu(state["ctc"]), str(tmp / CTC_FILE))
+            for name, text in (extra_files or {}).items():
+                (tmp / name).write_text(text)
         return directory
 
     @classmethod

@@ -623,10 +623,11 @@ def _save_final(model, out: Path, weights: dict, cfg: TrainConfig, init_weights:
     from safetensors import SafetensorError
 
     try:
-        model.save_pretrained(out / FINAL, state=weights)
-        (out / FINAL / "train_config.json").write_text(json.dumps(config_lib.to_dict(cfg), indent=2) + "\n")
-        (out / FINAL / INIT_RECORD).write_text(json.dumps({"init_from": cfg.model.init_from, "weights": init_weights})
-                                               + "\n")  # the path as configured: a folder moved stays readable
+        model.save_pretrained(out / FINAL, state=weights, extra_files={  # one folder, whole or not at all: a
+            #   final/ without its train_config.json would count as finished and never continue
+            "train_config.json": json.dumps(config_lib.to_dict(cfg), indent=2) + "\n",
+            INIT_RECORD: json.dumps({"init_from": cfg.model.init_from, "weights": init_weights}) + "\n"})
+        #   init_from: the path as configured (a folder moved stays readable)
     except (OSError, SafetensorError) as e:
         detail = (str(e).splitlines() or [type(e).__name__])[0]
         raise LLMSRTError(f"{out / FINAL}: cannot write the finished model ({detail}); free space or fix the folder, "
