@@ -397,3 +397,43 @@ def test_a_dev_set_that_scores_no_token_gives_no_dev_loss_and_says_so(tiny_setup
     assert [m for m in messages if m.startswith("warning")] == [
         f"warning: data.dev {asr_only} has no translation rows for this stage's srt task: no dev loss and no best "
         "checkpoint"]
+
+
+def _node_local_cache(rank: int, world: int, store: str, setup: dict, root: str) -> None:
+    """Two ranks on two "nodes" (LOCAL_WORLD_SIZE 1), each with the feature cache on its own disk; the default
+    group's collectives time out after 2 s, and rank 0 reads the corpus for longer than that."""
+    import os
+    import time
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    os.environ["LOCAL_WORLD_SIZE"] = "1"
+    dist.init_process_group("gloo", store=dist.FileStore(store, world), rank=rank, world_size=world,
+                            timeout=timedelta(seconds=2))
+    try:
+        real = training_data.read_stage_rows
+        training_data.read_stage_rows = lambda *a, **k: (time.sleep(4), real(*a, **k))[1]
+        model = SpeechLLM(SpeechLLMConfig(encoder=setup["whisper"], llm=setup["llm"], adapter="linear"))
+        cache = Path(root) / f"node{rank}"
+        cfg = DataSection(train=setup["manifest"], batch_size=2, feature_cache=str(cache), tasks={"asr": 1.0})
+        data = TrainingData(cfg, model, Dist(rank, world), log=lambda *_: None)
+        audio = sorted({row.audio for row, _ in data.dataset.items})
+        missing = sum(found is None for found in data.cache.lookup(audio))
+        (Path(root) / f"rank{rank}.json").write_text(json.dumps({"audio": len(audio), "missing": missing}))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.long(12)
+def test_each_node_fills_its_own_feature_cache_and_ranks_wait_for_rank_0_s_reading(tiny_setup, tmp_path):
+    """A cache on each node's own disk holds every utterance after the fill (not only that node's ranks' share,
+    which left the rest to be encoded inside the training steps), and the ranks waiting while rank 0 reads the
+    corpus are not held to the collectives' timeout (distributed_timeout_min; here 2 s against a 4 s read)."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_node_local_cache, args=(2, str(tmp_path / "store"), dict(tiny_setup), str(tmp_path)), nprocs=2,
+             join=True)
+    got = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert got[0]["audio"] > 2 and all(g == {"audio": got[0]["audio"], "missing": 0} for g in got)

@@ -29,7 +29,7 @@ from ..data.loader import (BucketBatchSampler, SpeechTextDataset, pad_features, 
 from ..data.manifest import Row, read_manifest
 from ..errors import ConfigError, LLMSRTError
 from ..prompts import Task, parse_srt
-from .parallel import Dist, all_max, all_sum
+from .parallel import Dist, all_max, all_sum, host_group
 
 GPU_WORKERS = 2  # default DataLoader workers per rank on CUDA (reading .npy features + tokenizing)
 ENCODE_BATCH = 16  # utterances per encoder call when filling the feature cache (longest first)
@@ -193,11 +193,23 @@ class TrainingData:
             log(f"encoding {total['utterances']:,} utterances ({total['seconds'] / 3600:,.1f} h of audio) into the "
                 f"feature cache {root} ({total['cached']:,} cached): about {format_bytes(total['bytes'])} of the "
                 f"{format_bytes(total['free'])} free there")
+        self._encode_into(cache, todo)
+        if self.d.world > 1:
+            dist.barrier()
+            # a cache on each node's own disk holds only its ranks' shares: what is still missing here is encoded
+            # by this node's ranks, a share each (on a disk every rank shares, nothing is missing)
+            missing = [a for a in audio if not cache.has(a)]
+            if all_sum(torch.tensor([len(missing)]), self.d).item():
+                local = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+                log(f"the feature cache {root} lacks {len(missing):,} utterances other ranks encoded (a disk of this "
+                    "node's own): this node's ranks encode them too")
+                self._encode_into(cache, missing[self.d.local_rank % local::local])
+                dist.barrier()
+
+    def _encode_into(self, cache: FeatureCache, todo: list[str]) -> None:
         for start in tqdm(range(0, len(todo), ENCODE_BATCH), desc="encoder features", disable=not todo or
                           not self.d.main, dynamic_ncols=True):
             cache.get_or_compute(todo[start:start + ENCODE_BATCH], self._encode)
-        if self.d.world > 1:
-            dist.barrier()
 
     @torch.inference_mode()
     def _encode(self, audios: list[np.ndarray]) -> list[np.ndarray]:
@@ -313,7 +325,7 @@ def from_rank0(d: Dist, fn: Callable[[], Any]) -> Any:
         message = None if failure is None else (
             str(failure) if isinstance(failure, LLMSRTError) else f"rank 0: {type(failure).__name__}: {failure}")
         box = [(result, message, type(failure) if isinstance(failure, LLMSRTError) else LLMSRTError)]
-        dist.broadcast_object_list(box, src=0)
+        dist.broadcast_object_list(box, src=0, group=host_group(d))  # rank 0 may read for hours
         result, message, kind = box[0]
         if message is not None and failure is None:
             raise kind(message)

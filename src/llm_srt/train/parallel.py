@@ -116,6 +116,22 @@ def _all_reduce(value: torch.Tensor, d: Dist, op) -> torch.Tensor:
     return value
 
 
+HOST_WAIT = timedelta(hours=24)  # how long the other ranks wait for rank 0's work on the host alone (reading and
+#   checking a corpus's manifests and audio: millions of files on a network disk), as no collective between steps
+#   should (distributed_timeout_min)
+_host = [None, None]  # (the default group, its HOST_WAIT gloo group)
+
+
+def host_group(d: Dist):
+    """A gloo group of every rank whose collectives wait HOST_WAIT, for rank 0's long work on the host (`from_rank0`);
+    made once per default group, by every rank at the same call (None in one process)."""
+    if d.world == 1:
+        return None
+    if _host[0] is not dist.group.WORLD:
+        _host[:] = [dist.group.WORLD, dist.new_group(backend="gloo", timeout=HOST_WAIT)]
+    return _host[1]
+
+
 def barrier(d: Dist) -> None:
     if d.world > 1:
         dist.barrier()
