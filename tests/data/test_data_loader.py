@@ -234,10 +234,12 @@ def test_collate_pads_features_with_a_mask_or_loads_audio(tmp_path, audio_file):
 def test_pad_features_matches_row_by_row_padding_and_rejects_bad_shapes():
     rng = np.random.default_rng(0)
     feats = [rng.standard_normal((n, 6)).astype(np.float16) for n in (7, 1, 12, 3)]
-    padded, mask = pad_features(feats)
-    assert padded.shape == (4, 12, 6) and padded.dtype == torch.float32 and mask.shape == (4, 12)
+    padded, mask = pad_features(feats)  # the cache's float16 stays float16 (half the bytes between processes)
+    assert padded.shape == (4, 12, 6) and padded.dtype == torch.float16 and mask.shape == (4, 12)
+    wide, _ = pad_features([f.astype(np.float32) for f in feats])
+    assert wide.dtype == torch.float32 and torch.equal(wide, padded.float())  # the same numbers either way
     for i, f in enumerate(feats):
-        assert torch.equal(padded[i, :len(f)], torch.from_numpy(f.astype(np.float32)))
+        assert torch.equal(padded[i, :len(f)], torch.from_numpy(f))
         assert padded[i, len(f):].abs().sum() == 0 and mask[i].tolist() == [True] * len(f) + [False] * (12 - len(f))
     with pytest.raises(LLMSRTError, match="one D"):
         pad_features([np.ones((2, 3)), np.ones(3)])

@@ -31,7 +31,7 @@ def test_second_call_is_all_hits_and_gives_identical_features(tmp_path, clips):
     cache = FeatureCache(tmp_path / "cache", "whisper-base@abc", {"mel": 80})
     first = cache.get_or_compute(clips, enc)
     assert cache.stats() == {"hits": 0, "misses": 3} and enc.calls == 1
-    assert [f.shape for f in first] == [(20, 4), (30, 4), (40, 4)] and first[0].dtype == np.float32
+    assert [f.shape for f in first] == [(20, 4), (30, 4), (40, 4)] and first[0].dtype == np.float16  # as stored
     again = FeatureCache(tmp_path / "cache", "whisper-base@abc", {"mel": 80}).get_or_compute(clips[::-1], enc)
     assert enc.calls == 1
     for a, b in zip(first, again[::-1]):

@@ -63,13 +63,17 @@ def test_workers_build_the_batches_the_training_process_would_tokenized_once(tin
         assert b["prompt_ids"] == prompt_ids and b["target_ids"] == target_ids
         assert all(t[-1] == tok.eos_token_id for t in b["target_ids"])
         assert b["n_target_tokens"] == sum(map(len, target_ids))
-        assert b["features"].dtype == torch.float32 and b["features"].shape[:2] == b["feature_mask"].shape
+        assert b["features"].dtype == torch.float16 and b["features"].shape[:2] == b["feature_mask"].shape  # as cached
         assert "position" not in b and "pending_audio" not in b
     assert Counter(t.value for b in batches[:4] for t in b["tasks"]) == {"srt": 8, "asr": 3}  # one epoch
     # the model trains on the ids the workers made
     with torch.no_grad():
+        torch.manual_seed(0)  # the same dropout masks for both
         out = model(batches[0])
+        torch.manual_seed(0)
+        wide = model({**batches[0], "features": batches[0]["features"].float()})  # widened on its device: exact
     assert out["n_tokens"] == batches[0]["n_target_tokens"] and out["loss"].isfinite()
+    assert torch.equal(out["loss"], wide["loss"])
 
 
 @pytest.mark.parametrize("workers", [0, 2])

@@ -36,10 +36,11 @@ ComputeFn = Callable[[list[np.ndarray]], Sequence]  # loaded 16 kHz audio -> per
 
 
 class FeatureCache:
-    """get_or_compute(paths, fn) -> per-utterance (T, D) float32 arrays, computed by fn only for cache misses.
+    """get_or_compute(paths, fn) -> per-utterance (T, D) arrays, computed by fn only for cache misses.
 
-    Features come back exactly as stored (rounded to `dtype`) whether they were computed now or loaded, so a
-    first epoch and a later one see the same numbers.
+    Features come back exactly as stored, in `dtype` (float16 by default: half the bytes a DataLoader worker hands
+    over; the model widens them on its device), whether they were computed now or loaded, so a first epoch and a
+    later one see the same numbers.
     """
 
     def __init__(self, root: str | Path, encoder_identity: str, settings: dict | None = None,
@@ -122,7 +123,7 @@ class FeatureCache:
     def _load(self, key: str) -> np.ndarray | None:
         path = self.path_of(key)
         try:
-            return np.load(path, allow_pickle=False).astype(np.float32)
+            return np.load(path, allow_pickle=False).astype(DTYPES[self.dtype], copy=False)
         except (OSError, ValueError, EOFError):
             return None  # absent, or damaged (e.g. a disk that filled up): recompute and overwrite
 
@@ -143,7 +144,7 @@ class FeatureCache:
                          f"{'free space there' if full else 'fix the folder'} or set data.feature_cache to "
                          f"another folder, or to null (no cache)")
             self.unstored += 1
-        return stored.astype(np.float32)
+        return stored
 
 
 def content_hash(path: str | Path) -> str:

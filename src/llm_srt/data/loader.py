@@ -301,7 +301,8 @@ class BucketBatchSampler:
 def collate(examples: Sequence[Example], features: Sequence[np.ndarray] | None = None) -> dict:
     """A batch: ids, prompts, targets, src, tgt, tasks, transcripts, translations, and either
     audio (list of 16 kHz float32 arrays; None for text-only MT examples) or, given per-example (T_i, D)
-    `features`, features (B, T_max, D) float32 zero-padded with feature_mask (B, T_max) bool (True = real frame)."""
+    `features`, features (B, T_max, D) zero-padded (`pad_features`) with feature_mask (B, T_max) bool (True = real
+    frame)."""
     batch = text_fields(examples)
     if features is None:
         batch["audio"] = [load_audio(e.audio) if e.task.needs_speech else None for e in examples]
@@ -327,15 +328,18 @@ def text_fields(examples: Sequence[Example]) -> dict:
 
 
 def pad_features(features: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-example (T_i, D) arrays -> (B, T_max, D) float32 zero-padded, and the mask (B, T_max) bool (True = a real
-    frame). One concatenation and one masked assignment: no per-row copies."""
+    """Per-example (T_i, D) arrays -> (B, T_max, D) zero-padded, and the mask (B, T_max) bool (True = a real frame).
+    float16 when every array is (the feature cache's: half the bytes a DataLoader worker passes through shared
+    memory and a pinned copy moves; the model widens them on its device, exactly), else float32. One concatenation
+    and one masked assignment: no per-row copies."""
     shapes = [np.shape(f) for f in features]
     if not shapes or any(len(s) != 2 for s in shapes) or len({s[1] for s in shapes}) != 1:
         raise LLMSRTError(f"features must all be (T, D) with one D; got {shapes}")
+    half = all(np.asarray(f).dtype == np.float16 for f in features)
     lengths = torch.tensor([s[0] for s in shapes])
     mask = torch.arange(int(lengths.max()))[None, :] < lengths[:, None]
-    padded = torch.zeros(*mask.shape, shapes[0][1])
-    padded[mask] = torch.from_numpy(np.concatenate(features).astype(np.float32, copy=False))
+    padded = torch.zeros(*mask.shape, shapes[0][1], dtype=torch.float16 if half else torch.float32)
+    padded[mask] = torch.from_numpy(np.concatenate(features).astype(np.float16 if half else np.float32, copy=False))
     return padded, mask
 
 
