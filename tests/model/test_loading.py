@@ -103,6 +103,25 @@ def test_llm_loads_in_its_dtype_and_random_or_meta_builds_read_no_weights(folder
     assert all(not b.is_meta for b in skeleton.buffers())  # rotary tables stay real: FSDP needs them per rank
 
 
+def test_a_meta_skeleton_stops_at_the_end_tokens_the_loaded_llm_stops_at(folders, tmp_path):
+    """generation_config.json (an instruct model's extra end token) is read for a weightless build too: an FSDP
+    rank's skeleton must end its dev decoding where rank 0's loaded LLM does."""
+    import json
+    import shutil
+
+    _, llm, _ = folders
+    folder = tmp_path / "llm"
+    shutil.copytree(llm, folder)
+    config = json.loads((folder / "generation_config.json").read_text()) if (
+        folder / "generation_config.json").is_file() else {}
+    (folder / "generation_config.json").write_text(json.dumps({**config, "eos_token_id": [3, 5]}))
+    loaded, _ = load_llm(folder, "float32")
+    skeleton, _ = load_llm(folder, "float32", device="meta")
+    rand, _ = load_llm(folder, "float32", weights=False)
+    assert loaded.generation_config.eos_token_id == skeleton.generation_config.eos_token_id == \
+        rand.generation_config.eos_token_id == [3, 5]
+
+
 def test_meta_llm_keeps_the_adapter_real(folders):
     whisper, llm, _ = folders
     cfg = SpeechLLMConfig(encoder=str(whisper), llm=str(llm), adapter="linear")

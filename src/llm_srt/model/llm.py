@@ -248,6 +248,10 @@ def _from_config(path: Path, dtype: torch.dtype, device: torch.device) -> PreTra
         with torch.device(device):
             model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     model.tie_weights()  # from_config under a device context leaves tied embeddings as two tensors
+    if (path / "generation_config.json").is_file():  # as from_pretrained reads it: its end tokens (an FSDP rank's
+        from transformers import GenerationConfig  # skeleton must stop decoding where rank 0's loaded LLM does)
+
+        model.generation_config = GenerationConfig.from_pretrained(path)
     return model
 
 
