@@ -28,6 +28,7 @@ from .. import device
 from ..data.manifest import Row, read_manifest
 from ..device import Placement
 from ..errors import LLMSRTError
+from ..ranks import from_rank0
 from ..model.decoding import (DecodingOptions, add_compile_argument, add_no_repeat_argument, add_srt_tags_argument,
                               decoding_from_args)
 from ..prompts import Task
@@ -199,7 +200,7 @@ _group = [None]  # the gloo group of `rank_group` (None: the default group, or o
 
 @contextmanager
 def rank_group():
-    """Under torchrun (WORLD_SIZE > 1), every rank in one gloo group for this evaluation (`on_rank0` at the start,
+    """Under torchrun (WORLD_SIZE > 1), every rank in one gloo group for this evaluation (`from_rank0` at the start,
     `gather` at the end; gloo, so no shared disk is needed), ended on the way out if it is this call's own; a no-op
     in one process."""
     import torch.distributed as dist
@@ -226,28 +227,6 @@ def in_rank_group(fn):
         with rank_group():
             return fn(*args, **kwargs)
     return run
-
-
-def on_rank0(fn: Callable[[], object], rank: int, size: int):
-    """fn() run on rank 0 alone, its result (or its error, as one line) on every rank: ranks never decide apart
-    what they read (a manifest whose audio one node cannot read, with --skip-bad)."""
-    import torch.distributed as dist
-
-    result, error = None, None
-    if rank == 0:
-        try:
-            result = fn()
-        except LLMSRTError as e:
-            error = e
-    if size > 1:
-        box = [(result, None if error is None else str(error))]
-        dist.broadcast_object_list(box, src=0, group=_group[0])
-        result, message = box[0]
-        if message is not None and error is None:
-            raise LLMSRTError(message)
-    if error is not None:
-        raise error
-    return result
 
 
 def gather(part, rank: int, size: int) -> list | None:
@@ -316,7 +295,8 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
     loaded = {name: load_runs(path) for name, path in models.items() if name not in run_now}  # before decoding
     placement = placement or device.resolve("auto")
     rank, size = world()
-    rows = on_rank0(lambda: read_manifest(manifest, skip_bad=skip_bad) if run_now else [], rank, size)
+    rows = from_rank0(lambda: read_manifest(manifest, skip_bad=skip_bad) if run_now else [], rank, size,
+                      _group[0])  # ranks never decide apart what they read (--skip-bad on a node's own disk)
     if limit:
         rows = rows[:limit]
     out = Path(out)

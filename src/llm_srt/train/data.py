@@ -20,14 +20,14 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from .. import paths
+from .. import paths, ranks
 from ..config import bounds, short
 from ..audio import format_bytes, load_audio
 from ..data.features import FeatureCache, content_hashes
 from ..data.loader import (BucketBatchSampler, SpeechTextDataset, pad_features, stratified, text_fields,
                            weighted_rows)
 from ..data.manifest import Row, read_manifest
-from ..errors import ConfigError, LLMSRTError
+from ..errors import ConfigError
 from ..prompts import Task, parse_srt
 from .parallel import Dist, all_max, all_sum, host_group
 
@@ -313,25 +313,8 @@ def read_stage_rows(cfg: DataSection, main_task: Task, hashes: bool = True) -> S
 
 
 def from_rank0(d: Dist, fn: Callable[[], Any]) -> Any:
-    """fn() run on rank 0 only; every rank gets its result (broadcast), or raises its error, so no rank stats the
-    files rank 0 already checked nor waits forever on a rank that failed."""
-    result, failure = None, None
-    if d.main:
-        try:
-            result = fn()
-        except Exception as e:  # noqa: BLE001  every rank must hear of it; rank 0 re-raises the original
-            failure = e
-    if d.world > 1:
-        message = None if failure is None else (
-            str(failure) if isinstance(failure, LLMSRTError) else f"rank 0: {type(failure).__name__}: {failure}")
-        box = [(result, message, type(failure) if isinstance(failure, LLMSRTError) else LLMSRTError)]
-        dist.broadcast_object_list(box, src=0, group=host_group(d))  # rank 0 may read for hours
-        result, message, kind = box[0]
-        if message is not None and failure is None:
-            raise kind(message)
-    if failure is not None:
-        raise failure
-    return result
+    """`ranks.from_rank0` over this run's ranks, in the group that waits HOST_WAIT (rank 0 may read for hours)."""
+    return ranks.from_rank0(fn, d.rank, d.world, host_group(d))
 
 
 # ---- the DataLoader's parts (module level, so that spawned workers can unpickle them) ------------------------------

@@ -1,0 +1,33 @@
+"""What torchrun's ranks take from rank 0: a result rank 0 computes alone (reading a corpus or a manifest, finding a
+checkpoint), handed to every rank, so that ranks never decide apart. Used by training and evaluation alike."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .errors import LLMSRTError
+
+
+def from_rank0(fn: Callable[[], Any], rank: int, world: int, group=None) -> Any:
+    """fn() run on rank 0 only; every rank gets its result (broadcast in `group`, the default one if None), or raises
+    its error, so no rank stats the files rank 0 already checked nor waits forever on a rank that failed."""
+    import torch.distributed as dist
+
+    result, failure = None, None
+    if rank == 0:
+        try:
+            result = fn()
+        except Exception as e:  # noqa: BLE001  every rank must hear of it; rank 0 re-raises the original
+            failure = e
+    if world > 1:
+        message = None if failure is None else (
+            str(failure) if isinstance(failure, LLMSRTError) else f"rank 0: {type(failure).__name__}: {failure}")
+        box = [(result, message, type(failure) if isinstance(failure, LLMSRTError) else LLMSRTError)]
+        dist.broadcast_object_list(box, src=0, group=group)
+        result, message, kind = box[0]
+        if message is not None and failure is None:
+            raise kind(message)
+    if failure is not None:
+        raise failure
+    return result
