@@ -292,10 +292,13 @@ def test_torchrun_two_ranks_merge_to_the_one_process_report(model_dir, manifest,
 def _evaluate_rank(rank: int, world: int, port: int, model_dir: str, manifest: str, out: str, case: str) -> None:
     """One torchrun rank (its environment set by hand) of `run.evaluate`. "skip": rank 1's node cannot read the
     first row's audio (with --skip-bad, its own reading would drop that row); "keep": the journals are not
-    removed (a run to build on); "stale": rank 1's hyps journal holds one more row than this run decodes."""
+    removed (a run to build on); "stale": rank 1's hyps journal holds one more row than this run decodes; "nodes":
+    each rank's --out on its own node's disk (the same path, another folder here)."""
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
+    if case == "nodes":
+        out = str(Path(out) / f"node{rank}")
     if case == "skip" and rank == 1:
         real = run.read_manifest
         run.read_manifest = lambda *a, **k: real(*a, **k)[1:]
@@ -315,7 +318,8 @@ def test_every_rank_decodes_the_rows_rank_0_read_and_journals_go_only_when_every
         model_dir, manifest, tmp_path):
     """Under torchrun rank 0 reads the manifest and every rank shards its rows: a rank that read fewer (a file its
     node cannot read, --skip-bad) would decode some rows twice and others never. The journals are removed only when
-    no rank's journal holds rows this run did not decode."""
+    no rank's journal holds rows this run did not decode, by
+    every node on its own disk."""
     import socket
 
     import torch.multiprocessing as mp
@@ -335,6 +339,10 @@ def test_every_rank_decodes_the_rows_rank_0_read_and_journals_go_only_when_every
     assert len(list((tmp_path / "kept" / run.PARTIAL).glob("tiny.hyps.rank*.jsonl"))) == 2
     spawn(tmp_path / "kept", "stale")
     assert len(list((tmp_path / "kept" / run.PARTIAL).glob("tiny.hyps.rank*.jsonl"))) == 2  # rank 1's extra row
+    spawn(tmp_path / "nodes", "nodes")  # each node removes its own ranks' journals once rank 0 has written
+    assert (tmp_path / "nodes" / "node0" / "results.json").is_file()
+    assert not (tmp_path / "nodes" / "node0" / run.PARTIAL).exists()
+    assert not (tmp_path / "nodes" / "node1" / run.PARTIAL).exists()
 
 
 def test_bfloat16_on_the_cpu(model_dir, manifest, tmp_path, monkeypatch):

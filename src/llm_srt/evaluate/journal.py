@@ -165,13 +165,18 @@ class Journal:
         return [replace(self.rows[row_digest(r)], sentence=r.sentence_id) for r in rows]
 
 
-def remove_journals(folder: Path, stems: list[str]) -> None:
-    """Every rank's journal of these stems, and the folder once nothing else is in it."""
+def remove_journals(folder: Path, stems: list[str], rank: int | None = None) -> None:
+    """Every rank's journal of these stems (only `rank`'s, if given: a rank on another node's disk), and the folder
+    once nothing else is in it (another rank may have removed it first)."""
     for stem in stems:
-        for f in glob.glob(str(folder / f"{glob.escape(stem)}.rank*.jsonl")):
+        pattern = f"{glob.escape(stem)}.rank{'*' if rank is None else rank}.jsonl"
+        for f in glob.glob(str(folder / pattern)):
             Path(f).unlink(missing_ok=True)
-    if folder.is_dir() and not any(folder.iterdir()):
-        folder.rmdir()
+    try:
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+    except OSError:  # gone already, or not empty after all
+        pass
 
 
 def _rank_of(path: Path, stem: str) -> int:

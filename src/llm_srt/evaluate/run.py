@@ -345,60 +345,67 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
     written = {journal.row_digest(r) for r in rows}  # a journal that holds rows this run did not take (--limit)
     spent = {name: all(d in written for _, j in journals.values() for d in j.rows)  # is kept, on any rank
              for name, (_, _, journals) in runs_here.items()}
-    if size > 1:
-        parts = gather((systems, mt, spent), rank, size)
-        if rank != 0:
-            return None
-        spent = {name: all(part[2][name] for part in parts) for name in spent}
-        order = {r.id: i for i, r in enumerate(rows)}  # merged results in manifest order, as one process writes
+    parts = gather((systems, mt, spent), rank, size) if size > 1 else None
 
-        def merged(k: int, name: str) -> list[UtteranceResult]:
-            return sorted((r for part in parts for r in part[k][name]), key=lambda r: order[r.id])
+    def report_on_rank0():
+        """Rank 0: every rank's rows merged, scored and written; (spent, comet_error) for every rank."""
+        nonlocal systems, mt, spent
+        if parts is not None:
+            spent = {name: all(part[2][name] for part in parts) for name in spent}
+            order = {r.id: i for i, r in enumerate(rows)}  # merged results in manifest order, as one process writes
 
-        systems = {name: merged(0, name) for name in systems}
-        mt = {name: merged(1, name) for name in mt}
-    if loaded and with_mt:
-        log(f"--with-mt: no text MT for {', '.join(loaded)} (results files are scored, not run)")
-    runs = {name: [systems[name]] if name in systems else loaded[name] for name in models}
-    systems = {name: pooled(r) for name, r in runs.items()}
-    systems = {name: [replace(r, comet=None) for r in rows] for name, rows in systems.items()}
-    for name, results in systems.items():  # saved before COMET runs: its failure must not lose the decoding
-        _write_hyps(hyps_path(out, name), results)
-    for name, results in mt.items():
-        _write_hyps(hyps_path(out, name, mt=True), results)
-    comet_error = None
-    if comet is not None:
-        try:
-            systems = score_systems(systems, comet, log)
-        except LLMSRTError as e:
-            comet_error = e
-        else:
-            for name, results in systems.items():
-                _write_hyps(hyps_path(out, name), results)
-    report = build_report(systems, mt=mt)
-    if tasks:
-        report = replace(report, decoding=decoding_record(tasks, options, placement, with_mt))
-    if comet is not None and comet_error is None:
-        if any(r.comet is not None for rows in systems.values() for r in rows):
-            report = replace(report, comet_model=comet.model)
-        else:
-            log("COMET: no row has both a source transcript and a reference translation, so none was scored")
-    if len(systems) > 1 and significance:
-        report = compare_systems(report, runs, significance, log, scored=systems)
-    files = write_report(report, out)
+            def merged(k: int, name: str) -> list[UtteranceResult]:
+                return sorted((r for part in parts for r in part[k][name]), key=lambda r: order[r.id])
+
+            systems = {name: merged(0, name) for name in systems}
+            mt = {name: merged(1, name) for name in mt}
+        if loaded and with_mt:
+            log(f"--with-mt: no text MT for {', '.join(loaded)} (results files are scored, not run)")
+        runs = {name: [systems[name]] if name in systems else loaded[name] for name in models}
+        scored = {name: pooled(r) for name, r in runs.items()}
+        scored = {name: [replace(r, comet=None) for r in rows] for name, rows in scored.items()}
+        for name, results in scored.items():  # saved before COMET runs: its failure must not lose the decoding
+            _write_hyps(hyps_path(out, name), results)
+        for name, results in mt.items():
+            _write_hyps(hyps_path(out, name, mt=True), results)
+        comet_error = None
+        if comet is not None:
+            try:
+                scored = score_systems(scored, comet, log)
+            except LLMSRTError as e:
+                comet_error = str(e)
+            else:
+                for name, results in scored.items():
+                    _write_hyps(hyps_path(out, name), results)
+        report = build_report(scored, mt=mt)
+        if tasks:
+            report = replace(report, decoding=decoding_record(tasks, options, placement, with_mt))
+        if comet is not None and comet_error is None:
+            if any(r.comet is not None for rows in scored.values() for r in rows):
+                report = replace(report, comet_model=comet.model)
+            else:
+                log("COMET: no row has both a source transcript and a reference translation, so none was scored")
+        if len(scored) > 1 and significance:
+            report = compare_systems(report, runs, significance, log, scored=scored)
+        files = write_report(report, out)
+        log(format_table(report))
+        log("wrote " + ", ".join(str(p) for p in files.values()))
+        return spent, comet_error, report
+
+    # every rank waits for rank 0's files, then removes its own journals: on a node's own disk (no shared --out)
+    # only that node's ranks can
+    spent, comet_error, report = from_rank0(report_on_rank0, rank, size, _group[0])
     for name in runs_here:  # every rank's rows are in the files written: their journals have done their work
         if spent[name]:
-            remove_journals(partial, [f"{file_name(name)}.{kind}" for kind in KINDS])
-        else:
+            remove_journals(partial, [f"{file_name(name)}.{kind}" for kind in KINDS], rank=None if rank == 0 else rank)
+        elif rank == 0:
             log(f"{name}: kept its journals in {partial}: they hold rows this run did not decode")
-    log(format_table(report))
-    log("wrote " + ", ".join(str(p) for p in files.values()))
-    if comet_error is not None:  # the report without COMET is written; the run still says it failed
+    if comet_error is not None and rank == 0:  # the report without COMET is written; the run still says it failed
         again = " ".join(f"--model {name}={models[name] if name in loaded else hyps_path(out, name)}"
                          for name in models)
         raise LLMSRTError(f"{comet_error} -- the report without COMET and the hypotheses are in {out}: score them "
-                          f"again with `llm-srt evaluate {again} --comet ... --out ...`") from None
-    return report
+                          f"again with `llm-srt evaluate {again} --comet ... --out ...`")
+    return report if rank == 0 else None
 
 
 def decoding_record(tasks: dict[str, str], options: DecodingOptions, placement: Placement,
