@@ -91,6 +91,43 @@ def test_frozen_and_identity(wdir, enc, tmp_path):
     assert len({enc.identity, other.identity, padded.identity}) == 3
 
 
+def test_identity_is_exact_on_any_number_of_threads_and_in_bfloat16():
+    """The weights' fingerprint is integer arithmetic on their bits: a float sum of a large tensor changes with the
+    number of threads (and on a GPU), and a feature cache filled by one process would be missed by the next."""
+    from transformers import WhisperConfig, WhisperFeatureExtractor
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder as HFWhisperEncoder
+
+    torch.manual_seed(0)  # conv2 holds 1024 x 1024 x 3 weights: enough for a float sum to depend on the threads
+    config = WhisperConfig(d_model=1024, encoder_layers=1, encoder_attention_heads=4, encoder_ffn_dim=64,
+                           max_source_positions=8)
+    enc = WhisperEncoder(HFWhisperEncoder(config), WhisperFeatureExtractor())
+    threads = torch.get_num_threads()
+    try:
+        seen = set()
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            enc._identity = None
+            seen.add(enc.identity)
+    finally:
+        torch.set_num_threads(threads)
+    assert len(seen) == 1
+    conv = enc.encoder.conv2
+    w = conv.weight.detach().clone()
+    w.view(-1)[12345] = torch.nextafter(w.view(-1)[12345], torch.tensor(1.0))  # one value, one bit further
+    conv.weight = torch.nn.Parameter(w, requires_grad=False)
+    enc._identity = None
+    changed = enc.identity
+    enc.encoder.to(torch.bfloat16)
+    enc._identity = None
+    assert len(seen | {changed, enc.identity}) == 3
+
+
+@pytest.mark.cuda
+def test_identity_on_cuda_is_the_one_on_the_cpu(wdir):
+    """A feature cache filled on the CPU (or by another GPU) is found on a GPU: the same weights, the same key."""
+    assert WhisperEncoder.from_pretrained(wdir, device="cuda").identity == WhisperEncoder.from_pretrained(wdir).identity
+
+
 def test_errors(enc, tmp_path):
     with pytest.raises(AudioError, match="30 s"):
         enc.features([np.zeros(31 * 16000, dtype=np.float32)])

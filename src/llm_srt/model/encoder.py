@@ -23,6 +23,7 @@ from ..errors import AudioError, LLMSRTError
 
 HOP_LENGTH = 160  # samples per mel frame (10 ms at 16 kHz)
 N_SAMPLES_30S = 30 * SAMPLE_RATE  # 480000 samples: Whisper's fixed window
+_BITS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}  # a weight's bits, by its size
 FEATURE_VERSION = 1  # part of `identity`; bump when the feature computation below changes
 CPU_ENCODER_FRAMES = 1536  # on the CPU, an encoder pass takes as many clips as fit this many output frames (Whisper
 #  base, 16 clips, 2 threads, best of 3, fp32 / int8 s: at 273 frames a clip 0.61 / 0.43 in one pass, 0.50 / 0.31
@@ -109,7 +110,9 @@ class WhisperEncoder(nn.Module):
 
     @property
     def identity(self) -> str:
-        """A stable key for feature caches: config + weights fingerprint + feature settings."""
+        """A stable key for feature caches: config + weights fingerprint + feature settings. The weights' part is
+        exact integer arithmetic on their bits, so it is the same on any device and any number of threads (a float
+        sum is not: a cache filled on the CPU, or by a process with other threads, must still be found)."""
         if self._identity is None:
             h = hashlib.sha256()
             cfg = self.encoder.config.to_dict()
@@ -120,11 +123,11 @@ class WhisperEncoder(nn.Module):
             h.update(f"v{FEATURE_VERSION}|pad30={self.pad_to_30s}".encode())
             with torch.no_grad():
                 for name, p in self.encoder.state_dict().items():
-                    flat = p.detach().reshape(-1).float()
-                    h.update(name.encode())
-                    h.update(str(tuple(p.shape)).encode())
-                    h.update(flat[:256].cpu().numpy().tobytes())
-                    h.update(np.float64(flat.double().sum().item()).tobytes())
+                    bits = p.detach().reshape(-1).view(_BITS[p.element_size()])
+                    h.update(f"{name}|{tuple(p.shape)}|{p.dtype}".encode())
+                    step = max(1, bits.numel() // 256)  # 256 values spread over the tensor, in order
+                    h.update(bits[::step][:256].cpu().numpy().tobytes())
+                    h.update(np.int64(bits.long().sum().item()).tobytes())  # every value (wraps alike everywhere)
             self._identity = f"{self.name}-{h.hexdigest()[:16]}"
         return self._identity
 
