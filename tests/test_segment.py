@@ -153,3 +153,14 @@ def test_steady_noise_is_no_speech_but_a_steady_loud_clip_is():
 def test_no_segment_ends_past_the_audio():
     x = tone_bursts([(0.5, 3.2109375)], seconds=3.2109375)  # 51375 samples: the end rounds up to 3.211 s
     assert segment(x, SR)[-1].end == 3.21
+
+
+def test_rounding_to_milliseconds_never_takes_a_segment_past_the_window():
+    """A span of exactly the longest frames, padded, could round outwards at both ends to 30.001 s: 16 samples more
+    than Whisper's window, and the encoder refused the segment."""
+    longest = []
+    for k in range(40):  # the speech starts at another sub-millisecond offset each time
+        start = 0.5 + 0.0037 * k
+        x = tone_bursts([(start, start + 29.883)], seconds=start + 31.4)
+        longest.append(max(s.slice(x, SR).size for s in segment(x, SR)))
+    assert max(longest) == 30 * SR  # some segments fill the window, and none passes it

@@ -90,7 +90,7 @@ def segment(samples: np.ndarray, sr: int = SAMPLE_RATE, max_seconds: float | Non
         spans += _fit(group, db, max_frames)
     spans = _merge_short(spans, int(round(opts.min_seconds / hop)), int(round(opts.split_silence / hop)),
                          max_frames)
-    return _to_seconds(spans, samples.size / sr, opts.pad, win, hop)
+    return _to_seconds(spans, samples.size / sr, opts.pad, win, hop, opts.max_seconds)
 
 
 def frame_db(samples: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
@@ -236,9 +236,10 @@ def _merge_short(spans: list[tuple[int, int]], min_frames: int, max_gap: int,
     return spans
 
 
-def _to_seconds(spans: list[tuple[int, int]], duration: float, pad: float, win: float,
-                hop: float) -> list[Segment]:
-    """Frame ranges -> padded times; padding never crosses into a neighbour (it stops halfway across a pause)."""
+def _to_seconds(spans: list[tuple[int, int]], duration: float, pad: float, win: float, hop: float,
+                max_seconds: float) -> list[Segment]:
+    """Frame ranges -> padded times; padding never crosses into a neighbour (it stops halfway across a pause), and
+    rounding to milliseconds never takes a segment past `max_seconds` (Whisper's window takes no sample more)."""
     offset = (win - hop) / 2  # [a, b) spans the centres of its frames, +-half a hop
     times = [(offset + a * hop, offset + b * hop) for a, b in spans]
     last_ms = last_millisecond(duration)  # no end rounded past the clip's
@@ -247,7 +248,10 @@ def _to_seconds(spans: list[tuple[int, int]], duration: float, pad: float, win: 
         left = (times[i - 1][1] + start) / 2 if i > 0 else 0.0
         right = (end + times[i + 1][0]) / 2 if i + 1 < len(times) else duration
         s, e = max(start - pad, left, 0.0), min(end + pad, right, duration)
-        out.append(Segment(round(s, 3), min(round(e, 3), last_ms)))
+        s, e = round(s, 3), min(round(e, 3), last_ms)
+        if e - s > max_seconds:  # both ends rounded outwards by up to half a millisecond
+            e = math.floor(round((s + max_seconds) * 1000, 6)) / 1000
+        out.append(Segment(s, e))
     return [seg for seg in out if seg.end > seg.start]
 
 
