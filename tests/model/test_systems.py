@@ -2,6 +2,7 @@
 give what each item gives alone; Whisper, text MT and the cascade; split-retry of a failing batch; layering."""
 
 import json
+import shutil
 import subprocess
 import sys
 import weakref
@@ -133,6 +134,18 @@ def test_srt_rows_that_would_end_before_their_tags_get_the_pair_written(speech_m
     assert seen[-1] is None
     system.run_batch(MIXED[2:4], OPTS)
     assert seen[-1] is None  # no SRT row in the batch
+
+
+def test_a_speech_llm_system_has_its_encoder_when_loaded(speech_model, tmp_path):
+    """As the baselines do, a speech LLM loads its whole model at once: a server whose encoder is unreadable fails at
+    start-up, not with a 500 at each request after /health said ok."""
+    model = load_system(speech_model, CPU).model
+    assert model._whisper is not None
+    broken = tmp_path / "whisper"
+    shutil.copytree(model.config.encoder, broken)
+    (broken / "model.safetensors").write_bytes(b"not a checkpoint")
+    with pytest.raises(LLMSRTError, match="model.safetensors: cannot read the Whisper weights"):
+        load_system(speech_model, CPU, encoder=str(broken))
 
 
 def test_translate_takes_per_input_languages_and_tasks(speech_model):

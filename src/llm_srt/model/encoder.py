@@ -232,11 +232,15 @@ def _read_encoder_weights(path: Path) -> dict[str, torch.Tensor]:
     state: dict[str, torch.Tensor] = {}
     if files:
         for file in files:
-            with safe_open(str(file), framework="pt") as f:
-                for key in f.keys():
-                    name = _strip(key)
-                    if name is not None:
-                        state[name] = f.get_tensor(key)
+            try:
+                with safe_open(str(file), framework="pt") as f:
+                    for key in f.keys():
+                        name = _strip(key)
+                        if name is not None:
+                            state[name] = f.get_tensor(key)
+            except Exception as e:  # noqa: BLE001  SafetensorError (not importable by name), OSError
+                raise LLMSRTError(f"{file}: cannot read the Whisper weights ({type(e).__name__}: {e}); the file is "
+                                  "damaged or cut short: copy or download it again") from None
     elif (path / "pytorch_model.bin").is_file():
         raw = torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
         state = {n: v for k, v in raw.items() if (n := _strip(k)) is not None}

@@ -479,6 +479,8 @@ def _speech_llm(spec: str, placement: Placement, encoder: str | None = None, llm
 
     model = SpeechLLM.from_pretrained(spec, device=placement.device, dtype=placement.dtype, merge_lora=True,
                                       encoder=encoder, llm=llm)
+    model.encoder  # noqa: B018  loaded now, as the other systems' models are: a server whose encoder cannot load
+    #                (or does not fit beside the LLM) fails at start-up, not at its first request, nor in its time
     return SpeechLLMSystem(model, spec, placement)
 
 
