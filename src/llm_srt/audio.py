@@ -17,6 +17,7 @@ import soxr
 from .errors import AudioError, AudioOverLimit, UndecodableAudio, open_regular, shown
 
 SAMPLE_RATE = 16000  # Whisper's rate
+WINDOW_SECONDS = 30  # Whisper's fixed window: the longest clip its encoder takes
 MIN_SAMPLES = 400  # 25 ms, one log-mel window: shorter clips are padded (the STFT's reflect padding needs > 200)
 MAX_SECONDS_DEFAULT = 4 * 3600  # refuse to decode more than this into memory at once (921.6 MB at 16 kHz)
 MAX_BYTES_DEFAULT = 16 << 30  # decoded samples (float32, every channel, the file's own rate) read from one input:

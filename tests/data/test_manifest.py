@@ -97,6 +97,17 @@ def test_skip_bad_warns_and_keeps_the_good_rows(folder):
     assert [r.id for r in rows] == ["u1", "u3"]
 
 
+def test_rows_longer_than_the_longest_duration_are_bad_rows(folder):
+    """Training takes clips of at most Whisper's 30 s window: a longer row is named with its line when the manifest
+    is read, not met by the encoder in a training step (on one rank, without its file)."""
+    path = _write(folder / "m.jsonl", [_row(1, duration=30.0), _row(2, duration=31.25), _row(3)])
+    assert len(read_manifest(path)) == 3
+    with pytest.raises(ManifestError, match=r"m.jsonl:2: 31.25 s is longer than the 30 s a training utterance"):
+        read_manifest(path, max_duration=30)
+    with pytest.warns(UserWarning, match="skipped 1 bad rows"):
+        assert [r.id for r in read_manifest(path, skip_bad=True, max_duration=30)] == ["u1", "u3"]
+
+
 def test_check_audio_off_accepts_missing_files(folder):
     rows = read_manifest(_write(folder / "m.jsonl", [_row(1, audio="later.wav")]), check_audio=False)
     assert rows[0].audio.endswith("later.wav")

@@ -20,7 +20,8 @@ from llm_srt.audio import load_audio
 from llm_srt.data import features
 from llm_srt.data.features import FeatureCache
 from llm_srt.data.manifest import read_manifest, write_manifest
-from llm_srt.errors import ConfigError
+from llm_srt.errors import ConfigError, LLMSRTError
+from llm_srt.prompts import Task
 from llm_srt.model.encoder import WhisperEncoder
 from llm_srt.model.speech_llm import SpeechLLM, SpeechLLMConfig, tokenize_batch
 from llm_srt.train import data as training_data
@@ -403,9 +404,23 @@ def test_a_dev_set_that_scores_no_token_gives_no_dev_loss_and_says_so(tiny_setup
         "checkpoint"]
 
 
+def test_a_training_clip_longer_than_whisper_s_window_is_a_bad_row(tiny_setup, tmp_path):
+    rows = [json.loads(line) for line in Path(tiny_setup["manifest"]).read_text().splitlines()]
+    audio = Path(tiny_setup["manifest"]).parent / rows[0]["audio"]
+    long = tmp_path / "long.jsonl"
+    long.write_text("".join(json.dumps({**r, "audio": str(audio), "duration": 30.5 if k == 1 else r["duration"]})
+                            + "\n" for k, r in enumerate(rows)))
+    with pytest.raises(LLMSRTError, match=r"long.jsonl:2: 30.5 s is longer than the 30 s"):
+        training_data.read_stage_rows(DataSection(train=str(long)), Task.ASR, hashes=False)
+    with pytest.warns(UserWarning, match="skipped 1 bad rows"):
+        kept = training_data.read_stage_rows(DataSection(train=str(long), skip_bad=True), Task.ASR, hashes=False)
+    assert len(kept.train[0]) == len(rows) - 1
+
+
 def _node_local_cache(rank: int, world: int, store: str, setup: dict, root: str) -> None:
     """Two ranks on two "nodes" (LOCAL_WORLD_SIZE 1), each with the feature cache on its own disk; the default
-    group's collectives time out after 2 s, and rank 0 reads the corpus for longer than that."""
+    group's collectives time out after 2 s, rank 0 reads the corpus for longer than that, and rank 1 encodes each
+    batch of features for longer than that (a slower node, or one whose disk is fresh)."""
     import os
     import time
     from datetime import timedelta
@@ -419,6 +434,9 @@ def _node_local_cache(rank: int, world: int, store: str, setup: dict, root: str)
     try:
         real = training_data.read_stage_rows
         training_data.read_stage_rows = lambda *a, **k: (time.sleep(4), real(*a, **k))[1]
+        if rank == 1:
+            encode = TrainingData._encode
+            TrainingData._encode = lambda self, audios: (time.sleep(3), encode(self, audios))[1]
         model = SpeechLLM(SpeechLLMConfig(encoder=setup["whisper"], llm=setup["llm"], adapter="linear"))
         cache = Path(root) / f"node{rank}"
         cfg = DataSection(train=setup["manifest"], batch_size=2, feature_cache=str(cache), tasks={"asr": 1.0})
@@ -434,7 +452,8 @@ def _node_local_cache(rank: int, world: int, store: str, setup: dict, root: str)
 def test_each_node_fills_its_own_feature_cache_and_ranks_wait_for_rank_0_s_reading(tiny_setup, tmp_path):
     """A cache on each node's own disk holds every utterance after the fill (not only that node's ranks' share,
     which left the rest to be encoded inside the training steps), and the ranks waiting while rank 0 reads the
-    corpus are not held to the collectives' timeout (distributed_timeout_min; here 2 s against a 4 s read)."""
+    corpus, or while another rank fills its share, are not held to the collectives' timeout
+    (distributed_timeout_min; here 2 s against a 4 s read and 3 s batches)."""
     import torch.multiprocessing as mp
 
     mp.spawn(_node_local_cache, args=(2, str(tmp_path / "store"), dict(tiny_setup), str(tmp_path)), nprocs=2,

@@ -70,14 +70,16 @@ class Row:
         return not self.tgt_lang
 
 
-def read_manifest(path: str | Path, check_audio: bool = True, skip_bad: bool = False) -> list[Row]:
+def read_manifest(path: str | Path, check_audio: bool = True, skip_bad: bool = False,
+                  max_duration: float | None = None) -> list[Row]:
     """Read and validate a JSONL manifest. Every bad row is reported as `file:line: what is wrong`.
 
     Checks: JSON syntax, missing fields, field types, unknown language codes, a translation without a target
     language (or the reverse), non-positive duration, duplicate ids and (with `check_audio`) audio that is
-    missing, empty or unreadable. Without `skip_bad` any problem raises ManifestError listing them all (the first
-    MAX_LISTED, then a count); with `skip_bad` the bad rows are dropped with a warning. Each audio file is checked
-    once however many rows (directions) share it.
+    missing, empty or unreadable, and (with `max_duration`, training's 30 s) a row longer than that. Without
+    `skip_bad` any problem raises ManifestError listing them all (the first MAX_LISTED, then a count); with
+    `skip_bad` the bad rows are dropped with a warning. Each audio file is checked once however many rows
+    (directions) share it.
     """
     path = Path(path)
     name = shown(str(path))
@@ -107,6 +109,10 @@ def read_manifest(path: str | Path, check_audio: bool = True, skip_bad: bool = F
                     continue
                 if row.id in first_line_of:
                     problems.append(f"{where}: duplicate id {row.id!r} (first on line {first_line_of[row.id]})")
+                    continue
+                if max_duration is not None and row.duration > max_duration:
+                    problems.append(f"{where}: {row.duration:g} s is longer than the {max_duration:g} s a training "
+                                    "utterance may last (Whisper's window); cut it into shorter utterances or drop it")
                     continue
                 first_line_of[row.id] = lineno
                 rows.append(row)

@@ -18,11 +18,11 @@ from torch import nn
 from transformers import WhisperConfig, WhisperFeatureExtractor
 from transformers.models.whisper.modeling_whisper import WhisperEncoder as HFWhisperEncoder
 
-from ..audio import SAMPLE_RATE
+from ..audio import SAMPLE_RATE, WINDOW_SECONDS
 from ..errors import AudioError, LLMSRTError
 
 HOP_LENGTH = 160  # samples per mel frame (10 ms at 16 kHz)
-N_SAMPLES_30S = 30 * SAMPLE_RATE  # 480000 samples: Whisper's fixed window
+N_SAMPLES_30S = WINDOW_SECONDS * SAMPLE_RATE  # 480000 samples: Whisper's fixed window
 _BITS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}  # a weight's bits, by its size
 FEATURE_VERSION = 1  # part of `identity`; bump when the feature computation below changes
 CPU_ENCODER_FRAMES = 1536  # on the CPU, an encoder pass takes as many clips as fit this many output frames (Whisper

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from .. import paths, ranks
 from ..config import bounds, short
-from ..audio import format_bytes, load_audio
+from ..audio import WINDOW_SECONDS, format_bytes, load_audio
 from ..data.features import FeatureCache, content_hashes
 from ..data.loader import (BucketBatchSampler, SpeechTextDataset, pad_features, stratified, text_fields,
                            weighted_rows)
@@ -195,7 +195,7 @@ class TrainingData:
                 f"{format_bytes(total['free'])} free there")
         self._encode_into(cache, todo)
         if self.d.world > 1:
-            dist.barrier()
+            dist.barrier(group=host_group(self.d))  # the fill takes hours, and a fresh node's ranks longer
             # a cache on each node's own disk holds only its ranks' shares: what is still missing here is encoded
             # by this node's ranks, a share each (on a disk every rank shares, nothing is missing)
             missing = [a for a in audio if not cache.has(a)]
@@ -204,7 +204,7 @@ class TrainingData:
                 log(f"the feature cache {root} lacks {len(missing):,} utterances other ranks encoded (a disk of this "
                     "node's own): this node's ranks encode them too")
                 self._encode_into(cache, missing[self.d.local_rank % local::local])
-                dist.barrier()
+                dist.barrier(group=host_group(self.d))
 
     def _encode_into(self, cache: FeatureCache, todo: list[str]) -> None:
         for start in tqdm(range(0, len(todo), ENCODE_BATCH), desc="encoder features", disable=not todo or
@@ -303,10 +303,12 @@ class TrainingData:
 def read_stage_rows(cfg: DataSection, main_task: Task, hashes: bool = True) -> StageRows:
     """Read and validate the training manifests and the dev manifest (every audio file checked), choose the dev
     rows, and (with `hashes`) hash every audio file once. Run on rank 0 only (see from_rank0)."""
-    train = [read_manifest(m, skip_bad=cfg.skip_bad) for m in cfg.manifests]
+    longest = WINDOW_SECONDS  # a longer clip would stop the stage at the encoder, on one rank
+    train = [read_manifest(m, skip_bad=cfg.skip_bad, max_duration=longest) for m in cfg.manifests]
     dev: list[Row] = []
     if cfg.dev:
-        rows = [r for r in read_manifest(cfg.dev, skip_bad=cfg.skip_bad) if r.is_asr == (main_task is Task.ASR)]
+        rows = [r for r in read_manifest(cfg.dev, skip_bad=cfg.skip_bad, max_duration=longest)
+                if r.is_asr == (main_task is Task.ASR)]
         dev = stratified(rows, max(cfg.dev_size, cfg.dev_decode), seed=cfg.seed)
     audio = [r.audio for part in train for r in part] + [r.audio for r in dev]
     return StageRows(train, dev, content_hashes(audio) if hashes else {})
