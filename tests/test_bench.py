@@ -271,6 +271,59 @@ def test_largest_batch_stops_at_the_first_out_of_memory(monkeypatch):
         paper.largest_batch(System(), clips, DecodingOptions(), options, device.resolve("cpu").device, lambda m: None)
 
 
+def test_every_probe_of_the_search_is_timed_after_a_warm_up_at_its_batch_size(monkeypatch):
+    """A probe's time sets the best-batch goal beside the rows, which are timed warm: a probe is too (the first pass
+    at a batch size pays cuBLAS's choices and the allocator's growth)."""
+    from llm_srt.bench import paper
+    from llm_srt.model.decoding import DecodingOptions
+
+    seen = set()
+
+    def fake(system, audios, batch, options):
+        cold = batch not in seen
+        seen.add(batch)
+        return common.DecodeRun(3.0 if cold else 1.0, len(audios), 4, 8, 1.0, "rss")
+
+    class System:
+        name = "llm-srt"
+
+    monkeypatch.setattr(paper, "decode_pass", fake)
+    options = paper.PaperOptions(shape="tiny", search_from=4, max_batch=16)
+    s = paper.largest_batch(System(), [np.zeros(16000, np.float32)], DecodingOptions(), options,
+                            device.resolve("cpu").device, lambda m: None)
+    assert [(p["batch_size"], p["seconds"]) for p in s["probes"]] == [(4, 1.0), (8, 1.0), (16, 1.0)]
+
+
+def test_compiled_rows_count_the_cuda_graph_skips_of_their_warm_ups(monkeypatch, tmp_path):
+    """torch counts a CUDA-graph skip where it compiles and records, in a row's warm-up (and for some causes once per
+    function): a row must report the skips of the compiled rows' warm-ups, not only of its timed pass."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from torch._dynamo.utils import counters
+
+    from llm_srt.bench import paper
+    from llm_srt.model.decoding import StaticSteps
+
+    seen = set()
+
+    def fake(system, audios, batch, options):
+        if options.compile and batch not in seen:  # the warm-up compiles, and this graph cannot be recorded
+            seen.add(batch)
+            counters["inductor"]["cudagraph_skips"] += 1
+        StaticSteps.steps_taken += options.compile
+        return common.DecodeRun(1.0, len(audios), 4, 8, 1.0, "cuda")
+
+    cuda = SimpleNamespace(model=SimpleNamespace(device=torch.device("cuda", 0)), name="llm-srt")
+    monkeypatch.setattr(paper, "decode_pass", fake)
+    monkeypatch.setattr(paper, "build_system", lambda *a: (cuda.model, cuda))
+    monkeypatch.setattr(paper, "release", lambda *a: None)
+    monkeypatch.setitem(counters["inductor"], "cudagraph_skips", counters["inductor"]["cudagraph_skips"])
+    options = replace(paper.PaperOptions(shape="tiny", **paper.TINY), compiled_batch_sizes=(1, 2), compiled_only=True)
+    result = paper.run_paper(options, device.resolve("cpu", "float32"), tmp_path)
+    assert [r["cudagraph_skips"] for r in result["decode"]] == [1, 2]
+
+
 def test_decode_pass_refuses_a_generation_that_ends_early(tmp_path):
     """Without pin_eos a model that emits EOS at once stops short: the row must fail, not be reported short."""
     import torch
@@ -335,6 +388,8 @@ def test_paper_goals_are_judged_only_for_paper_shapes_on_a_gpu():
     assert goals("qwen2.5-3b", gpu, 18.0, 3.5)["qformer_vs_pooled_at_equal_memory"]["met"] is True
     assert all(g["met"] is None for g in goals("tiny", cpu, 1.0, 9.0).values())
     assert all(g["met"] is None for g in goals("qwen2.5-7b", cpu, 1.0, 9.0).values())
+    unmeasured = goals("qwen2.5-7b", gpu, None, None)  # --compiled-only, --max-batch 0: nothing to judge, not MISSED
+    assert all(g["met"] is None for g in unmeasured.values())
 
 
 def test_cli_adds_the_whisper_row_unless_told_not_to(monkeypatch, capsys):
