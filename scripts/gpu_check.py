@@ -16,7 +16,8 @@ Steps, each a subprocess with its own time limit, through the real CLI verbs (`p
               without activation checkpointing, and with head_losses in 8x larger blocks; greedy with --compile
               (static KV cache, CUDA graphs) too, for qwen2.5-7b at batch 1 and 64
 It writes DIR/report.md, DIR/report.json and DIR/gpu-check.log (every step's output). `--device cpu` runs the same
-steps with the tiny shape (a test runs it). Exit status 0 when every step that ran passed.
+steps with the tiny shape (a test runs it). Exit status 0 when no step failed: a step the budget leaves
+undone (not started, or stopped by the budget before its own limit) is reported as such, neither passed nor failed.
 """
 
 from __future__ import annotations
@@ -50,9 +51,11 @@ WHEEL_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_
                    "manylinux1_x86_64")
 VERSIONS = ("torch", "transformers", "peft", "accelerate", "tokenizers", "safetensors", "sacrebleu", "numpy",
             "soundfile", "jiwer")
+MIN_STEP_S = 10  # a step is not started with less of the budget left
 STEP_LIMITS = {"cuda-tests": 200, "e2e": 150, "bench": 240}  # seconds per step (bench: per shape), within --budget-s
 COMPILED_BATCHES = {"qwen2.5-7b": "1,64"}  # GPU shapes also timed with --compile at these batches, in a step of
-# their own after the benches (compilation may be slow: a timeout there loses nothing else)
+# their own right after the shape's bench (never measured yet, so before the next shape's; its limit bounds what a
+# slow compilation takes from it)
 SENTENCES = (("a cat", "eine Katze"), ("the dog", "der Hund"), ("red sun", "rote Sonne"),
              ("big tree", "grosser Baum"), ("cold water", "kaltes Wasser"), ("my house", "mein Haus"))
 CUDA_MARK = re.compile(r"^\s*@pytest\.mark\.cuda\b|^pytestmark\s*=.*\bmark\.cuda\b|\bmarks=pytest\.mark\.cuda\b",
@@ -67,21 +70,25 @@ class Check:
         self.out, self.work, self.device, self.dtype = out, work, device, dtype
         self.deadline = time.monotonic() + budget_s
         self.steps: list[dict] = []
+        self.cut = False  # the running step's command was stopped by the budget, not by the step's own limit
         self.log = open(out / "gpu-check.log", "w", encoding="utf-8")
         self.env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC)] + [p for p in [
             os.environ.get("PYTHONPATH")] if p]), PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1",
             TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
 
     def run(self, name: str, argv: list[str], timeout: float, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-        """One command, its output appended to the log; a timeout is a failed command (rc 124)."""
+        """One command, its output appended to the log; a timeout is a failed command (rc 124), and one that the
+        check's budget cut below the step's own limit marks the step as cut short (`step`)."""
         self.log.write(f"\n===== {name}: {' '.join(argv)}\n")
         self.log.flush()
+        budget = self.left() < timeout
         timeout = min(timeout, self.left())
         try:
             done = subprocess.run(argv, cwd=cwd, env=self.env, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired as e:
             text = (e.stdout or b"").decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
             done = subprocess.CompletedProcess(argv, 124, text, f"timed out after {timeout:.0f} s")
+            self.cut = self.cut or budget
         self.log.write(done.stdout + done.stderr + f"\n----- rc {done.returncode}\n")
         self.log.flush()
         return done
@@ -94,19 +101,30 @@ class Check:
         return self.run(name, [sys.executable, "-m", "llm_srt.cli", verb, *args], timeout)
 
     def step(self, name: str, fn, *args) -> dict:
+        """One step: `ok` True (passed), False (failed), or None (not run, or cut short, for want of the check's time
+        budget: neither passed nor failed, and said so)."""
         print(f"[gpu-check] {name} ...", flush=True)
         t0 = time.perf_counter()
-        try:
-            if self.deadline - time.monotonic() < 10:
-                raise TimeoutError("not run: the check's time budget (--budget-s) is spent")
-            result = fn(*args)
-        except Exception as e:  # a step that breaks is reported; the others still run
-            result = {"ok": False, "error": f"{type(e).__name__}: {e}".splitlines()[0]}
+        self.cut = False
+        if self.deadline - time.monotonic() < MIN_STEP_S:
+            result = {"ok": None, "error": "not run: the check's time budget (--budget-s) is spent"}
+        else:
+            try:
+                result = fn(*args)
+            except Exception as e:  # a step that breaks is reported; the others still run
+                result = {"ok": False, "error": f"{type(e).__name__}: {e}".splitlines()[0]}
+            if self.cut and not result["ok"]:
+                result = {**result, "ok": None, "error": "cut short by the check's time budget (--budget-s); give "
+                          f"it more to finish ({result.get('error', 'timed out')})"}
         result = {"step": name, **result, "seconds": round(time.perf_counter() - t0, 1)}
         self.steps.append(result)
-        print(f"[gpu-check] {name}: {'ok' if result['ok'] else 'FAILED'} ({result['seconds']} s)"
+        print(f"[gpu-check] {name}: {verdict(result['ok'])} ({result['seconds']} s)"
               + (f": {result['error']}" if result.get("error") else ""), flush=True)
         return result
+
+
+def verdict(ok: bool | None) -> str:
+    return "ok" if ok else "FAILED" if ok is False else "not done (budget)"
 
 
 # ---- steps ---------------------------------------------------------------------------------------------------------
@@ -294,7 +312,9 @@ def bench_step(check: Check, shape: str, memory_gib: float | None, compiled: str
 
 # ---- report ----------------------------------------------------------------------------------------------------------
 def write_report(check: Check, started: float) -> bool:
-    ok = all(s["ok"] for s in check.steps)
+    """report.json and report.md; True when no step failed (a step the budget left undone is listed, not failed)."""
+    ok = all(s["ok"] is not False for s in check.steps)
+    undone = sum(s["ok"] is None for s in check.steps)
     summary = {"ok": ok, "device": check.device, "dtype": check.dtype, "seconds": round(time.time() - started, 1),
                "steps": check.steps}
     (check.out / "report.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -303,7 +323,8 @@ def write_report(check: Check, started: float) -> bool:
              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))}, device {check.device} ({env.get('gpu') or 'no GPU'}"
              f"{', ' + str(env.get('gpu_memory_gib')) + ' GiB' if env.get('gpu_memory_gib') else ''}), dtype "
              f"{check.dtype}, torch {env.get('versions', {}).get('torch')}, CUDA {env.get('cuda')}; "
-             f"{summary['seconds']:.0f} s in all: **{'passed' if ok else 'FAILED'}**", "",
+             f"{summary['seconds']:.0f} s in all: **{'passed' if ok else 'FAILED'}**"
+             + (f" ({undone} step{'s' * (undone > 1)} not done for want of time)" if undone else ""), "",
              "| step | result | seconds | details |", "|---|---|---|---|"]
     for s in check.steps:
         details = s.get("error", "")
@@ -314,7 +335,7 @@ def write_report(check: Check, started: float) -> bool:
             details = ", ".join(f"{k} {'ok' if v else 'FAILED'}" for k, v in s["parts"].items())
         if s["step"] == "env":
             details = ", ".join(f"{k} {v}" for k, v in s.get("versions", {}).items())
-        lines.append(f"| {s['step']} | {'ok' if s['ok'] else 'FAILED'} | {s['seconds']} | {details} |")
+        lines.append(f"| {s['step']} | {verdict(s['ok'])} | {s['seconds']} | {details} |")
     for s in check.steps:
         if s.get("table"):
             lines += ["", f"## {s['step']}", "", "```", s["table"], "```"]
@@ -340,11 +361,11 @@ def run(args) -> int:
             check.step("cuda-tests", cuda_tests_step, check, args.tests.split(","))
         if "e2e" in steps:
             check.step("e2e", e2e_step, check)
-        if "bench" in steps:
+        if "bench" in steps:  # each shape's compiled rows right after its bench: the first shape's whole, first
             for shape in shapes:
                 check.step(f"bench-{shape}", bench_step, check, shape, args.memory_gib)
-            for shape in [s for s in shapes if s in COMPILED_BATCHES]:
-                check.step(f"bench-compiled-{shape}", bench_step, check, shape, None, COMPILED_BATCHES[shape])
+                if shape in COMPILED_BATCHES:
+                    check.step(f"bench-compiled-{shape}", bench_step, check, shape, None, COMPILED_BATCHES[shape])
         ok = write_report(check, started)
         check.log.close()
     print((out / "report.md").read_text())

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,28 @@ def test_a_failed_step_fails_the_check(tmp_path):
     report = json.loads((tmp_path / "report.json").read_text())
     assert done.returncode == 1 and not report["ok"] and "no CUDA GPU" in report["steps"][0]["error"]
     assert "**FAILED**" in (tmp_path / "report.md").read_text()
+
+
+def test_a_step_the_budget_leaves_undone_is_neither_passed_nor_failed(tmp_path, monkeypatch):
+    """A step not started, or stopped by the check's budget before its own limit, is reported as not done and does
+    not fail the check; one that runs past its own limit still fails it."""
+    monkeypatch.setattr(gpu_check, "MIN_STEP_S", 1)
+    check = gpu_check.Check(tmp_path, tmp_path, "cpu", "float32", budget_s=3)
+    sleep = [sys.executable, "-c", "import time; time.sleep(30)"]
+
+    def command(limit):
+        done = check.run("sleep", sleep, limit)
+        return {"ok": done.returncode == 0, "error": done.stderr}
+
+    cut = check.step("cut", command, 60)  # the budget (3 s) stops it before its own limit
+    assert cut["ok"] is None and "cut short by the check's time budget" in cut["error"]
+    assert check.step("late", command, 60)["ok"] is None  # the budget is spent: not started
+    assert gpu_check.write_report(check, time.time())
+    assert "**passed** (2 steps not done for want of time)" in (tmp_path / "report.md").read_text()
+    check.deadline = time.monotonic() + 60
+    assert check.step("own", command, 1)["ok"] is False  # its own limit: a failure
+    assert not gpu_check.write_report(check, time.time())
+    check.log.close()
 
 
 def test_cuda_tests_are_found_by_their_marker():
