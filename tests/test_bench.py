@@ -374,6 +374,23 @@ def test_largest_batch_under_a_memory_cap_finds_the_out_of_memory_point_on_cuda(
     torch.empty(2**28, dtype=torch.uint8, device=placement.device)  # 256 MiB: the cap is lifted afterwards
 
 
+@pytest.mark.long(25)
+def test_the_cpu_goals_are_shown_but_not_judged_on_a_gpu(result):
+    """The embedded bench's goals are the 2-core CPU's: a `bench --device cuda` run shows its ratios unjudged."""
+    from types import SimpleNamespace
+
+    from llm_srt.bench import embedded
+
+    options = bench.BenchOptions(batch_sizes=(1, 2, 4), headline_batch=4, new_tokens=3)
+    utts = [SimpleNamespace(seconds=1.0)] * result["setup"]["utterances"]
+    parts = (result["decode"], result["encoder"], result["overhead"], result["train"], None, result["machine"])
+    on_cpu = embedded.summarize(options, result["setup"], utts, *parts)
+    assert on_cpu["goals"] == result["goals"] and all(isinstance(g["met"], bool) for g in on_cpu["goals"].values())
+    on_gpu = embedded.summarize(options, {**result["setup"], "device": "cuda:0 bfloat16"}, utts, *parts)
+    assert all(g["met"] is None for g in on_gpu["goals"].values())
+    assert "not judged (a CPU goal)" in bench.format_table(on_gpu) and "MISSED" not in bench.format_table(on_gpu)
+
+
 def test_paper_goals_are_judged_only_for_paper_shapes_on_a_gpu():
     import torch
 

@@ -279,7 +279,8 @@ def summarize(options: BenchOptions, setup: dict, utts, rows, encoder, overhead,
         "batch1_step_vs_bandwidth_bound": row(fast1, 1, 1)["step_vs_bound"],
         "overhead_vs_lower_bound": overhead["translate_s"] / overhead["lower_bound_s"],
     }
-    goals = {k: {"target": t, "met": bool(ratios[k] >= t if how == "min" else ratios[k] <= t)}
+    on_cpu = setup["device"].startswith("cpu")  # the goals are the 2-core CPU's: elsewhere shown, not judged
+    goals = {k: {"target": t, "met": bool(ratios[k] >= t if how == "min" else ratios[k] <= t) if on_cpu else None}
              for k, (t, how) in GOALS.items()}
     one, many = row(fast, 1, 1), row(fast, 1, top)
     outside = {1: one["seconds"] - one["decode_seconds"], top: many["seconds"] - many["decode_seconds"]}
@@ -616,7 +617,8 @@ def format_table(result: dict) -> str:
     for key, goal in result["goals"].items():
         how = ">=" if GOALS[key][1] == "min" else "<="
         lines.append(f"{key:38} {result[key]:>7.2f}   goal {how} {goal['target']:<5} "
-                     f"{'met' if goal['met'] else 'MISSED'}" + (f"  ({judged[key]})" if judged.get(key) else ""))
+                     f"{'not judged (a CPU goal)' if goal['met'] is None else 'met' if goal['met'] else 'MISSED'}"
+                     + (f"  ({judged[key]})" if judged.get(key) else ""))
     parts = result.get("batch16_vs_batch1_parts")
     if parts:
         top, outside = s["batch16_vs_batch1_batches"][0], parts["outside_decode_s"]
