@@ -239,8 +239,8 @@ def test_inputs_are_run_in_groups_so_memory_does_not_grow_with_their_number(mode
     loaded, groups = [], []
     real_load, real_run = infer.load_audio, infer.run_items
     monkeypatch.setattr(infer, "load_audio", lambda x, **kw: (loaded.append(x), real_load(x, **kw))[1])
-    monkeypatch.setattr(infer, "run_items", lambda system, items, *a: (groups.append((len(loaded), len(items))),
-                                                                       real_run(system, items, *a))[1])
+    monkeypatch.setattr(infer, "run_items", lambda system, items, *a, **k: (groups.append((len(loaded), len(items))),
+                                                                            real_run(system, items, *a, **k))[1])
     monkeypatch.setattr(infer, "PENDING_SECONDS", 1.5)
     assert [r.to_dict() for r in t.translate(clips, "eng", "deu", options=OPTS, batch_size=4)] == whole
     assert groups[:2] == [(2, 2), (4, 2)] and all(n == 0 for _, n in groups[2:])
@@ -280,11 +280,11 @@ def test_an_interrupted_run_keeps_the_outputs_of_the_groups_already_done(model_d
 
     real_run, calls = infer.run_items, []
 
-    def run_items(*args):
+    def run_items(*args, **kwargs):
         calls.append(1)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real_run(*args)
+        return real_run(*args, **kwargs)
 
     monkeypatch.setattr(infer, "run_items", run_items)
     monkeypatch.setattr(infer, "PENDING_SECONDS", 1.5)  # groups: clips 0-1, then 2-3
@@ -305,11 +305,11 @@ def test_skip_existing_goes_on_from_an_interrupted_run(model_dir, clips, tmp_pat
     assert cli.main([*args, "--out-dir", str(tmp_path / "whole")]) == 0
     real_run, items = infer.run_items, []
 
-    def run_items(system, batch, *rest):
+    def run_items(system, batch, *rest, **kwargs):
         items.extend(batch)
         if len(items) > 2 and stop:
             raise KeyboardInterrupt
-        return real_run(system, batch, *rest)
+        return real_run(system, batch, *rest, **kwargs)
 
     monkeypatch.setattr(infer, "run_items", run_items)
     monkeypatch.setattr(infer, "PENDING_SECONDS", 1.5)  # groups: clips 0-1, then 2-3
@@ -429,6 +429,37 @@ def test_a_failing_batch_is_retried_down_to_the_rows_that_fail():
     seen = {}
     assert run_items(stub, items, OPTS, batch_size=8, on_output=seen.__setitem__) == out
     assert seen == dict(enumerate(out))  # each output handed over as it is ready
+
+
+def test_shortest_first_answers_a_short_input_before_a_long_one_s_other_segments():
+    """A server's batch (`shortest_first`): a short request's one segment runs in the first batch, not after every
+    segment of a long upload batched with it (segments run longest first otherwise)."""
+    talk = recording(36.0, [(0.5, 3.0), (8.5, 10.0), (15.5, 17.0), (30.0, 33.5)])  # four segments
+    short = tiny.tone(1.2, 650)
+    for shortest_first, short_after in ((False, 3), (True, 1)):
+        stub, answered = Stub(), {}
+        SpeechTranslator(stub).translate([talk, short], "eng", "deu", batch_size=2, shortest_first=shortest_first,
+                                         on_result=lambda i, r: answered.setdefault(i, len(stub.batches)))
+        assert answered[1] == short_after and len(stub.batches) == 3  # after how many of the three model calls
+
+
+def test_the_segments_of_an_input_whose_caller_is_gone_are_not_run():
+    """`cancelled(i)` (a request timed out, its client gone): the input's segments not yet in a batch are left out,
+    so the model does not go on for no one; the inputs still wanted are translated."""
+    from llm_srt.infer import NOT_RUN
+
+    talk = recording(36.0, [(0.5, 3.0), (8.5, 10.0), (15.5, 17.0), (30.0, 33.5)])
+    short = tiny.tone(1.2, 650)
+    stub = Stub()
+    gone = lambda i: i == 0 and len(stub.batches) >= 1  # noqa: E731  the upload's caller leaves after one batch
+    talk_out, short_out = SpeechTranslator(stub).translate([talk, short], "eng", "deu", batch_size=2,
+                                                           cancelled=gone)
+    assert len(stub.batches) == 2 and sum(map(len, stub.batches)) == 3  # 2 of the upload's 4 segments ran, + short
+    assert short_out.error is None and short_out.translation == "tr1.20"
+    assert [s.error for s in talk_out.segments].count(NOT_RUN) == 2 and "2 of 4 segments failed" in talk_out.error
+    stub = Stub()  # gone before its turn: not even segmented
+    out = SpeechTranslator(stub).translate([talk, short], "eng", "deu", cancelled=lambda i: i == 0)
+    assert out[0].error == NOT_RUN and out[0].segments == [] and stub.batches == [[short.size]]
 
 
 def test_a_failed_segment_is_counted_and_the_inputs_other_segments_kept(tmp_path, monkeypatch, capsys):

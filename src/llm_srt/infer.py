@@ -10,6 +10,7 @@ results (built from the items and the system's outputs as each input is finished
 
 import logging
 import os
+from collections import deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
@@ -19,7 +20,7 @@ import torch
 
 from . import device as placement_of
 from . import languages, subtitles
-from .audio import SAMPLE_RATE, AudioInput, load_audio
+from .audio import SAMPLE_RATE, WINDOW_SECONDS, AudioInput, load_audio  # the window: the longest segment
 from .errors import LLMSRTError, shown
 from .paths import atomic_file
 from .model.decoding import (DecodingOptions, StaticSteps, add_compile_argument, add_no_repeat_argument,
@@ -28,7 +29,7 @@ from .model.systems import Item, Output, System, cap, check_item, load_system
 from .prompts import Task
 from .segment import Segment, SegmentOptions, last_millisecond, segment
 
-WINDOW_SECONDS = 30.0  # Whisper's window: the longest segment (SegmentOptions.max_seconds)
+NOT_RUN = "not run: its caller stopped waiting for it"  # an item or input `skip` / `cancelled` left out
 MIN_SEGMENT_SECONDS = 2.0  # the shortest --max-segment-seconds (a segment holds at least a few words)
 TOKENS_PER_SECOND = 12.0  # generous upper bound on text tokens per second of Latin-script speech, per text part
 SCRIPT_TOKEN_FACTOR = {"Latn": 1.0, "Cyrl": 1.5}  # tokens per Latin token for the same speech; other scripts:
@@ -129,14 +130,17 @@ def error_line(e: BaseException) -> str:
 
 def run_items(system: System, items: Sequence[Item], options: DecodingOptions = DecodingOptions(),
               batch_size: int = 8, progress: Callable[[int], object] | None = None,
-              on_output: Callable[[int, Output], object] | None = None) -> list[Output]:
+              on_output: Callable[[int, Output], object] | None = None,
+              first: Sequence[float] | None = None, skip: Callable[[int], bool] | None = None) -> list[Output]:
     """One Output per item, in order, however mixed the languages and tasks. Items run longest first in batches of
-    `batch_size` (similar lengths together; the first batch shows the peak memory); each item's output is capped
-    by its own budget (item_budget: duration and scripts, or the given text's length). A batch that fails (a CUDA
-    out-of-memory, any error) is retried in halves, down to single rows (at most 2n - 1 calls for n rows), so only
-    the rows that fail alone fail; a failed row has `error` set, as has an item no system can run
-    (model.systems.check_item), which never reaches the system. `progress(n)` is called as n more items are done
-    (failed ones included); `on_output(k, output)` as item k's output is ready (in the order the items run)."""
+    `batch_size` (similar lengths together; the first batch shows the peak memory), or, with `first` (a key per
+    item), lowest key first and longest first within a key; each item's output is capped by its own budget
+    (item_budget: duration and scripts, or the given text's length). A batch that fails (a CUDA out-of-memory, any
+    error) is retried in halves, down to single rows (at most 2n - 1 calls for n rows), so only the rows that fail
+    alone fail; a failed row has `error` set, as has an item no system can run (model.systems.check_item), which
+    never reaches the system, and an item for which `skip(k)` is true when its batch is formed (its caller gone:
+    NOT_RUN). `progress(n)` is called as n more items are done (failed ones included); `on_output(k, output)` as
+    item k's output is ready (in the order the items run)."""
     if batch_size < 1:
         raise LLMSRTError(f"batch size must be at least 1, got {batch_size} (--batch-size)")
     outputs: list[Output | None] = [None] * len(items)
@@ -151,12 +155,24 @@ def run_items(system: System, items: Sequence[Item], options: DecodingOptions = 
             continue
         items[k] = replace(it, max_new_tokens=item_budget(it, cap(it, options)))
     size = [it.audio.size if it.audio is not None else len(it.transcript) for it in items]
-    order = sorted((k for k in range(len(items)) if outputs[k] is None),
-                   key=lambda k: (items[k].audio is None, -size[k]))
+    order = deque(sorted((k for k in range(len(items)) if outputs[k] is None),
+                         key=lambda k: (items[k].audio is None, first[k] if first else 0, -size[k])))
     if progress is not None and len(order) < len(items):
         progress(len(items) - len(order))
-    for start in range(0, len(order), batch_size):
-        chunk = order[start:start + batch_size]
+    while order:
+        chunk: list[int] = []
+        while order and len(chunk) < batch_size:
+            k = order.popleft()
+            if skip is not None and skip(k):
+                outputs[k] = Output(error=NOT_RUN)
+                if on_output is not None:
+                    on_output(k, outputs[k])
+                if progress is not None:
+                    progress(1)
+            else:
+                chunk.append(k)
+        if not chunk:
+            break
         for k, out in zip(chunk, _run_chunk(system, [items[k] for k in chunk], options)):
             outputs[k] = out
             if on_output is not None:
@@ -217,7 +233,8 @@ class SpeechTranslator:
                   batch_size: int = 8, transcripts: Sequence[str] | None = None,
                   segment_options: SegmentOptions = SegmentOptions(), progress=None,
                   on_result: Callable[[int, TranslationResult], object] | None = None,
-                  whole_clips: bool = False) -> list[TranslationResult]:
+                  whole_clips: bool = False, shortest_first: bool = False,
+                  cancelled: Callable[[int], bool] | None = None) -> list[TranslationResult]:
         """One result per input, in order. `src` / `tgt` / `task`: one value, or one per input ("auto" source:
         language ID per input, from its longest speech segment). Each input goes to the system as its speech
         segments (`speech_segments`); one without speech gets no segment and empty texts. `whole_clips` (evaluate:
@@ -227,7 +244,12 @@ class SpeechTranslator:
         leaves its input's other segments translated (the input's `error` counts it). Inputs are decoded and run in
         groups of about PENDING_SECONDS of audio, so memory does not grow with the number of inputs; `on_result(i,
         result)` is called as each input is done (its last segment back from the system, so not in input order), so a
-        caller can write it out at once and an interrupted run keeps every input that was finished."""
+        caller can write it out at once and an interrupted run keeps every input that was finished.
+        `shortest_first` (a server's batch of requests): the inputs with the least audio run first, so a short
+        request is answered before a long one's other segments run (else segments run longest first, whatever
+        their input). `cancelled(i)`: input i's caller has stopped waiting (a timeout, a client gone): its
+        segments not yet in a batch are left out (NOT_RUN), so the model runs on for no one no longer than the
+        batch it is in."""
         if batch_size < 1:
             raise LLMSRTError(f"batch size must be at least 1, got {batch_size} (--batch-size)")
         n = len(inputs)
@@ -272,7 +294,15 @@ class SpeechTranslator:
                 done(i)
 
         pending = 0.0
+        def run(work: list[tuple[int, int, Segment, Item]]) -> None:
+            run_items(self.system, [w[3] for w in work], options, batch_size, progress, on_output,
+                      first=[durations[w[0]] for w in work] if shortest_first else None,
+                      skip=None if cancelled is None else lambda k: cancelled(work[k][0]))
+
         for i, a in enumerate(asked):
+            if cancelled is not None and cancelled(i):
+                done(i, NOT_RUN)
+                continue
             try:
                 samples = load_audio(inputs[i], name=a.label)
                 durations[i] = samples.size / SAMPLE_RATE
@@ -295,10 +325,10 @@ class SpeechTranslator:
                      for j, s in enumerate(segs)]
             pending += durations[i]
             if pending >= PENDING_SECONDS:  # decoded audio is held for PENDING_SECONDS of input at most
-                run_items(self.system, [w[3] for w in work], options, batch_size, progress, on_output)
-                work.clear()
+                run(work)
+                work = []
                 pending = 0.0
-        run_items(self.system, [w[3] for w in work], options, batch_size, progress, on_output)
+        run(work)
         return results
 
 

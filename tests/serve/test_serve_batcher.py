@@ -25,7 +25,7 @@ class Recorder:
         self.fail_first = fail_first
 
     def translate(self, inputs, src, tgt=None, task=Task.SRT, options=None, batch_size=8, segment_options=None,
-                  on_result=None):
+                  on_result=None, **_):
         tasks = [Task(t) for t in task]
         self.calls.append((list(src), list(tgt), tasks, [x.size for x in inputs]))
         self.options.append(options)
@@ -227,7 +227,7 @@ def test_a_request_is_answered_as_soon_as_its_own_segments_are_done():
     caller has it while the long one still decodes (before, every request of a batch waited for the last)."""
     class Staged(Recorder):
         def translate(self, inputs, src, tgt=None, task=Task.SRT, options=None, batch_size=8, segment_options=None,
-                      on_result=None):
+                      on_result=None, **_):
             results = [TranslationResult(f"<array {i}>", s, t, Task(k).value, translation=f"n={x.size}")
                        for i, (x, s, t, k) in enumerate(zip(inputs, src, tgt, task))]
             on_result(1, results[1])
@@ -270,3 +270,47 @@ def test_decoded_audio_waiting_beyond_its_cap_is_refused():
         return seconds, left
 
     assert run(main()) == (2.0, 0.0)
+
+
+def test_a_request_given_up_on_runs_no_further_segment_and_its_audio_counts_until_its_batch_ends():
+    """A request that times out in a running batch (a long upload on a slow device): its segments not yet run are
+    left out (before, every one ran, and the requests queued behind waited for them), and its audio counts against
+    --max-queued-seconds until the batch it is in ends (before, it stopped counting while still in the model)."""
+    import time
+
+    from llm_srt.infer import SpeechTranslator
+    from llm_srt.model.systems import Output
+
+    class Slow:
+        name, placement = "slow", None
+
+        def __init__(self):
+            self.batches = []
+
+        def run_batch(self, items, options):
+            self.batches.append(len(items))
+            time.sleep(0.5)
+            return [Output("t", "tr") for _ in items]
+
+        def detect_language(self, audio):
+            return "eng"
+
+    t = np.arange(36 * 16000) / 16000  # eight 1.5 s tones, 3 s apart: eight segments
+    talk = np.where((t % 4.5) < 1.5, 0.3 * np.sin(2 * np.pi * 440 * t), 1e-3).astype(np.float32)
+
+    async def main():
+        system = Slow()
+        b = await started(SpeechTranslator(system), max_batch=2, max_wait_ms=0)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(b.submit(talk, "eng", "deu", Task.SRT), 0.2)
+        held = b.queued_seconds  # in its batch's first model call still
+        for _ in range(300):
+            await asyncio.sleep(0.01)
+            if not b.queued_seconds:
+                break
+        await asyncio.sleep(0.6)  # time for another model call, if one were made
+        await b.stop()
+        return system.batches, held, b.queued_seconds
+
+    batches, held, after = run(main())
+    assert batches == [2] and held == 36.0 and after == 0.0  # 1 of 4 model calls ran; 6 segments left out

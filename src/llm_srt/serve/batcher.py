@@ -5,7 +5,10 @@ Requests wait in a queue. A collector task takes the first waiting request, lets
 more join it for at most `max_wait_ms`, and hands them to one worker thread as a single translate() call (one
 thread: the model runs one batch at a time and the event loop stays free to accept uploads meanwhile). Requests
 that arrive while a batch runs queue up and form the next batch at once. A request whose caller stops waiting
-(timeout, disconnected client) leaves the queue at once: the model never runs for it. A request may bring its own
+(timeout, disconnected client) leaves the queue at once: the model never runs for it; once in a running batch, its
+segments not yet run are left out, and its audio counts as queued until that batch ends. In a batch, the requests
+with the least audio run first (a short clip is answered before a long upload's other segments run). A request may
+bring its own
 DecodingOptions (beam size, token cap): a batch holds requests of one kind of decoding, the first waiting request's;
 the others keep their place in the queue for a later batch.
 """
@@ -61,6 +64,8 @@ class Pending:
     task: Task
     future: asyncio.Future  # resolves to the TranslationResult
     decoding: DecodingOptions  # how this request decodes (its batch's, shared by every request in it)
+    running: bool = False  # in a batch the model thread runs: its audio is held until the batch ends
+    left: bool = False  # its submit() has returned or raised (answered, failed, timed out or cancelled)
 
 
 @dataclass
@@ -150,7 +155,9 @@ class Batcher:
         try:
             return await pending.future  # a cancelled await cancels the future too: the collector skips it
         finally:
-            self._held -= audio.size
+            pending.left = True
+            if not pending.running:  # else the batch lets its audio go when it ends (`_run`)
+                self._held -= audio.size
             if pending in self._queue:
                 self._queue.remove(pending)
 
@@ -187,21 +194,29 @@ class Batcher:
         def answer(i: int, result: TranslationResult) -> None:  # on the model thread, as each request is done
             loop.call_soon_threadsafe(_settle, group[i].future, result)
 
+        for p in group:
+            p.running = True
         try:
             await loop.run_in_executor(self._executor, self._translate, group, answer)
         except Exception as e:  # noqa: BLE001 - one failing batch must not stop the server
             for p in group:
                 if not p.future.done():
                     p.future.set_exception(e)
+        finally:
+            for p in group:
+                p.running = False
+                if p.left:  # its submit() is gone: its audio is let go here (else there, when it returns)
+                    self._held -= p.audio.size
 
     def _translate(self, group: list[Pending], answer: Callable[[int, TranslationResult], object]) -> None:
-        """The group through the model; each request is answered as soon as its last segment is back (a short
-        clip batched with a long one does not wait for the long one's other segments)."""
+        """The group through the model, the requests with the least audio first; each request is answered as soon
+        as its last segment is back (a short clip batched with a long one does not wait for the long one's other
+        segments), and one whose caller has gone runs no further segment."""
         self.stats.sizes[len(group)] += 1
         self.translator.translate([p.audio for p in group], [p.src for p in group], [p.tgt for p in group],
                                   task=[p.task for p in group], options=group[0].decoding,
                                   batch_size=self.options.max_batch, segment_options=self.options.segment,
-                                  on_result=answer)
+                                  on_result=answer, shortest_first=True, cancelled=lambda i: group[i].future.done())
 
 
 def _settle(future: asyncio.Future, result: TranslationResult) -> None:

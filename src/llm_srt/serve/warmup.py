@@ -16,9 +16,9 @@ from dataclasses import replace
 
 import numpy as np
 
-from ..audio import SAMPLE_RATE
+from ..audio import SAMPLE_RATE, WINDOW_SECONDS
 from ..errors import LLMSRTError
-from ..infer import WINDOW_SECONDS, SpeechTranslator, error_line, item_budget
+from ..infer import SpeechTranslator, error_line, item_budget
 from ..model.decoding import INT8_COMPILED_ROWS, DecodingOptions, StaticSteps
 from ..model.kv_cache import STATIC_LENGTH_STEP
 from ..model.llm import causal_lm
