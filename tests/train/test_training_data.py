@@ -448,6 +448,48 @@ def _node_local_cache(rank: int, world: int, store: str, setup: dict, root: str)
         dist.destroy_process_group()
 
 
+def _refused_cache(rank: int, world: int, store: str, setup: dict, root: str) -> None:
+    """Two ranks on two "nodes" sharing one feature cache whose disk refuses every file (a quota statvfs does not
+    see); each rank counts the clips it encodes."""
+    import os
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    os.environ["LOCAL_WORLD_SIZE"] = "1"
+    dist.init_process_group("gloo", store=dist.FileStore(store, world), rank=rank, world_size=world,
+                            timeout=timedelta(seconds=60))
+    try:
+        def refuse(*a, **k):
+            raise OSError(errno.EDQUOT, "Disk quota exceeded")
+
+        features.atomic_file = refuse
+        encoded = []
+        encode = TrainingData._encode
+        TrainingData._encode = lambda self, audios: (encoded.append(len(audios)), encode(self, audios))[1]
+        model = SpeechLLM(SpeechLLMConfig(encoder=setup["whisper"], llm=setup["llm"], adapter="linear"))
+        cfg = DataSection(train=setup["manifest"], batch_size=2, feature_cache=str(Path(root) / "cache"),
+                          tasks={"asr": 1.0})
+        data = TrainingData(cfg, model, Dist(rank, world), log=lambda *_: None)
+        audio = len({row.audio for row, _ in data.dataset.items})
+        (Path(root) / f"rank{rank}.json").write_text(json.dumps({"audio": audio, "encoded": sum(encoded)}))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.long(10)
+def test_features_a_disk_refused_are_not_encoded_again_by_every_node_before_step_1(tiny_setup, tmp_path):
+    """A shared cache whose stores fail (a quota: the free-space check passed) lacks features after the fill: not
+    because each node has a disk of its own, so no node encodes every other rank's share again (which doubled the
+    fill's time and stored nothing)."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_refused_cache, args=(2, str(tmp_path / "store"), dict(tiny_setup), str(tmp_path)), nprocs=2, join=True)
+    got = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert got[0]["audio"] > 2 and got[0]["encoded"] + got[1]["encoded"] == got[0]["audio"]
+
+
 @pytest.mark.long(12)
 def test_each_node_fills_its_own_feature_cache_and_ranks_wait_for_rank_0_s_reading(tiny_setup, tmp_path):
     """A cache on each node's own disk holds every utterance after the fill (not only that node's ranks' share,

@@ -196,6 +196,10 @@ class TrainingData:
         self._encode_into(cache, todo)
         if self.d.world > 1:
             dist.barrier(group=host_group(self.d))  # the fill takes hours, and a fresh node's ranks longer
+            if all_sum(torch.tensor([cache.unstored]), self.d).item():  # a disk that refused them (full, a quota
+                log(f"the feature cache {root} could not store every utterance's features (see the warning above): "
+                    "those are encoded in the steps that need them, not again now")  # statvfs does not see)
+                return
             # a cache on each node's own disk holds only its ranks' shares: what is still missing here is encoded
             # by this node's ranks, a share each (on a disk every rank shares, nothing is missing)
             missing = [a for a in audio if not cache.has(a)]
