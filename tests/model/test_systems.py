@@ -184,6 +184,28 @@ def test_whisper_system(folders):
 
 
 
+def test_a_speech_llm_detects_the_language_with_its_own_encoder_and_whisper_s_decoder_alone(folders):
+    """Language ID beside a speech LLM loads Whisper's decoder only: the model's encoder (already on the device)
+    encodes the clip's 30 s window. Before, a whole second Whisper was loaded at the first request without a source
+    language (Whisper large-v3's encoder twice: 1.3 GB more in bf16, mid-serving). The language is the one the
+    whole Whisper finds."""
+    from llm_srt.model import systems
+    from llm_srt.model.speech_llm import SpeechLLM, SpeechLLMConfig
+
+    model = SpeechLLM(SpeechLLMConfig(encoder=str(folders["whisper"]), llm=str(folders["llm"]), adapter="linear"))
+    system = SpeechLLMSystem(model, "m", CPU)
+    systems.release_models(CPU.device)
+    calls = []
+    hook = model.encoder.encoder.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[-1]))
+    ours = [system.detect_language(clip) for clip in CLIPS]
+    hook.remove()
+    [kept] = [systems._torch_whisper(str(folders["whisper"]), CPU.device, CPU.dtype, True)]
+    assert calls == [3000] * len(CLIPS) and kept.model.encoder is None
+    assert systems._torch_whisper.cache_info().currsize == 1  # no whole Whisper beside it
+    assert ours == [detect_language(folders["whisper"], clip, CPU) for clip in CLIPS]
+    systems.release_models(CPU.device)
+
+
 def test_release_models_lets_go_of_the_kept_whispers(folders):
     from llm_srt.model import systems
 

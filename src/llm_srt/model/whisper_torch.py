@@ -411,10 +411,11 @@ class TorchWhisper(nn.Module):
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, device: torch.device, dtype: torch.dtype,
-                        int8: bool = False) -> "TorchWhisper":
+                        int8: bool = False, decoder_only: bool = False) -> "TorchWhisper":
         """The folder's Whisper on `device` in `dtype` (float32 on the CPU: the mapped file's pages themselves).
         `int8` (CPU, float32): every linear layer int8 as it is read (`_load_int8`), the tied head an int8 copy of
-        the token table (as CTranslate2's int8); convolutions, embeddings and norms stay float32."""
+        the token table (as CTranslate2's int8); convolutions, embeddings and norms stay float32. `decoder_only`:
+        no encoder is read (a speech LLM's own Whisper encoder gives the states: language ID beside it)."""
         folder = Path(folder)
         for name in ("config.json", "model.safetensors"):
             if not (folder / name).is_file():
@@ -431,6 +432,8 @@ class TorchWhisper(nn.Module):
             return_freed_memory()
         with torch.device("meta"):
             whisper = cls(folder, dims, generation, features)
+        if decoder_only:
+            whisper.model.encoder = None
         try:
             whisper._load_int8() if int8 else whisper._load(device, dtype)
         except (RuntimeError, ValueError) as e:  # a weight of another shape
@@ -444,7 +447,8 @@ class TorchWhisper(nn.Module):
         from safetensors.torch import load_file
 
         state = {k.removeprefix("model."): v.to(device=device, dtype=dtype)
-                 for k, v in load_file(self.folder / "model.safetensors").items() if k != "proj_out.weight"}
+                 for k, v in load_file(self.folder / "model.safetensors").items()
+                 if k != "proj_out.weight" and self._wanted(k)}
         self.model.load_state_dict(state, strict=True, assign=True)
 
     def _load_int8(self) -> None:
@@ -464,7 +468,7 @@ class TorchWhisper(nn.Module):
         self.head = Int8Linear.from_file(path, f"model.{table}", tuple(self.model.decoder.embed_tokens.weight.shape))
         trim_heap()  # first: its quantized and packed forms (2 x 26 MB) are resident together before the rest is
         with safe_open(path, framework="pt") as f:
-            keys = [k for k in f.keys() if k not in ("proj_out.weight", f"model.{table}")]
+            keys = [k for k in f.keys() if k not in ("proj_out.weight", f"model.{table}") and self._wanted(k)]
             state = {k.removeprefix("model."): f.get_tensor(k).clone() for k in keys
                      if k.removeprefix("model.").rsplit(".", 1)[0] not in linears}
         with safe_open(path, framework="pt") as f:  # a mapping of its own: the copies' pages above are let go
@@ -488,6 +492,10 @@ class TorchWhisper(nn.Module):
         embed = self.model.decoder.embed_tokens
         if mapped_from(embed.weight, path):  # int8's head is its own copy: the table serves lookups alone
             drop_pages_after_lookups(embed)
+
+    def _wanted(self, key: str) -> bool:
+        """Whether a checkpoint tensor is loaded (not an encoder's where there is none: `decoder_only`)."""
+        return self.model.encoder is not None or not key.startswith("model.encoder.")
 
     @cached_property
     def tokenizer(self):
@@ -531,6 +539,8 @@ class TorchWhisper(nn.Module):
         return mel
 
     def encode(self, mel: torch.Tensor) -> torch.Tensor:
+        if self.model.encoder is None:
+            raise RuntimeError("TorchWhisper.encode: loaded decoder_only, without its encoder")
         states = self.model.encoder(mel)
         self._trim()
         return states
