@@ -340,3 +340,31 @@ def test_each_direction_keeps_its_size_where_no_sentence_spans_two():
     assert c.delta == pytest.approx(50) and c.low == pytest.approx(50) and c.high == pytest.approx(50)
     times = resample_counts(["deu"] * 5 + ["fra"] * 2 + ["deu"], 50, seed=1)
     assert (times[:, [0, 1, 2, 3, 4, 7]].sum(1) == 6).all() and (times[:, 5:7].sum(1) == 2).all()
+
+
+def test_sentences_that_languages_lack_apart_are_still_drawn_from_one_pool():
+    """In FLEURS each language lacks other sentences, so sentences cover different sets of directions. Drawn only
+    among sentences of the same set, most were alone and drawn in every resample: no variance, p too small. Here
+    31 sentences, each in its own set of directions, two systems of one noisy process: before, p = 0.001, an
+    interval of width 0 and "reversed"; drawn from one pool, not significant."""
+    from itertools import combinations
+
+    from llm_srt.evaluate.significance import direction_groups
+
+    targets = ["deu", "fra", "spa", "ita", "nld"]
+    sets = [c for k in range(1, 6) for c in combinations(targets, k)]  # 31 different sets of directions
+    rng = np.random.default_rng(5)
+
+    def noisy(ref):
+        words = ref.split()
+        return " ".join(w for w in words if rng.random() > 0.3)
+
+    r = refs(len(sets), seed=21)
+    rows = [(i, t) for i, ts in enumerate(sets) for t in ts]
+    a, b = ([{"id": f"{t}-{i}", "src": "eng", "tgt": t, "ref_translation": r[i], "hyp_translation": noisy(r[i]),
+              "sentence": str(i)} for i, t in rows] for _ in range(2))
+    c = paired_bootstrap(a, b, samples=500)
+    assert c.sentences == 31 and c.low < c.delta < c.high and c.p > 0.05 and c.verdict() == "not significant"
+    assert len(set(direction_groups([{("eng", t) for t in ts} for ts in sets]))) == 1
+    assert direction_groups([{("eng", "deu")}, {("fra", "eng")}, {("eng", "deu")}]) == [("eng", "deu"), ("fra", "eng"),
+                                                                                        ("eng", "deu")]

@@ -105,7 +105,7 @@ def paired_bootstrap_runs(a: Sequence[Iterable[UtteranceResult | Mapping]],
     for key, r in runs_a[0].items():
         by_direction.setdefault((r.src, r.tgt), []).append(key)
         covers.setdefault(sentence[key], set()).add((r.src, r.tgt))
-    times = resample_counts([frozenset(covers[i]) for i in range(len(sentences))], samples, seed)
+    times = resample_counts(direction_groups([covers[i] for i in range(len(sentences))]), samples, seed)
     full_a, full_b, boot_a, boot_b = [], [], [], []
     for (_, tgt), ids in sorted(by_direction.items()):
         metric = BLEU(tokenize=languages.get(tgt).bleu_tokenize)
@@ -120,11 +120,32 @@ def paired_bootstrap_runs(a: Sequence[Iterable[UtteranceResult | Mapping]],
     return _compare(float(np.mean(full_a)), float(np.mean(full_b)), diffs, len(sentences))
 
 
+def direction_groups(covers: Sequence[set[Direction]]) -> list[Direction]:
+    """Each sentence's stratum for the BLEU test (`covers[i]`: the directions sentence i has rows in): the group of
+    directions that sentences join, two directions being joined when one sentence has rows in both. An N-way set
+    (FLEURS: one sentence in many directions) is one group, whichever sentences some languages lack, so its
+    sentences are drawn from one pool; directions that no sentence spans (CoVoST X->eng) are a group each, so each
+    keeps its size. (Before 2026-12-04 the stratum was the exact set of directions: in FLEURS, where languages lack
+    different sentences, most strata held a sentence or two, drawn in every resample, and p came out too small: two
+    systems of one process read "reversed" at p = 0.001 on 31 such sentences.)"""
+    parent: dict[Direction, Direction] = {}
+
+    def root(d: Direction) -> Direction:
+        while parent.setdefault(d, d) != d:
+            parent[d] = parent[parent[d]]
+            d = parent[d]
+        return d
+
+    for dirs in covers:
+        first, *rest = sorted(dirs)
+        for d in rest:
+            parent[root(d)] = root(first)
+    return [root(min(dirs)) for dirs in covers]
+
+
 def resample_counts(strata: Sequence[Hashable], samples: int, seed: int) -> np.ndarray:
     """(samples, units): how often each resample draws each unit, drawing within each stratum (`strata[i]`: unit
-    i's) as many units as it holds. The BLEU test's strata are the sets of directions its sentences have rows in, so
-    every resample keeps each direction's size: one stratum in an N-way set, one per direction where no sentence
-    spans two (the test before 2026-12-03 drew its rows that way)."""
+    i's) as many units as it holds (the BLEU test's strata: `direction_groups`)."""
     rng = np.random.default_rng(seed)
     members: dict[Hashable, list[int]] = {}
     for i, stratum in enumerate(strata):
