@@ -7,6 +7,7 @@ import sacrebleu
 
 from llm_srt.errors import LLMSRTError
 from llm_srt.evaluate import report as rep
+from llm_srt.prompts import Task
 from llm_srt.evaluate.report import UtteranceResult
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -46,7 +47,8 @@ def results(system: str, fail: tuple[str, str] | None = None) -> list[UtteranceR
     for uid, src, tgt, rt, rtr in REFS:
         ht, htr = HYPS[system][(uid, tgt)]
         error = "decoding failed: out of memory" if fail == (uid, tgt) else None
-        out.append(UtteranceResult(uid, src, tgt, ht, "GARBAGE GARBAGE" if error else htr, rt, rtr, error))
+        out.append(UtteranceResult(uid, src, tgt, None if error and ht else ht, "GARBAGE GARBAGE" if error else htr,
+                                   rt, rtr, error))
     return out
 
 
@@ -122,6 +124,34 @@ def test_failed_row_enters_wer_when_its_task_writes_a_transcript():
     s = rep.score_system("old", [replace(ok, hyp_transcript="hello there", task=None),
                                  replace(s2tt_failed, task=None)])
     assert s.asr["eng"].n == 2 and s.asr["eng"].score == pytest.approx(50.0)
+
+
+def test_a_row_whose_translation_alone_failed_keeps_its_transcript_in_wer():
+    """The whisper system under SRT writes the transcript of a row it cannot translate (a target other than English)
+    and fails its translation: the row is failed (an empty hypothesis in BLEU) but its transcript is scored. Before,
+    every such row was an empty transcript, and an English clip's WER read 100."""
+    from llm_srt.data.manifest import Row
+    from llm_srt.evaluate.run import _result
+
+    rows = [Row(id=f"u{i}-{t}", audio="a.wav", duration=1.0, src_lang="eng", transcript="the cat sat", tgt_lang=t,
+                translation="x", split="test", corpus="t", sentence_id=str(i)) for i in range(2) for t in ("deu", "fra")]
+    results = [_result(r, Task.SRT, "the cat sat", error="the whisper system translates only into English (eng)")
+               for r in rows]
+    assert all(r.failed and r.hyp_transcript == "the cat sat" and r.hyp_translation is None for r in results)
+    s = rep.score_system("whisper", results)
+    assert s.asr["eng"].score == 0.0 and s.asr["eng"].n == 4 and len(s.failed) == 4
+    assert s.bleu[("eng", "deu")].score == 0.0
+    assert _result(rows[0], Task.SRT, "", error="out of memory").hyp_transcript is None  # a whole failure: WER ""
+
+
+def test_a_sources_wer_is_its_srt_transcripts_not_its_asr_rows_beside_them():
+    """An N-way test manifest holds a transcript-only (ASR) row per clip beside its SRT rows: under --task srt the
+    WER is the SRT transcripts' (the paper's), not a mix of the two tasks; a source with ASR rows alone keeps them."""
+    srt = UtteranceResult("u1-deu", "eng", "deu", "the cat sat", "die katze", "the cat sat", "die katze", task="srt")
+    asr = UtteranceResult("u1-asr", "eng", "eng", "a dog ran", "a dog ran", "the cat sat", None, task="asr")
+    only_asr = UtteranceResult("d1-asr", "deu", "deu", "ein hund", "ein hund", "eine katze", None, task="asr")
+    s = rep.score_system("srt", [srt, asr, only_asr])
+    assert s.asr["eng"].score == 0.0 and s.asr["eng"].n == 1 and s.asr["deu"].n == 1
 
 
 def test_text_mt_of_the_systems_own_llm(report):

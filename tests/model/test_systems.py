@@ -180,6 +180,12 @@ def test_whisper_system(folders):
     [heard] = system.decode([CLIPS[1]], ["deu"], "transcribe", OPTS)
     [to_eng] = system.decode([CLIPS[1]], ["deu"], "translate", OPTS)
     assert mixed[1] == Output(heard, to_eng)
+    # SRT into a target it cannot translate into: its transcript all the same (evaluate scores it by WER; before,
+    # an English clip's rows into 12 other targets all failed and its WER read 100), the translation an error
+    [heard] = system.decode([CLIPS[3]], ["deu"], "transcribe", OPTS)
+    assert mixed[3].transcript == heard and mixed[3].translation == ""
+    [s2tt] = system.run_batch([Item(CLIPS[3], "deu", "jpn", Task.S2TT)], OPTS)  # writes no transcript: no decoding
+    assert s2tt.transcript == "" and "only into English" in s2tt.error
     assert system.detect_language(CLIPS[0]) in languages.LANGUAGES
 
 

@@ -194,19 +194,26 @@ def score_system(name: str, results: Iterable[UtteranceResult | Mapping]) -> Sys
 
 def transcript_rows(rows: Iterable[UtteranceResult]) -> dict[str, list[UtteranceResult]]:
     """The rows whose transcripts enter WER/CER, per source language (in order of first appearance): those with a
-    reference transcript that wrote one, or failed where one was due (`score_system`)."""
+    reference transcript that wrote one, or failed where one was due (`score_system`). Where a source has rows of a
+    task that writes its transcript beside a translation (SRT), its transcript-only rows (ASR, which an N-way test
+    manifest holds one of per clip) are left out: the WER is the SRT transcripts', as the paper scores it, not a mix
+    of two tasks."""
     rows = list(rows)
     transcribed = {r.src for r in rows if not r.failed and r.hyp_transcript is not None}
     out: dict[str, list[UtteranceResult]] = {}
     for r in rows:
         if r.ref_transcript is not None and _writes_transcript(r, transcribed):
             out.setdefault(r.src, []).append(r)
+    for src, scored in out.items():
+        if any(r.task not in (None, Task.ASR.value) for r in scored):
+            out[src] = [r for r in scored if r.task != Task.ASR.value]
     return out
 
 
 def transcript(r: UtteranceResult) -> str:
-    """The transcript a row is scored with: "" for a failed row."""
-    return "" if r.failed else r.hyp_transcript
+    """The transcript a row is scored with: "" for a failed row, unless only its translation failed (it has its
+    transcript)."""
+    return r.hyp_transcript if r.hyp_transcript is not None else ""
 
 
 def _writes_transcript(r: UtteranceResult, transcribed: set[str]) -> bool:

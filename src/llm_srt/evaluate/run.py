@@ -90,7 +90,8 @@ def _result(r: Row, task: Task, transcript: str = "", translation: str = "", err
     ok = error is None
     return UtteranceResult(
         id=r.id, src=r.src_lang, tgt=r.src_lang if task is Task.ASR else r.tgt_lang, task=task.value, error=error,
-        hyp_transcript=transcript if ok and task.writes_transcript else None,
+        hyp_transcript=transcript if (ok or transcript) and task.writes_transcript else None,  # failed with one:
+        #   its translation failed alone (e.g. the whisper system into a target other than English)
         hyp_translation=(transcript if task is Task.ASR else translation) if ok else None,
         ref_transcript=r.transcript or None, ref_translation=(r.translation or None) if task is not Task.ASR else None,
         forced_tags=ok and forced_tags, sentence=r.sentence_id)

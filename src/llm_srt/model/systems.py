@@ -346,19 +346,25 @@ class WhisperSystem:
             elif it.task.needs_translation and it.tgt not in ("eng", it.src):
                 out[i] = Output(error=f"the whisper system translates only into English (eng), not {it.tgt}; use "
                                       "--model cascade for other targets")
+                if it.task.writes_transcript:  # its transcript it can write (scored as WER): only the translation
+                    speech.append(i)  # fails
             else:
                 speech.append(i)
         if speech:
             audios, srcs = [items[i].audio for i in speech], [items[i].src for i in speech]
             caps = [cap(items[i], options) for i in speech]
             transcripts = self.decode(audios, srcs, "transcribe", options, caps)
-            to_eng = [k for k, i in enumerate(speech) if items[i].task.needs_translation and items[i].src != "eng"]
+            to_eng = [k for k, i in enumerate(speech) if items[i].task.needs_translation and items[i].src != "eng"
+                      and out[i] is None]
             translated = dict(zip(to_eng, self.decode([audios[k] for k in to_eng], [srcs[k] for k in to_eng],
                                                       "translate", options, [caps[k] for k in to_eng]))) \
                 if to_eng else {}
             for k, i in enumerate(speech):
                 it = items[i]
                 given = it.transcript.strip() if it.task is Task.SMT else transcripts[k]
+                if out[i] is not None:  # a target it cannot translate into: the transcript, and the error
+                    out[i] = replace(out[i], transcript=given)
+                    continue
                 translation = "" if not it.task.needs_translation else translated.get(k, transcripts[k])
                 out[i] = Output(given, translation)
         return out
