@@ -134,7 +134,8 @@ def test_a_row_whose_translation_alone_failed_keeps_its_transcript_in_wer():
     from llm_srt.evaluate.run import _result
 
     rows = [Row(id=f"u{i}-{t}", audio="a.wav", duration=1.0, src_lang="eng", transcript="the cat sat", tgt_lang=t,
-                translation="x", split="test", corpus="t", sentence_id=str(i)) for i in range(2) for t in ("deu", "fra")]
+                translation="x", split="test", corpus="t", sentence_id=str(i))
+            for i in range(2) for t in ("deu", "fra")]
     results = [_result(r, Task.SRT, "the cat sat", error="the whisper system translates only into English (eng)")
                for r in rows]
     assert all(r.failed and r.hyp_transcript == "the cat sat" and r.hyp_translation is None for r in results)
