@@ -448,6 +448,65 @@ def _node_local_cache(rank: int, world: int, store: str, setup: dict, root: str)
         dist.destroy_process_group()
 
 
+class _Decoder:
+    """A stand-in for the trained model in `TrainingData.evaluate`: a fixed loss, and as decoded text each
+    example's reference target; it counts the examples it decodes."""
+
+    def __init__(self):
+        self.decoded = 0
+
+    def eval(self):
+        return self
+
+    def __call__(self, batch):
+        return {"loss": torch.tensor(1.0), "n_tokens": torch.tensor(len(batch["targets"]))}
+
+    def generate(self, batch, synced_ranks=False):
+        self.decoded += len(batch["targets"])
+        return list(batch["targets"])
+
+
+def _dev_decoding(rank: int, world: int, store: str, setup: dict, root: str, sharded: bool) -> None:
+    """One of `world` ranks scoring a dev sample of 5 (batch 2) with `_Decoder`."""
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", store=dist.FileStore(store, world), rank=rank, world_size=world,
+                            timeout=timedelta(seconds=60))
+    try:
+        model = SpeechLLM(SpeechLLMConfig(encoder=setup["whisper"], llm=setup["llm"], adapter="linear"))
+        cfg = DataSection(train=setup["manifest"], dev=setup["manifest"], batch_size=2, feature_cache=None,
+                          tasks={"srt": 1.0}, dev_size=4, dev_decode=5)
+        data = TrainingData(cfg, model, Dist(rank, world), log=lambda *_: None)
+        decoder = _Decoder()
+        result = data.evaluate(decoder, contextlib.nullcontext(), sharded=sharded)
+        (Path(root) / f"dev{rank}.json").write_text(json.dumps({"result": result, "decoded": decoder.decoded}))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.long(12)
+@pytest.mark.parametrize("sharded", [True, False])
+def test_the_dev_sample_is_decoded_a_share_per_rank_and_scored_on_rank_0(tiny_setup, tmp_path, sharded):
+    """Each rank decodes its share of the dev sample (under FSDP in step, one batch repeated by a rank short of
+    them, not counted): the texts gathered on rank 0 score what one process scores. Before, every rank decoded the
+    whole sample under FSDP, and rank 0 alone under DDP."""
+    import torch.multiprocessing as mp
+
+    cfg = DataSection(train=tiny_setup["manifest"], dev=tiny_setup["manifest"], batch_size=2, feature_cache=None,
+                      tasks={"srt": 1.0}, dev_size=4, dev_decode=5)
+    model = SpeechLLM(SpeechLLMConfig(encoder=tiny_setup["whisper"], llm=tiny_setup["llm"], adapter="linear"))
+    one = TrainingData(cfg, model, SOLO, log=lambda *_: None).evaluate(_Decoder(), contextlib.nullcontext())
+    assert one["dev_wer"] == 0.0 and one["dev_loss"] == 1.0  # the reference texts, parsed and scored
+    mp.spawn(_dev_decoding, args=(2, str(tmp_path / "store"), dict(tiny_setup), str(tmp_path), sharded), nprocs=2,
+             join=True)
+    got = [json.loads((tmp_path / f"dev{r}.json").read_text()) for r in (0, 1)]
+    assert got[0]["result"] == pytest.approx(one)
+    assert [g["decoded"] for g in got] == [3, 4 if sharded else 2]  # rows 0-1 and 4 | 2-3 (and 0-1 again, in step)
+
+
 def _refused_cache(rank: int, world: int, store: str, setup: dict, root: str) -> None:
     """Two ranks on two "nodes" sharing one feature cache whose disk refuses every file (a quota statvfs does not
     see); each rank counts the clips it encodes."""

@@ -270,10 +270,12 @@ class TrainingData:
     # ---- dev ----------------------------------------------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self, model, autocast, sharded: bool = False) -> dict[str, float | None]:
-        """Dev loss (rows split across ranks; None when no token was scored) and, with dev_decode, a BLEU / WER
-        sample decoded by rank 0. With a sharded (FSDP) model every forward needs every rank, so all ranks run the same
-        number of dev batches (a rank short of rows repeats one and does not count it) and all decode the sample
-        together."""
+        """Dev loss and, with dev_decode, a BLEU / WER sample (scored on rank 0; None when no token was scored):
+        both with their batches split across ranks, the decoded texts gathered to rank 0. With a sharded (FSDP) model
+        every forward needs every rank, so all ranks run the same number of batches (a rank short of rows repeats one
+        and does not count it) and decode in step (`synced_ranks`). Before 2026-12-04 every rank decoded the whole
+        sample under FSDP (on 16 GPUs, 16 times the decoding, every decode step gathering every layer), and rank 0
+        alone decoded it under DDP."""
         model.eval()
         d, bs = self.d, self.cfg.batch_size
         n = min(len(self.dev), self.cfg.dev_size)
@@ -292,14 +294,22 @@ class TrainingData:
         for t in (loss_sum, tokens):
             all_sum(t, d)
         result: dict[str, float | None] = {"dev_loss": (loss_sum / tokens).item() if tokens > 0 else None}
-        if self.cfg.dev_decode and (d.main or sharded):
+        if self.cfg.dev_decode:
             examples = [self.dev[i] for i in range(min(len(self.dev), self.cfg.dev_decode))]
-            hyps = []
-            for start in range(0, len(examples), bs):
-                chunk = examples[start:start + bs]
-                hyps += model.generate(self.batch_of(chunk), synced_ranks=sharded)
+            starts = list(range(0, len(examples), bs))
+            mine = starts[d.rank::d.world]
+            done: dict[int, list[str]] = {}  # this rank's batches: start -> their texts
+            for k in range(math.ceil(len(starts) / d.world) if sharded else len(mine)):
+                start = mine[k] if k < len(mine) else starts[0]
+                hyps = model.generate(self.batch_of(examples[start:start + bs]), synced_ranks=sharded)
+                if k < len(mine):
+                    done[start] = hyps
+            if d.world > 1:
+                parts = [None] * d.world if d.main else None
+                dist.gather_object(done, parts, dst=0, group=host_group(d))
+                done = {start: hyps for part in parts for start, hyps in part.items()} if d.main else {}
             if d.main:
-                result.update(_dev_scores(self.main_task, examples, hyps))
+                result.update(_dev_scores(self.main_task, examples, [h for start in starts for h in done[start]]))
         return result
 
 
