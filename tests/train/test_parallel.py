@@ -352,3 +352,47 @@ def test_activation_checkpointing_lowers_peak_gpu_memory(folders):
         peaks[on] = device_lib.peak_memory_bytes(device) - start
         del model
     assert peaks[True] < 0.8 * peaks[False], peaks
+
+
+def _hybrid_rank(rank: int, world: int, store: str, folders, out: str) -> None:
+    """One of 4 ranks on 2 "nodes" of 2 (LOCAL_WORLD_SIZE), FSDP within each node (fsdp_within_node)."""
+    import os
+
+    os.environ["LOCAL_WORLD_SIZE"] = "2"
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", store=dist.FileStore(store, world), rank=rank, world_size=world)
+    try:
+        d = Dist(rank, world)
+        model = _model(folders, dtype="bfloat16", seed=0 if d.main else 100 + d.rank,
+                       llm_device=parallel.llm_device("fsdp", d), ctc_head=True)
+        par = Parallel(model, "fsdp", d, torch.device("cpu"), within_node=True)
+        par.wrap()
+        weight = next(parallel.decoder_layers(model.llm)[0].parameters())
+        loss = _ctc_loss(par.runner)
+        loss.backward()
+        torch.save({"loss": loss.item(), "grads": _grads(model), "held": par.llm_numel(),
+                    "mesh": (weight.device_mesh.ndim, [str(p) for p in weight.placements])}, f"{out}/hsdp{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.long(25)
+def test_fsdp_within_each_node_replicates_across_nodes_and_trains_as_one_process(folders, tmp_path):
+    """fsdp_within_node on 2 nodes x 2 ranks: the LLM is sharded over a node's ranks and replicated across nodes
+    (HSDP: its frozen weights are gathered within the node only), each rank holds half of it (not a quarter), and the
+    loss and gradients are one process's."""
+    ref = _model(folders, dtype="bfloat16", ctc_head=True)
+    ref_loss = _ctc_loss(ref)
+    ref_loss.backward()
+    ref_grads = _grads(ref)
+    mp.spawn(_hybrid_rank, args=(4, str(tmp_path / "store"), folders, str(tmp_path)), nprocs=4, join=True)
+    for rank in range(4):
+        got = torch.load(tmp_path / f"hsdp{rank}.pt", weights_only=True)
+        assert got["mesh"] == (2, ["R", "S(0)"])  # replicated over nodes, sharded over a node's ranks
+        held, whole = got["held"]
+        assert 0.4 * whole < held < 0.75 * whole  # half of the LLM (its embeddings and head are sharded too)
+        assert got["loss"] == pytest.approx(ref_loss.item(), rel=1e-4)
+        for k, g in ref_grads.items():
+            torch.testing.assert_close(got["grads"][k], g, rtol=1e-3, atol=1e-5, msg=f"rank {rank} {k}")
+    with pytest.raises(ConfigError, match="needs distributed: fsdp"):
+        Parallel(ref, "ddp", Dist(), torch.device("cpu"), within_node=True)

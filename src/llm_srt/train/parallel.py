@@ -162,12 +162,16 @@ class Parallel:
     """How one model is run across ranks: `runner(batch)` for the forward, plus what saving and resuming need."""
 
     def __init__(self, model: nn.Module, strategy: str, d: Dist, device: torch.device,
-                 activation_checkpointing: bool = False, unused_parameters: bool = False):
+                 activation_checkpointing: bool = False, unused_parameters: bool = False, within_node: bool = False):
         """Place the model: whole on `device`, or (FSDP) only the adapter, so the encoder loads there; the LLM
         moves one layer at a time in `wrap`, never whole. FSDP in a single process joins a 1-rank process group
         (made here when none exists; `close()` ends it). `unused_parameters`: a step may leave trained parameters
-        unused on a rank (a text-only batch skips the adapter): DDP then looks for them each step (DDP only)."""
+        unused on a rank (a text-only batch skips the adapter): DDP then looks for them each step (DDP only).
+        `within_node` (FSDP): shard within each node and replicate across nodes (`shard_mesh`)."""
         _check_strategy(strategy)
+        if within_node and strategy != "fsdp":
+            raise ConfigError("fsdp_within_node: true needs distributed: fsdp")
+        self.within_node = within_node
         if unused_parameters and strategy == "fsdp":
             raise LLMSRTError("fsdp needs every rank to run the same modules at each step; a stage whose batches "
                               "may skip the adapter (text-only mt beside speech) trains with ddp")
@@ -187,7 +191,7 @@ class Parallel:
     def wrap(self) -> None:
         """Shard (FSDP) or wrap (DDP) the model; call once the encoder is loaded, before building the optimizer."""
         if self.sharded:
-            _fully_shard(self.model, self.device, self.d)
+            _fully_shard(self.model, self.device, self.d, self.within_node)
         elif self.d.world > 1:
             self.runner = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
@@ -311,8 +315,23 @@ def mixed_precision_policy():
     return MixedPrecisionPolicy(param_dtype=None, reduce_dtype=torch.float32)
 
 
-def _fully_shard(model: nn.Module, device: torch.device, d: Dist) -> None:
+def shard_mesh(device: torch.device, d: Dist, within_node: bool = False):
+    """The device mesh FSDP shards over: every rank (1-D); with `within_node` on several nodes, (nodes, GPUs per
+    node): each node shards the LLM over its own GPUs and the nodes hold replicas of it (HSDP: the frozen weights,
+    gathered at every layer of every step, never cross nodes; only the trainable parameters' gradients are reduced
+    across them). torchrun numbers a node's ranks consecutively (LOCAL_WORLD_SIZE of them)."""
     from torch.distributed.device_mesh import init_device_mesh
+
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", d.world))
+    if not within_node or local >= d.world:
+        return init_device_mesh(device.type, (d.world,))
+    if d.world % local:
+        raise ConfigError(f"fsdp_within_node: {d.world} ranks are not whole nodes of {local} (LOCAL_WORLD_SIZE); "
+                          "give every node as many GPUs, or set fsdp_within_node: false")
+    return init_device_mesh(device.type, (d.world // local, local), mesh_dim_names=("replicate", "shard"))
+
+
+def _fully_shard(model: nn.Module, device: torch.device, d: Dist, within_node: bool = False) -> None:
     from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
 
     llm = model.llm
@@ -329,7 +348,7 @@ def _fully_shard(model: nn.Module, device: torch.device, d: Dist) -> None:
             for t in (part.state_dict().values() if part is not None else ()):
                 dist.broadcast(t, src=0)
 
-    mesh = init_device_mesh(device.type, (d.world,))
+    mesh = shard_mesh(device, d, within_node)
     policy = mixed_precision_policy()
     # the encoder (if loaded) stays whole on every rank: it runs outside forward when filling the feature cache
     whisper = model._whisper

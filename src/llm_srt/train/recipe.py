@@ -112,6 +112,9 @@ class TrainConfig:
     #   native bfloat16 (compute capability 8.0+), else fp32
     activation_checkpointing: bool = False  # recompute each LLM decoder layer in backward (memory for time)
     distributed: Literal["ddp", "fsdp"] = "ddp"  # ddp (whole model per rank) | fsdp (LLM sharded), any world size
+    fsdp_within_node: bool = False  # fsdp on several nodes: shard the LLM within each node, replicate it across
+    #   nodes (HSDP): its frozen weights are gathered over the node's own links only; each GPU holds 1/(its node's
+    #   GPUs) of it, not 1/(all GPUs)
     distributed_timeout_min: float = field(default=30.0, metadata=bounds(gt=0, le=10080))  # how long a rank
     #   waits for the others in a collective before failing (at most a week)
     max_steps: int = field(default=1000, metadata=bounds(ge=1))  # optimizer steps
@@ -396,7 +399,8 @@ class Recipe:
         cfg, d = self.cfg, self.d
         self.parallel = Parallel(self.model, cfg.distributed, d, self.device,
                                  activation_checkpointing=cfg.activation_checkpointing,
-                                 unused_parameters=Task.MT.value in cfg.data.tasks)  # a text batch: no adapter
+                                 unused_parameters=Task.MT.value in cfg.data.tasks,  # a text batch: no adapter
+                                 within_node=cfg.fsdp_within_node)
         if self.parallel.checkpointed_layers:
             self.log(f"[{cfg.stage}] activation checkpointing: {self.parallel.checkpointed_layers} LLM decoder layers "
                      "recomputed in backward")
