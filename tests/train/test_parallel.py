@@ -396,3 +396,25 @@ def test_fsdp_within_each_node_replicates_across_nodes_and_trains_as_one_process
             torch.testing.assert_close(got["grads"][k], g, rtol=1e-3, atol=1e-5, msg=f"rank {rank} {k}")
     with pytest.raises(ConfigError, match="needs distributed: fsdp"):
         Parallel(ref, "ddp", Dist(), torch.device("cpu"), within_node=True)
+
+
+def test_the_host_group_times_out_as_the_default_one_and_long_waits_have_their_own(monkeypatch):
+    """The gloo group for the host's hand-overs is made with distributed_timeout_min (gloo connects every pair of
+    ranks as it is made: a node whose host name resolves to a loopback address hung for HOST_WAIT, 24 h, before
+    failing); the ranks waiting for rank 0's hours of reading do so in a monitored barrier of HOST_WAIT, and only
+    then take its result."""
+    from types import SimpleNamespace
+
+    from llm_srt.train import data as training_data
+
+    monkeypatch.setattr(parallel, "_host", [None, None, timedelta(minutes=30)])
+    parallel.init_distributed(timeout_min=7, device="cpu")
+    assert parallel._host[2] == timedelta(minutes=7)
+    made, order = [], []
+    monkeypatch.setattr(dist, "group", SimpleNamespace(WORLD=object()))
+    monkeypatch.setattr(dist, "new_group", lambda **k: made.append(k) or "gloo group")
+    monkeypatch.setattr(dist, "monitored_barrier", lambda group, timeout: order.append(("wait", group, timeout)))
+    monkeypatch.setattr(dist, "broadcast_object_list", lambda box, src, group: order.append(("result", group)))
+    assert training_data.from_rank0(Dist(1, 2), lambda: pytest.fail("only rank 0 reads")) is None
+    assert made == [{"backend": "gloo", "timeout": timedelta(minutes=7)}]
+    assert order == [("wait", "gloo group", parallel.HOST_WAIT), ("result", "gloo group")]

@@ -29,7 +29,7 @@ from ..data.loader import (BucketBatchSampler, SpeechTextDataset, pad_features, 
 from ..data.manifest import Row, read_manifest
 from ..errors import ConfigError
 from ..prompts import Task, parse_srt
-from .parallel import Dist, all_max, all_sum, host_group
+from .parallel import Dist, all_max, all_sum, host_group, host_wait
 
 GPU_WORKERS = 2  # default DataLoader workers per rank on CUDA (reading .npy features + tokenizing)
 ENCODE_BATCH = 16  # utterances per encoder call when filling the feature cache (longest first)
@@ -195,7 +195,7 @@ class TrainingData:
                 f"{format_bytes(total['free'])} free there")
         self._encode_into(cache, todo)
         if self.d.world > 1:
-            dist.barrier(group=host_group(self.d))  # the fill takes hours, and a fresh node's ranks longer
+            host_wait(self.d)  # the fill takes hours, and a fresh node's ranks longer
             if all_sum(torch.tensor([cache.unstored]), self.d).item():  # a disk that refused them (full, a quota
                 log(f"the feature cache {root} could not store every utterance's features (see the warning above): "
                     "those are encoded in the steps that need them, not again now")  # statvfs does not see)
@@ -208,7 +208,7 @@ class TrainingData:
                 log(f"the feature cache {root} lacks {len(missing):,} utterances other ranks encoded (a disk of this "
                     "node's own): this node's ranks encode them too")
                 self._encode_into(cache, missing[self.d.local_rank % local::local])
-                dist.barrier(group=host_group(self.d))
+                host_wait(self.d)
 
     def _encode_into(self, cache: FeatureCache, todo: list[str]) -> None:
         for start in tqdm(range(0, len(todo), ENCODE_BATCH), desc="encoder features", disable=not todo or
@@ -329,8 +329,9 @@ def read_stage_rows(cfg: DataSection, main_task: Task, hashes: bool = True) -> S
 
 
 def from_rank0(d: Dist, fn: Callable[[], Any]) -> Any:
-    """`ranks.from_rank0` over this run's ranks, in the group that waits HOST_WAIT (rank 0 may read for hours)."""
-    return ranks.from_rank0(fn, d.rank, d.world, host_group(d))
+    """`ranks.from_rank0` over this run's ranks in `host_group`, the others waiting up to HOST_WAIT for rank 0's work
+    (`host_wait`: rank 0 may read for hours)."""
+    return ranks.from_rank0(fn, d.rank, d.world, host_group(d), wait=lambda: host_wait(d))
 
 
 # ---- the DataLoader's parts (module level, so that spawned workers can unpickle them) ------------------------------

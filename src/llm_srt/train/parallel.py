@@ -67,6 +67,7 @@ def init_distributed(timeout_min: float = 30.0, device: str = "auto") -> tuple[D
     placed = device_lib.resolve_device(device)
     if placed.type == "cuda":
         torch.cuda.set_device(placed)
+    _host[2] = timedelta(minutes=timeout_min)
     if d.world > 1 and not dist.is_initialized():
         dist.init_process_group(_backend(placed), timeout=timedelta(minutes=timeout_min))
     if d.world > 1:
@@ -119,17 +120,28 @@ def _all_reduce(value: torch.Tensor, d: Dist, op) -> torch.Tensor:
 HOST_WAIT = timedelta(hours=24)  # how long the other ranks wait for rank 0's work on the host alone (reading and
 #   checking a corpus's manifests and audio: millions of files on a network disk), as no collective between steps
 #   should (distributed_timeout_min)
-_host = [None, None]  # (the default group, its HOST_WAIT gloo group)
+_host = [None, None, timedelta(minutes=30)]  # (the default group, its gloo group, distributed_timeout_min)
 
 
 def host_group(d: Dist):
-    """A gloo group of every rank whose collectives wait HOST_WAIT, for rank 0's long work on the host (`from_rank0`);
-    made once per default group, by every rank at the same call (None in one process)."""
+    """A gloo group of every rank, for what ranks hand each other on the host (`from_rank0`, gathered texts), made
+    once per default group, by every rank at the same call (None in one process). Its collectives time out as the
+    default group's do (distributed_timeout_min), its creation included: gloo connects every pair of ranks then,
+    and a node whose host name resolves to a loopback address (set GLOO_SOCKET_IFNAME) fails in that time, not in
+    HOST_WAIT. The long waits for rank 0's work are `host_wait`'s."""
     if d.world == 1:
         return None
     if _host[0] is not dist.group.WORLD:
-        _host[:] = [dist.group.WORLD, dist.new_group(backend="gloo", timeout=HOST_WAIT)]
+        _host[:2] = [dist.group.WORLD, dist.new_group(backend="gloo", timeout=_host[2])]
     return _host[1]
+
+
+def host_wait(d: Dist) -> None:
+    """Every rank waits here for the others for up to HOST_WAIT (rank 0 reading a corpus, ranks filling a feature
+    cache): a barrier of `host_group` with a timeout of its own (gloo's monitored barrier, which also names a rank
+    that never came)."""
+    if d.world > 1:
+        dist.monitored_barrier(group=host_group(d), timeout=HOST_WAIT)
 
 
 def barrier(d: Dist) -> None:
