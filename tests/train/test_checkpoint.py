@@ -126,6 +126,22 @@ def test_cuda_rng_of_more_gpus_restores_on_fewer_or_none(monkeypatch, gpus):
     assert len(messages) == 1 and f"restored {gpus}, dropped {3 - gpus}" in messages[0]
 
 
+def test_a_rank_on_another_gpu_of_its_node_goes_on_with_its_own_cuda_draws(monkeypatch):
+    """Saved by the rank on GPU 5 of a node of 8, resumed where that rank is GPU 1 of a node of 4 (the same world
+    size): its GPU gets the state of GPU 5, the one it drew on. Before, GPU 1's never-used state."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 5)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [torch.full((16,), i, dtype=torch.uint8)
+                                                                  for i in range(8)])
+    state = checkpoint.rng_state()
+    assert state["cuda_device"] == 5
+    restored = _fake_cuda(monkeypatch, 4)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    checkpoint.set_rng_state(state, log=lambda *_: None)
+    assert restored[-1][0] == 1 and int(restored[-1][1][0]) == 5
+
+
 def test_cuda_rng_restores_silently_when_every_gpu_is_there(monkeypatch):
     state = {**checkpoint.rng_state(), "cuda": [torch.zeros(16, dtype=torch.uint8)] * 2}
     restored = _fake_cuda(monkeypatch, 4)

@@ -111,12 +111,15 @@ def rng_state() -> dict:
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()  # one state per visible GPU
+        state["cuda_device"] = torch.cuda.current_device()  # the one this process draws on (its LOCAL_RANK's)
     return state
 
 
 def set_rng_state(state: dict, log: Callable[[str], None] | None = None) -> None:
     """Restore the RNG state `rng_state` saved. The CUDA states restore onto the GPUs this host has: one saved on
-    8 GPUs resumes on 2 (their states restored, the other 6 logged as dropped) or on a CPU-only host."""
+    8 GPUs resumes on 2 (their states restored, the other 6 logged as dropped) or on a CPU-only host. The GPU this
+    process draws on gets the state of the one it drew on when saved, wherever that was: a rank that was GPU 5 of a
+    node of 8 and is GPU 1 of a node of 4 now goes on with its own draws, not GPU 1's."""
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
@@ -124,6 +127,9 @@ def set_rng_state(state: dict, log: Callable[[str], None] | None = None) -> None
     have = torch.cuda.device_count() if torch.cuda.is_available() else 0
     for index, generator in enumerate(saved[:have]):
         torch.cuda.set_rng_state(generator, index)
+    own = state.get("cuda_device")
+    if have and own is not None and own < len(saved):
+        torch.cuda.set_rng_state(saved[own], torch.cuda.current_device())
     if len(saved) > have:
         (log or logger.warning)(f"checkpoint RNG: saved with {len(saved)} GPU generator state(s), this host has "
                                 f"{have} GPU(s): restored {have}, dropped {len(saved) - have} (random draws on "
