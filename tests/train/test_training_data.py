@@ -507,23 +507,28 @@ def test_the_dev_sample_is_decoded_a_share_per_rank_and_scored_on_rank_0(tiny_se
     assert [g["decoded"] for g in got] == [3, 4 if sharded else 2]  # rows 0-1 and 4 | 2-3 (and 0-1 again, in step)
 
 
-def _refused_cache(rank: int, world: int, store: str, setup: dict, root: str) -> None:
+def _refused_cache(rank: int, world: int, store: str, setup: dict, root: str, refuse: bool = True) -> None:
     """Two ranks on two "nodes" sharing one feature cache whose disk refuses every file (a quota statvfs does not
-    see); each rank counts the clips it encodes."""
+    see), or (`refuse` False) on one node, their cache storing; each rank counts the clips it encodes and the cache
+    files it looks for."""
     import os
     from datetime import timedelta
 
     import torch.distributed as dist
 
     torch.set_num_threads(1)
-    os.environ["LOCAL_WORLD_SIZE"] = "1"
+    os.environ["LOCAL_WORLD_SIZE"] = "1" if refuse else str(world)
     dist.init_process_group("gloo", store=dist.FileStore(store, world), rank=rank, world_size=world,
                             timeout=timedelta(seconds=60))
     try:
-        def refuse(*a, **k):
+        def refused(*a, **k):
             raise OSError(errno.EDQUOT, "Disk quota exceeded")
 
-        features.atomic_file = refuse
+        if refuse:
+            features.atomic_file = refused
+        looked = []
+        has = FeatureCache.has
+        FeatureCache.has = lambda self, audio: (looked.append(audio), has(self, audio))[1]
         encoded = []
         encode = TrainingData._encode
         TrainingData._encode = lambda self, audios: (encoded.append(len(audios)), encode(self, audios))[1]
@@ -532,7 +537,8 @@ def _refused_cache(rank: int, world: int, store: str, setup: dict, root: str) ->
                           tasks={"asr": 1.0})
         data = TrainingData(cfg, model, Dist(rank, world), log=lambda *_: None)
         audio = len({row.audio for row, _ in data.dataset.items})
-        (Path(root) / f"rank{rank}.json").write_text(json.dumps({"audio": audio, "encoded": sum(encoded)}))
+        (Path(root) / f"rank{rank}.json").write_text(json.dumps({"audio": audio, "encoded": sum(encoded),
+                                                                 "looked": len(looked)}))
     finally:
         dist.destroy_process_group()
 
@@ -547,6 +553,20 @@ def test_features_a_disk_refused_are_not_encoded_again_by_every_node_before_step
     mp.spawn(_refused_cache, args=(2, str(tmp_path / "store"), dict(tiny_setup), str(tmp_path)), nprocs=2, join=True)
     got = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert got[0]["audio"] > 2 and got[0]["encoded"] + got[1]["encoded"] == got[0]["audio"]
+
+
+@pytest.mark.long(10)
+def test_ranks_of_one_node_do_not_look_for_every_clip_after_the_fill(tiny_setup, tmp_path):
+    """On one node (or a disk every node shares, seen from a sample of the other nodes' shares) nothing can be
+    missing after the fill: no rank looks for every clip of the corpus (millions of file lookups per rank on a
+    network disk, each rank), only for its own share before encoding it."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_refused_cache, args=(2, str(tmp_path / "store"), dict(tiny_setup), str(tmp_path), False), nprocs=2,
+             join=True)
+    got = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert got[0]["encoded"] + got[1]["encoded"] == got[0]["audio"]
+    assert [g["looked"] for g in got] == [got[0]["audio"] // 2] * 2  # before: its share, then every clip
 
 
 @pytest.mark.long(12)

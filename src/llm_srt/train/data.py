@@ -33,6 +33,7 @@ from .parallel import Dist, all_max, all_sum, host_group, host_wait
 
 GPU_WORKERS = 2  # default DataLoader workers per rank on CUDA (reading .npy features + tokenizing)
 ENCODE_BATCH = 16  # utterances per encoder call when filling the feature cache (longest first)
+NODE_SAMPLE = 64  # clips of the other nodes' shares looked for, to tell a shared feature cache from a node's own
 PREFETCH = 4  # batches each DataLoader worker prepares ahead
 
 
@@ -201,10 +202,15 @@ class TrainingData:
                     "those are encoded in the steps that need them, not again now")  # statvfs does not see)
                 return
             # a cache on each node's own disk holds only its ranks' shares: what is still missing here is encoded
-            # by this node's ranks, a share each (on a disk every rank shares, nothing is missing)
-            missing = [a for a in audio if not cache.has(a)]
+            # by this node's ranks, a share each (on a disk every rank shares, nothing is missing). Looked for only
+            # where a sample of the other nodes' shares is not all here: on one node, or a shared disk, no rank
+            # stats millions of files (a file the sample missed is encoded in the step that needs it)
+            local = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+            node = self.d.rank // local  # torchrun numbers a node's ranks consecutively
+            others = [a for r in range(self.d.world) if r // local != node for a in audio[r::self.d.world]]
+            shared = all(cache.has(a) for a in others[::max(1, len(others) // NODE_SAMPLE)])
+            missing = [] if shared else [a for a in audio if not cache.has(a)]
             if all_sum(torch.tensor([len(missing)]), self.d).item():
-                local = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
                 log(f"the feature cache {root} lacks {len(missing):,} utterances other ranks encoded (a disk of this "
                     "node's own): this node's ranks encode them too")
                 self._encode_into(cache, missing[self.d.local_rank % local::local])
