@@ -290,6 +290,26 @@ def test_torchrun_two_ranks_merge_to_the_one_process_report(model_dir, manifest,
     assert not list((tmp_path / "two").glob("*rank*"))
 
 
+def test_the_ranks_group_connects_in_minutes_and_waits_for_slow_ranks_in_hours(monkeypatch):
+    """evaluate's gloo group is made with CONNECT_TIMEOUT (gloo connects every pair of ranks then: a misrouted node
+    hung for GATHER_TIMEOUT, 12 h, before failing); the long waits for a slower rank are monitored barriers of
+    GATHER_TIMEOUT, and only then are the results handed over."""
+    import torch.distributed as dist
+
+    calls = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda backend, timeout: calls.append(("made", timeout)))
+    monkeypatch.setattr(dist, "get_backend", lambda: "gloo")
+    monkeypatch.setattr(dist, "destroy_process_group", lambda: calls.append(("ended",)))
+    monkeypatch.setattr(dist, "monitored_barrier", lambda group, timeout: calls.append(("waited", timeout)))
+    monkeypatch.setattr(dist, "gather_object", lambda part, parts, dst, group: calls.append(("gathered",)))
+    with run.rank_group():
+        run.gather("rows", 1, 2)
+    assert calls == [("made", run.CONNECT_TIMEOUT), ("waited", run.GATHER_TIMEOUT), ("gathered",), ("ended",)]
+
+
 def _evaluate_rank(rank: int, world: int, port: int, model_dir: str, manifest: str, out: str, case: str) -> None:
     """One torchrun rank (its environment set by hand) of `run.evaluate`. "skip": rank 1's node cannot read the
     first row's audio (with --skip-bad, its own reading would drop that row); "keep": the journals are not
