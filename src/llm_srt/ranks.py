@@ -9,11 +9,9 @@ from typing import Any
 from .errors import LLMSRTError
 
 
-def from_rank0(fn: Callable[[], Any], rank: int, world: int, group=None,
-               wait: Callable[[], None] | None = None) -> Any:
+def from_rank0(fn: Callable[[], Any], rank: int, world: int, group=None) -> Any:
     """fn() run on rank 0 only; every rank gets its result (broadcast in `group`, the default one if None), or raises
-    its error, so no rank stats the files rank 0 already checked nor waits forever on a rank that failed. `wait`:
-    called on every rank once rank 0's fn is done, before the broadcast: a wait longer than the group's timeout."""
+    its error, so no rank stats the files rank 0 already checked nor waits forever on a rank that failed."""
     import torch.distributed as dist
 
     result, failure = None, None
@@ -23,8 +21,6 @@ def from_rank0(fn: Callable[[], Any], rank: int, world: int, group=None,
         except Exception as e:  # noqa: BLE001  every rank must hear of it; rank 0 re-raises the original
             failure = e
     if world > 1:
-        if wait is not None:
-            wait()
         message = None if failure is None else (
             str(failure) if isinstance(failure, LLMSRTError) else f"rank 0: {type(failure).__name__}: {failure}")
         box = [(result, message, type(failure) if isinstance(failure, LLMSRTError) else LLMSRTError)]

@@ -398,23 +398,41 @@ def test_fsdp_within_each_node_replicates_across_nodes_and_trains_as_one_process
         Parallel(ref, "ddp", Dist(), torch.device("cpu"), within_node=True)
 
 
-def test_the_host_group_times_out_as_the_default_one_and_long_waits_have_their_own(monkeypatch):
-    """The gloo group for the host's hand-overs is made with distributed_timeout_min (gloo connects every pair of
-    ranks as it is made: a node whose host name resolves to a loopback address hung for HOST_WAIT, 24 h, before
-    failing); the ranks waiting for rank 0's hours of reading do so in a monitored barrier of HOST_WAIT, and only
-    then take its result."""
+def _slow_rank0(rank: int, world: int, store: str, out: str) -> None:
+    """Rank 0's work takes 6 s; every collective timeout is 2 s (distributed_timeout_min)."""
+    import json
+    import time
+
+    torch.set_num_threads(1)
+    parallel._host[2] = timedelta(seconds=2)
+    dist.init_process_group("gloo", store=dist.FileStore(store, world), rank=rank, world_size=world,
+                            timeout=timedelta(seconds=2))
+    try:
+        from llm_srt.train import data as training_data
+
+        got = training_data.from_rank0(Dist(rank, world), lambda: (time.sleep(6), "rows")[1])
+        parallel.host_wait(Dist(rank, world))
+        Path(out, f"rank{rank}.json").write_text(json.dumps(got))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.long(12)
+def test_the_host_group_connects_in_the_collective_timeout_and_waits_for_rank_0_far_longer(tmp_path, monkeypatch):
+    """The ranks' host group is made after a group of distributed_timeout_min connected them (gloo connects every
+    pair of ranks as a group is made: a misrouted node hung for HOST_WAIT, 24 h, before failing), and the other
+    ranks wait for rank 0's hours of reading in a group of HOST_WAIT: here 6 s of work against 2 s timeouts. (A
+    monitored barrier of HOST_WAIT in the short group failed: its timeout holds on rank 0 only.)"""
+    import json
     from types import SimpleNamespace
 
-    from llm_srt.train import data as training_data
-
+    mp.spawn(_slow_rank0, args=(2, str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True)
+    assert [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)] == ["rows", "rows"]
     monkeypatch.setattr(parallel, "_host", [None, None, timedelta(minutes=30)])
     parallel.init_distributed(timeout_min=7, device="cpu")
-    assert parallel._host[2] == timedelta(minutes=7)
-    made, order = [], []
+    made = []
     monkeypatch.setattr(dist, "group", SimpleNamespace(WORLD=object()))
-    monkeypatch.setattr(dist, "new_group", lambda **k: made.append(k) or "gloo group")
-    monkeypatch.setattr(dist, "monitored_barrier", lambda group, timeout: order.append(("wait", group, timeout)))
-    monkeypatch.setattr(dist, "broadcast_object_list", lambda box, src, group: order.append(("result", group)))
-    assert training_data.from_rank0(Dist(1, 2), lambda: pytest.fail("only rank 0 reads")) is None
-    assert made == [{"backend": "gloo", "timeout": timedelta(minutes=7)}]
-    assert order == [("wait", "gloo group", parallel.HOST_WAIT), ("result", "gloo group")]
+    monkeypatch.setattr(dist, "new_group", lambda backend, timeout: made.append(timeout) or timeout)
+    monkeypatch.setattr(dist, "destroy_process_group", lambda group: made.append(("ended", group)))
+    assert parallel.host_group(Dist(1, 2)) == parallel.HOST_WAIT  # the group made with it
+    assert made == [timedelta(minutes=7), ("ended", timedelta(minutes=7)), parallel.HOST_WAIT]

@@ -41,8 +41,8 @@ from .significance import (SAMPLES, check_samples, paired_bootstrap_runs, paired
 
 TASKS = ("auto", "srt", "s2tt", "smt", "asr", "asr+smt")  # --task; auto: what the model folder was trained for
 GATHER_TIMEOUT = timedelta(hours=12)  # how long rank 0 waits for the slowest rank's shard
-CONNECT_TIMEOUT = timedelta(minutes=30)  # the ranks' gloo group: connecting (a misrouted node fails in this time, not
-#   in GATHER_TIMEOUT: set GLOO_SOCKET_IFNAME), and each hand-over once every rank is there (`wait_for_ranks`)
+CONNECT_TIMEOUT = timedelta(minutes=30)  # the ranks connecting (a misrouted node fails in this time, not in
+#   GATHER_TIMEOUT: set GLOO_SOCKET_IFNAME)
 GROUP_BATCHES = 16  # rows run, then journaled, this many batches at a time (sorted by length within a group)
 PARTIAL = "partial"  # OUT/partial: the journals of decoded rows a killed run goes on from (evaluate/journal.py)
 KINDS = ("hyps", "mt")  # a system's journals: its rows, its --with-mt text MT
@@ -212,15 +212,19 @@ def rank_group():
         yield
         return
     own = not dist.is_initialized()
-    if own:
+    if own:  # connected in CONNECT_TIMEOUT (gloo connects every pair of ranks as a group is made), or failed
         dist.init_process_group("gloo", timeout=CONNECT_TIMEOUT)
-    _group[0] = None if dist.get_backend() == "gloo" else dist.new_group(backend="gloo", timeout=CONNECT_TIMEOUT)
+    else:
+        dist.destroy_process_group(dist.new_group(backend="gloo", timeout=CONNECT_TIMEOUT))
+    _group[0] = dist.new_group(backend="gloo", timeout=GATHER_TIMEOUT)  # its collectives wait for slower ranks
     try:
         yield
     finally:
-        _group[0] = None
         if own:
             dist.destroy_process_group()
+        else:
+            dist.destroy_process_group(_group[0])
+        _group[0] = None
 
 
 def in_rank_group(fn):
@@ -232,21 +236,10 @@ def in_rank_group(fn):
     return run
 
 
-def wait_for_ranks() -> None:
-    """Under torchrun, every rank waits here for the others for up to GATHER_TIMEOUT (a slower rank's shard, rank 0
-    reading the manifest or scoring COMET): gloo's monitored barrier, which names a rank that never came."""
-    import torch.distributed as dist
-
-    if world()[1] > 1:
-        dist.monitored_barrier(group=_group[0], timeout=GATHER_TIMEOUT)
-
-
 def gather(part, rank: int, size: int) -> list | None:
-    """Every rank's `part` on rank 0 (in rank order), None on the others, in `rank_group`'s group, once every rank
-    is there (`wait_for_ranks`)."""
+    """Every rank's `part` on rank 0 (in rank order), None on the others, in `rank_group`'s group."""
     import torch.distributed as dist
 
-    wait_for_ranks()
     parts = [None] * size if rank == 0 else None
     dist.gather_object(part, parts, dst=0, group=_group[0])
     return parts
@@ -310,8 +303,7 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
     placement = placement or device.resolve("auto")
     rank, size = world()
     rows = from_rank0(lambda: read_manifest(manifest, skip_bad=skip_bad) if run_now else [], rank, size,
-                      _group[0], wait=wait_for_ranks)  # ranks never decide apart what they read (--skip-bad on a
-    #                                                    node's own disk)
+                      _group[0])  # ranks never decide apart what they read (--skip-bad on a node's own disk)
     if limit:
         rows = rows[:limit]
     out = Path(out)
@@ -409,7 +401,7 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
 
     # every rank waits for rank 0's files, then removes its own journals: on a node's own disk (no shared --out)
     # only that node's ranks can
-    spent, comet_error, report = from_rank0(report_on_rank0, rank, size, _group[0], wait=wait_for_ranks)
+    spent, comet_error, report = from_rank0(report_on_rank0, rank, size, _group[0])
     for name in runs_here:  # every rank's rows are in the files written: their journals have done their work
         if spent[name]:
             remove_journals(partial, [f"{file_name(name)}.{kind}" for kind in KINDS], rank=None if rank == 0 else rank)

@@ -335,9 +335,8 @@ def read_stage_rows(cfg: DataSection, main_task: Task, hashes: bool = True) -> S
 
 
 def from_rank0(d: Dist, fn: Callable[[], Any]) -> Any:
-    """`ranks.from_rank0` over this run's ranks in `host_group`, the others waiting up to HOST_WAIT for rank 0's work
-    (`host_wait`: rank 0 may read for hours)."""
-    return ranks.from_rank0(fn, d.rank, d.world, host_group(d), wait=lambda: host_wait(d))
+    """`ranks.from_rank0` over this run's ranks, in the group that waits HOST_WAIT (rank 0 may read for hours)."""
+    return ranks.from_rank0(fn, d.rank, d.world, host_group(d))
 
 
 # ---- the DataLoader's parts (module level, so that spawned workers can unpickle them) ------------------------------

@@ -124,24 +124,25 @@ _host = [None, None, timedelta(minutes=30)]  # (the default group, its gloo grou
 
 
 def host_group(d: Dist):
-    """A gloo group of every rank, for what ranks hand each other on the host (`from_rank0`, gathered texts), made
-    once per default group, by every rank at the same call (None in one process). Its collectives time out as the
-    default group's do (distributed_timeout_min), its creation included: gloo connects every pair of ranks then,
-    and a node whose host name resolves to a loopback address (set GLOO_SOCKET_IFNAME) fails in that time, not in
-    HOST_WAIT. The long waits for rank 0's work are `host_wait`'s."""
+    """A gloo group of every rank whose collectives wait HOST_WAIT, for what ranks hand each other on the host and
+    the long waits for rank 0's work (`from_rank0`, `host_wait`, gathered texts); made once per default group, by
+    every rank at the same call (None in one process). A group of distributed_timeout_min is made first and dropped:
+    gloo connects every pair of ranks as a group is made, so a node whose host name resolves to a loopback address
+    (set GLOO_SOCKET_IFNAME) fails in that time, not in HOST_WAIT. (A monitored barrier cannot stand in for the
+    long group: its own timeout holds on rank 0 only, the other ranks wait as their group does.)"""
     if d.world == 1:
         return None
     if _host[0] is not dist.group.WORLD:
-        _host[:2] = [dist.group.WORLD, dist.new_group(backend="gloo", timeout=_host[2])]
+        dist.destroy_process_group(dist.new_group(backend="gloo", timeout=_host[2]))  # connected, or failed, in time
+        _host[:2] = [dist.group.WORLD, dist.new_group(backend="gloo", timeout=HOST_WAIT)]
     return _host[1]
 
 
 def host_wait(d: Dist) -> None:
     """Every rank waits here for the others for up to HOST_WAIT (rank 0 reading a corpus, ranks filling a feature
-    cache): a barrier of `host_group` with a timeout of its own (gloo's monitored barrier, which also names a rank
-    that never came)."""
+    cache): a barrier of `host_group`."""
     if d.world > 1:
-        dist.monitored_barrier(group=host_group(d), timeout=HOST_WAIT)
+        dist.barrier(group=host_group(d))
 
 
 def barrier(d: Dist) -> None:
