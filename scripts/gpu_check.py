@@ -71,14 +71,15 @@ class Check:
         self.deadline = time.monotonic() + budget_s
         self.steps: list[dict] = []
         self.cut = False  # the running step's command was stopped by the budget, not by the step's own limit
+        self.failed = False  # one of the running step's commands failed on its own
         self.log = open(out / "gpu-check.log", "w", encoding="utf-8")
         self.env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC)] + [p for p in [
             os.environ.get("PYTHONPATH")] if p]), PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1",
             TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
 
     def run(self, name: str, argv: list[str], timeout: float, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-        """One command, its output appended to the log; a timeout is a failed command (rc 124), and one that the
-        check's budget cut below the step's own limit marks the step as cut short (`step`)."""
+        """One command, its output appended to the log; a timeout is a failed command (rc 124). One that the check's
+        budget cut below the step's own limit marks the step as cut short, any other failure as failed (`step`)."""
         self.log.write(f"\n===== {name}: {' '.join(argv)}\n")
         self.log.flush()
         budget = self.left() < timeout
@@ -89,6 +90,8 @@ class Check:
             text = (e.stdout or b"").decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
             done = subprocess.CompletedProcess(argv, 124, text, f"timed out after {timeout:.0f} s")
             self.cut = self.cut or budget
+        if done.returncode != 0 and not (done.returncode == 124 and budget):
+            self.failed = True  # on its own: the step failed, whatever the budget cut after it
         self.log.write(done.stdout + done.stderr + f"\n----- rc {done.returncode}\n")
         self.log.flush()
         return done
@@ -105,7 +108,7 @@ class Check:
         budget: neither passed nor failed, and said so)."""
         print(f"[gpu-check] {name} ...", flush=True)
         t0 = time.perf_counter()
-        self.cut = False
+        self.cut = self.failed = False
         if self.deadline - time.monotonic() < MIN_STEP_S:
             result = {"ok": None, "error": "not run: the check's time budget (--budget-s) is spent"}
         else:
@@ -113,7 +116,7 @@ class Check:
                 result = fn(*args)
             except Exception as e:  # a step that breaks is reported; the others still run
                 result = {"ok": False, "error": f"{type(e).__name__}: {e}".splitlines()[0]}
-            if self.cut and not result["ok"]:
+            if self.cut and not self.failed and not result["ok"]:
                 result = {**result, "ok": None, "error": "cut short by the check's time budget (--budget-s); give "
                           f"it more to finish ({result.get('error', 'timed out')})"}
         result = {"step": name, **result, "seconds": round(time.perf_counter() - t0, 1)}
@@ -312,8 +315,9 @@ def bench_step(check: Check, shape: str, memory_gib: float | None, compiled: str
 
 # ---- report ----------------------------------------------------------------------------------------------------------
 def write_report(check: Check, started: float) -> bool:
-    """report.json and report.md; True when no step failed (a step the budget left undone is listed, not failed)."""
-    ok = all(s["ok"] is not False for s in check.steps)
+    """report.json and report.md; True when no step failed and one passed (a step the budget left undone is listed,
+    neither passed nor failed)."""
+    ok = all(s["ok"] is not False for s in check.steps) and any(s["ok"] for s in check.steps)
     undone = sum(s["ok"] is None for s in check.steps)
     summary = {"ok": ok, "device": check.device, "dtype": check.dtype, "seconds": round(time.time() - started, 1),
                "steps": check.steps}

@@ -60,11 +60,21 @@ def test_a_step_the_budget_leaves_undone_is_neither_passed_nor_failed(tmp_path, 
     cut = check.step("cut", command, 60)  # the budget (3 s) stops it before its own limit
     assert cut["ok"] is None and "cut short by the check's time budget" in cut["error"]
     assert check.step("late", command, 60)["ok"] is None  # the budget is spent: not started
+    assert not gpu_check.write_report(check, time.time())  # nothing passed: not a passed check
+    check.steps.append({"step": "env", "ok": True, "seconds": 0.1})
     assert gpu_check.write_report(check, time.time())
     assert "**passed** (2 steps not done for want of time)" in (tmp_path / "report.md").read_text()
     check.deadline = time.monotonic() + 60
     assert check.step("own", command, 1)["ok"] is False  # its own limit: a failure
     assert not gpu_check.write_report(check, time.time())
+
+    def failed_then_cut():  # a command that fails on its own, then one the budget stops: the step failed
+        check.deadline = time.monotonic() + 3
+        first = check.run("fails", [sys.executable, "-c", "raise SystemExit(1)"], 60)
+        check.run("sleep", sleep, 60)
+        return {"ok": False, "error": f"rc {first.returncode}"}
+
+    assert check.step("failed", failed_then_cut)["ok"] is False
     check.log.close()
 
 
