@@ -436,3 +436,31 @@ def test_the_host_group_connects_in_the_collective_timeout_and_waits_for_rank_0_
     monkeypatch.setattr(dist, "destroy_process_group", lambda group: made.append(("ended", group)))
     assert parallel.host_group(Dist(1, 2)) == parallel.HOST_WAIT  # the group made with it
     assert made == [timedelta(minutes=7), ("ended", timedelta(minutes=7)), parallel.HOST_WAIT]
+
+
+def _uneven_nodes(rank: int, world: int, store: str, out: str) -> None:
+    import json
+    import os
+
+    os.environ["LOCAL_WORLD_SIZE"] = "2" if rank < 2 else "1"  # a node of 2 GPUs and a node of 1
+    dist.init_process_group("gloo", store=dist.FileStore(store, world), rank=rank, world_size=world,
+                            timeout=timedelta(seconds=20))
+    try:
+        parallel.shard_mesh(torch.device("cpu"), Dist(rank, world), within_node=True)
+        said = "sharded"
+    except ConfigError as e:
+        said = str(e)
+    finally:
+        dist.destroy_process_group()
+    Path(out, f"rank{rank}.json").write_text(json.dumps(said))
+
+
+@pytest.mark.long(8)
+def test_nodes_of_other_sizes_are_refused_by_every_rank(tmp_path):
+    """fsdp_within_node on nodes of 2 and 1 GPUs: every rank refuses it alike (before, the ranks of one node raised
+    while the others went into the mesh's collectives and hung until the timeout)."""
+    import json
+
+    mp.spawn(_uneven_nodes, args=(3, str(tmp_path / "store"), str(tmp_path)), nprocs=3, join=True)
+    said = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(3)]
+    assert all("not whole nodes of one size (LOCAL_WORLD_SIZE 1 to 2)" in s for s in said), said

@@ -336,11 +336,15 @@ def shard_mesh(device: torch.device, d: Dist, within_node: bool = False):
     from torch.distributed.device_mesh import init_device_mesh
 
     local = int(os.environ.get("LOCAL_WORLD_SIZE", d.world))
+    if within_node and d.world > 1:  # every rank decides alike: nodes of other sizes raise on every rank, not hang
+        sizes = torch.tensor([local, -local], device=device if device.type == "cuda" else "cpu")
+        dist.all_reduce(sizes, op=dist.ReduceOp.MAX)
+        most, least = int(sizes[0]), -int(sizes[1])
+        if most != least or d.world % local:
+            raise ConfigError(f"fsdp_within_node: {d.world} ranks are not whole nodes of one size (LOCAL_WORLD_SIZE "
+                              f"{least} to {most}); give every node as many GPUs, or set fsdp_within_node: false")
     if not within_node or local >= d.world:
         return init_device_mesh(device.type, (d.world,))
-    if d.world % local:
-        raise ConfigError(f"fsdp_within_node: {d.world} ranks are not whole nodes of {local} (LOCAL_WORLD_SIZE); "
-                          "give every node as many GPUs, or set fsdp_within_node: false")
     return init_device_mesh(device.type, (d.world // local, local), mesh_dim_names=("replicate", "shard"))
 
 
