@@ -376,6 +376,7 @@ def _hybrid_rank(rank: int, world: int, store: str, folders, out: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow  # four processes; the same wrap on a 1-D mesh: test_two_rank_fsdp_fills_meta_ranks_...
 @pytest.mark.long(25)
 def test_fsdp_within_each_node_replicates_across_nodes_and_trains_as_one_process(folders, tmp_path):
     """fsdp_within_node on 2 nodes x 2 ranks: the LLM is sharded over a node's ranks and replicated across nodes
