@@ -307,7 +307,7 @@ def test_the_ranks_group_connects_in_minutes_and_waits_for_slow_ranks_in_hours(m
     with run.rank_group():
         run.gather("rows", 1, 2)
     assert calls == [("made", run.CONNECT_TIMEOUT), ("group", run.GATHER_TIMEOUT), ("gathered", "long"),
-                     ("ended", None)]
+                     ("ended", None)]  # the group it made, with every other
 
 
 def _evaluate_rank(rank: int, world: int, port: int, model_dir: str, manifest: str, out: str, case: str) -> None:

@@ -215,15 +215,13 @@ def rank_group():
     if own:  # connected in CONNECT_TIMEOUT (gloo connects every pair of ranks as a group is made), or failed
         dist.init_process_group("gloo", timeout=CONNECT_TIMEOUT)
     else:
-        dist.destroy_process_group(dist.new_group(backend="gloo", timeout=CONNECT_TIMEOUT))
+        dist.new_group(backend="gloo", timeout=CONNECT_TIMEOUT)  # connected in time, or failed
     _group[0] = dist.new_group(backend="gloo", timeout=GATHER_TIMEOUT)  # its collectives wait for slower ranks
     try:
         yield
     finally:
         if own:
             dist.destroy_process_group()
-        else:
-            dist.destroy_process_group(_group[0])
         _group[0] = None
 
 

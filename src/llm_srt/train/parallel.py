@@ -126,15 +126,16 @@ _host = [None, None, timedelta(minutes=30)]  # (the default group, its gloo grou
 def host_group(d: Dist):
     """A gloo group of every rank whose collectives wait HOST_WAIT, for what ranks hand each other on the host and
     the long waits for rank 0's work (`from_rank0`, `host_wait`, gathered texts); made once per default group, by
-    every rank at the same call (None in one process). A group of distributed_timeout_min is made first and dropped:
+    every rank at the same call (None in one process). A group of distributed_timeout_min is made first (and kept):
     gloo connects every pair of ranks as a group is made, so a node whose host name resolves to a loopback address
     (set GLOO_SOCKET_IFNAME) fails in that time, not in HOST_WAIT. (A monitored barrier cannot stand in for the
     long group: its own timeout holds on rank 0 only, the other ranks wait as their group does.)"""
     if d.world == 1:
         return None
     if _host[0] is not dist.group.WORLD:
-        dist.destroy_process_group(dist.new_group(backend="gloo", timeout=_host[2]))  # connected, or failed, in time
-        _host[:2] = [dist.group.WORLD, dist.new_group(backend="gloo", timeout=HOST_WAIT)]
+        probe = dist.new_group(backend="gloo", timeout=_host[2])  # connected, or failed, in time (kept: destroying
+        _host[:] = [dist.group.WORLD, dist.new_group(backend="gloo", timeout=HOST_WAIT), _host[2], probe]  # a gloo
+        #   subgroup at once aborted a rank now and then)
     return _host[1]
 
 
