@@ -120,7 +120,8 @@ def _all_reduce(value: torch.Tensor, d: Dist, op) -> torch.Tensor:
 HOST_WAIT = timedelta(hours=24)  # how long the other ranks wait for rank 0's work on the host alone (reading and
 #   checking a corpus's manifests and audio: millions of files on a network disk), as no collective between steps
 #   should (distributed_timeout_min)
-_host = [None, None, timedelta(minutes=30)]  # (the default group, its gloo group, distributed_timeout_min)
+_host = [None, None, timedelta(minutes=30), None]  # (the default group, its HOST_WAIT gloo group,
+#   distributed_timeout_min, the gloo group of that timeout made first to connect the ranks)
 
 
 def host_group(d: Dist):
@@ -133,9 +134,9 @@ def host_group(d: Dist):
     if d.world == 1:
         return None
     if _host[0] is not dist.group.WORLD:
-        probe = dist.new_group(backend="gloo", timeout=_host[2])  # connected, or failed, in time (kept: destroying
-        _host[:] = [dist.group.WORLD, dist.new_group(backend="gloo", timeout=HOST_WAIT), _host[2], probe]  # a gloo
-        #   subgroup at once aborted a rank now and then)
+        # connected, or failed, in time; kept (destroying a gloo subgroup at once aborted a rank now and then)
+        probe = dist.new_group(backend="gloo", timeout=_host[2])
+        _host[:] = [dist.group.WORLD, dist.new_group(backend="gloo", timeout=HOST_WAIT), _host[2], probe]
     return _host[1]
 
 
@@ -338,8 +339,7 @@ def shard_mesh(device: torch.device, d: Dist, within_node: bool = False):
 
     local = int(os.environ.get("LOCAL_WORLD_SIZE", d.world))
     if within_node and d.world > 1:  # every rank decides alike: nodes of other sizes raise on every rank, not hang
-        sizes = torch.tensor([local, -local], device=device if device.type == "cuda" else "cpu")
-        dist.all_reduce(sizes, op=dist.ReduceOp.MAX)
+        sizes = all_max(torch.tensor([local, -local]), d)
         most, least = int(sizes[0]), -int(sizes[1])
         if most != least or d.world % local:
             raise ConfigError(f"fsdp_within_node: {d.world} ranks are not whole nodes of one size (LOCAL_WORLD_SIZE "
