@@ -1,5 +1,8 @@
+import subprocess
+import sys
 from collections import Counter
 from itertools import islice
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -126,7 +129,8 @@ def test_groups_never_share_a_batch_and_the_shuffle_mixes_them():
     with pytest.raises(LLMSRTError, match="3 groups for 300 examples"):
         BucketBatchSampler(durations, 8, groups=[True, False, True])
     data = SpeechTextDataset(_rows(), {"srt": 0.6, "mt": 0.4}, seed=0)
-    assert data.needs_speech() == [t is not Task.MT for _, t in data.items] and not all(data.needs_speech())
+    assert data.needs_speech().tolist() == [data[i].task is not Task.MT for i in range(len(data))]
+    assert not all(data.needs_speech())
 
 
 def test_deterministic_per_seed_and_epoch():
@@ -296,3 +300,42 @@ def test_stream_tags_each_batch_with_its_position_for_a_consumer_that_runs_behin
     resumed = BucketBatchSampler(durations, 4, seed=2)
     resumed.load_state_dict(state)
     assert list(islice(resumed.stream(), 6)) == items[5:11]
+
+
+_FORKED_WORKER = """
+import gc, os, sys
+from llm_srt.data.features import FeatureCache
+from llm_srt.data.loader import SpeechTextDataset
+from llm_srt.data.manifest import Row
+rows = [Row(id=f"cv_{i:08d}", audio=f"clips/common_voice_en_{i:08d}.mp3", duration=3.0 + i % 7, src_lang="eng",
+            transcript=f"this is sentence number {i} of the corpus, with some words", tgt_lang="", translation="",
+            split="train", corpus="commonvoice", sentence_id=str(i)) for i in range(int(sys.argv[1]))]
+data = SpeechTextDataset(rows, "asr")
+cache = FeatureCache(sys.argv[2], "encoder", hashes={row.audio: f"{i:064x}" for i, row in enumerate(rows)})
+del rows
+gc.collect()
+def private():
+    with open("/proc/self/smaps_rollup") as f:
+        return sum(int(line.split()[1]) for line in f if line.startswith(("Private_Dirty", "Private_Clean"))) / 1024
+r, w = os.pipe()
+if os.fork() == 0:  # a DataLoader worker: the collector runs, and it reads every example
+    before = private()
+    gc.collect()
+    for i in range(len(data)):
+        cache.hashes.get(data.example(i, 0).audio)
+    os.write(w, str(private() - before).encode())
+    os._exit(0)
+os.wait()
+print(os.read(r, 100).decode())
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps_rollup").exists(), reason="reads Linux's /proc/self/smaps_rollup")
+def test_a_forked_loader_worker_shares_the_rows_and_audio_hashes_instead_of_copying_them(tmp_path):
+    """DataLoader workers fork from the training process. Rows kept as Python objects were copied into each worker
+    as the collector and reference counts wrote to them, and the feature cache's audio hashes as they were read
+    (measured here, a worker's own memory grew 58 MiB and 12 MiB per 100,000 rows: 2.3 GB per worker at 3.3M rows);
+    packed, it does not grow with the rows (+0.05 MiB)."""
+    grew = [float(subprocess.run([sys.executable, "-c", _FORKED_WORKER, str(n), str(tmp_path)],
+                                 capture_output=True, text=True, check=True).stdout) for n in (10_000, 110_000)]
+    assert grew[1] - grew[0] < 5, grew  # MiB for 100,000 more rows

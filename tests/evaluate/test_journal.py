@@ -336,6 +336,7 @@ sys.exit(cli.main(sys.argv[2:]))
 """
 
 
+@pytest.mark.slow  # a real process killed (35 s); make test: the journal tests above, in one process
 @pytest.mark.long(25)
 def test_evaluate_killed_with_sigkill_then_run_again_writes_the_uninterrupted_report(manifest, tmp_path):
     model = tiny.speech_llm_folder(tmp_path / "model")

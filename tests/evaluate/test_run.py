@@ -334,6 +334,7 @@ def _evaluate_rank(rank: int, world: int, port: int, model_dir: str, manifest: s
                  placement=CPU, log=lambda *_: None)
 
 
+@pytest.mark.slow  # four 2-rank runs (78 s); make test: test_torchrun_two_ranks_merge_to_the_one_process_report
 @pytest.mark.long(20)
 def test_every_rank_decodes_the_rows_rank_0_read_and_journals_go_only_when_every_rank_is_done(
         model_dir, manifest, tmp_path):

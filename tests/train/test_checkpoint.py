@@ -179,6 +179,7 @@ def _resume_ranks(rank: int, world: int, store: str, root: str, case: str) -> No
         dist.destroy_process_group()
 
 
+@pytest.mark.slow  # two 2-rank runs (44 s); make test: test_every_rank_takes_rank_0s_view_of_a_finished_run
 def test_every_rank_resumes_from_the_checkpoint_rank_0_found(tmp_path):
     """Rank 0 picks the checkpoint and every rank resumes from it, or every rank stops with one line when one of
     them cannot read it; no rank starts from step 0 (or an older step) beside rank 0's step 3."""

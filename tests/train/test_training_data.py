@@ -108,7 +108,7 @@ def test_each_epoch_trains_on_its_own_draw_of_a_mixs_smaller_task(tiny_setup, mo
     asr = [sorted(i for b in batches for i, t in zip(b["ids"], b["tasks"]) if t.value == "asr") for batches in epochs]
     assert len(asr[0]) == len(asr[1]) == 3 and asr[0] != asr[1]
     assert asr[1] == sorted(data.dataset.example(i, 1).id for i in range(len(data.dataset))
-                            if data.dataset.items[i][1].value == "asr")
+                            if data.dataset[i].task.value == "asr")
     again = TrainingData(cfg, model, SOLO)
     again.load_state_dict({"epoch": 1, "batch": 2, "seed": 0, "replicas": 1})
     for a, b in zip(epochs[1][2:], _take(again, 2)):
@@ -135,8 +135,8 @@ def test_the_cache_fill_covers_every_row_a_later_epoch_draws(tiny_setup, model, 
     write_manifest(manifest, rows + extra)
     cfg = _section(tiny_setup, tmp_path / "f", train=str(manifest), num_workers=0, tasks={"srt": 0.9, "asr": 0.1})
     short = TrainingData(cfg, model, SOLO, batches=3)
-    assert sum(t.value == "asr" for _, t in short.dataset.items) == 1 and len(short.sampler) == 3
-    slot = next(i for i, (_, task) in enumerate(short.dataset.items) if task.value == "asr")
+    assert sum(e.task.value == "asr" for e in short.dataset) == 1 and len(short.sampler) == 3
+    slot = next(i for i, e in enumerate(short.dataset) if e.task.value == "asr")
     assert [r.audio for r in extra if short.cache.has(r.audio)] == [short.dataset.example(slot, 0).audio]
     two = TrainingData(replace(cfg, feature_cache=str(tmp_path / "two")), model, SOLO, batches=4)  # into epoch 1
     assert two._epochs_reached(4) == 2 and sum(two.cache.has(r.audio) for r in extra) == 2
@@ -165,7 +165,7 @@ def test_the_cache_is_filled_longest_first_in_batches_and_pad_to_30s_keys_apart(
     seen.clear()
     TrainingData(cfg, model, SOLO)
     assert seen == []  # all cached
-    clip = data.dataset.items[0][0].audio
+    clip = data.dataset[0].audio
     padded = replace(model.config, pad_to_30s=True)
     monkeypatch.setattr(model, "config", padded)
     other = TrainingData(replace(cfg, precompute_features=False), model, SOLO)
@@ -179,7 +179,7 @@ def test_the_feature_cache_is_sized_before_it_is_filled(tiny_setup, model, tmp_p
     logs = []
     cfg = _section(tiny_setup, tmp_path / "f", num_workers=0)
     data = TrainingData(cfg, model, SOLO, log=logs.append)
-    seconds = {row.audio: row.duration for row, _ in data.dataset.items}
+    seconds = {e.audio: e.duration for e in data.dataset}
     encoder, cache = model.encoder, data.cache
     assert len(seconds) == 8 and len(list((tmp_path / "f").rglob("*.npy"))) == 8
     for audio, s in seconds.items():
@@ -283,7 +283,7 @@ RANKS_SCRIPT = textwrap.dedent("""
     from llm_srt.train import data as td
 
     calls = {"read": 0, "hash": 0}
-    real_read, real_hash = td.read_manifest, features.content_hash
+    real_read, real_hash = td.read_manifest, features._sha256
 
     def read(*args, **kwargs):
         calls["read"] += 1
@@ -293,7 +293,7 @@ RANKS_SCRIPT = textwrap.dedent("""
         calls["hash"] += 1
         return real_hash(path)
 
-    td.read_manifest, features.content_hash = read, hash_
+    td.read_manifest, features._sha256 = read, hash_
     dist.init_process_group("gloo")
     d = td.Dist(dist.get_rank(), dist.get_world_size())
     good, bad, out = sys.argv[1:4]
@@ -349,7 +349,7 @@ def test_on_cuda_batches_arrive_on_the_gpu_and_the_cache_fills_in_bf16(tiny_setu
     assert data._loader().pin_memory
     batch = data.next_batch()
     assert batch["features"].device.type == "cuda" and batch["feature_mask"].device.type == "cuda"
-    clips = sorted({row.audio for row, _ in data.dataset.items})
+    clips = sorted({e.audio for e in data.dataset})
     assert all(f is not None and np.isfinite(f).all() for f in data.cache.lookup(clips))
     out = gpu(batch)
     assert out["loss"].isfinite() and out["n_tokens"] == batch["n_target_tokens"]
@@ -441,7 +441,7 @@ def _node_local_cache(rank: int, world: int, store: str, setup: dict, root: str)
         cache = Path(root) / f"node{rank}"
         cfg = DataSection(train=setup["manifest"], batch_size=2, feature_cache=str(cache), tasks={"asr": 1.0})
         data = TrainingData(cfg, model, Dist(rank, world), log=lambda *_: None)
-        audio = sorted({row.audio for row, _ in data.dataset.items})
+        audio = sorted({e.audio for e in data.dataset})
         missing = sum(found is None for found in data.cache.lookup(audio))
         (Path(root) / f"rank{rank}.json").write_text(json.dumps({"audio": len(audio), "missing": missing}))
     finally:
@@ -536,13 +536,14 @@ def _refused_cache(rank: int, world: int, store: str, setup: dict, root: str, re
         cfg = DataSection(train=setup["manifest"], batch_size=2, feature_cache=str(Path(root) / "cache"),
                           tasks={"asr": 1.0})
         data = TrainingData(cfg, model, Dist(rank, world), log=lambda *_: None)
-        audio = len({row.audio for row, _ in data.dataset.items})
+        audio = len({e.audio for e in data.dataset})
         (Path(root) / f"rank{rank}.json").write_text(json.dumps({"audio": audio, "encoded": sum(encoded),
                                                                  "looked": len(looked)}))
     finally:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow  # make test: the two-node fill below, and a refusing disk in one process (above)
 @pytest.mark.long(10)
 def test_features_a_disk_refused_are_not_encoded_again_by_every_node_before_step_1(tiny_setup, tmp_path):
     """A shared cache whose stores fail (a quota: the free-space check passed) lacks features after the fill: not
@@ -555,6 +556,7 @@ def test_features_a_disk_refused_are_not_encoded_again_by_every_node_before_step
     assert got[0]["audio"] > 2 and got[0]["encoded"] + got[1]["encoded"] == got[0]["audio"]
 
 
+@pytest.mark.slow  # make test: the two-node fill below
 @pytest.mark.long(10)
 def test_ranks_of_one_node_do_not_look_for_every_clip_after_the_fill(tiny_setup, tmp_path):
     """On one node (or a disk every node shares, seen from a sample of the other nodes' shares) nothing can be

@@ -22,6 +22,7 @@ import numpy as np
 from ..audio import load_audio
 from ..errors import LLMSRTError
 from ..paths import atomic_file
+from .packed import PackedMap
 
 CACHE_FORMAT = 1  # bump when the file layout or key recipe changes
 DTYPES = {"float16": np.float16, "float32": np.float32}  # storage precision
@@ -55,7 +56,9 @@ class FeatureCache:
                                        "settings": dict(settings or {})}, sort_keys=True)
         except TypeError as e:
             raise LLMSRTError(f"feature cache settings must be JSON values ({e})") from None
-        self.hashes = dict(hashes or {})  # audio path (as given) -> content hash, from content_hashes()
+        # audio path (as given) -> content hash, from content_hashes(); packed: a training stage's millions of
+        # paths are shared by its DataLoader workers, not copied into each (llm_srt.data.packed)
+        self.hashes = PackedMap(hashes or {})
         self.hits = 0
         self.misses = 0
         self.unstored = 0  # computed features the disk refused (full, read-only): handed back, not stored
@@ -157,19 +160,26 @@ def content_hash(path: str | Path) -> str:
     ident = (path, st.st_size, st.st_mtime_ns)
     digest = _content_hashes.get(ident)
     if digest is None:
-        with open(path, "rb") as f:
-            digest = hashlib.file_digest(f, "sha256").hexdigest()
-        _content_hashes[ident] = digest
+        digest = _content_hashes[ident] = _sha256(path)
     return digest
 
 
 def content_hashes(paths: Sequence[str | Path], threads: int = HASH_THREADS) -> dict[str, str]:
-    """content_hash of each distinct path (keys: the paths as given), several files at once."""
+    """The sha256 of each distinct path's bytes (keys: the paths as given), several files at once. Not remembered
+    by the process (content_hash is): a training stage hashes millions of files once and keeps the result."""
     distinct = list(dict.fromkeys(str(p) for p in paths))
     if len(distinct) < 2 or threads < 2:
-        return {p: content_hash(p) for p in distinct}
+        return {p: _sha256(p) for p in distinct}
     with ThreadPoolExecutor(min(threads, len(distinct))) as pool:
-        return dict(zip(distinct, pool.map(content_hash, distinct)))
+        return dict(zip(distinct, pool.map(_sha256, distinct)))
+
+
+def _sha256(path: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except OSError as e:
+        raise LLMSRTError(f"{os.path.abspath(path)}: cannot read audio for the feature cache ({e.strerror})") from None
 
 
 def _as_2d(feats, path) -> np.ndarray:

@@ -21,7 +21,7 @@ import torch
 from ..audio import load_audio
 from ..errors import LLMSRTError
 from ..prompts import Task, build
-from .manifest import Row
+from .manifest import PackedRows, Row
 
 BUCKET_BATCHES = 50  # batches per length bucket: sorted within a bucket, so padding stays small
 
@@ -53,38 +53,50 @@ class SpeechTextDataset:
 
     def __init__(self, rows: Sequence[Row], task: Task | str | Mapping[str, float], seed: int = 0):
         mix = _normalize_mix(task)
-        pools = {t: [r for r in rows if r.is_asr == (t is Task.ASR)] for t in mix}
+        asr = np.array([row.is_asr for row in rows], dtype=bool)
+        pools = {t: np.flatnonzero(asr == (t is Task.ASR)) for t in mix}  # the rows of each task, as indices
         for t, pool in pools.items():
-            if not pool:
+            if not len(pool):
                 kind = "ASR (transcript-only)" if t is Task.ASR else "translation"
                 raise LLMSRTError(f"task {t.value} needs {kind} rows and the manifest has none")
+        self._rows = rows if isinstance(rows, PackedRows) else PackedRows(rows)  # shared by DataLoader workers
+        self._row_durations = np.array([row.duration for row in rows], dtype=np.float64)
+        self._tasks = tuple(mix)
         main = max(mix, key=mix.get)  # the first of the largest shares
         total = round(len(pools[main]) / mix[main])
-        self.items: list[tuple[Row, Task]] = []  # epoch 0's examples
+        index, tasks = [], []  # epoch 0's examples: the row and the task (its place in _tasks) of each
         self._draws: list[_Draw] = []  # the drawn tasks' slots
+        start = 0
         for i, (t, weight) in enumerate(mix.items()):
             if t is main:
-                self._main = (len(self.items), len(self.items) + len(pools[t]))
-                self.items += [(row, t) for row in pools[t]]
-                continue
-            draw = _Draw(len(self.items), round(total * weight), t, pools[t],
-                         np.random.default_rng([seed, i]).permutation(len(pools[t])))
-            self._draws.append(draw)
-            self.items += [(draw.row(k, 0), t) for k in range(draw.n)]
-        self._durations = np.array([row.duration for row, _ in self.items], dtype=np.float64)  # epoch 0's
+                self._main = (start, start + len(pools[t]))
+                index.append(pools[t])
+            else:
+                draw = _Draw(start, round(total * weight), t, pools[t],
+                             np.random.default_rng([seed, i]).permutation(len(pools[t])))
+                self._draws.append(draw)
+                index.append(draw.rows(0))
+            tasks.append(np.full(len(index[-1]), i, dtype=np.int8))
+            start += len(index[-1])
+        self._index = np.concatenate(index)
+        self._task_of = np.concatenate(tasks)
+        self._durations = self._row_durations[self._index]  # epoch 0's
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self._index)
 
     def __getitem__(self, index: int) -> Example:
         return self.example(index, 0)
 
     def example(self, index: int, epoch: int) -> Example:
         """Example `index` of `epoch`."""
-        row, task = self.items[index]
+        if not 0 <= index < len(self._index):
+            raise IndexError(f"example {index} of {len(self._index)}")
+        row_index = self._index[index]
         for draw in self._draws:
             if draw.start <= index < draw.start + draw.n:
-                row = draw.row(index - draw.start, epoch)
+                row_index = draw.pool[draw.order[(index - draw.start + epoch * draw.n) % len(draw.order)]]
+        row, task = self._rows[row_index], self._tasks[self._task_of[index]]
         prompt, target = build(task, row.src_lang, row.tgt_lang or None, row.transcript, row.translation)
         return Example(id=row.id, audio=row.audio, duration=row.duration, task=task, prompt=prompt, target=target,
                        src=row.src_lang, tgt=row.tgt_lang, transcript=row.transcript, translation=row.translation)
@@ -93,12 +105,12 @@ class SpeechTextDataset:
         """Each example's duration in `epoch` (seconds)."""
         out = self._durations.copy()
         for draw in self._draws:
-            out[draw.start:draw.start + draw.n] = draw.durations[draw.order[draw.positions(epoch)]]
+            out[draw.start:draw.start + draw.n] = self._row_durations[draw.rows(epoch)]
         return out
 
-    def needs_speech(self) -> list[bool]:
+    def needs_speech(self) -> np.ndarray:
         """Per example: whether its task reads speech (False: text-only mt); the same in every epoch."""
-        return [task.needs_speech for _, task in self.items]
+        return np.array([t.needs_speech for t in self._tasks], dtype=bool)[self._task_of]
 
     def epochs_to_cover(self) -> int:
         """The epochs by which every drawn task has gone through its whole pool (0 without a drawn task: epoch 0
@@ -109,27 +121,24 @@ class SpeechTextDataset:
         """Every (row, task) the first `epochs` epochs use (None: any epoch): the heaviest task's rows and what each
         drawn task draws in them, at most its whole pool (what a feature cache filled before training must hold)."""
         start, stop = self._main
-        out = self.items[start:stop]
+        main = self._tasks[self._task_of[start]]  # its pool is never empty
+        out = [(self._rows[i], main) for i in self._index[start:stop]]
         for draw in self._draws:
             reach = len(draw.pool) if epochs is None else min(len(draw.pool), epochs * draw.n)
-            out += [(draw.pool[i], draw.task) for i in draw.order[:reach]]
+            out += [(self._rows[i], draw.task) for i in draw.pool[draw.order[:reach]]]
         return out
 
 
 class _Draw:
-    """A drawn task's slots in a mix: examples start .. start + n - 1, from `pool` in the seeded `order`; epoch e
-    takes positions e * n .. e * n + n - 1 of that order, cycled."""
+    """A drawn task's slots in a mix: examples start .. start + n - 1, from `pool` (row indices) in the seeded
+    `order`; epoch e takes positions e * n .. e * n + n - 1 of that order, cycled."""
 
-    def __init__(self, start: int, n: int, task: Task, pool: list[Row], order: np.ndarray):
+    def __init__(self, start: int, n: int, task: Task, pool: np.ndarray, order: np.ndarray):
         self.start, self.n, self.task, self.pool, self.order = start, n, task, pool, order
-        self.durations = np.array([row.duration for row in pool], dtype=np.float64)  # the pool's, in pool order
 
-    def positions(self, epoch: int) -> np.ndarray:
-        """The positions in `order` of the slots' rows in `epoch`."""
-        return (np.arange(self.n) + epoch * self.n) % len(self.order)
-
-    def row(self, k: int, epoch: int) -> Row:
-        return self.pool[self.order[(k + epoch * self.n) % len(self.order)]]
+    def rows(self, epoch: int) -> np.ndarray:
+        """The row indices of the slots in `epoch`."""
+        return self.pool[self.order[(np.arange(self.n) + epoch * self.n) % len(self.order)]]
 
 
 def weighted_rows(parts: Sequence[Sequence[Row]], weights: Sequence[float] | None = None,

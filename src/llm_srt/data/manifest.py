@@ -19,12 +19,13 @@ import stat
 import warnings
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from .. import languages
 from ..errors import LLMSRTError, ManifestError, open_regular, shown, special_kind
 from ..paths import atomic_file
+from .packed import PackedList
 
 MAX_LISTED = 20  # problems listed in a ManifestError; the rest are counted
 # field -> accepted JSON types (None = null allowed). `source` is optional; the others must be present.
@@ -68,6 +69,20 @@ class Row:
     def is_asr(self) -> bool:
         """True for a transcript-only row (no translation)."""
         return not self.tgt_lang
+
+
+_ROW_FIELDS = tuple(f.name for f in fields(Row))
+
+
+class PackedRows(PackedList):
+    """Rows in one buffer (llm_srt.data.packed): what training keeps of its millions of rows, shared by the
+    DataLoader workers instead of copied into each."""
+
+    def encode(self, row: Row) -> tuple:
+        return tuple(getattr(row, name) for name in _ROW_FIELDS)
+
+    def decode(self, fields: tuple) -> Row:
+        return Row(*fields)
 
 
 def read_manifest(path: str | Path, check_audio: bool = True, skip_bad: bool = False,
