@@ -1,6 +1,8 @@
 """A tiny corpus (tone clips) and tiny random models for recipe tests."""
 
 import sys
+import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -45,3 +47,16 @@ def overrides(setup, out, **extra):
             "optim.warmup_steps": 0, "optim.lr": 3e-3, "output_dir": str(out), "save_every": 1000, "log_every": 1}
     base.update(extra)
     return [f"{k}={v}" for k, v in base.items()]
+
+
+def gloo_when_all_arrived(store_path: str, rank: int, world: int, timeout: timedelta) -> None:
+    """init_process_group("gloo") with a short collective `timeout` (what a test times), once every rank has reached
+    this line: gloo connects the ranks within that timeout, and spawned ranks of a loaded machine start seconds apart
+    (CI once failed two such tests at init_process_group: 'Wait timeout')."""
+    import torch.distributed as dist
+
+    store = dist.FileStore(store_path, world)
+    store.add("arrived", 1)
+    while store.add("arrived", 0) < world:
+        time.sleep(0.05)
+    dist.init_process_group("gloo", store=store, rank=rank, world_size=world, timeout=timeout)

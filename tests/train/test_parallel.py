@@ -19,6 +19,8 @@ from llm_srt.model.llm import LoraOptions  # noqa: E402
 from llm_srt.train import parallel  # noqa: E402
 from llm_srt.train.parallel import Dist, Parallel  # noqa: E402
 
+from .conftest import gloo_when_all_arrived  # noqa: E402
+
 LORA = LoraOptions(r=4, alpha=8, dropout=0.0)
 CTC = CTCLoss(weight=0.5, negatives=8)  # the two-rank checks train with the auxiliary CTC loss too
 ADAPTER = {"num_queries": 4, "hidden_size": 32, "num_layers": 1, "num_heads": 4, "intermediate_size": 64,
@@ -406,8 +408,7 @@ def _slow_rank0(rank: int, world: int, store: str, out: str) -> None:
 
     torch.set_num_threads(1)
     parallel._host[2] = timedelta(seconds=2)
-    dist.init_process_group("gloo", store=dist.FileStore(store, world), rank=rank, world_size=world,
-                            timeout=timedelta(seconds=2))
+    gloo_when_all_arrived(store, rank, world, timedelta(seconds=2))
     try:
         from llm_srt.train import data as training_data
 

@@ -29,6 +29,8 @@ from llm_srt.train.data import DataSection, TrainingData
 from llm_srt.train.parallel import Dist
 from llm_srt.train.recipe import load_config
 
+from .conftest import gloo_when_all_arrived
+
 SOLO = Dist()
 
 
@@ -429,8 +431,7 @@ def _node_local_cache(rank: int, world: int, store: str, setup: dict, root: str)
 
     torch.set_num_threads(1)
     os.environ["LOCAL_WORLD_SIZE"] = "1"
-    dist.init_process_group("gloo", store=dist.FileStore(store, world), rank=rank, world_size=world,
-                            timeout=timedelta(seconds=2))
+    gloo_when_all_arrived(store, rank, world, timedelta(seconds=2))
     try:
         real = training_data.read_stage_rows
         training_data.read_stage_rows = lambda *a, **k: (time.sleep(4), real(*a, **k))[1]
