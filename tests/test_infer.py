@@ -13,9 +13,9 @@ from llm_srt import cli
 from llm_srt.audio import write_wav
 from llm_srt.data.manifest import Row, write_manifest
 from llm_srt.errors import LLMSRTError
-from llm_srt.infer import SpeechTranslator, max_new_tokens
+from llm_srt.infer import SpeechTranslator, item_budget, max_new_tokens
 from llm_srt.model.decoding import DecodingOptions
-from llm_srt.model.systems import Output
+from llm_srt.model.systems import Item, Output
 from llm_srt.prompts import Task
 
 OPTS = DecodingOptions(max_new_tokens=10)
@@ -113,6 +113,29 @@ def test_max_segment_seconds_cuts_cues_at_the_pauses(model_dir, tmp_path, capsys
 def test_output_length_is_capped_by_duration():
     assert max_new_tokens(2.0, Task.ASR, 256) < max_new_tokens(2.0, Task.SRT, 256) < max_new_tokens(10, Task.SRT, 256)
     assert max_new_tokens(600, Task.SRT, 256) == 256
+
+
+@pytest.mark.parametrize("command", ["translate", "evaluate", "serve"])
+def test_by_default_each_segment_gets_its_whole_budget(command):
+    """The commands' default --max-new-tokens is the largest budget any segment can have: a 30 s SRT segment into
+    Japanese keeps its 1,284 tokens (a default of 256 cut its translation short without a word)."""
+    import argparse
+
+    from llm_srt.evaluate import run as evaluate_run
+    from llm_srt.infer import add_arguments
+    from llm_srt.model.decoding import decoding_from_args
+    from llm_srt.serve import app
+
+    parser = argparse.ArgumentParser()
+    {"translate": add_arguments, "evaluate": evaluate_run.add_arguments, "serve": app.add_arguments}[command](parser)
+    args = parser.parse_known_args(["--model", "m", "--out", "o"] if command == "evaluate" else
+                                   ["a.wav", "--model", "m"] if command == "translate" else ["--model", "m"])[0]
+    options = decoding_from_args(args)
+    window = Item(np.zeros(30 * 16000, np.float32), "eng", "jpn", Task.SRT)
+    budget = item_budget(window, options.max_new_tokens)
+    assert budget == max_new_tokens(30, Task.SRT, 10**6, "eng", "jpn") == 1284
+    assert options.max_new_tokens == max(max_new_tokens(30, t, 10**6, s, g) for t in Task for s in ("eng", "jpn")
+                                         for g in ("eng", "jpn"))
 
 
 def test_translate_asr_then_smt_writes_both_texts(model_dir, clips, capsys):

@@ -36,6 +36,13 @@ SCRIPT_TOKEN_FACTOR = {"Latn": 1.0, "Cyrl": 1.5}  # tokens per Latin token for t
 OTHER_SCRIPT_FACTOR = 2.5  # char-tokenized / byte-heavy scripts (Jpan, Hans, Hant, Kore, Thai) need far more
 TEXT_TOKENS_PER_CHAR = 1.0  # text-only (MT) items: generous cap per character of the given transcript, per factor
 MIN_NEW_TOKENS = 24
+# the largest budget any segment can have (a full window, SRT, both texts in a wide script): the commands' default
+# --max-new-tokens, so that each segment's own budget decides (a default of 256 cut the translation of a 30 s SRT
+# segment into Japanese, whose budget is 1,284, without a word)
+MAX_NEW_TOKENS = int(MIN_NEW_TOKENS + 2 * OTHER_SCRIPT_FACTOR * TOKENS_PER_SECOND * WINDOW_SECONDS)
+MAX_NEW_TOKENS_HELP = ("the most tokens a segment may generate; each segment's own budget (its duration and "
+                       "scripts) decides below it (default %(default)s: the largest budget, a 30 s segment "
+                       "transcribed and translated in wide scripts)")
 PENDING_SECONDS = 2 * 3600.0  # decoded inputs waiting for the model (230 MB at 16 kHz) before they are run
 
 log = logging.getLogger(__name__)
@@ -378,7 +385,7 @@ def add_model_arguments(parser) -> None:
     parser.add_argument("--model", required=True,
                         help="model folder, or 'whisper' / 'cascade' (baselines) / 'mt' (text MT of --llm)")
     parser.add_argument("--beam", type=int, default=1, help="beam size (1 = greedy)")
-    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS, help=MAX_NEW_TOKENS_HELP)
     add_srt_tags_argument(parser)
     add_no_repeat_argument(parser)
     add_compile_argument(parser)

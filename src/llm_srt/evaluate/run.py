@@ -501,6 +501,8 @@ def _run_id(row_id: str, runs: int) -> str:
 
 
 def add_arguments(parser) -> None:
+    from ..infer import MAX_NEW_TOKENS, MAX_NEW_TOKENS_HELP
+
     parser.add_argument("--model", action="append", required=True,
                         help="NAME=FOLDER, a model folder, 'whisper' or 'cascade', or NAME=FILE.jsonl: the results "
                              "(hyps.NAME.jsonl) of an earlier evaluation, scored again without decoding (several "
@@ -515,7 +517,7 @@ def add_arguments(parser) -> None:
                              "own transcript, then its SMT (the paper's w/o SRT ablation)")
     parser.add_argument("--beam", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS, help=MAX_NEW_TOKENS_HELP)
     add_srt_tags_argument(parser)
     add_no_repeat_argument(parser)
     add_compile_argument(parser)
