@@ -583,3 +583,13 @@ def test_auto_source_language_is_heard_from_the_longest_segment():
 
     [r] = SpeechTranslator(Listening()).translate([recording(12.0, [(0.5, 1.0), (4.0, 11.0)])], "auto", "deu")
     assert r.src == "eng" and len(r.segments) == 2 and heard == [pytest.approx(7.1, abs=0.2)]
+
+
+def test_segments_are_joined_with_a_space_except_in_japanese_and_chinese():
+    """Korean spaces its words and Thai its sentences: their segments were glued together ('좋습니다.내일')."""
+    from llm_srt.infer import _joined
+
+    parts = ["오늘 날씨가 좋습니다.", "내일 만나요."]
+    assert _joined(parts, "kor") == "오늘 날씨가 좋습니다. 내일 만나요." and _joined(["a.", "", "b."], "tha") == "a. b."
+    assert _joined(["今日は。", "明日。"], "jpn") == "今日は。明日。" == _joined(["今日は。", "明日。"], "zho")
+    assert _joined(["a.", "b."], "yue") == "a.b." and _joined(["", ""], "eng") == ""

@@ -126,8 +126,13 @@ def item_budget(item: Item, limit: int) -> int:
     return max_new_tokens(item.audio.size / SAMPLE_RATE, item.task, limit, item.src, item.tgt)
 
 
+UNSPACED_SCRIPTS = ("Jpan", "Hans", "Hant")  # written without spaces between words or sentences
+
+
 def joiner(lang: str | None) -> str:
-    return "" if lang and languages.get(lang).bleu_tokenize == "char" else " "
+    """What joins the texts of consecutive segments in `lang`: nothing in Japanese and Chinese, a space elsewhere
+    (Korean spaces its words; Thai, written without spaces between words, spaces its sentences)."""
+    return "" if lang and languages.get(lang).script in UNSPACED_SCRIPTS else " "
 
 
 def error_line(e: BaseException) -> str:
