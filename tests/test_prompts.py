@@ -37,7 +37,14 @@ def test_parse_well_formed():
     ("a<|eng|><|deu|>b<|eng|><|deu|>b<|eng|><|deu|>", "a", "b", False),  # looping output is cut
     ("a<|eng|> <|deu|> b<eos>", "a", "b", True),
     ("a<|eng|><|eng|><|deu|>b", "a", "b", False),  # duplicated tag
-    ("<|", "<|", "", False),
+    ("<|", "", "", False),  # a tag the token cap cut off
+    ("a<|eng|><|deu|>b<|eng|", "a", "b", False),
+    ("a logging.<|eng|><|eng|><|eng|><|eng", "a logging.", "", False),
+    ("a<|eng|><|deu|>b <|de", "a", "b", False),
+    ("x <|", "x", "", False),
+    ("<|eng|><|deu|>a<|eng|><|deu|>b", "a", "b", True),  # the prompt's tags written again first
+    (" <|eng|><|deu|> a <|eng|><|deu|>b<|eng|><|deu|>", "a", "b", False),
+    ("<|eng|><|deu|><|eng|><|deu|>b", "", "b", False),
     ("<|fim_pad|>a<|eng|><|deu|>b<|im_end|>", "a", "b", True),  # a tokenizer's own tags are not language tags
     ("a<|eng|><|deu|><|box_start|>b", "a", "b", True),
     ("a<|zh-CN|><|eng|>b", "a", "b", True),

@@ -87,25 +87,26 @@ class SRTOutput:
 # <|fim_pad|>, <|fim_prefix|>, ... are not special tokens; <|im_end|> and <|box_start|> where a tokenizer keeps them)
 _TAG = re.compile(r"<\|(?!(?:fim|im|box)_)([a-z]{2,3}(?:[-_][A-Za-z]+)?)\|>")
 _SPECIAL = re.compile(r"<\|[^|<>]{0,20}\|>|<(?:eos|bos|pad|end_of_turn|start_of_turn)>|</s>")
+_CUT_TAG = re.compile(r"<\|[^|<>\s]{0,20}\|?\s*$")  # a tag cut off by the token cap: "<|en", "<|eng|"
 
 
 def parse_srt(text: str) -> SRTOutput:
     """Split an SRT output into transcript and translation. Never raises.
 
     The first run of language tags separates the parts; tags after it and special tokens are dropped, and a
-    translation that repeats the tag pair (a looping model) is cut at the repeat.
+    translation that repeats the tag pair (a looping model) is cut at the repeat, or at a tag the token cap cut off.
+    An output that starts with the prompt's tags again is parsed after them when more tags follow.
     """
     text = text if isinstance(text, str) else str(text)
     matches = list(_TAG.finditer(text))
     if not matches:
         return SRTOutput(clean(text), "", None, None, False)
+    if not text[:matches[0].start()].strip():  # the prompt's tags written again first ("<|eng|><|deu|>Hello.<|eng|>
+        lead = _tag_run(text, matches)  # <|deu|>Hallo."): the parts follow them, when a run of tags follows
+        if len(matches) > len(lead):
+            return parse_srt(text[lead[-1].end():])
     first = matches[0]
-    run = [first]
-    for m in matches[1:]:
-        if m.start() == run[-1].end() or not text[run[-1].end():m.start()].strip():
-            run.append(m)
-        else:
-            break
+    run = _tag_run(text, matches)
     transcript = clean(text[:first.start()])
     rest = text[run[-1].end():]
     nxt = _TAG.search(rest)
@@ -113,10 +114,23 @@ def parse_srt(text: str) -> SRTOutput:
     codes = [m.group(1) for m in run]
     src = codes[0]
     tgt = codes[1] if len(codes) > 1 else None
-    well_formed = len(codes) == 2 and bool(transcript) and bool(translation) and nxt is None
+    well_formed = (len(codes) == 2 and bool(transcript) and bool(translation) and nxt is None
+                   and not _CUT_TAG.search(rest))
     return SRTOutput(transcript, translation, src, tgt, well_formed)
 
 
+def _tag_run(text: str, matches: list[re.Match]) -> list[re.Match]:
+    """The first tag match and those right after it (only whitespace between)."""
+    run = [matches[0]]
+    for m in matches[1:]:
+        if m.start() == run[-1].end() or not text[run[-1].end():m.start()].strip():
+            run.append(m)
+        else:
+            break
+    return run
+
+
 def clean(text: str) -> str:
-    """Model text without language tags or special tokens, whitespace folded."""
-    return " ".join(_SPECIAL.sub(" ", text).split())
+    """Model text without language tags or special tokens (nor a tag the token cap cut off at its end), whitespace
+    folded."""
+    return " ".join(_SPECIAL.sub(" ", _CUT_TAG.sub("", text)).split())

@@ -1,4 +1,5 @@
 import functools
+import re
 import json
 
 import pytest
@@ -175,3 +176,14 @@ def test_unknown_locale_folder_asks_for_the_language(locale_dir, tmp_path):
     with pytest.raises(LLMSRTError, match="--lang"):
         prepare_commonvoice(other, tmp_path / "out")
     assert prepare_commonvoice(other, tmp_path / "out", lang="deu").written["dev"] == 1
+
+
+def test_a_table_line_that_is_not_utf8_is_named_by_file_and_line(locale_dir, tmp_path):
+    """A damaged extraction: one byte that is not UTF-8 gave a bare UnicodeDecodeError with no file or line."""
+    train = locale_dir / "train.tsv"
+    data = train.read_bytes()
+    line = data[:data.index(b"Tag")].count(b"\n") + 1
+    train.write_bytes(data.replace(b"Tag", b"T\xffg"))
+    with pytest.raises(LLMSRTError, match=rf"^{re.escape(str(train))}:{line}: not UTF-8 text \(byte \d+ of the line\); the "
+                                          "file is damaged or was saved in another encoding"):
+        prepare_commonvoice(locale_dir, tmp_path / "out")

@@ -188,3 +188,18 @@ def test_clear_errors_for_a_wrong_layout(release, tmp_path, layouts):
     (cv.parent / "zh-CN" / "validated.tsv").write_text("path\tsentence\tclient_id\n", encoding="utf-8")
     with pytest.raises(LLMSRTError, match=r"tsv:1: header lacks column\(s\) path, translation, split"):
         prepare_covost2(tsv, cv.parent, tmp_path / "out", pairs=[("zho", "eng")])
+
+
+def test_another_locales_folder_is_an_error_not_empty_manifests(release, tmp_path, layouts):
+    """--cv-dir at the German folder for English tables joined no clip: it wrote three empty manifests and exited 0."""
+    tsv, cv = release
+    de = tmp_path / "cv4" / "de"
+    layouts.write_cv_table(de / "validated.tsv", layouts.CV4_HEADER,
+                           [{"client_id": "s", "path": "common_voice_de_1.mp3", "sentence": "Hallo.", "up_votes": 2,
+                             "down_votes": 0}])
+    (de / "clips").mkdir()
+    with pytest.raises(LLMSRTError, match=r"covost_v2\.en_de\.tsv: none of its 9 clips is in .*de/validated\.tsv \("
+                                          r"the table names e\.g\. common_voice_en_9\.mp3, the folder holds e\.g\. "
+                                          r"common_voice_de_1\.mp3\); point --cv-dir at the Common Voice 4 'en' folder"):
+        prepare_covost2(tsv, de, tmp_path / "out", pairs=[("eng", "deu")])
+    assert not (tmp_path / "out" / "train.jsonl").exists()

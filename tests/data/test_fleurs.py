@@ -1,4 +1,5 @@
 import json
+import re
 import shlex
 import shutil
 import subprocess
@@ -168,3 +169,11 @@ def test_no_check_audio_counts_a_missing_wav_the_table_gives_no_length_for(fleur
 def test_empty_root_is_a_clear_error(tmp_path):
     with pytest.raises(LLMSRTError, match="no FLEURS locale folders"):
         prepare_fleurs(tmp_path, None, tmp_path / "out")
+
+
+def test_a_table_line_that_is_not_utf8_is_named_by_file_and_line(fleurs_root, tmp_path):
+    tsv = next(fleurs_root.glob("*/train.tsv"))
+    tsv.write_bytes(tsv.read_bytes() + b"9\tx.wav\tcaf\xe9\t4800\n")  # Latin-1, not UTF-8
+    lines = len(tsv.read_bytes().splitlines())
+    with pytest.raises(LLMSRTError, match=rf"{re.escape(str(tsv))}:{lines}: not UTF-8 text \(byte 12 of the line\)"):
+        prepare_fleurs(fleurs_root, None, tmp_path / "out")

@@ -245,3 +245,15 @@ def _check(path: Path, known: float | None, read_header: bool) -> tuple[Path, fl
     if info.frames <= 0 or info.samplerate <= 0:
         return path, 0.0, "holds no audio (0 frames)"
     return path, known if known is not None and known > 0 else info.duration, None
+
+
+def text_lines(f, name: Path | str):
+    """The lines of a table opened in binary, as UTF-8 text; a line that is not UTF-8 raises LLMSRTError naming the
+    file and line (csv reading a text-mode file raised a bare UnicodeDecodeError at some byte of the file)."""
+    for lineno, raw in enumerate(f, start=1):
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise LLMSRTError(f"{name}:{lineno}: not UTF-8 text (byte {e.start + 1} of the line); the file is "
+                              "damaged or was saved in another encoding: extract it again from the corpus archive, "
+                              "or save it as UTF-8") from None

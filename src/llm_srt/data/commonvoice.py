@@ -24,7 +24,8 @@ from pathlib import Path
 
 from .. import languages
 from ..errors import LLMSRTError
-from .clips import DEFAULT_WORKERS, Summary, by_name, check_clips, known_durations, without_repeats, write_manifests
+from .clips import (DEFAULT_WORKERS, Summary, by_name, check_clips, known_durations, text_lines, without_repeats,
+                    write_manifests)
 from .manifest import Row
 
 CORPUS = "commonvoice"
@@ -123,8 +124,8 @@ def read_table(tsv: Path, required: tuple[str, ...], escapechar: str | None = No
     `required` columns, `path` stripped (it may be empty). Fields are taken as written (csv.QUOTE_NONE: a bare " is
     text); `escapechar="\\"` undoes backslash escapes as CoVoST's official reader does (pandas, escapechar="\\")."""
     csv.field_size_limit(sys.maxsize)
-    with open(tsv, encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE, escapechar=escapechar)
+    with open(tsv, "rb") as f:
+        reader = csv.DictReader(text_lines(f, tsv), delimiter="\t", quoting=csv.QUOTE_NONE, escapechar=escapechar)
         missing = [c for c in required if c not in (reader.fieldnames or [])]
         if missing:
             raise LLMSRTError(f"{tsv}:1: header lacks column(s) {', '.join(missing)} "

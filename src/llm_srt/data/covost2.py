@@ -169,19 +169,30 @@ def _records(table: Table, locale_dir: Path, validated: dict, summary: Summary) 
 
 
 def _release_records(table: Table, locale_dir: Path, validated: dict[str, tuple[str, str]], summary: Summary):
+    """The release table's rows joined with validated.tsv; a table none of whose clips is there is an error (another
+    locale's folder, or another release's), not a run that writes empty manifests."""
+    clips, found, missed = 0, 0, ""
     for lineno, rec in read_table(table.release, RELEASE_COLUMNS, ESCAPE):
         label = (rec["split"] or "").strip()
         if label not in SPLIT_OF:
             summary.drop(f"split {label!r} is none of {', '.join(SPLIT_OF)}", f"{table.release}:{lineno}")
             continue
         joined = validated.get(rec["path"])
+        clips += bool(rec["path"])
+        found += joined is not None
         if joined is None and rec["path"]:
             summary.drop("clip not in validated.tsv (CoVoST 2 needs Common Voice 4)", f"{table.release}:{lineno}")
+            missed = rec["path"]
             continue
         transcript = joined[0] if joined else ""
         record = _record(table, locale_dir, table.release, lineno, rec, SPLIT_OF[label], transcript, summary)
         if record is not None:
             yield record
+    if clips and not found:
+        held = next(iter(validated), None)
+        raise LLMSRTError(f"{table.release}: none of its {clips:,} clips is in {locale_dir / 'validated.tsv'} (the "
+                          f"table names e.g. {missed}, the folder holds e.g. {held or 'no clip'}); point --cv-dir at "
+                          f"the Common Voice 4 '{table.locale}' folder")
 
 
 def _record(table: Table, locale_dir: Path, tsv: Path, lineno: int, rec: dict, split: str, transcript: str,

@@ -29,7 +29,7 @@ from pathlib import Path
 from .. import languages
 from ..audio import SAMPLE_RATE
 from ..errors import LLMSRTError
-from .clips import DEFAULT_WORKERS, Summary, check_clips, without_repeats, write_manifests
+from .clips import DEFAULT_WORKERS, Summary, check_clips, text_lines, without_repeats, write_manifests
 from .manifest import Row, parse_directions, targets_by_source
 
 SPLITS = ("train", "dev", "test")
@@ -109,8 +109,9 @@ def read_split(root: Path, lang: str, split: str, summary: Summary) -> list[Utte
                           f"tar -xzf {shlex.quote(str(archive))} -C {shlex.quote(str(archive.parent))}")
     utterances = []
     csv.field_size_limit(sys.maxsize)
-    with open(tsv, encoding="utf-8", newline="") as f:
-        for lineno, fields in enumerate(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE), start=1):
+    with open(tsv, "rb") as f:
+        for lineno, fields in enumerate(csv.reader(text_lines(f, tsv), delimiter="\t", quoting=csv.QUOTE_NONE),
+                                        start=1):
             if not fields:
                 continue
             if len(fields) < 3:
