@@ -184,6 +184,6 @@ def test_a_table_line_that_is_not_utf8_is_named_by_file_and_line(locale_dir, tmp
     data = train.read_bytes()
     line = data[:data.index(b"Tag")].count(b"\n") + 1
     train.write_bytes(data.replace(b"Tag", b"T\xffg"))
-    with pytest.raises(LLMSRTError, match=rf"^{re.escape(str(train))}:{line}: not UTF-8 text \(byte \d+ of the line\); the "
-                                          "file is damaged or was saved in another encoding"):
+    with pytest.raises(LLMSRTError, match=rf"^{re.escape(str(train))}:{line}: not UTF-8 text \(byte \d+ of the "
+                                          "line\\); the file is damaged or was saved in another encoding"):
         prepare_commonvoice(locale_dir, tmp_path / "out")

@@ -200,6 +200,7 @@ def test_another_locales_folder_is_an_error_not_empty_manifests(release, tmp_pat
     (de / "clips").mkdir()
     with pytest.raises(LLMSRTError, match=r"covost_v2\.en_de\.tsv: none of its 9 clips is in .*de/validated\.tsv \("
                                           r"the table names e\.g\. common_voice_en_9\.mp3, the folder holds e\.g\. "
-                                          r"common_voice_de_1\.mp3\); point --cv-dir at the Common Voice 4 'en' folder"):
+                                          r"common_voice_de_1\.mp3\); point --cv-dir at the Common Voice 4 'en' "
+                                          r"folder"):
         prepare_covost2(tsv, de, tmp_path / "out", pairs=[("eng", "deu")])
     assert not (tmp_path / "out" / "train.jsonl").exists()
