@@ -177,3 +177,17 @@ def test_a_table_line_that_is_not_utf8_is_named_by_file_and_line(fleurs_root, tm
     lines = len(tsv.read_bytes().splitlines())
     with pytest.raises(LLMSRTError, match=rf"{re.escape(str(tsv))}:{lines}: not UTF-8 text \(byte 12 of the line\)"):
         prepare_fleurs(fleurs_root, None, tmp_path / "out")
+
+
+def test_a_clip_longer_than_whisper_s_window_is_left_out_of_train_and_dev_but_kept_in_test(fleurs_root, tmp_path):
+    """Training refuses an utterance over 30 s: prepare wrote it, and the stage then stopped before step 1."""
+    for split, name in (("train", "eng11train.wav"), ("test", "eng201test.wav")):
+        tsv = fleurs_root / "en_us" / f"{split}.tsv"
+        tsv.write_text(tsv.read_text().replace("\t6400\t", "\t496000\t"))  # name's 0.4 s -> 31 s
+    summary = prepare_fleurs(fleurs_root, None, tmp_path / "out")
+    train, test = (read_manifest(tmp_path / "out" / f"{s}.jsonl", max_duration=None) for s in ("train", "test"))
+    assert not any("eng11train" in r.id for r in train) and any("eng10train" in r.id for r in train)
+    assert [r.duration for r in test if r.id == "fleurs:eng:eng201test"] == [31.0]
+    reason = "clip longer than the 30 s a training utterance may last (Whisper's window): left out of train"
+    assert summary.dropped[reason] == 1 and summary.dropped_at[reason][0].endswith("eng11train.wav (31.0 s)")
+    read_manifest(tmp_path / "out" / "train.jsonl", max_duration=30)  # what training reads: no bad row

@@ -23,6 +23,7 @@ from typing import TypeVar
 import soundfile as sf
 from tqdm import tqdm
 
+from ..audio import WINDOW_SECONDS
 from ..errors import LLMSRTError
 from ..paths import atomic_file
 from .manifest import Row, write_manifest
@@ -32,6 +33,7 @@ CHUNK = 256  # clips per pool task (a future per clip costs more than a wav head
 SHOWN = 5  # bad clips named in the printed summary (summary.json lists them all); table rows named per reason
 SPLIT_ORDER = ("test", "dev", "train")  # a clip listed in several splits stays in the first: test never loses one
 REPEATED = "clip listed again (its first listing is kept)"
+TRAINING_SPLITS = ("train", "dev")  # read by `llm-srt train`, which takes no utterance longer than Whisper's window
 # Common Voice 16.1+: clip_durations.tsv, header `clip<TAB>duration[ms]` (release notes of Corpus 16.1).
 # Common Voice 14.0-16.0: times.txt, lines "`<path of the mp3>` = <ms>", 0 when the clip could not be measured
 # (written by Common Voice's mp3-duration-reporter).
@@ -120,7 +122,11 @@ def without_repeats(by_split: Mapping[str, list[T]], clip: Callable[[T], Hashabl
 def write_manifests(summary: Summary, rows: Mapping[str, list[Row]], clips: Mapping[str, Collection[Path]]) -> None:
     """Write OUT/<split>.jsonl for each split of `rows`, then OUT/summary.json. A split whose table rows name clips
     (`clips`) none of which is usable stops the run with LLMSRTError before any manifest is written (summary.json
-    is, listing them): a release whose audio is not unpacked must not look converted."""
+    is, listing them): a release whose audio is not unpacked must not look converted. A clip of the train or dev
+    split longer than Whisper's 30 s window is left out and counted (training refuses such a row: a manifest that
+    held one stopped the stage before step 1); test keeps its clips."""
+    rows = {split: _within_window(summary, split, split_rows) if split in TRAINING_SPLITS else split_rows
+            for split, split_rows in rows.items()}
     for split, named in clips.items():
         bad = [b for b in summary.bad_clips if Path(b.clip) in named] if named and not rows[split] else []
         if bad and len({b.clip for b in bad}) == len(named):
@@ -132,6 +138,14 @@ def write_manifests(summary: Summary, rows: Mapping[str, list[Row]], clips: Mapp
     summary.written = {split: write_manifest(summary.out / f"{split}.jsonl", split_rows)
                        for split, split_rows in rows.items()}
     summary.write()
+
+
+def _within_window(summary: Summary, split: str, rows: list[Row]) -> list[Row]:
+    long = {row.audio: row.duration for row in rows if row.duration > WINDOW_SECONDS}
+    for audio, seconds in long.items():
+        summary.drop(f"clip longer than the {WINDOW_SECONDS} s a training utterance may last (Whisper's window): left "
+                     f"out of {split}", f"{audio} ({seconds:.1f} s)")
+    return [row for row in rows if row.audio not in long] if long else rows
 
 
 def known_durations(folder: Path) -> tuple[dict[str, float], str]:
