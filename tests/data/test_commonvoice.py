@@ -187,3 +187,29 @@ def test_a_table_line_that_is_not_utf8_is_named_by_file_and_line(locale_dir, tmp
     with pytest.raises(LLMSRTError, match=rf"^{re.escape(str(train))}:{line}: not UTF-8 text \(byte \d+ of the "
                                           "line\\); the file is damaged or was saved in another encoding"):
         prepare_commonvoice(locale_dir, tmp_path / "out")
+
+
+def test_exclude_keeps_an_evaluation_sets_clips_speakers_and_sentences_out_of_train_and_dev(locale_dir, tmp_path):
+    """CoVoST 2's test set is made of Common Voice 4 clips; a later release redraws its splits, so its train and
+    validated clips held CoVoST test clips and their speakers (a leak into the ASR stage)."""
+    from llm_srt.data.manifest import Row, write_manifest
+
+    def row(clip, text):
+        return Row(id=clip, audio=f"cv4/clips/{clip}", duration=1.0, src_lang="deu", transcript=text, tgt_lang="eng",
+                   translation="x", split="test", corpus="covost2", sentence_id=clip)
+
+    validated = locale_dir / "validated.tsv"
+    header = validated.read_text().splitlines()[0].split("\t")
+    extra = {"client_id": "spkB", "path": "de_8.mp3", "sentence_id": "s8", "sentence": "Noch ein Satz."}
+    with open(validated, "a") as f:  # another clip of de_2's speaker, in validated.tsv alone
+        f.write("\t".join(extra.get(c, "") for c in header) + "\n")
+    test = tmp_path / "covost-test.jsonl"  # de_2 (train, spkB), de_3 (dev), and de_5's sentence (validated)
+    write_manifest(test, [row("de_2.mp3", "Anders."), row("de_3.mp3", "Danke schön."),
+                          row("de_99.mp3", "Gute  Nacht.")])
+    summary = prepare_commonvoice(locale_dir, tmp_path / "out", validated_as_train=True, exclude=[test])
+    train, kept = (read_manifest(tmp_path / "out" / f"{s}.jsonl") for s in ("train", "test"))
+    assert [r.sentence_id for r in train] == ["s1"] and summary.written["dev"] == 0
+    assert [r.sentence_id for r in kept] == ["s4"]  # test keeps its clips
+    assert summary.dropped["clip of an --exclude manifest"] == 2  # de_2 (train), de_3 (dev)
+    assert summary.dropped["clip by the speaker of an --exclude manifest's clip (client_id)"] == 1  # de_8
+    assert summary.dropped["sentence of an --exclude manifest"] == 1  # de_5, "Gute Nacht."

@@ -18,19 +18,21 @@ set.
 import csv
 import hashlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 
 from .. import languages
 from ..errors import LLMSRTError
 from .clips import (DEFAULT_WORKERS, Summary, by_name, check_clips, known_durations, text_lines, without_repeats,
                     write_manifests)
-from .manifest import Row
+from .manifest import Row, read_manifest
 
 CORPUS = "commonvoice"
 SPLITS = ("train", "dev", "test")
 HELD_OUT = ("dev", "test")  # whose speakers and sentences `validated_as_train` keeps out of train
+EXCLUDED_FROM = ("train", "dev")  # the splits `exclude` keeps other evaluation sets' clips out of
 REQUIRED_COLUMNS = ("path", "sentence")
 
 
@@ -46,9 +48,13 @@ class Utterance:
 
 def prepare_commonvoice(locale_dir: str | Path, out: str | Path, lang: str | None = None,
                         splits: tuple[str, ...] = SPLITS, validated_as_train: bool = False,
-                        workers: int = DEFAULT_WORKERS, strict: bool = False) -> Summary:
+                        workers: int = DEFAULT_WORKERS, strict: bool = False,
+                        exclude: Sequence[str | Path] = ()) -> Summary:
     """Write OUT/<split>.jsonl and OUT/summary.json; returns the summary (rows written per split, rows left out,
-    bad clips skipped). `strict`: stop at the first missing, empty or undecodable clip instead."""
+    bad clips skipped). `strict`: stop at the first missing, empty or undecodable clip instead. `exclude`: manifests
+    of evaluation sets (e.g. CoVoST 2's dev and test, made from Common Voice 4's clips): their clips, the speakers of
+    those clips and their sentences are left out of train and dev (a later release redraws its splits, so its train
+    and validated clips hold CoVoST's test clips and speakers)."""
     locale_dir, out = Path(locale_dir), Path(out)
     lang = lang or _language_of(locale_dir)
     summary = Summary(out)
@@ -56,6 +62,10 @@ def prepare_commonvoice(locale_dir: str | Path, out: str | Path, lang: str | Non
     if validated_as_train:
         by_split.setdefault("train", [])
         by_split["train"] += _validated_extra(locale_dir, by_split, summary)
+    if exclude:
+        held_out = _Excluded.of(exclude, locale_dir, by_split)
+        by_split = {split: held_out.filter(utts, summary) if split in EXCLUDED_FROM else utts
+                    for split, utts in by_split.items()}
     by_split = without_repeats({split: _usable(utts, summary) for split, utts in by_split.items()},
                                lambda u: u.audio, summary)
     clips = {u.audio: u.where for utts in by_split.values() for u in utts}
@@ -90,6 +100,37 @@ def _validated_extra(locale_dir: Path, by_split: dict[str, list[Utterance]], sum
         else:
             extra.append(u)
     return extra
+
+
+@dataclass(frozen=True)
+class _Excluded:
+    """What `exclude` keeps out of train and dev: clip file names, their speakers in this release, sentences."""
+
+    clips: frozenset[str]
+    speakers: frozenset[str]
+    sentences: frozenset[str]  # text_id of each sentence (releases number sentences differently)
+
+    @staticmethod
+    def of(manifests: Sequence[str | Path], locale_dir: Path, by_split: dict[str, list[Utterance]]) -> "_Excluded":
+        rows = [row for m in manifests for row in read_manifest(m, check_audio=False)]
+        clips = frozenset(Path(row.audio).name for row in rows)
+        validated = read_split(locale_dir, "validated") if (locale_dir / "validated.tsv").is_file() else ()
+        utts = chain((u for split in by_split.values() for u in split), validated)  # wherever the release lists them
+        speakers = frozenset(u.speaker for u in utts if u.speaker and u.audio is not None and u.audio.name in clips)
+        return _Excluded(clips, speakers, frozenset(text_id(row.transcript) for row in rows if row.transcript))
+
+    def filter(self, utts: list[Utterance], summary: Summary) -> list[Utterance]:
+        kept = []
+        for u in utts:
+            if u.audio is not None and u.audio.name in self.clips:
+                summary.drop("clip of an --exclude manifest", u.where)
+            elif u.speaker in self.speakers:
+                summary.drop("clip by the speaker of an --exclude manifest's clip (client_id)", u.where)
+            elif u.transcript and text_id(u.transcript) in self.sentences:
+                summary.drop("sentence of an --exclude manifest", u.where)
+            else:
+                kept.append(u)
+        return kept
 
 
 def _usable(utts: list[Utterance], summary: Summary) -> list[Utterance]:

@@ -136,6 +136,9 @@ def _add_commonvoice(p: argparse.ArgumentParser) -> None:
     p.add_argument("--splits", default="train,dev,test")
     p.add_argument("--validated-as-train", action="store_true",
                    help="add validated clips whose speaker and sentence are in neither dev nor test to train")
+    p.add_argument("--exclude", action="append", default=[], metavar="MANIFEST",
+                   help="an evaluation set's manifest (repeat for several), e.g. data/covost2/test.jsonl: its clips, "
+                        "their speakers and its sentences are left out of train and dev")
     _add_clip_options(p)
 
 
@@ -144,7 +147,8 @@ def _run_commonvoice(args: argparse.Namespace) -> int:
 
     lang = languages.get(args.lang).code if args.lang else None
     summary = prepare_commonvoice(args.locale_dir, args.out, lang, tuple(args.splits.split(",")),
-                                  args.validated_as_train, workers=args.workers, strict=args.strict)
+                                  args.validated_as_train, workers=args.workers, strict=args.strict,
+                                  exclude=args.exclude)
     _print_lines(summary.lines())
     return 0
 
