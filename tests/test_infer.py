@@ -243,7 +243,9 @@ def test_out_dir_mirrors_the_inputs_folders_and_refuses_collisions(model_dir, cl
     assert cli.main(["translate", *map(str, inputs), *base]) == 0
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.srt"))
     assert written == ["a/x.srt", "b/deeper/y.srt", "b/x.srt"]
-    assert (out / "a" / "x.srt").read_text(encoding="utf-8") != "" and "translate:" not in capsys.readouterr().err
+    assert (out / "a" / "x.srt").read_text(encoding="utf-8") != ""
+    notes = [line for line in capsys.readouterr().err.splitlines() if "translate:" in line]
+    assert all("got no translation" in line for line in notes)  # 4 tokens: a transcript at most, and no error
 
     shutil.copy(clips[3], tmp_path / "a" / "x.flac")
     assert cli.main(["translate", str(inputs[0]), str(tmp_path / "a" / "x.flac"), *base]) == 2
@@ -593,3 +595,28 @@ def test_segments_are_joined_with_a_space_except_in_japanese_and_chinese():
     assert _joined(parts, "kor") == "오늘 날씨가 좋습니다. 내일 만나요." and _joined(["a.", "", "b."], "tha") == "a. b."
     assert _joined(["今日は。", "明日。"], "jpn") == "今日は。明日。" == _joined(["今日は。", "明日。"], "zho")
     assert _joined(["a.", "b."], "yue") == "a.b." and _joined(["", ""], "eng") == ""
+
+
+class _Untranslating(Stub):
+    """Segments of 2 s or more come back with their transcript and no translation (a model that ended after it)."""
+
+    def run_batch(self, items, options):
+        return [Output(o.transcript, "" if it.audio.size >= 2 * SR else o.translation)
+                for it, o in zip(items, super().run_batch(items, options))]
+
+
+def test_segments_without_a_translation_are_counted_on_stderr_and_in_json(tmp_path, monkeypatch, capsys):
+    """A segment that ended after its transcript (or reached its token budget first) had an empty translation, and
+    nothing said so: its cue vanished under --subtitles translation."""
+    write_wav(tmp_path / "talk.wav", recording(12.0, [(0.5, 1.5), (4.0, 7.0), (9.5, 10.5)]))
+    stub_cli(monkeypatch, _Untranslating())
+    base = ["translate", str(tmp_path / "talk.wav"), "--model", "stub", "--src", "eng", "--tgt", "deu"]
+    assert cli.main([*base, "--format", "json"]) == 0
+    out, err = capsys.readouterr()
+    [result] = json.loads(out)
+    assert [bool(s["translation"]) for s in result["segments"]] == [True, False, True]
+    assert result["untranslated"] == 1 and result["error"] is None
+    assert err == (f"llm-srt translate: {tmp_path / 'talk.wav'}: 1 of 3 segments got no translation (the model "
+                   "wrote none, or reached the segment's token budget first); their transcripts are kept\n")
+    assert cli.main([*base, "--format", "json", "--task", "asr"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["untranslated"] == 0  # ASR writes no translation

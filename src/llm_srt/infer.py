@@ -77,6 +77,14 @@ class TranslationResult:
         return any(s.forced_tags for s in self.segments)
 
     @property
+    def untranslated(self) -> int:
+        """Segments that ran but came back without a translation, where the task writes one (the model wrote none,
+        or stopped at its token budget first)."""
+        if not Task(self.task).needs_translation:
+            return 0
+        return sum(s.error is None and not s.translation for s in self.segments)
+
+    @property
     def no_speech(self) -> bool:
         """The input was read and holds no speech: nothing was translated, and its texts are empty."""
         return self.error is None and not self.segments
@@ -90,7 +98,7 @@ class TranslationResult:
         return {"audio": self.audio, "src": self.src, "tgt": self.tgt, "task": self.task,
                 "transcript": self.transcript, "translation": self.translation, "duration": round(self.duration, 3),
                 "segments": [vars(s) for s in self.segments], "forced_tags": self.forced_tags,
-                "no_speech": self.no_speech, "error": self.error}
+                "no_speech": self.no_speech, "untranslated": self.untranslated, "error": self.error}
 
 
 @dataclass(frozen=True)
@@ -553,6 +561,9 @@ def _note(r: TranslationResult, args) -> str | None:
     if args.format in ("srt", "vtt") and not subtitles.segment_cues(r.segments, args.subtitles):
         return (f"{r.audio}: no cue to write: the model gave its {len(r.segments)} segments no text to show "
                 f"(--subtitles {args.subtitles})")
+    if r.untranslated:
+        return (f"{r.audio}: {r.untranslated} of {len(r.segments)} segments got no translation (the model wrote "
+                "none, or reached the segment's token budget first); their transcripts are kept")
     return None
 
 
