@@ -340,7 +340,7 @@ def test_skip_existing_goes_on_from_an_interrupted_run(model_dir, clips, tmp_pat
     monkeypatch.setattr(infer, "PENDING_SECONDS", 1.5)  # groups: clips 0-1, then 2-3
     stop = True
     assert cli.main([*args, "--out-dir", str(tmp_path / "r")]) == 130
-    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["c0.srt", "c1.srt"]
+    assert sorted(p.name for p in (tmp_path / "r").glob("*.srt")) == ["c0.srt", "c1.srt"]
     stop, items[:] = False, []
     capsys.readouterr()
     assert cli.main([*args, "--out-dir", str(tmp_path / "r"), "--skip-existing"]) == 0
@@ -352,7 +352,8 @@ def test_skip_existing_goes_on_from_an_interrupted_run(model_dir, clips, tmp_pat
         assert (tmp_path / "r" / name).read_text() == (tmp_path / "whole" / name).read_text()
     items[:] = []
     assert cli.main([*args, "--out-dir", str(tmp_path / "r"), "--skip-existing"]) == 0 and items == []
-    assert sorted(f.name for f in (tmp_path / "r").iterdir()) == sorted(f"{Path(c).stem}.srt" for c in clips)
+    assert sorted(f.name for f in (tmp_path / "r").iterdir()) == sorted([f"{Path(c).stem}.srt" for c in clips] +
+                                                                        [".llm-srt-translate.json"])
     assert cli.main([*args, "--format", "json", "--out-dir", str(tmp_path / "j"), "--skip-existing"]) == 2
     assert "--skip-existing needs --out-dir and --format text, srt or vtt" in capsys.readouterr().err
 
@@ -620,3 +621,27 @@ def test_segments_without_a_translation_are_counted_on_stderr_and_in_json(tmp_pa
                    "wrote none, or reached the segment's token budget first); their transcripts are kept\n")
     assert cli.main([*base, "--format", "json", "--task", "asr"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["untranslated"] == 0  # ASR writes no translation
+
+
+def test_skip_existing_refuses_files_written_with_other_settings(tmp_path, monkeypatch, capsys):
+    """A run into French with --skip-existing took the German files an earlier run wrote there for its own."""
+    write_wav(tmp_path / "talk.wav", recording(3.0, [(0.5, 2.5)]))
+    stub = Stub()
+    stub_cli(monkeypatch, stub)
+    out = tmp_path / "out"
+    base = ["translate", str(tmp_path / "talk.wav"), "--model", "stub", "--src", "eng", "--format", "srt",
+            "--out-dir", str(out)]
+    assert cli.main([*base, "--tgt", "deu"]) == 0 and len(stub.batches) == 1
+    assert cli.main([*base, "--tgt", "deu", "--skip-existing", "--batch-size", "2"]) == 0 and len(stub.batches) == 1
+    capsys.readouterr()
+    assert cli.main([*base, "--tgt", "fra", "--skip-existing", "--beam", "2"]) == 2 and len(stub.batches) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"llm-srt translate: error: --skip-existing: the files in {out} were written with other "
+                          'settings (tgt: "deu" -> "fra"; decoding: {"beam_size": 1, ') and err.count(" -> ") == 2
+    assert err.endswith("); use another --out-dir, or leave out --skip-existing to write them all again\n")
+    (out / ".llm-srt-translate.json").write_text("{")
+    assert cli.main([*base, "--tgt", "deu", "--skip-existing"]) == 2
+    assert "cannot be read, so the files beside it may have been written with other settings" in \
+        capsys.readouterr().err
+    assert cli.main([*base, "--tgt", "fra"]) == 0 and len(stub.batches) == 2  # without the flag: written again
+    assert cli.main([*base, "--tgt", "fra", "--skip-existing"]) == 0 and len(stub.batches) == 2

@@ -479,10 +479,13 @@ def main(args) -> int:
         else None
     if out_dir and args.format == "json":
         check_not_inputs(args.audio, [out_dir / "results.json"])
+    options = decoding_from_args(args)
+    if args.skip_existing and not outputs:
+        raise LLMSRTError("--skip-existing needs --out-dir and --format text, srt or vtt (one file per input; "
+                          "json writes one results.json at the end)")
+    if outputs:
+        _record_settings(out_dir, _settings(args, options, segments), args.skip_existing)
     if args.skip_existing:
-        if not outputs:
-            raise LLMSRTError("--skip-existing needs --out-dir and --format text, srt or vtt (one file per input; "
-                              "json writes one results.json at the end)")
         if args.transcript is not None and len(args.transcript) != len(outputs):
             raise LLMSRTError(f"--transcript: {len(args.transcript)} transcripts for {len(outputs)} inputs; give one "
                               "per input")
@@ -495,7 +498,6 @@ def main(args) -> int:
         args.audio, outputs = [args.audio[k] for k in todo], [outputs[k] for k in todo]
         args.transcript = args.transcript and [args.transcript[k] for k in todo]
     translator = translator_from_args(args)
-    options = decoding_from_args(args)
     lost: set[int] = set()  # inputs whose output file could not be written
     ready: dict[int, tuple[str, str | None]] = {}  # stdout: (name, output or None) of inputs done before earlier ones
     shown_upto = 0  # stdout: the inputs before this one are printed
@@ -618,6 +620,39 @@ def check_not_inputs(inputs: Sequence[str], outputs: Sequence[Path]) -> None:
 
 
 INCOMPLETE = ".incomplete"  # an input that failed in part: its output's name with this after it
+SETTINGS_FILE = ".llm-srt-translate.json"  # in --out-dir: the settings of the run that last wrote its files
+
+
+def _settings(args, options: DecodingOptions, segments: SegmentOptions) -> dict:
+    """What decides the files a translate run writes (not how fast: --batch-size, --compile, the device)."""
+    model = Path(args.model)
+    return {"model": str(model.resolve()) if model.exists() else args.model, "src": args.src, "tgt": args.tgt,
+            "task": args.task, "format": args.format, "subtitles": args.subtitles,
+            "decoding": {k: v for k, v in vars(options).items() if k != "compile"}, "segments": vars(segments)}
+
+
+def _record_settings(out_dir: Path, settings: dict, skip_existing: bool) -> None:
+    """Write this run's settings beside its files; with --skip-existing first check that the files there were
+    written with the same ones (a run into French took an earlier run's German files for its own)."""
+    import json
+
+    path = out_dir / SETTINGS_FILE
+    if skip_existing and path.is_file():
+        try:
+            before = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            before = None
+        if not isinstance(before, dict):
+            raise LLMSRTError(f"--skip-existing: {shown(str(path))} cannot be read, so the files beside it may have "
+                              "been written with other settings; remove it to take them as this run's, or leave out "
+                              "--skip-existing to write them all again")
+        changed = [f"{k}: {json.dumps(before.get(k))} -> {json.dumps(settings[k])}" for k in settings
+                   if before.get(k) != settings[k]]
+        if changed:
+            raise LLMSRTError(f"--skip-existing: the files in {shown(str(out_dir))} were written with other settings "
+                              f"({'; '.join(changed)}); use another --out-dir, or leave out --skip-existing to write "
+                              "them all again")
+    _write(path, json.dumps(settings, indent=1, sort_keys=True) + "\n")
 
 
 def incomplete(path: Path) -> Path:
