@@ -645,3 +645,14 @@ def test_skip_existing_refuses_files_written_with_other_settings(tmp_path, monke
         capsys.readouterr().err
     assert cli.main([*base, "--tgt", "fra"]) == 0 and len(stub.batches) == 2  # without the flag: written again
     assert cli.main([*base, "--tgt", "fra", "--skip-existing"]) == 0 and len(stub.batches) == 2
+
+
+def test_a_folder_given_as_an_input_is_named_with_the_pattern_that_gives_its_files(tmp_path, monkeypatch, capsys):
+    (tmp_path / "talks").mkdir()
+    write_wav(tmp_path / "a.wav", recording(3.0, [(0.5, 2.5)]))
+    stub_cli(monkeypatch, Stub())
+    assert cli.main(["translate", str(tmp_path / "talks"), str(tmp_path / "a.wav"), "--model", "stub", "--src",
+                     "eng", "--tgt", "deu"]) == 0  # the other input is translated
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'talks'}: is a directory, not a file; name the files in it (a shell pattern: " \
+           f"{tmp_path / 'talks'}/*)" in err

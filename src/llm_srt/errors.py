@@ -72,7 +72,7 @@ def open_regular(path: str | Path, label: str, error: type[LLMSRTError] = LLMSRT
     try:
         mode = os.fstat(fd).st_mode
         if stat.S_ISDIR(mode):
-            raise error(f"{label}: is a directory, not a file")
+            raise error(f"{label}: is a directory, not a file; name the files in it (a shell pattern: {label}/*)")
         if not stat.S_ISREG(mode):
             raise error(f"{label}: is {special_kind(mode)}, not a regular file; save the data to a file first")
         os.set_blocking(fd, True)

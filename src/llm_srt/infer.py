@@ -43,7 +43,7 @@ MAX_NEW_TOKENS = int(MIN_NEW_TOKENS + 2 * OTHER_SCRIPT_FACTOR * TOKENS_PER_SECON
 MAX_NEW_TOKENS_HELP = ("the most tokens a segment may generate; each segment's own budget (its duration and "
                        "scripts) decides below it (default %(default)s: the largest budget, a 30 s segment "
                        "transcribed and translated in wide scripts)")
-PENDING_SECONDS = 2 * 3600.0  # decoded inputs waiting for the model (230 MB at 16 kHz) before they are run
+PENDING_SECONDS = 2 * 3600.0  # decoded inputs waiting for the model (461 MB at 16 kHz) before they are run
 
 log = logging.getLogger(__name__)
 
@@ -433,7 +433,7 @@ def translator_from_args(args) -> SpeechTranslator:
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("audio", nargs="+", help="audio files (wav, flac, ogg, mp3; any rate, any length)")
+    parser.add_argument("audio", nargs="+", help="audio files (wav, flac, ogg, mp3; any rate; up to 4 h each)")
     add_model_arguments(parser)
     parser.add_argument("--src", default=None, help="source language (ISO 639-3, e.g. eng), or 'auto'")
     parser.add_argument("--tgt", default=None, help="target language (ISO 639-3, e.g. deu)")
