@@ -1,4 +1,5 @@
 import json
+import re
 from collections import Counter
 
 import pytest
@@ -204,3 +205,14 @@ def test_another_locales_folder_is_an_error_not_empty_manifests(release, tmp_pat
                                           r"folder"):
         prepare_covost2(tsv, de, tmp_path / "out", pairs=[("eng", "deu")])
     assert not (tmp_path / "out" / "train.jsonl").exists()
+
+
+def test_tables_still_packed_as_they_download_are_named_with_the_command_that_extracts_them(release, tmp_path):
+    tsv, cv = release
+    packed = tmp_path / "packed"
+    packed.mkdir()
+    (packed / "covost_v2.en_de.tsv.tar.gz").write_bytes(b"\x1f\x8b")
+    with pytest.raises(LLMSRTError, match=rf"packed: no covost_v2\.<src>_<tgt>\.tsv tables found; covost_v2\.en_de\."
+                                          rf"tsv\.tar\.gz and the like are still packed: extract them first \(tar -xzf "
+                                          rf"{re.escape(str(packed))}/covost_v2\.en_de\.tsv\.tar\.gz -C "):
+        prepare_covost2(packed, cv, tmp_path / "out")

@@ -23,6 +23,7 @@ undecodable), unless strict.
 """
 
 import re
+import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,8 +78,11 @@ def prepare_covost2(tsv_dir: str | Path, cv_dir: str | Path, out: str | Path,
     if pairs is not None:
         tables = {p: t for p, t in tables.items() if p in set(pairs)}
     if not tables:
+        packed = sorted(tsv_dir.glob("covost_v2.*.tsv.tar.gz"))  # how the tables download
         raise LLMSRTError(f"{tsv_dir}: no covost_v2.<src>_<tgt>.tsv tables found"
-                          + (f" for {', '.join(f'{s}-{t}' for s, t in pairs)}" if pairs else ""))
+                          + (f" for {', '.join(f'{s}-{t}' for s, t in pairs)}" if pairs else "")
+                          + (f"; {packed[0].name} and the like are still packed: extract them first (tar -xzf "
+                             f"{shlex.quote(str(packed[0]))} -C {shlex.quote(str(tsv_dir))})" if packed else ""))
     locale_dirs = _locale_dirs(cv_dir, sorted({t.locale for t in tables.values()}))
     summary = Summary(out)
     validated: dict[str, dict[str, tuple[str, str]]] = {}
