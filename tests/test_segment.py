@@ -164,3 +164,14 @@ def test_rounding_to_milliseconds_never_takes_a_segment_past_the_window():
         x = tone_bursts([(start, start + 29.883)], seconds=start + 31.4)
         longest.append(max(s.slice(x, SR).size for s in segment(x, SR)))
     assert max(longest) == 30 * SR  # some segments fill the window, and none passes it
+
+
+def test_a_click_standing_alone_is_no_segment_but_a_short_word_is():
+    """A 0.12 s noise burst between long pauses got a segment of its own, and the model a subtitle made up for it."""
+    x = tone_bursts([(0.5, 3.4)], seconds=12.0)
+    x[int(8.4 * SR):int(8.52 * SR)] += np.random.default_rng(1).normal(0, 0.3, int(0.12 * SR)).astype(np.float32)
+    segs = segment(x, SR)
+    assert len(segs) == 1 and segs[0].end < 4.0, segs
+    word = tone_bursts([(0.5, 3.4), (8.4, 8.7)], seconds=12.0)  # "No." standing alone: 0.3 s
+    assert len(segment(word, SR)) == 2
+    assert segment(x[int(6 * SR):], SR) == []  # the click alone: no speech
