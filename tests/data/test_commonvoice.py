@@ -213,3 +213,14 @@ def test_exclude_keeps_an_evaluation_sets_clips_speakers_and_sentences_out_of_tr
     assert summary.dropped["clip of an --exclude manifest"] == 2  # de_2 (train), de_3 (dev)
     assert summary.dropped["clip by the speaker of an --exclude manifest's clip (client_id)"] == 1  # de_8
     assert summary.dropped["sentence of an --exclude manifest"] == 1  # de_5, "Gute Nacht."
+
+
+def test_a_carriage_return_ends_a_table_line_as_it_always_did(tmp_path):
+    """A lone CR (in a sentence, or old line ends) ends a line, as csv reading text took it; reading bytes per line
+    made csv raise a bare `new-line character seen in unquoted field`."""
+    from llm_srt.data.commonvoice import read_table
+
+    tsv = tmp_path / "t.tsv"
+    tsv.write_bytes(b"path\tsentence\r\na.mp3\tHel\rlo\r\nb.mp3\tSecond\rc.mp3\tThird\n")
+    rows = [(n, r["path"], r["sentence"]) for n, r in read_table(tsv, ("path", "sentence"))]
+    assert rows == [(2, "a.mp3", "Hel"), (3, "lo", None), (4, "b.mp3", "Second"), (5, "c.mp3", "Third")]

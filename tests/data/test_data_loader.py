@@ -1,6 +1,7 @@
 import subprocess
 import sys
 from collections import Counter
+from dataclasses import replace
 from itertools import islice
 from pathlib import Path
 
@@ -71,8 +72,14 @@ def test_a_mix_draws_the_next_rows_each_epoch_until_every_row_was_used():
                for i in range(len(mixed)) if i not in slots for e in (1, 5))
     durations = mixed.durations(1)
     assert [durations[i] for i in slots] == [mixed.example(i, 1).duration for i in slots]
-    assert {(r.id, t) for r, t in mixed.every_example()} == ({(r.id, Task.ASR) for r in rows if r.is_asr}
-                                                           | {(i, Task.MT) for i in translation})
+    own = [replace(r, audio=f"{r.id}.wav") for r in rows]  # a clip per row
+    asr_clips = {r.audio: r.duration for r in own if r.is_asr}
+    assert SpeechTextDataset(own, {"asr": 0.8, "mt": 0.2}, seed=3).speech_clips() == asr_clips  # mt reads no audio
+    speech = SpeechTextDataset(own, {"asr": 0.8, "srt": 0.2}, seed=3)
+    assert speech.speech_clips() == {r.audio: r.duration for r in own}  # every row any epoch may draw
+    first = {f"{speech.example(i, 0).id}.wav" for i in range(len(speech)) if speech.example(i, 0).task is Task.SRT}
+    assert speech.speech_clips(epochs=1) == asr_clips | {a: d for a, d in speech.speech_clips().items() if a in first}
+    assert speech[-1] == speech[len(speech) - 1]
 
 
 def test_the_sampler_buckets_each_epoch_by_that_epochs_durations():

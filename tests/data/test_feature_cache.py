@@ -128,3 +128,21 @@ def test_lookup_computes_nothing_and_settings_such_as_pad_to_30s_are_in_the_key(
     found = plain.lookup(clips)
     assert found[2] is None and found[0].shape == (20, 4) and enc.seen == 2
     assert padded.lookup(clips[:1]) == [None] and not padded.has(clips[0]) and plain.has(clips[0])
+
+
+def test_content_hashes_reads_each_file_once_per_process(tmp_path, monkeypatch):
+    """A curriculum's stages run in one process: the second stage's hashing of the same clips reads no file again
+    (the memo had been dropped from content_hashes: every stage read every clip of the corpus again)."""
+    from llm_srt.data import features
+
+    clips = []
+    for i in range(3):
+        clips.append(tmp_path / f"{i}.wav")
+        clips[-1].write_bytes(bytes([i]) * 10)
+    read = []
+    real = features._sha256
+    monkeypatch.setattr(features, "_sha256", lambda path: read.append(path) or real(path))
+    first = features.content_hashes(clips, threads=2)
+    assert features.content_hashes(clips, threads=2) == first and len(read) == 3
+    clips[0].write_bytes(b"changed")  # another size: read again
+    assert features.content_hashes(clips, threads=1)[str(clips[0])] != first[str(clips[0])] and len(read) == 4

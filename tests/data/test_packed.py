@@ -29,12 +29,21 @@ def test_packed_map_is_the_mapping_it_was_given():
     items = {f"clips/{i:05d}.mp3": f"{i * 7919:064x}" for i in range(1000)}
     items |= {"ä/日本.wav": "x", "": "empty key", "undecodable-\udcff.wav": "from os.fsdecode"}
     packed = PackedMap(items)
-    assert len(packed) == len(items) and dict(packed) == items and list(packed) == sorted(items)
+    assert len(packed) == len(items) and dict(packed) == items and sorted(packed) == sorted(items)
     assert all(packed[k] == v for k, v in items.items()) and pickle.loads(pickle.dumps(packed)) == items
     assert packed.get("clips/01000.mp3") is None and "clips/00999.mp3" in packed and 3 not in packed
     assert len(PackedMap({})) == 0 and PackedMap({}).get("a", "default") == "default"
     with pytest.raises(KeyError):
         packed["clips/0.mp3"]
+
+
+def test_keys_of_one_digest_are_told_apart(monkeypatch):
+    from llm_srt.data import packed as module
+
+    monkeypatch.setattr(module, "_digest", lambda key: len(key) % 3)  # digests shared by many keys
+    items = {f"k{i}": str(i) for i in range(50)}
+    packed = PackedMap(items)
+    assert all(packed[k] == v for k, v in items.items()) and "k50" not in packed and packed.get("k") is None
 
 
 def test_the_feature_cache_looks_the_given_hashes_up(tmp_path):

@@ -285,7 +285,7 @@ RANKS_SCRIPT = textwrap.dedent("""
     from llm_srt.train import data as td
 
     calls = {"read": 0, "hash": 0}
-    real_read, real_hash = td.read_manifest, features._sha256
+    real_read, real_hash = td.read_manifest, features.content_hash
 
     def read(*args, **kwargs):
         calls["read"] += 1
@@ -295,7 +295,7 @@ RANKS_SCRIPT = textwrap.dedent("""
         calls["hash"] += 1
         return real_hash(path)
 
-    td.read_manifest, features._sha256 = read, hash_
+    td.read_manifest, features.content_hash = read, hash_
     dist.init_process_group("gloo")
     d = td.Dist(dist.get_rank(), dist.get_world_size())
     good, bad, out = sys.argv[1:4]

@@ -38,6 +38,7 @@ TRAINING_SPLITS = ("train", "dev")  # read by `llm-srt train`, which takes no ut
 # Common Voice 14.0-16.0: times.txt, lines "`<path of the mp3>` = <ms>", 0 when the clip could not be measured
 # (written by Common Voice's mp3-duration-reporter).
 DURATION_FILES = ("clip_durations.tsv", "times.txt")
+_LONE_CR = re.compile(r"(?<=\r)(?!\n)")  # after a carriage return that no line feed follows
 TIMES_LINE = re.compile(r"^`(?P<path>.+)`\s*=\s*(?P<ms>\d+)\s*$")
 
 
@@ -266,8 +267,9 @@ def text_lines(f, name: Path | str):
     file and line (csv reading a text-mode file raised a bare UnicodeDecodeError at some byte of the file)."""
     for lineno, raw in enumerate(f, start=1):
         try:
-            yield raw.decode("utf-8")
+            line = raw.decode("utf-8")
         except UnicodeDecodeError as e:
             raise LLMSRTError(f"{name}:{lineno}: not UTF-8 text (byte {e.start + 1} of the line); the file is "
                               "damaged or was saved in another encoding: extract it again from the corpus archive, "
                               "or save it as UTF-8") from None
+        yield from _LONE_CR.split(line) if "\r" in line else (line,)  # a lone CR ends a line, as csv takes it

@@ -171,9 +171,12 @@ def read_table(tsv: Path, required: tuple[str, ...], escapechar: str | None = No
         if missing:
             raise LLMSRTError(f"{tsv}:1: header lacks column(s) {', '.join(missing)} "
                               f"(found: {', '.join(reader.fieldnames or [])})")
-        for rec in reader:
-            rec["path"] = (rec.get("path") or "").strip()
-            yield reader.line_num, rec
+        try:
+            for rec in reader:
+                rec["path"] = (rec.get("path") or "").strip()
+                yield reader.line_num, rec
+        except csv.Error as e:
+            raise LLMSRTError(f"{tsv}:{reader.line_num + 1}: not a table line ({e}); fix or remove the line") from None
 
 
 def text_id(sentence: str) -> str:

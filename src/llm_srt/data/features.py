@@ -30,8 +30,10 @@ HASH_THREADS = 8  # files hashed at once by content_hashes (hashlib releases the
 NPY_HEADER = 128  # bytes before the data in the .npy file of a 2-D array (format 1.0: magic, length, dict, padding)
 DISK_BLOCK = 4096  # a file takes whole blocks of the disk
 
-# (path, size, mtime_ns) -> sha256 of the file's bytes; shared by every cache in the process.
-_content_hashes: dict[tuple[str, int, int], str] = {}
+# "path NUL size NUL mtime_ns" -> sha256 of the file's bytes; shared by every cache and stage of the process (a
+# curriculum hashes its millions of clips once). Strings only: the collector never walks such a dict, so the DataLoader
+# workers a training process forks share it instead of copying it (tuple keys were copied into each).
+_content_hashes: dict[str, str] = {}
 
 ComputeFn = Callable[[list[np.ndarray]], Sequence]  # loaded 16 kHz audio -> per-utterance (T, D) features
 
@@ -157,7 +159,7 @@ def content_hash(path: str | Path) -> str:
         st = os.stat(path)
     except OSError as e:
         raise LLMSRTError(f"{path}: cannot read audio for the feature cache ({e.strerror})") from None
-    ident = (path, st.st_size, st.st_mtime_ns)
+    ident = f"{path}\0{st.st_size}\0{st.st_mtime_ns}"
     digest = _content_hashes.get(ident)
     if digest is None:
         digest = _content_hashes[ident] = _sha256(path)
@@ -165,13 +167,12 @@ def content_hash(path: str | Path) -> str:
 
 
 def content_hashes(paths: Sequence[str | Path], threads: int = HASH_THREADS) -> dict[str, str]:
-    """The sha256 of each distinct path's bytes (keys: the paths as given), several files at once. Not remembered
-    by the process (content_hash is): a training stage hashes millions of files once and keeps the result."""
+    """content_hash of each distinct path (keys: the paths as given), several files at once."""
     distinct = list(dict.fromkeys(str(p) for p in paths))
     if len(distinct) < 2 or threads < 2:
-        return {p: _sha256(p) for p in distinct}
+        return {p: content_hash(p) for p in distinct}
     with ThreadPoolExecutor(min(threads, len(distinct))) as pool:
-        return dict(zip(distinct, pool.map(_sha256, distinct)))
+        return dict(zip(distinct, pool.map(content_hash, distinct)))
 
 
 def _sha256(path: str) -> str:

@@ -89,9 +89,11 @@ class SpeechTextDataset:
         return self.example(index, 0)
 
     def example(self, index: int, epoch: int) -> Example:
-        """Example `index` of `epoch`."""
-        if not 0 <= index < len(self._index):
-            raise IndexError(f"example {index} of {len(self._index)}")
+        """Example `index` of `epoch` (a negative index counts from the end)."""
+        n = len(self._index)
+        if not -n <= index < n:
+            raise IndexError(f"example {index} of {n}")
+        index = int(index) % n
         row_index = self._index[index]
         for draw in self._draws:
             if draw.start <= index < draw.start + draw.n:
@@ -117,16 +119,21 @@ class SpeechTextDataset:
         holds every row)."""
         return max([-(-len(draw.pool) // draw.n) for draw in self._draws if draw.n] + [0])
 
-    def every_example(self, epochs: int | None = None) -> list[tuple[Row, Task]]:
-        """Every (row, task) the first `epochs` epochs use (None: any epoch): the heaviest task's rows and what each
-        drawn task draws in them, at most its whole pool (what a feature cache filled before training must hold)."""
+    def speech_clips(self, epochs: int | None = None) -> dict[str, float]:
+        """audio -> seconds of every clip that the first `epochs` epochs read as speech (None: any epoch): the
+        heaviest task's rows and what each drawn task draws in them, at most its whole pool (what a feature cache
+        filled before training must hold). Rows are read one at a time: no list of millions of rows is made."""
         start, stop = self._main
-        main = self._tasks[self._task_of[start]]  # its pool is never empty
-        out = [(self._rows[i], main) for i in self._index[start:stop]]
+        parts = [(self._tasks[self._task_of[start]], self._index[start:stop])]
         for draw in self._draws:
             reach = len(draw.pool) if epochs is None else min(len(draw.pool), epochs * draw.n)
-            out += [(self._rows[i], draw.task) for i in draw.pool[draw.order[:reach]]]
-        return out
+            parts.append((draw.task, draw.pool[draw.order[:reach]]))
+        clips: dict[str, float] = {}
+        for task, rows in parts:
+            if task.needs_speech:  # a text-only mt example never reads its row's audio
+                for i in rows:
+                    clips[self._rows[i].audio] = float(self._row_durations[i])
+        return clips
 
 
 class _Draw:

@@ -177,12 +177,10 @@ class TrainingData:
     def _fill(self, cache: FeatureCache, root: Path, log) -> None:
         """Encode what the cache lacks before step 1: longest first (an out-of-memory shows at once, and each
         encoder call gets clips of similar length), in batches, each rank a share."""
-        seconds: dict[str, float] = {}
         epochs = None if self._planned is None else self._epochs_reached(self._planned)
-        for ds in (self.dataset, self.dev):
-            for row, task in (ds.every_example(epochs if ds is self.dataset else None) if ds is not None else []):
-                if task.needs_speech:  # a text-only mt example never reads its row's audio
-                    seconds[row.audio] = row.duration
+        seconds = self.dataset.speech_clips(epochs)
+        if self.dev is not None:
+            seconds.update(self.dev.speech_clips())
         audio = sorted(seconds, key=lambda a: (-seconds[a], a))
         mine = audio[self.d.rank::self.d.world]
         todo = [a for a in mine if not cache.has(a)]
