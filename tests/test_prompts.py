@@ -42,9 +42,10 @@ def test_parse_well_formed():
     ("a logging.<|eng|><|eng|><|eng|><|eng", "a logging.", "", False),
     ("a<|eng|><|deu|>b <|de", "a", "b", False),
     ("x <|", "x", "", False),
-    ("<|eng|><|deu|>a<|eng|><|deu|>b", "a", "b", True),  # the prompt's tags written again first
+    ("<|eng|><|deu|>a<|eng|><|deu|>b", "a", "b", False),  # the prompt's tags written again first: never well formed
     (" <|eng|><|deu|> a <|eng|><|deu|>b<|eng|><|deu|>", "a", "b", False),
     ("<|eng|><|deu|><|eng|><|deu|>b", "", "b", False),
+    ("<|eng|><|deu|>Hallo Welt.<|eng|>", "", "Hallo Welt.", False),  # no second pair: a translation cut at a tag
     ("<|fim_pad|>a<|eng|><|deu|>b<|im_end|>", "a", "b", True),  # a tokenizer's own tags are not language tags
     ("a<|eng|><|deu|><|box_start|>b", "a", "b", True),
     ("a<|zh-CN|><|eng|>b", "a", "b", True),

@@ -5,7 +5,7 @@ speech embeddings. `parse_srt()` splits "transcript<|src|><|tgt|>translation" ba
 """
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 
 from . import languages
@@ -102,9 +102,10 @@ def parse_srt(text: str) -> SRTOutput:
     if not matches:
         return SRTOutput(clean(text), "", None, None, False)
     if not text[:matches[0].start()].strip():  # the prompt's tags written again first ("<|eng|><|deu|>Hello.<|eng|>
-        lead = _tag_run(text, matches)  # <|deu|>Hallo."): the parts follow them, when a run of tags follows
-        if len(matches) > len(lead):
-            return parse_srt(text[lead[-1].end():])
+        lead = _tag_run(text, matches)  # <|deu|>Hallo."): the parts follow them, when a pair of tags follows text
+        rest = matches[len(lead):]
+        if len(lead) >= 2 and rest and len(_tag_run(text, rest)) >= 2:
+            return replace(parse_srt(text[lead[-1].end():]), well_formed=False)
     first = matches[0]
     run = _tag_run(text, matches)
     transcript = clean(text[:first.start()])
