@@ -353,7 +353,7 @@ def test_skip_existing_goes_on_from_an_interrupted_run(model_dir, clips, tmp_pat
     items[:] = []
     assert cli.main([*args, "--out-dir", str(tmp_path / "r"), "--skip-existing"]) == 0 and items == []
     assert sorted(f.name for f in (tmp_path / "r").iterdir()) == sorted([f"{Path(c).stem}.srt" for c in clips] +
-                                                                        [".llm-srt-translate.json"])
+                                                                        [SETTINGS_FILE])
     assert cli.main([*args, "--format", "json", "--out-dir", str(tmp_path / "j"), "--skip-existing"]) == 2
     assert "--skip-existing needs --out-dir and --format text, srt or vtt" in capsys.readouterr().err
 
@@ -623,28 +623,29 @@ def test_segments_without_a_translation_are_counted_on_stderr_and_in_json(tmp_pa
     assert json.loads(capsys.readouterr().out)[0]["untranslated"] == 0  # ASR writes no translation
 
 
-def test_skip_existing_refuses_files_written_with_other_settings(tmp_path, monkeypatch, capsys):
-    """A run into French with --skip-existing took the German files an earlier run wrote there for its own."""
-    write_wav(tmp_path / "talk.wav", recording(3.0, [(0.5, 2.5)]))
+def test_skip_existing_translates_again_the_files_written_with_other_settings(tmp_path, monkeypatch, capsys):
+    """A run into French with --skip-existing took the German files an earlier run wrote there for its own; so did
+    one after a French run without the flag was stopped halfway (a folder-wide record would say French)."""
+    for name in ("a", "b"):
+        write_wav(tmp_path / f"{name}.wav", recording(3.0, [(0.5, 2.5)]))
     stub = Stub()
     stub_cli(monkeypatch, stub)
     out = tmp_path / "out"
-    base = ["translate", str(tmp_path / "talk.wav"), "--model", "stub", "--src", "eng", "--format", "srt",
-            "--out-dir", str(out)]
-    assert cli.main([*base, "--tgt", "deu"]) == 0 and len(stub.batches) == 1
+    base = ["translate", str(tmp_path / "a.wav"), str(tmp_path / "b.wav"), "--model", "stub", "--src", "eng",
+            "--format", "srt", "--out-dir", str(out)]
+    assert cli.main([*base, "--tgt", "deu"]) == 0 and len(stub.batches) == 1  # both in one batch
     assert cli.main([*base, "--tgt", "deu", "--skip-existing", "--batch-size", "2"]) == 0 and len(stub.batches) == 1
     capsys.readouterr()
-    assert cli.main([*base, "--tgt", "fra", "--skip-existing", "--beam", "2"]) == 2 and len(stub.batches) == 1
-    err = capsys.readouterr().err
-    assert err.startswith(f"llm-srt translate: error: --skip-existing: the files in {out} were written with other "
-                          'settings (tgt: "deu" -> "fra"; decoding: {"beam_size": 1, ') and err.count(" -> ") == 2
-    assert err.endswith("); use another --out-dir, or leave out --skip-existing to write them all again\n")
-    (out / ".llm-srt-translate.json").write_text("{")
-    assert cli.main([*base, "--tgt", "deu", "--skip-existing"]) == 2
-    assert "cannot be read, so the files beside it may have been written with other settings" in \
-        capsys.readouterr().err
-    assert cli.main([*base, "--tgt", "fra"]) == 0 and len(stub.batches) == 2  # without the flag: written again
     assert cli.main([*base, "--tgt", "fra", "--skip-existing"]) == 0 and len(stub.batches) == 2
+    assert capsys.readouterr().err == (
+        f"llm-srt translate: 2 of 2 inputs translated again: their files in {out} were written with other settings "
+        '(tgt: "deu" -> "fra") (--skip-existing)\n')
+    lines = (out / SETTINGS_FILE).read_text().splitlines()
+    assert len(lines) == 4 and [json.loads(line)["settings"]["tgt"] for line in lines] == ["deu"] * 2 + ["fra"] * 2
+    (out / SETTINGS_FILE).write_text("\n".join(lines[:3]) + "\n" + lines[3][:20])  # b.srt's record cut by a kill
+    assert cli.main([*base, "--tgt", "fra", "--skip-existing"]) == 0 and stub.batches[-1] == [3 * SR]
+    assert "1 of 2 inputs translated again" in capsys.readouterr().err
+    assert cli.main([*base, "--tgt", "fra", "--skip-existing"]) == 0 and len(stub.batches) == 3  # all done
 
 
 def test_a_folder_given_as_an_input_is_named_with_the_pattern_that_gives_its_files(tmp_path, monkeypatch, capsys):

@@ -8,6 +8,7 @@ per input: a batch mixes languages and tasks freely. Work items (what goes to th
 results (built from the items and the system's outputs as each input is finished).
 """
 
+import json
 import logging
 import os
 from collections import deque
@@ -456,7 +457,6 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> int:
-    import json
     import sys
 
     if args.src is None:
@@ -483,16 +483,24 @@ def main(args) -> int:
     if args.skip_existing and not outputs:
         raise LLMSRTError("--skip-existing needs --out-dir and --format text, srt or vtt (one file per input; "
                           "json writes one results.json at the end)")
-    if outputs:
-        _record_settings(out_dir, _settings(args, options, segments), args.skip_existing)
+    settings = _settings(args, options, segments)
     if args.skip_existing:
         if args.transcript is not None and len(args.transcript) != len(outputs):
             raise LLMSRTError(f"--transcript: {len(args.transcript)} transcripts for {len(outputs)} inputs; give one "
                               "per input")
-        todo = [k for k, path in enumerate(outputs) if not path.is_file()]
+        written = _written_with(out_dir)
+        other = [k for k, path in enumerate(outputs) if path.is_file() and written.get(_key(path, out_dir)) != settings]
+        todo = [k for k, path in enumerate(outputs) if not path.is_file() or k in other]
         if len(todo) < len(outputs):
             print(f"llm-srt translate: {len(outputs) - len(todo)} of {len(outputs)} inputs skipped: their outputs "
                   f"are in {shown(str(out_dir))} already (--skip-existing)", file=sys.stderr)
+        if other:
+            before = written.get(_key(outputs[other[0]], out_dir))
+            why = ("no record of their settings" if before is None else "other settings (" + "; ".join(
+                f"{k}: {json.dumps(before.get(k))} -> {json.dumps(v)}" for k, v in settings.items()
+                if before.get(k) != v) + ")")
+            print(f"llm-srt translate: {len(other)} of {len(outputs)} inputs translated again: their files in "
+                  f"{shown(str(out_dir))} were written with {why} (--skip-existing)", file=sys.stderr)
         if not todo:
             return 0
         args.audio, outputs = [args.audio[k] for k in todo], [outputs[k] for k in todo]
@@ -513,6 +521,8 @@ def main(args) -> int:
                 # --skip-existing takes for a finished input, so that a later run translates it again whole
                 try:
                     _write(incomplete(outputs[k]) if r.error else outputs[k], text)
+                    if not r.error:
+                        _record(out_dir, outputs[k], settings)
                     stale = outputs[k] if r.error else incomplete(outputs[k])  # an earlier run's output of it
                     if stale.is_file():
                         stale.unlink()
@@ -620,7 +630,7 @@ def check_not_inputs(inputs: Sequence[str], outputs: Sequence[Path]) -> None:
 
 
 INCOMPLETE = ".incomplete"  # an input that failed in part: its output's name with this after it
-SETTINGS_FILE = ".llm-srt-translate.json"  # in --out-dir: the settings of the run that last wrote its files
+SETTINGS_FILE = ".llm-srt-translate.jsonl"  # in --out-dir: a line per file written, with the settings it took
 
 
 def _settings(args, options: DecodingOptions, segments: SegmentOptions) -> dict:
@@ -628,31 +638,42 @@ def _settings(args, options: DecodingOptions, segments: SegmentOptions) -> dict:
     model = Path(args.model)
     return {"model": str(model.resolve()) if model.exists() else args.model, "src": args.src, "tgt": args.tgt,
             "task": args.task, "format": args.format, "subtitles": args.subtitles,
+            "models": {k: str(Path(v).resolve()) for k in ("whisper", "llm", "encoder")
+                       if (v := getattr(args, k, None))},
             "decoding": {k: v for k, v in vars(options).items() if k != "compile"}, "segments": vars(segments)}
 
 
-def _record_settings(out_dir: Path, settings: dict, skip_existing: bool) -> None:
-    """Write this run's settings beside its files; with --skip-existing first check that the files there were
-    written with the same ones (a run into French took an earlier run's German files for its own)."""
-    import json
+def _key(path: Path, out_dir: Path) -> str:
+    return path.relative_to(out_dir).as_posix()
 
-    path = out_dir / SETTINGS_FILE
-    if skip_existing and path.is_file():
-        try:
-            before = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            before = None
-        if not isinstance(before, dict):
-            raise LLMSRTError(f"--skip-existing: {shown(str(path))} cannot be read, so the files beside it may have "
-                              "been written with other settings; remove it to take them as this run's, or leave out "
-                              "--skip-existing to write them all again")
-        changed = [f"{k}: {json.dumps(before.get(k))} -> {json.dumps(settings[k])}" for k in settings
-                   if before.get(k) != settings[k]]
-        if changed:
-            raise LLMSRTError(f"--skip-existing: the files in {shown(str(out_dir))} were written with other settings "
-                              f"({'; '.join(changed)}); use another --out-dir, or leave out --skip-existing to write "
-                              "them all again")
-    _write(path, json.dumps(settings, indent=1, sort_keys=True) + "\n")
+
+def _record(out_dir: Path, path: Path, settings: dict) -> None:
+    """Note that `path` now holds an output written with `settings` (after it is written whole: a kill between the
+    two leaves a file without a record, which --skip-existing translates again)."""
+    try:
+        with open(out_dir / SETTINGS_FILE, "ab+") as f:
+            cut = f.seek(0, os.SEEK_END) > 0 and f.seek(-1, os.SEEK_END) >= 0 and f.read(1) != b"\n"
+            line = json.dumps({"file": _key(path, out_dir), "settings": settings}, sort_keys=True)
+            f.write((("\n" if cut else "") + line + "\n").encode("utf-8"))  # after a line a kill cut: a line of its own
+    except OSError as e:  # the output is written: only a later --skip-existing will translate it again
+        log.warning("%s: cannot note the settings of %s (%s); --skip-existing will translate it again",
+                    out_dir / SETTINGS_FILE, path, e.strerror or e)
+
+
+def _written_with(out_dir: Path) -> dict[str, dict]:
+    """Output file (relative to `out_dir`) -> the settings it was last written with; a line a kill cut is passed."""
+    written = {}
+    try:
+        with open(out_dir / SETTINGS_FILE, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                try:
+                    entry = json.loads(line)
+                    written[entry["file"]] = entry["settings"]
+                except (ValueError, KeyError, TypeError):
+                    continue
+    except FileNotFoundError:
+        pass
+    return written
 
 
 def incomplete(path: Path) -> Path:
