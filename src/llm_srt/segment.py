@@ -54,8 +54,9 @@ class SegmentOptions:
     split_silence: float = 2.0  # a pause at least this long always ends a segment
     min_seconds: float = 1.0  # shorter segments are merged into a neighbour when the result fits
     min_speech: float = 0.08  # louder runs shorter than this are clicks, not speech
-    min_alone: float = 0.2  # speech standing alone (pauses of split_silence around it) shorter than this is a click,
-    #                         a knock or a breath, not an utterance: a 0.12 s noise burst got a subtitle of its own
+    min_alone: float = 0.15  # speech standing alone (pauses of split_silence around it) shorter than this is a
+    #                          click, a knock or a breath, not an utterance (a 0.12 s noise burst got a subtitle);
+    #                          a short word standing alone ("Ja.", 0.2-0.3 s) is kept
     threshold_db: float = -35.0  # high threshold: a frame this far below the clip's level starts speech
     hysteresis_db: float = 10.0  # low threshold = high - this: speech continues until the level falls below it
     floor_margin_db: float = 6.0  # both thresholds stay at least this far above the noise floor (noisy clips);
