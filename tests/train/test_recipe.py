@@ -368,7 +368,7 @@ def test_a_ctc_only_stage_lowers_its_ctc_loss_logs_it_and_saves_a_usable_model(t
     assert len(ctc) == 30 and all(r["loss"] == r["ctc_loss"] for r in log if "ctc_loss" in r)
     assert sum(ctc[-5:]) / 5 < 0.8 * sum(ctc[:5]) / 5
     assert sorted(p.name for p in final.iterdir()) == ["adapter.safetensors", "config.json", "ctc_head.safetensors",
-                                                       "init_from.json", "train_config.json"]
+                                                       "init_from.json", "run_settings.json", "train_config.json"]
     model = SpeechLLM.from_pretrained(final)
     assert model.ctc_head is not None and model.ctc_head.log_scale.item() != pytest.approx(math.log(20.0))  # learned
     assert model.generate({"audio": [tiny.tone(0.6, 300)], "prompts": ["<|eng|>"]})

@@ -173,6 +173,27 @@ def test_allow_changes_resumes_with_the_new_lr_applied(base, tiny_setup, tmp_pat
     assert state["settings"]["optim.lr"] == 1e-3  # the next resume compares against the new settings
 
 
+def test_a_finished_run_asked_for_with_other_settings_is_refused_not_handed_back(base, tiny_setup, tmp_path):
+    """Only max_steps and the starting weights were compared: a stage (or a curriculum) run again with another lr
+    or task mix said "already finished" and handed back the old model."""
+    out = tmp_path / "run"
+    shutil.copytree(base, out)
+    messages = []
+    with pytest.raises(ConfigError, match=r"final: this output_dir holds a model finished with other settings: "
+                                          r"optim.lr 0.003 -> 0.001\. Choose another output_dir"):
+        recipe.train(_config(tiny_setup, out, **{"optim.lr": 1e-3}), log=messages.append)
+    assert not any("already finished" in m for m in messages)
+    recipe.train(_config(tiny_setup, out, **{"optim.lr": 1e-3, "allow_changes": "true"}), log=messages.append)
+    assert any("taking the finished model trained with other settings (allow_changes): optim.lr" in m
+               for m in messages)
+    messages.clear()
+    recipe.train(_config(tiny_setup, out, **{"log_every": 7, "data.num_workers": 0}), log=messages.append)
+    assert any("already finished" in m for m in messages)  # what runs how: the same model
+    (out / recipe.FINAL / recipe.RUN_SETTINGS).unlink()  # a final/ from before the record: its last checkpoint's
+    with pytest.raises(ConfigError, match=r"optim.lr 0.003 -> 0.001"):
+        recipe.train(_config(tiny_setup, out, **{"optim.lr": 1e-3}), log=messages.append)
+
+
 def _no_space(*args, **kwargs):
     raise OSError(errno.ENOSPC, "No space left on device", "train_log.jsonl")
 
@@ -210,3 +231,17 @@ def test_trainer_state_with_gpu_tensors_and_gpu_rng_states_round_trips(tmp_path)
     first = torch.rand(3, device="cuda")
     checkpoint.set_rng_state(back["rng"])
     assert torch.equal(torch.rand(3, device="cuda"), first)
+
+
+@pytest.mark.parametrize("item,error", [
+    ("data.feature_cache=false", r"data.feature_cache: 'false' would be a folder of that name; write "
+                                 r"data.feature_cache=null"),
+    ("data.feature_cache=off", r"'off' would be a folder"),
+    ("dtype=fp16", r"dtype: float16 is for inference"),
+])
+def test_settings_that_meant_no_or_float16_are_refused_in_one_line(tiny_setup, tmp_path, item, error):
+    """`data.feature_cache=false` made a cache folder named "false"; `dtype=fp16` trained fp16 frozen weights
+    without loss scaling, which `dtype=float16` is refused for."""
+    key, value = item.split("=")
+    with pytest.raises(ConfigError, match=error):
+        _config(tiny_setup, tmp_path / "run", **{key: value})

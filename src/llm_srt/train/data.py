@@ -37,6 +37,9 @@ NODE_SAMPLE = 64  # clips of the other nodes' shares looked for, to tell a share
 PREFETCH = 4  # batches each DataLoader worker prepares ahead
 
 
+NOT_A_FOLDER = ("false", "no", "off", "none", "n", "0")  # meant as "no cache", taken as text (the field holds a path)
+
+
 @dataclass
 class DataSection:
     train: list[str] | str = ""  # training manifest(s) (JSONL, llm-srt prepare); a list mixes several
@@ -64,6 +67,9 @@ class DataSection:
     def __post_init__(self):
         if not self.tasks:
             raise ConfigError("data.tasks is empty; name the stage's tasks and their shares, e.g. {srt: 1.0}")
+        if isinstance(self.feature_cache, str) and self.feature_cache.strip().lower() in NOT_A_FOLDER:
+            raise ConfigError(f"data.feature_cache: {self.feature_cache!r} would be a folder of that name; write "
+                              "data.feature_cache=null to run without a cache (or name its folder)")
         if self.train_weights is not None and len(self.train_weights) != len(self.manifests):
             raise ConfigError(f"data.train_weights has {len(self.train_weights)} weights for "
                               f"{len(self.manifests)} data.train manifests; give one weight per manifest")

@@ -38,6 +38,7 @@ from .parallel import Dist, Parallel, all_max, all_sum, barrier, init_distribute
 
 FINAL = "final"  # the finished model folder inside output_dir
 INIT_RECORD = "init_from.json"  # in final/: the folder it started from and `resume.init_identity` of its weights
+RUN_SETTINGS = "run_settings.json"  # in final/: the settings it was trained with (`resume.run_settings`)
 LORA_BIAS = ("none",)  # peft's bias modes this recipe trains: peft's "all" and "lora_only" would mark the LLM's own
 #   biases trainable, but the recipe trains the LoRA matrices alone (SpeechLLM's trainable parameters), so those biases
 #   would stay frozen while their checkpoints carried them: refused, not ignored (the paper: bias none)
@@ -145,7 +146,7 @@ class TrainConfig:
             raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {short(self.device)}")
         if self.dtype != "auto" and self.dtype not in device_lib.DTYPES:
             raise ConfigError(f"dtype must be auto, float32, bfloat16 or float16, got {short(self.dtype)}")
-        if self.dtype == "float16":  # float16 frozen weights: under bf16 autocast two half formats meet (their sums
+        if device_lib.DTYPES.get(self.dtype) is torch.float16:  # float16 or fp16: frozen weights: under bf16 autocast two half formats meet (their sums
             #   promote to float32), and without it the gradients through the LLM have no loss scaling to keep them
             raise ConfigError("dtype: float16 is for inference; training takes bfloat16 (the paper's, auto on a GPU) "
                               "or float32 frozen weights")
@@ -281,12 +282,33 @@ class Recipe:
         self._check_same_start()
         done = finished_steps(self.out)
         if done is None or done >= self.cfg.max_steps:
+            self._check_finished_settings()
             self.log(f"[{self.cfg.stage}] already finished: {self.out / FINAL}")
             return True
         self.log(f"[{self.cfg.stage}] {self.out / FINAL} has {done} steps; max_steps is now {self.cfg.max_steps}: "
                  "continuing from the newest checkpoint")
         self.extending = True
         return False
+
+    def _check_finished_settings(self) -> None:
+        """A finished model trained with other settings than this config's (lr, task mix, manifests, precision...)
+        is another run's: an error unless allow_changes, never handed back as this run's result. The number of ranks
+        may differ (a curriculum run again on another cluster reuses its finished stages)."""
+        saved = _finished_settings(self.out)
+        if saved is None:
+            return  # a final/ from before the record, without a checkpoint: not checked
+        current = resume.run_settings(self.cfg, self.d.world)
+        saved.pop(resume.PER_STEP, None)
+        current.pop(resume.PER_STEP, None)
+        changed = [c for c in resume.changes(saved, current) if not c.startswith("model.init_from")]  # checked apart
+        if changed and not self.cfg.allow_changes:
+            more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+            raise ConfigError(f"{self.out / FINAL}: this output_dir holds a model finished with other settings: "
+                              f"{'; '.join(changed[:3])}{more}. Choose another output_dir to train with these, set "
+                              "them back to use it, or add allow_changes=true to take it as it is")
+        if changed:
+            self.log(f"[{self.cfg.stage}] taking the finished model trained with other settings (allow_changes): "
+                     f"{'; '.join(changed)}")
 
     def _check_same_start(self) -> None:
         """A finished model started from other weights than this config's model.init_from is another run's (e.g.
@@ -581,8 +603,7 @@ class Recipe:
     def save_final(self) -> Path:
         """final/: the trained weights and train_config.json (a collective under FSDP; rank 0 writes)."""
         weights = self.parallel.trainable_state()
-        on_main(self.d, lambda: _save_final(self.model, self.out, weights, self.cfg,
-                                            self.settings[resume.INIT_KEY]))  # init_from's hash, taken at start
+        on_main(self.d, lambda: _save_final(self.model, self.out, weights, self.cfg, self.settings))  # init_from's hash, taken at start
         if self.d.main:
             self.log(f"[{self.cfg.stage}] done: {self.out / FINAL} "
                      f"({(time.perf_counter() - self.t0) / max(1, self.steps_timed):.2f} s/step)")
@@ -623,14 +644,26 @@ def _check_adapter_matches(m: ModelSection, init: Path) -> None:
                               "the key")
 
 
-def _save_final(model, out: Path, weights: dict, cfg: TrainConfig, init_weights: str | None) -> None:
+def _finished_settings(out: Path) -> dict | None:
+    """The settings a finished run was trained with: final/'s record, else (a final/ from before it) the newest
+    checkpoint's; None when neither is there."""
+    try:
+        return json.loads((out / FINAL / RUN_SETTINGS).read_text())
+    except (OSError, ValueError):
+        pass
+    newest = checkpoint.latest(out, log=lambda *_: None)
+    return checkpoint.stored_settings(newest.path) if newest is not None else None
+
+
+def _save_final(model, out: Path, weights: dict, cfg: TrainConfig, settings: dict) -> None:
     from safetensors import SafetensorError
 
     try:
         model.save_pretrained(out / FINAL, state=weights, extra_files={  # one folder, whole or not at all: a
             #   final/ without its train_config.json would count as finished and never continue
             "train_config.json": json.dumps(config_lib.to_dict(cfg), indent=2) + "\n",
-            INIT_RECORD: json.dumps({"init_from": cfg.model.init_from, "weights": init_weights}) + "\n"})
+            RUN_SETTINGS: json.dumps(settings, indent=1) + "\n",  # what a later run of this output_dir must match
+            INIT_RECORD: json.dumps({"init_from": cfg.model.init_from, "weights": settings[resume.INIT_KEY]}) + "\n"})
         #   init_from: the path as configured (a folder moved stays readable)
     except (OSError, SafetensorError) as e:
         detail = (str(e).splitlines() or [type(e).__name__])[0]
