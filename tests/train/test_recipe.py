@@ -609,6 +609,13 @@ def test_an_adapter_option_that_init_from_would_ignore_is_an_error(tiny_setup, t
         recipe.train(cfg, log=lambda *_: None)
     same = recipe.load_config(None, overrides(tiny_setup, tmp_path / "s4", **start))  # the options it was made with
     assert (recipe.train(same, log=lambda *_: None) / "config.json").is_file()
+    messages = []  # model.adapter alone (it may be the default, not chosen): said, and final/ records the trained one
+    other = recipe.load_config(None, overrides(tiny_setup, tmp_path / "s5", **start, **{"model.adapter": "linear",
+                                                                          "model.adapter_kwargs": "{}"}))
+    final = recipe.train(other, log=messages.append)
+    assert any("model.adapter: linear in the config, but model.init_from" in m and "holds a qformer adapter: "
+               "training that one" in m for m in messages)
+    assert json.loads((final / "train_config.json").read_text())["model"]["adapter"] == "qformer"
 
 
 @pytest.mark.long(9)

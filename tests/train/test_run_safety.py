@@ -245,3 +245,14 @@ def test_settings_that_meant_no_or_float16_are_refused_in_one_line(tiny_setup, t
     key, value = item.split("=")
     with pytest.raises(ConfigError, match=error):
         _config(tiny_setup, tmp_path / "run", **{key: value})
+
+
+def test_fsdp_within_node_may_change_on_resume_like_the_other_strategies(tiny_setup, tmp_path):
+    """README: the strategy may change freely on resume; fsdp_within_node (HSDP) stopped a resume as a change."""
+    from dataclasses import replace
+
+    from llm_srt.train import resume
+
+    cfg = _config(tiny_setup, tmp_path / "run")
+    assert resume.changes(resume.run_settings(cfg), resume.run_settings(replace(cfg, fsdp_within_node=True))) == []
+    assert resume.changes(resume.run_settings(cfg), resume.run_settings(replace(cfg, seed=cfg.seed + 1)))  # guarded

@@ -14,7 +14,7 @@ import json
 import math
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -397,7 +397,9 @@ class Recipe:
                                   "previous stage first or fix the path")
             # the encoder / LLM paths come from this config, not the folder's config.json (it may come from
             # another host); the adapter's shape comes from the folder
-            _check_adapter_matches(m, init)
+            if (kept := _check_adapter_matches(m, init)) is not None:
+                self.log(f"[{cfg.stage}] model.adapter: {m.adapter} in the config, but model.init_from {init} holds "
+                         f"a {kept} adapter: training that one (its record in final/ says so)")
             self.model = SpeechLLM.from_pretrained(init, encoder=m.encoder, llm=m.llm, lora=m.lora,
                                                    trainable=model_cfg.trainable, dtype=model_cfg.dtype,
                                                    pad_to_30s=m.pad_to_30s, ctc_head=cfg.ctc.active, **place)
@@ -627,9 +629,10 @@ class Recipe:
             self.lock = None
 
 
-def _check_adapter_matches(m: ModelSection, init: Path) -> None:
+def _check_adapter_matches(m: ModelSection, init: Path) -> str | None:
     """The adapter of a run started from `init` is the one saved there: an adapter option this config sets to
-    another value would silently not apply, so it is an error naming the key."""
+    another value would silently not apply, so it is an error naming the key. Returns the saved adapter's kind when
+    it is not this config's `model.adapter` (which may be the default, not chosen: said, not refused)."""
     from ..model.speech_llm import read_config
 
     saved = read_config(init)
@@ -642,6 +645,7 @@ def _check_adapter_matches(m: ModelSection, init: Path) -> None:
             raise ConfigError(f"model.adapter_kwargs.{key}: {value!r} here, but the adapter of model.init_from {init} "
                               f"has {kwargs.get(key)!r} (its adapter is the one trained on); make them match or drop "
                               "the key")
+    return saved.get("adapter") if saved.get("adapter") not in (None, m.adapter) else None
 
 
 def _finished_settings(out: Path) -> dict | None:
@@ -658,6 +662,9 @@ def _finished_settings(out: Path) -> dict | None:
 def _save_final(model, out: Path, weights: dict, cfg: TrainConfig, settings: dict) -> None:
     from safetensors import SafetensorError
 
+    trained = getattr(getattr(model, "config", None), "adapter", cfg.model.adapter)
+    if trained != cfg.model.adapter:  # the adapter trained: model.init_from's, whatever model.adapter says
+        cfg = replace(cfg, model=replace(cfg.model, adapter=trained))
     try:
         model.save_pretrained(out / FINAL, state=weights, extra_files={  # one folder, whole or not at all: a
             #   final/ without its train_config.json would count as finished and never continue

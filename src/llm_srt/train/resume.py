@@ -19,7 +19,7 @@ FREE_ON_RESUME = frozenset({
     "stage", "max_steps", "log_every", "eval_every", "save_every", "keep_last", "threads", "output_dir",
     "allow_changes",
     # where and how it runs, not what it computes (resume across devices / strategies is supported and tested)
-    "device", "distributed", "distributed_timeout_min", "activation_checkpointing",
+    "device", "distributed", "distributed_timeout_min", "activation_checkpointing", "fsdp_within_node",
     # paths that differ between hosts (the model folders' weights are the frozen ones; the checkpoint has the rest)
     "model.encoder", "model.llm", "model.init_from",
     # how batches are built, not which (data.train / data.dev are compared by content below)
