@@ -256,3 +256,16 @@ def test_fsdp_within_node_may_change_on_resume_like_the_other_strategies(tiny_se
     cfg = _config(tiny_setup, tmp_path / "run")
     assert resume.changes(resume.run_settings(cfg), resume.run_settings(replace(cfg, fsdp_within_node=True))) == []
     assert resume.changes(resume.run_settings(cfg), resume.run_settings(replace(cfg, seed=cfg.seed + 1)))  # guarded
+
+
+def test_a_raised_max_steps_stretches_a_cosine_schedule_from_the_resumed_step_on(tiny_setup, tmp_path):
+    """The first step after raising max_steps trained at the old curve's end (lr 0), then jumped into the new one."""
+    out = tmp_path / "run"
+    cosine = {"optim.schedule": "cosine", "optim.warmup_steps": 1}
+    recipe.train(_config(tiny_setup, out, 3, **cosine), log=lambda *_: None)
+    messages = []
+    recipe.train(_config(tiny_setup, out, 6, **cosine), log=messages.append)
+    lrs = [r["lr"] for r in map(json.loads, (out / "train_log.jsonl").read_text().splitlines()) if "lr" in r]
+    schedule = recipe.lr_lambda(_config(tiny_setup, out, 6, **cosine).optim, 6)
+    assert lrs[3:] == pytest.approx([3e-3 * schedule(step) for step in (3, 4, 5)], abs=1e-6) and lrs[3] > 0
+    assert any("the cosine schedule now runs to max_steps 6: lr" in m for m in messages)

@@ -451,6 +451,8 @@ class Recipe:
             self.scheduler.load_state_dict(state["scheduler"])
             if cfg.allow_changes:  # the loaded states carry the old lr / betas / weight decay: this run's apply
                 _apply_optim_settings(self.optimizer, self.scheduler, cfg)
+            else:
+                _follow_schedule(self.optimizer, self.scheduler, cfg, self.log)
             self.data.load_state_dict(state["data"])
             self.step = state["step"]
             _restore_rng(state["rng"], self.d, cfg.seed, self.step, log=self.log)
@@ -687,6 +689,20 @@ def _apply_optim_settings(optimizer: torch.optim.Optimizer, scheduler, cfg: Trai
         group.update(initial_lr=cfg.optim.lr, lr=cfg.optim.lr * factor, betas=tuple(cfg.optim.betas),
                      weight_decay=cfg.optim.weight_decay)
     scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
+
+
+def _follow_schedule(optimizer: torch.optim.Optimizer, scheduler, cfg: TrainConfig, log) -> None:
+    """The resumed step's lr as this run's schedule gives it: a raised max_steps stretches a linear or cosine
+    schedule, and the restored optimizer held the old curve's lr (the first resumed step trained at the old end's
+    0). The same number when nothing changed (exact resume)."""
+    lrs = [base * f(scheduler.last_epoch) for base, f in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
+    old = [group["lr"] for group in optimizer.param_groups]
+    if lrs != old:
+        log(f"[{cfg.stage}] the {cfg.optim.schedule} schedule now runs to max_steps {cfg.max_steps}: lr "
+            f"{lrs[0]:.3g} at step {scheduler.last_epoch} (the checkpoint's {old[0]:.3g})")
+        for group, lr in zip(optimizer.param_groups, lrs):
+            group["lr"] = lr
+        scheduler._last_lr = lrs
 
 
 def _quiet(*_) -> None:
