@@ -269,3 +269,14 @@ def test_a_raised_max_steps_stretches_a_cosine_schedule_from_the_resumed_step_on
     schedule = recipe.lr_lambda(_config(tiny_setup, out, 6, **cosine).optim, 6)
     assert lrs[3:] == pytest.approx([3e-3 * schedule(step) for step in (3, 4, 5)], abs=1e-6) and lrs[3] > 0
     assert any("the cosine schedule now runs to max_steps 6: lr" in m for m in messages)
+
+
+@pytest.mark.parametrize("item,error", [("precision=bf16", r"precision: bf16 autocast needs a CUDA device here"),
+                                        ("data.train=gone.jsonl", r"data.train: gone.jsonl: no such manifest")])
+def test_a_cpu_bf16_run_or_a_missing_manifest_stops_before_the_model_is_loaded(tiny_setup, tmp_path, item, error):
+    """Both stopped only after the model was built and the feature cache filled (for 7B/32B: minutes to hours)."""
+    key, value = item.split("=")
+    messages = []
+    with pytest.raises(ConfigError, match=error):
+        recipe.train(_config(tiny_setup, tmp_path / "run", **{key: value, "device": "cpu"}), log=messages.append)
+    assert not any("trainable parameters" in m for m in messages)

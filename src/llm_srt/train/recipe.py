@@ -329,6 +329,11 @@ class Recipe:
     def setup_processes(self) -> None:
         """The frozen weights' dtype on this rank's device, the seeds; rank 0 locks output_dir."""
         cfg = self.cfg
+        _use_bf16(cfg, self.device)  # bf16 on a CPU host: refused now, not once the model is loaded and the cache full
+        for key, manifest in [("data.train", m) for m in cfg.data.manifests] + [("data.dev", cfg.data.dev)]:
+            if manifest and not Path(manifest).exists():  # read (and checked row by row) once the model is built
+                raise ConfigError(f"{key}: {manifest}: no such manifest; build it with `llm-srt prepare` or fix the "
+                                  "path")
         self.placement = device_lib.Placement(self.device, device_lib.resolve_dtype(cfg.dtype, self.device, True))
         if not self.d.main:  # one rank speaks; errors still surface from every rank
             self.log = _quiet
