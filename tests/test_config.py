@@ -208,3 +208,16 @@ def test_train_config_errors_are_caught_at_load_once_and_str_overrides_keep_thei
     cfg = load_config(None, ["stage=no", "output_dir=2024-01-01", "data.train=2024-01-01", "data.dev=yes"])
     assert (cfg.stage, cfg.output_dir, cfg.data.train, cfg.data.dev) == ("no", "2024-01-01", "2024-01-01", "yes")
     assert load_config(None, ["data.dev=null"]).data.dev is None
+
+
+def test_a_path_in_the_home_folder_is_expanded_in_the_file_and_on_the_command_line(tmp_path, monkeypatch):
+    """`data.feature_cache=~/c` (quoted, or in YAML) made a folder named '~' in the working directory."""
+    from llm_srt.train.recipe import load_config
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    path = tmp_path / "c.yaml"
+    path.write_text("output_dir: ~/runs/a\ndata:\n  train: [~/a.jsonl, b~/c.jsonl]\n")
+    cfg = load_config(str(path), ["data.feature_cache=~/cache", "model.init_from=~"])  # a lone ~ is YAML's null
+    home = tmp_path / "home"
+    assert (cfg.output_dir, cfg.data.feature_cache, cfg.model.init_from) == (f"{home}/runs/a", f"{home}/cache", None)
+    assert cfg.data.train == [f"{home}/a.jsonl", "b~/c.jsonl"]  # only a leading ~/

@@ -302,6 +302,8 @@ def coerce(tp: Any, value: Any, where: str, key: str) -> Any:
         return number
     if tp is str and isinstance(value, str) and "${" in value:
         value = _expand(value, where, key)
+    if tp is str and isinstance(value, str) and value.startswith("~/"):
+        value = os.path.expanduser(value)  # a path in the home folder (a literal ./~ folder was made: `rm -rf ~`...)
     if isinstance(tp, type) and not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
         raise ConfigError(f"{where}: {key} must be {tp.__name__}, got {short(value)}")
     return value
