@@ -302,10 +302,9 @@ class Recipe:
         current.pop(resume.PER_STEP, None)
         changed = [c for c in resume.changes(saved, current) if not c.startswith("model.init_from")]  # checked apart
         if changed and not self.cfg.allow_changes:
-            more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
             raise ConfigError(f"{self.out / FINAL}: this output_dir holds a model finished with other settings: "
-                              f"{'; '.join(changed[:3])}{more}. Choose another output_dir to train with these, set "
-                              "them back to use it, or add allow_changes=true to take it as it is")
+                              f"{resume.listed(changed)}. Choose another output_dir to train with these, set them "
+                              "back to use it, or add allow_changes=true to take it as it is")
         if changed:
             self.log(f"[{self.cfg.stage}] taking the finished model trained with other settings (allow_changes): "
                      f"{'; '.join(changed)}")
@@ -373,10 +372,9 @@ class Recipe:
         saved = checkpoint.stored_settings(self.latest.path) if self.latest is not None else None
         changed = resume.changes(saved, settings) if saved is not None else []
         if changed and not self.cfg.allow_changes:
-            more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
             raise ConfigError(f"{self.latest.path}: resuming with settings that differ from the checkpoint's: "
-                              f"{'; '.join(changed[:3])}{more}. Set them back, or add allow_changes=true to go on "
-                              "with the new ones, or choose another output_dir")
+                              f"{resume.listed(changed)}. Set them back, or add allow_changes=true to go on with the "
+                              "new ones, or choose another output_dir")
         if changed:
             self.log(f"[{self.cfg.stage}] resuming with changed settings (allow_changes): {'; '.join(changed)}")
         return settings

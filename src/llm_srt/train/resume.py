@@ -46,6 +46,12 @@ def run_settings(cfg, world: int = 1) -> dict[str, Any]:
     return json.loads(json.dumps(settings))  # tuples as lists: as they come back from the checkpoint
 
 
+def listed(changed: list[str], shown: int = 3) -> str:
+    """The first `shown` changes for a one-line error, and how many more there are."""
+    more = f" and {len(changed) - shown} more" if len(changed) > shown else ""
+    return "; ".join(changed[:shown]) + more
+
+
 def changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """What differs between a checkpoint's settings and this run's, one short phrase each."""
     found = []
