@@ -1,6 +1,8 @@
-"""Where the toolkit keeps converted models and caches, and how it writes files and folders atomically."""
+"""Where the toolkit keeps converted models and caches, how it tells models apart by their weights, and how it writes
+files and folders atomically."""
 
 import contextlib
+import hashlib
 import os
 import shutil
 import stat
@@ -37,6 +39,8 @@ def embedded_llm_dir() -> Path:
     return cache_dir() / "models" / "gemma-3-270m"
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")  # the files `weights_identity` samples
+SAMPLES, SAMPLE_BYTES = 16, 1 << 16  # evenly spaced blocks a weight file is sampled at, and their size
 EMBEDDED = "embedded"  # the model name that stands for the converted embedded default in configs and checkpoints
 
 
@@ -50,6 +54,36 @@ def resolve_model(value: str, kind: str) -> str:
 
         raise LLMSRTError(f"the embedded {kind} is not converted yet ({folder}); run `llm-srt setup` first")
     return str(folder)
+
+
+def weights_identity(value: str | None, kind: str) -> str | None:
+    """A frozen model (a folder of weight files, or one file, e.g. GGUF) by its weights, cheaply: every weight file's
+    name, size and blake2b over SAMPLES evenly spaced blocks plus its first and last block (about 1 MiB a file, so
+    a 32B model's 17 shards cost ~20 MiB of reading, not 64 GB). A fine-tuned or other model of the same shape
+    differs in nearly every block; a byte-for-byte copy on another host matches. None when there is nothing to read
+    (the model's loading says why)."""
+    from .errors import LLMSRTError
+
+    if not value:
+        return None
+    try:
+        path = Path(resolve_model(value, kind)).expanduser()
+    except LLMSRTError:
+        return None
+    files = [path] if path.is_file() else sorted(
+        f for f in path.rglob("*") if f.is_file() and f.name.endswith(WEIGHT_SUFFIXES)) if path.is_dir() else []
+    h = hashlib.blake2b(digest_size=16)
+    try:
+        for f in files:
+            size = f.stat().st_size
+            h.update(f"{f.relative_to(path) if f != path else ''}:{size}\n".encode())  # a renamed file: the same
+            with open(f, "rb") as stream:
+                for i in range(SAMPLES + 2):
+                    stream.seek(min(i * max(size - SAMPLE_BYTES, 0) // (SAMPLES + 1), size))
+                    h.update(stream.read(SAMPLE_BYTES))
+    except OSError:
+        return None
+    return h.hexdigest() if files else None
 
 
 def checkpoint_relative(directory: str | Path, path: str) -> str:

@@ -441,6 +441,28 @@ def test_checkpoint_errors(tmp_path):
         tiny.speech_llm(tmp_path / "x", trainable=("adapter", "lora"))
 
 
+def test_loading_with_other_frozen_weights_of_the_same_shape_says_so(tmp_path, caplog):
+    """A folder records its frozen models' `weights_identity`: loaded with another LLM of the same shape (llm_dim
+    cannot tell), a warning names it; a byte-for-byte copy elsewhere loads quietly; a random-weight model records
+    nothing."""
+    import shutil
+
+    model = tiny.speech_llm(tmp_path / "m")
+    folder = model.save_pretrained(tmp_path / "ckpt")
+    assert set(json.loads((folder / "config.json").read_text())["frozen_weights"]) == {"encoder", "llm"}
+    copy = shutil.copytree(model.config.llm, tmp_path / "elsewhere" / "llm")
+    with caplog.at_level("WARNING", logger="llm_srt.model.speech_llm"):
+        SpeechLLM.from_pretrained(folder, llm=str(copy))
+        assert not caplog.records
+        other = tiny.llm_dir(tmp_path / "other", seed=1)
+        SpeechLLM.from_pretrained(folder, llm=str(other))
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{folder}: trained with other llm weight files than {other} holds (another model "
+        "of the same shape, or the same one in another format); point llm= at the model it was trained with, or its "
+        "outputs are not the trained model's"]
+    random = SpeechLLM(model.config, weights=False).save_pretrained(tmp_path / "random")
+    assert json.loads((random / "config.json").read_text())["frozen_weights"] == {"encoder": None, "llm": None}
+
 def test_overfit_four_utterances(tmp_path):
     """Adapter-only training makes a frozen tiny LLM say four exact transcripts from four clips."""
     torch.manual_seed(0)

@@ -1,4 +1,5 @@
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -283,3 +284,33 @@ def test_each_rank_draws_its_own_dropout_masks_from_a_fresh_start(tmp_path):
     np.random.seed(5)
     assert r0 == {"torch": torch.rand(3).tolist(), "numpy": np.random.rand(3).tolist()}
     assert r1["torch"] != r0["torch"] and r1["numpy"] != r0["numpy"]
+
+
+def test_weights_identity_follows_the_weights_not_the_path_and_reads_a_sample(tmp_path, monkeypatch):
+    from llm_srt import paths
+
+    rng = np.random.default_rng(0)
+    weights = rng.integers(0, 256, 5 << 20, dtype=np.uint8).tobytes()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "model-00001.safetensors").write_bytes(weights)
+    (tmp_path / "a" / "README.md").write_text("not weights")
+    first = paths.weights_identity(str(tmp_path / "a"), "llm")
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    (tmp_path / "b" / "README.md").write_text("other notes")
+    assert paths.weights_identity(str(tmp_path / "b"), "llm") == first  # a copy elsewhere: the same model
+    changed = np.frombuffer(weights, dtype=np.uint8).copy()
+    changed[1 << 10::1 << 14] ^= 1  # a bit in every 16 KiB past the header: a fine-tune changes nearly every block
+    (tmp_path / "b" / "model-00001.safetensors").write_bytes(changed.tobytes())
+    assert paths.weights_identity(str(tmp_path / "b"), "llm") != first
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(weights)
+    renamed = tmp_path / "renamed.gguf"
+    renamed.write_bytes(weights)
+    assert paths.weights_identity(str(gguf), "llm") == paths.weights_identity(str(renamed), "llm") is not None
+    assert paths.weights_identity(str(tmp_path / "missing"), "llm") is None
+    assert paths.weights_identity(None, "llm") is None
+    read = []
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda f, *a, **k: read.append(f) or real_open(f, *a, **k))
+    paths.weights_identity(str(tmp_path / "a"), "llm")
+    assert [Path(f).name for f in read] == ["model-00001.safetensors"]  # README and the like are not weights

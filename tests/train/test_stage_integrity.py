@@ -10,7 +10,7 @@ import pytest
 from llm_srt.errors import ConfigError, LLMSRTError
 from llm_srt.train import curriculum, recipe
 
-from .conftest import overrides
+from .conftest import overrides, tiny
 
 
 def _stage_folder(tmp_path, out=True):
@@ -91,3 +91,25 @@ def test_the_logged_lr_is_the_steps_own_and_a_resume_rewrites_the_later_lines(ti
     assert [r["step"] for r in again] == [1, 2, 3, 4, 5, 6]
     assert [r["lr"] for r in again] == [r["lr"] for r in lines]
     assert purges == [None, 4]
+
+
+def test_a_frozen_llm_swapped_for_one_of_the_same_shape_is_noticed_on_resume_and_on_a_finished_run(tiny_setup,
+                                                                                                     tmp_path):
+    out = tmp_path / "run"
+    other = tiny.llm_dir(tmp_path / "other", seed=1)  # the same shape, other weights (an instruct model for the base)
+    moved = shutil.copytree(tiny_setup["llm"], tmp_path / "moved" / "llm")  # the same weights on another path
+    base = dict(max_steps=2, save_every=1)
+    recipe.train(recipe.load_config(None, overrides(tiny_setup, out, **base)), log=lambda *_: None)
+    with pytest.raises(ConfigError, match=r"run/final: this output_dir holds a model finished with other settings: "
+                                          r"model.llm \(it holds other weights than the checkpoint's run was trained"):
+        recipe.train(recipe.load_config(None, overrides(tiny_setup, out, **base, **{"model.llm": other})),
+                     log=lambda *_: None)
+    shutil.rmtree(out / "final")
+    with pytest.raises(ConfigError, match=r"step-00000002: resuming with settings that differ from the checkpoint's: "
+                                          r"model.llm \(it holds other weights"):
+        recipe.train(recipe.load_config(None, overrides(tiny_setup, out, **base, **{"model.llm": other})),
+                     log=lambda *_: None)
+    messages = []
+    recipe.train(recipe.load_config(None, overrides(tiny_setup, out, **base, **{"model.llm": moved})),
+                 log=messages.append)
+    assert any("already finished" in m or "resumed from" in m for m in messages), messages

@@ -22,7 +22,7 @@ from torch import nn
 
 from ..device import DTYPE_NAMES, compute_dtype, is_int8
 from ..errors import ConfigError, LLMSRTError
-from ..paths import atomic_dir, checkpoint_relative, resolve_model
+from ..paths import atomic_dir, checkpoint_relative, resolve_model, weights_identity
 from ..prompts import PROMPT_FORMAT_VERSION
 from .adapter import Adapter, build_adapter
 from .decoding import DecodingOptions, OnEnd, eos_ids, generate_ids
@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = 1  # version of the folder layout below
 CONFIG_FILE = "config.json"
+FROZEN_WEIGHTS = "frozen_weights"  # in config.json: {"encoder": .., "llm": ..} `paths.weights_identity` when saved
 ADAPTER_FILE = "adapter.safetensors"
 LORA_FILE = "lora.safetensors"
 CTC_FILE = "ctc_head.safetensors"  # the CTC loss's head, while a stage trains with it
@@ -125,6 +126,7 @@ class SpeechLLM(nn.Module):
         self.ctc_head = CTCHead(self.llm_dim).to(target) if config.ctc_head else None
         fast_cpu_linears(self.adapter)  # CPU inference on the faster kernels; training keeps F.linear's
         self._whisper: WhisperEncoder | None = None
+        self._frozen_weights = None if weights else {"encoder": None, "llm": None}  # random: not the folders' weights
         self.set_trainable(config.trainable)
         counts = self.parameter_counts()
         log.info("trainable parameters: adapter %.2fM, lora %.2fM, total %.2fM (of %.1fM)", counts["adapter"] / 1e6,
@@ -366,7 +368,7 @@ class SpeechLLM(nn.Module):
         directory = Path(directory)
         kwargs = {k: v for k, v in self.adapter.kwargs.items() if k not in ("encoder_dim", "llm_dim")}
         meta = {"format": CHECKPOINT_FORMAT, **replace(self.config, adapter_kwargs=kwargs).to_dict(),
-                "encoder_dim": self.encoder_dim, "llm_dim": self.llm_dim}
+                "encoder_dim": self.encoder_dim, "llm_dim": self.llm_dim, FROZEN_WEIGHTS: self.frozen_weights()}
         with atomic_dir(directory) as tmp:
             (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
             save_file(_cpu(state["adapter"]), str(tmp / ADAPTER_FILE))
@@ -419,9 +421,23 @@ class SpeechLLM(nn.Module):
             if key in meta and meta[key] != actual:
                 raise LLMSRTError(f"{directory}: trained with {key}={meta[key]} but {source} has {actual}; point the "
                                   "checkpoint at the models it was trained with")
+        saved = meta.get(FROZEN_WEIGHTS)
+        for kind, now in model.frozen_weights().items() if isinstance(saved, dict) else ():
+            if saved.get(kind) and now and saved[kind] != now:
+                log.warning("%s: trained with other %s weight files than %s holds (another model of the same shape, "
+                            "or the same one in another format); point %s= at the model it was trained with, or its "
+                            "outputs are not the trained model's", directory, kind, getattr(config, kind), kind)
         model.load_trainable(directory, lora=merged)  # LoRA kept apart (not float32): the weights already read
         model.quantize_adapter()
         return model
+
+    def frozen_weights(self) -> dict[str, str | None]:
+        """The frozen encoder's and LLM's `paths.weights_identity` (read once): a folder records them, and loading it
+        with other weight files says so."""
+        if self._frozen_weights is None:
+            self._frozen_weights = {kind: weights_identity(getattr(self.config, kind), kind)
+                                    for kind in ("encoder", "llm")}
+        return self._frozen_weights
 
     def quantize_adapter(self) -> None:
         """dtype int8 (CPU inference): the adapter's linear layers int8 too, as the encoder's and the LLM's; call it

@@ -14,19 +14,24 @@ from pathlib import Path
 from typing import Any
 
 from ..config import short
+from ..paths import weights_identity
 
 FREE_ON_RESUME = frozenset({
     "stage", "max_steps", "log_every", "eval_every", "save_every", "keep_last", "threads", "output_dir",
     "allow_changes",
     # where and how it runs, not what it computes (resume across devices / strategies is supported and tested)
     "device", "distributed", "distributed_timeout_min", "activation_checkpointing", "fsdp_within_node",
-    # paths that differ between hosts (the model folders' weights are the frozen ones; the checkpoint has the rest)
+    # paths that differ between hosts (the frozen models are compared by their weights: FROZEN_KEYS; the starting
+    # model by INIT_KEY; the checkpoint has the rest)
     "model.encoder", "model.llm", "model.init_from",
     # how batches are built, not which (data.train / data.dev are compared by content below)
     "data.num_workers", "data.feature_cache", "data.precompute_features", "data.dev_decode"})
 CONTENT_KEYS = ("data.train", "data.dev")  # manifests: compared by a hash of their bytes, not by path
 INIT_KEY = "model.init_from weights"  # the starting model by content (its path may differ between hosts); compared
 #   only when the checkpoint stored it (older ones did not)
+FROZEN_KEYS = {"model.encoder weights": ("model", "encoder"), "model.llm weights": ("model", "llm")}  # the frozen
+#   models by a sample of their weight files (`paths.weights_identity`): another LLM of the same shape (an instruct
+#   model for the base one) loads without a shape error; compared only when both sides have one
 
 
 PER_STEP = "examples per step (data.batch_size x optim.accumulation x ranks)"
@@ -43,6 +48,8 @@ def run_settings(cfg, world: int = 1) -> dict[str, Any]:
     settings["data.train"] = [file_hash(m) for m in cfg.data.manifests]
     settings["data.dev"] = file_hash(cfg.data.dev) if cfg.data.dev else None
     settings[INIT_KEY] = init_identity(cfg.model.init_from)
+    for key, (section, name) in FROZEN_KEYS.items():
+        settings[key] = weights_identity(getattr(getattr(cfg, section), name), name)
     return json.loads(json.dumps(settings))  # tuples as lists: as they come back from the checkpoint
 
 
@@ -60,6 +67,10 @@ def changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
             continue
         old, new = saved.get(key, "(unset)"), current.get(key, "(unset)")
         if old == new or key == INIT_KEY and key not in saved:
+            continue
+        if key in FROZEN_KEYS:
+            if key in saved and old is not None and new is not None:
+                found.append(f"{key.split()[0]} (it holds other weights than the checkpoint's run was trained with)")
             continue
         if key == INIT_KEY:
             found.append("model.init_from (it holds other weights than the checkpoint's run started from)")
