@@ -26,11 +26,13 @@ from .errors import LLMSRTError, shown
 from .paths import atomic_file
 from .model.decoding import (DecodingOptions, StaticSteps, add_compile_argument, add_no_repeat_argument,
                              add_srt_tags_argument, decoding_from_args)
-from .model.systems import Item, Output, System, cap, check_item, load_system
+from .model.systems import CANNOT_RUN, Item, Output, System, cap, check_item, load_system
 from .prompts import Task
 from .segment import Segment, SegmentOptions, last_millisecond, segment
 
 NOT_RUN = "not run: its caller stopped waiting for it"  # an item or input `skip` / `cancelled` left out
+ALONE_OUT_OF_MEMORY = ("; out of GPU memory as a batch of one: free the GPU of other processes, or lower "
+                       "--max-new-tokens or the audio's length")  # added to such a row's error
 MIN_SEGMENT_SECONDS = 2.0  # the shortest --max-segment-seconds (a segment holds at least a few words)
 TOKENS_PER_SECOND = 12.0  # generous upper bound on text tokens per second of Latin-script speech, per text part
 SCRIPT_TOKEN_FACTOR = {"Latn": 1.0, "Cyrl": 1.5}  # tokens per Latin token for the same speech; other scripts:
@@ -144,6 +146,13 @@ def joiner(lang: str | None) -> str:
     return "" if lang and languages.get(lang).script in UNSPACED_SCRIPTS else " "
 
 
+def retryable(error: str | None) -> bool:
+    """Whether a failed row may succeed if run again: any failure but one said before decoding (CANNOT_RUN: the
+    whisper system into German, an SMT row without a transcript), which comes back the same every time; an
+    evaluation that goes on from a killed one runs the others again (out of memory, a fixed audio file)."""
+    return error is not None and not error.startswith(CANNOT_RUN)
+
+
 def error_line(e: BaseException) -> str:
     """One line for a failed batch: an LLMSRTError's own message, else the exception type and first line."""
     return str(e) if isinstance(e, LLMSRTError) else f"{type(e).__name__}: {e}".splitlines()[0]
@@ -170,7 +179,7 @@ def run_items(system: System, items: Sequence[Item], options: DecodingOptions = 
         try:
             check_item(it)
         except LLMSRTError as e:
-            outputs[k] = Output(error=str(e))
+            outputs[k] = Output(error=CANNOT_RUN + str(e))
             if on_output is not None:
                 on_output(k, outputs[k])
             continue
@@ -217,7 +226,7 @@ def _run_chunk(system: System, chunk: list[Item], options: DecodingOptions) -> l
         StaticSteps.drop_caches()  # back before the halves run (a no-op where no GPU is used)
         placement_of.release(torch.device("cuda"))
     if len(chunk) == 1:
-        return [Output(error=error)]
+        return [Output(error=error + ALONE_OUT_OF_MEMORY if oom else error)]
     log.warning("a batch of %d failed (%s); retrying it as two halves", len(chunk), error)
     half = (len(chunk) + 1) // 2
     return _run_chunk(system, chunk[:half], options) + _run_chunk(system, chunk[half:], options)

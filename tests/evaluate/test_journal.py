@@ -62,7 +62,8 @@ class Counting:
         if any(it.audio is not None and it.audio.size == self.state["fail_size"] for it in items):
             raise RuntimeError("this clip fails")
         self.state["items"] += [(it.audio.size, it.src, it.tgt) for it in items]
-        return [Output(f"heard {it.audio.size} {it.src}", "" if it.task is Task.ASR else f"{it.tgt} {it.audio.size}")
+        return [Output(error=f"{systems.CANNOT_RUN}no {it.tgt} here") if it.tgt == self.state.get("decline", "-") else
+                Output(f"heard {it.audio.size} {it.src}", "" if it.task is Task.ASR else f"{it.tgt} {it.audio.size}")
                 for it in items]
 
     def detect_language(self, audio):
@@ -155,6 +156,21 @@ def test_failed_and_edited_rows_are_decoded_again_and_a_cut_line_is_skipped(coun
     assert len(counting["items"]) == N_ROWS - 6  # none of the six kept rows again
     assert report.systems[0].failed_summary() == f"failed: 0 of {N_ROWS}"
     assert json.loads((tmp_path / "r" / "hyps.c.jsonl").read_text().split("\n")[3])["ref_translation"] == "der Hund"
+
+
+def test_rows_a_system_cannot_run_are_kept_and_not_decoded_again_on_every_resume(counting, manifest, tmp_path):
+    """The whisper system fails every row into a target other than English, the same every time (CANNOT_RUN): a
+    killed evaluation keeps those rows, as it keeps good ones; before, every group holding one was decoded again, and
+    a many-to-many whisper run started over."""
+    counting.update(stop_at=7, decline="deu")
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(manifest, tmp_path / "r")
+    kept = journal_rows(tmp_path / "r")
+    assert sum(k["result"]["error"] is not None for k in kept) == 2 and len(kept) == 6
+    counting.update(batches=0, items=[], stop_at=None)
+    report = evaluate(manifest, tmp_path / "r")
+    assert len(counting["items"]) == N_ROWS - 6
+    assert report.systems[0].failed_summary().startswith(f"failed: {N_CLIPS} of {N_ROWS}")
 
 
 def test_other_settings_are_refused_in_one_line_and_restart_decodes_every_row(counting, manifest, tmp_path):

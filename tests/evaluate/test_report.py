@@ -262,3 +262,14 @@ def test_load_results_jsonl(tmp_path):
     path.write_text(json.dumps({"id": "a"}) + "\n", encoding="utf-8")
     with pytest.raises(LLMSRTError, match=r"r.jsonl:1: .*missing src, tgt"):
         rep.load_results(path)
+    # a re-run's rows appended to the file: the report would score both, the paired test the last one only
+    path.write_text("".join(json.dumps(r) + "\n" for r in [rows[0], rows[1], {**rows[1], "error": None}]))
+    with pytest.raises(LLMSRTError, match=r"r.jsonl:3: id 'b' again \(first on line 2\); keep one result per row"):
+        rep.load_results(path)
+    for key, value, kind in (("comet", "0.5", "a number"), ("forced_tags", 1, "true or false"),
+                             ("hyp_translation", 3, "a string"), ("comet", True, "a number")):
+        path.write_text(json.dumps({**rows[0], key: value}) + "\n", encoding="utf-8")
+        with pytest.raises(LLMSRTError, match=rf"r.jsonl:1: result row 'a': {key} must be {kind} or null, not"):
+            rep.load_results(path)
+    path.write_text(json.dumps({**rows[0], "comet": 0.5, "forced_tags": True, "sentence": None}) + "\n")
+    assert rep.load_results(path)[0].comet == 0.5

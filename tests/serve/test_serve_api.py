@@ -200,6 +200,23 @@ def test_timeouts_and_model_failures(translator, clip):
         assert post(c, TRANSLATIONS, clip[1], source_language="eng").status_code == 200  # still serving
 
 
+def test_a_request_the_system_cannot_run_is_the_clients_error_not_the_servers(translator, clip, monkeypatch):
+    """A system that says before decoding that it cannot do what was asked (CANNOT_RUN: the whisper system into
+    German) answers 400 with its own words; a row that failed in the model stays a 500."""
+    from llm_srt.model.systems import CANNOT_RUN, Output, SpeechLLMSystem
+
+    monkeypatch.setattr(SpeechLLMSystem, "run_batch", lambda self, items, opts: [
+        Output(error=f"{CANNOT_RUN}this system translates only into English (eng), not {it.tgt}") for it in items])
+    with local_client(create_app(translator, options())) as c:
+        r = post(c, TRANSLATIONS, clip[1], source_language="eng", target_language="deu")
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["message"] == f"{CANNOT_RUN}this system translates only into English (eng), not deu"
+    monkeypatch.setattr(SpeechLLMSystem, "run_batch", lambda self, items, opts: [Output(error="RuntimeError: boom")
+                                                                                 for it in items])
+    with local_client(create_app(translator, options())) as c:
+        assert post(c, TRANSLATIONS, clip[1], source_language="eng", target_language="deu").status_code == 500
+
+
 def concurrent_posts(client, clip, n: int, targets=("deu",)) -> list:
     barrier = threading.Barrier(n)
     out = [None] * n
@@ -244,7 +261,7 @@ def test_mixed_language_pairs_share_a_batch(translator, clip):
 def test_pages_and_listings(client):
     page = client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-    assert 'id="file"' in page.text and "MediaRecorder" in page.text and "/v1/audio/translations" in page.text
+    assert 'id="file"' in page.text and "MediaRecorder" in page.text and '"v1/audio/translations"' in page.text
     assert not re.search(r"""(src|href)=["']https?://""", page.text)  # no CDN: everything is served from here
     models = client.get("/v1/models").json()
     assert models["object"] == "list" and models["data"][0]["id"] == "llm-srt"

@@ -28,6 +28,7 @@ from pathlib import Path
 from .. import __version__
 from ..data.manifest import Row
 from ..errors import LLMSRTError, shown
+from ..infer import retryable
 from ..paths import checkpoint_relative, resolve_model
 from .report import UtteranceResult
 
@@ -147,9 +148,12 @@ class Journal:
         return cls(own, rows)
 
     def kept(self, rows: list[Row]) -> bool:
-        """Whether every one of these rows has a result an earlier run wrote, none of them an error."""
+        """Whether every one of these rows has a result an earlier run wrote, none of them a failure that may not come
+        back (`infer.retryable`). One said before decoding (the whisper system into German) is kept: a group holding
+        one would otherwise be decoded again on every resume, and a killed whisper run on a many-to-many test set
+        would start over."""
         results = [self.rows.get(row_digest(r)) for r in rows]
-        return all(r is not None and r.error is None for r in results)
+        return all(r is not None and not retryable(r.error) for r in results)
 
     def append(self, row: Row, result: UtteranceResult) -> None:
         """Keep one decoded row (a line written and closed at once: a kill loses at most the row being written)."""

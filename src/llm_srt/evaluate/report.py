@@ -33,6 +33,7 @@ DECIMALS = 1  # the paper's tables show one decimal
 MAX_DIRECTION_COLUMNS = 6  # terminal table: per-direction columns up to this many, else per-source averages
 MAX_SCATTER_LABELS = 40  # label each point of the scatter plot up to this many directions
 FIELD_ALIASES = {"transcript": "hyp_transcript", "translation": "hyp_translation"}  # infer.py's result keys
+FIELD_TYPES = {"forced_tags": bool, "comet": (int, float)}  # UtteranceResult's fields that are not strings
 TRANSCRIBING_TASKS = tuple(t.value for t in Task if t.writes_transcript)  # a failed row of these scores WER ""
 
 
@@ -62,6 +63,11 @@ class UtteranceResult:
             raise LLMSRTError(f"result row {dict(row)!r:.80}: missing {', '.join(sorted(missing))}")
         names = {f.name for f in fields(cls)}
         row = {**{FIELD_ALIASES[k]: v for k, v in row.items() if k in FIELD_ALIASES}, **row}
+        for key in names & set(row):  # a hand-made file: "comet": "0.5" would score as a repeated string
+            value, wanted = row[key], FIELD_TYPES.get(key, str)
+            if value is not None and (isinstance(value, bool) != (wanted is bool) or not isinstance(value, wanted)):
+                kind = {bool: "true or false", str: "a string"}.get(wanted, "a number")
+                raise LLMSRTError(f"result row {row.get('id')!r:.40}: {key} must be {kind} or null, not {value!r:.40}")
         return cls(**{k: v for k, v in row.items() if k in names})
 
     @property
@@ -242,7 +248,7 @@ def load_results(path: str | Path) -> list[UtteranceResult]:
     path = Path(path)
     if not path.is_file():
         raise LLMSRTError(f"{path}: no such results file")
-    out = []
+    out, lines = [], {}
     for i, line in enumerate(path.read_text(encoding="utf-8").split("\n"), start=1):  # JSON leaves U+2028 raw
         if not line.strip():
             continue
@@ -252,6 +258,10 @@ def load_results(path: str | Path) -> list[UtteranceResult]:
             raise LLMSRTError(f"{path}:{i}: not a result row ({e})") from None
         except LLMSRTError as e:
             raise LLMSRTError(f"{path}:{i}: {e}") from None
+        first = lines.setdefault(out[-1].id, i)  # the paired tests match systems' rows by id: one result per id
+        if first != i:
+            raise LLMSRTError(f"{path}:{i}: id {out[-1].id!r} again (first on line {first}); keep one result per "
+                              "row (a re-run's rows appended to the file replace the old ones by hand)")
     return out
 
 

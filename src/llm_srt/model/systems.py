@@ -78,6 +78,10 @@ class System(Protocol):
         ...
 
 
+CANNOT_RUN = "cannot run: "  # begins the error of an item a system (or any) cannot run, known before decoding: the
+#   same every time it is asked (an evaluation going on from a killed one keeps it, `infer.retryable`)
+
+
 def check_item(item: Item) -> None:
     """A clear error for an item that no system can run (unknown language, missing target, audio, transcript)."""
     languages.get(item.src)
@@ -341,10 +345,11 @@ class WhisperSystem:
         speech = []
         for i, it in enumerate(items):
             if it.audio is None:
-                out[i] = Output(error="the whisper system needs audio; text-only MT needs --model cascade, mt or a "
-                                      "speech model folder")
+                out[i] = Output(error=CANNOT_RUN + "the whisper system needs audio; text-only MT needs --model "
+                                      "cascade, mt or a speech model folder")
             elif it.task.needs_translation and it.tgt not in ("eng", it.src):
-                out[i] = Output(error=f"the whisper system translates only into English (eng), not {it.tgt}; use "
+                out[i] = Output(error=f"{CANNOT_RUN}the whisper system translates only into English (eng), not "
+                                      f"{it.tgt}; use "
                                       "--model cascade for other targets")
                 if it.task.writes_transcript:  # its transcript it can write (scored as WER): only the translation
                     speech.append(i)  # fails

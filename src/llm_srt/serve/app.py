@@ -39,7 +39,7 @@ from starlette.requests import ClientDisconnect
 from .. import languages, subtitles
 from ..errors import LLMSRTError
 from ..infer import (SpeechTranslator, TranslationResult, add_model_arguments, add_segment_argument,
-                     missing_cue_text, segment_options, translator_from_args)
+                     missing_cue_text, retryable, segment_options, translator_from_args)
 from ..model.decoding import DecodingOptions, decoding_from_args
 from ..prompts import Task
 from .batcher import BatchOptions, Batcher, BusyError
@@ -279,6 +279,8 @@ def _handler(endpoint: Endpoint, batcher: Batcher, decoder: DecodePool, options:
             if src == AUTO and LID_MISSING in result.error:  # the request asked for what this model cannot do
                 raise APIError(400, f"source_language auto: this model cannot detect the language ({result.error});"
                                " give source_language (ISO 639-3, e.g. eng)", "source_language")
+            if result.segments and all(seg.error and not retryable(seg.error) for seg in result.segments):  # asked
+                raise APIError(400, result.error)  # for what this system cannot do (CANNOT_RUN: whisper into German)
             raise APIError(500, result.error, "file")
         return render(result, endpoint, cue_mode)
 
