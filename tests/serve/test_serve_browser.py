@@ -109,3 +109,48 @@ def test_the_page_asks_for_the_beam_and_token_cap_chosen_within_the_servers_limi
             assert browser.js(TEXT.format("transcript")) == want.transcript
         finally:
             browser.close()
+
+
+def test_under_a_sub_path_the_page_works_and_says_what_failed_or_was_silent(translator, tmp_path, monkeypatch):
+    """Behind a proxy that serves it under /llm-srt/ the page calls the API under that path (it asked the proxy's
+    root before); audio without speech says so, and a request answered in part says which segment failed."""
+    import numpy as np
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    from llm_srt.model.systems import SpeechLLMSystem
+
+    inner = create_app(translator, ServeOptions(batch=BatchOptions(decoding=DECODING)))
+    outer = Starlette(routes=[Mount("/llm-srt", app=inner)], lifespan=lambda app: inner.router.lifespan_context(inner))
+    silence, long = tmp_path / "silence.wav", tmp_path / "long.wav"
+    silence.write_bytes(wav_bytes(np.zeros(32000, dtype=np.float32)))
+    long.write_bytes(wav_bytes(bursts(40.0)))
+    real, calls = SpeechLLMSystem.run_batch, []
+
+    def first_row_of_the_long_clip_fails(self, items, options):
+        outputs = real(self, items, options)
+        calls.append(len(items))
+        if len(calls) == 1:  # the long clip's first batch (the silent one has no segment to run)
+            outputs[0] = type(outputs[0])(error="RuntimeError: this segment fails")
+        return outputs
+
+    monkeypatch.setattr(SpeechLLMSystem, "run_batch", first_row_of_the_long_clip_fails)
+    with live_server(outer) as url:
+        browser = Browser(CHROMIUM, tmp_path / "chromium-profile")
+        try:
+            browser.goto(url + "/llm-srt/")
+            browser.wait_for(f"{STATE} === 'idle' && document.getElementById('tgt').options.length > 10")
+            choose(browser, "eng", "deu", "srt")
+            for path, note in ((silence, "No speech was found in this audio."),
+                               (long, "Part of the audio failed: 1 of ")):
+                browser.set_files("#file", [str(path)])
+                browser.click("#submit")
+                assert browser.wait_for(f"['done', 'error'].includes({STATE}) && {STATE}") == "done", \
+                    browser.js(TEXT.format("error"))
+                assert browser.js(TEXT.format("note")).startswith(note), (path.name, browser.js(TEXT.format("note")))
+                browser.js("document.body.dataset.state = 'idle'")
+            failed = browser.js("[...document.querySelectorAll('#segments tr.failed')]"
+                                ".map(r => r.cells[2].textContent)")
+            assert failed == ["(failed: RuntimeError: this segment fails)"]
+        finally:
+            browser.close()

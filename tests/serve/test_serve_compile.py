@@ -106,6 +106,42 @@ def test_warm_up_ends_in_one_line_where_there_is_nothing_to_compile(tmp_path, mo
     assert causal_lm(translator.system.model.llm) not in StaticSteps._served  # nothing ran: nothing served
 
 
+def test_the_warm_up_item_has_the_largest_budget_any_request_can_have_and_the_longest_segment(tmp_path, monkeypatch):
+    """The warm-up's cache must hold the longest request: SRT between two wide-script languages (jpn -> zho: 1,824
+    tokens for 30 s at the default cap; eng -> jpn, what it warmed before, has 1,284), and no longer a clip than the
+    server's --max-segment-seconds cuts. An out-of-memory batch gives the kept caches back before the next one."""
+    import itertools
+
+    import numpy as np
+
+    from llm_srt import languages
+    from llm_srt.infer import MAX_NEW_TOKENS, item_budget
+    from llm_srt.model.systems import Item
+    from llm_srt.prompts import Task
+    from llm_srt.segment import SegmentOptions
+
+    clip = np.zeros(30 * 16000, dtype=np.float32)
+    budget = item_budget(Item(clip, *warmup.widest_pair(), Task.SRT), MAX_NEW_TOKENS)
+    assert budget == MAX_NEW_TOKENS == max(item_budget(Item(clip, s, t, Task.SRT), MAX_NEW_TOKENS)
+                                           for s, t in itertools.permutations(languages.LANGUAGES, 2))
+    assert item_budget(Item(clip, "eng", "jpn", Task.SRT), MAX_NEW_TOKENS) == 1284
+    translator = SpeechTranslator.from_pretrained(tiny.speech_llm_folder(tmp_path / "model"))
+    seen, dropped = [], []
+    def compiled_batch(system, clip, size, options):
+        seen.append(clip.size)
+        if size == 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return True
+
+    monkeypatch.setattr(warmup, "_compiled_batch", compiled_batch)
+    monkeypatch.setattr(warmup.StaticSteps, "drop_caches", classmethod(lambda cls: dropped.append(1) or 0))
+    logged = []
+    warm_up(translator, BatchOptions(max_batch=2, decoding=DecodingOptions(max_new_tokens=8, compile=True),
+                                     segment=SegmentOptions(max_seconds=7.0)), log=logged.append)
+    assert seen == [7 * 16000, 7 * 16000] and dropped == [1]
+    assert logged[1].startswith("--compile: the warm-up batch of 2 failed (OutOfMemoryError: CUDA out of memory)")
+
+
 def test_warm_up_skips_the_batch_sizes_that_decode_eagerly(tmp_path, monkeypatch):
     """int8 on the CPU compiles one-row steps only: the warm-up says which sizes decode eagerly, and warms up the
     others (here batch 1), instead of stopping at the first size that runs no compiled step."""

@@ -3,8 +3,9 @@
     await batcher.on_model_thread(warm_up, translator, options.batch)   # in the app's start-up (app.py)
 
 For each batch size a batch of requests takes (1, 2, 4, ... up to --max-batch; StaticSteps fills a batch to a
-power of two) one batch runs at the longest cache a request can need: a 30 s clip translated with SRT into a
-language of the widest script budget, at the server's --max-new-tokens. Later requests of that batch size take
+power of two) one batch runs at the longest cache a request can need: a clip of the longest segment
+(--max-segment-seconds, at most 30 s) translated with SRT between two languages of the widest script budget
+(`widest_pair`), at the server's --max-new-tokens. Later requests of that batch size take
 that shape (`StaticSteps.warming`: the shortest served length that holds them, the extra positions masked). Where
 that length cannot be static (a sliding window shorter than it, as Gemma-3's), a 1 s clip's batch takes the
 longest length that can, and later batch sizes warm that one only.
@@ -17,8 +18,10 @@ from dataclasses import replace
 import numpy as np
 
 from ..audio import SAMPLE_RATE, WINDOW_SECONDS
+from ..device import is_out_of_memory, release
 from ..errors import LLMSRTError
-from ..infer import SpeechTranslator, error_line, item_budget
+from .. import languages
+from ..infer import SpeechTranslator, error_line, item_budget, script_factor
 from ..model.decoding import INT8_COMPILED_ROWS, DecodingOptions, StaticSteps
 from ..model.kv_cache import STATIC_LENGTH_STEP
 from ..model.llm import causal_lm
@@ -26,7 +29,13 @@ from ..model.systems import Item, SpeechLLMSystem
 from ..prompts import Task
 from .batcher import BatchOptions
 
-WIDEST_TARGET = "jpn"  # a target language of the largest token budget per second (infer.OTHER_SCRIPT_FACTOR)
+
+
+def widest_pair() -> tuple[str, str]:
+    """The (source, target) of the largest SRT token budget per second: both texts in scripts of the widest factor
+    (infer.script_factor; jpn -> zho, say: 1,824 tokens for 30 s at the default cap, where eng -> jpn has 1,284)."""
+    wide = sorted(languages.LANGUAGES, key=lambda code: -script_factor(code))
+    return wide[0], wide[1]
 
 
 def warm_up(translator: SpeechTranslator, options: BatchOptions, log=print,
@@ -59,7 +68,8 @@ def warm_up(translator: SpeechTranslator, options: BatchOptions, log=print,
         log(f"--compile: batches of {', '.join(map(str, eager))} decode eagerly (int8 CPU steps compile at "
             f"{INT8_COMPILED_ROWS} row{'s' if INT8_COMPILED_ROWS > 1 else ''} at most: more were slower compiled)")
         sizes = [n for n in sizes if n not in eager]
-    noise = np.random.default_rng(0).standard_normal(int(WINDOW_SECONDS * SAMPLE_RATE)).astype(np.float32) * 0.01
+    seconds = min(WINDOW_SECONDS, options.segment.max_seconds)  # the longest segment a request can have
+    noise = np.random.default_rng(0).standard_normal(int(seconds * SAMPLE_RATE)).astype(np.float32) * 0.01
     clips = [noise, noise[:SAMPLE_RATE]]  # the longest request; a short one where the longest cannot be static
     log(f"--compile: compiling the decode steps of batches of {', '.join(map(str, sizes))} before serving")
     with StaticSteps.warming():
@@ -73,8 +83,15 @@ def warm_up(translator: SpeechTranslator, options: BatchOptions, log=print,
                     clips = clips[1:]  # the longest cannot be static at any batch size: the short clip from now on
                     compiled = _compiled_batch(system, clips[0], size, options.decoding)
             except Exception as e:  # out of memory, say: the smaller batches may still fit
-                log(f"--compile: the warm-up batch of {size} failed ({error_line(e)}); that batch size compiles "
-                    "when a request needs it")
+                error, oom = error_line(e), is_out_of_memory(e)
+            else:
+                error = None
+            if error is not None:  # out of the except block: the traceback's tensors are gone before the release
+                if oom:  # the kept caches and cached blocks back, as infer does, before the smaller batches run
+                    StaticSteps.drop_caches()
+                    release()
+                log(f"--compile: the warm-up batch of {size} failed ({error}); that batch size compiles when a "
+                    "request needs it")
                 continue
             if not compiled:
                 log(f"--compile: the warm-up batch of {size} ran no compiled step (the model's step did not compile, "
@@ -88,7 +105,7 @@ def warm_up(translator: SpeechTranslator, options: BatchOptions, log=print,
 def _compiled_batch(system: SpeechLLMSystem, clip: np.ndarray, size: int, decoding: DecodingOptions) -> bool:
     """Run `size` copies of `clip` as one greedy batch, as a request batch runs (its token budget); whether its
     decode steps ran compiled. A failed row raises."""
-    item = Item(clip, "eng", WIDEST_TARGET, Task.SRT)
+    item = Item(clip, *widest_pair(), Task.SRT)
     item = replace(item, max_new_tokens=item_budget(item, decoding.max_new_tokens))
     before = StaticSteps.steps_taken
     outputs = system.run_batch([item] * size, replace(decoding, beam_size=1, max_new_tokens=item.max_new_tokens))
