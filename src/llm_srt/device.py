@@ -61,9 +61,10 @@ def local_rank() -> int | None:
     return int(value) if value not in (None, "") else None
 
 
-def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
+def resolve_device(spec: str | torch.device | None = "auto", flag: str = "--device ") -> torch.device:
     """`auto` -> the rank's GPU if CUDA is available, else the CPU; `cuda` -> cuda:$LOCAL_RANK (cuda:0 outside
-    torchrun, and where the process sees a single GPU: one per rank, as SLURM's --gpus-per-task=1 gives)."""
+    torchrun, and where the process sees a single GPU: one per rank, as SLURM's --gpus-per-task=1 gives).
+    `flag`: how the user gave it, for the errors ("--device " on the command line, "device=" in a training config)."""
     if isinstance(spec, torch.device):
         spec = str(spec)
     spec = (spec or "auto").strip().lower()
@@ -75,20 +76,20 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
         return torch.device("meta")
     if spec.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise LLMSRTError(f"--device {spec}: no CUDA GPU is visible to torch here (torch {torch.__version__}, "
-                              f"CUDA build {torch.version.cuda or 'none'}); use --device cpu or auto")
+            raise LLMSRTError(f"{flag}{spec}: no CUDA GPU is visible to torch here (torch {torch.__version__}, "
+                              f"CUDA build {torch.version.cuda or 'none'}); use {flag}cpu or auto")
         if spec == "cuda":  # a rank that sees one GPU alone (a scheduler giving each task its own) takes that one
             index = (local_rank() or 0) if torch.cuda.device_count() > 1 else 0
         else:
             try:
                 index = int(spec.split(":", 1)[1])
             except ValueError:
-                raise LLMSRTError(f"--device {spec}: not a device; use auto, cpu, cuda or cuda:N") from None
+                raise LLMSRTError(f"{flag}{spec}: not a device; use auto, cpu, cuda or cuda:N") from None
         if not 0 <= index < torch.cuda.device_count():
-            raise LLMSRTError(f"--device {spec}: this host has {torch.cuda.device_count()} GPU(s) "
+            raise LLMSRTError(f"{flag}{spec}: this host has {torch.cuda.device_count()} GPU(s) "
                               f"(cuda:0 .. cuda:{torch.cuda.device_count() - 1})")
         return torch.device("cuda", index)
-    raise LLMSRTError(f"--device {spec}: not a device; use auto, cpu, cuda or cuda:N")
+    raise LLMSRTError(f"{flag}{spec}: not a device; use auto, cpu, cuda or cuda:N")
 
 
 def resolve_dtype(spec: str | torch.dtype | None = "auto", device: torch.device | None = None,

@@ -250,10 +250,23 @@ def test_two_process_fsdp_matches_one_process_and_resumes_across_strategies(tiny
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_setup, tmp_path):
     cfg = recipe.load_config(None, overrides(tiny_setup, tmp_path / "run", max_steps=50, save_every=1,
                                              **{"optim.lr": 1e30, "optim.grad_clip": 0}))
-    with pytest.raises(LLMSRTError, match=r"loss is (nan|inf).*last good checkpoint is .*step-0000000\d"):
+    with pytest.raises(LLMSRTError, match=r"loss is (nan|inf).*last good checkpoint is .*step-0000000\d. Lower "
+                                          "optim.lr and add allow_changes=true to resume"):
         recipe.train(cfg, log=lambda *_: None)
     from llm_srt.train import checkpoint
-    assert checkpoint.latest(tmp_path / "run") is not None
+    good = checkpoint.latest(tmp_path / "run")
+    assert good is not None
+    # what the error says to do: the lower lr alone is refused as a changed setting; with allow_changes it resumes,
+    # and here (lr 1e30: step 1 already blew the weights up) stops at once again, as the error says it may
+    lower = overrides(tiny_setup, tmp_path / "run", max_steps=good.step + 2, save_every=1,
+                      **{"optim.lr": 1e-3, "optim.grad_clip": 0})
+    with pytest.raises(ConfigError, match=r"optim.lr 1e\+30 -> 0.001"):
+        recipe.train(recipe.load_config(None, lower), log=lambda *_: None)
+    messages = []
+    with pytest.raises(LLMSRTError, match=rf"loss is (nan|inf) at step {good.step + 1}.*weights are spoiled too: "
+                                          "start a new output_dir with model.init_from="):
+        recipe.train(recipe.load_config(None, lower + ["allow_changes=true"]), log=messages.append)
+    assert any("resuming with changed settings (allow_changes): optim.lr" in m for m in messages), messages
 
 
 def test_a_final_folder_that_could_not_be_written_whole_is_not_a_finished_run(tiny_setup, tmp_path, monkeypatch):
@@ -442,7 +455,7 @@ def test_dtype_and_device_keys_place_the_frozen_weights(tiny_setup, tmp_path):
     assert all(math.isfinite(x) for x in _losses(tmp_path / "bf16"))
     if not torch.cuda.is_available():
         cfg = recipe.load_config(None, overrides(tiny_setup, tmp_path / "cuda", max_steps=2, device="cuda"))
-        with pytest.raises(LLMSRTError, match=r"--device cuda: no CUDA GPU is visible"):
+        with pytest.raises(LLMSRTError, match=r"device=cuda: no CUDA GPU is visible .*; use device=cpu or auto"):
             recipe.train(cfg, log=lambda *_: None)
 
 

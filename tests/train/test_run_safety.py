@@ -280,3 +280,17 @@ def test_a_cpu_bf16_run_or_a_missing_manifest_stops_before_the_model_is_loaded(t
     with pytest.raises(ConfigError, match=error):
         recipe.train(_config(tiny_setup, tmp_path / "run", **{key: value, "device": "cpu"}), log=messages.append)
     assert not any("trainable parameters" in m for m in messages)
+
+
+def test_a_task_whose_rows_the_manifest_lacks_names_the_manifest(tiny_setup, tmp_path):
+    """`data.tasks: {smt: 1}` on a manifest of transcripts only: the error names data.train's manifest and what to
+    do, not "the manifest"."""
+    from llm_srt.data.manifest import read_manifest, write_manifest
+
+    asr_only = tmp_path / "asr_only.jsonl"
+    write_manifest(asr_only, [row for row in read_manifest(tiny_setup["manifest"]) if row.is_asr])
+    cfg = recipe.load_config(None, overrides(tiny_setup, tmp_path / "run", max_steps=1, **{
+        "data.train": str(asr_only), "data.tasks": "{smt: 1.0}"}))
+    with pytest.raises(LLMSRTError, match=r"task smt needs translation rows and data.train '.*asr_only.jsonl' has "
+                                          r"none; add them \(`llm-srt prepare` writes both kinds\) or drop it"):
+        recipe.train(cfg, log=lambda *_: None)

@@ -282,7 +282,7 @@ RANKS_SCRIPT = textwrap.dedent("""
     from llm_srt.data import features
     from llm_srt.errors import LLMSRTError
     from llm_srt.prompts import Task
-    from llm_srt.train import data as td
+    from llm_srt.train import data as td, parallel
 
     calls = {"read": 0, "hash": 0}
     real_read, real_hash = td.read_manifest, features.content_hash
@@ -314,7 +314,7 @@ RANKS_SCRIPT = textwrap.dedent("""
     with open(f"{out}/rank{d.rank}.json", "w") as f:
         json.dump({"calls": calls, "train": [[r.id for r in part] for part in rows.train],
                    "dev": [r.id for r in rows.dev], "hashes": rows.hashes, "error": error, "room": room}, f)
-    dist.destroy_process_group()
+    parallel.release_groups()  # as train ends: dist.destroy_process_group() alone aborted a rank at exit now and then
 """)
 
 

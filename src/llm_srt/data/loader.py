@@ -51,14 +51,17 @@ class SpeechTextDataset:
     `example(i, epoch)` any epoch's; the slots (their count and tasks) are the same in every epoch.
     """
 
-    def __init__(self, rows: Sequence[Row], task: Task | str | Mapping[str, float], seed: int = 0):
+    def __init__(self, rows: Sequence[Row], task: Task | str | Mapping[str, float], seed: int = 0,
+                 source: str = "the manifest"):
+        """`source`: what the rows came from, for the error when a task has none of its kind."""
         mix = _normalize_mix(task)
         asr = np.array([row.is_asr for row in rows], dtype=bool)
         pools = {t: np.flatnonzero(asr == (t is Task.ASR)) for t in mix}  # the rows of each task, as indices
         for t, pool in pools.items():
             if not len(pool):
                 kind = "ASR (transcript-only)" if t is Task.ASR else "translation"
-                raise LLMSRTError(f"task {t.value} needs {kind} rows and the manifest has none")
+                raise LLMSRTError(f"task {t.value} needs {kind} rows and {source} has none; add them (`llm-srt "
+                                  "prepare` writes both kinds) or drop it from the task mix")
         self._rows = rows if isinstance(rows, PackedRows) else PackedRows(rows)  # shared by DataLoader workers
         self._row_durations = np.array([row.duration for row in rows], dtype=np.float64)
         self._tasks = tuple(mix)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import ConfigError
+from .parallel import release_groups
 from .recipe import FINAL, TrainConfig, load_config, train
 
 DEFAULT_STAGES = ("asr", "smt", "srt")
@@ -136,5 +137,6 @@ def main(args) -> int:
     overrides = [i for i in args.items if "=" in i]
     stages = args.stages.split(",") if args.stages else None
     finals = run_curriculum(configs, overrides, stages, args.out_root)
+    release_groups()
     print("curriculum done: " + " -> ".join(str(p) for p in finals))
     return 0

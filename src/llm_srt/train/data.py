@@ -134,7 +134,7 @@ class TrainingData:
         uses_cache = cfg.feature_cache is not None and self.main_task is not Task.MT
         rows = from_rank0(d, lambda: read_stage_rows(cfg, self.main_task, hashes=uses_cache))
         self.dataset = SpeechTextDataset(weighted_rows(rows.train, cfg.train_weights, seed=cfg.seed), cfg.tasks,
-                                         seed=cfg.seed)
+                                         seed=cfg.seed, source=f"data.train {short(cfg.train)}")
         # text-only mt beside speech tasks: each batch all text or all speech (the collator and the model take
         # either, not both in one batch)
         self.sampler = BucketBatchSampler(self.dataset.durations, cfg.batch_size, seed=cfg.seed,

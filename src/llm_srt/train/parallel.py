@@ -64,7 +64,7 @@ def init_distributed(timeout_min: float = 30.0, device: str = "auto") -> tuple[D
     d = Dist()
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         d = Dist(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
-    placed = device_lib.resolve_device(device)
+    placed = device_lib.resolve_device(device, flag="device=")  # a training config's key, named so in its errors
     if placed.type == "cuda":
         torch.cuda.set_device(placed)
     _host[2] = timedelta(minutes=timeout_min)
@@ -122,6 +122,17 @@ HOST_WAIT = timedelta(hours=24)  # how long the other ranks wait for rank 0's wo
 #   should (distributed_timeout_min)
 _host = [None, None, timedelta(minutes=30), None]  # (the default group, its HOST_WAIT gloo group,
 #   distributed_timeout_min, the gloo group of that timeout made first to connect the ranks)
+
+
+def release_groups() -> None:
+    """A finished run's process groups let go before the interpreter exits: the gloo groups kept here, then the
+    default group (`train` and `curriculum` under torchrun, once their last stage is saved). Left to the interpreter's
+    teardown, a gloo group still referenced here aborted a rank now and then ("terminate called without an active
+    exception", exit -6, so torchrun called the finished run failed: 3 of 26 two-rank runs here, 0 of 40 released)."""
+    _host[:] = [None, None, _host[2], None]
+    _mesh[:] = [None, None]
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def host_group(d: Dist):
@@ -208,9 +219,15 @@ class Parallel:
         if self.sharded:
             _fully_shard(self.model, self.device, self.d, self.within_node)
         elif self.d.world > 1:
+            # every rank loaded the same frozen weights: DDP's start-up broadcast of rank 0's module states (all of
+            # them by default: 15 GB for a bf16 7B LLM, at every stage) and its buffer broadcast before each forward
+            # are left to the trainable parameters, which start from rank 0's initialization as before
+            frozen = [n for n, p in self.model.named_parameters() if not p.requires_grad]
+            nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+                self.model, frozen + [n for n, _ in self.model.named_buffers()])
             self.runner = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                find_unused_parameters=self.unused_parameters)
+                find_unused_parameters=self.unused_parameters, broadcast_buffers=False)
 
     def close(self) -> None:
         """End the 1-rank process group this object made (a torchrun group belongs to the launcher)."""
@@ -344,9 +361,15 @@ def shard_mesh(device: torch.device, d: Dist, within_node: bool = False):
         if most != least or d.world % local:
             raise ConfigError(f"fsdp_within_node: {d.world} ranks are not whole nodes of one size (LOCAL_WORLD_SIZE "
                               f"{least} to {most}); give every node as many GPUs, or set fsdp_within_node: false")
-    if not within_node or local >= d.world:
-        return init_device_mesh(device.type, (d.world,))
-    return init_device_mesh(device.type, (d.world // local, local), mesh_dim_names=("replicate", "shard"))
+    shape, names = ((d.world,), None) if not within_node or local >= d.world else \
+        ((d.world // local, local), ("replicate", "shard"))
+    key = (dist.group.WORLD, device.type, shape)
+    if _mesh[0] != key:  # made once per default group: each 2-D mesh makes NCCL communicators of its own (GPU
+        _mesh[:] = [key, init_device_mesh(device.type, shape, mesh_dim_names=names)]  # buffers), one per stage
+    return _mesh[1]
+
+
+_mesh: list = [None, None]  # (the default group, device type, shape) and the mesh `shard_mesh` made for it
 
 
 def _fully_shard(model: nn.Module, device: torch.device, d: Dist, within_node: bool = False) -> None:

@@ -34,7 +34,8 @@ from ..model.llm import LoraOptions
 from ..prompts import Task
 from . import checkpoint, resume
 from .data import DataSection, from_rank0, has_speech, mixes_text
-from .parallel import Dist, Parallel, all_max, all_sum, barrier, init_distributed, llm_device, on_main
+from .parallel import (Dist, Parallel, all_max, all_sum, barrier, init_distributed, llm_device, on_main,
+                       release_groups)
 
 FINAL = "final"  # the finished model folder inside output_dir
 INIT_RECORD = "init_from.json"  # in final/: the folder it started from and `resume.init_identity` of its weights
@@ -521,7 +522,10 @@ class Recipe:
         if not math.isfinite(loss):  # the NaN guard: stop before the optimizer spoils the weights
             where = f"; the last good checkpoint is {self.last_good}" if self.last_good else ""
             raise LLMSRTError(f"[{cfg.stage}] loss is {loss} at step {self.step + 1}: training stopped{where}. Lower "
-                              "optim.lr or check the data")
+                              "optim.lr and add allow_changes=true to resume from it (the same settings reach the "
+                              "same loss again; a loss that is not finite at once then means that checkpoint's "
+                              "weights are spoiled too: start a new output_dir with model.init_from=<an earlier "
+                              "checkpoint>), or check the data")
         if cfg.optim.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.params, cfg.optim.grad_clip)
         self.lr = self.optimizer.param_groups[0]["lr"]  # this step's: after scheduler.step() it is the next one's
@@ -794,4 +798,5 @@ def main(args) -> int:
     if len(configs) > 1:
         raise ConfigError(f"give one config file, got {configs}; use `llm-srt curriculum` for several stages")
     train(load_config(configs[0] if configs else None, [i for i in args.items if "=" in i]))
+    release_groups()
     return 0
