@@ -60,13 +60,18 @@ def test_a_step_the_budget_leaves_undone_is_neither_passed_nor_failed(tmp_path, 
     cut = check.step("cut", command, 60)  # the budget (3 s) stops it before its own limit
     assert cut["ok"] is None and "cut short by the check's time budget" in cut["error"]
     assert check.step("late", command, 60)["ok"] is None  # the budget is spent: not started
-    assert not gpu_check.write_report(check, time.time())  # nothing passed: not a passed check
+    assert gpu_check.write_report(check, time.time()) == "FAILED"  # nothing passed: not a passed check
     check.steps.append({"step": "env", "ok": True, "seconds": 0.1})
-    assert gpu_check.write_report(check, time.time())
-    assert "**passed** (2 steps not done for want of time)" in (tmp_path / "report.md").read_text()
+    assert gpu_check.write_report(check, time.time()) == "incomplete"  # never "passed" with a step undone
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["outcome"] == "incomplete" and not report["ok"] and report["not_proven_here"]
+    md = (tmp_path / "report.md").read_text()
+    assert "**incomplete** (2 steps not done for want of time)" in md and "Not proven by this check: several NCCL" in md
+    check.steps = [s for s in check.steps if s["ok"]]
+    assert gpu_check.write_report(check, time.time()) == "passed"
     check.deadline = time.monotonic() + 60
     assert check.step("own", command, 1)["ok"] is False  # its own limit: a failure
-    assert not gpu_check.write_report(check, time.time())
+    assert gpu_check.write_report(check, time.time()) == "FAILED"
 
     def failed_then_cut():  # a command that fails on its own, then one the budget stops: the step failed
         check.deadline = time.monotonic() + 3
@@ -76,6 +81,19 @@ def test_a_step_the_budget_leaves_undone_is_neither_passed_nor_failed(tmp_path, 
 
     assert check.step("failed", failed_then_cut)["ok"] is False
     check.log.close()
+
+
+def test_cuda_tests_that_all_skip_on_a_gpu_fail_the_step(tmp_path, monkeypatch):
+    """On the CPU the cuda tests skip, as they should; on a GPU a step in which none of them ran (every one skipped,
+    or none collected) is a failure, not a pass."""
+    test = tmp_path / "test_skips.py"
+    test.write_text("import pytest\n\n@pytest.mark.cuda\ndef test_x():\n    pytest.skip('no GPU here')\n")
+    for device, ok in (("cpu", True), ("cuda", False)):
+        check = gpu_check.Check(tmp_path, tmp_path, device, "auto", budget_s=120)
+        result = gpu_check.cuda_tests_step(check, [str(test)])
+        check.log.close()
+        assert result["ok"] is ok and result["skipped"] == 1, result
+    assert "no cuda test ran on the GPU (1 skipped of 1 collected)" in result["error"]
 
 
 def test_cuda_tests_are_found_by_their_marker():

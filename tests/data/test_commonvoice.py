@@ -178,6 +178,17 @@ def test_unknown_locale_folder_asks_for_the_language(locale_dir, tmp_path):
     assert prepare_commonvoice(other, tmp_path / "out", lang="deu").written["dev"] == 1
 
 
+def test_a_release_folder_given_for_a_locale_names_its_locale_folders(locale_dir, tmp_path):
+    """The release folder (cv-corpus-17.0-.../) instead of one of its locales: the error says which to give, with or
+    without --lang, instead of "not a locale of a known language" or "train.tsv missing"."""
+    release = locale_dir.parent
+    for lang in (None, "deu"):
+        with pytest.raises(LLMSRTError, match=rf"{re.escape(str(release))}.*a Common Voice release folder, not a "
+                                              rf"locale's; give one of its locale folders \(de\), e.g. "
+                                              rf"{re.escape(str(locale_dir))}$"):
+            prepare_commonvoice(release, tmp_path / "out", lang=lang)
+
+
 def test_a_table_line_that_is_not_utf8_is_named_by_file_and_line(locale_dir, tmp_path):
     """A damaged extraction: one byte that is not UTF-8 gave a bare UnicodeDecodeError with no file or line."""
     train = locale_dir / "train.tsv"

@@ -166,9 +166,16 @@ def test_no_check_audio_counts_a_missing_wav_the_table_gives_no_length_for(fleur
     assert summary.written["dev"] > 0 and summary.rows_without_clip == 1
 
 
-def test_empty_root_is_a_clear_error(tmp_path):
-    with pytest.raises(LLMSRTError, match="no FLEURS locale folders"):
-        prepare_fleurs(tmp_path, None, tmp_path / "out")
+def test_empty_root_is_a_clear_error(tmp_path, fleurs_root):
+    with pytest.raises(LLMSRTError, match=r"no FLEURS locale folders found \(expected e.g. en_us/, de_de/ with "
+                                          r"train.tsv and audio/\)$"):
+        prepare_fleurs(tmp_path / "out", None, tmp_path / "out")
+    hub = tmp_path / "hub"  # the dataset's own layout: data/<locale>/
+    hub.mkdir()
+    fleurs_root.rename(hub / "data")
+    with pytest.raises(LLMSRTError, match=rf"no FLEURS locale folders .*; this looks like the dataset's root: give "
+                                          rf"{re.escape(str(hub / 'data'))}$"):
+        prepare_fleurs(hub, None, tmp_path / "out")
 
 
 def test_a_table_line_that_is_not_utf8_is_named_by_file_and_line(fleurs_root, tmp_path):

@@ -151,7 +151,7 @@ def read_split(locale_dir: Path, split: str, required: tuple[str, ...] = REQUIRE
     tsv = locale_dir / f"{split}.tsv"
     if not tsv.is_file():
         raise LLMSRTError(f"{tsv}: missing; a Common Voice locale folder has train.tsv, dev.tsv, test.tsv, "
-                          "validated.tsv and clips/")
+                          f"validated.tsv and clips/{'; ' + hint if (hint := _release_hint(locale_dir)) else ''}")
     clips = locale_dir / "clips"
     for lineno, rec in read_table(tsv, required):
         sentence = (rec["sentence"] or "").strip()
@@ -193,6 +193,21 @@ def _row(u: Utterance, lang: str, split: str, duration: float) -> Row:
 def _language_of(locale_dir: Path) -> str:
     code = languages.by_commonvoice_locale().get(locale_dir.name)
     if code is None:
-        raise LLMSRTError(f"{locale_dir}: folder name {locale_dir.name!r} is not a Common Voice locale of a known "
-                          "language; pass the language (--lang deu) or add it to llm_srt/languages.py")
+        hint = _release_hint(locale_dir)
+        raise LLMSRTError(f"{locale_dir}: " + (hint or f"folder name {locale_dir.name!r} is not a Common Voice "
+                          "locale of a known language; pass the language (--lang deu) or add it to "
+                          "llm_srt/languages.py"))
     return code
+
+
+def _release_hint(folder: Path) -> str:
+    """What to give instead when `folder` holds locale folders (a release, cv-corpus-17.0-.../) instead of being
+    one, else ""."""
+    try:
+        locales = sorted(p.name for p in folder.iterdir() if (p / "train.tsv").is_file())
+    except OSError:
+        return ""
+    if not locales:
+        return ""
+    return (f"a Common Voice release folder, not a locale's; give one of its locale folders ({', '.join(locales[:4])}"
+            f"{', ...' if len(locales) > 4 else ''}), e.g. {folder / locales[0]}")

@@ -62,8 +62,11 @@ def prepare_fleurs(root: str | Path, langs: list[str] | None, out: str | Path, d
     root, out = Path(root), Path(out)
     langs = langs or available_languages(root)
     if not langs:
+        below = root / "data"  # the hub's layout: data/<locale>/
+        hint = (f"; this looks like the dataset's root: give {below}" if below.is_dir() and available_languages(below)
+                else "")
         raise LLMSRTError(f"{root}: no FLEURS locale folders found (expected e.g. en_us/, de_de/ with "
-                          "train.tsv and audio/)")
+                          f"train.tsv and audio/){hint}")
     pairs = parse_directions(directions, langs)
     summary = Summary(out, durations_from="the tables' sample counts")
     listed = without_repeats({split: [u for lang in langs for u in read_split(root, lang, split, summary)]
