@@ -84,16 +84,17 @@ def flac_bomb(seconds: float, rate: int = 192_000, value: int = 1000, say_length
 
 
 @contextmanager
-def live_server(app, timeout: float = 30.0, limits=None):
+def live_server(app, timeout: float = 30.0, limits=None, **config):
     """Run `app` with uvicorn on 127.0.0.1 on a free port in a background thread; yields the base URL.
-    `limits`: a serve.guard.ConnectionLimits (timeouts, connection cap) as `llm-srt serve` runs it."""
+    `limits`: a serve.guard.ConnectionLimits (timeouts, connection cap) as `llm-srt serve` runs it; `config`: more
+    uvicorn.Config arguments (forwarded_allow_ips)."""
     import uvicorn
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     extra = limits.uvicorn_config() if limits is not None else {}
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", **extra))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", **extra, **config))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="uvicorn-test")
     thread.start()
     deadline = time.monotonic() + timeout

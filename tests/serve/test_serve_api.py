@@ -200,6 +200,41 @@ def test_timeouts_and_model_failures(translator, clip):
         assert post(c, TRANSLATIONS, clip[1], source_language="eng").status_code == 200  # still serving
 
 
+@pytest.mark.parametrize("trusted, status", [("10.0.0.5", 403), ("127.0.0.1,10.0.0.5", 200), ("*", 200)])
+def test_behind_a_proxy_that_ends_https_the_pages_own_post_passes_once_the_proxy_is_trusted(translator, clip,
+                                                                                             trusted, status):
+    """The proxy (here at 127.0.0.1, as the test client is) says X-Forwarded-Proto https; the browser's Origin is
+    https://NAME. The scheme counts only from an address uvicorn trusts (`serve --forwarded-allow-ips`, which
+    test_serve_verb_builds_the_app sees reach uvicorn; default this host only): from a proxy elsewhere the page's own
+    post was a 403."""
+    import urllib.request
+
+    from serve_helpers import live_server
+
+    parser = argparse.ArgumentParser()
+    serve_app.add_arguments(parser)
+    args = parser.parse_args(["--model", "x", "--host", "0.0.0.0", "--allow-host", "translate.example.org"])
+    app = create_app(translator, serve_app.options_from_args(args))
+    body, boundary = wav_form(clip[1])
+    with live_server(app, forwarded_allow_ips=trusted) as url:
+        request = urllib.request.Request(url + TRANSLATIONS, data=body, method="POST", headers={
+            "Host": "translate.example.org", "Origin": "https://translate.example.org", "X-Forwarded-Proto": "https",
+            "Content-Type": f"multipart/form-data; boundary={boundary}"})
+        try:
+            got = urllib.request.urlopen(request, timeout=60).status
+        except urllib.error.HTTPError as e:
+            got = e.code
+    assert got == status
+
+
+def wav_form(wav: bytes) -> tuple[bytes, str]:
+    boundary = "llmsrtboundary"
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="source_language"\r\n\r\neng\r\n'.encode(),
+             f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n'
+             'Content-Type: audio/wav\r\n\r\n'.encode() + wav + b"\r\n", f"--{boundary}--\r\n".encode()]
+    return b"".join(parts), boundary
+
+
 def test_a_request_the_system_cannot_run_is_the_clients_error_not_the_servers(translator, clip, monkeypatch):
     """A system that says before decoding that it cannot do what was asked (CANNOT_RUN: the whisper system into
     German) answers 400 with its own words; a row that failed in the model stays a 500."""
@@ -284,6 +319,10 @@ def test_serve_verb_builds_the_app(model_dir, clip, monkeypatch, capsys):
     # the connection limits reach uvicorn: read timeouts in the protocol, keep-alive, the connection cap
     assert issubclass(seen["http"], GuardedH11Protocol) and seen["http"].limits == ConnectionLimits()
     assert seen["timeout_keep_alive"] == 5.0 and seen["limit_concurrency"] == ConnectionLimits().max_connections + 1
+    assert seen["proxy_headers"] and "127.0.0.1" in seen["forwarded_allow_ips"]  # uvicorn's default: this host
+    args.forwarded_allow_ips = "10.0.0.5,10.0.0.6"
+    assert serve_app.main(args) == 0 and seen["forwarded_allow_ips"] == "10.0.0.5,10.0.0.6"
+    seen["app"].state.stopping.clear()
     seen["server"].handle_exit(2, None)  # Ctrl-C: uvicorn stops, and so would a warm-up in progress
     assert seen["server"].should_exit and seen["app"].state.stopping.is_set()
     seen["app"].state.stopping.clear()

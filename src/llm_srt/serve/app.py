@@ -483,6 +483,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
                         help="let pages from ORIGIN (scheme://host[:port], or '*') post here and read the replies; "
                              "other cross-origin posts get 403")
+    parser.add_argument("--forwarded-allow-ips", default=None, metavar="IPS",
+                        help="behind a reverse proxy that ends HTTPS: the proxy's addresses (comma-separated, or '*'), "
+                             "whose X-Forwarded-Proto / X-Forwarded-For this server believes, so that the page's own "
+                             "posts from https://NAME pass the origin check (default: uvicorn's, 127.0.0.1 or "
+                             "$FORWARDED_ALLOW_IPS)")
     parser.add_argument("--name", default="llm-srt", help="the model id /v1/models reports")
     parser.add_argument("--max-beam", type=int, default=None,
                         help="the largest beam_size a request may ask for (default: --beam, so a greedy server stays "
@@ -534,7 +539,9 @@ def main(args) -> int:
             super().handle_exit(sig, frame)
 
     stopping = app.state.stopping
-    server = Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="info", **limits.uvicorn_config()))
+    proxy = {} if args.forwarded_allow_ips is None else {"forwarded_allow_ips": args.forwarded_allow_ips}
+    server = Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="info", proxy_headers=True,
+                                   **proxy, **limits.uvicorn_config()))
     try:
         server.run()  # after a signal uvicorn raises it again once it has shut down: KeyboardInterrupt for Ctrl-C
     finally:
