@@ -522,10 +522,26 @@ def limits_from_args(args) -> ConnectionLimits:
                             max_connections=args.max_connections)
 
 
+LOG_FORMAT = "%(levelname)s:     %(name)s: %(message)s"  # beside uvicorn's own lines ("INFO:     ...")
+
+
+def show_server_log() -> None:
+    """The server's own lines (a client gone, a batch failed, a connection closed) on stderr at INFO, as uvicorn's:
+    without a handler only warnings reached stderr, bare, and the INFO lines were lost."""
+    logger = logging.getLogger("llm_srt")
+    if not any(getattr(h, "llm_srt_serve", False) for h in logger.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        handler.llm_srt_serve = True
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
 def main(args) -> int:
     import uvicorn
 
     options, limits = options_from_args(args), limits_from_args(args)  # bad options stop here, before the model
+    show_server_log()
     translator = translator_from_args(args)
     app = create_app(translator, options)
     print(f"llm-srt serve: {args.model} ({translator.system.placement}) on http://{args.host}:{args.port}/ "
