@@ -11,7 +11,8 @@ Steps, each a subprocess with its own time limit, through the real CLI verbs (`p
   cuda-tests  pytest -m cuda (the tests that need a GPU; they skip where torch sees none)
   e2e         tiny random models, a tone-clip corpus: `curriculum` (ASR -> SMT -> SRT, the SRT stage under 1-rank
               FSDP with activation checkpointing), `train` (FSDP) killed with SIGKILL after its first checkpoint and
-              resumed, `translate` and `evaluate` of the SRT model
+              resumed (the steps it trains again must log the killed run's losses), `translate` and `evaluate`
+              of the SRT model
   bench-S     `bench --paper-shape S` for each shape: Table 7 rows, the largest batch, training steps with and
               without activation checkpointing, and with head_losses in 8x larger blocks; greedy with --compile
               (static KV cache, CUDA graphs) too, for qwen2.5-7b at batch 1 and 64
@@ -258,7 +259,8 @@ def e2e_step(check: Check) -> dict:
     final = runs / "srt" / "final"
     parts["curriculum"] = done.returncode == 0 and (final / "config.json").is_file()
 
-    parts["kill_resume"] = kill_and_resume(check, common, limit)
+    resume = kill_and_resume(check, common, limit)
+    parts["kill_resume"], parts["resume_losses"] = resume.pop("kill_resume"), resume.pop("resume_losses")
 
     clip = corpus["test"].parent / "audio" / "eng-5.wav"
     done = check.cli("e2e translate", "translate", str(clip), "--model", str(final), "--src", "eng", "--tgt", "deu",
@@ -276,32 +278,66 @@ def e2e_step(check: Check) -> dict:
                      timeout=limit)
     parts["evaluate"] = done.returncode == 0 and (report / "results.json").is_file()
     failed = [k for k, v in parts.items() if not v]
-    return {"ok": not failed, "parts": parts, **({"error": f"failed: {', '.join(failed)}"} if failed else {})}
+    return {"ok": not failed, "parts": parts, **resume,
+            **({"error": f"failed: {', '.join(failed)}"} if failed else {})}
 
 
-def kill_and_resume(check: Check, common: list[str], limit: float) -> bool:
-    """`train` killed with SIGKILL once its first checkpoint is sealed, then the same command again: it must say
-    it resumed and finish."""
+RESUME_TOLERANCE = {"cpu": 1e-6, "cuda": 2e-2}  # relative difference of a step's loss, resumed against first run
+#   (the CPU's float32 resume is bit-identical, make test; bf16 FSDP on a GPU reduces in another order)
+
+
+def kill_and_resume(check: Check, common: list[str], limit: float) -> dict:
+    """`train` killed with SIGKILL a few steps after its first checkpoint, then the same command again: it must say
+    it resumed, finish, and log the steps it trained again (those after the checkpoint that the killed run had
+    logged) with the killed run's losses, within RESUME_TOLERANCE."""
     out = check.work / "killed"
     argv = [sys.executable, "-m", "llm_srt.cli", "train", str(ROOT / "configs" / "embedded" / "asr.yaml"), *common,
-            "max_steps=30", "save_every=2", f"output_dir={out}",  # 28 steps after the first checkpoint: time to kill
+            "max_steps=30", "save_every=10", f"output_dir={out}",  # killed between steps 12 and 19: time to kill
             "distributed=fsdp"]  # resumed: the optimizer's state loads into sharded parameters
     check.log.write(f"\n===== e2e kill: {' '.join(argv)}\n")
     check.log.flush()
     proc = subprocess.Popen(argv, cwd=ROOT, env=check.env, stdout=check.log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + limit / 2
+    deadline, sealed = time.monotonic() + limit / 2, 0
     while time.monotonic() < deadline and proc.poll() is None:
-        if list((out / "checkpoints").glob("step-*/trainer_state")):
+        sealed = max((int(p.parent.name.split("-")[1]) for p in (out / "checkpoints").glob("step-*/trainer_state")),
+                     default=0)
+        if sealed and max(logged_losses(out), default=0) >= sealed + 2:
             break
-        time.sleep(0.05)
+        time.sleep(0.02)
     killed = proc.poll() is None
     if killed:
         proc.send_signal(signal.SIGKILL)
     proc.wait()
-    check.log.write(f"\n----- killed: {killed}\n")
+    first = {k: v for k, v in logged_losses(out).items() if k > sealed}  # the steps the resumed run trains again
+    check.log.write(f"\n----- killed: {killed} after step {max(first, default=sealed)} (checkpoint {sealed})\n")
     done = check.run("e2e resume", argv, limit)
-    return killed and done.returncode == 0 and "resumed from" in done.stdout + done.stderr \
+    resumed = killed and done.returncode == 0 and "resumed from" in done.stdout + done.stderr \
         and (out / "final" / "config.json").is_file()
+    again = logged_losses(out)
+    worst = max((abs(again[k] - v) / max(abs(v), 1e-9) for k, v in first.items() if k in again), default=None)
+    same = bool(first) and set(first) <= set(again) and worst <= RESUME_TOLERANCE[torch_device_type(check.device)]
+    return {"kill_resume": resumed, "resume_losses": same, "resume_worst_relative": worst,
+            "resume_steps_compared": len(first)}
+
+
+def logged_losses(out: Path) -> dict[int, float]:
+    """step -> loss of an output_dir's train_log.jsonl (a line cut by a kill skipped)."""
+    losses = {}
+    try:
+        lines = (out / "train_log.jsonl").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return losses
+    for line in lines:
+        try:
+            record = json.loads(line)
+            losses[int(record["step"])] = float(record["loss"])
+        except (ValueError, KeyError, TypeError):
+            continue
+    return losses
+
+
+def torch_device_type(device: str) -> str:
+    return "cuda" if device.startswith("cuda") else "cpu"
 
 
 def bench_step(check: Check, shape: str, memory_gib: float | None, compiled: str | None = None) -> dict:
@@ -354,6 +390,9 @@ def write_report(check: Check, started: float) -> str:
                        f"of {s['tests']}" + (f"; {details}" if details else ""))
         if s["step"] == "e2e" and "parts" in s:
             details = ", ".join(f"{k} {'ok' if v else 'FAILED'}" for k, v in s["parts"].items())
+            if s.get("resume_worst_relative") is not None:
+                details += (f" (resumed losses of {s['resume_steps_compared']} steps within "
+                            f"{s['resume_worst_relative']:.1e} of the killed run's)")
         if s["step"] == "env":
             details = ", ".join(f"{k} {v}" for k, v in s.get("versions", {}).items())
         lines.append(f"| {s['step']} | {verdict(s['ok'])} | {s['seconds']} | {details} |")

@@ -30,7 +30,9 @@ def test_cpu_path_runs_every_step_and_writes_the_report(tmp_path):
     steps = {s["step"]: s for s in report["steps"]}
     assert list(steps) == ["env", "cuda-tests", "e2e", "bench-tiny"] and report["ok"]
     assert steps["cuda-tests"]["tests"] >= 1 and steps["cuda-tests"]["skipped"] == steps["cuda-tests"]["tests"]
-    assert steps["e2e"]["parts"] == {"curriculum": True, "kill_resume": True, "translate": True, "evaluate": True}
+    assert steps["e2e"]["parts"] == {"curriculum": True, "kill_resume": True, "resume_losses": True,
+                                     "translate": True, "evaluate": True}
+    assert steps["e2e"]["resume_steps_compared"] >= 2 and steps["e2e"]["resume_worst_relative"] == 0.0  # float32
     bench = steps["bench-tiny"]["result"]
     assert bench["shape"] == "tiny" and bench["decode"] and len(bench["train"]) == 3  # ckpt off, on, wide head blocks
     md = (tmp_path / "report.md").read_text()
