@@ -252,6 +252,37 @@ def test_a_request_the_system_cannot_run_is_the_clients_error_not_the_servers(tr
         assert post(c, TRANSLATIONS, clip[1], source_language="eng", target_language="deu").status_code == 500
 
 
+def test_health_says_failing_when_batch_after_batch_fails_in_the_model_and_ok_once_one_answers(translator, clip,
+                                                                                               monkeypatch):
+    """A CUDA error stays until the process ends: every later batch fails whole. After FAILING_BATCHES such
+    batches in a row /health answers 503 "failing" (an orchestrator's probe restarts the server); a request the
+    system cannot run (400) or one whose client left does not count; one answered request ends it."""
+    from llm_srt.model.systems import CANNOT_RUN, Output, SpeechLLMSystem
+    from llm_srt.serve.batcher import FAILING_BATCHES
+
+    real = SpeechLLMSystem.run_batch
+    broken = {"error": "RuntimeError: CUDA error: an illegal memory access was encountered"}
+    monkeypatch.setattr(SpeechLLMSystem, "run_batch", lambda self, items, opts: [Output(error=broken["error"])
+                                                                                 for _ in items] if broken["error"]
+                        else real(self, items, opts))
+    with local_client(create_app(translator, options(max_batch=1))) as c:
+        for n in range(FAILING_BATCHES):
+            assert c.get("/health").status_code == 200
+            assert post(c, TRANSLATIONS, clip[1], source_language="eng").status_code == 500
+        health = c.get("/health")
+        assert health.status_code == 503 and health.json()["status"] == "failing"
+        assert health.json()["batching"]["failed_batches_in_a_row"] == FAILING_BATCHES
+        assert health.json()["batching"]["last_error"] == broken["error"]
+        broken["error"] = f"{CANNOT_RUN}not this language"  # the client's error: neither way
+        assert post(c, TRANSLATIONS, clip[1], source_language="eng").status_code == 400
+        assert c.get("/health").status_code == 503
+        broken["error"] = None
+        assert post(c, TRANSLATIONS, clip[1], source_language="eng").status_code == 200
+        health = c.get("/health")
+        assert health.status_code == 200 and health.json()["status"] == "ok"
+        assert health.json()["batching"]["failed_batches_in_a_row"] == 0
+
+
 def concurrent_posts(client, clip, n: int, targets=("deu",)) -> list:
     barrier = threading.Barrier(n)
     out = [None] * n

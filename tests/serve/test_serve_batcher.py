@@ -77,7 +77,8 @@ def test_concurrent_requests_share_calls_up_to_max_batch():
     assert rec.segments == [SegmentOptions()] * 2  # the speech cut as translate cuts it by default
     # every caller gets the answer for its own clip, in spite of the grouping
     assert [r.translation for r in results] == [f"n={1000 + i}" for i in range(6)]
-    assert b.stats.to_dict() == {"requests": 6, "calls": 2, "batch_sizes": {"2": 1, "4": 1}}
+    assert b.stats.to_dict() == {"requests": 6, "calls": 2, "batch_sizes": {"2": 1, "4": 1},
+                                 "failed_batches_in_a_row": 0, "last_error": None}
 
 
 def test_every_call_cuts_speech_with_the_servers_segment_options():

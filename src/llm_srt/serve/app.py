@@ -197,12 +197,14 @@ def create_app(translator: SpeechTranslator, options: ServeOptions = ServeOption
         return html
 
     @app.get("/health")
-    async def health() -> dict:
-        return {"status": "ok", "model": options.model_name, "waiting": batcher.waiting, "decoding": decoder.pending,
-                "max_batch": options.batch.max_batch, "batching": batcher.stats.to_dict(),
-                "limits": {"beam_size": options.batch.decoding.beam_size, "max_beam": options.beam_limit,
-                           "max_new_tokens": options.batch.decoding.max_new_tokens,
-                           "max_segment_seconds": options.batch.segment.max_seconds}}
+    async def health() -> JSONResponse:
+        failing = batcher.stats.failing  # a device broken for good (a CUDA error): 503, so that it is restarted
+        return JSONResponse(status_code=503 if failing else 200, content={
+            "status": "failing" if failing else "ok", "model": options.model_name, "waiting": batcher.waiting,
+            "decoding": decoder.pending, "max_batch": options.batch.max_batch, "batching": batcher.stats.to_dict(),
+            "limits": {"beam_size": options.batch.decoding.beam_size, "max_beam": options.beam_limit,
+                       "max_new_tokens": options.batch.decoding.max_new_tokens,
+                       "max_segment_seconds": options.batch.segment.max_seconds}})
 
     @app.get("/v1/models")
     async def models() -> dict:

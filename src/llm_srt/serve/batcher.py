@@ -26,7 +26,7 @@ import numpy as np
 
 from ..audio import SAMPLE_RATE
 from ..errors import LLMSRTError
-from ..infer import SpeechTranslator, TranslationResult
+from ..infer import NOT_RUN, SpeechTranslator, TranslationResult, error_line, retryable
 from ..model.decoding import DecodingOptions
 from ..prompts import Task
 from ..segment import SegmentOptions
@@ -68,9 +68,14 @@ class Pending:
     left: bool = False  # its submit() has returned or raised (answered, failed, timed out or cancelled)
 
 
+FAILING_BATCHES = 3  # batches in a row whose every request failed in the model: the server reports itself failing
+
+
 @dataclass
 class BatchStats:
     sizes: Counter = field(default_factory=Counter)  # batch size -> how many translate() calls had it
+    failed_in_a_row: int = 0  # the latest batches whose every request failed in the model (none answered in part)
+    last_error: str | None = None  # the latest such batch's first error
 
     @property
     def calls(self) -> int:
@@ -82,9 +87,29 @@ class BatchStats:
         """Requests translated (or failed in the model)."""
         return sum(size * n for size, n in self.sizes.items())
 
+    @property
+    def failing(self) -> bool:
+        """FAILING_BATCHES batches in a row failed whole in the model: likely its device is broken for good (a CUDA
+        error stays until the process ends), so `/health` answers 503 and an orchestrator restarts the server;
+        one batch with an answer ends it."""
+        return self.failed_in_a_row >= FAILING_BATCHES
+
+    def ended(self, results: list) -> None:
+        """A batch's results (TranslationResult, or the exception the whole batch raised). Requests whose callers
+        left (NOT_RUN) count neither way, nor do failures said before decoding (CANNOT_RUN)."""
+        ran = [r for r in results if isinstance(r, Exception) or not r.error or r.kept
+               or retryable(r.error) and NOT_RUN not in r.error]
+        failed = [error_line(r) if isinstance(r, Exception) else r.error for r in ran
+                  if isinstance(r, Exception) or r.error and not r.kept]
+        if ran and len(failed) == len(ran):
+            self.failed_in_a_row, self.last_error = self.failed_in_a_row + 1, failed[0]
+        elif ran:
+            self.failed_in_a_row, self.last_error = 0, None
+
     def to_dict(self) -> dict:
         return {"requests": self.requests, "calls": self.calls,
-                "batch_sizes": {str(k): v for k, v in sorted(self.sizes.items())}}
+                "batch_sizes": {str(k): v for k, v in sorted(self.sizes.items())},
+                "failed_batches_in_a_row": self.failed_in_a_row, "last_error": self.last_error}
 
 
 class Batcher:
@@ -197,8 +222,10 @@ class Batcher:
         for p in group:
             p.running = True
         try:
-            await loop.run_in_executor(self._executor, self._translate, group, answer)
+            results = await loop.run_in_executor(self._executor, self._translate, group, answer)
+            self.stats.ended([r for r in results if r is not None])  # the requests that ran (not cancelled)
         except Exception as e:  # noqa: BLE001 - one failing batch must not stop the server
+            self.stats.ended([e])
             for p in group:
                 if not p.future.done():
                     p.future.set_exception(e)
@@ -208,12 +235,12 @@ class Batcher:
                 if p.left:  # its submit() is gone: its audio is let go here (else there, when it returns)
                     self._held -= p.audio.size
 
-    def _translate(self, group: list[Pending], answer: Callable[[int, TranslationResult], object]) -> None:
+    def _translate(self, group: list[Pending], answer: Callable[[int, TranslationResult], object]) -> list:
         """The group through the model, the requests with the least audio first; each request is answered as soon
         as its last segment is back (a short clip batched with a long one does not wait for the long one's other
-        segments), and one whose caller has gone runs no further segment."""
+        segments), and one whose caller has gone runs no further segment. The results of the requests that ran."""
         self.stats.sizes[len(group)] += 1
-        self.translator.translate([p.audio for p in group], [p.src for p in group], [p.tgt for p in group],
+        return self.translator.translate([p.audio for p in group], [p.src for p in group], [p.tgt for p in group],
                                   task=[p.task for p in group], options=group[0].decoding,
                                   batch_size=self.options.max_batch, segment_options=self.options.segment,
                                   on_result=answer, shortest_first=True, cancelled=lambda i: group[i].future.done())
