@@ -263,12 +263,43 @@ def test_largest_batch_stops_at_the_first_out_of_memory(monkeypatch):
     s = paper.largest_batch(System(), clips, DecodingOptions(), options, device.resolve("cpu").device, lambda m: None)
     assert [p["batch_size"] for p in s["probes"]] == [4, 8, 16]
     assert s["largest_fit"] == 16 and s["out_of_memory_at"] == 32 and not s["capped_at_max_batch"]
+    small = paper.PaperOptions(shape="tiny", search_from=4, max_batch=2)  # --max-batch below search_from: the
+    s = paper.largest_batch(System(), clips, DecodingOptions(), small,  # search starts there (it ran no probe)
+                            device.resolve("cpu").device, lambda m: None)
+    assert [p["batch_size"] for p in s["probes"]] == [2] and s["largest_fit"] == 2 and s["capped_at_max_batch"]
     limit["batch"] = 2  # search_from (4) does not fit: halve until a batch does
     s = paper.largest_batch(System(), clips, DecodingOptions(), options, device.resolve("cpu").device, lambda m: None)
     assert [p["batch_size"] for p in s["probes"]] == [2] and s["largest_fit"] == 2 and s["out_of_memory_at"] == 4
     monkeypatch.setattr(paper, "decode_pass", lambda *a: (_ for _ in ()).throw(ValueError("a real bug")))
     with pytest.raises(ValueError):  # anything but out-of-memory is not a search result
         paper.largest_batch(System(), clips, DecodingOptions(), options, device.resolve("cpu").device, lambda m: None)
+
+
+def test_the_equal_memory_ratio_compares_eager_rows_and_needs_a_probe():
+    """The pooled peer has no compiled rows: a --compile row (CUDA graphs) must not make the Q-Former's ratio (here
+    10 / 5 utt/s eager, 40 compiled); the 19 s goal's best row may be the compiled one, and says so. A search that
+    ran no probe measures no ratio at the largest batch. --compiled-only without compiled rows is refused."""
+    from dataclasses import replace
+
+    from llm_srt.bench import paper
+
+    def row(system, ups, compiled=False):
+        return {"system": system, "beam": 1, "batch_size": 2, "compiled": compiled, "utterances": 4,
+                "seconds": 4 / ups, "seconds_per_1000": 1000 / ups, "utterances_per_s": ups, "new_tokens": 4,
+                "speech_tokens": 8, "peak_mib": 100.0, "memory": "rss"}
+
+    options = replace(paper.PaperOptions(shape="tiny"), **paper.TINY)
+    placement = device.resolve("cpu", "float32")
+    rows = [row("llm-srt", 10.0), row("pooled-750", 5.0), row("llm-srt", 40.0, compiled=True)]
+    probes = {name: {"probes": [row(name, ups)], "memory_gib": None} for name, ups in (("llm-srt", 8.0),
+                                                                                     ("pooled-750", 4.0))}
+    out = paper.summarize(options, placement, rows, probes, [], 1.0)
+    assert out["qformer_vs_pooled_at_equal_batch"] == {"2": 2.0} and out["qformer_vs_pooled_at_largest_batch"] == 2.0
+    assert out["best_greedy"]["compiled"] is True and out["best_greedy"]["utterances_per_s"] == 40.0
+    none = {name: {"probes": [], "memory_gib": None} for name in probes}
+    assert paper.summarize(options, placement, rows, none, [], 1.0)["qformer_vs_pooled_at_largest_batch"] is None
+    with pytest.raises(LLMSRTError, match="--compiled-only times the --compile rows alone, and there are none"):
+        paper.PaperOptions(shape="tiny", compiled_only=True)
 
 
 def test_every_probe_of_the_search_is_timed_after_a_warm_up_at_its_batch_size(monkeypatch):

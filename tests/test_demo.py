@@ -344,3 +344,40 @@ def test_the_demo_runs_in_bfloat16_on_a_cpu_with_amx_unless_told(tmp_path, monke
         placement = demo.demo_placement(dtype, said.append)
         assert placement.device.type == "cpu" and placement.dtype == want, (has, dtype)
         assert bool(said) == (has and dtype == "auto") and all("AMX" in line for line in said)
+
+
+def test_the_text_mt_probe_says_what_failed_and_refuses_a_direction_it_could_not_measure():
+    """A direction whose every probe row failed (out of memory, say) was a BLEU of 0, ranked last and printed as a
+    measurement; a failed row among good ones counted as empty without a word."""
+    import pytest
+
+    from llm_srt import demo
+    from llm_srt.errors import LLMSRTError
+    from llm_srt.model.systems import Output
+
+    class Flaky:
+        name = "flaky"
+
+        def __init__(self, fails):
+            self.fails = fails
+
+        def run_batch(self, items, options):
+            if any(self.fails(it) for it in items):
+                raise RuntimeError("CUDA out of memory")
+            return [Output(translation=it.transcript) for it in items]
+
+    rows = [Row(f"r{i}-{t}", "x.wav", 1.0, "eng", f"Will it rain on day {i}?", t, f"Will it rain on day {i}?",
+                "dev", "mini", f"s{i}") for i in range(3) for t in ("deu", "fra")]
+    with pytest.raises(LLMSRTError, match=r"flaky: text MT failed on every probe row of eng->fra \(first: "
+                                          r"RuntimeError: CUDA out of memory; out of GPU memory as a batch of one: "
+                                          r".*\); nothing was measured there"):
+        demo.text_mt_bleu(Flaky(lambda it: it.tgt == "fra"), rows, log=lambda *_: None)
+    logged = []
+    assert demo.text_mt_bleu(Flaky(lambda it: False), rows, log=logged.append) == {"eng-deu": 100.0,
+                                                                                    "eng-fra": 100.0}
+    assert not logged
+    scores = demo.text_mt_bleu(Flaky(lambda it: it.tgt == "fra" and "day 0" in it.transcript), rows,
+                               log=logged.append)  # the halves retry until only that row fails
+    assert len(logged) == 1 and logged[0].startswith("warning: flaky: text MT failed on 1 of 6 probe rows (first: "
+                                                     "RuntimeError: CUDA out of memory; out of GPU memory as a batch")
+    assert logged[0].endswith("); they count as empty translations") and scores["eng-fra"] < 100.0

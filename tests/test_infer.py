@@ -657,3 +657,19 @@ def test_a_folder_given_as_an_input_is_named_with_the_pattern_that_gives_its_fil
     err = capsys.readouterr().err
     assert f"{tmp_path / 'talks'}: is a directory, not a file; name the files in it (a shell pattern: " \
            f"{tmp_path / 'talks'}/*)" in err
+
+
+def test_a_long_input_whose_every_segment_cannot_run_cannot_run_either():
+    """evaluate's journal keeps what cannot run (the whisper system into German) instead of decoding it again on
+    every resume: an input cut into segments, every one of which cannot run, says so too; one with any other failure
+    may succeed again."""
+    from llm_srt.infer import SegmentResult, retryable, segments_error
+    from llm_srt.model.systems import CANNOT_RUN
+
+    said = f"{CANNOT_RUN}the whisper system translates only into English (eng), not deu"
+    both = [SegmentResult(0.0, 20.0, "", "", error=said), SegmentResult(20.0, 40.0, "", "", error=said)]
+    assert segments_error(both).startswith(f"{CANNOT_RUN}2 of 2 segments failed") and not retryable(
+        segments_error(both))
+    mixed = [both[0], SegmentResult(20.0, 40.0, "", "", error="OutOfMemoryError: CUDA out of memory")]
+    assert segments_error(mixed).startswith("2 of 2 segments failed") and retryable(segments_error(mixed))
+    assert not retryable(segments_error(both[:1])) and retryable("RuntimeError: boom") and not retryable(None)

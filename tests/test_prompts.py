@@ -45,6 +45,8 @@ def test_parse_well_formed():
     ("<|eng|><|deu|>a<|eng|><|deu|>b", "a", "b", False),  # the prompt's tags written again first: never well formed
     (" <|eng|><|deu|> a <|eng|><|deu|>b<|eng|><|deu|>", "a", "b", False),
     ("<|eng|><|deu|><|eng|><|deu|>b", "", "b", False),
+    ("<|eng|>Hello<|eng|><|deu|>Hallo", "Hello", "Hallo", False),  # the source tag alone first, then the pair
+    ("<|eng|>Hello<|deu|>", "", "Hello", False),  # no pair after it: the tag is the separator
     ("<|eng|><|deu|>Hallo Welt.<|eng|>", "", "Hallo Welt.", False),  # no second pair: a translation cut at a tag
     ("<|fim_pad|>a<|eng|><|deu|>b<|im_end|>", "a", "b", True),  # a tokenizer's own tags are not language tags
     ("a<|eng|><|deu|><|box_start|>b", "a", "b", True),

@@ -106,13 +106,25 @@ def bleu_per_direction(scores: Mapping[str, float]) -> str:
     return ", ".join(f"{d.replace('-', '->')} {b:.1f}" for d, b in scores.items())
 
 
-def text_mt_bleu(system, rows: list) -> dict[str, float]:
-    """BLEU per direction ("src-tgt") of a text-MT system translating the rows' gold transcripts."""
+def text_mt_bleu(system, rows: list, log=print) -> dict[str, float]:
+    """BLEU per direction ("src-tgt") of a text-MT system translating the rows' gold transcripts. Failed rows count as
+    empty translations and are said (count and first error); a direction whose every row failed measured nothing:
+    an LLMSRTError, not a BLEU of 0 that would rank it last."""
     from .evaluate.report import score_system
     from .evaluate.run import run_text_mt
     from .model.decoding import DecodingOptions
 
-    scores = score_system("text MT", run_text_mt(system, rows, DecodingOptions(), batch_size=8)).bleu
+    results = run_text_mt(system, rows, DecodingOptions(), batch_size=8)
+    failed = [r for r in results if r.error is not None]
+    if failed:
+        ran = {(r.src, r.tgt) for r in results if r.error is None}
+        lost = sorted({f"{r.src}->{r.tgt}" for r in failed if (r.src, r.tgt) not in ran})
+        if lost:
+            raise LLMSRTError(f"{system.name}: text MT failed on every probe row of {', '.join(lost)} (first: "
+                              f"{failed[0].error}); nothing was measured there")
+        log(f"warning: {system.name}: text MT failed on {len(failed)} of {len(results)} probe rows (first: "
+            f"{failed[0].error}); they count as empty translations")
+    scores = score_system("text MT", results).bleu
     return {f"{s}-{t}": round(b.score, 2) for (s, t), b in scores.items()}
 
 
@@ -126,7 +138,7 @@ def choose_directions(dev_manifest: Path, log=print, candidates=DEMO_DIRECTIONS,
     from .model.systems import TextMTSystem
 
     rows = probe_rows(dev_manifest, candidates, sentences)
-    scores = text_mt_bleu(TextMTSystem(None, placement or device.resolve("auto")), rows)
+    scores = text_mt_bleu(TextMTSystem(None, placement or device.resolve("auto")), rows, log)
     ranked = sorted(scores, key=lambda d: (-scores[d], d))
     chosen = [tuple(d.split("-")) for d in ranked[:n]]
     k = len({r.sentence_id for r in rows})
@@ -433,8 +445,8 @@ def measure_runs(systems: Mapping[str, str], rows: list, probe: list | None = No
         line = (f"{name}: mean reference loss {sum(losses) / len(losses):.3f} nats/token ({task.value}, "
                 f"{len(rows)} rows)")
         if probe:
-            bleu = out["text_mt"][name] = text_mt_bleu(TextMTSystem.of_speech_llm(model, name), probe)
-            own = out["text_mt_own_prompt"][name] = text_mt_bleu(SpeechLLMSystem(model, name), probe)
+            bleu = out["text_mt"][name] = text_mt_bleu(TextMTSystem.of_speech_llm(model, name), probe, log)
+            own = out["text_mt_own_prompt"][name] = text_mt_bleu(SpeechLLMSystem(model, name), probe, log)
             line += (f"; its LLM's text MT, BLEU {bleu_per_direction(bleu)} (from its own MT prompt: "
                      f"{bleu_per_direction(own)})")
         log(line)

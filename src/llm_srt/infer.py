@@ -383,8 +383,9 @@ def segments_error(segments: Sequence[SegmentResult]) -> str | None:
     if len(segments) == 1:
         return failed[0].error
     first = failed[0]
-    return (f"{len(failed)} of {len(segments)} segments failed (the first, {subtitles.timestamp(first.start, '.')} "
-            f"to {subtitles.timestamp(first.end, '.')}: {first.error})")
+    said = CANNOT_RUN if all(not retryable(s.error) for s in failed) else ""  # known before decoding, every one
+    return (f"{said}{len(failed)} of {len(segments)} segments failed (the first, "
+            f"{subtitles.timestamp(first.start, '.')} to {subtitles.timestamp(first.end, '.')}: {first.error})")
 
 
 def _result(a: _Input, lang: str | None, duration: float, segments: list[SegmentResult],

@@ -39,7 +39,7 @@ def embedded_llm_dir() -> Path:
     return cache_dir() / "models" / "gemma-3-270m"
 
 
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")  # the files `weights_identity` samples
+WEIGHT_SUFFIXES = (".safetensors", ".gguf", ".bin", ".pt", ".pth")  # a folder's weight files, by preference
 SAMPLES, SAMPLE_BYTES = 16, 1 << 16  # evenly spaced blocks a weight file is sampled at, and their size
 EMBEDDED = "embedded"  # the model name that stands for the converted embedded default in configs and checkpoints
 
@@ -70,10 +70,9 @@ def weights_identity(value: str | None, kind: str) -> str | None:
         path = Path(resolve_model(value, kind)).expanduser()
     except LLMSRTError:
         return None
-    files = [path] if path.is_file() else sorted(
-        f for f in path.rglob("*") if f.is_file() and f.name.endswith(WEIGHT_SUFFIXES)) if path.is_dir() else []
     h = hashlib.blake2b(digest_size=16)
     try:
+        files = [path] if path.is_file() else weight_files(path) if path.is_dir() else []
         for f in files:
             size = f.stat().st_size
             h.update(f"{f.relative_to(path) if f != path else ''}:{size}\n".encode())  # a renamed file: the same
@@ -84,6 +83,18 @@ def weights_identity(value: str | None, kind: str) -> str | None:
     except OSError:
         return None
     return h.hexdigest() if files else None
+
+
+def weight_files(folder: Path) -> list[Path]:
+    """The weight files a loader reads from a model folder: its top-level files of the first kind in WEIGHT_SUFFIXES
+    that it has (safetensors before a pytorch_model.bin or a CTranslate2 model.bin beside them; never a subfolder's,
+    as Llama downloads' original/*.pth, nor a Trainer's checkpoint-*/ or training_args.bin beside safetensors)."""
+    present = sorted(f for f in folder.iterdir() if f.is_file())
+    for suffix in WEIGHT_SUFFIXES:
+        chosen = [f for f in present if f.name.endswith(suffix) and f.name != "training_args.bin"]
+        if chosen:
+            return chosen
+    return []
 
 
 def checkpoint_relative(directory: str | Path, path: str) -> str:

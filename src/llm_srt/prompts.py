@@ -104,7 +104,7 @@ def parse_srt(text: str) -> SRTOutput:
     if not text[:matches[0].start()].strip():  # the prompt's tags written again first ("<|eng|><|deu|>Hello.<|eng|>
         lead = _tag_run(text, matches)  # <|deu|>Hallo."): the parts follow them, when a pair of tags follows text
         rest = matches[len(lead):]
-        if len(lead) >= 2 and rest and len(_tag_run(text, rest)) >= 2:
+        if rest and len(_tag_run(text, rest)) >= 2:  # (a lone source tag first too: "<|eng|>Hello<|eng|><|deu|>..")
             return replace(parse_srt(text[lead[-1].end():]), well_formed=False)
     first = matches[0]
     run = _tag_run(text, matches)

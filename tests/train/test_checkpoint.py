@@ -297,6 +297,11 @@ def test_weights_identity_follows_the_weights_not_the_path_and_reads_a_sample(tm
     first = paths.weights_identity(str(tmp_path / "a"), "llm")
     shutil.copytree(tmp_path / "a", tmp_path / "b")
     (tmp_path / "b" / "README.md").write_text("other notes")
+    # files the loader does not read beside the safetensors: another download's extras, a Trainer's leftovers
+    (tmp_path / "b" / "pytorch_model.bin").write_bytes(b"old format")
+    (tmp_path / "b" / "training_args.bin").write_bytes(b"args")
+    (tmp_path / "b" / "original").mkdir()
+    (tmp_path / "b" / "original" / "consolidated.00.pth").write_bytes(b"meta's own format")
     assert paths.weights_identity(str(tmp_path / "b"), "llm") == first  # a copy elsewhere: the same model
     changed = np.frombuffer(weights, dtype=np.uint8).copy()
     changed[1 << 10::1 << 14] ^= 1  # a bit in every 16 KiB past the header: a fine-tune changes nearly every block
@@ -308,6 +313,11 @@ def test_weights_identity_follows_the_weights_not_the_path_and_reads_a_sample(tm
     renamed.write_bytes(weights)
     assert paths.weights_identity(str(gguf), "llm") == paths.weights_identity(str(renamed), "llm") is not None
     assert paths.weights_identity(str(tmp_path / "missing"), "llm") is None
+    ct2 = tmp_path / "ct2"  # a CTranslate2 Whisper folder: its model.bin
+    ct2.mkdir()
+    (ct2 / "model.bin").write_bytes(weights)
+    (ct2 / "training_args.bin").write_bytes(b"args")
+    assert [f.name for f in paths.weight_files(ct2)] == ["model.bin"]
     assert paths.weights_identity(None, "llm") is None
     read = []
     real_open = open

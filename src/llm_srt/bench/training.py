@@ -68,6 +68,8 @@ def time_training(model, utts: list, batch_size: int, steps: int, workdir: Path)
 
     model.train()
     device = model.device
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16,  # the recipe's step on a GPU: bf16 weights, bf16
+                              enabled=device.type == "cuda" and model.llm_dtype == torch.bfloat16)  # autocast
     timing = False
     whisper.encode = timed_encode
     try:
@@ -80,7 +82,9 @@ def time_training(model, utts: list, batch_size: int, steps: int, workdir: Path)
                     dev.synchronize(device)
                     t0 = time.perf_counter()
                     optimizer.zero_grad(set_to_none=True)
-                    model(batches[way]())["loss"].backward()
+                    with autocast:  # the forward only, as the recipe
+                        loss = model(batches[way]())["loss"]
+                    loss.backward()
                     optimizer.step()
                     dev.synchronize(device)
                     if step:

@@ -18,7 +18,7 @@ from torch import nn
 from transformers import WhisperConfig, WhisperFeatureExtractor
 from transformers.models.whisper.modeling_whisper import WhisperEncoder as HFWhisperEncoder
 
-from ..audio import SAMPLE_RATE, WINDOW_SECONDS
+from ..audio import MIN_SAMPLES, SAMPLE_RATE, WINDOW_SECONDS
 from ..errors import AudioError, LLMSRTError
 
 HOP_LENGTH = 160  # samples per mel frame (10 ms at 16 kHz)
@@ -156,6 +156,8 @@ class WhisperEncoder(nn.Module):
                              "window; segment long audio first (llm_srt.audio)")
         if len(audio) < HOP_LENGTH:
             raise AudioError(f"audio #{index}: {len(audio)} samples is too short (need at least {HOP_LENGTH})")
+        if len(audio) < MIN_SAMPLES:  # the STFT's reflect padding needs more than 200: padded as load_audio pads (a
+            audio = np.pad(audio, (0, MIN_SAMPLES - len(audio)))  # 160-200 sample array was a bare RuntimeError)
         padding = "max_length" if self.pad_to_30s else "longest"
         # the STFT runs where the encoder runs: on a GPU ~20x faster than numpy's per clip (bench: 5.4 ms a 10 s clip
         # on the CPU, ~5 s per 1,000 utterances), equal to the CPU's within 1e-5 (the extractor's own tolerance)

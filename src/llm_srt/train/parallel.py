@@ -232,6 +232,7 @@ class Parallel:
     def close(self) -> None:
         """End the 1-rank process group this object made (a torchrun group belongs to the launcher)."""
         if self._own_group and dist.is_initialized():
+            _mesh[:] = [None, None]  # its mesh holds the group: let go with it (`release_groups`)
             dist.destroy_process_group()
         if self._own_group:
             shutil.rmtree(self._own_group, ignore_errors=True)
