@@ -162,6 +162,18 @@ def test_comet_may_reach_the_hub_unless_the_user_said_offline(monkeypatch):
     assert "HF_HUB_OFFLINE" not in env and env["TRANSFORMERS_OFFLINE"] == "1"
 
 
+def test_comet_under_torchrun_is_not_told_it_is_a_rank(monkeypatch):
+    """Rank 0 of an evaluate under torchrun runs COMET alone: Lightning would take torchrun's variables for a launch
+    of its own and wait for the other ranks; the rank's GPU (CUDA_VISIBLE_DEVICES) stays."""
+    launched = {"RANK": "0", "WORLD_SIZE": "4", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "4", "GROUP_RANK": "0",
+                "MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29500", "TORCHELASTIC_RUN_ID": "x",
+                "CUDA_VISIBLE_DEVICES": "0,1,2,3"}
+    for key, value in launched.items():
+        monkeypatch.setenv(key, value)
+    env = comet._bridge_env()
+    assert [k for k in launched if k in env] == ["CUDA_VISIBLE_DEVICES"]
+
+
 def test_sample_reads_the_reference_transcript_as_the_source():
     row = UtteranceResult(id="1", src="eng", tgt="deu", hyp_translation="x", ref_transcript="s", ref_translation="r")
     assert comet.sample(row) == {"src": "s", "mt": "x", "ref": "r"}

@@ -398,3 +398,19 @@ def test_p_is_the_centred_signed_test_not_sacrebleus_paired_bs():
         theirs.append(out["BLEU"].p_value)
     assert paired_bootstrap(*rows).delta == pytest.approx(1.77, abs=0.005)
     assert all(0.40 <= p <= 0.42 for p in ours) and all(0.13 <= p <= 0.155 for p in theirs), (ours, theirs)
+
+
+def test_the_transcript_test_takes_the_manifests_sentences_as_the_bleu_test_does():
+    """Two sentences that read alike ("yes", two sentence ids) are two units, as in the BLEU test; before, the
+    transcript test merged every row with one normalized reference into one. One sentence's clips (two speakers,
+    one sentence id) stay one unit."""
+    from llm_srt.evaluate.significance import paired_error_rates
+
+    def rows(hyp):
+        texts = [("s1", "yes"), ("s2", "yes"), ("s3", "the cat sat"), ("s3", "the cat sat"), ("s4", "a dog ran")]
+        return [{"id": f"r{i}", "src": "eng", "tgt": "deu", "ref_transcript": ref, "hyp_transcript": hyp(i, ref),
+                 "ref_translation": "x", "hyp_translation": "x", "task": "srt", "sentence": sid}
+                for i, (sid, ref) in enumerate(texts)]
+
+    comparison = paired_error_rates(rows(lambda i, s: s), rows(lambda i, s: s if i % 2 else "no"), samples=100)
+    assert comparison["eng"].sentences == 4  # s1, s2, s3 (its two clips together), s4

@@ -130,11 +130,18 @@ def segment_scores(samples: list[dict[str, str]], options: CometOptions) -> list
     return [float(s) for s in scores]
 
 
+LAUNCHER_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE",
+                 "ROLE_RANK", "ROLE_WORLD_SIZE", "ROLE_NAME", "MASTER_ADDR", "MASTER_PORT")  # and TORCHELASTIC_*
+
+
 def _bridge_env() -> dict[str, str]:
     """The COMET Python's environment: ours without the offline switches our CLI turned on for its own runs (a
     user's own stay): COMET downloads a model given by name, and its encoder reads xlm-roberta-large's config and
-    tokenizer from the Hugging Face hub or its cache, even for a model on disk."""
-    return {k: v for k, v in os.environ.items() if k not in paths.OFFLINE_SET_HERE}
+    tokenizer from the Hugging Face hub or its cache, even for a model on disk. Nor torchrun's variables (rank 0 of
+    an `evaluate` under torchrun scores COMET alone): Lightning takes RANK, LOCAL_RANK, ... for a launch of its own
+    and would wait for the other ranks at MASTER_ADDR."""
+    return {k: v for k, v in os.environ.items() if k not in paths.OFFLINE_SET_HERE and k not in LAUNCHER_VARS
+            and not k.startswith("TORCHELASTIC_")}
 
 
 def install_env(target: Path | None = None, force: bool = False, log=print) -> Path:

@@ -199,9 +199,9 @@ def paired_error_rates_runs(a: Sequence[Iterable[UtteranceResult | Mapping]],
                             seed: int = 0) -> dict[str, Comparison]:
     """`paired_error_rates` over several training runs of each system, as `paired_bootstrap_runs` for BLEU. The rows
     scored are the report's (`report.transcript_rows`: a failed row is an empty transcript). The unit resampled is
-    the sentence, i.e. a source language's rows with one reference transcript, of every run together: the rows of
-    one clip translated into several targets (SRT writes a transcript for each) are one sentence, not several
-    independent ones. The statistic is the corpus rate, 100 x the resampled sentences' errors / their reference
+    the sentence (`sentence_key`: the manifest's sentence id where recorded, else a source language's rows with one
+    reference transcript), of every run together: the rows of one clip translated into several targets (SRT writes
+    a transcript for each) are one sentence, not several independent ones. The statistic is the corpus rate, 100 x the resampled sentences' errors / their reference
     length, per source language, so the observed values are the report's WER/CER. Languages whose references all
     normalize to the empty string are left out, as in the report."""
     if len(a) != len(b) or not a:
@@ -220,9 +220,12 @@ def paired_error_rates_runs(a: Sequence[Iterable[UtteranceResult | Mapping]],
         raise LLMSRTError("no rows with a reference transcript and a system transcript to compare")
     check_samples(samples)
     rng = np.random.default_rng(seed)
+    # id -> its test sentence, as the BLEU test's (the manifest's sentence id; else the clip by its normalized
+    # reference): two sentences that read alike ("yes") stay two units, one clip's rows in several targets one
+    unit = sentence_keys([{r.id: r for rows in by_src.values() for r in rows} for system in runs for by_src in system])
     out = {}
     for src, rows in first.items():
-        sentence = {r.id: normalize(r.ref_transcript, src) for r in rows}  # id -> the sentence it belongs to
+        sentence = {r.id: unit[r.id] for r in rows}  # id -> the sentence it belongs to
         groups = {k: i for i, k in enumerate(dict.fromkeys(sentence.values()))}
         counts = []  # per system: (sentences, 2) errors and reference length, summed over rows and runs
         for system in runs:
