@@ -118,3 +118,20 @@ def test_duration_reads_the_header_and_names_what_it_cannot_read(tmp_path):
         with pytest.raises(AudioError) as e:
             duration(tmp_path / name)
         assert str(e.value).startswith(f"{tmp_path / name}: {words}"), str(e.value)
+
+
+def test_int16_scaled_float_audio_is_an_error_not_a_square_wave(tmp_path):
+    """Float samples at int16 scale (int16.astype(float32), or a FLOAT wav written so) were clipped to +-1 without
+    a word: 97% of a 0.3-amplitude sine at +-1. A hot float mix (peak 4) is still clipped as before."""
+    t = np.arange(16000) / 16000
+    tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    scaled = tone * 32767
+    with pytest.raises(AudioError, match=r"<audio>: samples reach 9830, far outside \[-1, 1\]: integer-scaled "
+                                         r"audio stored as float\? divide by 32768 \(int16\)"):
+        load_audio(scaled)
+    path = tmp_path / "scaled.wav"
+    sf.write(path, scaled, 16000, subtype="FLOAT")
+    with pytest.raises(AudioError, match=r"scaled.wav: samples reach 9830"):
+        load_audio(path)
+    hot = load_audio(tone * 13)  # peak 3.9: a hot mix, clipped
+    assert np.abs(hot).max() == 1.0

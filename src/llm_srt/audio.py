@@ -18,6 +18,8 @@ from .errors import AudioError, AudioOverLimit, UndecodableAudio, open_regular, 
 
 SAMPLE_RATE = 16000  # Whisper's rate
 WINDOW_SECONDS = 30  # Whisper's fixed window: the longest clip its encoder takes
+MAX_PEAK = 256.0  # float samples beyond this are integer-scaled (int16 values in a float file: a -40 dBFS
+#   signal peaks at 327), not a hot mix (those are clipped to [-1, 1], as before)
 MIN_SAMPLES = 400  # 25 ms, one log-mel window: shorter clips are padded (the STFT's reflect padding needs > 200)
 MAX_SECONDS_DEFAULT = 4 * 3600  # refuse to decode more than this into memory at once (921.6 MB at 16 kHz)
 MAX_BYTES_DEFAULT = 16 << 30  # decoded samples (float32, every channel, the file's own rate) read from one input:
@@ -52,6 +54,9 @@ def load_audio(source: AudioInput, sr: int = SAMPLE_RATE, max_seconds: float | N
         raise AudioError(f"{label}: the audio is empty (0 samples); check the file was written completely")
     if samples.size < MIN_SAMPLES:
         samples = np.pad(samples, (0, MIN_SAMPLES - samples.size))
+    if (peak := float(np.abs(samples).max())) > MAX_PEAK:  # clipped, it would reach the model as a square wave
+        raise AudioError(f"{label}: samples reach {peak:.4g}, far outside [-1, 1]: integer-scaled audio stored as "
+                         "float? divide by 32768 (int16) or 2147483648 (int32), or re-export it")
     return np.clip(samples, -1.0, 1.0, out=samples)
 
 

@@ -30,6 +30,24 @@ def test_keep_last_and_best(tmp_path):
     assert checkpoint.latest(tmp_path).step == 5
 
 
+@pytest.mark.parametrize("keep_last", [1, 2])
+def test_a_run_resumed_from_an_older_checkpoint_keeps_its_own_and_its_true_best(tmp_path, keep_last):
+    """Steps 2 and 3 damaged, the run resumes from 1 and saves 2 again: the abandoned steps' numbers (and step 3's
+    dev loss of 0.5) crowded the new checkpoint out of keep_last (nothing resumable was left) and kept a stale best."""
+    for step, loss in ((1, 1.0), (2, 0.9), (3, 0.5)):
+        checkpoint.save(tmp_path, step, _save_model({"w": torch.randn(100)}), {"step": step}, keep_last=3,
+                        dev_loss=loss)
+    for step in (2, 3):
+        (tmp_path / "checkpoints" / checkpoint.step_name(step) / "adapter.pt").write_bytes(b"")
+    assert checkpoint.latest(tmp_path, log=lambda _: None).step == 1
+    checkpoint.save(tmp_path, 2, _save_model({"w": torch.randn(100)}), {"step": 2}, keep_last=keep_last,
+                    dev_loss=float("nan"))  # a NaN dev loss is no best either
+    index = json.loads((tmp_path / "checkpoints" / "index.json").read_text())
+    assert index == {"steps": [1, 2], "best_step": 1, "best_loss": 1.0}
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("step-*")) == ["step-00000001", "step-00000002"]
+    assert checkpoint.latest(tmp_path, log=lambda _: None).step == 2
+
+
 def test_truncated_checkpoint_falls_back_with_a_message(tmp_path):
     for step in (1, 2):
         checkpoint.save(tmp_path, step, _save_model({"w": torch.randn(1000)}), {"step": step}, keep_last=3)
@@ -324,3 +342,20 @@ def test_weights_identity_follows_the_weights_not_the_path_and_reads_a_sample(tm
     monkeypatch.setattr("builtins.open", lambda f, *a, **k: read.append(f) or real_open(f, *a, **k))
     paths.weights_identity(str(tmp_path / "a"), "llm")
     assert [Path(f).name for f in read] == ["model-00001.safetensors"]  # README and the like are not weights
+
+
+def test_a_file_system_without_flock_does_not_pass_for_another_run(tmp_path, monkeypatch, caplog):
+    """Lustre mounted -o noflock (ENOLCK), some FUSE mounts (ENOSYS): the run goes on with a warning; before, it was
+    refused as "another training run is writing this output folder". A lock another process holds still refuses."""
+    import errno
+    import fcntl
+
+    for code in (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP):
+        monkeypatch.setattr(fcntl, "flock", lambda fd, op, code=code: (_ for _ in ()).throw(OSError(code, "no")))
+        with caplog.at_level("WARNING"):
+            lock = checkpoint.RunLock(tmp_path).acquire()
+        lock.release()
+        assert "takes no lock" in caplog.text
+    monkeypatch.setattr(fcntl, "flock", lambda fd, op: (_ for _ in ()).throw(OSError(errno.EWOULDBLOCK, "busy")))
+    with pytest.raises(LLMSRTError, match="another training run is writing this output folder"):
+        checkpoint.RunLock(tmp_path).acquire()

@@ -14,6 +14,7 @@ message, never loaded. Other names in checkpoints/ (step-*.bak copies, temporary
 """
 
 import datetime
+import errno
 import fcntl
 import hashlib
 import json
@@ -167,8 +168,18 @@ def save(run_dir: Path, step: int, save_model: Callable[[Path], None], trainer_s
     _fsync_dir(ckpt_root)
 
     index = read_index(ckpt_root, log=log)
-    index["steps"] = sorted(set(index["steps"]) | {step})
-    if dev_loss is not None and (index["best_loss"] is None or dev_loss < index["best_loss"]):
+    # steps past this one are a run this one abandoned (it resumed from an older checkpoint, the newer ones damaged):
+    # they leave the index, and their folders go, so that neither they nor their dev losses crowd this run's own
+    # checkpoints (the one it resumed from included) out of keep_last and the best
+    abandoned = [s for s in index["steps"] if s > step]
+    index["steps"] = sorted({s for s in index["steps"] if s < step} | {step})
+    if index["best_step"] is not None and index["best_step"] >= step:  # abandoned, or this step written again
+        index["best_step"], index["best_loss"] = None, None
+        for s in index["steps"][:-1]:
+            loss = _read_state_json(ckpt_root / step_name(s)).get("dev_loss")
+            if _finite(loss) and (index["best_loss"] is None or loss < index["best_loss"]):
+                index["best_step"], index["best_loss"] = s, loss
+    if _finite(dev_loss) and (index["best_loss"] is None or dev_loss < index["best_loss"]):
         index["best_step"], index["best_loss"] = step, dev_loss
     keep = set(index["steps"][-keep_last:]) | ({index["best_step"]} if index["best_step"] is not None else set())
     try:
@@ -176,7 +187,7 @@ def save(run_dir: Path, step: int, save_model: Callable[[Path], None], trainer_s
     except OSError as e:
         raise LLMSRTError(f"{ckpt_root / INDEX}: cannot write the checkpoint index ({e.strerror or e}); {final.name} "
                           "is saved: fix or remove the index, then run the same command to resume") from None
-    for s in index["steps"]:
+    for s in index["steps"] + abandoned:
         if s not in keep:
             shutil.rmtree(ckpt_root / step_name(s), ignore_errors=True)
     return final
@@ -375,7 +386,12 @@ class RunLock:
                               "output_dir") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except OSError as e:
+            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):  # no flock on this file system
+                logger.warning("%s: this file system takes no lock (%s): nothing keeps a second run off this "
+                               "output folder", self.path, e.strerror or e)  # (Lustre -o noflock, some FUSE)
+                self._fd = fd
+                return self
             holder = os.pread(fd, 4096, 0).decode("utf-8", "replace")
             os.close(fd)
             raise LLMSRTError(f"{self.path.parent}: another training run is writing this output folder "
@@ -393,7 +409,10 @@ class RunLock:
 
     def release(self) -> None:
         if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+            except OSError:  # a file system without flock: there was nothing to let go
+                pass
             os.close(self._fd)
             self._fd = None
 
