@@ -673,3 +673,19 @@ def test_a_long_input_whose_every_segment_cannot_run_cannot_run_either():
     mixed = [both[0], SegmentResult(20.0, 40.0, "", "", error="OutOfMemoryError: CUDA out of memory")]
     assert segments_error(mixed).startswith("2 of 2 segments failed") and retryable(segments_error(mixed))
     assert not retryable(segments_error(both[:1])) and retryable("RuntimeError: boom") and not retryable(None)
+
+
+def test_line_width_is_checked_before_any_model_loads():
+    import argparse
+
+    from llm_srt import infer
+    from llm_srt.errors import LLMSRTError
+
+    parser = argparse.ArgumentParser()
+    infer.add_arguments(parser)
+    for bad in ("3", "-1"):
+        args = parser.parse_args(["a.wav", "--model", "nowhere", "--src", "eng", "--tgt", "deu", "--format", "srt",
+                                  "--line-width", bad])
+        with pytest.raises(LLMSRTError, match=rf"--line-width {bad}: give 0 \(one unwrapped cue a segment\) or at "
+                                              "least 10 columns"):
+            infer.main(args)

@@ -86,3 +86,45 @@ def test_vtt_escapes_what_its_cue_text_cannot_hold_and_srt_keeps_it():
     assert parse(to_vtt([cue]), VTT_TIME, header="WEBVTT")[0][3] == ["a &lt;b&gt; &amp; c",
                                                                      "Tom &amp; Jerry &lt;i&gt;3 &gt; 2&lt;/i&gt;"]
     assert parse(to_srt([cue]), SRT_TIME)[0][3] == ["a <b> & c", "Tom & Jerry <i>3 > 2</i>"]
+
+
+def _segment(start, end, transcript, translation):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(start=start, end=end, transcript=transcript, translation=translation)
+
+
+def test_a_long_segment_becomes_cues_of_two_short_lines_timed_by_their_share():
+    """A 30 s segment was one cue with its translation on one line of 300+ characters, off any screen. Now: lines
+    of at most 42 columns, two a cue (one each with the transcript above), consecutive cues that cover the segment
+    exactly, each long in proportion to the text it shows."""
+    from llm_srt.subtitles import MAX_LINE_WIDTH, segment_cues
+
+    english = ("The quick brown fox jumps over the lazy dog and keeps running through the forest until the sun "
+               "goes down behind the hills of the far country, where nobody has ever seen it again.")
+    german = ("Der schnelle braune Fuchs springt über den faulen Hund und läuft weiter durch den Wald, bis die "
+              "Sonne hinter den Hügeln des fernen Landes untergeht, wo ihn niemand je wieder gesehen hat.")
+    for mode, lines_each in (("both", 1), ("translation", 2)):
+        cues = segment_cues([_segment(10.0, 40.0, english, german)], mode)
+        assert len(cues) > 2 and cues[0].start == 10.0 and cues[-1].end == 40.0
+        assert all(a.end == b.start for a, b in zip(cues, cues[1:]))  # no gap, no overlap
+        for cue in cues:
+            lines = cue.text.split("\n")
+            assert len(lines) <= 2 and all(len(line) <= MAX_LINE_WIDTH for line in lines), cue
+        shown = " ".join(c.text.split("\n")[-1] for c in cues) if mode == "both" else " ".join(
+            c.text.replace("\n", " ") for c in cues)
+        assert shown == german  # every word, in order, once
+        if mode == "both":
+            assert " ".join(c.text.split("\n")[0] for c in cues) == english
+    one = segment_cues([_segment(10.0, 40.0, english, german)], "translation", width=0)  # as before
+    assert one == [Cue(10.0, 40.0, german)]
+    assert segment_cues([_segment(1.0, 2.0, "hi", "hallo")]) == [Cue(1.0, 2.0, "hi\nhallo")]  # fits: untouched
+
+
+def test_cjk_lines_break_between_characters_and_count_two_columns_each():
+    from llm_srt.subtitles import segment_cues
+
+    japanese = "今日はとても良い天気ですね。明日も晴れるといいですね。そして来週も晴れてほしいです。"  # 42 characters
+    cues = segment_cues([_segment(0.0, 9.0, "", japanese)], "translation")
+    lines = [line for c in cues for line in c.text.split("\n")]
+    assert "".join(lines) == japanese and all(len(line) <= 21 for line in lines) and len(lines) == 2

@@ -33,6 +33,7 @@ from .segment import Segment, SegmentOptions, last_millisecond, segment
 NOT_RUN = "not run: its caller stopped waiting for it"  # an item or input `skip` / `cancelled` left out
 ALONE_OUT_OF_MEMORY = ("; out of GPU memory as a batch of one: free the GPU of other processes, or lower "
                        "--max-new-tokens or the audio's length")  # added to such a row's error
+MIN_LINE_WIDTH = 10  # the narrowest --line-width (a line holds a few words)
 MIN_SEGMENT_SECONDS = 2.0  # the shortest --max-segment-seconds (a segment holds at least a few words)
 TOKENS_PER_SECOND = 12.0  # generous upper bound on text tokens per second of Latin-script speech, per text part
 SCRIPT_TOKEN_FACTOR = {"Latn": 1.0, "Cyrl": 1.5}  # tokens per Latin token for the same speech; other scripts:
@@ -457,6 +458,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--format", default="text", choices=["text", "json", "srt", "vtt"])
     parser.add_argument("--subtitles", default="both", choices=list(subtitles.CUE_MODES),
                         help="what srt/vtt cues show")
+    parser.add_argument("--line-width", type=int, default=subtitles.MAX_LINE_WIDTH, metavar="COLUMNS",
+                        help="srt/vtt: lines of at most this many columns (a CJK character counts two), two lines a "
+                             "cue; a segment that needs more becomes several cues (default %(default)s; 0: one "
+                             "unwrapped cue a segment)")
     add_segment_argument(parser)
     parser.add_argument("--out-dir", default=None,
                         help="write one .txt/.srt/.vtt per input here, at the input's path relative to the inputs' "
@@ -472,6 +477,9 @@ def main(args) -> int:
     if args.src is None:
         raise LLMSRTError("give the source language with --src (ISO 639-3, e.g. eng) or --src auto")
     segments = segment_options(args.max_segment_seconds)
+    if args.line_width < 0 or 0 < args.line_width < MIN_LINE_WIDTH:
+        raise LLMSRTError(f"--line-width {args.line_width}: give 0 (one unwrapped cue a segment) or at least "
+                          f"{MIN_LINE_WIDTH} columns")
     if args.task == "smt" and args.max_segment_seconds != WINDOW_SECONDS:
         raise LLMSRTError("--max-segment-seconds: --task smt translates each input whole with its transcript; leave "
                           "it out, or use --task srt to have the speech cut")
@@ -603,7 +611,7 @@ def _render(r: TranslationResult, args) -> str:
     """One input's output as --format asks (text, srt or vtt)."""
     if args.format in ("srt", "vtt"):
         render = subtitles.to_srt if args.format == "srt" else subtitles.to_vtt
-        return render(subtitles.segment_cues(r.segments, args.subtitles))
+        return render(subtitles.segment_cues(r.segments, args.subtitles, args.line_width))
     lines = [r.audio]
     if r.transcript or Task(args.task).writes_transcript:
         lines.append(f"  transcript:  {r.transcript}")
@@ -647,7 +655,7 @@ def _settings(args, options: DecodingOptions, segments: SegmentOptions) -> dict:
     """What decides the files a translate run writes (not how fast: --batch-size, --compile, the device)."""
     model = Path(args.model)
     return {"model": str(model.resolve()) if model.exists() else args.model, "src": args.src, "tgt": args.tgt,
-            "task": args.task, "format": args.format, "subtitles": args.subtitles,
+            "task": args.task, "format": args.format, "subtitles": args.subtitles, "line_width": args.line_width,
             "models": {k: str(Path(v).resolve()) for k in ("whisper", "llm", "encoder")
                        if (v := getattr(args, k, None))},
             "decoding": {k: v for k, v in vars(options).items() if k != "compile"}, "segments": vars(segments)}

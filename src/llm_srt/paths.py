@@ -155,9 +155,35 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    old = path.with_name(f"{path.name}.old-{os.getpid()}")
+    fsync_tree(tmp)  # on disk before it takes the name: after a power loss `path` is whole, or the old one, never
+    old = path.with_name(f"{path.name}.old-{os.getpid()}")  # a folder of empty files (a finished run's final/)
     if path.exists():
         shutil.rmtree(old, ignore_errors=True)
         path.rename(old)
     tmp.rename(path)
+    fsync_tree(path.parent, files=False)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def fsync_tree(folder: Path, files: bool = True) -> None:
+    """fsync every file under `folder` (`files`), then its folders, deepest first, and `folder` itself; a file system
+    that cannot (some network mounts) is left as it is."""
+    folders = [folder]
+    for p in sorted(folder.rglob("*"), key=lambda p: -len(p.parts)) if files else ():
+        if p.is_dir() and not p.is_symlink():
+            folders.insert(0, p)
+            continue
+        try:
+            with open(p, "rb") as f:
+                os.fsync(f.fileno())
+        except OSError:
+            pass
+    for d in folders:
+        try:
+            fd = os.open(d, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError:
+            pass

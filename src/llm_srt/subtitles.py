@@ -1,8 +1,14 @@
 """Subtitle writers: SubRip (.srt) and WebVTT (.vtt).
 
-A cue's text is one line (the translation) or two (transcript, then translation); see `Cue.of`.
+A cue's text is one line (the translation) or two (transcript, then translation); see `Cue.of`. `segment_cues`
+fits a segment's texts to the screen: lines of at most MAX_LINE_WIDTH columns (a wide character, CJK, counts two),
+LINES_PER_CUE lines at once, and a segment whose texts need more becomes consecutive cues, timed by the share of
+its longer text each shows.
 """
 
+import math
+import re
+import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +16,8 @@ from pathlib import Path
 from .errors import LLMSRTError
 
 VTT_HEADER = "WEBVTT"
+MAX_LINE_WIDTH = 42  # columns of a subtitle line (the usual broadcast and streaming limit; CJK: 21 characters)
+LINES_PER_CUE = 2  # lines on screen at once; with the transcript above the translation, one line each
 # what a cue shows of a segment -> (its main line, the line above it)
 CUE_MODES: dict[str, Callable] = {
     "translation": lambda s: (s.translation, None),
@@ -30,15 +38,84 @@ class Cue:
         return cls(start, end, "\n".join(t.strip() for t in (transcript, translation) if t and t.strip()))
 
 
-def segment_cues(segments: Iterable, mode: str = "both") -> list[Cue]:
-    """Cues of timed segments (objects with start, end, transcript, translation) in one of CUE_MODES; segments with
-    nothing to show in that mode get no cue."""
+def segment_cues(segments: Iterable, mode: str = "both", width: int = MAX_LINE_WIDTH) -> list[Cue]:
+    """Cues of timed segments (objects with start, end, transcript, translation) in one of CUE_MODES, fitted to
+    lines of `width` columns (`fit`; 0: one cue a segment, its texts unwrapped); segments with nothing to show in
+    that mode get no cue."""
     cues = []
     for s in segments:
         main, above = CUE_MODES[mode](s)
         if (main or above) and s.end > s.start:
-            cues.append(Cue.of(s.start, s.end, main, above))
+            cues.extend(fit(s.start, s.end, main, above, width) if width else [Cue.of(s.start, s.end, main, above)])
     return cues
+
+
+def fit(start: float, end: float, main: str, above: str | None = None, width: int = MAX_LINE_WIDTH) -> list[Cue]:
+    """One segment's cues: each text wrapped to `width` columns; when a text needs more than its share of
+    LINES_PER_CUE lines (all of them alone, one each when the transcript is above the translation), the texts are
+    cut into as many consecutive parts, cue k showing part k of each, timed by the share of the longer text's
+    columns shown up to it (times in whole milliseconds)."""
+    texts = [t.strip() for t in (above, main) if t and t.strip()]
+    if not texts:
+        return []
+    per_text = max(1, LINES_PER_CUE // len(texts))
+    parts = max(math.ceil(len(_wrap(t, width)) / per_text) for t in texts)
+    chunks = [_split(t, parts) for t in texts]
+    basis = max(chunks, key=lambda c: sum(map(_width, c)))
+    total = sum(map(_width, basis)) or 1
+    cues, t0, shown = [], start, 0
+    for k in range(parts):
+        shown += _width(basis[k])
+        t1 = end if k == parts - 1 else round(start + (end - start) * shown / total, 3)
+        text = "\n".join(line for c in chunks for line in _wrap(c[k], width))
+        if text and t1 > t0:
+            cues.append(Cue(t0, t1, text))
+            t0 = t1
+    return cues
+
+
+def _tokens(text: str) -> list[str]:
+    """Words with the spaces after them; a run of wide characters (CJK, written without spaces) one token a
+    character, as lines may break between any two of them."""
+    out = []
+    for word in re.findall(r"\S+\s*", text):
+        if any(_wide(ch) for ch in word):
+            out.extend(re.findall(r".\s*", word))
+        else:
+            out.append(word)
+    return out
+
+
+def _wide(ch: str) -> bool:
+    return unicodedata.east_asian_width(ch) in ("W", "F")
+
+
+def _width(text: str) -> int:
+    return sum(2 if _wide(ch) else 1 for ch in text.strip())
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    """Lines of at most `width` columns, broken between tokens (a longer word alone on its line)."""
+    lines, line = [], ""
+    for token in _tokens(text):
+        if line and _width(line + token) > width:
+            lines.append(line.strip())
+            line = ""
+        line += token
+    if line.strip():
+        lines.append(line.strip())
+    return lines
+
+
+def _split(text: str, parts: int) -> list[str]:
+    """`text` cut between tokens into `parts` pieces of about equal width (some empty when it has fewer tokens)."""
+    tokens = _tokens(text)
+    total = sum(_width(t) for t in tokens) or 1
+    pieces, done = [""] * parts, 0
+    for token in tokens:
+        pieces[min(parts - 1, done * parts // total)] += token
+        done += _width(token)
+    return [p.strip() for p in pieces]
 
 
 def timestamp(seconds: float, sep: str = ",") -> str:

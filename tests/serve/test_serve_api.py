@@ -376,6 +376,9 @@ def test_serve_verb_builds_the_app(model_dir, clip, monkeypatch, capsys):
         serve_app.options_from_args(parser.parse_args(["--model", "x", "--max-batch", "0"]))
     with pytest.raises(LLMSRTError, match="timeout"):
         serve_app.options_from_args(parser.parse_args(["--model", "x", "--timeout-s", "0"]))
+    assert serve_app.options_from_args(parser.parse_args(["--model", "x", "--line-width", "0"])).line_width == 0
+    with pytest.raises(LLMSRTError, match=r"--line-width must be a finite integer in 10..10000 \(got 5\)"):
+        serve_app.options_from_args(parser.parse_args(["--model", "x", "--line-width", "5"]))
     for bad in ("1", "31", "nan"):
         with pytest.raises(LLMSRTError, match=f"--max-segment-seconds {bad}: give 2 to 30 seconds"):
             serve_app.options_from_args(parser.parse_args(["--model", "x", "--max-segment-seconds", bad]))

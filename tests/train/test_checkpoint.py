@@ -359,3 +359,23 @@ def test_a_file_system_without_flock_does_not_pass_for_another_run(tmp_path, mon
     monkeypatch.setattr(fcntl, "flock", lambda fd, op: (_ for _ in ()).throw(OSError(errno.EWOULDBLOCK, "busy")))
     with pytest.raises(LLMSRTError, match="another training run is writing this output folder"):
         checkpoint.RunLock(tmp_path).acquire()
+
+
+def test_a_model_folder_is_on_disk_before_it_takes_its_name(tmp_path, monkeypatch):
+    """final/ (and every model folder) is written through paths.atomic_dir: its files were never fsynced, so after a
+    power loss a finished run's final/ could hold empty files and still count as finished. Now each file and folder
+    is synced before the rename, and the parent after it."""
+    import os
+
+    from llm_srt import paths
+
+    synced = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}")) or real(fd))
+    with paths.atomic_dir(tmp_path / "final") as tmp:
+        (tmp / "config.json").write_text("{}")
+        (tmp / "sub").mkdir()
+        (tmp / "sub" / "adapter.safetensors").write_bytes(b"x" * 10)
+        name = tmp.name
+    assert {Path(p).name for p in synced} >= {"config.json", "adapter.safetensors", "sub", name, tmp_path.name}
+    assert Path(synced[-1]) == tmp_path  # the parent last, after the rename

@@ -39,7 +39,7 @@ from starlette.requests import ClientDisconnect
 from .. import languages, subtitles
 from ..errors import LLMSRTError
 from ..infer import (SpeechTranslator, TranslationResult, add_model_arguments, add_segment_argument,
-                     missing_cue_text, retryable, segment_options, translator_from_args)
+                     MIN_LINE_WIDTH, missing_cue_text, retryable, segment_options, translator_from_args)
 from ..model.decoding import DecodingOptions, decoding_from_args
 from ..prompts import Task
 from .batcher import BatchOptions, Batcher, BusyError
@@ -71,6 +71,7 @@ class ServeOptions:
     allow_origins: tuple[str, ...] = ()  # origins whose pages may POST here (CORS), besides the server's own
     max_beam: int | None = None  # the largest beam_size a request may ask for (None: the server's own --beam)
     warm_up: bool = True  # --compile: compile the decode steps before serving (serve/warmup.py)
+    line_width: int = subtitles.MAX_LINE_WIDTH  # srt/vtt: columns a line (0: one unwrapped cue a segment)
     batch: BatchOptions = field(default_factory=BatchOptions)  # dynamic batching and decoding
 
     def __post_init__(self):
@@ -82,6 +83,8 @@ class ServeOptions:
         check_number("--timeout-s", self.timeout_s, 0.001, 7 * 24 * 3600)
         if self.max_beam is not None:
             check_number("--max-beam", self.max_beam, 1, 64, integer=True)
+        if self.line_width:
+            check_number("--line-width", self.line_width, MIN_LINE_WIDTH, 10_000, integer=True)
         object.__setattr__(self, "allow_origins", tuple(check_allowed_origin(o) for o in self.allow_origins))
 
     @property
@@ -284,7 +287,7 @@ def _handler(endpoint: Endpoint, batcher: Batcher, decoder: DecodePool, options:
             if result.segments and all(seg.error and not retryable(seg.error) for seg in result.segments):  # asked
                 raise APIError(400, result.error)  # for what this system cannot do (CANNOT_RUN: whisper into German)
             raise APIError(500, result.error, "file")
-        return render(result, endpoint, cue_mode)
+        return render(result, endpoint, cue_mode, options.line_width)
 
     handle.__name__ = f"{endpoint.openai_task}_audio"
     return handle
@@ -417,23 +420,23 @@ def _text(r: TranslationResult, endpoint: Endpoint) -> str:
     return getattr(r, endpoint.text)
 
 
-def render_json(r: TranslationResult, endpoint: Endpoint, mode: str) -> Response:
+def render_json(r: TranslationResult, endpoint: Endpoint, mode: str, width: int = 0) -> Response:
     return JSONResponse({"text": _text(r, endpoint)})
 
 
-def render_text(r: TranslationResult, endpoint: Endpoint, mode: str) -> Response:
+def render_text(r: TranslationResult, endpoint: Endpoint, mode: str, width: int = 0) -> Response:
     return PlainTextResponse(_text(r, endpoint) + "\n")
 
 
-def render_srt(r: TranslationResult, endpoint: Endpoint, mode: str) -> Response:
-    return PlainTextResponse(subtitles.to_srt(subtitles.segment_cues(r.segments, mode)))
+def render_srt(r: TranslationResult, endpoint: Endpoint, mode: str, width: int = 0) -> Response:
+    return PlainTextResponse(subtitles.to_srt(subtitles.segment_cues(r.segments, mode, width)))
 
 
-def render_vtt(r: TranslationResult, endpoint: Endpoint, mode: str) -> Response:
-    return PlainTextResponse(subtitles.to_vtt(subtitles.segment_cues(r.segments, mode)), media_type="text/vtt")
+def render_vtt(r: TranslationResult, endpoint: Endpoint, mode: str, width: int = 0) -> Response:
+    return PlainTextResponse(subtitles.to_vtt(subtitles.segment_cues(r.segments, mode, width)), media_type="text/vtt")
 
 
-def render_verbose(r: TranslationResult, endpoint: Endpoint, mode: str) -> Response:
+def render_verbose(r: TranslationResult, endpoint: Endpoint, mode: str, width: int = 0) -> Response:
     return JSONResponse({
         "task": endpoint.openai_task, "mode": r.task, "language": r.src or "unknown", "target_language": r.tgt,
         "duration": round(r.duration, 3), "text": _text(r, endpoint), "transcript": r.transcript,
@@ -444,7 +447,7 @@ def render_verbose(r: TranslationResult, endpoint: Endpoint, mode: str) -> Respo
     })
 
 
-RENDERERS: dict[str, Callable[[TranslationResult, Endpoint, str], Response]] = {
+RENDERERS: dict[str, Callable[[TranslationResult, Endpoint, str, int], Response]] = {
     "json": render_json, "text": render_text, "srt": render_srt, "vtt": render_vtt, "verbose_json": render_verbose,
 }
 
@@ -491,6 +494,9 @@ def add_arguments(parser) -> None:
                              "posts from https://NAME pass the origin check (default: uvicorn's, 127.0.0.1 or "
                              "$FORWARDED_ALLOW_IPS)")
     parser.add_argument("--name", default="llm-srt", help="the model id /v1/models reports")
+    parser.add_argument("--line-width", type=int, default=subtitles.MAX_LINE_WIDTH, metavar="COLUMNS",
+                        help="srt/vtt answers: lines of at most this many columns, two a cue, a long segment cut "
+                             "into several cues (default %(default)s; 0: one unwrapped cue a segment)")
     parser.add_argument("--max-beam", type=int, default=None,
                         help="the largest beam_size a request may ask for (default: --beam, so a greedy server stays "
                              "greedy unless raised; a request's max_new_tokens may not exceed --max-new-tokens)")
@@ -515,7 +521,8 @@ def options_from_args(args) -> ServeOptions:
     return ServeOptions(model_name=args.name, max_upload_mb=args.max_upload_mb, max_beam=args.max_beam,
                         max_audio_seconds=args.max_audio_seconds, max_decodes=args.max_decodes,
                         timeout_s=args.timeout_s, hosts=hosts,
-                        allow_origins=tuple(check_allowed_origin(o) for o in args.allow_origin), batch=batch)
+                        allow_origins=tuple(check_allowed_origin(o) for o in args.allow_origin), batch=batch,
+                        line_width=args.line_width)
 
 
 def limits_from_args(args) -> ConnectionLimits:
