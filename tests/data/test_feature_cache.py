@@ -1,5 +1,6 @@
 import os
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -146,3 +147,22 @@ def test_content_hashes_reads_each_file_once_per_process(tmp_path, monkeypatch):
     assert features.content_hashes(clips, threads=2) == first and len(read) == 3
     clips[0].write_bytes(b"changed")  # another size: read again
     assert features.content_hashes(clips, threads=1)[str(clips[0])] != first[str(clips[0])] and len(read) == 4
+
+
+def test_a_file_rewritten_after_it_was_hashed_never_puts_its_new_audio_under_the_old_key(tmp_path, clips,
+                                                                                         audio_file):
+    """Rank 0 hashes the audio at set-up; a fill encodes it hours later. A clip rewritten in between stored its new
+    features under the old content's key, and a later run with the old content got them. The features now go under
+    the hash of the bytes encoded."""
+    from llm_srt.data.features import content_hashes
+
+    hashes = content_hashes(clips)
+    old = open(clips[0], "rb").read()
+    audio_file(Path(clips[0]), seconds=0.2, freq=900)  # rewritten in place after the hashing
+    cache = FeatureCache(tmp_path / "cache", "enc", {}, hashes=hashes)
+    new_features = cache.get_or_compute(clips[:1], Encoder())[0]
+    open(clips[0], "wb").write(old)  # the old content back: its features are its own, not the rewrite's
+    fresh = FeatureCache(tmp_path / "cache", "enc", {}, hashes=hashes)
+    enc = Encoder()
+    old_features = fresh.get_or_compute(clips[:1], enc)[0]
+    assert enc.seen == 1 and not np.array_equal(old_features, new_features)

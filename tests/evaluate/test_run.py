@@ -425,8 +425,11 @@ def test_several_systems_are_compared_with_the_first(oracle, manifest, tmp_path,
     by_lang = {lang: (name, vs, c) for name, vs, lang, c in report.transcript_comparisons}
     assert set(by_lang) == {"eng", "deu"} and all(v[:2] == ("gold", "flaky") for v in by_lang.values())
     deu = by_lang["deu"][2]
-    # every clip's reference transcript is "a cat sat": one sentence, resampled as one unit
-    assert (deu.a, deu.b, deu.sentences) == (0.0, 100.0, 1) and deu.verdict(higher_is_better=False) == "holds"
+    # every clip's reference transcript is "a cat sat", but each clip is its own sentence in the manifest: the
+    # units are the manifest's sentences, as the BLEU test's (one clip's rows in several targets stay one)
+    assert (deu.a, deu.b, deu.sentences) == (0.0, 100.0, len({r.sentence_id for r in read_manifest(manifest)
+                                                                if r.src_lang == "deu"}))
+    assert deu.verdict(higher_is_better=False) == "holds"
     scores = {s.name: s.asr for s in report.systems}
     assert (by_lang["eng"][2].a, by_lang["eng"][2].b) == pytest.approx((scores["gold"]["eng"].score,
                                                                         scores["flaky"]["eng"].score))

@@ -68,9 +68,12 @@ class FeatureCache:
 
     def key(self, audio_path: str | Path) -> str:
         """The cache key of one audio file under this cache's encoder and settings."""
-        digest = hashlib.sha256(self._prefix.encode("utf-8"))
         known = self.hashes.get(str(audio_path))
-        digest.update((known or content_hash(audio_path)).encode("ascii"))
+        return self._key_of(known or content_hash(audio_path))
+
+    def _key_of(self, audio_hash: str) -> str:
+        digest = hashlib.sha256(self._prefix.encode("utf-8"))
+        digest.update(audio_hash.encode("ascii"))
         return digest.hexdigest()
 
     def has(self, audio_path: str | Path) -> bool:
@@ -92,12 +95,18 @@ class FeatureCache:
         found = self._load_many(keys)
         missing = {k: p for k, p in zip(keys, audio_paths) if k not in found}
         if missing:
-            audio = [load_audio(p) for p in missing.values()]
+            # each file read once: its features are stored under the hash of the very bytes encoded, so a file
+            # rewritten since it was hashed (a fill runs for hours) never puts its new audio under the old key
+            audio, stored_as = [], {}
+            for key, path in missing.items():
+                data = _read(path)
+                audio.append(load_audio(data, name=str(path)))
+                stored_as[key] = self._key_of(hashlib.sha256(data).hexdigest())
             computed = list(compute_fn(audio))
             if len(computed) != len(audio):
                 raise LLMSRTError(f"feature function returned {len(computed)} arrays for {len(audio)} utterances")
             for (key, path), feats in zip(missing.items(), computed):
-                found[key] = self._store(key, _as_2d(feats, path))
+                found[key] = self._store(stored_as[key], _as_2d(feats, path))
                 self.misses += 1
         return [found[k] for k in keys]
 
@@ -150,6 +159,13 @@ class FeatureCache:
                          f"another folder, or to null (no cache)")
             self.unstored += 1
         return stored
+
+
+def _read(path: str | Path) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise LLMSRTError(f"{path}: cannot read audio for the feature cache ({e.strerror or e})") from None
 
 
 def content_hash(path: str | Path) -> str:
