@@ -396,7 +396,8 @@ class RunLock:
             os.close(fd)
             raise LLMSRTError(f"{self.path.parent}: another training run is writing this output folder "
                               f"({_holder(holder)}); wait for it to end or stop it, or choose another "
-                              "output_dir") from None
+                              f"output_dir (on a network disk a host that died can leave its lock: once that host "
+                              f"is surely gone, delete {self.path})") from None
         started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
         info = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": started}).encode()
         try:
