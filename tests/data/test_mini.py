@@ -262,3 +262,24 @@ def test_voice_flags_give_the_options():
         snr_db=(-5.0, 10.0)), prose=300, heldout_voice="flite:rms")
     with pytest.raises(LLMSRTError, match="--augment-rt60 '0.5': expected LOW,HIGH"):
         mini.voice_options(parser.parse_args(["--augment-rt60", "0.5"]))
+
+
+def test_held_out_sentences_that_read_like_train_ones_are_counted():
+    """Splits go by the English message id: "you've" and "you\u2019ve" are two messages with one German translation,
+    and can fall on either side, so the same speech and text sit in train and test. The build says how many."""
+    from llm_srt.data.mini import MiniSummary, Sentence, twins_of_train
+
+    def sentence(i, eng, deu):
+        return Sentence(f"s{i}", "d", {"eng": eng, "deu": deu})
+
+    chosen = {"train": [sentence(1, "The color you've chosen.", "Die von Ihnen gewählte Farbe."),
+                        sentence(2, "Passwords differ.", "Die Passwörter stimmen nicht überein.")],
+              "dev": [sentence(3, "Open a file.", "Eine Datei öffnen.")],
+              "test": [sentence(4, "The color you\u2019ve chosen.", "Die von Ihnen gewählte Farbe."),
+                       sentence(5, "The passwords do not match.", "Die Passwörter stimmen nicht überein!"),
+                       sentence(6, "Close the window.", "Das Fenster schließen.")]}
+    twins = twins_of_train(chosen, ["eng", "deu"])
+    assert twins == {"dev": [], "test": ["s4", "s5"]}  # an apostrophe's shape; one translation of two messages
+    summary = MiniSummary(out="o", langs=["eng", "deu"], directions=[], sentences={}, rows={}, hours={},
+                          twins_of_train=twins)
+    assert any(line.startswith("warning: 2 test sentences read like train sentences") for line in summary.lines())

@@ -129,6 +129,8 @@ class MiniSummary:
     extra: dict[str, int] = field(default_factory=dict)  # rows of prose.jsonl / heldout.jsonl, when asked for
     unseen_test: int = 0  # of the test sentences, those taken after train (MiniOptions.unseen_test)
     voices: dict[str, int] = field(default_factory=dict)  # "synth:voice" -> utterances, all manifests
+    twins_of_train: dict[str, list[str]] = field(default_factory=dict)  # dev / test sentence ids a train sentence
+    #   reads like in some language (`twins_of_train`): the same speech and text in train, counted, not removed
     seconds: float = 0.0  # build time
 
     def lines(self) -> list[str]:
@@ -143,6 +145,9 @@ class MiniSummary:
                f"rejected {self.rejected_sentences} sentences: "
                + (", ".join(f"{k} x{v}" for k, v in sorted(self.rejected.items())) or "none"),
                *(f"{name}.jsonl: {n} rows" for name, n in self.extra.items()),
+               *(f"warning: {len(ids)} {split} sentences read like train sentences in some language (the same "
+                 f"letters once quotes, case and punctuation are set aside; e.g. {', '.join(ids[:3])}): their rows "
+                 "are not held out" for split, ids in self.twins_of_train.items() if ids),
                "utterances per synthesizer: " + ", ".join(
                    f"{synth} {sum(n for v, n in self.voices.items() if v.split(':')[0] == synth)} ("
                    f"{sum(v.split(':')[0] == synth for v in self.voices)} voices)"
@@ -213,6 +218,7 @@ def build_mini(opts: MiniOptions) -> MiniSummary:
                           hours=hours, rejected=dict(rejected), rejected_sentences=len(examples),
                           rejected_examples=examples[:MAX_EXAMPLES], extra=extra, unseen_test=opts.unseen_test,
                           voices=dict(Counter(r["voice"] for r in spoken.values())),
+                          twins_of_train=twins_of_train(chosen, langs),
                           seconds=time.monotonic() - start)
     kept = {k: v for k, v in asdict(summary).items()  # the default build's summary.json as before these fields
             if k not in VOLATILE and (k not in ("extra", "unseen_test") or v)
@@ -258,6 +264,23 @@ def voice_options(args) -> dict:
 
 # ---------------------------------------------------------------------------------------------------------------
 # Text: gettext catalogues -> N-way parallel sentences
+
+
+def text_key(text: str) -> str:
+    """What two catalogue texts share when they read alike: NFKC, case-folded, letters and digits only ("The color
+    you've chosen." and the same with a curly apostrophe are one)."""
+    return "".join(ch for ch in unicodedata.normalize("NFKC", text).casefold() if ch.isalnum())
+
+
+def twins_of_train(chosen: dict[str, list[Sentence]], langs: list[str]) -> dict[str, list[str]]:
+    """Per held-out split (dev, test): the ids of its sentences whose text in some language reads like a train
+    sentence's in that language (`text_key`). Splits go by the English message id, and two messages that differ in
+    an apostrophe's shape, or two that share a translation, can fall on either side: such a sentence's speech and
+    text are in train too."""
+    seen = {lang: {text_key(s.texts[lang]) for s in chosen.get("train", ()) if lang in s.texts} for lang in langs}
+    return {split: sorted(s.id for s in chosen.get(split, ())
+                          if any(text_key(s.texts[lang]) in seen[lang] for lang in langs if lang in s.texts))
+            for split in ("dev", "test")}
 
 
 def harvest(langs: list[str], locale_dir: Path = LOCALE_DIR) -> dict[str, Sentence]:
