@@ -355,10 +355,7 @@ def test_serve_verb_builds_the_app(model_dir, clip, monkeypatch, capsys):
 
     logging.getLogger("llm_srt.serve").info("a client went away")  # the server's INFO lines reach stderr
     assert "INFO:     llm_srt.serve: a client went away" in capsys.readouterr().err
-    logger = logging.getLogger("llm_srt")  # the other tests in this process log as before
-    for handler in [h for h in logger.handlers if getattr(h, "llm_srt_serve", False)]:
-        logger.removeHandler(handler)
-    logger.setLevel(logging.NOTSET)
+
     args.forwarded_allow_ips = "10.0.0.5,10.0.0.6"
     assert serve_app.main(args) == 0 and seen["forwarded_allow_ips"] == "10.0.0.5,10.0.0.6"
     seen["app"].state.stopping.clear()
