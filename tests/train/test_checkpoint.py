@@ -380,3 +380,15 @@ def test_a_model_folder_is_on_disk_before_it_takes_its_name(tmp_path, monkeypatc
         name = tmp.name
     assert {Path(p).name for p in synced} >= {"config.json", "adapter.safetensors", "sub", name, tmp_path.name}
     assert Path(synced[-1]) == tmp_path  # the parent last, after the rename
+
+
+def test_a_checkpoint_folder_no_index_names_goes_with_keep_last(tmp_path):
+    """A crash between a checkpoint's rename and its index line leaves a folder the index never names: it was kept
+    for ever (resumable, never counted by keep_last). The next saves treat it as any other."""
+    checkpoint.save(tmp_path, 1, _save_model({"w": torch.zeros(2)}), {"step": 1}, keep_last=2)
+    index = tmp_path / "checkpoints" / "index.json"
+    index.write_text(json.dumps({"steps": [], "best_step": None, "best_loss": None}))  # the crash: no line for it
+    checkpoint.save(tmp_path, 2, _save_model({"w": torch.zeros(2)}), {"step": 2}, keep_last=2)
+    assert json.loads(index.read_text())["steps"] == [1, 2]  # counted among the last two
+    checkpoint.save(tmp_path, 3, _save_model({"w": torch.zeros(2)}), {"step": 3}, keep_last=2)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("step-*")) == ["step-00000002", "step-00000003"]

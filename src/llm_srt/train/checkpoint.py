@@ -171,8 +171,8 @@ def save(run_dir: Path, step: int, save_model: Callable[[Path], None], trainer_s
     # steps past this one are a run this one abandoned (it resumed from an older checkpoint, the newer ones damaged):
     # they leave the index, and their folders go, so that neither they nor their dev losses crowd this run's own
     # checkpoints (the one it resumed from included) out of keep_last and the best
-    abandoned = [s for s in index["steps"] if s > step]
-    index["steps"] = sorted({s for s in index["steps"] if s < step} | {step})
+    on_disk = {s for s, folder in _step_folders(ckpt_root) if s < step and (folder / CHECKSUMS).is_file()}  # sealed
+    index["steps"] = sorted({s for s in index["steps"] if s < step} | on_disk | {step})  # (a crash left it unnamed)
     if index["best_step"] is not None and index["best_step"] >= step:  # abandoned, or this step written again
         index["best_step"], index["best_loss"] = None, None
         for s in index["steps"][:-1]:
@@ -187,9 +187,9 @@ def save(run_dir: Path, step: int, save_model: Callable[[Path], None], trainer_s
     except OSError as e:
         raise LLMSRTError(f"{ckpt_root / INDEX}: cannot write the checkpoint index ({e.strerror or e}); {final.name} "
                           "is saved: fix or remove the index, then run the same command to resume") from None
-    for s in index["steps"] + abandoned:
-        if s not in keep:
-            shutil.rmtree(ckpt_root / step_name(s), ignore_errors=True)
+    for s, folder in _step_folders(ckpt_root):  # on disk, not only in the index: a crash between a checkpoint's
+        if s not in keep:  # rename and its index line left a folder no index named, kept for ever until now
+            shutil.rmtree(folder, ignore_errors=True)
     return final
 
 
