@@ -161,29 +161,32 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
         path.rename(old)
     tmp.rename(path)
-    fsync_tree(path.parent, files=False)
+    fsync_dir(path.parent)
     shutil.rmtree(old, ignore_errors=True)
 
 
-def fsync_tree(folder: Path, files: bool = True) -> None:
-    """fsync every file under `folder` (`files`), then its folders, deepest first, and `folder` itself; a file system
-    that cannot (some network mounts) is left as it is."""
-    folders = [folder]
-    for p in sorted(folder.rglob("*"), key=lambda p: -len(p.parts)) if files else ():
-        if p.is_dir() and not p.is_symlink():
-            folders.insert(0, p)
-            continue
-        try:
-            with open(p, "rb") as f:
-                os.fsync(f.fileno())
-        except OSError:
-            pass
-    for d in folders:
-        try:
-            fd = os.open(d, os.O_RDONLY)
+def fsync_tree(folder: Path) -> None:
+    """fsync every file under `folder`, then its folders, deepest first, and `folder` itself; a file system that
+    cannot (some network mounts) is left as it is."""
+    entries = sorted(folder.rglob("*"), key=lambda p: -len(p.parts))
+    for p in entries:
+        if not p.is_dir() or p.is_symlink():
             try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        except OSError:
-            pass
+                with open(p, "rb") as f:
+                    os.fsync(f.fileno())
+            except OSError:
+                pass
+    for d in [p for p in entries if p.is_dir() and not p.is_symlink()] + [folder]:
+        fsync_dir(d)
+
+
+def fsync_dir(path: Path) -> None:
+    """fsync a folder (its entries: a rename into it is on disk); a file system that cannot is left as it is."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass

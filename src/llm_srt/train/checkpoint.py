@@ -35,7 +35,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import LLMSRTError
-from ..paths import atomic_file
+from ..paths import atomic_file, fsync_dir
 
 logger = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ def save(run_dir: Path, step: int, save_model: Callable[[Path], None], trainer_s
     elif final.exists() or final.is_symlink():  # a stray file or link under a checkpoint's name
         final.unlink()
     os.replace(tmp, final)
-    _fsync_dir(ckpt_root)
+    fsync_dir(ckpt_root)
 
     index = read_index(ckpt_root, log=log)
     # steps past this one are a run this one abandoned (it resumed from an older checkpoint, the newer ones damaged):
@@ -441,14 +441,3 @@ def check_writable(folder: Path, need_bytes: int = 0) -> None:
     if need_bytes and free < need_bytes:
         raise LLMSRTError(f"{folder}: only {free / 2**20:.0f} MiB free, a checkpoint needs about "
                           f"{need_bytes / 2**20:.0f} MiB; free space or choose another output_dir")
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
