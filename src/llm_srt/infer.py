@@ -154,6 +154,14 @@ def retryable(error: str | None) -> bool:
     return error is not None and not error.startswith(CANNOT_RUN)
 
 
+def give_back_gpu_memory() -> None:
+    """After an allocation failure (a GPU's): the kept static KV caches (`--compile`) and the cached blocks back to
+    the driver, before smaller batches run (a no-op where no GPU is used). Call it out of the except block, once the
+    traceback (and the tensors its frames hold) is gone."""
+    StaticSteps.drop_caches()
+    placement_of.release(torch.device("cuda"))
+
+
 def error_line(e: BaseException) -> str:
     """One line for a failed batch: an LLMSRTError's own message, else the exception type and first line."""
     return str(e) if isinstance(e, LLMSRTError) else f"{type(e).__name__}: {e}".splitlines()[0]
@@ -223,9 +231,8 @@ def _run_chunk(system: System, chunk: list[Item], options: DecodingOptions) -> l
     except Exception as e:  # one bad batch never loses the others
         error, oom = error_line(e), placement_of.is_out_of_memory(e)
     # out of the except block: the traceback (and the tensors its frames hold) is gone before the cache is freed
-    if oom:  # an allocation failure is a GPU's: the kept static KV caches (`--compile`) and the cached blocks go
-        StaticSteps.drop_caches()  # back before the halves run (a no-op where no GPU is used)
-        placement_of.release(torch.device("cuda"))
+    if oom:
+        give_back_gpu_memory()  # before the halves run
     if len(chunk) == 1:
         return [Output(error=error + ALONE_OUT_OF_MEMORY if oom else error)]
     log.warning("a batch of %d failed (%s); retrying it as two halves", len(chunk), error)

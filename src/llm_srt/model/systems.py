@@ -349,8 +349,7 @@ class WhisperSystem:
                                       "cascade, mt or a speech model folder")
             elif it.task.needs_translation and it.tgt not in ("eng", it.src):
                 out[i] = Output(error=f"{CANNOT_RUN}the whisper system translates only into English (eng), not "
-                                      f"{it.tgt}; use "
-                                      "--model cascade for other targets")
+                                      f"{it.tgt}; use --model cascade for other targets")
                 if it.task.writes_transcript:  # its transcript it can write (scored as WER): only the translation
                     speech.append(i)  # fails
             else:

@@ -284,8 +284,8 @@ def _handler(endpoint: Endpoint, batcher: Batcher, decoder: DecodePool, options:
             if src == AUTO and LID_MISSING in result.error:  # the request asked for what this model cannot do
                 raise APIError(400, f"source_language auto: this model cannot detect the language ({result.error});"
                                " give source_language (ISO 639-3, e.g. eng)", "source_language")
-            if result.segments and all(seg.error and not retryable(seg.error) for seg in result.segments):  # asked
-                raise APIError(400, result.error)  # for what this system cannot do (CANNOT_RUN: whisper into German)
+            if not retryable(result.error):  # asked for what this system cannot do (CANNOT_RUN: whisper into
+                raise APIError(400, result.error)  # German), in every segment (`infer.segments_error`)
             raise APIError(500, result.error, "file")
         return render(result, endpoint, cue_mode, options.line_width)
 

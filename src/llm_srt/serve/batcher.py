@@ -97,11 +97,15 @@ class BatchStats:
     def ended(self, results: list) -> None:
         """A batch's results (TranslationResult, or the exception the whole batch raised). Requests whose callers
         left (NOT_RUN) count neither way, nor do failures said before decoding (CANNOT_RUN)."""
-        ran = [r for r in results if isinstance(r, Exception) or not r.error or r.kept
-               or retryable(r.error) and NOT_RUN not in r.error]
-        failed = [error_line(r) if isinstance(r, Exception) else r.error for r in ran
-                  if isinstance(r, Exception) or r.error and not r.kept]
-        if ran and len(failed) == len(ran):
+        ran, failed = 0, []
+        for r in results:
+            if isinstance(r, Exception):
+                ran, failed = ran + 1, failed + [error_line(r)]
+            elif not (r.error and not r.kept):
+                ran += 1  # answered (in part at least)
+            elif retryable(r.error) and NOT_RUN not in r.error:
+                ran, failed = ran + 1, failed + [r.error]
+        if ran and len(failed) == ran:
             self.failed_in_a_row, self.last_error = self.failed_in_a_row + 1, failed[0]
         elif ran:
             self.failed_in_a_row, self.last_error = 0, None

@@ -17,18 +17,17 @@ from dataclasses import replace
 
 import numpy as np
 
-from ..audio import SAMPLE_RATE, WINDOW_SECONDS
-from ..device import is_out_of_memory, release
-from ..errors import LLMSRTError
 from .. import languages
-from ..infer import SpeechTranslator, error_line, item_budget, script_factor
+from ..audio import SAMPLE_RATE, WINDOW_SECONDS
+from ..device import is_out_of_memory
+from ..errors import LLMSRTError
+from ..infer import SpeechTranslator, error_line, give_back_gpu_memory, item_budget, script_factor
 from ..model.decoding import INT8_COMPILED_ROWS, DecodingOptions, StaticSteps
 from ..model.kv_cache import STATIC_LENGTH_STEP
 from ..model.llm import causal_lm
 from ..model.systems import Item, SpeechLLMSystem
 from ..prompts import Task
 from .batcher import BatchOptions
-
 
 
 def widest_pair() -> tuple[str, str]:
@@ -88,9 +87,8 @@ def warm_up(translator: SpeechTranslator, options: BatchOptions, log=print,
             else:
                 error = None
             if error is not None:  # out of the except block: the traceback's tensors are gone before the release
-                if oom:  # the kept caches and cached blocks back, as infer does, before the smaller batches run
-                    StaticSteps.drop_caches()
-                    release()
+                if oom:
+                    give_back_gpu_memory()  # before the smaller batches run
                 log(f"--compile: the warm-up batch of {size} failed ({error}); that batch size compiles when a "
                     "request needs it")
                 continue

@@ -29,7 +29,7 @@ FREE_ON_RESUME = frozenset({
 CONTENT_KEYS = ("data.train", "data.dev")  # manifests: compared by a hash of their bytes, not by path
 INIT_KEY = "model.init_from weights"  # the starting model by content (its path may differ between hosts); compared
 #   only when the checkpoint stored it (older ones did not)
-FROZEN_KEYS = {"model.encoder weights": ("model", "encoder"), "model.llm weights": ("model", "llm")}  # the frozen
+FROZEN_KEYS = {"model.encoder weights": "encoder", "model.llm weights": "llm"}  # the frozen
 #   models by a sample of their weight files (`paths.weights_identity`): another LLM of the same shape (an instruct
 #   model for the base one) loads without a shape error; compared only when both sides have one
 
@@ -48,8 +48,8 @@ def run_settings(cfg, world: int = 1) -> dict[str, Any]:
     settings["data.train"] = [file_hash(m) for m in cfg.data.manifests]
     settings["data.dev"] = file_hash(cfg.data.dev) if cfg.data.dev else None
     settings[INIT_KEY] = init_identity(cfg.model.init_from)
-    for key, (section, name) in FROZEN_KEYS.items():
-        settings[key] = weights_identity(getattr(getattr(cfg, section), name), name)
+    for key, kind in FROZEN_KEYS.items():
+        settings[key] = weights_identity(getattr(cfg.model, kind), kind)
     return json.loads(json.dumps(settings))  # tuples as lists: as they come back from the checkpoint
 
 
