@@ -174,11 +174,7 @@ def save(run_dir: Path, step: int, save_model: Callable[[Path], None], trainer_s
     on_disk = {s for s, folder in _step_folders(ckpt_root) if s < step and (folder / CHECKSUMS).is_file()}  # sealed
     index["steps"] = sorted({s for s in index["steps"] if s < step} | on_disk | {step})  # (a crash left it unnamed)
     if index["best_step"] is not None and index["best_step"] >= step:  # abandoned, or this step written again
-        index["best_step"], index["best_loss"] = None, None
-        for s in index["steps"][:-1]:
-            loss = _read_state_json(ckpt_root / step_name(s)).get("dev_loss")
-            if _finite(loss) and (index["best_loss"] is None or loss < index["best_loss"]):
-                index["best_step"], index["best_loss"] = s, loss
+        index["best_step"], index["best_loss"] = _best(ckpt_root, index["steps"][:-1])
     if _finite(dev_loss) and (index["best_loss"] is None or dev_loss < index["best_loss"]):
         index["best_step"], index["best_loss"] = step, dev_loss
     keep = set(index["steps"][-keep_last:]) | ({index["best_step"]} if index["best_step"] is not None else set())
@@ -206,19 +202,24 @@ def read_index(ckpt_root: Path, log: Callable[[str], None] | None = None) -> dic
         index, problem = None, f"unreadable ({type(e).__name__})"
     if problem is None:
         return index
-    rebuilt = {"steps": [], "best_step": None, "best_loss": None}
-    for step, folder in _step_folders(ckpt_root):
-        if verify(folder) is not None:
-            continue
-        rebuilt["steps"].append(step)
-        loss = _read_state_json(folder).get("dev_loss")
-        if _finite(loss) and (rebuilt["best_loss"] is None or loss < rebuilt["best_loss"]):
-            rebuilt["best_step"], rebuilt["best_loss"] = step, loss
-    rebuilt["steps"].sort()
+    intact = [step for step, folder in _step_folders(ckpt_root) if verify(folder) is None]  # newest first
+    best_step, best_loss = _best(ckpt_root, intact)
+    rebuilt = {"steps": sorted(intact), "best_step": best_step, "best_loss": best_loss}
     if problem:
         (log or logger.warning)(f"{path} is {problem}; rebuilt from the checkpoint folders "
                                 f"(steps {rebuilt['steps']}, best {rebuilt['best_step']})")
     return rebuilt
+
+
+def _best(ckpt_root: Path, steps: list[int]) -> tuple[int | None, float | None]:
+    """(step, dev loss) of the lowest finite dev loss the checkpoints of `steps` hold (the first of them on a tie),
+    or (None, None)."""
+    best_step, best_loss = None, None
+    for step in steps:
+        loss = _read_state_json(ckpt_root / step_name(step)).get("dev_loss")
+        if _finite(loss) and (best_loss is None or loss < best_loss):
+            best_step, best_loss = step, loss
+    return best_step, best_loss
 
 
 def _index_problem(index: Any, ckpt_root: Path) -> str | None:
