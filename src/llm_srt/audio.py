@@ -8,6 +8,7 @@ the file's own rate, channel count or compression ratio (a 2.6 MB FLAC can claim
 
 import io
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,7 @@ DECODE_ERRORS = (sf.LibsndfileError, RuntimeError, TypeError, ValueError, EOFErr
 BLOCK_SAMPLES = 1 << 22  # decode 4M samples (16 MiB as float32) at a time, all channels together
 UNKNOWN_FRAMES = 1 << 62  # libsndfile's frame count for a stream of unknown length is SF_COUNT_MAX (2**63 - 1)
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+WAV_HEADER_SCAN = 1 << 20  # the chunks before a WAV's data chunk (fmt, LIST, ...) are looked for this far in
 
 AudioInput = str | Path | bytes | np.ndarray
 
@@ -93,7 +95,10 @@ def _decode(source: str | Path | bytes, label: str, sr: int, max_seconds: float 
     """Decode a file or its bytes to mono float32 (N,) at `sr` Hz, block by block, within the limits."""
     target = _open(source, label)
     try:
-        return _stream(target, label, sr, max_seconds, max_bytes)
+        samples = _stream(target, label, sr, max_seconds, max_bytes)
+        if samples.size == 0 and (repaired := _unsized_wav(target, max_bytes)) is not None:
+            samples = _stream(repaired, label, sr, max_seconds, max_bytes)
+        return samples
     finally:
         if isinstance(target, int):
             os.close(target)
@@ -178,6 +183,35 @@ def _open(source: str | Path | bytes, label: str) -> int | io.BytesIO:
         os.close(fd)
         raise AudioError(f"{label}: the file is empty (0 bytes)")
     return fd
+
+
+def _unsized_wav(target: int | io.BytesIO, max_bytes: int | None) -> io.BytesIO | None:
+    """A WAV whose header says its data chunk is empty while samples follow it (a recorder killed before it wrote
+    the sizes; a stream written to a pipe): its bytes with the data chunk's size set to what the file holds, so
+    the samples decode. None for anything else, or for a file larger than `max_bytes` (it could not decode within
+    the limit anyway: every sample format decodes to at least its own size)."""
+    if isinstance(target, int):
+        size = os.fstat(target).st_size
+        if max_bytes is not None and size > max_bytes:
+            return None
+        data = bytearray(os.pread(target, size, 0))
+    else:
+        data = bytearray(target.getbuffer())
+    if data[:4] not in (b"RIFF", b"RIFX") or data[8:12] != b"WAVE":
+        return None
+    order = "<" if data[:4] == b"RIFF" else ">"
+    at = 12
+    while at + 8 <= min(len(data), WAV_HEADER_SCAN):
+        chunk, size = bytes(data[at:at + 4]), struct.unpack_from(order + "I", data, at + 4)[0]
+        if chunk == b"data":
+            held = len(data) - at - 8
+            if size != 0 or held <= 0:
+                return None
+            struct.pack_into(order + "I", data, at + 4, held)
+            struct.pack_into(order + "I", data, 4, len(data) - 8)
+            return io.BytesIO(bytes(data))
+        at += 8 + size + (size & 1)
+    return None
 
 
 def _reason(e: Exception) -> str:

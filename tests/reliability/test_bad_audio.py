@@ -118,6 +118,9 @@ AUDIO_CASES = [
     Case("truncated-mid-sample", "cut-odd.wav", lambda: _wav_1s()[:44 + 8001], seconds=0.25),
     Case("data-size-lies", "lying.wav", lambda: _patched(_patched(_wav_1s(), 40, "<I", 0xFFFFFFF0), 4, "<I",
                                                           0xFFFFFFF8), seconds=1.0),
+    Case("sizes-never-written", "killed-recorder.wav", lambda: _patched(_patched(_wav_1s(), 40, "<I", 0), 4, "<I", 0),
+         seconds=1.0),
+    Case("data-size-zero", "unsized.wav", lambda: _patched(_wav_1s(), 40, "<I", 0), seconds=1.0),
     # valid audio in any shape: must just work
     Case("all-silent", "silence.wav", lambda: _encode(np.zeros(3 * SR, np.float32)), seconds=3.0, speech=False),
     Case("one-sample", "one.wav", lambda: _encode(np.full(1, 0.2, np.float32)), seconds=0.025, speech=False),
