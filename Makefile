@@ -5,8 +5,9 @@ PIP := $(VENV)/bin/pip
 DEB_PACKAGES := espeak-ng sox mecab mecab-naist-jdic chromium flite festival festvox-kallpc16k festvox-kdlpc16k \
 	festvox-us-slt-hts  # chromium: the web page's browser test; flite, festival: the mini corpus's other voices
 STAMP := $(VENV)/.installed
+TORCH_INDEX ?=  # a package index for torch alone (e.g. PyTorch's CPU-only one); empty: pip's own
 
-.PHONY: setup test test-slow test-all demo clean-cache gpu-check fetch-wheels
+.PHONY: setup debs test test-slow test-all demo gpu-check fetch-wheels
 
 setup: $(STAMP) debs
 	$(VENV)/bin/llm-srt setup
@@ -14,7 +15,7 @@ setup: $(STAMP) debs
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q torch==2.13.0 $(if $(strip $(TORCH_INDEX)),--index-url $(strip $(TORCH_INDEX)))
 	$(PIP) install -q -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
