@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from llm_srt.data.loader import (BucketBatchSampler, SpeechTextDataset, collate, pad_features, stratified,
-                                 weighted_rows)
+                                 weighted_by_kind, weighted_rows)
 from llm_srt.data.manifest import Row
 from llm_srt.errors import LLMSRTError
 from llm_srt.prompts import Task
@@ -275,6 +275,28 @@ def test_weighted_rows_follow_the_weights_and_keep_every_row():
         weighted_rows([big], [0.5, 0.5])
     with pytest.raises(LLMSRTError, match="positive"):
         weighted_rows([big, small], [1.0, 0.0])
+
+
+def test_the_weights_are_shares_of_the_rows_a_stage_reads():
+    """Common Voice (ASR rows only) and FLEURS (1 ASR row and N-1 translation rows a clip) at 0.5 each: an ASR stage
+    takes half its examples from each (weighting all rows first gave FLEURS' 10 ASR rows 1 example in 11)."""
+    cv = [r for r in _rows(100, langs=("eng",))]  # 100 ASR rows
+    fleurs = _rows(10, langs=("deu", "fra", "ind", "ita", "jpn", "kor", "nld", "por", "rus", "spa"))
+    fleurs = [r for r in fleurs if not r.is_asr or r.src_lang == "deu"]  # 10 ASR rows, 900 translation rows
+    asr = SpeechTextDataset(weighted_by_kind([cv, fleurs], [0.5, 0.5], Task.ASR), Task.ASR)
+    assert Counter(asr[i].src == "eng" for i in range(len(asr))) == {True: 100, False: 100}
+    # a mix reads both kinds: each kind is weighted apart (CV has no translation row: FLEURS's are all there is)
+    rows = weighted_by_kind([cv, fleurs], [0.5, 0.5], {"srt": 0.6, "asr": 0.4})
+    assert Counter(r.is_asr for r in rows) == {True: 200, False: 900}
+    assert weighted_by_kind([cv, fleurs], None, Task.ASR) == cv + fleurs
+    with pytest.raises(LLMSRTError, match="1 sampling weights for 2 manifests"):
+        weighted_by_kind([cv, fleurs], [1.0], Task.ASR)
+
+
+def test_a_small_task_share_gets_an_example_not_none():
+    rows = _rows(10, langs=("eng", "deu"))  # 20 translation rows, 20 ASR rows
+    mix = SpeechTextDataset(rows, {"srt": 0.98, "asr": 0.01, "mt": 0.01})
+    assert Counter(mix[i].task for i in range(len(mix))) == {Task.SRT: 20, Task.ASR: 1, Task.MT: 1}
 
 
 def test_stratified_dev_covers_every_direction_evenly_in_any_prefix():

@@ -258,6 +258,23 @@ def test_fsdp_within_node_may_change_on_resume_like_the_other_strategies(tiny_se
     assert resume.changes(resume.run_settings(cfg), resume.run_settings(replace(cfg, seed=cfg.seed + 1)))  # guarded
 
 
+def test_a_checkpoint_of_the_older_weighting_does_not_resume_with_weights(tiny_setup, tmp_path):
+    """data.train_weights share out each kind of row since 2026-12-05 (another epoch order than before): a
+    checkpoint saved before has no such setting, and resuming it with weights stops; without weights, nothing
+    changed and it resumes."""
+    from dataclasses import replace
+
+    from llm_srt.train import resume
+
+    cfg = _config(tiny_setup, tmp_path / "run")
+    weighted = replace(cfg, data=replace(cfg.data, train=[cfg.data.train], train_weights=[1.0]))
+    older = {k: v for k, v in resume.run_settings(weighted).items() if k != resume.WEIGHTED}
+    assert resume.changes(older, resume.run_settings(weighted)) == ["data.train_weights weigh '(unset)' -> 'each "
+                                                                    "kind of row'"]
+    assert resume.changes(resume.run_settings(weighted), resume.run_settings(weighted)) == []
+    assert resume.WEIGHTED not in resume.run_settings(cfg)
+
+
 def test_a_raised_max_steps_stretches_a_cosine_schedule_from_the_resumed_step_on(tiny_setup, tmp_path):
     """The first step after raising max_steps trained at the old curve's end (lr 0), then jumped into the new one."""
     out = tmp_path / "run"

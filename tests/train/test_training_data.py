@@ -271,6 +271,13 @@ def test_several_training_manifests_with_sampling_weights(tiny_setup, model, tmp
     assert Counter(data.dataset[i].src for i in range(len(data.dataset))) == {"eng": 16, "deu": 4}  # 8 rows each
     data = TrainingData(replace(cfg.data, train_weights=[0.2, 0.8]), model, SOLO)
     assert Counter(data.dataset[i].src for i in range(len(data.dataset))) == {"eng": 4, "deu": 16}
+    # the weights share what the stage reads: an ASR stage on eng transcripts alone and deu's transcripts and
+    # translations takes half its examples from each (all rows weighted first gave eng twice deu's)
+    asr_only = tmp_path / "eng_asr.jsonl"
+    write_manifest(asr_only, [r for r in rows if r.src_lang == "eng" and r.is_asr])
+    data = TrainingData(replace(cfg.data, train=[str(asr_only), str(deu)], train_weights=[0.5, 0.5],
+                                tasks={"asr": 1.0}), model, SOLO)
+    assert Counter(data.dataset[i].src for i in range(len(data.dataset))) == {"eng": 4, "deu": 4}
     assert load_config(None, [f"data.train={eng}"]).data.manifests == [str(eng)]
     with pytest.raises(ConfigError, match="data.train_weights has 1 weights for 2 data.train manifests"):
         load_config(None, [f"data.train=[{eng}, {deu}]", "data.train_weights=[1.0]"])
@@ -417,6 +424,20 @@ def test_a_training_clip_longer_than_whisper_s_window_is_a_bad_row(tiny_setup, t
     with pytest.warns(UserWarning, match="skipped 1 bad rows"):
         kept = training_data.read_stage_rows(DataSection(train=str(long), skip_bad=True), Task.ASR, hashes=False)
     assert len(kept.train[0]) == len(rows) - 1
+
+
+def test_a_text_only_stage_does_not_check_audio_it_never_reads(tiny_setup, tmp_path):
+    """data.tasks {mt: 1}: rows whose audio is gone (or longer than Whisper's window) still train text MT; a speech
+    stage on the same manifest refuses them, naming the line."""
+    rows = [json.loads(line) for line in Path(tiny_setup["manifest"]).read_text().splitlines()]
+    gone = tmp_path / "gone.jsonl"
+    gone.write_text("".join(json.dumps({**r, "audio": str(tmp_path / f"missing{k}.wav"), "duration": 31.0}) + "\n"
+                            for k, r in enumerate(rows)))
+    text = training_data.read_stage_rows(DataSection(train=str(gone), dev=str(gone), tasks={"mt": 1.0}), Task.MT,
+                                         hashes=False)
+    assert len(text.train[0]) == len(rows) and text.dev
+    with pytest.raises(LLMSRTError, match=r"gone.jsonl:1: "):
+        training_data.read_stage_rows(DataSection(train=str(gone), tasks={"srt": 1.0}), Task.SRT, hashes=False)
 
 
 def _node_local_cache(rank: int, world: int, store: str, setup: dict, root: str) -> None:

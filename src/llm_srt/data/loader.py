@@ -75,7 +75,7 @@ class SpeechTextDataset:
                 self._main = (start, start + len(pools[t]))
                 index.append(pools[t])
             else:
-                draw = _Draw(start, round(total * weight), t, pools[t],
+                draw = _Draw(start, max(1, round(total * weight)), t, pools[t],  # a small share: 1, never 0
                              np.random.default_rng([seed, i]).permutation(len(pools[t])))
                 self._draws.append(draw)
                 index.append(draw.rows(0))
@@ -175,6 +175,28 @@ def weighted_rows(parts: Sequence[Sequence[Row]], weights: Sequence[float] | Non
         copies, rest = divmod(n, len(part))
         order = np.random.default_rng([seed, 7919, i]).permutation(len(part))[:rest]
         rows += list(part) * copies + [part[k] for k in order]
+    return rows
+
+
+def weighted_by_kind(parts: Sequence[Sequence[Row]], weights: Sequence[float] | None,
+                     task: Task | str | Mapping[str, float], seed: int = 0) -> list[Row]:
+    """`weighted_rows` applied to each kind of row the task (mix) reads, apart: ASR rows for asr, translation rows
+    for the other tasks; the rows of a kind it does not read are left out. So the weights are the manifests' shares
+    of what the stage trains on: Common Voice (ASR rows only) and FLEURS (one ASR row and N-1 translation rows a
+    clip) at 0.5 each give an ASR stage half its examples from each, where weighting all rows gave FLEURS 6%.
+    A manifest without rows of a kind has no share of it."""
+    if weights is None:
+        return [r for part in parts for r in part]
+    if len(weights) != len(parts):
+        raise LLMSRTError(f"{len(weights)} sampling weights for {len(parts)} manifests; give one weight each")
+    mix = _normalize_mix(task)
+    rows: list[Row] = []
+    for is_asr in (True, False):
+        if any((t is Task.ASR) == is_asr for t in mix):
+            kept = [([r for r in part if r.is_asr == is_asr], w) for part, w in zip(parts, weights)]
+            kept = [(part, w) for part, w in kept if part]
+            if kept:
+                rows += weighted_rows([part for part, _ in kept], [w for _, w in kept], seed=seed)
     return rows
 
 

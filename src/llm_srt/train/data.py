@@ -25,7 +25,7 @@ from ..config import bounds, short
 from ..audio import WINDOW_SECONDS, format_bytes, load_audio
 from ..data.features import FeatureCache, content_hashes
 from ..data.loader import (BucketBatchSampler, SpeechTextDataset, pad_features, stratified, text_fields,
-                           weighted_rows)
+                           weighted_by_kind)
 from ..data.manifest import Row, read_manifest
 from ..errors import ConfigError
 from ..prompts import Task, parse_srt
@@ -133,8 +133,8 @@ class TrainingData:
                               "speech task; lower mt's weight")
         uses_cache = cfg.feature_cache is not None and self.main_task is not Task.MT
         rows = from_rank0(d, lambda: read_stage_rows(cfg, self.main_task, hashes=uses_cache))
-        self.dataset = SpeechTextDataset(weighted_rows(rows.train, cfg.train_weights, seed=cfg.seed), cfg.tasks,
-                                         seed=cfg.seed, source=f"data.train {short(cfg.train)}")
+        self.dataset = SpeechTextDataset(weighted_by_kind(rows.train, cfg.train_weights, cfg.tasks, seed=cfg.seed),
+                                         cfg.tasks, seed=cfg.seed, source=f"data.train {short(cfg.train)}")
         # text-only mt beside speech tasks: each batch all text or all speech (the collator and the model take
         # either, not both in one batch)
         self.sampler = BucketBatchSampler(self.dataset.durations, cfg.batch_size, seed=cfg.seed,
@@ -326,12 +326,16 @@ class TrainingData:
 # ---- reading a stage's rows once ----------------------------------------------------------------------------------
 def read_stage_rows(cfg: DataSection, main_task: Task, hashes: bool = True) -> StageRows:
     """Read and validate the training manifests and the dev manifest (every audio file checked), choose the dev
-    rows, and (with `hashes`) hash every audio file once. Run on rank 0 only (see from_rank0)."""
+    rows, and (with `hashes`) hash every audio file once. Run on rank 0 only (see from_rank0). A text-only stage
+    (mt alone) never reads its training rows' audio: their files are not checked."""
     longest = WINDOW_SECONDS  # a longer clip would stop the stage at the encoder, on one rank
-    train = [read_manifest(m, skip_bad=cfg.skip_bad, max_duration=longest) for m in cfg.manifests]
+    speech = any(Task(t).needs_speech for t in cfg.tasks)
+    train = [read_manifest(m, check_audio=speech, skip_bad=cfg.skip_bad, max_duration=longest if speech else None)
+             for m in cfg.manifests]
     dev: list[Row] = []
     if cfg.dev:
-        rows = [r for r in read_manifest(cfg.dev, skip_bad=cfg.skip_bad, max_duration=longest)
+        rows = [r for r in read_manifest(cfg.dev, check_audio=main_task.needs_speech, skip_bad=cfg.skip_bad,
+                                         max_duration=longest if main_task.needs_speech else None)
                 if r.is_asr == (main_task is Task.ASR)]
         dev = stratified(rows, max(cfg.dev_size, cfg.dev_decode), seed=cfg.seed)
     audio = [r.audio for part in train for r in part] + [r.audio for r in dev]

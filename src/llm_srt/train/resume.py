@@ -35,6 +35,7 @@ FROZEN_KEYS = {"model.encoder weights": "encoder", "model.llm weights": "llm"}  
 
 
 PER_STEP = "examples per step (data.batch_size x optim.accumulation x ranks)"
+WEIGHTED = "data.train_weights weigh"  # what the weights share out (`loader.weighted_by_kind`)
 
 
 def run_settings(cfg, world: int = 1) -> dict[str, Any]:
@@ -47,6 +48,8 @@ def run_settings(cfg, world: int = 1) -> dict[str, Any]:
     settings[PER_STEP] = cfg.data.batch_size * cfg.optim.accumulation * world
     settings["data.train"] = [file_hash(m) for m in cfg.data.manifests]
     settings["data.dev"] = file_hash(cfg.data.dev) if cfg.data.dev else None
+    if cfg.data.train_weights is not None:  # since 2026-12-05: a checkpoint of the older weighting (all rows) has
+        settings[WEIGHTED] = "each kind of row"  # none, so its resume stops instead of reading another epoch order
     settings[INIT_KEY] = init_identity(cfg.model.init_from)
     for key, kind in FROZEN_KEYS.items():
         settings[key] = weights_identity(getattr(cfg.model, kind), kind)
