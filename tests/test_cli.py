@@ -35,6 +35,21 @@ def test_user_error_is_one_line_without_traceback(capsys, tmp_path):
     assert rc == 2 and err.startswith("llm-srt score: error:") and "\n" not in err and "Traceback" not in err
 
 
+def test_debug_after_the_verb_and_options_before_it(capsys, tmp_path):
+    """`--debug` after the verb was an unknown argument of the verb; an unknown option before the verb was ignored,
+    and `llm-srt --help train` complained about train's arguments instead of printing llm-srt's help."""
+    missing = str(tmp_path / "none.yaml")
+    with pytest.raises(Exception, match="none.yaml"):  # --debug: the error raised, with its traceback
+        cli.main(["train", "--debug", missing])
+    assert cli.main(["train", missing]) == 2 and "none.yaml" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--bogus", "score", "--help"])
+    assert e.value.code == 2 and "unrecognized arguments: --bogus" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--help", "train"])
+    assert e.value.code == 0 and "VERB" in capsys.readouterr().out
+
+
 def test_progress_bars_update_rarely_when_stderr_is_a_log_file():
     import subprocess
     import sys

@@ -68,6 +68,23 @@ def test_a_rank_that_sees_one_gpu_alone_takes_it(monkeypatch):
         device.resolve("cuda", "auto")
 
 
+def test_a_fixed_gpu_index_is_refused_where_several_ranks_share_a_node(monkeypatch):
+    """device cuda:1 under torchrun with 4 ranks a node put every rank on cuda:1; a rank that sees one GPU alone
+    (cuda:0, the scheduler's choice) and a single process may still name one."""
+    fake_gpus(monkeypatch, 4)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    with pytest.raises(LLMSRTError, match=r"device=cuda:1: every rank on this node would use that one GPU; under "
+                                          r"torchrun use device=cuda or auto"):
+        device.resolve_device("cuda:1", flag="device=")
+    monkeypatch.setenv("LOCAL_RANK", "2")
+    assert device.resolve_device("cuda") == torch.device("cuda", 2)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    assert device.resolve_device("cuda:1") == torch.device("cuda", 1)
+    fake_gpus(monkeypatch, 1)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert device.resolve_device("cuda:0") == torch.device("cuda", 0)
+
+
 def test_out_of_memory_is_recognised_and_release_collects_cycles():
     assert device.is_out_of_memory(torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
     assert device.is_out_of_memory(RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling cublasCreate"))

@@ -60,12 +60,16 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv
     verb = next((a for a in argv if not a.startswith("-")), None)
     if verb in VERBS:
+        # the options before the verb are llm-srt's own (--debug, --help): anything else there is an error, not
+        # ignored
+        head = parser.parse_args(argv[:argv.index(verb)])
+        debug = head.debug or debug
         # Rebuild the chosen verb's sub-parser with its real arguments.
         module = importlib.import_module(VERBS[verb][0])
         sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
         module.add_arguments(sub.choices[verb])
         # parse the verb's own arguments with options and positionals in any order (key=value lists)
-        rest = argv[argv.index(verb) + 1:]
+        rest = [a for a in argv[argv.index(verb) + 1:] if a != "--debug"]  # --debug may follow the verb too
         verb_parser = sub.choices[verb]
         has_sub_verbs = any(isinstance(a, argparse._SubParsersAction) for a in verb_parser._actions)
         args = verb_parser.parse_args(rest) if has_sub_verbs else verb_parser.parse_intermixed_args(rest)

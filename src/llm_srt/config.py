@@ -124,6 +124,21 @@ def parse_yaml(text: str) -> Any:
     return yaml.load(text, Loader=StrictLoader)  # noqa: S506  (a SafeLoader subclass)
 
 
+def split_items(items: list[str]) -> tuple[list[str], list[str]]:
+    """A command line's CONFIG_OR_OVERRIDE items -> (configs, key=value overrides). A config is a path that exists
+    or a name ending in .yaml/.yml (a sweep folder may be named `lr=1e-4`); anything else must be key=value."""
+    configs, overrides = [], []
+    for item in items:
+        if Path(item).exists() or item.endswith((".yaml", ".yml")):
+            configs.append(item)
+        elif "=" in item:
+            overrides.append(item)
+        else:
+            raise ConfigError(f"{short(item)} is neither a config file (no such file or folder) nor a key=value "
+                              "override (write it as key=value, without spaces around =)")
+    return configs, overrides
+
+
 def load(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
     """Build `cls` from a YAML file, then apply `a.b=value` overrides (values parsed as YAML)."""
     data: dict = {}

@@ -85,6 +85,9 @@ def resolve_device(spec: str | torch.device | None = "auto", flag: str = "--devi
                 index = int(spec.split(":", 1)[1])
             except ValueError:
                 raise LLMSRTError(f"{flag}{spec}: not a device; use auto, cpu, cuda or cuda:N") from None
+            if int(os.environ.get("LOCAL_WORLD_SIZE") or 1) > 1 and torch.cuda.device_count() > 1:
+                raise LLMSRTError(f"{flag}{spec}: every rank on this node would use that one GPU; under torchrun "
+                                  f"use {flag}cuda or auto (each rank takes cuda:$LOCAL_RANK)")
         if not 0 <= index < torch.cuda.device_count():
             raise LLMSRTError(f"{flag}{spec}: this host has {torch.cuda.device_count()} GPU(s) "
                               f"(cuda:0 .. cuda:{torch.cuda.device_count() - 1})")

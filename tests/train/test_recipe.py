@@ -514,6 +514,38 @@ def test_curriculum_composes_stage_configs_without_reparsing_paths(tmp_path):
     assert [s.config.max_steps for s in stages] == [1000, 1000, 7]
 
 
+def test_stages_run_in_one_order_whichever_way_they_are_named(tmp_path):
+    """`--stages srt,asr` on a folder trained asr from srt's weights; on files, the files' order won silently."""
+    folder = tmp_path / "cfgs"
+    folder.mkdir()
+    for stage in ("asr", "smt", "srt", "baseline"):
+        (folder / f"{stage}.yaml").write_text(f"stage: {stage}\ndata:\n  train: x.jsonl\noutput_dir: {stage}\n")
+    with pytest.raises(ConfigError, match=r"--stages srt,asr: asr -> smt -> srt run in that order"):
+        curriculum.plan([str(folder)], stages=["srt", "asr"])
+    assert [s.name for s in curriculum.plan([str(folder)], stages=["asr", "baseline"])] == ["asr", "baseline"]
+    files = [str(folder / "asr.yaml"), str(folder / "srt.yaml")]
+    with pytest.raises(ConfigError, match=r"--stages srt,asr lists the stages in another order than the configs"):
+        curriculum.plan(files, stages=["srt", "asr"])
+    assert [s.name for s in curriculum.plan(files, stages=["asr", "srt"])] == ["asr", "srt"]
+
+
+def test_config_files_and_overrides_are_told_apart_by_what_they_are(tmp_path):
+    """A sweep folder named `lr=1e-4` held a config that was taken for an override; `max_steps = 10` (spaces) was
+    told to use `curriculum`."""
+    from llm_srt.config import split_items
+
+    sweep = tmp_path / "lr=1e-4"
+    sweep.mkdir()
+    (sweep / "asr.yaml").write_text("stage: asr\n")
+    assert split_items([str(sweep / "asr.yaml"), "max_steps=3", "srt:optim.lr=1e-5"]) == (
+        [str(sweep / "asr.yaml")], ["max_steps=3", "srt:optim.lr=1e-5"])
+    assert split_items(["new.yml"]) == (["new.yml"], [])  # a missing config: its own error later names it
+    with pytest.raises(ConfigError, match=r"'max_steps' is neither a config file .* nor a key=value override"):
+        split_items(["max_steps", "=", "10"])
+    assert recipe.load_config(None, ["model.adapter=qformer", "model.adapter_kwargs.mlp_hidden=0"]
+                              ).model.adapter_kwargs == {"mlp_hidden": 0}  # the reference's single Linear
+
+
 def test_activation_checkpointing_and_one_process_fsdp_train_as_the_plain_run(tiny_setup, tmp_path, monkeypatch):
     """activation_checkpointing recomputes the LLM's layers (same losses); distributed: fsdp runs without torchrun
     (a 1-rank group of its own, ended after the run) and follows the DDP run; the timeout reaches the group set-up."""

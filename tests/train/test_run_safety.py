@@ -247,6 +247,21 @@ def test_settings_that_meant_no_or_float16_are_refused_in_one_line(tiny_setup, t
         _config(tiny_setup, tmp_path / "run", **{key: value})
 
 
+@pytest.mark.parametrize("overrides,error", [
+    (["trainable=[adapter, lroa]"], r"trainable: unknown group\(s\) \['lroa'\]; choose from adapter, lora"),
+    (["trainable=[adapter, lora]", "model.lora=null"], r"trainable lists lora but model.lora is null"),
+    (["fsdp_within_node=true"], r"fsdp_within_node: true needs distributed: fsdp"),
+    (['data.train=""'], r"stage srt \(configs/embedded/srt.yaml\): data.train is empty"),
+])
+def test_a_curriculum_stops_at_a_bad_stage_before_the_first_step(tmp_path, overrides, error):
+    """`curriculum`'s plan loads every stage's config before any trains: these settings were refused only once
+    their stage had built its model, after the earlier stages had trained (days, at paper scale)."""
+    from llm_srt.train import curriculum
+
+    with pytest.raises(ConfigError, match=error):
+        curriculum.plan(["configs/embedded"], [f"srt:{item}" for item in overrides])
+
+
 def test_fsdp_within_node_may_change_on_resume_like_the_other_strategies(tiny_setup, tmp_path):
     """README: the strategy may change freely on resume; fsdp_within_node (HSDP) stopped a resume as a change."""
     from dataclasses import replace
@@ -254,7 +269,8 @@ def test_fsdp_within_node_may_change_on_resume_like_the_other_strategies(tiny_se
     from llm_srt.train import resume
 
     cfg = _config(tiny_setup, tmp_path / "run")
-    assert resume.changes(resume.run_settings(cfg), resume.run_settings(replace(cfg, fsdp_within_node=True))) == []
+    hsdp = replace(cfg, distributed="fsdp", fsdp_within_node=True)
+    assert resume.changes(resume.run_settings(cfg), resume.run_settings(hsdp)) == []
     assert resume.changes(resume.run_settings(cfg), resume.run_settings(replace(cfg, seed=cfg.seed + 1)))  # guarded
 
 

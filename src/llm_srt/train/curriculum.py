@@ -1,7 +1,7 @@
 """The three-stage curriculum: ASR -> SMT -> SRT, each stage initialized from the previous stage's final folder.
 
     llm-srt curriculum configs/embedded                       # asr.yaml, smt.yaml, srt.yaml in that folder
-    llm-srt curriculum configs/embedded --stages asr,srt      # the "w/o SMT" ablation
+    llm-srt curriculum configs/embedded --stages asr,srt --out-root runs/no_smt   # the "w/o SMT" ablation
     llm-srt curriculum a.yaml b.yaml max_steps=10 srt:optim.lr=1e-5
 
 A finished stage (its output_dir holds final/) is skipped on re-run; an interrupted one resumes from its newest
@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
+from ..config import split_items
 from ..errors import ConfigError
 from .parallel import release_groups
 from .recipe import FINAL, TrainConfig, load_config, train
@@ -33,6 +34,10 @@ def stage_files(items: list[str], stages: list[str] | None) -> list[Path]:
     if len(items) == 1 and Path(items[0]).is_dir():
         folder = Path(items[0])
         names = stages or list(DEFAULT_STAGES)
+        known = [n for n in names if n in DEFAULT_STAGES]  # each stage starts from the last: asr from srt's
+        if known != sorted(known, key=DEFAULT_STAGES.index):  # weights is no curriculum
+            raise ConfigError(f"--stages {','.join(names)}: {' -> '.join(DEFAULT_STAGES)} run in that order, each "
+                              f"from the last; list them so")
         files = [folder / f"{name}.yaml" for name in names]
         missing = [str(f) for f in files if not f.is_file()]
         if missing:
@@ -49,6 +54,10 @@ def stage_files(items: list[str], stages: list[str] | None) -> list[Path]:
             raise ConfigError(f"--stages names {unknown[0]}, but the stage configs given are "
                               f"{', '.join(f.stem for f in files)}; name stages by their files' stems")
         files = [f for f in files if f.stem in stages]
+        if [f.stem for f in files] != [s for s in stages if s in {f.stem for f in files}]:
+            raise ConfigError(f"--stages {','.join(stages)} lists the stages in another order than the configs given "
+                              f"({', '.join(f.stem for f in files)}), which run in the order given; list them in one "
+                              "order")
     return files
 
 
@@ -101,6 +110,9 @@ def plan(items: list[str], overrides: list[str] | None = None, stages: list[str]
         if result and "model.init_from" not in own:
             previous = Path(result[-1].config.output_dir) / FINAL
             cfg = replace(cfg, model=replace(cfg.model, init_from=str(previous)))
+        if not any(cfg.data.manifests):  # a stage without data would fail only once its model had loaded
+            raise ConfigError(f"stage {name} ({f}): data.train is empty; give its training manifest (e.g. "
+                              f"{name}:data.train=data/mini/train.jsonl)")
         result.append(Stage(name, f, cfg))
     _check_folders(result)
     return result
@@ -133,8 +145,7 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> int:
-    configs = [i for i in args.items if "=" not in i]
-    overrides = [i for i in args.items if "=" in i]
+    configs, overrides = split_items(args.items)
     stages = args.stages.split(",") if args.stages else None
     finals = run_curriculum(configs, overrides, stages, args.out_root)
     release_groups()

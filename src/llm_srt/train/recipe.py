@@ -73,8 +73,10 @@ class ModelSection:
                               f"{', '.join(options)}")
         self.adapter_kwargs = {k: config_lib.coerce(options[k][0], v, "model.adapter_kwargs", k)
                                for k, v in self.adapter_kwargs.items()}
-        for k, v in self.adapter_kwargs.items():  # every adapter option is a size or count, or a dropout rate
-            allowed = config_lib.Range(ge=0, lt=1) if isinstance(v, float) else config_lib.Range(ge=1)
+        for k, v in self.adapter_kwargs.items():  # every adapter option is a size or count, or a dropout rate;
+            #   mlp_hidden 0 is the reference's one Linear (an LLM up to 1536 wide)
+            allowed = (config_lib.Range(ge=0, lt=1) if isinstance(v, float)
+                       else config_lib.Range(ge=0 if k == "mlp_hidden" else 1))
             if allowed.problem(v):
                 raise ConfigError(f"model.adapter_kwargs.{k} {allowed.problem(v)}, got {short(v)}")
         lora = self.lora
@@ -133,8 +135,17 @@ class TrainConfig:
     #   content, ...: train/resume.py) differ from the checkpoint's; the new ones apply from the resumed step
 
     def __post_init__(self):
+        from ..model.speech_llm import TRAINABLE  # checked here, not after the LLM has loaded (a curriculum
+        #   would otherwise learn of a typo in its last stage after days of the earlier ones)
         if not self.trainable:
             raise ConfigError("trainable is empty, so nothing would train; list adapter and/or lora, e.g. [adapter]")
+        if unknown := [g for g in self.trainable if g not in TRAINABLE]:
+            raise ConfigError(f"trainable: unknown group(s) {short(unknown)}; choose from {', '.join(TRAINABLE)}")
+        if "lora" in self.trainable and self.model.lora is None:
+            raise ConfigError("trainable lists lora but model.lora is null; set model.lora (e.g. {r: 8, alpha: 32}) "
+                              "or drop lora from trainable")
+        if self.fsdp_within_node and self.distributed != "fsdp":
+            raise ConfigError("fsdp_within_node: true needs distributed: fsdp")
         for name in self.data.tasks:
             try:
                 task = Task(name)
@@ -794,9 +805,9 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> int:
-    configs = [i for i in args.items if "=" not in i]
+    configs, overrides = config_lib.split_items(args.items)
     if len(configs) > 1:
         raise ConfigError(f"give one config file, got {configs}; use `llm-srt curriculum` for several stages")
-    train(load_config(configs[0] if configs else None, [i for i in args.items if "=" in i]))
+    train(load_config(configs[0] if configs else None, overrides))
     release_groups()
     return 0
