@@ -326,17 +326,17 @@ class BucketBatchSampler:
             epoch, batch = epoch + 1, 0
         return {"epoch": epoch, "batch": batch, "seed": self.seed, "replicas": self.num_replicas}
 
-    def load_state_dict(self, state: Mapping) -> None:
+    def load_state_dict(self, state: Mapping) -> int:
         """Resume; also with another number of ranks, as the position counts whole rounds of batches (R ranks
-        after b batches each = 1 rank after R * b batches, the same examples in the same order)."""
+        after b batches each = 1 rank after R * b batches, the same examples in the same order). Returns the
+        batches skipped: a position that R ranks cannot split (1 rank stopped 9 batches into an epoch, resumed on 4:
+        a step's micro-batches ran across an epoch's end) goes on from the next whole round, at most R - 1 batches
+        on, so that every rank starts at the same round."""
         if state.get("seed", self.seed) != self.seed:
             raise LLMSRTError(f"resuming a sampler seeded {state['seed']} with seed {self.seed}; use the same seed")
         consumed = int(state["batch"]) * int(state.get("replicas", self.num_replicas))
-        if consumed % self.num_replicas:
-            raise LLMSRTError(f"the checkpoint stopped {consumed} batches into epoch {state['epoch']}, which "
-                              f"{self.num_replicas} ranks cannot split evenly; resume with "
-                              f"{state.get('replicas', 1)} ranks")
-        self.epoch, self.batch = int(state["epoch"]), consumed // self.num_replicas
+        self.epoch, self.batch = int(state["epoch"]), -(-consumed // self.num_replicas)
+        return self.batch * self.num_replicas - consumed
 
 
 def collate(examples: Sequence[Example], features: Sequence[np.ndarray] | None = None) -> dict:

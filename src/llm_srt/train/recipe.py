@@ -468,7 +468,10 @@ class Recipe:
                 _apply_optim_settings(self.optimizer, self.scheduler, cfg)
             else:
                 _follow_schedule(self.optimizer, self.scheduler, cfg, self.log)
-            self.data.load_state_dict(state["data"])
+            if skipped := self.data.load_state_dict(state["data"]):
+                self.log(f"[{cfg.stage}] the checkpoint's data position ({state['data']['batch']} batches of "
+                         f"{state['data'].get('replicas', 1)} rank(s) into epoch {state['data']['epoch']}) is no whole "
+                         f"round of {self.d.world} ranks: skipping {skipped} batch(es) of that epoch")
             self.step = state["step"]
             _restore_rng(state["rng"], self.d, cfg.seed, self.step, log=self.log)
             on_main(self.d, lambda: _drop_log_after(self.out, self.step))
