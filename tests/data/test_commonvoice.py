@@ -111,17 +111,47 @@ def test_headers_are_read_only_for_clips_that_survive_the_filters(locale_dir, tm
 @pytest.mark.parametrize("listing", ["clip_durations.tsv", "times.txt"])
 def test_durations_from_the_release_duration_list(locale_dir, tmp_path, monkeypatch, layouts, listing):
     ms = {clip: 4000 + 100 * i for i, (clip, *_) in enumerate([i for s in SPLITS.values() for i in s] + EXTRA)}
-    ms["de_2.mp3"] = 0  # the release could not measure it
     (locale_dir / "clips" / "de_3.mp3").write_bytes(b"not audio")  # listed: not opened, so not caught here
     write = layouts.write_clip_durations if listing == "clip_durations.tsv" else layouts.write_times_txt
     write(locale_dir, ms)
     monkeypatch.setattr(clips_module.sf, "info", lambda path: pytest.fail(f"header of {path} read"))
     summary = prepare_commonvoice(locale_dir, tmp_path / "out")
     assert summary.durations_from == listing
-    assert [r.duration for r in read_manifest(tmp_path / "out" / "train.jsonl")] == [4.0]
+    assert [r.duration for r in read_manifest(tmp_path / "out" / "train.jsonl")] == [4.0, 4.1]
     assert read_manifest(tmp_path / "out" / "dev.jsonl")[0].duration == 4.2
-    assert [b.clip.rsplit("/", 1)[1] for b in summary.bad_clips] == ["de_2.mp3"]
-    assert "duration of 0" in summary.bad_clips[0].reason
+    assert summary.bad_clips == []
+
+
+@pytest.mark.parametrize("listing", ["clip_durations.tsv", "times.txt"])
+def test_a_clip_listed_with_a_duration_of_0_is_measured_from_its_header(locale_dir, tmp_path, monkeypatch, layouts,
+                                                                        listing):
+    """0 means the release could not measure the clip: it was counted bad unread, though de_2 plays fine."""
+    ms = {clip: 4000 + 100 * i for i, (clip, *_) in enumerate([i for s in SPLITS.values() for i in s])}
+    ms["de_1.mp3"] = ms["de_2.mp3"] = 0
+    (locale_dir / "clips" / "de_1.mp3").write_bytes(b"not audio")  # bad only because its header read fails too
+    (layouts.write_clip_durations if listing == "clip_durations.tsv" else layouts.write_times_txt)(locale_dir, ms)
+    read, real_info = [], sf.info
+    monkeypatch.setattr(clips_module.sf, "info", lambda path: read.append(path.rsplit("/", 1)[1]) or real_info(path))
+    summary = prepare_commonvoice(locale_dir, tmp_path / "out")
+    assert sorted(read) == ["de_1.mp3", "de_2.mp3"]  # only the clips listed with 0
+    assert [(r.id, r.duration) for r in read_manifest(tmp_path / "out" / "train.jsonl")] == [
+        ("commonvoice:deu:de_2", pytest.approx(0.6, abs=0.06))]
+    assert read_manifest(tmp_path / "out" / "dev.jsonl")[0].duration == 4.2
+    assert [b.clip.rsplit("/", 1)[1] for b in summary.bad_clips] == ["de_1.mp3"]
+    assert "cannot be decoded" in summary.bad_clips[0].reason and "gives 0" in summary.bad_clips[0].reason
+
+
+def test_a_split_manifest_an_earlier_run_left_in_out_is_removed(locale_dir, tmp_path):
+    """Converting again into the same OUT with fewer splits left the old train.jsonl, which summary.json disowned."""
+    out = tmp_path / "out"
+    prepare_commonvoice(locale_dir, out)
+    (out / "prose.jsonl").write_text("{}\n", encoding="utf-8")  # no split manifest of this tool: left alone
+    summary = prepare_commonvoice(locale_dir, out, splits=("dev", "test"))
+    assert sorted(p.name for p in out.iterdir()) == ["dev.jsonl", "prose.jsonl", "summary.json", "test.jsonl"]
+    assert "removed stale train.jsonl from an earlier prepare" in summary.lines()
+    saved = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert saved["written"] == {"dev": 1, "test": 1} and saved["notes"] == summary.notes
+    assert prepare_commonvoice(locale_dir, out, splits=("dev", "test")).notes == []  # nothing stale the second time
 
 
 def test_missing_empty_and_undecodable_clips_are_skipped_or_stop_with_strict(locale_dir, tmp_path, layouts):

@@ -216,3 +216,22 @@ def test_tables_still_packed_as_they_download_are_named_with_the_command_that_ex
                                           rf"tsv\.tar\.gz and the like are still packed: extract them first \(tar -xzf "
                                           rf"{re.escape(str(packed))}/covost_v2\.en_de\.tsv\.tar\.gz -C "):
         prepare_covost2(packed, cv, tmp_path / "out")
+
+
+def test_every_pair_asked_for_needs_its_table(release, tmp_path):
+    """--pairs eng-deu,eng-jpn,eng-fra with only en_de extracted wrote the German rows alone and said nothing."""
+    tsv, cv = release
+    (tsv / "covost_v2.en_ja.tsv").unlink()
+    (tsv / "covost_v2.en_ja.tsv.tar.gz").write_bytes(b"\x1f\x8b")  # as it downloads
+    with pytest.raises(LLMSRTError) as e:
+        prepare_covost2(tsv, cv, tmp_path / "out",
+                        pairs=[("eng", "deu"), ("eng", "jpn"), ("eng", "fra"), ("zho", "eng"), ("deu", "fra")])
+    assert str(e.value) == (
+        f"{tsv}: no table for --pairs eng-jpn (covost_v2.en_ja.tsv is still packed: extract it first with tar -xzf "
+        f"{tsv}/covost_v2.en_ja.tsv.tar.gz -C {tsv}); eng-fra (no covost_v2.en_fr.tsv: CoVoST 2 has no such "
+        "direction, of the languages llm_srt/languages.py knows it translates only English into deu, ind, jpn, zho); "
+        "zho-eng (covost_v2.zh-CN_en.tsv not found); deu-fra (no covost_v2.de_fr.tsv: CoVoST 2 has no such "
+        "direction, each of its 36 is into or out of English); add the tables there or leave those pairs out of "
+        "--pairs")
+    assert not (tmp_path / "out").exists()
+    assert prepare_covost2(tsv, cv, tmp_path / "out", pairs=[("eng", "deu")]).written  # the pairs it has still run

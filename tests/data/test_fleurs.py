@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from llm_srt.data.clips import REPEATED
-from llm_srt.data.fleurs import prepare_fleurs
+from llm_srt.data.fleurs import SPLIT_CONFLICT, prepare_fleurs
 from llm_srt.data.manifest import read_manifest
 from llm_srt.errors import LLMSRTError
 
@@ -151,9 +151,32 @@ def test_a_wav_listed_again_is_kept_once_and_test_keeps_a_wav_train_also_lists(f
            for split in ("train", "test")}
     assert "fleurs:eng:eng40train" in ids["test"]
     assert not any(i.startswith("fleurs:eng:eng40train") for i in ids["train"])
-    assert summary.dropped == {REPEATED: 2}
+    assert summary.dropped == {REPEATED: 2, SPLIT_CONFLICT: 1}  # German sentence 4 follows English's into test
     assert [w.replace(f"{fleurs_root}/en_us/", "") for w in summary.dropped_at[REPEATED]] == [
         "train.tsv:5 (first at test.tsv:3)", "train.tsv:6 (first at train.tsv:1)"]
+
+
+def test_a_sentence_id_in_two_splits_stays_in_the_first_of_test_dev_train(fleurs_root, tmp_path):
+    """Sentence 3 in de_de/test.tsv but en_us/ and fr_fr/train.tsv: the English and French text of a test sentence
+    was trained on, and its pairs with German vanished uncounted."""
+    de = fleurs_root / "de_de"
+    train = (de / "train.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
+    (de / "train.tsv").write_text("".join(line for line in train if not line.startswith("3\t")), encoding="utf-8")
+    with open(de / "test.tsv", "a", encoding="utf-8") as f:  # as test.tsv line 2
+        f.write(next(line for line in train if line.startswith("3\t")))
+    (de / "audio" / "train" / "deu30train.wav").rename(de / "audio" / "test" / "deu30train.wav")
+    summary = prepare_fleurs(fleurs_root, None, tmp_path / "out")
+    ids = {s: {r.sentence_id for r in read_manifest(tmp_path / "out" / f"{s}.jsonl")} for s in ("train", "test")}
+    assert "3" in ids["test"] and "3" not in ids["train"]
+    assert summary.dropped == {SPLIT_CONFLICT: 2}
+    assert [w.replace(f"{fleurs_root}/", "") for w in summary.dropped_at[SPLIT_CONFLICT]] == [
+        "en_us/train.tsv:4 (in test at de_de/test.tsv:2)", "fr_fr/train.tsv:3 (in test at de_de/test.tsv:2)"]
+    assert (f"warning: 1 sentence ids are listed in more than one split, e.g. {fleurs_root}/en_us/train.tsv:4 (in test "
+            f"at {fleurs_root}/de_de/test.tsv:2); their 2 utterances") in "\n".join(summary.lines())
+    # converting train alone still keeps the test sentence out of it
+    summary = prepare_fleurs(fleurs_root, None, tmp_path / "train_only", splits=("train",))
+    assert "3" not in {r.sentence_id for r in read_manifest(tmp_path / "train_only" / "train.jsonl")}
+    assert summary.dropped == {SPLIT_CONFLICT: 2}
 
 
 def test_no_check_audio_counts_a_missing_wav_the_table_gives_no_length_for(fleurs_root, tmp_path):

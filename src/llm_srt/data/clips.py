@@ -4,10 +4,12 @@ Every converter (FLEURS, CoVoST 2, Common Voice) first reads and filters its tab
 are left out and counted, and so is a clip listed again: `without_repeats`), then hands the clips of the rows that
 survived to `check_clips`, which works in parallel (`workers` threads: libsndfile runs without the GIL)
 behind a progress bar with an ETA. A clip whose duration is already known (Common Voice's `clip_durations.tsv` or
-`times.txt`, FLEURS' sample-count column) is only checked to exist and be non-empty; the others have their header
-read. A bad clip is skipped and reported (`Summary.lines()`, OUT/summary.json) unless `strict`, which stops at the
-first one with its file:line. Real releases have them: hundreds of zero-byte clips in Common Voice 3/4.
-`write_manifests` writes the result, and refuses a split all of whose clips are bad (a release not unpacked).
+`times.txt`, FLEURS' sample-count column) is only checked to exist and be non-empty; the others, and those listed
+with a duration of 0 (not measured), have their header read. A bad clip is skipped and reported (`Summary.lines()`,
+OUT/summary.json) unless `strict`, which stops at the first one with its file:line. Real releases have them:
+hundreds of zero-byte clips in Common Voice 3/4. `write_manifests` writes the result, and refuses a split all of
+whose clips are bad (a release not unpacked); it removes a split manifest an earlier run left in OUT that this run
+does not write (it would disagree with summary.json).
 """
 
 import json
@@ -60,6 +62,7 @@ class Summary:
     bad_clips: list[BadClip] = field(default_factory=list)  # skipped clips, in table order
     rows_without_clip: int = 0  # table rows left out because their clip is bad
     durations_from: str = ""  # where durations came from (a file name, "headers", ...)
+    notes: list[str] = field(default_factory=list)  # one line each: warnings, stale manifests removed
 
     def drop(self, reason: str, where: str) -> None:
         """Count a table row left out for `reason`; the first SHOWN of each reason keep their `where` (file:line)."""
@@ -69,7 +72,7 @@ class Summary:
             at.append(where)
 
     def lines(self) -> list[str]:
-        lines = [f"{self.out / (split + '.jsonl')}: {n} rows" for split, n in self.written.items()]
+        lines = [f"{self.out / (split + '.jsonl')}: {n} rows" for split, n in self.written.items()] + self.notes
         for reason, n in sorted(self.dropped.items()):
             lines.append(f"left out {n} table rows: {reason}; the first {len(self.dropped_at[reason])}:")
             lines += [f"  {where}" for where in self.dropped_at[reason]]
@@ -88,6 +91,7 @@ class Summary:
         with atomic_file(path) as f:
             json.dump({"written": self.written, "dropped": dict(self.dropped), "dropped_at": self.dropped_at,
                        "durations_from": self.durations_from, "rows_without_clip": self.rows_without_clip,
+                       "notes": self.notes,
                        "bad_clips": [{"where": b.where, "clip": b.clip, "reason": b.reason} for b in self.bad_clips]},
                       f, ensure_ascii=False, indent=1)
             f.write("\n")
@@ -125,7 +129,9 @@ def write_manifests(summary: Summary, rows: Mapping[str, list[Row]], clips: Mapp
     (`clips`) none of which is usable stops the run with LLMSRTError before any manifest is written (summary.json
     is, listing them): a release whose audio is not unpacked must not look converted. A clip of the train or dev
     split longer than Whisper's 30 s window is left out and counted (training refuses such a row: a manifest that
-    held one stopped the stage before step 1); test keeps its clips."""
+    held one stopped the stage before step 1); test keeps its clips. A <split>.jsonl of SPLIT_ORDER that this run
+    does not write is removed (an earlier run's, say with other languages, would disagree with summary.json), and
+    the summary says so."""
     rows = {split: _within_window(summary, split, split_rows) if split in TRAINING_SPLITS else split_rows
             for split, split_rows in rows.items()}
     for split, named in clips.items():
@@ -138,6 +144,11 @@ def write_manifests(summary: Summary, rows: Mapping[str, list[Row]], clips: Mapp
                               f"{summary.out / 'summary.json'}")
     summary.written = {split: write_manifest(summary.out / f"{split}.jsonl", split_rows)
                        for split, split_rows in rows.items()}
+    for split in SPLIT_ORDER:  # only the names this tool writes: nothing else in OUT is touched
+        stale = summary.out / f"{split}.jsonl"
+        if split not in rows and stale.is_file():
+            stale.unlink()
+            summary.notes.append(f"removed stale {stale.name} from an earlier prepare")
     summary.write()
 
 
@@ -201,8 +212,9 @@ def check_clips(clips: Mapping[Path, str], known: Mapping[Path, float] | None = 
     """Check and measure `clips` (path -> the table line naming it, in table order).
 
     Returns (seconds per good clip, the bad ones in table order). `known`: clip -> seconds from the release's
-    metadata (see by_name); those clips are only checked to exist and be non-empty (and to have a positive duration)
-    unless `read_all_headers`. With `strict` the first bad clip in table order raises LLMSRTError naming its line.
+    metadata (see by_name); those clips are only checked to exist and be non-empty unless `read_all_headers` (a clip
+    listed with a duration of 0, which the release could not measure, has its header read like an unlisted one).
+    With `strict` the first bad clip in table order raises LLMSRTError naming its line.
     """
     known = known or {}
     paths = list(clips)
@@ -248,15 +260,14 @@ def _check(path: Path, known: float | None, read_header: bool) -> tuple[Path, fl
         return path, 0.0, f"cannot be read ({e.strerror or e})"
     if size == 0:
         return path, 0.0, "is empty (0 bytes)"
-    if known is not None and not read_header:
-        if known <= 0:
-            return path, 0.0, "has a duration of 0 in the release's duration list (it could not be decoded)"
+    if known is not None and known > 0 and not read_header:
         return path, known, None
     try:
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError, OSError) as e:
         reason = getattr(e, "error_string", None) or str(e).splitlines()[0]
-        return path, 0.0, f"cannot be decoded ({reason.rstrip('.')})"
+        unmeasured = ", and the release's duration list gives 0" if known is not None and known <= 0 else ""
+        return path, 0.0, f"cannot be decoded ({reason.rstrip('.')}){unmeasured}"
     if info.frames <= 0 or info.samplerate <= 0:
         return path, 0.0, "holds no audio (0 frames)"
     return path, known if known is not None and known > 0 else info.duration, None

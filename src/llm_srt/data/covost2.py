@@ -12,6 +12,8 @@ CoVoST 2 ships translations only; speech, transcripts and speakers are Common Vo
   already done); they are used when the release table or validated.tsv is absent.
 - CV_DIR: the Common Voice 4 locale folder (validated.tsv, clips/*.mp3), or a folder holding one per locale
   (en/, zh-CN/, ...) when TSV_DIR has tables of several source languages.
+A pair asked for that has no table in TSV_DIR stops the run, naming the file (with the command that extracts it when
+only its .tsv.tar.gz is there, or saying that CoVoST 2 has no such direction).
 
 Output: OUT/<split>.jsonl (train = train + train_covost, as the official split; dev; test) and OUT/summary.json.
 Each clip gives one ASR row (id "covost2:<clip>", once however many tables translate it) and one translation row
@@ -43,6 +45,10 @@ SPLIT_OF = {"train": "train", "train_covost": "train", "dev": "dev", "test": "te
 SPLITS = ("train", "dev", "test")
 PLACEHOLDER = "REMOVE"  # a translation CoVoST marks as unusable
 ESCAPE = "\\"
+# CoVoST 2's directions, as its get_covost_splits.py lists them (Common Voice locale codes): 21 into English, 15 out
+XX_EN = ("fr", "de", "es", "ca", "it", "ru", "zh-CN", "pt", "fa", "et", "mn", "nl", "tr", "ar", "sv-SE", "lv", "sl",
+         "ta", "ja", "id", "cy")
+EN_XX = ("de", "tr", "fa", "sv-SE", "mn", "zh-CN", "cy", "ca", "sl", "et", "id", "ar", "ta", "lv", "ja")
 
 
 @dataclass
@@ -76,13 +82,17 @@ def prepare_covost2(tsv_dir: str | Path, cv_dir: str | Path, out: str | Path,
     tsv_dir, cv_dir, out = Path(tsv_dir), Path(cv_dir), Path(out)
     tables = find_tables(tsv_dir)
     if pairs is not None:
+        missing = [p for p in dict.fromkeys(pairs) if p not in tables]  # a pair asked for is never silently dropped
+        if missing:
+            raise LLMSRTError(f"{tsv_dir}: no table for --pairs "
+                              + "; ".join(_missing_table(tsv_dir, src, tgt) for src, tgt in missing)
+                              + "; add the tables there or leave those pairs out of --pairs")
         tables = {p: t for p, t in tables.items() if p in set(pairs)}
     if not tables:
         packed = sorted(tsv_dir.glob("covost_v2.*.tsv.tar.gz"))  # how the tables download
         raise LLMSRTError(f"{tsv_dir}: no covost_v2.<src>_<tgt>.tsv tables found"
-                          + (f" for {', '.join(f'{s}-{t}' for s, t in pairs)}" if pairs else "")
-                          + (f"; {packed[0].name} and the like are still packed: extract them first (tar -xzf "
-                             f"{shlex.quote(str(packed[0]))} -C {shlex.quote(str(tsv_dir))})" if packed else ""))
+                          + (f"; {packed[0].name} and the like are still packed: extract them first "
+                             f"({_extract_command(packed[0])})" if packed else ""))
     locale_dirs = _locale_dirs(cv_dir, sorted({t.locale for t in tables.values()}))
     summary = Summary(out)
     validated: dict[str, dict[str, tuple[str, str]]] = {}
@@ -120,6 +130,29 @@ def prepare_covost2(tsv_dir: str | Path, cv_dir: str | Path, out: str | Path,
                                  **common))
     write_manifests(summary, rows, {split: {r.audio for r in by_split[split]} for split in SPLITS})
     return summary
+
+
+def _missing_table(tsv_dir: Path, src: str, tgt: str) -> str:
+    """Why TSV_DIR has no table for (src, tgt), ISO 639-3: not a CoVoST 2 direction, still packed, or not there."""
+    locale = {code: languages.get(code).commonvoice[0] for code in (src, tgt)}  # CoVoST's code is the first
+    name = f"covost_v2.{locale[src]}_{locale[tgt]}.tsv"
+    if (locale[src], locale[tgt]) not in {(x, "en") for x in XX_EN} | {("en", x) for x in EN_XX}:
+        if "eng" not in (src, tgt):
+            return (f"{src}-{tgt} (no {name}: CoVoST 2 has no such direction, each of its "
+                    f"{len(XX_EN) + len(EN_XX)} is into or out of English)")
+        theirs = XX_EN if tgt == "eng" else EN_XX
+        others = [c for c, lang in sorted(languages.LANGUAGES.items()) if lang.commonvoice[0] in theirs]
+        what = f"{', '.join(others)} into English" if tgt == "eng" else f"English into {', '.join(others)}"
+        return (f"{src}-{tgt} (no {name}: CoVoST 2 has no such direction, of the languages llm_srt/languages.py "
+                f"knows it translates only {what})")
+    archive = tsv_dir / f"{name}.tar.gz"
+    if archive.is_file():
+        return f"{src}-{tgt} ({name} is still packed: extract it first with {_extract_command(archive)})"
+    return f"{src}-{tgt} ({name} not found)"
+
+
+def _extract_command(archive: Path) -> str:
+    return f"tar -xzf {shlex.quote(str(archive))} -C {shlex.quote(str(archive.parent))}"
 
 
 def find_tables(tsv_dir: Path) -> dict[tuple[str, str], Table]:

@@ -14,9 +14,11 @@ manifest serves every curriculum stage (the loader picks rows by task):
 FLEURS reads each sentence by several speakers; every utterance of the source is paired, and the target text is the
 target language's transcription (the same sentence read by its speakers; the first one in TSV order is used).
 Rows without a file name or a transcription are left out and counted, and so is a wav listed again (it stays in the
-first split of test, dev, train that lists it). Every wav's header is read (in parallel; wav headers are cheap): a
-missing, empty or undecodable one is skipped and counted (its transcript still serves as other languages' target),
-or with `strict` stops the conversion.
+first split of test, dev, train that lists it). A sentence id stays in one split, the first of test, dev, train in
+which any language's table lists it (also when that split is not converted): its utterances in a later split are left
+out and counted, with a warning, so no test sentence's text is trained on. Every wav's header is read (in parallel;
+wav headers are cheap): a missing, empty or undecodable one is skipped and counted (its transcript still serves as
+other languages' target), or with `strict` stops the conversion.
 """
 
 import csv
@@ -29,12 +31,14 @@ from pathlib import Path
 from .. import languages
 from ..audio import SAMPLE_RATE
 from ..errors import LLMSRTError
-from .clips import DEFAULT_WORKERS, Summary, check_clips, text_lines, without_repeats, write_manifests
+from .clips import (DEFAULT_WORKERS, SPLIT_ORDER, Summary, check_clips, text_lines, without_repeats,
+                    write_manifests)
 from .manifest import Row, parse_directions, targets_by_source
 
 SPLITS = ("train", "dev", "test")
 CORPUS = "fleurs"
 COLUMNS = ("sentence_id", "file", "raw", "normalized", "characters", "num_samples", "gender")
+SPLIT_CONFLICT = "sentence id also listed in an earlier split of test, dev, train (kept only there)"
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,7 @@ def prepare_fleurs(root: str | Path, langs: list[str] | None, out: str | Path, d
     summary = Summary(out, durations_from="the tables' sample counts")
     listed = without_repeats({split: [u for lang in langs for u in read_split(root, lang, split, summary)]
                               for split in splits}, lambda u: (u.lang, u.audio.name), summary)
+    listed = _one_split_per_sentence(root, langs, listed, summary)
     tables: dict[str, dict[str, list[Utterance]]] = {split: {lang: [] for lang in langs} for split in splits}
     for split, us in listed.items():
         for u in us:
@@ -99,15 +104,39 @@ def available_languages(root: Path) -> list[str]:
     return [code for locale, code in sorted(languages.by_fleurs_locale().items()) if (root / locale).is_dir()]
 
 
-def read_split(root: Path, lang: str, split: str, summary: Summary) -> list[Utterance]:
+def _one_split_per_sentence(root: Path, langs: list[str], listed: dict[str, list[Utterance]],
+                            summary: Summary) -> dict[str, list[Utterance]]:
+    """`listed` with each sentence id in the first of test, dev, train that any language lists it in; the splits not
+    converted are read for their ids only. Without this a sentence in de_de/test.tsv and en_us/train.tsv put a test
+    sentence's English text in train, and its eng<->deu pairs vanished uncounted."""
+    every = listed | {split: [u for lang in langs if (root / languages.get(lang).fleurs / f"{split}.tsv").is_file()
+                              for u in read_split(root, lang, split, Summary(summary.out), audio=False)]
+                      for split in SPLITS if split not in listed}  # a scratch Summary: those rows are not converted
+    rank = {split: i for i, split in enumerate(SPLIT_ORDER)}
+    home: dict[str, tuple[str, str]] = {}  # sentence id -> (the first split listing it, where it is first listed)
+    for split in sorted(every, key=lambda s: rank.get(s, len(rank))):
+        for u in every[split]:
+            home.setdefault(u.sentence_id, (split, u.where))
+    moved = [u for split, us in listed.items() for u in us if home[u.sentence_id][0] != split]
+    for u in moved:
+        summary.drop(SPLIT_CONFLICT, f"{u.where} (in {home[u.sentence_id][0]} at {home[u.sentence_id][1]})")
+    if moved:
+        summary.notes.append(f"warning: {len({u.sentence_id for u in moved})} sentence ids are listed in more than "
+                             f"one split, e.g. {summary.dropped_at[SPLIT_CONFLICT][0]}; their {len(moved)} "
+                             "utterances in a later split are left out (kept only in the first of test, dev, train)")
+    return {split: [u for u in us if home[u.sentence_id][0] == split] for split, us in listed.items()}
+
+
+def read_split(root: Path, lang: str, split: str, summary: Summary, audio: bool = True) -> list[Utterance]:
     """The utterances of one language and split, in TSV order (audio not checked yet); rows without a file name or
-    a transcription are left out and counted in `summary`."""
+    a transcription are left out and counted in `summary`. `audio=False`: the wavs need not be unpacked (only the
+    table is wanted)."""
     folder = root / languages.get(lang).fleurs
     tsv = folder / f"{split}.tsv"
     if not tsv.is_file():
         raise LLMSRTError(f"{tsv}: missing; a FLEURS locale folder has train.tsv, dev.tsv and test.tsv")
     archive = folder / "audio" / f"{split}.tar.gz"
-    if not (folder / "audio" / split).is_dir() and archive.is_file():
+    if audio and not (folder / "audio" / split).is_dir() and archive.is_file():
         raise LLMSRTError(f"{archive}: the {split} wavs are still in this archive; extract it first: "
                           f"tar -xzf {shlex.quote(str(archive))} -C {shlex.quote(str(archive.parent))}")
     utterances = []
