@@ -295,6 +295,18 @@ def test_the_weights_are_shares_of_the_rows_a_stage_reads():
         weighted_by_kind([cv, fleurs], [1.0], Task.ASR)
 
 
+def test_a_task_that_reads_the_transcript_refuses_rows_without_one():
+    """An SRT target of a row without its transcript is the tags and the translation alone: the model would learn
+    to skip the transcript. S2TT does not read it."""
+    rows = _rows(3, langs=("eng", "deu"))
+    rows[1] = replace(rows[1], transcript="")  # a translation row (eng:0:deu)
+    for task in ("srt", "smt", "mt", {"srt": 0.8, "asr": 0.2}):
+        with pytest.raises(LLMSRTError, match=r"reads each translation row's transcript, but 1 of the manifest's "
+                                              r"have none \(e.g. id eng:0:deu\)"):
+            SpeechTextDataset(rows, task)
+    assert len(SpeechTextDataset(rows, "s2tt")) == 6
+
+
 def test_a_small_task_share_gets_an_example_not_none():
     rows = _rows(10, langs=("eng", "deu"))  # 20 translation rows, 20 ASR rows
     mix = SpeechTextDataset(rows, {"srt": 0.98, "asr": 0.01, "mt": 0.01})

@@ -56,6 +56,8 @@ BAD_ROWS = {
     "lone surrogate in the id": (_row(9, id="\udfff"), "field 'id' holds a lone surrogate"),
     "audio is a FIFO": (_row(9, audio="pipe.wav"), "is a FIFO (named pipe), not a regular file"),
     "audio is a symlink loop": (_row(9, audio="loop.wav"), "is a symlink loop"),
+    "ASR row without its transcript": (_row(9, tgt_lang="", translation="", transcript=" "),
+                                       "transcript is empty in an ASR row"),
 }
 
 

@@ -40,6 +40,9 @@ class Example:
     translation: str
 
 
+TRANSCRIPT_READERS = (Task.SMT, Task.SRT, Task.MT)  # translation-row tasks whose input or target is the transcript
+
+
 class SpeechTextDataset:
     """Examples of one task, or of a deterministic mix of tasks.
 
@@ -62,6 +65,11 @@ class SpeechTextDataset:
                 kind = "ASR (transcript-only)" if t is Task.ASR else "translation"
                 raise LLMSRTError(f"task {t.value} needs {kind} rows and {source} has none; add them (`llm-srt "
                                   "prepare` writes both kinds) or drop it from the task mix")
+        if readers := [t for t in pools if t in TRANSCRIPT_READERS]:  # an empty transcript would be trained on
+            if blank := [i for i in pools[readers[0]] if not rows[i].transcript.strip()]:
+                raise LLMSRTError(f"task {readers[0].value} reads each translation row's transcript, but {len(blank)} "
+                                  f"of {source}'s have none (e.g. id {rows[blank[0]].id}); fill them in, or train "
+                                  "s2tt (speech -> translation alone)")
         self._rows = rows if isinstance(rows, PackedRows) else PackedRows(rows)  # shared by DataLoader workers
         self._row_durations = np.array([row.duration for row in rows], dtype=np.float64)
         self._tasks = tuple(mix)

@@ -249,6 +249,8 @@ def _parse_row(line: str, base: Path, audio_problems: dict[Path, str | None] | N
                           f"{', '.join(sorted(languages.LANGUAGES))}; add others to llm_srt/languages.py)")
     if bool(tgt) != bool(translation.strip()):
         raise _BadRow("tgt_lang and translation must both be set (translation row) or both be empty (ASR row)")
+    if not tgt and not obj["transcript"].strip():  # it would train (or score) an empty transcript
+        raise _BadRow("transcript is empty in an ASR row (no tgt_lang): fill it in or drop the row")
     audio = Path(obj["audio"])
     if not audio.is_absolute():
         audio = base / audio
