@@ -440,6 +440,17 @@ def test_a_text_only_stage_does_not_check_audio_it_never_reads(tiny_setup, tmp_p
         training_data.read_stage_rows(DataSection(train=str(gone), tasks={"srt": 1.0}), Task.SRT, hashes=False)
 
 
+def test_training_on_rows_marked_dev_or_test_warns(tiny_setup, tmp_path):
+    """The manifests' split field was never read: a test manifest given as data.train trained on without a word."""
+    rows = [json.loads(line) for line in Path(tiny_setup["manifest"]).read_text().splitlines()]
+    held = tmp_path / "held.jsonl"
+    base = Path(tiny_setup["manifest"]).parent
+    held.write_text("".join(json.dumps({**r, "audio": str(base / r["audio"]), "split": "test" if k < 3 else "train"})
+                            + "\n" for k, r in enumerate(rows)))
+    with pytest.warns(UserWarning, match=r"held.jsonl: 3 of its rows are marked split test \(e.g. id eng-"):
+        training_data.read_stage_rows(DataSection(train=str(held)), Task.SRT, hashes=False)
+
+
 def _node_local_cache(rank: int, world: int, store: str, setup: dict, root: str) -> None:
     """Two ranks on two "nodes" (LOCAL_WORLD_SIZE 1), each with the feature cache on its own disk; the default
     group's collectives time out after 2 s, rank 0 reads the corpus for longer than that, and rank 1 encodes each

@@ -10,6 +10,7 @@ of prompts and targets (`prompt_ids`, `target_ids`: tokenized once, there, not b
 
 import math
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -326,6 +327,8 @@ class TrainingData:
         return result
 
 
+HELD_OUT = ("dev", "test")  # the splits `prepare` writes apart from train
+
 # ---- reading a stage's rows once ----------------------------------------------------------------------------------
 def read_stage_rows(cfg: DataSection, main_task: Task, hashes: bool = True) -> StageRows:
     """Read and validate the training manifests and the dev manifest (every audio file checked), choose the dev
@@ -335,6 +338,11 @@ def read_stage_rows(cfg: DataSection, main_task: Task, hashes: bool = True) -> S
     speech = any(Task(t).needs_speech for t in cfg.tasks)
     train = [read_manifest(m, check_audio=speech, skip_bad=cfg.skip_bad, max_duration=longest if speech else None)
              for m in cfg.manifests]
+    for manifest, rows in zip(cfg.manifests, train):
+        if held := [r for r in rows if r.split in HELD_OUT]:
+            warnings.warn(f"data.train {manifest}: {len(held)} of its rows are marked split "
+                          f"{'/'.join(sorted({r.split for r in held}))} (e.g. id {held[0].id}): held-out rows are "
+                          "trained on; give the train split's manifest", stacklevel=2)
     dev: list[Row] = []
     if cfg.dev:
         rows = [r for r in read_manifest(cfg.dev, check_audio=main_task.needs_speech, skip_bad=cfg.skip_bad,
