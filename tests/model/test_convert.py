@@ -261,8 +261,72 @@ def test_gguf_tiny_llama_round_trip(tmp):
     tok, tok_direct = AutoTokenizer.from_pretrained(dst), AutoTokenizer.from_pretrained(str(tmp), gguf_file=src.name)
     ids = tok("the cat is on the mat", return_tensors="pt").input_ids
     assert ids.tolist() == tok_direct("the cat is on the mat", return_tensors="pt").input_ids.tolist()
+    assert tok.bos_token == "<s>" and ids[0, 0] == 1  # a GGUF that adds a BOS keeps it
     with torch.no_grad():
         torch.testing.assert_close(converted(ids).logits, direct(ids).logits, atol=0, rtol=0)
+
+
+def _write_tiny_qwen2_gguf(path: Path, d: int = 32, layers: int = 1, heads: int = 4, kv_heads: int = 2,
+                           ffn: int = 64) -> Path:
+    """A random qwen2 GGUF with a byte-level BPE vocabulary whose metadata, like Qwen2.5's own GGUFs, names
+    <|endoftext|> as bos_token_id and says add_bos_token false."""
+    import gguf
+    from tokenizers import pre_tokenizers
+
+    rng = np.random.default_rng(0)
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    tokens = alphabet + ["<|endoftext|>", "<|eng|>"]
+    w = gguf.GGUFWriter(str(path), "qwen2")
+    w.add_context_length(128)
+    w.add_embedding_length(d)
+    w.add_block_count(layers)
+    w.add_feed_forward_length(ffn)
+    w.add_head_count(heads)
+    w.add_head_count_kv(kv_heads)
+    w.add_layer_norm_rms_eps(1e-6)
+    w.add_rope_freq_base(1e6)
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("qwen2")
+    w.add_token_list(tokens)
+    w.add_token_types([1] * len(alphabet) + [3, 4])
+    w.add_token_scores([0.0] * len(tokens))
+    w.add_token_merges([])
+    eot = tokens.index("<|endoftext|>")
+    w.add_bos_token_id(eot)
+    w.add_eos_token_id(eot)
+    w.add_pad_token_id(eot)
+    w.add_add_bos_token(False)
+
+    def rand(*shape, mean=0.0):
+        return (mean + rng.standard_normal(shape) * 0.2).astype(np.float32)
+
+    kv = kv_heads * d // heads
+    w.add_tensor("token_embd.weight", rand(len(tokens), d))
+    w.add_tensor("output_norm.weight", rand(d, mean=1.0))
+    for i in range(layers):
+        for name, value in {"attn_norm.weight": rand(d, mean=1.0), "attn_q.weight": rand(d, d), "attn_q.bias": rand(d),
+                            "attn_k.weight": rand(kv, d), "attn_k.bias": rand(kv), "attn_v.weight": rand(kv, d),
+                            "attn_v.bias": rand(kv), "attn_output.weight": rand(d, d),
+                            "ffn_norm.weight": rand(d, mean=1.0), "ffn_gate.weight": rand(ffn, d),
+                            "ffn_up.weight": rand(ffn, d), "ffn_down.weight": rand(d, ffn)}.items():
+            w.add_tensor(f"blk.{i}.{name}", value)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def test_gguf_qwen2_gets_no_bos_token(tmp):
+    """A GGUF that adds no BOS gets a folder without one, as Qwen2.5's HF folder has none: SpeechLLM puts the
+    tokenizer's bos_token before the speech whenever there is one, where the model never saw <|endoftext|>."""
+    from llm_srt.model.llm import load_llm
+
+    dst = convert_gguf(_write_tiny_qwen2_gguf(tmp / "qwen.gguf"), tmp / "hf")
+    assert json.loads((dst / "tokenizer_config.json").read_text())["bos_token"] is None
+    _, tok = load_llm(dst)
+    assert tok.bos_token_id is None and tok.eos_token == tok.pad_token == "<|endoftext|>"
+    assert tok("hi<|eng|>")["input_ids"] == [tok.convert_tokens_to_ids(t) for t in ("h", "i", "<|eng|>")]
 
 
 def test_gguf_metadata_is_parsed_once_per_conversion(tmp, monkeypatch):

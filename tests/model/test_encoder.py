@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from llm_srt.errors import AudioError, LLMSRTError
-from llm_srt.model.encoder import WhisperEncoder
+from llm_srt.model.encoder import WhisperEncoder, whisper_dim
 
 import tiny  # tests/model is on sys.path (pytest rootdir insertion)
 
@@ -138,3 +138,14 @@ def test_errors(enc, tmp_path):
     assert np.array_equal(enc.features([short])[0], enc.features([padded])[0])
     with pytest.raises(LLMSRTError, match="no config.json"):
         WhisperEncoder.from_pretrained(tmp_path / "nowhere")
+
+
+def test_a_ctranslate2_folder_is_told_to_be_converted(tmp_path):
+    """faster-whisper's config.json has no Whisper dimensions: WhisperConfig would take its defaults (d_model 384)
+    and loading fail later for lack of model.safetensors."""
+    (tmp_path / "model.bin").write_bytes(b"")
+    (tmp_path / "config.json").write_text('{"alignment_heads": [[1, 0]], "lang_ids": [50259], "suppress_ids": [1]}')
+    for load in (whisper_dim, WhisperEncoder.from_pretrained):
+        with pytest.raises(LLMSRTError, match=r"config.json: not a transformers Whisper config.*llm-srt convert "
+                                              r"whisper-ct2"):
+            load(tmp_path)

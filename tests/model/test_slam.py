@@ -87,6 +87,36 @@ def test_import_with_lora(dirs, tmp_path):
         assert torch.equal(loaded[key[len("llm."):]], value.float())
 
 
+def test_import_reads_no_llm_weights_and_loads_from_anywhere(tmp_path, monkeypatch):
+    """The LLM is only a skeleton during the import (a 32B one in float32 would take 131 GB), and the folder names
+    its models so that it loads from another working directory when they were given as relative paths."""
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(2)
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    elsewhere.mkdir(parents=True)
+    whisper, llm = tiny.whisper_dir(work), tiny.llm_dir(work)
+    ref = ReferenceProjector(32, 48, query_len=4, layers=2, hidden=64, mlp_hidden=0).eval()
+    donor = tiny.speech_llm(tmp_path / "donor", lora=LoraOptions(r=2, alpha=32))
+    lora = {"llm." + n: torch.randn_like(p) for n, p in donor.llm.named_parameters() if "lora_" in n}
+    torch.save({"encoder_projector." + k: v for k, v in ref.state_dict().items()} | lora, work / "model.pt")
+    loads = []
+    real = AutoModelForCausalLM.from_pretrained
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", lambda *a, **k: loads.append(a[0]) or real(*a, **k))
+    monkeypatch.chdir(work)
+    convert_slam("model.pt", "out", whisper.name, llm.name)
+    assert loads == []
+    monkeypatch.chdir(elsewhere)
+    model = SpeechLLM.from_pretrained(work / "out").eval()
+    assert len(loads) == 1  # the spy sees a real load
+    loaded = dict(model.llm.named_parameters())
+    for key, value in lora.items():
+        assert torch.equal(loaded[key[len("llm."):]], value)
+    h = torch.randn(2, 9, 32)
+    with torch.no_grad():
+        assert torch.allclose(model.adapter(h)[0], ref(h, torch.ones(2, 9, dtype=torch.long)), atol=1e-5)
+
+
 def test_wrong_llm_or_file(dirs, tmp_path):
     whisper, llm = dirs
     ref = ReferenceProjector(32, 64, query_len=4, layers=1, hidden=64, mlp_hidden=0)

@@ -421,6 +421,8 @@ def convert_gguf(src_gguf: str | Path, dst_dir: str | Path, dtype: str = "float3
     model.tie_weights()
     model.generation_config = loaded.generation_config
     del loaded
+    if not tokenizer.add_bos_token:  # Qwen2's GGUF names a bos_token it never adds (its HF folder has none); kept,
+        tokenizer.bos_token = None  # SpeechLLM.assemble would put it before the speech, where the model never saw it
     with atomic_dir(dst_dir) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)

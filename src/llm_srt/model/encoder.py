@@ -60,10 +60,7 @@ class WhisperEncoder(nn.Module):
         devices copy each tensor once. `weights=False`: random weights from config.json (paper-shaped
         benchmarks)."""
         path = Path(path)
-        if not (path / "config.json").is_file():
-            raise LLMSRTError(f"{path}: not a Hugging Face Whisper folder (no config.json); run `llm-srt setup` or "
-                              "point the config at a folder holding a Whisper model")
-        config = WhisperConfig.from_pretrained(path)
+        config = _whisper_config(path)
         config._attn_implementation = "sdpa"
         target = torch.device(device) if device is not None else torch.device("cpu")
         if weights:  # the skeleton on the meta device, the checkpoint's tensors put in as they are where they can be
@@ -220,10 +217,25 @@ class WhisperEncoder(nn.Module):
 
 def whisper_dim(path: str | Path) -> int:
     """d_model of an HF Whisper folder without loading its weights."""
-    path = Path(path)
-    if not (path / "config.json").is_file():
-        raise LLMSRTError(f"{path}: not a Hugging Face Whisper folder (no config.json)")
-    return WhisperConfig.from_pretrained(path).d_model
+    return _whisper_config(Path(path)).d_model
+
+
+def _whisper_config(path: Path) -> WhisperConfig:
+    """The folder's WhisperConfig; an error for a folder whose config.json is not one (WhisperConfig would take its
+    defaults, d_model 384, and loading fail later on the missing weight files)."""
+    file = path / "config.json"
+    if not file.is_file():
+        raise LLMSRTError(f"{path}: not a Hugging Face Whisper folder (no config.json); run `llm-srt setup` or "
+                          "point the config at a folder holding a Whisper model")
+    try:
+        raw = json.loads(file.read_text(encoding="utf-8"))
+    except ValueError as e:  # bad JSON or bad UTF-8
+        raise LLMSRTError(f"{file}: not a JSON config ({type(e).__name__}); copy or download the model again") from None
+    if not isinstance(raw, dict) or raw.get("model_type") != "whisper" and "d_model" not in raw:
+        raise LLMSRTError(f"{file}: not a transformers Whisper config (no model_type whisper or d_model); this looks "
+                          f"like a CTranslate2 (faster-whisper) Whisper: run `llm-srt convert whisper-ct2 {path} OUT` "
+                          "and point the encoder at OUT")
+    return WhisperConfig.from_pretrained(path)
 
 
 def _read_encoder_weights(path: Path) -> dict[str, torch.Tensor]:

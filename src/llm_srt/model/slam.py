@@ -9,11 +9,13 @@ on 30 s padded input, so the imported model does too (pad_to_30s).
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 import torch
 
 from ..errors import LLMSRTError
+from ..paths import EMBEDDED
 from .adapter import QFORMER_HEADS, QFORMER_HIDDEN
 from .llm import LoraOptions
 from .speech_llm import SpeechLLM, SpeechLLMConfig, load_adapter_state, load_lora_state
@@ -38,10 +40,10 @@ def convert_slam(ckpt_path: str | Path, dst_dir: str | Path, encoder_dir: str | 
     adapter_kwargs = _qformer_kwargs(projector, num_heads)
     lora_state = {_peft_key(k): v.float() for k, v in state.items() if k.startswith(LORA_PREFIX) and "lora_" in k}
     lora = _lora_options(lora_state, lora_alpha) if lora_state else None
-    config = SpeechLLMConfig(encoder=str(encoder_dir), llm=str(llm_dir), adapter="qformer",
+    config = SpeechLLMConfig(encoder=_model_path(encoder_dir), llm=_model_path(llm_dir), adapter="qformer",
                              adapter_kwargs=adapter_kwargs, lora=lora,
                              trainable=("adapter", "lora") if lora else ("adapter",), pad_to_30s=True)
-    model = SpeechLLM(config)
+    model = SpeechLLM(config, llm_device="meta")  # only its shapes and LoRA names are needed: no LLM weight is read
     encoder_dim = next(v.shape[1] for k, v in projector.items() if k.endswith("crossattention.attention.key.weight"))
     if model.encoder_dim != encoder_dim:
         raise LLMSRTError(f"{ckpt_path}: the Q-Former reads {encoder_dim}-dim speech features but {encoder_dir} has "
@@ -50,9 +52,18 @@ def convert_slam(ckpt_path: str | Path, dst_dir: str | Path, encoder_dir: str | 
         raise LLMSRTError(f"{ckpt_path}: the projector outputs {projector['norm.weight'].shape[0]} dims but "
                           f"{llm_dir} has hidden size {model.llm_dim}; give the LLM the checkpoint was trained with")
     load_adapter_state(model.adapter, projector, str(ckpt_path))
-    if lora_state:
-        load_lora_state(model.llm, lora_state, str(ckpt_path))
-    return model.save_pretrained(dst_dir)
+    if lora_state:  # checks names and shapes against the skeleton (meta tensors keep nothing): saved as read
+        with warnings.catch_warnings():  # torch warns, once a tensor, that copying into a meta tensor does nothing
+            warnings.filterwarnings("ignore", message=".*to a meta parameter in the current model")
+            load_lora_state(model.llm, lora_state, str(ckpt_path))
+    return model.save_pretrained(dst_dir, state={"adapter": model.adapter.state_dict(), "lora": lora_state or None,
+                                                 "ctc": None})
+
+
+def _model_path(path: str | Path) -> str:
+    """A model folder as config.json stores it: absolute, so that the output folder loads from any directory
+    (`from_pretrained` takes a relative one relative to the checkpoint folder); "embedded" as it is."""
+    return EMBEDDED if str(path) == EMBEDDED else str(Path(path).expanduser().absolute())
 
 
 def _load(path: Path) -> dict[str, torch.Tensor]:
