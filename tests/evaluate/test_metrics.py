@@ -123,7 +123,7 @@ def test_cer_is_seamlessm4t_v2s_jiwer_cer_over_whispers_normalizer():
 def test_asr_metric_comes_from_registry():
     assert metrics.asr_error_rate(["你好世界"], ["你好世介"], "zho").metric == "cer"
     assert metrics.asr_error_rate(["hello world"], ["hello word"], "eng").metric == "wer"
-    assert metrics.asr_error_rate(["안녕 하세요"], ["안녕 하세요"], "kor").metric == "wer"
+    assert metrics.asr_error_rate(["안녕 하세요"], ["안녕 하세요"], "kor").metric == "cer"  # the paper's script
 
 
 def test_thai_keeps_vowel_marks():
