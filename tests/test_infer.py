@@ -455,6 +455,42 @@ def test_a_failing_batch_is_retried_down_to_the_rows_that_fail():
     seen = {}
     assert run_items(stub, items, OPTS, batch_size=8, on_output=seen.__setitem__) == out
     assert seen == dict(enumerate(out))  # each output handed over as it is ready
+    assert len(stub.batches) == 14  # the same again: only running out of memory makes later batches smaller
+
+
+class _OutOfMemory(Stub):
+    """A GPU too small for a batch of more than 2 rows."""
+
+    def run_batch(self, items, options):
+        if len(items) > 2:
+            self.batches.append([it.audio.size for it in items])
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return super().run_batch(items, options)
+
+
+def test_after_running_out_of_memory_later_batches_hold_at_most_the_rows_that_then_ran(caplog):
+    """Before, every batch began at --batch-size again: a batch size too large for the GPU ran out of memory on
+    every batch (28 calls for 32 rows in batches of 8, each batch 8 -> 4 + 4 -> 2 + 2 + 2 + 2)."""
+    from llm_srt.infer import run_items
+    from llm_srt.model.systems import Item
+
+    items = [Item(tiny.tone(0.5 + k / 100, 300), "eng", "deu", Task.SRT) for k in range(32)]
+    stub = _OutOfMemory()
+    with caplog.at_level("WARNING", logger="llm_srt.infer"):
+        out = run_items(stub, items, OPTS, batch_size=8)
+    assert all(o.error is None for o in out)
+    assert [len(b) for b in stub.batches] == [8, 4, 2, 2, 4, 2, 2] + [2] * 12  # 19 calls
+    assert [r.message for r in caplog.records if "later batches" in r.message] == [
+        "out of memory at batch 1: later batches use at most 2 rows"]
+    stub.batches.clear()
+    run_items(stub, items[:6], OPTS, batch_size=8)  # the same system's next call (evaluate's next group)
+    assert [len(b) for b in stub.batches] == [2, 2, 2]
+    # a server's call (one long request must not shrink every later batch): this call's batches only
+    server = _OutOfMemory()
+    run_items(server, items[:16], OPTS, batch_size=8, remember_out_of_memory=False)
+    server.batches.clear()
+    run_items(server, items[:6], OPTS, batch_size=8, remember_out_of_memory=False)
+    assert [len(b) for b in server.batches] == [6, 3, 2, 1, 3, 2, 1]  # 6 ran out of memory again, then its halves
 
 
 def test_shortest_first_answers_a_short_input_before_a_long_one_s_other_segments():

@@ -11,6 +11,7 @@ results (built from the items and the system's outputs as each input is finished
 import json
 import logging
 import os
+import weakref
 from collections import deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -50,6 +51,17 @@ MAX_NEW_TOKENS_HELP = ("the most tokens a segment may generate; each segment's o
 PENDING_SECONDS = 2 * 3600.0  # decoded inputs waiting for the model (461 MB at 16 kHz) before they are run
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Batches:
+    """What `run_items` knows of one system's batches over its calls (evaluate's groups, translate's pending
+    audio): how many it ran, and the most rows one may hold (None: the batch size asked for)."""
+    run: int = 0
+    most: int | None = None  # the largest batch that ran after a larger one ran out of memory
+
+
+_batches: "weakref.WeakKeyDictionary[System, _Batches]" = weakref.WeakKeyDictionary()  # a dropped system forgets
 
 
 @dataclass
@@ -170,13 +182,17 @@ def error_line(e: BaseException) -> str:
 def run_items(system: System, items: Sequence[Item], options: DecodingOptions = DecodingOptions(),
               batch_size: int = 8, progress: Callable[[int], object] | None = None,
               on_output: Callable[[int, Output], object] | None = None,
-              first: Sequence[float] | None = None, skip: Callable[[int], bool] | None = None) -> list[Output]:
+              first: Sequence[float] | None = None, skip: Callable[[int], bool] | None = None,
+              remember_out_of_memory: bool = True) -> list[Output]:
     """One Output per item, in order, however mixed the languages and tasks. Items run longest first in batches of
     `batch_size` (similar lengths together; the first batch shows the peak memory), or, with `first` (a key per
     item), lowest key first and longest first within a key; each item's output is capped by its own budget
     (item_budget: duration and scripts, or the given text's length). A batch that fails (a CUDA out-of-memory, any
     error) is retried in halves, down to single rows (at most 2n - 1 calls for n rows), so only the rows that fail
-    alone fail; a failed row has `error` set, as has an item no system can run (model.systems.check_item), which
+    alone fail; after an out-of-memory error, later batches of this system (in this call and later ones) hold at
+    most as many rows as the largest half that then ran, so a too-large batch size is paid for once, not on every
+    batch (`remember_out_of_memory` False: in this call only; a server, whose one long request must not shrink
+    every later batch). A failed row has `error` set, as has an item no system can run (model.systems.check_item), which
     never reaches the system, and an item for which `skip(k)` is true when its batch is formed (its caller gone:
     NOT_RUN). `progress(n)` is called as n more items are done (failed ones included); `on_output(k, output)` as
     item k's output is ready (in the order the items run)."""
@@ -198,9 +214,10 @@ def run_items(system: System, items: Sequence[Item], options: DecodingOptions = 
                          key=lambda k: (items[k].audio is None, first[k] if first else 0, -size[k])))
     if progress is not None and len(order) < len(items):
         progress(len(items) - len(order))
+    seen = _batches.setdefault(system, _Batches()) if remember_out_of_memory else _Batches()
     while order:
         chunk: list[int] = []
-        while order and len(chunk) < batch_size:
+        while order and len(chunk) < min(batch_size, seen.most or batch_size):
             k = order.popleft()
             if skip is not None and skip(k):
                 outputs[k] = Output(error=NOT_RUN)
@@ -212,21 +229,31 @@ def run_items(system: System, items: Sequence[Item], options: DecodingOptions = 
                 chunk.append(k)
         if not chunk:
             break
-        for k, out in zip(chunk, _run_chunk(system, [items[k] for k in chunk], options)):
+        seen.run += 1
+        fits: list[int] = []
+        for k, out in zip(chunk, _run_chunk(system, [items[k] for k in chunk], options, fits)):
             outputs[k] = out
             if on_output is not None:
                 on_output(k, out)
+        if fits:  # each smaller than this batch, which ran out of memory
+            seen.most = max(fits)
+            log.warning("out of memory at batch %d: later batches use at most %d rows", seen.run, seen.most)
         if progress is not None:
             progress(len(chunk))
     return outputs
 
 
-def _run_chunk(system: System, chunk: list[Item], options: DecodingOptions) -> list[Output]:
+def _run_chunk(system: System, chunk: list[Item], options: DecodingOptions, fits: list[int],
+               after_oom: bool = False) -> list[Output]:
+    """`chunk`'s outputs, a failed batch retried in halves; `fits` gets the size of every batch that ran in place of
+    one that ran out of memory (`after_oom`: this one's, or a larger one's it is part of)."""
     opts = replace(options, max_new_tokens=max(it.max_new_tokens for it in chunk))
     try:
         outs = system.run_batch(chunk, opts)
         if len(outs) != len(chunk):
             raise LLMSRTError(f"system {system.name} returned {len(outs)} outputs for {len(chunk)} items")
+        if after_oom:
+            fits.append(len(chunk))
         return outs
     except Exception as e:  # one bad batch never loses the others
         error, oom = error_line(e), placement_of.is_out_of_memory(e)
@@ -237,7 +264,9 @@ def _run_chunk(system: System, chunk: list[Item], options: DecodingOptions) -> l
         return [Output(error=error + ALONE_OUT_OF_MEMORY if oom else error)]
     log.warning("a batch of %d failed (%s); retrying it as two halves", len(chunk), error)
     half = (len(chunk) + 1) // 2
-    return _run_chunk(system, chunk[:half], options) + _run_chunk(system, chunk[half:], options)
+    after_oom = after_oom or oom
+    return (_run_chunk(system, chunk[:half], options, fits, after_oom)
+            + _run_chunk(system, chunk[half:], options, fits, after_oom))
 
 
 def _per_input(value, n: int, option: str) -> list:
@@ -272,7 +301,8 @@ class SpeechTranslator:
                   segment_options: SegmentOptions = SegmentOptions(), progress=None,
                   on_result: Callable[[int, TranslationResult], object] | None = None,
                   whole_clips: bool = False, shortest_first: bool = False,
-                  cancelled: Callable[[int], bool] | None = None) -> list[TranslationResult]:
+                  cancelled: Callable[[int], bool] | None = None,
+                  remember_out_of_memory: bool = True) -> list[TranslationResult]:
         """One result per input, in order. `src` / `tgt` / `task`: one value, or one per input ("auto" source:
         language ID per input, from its longest speech segment). Each input goes to the system as its speech
         segments (`speech_segments`); one without speech gets no segment and empty texts. `whole_clips` (evaluate:
@@ -287,7 +317,7 @@ class SpeechTranslator:
         request is answered before a long one's other segments run (else segments run longest first, whatever
         their input). `cancelled(i)`: input i's caller has stopped waiting (a timeout, a client gone): its
         segments not yet in a batch are left out (NOT_RUN), so the model runs on for no one no longer than the
-        batch it is in."""
+        batch it is in. `remember_out_of_memory`: see `run_items`."""
         if batch_size < 1:
             raise LLMSRTError(f"batch size must be at least 1, got {batch_size} (--batch-size)")
         n = len(inputs)
@@ -335,7 +365,8 @@ class SpeechTranslator:
         def run(work: list[tuple[int, int, Segment, Item]]) -> None:
             run_items(self.system, [w[3] for w in work], options, batch_size, progress, on_output,
                       first=[durations[w[0]] for w in work] if shortest_first else None,
-                      skip=None if cancelled is None else lambda k: cancelled(work[k][0]))
+                      skip=None if cancelled is None else lambda k: cancelled(work[k][0]),
+                      remember_out_of_memory=remember_out_of_memory)
 
         for i, a in enumerate(asked):
             if cancelled is not None and cancelled(i):

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -231,9 +232,10 @@ def test_another_batch_size_or_number_of_processes_is_another_setting(counting, 
         evaluate(manifest, tmp_path / "r")
     with pytest.raises(LLMSRTError, match=r"\(layout.batch_size: 1 -> 2; layout.group_rows: 1 -> 2\)"):
         evaluate(manifest, tmp_path / "r", batch_size=2)
-    monkeypatch.setattr(run, "world", lambda: (0, 2))  # rank 0 of two processes (no process group: the error
-    monkeypatch.setattr(run, "rank_group", contextlib.nullcontext)  # comes before any collective)
+    monkeypatch.setattr(run, "world", lambda: (0, 2))  # rank 0 of two processes, without a process group (two
+    monkeypatch.setattr(run, "rank_group", contextlib.nullcontext)  # ranks: test_a_resume_with_another_number_...)
     monkeypatch.setattr(run, "from_rank0", lambda fn, rank, size, group=None: fn())
+    monkeypatch.setattr(run, "on_every_rank", lambda fn, rank, size: fn())
     with pytest.raises(LLMSRTError, match=r"\(layout.world_size: 1 -> 2\)"):
         evaluate(manifest, tmp_path / "r")
     assert counting["batches"] == 3  # two rows, then the stop: none since
@@ -250,6 +252,72 @@ def test_a_later_error_never_replaces_a_kept_result(counting, manifest, tmp_path
     counting.update(batches=0, items=[], stop_at=None)
     evaluate(manifest, tmp_path / "r")
     assert len(counting["items"]) == N_ROWS - 2
+
+
+def test_a_group_run_again_for_a_failed_row_keeps_the_result_of_a_row_that_fails_now(counting, manifest, tmp_path):
+    """A group holding a failed row is decoded again whole: a row of it that succeeded before and fails this time
+    (out of memory beside the other) keeps its result. Before, the report counted it failed."""
+    clip = [int((0.6 + 0.2 * i) * 16000) for i in range(N_CLIPS)]  # samples of each clip
+    counting.update(stop_at=7, fail_size=clip[0])  # groups of two rows; the third group's first batch is a kill
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(manifest, tmp_path / "r", batch_size=2)
+    assert [(k["result"]["id"], k["result"]["error"] is None) for k in journal_rows(tmp_path / "r")] == [
+        ("0-engdeu", False), ("0-deueng", False), ("0-eng", False), ("1-engdeu", True)]
+    counting.update(batches=0, items=[], stop_at=None, fail_size=clip[1])  # now clip 1's rows fail, clip 0's not
+    report = evaluate(manifest, tmp_path / "r", batch_size=2)
+    hyps = {h["id"]: h for h in map(json.loads, lines(tmp_path / "r" / "hyps.c.jsonl"))}
+    assert hyps["0-eng"]["error"] is None and hyps["1-engdeu"]["error"] is None  # the second group's rows
+    assert hyps["1-engdeu"]["hyp_translation"] == f"deu {clip[1]}"  # from the first run
+    assert {i for i, h in hyps.items() if h["error"]} == {"1-deueng", "1-eng"}  # never decoded but now
+    assert report.systems[0].failed_summary().startswith(f"failed: 2 of {N_ROWS}")
+
+
+def _resume_rank(rank: int, world: int, port: int, manifest: str, out: str) -> None:
+    """One torchrun rank (its environment set by hand) of `evaluate` with the counting system; what it said, the
+    systems it loaded and the batches it ran go to OUT/rank<R>.json."""
+    import torch
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    state = {"batches": 0, "stop_at": None, "fail_size": None, "items": [], "loaded": 0}
+    systems.SYSTEMS["counting"] = lambda name, placement, **_: (state.update(loaded=1), Counting(placement, state))[1]
+    run.GROUP_BATCHES = 1
+    run.GATHER_TIMEOUT = timedelta(seconds=60)  # a rank left waiting on one that stopped fails in a minute
+    try:
+        evaluate(Path(manifest), Path(out))
+        said = None
+    except Exception as e:  # noqa: BLE001  what the user reads, compared across the ranks
+        said = f"{type(e).__name__}: {e}"
+    Path(out, f"rank{rank}.json").write_text(json.dumps({"said": said, "loaded": state["loaded"],
+                                                         "batches": state["batches"]}))
+
+
+@pytest.mark.long(12)
+def test_a_resume_with_another_number_of_processes_is_refused_by_every_rank_before_any_decodes(
+        counting, manifest, tmp_path):
+    """A journal of one process, resumed by two: rank 0's journal is of other settings, rank 1 has none. Before,
+    rank 0 stopped at once while rank 1 loaded the model, decoded its whole shard (hours at paper scale), wrote a
+    journal of the new settings, and failed only when it handed its rows to rank 0."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    counting["stop_at"] = 3
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(manifest, tmp_path / "r")
+    own = tmp_path / "r" / run.PARTIAL / "c.hyps.rank0.jsonl"
+    before = own.read_text()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.spawn(_resume_rank, args=(2, port, str(manifest), str(tmp_path / "r")), nprocs=2, join=True)
+    said = [json.loads((tmp_path / "r" / f"rank{k}.json").read_text()) for k in range(2)]
+    assert said[0]["said"] == said[1]["said"] == (
+        f"LLMSRTError: {own}: rows an earlier run decoded with other settings (layout.world_size: 1 -> 2); run with "
+        "those settings to go on from them, give another --out, or --restart to decode every row again")
+    assert [(s["loaded"], s["batches"]) for s in said] == [(0, 0), (0, 0)]  # no rank loaded the model
+    assert own.read_text() == before and not (tmp_path / "r" / run.PARTIAL / "c.hyps.rank1.jsonl").exists()
 
 
 def test_a_first_line_cut_by_a_kill_is_written_again(counting, manifest, tmp_path):

@@ -162,7 +162,8 @@ def test_main_exit_code_and_device_options(oracle, manifest, tmp_path, capsys):
     assert oracle["made"][0].placement == CPU
     decoding = json.loads((tmp_path / "r" / "results.json").read_text())["decoding"]  # how it ran, for the record
     assert decoding == {"tasks": {"flaky": "s2tt"}, "beam_size": 1, "max_new_tokens": 8, "no_repeat_ngram_size": 3,
-                        "repetition_penalty": 1.0, "force_srt_tags": True, "device": "cpu", "dtype": "float32"}
+                        "repetition_penalty": 1.0, "force_srt_tags": True, "device": "cpu", "dtype": "float32",
+                        "world_size": 1}
     assert ("Decoded here: flaky as s2tt; beam_size 1, max_new_tokens 8, no_repeat_ngram_size 3"
             in (tmp_path / "r" / "report.md").read_text())
     oracle["fail_src"] = "eng"  # with the deu rows left out, every row fails
@@ -285,8 +286,13 @@ def test_torchrun_two_ranks_merge_to_the_one_process_report(model_dir, manifest,
     for k in range(2):  # each rank ran its length-bucketed shard
         assert f"tiny: {len(run.shard(rows, k, 2))} rows as srt on cpu float32 (rank {k} of 2)" in done.stdout
     assert cli.main(["evaluate", *common, "--out", str(tmp_path / "one")]) == 0
-    for name in ("results.json", "report.md", "hyps.tiny.jsonl", "mt.tiny.jsonl"):
+    for name in ("hyps.tiny.jsonl", "mt.tiny.jsonl"):
         assert (tmp_path / "two" / name).read_text() == (tmp_path / "one" / name).read_text(), name
+    # the reports the same but for the number of processes they record (float32: outputs do not depend on it)
+    two, one = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("two", "one"))
+    assert two["decoding"].pop("world_size") == 2 and one["decoding"].pop("world_size") == 1 and two == one
+    assert ((tmp_path / "two" / "report.md").read_text().replace(", world_size 2", ", world_size 1")
+            == (tmp_path / "one" / "report.md").read_text())
     assert not list((tmp_path / "two").glob("*rank*"))
 
 
@@ -308,6 +314,27 @@ def test_the_ranks_group_connects_in_minutes_and_waits_for_slow_ranks_in_hours(m
         run.gather("rows", 1, 2)
     assert calls == [("made", run.CONNECT_TIMEOUT), ("group", run.GATHER_TIMEOUT), ("gathered", "long"),
                      ("ended", None)]  # the group it made, with every other
+
+
+def test_under_torchrun_each_rank_makes_its_own_gpu_the_current_one(manifest, tmp_path, monkeypatch):
+    """What runs on the current GPU (CUDA graphs of --compile, library helpers) must run on the rank's own, not on
+    cuda:0 for every rank; in one process the current device is left as it is."""
+    import contextlib
+
+    made_current = []
+    monkeypatch.setattr(torch.cuda, "set_device", made_current.append)
+    monkeypatch.setattr(run, "rank_group", contextlib.nullcontext)  # no process group: stopped before any
+
+    def stop(*args, **kwargs):  # the first collective, rank 0 reading the manifest
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run, "from_rank0", stop)
+    gpu1 = device.Placement(torch.device("cuda", 1), torch.bfloat16)
+    for world, placement in (((1, 2), gpu1), ((0, 1), gpu1), ((1, 2), CPU)):
+        monkeypatch.setattr(run, "world", lambda: world)
+        with pytest.raises(KeyboardInterrupt):
+            run.evaluate({"a": "flaky"}, manifest, tmp_path, placement=placement, significance=0)
+    assert made_current == [torch.device("cuda", 1)]
 
 
 def _evaluate_rank(rank: int, world: int, port: int, model_dir: str, manifest: str, out: str, case: str) -> None:

@@ -118,19 +118,21 @@ def differences(old: object, new: object, key: str = "") -> list[str]:
 class Journal:
     """One system's decoded rows of one kind for one rank, in OUT/partial (see the module's docstring)."""
 
-    def __init__(self, path: Path, rows: dict[str, UtteranceResult]):
+    def __init__(self, path: Path, rows: dict[str, UtteranceResult], header: str | None = None):
         self.path = path  # this rank's file, appended to
         self.rows = rows  # row digest -> its result
+        self.header = header  # the first line, written (over what is there) with the first row; None: in the file
 
     @classmethod
     def open(cls, folder: Path, stem: str, rank: int, size: int, settings: dict, restart: bool = False) -> Journal:
         """This rank's journal of `stem` (e.g. 'srt.hyps'): the rows an earlier run of the same settings kept (none
         with `restart`: its file starts anew, and rank 0 removes those of ranks this run has not), ready to append
-        to. Other settings: LLMSRTError naming the file and the difference."""
-        folder.mkdir(parents=True, exist_ok=True)
+        to; a new file is written with its first row, so a run that stops before decoding (another rank's journal
+        of other settings) leaves none. Other settings: LLMSRTError naming the file and the difference."""
         header = json.dumps({"journal": VERSION, "settings": settings}) + "\n"
         own = folder / f"{stem}.rank{rank}.jsonl"
         if restart:
+            folder.mkdir(parents=True, exist_ok=True)
             if rank == 0:
                 for f in glob.glob(str(folder / f"{glob.escape(stem)}.rank*.jsonl")):
                     if _rank_of(Path(f), stem) not in range(size):
@@ -139,8 +141,7 @@ class Journal:
             return cls(own, {})
         text = own.read_text(encoding="utf-8", errors="replace") if own.is_file() else ""
         if "\n" not in text:  # none, or its first line cut by a kill: nothing kept
-            own.write_text(header, encoding="utf-8")
-            return cls(own, {})
+            return cls(own, {}, header)
         rows = _read(own, text, settings)
         if not text.endswith("\n"):  # a line cut by a kill must not swallow the next row written
             with open(own, "a", encoding="utf-8") as fh:
@@ -156,9 +157,18 @@ class Journal:
         return all(r is not None and not retryable(r.error) for r in results)
 
     def append(self, row: Row, result: UtteranceResult) -> None:
-        """Keep one decoded row (a line written and closed at once: a kill loses at most the row being written)."""
+        """Keep one decoded row (a line written and closed at once: a kill loses at most the row being written). A
+        result is never replaced by a later error (as `_read` reads the file): a group run again for one failed row
+        must not turn a row that succeeded before into a failure."""
         digest = row_digest(row)
+        kept = self.rows.get(digest)
+        if result.error is not None and kept is not None and kept.error is None:
+            return
         line = json.dumps({"row": digest, "result": vars(result)}, ensure_ascii=False)
+        if self.header is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text(self.header, encoding="utf-8")
+            self.header = None
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(line + "\n")
         self.rows[digest] = result

@@ -243,6 +243,28 @@ def gather(part, rank: int, size: int) -> list | None:
     return parts
 
 
+def on_every_rank(fn: Callable[[], object], rank: int, size: int):
+    """fn() on every rank; where it fails on any rank, every rank raises the lowest failing rank's error (one
+    LLMSRTError line, agreed in `rank_group`'s group), so no rank goes on to decode while another has stopped."""
+    import torch.distributed as dist
+
+    result, failure = None, None
+    try:
+        result = fn()
+    except Exception as e:  # noqa: BLE001  every rank must hear of it; this rank re-raises its own
+        failure = e
+    if size > 1:
+        said = [None] * size
+        dist.all_gather_object(said, None if failure is None else str(failure) if isinstance(failure, LLMSRTError)
+                               else f"rank {rank}: {type(failure).__name__}: {failure}", group=_group[0])
+        first = next((k for k, message in enumerate(said) if message is not None), rank)
+        if first != rank:
+            raise LLMSRTError(said[first]) from failure
+    if failure is not None:
+        raise failure
+    return result
+
+
 def is_results_file(model: str) -> bool:
     """A --model that names a results file (hyps.NAME.jsonl of an earlier evaluation), or several separated by
     commas (one per training run, e.g. per seed): scored again, not run."""
@@ -300,6 +322,11 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
     loaded = {name: load_runs(path) for name, path in models.items() if name not in run_now}  # before decoding
     placement = placement or device.resolve("auto")
     rank, size = world()
+    if size > 1 and placement.device.type == "cuda" and placement.device.index is not None:
+        import torch
+
+        torch.cuda.set_device(placement.device)  # what runs on "the current GPU" (CUDA graphs of --compile, library
+        #   helpers) runs on this rank's, not every rank's on cuda:0
     rows = from_rank0(lambda: read_manifest(manifest, skip_bad=skip_bad) if run_now else [], rank, size,
                       _group[0])  # ranks never decide apart what they read (--skip-bad on a node's own disk)
     if limit:
@@ -311,17 +338,26 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
     tasks: dict[str, str] = {}
     partial = out / PARTIAL
     group = GROUP_BATCHES * batch_size
-    runs_here = {}  # name -> (task, this rank's rows, {kind: (its rows, its journal)}): every journal opened (and
-    for name, path in run_now.items():  # its settings checked) before any system decodes
-        t = model_task(path) if task == "auto" else Task(task)
-        mine = shard(select_rows(rows, t), rank, size)
-        identity = journal.settings(path, whisper, llm,
-                                    decoding_record({name: t.value}, options, placement, False), batch_size,
-                                    group, size)
-        runs_here[name] = (t, mine, {
-            kind: (kind_rows, Journal.open(partial, f"{file_name(name)}.{kind}", rank, size, identity, restart))
-            for kind, kind_rows in (("hyps", mine), ("mt", mt_rows(mine)))
-            if kind == "hyps" or with_mt or restart})  # --restart: the mt journal starts anew too
+
+    def open_journals():
+        """name -> (task, this rank's rows, {kind: (its rows, its journal)}): every journal opened (and its settings
+        checked) before any system decodes."""
+        opened = {}
+        for name, path in run_now.items():
+            t = model_task(path) if task == "auto" else Task(task)
+            mine = shard(select_rows(rows, t), rank, size)
+            identity = journal.settings(path, whisper, llm,
+                                        decoding_record({name: t.value}, options, placement, False), batch_size,
+                                        group, size)
+            opened[name] = (t, mine, {
+                kind: (kind_rows, Journal.open(partial, f"{file_name(name)}.{kind}", rank, size, identity, restart))
+                for kind, kind_rows in (("hyps", mine), ("mt", mt_rows(mine)))
+                if kind == "hyps" or with_mt or restart})  # --restart: the mt journal starts anew too
+        return opened
+
+    # every rank's journals checked before any rank loads a model: a resume with another number of processes is
+    # refused by the ranks that kept a journal, and a rank without one must not decode its shard for nothing
+    runs_here = on_every_rank(open_journals, rank, size)
     for name, (t, mine, journals) in runs_here.items():
         tasks[name] = t.value
         if not with_mt:
@@ -384,7 +420,7 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
                     _write_hyps(hyps_path(out, name), results)
         report = build_report(scored, mt=mt)
         if tasks:
-            report = replace(report, decoding=decoding_record(tasks, options, placement, with_mt))
+            report = replace(report, decoding=decoding_record(tasks, options, placement, with_mt, size))
         if comet is not None and comet_error is None:
             if any(r.comet is not None for rows in scored.values() for r in rows):
                 report = replace(report, comet_model=comet.model)
@@ -413,10 +449,12 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
     return report if rank == 0 else None
 
 
-def decoding_record(tasks: dict[str, str], options: DecodingOptions, placement: Placement,
-                    with_mt: bool) -> dict[str, object]:
-    """How the systems decoded here ran, for the report (system -> task, then the options that change outputs;
-    not the number of processes, which changes none)."""
+def decoding_record(tasks: dict[str, str], options: DecodingOptions, placement: Placement, with_mt: bool,
+                    world_size: int | None = None) -> dict[str, object]:
+    """How the systems decoded here ran, for the report (system -> task, then the options that change outputs), and
+    `world_size`, the number of processes, if given: each rank batches its own shard, so bfloat16 or int8 outputs,
+    which may depend on their batch's other rows, may change with it; float32 outputs do not (tested). A journal's
+    settings hold the number of processes in their layout instead."""
     record: dict[str, object] = {"tasks": tasks, "beam_size": options.beam_size,
                                  "max_new_tokens": options.max_new_tokens}
     if options.beam_size > 1:
@@ -428,6 +466,8 @@ def decoding_record(tasks: dict[str, str], options: DecodingOptions, placement: 
         record["compile"] = True
     if with_mt:
         record["with_mt"] = True
+    if world_size is not None:
+        record["world_size"] = world_size
     return record
 
 

@@ -247,7 +247,8 @@ class Batcher:
         return self.translator.translate([p.audio for p in group], [p.src for p in group], [p.tgt for p in group],
                                   task=[p.task for p in group], options=group[0].decoding,
                                   batch_size=self.options.max_batch, segment_options=self.options.segment,
-                                  on_result=answer, shortest_first=True, cancelled=lambda i: group[i].future.done())
+                                  on_result=answer, shortest_first=True, cancelled=lambda i: group[i].future.done(),
+                                  remember_out_of_memory=False)  # one long request must not shrink later batches
 
 
 def _settle(future: asyncio.Future, result: TranslationResult) -> None:
