@@ -102,7 +102,10 @@ def test_evaluate_reports_comet_per_direction_and_tests_it(tiny_comet, tmp_path)
         assert saved["systems"][name]["n_comet_unscored"] == 1
     (name, first, c), = report.comet_comparisons
     assert (name, first, c.sentences) == ("B", "A", 3)
-    assert c.delta == pytest.approx(100 * (sum(expected[3:5]) - sum(expected[:2])) / 3)
+    # the report's Avg: a mean over directions (eng->fra's row is the same in both)
+    assert c.delta == pytest.approx(100 * (sum(expected[3:5]) - sum(expected[:2])) / 4)
+    assert c.delta == pytest.approx(saved["systems"]["B"]["average_comet"] - saved["systems"]["A"]["average_comet"],
+                                    abs=1e-3)
     assert saved["systems"]["B"]["comet_significance"]["compared_with"] == "A"
     markdown = (tmp_path / "out" / "report.md").read_text()
     assert "## COMET by direction" in markdown and "## COMET: is the difference real?" in markdown

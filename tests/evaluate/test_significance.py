@@ -291,6 +291,24 @@ def test_paired_mean_resamples_a_sentences_rows_together():
         paired_mean([1.0, 2.0], [1.0, 2.5], sentences=["a"])
 
 
+def test_paired_mean_over_directions_is_the_reports_average_over_directions():
+    """COMET's Avg is a mean over directions; the test compared means over rows, which weigh a direction by its rows:
+    10 eng->deu rows where a leads by 0.1 and 2 eng->zho rows where b leads by 0.4 gave a +1.7 over rows, while the
+    report's Avg has b ahead by 15."""
+    from llm_srt.evaluate.significance import paired_mean
+
+    a = [0.80] * 10 + [0.20] * 2
+    b = [0.70] * 10 + [0.60] * 2
+    directions = [("eng", "deu")] * 10 + [("eng", "zho")] * 2
+    rows = paired_mean(a, b, samples=200)
+    assert rows.delta == pytest.approx(np.mean(a) - np.mean(b)) and rows.delta > 0
+    macro = paired_mean(a, b, samples=200, directions=directions)
+    assert (macro.a, macro.b) == pytest.approx((0.5, 0.65)) and macro.delta < 0
+    assert macro.high < 0  # every resample draws rows of both directions' strata: b's lead holds
+    with pytest.raises(LLMSRTError, match="a direction for each row"):
+        paired_mean([1.0, 2.0], [1.0, 2.5], directions=[("eng", "deu")])
+
+
 def test_evaluate_records_each_rows_sentence_id():
     from llm_srt.data.manifest import Row
     from llm_srt.evaluate.run import _result

@@ -518,9 +518,11 @@ def compare_systems(report: Report, runs: dict[str, list[list[UtteranceResult]]]
         if not both:
             log(f"no paired COMET test of {s.name} against {first}: no row scored in both")
             continue
-        sentence = sentence_keys([{_run_id(r.id, len(runs[n])): r for r in scored[n]} for n in (first, s.name)])
+        rows = [{_run_id(r.id, len(runs[n])): r for r in scored[n]} for n in (first, s.name)]
+        sentence = sentence_keys(rows)
         comet.append((s.name, first, paired_mean([own[i] for i in both], [first_comet[i] for i in both],
-                                                 samples=samples, sentences=[sentence[i] for i in both])))
+                                                 samples=samples, sentences=[sentence[i] for i in both],
+                                                 directions=[(rows[0][i].src, rows[0][i].tgt) for i in both])))
     return replace(report, comparisons=tuple(comparisons), transcript_comparisons=tuple(transcripts),
                    comet_comparisons=tuple(comet))
 

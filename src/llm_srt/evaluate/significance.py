@@ -253,11 +253,15 @@ def paired_error_rates_runs(a: Sequence[Iterable[UtteranceResult | Mapping]],
 
 
 def paired_mean(a: Sequence[float], b: Sequence[float], samples: int = SAMPLES, seed: int = 0,
-                sentences: Sequence[Hashable] | None = None) -> Comparison:
+                sentences: Sequence[Hashable] | None = None,
+                directions: Sequence[Direction] | None = None) -> Comparison:
     """The same test for a per-row measure (e.g. the teacher-forced loss of the reference, evaluate/loss.py): mean
     of a against mean of b over the same rows, in the same order. `sentences`: each row's test sentence
     (`sentence_key`, or a manifest's sentence id), so that a sentence's rows are resampled together; None: every
-    row its own."""
+    row its own. `directions`: each row's (src, tgt): the measure is then the mean over directions of each
+    direction's mean, as the report averages COMET, and sentences are drawn within `direction_groups` as the BLEU
+    test draws them (a mean over rows weighs a direction by its rows, and could disagree with the report's Avg in
+    sign)."""
     x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if x.shape != y.shape or x.ndim != 1 or not x.size:
         raise LLMSRTError(f"paired values need two equal, non-empty lists, not {x.shape} and {y.shape}")
@@ -267,12 +271,27 @@ def paired_mean(a: Sequence[float], b: Sequence[float], samples: int = SAMPLES, 
     if not (np.isfinite(x).all() and np.isfinite(y).all()):
         raise LLMSRTError("paired values must be finite numbers (a NaN or inf loss would read as a significant "
                           "difference); check the losses")
+    if directions is not None and len(directions) != x.size:
+        raise LLMSRTError(f"paired values of {x.size} rows need a direction for each row, not {len(directions)}")
     d = x - y
     index = {}
     groups = np.array([index.setdefault(k, len(index)) for k in (range(d.size) if sentences is None else sentences)])
-    times = resample_counts([0] * len(index), samples, seed)[:, groups]  # (samples, rows)
-    diffs = (times @ d) / times.sum(axis=1)
-    return _compare(float(x.mean()), float(y.mean()), diffs, len(index))
+    if directions is None:
+        times = resample_counts([0] * len(index), samples, seed)[:, groups]  # (samples, rows)
+        return _compare(float(x.mean()), float(y.mean()), (times @ d) / times.sum(axis=1), len(index))
+    keys = [tuple(k) for k in directions]
+    covers: dict[int, set[Direction]] = {}
+    for g, key in zip(groups, keys):
+        covers.setdefault(int(g), set()).add(key)
+    times = resample_counts(direction_groups([covers[i] for i in range(len(index))]), samples, seed)[:, groups]
+    masks = [np.array([k == t for k in keys]) for t in sorted(set(keys))]  # each direction's rows
+    per_direction = []  # (samples,) each: the direction's mean difference in each resample (NaN: none drawn)
+    for rows in masks:
+        drawn = times[:, rows].sum(axis=1)
+        per_direction.append(np.divide(times[:, rows] @ d[rows], drawn, out=np.full(samples, np.nan),
+                                       where=drawn > 0))
+    a_avg, b_avg = (float(np.mean([v[rows].mean() for rows in masks])) for v in (x, y))
+    return _compare(a_avg, b_avg, np.nanmean(per_direction, axis=0), len(index))
 
 
 def check_samples(samples: int) -> None:
