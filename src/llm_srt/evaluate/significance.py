@@ -154,7 +154,7 @@ def resample_counts(strata: Sequence[Hashable], samples: int, seed: int) -> np.n
     members: dict[Hashable, list[int]] = {}
     for i, stratum in enumerate(strata):
         members.setdefault(stratum, []).append(i)
-    times = np.zeros((samples, len(strata)), dtype=np.int64)
+    times = np.zeros((samples, len(strata)), dtype=np.int32)  # 1,000 resamples of 120,500 units: 482 MB, not 964
     for units in members.values():
         draws = np.asarray(units)[rng.integers(0, len(units), size=(samples, len(units)))]
         for row, drawn in zip(times, draws):
