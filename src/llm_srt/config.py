@@ -236,6 +236,17 @@ def from_dict(cls: type[T], data: dict, where: str = "<config>", prefix: str = "
         raise ConfigError(f"{where}: {prefix.rstrip('.') or 'config'}: {e}") from None
 
 
+def check_bounds(obj: Any, where: str = "config", prefix: str = "") -> None:
+    """Every range declared in a config dataclass (`bounds`) and in the sections it holds, on their current values:
+    a config built by `dataclasses.replace` or a constructor skips `from_dict`'s checks (max_steps=0 was taken)."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            check_bounds(value, where, f"{prefix}{f.name}.")
+        elif value is not None:
+            check_range(f, value, where, f"{prefix}{f.name}")
+
+
 def check_range(f: dataclasses.Field, value: Any, where: str, key: str) -> None:
     """The range declared in `f`'s metadata (`bounds`), on the value or on each item of a list/tuple/mapping."""
     allowed = f.metadata.get("range")

@@ -529,6 +529,21 @@ def test_stages_run_in_one_order_whichever_way_they_are_named(tmp_path):
     assert [s.name for s in curriculum.plan(files, stages=["asr", "srt"])] == ["asr", "srt"]
 
 
+def test_a_config_composed_with_replace_is_held_to_the_declared_ranges():
+    """Ranges were checked only when a config was read from YAML: dataclasses.replace (how stages and the demo
+    compose configs) took max_steps=0 or a negative learning rate."""
+    from dataclasses import replace
+
+    cfg = recipe.load_config(None)
+    with pytest.raises(ConfigError, match=r"config: max_steps must be >= 1, got 0"):
+        replace(cfg, max_steps=0)
+    with pytest.raises(ConfigError, match=r"config: optim.lr must be > 0, got -1.0"):
+        replace(cfg, optim=replace(cfg.optim, lr=-1.0))
+    with pytest.raises(ConfigError, match=r"config: data.batch_size must be >= 1, got 0"):
+        replace(cfg, data=replace(cfg.data, batch_size=0))
+    assert replace(cfg, max_steps=5).max_steps == 5
+
+
 def test_config_files_and_overrides_are_told_apart_by_what_they_are(tmp_path):
     """A sweep folder named `lr=1e-4` held a config that was taken for an override; `max_steps = 10` (spaces) was
     told to use `curriculum`."""
