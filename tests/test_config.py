@@ -221,3 +221,13 @@ def test_a_path_in_the_home_folder_is_expanded_in_the_file_and_on_the_command_li
     home = tmp_path / "home"
     assert (cfg.output_dir, cfg.data.feature_cache, cfg.model.init_from) == (f"{home}/runs/a", f"{home}/cache", None)
     assert cfg.data.train == [f"{home}/a.jsonl", "b~/c.jsonl"]  # only a leading ~/
+
+
+def test_a_value_that_fits_no_type_of_a_union_names_them_all():
+    """`data.train: 5` said "must be a list", although a string (one manifest) is taken too."""
+    from llm_srt.train import recipe
+
+    with pytest.raises(ConfigError, match=r"data.train must be a list or str, got \{'a': 1\}"):
+        recipe.load_config(None, ["data.train={a: 1}"])
+    with pytest.raises(ConfigError, match=r"data.train\[0\] must be str, got 1"):  # an item: its own type
+        recipe.load_config(None, ["data.train=[1, 2]"])

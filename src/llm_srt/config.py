@@ -287,6 +287,10 @@ def coerce(tp: Any, value: Any, where: str, key: str) -> Any:
                 return coerce(option, value, where, key)
             except ConfigError as e:
                 errors.append(e)
+        said = f"{where}: {key} must be "  # the value itself fits no option: name them all, not the first
+        if len(errors) > 1 and all(str(e).startswith(said) for e in errors):
+            wanted = " or ".join(dict.fromkeys(str(e)[len(said):].rsplit(", got ", 1)[0] for e in errors))
+            raise ConfigError(f"{said}{wanted}, got {short(value)}")
         raise errors[0]
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, where, f"{key}.")
