@@ -212,6 +212,48 @@ def test_a_speech_llm_detects_the_language_with_its_own_encoder_and_whisper_s_de
     systems.release_models(CPU.device)
 
 
+def test_the_whisper_system_and_language_id_share_one_whisper_and_src_into_src_is_the_transcript(folders):
+    """WhisperSystem loaded its Whisper under another cache key than language ID did (3 arguments against 4): a
+    second copy (3 GB at large-v3 in bf16). A row into its own language (deu -> deu) went through Whisper's
+    translate task and came back in English."""
+    from llm_srt.model import systems
+
+    systems.release_models(CPU.device)
+    system = WhisperSystem(folders["whisper"], CPU)
+    detect_language(folders["whisper"], CLIPS[1], CPU)
+    assert systems._torch_whisper.cache_info().currsize == 1
+    [same] = system.run_batch([Item(CLIPS[1], "deu", "deu", Task.SRT)], OPTS)
+    [heard] = system.decode([CLIPS[1]], ["deu"], "transcribe", OPTS)
+    assert same == Output(heard, heard)
+    systems.release_models(CPU.device)
+
+
+def test_language_id_refuses_a_language_the_registry_lacks(folders, monkeypatch):
+    """Language ID took the likeliest registry language whatever Whisper heard: Polish speech became eng and was
+    decoded with English tags, looking normal."""
+    from llm_srt.model import systems
+
+    w = systems._torch_whisper(str(folders["whisper"]), CPU.device, CPU.dtype, False)
+    polish = max(w.generation.lang_to_id.values()) + 1  # a language token the registry has no entry for
+    monkeypatch.setattr(w, "generation", replace(w.generation, lang_to_id={**w.generation.lang_to_id,
+                                                                           "<|pl|>": polish}))
+    real = w.next_logits
+
+    def hears(states, tokens, language):
+        logits = real(states, tokens)
+        logits[:, language] = logits.max() + 1
+        return logits
+
+    monkeypatch.setattr(w, "next_logits", lambda states, tokens: hears(states, tokens, polish))
+    with pytest.raises(LLMSRTError, match=r"language ID: Whisper hears pl here, not one of the languages the toolkit "
+                                          r"knows \(.*eng.*\); give the source language \(--src\)"):
+        detect_language(folders["whisper"], CLIPS[1], CPU)
+    german = w.generation.lang_to_id["<|de|>"]
+    monkeypatch.setattr(w, "next_logits", lambda states, tokens: hears(states, tokens, german))
+    assert detect_language(folders["whisper"], CLIPS[1], CPU) == "deu"
+    systems.release_models(CPU.device)
+
+
 def test_release_models_lets_go_of_the_kept_whispers(folders):
     from llm_srt.model import systems
 

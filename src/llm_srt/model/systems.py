@@ -249,8 +249,14 @@ def detect_language(whisper: str | Path | None, audio: np.ndarray, placement: Pl
         states = w.encode(mel) if encoder is None else encoder.encoder(
             mel.to(encoder.device, encoder.encoder.conv1.weight.dtype)).last_hidden_state.to(w.dtype)
         logits = w.next_logits(states, start)[0]
-    ids = torch.tensor(list(candidates), device=logits.device)
-    return candidates[int(ids[logits[ids].argmax()])]
+    every = {tid: token for token, tid in w.generation.lang_to_id.items()}
+    ids = torch.tensor(list(every), device=logits.device)
+    heard = int(ids[logits[ids].argmax()])
+    if heard not in candidates:  # the registry's likeliest would be a wrong tag, read as such (Polish as eng)
+        raise LLMSRTError(f"language ID: Whisper hears {every[heard].strip('<|>')} here, not one of the languages "
+                          f"the toolkit knows ({', '.join(sorted(set(candidates.values())))}); give the source "
+                          "language (--src), or add it to llm_srt/languages.py")
+    return candidates[heard]
 
 
 class WhisperSystem:
@@ -266,7 +272,8 @@ class WhisperSystem:
         self.folder = resolve_model(str(folder or EMBEDDED), "encoder")
         self.placement = placement
         self.name = name
-        self.whisper = _torch_whisper(self.folder, placement.device, placement.dtype)
+        self.whisper = _torch_whisper(self.folder, placement.device, placement.dtype, False)  # as detect_language
+        #   calls it: one cached copy for both
         self.vocab = set(self.whisper.generation.lang_to_id)  # to map a registry language to its Whisper token
 
     @cached_property
@@ -359,7 +366,7 @@ class WhisperSystem:
             caps = [cap(items[i], options) for i in speech]
             transcripts = self.decode(audios, srcs, "transcribe", options, caps)
             to_eng = [k for k, i in enumerate(speech) if items[i].task.needs_translation and items[i].src != "eng"
-                      and out[i] is None]
+                      and items[i].tgt != items[i].src and out[i] is None]  # tgt == src: the transcript
             translated = dict(zip(to_eng, self.decode([audios[k] for k in to_eng], [srcs[k] for k in to_eng],
                                                       "translate", options, [caps[k] for k in to_eng]))) \
                 if to_eng else {}
