@@ -684,6 +684,35 @@ def test_skip_existing_translates_again_the_files_written_with_other_settings(tm
     assert cli.main([*base, "--tgt", "fra", "--skip-existing"]) == 0 and len(stub.batches) == 3  # all done
 
 
+def test_skip_existing_does_not_take_another_inputs_file_of_the_same_name(tmp_path, monkeypatch, capsys):
+    """day2/talk.wav after day1/talk.wav into one --out-dir: both write talk.srt, and --skip-existing took day1's
+    subtitles for day2's and translated nothing (the record named the file and the settings, not the input)."""
+    for day, seconds in (("day1", 3.0), ("day2", 5.0)):
+        (tmp_path / day).mkdir()
+        write_wav(tmp_path / day / "talk.wav", recording(seconds, [(0.5, seconds - 0.5)]))
+    stub = Stub()
+    stub_cli(monkeypatch, stub)
+    out = tmp_path / "subs"
+    base = ["--model", "stub", "--src", "eng", "--tgt", "deu", "--format", "srt", "--out-dir", str(out),
+            "--skip-existing"]
+    assert cli.main(["translate", str(tmp_path / "day1" / "talk.wav"), *base]) == 0 and len(stub.batches) == 1
+    capsys.readouterr()
+    assert cli.main(["translate", str(tmp_path / "day2" / "talk.wav"), *base]) == 0 and len(stub.batches) == 2
+    assert "1 of 1 inputs translated again: their files in" in capsys.readouterr().err
+    assert cli.main(["translate", str(tmp_path / "day2" / "talk.wav"), *base]) == 0 and len(stub.batches) == 2
+
+
+def test_json_results_reach_stdout_when_results_json_cannot_be_written(tmp_path, monkeypatch, capsys):
+    write_wav(tmp_path / "a.wav", recording(3.0, [(0.5, 2.5)]))
+    stub_cli(monkeypatch, Stub())
+    (tmp_path / "out" / "results.json").mkdir(parents=True)  # a folder where the file should go
+    rc = cli.main(["translate", str(tmp_path / "a.wav"), "--model", "stub", "--src", "eng", "--tgt", "deu",
+                   "--format", "json", "--out-dir", str(tmp_path / "out")])
+    captured = capsys.readouterr()
+    assert rc == 2 and "results.json" in captured.err
+    assert json.loads(captured.out)[0]["audio"].endswith("a.wav")
+
+
 def test_a_folder_given_as_an_input_is_named_with_the_pattern_that_gives_its_files(tmp_path, monkeypatch, capsys):
     (tmp_path / "talks").mkdir()
     write_wav(tmp_path / "a.wav", recording(3.0, [(0.5, 2.5)]))

@@ -545,18 +545,27 @@ def main(args) -> int:
             raise LLMSRTError(f"--transcript: {len(args.transcript)} transcripts for {len(outputs)} inputs; give one "
                               "per input")
         written = _written_with(out_dir)
-        other = [k for k, path in enumerate(outputs) if path.is_file() and written.get(_key(path, out_dir)) != settings]
+
+        def why(k: int) -> str | None:  # None: the file is this input's output with these settings
+            entry = written.get(_key(outputs[k], out_dir))
+            if entry is None:
+                return "with no record of their settings"
+            before = entry["settings"]
+            if before != settings:
+                return "with other settings (" + "; ".join(f"{key}: {json.dumps(before.get(key))} -> {json.dumps(v)}"
+                                                           for key, v in settings.items() if before.get(key) != v) + ")"
+            if entry.get("input") not in (None, _input_of(args.audio[k])):  # a record older than inputs: taken
+                return f"from another input ({shown(str(entry['input'].get('path')))}, or it changed since)"
+            return None
+
+        other = [k for k, path in enumerate(outputs) if path.is_file() and why(k) is not None]
         todo = [k for k, path in enumerate(outputs) if not path.is_file() or k in other]
         if len(todo) < len(outputs):
             print(f"llm-srt translate: {len(outputs) - len(todo)} of {len(outputs)} inputs skipped: their outputs "
                   f"are in {shown(str(out_dir))} already (--skip-existing)", file=sys.stderr)
         if other:
-            before = written.get(_key(outputs[other[0]], out_dir))
-            why = ("no record of their settings" if before is None else "other settings (" + "; ".join(
-                f"{k}: {json.dumps(before.get(k))} -> {json.dumps(v)}" for k, v in settings.items()
-                if before.get(k) != v) + ")")
             print(f"llm-srt translate: {len(other)} of {len(outputs)} inputs translated again: their files in "
-                  f"{shown(str(out_dir))} were written with {why} (--skip-existing)", file=sys.stderr)
+                  f"{shown(str(out_dir))} were written {why(other[0])} (--skip-existing)", file=sys.stderr)
         if not todo:
             return 0
         args.audio, outputs = [args.audio[k] for k in todo], [outputs[k] for k in todo]
@@ -578,7 +587,7 @@ def main(args) -> int:
                 try:
                     _write(incomplete(outputs[k]) if r.error else outputs[k], text)
                     if not r.error:
-                        _record(out_dir, outputs[k], settings)
+                        _record(out_dir, outputs[k], settings, _input_of(args.audio[k]))
                     stale = outputs[k] if r.error else incomplete(outputs[k])  # an earlier run's output of it
                     if stale.is_file():
                         stale.unlink()
@@ -603,9 +612,9 @@ def main(args) -> int:
                                    segment_options=segments)
     if args.format == "json":
         text = json.dumps([r.to_dict() for r in results], ensure_ascii=False, indent=2)
+        print(text, flush=True)  # first: a results.json that cannot be written must not lose every result
         if out_dir:
             _write(out_dir / "results.json", text + "\n")
-        print(text)
     failed = sum(k in lost or (r.error is not None and not r.kept) for k, r in enumerate(results))
     partly = sum(k not in lost and r.error is not None and bool(r.kept) for k, r in enumerate(results))
     if failed and len(results) > 1:
@@ -703,13 +712,25 @@ def _key(path: Path, out_dir: Path) -> str:
     return path.relative_to(out_dir).as_posix()
 
 
-def _record(out_dir: Path, path: Path, settings: dict) -> None:
-    """Note that `path` now holds an output written with `settings` (after it is written whole: a kill between the
-    two leaves a file without a record, which --skip-existing translates again)."""
+def _input_of(audio: str) -> dict:
+    """Which input an output was written from: its path, size and time (the same name from another folder, or a
+    file recorded again, is another input)."""
+    path = Path(audio).absolute()
+    try:
+        st = path.stat()
+    except OSError:
+        return {"path": str(path)}
+    return {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _record(out_dir: Path, path: Path, settings: dict, source: dict) -> None:
+    """Note that `path` now holds an output written with `settings` from the input `source` (`_input_of`; after it
+    is written whole: a kill between the two leaves a file without a record, which --skip-existing translates
+    again)."""
     try:
         with open(out_dir / SETTINGS_FILE, "ab+") as f:
             cut = f.seek(0, os.SEEK_END) > 0 and f.seek(-1, os.SEEK_END) >= 0 and f.read(1) != b"\n"
-            line = json.dumps({"file": _key(path, out_dir), "settings": settings}, sort_keys=True)
+            line = json.dumps({"file": _key(path, out_dir), "settings": settings, "input": source}, sort_keys=True)
             f.write((("\n" if cut else "") + line + "\n").encode("utf-8"))  # after a line a kill cut: a line of its own
     except OSError as e:  # the output is written: only a later --skip-existing will translate it again
         log.warning("%s: cannot note the settings of %s (%s); --skip-existing will translate it again",
@@ -717,14 +738,15 @@ def _record(out_dir: Path, path: Path, settings: dict) -> None:
 
 
 def _written_with(out_dir: Path) -> dict[str, dict]:
-    """Output file (relative to `out_dir`) -> the settings it was last written with; a line a kill cut is passed."""
+    """Output file (relative to `out_dir`) -> its last record ({"settings", "input"}: what it was written with and
+    from); a line a kill cut is passed."""
     written = {}
     try:
         with open(out_dir / SETTINGS_FILE, encoding="utf-8", errors="replace") as f:
             for line in f:
                 try:
                     entry = json.loads(line)
-                    written[entry["file"]] = entry["settings"]
+                    written[entry["file"]] = {"settings": entry["settings"], "input": entry.get("input")}
                 except (ValueError, KeyError, TypeError):
                     continue
     except FileNotFoundError:
