@@ -128,3 +128,76 @@ def test_cjk_lines_break_between_characters_and_count_two_columns_each():
     cues = segment_cues([_segment(0.0, 9.0, "", japanese)], "translation")
     lines = [line for c in cues for line in c.text.split("\n")]
     assert "".join(lines) == japanese and all(len(line) <= 21 for line in lines) and len(lines) == 2
+
+
+def test_a_token_wider_than_a_part_no_longer_drops_the_other_texts_words():
+    """Thai is written without spaces between words: a clause is one token, wider than a part of the segment, so
+    the Thai part after it was empty, its cue got no time and was dropped, and the English shown with it too
+    ("we will go to the public park with" vanished). Now that English joins the cue showing the Thai clause."""
+    from llm_srt.subtitles import fit
+
+    english = "Today the weather is very good, so we will go to the public park with our children after lunch, okay."
+    thai = ("วันนี้อากาศดีมากเราจึงจะไปสวนสาธารณะกับลูกๆของเราหลังอาหารกลางวันแล้วก็จะกลับบ้านตอนเย็น"
+            " นะคะ ขอบคุณค่ะ")
+    cues = fit(0.0, 6.0, english, thai)
+    assert [line for c in cues for line in c.text.split("\n") if line.isascii()] == [
+        "Today the weather is very good, so we will", "go to the public park with", "our children after lunch, okay."]
+    assert [line for c in cues for line in c.text.split("\n") if not line.isascii()] == thai.split(" ", 1)
+    assert cues[0].start == 0.0 and cues[0].end == cues[1].start and cues[-1].end == 6.0 and len(cues) == 2
+
+
+def test_narrow_lines_keep_every_word_of_both_texts():
+    """`--line-width 20`: the German part after its long compound was empty (the compound took its time), so its
+    cue was dropped with the English part shown in it: "The tram stop is opposite the main station." was shown as
+    "The tram stop / the / main station."."""
+    from llm_srt.subtitles import segment_cues
+
+    english = "The tram stop is opposite the main station."
+    german = "Die Straßenbahnhaltestelle befindet sich gegenüber dem Hauptbahnhof."
+    cues = segment_cues([_segment(0.0, 6.0, english, german)], "both", width=20)
+    lines = [line for c in cues for line in c.text.split("\n")]
+    assert " ".join(line for line in lines if line in english) == english
+    assert " ".join(line for line in lines if line not in english) == german
+    assert cues[0].start == 0.0 and cues[-1].end == 6.0 and all(a.end == b.start for a, b in zip(cues, cues[1:]))
+
+
+def _random_text(rng, letters: str, wide: str) -> str:
+    """Words of `letters`: mostly short, some far wider than a line (a Thai clause, a German compound, a URL), some
+    runs of `wide` characters (CJK, two columns each, broken between characters), in random mixes."""
+    words = []
+    for _ in range(rng.integers(1, 40)):
+        kind = rng.random()
+        if kind < 0.1:
+            n, pool = rng.integers(15, 120), letters  # one token wider than most lines
+        elif kind < 0.2:
+            n, pool = rng.integers(1, 30), wide
+        else:
+            n, pool = rng.integers(1, 12), letters
+        words.append("".join(rng.choice(list(pool), n)))
+    return " ".join(words)
+
+
+def test_every_word_of_both_texts_is_shown_once_in_order_within_the_segment():
+    """Random segments of random texts and widths (long tokens, Thai-like runs, CJK): each text's lines, read in
+    cue order, give back the text, and cues follow each other inside the segment, covering it."""
+    import numpy as np
+
+    from llm_srt.subtitles import _width, fit
+
+    rng = np.random.default_rng(0)
+    # each text its own characters, to tell its lines apart
+    above_letters, above_wide, main_letters, main_wide = "ABCDEFGHIJKLMNกขคงจฉชซ", "今日天気明", "abcdefghijklm,.?", "晴来週良"
+    for case in range(400):
+        above = _random_text(rng, above_letters, above_wide) if rng.random() < 0.8 else None
+        main = _random_text(rng, main_letters, main_wide)
+        width = int(rng.integers(10, 61))
+        start = float(rng.uniform(0, 100))
+        end = start + float(rng.choice([rng.uniform(0.001, 0.02), rng.uniform(0.02, 30)]))  # also too short for ms
+        cues = fit(start, end, main, above, width)
+        lines = [line for c in cues for line in c.text.split("\n")]
+        for text, chars in ((above, above_letters + above_wide), (main, main_letters + main_wide)):
+            shown = "".join(line for line in lines if line[0] in chars)
+            assert "".join(shown.split()) == "".join((text or "").split()), (case, text)  # nothing lost or doubled
+        assert all(_width(line) <= width or len(line.split()) == 1 for line in lines), case  # wider: one word
+        assert cues[0].start == start and cues[-1].end == end, case
+        assert all(a.start < a.end <= b.start for a, b in zip(cues, cues[1:])) and cues[-1].start < end, case

@@ -54,24 +54,37 @@ def fit(start: float, end: float, main: str, above: str | None = None, width: in
     """One segment's cues: each text wrapped to `width` columns; when a text needs more than its share of
     LINES_PER_CUE lines (all of them alone, one each when the transcript is above the translation), the texts are
     cut into as many consecutive parts, cue k showing part k of each, timed by the share of the longer text's
-    columns shown up to it (times in whole milliseconds)."""
+    columns shown up to it (times in whole milliseconds). Every word of both texts is shown: a part that gets no
+    time of its own joins the cue before it, so a cue may then hold more lines. None when end <= start."""
     texts = [t.strip() for t in (above, main) if t and t.strip()]
-    if not texts:
+    if not texts or end <= start:
         return []
     per_text = max(1, LINES_PER_CUE // len(texts))
     parts = max(math.ceil(len(_wrap(t, width)) / per_text) for t in texts)
     chunks = [_split(t, parts) for t in texts]
-    basis = max(chunks, key=lambda c: sum(map(_width, c)))
+    b = max(range(len(chunks)), key=lambda i: sum(map(_width, chunks[i])))  # the longer text times the cues
+    basis = chunks[b]
     total = sum(map(_width, basis)) or 1
-    cues, t0, shown = [], start, 0
+    spans: list[list] = []  # [start, end, the part of each text] of the cues so far
+    waiting = [""] * len(texts)  # parts with no time before the first cue (times rounded to the millisecond)
+    t0, shown = start, 0
     for k in range(parts):
         shown += _width(basis[k])
-        t1 = end if k == parts - 1 else round(start + (end - start) * shown / total, 3)
-        text = "\n".join(line for c in chunks for line in _wrap(c[k], width))
-        if text and t1 > t0:
-            cues.append(Cue(t0, t1, text))
-            t0 = t1
-    return cues
+        t1 = end if k == parts - 1 else min(end, round(start + (end - start) * shown / total, 3))
+        part = [w + c[k] for w, c in zip(waiting, chunks)]
+        if part[b].strip() and t1 > t0:
+            spans.append([t0, t1, part])
+            waiting, t0 = [""] * len(texts), t1
+        elif spans:
+            # No time of part k's own: its piece of the longer text is empty, as a token wider than a piece began
+            # before it (the cue before shows that token for part k's time too), or the segment is too short for a
+            # millisecond each. The cue before shows part k of each text (a cue of no time was dropped before, and
+            # with it, words of the other text).
+            spans[-1][2] = [before + now for before, now in zip(spans[-1][2], part)]
+        else:
+            waiting = part
+    spans[-1][1] = end  # the last part may have joined the cue before it
+    return [Cue(a, z, "\n".join(line for piece in pieces for line in _wrap(piece, width))) for a, z, pieces in spans]
 
 
 def _tokens(text: str) -> list[str]:
@@ -108,14 +121,15 @@ def _wrap(text: str, width: int) -> list[str]:
 
 
 def _split(text: str, parts: int) -> list[str]:
-    """`text` cut between tokens into `parts` pieces of about equal width (some empty when it has fewer tokens)."""
+    """`text` cut between tokens into `parts` pieces of about equal width, each with the spaces after it, so that
+    joined they give `text` back; some are empty when a token is wider than a piece (or there are fewer tokens)."""
     tokens = _tokens(text)
     total = sum(_width(t) for t in tokens) or 1
     pieces, done = [""] * parts, 0
     for token in tokens:
         pieces[min(parts - 1, done * parts // total)] += token
         done += _width(token)
-    return [p.strip() for p in pieces]
+    return pieces
 
 
 def timestamp(seconds: float, sep: str = ",") -> str:
