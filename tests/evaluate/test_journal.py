@@ -226,6 +226,32 @@ def test_a_group_cut_short_is_run_again_whole_so_every_batch_is_the_uninterrupte
         assert (tmp_path / "r" / name).read_text() == (tmp_path / "whole" / name).read_text(), name
 
 
+def test_rows_kept_from_other_groups_are_run_again_when_the_manifest_changed(counting, manifest, tmp_path,
+                                                                             monkeypatch):
+    """A row left out of the manifest shifts every later group: a new group whose rows the journal held from other
+    groups (other batches) was taken as decoded, so the report was no uninterrupted run's when outputs depend on
+    their batch (bfloat16, int8)."""
+    original = Counting.run_batch
+
+    def batch_dependent(self, items, options):
+        sizes = [it.audio.size for it in items]
+        return [Output(o.transcript, o.translation + f" beside {sum(sizes) - it.audio.size}") if o.translation
+                else o for it, o in zip(items, original(self, items, options))]
+
+    monkeypatch.setattr(Counting, "run_batch", batch_dependent)
+    counting["stop_at"] = 4  # groups of 2 rows (a batch each): 3 kept, [0e 0d] [1e 1d] [2e 2d]
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(manifest, tmp_path / "r", batch_size=2)
+    fewer = tmp_path / "fewer.jsonl"
+    write_manifest(fewer, read_manifest(manifest)[1:])  # clip 0's eng->deu row left out: [0d 1e] [1d 2e] ...
+    counting.update(batches=0, items=[], stop_at=None)
+    evaluate(fewer, tmp_path / "r", batch_size=2)
+    assert len(counting["items"]) == N_ROWS - 1  # every group again: none holds the rows of one kept group
+    evaluate(fewer, tmp_path / "fresh", batch_size=2)
+    for name in ("hyps.c.jsonl", "report.md"):
+        assert (tmp_path / "r" / name).read_text() == (tmp_path / "fresh" / name).read_text(), name
+
+
 def test_another_batch_size_or_number_of_processes_is_another_setting(counting, manifest, tmp_path, monkeypatch):
     counting["stop_at"] = 3
     with pytest.raises(KeyboardInterrupt):

@@ -118,9 +118,12 @@ def differences(old: object, new: object, key: str = "") -> list[str]:
 class Journal:
     """One system's decoded rows of one kind for one rank, in OUT/partial (see the module's docstring)."""
 
-    def __init__(self, path: Path, rows: dict[str, UtteranceResult], header: str | None = None):
+    def __init__(self, path: Path, rows: dict[str, UtteranceResult], header: str | None = None,
+                 groups: dict[str, str | None] | None = None):
         self.path = path  # this rank's file, appended to
         self.rows = rows  # row digest -> its result
+        self.groups = groups if groups is not None else {}  # row digest -> the digest of the group it was decoded
+        #   in (`group_digest`; None: a line written before groups were kept)
         self.header = header  # the first line, written (over what is there) with the first row; None: in the file
 
     @classmethod
@@ -142,11 +145,11 @@ class Journal:
         text = own.read_text(encoding="utf-8", errors="replace") if own.is_file() else ""
         if "\n" not in text:  # none, or its first line cut by a kill: nothing kept
             return cls(own, {}, header)
-        rows = _read(own, text, settings)
+        rows, groups = _read(own, text, settings)
         if not text.endswith("\n"):  # a line cut by a kill must not swallow the next row written
             with open(own, "a", encoding="utf-8") as fh:
                 fh.write("\n")
-        return cls(own, rows)
+        return cls(own, rows, groups=groups)
 
     def kept(self, rows: list[Row]) -> bool:
         """Whether every one of these rows has a result an earlier run wrote, none of them a failure that may not come
@@ -154,17 +157,22 @@ class Journal:
         one would otherwise be decoded again on every resume, and a killed whisper run on a many-to-many test set
         would start over."""
         results = [self.rows.get(row_digest(r)) for r in rows]
-        return all(r is not None and not retryable(r.error) for r in results)
+        group = group_digest(rows)  # a row decoded in another group (the manifest changed: groups shifted) is run
+        #   again in this one, so every batch is the uninterrupted run's
+        return all(r is not None and not retryable(r.error) and self.groups.get(row_digest(row)) in (None, group)
+                   for r, row in zip(results, rows))
 
-    def append(self, row: Row, result: UtteranceResult) -> None:
+    def append(self, row: Row, result: UtteranceResult, group: str | None = None) -> None:
         """Keep one decoded row (a line written and closed at once: a kill loses at most the row being written). A
         result is never replaced by a later error (as `_read` reads the file): a group run again for one failed row
-        must not turn a row that succeeded before into a failure."""
+        must not turn a row that succeeded before into a failure. `group`: the `group_digest` of the rows it was
+        decoded with."""
         digest = row_digest(row)
         kept = self.rows.get(digest)
-        if result.error is not None and kept is not None and kept.error is None:
+        if result.error is not None and kept is not None and kept.error is None and not _regrouped(
+                self.groups.get(digest), group):
             return
-        line = json.dumps({"row": digest, "result": vars(result)}, ensure_ascii=False)
+        line = json.dumps({"row": digest, "group": group, "result": vars(result)}, ensure_ascii=False)
         if self.header is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.path.write_text(self.header, encoding="utf-8")
@@ -172,6 +180,7 @@ class Journal:
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(line + "\n")
         self.rows[digest] = result
+        self.groups[digest] = group
 
     def results(self, rows: list[Row]) -> list[UtteranceResult]:
         """Every row's result, kept or just decoded, in the rows' order, with its row's sentence id (a journal
@@ -200,9 +209,9 @@ def _rank_of(path: Path, stem: str) -> int:
         return -1
 
 
-def _read(path: Path, text: str, settings: dict) -> dict[str, UtteranceResult]:
-    """A journal file's rows (`text`, its content); lines cut or garbled by a kill are skipped (those rows are
-    decoded again), and a row's error never replaces its result."""
+def _read(path: Path, text: str, settings: dict) -> tuple[dict[str, UtteranceResult], dict[str, str | None]]:
+    """A journal file's rows (`text`, its content) and the group each was decoded in; lines cut or garbled by a kill
+    are skipped (those rows are decoded again), and a row's error never replaces its result in the same group."""
     lines = text.split("\n")  # not splitlines(): a text may hold U+2028 and other separators JSON leaves raw
     try:
         first = json.loads(lines[0])
@@ -217,12 +226,25 @@ def _read(path: Path, text: str, settings: dict) -> dict[str, UtteranceResult]:
                           "those settings to go on from them, give another --out, or --restart to decode every row "
                           "again")
     rows: dict[str, UtteranceResult] = {}
+    groups: dict[str, str | None] = {}
     for line in lines[1:]:
         try:
             entry = json.loads(line)
             result = UtteranceResult.from_dict(entry["result"])
-        except (json.JSONDecodeError, KeyError, TypeError, LLMSRTError):
+            row, group = entry["row"], entry.get("group")
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError, LLMSRTError):
             continue
-        if result.error is None or entry["row"] not in rows:
-            rows[entry["row"]] = result
-    return rows
+        if result.error is None or row not in rows or _regrouped(groups.get(row), group):
+            rows[row], groups[row] = result, group
+    return rows, groups
+
+
+def _regrouped(kept: str | None, new: str | None) -> bool:
+    """Whether a row's new line was decoded in another group than its kept one (both known): the new one stands
+    then, an error too, as the kept result is not the one this run's batches give."""
+    return kept is not None and new is not None and kept != new
+
+
+def group_digest(rows: list[Row]) -> str:
+    """A digest of a decoded group: its rows' digests in order (the batch a row's output may depend on)."""
+    return hashlib.sha256(" ".join(row_digest(r) for r in rows).encode("ascii")).hexdigest()[:24]

@@ -34,7 +34,7 @@ from ..model.decoding import (DecodingOptions, add_compile_argument, add_no_repe
 from ..prompts import Task
 from .comet import DEFAULT_MODEL, CometOptions, check_model, comet_python, score_systems
 from . import journal
-from .journal import Journal, remove_journals
+from .journal import Journal, group_digest, remove_journals
 from .report import Report, UtteranceResult, build_report, format_table, load_results, write_report
 from .significance import (SAMPLES, check_samples, paired_bootstrap_runs, paired_error_rates_runs, paired_mean,
                            sentence_keys)
@@ -149,8 +149,9 @@ def decode_in_groups(journal: Journal, rows: list[Row], size: int,
     from a killed one batches every row as an uninterrupted run does (a row's output may depend on its batch)."""
     for group in groups(rows, size):
         if not journal.kept(group):
+            key = group_digest(group)
             for row, result in zip(group, decode(group)):
-                journal.append(row, result)
+                journal.append(row, result, key)
 
 
 def kept_rows(journal: Journal, rows: list[Row], size: int) -> int:
