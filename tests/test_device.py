@@ -78,6 +78,9 @@ def test_a_fixed_gpu_index_is_refused_where_several_ranks_share_a_node(monkeypat
         device.resolve_device("cuda:1", flag="device=")
     monkeypatch.setenv("LOCAL_RANK", "2")
     assert device.resolve_device("cuda") == torch.device("cuda", 2)
+    assert device.resolve_device("cuda:2") == device.resolve_device(torch.device("cuda", 2)) == torch.device("cuda", 2)
+    with pytest.raises(LLMSRTError, match="every rank on this node would use that one GPU"):
+        device.resolve_device("cuda:1")
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
     assert device.resolve_device("cuda:1") == torch.device("cuda", 1)
     fake_gpus(monkeypatch, 1)

@@ -702,6 +702,34 @@ def test_skip_existing_does_not_take_another_inputs_file_of_the_same_name(tmp_pa
     assert cli.main(["translate", str(tmp_path / "day2" / "talk.wav"), *base]) == 0 and len(stub.batches) == 2
 
 
+def test_an_input_is_the_same_however_its_path_is_spelled_and_a_dataclass_system_runs(tmp_path, monkeypatch):
+    """../d1/a.wav and its absolute path are one input for --skip-existing; a system that cannot be hashed (a
+    dataclass) runs (the out-of-memory cap is kept per system where one can be)."""
+    from dataclasses import dataclass
+
+    from llm_srt import infer
+    from llm_srt.model.systems import Item
+
+    (tmp_path / "d1").mkdir()
+    (tmp_path / "d2").mkdir()
+    write_wav(tmp_path / "d1" / "a.wav", recording(1.0, [(0.2, 0.8)]))
+    monkeypatch.chdir(tmp_path / "d2")
+    assert infer._input_of("../d1/a.wav") == infer._input_of(str(tmp_path / "d1" / "a.wav"))
+
+    from llm_srt.model.systems import Output
+
+    @dataclass
+    class Plain:  # eq=True: unhashable
+        name: str = "plain"
+        placement: object = None
+
+        def run_batch(self, items, options):
+            return [Output("heard", "gehört") for _ in items]
+
+    out = infer.run_items(Plain(), [Item(tiny.tone(0.5, 300), "eng", "deu", Task.SRT)], OPTS)
+    assert out[0] == Output("heard", "gehört")
+
+
 def test_json_results_reach_stdout_when_results_json_cannot_be_written(tmp_path, monkeypatch, capsys):
     write_wav(tmp_path / "a.wav", recording(3.0, [(0.5, 2.5)]))
     stub_cli(monkeypatch, Stub())

@@ -190,6 +190,9 @@ def _unsized_wav(target: int | io.BytesIO, max_bytes: int | None) -> io.BytesIO 
     the sizes; a stream written to a pipe): its bytes with the data chunk's size set to what the file holds, so
     the samples decode. None for anything else, or for a file larger than `max_bytes` (it could not decode within
     the limit anyway: every sample format decodes to at least its own size)."""
+    head = os.pread(target, 12, 0) if isinstance(target, int) else bytes(target.getbuffer()[:12])
+    if head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":  # before reading the rest
+        return None
     if isinstance(target, int):
         size = os.fstat(target).st_size
         if max_bytes is not None and size > max_bytes:
@@ -197,8 +200,6 @@ def _unsized_wav(target: int | io.BytesIO, max_bytes: int | None) -> io.BytesIO 
         data = bytearray(os.pread(target, size, 0))
     else:
         data = bytearray(target.getbuffer())
-    if data[:4] not in (b"RIFF", b"RIFX") or data[8:12] != b"WAVE":
-        return None
     order = "<" if data[:4] == b"RIFF" else ">"
     at = 12
     while at + 8 <= min(len(data), WAV_HEADER_SCAN):

@@ -85,7 +85,8 @@ def resolve_device(spec: str | torch.device | None = "auto", flag: str = "--devi
                 index = int(spec.split(":", 1)[1])
             except ValueError:
                 raise LLMSRTError(f"{flag}{spec}: not a device; use auto, cpu, cuda or cuda:N") from None
-            if int(os.environ.get("LOCAL_WORLD_SIZE") or 1) > 1 and torch.cuda.device_count() > 1:
+            if (int(os.environ.get("LOCAL_WORLD_SIZE") or 1) > 1 and torch.cuda.device_count() > 1
+                    and index != local_rank()):  # its own GPU, named (cuda:$LOCAL_RANK), is what cuda gives
                 raise LLMSRTError(f"{flag}{spec}: every rank on this node would use that one GPU; under torchrun "
                                   f"use {flag}cuda or auto (each rank takes cuda:$LOCAL_RANK)")
         if not 0 <= index < torch.cuda.device_count():

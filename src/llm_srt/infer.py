@@ -214,7 +214,10 @@ def run_items(system: System, items: Sequence[Item], options: DecodingOptions = 
                          key=lambda k: (items[k].audio is None, first[k] if first else 0, -size[k])))
     if progress is not None and len(order) < len(items):
         progress(len(items) - len(order))
-    seen = _batches.setdefault(system, _Batches()) if remember_out_of_memory else _Batches()
+    try:
+        seen = _batches.setdefault(system, _Batches()) if remember_out_of_memory else _Batches()
+    except TypeError:  # a system that cannot be hashed or weakly referenced (a dataclass): this call's cap only
+        seen = _Batches()
     while order:
         chunk: list[int] = []
         while order and len(chunk) < min(batch_size, seen.most or batch_size):
@@ -715,7 +718,7 @@ def _key(path: Path, out_dir: Path) -> str:
 def _input_of(audio: str) -> dict:
     """Which input an output was written from: its path, size and time (the same name from another folder, or a
     file recorded again, is another input)."""
-    path = Path(audio).absolute()
+    path = Path(os.path.abspath(audio))  # as output_paths spells it: ../d1/a.wav and /x/d1/a.wav are one input
     try:
         st = path.stat()
     except OSError:

@@ -35,7 +35,8 @@ LANGUAGES: dict[str, Language] = {
         Language("ita", "Italian", "Latn", "it", "it", "13a", "wer", "it_it", ("it",), ("it",)),
         Language("jpn", "Japanese", "Jpan", "ja", "ja", "char", "cer", "ja_jp", ("ja",), ("ja",)),
         Language("kor", "Korean", "Kore", "ko", "ko", "char", "cer", "ko_kr", ("ko",), ("ko",)),  # CER as the
-        #   paper's own scoring script has it (its cer_lang), though Korean is written with spaces
+        #   paper's own scoring script has it (yxduir/LLM-SRT, evaluation/test_metric.py: cer_lang), though Korean is
+        #   written with spaces
         Language("nld", "Dutch", "Latn", "nl", "nl", "13a", "wer", "nl_nl", ("nl",), ("nl",)),
         Language("por", "Portuguese", "Latn", "pt", "pt-br", "13a", "wer", "pt_br", ("pt",), ("pt_BR", "pt")),
         Language("rus", "Russian", "Cyrl", "ru", "ru", "13a", "wer", "ru_ru", ("ru",), ("ru",)),

@@ -141,14 +141,19 @@ def test_a_clip_listed_with_a_duration_of_0_is_measured_from_its_header(locale_d
     assert "cannot be decoded" in summary.bad_clips[0].reason and "gives 0" in summary.bad_clips[0].reason
 
 
-def test_a_split_manifest_an_earlier_run_left_in_out_is_removed(locale_dir, tmp_path):
-    """Converting again into the same OUT with fewer splits left the old train.jsonl, which summary.json disowned."""
+def test_a_split_manifest_an_earlier_run_left_in_out_is_moved_aside(locale_dir, tmp_path):
+    """Converting again into the same OUT with fewer splits left the old train.jsonl, which summary.json disowned;
+    it is moved aside, not deleted (`--splits test` into a full conversion must not lose hours of work)."""
     out = tmp_path / "out"
     prepare_commonvoice(locale_dir, out)
+    train = (out / "train.jsonl").read_bytes()
     (out / "prose.jsonl").write_text("{}\n", encoding="utf-8")  # no split manifest of this tool: left alone
     summary = prepare_commonvoice(locale_dir, out, splits=("dev", "test"))
-    assert sorted(p.name for p in out.iterdir()) == ["dev.jsonl", "prose.jsonl", "summary.json", "test.jsonl"]
-    assert "removed stale train.jsonl from an earlier prepare" in summary.lines()
+    assert sorted(p.name for p in out.iterdir()) == ["dev.jsonl", "prose.jsonl", "summary.json", "test.jsonl",
+                                                      "train.jsonl.stale"]
+    assert (out / "train.jsonl.stale").read_bytes() == train
+    assert ("moved train.jsonl of an earlier prepare aside to train.jsonl.stale: this run did not write it (rename "
+            "it back if it is still wanted)") in summary.lines()
     saved = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert saved["written"] == {"dev": 1, "test": 1} and saved["notes"] == summary.notes
     assert prepare_commonvoice(locale_dir, out, splits=("dev", "test")).notes == []  # nothing stale the second time

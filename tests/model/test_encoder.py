@@ -149,3 +149,7 @@ def test_a_ctranslate2_folder_is_told_to_be_converted(tmp_path):
         with pytest.raises(LLMSRTError, match=r"config.json: not a transformers Whisper config.*llm-srt convert "
                                               r"whisper-ct2"):
             load(tmp_path)
+    (tmp_path / "config.json").write_text('{"model_type": "qwen2", "hidden_size": 64}')  # the LLM's folder
+    with pytest.raises(LLMSRTError, match=r"config.json: a qwen2 model, not Whisper; .*model.encoder and model.llm "
+                                          r"swapped"):
+        whisper_dim(tmp_path)

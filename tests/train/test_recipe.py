@@ -522,6 +522,8 @@ def test_stages_run_in_one_order_whichever_way_they_are_named(tmp_path):
         (folder / f"{stage}.yaml").write_text(f"stage: {stage}\ndata:\n  train: x.jsonl\noutput_dir: {stage}\n")
     with pytest.raises(ConfigError, match=r"--stages srt,asr: asr -> smt -> srt run in that order"):
         curriculum.plan([str(folder)], stages=["srt", "asr"])
+    with pytest.raises(ConfigError, match=r"--stages baseline,asr: .* asr first"):
+        curriculum.plan([str(folder)], stages=["baseline", "asr"])
     assert [s.name for s in curriculum.plan([str(folder)], stages=["asr", "baseline"])] == ["asr", "baseline"]
     files = [str(folder / "asr.yaml"), str(folder / "srt.yaml")]
     with pytest.raises(ConfigError, match=r"--stages srt,asr lists the stages in another order than the configs"):

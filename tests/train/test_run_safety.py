@@ -285,10 +285,30 @@ def test_a_checkpoint_of_the_older_weighting_does_not_resume_with_weights(tiny_s
     cfg = _config(tiny_setup, tmp_path / "run")
     weighted = replace(cfg, data=replace(cfg.data, train=[cfg.data.train], train_weights=[1.0]))
     older = {k: v for k, v in resume.run_settings(weighted).items() if k != resume.WEIGHTED}
-    assert resume.changes(older, resume.run_settings(weighted)) == ["data.train_weights weigh '(unset)' -> 'each "
-                                                                    "kind of row'"]
+    assert resume.changes(older, resume.run_settings(weighted)) == [
+        "data.train_weights (the checkpoint's run weighted all rows together; they now weigh each kind of row apart, "
+        "another epoch order: allow_changes=true goes on with it)"]
     assert resume.changes(resume.run_settings(weighted), resume.run_settings(weighted)) == []
     assert resume.WEIGHTED not in resume.run_settings(cfg)
+
+
+def test_a_stage_finished_before_the_per_kind_weighting_is_still_taken_as_finished(tiny_setup, tmp_path):
+    """A curriculum run again over a stage that finished with data.train_weights before 2026-12-05 (its record has
+    no WEIGHTED): the finished model is that run's, not "finished with other settings"."""
+    import json
+
+    from llm_srt.train import resume
+
+    out = tmp_path / "run"
+    cfg = _config(tiny_setup, out, 1, **{"data.train": f"[{tiny_setup['manifest']}]", "data.train_weights": "[1.0]"})
+    recipe.train(cfg, log=lambda *_: None)
+    record = out / recipe.FINAL / recipe.RUN_SETTINGS
+    settings = json.loads(record.read_text())
+    assert settings.pop(resume.WEIGHTED) == "each kind of row"
+    record.write_text(json.dumps(settings))  # as a stage finished before today records it
+    said = []
+    recipe.train(cfg, log=said.append)
+    assert any("already finished" in line for line in said)
 
 
 def test_a_raised_max_steps_stretches_a_cosine_schedule_from_the_resumed_step_on(tiny_setup, tmp_path):

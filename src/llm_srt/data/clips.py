@@ -8,8 +8,8 @@ behind a progress bar with an ETA. A clip whose duration is already known (Commo
 with a duration of 0 (not measured), have their header read. A bad clip is skipped and reported (`Summary.lines()`,
 OUT/summary.json) unless `strict`, which stops at the first one with its file:line. Real releases have them:
 hundreds of zero-byte clips in Common Voice 3/4. `write_manifests` writes the result, and refuses a split all of
-whose clips are bad (a release not unpacked); it removes a split manifest an earlier run left in OUT that this run
-does not write (it would disagree with summary.json).
+whose clips are bad (a release not unpacked); it moves aside (NAME.stale) a split manifest an earlier run left in
+OUT that this run does not write (it would disagree with summary.json).
 """
 
 import json
@@ -51,6 +51,9 @@ class BadClip:
     reason: str  # missing / empty / undecodable, in words
 
 
+STALE = ".stale"  # a split manifest an earlier run left in OUT that this run did not write: moved to NAME.stale
+
+
 @dataclass
 class Summary:
     """What a converter did: rows written, rows dropped by its filters, clips skipped."""
@@ -62,7 +65,7 @@ class Summary:
     bad_clips: list[BadClip] = field(default_factory=list)  # skipped clips, in table order
     rows_without_clip: int = 0  # table rows left out because their clip is bad
     durations_from: str = ""  # where durations came from (a file name, "headers", ...)
-    notes: list[str] = field(default_factory=list)  # one line each: warnings, stale manifests removed
+    notes: list[str] = field(default_factory=list)  # one line each: warnings, stale manifests moved aside
 
     def drop(self, reason: str, where: str) -> None:
         """Count a table row left out for `reason`; the first SHOWN of each reason keep their `where` (file:line)."""
@@ -130,8 +133,8 @@ def write_manifests(summary: Summary, rows: Mapping[str, list[Row]], clips: Mapp
     is, listing them): a release whose audio is not unpacked must not look converted. A clip of the train or dev
     split longer than Whisper's 30 s window is left out and counted (training refuses such a row: a manifest that
     held one stopped the stage before step 1); test keeps its clips. A <split>.jsonl of SPLIT_ORDER that this run
-    does not write is removed (an earlier run's, say with other languages, would disagree with summary.json), and
-    the summary says so."""
+    does not write is moved aside to <split>.jsonl.stale (an earlier run's, say with other languages, would disagree
+    with summary.json), and the summary says so."""
     rows = {split: _within_window(summary, split, split_rows) if split in TRAINING_SPLITS else split_rows
             for split, split_rows in rows.items()}
     for split, named in clips.items():
@@ -146,9 +149,11 @@ def write_manifests(summary: Summary, rows: Mapping[str, list[Row]], clips: Mapp
                        for split, split_rows in rows.items()}
     for split in SPLIT_ORDER:  # only the names this tool writes: nothing else in OUT is touched
         stale = summary.out / f"{split}.jsonl"
-        if split not in rows and stale.is_file():
-            stale.unlink()
-            summary.notes.append(f"removed stale {stale.name} from an earlier prepare")
+        if split not in rows and stale.is_file():  # moved aside, not deleted: it may be hours of an earlier
+            aside = stale.with_name(stale.name + STALE)  # conversion that `--splits test` did not mean to drop
+            stale.replace(aside)
+            summary.notes.append(f"moved {stale.name} of an earlier prepare aside to {aside.name}: this run did not "
+                                 "write it (rename it back if it is still wanted)")
     summary.write()
 
 

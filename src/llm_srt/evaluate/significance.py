@@ -284,13 +284,17 @@ def paired_mean(a: Sequence[float], b: Sequence[float], samples: int = SAMPLES, 
     for g, key in zip(groups, keys):
         covers.setdefault(int(g), set()).add(key)
     times = resample_counts(direction_groups([covers[i] for i in range(len(index))]), samples, seed)[:, groups]
-    masks = [np.array([k == t for k in keys]) for t in sorted(set(keys))]  # each direction's rows
-    per_direction = []  # (samples,) each: the direction's mean difference in each resample (NaN: none drawn)
-    for rows in masks:
+    which = np.unique([f"{src}\t{tgt}" for src, tgt in keys], return_inverse=True)[1].ravel()  # row -> direction
+    per_direction = []  # (samples,) each: the direction's mean difference in each resample; NaN where none of its
+    #   rows was drawn (left out of that resample's average; the BLEU test scores such a direction 0 on both sides)
+    observed = []
+    for direction in range(int(which.max()) + 1):
+        rows = which == direction
         drawn = times[:, rows].sum(axis=1)
         per_direction.append(np.divide(times[:, rows] @ d[rows], drawn, out=np.full(samples, np.nan),
                                        where=drawn > 0))
-    a_avg, b_avg = (float(np.mean([v[rows].mean() for rows in masks])) for v in (x, y))
+        observed.append((x[rows].mean(), y[rows].mean()))
+    a_avg, b_avg = (float(v) for v in np.mean(observed, axis=0))
     return _compare(a_avg, b_avg, np.nanmean(per_direction, axis=0), len(index))
 
 

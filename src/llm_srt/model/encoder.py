@@ -232,9 +232,12 @@ def _whisper_config(path: Path) -> WhisperConfig:
     except ValueError as e:  # bad JSON or bad UTF-8
         raise LLMSRTError(f"{file}: not a JSON config ({type(e).__name__}); copy or download the model again") from None
     if not isinstance(raw, dict) or raw.get("model_type") != "whisper" and "d_model" not in raw:
-        raise LLMSRTError(f"{file}: not a transformers Whisper config (no model_type whisper or d_model); this looks "
-                          f"like a CTranslate2 (faster-whisper) Whisper: run `llm-srt convert whisper-ct2 {path} OUT` "
-                          "and point the encoder at OUT")
+        if isinstance(raw, dict) and raw.get("model_type"):  # e.g. the LLM's folder given as the encoder
+            raise LLMSRTError(f"{file}: a {raw['model_type']} model, not Whisper; point the encoder at a Whisper "
+                              "folder (model.encoder and model.llm swapped?)")
+        raise LLMSRTError(f"{file}: not a transformers Whisper config (no model_type whisper or d_model); if it is a "
+                          f"CTranslate2 (faster-whisper) Whisper, run `llm-srt convert whisper-ct2 {path} OUT` and "
+                          "point the encoder at OUT")
     return WhisperConfig.from_pretrained(path)
 
 

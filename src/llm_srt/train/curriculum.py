@@ -35,9 +35,10 @@ def stage_files(items: list[str], stages: list[str] | None) -> list[Path]:
         folder = Path(items[0])
         names = stages or list(DEFAULT_STAGES)
         known = [n for n in names if n in DEFAULT_STAGES]  # each stage starts from the last: asr from srt's
-        if known != sorted(known, key=DEFAULT_STAGES.index):  # weights is no curriculum
+        if known != sorted(known, key=DEFAULT_STAGES.index) or "asr" in names[1:]:  # (or baseline's) weights is no
+            #   curriculum
             raise ConfigError(f"--stages {','.join(names)}: {' -> '.join(DEFAULT_STAGES)} run in that order, each "
-                              f"from the last; list them so")
+                              f"from the last, asr first; list them so")
         files = [folder / f"{name}.yaml" for name in names]
         missing = [str(f) for f in files if not f.is_file()]
         if missing:

@@ -24,6 +24,7 @@ from tqdm import tqdm
 from .. import paths, ranks
 from ..config import bounds, short
 from ..audio import WINDOW_SECONDS, format_bytes, load_audio
+from ..data.clips import SPLIT_ORDER
 from ..data.features import FeatureCache, content_hashes
 from ..data.loader import (BucketBatchSampler, SpeechTextDataset, pad_features, stratified, text_fields,
                            weighted_by_kind)
@@ -327,7 +328,7 @@ class TrainingData:
         return result
 
 
-HELD_OUT = ("dev", "test")  # the splits `prepare` writes apart from train
+HELD_OUT = tuple(s for s in SPLIT_ORDER if s != "train")  # the splits `prepare` writes apart from train
 
 # ---- reading a stage's rows once ----------------------------------------------------------------------------------
 def read_stage_rows(cfg: DataSection, main_task: Task, hashes: bool = True) -> StageRows:

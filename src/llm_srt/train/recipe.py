@@ -311,8 +311,9 @@ class Recipe:
         if saved is None:
             return  # a final/ from before the record, without a checkpoint: not checked
         current = resume.run_settings(self.cfg, self.d.world)
-        saved.pop(resume.PER_STEP, None)
-        current.pop(resume.PER_STEP, None)
+        for key in (resume.PER_STEP, resume.WEIGHTED):  # a finished model is whole whatever the ranks, and a stage
+            saved.pop(key, None)  # that finished before the weights shared out each kind of row is still that run's
+            current.pop(key, None)
         changed = [c for c in resume.changes(saved, current) if not c.startswith("model.init_from")]  # checked apart
         if changed and not self.cfg.allow_changes:
             raise ConfigError(f"{self.out / FINAL}: this output_dir holds a model finished with other settings: "

@@ -77,6 +77,9 @@ def changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
             continue
         if key == INIT_KEY:
             found.append("model.init_from (it holds other weights than the checkpoint's run started from)")
+        elif key == WEIGHTED:
+            found.append("data.train_weights (the checkpoint's run weighted all rows together; they now weigh each "
+                         "kind of row apart, another epoch order: allow_changes=true goes on with it)")
         elif key in CONTENT_KEYS:
             found.append(f"{key} (the manifests' content or list changed)")
         else:
