@@ -245,6 +245,36 @@ def test_without_a_cache_the_workers_load_the_audio(tiny_setup, model):
     assert model(batch)["loss"].isfinite()
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_without_a_cache_a_clip_that_cannot_be_decoded_leaves_its_examples_out(tiny_setup, model, tmp_path,
+                                                                                workers):
+    """No feature cache (the paper's ASR stages): a clip damaged after the manifest was checked stopped the run in a
+    DataLoader worker, and every resume stopped there again. Its examples are now left out of their batches, said
+    once in the run's log and counted; the other examples train."""
+    rows = read_manifest(tiny_setup["manifest"])
+    (tmp_path / "audio").mkdir()
+    for r in rows:
+        copy = tmp_path / "audio" / Path(r.audio).name
+        if not copy.exists():
+            copy.write_bytes(Path(r.audio).read_bytes())
+    manifest = tmp_path / "train.jsonl"
+    write_manifest(manifest, [replace(r, audio=str(tmp_path / "audio" / Path(r.audio).name)) for r in rows])
+    broken = tmp_path / "audio" / Path(rows[0].audio).name
+    said = []
+    data = TrainingData(_section(tiny_setup, None, train=str(manifest), feature_cache=None, num_workers=workers),
+                        model, SOLO, log=said.append)
+    broken.write_bytes(b"RIFF not audio any more" * 20)  # damaged after the manifest was read
+    seen = []
+    for _ in range(len(data.sampler) * 2):  # two epochs
+        batch = data.next_batch()
+        seen += batch["ids"]
+        assert len(batch["audio"]) == len(batch["ids"]) and model(batch)["loss"].isfinite()
+    gone = {r.id for r in rows if r.audio == rows[0].audio}
+    assert seen and not gone & set(seen)
+    assert data.bad_clips.keys() == {str(broken)}
+    assert len([line for line in said if "left out of its batches" in line]) == 1 and str(broken) in said[0]
+
+
 def test_dev_set_is_spread_over_directions_and_sized_by_dev_size(tiny_setup, model, tmp_path):
     cfg = _section(tiny_setup, tmp_path / "f", dev=tiny_setup["manifest"], dev_size=4, tasks={"srt": 1.0},
                    num_workers=0)

@@ -29,7 +29,7 @@ from ..data.features import FeatureCache, content_hashes
 from ..data.loader import (BucketBatchSampler, SpeechTextDataset, pad_features, stratified, text_fields,
                            weighted_by_kind)
 from ..data.manifest import Row, read_manifest
-from ..errors import ConfigError
+from ..errors import AudioError, ConfigError, LLMSRTError
 from ..prompts import Task, parse_srt
 from .parallel import Dist, all_max, all_sum, host_group, host_wait
 
@@ -125,7 +125,8 @@ class TrainingData:
         """`batches`: the micro-batches each rank will train on (max_steps x accumulation), so that a feature cache
         filled before step 1 holds what the epochs they reach draw of a task mix's smaller tasks (None: every row
         any epoch may draw)."""
-        self.cfg, self.model, self.d = cfg, model, d
+        self.cfg, self.model, self.d, self.log = cfg, model, d, log
+        self.bad_clips: dict[str, str] = {}  # audio -> why it was left out of its batches (no feature cache)
         if not any(cfg.manifests):
             raise ConfigError("data.train: give the training manifest (e.g. data/mini/train.jsonl)")
         self.main_task = Task(max(cfg.tasks, key=cfg.tasks.get))
@@ -243,6 +244,7 @@ class TrainingData:
     def _finish(self, batch: dict) -> dict:
         """In the training process: features the cache lacked (precompute_features off) computed and padded; the
         feature tensors moved to the model's device (from pinned memory, without blocking)."""
+        self._note_skipped(batch)
         pending = batch.pop("pending_audio", None)
         if pending is not None:
             batch["features"], batch["feature_mask"] = pad_features(self.cache.get_or_compute(pending, self._encode))
@@ -269,6 +271,15 @@ class TrainingData:
         batch = next(self._batches)
         self._position = batch.pop("position")
         return self._finish(batch)
+
+    def _note_skipped(self, batch: dict) -> None:
+        """Say once per clip which examples a batch left out for audio that cannot be decoded (a worker's own
+        print would not reach the run's log); they are counted in `bad_clips`."""
+        for audio, error in batch.pop("skipped", ()):
+            if audio not in self.bad_clips:
+                self.bad_clips[audio] = error
+                self.log(f"warning: {error}; left out of its batches ({len(self.bad_clips)} such clip(s) so far): "
+                         "remove its rows from the manifest (allow_changes=true to resume)")
 
     def state_dict(self) -> dict:
         """The position after the last batch next_batch() returned (the DataLoader may have read further)."""
@@ -313,18 +324,20 @@ class TrainingData:
             examples = [self.dev[i] for i in range(min(len(self.dev), self.cfg.dev_decode))]
             starts = list(range(0, len(examples), bs))
             mine = starts[d.rank::d.world]
-            done: dict[int, list[str]] = {}  # this rank's batches: start -> their texts
+            done: dict[int, dict[str, str]] = {}  # this rank's batches: start -> their texts by example id
             for k in range(math.ceil(len(starts) / d.world) if sharded else len(mine)):
                 start = mine[k] if k < len(mine) else starts[0]
-                hyps = model.generate(self.batch_of(examples[start:start + bs]), synced_ranks=sharded)
+                batch = self.batch_of(examples[start:start + bs])  # a clip that cannot be decoded is left out
+                hyps = model.generate(batch, synced_ranks=sharded)
                 if k < len(mine):
-                    done[start] = hyps
+                    done[start] = dict(zip(batch["ids"], hyps))
             if d.world > 1:
                 parts = [None] * d.world if d.main else None
                 dist.gather_object(done, parts, dst=0, group=host_group(d))
                 done = {start: hyps for part in parts for start, hyps in part.items()} if d.main else {}
             if d.main:
-                result.update(_dev_scores(self.main_task, examples, [h for start in starts for h in done[start]]))
+                texts = {i: h for start in starts for i, h in done[start].items()}
+                result.update(_dev_scores(self.main_task, examples, [texts.get(e.id, "") for e in examples]))
         return result
 
 
@@ -372,14 +385,33 @@ class Collator:
     def __call__(self, examples) -> dict:
         from ..model.speech_llm import tokenize_batch
 
+        loaded, skipped = None, []
+        if self.cache is None and any(e.task.needs_speech for e in examples):
+            # a clip that cannot be decoded (damaged since the manifest was checked) leaves its example out of the
+            # batch, said and counted (`skipped`), instead of stopping a run that would stop there again on resume
+            loaded = {}
+            for e in examples:
+                if e.task.needs_speech and e.audio not in loaded:
+                    try:
+                        loaded[e.audio] = load_audio(e.audio)
+                    except AudioError as err:
+                        loaded[e.audio] = None
+                        skipped.append((e.audio, str(err)))
+            kept = [e for e in examples if not e.task.needs_speech or loaded[e.audio] is not None]
+            if not kept:
+                raise LLMSRTError(f"every clip of a batch cannot be decoded, e.g. {skipped[0][1]}; remove their rows "
+                                  "from the manifest")
+            examples = kept
         batch = text_fields(examples)
         batch["prompt_ids"], batch["target_ids"] = tokenize_batch(self.tokenizer, batch["prompts"], batch["targets"])
         batch["n_target_tokens"] = sum(map(len, batch["target_ids"]))
+        if skipped:
+            batch["skipped"] = skipped
         if not any(e.task.needs_speech for e in examples):
             return batch
         audio = [e.audio for e in examples]
-        if self.cache is None:
-            batch["audio"] = [load_audio(a) if e.task.needs_speech else None for a, e in zip(audio, examples)]
+        if loaded is not None:
+            batch["audio"] = [loaded[a] if e.task.needs_speech else None for a, e in zip(audio, examples)]
             return batch
         feats = self.cache.lookup(audio)
         if any(f is None for f in feats):
