@@ -270,3 +270,24 @@ def test_a_carriage_return_ends_a_table_line_as_it_always_did(tmp_path):
     tsv.write_bytes(b"path\tsentence\r\na.mp3\tHel\rlo\r\nb.mp3\tSecond\rc.mp3\tThird\n")
     rows = [(n, r["path"], r["sentence"]) for n, r in read_table(tsv, ("path", "sentence"))]
     assert rows == [(2, "a.mp3", "Hel"), (3, "lo", None), (4, "b.mp3", "Second"), (5, "c.mp3", "Third")]
+
+
+def test_a_wav_whose_recorder_never_wrote_its_sizes_is_measured_not_skipped(tmp_path):
+    """load_audio decodes such a WAV (its header says 0 frames, the samples follow): prepare skipped it as holding no
+    audio. A WAV of a header alone still holds none."""
+    import struct
+
+    import numpy as np
+
+    from llm_srt.audio import write_wav
+    from llm_srt.data.clips import check_clips
+
+    whole, header = tmp_path / "unsized.wav", tmp_path / "header.wav"
+    write_wav(whole, (0.3 * np.sin(np.arange(16000) / 10)).astype(np.float32))
+    data = bytearray(whole.read_bytes())
+    data[4:8] = data[40:44] = struct.pack("<I", 0)
+    whole.write_bytes(bytes(data))
+    header.write_bytes(bytes(data[:44]))
+    seconds, bad = check_clips({whole: "t.tsv:2", header: "t.tsv:3"}, workers=1)
+    assert seconds == {whole: pytest.approx(1.0)} and [b.clip for b in bad] == [str(header)]
+    assert "holds no audio" in bad[0].reason

@@ -25,8 +25,8 @@ from typing import TypeVar
 import soundfile as sf
 from tqdm import tqdm
 
-from ..audio import WINDOW_SECONDS
-from ..errors import LLMSRTError
+from ..audio import SAMPLE_RATE, WINDOW_SECONDS, load_audio
+from ..errors import AudioError, LLMSRTError
 from ..paths import atomic_file
 from .manifest import Row, write_manifest
 
@@ -273,6 +273,11 @@ def _check(path: Path, known: float | None, read_header: bool) -> tuple[Path, fl
         reason = getattr(e, "error_string", None) or str(e).splitlines()[0]
         unmeasured = ", and the release's duration list gives 0" if known is not None and known <= 0 else ""
         return path, 0.0, f"cannot be decoded ({reason.rstrip('.')}){unmeasured}"
+    if info.frames <= 0 and info.samplerate > 0 and info.format == "WAV":  # a recorder killed before it wrote the
+        try:  # sizes: load_audio reads the samples that follow the header (rare: decoded whole to measure them)
+            return path, len(load_audio(path)) / SAMPLE_RATE, None
+        except AudioError:
+            pass
     if info.frames <= 0 or info.samplerate <= 0:
         return path, 0.0, "holds no audio (0 frames)"
     return path, known if known is not None and known > 0 else info.duration, None
