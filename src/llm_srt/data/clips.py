@@ -15,6 +15,7 @@ OUT that this run does not write (it would disagree with summary.json).
 import json
 import os
 import re
+import shlex
 from collections import Counter
 from collections.abc import Callable, Collection, Hashable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -49,6 +50,11 @@ class BadClip:
     where: str  # the table line that names it (file:line)
     clip: str  # its path
     reason: str  # missing / empty / undecodable, in words
+
+
+def extract_command(archive: Path) -> str:
+    """The command that unpacks a release's .tar.gz beside itself (errors that find one still packed give it)."""
+    return f"tar -xzf {shlex.quote(str(archive))} -C {shlex.quote(str(archive.parent))}"
 
 
 STALE = ".stale"  # a split manifest an earlier run left in OUT that this run did not write: moved to NAME.stale

@@ -25,14 +25,14 @@ undecodable), unless strict.
 """
 
 import re
-import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import languages
 from ..errors import LLMSRTError
-from .clips import DEFAULT_WORKERS, Summary, by_name, check_clips, known_durations, without_repeats, write_manifests
+from .clips import (DEFAULT_WORKERS, Summary, by_name, check_clips, extract_command, known_durations, without_repeats,
+                    write_manifests)
 from .commonvoice import read_table
 from .manifest import Row
 
@@ -92,7 +92,7 @@ def prepare_covost2(tsv_dir: str | Path, cv_dir: str | Path, out: str | Path,
         packed = sorted(tsv_dir.glob("covost_v2.*.tsv.tar.gz"))  # how the tables download
         raise LLMSRTError(f"{tsv_dir}: no covost_v2.<src>_<tgt>.tsv tables found"
                           + (f"; {packed[0].name} and the like are still packed: extract them first "
-                             f"({_extract_command(packed[0])})" if packed else ""))
+                             f"({extract_command(packed[0])})" if packed else ""))
     locale_dirs = _locale_dirs(cv_dir, sorted({t.locale for t in tables.values()}))
     summary = Summary(out)
     validated: dict[str, dict[str, tuple[str, str]]] = {}
@@ -147,12 +147,8 @@ def _missing_table(tsv_dir: Path, src: str, tgt: str) -> str:
                 f"knows it translates only {what})")
     archive = tsv_dir / f"{name}.tar.gz"
     if archive.is_file():
-        return f"{src}-{tgt} ({name} is still packed: extract it first with {_extract_command(archive)})"
+        return f"{src}-{tgt} ({name} is still packed: extract it first with {extract_command(archive)})"
     return f"{src}-{tgt} ({name} not found)"
-
-
-def _extract_command(archive: Path) -> str:
-    return f"tar -xzf {shlex.quote(str(archive))} -C {shlex.quote(str(archive.parent))}"
 
 
 def find_tables(tsv_dir: Path) -> dict[tuple[str, str], Table]:

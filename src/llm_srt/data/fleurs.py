@@ -22,7 +22,6 @@ other languages' target), or with `strict` stops the conversion.
 """
 
 import csv
-import shlex
 import sys
 from collections.abc import Collection
 from dataclasses import dataclass, replace
@@ -31,7 +30,7 @@ from pathlib import Path
 from .. import languages
 from ..audio import SAMPLE_RATE
 from ..errors import LLMSRTError
-from .clips import (DEFAULT_WORKERS, SPLIT_ORDER, Summary, check_clips, text_lines, without_repeats,
+from .clips import (DEFAULT_WORKERS, SPLIT_ORDER, Summary, check_clips, extract_command, text_lines, without_repeats,
                     write_manifests)
 from .manifest import Row, parse_directions, targets_by_source
 
@@ -138,7 +137,7 @@ def read_split(root: Path, lang: str, split: str, summary: Summary, audio: bool 
     archive = folder / "audio" / f"{split}.tar.gz"
     if audio and not (folder / "audio" / split).is_dir() and archive.is_file():
         raise LLMSRTError(f"{archive}: the {split} wavs are still in this archive; extract it first: "
-                          f"tar -xzf {shlex.quote(str(archive))} -C {shlex.quote(str(archive.parent))}")
+                          f"{extract_command(archive)}")
     utterances = []
     csv.field_size_limit(sys.maxsize)
     with open(tsv, "rb") as f:
