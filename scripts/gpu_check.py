@@ -29,6 +29,8 @@ FSDP at a paper shape (the benches run 7B and 3B on one GPU unsharded; 32B is a 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.util
 import json
 import os
 import platform
@@ -58,7 +60,11 @@ WHEEL_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_
 VERSIONS = ("torch", "transformers", "peft", "accelerate", "tokenizers", "safetensors", "sacrebleu", "numpy",
             "soundfile", "jiwer")
 MIN_STEP_S = 10  # a step is not started with less of the budget left
-STEP_LIMITS = {"cuda-tests": 200, "e2e": 150, "bench": 240}  # seconds per step (bench: per shape), within --budget-s
+MIN_BENCH_S = 90  # nor a bench with less than this: one cut short records no row, so its seconds would be lost
+STEP_LIMITS = {"cuda-tests": 200, "e2e": 240, "bench": 240}  # seconds per step (bench: per shape), within --budget-s
+COMMAND_LIMIT_S = 150  # seconds per command of the e2e step (its commands share the step's limit)
+IMPORTS = ("transformers", "peft", "gguf", "soundfile", "soxr", "jiwer", "whisper_normalizer", "fastapi", "uvicorn",
+           "python_multipart")  # what the steps import that the GPU image lacks but for .whl/: missing, every step fails
 COMPILED_BATCHES = {"qwen2.5-7b": "1,64"}  # GPU shapes also timed with --compile at these batches, in a step of
 # their own right after the shape's bench (never measured yet, so before the next shape's; its limit bounds what a
 # slow compilation takes from it)
@@ -90,11 +96,19 @@ class Check:
         self.log.flush()
         budget = self.left() < timeout
         timeout = min(timeout, self.left())
+        # a session of its own: a timeout kills the command's whole process group (pytest's subprocesses, DataLoader
+        #   workers), not only the command, so nothing keeps the GPU's memory for the next step
+        proc = subprocess.Popen(argv, cwd=cwd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, start_new_session=True)
         try:
-            done = subprocess.run(argv, cwd=cwd, env=self.env, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired as e:
-            text = (e.stdout or b"").decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
-            done = subprocess.CompletedProcess(argv, 124, text, f"timed out after {timeout:.0f} s")
+            out, err = proc.communicate(timeout=timeout)
+            done = subprocess.CompletedProcess(argv, proc.returncode, out, err)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate()
+            # what it said before the timeout (a bench logs its progress to stderr) shows where it was
+            done = subprocess.CompletedProcess(argv, 124, out or "", (err or "") + f"\ntimed out after {timeout:.0f} s")
             self.cut = self.cut or budget
         if done.returncode != 0 and not (done.returncode == 124 and budget):
             self.failed = True  # on its own: the step failed, whatever the budget cut after it
@@ -109,13 +123,13 @@ class Check:
     def cli(self, name: str, verb: str, *args: str, timeout: float) -> subprocess.CompletedProcess:
         return self.run(name, [sys.executable, "-m", "llm_srt.cli", verb, *args], timeout)
 
-    def step(self, name: str, fn, *args) -> dict:
+    def step(self, name: str, fn, *args, least: float | None = None) -> dict:
         """One step: `ok` True (passed), False (failed), or None (not run, or cut short, for want of the check's time
-        budget: neither passed nor failed, and said so)."""
+        budget: neither passed nor failed, and said so). `least`: the seconds of budget it needs to be started."""
         print(f"[gpu-check] {name} ...", flush=True)
         t0 = time.perf_counter()
         self.cut = self.failed = False
-        if self.deadline - time.monotonic() < MIN_STEP_S:
+        if self.deadline - time.monotonic() < (MIN_STEP_S if least is None else least):
             result = {"ok": None, "error": "not run: the check's time budget (--budget-s) is spent"}
         else:
             try:
@@ -152,10 +166,16 @@ def env_step(check: Check) -> dict:
     if torch.cuda.is_available() and check.device != "cpu":
         index = torch.device(check.device).index if check.device.startswith("cuda:") else torch.cuda.current_device()
     gpu = torch.cuda.get_device_name(index) if index is not None else None
-    ok = check.device == "cpu" or gpu is not None
-    return {"ok": ok, "python": platform.python_version(), "cuda": torch.version.cuda, "gpu": gpu,
+    missing = [name for name in IMPORTS if importlib.util.find_spec(name) is None]
+    pins = dict(p.split("==") for p in pinned(("transformers", "peft"), ROOT / "constraints.txt"))
+    other = [f"{n} {versions.get(n)} (constraints.txt: {v})" for n, v in pins.items() if versions.get(n) != v]
+    error = ("no CUDA GPU visible to torch" if check.device != "cpu" and gpu is None else
+             f"missing {', '.join(missing)}: carry .whl/ (make fetch-wheels here first) or install them" if missing
+             else None)
+    return {"ok": error is None, "python": platform.python_version(), "cuda": torch.version.cuda, "gpu": gpu,
             "gpu_memory_gib": round(torch.cuda.get_device_properties(index).total_memory / 2**30, 1) if gpu else None,
-            "versions": versions, **({} if ok else {"error": "no CUDA GPU visible to torch"})}
+            "versions": versions, **({"other_versions": other} if other else {}),
+            **({"error": error} if error else {})}
 
 
 def cuda_test_files() -> list[str]:
@@ -249,13 +269,16 @@ def e2e_step(check: Check) -> dict:
     folders = presets.write_folders("tiny", check.work / "models", weights=True)
     corpus = write_corpus(check.work / "corpus")
     common = train_overrides(check, folders, corpus)
-    runs, limit = check.work / "runs", STEP_LIMITS["e2e"]
+    runs, ends = check.work / "runs", time.monotonic() + STEP_LIMITS["e2e"]
     parts: dict[str, bool] = {}
+
+    def limit() -> float:  # each command's: at most COMMAND_LIMIT_S, and within what the step has left
+        return max(1.0, min(COMMAND_LIMIT_S, ends - time.monotonic()))
 
     done = check.cli("e2e curriculum", "curriculum", str(ROOT / "configs" / "embedded"), "--out-root", str(runs),
                      *common, "save_every=2", "asr:max_steps=4", "smt:max_steps=2", "srt:max_steps=2",
                      "srt:activation_checkpointing=true", "srt:distributed=fsdp",  # 1-rank FSDP: NCCL on a GPU
-                     timeout=limit)
+                     timeout=limit())
     final = runs / "srt" / "final"
     parts["curriculum"] = done.returncode == 0 and (final / "config.json").is_file()
 
@@ -264,7 +287,8 @@ def e2e_step(check: Check) -> dict:
 
     clip = corpus["test"].parent / "audio" / "eng-5.wav"
     done = check.cli("e2e translate", "translate", str(clip), "--model", str(final), "--src", "eng", "--tgt", "deu",
-                     "--format", "json", "--max-new-tokens", "8", *placement_args(check, "translate"), timeout=limit)
+                     "--format", "json", "--max-new-tokens", "8", *placement_args(check, "translate"),
+                     timeout=limit())
     try:
         results = json.loads(done.stdout)
         results = results if isinstance(results, list) else [results]
@@ -275,7 +299,7 @@ def e2e_step(check: Check) -> dict:
     report = check.work / "eval"
     done = check.cli("e2e evaluate", "evaluate", "--model", f"srt={final}", "--manifest", str(corpus["test"]),
                      "--out", str(report), "--max-new-tokens", "8", *placement_args(check, "evaluate"),
-                     timeout=limit)
+                     timeout=limit())
     parts["evaluate"] = done.returncode == 0 and (report / "results.json").is_file()
     failed = [k for k, v in parts.items() if not v]
     return {"ok": not failed, "parts": parts, **resume,
@@ -286,10 +310,10 @@ RESUME_TOLERANCE = {"cpu": 1e-6, "cuda": 2e-2}  # relative difference of a step'
 #   (the CPU's float32 resume is bit-identical, make test; bf16 FSDP on a GPU reduces in another order)
 
 
-def kill_and_resume(check: Check, common: list[str], limit: float) -> dict:
+def kill_and_resume(check: Check, common: list[str], limit) -> dict:
     """`train` killed with SIGKILL a few steps after its first checkpoint, then the same command again: it must say
     it resumed, finish, and log the steps it trained again (those after the checkpoint that the killed run had
-    logged) with the killed run's losses, within RESUME_TOLERANCE."""
+    logged) with the killed run's losses, within RESUME_TOLERANCE. `limit()`: the seconds a command may take now."""
     out = check.work / "killed"
     argv = [sys.executable, "-m", "llm_srt.cli", "train", str(ROOT / "configs" / "embedded" / "asr.yaml"), *common,
             "max_steps=30", "save_every=10", f"output_dir={out}",  # killed between steps 12 and 19: time to kill
@@ -297,7 +321,7 @@ def kill_and_resume(check: Check, common: list[str], limit: float) -> dict:
     check.log.write(f"\n===== e2e kill: {' '.join(argv)}\n")
     check.log.flush()
     proc = subprocess.Popen(argv, cwd=ROOT, env=check.env, stdout=check.log, stderr=subprocess.STDOUT)
-    deadline, sealed = time.monotonic() + limit / 2, 0
+    deadline, sealed = time.monotonic() + min(limit() / 2, check.left()), 0
     while time.monotonic() < deadline and proc.poll() is None:
         sealed = max((int(p.parent.name.split("-")[1]) for p in (out / "checkpoints").glob("step-*/trainer_state")),
                      default=0)
@@ -310,7 +334,7 @@ def kill_and_resume(check: Check, common: list[str], limit: float) -> dict:
     proc.wait()
     first = {k: v for k, v in logged_losses(out).items() if k > sealed}  # the steps the resumed run trains again
     check.log.write(f"\n----- killed: {killed} after step {max(first, default=sealed)} (checkpoint {sealed})\n")
-    done = check.run("e2e resume", argv, limit)
+    done = check.run("e2e resume", argv, limit())
     resumed = killed and done.returncode == 0 and "resumed from" in done.stdout + done.stderr \
         and (out / "final" / "config.json").is_file()
     again = logged_losses(out)
@@ -416,17 +440,19 @@ def run(args) -> int:
     steps = set(args.steps.split(","))
     with tempfile.TemporaryDirectory(prefix="llm-srt-gpu-check-") as tmp:
         check = Check(out, Path(tmp), device, args.dtype, args.budget_s)
-        if "env" in steps:
-            check.step("env", env_step, check)
+        if "env" in steps and check.step("env", env_step, check)["ok"] is False and device != "cpu":
+            steps = set()  # no GPU, or the wheels missing: every other step would fail; the report says why
         if "cuda-tests" in steps:
             check.step("cuda-tests", cuda_tests_step, check, args.tests.split(","))
         if "e2e" in steps:
             check.step("e2e", e2e_step, check)
         if "bench" in steps:  # each shape's compiled rows right after its bench: the first shape's whole, first
+            least = MIN_BENCH_S if device != "cpu" else None
             for shape in shapes:
-                check.step(f"bench-{shape}", bench_step, check, shape, args.memory_gib)
+                check.step(f"bench-{shape}", bench_step, check, shape, args.memory_gib, least=least)
                 if shape in COMPILED_BATCHES:
-                    check.step(f"bench-compiled-{shape}", bench_step, check, shape, None, COMPILED_BATCHES[shape])
+                    check.step(f"bench-compiled-{shape}", bench_step, check, shape, None, COMPILED_BATCHES[shape],
+                               least=least)
         outcome = write_report(check, started)
         check.log.close()
     print((out / "report.md").read_text())
@@ -454,6 +480,8 @@ def fetch_wheels(args) -> int:
     """Download GPU_WHEELS (CPython 3.12, x86-64 manylinux, no dependencies: the list is complete) into `dest`."""
     dest = Path(args.dest)
     dest.mkdir(parents=True, exist_ok=True)
+    for old in dest.glob("*.whl"):  # an earlier pin's wheel beside the new one: pip refuses the pair at install
+        old.unlink()
     platforms = [a for p in WHEEL_PLATFORMS for a in ("--platform", p)]
     argv = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "--python-version",
             "3.12", "--implementation", "cp", *platforms, "-d", str(dest),

@@ -144,3 +144,66 @@ def test_profile_decode_reports_each_batch_with_its_step_time_and_totals(tmp_pat
     for batch in (1, 2):
         assert f"batch {batch}: " in text and f"batch {batch} under the profiler: self CPU" in text
     assert "ms per decode step" in text and "aten::" in text
+
+
+def test_a_command_the_timeout_stops_keeps_what_it_said_and_leaves_no_process_behind(tmp_path):
+    """A bench cut by its limit said where it was on stderr, which the log lost; its own subprocesses (pytest's,
+    DataLoader workers) outlived it and kept the GPU's memory for the next step."""
+    import os
+
+    check = gpu_check.Check(tmp_path, tmp_path, "cpu", "float32", budget_s=60)
+    pid_file = tmp_path / "child.pid"
+    script = ("import subprocess, sys, time; child = subprocess.Popen([sys.executable, '-c', 'import time; "
+              f"time.sleep(60)']); open({str(pid_file)!r}, 'w').write(str(child.pid)); "
+              "print('compiling batch 64', file=sys.stderr, flush=True); time.sleep(60)")
+    done = check.run("hangs", [sys.executable, "-c", script], 3)
+    check.log.close()
+    assert done.returncode == 124 and "compiling batch 64" in done.stderr and "timed out after 3 s" in done.stderr
+    assert "compiling batch 64" in (tmp_path / "gpu-check.log").read_text()
+    child = int(pid_file.read_text())
+    for _ in range(50):
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"the command's own subprocess {child} outlived its timeout")
+
+
+def test_missing_wheels_fail_the_environment_and_stop_the_check_on_a_gpu(tmp_path, monkeypatch):
+    """Without .whl/ carried, every step failed on ImportError after spending its time; the environment step now
+    names what is missing, and on a GPU nothing else runs."""
+    import importlib.util
+    import types
+
+    import torch
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "soxr" else real(name, *a))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i: "GPU")
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: types.SimpleNamespace(total_memory=2**30))
+    env = gpu_check.env_step(types.SimpleNamespace(device="cuda"))
+    assert env["ok"] is False and env["error"].startswith("missing soxr: carry .whl/")
+    ran = []
+    monkeypatch.setattr(gpu_check, "cuda_tests_step", lambda *a: ran.append("cuda-tests") or {"ok": True})
+    monkeypatch.setattr(gpu_check, "e2e_step", lambda *a: ran.append("e2e") or {"ok": True})
+    rc = gpu_check.main(["run", "--out", str(tmp_path), "--device", "cuda", "--steps", "env,cuda-tests,e2e"])
+    assert rc == 1 and ran == []
+
+
+def test_fetching_wheels_again_clears_the_earlier_ones(tmp_path, monkeypatch):
+    """Two versions of one package side by side (after a pin moved) made pip refuse the install on the GPU."""
+    (tmp_path / "transformers-5.0.0-py3-none-any.whl").write_bytes(b"old")
+    (tmp_path / "notes.txt").write_text("kept")
+    monkeypatch.setattr(gpu_check.subprocess, "run", lambda argv: types_done())
+    assert gpu_check.main(["fetch-wheels", "--dest", str(tmp_path)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def types_done():
+    import subprocess
+
+    return subprocess.CompletedProcess([], 0)

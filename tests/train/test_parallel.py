@@ -477,3 +477,15 @@ def test_nodes_of_other_sizes_are_refused_by_every_rank(tmp_path):
     mp.spawn(_uneven_nodes, args=(3, str(tmp_path / "store"), str(tmp_path)), nprocs=3, join=True)
     said = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(3)]
     assert all("not whole nodes of one size (LOCAL_WORLD_SIZE 1 to 2)" in s for s in said), said
+
+
+def test_only_rank_0_keeps_host_copies_of_what_it_saves():
+    """Every rank gathers the trainable tensors and the optimizer's moments for a save (a collective under FSDP);
+    only rank 0 writes them, so only it keeps whole CPU copies (at 32B each rank held ~1.1 GB for nothing)."""
+    par = Parallel.__new__(Parallel)
+    t = torch.arange(4.0)
+    par.d = Dist(1, 2)
+    assert par._kept(t) is None
+    par.d = Dist(0, 2)
+    kept = par._kept(t)
+    assert torch.equal(kept, t) and kept.device.type == "cpu"

@@ -4,7 +4,7 @@ Under `torchrun`, `distributed: ddp` (the default) wraps the model in Distribute
 applies FSDP2 (`fully_shard`): every decoder layer of the LLM is its own shard group, the adapter another, and the
 rest (embeddings, final norm, output head) the root group, so each rank holds 1/N of the frozen LLM, e.g. Qwen2.5-32B
 in bf16 is 64 GB whole but 16 GB per GPU on 4 GPUs. The Whisper encoder stays whole on every rank (it only fills
-the feature cache). FSDP also runs in a single process (no torchrun): it then shards over a 1-rank process group of
+the feature cache, or, in a stage without one, encodes each batch under no_grad). FSDP also runs in a single process (no torchrun): it then shards over a 1-rank process group of
 its own, e.g. one GPU with a bf16 LLM and fp32 LoRA.
 
 Only rank 0 reads the LLM from disk: the other ranks build it on the meta device (`llm_device`), and `wrap()`
@@ -227,7 +227,8 @@ class Parallel:
                 self.model, frozen + [n for n, _ in self.model.named_buffers()])
             self.runner = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                find_unused_parameters=self.unused_parameters, broadcast_buffers=False)
+                find_unused_parameters=self.unused_parameters, broadcast_buffers=False,
+                gradient_as_bucket_view=True)  # the gradients are views into DDP's buckets: no second copy of them
 
     def close(self) -> None:
         """End the 1-rank process group this object made (a torchrun group belongs to the launcher)."""
@@ -257,13 +258,20 @@ class Parallel:
 
     def trainable_state(self) -> dict:
         """The model's trainable tensors as whole CPU tensors (a collective under FSDP: every rank must call it)."""
-        return {k: (None if sd is None else {n: _full(t).cpu() for n, t in sd.items()})
+        return {k: (None if sd is None else {n: self._kept(t) for n, t in sd.items()})
                 for k, sd in self.model.trainable_state().items()}
+
+    def _kept(self, t: torch.Tensor) -> torch.Tensor | None:
+        """A whole CPU copy of `t` on rank 0, which writes it; every rank gathers (a collective under FSDP), the
+        others keep nothing (at 32B each held ~1.1 GB of host copies of the trainable state and the optimizer's
+        moments for nothing at every save)."""
+        full = _full(t)
+        return full.cpu() if self.d.rank == 0 else None
 
     def optimizer_state(self, optimizer: torch.optim.Optimizer) -> dict:
         """optimizer.state_dict() with whole CPU tensors (a collective under FSDP), loadable on any device."""
         state = optimizer.state_dict()
-        state["state"] = {i: {k: _full(v).cpu() if torch.is_tensor(v) else v for k, v in s.items()}
+        state["state"] = {i: {k: self._kept(v) if torch.is_tensor(v) else v for k, v in s.items()}
                           for i, s in sorted(state["state"].items())}
         return state
 
