@@ -271,7 +271,7 @@ def test_largest_batch_stops_at_the_first_out_of_memory(monkeypatch):
     s = paper.largest_batch(System(), clips, DecodingOptions(), options, device.resolve("cpu").device, lambda m: None)
     assert [p["batch_size"] for p in s["probes"]] == [2] and s["largest_fit"] == 2 and s["out_of_memory_at"] == 4
     monkeypatch.setattr(paper, "decode_pass", lambda *a: (_ for _ in ()).throw(ValueError("a real bug")))
-    with pytest.raises(ValueError):  # anything but out-of-memory is not a search result
+    with pytest.raises(ValueError, match="a real bug"):  # anything but out-of-memory is not a search result
         paper.largest_batch(System(), clips, DecodingOptions(), options, device.resolve("cpu").device, lambda m: None)
 
 

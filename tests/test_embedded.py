@@ -58,7 +58,7 @@ def test_stamp_makes_setup_idempotent(fake_setup, monkeypatch):
 def test_failed_conversion_leaves_no_stamp(fake_setup, monkeypatch):
     calls: list[str] = []
     monkeypatch.setattr(emb, "_convert_gemma", _fake_converter(calls, fail=True))
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="conversion crashed"):
         emb.ensure_embedded()
     assert (paths.embedded_whisper_dir() / emb.STAMP).is_file()
     assert not (paths.embedded_llm_dir() / emb.STAMP).exists()

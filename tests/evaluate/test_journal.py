@@ -244,12 +244,15 @@ def test_rows_kept_from_other_groups_are_run_again_when_the_manifest_changed(cou
         evaluate(manifest, tmp_path / "r", batch_size=2)
     fewer = tmp_path / "fewer.jsonl"
     write_manifest(fewer, read_manifest(manifest)[1:])  # clip 0's eng->deu row left out: [0d 1e] [1d 2e] ...
-    counting.update(batches=0, items=[], stop_at=None)
+    counting.update(batches=0, items=[], stop_at=None, fail_size=12800)  # clip 1 (kept from the first run) fails
     evaluate(fewer, tmp_path / "r", batch_size=2)
-    assert len(counting["items"]) == N_ROWS - 1  # every group again: none holds the rows of one kept group
+    assert len(counting["items"]) == N_ROWS - 1 - 3  # every group again (clip 1's three rows failed)
     evaluate(fewer, tmp_path / "fresh", batch_size=2)
     for name in ("hyps.c.jsonl", "report.md"):
         assert (tmp_path / "r" / name).read_text() == (tmp_path / "fresh" / name).read_text(), name
+    # its rows' results from the other groups are not this run's: the failure in their new group stands
+    assert [json.loads(line)["error"] is not None for line in lines(tmp_path / "r" / "hyps.c.jsonl")
+            if json.loads(line)["id"].startswith("1-")] == [True] * 3
 
 
 def test_another_batch_size_or_number_of_processes_is_another_setting(counting, manifest, tmp_path, monkeypatch):

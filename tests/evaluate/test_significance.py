@@ -432,3 +432,24 @@ def test_the_transcript_test_takes_the_manifests_sentences_as_the_bleu_test_does
 
     comparison = paired_error_rates(rows(lambda i, s: s), rows(lambda i, s: s if i % 2 else "no"), samples=100)
     assert comparison["eng"].sentences == 4  # s1, s2, s3 (its two clips together), s4
+
+
+def test_a_direction_none_of_whose_rows_a_resample_draws_is_left_out_of_its_average():
+    """Direction B has a row for one sentence of ten (in A's stratum: that sentence spans both): a resample that
+    does not draw it averages A alone (not A and a 0 for B)."""
+    from llm_srt.evaluate import significance
+
+    rng = np.random.default_rng(3)
+    a, b = list(rng.uniform(0, 1, 11)), list(rng.uniform(0, 1, 11))
+    sentences = list(range(10)) + [0]
+    directions = [("eng", "deu")] * 10 + [("eng", "fra")]
+    got = significance.paired_mean(a, b, samples=300, seed=5, sentences=sentences, directions=directions)
+    times = significance.resample_counts(significance.direction_groups(
+        [{("eng", "deu"), ("eng", "fra")}] + [{("eng", "deu")}] * 9), 300, 5)[:, sentences]
+    d = np.subtract(a, b)
+    deu = (times[:, :10] @ d[:10]) / times[:, :10].sum(axis=1)
+    fra = np.where(times[:, 10] > 0, d[10], np.nan)
+    assert np.isnan(fra).any() and not np.isnan(fra).all()
+    by_hand = np.where(np.isnan(fra), deu, (deu + fra) / 2)
+    want = significance._compare((np.mean(a[:10]) + a[10]) / 2, (np.mean(b[:10]) + b[10]) / 2, by_hand, 10)
+    assert (got.a, got.b, got.p, got.low, got.high) == pytest.approx((want.a, want.b, want.p, want.low, want.high))

@@ -156,6 +156,23 @@ def test_timed_out_requests_are_dropped_before_their_batch_runs():
     assert [c[3] for c in run(main()).calls] == [[10], [30]]
 
 
+def test_a_request_timed_out_while_its_batch_gathers_is_left_out():
+    """A request already taken into a batch that waits for joiners (max_wait_ms) and then timed out must not run:
+    the other test covers one that times out while still queued."""
+    async def main():
+        rec = Recorder()
+        b = await started(rec, max_batch=4, max_wait_ms=300)
+        first = asyncio.create_task(b.submit(np.zeros(10, np.float32), "eng", "deu", Task.SRT))
+        await asyncio.sleep(0.01)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(b.submit(np.zeros(20, np.float32), "eng", "deu", Task.SRT), 0.05)
+        await first
+        await b.stop()
+        return rec
+
+    assert [c[3] for c in run(main()).calls] == [[10]]
+
+
 def test_a_full_queue_refuses_new_requests():
     async def main():
         gate = threading.Event()

@@ -39,7 +39,15 @@ def test_a_few_steps_lower_the_loss_and_write_a_loadable_folder(tiny_setup, tmp_
     assert (tmp_path / "run" / "tensorboard").is_dir()
 
 
-def test_curriculum_chains_stages_and_skips_finished_ones(tiny_setup, tmp_path):
+def test_curriculum_chains_stages_and_skips_finished_ones(tiny_setup, tmp_path, monkeypatch):
+    starts = {}  # stage -> its model's adapter weights as the stage begins
+    real = recipe.Recipe.setup_model
+
+    def setup_model(self):
+        real(self)
+        starts[self.cfg.stage] = {k: v.detach().clone() for k, v in self.model.adapter.state_dict().items()}
+
+    monkeypatch.setattr(recipe.Recipe, "setup_model", setup_model)
     folder = tmp_path / "cfgs"
     folder.mkdir()
     for stage, task in (("asr", "asr"), ("smt", "smt"), ("srt", "srt")):
@@ -52,7 +60,11 @@ def test_curriculum_chains_stages_and_skips_finished_ones(tiny_setup, tmp_path):
     assert len(_losses(tmp_path / "srt")) == 2  # the stage-prefixed override reached only srt
     smt_init = json.loads((tmp_path / "smt" / "final" / "train_config.json").read_text())["model"]["init_from"]
     assert smt_init == str(tmp_path / "asr" / "final")
-    # the SMT stage started from the ASR weights, so its first loss is not a fresh adapter's
+    # each stage started from the last one's trained weights, not a fresh adapter
+    for stage, last in (("smt", "asr"), ("srt", "smt")):
+        trained = load_file(str(tmp_path / last / "final" / "adapter.safetensors"))
+        assert trained.keys() == starts[stage].keys() and all(torch.equal(trained[k], starts[stage][k].cpu())
+                                                              for k in trained), stage
     mtimes = [(p / "adapter.safetensors").stat().st_mtime_ns for p in finals]
     messages.clear()
     curriculum.run_curriculum([str(folder)], common + ["srt:max_steps=2"], log=messages.append)
@@ -124,7 +136,11 @@ def test_kill_9_then_resume_is_bit_identical(tiny_setup, tmp_path, kill_at, ctc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (run / "final").exists(), "the run finished before the kill; raise steps"
-    subprocess.run(_train_cmd(tiny_setup, run, steps, **extra), check=True, env=env, capture_output=True)
+    sealed = list((run / "checkpoints").glob("step-*/trainer_state"))
+    again = subprocess.run(_train_cmd(tiny_setup, run, steps, **extra), check=True, env=env, capture_output=True,
+                           text=True)
+    if sealed or kill_at > 2:  # it resumed (a run started over would end with the same weights, by determinism)
+        assert re.search(r"resumed from \S+step-\d+ at step [1-9]", again.stdout + again.stderr), again.stderr[-2000:]
     a, b = _weights(ref / "final"), _weights(run / "final")
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
     if ctc:
