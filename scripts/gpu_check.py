@@ -35,6 +35,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -64,7 +65,7 @@ MIN_BENCH_S = 90  # nor a bench with less than this: one cut short records no ro
 STEP_LIMITS = {"cuda-tests": 200, "e2e": 240, "bench": 240}  # seconds per step (bench: per shape), within --budget-s
 COMMAND_LIMIT_S = 150  # seconds per command of the e2e step (its commands share the step's limit)
 IMPORTS = ("transformers", "peft", "gguf", "soundfile", "soxr", "jiwer", "whisper_normalizer", "fastapi", "uvicorn",
-           "python_multipart")  # what the steps import that the GPU image lacks but for .whl/: missing, every step fails
+           "python_multipart")  # what the steps import that the GPU image lacks but for .whl/ (missing: all fail)
 COMPILED_BATCHES = {"qwen2.5-7b": "1,64"}  # GPU shapes also timed with --compile at these batches, in a step of
 # their own right after the shape's bench (never measured yet, so before the next shape's; its limit bounds what a
 # slow compilation takes from it)
@@ -99,17 +100,22 @@ class Check:
         # a session of its own: a timeout kills the command's whole process group (pytest's subprocesses, DataLoader
         #   workers), not only the command, so nothing keeps the GPU's memory for the next step
         proc = subprocess.Popen(argv, cwd=cwd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, start_new_session=True)
+                                text=True, errors="replace", start_new_session=True)  # output cut mid-character
         try:
             out, err = proc.communicate(timeout=timeout)
             done = subprocess.CompletedProcess(argv, proc.returncode, out, err)
         except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            out, err = proc.communicate()
+            _kill_group(proc)
+            try:  # a process outside the group (its own session) may still hold the pipes: not waited for long
+                out, err = proc.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                out, err = "", ""
             # what it said before the timeout (a bench logs its progress to stderr) shows where it was
             done = subprocess.CompletedProcess(argv, 124, out or "", (err or "") + f"\ntimed out after {timeout:.0f} s")
             self.cut = self.cut or budget
+        except BaseException:  # Ctrl-C or a kill of the check: its own session no longer reaches the command
+            _kill_group(proc)
+            raise
         if done.returncode != 0 and not (done.returncode == 124 and budget):
             self.failed = True  # on its own: the step failed, whatever the budget cut after it
         self.log.write(done.stdout + done.stderr + f"\n----- rc {done.returncode}\n")
@@ -146,6 +152,14 @@ class Check:
         return result
 
 
+def _kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL to a command's whole process group (it runs in a session of its own), then reap it."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=10)
+
+
 def verdict(ok: bool | None) -> str:
     return "ok" if ok else "FAILED" if ok is False else "not done (budget)"
 
@@ -167,7 +181,10 @@ def env_step(check: Check) -> dict:
         index = torch.device(check.device).index if check.device.startswith("cuda:") else torch.cuda.current_device()
     gpu = torch.cuda.get_device_name(index) if index is not None else None
     missing = [name for name in IMPORTS if importlib.util.find_spec(name) is None]
-    pins = dict(p.split("==") for p in pinned(("transformers", "peft"), ROOT / "constraints.txt"))
+    try:
+        pins = dict(p.split("==") for p in pinned(("transformers", "peft"), ROOT / "constraints.txt"))
+    except SystemExit as e:  # a report, not the end of the check
+        pins, missing = {}, [*missing, str(e)]
     other = [f"{n} {versions.get(n)} (constraints.txt: {v})" for n, v in pins.items() if versions.get(n) != v]
     error = ("no CUDA GPU visible to torch" if check.device != "cpu" and gpu is None else
              f"missing {', '.join(missing)}: carry .whl/ (make fetch-wheels here first) or install them" if missing
@@ -480,13 +497,18 @@ def fetch_wheels(args) -> int:
     """Download GPU_WHEELS (CPython 3.12, x86-64 manylinux, no dependencies: the list is complete) into `dest`."""
     dest = Path(args.dest)
     dest.mkdir(parents=True, exist_ok=True)
-    for old in dest.glob("*.whl"):  # an earlier pin's wheel beside the new one: pip refuses the pair at install
-        old.unlink()
+    fresh = Path(tempfile.mkdtemp(prefix=".whl-", dir=dest.parent))  # the old set stays until the new one is whole
     platforms = [a for p in WHEEL_PLATFORMS for a in ("--platform", p)]
     argv = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "--python-version",
-            "3.12", "--implementation", "cp", *platforms, "-d", str(dest),
+            "3.12", "--implementation", "cp", *platforms, "-d", str(fresh),
             *pinned(GPU_WHEELS, ROOT / "constraints.txt")]
     done = subprocess.run(argv)
+    if done.returncode == 0:  # an earlier pin's wheel beside the new one: pip refuses the pair at install
+        for old in dest.glob("*.whl"):
+            old.unlink()
+        for new in fresh.glob("*.whl"):
+            new.replace(dest / new.name)
+    shutil.rmtree(fresh, ignore_errors=True)
     if done.returncode == 0:
         size = sum(f.stat().st_size for f in dest.glob("*.whl"))
         print(f"{len(list(dest.glob('*.whl')))} wheels, {size / 2**20:.1f} MiB in {dest}")

@@ -207,3 +207,37 @@ def types_done():
     import subprocess
 
     return subprocess.CompletedProcess([], 0)
+
+
+def test_an_interrupted_check_takes_the_running_command_s_process_group_with_it(tmp_path):
+    """The command runs in a session of its own (so a timeout can kill its group): a Ctrl-C of the check no longer
+    reached it, and an interrupted gpu-check left pytest or a bench holding the GPU."""
+    import os
+    import signal
+
+    check = gpu_check.Check(tmp_path, tmp_path, "cpu", "float32", budget_s=60)
+    pid_file = tmp_path / "child.pid"
+    script = ("import subprocess, sys, time; child = subprocess.Popen([sys.executable, '-c', 'import time; "
+              f"time.sleep(60)']); open({str(pid_file)!r}, 'w').write(str(child.pid)); time.sleep(60)")
+
+    def interrupt(*_):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, 1.5)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            check.run("hangs", [sys.executable, "-c", script], 30)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        check.log.close()
+    child = int(pid_file.read_text())
+    for _ in range(50):
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"the command's own subprocess {child} outlived the interrupted check")

@@ -10,6 +10,7 @@ of prompts and targets (`prompt_ids`, `target_ids`: tokenized once, there, not b
 
 import math
 import os
+import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -275,11 +276,13 @@ class TrainingData:
     def _note_skipped(self, batch: dict) -> None:
         """Say once per clip which examples a batch left out for audio that cannot be decoded (a worker's own
         print would not reach the run's log); they are counted in `bad_clips`."""
+        say = self.log if self.d.main else lambda line: print(f"[rank {self.d.rank}] {line}", file=sys.stderr,
+                                                                 flush=True)  # the other ranks' log is quiet
         for audio, error in batch.pop("skipped", ()):
             if audio not in self.bad_clips:
                 self.bad_clips[audio] = error
-                self.log(f"warning: {error}; left out of its batches ({len(self.bad_clips)} such clip(s) so far): "
-                         "remove its rows from the manifest (allow_changes=true to resume)")
+                say(f"warning: {error}; left out of its batches ({len(self.bad_clips)} such clip(s) so far on this "
+                    "rank): remove its rows from the manifest (allow_changes=true to resume)")
 
     def state_dict(self) -> dict:
         """The position after the last batch next_batch() returned (the DataLoader may have read further)."""
@@ -337,7 +340,8 @@ class TrainingData:
                 done = {start: hyps for part in parts for start, hyps in part.items()} if d.main else {}
             if d.main:
                 texts = {i: h for start in starts for i, h in done[start].items()}
-                result.update(_dev_scores(self.main_task, examples, [texts.get(e.id, "") for e in examples]))
+                scored = [e for e in examples if e.id in texts]  # a clip that could not be decoded: left out
+                result.update(_dev_scores(self.main_task, scored, [texts[e.id] for e in scored]))
         return result
 
 
@@ -400,7 +404,7 @@ class Collator:
             kept = [e for e in examples if not e.task.needs_speech or loaded[e.audio] is not None]
             if not kept:
                 raise LLMSRTError(f"every clip of a batch cannot be decoded, e.g. {skipped[0][1]}; remove their rows "
-                                  "from the manifest")
+                                  "from the manifest (allow_changes=true to resume)")
             examples = kept
         batch = text_fields(examples)
         batch["prompt_ids"], batch["target_ids"] = tokenize_batch(self.tokenizer, batch["prompts"], batch["targets"])

@@ -4,8 +4,9 @@ Under `torchrun`, `distributed: ddp` (the default) wraps the model in Distribute
 applies FSDP2 (`fully_shard`): every decoder layer of the LLM is its own shard group, the adapter another, and the
 rest (embeddings, final norm, output head) the root group, so each rank holds 1/N of the frozen LLM, e.g. Qwen2.5-32B
 in bf16 is 64 GB whole but 16 GB per GPU on 4 GPUs. The Whisper encoder stays whole on every rank (it only fills
-the feature cache, or, in a stage without one, encodes each batch under no_grad). FSDP also runs in a single process (no torchrun): it then shards over a 1-rank process group of
-its own, e.g. one GPU with a bf16 LLM and fp32 LoRA.
+the feature cache, or, in a stage without one, encodes each batch under no_grad). FSDP also runs in a single
+process (no torchrun): it then shards over a 1-rank process group of its own, e.g. one GPU with a bf16 LLM and fp32
+LoRA.
 
 Only rank 0 reads the LLM from disk: the other ranks build it on the meta device (`llm_device`), and `wrap()`
 broadcasts rank 0's weights into every rank's shards (one tensor at a time), so no host holds N whole copies of a
