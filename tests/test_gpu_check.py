@@ -149,26 +149,13 @@ def test_profile_decode_reports_each_batch_with_its_step_time_and_totals(tmp_pat
 def test_a_command_the_timeout_stops_keeps_what_it_said_and_leaves_no_process_behind(tmp_path):
     """A bench cut by its limit said where it was on stderr, which the log lost; its own subprocesses (pytest's,
     DataLoader workers) outlived it and kept the GPU's memory for the next step."""
-    import os
-
     check = gpu_check.Check(tmp_path, tmp_path, "cpu", "float32", budget_s=60)
     pid_file = tmp_path / "child.pid"
-    script = ("import subprocess, sys, time; child = subprocess.Popen([sys.executable, '-c', 'import time; "
-              f"time.sleep(60)']); open({str(pid_file)!r}, 'w').write(str(child.pid)); "
-              "print('compiling batch 64', file=sys.stderr, flush=True); time.sleep(60)")
-    done = check.run("hangs", [sys.executable, "-c", script], 3)
+    done = check.run("hangs", _parent_of_a_sleeper(pid_file, "compiling batch 64"), 3)
     check.log.close()
     assert done.returncode == 124 and "compiling batch 64" in done.stderr and "timed out after 3 s" in done.stderr
     assert "compiling batch 64" in (tmp_path / "gpu-check.log").read_text()
-    child = int(pid_file.read_text())
-    for _ in range(50):
-        try:
-            os.kill(child, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.1)
-    else:
-        pytest.fail(f"the command's own subprocess {child} outlived its timeout")
+    _gone(int(pid_file.read_text()), "its timeout")
 
 
 def test_missing_wheels_fail_the_environment_and_stop_the_check_on_a_gpu(tmp_path, monkeypatch):
@@ -198,27 +185,38 @@ def test_fetching_wheels_again_clears_the_earlier_ones(tmp_path, monkeypatch):
     """Two versions of one package side by side (after a pin moved) made pip refuse the install on the GPU."""
     (tmp_path / "transformers-5.0.0-py3-none-any.whl").write_bytes(b"old")
     (tmp_path / "notes.txt").write_text("kept")
-    monkeypatch.setattr(gpu_check.subprocess, "run", lambda argv: types_done())
+    monkeypatch.setattr(gpu_check.subprocess, "run", lambda argv: subprocess.CompletedProcess(argv, 0))
     assert gpu_check.main(["fetch-wheels", "--dest", str(tmp_path)]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
 
-def types_done():
-    import subprocess
+def _parent_of_a_sleeper(pid_file: Path, said: str = "") -> list[str]:
+    """A command that starts a subprocess of its own (its pid written to `pid_file`), says `said` on stderr, and
+    waits a minute."""
+    say = f"print({said!r}, file=sys.stderr, flush=True); " if said else ""
+    return [sys.executable, "-c", "import subprocess, sys, time; child = subprocess.Popen([sys.executable, '-c', "
+            f"'import time; time.sleep(60)']); open({str(pid_file)!r}, 'w').write(str(child.pid)); {say}"
+            "time.sleep(60)"]
 
-    return subprocess.CompletedProcess([], 0)
+
+def _gone(pid: int, what: str) -> None:
+    """Within 5 s, no process `pid` (the command's own subprocess) is left."""
+    for _ in range(50):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    pytest.fail(f"the command's own subprocess {pid} outlived {what}")
 
 
 def test_an_interrupted_check_takes_the_running_command_s_process_group_with_it(tmp_path):
     """The command runs in a session of its own (so a timeout can kill its group): a Ctrl-C of the check no longer
     reached it, and an interrupted gpu-check left pytest or a bench holding the GPU."""
-    import os
     import signal
 
     check = gpu_check.Check(tmp_path, tmp_path, "cpu", "float32", budget_s=60)
     pid_file = tmp_path / "child.pid"
-    script = ("import subprocess, sys, time; child = subprocess.Popen([sys.executable, '-c', 'import time; "
-              f"time.sleep(60)']); open({str(pid_file)!r}, 'w').write(str(child.pid)); time.sleep(60)")
 
     def interrupt(*_):
         raise KeyboardInterrupt
@@ -227,17 +225,9 @@ def test_an_interrupted_check_takes_the_running_command_s_process_group_with_it(
     signal.setitimer(signal.ITIMER_REAL, 1.5)
     try:
         with pytest.raises(KeyboardInterrupt):
-            check.run("hangs", [sys.executable, "-c", script], 30)
+            check.run("hangs", _parent_of_a_sleeper(pid_file), 30)
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
         check.log.close()
-    child = int(pid_file.read_text())
-    for _ in range(50):
-        try:
-            os.kill(child, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.1)
-    else:
-        pytest.fail(f"the command's own subprocess {child} outlived the interrupted check")
+    _gone(int(pid_file.read_text()), "the interrupted check")

@@ -206,21 +206,41 @@ def test_cli_convert(tiny_ct2, tmp, capsys):
 
 
 # --------------------------------------------------------------------------------------------------- tiny GGUF ---
-def _write_tiny_llama_gguf(path: Path, vocab: int = 300, d: int = 32, layers: int = 2, heads: int = 4,
-                           kv_heads: int = 2, ffn: int = 64) -> Path:
-    """A random 2-layer llama GGUF with a byte-fallback tokenizer, written by the gguf package."""
+def _gguf_writer(path: Path, arch: str, d: int, layers: int, heads: int, kv_heads: int, ffn: int, eps: float,
+                 rope_base: float):
+    """A gguf writer for `arch` with the model's shape written (the tokenizer and tensors are the caller's)."""
     import gguf
 
-    rng = np.random.default_rng(0)
-    w = gguf.GGUFWriter(str(path), "llama")
+    w = gguf.GGUFWriter(str(path), arch)
     w.add_context_length(128)
     w.add_embedding_length(d)
     w.add_block_count(layers)
     w.add_feed_forward_length(ffn)
     w.add_head_count(heads)
     w.add_head_count_kv(kv_heads)
-    w.add_layer_norm_rms_eps(1e-5)
-    w.add_rope_freq_base(10000.0)
+    w.add_layer_norm_rms_eps(eps)
+    w.add_rope_freq_base(rope_base)
+    return w
+
+
+def _close_gguf(w, path: Path) -> Path:
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def _randn(rng):
+    """Random float32 tensors around `mean` (0.2 spread): rand(*shape, mean=0.0)."""
+    return lambda *shape, mean=0.0: (mean + rng.standard_normal(shape) * 0.2).astype(np.float32)
+
+
+def _write_tiny_llama_gguf(path: Path, vocab: int = 300, d: int = 32, layers: int = 2, heads: int = 4,
+                           kv_heads: int = 2, ffn: int = 64) -> Path:
+    """A random 2-layer llama GGUF with a byte-fallback tokenizer, written by the gguf package."""
+    rand = _randn(np.random.default_rng(0))
+    w = _gguf_writer(path, "llama", d, layers, heads, kv_heads, ffn, 1e-5, 10000.0)
     tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(256)]
     tokens += [f"▁w{i}" for i in range(vocab - len(tokens))]
     w.add_tokenizer_model("llama")
@@ -230,10 +250,6 @@ def _write_tiny_llama_gguf(path: Path, vocab: int = 300, d: int = 32, layers: in
     w.add_bos_token_id(1)
     w.add_eos_token_id(2)
     w.add_unk_token_id(0)
-
-    def rand(*shape, mean=0.0):
-        return (mean + rng.standard_normal(shape) * 0.2).astype(np.float32)
-
     kv = kv_heads * d // heads
     w.add_tensor("token_embd.weight", rand(vocab, d))
     w.add_tensor("output_norm.weight", rand(d, mean=1.0))
@@ -243,11 +259,7 @@ def _write_tiny_llama_gguf(path: Path, vocab: int = 300, d: int = 32, layers: in
                             "attn_v": rand(kv, d), "attn_output": rand(d, d), "ffn_norm": rand(d, mean=1.0),
                             "ffn_gate": rand(ffn, d), "ffn_up": rand(ffn, d), "ffn_down": rand(d, ffn)}.items():
             w.add_tensor(f"blk.{i}.{name}.weight", value)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return path
+    return _close_gguf(w, path)
 
 
 def test_gguf_tiny_llama_round_trip(tmp):
@@ -270,21 +282,12 @@ def _write_tiny_qwen2_gguf(path: Path, d: int = 32, layers: int = 1, heads: int 
                            ffn: int = 64) -> Path:
     """A random qwen2 GGUF with a byte-level BPE vocabulary whose metadata, like Qwen2.5's own GGUFs, names
     <|endoftext|> as bos_token_id and says add_bos_token false."""
-    import gguf
     from tokenizers import pre_tokenizers
 
-    rng = np.random.default_rng(0)
+    rand = _randn(np.random.default_rng(0))
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
     tokens = alphabet + ["<|endoftext|>", "<|eng|>"]
-    w = gguf.GGUFWriter(str(path), "qwen2")
-    w.add_context_length(128)
-    w.add_embedding_length(d)
-    w.add_block_count(layers)
-    w.add_feed_forward_length(ffn)
-    w.add_head_count(heads)
-    w.add_head_count_kv(kv_heads)
-    w.add_layer_norm_rms_eps(1e-6)
-    w.add_rope_freq_base(1e6)
+    w = _gguf_writer(path, "qwen2", d, layers, heads, kv_heads, ffn, 1e-6, 1e6)
     w.add_tokenizer_model("gpt2")
     w.add_tokenizer_pre("qwen2")
     w.add_token_list(tokens)
@@ -296,10 +299,6 @@ def _write_tiny_qwen2_gguf(path: Path, d: int = 32, layers: int = 1, heads: int 
     w.add_eos_token_id(eot)
     w.add_pad_token_id(eot)
     w.add_add_bos_token(False)
-
-    def rand(*shape, mean=0.0):
-        return (mean + rng.standard_normal(shape) * 0.2).astype(np.float32)
-
     kv = kv_heads * d // heads
     w.add_tensor("token_embd.weight", rand(len(tokens), d))
     w.add_tensor("output_norm.weight", rand(d, mean=1.0))
@@ -310,11 +309,7 @@ def _write_tiny_qwen2_gguf(path: Path, d: int = 32, layers: int = 1, heads: int 
                             "ffn_norm.weight": rand(d, mean=1.0), "ffn_gate.weight": rand(ffn, d),
                             "ffn_up.weight": rand(ffn, d), "ffn_down.weight": rand(d, ffn)}.items():
             w.add_tensor(f"blk.{i}.{name}", value)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return path
+    return _close_gguf(w, path)
 
 
 def test_gguf_qwen2_gets_no_bos_token(tmp):
