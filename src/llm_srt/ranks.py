@@ -1,5 +1,6 @@
 """What torchrun's ranks take from rank 0: a result rank 0 computes alone (reading a corpus or a manifest, finding a
-checkpoint), handed to every rank, so that ranks never decide apart. Used by training and evaluation alike."""
+checkpoint), handed to every rank, so that ranks never decide apart; and what each rank checks for itself, agreed
+(`on_every_rank`). Used by training and evaluation alike."""
 
 from __future__ import annotations
 
@@ -28,6 +29,29 @@ def from_rank0(fn: Callable[[], Any], rank: int, world: int, group=None) -> Any:
         result, message, kind = box[0]
         if message is not None and failure is None:
             raise kind(message)
+    if failure is not None:
+        raise failure
+    return result
+
+
+def on_every_rank(fn: Callable[[], Any], rank: int, world: int, group=None) -> Any:
+    """fn() on every rank; where it fails on any rank, every rank raises the lowest failing rank's error (one
+    LLMSRTError line, agreed in `group`), so no rank goes on (to load a model, to decode) while another has
+    stopped."""
+    import torch.distributed as dist
+
+    result, failure = None, None
+    try:
+        result = fn()
+    except Exception as e:  # noqa: BLE001  every rank must hear of it; this rank re-raises its own
+        failure = e
+    if world > 1:
+        said = [None] * world
+        dist.all_gather_object(said, None if failure is None else str(failure) if isinstance(failure, LLMSRTError)
+                               else f"rank {rank}: {type(failure).__name__}: {failure}", group=group)
+        first = next((k for k, message in enumerate(said) if message is not None), rank)
+        if first != rank:
+            raise LLMSRTError(said[first]) from failure
     if failure is not None:
         raise failure
     return result

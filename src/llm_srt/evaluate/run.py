@@ -28,7 +28,7 @@ from .. import device
 from ..data.manifest import Row, read_manifest
 from ..device import Placement
 from ..errors import LLMSRTError
-from ..ranks import from_rank0
+from ..ranks import from_rank0, on_every_rank
 from ..model.decoding import (DecodingOptions, add_compile_argument, add_no_repeat_argument, add_srt_tags_argument,
                               decoding_from_args)
 from ..prompts import Task
@@ -244,28 +244,6 @@ def gather(part, rank: int, size: int) -> list | None:
     return parts
 
 
-def on_every_rank(fn: Callable[[], object], rank: int, size: int):
-    """fn() on every rank; where it fails on any rank, every rank raises the lowest failing rank's error (one
-    LLMSRTError line, agreed in `rank_group`'s group), so no rank goes on to decode while another has stopped."""
-    import torch.distributed as dist
-
-    result, failure = None, None
-    try:
-        result = fn()
-    except Exception as e:  # noqa: BLE001  every rank must hear of it; this rank re-raises its own
-        failure = e
-    if size > 1:
-        said = [None] * size
-        dist.all_gather_object(said, None if failure is None else str(failure) if isinstance(failure, LLMSRTError)
-                               else f"rank {rank}: {type(failure).__name__}: {failure}", group=_group[0])
-        first = next((k for k, message in enumerate(said) if message is not None), rank)
-        if first != rank:
-            raise LLMSRTError(said[first]) from failure
-    if failure is not None:
-        raise failure
-    return result
-
-
 def is_results_file(model: str) -> bool:
     """A --model that names a results file (hyps.NAME.jsonl of an earlier evaluation), or several separated by
     commas (one per training run, e.g. per seed): scored again, not run."""
@@ -358,7 +336,7 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
 
     # every rank's journals checked before any rank loads a model: a resume with another number of processes is
     # refused by the ranks that kept a journal, and a rank without one must not decode its shard for nothing
-    runs_here = on_every_rank(open_journals, rank, size)
+    runs_here = on_every_rank(open_journals, rank, size, _group[0])
     for name, (t, mine, journals) in runs_here.items():
         tasks[name] = t.value
         if not with_mt:
