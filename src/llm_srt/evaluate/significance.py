@@ -105,11 +105,10 @@ def paired_bootstrap_runs(a: Sequence[Iterable[UtteranceResult | Mapping]],
     sentences = {}  # sentence -> its index, in the order the rows first name them
     sentence = {key: sentences.setdefault(unit[key], len(sentences)) for key in keys}
     by_direction: dict[Direction, list[str]] = {}
-    covers: dict[int, set[Direction]] = {}  # sentence -> the directions it has rows in
     for key, r in runs_a[0].items():
         by_direction.setdefault((r.src, r.tgt), []).append(key)
-        covers.setdefault(sentence[key], set()).add((r.src, r.tgt))
-    times = resample_counts(direction_groups([covers[i] for i in range(len(sentences))]), samples, seed)
+    times = resample_counts(sentence_strata([(sentence[key], (r.src, r.tgt)) for key, r in runs_a[0].items()],
+                                            len(sentences)), samples, seed)
     full_a, full_b, boot_a, boot_b = [], [], [], []
     for (_, tgt), ids in sorted(by_direction.items()):
         metric = BLEU(tokenize=languages.get(tgt).bleu_tokenize)
@@ -122,6 +121,14 @@ def paired_bootstrap_runs(a: Sequence[Iterable[UtteranceResult | Mapping]],
         boot_b.append([_score(metric, s) for s in weights @ stats_b])
     diffs = np.mean(boot_a, axis=0) - np.mean(boot_b, axis=0)  # (samples,): average over directions per resample
     return _compare(float(np.mean(full_a)), float(np.mean(full_b)), diffs, len(sentences))
+
+
+def sentence_strata(rows: Sequence[tuple[int, Direction]], sentences: int) -> list[Direction]:
+    """Each of `sentences` sentences' stratum (`direction_groups`) from the rows: (sentence index, direction)."""
+    covers: list[set[Direction]] = [set() for _ in range(sentences)]  # sentence -> the directions it has rows in
+    for sentence, direction in rows:
+        covers[sentence].add(direction)
+    return direction_groups(covers)
 
 
 def direction_groups(covers: Sequence[set[Direction]]) -> list[Direction]:
@@ -280,10 +287,7 @@ def paired_mean(a: Sequence[float], b: Sequence[float], samples: int = SAMPLES, 
         times = resample_counts([0] * len(index), samples, seed)[:, groups]  # (samples, rows)
         return _compare(float(x.mean()), float(y.mean()), (times @ d) / times.sum(axis=1), len(index))
     keys = [tuple(k) for k in directions]
-    covers: dict[int, set[Direction]] = {}
-    for g, key in zip(groups, keys):
-        covers.setdefault(int(g), set()).add(key)
-    times = resample_counts(direction_groups([covers[i] for i in range(len(index))]), samples, seed)[:, groups]
+    times = resample_counts(sentence_strata(list(zip(map(int, groups), keys)), len(index)), samples, seed)[:, groups]
     which = np.unique([f"{src}\t{tgt}" for src, tgt in keys], return_inverse=True)[1].ravel()  # row -> direction
     per_direction = []  # (samples,) each: the direction's mean difference in each resample; NaN where none of its
     #   rows was drawn (left out of that resample's average; the BLEU test scores such a direction 0 on both sides)
