@@ -82,3 +82,24 @@ def test_the_end_rule_asks_on_end_only_where_an_end_token_can_be_picked():
     out = rule(torch.tensor([[2], [3], [2], [4]]), scores.clone())
     assert asked == [(1, [2]), (1, [4])]
     assert torch.equal(out[:2], scores[:2]) and out[2, 0] == float("-inf") and out[3].argmax() == 5
+
+
+def test_first_line_end_stops_a_row_at_a_line_break_after_text_only():
+    """Greedy text MT's stop: a row ends at a token holding a line break once it has written text (in that token
+    before the break, or in an earlier one); a row that opens with blank lines goes on to its first line."""
+    from llm_srt.model.decoding import FirstLineEnd
+
+    #        0   1      2     3        4      5       6    (0: a special token, decoded without special tokens)
+    vocab = ["", "Der", "\n", " \n\n", "Hund.\n", "\nDie", " "]
+    stop = FirstLineEnd(vocab, prompt_length=2)
+    rows = {(9, 9, 1, 2): True,  # text, then a line break
+            (9, 9, 2): False, (9, 9, 6, 3): False,  # blank lines first: not yet
+            (9, 9, 2, 3, 1): False, (9, 9, 2, 1, 2): True,
+            (9, 9, 4): True,  # text before the break in the token itself
+            (9, 9, 5): False, (9, 9, 5, 2): True,  # the text after a break starts the first line
+            (9, 9, 0, 2): False,  # a special token (no text) is not an answer
+            (9, 9, 7, 2): True}  # an id past the tokenizer (a padded head) counts as text
+    for row, ends in rows.items():
+        assert stop(torch.tensor([row[:2] + row[2:]]), None).tolist() == [ends], row
+    batch = torch.tensor([[0, 0, 2, 1], [0, 0, 1, 2]])
+    assert stop(batch, None).tolist() == [False, True]

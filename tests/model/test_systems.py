@@ -596,16 +596,16 @@ def test_whisper_and_cascade_on_cuda_in_bfloat16(folders):
 @pytest.mark.integration
 @pytest.mark.long(22)
 def test_text_mt_stops_at_a_line_break_with_the_same_first_line(embedded):
-    """Greedy text MT stops each row at its first token holding a line break: the answer (the first line) is the
-    one a generation to the cap gives, with and without a line-break token made likely (embedded Gemma: the tiny
-    tokenizer has no line-break token)."""
+    """Greedy text MT stops each row at its first line break after text: the answer (the first line that is not
+    blank) is the one a generation to the cap gives, with a line break made the first token, and made likely
+    throughout (embedded Gemma: the tiny tokenizer has no line-break token)."""
     from llm_srt.model.systems import MT_TEMPLATE
 
     mt = load_system("mt", CPU)
     tok = mt.tokenizer
-    texts = tok.batch_decode([[i] for i in range(len(tok))])
-    assert mt.line_breaks == {i for i, t in enumerate(texts) if "\n" in t} and mt.line_breaks
-    newline = min(mt.line_breaks)
+    assert mt.token_texts == tok.batch_decode([[i] for i in range(len(tok))], skip_special_tokens=True)
+    newline = tok.convert_tokens_to_ids(tok.tokenize("\n"))[-1]
+    assert mt.token_texts[newline] == "\n"
     args = (["a cat sat", "le chien noir", "der Hund"], ["eng", "fra", "deu"], ["deu", "eng", "eng"])
 
     def first_lines_without_stops():
@@ -619,6 +619,21 @@ def test_text_mt_stops_at_a_line_break_with_the_same_first_line(embedded):
 
     assert mt.translate(*args, OPTS) == first_lines_without_stops()
     head = mt.model.get_output_embeddings()
+
+    passes = []
+
+    def newline_first(module, inputs, logits):  # a generation's first pass (the prompt's): its first new token
+        if not passes:
+            logits[:, -1, newline] = logits[:, -1].max() + 10
+        passes.append(1)
+    hook = head.register_forward_hook(newline_first)
+    try:
+        answers = mt.translate(*args, OPTS)
+        passes.clear()
+        expected = first_lines_without_stops()
+    finally:
+        hook.remove()
+    assert all(answers) and answers == expected  # a leading line break ends no answer
     with torch.no_grad():  # the line break becomes likely: rows end early, and the answer is still the same
         head.weight[newline] = head.weight[newline] * 0 + head.weight.abs().max() * 0.2
     assert mt.translate(*args, OPTS) == first_lines_without_stops()

@@ -530,6 +530,28 @@ class NewNgramBlock:
         return scores
 
 
+class FirstLineEnd:
+    """Ends each row of `generate` from a text prompt (input_ids, left-padded to `prompt_length`) at its first
+    token holding a line break once the row has written text: the answer is the first line that is not blank, so
+    a row that opens with a line break goes on to its first line (stopping at any line break ended it with
+    nothing). `texts`: each vocabulary id's text alone. A stopping criterion of `generate` (one bool per row)."""
+
+    def __init__(self, texts: list[str], prompt_length: int):
+        self.start = prompt_length
+        self.masks = torch.tensor([["\n" in t, bool(t.split("\n", 1)[0].strip()), bool(t.strip())] for t in texts],
+                                  dtype=torch.bool).reshape(-1, 3)  # holds a line break, text before it, any text
+
+    def __call__(self, input_ids: torch.Tensor, scores=None, **kwargs) -> torch.Tensor:
+        new = input_ids[:, self.start:]
+        if self.masks.device != new.device:
+            self.masks = self.masks.to(new.device)
+        known = new < self.masks.shape[0]  # an id past the tokenizer's vocabulary (a padded output head) is text
+        masks = self.masks[new.clamp(max=self.masks.shape[0] - 1)] & known[..., None]
+        masks[..., 1:] |= ~known[..., None]
+        last = masks[:, -1]
+        return last[:, 0] & (last[:, 1] | masks[:, :-1, 2].any(1))
+
+
 def ban_repeated_ngrams(scores: torch.Tensor, rows: list[list[int]], n: int) -> None:
     """Scores (B, V) of each row's next token: -inf, in place, for those that would repeat an n-gram of its ids."""
     for h, ids in enumerate(rows):

@@ -413,18 +413,18 @@ class TextMTSystem:
         return system
 
     @cached_property
-    def line_breaks(self) -> set[int]:
-        """The token ids whose text holds a line break (one decode of the vocabulary: ~1 s for 262k tokens)."""
-        texts = self.tokenizer.batch_decode([[i] for i in range(len(self.tokenizer))])
-        return {i for i, t in enumerate(texts) if "\n" in t}
+    def token_texts(self) -> list[str]:
+        """Each token id's text alone, special tokens empty as in the answers (one decode of the vocabulary: ~1 s
+        for 262k tokens)."""
+        return self.tokenizer.batch_decode([[i] for i in range(len(self.tokenizer))], skip_special_tokens=True)
 
     def translate(self, texts: list[str], srcs: list[str], tgts: list[str], options: DecodingOptions,
                   caps: list[int] | None = None) -> list[str]:
         """Texts -> their translations, one language pair per text; the answer is the first line generated.
         Each text may generate twice its own length + 16 tokens, and at most its cap (default: the options')."""
-        from transformers import LogitsProcessorList
+        from transformers import LogitsProcessorList, StoppingCriteriaList
 
-        from .decoding import NewNgramBlock, eos_ids
+        from .decoding import FirstLineEnd, NewNgramBlock, eos_ids
 
         if not texts:
             return []
@@ -438,10 +438,11 @@ class TextMTSystem:
             tok.padding_side = side
         caps = [min(c, 2 * len(tok(x)["input_ids"]) + 16)
                 for x, c in zip(texts, caps or [options.max_new_tokens] * len(texts))]
-        # greedy: a row stops at its first token that holds a line break (the answer is the first line), so no row
-        # runs on to its cap; beam search keeps the model's own EOS (a line break must not end a beam's ranking)
-        stop: dict = {"eos_token_id": sorted(set(eos_ids(self.model, tok)) | self.line_breaks)} \
-            if options.beam_size == 1 else {}
+        # greedy: a row stops at its first line break after text (the answer is the first line that is not blank),
+        # so no row runs on to its cap; beam search keeps the model's own EOS (a line break must not end a beam's
+        # ranking)
+        stop: dict = {"eos_token_id": eos_ids(self.model, tok), "stopping_criteria": StoppingCriteriaList(
+            [FirstLineEnd(self.token_texts, batch["input_ids"].shape[1])])} if options.beam_size == 1 else {}
         if options.no_repeat_ngram_size:  # in the translation alone, not the prompt (its source sentence)
             stop["logits_processor"] = LogitsProcessorList([NewNgramBlock(options.no_repeat_ngram_size,
                                                                           batch["input_ids"].shape[1])])
