@@ -1,6 +1,7 @@
-"""README's (and docs/'s) commands as a user would copy them: every `llm-srt` command names a verb and options that
-verb takes (and the options it requires, unless the command elides arguments with `...`), every `make` target exists,
-and every `llm_srt` import in its Python snippets resolves. Nothing is run."""
+"""README's (and docs/'s, and the shipped checkpoints' READMEs') commands as a user would copy them: every
+`llm-srt` command names a verb and options that verb takes (and the options it requires, unless the command elides
+arguments with `...`), every `make` target exists, and every `llm_srt` import in its Python snippets resolves.
+Nothing is run."""
 
 import argparse
 import importlib
@@ -13,8 +14,10 @@ import pytest
 from llm_srt import cli
 
 ROOT = Path(__file__).resolve().parents[1]
-# README.md and the record behind its figures (docs/), whose commands a user copies too
-README = "\n".join(p.read_text() for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])
+# README.md, the record behind its figures (docs/) and the shipped checkpoints' own READMEs (how each was trained
+# and measured), whose commands a user copies too
+README = "\n".join(p.read_text() for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")),
+                                           *sorted((ROOT / "checkpoints").glob("*/*/README.md"))])
 FENCE = re.compile(r"```(\w*)\n(.*?)```", re.S)
 INLINE = re.compile(r"(?<!`)`(llm-srt [^`]+)`(?!`)")
 STOP = {"|", ">", ">>", "&&", ";", "||", "2>", "&"}
