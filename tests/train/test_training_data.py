@@ -245,12 +245,13 @@ def test_without_a_cache_the_workers_load_the_audio(tiny_setup, model):
     assert model(batch)["loss"].isfinite()
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_without_a_cache_a_clip_that_cannot_be_decoded_leaves_its_examples_out(tiny_setup, model, tmp_path,
-                                                                                workers):
-    """No feature cache (the paper's ASR stages): a clip damaged after the manifest was checked stopped the run in a
-    DataLoader worker, and every resume stopped there again. Its examples are now left out of their batches, said
-    once in the run's log and counted; the other examples train."""
+@pytest.mark.parametrize("workers,cache", [(0, None), (2, None), (0, "lazy"), (2, "lazy"), (0, "filled")])
+def test_a_clip_that_cannot_be_decoded_leaves_its_examples_out(tiny_setup, model, tmp_path, workers, cache):
+    """A clip damaged after the manifest was checked stopped the run, and every resume stopped there again: without
+    a feature cache (the paper's ASR stages) in a DataLoader worker, with a cache filled on first use
+    (precompute_features: false) where the training process encodes it. Its examples are now left out of their
+    batches, said once in the run's log and counted; the other examples train. A clip bad before a cache fill
+    (the manifest check reads no audio) is left out of the fill and of training alike: it stopped the fill."""
     rows = read_manifest(tiny_setup["manifest"])
     (tmp_path / "audio").mkdir()
     for r in rows:
@@ -261,18 +262,26 @@ def test_without_a_cache_a_clip_that_cannot_be_decoded_leaves_its_examples_out(t
     write_manifest(manifest, [replace(r, audio=str(tmp_path / "audio" / Path(r.audio).name)) for r in rows])
     broken = tmp_path / "audio" / Path(rows[0].audio).name
     said = []
-    data = TrainingData(_section(tiny_setup, None, train=str(manifest), feature_cache=None, num_workers=workers),
-                        model, SOLO, log=said.append)
+    if cache == "filled":
+        broken.write_bytes(b"RIFF not audio" * 20)
+    section = _section(tiny_setup, tmp_path / "cache" if cache else None, train=str(manifest), num_workers=workers,
+                       feature_cache=str(tmp_path / "cache") if cache else None, precompute_features=cache == "filled")
+    data = TrainingData(section, model, SOLO, log=said.append)
+    if cache == "filled":
+        assert len(list((tmp_path / "cache").rglob("*.npy"))) == len({r.audio for r in rows}) - 1
     broken.write_bytes(b"RIFF not audio any more" * 20)  # damaged after the manifest was read
     seen = []
     for _ in range(len(data.sampler) * 2):  # two epochs
         batch = data.next_batch()
         seen += batch["ids"]
-        assert len(batch["audio"]) == len(batch["ids"]) and model(batch)["loss"].isfinite()
+        inputs = batch["features"] if cache else batch["audio"]
+        assert len(inputs) == len(batch["ids"]) == len(batch["prompt_ids"]) == len(batch["target_ids"])
+        assert batch["n_target_tokens"] == sum(map(len, batch["target_ids"])) and model(batch)["loss"].isfinite()
     gone = {r.id for r in rows if r.audio == rows[0].audio}
     assert seen and not gone & set(seen)
     assert data.bad_clips.keys() == {str(broken)}
-    assert len([line for line in said if "left out of its batches" in line]) == 1 and str(broken) in said[0]
+    [warning] = [line for line in said if "left out of its batches" in line]
+    assert warning.startswith(f"warning: {broken}: cannot decode audio")
 
 
 def test_a_rank_whose_log_is_quiet_still_says_which_clips_it_left_out(capsys):
@@ -280,7 +289,7 @@ def test_a_rank_whose_log_is_quiet_still_says_which_clips_it_left_out(capsys):
     said = []
     data = TrainingData.__new__(TrainingData)
     data.d, data.log, data.bad_clips = Dist(1, 2), said.append, {}
-    data._note_skipped({"skipped": [("a.wav", "a.wav: cannot decode audio")]})
+    data._note_bad([("a.wav", "a.wav: cannot decode audio")])
     assert said == [] and data.bad_clips == {"a.wav": "a.wav: cannot decode audio"}
     assert capsys.readouterr().err.startswith("[rank 1] warning: a.wav: cannot decode audio; left out of its batches")
 

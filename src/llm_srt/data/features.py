@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..audio import load_audio
-from ..errors import LLMSRTError
+from ..errors import AudioError, LLMSRTError
 from ..paths import atomic_file
 from .packed import PackedMap
 
@@ -165,7 +165,7 @@ def _read(path: str | Path) -> bytes:
     try:
         return Path(path).read_bytes()
     except OSError as e:
-        raise LLMSRTError(f"{path}: cannot read audio for the feature cache ({e.strerror or e})") from None
+        raise AudioError(f"{path}: cannot read audio for the feature cache ({e.strerror or e})") from None
 
 
 def content_hash(path: str | Path) -> str:

@@ -127,7 +127,7 @@ class TrainingData:
         filled before step 1 holds what the epochs they reach draw of a task mix's smaller tasks (None: every row
         any epoch may draw)."""
         self.cfg, self.model, self.d, self.log = cfg, model, d, log
-        self.bad_clips: dict[str, str] = {}  # audio -> why it was left out of its batches (no feature cache)
+        self.bad_clips: dict[str, str] = {}  # audio -> why it was left out of its batches
         if not any(cfg.manifests):
             raise ConfigError("data.train: give the training manifest (e.g. data/mini/train.jsonl)")
         self.main_task = Task(max(cfg.tasks, key=cfg.tasks.get))
@@ -227,7 +227,24 @@ class TrainingData:
     def _encode_into(self, cache: FeatureCache, todo: list[str]) -> None:
         for start in tqdm(range(0, len(todo), ENCODE_BATCH), desc="encoder features", disable=not todo or
                           not self.d.main, dynamic_ncols=True):
-            cache.get_or_compute(todo[start:start + ENCODE_BATCH], self._encode)
+            self._note_bad(self._features(cache, todo[start:start + ENCODE_BATCH])[1])
+
+    def _features(self, cache: FeatureCache, audio: list[str]) -> tuple[list[np.ndarray | None], list[tuple]]:
+        """The clips' features from the cache, computed where it lacks them; a clip that cannot be read or decoded
+        (damaged, or never checked: the manifest check reads no audio) gets None, and (audio, why) goes into the
+        second list. One bad clip among hours of a cache fill, or in a batch of a lazy cache, stopped the run."""
+        try:
+            return cache.get_or_compute(audio, self._encode), []
+        except AudioError:
+            pass
+        feats, bad = [], []
+        for a in audio:  # one at a time: the others are still encoded
+            try:
+                feats += cache.get_or_compute([a], self._encode)
+            except AudioError as err:
+                feats.append(None)
+                bad.append((a, str(err)))
+        return feats, bad
 
     @torch.inference_mode()
     def _encode(self, audios: list[np.ndarray]) -> list[np.ndarray]:
@@ -245,10 +262,15 @@ class TrainingData:
     def _finish(self, batch: dict) -> dict:
         """In the training process: features the cache lacked (precompute_features off) computed and padded; the
         feature tensors moved to the model's device (from pinned memory, without blocking)."""
-        self._note_skipped(batch)
+        self._note_bad(batch.pop("skipped", ()))
         pending = batch.pop("pending_audio", None)
         if pending is not None:
-            batch["features"], batch["feature_mask"] = pad_features(self.cache.get_or_compute(pending, self._encode))
+            feats, bad = self._features(self.cache, pending)
+            if bad:  # their examples leave the batch, as the collator leaves out what it cannot decode
+                self._note_bad(bad)
+                batch = _only_rows(batch, [i for i, f in enumerate(feats) if f is not None], bad)
+                feats = [f for f in feats if f is not None]
+            batch["features"], batch["feature_mask"] = pad_features(feats)
         device = self.model.device
         for key in ("features", "feature_mask"):
             if key in batch:
@@ -273,12 +295,12 @@ class TrainingData:
         self._position = batch.pop("position")
         return self._finish(batch)
 
-    def _note_skipped(self, batch: dict) -> None:
-        """Say once per clip which examples a batch left out for audio that cannot be decoded (a worker's own
-        print would not reach the run's log); they are counted in `bad_clips`."""
+    def _note_bad(self, bad) -> None:
+        """Say once per clip, of (audio, why) pairs, which examples were left out for audio that cannot be read
+        or decoded (a worker's own print would not reach the run's log); they are counted in `bad_clips`."""
         say = self.log if self.d.main else lambda line: print(f"[rank {self.d.rank}] {line}", file=sys.stderr,
                                                                  flush=True)  # the other ranks' log is quiet
-        for audio, error in batch.pop("skipped", ()):
+        for audio, error in bad:
             if audio not in self.bad_clips:
                 self.bad_clips[audio] = error
                 say(f"warning: {error}; left out of its batches ({len(self.bad_clips)} such clip(s) so far on this "
@@ -423,6 +445,17 @@ class Collator:
         else:
             batch["features"], batch["feature_mask"] = pad_features(feats)
         return batch
+
+
+def _only_rows(batch: dict, keep: list[int], bad: list[tuple]) -> dict:
+    """The batch with only its rows `keep` (its per-row lists cut, the target token count made anew)."""
+    if not keep:
+        raise LLMSRTError(f"every clip of a batch cannot be decoded, e.g. {bad[0][1]}; remove their rows from the "
+                          "manifest (allow_changes=true to resume)")
+    per_row = {*text_fields([]), "prompt_ids", "target_ids"}  # the collator's per-row lists
+    out = {k: [v[i] for i in keep] if k in per_row else v for k, v in batch.items()}
+    out["n_target_tokens"] = sum(map(len, out["target_ids"]))
+    return out
 
 
 class _Batches(torch.utils.data.Dataset):
