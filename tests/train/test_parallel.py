@@ -64,6 +64,16 @@ def _grads(model) -> dict[str, torch.Tensor]:
     return {n: parallel._full(p.grad).detach().clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
+def _held_whole(model) -> dict[str, bool]:
+    """Whether FSDP holds the LLM's input embedding table and output head gathered whole now (a plain tensor: FSDP2
+    swaps a gathered group's parameters in for its DTensor shards)."""
+    from torch.distributed.tensor import DTensor
+
+    llm = model.llm
+    return {"embedding": not isinstance(llm.get_input_embeddings().weight, DTensor),
+            "head": not isinstance(llm.get_output_embeddings().weight, DTensor)}
+
+
 def _count_layer_forwards(model) -> list[int]:
     """A counter of the MLP forwards inside the decoder layers. It wraps `forward` itself: module hooks do not run
     when checkpointing recomputes a layer in the backward."""
@@ -183,6 +193,7 @@ def test_fsdp_in_one_process_shards_over_its_own_group_and_matches_the_plain_mod
         assert all(isinstance(p, DTensor) for p in model.llm.parameters())
         calls = _count_layer_forwards(model)
         loss = par.runner(_batch())["loss"]
+        assert _held_whole(model) == {"embedding": False, "head": True}  # between forward and backward
         loss.backward()
         assert calls[0] == 6  # checkpointing holds under FSDP
         ref_loss = reference(_batch())["loss"]
@@ -196,6 +207,23 @@ def test_fsdp_in_one_process_shards_over_its_own_group_and_matches_the_plain_mod
     finally:
         par.close()
     assert not dist.is_initialized() and not store.exists()  # the group made for this run is gone
+
+
+def test_fsdp_keeps_a_table_the_head_shares_in_the_root_group(folders, tmp_path):
+    """A tied head (Qwen2.5-3B) reads the table directly in `head_losses`: the table stays in the root group, held
+    whole with the head, and the loss is the plain model's."""
+    tied = (folders[0], str(tiny.llm_dir(tmp_path, layers=2, tied=True)))
+    untied, (reference, model) = _model(folders), (_model(tied), _model(tied))
+    assert parallel.embedding_tied(model.llm) and not parallel.embedding_tied(untied.llm)
+    par = Parallel(model, "fsdp", Dist(), torch.device("cpu"))
+    try:
+        par.wrap()
+        loss = par.runner(_batch())["loss"]
+        assert _held_whole(model) == {"embedding": True, "head": True}
+        loss.backward()
+        assert loss.item() == pytest.approx(reference(_batch())["loss"].item(), abs=1e-6)
+    finally:
+        par.close()
 
 
 def test_fsdp_needs_rank_0_to_hold_the_weights(folders):
@@ -232,6 +260,7 @@ def _fsdp_rank(d: Dist, folders, out: str) -> None:
     held, whole = par.llm_numel()
     calls = _count_layer_forwards(model)
     loss = _ctc_loss(par.runner)  # every rank the same batch: the averaged gradient is the batch's
+    between = _held_whole(model)
     loss.backward()
     state = {k: parallel._full(v).detach().clone() for k, v in model.llm.state_dict().items()}
     buffers = {n: b.clone() for n, b in model.llm.named_buffers()}
@@ -239,7 +268,8 @@ def _fsdp_rank(d: Dist, folders, out: str) -> None:
     torch.save({"loss": loss.item(), "grads": _grads(model), "state": state, "buffers": buffers,
                 "adapter": {k: parallel._full(v).clone() for k, v in model.adapter.state_dict().items()},
                 "ctc_head": {k: parallel._full(v).clone() for k, v in model.ctc_head.state_dict().items()},
-                "dtypes": dtypes, "held": (held, whole), "forwards": calls[0]}, f"{out}/fsdp{d.rank}.pt")
+                "dtypes": dtypes, "held": (held, whole), "forwards": calls[0], "between": between},
+               f"{out}/fsdp{d.rank}.pt")
 
 
 def _ddp_rank(d: Dist, folders, out: str) -> None:
@@ -284,6 +314,7 @@ def test_two_rank_fsdp_fills_meta_ranks_from_rank_0_with_a_bf16_llm_and_fp32_tra
         got = torch.load(two_ranks / f"fsdp{rank}.pt", weights_only=True)
         assert got["held"][0] < 0.75 * got["held"][1]  # each rank holds about half of the LLM
         assert got["forwards"] == 6  # 3 layers, each recomputed in the backward
+        assert got["between"] == {"embedding": False, "head": True}  # the untied table: gathered per lookup only
         for k, v in ref_state.items():  # base weights, LoRA init: rank 0's, bit for bit
             assert torch.equal(got["state"][k], v), (rank, k)
         for k, v in ref_buffers.items():

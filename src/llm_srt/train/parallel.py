@@ -1,12 +1,13 @@
 """Data parallelism for the recipe: DDP (every rank holds the whole model) or FSDP (the LLM sharded across ranks).
 
 Under `torchrun`, `distributed: ddp` (the default) wraps the model in DistributedDataParallel. `distributed: fsdp`
-applies FSDP2 (`fully_shard`): every decoder layer of the LLM is its own shard group, the adapter another, and the
-rest (embeddings, final norm, output head) the root group, so each rank holds 1/N of the frozen LLM, e.g. Qwen2.5-32B
-in bf16 is 64 GB whole but 16 GB per GPU on 4 GPUs. The Whisper encoder stays whole on every rank (it only fills
-the feature cache, or, in a stage without one, encodes each batch under no_grad). FSDP also runs in a single
-process (no torchrun): it then shards over a 1-rank process group of its own, e.g. one GPU with a bf16 LLM and fp32
-LoRA.
+applies FSDP2 (`fully_shard`): every decoder layer of the LLM is its own shard group, the adapter another, the input
+embedding table another unless the output head shares it, and the rest (final norm, output head) the root group, so each
+rank holds 1/N of the frozen LLM, e.g. Qwen2.5-32B in bf16 is 64 GB whole but 16 GB per GPU on 4 GPUs. The root group is
+gathered whole from the forward to the backward; a table of its own only for each lookup. The Whisper encoder stays
+whole on every rank (it only fills the feature cache, or, in a stage without one, encodes each batch under no_grad).
+FSDP also runs in a single process (no torchrun): it then shards over a 1-rank process group of its own, e.g. one GPU
+with a bf16 LLM and fp32 LoRA.
 
 Only rank 0 reads the LLM from disk: the other ranks build it on the meta device (`llm_device`), and `wrap()`
 broadcasts rank 0's weights into every rank's shards (one tensor at a time), so no host holds N whole copies of a
@@ -406,6 +407,8 @@ def _fully_shard(model: nn.Module, device: torch.device, d: Dist, within_node: b
     ignored = set(whisper.parameters()) if whisper is not None else None
     for layer in decoder_layers(llm):  # each moves to `device` (params and buffers) and is cut into shards
         fully_shard(layer, mesh=mesh, mp_policy=policy)
+    if not embedding_tied(llm):  # gathered for each lookup only; the root group stays whole from forward to backward
+        fully_shard(llm.get_input_embeddings(), mesh=mesh, mp_policy=policy)  # (1.56 GB a GPU at 32B in bf16)
     fully_shard(model.adapter, mesh=mesh, mp_policy=policy)
     fully_shard(model, mesh=mesh, ignored_params=ignored, mp_policy=policy)
     if broadcast:
@@ -413,6 +416,14 @@ def _fully_shard(model: nn.Module, device: torch.device, d: Dist, within_node: b
     del source
     # decoding calls the model outside forward(): gather the root's shards around it as forward does
     register_fsdp_forward_method(model, "generate_ids")
+
+
+def embedding_tied(llm: nn.Module) -> bool:
+    """Whether the LLM's output head is its input embedding table (Qwen2.5-3B, Gemma): then the table is the head's
+    too, which `head_losses` reads directly (outside any module call FSDP could gather it for), so it stays in the
+    root group; an untied table (Qwen2.5-7B/32B) is a shard group of its own."""
+    head = llm.get_output_embeddings()
+    return head is not None and getattr(head, "weight", None) is llm.get_input_embeddings().weight
 
 
 def _any_rank(flag: bool, device: torch.device) -> bool:
