@@ -1,5 +1,6 @@
 """The frozen variable-length Whisper encoder (tiny random Whisper)."""
 
+import json
 import math
 
 import numpy as np
@@ -89,6 +90,23 @@ def test_frozen_and_identity(wdir, enc, tmp_path):
     padded = WhisperEncoder.from_pretrained(wdir, pad_to_30s=True)
     assert enc.identity == again.identity
     assert len({enc.identity, other.identity, padded.identity}) == 3
+
+
+def test_dither_in_the_preprocessor_config_is_left_out(wdir, enc, tmp_path):
+    """A preprocessor config with dither (noise on the waveform, a training augmentation; OpenAI's configs have
+    none) gives the features of the audio alone: the same states on every call, and the feature cache's key of the
+    folder without it (the noise made a clip's states differ per call)."""
+    dithered = tmp_path / wdir.name  # the same name: part of the identity
+    dithered.mkdir()
+    for f in wdir.iterdir():
+        (dithered / f.name).write_bytes(f.read_bytes())
+    config = json.loads((wdir / "preprocessor_config.json").read_text())
+    (dithered / "preprocessor_config.json").write_text(json.dumps({**config, "dither": 1.0}))
+    noisy = WhisperEncoder.from_pretrained(dithered)
+    clip = tiny.tone(1.0, 300)
+    assert torch.equal(noisy.encode([clip])[0], noisy.encode([clip])[0])
+    assert torch.equal(noisy.encode([clip])[0], enc.encode([clip])[0])
+    assert noisy.identity == enc.identity
 
 
 def test_identity_is_exact_on_any_number_of_threads_and_in_bfloat16():

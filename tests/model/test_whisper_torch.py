@@ -113,8 +113,72 @@ def test_bad_folders_are_clear_errors(folder, tmp_path):
     with pytest.raises(LLMSRTError, match="no tokenizer.json"):
         whisper.decode_text([[5, 6]])
     (bad / "preprocessor_config.json").write_text(json.dumps({"feature_size": 80, "dither": 1.0}))
-    with pytest.raises(LLMSRTError, match="dither"):
-        TorchWhisper.from_pretrained(bad, torch.device("cpu"), torch.float32)
+    clip = np.random.default_rng(0).normal(0, 0.1, 16000).astype(np.float32)
+    dithered = TorchWhisper.from_pretrained(bad, torch.device("cpu"), torch.float32).features
+    assert torch.equal(dithered([clip], torch.device("cpu")), whisper.features([clip], torch.device("cpu")))
+
+
+def _copy(folder: Path, to: Path, convert) -> Path:
+    """The folder's files in `to`, each tensor of model.safetensors passed through `convert`."""
+    from safetensors.torch import load_file, save_file
+
+    to.mkdir()
+    for f in folder.iterdir():
+        (to / f.name).write_bytes(f.read_bytes())
+    state = load_file(folder / "model.safetensors")
+    save_file({k: convert(v).contiguous() for k, v in state.items()}, str(to / "model.safetensors"),
+              metadata={"format": "pt"})
+    return to
+
+
+def test_int8_from_a_float16_file_keeps_the_rest_float32(folder, tmp_path):
+    """int8 from a float16 checkpoint (HF's whisper-large-v3): convolutions, norms, positional and token tables are
+    float32 (in float16 the mel, convolutions and norms ran ~9x slower on the CPU, the states off by up to 0.09),
+    and the states and tokens are those of a float32 file holding the same (float16-rounded) values."""
+    half = _copy(folder, tmp_path / "half", torch.Tensor.half)
+    rounded = _copy(folder, tmp_path / "rounded", lambda t: t.half().float())
+    w16, w32 = (TorchWhisper.from_pretrained(f, torch.device("cpu"), torch.float32, int8=True) for f in (half, rounded))
+    assert w16.dtype == torch.float32
+    assert {p.dtype for p in w16.parameters()} == {torch.float32}  # Int8Linear's weights are packed, not parameters
+    assert {type(m).__name__ for m in w16.modules() if next(m.parameters(recurse=False), None) is not None} == {
+        "Conv1d", "LayerNorm", "Embedding"}
+    prompt = torch.tensor([[w16.generation.start, 5, 6, 7]])
+    with torch.inference_mode():
+        mel = w16.mel(CLIPS[:1])
+        states = w16.encode(mel)
+        assert mel.dtype == states.dtype == torch.float32
+        assert torch.equal(states, w32.encode(w32.mel(CLIPS[:1])))
+        assert torch.equal(w16.greedy(states, prompt, 8), w32.greedy(states, prompt, 8))
+
+
+def test_mel_bins_follow_config_json(tmp_path):
+    """Without a preprocessor config the log-mel has config.json's num_mel_bins (a 128-bin Whisper, large-v3's
+    shape, got 80 and failed at its first encode); a preprocessor config naming another number is an error at load
+    that names the file."""
+    folder = tiny.whisper_dir(tmp_path, n_mels=128)
+    (folder / "preprocessor_config.json").unlink()
+    w = TorchWhisper.from_pretrained(folder, torch.device("cpu"), torch.float32)
+    with torch.inference_mode():
+        mel = w.mel(CLIPS[:1])
+        assert mel.shape == (1, 128, 3000) and w.encode(mel).shape == (1, 1500, 32)
+    for name, settings in (("processor_config.json", {"feature_extractor": {"feature_size": 80}}),
+                           ("preprocessor_config.json", {"feature_size": 80})):  # read before processor_config
+        (folder / name).write_text(json.dumps(settings))
+        with pytest.raises(LLMSRTError, match=f"{folder}/{name}: feature_size is 80 mel bins but config.json's "
+                                              "num_mel_bins is 128; set feature_size to 128"):
+            TorchWhisper.from_pretrained(folder, torch.device("cpu"), torch.float32)
+    assert LogMel.from_folder(tmp_path).filters.shape == (80, 201)  # no model to say otherwise: Whisper's 80
+
+
+def test_greedy_stops_at_the_end_of_the_decoders_context(folder):
+    """prompt + max_new past n_text_ctx (64 here) writes the n_text_ctx - P tokens that fit, as HF's `generate`
+    (it was an IndexError past the positional table)."""
+    w = TorchWhisper.from_pretrained(folder, torch.device("cpu"), torch.float32)
+    prompt = torch.tensor([[w.generation.start, 5, 6, 7]])
+    with torch.inference_mode():
+        states = w.encode(w.mel(CLIPS[:1]))
+        assert torch.equal(w.greedy(states, prompt, 1000), w.greedy(states, prompt, 60))
+        assert w.greedy(states, torch.tensor([[w.generation.start] * 64]), 5).shape == (1, 0)  # a full context
 
 
 @pytest.mark.parametrize("int8", [False, True])

@@ -44,6 +44,10 @@ class WhisperEncoder(nn.Module):
                  pad_to_30s: bool = False, name: str = "whisper"):
         super().__init__()
         self.encoder = encoder
+        # dither (noise added to the waveform: a training augmentation; WhisperFeatureExtractor's default and
+        # OpenAI's configs 0.0) would make a clip's features random per call: a feature cache keyed on `identity`,
+        # and a clip's states alone and in a batch, need them to be the audio's alone
+        feature_extractor.dither = 0.0
         self.feature_extractor = feature_extractor
         self.pad_to_30s = pad_to_30s
         self.name = name

@@ -118,15 +118,21 @@ class LogMel:
         self.filters = torch.from_numpy(mel_filters(n_fft, feature_size, sampling_rate).T.astype(np.float32))
 
     @classmethod
-    def from_folder(cls, folder: Path) -> "LogMel":
+    def from_folder(cls, folder: Path, n_mels: int | None = None) -> "LogMel":
+        """The folder's feature extractor settings (preprocessor_config.json, else processor_config.json's
+        "feature_extractor", else WhisperFeatureExtractor's defaults). `n_mels`, the model's mel bins (config.json's
+        num_mel_bins), is then the default feature_size and the only one accepted: a 128-bin Whisper (large-v3)
+        without a preprocessor config would otherwise get 80-bin features and fail at its first encode."""
         pre, proc = folder / "preprocessor_config.json", folder / "processor_config.json"
         settings = (_read_json(pre) if pre.is_file() else
                     _read_json(proc).get("feature_extractor", {}) if proc.is_file() else {})
-        s = {k: settings.get(k, v) for k, v in FEATURE_DEFAULTS.items()}
-        if s["dither"]:
-            raise LLMSRTError(f"{folder}: the feature extractor's dither is {s['dither']}; only 0.0 (Whisper's own) is "
-                              "supported")
-        del s["dither"]
+        defaults = FEATURE_DEFAULTS if n_mels is None else {**FEATURE_DEFAULTS, "feature_size": n_mels}
+        s = {k: settings.get(k, v) for k, v in defaults.items()}
+        if n_mels is not None and s["feature_size"] != n_mels:
+            raise LLMSRTError(f"{pre if pre.is_file() else proc}: feature_size is {s['feature_size']} mel bins but "
+                              f"config.json's num_mel_bins is {n_mels}; set feature_size to {n_mels}")
+        del s["dither"]  # a training augmentation (noise): left out, as the speech LLM's encoder does, so the
+        #   same folder decodes the same audio to the same text every time
         return cls(**s)
 
     def __call__(self, audios: list[np.ndarray], device: torch.device) -> torch.Tensor:
@@ -414,8 +420,9 @@ class TorchWhisper(nn.Module):
                         int8: bool = False, decoder_only: bool = False) -> "TorchWhisper":
         """The folder's Whisper on `device` in `dtype` (float32 on the CPU: the mapped file's pages themselves).
         `int8` (CPU, float32): every linear layer int8 as it is read (`_load_int8`), the tied head an int8 copy of
-        the token table (as CTranslate2's int8); convolutions, embeddings and norms stay float32. `decoder_only`:
-        no encoder is read (a speech LLM's own Whisper encoder gives the states: language ID beside it)."""
+        the token table (as CTranslate2's int8); convolutions, embeddings and norms float32 (a float16 file's too).
+        `decoder_only`: no encoder is read (a speech LLM's own Whisper encoder gives the states: language ID beside
+        it)."""
         folder = Path(folder)
         for name in ("config.json", "model.safetensors"):
             if not (folder / name).is_file():
@@ -427,7 +434,7 @@ class TorchWhisper(nn.Module):
             generation = GenerationSettings.from_folder(folder, config)
         except KeyError as e:
             raise LLMSRTError(f"{folder}/config.json: no {e} (not a Whisper config)") from None
-        features = LogMel.from_folder(folder)
+        features = LogMel.from_folder(folder, dims.n_mels)
         if torch.device(device).type == "cpu":
             return_freed_memory()
         with torch.device("meta"):
@@ -457,7 +464,10 @@ class TorchWhisper(nn.Module):
         not every float32 weight besides. The tied head is quantized first, from the token table
         QUANTIZE_CHUNK_ROWS rows a mapping (16 MB of Whisper base's; `Int8Linear.from_file`); the table itself
         stays a view of the file, so lookups are exact, and its pages leave the process after each lookup
-        (`mapped.drop_pages_after_lookups`; a copy of it would cost 106 MB, or 26 MB as int8)."""
+        (`mapped.drop_pages_after_lookups`; a copy of it would cost 106 MB, or 26 MB as int8). From a float16 or
+        bfloat16 file (HF's whisper-large-v3 is float16) the other tensors, the table too, become float32 copies:
+        else the mel, convolutions and norms would run in float16 on the CPU (at Whisper base's shapes the
+        convolutions 9x slower; a tiny test model's states off by 0.09)."""
         from safetensors import safe_open
 
         from .cpu_linear import Int8Linear
@@ -469,11 +479,11 @@ class TorchWhisper(nn.Module):
         trim_heap()  # first: its quantized and packed forms (2 x 26 MB) are resident together before the rest is
         with safe_open(path, framework="pt") as f:
             keys = [k for k in f.keys() if k not in ("proj_out.weight", f"model.{table}") and self._wanted(k)]
-            state = {k.removeprefix("model."): f.get_tensor(k).clone() for k in keys
+            state = {k.removeprefix("model."): f.get_tensor(k).to(torch.float32, copy=True) for k in keys
                      if k.removeprefix("model.").rsplit(".", 1)[0] not in linears}
         with safe_open(path, framework="pt") as f:  # a mapping of its own: the copies' pages above are let go
             if f"model.{table}" in f.keys():
-                state[table] = f.get_tensor(f"model.{table}")
+                state[table] = f.get_tensor(f"model.{table}").float()  # a float32 file's: a view
         for i, (name, module) in enumerate(linears.items()):
             with safe_open(path, framework="pt") as f:
                 weight = f.get_tensor(f"model.{name}.weight")
@@ -565,10 +575,11 @@ class TorchWhisper(nn.Module):
 
     def greedy(self, states: torch.Tensor, prompts: torch.Tensor, max_new: int) -> torch.Tensor:
         """Encoder states (B, n_audio_ctx, D), prompts (B, P) -> new tokens (B, <= max_new): an argmax per step
-        with the suppressed tokens masked; a row that ended (EOS) leaves the batch and is padded after it."""
+        with the suppressed tokens masked; a row that ended (EOS) leaves the batch and is padded after it. At most
+        n_text_ctx - P new tokens (as HF's `generate`): the model has no positions past its context."""
         g, decoder = self.generation, self.model.decoder
-        cache = KVCache([layer.encoder_attn.cross_kv(states) for layer in decoder.layers],
-                        min(self.dims.n_text_ctx, prompts.shape[1] + max_new))
+        max_new = max(0, min(max_new, self.dims.n_text_ctx - prompts.shape[1]))
+        cache = KVCache([layer.encoder_attn.cross_kv(states) for layer in decoder.layers], prompts.shape[1] + max_new)
         suppress = SuppressTokens(self.dims.n_vocab, g.suppress, g.begin_suppress, states.device)
         out = torch.full((len(prompts), max_new), g.pad, dtype=torch.long, device=states.device)
         rows = torch.arange(len(prompts), device=states.device)  # batch slot -> row of `out`
