@@ -7,17 +7,20 @@ import time
 
 import numpy as np
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from serve_helpers import DECODING, bursts, local_client, wav_bytes
 
+from llm_srt.device import Placement
 from llm_srt.errors import LLMSRTError
-from llm_srt.infer import segment_options
+from llm_srt.infer import SpeechTranslator, segment_options
 from llm_srt.serve import app as serve_app
 from llm_srt.serve import BatchOptions, ServeOptions, create_app
 from llm_srt.serve.guard import ConnectionLimits, GuardedH11Protocol
 
 TRANSLATIONS = "/v1/audio/translations"
 TRANSCRIPTIONS = "/v1/audio/transcriptions"
+CPU = Placement(torch.device("cpu"), torch.float32)
 
 
 def options(max_batch: int = 8, max_wait_ms: float = 20, **kw) -> ServeOptions:
@@ -281,6 +284,97 @@ def test_health_says_failing_when_batch_after_batch_fails_in_the_model_and_ok_on
         health = c.get("/health")
         assert health.status_code == 200 and health.json()["status"] == "ok"
         assert health.json()["batching"]["failed_batches_in_a_row"] == 0
+
+
+
+class HearsPolish:
+    """Just enough of TorchWhisper for model.systems.detect_language: it hears <|pl|>, a language the toolkit lacks."""
+
+    generation = argparse.Namespace(lang_to_id={"<|en|>": 1, "<|de|>": 2, "<|pl|>": 3}, start=0)
+    device, dtype = torch.device("cpu"), torch.float32
+
+    def mel(self, audio):
+        return torch.zeros(1, 80, 10)
+
+    def encode(self, mel):
+        return mel
+
+    def next_logits(self, states, tokens):
+        return torch.tensor([[0.0, 1.0, 2.0, 3.0]])
+
+
+class FakeSystem:
+    """A system whose language ID is the real one on HearsPolish, and whose rows longer than `fits_s` run out of GPU
+    memory (a long upload on a working device)."""
+
+    name, placement = "fake", CPU
+
+    def __init__(self, fits_s: float = 60.0):
+        self.fits = int(fits_s * 16000)
+
+    def run_batch(self, items, opts):
+        from llm_srt.model.systems import Output
+
+        if max(it.audio.size for it in items) > self.fits:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return [Output("hello", "hallo") for _ in items]
+
+    def detect_language(self, audio):
+        from llm_srt.model import systems
+
+        return systems.detect_language(None, audio, self.placement)
+
+
+def test_audio_in_a_language_the_toolkit_lacks_is_the_clients_400_and_the_server_stays_ok(clip, monkeypatch):
+    """An OpenAI client sends no language (auto); Whisper hears Polish, which the toolkit lacks. Before, that was a
+    500 counted as a failed batch: the client retried it twice, and its one call made /health answer 503 (a
+    liveness probe then restarted a working server). Now a 400 naming source_language (not retried), counted
+    neither way; naming the language gets the answer."""
+    from llm_srt.model import systems
+    from llm_srt.serve.batcher import FAILING_BATCHES, LID_UNKNOWN
+
+    monkeypatch.setattr(systems, "_torch_whisper", lambda *args: HearsPolish())
+    monkeypatch.setattr(systems, "resolve_model", lambda *args: "whisper")
+    with pytest.raises(LLMSRTError, match=f"^{LID_UNKNOWN}Whisper hears pl here"):  # the words the server keys on
+        FakeSystem().detect_language(clip[0])
+    with local_client(create_app(SpeechTranslator(FakeSystem()), options(max_batch=1))) as c:
+        for _ in range(FAILING_BATCHES):
+            r = post(c, TRANSLATIONS, clip[1])
+            err = r.json()["error"]
+            assert r.status_code == 400 and err["param"] == "source_language", r.text
+            assert "Whisper hears pl here" in err["message"] and "give it as source_language" in err["message"]
+        health = c.get("/health")
+        assert health.status_code == 200 and health.json()["batching"]["failed_batches_in_a_row"] == 0
+        assert post(c, TRANSLATIONS, clip[1], language="deu").json() == {"text": "hallo"}
+
+
+def test_requests_the_model_cannot_detect_the_language_of_never_make_the_server_failing(client, clip):
+    """The tiny model's Whisper has no language tokens: an auto source is a 400 (the client's to fix). Before, each
+    counted as a failed batch, and three made /health answer 503."""
+    from llm_srt.serve.batcher import FAILING_BATCHES
+
+    for _ in range(FAILING_BATCHES + 1):
+        r = post(client, TRANSLATIONS, clip[1])
+        assert r.status_code == 400 and "cannot detect the language" in r.json()["error"]["message"]
+    health = client.get("/health")
+    assert health.status_code == 200 and health.json()["batching"]["failed_batches_in_a_row"] == 0
+
+
+def test_one_long_upload_out_of_gpu_memory_alone_never_makes_the_server_failing(clip):
+    """A row that runs out of GPU memory as a batch of one (a long upload) is that request's 500; before, it counted
+    as a failed batch, so one upload and OpenAI's two retries made /health answer 503 on a device that answers every
+    shorter request."""
+    from llm_srt.infer import ALONE_OUT_OF_MEMORY
+    from llm_srt.serve.batcher import FAILING_BATCHES
+
+    long = wav_bytes(np.full(25 * 16000, 0.2, dtype=np.float32))
+    with local_client(create_app(SpeechTranslator(FakeSystem(fits_s=20)), options(max_batch=1))) as c:
+        for _ in range(FAILING_BATCHES):
+            r = post(c, TRANSLATIONS, long, source_language="eng")
+            assert r.status_code == 500 and ALONE_OUT_OF_MEMORY in r.json()["error"]["message"], r.text
+        health = c.get("/health")
+        assert health.status_code == 200 and health.json()["batching"]["failed_batches_in_a_row"] == 0
+        assert post(c, TRANSLATIONS, clip[1], source_language="eng").json() == {"text": "hallo"}
 
 
 def concurrent_posts(client, clip, n: int, targets=("deu",)) -> list:

@@ -336,3 +336,105 @@ def test_a_request_given_up_on_runs_no_further_segment_and_its_audio_counts_unti
 
     batches, held, after = run(main())
     assert batches == [2] and held == 36.0 and after == 0.0  # 1 of 4 model calls ran; 6 segments left out
+
+
+def failed(error: str) -> TranslationResult:
+    return TranslationResult("<array 0>", None, "deu", "srt", error=error)
+
+
+def test_only_failures_that_may_be_the_devices_count_towards_failing():
+    """A request the client must fix (language ID: a language the toolkit lacks, a model without it; a system that
+    cannot run it), one whose caller left, and one row that ran out of GPU memory on its own (a long upload) count
+    neither way: before, each counted as a failed batch, so three of them (one OpenAI call and its two retries) made
+    /health answer 503 on a working device. A CUDA error still counts, and an answer ends the run."""
+    from llm_srt.infer import ALONE_OUT_OF_MEMORY, NOT_RUN
+    from llm_srt.model.systems import CANNOT_RUN
+    from llm_srt.serve.batcher import FAILING_BATCHES, BatchStats
+
+    cuda = "RuntimeError: CUDA error: an illegal memory access was encountered"
+    stats = BatchStats()
+    for _ in range(FAILING_BATCHES - 1):
+        stats.ended([failed(cuda)])
+    for error in ("language ID: Whisper hears pl here, not one of the languages the toolkit knows (deu, eng); give "
+                  "the source language (--src), or add it to llm_srt/languages.py",
+                  "whisper-x: this Whisper has no language tokens, so it cannot detect the language; give the source "
+                  "language (--src)",
+                  "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB" + ALONE_OUT_OF_MEMORY,
+                  "2 of 2 segments failed (the first, 00:00:00.000 to 00:00:29.000: OutOfMemoryError: CUDA out of "
+                  "memory. Tried to allocate 2.00 GiB" + ALONE_OUT_OF_MEMORY + ")",
+                  f"{CANNOT_RUN}the whisper system translates only into English (eng), not deu", NOT_RUN):
+        for _ in range(FAILING_BATCHES):
+            stats.ended([failed(error)])
+        assert (stats.failed_in_a_row, stats.last_error, stats.failing) == (FAILING_BATCHES - 1, cuda, False), error
+    stats.ended([failed(cuda)])
+    assert stats.failing and stats.last_error == cuda
+    stats.ended([failed(cuda), TranslationResult("<array 1>", "eng", "deu", "srt", translation="hallo")])
+    assert (stats.failed_in_a_row, stats.failing) == (0, False)
+
+
+def test_the_stats_change_on_the_event_loops_thread_only():
+    """`/health` iterates the batch sizes on the event loop's thread: the model thread once added to them meanwhile
+    ("dictionary changed size during iteration" when a new size came). Every change is now made on the loop's
+    thread, and the counts stay right."""
+    from collections import Counter
+
+    class Watched(Counter):
+        def __setitem__(self, key, value):
+            threads.add(threading.current_thread().name)
+            super().__setitem__(key, value)
+
+    threads: set[str] = set()
+
+    async def main():
+        rec = Recorder()
+        b = await started(rec, max_batch=4, max_wait_ms=200)
+        b.stats.sizes = Watched()
+        await asyncio.gather(*(b.submit(x, "eng", "deu", Task.SRT) for x in clips(6)))
+        await b.submit(clips(1)[0], "eng", "deu", Task.SRT)
+        await b.stop()
+        return b.stats.to_dict()
+
+    stats = run(main())
+    assert threads == {threading.current_thread().name}  # asyncio.run's loop runs on this thread
+    assert stats == {"requests": 7, "calls": 3, "batch_sizes": {"1": 1, "2": 1, "4": 1}, "failed_batches_in_a_row": 0,
+                     "last_error": None}
+
+
+def test_the_model_thread_makes_the_placements_cuda_device_its_current_one(monkeypatch):
+    """`serve --device cuda:1`: the model thread made no device current, so what runs on "the current GPU" (CUDA
+    graphs of --compile, library handles) went to cuda:0. It now calls torch.cuda.set_device once, at start, on the
+    thread every batch runs on (faked here: no GPU needed); a CPU placement calls nothing."""
+    import torch
+
+    from llm_srt.device import Placement
+    from llm_srt.infer import SpeechTranslator
+    from llm_srt.model.systems import Output
+
+    made: list[tuple] = []
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: made.append((device, threading.current_thread())))
+
+    class OnGPU:
+        name = "fake"
+
+        def __init__(self, device: str):
+            self.placement = Placement(torch.device(device), torch.float32)
+            self.threads = []
+
+        def run_batch(self, items, options):
+            self.threads.append(threading.current_thread())
+            return [Output("t", "tr") for _ in items]
+
+        def detect_language(self, audio):
+            return "eng"
+
+    async def main(system):
+        b = await started(SpeechTranslator(system), max_batch=1, max_wait_ms=0)
+        await b.submit(np.full(16000, 0.1, dtype=np.float32), "eng", "deu", Task.SRT)
+        await b.stop()
+
+    system = OnGPU("cuda:1")
+    run(main(system))
+    assert made == [(torch.device("cuda:1"), system.threads[0])] and system.threads[0].name.startswith("llm-srt-model")
+    made.clear()
+    run(main(OnGPU("cpu")))
+    assert made == []

@@ -42,7 +42,7 @@ from ..infer import (SpeechTranslator, TranslationResult, add_model_arguments, a
                      MIN_LINE_WIDTH, missing_cue_text, retryable, segment_options, translator_from_args)
 from ..model.decoding import DecodingOptions, decoding_from_args
 from ..prompts import Task
-from .batcher import BatchOptions, Batcher, BusyError
+from .batcher import LID_MISSING, BatchOptions, Batcher, BusyError, language_id_failed
 from .guard import (ERROR_TYPES, ConnectionLimits, ContentLengthLimit, HostOriginGuard, HostRule,
                     check_allowed_host, check_allowed_origin, check_number, error_response, is_ip, split_host)
 from .uploads import MB, DecodePool, UploadError, check_upload
@@ -56,7 +56,6 @@ FORM_OVERHEAD = 64 * 1024  # bytes allowed on top of the file for the other form
 AUTO = "auto"  # source language "auto": Whisper's language ID picks it per clip
 PAGE = "static/index.html"
 CLIENT_GONE = 499  # nginx's "client closed request": logged, never seen by the client
-LID_MISSING = "cannot detect the language"  # the systems' words when their Whisper has no language ID
 MAX_FIELD_CHARS = 200  # a form field longer than this is refused before it is looked at
 
 
@@ -281,9 +280,13 @@ def _handler(endpoint: Endpoint, batcher: Batcher, decoder: DecodePool, options:
             log.exception("translate failed")
             raise APIError(500, f"the model failed: {type(e).__name__}: {e}") from None
         if result.error and not result.kept:  # failed whole (one that failed in part answers with the rest)
-            if src == AUTO and LID_MISSING in result.error:  # the request asked for what this model cannot do
-                raise APIError(400, f"source_language auto: this model cannot detect the language ({result.error});"
-                               " give source_language (ISO 639-3, e.g. eng)", "source_language")
+            if src == AUTO and language_id_failed(result.error):  # the client's to fix: name the language
+                if LID_MISSING in result.error:  # the request asked for what this model cannot do
+                    raise APIError(400, f"source_language auto: this model cannot detect the language "
+                                   f"({result.error}); give source_language (ISO 639-3, e.g. eng)", "source_language")
+                raise APIError(400, f"source_language auto: language ID heard a language this server does not know "
+                               f"({result.error}); if the audio is in one it knows (GET /v1/languages), give it as "
+                               "source_language (ISO 639-3, e.g. eng)", "source_language")
             if not retryable(result.error):  # asked for what this system cannot do (CANNOT_RUN: whisper into
                 raise APIError(400, result.error)  # German), in every segment (`infer.segments_error`)
             raise APIError(500, result.error, "file")

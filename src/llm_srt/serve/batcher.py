@@ -23,10 +23,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from ..audio import SAMPLE_RATE
 from ..errors import LLMSRTError
-from ..infer import NOT_RUN, SpeechTranslator, TranslationResult, error_line, retryable
+from ..infer import ALONE_OUT_OF_MEMORY, NOT_RUN, SpeechTranslator, TranslationResult, error_line, retryable
 from ..model.decoding import DecodingOptions
 from ..prompts import Task
 from ..segment import SegmentOptions
@@ -69,6 +70,24 @@ class Pending:
 
 
 FAILING_BATCHES = 3  # batches in a row whose every request failed in the model: the server reports itself failing
+LID_MISSING = "cannot detect the language"  # the systems' words when their Whisper has no language ID
+LID_UNKNOWN = "language ID: "  # begins model.systems.detect_language's error for a language the toolkit lacks
+
+
+def language_id_failed(error: str | None) -> bool:
+    """Whether an input with source "auto" failed in language ID: its model has none (LID_MISSING), or Whisper heard
+    a language the toolkit does not know (LID_UNKNOWN, e.g. Polish). The client's to fix (name the source language):
+    a 400, and no sign of a broken device."""
+    return error is not None and (LID_MISSING in error or error.startswith(LID_UNKNOWN))
+
+
+def device_failed(error: str) -> bool:
+    """Whether a request that failed whole may have failed for a broken model or device, and so counts towards
+    `BatchStats.failing`. Not: its caller left (NOT_RUN), the system said before decoding it cannot run it (CANNOT_RUN),
+    language ID failed (`language_id_failed`), or one row ran out of GPU memory on its own (ALONE_OUT_OF_MEMORY: a
+    long upload on a working device; the short requests after it still run, and a restart would not help)."""
+    return (retryable(error) and NOT_RUN not in error and not language_id_failed(error)
+            and ALONE_OUT_OF_MEMORY not in error)
 
 
 @dataclass
@@ -95,15 +114,17 @@ class BatchStats:
         return self.failed_in_a_row >= FAILING_BATCHES
 
     def ended(self, results: list) -> None:
-        """A batch's results (TranslationResult, or the exception the whole batch raised). Requests whose callers
-        left (NOT_RUN) count neither way, nor do failures said before decoding (CANNOT_RUN)."""
+        """A batch's results (TranslationResult, or the exception the whole batch raised). Requests that failed
+        whole for a reason that says nothing about the device (`device_failed`: a caller gone, a 400, a lone row out
+        of memory) count neither way. On the event loop's thread, as are all changes to the stats (`/health` reads
+        them there)."""
         ran, failed = 0, []
         for r in results:
             if isinstance(r, Exception):
                 ran, failed = ran + 1, failed + [error_line(r)]
             elif not (r.error and not r.kept):
                 ran += 1  # answered (in part at least)
-            elif retryable(r.error) and NOT_RUN not in r.error:
+            elif device_failed(r.error):
                 ran, failed = ran + 1, failed + [r.error]
         if ran and len(failed) == ran:
             self.failed_in_a_row, self.last_error = self.failed_in_a_row + 1, failed[0]
@@ -146,6 +167,7 @@ class Batcher:
         self._queue = deque()
         self._arrived = asyncio.Event()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="llm-srt-model")
+        await self.on_model_thread(use_device, getattr(getattr(self.translator, "system", None), "placement", None))
         self._collector = asyncio.create_task(self._collect(), name="llm-srt-batcher")
 
     async def on_model_thread(self, fn, *args):
@@ -225,6 +247,7 @@ class Batcher:
 
         for p in group:
             p.running = True
+        self.stats.sizes[len(group)] += 1  # here, not on the model thread: `/health` iterates it on this one
         try:
             results = await loop.run_in_executor(self._executor, self._translate, group, answer)
             self.stats.ended([r for r in results if r is not None])  # the requests that ran (not cancelled)
@@ -243,12 +266,20 @@ class Batcher:
         """The group through the model, the requests with the least audio first; each request is answered as soon
         as its last segment is back (a short clip batched with a long one does not wait for the long one's other
         segments), and one whose caller has gone runs no further segment. The results of the requests that ran."""
-        self.stats.sizes[len(group)] += 1
         return self.translator.translate([p.audio for p in group], [p.src for p in group], [p.tgt for p in group],
                                   task=[p.task for p in group], options=group[0].decoding,
                                   batch_size=self.options.max_batch, segment_options=self.options.segment,
                                   on_result=answer, shortest_first=True, cancelled=lambda i: group[i].future.done(),
                                   remember_out_of_memory=False)  # one long request must not shrink later batches
+
+
+def use_device(placement) -> None:
+    """On the model thread, at start: a CUDA placement's device (`serve --device cuda:1`) becomes the thread's current
+    one (the CUDA runtime keeps it per thread, cuda:0 in a new one), so that what runs on "the current GPU" (the CUDA
+    graphs of --compile, library handles) runs beside the model, as `evaluate` does for its ranks."""
+    device = getattr(placement, "device", None)
+    if isinstance(device, torch.device) and device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)
 
 
 def _settle(future: asyncio.Future, result: TranslationResult) -> None:
