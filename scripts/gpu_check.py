@@ -76,6 +76,12 @@ CUDA_MARK = re.compile(r"^\s*@pytest\.mark\.cuda\b|^pytestmark\s*=.*\bmark\.cuda
 TINY_ADAPTER = "{num_queries: 4, hidden_size: 32, num_layers: 1, num_heads: 4, intermediate_size: 64}"
 
 
+class Done(subprocess.CompletedProcess):
+    """A command's result; `cut`: the check's budget stopped it below its own limit (rc 124, not a failure of its
+    own: what a step judges from it is not done, neither passed nor failed)."""
+    cut = False
+
+
 class Check:
     """Runs the steps, keeps their results and output, writes the report."""
 
@@ -84,13 +90,13 @@ class Check:
         self.deadline = time.monotonic() + budget_s
         self.steps: list[dict] = []
         self.cut = False  # the running step's command was stopped by the budget, not by the step's own limit
-        self.failed = False  # one of the running step's commands failed on its own
+        self.failed = False  # one of the running step's commands failed on its own (or the step broke)
         self.log = open(out / "gpu-check.log", "w", encoding="utf-8")
         self.env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC)] + [p for p in [
             os.environ.get("PYTHONPATH")] if p]), PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1",
             TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
 
-    def run(self, name: str, argv: list[str], timeout: float, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    def run(self, name: str, argv: list[str], timeout: float, cwd: Path = ROOT) -> Done:
         """One command, its output appended to the log; a timeout is a failed command (rc 124). One that the check's
         budget cut below the step's own limit marks the step as cut short, any other failure as failed (`step`)."""
         self.log.write(f"\n===== {name}: {' '.join(argv)}\n")
@@ -103,7 +109,7 @@ class Check:
                                 text=True, errors="replace", start_new_session=True)  # output cut mid-character
         try:
             out, err = proc.communicate(timeout=timeout)
-            done = subprocess.CompletedProcess(argv, proc.returncode, out, err)
+            done = Done(argv, proc.returncode, out, err)
         except subprocess.TimeoutExpired:
             _kill_group(proc)
             try:  # a process outside the group (its own session) may still hold the pipes: not waited for long
@@ -111,7 +117,8 @@ class Check:
             except subprocess.TimeoutExpired:
                 out, err = "", ""
             # what it said before the timeout (a bench logs its progress to stderr) shows where it was
-            done = subprocess.CompletedProcess(argv, 124, out or "", (err or "") + f"\ntimed out after {timeout:.0f} s")
+            done = Done(argv, 124, out or "", (err or "") + f"\ntimed out after {timeout:.0f} s")
+            done.cut = budget
             self.cut = self.cut or budget
         except BaseException:  # Ctrl-C or a kill of the check: its own session no longer reaches the command
             _kill_group(proc)
@@ -126,12 +133,14 @@ class Check:
         """Seconds left of the whole check's budget."""
         return max(1.0, self.deadline - time.monotonic())
 
-    def cli(self, name: str, verb: str, *args: str, timeout: float) -> subprocess.CompletedProcess:
+    def cli(self, name: str, verb: str, *args: str, timeout: float) -> Done:
         return self.run(name, [sys.executable, "-m", "llm_srt.cli", verb, *args], timeout)
 
     def step(self, name: str, fn, *args, least: float | None = None) -> dict:
         """One step: `ok` True (passed), False (failed), or None (not run, or cut short, for want of the check's time
-        budget: neither passed nor failed, and said so). `least`: the seconds of budget it needs to be started."""
+        budget: neither passed nor failed, and said so). `least`: the seconds of budget it needs to be started. A
+        failed step is cut short only when every failure traces back to the budget: a budget-cut command, and none
+        of its commands, `parts` (None: the part's command was cut) or code failed on its own."""
         print(f"[gpu-check] {name} ...", flush=True)
         t0 = time.perf_counter()
         self.cut = self.failed = False
@@ -140,9 +149,10 @@ class Check:
         else:
             try:
                 result = fn(*args)
-            except Exception as e:  # a step that breaks is reported; the others still run
-                result = {"ok": False, "error": f"{type(e).__name__}: {e}".splitlines()[0]}
-            if self.cut and not self.failed and not result["ok"]:
+            except Exception as e:  # a step that breaks is reported (a failure, cut or not); the others still run
+                self.failed, result = True, {"ok": False, "error": f"{type(e).__name__}: {e}".splitlines()[0]}
+            own = self.failed or any(v is False for v in result.get("parts", {}).values())
+            if self.cut and not own and not result["ok"]:
                 result = {**result, "ok": None, "error": "cut short by the check's time budget (--budget-s); give "
                           f"it more to finish ({result.get('error', 'timed out')})"}
         result = {"step": name, **result, "seconds": round(time.perf_counter() - t0, 1)}
@@ -287,20 +297,26 @@ def e2e_step(check: Check) -> dict:
     corpus = write_corpus(check.work / "corpus")
     common = train_overrides(check, folders, corpus)
     runs, ends = check.work / "runs", time.monotonic() + STEP_LIMITS["e2e"]
-    parts: dict[str, bool] = {}
+    parts: dict[str, bool | None] = {}
 
     def limit() -> float:  # each command's: at most COMMAND_LIMIT_S, and within what the step has left
         return max(1.0, min(COMMAND_LIMIT_S, ends - time.monotonic()))
+
+    def judge(part: str, ok: bool, done: Done) -> None:
+        """parts[part] from what `done`, its command, did and wrote: a part that failed is not done (None) when the
+        budget cut its command, else failed (False) on its own (exit 0 with a wrong result too): the step failed."""
+        parts[part] = True if ok else None if done.cut else False
 
     done = check.cli("e2e curriculum", "curriculum", str(ROOT / "configs" / "embedded"), "--out-root", str(runs),
                      *common, "save_every=2", "asr:max_steps=4", "smt:max_steps=2", "srt:max_steps=2",
                      "srt:activation_checkpointing=true", "srt:distributed=fsdp",  # 1-rank FSDP: NCCL on a GPU
                      timeout=limit())
     final = runs / "srt" / "final"
-    parts["curriculum"] = done.returncode == 0 and (final / "config.json").is_file()
+    judge("curriculum", done.returncode == 0 and (final / "config.json").is_file(), done)
 
-    resume = kill_and_resume(check, common, limit)
-    parts["kill_resume"], parts["resume_losses"] = resume.pop("kill_resume"), resume.pop("resume_losses")
+    done, resume = kill_and_resume(check, common, limit)
+    judge("kill_resume", resume.pop("kill_resume"), done)
+    judge("resume_losses", resume.pop("resume_losses"), done)
 
     clip = corpus["test"].parent / "audio" / "eng-5.wav"
     done = check.cli("e2e translate", "translate", str(clip), "--model", str(final), "--src", "eng", "--tgt", "deu",
@@ -309,28 +325,31 @@ def e2e_step(check: Check) -> dict:
     try:
         results = json.loads(done.stdout)
         results = results if isinstance(results, list) else [results]
-        parts["translate"] = done.returncode == 0 and all(r.get("error") is None for r in results)
+        translated = done.returncode == 0 and all(r.get("error") is None for r in results)
     except json.JSONDecodeError:
-        parts["translate"] = False
+        translated = False
+    judge("translate", translated, done)
 
     report = check.work / "eval"
     done = check.cli("e2e evaluate", "evaluate", "--model", f"srt={final}", "--manifest", str(corpus["test"]),
                      "--out", str(report), "--max-new-tokens", "8", *placement_args(check, "evaluate"),
                      timeout=limit())
-    parts["evaluate"] = done.returncode == 0 and (report / "results.json").is_file()
-    failed = [k for k, v in parts.items() if not v]
-    return {"ok": not failed, "parts": parts, **resume,
-            **({"error": f"failed: {', '.join(failed)}"} if failed else {})}
+    judge("evaluate", done.returncode == 0 and (report / "results.json").is_file(), done)
+    failed = [k for k, v in parts.items() if v is False]
+    undone = [k for k, v in parts.items() if v is None]  # the budget cut their commands
+    error = "; ".join(f"{what}: {', '.join(keys)}" for what, keys in (("failed", failed), ("not done", undone)) if keys)
+    return {"ok": not failed and not undone, "parts": parts, **resume, **({"error": error} if error else {})}
 
 
 RESUME_TOLERANCE = {"cpu": 1e-6, "cuda": 2e-2}  # relative difference of a step's loss, resumed against first run
 #   (the CPU's float32 resume is bit-identical, make test; bf16 FSDP on a GPU reduces in another order)
 
 
-def kill_and_resume(check: Check, common: list[str], limit) -> dict:
+def kill_and_resume(check: Check, common: list[str], limit) -> tuple[Done, dict]:
     """`train` killed with SIGKILL a few steps after its first checkpoint, then the same command again: it must say
     it resumed, finish, and log the steps it trained again (those after the checkpoint that the killed run had
-    logged) with the killed run's losses, within RESUME_TOLERANCE. `limit()`: the seconds a command may take now."""
+    logged) with the killed run's losses, within RESUME_TOLERANCE. `limit()`: the seconds a command may take now.
+    Returns the resumed command (whether the budget cut it) and what it proved."""
     out = check.work / "killed"
     argv = [sys.executable, "-m", "llm_srt.cli", "train", str(ROOT / "configs" / "embedded" / "asr.yaml"), *common,
             "max_steps=30", "save_every=10", f"output_dir={out}",  # killed between steps 12 and 19: time to kill
@@ -357,8 +376,8 @@ def kill_and_resume(check: Check, common: list[str], limit) -> dict:
     again = logged_losses(out)
     worst = max((abs(again[k] - v) / max(abs(v), 1e-9) for k, v in first.items() if k in again), default=None)
     same = bool(first) and set(first) <= set(again) and worst <= RESUME_TOLERANCE[torch_device_type(check.device)]
-    return {"kill_resume": resumed, "resume_losses": same, "resume_worst_relative": worst,
-            "resume_steps_compared": len(first)}
+    return done, {"kill_resume": resumed, "resume_losses": same, "resume_worst_relative": worst,
+                  "resume_steps_compared": len(first)}
 
 
 def logged_losses(out: Path) -> dict[int, float]:
@@ -430,7 +449,7 @@ def write_report(check: Check, started: float) -> str:
             details = (f"{s['passed']} passed, {s['failures']} failed, {s['errors']} errors, {s['skipped']} skipped "
                        f"of {s['tests']}" + (f"; {details}" if details else ""))
         if s["step"] == "e2e" and "parts" in s:
-            details = ", ".join(f"{k} {'ok' if v else 'FAILED'}" for k, v in s["parts"].items())
+            details = ", ".join(f"{k} {verdict(v)}" for k, v in s["parts"].items())
             if s.get("resume_worst_relative") is not None:
                 details += (f" (resumed losses of {s['resume_steps_compared']} steps within "
                             f"{s['resume_worst_relative']:.1e} of the killed run's)")

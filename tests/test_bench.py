@@ -355,6 +355,68 @@ def test_compiled_rows_count_the_cuda_graph_skips_of_their_warm_ups(monkeypatch,
     assert [r["cudagraph_skips"] for r in result["decode"]] == [1, 2]
 
 
+def test_a_compiled_row_counts_the_cuda_graph_skips_of_its_timed_pass(monkeypatch, tmp_path):
+    """The count was read before the row's timed pass ran (an argument evaluated first): a skip there, where a
+    shape the warm-up did not record compiles again, went uncounted and the row said it replayed CUDA graphs."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from torch._dynamo.utils import counters
+
+    from llm_srt.bench import paper
+    from llm_srt.model.decoding import StaticSteps
+
+    seen = set()
+
+    def fake(system, audios, batch, options):
+        if options.compile and batch in seen:  # the timed pass (after its warm-up) cannot be replayed
+            counters["inductor"]["cudagraph_skips"] += 1
+        seen.add(batch)
+        StaticSteps.steps_taken += options.compile
+        return common.DecodeRun(1.0, len(audios), 4, 8, 1.0, "cuda")
+
+    cuda = SimpleNamespace(model=SimpleNamespace(device=torch.device("cuda", 0)), name="llm-srt")
+    monkeypatch.setattr(paper, "decode_pass", fake)
+    monkeypatch.setattr(paper, "build_system", lambda *a: (cuda.model, cuda))
+    monkeypatch.setattr(paper, "release", lambda *a: None)
+    monkeypatch.setitem(counters["inductor"], "cudagraph_skips", counters["inductor"]["cudagraph_skips"])
+    options = replace(paper.PaperOptions(shape="tiny", **paper.TINY), compiled_batch_sizes=(1, 2), compiled_only=True)
+    result = paper.run_paper(options, device.resolve("cpu", "float32"), tmp_path)
+    assert [r["cudagraph_skips"] for r in result["decode"]] == [1, 2]  # each row's own, and the first row's too
+
+
+def test_every_timed_batch_has_the_shape_its_row_warmed_up(monkeypatch, tmp_path):
+    """batch x batches_per_row, raised to min_utterances, need not be whole batches: --compile-batches 3
+    --batches-per-row 1 timed batches of 3 and 1, and the batch of 1 (never warmed up) compiled inside the timer.
+    A row's utterances are rounded up to whole batches, eager and compiled."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from llm_srt.bench import paper
+    from llm_srt.model.decoding import StaticSteps
+
+    passes = []  # (compiled, the batch shapes the pass ran), in the order decode_pass splits its audios
+
+    def fake(system, audios, batch, options):
+        passes.append((options.compile, {len(audios[s:s + batch]) for s in range(0, len(audios), batch)}))
+        StaticSteps.steps_taken += options.compile
+        return common.DecodeRun(1.0, len(audios), 4, 8, 1.0, "rss")
+
+    system = SimpleNamespace(model=SimpleNamespace(device=torch.device("cpu")), name="llm-srt")
+    monkeypatch.setattr(paper, "decode_pass", fake)
+    monkeypatch.setattr(paper, "build_system", lambda *a: (system.model, system))
+    monkeypatch.setattr(paper, "release", lambda *a: None)
+    options = replace(paper.PaperOptions(shape="tiny", **paper.TINY), batch_sizes=(3,), beam_batch_sizes=(),
+                      pooled_batch_sizes=(3,), compiled_batch_sizes=(3,), batches_per_row=1, min_utterances=4,
+                      max_batch=0, train_batch=0)
+    result = paper.run_paper(options, device.resolve("cpu", "float32"), tmp_path)
+    assert [(r["system"], r["compiled"], r["utterances"]) for r in result["decode"]] == [
+        ("llm-srt", False, 6), ("llm-srt", True, 6), ("pooled-750", False, 6)]
+    assert passes and all(shapes == {3} for _, shapes in passes) and any(compiled for compiled, _ in passes)
+    for batch, per_row, least, n in ((3, 1, 4, 6), (64, 2, 4, 128), (1, 2, 4, 4), (5, 1, 5, 5)):
+        assert paper.row_utterances(batch, replace(options, batches_per_row=per_row, min_utterances=least)) == n
+
+
 def test_decode_pass_refuses_a_generation_that_ends_early(tmp_path):
     """Without pin_eos a model that emits EOS at once stops short: the row must fail, not be reported short."""
     import torch

@@ -85,6 +85,92 @@ def test_a_step_the_budget_leaves_undone_is_neither_passed_nor_failed(tmp_path, 
     check.log.close()
 
 
+def test_a_step_that_failed_on_its_own_stays_failed_when_the_budget_cuts_it_later(tmp_path):
+    """A step can fail with every command exiting 0 (e2e: resumed losses out of tolerance); a later command the
+    budget cut then turned it into "not done (budget)" and the check into "incomplete". Only a step whose every
+    failure traces back to a budget-cut command is not done; a part that failed on its own, or the step's code
+    breaking, fails it."""
+    check = gpu_check.Check(tmp_path, tmp_path, "cpu", "float32", budget_s=60)
+
+    def e2e_like(resume_losses, breaks=False):  # /tmp/rev_bench/mask.py: a check of its own, then a cut command
+        check.deadline = time.monotonic() + 1.5
+        done = check.run("e2e evaluate", [sys.executable, "-c", "import time; time.sleep(30)"], 60)
+        assert done.cut and done.returncode == 124
+        if breaks:
+            raise KeyError("resume_worst_relative")
+        return {"ok": False, "parts": {"resume_losses": resume_losses, "evaluate": None}}
+
+    def step(*args):  # started with the budget's time left; its command ends it
+        check.deadline = time.monotonic() + 60
+        return check.step("e2e", e2e_like, *args)
+
+    failed = step(False)
+    assert failed["ok"] is False and failed["parts"] == {"resume_losses": False, "evaluate": None}
+    assert step(True, True)["ok"] is False  # it broke: not the budget's doing
+    cut = step(True)  # the budget's alone: not done
+    assert cut["ok"] is None and "cut short by the check's time budget" in cut["error"]
+    check.steps.insert(0, {"step": "env", "ok": True, "seconds": 0.1})
+    assert gpu_check.write_report(check, time.time()) == "FAILED"
+    check.log.close()
+
+
+def test_e2e_parts_are_failed_on_their_own_or_not_done_when_the_budget_cut_their_command(tmp_path, monkeypatch):
+    """e2e judges each part from its command and what it wrote: a wrong result from a command that exited 0 (no
+    final/config.json, an item error from translate, the resumed losses) fails the step; a part whose command the
+    budget cut is not done, and only a step with nothing else wrong is "not done (budget)"."""
+    import types
+
+    from llm_srt.model import presets
+
+    monkeypatch.setattr(presets, "write_folders", lambda *a, **k: types.SimpleNamespace(encoder="e", llm="l"))
+    monkeypatch.setattr(gpu_check, "write_corpus", lambda root: {s: root / f"{s}.jsonl" for s in ("train", "dev",
+                                                                                                    "test")})
+
+    def scenario(**how):  # command -> "ok", "wrong" (exit 0, a wrong result) or "cut" (by the budget)
+        check = gpu_check.Check(tmp_path, tmp_path / how["name"], "cpu", "float32", budget_s=60)
+        run = check.run
+
+        def fake(name, argv, timeout, cwd=gpu_check.ROOT):
+            what = how[name.split()[-1]]
+            writes = {"curriculum": check.work / "runs" / "srt" / "final" / "config.json",
+                      "evaluate": check.work / "eval" / "results.json"}.get(name.split()[-1])
+            if what == "ok" and writes:
+                writes.parent.mkdir(parents=True, exist_ok=True)
+                writes.write_text("{}")
+            if what == "cut":
+                check.deadline = time.monotonic() + 1.5
+            code = {"ok": "print('[{\"error\": null}]')", "wrong": "print('[{\"error\": \"boom\"}]')",
+                    "cut": "import time; time.sleep(30)"}[what]
+            return run(name, [sys.executable, "-c", code], timeout, cwd)
+
+        def kill_and_resume(check, common, limit):
+            done = check.run("e2e resume", [], limit())
+            return done, {"kill_resume": how["resume"] != "cut", "resume_losses": how["resume"] == "ok",
+                          "resume_worst_relative": None, "resume_steps_compared": 2}
+
+        check.work.mkdir()
+        monkeypatch.setattr(check, "run", fake)
+        monkeypatch.setattr(gpu_check, "kill_and_resume", kill_and_resume)
+        result = check.step("e2e", gpu_check.e2e_step, check)
+        check.steps.insert(0, {"step": "env", "ok": True, "seconds": 0.1})
+        outcome = gpu_check.write_report(check, time.time())
+        check.log.close()
+        return result, outcome, (tmp_path / "report.md").read_text()
+
+    result, outcome, md = scenario(name="own", curriculum="wrong", resume="wrong", translate="wrong", evaluate="cut")
+    assert result["parts"] == {"curriculum": False, "kill_resume": True, "resume_losses": False, "translate": False,
+                               "evaluate": None}
+    assert result["ok"] is False and outcome == "FAILED"
+    assert result["error"] == "failed: curriculum, resume_losses, translate; not done: evaluate"
+    assert "translate FAILED, evaluate not done (budget)" in md
+    result, outcome, md = scenario(name="cut", curriculum="ok", resume="ok", translate="cut", evaluate="cut")
+    assert result["parts"] == {"curriculum": True, "kill_resume": True, "resume_losses": True, "translate": None,
+                               "evaluate": None}
+    assert result["ok"] is None and outcome == "incomplete" and "not done: translate, evaluate" in result["error"]
+    result, outcome, _ = scenario(name="fine", curriculum="ok", resume="ok", translate="ok", evaluate="ok")
+    assert result["ok"] is True and outcome == "passed" and "error" not in result
+
+
 def test_cuda_tests_that_all_skip_on_a_gpu_fail_the_step(tmp_path, monkeypatch):
     """On the CPU the cuda tests skip, as they should; on a GPU a step in which none of them ran (every one skipped,
     or none collected) is a failure, not a pass."""

@@ -9,11 +9,11 @@ decoding, `SpeechLLM.forward` + backward + AdamW for training steps. Two systems
 
 Every utterance is a 10 s clip and decodes exactly `new_tokens` tokens (EOS logit pinned to 0, see
 `common.pin_eos`, and checked per generation), so the rows differ only in what the systems do. A row times
-batch x `batches_per_row` utterances after a warm-up batch of the same shape (2 tokens) and reports seconds per
-1,000 utterances. Then each system's largest batch that fits (doubling from `search_from` until CUDA runs out of
-memory or `max_batch`), optionally under a memory cap (`memory_gib`: the paper's RTX 4090 has 24 GiB), and the
-training step of the SRT stage at batch 16 with and without activation checkpointing. Peak memory is torch's
-allocator peak on CUDA, RSS on the CPU.
+batch x `batches_per_row` utterances (at least `min_utterances`, in whole batches) after a warm-up batch of the same
+shape (2 tokens) and reports seconds per 1,000 utterances. Then each system's largest batch that fits (doubling from
+`search_from` until CUDA runs out of memory or `max_batch`), optionally under a memory cap (`memory_gib`: the paper's
+RTX 4090 has 24 GiB), and the training step of the SRT stage at batch 16 with and without activation
+checkpointing. Peak memory is torch's allocator peak on CUDA, RSS on the CPU.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class PaperOptions:
     compiled_batch_sizes: tuple[int, ...] = ()  # LLM-SRT greedy with DecodingOptions.compile (a static cache, CUDA
     #  graphs on a GPU), beside the eager rows
     compiled_only: bool = False  # only those rows (no eager rows, pooled system, search or training rows)
-    batches_per_row: int = 2  # utterances per row = batch x this (at least min_utterances)
+    batches_per_row: int = 2  # utterances per row = batch x this (at least min_utterances, in whole batches)
     min_utterances: int = 4
     search_from: int = 128  # the largest-batch search doubles from here ...
     max_batch: int = 1024  # ... up to here (0: no search)
@@ -106,14 +106,13 @@ def run_paper(options: PaperOptions, placement: Placement, workdir: Path, log=la
             for beam, batch, compiled in plan_rows:
                 log(f"{system_name}: {'greedy' if beam == 1 else f'beam {beam}'}{' compiled' if compiled else ''} "
                     f"batch {batch}")
-                n = max(batch * options.batches_per_row, options.min_utterances)
+                n = row_utterances(batch, options)
                 decoding = replace(greedy, beam_size=beam, compile=compiled)
                 # warm-up of this shape (compiled: at full length, the same static cache: compilation, then the
                 # CUDA graph's warm-up and recording)
                 warm = decoding if compiled else replace(decoding, max_new_tokens=2)
                 decode_pass(system, cycle(clips, batch), batch, warm)
-                rows.append(compiled_row(system_name, batch, system, cycle(clips, n), decoding,
-                                         cudagraph_skips() - skips) if compiled else
+                rows.append(compiled_row(system_name, batch, system, cycle(clips, n), decoding, skips) if compiled else
                             row(system_name, beam, batch, decode_pass(system, cycle(clips, n), batch, decoding)))
 
         run_rows(plan)
@@ -146,17 +145,25 @@ def build_system(name: str, folders: presets.PresetFolders, placement: Placement
     return model, SpeechLLMSystem(model, name, placement)
 
 
+def row_utterances(batch: int, options: PaperOptions) -> int:
+    """A row's utterances: batch x `batches_per_row`, at least `min_utterances`, rounded up to whole batches (a
+    last, smaller batch would be a shape the row never warmed up: compiled, it would compile inside the timer)."""
+    n = max(batch * options.batches_per_row, options.min_utterances)
+    return -(-n // batch) * batch
+
+
 def compiled_row(system_name: str, batch: int, system, clips: list[np.ndarray], decoding: DecodingOptions,
-                 skips: int = 0) -> dict:
+                 skips_since: int = 0) -> dict:
     """A --compile row: timed as any other, and proved compiled (its steps counted by `StaticSteps`; on a GPU
-    `skips`, the CUDA-graph skips torch counted since the compiled rows began, warm-ups included, which must be none
-    for the row to measure graphs)."""
+    `cudagraph_skips`, the CUDA-graph skips torch counted from `skips_since` (the compiled rows' start: warm-ups
+    included) to the end of this row's timed pass, which must be none for the row to measure graphs)."""
     from ..model.decoding import StaticSteps
 
     steps = StaticSteps.steps_taken
     out = row(system_name, 1, batch, decode_pass(system, clips, batch, decoding), compiled=True)
     if StaticSteps.steps_taken == steps:
         raise LLMSRTError(f"bench: --compile did not apply to {system_name} at batch {batch} (see the warning above)")
+    skips = cudagraph_skips() - skips_since  # read after the timed pass: a skip there (a recompile) counts too
     return out | {"cudagraph_skips": skips if system.model.device.type == "cuda" else None}
 
 
