@@ -47,6 +47,18 @@ def test_batched_equals_one_by_one(model_dir, clips):
     assert all(r.error is None and r.segments for r in batched)
 
 
+def test_under_beam_search_too_a_row_does_not_depend_on_its_batch(model_dir, clips):
+    """Each clip's budget is its own (its duration); beam search stops each clip's hypotheses at its budget (its
+    best hypothesis at a longer clip's budget, cut to its own, was another), so a batch of clips gives what each
+    gives alone, in one generation."""
+    t = SpeechTranslator.from_pretrained(model_dir)
+    opts = DecodingOptions(beam_size=3)
+    batched = t.translate(clips, "eng", None, task=Task.ASR, options=opts, batch_size=4)
+    single = [t.translate([c], "eng", None, task=Task.ASR, options=opts, batch_size=1)[0] for c in clips]
+    assert [r.transcript for r in batched] == [r.transcript for r in single]
+    assert all(r.error is None for r in batched)
+
+
 def test_bad_file_is_reported_and_the_rest_translated(model_dir, clips, tmp_path, capsys):
     junk = tmp_path / "junk.wav"
     junk.write_bytes(b"RIFF\x00\x00")

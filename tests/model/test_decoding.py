@@ -1,9 +1,9 @@
-"""The decoding helpers that need no model: `last_argmax` against torch's argmax."""
+"""The decoding helpers that need no model: `last_argmax` against torch's argmax, `RowCaps`."""
 
 import pytest
 import torch
 
-from llm_srt.model.decoding import ARGMAX_BLOCK, ARGMAX_MIN_VOCAB, last_argmax
+from llm_srt.model.decoding import ARGMAX_BLOCK, ARGMAX_MIN_VOCAB, RowCaps, last_argmax
 
 VOCABS = (ARGMAX_MIN_VOCAB, 262_144, 151_936, ARGMAX_MIN_VOCAB + 7)  # whole blocks, Gemma's, Qwen's, a short tail
 
@@ -103,3 +103,12 @@ def test_first_line_end_stops_a_row_at_a_line_break_after_text_only():
         assert stop(torch.tensor([row[:2] + row[2:]]), None).tolist() == [ends], row
     batch = torch.tensor([[0, 0, 2, 1], [0, 0, 1, 2]])
     assert stop(batch, None).tolist() == [False, True]
+
+
+def test_row_caps_stop_each_rows_hypotheses_at_its_own_cap():
+    """`generate` asks with each row's hypotheses together, row after row, their decoder prompt before the new
+    tokens: row 0 (cap 1) stops at its first new token, row 1 (cap 3) at its third."""
+    rule = RowCaps([1, 3])
+    prompt = torch.zeros(6, 4, dtype=torch.long)  # 2 rows x 3 hypotheses, a 4-token decoder prompt
+    for new, stops in ((1, [1, 1, 1, 0, 0, 0]), (2, [1, 1, 1, 0, 0, 0]), (3, [1] * 6)):
+        assert rule(torch.cat([prompt, torch.ones(6, new, dtype=torch.long)], 1)).long().tolist() == stops

@@ -88,6 +88,31 @@ def test_text_only_batch(model):
     assert isinstance(model.generate(batch, DecodingOptions(max_new_tokens=4))[0], str)
 
 
+def test_a_row_with_nothing_to_read_is_a_clear_error_and_an_empty_batch_gives_no_rows(model, tmp_path):
+    """A tokenizer without BOS, a text-only row with an empty prompt: no input position at all, an LLMSRTError
+    naming the row (alone it was a reshape error inside attention, batched a fully masked row's garbage), greedy or
+    beam search; with speech an empty prompt is fine. No prompts: no rows (the encoder not even asked)."""
+    without = tiny.speech_llm(tmp_path, bos=False).eval()
+    for beam in (1, 3):
+        for prompts in ([""], ["hi", ""]):
+            with pytest.raises(LLMSRTError, match=f"batch row {len(prompts) - 1} has nothing for the LLM to read"):
+                without.generate_ids(dict(prompts=prompts), DecodingOptions(max_new_tokens=3, beam_size=beam))
+    with pytest.raises(LLMSRTError, match="batch row 1 has nothing"):
+        without.assemble(None, [[5, 6], []])
+    assert len(without.generate_ids(dict(audio=CLIPS[:1], prompts=[""]), DecodingOptions(max_new_tokens=3))[0]) > 0
+    assert model.generate_ids(dict(prompts=[]), DecodingOptions(max_new_tokens=3)) == []
+    assert without.generate(dict(audio=[], prompts=[]), DecodingOptions(max_new_tokens=3, beam_size=3)) == []
+
+
+def test_cached_features_without_frames_are_a_clear_error(model):
+    """Encoder features (B, 0, D) (an empty cached entry): an LLMSRTError before the adapter, not the Q-Former's
+    reshape error."""
+    features = torch.randn(2, 0, model.encoder_dim)
+    with pytest.raises(LLMSRTError, match=r"shape \(2, 0, 32\) hold no frames"):
+        model.generate_ids(dict(features=features, feature_mask=torch.zeros(2, 0, dtype=torch.bool),
+                                prompts=PROMPTS[:2]), DecodingOptions(max_new_tokens=3))
+
+
 def test_softcapping_is_honoured(model):
     base = model(_batch())["loss"]
     model.llm.config.final_logit_softcapping = 0.01
@@ -654,6 +679,47 @@ def test_compiled_greedy_writes_what_eager_greedy_writes(model):
     batch = _batch()  # and through the model's own generation, as translate / evaluate / serve call it
     assert model.generate_ids(batch, DecodingOptions(max_new_tokens=8, compile=True)) == \
         model.generate_ids(batch, DecodingOptions(max_new_tokens=8))
+
+
+def test_a_static_cache_made_in_inference_mode_is_not_reused_outside_it(model, monkeypatch):
+    """The store keeps a static cache per mode: one made in inference mode holds inference tensors, which the
+    `reset` of a later generation of the same shape under no_grad (`generate_ids`' own) could not write ("Inplace
+    update to inference tensor outside InferenceMode"). The step runs eager here (the store is what is tested)."""
+    from llm_srt.model import decoding
+
+    monkeypatch.setattr(decoding.StaticSteps, "_compiled", classmethod(lambda cls, mode: decoding._decode_step))
+    batch = dict(audio=CLIPS, prompts=PROMPTS)
+    eager = model.generate_ids(batch, DecodingOptions(max_new_tokens=5))
+    compiled = DecodingOptions(max_new_tokens=5, compile=True)
+    before = decoding.StaticSteps.steps_taken
+    with torch.inference_mode():
+        assert model.generate_ids(batch, compiled) == eager
+    assert model.generate_ids(batch, compiled) == eager
+    with torch.inference_mode():
+        assert model.generate_ids(batch, compiled) == eager
+    assert decoding.StaticSteps.steps_taken > before  # the static steps ran
+
+
+def test_on_a_gpu_the_last_compiled_step_is_timed_once_done(model, monkeypatch):
+    """A GPU's step returns once queued (a CUDA graph's replay): `last_step_at` (what the benchmarks' decode time
+    ends at) is taken after one synchronize per generation, at `close`, not after every step. Here on the CPU, the
+    steps eager, told they were queued, with torch.cuda.synchronize recorded."""
+    from llm_srt.model import decoding
+    from llm_srt.model.llm import causal_lm
+
+    monkeypatch.setattr(decoding.StaticSteps, "_compiled", classmethod(lambda cls, mode: decoding._decode_step))
+    synced = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: synced.append((device, time.perf_counter())))
+    embeds, mask = _prompt_embeds(model)
+    with torch.no_grad():
+        steps = decoding.StaticSteps(causal_lm(model.llm), embeds, mask, 6)
+        steps.queued = True
+        before = decoding.StaticSteps.steps_taken
+        decoding._greedy_loop(steps, 3, 6, [model.tokenizer.eos_token_id], None, 0, None)
+        assert decoding.StaticSteps.steps_taken > before and not synced  # no synchronize per step
+        steps.close()
+    [(device, at)] = synced
+    assert device == embeds.device and decoding.StaticSteps.last_step_at >= at
 
 
 def test_compiled_greedy_falls_back_where_a_static_cache_would_change_the_model():

@@ -16,7 +16,7 @@ from llm_srt import device, languages
 from llm_srt.errors import LLMSRTError
 from llm_srt.infer import SpeechTranslator, item_budget, max_new_tokens, run_items
 from llm_srt.model.decoding import DecodingOptions
-from llm_srt.model.systems import (CascadeSystem, Item, Output, SpeechLLMSystem, TextMTSystem, WhisperSystem,
+from llm_srt.model.systems import (CascadeSystem, Item, Output, SpeechLLMSystem, TextMTSystem, WhisperSystem, cap,
                                    detect_language, load_system)
 from llm_srt.prompts import Task, build
 
@@ -353,20 +353,27 @@ def test_whisper_groups_of_clips_decode_what_one_batch_does(ending_whisper, monk
     assert len({len(until_eos(r, system.whisper.generation.eos)) for r in whole}) > 1
 
 
-def test_each_row_is_cut_to_its_own_cap_whatever_its_batch(speech_model, folders):
-    """A batch decodes to its largest cap; every row is cut to its own, so it equals the row decoded alone."""
+@pytest.mark.parametrize("beam", [1, 3])
+def test_each_row_is_cut_to_its_own_cap_whatever_its_batch(speech_model, folders, beam):
+    """A batch decodes to its largest cap and every row ends at its own, so it equals the row decoded alone to its
+    cap (as `run_items` runs a batch of one). Greedy cuts each row; beam search stops each row's hypotheses at its
+    cap (`decoding.RowCaps`): cut from a batch-mate's larger cap, the last row of each batch here was another."""
     speech = load_system(speech_model, CPU)
     mt = load_system("mt", CPU, llm=str(folders["llm"]))
     whisper = load_system("whisper", CPU, whisper=str(folders["whisper"]))
+    opts = replace(OPTS, beam_size=beam)
     for system, items in ((speech, [replace(MIXED[0], max_new_tokens=2), MIXED[1], replace(MIXED[5], max_new_tokens=3),
-                                    MIXED[5]]),
+                                    MIXED[5], Item(CLIPS[1], "eng", None, Task.ASR, max_new_tokens=3)]),
                           (mt, [Item(None, "eng", "deu", Task.MT, "a cat", max_new_tokens=2),
-                                Item(None, "eng", "deu", Task.MT, "a black cat")]),
+                                Item(None, "eng", "deu", Task.MT, "a black cat"),
+                                Item(None, "eng", "deu", Task.MT, "le chien noir", max_new_tokens=2)]),
                           (whisper, [Item(CLIPS[0], "eng", None, Task.ASR, max_new_tokens=2),
-                                     Item(CLIPS[1], "eng", None, Task.ASR)])):
-        out = system.run_batch(items, OPTS)
-        assert out == alone(system, items), system.name
-        assert out[0] != alone(system, [replace(items[0], max_new_tokens=None)])[0], system.name
+                                     Item(CLIPS[1], "eng", None, Task.ASR),
+                                     Item(CLIPS[2], "eng", None, Task.ASR, max_new_tokens=3)])):
+        out = system.run_batch(items, opts)
+        assert out == [system.run_batch([it], replace(opts, max_new_tokens=cap(it, opts)))[0] for it in items], \
+            system.name
+        assert out[0] != alone(system, [replace(items[0], max_new_tokens=None)], opts)[0], system.name
 
 
 def test_text_mt_system_and_the_cascade(folders):

@@ -75,7 +75,7 @@ class LLMCalls:
     def _settle(self) -> None:
         """The last generation's compiled decode steps (`DecodingOptions.compile`: they run without this hook)
         added to its calls, from `StaticSteps`' counter, and their time to its decode_s: up to the end of its last
-        compiled step (`StaticSteps.last_step_at`; on a GPU the time that step was launched)."""
+        compiled step (`StaticSteps.last_step_at`; on a GPU taken after a synchronize at the generation's end)."""
         from ..model.decoding import StaticSteps
 
         if self.generations and "static_at" in self.generations[-1]:

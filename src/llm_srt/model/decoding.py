@@ -9,7 +9,7 @@ from contextlib import contextmanager
 import warnings
 import weakref
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 from torch import nn
@@ -94,11 +94,13 @@ def eos_ids(model: nn.Module, tokenizer) -> list[int]:
 
 def generate_ids(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, options: DecodingOptions,
                  eos: list[int], pad_id: int, synced_ranks: bool = False, on_end: OnEnd | None = None,
-                 written: set[int] | None = None) -> list[list[int]]:
+                 written: set[int] | None = None, caps: Sequence[int] | None = None) -> list[list[int]]:
     """Left-padded inputs_embeds (B, L, d) + attention mask (B, L) -> new token ids per row (EOS and after cut).
     `synced_ranks`: keep stepping until every rank is done (a sharded model needs all ranks at each step).
     `on_end`: what a row must write before it may end (`greedy_ids`; in beam search `EndRule`); the rows whose
-    output holds ids written for them go into `written`.
+    output holds ids written for them go into `written`. `caps`: each row's own cap (at most
+    `options.max_new_tokens`): beam search stops each row's hypotheses at it (`RowCaps`); greedy runs every row to
+    `options.max_new_tokens`, the caller cuts (a greedy row's first c tokens are the same at any larger cap).
 
     Greedy search (with or without n-gram blocking; no repetition penalty or other logits processor) runs
     `greedy_ids`: a finished row leaves the batch at once. Beam search (with `options.share_prompt_cache`) runs
@@ -112,6 +114,10 @@ def generate_ids(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, opt
             return greedy_ids(model, embeds, mask, options.max_new_tokens, eos, on_end,
                               no_repeat_ngram=options.no_repeat_ngram_size, written=written, compiled=options.compile)
     extra = {}
+    if caps is not None and options.beam_size > 1 and min(caps) < options.max_new_tokens:
+        from transformers import StoppingCriteriaList
+
+        extra["stopping_criteria"] = StoppingCriteriaList([RowCaps(caps)])
     rule = EndRule(on_end, eos, options.beam_size) if on_end is not None else None
     if rule is not None:
         from transformers import LogitsProcessorList
@@ -135,6 +141,26 @@ def generate_ids(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, opt
     if rule is not None and written is not None:
         written.update(rule.written_rows(result))
     return result
+
+
+class RowCaps:
+    """Beam search to each row's own cap in one `generate` (to the largest cap): a hypothesis of row b stops once it
+    holds caps[b] new tokens, as `max_new_tokens=caps[b]` stops every hypothesis, so each row's search is the one it
+    makes alone to its cap (its beams never meet another row's; at its cap its beam_size best end, and no later
+    hypothesis of it can join them). A row cut from its batch's largest cap instead depends on its batch-mates: the
+    best hypothesis at n tokens, cut to c, is not the best at c. A stopping criterion of `generate` (one bool per
+    hypothesis, which come row by row)."""
+
+    def __init__(self, caps: Sequence[int]):
+        self.caps = torch.tensor(list(caps))
+        self.start: int | None = None  # the sequences' length before their first new token (a decoder prompt's)
+
+    def __call__(self, input_ids: torch.Tensor, scores=None, **kwargs) -> torch.Tensor:
+        if self.start is None:  # first called with each hypothesis's first new token
+            self.start = input_ids.shape[1] - 1
+        if self.caps.device != input_ids.device:
+            self.caps = self.caps.to(input_ids.device)
+        return (input_ids.shape[1] - self.start >= self.caps).repeat_interleave(input_ids.shape[0] // len(self.caps))
 
 
 class EndRule:
@@ -327,7 +353,8 @@ class StaticSteps:
 
     _step: dict = {}  # the compiled `_decode_step`, by mode ("default", "reduce-overhead"), made on first use
     steps_taken = 0  # compiled steps run in this process (the LM's forward hooks do not see them: `_decode_step`)
-    last_step_at = 0.0  # time.perf_counter() when the last compiled step returned (benchmarks time the steps)
+    last_step_at = 0.0  # time.perf_counter() when the last compiled step was done (benchmarks time the steps): on
+    #  the CPU as it returns; on a GPU, where it returns once queued, at its generation's `close`, synchronized
     _caches = weakref.WeakKeyDictionary()  # model -> {shape: cache} (a dropped model frees its caches)
     _lock = threading.Lock()  # the store, between threads
     _refused = weakref.WeakSet()  # models whose step failed to compile (`refuse`)
@@ -417,7 +444,9 @@ class StaticSteps:
         if batch > rows:  # copies of row 0 fill the batch to a power of two
             embeds = torch.cat([embeds, embeds[:1].expand(batch - rows, -1, -1)])
             mask = torch.cat([mask, mask[:1].expand(batch - rows, -1)])
-        self.cache_key = (batch, length, embeds.dtype, embeds.device)
+        # a cache made in inference mode holds inference tensors, which nothing outside it may write in place (a
+        # later generation's `reset` under no_grad raised): one cache per mode
+        self.cache_key = (batch, length, embeds.dtype, embeds.device, torch.is_inference_mode_enabled())
         self.cache = self._cache(lm, self.cache_key)
         self.mask = mask.new_zeros(batch, length, dtype=torch.long)
         self.mask[:, :prompt] = mask
@@ -431,6 +460,8 @@ class StaticSteps:
         self.active = torch.arange(rows, device=device)
         self.tokens = torch.zeros(batch, dtype=torch.long, device=device)
         self.mode = "reduce-overhead" if device.type == "cuda" else "default"
+        self.queued = device.type == "cuda"  # a step returns once its kernels are queued (a CUDA graph's replay)
+        self.stepped = False
         self.logits = out.logits[:rows]
 
     def keep(self, index: torch.Tensor) -> None:
@@ -440,7 +471,13 @@ class StaticSteps:
         """The cache goes back to the model's store (the most recent). A served shape's cache stays there for good
         (`warming`): a new cache would be new buffers, and on a GPU the step's CUDA graph, recorded on the old
         ones, would be recorded again (and kept beside it) at the next batch of that size; of the other shapes', the
-        oldest beyond STATIC_CACHES are dropped."""
+        oldest beyond STATIC_CACHES are dropped. On a GPU, where a step returns once queued, the last step's end
+        (`last_step_at`) is taken here, after one synchronize per generation (the loop has read the last step's
+        tokens: it waits for nothing more); one after every step would hold back the queuing of each token's
+        argmax and copy."""
+        if self.queued and self.stepped:
+            torch.cuda.synchronize(self.tokens.device)
+            StaticSteps.last_step_at = time.perf_counter()
         with self._lock:
             kept = self._caches.setdefault(self.lm, {})
             kept[self.cache_key] = self.cache
@@ -473,6 +510,7 @@ class StaticSteps:
             self.warming = False
         self.slot += 1
         self.position = self.position + 1
+        self.stepped = True
         StaticSteps.steps_taken += 1
         StaticSteps.last_step_at = time.perf_counter()
         StaticSteps._shapes.add(self.cache_key[:2])
@@ -486,8 +524,8 @@ class StaticSteps:
 
     @classmethod
     def _cache(cls, lm: nn.Module, key: tuple):
-        """A reset static cache of shape `key` (batch, length, dtype, device), taken out of the model's store: the
-        kept one (the same buffers: a CUDA graph recorded on them replays), else a new one."""
+        """A reset static cache of shape `key` (batch, length, dtype, device, made in inference mode), taken out of
+        the model's store: the kept one (the same buffers: a CUDA graph recorded on them replays), else a new one."""
         from .kv_cache import static_cache
 
         with cls._lock:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -208,6 +209,9 @@ class SpeechLLM(nn.Module):
         if h.shape[-1] != self.encoder_dim:
             raise LLMSRTError(f"encoder features have dim {h.shape[-1]} but the adapter expects {self.encoder_dim}; "
                               "the feature cache was made with another encoder")
+        if h.shape[1] == 0:  # the Q-Former's windows cannot be cut from no frames (a reshape error deep inside it)
+            raise LLMSRTError(f"encoder features of shape {tuple(h.shape)} hold no frames; a cached entry is empty or "
+                              "damaged: delete it (the cache computes it again from the audio)")
         emb, emb_mask = self.adapter(h.to(self.adapter_dtype), mask.to(self.device).bool())
         return (emb.to(self.llm_dtype) if llm_dtype else emb), emb_mask
 
@@ -217,11 +221,20 @@ class SpeechLLM(nn.Module):
         """-> inputs_embeds (B, L, d), attention mask (B, L) bool, labels (B, L) (IGNORE except target tokens).
 
         Row i is [BOS ; its real speech embeddings ; prompt ; target], right-padded (training) or left-padded
-        (generation) to the longest row; built with one embedding call and scatter-style indexing."""
+        (generation) to the longest row; built with one embedding call and scatter-style indexing. A row of none of
+        them is an error: the LLM has nothing to read (alone a reshape error in attention, in a batch a fully
+        masked row's garbage)."""
         dev = self.device
         n = len(prompt_ids)
         targets = target_ids if target_ids is not None else [[] for _ in range(n)]
         text = [p + t for p, t in zip(prompt_ids, targets)]
+        bos = self.tokenizer.bos_token_id
+        if bos is None and not all(text):  # only then: a speech row's frame count is read back from the device
+            heard = speech[1].sum(1).tolist() if speech is not None else [0] * n
+            empty = [i for i, (t, frames) in enumerate(zip(text, heard)) if not t and not frames]
+            if empty:
+                raise LLMSRTError(f"batch row {empty[0]} has nothing for the LLM to read (no speech frames, no prompt "
+                                  "or target tokens, and this tokenizer adds no BOS); give it a prompt or audio")
         text_len = torch.tensor([len(t) for t in text], dtype=torch.long, device=dev)
         prompt_len = torch.tensor([len(p) for p in prompt_ids], dtype=torch.long, device=dev)
         width = max(1, int(text_len.max()) if n else 1)
@@ -231,7 +244,6 @@ class SpeechLLM(nn.Module):
             ids[text_mask] = torch.tensor([x for t in text for x in t], dtype=torch.long, device=dev)
         embed = self.llm.get_input_embeddings()
         text_emb = embed(ids)
-        bos = self.tokenizer.bos_token_id
         n_bos = 0 if bos is None else 1
         if speech is not None:
             speech_emb, speech_mask = speech[0], speech[1].to(dev).bool()
@@ -320,17 +332,20 @@ class SpeechLLM(nn.Module):
     @torch.no_grad()
     def generate_ids(self, batch: dict, options: DecodingOptions = DecodingOptions(),
                      synced_ranks: bool = False, on_end: OnEnd | None = None,
-                     written: set[int] | None = None) -> list[list[int]]:
+                     written: set[int] | None = None, caps: Sequence[int] | None = None) -> list[list[int]]:
         """Batch with prompts -> generated token ids per example (EOS excluded). `synced_ranks`: every rank of a
         sharded (FSDP) model decodes in lockstep until all are done, as each step needs all ranks' shards.
         `on_end`: what a row must write before it may end (`decoding.generate_ids`); rows that had ids written
-        for them go into `written`."""
+        for them go into `written`. `caps`: each row's own cap, where beam search stops it (`decoding.RowCaps`; the
+        caller cuts greedy rows). An empty batch (no prompts) gives no rows."""
+        if not batch["prompts"]:
+            return []
         speech = self.speech_embeddings(batch)
         prompt_ids, _ = tokenize_batch(self.tokenizer, batch["prompts"])
         embeds, mask, _ = self.assemble(speech, prompt_ids, left_pad=True)
         return generate_ids(self.llm, embeds, mask, options, eos_ids(self.llm, self.tokenizer),
                             self.tokenizer.pad_token_id, synced_ranks=synced_ranks, on_end=on_end,
-                            written=written)
+                            written=written, caps=caps)
 
     def generate(self, batch: dict, options: DecodingOptions = DecodingOptions(),
                  synced_ranks: bool = False) -> list[str]:

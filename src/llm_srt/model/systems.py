@@ -52,7 +52,8 @@ class Item:
     task: Task
     transcript: str = ""  # the given transcript (SMT, MT); empty otherwise
     max_new_tokens: int | None = None  # this item's own output cap (None: the options'); a batch decodes to its
-    #                                    largest cap and cuts each row to its own, so no row depends on its batch
+    #                                    largest cap, greedy cuts each row to its own and beam search stops each
+    #                                    row's hypotheses at it (`decoding.RowCaps`), so no row depends on its batch
 
 
 @dataclass(frozen=True)
@@ -138,12 +139,13 @@ class SpeechLLMSystem:
                        for i in idx]
             batch = {"prompts": prompts, "audio": [items[i].audio for i in idx] if audio else None}
             rows: set[int] = set()
+            caps = [cap(items[i], options) for i in idx]
             with torch.inference_mode():
                 ids = self.model.generate_ids(batch, options, on_end=self._srt_tags([items[i] for i in idx], options),
-                                              written=rows)
+                                              written=rows, caps=caps)
             forced.update(idx[r] for r in rows)
-            texts.update((i, self.model.tokenizer.decode(row[:cap(items[i], options)], skip_special_tokens=True))
-                         for i, row in zip(idx, ids))
+            texts.update((i, self.model.tokenizer.decode(row[:c], skip_special_tokens=True))
+                         for i, row, c in zip(idx, ids, caps))
         return [replace(split_output(texts[i], it), forced_tags=i in forced) for i, it in enumerate(items)]
 
     def _asr_then_smt(self, items: Sequence[Item], options: DecodingOptions) -> list[Output]:
@@ -303,7 +305,8 @@ class WhisperSystem:
 
     def decode_ids(self, audios: list[np.ndarray], langs: list[str], whisper_task: str, options: DecodingOptions,
                    caps: list[int] | None = None) -> list[list[int]]:
-        """As `decode`, the new token ids of each clip (cut to its cap; after an end token, padding)."""
+        """As `decode`, the new token ids of each clip (cut to its cap; after an end token, padding; beam search
+        stops each clip's hypotheses at its cap: `decoding.RowCaps`)."""
         room = self.whisper.dims.n_text_ctx - WHISPER_PROMPT_TOKENS
         caps = [min(c, room) for c in (caps or [options.max_new_tokens] * len(audios))]
         prompts = torch.tensor([self.prompt(lang, whisper_task) for lang in langs], device=self.whisper.device)
@@ -312,7 +315,7 @@ class WhisperSystem:
             if options.beam_size == 1 and not options.no_repeat_ngram_size:
                 ids = self._greedy(mel, prompts, max(caps))
             else:
-                ids = self._generate(mel, langs, whisper_task, options, max(caps))
+                ids = self._generate(mel, langs, whisper_task, options, caps)
         return [row[:c] for row, c in zip(ids.tolist(), caps)]
 
     def encode(self, mel: torch.Tensor) -> torch.Tensor:
@@ -335,17 +338,21 @@ class WhisperSystem:
         return torch.cat([F.pad(p, (0, width - p.shape[1]), value=w.generation.pad) for p in parts])
 
     def _generate(self, mel: torch.Tensor, langs: list[str], whisper_task: str, options: DecodingOptions,
-                  max_new: int) -> torch.Tensor:
-        """HF `generate` (beam search, no-repeat n-grams) with each clip's language -> new tokens (B, n)."""
-        from transformers import LogitsProcessorList
+                  caps: list[int]) -> torch.Tensor:
+        """HF `generate` (beam search, no-repeat n-grams) with each clip's language, to the largest of the clips'
+        caps (beam search: each clip's hypotheses stopped at its own, `decoding.RowCaps`) -> new tokens (B, n)."""
+        from transformers import LogitsProcessorList, StoppingCriteriaList
+
+        from .decoding import RowCaps
 
         hf = _whisper(self.folder, self.placement.device, self.placement.dtype)
         g = self.whisper.generation
         suppress = SuppressTokens(self.whisper.dims.n_vocab, g.suppress, g.begin_suppress, mel.device)
+        stop = StoppingCriteriaList([RowCaps(caps)]) if options.beam_size > 1 else None
         return hf.generate(mel, language=[languages.whisper_language(x, self.vocab) for x in langs],
-                           task=whisper_task, num_beams=options.beam_size, max_new_tokens=max_new,
+                           task=whisper_task, num_beams=options.beam_size, max_new_tokens=max(caps),
                            no_repeat_ngram_size=options.no_repeat_ngram_size,
-                           logits_processor=LogitsProcessorList([suppress]))
+                           logits_processor=LogitsProcessorList([suppress]), stopping_criteria=stop)
 
     def run_batch(self, items: Sequence[Item], options: DecodingOptions) -> list[Output]:
         out: list[Output | None] = [None] * len(items)
@@ -421,10 +428,11 @@ class TextMTSystem:
     def translate(self, texts: list[str], srcs: list[str], tgts: list[str], options: DecodingOptions,
                   caps: list[int] | None = None) -> list[str]:
         """Texts -> their translations, one language pair per text; the answer is the first line generated.
-        Each text may generate twice its own length + 16 tokens, and at most its cap (default: the options')."""
+        Each text may generate twice its own length + 16 tokens, and at most its cap (default: the options'); beam
+        search stops each text's hypotheses at its cap (`decoding.RowCaps`)."""
         from transformers import LogitsProcessorList, StoppingCriteriaList
 
-        from .decoding import FirstLineEnd, NewNgramBlock, eos_ids
+        from .decoding import FirstLineEnd, NewNgramBlock, RowCaps, eos_ids
 
         if not texts:
             return []
@@ -440,9 +448,10 @@ class TextMTSystem:
                 for x, c in zip(texts, caps or [options.max_new_tokens] * len(texts))]
         # greedy: a row stops at its first line break after text (the answer is the first line that is not blank),
         # so no row runs on to its cap; beam search keeps the model's own EOS (a line break must not end a beam's
-        # ranking)
+        # ranking) and stops each row's hypotheses at its own cap, not the batch's largest
         stop: dict = {"eos_token_id": eos_ids(self.model, tok), "stopping_criteria": StoppingCriteriaList(
-            [FirstLineEnd(self.token_texts, batch["input_ids"].shape[1])])} if options.beam_size == 1 else {}
+            [FirstLineEnd(self.token_texts, batch["input_ids"].shape[1])])} if options.beam_size == 1 else {
+            "stopping_criteria": StoppingCriteriaList([RowCaps(caps)])}
         if options.no_repeat_ngram_size:  # in the translation alone, not the prompt (its source sentence)
             stop["logits_processor"] = LogitsProcessorList([NewNgramBlock(options.no_repeat_ngram_size,
                                                                           batch["input_ids"].shape[1])])
