@@ -348,8 +348,11 @@ def test_only_failures_that_may_be_the_devices_count_towards_failing():
     neither way: before, each counted as a failed batch, so three of them (one OpenAI call and its two retries) made
     /health answer 503 on a working device. A CUDA error still counts, and an answer ends the run."""
     from llm_srt.infer import ALONE_OUT_OF_MEMORY, NOT_RUN
-    from llm_srt.model.systems import CANNOT_RUN
+    from llm_srt.model.systems import CANNOT_RUN, TextMTSystem
     from llm_srt.serve.batcher import FAILING_BATCHES, BatchStats
+
+    with pytest.raises(LLMSRTError) as text_mt:  # the text MT system's own words (it has no language ID either)
+        TextMTSystem.detect_language(None, np.zeros(16000, np.float32))
 
     cuda = "RuntimeError: CUDA error: an illegal memory access was encountered"
     stats = BatchStats()
@@ -358,7 +361,7 @@ def test_only_failures_that_may_be_the_devices_count_towards_failing():
     for error in ("language ID: Whisper hears pl here, not one of the languages the toolkit knows (deu, eng); give "
                   "the source language (--src), or add it to llm_srt/languages.py",
                   "whisper-x: this Whisper has no language tokens, so it cannot detect the language; give the source "
-                  "language (--src)",
+                  "language (--src)", str(text_mt.value),
                   "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB" + ALONE_OUT_OF_MEMORY,
                   "2 of 2 segments failed (the first, 00:00:00.000 to 00:00:29.000: OutOfMemoryError: CUDA out of "
                   "memory. Tried to allocate 2.00 GiB" + ALONE_OUT_OF_MEMORY + ")",

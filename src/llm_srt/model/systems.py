@@ -79,6 +79,8 @@ class System(Protocol):
         ...
 
 
+LID_MISSING = "cannot detect the language"  # in the error of a system without language ID, asked for it
+LID_UNKNOWN = "language ID: "  # begins the error of language ID that heard a language the toolkit lacks
 CANNOT_RUN = "cannot run: "  # begins the error of an item a system (or any) cannot run, known before decoding: the
 #   same every time it is asked (an evaluation going on from a killed one keeps it, `infer.retryable`)
 
@@ -243,8 +245,8 @@ def detect_language(whisper: str | Path | None, audio: np.ndarray, placement: Pl
         if tid is not None:
             candidates.setdefault(tid, lang.code)
     if not candidates:
-        raise LLMSRTError(f"{whisper}: this Whisper has no language tokens, so it cannot detect the language; give "
-                          "the source language (--src)")
+        raise LLMSRTError(f"{whisper}: this Whisper has no language tokens, so it {LID_MISSING}; give the source "
+                          "language (--src)")
     with torch.inference_mode():
         start = torch.tensor([[w.generation.start]], device=w.device)
         mel = w.mel([audio])
@@ -255,7 +257,7 @@ def detect_language(whisper: str | Path | None, audio: np.ndarray, placement: Pl
     ids = torch.tensor(list(every), device=logits.device)
     heard = int(ids[logits[ids].argmax()])
     if heard not in candidates:  # the registry's likeliest would be a wrong tag, read as such (Polish as eng)
-        raise LLMSRTError(f"language ID: Whisper hears {every[heard].strip('<|>')} here, not one of the languages "
+        raise LLMSRTError(f"{LID_UNKNOWN}Whisper hears {every[heard].strip('<|>')} here, not one of the languages "
                           f"the toolkit knows ({', '.join(sorted(set(candidates.values())))}); give the source "
                           "language (--src), or add it to llm_srt/languages.py")
     return candidates[heard]
@@ -478,7 +480,7 @@ class TextMTSystem:
         return out
 
     def detect_language(self, audio: np.ndarray) -> str:
-        raise LLMSRTError("the text MT system has no audio model to detect a language with; give --src")
+        raise LLMSRTError(f"the text MT system has no audio model, so it {LID_MISSING}; give --src")
 
 
 class CascadeSystem:

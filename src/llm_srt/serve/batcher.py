@@ -29,6 +29,7 @@ from ..audio import SAMPLE_RATE
 from ..errors import LLMSRTError
 from ..infer import ALONE_OUT_OF_MEMORY, NOT_RUN, SpeechTranslator, TranslationResult, error_line, retryable
 from ..model.decoding import DecodingOptions
+from ..model.systems import LID_MISSING, LID_UNKNOWN
 from ..prompts import Task
 from ..segment import SegmentOptions
 
@@ -70,8 +71,6 @@ class Pending:
 
 
 FAILING_BATCHES = 3  # batches in a row whose every request failed in the model: the server reports itself failing
-LID_MISSING = "cannot detect the language"  # the systems' words when their Whisper has no language ID
-LID_UNKNOWN = "language ID: "  # begins model.systems.detect_language's error for a language the toolkit lacks
 
 
 def language_id_failed(error: str | None) -> bool:
