@@ -645,3 +645,18 @@ def test_decode_rows_time_a_model_folders_lora_merged_as_translate_loads_it(tmp_
     assert decoding.lora_merged and not [n for n, _ in decoding.llm.named_modules() if "lora_" in n]
     assert not _merges_lora(trained, options, device.resolve("cpu", "bfloat16"))  # translate keeps it apart there
     assert not _merges_lora(trained, bench.BenchOptions(encoder=options.encoder, llm=options.llm), cpu)
+
+
+def test_the_memory_cap_leaves_room_for_what_the_device_holds_outside_torchs_allocator(monkeypatch):
+    """`--memory-gib 24` emulates a 24 GiB card, whose CUDA context and library handles (~0.5 GiB) take part of it:
+    the allocator's share is the cap less what the device holds outside it (it was the whole cap)."""
+    import torch
+
+    from llm_srt.bench import paper
+
+    gib, total = 2**30, 140 * 2**30
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (total - 3 * gib, total))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: int(2.5 * gib))  # 0.5 GiB outside
+    fraction, outside = paper.memory_cap(24, torch.device("cuda:0"))
+    assert outside == gib // 2 and fraction * total == pytest.approx(23.5 * gib)
+    assert paper.memory_cap(0.25, torch.device("cuda:0"))[0] == 0.0  # a cap below the context: nothing fits

@@ -188,12 +188,14 @@ def row(system: str, beam: int, batch: int, run, compiled: bool = False) -> dict
 def largest_batch(system, clips, greedy: DecodingOptions, options: PaperOptions, device: torch.device, log) -> dict:
     """The largest batch that fits: one timed batch per probe, doubling from `search_from` until CUDA runs out of
     memory or `max_batch` is reached (halving instead when `search_from` itself does not fit). Under `memory_gib`
-    torch's CUDA allocator is capped to that much (weights included) for the search only."""
+    torch's CUDA allocator is capped to that much (weights included) less what the device holds outside it (the
+    CUDA context, library handles: a real card of that size holds them too), for the search only."""
     capped = options.memory_gib is not None and device.type == "cuda"
+    outside = None
     if capped:
         release(device)  # cached free blocks would be reused past the cap: the cap counts memory reserved from CUDA
-        total = torch.cuda.get_device_properties(device).total_memory
-        torch.cuda.set_per_process_memory_fraction(min(1.0, options.memory_gib * 2**30 / total), device)
+        fraction, outside = memory_cap(options.memory_gib, device)
+        torch.cuda.set_per_process_memory_fraction(fraction, device)
     # from `search_from`, or from `max_batch` when that is smaller (--max-batch 64: before, no probe ran at all and
     # the result said the search had reached its end)
     probes, oom_at, batch, upwards = [], None, min(options.search_from, options.max_batch), True
@@ -217,7 +219,18 @@ def largest_batch(system, clips, greedy: DecodingOptions, options: PaperOptions,
         release(device)
     return {"probes": probes, "largest_fit": max((p["batch_size"] for p in probes), default=None),
             "out_of_memory_at": oom_at, "capped_at_max_batch": oom_at is None,
-            "memory_gib": options.memory_gib if capped else None}
+            "memory_gib": options.memory_gib if capped else None,
+            "outside_allocator_mib": None if outside is None else round(outside / 2**20)}
+
+
+def memory_cap(memory_gib: float, device: torch.device) -> tuple[float, int]:
+    """(the fraction of the device's memory torch's allocator may reserve so that the device holds at most
+    `memory_gib` GiB in all, the bytes the device holds outside the allocator now): the CUDA context and library
+    handles (~0.5 GiB) sit on a 24 GiB card beside what torch reserves, and `set_per_process_memory_fraction` caps
+    only the latter."""
+    free, total = torch.cuda.mem_get_info(device)
+    outside = max(0, total - free - torch.cuda.memory_reserved(device))
+    return min(1.0, max(0.0, (memory_gib * 2**30 - outside) / total)), outside
 
 
 def probe(system, audios, batch: int, greedy: DecodingOptions, device: torch.device):
@@ -393,6 +406,8 @@ def format_paper(result: dict) -> str:
     lines.append("")
     for system, s in result["largest_batch"].items():
         cap = f" under a {s['memory_gib']:g} GiB cap" if s["memory_gib"] else ""
+        if s["memory_gib"] and s.get("outside_allocator_mib") is not None:
+            cap += f" ({s['outside_allocator_mib']:,} MiB of it held outside torch's allocator)"
         end = (f"out of memory at {s['out_of_memory_at']}" if s["out_of_memory_at"] else
                f"no out-of-memory up to the search's end ({o['max_batch']})")
         lines.append(f"largest batch{cap}, {SYSTEMS[system][1]}: {s['largest_fit']} ({end})")
