@@ -453,3 +453,26 @@ def test_a_direction_none_of_whose_rows_a_resample_draws_is_left_out_of_its_aver
     by_hand = np.where(np.isnan(fra), deu, (deu + fra) / 2)
     want = significance._compare((np.mean(a[:10]) + a[10]) / 2, (np.mean(b[:10]) + b[10]) / 2, by_hand, 10)
     assert (got.a, got.b, got.p, got.low, got.high) == pytest.approx((want.a, want.b, want.p, want.low, want.high))
+
+
+def test_a_direction_a_resample_did_not_draw_is_left_out_of_its_bleu_average(monkeypatch):
+    """FLEURS-like: a direction whose rows only a few sentences have goes undrawn in some resamples. It is left out
+    of that resample's average over directions (as `paired_mean` does), where it was scored 0 on both sides and
+    halved the other directions' difference: the resampled differences there are eng->deu's alone."""
+    from llm_srt.evaluate import significance
+    from llm_srt.evaluate.significance import resample_counts
+
+    seen = []
+    real = significance._compare
+    monkeypatch.setattr(significance, "_compare", lambda a, b, diffs, n: seen.append(diffs) or real(a, b, diffs, n))
+    r = refs(40, seed=5)
+    a_of, b_of = (lambda i, s: s), (lambda i, s: s if i % 3 else truncated(4)(i, s))
+    deu = (nway(r, a_of, [("eng", "deu")], True), nway(r, b_of, [("eng", "deu")], True))
+    jpn = (nway(r[:2], a_of, [("eng", "jpn")], True), nway(r[:2], lambda i, s: "", [("eng", "jpn")], True))
+    paired_bootstrap(deu[0] + jpn[0], deu[1] + jpn[1], samples=200)
+    paired_bootstrap(*deu, samples=200)
+    both, alone = seen
+    undrawn = resample_counts([0] * 40, 200, 0)[:, :2].sum(axis=1) == 0  # one pool of 40 sentences either way
+    assert 0 < undrawn.sum() < 200 and alone[undrawn].min() > 0
+    np.testing.assert_allclose(both[undrawn], alone[undrawn])
+    assert np.all(both[~undrawn] > alone[~undrawn])  # eng->jpn's 100 BLEU lead where drawn

@@ -10,8 +10,9 @@
 Choices (documented so scores can be compared):
 - A reference that normalizes to the empty string is skipped in WER/CER (its hypothesis too), as Whisper's and
   SeamlessM4T's evaluation scripts do; `Score.skipped` counts them. BLEU/chrF keep every line.
-- Thai uses BasicTextNormalizer(preserve_marks=True): Whisper's default drops every Unicode mark, which deletes
-  Thai vowel signs and tone marks and would make CER count only consonants.
+- Thai uses BasicTextNormalizer(preserve_marks=True): Whisper's default replaces every Unicode mark with a space,
+  which cuts Thai words at their vowel signs and tone marks ("สวัสดีครับ" -> "สว สด คร บ") and would make CER count
+  only consonants and spaces.
 - Scores are on a 0-100 scale (WER 12.3 means 12.3 %).
 """
 

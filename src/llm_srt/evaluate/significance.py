@@ -115,11 +115,13 @@ def paired_bootstrap_runs(a: Sequence[Iterable[UtteranceResult | Mapping]],
         # (rows, statistics): each row's statistics summed over the runs
         stats_a, stats_b = (sum(_stats(metric, [rows[k] for k in ids]) for rows in runs) for runs in (runs_a, runs_b))
         weights = times[:, [sentence[k] for k in ids]]  # (samples, rows): each row as often as its sentence
+        drawn = weights.sum(axis=1) > 0  # a resample that drew none of the direction's rows leaves it out of its
+        #   average (as `paired_mean`): scored 0 on both sides, it pulled the difference towards 0
         full_a.append(_score(metric, stats_a.sum(0)))
         full_b.append(_score(metric, stats_b.sum(0)))
-        boot_a.append([_score(metric, s) for s in weights @ stats_a])
-        boot_b.append([_score(metric, s) for s in weights @ stats_b])
-    diffs = np.mean(boot_a, axis=0) - np.mean(boot_b, axis=0)  # (samples,): average over directions per resample
+        boot_a.append([_score(metric, s) if d else np.nan for s, d in zip(weights @ stats_a, drawn)])
+        boot_b.append([_score(metric, s) if d else np.nan for s, d in zip(weights @ stats_b, drawn)])
+    diffs = np.nanmean(np.subtract(boot_a, boot_b), axis=0)  # (samples,): average over the drawn directions
     return _compare(float(np.mean(full_a)), float(np.mean(full_b)), diffs, len(sentences))
 
 
@@ -290,7 +292,7 @@ def paired_mean(a: Sequence[float], b: Sequence[float], samples: int = SAMPLES, 
     times = resample_counts(sentence_strata(list(zip(map(int, groups), keys)), len(index)), samples, seed)[:, groups]
     which = np.unique([f"{src}\t{tgt}" for src, tgt in keys], return_inverse=True)[1].ravel()  # row -> direction
     per_direction = []  # (samples,) each: the direction's mean difference in each resample; NaN where none of its
-    #   rows was drawn (left out of that resample's average; the BLEU test scores such a direction 0 on both sides)
+    #   rows was drawn (left out of that resample's average, as in the BLEU test)
     observed = []
     for direction in range(int(which.max()) + 1):
         rows = which == direction
