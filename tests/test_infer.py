@@ -517,6 +517,22 @@ def test_shortest_first_answers_a_short_input_before_a_long_one_s_other_segments
         assert answered[1] == short_after and len(stub.batches) == 3  # after how many of the three model calls
 
 
+def test_inputs_finish_window_by_window_so_a_kill_keeps_the_first_ones(monkeypatch):
+    """Longest first over a whole group (up to 2 h of audio), every input had a short segment left until near the
+    group's end: a run of long files killed at 90% had written none. A group runs in windows of about
+    FINISH_WINDOW_SECONDS of audio, in input order: the first window's inputs are done after its own batches."""
+    from llm_srt import infer
+
+    monkeypatch.setattr(infer, "FINISH_WINDOW_SECONDS", 100.0)
+    talks = [recording(36.0, [(0.5, 3.0), (8.5, 10.0), (15.5, 17.0), (30.0, 33.5)], seed=i) for i in range(6)]
+    stub, answered = Stub(), {}
+    results = SpeechTranslator(stub).translate(talks, "eng", "deu", batch_size=2,
+                                               on_result=lambda i, r: answered.setdefault(i, len(stub.batches)))
+    assert len(stub.batches) == 12 and all(r.error is None and len(r.segments) == 4 for r in results)
+    assert max(answered[i] for i in range(3)) <= 6 < min(answered[i] for i in range(3, 6))  # windows of 0-108 s
+    #   and 108-216 s of audio: inputs 0-2, then 3-5
+
+
 def test_the_segments_of_an_input_whose_caller_is_gone_are_not_run():
     """`cancelled(i)` (a request timed out, its client gone): the input's segments not yet in a batch are left out,
     so the model does not go on for no one; the inputs still wanted are translated."""
@@ -694,6 +710,23 @@ def test_skip_existing_translates_again_the_files_written_with_other_settings(tm
     assert cli.main([*base, "--tgt", "fra", "--skip-existing"]) == 0 and stub.batches[-1] == [3 * SR]
     assert "1 of 2 inputs translated again" in capsys.readouterr().err
     assert cli.main([*base, "--tgt", "fra", "--skip-existing"]) == 0 and len(stub.batches) == 3  # all done
+
+
+def test_skip_existing_translates_again_after_another_transcript_or_dtype(tmp_path, monkeypatch, capsys):
+    """A corrected --transcript (task smt) and another --dtype (bfloat16 changes outputs; `auto` resolves per
+    machine) were taken as the same run: the old file was kept. --transcript belongs to task smt only."""
+    write_wav(tmp_path / "a.wav", recording(3.0, [(0.5, 2.5)]))
+    stub = Stub()
+    stub_cli(monkeypatch, stub)
+    base = ["translate", str(tmp_path / "a.wav"), "--model", "stub", "--src", "eng", "--tgt", "deu", "--task", "smt",
+            "--format", "srt", "--out-dir", str(tmp_path / "out"), "--skip-existing"]
+    for extra, runs in ((["--transcript", "helo wrld"], 1), (["--transcript", "helo wrld"], 1),
+                        (["--transcript", "hello world"], 2), (["--transcript", "hello world"], 2),
+                        (["--transcript", "hello world", "--dtype", "bfloat16"], 3)):
+        assert cli.main([*base, *extra]) == 0 and len(stub.batches) == runs, extra
+    assert "(dtype: \"float32\" -> \"bfloat16\")" in capsys.readouterr().err
+    assert cli.main([*base[:-7], "--task", "srt", "--transcript", "hi"]) == 2
+    assert "--transcript goes with --task smt" in capsys.readouterr().err
 
 
 def test_skip_existing_does_not_take_another_inputs_file_of_the_same_name(tmp_path, monkeypatch, capsys):

@@ -201,3 +201,11 @@ def test_every_word_of_both_texts_is_shown_once_in_order_within_the_segment():
         assert all(_width(line) <= width or len(line.split()) == 1 for line in lines), case  # wider: one word
         assert cues[0].start == start and cues[-1].end == end, case
         assert all(a.start < a.end <= b.start for a, b in zip(cues, cues[1:])) and cues[-1].start < end, case
+
+
+def test_no_arrow_of_any_length_survives_in_a_cues_text():
+    """'-->' inside cue text breaks both formats; one pass of str.replace left '--->' as '-->'."""
+    for text in ("a ---> b", "a ----> b", "a --> b --> c", "---->>"):
+        for out in (to_srt([Cue(0, 1, text)]), to_vtt([Cue(0, 1, text)])):
+            body = out.split("\n")[2 if out.startswith("1") else 4:]
+            assert not any("-->" in line or "--&gt;" in line for line in body), (text, out)

@@ -8,6 +8,7 @@ per input: a batch mixes languages and tasks freely. Work items (what goes to th
 results (built from the items and the system's outputs as each input is finished).
 """
 
+import hashlib
 import json
 import logging
 import os
@@ -49,6 +50,8 @@ MAX_NEW_TOKENS_HELP = ("the most tokens a segment may generate; each segment's o
                        "scripts) decides below it (default %(default)s: the largest budget, a 30 s segment "
                        "transcribed and translated in wide scripts)")
 PENDING_SECONDS = 2 * 3600.0  # decoded inputs waiting for the model (461 MB at 16 kHz) before they are run
+FINISH_WINDOW_SECONDS = 900.0  # a group's inputs run in windows of about this much audio, in order, longest segment
+#   first within a window: inputs finish (and are written) as the group goes, not all at its end
 
 log = logging.getLogger(__name__)
 
@@ -317,8 +320,10 @@ class SpeechTranslator:
         result)` is called as each input is done (its last segment back from the system, so not in input order), so a
         caller can write it out at once and an interrupted run keeps every input that was finished.
         `shortest_first` (a server's batch of requests): the inputs with the least audio run first, so a short
-        request is answered before a long one's other segments run (else segments run longest first, whatever
-        their input). `cancelled(i)`: input i's caller has stopped waiting (a timeout, a client gone): its
+        request is answered before a long one's other segments run (else a group's inputs run in windows of about
+        FINISH_WINDOW_SECONDS of audio, in order, and segments longest first within a window, whatever their input:
+        run longest first over the whole group, no input was finished, and so written, until near its end, and an
+        interrupted run of long files kept none). `cancelled(i)`: input i's caller has stopped waiting (a timeout, a client gone): its
         segments not yet in a batch are left out (NOT_RUN), so the model runs on for no one no longer than the
         batch it is in. `remember_out_of_memory`: see `run_items`."""
         if batch_size < 1:
@@ -365,9 +370,10 @@ class SpeechTranslator:
                 done(i)
 
         pending = 0.0
+        window = [0] * n  # each input's window of its group (FINISH_WINDOW_SECONDS)
         def run(work: list[tuple[int, int, Segment, Item]]) -> None:
             run_items(self.system, [w[3] for w in work], options, batch_size, progress, on_output,
-                      first=[durations[w[0]] for w in work] if shortest_first else None,
+                      first=[durations[w[0]] if shortest_first else window[w[0]] for w in work],
                       skip=None if cancelled is None else lambda k: cancelled(work[k][0]),
                       remember_out_of_memory=remember_out_of_memory)
 
@@ -395,6 +401,7 @@ class SpeechTranslator:
             segments[i], left[i] = [None] * len(segs), len(segs)
             work += [(i, j, s, Item(s.slice(samples), langs[i], a.tgt, a.task, a.transcript))
                      for j, s in enumerate(segs)]
+            window[i] = int(pending // FINISH_WINDOW_SECONDS)
             pending += durations[i]
             if pending >= PENDING_SECONDS:  # decoded audio is held for PENDING_SECONDS of input at most
                 run(work)
@@ -542,7 +549,14 @@ def main(args) -> int:
     if args.skip_existing and not outputs:
         raise LLMSRTError("--skip-existing needs --out-dir and --format text, srt or vtt (one file per input; "
                           "json writes one results.json at the end)")
+    if args.transcript is not None and args.task != Task.SMT.value:
+        raise LLMSRTError(f"--transcript goes with --task smt (the model translates the given transcript), not "
+                          f"--task {args.task}, which reads the audio; drop --transcript or give --task smt")
     settings = _settings(args, options, segments)
+
+    def source(k: int) -> dict:  # input k as its record names it: the audio file, and its transcript (task smt)
+        return _input_of(args.audio[k], args.transcript[k] if args.transcript else None)
+
     if args.skip_existing:
         if args.transcript is not None and len(args.transcript) != len(outputs):
             raise LLMSRTError(f"--transcript: {len(args.transcript)} transcripts for {len(outputs)} inputs; give one "
@@ -557,7 +571,7 @@ def main(args) -> int:
             if before != settings:
                 return "with other settings (" + "; ".join(f"{key}: {json.dumps(before.get(key))} -> {json.dumps(v)}"
                                                            for key, v in settings.items() if before.get(key) != v) + ")"
-            if entry.get("input") not in (None, _input_of(args.audio[k])):  # a record older than inputs: taken
+            if entry.get("input") not in (None, source(k)):  # a record older than inputs: taken
                 return f"from another input ({shown(str(entry['input'].get('path')))}, or it changed since)"
             return None
 
@@ -590,7 +604,7 @@ def main(args) -> int:
                 try:
                     _write(incomplete(outputs[k]) if r.error else outputs[k], text)
                     if not r.error:
-                        _record(out_dir, outputs[k], settings, _input_of(args.audio[k]))
+                        _record(out_dir, outputs[k], settings, source(k))
                     stale = outputs[k] if r.error else incomplete(outputs[k])  # an earlier run's output of it
                     if stale.is_file():
                         stale.unlink()
@@ -702,9 +716,13 @@ SETTINGS_FILE = ".llm-srt-translate.jsonl"  # in --out-dir: a line per file writ
 
 
 def _settings(args, options: DecodingOptions, segments: SegmentOptions) -> dict:
-    """What decides the files a translate run writes (not how fast: --batch-size, --compile, the device)."""
+    """What decides the files a translate run writes (not how fast: --batch-size, --compile, the device; but the
+    dtype, as resolved: `--dtype auto` is bfloat16 on one machine and float32 on another, and bfloat16 changes
+    outputs)."""
     model = Path(args.model)
+    dtype = placement_of.resolve(args.device, args.dtype).dtype_name
     return {"model": str(model.resolve()) if model.exists() else args.model, "src": args.src, "tgt": args.tgt,
+            "dtype": dtype,
             "task": args.task, "format": args.format, "subtitles": args.subtitles, "line_width": args.line_width,
             "models": {k: str(Path(v).resolve()) for k in ("whisper", "llm", "encoder")
                        if (v := getattr(args, k, None))},
@@ -715,15 +733,17 @@ def _key(path: Path, out_dir: Path) -> str:
     return path.relative_to(out_dir).as_posix()
 
 
-def _input_of(audio: str) -> dict:
+def _input_of(audio: str, transcript: str | None = None) -> dict:
     """Which input an output was written from: its path, size and time (the same name from another folder, or a
-    file recorded again, is another input)."""
+    file recorded again, is another input), and the sha256 of its given transcript (task smt: a corrected
+    transcript is another input)."""
     path = Path(os.path.abspath(audio))  # as output_paths spells it: ../d1/a.wav and /x/d1/a.wav are one input
+    given = {} if transcript is None else {"transcript_sha256": hashlib.sha256(transcript.encode()).hexdigest()}
     try:
         st = path.stat()
     except OSError:
-        return {"path": str(path)}
-    return {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        return {"path": str(path), **given}
+    return {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, **given}
 
 
 def _record(out_dir: Path, path: Path, settings: dict, source: dict) -> None:

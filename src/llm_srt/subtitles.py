@@ -185,7 +185,7 @@ def _checked(cues: Iterable[Cue]) -> list[tuple[Cue, str]]:
 def _clean(text: str) -> str:
     # A blank line would end the cue early in both formats, and '-->' is forbidden inside WebVTT cue text.
     lines = [line.strip() for line in text.replace("\r", "\n").split("\n")]
-    return "\n".join(line.replace("-->", "->") for line in lines if line)
+    return "\n".join(re.sub(r"-{2,}>", "->", line) for line in lines if line)  # one pass: "--->" is "->" too
 
 
 def _vtt_escaped(text: str) -> str:
