@@ -89,8 +89,8 @@ def test_first_line_end_stops_a_row_at_a_line_break_after_text_only():
     before the break, or in an earlier one); a row that opens with blank lines goes on to its first line."""
     from llm_srt.model.decoding import FirstLineEnd
 
-    #        0   1      2     3        4      5       6    (0: a special token, decoded without special tokens)
-    vocab = ["", "Der", "\n", " \n\n", "Hund.\n", "\nDie", " "]
+    #        0   1      2     3        4      5       6    7    (0: a special token, decoded without special tokens)
+    vocab = ["", "Der", "\n", " \n\n", "Hund.\n", "\nDie", " ", "\n\nHund.\n"]
     stop = FirstLineEnd(vocab, prompt_length=2)
     rows = {(9, 9, 1, 2): True,  # text, then a line break
             (9, 9, 2): False, (9, 9, 6, 3): False,  # blank lines first: not yet
@@ -98,7 +98,8 @@ def test_first_line_end_stops_a_row_at_a_line_break_after_text_only():
             (9, 9, 4): True,  # text before the break in the token itself
             (9, 9, 5): False, (9, 9, 5, 2): True,  # the text after a break starts the first line
             (9, 9, 0, 2): False,  # a special token (no text) is not an answer
-            (9, 9, 7, 2): True}  # an id past the tokenizer (a padded head) counts as text
+            (9, 9, 7): True,  # a whole first line inside one token
+            (9, 9, 9, 2): True}  # an id past the tokenizer (a padded head) counts as text
     for row, ends in rows.items():
         assert stop(torch.tensor([row[:2] + row[2:]]), None).tolist() == [ends], row
     batch = torch.tensor([[0, 0, 2, 1], [0, 0, 1, 2]])

@@ -576,8 +576,9 @@ class FirstLineEnd:
 
     def __init__(self, texts: list[str], prompt_length: int):
         self.start = prompt_length
-        self.masks = torch.tensor([["\n" in t, bool(t.split("\n", 1)[0].strip()), bool(t.strip())] for t in texts],
-                                  dtype=torch.bool).reshape(-1, 3)  # holds a line break, text before it, any text
+        self.masks = torch.tensor([["\n" in t, any(line.strip() for line in t.split("\n")[:-1]), bool(t.strip())]
+                                   for t in texts], dtype=torch.bool).reshape(-1, 3)  # holds a line break; a line
+        #   with text that a line break in it ends ("Hund.\n", "\n\nHund.\n"); any text
 
     def __call__(self, input_ids: torch.Tensor, scores=None, **kwargs) -> torch.Tensor:
         new = input_ids[:, self.start:]
