@@ -503,12 +503,15 @@ def test_training_on_rows_marked_dev_or_test_warns(tiny_setup, tmp_path):
 def _node_local_cache(rank: int, world: int, store: str, setup: dict, root: str) -> None:
     """Two ranks on two "nodes" (LOCAL_WORLD_SIZE 1), each with the feature cache on its own disk; the default
     group's collectives time out after 2 s, rank 0 reads the corpus for longer than that, and rank 1 encodes each
-    batch of features for longer than that (a slower node, or one whose disk is fresh)."""
+    batch of features for longer than that (a slower node, or one whose disk is fresh). One clip cannot be decoded:
+    its attempts are counted."""
     import os
     import time
     from datetime import timedelta
 
     import torch.distributed as dist
+
+    from llm_srt.errors import AudioError
 
     torch.set_num_threads(1)
     os.environ["LOCAL_WORLD_SIZE"] = "1"
@@ -519,13 +522,22 @@ def _node_local_cache(rank: int, world: int, store: str, setup: dict, root: str)
         if rank == 1:
             encode = TrainingData._encode
             TrainingData._encode = lambda self, audios: (time.sleep(3), encode(self, audios))[1]
+        bad, attempts, decode = read_manifest(setup["manifest"])[0].audio, [0], features.load_audio
+
+        def load(data, name=None):
+            if name == bad:
+                attempts[0] += 1
+                raise AudioError(f"{bad}: cannot decode audio")
+            return decode(data, name=name)
+        features.load_audio = load
         model = SpeechLLM(SpeechLLMConfig(encoder=setup["whisper"], llm=setup["llm"], adapter="linear"))
         cache = Path(root) / f"node{rank}"
         cfg = DataSection(train=setup["manifest"], batch_size=2, feature_cache=str(cache), tasks={"asr": 1.0})
         data = TrainingData(cfg, model, Dist(rank, world), log=lambda *_: None)
         audio = sorted({e.audio for e in data.dataset})
         missing = sum(found is None for found in data.cache.lookup(audio))
-        (Path(root) / f"rank{rank}.json").write_text(json.dumps({"audio": len(audio), "missing": missing}))
+        (Path(root) / f"rank{rank}.json").write_text(json.dumps({"audio": len(audio), "missing": missing,
+                                                                 "attempts": attempts[0]}))
     finally:
         dist.destroy_process_group()
 
@@ -658,10 +670,13 @@ def test_each_node_fills_its_own_feature_cache_and_ranks_wait_for_rank_0_s_readi
     """A cache on each node's own disk holds every utterance after the fill (not only that node's ranks' share,
     which left the rest to be encoded inside the training steps), and the ranks waiting while rank 0 reads the
     corpus, or while another rank fills its share, are not held to the collectives' timeout
-    (distributed_timeout_min; here 2 s against a 4 s read and 3 s batches)."""
+    (distributed_timeout_min; here 2 s against a 4 s read and 3 s batches). A clip that cannot be decoded is tried
+    by the rank whose share holds it alone: it was taken for a clip the other node had encoded, and tried again on
+    both nodes."""
     import torch.multiprocessing as mp
 
     mp.spawn(_node_local_cache, args=(2, str(tmp_path / "store"), dict(tiny_setup), str(tmp_path)), nprocs=2,
              join=True)
     got = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
-    assert got[0]["audio"] > 2 and all(g == {"audio": got[0]["audio"], "missing": 0} for g in got)
+    assert got[0]["audio"] > 2 and all(g["audio"] == got[0]["audio"] and g["missing"] == 1 for g in got)
+    assert sorted(g["attempts"] for g in got) == [0, 2]  # its batch, then the clip alone (`_features`)

@@ -205,6 +205,9 @@ class TrainingData:
         self._encode_into(cache, todo)
         if self.d.world > 1:
             host_wait(self.d)  # the fill takes hours, and a fresh node's ranks longer
+            said = [None] * self.d.world  # every rank's clips that cannot be decoded: never in any cache, so not
+            dist.all_gather_object(said, sorted(self.bad_clips), group=host_group(self.d))  # "missing" below
+            bad = set().union(*said)
             if all_sum(torch.tensor([cache.unstored]), self.d).item():  # a disk that refused them (full, a quota
                 log(f"the feature cache {root} could not store every utterance's features (see the warning above): "
                     "those are encoded in the steps that need them, not again now")  # statvfs does not see)
@@ -215,9 +218,10 @@ class TrainingData:
             # stats millions of files (a file the sample missed is encoded in the step that needs it)
             local = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
             node = self.d.rank // local  # torchrun numbers a node's ranks consecutively
-            others = [a for r in range(self.d.world) if r // local != node for a in audio[r::self.d.world]]
+            others = [a for r in range(self.d.world) if r // local != node for a in audio[r::self.d.world]
+                      if a not in bad]
             shared = all(cache.has(a) for a in others[::max(1, len(others) // NODE_SAMPLE)])
-            missing = [] if shared else [a for a in audio if not cache.has(a)]
+            missing = [] if shared else [a for a in audio if a not in bad and not cache.has(a)]
             if all_sum(torch.tensor([len(missing)]), self.d).item():
                 log(f"the feature cache {root} lacks {len(missing):,} utterances other ranks encoded (a disk of this "
                     "node's own): this node's ranks encode them too")
