@@ -583,10 +583,15 @@ def test_a_failed_segment_is_counted_and_the_inputs_other_segments_kept(tmp_path
     assert rc == 0 and "1 of 2 inputs skipped" in capsys.readouterr().err
     assert (tmp_path / "out" / "talk.srt").read_text().count("-->") == 3
     assert not (tmp_path / "out" / "talk.srt.incomplete").exists()
-    stub_cli(monkeypatch, Stub(fails=stub.fails))  # failing in part again: the earlier whole output goes, said so
-    rc = cli.main(["translate", files[0], "--model", "stub", "--src", "eng", "--tgt", "deu", "--format", "srt",
-                   "--out-dir", str(tmp_path / "out")])
-    assert rc == 0 and f"{tmp_path / 'out' / 'talk.srt'}, an earlier run's output, removed" in capsys.readouterr().err
+    stub_cli(monkeypatch, Stub(fails=stub.fails))  # failing in part again with the same settings: the earlier
+    again = ["translate", files[0], "--model", "stub", "--src", "eng", "--tgt", "deu", "--format", "srt",  # whole
+             "--out-dir", str(tmp_path / "out")]  # output of the same job is kept, said so (it was deleted)
+    assert cli.main(again) == 0 and (f"{tmp_path / 'out' / 'talk.srt'}, an earlier run's whole output of that input "
+                                     "with these settings, kept") in capsys.readouterr().err
+    assert (tmp_path / "out" / "talk.srt").read_text().count("-->") == 3
+    assert (tmp_path / "out" / "talk.srt.incomplete").is_file()
+    assert cli.main([*again, "--line-width", "30"]) == 0  # with other settings: the earlier output goes, said so
+    assert f"{tmp_path / 'out' / 'talk.srt'}, an earlier run's output, removed" in capsys.readouterr().err
     assert not (tmp_path / "out" / "talk.srt").exists() and (tmp_path / "out" / "talk.srt.incomplete").is_file()
 
 

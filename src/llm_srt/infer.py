@@ -588,6 +588,7 @@ def main(args) -> int:
         args.audio, outputs = [args.audio[k] for k in todo], [outputs[k] for k in todo]
         args.transcript = args.transcript and [args.transcript[k] for k in todo]
     translator = translator_from_args(args)
+    before = _written_with(out_dir) if outputs else {}  # what made the files already there
     lost: set[int] = set()  # inputs whose output file could not be written
     ready: dict[int, tuple[str, str | None]] = {}  # stdout: (name, output or None) of inputs done before earlier ones
     shown_upto = 0  # stdout: the inputs before this one are printed
@@ -606,11 +607,16 @@ def main(args) -> int:
                     if not r.error:
                         _record(out_dir, outputs[k], settings, source(k))
                     stale = outputs[k] if r.error else incomplete(outputs[k])  # an earlier run's output of it
-                    if stale.is_file():
+                    if r.error and stale.is_file() and before.get(_key(stale, out_dir)) == {"settings": settings,
+                                                                                              "input": source(k)}:
+                        print(f"llm-srt translate: {shown(str(stale))}, an earlier run's whole output of that input "
+                              "with these settings, kept: this run failed on part of it", file=sys.stderr)
+                    elif stale.is_file():
                         stale.unlink()
                         if r.error:
                             print(f"llm-srt translate: {shown(str(stale))}, an earlier run's output, removed: this "
-                                  "run translated that input again and failed in part", file=sys.stderr)
+                                  "run translated that input again, with other settings, and failed in part",
+                                  file=sys.stderr)
                 except (LLMSRTError, OSError) as e:  # this input's output is lost, the others' are still written
                     lost.add(k)
                     print(f"llm-srt translate: {e}", file=sys.stderr)
