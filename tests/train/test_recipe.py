@@ -285,6 +285,108 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_setup, tmp_path)
     assert any("resuming with changed settings (allow_changes): optim.lr" in m for m in messages), messages
 
 
+@pytest.mark.parametrize("clip", [1.0, 0])
+def test_a_nan_gradient_with_a_finite_loss_stops_before_the_weights_are_spoiled(tiny_setup, tmp_path, monkeypatch,
+                                                                               clip):
+    """One NaN gradient element under a finite loss made the global norm NaN: clipping by it (or AdamW, unclipped)
+    turned the trainable weights NaN and the step-3 checkpoint saved them, the one a resume would start from."""
+    from llm_srt.train import checkpoint
+
+    real = recipe.Recipe.setup_optimizer
+    backward = [0]
+
+    def poison(grad):  # the third step's gradient of one trainable tensor gets one NaN element
+        backward[0] += 1
+        return grad.flatten().index_fill(0, torch.tensor([0]), float("nan")).view_as(grad) if backward[0] == 3 \
+            else grad
+
+    def setup_optimizer(self):
+        real(self)
+        self.params[0].register_hook(poison)
+
+    monkeypatch.setattr(recipe.Recipe, "setup_optimizer", setup_optimizer)
+    cfg = recipe.load_config(None, overrides(tiny_setup, tmp_path / "run", max_steps=5, save_every=1,
+                                             **{"optim.grad_clip": clip}))
+    with pytest.raises(LLMSRTError, match=r"the gradient norm is nan \(loss [\d.]+\) at step 3: training stopped; "
+                                          r"the last good checkpoint is .*step-00000002\. Lower optim.lr"):
+        recipe.train(cfg, log=lambda *_: None)
+    good = checkpoint.latest(tmp_path / "run")
+    assert good.step == 2
+    weights = load_file(str(good.path / "adapter.safetensors"))
+    assert all(torch.isfinite(w).all() for w in weights.values())
+    logged = [json.loads(r) for r in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged] == [1, 2] and all(0 < r["grad_norm"] < math.inf for r in logged)
+
+
+POISON_RANK_1 = """import os, sys, torch
+from llm_srt import cli
+from llm_srt.train import recipe
+
+real = recipe.Recipe.setup_optimizer
+def setup_optimizer(self):  # rank 1 alone: its gradient of one trainable tensor gets a NaN element at step 2
+    real(self)
+    calls = [0]
+    def poison(grad):
+        calls[0] += 1
+        return grad.flatten().index_fill(0, torch.tensor([0]), float("nan")).view_as(grad) if calls[0] == 2 else grad
+    if int(os.environ["RANK"]) == 1:
+        self.params[0].register_hook(poison)
+recipe.Recipe.setup_optimizer = setup_optimizer
+sys.exit(cli.main())
+"""
+
+
+@pytest.mark.long(15)
+def test_a_nan_gradient_on_one_rank_stops_every_rank(tiny_setup, tmp_path):
+    """Two-process DDP with a NaN gradient element on rank 1 only: both ranks stop at that step with the same line
+    (a rank that went on alone would wait at the next collective until the timeout), the last good checkpoint
+    intact."""
+    from llm_srt.train import checkpoint
+
+    script = tmp_path / "poison.py"
+    script.write_text(POISON_RANK_1)
+    args = overrides(tiny_setup, tmp_path / "run", max_steps=4, save_every=1, distributed_timeout_min=1,
+                     **{"data.batch_size": 2})
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+                           str(script), "train"] + args, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert len(re.findall(r"the gradient norm is nan \(loss [\d.]+\) at step 2: training stopped",
+                          proc.stdout + proc.stderr)) == 2, proc.stderr[-3000:]
+    good = checkpoint.latest(tmp_path / "run")
+    assert good.step == 1 and all(torch.isfinite(w).all()
+                                  for w in load_file(str(good.path / "adapter.safetensors")).values())
+
+
+def test_an_evaluation_between_checkpoints_that_beats_every_saved_dev_loss_is_saved(tiny_setup, tmp_path,
+                                                                                      monkeypatch):
+    """eval_every 3 with save_every 5: step 3's dev loss, the best, was logged and dropped (only evaluations on save
+    steps reached the index), so the best checkpoint was a worse one. A worse evaluation between checkpoints writes
+    nothing; a resumed run knows the best its checkpoints hold."""
+    from llm_srt.train import checkpoint
+
+    dev = {3: 2.0, 6: 3.0, 7: 2.5, 9: 2.2, 10: 2.4}  # step -> the dev loss evaluate() reports
+    saved = []
+    real_save = recipe.Recipe.save_checkpoint
+
+    def save_checkpoint(self, dev_loss):
+        saved.append(self.step)
+        real_save(self, dev_loss)
+
+    monkeypatch.setattr(recipe.Recipe, "evaluate", lambda self: {"dev_loss": dev[self.step]})
+    monkeypatch.setattr(recipe.Recipe, "save_checkpoint", save_checkpoint)
+    args = overrides(tiny_setup, tmp_path / "run", save_every=5, eval_every=3, keep_last=1,
+                     **{"data.dev": tiny_setup["manifest"], "data.dev_size": 2})
+    recipe.train(recipe.load_config(None, args + ["max_steps=7"]), log=lambda *_: None)
+    assert saved == [3, 5, 7]  # step 6 (3.0) beat nothing
+    index = checkpoint.read_index(tmp_path / "run" / "checkpoints")
+    assert (index["best_step"], index["best_loss"], index["steps"]) == (3, 2.0, [3, 7])
+    saved.clear()  # raised max_steps: the run resumes at 7 knowing its best is 2.0, so step 9 (2.2) is not saved
+    recipe.train(recipe.load_config(None, args + ["max_steps=10"]), log=lambda *_: None)
+    assert saved == [10]
+    assert checkpoint.read_index(tmp_path / "run" / "checkpoints")["best_step"] == 3
+
+
 def test_a_final_folder_that_could_not_be_written_whole_is_not_a_finished_run(tiny_setup, tmp_path, monkeypatch):
     """final/ is written whole or not at all (its train_config.json inside the same atomic folder): a write that
     fails there leaves no final/ that counts as finished, and the same command then finishes the run."""

@@ -248,9 +248,11 @@ class Recipe:
         self.out = Path(cfg.output_dir)
         self.step = 0
         self.latest: checkpoint.CheckpointInfo | None = None  # the checkpoint this run resumes from
-        self.last_good: Path | None = None  # the newest checkpoint on disk (named when the loss turns NaN)
+        self.last_good: Path | None = None  # the newest checkpoint on disk (named when the loss or grad norm is NaN)
         self.lr = 0.0  # the learning rate the last step trained with
         self.ctc_loss: float | None = None  # the last step's CTC loss (token-weighted over ranks), with cfg.ctc on
+        self.grad_norm = 0.0  # the last step's global gradient norm, before clipping
+        self.best_dev: float | None = None  # the lowest dev loss a checkpoint holds (an evaluation that beats it saves)
         self.bar, self.writer = None, None  # progress bar, TensorBoard (rank 0)
         self.parallel: Parallel | None = None
         self.lock: checkpoint.RunLock | None = None  # this run's hold on output_dir (rank 0)
@@ -475,6 +477,7 @@ class Recipe:
                          f"{state['data'].get('replicas', 1)} rank(s) into epoch {state['data']['epoch']}) is no whole "
                          f"round of {self.d.world} ranks: skipping {skipped} batch(es) of that epoch")
             self.step = state["step"]
+            self.best_dev = from_rank0(self.d, lambda: _best_dev_loss(self.out, self.step))
             _restore_rng(state["rng"], self.d, cfg.seed, self.step, log=self.log)
             on_main(self.d, lambda: _drop_log_after(self.out, self.step))
             self.log(f"[{cfg.stage}] resumed from {self.latest.path} at step {self.step}")
@@ -484,7 +487,8 @@ class Recipe:
 
     # ---- 5. train ---------------------------------------------------------------------------------------------------
     def train(self) -> None:
-        """Steps until max_steps: a train step, its logs, a dev evaluation and a checkpoint when they are due."""
+        """Steps until max_steps: a train step, its logs, a dev evaluation and a checkpoint when they are due (and a
+        checkpoint at an evaluation whose dev loss is the best yet)."""
         cfg = self.cfg
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if _use_bf16(cfg, self.device)
                          else contextlib.nullcontext())
@@ -506,11 +510,20 @@ class Recipe:
             dev_loss = None
             if self.data.has_dev and ((cfg.eval_every and self.step % cfg.eval_every == 0) or last):
                 dev_loss = self.evaluate().get("dev_loss")
-            if self.step % cfg.save_every == 0 or last:
+            best = dev_loss is not None and math.isfinite(dev_loss) and (self.best_dev is None
+                                                                         or dev_loss < self.best_dev)
+            if best:
+                self.best_dev = dev_loss
+            # an evaluation between checkpoints (eval_every 250, save_every 100) that beats every saved dev loss is
+            # saved too: else the best model by dev loss would be lost. dev_loss is summed over ranks (the same on
+            # every rank), so the ranks agree on this collective
+            if self.step % cfg.save_every == 0 or last or best:
                 self.save_checkpoint(dev_loss)
 
     def train_step(self) -> float:
         """One optimizer step over `optim.accumulation` micro-batches; the loss, token-weighted over all ranks."""
+        from torch.distributed.tensor import DTensor
+
         cfg, d, parallel = self.cfg, self.d, self.parallel
         self.optimizer.zero_grad(set_to_none=True)
         micro = [self.data.next_batch() for _ in range(cfg.optim.accumulation)]
@@ -536,20 +549,35 @@ class Recipe:
         loss = float(total[0] / n_total.clamp(min=1))
         self.ctc_loss = float(total[1] / total[2]) if ctc is not None and total[2] > 0 else None
         if not math.isfinite(loss):  # the NaN guard: stop before the optimizer spoils the weights
-            where = f"; the last good checkpoint is {self.last_good}" if self.last_good else ""
-            raise LLMSRTError(f"[{cfg.stage}] loss is {loss} at step {self.step + 1}: training stopped{where}. Lower "
-                              "optim.lr and add allow_changes=true to resume from it (the same settings reach the "
-                              "same loss again; a loss that is not finite at once then means that checkpoint's "
-                              "weights are spoiled too: start a new output_dir with model.init_from=<an earlier "
-                              "checkpoint>), or check the data")
+            self._stop_not_finite(f"loss is {loss}", "loss")
+        # the gradients' guard: one NaN element (a finite loss) makes the global norm NaN, and clipping by it or
+        # AdamW would turn trainable weights NaN, saved at the next checkpoint. The norm is global (DDP averaged the
+        # gradients; FSDP's is a DTensor over the shards); the ranks still decide together. Without clipping it is
+        # computed all the same: one norm over the trainable gradients, small beside the step's backward
+        norm = torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None])
+        self.grad_norm = float(norm.full_tensor() if isinstance(norm, DTensor) else norm)
+        if all_max(torch.tensor([0.0 if math.isfinite(self.grad_norm) else 1.0]), d).item():
+            self._stop_not_finite(f"the gradient norm is {self.grad_norm} (loss {loss:.4g})", "gradient norm")
         if cfg.optim.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.params, cfg.optim.grad_clip)
+            torch.nn.utils.clip_grads_with_norm_(self.params, cfg.optim.grad_clip, norm)
         self.lr = self.optimizer.param_groups[0]["lr"]  # this step's: after scheduler.step() it is the next one's
         self.optimizer.step()
         self.scheduler.step()
         self.step += 1
         self.steps_timed += 1
         return loss
+
+    def _stop_not_finite(self, what: str, quantity: str) -> None:
+        """Stop before the optimizer step, which would spoil the weights (and the next checkpoint): the newest
+        checkpoint on disk stays the one to resume from. Stopping, not skipping the step: the same settings reach the
+        same `quantity` again (the data order and RNG are resumed exactly), so a skipped step would hide a run that
+        diverges or a batch that poisons it."""
+        where = f"; the last good checkpoint is {self.last_good}" if self.last_good else ""
+        raise LLMSRTError(f"[{self.cfg.stage}] {what} at step {self.step + 1}: training stopped{where}. Lower optim.lr "
+                          f"and add allow_changes=true to resume from it (the same settings reach the same {quantity} "
+                          f"again; a {quantity} that is not finite at once then means that checkpoint's weights are "
+                          "spoiled too: start a new output_dir with model.init_from=<an earlier checkpoint>), or check "
+                          "the data")
 
     def log_step(self, loss: float) -> None:
         """The three sinks: the progress bar, TensorBoard, and train_log.jsonl every log_every steps."""
@@ -560,13 +588,14 @@ class Recipe:
             if self.writer is not None:
                 self.writer.add_scalar("train/loss", loss, self.step)
                 self.writer.add_scalar("train/lr", lr, self.step)
+                self.writer.add_scalar("train/grad_norm", self.grad_norm, self.step)
                 if self.ctc_loss is not None:
                     self.writer.add_scalar("train/ctc_loss", self.ctc_loss, self.step)
         except OSError as e:  # a full or read-only disk under the log: reported (on every rank) at the log line
             self.sink_error = self.sink_error or e
         if self.step % self.cfg.log_every == 0 or self.step == self.cfg.max_steps:
             self.write_logs(lambda: _log_json(self.out, {
-                "step": self.step, "loss": loss, "lr": lr,
+                "step": self.step, "loss": loss, "lr": lr, "grad_norm": self.grad_norm,
                 **({"ctc_loss": self.ctc_loss} if self.ctc_loss is not None else {}),
                 "s_per_step": (time.perf_counter() - self.t0) / self.steps_timed}))
 
@@ -730,6 +759,13 @@ def _follow_schedule(optimizer: torch.optim.Optimizer, scheduler, cfg: TrainConf
 
 def _quiet(*_) -> None:
     pass
+
+
+def _best_dev_loss(out: Path, step: int) -> float | None:
+    """The best dev loss of the checkpoints a run resumed at `step` keeps; none when the index's best is a later step,
+    of the run this resume abandons (`checkpoint.save` drops it from the best)."""
+    index = checkpoint.read_index(out / "checkpoints", log=_quiet)
+    return index["best_loss"] if index["best_step"] is not None and index["best_step"] <= step else None
 
 
 def _use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
