@@ -122,6 +122,9 @@ def test_bad_specs_are_one_line_errors(monkeypatch):
     fake_gpus(monkeypatch, 1)
     with pytest.raises(LLMSRTError, match="1 GPU"):
         device.resolve("cuda:3", "auto")
+    for spec in ("cuda0", "cuda:x"):  # cuda0 was an IndexError
+        with pytest.raises(LLMSRTError, match=f"{spec}: not a device"):
+            device.resolve(spec, "auto")
 
 
 def test_arguments_round_trip():

@@ -51,6 +51,10 @@ def test_parse_well_formed():
     ("<|fim_pad|>a<|eng|><|deu|>b<|im_end|>", "a", "b", True),  # a tokenizer's own tags are not language tags
     ("a<|eng|><|deu|><|box_start|>b", "a", "b", True),
     ("a<|zh-CN|><|eng|>b", "a", "b", True),
+    ("a b<|eng|><|deu|>c d a b<|eng|><|deu|>c d", "a b", "c d", False),  # the whole unit looping: its repeated
+    ("A b<|eng|><|deu|>c d\na b<|eng|><|deu|>c", "A b", "c d", False),  # transcript is no part of the translation
+    ("a b<|eng|><|deu|>c a<|eng|><|deu|>c", "a b", "c a", False),  # (only the whole transcript is cut)
+    ("<|eng|><|deu|>a<|eng|>b", "a", "b", False),  # the prompt's pair first, then one tag with text after it
 ])
 def test_parse_robust(text, transcript, translation, well_formed):
     out = parse_srt(text)
@@ -74,3 +78,14 @@ def test_parse_round_trips(transcript, translation, src, tgt):
 def test_parse_never_raises(text):
     out = parse_srt(text)
     assert isinstance(out.transcript, str) and isinstance(out.translation, str)
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("Will it rain?<|eng|><|deu|>Regnet es?", "Will it rain?"),  # an SRT model asked for ASR goes on: cut
+    ("<|eng|>Will it rain?", "Will it rain?"), ("<|eng|><|deu|> Regnet es?<eos>", "Regnet es?"),
+    ("plain text", "plain text"), ("<|eng|><|deu|>", ""), ("x <|en", "x"),
+])
+def test_a_one_part_output_stops_at_a_language_tag_after_its_text(text, expected):
+    from llm_srt.prompts import first_part
+
+    assert first_part(text) == expected

@@ -83,7 +83,7 @@ def resolve_device(spec: str | torch.device | None = "auto", flag: str = "--devi
         else:
             try:
                 index = int(spec.split(":", 1)[1])
-            except ValueError:
+            except (ValueError, IndexError):  # cuda:x, or cuda0
                 raise LLMSRTError(f"{flag}{spec}: not a device; use auto, cpu, cuda or cuda:N") from None
             if (int(os.environ.get("LOCAL_WORLD_SIZE") or 1) > 1 and torch.cuda.device_count() > 1
                     and index != local_rank()):  # its own GPU, named (cuda:$LOCAL_RANK), is what cuda gives

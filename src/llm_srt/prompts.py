@@ -94,7 +94,8 @@ def parse_srt(text: str) -> SRTOutput:
     """Split an SRT output into transcript and translation. Never raises.
 
     The first run of language tags separates the parts; tags after it and special tokens are dropped, and a
-    translation that repeats the tag pair (a looping model) is cut at the repeat, or at a tag the token cap cut off.
+    translation that repeats the tag pair (a looping model) is cut at the repeat (and before the transcript written
+    again in front of it), or at a tag the token cap cut off.
     An output that starts with the prompt's tags again is parsed after them when more tags follow.
     """
     text = text if isinstance(text, str) else str(text)
@@ -104,7 +105,9 @@ def parse_srt(text: str) -> SRTOutput:
     if not text[:matches[0].start()].strip():  # the prompt's tags written again first ("<|eng|><|deu|>Hello.<|eng|>
         lead = _tag_run(text, matches)  # <|deu|>Hallo."): the parts follow them, when a pair of tags follows text
         rest = matches[len(lead):]
-        if rest and len(_tag_run(text, rest)) >= 2:  # (a lone source tag first too: "<|eng|>Hello<|eng|><|deu|>..")
+        # (a lone source tag first too: "<|eng|>Hello<|eng|><|deu|>.."; or one tag with text after it, a pair whose
+        # target tag the model left out: "<|eng|><|deu|>Hello<|eng|>Hallo")
+        if rest and (len(nxt_run := _tag_run(text, rest)) >= 2 or clean(text[nxt_run[-1].end():])):
             return replace(parse_srt(text[lead[-1].end():]), well_formed=False)
     first = matches[0]
     run = _tag_run(text, matches)
@@ -112,6 +115,8 @@ def parse_srt(text: str) -> SRTOutput:
     rest = text[run[-1].end():]
     nxt = _TAG.search(rest)
     translation = clean(rest[:nxt.start()] if nxt else rest)
+    if nxt and transcript and translation.casefold().endswith(" " + transcript.casefold()):  # a loop of the whole
+        translation = translation[:-len(transcript) - 1].rstrip()  # unit: its repeated transcript before the tags
     codes = [m.group(1) for m in run]
     src = codes[0]
     tgt = codes[1] if len(codes) > 1 else None
@@ -129,6 +134,18 @@ def _tag_run(text: str, matches: list[re.Match]) -> list[re.Match]:
         else:
             break
     return run
+
+
+def first_part(text: str) -> str:
+    """A one-part output (ASR's transcript; S2TT's, SMT's, MT's translation) up to a language tag after its text,
+    `clean`ed: an SRT-trained model asked for a transcript may go on with "<|eng|><|deu|>" and a translation, which
+    would count as inserted words (and, in asr+smt, go into the SMT prompt as transcript). Tags before the text (the
+    prompt's, written again) are passed over."""
+    matches = list(_TAG.finditer(text))
+    if matches and not text[:matches[0].start()].strip():
+        text = text[_tag_run(text, matches)[-1].end():]
+    nxt = _TAG.search(text)
+    return clean(text[:nxt.start()] if nxt else text)
 
 
 def clean(text: str) -> str:

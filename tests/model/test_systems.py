@@ -644,3 +644,13 @@ def test_text_mt_stops_at_a_line_break_with_the_same_first_line(embedded):
     with torch.no_grad():  # the line break becomes likely: rows end early, and the answer is still the same
         head.weight[newline] = head.weight[newline] * 0 + head.weight.abs().max() * 0.2
     assert mt.translate(*args, OPTS) == first_lines_without_stops()
+
+
+def test_a_speech_llms_one_part_output_ends_at_its_next_language_tag():
+    """An SRT-trained model asked for a transcript (ASR) may go on with the tags and a translation, which counted as
+    inserted words (and in asr+smt went into the SMT prompt); a translation-only task's output likewise."""
+    from llm_srt.model.systems import split_output
+
+    asr = split_output("Will it rain?<|eng|><|deu|>Regnet es?", Item(None, "eng", None, Task.ASR))
+    s2tt = split_output("Regnet es?<|deu|><|eng|>Will it rain?", Item(None, "eng", "deu", Task.S2TT))
+    assert (asr.transcript, asr.translation, s2tt.translation) == ("Will it rain?", "", "Regnet es?")

@@ -93,6 +93,7 @@ class QFormerAdapter(Adapter):
         if mask is None:
             mask = torch.ones(h.shape[:2], dtype=torch.bool, device=h.device)
         query = self.query.expand(h.shape[0], -1, -1)
+        h = h.masked_fill(~mask.unsqueeze(-1), 0)  # masked keys still meet their values: 0 x inf would be NaN
         out = self.qformer(query_embeds=query, encoder_hidden_states=h.to(self.query.dtype),
                            encoder_attention_mask=mask.long()).last_hidden_state
         out = self._mlp(out)
@@ -139,7 +140,7 @@ def _group_frames(h: torch.Tensor, mask: torch.Tensor | None, k: int) -> tuple[t
     if mask is None:
         mask = torch.ones(b, t, dtype=torch.bool, device=h.device)
     pad = (-t) % k
-    h = nn.functional.pad(h * mask.unsqueeze(-1).to(h.dtype), (0, 0, 0, pad))
+    h = nn.functional.pad(h.masked_fill(~mask.unsqueeze(-1), 0), (0, 0, 0, pad))  # (not h * mask: inf * 0 is NaN)
     mask = nn.functional.pad(mask, (0, pad), value=False)
     return h.view(b, -1, k, d), mask.view(b, -1, k)
 

@@ -32,7 +32,7 @@ from .. import languages
 from ..device import Placement, compute_dtype, is_int8, release
 from ..errors import LLMSRTError
 from ..paths import EMBEDDED, resolve_model
-from ..prompts import Task, build, clean, parse_srt, tag
+from ..prompts import Task, build, first_part, parse_srt, tag
 from .whisper_torch import SuppressTokens, TorchWhisper
 
 if TYPE_CHECKING:
@@ -109,8 +109,8 @@ def split_output(text: str, item: Item) -> Output:
         out = parse_srt(text)
         return Output(out.transcript, out.translation)
     if item.task is Task.ASR:
-        return Output(clean(text), "")
-    return Output(item.transcript.strip(), clean(text))
+        return Output(first_part(text), "")
+    return Output(item.transcript.strip(), first_part(text))
 
 
 # ---- the speech LLM ------------------------------------------------------------------------------------------------
