@@ -527,10 +527,12 @@ class Recipe:
         cfg, d, parallel = self.cfg, self.d, self.parallel
         self.optimizer.zero_grad(set_to_none=True)
         micro = [self.data.next_batch() for _ in range(cfg.optim.accumulation)]
-        n_total = all_sum(torch.tensor(float(sum(b["n_target_tokens"] for b in micro))), d)
+        # on the device: the step's one wait for it is after the last backward (a CPU tensor here went to the GPU and
+        # back before the first forward, and each micro-batch's sums came back to the CPU after its backward)
+        n_total = all_sum(torch.tensor(float(sum(b["n_target_tokens"] for b in micro)), device=self.device), d)
         # token-weighted sums of the loss and of its CTC part, and the tokens of the batches with speech (a stage
         # that mixes in text-only mt has batches without: no CTC there), reduced over ranks together
-        sums = torch.zeros(3)
+        sums = torch.zeros(3, device=self.device)
         ctc = cfg.ctc if cfg.ctc.active else None
         for i, batch in enumerate(micro):
             heard = ctc if ctc is not None and has_speech(batch) else None
@@ -544,9 +546,9 @@ class Recipe:
             zero = n.new_zeros(())
             parts = [result["loss"].detach().float() * n, result["ctc_loss"].float() * n if heard else zero,
                      n if heard else zero]
-            sums += torch.stack(parts).cpu()
-        total = all_sum(sums, d)
-        loss = float(total[0] / n_total.clamp(min=1))
+            sums += torch.stack(parts).to(sums.device)
+        total = all_sum(sums, d).cpu()
+        loss = float(total[0] / n_total.cpu().clamp(min=1))
         self.ctc_loss = float(total[1] / total[2]) if ctc is not None and total[2] > 0 else None
         if not math.isfinite(loss):  # the NaN guard: stop before the optimizer spoils the weights
             self._stop_not_finite(f"loss is {loss}", "loss")
