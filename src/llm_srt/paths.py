@@ -4,6 +4,7 @@ files and folders atomically."""
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -163,6 +164,33 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     tmp.rename(path)
     fsync_dir(path.parent)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def atomic_dir_leftovers(path: str | Path) -> list[Path]:
+    """The folders `atomic_dir(path)` left beside `path` in a process that no longer runs: `<name>.tmp-<pid>`, or
+    `<name>.old-<pid>` when it died between its two renames. A SIGKILL (or power loss) runs no `except`, and nothing
+    else would ever remove them (a model's worth each). Those of a running process are its write in progress."""
+    path = Path(path)
+    pattern = re.compile(re.escape(path.name) + r"\.(?:tmp|old)-(\d+)")
+    try:
+        entries = list(path.parent.iterdir())
+    except OSError:
+        return []
+    return sorted(p for p in entries if (m := pattern.fullmatch(p.name)) and not pid_running(int(m.group(1))))
+
+
+def pid_running(pid: int) -> bool:
+    """Whether process `pid` runs on this machine (one of another user counts; 0 and negative ids name no process
+    but a group to os.kill)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except PermissionError:
+        return True
+    except (ProcessLookupError, OverflowError):
+        return False
+    return True
 
 
 def fsync_tree(folder: Path) -> None:

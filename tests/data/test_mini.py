@@ -283,3 +283,56 @@ def test_held_out_sentences_that_read_like_train_ones_are_counted():
     summary = MiniSummary(out="o", langs=["eng", "deu"], directions=[], sentences={}, rows={}, hours={},
                           twins_of_train=twins)
     assert any(line.startswith("warning: 2 test sentences read like train sentences") for line in summary.lines())
+
+
+JAPANESE = {"The file could not be opened.": "ファイルを開けませんでした。",
+            "The connection was closed by the server.": "接続はサーバーによって閉じられました。",
+            "Please try again later.": "後でもう一度お試しください。",
+            "The password is too short.": "パスワードが短すぎます。"}
+
+
+@pytest.mark.skipif(shutil.which("mecab") is None, reason="mecab is not installed")
+def test_heldout_voice_reads_japanese_from_kana(tmp_path, mo_file):
+    """espeak-ng's Japanese voice reads kanji as "(en) Japanese letter": read from kanji, every held-out utterance
+    failed the voice-switch check and heldout.jsonl had no Japanese row. It reads the kana the splits are read from."""
+    mo_file(tmp_path / "locale" / "ja" / "LC_MESSAGES" / "aaa.mo", JAPANESE)
+    summary = _build(tmp_path / "a", tmp_path / "locale", langs=("eng", "jpn"), train=1, dev=1, test=2,
+                     heldout_voice="espeak-ng:ja+f1")
+    assert not [k for k in summary.rejected if k.startswith("heldout")], summary.rejected
+    rows = read_manifest(tmp_path / "a" / "heldout.jsonl")
+    assert summary.extra["heldout"] == len(rows) == 2 * 2  # two test sentences: ASR + jpn->eng each
+    assert {r.src_lang for r in rows} == {"jpn"} and {r.transcript for r in rows} <= set(JAPANESE.values())
+    assert all(r.duration > 0.5 for r in rows)
+
+
+def _one_prose_sentence(monkeypatch):
+    """prose.harvest stubbed to one English sentence espeak reads (the real one reads all installed docs)."""
+    monkeypatch.setattr(mini.prose, "harvest", lambda exclude=frozenset(), **_: [
+        ("The quick fox jumps over the lazy dog.", "doc:fox")])
+
+
+def test_prose_without_english_is_refused_before_any_speech(locale_dir, tmp_path, monkeypatch):
+    """Prose is English ASR rows; without eng in --langs the build read every sentence and then failed with
+    KeyError 'eng'. It is now refused up front, with what to do."""
+    _one_prose_sentence(monkeypatch)
+    with pytest.raises(LLMSRTError, match="--langs deu,fra has no English; add eng to --langs, or leave --prose"):
+        _build(tmp_path / "a", locale_dir, langs=("deu", "fra"), prose=1)
+    assert not (tmp_path / "a").exists()  # nothing synthesized
+
+
+def test_prose_hours_are_counted_apart_from_the_corpus(locale_dir, tmp_path, monkeypatch):
+    """`hours` is the speech of train/dev/test (the manifests' ASR rows); prose.jsonl's is its own entry (it was
+    added to eng's)."""
+    _one_prose_sentence(monkeypatch)
+    summary = _build(tmp_path / "a", locale_dir, langs=("eng", "deu"), train=2, prose=1)
+    out = tmp_path / "a"
+    corpus = [r for s in ("train", "dev", "test") for r in read_manifest(out / f"{s}.jsonl") if r.is_asr]
+    for lang in ("eng", "deu"):
+        assert summary.hours[lang] * 3600 == pytest.approx(sum(r.duration for r in corpus if r.src_lang == lang),
+                                                           rel=1e-3)
+    prose_rows = read_manifest(out / "prose.jsonl")
+    assert len(prose_rows) == 1 and prose_rows[0].duration > 1.0
+    assert summary.extra_hours == {"prose": pytest.approx(prose_rows[0].duration / 3600, rel=1e-3)}
+    assert json.loads((out / "summary.json").read_text())["extra_hours"] == summary.extra_hours
+    assert f"prose.jsonl: 1 rows, {summary.extra_hours['prose']:.3f} hours of speech" in summary.lines()
+    assert (out / "audio" / "eng" / Path(prose_rows[0].audio).name).is_file()  # not taken for stale audio

@@ -21,8 +21,9 @@ changing test, dev or train.
 More voices (options; the defaults draw exactly as above): `synthesizers` adds flite and festival voices (see
 data/voices.py) for the languages they speak, drawn per utterance after espeak's numbers; `augmentation` perturbs
 train utterances once they are accepted (speed, noise, reverberation; seeded per utterance); `prose` adds English
-sentences from installed documentation (data/prose.py) as ASR rows in OUT/prose.jsonl; `heldout_voice` keeps one
-voice out of every split and reads the test sentences with it into OUT/heldout.jsonl (audio in OUT/heldout/).
+sentences from installed documentation (data/prose.py) as ASR rows in OUT/prose.jsonl (eng must be among the
+languages; its hours are counted apart from the corpus's); `heldout_voice` keeps one voice out of every split and
+reads the test sentences with it into OUT/heldout.jsonl (audio in OUT/heldout/).
 
 Output (like `prepare fleurs`): OUT/{train,dev,test}.jsonl, each with an ASR row per (sentence, language) and a
 translation row per (sentence, direction); audio in OUT/audio/<lang>/<sentence id>.flac; OUT/summary.json;
@@ -100,7 +101,7 @@ class MiniOptions:
     synthesizers: tuple[str, ...] = ("espeak-ng",)  # voices.SYNTHESIZERS drawn from per utterance, where they
     #   speak the language (flite and festival: English only); one draws as before this option existed
     augmentation: voices.Augmentation | None = None  # applied to train (and prose) utterances only
-    prose: int = 0  # English prose sentences from installed documentation, as ASR rows in prose.jsonl
+    prose: int = 0  # English prose sentences from installed documentation, as ASR rows in prose.jsonl (needs eng)
     heldout_voice: str = ""  # SYNTH or SYNTH:VOICE never used in train/dev/test; reads the test sentences
     #   (the languages it speaks) into heldout.jsonl
     unseen_test: int = 0  # more test sentences, taken after train is full from the sentences no unseen_by file lists
@@ -127,6 +128,8 @@ class MiniSummary:
     rejected_sentences: int = 0  # sentences dropped because some language failed a check
     rejected_examples: list[str] = field(default_factory=list)  # the first few, "lang: reason: text"
     extra: dict[str, int] = field(default_factory=dict)  # rows of prose.jsonl / heldout.jsonl, when asked for
+    extra_hours: dict[str, float] = field(default_factory=dict)  # their speech (not in `hours`: that is the
+    #   speech of train/dev/test, the corpus proper)
     unseen_test: int = 0  # of the test sentences, those taken after train (MiniOptions.unseen_test)
     voices: dict[str, int] = field(default_factory=dict)  # "synth:voice" -> utterances, all manifests
     twins_of_train: dict[str, list[str]] = field(default_factory=dict)  # dev / test sentence ids a train sentence
@@ -144,7 +147,8 @@ class MiniSummary:
                + f" (total {sum(self.hours.values()):.2f})",
                f"rejected {self.rejected_sentences} sentences: "
                + (", ".join(f"{k} x{v}" for k, v in sorted(self.rejected.items())) or "none"),
-               *(f"{name}.jsonl: {n} rows" for name, n in self.extra.items()),
+               *(f"{name}.jsonl: {n} rows" + (f", {self.extra_hours[name]:.3f} hours of speech"
+                                              if name in self.extra_hours else "") for name, n in self.extra.items()),
                *(f"warning: {len(ids)} {split} sentences read like train sentences in some language (the same "
                  f"letters once quotes, case and punctuation are set aside; e.g. {', '.join(ids[:3])}): their rows "
                  "are not held out" for split, ids in self.twins_of_train.items() if ids),
@@ -159,6 +163,10 @@ def build_mini(opts: MiniOptions) -> MiniSummary:
     """Build the corpus described by `opts` (see the module docstring). Deterministic."""
     start = time.monotonic()
     langs = _check_languages(opts.langs)
+    if opts.prose and "eng" not in langs:  # said before any synthesis, not after it
+        raise LLMSRTError(f"--prose {opts.prose} adds English speech (ASR rows in prose.jsonl) to the English of the "
+                          f"corpus, and --langs {','.join(langs)} has no English; add eng to --langs, or leave "
+                          "--prose out")
     pairs = parse_directions(opts.directions, langs)
     sizes = {"train": opts.train, "dev": opts.dev, "test": opts.test, UNSEEN: opts.unseen_test}
     if min(sizes.values()) < 0:
@@ -194,19 +202,21 @@ def build_mini(opts: MiniOptions) -> MiniSummary:
     rows = {split: list(_rows(chosen[split], langs, pairs, durations, out, opts.audio_format, split))
             for split in SPLITS}
     written = {split: write_manifest(out / f"{split}.jsonl", rows[split]) for split in ("train", "dev", "test")}
-    extra = {}
+    extra, extra_seconds, prose_durations = {}, {}, {}
     if opts.prose:
         texts = prose.harvest(exclude={s.texts["eng"] for s in sentences.values()})
         candidates = [Sentence(prose.sentence_id(t), d, {"eng": t}, "prose") for t, d in texts]
         random.Random(f"{opts.seed}:prose").shuffle(candidates)
-        found, more, why, _ = _synthesize_until_full(candidates, ["eng"], {"train": opts.prose}, out, opts, spoken)
-        durations.update(more)
+        found, prose_durations, why, _ = _synthesize_until_full(candidates, ["eng"], {"train": opts.prose}, out,
+                                                                opts, spoken)
         rejected.update({f"prose {k}": v for k, v in why.items()})
-        extra["prose"] = write_manifest(out / "prose.jsonl", _rows(found["train"], ["eng"], [], durations, out,
-                                                                   opts.audio_format, "train"))
-    _remove_stale_audio(out, langs, durations, opts.audio_format)
+        extra["prose"] = write_manifest(out / "prose.jsonl", _rows(found["train"], ["eng"], [], prose_durations,
+                                                                   out, opts.audio_format, "train"))
+        extra_seconds["prose"] = sum(prose_durations.values())
+    _remove_stale_audio(out, langs, durations | prose_durations, opts.audio_format)  # prose audio is in audio/eng
     if opts.heldout_voice:
-        extra["heldout"] = _heldout(chosen["test"], langs, pairs, out, opts, spoken, rejected)
+        extra["heldout"], extra_seconds["heldout"] = _heldout(chosen["test"], langs, pairs, out, opts, spoken,
+                                                              rejected)
     else:
         shutil.rmtree(out / "heldout", ignore_errors=True)
     for name in {"prose", "heldout"} - set(extra):  # left by an earlier build with other options
@@ -216,12 +226,13 @@ def build_mini(opts: MiniOptions) -> MiniSummary:
     summary = MiniSummary(out=str(out), langs=langs, directions=[f"{s}-{t}" for s, t in pairs],
                           sentences={s: len(chosen[s]) for s in ("train", "dev", "test")}, rows=written,
                           hours=hours, rejected=dict(rejected), rejected_sentences=len(examples),
-                          rejected_examples=examples[:MAX_EXAMPLES], extra=extra, unseen_test=opts.unseen_test,
+                          rejected_examples=examples[:MAX_EXAMPLES], extra=extra,
+                          extra_hours={k: v / 3600 for k, v in extra_seconds.items()}, unseen_test=opts.unseen_test,
                           voices=dict(Counter(r["voice"] for r in spoken.values())),
                           twins_of_train=twins_of_train(chosen, langs),
                           seconds=time.monotonic() - start)
     kept = {k: v for k, v in asdict(summary).items()  # the default build's summary.json as before these fields
-            if k not in VOLATILE and (k not in ("extra", "unseen_test") or v)
+            if k not in VOLATILE and (k not in ("extra", "extra_hours", "unseen_test") or v)
             and (k != "voices" or opts.synthesizers != ("espeak-ng",))}
     (out / "summary.json").write_text(json.dumps(kept, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     return summary
@@ -241,7 +252,7 @@ def add_voice_arguments(p) -> None:
         p.add_argument(flag, default=f"{lo},{hi}", help=f"LOW,HIGH {unit} (default {lo},{hi})")
     p.add_argument("--augment-p", type=float, default=aug.p, help=f"probability of each (default {aug.p})")
     p.add_argument("--prose", type=int, default=0, help="English prose sentences from installed documentation, "
-                   "ASR rows in OUT/prose.jsonl (default 0)")
+                   "ASR rows in OUT/prose.jsonl; needs eng in --langs (default 0)")
     p.add_argument("--heldout-voice", default="", help="SYNTH or SYNTH:VOICE (e.g. flite:rms) left out of "
                    "train/dev/test; reads the test sentences into OUT/heldout.jsonl")
 
@@ -471,13 +482,13 @@ def _jobs(chunk: list[Sentence], langs: list[str], out: Path, opts: MiniOptions)
     """One job per (sentence, language), sentence-major; voice, speed and pitch seeded per utterance. The espeak
     variant, speed and pitch are drawn first, as before there were other synthesizers; where the language has
     other voices (or the drawn variant is held out) the synthesizer and its voice are drawn next."""
-    kana = dict(zip((s.id for s in chunk), _kana([s.texts["jpn"] for s in chunk]))) if "jpn" in langs else {}
+    read = {lang: _read_texts(chunk, lang) for lang in langs}
     folders = {lang: out / "audio" / lang for lang in langs}
     for folder in folders.values():
         folder.mkdir(parents=True, exist_ok=True)
     pools = {lang: voices.pool(lang, opts.synthesizers, opts.heldout_voice) for lang in langs}
     jobs = []
-    for s in chunk:
+    for i, s in enumerate(chunk):
         for lang in langs:
             rng = random.Random(f"{opts.seed}:{s.id}:{lang}")
             voice = voices.Voice("espeak-ng", f"{languages.get(lang).espeak}+{rng.choice(VARIANTS)}")
@@ -486,10 +497,8 @@ def _jobs(chunk: list[Sentence], langs: list[str], out: Path, opts: MiniOptions)
             if list(choices) != ["espeak-ng"] or voice.name not in choices["espeak-ng"]:
                 synth = rng.choice(list(choices))
                 voice = voices.Voice(synth, rng.choice(choices[synth]))
-            jobs.append(_Job(s.id, lang, kana.get(s.id, s.texts[lang]) if lang == "jpn" else s.texts[lang],
-                             sum(unicodedata.category(c).startswith("L") for c in s.texts[lang]), voice, speed,
-                             pitch, str(folders[lang] / f"{s.id}.{opts.audio_format}"),
-                             AUDIO_FORMATS[opts.audio_format]))
+            jobs.append(_Job(s.id, lang, read[lang][i], _letters(s.texts[lang]), voice, speed, pitch,
+                             str(folders[lang] / f"{s.id}.{opts.audio_format}"), AUDIO_FORMATS[opts.audio_format]))
     return jobs
 
 
@@ -527,8 +536,9 @@ def _augment_file(job: _Job, opts: MiniOptions) -> tuple[dict, float]:
 
 
 def _heldout(test: list[Sentence], langs: list[str], pairs: list[tuple[str, str]], out: Path, opts: MiniOptions,
-             spoken: dict[str, dict], rejected: Counter) -> int:
-    """The test sentences read by the held-out voice (in the languages it speaks) -> OUT/heldout.jsonl; rows."""
+             spoken: dict[str, dict], rejected: Counter) -> tuple[int, float]:
+    """The test sentences read by the held-out voice (in the languages it speaks) -> OUT/heldout.jsonl; (rows,
+    seconds of speech)."""
     synth, _ = voices.parse_voice(opts.heldout_voice)
     names = {lang: [n for n in voices.SYNTHESIZERS[synth].voices(lang)
                     if voices.matches(voices.Voice(synth, n), opts.heldout_voice)] for lang in langs}
@@ -541,12 +551,11 @@ def _heldout(test: list[Sentence], langs: list[str], pairs: list[tuple[str, str]
     jobs = []
     for lang, choices in names.items():
         (root / "audio" / lang).mkdir(parents=True, exist_ok=True)
-        for s in test:
+        for s, text in zip(test, _read_texts(test, lang)):
             rng = random.Random(f"{opts.seed}:{s.id}:{lang}:heldout")
-            jobs.append(_Job(s.id, lang, s.texts[lang], sum(unicodedata.category(c).startswith("L")
-                                                            for c in s.texts[lang]),
-                             voices.Voice(synth, rng.choice(choices)), rng.randint(*SPEED_RANGE),
-                             rng.randint(*PITCH_RANGE), str(root / "audio" / lang / f"{s.id}.{opts.audio_format}"),
+            jobs.append(_Job(s.id, lang, text, _letters(s.texts[lang]), voices.Voice(synth, rng.choice(choices)),
+                             rng.randint(*SPEED_RANGE), rng.randint(*PITCH_RANGE),
+                             str(root / "audio" / lang / f"{s.id}.{opts.audio_format}"),
                              AUDIO_FORMATS[opts.audio_format]))
     with ThreadPoolExecutor(max(1, opts.workers)) as pool:
         results = list(pool.map(_speak, jobs))
@@ -557,8 +566,9 @@ def _heldout(test: list[Sentence], langs: list[str], pairs: list[tuple[str, str]
         else:
             durations[(job.sentence_id, job.lang)] = seconds
             spoken[str(Path(job.path).relative_to(out))] = job.record(out)
-    return write_manifest(out / "heldout.jsonl", _rows(test, list(names), [p for p in pairs if p[0] in names],
+    rows = write_manifest(out / "heldout.jsonl", _rows(test, list(names), [p for p in pairs if p[0] in names],
                                                        durations, out, opts.audio_format, "test", root / "audio"))
+    return rows, sum(durations.values())
 
 
 def _all_voices(langs: list[str]) -> list[voices.Voice]:
@@ -571,6 +581,19 @@ def _write_voices(out: Path, spoken: dict[str, dict]) -> None:
     with open(out / "voices.jsonl", "w", encoding="utf-8") as f:
         for audio in sorted(spoken):
             f.write(json.dumps(spoken[audio], ensure_ascii=False) + "\n")
+
+
+def _read_texts(sentences: list[Sentence], lang: str) -> list[str]:
+    """What a voice reads for each sentence in `lang`: its text, but for Japanese its kana (`_kana`), since
+    espeak-ng's Japanese voice reads kanji as "Japanese letter" in English (rejected as a voice switch). Every
+    reading of a sentence goes through here: train/dev/test and the held-out voice."""
+    texts = [s.texts[lang] for s in sentences]
+    return _kana(texts) if lang == "jpn" else texts
+
+
+def _letters(text: str) -> int:
+    """Letters in a written sentence (the seconds-per-character check counts the kanji, not their kana)."""
+    return sum(unicodedata.category(c).startswith("L") for c in text)
 
 
 def _kana(texts: list[str]) -> list[str]:
