@@ -533,6 +533,21 @@ def test_inputs_finish_window_by_window_so_a_kill_keeps_the_first_ones(monkeypat
     #   and 108-216 s of audio: inputs 0-2, then 3-5
 
 
+def test_ctrl_c_prints_the_inputs_done_after_one_still_running(tmp_path, monkeypatch, capsys):
+    """stdout keeps the inputs' order, so inputs done before an earlier one wait for it: Ctrl-C dropped them."""
+    write_wav(tmp_path / "talk.wav", recording(36.0, [(0.5, 4.0), (8.5, 11.0), (15.5, 17.0), (30.0, 31.5)]))
+    for name in ("s1", "s2"):
+        write_wav(tmp_path / f"{name}.wav", recording(2.4, [(0.2, 2.2)]))
+    stub = Stub(interrupt=3)  # talk's two longest segments, then both short inputs, then Ctrl-C
+    stub_cli(monkeypatch, stub)
+    rc = cli.main(["translate", *(str(tmp_path / f"{n}.wav") for n in ("talk", "s1", "s2")), "--model", "stub",
+                   "--src", "eng", "--tgt", "deu", "--batch-size", "2"])
+    out = capsys.readouterr()
+    assert rc == 130 and len(stub.batches) == 3 and "interrupted" in out.err
+    assert [line for line in out.out.splitlines() if line.startswith("# ")] == [
+        f"# {tmp_path / 's1.wav'}", f"# {tmp_path / 's2.wav'}"] and out.out.count("tr2.40") == 2
+
+
 def test_the_segments_of_an_input_whose_caller_is_gone_are_not_run():
     """`cancelled(i)` (a request timed out, its client gone): the input's segments not yet in a batch are left out,
     so the model does not go on for no one; the inputs still wanted are translated."""

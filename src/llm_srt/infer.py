@@ -630,9 +630,17 @@ def main(args) -> int:
                     print(f"# {name}")
                 print(shown_text, end="" if args.format == "text" else "\n", flush=True)
 
-    results = translator.translate(args.audio, args.src, args.tgt, task=args.task, options=options,
-                                   batch_size=args.batch_size, transcripts=args.transcript, on_result=emit,
-                                   segment_options=segments)
+    try:
+        results = translator.translate(args.audio, args.src, args.tgt, task=args.task, options=options,
+                                       batch_size=args.batch_size, transcripts=args.transcript, on_result=emit,
+                                       segment_options=segments)
+    except KeyboardInterrupt:  # the inputs done after one still running, which stdout's order held back, printed
+        for k in sorted(ready):  # (before, Ctrl-C lost them), each under its name
+            name, shown_text = ready[k]
+            if shown_text is not None:
+                print(f"# {name}")
+                print(shown_text, end="" if args.format == "text" else "\n", flush=True)
+        raise
     if args.format == "json":
         text = json.dumps([r.to_dict() for r in results], ensure_ascii=False, indent=2)
         print(text, flush=True)  # first: a results.json that cannot be written must not lose every result
