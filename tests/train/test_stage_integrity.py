@@ -47,6 +47,9 @@ def test_stages_sharing_an_output_dir_or_starting_from_their_own_final_are_refus
     with pytest.raises(ConfigError, match="stage smt: model.init_from .*smt/final is its own final model"):
         curriculum.plan([str(folder)], ["smt:model.init_from=" + str(tmp_path / "r" / "smt" / "final")],
                         out_root=tmp_path / "r")
+    with pytest.raises(ConfigError, match="stage srt: distributed_timeout_min 90, stage asr's 30: one process group"):
+        curriculum.plan([str(folder)], ["srt:distributed_timeout_min=90"], out_root=tmp_path / "r")
+    assert curriculum.plan([str(folder)], ["distributed_timeout_min=90"], out_root=tmp_path / "r")
 
 
 def test_stages_pick_from_listed_files_and_an_override_for_no_stage_is_refused(tmp_path):

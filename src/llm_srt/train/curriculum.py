@@ -73,7 +73,8 @@ def _check_prefixes(overrides: list[str], names: list[str]) -> None:
 
 def _check_folders(result: list[Stage]) -> None:
     """Each stage writes its own output_dir and starts from another folder than its own final/ (a shared folder
-    would make the later stages look finished, and hand back the first stage's model)."""
+    would make the later stages look finished, and hand back the first stage's model), and all have one collective
+    timeout (a later stage's was ignored)."""
     seen: dict[Path, str] = {}
     for stage in result:
         out = Path(stage.config.output_dir).resolve()
@@ -81,6 +82,11 @@ def _check_folders(result: list[Stage]) -> None:
             raise ConfigError(f"stages {seen[out]} and {stage.name} both write {stage.config.output_dir}; give each "
                               "stage its own output_dir (or use --out-root)")
         seen[out] = stage.name
+        first = result[0]
+        if stage.config.distributed_timeout_min != first.config.distributed_timeout_min:
+            raise ConfigError(f"stage {stage.name}: distributed_timeout_min {stage.config.distributed_timeout_min:g}, "
+                              f"stage {first.name}'s {first.config.distributed_timeout_min:g}: one process group "
+                              "serves every stage, made with the first stage's timeout; give every stage the same")
         init = stage.config.model.init_from
         if init and Path(init).resolve() == out / FINAL:
             raise ConfigError(f"stage {stage.name}: model.init_from {init} is its own final model; start it from the "
