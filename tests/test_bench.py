@@ -659,4 +659,5 @@ def test_the_memory_cap_leaves_room_for_what_the_device_holds_outside_torchs_all
     monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: int(2.5 * gib))  # 0.5 GiB outside
     fraction, outside = paper.memory_cap(24, torch.device("cuda:0"))
     assert outside == gib // 2 and fraction * total == pytest.approx(23.5 * gib)
-    assert paper.memory_cap(0.25, torch.device("cuda:0"))[0] == 0.0  # a cap below the context: nothing fits
+    with pytest.raises(LLMSRTError, match="holds 0.50 GiB outside this process's allocator"):
+        paper.memory_cap(0.25, torch.device("cuda:0"))  # a cap below the context: nothing could fit

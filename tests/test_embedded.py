@@ -117,7 +117,8 @@ embedded.ensure_embedded()
 def test_setup_removes_what_a_killed_setup_left(fake_setup, tmp):
     """A SIGKILL runs no cleanup: the joined files (cache/tmp/whisper-ct2-<pid>/) and the half-written
     whisper-base.tmp-<pid>/ stayed forever (~1.5 GB a try). The next setup removes them under the machine lock,
-    and says so; those of a running process are its conversion in progress, and stay."""
+    and says so; those of a running process are its conversion in progress, and stay, as do those written in the
+    last LEFTOVER_QUIET_S seconds (a process id names a process of this host only)."""
     killed = subprocess.Popen([sys.executable, "-c", KILLED_SETUP], stderr=subprocess.PIPE)
     _, err = killed.communicate(timeout=120)
     assert killed.returncode == -9, err
@@ -125,13 +126,20 @@ def test_setup_removes_what_a_killed_setup_left(fake_setup, tmp):
     left = sorted(p.name for p in [*models.iterdir(), *scratch.iterdir()] if p.name != emb.LOCK)
     assert left == [f"whisper-base.tmp-{killed.pid}", f"whisper-ct2-{killed.pid}"]
     (models / "whisper-base.old-0").mkdir()  # killed between atomic_dir's two renames (0: no process)
-    live = [models / f"gemma-3-270m.tmp-{os.getppid()}", scratch / f"gemma-gguf-{os.getppid()}"]
+    quiet = time.time() - emb.LEFTOVER_QUIET_S - 5
+    for folder in [models / f"whisper-base.tmp-{killed.pid}", scratch / f"whisper-ct2-{killed.pid}",
+                   models / "whisper-base.old-0"]:
+        for p in [folder, *folder.rglob("*")]:
+            os.utime(p, (quiet, quiet))  # nothing written there for a while
+    live = [models / f"gemma-3-270m.tmp-{os.getppid()}", scratch / f"gemma-gguf-{os.getppid()}",
+            models / "gemma-3-270m.old-0"]  # a running process's; one written just now (another host's, say)
     for folder in live:
         folder.mkdir()
     logs: list[str] = []
     emb.ensure_embedded(log=logs.append)
     assert fake_setup == ["whisper-base", "gemma-3-270m"]
-    assert sorted(p.name for p in models.iterdir()) == sorted([emb.LOCK, "gemma-3-270m", "whisper-base", live[0].name])
+    assert sorted(p.name for p in models.iterdir()) == sorted([emb.LOCK, "gemma-3-270m", "whisper-base", live[0].name,
+                                                               live[2].name])
     assert [p.name for p in scratch.iterdir()] == [live[1].name]
     assert len(logs) == 1 and logs[0].startswith("removed 3 folders (0.0 MB) left by an earlier setup that was killed")
     emb.ensure_embedded(force=True, log=logs.append)

@@ -51,10 +51,13 @@ def test_parse_well_formed():
     ("<|fim_pad|>a<|eng|><|deu|>b<|im_end|>", "a", "b", True),  # a tokenizer's own tags are not language tags
     ("a<|eng|><|deu|><|box_start|>b", "a", "b", True),
     ("a<|zh-CN|><|eng|>b", "a", "b", True),
-    ("a b<|eng|><|deu|>c d a b<|eng|><|deu|>c d", "a b", "c d", False),  # the whole unit looping: its repeated
-    ("A b<|eng|><|deu|>c d\na b<|eng|><|deu|>c", "A b", "c d", False),  # transcript is no part of the translation
-    ("a b<|eng|><|deu|>c a<|eng|><|deu|>c", "a b", "c a", False),  # (only the whole transcript is cut)
-    ("<|eng|><|deu|>a<|eng|>b", "a", "b", False),  # the prompt's pair first, then one tag with text after it
+    ("a b c<|eng|><|deu|>d e a b c<|eng|><|deu|>d e", "a b c", "d e", False),  # the whole unit looping: its
+    ("a b c<|eng|><|deu|>d e\na b c<|eng|><|deu|>d e a b c<|eng|>", "a b c", "d e", False),  # repeated transcript
+    ("a b c<|eng|><|deu|>d b c<|eng|><|deu|>d b c", "a b c", "d b c", False),  # is no part of the translation (the
+    ("a b c<|eng|><|deu|>d a b c<|eng|><|deu|>e", "a b c", "d a b c", False),  # whole transcript, and then the
+    ("No.<|eng|><|spa|>No, no.<|eng|><|spa|>No, no.", "No.", "No, no.", False),  # translation again; 3+ words)
+    ("<|eng|><|deu|>a<|eng|>b", "a", "b", False),  # the prompt's pair first, then the source tag, text after it
+    ("<|eng|><|deu|>Hallo, du<|deu|>Hallo", "", "Hallo, du", False),  # ... the target's tag: a translation's end
 ])
 def test_parse_robust(text, transcript, translation, well_formed):
     out = parse_srt(text)
@@ -89,3 +92,14 @@ def test_a_one_part_output_stops_at_a_language_tag_after_its_text(text, expected
     from llm_srt.prompts import first_part
 
     assert first_part(text) == expected
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("Will it rain?<|eng|><|deu|>Regnet es?", "Regnet es?"),  # S2TT's prompt is SRT's: an SRT model writes both
+    ("Regnet es?", "Regnet es?"), ("Regnet es?<|deu|><|eng|>Will it rain?", "Regnet es?"),
+    ("<|eng|><|deu|>Regnet es?", "Regnet es?"),
+])
+def test_a_translation_only_output_is_the_part_after_the_transcript_and_its_source_tag(text, expected):
+    from llm_srt.prompts import translation_part
+
+    assert translation_part(text, "eng") == expected

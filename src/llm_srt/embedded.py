@@ -155,17 +155,32 @@ def _scratch(name: str) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+LEFTOVER_QUIET_S = 600  # a leftover folder is removed only when nothing in it changed for this long: a process id
+#   names a process of this host only, and a cache shared by hosts whose locks do not see each other (NFS without
+#   its lock daemon) may hold another host's conversion in progress
+
+
+def _written_lately(folder: Path) -> bool:
+    """Whether `folder` or a file in it was modified in the last LEFTOVER_QUIET_S seconds."""
+    now = time.time()
+    try:
+        return any(now - p.lstat().st_mtime < LEFTOVER_QUIET_S for p in [folder, *folder.rglob("*")])
+    except OSError:  # gone meanwhile: not ours to judge
+        return True
+
+
 def _remove_leftovers(targets: list[Path], log: Callable[[str], None]) -> None:
     """Remove what conversions killed mid-way (SIGKILL, OOM killer, power loss: no cleanup runs) left: the joined
     files in `_scratch` folders and the half-written `atomic_dir` folders beside `targets` (~1.5 GB a try). Called
     under `_machine_lock`, which every conversion holds (and nothing else writes there), so a folder whose process
-    no longer runs is nobody's; one of a running process is left alone all the same."""
+    no longer runs is nobody's; one of a running process, or written in the last LEFTOVER_QUIET_S seconds (another
+    host's), is left alone all the same."""
     scratch = re.compile(rf"(?:{'|'.join(map(re.escape, SCRATCH))})-(\d+)")
     tmp = paths.cache_dir() / "tmp"
     found = [p for p in (sorted(tmp.iterdir()) if tmp.is_dir() else [])
              if (m := scratch.fullmatch(p.name)) and not paths.pid_running(int(m.group(1)))]
     found += [p for target in targets for p in paths.atomic_dir_leftovers(target)]
-    found = [p for p in found if p.is_dir() and not p.is_symlink()]  # what _scratch and atomic_dir make
+    found = [p for p in found if p.is_dir() and not p.is_symlink() and not _written_lately(p)]
     if not found:
         return
     size = sum(f.lstat().st_size for p in found for f in p.rglob("*") if f.is_file())

@@ -589,6 +589,7 @@ def main(args) -> int:
         args.transcript = args.transcript and [args.transcript[k] for k in todo]
     translator = translator_from_args(args)
     before = _written_with(out_dir) if outputs else {}  # what made the files already there
+    whole: set[int] = set()  # inputs that failed in part whose earlier whole output (the same job's) was kept
     lost: set[int] = set()  # inputs whose output file could not be written
     ready: dict[int, tuple[str, str | None]] = {}  # stdout: (name, output or None) of inputs done before earlier ones
     shown_upto = 0  # stdout: the inputs before this one are printed
@@ -603,15 +604,17 @@ def main(args) -> int:
                 # an input that failed in part: its segments that did not fail beside its output, whose name
                 # --skip-existing takes for a finished input, so that a later run translates it again whole
                 try:
+                    if r.error and outputs[k].is_file() and before.get(_key(outputs[k], out_dir)) == {
+                            "settings": settings, "input": source(k)}:  # this job's whole output, from a run before
+                        whole.add(k)
+                        print(f"llm-srt translate: {shown(str(outputs[k]))}, an earlier run's whole output of that "
+                              "input with these settings, kept: this run failed on part of it", file=sys.stderr)
+                        return
                     _write(incomplete(outputs[k]) if r.error else outputs[k], text)
                     if not r.error:
                         _record(out_dir, outputs[k], settings, source(k))
                     stale = outputs[k] if r.error else incomplete(outputs[k])  # an earlier run's output of it
-                    if r.error and stale.is_file() and before.get(_key(stale, out_dir)) == {"settings": settings,
-                                                                                              "input": source(k)}:
-                        print(f"llm-srt translate: {shown(str(stale))}, an earlier run's whole output of that input "
-                              "with these settings, kept: this run failed on part of it", file=sys.stderr)
-                    elif stale.is_file():
+                    if stale.is_file():
                         stale.unlink()
                         if r.error:
                             print(f"llm-srt translate: {shown(str(stale))}, an earlier run's output, removed: this "
@@ -647,7 +650,7 @@ def main(args) -> int:
         if out_dir:
             _write(out_dir / "results.json", text + "\n")
     failed = sum(k in lost or (r.error is not None and not r.kept) for k, r in enumerate(results))
-    partly = sum(k not in lost and r.error is not None and bool(r.kept) for k, r in enumerate(results))
+    partly = sum(k not in lost | whole and r.error is not None and bool(r.kept) for k, r in enumerate(results))
     if failed and len(results) > 1:
         done = f"the other {len(results) - failed} translated" if failed < len(results) else "none translated"
         print(f"llm-srt translate: {failed} of {len(results)} inputs failed (named above); {done}", file=sys.stderr)

@@ -105,9 +105,12 @@ def parse_srt(text: str) -> SRTOutput:
     if not text[:matches[0].start()].strip():  # the prompt's tags written again first ("<|eng|><|deu|>Hello.<|eng|>
         lead = _tag_run(text, matches)  # <|deu|>Hallo."): the parts follow them, when a pair of tags follows text
         rest = matches[len(lead):]
-        # (a lone source tag first too: "<|eng|>Hello<|eng|><|deu|>.."; or one tag with text after it, a pair whose
-        # target tag the model left out: "<|eng|><|deu|>Hello<|eng|>Hallo")
-        if rest and (len(nxt_run := _tag_run(text, rest)) >= 2 or clean(text[nxt_run[-1].end():])):
+        # (a lone source tag first too: "<|eng|>Hello<|eng|><|deu|>.."; or the source tag alone with text after it, a
+        # pair whose target tag the model left out: "<|eng|><|deu|>Hello<|eng|>Hallo"; the target's own tag there
+        # ends a translation: "<|eng|><|deu|>Hallo<|deu|>Hallo")
+        nxt_run = _tag_run(text, rest) if rest else []
+        if rest and (len(nxt_run) >= 2 or (nxt_run[0].group(1) == lead[0].group(1)
+                                           and clean(text[nxt_run[-1].end():]))):
             return replace(parse_srt(text[lead[-1].end():]), well_formed=False)
     first = matches[0]
     run = _tag_run(text, matches)
@@ -115,14 +118,28 @@ def parse_srt(text: str) -> SRTOutput:
     rest = text[run[-1].end():]
     nxt = _TAG.search(rest)
     translation = clean(rest[:nxt.start()] if nxt else rest)
-    if nxt and transcript and translation.casefold().endswith(" " + transcript.casefold()):  # a loop of the whole
-        translation = translation[:-len(transcript) - 1].rstrip()  # unit: its repeated transcript before the tags
+    if nxt and _loops_whole(transcript, translation, rest[nxt.start():]):
+        translation = translation[:-len(transcript) - 1].rstrip()
     codes = [m.group(1) for m in run]
     src = codes[0]
     tgt = codes[1] if len(codes) > 1 else None
     well_formed = (len(codes) == 2 and bool(transcript) and bool(translation) and nxt is None
                    and not _CUT_TAG.search(rest))
     return SRTOutput(transcript, translation, src, tgt, well_formed)
+
+
+def _loops_whole(transcript: str, translation: str, after: str) -> bool:
+    """Whether a translation cut at repeated tags ends with the transcript written again: a loop of the whole
+    "transcript<|a|><|b|>translation" unit, whose next part repeats the translation without it. Only for a
+    transcript of three words or more (a short one may end a real translation: "No.", "No, no.")."""
+    if len(transcript.split()) < 3 or not translation.endswith(" " + transcript):
+        return False
+    head = translation[:-len(transcript) - 1].rstrip()
+    run = _tag_run(after, list(_TAG.finditer(after)))
+    rest = after[run[-1].end():]
+    nxt = _TAG.search(rest)
+    again = clean(rest[:nxt.start()] if nxt else rest)
+    return bool(head) and again in (head, translation)
 
 
 def _tag_run(text: str, matches: list[re.Match]) -> list[re.Match]:
@@ -134,6 +151,14 @@ def _tag_run(text: str, matches: list[re.Match]) -> list[re.Match]:
         else:
             break
     return run
+
+
+def translation_part(text: str, src: str) -> str:
+    """A translation-only output (S2TT, SMT, MT): `first_part`, unless the model wrote the transcript first, then
+    the source's tag and the rest ("Will it rain?<|eng|><|deu|>Regnet es?": S2TT's prompt is SRT's, so an
+    SRT-trained model asked for S2TT does), whose translation is the part after the tags."""
+    out = parse_srt(text)
+    return out.translation if out.src == src and out.transcript else first_part(text)
 
 
 def first_part(text: str) -> str:

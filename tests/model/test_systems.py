@@ -653,4 +653,6 @@ def test_a_speech_llms_one_part_output_ends_at_its_next_language_tag():
 
     asr = split_output("Will it rain?<|eng|><|deu|>Regnet es?", Item(None, "eng", None, Task.ASR))
     s2tt = split_output("Regnet es?<|deu|><|eng|>Will it rain?", Item(None, "eng", "deu", Task.S2TT))
-    assert (asr.transcript, asr.translation, s2tt.translation) == ("Will it rain?", "", "Regnet es?")
+    both = split_output("Will it rain?<|eng|><|deu|>Regnet es?", Item(None, "eng", "deu", Task.S2TT))  # SRT's
+    assert (asr.transcript, asr.translation, s2tt.translation, both.translation) == (  # prompt is S2TT's
+        "Will it rain?", "", "Regnet es?", "Regnet es?")

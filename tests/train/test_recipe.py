@@ -387,6 +387,23 @@ def test_an_evaluation_between_checkpoints_that_beats_every_saved_dev_loss_is_sa
     assert checkpoint.read_index(tmp_path / "run" / "checkpoints")["best_step"] == 3
 
 
+def test_a_resume_before_the_indexs_best_takes_the_best_of_the_steps_it_keeps(tmp_path):
+    """A damaged newest checkpoint: the run resumes at an earlier step, and the index's best (a later, abandoned
+    step) must not hide the best of the steps at or before it (the first evaluation after the resume was taken for
+    the best, and saved, however bad)."""
+    import json
+
+    from llm_srt.train import checkpoint
+
+    root = tmp_path / "checkpoints"
+    for step, loss in ((2, 3.0), (4, 2.5), (6, 1.0)):
+        folder = root / checkpoint.step_name(step) / checkpoint.STATE_DIR
+        folder.mkdir(parents=True)
+        (folder / checkpoint.STATE_JSON).write_text(json.dumps({"dev_loss": loss}))
+    (root / checkpoint.INDEX).write_text(json.dumps({"steps": [2, 4, 6], "best_step": 6, "best_loss": 1.0}))
+    assert [recipe._best_dev_loss(tmp_path, s) for s in (6, 5, 3, 1)] == [1.0, 2.5, 3.0, None]
+
+
 def test_a_final_folder_that_could_not_be_written_whole_is_not_a_finished_run(tiny_setup, tmp_path, monkeypatch):
     """final/ is written whole or not at all (its train_config.json inside the same atomic folder): a write that
     fails there leaves no final/ that counts as finished, and the same command then finishes the run."""

@@ -229,8 +229,12 @@ def memory_cap(memory_gib: float, device: torch.device) -> tuple[float, int]:
     handles (~0.5 GiB) sit on a 24 GiB card beside what torch reserves, and `set_per_process_memory_fraction` caps
     only the latter."""
     free, total = torch.cuda.mem_get_info(device)
-    outside = max(0, total - free - torch.cuda.memory_reserved(device))
-    return min(1.0, max(0.0, (memory_gib * 2**30 - outside) / total)), outside
+    outside = max(0, total - free - torch.cuda.memory_reserved(device))  # other processes' memory too, if any
+    if outside >= memory_gib * 2**30:
+        raise LLMSRTError(f"bench --memory-gib {memory_gib:g}: the device holds {outside / 2**30:.2f} GiB outside "
+                          "this process's allocator already (its CUDA context; other processes on a shared GPU): "
+                          "give a larger cap, or run on a GPU of its own")
+    return min(1.0, (memory_gib * 2**30 - outside) / total), outside
 
 
 def probe(system, audios, batch: int, greedy: DecodingOptions, device: torch.device):

@@ -32,7 +32,7 @@ from .. import languages
 from ..device import Placement, compute_dtype, is_int8, release
 from ..errors import LLMSRTError
 from ..paths import EMBEDDED, resolve_model
-from ..prompts import Task, build, first_part, parse_srt, tag
+from ..prompts import Task, build, first_part, parse_srt, tag, translation_part
 from .whisper_torch import SuppressTokens, TorchWhisper
 
 if TYPE_CHECKING:
@@ -110,7 +110,7 @@ def split_output(text: str, item: Item) -> Output:
         return Output(out.transcript, out.translation)
     if item.task is Task.ASR:
         return Output(first_part(text), "")
-    return Output(item.transcript.strip(), first_part(text))
+    return Output(item.transcript.strip(), translation_part(text, item.src))
 
 
 # ---- the speech LLM ------------------------------------------------------------------------------------------------

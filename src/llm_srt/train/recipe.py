@@ -764,10 +764,14 @@ def _quiet(*_) -> None:
 
 
 def _best_dev_loss(out: Path, step: int) -> float | None:
-    """The best dev loss of the checkpoints a run resumed at `step` keeps; none when the index's best is a later step,
-    of the run this resume abandons (`checkpoint.save` drops it from the best)."""
-    index = checkpoint.read_index(out / "checkpoints", log=_quiet)
-    return index["best_loss"] if index["best_step"] is not None and index["best_step"] <= step else None
+    """The best dev loss of the checkpoints a run resumed at `step` keeps, at that step or before: a later one
+    belongs to the steps this resume abandons (a damaged newest checkpoint; `checkpoint.save` drops it from the
+    best), whose best must not hide an earlier kept one."""
+    root = out / "checkpoints"
+    index = checkpoint.read_index(root, log=_quiet)
+    if index["best_step"] is not None and index["best_step"] <= step:
+        return index["best_loss"]
+    return checkpoint._best(root, [s for s in index["steps"] if s <= step])[1]
 
 
 def _use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
