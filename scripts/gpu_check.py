@@ -281,7 +281,8 @@ def train_overrides(check: Check, folders, corpus: dict[str, Path]) -> list[str]
 
     values = {"model.encoder": folders.encoder, "model.llm": folders.llm, "model.adapter_kwargs": TINY_ADAPTER,
               "data.train": corpus["train"], "data.dev": corpus["dev"], "data.batch_size": 4,
-              "data.feature_cache": check.work / "features", "optim.warmup_steps": 0, "log_every": 1}
+              "data.feature_cache": check.work / "features", "optim.warmup_steps": 0, "log_every": 1,
+              "data.num_workers": 2}  # a GPU's default: named, so that the CPU path runs DataLoader workers too
     fields = TrainConfig.__dataclass_fields__
     if "device" in fields:  # the training config's own device / dtype keys, once they exist
         values |= {"device": check.device, "dtype": check.dtype}

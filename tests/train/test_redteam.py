@@ -270,3 +270,35 @@ def test_odd_things_under_checkpoint_names_are_replaced_or_named(tmp_path):
     with pytest.raises(LLMSRTError, match=r"index.json: cannot write the checkpoint index .*step-00000006 is saved"):
         checkpoint.save(tmp_path, 6, _save_model, {"step": 6}, keep_last=2, log=lambda _: None)
     assert checkpoint.latest(tmp_path).step == 6
+
+
+def test_a_killed_runs_forked_children_do_not_keep_its_lock(tmp_path):
+    """DataLoader workers are forked: each held the run lock's descriptor, so after the training process was killed
+    (SIGKILL, the OOM killer) its workers kept the lock until they noticed, and the same command run again at once
+    was refused as "another training run"."""
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(f"""
+        import os, signal, sys, time
+        from llm_srt.train import checkpoint
+        checkpoint.RunLock({str(tmp_path)!r}).acquire()
+        child = os.fork()
+        if child == 0:
+            null = os.open(os.devnull, os.O_RDWR)
+            os.dup2(null, 1), os.dup2(null, 2)  # the test's pipes: not held open by the child
+            time.sleep(60)
+            os._exit(0)
+        print(child, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+        """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    child = int(proc.stdout)
+    try:
+        os.kill(child, 0)  # the forked child outlives its parent, as a worker does for a while
+        checkpoint.RunLock(tmp_path).acquire().release()
+    finally:
+        os.kill(child, signal.SIGKILL)

@@ -369,11 +369,30 @@ def _hashable(key: Any) -> Any:
 
 
 # ---- one run per output folder --------------------------------------------------------------------------------------
+_HELD_LOCKS: set[int] = set()  # this process's RunLock file descriptors
+
+
+def _close_held_locks_in_child() -> None:
+    """In a forked child (a DataLoader worker): close the run lock's descriptor, never unlock it (the parent's lock
+    is the same open file). A child that kept it held the lock after its parent was killed, until it noticed and
+    exited, and the same command run again at once was refused as "another training run"."""
+    for fd in _HELD_LOCKS:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD_LOCKS.clear()
+
+
+os.register_at_fork(after_in_child=_close_held_locks_in_child)
+
+
 class RunLock:
     """An advisory lock (fcntl.flock) on `run_dir/.lock`, held while a training process writes the folder: a second
     run on the same folder stops with a one-line error naming the holder. The kernel drops the lock when its process
-    ends, however it ends, so the file a killed run leaves never blocks. (Advisory: on a network file system
-    without flock support, two hosts are not kept apart.)"""
+    ends, however it ends, so the file a killed run leaves never blocks; forked children (DataLoader workers) do not
+    keep it (`_close_held_locks_in_child`). (Advisory: on a network file system without flock support, two hosts
+    are not kept apart.)"""
 
     def __init__(self, run_dir: Path):
         self.path = Path(run_dir) / LOCK
@@ -392,6 +411,7 @@ class RunLock:
                 logger.warning("%s: this file system takes no lock (%s): nothing keeps a second run off this "
                                "output folder", self.path, e.strerror or e)  # (Lustre -o noflock, some FUSE)
                 self._fd = fd
+                _HELD_LOCKS.add(fd)
                 return self
             holder = os.pread(fd, 4096, 0).decode("utf-8", "replace")
             os.close(fd)
@@ -407,10 +427,14 @@ class RunLock:
         except OSError:
             pass  # the lock holds without its note; a second run then names no holder
         self._fd = fd
+        _HELD_LOCKS.add(fd)
         return self
 
     def release(self) -> None:
+        if self._fd is not None and self._fd not in _HELD_LOCKS:  # a forked child's copy, closed at the fork
+            self._fd = None
         if self._fd is not None:
+            _HELD_LOCKS.discard(self._fd)
             try:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
             except OSError:  # a file system without flock: there was nothing to let go
