@@ -26,6 +26,7 @@ def test_blocked_losses_and_gradients_equal_f_cross_entropy(monkeypatch, cap, bi
     head = nn.Linear(16, 50, bias=bias).to(dtype).requires_grad_(False)
     hidden = (2 * torch.randn(17, 16)).to(dtype).requires_grad_(True)
     targets = torch.randint(0, 50, (17,))
+    targets[[2, 9]] = -100  # F.cross_entropy's ignore_index: loss 0 and no gradient (was an index error)
     weights = torch.rand(17)  # a weighted sum: each row's gradient is scaled by its own weight
     got = head_losses(hidden, head, targets, cap)
     ref = _reference(hidden, head, targets, cap)

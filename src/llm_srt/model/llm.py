@@ -367,11 +367,13 @@ class _BlockedHeadLoss(torch.autograd.Function):
                 t = logits.div_(cap).tanh_()
                 logits = t * cap
             lse = torch.logsumexp(logits, dim=-1)
-            target = targets[block]
-            losses[block] = lse - logits.gather(1, target[:, None]).squeeze(1)
+            ignored = targets[block] < 0  # F.cross_entropy's ignore_index (-100): loss 0, no gradient (an index
+            target = targets[block].clamp(min=0)  # out of range, a device-side assert on CUDA)
+            losses[block] = (lse - logits.gather(1, target[:, None]).squeeze(1)).masked_fill_(ignored, 0)
             if need_grad:
                 p = logits.sub_(lse[:, None]).exp_()  # softmax, in place of the logits
                 p[torch.arange(len(p), device=p.device), target] -= 1
+                p.masked_fill_(ignored[:, None], 0)
                 if cap:
                     p.mul_(t.mul_(t).neg_().add_(1))  # d(cap tanh(z / cap)) / dz = 1 - tanh^2
                 grad[block] = cpu_linear.input_gradient(p.to(weight.dtype), weight)
