@@ -860,3 +860,10 @@ def test_a_stage_leaves_no_model_behind_for_the_next(tiny_setup, tmp_path, monke
     finally:
         gc.enable()
     assert held and not alive
+
+
+def test_the_train_log_keeps_small_learning_rates(tmp_path):
+    """Floats were rounded to 6 decimals: the paper's warm-up (lr 1e-5 over 1,000 steps) logged lr 0.0."""
+    recipe._log_json(tmp_path, {"step": 1, "lr": 1e-8, "loss": 2.123456789, "grad_norm": 3.5e-9})
+    logged = json.loads((tmp_path / "train_log.jsonl").read_text())
+    assert logged == {"step": 1, "lr": 1e-8, "loss": 2.123457, "grad_norm": 3.5e-9}

@@ -116,3 +116,19 @@ def test_a_frozen_llm_swapped_for_one_of_the_same_shape_is_noticed_on_resume_and
     recipe.train(recipe.load_config(None, overrides(tiny_setup, out, **base, **{"model.llm": moved})),
                  log=messages.append)
     assert any("already finished" in m or "resumed from" in m for m in messages), messages
+
+
+@pytest.mark.parametrize("bad,said", [
+    ("srt:data.dev=typo.jsonl", "stage srt .*data.dev: typo.jsonl: no such manifest"),
+    ("srt:model.encoder=/nonexistent/whisper", "stage srt .*model.encoder: /nonexistent/whisper: no such folder"),
+    ("srt:precision=bf16", "stage srt .*precision: bf16 autocast needs a CUDA device"),
+])
+def test_a_later_stages_bad_path_or_precision_stops_the_curriculum_before_the_first_stage(tiny_setup, tmp_path,
+                                                                                        bad, said):
+    """A typo in the SRT stage was found when that stage started: after the ASR and SMT stages had trained (at the
+    paper's scale, days). Every stage's manifests, models and precision are checked first."""
+    folder = _stage_folder(tmp_path)
+    common = [o for o in overrides(tiny_setup, "x", max_steps=2, save_every=1) if not o.startswith("output_dir")]
+    with pytest.raises(ConfigError, match=said):
+        curriculum.run_curriculum([str(folder)], [*common, bad], log=lambda *_: None)
+    assert not (tmp_path / "asr").exists()  # the first stage never started

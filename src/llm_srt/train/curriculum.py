@@ -16,7 +16,7 @@ from typing import Callable
 from ..config import split_items
 from ..errors import ConfigError
 from .parallel import release_groups
-from .recipe import FINAL, TrainConfig, load_config, train
+from .recipe import FINAL, TrainConfig, check_before_start, load_config, train
 
 DEFAULT_STAGES = ("asr", "smt", "srt")
 
@@ -128,6 +128,11 @@ def plan(items: list[str], overrides: list[str] | None = None, stages: list[str]
 def run_stages(stages: list[Stage], log=print) -> list[Path]:
     """Train the planned stages in order (a finished one is skipped, an interrupted one resumes)."""
     finals: list[Path] = []
+    for stage in stages:  # every stage's manifests, models and precision, before the first trains
+        try:
+            check_before_start(stage.config)
+        except ConfigError as e:
+            raise ConfigError(f"stage {stage.name} ({stage.file}): {e}") from None
     for k, stage in enumerate(stages):
         cfg = stage.config
         log(f"== stage {k + 1}/{len(stages)}: {stage.name} ({stage.file}) -> {cfg.output_dir}"

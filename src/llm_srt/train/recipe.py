@@ -344,11 +344,7 @@ class Recipe:
     def setup_processes(self) -> None:
         """The frozen weights' dtype on this rank's device, the seeds; rank 0 locks output_dir."""
         cfg = self.cfg
-        _use_bf16(cfg, self.device)  # bf16 on a CPU host: refused now, not once the model is loaded and the cache full
-        for key, manifest in [("data.train", m) for m in cfg.data.manifests] + [("data.dev", cfg.data.dev)]:
-            if manifest and not Path(manifest).exists():  # read (and checked row by row) once the model is built
-                raise ConfigError(f"{key}: {manifest}: no such manifest; build it with `llm-srt prepare` or fix the "
-                                  "path")
+        check_before_start(cfg, self.device)
         self.placement = device_lib.Placement(self.device, device_lib.resolve_dtype(cfg.dtype, self.device, True))
         if not self.d.main:  # one rank speaks; errors still surface from every rank
             self.log = _quiet
@@ -774,6 +770,20 @@ def _best_dev_loss(out: Path, step: int) -> float | None:
     return checkpoint._best(root, [s for s in index["steps"] if s <= step])[1]
 
 
+def check_before_start(cfg: TrainConfig, device: torch.device | None = None) -> None:
+    """What a stage can be refused for before any model loads: bf16 autocast on a CPU host, a manifest, encoder or
+    LLM that is not there (not model.init_from: a curriculum's later stage starts from a folder an earlier one
+    writes, and a resumed run needs it no more). A curriculum checks every stage so before the first trains: a typo
+    in the SRT stage stopped it after the ASR and SMT stages (days at the paper's scale)."""
+    _use_bf16(cfg, device if device is not None else device_lib.resolve_device(cfg.device, flag="device="))
+    for key, manifest in [("data.train", m) for m in cfg.data.manifests] + [("data.dev", cfg.data.dev)]:
+        if manifest and not Path(manifest).exists():  # read (and checked row by row) once the model is built
+            raise ConfigError(f"{key}: {manifest}: no such manifest; build it with `llm-srt prepare` or fix the path")
+    for key, folder in [("model.encoder", cfg.model.encoder), ("model.llm", cfg.model.llm)]:
+        if folder and folder != paths.EMBEDDED and not Path(folder).exists():
+            raise ConfigError(f"{key}: {folder}: no such folder; fix the path (or the variable it came from)")
+
+
 def _use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
     if cfg.precision == "bf16" and device.type != "cuda":
         raise ConfigError("precision: bf16 autocast needs a CUDA device here; use fp32 (or auto) on CPU")
@@ -840,8 +850,10 @@ def _logged_after(line: str, step: int) -> bool:
 
 
 def _log_json(out: Path, record: dict) -> None:
+    """A line of train_log.jsonl, its floats to 7 significant digits (float32's; 6 decimals logged the paper's
+    warm-up learning rates, 1e-8 and the like, as 0.0)."""
     with open(out / "train_log.jsonl", "a") as f:
-        f.write(json.dumps({k: (round(v, 6) if isinstance(v, float) else v) for k, v in record.items()}) + "\n")
+        f.write(json.dumps({k: (float(f"{v:.7g}") if isinstance(v, float) else v) for k, v in record.items()}) + "\n")
 
 
 # ---- CLI ----------------------------------------------------------------------------------------------------------
