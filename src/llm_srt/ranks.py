@@ -4,10 +4,40 @@ checkpoint), handed to every rank, so that ranks never decide apart; and what ea
 
 from __future__ import annotations
 
+import os
+import signal
+import sys
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 from .errors import LLMSRTError
+
+LAUNCHER_POLL_S = 2.0  # how often a torchrun rank looks whether its launcher still runs
+_watching: list[int] = []  # the launcher's pid, once this process watches it
+
+
+def stop_with_launcher(poll_s: float = LAUNCHER_POLL_S) -> bool:
+    """Under torchrun: a daemon thread that ends this rank once its launcher is gone. torchrun starts each rank in a
+    session of its own, so a SIGKILL to the launcher (or its process group; the OOM killer) left the ranks running:
+    they trained on, held the GPUs and the run's lock, and the same command run again was refused. (A rank the
+    launcher still has is ended by it, as ever.) Outside torchrun nothing is watched: a parent shell may end
+    (`nohup`) while a run goes on. Returns whether this call started the watch."""
+    if "TORCHELASTIC_RUN_ID" not in os.environ or _watching:
+        return False
+    launcher = os.getppid()
+    _watching.append(launcher)
+
+    def watch() -> None:
+        while os.getppid() == launcher:
+            time.sleep(poll_s)
+        print(f"[rank {os.environ.get('RANK', '?')}] llm-srt: the torchrun launcher (pid {launcher}) is gone: this "
+              "rank stops (run the same command again to resume)", file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)  # as if killed with it: a checkpoint is written whole or not at all
+
+    threading.Thread(target=watch, name="llm-srt-launcher-watch", daemon=True).start()
+    return True
 
 
 def from_rank0(fn: Callable[[], Any], rank: int, world: int, group=None) -> Any:

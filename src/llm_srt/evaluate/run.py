@@ -28,7 +28,7 @@ from .. import device
 from ..data.manifest import Row, read_manifest
 from ..device import Placement
 from ..errors import LLMSRTError
-from ..ranks import from_rank0, on_every_rank
+from ..ranks import from_rank0, on_every_rank, stop_with_launcher
 from ..model.decoding import (DecodingOptions, add_compile_argument, add_no_repeat_argument, add_srt_tags_argument,
                               decoding_from_args)
 from ..prompts import Task
@@ -213,6 +213,7 @@ def rank_group():
         yield
         return
     own = not dist.is_initialized()
+    stop_with_launcher()
     if own:  # connected in CONNECT_TIMEOUT (gloo connects every pair of ranks as a group is made), or failed
         dist.init_process_group("gloo", timeout=CONNECT_TIMEOUT)
     else:

@@ -39,6 +39,7 @@ import torch.distributed as dist
 from torch import nn
 
 from .. import device as device_lib
+from .. import ranks
 from ..errors import ConfigError, LLMSRTError
 
 STRATEGIES = ("ddp", "fsdp")
@@ -71,6 +72,7 @@ def init_distributed(timeout_min: float = 30.0, device: str = "auto") -> tuple[D
         torch.cuda.set_device(placed)
     _host[2] = timedelta(minutes=timeout_min)
     if d.world > 1 and not dist.is_initialized():
+        ranks.stop_with_launcher()
         dist.init_process_group(_backend(placed), timeout=timedelta(minutes=timeout_min))
     if d.world > 1:
         d = Dist(dist.get_rank(), dist.get_world_size(), d.local_rank)
