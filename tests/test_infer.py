@@ -225,6 +225,9 @@ def test_a_moved_model_folder_is_repointed_with_encoder_and_llm(model_dir, clips
     (folder / "config.json").write_text(json.dumps(config | {"encoder": "/gone/whisper", "llm": "/gone/llm"}))
     with pytest.raises(LLMSRTError, match="/gone/"):
         SpeechTranslator.from_pretrained(folder, device="cpu")
+    with pytest.raises(LLMSRTError) as given:  # a bad path given here is not blamed on the checkpoint's config.json
+        SpeechTranslator.from_pretrained(folder, device="cpu", encoder=str(tmp_path / "typo"), llm=str(moved["llm"]))
+    assert str(tmp_path / "typo") in str(given.value) and "config.json" not in str(given.value).split(":")[0]
     t = SpeechTranslator.from_pretrained(folder, device="cpu", encoder=str(moved["encoder"]), llm=str(moved["llm"]))
     here = SpeechTranslator.from_pretrained(model_dir, device="cpu")
     assert [r.to_dict() for r in t.translate(clips[:2], "eng", "deu", options=OPTS)] == \

@@ -429,8 +429,11 @@ class SpeechLLM(nn.Module):
             merged = (_load_weights(directory / LORA_FILE), str(directory / LORA_FILE))
         try:
             model = cls(config, device=device, llm_device=llm_device, merged_lora=merged)
-        except LLMSRTError as e:  # a bad adapter name or option: say which checkpoint asked for it
-            raise e if str(directory) in str(e) else type(e)(f"{directory / CONFIG_FILE}: {e}") from None
+        except LLMSRTError as e:  # a bad adapter name or option: say which checkpoint asked for it (not for a path
+            given = [str(v) for k, v in overrides.items() if k in ("encoder", "llm") and v]  # the caller gave)
+            if str(directory) in str(e) or any(g in str(e) for g in given):
+                raise e from None
+            raise type(e)(f"{directory / CONFIG_FILE}: {e}") from None
         for key, actual, source in (("encoder_dim", model.encoder_dim, config.encoder),
                                     ("llm_dim", model.llm_dim, config.llm)):
             if key in meta and meta[key] != actual:
