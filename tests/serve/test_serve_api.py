@@ -268,11 +268,17 @@ def test_health_says_failing_when_batch_after_batch_fails_in_the_model_and_ok_on
     monkeypatch.setattr(SpeechLLMSystem, "run_batch", lambda self, items, opts: [Output(error=broken["error"])
                                                                                  for _ in items] if broken["error"]
                         else real(self, items, opts))
+    def settled(c, status: int):  # a batch's stats are taken on the event loop once it ends, which may be a tick
+        deadline = time.monotonic() + 5  # after its last answer went out
+        while (health := c.get("/health")).status_code != status and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return health
+
     with local_client(create_app(translator, options(max_batch=1))) as c:
         for n in range(FAILING_BATCHES):
-            assert c.get("/health").status_code == 200
+            assert settled(c, 200).status_code == 200
             assert post(c, TRANSLATIONS, clip[1], source_language="eng").status_code == 500
-        health = c.get("/health")
+        health = settled(c, 503)
         assert health.status_code == 503 and health.json()["status"] == "failing"
         assert health.json()["batching"]["failed_batches_in_a_row"] == FAILING_BATCHES
         assert health.json()["batching"]["last_error"] == broken["error"]
@@ -281,7 +287,7 @@ def test_health_says_failing_when_batch_after_batch_fails_in_the_model_and_ok_on
         assert c.get("/health").status_code == 503
         broken["error"] = None
         assert post(c, TRANSLATIONS, clip[1], source_language="eng").status_code == 200
-        health = c.get("/health")
+        health = settled(c, 200)
         assert health.status_code == 200 and health.json()["status"] == "ok"
         assert health.json()["batching"]["failed_batches_in_a_row"] == 0
 
