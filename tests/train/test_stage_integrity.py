@@ -132,3 +132,18 @@ def test_a_later_stages_bad_path_or_precision_stops_the_curriculum_before_the_fi
     with pytest.raises(ConfigError, match=said):
         curriculum.run_curriculum([str(folder)], [*common, bad], log=lambda *_: None)
     assert not (tmp_path / "asr").exists()  # the first stage never started
+
+
+def test_under_torchrun_only_rank_0_prints_the_curriculums_lines(monkeypatch, capsys, tmp_path):
+    """Every rank printed each stage's header and "curriculum done" (N copies on N GPUs)."""
+    import argparse
+
+    def fake(configs, overrides, stages, out_root, log=print):
+        log("== stage 1/1: asr")
+        return [Path("runs/asr/final")]
+
+    monkeypatch.setattr(curriculum, "run_curriculum", fake)
+    args = argparse.Namespace(items=[str(tmp_path)], stages=None, out_root=None)
+    for rank, printed in (("1", ""), ("0", "== stage 1/1: asr\ncurriculum done: runs/asr/final\n")):
+        monkeypatch.setenv("RANK", rank)
+        assert curriculum.main(args) == 0 and capsys.readouterr().out == printed

@@ -9,6 +9,7 @@ checkpoint. Overrides apply to every stage, or to one stage with a `stage:` pref
 runs is an error). Each stage needs its own output_dir: stages sharing one are refused before any runs.
 """
 
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -159,7 +160,8 @@ def add_arguments(parser) -> None:
 def main(args) -> int:
     configs, overrides = split_items(args.items)
     stages = args.stages.split(",") if args.stages else None
-    finals = run_curriculum(configs, overrides, stages, args.out_root)
+    say = print if int(os.environ.get("RANK") or 0) == 0 else lambda *_: None  # under torchrun, rank 0 alone (every
+    finals = run_curriculum(configs, overrides, stages, args.out_root, log=say)  # rank printed each stage's lines)
     release_groups()
-    print("curriculum done: " + " -> ".join(str(p) for p in finals))
+    say("curriculum done: " + " -> ".join(str(p) for p in finals))
     return 0
