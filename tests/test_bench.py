@@ -325,15 +325,30 @@ def test_every_probe_of_the_search_is_timed_after_a_warm_up_at_its_batch_size(mo
     assert [(p["batch_size"], p["seconds"]) for p in s["probes"]] == [(4, 1.0), (8, 1.0), (16, 1.0)]
 
 
-def test_compiled_rows_count_the_cuda_graph_skips_of_their_warm_ups(monkeypatch, tmp_path):
-    """torch counts a CUDA-graph skip where it compiles and records, in a row's warm-up (and for some causes once per
-    function): a row must report the skips of the compiled rows' warm-ups, not only of its timed pass."""
+def _compiled_rows_on_a_fake_gpu(monkeypatch, tmp_path, fake) -> dict:
+    """run_paper's compiled rows at batches 1 and 2 on a system that says it is on cuda:0, `fake` standing in for
+    decode_pass (and the CUDA-graph skip counter restored afterwards)."""
     from dataclasses import replace
     from types import SimpleNamespace
 
     from torch._dynamo.utils import counters
 
     from llm_srt.bench import paper
+
+    cuda = SimpleNamespace(model=SimpleNamespace(device=torch.device("cuda", 0)), name="llm-srt")
+    monkeypatch.setattr(paper, "decode_pass", fake)
+    monkeypatch.setattr(paper, "build_system", lambda *a: (cuda.model, cuda))
+    monkeypatch.setattr(paper, "release", lambda *a: None)
+    monkeypatch.setitem(counters["inductor"], "cudagraph_skips", counters["inductor"]["cudagraph_skips"])
+    options = replace(paper.PaperOptions(shape="tiny", **paper.TINY), compiled_batch_sizes=(1, 2), compiled_only=True)
+    return paper.run_paper(options, device.resolve("cpu", "float32"), tmp_path)
+
+
+def test_compiled_rows_count_the_cuda_graph_skips_of_their_warm_ups(monkeypatch, tmp_path):
+    """torch counts a CUDA-graph skip where it compiles and records, in a row's warm-up (and for some causes once per
+    function): a row must report the skips of the compiled rows' warm-ups, not only of its timed pass."""
+    from torch._dynamo.utils import counters
+
     from llm_srt.model.decoding import StaticSteps
 
     seen = set()
@@ -345,25 +360,15 @@ def test_compiled_rows_count_the_cuda_graph_skips_of_their_warm_ups(monkeypatch,
         StaticSteps.steps_taken += options.compile
         return common.DecodeRun(1.0, len(audios), 4, 8, 1.0, "cuda")
 
-    cuda = SimpleNamespace(model=SimpleNamespace(device=torch.device("cuda", 0)), name="llm-srt")
-    monkeypatch.setattr(paper, "decode_pass", fake)
-    monkeypatch.setattr(paper, "build_system", lambda *a: (cuda.model, cuda))
-    monkeypatch.setattr(paper, "release", lambda *a: None)
-    monkeypatch.setitem(counters["inductor"], "cudagraph_skips", counters["inductor"]["cudagraph_skips"])
-    options = replace(paper.PaperOptions(shape="tiny", **paper.TINY), compiled_batch_sizes=(1, 2), compiled_only=True)
-    result = paper.run_paper(options, device.resolve("cpu", "float32"), tmp_path)
+    result = _compiled_rows_on_a_fake_gpu(monkeypatch, tmp_path, fake)
     assert [r["cudagraph_skips"] for r in result["decode"]] == [1, 2]
 
 
 def test_a_compiled_row_counts_the_cuda_graph_skips_of_its_timed_pass(monkeypatch, tmp_path):
     """The count was read before the row's timed pass ran (an argument evaluated first): a skip there, where a
     shape the warm-up did not record compiles again, went uncounted and the row said it replayed CUDA graphs."""
-    from dataclasses import replace
-    from types import SimpleNamespace
-
     from torch._dynamo.utils import counters
 
-    from llm_srt.bench import paper
     from llm_srt.model.decoding import StaticSteps
 
     seen = set()
@@ -375,13 +380,7 @@ def test_a_compiled_row_counts_the_cuda_graph_skips_of_its_timed_pass(monkeypatc
         StaticSteps.steps_taken += options.compile
         return common.DecodeRun(1.0, len(audios), 4, 8, 1.0, "cuda")
 
-    cuda = SimpleNamespace(model=SimpleNamespace(device=torch.device("cuda", 0)), name="llm-srt")
-    monkeypatch.setattr(paper, "decode_pass", fake)
-    monkeypatch.setattr(paper, "build_system", lambda *a: (cuda.model, cuda))
-    monkeypatch.setattr(paper, "release", lambda *a: None)
-    monkeypatch.setitem(counters["inductor"], "cudagraph_skips", counters["inductor"]["cudagraph_skips"])
-    options = replace(paper.PaperOptions(shape="tiny", **paper.TINY), compiled_batch_sizes=(1, 2), compiled_only=True)
-    result = paper.run_paper(options, device.resolve("cpu", "float32"), tmp_path)
+    result = _compiled_rows_on_a_fake_gpu(monkeypatch, tmp_path, fake)
     assert [r["cudagraph_skips"] for r in result["decode"]] == [1, 2]  # each row's own, and the first row's too
 
 
