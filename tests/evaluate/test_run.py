@@ -507,6 +507,26 @@ def test_transcripts_are_compared_with_the_first_system_that_wrote_them():
                      "test rows (1 differ, e.g. '5'); compare results of one evaluation"]
 
 
+def test_a_one_sentence_evaluation_keeps_its_report_without_paired_tests():
+    """One test sentence gives every resample the same value: each paired test (BLEU, transcripts, COMET) is
+    logged as not possible, and the report is kept, never lost at the end of the evaluation."""
+    from llm_srt.evaluate.report import build_report
+
+    def rows(hyp, comet):
+        return [UtteranceResult("0", "eng", "deu", hyp, "eine Katze", "a cat sat", "eine Katze", task="srt",
+                                comet=comet)]
+
+    systems = {"a": rows("a cat sat", 80.0), "b": rows("a dog", 40.0)}
+    lines = []
+    report = run.compare_systems(build_report(systems), {k: [v] for k, v in systems.items()}, 100, log=lines.append,
+                                 scored=systems)
+    assert not report.comparisons and not report.transcript_comparisons and not report.comet_comparisons
+    assert [line.split(":")[0] for line in lines] == ["no paired BLEU test of b against a",
+                                                       "no paired eng transcript test of b against a",
+                                                       "no paired COMET test of b against a"]
+    assert all("2 or more test sentences" in line for line in lines)
+
+
 def test_systems_of_several_runs_are_pooled_and_tested_run_by_run(tmp_path):
     """--model NAME=RUN1.jsonl,RUN2.jsonl: one system of two runs (e.g. two training seeds), scored on both runs'
     hypotheses together and tested against another two-run system with `paired_bootstrap_runs`; a one-run system

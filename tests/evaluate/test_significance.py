@@ -476,3 +476,30 @@ def test_a_direction_a_resample_did_not_draw_is_left_out_of_its_bleu_average(mon
     assert 0 < undrawn.sum() < 200 and alone[undrawn].min() > 0
     np.testing.assert_allclose(both[undrawn], alone[undrawn])
     assert np.all(both[~undrawn] > alone[~undrawn])  # eng->jpn's 100 BLEU lead where drawn
+
+
+def test_one_sentence_is_no_evidence_for_any_of_the_tests():
+    """Every resample of one sentence is that sentence: the centred differences are all 0, so any difference read
+    as p = 1 / (resamples + 1), "holds" on a single test sentence. The tests refuse instead."""
+    from llm_srt.evaluate.significance import paired_error_rates, paired_mean
+
+    r, pairs = refs(1, seed=9), (("eng", "deu"), ("eng", "fra"))
+    good, bad = nway(r, truncated(10), pairs, True), nway(r, truncated(4), pairs, True)  # one sentence, 2 directions
+    with pytest.raises(LLMSRTError, match="2 or more test sentences to draw from, not 1 test sentence"):
+        paired_bootstrap(good, bad, samples=100)
+    with pytest.raises(LLMSRTError, match="not 1 test sentence"):
+        paired_mean([1.0, 2.0], [3.0, 3.5], samples=100, sentences=["s", "s"])
+    with pytest.raises(LLMSRTError, match="not 1 test sentence"):
+        paired_mean([1.0], [3.0], samples=100, directions=[("eng", "deu")])
+    # sentences that no other sentence shares a direction with: each stratum is drawn whole in every resample
+    apart = [{**x, "tgt": t} for x, t in zip(system(refs(3), truncated(10), (("eng", "deu"),)), ("deu", "fra", "spa"))]
+    worse = [{**x, "hyp_translation": " ".join(x["ref_translation"].split()[:4])} for x in apart]
+    with pytest.raises(LLMSRTError, match="3 test sentences each in directions that no other sentence has rows in"):
+        paired_bootstrap(apart, worse, samples=100)
+    # transcripts: a language with one sentence is left out, the others tested; only it: an error
+    rows_a = srt_rows(refs(20, seed=10), truncated(10)) + srt_rows(["ein satz hier"], lambda i, s: s, "deu")
+    rows_b = srt_rows(refs(20, seed=10), truncated(5)) + srt_rows(["ein satz hier"], lambda i, s: "ein", "deu")
+    assert list(paired_error_rates(rows_a, rows_b, samples=100)) == ["eng"]
+    with pytest.raises(LLMSRTError, match="not 1 test sentence in deu"):
+        paired_error_rates([x for x in rows_a if x["src"] == "deu"], [x for x in rows_b if x["src"] == "deu"])
+    assert paired_bootstrap(system(refs(2), truncated(10)), system(refs(2), truncated(4)), samples=100).p < 1

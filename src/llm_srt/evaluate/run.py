@@ -500,9 +500,14 @@ def compare_systems(report: Report, runs: dict[str, list[list[UtteranceResult]]]
             continue
         rows = [{_run_id(r.id, len(runs[n])): r for r in scored[n]} for n in (first, s.name)]
         sentence = sentence_keys(rows)
-        comet.append((s.name, first, paired_mean([own[i] for i in both], [first_comet[i] for i in both],
-                                                 samples=samples, sentences=[sentence[i] for i in both],
-                                                 directions=[(rows[0][i].src, rows[0][i].tgt) for i in both])))
+        try:
+            c = paired_mean([own[i] for i in both], [first_comet[i] for i in both], samples=samples,
+                            sentences=[sentence[i] for i in both],
+                            directions=[(rows[0][i].src, rows[0][i].tgt) for i in both])
+        except LLMSRTError as e:
+            log(f"no paired COMET test of {s.name} against {first}: {e}")
+            continue
+        comet.append((s.name, first, c))
     return replace(report, comparisons=tuple(comparisons), transcript_comparisons=tuple(transcripts),
                    comet_comparisons=tuple(comet))
 

@@ -40,6 +40,10 @@ SAMPLES = 1000  # resamples (SacreBLEU's default for the paired bootstrap)
 ALPHA = 0.05
 # the fewest resamples with which p = (extreme + 1) / (samples + 1) can fall below ALPHA: 1 / (n + 1) < ALPHA
 MIN_SAMPLES = math.floor(1 / ALPHA)
+# one sentence (or strata of one sentence each) gives every resample the same value: no spread, so any difference
+# would read as p = 1 / (resamples + 1)
+_TOO_FEW = ("a paired bootstrap needs 2 or more test sentences to draw from, not {what}: every resample would be the "
+            "same and any difference would look significant; score a larger test set")
 
 
 @dataclass(frozen=True)
@@ -163,6 +167,10 @@ def resample_counts(strata: Sequence[Hashable], samples: int, seed: int) -> np.n
     members: dict[Hashable, list[int]] = {}
     for i, stratum in enumerate(strata):
         members.setdefault(stratum, []).append(i)
+    if all(len(units) < 2 for units in members.values()):
+        what = ("1 test sentence" if len(strata) == 1 else
+                f"{len(strata)} test sentences each in directions that no other sentence has rows in")
+        raise LLMSRTError(_TOO_FEW.format(what=what))
     times = np.zeros((samples, len(strata)), dtype=np.int32)  # 1,000 resamples of 120,500 units: 482 MB, not 964
     for units in members.values():
         draws = np.asarray(units)[rng.integers(0, len(units), size=(samples, len(units)))]
@@ -207,12 +215,13 @@ def paired_error_rates_runs(a: Sequence[Iterable[UtteranceResult | Mapping]],
                             b: Sequence[Iterable[UtteranceResult | Mapping]], samples: int = SAMPLES,
                             seed: int = 0) -> dict[str, Comparison]:
     """`paired_error_rates` over several training runs of each system, as `paired_bootstrap_runs` for BLEU. The rows
-    scored are the report's (`report.transcript_rows`: a failed row is an empty transcript). The unit resampled is
-    the sentence (`sentence_key`: the manifest's sentence id where recorded, else a source language's rows with one
-    reference transcript), of every run together: the rows of one clip translated into several targets (SRT writes
-    a transcript for each) are one sentence, not several independent ones. The statistic is the corpus rate, 100 x the resampled sentences' errors / their reference
-    length, per source language, so the observed values are the report's WER/CER. Languages whose references all
-    normalize to the empty string are left out, as in the report."""
+    scored are the report's (`report.transcript_rows`: a failed row is an empty transcript). The unit resampled is the
+    sentence (`sentence_key`: the manifest's sentence id where recorded, else a source language's rows with one
+    reference transcript), of every run together: the rows of one clip translated into several targets (SRT writes a
+    transcript for each) are one sentence, not several independent ones. The statistic is the corpus rate, 100 x the
+    resampled sentences' errors / their reference length, per source language, so the observed values are the report's
+    WER/CER. Languages whose references all normalize to the empty string are left out, as in the report, and so are
+    those with one sentence (nothing to resample; an LLMSRTError when that leaves none)."""
     if len(a) != len(b) or not a:
         raise LLMSRTError(f"paired runs need as many runs of each system (one per seed), not {len(a)} and {len(b)}")
     runs = [[transcript_rows(_results(r)) for r in system] for system in (a, b)]
@@ -232,7 +241,7 @@ def paired_error_rates_runs(a: Sequence[Iterable[UtteranceResult | Mapping]],
     # id -> its test sentence, as the BLEU test's (the manifest's sentence id; else the clip by its normalized
     # reference): two sentences that read alike ("yes") stay two units, one clip's rows in several targets one
     unit = sentence_keys([{r.id: r for rows in by_src.values() for r in rows} for system in runs for by_src in system])
-    out = {}
+    out, few = {}, []  # few: source languages with fewer than 2 sentences to resample
     for src, rows in first.items():
         sentence = {r.id: unit[r.id] for r in rows}  # id -> the sentence it belongs to
         groups = {k: i for i, k in enumerate(dict.fromkeys(sentence.values()))}
@@ -251,11 +260,16 @@ def paired_error_rates_runs(a: Sequence[Iterable[UtteranceResult | Mapping]],
         if not kept.any():
             continue
         ca, cb = ca[kept], cb[kept]
+        if len(ca) < 2:
+            few.append(src)
+            continue
         idx = rng.integers(0, len(ca), size=(samples, len(ca)))
         boot_a, boot_b = ca[idx].sum(1), cb[idx].sum(1)  # (samples, 2)
         diffs = 100.0 * (boot_a[:, 0] / boot_a[:, 1] - boot_b[:, 0] / boot_b[:, 1])
         out[src] = _compare(100.0 * ca[:, 0].sum() / ca[:, 1].sum(), 100.0 * cb[:, 0].sum() / cb[:, 1].sum(),
                             diffs, len(ca))
+    if not out and few:
+        raise LLMSRTError(_TOO_FEW.format(what=f"1 test sentence in {', '.join(few)}"))
     if not out:
         raise LLMSRTError("every reference transcript is empty after normalization: no error rate to compare")
     return out
