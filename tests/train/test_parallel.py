@@ -2,6 +2,7 @@
 skeletons, and a bf16 LLM with fp32 LoRA/adapter under FSDP (2 gloo processes on the CPU)."""
 
 import sys
+import warnings
 from datetime import timedelta
 from pathlib import Path
 
@@ -274,15 +275,19 @@ def _fsdp_rank(d: Dist, folders, out: str) -> None:
 
 def _ddp_rank(d: Dist, folders, out: str) -> None:
     """DDP broadcasts rank 0's trainable parameters at the start (their init: rank 1's adapter is drawn from another
-    seed), never the frozen LLM every rank loaded itself (15 GB at 7B in bf16)."""
+    seed), never the frozen LLM every rank loaded itself (15 GB at 7B in bf16), and its set-up warns of nothing
+    deprecated (`broadcast_buffers` printed a FutureWarning on every rank of every run)."""
     model = _model(folders, seed=d.rank, ctc_head=True)
     par = Parallel(model, "ddp", d, torch.device("cpu"), activation_checkpointing=True)
     sent, real = [], dist._broadcast_coalesced
     dist._broadcast_coalesced = lambda group, tensors, *a: sent.extend(tensors) or real(group, tensors, *a)
     try:
-        par.wrap()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            par.wrap()
     finally:
         dist._broadcast_coalesced = real
+    assert not [w for w in caught if issubclass(w.category, FutureWarning)], [str(w.message) for w in caught]
     trainable = {p.data_ptr() for p in model.parameters() if p.requires_grad}
     assert sent and {t.data_ptr() for t in sent} == trainable, (len(sent), len(trainable))
     assert isinstance(par.runner, torch.nn.parallel.DistributedDataParallel)

@@ -231,7 +231,7 @@ class Parallel:
                 self.model, frozen + [n for n, _ in self.model.named_buffers()])
             self.runner = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                find_unused_parameters=self.unused_parameters, broadcast_buffers=False,
+                find_unused_parameters=self.unused_parameters, forward_sync_buffers=False,
                 gradient_as_bucket_view=True)  # the gradients are views into DDP's buckets: no second copy of them
 
     def close(self) -> None:
