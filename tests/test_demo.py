@@ -171,7 +171,8 @@ def test_claims_report_what_the_systems_heard():
 
 def test_claims_report_what_each_runs_lora_left_of_the_llms_text_mt():
     """The measured bound of both claims: the plain LLM's text MT and each run's (its LoRA applied), as a share of
-    the plain one, in the lines and, for the two systems of each claim, in claims.json."""
+    the plain one, in the lines and, for the two systems of each claim, in claims.json; with too few test sentences
+    for a test too (they used to stop the demo after its training)."""
     from llm_srt.demo import check_claims
     from llm_srt.evaluate.report import UtteranceResult
 
@@ -195,6 +196,11 @@ def test_claims_report_what_each_runs_lora_left_of_the_llms_text_mt():
     assert table8["text_mt_bleu_with_lora"] == {names[0]: lora[names[0]], names[2]: lora[names[2]]}
     assert table3["text_mt_bleu_own_prompt"] == {names[0]: own[names[0]]}  # the Baseline's was not measured here
     assert table8["text_mt_bleu_own_prompt"] == own
+    # 3 test sentences: fewer than any test needs, so no verdict, but the BLEU, why, and the bounds all the same
+    assert (table3["verdict"], table3["p"], table3["holds_here"]) == ("not tested", None, False)
+    assert table3["bleu"] == table3["bleu_compared"] and "at least 6 test sentences" in table3["why"]
+    assert any(x.startswith("curriculum beats") and "-> not tested here: a paired test needs at least 6" in x
+               for x in result["lines"])
     alone = check_claims(dict.fromkeys(names, rows), samples=50, lora_text_mt=lora)  # no plain figure: no share
     assert "of the plain LLM's" not in next(x for x in alone["lines"] if "its LoRA applied" in x)
     assert not any("its LoRA applied" in x or "own text-MT prompt" in x

@@ -309,6 +309,7 @@ def check_claims(results: Mapping[str, list], losses: Mapping[str, list[float]] 
     that run's LLM with its LoRA, from the plain LLM's MT prompt) and `own_prompt_mt` (the same from the speech
     LLM's own text-MT prompt, transcript<|src|><|tgt|>, the format its training used): printed with the claims and
     kept with each, as what bounds them (a curriculum cannot transfer MT its LLM no longer has)."""
+    from .evaluate.report import score_system
     from .evaluate.significance import paired_bootstrap, paired_mean
 
     per_run_mt = (  # (claims.json key, system name -> direction -> BLEU, what the line says it measured)
@@ -320,28 +321,44 @@ def check_claims(results: Mapping[str, list], losses: Mapping[str, list[float]] 
              f"sentences, {samples} resamples)"]
     numbers = []
     for claim, a, b, paper in CLAIMS:
-        c = paired_bootstrap(results[a], results[b], samples=samples)
-        verdict = c.verdict()
-        entry = {"claim": claim, "system": a, "bleu": round(c.a, 2), "compared_with": b,
-                 "bleu_compared": round(c.b, 2), "holds_here": verdict == "holds", "p": round(c.p, 5),
-                 "verdict": verdict, "delta_ci95": [round(c.low, 2), round(c.high, 2)], "sentences": c.sentences,
-                 "paper": paper}
-        lines.append(f"{claim}: {a} {c.a:.1f} vs {b} {c.b:.1f} BLEU (delta {c.delta:+.1f}, 95% interval "
-                     f"[{c.low:+.1f}, {c.high:+.1f}]) -> {verdict} (p={c.shown_p}) here (paper: {paper})")
-        if verdict == "not significant" and abs(c.delta) >= 0.05:  # a difference that prints as one
-            entry["power"] = power = detectable_difference(c)
-            lines.append(f"  why not significant: with {c.sentences} test sentences only a difference beyond "
-                         f"{power['detectable_delta']:.1f} BLEU is significant here (the interval's half-width); at "
-                         f"the same spread per sentence, {c.delta:+.1f} would reach p < 0.05 with about "
-                         f"{power['sentences_to_reach']} sentences, and a true {c.delta:+.1f} would be significant "
-                         f"80% of the time with about {power['sentences_for_80_percent']} (or pool seeds: README)")
+        try:
+            c = paired_bootstrap(results[a], results[b], samples=samples)
+        except LLMSRTError as e:  # too few test sentences for a test: the BLEU still prints, and why no verdict
+            bleu_a, bleu_b = (score_system(n, results[n]).average() for n in (a, b))
+            entry = {"claim": claim, "system": a, "bleu": round(bleu_a, 2), "compared_with": b,
+                     "bleu_compared": round(bleu_b, 2), "holds_here": False, "p": None, "verdict": "not tested",
+                     "why": str(e), "paper": paper}
+            lines.append(f"{claim}: {a} {bleu_a:.1f} vs {b} {bleu_b:.1f} BLEU -> not tested here: {e} (paper: "
+                         f"{paper})")
+        else:
+            verdict = c.verdict()
+            entry = {"claim": claim, "system": a, "bleu": round(c.a, 2), "compared_with": b,
+                     "bleu_compared": round(c.b, 2), "holds_here": verdict == "holds", "p": round(c.p, 5),
+                     "verdict": verdict, "delta_ci95": [round(c.low, 2), round(c.high, 2)], "sentences": c.sentences,
+                     "paper": paper}
+            lines.append(f"{claim}: {a} {c.a:.1f} vs {b} {c.b:.1f} BLEU (delta {c.delta:+.1f}, 95% interval "
+                         f"[{c.low:+.1f}, {c.high:+.1f}]) -> {verdict} (p={c.shown_p}) here (paper: {paper})")
+            if verdict == "not significant" and abs(c.delta) >= 0.05:  # a difference that prints as one
+                entry["power"] = power = detectable_difference(c)
+                lines.append(f"  why not significant: with {c.sentences} test sentences only a difference beyond "
+                             f"{power['detectable_delta']:.1f} BLEU is significant here (the interval's half-width); "
+                             f"at the same spread per sentence, {c.delta:+.1f} would reach p < 0.05 with about "
+                             f"{power['sentences_to_reach']} sentences, and a true {c.delta:+.1f} would be "
+                             f"significant 80% of the time with about {power['sentences_for_80_percent']} (or pool "
+                             "seeds: README)")
         if losses and a in losses and b in losses:
-            t = paired_mean(losses[a], losses[b], samples=samples, sentences=loss_sentences)
-            lv = t.verdict(higher_is_better=False)
-            entry["reference_loss"] = {"system": round(t.a, 4), "compared_with": round(t.b, 4), "p": round(t.p, 5),
-                                       "verdict": lv, "delta_ci95": [round(t.low, 4), round(t.high, 4)]}
-            lines.append(f"  reference loss (nats/token, lower is better): {t.a:.3f} vs {t.b:.3f} (delta "
-                         f"{t.delta:+.3f}, [{t.low:+.3f}, {t.high:+.3f}]) -> {lv} (p={t.shown_p})")
+            try:
+                t = paired_mean(losses[a], losses[b], samples=samples, sentences=loss_sentences)
+            except LLMSRTError as e:
+                entry["reference_loss"] = {"verdict": "not tested", "why": str(e)}
+                lines.append(f"  reference loss: not tested: {e}")
+            else:
+                lv = t.verdict(higher_is_better=False)
+                entry["reference_loss"] = {"system": round(t.a, 4), "compared_with": round(t.b, 4),
+                                           "p": round(t.p, 5), "verdict": lv,
+                                           "delta_ci95": [round(t.low, 4), round(t.high, 4)]}
+                lines.append(f"  reference loss (nats/token, lower is better): {t.a:.3f} vs {t.b:.3f} (delta "
+                             f"{t.delta:+.3f}, [{t.low:+.3f}, {t.high:+.3f}]) -> {lv} (p={t.shown_p})")
         if text_mt:
             entry["text_mt_bleu"] = dict(text_mt)
         for key, by_run, _ in per_run_mt:

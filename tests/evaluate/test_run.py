@@ -26,7 +26,8 @@ from llm_srt.prompts import Task
 
 OPTS = DecodingOptions(max_new_tokens=8)
 CPU = device.resolve("cpu", "float32")
-CLIPS = [(0.7, 300), (1.6, 650), (1.1, 900)]  # (seconds, Hz) of each test clip
+CLIPS = [(0.7, 300), (1.6, 650), (1.1, 900), (0.9, 450), (1.3, 800), (0.8, 550)]  # (seconds, Hz) of each test clip;
+#   6 sentences: the fewest a paired test runs on (significance.MIN_SENTENCES)
 N = len(CLIPS)
 N_ROWS = 3 * N + 1
 GOLD_DEU = "die Katze sitzt auf der Matte"  # every deu reference of the test manifest
@@ -508,8 +509,8 @@ def test_transcripts_are_compared_with_the_first_system_that_wrote_them():
 
 
 def test_a_one_sentence_evaluation_keeps_its_report_without_paired_tests():
-    """One test sentence gives every resample the same value: each paired test (BLEU, transcripts, COMET) is
-    logged as not possible, and the report is kept, never lost at the end of the evaluation."""
+    """Too few test sentences for any test (here one: every resample the same): each paired test (BLEU,
+    transcripts, COMET) is logged as not possible, and the report is kept, never lost at the end of the evaluation."""
     from llm_srt.evaluate.report import build_report
 
     def rows(hyp, comet):
@@ -524,7 +525,7 @@ def test_a_one_sentence_evaluation_keeps_its_report_without_paired_tests():
     assert [line.split(":")[0] for line in lines] == ["no paired BLEU test of b against a",
                                                        "no paired eng transcript test of b against a",
                                                        "no paired COMET test of b against a"]
-    assert all("2 or more test sentences" in line for line in lines)
+    assert all("at least 6 test sentences to draw from, not 1" in line for line in lines)
 
 
 def test_systems_of_several_runs_are_pooled_and_tested_run_by_run(tmp_path):

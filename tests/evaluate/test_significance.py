@@ -116,7 +116,7 @@ def test_the_interval_leaves_out_zero_exactly_when_p_is_below_alpha():
     rng = np.random.default_rng(11)
     seen = set()
     for trial in range(300):
-        n = int(rng.integers(5, 80))
+        n = int(rng.integers(6, 80))
         skewed = rng.lognormal(0.0, float(rng.uniform(0.5, 2.5)), size=n) * float(rng.uniform(0.0, 0.6))
         base = rng.uniform(1.0, 3.0, size=n)
         samples = int(rng.choice([20, 21, 39, 40, 99, 100, 999, 1000]))
@@ -176,7 +176,8 @@ def test_transcript_error_rates_are_the_reports_and_lower_holds():
     from llm_srt.evaluate.significance import paired_error_rates
 
     r = refs(30, seed=6)
-    zho = ["猫坐在垫子上了"] * 2 + ["今天天气很好"] * 2  # four clips of two sentences
+    zho = [t for t in ("猫坐在垫子上了", "今天天气很好", "我们去公园吧", "他喜欢读书", "这是一个测试", "明天会下雨")
+           for _ in range(2)]  # twelve clips of six sentences
     good = srt_rows(r, truncated(11)) + srt_rows(zho, lambda i, s: s, "zho")
     bad = srt_rows(r, truncated(6)) + srt_rows(zho, lambda i, s: s[:-1], "zho")
     by_lang = paired_error_rates(good, bad, samples=500)
@@ -187,7 +188,7 @@ def test_transcript_error_rates_are_the_reports_and_lower_holds():
     eng, zho = by_lang["eng"], by_lang["zho"]
     assert eng.delta < -30 and eng.p < 0.01 and eng.high < 0 and eng.verdict(higher_is_better=False) == "holds"
     assert eng.sentences == 30  # sentences, not the 90 rows: a clip's three transcripts are one unit
-    assert zho.sentences == 2 and zho.delta < 0  # rows with one reference are one sentence (CER for Chinese)
+    assert zho.sentences == 6 and zho.delta < 0  # rows with one reference are one sentence (CER for Chinese)
     assert paired_error_rates(bad, good, samples=500)["eng"].verdict(higher_is_better=False) == "reversed"
 
 
@@ -425,13 +426,14 @@ def test_the_transcript_test_takes_the_manifests_sentences_as_the_bleu_test_does
     from llm_srt.evaluate.significance import paired_error_rates
 
     def rows(hyp):
-        texts = [("s1", "yes"), ("s2", "yes"), ("s3", "the cat sat"), ("s3", "the cat sat"), ("s4", "a dog ran")]
+        texts = [("s1", "yes"), ("s2", "yes"), ("s3", "the cat sat"), ("s3", "the cat sat"), ("s4", "a dog ran"),
+                 ("s5", "one more"), ("s6", "and a last one")]
         return [{"id": f"r{i}", "src": "eng", "tgt": "deu", "ref_transcript": ref, "hyp_transcript": hyp(i, ref),
                  "ref_translation": "x", "hyp_translation": "x", "task": "srt", "sentence": sid}
                 for i, (sid, ref) in enumerate(texts)]
 
     comparison = paired_error_rates(rows(lambda i, s: s), rows(lambda i, s: s if i % 2 else "no"), samples=100)
-    assert comparison["eng"].sentences == 4  # s1, s2, s3 (its two clips together), s4
+    assert comparison["eng"].sentences == 6  # s1, s2, s3 (its two clips together), s4, s5, s6
 
 
 def test_a_direction_none_of_whose_rows_a_resample_draws_is_left_out_of_its_average():
@@ -478,28 +480,35 @@ def test_a_direction_a_resample_did_not_draw_is_left_out_of_its_bleu_average(mon
     assert np.all(both[~undrawn] > alone[~undrawn])  # eng->jpn's 100 BLEU lead where drawn
 
 
-def test_one_sentence_is_no_evidence_for_any_of_the_tests():
-    """Every resample of one sentence is that sentence: the centred differences are all 0, so any difference read
-    as p = 1 / (resamples + 1), "holds" on a single test sentence. The tests refuse instead."""
-    from llm_srt.evaluate.significance import paired_error_rates, paired_mean
+def test_fewer_sentences_than_any_test_needs_are_refused_by_every_test():
+    """Below 6 sentences no test can reach p < 0.05 (5 sentences all favouring one system: p = 2 / 2**5 by the
+    exact sign test), yet the bootstrap printed its floor, p = 1 / (resamples + 1), "holds", for 2 or 3 such
+    sentences (for 1, every resample is that sentence). Each test refuses instead, with the count."""
+    from llm_srt.evaluate.significance import MIN_SENTENCES, paired_error_rates, paired_mean
 
-    r, pairs = refs(1, seed=9), (("eng", "deu"), ("eng", "fra"))
-    good, bad = nway(r, truncated(10), pairs, True), nway(r, truncated(4), pairs, True)  # one sentence, 2 directions
-    with pytest.raises(LLMSRTError, match="2 or more test sentences to draw from, not 1 test sentence"):
-        paired_bootstrap(good, bad, samples=100)
-    with pytest.raises(LLMSRTError, match="not 1 test sentence"):
+    assert MIN_SENTENCES == 6
+    pairs = (("eng", "deu"), ("eng", "fra"))
+    for n in (1, 2, 5):  # n sentences, each in 2 directions, all favouring a
+        good, bad = nway(refs(n, seed=9), truncated(10), pairs, True), nway(refs(n, seed=9), truncated(4), pairs, True)
+        with pytest.raises(LLMSRTError, match=f"at least 6 test sentences to draw from, not {n}: "):
+            paired_bootstrap(good, bad, samples=100)
+    six = paired_bootstrap(nway(refs(6, seed=9), truncated(10), pairs, True),
+                           nway(refs(6, seed=9), truncated(4), pairs, True), samples=100)
+    assert six.sentences == 6 and six.delta > 0
+    with pytest.raises(LLMSRTError, match="not 1: "):
         paired_mean([1.0, 2.0], [3.0, 3.5], samples=100, sentences=["s", "s"])
-    with pytest.raises(LLMSRTError, match="not 1 test sentence"):
-        paired_mean([1.0], [3.0], samples=100, directions=[("eng", "deu")])
-    # sentences that no other sentence shares a direction with: each stratum is drawn whole in every resample
-    apart = [{**x, "tgt": t} for x, t in zip(system(refs(3), truncated(10), (("eng", "deu"),)), ("deu", "fra", "spa"))]
+    with pytest.raises(LLMSRTError, match="not 3: "):
+        paired_mean([1.0, 2.0, 1.5], [3.0, 3.5, 2.0], samples=100, directions=[("eng", "deu")] * 3)
+    # sentences that no other sentence shares a direction with: each is drawn, whole, in every resample
+    apart = [{**x, "tgt": t} for x, t in zip(system(refs(8), truncated(10), (("eng", "deu"),)),
+                                             ("deu", "deu", "deu", "fra", "spa", "ita", "por", "nld"))]
     worse = [{**x, "hyp_translation": " ".join(x["ref_translation"].split()[:4])} for x in apart]
-    with pytest.raises(LLMSRTError, match="3 test sentences each in directions that no other sentence has rows in"):
+    with pytest.raises(LLMSRTError, match="not 8 of which 3 share their directions with another sentence"):
         paired_bootstrap(apart, worse, samples=100)
-    # transcripts: a language with one sentence is left out, the others tested; only it: an error
-    rows_a = srt_rows(refs(20, seed=10), truncated(10)) + srt_rows(["ein satz hier"], lambda i, s: s, "deu")
-    rows_b = srt_rows(refs(20, seed=10), truncated(5)) + srt_rows(["ein satz hier"], lambda i, s: "ein", "deu")
+    # transcripts: a language with too few sentences is left out, the others tested; only it: an error
+    deu = ["ein satz hier", "noch einer", "der dritte"]
+    rows_a = srt_rows(refs(20, seed=10), truncated(10)) + srt_rows(deu, lambda i, s: s, "deu")
+    rows_b = srt_rows(refs(20, seed=10), truncated(5)) + srt_rows(deu, lambda i, s: "ein", "deu")
     assert list(paired_error_rates(rows_a, rows_b, samples=100)) == ["eng"]
-    with pytest.raises(LLMSRTError, match="not 1 test sentence in deu"):
+    with pytest.raises(LLMSRTError, match="not 3 in deu: "):
         paired_error_rates([x for x in rows_a if x["src"] == "deu"], [x for x in rows_b if x["src"] == "deu"])
-    assert paired_bootstrap(system(refs(2), truncated(10)), system(refs(2), truncated(4)), samples=100).p < 1

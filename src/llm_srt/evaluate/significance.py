@@ -12,7 +12,8 @@ SacreBLEU's paired test (`sacrebleu.significance`) computes it. The transcripts'
 same with the corpus WER/CER per source language, from each sentence's edit errors and reference length.
 
 p is two-sided: the share of resampled differences, centred on their mean (the null hypothesis of no difference),
-at least as far from 0 as the observed difference, with the +1 correction of Koehn (2004) and SacreBLEU. A claim
+at least as far from 0 as the observed difference, counting ties, with the +1 correction SacreBLEU takes from
+multeval (Clark et al. 2011; Koehn 2004's p is the one-sided share of resamples one system wins, without it). A claim
 "a beats b" then reads: holds (delta > 0, p < alpha), reversed (delta < 0, p < alpha), else not significant.
 This p is not the one `sacrebleu --paired-bs` prints: SacreBLEU centres the *absolute* resampled differences
 (|d_i| - mean |d_i|, then counts those above |delta|), a smaller p for the same data (200 sentences, delta +1.77
@@ -40,10 +41,13 @@ SAMPLES = 1000  # resamples (SacreBLEU's default for the paired bootstrap)
 ALPHA = 0.05
 # the fewest resamples with which p = (extreme + 1) / (samples + 1) can fall below ALPHA: 1 / (n + 1) < ALPHA
 MIN_SAMPLES = math.floor(1 / ALPHA)
-# one sentence (or strata of one sentence each) gives every resample the same value: no spread, so any difference
-# would read as p = 1 / (resamples + 1)
-_TOO_FEW = ("a paired bootstrap needs 2 or more test sentences to draw from, not {what}: every resample would be the "
-            "same and any difference would look significant; score a larger test set")
+# the fewest test sentences a paired test can find a difference with at p < ALPHA: even n sentences all favouring
+# one system are p = 2 / 2**n by the exact sign test (0.0625 at 5), while the bootstrap, whose spread shrinks with
+# the sentences, prints its floor 1 / (samples + 1) for 2 or 3 such sentences (one gives every resample the same)
+MIN_SENTENCES = math.ceil(math.log2(2 / ALPHA))  # 6
+_TOO_FEW = ("a paired test needs at least {min} test sentences to draw from, not {what}: with fewer no test can find "
+            "a difference at p < {alpha} (the bootstrap would print p = 0.001 for 2 sentences); score a larger test "
+            "set")
 
 
 @dataclass(frozen=True)
@@ -167,10 +171,12 @@ def resample_counts(strata: Sequence[Hashable], samples: int, seed: int) -> np.n
     members: dict[Hashable, list[int]] = {}
     for i, stratum in enumerate(strata):
         members.setdefault(stratum, []).append(i)
-    if all(len(units) < 2 for units in members.values()):
-        what = ("1 test sentence" if len(strata) == 1 else
-                f"{len(strata)} test sentences each in directions that no other sentence has rows in")
-        raise LLMSRTError(_TOO_FEW.format(what=what))
+    drawn = sum(len(units) for units in members.values() if len(units) > 1)  # a stratum of one: the same each time
+    if drawn < MIN_SENTENCES:
+        what = f"{len(strata)}" if len(strata) < MIN_SENTENCES else (
+            f"{len(strata)} of which {drawn} share their directions with another sentence (one alone in its "
+            "directions is drawn in every resample)")
+        raise LLMSRTError(_TOO_FEW.format(min=MIN_SENTENCES, what=what, alpha=ALPHA))
     times = np.zeros((samples, len(strata)), dtype=np.int32)  # 1,000 resamples of 120,500 units: 482 MB, not 964
     for units in members.values():
         draws = np.asarray(units)[rng.integers(0, len(units), size=(samples, len(units)))]
@@ -220,8 +226,8 @@ def paired_error_rates_runs(a: Sequence[Iterable[UtteranceResult | Mapping]],
     reference transcript), of every run together: the rows of one clip translated into several targets (SRT writes a
     transcript for each) are one sentence, not several independent ones. The statistic is the corpus rate, 100 x the
     resampled sentences' errors / their reference length, per source language, so the observed values are the report's
-    WER/CER. Languages whose references all normalize to the empty string are left out, as in the report, and so are
-    those with one sentence (nothing to resample; an LLMSRTError when that leaves none)."""
+    WER/CER. Languages whose references all normalize to the empty string are left out, as in the report, and so
+    are those with fewer than MIN_SENTENCES sentences (no test there; an LLMSRTError when that leaves none)."""
     if len(a) != len(b) or not a:
         raise LLMSRTError(f"paired runs need as many runs of each system (one per seed), not {len(a)} and {len(b)}")
     runs = [[transcript_rows(_results(r)) for r in system] for system in (a, b)]
@@ -241,7 +247,7 @@ def paired_error_rates_runs(a: Sequence[Iterable[UtteranceResult | Mapping]],
     # id -> its test sentence, as the BLEU test's (the manifest's sentence id; else the clip by its normalized
     # reference): two sentences that read alike ("yes") stay two units, one clip's rows in several targets one
     unit = sentence_keys([{r.id: r for rows in by_src.values() for r in rows} for system in runs for by_src in system])
-    out, few = {}, []  # few: source languages with fewer than 2 sentences to resample
+    out, few = {}, []  # few: source languages with fewer than MIN_SENTENCES sentences to resample
     for src, rows in first.items():
         sentence = {r.id: unit[r.id] for r in rows}  # id -> the sentence it belongs to
         groups = {k: i for i, k in enumerate(dict.fromkeys(sentence.values()))}
@@ -260,8 +266,8 @@ def paired_error_rates_runs(a: Sequence[Iterable[UtteranceResult | Mapping]],
         if not kept.any():
             continue
         ca, cb = ca[kept], cb[kept]
-        if len(ca) < 2:
-            few.append(src)
+        if len(ca) < MIN_SENTENCES:
+            few.append(f"{len(ca)} in {src}")
             continue
         idx = rng.integers(0, len(ca), size=(samples, len(ca)))
         boot_a, boot_b = ca[idx].sum(1), cb[idx].sum(1)  # (samples, 2)
@@ -269,7 +275,7 @@ def paired_error_rates_runs(a: Sequence[Iterable[UtteranceResult | Mapping]],
         out[src] = _compare(100.0 * ca[:, 0].sum() / ca[:, 1].sum(), 100.0 * cb[:, 0].sum() / cb[:, 1].sum(),
                             diffs, len(ca))
     if not out and few:
-        raise LLMSRTError(_TOO_FEW.format(what=f"1 test sentence in {', '.join(few)}"))
+        raise LLMSRTError(_TOO_FEW.format(min=MIN_SENTENCES, what=", ".join(few), alpha=ALPHA))
     if not out:
         raise LLMSRTError("every reference transcript is empty after normalization: no error rate to compare")
     return out
