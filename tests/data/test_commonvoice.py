@@ -1,6 +1,7 @@
 import functools
 import re
 import json
+from pathlib import Path
 
 import pytest
 import soundfile as sf
@@ -291,3 +292,22 @@ def test_a_wav_whose_recorder_never_wrote_its_sizes_is_measured_not_skipped(tmp_
     seconds, bad = check_clips({whole: "t.tsv:2", header: "t.tsv:3"}, workers=1)
     assert seconds == {whole: pytest.approx(1.0)} and [b.clip for b in bad] == [str(header)]
     assert "holds no audio" in bad[0].reason
+
+
+def test_a_damaged_mp3_is_named_damaged_not_missing(tmp_path):
+    """libsndfile answers "File does not exist" for an mp3 it cannot parse: the reason must not send a user with a
+    release's damaged clips looking for missing files."""
+    clip = tmp_path / "damaged.mp3"
+    clip.write_bytes(b"garbage" * 100)
+    path, seconds, reason = clips_module._check(clip, None, True)
+    assert seconds == 0.0 and "does not exist" not in reason
+    assert reason == "cannot be decoded (not a decodable audio file: damaged, or not wav/flac/mp3/ogg)"
+
+
+def test_the_language_comes_from_the_folder_given_as_dot(locale_dir, tmp_path, monkeypatch):
+    """`cd cv-corpus-17.0/de && llm-srt prepare commonvoice --locale-dir . ...`: the folder's name is read from
+    its resolved path (it was '', refused as an unknown locale)."""
+    monkeypatch.chdir(locale_dir)
+    summary = prepare_commonvoice(Path("."), tmp_path / "out", splits=("test",))
+    assert summary.written == {"test": 1}
+    assert read_manifest(tmp_path / "out" / "test.jsonl")[0].src_lang == "deu"

@@ -146,6 +146,12 @@ def test_parse_directions_presets_and_lists():
         parse_directions("eng:fra", langs)
     with pytest.raises(LLMSRTError, match="use all, 6x12"):
         parse_directions("sideways", langs)
+    # a preset none of whose directions is among the languages: an error, not an ASR-only manifest
+    with pytest.raises(LLMSRTError, match=r"directions '6x12' translate from eng, deu, fra, zho, rus, jpn into .*: "
+                                          r"none of them is among the languages yue, tha, kor; use all"):
+        parse_directions("6x12", ["yue", "tha", "kor"])
+    assert parse_directions("6x12", ["eng"]) == [] and sorted(parse_directions("15x14", ["eng", "deu"])) == [
+        ("deu", "eng"), ("eng", "deu")]
 
 
 def test_each_audio_file_is_checked_once_however_many_rows_share_it(folder, monkeypatch, audio_file):

@@ -58,6 +58,15 @@ def test_prepare_check_reports_bad_rows_and_exits_2(tmp_path, capsys):
     assert err.startswith("llm-srt prepare: error:") and f"{path}:1: missing field(s)" in err
 
 
+def test_splits_are_read_with_spaces_and_checked(tmp_path, capsys):
+    from llm_srt.data.prepare import _splits
+
+    assert _splits("train, dev") == ("train", "dev") and _splits("test,test,") == ("test",)
+    assert cli.main(["prepare", "commonvoice", "--locale-dir", str(tmp_path), "--out", str(tmp_path / "o"),
+                     "--splits", "train,validation"]) == 2
+    assert "--splits 'train,validation': name splits among train, dev, test" in capsys.readouterr().err
+
+
 def test_prepare_fleurs_needs_a_root(tmp_path, capsys):
     assert cli.main(["prepare", "fleurs", "--root", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "no FLEURS locale folders" in capsys.readouterr().err

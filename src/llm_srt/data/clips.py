@@ -277,6 +277,8 @@ def _check(path: Path, known: float | None, read_header: bool) -> tuple[Path, fl
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError, OSError) as e:
         reason = getattr(e, "error_string", None) or str(e).splitlines()[0]
+        if "does not exist" in reason:  # libsndfile's words for an mp3 it cannot parse; the stat above found it
+            reason = "not a decodable audio file: damaged, or not wav/flac/mp3/ogg"
         unmeasured = ", and the release's duration list gives 0" if known is not None and known <= 0 else ""
         return path, 0.0, f"cannot be decoded ({reason.rstrip('.')}){unmeasured}"
     if info.frames <= 0 and info.samplerate > 0 and info.format == "WAV":  # a recorder killed before it wrote the

@@ -191,10 +191,11 @@ def _row(u: Utterance, lang: str, split: str, duration: float) -> Row:
 
 
 def _language_of(locale_dir: Path) -> str:
-    code = languages.by_commonvoice_locale().get(locale_dir.name)
+    name = locale_dir.resolve().name  # `--locale-dir .` from inside the locale folder
+    code = languages.by_commonvoice_locale().get(name)
     if code is None:
         hint = _release_hint(locale_dir)
-        raise LLMSRTError(f"{locale_dir}: " + (hint or f"folder name {locale_dir.name!r} is not a Common Voice "
+        raise LLMSRTError(f"{locale_dir}: " + (hint or f"folder name {name!r} is not a Common Voice "
                           "locale of a known language; pass the language (--lang deu) or add it to "
                           "llm_srt/languages.py"))
     return code

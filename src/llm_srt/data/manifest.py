@@ -193,6 +193,10 @@ def parse_directions(spec: str, langs: list[str]) -> list[tuple[str, str]]:
         sources, targets = DIRECTION_PRESETS[spec]
         sources = [c for c in (sources or langs) if c in langs]
         targets = [c for c in (targets or langs) if c in langs]
+        if len(langs) > 1 and not any(s != t for s in sources for t in targets):  # an ASR-only manifest by mistake
+            src, tgt = (", ".join(codes) for codes in DIRECTION_PRESETS[spec])
+            raise LLMSRTError(f"directions {spec!r} translate from {src} into {tgt}: none of them is among the "
+                              f"languages {', '.join(langs)}; use all, none or SRC,..:TGT,..")
     elif spec == "none":
         return []
     elif spec.count(":") == 1:

@@ -98,10 +98,19 @@ def _run_fleurs(args: argparse.Namespace) -> int:
     from .fleurs import prepare_fleurs
 
     langs = languages.parse_list(args.langs) if args.langs else None
-    summary = prepare_fleurs(args.root, langs, args.out, args.directions, tuple(args.splits.split(",")),
+    summary = prepare_fleurs(args.root, langs, args.out, args.directions, _splits(args.splits),
                              check_audio=not args.no_check_audio, workers=args.workers, strict=args.strict)
     _print_lines(summary.lines())
     return 0
+
+
+def _splits(text: str) -> tuple[str, ...]:
+    """--splits "train, dev" -> ("train", "dev"): each of train, dev, test, at most once."""
+    names = tuple(dict.fromkeys(s.strip() for s in text.split(",") if s.strip()))
+    unknown = [s for s in names if s not in ("train", "dev", "test")]
+    if unknown or not names:
+        raise LLMSRTError(f"--splits {text!r}: name splits among train, dev, test (e.g. --splits train,dev)")
+    return names
 
 
 def _add_covost2(p: argparse.ArgumentParser) -> None:
@@ -146,7 +155,7 @@ def _run_commonvoice(args: argparse.Namespace) -> int:
     from .commonvoice import prepare_commonvoice
 
     lang = languages.get(args.lang).code if args.lang else None
-    summary = prepare_commonvoice(args.locale_dir, args.out, lang, tuple(args.splits.split(",")),
+    summary = prepare_commonvoice(args.locale_dir, args.out, lang, _splits(args.splits),
                                   args.validated_as_train, workers=args.workers, strict=args.strict,
                                   exclude=args.exclude)
     _print_lines(summary.lines())
