@@ -120,3 +120,14 @@ def test_compile_reaches_the_decoding_options_of_translate_serve_and_evaluate(fl
     app.add_arguments(parser)
     seen.append(app.options_from_args(parser.parse_args(["--model", "m", *flag])).batch.decoding.compile)
     assert seen == [bool(flag)] * 3
+
+
+def test_ctrl_c_while_the_verb_imports_is_the_interrupted_line(monkeypatch, capsys):
+    """The verb's module imports torch and transformers for seconds before it runs: Ctrl-C then printed an import
+    traceback, where once it runs it prints one line and exits 130."""
+    def interrupted(name, *a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(importlib, "import_module", interrupted)
+    assert cli.main(["train", "x.yaml"]) == 130
+    assert capsys.readouterr().err == "llm-srt train: interrupted\n"

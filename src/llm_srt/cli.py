@@ -65,7 +65,11 @@ def main(argv: list[str] | None = None) -> int:
         head = parser.parse_args(argv[:argv.index(verb)])
         debug = head.debug or debug
         # Rebuild the chosen verb's sub-parser with its real arguments.
-        module = importlib.import_module(VERBS[verb][0])
+        try:
+            module = importlib.import_module(VERBS[verb][0])  # torch, transformers: seconds
+        except KeyboardInterrupt:  # Ctrl-C as it starts: the same line as once it runs, not an import traceback
+            print(f"llm-srt {verb}: interrupted", file=sys.stderr)
+            return 130
         sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
         module.add_arguments(sub.choices[verb])
         # parse the verb's own arguments with options and positionals in any order (key=value lists)

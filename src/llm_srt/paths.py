@@ -57,6 +57,12 @@ def resolve_model(value: str, kind: str) -> str:
     return str(folder)
 
 
+def absolute_model(value: str) -> str:
+    """A config's encoder / LLM folder as a trained model records it: absolute ("embedded" as it is), so that the
+    model loads from any folder (a relative path is read from the current directory, where training ran)."""
+    return value if value == EMBEDDED else os.path.abspath(os.path.expanduser(value))
+
+
 def weights_identity(value: str | None, kind: str) -> str | None:
     """A frozen model (a folder of weight files, or one file, e.g. GGUF) by its weights, cheaply: every weight file's
     name, size and blake2b over SAMPLES evenly spaced blocks plus its first and last block (about 1 MiB a file, so

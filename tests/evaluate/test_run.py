@@ -585,3 +585,20 @@ def test_results_files_are_scored_again_without_decoding(oracle, manifest, tmp_p
                      placement=CPU, log=lambda *_: None)
     with pytest.raises(LLMSRTError, match="no such results file"):
         run.evaluate({"x": str(tmp_path / "missing.jsonl")}, None, tmp_path / "e", placement=CPU, log=print)
+
+
+@pytest.mark.parametrize("limit", [0, -1])
+def test_a_limit_below_1_and_an_out_that_is_a_file_are_errors_before_decoding(limit, oracle, manifest, tmp_path):
+    """--limit 0 scored every row and --limit -1 all but the last, without a word; --out naming a file was a
+    traceback (FileExistsError)."""
+    with pytest.raises(LLMSRTError, match=f"--limit {limit}: give the number of rows to score, 1 or more"):
+        run.evaluate({"flaky": "flaky"}, manifest, tmp_path / "o", task="srt", options=OPTS, limit=limit,
+                     placement=CPU, log=lambda *_: None)
+    (tmp_path / "report.txt").write_text("x")
+    with pytest.raises(LLMSRTError, match="--out .*report.txt: a file, not a folder"):
+        run.evaluate({"flaky": "flaky"}, manifest, tmp_path / "report.txt", task="srt", options=OPTS,
+                     placement=CPU, log=lambda *_: None)
+    assert oracle["made"] == [] and not (tmp_path / "o").exists()
+    one = run.evaluate({"flaky": "flaky"}, manifest, tmp_path / "one", task="srt", options=OPTS, limit=1,
+                       placement=CPU, log=lambda *_: None)
+    assert one.systems[0].n_rows == 1

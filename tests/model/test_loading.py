@@ -131,6 +131,20 @@ def test_meta_llm_keeps_the_adapter_real(folders):
     assert model.device == torch.device("cpu")
 
 
+def test_a_whisper_folder_given_as_the_llm_and_a_missing_relative_one_are_one_line_errors(folders, tmp_path,
+                                                                                           monkeypatch):
+    """transformers loads a Whisper folder as a causal LM (Whisper's decoder alone), and a speech LLM trained on
+    it: refused, as the reverse mistake is. A relative folder that is not there names the folder it was read from."""
+    whisper, _, _ = folders
+    with pytest.raises(LLMSRTError, match=r"config.json: a whisper model, not a causal LM; .*model.encoder and "
+                                          r"model.llm swapped"):
+        load_llm(whisper)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(LLMSRTError, match=rf"models/qwen: not a Hugging Face model folder \(no config.json\) \(a "
+                                          rf"relative path is read from the current folder, {tmp_path}\)"):
+        load_llm("models/qwen")
+
+
 def test_encoder_loads_in_dtype_and_random_encoder_differs(folders):
     whisper, _, _ = folders
     enc = WhisperEncoder.from_pretrained(whisper, dtype=torch.bfloat16)

@@ -26,14 +26,21 @@ def _losses(out):
     return [r["loss"] for r in map(json.loads, (Path(out) / "train_log.jsonl").read_text().splitlines()) if "loss" in r]
 
 
-def test_a_few_steps_lower_the_loss_and_write_a_loadable_folder(tiny_setup, tmp_path):
+def test_a_few_steps_lower_the_loss_and_write_a_loadable_folder(tiny_setup, tmp_path, monkeypatch):
+    """... loadable from any folder: the encoder and LLM given relative to where training ran are recorded
+    absolute (they were recorded as given, and the folder loaded only from there)."""
     from llm_srt.model.speech_llm import SpeechLLM
 
+    monkeypatch.chdir(Path(tiny_setup["whisper"]).parent)
+    relative = {"model.encoder": Path(tiny_setup["whisper"]).name, "model.llm": Path(tiny_setup["llm"]).name}
     cfg = recipe.load_config(None, overrides(tiny_setup, tmp_path / "run", max_steps=12, stage="asr",
-                                             **{"data.tasks": "{asr: 1.0}"}))
+                                             **{"data.tasks": "{asr: 1.0}"}, **relative))
     final = recipe.train(cfg, log=lambda *_: None)
     losses = _losses(tmp_path / "run")
     assert len(losses) == 12 and sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
+    recorded = json.loads((Path(final) / "config.json").read_text())
+    assert (recorded["encoder"], recorded["llm"]) == (tiny_setup["whisper"], tiny_setup["llm"])
+    monkeypatch.chdir(tmp_path)
     model = SpeechLLM.from_pretrained(final)
     assert model.parameter_counts()["trainable"] > 0
     assert (tmp_path / "run" / "tensorboard").is_dir()

@@ -286,6 +286,11 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
 
     if task not in TASKS:
         raise LLMSRTError(f"--task {task}: use one of {', '.join(TASKS)}")
+    if limit is not None and limit < 1:  # rows[:0] was every row, rows[:-1] all but the last, unsaid
+        raise LLMSRTError(f"--limit {limit}: give the number of rows to score, 1 or more (or leave it out for all)")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise LLMSRTError(f"--out {out}: a file, not a folder; choose a folder for the report")
     if significance:
         check_samples(significance)  # before any decoding: a long evaluation must not end in this error
     if comet is not None and world()[0] == 0:
@@ -309,10 +314,12 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
         #   helpers) runs on this rank's, not every rank's on cuda:0
     rows = from_rank0(lambda: read_manifest(manifest, skip_bad=skip_bad) if run_now else [], rank, size,
                       _group[0])  # ranks never decide apart what they read (--skip-bad on a node's own disk)
-    if limit:
+    if limit is not None:
         rows = rows[:limit]
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise LLMSRTError(f"--out {out}: cannot create the folder ({e.strerror}); choose another") from None
     systems: dict[str, list[UtteranceResult]] = {}
     mt: dict[str, list[UtteranceResult]] = {}
     tasks: dict[str, str] = {}

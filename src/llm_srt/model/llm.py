@@ -78,8 +78,17 @@ def load_llm(path: str | Path, dtype: str | torch.dtype = torch.float32, lora: L
     shares (a head tied to the input embeddings: merged, both would change)."""
     path = Path(path)
     if not (path / "config.json").is_file():
-        raise LLMSRTError(f"{path}: not a Hugging Face model folder (no config.json); run `llm-srt setup` or point "
-                          "the config's llm at a folder holding a causal LM")
+        where = "" if path.is_absolute() else f" (a relative path is read from the current folder, {Path.cwd()})"
+        raise LLMSRTError(f"{path}: not a Hugging Face model folder (no config.json){where}; run `llm-srt setup` or "
+                          "point the config's llm at a folder holding a causal LM")
+    try:
+        raw = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except ValueError:
+        raw = None  # transformers names the fault below
+    if isinstance(raw, dict) and (raw.get("is_encoder_decoder") or raw.get("model_type") == "whisper"):
+        # transformers would load Whisper's decoder alone as a causal LM, and a speech LLM train on it
+        raise LLMSRTError(f"{path / 'config.json'}: a {raw.get('model_type', 'encoder-decoder')} model, not a causal "
+                          "LM; point the llm at a causal LM folder (model.encoder and model.llm swapped?)")
     int8 = is_int8(dtype)
     torch_dtype = compute_dtype(resolve_dtype(dtype))
     target = torch.device(device) if device is not None else torch.device("cpu")

@@ -401,7 +401,9 @@ class Recipe:
 
         cfg, m = self.cfg, self.cfg.model
         place = dict(device=self.device, llm_device=llm_device(cfg.distributed, self.d, self.device))
-        model_cfg = SpeechLLMConfig(encoder=m.encoder, llm=m.llm, adapter=m.adapter,
+        # final/config.json records them: absolute, so the trained model loads from any folder
+        encoder, llm = paths.absolute_model(m.encoder), paths.absolute_model(m.llm)
+        model_cfg = SpeechLLMConfig(encoder=encoder, llm=llm, adapter=m.adapter,
                                     adapter_kwargs=dict(m.adapter_kwargs), lora=m.lora, trainable=tuple(cfg.trainable),
                                     dtype=self.placement.dtype_name, pad_to_30s=m.pad_to_30s,
                                     ctc_head=cfg.ctc.active)
@@ -415,7 +417,7 @@ class Recipe:
             if (kept := _check_adapter_matches(m, init)) is not None:
                 self.log(f"[{cfg.stage}] model.adapter: {m.adapter} in the config, but model.init_from {init} holds "
                          f"a {kept} adapter: training that one (its record in final/ says so)")
-            self.model = SpeechLLM.from_pretrained(init, encoder=m.encoder, llm=m.llm, lora=m.lora,
+            self.model = SpeechLLM.from_pretrained(init, encoder=encoder, llm=llm, lora=m.lora,
                                                    trainable=model_cfg.trainable, dtype=model_cfg.dtype,
                                                    pad_to_30s=m.pad_to_30s, ctc_head=cfg.ctc.active, **place)
             self.log(f"[{cfg.stage}] initialized from {init}")
@@ -776,9 +778,14 @@ def check_before_start(cfg: TrainConfig, device: torch.device | None = None) -> 
     writes, and a resumed run needs it no more). A curriculum checks every stage so before the first trains: a typo
     in the SRT stage stopped it after the ASR and SMT stages (days at the paper's scale)."""
     _use_bf16(cfg, device if device is not None else device_lib.resolve_device(cfg.device, flag="device="))
+    if not cfg.data.manifests:
+        raise ConfigError("data.train: give the training manifest (e.g. data/mini/train.jsonl)")
     for key, manifest in [("data.train", m) for m in cfg.data.manifests] + [("data.dev", cfg.data.dev)]:
         if manifest and not Path(manifest).exists():  # read (and checked row by row) once the model is built
             raise ConfigError(f"{key}: {manifest}: no such manifest; build it with `llm-srt prepare` or fix the path")
+        if manifest and Path(manifest).is_dir():
+            raise ConfigError(f"{key}: {manifest}: a folder, not a manifest; name its .jsonl file (e.g. "
+                              f"{Path(manifest) / 'train.jsonl'})")
     for key, folder in [("model.encoder", cfg.model.encoder), ("model.llm", cfg.model.llm)]:
         if folder and folder != paths.EMBEDDED and not Path(folder).exists():
             raise ConfigError(f"{key}: {folder}: no such folder; fix the path (or the variable it came from)")
