@@ -192,6 +192,13 @@ def test_resume_with_another_number_of_ranks_continues_the_same_global_order():
     next(it)
     assert [s.load_state_dict(one.state_dict()) for s in four] == [3] * 4
     assert [next(iter(s)) for s in four] == full[12:16]
+    # near the epoch's end the skip counts only the batches left (it said 3 where the epoch had 2 more)
+    odd = np.arange(42) % 9 + 0.5  # 11 batches of 4 (the last of 2): 4 ranks use 8 of them
+    one = BucketBatchSampler(odd, 4, seed=1)
+    one.epoch, one.batch = 0, 9
+    four = [BucketBatchSampler(odd, 4, seed=1, num_replicas=4, rank=r) for r in range(4)]
+    assert [s.load_state_dict(one.state_dict()) for s in four] == [2] * 4  # batches 9 and 10, not 12 - 9
+    assert [next(s.stream())[2] for s in four] == BucketBatchSampler(odd, 4, seed=1).batches(1)[:4]
 
 
 def test_a_finished_epoch_resumes_at_the_next_one_on_any_number_of_ranks():

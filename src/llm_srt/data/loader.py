@@ -274,6 +274,13 @@ class BucketBatchSampler:
 
     def batches(self, epoch: int) -> list[list[int]]:
         """This rank's batches of `epoch`, in order."""
+        batches = self.all_batches(epoch)
+        usable = len(batches) - len(batches) % self.num_replicas
+        return batches[self.rank:usable:self.num_replicas]
+
+    def all_batches(self, epoch: int) -> list[list[int]]:
+        """Every batch of `epoch`, in order, before they are dealt to the ranks (the last round, if fewer than
+        the ranks, is left out there)."""
         durations = self.epoch_durations(epoch)
         n = len(durations)
         rng = np.random.default_rng([self.seed, epoch])
@@ -290,8 +297,7 @@ class BucketBatchSampler:
             batches = [b for b in batches if len(b) == self.batch_size]
         if self.shuffle:
             batches = [batches[i] for i in rng.permutation(len(batches))]
-        usable = len(batches) - len(batches) % self.num_replicas
-        return batches[self.rank:usable:self.num_replicas]
+        return batches
 
     def epoch_durations(self, epoch: int) -> np.ndarray:
         """The examples' durations in `epoch`."""
@@ -344,7 +350,10 @@ class BucketBatchSampler:
             raise LLMSRTError(f"resuming a sampler seeded {state['seed']} with seed {self.seed}; use the same seed")
         consumed = int(state["batch"]) * int(state.get("replicas", self.num_replicas))
         self.epoch, self.batch = int(state["epoch"]), -(-consumed // self.num_replicas)
-        return self.batch * self.num_replicas - consumed
+        if self.batch * self.num_replicas == consumed:
+            return 0
+        # near the epoch's end the next round may pass its last batch: only the batches there are count
+        return min(self.batch * self.num_replicas, len(self.all_batches(self.epoch))) - consumed
 
 
 def collate(examples: Sequence[Example], features: Sequence[np.ndarray] | None = None) -> dict:
