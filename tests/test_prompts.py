@@ -103,3 +103,23 @@ def test_a_translation_only_output_is_the_part_after_the_transcript_and_its_sour
     from llm_srt.prompts import translation_part
 
     assert translation_part(text, "eng") == expected
+
+
+def test_a_models_own_language_tags_are_written_and_read_back_as_our_codes():
+    """A model trained with <|cmn|> for Mandarin (the reference's checkpoints: SpeechLLMConfig.language_tags) is
+    prompted with its own tag in every task, and its outputs parse back to our codes; no map: our tags as before."""
+    tags = {"zho": "cmn"}
+    assert prompts.tag("zho", tags) == "<|cmn|>" and prompts.tag("eng", tags) == "<|eng|>"
+    assert build(Task.ASR, "zho", transcript="你好", tags=tags) == ("<|cmn|>", "你好")
+    assert build(Task.SRT, "eng", "zho", "Hello.", "你好。", tags=tags) == (
+        "<|eng|><|cmn|>", "Hello.<|eng|><|cmn|>你好。")
+    assert build(Task.SMT, "zho", "eng", "你好", "Hello.", tags=tags) == ("你好<|cmn|><|eng|>", "Hello.")
+    assert srt_target("你好", "Hello.", "zho", "eng", tags) == "你好<|cmn|><|eng|>Hello."
+    out = parse_srt("Hello.<|eng|><|cmn|>你好。", tags)
+    assert (out.transcript, out.translation, out.src, out.tgt, out.well_formed) == (
+        "Hello.", "你好。", "eng", "zho", True)
+    assert parse_srt("<|cmn|><|eng|>你好<|cmn|><|eng|>Hello.", tags).src == "zho"  # the prompt's tags first
+    assert prompts.translation_part("你好<|cmn|><|eng|>Hello.", "zho", tags) == "Hello."
+    assert prompts.translation_part("你好<|cmn|><|eng|>Hello.", "zho") == "你好"  # without the map: not the source
+    assert build(Task.SRT, "eng", "zho", "Hello.", "你好。") == ("<|eng|><|zho|>", "Hello.<|eng|><|zho|>你好。")
+    assert build(Task.SRT, "eng", "zho", "Hello.", "你好。", tags={}) == build(Task.SRT, "eng", "zho", "Hello.", "你好。")

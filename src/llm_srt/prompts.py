@@ -2,9 +2,12 @@
 
 Every task turns (transcript, translation, src, tgt) into (input text, target text); the input text follows the
 speech embeddings. `parse_srt()` splits "transcript<|src|><|tgt|>translation" back into its parts and never raises.
+A model trained with other codes in its tags than ours (the reference's <|cmn|> for Mandarin) has them in its
+`SpeechLLMConfig.language_tags`; every function here that writes or reads tags takes that map as `tags`.
 """
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from enum import Enum
 
@@ -45,40 +48,48 @@ class Task(str, Enum):
         return self is not Task.ASR
 
 
-def tag(code: str) -> str:
-    return f"<|{code}|>"
+def tag(code: str, tags: Mapping[str, str] | None = None) -> str:
+    """'<|eng|>': the tag of an ISO 639-3 code, with the code `tags` gives it where the model was trained with
+    another one ({"zho": "cmn"} -> '<|cmn|>'). The one place that turns a language into a model's tag."""
+    return f"<|{tags.get(code, code) if tags else code}|>"
 
 
-def build(task: Task | str, src: str, tgt: str | None = None, transcript: str = "",
-          translation: str = "") -> tuple[str, str]:
-    """(input text, target text) for one example of `task`. Codes are ISO 639-3 (checked)."""
+def _code(written: str, tags: Mapping[str, str] | None) -> str:
+    """The ISO 639-3 code of a tag's code as a model writes it: `tag`'s inverse."""
+    return next((code for code, own in tags.items() if own == written), written) if tags else written
+
+
+def build(task: Task | str, src: str, tgt: str | None = None, transcript: str = "", translation: str = "",
+          tags: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """(input text, target text) for one example of `task`. Codes are ISO 639-3 (checked); `tags`: the model's
+    own codes for some of them (SpeechLLMConfig.language_tags)."""
     task = Task(task)
     if not task.trainable:
         raise ValueError(f"task {task.value} has no prompt of its own: it runs as asr, then smt")
     languages.get(src)
     if task is Task.ASR:
-        return tag(src), transcript.strip()
+        return tag(src, tags), transcript.strip()
     if tgt is None:
         raise ValueError(f"task {task.value} needs a target language")
     languages.get(tgt)
-    pair = tag(src) + tag(tgt)
+    pair = tag(src, tags) + tag(tgt, tags)
     if task is Task.SMT or task is Task.MT:
         return transcript.strip() + pair, translation.strip()
     if task is Task.SRT:
-        return pair, srt_target(transcript, translation, src, tgt)
+        return pair, srt_target(transcript, translation, src, tgt, tags)
     return pair, translation.strip()  # S2TT
 
 
-def srt_target(transcript: str, translation: str, src: str, tgt: str) -> str:
+def srt_target(transcript: str, translation: str, src: str, tgt: str, tags: Mapping[str, str] | None = None) -> str:
     """'Will it rain tomorrow?<|eng|><|deu|>Regnet es morgen?' (paper Table 1)."""
-    return f"{transcript.strip()}{tag(src)}{tag(tgt)}{translation.strip()}"
+    return f"{transcript.strip()}{tag(src, tags)}{tag(tgt, tags)}{translation.strip()}"
 
 
 @dataclass(frozen=True)
 class SRTOutput:
     transcript: str
     translation: str
-    src: str | None  # the language tags found in the output, if any
+    src: str | None  # the languages of the tags found in the output, if any (ISO 639-3 where `tags` maps them)
     tgt: str | None
     well_formed: bool  # exactly "transcript<|a|><|b|>translation" with both parts non-empty
 
@@ -90,8 +101,9 @@ _SPECIAL = re.compile(r"<\|[^|<>]{0,20}\|>|<(?:eos|bos|pad|end_of_turn|start_of_
 _CUT_TAG = re.compile(r"<\|[^|<>\s]{0,20}\|?\s*$")  # a tag cut off by the token cap: "<|en", "<|eng|"
 
 
-def parse_srt(text: str) -> SRTOutput:
-    """Split an SRT output into transcript and translation. Never raises.
+def parse_srt(text: str, tags: Mapping[str, str] | None = None) -> SRTOutput:
+    """Split an SRT output into transcript and translation. Never raises. `tags`: the model's own codes (`tag`);
+    src and tgt come back as ours.
 
     The first run of language tags separates the parts; tags after it and special tokens are dropped, and a
     translation that repeats the tag pair (a looping model) is cut at the repeat (and before the transcript written
@@ -111,7 +123,7 @@ def parse_srt(text: str) -> SRTOutput:
         nxt_run = _tag_run(text, rest) if rest else []
         if rest and (len(nxt_run) >= 2 or (nxt_run[0].group(1) == lead[0].group(1)
                                            and clean(text[nxt_run[-1].end():]))):
-            return replace(parse_srt(text[lead[-1].end():]), well_formed=False)
+            return replace(parse_srt(text[lead[-1].end():], tags), well_formed=False)
     first = matches[0]
     run = _tag_run(text, matches)
     transcript = clean(text[:first.start()])
@@ -120,7 +132,7 @@ def parse_srt(text: str) -> SRTOutput:
     translation = clean(rest[:nxt.start()] if nxt else rest)
     if nxt and _loops_whole(transcript, translation, rest[nxt.start():]):
         translation = translation[:-len(transcript) - 1].rstrip()
-    codes = [m.group(1) for m in run]
+    codes = [_code(m.group(1), tags) for m in run]
     src = codes[0]
     tgt = codes[1] if len(codes) > 1 else None
     well_formed = (len(codes) == 2 and bool(transcript) and bool(translation) and nxt is None
@@ -153,11 +165,11 @@ def _tag_run(text: str, matches: list[re.Match]) -> list[re.Match]:
     return run
 
 
-def translation_part(text: str, src: str) -> str:
+def translation_part(text: str, src: str, tags: Mapping[str, str] | None = None) -> str:
     """A translation-only output (S2TT, SMT, MT): `first_part`, unless the model wrote the transcript first, then
     the source's tag and the rest ("Will it rain?<|eng|><|deu|>Regnet es?": S2TT's prompt is SRT's, so an
-    SRT-trained model asked for S2TT does), whose translation is the part after the tags."""
-    out = parse_srt(text)
+    SRT-trained model asked for S2TT does), whose translation is the part after the tags. `tags`: as `parse_srt`."""
+    out = parse_srt(text, tags)
     return out.translation if out.src == src and out.transcript else first_part(text)
 
 

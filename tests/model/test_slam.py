@@ -149,3 +149,134 @@ def test_imported_checkpoint_runs_through_translate(dirs, tmp_path, capsys):
                    "--tgt", "deu", "--format", "json", "--max-new-tokens", "6"])
     [result] = json.loads(capsys.readouterr().out)
     assert rc == 0 and result["error"] is None and isinstance(result["translation"], str)
+
+
+def _projector_state(seed: int = 3) -> dict[str, torch.Tensor]:
+    torch.manual_seed(seed)
+    ref = ReferenceProjector(32, 48, query_len=4, layers=2, hidden=64, mlp_hidden=0)
+    return {"encoder_projector." + k: v for k, v in ref.state_dict().items()}
+
+
+def _lora_donor(root, alpha: int = 16, dropout: float = 0.1):
+    """A tiny LLM with a LoRA whose weights change its output, as the reference's PeftModel `llm`."""
+    donor = tiny.speech_llm(root, lora=LoraOptions(r=2, alpha=alpha, dropout=dropout))
+    with torch.no_grad():
+        for name, p in donor.llm.named_parameters():
+            if "lora_" in name:
+                p.normal_(0, 0.5)
+    return donor
+
+
+@pytest.mark.parametrize("part, key, says", [
+    ("encoder", "encoder.layers.0.fc1.weight", r"2 encoder\.\* tensors .* also trained the Whisper encoder"),
+    ("llm", "llm.base_model.model.model.layers.0.mlp.up_proj.weight",
+     r"2 llm\.\* tensors that are not LoRA .* also trained the LLM's own weights"),
+    ("other", "decoder.proj.weight", r"2 tensors of no part of an LLM-SRT / SLAM-LLM model \(e\.g\. decoder"),
+])
+def test_weights_trained_besides_the_projector_and_lora_are_refused(dirs, tmp_path, part, key, says):
+    """The reference saves every trainable parameter: an encoder it trained too (freeze_encoder: False, its own
+    default) or the LLM's own weights would be replaced by the original models' here, silently. The Q-Former's
+    unused text-branch tensors are still passed over (the first test)."""
+    whisper, llm = dirs
+    state = _projector_state() | {key: torch.zeros(2, 2), key + "_2": torch.zeros(2, 2)}
+    torch.save(state, tmp_path / "model.pt")
+    with pytest.raises(LLMSRTError, match=says) as err:
+        convert_slam(tmp_path / "model.pt", tmp_path / "out", whisper, llm)
+    assert str(err.value).startswith(str(tmp_path / "model.pt")) and "\n" not in str(err.value)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("form", ["safetensors", "bin with the reference's llm. names"])
+def test_a_lora_saved_beside_model_pt_is_imported(dirs, tmp_path, capsys, form):
+    """FSDP FULL_SHARD: the reference writes the LoRA with peft's save_pretrained beside a model.pt of projector
+    tensors only (save_model_checkpoint_peft_full_shard hands it the `llm.`-named keys of the whole model's state);
+    its r, alpha, dropout and target modules come from adapter_config.json, and the summary says where it came from."""
+    whisper, llm = dirs
+    donor = _lora_donor(tmp_path / "donor")
+    run = tmp_path / "run"
+    donor.llm.save_pretrained(run, safe_serialization=form == "safetensors")
+    if form != "safetensors":  # older peft kept the llm. of the names it was given (newer peft drops every one)
+        named = {"llm." + k: v for k, v in torch.load(run / "adapter_model.bin", weights_only=True).items()}
+        torch.save(named, run / "adapter_model.bin")
+    assert (run / ("adapter_model.safetensors" if form == "safetensors" else "adapter_model.bin")).is_file()
+    torch.save(_projector_state(), run / "model.pt")
+    capsys.readouterr()
+    model = SpeechLLM.from_pretrained(convert_slam(run / "model.pt", tmp_path / "out", whisper, llm))
+    assert "from the peft adapter beside model.pt" in capsys.readouterr().out
+    lora = model.config.lora
+    assert (lora.r, lora.alpha, lora.dropout, set(lora.target_modules)) == (2, 16, 0.1, {"q_proj", "v_proj"})
+    assert model.config.trainable == ("adapter", "lora")
+    loaded, trained = dict(model.llm.named_parameters()), dict(donor.llm.named_parameters())
+    lora_names = [n for n in trained if "lora_" in n]
+    assert lora_names and all(torch.equal(loaded[n], trained[n]) for n in lora_names)
+    with pytest.raises(LLMSRTError, match="lora_alpha is 16 but 32 was given"):
+        convert_slam(run / "model.pt", tmp_path / "out2", whisper, llm, lora_alpha=32)
+
+
+def test_lora_in_model_pt_wins_over_an_adapter_beside_it_and_a_foreign_adapter_is_refused(dirs, tmp_path, capsys):
+    whisper, llm = dirs
+    donor, other = _lora_donor(tmp_path / "donor"), _lora_donor(tmp_path / "other")
+    run = tmp_path / "run"
+    other.llm.save_pretrained(run)
+    inside = {"llm." + n: p.detach().clone() for n, p in donor.llm.named_parameters() if "lora_" in n}
+    torch.save(_projector_state() | inside, run / "model.pt")
+    capsys.readouterr()
+    model = SpeechLLM.from_pretrained(convert_slam(run / "model.pt", tmp_path / "out", whisper, llm))
+    printed = capsys.readouterr().out
+    assert "from model.pt" in printed and "adapter_config.json) is not used" in printed
+    loaded = dict(model.llm.named_parameters())
+    assert all(torch.equal(loaded[k[len("llm."):]], v) for k, v in inside.items())
+    torch.save(_projector_state(), run / "model.pt")  # now the adapter beside is the LoRA: made for another LLM
+    wide = tiny.speech_llm(tmp_path / "wide", lora=LoraOptions(r=2), llm_hidden=64)
+    wide.llm.save_pretrained(run)
+    with pytest.raises(LLMSRTError, match=r"adapter_model.safetensors: LoRA weight .* has shape \(2, 64\), the LLM's "
+                                          r"layer wants \(2, 48\)"):
+        convert_slam(run / "model.pt", tmp_path / "out", whisper, llm)
+    donor.llm.save_pretrained(run, state_dict={"llm." + k: v for k, v in donor.llm.state_dict().items()})
+    with pytest.raises(LLMSRTError, match="adapter_model.safetensors: holds no LoRA weights"):  # newer peft, given
+        convert_slam(run / "model.pt", tmp_path / "out", whisper, llm)  # the reference's llm. names, saves none
+
+
+@pytest.mark.parametrize("bos", [True, False])
+def test_an_imported_model_keeps_the_references_bos_place_and_mandarin_tag(tmp_path, bos):
+    """The reference's input is [speech][tokenizer.encode(prompt)]: a BOS-adding tokenizer's BOS after the speech
+    (bos_after_speech), none for Qwen2.5's; its Mandarin tag is <|cmn|>, written into every prompt the model gets
+    and read back as zho from its outputs."""
+    from llm_srt import device
+    from llm_srt.model.decoding import DecodingOptions
+    from llm_srt.model.systems import Item, SpeechLLMSystem, split_output
+    from llm_srt.prompts import Task
+
+    whisper, llm = tiny.whisper_dir(tmp_path), tiny.llm_dir(tmp_path, bos=bos)
+    torch.save({k: v.bfloat16() for k, v in _projector_state().items()}, tmp_path / "model.pt")
+    model = SpeechLLM.from_pretrained(convert_slam(tmp_path / "model.pt", tmp_path / "out", whisper, llm)).eval()
+    assert model.config.bos_after_speech is bos and model.config.language_tags == {"zho": "cmn"}
+    system = SpeechLLMSystem(model, "imported", device.resolve("cpu"))
+    prompts, ends = [], []
+    real = model.generate_ids
+    model.generate_ids = lambda batch, *a, **k: (prompts.extend(batch["prompts"]), ends.append(k["on_end"]),
+                                                 real(batch, *a, **k))[-1]
+    clip = tiny.tone(1.0, 440)
+    items = [Item(clip, "eng", "zho", Task.SRT), Item(clip, "zho", None, Task.ASR),
+             Item(clip, "zho", "eng", Task.SMT, "你好")]
+    system.run_batch(items, DecodingOptions(max_new_tokens=12))
+    assert prompts == ["<|eng|><|cmn|>", "<|cmn|>", "你好<|cmn|><|eng|>"]
+    tok = model.tokenizer
+    assert ends[0](0, []) == tok("<|eng|><|cmn|>", add_special_tokens=False)["input_ids"]  # forced tags: its own
+    assert split_output("Hello.<|eng|><|cmn|>你好。", items[0], model.config.language_tags).translation == "你好。"
+    assert split_output("你好<|cmn|><|eng|>Hello.", items[2], model.config.language_tags).translation == "Hello."
+    # fine-tuning it, its training dev scores and the teacher-forced loss write and read the same tags
+    from llm_srt.data.loader import SpeechTextDataset
+    from llm_srt.data.manifest import Row
+    from llm_srt.evaluate.loss import token_split
+    from llm_srt.train.data import _dev_scores
+
+    row = Row(id="r", audio="a.wav", duration=1.0, src_lang="eng", transcript="Hello.", tgt_lang="zho",
+              translation="你好。", split="train", corpus="t", sentence_id="s")
+    example = SpeechTextDataset([row], "srt", tags=model.config.language_tags)[0]
+    assert (example.prompt, example.target) == ("<|eng|><|cmn|>", "Hello.<|eng|><|cmn|>你好。")
+    prompt_ids, scored = token_split(tok, row, Task.SRT, model.config.language_tags)
+    ids = [tok(t, add_special_tokens=False)["input_ids"] for t in ("<|eng|><|cmn|>", "Hello.<|eng|><|cmn|>你好。")]
+    assert prompt_ids + scored[:-1] == ids[0] + ids[1] != sum(token_split(tok, row, Task.SRT), [])[:-1]
+    scores = _dev_scores(Task.SRT, [example], ["Hello.<|eng|><|cmn|>你好。"], model.config.language_tags)
+    assert scores == _dev_scores(Task.SRT, [example], ["Hello.<|eng|><|zho|>你好。"])  # read as ours

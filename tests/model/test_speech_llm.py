@@ -3,6 +3,7 @@
 import json
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -895,3 +896,72 @@ def test_past_the_limit_of_compiled_shapes_new_shapes_decode_eagerly(model, monk
         assert run(1) == (True, False)  # batch 1: over the limit, eager
     assert run(1) == (True, False) and run(3) == (True, True)
     torch._dynamo.reset()
+
+
+def _layout_rows(model, batch, after: bool, targets: bool = False) -> list[torch.Tensor]:
+    """Each row's input built by hand, as the reference does (torch.cat): [BOS][speech][prompt], or with `after`
+    [speech][BOS][prompt] (its tokenizer.encode(prompt) behind the speech); `targets`: + target + EOS."""
+    speech, speech_mask = model.speech_embeddings(batch)
+    prompt_ids, target_ids = tokenize_batch(model.tokenizer, batch["prompts"], batch["targets"] if targets else None)
+    embed = model.llm.get_input_embeddings()
+    rows = []
+    for i, prompt in enumerate(prompt_ids):
+        bos = embed(torch.tensor([model.tokenizer.bos_token_id]))
+        text = embed(torch.tensor(prompt + (target_ids[i] if targets else []), dtype=torch.long))
+        heard = speech[i][speech_mask[i].bool()]
+        rows.append(torch.cat([heard, bos, text] if after else [bos, heard, text]))
+    return rows
+
+
+@pytest.mark.parametrize("after", [False, True])
+def test_bos_after_speech_is_the_input_of_training_loss_and_generation(model, after):
+    """`bos_after_speech` (an imported reference model) puts a BOS-adding tokenizer's BOS behind the speech:
+    [speech][BOS prompt], in generation (left-padded), training and the teacher-forced loss (right-padded) alike;
+    the default stays [BOS][speech][prompt]."""
+    own = model.config
+    model.config = replace(own, bos_after_speech=after)
+    try:
+        batch = _batch()
+        with torch.no_grad():
+            embeds, mask = _prompt_embeds(model)
+            for i, row in enumerate(_layout_rows(model, batch, after)):
+                assert torch.equal(embeds[i][mask[i]], row) and mask[i, -len(row):].all()  # left-padded
+            prompt_ids, target_ids = tokenize_batch(model.tokenizer, PROMPTS, TARGETS)
+            embeds, mask, labels = model.assemble(model.speech_embeddings(batch), prompt_ids, target_ids)
+            losses = []
+            for i, row in enumerate(_layout_rows(model, batch, after, targets=True)):
+                assert torch.equal(embeds[i][mask[i]], row) and mask[i, :len(row)].all()  # right-padded
+                n = len(target_ids[i])
+                assert labels[i][mask[i]][-n:].tolist() == target_ids[i]
+                logits = model.llm(inputs_embeds=row[None]).logits[0, -n - 1:-1]
+                losses.append(torch.nn.functional.cross_entropy(logits, torch.tensor(target_ids[i]), reduction="sum"))
+            assert torch.allclose(model(batch)["loss"], sum(losses) / sum(map(len, target_ids)), atol=1e-5)
+            expected = []  # greedy from each hand-built row alone, no cache
+            for row in _layout_rows(model, batch, after):
+                ids, x = [], row[None]
+                for _ in range(6):
+                    token = int(model.llm(inputs_embeds=x).logits[0, -1].argmax())
+                    if token == model.tokenizer.eos_token_id:
+                        break
+                    ids.append(token)
+                    x = torch.cat([x, model.llm.get_input_embeddings().weight[token][None, None]], 1)
+                expected.append(ids)
+        assert model.generate_ids(batch, DecodingOptions(max_new_tokens=6)) == expected
+    finally:
+        model.config = own
+
+
+def test_bos_after_speech_and_language_tags_are_saved_and_older_folders_read_as_before(tmp_path):
+    model = tiny.speech_llm(tmp_path / "m")
+    model.config = replace(model.config, bos_after_speech=True, language_tags={"zho": "cmn"})
+    folder = model.save_pretrained(tmp_path / "ckpt")
+    loaded = SpeechLLM.from_pretrained(folder)
+    assert loaded.config.bos_after_speech and loaded.config.language_tags == {"zho": "cmn"}
+    meta = json.loads((folder / "config.json").read_text())
+    del meta["bos_after_speech"], meta["language_tags"]  # a folder written before the two fields
+    (folder / "config.json").write_text(json.dumps(meta))
+    old = SpeechLLM.from_pretrained(folder)
+    assert not old.config.bos_after_speech and old.config.language_tags == {}
+    (folder / "config.json").write_text(json.dumps(meta | {"language_tags": ["cmn"]}))
+    with pytest.raises(LLMSRTError, match="'language_tags' must be a mapping"):
+        SpeechLLM.from_pretrained(folder)

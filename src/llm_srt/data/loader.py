@@ -55,8 +55,10 @@ class SpeechTextDataset:
     """
 
     def __init__(self, rows: Sequence[Row], task: Task | str | Mapping[str, float], seed: int = 0,
-                 source: str = "the manifest"):
-        """`source`: what the rows came from, for the error when a task has none of its kind."""
+                 source: str = "the manifest", tags: Mapping[str, str] | None = None):
+        """`source`: what the rows came from, for the error when a task has none of its kind. `tags`: the model's
+        own codes in its language tags (SpeechLLMConfig.language_tags: an imported reference model's <|cmn|>)."""
+        self._tags = dict(tags or {})
         mix = _normalize_mix(task)
         asr = np.array([row.is_asr for row in rows], dtype=bool)
         pools = {t: np.flatnonzero(asr == (t is Task.ASR)) for t in mix}  # the rows of each task, as indices
@@ -110,7 +112,8 @@ class SpeechTextDataset:
             if draw.start <= index < draw.start + draw.n:
                 row_index = draw.pool[draw.order[(index - draw.start + epoch * draw.n) % len(draw.order)]]
         row, task = self._rows[row_index], self._tasks[self._task_of[index]]
-        prompt, target = build(task, row.src_lang, row.tgt_lang or None, row.transcript, row.translation)
+        prompt, target = build(task, row.src_lang, row.tgt_lang or None, row.transcript, row.translation,
+                               tags=self._tags)
         return Example(id=row.id, audio=row.audio, duration=row.duration, task=task, prompt=prompt, target=target,
                        src=row.src_lang, tgt=row.tgt_lang, transcript=row.transcript, translation=row.translation)
 

@@ -8,7 +8,7 @@ sees it once it has transcribed correctly; SMT with the gold transcript in its p
 translation token, EOS included.
 """
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 
@@ -20,16 +20,18 @@ from ..prompts import Task, build, srt_target
 TASKS = (Task.SRT, Task.S2TT, Task.SMT)
 
 
-def token_split(tokenizer, row: Row, task: Task) -> tuple[list[int], list[int]]:
+def token_split(tokenizer, row: Row, task: Task, tags: Mapping[str, str] | None = None
+                ) -> tuple[list[int], list[int]]:
     """(prompt ids, scored ids + EOS) of `row` for `task`, tokenized exactly as training tokenizes the task's
-    (prompt, target); for SRT the target's tokens up to the translation move to the prompt side."""
-    prompt, target = build(task, row.src_lang, row.tgt_lang, row.transcript, row.translation)
+    (prompt, target); for SRT the target's tokens up to the translation move to the prompt side. `tags`: the
+    model's own tag codes (SpeechLLMConfig.language_tags)."""
+    prompt, target = build(task, row.src_lang, row.tgt_lang, row.transcript, row.translation, tags=tags)
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     enc = tokenizer(target, add_special_tokens=False, return_offsets_mapping=True)
     ids, spans = enc["input_ids"], enc["offset_mapping"]
     k = 0
     if task is Task.SRT:  # the translation starts after "transcript<|src|><|tgt|>"
-        start = len(srt_target(row.transcript, "", row.src_lang, row.tgt_lang))
+        start = len(srt_target(row.transcript, "", row.src_lang, row.tgt_lang, tags))
         k = next((j for j, (_, end) in enumerate(spans) if end > start), len(ids))
     return prompt_ids + ids[:k], ids[k:] + [tokenizer.eos_token_id]
 
@@ -52,7 +54,7 @@ def reference_losses(model, rows: Sequence[Row], task: Task | str, batch_size: i
         for start in range(0, len(rows), batch_size):
             chunk = rows[start:start + batch_size]
             feats, mask = model.encoder.encode([load_audio(r.audio) for r in chunk])  # one encoder call per chunk
-            split = [token_split(model.tokenizer, row, task) for row in chunk]
+            split = [token_split(model.tokenizer, row, task, model.config.language_tags) for row in chunk]
             out = model({"features": feats, "feature_mask": mask, "prompt_ids": [p for p, _ in split],
                          "target_ids": [t for _, t in split], "row_losses": True})  # one LLM pass per chunk
             losses.extend(float(x) for x in out["row_losses"])

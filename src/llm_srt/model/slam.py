@@ -2,14 +2,18 @@
 
 The reference saves `encoder_projector.query` (1, nq, 768), `encoder_projector.qformer.*` (HF Blip2QFormerModel),
 `encoder_projector.linear|norm.*` (d_llm <= 1536) or `encoder_projector.linear1|linear2|norm.*`, and, with LoRA,
-`llm.base_model.model.<...>.lora_A|lora_B.default.weight`. Every dimension is read from the tensors. Its Whisper ran
-on 30 s padded input, so the imported model does too (pad_to_30s).
+`llm.base_model.model.<...>.lora_A|lora_B.default.weight`; or, trained with FSDP FULL_SHARD, the LoRA beside model.pt
+as peft's `save_pretrained` writes it (adapter_config.json, adapter_model.safetensors|bin). Every dimension is read
+from the tensors. The imported model keeps the reference's input: Whisper on 30 s padded input (pad_to_30s), a BOS
+after the speech (bos_after_speech), its language tags (language_tags: <|cmn|> for Mandarin).
 """
 
 from __future__ import annotations
 
+import json
 import re
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -18,10 +22,15 @@ from ..errors import LLMSRTError
 from ..paths import EMBEDDED
 from .adapter import QFORMER_HEADS, QFORMER_HIDDEN
 from .llm import LoraOptions
-from .speech_llm import SpeechLLM, SpeechLLMConfig, load_adapter_state, load_lora_state
+from .speech_llm import SpeechLLM, SpeechLLMConfig, _load_weights, load_adapter_state, load_lora_state
 
 PROJECTOR = "encoder_projector."
 LORA_PREFIX = "llm."
+ENCODER_PREFIX = "encoder."
+PEFT_CONFIG = "adapter_config.json"  # peft's save_pretrained: the reference's save_model_checkpoint_peft_full_shard
+PEFT_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")  # writes the LoRA so, beside a LoRA-less model.pt
+REFERENCE_TAGS = {"zho": "cmn"}  # its data ("prompt": "<|eng|><|cmn|>") and language lists; its other codes of the
+#   paper's 15 languages are ours (examples/st_covost2/dataset/st_dataset.py: yue, eng, deu, ... tha)
 HEAD_DIM = QFORMER_HIDDEN // QFORMER_HEADS  # BERT convention (768 / 12 heads): heads are not stored in the weights
 REFERENCE_LORA_ALPHA = 32  # paper; alpha is not stored in the weights either
 _LAYER = re.compile(r"^qformer\.encoder\.layer\.(\d+)\.")
@@ -29,21 +38,32 @@ _TEXT_BRANCH = re.compile(r"^qformer\.encoder\.layer\.\d+\.(intermediate|output)
 
 
 def convert_slam(ckpt_path: str | Path, dst_dir: str | Path, encoder_dir: str | Path, llm_dir: str | Path,
-                 num_heads: int | None = None, lora_alpha: int = REFERENCE_LORA_ALPHA) -> Path:
-    """Reference checkpoint -> SpeechLLM folder at `dst_dir` (config.json, adapter.safetensors[, lora])."""
-    state = _load(Path(ckpt_path))
+                 num_heads: int | None = None, lora_alpha: int | None = None,
+                 language_tags: dict[str, str] | None = None) -> Path:
+    """Reference checkpoint -> SpeechLLM folder at `dst_dir` (config.json, adapter.safetensors[, lora]); prints
+    where its LoRA came from and how its input differs from our own models'. `lora_alpha`: default the adapter
+    config's, else REFERENCE_LORA_ALPHA; `language_tags`: default REFERENCE_TAGS."""
+    ckpt_path = Path(ckpt_path)
+    state = _load(ckpt_path)
     projector = {k[len(PROJECTOR):]: v.float() for k, v in state.items() if k.startswith(PROJECTOR)}
     if "query" not in projector:
         raise LLMSRTError(f"{ckpt_path}: no {PROJECTOR}query tensor; only Q-Former projectors of LLM-SRT / SLAM-LLM "
                           "checkpoints can be imported")
+    _check_trained_parts(state, ckpt_path)
     projector = {k: v for k, v in projector.items() if not _TEXT_BRANCH.match(k)}
     adapter_kwargs = _qformer_kwargs(projector, num_heads)
-    lora_state = {_peft_key(k): v.float() for k, v in state.items() if k.startswith(LORA_PREFIX) and "lora_" in k}
-    lora = _lora_options(lora_state, lora_alpha) if lora_state else None
+    lora, lora_state, lora_file, notes = _find_lora(state, ckpt_path, lora_alpha)
+    tags = dict(REFERENCE_TAGS if language_tags is None else language_tags)
     config = SpeechLLMConfig(encoder=_model_path(encoder_dir), llm=_model_path(llm_dir), adapter="qformer",
                              adapter_kwargs=adapter_kwargs, lora=lora,
-                             trainable=("adapter", "lora") if lora else ("adapter",), pad_to_30s=True)
+                             trainable=("adapter", "lora") if lora else ("adapter",), pad_to_30s=True,
+                             language_tags=tags)
     model = SpeechLLM(config, llm_device="meta")  # only its shapes and LoRA names are needed: no LLM weight is read
+    if model.tokenizer.bos_token_id is not None:  # the reference encodes the prompt with its BOS, behind the speech
+        model.config = replace(model.config, bos_after_speech=True)
+        notes.append("input: [speech][BOS prompt], as the reference's (this LLM's tokenizer has a BOS)")
+    if tags:
+        notes.append("language tags: " + ", ".join(f"{code} as <|{own}|>" for code, own in sorted(tags.items())))
     encoder_dim = next(v.shape[1] for k, v in projector.items() if k.endswith("crossattention.attention.key.weight"))
     if model.encoder_dim != encoder_dim:
         raise LLMSRTError(f"{ckpt_path}: the Q-Former reads {encoder_dim}-dim speech features but {encoder_dir} has "
@@ -52,12 +72,101 @@ def convert_slam(ckpt_path: str | Path, dst_dir: str | Path, encoder_dir: str | 
         raise LLMSRTError(f"{ckpt_path}: the projector outputs {projector['norm.weight'].shape[0]} dims but "
                           f"{llm_dir} has hidden size {model.llm_dim}; give the LLM the checkpoint was trained with")
     load_adapter_state(model.adapter, projector, str(ckpt_path))
+    own = {k.replace(".default", ""): tuple(v.shape) for k, v in model.llm.state_dict().items() if "lora_" in k}
+    wrong = next((k for k, v in lora_state.items() if own.get(k, tuple(v.shape)) != tuple(v.shape)), None)
+    if wrong:  # (peft's own load says so in a many-line RuntimeError)
+        raise LLMSRTError(f"{lora_file}: LoRA weight {wrong} has shape {tuple(lora_state[wrong].shape)}, the LLM's "
+                          f"layer wants {own[wrong]}; give the LLM the LoRA was trained on")
     if lora_state:  # checks names and shapes against the skeleton (meta tensors keep nothing): saved as read
         with warnings.catch_warnings():  # torch warns, once a tensor, that copying into a meta tensor does nothing
             warnings.filterwarnings("ignore", message=".*to a meta parameter in the current model")
-            load_lora_state(model.llm, lora_state, str(ckpt_path))
-    return model.save_pretrained(dst_dir, state={"adapter": model.adapter.state_dict(), "lora": lora_state or None,
-                                                 "ctc": None})
+            load_lora_state(model.llm, lora_state, lora_file)
+    out = model.save_pretrained(dst_dir, state={"adapter": model.adapter.state_dict(), "lora": lora_state or None,
+                                                "ctc": None})
+    for note in notes:
+        print(note)
+    return out
+
+
+def _check_trained_parts(state: dict[str, torch.Tensor], path: Path) -> None:
+    """Every tensor of model.pt is the projector's or a LoRA weight: the reference saves every trainable parameter,
+    and a part trained besides those would be silently replaced by the original model's here."""
+    encoder = [k for k in state if k.startswith(ENCODER_PREFIX)]
+    llm = [k for k in state if k.startswith(LORA_PREFIX) and "lora_" not in k]
+    other = [k for k in state if not k.startswith((PROJECTOR, LORA_PREFIX, ENCODER_PREFIX))]
+    cannot = "which this import (projector + LoRA onto a frozen encoder and LLM) cannot represent"
+    if encoder:
+        raise LLMSRTError(f"{path}: holds {len(encoder)} {ENCODER_PREFIX}* tensors (e.g. {encoder[0]}): this "
+                          f"checkpoint also trained the Whisper encoder, {cannot}; run it with the reference's code")
+    if llm:
+        raise LLMSRTError(f"{path}: holds {len(llm)} {LORA_PREFIX}* tensors that are not LoRA (e.g. {llm[0]}): this "
+                          f"checkpoint also trained the LLM's own weights, {cannot}; run it with the reference's code")
+    if other:
+        raise LLMSRTError(f"{path}: holds {len(other)} tensors of no part of an LLM-SRT / SLAM-LLM model (e.g. "
+                          f"{other[0]}); give the model.pt the reference's training wrote")
+
+
+def _find_lora(state: dict[str, torch.Tensor], path: Path, alpha: int | None
+               ) -> tuple[LoraOptions | None, dict[str, torch.Tensor], str, list[str]]:
+    """The checkpoint's LoRA: its options, its weights in peft's saved form, the file they came from, and the lines
+    that say so. In model.pt, else in a peft adapter beside it (FSDP FULL_SHARD), else none."""
+    inside = {_peft_key(k): v.float() for k, v in state.items() if k.startswith(LORA_PREFIX) and "lora_" in k}
+    beside = path.parent / PEFT_CONFIG
+    if inside:
+        lora = _lora_options(inside, alpha or REFERENCE_LORA_ALPHA)
+        notes = [f"lora: {_describe(lora)}, from {path.name}"]
+        if beside.is_file():
+            notes.append(f"lora: the peft adapter beside {path.name} ({beside}) is not used: {path.name} has its own")
+        return lora, inside, str(path), notes
+    if not beside.is_file():
+        return None, {}, "", []
+    lora, weights, file = _peft_adapter(beside, alpha)
+    return lora, weights, str(file), [f"lora: {_describe(lora)}, from the peft adapter beside {path.name} ({file})"]
+
+
+def _peft_adapter(config_file: Path, alpha: int | None) -> tuple[LoraOptions, dict[str, torch.Tensor], Path]:
+    """A peft LoRA adapter folder (`save_pretrained`) -> its options, weights in peft's saved form, weights file."""
+    try:
+        cfg = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise LLMSRTError(f"{config_file}: cannot read the peft adapter config ({type(e).__name__}); copy it "
+                          "again") from None
+    if not isinstance(cfg, dict) or cfg.get("peft_type", "LORA") != "LORA" or not isinstance(cfg.get("r"), int):
+        raise LLMSRTError(f"{config_file}: not a peft LoRA config (peft_type LORA, an integer r); move it away from "
+                          "model.pt or give the adapter peft wrote")
+    unsupported = [k for k in ("use_rslora", "use_dora", "rank_pattern", "alpha_pattern") if cfg.get(k)]
+    if unsupported or cfg.get("bias", "none") != "none":
+        raise LLMSRTError(f"{config_file}: sets {(unsupported or ['bias'])[0]}, which this import's LoRA (alpha / r "
+                          "scaling, no bias) cannot represent; run it with the reference's code")
+    if alpha is not None and alpha != cfg.get("lora_alpha", alpha):
+        raise LLMSRTError(f"{config_file}: lora_alpha is {cfg['lora_alpha']} but {alpha} was given; leave "
+                          "--lora-alpha out")
+    file = next((config_file.parent / n for n in PEFT_WEIGHTS if (config_file.parent / n).is_file()), None)
+    if file is None:
+        raise LLMSRTError(f"{config_file.parent}: has {PEFT_CONFIG} but neither {' nor '.join(PEFT_WEIGHTS)}; copy "
+                          "the adapter's weights beside it")
+    raw = _load(file) if file.suffix == ".bin" else _load_weights(file)
+    weights = {_peft_key(k): v.float() for k, v in raw.items() if "lora_" in k}
+    other = [k for k in raw if "lora_" not in k]
+    if other:
+        raise LLMSRTError(f"{file}: holds {len(other)} tensors that are not LoRA (e.g. {other[0]}): the LLM's own "
+                          "weights were trained too, which this import cannot represent; run it with the reference's "
+                          "code")
+    if not weights:  # newer peft's save_pretrained, given the reference's llm.-named state dict, saves nothing
+        raise LLMSRTError(f"{file}: holds no LoRA weights (saved empty); give the adapter with the trained weights, or "
+                          "a model.pt holding them")
+    options = _lora_options(weights, alpha or cfg.get("lora_alpha", REFERENCE_LORA_ALPHA))
+    if options.r != cfg["r"]:
+        raise LLMSRTError(f"{file}: LoRA rank {options.r}, but {config_file.name} says r={cfg['r']}; the two files "
+                          "come from different runs")
+    targets = cfg.get("target_modules")  # module names, or peft's regex string (then the modules the weights adapt)
+    return replace(options, dropout=float(cfg.get("lora_dropout", options.dropout)),
+                   target_modules=tuple(targets) if isinstance(targets, list) and targets else options.target_modules
+                   ), weights, file
+
+
+def _describe(lora: LoraOptions) -> str:
+    return f"r={lora.r}, alpha={lora.alpha} on {', '.join(lora.target_modules)}"
 
 
 def _model_path(path: str | Path) -> str:
@@ -105,8 +214,9 @@ def _qformer_kwargs(p: dict[str, torch.Tensor], num_heads: int | None) -> dict:
 
 
 def _peft_key(key: str) -> str:
-    """'llm.base_model.model.X.lora_A.default.weight' -> 'base_model.model.X.lora_A.weight' (peft's saved form)."""
-    return key[len(LORA_PREFIX):].replace(".default.", ".")
+    """'llm.base_model.model.X.lora_A.default.weight' -> 'base_model.model.X.lora_A.weight' (peft's saved form; the
+    reference's full-shard save hands peft its own 'llm.'-named keys, so an adapter file may have the prefix too)."""
+    return key.removeprefix(LORA_PREFIX).replace(".default.", ".")
 
 
 def _lora_options(state: dict[str, torch.Tensor], alpha: int) -> LoraOptions:

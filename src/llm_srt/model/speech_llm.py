@@ -1,8 +1,9 @@
 """SpeechLLM = frozen Whisper encoder + trainable adapter + frozen causal LLM (optional LoRA).
 
 Input sequence per example: [BOS if the tokenizer has one ; speech embeddings (N, d) ; prompt tokens ;
-target tokens + EOS at train time]. Training right-pads, generation left-pads. The loss is cross-entropy on the
-target tokens (and EOS) only, and the LM head runs only at those positions (Gemma-3 has a 262k vocabulary).
+target tokens + EOS at train time] (imported reference models, `bos_after_speech`: the BOS after the speech).
+Training right-pads, generation left-pads. The loss is cross-entropy on the target tokens (and EOS) only, and the
+LM head runs only at those positions (Gemma-3 has a 262k vocabulary).
 
 A batch is a dict: `audio` (list of 16 kHz arrays) or `features` (B, T, D) + `feature_mask` (B, T) (cached encoder
 output), or neither for text-only tasks (MT); plus `prompts` (list[str], from llm_srt.prompts.build) and, for
@@ -60,6 +61,11 @@ class SpeechLLMConfig:
     #                         of encoder, adapter and LLM int8; convolutions, norms and embeddings float32)
     pad_to_30s: bool = False  # run Whisper on 30 s padded input (SLAM-LLM / reference checkpoints)
     ctc_head: bool = False  # a CTCHead for the auxiliary CTC loss (model/ctc.py); trained with the adapter
+    bos_after_speech: bool = False  # [speech][BOS prompt] instead of [BOS][speech][prompt]: the reference's layout
+    #                                 (its tokenizer.encode(prompt) behind the speech); no effect without a BOS
+    language_tags: dict[str, str] = field(default_factory=dict)  # ISO 639-3 code -> the code of its tag in this
+    #                                 model's prompts and outputs, where it was trained with another (reference
+    #                                 checkpoints: {"zho": "cmn"}); applied by prompts.tag. Empty: our codes
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -220,10 +226,10 @@ class SpeechLLM(nn.Module):
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """-> inputs_embeds (B, L, d), attention mask (B, L) bool, labels (B, L) (IGNORE except target tokens).
 
-        Row i is [BOS ; its real speech embeddings ; prompt ; target], right-padded (training) or left-padded
-        (generation) to the longest row; built with one embedding call and scatter-style indexing. A row of none of
-        them is an error: the LLM has nothing to read (alone a reshape error in attention, in a batch a fully
-        masked row's garbage)."""
+        Row i is [BOS ; its real speech embeddings ; prompt ; target] ([speech ; BOS ; prompt ; target] with
+        `config.bos_after_speech`), right-padded (training) or left-padded (generation) to the longest row; built
+        with one embedding call and scatter-style indexing. A row of none of them is an error: the LLM has nothing
+        to read (alone a reshape error in attention, in a batch a fully masked row's garbage)."""
         dev = self.device
         n = len(prompt_ids)
         targets = target_ids if target_ids is not None else [[] for _ in range(n)]
@@ -255,12 +261,14 @@ class SpeechLLM(nn.Module):
         offset = length - total if left_pad else torch.zeros_like(total)
         out = text_emb.new_zeros(n, length, text_emb.shape[-1])
         rows = torch.arange(n, device=dev)
+        after = self.config.bos_after_speech
         if n_bos:
-            out[rows, offset] = embed(torch.tensor([bos], dtype=torch.long, device=dev)).expand(n, -1)
+            out[rows, offset + speech_len if after else offset] = embed(torch.tensor([bos], dtype=torch.long,
+                                                                                     device=dev)).expand(n, -1)
         if speech is not None:
             b, j = speech_mask.nonzero(as_tuple=True)
             rank = (speech_mask.long().cumsum(1) - 1)[b, j]  # the k-th real speech frame goes to slot k
-            out[b, offset[b] + n_bos + rank] = speech_emb[b, j].to(out.dtype)
+            out[b, offset[b] + (0 if after else n_bos) + rank] = speech_emb[b, j].to(out.dtype)
         b, k = text_mask.nonzero(as_tuple=True)
         where = offset[b] + n_bos + speech_len[b] + k
         out[b, where] = text_emb[b, k]
@@ -512,7 +520,8 @@ def read_config(directory: Path) -> dict:
     for key in ("encoder", "llm", "adapter"):
         if key not in meta:
             raise LLMSRTError(f"{file}: missing key {key!r}; the checkpoint config is incomplete")
-    for key, types, wanted in (("format", int, "an integer"), ("adapter_kwargs", dict, "a mapping")):
+    for key, types, wanted in (("format", int, "an integer"), ("adapter_kwargs", dict, "a mapping"),
+                               ("language_tags", dict, "a mapping")):
         if key in meta and (not isinstance(meta[key], types) or isinstance(meta[key], bool)):
             raise LLMSRTError(f"{file}: {key!r} must be {wanted}, got {meta[key]!r:.40}; the checkpoint is damaged")
     if meta.get("format", CHECKPOINT_FORMAT) > CHECKPOINT_FORMAT:

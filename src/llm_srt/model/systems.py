@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -103,14 +103,15 @@ def cap(item: Item, options: DecodingOptions) -> int:
     return min(options.max_new_tokens, item.max_new_tokens or options.max_new_tokens)
 
 
-def split_output(text: str, item: Item) -> Output:
-    """A speech LLM's text for `item` -> Output (SRT parsed into its two parts; SMT/MT keep the given transcript)."""
+def split_output(text: str, item: Item, tags: Mapping[str, str] | None = None) -> Output:
+    """A speech LLM's text for `item` -> Output (SRT parsed into its two parts; SMT/MT keep the given transcript);
+    `tags`: the model's own tag codes (SpeechLLMConfig.language_tags)."""
     if item.task is Task.SRT:
-        out = parse_srt(text)
+        out = parse_srt(text, tags)
         return Output(out.transcript, out.translation)
     if item.task is Task.ASR:
         return Output(first_part(text), "")
-    return Output(item.transcript.strip(), translation_part(text, item.src))
+    return Output(item.transcript.strip(), translation_part(text, item.src, tags))
 
 
 # ---- the speech LLM ------------------------------------------------------------------------------------------------
@@ -134,10 +135,11 @@ class SpeechLLMSystem:
         text = [i for i, it in enumerate(items) if it.audio is None]
         texts: dict[int, str] = {}
         forced: set[int] = set()  # items whose SRT tags were written for them
+        tags = self.model.config.language_tags
         for idx, audio in ((speech, True), (text, False)):  # generate takes all-speech or all-text batches
             if not idx:
                 continue
-            prompts = [build(items[i].task, items[i].src, items[i].tgt, transcript=items[i].transcript)[0]
+            prompts = [build(items[i].task, items[i].src, items[i].tgt, transcript=items[i].transcript, tags=tags)[0]
                        for i in idx]
             batch = {"prompts": prompts, "audio": [items[i].audio for i in idx] if audio else None}
             rows: set[int] = set()
@@ -148,7 +150,7 @@ class SpeechLLMSystem:
             forced.update(idx[r] for r in rows)
             texts.update((i, self.model.tokenizer.decode(row[:c], skip_special_tokens=True))
                          for i, row, c in zip(idx, ids, caps))
-        return [replace(split_output(texts[i], it), forced_tags=i in forced) for i, it in enumerate(items)]
+        return [replace(split_output(texts[i], it, tags), forced_tags=i in forced) for i, it in enumerate(items)]
 
     def _asr_then_smt(self, items: Sequence[Item], options: DecodingOptions) -> list[Output]:
         """Task.ASR_SMT items (the paper's "w/o SRT" ablation) in two batched passes of this one model: each clip's
@@ -168,13 +170,13 @@ class SpeechLLMSystem:
         written for it and goes on to the translation (greedy or beam search; else None)."""
         if not options.force_srt_tags or not any(it.task is Task.SRT for it in items):
             return None
-        tokenizer = self.model.tokenizer
+        tokenizer, tags = self.model.tokenizer, self.model.config.language_tags
 
         def on_end(row: int, ids: list[int]) -> list[int] | None:
             it = items[row]
-            if it.task is not Task.SRT or parse_srt(tokenizer.decode(ids, skip_special_tokens=True)).src:
+            if it.task is not Task.SRT or parse_srt(tokenizer.decode(ids, skip_special_tokens=True), tags).src:
                 return None
-            pair = tokenizer(tag(it.src) + tag(it.tgt), add_special_tokens=False)["input_ids"]
+            pair = tokenizer(tag(it.src, tags) + tag(it.tgt, tags), add_special_tokens=False)["input_ids"]
             if len(ids) + len(pair) >= cap(it, options):  # no room left for a translation
                 return None
             return pair

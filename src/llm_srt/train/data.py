@@ -12,7 +12,7 @@ import math
 import os
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -137,8 +137,10 @@ class TrainingData:
                               "speech task; lower mt's weight")
         uses_cache = cfg.feature_cache is not None and self.main_task is not Task.MT
         rows = from_rank0(d, lambda: read_stage_rows(cfg, self.main_task, hashes=uses_cache))
+        # an imported reference model's own tags (<|cmn|>); read here: `evaluate` may be handed a DDP/FSDP wrapper
+        self.tags = tags = dict(model.config.language_tags)
         self.dataset = SpeechTextDataset(weighted_by_kind(rows.train, cfg.train_weights, cfg.tasks, seed=cfg.seed),
-                                         cfg.tasks, seed=cfg.seed, source=f"data.train {short(cfg.train)}")
+                                         cfg.tasks, seed=cfg.seed, source=f"data.train {short(cfg.train)}", tags=tags)
         # text-only mt beside speech tasks: each batch all text or all speech (the collator and the model take
         # either, not both in one batch)
         self.sampler = BucketBatchSampler(self.dataset.durations, cfg.batch_size, seed=cfg.seed,
@@ -147,7 +149,7 @@ class TrainingData:
         if len(self.sampler) == 0:
             raise ConfigError(f"data.train: {short(cfg.train)} gives no batch of {cfg.batch_size} per rank; lower "
                               "data.batch_size or add data")
-        self.dev = SpeechTextDataset(rows.dev, self.main_task) if rows.dev else None
+        self.dev = SpeechTextDataset(rows.dev, self.main_task, tags=tags) if rows.dev else None
         if cfg.dev and not rows.dev:
             kind = "transcription-only" if self.main_task is Task.ASR else "translation"
             log(f"warning: data.dev {cfg.dev} has no {kind} rows for this stage's {self.main_task.value} task: no dev "
@@ -367,7 +369,7 @@ class TrainingData:
             if d.main:
                 texts = {i: h for start in starts for i, h in done[start].items()}
                 scored = [e for e in examples if e.id in texts]  # a clip that could not be decoded: left out
-                result.update(_dev_scores(self.main_task, scored, [texts[e.id] for e in scored]))
+                result.update(_dev_scores(self.main_task, scored, [texts[e.id] for e in scored], self.tags))
         return result
 
 
@@ -487,7 +489,7 @@ def _as_is(batch):
     return batch
 
 
-def _dev_scores(task: Task, examples, hyps: list[str]) -> dict[str, float]:
+def _dev_scores(task: Task, examples, hyps: list[str], tags: Mapping[str, str] | None = None) -> dict[str, float]:
     """A small dev sample of the paper's metrics, scored as `llm-srt evaluate` scores: BLEU of the translation
     (mean over directions), WER/CER of the transcript (mean over source languages)."""
     from ..evaluate.report import UtteranceResult, score_system
@@ -495,7 +497,7 @@ def _dev_scores(task: Task, examples, hyps: list[str]) -> dict[str, float]:
     results = []
     for i, (e, h) in enumerate(zip(examples, hyps)):
         if task is Task.SRT:
-            parsed = parse_srt(h)
+            parsed = parse_srt(h, tags)
             transcript, translation = parsed.transcript, parsed.translation
         elif task is Task.ASR:
             transcript, translation = h, ""
