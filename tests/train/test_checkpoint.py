@@ -392,3 +392,32 @@ def test_a_checkpoint_folder_no_index_names_goes_with_keep_last(tmp_path):
     assert json.loads(index.read_text())["steps"] == [1, 2]  # counted among the last two
     checkpoint.save(tmp_path, 3, _save_model({"w": torch.zeros(2)}), {"step": 3}, keep_last=2)
     assert sorted(p.name for p in (tmp_path / "checkpoints").glob("step-*")) == ["step-00000002", "step-00000003"]
+
+
+def test_a_folder_no_index_names_keeps_its_dev_loss_as_the_best(tmp_path):
+    """The same crash after a checkpoint with the best dev loss: its loss was never read, so the next save pruned
+    it for a worse 'best', and a resume from it took the stale best (a reviewer's find, reproduced with SIGKILL)."""
+    from llm_srt.train.recipe import _best_dev_loss
+
+    checkpoint.save(tmp_path, 100, _save_model({"w": torch.zeros(2)}), {"step": 100}, keep_last=1, dev_loss=2.0)
+    # the crash: step 200 renamed into place, its index line never written (nor step 100 pruned)
+    checkpoint.save(tmp_path / "other", 200, _save_model({"w": torch.ones(2)}), {"step": 200}, dev_loss=1.0)
+    shutil.move(tmp_path / "other" / "checkpoints" / "step-00000200", tmp_path / "checkpoints")
+    index = tmp_path / "checkpoints" / "index.json"
+    assert json.loads(index.read_text()) == {"steps": [100], "best_step": 100, "best_loss": 2.0}
+    assert _best_dev_loss(tmp_path, 200) == 1.0  # what a resume at step 200 takes as the best so far
+    checkpoint.save(tmp_path, 300, _save_model({"w": torch.ones(2)}), {"step": 300}, keep_last=1, dev_loss=1.5)
+    assert json.loads(index.read_text()) == {"steps": [200, 300], "best_step": 200, "best_loss": 1.0}
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("step-*")) == ["step-00000200", "step-00000300"]
+
+
+def test_a_sealed_checkpoint_has_its_folders_synced_too(tmp_path, monkeypatch):
+    """seal fsynced the files but not the folders naming them (trainer_state/ is made after the model's files):
+    after a power loss, a checkpoint that pruned older ones could lack its trainer state."""
+    synced = []
+    monkeypatch.setattr(checkpoint, "fsync_dir", lambda d: synced.append(Path(d)))
+    final = checkpoint.save(tmp_path, 1, _save_model({"w": torch.zeros(2)}), {"step": 1})
+    tmp = [d for d in synced if d.name.startswith(".tmp-step-00000001")]
+    assert tmp and tmp[0].parent == final.parent
+    state = tmp[0] / checkpoint.STATE_DIR
+    assert state in synced and synced.index(state) < synced.index(tmp[0])  # deepest first

@@ -350,3 +350,32 @@ def test_a_task_whose_rows_the_manifest_lacks_names_the_manifest(tiny_setup, tmp
     with pytest.raises(LLMSRTError, match=r"task smt needs translation rows and data.train '.*asr_only.jsonl' has "
                                           r"none; add them \(`llm-srt prepare` writes both kinds\) or drop it"):
         recipe.train(cfg, log=lambda *_: None)
+
+
+def test_a_run_killed_before_its_first_checkpoint_starts_again_with_clean_logs_and_no_leftovers(tiny_setup,
+                                                                                                tmp_path):
+    """The fresh start appended to the killed run's train_log.jsonl (steps 1, 2, 3, 1, 2, ...) and TensorBoard
+    kept its events beside the new ones; a killed write of final/ left final.tmp-PID / final.old-PID (the trained
+    weights' size each) for ever. A reviewer's finds, each reproduced with SIGKILL."""
+    import subprocess
+
+    out = tmp_path / "run"
+    recipe.train(_config(tiny_setup, out, 3, save_every=100), log=lambda *_: None)  # the killed run, as it left
+    shutil.rmtree(out / "checkpoints")  # ... its logs: no checkpoint yet
+    shutil.rmtree(out / "final")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    for name in (f"final.tmp-{dead.pid}", f"final.old-{dead.pid}"):
+        (out / name).mkdir()
+        (out / name / "adapter.safetensors").write_bytes(b"x" * 64)
+    running = out / f"final.tmp-{os.getppid()}"  # a write in progress (a live process): not ours to remove
+    running.mkdir()
+    recipe.train(_config(tiny_setup, out, 2, save_every=100), log=lambda *_: None)
+    steps = [r["step"] for r in map(json.loads, (out / "train_log.jsonl").read_text().splitlines()) if "loss" in r]
+    assert steps == [1, 2]
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith("final")) == ["final", running.name]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2]

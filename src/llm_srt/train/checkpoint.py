@@ -84,6 +84,9 @@ def seal(folder: Path) -> None:
             os.fsync(f.fileno())
         sums[str(p.relative_to(folder))] = {"size": p.stat().st_size, "sha256": _sha256(p)}
     write_json_atomic(folder / CHECKSUMS, sums)
+    for d in sorted({p.parent for p in _files(folder)} | {folder}, key=lambda d: -len(d.parts)):
+        fsync_dir(d)  # the files' names too (trainer_state/ is made after save_model's own fsync): a power loss
+        #   after the older checkpoints are pruned must not leave this one without them
 
 
 def verify(folder: Path) -> str | None:
@@ -191,7 +194,8 @@ def save(run_dir: Path, step: int, save_model: Callable[[Path], None], trainer_s
 
 def read_index(ckpt_root: Path, log: Callable[[str], None] | None = None) -> dict:
     """checkpoints/index.json; missing, malformed or naming folders that are not there, it is rebuilt from the
-    sealed folders (each holds its own dev loss), with a message when it existed."""
+    sealed folders (each holds its own dev loss), with a message when it existed; an intact folder it does not name
+    joins it."""
     path = Path(ckpt_root) / INDEX
     try:
         index = json.loads(path.read_text())
@@ -201,6 +205,15 @@ def read_index(ckpt_root: Path, log: Callable[[str], None] | None = None) -> dic
     except (OSError, ValueError, RecursionError) as e:
         index, problem = None, f"unreadable ({type(e).__name__})"
     if problem is None:
+        # a crash between a checkpoint's rename and its index line leaves an intact folder the index does not name:
+        # its step joins, and its dev loss the best (it was pruned by the next save, a better one than the best)
+        unnamed = [step for step, folder in _step_folders(ckpt_root)
+                   if step not in index["steps"] and step != index["best_step"] and verify(folder) is None]
+        if unnamed:
+            best_step, best_loss = _best(ckpt_root, unnamed)
+            index = {**index, "steps": sorted(index["steps"] + unnamed)}
+            if best_loss is not None and (index["best_loss"] is None or best_loss < index["best_loss"]):
+                index["best_step"], index["best_loss"] = best_step, best_loss
         return index
     intact = [step for step, folder in _step_folders(ckpt_root) if verify(folder) is None]  # newest first
     best_step, best_loss = _best(ckpt_root, intact)

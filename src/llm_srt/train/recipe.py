@@ -13,6 +13,7 @@ import contextlib
 import json
 import math
 import re
+import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -361,7 +362,10 @@ class Recipe:
 
     def _claim_output(self) -> checkpoint.RunLock:
         checkpoint.check_writable(self.out, need_bytes=64 << 20)
-        return checkpoint.RunLock(self.out).acquire()
+        lock = checkpoint.RunLock(self.out).acquire()
+        for leftover in paths.atomic_dir_leftovers(self.out / FINAL):  # a killed write of final/: the trained
+            shutil.rmtree(leftover, ignore_errors=True)  # weights' size each, kept for ever (the lock is ours)
+        return lock
 
     def find_resume(self) -> None:
         """The checkpoint to resume from, as rank 0 finds it (every rank resumes from that one: a rank deciding for
@@ -479,9 +483,11 @@ class Recipe:
             _restore_rng(state["rng"], self.d, cfg.seed, self.step, log=self.log)
             on_main(self.d, lambda: _drop_log_after(self.out, self.step))
             self.log(f"[{cfg.stage}] resumed from {self.latest.path} at step {self.step}")
-        elif self.d.rank:  # a fresh start: every weight is placed (and broadcast from rank 0), so from here on the
-            #   other ranks draw their own dropout masks and CTC negatives, not copies of rank 0's
-            seed_own_stream(cfg.seed, 0, self.d.rank)
+        else:  # a fresh start; a run killed before its first checkpoint left its log lines: they go
+            on_main(self.d, lambda: _drop_log_after(self.out, 0))
+            if self.d.rank:  # every weight is placed (and broadcast from rank 0), so from here on the other ranks
+                #   draw their own dropout masks and CTC negatives, not copies of rank 0's
+                seed_own_stream(cfg.seed, 0, self.d.rank)
 
     # ---- 5. train ---------------------------------------------------------------------------------------------------
     def train(self) -> None:
@@ -491,8 +497,9 @@ class Recipe:
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if _use_bf16(cfg, self.device)
                          else contextlib.nullcontext())
         try:
-            # resumed: TensorBoard drops the killed run's events past the resumed step, as train_log.jsonl did
-            purge = self.step + 1 if self.latest is not None else None
+            # TensorBoard drops a killed run's events past the resumed step (or all, on a fresh start after a run
+            #   killed before its first checkpoint), as train_log.jsonl did
+            purge = self.step + 1
             self.writer = _tensorboard(self.out, purge) if self.d.main else None
         except OSError as e:
             raise LLMSRTError(f"{self.out / 'tensorboard'}: cannot create the TensorBoard log ({e.strerror or e}); "
