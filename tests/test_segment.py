@@ -176,3 +176,26 @@ def test_a_click_standing_alone_is_no_segment_but_a_short_word_is():
         word = tone_bursts([(0.5, 3.4), (8.4, 8.4 + seconds)], seconds=12.0)
         assert len(segment(word, SR)) == 2
     assert segment(x[int(6 * SR):], SR) == []  # the click alone: no speech
+
+
+def pink_noise(seconds: float, dbfs: float, seed: int = 0) -> np.ndarray:
+    """1/f noise (room tone) at `dbfs` RMS: its 25 ms frames spread 7-8 dB, white noise's 1 dB."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * SR)
+    spectrum = np.fft.rfft(rng.standard_normal(n)) / np.sqrt(np.arange(1, n // 2 + 2))
+    x = np.fft.irfft(spectrum, n)
+    return (x / x.std() * 10 ** (dbfs / 20)).astype(np.float32)
+
+
+@pytest.mark.parametrize("dbfs", [-70.0, -60.0, -50.0])
+def test_room_tone_and_a_dc_offset_are_no_speech_and_a_phrase_in_room_tone_is_found(dbfs):
+    """Room tone's loud frames passed as speech at any level (the model then made up text for a quiet room), and a
+    microphone's DC offset read as steady speech: a reviewer's finds. A phrase in the room tone is still found."""
+    assert segment(pink_noise(30.0, dbfs), SR) == []
+    assert segment(np.full(10 * SR, 0.01, np.float32), SR) == []  # -40 dBFS of DC: no sound at all
+    x = pink_noise(60.0, dbfs, seed=1)
+    phrase = tone_bursts([(0.1, 2.9)], seconds=3.0)
+    x[30 * SR:33 * SR] += phrase / phrase.std() * 10 ** ((dbfs + 10) / 20)  # 10 dB above the room tone
+    [found] = segment(x, SR)
+    assert found.start == pytest.approx(30.1, abs=0.1) and found.end == pytest.approx(32.9, abs=0.1)
+    assert segment(pink_noise(30.0, -40.0), SR)  # louder than STEADY_SPEECH_DB: steady speech, as documented

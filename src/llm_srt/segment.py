@@ -28,6 +28,11 @@ FLOOR_PERCENTILE = 10  # the noise floor: the quietest frames (pauses, if the cl
 SILENCE_DB = -70.0  # absolute dBFS below which a frame is never speech (digital silence, dither)
 STEADY_SPEECH_DB = -45.0  # a clip at one steady level (nothing stands out from its floor) is speech only when louder
 #                           than this (a tone, a pause-less phrase); quieter, it is hiss or room tone
+STEADY_SPREAD_DB = 10.0  # loud frames (LEVEL_PERCENTILE) less than this above the floor: a steady level. Room tone
+#                          (1/f noise) spreads 7-8 dB in 25 ms frames, white hiss 1 dB; speech in noise at 5 dB SNR
+#                          12-15 dB (measured on espeak-ng speech)
+STANDOUT_DB = 15.0  # in a steady clip, speech is frames standing out this far above the floor (their loud end);
+#                     room tone's own loud frames reach 10-12 dB
 CHUNK_FRAMES = 6_000  # frames per chunk when computing levels (1 minute of audio: ~40 MB of float64 work)
 SMOOTH_FRAMES = 5  # 50 ms moving average when looking for the quietest frame of a forced cut
 _EPS = 1e-10
@@ -100,7 +105,8 @@ def segment(samples: np.ndarray, sr: int = SAMPLE_RATE, max_seconds: float | Non
 
 
 def frame_db(samples: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
-    """RMS level of each frame in dBFS, shape (F,): frame i covers samples [i*hop, i*hop + win)."""
+    """RMS level of each frame in dBFS, its own mean left out (a microphone's DC offset is no sound: 0.01 of it
+    read as steady speech at -40 dBFS), shape (F,): frame i covers samples [i*hop, i*hop + win)."""
     win, hop = _frame_samples(sr)
     n_frames = max(1, int(np.ceil(max(samples.size - win, 0) / hop)) + 1)
     power = np.empty(n_frames)
@@ -112,8 +118,10 @@ def frame_db(samples: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
         chunk = samples[a:b].astype(np.float64)
         chunk = np.pad(chunk, (0, b - a - chunk.size)) if chunk.size < b - a else chunk
         cs = np.concatenate([[0.0], np.cumsum(chunk * chunk)])
+        cs1 = np.concatenate([[0.0], np.cumsum(chunk)])
         starts = np.arange(f1 - f0) * hop
-        power[f0:f1] = np.maximum(cs[starts + win] - cs[starts], 0.0) / win
+        mean = (cs1[starts + win] - cs1[starts]) / win
+        power[f0:f1] = np.maximum((cs[starts + win] - cs[starts]) / win - mean * mean, 0.0)
     return 10.0 * np.log10(power + _EPS)
 
 
@@ -152,11 +160,11 @@ def _thresholds(db: np.ndarray, min_frames: int, opts: SegmentOptions) -> tuple[
     """
     floor = float(np.percentile(db, FLOOR_PERCENTILE))
     level = float(np.percentile(db, LEVEL_PERCENTILE))
-    if level < floor + opts.floor_margin_db:  # the loud frames are noise: speech, if any, fills a few percent
-        risen = db[db > floor + opts.floor_margin_db]  # the frames that can pass a threshold (both are above this)
-        if risen.size >= min_frames:
+    if level < floor + STEADY_SPREAD_DB:  # the loud frames are noise: speech, if any, fills a few percent
+        risen = db[db > floor + STEADY_SPREAD_DB]  # the frames that stand out from the noise
+        if risen.size >= min_frames and np.percentile(risen, LEVEL_PERCENTILE) >= floor + STANDOUT_DB:
             level = float(np.percentile(risen, LEVEL_PERCENTILE))
-        elif level < STEADY_SPEECH_DB:
+        elif level < STEADY_SPEECH_DB:  # (room tone's own loud frames stand out less: its level stays its own)
             return None
     # Relative to the speech level; in noise (a high floor) raised above the floor, but kept below the level
     # itself; never below the absolute silence level.
