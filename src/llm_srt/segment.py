@@ -35,6 +35,8 @@ STANDOUT_DB = 15.0  # in a steady clip, speech is frames standing out this far a
 #                     room tone's own loud frames reach 10-12 dB
 CHUNK_FRAMES = 6_000  # frames per chunk when computing levels (1 minute of audio: ~40 MB of float64 work)
 SMOOTH_FRAMES = 5  # 50 ms moving average when looking for the quietest frame of a forced cut
+TAIL_SECONDS = 0.3  # a segment's sound may go on this long after its speech (a quiet word ending: `_sound_ends`)
+TAIL_DB = 3.0  # ... where frames stand this far above the clip's noise floor
 _EPS = 1e-10
 
 
@@ -99,9 +101,46 @@ def segment(samples: np.ndarray, sr: int = SAMPLE_RATE, max_seconds: float | Non
     spans: list[tuple[int, int]] = []
     for group in groups:
         spans += _fit(group, db, max_frames)
-    spans = _merge_short(spans, int(round(opts.min_seconds / hop)), int(round(opts.split_silence / hop)),
-                         max_frames)
-    return _to_seconds(spans, samples.size / sr, opts.pad, win, hop, opts.max_seconds)
+    split = int(round(opts.split_silence / hop))
+    spans = _merge_short(spans, int(round(opts.min_seconds / hop)), split, max_frames)
+    meets = _meeting_frames(spans, db, split)
+    tails = _sound_ends(spans, meets, db, int(round(TAIL_SECONDS / hop)))
+    return _to_seconds(spans, samples.size / sr, opts.pad, win, hop, opts.max_seconds, meets, tails)
+
+
+def _sound_ends(spans: list[tuple[int, int]], meets: list[int | None], db: np.ndarray, reach: int) -> list[int]:
+    """Where each span's sound ends: past its speech, the last frame within `reach` frames that stands TAIL_DB above
+    the clip's floor (a word's quiet ending, a fricative 10-15 dB under the speech after a stop's silent closure,
+    falls under the thresholds when the floor sits inside pause-less speech), else its speech's end; a span that
+    meets its neighbour (`meets`) reaches the meeting frame already."""
+    floor = float(np.percentile(db, FLOOR_PERCENTILE))
+    tails = []
+    for i, (_, end) in enumerate(spans):
+        stop = min(end + reach, spans[i + 1][0] if i + 1 < len(spans) else db.size)
+        if i + 1 < len(spans) and meets[i] is not None or stop <= end:
+            tails.append(end)
+            continue
+        sound = np.flatnonzero(db[end:stop] > floor + TAIL_DB)
+        tails.append(end + int(sound[-1]) + 1 if sound.size else end)
+    return tails
+
+
+def _meeting_frames(spans: list[tuple[int, int]], db: np.ndarray, split: int) -> list[int | None]:
+    """Where each two neighbouring spans meet: cut inside one phrase group (a pause shorter than `split` frames),
+    at the quietest frame of their pause, so that no sound between them is left out (in speech without pauses the
+    thresholds sit inside the speech, and a word's quiet ending, a fricative at 10 dB under the speech, fell in
+    the "pause" between two segments and in neither); None between groups, where the pause is silence."""
+    meets: list[int | None] = []
+    for (_, end), (start, _) in zip(spans, spans[1:]):
+        if start - end >= split:
+            meets.append(None)
+        elif start <= end:  # a forced cut: the spans touch
+            meets.append(end)
+        else:
+            power = 10.0 ** (db[end:start] / 10.0)
+            smooth = np.convolve(power, np.ones(SMOOTH_FRAMES) / SMOOTH_FRAMES, mode="same")
+            meets.append(end + int(np.argmin(smooth)))
+    return meets
 
 
 def frame_db(samples: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
@@ -251,17 +290,31 @@ def _merge_short(spans: list[tuple[int, int]], min_frames: int, max_gap: int,
 
 
 def _to_seconds(spans: list[tuple[int, int]], duration: float, pad: float, win: float, hop: float,
-                max_seconds: float) -> list[Segment]:
+                max_seconds: float, meets: list[int | None] | None = None,
+                tails: list[int] | None = None) -> list[Segment]:
     """Frame ranges -> padded times; padding never crosses into a neighbour (it stops halfway across a pause), and
-    rounding to milliseconds never takes a segment past `max_seconds` (Whisper's window takes no sample more)."""
+    rounding to milliseconds never takes a segment past `max_seconds` (Whisper's window takes no sample more).
+    `meets[i]`: the frame where spans i and i + 1 meet (`_meeting_frames`): both reach it, as far as `max_seconds`
+    lets them (the span's own padded speech first); None: padded as above. `tails[i]`: where span i's sound ends
+    (`_sound_ends`), padded as its speech."""
     offset = (win - hop) / 2  # [a, b) spans the centres of its frames, +-half a hop
     times = [(offset + a * hop, offset + b * hop) for a, b in spans]
+    meet = [None if m is None else offset + m * hop for m in (meets or [None] * (len(spans) - 1))]
     last_ms = last_millisecond(duration)  # no end rounded past the clip's
     out = []
     for i, (start, end) in enumerate(times):
         left = (times[i - 1][1] + start) / 2 if i > 0 else 0.0
         right = (end + times[i + 1][0]) / 2 if i + 1 < len(times) else duration
+        if tails is not None:
+            end = max(end, offset + tails[i] * hop)
         s, e = max(start - pad, left, 0.0), min(end + pad, right, duration)
+        if i > 0 and meet[i - 1] is not None:
+            s = meet[i - 1]
+        if i + 1 < len(times) and meet[i] is not None:
+            e = meet[i]
+        if e - s > max_seconds:  # the pause or the tail does not fit whole: the speech first, then the end's reach
+            s = min(max(s, e - max_seconds), max(start - pad, 0.0))
+            e = min(e, s + max_seconds)
         s, e = round(s, 3), min(round(e, 3), last_ms)
         if e - s > max_seconds:  # both ends rounded outwards by up to half a millisecond
             e = math.floor(round((s + max_seconds) * 1000, 6)) / 1000

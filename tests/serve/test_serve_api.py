@@ -373,7 +373,7 @@ def test_one_long_upload_out_of_gpu_memory_alone_never_makes_the_server_failing(
     from llm_srt.infer import ALONE_OUT_OF_MEMORY
     from llm_srt.serve.batcher import FAILING_BATCHES
 
-    long = wav_bytes(np.full(25 * 16000, 0.2, dtype=np.float32))
+    long = wav_bytes((0.2 * np.sin(np.arange(25 * 16000) * 0.2)).astype(np.float32))  # 25 s of a tone (constant: DC)
     with local_client(create_app(SpeechTranslator(FakeSystem(fits_s=20)), options(max_batch=1))) as c:
         for _ in range(FAILING_BATCHES):
             r = post(c, TRANSLATIONS, long, source_language="eng")

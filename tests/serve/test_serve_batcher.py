@@ -432,7 +432,7 @@ def test_the_model_thread_makes_the_placements_cuda_device_its_current_one(monke
 
     async def main(system):
         b = await started(SpeechTranslator(system), max_batch=1, max_wait_ms=0)
-        await b.submit(np.full(16000, 0.1, dtype=np.float32), "eng", "deu", Task.SRT)
+        await b.submit(np.sin(np.arange(16000, dtype=np.float32) * 0.2) * 0.1, "eng", "deu", Task.SRT)  # a tone
         await b.stop()
 
     system = OnGPU("cuda:1")
