@@ -273,3 +273,23 @@ def test_load_results_jsonl(tmp_path):
             rep.load_results(path)
     path.write_text(json.dumps({**rows[0], "comet": 0.5, "forced_tags": True, "sentence": None}) + "\n")
     assert rep.load_results(path)[0].comet == 0.5
+
+
+def test_a_15x14_report_md_keeps_its_failed_rows_and_comet_tables_readable():
+    """At the paper's 15 x 14, report.md's failed-rows table had a column for each of 210 directions (a 2,536-
+    character header, rows of "0 of 4") and so had COMET's: the first lists the directions where a row failed, the
+    second becomes a src x tgt matrix per system, like BLEU's."""
+    langs = ["eng", "deu", "fra", "spa", "por", "ita", "nld", "rus", "jpn", "kor", "vie", "ind", "tha", "zho", "yue"]
+    rows = [UtteranceResult(f"{s}-{t}-{i}", s, t, None, "a cat", None, "a cat sat", task="s2tt",
+                            error="OutOfMemoryError" if (t == "zho" and i == 0) else None, comet=50.0 + i)
+            for s in langs for t in langs if s != t for i in range(2)]
+    report = replace(rep.build_report({"A": rows}), comet_model="tiny")
+    md = rep.to_markdown(report)
+    assert max(len(line) for line in md.splitlines() if not line.startswith("| A | OutOfMemory")) < 400
+    failed = md[md.index("## Failed utterances"):]
+    assert "Directions where a row failed" in failed
+    header = next(line for line in failed.splitlines() if line.startswith("| system |"))
+    assert header.count("→zho") == 14 and "→deu" not in header  # only the directions where a row failed
+    assert "### COMET matrix: A (rows: source, columns: target)" in md
+    small = rep.to_markdown(replace(rep.build_report({"A": rows[:8]}), comet_model="tiny"))
+    assert "COMET matrix" not in small and "Directions where a row failed" not in small

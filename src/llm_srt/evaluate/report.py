@@ -31,6 +31,8 @@ MATRIX_PNG = "bleu_matrix.png"
 SCATTER_PNG = "mt_vs_s2tt.png"
 DECIMALS = 1  # the paper's tables show one decimal
 MAX_DIRECTION_COLUMNS = 6  # terminal table: per-direction columns up to this many, else per-source averages
+MAX_MARKDOWN_COLUMNS = 16  # report.md: a column per direction up to this many, else a matrix (COMET) or the
+#                            directions that need one (failed rows)
 MAX_SCATTER_LABELS = 40  # label each point of the scatter plot up to this many directions
 FIELD_ALIASES = {"transcript": "hyp_transcript", "translation": "hyp_translation"}  # infer.py's result keys
 FIELD_TYPES = {"forced_tags": bool, "comet": (int, float)}  # UtteranceResult's fields that are not strings
@@ -359,9 +361,18 @@ def to_markdown(report: Report) -> str:
     if comet_dirs:
         parts += ["", "## COMET by direction (x 100; source: the reference transcript)", "",
                   f"Model: `{report.comet_model}`", ""]
-        parts += _md_table(["system", *[_arrow(d) for d in comet_dirs], "Avg", "rows not scored"],
-                           [[s.name, *[_fmt(s.comet.get(d)) for d in comet_dirs], _fmt(s.average_comet()),
-                             s.comet_unscored] for s in report.systems])
+        if len(comet_dirs) <= MAX_MARKDOWN_COLUMNS:
+            parts += _md_table(["system", *[_arrow(d) for d in comet_dirs], "Avg", "rows not scored"],
+                               [[s.name, *[_fmt(s.comet.get(d)) for d in comet_dirs], _fmt(s.average_comet()),
+                                 s.comet_unscored] for s in report.systems])
+        else:  # one column a direction is unreadable at 15 x 14 (211 columns): the BLEU matrices' shape
+            parts += _md_table(["system", "Avg", "rows not scored"],
+                               [[s.name, _fmt(s.average_comet()), s.comet_unscored] for s in report.systems])
+            comet_srcs, comet_tgts = _unique(d[0] for d in comet_dirs), _unique(d[1] for d in comet_dirs)
+            for s in report.systems:
+                parts += ["", f"### COMET matrix: {s.name} (rows: source, columns: target)", ""]
+                parts += _md_table(["src \\ tgt", *comet_tgts],
+                                   [[src, *[_fmt(s.comet.get((src, t))) for t in comet_tgts]] for src in comet_srcs])
     asr_srcs = _unique(l for s in report.systems for l in s.asr)
     if asr_srcs:
         parts += ["", "## Transcripts: WER / CER by source language (lower is better)", ""]
@@ -397,6 +408,9 @@ def to_markdown(report: Report) -> str:
     parts += ["", f"## Failed utterances ({len(failed)}, scored as empty hypotheses)", ""]
     if failed:
         dirs = _unique(d for _, s in scored for d in s.rows)
+        if len(dirs) > MAX_MARKDOWN_COLUMNS:  # 15 x 14: the directions where a row failed, not 210 columns of 0
+            dirs = _unique(d for _, s in scored for d in s.failed_by_direction() if s.failed_by_direction()[d])
+            parts += ["Directions where a row failed (the others: none):", ""]
         parts += _md_table(["system", *[_arrow(d) for d in dirs], "all"],
                            [[n, *[_of(s.failed_by_direction()[d], s.rows[d]) if d in s.rows else "–" for d in dirs],
                              _of(len(s.failed), s.n_rows)] for n, s in scored])
