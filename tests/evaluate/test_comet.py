@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 
 from llm_srt.errors import LLMSRTError
 from llm_srt.evaluate import comet, run
@@ -270,3 +271,23 @@ def test_systems_of_several_runs_are_tested_sentence_by_sentence(tiny_comet, tmp
     assert (name, c.sentences) == ("B", 3)  # sentences, not run rows
     diff = {i: mean["B"][i] - mean["A"][i] for i in "123"}
     assert c.delta == pytest.approx(((diff["1"] + diff["2"]) / 2 + diff["3"]) / 2)  # eng->deu, eng->fra: averaged
+
+
+def test_comet_runs_on_the_gpu_evaluate_was_given(monkeypatch, tmp_path):
+    """`evaluate --device cuda:3 --comet`: COMET ran on the first visible GPU (Lightning's devices=1), whatever the
+    user chose; now only the chosen GPU is visible to it (through any CUDA_VISIBLE_DEVICES of ours)."""
+    from llm_srt.device import Placement
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6,7")
+    assert comet._bridge_env("cuda:2")["CUDA_VISIBLE_DEVICES"] == "6"
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert comet._bridge_env("cuda:2")["CUDA_VISIBLE_DEVICES"] == "2" and "CUDA_VISIBLE_DEVICES" not in \
+        comet._bridge_env("cpu")
+    seen = []
+    monkeypatch.setattr(run, "comet_python", lambda *_: None)
+    monkeypatch.setattr(run, "check_model", lambda *_: None)
+    monkeypatch.setattr(run, "score_systems", lambda systems, options, log: seen.append(options) or systems)
+    rows = results("a", ["die katze", "der hund", "la maison", "le chat"])
+    run.evaluate({"A": str(write(tmp_path / "hyps.a.jsonl", rows))}, None, tmp_path / "out", log=lambda *_: None,
+                 comet=comet.CometOptions(), placement=Placement(torch.device("cuda", 3), torch.bfloat16))
+    assert [o.device for o in seen] == ["cuda:3"]

@@ -46,6 +46,7 @@ class CometOptions:
     python: str | None = None  # the COMET Python (None: $LLM_SRT_COMET_PYTHON, else the setup's environment)
     batch_size: int = 16
     gpus: int | None = None  # None: 1 when the COMET Python sees CUDA, else 0
+    device: str | None = None  # "cuda:N": COMET runs on that GPU (Lightning's devices=1 is the first one it sees)
 
     def __post_init__(self):
         if not isinstance(self.model, str) or not self.model.strip():
@@ -117,7 +118,7 @@ def segment_scores(samples: list[dict[str, str]], options: CometOptions) -> list
                                        "gpus": options.gpus}, ensure_ascii=False), encoding="utf-8")
         try:
             done = subprocess.run([str(python), "-I", str(bridge), str(request), str(response)],
-                                  capture_output=True, text=True, env=_bridge_env())
+                                  capture_output=True, text=True, env=_bridge_env(options.device))
         except OSError as e:
             raise LLMSRTError(f"--comet-python {python}: cannot run it ({e.strerror or e}); {SETUP_HINT}") from None
         if done.returncode != 0:
@@ -134,14 +135,20 @@ LAUNCHER_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_
                  "ROLE_RANK", "ROLE_WORLD_SIZE", "ROLE_NAME", "MASTER_ADDR", "MASTER_PORT")  # and TORCHELASTIC_*
 
 
-def _bridge_env() -> dict[str, str]:
+def _bridge_env(device: str | None = None) -> dict[str, str]:
     """The COMET Python's environment: ours without the offline switches our CLI turned on for its own runs (a
     user's own stay): COMET downloads a model given by name, and its encoder reads xlm-roberta-large's config and
     tokenizer from the Hugging Face hub or its cache, even for a model on disk. Nor torchrun's variables (rank 0 of
     an `evaluate` under torchrun scores COMET alone): Lightning takes RANK, LOCAL_RANK, ... for a launch of its own
-    and would wait for the other ranks at MASTER_ADDR."""
-    return {k: v for k, v in os.environ.items() if k not in paths.OFFLINE_SET_HERE and k not in LAUNCHER_VARS
-            and not k.startswith("TORCHELASTIC_")}
+    and would wait for the other ranks at MASTER_ADDR. `device` "cuda:N": that GPU alone is visible to it (N counts
+    the GPUs this process sees, so through its CUDA_VISIBLE_DEVICES), as Lightning runs on the first one it sees."""
+    env = {k: v for k, v in os.environ.items() if k not in paths.OFFLINE_SET_HERE and k not in LAUNCHER_VARS
+           and not k.startswith("TORCHELASTIC_")}
+    if device is not None and device.startswith("cuda:"):
+        index = int(device.split(":", 1)[1])
+        seen = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+        env["CUDA_VISIBLE_DEVICES"] = seen[index] if index < len(seen) else str(index)
+    return env
 
 
 def install_env(target: Path | None = None, force: bool = False, log=print) -> Path:

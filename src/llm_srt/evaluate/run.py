@@ -399,7 +399,9 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
         comet_error = None
         if comet is not None:
             try:
-                scored = score_systems(scored, comet, log)
+                where = placement.device
+                scored = score_systems(scored, replace(comet, device=str(where)) if where.type == "cuda"
+                                       and where.index is not None else comet, log)
             except LLMSRTError as e:
                 comet_error = str(e)
             else:
