@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from llm_srt.errors import LLMSRTError
-from llm_srt.evaluate import comet, run
+from llm_srt.evaluate import comet, run, significance
 from llm_srt.evaluate.comet import CometOptions, segment_scores
 from llm_srt.evaluate.report import UtteranceResult, load_results
 
@@ -74,7 +74,9 @@ def write(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def test_evaluate_reports_comet_per_direction_and_tests_it(tiny_comet, tmp_path):
+def test_evaluate_reports_comet_per_direction_and_tests_it(tiny_comet, tmp_path, monkeypatch):
+    monkeypatch.setattr(significance, "MIN_SENTENCES", 1)  # the test's arithmetic on 3 sentences (the rule: its own
+    #                                                         tests in test_significance.py)
     a = write(tmp_path / "hyps.a.jsonl", results("a", ["die katze sat", "der hund", "la maison", "le chat"]))
     b = write(tmp_path / "hyps.b.jsonl", results("b", ["das haus", "", "la maison", "le chat"]))
     lines = []
@@ -255,7 +257,8 @@ def test_the_source_is_part_of_what_is_scored(tiny_comet):
     assert scored[0].comet != pytest.approx(scored[1].comet, abs=1e-6)
 
 
-def test_systems_of_several_runs_are_tested_sentence_by_sentence(tiny_comet, tmp_path):
+def test_systems_of_several_runs_are_tested_sentence_by_sentence(tiny_comet, tmp_path, monkeypatch):
+    monkeypatch.setattr(significance, "MIN_SENTENCES", 1)  # 3 sentences, as above
     a = [write(tmp_path / f"a{k}.jsonl", results("a", hyps)) for k, hyps in
          enumerate((["die katze sat", "der hund", "la maison", "le chat"], ["die katze", "der hund", "la maison", ""]))]
     b = [write(tmp_path / f"b{k}.jsonl", results("b", hyps)) for k, hyps in
