@@ -68,6 +68,14 @@ def test_vectorized_assemble_equals_the_per_row_reference(tmp_path, adapter, lef
         text_only = model.assemble(None, prompt_ids, target_ids, left_pad=left_pad)
         assert all(torch.equal(g, w) for g, w in
                    zip(text_only, _reference_assemble(model, None, prompt_ids, target_ids, left_pad)))
+        # one lookup of the embedding table, BOS included: under FSDP an untied table is gathered whole for each
+        lookups = []
+        hook = model.llm.get_input_embeddings().register_forward_hook(lambda *_: lookups.append(1))
+        try:
+            model.assemble(speech, prompt_ids, target_ids, left_pad=left_pad)
+        finally:
+            hook.remove()
+        assert lookups == [1]
 
 
 def test_forward_takes_pretokenized_ids(tmp_path):

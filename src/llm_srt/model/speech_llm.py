@@ -241,16 +241,20 @@ class SpeechLLM(nn.Module):
             if empty:
                 raise LLMSRTError(f"batch row {empty[0]} has nothing for the LLM to read (no speech frames, no prompt "
                                   "or target tokens, and this tokenizer adds no BOS); give it a prompt or audio")
-        text_len = torch.tensor([len(t) for t in text], dtype=torch.long, device=dev)
-        prompt_len = torch.tensor([len(p) for p in prompt_ids], dtype=torch.long, device=dev)
-        width = max(1, int(text_len.max()) if n else 1)
-        ids = torch.zeros(n, width, dtype=torch.long, device=dev)
-        text_mask = torch.arange(width, device=dev)[None, :] < text_len[:, None]
-        if n:
-            ids[text_mask] = torch.tensor([x for t in text for x in t], dtype=torch.long, device=dev)
+        # the token ids, their rows and columns are laid out on the host and sent once: on a GPU, reading a length
+        # back or indexing with a mask there waits for the device; BOS rides in the same lookup (one gather of an
+        # FSDP-sharded table, not two)
+        lengths = [len(t) for t in text]
+        width = max(1, max(lengths, default=0))
+        n_bos = 0 if bos is None else 1
+        rows_ids = [t + [0] * (width - len(t)) + ([bos] if n_bos else []) for t in text]
+        ids = torch.tensor(rows_ids, dtype=torch.long).reshape(n, width + n_bos).to(dev, non_blocking=True)
+        text_len = torch.tensor(lengths, dtype=torch.long).to(dev, non_blocking=True)
+        prompt_len = torch.tensor([len(p) for p in prompt_ids], dtype=torch.long).to(dev, non_blocking=True)
+        b_host = torch.repeat_interleave(torch.arange(n), torch.tensor(lengths, dtype=torch.long))
+        k_host = torch.tensor([j for length in lengths for j in range(length)], dtype=torch.long)
         embed = self.llm.get_input_embeddings()
         text_emb = embed(ids)
-        n_bos = 0 if bos is None else 1
         if speech is not None:
             speech_emb, speech_mask = speech[0], speech[1].to(dev).bool()
             speech_len = speech_mask.sum(1)
@@ -263,13 +267,12 @@ class SpeechLLM(nn.Module):
         rows = torch.arange(n, device=dev)
         after = self.config.bos_after_speech
         if n_bos:
-            out[rows, offset + speech_len if after else offset] = embed(torch.tensor([bos], dtype=torch.long,
-                                                                                     device=dev)).expand(n, -1)
+            out[rows, offset + speech_len if after else offset] = text_emb[:, width]
         if speech is not None:
             b, j = speech_mask.nonzero(as_tuple=True)
             rank = (speech_mask.long().cumsum(1) - 1)[b, j]  # the k-th real speech frame goes to slot k
             out[b, offset[b] + (0 if after else n_bos) + rank] = speech_emb[b, j].to(out.dtype)
-        b, k = text_mask.nonzero(as_tuple=True)
+        b, k = b_host.to(dev, non_blocking=True), k_host.to(dev, non_blocking=True)
         where = offset[b] + n_bos + speech_len[b] + k
         out[b, where] = text_emb[b, k]
         positions = torch.arange(length, device=dev)[None, :]
