@@ -730,7 +730,7 @@ def test_activation_checkpointing_and_one_process_fsdp_train_as_the_plain_run(ti
         assert not dist.is_initialized()
     assert timeouts == [7.0, 7.0, 7.0]
     assert any("activation checkpointing: 2 LLM decoder layers" in m for m in messages["ac"])
-    assert any("FSDP over 1 ranks" in m for m in messages["fsdp"])
+    assert any("FSDP over 1 process (one device): it holds" in m for m in messages["fsdp"])
     plain = _losses(tmp_path / "plain")
     for name in ("ac", "fsdp"):
         assert _losses(tmp_path / name) == pytest.approx(plain, rel=1e-5), name
@@ -763,7 +763,7 @@ def test_on_a_gpu_auto_trains_in_bf16_with_one_process_fsdp_and_activation_check
     messages = []
     final = recipe.train(recipe.load_config(None, [*args, "max_steps=2"]), log=messages.append)
     assert any("(cuda:0 bfloat16)" in m for m in messages), messages
-    assert any("FSDP over 1 ranks" in m for m in messages) and any("activation checkpointing" in m for m in messages)
+    assert any("FSDP over 1 process" in m for m in messages) and any("activation checkpointing" in m for m in messages)
     assert _final_config(final)["dtype"] == "bfloat16" and not dist.is_initialized()
     messages.clear()
     recipe.train(recipe.load_config(None, args), log=messages.append)

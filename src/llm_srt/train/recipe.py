@@ -453,8 +453,8 @@ class Recipe:
         self.parallel.wrap()
         if self.parallel.sharded:
             held, whole = self.parallel.llm_numel()
-            self.log(f"[{cfg.stage}] FSDP over {d.world} ranks: rank {d.rank} holds {held / 1e6:.3f}M of the LLM's "
-                     f"{whole / 1e6:.3f}M parameters")
+            over = f"{d.world} ranks: rank {d.rank} holds" if d.world > 1 else "1 process (one device): it holds"
+            self.log(f"[{cfg.stage}] FSDP over {over} {held / 1e6:.3f}M of the LLM's {whole / 1e6:.3f}M parameters")
 
     # ---- 4. optimizer / resume --------------------------------------------------------------------------------------
     def setup_optimizer(self) -> None:
