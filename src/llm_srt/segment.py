@@ -103,7 +103,7 @@ def segment(samples: np.ndarray, sr: int = SAMPLE_RATE, max_seconds: float | Non
         spans += _fit(group, db, max_frames)
     split = int(round(opts.split_silence / hop))
     spans = _merge_short(spans, int(round(opts.min_seconds / hop)), split, max_frames)
-    meets = _meeting_frames(spans, db, split)
+    meets = _meeting_frames(spans, db, split, int(round(opts.pad / hop)))
     tails = _sound_ends(spans, meets, db, int(round(TAIL_SECONDS / hop)))
     return _to_seconds(spans, samples.size / sr, opts.pad, win, hop, opts.max_seconds, meets, tails)
 
@@ -125,11 +125,12 @@ def _sound_ends(spans: list[tuple[int, int]], meets: list[int | None], db: np.nd
     return tails
 
 
-def _meeting_frames(spans: list[tuple[int, int]], db: np.ndarray, split: int) -> list[int | None]:
+def _meeting_frames(spans: list[tuple[int, int]], db: np.ndarray, split: int, pad: int) -> list[int | None]:
     """Where each two neighbouring spans meet: cut inside one phrase group (a pause shorter than `split` frames),
     at the quietest frame of their pause, so that no sound between them is left out (in speech without pauses the
     thresholds sit inside the speech, and a word's quiet ending, a fricative at 10 dB under the speech, fell in
-    the "pause" between two segments and in neither); None between groups, where the pause is silence."""
+    the "pause" between two segments and in neither); each span keeps its `pad` frames where the pause is long
+    enough. None between groups, where the pause is silence."""
     meets: list[int | None] = []
     for (_, end), (start, _) in zip(spans, spans[1:]):
         if start - end >= split:
@@ -137,9 +138,11 @@ def _meeting_frames(spans: list[tuple[int, int]], db: np.ndarray, split: int) ->
         elif start <= end:  # a forced cut: the spans touch
             meets.append(end)
         else:
-            power = 10.0 ** (db[end:start] / 10.0)
-            smooth = np.convolve(power, np.ones(SMOOTH_FRAMES) / SMOOTH_FRAMES, mode="same")
-            meets.append(end + int(np.argmin(smooth)))
+            lo, hi = (end + pad, start - pad) if start - end > 2 * pad else (end, start)
+            power = 10.0 ** (db[lo:hi] / 10.0)
+            k = min(SMOOTH_FRAMES, hi - lo)  # windows of the pause's own frames (padded with zeros, its first and
+            smooth = np.convolve(power, np.ones(k) / k, mode="valid")  # last frames looked the quietest)
+            meets.append(lo + int(np.argmin(smooth)) + k // 2)  # the quietest window's centre
     return meets
 
 
@@ -314,6 +317,8 @@ def _to_seconds(spans: list[tuple[int, int]], duration: float, pad: float, win: 
             e = meet[i]
         if e - s > max_seconds:  # the pause or the tail does not fit whole: the speech first, then the end's reach
             s = min(max(s, e - max_seconds), max(start - pad, 0.0))
+            if i > 0 and meet[i - 1] is not None:  # never before the neighbour's end (their meeting frame)
+                s = max(s, meet[i - 1])
             e = min(e, s + max_seconds)
         s, e = round(s, 3), min(round(e, 3), last_ms)
         if e - s > max_seconds:  # both ends rounded outwards by up to half a millisecond

@@ -421,3 +421,15 @@ def test_a_sealed_checkpoint_has_its_folders_synced_too(tmp_path, monkeypatch):
     assert tmp and tmp[0].parent == final.parent
     state = tmp[0] / checkpoint.STATE_DIR
     assert state in synced and synced.index(state) < synced.index(tmp[0])  # deepest first
+
+
+def test_a_save_hashes_its_files_once(tmp_path, monkeypatch):
+    """read_index took the checkpoint just renamed into place for one a crash left unnamed and verified it: every
+    file hashed twice per save (about 1 GB of adapter and optimizer state at the paper's scale)."""
+    hashed = []
+    real = checkpoint._sha256
+    monkeypatch.setattr(checkpoint, "_sha256", lambda p: hashed.append(Path(p).name) or real(p))
+    checkpoint.save(tmp_path, 1, _save_model({"w": torch.zeros(2)}), {"step": 1})  # no index yet: one is built
+    assert sorted(hashed) == ["adapter.pt", "config.json", "state.json", "tensors.safetensors"]
+    checkpoint.save(tmp_path, 2, _save_model({"w": torch.zeros(2)}), {"step": 2})
+    assert len(hashed) == 8 and hashed.count("adapter.pt") == 2

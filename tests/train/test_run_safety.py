@@ -327,6 +327,7 @@ def test_a_raised_max_steps_stretches_a_cosine_schedule_from_the_resumed_step_on
 @pytest.mark.parametrize("item,error", [("precision=bf16", r"precision: bf16 autocast needs a CUDA device here"),
                                         ("data.train=gone.jsonl", r"data.train: gone.jsonl: no such manifest"),
                                         ("data.train=[]", r"data.train: give the training manifest"),
+                                        ('data.train=""', r"data.train: give the training manifest"),
                                         ("data.train=.", r"data.train: \.: a folder, not a manifest")])
 def test_a_cpu_bf16_run_or_a_missing_manifest_stops_before_the_model_is_loaded(tiny_setup, tmp_path, item, error):
     """Each stopped only after the model was built (and for the first two the feature cache filled: for 7B/32B

@@ -527,7 +527,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     # everything else is read from the tensors; these two are not stored in them
     p.add_argument("--num-heads", type=int, default=None, help="Q-Former attention heads (default: hidden / 64)")
     p.add_argument("--lora-alpha", type=int, default=None,
-                   help="LoRA alpha the checkpoint was trained with (default 32, the paper's)")
+                   help="LoRA alpha the checkpoint was trained with (default: a peft adapter_config.json's "
+                        "lora_alpha beside model.pt, else 32, the paper's)")
 
 
 def main(args: argparse.Namespace) -> int:

@@ -170,7 +170,7 @@ def save(run_dir: Path, step: int, save_model: Callable[[Path], None], trainer_s
     os.replace(tmp, final)
     fsync_dir(ckpt_root)
 
-    index = read_index(ckpt_root, log=log)
+    index = read_index(ckpt_root, log=log, saving=step)
     # steps past this one are a run this one abandoned (it resumed from an older checkpoint, the newer ones damaged):
     # they leave the index, and their folders go, so that neither they nor their dev losses crowd this run's own
     # checkpoints (the one it resumed from included) out of keep_last and the best
@@ -192,10 +192,10 @@ def save(run_dir: Path, step: int, save_model: Callable[[Path], None], trainer_s
     return final
 
 
-def read_index(ckpt_root: Path, log: Callable[[str], None] | None = None) -> dict:
+def read_index(ckpt_root: Path, log: Callable[[str], None] | None = None, saving: int | None = None) -> dict:
     """checkpoints/index.json; missing, malformed or naming folders that are not there, it is rebuilt from the
-    sealed folders (each holds its own dev loss), with a message when it existed; an intact folder it does not name
-    joins it."""
+    sealed folders (each holds its own dev loss), with a message when it existed; a sealed folder it does not name
+    joins it (`saving`: the step `save` has just renamed into place, which it adds itself)."""
     path = Path(ckpt_root) / INDEX
     try:
         index = json.loads(path.read_text())
@@ -207,15 +207,17 @@ def read_index(ckpt_root: Path, log: Callable[[str], None] | None = None) -> dic
     if problem is None:
         # a crash between a checkpoint's rename and its index line leaves an intact folder the index does not name:
         # its step joins, and its dev loss the best (it was pruned by the next save, a better one than the best)
-        unnamed = [step for step, folder in _step_folders(ckpt_root)
-                   if step not in index["steps"] and step != index["best_step"] and verify(folder) is None]
+        unnamed = [step for step, folder in _step_folders(ckpt_root)  # sealed (a folder half pruned cannot win:
+                   if step not in index["steps"] and step != index["best_step"] and step != saving  # it lost then)
+                   and (folder / CHECKSUMS).is_file()]
         if unnamed:
             best_step, best_loss = _best(ckpt_root, unnamed)
             index = {**index, "steps": sorted(index["steps"] + unnamed)}
             if best_loss is not None and (index["best_loss"] is None or best_loss < index["best_loss"]):
                 index["best_step"], index["best_loss"] = best_step, best_loss
         return index
-    intact = [step for step, folder in _step_folders(ckpt_root) if verify(folder) is None]  # newest first
+    intact = [step for step, folder in _step_folders(ckpt_root)  # newest first; `saving`: sealed a moment ago
+              if step == saving or verify(folder) is None]
     best_step, best_loss = _best(ckpt_root, intact)
     rebuilt = {"steps": sorted(intact), "best_step": best_step, "best_loss": best_loss}
     if problem:

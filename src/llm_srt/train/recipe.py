@@ -785,7 +785,7 @@ def check_before_start(cfg: TrainConfig, device: torch.device | None = None) -> 
     writes, and a resumed run needs it no more). A curriculum checks every stage so before the first trains: a typo
     in the SRT stage stopped it after the ASR and SMT stages (days at the paper's scale)."""
     _use_bf16(cfg, device if device is not None else device_lib.resolve_device(cfg.device, flag="device="))
-    if not cfg.data.manifests:
+    if not any(str(m).strip() for m in cfg.data.manifests):  # [] or the default ""
         raise ConfigError("data.train: give the training manifest (e.g. data/mini/train.jsonl)")
     for key, manifest in [("data.train", m) for m in cfg.data.manifests] + [("data.dev", cfg.data.dev)]:
         if manifest and not Path(manifest).exists():  # read (and checked row by row) once the model is built
