@@ -96,6 +96,15 @@ def test_claims_say_holds_reversed_or_not_significant_with_p():
     assert table3["reference_loss"]["system"] < table3["reference_loss"]["compared_with"]
     assert table8["reference_loss"]["verdict"] == "not significant"
     assert sum("reference loss (nats/token" in line for line in result["lines"]) == 2
+    # as the demo measures them: the curriculum's SRT loss is given the gold transcript, the Baseline's S2TT loss
+    # speech alone; that pair is not one measure (it printed "holds (p=0.001)"), the SRT pair is
+    tasks = {names[0]: "srt", names[1]: "s2tt", names[2]: "srt"}
+    result = check_claims(dict(zip(names, (full, poor, almost))), losses, samples=300, loss_tasks=tasks)
+    table3, table8 = result["numbers"]
+    assert table3["reference_loss"] == {"verdict": "not comparable", "why": f"{names[0]} is scored as srt, "
+                                                                            f"{names[1]} as s2tt"}
+    assert table8["reference_loss"]["verdict"] == "not significant"
+    assert sum("reference loss: not comparable" in line for line in result["lines"]) == 1
     assert table3["outputs"] == {names[0]: {"rows": 30, "empty": 0, "copies": 0, "forced_tags": 0},
                                  names[1]: {"rows": 30, "empty": 0, "copies": 0, "forced_tags": 0}}
     assert table8["outputs"][names[2]] == {"rows": 30, "empty": 1, "copies": 0, "forced_tags": 0}
@@ -387,3 +396,34 @@ def test_the_text_mt_probe_says_what_failed_and_refuses_a_direction_it_could_not
     assert len(logged) == 1 and logged[0].startswith("warning: flaky: text MT failed on 1 of 6 probe rows (first: "
                                                      "RuntimeError: CUDA out of memory; out of GPU memory as a batch")
     assert logged[0].endswith("); they count as empty translations") and scores["eng-fra"] < 100.0
+
+
+def test_a_reused_stage_trained_for_other_steps_than_its_config_asks_is_refused(tmp_path, monkeypatch):
+    """A finished stage is reused when it has at least max_steps: after smt.yaml's steps were lowered the demo kept
+    the longer run, and the curriculum had more steps than the Baseline and w/o SMT, without a word."""
+    import json
+    from dataclasses import replace
+    from pathlib import Path
+
+    import pytest
+
+    from llm_srt import demo
+    from llm_srt.errors import LLMSRTError
+    from llm_srt.train import curriculum
+
+    asr = tmp_path / "asr"
+    asr.mkdir()
+    (asr / "config.json").write_text("{}")
+    stages = demo.demo_stages(tmp_path / "work", tmp_path / "data", asr=asr)["curriculum"]
+    monkeypatch.setattr(curriculum, "run_stages", lambda stages, log=print: [Path(s.config.output_dir) / "final"
+                                                                            for s in stages])
+    for stage in stages:
+        (Path(stage.config.output_dir) / "final").mkdir(parents=True)
+        (Path(stage.config.output_dir) / "final" / "train_config.json").write_text(
+            json.dumps({"max_steps": stage.config.max_steps}))
+    assert demo.run_with_budget(stages) == [Path(s.config.output_dir) / "final" for s in stages]
+    shorter = [replace(stages[0], config=replace(stages[0].config, max_steps=stages[0].config.max_steps - 5)),
+               stages[1]]
+    with pytest.raises(LLMSRTError, match=r"smt: trained for \d+ steps, and .*smt.yaml now asks \d+: the runs' "
+                                          r"budgets would differ; remove .* to train it again"):
+        demo.run_with_budget(shorter)

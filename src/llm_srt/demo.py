@@ -78,16 +78,36 @@ def demo_stages(work: Path, data: Path, asr: Path = SHIPPED / "asr", dtype: str 
     curriculum = plan([str(DEMO_CONFIGS / "smt.yaml"), str(DEMO_CONFIGS / "srt.yaml")], out_root=work,
                       adjust=on_corpus)
     budget = sum(s.config.max_steps for s in curriculum)
-    if len({s.config.data.batch_size for s in curriculum}) != 1:
-        raise LLMSRTError(f"{DEMO_CONFIGS}: smt.yaml and srt.yaml must share one batch_size (equal budgets)")
+    if len({(s.config.data.batch_size, s.config.optim.accumulation) for s in curriculum}) != 1:
+        raise LLMSRTError(f"{DEMO_CONFIGS}: smt.yaml and srt.yaml must share one batch_size and accumulation (equal "
+                          "budgets)")
+    first = curriculum[0].config
 
     def from_asr(file: Path, out: str) -> Stage:
         cfg = on_corpus(load_config(file))
         return Stage(out, file, replace(cfg, output_dir=str(work / out), max_steps=budget,
-                                        data=replace(cfg.data, batch_size=curriculum[0].config.data.batch_size)))
+                                        data=replace(cfg.data, batch_size=first.data.batch_size),
+                                        optim=replace(cfg.optim, accumulation=first.optim.accumulation)))
 
     return {"curriculum": curriculum, "baseline": [from_asr(DEMO_CONFIGS / "baseline.yaml", "baseline")],
             "no_smt": [from_asr(DEMO_CONFIGS / "srt.yaml", "srt_no_smt")]}
+
+
+def run_with_budget(stages: list, log=print) -> list[Path]:
+    """`run_stages`, then a check that each stage's model was trained for exactly the steps its config asks: a
+    finished stage is reused when it has at least as many (train.recipe), so after a config's max_steps was lowered
+    a run would keep more steps than the others' equal budget, without a word."""
+    from .train.curriculum import run_stages
+    from .train.recipe import finished_steps
+
+    finals = run_stages(stages, log=log)
+    for stage in stages:
+        done, asked = finished_steps(stage.config.output_dir), stage.config.max_steps
+        if done != asked:
+            raise LLMSRTError(f"{stage.config.output_dir}: trained for {done} steps, and {stage.file} now asks "
+                              f"{asked}: the runs' budgets would differ; remove {stage.config.output_dir} to train it "
+                              "again")
+    return finals
 
 
 def probe_rows(dev_manifest: Path, directions, sentences: int = MT_PROBE_SENTENCES) -> list:
@@ -158,7 +178,6 @@ def run_demo(work: Path, data: Path, log=print, dtype: str = "auto", asr: Path =
     from .evaluate.report import load_results
     from .evaluate.run import evaluate, hyps_path
     from .infer import SpeechTranslator
-    from .train.curriculum import run_stages
 
     placement = demo_placement(dtype, log)
     timings: dict[str, float] = {}
@@ -182,9 +201,9 @@ def run_demo(work: Path, data: Path, log=print, dtype: str = "auto", asr: Path =
         log("\n".join(summary.lines()))
     stages = demo_stages(work, data, asr=asr, dtype=placement.dtype_name, seed=seed)
     finals = step("curriculum SMT -> SRT (from the shipped ASR stage)",
-                  lambda: run_stages(stages["curriculum"], log=log))
-    baseline = step("baseline (S2TT, same budget)", lambda: run_stages(stages["baseline"], log=log)[0])
-    no_smt = step("ablation w/o SMT (SRT alone, same budget)", lambda: run_stages(stages["no_smt"], log=log)[0])
+                  lambda: run_with_budget(stages["curriculum"], log=log))
+    baseline = step("baseline (S2TT, same budget)", lambda: run_with_budget(stages["baseline"], log=log)[0])
+    no_smt = step("ablation w/o SMT (SRT alone, same budget)", lambda: run_with_budget(stages["no_smt"], log=log)[0])
     directions = step("the LLM's text MT per direction (dev)",
                       lambda: choose_directions(data / "dev.jsonl", log, placement=placement))
     (work / "report").mkdir(parents=True, exist_ok=True)
@@ -207,7 +226,7 @@ def run_demo(work: Path, data: Path, log=print, dtype: str = "auto", asr: Path =
     runs = step("teacher-forced loss of the references; each run's text MT (its LoRA applied)",
                 lambda: measure_runs(own, scored, probe, log, placement))
     claims = check_claims({name: load_results(hyps_path(work / "report", name)) for name in systems}, runs["losses"],
-                          loss_sentences=[r.sentence_id for r in scored],
+                          loss_sentences=[r.sentence_id for r in scored], loss_tasks=runs["loss_tasks"],
                           text_mt={f"{s}-{t}": directions["bleu"][f"{s}-{t}"] for s, t in directions["chosen"]},
                           lora_text_mt=runs["text_mt"], own_prompt_mt=runs["text_mt_own_prompt"])
     log("\n" + "\n".join(claims["lines"]))
@@ -297,18 +316,20 @@ CLAIMS = (  # (claim, system that should win, system it is compared with, the pa
 
 def check_claims(results: Mapping[str, list], losses: Mapping[str, list[float]] | None = None,
                  samples: int = 1000, loss_sentences: Sequence[str] | None = None,
+                 loss_tasks: Mapping[str, str] | None = None,
                  text_mt: Mapping[str, float] | None = None,
                  lora_text_mt: Mapping[str, Mapping[str, float]] | None = None,
                  own_prompt_mt: Mapping[str, Mapping[str, float]] | None = None) -> dict:
-    """The paper's claims on this run's utterance results (system name -> its rows): average BLEU of each pair
-    and whether the difference is beyond chance (paired bootstrap over the test sentences, p < 0.05). `losses`
-    (system name -> teacher-forced loss of each reference translation, same rows in the same order, lower is
-    better; `loss_sentences`: each of those rows' sentence id, resampled together as the BLEU test resamples them):
-    the same test on the loss, which varies far less than BLEU at this scale. `text_mt` (direction ->
-    the plain LLM's own text-MT BLEU there) and `lora_text_mt` (system name -> direction -> the same measure of
-    that run's LLM with its LoRA, from the plain LLM's MT prompt) and `own_prompt_mt` (the same from the speech
-    LLM's own text-MT prompt, transcript<|src|><|tgt|>, the format its training used): printed with the claims and
-    kept with each, as what bounds them (a curriculum cannot transfer MT its LLM no longer has)."""
+    """The paper's claims on this run's utterance results (system name -> its rows): average BLEU of each pair and
+    whether the difference is beyond chance (paired bootstrap over the test sentences, p < 0.05). `losses` (system name
+    -> teacher-forced loss of each reference translation, same rows in the same order, lower is better;
+    `loss_sentences`: each of those rows' sentence id, resampled together as the BLEU test resamples them): the same
+    test on the loss, which varies far less than BLEU at this scale, between two systems scored in one task
+    (`loss_tasks`: name -> the task its loss was taken in; an SRT loss is given the gold transcript). `text_mt`
+    (direction -> the plain LLM's own text-MT BLEU there) and `lora_text_mt` (system name -> direction -> the same
+    measure of that run's LLM with its LoRA, from the plain LLM's MT prompt) and `own_prompt_mt` (the same from the
+    speech LLM's own text-MT prompt, transcript<|src|><|tgt|>, the format its training used): printed with the claims
+    and kept with each, as what bounds them (a curriculum cannot transfer MT its LLM no longer has)."""
     from .evaluate.report import score_system
     from .evaluate.significance import paired_bootstrap, paired_mean
 
@@ -346,7 +367,15 @@ def check_claims(results: Mapping[str, list], losses: Mapping[str, list[float]] 
                              f"{power['sentences_to_reach']} sentences, and a true {c.delta:+.1f} would be "
                              f"significant 80% of the time with about {power['sentences_for_80_percent']} (or pool "
                              "seeds: README)")
-        if losses and a in losses and b in losses:
+        tasks = [(loss_tasks or {}).get(n) for n in (a, b)]
+        if losses and a in losses and b in losses and tasks[0] != tasks[1]:
+            # an SRT model's reference loss is given the gold transcript, an S2TT model's speech alone: not one
+            # measure (until 2026-12-05 Table 3 printed "holds (p=0.001)" on it)
+            entry["reference_loss"] = {"verdict": "not comparable", "why": f"{a} is scored as {tasks[0]}, {b} as "
+                                                                           f"{tasks[1]}"}
+            lines.append(f"  reference loss: not comparable ({a} is scored as {tasks[0]}, given the gold transcript "
+                         f"where srt; {b} as {tasks[1]})")
+        elif losses and a in losses and b in losses:
             try:
                 t = paired_mean(losses[a], losses[b], samples=samples, sentences=loss_sentences)
             except LLMSRTError as e:
@@ -454,9 +483,10 @@ def measure_runs(systems: Mapping[str, str], rows: list, probe: list | None = No
     from .model.systems import SpeechLLMSystem, TextMTSystem
 
     placement = placement or device.resolve("auto")
-    out: dict[str, dict] = {"losses": {}, "text_mt": {}, "text_mt_own_prompt": {}}
+    out: dict[str, dict] = {"losses": {}, "loss_tasks": {}, "text_mt": {}, "text_mt_own_prompt": {}}
     for name, folder in systems.items():
         task = model_task(folder)
+        out["loss_tasks"][name] = task.value
         model = SpeechLLM.from_pretrained(folder, device=placement.device, dtype=placement.dtype, merge_lora=True)
         losses = out["losses"][name] = reference_losses(model, rows, task)
         line = (f"{name}: mean reference loss {sum(losses) / len(losses):.3f} nats/token ({task.value}, "
