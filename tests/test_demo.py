@@ -421,9 +421,16 @@ def test_a_reused_stage_trained_for_other_steps_than_its_config_asks_is_refused(
         (Path(stage.config.output_dir) / "final").mkdir(parents=True)
         (Path(stage.config.output_dir) / "final" / "train_config.json").write_text(
             json.dumps({"max_steps": stage.config.max_steps}))
+        (Path(stage.config.output_dir) / "final" / "config.json").write_text("{}")
     assert demo.run_with_budget(stages) == [Path(s.config.output_dir) / "final" for s in stages]
     shorter = [replace(stages[0], config=replace(stages[0].config, max_steps=stages[0].config.max_steps - 5)),
                stages[1]]
-    with pytest.raises(LLMSRTError, match=r"smt: trained for \d+ steps, and .*smt.yaml now asks \d+: the runs' "
-                                          r"budgets would differ; remove .* to train it again"):
+    ran = []
+    monkeypatch.setattr(curriculum, "run_stages", lambda stages, log=print: ran.append(stages))
+    with pytest.raises(LLMSRTError, match=r"smt: trained for \d+ steps, and the demo's budget for it is \d+: the "
+                                          r"runs' budgets would differ; remove .*smt, .*srt to train again"):
         demo.run_with_budget(shorter)
+    assert ran == []  # refused before any stage trains (the SRT stage would train from the longer SMT)
+    longer = [replace(stages[0], config=replace(stages[0].config, max_steps=stages[0].config.max_steps + 5))]
+    demo.run_with_budget(longer)  # fewer steps than asked: the run goes on from its checkpoint
+    assert ran == [longer]

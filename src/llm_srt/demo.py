@@ -94,20 +94,20 @@ def demo_stages(work: Path, data: Path, asr: Path = SHIPPED / "asr", dtype: str 
 
 
 def run_with_budget(stages: list, log=print) -> list[Path]:
-    """`run_stages`, then a check that each stage's model was trained for exactly the steps its config asks: a
-    finished stage is reused when it has at least as many (train.recipe), so after a config's max_steps was lowered
-    a run would keep more steps than the others' equal budget, without a word."""
+    """`run_stages`, refused first where a stage's model was trained for more steps than the demo's budget for it:
+    a finished stage is reused when it has at least as many (train.recipe), so after a config's max_steps was lowered
+    a run kept more steps than the others' equal budget, without a word (and later stages trained from it)."""
     from .train.curriculum import run_stages
-    from .train.recipe import finished_steps
+    from .train.recipe import finished_steps, is_finished
 
-    finals = run_stages(stages, log=log)
-    for stage in stages:
-        done, asked = finished_steps(stage.config.output_dir), stage.config.max_steps
-        if done != asked:
-            raise LLMSRTError(f"{stage.config.output_dir}: trained for {done} steps, and {stage.file} now asks "
-                              f"{asked}: the runs' budgets would differ; remove {stage.config.output_dir} to train it "
-                              "again")
-    return finals
+    for k, stage in enumerate(stages):
+        out, asked = stage.config.output_dir, stage.config.max_steps
+        done = finished_steps(out) if is_finished(out) else None
+        if done is not None and done > asked:
+            later = [s.config.output_dir for s in stages[k:]]
+            raise LLMSRTError(f"{out}: trained for {done} steps, and the demo's budget for it is {asked}: the runs' "
+                              f"budgets would differ; remove {', '.join(later)} to train again")
+    return run_stages(stages, log=log)
 
 
 def probe_rows(dev_manifest: Path, directions, sentences: int = MT_PROBE_SENTENCES) -> list:

@@ -317,8 +317,7 @@ def _to_seconds(spans: list[tuple[int, int]], duration: float, pad: float, win: 
             e = meet[i]
         if e - s > max_seconds:  # the pause or the tail does not fit whole: the speech first, then the end's reach
             s = min(max(s, e - max_seconds), max(start - pad, 0.0))
-            if i > 0 and meet[i - 1] is not None:  # never before the neighbour's end (their meeting frame)
-                s = max(s, meet[i - 1])
+            s = max(s, meet[i - 1] if i > 0 and meet[i - 1] is not None else left)  # never before the neighbour's end
             e = min(e, s + max_seconds)
         s, e = round(s, 3), min(round(e, 3), last_ms)
         if e - s > max_seconds:  # both ends rounded outwards by up to half a millisecond
