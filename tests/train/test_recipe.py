@@ -783,7 +783,8 @@ def test_auto_trains_in_float32_without_autocast_on_a_gpu_that_emulates_bfloat16
 
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: capability)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: "GPU")
-    cfg = recipe.load_config(None, [f"output_dir={tmp_path / 'run'}"])
+    (tmp_path / "train.jsonl").write_text("")  # set-up checks that the manifest is there, not what it holds
+    cfg = recipe.load_config(None, [f"output_dir={tmp_path / 'run'}", f"data.train={tmp_path / 'train.jsonl'}"])
     messages = []
     r = recipe.Recipe(cfg, log=messages.append)
     r.d, r.device = Dist(), torch.device("cuda", 0)
