@@ -348,10 +348,13 @@ def summarize(options: PaperOptions, placement: Placement, rows: list[dict], sea
     def best_of(system):
         """The fastest eager greedy run of `system` that stayed within the search's memory cap (if any): the pooled
         peer has no compiled rows, so CUDA graphs must not be credited to the Q-Former in their ratio."""
-        cap = search.get(system, {}).get("memory_gib")
+        found = search.get(system, {})
+        cap, oom = found.get("memory_gib"), found.get("out_of_memory_at")
         candidates = [r for r in rows if r["system"] == system and r["beam"] == 1 and not r.get("compiled")] + \
-            search.get(system, {}).get("probes", [])
-        candidates = [r for r in candidates if cap is None or r["peak_mib"] <= cap * 1024]
+            found.get("probes", [])
+        if cap is not None:  # what the capped search let the allocator have, and no batch it saw run out of it
+            room = cap * 1024 - (found.get("outside_allocator_mib") or 0)
+            candidates = [r for r in candidates if r["peak_mib"] <= room and (oom is None or r["batch_size"] < oom)]
         return max(candidates, key=lambda r: r["utterances_per_s"]) if candidates else None
 
     fit = {s: best_of(s) for s in SYSTEMS}
