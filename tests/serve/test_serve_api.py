@@ -611,3 +611,13 @@ def test_silence_is_no_speech_and_impossible_subtitles_are_refused(client):
     r = post(client, TRANSCRIPTIONS, silence, language="eng", response_format="srt", subtitles="translation")
     err = r.json()["error"]
     assert r.status_code == 400 and err["param"] == "subtitles" and "task asr writes no translation" in err["message"]
+
+
+def test_head_probes_and_a_streamed_request_get_plain_answers(client, clip):
+    """Uptime checks and proxies probe with HEAD (405 made a healthy server look down); the OpenAI SDK's
+    stream=True read the JSON answer as an empty stream without an error: a 400 naming the field now."""
+    for path in ("/health", "/v1/models", "/"):
+        assert client.head(path).status_code == 200, path
+    r = post(client, TRANSLATIONS, clip[1], source_language="eng", stream="true")
+    assert r.status_code == 400 and r.json()["error"]["param"] == "stream", r.text
+    assert post(client, TRANSLATIONS, clip[1], source_language="eng", stream="false").status_code == 200

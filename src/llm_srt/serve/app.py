@@ -137,6 +137,7 @@ class AudioForm:
     subtitles: str | None
     beam_size: str | None = None
     max_new_tokens: str | None = None
+    stream: str | None = None
 
 
 def audio_form(
@@ -152,9 +153,10 @@ def audio_form(
                                                       "server's --beam; at most --max-beam)")] = None,
     max_new_tokens: Annotated[str | None, Form(description="this request's token cap (default and at most: the "
                                                            "server's --max-new-tokens)")] = None,
+    stream: Annotated[str | None, Form(description="OpenAI's streaming: not supported (false only)")] = None,
 ) -> AudioForm:
     return AudioForm(file, model, response_format, source_language, target_language, language, task, subtitles,
-                     beam_size, max_new_tokens)
+                     beam_size, max_new_tokens, stream)
 
 
 # ---- the app --------------------------------------------------------------------------------------------------------
@@ -194,11 +196,11 @@ def create_app(translator: SpeechTranslator, options: ServeOptions = ServeOption
 
     html = resources.files(__package__).joinpath(PAGE).read_text(encoding="utf-8")  # read once, served as is
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse, include_in_schema=False)
     async def page() -> str:
         return html
 
-    @app.get("/health")
+    @app.api_route("/health", methods=["GET", "HEAD"])  # HEAD: uptime checks and proxies probe with it
     async def health() -> JSONResponse:
         failing = batcher.stats.failing  # a device broken for good (a CUDA error): 503, so that it is restarted
         return JSONResponse(status_code=503 if failing else 200, content={
@@ -208,7 +210,7 @@ def create_app(translator: SpeechTranslator, options: ServeOptions = ServeOption
                        "max_new_tokens": options.batch.decoding.max_new_tokens,
                        "max_segment_seconds": options.batch.segment.max_seconds}})
 
-    @app.get("/v1/models")
+    @app.api_route("/v1/models", methods=["GET", "HEAD"])  # HEAD: uptime checks and proxies probe with it
     async def models() -> dict:
         return {"object": "list",
                 "data": [{"id": options.model_name, "object": "model", "created": started, "owned_by": "llm-srt"}]}
@@ -232,6 +234,9 @@ def create_app(translator: SpeechTranslator, options: ServeOptions = ServeOption
 def _handler(endpoint: Endpoint, batcher: Batcher, decoder: DecodePool, options: ServeOptions):
     async def handle(request: Request, form: Annotated[AudioForm, Depends(audio_form)]) -> Response:
         check_fields(form)
+        # the OpenAI SDK's stream=True read a JSON answer as an empty stream, without an error
+        if (form.stream or "").strip().lower() not in ("", "false", "0"):
+            raise APIError(400, "stream: streamed answers are not supported; leave stream out (or false)", "stream")
         render = RENDERERS.get(form.response_format)
         if render is None:
             raise APIError(400, f"unknown response_format {form.response_format!r}: use one of "
@@ -360,7 +365,7 @@ def too_large_message(options: ServeOptions) -> str:
 def check_fields(form: AudioForm) -> None:
     """400 naming the field for a text field that is absurdly long or holds control characters."""
     for param in ("model", "response_format", "source_language", "target_language", "language", "task",
-                  "subtitles", "beam_size", "max_new_tokens"):
+                  "subtitles", "beam_size", "max_new_tokens", "stream"):
         value = getattr(form, param)
         if value is None:
             continue
