@@ -308,16 +308,18 @@ def _to_seconds(spans: list[tuple[int, int]], duration: float, pad: float, win: 
     for i, (start, end) in enumerate(times):
         left = (times[i - 1][1] + start) / 2 if i > 0 else 0.0
         right = (end + times[i + 1][0]) / 2 if i + 1 < len(times) else duration
+        before = meet[i - 1] if i > 0 else None  # where it meets the span before, if it does
+        after = meet[i] if i + 1 < len(times) else None
         if tails is not None:
             end = max(end, offset + tails[i] * hop)
         s, e = max(start - pad, left, 0.0), min(end + pad, right, duration)
-        if i > 0 and meet[i - 1] is not None:
-            s = meet[i - 1]
-        if i + 1 < len(times) and meet[i] is not None:
-            e = meet[i]
+        if before is not None:
+            s = before
+        if after is not None:
+            e = after
         if e - s > max_seconds:  # the pause or the tail does not fit whole: the speech first, then the end's reach
             s = min(max(s, e - max_seconds), max(start - pad, 0.0))
-            s = max(s, meet[i - 1] if i > 0 and meet[i - 1] is not None else left)  # never before the neighbour's end
+            s = max(s, left if before is None else before)  # never before the neighbour's end
             e = min(e, s + max_seconds)
         s, e = round(s, 3), min(round(e, 3), last_ms)
         if e - s > max_seconds:  # both ends rounded outwards by up to half a millisecond

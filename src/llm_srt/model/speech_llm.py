@@ -249,9 +249,10 @@ class SpeechLLM(nn.Module):
         n_bos = 0 if bos is None else 1
         rows_ids = [t + [0] * (width - len(t)) + ([bos] if n_bos else []) for t in text]
         ids = torch.tensor(rows_ids, dtype=torch.long).reshape(n, width + n_bos).to(dev, non_blocking=True)
-        text_len = torch.tensor(lengths, dtype=torch.long).to(dev, non_blocking=True)
+        lengths_host = torch.tensor(lengths, dtype=torch.long)
+        text_len = lengths_host.to(dev, non_blocking=True)
         prompt_len = torch.tensor([len(p) for p in prompt_ids], dtype=torch.long).to(dev, non_blocking=True)
-        b_host = torch.repeat_interleave(torch.arange(n), torch.tensor(lengths, dtype=torch.long))
+        b_host = torch.repeat_interleave(torch.arange(n), lengths_host)
         k_host = torch.tensor([j for length in lengths for j in range(length)], dtype=torch.long)
         embed = self.llm.get_input_embeddings()
         text_emb = embed(ids)
