@@ -186,7 +186,7 @@ def run_items(system: System, items: Sequence[Item], options: DecodingOptions = 
               batch_size: int = 8, progress: Callable[[int], object] | None = None,
               on_output: Callable[[int, Output], object] | None = None,
               first: Sequence[float] | None = None, skip: Callable[[int], bool] | None = None,
-              remember_out_of_memory: bool = True) -> list[Output]:
+              remember_out_of_memory: bool = True, between: Callable[[], object] | None = None) -> list[Output]:
     """One Output per item, in order, however mixed the languages and tasks. Items run longest first in batches of
     `batch_size` (similar lengths together; the first batch shows the peak memory), or, with `first` (a key per
     item), lowest key first and longest first within a key; each item's output is capped by its own budget
@@ -198,7 +198,8 @@ def run_items(system: System, items: Sequence[Item], options: DecodingOptions = 
     every later batch). A failed row has `error` set, as has an item no system can run (model.systems.check_item), which
     never reaches the system, and an item for which `skip(k)` is true when its batch is formed (its caller gone:
     NOT_RUN). `progress(n)` is called as n more items are done (failed ones included); `on_output(k, output)` as
-    item k's output is ready (in the order the items run)."""
+    item k's output is ready (in the order the items run); `between()` before each batch is formed (a server runs
+    the requests that arrived meanwhile there, so they do not wait for every batch of this call)."""
     if batch_size < 1:
         raise LLMSRTError(f"batch size must be at least 1, got {batch_size} (--batch-size)")
     outputs: list[Output | None] = [None] * len(items)
@@ -222,6 +223,8 @@ def run_items(system: System, items: Sequence[Item], options: DecodingOptions = 
     except TypeError:  # a system that cannot be hashed or weakly referenced (a dataclass): this call's cap only
         seen = _Batches()
     while order:
+        if between is not None:
+            between()
         chunk: list[int] = []
         while order and len(chunk) < min(batch_size, seen.most or batch_size):
             k = order.popleft()
@@ -307,8 +310,8 @@ class SpeechTranslator:
                   segment_options: SegmentOptions = SegmentOptions(), progress=None,
                   on_result: Callable[[int, TranslationResult], object] | None = None,
                   whole_clips: bool = False, shortest_first: bool = False,
-                  cancelled: Callable[[int], bool] | None = None,
-                  remember_out_of_memory: bool = True) -> list[TranslationResult]:
+                  cancelled: Callable[[int], bool] | None = None, remember_out_of_memory: bool = True,
+                  between_batches: Callable[[], object] | None = None) -> list[TranslationResult]:
         """One result per input, in order. `src` / `tgt` / `task`: one value, or one per input ("auto" source:
         language ID per input, from its longest speech segment). Each input goes to the system as its speech
         segments (`speech_segments`); one without speech gets no segment and empty texts. `whole_clips` (evaluate:
@@ -319,13 +322,13 @@ class SpeechTranslator:
         groups of about PENDING_SECONDS of audio, so memory does not grow with the number of inputs; `on_result(i,
         result)` is called as each input is done (its last segment back from the system, so not in input order), so a
         caller can write it out at once and an interrupted run keeps every input that was finished.
-        `shortest_first` (a server's batch of requests): the inputs with the least audio run first, so a short
-        request is answered before a long one's other segments run (else a group's inputs run in windows of about
-        FINISH_WINDOW_SECONDS of audio, in order, and segments longest first within a window, whatever their input:
-        run longest first over the whole group, no input was finished, and so written, until near its end, and an
-        interrupted run of long files kept none). `cancelled(i)`: input i's caller has stopped waiting (a timeout, a client gone): its
-        segments not yet in a batch are left out (NOT_RUN), so the model runs on for no one no longer than the
-        batch it is in. `remember_out_of_memory`: see `run_items`."""
+        `shortest_first` (a server's batch of requests): the inputs with the least audio run first, so a short request
+        is answered before a long one's other segments run (else a group's inputs run in windows of about
+        FINISH_WINDOW_SECONDS of audio, in order, and segments longest first within a window, whatever their input: run
+        longest first over the whole group, no input was finished, and so written, until near its end, and an
+        interrupted run of long files kept none). `cancelled(i)`: input i's caller has stopped waiting (a timeout, a
+        client gone): its segments not yet in a batch are left out (NOT_RUN), so the model runs on for no one no longer
+        than the batch it is in. `remember_out_of_memory`, `between_batches` (its `between`): see `run_items`."""
         if batch_size < 1:
             raise LLMSRTError(f"batch size must be at least 1, got {batch_size} (--batch-size)")
         n = len(inputs)
@@ -375,7 +378,7 @@ class SpeechTranslator:
             run_items(self.system, [w[3] for w in work], options, batch_size, progress, on_output,
                       first=[durations[w[0]] if shortest_first else window[w[0]] for w in work],
                       skip=None if cancelled is None else lambda k: cancelled(work[k][0]),
-                      remember_out_of_memory=remember_out_of_memory)
+                      remember_out_of_memory=remember_out_of_memory, between=between_batches)
 
         for i, a in enumerate(asked):
             if cancelled is not None and cancelled(i):

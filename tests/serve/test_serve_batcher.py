@@ -2,6 +2,7 @@
 
 import asyncio
 import threading
+from collections import deque
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from llm_srt.errors import LLMSRTError
 from llm_srt.infer import TranslationResult
 from llm_srt.prompts import Task
 from llm_srt.segment import SegmentOptions
-from llm_srt.serve.batcher import BatchOptions, Batcher, BusyError
+from llm_srt.serve.batcher import BatchOptions, Batcher, BusyError, Pending
 
 
 class Recorder:
@@ -441,3 +442,154 @@ def test_the_model_thread_makes_the_placements_cuda_device_its_current_one(monke
     made.clear()
     run(main(OnGPU("cpu")))
     assert made == []
+
+
+class Timed:
+    """A system whose every model call takes `seconds` and is recorded as the seconds of audio of its items."""
+    name, placement = "timed", None
+
+    def __init__(self, seconds: float = 0.3, fail_below: float = 0.0):
+        self.seconds, self.fail_below = seconds, fail_below
+        self.calls: list[list[float]] = []
+
+    def run_batch(self, items, options):
+        import time
+
+        from llm_srt.model.systems import Output
+
+        self.calls.append([round(it.audio.size / 16000, 1) for it in items])  # a segment: its speech + 0.1 s
+        time.sleep(self.seconds)
+        if any(it.audio.size / 16000 < self.fail_below for it in items):
+            raise RuntimeError("this batch's model call failed")
+        return [Output("t", "tr") for _ in items]
+
+    def detect_language(self, audio):
+        return "eng"
+
+
+def talk(segments: int, seconds: float = 1.5) -> np.ndarray:
+    """`segments` tones of `seconds`, 3 s apart: that many speech segments."""
+    t = np.arange(int(segments * (seconds + 3) * 16000)) / 16000
+    return np.where((t % (seconds + 3)) < seconds, 0.3 * np.sin(2 * np.pi * 440 * t), 1e-3).astype(np.float32)
+
+
+async def calls_made(system: Timed, n: int) -> None:
+    for _ in range(1000):
+        if len(system.calls) >= n:
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"{len(system.calls)} model calls, not {n}")
+
+
+def test_a_short_request_runs_between_the_model_calls_of_a_long_batch():
+    """A review timed a 1 s clip at 26 s behind three 590 s uploads: a batch was one translate() call, and a request
+    arriving meanwhile waited for all of it. Now the model thread runs the waiting shorter requests between two
+    model calls of the batch: the clip waits for one call, is answered while the long one still runs, and the long
+    one loses none of its segments."""
+    from llm_srt.infer import SpeechTranslator
+
+    async def main():
+        system = Timed()
+        b = await started(SpeechTranslator(system), max_batch=2, max_wait_ms=0)
+        long = asyncio.ensure_future(b.submit(talk(8), "eng", "deu", Task.SRT))
+        await calls_made(system, 1)
+        short = await asyncio.wait_for(b.submit(talk(1, 1.0), "eng", "deu", Task.SRT), 5)
+        running = not long.done()
+        long = await long
+        await b.stop()
+        return system.calls, short, running, long, b.stats.to_dict()
+
+    calls, short, running, long, stats = run(main())
+    assert calls == [[1.6, 1.6], [1.1], [1.6, 1.6], [1.6, 1.6], [1.6, 1.6]] and running
+    assert len(short.segments) == 1 and len(long.segments) == 8 and not long.error
+    assert stats["calls"] == 2 and stats["batch_sizes"] == {"1": 2}
+
+
+def test_a_request_as_long_as_the_running_batch_waits_for_it():
+    """Only shorter requests run inside a batch: an upload as long as the one running queues behind it (no two
+    long uploads take turns), and so does one of another decoding only when it is not shorter."""
+    from llm_srt.infer import SpeechTranslator
+
+    async def main():
+        system = Timed(0.1)
+        b = await started(SpeechTranslator(system), max_batch=2, max_wait_ms=0)
+        first = asyncio.ensure_future(b.submit(talk(4), "eng", "deu", Task.SRT))
+        await calls_made(system, 1)
+        await b.submit(talk(4), "eng", "fra", Task.SRT)
+        await first
+        await b.stop()
+        return system.calls
+
+    assert run(main()) == [[1.6, 1.6], [1.6, 1.6], [1.6, 1.6], [1.6, 1.6]]
+
+
+def test_a_request_run_inside_a_batch_that_fails_fails_alone():
+    """The requests run between a batch's model calls are a batch of their own: if the system fails them, they fail
+    (each with its error) and are counted as a failed batch, and the batch they interrupted still answers."""
+    from llm_srt.infer import SpeechTranslator
+
+    async def main():
+        system = Timed(0.2, fail_below=1.2)
+        b = await started(SpeechTranslator(system), max_batch=2, max_wait_ms=0)
+        long = asyncio.ensure_future(b.submit(talk(4), "eng", "deu", Task.SRT))
+        await calls_made(system, 1)
+        short = await asyncio.wait_for(b.submit(talk(1, 1.0), "eng", "deu", Task.SRT), 5)
+        long = await long
+        for _ in range(500):  # the batch ends a moment after its answer
+            if not b.queued_seconds:
+                break
+            await asyncio.sleep(0.01)
+        await b.stop()
+        return short, long, b.stats
+
+    short, long, stats = run(main())
+    assert short.error and "this batch's model call failed" in short.error
+    assert not long.error and len(long.segments) == 4 and stats.calls == 2 and stats.failed_in_a_row == 0
+
+
+def test_batches_run_one_inside_another_at_most_preempt_depth_deep(monkeypatch):
+    """A medium request runs inside a long batch, and a short one inside the medium one; with PREEMPT_DEPTH 1 the
+    short one waits for the medium batch, and the long batch makes one model call between two batches run inside it
+    (a stream of short requests does not stall it); with 0 nothing runs inside a batch (as before)."""
+    from llm_srt.infer import SpeechTranslator
+    from llm_srt.serve import batcher
+
+    async def main():
+        system = Timed(0.25)
+        b = await started(SpeechTranslator(system), max_batch=1, max_wait_ms=0)
+        long = asyncio.ensure_future(b.submit(talk(4, 2.0), "eng", "deu", Task.SRT))
+        await calls_made(system, 1)
+        medium = asyncio.ensure_future(b.submit(talk(3), "eng", "deu", Task.SRT))
+        await calls_made(system, 2)
+        await b.submit(talk(1, 1.0), "eng", "deu", Task.SRT)
+        await asyncio.gather(long, medium)
+        await b.stop()
+        return system.calls
+
+    assert run(main()) == [[2.1], [1.6], [1.1], [1.6], [1.6], [2.1], [2.1], [2.1]]
+    monkeypatch.setattr(batcher, "PREEMPT_DEPTH", 1)  # the short one then runs inside the long batch, which first
+    assert run(main()) == [[2.1], [1.6], [1.6], [1.6], [2.1], [1.1], [2.1], [2.1]]  # makes a call of its own
+    monkeypatch.setattr(batcher, "PREEMPT_DEPTH", 0)
+    assert run(main()) == [[2.1], [2.1], [2.1], [2.1], [1.6], [1.6], [1.6], [1.1]]
+
+
+def test_requests_are_left_in_the_queue_when_the_event_loop_does_not_hand_them_over(monkeypatch):
+    """The model thread waits TAKE_SECONDS for the event loop to hand it the waiting requests; if the loop does not
+    answer in time, the batch goes on, and when the loop gets to it later it takes nothing (no request is marked
+    running and then never run)."""
+    from llm_srt.serve import batcher
+
+    monkeypatch.setattr(batcher, "TAKE_SECONDS", 0.05)
+    b = Batcher(Recorder())
+    loop = asyncio.new_event_loop()  # not running: its callbacks wait
+    try:
+        waiting = Pending(np.zeros(100, np.float32), "eng", "deu", Task.SRT, loop.create_future(),
+                          b.options.decoding)
+        b._queue = deque([waiting])
+        b._preempt(loop, 1000, 1)  # gives up after TAKE_SECONDS
+        loop.call_soon(loop.stop)
+        loop.run_forever()  # now the loop runs the hand-over, which finds it given up
+        assert list(b._queue) == [waiting] and not waiting.running and b.stats.calls == 0
+    finally:
+        loop.close()
+    b._preempt(loop, 1000, 1)  # a closed loop: the server is stopping

@@ -7,18 +7,20 @@ thread: the model runs one batch at a time and the event loop stays free to acce
 that arrive while a batch runs queue up and form the next batch at once. A request whose caller stops waiting
 (timeout, disconnected client) leaves the queue at once: the model never runs for it; once in a running batch, its
 segments not yet run are left out, and its audio counts as queued until that batch ends. In a batch, the requests
-with the least audio run first (a short clip is answered before a long upload's other segments run). A request may
-bring its own
-DecodingOptions (beam size, token cap): a batch holds requests of one kind of decoding, the first waiting request's;
-the others keep their place in the queue for a later batch.
+with the least audio run first (a short clip is answered before a long upload's other segments run). Nor does a
+short request that arrives while a long batch runs wait for all of it: before each model call of a batch, the
+model thread takes the waiting requests with less audio than the batch's longest and runs them as a batch of their
+own first (`Batcher._preempt`; up to PREEMPT_DEPTH batches deep), so a 1 s clip waits for one model call, not for
+three 10-minute uploads. A request may bring its own DecodingOptions (beam size, token cap): a batch holds requests
+of one kind of decoding, the first waiting request's; the others keep their place in the queue for a later batch.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import math
 from collections import Counter, deque
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -70,6 +72,8 @@ class Pending:
     left: bool = False  # its submit() has returned or raised (answered, failed, timed out or cancelled)
 
 
+PREEMPT_DEPTH = 3  # batches run inside a running batch's model calls, one inside another at most this deep
+TAKE_SECONDS = 1.0  # how long the model thread waits for the event loop to hand it the waiting requests
 FAILING_BATCHES = 3  # batches in a row whose every request failed in the model: the server reports itself failing
 
 
@@ -241,35 +245,103 @@ class Batcher:
                 await self._run(loop, live)
 
     async def _run(self, loop: asyncio.AbstractEventLoop, group: list[Pending]) -> None:
-        def answer(i: int, result: TranslationResult) -> None:  # on the model thread, as each request is done
-            loop.call_soon_threadsafe(_settle, group[i].future, result)
+        self._started(group)
+        outcome: list | Exception = []
+        try:
+            outcome = await loop.run_in_executor(self._executor, self._translate, loop, group, 0)
+        except Exception as e:  # noqa: BLE001 - one failing batch must not stop the server
+            outcome = e
+        finally:
+            self._finish(group, outcome)
 
+    def _started(self, group: list[Pending]) -> None:
+        """On the event loop's thread: `group` goes to the model (its audio is held until `_finish`)."""
         for p in group:
             p.running = True
         self.stats.sizes[len(group)] += 1  # here, not on the model thread: `/health` iterates it on this one
-        try:
-            results = await loop.run_in_executor(self._executor, self._translate, group, answer)
-            self.stats.ended([r for r in results if r is not None])  # the requests that ran (not cancelled)
-        except Exception as e:  # noqa: BLE001 - one failing batch must not stop the server
-            self.stats.ended([e])
+
+    def _finish(self, group: list[Pending], outcome: list | Exception) -> None:
+        """On the event loop's thread: `group`'s batch has ended with `outcome`, its results (None: not run) or the
+        exception the whole batch raised."""
+        if isinstance(outcome, Exception):
+            self.stats.ended([outcome])
             for p in group:
                 if not p.future.done():
-                    p.future.set_exception(e)
-        finally:
-            for p in group:
-                p.running = False
-                if p.left:  # its submit() is gone: its audio is let go here (else there, when it returns)
-                    self._held -= p.audio.size
+                    p.future.set_exception(outcome)
+        else:
+            self.stats.ended([r for r in outcome if r is not None])  # the requests that ran (not cancelled)
+        for p in group:
+            p.running = False
+            if p.left:  # its submit() is gone: its audio is let go here (else there, when it returns)
+                self._held -= p.audio.size
 
-    def _translate(self, group: list[Pending], answer: Callable[[int, TranslationResult], object]) -> list:
-        """The group through the model, the requests with the least audio first; each request is answered as soon
-        as its last segment is back (a short clip batched with a long one does not wait for the long one's other
-        segments), and one whose caller has gone runs no further segment. The results of the requests that ran."""
+    def _translate(self, loop: asyncio.AbstractEventLoop, group: list[Pending], depth: int) -> list:
+        """On the model thread: the group through the model, the requests with the least audio first; each request
+        is answered as soon as its last segment is back (a short clip batched with a long one does not wait for the
+        long one's other segments), and one whose caller has gone runs no further segment. Before each model call,
+        shorter requests that arrived meanwhile run first (`_preempt`). The results of the requests that ran."""
+        def answer(i: int, result: TranslationResult) -> None:  # as each request is done
+            loop.call_soon_threadsafe(_settle, group[i].future, result)
+
+        longest = max(p.audio.size for p in group)
+
+        def between() -> None:
+            if depth < PREEMPT_DEPTH:
+                self._preempt(loop, longest, depth + 1)
+
         return self.translator.translate([p.audio for p in group], [p.src for p in group], [p.tgt for p in group],
-                                  task=[p.task for p in group], options=group[0].decoding,
-                                  batch_size=self.options.max_batch, segment_options=self.options.segment,
-                                  on_result=answer, shortest_first=True, cancelled=lambda i: group[i].future.done(),
-                                  remember_out_of_memory=False)  # one long request must not shrink later batches
+                                         task=[p.task for p in group], options=group[0].decoding,
+                                         batch_size=self.options.max_batch, segment_options=self.options.segment,
+                                         on_result=answer, shortest_first=True,
+                                         cancelled=lambda i: group[i].future.done(),
+                                         remember_out_of_memory=False,  # one long request must not shrink later ones
+                                         between_batches=between)
+
+    def _preempt(self, loop: asyncio.AbstractEventLoop, longest: int, depth: int) -> None:
+        """On the model thread, between two model calls of a running batch: the waiting requests with fewer than
+        `longest` samples (the running batch's longest request) run now, as a batch of their own (`_take`), and
+        the running batch goes on when they are done. Only shorter ones: a long upload that arrives waits for the
+        batch running, as in a queue, and the batches one inside another get shorter."""
+        taken: concurrent.futures.Future = concurrent.futures.Future()
+
+        def take() -> None:  # on the event loop's thread
+            if taken.set_running_or_notify_cancel():  # not given up on by the model thread
+                try:
+                    taken.set_result(self._take(longest))
+                except BaseException as e:  # noqa: BLE001 - handed to the model thread
+                    taken.set_exception(e)
+
+        try:
+            loop.call_soon_threadsafe(take)
+            group = taken.result(TAKE_SECONDS)
+        except RuntimeError:  # the event loop is closed: the server is stopping
+            return
+        except concurrent.futures.TimeoutError:  # the loop is busy: the batch goes on, the requests wait
+            if taken.cancel():
+                return
+            group = taken.result()  # `take` is running: it hands them over at once
+        if not group:
+            return
+        outcome: list | Exception
+        try:
+            outcome = self._translate(loop, group, depth)
+        except Exception as e:  # noqa: BLE001 - it fails these requests, not the batch it interrupted
+            outcome = e
+        try:
+            loop.call_soon_threadsafe(self._finish, group, outcome)
+        except RuntimeError:  # the event loop is closed
+            pass
+
+    def _take(self, longest: int) -> list[Pending]:
+        """On the event loop's thread: the requests `_preempt` runs, taken from the queue (at most max_batch, in
+        their order, of the first one's decoding, each with fewer than `longest` samples)."""
+        shorter = [p for p in self._queue or () if p.audio.size < longest and not p.future.done()]
+        group = [p for p in shorter if p.decoding == shorter[0].decoding][:self.options.max_batch] if shorter else []
+        for p in group:
+            self._queue.remove(p)
+        if group:
+            self._started(group)
+        return group
 
 
 def use_device(placement) -> None:
