@@ -131,3 +131,19 @@ def test_ctrl_c_while_the_verb_imports_is_the_interrupted_line(monkeypatch, caps
     monkeypatch.setattr(importlib, "import_module", interrupted)
     assert cli.main(["train", "x.yaml"]) == 130
     assert capsys.readouterr().err == "llm-srt train: interrupted\n"
+
+
+def test_a_reader_that_stops_early_gets_no_traceback():
+    """`llm-srt translate ... | head -1`: the pipe closed under a verb printing its results, which ended in a
+    BrokenPipeError traceback (and another as Python flushed stdout at exit). Now no traceback, exit 141 (as a shell
+    reports a process SIGPIPE ended)."""
+    code = ("import sys\n"
+            "import llm_srt.evaluate.score as score\n"
+            "from llm_srt import cli\n"
+            "score.main = lambda args: [print('x' * 100) for _ in range(100_000)] and 0\n"
+            "sys.exit(cli.main(['score', '--hyp', 'h', '--ref', 'r', '--tgt-lang', 'deu']))\n")
+    reader = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    reader.stdout.readline()
+    reader.stdout.close()  # as `head -1` does
+    err = reader.stderr.read().decode()
+    assert reader.wait(60) == cli.BROKEN_PIPE == 141 and "Traceback" not in err and err == ""

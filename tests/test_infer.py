@@ -66,7 +66,7 @@ def test_bad_file_is_reported_and_the_rest_translated(model_dir, clips, tmp_path
     rc = cli.main(["translate", *files, "--model", str(model_dir), "--src", "eng", "--tgt", "deu", "--format", "json",
                    "--max-new-tokens", "8"])
     out = json.loads(capsys.readouterr().out)
-    assert rc == 0 and [r["audio"] for r in out] == files
+    assert rc == 3 and [r["audio"] for r in out] == files  # some failed (before: 0, as if every input had gone well)
     assert [r["error"] is None for r in out] == [True, False, False, True]
     assert "junk.wav" in out[1]["error"] and "missing.flac" in out[2]["error"]
     assert {"audio", "src", "tgt", "transcript", "translation", "error"} <= set(out[0])
@@ -588,7 +588,7 @@ def test_a_failed_segment_is_counted_and_the_inputs_other_segments_kept(tmp_path
     rc = cli.main(["translate", *files, "--model", "stub", "--src", "eng", "--tgt", "deu", "--format", "srt",
                    "--out-dir", str(tmp_path / "out")])
     err = capsys.readouterr().err.splitlines()
-    assert rc == 0 and err == [f"llm-srt translate: {files[0]}: {talk_result.error}",
+    assert rc == 3 and err == [f"llm-srt translate: {files[0]}: {talk_result.error}",
                                "llm-srt translate: 1 of 2 inputs failed in part (named above); the segments that did "
                                f"not fail are in their *.incomplete files in {tmp_path / 'out'}, and "
                                "--skip-existing translates them again"]
@@ -608,7 +608,7 @@ def test_a_failed_segment_is_counted_and_the_inputs_other_segments_kept(tmp_path
                                      "with these settings, kept") in capsys.readouterr().err
     assert (tmp_path / "out" / "talk.srt").read_text().count("-->") == 3
     assert not (tmp_path / "out" / "talk.srt.incomplete").exists()  # (which --skip-existing would never redo)
-    assert cli.main([*again, "--line-width", "30"]) == 0  # with other settings: the earlier output goes, said so
+    assert cli.main([*again, "--line-width", "30"]) == 3  # with other settings: the earlier output goes, said so
     assert f"{tmp_path / 'out' / 'talk.srt'}, an earlier run's output, removed" in capsys.readouterr().err
     assert not (tmp_path / "out" / "talk.srt").exists() and (tmp_path / "out" / "talk.srt.incomplete").is_file()
 
@@ -814,7 +814,7 @@ def test_a_folder_given_as_an_input_is_named_with_the_pattern_that_gives_its_fil
     write_wav(tmp_path / "a.wav", recording(3.0, [(0.5, 2.5)]))
     stub_cli(monkeypatch, Stub())
     assert cli.main(["translate", str(tmp_path / "talks"), str(tmp_path / "a.wav"), "--model", "stub", "--src",
-                     "eng", "--tgt", "deu"]) == 0  # the other input is translated
+                     "eng", "--tgt", "deu"]) == 3  # the other input is translated
     err = capsys.readouterr().err
     assert f"{tmp_path / 'talks'}: is a directory, not a file; name the files in it (a shell pattern: " \
            f"{tmp_path / 'talks'}/*)" in err
@@ -850,3 +850,76 @@ def test_line_width_is_checked_before_any_model_loads():
         with pytest.raises(LLMSRTError, match=rf"--line-width {bad}: give 0 \(one unwrapped cue a segment\) or at "
                                               "least 10 columns"):
             infer.main(args)
+
+
+def test_skip_existing_translates_again_when_the_model_folders_files_change(tmp_path, monkeypatch, capsys):
+    """The record named the model by its folder's path alone: a model trained again into the same folder (or weights
+    copied over it) left every output of the old one "up to date". The folder's files (names, sizes, times) are part
+    of the settings now; the same folder left alone is still skipped."""
+    stub = Stub()
+    stub_cli(monkeypatch, stub)
+    write_wav(tmp_path / "a.wav", recording(3.0, [(0.5, 2.5)]))
+    model = tmp_path / "m"
+    (model / "sub").mkdir(parents=True)
+    (model / "config.json").write_text("{}")
+    (model / "sub" / "w.bin").write_bytes(b"1234")
+    args = ["translate", str(tmp_path / "a.wav"), "--model", str(model), "--src", "eng", "--tgt", "deu", "--format",
+            "srt", "--out-dir", str(tmp_path / "out"), "--skip-existing"]
+    assert cli.main(args) == 0 and len(stub.batches) == 1
+    assert cli.main(args) == 0 and len(stub.batches) == 1  # skipped
+    (model / "sub" / "w.bin").write_bytes(b"12345")  # other weights in the same folder
+    capsys.readouterr()
+    assert cli.main(args) == 0 and len(stub.batches) == 2
+    assert "1 of 1 inputs translated again: their files in" in capsys.readouterr().err
+    assert cli.main(args) == 0 and len(stub.batches) == 2
+
+
+def test_an_input_keeps_its_place_in_out_dir_when_run_again_with_other_inputs(tmp_path, monkeypatch):
+    """Outputs are placed by the folder the inputs given share: a.wav with b.wav went to OUT/d1/a.srt, a.wav alone
+    (the input that failed, run again) to OUT/a.srt, beside the first run's files, and --skip-existing did not see
+    it. An input recorded in the folder keeps its place."""
+    def rows(stub: Stub) -> int:
+        return sum(map(len, stub.batches))
+
+    stub = Stub()
+    stub_cli(monkeypatch, stub)
+    for d in ("d1", "d2"):
+        (tmp_path / d).mkdir()
+        write_wav(tmp_path / d / f"{d}.wav", recording(3.0, [(0.5, 2.5)]))
+    one, two = str(tmp_path / "d1" / "d1.wav"), str(tmp_path / "d2" / "d2.wav")
+    out = tmp_path / "out"
+    base = ["--model", "stub", "--src", "eng", "--tgt", "deu", "--format", "srt", "--out-dir", str(out)]
+    assert cli.main(["translate", one, two, *base]) == 0 and rows(stub) == 2
+    assert cli.main(["translate", one, *base, "--skip-existing"]) == 0 and rows(stub) == 2  # skipped
+    assert cli.main(["translate", one, *base]) == 0 and rows(stub) == 3  # translated again, in its place
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.srt")) == ["d1/d1.srt", "d2/d2.srt"]
+    three = tmp_path / "d1" / "new.wav"  # a new input still goes where the inputs given with it place it
+    write_wav(three, recording(3.0, [(0.5, 2.5)]))
+    assert cli.main(["translate", one, str(three), *base, "--skip-existing"]) == 0 and rows(stub) == 4
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.srt")) == ["d1/d1.srt", "d2/d2.srt", "new.srt"]
+
+
+def test_the_exit_code_says_some_inputs_failed_and_a_failed_inputs_stale_output_goes(tmp_path, monkeypatch,
+                                                                                      capsys):
+    """Some inputs failing, whole or in part, was exit 0, as if all had gone well (a script went on without them);
+    it is 3 now (1 when none was translated). An input that fails whole kept an earlier run's output of other audio
+    beside this run's files, without a word: it is removed, and the line says so."""
+    from llm_srt.infer import SOME_FAILED
+
+    stub = Stub(fails=lambda item: item.audio.size < 1.5 * SR)
+    stub_cli(monkeypatch, stub)
+    write_wav(tmp_path / "a.wav", recording(3.0, [(0.5, 2.5)]))
+    write_wav(tmp_path / "b.wav", recording(3.0, [(0.5, 2.5)]))
+    write_wav(tmp_path / "part.wav", recording(9.0, [(0.5, 2.5), (5.0, 6.0)]))  # its short segment fails
+    out = tmp_path / "out"
+    base = ["--model", "stub", "--src", "eng", "--tgt", "deu", "--format", "srt", "--out-dir", str(out)]
+    files = [str(tmp_path / n) for n in ("a.wav", "b.wav")]
+    assert cli.main(["translate", *files, *base]) == 0 and (out / "b.srt").is_file()
+    (tmp_path / "b.wav").write_bytes(b"RIFF\x00\x00")  # other audio, which fails
+    capsys.readouterr()
+    assert cli.main(["translate", *files, *base]) == SOME_FAILED == 3
+    assert not (out / "b.srt").exists() and (out / "a.srt").is_file()
+    assert (f"{out / 'b.srt'}, an earlier run's output, removed: this run translated that input again, from other "
+            "audio or with other settings, and failed") in capsys.readouterr().err
+    assert cli.main(["translate", files[0], str(tmp_path / "part.wav"), *base]) == 3  # one failed in part
+    assert cli.main(["translate", files[1], *base]) == 1  # none translated

@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+BROKEN_PIPE = 141  # the exit code when stdout's reader has gone: a shell's for a process SIGPIPE ended (128 + 13)
 PROGRESS_LOG_INTERVAL_S = 30  # progress-bar updates at most this often when stderr is a file or a pipe
 
 
@@ -93,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"llm-srt {verb}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # stdout's reader has gone (`llm-srt translate ... | head -1`): no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nor another at exit, flushing stdout
+        return BROKEN_PIPE
 
 
 if __name__ == "__main__":

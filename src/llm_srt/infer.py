@@ -32,6 +32,7 @@ from .model.systems import CANNOT_RUN, Item, Output, System, cap, check_item, lo
 from .prompts import Task
 from .segment import Segment, SegmentOptions, last_millisecond, segment
 
+SOME_FAILED = 3  # translate's exit code when some inputs failed, whole or in part, and others were translated
 NOT_RUN = "not run: its caller stopped waiting for it"  # an item or input `skip` / `cancelled` left out
 ALONE_OUT_OF_MEMORY = ("; out of GPU memory as a batch of one: free the GPU of other processes, or lower "
                        "--max-new-tokens or the audio's length")  # added to such a row's error
@@ -546,6 +547,8 @@ def main(args) -> int:
                 from None
     outputs = output_paths(args.audio, out_dir, FILE_SUFFIX[args.format]) if out_dir and args.format != "json" \
         else None
+    if outputs:
+        outputs = recorded_places(args.audio, outputs, out_dir)
     if out_dir and args.format == "json":
         check_not_inputs(args.audio, [out_dir / "results.json"])
     options = decoding_from_args(args)
@@ -603,6 +606,16 @@ def main(args) -> int:
             print(f"llm-srt translate: {note}", file=sys.stderr)
         text = _render(r, args) if args.format != "json" and (r.kept or not r.error) else None
         if outputs:
+            if text is None and r.error and outputs[k].is_file() and before.get(_key(outputs[k], out_dir)) != {
+                    "settings": settings, "input": source(k)}:  # an earlier run's output of other audio or settings
+                try:
+                    outputs[k].unlink()
+                    print(f"llm-srt translate: {shown(str(outputs[k]))}, an earlier run's output, removed: this run "
+                          "translated that input again, from other audio or with other settings, and failed",
+                          file=sys.stderr)
+                except OSError as e:
+                    print(f"llm-srt translate: {shown(str(outputs[k]))}, an earlier run's output of other audio or "
+                          f"settings, is left in place: cannot remove it ({e.strerror or e})", file=sys.stderr)
             if text is not None:
                 # an input that failed in part: its segments that did not fail beside its output, whose name
                 # --skip-existing takes for a finished input, so that a later run translates it again whole
@@ -663,7 +676,9 @@ def main(args) -> int:
                  "their outputs hold the segments that did not fail")
         print(f"llm-srt translate: {partly} of {len(results)} inputs failed in part (named above); {where}",
               file=sys.stderr)
-    return 0 if failed < len(results) else 1
+    if failed == len(results):
+        return 1
+    return SOME_FAILED if failed or partly else 0
 
 
 def _note(r: TranslationResult, args) -> str | None:
@@ -712,6 +727,13 @@ def output_paths(inputs: Sequence[str], out_dir: Path, suffix: str) -> list[Path
     absolute = [Path(os.path.abspath(p)) for p in inputs]
     common = Path(os.path.commonpath([str(p.parent) for p in absolute]))
     outputs = [out_dir / p.relative_to(common).with_suffix(suffix) for p in absolute]
+    _refuse_shared(inputs, outputs)
+    return outputs
+
+
+def _refuse_shared(inputs: Sequence[str], outputs: Sequence[Path]) -> None:
+    """Two different inputs that would write one output, or an output that would overwrite an input: refused."""
+    absolute = [Path(os.path.abspath(p)) for p in inputs]
     first: dict[str, int] = {}
     for k, out in enumerate(outputs):
         j = first.setdefault(str(out).casefold(), k)
@@ -719,7 +741,24 @@ def output_paths(inputs: Sequence[str], out_dir: Path, suffix: str) -> list[Path
             raise LLMSRTError(f"--out-dir: {shown(inputs[j])} and {shown(inputs[k])} would both write "
                               f"{shown(str(outputs[j]))}; rename one, or translate them in separate runs")
     check_not_inputs(inputs, outputs)
-    return outputs
+
+
+def recorded_places(inputs: Sequence[str], outputs: list[Path], out_dir: Path) -> list[Path]:
+    """`outputs` (output_paths), but an input whose output a run before wrote in `out_dir` elsewhere keeps that
+    place: output_paths places an input by the inputs given with it, so a run given fewer inputs (the ones that
+    failed, again) put them under another folder, beside the files of the first run, and --skip-existing did not
+    see them. An input recorded at several places keeps the place computed now if it is one of them, else the
+    first in name order; only files there now, of the same format, count."""
+    placed: dict[str, list[Path]] = {}
+    for file, entry in _written_with(out_dir).items():
+        path = entry["input"].get("path") if isinstance(entry.get("input"), dict) else None
+        if isinstance(path, str) and file.endswith(outputs[0].suffix) and (out_dir / file).is_file():
+            placed.setdefault(path, []).append(out_dir / file)
+    moved = [out if out in (there := sorted(placed.get(os.path.abspath(a), []))) or not there else there[0]
+             for a, out in zip(inputs, outputs)]
+    if moved != outputs:
+        _refuse_shared(inputs, moved)
+    return moved
 
 
 def check_not_inputs(inputs: Sequence[str], outputs: Sequence[Path]) -> None:
@@ -741,12 +780,27 @@ def _settings(args, options: DecodingOptions, segments: SegmentOptions) -> dict:
     outputs)."""
     model = Path(args.model)
     dtype = placement_of.resolve(args.device, args.dtype).dtype_name
+    folders = {k: Path(v) for k in ("whisper", "llm", "encoder") if (v := getattr(args, k, None))}
     return {"model": str(model.resolve()) if model.exists() else args.model, "src": args.src, "tgt": args.tgt,
             "dtype": dtype,
             "task": args.task, "format": args.format, "subtitles": args.subtitles, "line_width": args.line_width,
-            "models": {k: str(Path(v).resolve()) for k in ("whisper", "llm", "encoder")
-                       if (v := getattr(args, k, None))},
+            "models": {k: str(v.resolve()) for k, v in folders.items()},
+            "files": {k: files_fingerprint(v) for k, v in {"model": model, **folders}.items() if v.exists()},
             "decoding": {k: v for k, v in vars(options).items() if k != "compile"}, "segments": vars(segments)}
+
+
+def files_fingerprint(path: Path) -> str:
+    """The sha256 of the names, sizes and modification times of the files in a model folder (or of one file): a
+    model trained again into the same folder, or weights copied over it, writes other outputs, which
+    --skip-existing must not take for this model's (it compared the folder's path alone). Sizes and times, not the
+    contents: the same for a folder's weights left alone, and read in microseconds."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for p in files:
+        st = p.stat()
+        digest.update(f"{p.relative_to(path).as_posix() if path.is_dir() else p.name}\0{st.st_size}\0"
+                      f"{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
 
 
 def _key(path: Path, out_dir: Path) -> str:

@@ -224,7 +224,7 @@ def test_translate_keeps_the_good_file_among_the_hostile_paths(paths, model_dir,
                    "--max-new-tokens", "4", "--format", "json"])
     out = capsys.readouterr()
     results = json.loads(out.out)
-    assert rc == 0 and [r["audio"] for r in results] == [shown(f) for f in files]
+    assert rc == 3 and [r["audio"] for r in results] == [shown(f) for f in files]
     assert [r["error"] is None for r in results] == [f == good_clip for f in files] and results[3]["segments"]
     lines = [line for line in out.err.splitlines() if line.startswith("llm-srt translate:")]
     assert len(lines) == len(files) and all(line.isprintable() for line in lines), lines
