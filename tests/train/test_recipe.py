@@ -875,3 +875,30 @@ def test_the_train_log_keeps_small_learning_rates(tmp_path):
     recipe._log_json(tmp_path, {"step": 1, "lr": 1e-8, "loss": 2.123456789, "grad_norm": 3.5e-9})
     logged = json.loads((tmp_path / "train_log.jsonl").read_text())
     assert logged == {"step": 1, "lr": 1e-8, "loss": 2.123457, "grad_norm": 3.5e-9}
+
+
+def test_seconds_per_step_leave_out_dev_evaluations_and_checkpoints(tiny_setup, tmp_path, monkeypatch):
+    """s_per_step was the run's wall time over its steps, so every dev evaluation (with dev_decode, minutes at paper
+    scale) and checkpoint write raised it (a review: 3.24, 2.08, then 7.36 s after step 2's evaluation). A clock
+    that only evaluations and saves move shows it: the logged figure is that of the steps alone."""
+    clock = [0.0]
+    real_save = recipe.Recipe.save_checkpoint
+
+    def evaluate(self):
+        clock[0] += 1000.0
+        return {"dev_loss": 1.0}
+
+    def save_checkpoint(self, dev_loss):
+        clock[0] += 1000.0
+        real_save(self, dev_loss)
+
+    monkeypatch.setattr(recipe.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(recipe.Recipe, "evaluate", evaluate)
+    monkeypatch.setattr(recipe.Recipe, "save_checkpoint", save_checkpoint)
+    lines = []
+    args = overrides(tiny_setup, tmp_path / "run", save_every=2, eval_every=2, log_every=1, max_steps=4,
+                     **{"data.dev": tiny_setup["manifest"], "data.dev_size": 2})
+    recipe.train(recipe.load_config(None, args), log=lines.append)
+    logged = [json.loads(r) for r in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["s_per_step"] for r in logged if "s_per_step" in r] == [0.0] * 4
+    assert any(line.endswith("(0.00 s/step)") for line in lines), lines

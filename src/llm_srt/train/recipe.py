@@ -506,7 +506,7 @@ class Recipe:
                               "free space or fix the folder, then run the same command") from None
         self.bar = tqdm(total=cfg.max_steps, initial=self.step, desc=f"train {cfg.stage}", disable=not self.d.main,
                         dynamic_ncols=True)
-        self.t0, self.steps_timed = time.perf_counter(), 0
+        self.step_seconds, self.steps_timed = 0.0, 0  # the training steps' time: not evaluations' nor checkpoints'
         self.model.train()
         while self.step < cfg.max_steps:
             loss = self.train_step()
@@ -530,6 +530,7 @@ class Recipe:
         from torch.distributed.tensor import DTensor
 
         cfg, d, parallel = self.cfg, self.d, self.parallel
+        start = time.perf_counter()
         self.optimizer.zero_grad(set_to_none=True)
         micro = [self.data.next_batch() for _ in range(cfg.optim.accumulation)]
         # on the device: the step's one wait for it is after the last backward (a CPU tensor here went to the GPU and
@@ -572,6 +573,7 @@ class Recipe:
         self.scheduler.step()
         self.step += 1
         self.steps_timed += 1
+        self.step_seconds += time.perf_counter() - start  # the loss and the norm above waited for the device
         return loss
 
     def _stop_not_finite(self, what: str, quantity: str) -> None:
@@ -604,7 +606,7 @@ class Recipe:
             self.write_logs(lambda: _log_json(self.out, {
                 "step": self.step, "loss": loss, "lr": lr, "grad_norm": self.grad_norm,
                 **({"ctc_loss": self.ctc_loss} if self.ctc_loss is not None else {}),
-                "s_per_step": (time.perf_counter() - self.t0) / self.steps_timed}))
+                "s_per_step": self.step_seconds / self.steps_timed}))  # dev evaluations and saves left out
 
     def write_logs(self, write) -> None:
         """Rank 0 runs `write` (log lines); an I/O failure there or in the progress bar / TensorBoard since the last
@@ -669,7 +671,7 @@ class Recipe:
         on_main(self.d, lambda: _save_final(self.model, self.out, weights, self.cfg, self.settings))  # init_from's hash, taken at start
         if self.d.main:
             self.log(f"[{self.cfg.stage}] done: {self.out / FINAL} "
-                     f"({(time.perf_counter() - self.t0) / max(1, self.steps_timed):.2f} s/step)")
+                     f"({self.step_seconds / max(1, self.steps_timed):.2f} s/step)")
         barrier(self.d)
         return self.out / FINAL
 
