@@ -78,7 +78,7 @@ def test_translation_in_every_format(client, clip, expected):
     assert vtt.headers["content-type"].startswith("text/vtt")
     verbose = post(client, TRANSLATIONS, wav, response_format="verbose_json", **ask).json()
     assert verbose == {
-        "task": "translate", "mode": "srt", "language": "eng", "target_language": "deu", "duration": 1.0,
+        "task": "translate", "mode": "srt", "language": "english", "target_language": "deu", "duration": 1.0,
         "text": srt.translation, "transcript": srt.transcript, "translation": srt.translation,
         "forced_tags": srt.forced_tags,  # SRT rows whose language tags greedy decoding wrote for the model
         "no_speech": False, "error": None,
@@ -117,7 +117,7 @@ def test_transcription(client, clip, expected):
     assert post(client, TRANSCRIPTIONS, wav, language="eng").json() == {"text": asr.transcript}
     verbose = post(client, TRANSCRIPTIONS, wav, language="en", response_format="verbose_json").json()
     assert verbose["task"] == "transcribe" and verbose["target_language"] is None
-    assert verbose["text"] == asr.transcript and verbose["language"] == "eng"
+    assert verbose["text"] == asr.transcript and verbose["language"] == "english"  # OpenAI's name, not the code
     assert post(client, TRANSCRIPTIONS, wav, language="eng", response_format="srt").text.endswith(
         f"{asr.transcript}\n")
 

@@ -1,10 +1,14 @@
 """Bounded work per request: a timed-out or disconnected request leaves the batcher's queue at once and the model
 never runs for it; queued decodes are dropped the same way; a pool caps concurrent decodes (503 + Retry-After
-beyond its queue); audio longer than --max-audio-seconds gets 413."""
+beyond its queue); audio longer than --max-audio-seconds gets 413; a full temporary disk is the server's 507."""
 
 import asyncio
+import errno
 import io
+import logging
+import os
 import socket
+import tempfile
 import threading
 import time
 
@@ -183,3 +187,53 @@ def test_the_decoder_may_read_the_cap_of_48_khz_stereo_at_most():
     assert e.value.status == 413 and "hi.flac" in e.value.message and "192000 Hz" in e.value.message
     ok = wav_bytes(np.zeros(15 * 44100, np.float32), sr=44100)  # an ordinary rate keeps the whole cap
     assert uploads.decode_audio(ok, "ok.wav", max_seconds=20).size == 15 * 16000
+
+
+class NeverRuns:
+    """A translator for requests that must never reach the model."""
+
+    def translate(self, *args, **kw):
+        raise AssertionError("the model ran")
+
+
+@pytest.mark.parametrize("code, status, says", [
+    (errno.ENOSPC, 507, "the server's temporary disk is full"),
+    (errno.EDQUOT, 507, "the server's temporary disk is full"),
+    (errno.EIO, 500, f"the server's temporary disk failed storing the upload ({os.strerror(errno.EIO)})"),
+])
+def test_a_full_temporary_disk_is_the_servers_error_and_logged(clip, monkeypatch, caplog, code, status, says):
+    """The form parser spools the upload to a temporary file. A full disk under it was a 400 "There was an error
+    parsing the body" with no log line: the client blamed its request and the operator never heard. Now a 507 (500
+    for another OSError) that says whose it is, and an ERROR line naming the disk; a malformed body stays a 400."""
+    def write(self, data):
+        raise OSError(code, os.strerror(code))
+
+    with local_client(create_app(NeverRuns(), options())) as c, caplog.at_level(logging.INFO, "llm_srt.serve"):
+        monkeypatch.setattr(tempfile.SpooledTemporaryFile, "write", write)
+        r = post(c, clip[1])
+        monkeypatch.undo()
+        err = r.json()["error"]
+        assert r.status_code == status and err["param"] == "file", r.text
+        assert err["message"].startswith(says) and "operator" in err["message"] and "\n" not in err["message"]
+        assert err["type"] == ("insufficient_storage" if status == 507 else "server_error")
+        assert tempfile.gettempdir() not in err["message"]  # the server's folders are not the client's business
+        logged = [rec.getMessage() for rec in caplog.records if rec.levelno == logging.ERROR]
+        assert len(logged) == 1 and tempfile.gettempdir() in logged[0] and os.strerror(code) in logged[0]
+        assert ("is full" in logged[0]) == (status == 507)
+        caplog.clear()
+        bad = c.post(TRANSLATIONS, content=b"--x\r\nContent-Disposition: form-data; name=file; filename=a.wav\r\n"
+                     b"\r\nRIFF", headers={"content-type": "multipart/form-data; boundary=x"})
+        assert bad.status_code == 400 and not [rec for rec in caplog.records if rec.levelno >= logging.WARNING]
+
+
+def test_an_upload_the_server_cannot_read_back_is_its_500(caplog):
+    """Read back in its decode slot, an upload whose temporary file fails (an I/O error) was the client's 400."""
+    class Failing(io.BytesIO):
+        def read(self, *args):
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    with caplog.at_level(logging.ERROR, "llm_srt.serve"), pytest.raises(uploads.UploadError) as e:
+        uploads.read_and_decode(Failing(b"x"), "clip.wav", 10)
+    assert e.value.status == 500 and e.value.message.startswith("the server's temporary disk failed reading the "
+                                                                "upload back (")
+    assert "reading the upload back failed" in caplog.text and os.strerror(errno.EIO) in caplog.text

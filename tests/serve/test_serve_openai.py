@@ -33,7 +33,7 @@ def test_openai_client_translates_and_transcribes(client, translator, clip):
     verbose = client.audio.translations.create(model="whisper-1", file=("clip.wav", wav, "audio/wav"),
                                                response_format="verbose_json",
                                                extra_body={"source_language": "eng", "target_language": "deu"})
-    assert verbose.duration == 1.0 and verbose.language == "eng" and verbose.text == want.translation
+    assert verbose.duration == 1.0 and verbose.language == "english" and verbose.text == want.translation
     srt = client.audio.translations.create(model="llm-srt-tiny", file=("clip.wav", wav, "audio/wav"),
                                            response_format="srt", extra_body={"source_language": "eng",
                                                                               "target_language": "deu"})
@@ -69,3 +69,27 @@ def test_chunked_upload_over_the_limit_is_refused_while_streaming(base_url):
     r = httpx.post(f"{base_url}/v1/audio/translations", content=body(), timeout=30,
                    headers={"content-type": f"multipart/form-data; boundary={boundary}"})
     assert r.status_code == 413 and r.json()["error"]["type"] == "request_too_large"
+
+
+def test_verbose_json_speaks_openais_language_and_refuses_word_timestamps(client, base_url, clip):
+    """OpenAI's verbose_json gives "language" as a lower-case English name and timestamp_granularities=["word"] gives
+    words. Ours gave the ISO 639-3 code and took word to answer without a word (a client read it as none spoken):
+    now OpenAI's name, and word is a 400 that says to ask for segment (sent by the SDK as timestamp_granularities[],
+    by hand often without the brackets)."""
+    wav = ("clip.wav", clip[1], "audio/wav")
+    got = client.audio.transcriptions.create(model="whisper-1", file=wav, language="de",
+                                             response_format="verbose_json", timestamp_granularities=["segment"])
+    assert got.language == "german" and got.segments[0].start == 0.0 and not getattr(got, "words", None)
+    assert got.segments[0].avg_logprob is None  # the SDK's field, left out: the model does not measure it
+    with pytest.raises(openai.BadRequestError) as e:
+        client.audio.transcriptions.create(model="whisper-1", file=wav, language="de",
+                                           response_format="verbose_json", timestamp_granularities=["word", "segment"])
+    assert "word timestamps are not supported; ask for segment" in str(e.value)
+    for field in ("timestamp_granularities[]", "timestamp_granularities"):
+        r = httpx.post(f"{base_url}/v1/audio/transcriptions", files={"file": wav}, timeout=30,
+                       data={"language": "de", "response_format": "verbose_json", field: "word"})
+        err = r.json()["error"]
+        assert r.status_code == 400 and err["param"] == "timestamp_granularities" and "\n" not in err["message"]
+    r = httpx.post(f"{base_url}/v1/audio/transcriptions", files={"file": wav}, timeout=30,
+                   data={"language": "de", "timestamp_granularities[]": "char"})
+    assert r.status_code == 400 and "use segment" in r.json()["error"]["message"]

@@ -10,6 +10,9 @@ source_language / target_language (ISO 639-3; ISO 639-1 and English names are ac
 the request's own decoding: beam_size (1..--max-beam) and max_new_tokens (1..the server's --max-new-tokens).
 GET /v1/models, /v1/languages, /health, and / (the web page). Every error is JSON
 {"error": {"message", "type", "param"}} with a status from ERROR_TYPES; a bad request never stops the server.
+An error names none of the server's folders (guard.hide_paths; the log keeps them); a full temporary disk while an
+upload is spooled is the server's 507, logged. verbose_json's "language" is OpenAI's lower-case English name
+("english"); timestamp_granularities[] word is a 400 (the model writes no word timings); no field is made up.
 
 Bounded work per request (see guard.py and uploads.py for the walls): an upload cap, a duration cap checked while
 decoding, a pool of decode threads, a queue cap, and one deadline (--timeout-s) over decode + queue + model; a
@@ -44,8 +47,9 @@ from ..model.decoding import DecodingOptions, decoding_from_args
 from ..prompts import Task
 from .batcher import LID_MISSING, BatchOptions, Batcher, BusyError, language_id_failed
 from .guard import (ERROR_TYPES, ConnectionLimits, ContentLengthLimit, HostOriginGuard, HostRule,
-                    check_allowed_host, check_allowed_origin, check_number, error_response, is_ip, split_host)
-from .uploads import MB, DecodePool, UploadError, check_upload
+                    check_allowed_host, check_allowed_origin, check_number, error_response, hide_paths, is_ip,
+                    model_paths, split_host)
+from .uploads import MB, DecodePool, UploadError, check_upload, storage_error
 from .warmup import warm_up
 
 __all__ = ["ERROR_TYPES", "ServeOptions", "create_app", "warm_up", "add_arguments", "options_from_args", "main"]
@@ -138,6 +142,7 @@ class AudioForm:
     beam_size: str | None = None
     max_new_tokens: str | None = None
     stream: str | None = None
+    timestamp_granularities: tuple[str, ...] = ()  # OpenAI's timestamp_granularities[] (and without the brackets)
 
 
 def audio_form(
@@ -154,15 +159,20 @@ def audio_form(
     max_new_tokens: Annotated[str | None, Form(description="this request's token cap (default and at most: the "
                                                            "server's --max-new-tokens)")] = None,
     stream: Annotated[str | None, Form(description="OpenAI's streaming: not supported (false only)")] = None,
+    granularities: Annotated[list[str] | None, Form(alias="timestamp_granularities[]", description="OpenAI's: "
+                             "segment (verbose_json's segments); word timestamps are not supported")] = None,
+    granularities_plain: Annotated[list[str] | None, Form(alias="timestamp_granularities",
+                                                          description="as timestamp_granularities[]")] = None,
 ) -> AudioForm:
     return AudioForm(file, model, response_format, source_language, target_language, language, task, subtitles,
-                     beam_size, max_new_tokens, stream)
+                     beam_size, max_new_tokens, stream, tuple(granularities or ()) + tuple(granularities_plain or ()))
 
 
 # ---- the app --------------------------------------------------------------------------------------------------------
 def create_app(translator: SpeechTranslator, options: ServeOptions = ServeOptions()) -> FastAPI:
     """The FastAPI app around `translator`. The batcher starts and stops with the app's lifespan."""
     batcher = Batcher(translator, options.batch)
+    paths = model_paths(translator)
     decoder = DecodePool(options.max_decodes, options.batch.max_queue, options.max_audio_seconds)
 
     stopping = threading.Event()  # set when the server is told to stop (main): a warm-up ends at its next batch
@@ -192,7 +202,7 @@ def create_app(translator: SpeechTranslator, options: ServeOptions = ServeOption
 
     for name, endpoint in ENDPOINTS.items():
         app.post(endpoint.path, name=name, max_body_size=options.max_body_bytes,
-                 response_class=Response)(_handler(endpoint, batcher, decoder, options))
+                 response_class=Response)(_handler(endpoint, batcher, decoder, options, paths))
 
     html = resources.files(__package__).joinpath(PAGE).read_text(encoding="utf-8")  # read once, served as is
 
@@ -203,15 +213,19 @@ def create_app(translator: SpeechTranslator, options: ServeOptions = ServeOption
     @app.api_route("/health", methods=["GET", "HEAD"])  # HEAD: uptime checks and proxies probe with it
     async def health() -> JSONResponse:
         failing = batcher.stats.failing  # a device broken for good (a CUDA error): 503, so that it is restarted
+        batching = batcher.stats.to_dict()
+        if batching.get("last_error"):
+            batching["last_error"] = hide_paths(batching["last_error"], paths)
         return JSONResponse(status_code=503 if failing else 200, content={
             "status": "failing" if failing else "ok", "model": options.model_name, "waiting": batcher.waiting,
-            "decoding": decoder.pending, "max_batch": options.batch.max_batch, "batching": batcher.stats.to_dict(),
+            "decoding": decoder.pending, "max_batch": options.batch.max_batch, "batching": batching,
             "limits": {"beam_size": options.batch.decoding.beam_size, "max_beam": options.beam_limit,
                        "max_new_tokens": options.batch.decoding.max_new_tokens,
                        "max_segment_seconds": options.batch.segment.max_seconds}})
 
     @app.api_route("/v1/models", methods=["GET", "HEAD"])  # HEAD: uptime checks and proxies probe with it
     async def models() -> dict:
+        """The one model, by --name (default llm-srt), never by its folder: a request's `model` may be anything."""
         return {"object": "list",
                 "data": [{"id": options.model_name, "object": "model", "created": started, "owned_by": "llm-srt"}]}
 
@@ -231,12 +245,14 @@ def create_app(translator: SpeechTranslator, options: ServeOptions = ServeOption
     return app
 
 
-def _handler(endpoint: Endpoint, batcher: Batcher, decoder: DecodePool, options: ServeOptions):
+def _handler(endpoint: Endpoint, batcher: Batcher, decoder: DecodePool, options: ServeOptions,
+             paths: tuple[str, ...]):
     async def handle(request: Request, form: Annotated[AudioForm, Depends(audio_form)]) -> Response:
         check_fields(form)
         # the OpenAI SDK's stream=True read a JSON answer as an empty stream, without an error
         if (form.stream or "").strip().lower() not in ("", "false", "0"):
             raise APIError(400, "stream: streamed answers are not supported; leave stream out (or false)", "stream")
+        check_granularities(form.timestamp_granularities)
         render = RENDERERS.get(form.response_format)
         if render is None:
             raise APIError(400, f"unknown response_format {form.response_format!r}: use one of "
@@ -283,7 +299,10 @@ def _handler(endpoint: Endpoint, batcher: Batcher, decoder: DecodePool, options:
             return Response(status_code=CLIENT_GONE)
         except Exception as e:  # noqa: BLE001 - the model failed on this batch; the server goes on
             log.exception("translate failed")
-            raise APIError(500, f"the model failed: {type(e).__name__}: {e}") from None
+            raise APIError(500, hide_paths(f"the model failed: {type(e).__name__}: {e}", paths)) from None
+        if result.error:  # the whole error for the operator (the server's folders too); the client's copy hides them
+            log.log(logging.WARNING if retryable(result.error) else logging.INFO, "%s: %s", name, result.error)
+            result = without_paths(result, paths)
         if result.error and not result.kept:  # failed whole (one that failed in part answers with the rest)
             if src == AUTO and language_id_failed(result.error):  # the client's to fix: name the language
                 if LID_MISSING in result.error:  # the request asked for what this model cannot do
@@ -347,6 +366,10 @@ def _add_error_handlers(app: FastAPI, options: ServeOptions) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        cause = exc.__cause__  # FastAPI answers any exception while it parses the form as 400 "There was an error
+        if exc.status_code == 400 and isinstance(cause, OSError) and not isinstance(cause, ConnectionError):
+            err = storage_error(cause, "storing the upload")  # parsing the body": a full disk (the spooled upload's)
+            return error_response(err.status, err.message, "file")  # is the server's, not a malformed body
         path = request.url.path if len(request.url.path) <= 100 else request.url.path[:100] + "..."
         messages = {
             413: too_large_message(options),
@@ -364,14 +387,28 @@ def too_large_message(options: ServeOptions) -> str:
 # ---- request checks -------------------------------------------------------------------------------------------------
 def check_fields(form: AudioForm) -> None:
     """400 naming the field for a text field that is absurdly long or holds control characters."""
-    for param in ("model", "response_format", "source_language", "target_language", "language", "task",
-                  "subtitles", "beam_size", "max_new_tokens", "stream"):
-        value = getattr(form, param)
+    fields = [(param, getattr(form, param)) for param in (
+        "model", "response_format", "source_language", "target_language", "language", "task", "subtitles",
+        "beam_size", "max_new_tokens", "stream")]
+    for param, value in fields + [("timestamp_granularities", v) for v in form.timestamp_granularities]:
         if value is None:
             continue
         if len(value) > MAX_FIELD_CHARS or any(not c.isprintable() for c in value):
             raise APIError(400, f"{param}: expected a short printable value (got {len(value)} characters: "
                            f"{value[:40]!r}...)", param)
+
+
+def check_granularities(asked: tuple[str, ...]) -> None:
+    """OpenAI's timestamp_granularities[]: segment is what verbose_json's segments are; word timings the model does
+    not write, so word is a 400 (it was accepted and answered without a word, which a client read as none spoken)."""
+    for value in asked:
+        granularity = value.strip().lower()
+        if granularity == "word":
+            raise APIError(400, "timestamp_granularities: word timestamps are not supported; ask for segment "
+                           "(verbose_json's segments have start and end)", "timestamp_granularities")
+        if granularity not in ("", "segment"):
+            raise APIError(400, f"timestamp_granularities: unknown {value[:40]!r}; use segment",
+                           "timestamp_granularities")
 
 
 def request_decoding(form: AudioForm, options: ServeOptions) -> DecodingOptions | None:
@@ -424,6 +461,12 @@ def resolve_language(value: str, param: str, allow_auto: bool = False) -> str:
 
 
 # ---- responses -------------------------------------------------------------------------------------------------------
+def without_paths(r: TranslationResult, paths: tuple[str, ...]) -> TranslationResult:
+    """`r` with its errors and its segments' errors for a client (`hide_paths`)."""
+    return replace(r, error=hide_paths(r.error, paths),
+                   segments=[replace(s, error=hide_paths(s.error, paths)) for s in r.segments])
+
+
 def _text(r: TranslationResult, endpoint: Endpoint) -> str:
     return getattr(r, endpoint.text)
 
@@ -444,9 +487,19 @@ def render_vtt(r: TranslationResult, endpoint: Endpoint, mode: str, width: int =
     return PlainTextResponse(subtitles.to_vtt(subtitles.segment_cues(r.segments, mode, width)), media_type="text/vtt")
 
 
+def openai_language(code: str | None) -> str:
+    """verbose_json's "language" as OpenAI gives it: the lower-case English name ("english", "german"), which this
+    server accepts back as a language; "unknown" where none was found (no speech on an auto source). It was the
+    ISO 639-3 code, which OpenAI clients do not expect there (target_language stays a code: it is our own field)."""
+    if code is None:
+        return "unknown"
+    lang = languages.LANGUAGES.get(code)
+    return lang.name.lower() if lang else code
+
+
 def render_verbose(r: TranslationResult, endpoint: Endpoint, mode: str, width: int = 0) -> Response:
     return JSONResponse({
-        "task": endpoint.openai_task, "mode": r.task, "language": r.src or "unknown", "target_language": r.tgt,
+        "task": endpoint.openai_task, "mode": r.task, "language": openai_language(r.src), "target_language": r.tgt,
         "duration": round(r.duration, 3), "text": _text(r, endpoint), "transcript": r.transcript,
         "translation": r.translation, "forced_tags": r.forced_tags, "no_speech": r.no_speech, "error": r.error,
         "segments": [{"id": i, "start": s.start, "end": s.end, "text": getattr(s, endpoint.text),

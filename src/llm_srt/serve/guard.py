@@ -10,6 +10,7 @@ take to send its request.
   the connection (or of the previous response), a body may not pause for more than `read_timeout_s` and must be
   complete within `upload_timeout_s` of its head (a trickle of a byte a second does not hold a socket for ever);
   each answers 408 and closes. Connections beyond `max_connections` get 503 with Retry-After at once.
+- `hide_paths`: what a client is told names none of the server's folders (the model's, any absolute path).
 Every refusal is the API's JSON error {"error": {"message", "type", "param"}}.
 """
 
@@ -19,7 +20,10 @@ import ipaddress
 import json
 import logging
 import math
+import os
+import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import h11
@@ -27,6 +31,9 @@ from starlette.responses import JSONResponse
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ..errors import LLMSRTError
+
+if TYPE_CHECKING:
+    from ..infer import SpeechTranslator
 
 log = logging.getLogger("llm_srt.serve")
 
@@ -43,12 +50,16 @@ ERROR_TYPES: dict[int, str] = {
     500: "server_error",
     503: "server_busy",
     504: "timeout",
+    507: "insufficient_storage",  # the server's temporary disk is full (uploads.storage_error)
 }
 RETRY_AFTER_S = 2  # what a 503 asks the client to wait
 LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
 WILDCARD_BINDS = ("0.0.0.0", "::", "")
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")  # methods a cross-origin page can send without changing anything
 DEFAULT_PORTS = {"http": 80, "https": 443}
+SERVER_PATH = "<server path>"  # stands for a folder of the server's in what a client is told
+ABSOLUTE_PATH = re.compile(  # /a/b, ~/a/b, C:\a\b; not a URL's //host/x nor eng/deu; ends before :;,() and quotes
+    r"(?<![\w.~/\\-])(?:~|[A-Za-z]:)?[/\\][^\s'\"/\\:;,()]+(?:[/\\][^\s'\"/\\:;,()]*)+")
 MAX_HEADERS, MAX_HEADER_BYTES = 100, 32 * 1024  # h11 enforces its head limit only on a head that arrives in pieces
 
 
@@ -71,6 +82,33 @@ def check_number(option: str, value: float, low: float, high: float = math.inf, 
         span = f">= {low:g}" if high == math.inf else f"in {low:g}..{high:g}"
         raise LLMSRTError(f"serve: {option} must be a finite {'integer' if integer else 'number'} {span} "
                           f"(got {value!r})")
+
+
+# ---- the server's folders, kept from clients -------------------------------------------------------------------------
+def model_paths(translator: SpeechTranslator) -> tuple[str, ...]:
+    """The folders the served model was loaded from, as its errors may name them, longest first: --model, a
+    baseline's Whisper and LLM folders, a speech LLM's encoder and LLM, each as given and absolute. A relative one is
+    why this list exists (ABSOLUTE_PATH finds the others); a bare name (whisper, cascade) is no path."""
+    system = getattr(translator, "system", None)  # getattr: anything with translate() may be served (a test's stub)
+    config = getattr(getattr(system, "model", None), "config", None)
+    found = [getattr(translator, "name", None), getattr(config, "encoder", None), getattr(config, "llm", None)]
+    found += [getattr(part, "folder", None) for part in (system, getattr(system, "asr", None),
+                                                         getattr(system, "mt", None))]
+    paths = set()
+    for path in found:
+        if isinstance(path, (str, os.PathLike)) and any(sep in str(path) for sep in "/\\"):
+            paths |= {str(path), os.path.normpath(path), os.path.abspath(os.path.expanduser(path))}
+    return tuple(sorted(paths, key=len, reverse=True))
+
+
+def hide_paths(text: str | None, paths: tuple[str, ...]) -> str | None:
+    """`text` for a client: the model's folders (`model_paths`) and any other absolute path as SERVER_PATH. Before,
+    an auto source on a model without language ID was a 400 naming the folder of the model's Whisper."""
+    if not text:
+        return text
+    for path in paths:
+        text = text.replace(path, SERVER_PATH)
+    return ABSOLUTE_PATH.sub(SERVER_PATH, text)
 
 
 # ---- Host and Origin -------------------------------------------------------------------------------------------------

@@ -11,11 +11,17 @@ the form parser wrote), so memory holds at most `workers` uploads and their samp
 A request that stops waiting (its timeout, its client gone) takes its decode out of the queue; a decode already
 running is not interruptible inside libsndfile, so it finishes (bounded by the caps) in its thread, which stays
 counted against `workers` until then, and its samples are dropped.
+
+A full temporary disk (or quota) while an upload is spooled or read back is the server's problem, not the
+request's: a 507 that says so, and an ERROR line for the operator (`storage_error`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
+import tempfile
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import BinaryIO
@@ -27,11 +33,14 @@ from ..audio import load_audio
 from ..errors import AudioError, UndecodableAudio
 from .batcher import BusyError
 
+log = logging.getLogger("llm_srt.serve")
+
 MB = 1024 * 1024
 AUDIO_MEDIA_PREFIXES = ("audio/", "video/")  # containers with sound; the decoder has the last word
 AUDIO_MEDIA_TYPES = {"", "application/octet-stream", "application/ogg"}  # what clients send when they do not guess
 LIMIT_WORDS = ("s limit", "limit on decoded audio")  # load_audio's words for audio over max_seconds / max_bytes
 REFERENCE_RATE, REFERENCE_CHANNELS = 48_000, 2  # the decoder may read max_seconds of this much audio at most
+DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}  # no space left, or the user's disk quota used up
 
 
 class UploadError(Exception):
@@ -40,6 +49,21 @@ class UploadError(Exception):
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status, self.message = status, message
+
+
+def storage_error(e: OSError, doing: str) -> UploadError:
+    """The answer to an upload the server could not keep in (or read back from) its temporary file, and its log
+    line: 507 for a full temporary disk or quota, 500 for any other OSError. The message names no path (the log
+    does): the client cannot act on the server's folders; the operator frees space or points TMPDIR elsewhere."""
+    reason = e.strerror or type(e).__name__
+    if e.errno in DISK_FULL:
+        log.error("uploads: the temporary disk %s is full (%s) while %s; free space there or set TMPDIR to a larger "
+                  "disk", tempfile.gettempdir(), reason, doing)
+        return UploadError(507, "the server's temporary disk is full, so the upload could not be stored; retry "
+                           "later, or tell the server's operator")
+    log.error("uploads: %s failed in %s (%s)", doing, tempfile.gettempdir(), reason)
+    return UploadError(500, f"the server's temporary disk failed {doing} ({reason}); retry later, or tell the "
+                       "server's operator")
 
 
 def check_upload(file: UploadFile, max_bytes: int) -> tuple[BinaryIO, str]:
@@ -60,8 +84,10 @@ def read_and_decode(upload: BinaryIO, name: str, max_seconds: float) -> np.ndarr
     try:
         upload.seek(0)
         data = upload.read()
-    except (OSError, ValueError) as e:  # ValueError: closed (the request ended while this waited)
+    except ValueError as e:  # closed: the request ended while this waited (nobody reads the answer)
         raise UploadError(400, f"{name}: the upload could not be read back ({e})") from None
+    except OSError as e:  # the server's temporary file, not the client's upload
+        raise storage_error(e, "reading the upload back") from None
     return decode_audio(data, name, max_seconds)
 
 
