@@ -123,3 +123,41 @@ def test_a_models_own_language_tags_are_written_and_read_back_as_our_codes():
     assert prompts.translation_part("你好<|cmn|><|eng|>Hello.", "zho") == "你好"  # without the map: not the source
     assert build(Task.SRT, "eng", "zho", "Hello.", "你好。") == ("<|eng|><|zho|>", "Hello.<|eng|><|zho|>你好。")
     assert build(Task.SRT, "eng", "zho", "Hello.", "你好。", tags={}) == build(Task.SRT, "eng", "zho", "Hello.", "你好。")
+
+
+@pytest.mark.parametrize("text,transcript,translation", [
+    ("明天会下雨吗？<|zho|><|eng|>Will it rain tomorrow? 明天会下雨吗？<|zho|><|eng|>Will it rain tomorrow?",
+     "明天会下雨吗？", "Will it rain tomorrow?"),
+    ("明天会下雨吗？<|zho|><|eng|>Will it rain tomorrow?明天会下雨吗？<|zho|><|eng|>Will it rain tomorrow?",
+     "明天会下雨吗？", "Will it rain tomorrow?"),
+    ("Will it rain tomorrow?<|eng|><|zho|>明天会下雨吗？Will it rain tomorrow?<|eng|><|zho|>明天会下雨吗？",
+     "Will it rain tomorrow?", "明天会下雨吗？"),
+    ("พรุ่งนี้ฝนจะตกไหม<|tha|><|eng|>Will it rain tomorrow? พรุ่งนี้ฝนจะตกไหม<|tha|><|eng|>Will it rain tomorrow?",
+     "พรุ่งนี้ฝนจะตกไหม", "Will it rain tomorrow?"),
+    ("明日は雨が降りますか<|jpn|><|zho|>明天会下雨吗？明日は雨が降りますか<|jpn|><|zho|>明天会下雨吗？",
+     "明日は雨が降りますか", "明天会下雨吗？"),
+    ("Will it rain tomorrow?<|eng|><|deu|>Regnet es morgen? Will it rain tomorrow?<|eng|><|deu|>Regnet es morgen?",
+     "Will it rain tomorrow?", "Regnet es morgen?"),  # as before
+    ("好的。<|zho|><|jpn|>はい、好的。<|zho|><|jpn|>はい、好的。", "好的。", "はい、好的。"),  # too short to tell
+    ("x y z<|eng|><|deu|>wx y z<|eng|><|deu|>w", "x y z", "wx y z"),  # not the whole transcript: "wx"
+])
+def test_a_loop_is_cut_from_the_translation_where_either_language_is_written_without_spaces(text, transcript,
+                                                                                            translation):
+    """A looping model writes its transcript again after the translation, then the tags and the translation again.
+    That repeat was cut only from a transcript of three space-separated words after a space: a Chinese, Japanese or
+    Thai transcript is one such word, and a Chinese target leaves no space before it, so the repeat stayed in the
+    translation. Now a transcript written without spaces counts its characters (5 at least), and nothing need part
+    the repeat from a translation where either side of the join is written without spaces."""
+    out = parse_srt(text)
+    assert (out.transcript, out.translation, out.well_formed) == (transcript, translation, False)
+
+
+def test_a_dropped_token_inside_cjk_text_leaves_no_space():
+    """A non-special tag decoding left between two Chinese characters was replaced by a space ("你好 世界");
+    between words, a space is still what separates them."""
+    from llm_srt.prompts import clean
+
+    assert clean("你好<|im_end|>世界") == "你好世界" and clean("你好<|im_end|><|im_start|>世界") == "你好世界"
+    assert parse_srt("你好<|im_end|>世界<|zho|><|eng|>Hello<eos>world").transcript == "你好世界"
+    assert clean("Hello<|im_end|>world") == "Hello world" and clean("你好<|im_end|>world") == "你好 world"
+    assert clean("你好 <|im_end|>世界") == "你好 世界" and clean("<|im_end|>你好<|im_end|>") == "你好"

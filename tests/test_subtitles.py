@@ -131,19 +131,17 @@ def test_cjk_lines_break_between_characters_and_count_two_columns_each():
 
 
 def test_a_token_wider_than_a_part_no_longer_drops_the_other_texts_words():
-    """Thai is written without spaces between words: a clause is one token, wider than a part of the segment, so
-    the Thai part after it was empty, its cue got no time and was dropped, and the English shown with it too
-    ("we will go to the public park with" vanished). Now that English joins the cue showing the Thai clause."""
+    """A token wider than a part of the segment (a URL; a Thai clause was one, before Thai lines could break) left
+    the part after it empty, its cue got no time and was dropped, and the other text's words shown with it too. Now
+    each text's words are shown in the cue whose time holds their share of the text: every word once, two lines."""
     from llm_srt.subtitles import fit
 
-    english = "Today the weather is very good, so we will go to the public park with our children after lunch, okay."
-    thai = ("วันนี้อากาศดีมากเราจึงจะไปสวนสาธารณะกับลูกๆของเราหลังอาหารกลางวันแล้วก็จะกลับบ้านตอนเย็น"
-            " นะคะ ขอบคุณค่ะ")
-    cues = fit(0.0, 6.0, english, thai)
-    assert [line for c in cues for line in c.text.split("\n") if line.isascii()] == [
-        "Today the weather is very good, so we will", "go to the public park with", "our children after lunch, okay."]
-    assert [line for c in cues for line in c.text.split("\n") if not line.isascii()] == thai.split(" ", 1)
-    assert cues[0].start == 0.0 and cues[0].end == cues[1].start and cues[-1].end == 6.0 and len(cues) == 2
+    english = "See https://example.org/a/very/long/path/to/the/page/with/the/weather/report for the weather of today."
+    german = "Siehe https://example.org/a/very/long/path/to/the/page/with/the/weather/report für das heutige Wetter."
+    cues = fit(0.0, 6.0, german, english)
+    assert [c.text.split("\n") for c in cues] == [["See", "Siehe"], [english.split()[1], german.split()[1]],
+                                                  ["for the weather of today.", "für das heutige Wetter."]]
+    assert cues[0].start == 0.0 and cues[0].end == cues[1].start and cues[-1].end == 6.0
 
 
 def test_narrow_lines_keep_every_word_of_both_texts():
@@ -209,3 +207,118 @@ def test_no_arrow_of_any_length_survives_in_a_cues_text():
         for out in (to_srt([Cue(0, 1, text)]), to_vtt([Cue(0, 1, text)])):
             body = out.split("\n")[2 if out.startswith("1") else 4:]
             assert not any("-->" in line or "--&gt;" in line for line in body), (text, out)
+
+
+def test_thai_lines_break_between_grapheme_clusters_whose_marks_take_no_column():
+    """Thai is written without spaces and is not East Asian wide: a 95-character translation was one 95-column
+    line (its vowel and tone marks counted a column each, though they sit on their consonant). Now lines break
+    between grapheme clusters: never before a mark, nor after a vowel written before its consonant."""
+    import unicodedata
+
+    from llm_srt.subtitles import _width, _wrap, fit
+
+    thai = "ประเทศไทยมีประชากรประมาณหกสิบเก้าล้านคนและมีเมืองหลวงคือกรุงเทพมหานครซึ่งเป็นเมืองที่ใหญ่ที่สุด"
+    assert _width(thai) == 77 == sum(unicodedata.category(ch) != "Mn" for ch in thai)
+    lines = _wrap(thai, 42)
+    assert "".join(lines) == thai and [_width(line) for line in lines] == [42, 35]
+    assert not any(unicodedata.category(line[0]) == "Mn" or line[-1] in "เแโใไ" for line in lines)
+    cues = fit(0.0, 5.0, thai, "Thailand has about sixty-nine million people and its capital is Bangkok.")
+    assert all(len(c.text.split("\n")) == 2 and max(map(_width, c.text.split("\n"))) <= 42 for c in cues)
+
+
+def test_korean_breaks_at_spaces_and_latin_inside_cjk_stays_whole():
+    """Hangul is wide, so every Korean word was broken between its characters ('서' / '울특별시이며'), though
+    Korean puts spaces between words; "iPhone" in Chinese text was broken too. Now only characters of scripts
+    written without spaces break apart (and not before closing punctuation); a word wider than the line stays whole
+    on a line of its own, as a long Latin word does."""
+    from llm_srt.subtitles import _wrap
+
+    korean = "대한민국의 수도는 서울특별시이며 가장 큰 도시입니다 인구는 약 오천만 명입니다"
+    assert _wrap(korean, 20) == ["대한민국의 수도는", "서울특별시이며 가장", "큰 도시입니다 인구는", "약 오천만 명입니다"]
+    assert _wrap("수도는 서울특별시청년창업지원센터입니다", 10) == ["수도는", "서울특별시청년창업지원센터입니다"]
+    chinese = "我喜欢用iPhone拍照片（iPhone 15），因为它的摄像头非常好用而且很方便"
+    lines = _wrap(chinese, 20)
+    assert lines == ["我喜欢用iPhone拍照片", "（iPhone 15），因为", "它的摄像头非常好用而", "且很方便"]
+    zh = "以及在过去二十年里它是如何变化的，尤其是在冬季的几个月里，过去雪总是来得很早。"
+    assert not any(line[0] in "，。" for line in _wrap(zh, 20))
+
+
+def test_a_cue_keeps_to_its_lines_when_a_piece_wraps_to_more_than_its_share():
+    """Texts were cut into pieces of equal width, one a cue; a piece could wrap to more lines than its text's share
+    ('especially in the winter months' above 'verändert hat, besonders in den' / 'Wintermonaten,': three lines)."""
+    from llm_srt.subtitles import fit
+
+    english = ("So today I want to talk about the weather in northern Europe and how it has changed over the last "
+               "twenty years, especially in the winter months when the snow used to come early.")
+    german = ("Heute möchte ich also über das Wetter in Nordeuropa sprechen und darüber, wie es sich in den letzten "
+              "zwanzig Jahren verändert hat, besonders in den Wintermonaten, als der Schnee früher kam.")
+    cues = fit(0.0, 10.0, german, english)
+    assert all(len(c.text.split("\n")) == 2 for c in cues) and len(cues) == 5
+    assert " ".join(c.text.split("\n")[0] for c in cues) == english
+    assert " ".join(c.text.split("\n")[1] for c in cues) == german
+
+
+_SCRIPTS = {  # a script -> (its letters, whether it puts spaces between words, its comma and full stop)
+    "latin": ("abcdefghijklmnopqrstuvwxyz", True, ",."),
+    "cjk": ("今日天気明晴来週良はがのを", False, "，。"),
+    "korean": ("대한민국수도서울특별시입니다", True, ",."),
+    "thai": ("กขคงจฉชซมนยรลวสหอ", False, " "),
+}
+THAI_MARKS = "\u0e48\u0e34"  # mai ek (a tone mark), sara i (a vowel): both sit on their consonant
+
+
+def _script_text(rng, script: str) -> str:
+    """Random words of one script, some ending in a comma or full stop; those without spaces run together, with a
+    space between clauses; Thai letters take random vowel and tone marks."""
+    letters, spaced, stops = _SCRIPTS[script]
+    words = []
+    for _ in range(rng.integers(1, 45)):
+        word = "".join(rng.choice(list(letters), rng.integers(1, 9 if spaced else 4)))
+        if script == "thai":
+            word = "".join(ch + "".join(m for m in THAI_MARKS if rng.random() < 0.3) for ch in word)
+        words.append(word + (rng.choice(list(stops)) if rng.random() < 0.2 else ""))
+    if spaced:
+        return " ".join(words)
+    return "".join(w + (" " if rng.random() < 0.15 else "") for w in words).strip()
+
+
+def test_no_cue_has_more_lines_than_the_limit_in_latin_cjk_korean_or_thai_text():
+    """Random segments of one or two texts of Latin, CJK, Korean and Thai words, random widths: no cue shows more
+    than LINES_PER_CUE lines (one a text when both are shown) or a line wider than the width (but a word), every
+    character of each text is shown once, in order, and the cues cover the segment."""
+    import numpy as np
+
+    from llm_srt.subtitles import LINES_PER_CUE, _tokens, _width, fit
+
+    rng = np.random.default_rng(1)
+    scripts = sorted(_SCRIPTS)
+    for case in range(300):
+        main_script, above_script = rng.choice(scripts, 2, replace=False)
+        main = _script_text(rng, main_script)
+        above = _script_text(rng, above_script) if rng.random() < 0.7 else None
+        width = int(rng.integers(12, 61))
+        start = float(rng.uniform(0, 100))
+        end = start + float(rng.uniform(2, 30))  # a millisecond for every column of the texts (shorter: see fit)
+        cues = fit(start, end, main, above, width)
+        assert cues[0].start == start and cues[-1].end == end and all(a.end == b.start for a, b in zip(cues, cues[1:]))
+        for text, script in ((above, above_script), (main, main_script)):
+            mine = [[line for line in c.text.split("\n") if line[0] in _SCRIPTS[script][0]] for c in cues]
+            assert all(len(lines) <= (1 if above else LINES_PER_CUE) for lines in mine), (case, text, width)
+            assert "".join("".join(lines) for lines in mine).replace(" ", "") == (text or "").replace(" ", ""), case
+        lines = [line for c in cues for line in c.text.split("\n")]
+        assert all(len(c.text.split("\n")) <= LINES_PER_CUE for c in cues), case
+        assert all(_width(line) <= width or len(_tokens(line)) == 1 for line in lines), case  # wider: one word
+
+
+def test_a_cue_shorter_than_a_millisecond_once_rounded_is_left_out():
+    """The start < end check came before the times were rounded to the millisecond the formats write: a cue from
+    1.0001 s to 1.0004 s was written as '00:00:01,000 --> 00:00:01,000', shown for no time. It is left out, as a
+    cue with no text is; a cue that keeps a millisecond stays, and a backward one is still an error."""
+    cues = [Cue(1.0001, 1.0004, "gone"), Cue(1.0004, 1.0006, "kept"), Cue(2.0, 3.0, "next")]
+    for text, time_re, header in ((to_srt(cues), SRT_TIME, None), (to_vtt(cues), VTT_TIME, "WEBVTT")):
+        parsed = parse(text, time_re, header)
+        check(parsed)
+        assert [c[3] for c in parsed] == [["kept"], ["next"]] and parsed[0][1:3] == (1.0, 1.001)
+    assert to_srt([Cue(1.0001, 1.0004, "gone")]) == ""
+    with pytest.raises(LLMSRTError, match="cue 1"):
+        to_srt([Cue(1.0004, 1.0001, "backwards")])

@@ -12,8 +12,14 @@ from dataclasses import dataclass, replace
 from enum import Enum
 
 from . import languages
+from .subtitles import unspaced
 
 PROMPT_FORMAT_VERSION = 1  # saved in checkpoints; bump when any template below changes
+# A looping model's transcript written again at its translation's end is cut only from a transcript this long (a
+# short one may end a real translation: "No." in "No, no."): words, or characters where it is written without spaces
+# (three words of Chinese are about five characters; Korean counts words, as it puts spaces between them)
+LOOP_MIN_WORDS = 3
+LOOP_MIN_CHARS = 5
 
 
 class Task(str, Enum):
@@ -130,8 +136,8 @@ def parse_srt(text: str, tags: Mapping[str, str] | None = None) -> SRTOutput:
     rest = text[run[-1].end():]
     nxt = _TAG.search(rest)
     translation = clean(rest[:nxt.start()] if nxt else rest)
-    if nxt and _loops_whole(transcript, translation, rest[nxt.start():]):
-        translation = translation[:-len(transcript) - 1].rstrip()
+    if nxt:
+        translation = _without_loop(transcript, translation, rest[nxt.start():])
     codes = [_code(m.group(1), tags) for m in run]
     src = codes[0]
     tgt = codes[1] if len(codes) > 1 else None
@@ -140,18 +146,30 @@ def parse_srt(text: str, tags: Mapping[str, str] | None = None) -> SRTOutput:
     return SRTOutput(transcript, translation, src, tgt, well_formed)
 
 
-def _loops_whole(transcript: str, translation: str, after: str) -> bool:
-    """Whether a translation cut at repeated tags ends with the transcript written again: a loop of the whole
-    "transcript<|a|><|b|>translation" unit, whose next part repeats the translation without it. Only for a
-    transcript of three words or more (a short one may end a real translation: "No.", "No, no.")."""
-    if len(transcript.split()) < 3 or not translation.endswith(" " + transcript):
-        return False
-    head = translation[:-len(transcript) - 1].rstrip()
+def _without_loop(transcript: str, translation: str, after: str) -> str:
+    """A translation cut at repeated tags, less the transcript written again at its end when that is a loop of the
+    whole "transcript<|a|><|b|>translation" unit, whose next part repeats the translation without it. Only for a
+    transcript of LOOP_MIN_WORDS words or LOOP_MIN_CHARS characters of a script written without spaces; with a space
+    before it, or none where either side of the join is written without spaces (nothing parts "Regnet es?明天会下雨吗？"
+    nor "明天会下雨吗？Will it rain?")."""
+    if not _long(transcript) or not translation.endswith(transcript):
+        return translation
+    head = translation[:-len(transcript)]
+    if not head.strip() or not (head[-1].isspace() or unspaced(head[-1]) or unspaced(transcript[0])):
+        return translation
+    head = head.rstrip()
     run = _tag_run(after, list(_TAG.finditer(after)))
     rest = after[run[-1].end():]
     nxt = _TAG.search(rest)
     again = clean(rest[:nxt.start()] if nxt else rest)
-    return bool(head) and again in (head, translation)
+    return head if again in (head, translation) else translation
+
+
+def _long(transcript: str) -> bool:
+    """Whether a transcript is long enough to tell its repeat from a translation's last words (LOOP_MIN_WORDS)."""
+    if any(map(unspaced, transcript)):
+        return sum(ch.isalnum() for ch in transcript) >= LOOP_MIN_CHARS
+    return len(transcript.split()) >= LOOP_MIN_WORDS
 
 
 def _tag_run(text: str, matches: list[re.Match]) -> list[re.Match]:
@@ -187,5 +205,11 @@ def first_part(text: str) -> str:
 
 def clean(text: str) -> str:
     """Model text without language tags or special tokens (nor a tag the token cap cut off at its end), whitespace
-    folded."""
-    return " ".join(_SPECIAL.sub(" ", _CUT_TAG.sub("", text)).split())
+    folded. A token between words leaves a space, none between characters of a script written without spaces
+    ("你好<|im_end|>世界": "你好世界")."""
+    out = ""
+    for part in _SPECIAL.split(_CUT_TAG.sub("", text)):
+        if out and part and not (unspaced(out[-1]) and unspaced(part[0])):
+            out += " "
+        out += part
+    return " ".join(out.split())

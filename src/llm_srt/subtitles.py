@@ -1,11 +1,13 @@
 """Subtitle writers: SubRip (.srt) and WebVTT (.vtt).
 
 A cue's text is one line (the translation) or two (transcript, then translation); see `Cue.of`. `segment_cues`
-fits a segment's texts to the screen: lines of at most MAX_LINE_WIDTH columns (a wide character, CJK, counts two),
-LINES_PER_CUE lines at once, and a segment whose texts need more becomes consecutive cues, timed by the share of
-its longer text each shows.
+fits a segment's texts to the screen: lines of at most MAX_LINE_WIDTH columns (a wide character, CJK, counts two; a
+combining mark none), LINES_PER_CUE lines at once, and a segment whose texts need more becomes consecutive cues, each
+word of a text shown in the cue whose time holds its share of the text's columns.
 """
 
+import bisect
+import functools
 import math
 import re
 import unicodedata
@@ -51,90 +53,191 @@ def segment_cues(segments: Iterable, mode: str = "both", width: int = MAX_LINE_W
 
 
 def fit(start: float, end: float, main: str, above: str | None = None, width: int = MAX_LINE_WIDTH) -> list[Cue]:
-    """One segment's cues: each text wrapped to `width` columns; when a text needs more than its share of
-    LINES_PER_CUE lines (all of them alone, one each when the transcript is above the translation), the texts are
-    cut into as many consecutive parts, cue k showing part k of each, timed by the share of the longer text's
-    columns shown up to it (times in whole milliseconds). Every word of both texts is shown: a part that gets no
-    time of its own joins the cue before it, so a cue may then hold more lines. None when end <= start."""
+    """One segment's cues: each text wrapped to `width` columns, at most its share of LINES_PER_CUE lines a cue
+    (all of them alone, one each when the transcript is above the translation). A segment whose texts need more is
+    cut into consecutive cues at whole milliseconds: each word of a text is shown in the cue whose time holds the
+    start of its share of the text's columns (a text's words spread over the whole segment). The cues are as few as
+    keep every one to its lines, cut near equal shares of the segment where that fits. Every word of both texts is
+    shown once; only a segment too short for a millisecond a cue gets cues with more lines. None when end <= start."""
     texts = [t.strip() for t in (above, main) if t and t.strip()]
     if not texts or end <= start:
         return []
     per_text = max(1, LINES_PER_CUE // len(texts))
-    parts = max(math.ceil(len(_wrap(t, width)) / per_text) for t in texts)
-    chunks = [_split(t, parts) for t in texts]
-    b = max(range(len(chunks)), key=lambda i: sum(map(_width, chunks[i])))  # the longer text times the cues
-    basis = chunks[b]
-    total = sum(map(_width, basis)) or 1
-    spans: list[list] = []  # [start, end, the part of each text] of the cues so far
-    waiting = [""] * len(texts)  # parts with no time before the first cue (times rounded to the millisecond)
-    t0, shown = start, 0
-    for k in range(parts):
-        shown += _width(basis[k])
-        t1 = end if k == parts - 1 else min(end, round(start + (end - start) * shown / total, 3))
-        part = [w + c[k] for w, c in zip(waiting, chunks)]
-        if part[b].strip() and t1 > t0:
-            spans.append([t0, t1, part])
-            waiting, t0 = [""] * len(texts), t1
-        elif spans:
-            # No time of part k's own: its piece of the longer text is empty, as a token wider than a piece began
-            # before it (the cue before shows that token for part k's time too), or the segment is too short for a
-            # millisecond each. The cue before shows part k of each text (a cue of no time was dropped before, and
-            # with it, words of the other text).
-            spans[-1][2] = [before + now for before, now in zip(spans[-1][2], part)]
+    tokens = [_tokens(t) for t in texts]
+    at = [_starts(ts, start, end) for ts in tokens]  # each token's millisecond, non-decreasing
+    first, last = _ms(start), _ms(end)
+    cuts_at = sorted({m for ms in at for m in ms if first < m < last})  # where a cue may end: where a token begins
+
+    def fits(lo: float, hi: float) -> bool:  # whether the tokens from millisecond lo to before hi fit one cue
+        return all(len(_lines(ts[bisect.bisect_left(ms, lo):bisect.bisect_left(ms, hi)], width)) <= per_text
+                   for ts, ms in zip(tokens, at))
+
+    cuts = _fewest_cuts(cuts_at, fits)
+    even = _cuts(cuts_at, len(cuts) + 1, start, end)
+    if all(map(fits, [-math.inf, *even], [*even, math.inf])):
+        cuts = even
+    bounds = [start, *(m / 1000 for m in cuts), end]
+    pieces = [_pieces(ts, ms, cuts) for ts, ms in zip(tokens, at)]
+    return [Cue(bounds[k], bounds[k + 1], "\n".join(line for text in pieces for line in _lines(text[k], width)))
+            for k in range(len(bounds) - 1)]
+
+
+def _fewest_cuts(cuts_at: list[int], fits: Callable[[float, float], bool]) -> list[int]:
+    """Cuts, of the possible ones (sorted), each the last after the one before that keeps the cue between them
+    within its lines (`fits`): the fewest cues that do. Where even the next possible cut leaves too much (more than
+    a cue's lines begin in one millisecond), that one."""
+    cuts: list[int] = []
+    lo, i = -math.inf, 0  # the last cut; the first possible cut after it
+    while i < len(cuts_at) and not fits(lo, math.inf):
+        good, bad = i, len(cuts_at)  # bisect: a cue holding more words never fits where one holding fewer does not
+        while bad - good > 1:
+            mid = (good + bad) // 2
+            good, bad = (mid, bad) if fits(lo, cuts_at[mid]) else (good, mid)
+        cuts.append(cuts_at[good])
+        lo, i = cuts_at[good], good + 1
+    return cuts
+
+
+def _ms(seconds: float) -> int:
+    return int(round(seconds * 1000))
+
+
+def _starts(tokens: list[str], start: float, end: float) -> list[int]:
+    """The millisecond of the segment at which each token's share of its text's columns begins."""
+    total = sum(_token_columns(t)[1] for t in tokens) or 1
+    out, done = [], 0
+    for token in tokens:
+        out.append(_ms(start + (end - start) * done / total))
+        done += _token_columns(token)[1]
+    return out
+
+
+def _cuts(cuts_at: list[int], parts: int, start: float, end: float) -> list[int]:
+    """`parts` - 1 of the possible cuts (sorted milliseconds), each the nearest to an equal share of the segment
+    that leaves room for the cuts after it."""
+    cuts, i = [], -1
+    for k in range(1, parts):
+        target = (start + (end - start) * k / parts) * 1000
+        j = bisect.bisect_left(cuts_at, target)
+        if j > 0 and (j == len(cuts_at) or target - cuts_at[j - 1] <= cuts_at[j] - target):
+            j -= 1
+        i = min(max(j, i + 1), len(cuts_at) - (parts - k))
+        cuts.append(cuts_at[i])
+    return cuts
+
+
+def _pieces(tokens: list[str], at: list[int], cuts: list[int]) -> list[list[str]]:
+    """A text's tokens cut into len(cuts) + 1 pieces (some may be empty), each token in the piece whose time holds
+    its millisecond."""
+    pieces: list[list[str]] = [[] for _ in range(len(cuts) + 1)]
+    for token, m in zip(tokens, at):
+        pieces[bisect.bisect_right(cuts, m)].append(token)
+    return pieces
+
+
+# Hangul: East Asian wide, but Korean puts spaces between words; Thai: written without spaces, but not wide.
+_HANGUL = re.compile(r"[\u1100-\u11ff\u3130-\u318f\ua960-\ua97f\uac00-\ud7ff]")
+_THAI = re.compile(r"[\u0e00-\u0e7f]")
+_LEADING_VOWELS = "\u0e40\u0e41\u0e42\u0e43\u0e44"  # Thai vowels written before their consonant, which they go with
+_ZWJ = "\u200d"  # zero-width joiner: joins the characters either side of it (emoji sequences)
+_CLOSING, _OPENING = ("Pe", "Pf", "Po"), ("Ps", "Pi")  # Unicode categories of punctuation: "，。）」", "（「"
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def unspaced(ch: str) -> bool:
+    """Whether a character is of a script written without spaces between words (Han, kana, CJK punctuation: the
+    wide characters but Hangul; Thai), so that a line may break before or after it anywhere."""
+    return bool(_THAI.match(ch)) or (_wide(ch) and not _HANGUL.match(ch))
+
+
+def _clusters(text: str) -> list[str]:
+    """Grapheme clusters, near enough for breaking lines: a character with the combining marks after it (Thai vowel
+    and tone marks), a Thai leading vowel with the consonant after it, characters joined by a zero-width joiner."""
+    out: list[str] = []
+    for ch in text:
+        if out and (unicodedata.category(ch) in ("Mn", "Me", "Mc") or ch == _ZWJ or out[-1][-1] in _LEADING_VOWELS
+                    or out[-1][-1] == _ZWJ):
+            out[-1] += ch
         else:
-            waiting = part
-    spans[-1][1] = end  # the last part may have joined the cue before it
-    return [Cue(a, z, "\n".join(line for piece in pieces for line in _wrap(piece, width))) for a, z, pieces in spans]
+            out.append(ch)
+    return out
 
 
 def _tokens(text: str) -> list[str]:
-    """Words with the spaces after them; a run of wide characters (CJK, written without spaces) one token a
-    character, as lines may break between any two of them."""
+    """Words with the spaces after them, a word cut between two grapheme clusters where a line may break there
+    (`_breaks`: next to a script written without spaces, CJK or Thai); other letters stay together (a Korean word,
+    "iPhone" in Chinese text)."""
     out = []
     for word in re.findall(r"\S+\s*", text):
-        if any(_wide(ch) for ch in word):
-            out.extend(re.findall(r".\s*", word))
-        else:
+        if word.isascii():
             out.append(word)
+            continue
+        clusters = _clusters(word)
+        token = clusters[0]
+        for before, now in zip(clusters, clusters[1:]):
+            if now.isspace() or not _breaks(before[-1], now[0]):
+                token += now
+            else:
+                out.append(token)
+                token = now
+        out.append(token)
     return out
+
+
+def _breaks(before: str, after: str) -> bool:
+    """Whether a line may break between two characters of a word: next to one written without spaces, but not
+    before closing punctuation nor after opening ("里，" and "（i" stay together: a line starts with neither "，"
+    nor ends with "（")."""
+    return ((unspaced(before) or unspaced(after)) and unicodedata.category(after) not in _CLOSING
+            and unicodedata.category(before) not in _OPENING and after != "\u0e46")  # ๆ: Thai's repetition mark
 
 
 def _wide(ch: str) -> bool:
     return unicodedata.east_asian_width(ch) in ("W", "F")
 
 
+def _columns(ch: str) -> int:
+    """Columns a character takes: none for combining marks and format characters (a Thai tone mark sits on its
+    consonant), two for a wide one, else one."""
+    if unicodedata.category(ch) in ("Mn", "Me", "Cf"):
+        return 0
+    return 2 if _wide(ch) else 1
+
+
 def _width(text: str) -> int:
-    return sum(2 if _wide(ch) else 1 for ch in text.strip())
+    return sum(map(_columns, text.strip()))
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _token_columns(token: str) -> tuple[int, int]:
+    """A token's columns without and with the spaces after it (asked for again and again by `fit`)."""
+    word = _width(token)
+    return word, word + sum(map(_columns, token[len(token.rstrip()):]))
 
 
 def _wrap(text: str, width: int) -> list[str]:
     """Lines of at most `width` columns, broken between tokens (a longer word alone on its line)."""
-    lines, line = [], ""
-    for token in _tokens(text):
-        if line and _width(line + token) > width:
+    return _lines(_tokens(text), width)
+
+
+def _lines(tokens: list[str], width: int) -> list[str]:
+    """`_wrap` of a text's tokens."""
+    lines, line, cols = [], "", 0  # cols: the line's columns with the spaces after its last token
+    for token in tokens:
+        word, spaced = _token_columns(token)
+        if line and cols + word > width:
             lines.append(line.strip())
-            line = ""
+            line, cols = "", 0
         line += token
+        cols += spaced
     if line.strip():
         lines.append(line.strip())
     return lines
 
 
-def _split(text: str, parts: int) -> list[str]:
-    """`text` cut between tokens into `parts` pieces of about equal width, each with the spaces after it, so that
-    joined they give `text` back; some are empty when a token is wider than a piece (or there are fewer tokens)."""
-    tokens = _tokens(text)
-    total = sum(_width(t) for t in tokens) or 1
-    pieces, done = [""] * parts, 0
-    for token in tokens:
-        pieces[min(parts - 1, done * parts // total)] += token
-        done += _width(token)
-    return pieces
-
-
 def timestamp(seconds: float, sep: str = ",") -> str:
     """62.345 -> '00:01:02,345' (SRT) or, with sep='.', '00:01:02.345' (VTT). Hours grow past 99 if needed."""
-    ms = int(round(seconds * 1000))
+    ms = _ms(seconds)
     h, ms = divmod(ms, 3_600_000)
     m, ms = divmod(ms, 60_000)
     s, ms = divmod(ms, 1000)
@@ -170,14 +273,16 @@ def write(path: str | Path, cues: Iterable[Cue]) -> Path:
 
 
 def _checked(cues: Iterable[Cue]) -> list[tuple[Cue, str]]:
-    """Validated cues with their cleaned text; cues with no text are left out (nothing to show)."""
+    """Validated cues with their cleaned text; cues with no text are left out (nothing to show), and so are cues
+    shorter than the millisecond the formats write times in (1.0001 s to 1.0004 s would be written as 1,000 to
+    1,000: shown for no time, nothing to show either)."""
     out = []
     for i, cue in enumerate(cues, start=1):
         if not (0 <= cue.start < cue.end):
             raise LLMSRTError(f"subtitle cue {i}: start {cue.start:.3f} s / end {cue.end:.3f} s are not a valid "
                               "interval (need 0 <= start < end)")
         text = _clean(cue.text)
-        if text:
+        if text and _ms(cue.start) < _ms(cue.end):
             out.append((cue, text))
     return out
 
