@@ -901,4 +901,34 @@ def test_seconds_per_step_leave_out_dev_evaluations_and_checkpoints(tiny_setup, 
     recipe.train(recipe.load_config(None, args), log=lines.append)
     logged = [json.loads(r) for r in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
     assert [r["s_per_step"] for r in logged if "s_per_step" in r] == [0.0] * 4
-    assert any(line.endswith("(0.00 s/step)") for line in lines), lines
+    assert any(line.endswith(" 0.00 s/step)") for line in lines), lines
+
+
+def test_final_weights_best_takes_the_best_checkpoints_weights(tiny_setup, tmp_path, monkeypatch):
+    """The paper configs evaluate every 2,000 steps for the best checkpoint, as the reference (which keeps the
+    checkpoint whose dev loss improved), but final/ and so the next stage took the last step's weights: the best was
+    kept and never used. final_weights: best writes final/ from it; last (the default) is unchanged."""
+    from llm_srt.model.speech_llm import ADAPTER_FILE
+    from llm_srt.train import checkpoint
+
+    dev = {2: 1.0, 4: 2.0, 6: 3.0}
+    monkeypatch.setattr(recipe.Recipe, "evaluate", lambda self: {"dev_loss": dev[self.step]})
+    lines = []
+
+    def train(run, **extra):
+        args = overrides(tiny_setup, tmp_path / run, save_every=2, eval_every=2, keep_last=1, max_steps=6,
+                         **{"data.dev": tiny_setup["manifest"], "data.dev_size": 2}, **extra)
+        return Path(recipe.train(recipe.load_config(None, args), log=lines.append))
+
+    final = train("best", final_weights="best")
+    step2 = tmp_path / "best" / "checkpoints" / checkpoint.step_name(2)
+    step6 = tmp_path / "best" / "checkpoints" / checkpoint.step_name(6)
+    assert (final / ADAPTER_FILE).read_bytes() == (step2 / ADAPTER_FILE).read_bytes()
+    assert (final / ADAPTER_FILE).read_bytes() != (step6 / ADAPTER_FILE).read_bytes()
+    assert any("(the best checkpoint's weights, step 2, dev loss 1;" in line for line in lines), lines
+    last = train("last")
+    assert (last / ADAPTER_FILE).read_bytes() == (tmp_path / "last" / "checkpoints" / checkpoint.step_name(6) /
+                                                  ADAPTER_FILE).read_bytes()
+    with pytest.raises(ConfigError, match="final_weights: best takes the checkpoint with the lowest dev loss, and "
+                                          "there is no dev set; set data.dev, or final_weights: last"):
+        recipe.load_config(None, overrides(tiny_setup, tmp_path / "x", final_weights="best"))

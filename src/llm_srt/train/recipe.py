@@ -129,6 +129,9 @@ class TrainConfig:
     save_every: int = field(default=100, metadata=bounds(ge=1))  # steps between checkpoints
     keep_last: int = field(default=2, metadata=bounds(ge=1, note="the newest checkpoint is always kept"))  # checkpoints
     #   kept (plus the best by dev loss)
+    final_weights: Literal["last", "best"] = "last"  # final/ (and so the next stage's start): the last step's
+    #   trainable weights, or the best checkpoint's by dev loss (the reference keeps the checkpoint whose dev loss
+    #   improved; needs data.dev)
     seed: int = field(default=0, metadata=bounds(ge=0, le=2**32 - 1))  # model init / dropout seed
     threads: int = field(default=0, metadata=bounds(ge=0, le=4096))  # torch CPU threads (0 = torch's default)
     output_dir: str = "runs/default"
@@ -148,6 +151,9 @@ class TrainConfig:
                               "or drop lora from trainable")
         if self.fsdp_within_node and self.distributed != "fsdp":
             raise ConfigError("fsdp_within_node: true needs distributed: fsdp")
+        if self.final_weights == "best" and not self.data.dev:
+            raise ConfigError("final_weights: best takes the checkpoint with the lowest dev loss, and there is no dev "
+                              "set; set data.dev, or final_weights: last")
         for name in self.data.tasks:
             try:
                 task = Task(name)
@@ -667,13 +673,37 @@ class Recipe:
     # ---- 6. save --------------------------------------------------------------------------------------------------
     def save_final(self) -> Path:
         """final/: the trained weights and train_config.json (a collective under FSDP; rank 0 writes)."""
-        weights = self.parallel.trainable_state()
-        on_main(self.d, lambda: _save_final(self.model, self.out, weights, self.cfg, self.settings))  # init_from's hash, taken at start
+        weights = self.parallel.trainable_state()  # a collective under FSDP: every rank, whichever weights go
+
+        def write() -> str:
+            chosen, which = self._final_weights(weights)
+            _save_final(self.model, self.out, chosen, self.cfg, self.settings)  # init_from's hash, taken at start
+            return which
+
+        which = on_main(self.d, write)
         if self.d.main:
-            self.log(f"[{self.cfg.stage}] done: {self.out / FINAL} "
-                     f"({self.step_seconds / max(1, self.steps_timed):.2f} s/step)")
+            self.log(f"[{self.cfg.stage}] done: {self.out / FINAL} ({which}; "
+                     f"{self.step_seconds / max(1, self.steps_timed):.2f} s/step)")
         barrier(self.d)
         return self.out / FINAL
+
+    def _final_weights(self, last: dict) -> tuple[dict, str]:
+        """On rank 0: the weights final/ takes (`last`, the last step's, or with final_weights: best the best
+        checkpoint's, read from its folder), and which they are, for the log. A best checkpoint that is not intact
+        (`checkpoint.verify`) leaves the last step's, said in the log."""
+        if self.cfg.final_weights != "best":
+            return last, f"the last step's weights, step {self.step}"
+        index = checkpoint.read_index(self.out / "checkpoints", log=self.log)
+        step = index["best_step"]
+        if step is None:
+            return last, f"the last step's weights, step {self.step}: no checkpoint has a finite dev loss"
+        folder = self.out / "checkpoints" / checkpoint.step_name(step)
+        if (problem := checkpoint.verify(folder)) is not None:
+            self.log(f"[{self.cfg.stage}] final_weights: best: {folder} is damaged ({problem}); final/ takes the "
+                     f"last step's weights")
+            return last, f"the last step's weights, step {self.step}: the best checkpoint is damaged"
+        which = f"the best checkpoint's weights, step {step}, dev loss {index['best_loss']:.4g}"
+        return best_weights(folder, last), which
 
     # ---- 7. clean up -------------------------------------------------------------------------------------------------
     def cleanup(self) -> None:
@@ -720,6 +750,15 @@ def _finished_settings(out: Path) -> dict | None:
         pass
     newest = checkpoint.latest(out, log=lambda *_: None)
     return checkpoint.stored_settings(newest.path) if newest is not None else None
+
+
+def best_weights(folder: Path, last: dict) -> dict:
+    """A checkpoint folder's trainable weights in `SpeechLLM.trainable_state`'s form, for the groups `last` (the
+    model's own) has: the files a checkpoint and a final/ folder share."""
+    from ..model.speech_llm import ADAPTER_FILE, CTC_FILE, LORA_FILE, _load_weights
+
+    files = {"adapter": ADAPTER_FILE, "lora": LORA_FILE, "ctc": CTC_FILE}
+    return {group: None if state is None else _load_weights(folder / files[group]) for group, state in last.items()}
 
 
 def _save_final(model, out: Path, weights: dict, cfg: TrainConfig, settings: dict) -> None:

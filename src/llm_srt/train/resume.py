@@ -18,7 +18,7 @@ from ..paths import weights_identity
 
 FREE_ON_RESUME = frozenset({
     "stage", "max_steps", "log_every", "eval_every", "save_every", "keep_last", "threads", "output_dir",
-    "allow_changes",
+    "allow_changes", "final_weights",
     # where and how it runs, not what it computes (resume across devices / strategies is supported and tested)
     "device", "distributed", "distributed_timeout_min", "activation_checkpointing", "fsdp_within_node",
     # paths that differ between hosts (the frozen models are compared by their weights: FROZEN_KEYS; the starting
