@@ -57,3 +57,21 @@ def test_ratios_are_medians_of_pairs_against_the_goals():
     gpu = wb.summarize(wb.WhisperBenchOptions(rounds=3, clips=2, threads=2), device.Placement(
         torch.device("cuda", 0), torch.bfloat16), 10.0, runs, texts)  # CPU goals; on a GPU the peaks are host memory
     assert gpu["met"] == {"wall_ratio": None, "memory_ratio": None} and "missed" not in wb.format_whisper(gpu)
+
+
+def test_a_precision_ctranslate2_lacks_here_skips_the_row_with_its_reason(tmp_path):
+    """CTranslate2's CPU build has no bfloat16 or float16: `bench --dtype bfloat16` ran the whole bench, then its
+    faster-whisper process failed and the error lost the table. The row is skipped, saying why."""
+    pytest.importorskip("faster_whisper")
+    import ctranslate2
+
+    have = ctranslate2.get_supported_compute_types("cpu")
+    for dtype in ("bfloat16", "float16"):
+        placement = device.resolve("cpu", dtype)
+        if wb.CT2_COMPUTE_TYPES[placement.dtype_name] in have:
+            continue
+        reason = wb.precision_missing(placement)
+        assert reason.startswith(f"CTranslate2 on cpu has no {placement.dtype_name} (it has ") and "float32" in reason
+        assert wb.run_whisper_bench(wb.WhisperBenchOptions(), placement, tmp_path) == {"skipped": reason}
+    assert wb.precision_missing(device.resolve("cpu", "float32")) is None
+    assert wb.precision_missing(device.resolve("cpu", "int8")) is None

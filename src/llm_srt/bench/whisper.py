@@ -92,6 +92,22 @@ def faster_whisper_missing() -> str | None:
     return None
 
 
+def precision_missing(placement: Placement) -> str | None:
+    """Why faster-whisper cannot run at the placement's precision (CTranslate2's CPU build has no bfloat16 or
+    float16: `bench --dtype bfloat16` ran the whole bench, then lost its table to that process's error), or None."""
+    import ctranslate2
+
+    wanted = CT2_COMPUTE_TYPES[placement.dtype_name]
+    try:
+        have = ctranslate2.get_supported_compute_types(placement.device.type)
+    except (RuntimeError, ValueError):  # no such device for CTranslate2: its process says why, as before
+        return None
+    if wanted in have:
+        return None
+    return (f"CTranslate2 on {placement.device.type} has no {wanted} (it has {', '.join(sorted(have))}), so the "
+            f"Whisper row is skipped at this precision; run bench with --dtype float32 or int8 for it")
+
+
 def make_clips(workdir: Path, n: int) -> list[Path]:
     """`n` English clips spoken by espeak-ng into `workdir` (22.05 kHz wav; both sides resample them)."""
     if shutil.which("espeak-ng") is None:
@@ -146,7 +162,7 @@ def run_whisper_bench(options: WhisperBenchOptions, placement: Placement, workdi
     """Both sides `rounds` times, alternating -> a JSON-able dict: per-side runs, median wall and peak memory,
     the median pair ratios against GOALS, and how many clips got the same transcript (normalized). With
     faster-whisper missing: {"skipped": reason}."""
-    reason = faster_whisper_missing()
+    reason = faster_whisper_missing() or precision_missing(placement)
     if reason:
         log(reason)
         return {"skipped": reason}
