@@ -199,8 +199,9 @@ def run_items(system: System, items: Sequence[Item], options: DecodingOptions = 
     every later batch). A failed row has `error` set, as has an item no system can run (model.systems.check_item), which
     never reaches the system, and an item for which `skip(k)` is true when its batch is formed (its caller gone:
     NOT_RUN). `progress(n)` is called as n more items are done (failed ones included); `on_output(k, output)` as
-    item k's output is ready (in the order the items run); `between()` before each batch is formed (a server runs
-    the requests that arrived meanwhile there, so they do not wait for every batch of this call)."""
+    item k's output is ready (in the order the items run); `between()` between two batches, before the later is
+    formed (a server runs the requests that arrived meanwhile there, so they do not wait for every batch of this
+    call)."""
     if batch_size < 1:
         raise LLMSRTError(f"batch size must be at least 1, got {batch_size} (--batch-size)")
     outputs: list[Output | None] = [None] * len(items)
@@ -223,8 +224,9 @@ def run_items(system: System, items: Sequence[Item], options: DecodingOptions = 
         seen = _batches.setdefault(system, _Batches()) if remember_out_of_memory else _Batches()
     except TypeError:  # a system that cannot be hashed or weakly referenced (a dataclass): this call's cap only
         seen = _Batches()
+    ran_before = seen.run
     while order:
-        if between is not None:
+        if between is not None and seen.run > ran_before:  # not before this call's first batch
             between()
         chunk: list[int] = []
         while order and len(chunk) < min(batch_size, seen.most or batch_size):
