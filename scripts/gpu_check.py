@@ -190,7 +190,9 @@ def env_step(check: Check) -> dict:
     if torch.cuda.is_available() and check.device != "cpu":
         index = torch.device(check.device).index if check.device.startswith("cuda:") else torch.cuda.current_device()
     gpu = torch.cuda.get_device_name(index) if index is not None else None
-    missing = [name for name in IMPORTS if importlib.util.find_spec(name) is None]
+    problems = {name: why for name in IMPORTS if (why := unimportable(name)) is not None}
+    missing = [name for name, why in problems.items() if why == "missing"]
+    broken = [f"{name} ({why})" for name, why in problems.items() if why != "missing"]
     try:
         pins = dict(p.split("==") for p in pinned(("transformers", "peft"), ROOT / "constraints.txt"))
     except SystemExit as e:  # a report, not the end of the check
@@ -198,11 +200,25 @@ def env_step(check: Check) -> dict:
     other = [f"{n} {versions.get(n)} (constraints.txt: {v})" for n, v in pins.items() if versions.get(n) != v]
     error = ("no CUDA GPU visible to torch" if check.device != "cpu" and gpu is None else
              f"missing {', '.join(missing)}: carry .whl/ (make fetch-wheels here first) or install them" if missing
-             else None)
+             else f"cannot import {'; '.join(broken)}: carry .whl/ built for this machine's Python (make fetch-wheels "
+                  "here first) or install them" if broken else None)
     return {"ok": error is None, "python": platform.python_version(), "cuda": torch.version.cuda, "gpu": gpu,
             "gpu_memory_gib": round(torch.cuda.get_device_properties(index).total_memory / 2**30, 1) if gpu else None,
             "versions": versions, **({"other_versions": other} if other else {}),
             **({"error": error} if error else {})}
+
+
+def unimportable(name: str) -> str | None:
+    """Why module `name` cannot be imported here ("missing" when it is not installed), or None. An import, not only
+    a look for it: a wheel built for another Python or lacking its shared library is found, then every step that
+    imports it fails after spending its time."""
+    if importlib.util.find_spec(name) is None:
+        return "missing"
+    try:
+        importlib.import_module(name)
+    except Exception as e:  # noqa: BLE001 - any failure to import is the report
+        return f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
+    return None
 
 
 def cuda_test_files() -> list[str]:

@@ -317,3 +317,24 @@ def test_an_interrupted_check_takes_the_running_command_s_process_group_with_it(
         signal.signal(signal.SIGALRM, previous)
         check.log.close()
     _gone(int(pid_file.read_text()), "the interrupted check")
+
+
+def test_a_module_found_but_not_importable_fails_the_environment_with_its_reason(monkeypatch):
+    """The environment step looked for each module without importing it: a wheel built for another Python, or one
+    whose shared library is missing, passed, and every step that imported it failed later, having spent its time."""
+    import importlib
+    import types
+
+    real = importlib.import_module
+
+    def import_module(name, *a):
+        if name == "soxr":
+            raise ImportError("libsoxr.so.0: cannot open shared object file")
+        return real(name, *a)
+
+    monkeypatch.setattr(importlib, "import_module", import_module)
+    env = gpu_check.env_step(types.SimpleNamespace(device="cpu"))
+    assert env["ok"] is False and env["error"] == (
+        "cannot import soxr (ImportError: libsoxr.so.0: cannot open shared object file): carry .whl/ built for this "
+        "machine's Python (make fetch-wheels here first) or install them")
+    assert gpu_check.unimportable("json") is None and gpu_check.unimportable("no_such_module_here") == "missing"
