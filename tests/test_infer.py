@@ -872,6 +872,15 @@ def test_skip_existing_translates_again_when_the_model_folders_files_change(tmp_
     assert cli.main(args) == 0 and len(stub.batches) == 2
     assert "1 of 1 inputs translated again: their files in" in capsys.readouterr().err
     assert cli.main(args) == 0 and len(stub.batches) == 2
+    shared = tmp_path / "shared"  # weights behind a linked folder (a model folder's llm -> /shared/...) count too
+    shared.mkdir()
+    (shared / "llm.bin").write_bytes(b"1")
+    (model / "llm").symlink_to(shared, target_is_directory=True)
+    (model / "loop").symlink_to(model, target_is_directory=True)  # a link loop ends
+    assert cli.main(args) == 0 and len(stub.batches) == 3
+    (shared / "llm.bin").write_bytes(b"22")
+    assert cli.main(args) == 0 and len(stub.batches) == 4
+    assert cli.main(args) == 0 and len(stub.batches) == 4
 
 
 def test_an_input_keeps_its_place_in_out_dir_when_run_again_with_other_inputs(tmp_path, monkeypatch):
@@ -923,3 +932,29 @@ def test_the_exit_code_says_some_inputs_failed_and_a_failed_inputs_stale_output_
             "audio or with other settings, and failed") in capsys.readouterr().err
     assert cli.main(["translate", files[0], str(tmp_path / "part.wav"), *base]) == 3  # one failed in part
     assert cli.main(["translate", files[1], *base]) == 1  # none translated
+
+
+def test_an_input_that_fails_whole_removes_only_its_own_earlier_output(tmp_path, monkeypatch, capsys):
+    """A review: a failed input removed whatever file had its output's name and another record. Kept now: a file
+    without a record (the user's own talk.srt), another input's output (d1/a.wav's a.srt, when d2/a.wav fails), and
+    the output of an input whose audio is gone (moved, a mount down: the file may be its only text)."""
+    stub = Stub()
+    stub_cli(monkeypatch, stub)
+    base = ["--model", "stub", "--src", "eng", "--tgt", "deu", "--format", "srt"]
+    (tmp_path / "talk.wav").write_bytes(b"RIFF\x00\x00")  # the user's own subtitles beside a damaged recording
+    (tmp_path / "talk.srt").write_text("mine\n")
+    assert cli.main(["translate", str(tmp_path / "talk.wav"), *base, "--out-dir", str(tmp_path)]) == 1
+    assert (tmp_path / "talk.srt").read_text() == "mine\n"
+    out = tmp_path / "out"
+    for d in ("d1", "d2"):
+        (tmp_path / d).mkdir()
+        write_wav(tmp_path / d / "a.wav", recording(3.0, [(0.5, 2.5)]))
+    assert cli.main(["translate", str(tmp_path / "d1" / "a.wav"), *base, "--out-dir", str(out)]) == 0
+    written = (out / "a.srt").read_text()
+    (tmp_path / "d2" / "a.wav").write_bytes(b"RIFF\x00\x00")
+    assert cli.main(["translate", str(tmp_path / "d2" / "a.wav"), *base, "--out-dir", str(out)]) == 1
+    assert (out / "a.srt").read_text() == written  # d1's
+    (tmp_path / "d1" / "a.wav").rename(tmp_path / "moved.wav")
+    capsys.readouterr()
+    assert cli.main(["translate", str(tmp_path / "d1" / "a.wav"), *base, "--out-dir", str(out)]) == 1
+    assert (out / "a.srt").read_text() == written and "removed" not in capsys.readouterr().err

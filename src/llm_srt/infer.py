@@ -28,7 +28,7 @@ from .errors import LLMSRTError, shown
 from .paths import atomic_file
 from .model.decoding import (DecodingOptions, StaticSteps, add_compile_argument, add_no_repeat_argument,
                              add_srt_tags_argument, decoding_from_args)
-from .model.systems import CANNOT_RUN, Item, Output, System, cap, check_item, load_system
+from .model.systems import CANNOT_RUN, SYSTEMS, Item, Output, System, cap, check_item, load_system
 from .prompts import Task
 from .segment import Segment, SegmentOptions, last_millisecond, segment
 
@@ -187,7 +187,7 @@ def run_items(system: System, items: Sequence[Item], options: DecodingOptions = 
               batch_size: int = 8, progress: Callable[[int], object] | None = None,
               on_output: Callable[[int, Output], object] | None = None,
               first: Sequence[float] | None = None, skip: Callable[[int], bool] | None = None,
-              remember_out_of_memory: bool = True, between: Callable[[], object] | None = None) -> list[Output]:
+              remember_out_of_memory: bool = True, between: Callable[[float], object] | None = None) -> list[Output]:
     """One Output per item, in order, however mixed the languages and tasks. Items run longest first in batches of
     `batch_size` (similar lengths together; the first batch shows the peak memory), or, with `first` (a key per
     item), lowest key first and longest first within a key; each item's output is capped by its own budget
@@ -199,9 +199,9 @@ def run_items(system: System, items: Sequence[Item], options: DecodingOptions = 
     every later batch). A failed row has `error` set, as has an item no system can run (model.systems.check_item), which
     never reaches the system, and an item for which `skip(k)` is true when its batch is formed (its caller gone:
     NOT_RUN). `progress(n)` is called as n more items are done (failed ones included); `on_output(k, output)` as
-    item k's output is ready (in the order the items run); `between()` between two batches, before the later is
-    formed (a server runs the requests that arrived meanwhile there, so they do not wait for every batch of this
-    call)."""
+    item k's output is ready (in the order the items run); `between(left)` between two batches, before the later is
+    formed, with the share of this call's work (its items' samples, or characters) not yet run (a server runs the
+    shorter requests that arrived meanwhile there, so they do not wait for every batch of this call)."""
     if batch_size < 1:
         raise LLMSRTError(f"batch size must be at least 1, got {batch_size} (--batch-size)")
     outputs: list[Output | None] = [None] * len(items)
@@ -225,9 +225,10 @@ def run_items(system: System, items: Sequence[Item], options: DecodingOptions = 
     except TypeError:  # a system that cannot be hashed or weakly referenced (a dataclass): this call's cap only
         seen = _Batches()
     ran_before = seen.run
+    total = sum(size[k] for k in order) or 1
     while order:
         if between is not None and seen.run > ran_before:  # not before this call's first batch
-            between()
+            between(sum(size[k] for k in order) / total)
         chunk: list[int] = []
         while order and len(chunk) < min(batch_size, seen.most or batch_size):
             k = order.popleft()
@@ -314,7 +315,7 @@ class SpeechTranslator:
                   on_result: Callable[[int, TranslationResult], object] | None = None,
                   whole_clips: bool = False, shortest_first: bool = False,
                   cancelled: Callable[[int], bool] | None = None, remember_out_of_memory: bool = True,
-                  between_batches: Callable[[], object] | None = None) -> list[TranslationResult]:
+                  between_batches: Callable[[float], object] | None = None) -> list[TranslationResult]:
         """One result per input, in order. `src` / `tgt` / `task`: one value, or one per input ("auto" source:
         language ID per input, from its longest speech segment). Each input goes to the system as its speech
         segments (`speech_segments`); one without speech gets no segment and empty texts. `whole_clips` (evaluate:
@@ -608,8 +609,8 @@ def main(args) -> int:
             print(f"llm-srt translate: {note}", file=sys.stderr)
         text = _render(r, args) if args.format != "json" and (r.kept or not r.error) else None
         if outputs:
-            if text is None and r.error and outputs[k].is_file() and before.get(_key(outputs[k], out_dir)) != {
-                    "settings": settings, "input": source(k)}:  # an earlier run's output of other audio or settings
+            if text is None and r.error and outputs[k].is_file() and _stale(before.get(_key(outputs[k], out_dir)),
+                                                                             settings, source(k)):
                 try:
                     outputs[k].unlink()
                     print(f"llm-srt translate: {shown(str(outputs[k]))}, an earlier run's output, removed: this run "
@@ -787,7 +788,8 @@ def _settings(args, options: DecodingOptions, segments: SegmentOptions) -> dict:
             "dtype": dtype,
             "task": args.task, "format": args.format, "subtitles": args.subtitles, "line_width": args.line_width,
             "models": {k: str(v.resolve()) for k, v in folders.items()},
-            "files": {k: files_fingerprint(v) for k, v in {"model": model, **folders}.items() if v.exists()},
+            "files": {k: files_fingerprint(v) for k, v in {"model": model, **folders}.items()
+                      if v.exists() and not (k == "model" and args.model in SYSTEMS)},  # a baseline's name
             "decoding": {k: v for k, v in vars(options).items() if k != "compile"}, "segments": vars(segments)}
 
 
@@ -797,12 +799,39 @@ def files_fingerprint(path: Path) -> str:
     --skip-existing must not take for this model's (it compared the folder's path alone). Sizes and times, not the
     contents: the same for a folder's weights left alone, and read in microseconds."""
     digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for p in files:
-        st = p.stat()
-        digest.update(f"{p.relative_to(path).as_posix() if path.is_dir() else p.name}\0{st.st_size}\0"
-                      f"{st.st_mtime_ns}\n".encode())
+    for name, st in sorted(_files_under(path)):
+        digest.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return digest.hexdigest()
+
+
+def _files_under(path: Path) -> list[tuple[str, os.stat_result]]:
+    """(name relative to `path`, stat) of every file in folder `path` (or of file `path` itself), through linked
+    folders too (a model folder's `llm -> /shared/...`; each real folder once, so a link loop ends)."""
+    if not path.is_dir():
+        return [(path.name, path.stat())]
+    out, seen = [], set()
+    for root, dirs, files in os.walk(path, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        for f in files:
+            try:
+                out.append((Path(root, f).relative_to(path).as_posix(), Path(root, f).stat()))
+            except OSError:  # a dangling link: nothing to read, so nothing the outputs came from
+                continue
+    return out
+
+
+def _stale(entry: dict | None, settings: dict, source: dict) -> bool:
+    """Whether an output file with record `entry` is an earlier run's output of this very input (its path) from
+    other audio (the file there now, another size or time) or with other settings: what an input that fails whole
+    removes. Not a file without a record (the user's own), another input's, nor one whose audio cannot be read now
+    (a file moved, a mount down: the output may be its only text)."""
+    given = entry.get("input") if isinstance(entry, dict) else None
+    return (isinstance(given, dict) and given.get("path") == source["path"] and "size" in source
+            and entry != {"settings": settings, "input": source})
 
 
 def _key(path: Path, out_dir: Path) -> str:
