@@ -51,6 +51,11 @@ def test_hide_paths_keeps_the_words_and_drops_the_folders():
                                 paths)
     hidden = guard.SERVER_PATH
     assert text == f"{hidden}: no tokenizer.json ({hidden}); see https://example.org/a/b or eng/deu"
+    # a review: file URIs and UNC paths were left whole, and a closing bracket went with the path
+    for shown, kept in ((r"[/srv/a/b]", f"[{hidden}]"), ("file:///srv/models/w.bin failed", f"{hidden} failed"),
+                        (r"at \\server\share\m\w.bin", f"at {hidden}"), ("{/a/b} `/c/d`", f"{{{hidden}}} `{hidden}`"),
+                        ("and/or 12/05/2026 3/4 text/plain", "and/or 12/05/2026 3/4 text/plain")):
+        assert guard.hide_paths(shown, ()) == kept, shown
 
 
 def test_a_model_without_language_id_is_a_400_without_the_folder_of_its_whisper(translator, model_dir, clip, caplog):

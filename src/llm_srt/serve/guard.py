@@ -58,8 +58,11 @@ WILDCARD_BINDS = ("0.0.0.0", "::", "")
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")  # methods a cross-origin page can send without changing anything
 DEFAULT_PORTS = {"http": 80, "https": 443}
 SERVER_PATH = "<server path>"  # stands for a folder of the server's in what a client is told
-ABSOLUTE_PATH = re.compile(  # /a/b, ~/a/b, C:\a\b; not a URL's //host/x nor eng/deu; ends before :;,() and quotes
-    r"(?<![\w.~/\\-])(?:~|[A-Za-z]:)?[/\\][^\s'\"/\\:;,()]+(?:[/\\][^\s'\"/\\:;,()]*)+")
+_PATH_END = r"\s'\"`:;,()\[\]{}<>"  # what ends a path in a message: spaces, quotes, brackets, :;,
+ABSOLUTE_PATH = re.compile(  # /a/b, ~/a/b, C:\a\b, \\host\share\x, file:///a/b; not a URL's //host/x nor eng/deu
+    rf"file://[^{_PATH_END}]+"
+    rf"|(?<![\w\\])\\\\[^{_PATH_END}/\\]+(?:\\[^{_PATH_END}/\\]*)+"
+    rf"|(?<![\w.~/\\-])(?:~|[A-Za-z]:)?[/\\][^{_PATH_END}/\\]+(?:[/\\][^{_PATH_END}/\\]*)+")
 MAX_HEADERS, MAX_HEADER_BYTES = 100, 32 * 1024  # h11 enforces its head limit only on a head that arrives in pieces
 
 
