@@ -929,6 +929,14 @@ def test_final_weights_best_takes_the_best_checkpoints_weights(tiny_setup, tmp_p
     last = train("last")
     assert (last / ADAPTER_FILE).read_bytes() == (tmp_path / "last" / "checkpoints" / checkpoint.step_name(6) /
                                                   ADAPTER_FILE).read_bytes()
+    lines.clear()  # the finished stage run again asking for best (a curriculum finished before the paper configs
+    again = train("last", final_weights="best")  # did): final/ is written again, from step 2's checkpoint
+    assert (again / ADAPTER_FILE).read_bytes() == (tmp_path / "last" / "checkpoints" / checkpoint.step_name(2) /
+                                                   ADAPTER_FILE).read_bytes()
+    assert any("holds the last weights; final_weights is now best: writing it again" in line for line in lines)
+    lines.clear()
+    train("last", final_weights="best")
+    assert any("already finished" in line for line in lines), lines
     with pytest.raises(ConfigError, match="final_weights: best takes the checkpoint with the lowest dev loss, and "
                                           "there is no dev set; set data.dev, or final_weights: last"):
         recipe.load_config(None, overrides(tiny_setup, tmp_path / "x", final_weights="best"))

@@ -305,12 +305,35 @@ class Recipe:
         done = finished_steps(self.out)
         if done is None or done >= self.cfg.max_steps:
             self._check_finished_settings()
+            if done == self.cfg.max_steps and self._final_weights_changed():
+                self.extending = True  # from the checkpoint at max_steps: no step left to train, final/ written
+                return False
             self.log(f"[{self.cfg.stage}] already finished: {self.out / FINAL}")
             return True
         self.log(f"[{self.cfg.stage}] {self.out / FINAL} has {done} steps; max_steps is now {self.cfg.max_steps}: "
                  "continuing from the newest checkpoint")
         self.extending = True
         return False
+
+    def _final_weights_changed(self) -> bool:
+        """Whether final/ holds other weights than final_weights now asks for (a stage finished with last, or before
+        the key: the paper configs now ask for best), with the checkpoint at max_steps still there to write final/
+        again from (the run resumes there and trains nothing). Without that checkpoint final/ is kept, said so."""
+        try:
+            had = json.loads((self.out / FINAL / "train_config.json").read_text()).get("final_weights", "last")
+        except (OSError, ValueError, AttributeError):
+            return False
+        if had == self.cfg.final_weights:
+            return False
+        newest = checkpoint.latest(self.out, log=self.log)
+        if newest is None or newest.step != self.cfg.max_steps:
+            self.log(f"[{self.cfg.stage}] {self.out / FINAL} holds the {had} weights (final_weights: {had}), and no "
+                     f"checkpoint at step {self.cfg.max_steps} is left to write it again with final_weights: "
+                     f"{self.cfg.final_weights}; kept as it is")
+            return False
+        self.log(f"[{self.cfg.stage}] {self.out / FINAL} holds the {had} weights; final_weights is now "
+                 f"{self.cfg.final_weights}: writing it again from the checkpoints (no step is trained)")
+        return True
 
     def _check_finished_settings(self) -> None:
         """A finished model trained with other settings than this config's (lr, task mix, manifests, precision...)
