@@ -322,3 +322,13 @@ def test_a_cue_shorter_than_a_millisecond_once_rounded_is_left_out():
     assert to_srt([Cue(1.0001, 1.0004, "gone")]) == ""
     with pytest.raises(LLMSRTError, match="cue 1"):
         to_srt([Cue(1.0004, 1.0001, "backwards")])
+
+
+def test_thai_sara_am_stays_with_its_consonant():
+    """SARA AM (U+0E33) is a spacing vowel, not a mark, yet part of its consonant's cluster: a line began with it
+    ("น้" / "ำใจ" at width 10, a review)."""
+    from llm_srt.subtitles import _clusters, _lines, _tokens
+
+    assert "น้ำ" in _clusters("น้ำใจ") and "ทำ" in _clusters("ทำงาน")
+    for text in ("กกกกกกกกกน้ำใจ", "ทำงาน" * 7):
+        assert not any(line.startswith("\u0e33") for line in _lines(_tokens(text), 10)), text

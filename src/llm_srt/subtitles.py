@@ -139,6 +139,8 @@ def _pieces(tokens: list[str], at: list[int], cuts: list[int]) -> list[list[str]
 _HANGUL = re.compile(r"[\u1100-\u11ff\u3130-\u318f\ua960-\ua97f\uac00-\ud7ff]")
 _THAI = re.compile(r"[\u0e00-\u0e7f]")
 _LEADING_VOWELS = "\u0e40\u0e41\u0e42\u0e43\u0e44"  # Thai vowels written before their consonant, which they go with
+_SARA_AM = "\u0e33"  # Thai SARA AM: a spacing vowel (not a mark), yet part of its consonant's cluster (Unicode's
+#   SpacingMark), so no line starts with it
 _ZWJ = "\u200d"  # zero-width joiner: joins the characters either side of it (emoji sequences)
 _CLOSING, _OPENING = ("Pe", "Pf", "Po"), ("Ps", "Pi")  # Unicode categories of punctuation: "，。）」", "（「"
 
@@ -152,11 +154,12 @@ def unspaced(ch: str) -> bool:
 
 def _clusters(text: str) -> list[str]:
     """Grapheme clusters, near enough for breaking lines: a character with the combining marks after it (Thai vowel
-    and tone marks), a Thai leading vowel with the consonant after it, characters joined by a zero-width joiner."""
+    and tone marks, and SARA AM), a Thai leading vowel with the consonant after it, characters joined by a zero-width
+    joiner."""
     out: list[str] = []
     for ch in text:
-        if out and (unicodedata.category(ch) in ("Mn", "Me", "Mc") or ch == _ZWJ or out[-1][-1] in _LEADING_VOWELS
-                    or out[-1][-1] == _ZWJ):
+        if out and (unicodedata.category(ch) in ("Mn", "Me", "Mc") or ch in (_ZWJ, _SARA_AM)
+                    or out[-1][-1] in _LEADING_VOWELS or out[-1][-1] == _ZWJ):
             out[-1] += ch
         else:
             out.append(ch)
