@@ -537,6 +537,14 @@ def test_cli_adds_the_whisper_row_unless_told_not_to(monkeypatch, capsys):
     assert bench.main(parser.parse_args(["--device", "cpu", "--json", "--no-whisper"])) == 0
     assert len(calls) == 1 and json.loads(capsys.readouterr().out) == {"rows": "embedded"}
 
+    def fails(options, placement, log):
+        raise LLMSRTError("bench: the Whisper row's faster_whisper process exited with 1: boom")
+
+    monkeypatch.setattr(whisper, "run_whisper_bench", fails)  # the rows before it are kept: the table, exit 1
+    assert bench.main(parser.parse_args(["--device", "cpu"])) == 1
+    out = capsys.readouterr().out
+    assert "EMBEDDED TABLE" in out and "whisper vs faster-whisper: FAILED (bench: the Whisper row's" in out
+
 
 def test_each_decode_row_is_warmed_up_at_its_own_shape_untimed(monkeypatch):
     """Before the timed passes, 2 tokens of each row's longest batch at its beam (kernel timings and other

@@ -147,3 +147,15 @@ def test_a_reader_that_stops_early_gets_no_traceback():
     reader.stdout.close()  # as `head -1` does
     err = reader.stderr.read().decode()
     assert reader.wait(60) == cli.BROKEN_PIPE == 141 and "Traceback" not in err and err == ""
+
+
+def test_a_broken_pipe_other_than_stdouts_is_an_error_shown(monkeypatch):
+    """Only stdout's reader gone is the quiet exit 141: a broken pipe to a subprocess or a socket is a real error."""
+    import llm_srt.evaluate.score as score
+
+    def main(args):
+        raise BrokenPipeError("a subprocess's pipe")
+
+    monkeypatch.setattr(score, "main", main)
+    with pytest.raises(BrokenPipeError, match="a subprocess's pipe"):
+        cli.main(["score", "--hyp", "h", "--ref", "r", "--tgt-lang", "deu"])

@@ -95,8 +95,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"llm-srt {verb}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # stdout's reader has gone (`llm-srt translate ... | head -1`): no traceback
+        if debug or not _stdout_broken():  # another pipe (a subprocess's, a socket): a real error, shown
+            raise
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nor another at exit, flushing stdout
         return BROKEN_PIPE
+
+
+def _stdout_broken() -> bool:
+    """Whether standard output's reader has gone: a pipe whose reading end is closed polls as an error (where
+    poll() is missing, the broken pipe is taken for stdout's)."""
+    import select
+
+    if not hasattr(select, "poll"):
+        return True
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # stdout closed or replaced by an object without a descriptor
+        return False
 
 
 if __name__ == "__main__":

@@ -106,9 +106,13 @@ def main(args) -> int:
             from .whisper import WhisperBenchOptions, format_whisper, run_whisper_bench
 
             log("whisper: translate --model whisper vs faster-whisper, alternating whole processes")
-            result["whisper"] = run_whisper_bench(WhisperBenchOptions(threads=args.threads), placement, log=log)
+            try:
+                result["whisper"] = run_whisper_bench(WhisperBenchOptions(threads=args.threads), placement, log=log)
+            except LLMSRTError as e:  # the rows measured before it are still printed and written
+                log(f"whisper row failed: {e}")
+                result["whisper"] = {"failed": str(e)}
             table += "\n" + format_whisper(result["whisper"])
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2) if args.json else table)
-    return 0
+    return 1 if "failed" in result.get("whisper", {}) else 0

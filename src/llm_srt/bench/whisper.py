@@ -100,8 +100,9 @@ def precision_missing(placement: Placement) -> str | None:
     wanted = CT2_COMPUTE_TYPES[placement.dtype_name]
     try:
         have = ctranslate2.get_supported_compute_types(placement.device.type)
-    except (RuntimeError, ValueError):  # no such device for CTranslate2: its process says why, as before
-        return None
+    except (RuntimeError, ValueError) as e:  # CTranslate2 cannot use the device here (a CPU-only build, a driver)
+        return (f"CTranslate2 cannot run on {placement.device.type} here ({(str(e).splitlines() or [''])[0][:200]}), "
+                "so the Whisper row is skipped")
     if wanted in have:
         return None
     return (f"CTranslate2 on {placement.device.type} has no {wanted} (it has {', '.join(sorted(have))}), so the "
@@ -218,6 +219,8 @@ def format_whisper(result: dict) -> str:
     """The row's lines for the bench table."""
     if "skipped" in result:
         return f"whisper vs faster-whisper: skipped ({result['skipped']})"
+    if "failed" in result:
+        return f"whisper vs faster-whisper: FAILED ({result['failed']})"
     ours, theirs = result["llm_srt"], result["faster_whisper"]
     def met(k: str) -> str:
         return "not judged: a CPU goal" if result["met"][k] is None else "met" if result["met"][k] else "missed"
