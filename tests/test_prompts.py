@@ -161,3 +161,11 @@ def test_a_dropped_token_inside_cjk_text_leaves_no_space():
     assert parse_srt("你好<|im_end|>世界<|zho|><|eng|>Hello<eos>world").transcript == "你好世界"
     assert clean("Hello<|im_end|>world") == "Hello world" and clean("你好<|im_end|>world") == "你好 world"
     assert clean("你好 <|im_end|>世界") == "你好 世界" and clean("<|im_end|>你好<|im_end|>") == "你好"
+
+
+def test_a_closing_tag_look_alike_of_a_language_tag_is_no_text():
+    """The shipped model once wrote "Skip </|eng|>" in a transcript (a walkthrough of README's commands): a tag with
+    a slash is dropped like the tag itself."""
+    from llm_srt.prompts import clean
+
+    assert clean("Skip </|eng|>") == "Skip" and clean("a</|deu|>b") == "a b" and clean("x </ y") == "x </ y"

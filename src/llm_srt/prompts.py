@@ -103,7 +103,8 @@ class SRTOutput:
 # a language tag; not one of the tokenizers' own tags of that shape that decoding may leave in the text (Qwen2.5's
 # <|fim_pad|>, <|fim_prefix|>, ... are not special tokens; <|im_end|> and <|box_start|> where a tokenizer keeps them)
 _TAG = re.compile(r"<\|(?!(?:fim|im|box)_)([a-z]{2,3}(?:[-_][A-Za-z]+)?)\|>")
-_SPECIAL = re.compile(r"<\|[^|<>]{0,20}\|>|<(?:eos|bos|pad|end_of_turn|start_of_turn)>|</s>")
+_SPECIAL = re.compile(r"</?\|[^|<>]{0,20}\|>|<(?:eos|bos|pad|end_of_turn|start_of_turn)>|</s>")  # "</|eng|>": a
+#   small model's closing-tag look-alike of a language tag (seen in a transcript), no text either
 _CUT_TAG = re.compile(r"<\|[^|<>\s]{0,20}\|?\s*$")  # a tag cut off by the token cap: "<|en", "<|eng|"
 
 
