@@ -293,7 +293,8 @@ def ending_whisper(folders, tmp_path_factory):
 
 def hf_generate(folder, audios, langs, task, beams, max_new):
     """Whisper decoded as before this loop existed: HF `generate` with its own suppression processors, one
-    language per call -> each clip's tokens up to its first end token."""
+    language per call -> each clip's tokens up to its first end token. Beam search stops at `beams` finished
+    hypotheses (DecodingOptions.early_stopping, as openai-whisper's beam search), not HF's default heuristic."""
     from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration
 
     model = WhisperForConditionalGeneration.from_pretrained(folder).eval()
@@ -303,7 +304,8 @@ def hf_generate(folder, audios, langs, task, beams, max_new):
         idx = [i for i, x in enumerate(langs) if x == lang]
         with torch.inference_mode():
             ids = model.generate(mel.input_features[idx], language=languages.get(lang).whisper, task=task,
-                                 num_beams=beams, max_new_tokens=max_new)
+                                 num_beams=beams, max_new_tokens=max_new, **({"early_stopping": True} if beams > 1
+                                                                             else {}))
         for i, row in zip(idx, ids.tolist()):
             rows[i] = until_eos(row, model.config.eos_token_id)
     return rows

@@ -326,7 +326,8 @@ from llm_srt import device, languages
 from llm_srt.model.systems import WhisperSystem
 system = WhisperSystem(sys.argv[1], device.resolve("cpu", sys.argv[2]))
 clip = (0.3 * np.sin(np.arange(16000) * 0.2)).astype(np.float32)
-options = SimpleNamespace(beam_size=1, no_repeat_ngram_size=0, max_new_tokens=5)  # DecodingOptions' fields
+options = SimpleNamespace(beam_size=1, no_repeat_ngram_size=0, repetition_penalty=1.0,  # DecodingOptions' fields
+                          max_new_tokens=5)
 texts = system.decode([clip, clip[:8000]], ["eng", "deu"], "transcribe", options)
 lang = system.detect_language(clip)
 print(json.dumps({"texts": texts, "lang": lang,

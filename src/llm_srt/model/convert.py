@@ -344,19 +344,22 @@ def _whisper_config_kwargs(dims: _WhisperDims, ct2_config: dict, vocab: list[str
 
 def _whisper_generation_config(config, ct2_config: dict, vocab: list[str]):
     """The generation config transformers' Whisper `generate` reads (language / task / timestamp handling), with
-    the special-token ids of the model's WhisperConfig."""
+    the special-token ids of the model's WhisperConfig. An English-only Whisper (`*.en`: CTranslate2 lists no
+    lang_ids) gets no `lang_to_id` or `task_to_id`, as the Hub's `openai/whisper-*.en` configs: given an empty
+    `lang_to_id`, `generate` would "detect" a language among none and put token 0 in its prompt."""
     from transformers import GenerationConfig
 
     token_id = {token: i for i, token in enumerate(vocab)}
     lang_ids = list(ct2_config.get("lang_ids") or [])
+    tables = dict(lang_to_id={vocab[i]: i for i in lang_ids},
+                  task_to_id={task: token_id[token] for task, token in TASKS.items() if token in token_id}) \
+        if lang_ids else {}
     return GenerationConfig(
         decoder_start_token_id=config.decoder_start_token_id,
         bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id,
         pad_token_id=config.pad_token_id, max_length=config.max_target_positions,
         suppress_tokens=config.suppress_tokens, begin_suppress_tokens=config.begin_suppress_tokens,
-        is_multilingual=bool(lang_ids),
-        lang_to_id={vocab[i]: i for i in lang_ids},
-        task_to_id={task: token_id[token] for task, token in TASKS.items() if token in token_id},
+        is_multilingual=bool(lang_ids), **tables,
         no_timestamps_token_id=token_id.get(NO_TIMESTAMPS),
         prev_sot_token_id=token_id.get(SOT_PREV),
         max_initial_timestamp_index=WHISPER_MAX_INITIAL_TIMESTAMP_INDEX,

@@ -210,7 +210,10 @@ def _whisper(folder: str, device: torch.device, dtype: torch.dtype):
     what the torch Whisper does not do (beam search, no-repeat n-grams): transformers is imported only then. Its
     generation config's suppressed tokens are cleared, so HF's processors, which rebuild their masks with
     `torch.isin` at every step, never run: `SuppressTokens` masks the same tokens (the torch Whisper's
-    `generation`, read from the same generation_config.json) from masks made once."""
+    `generation`, read from the same generation_config.json) from masks made once. Its prompt comes from
+    `language=` and `task=` alone (old `forced_decoder_ids` cleared: HF ignores them beside those); an
+    English-only Whisper's, given neither, is start and no-timestamps, and an empty `lang_to_id` (`convert`'s
+    for a `.en` model) is dropped, or HF would run its language ID over no language tokens."""
     from transformers import WhisperForConditionalGeneration
 
     from .cpu_linear import quantize_int8
@@ -223,6 +226,9 @@ def _whisper(folder: str, device: torch.device, dtype: torch.dtype):
     if is_int8(dtype):  # every linear layer of encoder and decoder, the tied output head as a copy (as CTranslate2's
         quantize_int8(model)  # int8); convolutions, embeddings, norms and activations stay float32
     model.generation_config.suppress_tokens = model.generation_config.begin_suppress_tokens = None
+    model.generation_config.forced_decoder_ids = None
+    if not getattr(model.generation_config, "lang_to_id", None):
+        model.generation_config.__dict__.pop("lang_to_id", None)
     return model.eval()
 
 
@@ -247,8 +253,9 @@ def detect_language(whisper: str | Path | None, audio: np.ndarray, placement: Pl
         if tid is not None:
             candidates.setdefault(tid, lang.code)
     if not candidates:
-        raise LLMSRTError(f"{whisper}: this Whisper has no language tokens, so it {LID_MISSING}; give the source "
-                          "language (--src)")
+        raise LLMSRTError(f"{folder}: this Whisper has no language tokens (an English-only Whisper such as "
+                          f"tiny.en), so it {LID_MISSING}; give the source language (--src; --src eng for English "
+                          "speech)")
     with torch.inference_mode():
         start = torch.tensor([[w.generation.start]], device=w.device)
         mel = w.mel([audio])
@@ -267,12 +274,14 @@ def detect_language(whisper: str | Path | None, audio: np.ndarray, placement: Pl
 
 class WhisperSystem:
     """Whisper's own encoder-decoder: transcribes any language; translates into English only (tgt == src is the
-    transcript). Items it cannot do (text-only MT, another target) fail alone.
+    transcript). An English-only Whisper (`tiny.en` ... `medium.en`: no language tokens) transcribes English only.
+    Items it cannot do (text-only MT, another target, a language it cannot hear) fail alone.
 
     Greedy decoding (the default) runs the plain-torch Whisper (model/whisper_torch.py; transformers is never
     imported): one encoder pass per clip, cross-attention keys/values once per clip, a KV cache, a suppression mask
     made once, an argmax; a batch of any languages decodes together. The same tokens as HF `generate`
-    (tests/model/test_systems.py checks it). Beam search and `no_repeat_ngram_size` go through HF `generate`."""
+    (tests/model/test_systems.py checks it). Beam search, `no_repeat_ngram_size` and a repetition penalty go
+    through HF `generate`."""
 
     def __init__(self, folder: str | Path | None, placement: Placement, name: str = "whisper"):
         self.folder = resolve_model(str(folder or EMBEDDED), "encoder")
@@ -289,15 +298,39 @@ class WhisperSystem:
 
         return load_tokenizer(Path(self.folder))
 
-    def prompt(self, lang: str, whisper_task: str) -> list[int]:
-        """Whisper's task prompt for a clip in `lang`: start, language, task, no-timestamps (as HF generate builds
-        it from `language=` and `task=`)."""
+    @property
+    def english_only(self) -> bool:
+        """An English-only Whisper (`*.en`): its generation config has no language tokens; it was trained to
+        transcribe English from start and no-timestamps alone."""
+        return not self.whisper.generation.lang_to_id
+
+    def cannot(self, lang: str, whisper_task: str) -> str | None:
+        """Why this Whisper cannot `whisper_task` ("transcribe" / "translate") a clip in `lang`, and what to do
+        (one line); None if it can."""
         g = self.whisper.generation
+        if self.english_only:
+            if lang == "eng" and whisper_task == "transcribe":
+                return None
+            return (f"{self.folder}: an English-only Whisper (no language tokens in its generation_config.json) "
+                    f"transcribes English (eng) only, so it cannot {whisper_task} {lang}; use a multilingual "
+                    "Whisper (--whisper)")
         token = f"<|{languages.whisper_language(lang, self.vocab)}|>"
         if token not in g.lang_to_id or whisper_task not in g.task_to_id:
-            raise LLMSRTError(f"{self.folder}: this Whisper cannot {whisper_task} {lang} (no {token} or "
-                              f"<|{whisper_task}|> in its generation_config.json); use a multilingual Whisper")
-        ids = [g.start, g.lang_to_id[token], g.task_to_id[whisper_task]]
+            return (f"{self.folder}: this Whisper cannot {whisper_task} {lang} (no {token} or <|{whisper_task}|> "
+                    "in its generation_config.json); use a multilingual Whisper (--whisper)")
+        return None
+
+    def prompt(self, lang: str, whisper_task: str) -> list[int]:
+        """Whisper's task prompt for a clip in `lang`: start, language, task, no-timestamps (as HF generate builds
+        it from `language=` and `task=`); an English-only Whisper's: start, no-timestamps (as openai-whisper and HF
+        generate decode `*.en` models), English transcription only. Ids from the model's own generation config
+        (start and no-timestamps differ: 50257 / 50362 in `*.en`, 50258 / 50364 in large-v3)."""
+        why = self.cannot(lang, whisper_task)
+        if why is not None:
+            raise LLMSRTError(why)
+        g = self.whisper.generation
+        ids = [g.start] if self.english_only else [
+            g.start, g.lang_to_id[f"<|{languages.whisper_language(lang, self.vocab)}|>"], g.task_to_id[whisper_task]]
         return ids + ([g.no_timestamps] if g.no_timestamps is not None else [])
 
     def decode(self, audios: list[np.ndarray], langs: list[str], whisper_task: str, options: DecodingOptions,
@@ -316,7 +349,7 @@ class WhisperSystem:
         prompts = torch.tensor([self.prompt(lang, whisper_task) for lang in langs], device=self.whisper.device)
         with torch.inference_mode():
             mel = self.whisper.mel(audios)
-            if options.beam_size == 1 and not options.no_repeat_ngram_size:
+            if options.beam_size == 1 and not options.no_repeat_ngram_size and options.repetition_penalty == 1.0:
                 ids = self._greedy(mel, prompts, max(caps))
             else:
                 ids = self._generate(mel, langs, whisper_task, options, caps)
@@ -343,8 +376,11 @@ class WhisperSystem:
 
     def _generate(self, mel: torch.Tensor, langs: list[str], whisper_task: str, options: DecodingOptions,
                   caps: list[int]) -> torch.Tensor:
-        """HF `generate` (beam search, no-repeat n-grams) with each clip's language, to the largest of the clips'
-        caps (beam search: each clip's hypotheses stopped at its own, `decoding.RowCaps`) -> new tokens (B, n)."""
+        """HF `generate` (beam search, no-repeat n-grams, a repetition penalty) with each clip's language (an
+        English-only Whisper: none, nor a task), to the largest of the clips' caps (beam search: each clip's
+        hypotheses stopped at its own, `decoding.RowCaps`) -> new tokens (B, n). The options' length penalty,
+        repetition penalty and early stopping are passed as the speech LLM's `decoding.generation_config` sets
+        them (early stopping in beam search only), not left to the folder's generation config."""
         from transformers import LogitsProcessorList, StoppingCriteriaList
 
         from .decoding import RowCaps
@@ -353,9 +389,12 @@ class WhisperSystem:
         g = self.whisper.generation
         suppress = SuppressTokens(self.whisper.dims.n_vocab, g.suppress, g.begin_suppress, mel.device)
         stop = StoppingCriteriaList([RowCaps(caps)]) if options.beam_size > 1 else None
-        return hf.generate(mel, language=[languages.whisper_language(x, self.vocab) for x in langs],
-                           task=whisper_task, num_beams=options.beam_size, max_new_tokens=max(caps),
+        prompt = {} if self.english_only else {
+            "language": [languages.whisper_language(x, self.vocab) for x in langs], "task": whisper_task}
+        return hf.generate(mel, **prompt, num_beams=options.beam_size, max_new_tokens=max(caps),
                            no_repeat_ngram_size=options.no_repeat_ngram_size,
+                           length_penalty=options.length_penalty, repetition_penalty=options.repetition_penalty,
+                           early_stopping=options.early_stopping if options.beam_size > 1 else False,
                            logits_processor=LogitsProcessorList([suppress]), stopping_criteria=stop)
 
     def run_batch(self, items: Sequence[Item], options: DecodingOptions) -> list[Output]:
@@ -365,6 +404,8 @@ class WhisperSystem:
             if it.audio is None:
                 out[i] = Output(error=CANNOT_RUN + "the whisper system needs audio; text-only MT needs --model "
                                       "cascade, mt or a speech model folder")
+            elif (why := self.cannot(it.src, "transcribe")) is not None:  # an English-only Whisper, another
+                out[i] = Output(error=CANNOT_RUN + why)  # language: fails alone, not its whole batch
             elif it.task.needs_translation and it.tgt not in ("eng", it.src):
                 out[i] = Output(error=f"{CANNOT_RUN}the whisper system translates only into English (eng), not "
                                       f"{it.tgt}; use --model cascade for other targets")
@@ -493,18 +534,22 @@ class CascadeSystem:
         self.placement = asr.placement
 
     def run_batch(self, items: Sequence[Item], options: DecodingOptions) -> list[Output]:
-        heard = [i for i, it in enumerate(items) if it.task not in (Task.SMT, Task.MT)]
-        transcripts = {i: it.transcript.strip() for i, it in enumerate(items)}
+        unheard = {i: why for i, it in enumerate(items) if it.task not in (Task.SMT, Task.MT)
+                   and (why := self.asr.cannot(it.src, "transcribe")) is not None}  # an English-only Whisper's
+        #   other languages: these items fail alone, before decoding, not their whole batch
+        heard = [i for i, it in enumerate(items) if it.task not in (Task.SMT, Task.MT) and i not in unheard]
+        transcripts = {i: it.transcript.strip() for i, it in enumerate(items) if i not in unheard}
         if heard:
             text = self.asr.decode([items[i].audio for i in heard], [items[i].src for i in heard], "transcribe",
                                    options, [cap(items[i], options) for i in heard])
             transcripts.update(zip(heard, text))
         todo = [i for i, it in enumerate(items) if it.task.needs_translation and it.tgt != it.src
-                and transcripts[i]]
+                and transcripts.get(i)]
         hyps = dict(zip(todo, self.mt.translate([transcripts[i] for i in todo], [items[i].src for i in todo],
                                                 [items[i].tgt for i in todo], options,
                                                 [cap(items[i], options) for i in todo])))
-        return [Output(transcripts[i], "" if not it.task.needs_translation else hyps.get(i, transcripts[i]))
+        return [Output(error=CANNOT_RUN + unheard[i]) if i in unheard else
+                Output(transcripts[i], "" if not it.task.needs_translation else hyps.get(i, transcripts[i]))
                 for i, it in enumerate(items)]
 
     def detect_language(self, audio: np.ndarray) -> str:

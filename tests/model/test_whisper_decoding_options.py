@@ -1,0 +1,117 @@
+"""The whisper system's HF `generate` path takes the DecodingOptions' length penalty, repetition penalty and early
+stopping, as the speech LLM's does (`decoding.generation_config`). Before, they were never passed: the folder's
+generation config (transformers' defaults) decided, while evaluate's report recorded the options' values."""
+
+import pytest
+import torch
+
+import tiny
+from llm_srt import device, languages
+from llm_srt.model import systems
+from llm_srt.model.decoding import DecodingOptions
+from llm_srt.model.systems import WhisperSystem
+
+CPU = device.resolve("cpu")
+CLIPS = [tiny.tone(0.5 + 0.3 * k, 200 + 150 * k, seed=k) for k in (0, 3, 5)]
+LANGS = ["eng", "spa", "deu"]
+FORWARDED = ("length_penalty", "repetition_penalty", "early_stopping")
+
+
+@pytest.fixture(scope="module")
+def ending(tmp_path_factory):
+    """The tiny Whisper made to end rows at different steps (EOS's output row ~ a frequent token's), so that beam
+    hypotheses finish at different lengths: what length penalty and early stopping rank and stop on."""
+    from transformers import WhisperForConditionalGeneration
+
+    root = tmp_path_factory.mktemp("options")
+    source = tiny.whisper_lid_dir(root)
+    model = WhisperForConditionalGeneration.from_pretrained(source)
+    eos = model.config.eos_token_id
+    with torch.no_grad():
+        model.proj_out.weight[eos] = model.proj_out.weight[26] * 1.01
+    model.generation_config.begin_suppress_tokens = [eos, 41]
+    path = root / "ending"
+    model.save_pretrained(path)
+    for name in ("tokenizer.json", "tokenizer_config.json", "preprocessor_config.json"):
+        (path / name).write_bytes((source / name).read_bytes())
+    systems.release_models(CPU.device)
+    yield path
+    systems.release_models(CPU.device)
+
+
+def spy(system, monkeypatch) -> list[dict]:
+    """The keyword arguments of each HF `generate` call the system makes."""
+    hf = systems._whisper(system.folder, CPU.device, CPU.dtype)
+    calls, real = [], hf.generate
+    monkeypatch.setattr(hf, "generate", lambda *args, **kwargs: calls.append(kwargs) or real(*args, **kwargs))
+    return calls
+
+
+@pytest.fixture(scope="module")
+def reference(ending):
+    """beams, max_new, settings -> HF `generate` with its own suppression processors, each clip's language,
+    `settings` passed: each clip's tokens up to its first end token."""
+    from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration
+
+    model = WhisperForConditionalGeneration.from_pretrained(ending).eval()
+    mel = WhisperFeatureExtractor.from_pretrained(ending)(CLIPS, sampling_rate=16000, return_tensors="pt")
+
+    def generate(beams, max_new, **settings):
+        with torch.inference_mode():
+            ids = model.generate(mel.input_features, language=[languages.get(x).whisper for x in LANGS],
+                                 task="transcribe", num_beams=beams, max_new_tokens=max_new, **settings)
+        return [until_eos(row, model.config.eos_token_id) for row in ids.tolist()]
+
+    return generate
+
+
+def until_eos(row, eos):
+    return row[:row.index(eos)] if eos in row else row
+
+
+def ours(system, options):
+    return [until_eos(r, system.whisper.generation.eos)
+            for r in system.decode_ids(CLIPS, LANGS, "transcribe", options)]
+
+
+def test_generate_gets_the_options_penalties_and_early_stopping(ending, monkeypatch):
+    """Beam search gets all three; a repetition penalty in greedy decoding goes through `generate` too (the torch
+    loop has none), early stopping off there (as `decoding.generation_config` sets it); plain greedy never calls
+    `generate`."""
+    system = WhisperSystem(ending, CPU)
+    calls = spy(system, monkeypatch)
+    asked = [DecodingOptions(max_new_tokens=6, beam_size=3, length_penalty=0.5, repetition_penalty=1.3,
+                             early_stopping=False),
+             DecodingOptions(max_new_tokens=6, beam_size=2),
+             DecodingOptions(max_new_tokens=6, repetition_penalty=1.3)]
+    for options in asked:
+        system.decode_ids(CLIPS[:2], LANGS[:2], "transcribe", options)
+    assert [{k: kw[k] for k in FORWARDED} for kw in calls] == [
+        {"length_penalty": 0.5, "repetition_penalty": 1.3, "early_stopping": False},
+        {"length_penalty": 1.0, "repetition_penalty": 1.0, "early_stopping": True},
+        {"length_penalty": 1.0, "repetition_penalty": 1.3, "early_stopping": False}]
+    system.decode_ids(CLIPS[:2], LANGS[:2], "transcribe", DecodingOptions(max_new_tokens=6))
+    assert len(calls) == 3
+
+
+def test_the_options_take_effect(ending, reference):
+    """Each non-default value gives HF generate's tokens with that value, and other tokens than the default's
+    (the case is exercised)."""
+    system = WhisperSystem(ending, CPU)
+    cases = [(1, {"repetition_penalty": 1.5}), (2, {"length_penalty": 0.0}),
+             (2, {"early_stopping": False}), (2, {"repetition_penalty": 1.5})]
+    default = {beams: ours(system, DecodingOptions(max_new_tokens=10, beam_size=beams)) for beams in (1, 2)}
+    for beams, settings in cases:
+        got = ours(system, DecodingOptions(max_new_tokens=10, beam_size=beams, **settings))
+        extra = {"early_stopping": True} if beams > 1 else {}
+        assert got == reference(beams, 10, **{**extra, **settings}), settings
+        assert got != default[beams], settings
+
+
+@pytest.mark.parametrize("beams", [2, 3])
+def test_default_penalties_give_the_tokens_generate_gave_without_them(ending, reference, beams):
+    """Length and repetition penalty 1.0 are transformers' defaults: with early stopping as `generate` left it
+    (off), beam search gives the tokens of a `generate` call without the three, as before."""
+    system = WhisperSystem(ending, CPU)
+    got = ours(system, DecodingOptions(max_new_tokens=12, beam_size=beams, early_stopping=False))
+    assert got == reference(beams, 12)
