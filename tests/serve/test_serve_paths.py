@@ -2,6 +2,7 @@
 last error name SERVER_PATH where the model's text named a folder; the server's log keeps the whole text."""
 
 import logging
+import time
 
 import torch
 from serve_helpers import DECODING, bursts, local_client, wav_bytes
@@ -82,7 +83,11 @@ def test_failures_name_no_server_folder_in_errors_segments_or_health(caplog):
     with local_client(create_app(SpeechTranslator(system, name=MODEL), options())) as c, \
             caplog.at_level(logging.INFO, "llm_srt.serve"):
         r = post(c, wav_bytes(bursts(1.0)))
-        health = c.get("/health")
+        for _ in range(500):  # the batch's end (its stats) comes a moment after its answer
+            health = c.get("/health")
+            if health.json()["batching"]["last_error"]:
+                break
+            time.sleep(0.01)
         system.fail, system.calls = "first", 0
         verbose = post(c, wav_bytes(bursts(40.0)), response_format="verbose_json")
         for text in (r.text, health.text, verbose.text):
