@@ -427,10 +427,75 @@ def test_text_mt_blocks_repeated_ngrams_in_its_translation_only(folders, monkeyp
     [(kwargs, new)] = seen
     [rule] = kwargs["logits_processor"]
     assert isinstance(rule, NewNgramBlock) and rule.start == kwargs["input_ids"].shape[1] and rule.n == 2
-    assert "no_repeat_ngram_size" not in kwargs
+    assert kwargs["generation_config"].no_repeat_ngram_size == 0
     for row in new:
         grams = [g for g in zip(row, row[1:]) if mt.tokenizer.pad_token_id not in g]
         assert len(grams) == len(set(grams))
+
+
+def hf_translate(mt, text, src, tgt, cap, **search):
+    """One text alone through HF `generate` from the MT prompt, stopped by the tokenizer's and the model's end ids
+    -> the first line of its answer, as TextMTSystem answers."""
+    from llm_srt.model.decoding import eos_ids
+    from llm_srt.model.systems import MT_TEMPLATE
+
+    prompt = MT_TEMPLATE.format(src=languages.get(src).name, tgt=languages.get(tgt).name, text=text)
+    batch = mt.tokenizer([prompt], return_tensors="pt")
+    with torch.inference_mode():
+        ids = mt.model.generate(**batch, do_sample=False, max_new_tokens=cap,
+                                eos_token_id=eos_ids(mt.model, mt.tokenizer),
+                                pad_token_id=mt.tokenizer.pad_token_id, **search)
+    answer = mt.tokenizer.decode(ids[0, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+    return answer.strip().split("\n")[0].strip()
+
+
+def test_text_mt_beam_search_takes_the_options_length_penalty_and_early_stopping(folders):
+    """The cascade's text MT searches as the speech LLM does (`decoding.generation_config`): the options' length
+    penalty and early stopping, and the end ids of the tokenizer and the model. Each text of a left-padded batch
+    gets what HF `generate` gives it alone with those settings (it ran transformers' defaults: early stopping off,
+    the length penalty of the folder)."""
+    mt = TextMTSystem(folders["llm"], CPU)
+    with torch.no_grad():  # EOS scored near a frequent token's: hypotheses end at different steps
+        mt.model.lm_head.weight[mt.tokenizer.eos_token_id] = mt.model.lm_head.weight[
+            mt.tokenizer.convert_tokens_to_ids("N")] * 1.01
+    texts, srcs, tgts = ["a cat", "le chien noir", "der Hund", "a big red house"], ["eng", "fra", "deu", "eng"], \
+        ["deu", "eng", "fra", "fra"]
+    caps = [min(12, 2 * len(mt.tokenizer(x)["input_ids"]) + 16) for x in texts]
+    seen = set()
+    for penalty, early in [(1.0, True), (1.0, False), (-2.0, True), (3.0, False)]:
+        opts = DecodingOptions(max_new_tokens=12, beam_size=3, length_penalty=penalty, early_stopping=early)
+        ours = mt.translate(texts, srcs, tgts, opts)
+        assert ours == [hf_translate(mt, x, s, t, c, num_beams=3, length_penalty=penalty, early_stopping=early)
+                        for x, s, t, c in zip(texts, srcs, tgts, caps)], (penalty, early)
+        seen.add(tuple(ours))
+    assert len(seen) > 1  # the settings change some answer: the case is exercised
+
+
+def test_text_mt_applies_the_options_repetition_penalty_to_its_translation_only(folders):
+    """A repetition penalty counts the translation's tokens, not the prompt's (its source sentence's names and
+    numbers), as the speech LLM's from embeddings; the folder's own sampling settings and repetition penalty do not
+    apply (the options decide, as `evaluate`'s report records them)."""
+    from transformers import RepetitionPenaltyLogitsProcessor
+
+    from llm_srt.model.decoding import NewTokensOnly
+
+    rule = NewTokensOnly(RepetitionPenaltyLogitsProcessor(2.0), prompt_length=3)
+    scores = rule(torch.tensor([[1, 2, 3, 4]]), torch.ones(1, 6))
+    assert scores[0].tolist() == [1, 1, 1, 1, 0.5, 1]  # 4 was written; 1-3 are the prompt's
+
+    mt = TextMTSystem(folders["llm"], CPU)
+    texts, srcs, tgts = ["a cat a cat", "le chien"], ["eng", "fra"], ["deu", "eng"]
+    opts = replace(OPTS, max_new_tokens=16)
+    plain = mt.translate(texts, srcs, tgts, opts)
+    config = mt.model.generation_config
+    saved = (config.repetition_penalty, config.temperature, config.do_sample)
+    try:
+        config.repetition_penalty, config.temperature, config.do_sample = 3.0, 0.7, True
+        assert mt.translate(texts, srcs, tgts, opts) == plain
+    finally:
+        config.repetition_penalty, config.temperature, config.do_sample = saved
+    penalized = mt.translate(texts, srcs, tgts, replace(opts, repetition_penalty=3.0))
+    assert penalized != plain
 
 
 def test_text_mt_of_a_speech_llm_runs_its_llm_with_the_lora(tmp_path):

@@ -568,6 +568,18 @@ class NewNgramBlock:
         return scores
 
 
+class NewTokensOnly:
+    """A logits processor of `generate` from a text prompt (input_ids, left-padded to `prompt_length`) given the
+    generated tokens alone: HF's repetition penalty counts the prompt's tokens too, so it would push a translation
+    off its source sentence's names and numbers (from embeddings, as the speech LLM decodes, HF sees no prompt)."""
+
+    def __init__(self, processor: Callable, prompt_length: int):
+        self.processor, self.start = processor, prompt_length
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        return self.processor(input_ids[:, self.start:], scores)
+
+
 class FirstLineEnd:
     """Ends each row of `generate` from a text prompt (input_ids, left-padded to `prompt_length`) at its first
     token holding a line break once the row has written text: the answer is the first line that is not blank, so

@@ -475,9 +475,10 @@ class TextMTSystem:
         """Texts -> their translations, one language pair per text; the answer is the first line generated.
         Each text may generate twice its own length + 16 tokens, and at most its cap (default: the options'); beam
         search stops each text's hypotheses at its cap (`decoding.RowCaps`)."""
-        from transformers import LogitsProcessorList, StoppingCriteriaList
+        from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor, StoppingCriteriaList
 
-        from .decoding import FirstLineEnd, NewNgramBlock, RowCaps, eos_ids
+        from .decoding import FirstLineEnd, NewNgramBlock, NewTokensOnly, RowCaps, eos_ids, generation_config
+        from .llm import causal_lm
 
         if not texts:
             return []
@@ -491,18 +492,26 @@ class TextMTSystem:
             tok.padding_side = side
         caps = [min(c, 2 * len(tok(x)["input_ids"]) + 16)
                 for x, c in zip(texts, caps or [options.max_new_tokens] * len(texts))]
+        start = batch["input_ids"].shape[1]
+        # the options' search as the speech LLM runs it (`decoding.generation_config`: length penalty, early
+        # stopping, the tokenizer's and the model's end ids; no sampling settings, nor the folder's own repetition
+        # penalty); n-gram blocking and the repetition penalty count the translation's tokens alone
+        config = generation_config(causal_lm(self.model).generation_config, replace(
+            options, max_new_tokens=max(caps), no_repeat_ngram_size=0, repetition_penalty=1.0),
+            eos_ids(self.model, tok), tok.pad_token_id)
+        processors = LogitsProcessorList()
+        if options.no_repeat_ngram_size:
+            processors.append(NewNgramBlock(options.no_repeat_ngram_size, start))
+        if options.repetition_penalty != 1.0:
+            processors.append(NewTokensOnly(RepetitionPenaltyLogitsProcessor(options.repetition_penalty), start))
         # greedy: a row stops at its first line break after text (the answer is the first line that is not blank),
         # so no row runs on to its cap; beam search keeps the model's own EOS (a line break must not end a beam's
         # ranking) and stops each row's hypotheses at its own cap, not the batch's largest
-        stop: dict = {"eos_token_id": eos_ids(self.model, tok), "stopping_criteria": StoppingCriteriaList(
-            [FirstLineEnd(self.token_texts, batch["input_ids"].shape[1])])} if options.beam_size == 1 else {
-            "stopping_criteria": StoppingCriteriaList([RowCaps(caps)])}
-        if options.no_repeat_ngram_size:  # in the translation alone, not the prompt (its source sentence)
-            stop["logits_processor"] = LogitsProcessorList([NewNgramBlock(options.no_repeat_ngram_size,
-                                                                          batch["input_ids"].shape[1])])
+        stop = StoppingCriteriaList([FirstLineEnd(self.token_texts, start) if options.beam_size == 1 else
+                                     RowCaps(caps)])
         with torch.inference_mode():
-            ids = self.model.generate(**batch, do_sample=False, num_beams=options.beam_size,
-                                      max_new_tokens=max(caps), pad_token_id=tok.pad_token_id, **stop)
+            ids = self.model.generate(**batch, generation_config=config, logits_processor=processors,
+                                      stopping_criteria=stop)
         new = ids[:, batch["input_ids"].shape[1]:].tolist()
         answers = tok.batch_decode([row[:c] for row, c in zip(new, caps)], skip_special_tokens=True)
         return [a.strip().split("\n")[0].strip() for a in answers]
