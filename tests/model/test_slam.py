@@ -39,7 +39,7 @@ class ReferenceProjector(nn.Module):
 @pytest.fixture(scope="module")
 def dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("slam")
-    return tiny.whisper_dir(root), tiny.llm_dir(root)
+    return tiny.whisper_dir(root), tiny.llm_dir(root, bos=False)  # as Qwen2.5's: no BOS
 
 
 @pytest.mark.parametrize("mlp_hidden", [0, 40])
@@ -95,7 +95,7 @@ def test_import_reads_no_llm_weights_and_loads_from_anywhere(tmp_path, monkeypat
     torch.manual_seed(2)
     work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
     elsewhere.mkdir(parents=True)
-    whisper, llm = tiny.whisper_dir(work), tiny.llm_dir(work)
+    whisper, llm = tiny.whisper_dir(work), tiny.llm_dir(work, bos=False)
     ref = ReferenceProjector(32, 48, query_len=4, layers=2, hidden=64, mlp_hidden=0).eval()
     donor = tiny.speech_llm(tmp_path / "donor", lora=LoraOptions(r=2, alpha=32))
     lora = {"llm." + n: torch.randn_like(p) for n, p in donor.llm.named_parameters() if "lora_" in n}
@@ -237,6 +237,21 @@ def test_lora_in_model_pt_wins_over_an_adapter_beside_it_and_a_foreign_adapter_i
         convert_slam(run / "model.pt", tmp_path / "out", whisper, llm)  # the reference's llm. names, saves none
 
 
+def adding_bos(folder):
+    """`folder` with its tokenizer made to add its BOS to every text, as Llama's and Gemma's do (the tiny one names a
+    BOS it never adds, as GPT-2-style tokenizers name <|endoftext|>)."""
+    from tokenizers.processors import TemplateProcessing
+
+    from llm_srt.model.llm import load_tokenizer
+
+    tok = load_tokenizer(folder)
+    tok.backend_tokenizer.post_processor = TemplateProcessing(single="<s> $A", special_tokens=[("<s>",
+                                                                                                tok.bos_token_id)])
+    tok.save_pretrained(folder)
+    assert load_tokenizer(folder)("x")["input_ids"][0] == tok.bos_token_id
+    return folder
+
+
 @pytest.mark.parametrize("bos", [True, False])
 def test_an_imported_model_keeps_the_references_bos_place_and_mandarin_tag(tmp_path, bos):
     """The reference's input is [speech][tokenizer.encode(prompt)]: a BOS-adding tokenizer's BOS after the speech
@@ -248,6 +263,8 @@ def test_an_imported_model_keeps_the_references_bos_place_and_mandarin_tag(tmp_p
     from llm_srt.prompts import Task
 
     whisper, llm = tiny.whisper_dir(tmp_path), tiny.llm_dir(tmp_path, bos=bos)
+    if bos:
+        adding_bos(llm)
     torch.save({k: v.bfloat16() for k, v in _projector_state().items()}, tmp_path / "model.pt")
     model = SpeechLLM.from_pretrained(convert_slam(tmp_path / "model.pt", tmp_path / "out", whisper, llm)).eval()
     assert model.config.bos_after_speech is bos and model.config.language_tags == {"zho": "cmn"}
@@ -280,3 +297,31 @@ def test_an_imported_model_keeps_the_references_bos_place_and_mandarin_tag(tmp_p
     assert prompt_ids + scored[:-1] == ids[0] + ids[1] != sum(token_split(tok, row, Task.SRT), [])[:-1]
     scores = _dev_scores(Task.SRT, [example], ["Hello.<|eng|><|cmn|>你好。"], model.config.language_tags)
     assert scores == _dev_scores(Task.SRT, [example], ["Hello.<|eng|><|zho|>你好。"])  # read as ours
+
+
+def test_a_tokenizer_naming_a_bos_it_never_adds_is_refused(tmp_path):
+    """The reference's input is [speech][tokenizer.encode(prompt)]: a tokenizer that names a BOS but never adds it
+    (GPT-2 style) gave the reference none, where our models would put it before the speech: refused, saying what to
+    do, not imported with a token the model never saw."""
+    whisper, llm = tiny.whisper_dir(tmp_path), tiny.llm_dir(tmp_path, bos=True)
+    torch.save(_projector_state(), tmp_path / "model.pt")
+    with pytest.raises(LLMSRTError, match=r"names a BOS token \(<s>\) that it does not add.*names no bos_token"):
+        convert_slam(tmp_path / "model.pt", tmp_path / "out", whisper, llm)
+
+
+def test_the_references_pooling_qqm_projector_is_refused(dirs, tmp_path, capsys):
+    """The reference's qqm projector has the q-former's tensor names but mean-pools its queries before a 2560-wide
+    MLP (at any LLM width): imported as a q-former it would give the LLM 5x the speech tokens it learned from.
+    Refused where the width says so (an LLM up to 2560 wide); above, its query count is noted."""
+    whisper, llm = dirs
+    ref = ReferenceProjector(32, 48, query_len=6, layers=2, hidden=64, mlp_hidden=2560)
+    torch.save({"encoder_projector." + k: v for k, v in ref.state_dict().items()}, tmp_path / "model.pt")
+    with pytest.raises(LLMSRTError, match=r"model.pt: the projector's MLP is 2560 wide for a 48-wide LLM.*qqm"):
+        convert_slam(tmp_path / "model.pt", tmp_path / "out", whisper, llm)
+    from llm_srt.model import slam
+
+    notes = []
+    slam._refuse_pooled({"mlp_hidden": 2560, "num_queries": 150}, 3584, tmp_path / "model.pt", notes)
+    assert notes and "150 queries" in notes[0] and "qqm" in notes[0]
+    slam._refuse_pooled({"mlp_hidden": 2560, "num_queries": 80}, 3584, tmp_path / "model.pt", notes)
+    assert len(notes) == 1  # the paper's 7B q-former: 80 queries, 2560 wide

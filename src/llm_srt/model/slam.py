@@ -5,7 +5,8 @@ The reference saves `encoder_projector.query` (1, nq, 768), `encoder_projector.q
 `llm.base_model.model.<...>.lora_A|lora_B.default.weight`; or, trained with FSDP FULL_SHARD, the LoRA beside model.pt
 as peft's `save_pretrained` writes it (adapter_config.json, adapter_model.safetensors|bin). Every dimension is read
 from the tensors. The imported model keeps the reference's input: Whisper on 30 s padded input (pad_to_30s), a BOS
-after the speech (bos_after_speech), its language tags (language_tags: <|cmn|> for Mandarin).
+after the speech where its tokenizer adds one (bos_after_speech), its language tags (language_tags: <|cmn|> for
+Mandarin). The reference's qqm projector (its queries mean-pooled) is refused: only its q-former imports.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 
 from ..errors import LLMSRTError
 from ..paths import EMBEDDED
-from .adapter import QFORMER_HEADS, QFORMER_HIDDEN
+from .adapter import QFORMER_HEADS, QFORMER_HIDDEN, QFORMER_QUERIES, paper_mlp_hidden
 from .llm import LoraOptions
 from .speech_llm import SpeechLLM, SpeechLLMConfig, _load_weights, load_adapter_state, load_lora_state
 
@@ -59,9 +60,14 @@ def convert_slam(ckpt_path: str | Path, dst_dir: str | Path, encoder_dir: str | 
                              trainable=("adapter", "lora") if lora else ("adapter",), pad_to_30s=True,
                              language_tags=tags)
     model = SpeechLLM(config, llm_device="meta")  # only its shapes and LoRA names are needed: no LLM weight is read
-    if model.tokenizer.bos_token_id is not None:  # the reference encodes the prompt with its BOS, behind the speech
+    tok = model.tokenizer
+    if tok.bos_token_id is not None:  # the reference's input is [speech][tokenizer.encode(prompt)]: a BOS behind
+        if tok("x")["input_ids"][:1] != [tok.bos_token_id]:  # the speech where encode adds one, else none at all
+            raise LLMSRTError(f"{llm_dir}: its tokenizer names a BOS token ({tok.bos_token}) that it does not add, so "
+                              "the reference's input had none, and our models put a named BOS before the speech; give "
+                              "a copy of the LLM folder whose tokenizer_config.json names no bos_token")
         model.config = replace(model.config, bos_after_speech=True)
-        notes.append("input: [speech][BOS prompt], as the reference's (this LLM's tokenizer has a BOS)")
+        notes.append("input: [speech][BOS prompt], as the reference's (this LLM's tokenizer adds a BOS)")
     if tags:
         notes.append("language tags: " + ", ".join(f"{code} as <|{own}|>" for code, own in sorted(tags.items())))
     encoder_dim = next(v.shape[1] for k, v in projector.items() if k.endswith("crossattention.attention.key.weight"))
@@ -71,6 +77,7 @@ def convert_slam(ckpt_path: str | Path, dst_dir: str | Path, encoder_dir: str | 
     if model.llm_dim != projector["norm.weight"].shape[0]:
         raise LLMSRTError(f"{ckpt_path}: the projector outputs {projector['norm.weight'].shape[0]} dims but "
                           f"{llm_dir} has hidden size {model.llm_dim}; give the LLM the checkpoint was trained with")
+    _refuse_pooled(adapter_kwargs, model.llm_dim, ckpt_path, notes)
     load_adapter_state(model.adapter, projector, str(ckpt_path))
     own = {k.replace(".default", ""): tuple(v.shape) for k, v in model.llm.state_dict().items() if "lora_" in k}
     wrong = next((k for k, v in lora_state.items() if own.get(k, tuple(v.shape)) != tuple(v.shape)), None)
@@ -211,6 +218,25 @@ def _qformer_kwargs(p: dict[str, torch.Tensor], num_heads: int | None) -> dict:
             "num_heads": num_heads or max(1, hidden // HEAD_DIM),
             "intermediate_size": p[f"{first}intermediate_query.dense.weight"].shape[0],
             "cross_attention_frequency": frequency, "mlp_hidden": mlp_hidden}
+
+
+QQM_MLP_HIDDEN = 2560  # the reference's qqm projector (EncoderProjectorQFormerPool): its MLP's width at any LLM width
+
+
+def _refuse_pooled(kwargs: dict, llm_dim: int, path: Path, notes: list[str]) -> None:
+    """Refuse the reference's qqm projector: its tensors are named as the q-former's, but it mean-pools its queries
+    (150 by default) in groups of encoder_projector_ds_rate before the MLP, which our Q-Former does not: imported
+    as a q-former it would give the LLM 5x the speech tokens it learned from. Its MLP is 2560 wide where the
+    q-former's is 1536 or none (an LLM up to 2560 wide); above that only the query count hints at it."""
+    if kwargs["mlp_hidden"] != QQM_MLP_HIDDEN:
+        return
+    if paper_mlp_hidden(llm_dim) != QQM_MLP_HIDDEN:
+        raise LLMSRTError(f"{path}: the projector's MLP is {QQM_MLP_HIDDEN} wide for a {llm_dim}-wide LLM, as the "
+                          "reference's qqm projector (queries mean-pooled before the MLP) has it; only its q-former "
+                          "projector (encoder_projector=q-former) can be imported")
+    if kwargs["num_queries"] != QFORMER_QUERIES:
+        notes.append(f"projector: {kwargs['num_queries']} queries (the paper's q-former has {QFORMER_QUERIES}); "
+                     "imported as a q-former: a qqm projector (its queries mean-pooled) would be imported wrongly")
 
 
 def _peft_key(key: str) -> str:
