@@ -103,7 +103,9 @@ class QFormerAdapter(Adapter):
 class PooledProjector(Adapter):
     """H (B, T, D) + mask -> (B, ceil(T/pool), d_llm): masked average over `pool` frames, then an MLP.
 
-    Qwen2-Audio's projection: with 30 s padded input (1500 frames) it gives 750 speech tokens.
+    Qwen2-Audio's speech-token count: with 30 s padded input (1500 frames) it gives 750 tokens. Not its module:
+    Qwen2-Audio pools before the encoder's last LayerNorm and projects with one Linear; the count is what the speed
+    comparison (Table 7) needs.
     """
 
     kind = "pooled"
@@ -121,7 +123,9 @@ class PooledProjector(Adapter):
 
 
 class LinearDownsampler(Adapter):
-    """H (B, T, D) + mask -> (B, ceil(T/k), d_llm): k consecutive frames concatenated, Linear ReLU Linear."""
+    """H (B, T, D) + mask -> (B, ceil(T/k), d_llm): k consecutive frames concatenated, Linear ReLU Linear. The
+    reference's EncoderProjectorConcat drops the last T % k frames (floor(T/k) tokens); here they are zero-padded
+    into one more token, so a clip's last words are kept."""
 
     kind = "linear"
 
