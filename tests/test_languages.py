@@ -29,6 +29,7 @@ def test_yue_falls_back_to_zh_when_whisper_lacks_the_token():
 
 def test_parse_list_and_errors():
     assert languages.parse_list("eng, deu") == ["eng", "deu"]
+    assert languages.parse_list("eng,deu, eng") == ["eng", "deu"]  # named again: once (its rows were written twice)
     assert len(languages.parse_list("all")) == 15
     with pytest.raises(LLMSRTError, match="unknown language code 'en'.*ISO 639-3"):
         languages.parse_list("en,deu")

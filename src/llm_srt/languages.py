@@ -67,10 +67,11 @@ def get(code: str) -> Language:
 
 
 def parse_list(text: str) -> list[str]:
-    """'eng,deu, fra' -> ['eng', 'deu', 'fra'], each checked against the registry; 'all' -> every language."""
+    """'eng,deu, fra' -> ['eng', 'deu', 'fra'], each checked against the registry, a code named again dropped (its
+    rows were written twice, and the manifest refused for its repeated ids); 'all' -> every language."""
     if text.strip() == "all":
         return list(LANGUAGES)
-    codes = [c.strip() for c in text.split(",") if c.strip()]
+    codes = list(dict.fromkeys(c.strip() for c in text.split(",") if c.strip()))
     for c in codes:
         get(c)
     return codes

@@ -1,3 +1,4 @@
+import codecs
 import functools
 import re
 import json
@@ -311,3 +312,72 @@ def test_the_language_comes_from_the_folder_given_as_dot(locale_dir, tmp_path, m
     summary = prepare_commonvoice(Path("."), tmp_path / "out", splits=("test",))
     assert summary.written == {"test": 1}
     assert read_manifest(tmp_path / "out" / "test.jsonl")[0].src_lang == "deu"
+
+
+def test_tables_that_start_with_a_byte_order_mark_are_read_as_without_one(locale_dir, tmp_path):
+    """A table saved by a spreadsheet starts with a UTF-8 byte order mark: the header read '\\ufeffclient_id', so
+    every speaker id was empty: --exclude silently stopped leaving out an evaluation clip's speaker, and
+    validated_as_train stopped with "header lacks column(s) client_id"."""
+    from llm_srt.data.manifest import Row, write_manifest
+
+    def manifest(name, clip):
+        write_manifest(tmp_path / name, [Row(id="x", audio=f"cv4/clips/{clip}", duration=1.0, src_lang="deu",
+                                             transcript="Anders.", tgt_lang="", translation="", split="test",
+                                             corpus="covost2", sentence_id="x")])
+        return tmp_path / name
+
+    validated = locale_dir / "validated.tsv"
+    header = validated.read_text(encoding="utf-8").splitlines()[0].split("\t")
+    extra = {"client_id": "spkB", "path": "de_8.mp3", "sentence_id": "s8", "sentence": "Noch ein Satz."}
+    with open(validated, "a", encoding="utf-8") as f:  # another clip of de_2's speaker, in validated.tsv alone
+        f.write("\t".join(extra.get(c, "") for c in header) + "\n")
+    for name in ("train.tsv", "dev.tsv", "test.tsv", "validated.tsv"):
+        (locale_dir / name).write_bytes(codecs.BOM_UTF8 + (locale_dir / name).read_bytes())
+    # de_6 is in validated.tsv alone, read by spkC: dev's de_3, by spkC too, is left out
+    summary = prepare_commonvoice(locale_dir, tmp_path / "dev", splits=("dev",), exclude=[manifest("a", "de_6.mp3")])
+    assert summary.written == {"dev": 0}
+    assert summary.dropped_at == {"clip by the speaker of an --exclude manifest's clip (client_id)": [
+        f"{locale_dir}/dev.tsv:2"]}
+    summary = prepare_commonvoice(locale_dir, tmp_path / "out", validated_as_train=True,
+                                  exclude=[manifest("b", "de_2.mp3")])
+    assert [r.sentence_id for r in read_manifest(tmp_path / "out" / "train.jsonl")] == ["s1", "s5"]
+    assert summary.dropped == {
+        "clip of an --exclude manifest": 1, "clip by the speaker of an --exclude manifest's clip (client_id)": 1,
+        "validated.tsv clip by a dev/test speaker (client_id)": 1, "validated.tsv clip of a dev/test sentence": 1}
+
+
+@pytest.mark.parametrize("listing", ["clip_durations.tsv", "times.txt"])
+def test_a_duration_list_that_starts_with_a_byte_order_mark_is_read(locale_dir, tmp_path, layouts, listing):
+    """clip_durations.tsv's header read '\\ufeffclip' (refused), times.txt's first line did not parse (refused)."""
+    ms = {clip: 4000 + 100 * i for i, (clip, *_) in enumerate([i for s in SPLITS.values() for i in s])}
+    write = layouts.write_clip_durations if listing == "clip_durations.tsv" else layouts.write_times_txt
+    path = write(locale_dir, ms)
+    path.write_bytes(codecs.BOM_UTF8 + path.read_bytes())
+    summary = prepare_commonvoice(locale_dir, tmp_path / "out")
+    assert summary.durations_from == listing
+    assert [r.duration for r in read_manifest(tmp_path / "out" / "train.jsonl")] == [4.0, 4.1]
+
+
+def test_a_clip_whose_header_gives_no_length_is_measured_by_decoding_it_or_counted_bad(locale_dir, tmp_path,
+                                                                                         audio_file, monkeypatch):
+    """libsndfile gives SF_COUNT_MAX frames for a FLAC whose total-samples field is 0 (as one written to a pipe has):
+    it was measured as 5.8e14 s, left out of train as "longer than 30 s", and written to test, where evaluation
+    could not decode it."""
+    data = bytearray(audio_file(tmp_path / "whole.flac", seconds=1.0, fmt="FLAC").read_bytes())
+    streaminfo = 8  # "fLaC", then the block's 4-byte header; its total samples: the low 4 bits of byte 13 and 14-17
+    data[streaminfo + 13] &= 0xF0
+    data[streaminfo + 14:streaminfo + 18] = bytes(4)
+    clip = locale_dir / "clips" / "de_1.mp3"  # train; libsndfile goes by the content, not the name
+    clip.write_bytes(bytes(data))
+    assert sf.info(str(clip)).frames >= 1 << 62
+    summary = prepare_commonvoice(locale_dir, tmp_path / "out")
+    assert summary.written == {"train": 1, "dev": 1, "test": 1} and summary.rows_without_clip == 1
+    assert [b.clip for b in summary.bad_clips] == [str(clip)]
+    assert re.fullmatch(rf"clip {re.escape(str(clip))} could not be measured \(cannot decode audio whose header gives "
+                        r"no length \(.*\), as a stream written to a pipe has; re-encode it to a file first\)",
+                        summary.bad_clips[0].reason)
+    assert not any("longer than" in reason for reason in summary.dropped)
+    import numpy as np
+
+    monkeypatch.setattr(clips_module, "load_audio", lambda path: np.zeros(24000, np.float32))  # a decoder that can
+    assert clips_module.check_clips({clip: "test.tsv:2"}, workers=1) == ({clip: 1.5}, [])

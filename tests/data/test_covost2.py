@@ -1,3 +1,4 @@
+import codecs
 import json
 import re
 from collections import Counter
@@ -6,7 +7,7 @@ import pytest
 
 from llm_srt.data import clips as clips_module
 from llm_srt.data.clips import REPEATED
-from llm_srt.data.covost2 import prepare_covost2
+from llm_srt.data.covost2 import NO_TRANSLATION, prepare_covost2
 from llm_srt.data.manifest import read_manifest
 from llm_srt.errors import LLMSRTError
 
@@ -75,12 +76,12 @@ def test_release_tables_joined_with_common_voice_4(release, tmp_path):
     tsv, cv = release
     summary = prepare_covost2(tsv, cv, tmp_path / "out", workers=2)
     rows = _rows(tmp_path / "out")
-    # train = train + train_covost (en_5); en_6 (REMOVE / empty), en_8 (not in validated.tsv) and the bad clips
-    # en_7 (empty) and en_9 (undecodable) give no rows
-    assert summary.written == {"train": 9, "dev": 3, "test": 3}
-    assert {r.sentence_id for r in rows.values()} == {f"common_voice_en_{i}" for i in (1, 2, 3, 4, 5)}
+    # train = train + train_covost (en_5); en_6 (REMOVE / empty) gives its ASR row alone; en_8 (not in
+    # validated.tsv) and the bad clips en_7 (empty) and en_9 (undecodable) give no rows
+    assert summary.written == {"train": 10, "dev": 3, "test": 3}
+    assert {r.sentence_id for r in rows.values()} == {f"common_voice_en_{i}" for i in (1, 2, 3, 4, 5, 6)}
     assert rows["covost2:common_voice_en_5:deu"].split == "train"
-    assert Counter((r.src_lang, r.tgt_lang) for r in rows.values()) == {("eng", ""): 5, ("eng", "deu"): 5,
+    assert Counter((r.src_lang, r.tgt_lang) for r in rows.values()) == {("eng", ""): 6, ("eng", "deu"): 5,
                                                                         ("eng", "jpn"): 5}
     # transcripts come from validated.tsv (bare " kept); escapes in the tables are undone
     row = rows["covost2:common_voice_en_2:deu"]
@@ -88,8 +89,7 @@ def test_release_tables_joined_with_common_voice_4(release, tmp_path):
     assert rows["covost2:common_voice_en_3"].transcript == "See you."
     assert rows["covost2:common_voice_en_4:deu"].translation == "Danke \\ schön."
     assert rows["covost2:common_voice_en_2:jpn"].translation == '[ja] He said "hi to me.'
-    assert summary.dropped == {"translation empty or REMOVE": 2,
-                               "clip not in validated.tsv (CoVoST 2 needs Common Voice 4)": 2}
+    assert summary.dropped == {NO_TRANSLATION: 2, "clip not in validated.tsv (CoVoST 2 needs Common Voice 4)": 2}
     # the bad clips: counted, named with their table line, listed in summary.json; their 4 table rows left out
     assert [b.where.rsplit("/", 1)[1] for b in summary.bad_clips] == ["covost_v2.en_de.tsv:8",
                                                                      "covost_v2.en_de.tsv:10"]
@@ -117,8 +117,8 @@ def test_get_covost_splits_files_give_the_same_manifests(release, tmp_path, layo
     ours = {i: (r.transcript, r.translation, r.split, r.duration) for i, r in _rows(tmp_path / "from_splits").items()}
     official = {i: (r.transcript, r.translation, r.split, r.duration)
                 for i, r in _rows(tmp_path / "from_release").items()}
-    assert ours == official and len(ours) == 10
-    assert summary.dropped == {"translation empty or REMOVE": 1} and len(summary.bad_clips) == 2
+    assert ours == official and len(ours) == 11
+    assert summary.dropped == {NO_TRANSLATION: 1} and len(summary.bad_clips) == 2
 
 
 def _release_rows(tgt, overrides=(), extra=()):
@@ -141,7 +141,7 @@ def test_rows_without_transcript_or_path_are_left_out_and_counted(release, tmp_p
     assert [w.rsplit("/", 1)[1] for w in summary.dropped_at["no clip (empty path)"]] == ["covost_v2.en_de.tsv:11"]
     assert [w.rsplit("/", 1)[1] for w in summary.dropped_at["empty transcript (sentence)"]] == [
         "covost_v2.en_de.tsv:6", "covost_v2.en_ja.tsv:6"]
-    assert summary.dropped["translation empty or REMOVE"] == 2  # as before
+    assert summary.dropped[NO_TRANSLATION] == 2  # as before
 
 
 def test_a_clip_listed_again_is_kept_once_in_the_first_split_of_test_dev_train(release, tmp_path, layouts):
@@ -235,3 +235,30 @@ def test_every_pair_asked_for_needs_its_table(release, tmp_path):
         "--pairs")
     assert not (tmp_path / "out").exists()
     assert prepare_covost2(tsv, cv, tmp_path / "out", pairs=[("eng", "deu")]).written  # the pairs it has still run
+
+
+def test_a_row_without_translation_still_gives_its_clip_s_asr_row(release, tmp_path):
+    """en_6's translation is REMOVE in en_de and empty in en_ja: the whole record went, its ASR row too, though the
+    transcript is Common Voice's own (for X->eng no other table supplies it; fairseq's prep_covost_data.py drops no
+    REMOVE row from its ASR data either). Only the translation rows are left out, and counted."""
+    tsv, cv = release
+    summary = prepare_covost2(tsv, cv, tmp_path / "out")
+    rows = _rows(tmp_path / "out")
+    assert [i for i in rows if "common_voice_en_6" in i] == ["covost2:common_voice_en_6"]
+    row = rows["covost2:common_voice_en_6"]
+    assert (row.is_asr, row.split, row.transcript) == (True, "train", "Nothing to see.")
+    assert [w.rsplit("/", 1)[1] for w in summary.dropped_at[NO_TRANSLATION]] == ["covost_v2.en_de.tsv:7",
+                                                                               "covost_v2.en_ja.tsv:7"]
+    assert f"left out 2 table rows: {NO_TRANSLATION}; the first 2:" in summary.lines()
+
+
+def test_tables_that_start_with_a_byte_order_mark_are_read_as_without_one(release, tmp_path):
+    """A table saved by a spreadsheet starts with a UTF-8 byte order mark: the header read '\\ufeffpath', and the
+    import stopped (or, in validated.tsv, every speaker id went empty)."""
+    tsv, cv = release
+    prepare_covost2(tsv, cv, tmp_path / "plain")
+    for table in [cv / "validated.tsv", *tsv.glob("*.tsv")]:
+        table.write_bytes(codecs.BOM_UTF8 + table.read_bytes())
+    summary = prepare_covost2(tsv, cv, tmp_path / "bom")
+    assert summary.written == {"train": 10, "dev": 3, "test": 3}
+    assert _rows(tmp_path / "bom") == _rows(tmp_path / "plain")

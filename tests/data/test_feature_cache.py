@@ -166,3 +166,20 @@ def test_a_file_rewritten_after_it_was_hashed_never_puts_its_new_audio_under_the
     enc = Encoder()
     old_features = fresh.get_or_compute(clips[:1], enc)[0]
     assert enc.seen == 1 and not np.array_equal(old_features, new_features)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_has_counts_a_file_cut_short_as_absent(tmp_path, clips, dtype):
+    """Features are stored without fsync: a crash can leave one empty or cut short. has() checked only that the file
+    existed, so a pre-fill counted it as cached and left it to be encoded again in the training steps."""
+    enc = Encoder()
+    cache = FeatureCache(tmp_path / "cache", "enc", {}, dtype=dtype)
+    cache.get_or_compute(clips[:1], enc)
+    path = cache.path_of(cache.key(clips[0]))
+    whole = path.read_bytes()
+    assert cache.has(clips[0]) and not cache.has(clips[1])
+    for size in (len(whole) - 1, 130, 128, 60, 0):
+        path.write_bytes(whole[:size])
+        assert not cache.has(clips[0]), size
+    cache.get_or_compute(clips[:1], enc)  # what a fill does with it: encoded again, stored whole
+    assert enc.seen == 2 and path.read_bytes() == whole and cache.has(clips[0])

@@ -1,3 +1,4 @@
+import codecs
 import json
 import re
 import shlex
@@ -9,7 +10,7 @@ from collections import Counter
 import pytest
 
 from llm_srt.data.clips import REPEATED
-from llm_srt.data.fleurs import SPLIT_CONFLICT, prepare_fleurs
+from llm_srt.data.fleurs import SHORT_LINE, SPLIT_CONFLICT, prepare_fleurs
 from llm_srt.data.manifest import read_manifest
 from llm_srt.errors import LLMSRTError
 
@@ -221,3 +222,44 @@ def test_a_clip_longer_than_whisper_s_window_is_left_out_of_train_and_dev_but_ke
     reason = "clip longer than the 30 s a training utterance may last (Whisper's window): left out of train"
     assert summary.dropped[reason] == 1 and summary.dropped_at[reason][0].endswith("eng11train.wav (31.0 s)")
     read_manifest(tmp_path / "out" / "train.jsonl", max_duration=30)  # what training reads: no bad row
+
+
+def test_a_table_that_starts_with_a_byte_order_mark_keeps_its_first_utterance_s_pairs(fleurs_root, tmp_path):
+    """A table saved by a Windows tool starts with a UTF-8 byte order mark: it stayed in the first sentence id
+    ('\\ufeff1'), and that utterance lost every translation pair without a count."""
+    plain = prepare_fleurs(fleurs_root, None, tmp_path / "plain")
+    for tsv in (fleurs_root / "en_us").glob("*.tsv"):
+        tsv.write_bytes(codecs.BOM_UTF8 + tsv.read_bytes())
+    summary = prepare_fleurs(fleurs_root, None, tmp_path / "bom")
+    assert summary.written == plain.written and summary.dropped == plain.dropped == {}
+    for split in ("train", "dev", "test"):
+        bom, without = (read_manifest(tmp_path / out / f"{split}.jsonl") for out in ("bom", "plain"))
+        assert bom == without
+    assert "fleurs:eng:eng10train:deu" in {r.id for r in read_manifest(tmp_path / "bom" / "train.jsonl")}
+
+
+def test_a_line_of_fewer_than_3_columns_is_left_out_and_counted(fleurs_root, tmp_path):
+    """It stopped the whole import, where every other bad row is left out and counted; a table none of whose lines
+    has 3 columns (not a FLEURS table) still stops it, naming its first line."""
+    tsv = fleurs_root / "en_us" / "dev.tsv"
+    tsv.write_text(tsv.read_text(encoding="utf-8") + "12\teng120dev.wav\n" + "a stray note\n", encoding="utf-8")
+    summary = prepare_fleurs(fleurs_root, None, tmp_path / "out", splits=("dev",))
+    assert summary.dropped == {SHORT_LINE: 2}
+    assert [w.replace(f"{fleurs_root}/", "") for w in summary.dropped_at[SHORT_LINE]] == [
+        "en_us/dev.tsv:3", "en_us/dev.tsv:4"]
+    assert {r.id for r in read_manifest(tmp_path / "out" / "dev.jsonl") if r.src_lang == "eng" and r.is_asr} == {
+        "fleurs:eng:eng100dev", "fleurs:eng:eng110dev"}
+    assert f"left out 2 table rows: {SHORT_LINE}; the first 2:" in summary.lines()
+    tsv.write_text("10 eng100dev.wav eng sentence 10.\n", encoding="utf-8")  # spaces for tabs
+    with pytest.raises(LLMSRTError, match=rf"^{re.escape(str(tsv))}:1: expected 7 tab-separated columns \(sentence_id, "
+                                          r".*\), got 1, and no line of the file has 3: is it a FLEURS table"):
+        prepare_fleurs(fleurs_root, None, tmp_path / "out", splits=("dev",))
+
+
+def test_a_language_named_twice_is_converted_once(fleurs_root, tmp_path):
+    """--langs eng,deu,eng read English twice: every English row was written twice (a manifest training refuses for
+    its repeated ids), and each eng<->deu pair twice over."""
+    once = prepare_fleurs(fleurs_root, ["eng", "deu"], tmp_path / "once", splits=("dev",))
+    twice = prepare_fleurs(fleurs_root, ["eng", "deu", "eng", "deu"], tmp_path / "twice", splits=("dev",))
+    assert twice.written == once.written and twice.dropped == once.dropped == {}
+    assert read_manifest(tmp_path / "twice" / "dev.jsonl") == read_manifest(tmp_path / "once" / "dev.jsonl")

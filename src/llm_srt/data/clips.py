@@ -12,6 +12,7 @@ whose clips are bad (a release not unpacked); it moves aside (NAME.stale) a spli
 OUT that this run does not write (it would disagree with summary.json).
 """
 
+import codecs
 import json
 import os
 import re
@@ -26,8 +27,8 @@ from typing import TypeVar
 import soundfile as sf
 from tqdm import tqdm
 
-from ..audio import SAMPLE_RATE, WINDOW_SECONDS, load_audio
-from ..errors import AudioError, LLMSRTError
+from ..audio import SAMPLE_RATE, UNKNOWN_FRAMES, WINDOW_SECONDS, load_audio
+from ..errors import AudioError, LLMSRTError, shown
 from ..paths import atomic_file
 from .manifest import Row, write_manifest
 
@@ -43,6 +44,9 @@ TRAINING_SPLITS = ("train", "dev")  # read by `llm-srt train`, which takes no ut
 DURATION_FILES = ("clip_durations.tsv", "times.txt")
 _LONE_CR = re.compile(r"(?<=\r)(?!\n)")  # after a carriage return that no line feed follows
 TIMES_LINE = re.compile(r"^`(?P<path>.+)`\s*=\s*(?P<ms>\d+)\s*$")
+# A table saved by a spreadsheet or Windows tool may start with a UTF-8 byte order mark: kept, it became part of the
+# first column's name or value (Common Voice's header read '\ufeffclient_id', FLEURS' first sentence id '\ufeff1')
+TABLE_ENCODING = "utf-8-sig"  # how the duration lists are opened: UTF-8, a leading byte order mark dropped
 
 
 @dataclass(frozen=True)
@@ -183,7 +187,7 @@ def known_durations(folder: Path) -> tuple[dict[str, float], str]:
 
 def _read_clip_durations(path: Path) -> dict[str, float]:
     durations = {}
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding=TABLE_ENCODING) as f:
         header = f.readline().rstrip("\n").split("\t")
         if header[:2] != ["clip", "duration[ms]"]:
             raise LLMSRTError(f"{path}:1: expected the header 'clip<TAB>duration[ms]', got {header!r}; "
@@ -197,7 +201,7 @@ def _read_clip_durations(path: Path) -> dict[str, float]:
 
 def _read_times(path: Path) -> dict[str, float]:
     durations = {}
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding=TABLE_ENCODING) as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -281,6 +285,8 @@ def _check(path: Path, known: float | None, read_header: bool) -> tuple[Path, fl
             reason = "not a decodable audio file: damaged, or not wav/flac/mp3/ogg"
         unmeasured = ", and the release's duration list gives 0" if known is not None and known <= 0 else ""
         return path, 0.0, f"cannot be decoded ({reason.rstrip('.')}){unmeasured}"
+    if info.frames >= UNKNOWN_FRAMES:  # no length in the header (a stream written to a pipe, e.g. a FLAC whose
+        return _decoded_length(path, known)  # total-samples field is 0): SF_COUNT_MAX frames would read as 5.8e14 s
     if info.frames <= 0 and info.samplerate > 0 and info.format == "WAV":  # a recorder killed before it wrote the
         try:  # sizes: load_audio reads the samples that follow the header (rare: decoded whole to measure them)
             return path, len(load_audio(path)) / SAMPLE_RATE, None
@@ -291,14 +297,27 @@ def _check(path: Path, known: float | None, read_header: bool) -> tuple[Path, fl
     return path, known if known is not None and known > 0 else info.duration, None
 
 
+def _decoded_length(path: Path, known: float | None) -> tuple[Path, float, str | None]:
+    """_check's answer for a clip whose header gives no length: its length as decoded (read whole, as the unsized
+    WAV above: rare), or bad with load_audio's reason where it does not decode (libsndfile cannot read such a FLAC
+    through: evaluation would stop on it, and train/dev dropped it as "longer than 30 s")."""
+    try:
+        seconds = len(load_audio(path)) / SAMPLE_RATE
+    except AudioError as e:
+        return path, 0.0, f"could not be measured ({str(e).removeprefix(shown(str(path)) + ': ')})"
+    return path, known if known is not None and known > 0 else seconds, None
+
+
 def text_lines(f, name: Path | str):
-    """The lines of a table opened in binary, as UTF-8 text; a line that is not UTF-8 raises LLMSRTError naming the
-    file and line (csv reading a text-mode file raised a bare UnicodeDecodeError at some byte of the file)."""
+    """The lines of a table opened in binary, as UTF-8 text, without the byte order mark a file may start with; a
+    line that is not UTF-8 raises LLMSRTError naming the file and line (csv reading a text-mode file raised a bare
+    UnicodeDecodeError at some byte of the file)."""
     for lineno, raw in enumerate(f, start=1):
+        bom = len(codecs.BOM_UTF8) if lineno == 1 and raw.startswith(codecs.BOM_UTF8) else 0
         try:
-            line = raw.decode("utf-8")
+            line = raw[bom:].decode("utf-8")
         except UnicodeDecodeError as e:
-            raise LLMSRTError(f"{name}:{lineno}: not UTF-8 text (byte {e.start + 1} of the line); the file is "
+            raise LLMSRTError(f"{name}:{lineno}: not UTF-8 text (byte {bom + e.start + 1} of the line); the file is "
                               "damaged or was saved in another encoding: extract it again from the corpus archive, "
                               "or save it as UTF-8") from None
         yield from _LONE_CR.split(line) if "\r" in line else (line,)  # a lone CR ends a line, as csv takes it

@@ -18,10 +18,12 @@ only its .tsv.tar.gz is there, or saying that CoVoST 2 has no such direction).
 Output: OUT/<split>.jsonl (train = train + train_covost, as the official split; dev; test) and OUT/summary.json.
 Each clip gives one ASR row (id "covost2:<clip>", once however many tables translate it) and one translation row
 per table (id "covost2:<clip>:<tgt>"). CoVoST has no cross-language sentence id: the clip name serves as
-sentence_id. Rows without a path or a transcript, whose translation is empty or the placeholder `REMOVE`, whose clip is
-not in validated.tsv, or whose split is unknown are left out and counted; so is a clip listed again for the same
-target (and one listed in two splits stays in the first of test, dev, train), and so are bad clips (missing, empty,
-undecodable), unless strict.
+sentence_id. Rows without a path or a transcript, whose clip is not in validated.tsv, or whose split is unknown are
+left out and counted; so is a clip listed again for the same target (and one listed in two splits stays in the first
+of test, dev, train), and so are bad clips (missing, empty, undecodable), unless strict. A row whose translation is
+empty or the placeholder `REMOVE` gives no translation row (counted) but still its clip's ASR row: the transcript is
+Common Voice's own, and for X->eng no other table supplies it (fairseq's prep_covost_data.py drops no REMOVE row
+from its ASR data either).
 """
 
 import re
@@ -44,6 +46,7 @@ VALIDATED_COLUMNS = ("path", "sentence", "client_id")  # what the join takes fro
 SPLIT_OF = {"train": "train", "train_covost": "train", "dev": "dev", "test": "test"}  # release label -> split
 SPLITS = ("train", "dev", "test")
 PLACEHOLDER = "REMOVE"  # a translation CoVoST marks as unusable
+NO_TRANSLATION = f"translation empty or {PLACEHOLDER} (no translation row; the clip's ASR row is kept)"
 ESCAPE = "\\"
 # CoVoST 2's directions, as its get_covost_splits.py lists them (Common Voice locale codes): 21 into English, 15 out
 XX_EN = ("fr", "de", "es", "ca", "it", "ru", "zh-CN", "pt", "fa", "et", "mn", "nl", "tr", "ar", "sv-SE", "lv", "sl",
@@ -67,7 +70,7 @@ class Record:
     where: str  # table:line
     audio: Path
     transcript: str
-    translation: str
+    translation: str  # "" where the table's is empty or REMOVE: the record gives the clip's ASR row only
     split: str  # train / dev / test
     src: str
     tgt: str
@@ -126,8 +129,9 @@ def prepare_covost2(tsv_dir: str | Path, cv_dir: str | Path, out: str | Path,
         if r.audio not in asr_done:
             asr_done.add(r.audio)
             rows[r.split].append(Row(id=f"{CORPUS}:{r.audio.stem}", tgt_lang="", translation="", **common))
-        rows[r.split].append(Row(id=f"{CORPUS}:{r.audio.stem}:{r.tgt}", tgt_lang=r.tgt, translation=r.translation,
-                                 **common))
+        if r.translation:
+            rows[r.split].append(Row(id=f"{CORPUS}:{r.audio.stem}:{r.tgt}", tgt_lang=r.tgt,
+                                     translation=r.translation, **common))
     write_manifests(summary, rows, {split: {r.audio for r in by_split[split]} for split in SPLITS})
     return summary
 
@@ -230,15 +234,18 @@ def _release_records(table: Table, locale_dir: Path, validated: dict[str, tuple[
 
 def _record(table: Table, locale_dir: Path, tsv: Path, lineno: int, rec: dict, split: str, transcript: str,
             summary: Summary) -> Record | None:
+    """The row as a Record, or None (counted in `summary`) where it gives no row at all. An empty or REMOVE
+    translation is counted too, but the record stays, with translation "": the transcript still makes an ASR row."""
     where = f"{tsv}:{lineno}"
     translation = (rec["translation"] or "").strip()
     if not rec["path"]:
         summary.drop("no clip (empty path)", where)
-    elif not translation or translation == PLACEHOLDER:
-        summary.drop(f"translation empty or {PLACEHOLDER}", where)
     elif not transcript:
         summary.drop("empty transcript (sentence)", where)
     else:
+        if not translation or translation == PLACEHOLDER:
+            summary.drop(NO_TRANSLATION, where)
+            translation = ""
         return Record(where=where, audio=locale_dir / "clips" / rec["path"], transcript=transcript,
                       translation=translation, split=split, src=table.src, tgt=table.tgt, source=tsv.name)
     return None

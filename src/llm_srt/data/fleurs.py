@@ -13,12 +13,12 @@ manifest serves every curriculum stage (the loader picks rows by task):
   translation = that language's raw transcription, id "fleurs:<src>:<utterance>:<tgt>".
 FLEURS reads each sentence by several speakers; every utterance of the source is paired, and the target text is the
 target language's transcription (the same sentence read by its speakers; the first one in TSV order is used).
-Rows without a file name or a transcription are left out and counted, and so is a wav listed again (it stays in the
-first split of test, dev, train that lists it). A sentence id stays in one split, the first of test, dev, train in
-which any language's table lists it (also when that split is not converted): its utterances in a later split are left
-out and counted, with a warning, so no test sentence's text is trained on. Every wav's header is read (in parallel;
-wav headers are cheap): a missing, empty or undecodable one is skipped and counted (its transcript still serves as
-other languages' target), or with `strict` stops the conversion.
+Rows without a file name or a transcription, or of fewer than 3 columns, are left out and counted, and so is a wav
+listed again (it stays in the first split of test, dev, train that lists it). A sentence id stays in one split, the
+first of test, dev, train in which any language's table lists it (also when that split is not converted): its
+utterances in a later split are left out and counted, with a warning, so no test sentence's text is trained on.
+Every wav's header is read (in parallel; wav headers are cheap): a missing, empty or undecodable one is skipped and
+counted (its transcript still serves as other languages' target), or with `strict` stops the conversion.
 """
 
 import csv
@@ -38,6 +38,7 @@ SPLITS = ("train", "dev", "test")
 CORPUS = "fleurs"
 COLUMNS = ("sentence_id", "file", "raw", "normalized", "characters", "num_samples", "gender")
 SPLIT_CONFLICT = "sentence id also listed in an earlier split of test, dev, train (kept only there)"
+SHORT_LINE = f"fewer than 3 tab-separated columns (expected {len(COLUMNS)}: {', '.join(COLUMNS)})"
 
 
 @dataclass(frozen=True)
@@ -57,13 +58,14 @@ def prepare_fleurs(root: str | Path, langs: list[str] | None, out: str | Path, d
     """Write OUT/<split>.jsonl for each split and OUT/summary.json; returns the summary (rows per split, bad
     clips skipped).
 
-    `langs`: ISO 639-3 codes (None: every language whose locale folder exists under `root`). `directions`:
+    `langs`: ISO 639-3 codes (None: every language whose locale folder exists under `root`), each taken once (one
+    named twice was read twice: every row of it written twice, a manifest training refuses). `directions`:
     all | 6x12 | 15x14 | none | SRC,..:TGT,.. (see manifest.parse_directions). `check_audio=False` trusts the
     tables (no file is opened but those whose duration the table lacks: their headers are read, and a bad one is
     skipped and counted as usual).
     """
     root, out = Path(root), Path(out)
-    langs = langs or available_languages(root)
+    langs = list(dict.fromkeys(langs)) if langs else available_languages(root)
     if not langs:
         below = root / "data"  # the hub's layout: data/<locale>/
         hint = (f"; this looks like the dataset's root: give {below}" if below.is_dir() and available_languages(below)
@@ -128,8 +130,9 @@ def _one_split_per_sentence(root: Path, langs: list[str], listed: dict[str, list
 
 def read_split(root: Path, lang: str, split: str, summary: Summary, audio: bool = True) -> list[Utterance]:
     """The utterances of one language and split, in TSV order (audio not checked yet); rows without a file name or
-    a transcription are left out and counted in `summary`. `audio=False`: the wavs need not be unpacked (only the
-    table is wanted)."""
+    a transcription, and lines of fewer than 3 columns, are left out and counted in `summary` (a table none of
+    whose lines has 3 columns is not a FLEURS table: LLMSRTError). `audio=False`: the wavs need not be unpacked (only
+    the table is wanted)."""
     folder = root / languages.get(lang).fleurs
     tsv = folder / f"{split}.tsv"
     if not tsv.is_file():
@@ -138,17 +141,19 @@ def read_split(root: Path, lang: str, split: str, summary: Summary, audio: bool 
     if audio and not (folder / "audio" / split).is_dir() and archive.is_file():
         raise LLMSRTError(f"{archive}: the {split} wavs are still in this archive; extract it first: "
                           f"{extract_command(archive)}")
-    utterances = []
+    utterances, short, rows = [], [], 0
     csv.field_size_limit(sys.maxsize)
     with open(tsv, "rb") as f:
         for lineno, fields in enumerate(csv.reader(text_lines(f, tsv), delimiter="\t", quoting=csv.QUOTE_NONE),
                                         start=1):
             if not fields:
                 continue
-            if len(fields) < 3:
-                raise LLMSRTError(f"{tsv}:{lineno}: expected {len(COLUMNS)} tab-separated columns "
-                                  f"({', '.join(COLUMNS)}), got {len(fields)}")
-            name, transcript, where = fields[1].strip(), fields[2].strip(), f"{tsv}:{lineno}"
+            where = f"{tsv}:{lineno}"
+            if len(fields) < 3:  # one damaged line (a last line cut short, a stray note) no longer stops the import
+                short.append((where, len(fields)))
+                continue
+            rows += 1
+            name, transcript = fields[1].strip(), fields[2].strip()
             if not name:
                 summary.drop("no clip (empty file name)", where)
             elif not transcript:
@@ -156,6 +161,12 @@ def read_split(root: Path, lang: str, split: str, summary: Summary, audio: bool 
             else:
                 utterances.append(Utterance(lang, split, fields[0].strip(), folder / "audio" / split / name,
                                             transcript, _duration(fields), where))
+    if short and not rows:
+        raise LLMSRTError(f"{short[0][0]}: expected {len(COLUMNS)} tab-separated columns ({', '.join(COLUMNS)}), got "
+                          f"{short[0][1]}, and no line of the file has 3: is it a FLEURS table, its columns separated "
+                          "by tabs?")
+    for where, _ in short:
+        summary.drop(SHORT_LINE, where)
     return utterances
 
 
