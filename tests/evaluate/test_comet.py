@@ -294,3 +294,43 @@ def test_comet_runs_on_the_gpu_evaluate_was_given(monkeypatch, tmp_path):
     run.evaluate({"A": str(write(tmp_path / "hyps.a.jsonl", rows))}, None, tmp_path / "out", log=lambda *_: None,
                  comet=comet.CometOptions(), placement=Placement(torch.device("cuda", 3), torch.bfloat16))
     assert [o.device for o in seen] == ["cuda:3"]
+
+
+def fake_comet_python(folder: Path) -> Path:
+    """A stand-in for the COMET Python (no unbabel-comet needed): run as `PYTHON -I bridge request response`, it
+    answers 0.5 for every sample."""
+    import sys
+
+    path = folder / "fakepy"
+    path.write_text(f"#!/bin/sh\nexec {sys.executable} -c \"import json, sys; r = json.load(open(sys.argv[1])); "
+                    "json.dump({'scores': [0.5] * len(r['samples'])}, open(sys.argv[2], 'w'))\" \"$3\" \"$4\"\n")
+    path.chmod(0o755)
+    return path
+
+
+def test_a_comet_python_given_as_a_relative_path_runs(tmp_path, monkeypatch):
+    """--comet-python ./fakepy passed the check, then Path("./fakepy"), printed as "fakepy", was looked up on
+    $PATH: "cannot run it (No such file or directory)"."""
+    fake_comet_python(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert comet.comet_python("./fakepy") == tmp_path / "fakepy"
+    assert segment_scores(SAMPLES[:2], CometOptions(python="./fakepy")) == [0.5, 0.5]
+    monkeypatch.setenv(comet.PYTHON_ENV, "fakepy")
+    assert segment_scores(SAMPLES[:1], CometOptions()) == [0.5]
+
+
+def test_score_json_of_comet_has_the_keys_of_the_other_metrics(tmp_path, capsys):
+    """`score --json` printed {"metric": "COMET", ...} without "skipped", where --json's help and every other
+    metric give {"metric" (lowercase), "score", "signature", "n", "skipped"}."""
+    from llm_srt import cli
+
+    for name, key in (("src", "src"), ("hyp", "mt"), ("ref", "ref")):
+        (tmp_path / f"{name}.txt").write_text("".join(s[key] + "\n" for s in SAMPLES), encoding="utf-8")
+    files = [f"--{name}={tmp_path / name}.txt" for name in ("hyp", "ref", "src")]
+    python = f"--comet-python={fake_comet_python(tmp_path)}"
+    assert cli.main(["score", *files, "--tgt-lang", "deu", "--metric", "comet", python, "--json"]) == 0
+    comet_json = json.loads(capsys.readouterr().out)
+    assert cli.main(["score", *files[:2], "--tgt-lang", "deu", "--metric", "chrf", "--json"]) == 0
+    assert comet_json.keys() == json.loads(capsys.readouterr().out).keys()
+    assert comet_json == {"metric": "comet", "score": 50.0, "signature": f"model:{comet.DEFAULT_MODEL}|x100|n:5",
+                          "n": len(SAMPLES), "skipped": 0}

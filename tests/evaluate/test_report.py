@@ -293,3 +293,32 @@ def test_a_15x14_report_md_keeps_its_failed_rows_and_comet_tables_readable():
     assert "### COMET matrix: A (rows: source, columns: target)" in md
     small = rep.to_markdown(replace(rep.build_report({"A": rows[:8]}), comet_model="tiny"))
     assert "COMET matrix" not in small and "Directions where a row failed" not in small
+
+
+def test_an_unknown_language_is_an_error_naming_it_not_a_missing_score():
+    """A source code the registry does not know ("en" for "eng") made its WER/CER vanish from the report without a
+    word (the error was taken for "every reference empty"); an unknown target was always an error (BLEU)."""
+    row = UtteranceResult("r0", "en", "deu", "this is bad", "das ist gut", "this is good", "das ist gut", task="srt")
+    for bad in (row, replace(row, src="eng", tgt="de")):
+        code = "en" if bad.src == "en" else "de"
+        with pytest.raises(LLMSRTError, match=f"^system x: row 'r0': unknown language code '{code}': use one of "):
+            rep.score_system("x", [bad, replace(bad, id="r1")])
+    # a code no score looks up is not checked: an S2TT row's source without a transcript written
+    s = rep.score_system("x", [replace(row, hyp_transcript=None, task="s2tt")])
+    assert s.asr == {} and list(s.bleu) == [("en", "deu")]
+    # every reference transcript empty after normalization: that source has no WER, as before, and no error
+    s = rep.score_system("x", [replace(row, src="eng", ref_transcript="[noise]")])
+    assert s.asr == {} and s.n_utterances == 1
+
+
+def test_an_asr_report_counts_the_utterances_it_scored(tmp_path):
+    """report.md's summary said 0 utterances for a --task asr report (it counted BLEU rows only), where WER was
+    computed over every row."""
+    asr = [UtteranceResult(f"a{i}", "eng", "eng", "the cat sat", "the cat sat", "the cat sat", None, task="asr")
+           for i in range(3)]
+    s = rep.score_system("asr", asr)
+    assert s.n_scored == 0 and s.n_utterances == 3 and s.asr["eng"].n == 3
+    md = rep.to_markdown(rep.build_report({"asr": asr}))
+    assert "| asr | – | 0 | 3 | 0 of 3 |" in md.split("##")[0]
+    srt = results("curriculum")  # BLEU and WER over the same rows: counted once
+    assert rep.score_system("srt", srt).n_utterances == rep.score_system("srt", srt).n_scored == 6

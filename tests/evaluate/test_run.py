@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -602,3 +603,68 @@ def test_a_limit_below_1_and_an_out_that_is_a_file_are_errors_before_decoding(li
     one = run.evaluate({"flaky": "flaky"}, manifest, tmp_path / "one", task="srt", options=OPTS, limit=1,
                        placement=CPU, log=lambda *_: None)
     assert one.systems[0].n_rows == 1
+
+
+def test_an_out_holding_a_results_file_a_model_reads_is_refused_before_decoding(oracle, manifest, tmp_path):
+    """--out the folder of a --model's results file: evaluate rewrote the file it read (its COMET scores dropped;
+    several runs pooled into it under ids '1/...', so the same command scored other rows the next time), and a
+    decoded system of that name wrote over it. Refused, before any decoding, the file byte for byte as it was."""
+    out = tmp_path / "r"
+    run.evaluate({"flaky": "flaky"}, manifest, out, task="srt", options=OPTS, batch_size=4, placement=CPU,
+                 log=lambda *_: None, significance=0)
+    made = len(oracle["made"])
+    rows = "".join(json.dumps(vars(replace(r, comet=0.5))) + "\n" for r in load_results(out / "hyps.flaky.jsonl"))
+    inputs = {"hyps": out / "hyps.flaky.jsonl", "mt": out / "mt.flaky.jsonl", "seed2": tmp_path / "seed2.jsonl",
+              "journal": out / run.PARTIAL / "flaky.hyps.rank0.jsonl"}
+    inputs["journal"].parent.mkdir()
+    for path in inputs.values():
+        path.write_text(rows)
+    (tmp_path / "link").symlink_to(out)
+    cases = [({"flaky": str(inputs["hyps"])}, out, False),  # read, then rewritten without its COMET scores
+             ({"flaky": f"{inputs['hyps']},{inputs['seed2']}"}, out, False),  # rewritten with both runs pooled
+             ({"flaky": str(inputs["hyps"])}, tmp_path / "link", False),  # the same folder by another path
+             ({"flaky": "flaky", "old": str(inputs["hyps"])}, out, False),  # decoded over the file "old" reads
+             ({"flaky": "flaky", "old": str(inputs["mt"])}, out, True),  # --with-mt writes mt.flaky.jsonl
+             ({"flaky": "flaky", "old": str(inputs["journal"])}, out, False)]  # a journal, removed at the end
+    for models, where, with_mt in cases:
+        read = next(p for p in inputs.values() if str(p) in models.get("old", models["flaky"]))
+        with pytest.raises(LLMSRTError, match=rf"^--out {re.escape(str(where))}: this evaluation writes \S+, "
+                                              rf"which --model {'old' if 'old' in models else 'flaky'} reads; "
+                                              "give another --out$"):
+            run.evaluate(models, manifest, where, task="srt", options=OPTS, batch_size=4, placement=CPU,
+                         with_mt=with_mt, log=lambda *_: None, significance=0)
+        assert read.read_text() == rows, models
+    assert len(oracle["made"]) == made  # nothing was loaded or run
+    assert all(path.read_text() == rows for path in inputs.values())
+    again = run.evaluate({"flaky": f"{inputs['hyps']},{inputs['seed2']}"}, None, tmp_path / "other",
+                         log=lambda *_: None, significance=0)  # another --out: scored, the inputs left as they were
+    assert again.systems[0].n_rows == 2 * N_ROWS and inputs["hyps"].read_text() == rows
+    run.evaluate({"flaky": "flaky", "old": str(inputs["hyps"])}, manifest, tmp_path / "other", task="srt",
+                 options=OPTS, batch_size=4, placement=CPU, log=lambda *_: None, significance=0)
+    assert len(oracle["made"]) == made + 1  # a decoded system writing no file another reads runs as before
+
+
+def test_a_model_path_with_an_equals_sign_is_a_path(tmp_path, monkeypatch):
+    """`runs/lr=1e-4/srt/final` was read as NAME=PATH ({'runs/lr': '1e-4/srt/final'}): text before the first '='
+    names the system only when it has no path separator, and a spec that is an existing path is that path."""
+    monkeypatch.chdir(tmp_path)
+    assert run.parse_models(["runs/lr=1e-4/srt/final"]) == {"srt": "runs/lr=1e-4/srt/final"}
+    assert run.parse_models(["a=runs/lr=1e-4/srt/final"]) == {"a": "runs/lr=1e-4/srt/final"}
+    assert run.parse_models(["r/lr=1/hyps.x.jsonl,r/lr=2/hyps.x.jsonl"]) == {"x": "r/lr=1/hyps.x.jsonl,"
+                                                                                   "r/lr=2/hyps.x.jsonl"}
+    assert run.parse_models(["lr=1e-4"]) == {"lr": "1e-4"}  # no such folder here: NAME=PATH
+    (tmp_path / "lr=1e-4").mkdir()
+    assert run.parse_models(["lr=1e-4"]) == {"lr=1e-4": "lr=1e-4"}  # the folder here
+    assert run.parse_models(["cur=runs/a/final", "cascade"]) == {"cur": "runs/a/final", "cascade": "cascade"}
+
+
+def test_a_results_file_with_an_unknown_language_is_refused_before_decoding(oracle, manifest, tmp_path):
+    """A hand-made results file's source "en" (for "eng") made its WER/CER vanish from the report without a word."""
+    rows = [UtteranceResult(f"r{i}", "en", "deu", "this is bad", "das ist gut", "this is good", "das ist gut",
+                            task="srt") for i in range(3)]
+    path = tmp_path / "hyps.hand.jsonl"
+    path.write_text("".join(json.dumps(vars(r)) + "\n" for r in rows))
+    with pytest.raises(LLMSRTError, match=rf"^{re.escape(str(path))}: row 'r0': unknown language code 'en': "):
+        run.evaluate({"flaky": "flaky", "hand": str(path)}, manifest, tmp_path / "o", task="srt", options=OPTS,
+                     placement=CPU, log=lambda *_: None)
+    assert oracle["made"] == []

@@ -120,3 +120,16 @@ def test_lines_whose_reference_normalizes_to_nothing_are_counted(tmp_path, capsy
     assert rc == 0 and out.startswith("WER = 0.00") and "(skipped 1 of 2 lines: reference empty after" in out
     rc, out, _ = run(capsys, "--hyp", hyp, "--ref", ref, "--tgt-lang", "eng", "--metric", "wer", "--json")
     assert json.loads(out)["n"] == 1 and json.loads(out)["skipped"] == 1
+
+
+def test_wer_of_korean_says_why_cer_is_its_metric_without_calling_it_unsegmented(tmp_path, capsys):
+    """Korean is written with spaces; the note said "an unsegmented script". It is scored by CER as the paper's own
+    scoring script scores it (languages.py)."""
+    hyp, ref = tmp_path / "h.kor", tmp_path / "r.kor"
+    hyp.write_text("오늘 날씨가 좋다\n", encoding="utf-8")
+    ref.write_text("오늘 날씨가 좋네요\n", encoding="utf-8")
+    rc, out, err = run(capsys, "--hyp", hyp, "--ref", ref, "--tgt-lang", "kor", "--metric", "wer", "--json")
+    assert rc == 0 and json.loads(out)["score"] == pytest.approx(100 / 3, abs=0.005)  # Korean words: 1 of 3 wrong
+    assert err == ("note: kor transcripts are scored by CER in `llm-srt evaluate`, as the paper's own scoring script "
+                   "scores it (though Korean is written with spaces); --metric cer gives that\n")
+    assert "unsegmented" not in err

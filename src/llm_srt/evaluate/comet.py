@@ -63,13 +63,15 @@ def env_dir() -> Path:
 
 
 def comet_python(explicit: str | None = None) -> Path:
-    """The Python that runs COMET: `explicit`, else $LLM_SRT_COMET_PYTHON, else the setup's environment."""
+    """The Python that runs COMET: `explicit`, else $LLM_SRT_COMET_PYTHON, else the setup's environment. A path
+    given is made absolute, not resolved: Path("./python") prints as "python", which subprocess looks up on $PATH,
+    and a venv's python is a link that must run as itself to find its packages."""
     for value, where in ((explicit, "--comet-python"), (os.environ.get(PYTHON_ENV), f"${PYTHON_ENV}")):
         if value:
             path = Path(value).expanduser()
             if not path.is_file():
                 raise LLMSRTError(f"{where} {value}: no such file; {SETUP_HINT}")
-            return path
+            return path.absolute()
     python = _python(env_dir())
     if not _stamp_ok(env_dir()):
         state = "is out of date" if (env_dir() / STAMP).exists() else "is not set up yet"

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import languages
 from ..errors import LLMSRTError
 from ..prompts import Task
-from .metrics import Score, asr_error_rate, bleu
+from .metrics import Score, asr_error_rate, bleu, normalize
 
 Direction = tuple[str, str]  # (source language, target language)
 
@@ -89,6 +90,8 @@ class SystemScores:
     forced_tags: int = 0  # SRT utterances whose language tags were written for them (`--no-force-srt-tags`: none)
     comet: dict[Direction, float] = field(default_factory=dict)  # mean COMET x 100 per direction (scored rows)
     comet_unscored: int = 0  # with COMET: rows with a reference translation but no score (no source transcript)
+    n_utterances: int = 0  # utterances that entered any score, BLEU or WER/CER (report.md's "utterances": a --task
+    #                        asr report scores every row and has no BLEU row)
 
     @property
     def n_rows(self) -> int:
@@ -180,13 +183,18 @@ def score_system(name: str, results: Iterable[UtteranceResult | Mapping]) -> Sys
         if r.ref_translation is not None:
             by_direction.setdefault((r.src, r.tgt), []).append(("" if r.failed else r.hyp_translation,
                                                                  r.ref_translation))
+    try:
+        check_languages(rows)
+    except LLMSRTError as e:
+        raise LLMSRTError(f"system {name}: {e}") from None
     scores = {d: bleu(*zip(*pairs), d[1]) for d, pairs in by_direction.items()}
     asr = {}
-    for src, scored in transcript_rows(rows).items():
-        try:
+    transcripts = transcript_rows(rows)
+    for src, scored in transcripts.items():
+        if any(normalize(r.ref_transcript, src) for r in scored):  # else every reference transcript is empty after
+            #   normalization: nothing to score
             asr[src] = asr_error_rate([transcript(r) for r in scored], [r.ref_transcript for r in scored], src)
-        except LLMSRTError:  # every reference transcript empty after normalization: nothing to score
-            continue
+    in_asr = {id(r) for src in asr for r in transcripts[src]}
     totals: dict[Direction, int] = {}
     for r in rows:
         totals[(r.src, r.tgt)] = totals.get((r.src, r.tgt), 0) + 1
@@ -197,7 +205,26 @@ def score_system(name: str, results: Iterable[UtteranceResult | Mapping]) -> Sys
     unscored = sum(r.comet is None for r in rows if r.ref_translation is not None) if comet else 0
     return SystemScores(name, scores, asr, sum(len(p) for p in by_direction.values()),
                         tuple(r for r in rows if r.failed), totals, forced_tags=sum(r.forced_tags for r in rows),
-                        comet={d: 100 * float(np.mean(v)) for d, v in comet.items()}, comet_unscored=unscored)
+                        comet={d: 100 * float(np.mean(v)) for d, v in comet.items()}, comet_unscored=unscored,
+                        n_utterances=sum(r.ref_translation is not None or id(r) in in_asr for r in rows))
+
+
+def check_languages(rows: Iterable[UtteranceResult]) -> None:
+    """An unknown language code where the scores look one up (a BLEU row's target, a WER/CER row's source: its
+    tokenizer, normalizer and metric) is an error naming the row and the code, not a language left out of the
+    report (a hand-made results file's "en" for "eng")."""
+    rows = list(rows)
+    used: dict[str, UtteranceResult] = {}  # code -> the first row that looks it up
+    for r in rows:
+        if r.ref_translation is not None:
+            used.setdefault(r.tgt, r)
+    for src, scored in transcript_rows(rows).items():
+        used.setdefault(src, scored[0])
+    for code, r in used.items():
+        try:
+            languages.get(code)
+        except LLMSRTError as e:
+            raise LLMSRTError(f"row {r.id!r}: {e}") from None
 
 
 def transcript_rows(rows: Iterable[UtteranceResult]) -> dict[str, list[UtteranceResult]]:
@@ -330,7 +357,7 @@ def _system_json(s: SystemScores) -> dict:
 
 def to_markdown(report: Report) -> str:
     parts = ["# Results", ""]
-    summary = [[s.name, _fmt(s.average()), len(s.bleu), s.n_scored, _of(len(s.failed), s.n_rows)]
+    summary = [[s.name, _fmt(s.average()), len(s.bleu), s.n_utterances, _of(len(s.failed), s.n_rows)]
                for s in report.systems]
     parts += _md_table(["system", "avg BLEU", "directions", "utterances", "failed"], summary)
     if report.decoding is not None:

@@ -14,6 +14,7 @@ resampling over the test sentences, evaluate/significance.py).
 """
 
 import functools
+import glob
 import json
 import os
 from dataclasses import replace
@@ -35,7 +36,8 @@ from ..prompts import Task
 from .comet import DEFAULT_MODEL, CometOptions, check_model, comet_python, score_systems
 from . import journal
 from .journal import Journal, group_digest, remove_journals
-from .report import Report, UtteranceResult, build_report, format_table, load_results, write_report
+from .report import (MATRIX_PNG, REPORT_MD, RESULTS_JSON, SCATTER_PNG, Report, UtteranceResult, build_report,
+                     check_languages, format_table, load_results, write_report)
 from .significance import (SAMPLES, check_samples, paired_bootstrap_runs, paired_error_rates_runs, paired_mean,
                            sentence_keys)
 
@@ -180,10 +182,13 @@ def file_name(system: str) -> str:
 
 def parse_models(specs: list[str]) -> dict[str, str]:
     """['curriculum=runs/a/final', 'cascade', 'r/hyps.base.jsonl'] -> {'curriculum': 'runs/a/final',
-    'cascade': 'cascade', 'base': 'r/hyps.base.jsonl'}."""
+    'cascade': 'cascade', 'base': 'r/hyps.base.jsonl'}. A path may hold '=' (runs/lr=1e-4/srt/final): the text
+    before the first '=' is a name only when it has no path separator and the whole spec is no existing path."""
     models = {}
     for spec in specs:
         name, sep, path = spec.partition("=")
+        if sep and (Path(name).name != name or os.path.exists(spec)):  # a separator before the '=': a path
+            sep = ""
         p = Path(spec.split(",")[0])
         default = (p.parent.name if p.name == "final" else p.stem.removeprefix("hyps.") if is_results_file(spec)
                    else p.name or spec)
@@ -251,9 +256,41 @@ def is_results_file(model: str) -> bool:
     return all(Path(part).suffix == ".jsonl" for part in model.split(","))
 
 
+def written_files(out: Path, models: dict[str, str], run_now: dict[str, str], with_mt: bool) -> list[Path]:
+    """The files `evaluate` writes in `out` that are there now: the hyps (and --with-mt mt) files, the report's, and
+    the decoded systems' journals (OUT/partial, removed at the end)."""
+    journals = (glob.glob(str(out / PARTIAL / f"{glob.escape(file_name(name))}.{kind}.rank*.jsonl"))
+                for name in run_now for kind in KINDS)
+    return [p for p in (*(hyps_path(out, name) for name in models),
+                        *(hyps_path(out, name, mt=True) for name in run_now if with_mt),
+                        *(out / f for f in (RESULTS_JSON, REPORT_MD, MATRIX_PNG, SCATTER_PNG)),
+                        *(Path(f) for found in journals for f in found)) if p.exists()]
+
+
+def check_inputs_kept(out: Path, models: dict[str, str], run_now: dict[str, str], with_mt: bool) -> None:
+    """Refuse, before any decoding, an --out where evaluate would write over a results file a --model reads:
+    rewritten, the file loses its COMET scores, or holds several runs' rows pooled under new ids, and the same
+    command scores other rows the next time."""
+    written = written_files(out, models, run_now, with_mt)
+    for name, spec in models.items():
+        for part in spec.split(",") if name not in run_now else ():
+            hit = next((p for p in written if os.path.samefile(p, part)), None)
+            if hit is not None:
+                raise LLMSRTError(f"--out {out}: this evaluation writes {hit}, which --model {name} reads; give "
+                                  "another --out")
+
+
 def load_runs(model: str) -> list[list[UtteranceResult]]:
-    """The runs of a results-file model (`is_results_file`), one list of results per file."""
-    return [load_results(part) for part in model.split(",")]
+    """The runs of a results-file model (`is_results_file`), one list of results per file, each file's language
+    codes checked (an unknown one is an error naming the file before any decoding, not after it)."""
+    runs = []
+    for part in model.split(","):
+        runs.append(load_results(part))
+        try:
+            check_languages(runs[-1])
+        except LLMSRTError as e:
+            raise LLMSRTError(f"{part}: {e}") from None
+    return runs
 
 
 def pooled(runs: list[list[UtteranceResult]]) -> list[UtteranceResult]:
@@ -305,6 +342,7 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
         raise LLMSRTError(f"--manifest is needed to run {', '.join(run_now)} (only results files are scored "
                           "without one)")
     loaded = {name: load_runs(path) for name, path in models.items() if name not in run_now}  # before decoding
+    check_inputs_kept(out, models, run_now, with_mt)
     placement = placement or device.resolve("auto")
     rank, size = world()
     if size > 1 and placement.device.type == "cuda" and placement.device.index is not None:
@@ -434,7 +472,7 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
         again = " ".join(f"--model {name}={models[name] if name in loaded else hyps_path(out, name)}"
                          for name in models)
         raise LLMSRTError(f"{comet_error} -- the report without COMET and the hypotheses are in {out}: score them "
-                          f"again with `llm-srt evaluate {again} --comet ... --out ...`")
+                          f"again with `llm-srt evaluate {again} --comet ... --out ANOTHER_FOLDER`")
     return report if rank == 0 else None
 
 

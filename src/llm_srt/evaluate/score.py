@@ -18,6 +18,7 @@ from . import metrics
 from .comet import DEFAULT_MODEL, CometOptions, segment_scores
 
 DECIMALS = 2  # SacreBLEU's own width for the printed score
+UNSEGMENTED_SCRIPTS = ("Hans", "Hant", "Jpan", "Thai")  # written without spaces between words (Korean has them)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,11 +48,17 @@ def main(args: argparse.Namespace) -> int:
     if args.metric == "comet":
         return print_comet(args, hyps, refs)
     score = metrics.compute(args.metric, hyps, refs, args.tgt_lang)
-    usual = languages.get(args.tgt_lang).asr_metric
+    lang = languages.get(args.tgt_lang)
+    usual = lang.asr_metric
     if args.metric in ("wer", "cer") and args.metric != usual:
-        why = " (WER counts a sentence of an unsegmented script as one word)" if usual == "cer" else ""
-        print(f"note: {args.tgt_lang} transcripts are scored by {usual.upper()} in the paper's tables and in "
-              f"`llm-srt evaluate`{why}; --metric {usual} gives that", file=sys.stderr)
+        where = "in the paper's tables and in `llm-srt evaluate`"
+        if usual == "cer" and lang.script in UNSEGMENTED_SCRIPTS:
+            where += " (WER counts a sentence of an unsegmented script as one word)"
+        elif usual == "cer":  # Korean: written with spaces, CER as the paper's scoring script has it
+            where = (f"in `llm-srt evaluate`, as the paper's own scoring script scores it (though {lang.name} is "
+                     "written with spaces)")
+        print(f"note: {args.tgt_lang} transcripts are scored by {usual.upper()} {where}; --metric {usual} gives that",
+              file=sys.stderr)
     if args.json:
         print(json.dumps({"metric": score.metric, "score": round(score.score, DECIMALS),
                           "signature": score.signature, "n": score.n, "skipped": score.skipped}, ensure_ascii=False))
@@ -73,9 +80,9 @@ def print_comet(args: argparse.Namespace, hyps: list[str], refs: list[str]) -> i
     scores = segment_scores([{"src": s, "mt": h, "ref": r} for s, h, r in zip(srcs, hyps, refs)], options)
     mean = 100 * sum(scores) / len(scores)
     signature = f"model:{options.model}|x100|n:{len(scores)}"
-    if args.json:
-        print(json.dumps({"metric": "COMET", "score": round(mean, DECIMALS), "signature": signature,
-                          "n": len(scores)}, ensure_ascii=False))
+    if args.json:  # the keys and lowercase name of the other metrics; COMET scores every line, so none is skipped
+        print(json.dumps({"metric": "comet", "score": round(mean, DECIMALS), "signature": signature,
+                          "n": len(scores), "skipped": 0}, ensure_ascii=False))
     else:
         print(f"COMET = {mean:.{DECIMALS}f}  {signature}")
     return 0
