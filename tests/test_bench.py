@@ -683,3 +683,120 @@ def test_the_memory_cap_leaves_room_for_what_the_device_holds_outside_torchs_all
     assert outside == gib // 2 and fraction * total == pytest.approx(23.5 * gib)
     with pytest.raises(LLMSRTError, match="holds 0.50 GiB outside this process's allocator"):
         paper.memory_cap(0.25, torch.device("cuda:0"))  # a cap below the context: nothing could fit
+
+
+class _TimedRegion:
+    """`time_overhead`'s timed translate() runs inside its PeakMemory: this one also says when (`phase`: "warm-up"
+    before it, "timed" within, "replay" after: `lower_bound`)."""
+
+    phase = "warm-up"
+
+    def __init__(self, device):
+        self.memory = common.PeakMemory(device)
+
+    def __enter__(self):
+        _TimedRegion.phase = "timed"
+        self.memory.__enter__()
+        return self.memory
+
+    def __exit__(self, *exc):
+        _TimedRegion.phase = "replay"
+        return self.memory.__exit__(*exc)
+
+
+def _overhead_setup(tmp_path, monkeypatch):
+    """A tiny model, 6 tone clips, and greedy rows that end one a step once they have 2 tokens (slot 0 picks EOS
+    while other rows remain), so translate()'s batches shrink as on real inputs; `_TimedRegion` in place."""
+    from llm_srt.bench import embedded
+    from llm_srt.model import decoding
+    from llm_srt.model.decoding import eos_ids
+
+    torch.manual_seed(0)
+    model = tiny.speech_llm(tmp_path, init_std=0.5).eval()
+    eos, pick = eos_ids(model.llm, model.tokenizer)[0], decoding._pick
+
+    def ending(logits, result, rows, no_repeat_ngram):
+        token = pick(logits, result, rows, no_repeat_ngram)
+        if len(rows) > 1 and len(result[rows[0]]) >= 2:
+            token[0] = eos
+        return token
+    monkeypatch.setattr(decoding, "_pick", ending)
+    monkeypatch.setattr(_TimedRegion, "phase", "warm-up")
+    monkeypatch.setattr(embedded, "PeakMemory", _TimedRegion)
+    utts = [embedded.Utterance("x", tiny.tone(1 + 0.3 * i, 200 + 40 * i, seed=i), "eng", "deu", "", "")
+            for i in range(6)]
+    return model, utts
+
+
+def test_translates_timed_call_makes_no_kernel_timing(tmp_path, monkeypatch):
+    """`time_overhead` times translate() once every kernel timing of `model.cpu_linear` its inputs need is made: its
+    warm-up is the same call, untimed. A warm-up of one clip for 2 tokens left the timed call to time the kernels
+    at its batch and at each smaller batch its ended rows leave (Gemma's 262k-row head at 8 rows: 3.1 s of
+    `overhead_vs_lower_bound`'s numerator)."""
+    from llm_srt.bench import embedded
+    from llm_srt.model import cpu_linear
+
+    monkeypatch.setattr(cpu_linear, "KERNEL_TUNING", True)
+    monkeypatch.setattr(cpu_linear, "TUNED", {})
+    monkeypatch.setattr(cpu_linear, "TUNED_INT8", {})
+    timings, best_times = [], cpu_linear._best_times
+
+    def counted(products, repeats, keep_first=False):  # what every kernel timing (float32 and int8) runs
+        timings.append(_TimedRegion.phase)
+        return best_times(products, repeats, keep_first)
+    monkeypatch.setattr(cpu_linear, "_best_times", counted)
+    model, utts = _overhead_setup(tmp_path, monkeypatch)
+    out = embedded.time_overhead(model, utts, batch=4, new_tokens=6)
+    assert out["generations"] == 2 and "warm-up" in timings  # timings were needed: all made before the timed call
+    assert "timed" not in timings
+
+
+def test_lower_bound_replays_each_step_at_the_rows_translate_ran_it_at(tmp_path, monkeypatch):
+    """greedy decoding drops a row from the batch once it has ended: `lower_bound` replays each step at the rows
+    translate() ran it at (it replayed every step at the prefill's whole batch, so the bound could cost more than
+    translate() did)."""
+    from llm_srt.bench import embedded
+    from llm_srt.model.llm import causal_lm
+
+    model, utts = _overhead_setup(tmp_path, monkeypatch)
+    rows = {"warm-up": [], "timed": [], "replay": []}
+
+    def count(module, args, kwargs):
+        inputs = kwargs.get("inputs_embeds")
+        rows[_TimedRegion.phase].append(len(kwargs["input_ids"] if inputs is None else inputs))
+    causal_lm(model.llm).register_forward_pre_hook(count, with_kwargs=True)
+    out = embedded.time_overhead(model, utts, batch=4, new_tokens=6)
+    assert {3, 1} <= set(rows["timed"])  # rows ended: the batches of 4 and 2 shrank
+    assert rows["replay"] == rows["timed"] and out["llm_forward_calls"] == len(rows["timed"])
+
+
+def test_the_matmul_peak_is_the_fastest_kernel_the_models_products_may_take(monkeypatch):
+    """On the CPU the float32 peak is the best of every kernel `fast_linear` may take (`cpu_linear.KERNELS`), named
+    in the JSON and the table: it timed MKL's a @ b alone, and steps whose products ran on oneDNN (~2x MKL's on
+    the AMD EPYC) beat their own bound (step_vs_bound 0.911). A fake clock that only the kernels move."""
+    from llm_srt.bench import roofline
+    from llm_srt.model import cpu_linear
+
+    size, costs, calls, clock = 64, {"oneDNN": 1e-5, "MKL": 1e-4, "(W @ x^T)^T": 5e-5}, [], {"now": 0.0}
+
+    def perf_counter():
+        clock["now"] += 1e-9  # every read moves a little (the bandwidth probes' times), the kernels by their costs
+        return clock["now"]
+
+    def kernel(name):
+        def run(x, w, bias):
+            clock["now"] += costs[name]
+            calls.append((name, tuple(x.shape), tuple(w.shape), bias))
+        return run
+    monkeypatch.setattr(roofline.time, "perf_counter", perf_counter)
+    monkeypatch.setattr(cpu_linear, "_ONEDNN", True)
+    monkeypatch.setattr(cpu_linear, "KERNELS", {name: kernel(name) for name in costs})
+    machine = roofline.measure_machine(torch.device("cpu"), repeats=2, copy_bytes=1 << 16, gemm_size=size)
+    assert machine["matmul_kernel"] == "oneDNN"
+    rates = {name: 2 * size ** 3 / cost / 1e9 for name, cost in costs.items()}  # 52.4, 5.2, 10.5 GFLOP/s
+    assert machine["matmul_gflop_s"] == pytest.approx(rates["oneDNN"], abs=0.06)
+    assert machine["matmul_kernels_gflop_s"] == pytest.approx(rates, abs=0.06)
+    assert {c[1:] for c in calls} == {((size, size), (size, size), None)} and len(calls) == 3 * 3  # warm-up + 2
+    monkeypatch.setattr(cpu_linear, "_ONEDNN", False)  # a torch without oneDNN: the others
+    assert roofline.measure_machine(torch.device("cpu"), repeats=2, copy_bytes=1 << 16,
+                                    gemm_size=size)["matmul_kernel"] == "(W @ x^T)^T"

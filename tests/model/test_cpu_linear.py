@@ -589,3 +589,72 @@ def test_a_copied_int8_layer_is_a_layer_of_its_own_for_the_compiled_op(copy_with
     scale = cpu_linear.row_ranges(x)
     assert torch.equal(torch.ops.llm_srt.int8_product(x / scale, scale, clone.number), expected)
     assert torch.equal(clone(x), expected)
+
+
+def _copied(obj, copy_with: str):
+    import copy
+    import pickle
+
+    return copy.deepcopy(obj) if copy_with == "deepcopy" else pickle.loads(pickle.dumps(obj))
+
+
+@needs_onednn_int8
+@pytest.mark.parametrize("copy_with", ["deepcopy", "pickle"])
+def test_an_int8_layer_that_ran_on_onednn_copies_without_its_packed_copy(monkeypatch, copy_with):
+    """A layer whose many-row inputs ran on oneDNN holds oneDNN's packed weights, an opaque tensor that neither
+    deepcopy nor pickle can read: the copy leaves them behind and packs its own when it needs them (the same
+    outputs); the original keeps its own. The copy's activation grid is the CPU's it is loaded on, not the one
+    it was made on (`reduce_range`: 7 bits without VNNI)."""
+    from llm_srt.model.cpu_linear import Int8Linear
+
+    torch.manual_seed(0)
+    monkeypatch.setattr(cpu_linear, "KERNEL_TUNING", True)
+    layer, x = Int8Linear(torch.randn(32, 64), torch.randn(32)), torch.randn(cpu_linear.INT8_MANY_ROWS + 8, 64)
+    key = (32, 64, cpu_linear._bucket(len(x)), torch.get_num_threads())
+    monkeypatch.setattr(cpu_linear, "TUNED_INT8", {key: "oneDNN"})  # as if the timing had picked oneDNN
+    with torch.no_grad():
+        y = layer(x)
+        packed = layer._onednn
+        assert packed is not None and layer._onednn_used
+        clone = _copied(layer, copy_with)
+        assert clone._onednn is None and not clone._onednn_used and layer._onednn is packed
+        assert torch.equal(clone(x), y) and clone._onednn is not None and torch.equal(layer(x), y)
+        monkeypatch.setattr(cpu_linear, "_VNNI", not cpu_linear._VNNI)  # loaded on the other kind of CPU
+        assert _copied(layer, copy_with).reduce_range == (not cpu_linear._VNNI) != layer.reduce_range
+
+
+@pytest.mark.parametrize("copy_with", ["deepcopy", "pickle"])
+def test_a_copied_model_with_fused_int8_groups_is_a_model_of_its_own(copy_with):
+    """copy.deepcopy or pickle of a model whose q/k/v are one fused int8 product: the copy's parts share the
+    copy's product (not the original's: a deep copy kept the original's weak references, so the copy's split
+    rewired the original's layers and every copy's call failed; pickle refused weak references), each gives its
+    layer's outputs, the copy's split (a cross-attention's other input) splits the copy alone, and the original
+    goes on as before, fused, then split by its own call."""
+    from llm_srt.model.cpu_linear import Int8Linear, fuse_int8_projections, quantize_int8
+
+    torch.manual_seed(0)
+    model = quantize_int8(_Attention())
+    names = ("q_proj", "k_proj", "v_proj")
+    separate = {n: getattr(model, n) for n in names}
+    fuse_int8_projections(model)
+    x, other = torch.randn(2, 5, 24), torch.randn(2, 7, 24)
+    with torch.no_grad():
+        want = {n: getattr(model, n)(x) for n in names}  # the original's outputs before the copy
+        want_other = {n: separate[n](other) for n in names}
+        clone = _copied(model, copy_with)
+        shared, copied = model.q_proj._shared, clone.q_proj._shared
+        assert copied is not shared and all(getattr(clone, n)._shared is copied for n in names)
+        assert [m() for m in copied.members] == [getattr(clone, n) for n in names]
+        assert copied.linear is clone.q_proj.fused and copied.linear is not shared.linear
+        assert all(torch.equal(getattr(clone, n)(x), want[n]) for n in names)
+        assert copied.products == 2  # one product for the three calls (the count travels: 1 before the copy)
+        clone.q_proj(x)
+        assert torch.equal(clone.k_proj(other), want_other["k_proj"])  # another input: the copy's group splits
+        assert all(isinstance(getattr(clone, n).own, Int8Linear) for n in names) and copied.linear is None
+        assert all(torch.equal(getattr(clone, n)(other), want_other[n]) for n in names)
+        assert shared.linear is model.q_proj.fused and all(getattr(model, n).own is None for n in names)
+        assert all(torch.equal(getattr(model, n)(x), want[n]) for n in names) and shared.products == 2
+        model.q_proj(x)
+        assert torch.equal(model.k_proj(other), want_other["k_proj"])  # now the original splits, by its own call
+        assert all(torch.equal(getattr(model, n)(other), want_other[n]) for n in names)
+        assert all(getattr(model, n).own is not getattr(clone, n).own for n in names)

@@ -12,9 +12,10 @@ Everything is measured side by side in one process, on the same utterances, and 
   training steps with and without the encoder-feature cache, on the same batch; the encoder at variable length vs
   30 s padding on ~10 s clips; and the full `SpeechTranslator.translate()` path against the forward passes its
   output strictly needs (encoder, adapter, LLM prefill, one KV-cached LLM step per further token), each replayed
-  alone on the very inputs translate() gave them (recorded by hooks).
+  alone on the very inputs translate() gave them and each step at the rows it ran at (recorded by hooks).
 
-The yardstick (bench/roofline.py): this machine's memory bandwidth and matmul peak, measured first in the same run;
+The yardstick (bench/roofline.py): this machine's memory bandwidth and matmul peak (the fastest of the kernels the
+model's float32 products may take), measured first in the same run;
 each decode row's step time (prefill end to last step end, so `generate`'s own work between steps counts) is
 reported against the least a step of the loaded LLM can cost here, max(weight bytes / bandwidth, FLOPs x rows /
 peak): batch 1 against the bandwidth, large batches against the arithmetic.
@@ -24,9 +25,9 @@ utterance (the LLM's EOS logit pinned to 0 by `common.pin_eos`, after the natura
 generation), so an untrained adapter's early EOS favours neither system. The cascade and translate() decode
 naturally (EOS stops them, `new_tokens` caps them); the tokens they produced are reported next to their times.
 Times are wall-clock seconds of one pass after an untimed warm-up (a decode row's: 2 tokens of its longest batch, so
-once-per-process costs such as the kernel timing of `model.cpu_linear` stay out of it, as in the paper-shape rows),
-timed after `device.synchronize`; peak memory is torch's allocator peak on CUDA, the process RSS (sampled every few
-milliseconds) on the CPU.
+once-per-process costs such as the kernel timing of `model.cpu_linear` stay out of it, as in the paper-shape rows;
+translate()'s: the same call whole, as its batches shrink while rows end), timed after `device.synchronize`; peak
+memory is torch's allocator peak on CUDA, the process RSS (sampled every few milliseconds) on the CPU.
 """
 
 from __future__ import annotations
@@ -68,7 +69,9 @@ GOALS = {  # ratio -> target on the 2-core CPU with the embedded models ("min": 
     "batch1_step_vs_bandwidth_bound": (1.3, "max"),  # greedy decode step at batch 1 / (weight bytes / bandwidth)
     "overhead_vs_lower_bound": (1.25, "max"),
 }
-JUDGED = ("llm-srt", "llm-srt-int8", "llm-srt-int8-compiled")  # the decodes the two decode goals take the faster of
+# the decodes the two decode goals choose from (each among those that ran): batch16_vs_batch1 judges the fastest at
+# the top batch (seconds), batch1_step_vs_bandwidth_bound the one nearest its bound at batch 1 (lowest step_vs_bound)
+JUDGED = ("llm-srt", "llm-srt-int8", "llm-srt-int8-compiled")
 INT8_BATCH_SIZES = (1, 16)  # greedy rows repeated with int8 linear layers (CPU, float32 placements)
 INT8_BEAM_BATCH_SIZES = (8,)  # beam rows likewise (beam 5 x 8 = 40 rows a step: oneDNN's int8 product may run)
 INT8_COMPILED_BATCH_SIZES = (1,)  # int8 greedy rows again with --compile, taking turns with the int8 rows (int8
@@ -455,10 +458,27 @@ class EncoderInputs:
         del self.whisper.features
 
 
+class StepRows(LLMCalls):
+    """`LLMCalls` that also keeps each generation's rows per LLM call (`rows`: the prefill's batch, then each
+    step's; greedy decoding drops a row from the batch once it has ended)."""
+
+    def _hook(self, module, args, kwargs, output):
+        super()._hook(module, args, kwargs, output)
+        inputs = kwargs.get("inputs_embeds")
+        inputs = kwargs.get("input_ids", args[0] if args else None) if inputs is None else inputs
+        if self.generations and inputs is not None:
+            self.generations[-1].setdefault("rows", []).append(inputs.shape[0])
+
+
 def time_overhead(model, utts: list[Utterance], batch: int, new_tokens: int) -> dict:
     """translate() on every utterance vs the sum of the encoder, adapter, LLM prefill and KV-cached LLM steps its
     output needed, each replayed alone on the inputs translate() gave them (hooks record the encoder's mel and each
-    generation's prefill and step count), so nothing of translate()'s batching is re-implemented here."""
+    generation's prefill, step count and rows a step), so nothing of translate()'s batching is re-implemented here.
+
+    The warm-up is the timed call itself, untimed: the kernel timings of `model.cpu_linear` are made once per
+    (shape, row bucket) in a process, and a shorter warm-up (it was one clip for 2 tokens) leaves the timed call to
+    make those of its batch, of each smaller batch its ended rows leave and of its encoder's frames (Gemma-3's
+    262k x 640 head at 8 rows: 3.1 s on its first call, 0.17 s after)."""
     from ..infer import SpeechTranslator
     from ..model.decoding import DecodingOptions
     from ..model.systems import SpeechLLMSystem
@@ -467,9 +487,9 @@ def time_overhead(model, utts: list[Utterance], batch: int, new_tokens: int) -> 
     audios = [u.audio for u in utts]
     src, tgt = utts[0].src, utts[0].tgt  # one call, one language pair: the prompt tags do not change the cost
     options = DecodingOptions(max_new_tokens=new_tokens)
-    translator.translate(audios[:1], src, tgt, Task.SRT, replace(options, max_new_tokens=2))  # warm-up
+    translator.translate(audios, src, tgt, Task.SRT, options, batch_size=batch)  # warm-up: the timed call
     device = model.device
-    with LLMCalls(model.llm, keep_inputs=True) as calls, EncoderInputs(model.encoder) as mels, \
+    with StepRows(model.llm, keep_inputs=True) as calls, EncoderInputs(model.encoder) as mels, \
             PeakMemory(device) as memory:
         dev.synchronize(device)
         t0 = time.perf_counter()
@@ -496,7 +516,9 @@ def time_overhead(model, utts: list[Utterance], batch: int, new_tokens: int) -> 
 def lower_bound(model, mel: torch.Tensor, mel_mask: torch.Tensor, generation: dict) -> dict[str, float]:
     """Time each needed forward pass alone: the encoder on the recorded mel, the adapter, the LLM prefill on the
     recorded inputs_embeds, then `calls - 1` KV-cached single-token steps (greedy decoding's in-place cache and
-    argmax)."""
+    argmax), each at the rows translate() ran it at (`rows`, `StepRows`; all of the batch where none are recorded):
+    where rows had ended, the first rows go on (a row's cost does not depend on which it is, the cache being one
+    length for all), so the bound does no more work than translate() did."""
     from ..model.decoding import last_argmax
     from ..model.kv_cache import growing_cache
     from ..model.llm import causal_lm
@@ -523,7 +545,12 @@ def lower_bound(model, mel: torch.Tensor, mel_mask: torch.Tensor, generation: di
               logits_to_keep=1, past_key_values=cache)
     token = last_argmax(out.logits)[:, None]
     tick()
-    for _ in range(generation["calls"] - 1):
+    rows = generation.get("rows") or [generation["shape"][0]] * generation["calls"]
+    for step in range(1, generation["calls"]):
+        if rows[step] < len(token):  # rows ended: the batch shrinks, as greedy decoding's does
+            cache.batch_select_indices(torch.arange(rows[step], device=device))
+            token, positions = token[:rows[step]], positions[:rows[step]]
+            attention = None if attention is None else attention[:rows[step]]
         if attention is not None:
             attention = torch.cat([attention, attention.new_ones(attention.shape[0], 1)], dim=1)
         positions = positions[:, -1:] + 1
@@ -578,10 +605,11 @@ def format_table(result: dict) -> str:
     """Paper Table 7's shape: seconds for the N utterances by system, search and batch size; then the ratios."""
     s, m = result["setup"], result["machine"]
     int8_peak = f", int8 GEMM {m['int8_matmul_gop_s']} GOP/s" if "int8_matmul_gop_s" in m else ""
+    kernel = f" ({m['matmul_kernel']})" if "matmul_kernel" in m else ""  # the probe's fastest (older results: none)
     lines = [f"Speed: {s['utterances']} utterances ({s['audio_seconds']} s of audio), {s['new_tokens']} generated "
              f"tokens each, {s['torch_threads']} torch threads; model: {s['model']}",
              f"Yardstick (this run): memory bandwidth {m['bandwidth_gb_s']} GB/s ({_probes(m)}), {m['matmul_dtype']} GEMM "
-             f"{m['matmul_gflop_s']} GFLOP/s{int8_peak}; a decode step's bound = max(weight bytes / bandwidth, "
+             f"{m['matmul_gflop_s']} GFLOP/s{kernel}{int8_peak}; a decode step's bound = max(weight bytes / bandwidth, "
              "FLOPs x rows / peak)",
              "",
              f"{'system':38} {'search':8} {'batch':>5} {'seconds':>9} {'utt/s':>7} {'speech tok':>10} {'peak MiB':>9} "

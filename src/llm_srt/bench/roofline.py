@@ -11,11 +11,13 @@ of a step's FLOPs for 100-200 cached positions.
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 import torch
 from torch import nn
 
 from .. import device as dev
+from ..model import cpu_linear
 from ..model.cpu_linear import Int8Linear
 from ..model.llm import causal_lm
 
@@ -36,12 +38,24 @@ def _best(fn, repeats: int, device: torch.device) -> float:
     return min(times)
 
 
+def gemm_kernels(device: torch.device, dtype: torch.dtype) -> dict[str, Callable]:
+    """The square products the matmul peak is the best of. On the CPU every kernel the model's products may take
+    (`cpu_linear.KERNELS`, looked up now; oneDNN's in float32 only): `fast_linear` runs oneDNN's (~2x MKL's on the
+    AMD EPYC) or whichever it timed fastest, and a probe of MKL's alone let such steps beat their own bound. On a
+    GPU the products are torch's own, a @ b."""
+    if device.type == "cpu":
+        return {name: lambda x, w, k=kernel: k(x, w, None) for name, kernel in cpu_linear.KERNELS.items()
+                if name != "oneDNN" or (cpu_linear._ONEDNN and dtype == torch.float32)}
+    return {"a @ b": lambda x, w: x @ w}
+
+
 def measure_machine(device: torch.device, repeats: int = 3, copy_bytes: int = COPY_BYTES,
                     gemm_size: int | None = None, dtype: torch.dtype = torch.float32, int8: bool = False) -> dict:
     """Best-of-`repeats` memory bandwidth and matmul peak (a square GEMM in `dtype`: float32 on the CPU, the models'
-    dtype on a GPU); with `int8`, also the int8 GEMM peak of `Int8Linear` (CPU). The bandwidth is the faster of two
-    probes over `copy_bytes`: a copy into a second tensor (bytes read + written per second) and a read-only sum (a
-    decode step's own pattern: weights are only read); each is also reported."""
+    dtype on a GPU, on the fastest of `gemm_kernels`, named in `matmul_kernel`); with `int8`, also the int8 GEMM
+    peak of `Int8Linear` (CPU, on the kernel it times faster). The bandwidth is the faster of two probes over
+    `copy_bytes`: a copy into a second tensor (bytes read + written per second) and a read-only sum (a decode step's
+    own pattern: weights are only read); each is also reported."""
     n = copy_bytes // 4
     src = torch.ones(n, dtype=torch.float32, device=device)
     dst = torch.empty_like(src)
@@ -53,11 +67,15 @@ def measure_machine(device: torch.device, repeats: int = 3, copy_bytes: int = CO
     size = gemm_size or GEMM_SIZE.get(device.type, 2048)
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
-    gemm_s = _best(lambda: a @ b, repeats, device)
+    with torch.inference_mode():  # as the model's products run (frozen weights, no gradient)
+        rates = {name: 2 * size ** 3 / _best(lambda k=kernel: k(a, b), repeats, device) / 1e9
+                 for name, kernel in gemm_kernels(device, dtype).items()}
     del a, b
+    kernel = max(rates, key=rates.get)
     out = {"bandwidth_gb_s": round(max(copy_gb_s, read_gb_s), 2), "copy_gb_s": round(copy_gb_s, 2),
            "read_gb_s": round(read_gb_s, 2), "copy_bytes": copy_bytes,
-           "matmul_gflop_s": round(2 * size ** 3 / gemm_s / 1e9, 1), "gemm_size": size,
+           "matmul_gflop_s": round(rates[kernel], 1), "matmul_kernel": kernel,
+           "matmul_kernels_gflop_s": {name: round(rate, 1) for name, rate in rates.items()}, "gemm_size": size,
            "matmul_dtype": str(dtype).removeprefix("torch."), "repeats": repeats}
     if int8:
         rows, k, m = INT8_GEMM

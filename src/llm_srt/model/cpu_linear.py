@@ -267,10 +267,18 @@ class Int8Linear(nn.Module):
         self.number = next(_NUMBERS)  # how `int8_product` finds this layer's packed weights
         _LAYERS[self.number] = self
 
+    def __getstate__(self) -> dict:
+        """What a copy (copy.deepcopy, pickle) takes: all but oneDNN's packed copy, an opaque tensor neither can
+        read (the copy packs its own when a timing picks oneDNN, from the fbgemm weights it does take)."""
+        return {**super().__getstate__(), "_onednn": None, "_onednn_used": False}
+
     def __setstate__(self, state: dict) -> None:
         """A copy (copy.deepcopy, pickle) is a layer of its own: its own number, so that the compiled op reads its
-        weights, not those of the layer it was copied from (which may change or be gone)."""
+        weights, not those of the layer it was copied from (which may change or be gone); and its activation grid
+        is this CPU's (`reduce_range`: a layer pickled without VNNI takes all 8 bits where it is loaded with it, one
+        pickled with VNNI 7 bits without: 8 would saturate fbgemm's AVX2 sums)."""
         super().__setstate__(state)
+        self.reduce_range = not _VNNI
         self._register()
 
     @classmethod
@@ -536,6 +544,12 @@ class _SharedProduct:
         self.products = 0  # fused products computed (tests: one per group call)
         self.traced: tuple | None = None  # in a step being compiled: (input, product, parts yet to read it)
 
+    def __getstate__(self) -> dict:
+        """What a copy of the model (copy.deepcopy, pickle) takes: the fused layer and the counts, no product in
+        flight, and no members: weak references are neither copied (a deep copy's would be the original's parts,
+        and its split would rewire them) nor pickled. Each copied part joins its copied group (`Int8Part`)."""
+        return {**self.__dict__, "members": [], "input": None, "output": None, "readers": set(), "traced": None}
+
     def read(self, x: torch.Tensor, part: "Int8Part") -> torch.Tensor:
         """The part's columns of the fused product of `x`: computed by the first part called with `x`, read by the
         others. A part called with another input while its siblings have yet to read theirs (a cross-attention's
@@ -595,6 +609,12 @@ class Int8Part(nn.Module):
         if owner:
             self.fused = shared.linear
         shared.members.append(weakref.ref(self))
+
+    def __setstate__(self, state: dict) -> None:
+        """A copy (copy.deepcopy, pickle) is a member of its copied group, which takes no members along
+        (`_SharedProduct.__getstate__`; its state holds no part, so it is whole before any part's)."""
+        super().__setstate__(state)
+        self._shared.members.append(weakref.ref(self))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.own is not None:
