@@ -194,7 +194,7 @@ def env_step(check: Check) -> dict:
     missing = [name for name, why in problems.items() if why == "missing"]
     broken = [f"{name} ({why})" for name, why in problems.items() if why != "missing"]
     try:
-        pins = dict(p.split("==") for p in pinned(("transformers", "peft"), ROOT / "constraints.txt"))
+        pins = dict(p.split("==") for p in pinned(("torch", "transformers", "peft"), ROOT / "constraints.txt"))
     except SystemExit as e:  # a report, not the end of the check
         pins, missing = {}, [*missing, str(e)]
     other = [f"{n} {versions.get(n)} (constraints.txt: {v})" for n, v in pins.items() if versions.get(n) != v]
@@ -449,10 +449,13 @@ def write_report(check: Check, started: float) -> str:
     outcome = ("FAILED" if any(s["ok"] is False for s in check.steps) or not any(s["ok"] for s in check.steps)
                else "incomplete" if undone else "passed")
     ok = outcome == "passed"
-    summary = {"ok": ok, "outcome": outcome, "device": check.device, "dtype": check.dtype,
-               "seconds": round(time.time() - started, 1), "steps": check.steps, "not_proven_here": list(UNPROVEN)}
-    (check.out / "report.json").write_text(json.dumps(summary, indent=2) + "\n")
     env = next((s for s in check.steps if s["step"] == "env"), {})
+    unproven = [*UNPROVEN, *([f"the pinned versions: this machine ran {', '.join(env['other_versions'])} (the image's "
+                              "torch: its FSDP2 and DTensor code is another release's)"]
+                             if env.get("other_versions") else [])]
+    summary = {"ok": ok, "outcome": outcome, "device": check.device, "dtype": check.dtype,
+               "seconds": round(time.time() - started, 1), "steps": check.steps, "not_proven_here": unproven}
+    (check.out / "report.json").write_text(json.dumps(summary, indent=2) + "\n")
     lines = ["# llm-srt GPU check", "",
              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))}, device {check.device} ({env.get('gpu') or 'no GPU'}"
              f"{', ' + str(env.get('gpu_memory_gib')) + ' GiB' if env.get('gpu_memory_gib') else ''}), dtype "
@@ -473,7 +476,7 @@ def write_report(check: Check, started: float) -> str:
         if s["step"] == "env":
             details = ", ".join(f"{k} {v}" for k, v in s.get("versions", {}).items())
         lines.append(f"| {s['step']} | {verdict(s['ok'])} | {s['seconds']} | {details} |")
-    lines += ["", "Not proven by this check: " + "; ".join(UNPROVEN) + "."]
+    lines += ["", "Not proven by this check: " + "; ".join(unproven) + "."]
     for s in check.steps:
         if s.get("table"):
             lines += ["", f"## {s['step']}", "", "```", s["table"], "```"]

@@ -71,6 +71,11 @@ def test_a_step_the_budget_leaves_undone_is_neither_passed_nor_failed(tmp_path, 
     assert "**incomplete** (2 steps not done for want of time)" in md and "Not proven by this check: several NCCL" in md
     check.steps = [s for s in check.steps if s["ok"]]
     assert gpu_check.write_report(check, time.time()) == "passed"
+    check.steps[0]["other_versions"] = ["torch 2.11.0 (constraints.txt: 2.13.0)"]  # the image's torch, not the pin
+    assert gpu_check.write_report(check, time.time()) == "passed"
+    assert "this machine ran torch 2.11.0 (constraints.txt: 2.13.0)" in json.loads(
+        (tmp_path / "report.json").read_text())["not_proven_here"][-1]
+    assert "torch 2.11.0 (constraints.txt: 2.13.0)" in (tmp_path / "report.md").read_text().split("Not proven")[1]
     check.deadline = time.monotonic() + 60
     assert check.step("own", command, 1)["ok"] is False  # its own limit: a failure
     assert gpu_check.write_report(check, time.time()) == "FAILED"

@@ -547,7 +547,7 @@ class _Decoder:
     example's reference target; it counts the examples it decodes."""
 
     def __init__(self):
-        self.decoded = 0
+        self.decoded, self.synced = 0, set()
 
     def eval(self):
         return self
@@ -557,6 +557,7 @@ class _Decoder:
 
     def generate(self, batch, synced_ranks=False):
         self.decoded += len(batch["targets"])
+        self.synced.add(synced_ranks)
         return list(batch["targets"])
 
 
@@ -576,7 +577,8 @@ def _dev_decoding(rank: int, world: int, store: str, setup: dict, root: str, sha
         data = TrainingData(cfg, model, Dist(rank, world), log=lambda *_: None)
         decoder = _Decoder()
         result = data.evaluate(decoder, contextlib.nullcontext(), sharded=sharded)
-        (Path(root) / f"dev{rank}.json").write_text(json.dumps({"result": result, "decoded": decoder.decoded}))
+        (Path(root) / f"dev{rank}.json").write_text(json.dumps({"result": result, "decoded": decoder.decoded,
+                                                                "synced": sorted(decoder.synced)}))
     finally:
         dist.destroy_process_group()
 
@@ -594,11 +596,16 @@ def test_the_dev_sample_is_decoded_a_share_per_rank_and_scored_on_rank_0(tiny_se
     model = SpeechLLM(SpeechLLMConfig(encoder=tiny_setup["whisper"], llm=tiny_setup["llm"], adapter="linear"))
     one = TrainingData(cfg, model, SOLO, log=lambda *_: None).evaluate(_Decoder(), contextlib.nullcontext())
     assert one["dev_wer"] == 0.0 and one["dev_loss"] == 1.0  # the reference texts, parsed and scored
+    alone = _Decoder()  # FSDP in one process: no rank to keep in step, so the fast greedy loop
+    assert TrainingData(cfg, model, SOLO, log=lambda *_: None).evaluate(alone, contextlib.nullcontext(),
+                                                                         sharded=sharded) == one
+    assert alone.synced == {False}
     mp.spawn(_dev_decoding, args=(2, str(tmp_path / "store"), dict(tiny_setup), str(tmp_path), sharded), nprocs=2,
              join=True)
     got = [json.loads((tmp_path / f"dev{r}.json").read_text()) for r in (0, 1)]
     assert got[0]["result"] == pytest.approx(one)
     assert [g["decoded"] for g in got] == [3, 4 if sharded else 2]  # rows 0-1 and 4 | 2-3 (and 0-1 again, in step)
+    assert [g["synced"] for g in got] == [[sharded]] * 2  # FSDP ranks decode in step; DDP's each alone
 
 
 def _refused_cache(rank: int, world: int, store: str, setup: dict, root: str, refuse: bool = True) -> None:

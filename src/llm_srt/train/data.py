@@ -359,7 +359,8 @@ class TrainingData:
             for k in range(math.ceil(len(starts) / d.world) if sharded else len(mine)):
                 start = mine[k] if k < len(mine) else starts[0]
                 batch = self.batch_of(examples[start:start + bs])  # a clip that cannot be decoded is left out
-                hyps = model.generate(batch, synced_ranks=sharded)
+                hyps = model.generate(batch, synced_ranks=sharded and d.world > 1)  # one FSDP process: the fast
+                #   greedy loop (it drops ended rows); HF's synced_gpus path steps every row to the end
                 if k < len(mine):
                     done[start] = dict(zip(batch["ids"], hyps))
             if d.world > 1:
