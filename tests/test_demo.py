@@ -54,14 +54,131 @@ def test_the_demo_corpus_adds_test_sentences_no_shipped_model_trained_on_and_reb
     assert (options.train, options.dev, options.test) == tuple(DEFAULT_SIZES[s] for s in ("train", "dev", "test"))
     assert corpus_options(tmp_path, asr=tmp_path).unseen_by == (SHIPPED / "srt" / TRAIN_SENTENCES,)
 
-    def summary(**fields):
-        (tmp_path / "summary.json").write_text(json.dumps({"langs": ["eng"], **fields}))
-        return older_demo_corpus(tmp_path)
-
     assert not older_demo_corpus(tmp_path)  # no summary: a corpus of the user's
-    assert summary(sentences={"train": 240, "dev": 30, "test": 40})  # the earlier demo's: built again
-    assert not summary(sentences={"train": 240, "dev": 30, "test": 80}, unseen_test=40)  # today's
-    assert not summary(sentences={"train": 560, "dev": 30, "test": 40})  # another build: used as it is
+    _older_corpus(tmp_path)
+    assert older_demo_corpus(tmp_path)  # the earlier demo's: built again
+    assert not _older_corpus(tmp_path, sentences={"train": 240, "dev": 30, "test": 80}, unseen_test=40)  # today's
+    assert not _older_corpus(tmp_path, sentences={"train": 560, "dev": 30, "test": 40})  # another build: as it is
+
+
+def _older_corpus(folder, seed=0, langs=None, records=None, **fields):
+    """summary.json and voices.jsonl as `build_mini(MiniOptions(folder))` wrote them before the demo's unseen test
+    sentences (options in `fields` and `seed` changed); -> older_demo_corpus(folder)."""
+    from llm_srt.data import mini
+    from llm_srt.data.manifest import parse_directions
+    from llm_srt.demo import older_demo_corpus
+
+    langs = list(langs or mini.DEFAULT_LANGS)
+    summary = {"langs": langs, "directions": [f"{s}-{t}" for s, t in parse_directions("all", langs)],
+               "sentences": dict(mini.DEFAULT_SIZES), "rows": {}, "hours": {}, "rejected": {},
+               "rejected_sentences": 0, "rejected_examples": [], **fields}
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "summary.json").write_text(json.dumps(summary))
+    if records is None:
+        records = []
+        for sentence in ("0a1b2c3d4e", "5f6a7b8c9d"):
+            for lang in langs:
+                voice, speed, pitch = mini.espeak_draw(seed, sentence, lang)
+                records.append({"audio": f"audio/{lang}/{sentence}.flac", "voice": str(voice), "speed": speed,
+                                "pitch": pitch})
+    (folder / "voices.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return older_demo_corpus(folder)
+
+
+def test_only_the_older_demo_corpus_itself_is_rebuilt(tmp_path):
+    """A corpus of the user's with the default split sizes (other languages, prose, a held-out voice, other voices,
+    augmentation, another seed) was taken for the earlier demo's, rebuilt in place with the demo's options (its
+    prose.jsonl and heldout/ deleted), and the log said it kept the same rows."""
+    assert _older_corpus(tmp_path / "older")
+    assert not _older_corpus(tmp_path / "langs", langs=("eng", "deu"))
+    assert not _older_corpus(tmp_path / "seed", seed=1)
+    assert not _older_corpus(tmp_path / "prose", extra={"prose": 4})
+    assert not _older_corpus(tmp_path / "voices", voices={"espeak-ng:en+m1": 3, "flite:slt": 1})
+    assert not _older_corpus(tmp_path / "no_voices", records=[])
+    drawn = json.loads((tmp_path / "older" / "voices.jsonl").read_text().splitlines()[0])
+    assert not _older_corpus(tmp_path / "augmented", records=[{**drawn, "augment": {"speed": 1.1}}])
+    assert not _older_corpus(tmp_path / "wav", records=[{**drawn, "audio": drawn["audio"].replace(".flac", ".wav")}])
+    assert _older_corpus(tmp_path / "heldout")
+    (tmp_path / "heldout" / "heldout").mkdir()  # a held-out voice's audio (its summary extra left aside)
+    from llm_srt.demo import older_demo_corpus
+
+    assert not older_demo_corpus(tmp_path / "heldout")
+
+
+class _Stop(Exception):
+    pass
+
+
+def _run_corpus_step(tmp_path, monkeypatch, data, asr=None):
+    """run_demo up to its corpus step (models, placement and the corpus build stubbed; stopped at demo_stages) ->
+    (the log's lines, the MiniOptions build_mini was called with)."""
+    from types import SimpleNamespace
+
+    from llm_srt import demo, embedded
+    from llm_srt.data import mini
+
+    built = []
+    monkeypatch.setattr(embedded, "ensure_embedded", lambda: None)
+    monkeypatch.setattr(demo, "demo_placement", lambda dtype, log: SimpleNamespace(dtype_name="float32"))
+    monkeypatch.setattr(mini, "build_mini", lambda opts: built.append(opts) or SimpleNamespace(lines=lambda: []))
+
+    def stop(*args, **kwargs):
+        raise _Stop
+    monkeypatch.setattr(demo, "demo_stages", stop)
+    lines = []
+    try:
+        demo.run_demo(tmp_path / "work", data, log=lines.append, **({"asr": asr} if asr else {}))
+    except _Stop:
+        pass
+    return lines, built
+
+
+def test_the_demo_uses_a_users_corpus_as_it_is(tmp_path, monkeypatch):
+    """A corpus of the user's with the default split sizes was rebuilt with the demo's options; it is used as it
+    is, and the log says so. So is a smaller one `llm-srt prepare mini` built where the catalogues are short (what
+    the short-catalogue error tells `make demo` users to do)."""
+    for name, fields in (("user", {"langs": ("eng", "deu")}), ("small", {"sentences": {"train": 100, "dev": 20,
+                                                                                         "test": 20}})):
+        data = tmp_path / name
+        _older_corpus(data, **fields)
+        (data / "test.jsonl").write_text("")
+        (data / "prose.jsonl").write_text("")
+        lines, built = _run_corpus_step(tmp_path, monkeypatch, data)
+        assert built == [] and (data / "prose.jsonl").is_file()
+        assert f"{data}: not a corpus the demo built (other options, or no summary.json); used as it is" in lines
+        assert not any("built again" in line for line in lines)
+    older = tmp_path / "older"
+    _older_corpus(older)
+    (older / "test.jsonl").write_text("")
+    lines, built = _run_corpus_step(tmp_path, monkeypatch, older)
+    assert [opts.out for opts in built] == [older] and any("built again (the same train" in line for line in lines)
+
+
+def test_an_asr_stage_without_its_training_sentences_is_said(tmp_path, monkeypatch):
+    """`--asr FOLDER` without train_sentences.txt (a run's final/ has none) skipped the check that the test
+    sentences were not trained on, without a word; demo_stages' error, which tells users to train the stage, did
+    not say how to write the list."""
+    import pytest
+
+    from llm_srt import demo
+    from llm_srt.errors import LLMSRTError
+
+    asr = tmp_path / "asr"
+    asr.mkdir()
+    data = tmp_path / "data"
+    _older_corpus(data, sentences={"train": 100, "dev": 20, "test": 20})
+    (data / "test.jsonl").write_text("")
+    lines, _ = _run_corpus_step(tmp_path, monkeypatch, data, asr=asr)
+    warned = [line for line in lines if line.startswith(f"warning: {asr} has no train_sentences.txt")]
+    assert len(warned) == 1 and "cannot be checked against that stage's training sentences" in warned[0]
+    assert "checkpoints/embedded/asr/README.md" in warned[0]
+    (asr / "train_sentences.txt").write_text("0a1b2c3d4e\n")
+    lines, _ = _run_corpus_step(tmp_path, monkeypatch, data, asr=asr)
+    assert not any("train_sentences.txt" in line for line in lines)
+    monkeypatch.undo()  # the real demo_stages
+    with pytest.raises(LLMSRTError, match=r"missing: no config.json; .* and list the sentence ids it trained on in its "
+                                          r"train_sentences.txt \(one a line: .*checkpoints/embedded/asr/README.md"):
+        demo.demo_stages(tmp_path / "work", data, asr=tmp_path / "missing")
 
 
 def test_claims_say_holds_reversed_or_not_significant_with_p():

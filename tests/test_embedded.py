@@ -1,6 +1,8 @@
 """`llm-srt setup`: the embedded models are converted once; later calls only read the stamps."""
 
+import errno
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -110,37 +112,158 @@ def whisper(target):  # a conversion SIGKILLed with its joined files and half it
         os.kill(os.getpid(), 9)
 
 embedded._convert_whisper = whisper
-embedded.ensure_embedded()
+embedded.ensure_embedded(force=len(sys.argv) > 1)
 """
+
+
+def _kill_a_setup(*force: str) -> int:
+    """Run a setup SIGKILLed mid-conversion (`force`: of models already converted); -> its process id."""
+    killed = subprocess.Popen([sys.executable, "-c", KILLED_SETUP, *force], stderr=subprocess.PIPE)
+    _, err = killed.communicate(timeout=120)
+    assert killed.returncode == -9, err
+    return killed.pid
+
+
+def _age(*folders: Path, seconds: float = emb.LEFTOVER_QUIET_S + 5) -> None:
+    then = time.time() - seconds
+    for folder in folders:
+        for p in [folder, *folder.rglob("*")]:
+            os.utime(p, (then, then))  # nothing written there for a while
 
 
 def test_setup_removes_what_a_killed_setup_left(fake_setup, tmp):
     """A SIGKILL runs no cleanup: the joined files (cache/tmp/whisper-ct2-<pid>/) and the half-written
     whisper-base.tmp-<pid>/ stayed forever (~1.5 GB a try). The next setup removes them under the machine lock,
-    and says so; those of a running process are its conversion in progress, and stay, as do those written in the
-    last LEFTOVER_QUIET_S seconds (a process id names a process of this host only)."""
-    killed = subprocess.Popen([sys.executable, "-c", KILLED_SETUP], stderr=subprocess.PIPE)
-    _, err = killed.communicate(timeout=120)
-    assert killed.returncode == -9, err
+    and says so; those of a running process are its conversion in progress, and stay, as do those of no setup of
+    this host (no OWNER file: another host's, say) written in the last LEFTOVER_QUIET_S seconds; what stays is
+    said, with its size."""
+    pid = _kill_a_setup()
     models, scratch = paths.cache_dir() / "models", paths.cache_dir() / "tmp"
     left = sorted(p.name for p in [*models.iterdir(), *scratch.iterdir()] if p.name != emb.LOCK)
-    assert left == [f"whisper-base.tmp-{killed.pid}", f"whisper-ct2-{killed.pid}"]
+    assert left == [f"setup-{pid}.host", f"whisper-base.tmp-{pid}", f"whisper-ct2-{pid}"]
     (models / "whisper-base.old-0").mkdir()  # killed between atomic_dir's two renames (0: no process)
-    quiet = time.time() - emb.LEFTOVER_QUIET_S - 5
-    for folder in [models / f"whisper-base.tmp-{killed.pid}", scratch / f"whisper-ct2-{killed.pid}",
-                   models / "whisper-base.old-0"]:
-        for p in [folder, *folder.rglob("*")]:
-            os.utime(p, (quiet, quiet))  # nothing written there for a while
+    _age(models / "whisper-base.old-0")
     live = [models / f"gemma-3-270m.tmp-{os.getppid()}", scratch / f"gemma-gguf-{os.getppid()}",
             models / "gemma-3-270m.old-0"]  # a running process's; one written just now (another host's, say)
     for folder in live:
         folder.mkdir()
+    (live[2] / "part").write_bytes(b"z" * 2_000_000)
     logs: list[str] = []
     emb.ensure_embedded(log=logs.append)
     assert fake_setup == ["whisper-base", "gemma-3-270m"]
     assert sorted(p.name for p in models.iterdir()) == sorted([emb.LOCK, "gemma-3-270m", "whisper-base", live[0].name,
                                                                live[2].name])
-    assert [p.name for p in scratch.iterdir()] == [live[1].name]
-    assert len(logs) == 1 and logs[0].startswith("removed 3 folders (0.0 MB) left by an earlier setup that was killed")
+    assert [p.name for p in scratch.iterdir()] == [live[1].name]  # the OWNER files are gone too
+    assert len(logs) == 2 and logs[0].startswith("removed 3 folders (0.0 MB) left by an earlier setup that was killed")
+    assert logs[1].startswith("kept 3 folders (2.0 MB) that may be a conversion in progress: ")
+    assert f"{live[2].name} (written 0 min ago; its process may be another host's)" in logs[1]
+    assert f"{live[0].name} (process {os.getppid()} runs here)" in logs[1]
+    for folder in live:
+        shutil.rmtree(folder)
     emb.ensure_embedded(force=True, log=logs.append)
-    assert len(logs) == 1  # nothing left: nothing said
+    assert len(logs) == 2  # nothing left: nothing said
+
+
+def test_a_killed_setup_rerun_at_once_leaves_nothing(fake_setup, tmp):
+    """A setup killed, then rerun within LEFTOVER_QUIET_S: its folders were too recent to remove, and every later
+    setup took the quick path, which never looked: ~1.3 GB stayed for good. Its OWNER file says they are this host's
+    and its process is gone: the next setup removes them, however recent, on the quick path too (unless another
+    setup holds the lock: it is converting, and cleans up itself)."""
+    import fcntl
+
+    emb.ensure_embedded()  # converted: later setups take the quick path
+    pid = _kill_a_setup("--force")
+    models, scratch = paths.cache_dir() / "models", paths.cache_dir() / "tmp"
+    (scratch / "gemma-gguf-0").mkdir()  # no OWNER file and recent: cannot be judged, stays
+    with open(models / emb.LOCK, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # another setup converting
+        logs: list[str] = []
+        emb.ensure_embedded(log=logs.append)
+        assert logs == [] and (models / f"whisper-base.tmp-{pid}").is_dir()
+    steps: list = []
+    emb.ensure_embedded(report=steps.append, log=logs.append)
+    assert [s.converted for s in steps] == [False, False] and len(fake_setup) == 2  # the quick path
+    assert logs[0] == (f"removed 2 folders (0.0 MB) left by an earlier setup that was killed: whisper-ct2-{pid}, "
+                       f"whisper-base.tmp-{pid}")
+    assert logs[1].startswith("kept 1 folders (0.0 MB) that may be a conversion in progress: gemma-gguf-0 (written")
+    assert sorted(p.name for p in [*models.iterdir(), *scratch.iterdir()]) == sorted(
+        [emb.LOCK, "gemma-3-270m", "whisper-base", "gemma-gguf-0"])
+    _age(scratch / "gemma-gguf-0")
+    emb.ensure_embedded(log=logs.append)
+    assert logs[2] == "removed 1 folders (0.0 MB) left by an earlier setup that was killed: gemma-gguf-0"
+    (models / emb.LOCK).unlink()
+    (models / emb.LOCK).mkdir()  # a lock that cannot be opened (as in a read-only cache): the quick path goes on
+    emb.ensure_embedded(log=logs.append)
+    assert len(logs) == 3
+
+
+def test_another_hosts_recent_leftovers_stay(fake_setup, tmp):
+    """An OWNER file of another pid space (a host sharing the cache) leaves its process unjudged: its folders stay
+    until unchanged for LEFTOVER_QUIET_S, and so does the OWNER file once they are gone (a reboot's, say)."""
+    scratch = paths.cache_dir() / "tmp"
+    (scratch / "gemma-gguf-1").mkdir(parents=True)  # pid 1 runs here too; the OWNER file says it is not this one
+    (scratch / "setup-1.host").write_text("other-host 0 pid:[1]\n")
+    (scratch / "gemma-gguf-999999999").mkdir()
+    (scratch / "setup-999999999.host").write_text("other-host 0 pid:[1]\n")
+    logs: list[str] = []
+    emb.ensure_embedded(log=logs.append)
+    assert sorted(p.name for p in scratch.iterdir()) == ["gemma-gguf-1", "gemma-gguf-999999999", "setup-1.host",
+                                                         "setup-999999999.host"]
+    assert logs[0].startswith("kept 2 folders") and "gemma-gguf-999999999 (written 0 min ago;" in logs[0]
+    _age(scratch / "gemma-gguf-999999999", scratch / "setup-1.host", scratch / "setup-999999999.host")
+    emb.ensure_embedded(log=logs.append)
+    assert logs[1] == "removed 1 folders (0.0 MB) left by an earlier setup that was killed: gemma-gguf-999999999"
+    assert sorted(p.name for p in scratch.iterdir()) == ["gemma-gguf-1", "setup-1.host"]  # its folder is kept
+
+
+def _failing_converter(error: BaseException):
+    """A conversion that fails with `error` after writing half its folder and its scratch."""
+    def convert(target: Path) -> None:
+        with emb._scratch("gemma-gguf") as scratch, paths.atomic_dir(target) as half:
+            (scratch / "model.gguf").write_bytes(b"x" * 1000)
+            (half / "model.safetensors").write_bytes(b"y" * 1000)
+            raise error
+    return convert
+
+
+@pytest.mark.parametrize("error,why", [
+    (OSError(errno.ENOSPC, "No space left on device"), "No space left on device"),
+    (OSError(errno.EROFS, "Read-only file system", "CACHE/models"), "Read-only file system"),
+    (OSError(errno.EDQUOT, "Disk quota exceeded"), "Disk quota exceeded"),
+    ("safetensors", "No space left on device"),
+])
+def test_a_cache_that_cannot_take_the_models_says_what_to_do(fake_setup, tmp, monkeypatch, error, why):
+    """A read-only or full cache folder gave a raw traceback (OSError [Errno 30] Read-only file system; on a full
+    disk safetensors' SafetensorError ... No space left on device (os error 28)); it is an LLMSRTError naming the
+    folder, its free space and what setup needs, and the half-written folders are removed as before."""
+    from safetensors import SafetensorError
+
+    from llm_srt.errors import LLMSRTError
+
+    cache = paths.cache_dir()
+    if error == "safetensors":
+        error = SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No '
+                                'space left on device" })')
+    elif error.filename:
+        error.filename = str(cache / "models")
+    monkeypatch.setattr(emb, "_convert_gemma", _failing_converter(error))
+    with pytest.raises(LLMSRTError) as raised:
+        emb.ensure_embedded()
+    message = str(raised.value)
+    assert message.startswith(f"{cache}: cannot write the embedded models there ({why}; ")
+    assert " GB free there); setup needs about 1.7 GB " in message
+    advice = "set LLM_SRT_CACHE=/a/writable/dir with that much free"
+    assert message.endswith(advice if why == "Read-only file system" else f"free space there, or {advice}")
+    assert sorted(p.name for p in (cache / "models").iterdir()) == [emb.LOCK, "whisper-base"]
+    assert list((cache / "tmp").iterdir()) == []  # scratch and the OWNER file removed
+
+
+def test_other_errors_of_a_conversion_stay_as_they_are(fake_setup, monkeypatch):
+    """Not every OSError is the cache's: a package file that cannot be read is reported as it is."""
+    from safetensors import SafetensorError
+
+    outside = OSError(errno.EACCES, "Permission denied", "/usr/lib/python3/site-packages/x/data/model.bin.part1")
+    for error in (outside, OSError(errno.EIO, "Input/output error"), SafetensorError("header too large")):
+        monkeypatch.setattr(emb, "_convert_gemma", _failing_converter(error))
+        with pytest.raises(type(error)):
+            emb.ensure_embedded()

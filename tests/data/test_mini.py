@@ -147,7 +147,8 @@ def test_unseen_test_sentences_come_after_train_and_skip_the_listed_ids(locale_d
     assert json.loads((b / "summary.json").read_text())["unseen_test"] == summary.unseen_test == 2
     assert "unseen_test" not in json.loads((a / "summary.json").read_text())
     assert "2 of the test sentences taken after train" in summary.lines()[1]
-    with pytest.raises(LLMSRTError, match="only 6 sentences could be read .*; 3 ids listed by --unseen-by not taken as unseen"):
+    with pytest.raises(LLMSRTError, match="only 6 sentences could be read .*; 3 sentences listed by --unseen-by, or "
+                                          r"reading like one, not taken as unseen\); build a smaller corpus"):
         _build(tmp_path / "c", locale_dir, train=2, unseen_test=4, unseen_by=(listed,))
     with pytest.raises(LLMSRTError, match="--unseen-by only chooses the --unseen-test sentences"):
         _build(tmp_path / "c", locale_dir, unseen_by=(listed,))
@@ -156,8 +157,13 @@ def test_unseen_test_sentences_come_after_train_and_skip_the_listed_ids(locale_d
 
 
 def test_asking_for_more_sentences_than_exist_is_a_clear_error(locale_dir, tmp_path):
-    with pytest.raises(LLMSRTError, match="only 8 sentences are translated"):
+    """The advice works for `make demo` too, which has no size flags: a smaller corpus built first, given by --data
+    (test_demo checks that the demo uses it as it is)."""
+    with pytest.raises(LLMSRTError, match="only 8 sentences are translated") as raised:
         _build(tmp_path / "a", locale_dir, train=20)
+    assert "and 22 are asked for; build a smaller corpus: `llm-srt prepare mini --out DIR` with a smaller " \
+           "--train, --dev, --test, --unseen-test or --prose, or fewer --langs" in str(raised.value)
+    assert "`llm-srt demo --data DIR` uses it as it is (make demo reads data/mini)" in str(raised.value)
     with pytest.raises(LLMSRTError, match="not among the languages"):
         _build(tmp_path / "a", locale_dir, directions="eng:spa")
 
@@ -336,3 +342,49 @@ def test_prose_hours_are_counted_apart_from_the_corpus(locale_dir, tmp_path, mon
     assert json.loads((out / "summary.json").read_text())["extra_hours"] == summary.extra_hours
     assert f"prose.jsonl: 1 rows, {summary.extra_hours['prose']:.3f} hours of speech" in summary.lines()
     assert (out / "audio" / "eng" / Path(prose_rows[0].audio).name).is_file()  # not taken for stale audio
+
+
+
+TWINS = {  # two English messages, one German translation (as PackageKit's "updates" and "upgrades" in Russian)
+    "There are no updates available now.": ("Derzeit sind keine Aktualisierungen verfügbar.",
+                                            "Aucune mise à jour n'est disponible."),
+    "There are no upgrades available now.": ("Derzeit sind keine Aktualisierungen verfügbar.",
+                                             "Aucune mise à niveau n'est disponible."),
+}
+PROSE_TWIN = "There are no updates, available now."  # reads like the first in English (a prose sentence's id)
+
+
+def test_unseen_test_sentences_skip_those_that_read_like_a_listed_one(tmp_path, mo_file, monkeypatch):
+    """--unseen-by filtered by sentence id only: a sentence whose German is a listed (trained-on) sentence's German
+    was taken as unseen. The listed files hold ids only; the texts come from the catalogues, and from the installed
+    prose for ids the catalogues lack (those neither has are counted and said)."""
+    import random
+
+    root = tmp_path / "locale"
+    for lang, col in (("de", 0), ("fr", 1)):
+        mo_file(root / lang / "LC_MESSAGES" / "aaa.mo", {en: t[col] for en, t in {**GOOD, **TWINS}.items()
+                                                         if "server" not in en})  # German "Server": an English voice
+    monkeypatch.setattr(mini.prose, "harvest", lambda exclude=frozenset(), **_: [(PROSE_TWIN, "doc:twin")])
+    found = mini.harvest(["eng", "deu", "fra"], root)
+    updates, upgrades = (mini._sentence_id(en) for en in TWINS)
+
+    def order(seed):
+        ids = sorted(found)
+        random.Random(seed).shuffle(ids)
+        return ids
+    seed = next(seed for seed in range(100) if 3 <= order(seed).index(updates) < order(seed).index(upgrades))
+    ids = order(seed)
+    for name, listed, twin in (("gettext", [updates, "ffffffffff"], upgrades),  # and an id of nothing here
+                               ("prose", [mini.prose.sentence_id(PROSE_TWIN)], updates)):
+        (tmp_path / f"{name}.txt").write_text("\n".join(listed) + "\n")
+        summary = _build(tmp_path / name, root, train=ids.index(twin) - 2, seed=seed, unseen_test=1,
+                         unseen_by=(tmp_path / f"{name}.txt",))
+        assert summary.rejected_sentences == 0
+        test = [r.sentence_id for r in read_manifest(tmp_path / name / "test.jsonl")
+                if r.is_asr and r.src_lang == "eng"]
+        assert len(test) == 2 and twin not in test  # it was the next sentence after train: the one after it instead
+        assert test[1] == next(i for i in ids[ids.index(twin) + 1:] if i not in listed), name
+        written = json.loads((tmp_path / name / "summary.json").read_text())
+        assert summary.unseen_by_unknown == written.get("unseen_by_unknown", 0) == (name == "gettext")
+        assert any(line.startswith("warning: 1 ids listed by --unseen-by are no sentence of these catalogues or "
+                                   "of the installed prose") for line in summary.lines()) == (name == "gettext")

@@ -15,8 +15,8 @@ in one language is dropped in all of them.
 Splits are by sentence id (seeded shuffle; test first, then dev, then train), so no test or dev sentence appears
 in train in any language, and growing --train leaves test and dev unchanged. `unseen_test` adds test sentences
 taken after train is full, skipping the ids listed in the `unseen_by` files (e.g. a checkpoint's
-train_sentences.txt, built from a larger --train): a test set none of those models was trained on, grown without
-changing test, dev or train.
+train_sentences.txt, built from a larger --train) and the sentences that read like a listed one in some language
+(`read_alike`): a test set none of those models was trained on, grown without changing test, dev or train.
 
 More voices (options; the defaults draw exactly as above): `synthesizers` adds flite and festival voices (see
 data/voices.py) for the languages they speak, drawn per utterance after espeak's numbers; `augmentation` perturbs
@@ -65,6 +65,9 @@ UNSEEN = "unseen"  # filled after them: the unseen_test sentences, written into 
 MAX_EXAMPLES = 12  # rejected sentences quoted in summary.json
 VOLATILE = ("out", "seconds")  # summary fields left out of summary.json, so that builds compare byte for byte
 AUDIO_FORMATS = {"flac": "FLAC", "wav": "WAV"}  # --audio-format -> soundfile format (16-bit PCM either way)
+FEWER = ("build a smaller corpus: `llm-srt prepare mini --out DIR` with a smaller --train, --dev, --test, "
+         "--unseen-test or --prose, or fewer --langs (`--survey` counts the sentences per language); `llm-srt demo "
+         "--data DIR` uses it as it is (make demo reads data/mini)")  # `llm-srt demo` itself has no size flags
 
 # What a kept message looks like.
 MIN_WORDS, MAX_WORDS = 3, 12  # English words
@@ -134,6 +137,8 @@ class MiniSummary:
     voices: dict[str, int] = field(default_factory=dict)  # "synth:voice" -> utterances, all manifests
     twins_of_train: dict[str, list[str]] = field(default_factory=dict)  # dev / test sentence ids a train sentence
     #   reads like in some language (`twins_of_train`): the same speech and text in train, counted, not removed
+    unseen_by_unknown: int = 0  # ids the unseen_by files list whose texts neither these catalogues nor the installed
+    #   prose have: sentences reading like them could not be looked for (`read_alike`), only their ids are left out
     seconds: float = 0.0  # build time
 
     def lines(self) -> list[str]:
@@ -149,6 +154,9 @@ class MiniSummary:
                + (", ".join(f"{k} x{v}" for k, v in sorted(self.rejected.items())) or "none"),
                *(f"{name}.jsonl: {n} rows" + (f", {self.extra_hours[name]:.3f} hours of speech"
                                               if name in self.extra_hours else "") for name, n in self.extra.items()),
+               *([f"warning: {self.unseen_by_unknown} ids listed by --unseen-by are no sentence of these catalogues "
+                  "or of the installed prose: those ids are left out of the unseen test sentences, but sentences that "
+                  "read like them could not be looked for"] if self.unseen_by_unknown else []),
                *(f"warning: {len(ids)} {split} sentences read like train sentences in some language (the same "
                  f"letters once quotes, case and punctuation are set aside; e.g. {', '.join(ids[:3])}): their rows "
                  "are not held out" for split, ids in self.twins_of_train.items() if ids),
@@ -190,8 +198,10 @@ def build_mini(opts: MiniOptions) -> MiniSummary:
     needed = sum(sizes.values())
     if len(sentences) < needed:
         raise LLMSRTError(f"only {len(sentences)} sentences are translated into all of {', '.join(langs)} in "
-                          f"{opts.locale_dir}; ask for fewer (--train/--dev/--test/--unseen-test) or fewer languages "
-                          "(`llm-srt prepare mini --survey` counts them per language)")
+                          f"{opts.locale_dir}, and {needed} are asked for; {FEWER}")
+    unknown = 0
+    if opts.unseen_test and unseen_by:
+        unseen_by, unknown = read_alike(unseen_by, sentences, langs)
     order = sorted(sentences)
     random.Random(opts.seed).shuffle(order)
     out = Path(opts.out)
@@ -229,10 +239,10 @@ def build_mini(opts: MiniOptions) -> MiniSummary:
                           rejected_examples=examples[:MAX_EXAMPLES], extra=extra,
                           extra_hours={k: v / 3600 for k, v in extra_seconds.items()}, unseen_test=opts.unseen_test,
                           voices=dict(Counter(r["voice"] for r in spoken.values())),
-                          twins_of_train=twins_of_train(chosen, langs),
+                          twins_of_train=twins_of_train(chosen, langs), unseen_by_unknown=unknown,
                           seconds=time.monotonic() - start)
     kept = {k: v for k, v in asdict(summary).items()  # the default build's summary.json as before these fields
-            if k not in VOLATILE and (k not in ("extra", "extra_hours", "unseen_test") or v)
+            if k not in VOLATILE and (k not in ("extra", "extra_hours", "unseen_test", "unseen_by_unknown") or v)
             and (k != "voices" or opts.synthesizers != ("espeak-ng",))}
     (out / "summary.json").write_text(json.dumps(kept, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     return summary
@@ -292,6 +302,23 @@ def twins_of_train(chosen: dict[str, list[Sentence]], langs: list[str]) -> dict[
     return {split: sorted(s.id for s in chosen.get(split, ())
                           if any(text_key(s.texts[lang]) in seen[lang] for lang in langs if lang in s.texts))
             for split in ("dev", "test")}
+
+
+def read_alike(listed: frozenset[str], sentences: dict[str, Sentence], langs: list[str]
+               ) -> tuple[frozenset[str], int]:
+    """`listed` (sentence ids a model was trained on) and the ids of `sentences` whose text in some language reads
+    like (`text_key`) a listed sentence's in that language: a model trained on "There are no upgrades available at
+    this time." heard its Russian, which is also that of "There are no updates available at this time.". The
+    listed files hold ids only; the texts are those of `sentences` (the catalogues) and, for English, the installed
+    prose (read only when some listed id is not a catalogue sentence: 8 s on a 2-core CPU). -> (ids to leave out, how
+    many listed ids have no text here: those are left out by id alone)."""
+    known = {i: sentences[i].texts for i in listed if i in sentences}
+    if "eng" in langs and len(known) < len(listed):
+        found = prose.harvest(exclude={s.texts["eng"] for s in sentences.values()})
+        known |= {i: {"eng": t} for t, _ in found if (i := prose.sentence_id(t)) in listed and i not in known}
+    keys = {lang: {text_key(texts[lang]) for texts in known.values() if lang in texts} for lang in langs}
+    alike = {s.id for s in sentences.values() if any(text_key(s.texts[lang]) in keys[lang] for lang in langs)}
+    return listed | alike, len(listed) - len(known)
 
 
 def harvest(langs: list[str], locale_dir: Path = LOCALE_DIR) -> dict[str, Sentence]:
@@ -445,9 +472,10 @@ def _synthesize_until_full(candidates: list[Sentence], langs: list[str], sizes: 
                     chunk.append(candidates[pos])
                 pos += 1
             if not chunk:
-                listed = f"; {len(unseen_by)} ids listed by --unseen-by not taken as unseen" if unseen_by else ""
+                listed = (f"; {len(unseen_by)} sentences listed by --unseen-by, or reading like one, not taken as "
+                          "unseen") if unseen_by else ""
                 raise LLMSRTError(f"only {sum(len(v) for v in chosen.values())} sentences could be read in all of "
-                                  f"{', '.join(langs)} ({len(examples)} rejected{listed}); ask for fewer sentences")
+                                  f"{', '.join(langs)} ({len(examples)} rejected{listed}); {FEWER}")
             jobs = _jobs(chunk, langs, out, opts)
             results = list(tqdm(pool.map(_speak, jobs), total=len(jobs), desc="speech", dynamic_ncols=True,
                                 leave=False))
@@ -491,8 +519,7 @@ def _jobs(chunk: list[Sentence], langs: list[str], out: Path, opts: MiniOptions)
     for i, s in enumerate(chunk):
         for lang in langs:
             rng = random.Random(f"{opts.seed}:{s.id}:{lang}")
-            voice = voices.Voice("espeak-ng", f"{languages.get(lang).espeak}+{rng.choice(VARIANTS)}")
-            speed, pitch = rng.randint(*SPEED_RANGE), rng.randint(*PITCH_RANGE)
+            voice, speed, pitch = _espeak_draw(rng, lang)
             choices = pools[lang]
             if list(choices) != ["espeak-ng"] or voice.name not in choices["espeak-ng"]:
                 synth = rng.choice(list(choices))
@@ -500,6 +527,17 @@ def _jobs(chunk: list[Sentence], langs: list[str], out: Path, opts: MiniOptions)
             jobs.append(_Job(s.id, lang, read[lang][i], _letters(s.texts[lang]), voice, speed, pitch,
                              str(folders[lang] / f"{s.id}.{opts.audio_format}"), AUDIO_FORMATS[opts.audio_format]))
     return jobs
+
+
+def _espeak_draw(rng: random.Random, lang: str) -> tuple[voices.Voice, int, int]:
+    return voices.Voice("espeak-ng", f"{languages.get(lang).espeak}+{rng.choice(VARIANTS)}"), \
+        rng.randint(*SPEED_RANGE), rng.randint(*PITCH_RANGE)
+
+
+def espeak_draw(seed: int, sentence_id: str, lang: str) -> tuple[voices.Voice, int, int]:
+    """The espeak-ng voice, speed and pitch an utterance is read with when espeak-ng is the only synthesizer (the
+    default), as voices.jsonl records them: what tells which seed a corpus was built with."""
+    return _espeak_draw(random.Random(f"{seed}:{sentence_id}:{lang}"), lang)
 
 
 def _speak(job: _Job) -> tuple[str, float]:
