@@ -800,3 +800,12 @@ def test_the_matmul_peak_is_the_fastest_kernel_the_models_products_may_take(monk
     monkeypatch.setattr(cpu_linear, "_ONEDNN", False)  # a torch without oneDNN: the others
     assert roofline.measure_machine(torch.device("cpu"), repeats=2, copy_bytes=1 << 16,
                                     gemm_size=size)["matmul_kernel"] == "(W @ x^T)^T"
+
+
+def test_a_negative_thread_count_is_refused_in_one_line(capsys):
+    """`llm-srt bench --threads -1` ended in torch.set_num_threads's RuntimeError traceback."""
+    from llm_srt import cli
+
+    assert cli.main(["bench", "--threads", "-1", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err == "llm-srt bench: error: --threads -1: give a number of CPU threads >= 1, or 0 for torch's default\n"

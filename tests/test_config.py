@@ -231,3 +231,40 @@ def test_a_value_that_fits_no_type_of_a_union_names_them_all():
         recipe.load_config(None, ["data.train={a: 1}"])
     with pytest.raises(ConfigError, match=r"data.train\[0\] must be str, got 1"):  # an item: its own type
         recipe.load_config(None, ["data.train=[1, 2]"])
+
+
+def test_an_unset_variable_in_a_union_field_is_named_not_taken_for_the_wrong_type(tmp_path, monkeypatch):
+    """`data.train: ${NOPE_DATA}/train.jsonl` (a list or a string) said "data.train must be a list": the list
+    option's error won over the unset variable. The variable is expanded before the options are tried, once."""
+    from llm_srt.train import recipe
+
+    path = tmp_path / "c.yaml"
+    path.write_text("data:\n  train: ${NOPE_DATA}/train.jsonl\n  dev: ${NOPE_DATA}/dev.jsonl\n")
+    monkeypatch.delenv("NOPE_DATA", raising=False)
+    with pytest.raises(ConfigError, match=r"c.yaml: data.train uses \$\{NOPE_DATA\} but that environment variable is "
+                                          r"not set; export NOPE_DATA=/path/to/the/folder or override data.train="):
+        recipe.load_config(path)
+    monkeypatch.setenv("NOPE_DATA", "/data/${HOME}")  # a value holding ${...} is taken as it is, not expanded again
+    cfg = recipe.load_config(path)
+    assert (cfg.data.train, cfg.data.dev) == ("/data/${HOME}/train.jsonl", "/data/${HOME}/dev.jsonl")
+
+
+def test_a_variable_set_but_empty_is_an_error_like_an_unset_one(tmp_path, monkeypatch):
+    """`WHISPER_LARGE_V3= llm-srt train ...` made model.encoder "" + the rest: the current folder."""
+    p = tmp_path / "c.yaml"
+    p.write_text("name: ${MY_MODEL}\ninit_from: ${MY_MODEL}/x\n")
+    monkeypatch.setenv("MY_MODEL", "")
+    with pytest.raises(ConfigError, match=r"c.yaml: name uses \$\{MY_MODEL\} but that environment variable is set but "
+                                          r"empty; export MY_MODEL=/path/to/the/folder or override name=\.\.\.$"):
+        config.load(Cfg, p)
+    with pytest.raises(ConfigError, match=r"init_from uses \$\{MY_MODEL\} but that environment variable is set but "
+                                          r"empty"):
+        config.load(Cfg, p, ["name=x"])
+
+
+def test_an_empty_argument_is_neither_a_config_nor_an_override():
+    """`llm-srt curriculum "$CFG_DIR"` with CFG_DIR unset: Path("") is the current folder, which exists."""
+    for empty in ("", " "):
+        with pytest.raises(ConfigError, match=r"^an empty argument \(an unset shell variable in quotes\?\): give a "
+                                              r"config file or folder, or key=value$"):
+            config.split_items([empty, "max_steps=3"])

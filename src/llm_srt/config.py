@@ -129,6 +129,9 @@ def split_items(items: list[str]) -> tuple[list[str], list[str]]:
     or a name ending in .yaml/.yml (a sweep folder may be named `lr=1e-4`); anything else must be key=value."""
     configs, overrides = [], []
     for item in items:
+        if not item.strip():  # Path("") is the current folder, which exists: taken for a config folder
+            raise ConfigError("an empty argument (an unset shell variable in quotes?): give a config file or folder, "
+                              "or key=value")
         if Path(item).exists() or item.endswith((".yaml", ".yml")):
             configs.append(item)
         elif "=" in item:
@@ -273,7 +276,16 @@ def to_dict(obj: Any) -> Any:
 
 def coerce(tp: Any, value: Any, where: str, key: str) -> Any:
     """`value` (as YAML gives it) checked against the type hint `tp` and converted where YAML is loose (an int
-    for a float, "1e-4" for a float, a list for a tuple); a ConfigError naming `key` in `where` otherwise."""
+    for a float, "1e-4" for a float, a list for a tuple); a ConfigError naming `key` in `where` otherwise.
+    ${NAME} in a string for a field that takes text is expanded first, before a union's options are tried: an unset
+    variable in `data.train` (a list or a string) was reported as "must be a list"."""
+    if isinstance(value, str) and "${" in value and str in _members(tp):
+        value = _expand(value, where, key)
+    return _coerce(tp, value, where, key)
+
+
+def _coerce(tp: Any, value: Any, where: str, key: str) -> Any:
+    """`coerce` after ${NAME} expansion (a union's options see the expanded value, expanded once)."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(tp)
@@ -284,7 +296,7 @@ def coerce(tp: Any, value: Any, where: str, key: str) -> Any:
             if option is type(None):
                 continue
             try:
-                return coerce(option, value, where, key)
+                return _coerce(option, value, where, key)
             except ConfigError as e:
                 errors.append(e)
         said = f"{where}: {key} must be "  # the value itself fits no option: name them all, not the first
@@ -330,8 +342,6 @@ def coerce(tp: Any, value: Any, where: str, key: str) -> Any:
         if not math.isfinite(number):
             raise ConfigError(f"{where}: {key} must be a finite number, got {short(value)}")
         return number
-    if tp is str and isinstance(value, str) and "${" in value:
-        value = _expand(value, where, key)
     if tp is str and isinstance(value, str) and value.startswith("~/"):
         value = os.path.expanduser(value)  # a path in the home folder (a literal ./~ folder was made: `rm -rf ~`...)
     if isinstance(tp, type) and not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
@@ -353,12 +363,15 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 def _expand(value: str, where: str, key: str) -> str:
-    """Replace ${NAME} by the environment variable NAME (model folders differ per machine)."""
+    """Replace ${NAME} by the environment variable NAME (model folders differ per machine). An unset or empty one
+    is an error: `WHISPER_LARGE_V3= llm-srt train ...` made the model folder the current directory."""
     def sub(m: re.Match) -> str:
-        if m.group(1) not in os.environ:
-            raise ConfigError(f"{where}: {key} uses ${{{m.group(1)}}} but that environment variable is not set; "
-                              f"export {m.group(1)}=/path/to/the/folder or override {key}=...")
-        return os.environ[m.group(1)]
+        name = m.group(1)
+        if not os.environ.get(name):
+            state = "is set but empty" if name in os.environ else "is not set"
+            raise ConfigError(f"{where}: {key} uses ${{{name}}} but that environment variable {state}; "
+                              f"export {name}=/path/to/the/folder or override {key}=...")
+        return os.environ[name]
     return _VAR.sub(sub, value)
 
 

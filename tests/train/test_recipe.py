@@ -940,3 +940,49 @@ def test_final_weights_best_takes_the_best_checkpoints_weights(tiny_setup, tmp_p
     with pytest.raises(ConfigError, match="final_weights: best takes the checkpoint with the lowest dev loss, and "
                                           "there is no dev set; set data.dev, or final_weights: last"):
         recipe.load_config(None, overrides(tiny_setup, tmp_path / "x", final_weights="best"))
+
+
+def test_a_qformer_whose_width_does_not_split_over_its_heads_is_refused_at_load(tiny_setup, tmp_path):
+    """num_heads 5 for hidden_size 32 was a transformers traceback once the encoder and LLM had loaded. An option
+    left out is the constructor's default; with init_from the saved adapter supplies it, so it is not guessed."""
+    kwargs = "{num_queries: 4, hidden_size: 32, num_layers: 1, num_heads: %d, intermediate_size: 64}"
+    with pytest.raises(ConfigError, match=r"model.adapter_kwargs: hidden_size 32 is not a multiple of num_heads 5 "
+                                          r"\(each attention head takes hidden_size / num_heads\); change one") as e:
+        recipe.load_config(None, overrides(tiny_setup, tmp_path / "run", **{"model.adapter_kwargs": kwargs % 5}))
+    assert "\n" not in str(e.value)
+    with pytest.raises(ConfigError, match=r"hidden_size 32 is not a multiple of num_heads 12 \(the default\)"):
+        recipe.load_config(None, ["model.adapter_kwargs={hidden_size: 32}"])
+    with pytest.raises(ConfigError, match=r"hidden_size 32 is not a multiple of num_heads 5"):  # both given: checked
+        recipe.load_config(None, ["model.adapter_kwargs={hidden_size: 32, num_heads: 5}", "model.init_from=x"])
+    assert recipe.load_config(None, ["model.adapter_kwargs={hidden_size: 32}", "model.init_from=x"])  # its heads
+    assert recipe.load_config(None, ["model.adapter=linear", "model.adapter_kwargs={k: 3}"])  # no heads to split
+    assert recipe.load_config(None, overrides(tiny_setup, tmp_path / "run", **{"model.adapter_kwargs": kwargs % 4}))
+
+
+def test_evaluation_settings_without_a_dev_set_are_refused(tiny_setup, tmp_path):
+    """eval_every 1 and data.dev_decode 4 without data.dev trained without a single evaluation, and without a word
+    (final_weights: best is refused so already)."""
+    args = overrides(tiny_setup, tmp_path / "run", max_steps=1)
+    with pytest.raises(ConfigError, match=r"eval_every 1 evaluates on the dev set, and there is no dev set; set "
+                                          r"data.dev, or eval_every=0$"):
+        recipe.load_config(None, args + ["eval_every=1", "data.dev_size=10"])
+    with pytest.raises(ConfigError, match=r"data.dev_decode 4 decodes examples of the dev set, and there is no dev "
+                                          r"set; set data.dev, or data.dev_decode=0$"):
+        recipe.load_config(None, args + ["data.dev_decode=4"])
+    cfg = recipe.load_config(None, args + ["eval_every=1", "data.dev_decode=4", f"data.dev={tiny_setup['manifest']}"])
+    from dataclasses import replace
+
+    with pytest.raises(ConfigError, match=r"eval_every 1 evaluates on the dev set"):  # composed, as the demo does
+        replace(cfg, data=replace(cfg.data, dev=None))
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_empty_encoder_or_llm_is_refused_before_any_model_loads(tiny_setup, tmp_path):
+    """model.encoder "" (an empty variable once, or written so) is the current folder: "<cwd>: not a Hugging Face
+    Whisper folder" after the LLM had loaded."""
+    for key in ("model.encoder", "model.llm"):
+        cfg = recipe.load_config(None, overrides(tiny_setup, tmp_path / "run", **{key: "''"}))
+        with pytest.raises(ConfigError, match=rf"^{key} is empty \(it would be the current folder\); give a Hugging "
+                                              "Face model folder or embedded, or set the variable it came from$"):
+            recipe.train(cfg, log=lambda *_: None)
+        assert not (tmp_path / "run").exists()

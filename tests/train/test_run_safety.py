@@ -219,6 +219,28 @@ def test_a_full_disk_under_the_training_log_saves_a_last_checkpoint_and_says_so(
     assert checkpoint.latest(out) is None and not (out / "final").exists()
 
 
+def test_a_log_sink_failing_with_any_error_stops_every_rank_the_same_way(base, tiny_setup, tmp_path, monkeypatch):
+    """TensorBoard failing with its own error (not an OSError) is reported at the log line after a last checkpoint,
+    as a full disk is: rank 0 re-raised it where the other ranks got an LLMSRTError, so it left alone and they
+    waited at the checkpoint's collectives until the process group timed out."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    def broken(*args, **kwargs):
+        raise ValueError("the event writer is closed")
+    monkeypatch.setattr(SummaryWriter, "add_scalar", broken)
+    out = tmp_path / "run"
+    with pytest.raises(LLMSRTError, match=r"cannot write the training logs in .* at step 1: the event writer is "
+                                          r"closed; saved a last checkpoint, .*step-00000001"):
+        recipe.train(_config(tiny_setup, out, 3, save_every=100), log=lambda *_: None)
+    assert checkpoint.latest(out).step == 1
+    monkeypatch.undo()
+    real = recipe._log_json  # the log line itself failing so: the same
+    monkeypatch.setattr(recipe, "_log_json", lambda o, r: broken() if r["step"] == 2 else real(o, r))
+    shutil.rmtree(out)
+    with pytest.raises(LLMSRTError, match=r"at step 2: the event writer is closed; saved a last checkpoint"):
+        recipe.train(_config(tiny_setup, out, 3, save_every=100), log=lambda *_: None)
+
+
 @pytest.mark.cuda
 def test_trainer_state_with_gpu_tensors_and_gpu_rng_states_round_trips(tmp_path):
     """A GPU run's state: CUDA tensors are stored from the host, every GPU's generator restores exactly."""

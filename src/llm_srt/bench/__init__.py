@@ -86,6 +86,8 @@ def batch_list(text: str) -> tuple[int, ...]:
 
 
 def main(args) -> int:
+    if args.threads < 0:  # torch.set_num_threads(-1): a RuntimeError traceback
+        raise LLMSRTError(f"--threads {args.threads}: give a number of CPU threads >= 1, or 0 for torch's default")
     if args.threads:
         torch.set_num_threads(args.threads)
     placement = dev.from_args(args)

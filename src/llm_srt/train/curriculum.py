@@ -6,7 +6,9 @@
 
 A finished stage (its output_dir holds final/) is skipped on re-run; an interrupted one resumes from its newest
 checkpoint. Overrides apply to every stage, or to one stage with a `stage:` prefix (a prefix naming no stage that
-runs is an error). Each stage needs its own output_dir: stages sharing one are refused before any runs.
+runs is an error). Each stage needs its own output_dir: stages sharing one are refused before any runs. With
+--out-root, a first stage that starts from another stage's output (smt.yaml's init_from: the asr stage's
+output_dir/final) starts from OUT_ROOT/<that stage>/final instead, which must be there.
 """
 
 import os
@@ -14,10 +16,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-from ..config import split_items
+import yaml
+
+from ..config import MAX_CONFIG_BYTES, parse_yaml, short, split_items
 from ..errors import ConfigError
 from .parallel import release_groups
-from .recipe import FINAL, TrainConfig, check_before_start, load_config, train
+from .recipe import FINAL, TrainConfig, check_before_start, is_finished, load_config, train
 
 DEFAULT_STAGES = ("asr", "smt", "srt")
 
@@ -32,6 +36,9 @@ class Stage:
 def stage_files(items: list[str], stages: list[str] | None) -> list[Path]:
     """The stage YAMLs to run: `stages` (or asr, smt, srt) from a folder, or the files listed, in order (with
     `stages`, those of them whose stem is named)."""
+    if not items:  # `llm-srt curriculum $CFG_DIR max_steps=3` with CFG_DIR unset ran nothing and said "done"
+        raise ConfigError("no stage configs given: name a folder holding asr.yaml, smt.yaml and srt.yaml (e.g. "
+                          "configs/embedded), or the stage YAMLs in order")
     if len(items) == 1 and Path(items[0]).is_dir():
         folder = Path(items[0])
         names = stages or list(DEFAULT_STAGES)
@@ -94,6 +101,73 @@ def _check_folders(result: list[Stage]) -> None:
                               "previous stage's output_dir/final")
 
 
+def _sets(overrides: list[str], key: str) -> bool:
+    """Whether one of `overrides` sets the dotted `key`: as `key=...`, or within a mapping given to a key above it
+    (`model={init_from: x}` sets model.init_from as much as `model.init_from=x` does)."""
+    for item in overrides:
+        name, _, value = item.partition("=")
+        name = name.strip()
+        if name == key:
+            return True
+        if not key.startswith(name + "."):
+            continue
+        try:
+            node = parse_yaml(value)
+        except (yaml.YAMLError, RecursionError):  # load_config has read it already: not reached
+            continue
+        for part in key[len(name) + 1:].split("."):
+            if not isinstance(node, dict) or part not in node:
+                break
+            node = node[part]
+        else:
+            return True
+    return False
+
+
+def _outputs_of(init: str, stage_file: Path) -> list[str]:
+    """The stems of the stage YAMLs beside `stage_file` whose output_dir's final/ is `init` (smt.yaml's init_from is
+    the asr stage's output: ["asr"]). Only the YAMLs' top-level output_dir is read (a sibling may need variables this
+    run does not set)."""
+    target = Path(init).resolve()
+    if target.name != FINAL:
+        return []
+    found = []
+    for f in sorted(stage_file.parent.glob("*.yaml")):
+        try:
+            if f == stage_file or not f.is_file() or f.stat().st_size > MAX_CONFIG_BYTES:
+                continue
+            out = (parse_yaml(f.read_text(encoding="utf-8")) or {}).get("output_dir")
+        except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError, AttributeError):
+            continue
+        if isinstance(out, str) and out.strip() and Path(out).resolve() / FINAL == target:
+            found.append(f.stem)
+    return found
+
+
+def _first_start(cfg: TrainConfig, f: Path, out_root: str | Path, user: list[str]) -> TrainConfig:
+    """The first stage under --out-root: a model.init_from that is another stage's output in the configs (its
+    output_dir/final) is that stage's under OUT_ROOT, which must be finished: else `--stages asr --out-root R`, then
+    `--stages smt,srt --out-root R` trained SMT from the configs' ASR model, not R's. An init_from the user's
+    overrides set is kept as given."""
+    init = cfg.model.init_from
+    if not init or _sets(user, "model.init_from"):
+        return cfg
+    before = _outputs_of(init, f)
+    done = [b for b in before if is_finished(Path(out_root) / b)]
+    if len(done) == 1:
+        return replace(cfg, model=replace(cfg.model, init_from=str(Path(out_root) / done[0] / FINAL)))
+    if not before:
+        return cfg
+    if done:  # two stage YAMLs with one output_dir, both run under OUT_ROOT: which is meant is not told
+        raise ConfigError(f"stage {f.stem} ({f}): model.init_from {init} is the output of stages {', '.join(before)}, "
+                          f"and under --out-root {out_root} {', '.join(done)} are finished; choose the start "
+                          f"explicitly: {f.stem}:model.init_from={Path(out_root) / done[0] / FINAL}")
+    raise ConfigError(f"stage {f.stem} ({f}): model.init_from {init} is the {before[0]} stage's output; under "
+                      f"--out-root {out_root} that stage writes {Path(out_root) / before[0]}, which holds no finished "
+                      f"model: run --stages {before[0]} with this --out-root first, or choose the start explicitly: "
+                      f"{f.stem}:model.init_from={init}")
+
+
 def plan(items: list[str], overrides: list[str] | None = None, stages: list[str] | None = None,
          out_root: str | Path | None = None, adjust: Callable[[TrainConfig], TrainConfig] | None = None
          ) -> list[Stage]:
@@ -101,21 +175,28 @@ def plan(items: list[str], overrides: list[str] | None = None, stages: list[str]
 
     Per stage: its YAML with the user's `key=value` overrides (all stages, then `stage:key=value`), then `adjust`
     (a caller's typed change, e.g. the demo's corpus), then, composed with `dataclasses.replace`, the output folder
-    OUT_ROOT/<stage> and model.init_from = the previous stage's final/ (unless a stage override sets them)."""
+    OUT_ROOT/<stage> and model.init_from = the previous stage's final/ (unless a stage override sets them; the
+    first stage's init_from under OUT_ROOT: `_first_start`)."""
     files = stage_files(items, stages)
     _check_prefixes(overrides or [], [f.stem for f in files])
+    common = [o for o in overrides or [] if ":" not in o.split("=", 1)[0]]
+    if out_root is not None and _sets(common, "output_dir"):  # it was silently replaced by OUT_ROOT/<stage>
+        given = next(o for o in common if o.split("=", 1)[0].strip() == "output_dir")
+        raise ConfigError(f"{short(given)[1:-1]} and --out-root {out_root} both say where the stages write; give "
+                          "--out-root alone (each stage writes OUT_ROOT/<stage>), or STAGE:output_dir=... for one "
+                          "stage")
     result: list[Stage] = []
     for f in files:
         name = f.stem
         mine = [o.split(":", 1)[1] for o in overrides or [] if ":" in o.split("=", 1)[0] and o.startswith(name + ":")]
-        common = [o for o in overrides or [] if ":" not in o.split("=", 1)[0]]
         cfg = load_config(f, common + mine)
         if adjust is not None:
             cfg = adjust(cfg)
-        own = {o.split("=", 1)[0].strip() for o in mine}
-        if out_root is not None and "output_dir" not in own:
+        if out_root is not None and not _sets(mine, "output_dir"):
             cfg = replace(cfg, output_dir=str(Path(out_root) / name))
-        if result and "model.init_from" not in own:
+        if not result and out_root is not None:
+            cfg = _first_start(cfg, f, out_root, common + mine)
+        if result and not _sets(mine, "model.init_from"):
             previous = Path(result[-1].config.output_dir) / FINAL
             cfg = replace(cfg, model=replace(cfg.model, init_from=str(previous)))
         if not any(cfg.data.manifests):  # a stage without data would fail only once its model had loaded
@@ -137,7 +218,7 @@ def run_stages(stages: list[Stage], log=print) -> list[Path]:
     for k, stage in enumerate(stages):
         cfg = stage.config
         log(f"== stage {k + 1}/{len(stages)}: {stage.name} ({stage.file}) -> {cfg.output_dir}"
-            + (f", from {cfg.model.init_from}" if k and cfg.model.init_from else ""))
+            + (f", from {cfg.model.init_from}" if cfg.model.init_from else ""))
         finals.append(train(cfg, log=log))
     return finals
 
@@ -154,7 +235,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--stages", default=None, help="stage names to run (from the folder, or of the YAMLs given), "
                         "e.g. asr,srt")
     parser.add_argument("--out-root", default=None, help="write each stage to OUT_ROOT/<stage> (instead of the "
-                        "configs' output_dir)")
+                        "configs' output_dir); a first stage configured to start from another stage's output starts "
+                        "from OUT_ROOT/<that stage>/final")
 
 
 def main(args) -> int:

@@ -80,6 +80,8 @@ class ModelSection:
                        else config_lib.Range(ge=0 if k == "mlp_hidden" else 1))
             if allowed.problem(v):
                 raise ConfigError(f"model.adapter_kwargs.{k} {allowed.problem(v)}, got {short(v)}")
+        if self.adapter == "qformer":
+            self._check_heads(options)
         lora = self.lora
         if lora is not None:
             if lora.bias not in LORA_BIAS:
@@ -88,6 +90,20 @@ class ModelSection:
             if lora.r < 1 or lora.alpha <= 0 or not 0 <= lora.dropout < 1 or not lora.target_modules:
                 raise ConfigError(f"model.lora: needs r >= 1, alpha > 0, 0 <= dropout < 1 and at least one of "
                                   f"target_modules; got {short(lora.to_dict())}")
+
+    def _check_heads(self, options: dict) -> None:
+        """The Q-Former's attention splits hidden_size over num_heads: a remainder was a transformers traceback once
+        the encoder and LLM had loaded. Options left out take the constructor's defaults, except with init_from, whose
+        saved adapter supplies them (only the options given are compared with it: `_check_adapter_matches`)."""
+        given = self.adapter_kwargs
+        if self.init_from and not {"hidden_size", "num_heads"} <= set(given):
+            return
+        hidden, heads = (given.get(k, options[k][1]) for k in ("hidden_size", "num_heads"))
+        if hidden % heads:
+            said = {k: "" if k in given else " (the default)" for k in ("hidden_size", "num_heads")}
+            raise ConfigError(f"model.adapter_kwargs: hidden_size {hidden}{said['hidden_size']} is not a multiple of "
+                              f"num_heads {heads}{said['num_heads']} (each attention head takes hidden_size / "
+                              "num_heads); change one of them")
 
 
 @dataclass
@@ -154,6 +170,11 @@ class TrainConfig:
         if self.final_weights == "best" and not self.data.dev:
             raise ConfigError("final_weights: best takes the checkpoint with the lowest dev loss, and there is no dev "
                               "set; set data.dev, or final_weights: last")
+        for key, value, what in (("eval_every", self.eval_every, "evaluates on"),
+                                 ("data.dev_decode", self.data.dev_decode, "decodes examples of")):
+            if value and not self.data.dev:  # silently no evaluation at all (final_weights: best is refused so too)
+                raise ConfigError(f"{key} {value} {what} the dev set, and there is no dev set; set data.dev, or "
+                                  f"{key}=0")
         for name in self.data.tasks:
             try:
                 task = Task(name)
@@ -166,8 +187,9 @@ class TrainConfig:
             raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {short(self.device)}")
         if self.dtype != "auto" and self.dtype not in device_lib.DTYPES:
             raise ConfigError(f"dtype must be auto, float32, bfloat16 or float16, got {short(self.dtype)}")
-        if device_lib.DTYPES.get(self.dtype) is torch.float16:  # float16 or fp16: frozen weights: under bf16 autocast two half formats meet (their sums
-            #   promote to float32), and without it the gradients through the LLM have no loss scaling to keep them
+        if device_lib.DTYPES.get(self.dtype) is torch.float16:  # float16 or fp16: frozen weights: under bf16
+            #   autocast two half formats meet (their sums promote to float32), and without it the gradients through
+            #   the LLM have no loss scaling to keep them
             raise ConfigError("dtype: float16 is for inference; training takes bfloat16 (the paper's, auto on a GPU) "
                               "or float32 frozen weights")
         if self.ctc.active and set(self.data.tasks) == {Task.MT.value}:
@@ -264,7 +286,7 @@ class Recipe:
         self.parallel: Parallel | None = None
         self.lock: checkpoint.RunLock | None = None  # this run's hold on output_dir (rank 0)
         self.settings: dict | None = None  # what a resume must match (train/resume.py), stored in checkpoints
-        self.sink_error: OSError | None = None  # a failed write to the progress bar or TensorBoard, reported at
+        self.sink_error: Exception | None = None  # a failed write to the progress bar or TensorBoard, reported at
         #   the next log line
 
     def run(self) -> Path:
@@ -305,6 +327,8 @@ class Recipe:
         done = finished_steps(self.out)
         if done is None or done >= self.cfg.max_steps:
             self._check_finished_settings()
+            if done is not None and done > self.cfg.max_steps:
+                self._check_more_steps(done)
             if done == self.cfg.max_steps and self._final_weights_changed():
                 self.extending = True  # from the checkpoint at max_steps: no step left to train, final/ written
                 return False
@@ -314,6 +338,17 @@ class Recipe:
                  "continuing from the newest checkpoint")
         self.extending = True
         return False
+
+    def _check_more_steps(self, done: int) -> None:
+        """A finished model trained for more steps than max_steps asks for is refused, as a checkpoint past max_steps
+        is when the run was interrupted: it was handed back as "already finished", the longer model for the shorter
+        one asked for. allow_changes takes it as it is, said in the log (as other settings of a finished run)."""
+        said = (f"{self.out / FINAL} was trained for {done} steps, more than max_steps {self.cfg.max_steps}: final/ is "
+                f"the {done}-step model")
+        if not self.cfg.allow_changes:
+            raise ConfigError(f"{said}; set max_steps={done} to use it, add allow_changes=true to take it as it is, or "
+                              f"choose another output_dir for a {self.cfg.max_steps}-step run")
+        self.log(f"[{self.cfg.stage}] {said} (allow_changes)")
 
     def _final_weights_changed(self) -> bool:
         """Whether final/ holds other weights than final_weights now asks for (a stage finished with last, or before
@@ -629,8 +664,8 @@ class Recipe:
                 self.writer.add_scalar("train/grad_norm", self.grad_norm, self.step)
                 if self.ctc_loss is not None:
                     self.writer.add_scalar("train/ctc_loss", self.ctc_loss, self.step)
-        except OSError as e:  # a full or read-only disk under the log: reported (on every rank) at the log line
-            self.sink_error = self.sink_error or e
+        except Exception as e:  # noqa: BLE001  a full or read-only disk under the log, or TensorBoard's own
+            self.sink_error = self.sink_error or e  # error: reported (on every rank) at the log line
         if self.step % self.cfg.log_every == 0 or self.step == self.cfg.max_steps:
             self.write_logs(lambda: _log_json(self.out, {
                 "step": self.step, "loss": loss, "lr": lr, "grad_norm": self.grad_norm,
@@ -648,8 +683,9 @@ class Recipe:
 
         try:
             on_main(self.d, guarded)
-        except (OSError, LLMSRTError) as e:
-            self._stop_after_log_failure(e)
+        except Exception as e:  # noqa: BLE001  any failure: rank 0 re-raises its own (a ValueError of TensorBoard's,
+            self._stop_after_log_failure(e)  # say) where the other ranks get an LLMSRTError; had rank 0 alone left,
+            #   the others would wait at the last checkpoint's collectives until the process group's timeout
 
     def _stop_after_log_failure(self, error: Exception) -> None:
         reason = (f"{error.strerror or error}" if isinstance(error, OSError) else str(error)).splitlines()[0][:200]
@@ -858,7 +894,10 @@ def check_before_start(cfg: TrainConfig, device: torch.device | None = None) -> 
             raise ConfigError(f"{key}: {manifest}: a folder, not a manifest; name its .jsonl file (e.g. "
                               f"{Path(manifest) / 'train.jsonl'})")
     for key, folder in [("model.encoder", cfg.model.encoder), ("model.llm", cfg.model.llm)]:
-        if folder and folder != paths.EMBEDDED and not Path(folder).exists():
+        if not folder.strip():  # an empty path is the current folder ("<cwd>: not a Hugging Face Whisper folder")
+            raise ConfigError(f"{key} is empty (it would be the current folder); give a Hugging Face model folder "
+                              f"or {paths.EMBEDDED}, or set the variable it came from")
+        if folder != paths.EMBEDDED and not Path(folder).exists():
             raise ConfigError(f"{key}: {folder}: no such folder; fix the path (or the variable it came from)")
 
 

@@ -36,6 +36,7 @@ FROZEN_KEYS = {"model.encoder weights": "encoder", "model.llm weights": "llm"}  
 
 PER_STEP = "examples per step (data.batch_size x optim.accumulation x ranks)"
 WEIGHTED = "data.train_weights weigh"  # what the weights share out (`loader.weighted_by_kind`)
+UNSET = object()  # a key one side of a comparison lacks
 
 
 def run_settings(cfg, world: int = 1) -> dict[str, Any]:
@@ -68,7 +69,7 @@ def changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     for key in sorted(set(saved) | set(current)):
         if key in FREE_ON_RESUME:
             continue
-        old, new = saved.get(key, "(unset)"), current.get(key, "(unset)")
+        old, new = saved.get(key, UNSET), current.get(key, UNSET)
         if old == new or key == INIT_KEY and key not in saved:
             continue
         if key in FROZEN_KEYS:
@@ -83,8 +84,25 @@ def changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
         elif key in CONTENT_KEYS:
             found.append(f"{key} (the manifests' content or list changed)")
         else:
-            found.append(f"{key} {short(old)} -> {short(new)}")
+            found.extend(_differences(key, old, new))
     return found
+
+
+def _differences(key: str, old: Any, new: Any) -> list[str]:
+    """`key old -> new`; for two mappings, each sub-key that differs (`model.adapter_kwargs.num_queries 4 -> 8`,
+    recursively): a shortened repr of the whole mapping cut off the key that changed."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        found = []
+        for sub in sorted(set(old) | set(new), key=str):
+            a, b = old.get(sub, UNSET), new.get(sub, UNSET)
+            if a != b:
+                found.extend(_differences(f"{key}.{sub}", a, b))
+        return found
+    return [f"{key} {_said(old)} -> {_said(new)}"]
+
+
+def _said(value: Any) -> str:
+    return "(unset)" if value is UNSET else short(value)
 
 
 def file_hash(path: str | Path) -> str | None:

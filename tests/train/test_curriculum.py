@@ -1,0 +1,117 @@
+"""The curriculum's plan: which configs run, where each stage writes and which model each starts from."""
+
+from pathlib import Path
+
+import pytest
+
+from llm_srt import cli
+from llm_srt.errors import ConfigError
+from llm_srt.train import curriculum
+
+
+def _stage_folder(tmp_path: Path) -> Path:
+    """asr, smt, srt YAMLs as the shipped ones chain them: each starts from the last one's output_dir/final."""
+    folder = tmp_path / "cfgs"
+    folder.mkdir()
+    for stage, before in (("asr", None), ("smt", "asr"), ("srt", "smt")):
+        init = f"{tmp_path / 'runs' / before / 'final'}" if before else "null"
+        (folder / f"{stage}.yaml").write_text(f"stage: {stage}\ndata:\n  train: x.jsonl\nmodel:\n  init_from: {init}\n"
+                                              f"output_dir: {tmp_path / 'runs' / stage}\n")
+    return folder
+
+
+def _finished(folder: Path) -> Path:
+    (folder / "final").mkdir(parents=True)
+    (folder / "final" / "config.json").write_text("{}")
+    return folder / "final"
+
+
+def test_no_stage_config_is_an_error_not_an_empty_curriculum(capsys):
+    """`llm-srt curriculum $CFG_DIR max_steps=3` with CFG_DIR unset printed `curriculum done: ` and exited 0."""
+    with pytest.raises(ConfigError, match=r"no stage configs given: name a folder holding asr.yaml, smt.yaml and "
+                                          r"srt.yaml .*or the stage YAMLs in order"):
+        curriculum.plan([], ["max_steps=3"])
+    assert cli.main(["curriculum", "max_steps=3"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("llm-srt curriculum: error: no stage configs given") and err.count("\n") == 1
+    assert cli.main(["curriculum", "", "max_steps=3"]) == 2  # "$CFG_DIR" quoted: the current folder, before
+    assert "an empty argument (an unset shell variable in quotes?)" in capsys.readouterr().err
+
+
+def test_out_root_moves_the_first_stages_start_to_the_stage_before_it_under_out_root(tmp_path):
+    """`--stages asr --out-root R`, then `--stages smt,srt --out-root R` trained SMT from the configs' ASR model
+    (runs/asr/final), not R's: a first stage configured to start from another stage's output starts from that
+    stage's folder under OUT_ROOT, which must hold a finished model."""
+    folder, root = _stage_folder(tmp_path), tmp_path / "R"
+    with pytest.raises(ConfigError, match=r"stage smt .*: model.init_from .*runs/asr/final is the asr stage's output; "
+                                          r"under --out-root .*R that stage writes .*R/asr, which holds no finished "
+                                          r"model: run --stages asr with this --out-root first, or choose the start "
+                                          r"explicitly: smt:model.init_from=.*runs/asr/final$"):
+        curriculum.plan([str(folder)], stages=["smt", "srt"], out_root=root)
+    _finished(root / "asr")
+    stages = curriculum.plan([str(folder)], stages=["smt", "srt"], out_root=root)
+    assert [s.config.model.init_from for s in stages] == [str(root / "asr" / "final"), str(root / "smt" / "final")]
+    assert [s.config.output_dir for s in stages] == [str(root / "smt"), str(root / "srt")]
+    asr = (folder / "asr.yaml").read_text()
+    (folder / "asr_more.yaml").write_text(asr)  # a second ASR config writing the same folder: which one is meant?
+    assert curriculum.plan([str(folder)], stages=["smt"], out_root=root)[0].config.model.init_from == str(
+        root / "asr" / "final")  # the one finished under OUT_ROOT
+    _finished(root / "asr_more")
+    with pytest.raises(ConfigError, match=r"stage smt .*: model.init_from .*runs/asr/final is the output of stages "
+                                          r"asr, asr_more, and under --out-root .*R asr, asr_more are finished; choose "
+                                          r"the start explicitly: smt:model.init_from=.*R/asr/final$"):
+        curriculum.plan([str(folder)], stages=["smt"], out_root=root)
+    # without --out-root the configs' folders, as before
+    assert curriculum.plan([str(folder)], stages=["smt"])[0].config.model.init_from == str(tmp_path / "runs" / "asr"
+                                                                                            / "final")
+
+
+@pytest.mark.parametrize("given", ["smt:model.init_from={}", "model.init_from={}", "smt:model={{init_from: {}}}"])
+def test_a_start_the_user_sets_is_kept_under_out_root(tmp_path, given):
+    """An init_from the user's overrides set (for that stage or all, as a key or inside a mapping) is not moved."""
+    folder, root = _stage_folder(tmp_path), tmp_path / "R"
+    mine = _finished(tmp_path / "elsewhere")
+    stages = curriculum.plan([str(folder)], [given.format(mine)], stages=["smt", "srt"], out_root=root)
+    assert [s.config.model.init_from for s in stages] == [str(mine), str(root / "smt" / "final")]
+
+
+def test_a_start_that_is_no_stages_output_is_kept_under_out_root(tmp_path):
+    """The demo's smt.yaml starts from the shipped ASR model: not another stage's output, so not moved."""
+    folder, root = _stage_folder(tmp_path), tmp_path / "R"
+    shipped = tmp_path / "checkpoints" / "asr"
+    smt = folder / "smt.yaml"
+    smt.write_text(smt.read_text().replace(str(tmp_path / "runs" / "asr" / "final"), str(shipped)))
+    assert curriculum.plan([str(smt)], out_root=root)[0].config.model.init_from == str(shipped)
+    assert curriculum.plan([str(folder)], stages=["smt"], out_root=root)[0].config.model.init_from == str(shipped)
+
+
+def test_a_mapping_override_of_a_later_stages_start_is_the_users(tmp_path):
+    """Only the exact key `srt:model.init_from` counted as the user's: `srt:model={init_from: X}` was replaced by
+    the previous stage's final/."""
+    folder = _stage_folder(tmp_path)
+    mine = str(tmp_path / "mine")
+    for given in (f"srt:model={{init_from: {mine}}}", f"srt:model.init_from={mine}"):
+        stages = curriculum.plan([str(folder)], [given])
+        assert [s.config.model.init_from for s in stages] == [None, str(tmp_path / "runs" / "asr" / "final"), mine]
+
+
+def test_output_dir_for_every_stage_and_out_root_together_are_refused(tmp_path):
+    """`output_dir=X --out-root R`: X was silently replaced by R/<stage>; one stage's output_dir still wins."""
+    folder, root = _stage_folder(tmp_path), tmp_path / "R"
+    with pytest.raises(ConfigError, match=r"output_dir=runs/x and --out-root .*R both say where the stages write; "
+                                          r"give --out-root alone .*or STAGE:output_dir=\.\.\. for one stage"):
+        curriculum.plan([str(folder)], ["output_dir=runs/x"], stages=["asr"], out_root=root)
+    stages = curriculum.plan([str(folder)], ["asr:output_dir=runs/x"], stages=["asr", "smt"], out_root=root)
+    assert [s.config.output_dir for s in stages] == ["runs/x", str(root / "smt")]
+
+
+def test_the_log_names_the_first_stages_start_too(tmp_path, monkeypatch):
+    """`== stage 1/2: smt (...) -> R/smt` did not say which model SMT started from; the later stages' lines did."""
+    folder, root = _stage_folder(tmp_path), tmp_path / "R"
+    _finished(root / "asr")
+    monkeypatch.setattr(curriculum, "check_before_start", lambda cfg: None)
+    monkeypatch.setattr(curriculum, "train", lambda cfg, log: Path(cfg.output_dir) / "final")
+    said = []
+    curriculum.run_stages(curriculum.plan([str(folder)], stages=["smt", "srt"], out_root=root), log=said.append)
+    assert said == [f"== stage 1/2: smt ({folder / 'smt.yaml'}) -> {root / 'smt'}, from {root / 'asr' / 'final'}",
+                    f"== stage 2/2: srt ({folder / 'srt.yaml'}) -> {root / 'srt'}, from {root / 'smt' / 'final'}"]

@@ -1,0 +1,71 @@
+"""What a run resumed, or a finished run asked for again, says about the settings and steps that differ."""
+
+import shutil
+
+import pytest
+
+from llm_srt.errors import ConfigError, LLMSRTError
+from llm_srt.train import recipe, resume
+
+from .conftest import overrides
+
+STEPS = 2
+QFORMER = "{num_queries: %d, hidden_size: 32, num_layers: 1, num_heads: 4, intermediate_size: 64}"
+
+
+def _config(setup, out, steps=STEPS, **extra):
+    return recipe.load_config(None, overrides(setup, out, **{"max_steps": steps, "save_every": 1, "keep_last": 3,
+                                                             **extra}))
+
+
+@pytest.fixture(scope="module")
+def base(tiny_setup, tmp_path_factory):
+    out = tmp_path_factory.mktemp("resume") / "base"
+    recipe.train(_config(tiny_setup, out), log=lambda *_: None)
+    return out
+
+
+def test_a_changed_mapping_names_the_keys_that_changed():
+    """The whole mapping was printed, shortened: its keys sorted and cut to 4, the changed one among those left out
+    (`model.adapter_kwargs {'hidden_size': 32, ..., 'num_layers': 1, ...} -> {...}`)."""
+    kwargs = {"num_queries": 80, "hidden_size": 768, "num_layers": 8, "num_heads": 12, "intermediate_size": 3072}
+    assert resume.changes({"model.adapter_kwargs": kwargs}, {"model.adapter_kwargs": {**kwargs, "num_queries": 64}}
+                          ) == ["model.adapter_kwargs.num_queries 80 -> 64"]
+    tasks = {"srt": 0.5, "smt": 0.1, "s2tt": 0.1, "mt": 0.1, "asr": 0.2}
+    assert resume.changes({"data.tasks": tasks}, {"data.tasks": {**tasks, "asr": 0.3, "mt": None}}) == [
+        "data.tasks.asr 0.2 -> 0.3", "data.tasks.mt 0.1 -> None"]
+    nested = {"a": {"b": {"c": 1, "d": [1, 2]}}}
+    assert resume.changes({"x": nested}, {"x": {"a": {"b": {"c": 1, "d": [1, 3]}, "e": 2}}}) == [
+        "x.a.b.d [1, 2] -> [1, 3]", "x.a.e (unset) -> 2"]
+    assert resume.changes({"optim.lr": 1e-3}, {}) == ["optim.lr 0.001 -> (unset)"]
+    assert resume.changes({"x": {"a": 1}}, {"x": [1]}) == ["x {'a': 1} -> [1]"]  # not two mappings: whole
+
+
+def test_resuming_with_another_adapter_option_names_that_option(base, tiny_setup, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(base, out)
+    shutil.rmtree(out / recipe.FINAL)
+    with pytest.raises(ConfigError, match=r"resuming with settings that differ from the checkpoint's: "
+                                          r"model.adapter_kwargs.num_queries 4 -> 8\. Set them back"):
+        recipe.train(_config(tiny_setup, out, **{"model.adapter_kwargs": QFORMER % 8}), log=lambda *_: None)
+
+
+def test_a_finished_run_trained_for_more_steps_than_max_steps_is_not_handed_back_as_finished(base, tiny_setup,
+                                                                                            tmp_path):
+    """After a 2-step run, max_steps=1 said "already finished" and handed back the 2-step model, while the same run
+    interrupted after step 2 was refused ("past max_steps"): refused too, unless allow_changes takes it as it is."""
+    out = tmp_path / "run"
+    shutil.copytree(base, out)
+    said = []
+    with pytest.raises(ConfigError, match=r"run/final was trained for 2 steps, more than max_steps 1: final/ is the "
+                                          r"2-step model; set max_steps=2 to use it, add allow_changes=true to take it "
+                                          r"as it is, or choose another output_dir for a 1-step run"):
+        recipe.train(_config(tiny_setup, out, 1), log=said.append)
+    assert not any("already finished" in m for m in said)
+    final = recipe.train(_config(tiny_setup, out, 1, allow_changes="true"), log=said.append)
+    assert final == out / recipe.FINAL and recipe.finished_steps(out) == STEPS
+    assert said == [f"[asr] {final} was trained for 2 steps, more than max_steps 1: final/ is the 2-step model "
+                    "(allow_changes)", f"[asr] already finished: {final}"]
+    shutil.rmtree(out / recipe.FINAL)  # the same run interrupted after its last step: refused as before
+    with pytest.raises(LLMSRTError, match=r"the newest checkpoint is at step 2, past max_steps 1"):
+        recipe.train(_config(tiny_setup, out, 1), log=lambda *_: None)
