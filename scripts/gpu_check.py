@@ -197,7 +197,8 @@ def env_step(check: Check) -> dict:
         pins = dict(p.split("==") for p in pinned(("torch", "transformers", "peft"), ROOT / "constraints.txt"))
     except SystemExit as e:  # a report, not the end of the check
         pins, missing = {}, [*missing, str(e)]
-    other = [f"{n} {versions.get(n)} (constraints.txt: {v})" for n, v in pins.items() if versions.get(n) != v]
+    other = [f"{n} {versions.get(n)} (constraints.txt: {v})" for n, v in pins.items()
+             if (versions.get(n) or "").split("+")[0] != v]  # a local build tag (2.13.0+cu128) is the pinned release
     error = ("no CUDA GPU visible to torch" if check.device != "cpu" and gpu is None else
              f"missing {', '.join(missing)}: carry .whl/ (make fetch-wheels here first) or install them" if missing
              else f"cannot import {'; '.join(broken)}: carry .whl/ built for this machine's Python (make fetch-wheels "
@@ -450,9 +451,11 @@ def write_report(check: Check, started: float) -> str:
                else "incomplete" if undone else "passed")
     ok = outcome == "passed"
     env = next((s for s in check.steps if s["step"] == "env"), {})
-    unproven = [*UNPROVEN, *([f"the pinned versions: this machine ran {', '.join(env['other_versions'])} (the image's "
-                              "torch: its FSDP2 and DTensor code is another release's)"]
-                             if env.get("other_versions") else [])]
+    other = env.get("other_versions") or []
+    torch_note = (" (the image's torch: its FSDP2 and DTensor code is another release's)"
+                  if any(v.startswith("torch ") for v in other) else "")
+    unproven = [*UNPROVEN, *([f"the pinned versions: this machine ran {', '.join(other)}{torch_note}"]
+                             if other else [])]
     summary = {"ok": ok, "outcome": outcome, "device": check.device, "dtype": check.dtype,
                "seconds": round(time.time() - started, 1), "steps": check.steps, "not_proven_here": unproven}
     (check.out / "report.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -140,7 +140,8 @@ def test_setup_removes_what_a_killed_setup_left(fake_setup, tmp):
     pid = _kill_a_setup()
     models, scratch = paths.cache_dir() / "models", paths.cache_dir() / "tmp"
     left = sorted(p.name for p in [*models.iterdir(), *scratch.iterdir()] if p.name != emb.LOCK)
-    assert left == [f"setup-{pid}.host", f"whisper-base.tmp-{pid}", f"whisper-ct2-{pid}"]
+    assert left == [f"setup-{pid}-{emb._space_digest(emb._pid_space())}.host", f"whisper-base.tmp-{pid}",
+                    f"whisper-ct2-{pid}"]
     (models / "whisper-base.old-0").mkdir()  # killed between atomic_dir's two renames (0: no process)
     _age(models / "whisper-base.old-0")
     live = [models / f"gemma-3-270m.tmp-{os.getppid()}", scratch / f"gemma-gguf-{os.getppid()}",
@@ -201,19 +202,27 @@ def test_another_hosts_recent_leftovers_stay(fake_setup, tmp):
     """An OWNER file of another pid space (a host sharing the cache) leaves its process unjudged: its folders stay
     until unchanged for LEFTOVER_QUIET_S, and so does the OWNER file once they are gone (a reboot's, say)."""
     scratch = paths.cache_dir() / "tmp"
+    other = emb._space_digest("other-host 0 pid:[1]")
     (scratch / "gemma-gguf-1").mkdir(parents=True)  # pid 1 runs here too; the OWNER file says it is not this one
-    (scratch / "setup-1.host").write_text("other-host 0 pid:[1]\n")
+    (scratch / f"setup-1-{other}.host").write_text("other-host 0 pid:[1]\n")
     (scratch / "gemma-gguf-999999999").mkdir()
-    (scratch / "setup-999999999.host").write_text("other-host 0 pid:[1]\n")
+    (scratch / f"setup-999999999-{other}.host").write_text("other-host 0 pid:[1]\n")
+    # a pid both this host's killed setup and another host's running one had: which folder is whose is not told
+    here = emb._pid_space()
+    (scratch / "gemma-gguf-999999998").mkdir()
+    (scratch / f"setup-999999998-{emb._space_digest(here)}.host").write_text(here + "\n")
+    (scratch / f"setup-999999998-{other}.host").write_text("other-host 0 pid:[1]\n")
     logs: list[str] = []
     emb.ensure_embedded(log=logs.append)
-    assert sorted(p.name for p in scratch.iterdir()) == ["gemma-gguf-1", "gemma-gguf-999999999", "setup-1.host",
-                                                         "setup-999999999.host"]
-    assert logs[0].startswith("kept 2 folders") and "gemma-gguf-999999999 (written 0 min ago;" in logs[0]
-    _age(scratch / "gemma-gguf-999999999", scratch / "setup-1.host", scratch / "setup-999999999.host")
+    assert sorted(p.name for p in scratch.iterdir() if p.is_dir()) == sorted(
+        ["gemma-gguf-1", "gemma-gguf-999999998", "gemma-gguf-999999999"])
+    assert logs[0].startswith("kept 3 folders") and "gemma-gguf-999999999 (written 0 min ago;" in logs[0]
+    assert "gemma-gguf-999999998 (written 0 min ago;" in logs[0]
+    _age(*scratch.iterdir())
     emb.ensure_embedded(log=logs.append)
-    assert logs[1] == "removed 1 folders (0.0 MB) left by an earlier setup that was killed: gemma-gguf-999999999"
-    assert sorted(p.name for p in scratch.iterdir()) == ["gemma-gguf-1", "setup-1.host"]  # its folder is kept
+    assert logs[1] == ("removed 2 folders (0.0 MB) left by an earlier setup that was killed: gemma-gguf-999999998, "
+                       "gemma-gguf-999999999")
+    assert sorted(p.name for p in scratch.iterdir()) == ["gemma-gguf-1", f"setup-1-{other}.host"]  # its folder stays
 
 
 def _failing_converter(error: BaseException):

@@ -76,6 +76,9 @@ def test_a_step_the_budget_leaves_undone_is_neither_passed_nor_failed(tmp_path, 
     assert "this machine ran torch 2.11.0 (constraints.txt: 2.13.0)" in json.loads(
         (tmp_path / "report.json").read_text())["not_proven_here"][-1]
     assert "torch 2.11.0 (constraints.txt: 2.13.0)" in (tmp_path / "report.md").read_text().split("Not proven")[1]
+    check.steps[0]["other_versions"] = ["peft 0.20.0 (constraints.txt: 0.21.2)"]  # torch pinned: no torch note
+    gpu_check.write_report(check, time.time())
+    assert "FSDP2" not in json.loads((tmp_path / "report.json").read_text())["not_proven_here"][-1]
     check.deadline = time.monotonic() + 60
     assert check.step("own", command, 1)["ok"] is False  # its own limit: a failure
     assert gpu_check.write_report(check, time.time()) == "FAILED"
@@ -213,6 +216,11 @@ def test_the_environment_step_names_the_gpu_the_check_runs_on(monkeypatch):
         asked.clear()
         env = gpu_check.env_step(types.SimpleNamespace(device=device))
         assert asked == [index, index] and env["gpu"] == f"GPU {index}" and env["gpu_memory_gib"] == index + 1
+    # this machine's torch is the pinned release under a local build tag (2.13.0+cpu; +cu128 on a GPU): not "other"
+    import importlib.metadata as md
+
+    assert "+" in md.version("torch") or md.version("torch") == "2.13.0"
+    assert not any(v.startswith("torch ") for v in env.get("other_versions", []))
 
 
 def test_every_wheel_is_pinned_in_constraints():

@@ -280,7 +280,7 @@ def coerce(tp: Any, value: Any, where: str, key: str) -> Any:
     ${NAME} in a string for a field that takes text is expanded first, before a union's options are tried: an unset
     variable in `data.train` (a list or a string) was reported as "must be a list"."""
     if isinstance(value, str) and "${" in value and str in _members(tp):
-        value = _expand(value, where, key)
+        value = expand_variables(value, where, key)
     return _coerce(tp, value, where, key)
 
 
@@ -362,7 +362,7 @@ def _problem(e: yaml.YAMLError) -> str:
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-def _expand(value: str, where: str, key: str) -> str:
+def expand_variables(value: str, where: str, key: str) -> str:
     """Replace ${NAME} by the environment variable NAME (model folders differ per machine). An unset or empty one
     is an error: `WHISPER_LARGE_V3= llm-srt train ...` made the model folder the current directory."""
     def sub(m: re.Match) -> str:

@@ -18,6 +18,7 @@ import contextlib
 import errno
 import fcntl
 import gc
+import hashlib
 import json
 import os
 import re
@@ -35,7 +36,8 @@ from .errors import LLMSRTError
 STAMP = ".llm-srt-setup.json"  # completion stamp inside each converted folder
 LOCK = ".setup.lock"  # under cache_dir()/models: one conversion at a time per machine
 SCRATCH = ("whisper-ct2", "gemma-gguf")  # `_scratch` folders, cache_dir()/tmp/<name>-<pid>
-OWNER = "setup-{pid}.host"  # under cache_dir()/tmp while a setup converts: the pid space its process id is one of
+OWNER = "setup-{pid}-{space}.host"  # under cache_dir()/tmp while a setup converts: its pid, a digest of its pid
+#   space (`_pid_space`; two hosts sharing the cache may run setups of one pid) and, inside, that pid space
 NEEDED_GB = 1.7  # what a first setup writes at its peak (measured 1.65 GB): the converted folders, Whisper 0.29 GB and
 #   Gemma 1.11 GB, and while Gemma converts its joined GGUF, 0.24 GB of scratch
 UNWRITABLE = {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM}  # a cache that cannot take the models
@@ -186,12 +188,16 @@ def _pid_space() -> str:
     return " ".join(parts)
 
 
+def _space_digest(space: str) -> str:
+    return hashlib.sha256(space.encode()).hexdigest()[:12]
+
+
 @contextlib.contextmanager
 def _owner_mark() -> Iterator[None]:
     """The OWNER file of this process while it converts: what a SIGKILL leaves of its conversion is then known to
     be of this pid space, and the next setup here removes it at once, however recent (a killed setup rerun at once
     left ~1.3 GB for good: it was too recent to remove, and later setups took the fast path)."""
-    mark = paths.cache_dir() / "tmp" / OWNER.format(pid=os.getpid())
+    mark = paths.cache_dir() / "tmp" / OWNER.format(pid=os.getpid(), space=_space_digest(_pid_space()))
     mark.parent.mkdir(parents=True, exist_ok=True)
     mark.write_text(_pid_space() + "\n", encoding="utf-8")
     try:
@@ -222,13 +228,19 @@ def _remove_leftovers(targets: list[Path], log: Callable[[str], None]) -> None:
     """Remove what conversions killed mid-way (SIGKILL, OOM killer, power loss: no cleanup runs) left: the joined
     files in `_scratch` folders and the half-written `atomic_dir` folders beside `targets` (~1.5 GB a try), with
     the OWNER files. Called under `_machine_lock`, which every conversion holds (and nothing else writes there).
-    A folder whose OWNER file names this pid space is judged by its process: gone, it is nobody's, whatever its age;
-    one of a running process stays. One without (another host's, or an earlier version's) stays while its process
-    runs here or it was written in the last LEFTOVER_QUIET_S seconds. What stays is said, with its size."""
+    A folder whose pid has an OWNER file of this pid space alone is judged by its process: gone, it is nobody's,
+    whatever its age; one of a running process stays. Any other (another host's, a pid two hosts' setups share, or
+    an earlier version's) stays while its process runs here or it was written in the last LEFTOVER_QUIET_S seconds.
+    What stays is said, with its size."""
     tmp, here = paths.cache_dir() / "tmp", _pid_space()
     patterns = [(tmp, re.compile(rf"(?:{'|'.join(map(re.escape, SCRATCH))})-(\d+)"))]
     patterns += [(t.parent, re.compile(re.escape(t.name) + r"\.(?:tmp|old)-(\d+)")) for t in targets]
-    owners = re.compile(re.escape(OWNER).replace(r"\{pid\}", r"(\d+)"))
+    owners = re.compile(re.escape(OWNER).replace(r"\{pid\}", r"(\d+)").replace(r"\{space\}", r"([0-9a-f]+)"))
+    spaces: dict[int, set[str]] = {}  # pid -> the pid spaces whose OWNER files name it
+    with contextlib.suppress(OSError):
+        for p in tmp.iterdir():
+            if m := owners.fullmatch(p.name):
+                spaces.setdefault(int(m.group(1)), set()).add(m.group(2))
     removed, kept, marks = [], [], []
     for folder, pattern in patterns:
         try:
@@ -242,10 +254,8 @@ def _remove_leftovers(targets: list[Path], log: Callable[[str], None]) -> None:
                 continue
             pid = int(m.group(1))
             running = pid != os.getpid() and paths.pid_running(pid)  # ours: a same-id process's, before us
-            try:
-                ours = (tmp / OWNER.format(pid=pid)).read_text(encoding="utf-8").strip() == here
-            except OSError:
-                ours = False
+            ours = spaces.get(pid) == {_space_digest(here)}  # this pid space's alone: another host's setup of the
+            #   same pid (its OWNER file there too) may be converting still
             if running:
                 kept.append((p, pid, f"process {pid} runs here"))
             elif not ours and (quiet := _quiet_for(p)) < LEFTOVER_QUIET_S:

@@ -656,6 +656,14 @@ def test_a_model_path_with_an_equals_sign_is_a_path(tmp_path, monkeypatch):
     (tmp_path / "lr=1e-4").mkdir()
     assert run.parse_models(["lr=1e-4"]) == {"lr=1e-4": "lr=1e-4"}  # the folder here
     assert run.parse_models(["cur=runs/a/final", "cascade"]) == {"cur": "runs/a/final", "cascade": "cascade"}
+    # a name may hold '/' (README's "w/o SRT"), there or not yet; files named with '=' here are paths
+    assert run.parse_models(["w/o SRT=runs/embedded/smt/final"]) == {"w/o SRT": "runs/embedded/smt/final"}
+    (tmp_path / "runs" / "b").mkdir(parents=True)
+    assert run.parse_models(["w/o SMT=runs/b", "x/y=cascade"]) == {"w/o SMT": "runs/b", "x/y": "cascade"}
+    for name in ("lr=1.jsonl", "lr=2.jsonl"):
+        (tmp_path / name).write_text("")
+    assert run.parse_models(["lr=1.jsonl,lr=2.jsonl"]) == {"lr=1": "lr=1.jsonl,lr=2.jsonl"}
+    assert run.parse_models(["a=lr=1.jsonl,lr=2.jsonl"]) == {"a": "lr=1.jsonl,lr=2.jsonl"}
 
 
 def test_a_results_file_with_an_unknown_language_is_refused_before_decoding(oracle, manifest, tmp_path):

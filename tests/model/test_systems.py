@@ -494,8 +494,14 @@ def test_text_mt_applies_the_options_repetition_penalty_to_its_translation_only(
         assert mt.translate(texts, srcs, tgts, opts) == plain
     finally:
         config.repetition_penalty, config.temperature, config.do_sample = saved
+    seen = []
+    real = mt.model.generate
+    mt.model.generate = lambda **kwargs: seen.append(kwargs) or real(**kwargs)
     penalized = mt.translate(texts, srcs, tgts, replace(opts, repetition_penalty=3.0))
     assert penalized != plain
+    [rule] = seen[0]["logits_processor"]  # over the translation: from the end of the left-padded prompts
+    assert isinstance(rule, NewTokensOnly) and rule.start == seen[0]["input_ids"].shape[1]
+    assert seen[0]["generation_config"].repetition_penalty == 1.0  # not HF's own over the prompt as well
 
 
 def test_text_mt_of_a_speech_llm_runs_its_llm_with_the_lora(tmp_path):

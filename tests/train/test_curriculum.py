@@ -115,3 +115,39 @@ def test_the_log_names_the_first_stages_start_too(tmp_path, monkeypatch):
     curriculum.run_stages(curriculum.plan([str(folder)], stages=["smt", "srt"], out_root=root), log=said.append)
     assert said == [f"== stage 1/2: smt ({folder / 'smt.yaml'}) -> {root / 'smt'}, from {root / 'asr' / 'final'}",
                     f"== stage 2/2: srt ({folder / 'srt.yaml'}) -> {root / 'srt'}, from {root / 'smt' / 'final'}"]
+
+
+def test_a_stage_output_written_with_a_variable_or_as_yml_is_found_under_out_root(tmp_path, monkeypatch):
+    """The stages' output_dir read as load_config reads it: `${RUNS}/asr` (the paper configs use variables) and
+    `~/`, in .yaml or .yml files beside the stage. Left as written, `${RUNS}/asr` never matched the start, and SMT
+    trained from the configs' ASR model under --out-root again."""
+    folder, root = _stage_folder(tmp_path), tmp_path / "R"
+    monkeypatch.setenv("RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    asr = folder / "asr.yaml"
+    asr.write_text(asr.read_text().replace(f"output_dir: {tmp_path / 'runs' / 'asr'}", "output_dir: ${RUNS}/asr"))
+    (folder / "smt.yaml").write_text((folder / "smt.yaml").read_text().replace(
+        str(tmp_path / "runs" / "asr" / "final"), "${RUNS}/asr/final"))
+    with pytest.raises(ConfigError, match=r"is the asr stage's output; under --out-root"):
+        curriculum.plan([str(folder)], stages=["smt", "srt"], out_root=root)
+    asr.rename(folder / "asr.yml")
+    (folder / "asr.yml").write_text(asr.with_suffix(".yml").read_text().replace("${RUNS}", "~/runs"))
+    _finished(root / "asr")
+    assert curriculum.plan([str(folder)], stages=["smt"], out_root=root)[0].config.model.init_from == str(
+        root / "asr" / "final")
+
+
+def test_a_start_the_caller_adjusts_is_kept_under_out_root(tmp_path):
+    """A start the caller's `adjust` chose (the demo's kind of typed change) is the caller's, not moved."""
+    from dataclasses import replace
+
+    folder, root = _stage_folder(tmp_path), tmp_path / "R"
+    _finished(root / "asr")
+    chosen = str(tmp_path / "runs" / "asr" / "final")  # another stage's output, on purpose
+
+    def adjust(cfg):
+        return replace(cfg, model=replace(cfg.model, init_from=chosen)) if cfg.stage == "smt" else cfg
+    smt = folder / "smt.yaml"
+    smt.write_text(smt.read_text().replace(chosen, "null"))
+    assert curriculum.plan([str(folder)], stages=["smt"], out_root=root, adjust=adjust)[0].config.model.init_from == \
+        chosen

@@ -229,15 +229,17 @@ def test_a_log_sink_failing_with_any_error_stops_every_rank_the_same_way(base, t
         raise ValueError("the event writer is closed")
     monkeypatch.setattr(SummaryWriter, "add_scalar", broken)
     out = tmp_path / "run"
-    with pytest.raises(LLMSRTError, match=r"cannot write the training logs in .* at step 1: the event writer is "
-                                          r"closed; saved a last checkpoint, .*step-00000001"):
+    with pytest.raises(LLMSRTError, match=r"cannot write the training logs in .* at step 1: ValueError: the event "
+                                          r"writer is closed; saved a last checkpoint, .*step-00000001\. --debug "
+                                          r"shows where") as e:
         recipe.train(_config(tiny_setup, out, 3, save_every=100), log=lambda *_: None)
-    assert checkpoint.latest(out).step == 1
+    assert checkpoint.latest(out).step == 1 and isinstance(e.value.__cause__, ValueError)  # its traceback kept
     monkeypatch.undo()
-    real = recipe._log_json  # the log line itself failing so: the same
-    monkeypatch.setattr(recipe, "_log_json", lambda o, r: broken() if r["step"] == 2 else real(o, r))
+    real = recipe._log_json  # the log line itself failing so, with an empty message: the same, by its type
+    monkeypatch.setattr(recipe, "_log_json", lambda o, r: (_ for _ in ()).throw(AssertionError()) if r["step"] == 2
+                        else real(o, r))
     shutil.rmtree(out)
-    with pytest.raises(LLMSRTError, match=r"at step 2: the event writer is closed; saved a last checkpoint"):
+    with pytest.raises(LLMSRTError, match=r"at step 2: AssertionError; saved a last checkpoint"):
         recipe.train(_config(tiny_setup, out, 3, save_every=100), log=lambda *_: None)
 
 

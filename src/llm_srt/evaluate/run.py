@@ -17,6 +17,7 @@ import functools
 import glob
 import json
 import os
+import shlex
 from dataclasses import replace
 from datetime import timedelta
 from contextlib import contextmanager
@@ -32,6 +33,7 @@ from ..errors import LLMSRTError
 from ..ranks import from_rank0, on_every_rank, stop_with_launcher
 from ..model.decoding import (DecodingOptions, add_compile_argument, add_no_repeat_argument, add_srt_tags_argument,
                               decoding_from_args)
+from ..model.systems import SYSTEMS
 from ..prompts import Task
 from .comet import DEFAULT_MODEL, CometOptions, check_model, comet_python, score_systems
 from . import journal
@@ -182,21 +184,38 @@ def file_name(system: str) -> str:
 
 def parse_models(specs: list[str]) -> dict[str, str]:
     """['curriculum=runs/a/final', 'cascade', 'r/hyps.base.jsonl'] -> {'curriculum': 'runs/a/final',
-    'cascade': 'cascade', 'base': 'r/hyps.base.jsonl'}. A path may hold '=' (runs/lr=1e-4/srt/final): the text
-    before the first '=' is a name only when it has no path separator and the whole spec is no existing path."""
+    'cascade': 'cascade', 'base': 'r/hyps.base.jsonl'}. Names and paths may both hold '=' and '/' (`_split`)."""
     models = {}
     for spec in specs:
-        name, sep, path = spec.partition("=")
-        if sep and (Path(name).name != name or os.path.exists(spec)):  # a separator before the '=': a path
-            sep = ""
-        p = Path(spec.split(",")[0])
-        default = (p.parent.name if p.name == "final" else p.stem.removeprefix("hyps.") if is_results_file(spec)
-                   else p.name or spec)
-        name, path = (name, path) if sep else (default, spec)
+        name, path = _split(spec)
+        if name is None:
+            p = Path(spec.split(",")[0])
+            name = (p.parent.name if p.name == "final" else p.stem.removeprefix("hyps.") if is_results_file(spec)
+                    else p.name or spec)
         if name in models:
             raise LLMSRTError(f"--model: the name {name!r} is used twice; write NAME=PATH")
         models[name] = path
     return models
+
+
+def _split(spec: str) -> tuple[str | None, str]:
+    """(NAME, PATH) of `spec`, or (None, spec) where it is a path alone. A path may hold '=' (a sweep's
+    runs/lr=1e-4/srt/final) and a name '/' ("w/o SRT"): a spec whose comma-separated parts all exist is paths; else
+    it is cut at the first '=' after which every part exists (or a system's name follows); else, nothing existing
+    to tell, at the first '=' unless the text before it reads as a folder path (a '/', no space)."""
+    def there(paths: str) -> bool:
+        return all(os.path.exists(part) for part in paths.split(","))
+
+    if there(spec):
+        return None, spec
+    cuts = [i for i, c in enumerate(spec) if c == "="]
+    for i in cuts:
+        if there(spec[i + 1:]) or spec[i + 1:] in SYSTEMS:
+            return spec[:i], spec[i + 1:]
+    name, sep, path = spec.partition("=")
+    if not sep or (Path(name).name != name and " " not in name):
+        return None, spec
+    return name, path
 
 
 def world() -> tuple[int, int]:
@@ -469,8 +488,8 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
         elif rank == 0:
             log(f"{name}: kept its journals in {partial}: they hold rows this run did not decode")
     if comet_error is not None and rank == 0:  # the report without COMET is written; the run still says it failed
-        again = " ".join(f"--model {name}={models[name] if name in loaded else hyps_path(out, name)}"
-                         for name in models)
+        again = " ".join("--model " + shlex.quote(f"{name}={models[name] if name in loaded else hyps_path(out, name)}")
+                         for name in models)  # quoted: a name may hold spaces ("LLM-SRT w/o SMT (this run)")
         raise LLMSRTError(f"{comet_error} -- the report without COMET and the hypotheses are in {out}: score them "
                           f"again with `llm-srt evaluate {again} --comet ... --out ANOTHER_FOLDER`")
     return report if rank == 0 else None

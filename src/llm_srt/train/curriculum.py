@@ -18,7 +18,7 @@ from typing import Callable
 
 import yaml
 
-from ..config import MAX_CONFIG_BYTES, parse_yaml, short, split_items
+from ..config import MAX_CONFIG_BYTES, expand_variables, parse_yaml, short, split_items
 from ..errors import ConfigError
 from .parallel import release_groups
 from .recipe import FINAL, TrainConfig, check_before_start, is_finished, load_config, train
@@ -132,13 +132,15 @@ def _outputs_of(init: str, stage_file: Path) -> list[str]:
     if target.name != FINAL:
         return []
     found = []
-    for f in sorted(stage_file.parent.glob("*.yaml")):
+    for f in sorted([*stage_file.parent.glob("*.yaml"), *stage_file.parent.glob("*.yml")]):
         try:
             if f == stage_file or not f.is_file() or f.stat().st_size > MAX_CONFIG_BYTES:
                 continue
             out = (parse_yaml(f.read_text(encoding="utf-8")) or {}).get("output_dir")
-        except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError, AttributeError):
-            continue
+            if isinstance(out, str):  # as load_config reads it: ${VAR} (output_dir: ${RUNS}/asr) and ~/
+                out = os.path.expanduser(expand_variables(out, str(f), "output_dir"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError, AttributeError, ConfigError):
+            continue  # a variable this run does not set: not the stage this one starts from
         if isinstance(out, str) and out.strip() and Path(out).resolve() / FINAL == target:
             found.append(f.stem)
     return found
@@ -190,11 +192,12 @@ def plan(items: list[str], overrides: list[str] | None = None, stages: list[str]
         name = f.stem
         mine = [o.split(":", 1)[1] for o in overrides or [] if ":" in o.split("=", 1)[0] and o.startswith(name + ":")]
         cfg = load_config(f, common + mine)
+        configured = cfg.model.init_from
         if adjust is not None:
             cfg = adjust(cfg)
         if out_root is not None and not _sets(mine, "output_dir"):
             cfg = replace(cfg, output_dir=str(Path(out_root) / name))
-        if not result and out_root is not None:
+        if not result and out_root is not None and cfg.model.init_from == configured:  # not a start `adjust` chose
             cfg = _first_start(cfg, f, out_root, common + mine)
         if result and not _sets(mine, "model.init_from"):
             previous = Path(result[-1].config.output_dir) / FINAL

@@ -688,7 +688,13 @@ class Recipe:
             #   the others would wait at the last checkpoint's collectives until the process group's timeout
 
     def _stop_after_log_failure(self, error: Exception) -> None:
-        reason = (f"{error.strerror or error}" if isinstance(error, OSError) else str(error)).splitlines()[0][:200]
+        """One line after a last checkpoint attempt. A disk's failure (an OSError, or another rank's report of one)
+        says to free space; any other error (TensorBoard's own, a bug) keeps its type, and is chained for --debug's
+        traceback: running the same command would meet it again."""
+        disk = isinstance(error, (OSError, LLMSRTError))
+        text = (f"{error.strerror or error}" if isinstance(error, OSError) else str(error) if disk
+                else type(error).__name__ + (f": {error}" if str(error) else ""))
+        reason = (text.splitlines() or [type(error).__name__])[0][:200]  # an empty message: AssertionError()
         where = f" ({error.filename})" if isinstance(error, OSError) and error.filename else ""
         self.writer = None  # broken: not flushed again on the way out
         try:
@@ -697,9 +703,10 @@ class Recipe:
         except LLMSRTError as e:
             saved = f"the last checkpoint attempt failed too ({str(e).splitlines()[0][:200]}); the newest one is " \
                     f"{self.last_good or 'none'}"
+        what = ("Free space or fix the folder, then run the same command to resume" if disk else
+                "--debug shows where it was raised; once it is fixed, the same command resumes")
         raise LLMSRTError(f"[{self.cfg.stage}] cannot write the training logs in {self.out}{where} at step "
-                          f"{self.step}: {reason}; {saved}. Free space or fix the folder, then run the same command "
-                          "to resume") from None
+                          f"{self.step}: {reason}; {saved}. {what}") from (None if disk else error)
 
     def evaluate(self) -> dict[str, float]:
         """Dev loss (none when no dev token was scored) and, with data.dev_decode, dev BLEU / WER on every rank's
