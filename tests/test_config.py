@@ -268,3 +268,23 @@ def test_an_empty_argument_is_neither_a_config_nor_an_override():
         with pytest.raises(ConfigError, match=r"^an empty argument \(an unset shell variable in quotes\?\): give a "
                                               r"config file or folder, or key=value$"):
             config.split_items([empty, "max_steps=3"])
+
+
+def test_a_mapping_given_to_a_section_sets_its_keys_and_keeps_the_others(tmp_path):
+    """`smt:model={init_from: X}` replaced the whole model section: the YAML's encoder, LLM, adapter and LoRA went
+    back to their defaults, and the stage would have trained the embedded models. A mapping given to a section sets
+    its keys one by one (as `model.init_from=X`); one given to a mapping field (`data.tasks`) is its whole value."""
+    from llm_srt.train import recipe
+
+    cfg = tmp_path / "stage.yaml"
+    cfg.write_text("stage: srt\ndata:\n  train: t.jsonl\n  tasks: {srt: 0.8, asr: 0.2}\nmodel:\n  encoder: /w\n"
+                   "  llm: /l\n  adapter: linear\n  lora: {r: 8, alpha: 16}\noutput_dir: runs/x\n")
+    got = recipe.load_config(cfg, ["model={init_from: /x/final, lora: {r: 4}}", "data.tasks={asr: 1.0}"])
+    assert (got.model.encoder, got.model.llm, got.model.adapter, got.model.init_from) == ("/w", "/l", "linear",
+                                                                                          "/x/final")
+    assert (got.model.lora.r, got.model.lora.alpha) == (4, 16) and got.data.tasks == {"asr": 1.0}
+    assert got.data.train == "t.jsonl"
+    with pytest.raises(ConfigError, match=r"model.init_form"):  # a typo inside the mapping is still named
+        recipe.load_config(cfg, ["model={init_form: /x/final}"])
+    assert recipe.load_config(cfg, ["model.lora=null"]).model.lora is None
+    assert recipe.load_config(cfg, ["model.lora=null", "model.lora={r: 2}"]).model.lora.alpha == 32  # none to keep

@@ -187,7 +187,7 @@ def load(cls: type[T], path: str | Path | None = None, overrides: list[str] | No
             parsed = value.strip()  # "output_dir=runs/demo #1": a '#' on a command line is no YAML comment
         elif not isinstance(parsed, (str, list, dict, type(None))) and _takes_text(_type_at(cls, key.strip())):
             parsed = value.strip()  # "stage=no", "output_dir=2024-01-01": YAML 1.1 would give False, a date
-        _set_dotted(data, key.strip(), parsed)
+        _assign(data, key.strip(), parsed, cls)
     if overrides:
         where = f"{where} (with overrides)"
     return from_dict(cls, data, where)
@@ -373,6 +373,22 @@ def expand_variables(value: str, where: str, key: str) -> str:
                               f"export {name}=/path/to/the/folder or override {key}=...")
         return os.environ[name]
     return _VAR.sub(sub, value)
+
+
+def _assign(data: dict, key: str, value: Any, cls: type) -> None:
+    """`key=value` into `data`. A mapping given to a section (a dataclass: `model={init_from: X}`) sets its keys
+    one by one, as `model.init_from=X` does: the section's other keys stay as the YAML has them (they went back to
+    their defaults: the stage trained the default encoder and LLM). A mapping given to a mapping field
+    (`data.tasks={srt: 1.0}`) is that field's whole value."""
+    current: Any = data
+    for part in key.split("."):
+        current = current.get(part) if isinstance(current, dict) else None
+    section = any(dataclasses.is_dataclass(o) for o in _members(_type_at(cls, key)))
+    if isinstance(value, dict) and isinstance(current, dict) and section:
+        for name, item in value.items():
+            _assign(data, f"{key}.{name}", item, cls)
+    else:
+        _set_dotted(data, key, value)
 
 
 def _set_dotted(data: dict, key: str, value: Any) -> None:
