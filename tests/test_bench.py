@@ -809,3 +809,21 @@ def test_a_negative_thread_count_is_refused_in_one_line(capsys):
     assert cli.main(["bench", "--threads", "-1", "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert err == "llm-srt bench: error: --threads -1: give a number of CPU threads >= 1, or 0 for torch's default\n"
+
+
+@pytest.mark.parametrize("given,says", [
+    (["--n", "0"], "--n 0: give a number >= 1, or leave it out for the default"),
+    (["--new-tokens", "-2"], "--new-tokens -2: give a number >= 1"),
+    (["--batches-per-row", "0"], "--batches-per-row 0: give a number >= 1"),
+    (["--max-batch", "-1"], "--max-batch -1: give the largest batch to search, or 0 for no search"),
+    (["--memory-gib", "0"], "--memory-gib 0: give the GiB the search may use, > 0"),
+    (["--memory-gib", "nan"], "--memory-gib nan: give the GiB the search may use, > 0"),
+])
+def test_counts_that_meant_nothing_are_refused_in_one_line(capsys, given, says):
+    """`--n 0` ran the default 16, `--max-batch -1` no search, and `--memory-gib 0` failed on CUDA only, once the
+    models had loaded: each is a one-line error before anything runs."""
+    from llm_srt import cli
+
+    assert cli.main(["bench", *given, "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"llm-srt bench: error: {says}") and err.count("\n") == 1

@@ -85,9 +85,26 @@ def batch_list(text: str) -> tuple[int, ...]:
     return sizes
 
 
-def main(args) -> int:
+COUNTS = {"n": "--n", "new_tokens": "--new-tokens", "batches_per_row": "--batches-per-row"}  # >= 1 when given
+
+
+def check_arguments(args) -> None:
+    """One-line errors for values that meant nothing: a count of 0 (`--n 0`: the default, silently), a negative
+    --max-batch (no search, silently) or --threads (torch's RuntimeError traceback), a --memory-gib <= 0 (checked on
+    CUDA only, after the models had loaded)."""
     if args.threads < 0:  # torch.set_num_threads(-1): a RuntimeError traceback
         raise LLMSRTError(f"--threads {args.threads}: give a number of CPU threads >= 1, or 0 for torch's default")
+    for name, flag in COUNTS.items():
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise LLMSRTError(f"{flag} {getattr(args, name)}: give a number >= 1, or leave it out for the default")
+    if args.max_batch is not None and args.max_batch < 0:
+        raise LLMSRTError(f"--max-batch {args.max_batch}: give the largest batch to search, or 0 for no search")
+    if args.memory_gib is not None and not args.memory_gib > 0:
+        raise LLMSRTError(f"--memory-gib {args.memory_gib:g}: give the GiB the search may use, > 0")
+
+
+def main(args) -> int:
+    check_arguments(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     placement = dev.from_args(args)
