@@ -358,6 +358,17 @@ def test_a_duration_list_that_starts_with_a_byte_order_mark_is_read(locale_dir, 
     assert [r.duration for r in read_manifest(tmp_path / "out" / "train.jsonl")] == [4.0, 4.1]
 
 
+@pytest.mark.parametrize("listing", ["clip_durations.tsv", "times.txt"])
+def test_a_duration_list_that_is_not_utf8_is_a_one_line_error_naming_it(locale_dir, tmp_path, layouts, listing):
+    """A byte that is not UTF-8 in the duration list ended in a bare UnicodeDecodeError traceback."""
+    ms = {clip: 4000 for clip, *_ in [i for s in SPLITS.values() for i in s]}
+    write = layouts.write_clip_durations if listing == "clip_durations.tsv" else layouts.write_times_txt
+    path = write(locale_dir, ms)
+    path.write_bytes(path.read_bytes() + b"\xff\xfe broken\n")
+    with pytest.raises(LLMSRTError, match=rf"/{listing}: not UTF-8 text \(invalid start byte\); remove the file"):
+        prepare_commonvoice(locale_dir, tmp_path / "out")
+
+
 def test_a_clip_whose_header_gives_no_length_is_measured_by_decoding_it_or_counted_bad(locale_dir, tmp_path,
                                                                                          audio_file, monkeypatch):
     """libsndfile gives SF_COUNT_MAX frames for a FLAC whose total-samples field is 0 (as one written to a pipe has):

@@ -181,7 +181,11 @@ def known_durations(folder: Path) -> tuple[dict[str, float], str]:
     for name in DURATION_FILES:
         path = folder / name
         if path.is_file():
-            return (_read_clip_durations if name.endswith(".tsv") else _read_times)(path), name
+            try:
+                return (_read_clip_durations if name.endswith(".tsv") else _read_times)(path), name
+            except UnicodeDecodeError as e:  # was a bare traceback, naming neither file nor what to do
+                raise LLMSRTError(f"{path}: not UTF-8 text ({e.reason}); remove the file to read the clips' "
+                                  "headers instead, or extract it again from the release") from None
     return {}, ""
 
 
