@@ -49,6 +49,27 @@ def overrides(setup, out, **extra):
     return [f"{k}={v}" for k, v in base.items()]
 
 
+SHORT_STEPS = 2  # the steps of a `saved_every_step` run by default
+
+
+def saved_every_step(setup, out, steps=SHORT_STEPS, **extra):
+    """A tiny run's config saving a checkpoint every step, the last 3 kept (what the resume tests copy and cut)."""
+    from llm_srt.train import recipe
+
+    return recipe.load_config(None, overrides(setup, out, **{"max_steps": steps, "save_every": 1, "keep_last": 3,
+                                                             **extra}))
+
+
+@pytest.fixture(scope="module")
+def base(tiny_setup, tmp_path_factory, request):
+    """A finished `saved_every_step` run, one per test module, which its tests copy before changing."""
+    from llm_srt.train import recipe
+
+    out = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1]) / "base"
+    recipe.train(saved_every_step(tiny_setup, out), log=lambda *_: None)
+    return out
+
+
 def gloo_when_all_arrived(store_path: str, rank: int, world: int, timeout: timedelta) -> None:
     """init_process_group("gloo") with a short collective `timeout` (what a test times), once every rank has reached
     this line: gloo connects the ranks within that timeout, and spawned ranks of a loaded machine start seconds apart

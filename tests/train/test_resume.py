@@ -7,22 +7,10 @@ import pytest
 from llm_srt.errors import ConfigError, LLMSRTError
 from llm_srt.train import recipe, resume
 
-from .conftest import overrides
+from .conftest import SHORT_STEPS as STEPS
+from .conftest import saved_every_step as _config
 
-STEPS = 2
 QFORMER = "{num_queries: %d, hidden_size: 32, num_layers: 1, num_heads: 4, intermediate_size: 64}"
-
-
-def _config(setup, out, steps=STEPS, **extra):
-    return recipe.load_config(None, overrides(setup, out, **{"max_steps": steps, "save_every": 1, "keep_last": 3,
-                                                             **extra}))
-
-
-@pytest.fixture(scope="module")
-def base(tiny_setup, tmp_path_factory):
-    out = tmp_path_factory.mktemp("resume") / "base"
-    recipe.train(_config(tiny_setup, out), log=lambda *_: None)
-    return out
 
 
 def test_a_changed_mapping_names_the_keys_that_changed():

@@ -18,21 +18,9 @@ from llm_srt import cli
 from llm_srt.errors import ConfigError, LLMSRTError
 from llm_srt.train import checkpoint, recipe
 
+from .conftest import SHORT_STEPS as STEPS
 from .conftest import overrides
-
-STEPS = 2
-
-
-def _config(setup, out, steps=STEPS, **extra):
-    return recipe.load_config(None, overrides(setup, out, **{"max_steps": steps, "save_every": 1, "keep_last": 3,
-                                                             **extra}))
-
-
-@pytest.fixture(scope="module")
-def base(tiny_setup, tmp_path_factory):
-    out = tmp_path_factory.mktemp("safety") / "base"
-    recipe.train(_config(tiny_setup, out), log=lambda *_: None)
-    return out
+from .conftest import saved_every_step as _config
 
 
 def _interrupted(base, tmp_path):
