@@ -270,6 +270,56 @@ def test_two_process_fsdp_matches_one_process_and_resumes_across_strategies(tiny
         assert _losses(tmp_path / run)[2:] == pytest.approx(l1[2:], rel=1e-4)
 
 
+def _log(out):
+    rows = [json.loads(r) for r in (Path(out) / "train_log.jsonl").read_text().splitlines()]
+    return [(r["loss"], r["grad_norm"]) for r in rows if "loss" in r]
+
+
+@pytest.mark.slow  # six launches, four of them torchrun (one of 2 "nodes"); make test keeps DDP's and FSDP's match
+@pytest.mark.long(120)
+def test_several_ranks_with_accumulation_and_hsdp_with_other_data_per_rank_match_one_process(tiny_setup, tmp_path):
+    """8 examples a step, taken three ways: 1 process x 4 micro-batches; 2 ranks x 2 (DDP, FSDP: gradients synced on
+    the last micro-batch alone); HSDP on 2 nodes x 2 ranks x 1, each rank on its own batch. Losses and gradient norms
+    (clipped: the norm is global over the shards and the nodes) are one process's at every step."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    common = dict(max_steps=3, **{
+        "data.tasks": "{srt: 1.0}", "data.batch_size": 2, "optim.grad_clip": 0.5,
+        "model.lora": "{r: 4, alpha: 8, dropout: 0.0}", "trainable": "[adapter, lora]",
+        "model.adapter_kwargs": "{num_queries: 4, hidden_size: 32, num_layers: 1, num_heads: 4, "
+                                "intermediate_size: 64, dropout: 0.0}"})
+    subprocess.run([sys.executable, "-m", "llm_srt.cli", "train"] +
+                   overrides(tiny_setup, tmp_path / "one", **common, **{"optim.accumulation": 4}),
+                   check=True, env=env, capture_output=True)
+    ref = _log(tmp_path / "one")
+    assert len(ref) == 3 and len({n for _, n in ref}) == 3
+    for how in ("ddp", "fsdp"):
+        _torchrun(overrides(tiny_setup, tmp_path / how, distributed=how, **common, **{"optim.accumulation": 2}), env)
+    args = overrides(tiny_setup, tmp_path / "hsdp", distributed="fsdp", fsdp_within_node="true", **common)
+    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "2",
+                               "--node_rank", str(n), "--master_addr", "127.0.0.1", "--master_port", str(port),
+                               "-m", "llm_srt.cli", "train"] + args, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+             for port in [_free_port()] for n in (0, 1)]
+    said = [node.communicate(timeout=600) for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], said[0][1][-3000:] + said[1][1][-3000:]
+    held, whole = (float(x) for x in re.findall(r"holds ([\d.]+)M of the LLM's ([\d.]+)M", said[0][0])[0])
+    assert 0.4 * whole < held < 0.75 * whole, said[0][0]  # sharded within a node (half), not over all 4 ranks
+    for how in ("ddp", "fsdp", "hsdp"):
+        got = _log(tmp_path / how)
+        assert len(got) == 3, how
+        for (loss, norm), (want_loss, want_norm) in zip(got, ref):
+            assert loss == pytest.approx(want_loss, rel=1e-4) and norm == pytest.approx(want_norm, rel=1e-3), \
+                (how, got, ref)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_setup, tmp_path):
     cfg = recipe.load_config(None, overrides(tiny_setup, tmp_path / "run", max_steps=50, save_every=1,
                                              **{"optim.lr": 1e30, "optim.grad_clip": 0}))
