@@ -95,6 +95,16 @@ def test_a_mapping_override_of_a_later_stages_start_is_the_users(tmp_path):
         assert [s.config.model.init_from for s in stages] == [None, str(tmp_path / "runs" / "asr" / "final"), mine]
 
 
+def test_a_start_given_for_every_stage_is_the_first_stages_and_the_later_ones_chain(tmp_path):
+    """`model.init_from=X` without a stage prefix starts the curriculum from X (a shipped ASR model, say); each later
+    stage still starts from the stage before it, not from X."""
+    folder = _stage_folder(tmp_path)
+    mine = str(tmp_path / "mine")
+    stages = curriculum.plan([str(folder)], [f"model.init_from={mine}"])
+    runs = tmp_path / "runs"
+    assert [s.config.model.init_from for s in stages] == [mine, str(runs / "asr" / "final"), str(runs / "smt" / "final")]
+
+
 def test_output_dir_for_every_stage_and_out_root_together_are_refused(tmp_path):
     """`output_dir=X --out-root R`: X was silently replaced by R/<stage>; one stage's output_dir still wins."""
     folder, root = _stage_folder(tmp_path), tmp_path / "R"

@@ -86,6 +86,13 @@ def test_curriculum_chains_stages_and_skips_finished_ones(tiny_setup, tmp_path, 
     assert len(_losses(tmp_path / "srt")) == 3
     assert json.loads((tmp_path / "srt" / "final" / "train_config.json").read_text())["max_steps"] == 3
     assert [(p / "adapter.safetensors").stat().st_mtime_ns for p in finals[:2]] == mtimes[:2]
+    # lowering a finished later stage's max_steps is refused before the first stage's turn (it was refused only at
+    # its own, after every stage before it had run)
+    messages.clear()
+    with pytest.raises(ConfigError, match=r"srt/final was trained for 3 steps, more than max_steps 2: final/ is the "
+                                          r"3-step model; set max_steps=3 to use it"):
+        curriculum.run_curriculum([str(folder)], common + ["srt:max_steps=2"], log=messages.append)
+    assert messages == []
 
 
 def test_mt_beside_speech_tasks_is_checked_when_the_config_loads(tiny_setup, tmp_path):

@@ -225,6 +225,15 @@ def is_finished(output_dir: str | Path) -> bool:
     return (Path(output_dir) / FINAL / "config.json").is_file()
 
 
+def _more_steps(out: Path, done: int, max_steps: int) -> str:
+    return f"{out / FINAL} was trained for {done} steps, more than max_steps {max_steps}: final/ is the {done}-step model"
+
+
+def _more_steps_refused(said: str, done: int, max_steps: int) -> str:
+    return (f"{said}; set max_steps={done} to use it, add allow_changes=true to take it as it is, or choose another "
+            f"output_dir for a {max_steps}-step run")
+
+
 def finished_steps(output_dir: str | Path) -> int | None:
     """max_steps the finished model was trained for (None if its train_config.json is missing or unreadable)."""
     try:
@@ -343,11 +352,9 @@ class Recipe:
         """A finished model trained for more steps than max_steps asks for is refused, as a checkpoint past max_steps
         is when the run was interrupted: it was handed back as "already finished", the longer model for the shorter
         one asked for. allow_changes takes it as it is, said in the log (as other settings of a finished run)."""
-        said = (f"{self.out / FINAL} was trained for {done} steps, more than max_steps {self.cfg.max_steps}: final/ is "
-                f"the {done}-step model")
+        said = _more_steps(self.out, done, self.cfg.max_steps)
         if not self.cfg.allow_changes:
-            raise ConfigError(f"{said}; set max_steps={done} to use it, add allow_changes=true to take it as it is, or "
-                              f"choose another output_dir for a {self.cfg.max_steps}-step run")
+            raise ConfigError(_more_steps_refused(said, done, self.cfg.max_steps))
         self.log(f"[{self.cfg.stage}] {said} (allow_changes)")
 
     def _final_weights_changed(self) -> bool:
@@ -889,8 +896,9 @@ def _best_dev_loss(out: Path, step: int) -> float | None:
 def check_before_start(cfg: TrainConfig, device: torch.device | None = None) -> None:
     """What a stage can be refused for before any model loads: bf16 autocast on a CPU host, a manifest, encoder or
     LLM that is not there (not model.init_from: a curriculum's later stage starts from a folder an earlier one
-    writes, and a resumed run needs it no more). A curriculum checks every stage so before the first trains: a typo
-    in the SRT stage stopped it after the ASR and SMT stages (days at the paper's scale)."""
+    writes, and a resumed run needs it no more), a finished model trained for more steps than max_steps. A curriculum
+    checks every stage so before the first trains: a typo in the SRT stage stopped it after the ASR and SMT stages
+    (days at the paper's scale)."""
     _use_bf16(cfg, device if device is not None else device_lib.resolve_device(cfg.device, flag="device="))
     if not any(str(m).strip() for m in cfg.data.manifests):  # [] or the default ""
         raise ConfigError("data.train: give the training manifest (e.g. data/mini/train.jsonl)")
@@ -906,6 +914,10 @@ def check_before_start(cfg: TrainConfig, device: torch.device | None = None) -> 
                               f"or {paths.EMBEDDED}, or set the variable it came from")
         if folder != paths.EMBEDDED and not Path(folder).exists():
             raise ConfigError(f"{key}: {folder}: no such folder; fix the path (or the variable it came from)")
+    out = Path(cfg.output_dir)  # a finished stage trained past a lowered max_steps: refused at its turn otherwise
+    done = finished_steps(out) if is_finished(out) else None
+    if done is not None and done > cfg.max_steps and not cfg.allow_changes:
+        raise ConfigError(_more_steps_refused(_more_steps(out, done, cfg.max_steps), done, cfg.max_steps))
 
 
 def _use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
