@@ -11,7 +11,7 @@ import torch
 import tiny
 from llm_srt.errors import LLMSRTError
 from llm_srt.model.encoder import WhisperEncoder
-from llm_srt.model.llm import load_llm
+from llm_srt.model.llm import LoraOptions, load_llm
 from llm_srt.model.speech_llm import IGNORE, SpeechLLM, SpeechLLMConfig, tokenize_batch
 
 CLIPS = [tiny.tone(0.8, 300), tiny.tone(1.5, 700, seed=1), tiny.tone(0.5, 1200, seed=2)]
@@ -137,6 +137,23 @@ def test_meta_llm_keeps_the_adapter_real(folders):
     assert all(p.is_meta for p in model.llm.parameters())
     assert not any(p.is_meta for p in model.adapter.parameters())
     assert model.device == torch.device("cpu")
+
+
+def test_lora_weights_load_into_a_meta_skeleton_without_a_warning_a_tensor(folders, recwarn):
+    """An FSDP rank other than 0 resuming with LoRA printed torch's "copying ... to a meta parameter ... is a no-op"
+    once a LoRA tensor (256 lines a rank at 32B); its names and shapes are still checked."""
+    from peft import get_peft_model_state_dict
+
+    from llm_srt.model.llm import load_lora_state
+
+    _, llm, _ = folders
+    lora = LoraOptions(r=4, alpha=8, dropout=0.0)
+    state = get_peft_model_state_dict(load_llm(llm, lora=lora)[0])
+    skeleton, _ = load_llm(llm, lora=lora, device="meta")
+    load_lora_state(skeleton, state, "lora.safetensors")
+    assert not [str(w.message) for w in recwarn if "meta parameter" in str(w.message)]
+    with pytest.raises(LLMSRTError, match=r"^lora.st: LoRA weights do not match the LLM"):
+        load_lora_state(skeleton, {**state, "base_model.model.extra.lora_A.weight": torch.zeros(1)}, "lora.st")
 
 
 def test_a_whisper_folder_given_as_the_llm_and_a_missing_relative_one_are_one_line_errors(folders, tmp_path,

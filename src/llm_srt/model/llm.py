@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -295,11 +296,14 @@ def _lora_on_shared_weights(model: nn.Module) -> bool:
 
 
 def load_lora_state(llm: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
-    """Load peft LoRA weights (keys as get_peft_model_state_dict writes them)."""
+    """Load peft LoRA weights (keys as get_peft_model_state_dict writes them). Into a meta skeleton (an FSDP rank
+    other than 0, whose shards come from rank 0) only the names and shapes are checked."""
     from peft import set_peft_model_state_dict
 
     own = {k for k in llm.state_dict() if "lora_" in k}
-    result = set_peft_model_state_dict(llm, state)
+    with warnings.catch_warnings():  # torch warns once a tensor that a copy into a meta one does nothing: 256 lines
+        warnings.filterwarnings("ignore", message=".*to a meta parameter in the current model")  # a rank at 32B
+        result = set_peft_model_state_dict(llm, state)
     if result.unexpected_keys:
         raise LLMSRTError(f"{where}: LoRA weights do not match the LLM (e.g. {result.unexpected_keys[0]}); check "
                           "lora.target_modules and the LLM folder")

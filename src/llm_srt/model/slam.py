@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import re
-import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -85,9 +84,7 @@ def convert_slam(ckpt_path: str | Path, dst_dir: str | Path, encoder_dir: str | 
         raise LLMSRTError(f"{lora_file}: LoRA weight {wrong} has shape {tuple(lora_state[wrong].shape)}, the LLM's "
                           f"layer wants {own[wrong]}; give the LLM the LoRA was trained on")
     if lora_state:  # checks names and shapes against the skeleton (meta tensors keep nothing): saved as read
-        with warnings.catch_warnings():  # torch warns, once a tensor, that copying into a meta tensor does nothing
-            warnings.filterwarnings("ignore", message=".*to a meta parameter in the current model")
-            load_lora_state(model.llm, lora_state, lora_file)
+        load_lora_state(model.llm, lora_state, lora_file)
     out = model.save_pretrained(dst_dir, state={"adapter": model.adapter.state_dict(), "lora": lora_state or None,
                                                 "ctc": None})
     for note in notes:
