@@ -113,3 +113,19 @@ def test_row_caps_stop_each_rows_hypotheses_at_its_own_cap():
     prompt = torch.zeros(6, 4, dtype=torch.long)  # 2 rows x 3 hypotheses, a 4-token decoder prompt
     for new, stops in ((1, [1, 1, 1, 0, 0, 0]), (2, [1, 1, 1, 0, 0, 0]), (3, [1] * 6)):
         assert rule(torch.cat([prompt, torch.ones(6, new, dtype=torch.long)], 1)).long().tolist() == stops
+
+
+def test_decoding_options_refuse_a_penalty_or_early_stopping_hf_would_refuse_mid_decode():
+    """A repetition penalty of 0, -1 or an int (HF's processor takes floats alone), or early_stopping "yes", were a
+    bare ValueError from transformers at the first beam search; an int penalty is taken as the float it means."""
+    from llm_srt.errors import LLMSRTError
+    from llm_srt.model.decoding import DecodingOptions
+
+    for bad in (0, 0.0, -1.0, float("nan"), float("inf"), True, "2"):
+        with pytest.raises(LLMSRTError, match=r"^decoding: repetition_penalty must be a number > 0 \(1: off\), not "):
+            DecodingOptions(repetition_penalty=bad)
+    assert DecodingOptions(repetition_penalty=2).repetition_penalty == 2.0
+    assert isinstance(DecodingOptions(repetition_penalty=2).repetition_penalty, float)
+    with pytest.raises(LLMSRTError, match=r"^decoding: early_stopping must be true, false or \"never\", not 'yes'$"):
+        DecodingOptions(early_stopping="yes")
+    assert DecodingOptions(beam_size=2, early_stopping="never").early_stopping == "never"

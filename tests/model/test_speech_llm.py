@@ -287,12 +287,38 @@ def test_beam_search_writes_what_on_end_asks_and_no_hypothesis_ends_without_it(m
     assert ruled[1:] == plain[1:]
 
 
+@pytest.mark.parametrize("penalty", [1.0, 1.5])
 @pytest.mark.parametrize("beam", [1, 3])
-def test_batched_equals_one_by_one(model, beam):
-    opts = DecodingOptions(max_new_tokens=8, beam_size=beam, length_penalty=1.0)
-    batched = model.generate(_batch(), opts)
-    single = [model.generate(dict(audio=[c], prompts=[p]), opts)[0] for c, p in zip(CLIPS, PROMPTS)]
+def test_batched_equals_one_by_one(model, beam, penalty):
+    """... with a repetition penalty too: HF's own skipped each row's first new tokens, as many as its left padding
+    (its input ids are the new tokens alone), so a row's output depended on its batch-mates."""
+    opts = DecodingOptions(max_new_tokens=12, beam_size=beam, length_penalty=1.0, repetition_penalty=penalty)
+    batched = model.generate_ids(_batch(), opts)
+    single = [model.generate_ids(dict(audio=[c], prompts=[p]), opts)[0] for c, p in zip(CLIPS, PROMPTS)]
     assert batched == single
+    if penalty != 1.0:  # it penalizes (the test is not vacuous)
+        plain = model.generate_ids(_batch(), replace(opts, repetition_penalty=1.0))
+        assert batched != plain
+
+
+def test_a_model_folders_generation_settings_change_neither_how_a_search_runs_nor_what_it_returns(tmp_path):
+    """`generate` fills what our decoding leaves unset from the LLM folder's generation_config.json: a static cache
+    clashed with the beams' shared prompt cache, return_dict_in_generate crashed, stop_strings asked for a
+    tokenizer, max_time cut the beams short. Each is now the default; the folder's end ids still count."""
+    from llm_srt.model.speech_llm import SpeechLLM
+
+    torch.manual_seed(0)
+    plain = tiny.speech_llm(tmp_path, init_std=0.3).eval()
+    settings = Path(plain.config.llm) / "generation_config.json"
+    said = json.loads(settings.read_text())
+    settings.write_text(json.dumps({**said, "cache_implementation": "static", "return_dict_in_generate": True,
+                                    "output_scores": True, "stop_strings": ["a"], "max_time": 1e-9}))
+    odd = SpeechLLM(plain.config).eval()
+    odd.adapter.load_state_dict(plain.adapter.state_dict())
+    for beam in (1, 3):
+        opts = DecodingOptions(max_new_tokens=8, beam_size=beam)
+        want = plain.generate_ids(_batch(), opts)
+        assert odd.generate_ids(_batch(), opts) == want and any(len(r) == 8 for r in want), beam
 
 
 def test_beam_search_shares_the_prompt_cache_and_finds_the_same_hypotheses(model):

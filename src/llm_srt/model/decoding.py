@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import threading
 import time
 from contextlib import contextmanager
@@ -35,7 +36,8 @@ class DecodingOptions:
     length_penalty: float = 1.0  # beam ranking: sum logprob / length ** length_penalty (0 = raw sum)
     no_repeat_ngram_size: int = 0  # forbid repeating any n-gram of this size (0 = off)
     repetition_penalty: float = 1.0  # >1 discourages tokens already generated (1 = off)
-    early_stopping: bool = True  # beam search stops once beam_size finished hypotheses exist
+    early_stopping: bool | str = True  # beam search stops once beam_size finished hypotheses exist (False: once
+    #  no hypothesis can beat them by HF's estimate; "never": only at max_new_tokens, the exact search)
     share_prompt_cache: bool = True  # beam search: the prompt's KV cache is computed once per row, not per beam
     force_srt_tags: bool = True  # SRT, greedy or beam search: a row (a beam) that would end before any language tag
     #  gets its pair written for it and goes on to the translation, and may not end before it (a well-trained model
@@ -50,6 +52,12 @@ class DecodingOptions:
                               f"{self.max_new_tokens})")
         if self.no_repeat_ngram_size < 0:
             raise LLMSRTError(f"decoding: --no-repeat-ngram must be >= 0 (0: off), not {self.no_repeat_ngram_size}")
+        penalty = self.repetition_penalty
+        if isinstance(penalty, bool) or not isinstance(penalty, (int, float)) or not 0 < penalty < math.inf:
+            raise LLMSRTError(f"decoding: repetition_penalty must be a number > 0 (1: off), not {penalty!r}")
+        object.__setattr__(self, "repetition_penalty", float(penalty))  # HF's processor takes a float alone
+        if self.early_stopping not in (True, False, "never"):
+            raise LLMSRTError(f"decoding: early_stopping must be true, false or \"never\", not {self.early_stopping!r}")
 
 
 def add_srt_tags_argument(parser) -> None:
@@ -102,6 +110,8 @@ def generate_ids(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, opt
     `options.max_new_tokens`): beam search stops each row's hypotheses at it (`RowCaps`); greedy runs every row to
     `options.max_new_tokens`, the caller cuts (a greedy row's first c tokens are the same at any larger cap).
 
+    A repetition penalty counts the new tokens alone (the prompt is speech and language tags).
+
     Greedy search (with or without n-gram blocking; no repetition penalty or other logits processor) runs
     `greedy_ids`: a finished row leaves the batch at once. Beam search (with `options.share_prompt_cache`) runs
     the prompt but its last position once per row, copies that KV cache to the row's beams, and lets `generate` go
@@ -109,7 +119,7 @@ def generate_ids(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, opt
     from .llm import causal_lm
 
     config = generation_config(causal_lm(model).generation_config, options, eos, pad_id)
-    if options.beam_size == 1 and not synced_ranks and greedy_loop_fits(config):
+    if options.beam_size == 1 and not synced_ranks and options.repetition_penalty == 1.0 and greedy_loop_fits(config):
         with torch.no_grad():
             return greedy_ids(model, embeds, mask, options.max_new_tokens, eos, on_end,
                               no_repeat_ngram=options.no_repeat_ngram_size, written=written, compiled=options.compile)
@@ -118,11 +128,19 @@ def generate_ids(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, opt
         from transformers import StoppingCriteriaList
 
         extra["stopping_criteria"] = StoppingCriteriaList([RowCaps(caps)])
+    processors = []
+    if options.repetition_penalty != 1.0:  # the input ids HF's processors see are the new tokens alone (embeddings
+        # in); HF's own penalty would skip each row's first new tokens, as many as the row's left padding
+        from transformers import RepetitionPenaltyLogitsProcessor
+
+        processors.append(RepetitionPenaltyLogitsProcessor(options.repetition_penalty))
     rule = EndRule(on_end, eos, options.beam_size) if on_end is not None else None
     if rule is not None:
+        processors.append(rule)
+    if processors:
         from transformers import LogitsProcessorList
 
-        extra["logits_processor"] = LogitsProcessorList([rule])
+        extra["logits_processor"] = LogitsProcessorList(processors)
     with torch.no_grad(), warnings.catch_warnings():
         # n-gram blocking over generated tokens only is what we want: the prompt is speech + language tags
         warnings.filterwarnings("ignore", message=".*no_repeat_ngram_size.*inputs_embeds")
@@ -679,7 +697,9 @@ def prompt_cache(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, cop
 
 
 def generation_config(base: GenerationConfig, o: DecodingOptions, eos: list[int], pad_id: int) -> GenerationConfig:
-    """`base` (the model's own) set for deterministic search with `o`: no sampling, EOS ids, pad id."""
+    """`base` (the model's own) set for deterministic search with `o`: no sampling, EOS ids, pad id. (What would
+    change how a search runs or what it returns, `load_llm` cleared from the model's own at load: `generate` fills
+    every setting left None from it.)"""
     config = copy.deepcopy(base)
     # Deterministic search only: clear the sampling settings some checkpoints ship with.
     for name in ("temperature", "top_p", "top_k", "min_p", "typical_p"):
@@ -693,7 +713,7 @@ def generation_config(base: GenerationConfig, o: DecodingOptions, eos: list[int]
     config.min_length = 0
     config.length_penalty = o.length_penalty
     config.no_repeat_ngram_size = o.no_repeat_ngram_size
-    config.repetition_penalty = o.repetition_penalty
+    config.repetition_penalty = 1.0  # the callers penalize the new tokens alone, with a processor of their own
     config.early_stopping = o.early_stopping if o.beam_size > 1 else False
     config.eos_token_id = eos
     config.pad_token_id = pad_id

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import warnings
 from collections import Counter
@@ -105,6 +106,7 @@ def load_llm(path: str | Path, dtype: str | torch.dtype = torch.float32, lora: L
         raise LLMSRTError(f"{path}: cannot load the LLM or its tokenizer ({str(e).splitlines()[0]})") from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
+    _plain_search(model.generation_config)
     model.requires_grad_(False)
     model.eval()
     fast_cpu_linears(model)
@@ -293,6 +295,26 @@ def _lora_on_shared_weights(model: nn.Module) -> bool:
     uses = Counter(id(p) for _, p in model.named_parameters(remove_duplicate=False))
     return any(uses[id(m.base_layer.weight)] > 1 for m in model.modules()
                if hasattr(m, "lora_A") and hasattr(getattr(m, "base_layer", None), "weight"))
+
+
+SEARCH_RUN_FIELDS = ("cache_implementation", "cache_config", "stop_strings", "max_time", "return_dict_in_generate",
+                     "output_scores", "output_logits", "output_attentions", "output_hidden_states",
+                     "prompt_lookup_num_tokens", "use_mtp", "assistant_early_exit", "num_beam_groups",
+                     "diversity_penalty", "penalty_alpha", "dola_layers", "constraints", "force_words_ids", "low_memory")
+
+
+def _plain_search(config) -> None:
+    """Set back to their defaults the settings of a model folder's generation_config.json that change how a search
+    runs or what `generate` returns: `generate` fills what our decoding leaves unset (None) from the model's own,
+    so a folder's `cache_implementation: static` clashed with beam search's shared prompt cache, and
+    `return_dict_in_generate`, `stop_strings` (no tokenizer given) or `max_time` (beams cut short) broke it too.
+    Its end ids and the logits processors it asks for (suppressed or forced tokens) are kept."""
+    from transformers import GenerationConfig
+
+    fresh = GenerationConfig()
+    for name in SEARCH_RUN_FIELDS:
+        if hasattr(config, name):
+            setattr(config, name, copy.deepcopy(getattr(fresh, name, None)))
 
 
 def load_lora_state(llm: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
