@@ -300,7 +300,8 @@ def _lora_on_shared_weights(model: nn.Module) -> bool:
 SEARCH_RUN_FIELDS = ("cache_implementation", "cache_config", "stop_strings", "max_time", "return_dict_in_generate",
                      "output_scores", "output_logits", "output_attentions", "output_hidden_states",
                      "prompt_lookup_num_tokens", "use_mtp", "assistant_early_exit", "num_beam_groups",
-                     "diversity_penalty", "penalty_alpha", "dola_layers", "constraints", "force_words_ids", "low_memory")
+                     "diversity_penalty", "penalty_alpha", "dola_layers", "constraints", "force_words_ids",
+                     "low_memory")
 
 
 def _plain_search(config) -> None:
