@@ -135,3 +135,42 @@ def test_int16_scaled_float_audio_is_an_error_not_a_square_wave(tmp_path):
         load_audio(path)
     hot = load_audio(tone * 13)  # peak 3.9: a hot mix, clipped
     assert np.abs(hot).max() == 1.0
+
+
+def test_a_channels_first_array_is_refused_and_told_to_be_transposed():
+    """A (channels, samples) array, as torchaudio.load and librosa.load(mono=False) give, was read as (samples,
+    channels): 3 s of stereo speech became 2 samples of 48000 channels, padded to 25 ms, and was "no speech"."""
+    stereo = np.stack([_tone(16000, seconds=3.0)] * 2)  # (2, 48000)
+    with pytest.raises(AudioError) as e:
+        load_audio(stereo)
+    assert str(e.value) == ("<audio>: an array of shape (2, 48000) is read as (samples, channels), which gives 48000 "
+                            "channels of 2 samples; if it is (channels, samples) (torchaudio, librosa), pass array.T")
+    for first in (stereo[:1], np.zeros((6, 40), np.float32)):  # mono; 5.1 under 65 samples: more channels than rows
+        with pytest.raises(AudioError, match="is read as \\(samples, channels\\)"):
+            load_audio(first)
+    assert load_audio(stereo.T).size == 48000 and load_audio(np.zeros((8000, 64), np.float32)).size == 8000
+
+
+def test_a_quiet_int16_recording_stored_as_float_is_refused_not_clipped(tmp_path):
+    """MAX_PEAK was 256: a -44 dBFS int16 recording exported as float without scaling (peak 200) was clipped to a
+    square wave (99.5% of its samples at +-1) without a word. A mix up to +12 dBFS is still clipped."""
+    t = np.arange(16000) / 16000
+    sf.write(tmp_path / "quiet.wav", (200 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 16000, subtype="FLOAT")
+    with pytest.raises(AudioError) as e:
+        load_audio(tmp_path / "quiet.wav")
+    assert str(e.value) == (f"{tmp_path / 'quiet.wav'}: samples reach 200, far outside [-1, 1]: integer-scaled "
+                            "audio stored as float? divide by 32768 (int16) or 2147483648 (int32), or re-export it")
+    with pytest.raises(AudioError, match="samples reach 4.5, far outside"):
+        load_audio(np.array([0.0, 4.5, -1.0], np.float32))
+    assert np.abs(load_audio(np.array([0.0, 4.0, -2.0], np.float32))).max() == 1.0
+
+
+@pytest.mark.parametrize("sr,frames", [(44100, 1), (48000, 1), (96000, 2), (768000, 10)])
+def test_a_file_shorter_than_one_sample_at_16_khz_is_padded_not_called_empty(tmp_path, sr, frames):
+    """One frame at 44.1 kHz resamples to 0 samples, and was refused as "empty (0 samples); check the file was
+    written completely"; one frame at 16 kHz was padded to 25 ms."""
+    from llm_srt.audio import MIN_SAMPLES
+
+    sf.write(tmp_path / "short.wav", np.full(frames, 0.1), sr)
+    out = load_audio(tmp_path / "short.wav")
+    assert out.size == MIN_SAMPLES and out.dtype == np.float32

@@ -958,3 +958,67 @@ def test_an_input_that_fails_whole_removes_only_its_own_earlier_output(tmp_path,
     capsys.readouterr()
     assert cli.main(["translate", str(tmp_path / "d1" / "a.wav"), *base, "--out-dir", str(out)]) == 1
     assert (out / "a.srt").read_text() == written and "removed" not in capsys.readouterr().err
+
+
+def test_a_clip_of_speech_throughout_as_long_as_the_longest_segment_goes_whole():
+    """README: a clip that is speech throughout goes to the model whole; one of 30.0 s (7.0 s with
+    max_seconds=7) was cut in two (29.227 + 0.773 s), room kept for padding past the clip's edges."""
+    from llm_srt.segment import SegmentOptions
+
+    for seconds, options in ((30.0, SegmentOptions()), (29.95, SegmentOptions()),
+                             (7.0, SegmentOptions(max_seconds=7.0))):
+        stub = Stub()
+        [r] = SpeechTranslator(stub).translate([recording(seconds, [(0.0, seconds)])], "eng", "deu",
+                                               segment_options=options)
+        assert [(s.start, s.end) for s in r.segments] == [(0.0, seconds)] and stub.batches == [[round(seconds * SR)]]
+
+
+def test_max_segment_seconds_help_says_a_segment_may_give_several_cues():
+    import argparse
+
+    from llm_srt import infer
+
+    parser = argparse.ArgumentParser()
+    infer.add_segment_argument(parser)
+    [text] = [a.help for a in parser._actions if "--max-segment-seconds" in a.option_strings]
+    assert "is its own srt/vtt cue or cues" in text and "is one srt/vtt cue" not in text
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--src", "eng", "--tgt", "deutsch"], "--tgt: unknown language code 'deutsch': use one of deu, eng"),
+    (["--src", "english", "--tgt", "deu"], "--src: unknown language code 'english': use one of deu, eng"),
+    (["--src", "eng", "--tgt", "auto"], "--tgt: unknown language code 'auto'"),
+    (["--src", "eng"], "task srt needs a target language (--tgt)"),
+    (["--src", "eng", "--tgt", "deu", "--task", "smt"], "task smt needs one transcript per input (--transcript)"),
+    (["--src", "eng", "--tgt", "deu", "--task", "smt", "--transcript", "a", "--transcript", "b"],
+     "--transcript: 2 transcripts for 1 inputs; give one per input"),
+], ids=["tgt", "src", "tgt-auto", "no-tgt", "smt-no-transcript", "transcripts"])
+def test_languages_and_transcripts_are_checked_before_the_model_loads(tmp_path, monkeypatch, capsys, extra, message):
+    """A typo in --tgt or --src, or a --transcript count that does not match, was refused by translate(), after the
+    model had loaded (minutes for a 7B model); and the message did not name the option."""
+    from llm_srt import infer
+
+    def load(args):
+        raise AssertionError("the model loaded before the options were checked")
+
+    monkeypatch.setattr(infer, "translator_from_args", load)
+    write_wav(tmp_path / "a.wav", recording(3.0, [(0.5, 2.5)]))
+    assert cli.main(["translate", str(tmp_path / "a.wav"), "--model", "stub", *extra]) == 2
+    assert capsys.readouterr().err.startswith(f"llm-srt translate: error: {message}")
+    stub_cli(monkeypatch, Stub())
+    assert cli.main(["translate", str(tmp_path / "a.wav"), "--model", "stub", "--src", "auto", "--tgt", "deu"]) == 0
+
+
+def test_the_summary_counts_an_input_failed_in_part_among_the_translated_as_such(tmp_path, monkeypatch, capsys):
+    """An input failed in part was "translated" in the first summary line and "failed in part" in the next."""
+    talk = recording(20.0, [(0.5, 3.5), (6.0, 9.0), (12.0, 14.5)])  # three phrases apart: three segments
+    write_wav(tmp_path / "talk.wav", talk)
+    (tmp_path / "bad.wav").write_bytes(b"junk")
+    stub_cli(monkeypatch, Stub(fails=lambda item: item.audio.size > 3.05 * SR))  # the first two segments
+    files = [str(tmp_path / "talk.wav"), str(tmp_path / "bad.wav")]
+    assert cli.main(["translate", *files, "--model", "stub", "--src", "eng", "--tgt", "deu", "--format", "srt",
+                     "--out-dir", str(tmp_path / "out")]) == 3
+    summary = capsys.readouterr().err.splitlines()[-2:]
+    assert summary[0] == ("llm-srt translate: 1 of 2 inputs failed (named above); the other 1 translated (1 of them "
+                          "in part)")
+    assert summary[1].startswith("llm-srt translate: 1 of 2 inputs failed in part (named above)")

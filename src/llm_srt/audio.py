@@ -19,8 +19,10 @@ from .errors import AudioError, AudioOverLimit, UndecodableAudio, open_regular, 
 
 SAMPLE_RATE = 16000  # Whisper's rate
 WINDOW_SECONDS = 30  # Whisper's fixed window: the longest clip its encoder takes
-MAX_PEAK = 256.0  # float samples beyond this are integer-scaled (int16 values in a float file: a -40 dBFS
-#   signal peaks at 327), not a hot mix (those are clipped to [-1, 1], as before)
+MAX_PEAK = 4.0  # +12 dBFS: float samples beyond this are integer-scaled (int16 values in a float file: a -44 dBFS
+#   recording peaks at 200), not a hot mix (those stay under ~2 and are clipped to [-1, 1], as before); at 256, such
+#   a file was clipped to a square wave without a word
+MAX_CHANNELS = 64  # an array with more columns than this (or than rows) is (channels, samples), not (samples, channels)
 MIN_SAMPLES = 400  # 25 ms, one log-mel window: shorter clips are padded (the STFT's reflect padding needs > 200)
 MAX_SECONDS_DEFAULT = 4 * 3600  # refuse to decode more than this into memory at once (921.6 MB at 16 kHz)
 MAX_BYTES_DEFAULT = 16 << 30  # decoded samples (float32, every channel, the file's own rate) read from one input:
@@ -40,7 +42,8 @@ def load_audio(source: AudioInput, sr: int = SAMPLE_RATE, max_seconds: float | N
                name: str | None = None, max_bytes: int | None = MAX_BYTES_DEFAULT) -> np.ndarray:
     """Read and validate audio. Returns float32 mono samples at `sr` Hz, shape (N,).
 
-    `source` is a path, the bytes of a file, or an array already at `sr` Hz ((N,) or (N, channels)).
+    `source` is a path, the bytes of a file, or an array already at `sr` Hz ((N,) or (N, channels); a
+    (channels, N) array, as torchaudio and librosa give, is refused: pass its `.T`).
     `max_seconds` caps the duration; `max_bytes` caps the samples a file decodes to (counted as float32, every
     channel, at the file's own rate: a 768 kHz stereo second is 6.1 MB), so a small compressed file cannot make
     the decoder work through gigabytes. Either is checked against the header before reading and again as blocks
@@ -66,6 +69,11 @@ def _from_array(source: np.ndarray, label: str, sr: int, max_seconds: float | No
     samples = np.asarray(source)
     if samples.ndim not in (1, 2) or samples.ndim == 2 and samples.shape[1] == 0:
         raise AudioError(f"{label}: expected a 1-D or (samples, channels) array, got shape {samples.shape}")
+    if samples.ndim == 2 and (samples.shape[1] > MAX_CHANNELS or 0 < samples.shape[0] < samples.shape[1]):
+        # read as (samples, channels), a (2, 48000) stereo array was 2 samples of 48000 channels: "no speech"
+        raise AudioError(f"{label}: an array of shape {samples.shape} is read as (samples, channels), which gives "
+                         f"{samples.shape[1]} channels of {samples.shape[0]} samples; if it is (channels, samples) "
+                         "(torchaudio, librosa), pass array.T")
     if not np.issubdtype(samples.dtype, np.floating):
         raise AudioError(f"{label}: expected float samples in [-1, 1], got dtype {samples.dtype}")
     if max_seconds is not None and len(samples) / sr > max_seconds:
@@ -140,7 +148,10 @@ def _stream(target: int | io.BytesIO, label: str, sr: int, max_seconds: float | 
             raise AudioError(f"{label}: cannot decode audio whose header gives no length ({_reason(e)}), as a "
                              "stream written to a pipe has; re-encode it to a file first") from None
         raise AudioError(f"{label}: cannot decode audio ({_reason(e)}); use wav, flac, ogg or mp3") from None
-    return np.concatenate(out)
+    samples = np.concatenate(out)
+    if frames and not samples.size:  # under half a sample at `sr` (1 frame at 44.1 kHz): short, not empty
+        return np.zeros(1, np.float32)  # padded by load_audio as a short clip at `sr` is
+    return samples
 
 
 class _Caps:

@@ -482,8 +482,8 @@ def add_segment_argument(parser) -> None:
     parser.add_argument("--max-segment-seconds", type=float, default=WINDOW_SECONDS, metavar="S",
                         help=f"cut speech into segments of at most S seconds ({MIN_SEGMENT_SECONDS:g} to "
                              f"{WINDOW_SECONDS:g}), at its longest pauses; each segment is translated on its own and "
-                             "is one srt/vtt cue (e.g. 7 for cues of a readable length; shorter segments give the "
-                             "model less context)")
+                             "is its own srt/vtt cue or cues (e.g. 7 for cues of a readable length; shorter segments "
+                             "give the model less context)")
 
 
 def segment_options(max_seconds: float) -> SegmentOptions:
@@ -561,15 +561,13 @@ def main(args) -> int:
     if args.transcript is not None and args.task != Task.SMT.value:
         raise LLMSRTError(f"--transcript goes with --task smt (the model translates the given transcript), not "
                           f"--task {args.task}, which reads the audio; drop --transcript or give --task smt")
+    _check_inputs(args)  # as translate() would, but before the model loads (minutes for a 7B model), not after
     settings = _settings(args, options, segments)
 
     def source(k: int) -> dict:  # input k as its record names it: the audio file, and its transcript (task smt)
         return _input_of(args.audio[k], args.transcript[k] if args.transcript else None)
 
     if args.skip_existing:
-        if args.transcript is not None and len(args.transcript) != len(outputs):
-            raise LLMSRTError(f"--transcript: {len(args.transcript)} transcripts for {len(outputs)} inputs; give one "
-                              "per input")
         written = _written_with(out_dir)
 
         def why(k: int) -> str | None:  # None: the file is this input's output with these settings
@@ -672,6 +670,8 @@ def main(args) -> int:
     partly = sum(k not in lost | whole and r.error is not None and bool(r.kept) for k, r in enumerate(results))
     if failed and len(results) > 1:
         done = f"the other {len(results) - failed} translated" if failed < len(results) else "none translated"
+        if partly:  # the line after counts them as failed in part
+            done += f" ({partly} of them in part)"
         print(f"llm-srt translate: {failed} of {len(results)} inputs failed (named above); {done}", file=sys.stderr)
     if partly and len(results) > 1:
         where = (f"the segments that did not fail are in their *{INCOMPLETE} files in {shown(str(out_dir))}, and "
@@ -682,6 +682,25 @@ def main(args) -> int:
     if failed == len(results):
         return 1
     return SOME_FAILED if failed or partly else 0
+
+
+def _check_inputs(args) -> None:
+    """The checks of translate()'s arguments a typo fails, with the option named: --src and --tgt codes, a target
+    for a task that translates, one --transcript per input (task smt)."""
+    for option, code in (("--src", args.src), ("--tgt", args.tgt)):
+        if code is None or option == "--src" and code == "auto":  # auto: language ID finds the source
+            continue
+        try:
+            languages.get(code)
+        except LLMSRTError as e:
+            raise LLMSRTError(f"{option}: {e}") from None
+    if args.tgt is None and Task(args.task).needs_translation:
+        raise LLMSRTError(f"task {args.task} needs a target language (--tgt)")
+    if args.task == Task.SMT.value and args.transcript is None:
+        raise LLMSRTError("task smt needs one transcript per input (--transcript)")
+    if args.transcript is not None and len(args.transcript) != len(args.audio):
+        raise LLMSRTError(f"--transcript: {len(args.transcript)} transcripts for {len(args.audio)} inputs; give one "
+                          "per input")
 
 
 def _note(r: TranslationResult, args) -> str | None:

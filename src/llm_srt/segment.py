@@ -100,12 +100,22 @@ def segment(samples: np.ndarray, sr: int = SAMPLE_RATE, max_seconds: float | Non
         return []
     spans: list[tuple[int, int]] = []
     for group in groups:
-        spans += _fit(group, db, max_frames)
+        spans += [(group[0][0], group[-1][1])] if _fits_whole(group, opts, samples.size / sr, win, hop) else \
+            _fit(group, db, max_frames)
     split = int(round(opts.split_silence / hop))
     spans = _merge_short(spans, int(round(opts.min_seconds / hop)), split, max_frames)
     meets = _meeting_frames(spans, db, split, int(round(opts.pad / hop)))
     tails = _sound_ends(spans, meets, db, int(round(TAIL_SECONDS / hop)))
     return _to_seconds(spans, samples.size / sr, opts.pad, win, hop, opts.max_seconds, meets, tails)
+
+
+def _fits_whole(group: list[tuple[int, int]], opts: SegmentOptions, duration: float, win: float, hop: float) -> bool:
+    """Whether a group of speech regions, padded as `_to_seconds` pads it (never past the clip's edges), is at most
+    `opts.max_seconds` long. `max_frames` leaves room for padding on both sides, which a group at an edge of the clip
+    cannot take: a 30.0 s clip of speech throughout was cut 29.227 + 0.773 s."""
+    offset = (win - hop) / 2
+    start, end = offset + group[0][0] * hop, offset + group[-1][1] * hop
+    return min(end + opts.pad, duration) - max(start - opts.pad, 0.0) <= opts.max_seconds
 
 
 def _sound_ends(spans: list[tuple[int, int]], meets: list[int | None], db: np.ndarray, reach: int) -> list[int]:
