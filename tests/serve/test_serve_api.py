@@ -349,6 +349,7 @@ def test_audio_in_a_language_the_toolkit_lacks_is_the_clients_400_and_the_server
             err = r.json()["error"]
             assert r.status_code == 400 and err["param"] == "source_language", r.text
             assert "Whisper hears pl here" in err["message"] and "give it as source_language" in err["message"]
+            assert "--src" not in err["message"] and "languages.py" not in err["message"]  # the command line's advice
         health = c.get("/health")
         assert health.status_code == 200 and health.json()["batching"]["failed_batches_in_a_row"] == 0
         assert post(c, TRANSLATIONS, clip[1], language="deu").json() == {"text": "hallo"}
@@ -621,3 +622,44 @@ def test_head_probes_and_a_streamed_request_get_plain_answers(client, clip):
     r = post(client, TRANSLATIONS, clip[1], source_language="eng", stream="true")
     assert r.status_code == 400 and r.json()["error"]["param"] == "stream", r.text
     assert post(client, TRANSLATIONS, clip[1], source_language="eng", stream="false").status_code == 200
+
+
+@pytest.mark.parametrize("path, fields, field", [
+    (TRANSCRIPTIONS, {}, "language"),  # an OpenAI client's field for the source
+    (TRANSCRIPTIONS, {"source_language": "auto"}, "source_language"),
+    (TRANSLATIONS, {}, "source_language"),  # OpenAI's translations have none: ours, as the docs show
+    (TRANSLATIONS, {"language": "auto"}, "language"),
+])
+def test_a_model_without_language_id_names_the_requests_own_field_and_no_cli_flag(client, clip, path, fields,
+                                                                                   field):
+    """An auto source on a model that cannot detect the language: the 400 told every client to give
+    `source_language`, even an OpenAI client on /v1/audio/transcriptions (whose field is `language`), and passed on
+    the system's advice for the command line (--src). Now it names the field the request sent, else the endpoint's
+    own, and no flag."""
+    r = post(client, path, clip[1], **fields)
+    err = r.json()["error"]
+    assert r.status_code == 400 and err["param"] == field, r.text
+    assert err["message"].startswith(f"{field} auto: this model cannot detect the language (")
+    assert err["message"].endswith(f"; give {field} (e.g. eng, en or English)") and "--" not in err["message"]
+
+
+class DetectsEnglish(FakeSystem):
+    def detect_language(self, audio):
+        return "eng"
+
+
+def test_auto_is_as_case_blind_as_the_language_names():
+    """`language=English` was accepted and `language=AUTO` an unknown language."""
+    with local_client(create_app(SpeechTranslator(DetectsEnglish()), options())) as c:
+        for auto in ("auto", "AUTO", " Auto "):
+            r = post(c, TRANSCRIPTIONS, wav_bytes(bursts(2.0)), language=auto, response_format="verbose_json")
+            assert r.status_code == 200 and r.json()["language"] == "english", (auto, r.text)
+
+
+def test_a_method_not_allowed_says_which_are(client):
+    """A 405 is to carry Allow (RFC 9110); the JSON error handler dropped Starlette's headers."""
+    for method, path, allowed in (("GET", TRANSLATIONS, {"POST"}), ("DELETE", "/health", {"GET", "HEAD"}),
+                                  ("PUT", "/v1/languages", {"GET"})):
+        r = client.request(method, path)
+        assert r.status_code == 405 and set(r.headers.get("allow", "").split(", ")) == allowed, (path, r.headers)
+        assert r.json()["error"]["message"] == f"{method} is not allowed on {path}"

@@ -295,6 +295,42 @@ def test_decoded_audio_waiting_beyond_its_cap_is_refused():
     assert run(main()) == (2.0, 0.0)
 
 
+def test_a_request_over_the_queued_audio_cap_alone_is_refused_for_good_not_asked_to_retry():
+    """A request with more audio than max_queued_seconds could never be queued: it was let in when nothing else was
+    held and a BusyError ("retry later", the server's 503) when anything was, so on a busy server it never got in.
+    Now OverQueueLimit (the server's 413) either way; one exactly at the cap still gets in."""
+    from llm_srt.serve.batcher import OverQueueLimit
+
+    async def main():
+        gate = threading.Event()
+        gate.set()  # nothing holds the model: the first upload meets an idle server
+        rec = Recorder(gate)
+        b = await started(rec, max_batch=1, max_wait_ms=0, max_queued_seconds=2)
+        over = r"^3\.0 s of audio is more than the 2 s this server queues in all \(llm-srt serve --max-queued-seconds 2"
+        with pytest.raises(OverQueueLimit, match=over):
+            await b.submit(np.zeros(3 * 16000, np.float32), "eng", "deu", Task.SRT)
+        gate.clear()
+        held = asyncio.ensure_future(b.submit(np.zeros(16000, np.float32), "eng", "deu", Task.SRT))
+        await model_called(rec)
+        with pytest.raises(OverQueueLimit) as busy:
+            await b.submit(np.zeros(3 * 16000, np.float32), "eng", "deu", Task.SRT)
+        with pytest.raises(BusyError):  # fits alone: the queue is only full for now
+            await b.submit(np.zeros(2 * 16000, np.float32), "eng", "deu", Task.SRT)
+        gate.set()
+        await held
+        for _ in range(500):
+            if not b.queued_seconds:
+                break
+            await asyncio.sleep(0.01)
+        at_cap = await b.submit(np.zeros(2 * 16000, np.float32), "eng", "deu", Task.SRT)
+        await b.stop()
+        return busy.value, at_cap, rec.calls
+
+    busy, at_cap, calls = run(main())
+    assert (busy.seconds, busy.limit) == (3.0, 2)
+    assert at_cap.translation == "n=32000" and [c[3] for c in calls] == [[16000], [32000]]
+
+
 def test_a_request_given_up_on_runs_no_further_segment_and_its_audio_counts_until_its_batch_ends():
     """A request that times out in a running batch (a long upload on a slow device): its segments not yet run are
     left out (before, every one ran, and the requests queued behind waited for them), and its audio counts against

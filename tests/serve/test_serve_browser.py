@@ -154,3 +154,9 @@ def test_under_a_sub_path_the_page_works_and_says_what_failed_or_was_silent(tran
             assert failed == ["(failed: RuntimeError: this segment fails)"]
         finally:
             browser.close()
+
+
+def test_segment_times_round_before_minutes_and_seconds_are_split(page):
+    """The segment table's times: 59.96 s was shown as 0:60.0 (seconds rounded after the minutes were taken)."""
+    assert page.js("[0, 5, 59.94, 59.96, 119.97, 3599.96].map(fmtTime)") == [
+        "0:00.0", "0:05.0", "0:59.9", "1:00.0", "2:00.0", "60:00.0"]

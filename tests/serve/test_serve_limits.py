@@ -237,3 +237,55 @@ def test_an_upload_the_server_cannot_read_back_is_its_500(caplog):
     assert e.value.status == 500 and e.value.message.startswith("the server's temporary disk failed reading the "
                                                                 "upload back (")
     assert "reading the upload back failed" in caplog.text and os.strerror(errno.EIO) in caplog.text
+
+
+@pytest.mark.parametrize("name", ["bus limit.wav", "the limit on decoded audio.wav"])
+def test_a_file_named_like_a_limit_is_judged_by_its_audio_not_its_name(translator, name):
+    """The over-limit 413 was picked by the words "s limit" in the error, which begins with the client's file name:
+    an empty WAV named `bus limit.wav` got 413 blaming --max-audio-seconds instead of 400. Now by the error's type
+    (audio.AudioOverLimit)."""
+    with local_client(create_app(translator, options(max_audio_seconds=2))) as c:
+        r = post(c, wav_bytes(np.zeros(0, np.float32)), name=name)
+        err = r.json()["error"]
+        assert r.status_code == 400 and err["param"] == "file", r.text
+        assert err["message"].startswith(f"{name}: the audio is empty") and "--max-audio-seconds" not in err["message"]
+        r = post(c, wav_bytes(np.zeros(3 * 16000, np.float32)), name=name)  # over the cap, whatever its name
+        assert r.status_code == 413 and "--max-audio-seconds 2" in r.json()["error"]["message"], r.text
+
+
+def test_an_upload_longer_than_the_queue_cap_is_a_413_naming_both_caps_idle_or_busy(translator, clip):
+    """An API user may set batch.max_queued_seconds below max_audio_seconds (`llm-srt serve` refuses it). An upload
+    between the two was a 503 "retry later" whenever any audio was queued (and let in when none was), so on a busy
+    server it never got in, retry as it might; now it is a 413 either way, naming both options."""
+    gated = Gated(translator)
+    gated.gate.set()
+    opts = ServeOptions(max_audio_seconds=20, batch=BatchOptions(max_batch=1, max_wait_ms=0, decoding=DECODING,
+                                                                 max_queued_seconds=5))
+    long = wav_bytes(np.full(8 * 16000, 0.1, np.float32))
+    with local_client(create_app(gated, opts)) as c:
+        idle = post(c, long, name="long.wav")
+        gated.gate.clear()
+        first = threading.Thread(target=post, args=(c, clip[1]))
+        first.start()
+        try:
+            wait_until(lambda: gated.sizes)  # a 1 s clip is in the model: 1 s of audio is held
+            busy = post(c, long, name="long.wav")
+        finally:
+            gated.gate.set()
+            first.join(30)
+        for r in (idle, busy):
+            err = r.json()["error"]
+            assert r.status_code == 413 and err["param"] == "file" and "retry-after" not in r.headers, r.text
+            assert err["message"].startswith("long.wav: 8.0 s of audio is more than the 5 s this server queues")
+            assert "--max-queued-seconds 5" in err["message"] and "--max-audio-seconds 20" in err["message"]
+        assert gated.sizes == [1]  # the clip's: the long uploads never reached the model
+        assert post(c, clip[1]).status_code == 200
+
+
+def test_an_upload_at_the_audio_cap_fits_a_queue_cap_as_long():
+    """load_audio lets a file's last frame past its cap (1 ms for a 1 kHz file: 16 samples at 16 kHz): with
+    --max-queued-seconds equal to --max-audio-seconds (which `serve` allows), such an upload would be over the queue
+    cap alone, a 413. The server cuts its uploads to the cap (short ones are still padded to 25 ms)."""
+    one_frame_over = wav_bytes(np.full(3 * 1000 + 1, 0.1, np.float32), sr=1000)
+    assert uploads.decode_audio(one_frame_over, "slow.wav", max_seconds=3).size == 3 * 16000
+    assert uploads.decode_audio(wav_bytes(np.zeros(10, np.float32)), "short.wav", 0.01).size == 400  # padded

@@ -411,6 +411,7 @@ BAD_OPTIONS = [  # (arguments, the option the one-line error must name)
     (["--allow-origin", "app.example.org"], "--allow-origin"),
     (["--allow-origin", "https://app.example.org/path"], "--allow-origin"), (["--beam", "0"], "--beam"),
     (["--max-new-tokens", "0"], "--max-new-tokens"), (["--name", " "], "--name"),
+    (["--max-queued-seconds", "300"], "--max-queued-seconds 300 is below --max-audio-seconds 600"),
 ]
 
 
@@ -423,3 +424,22 @@ def test_bad_options_stop_before_the_model_loads(argv, option, monkeypatch):
     with pytest.raises(LLMSRTError) as e:
         serve_app.main(args)
     assert option in str(e.value) and "\n" not in str(e.value), str(e.value)
+
+
+def test_a_queue_cap_below_the_audio_cap_is_refused_at_start():
+    """An upload longer than --max-queued-seconds but within --max-audio-seconds could never be queued: it was a 503
+    "retry later" whenever any audio waited. Such options now stop `serve` with one line naming both; the defaults
+    (3600 s and 600 s) and equal caps pass."""
+    parser = argparse.ArgumentParser()
+    serve_app.add_arguments(parser)
+
+    def options(*argv):
+        return serve_app.options_from_args(parser.parse_args(["--model", "no/such/model", *argv]))
+
+    assert (options().batch.max_queued_seconds, options().max_audio_seconds) == (3600, 600)
+    assert options("--max-queued-seconds", "60", "--max-audio-seconds", "60").batch.max_queued_seconds == 60
+    with pytest.raises(LLMSRTError) as e:
+        options("--max-queued-seconds", "60", "--max-audio-seconds", "120.5")
+    assert str(e.value) == ("serve: --max-queued-seconds 60 is below --max-audio-seconds 120.5, so an upload that "
+                            "long could never be queued; raise --max-queued-seconds to at least 120.5 or lower "
+                            "--max-audio-seconds")

@@ -45,7 +45,7 @@ from ..infer import (SpeechTranslator, TranslationResult, add_model_arguments, a
                      MIN_LINE_WIDTH, missing_cue_text, retryable, segment_options, translator_from_args)
 from ..model.decoding import DecodingOptions, decoding_from_args
 from ..prompts import Task
-from .batcher import LID_MISSING, BatchOptions, Batcher, BusyError, language_id_failed
+from .batcher import LID_MISSING, BatchOptions, Batcher, BusyError, OverQueueLimit, language_id_failed
 from .guard import (ERROR_TYPES, ConnectionLimits, ContentLengthLimit, HostOriginGuard, HostRule,
                     check_allowed_host, check_allowed_origin, check_number, error_response, hide_paths, is_ip,
                     model_paths, split_host)
@@ -112,11 +112,14 @@ class Endpoint:
     text: str  # the result field that is the response's "text": "translation" or "transcript"
     tasks: tuple[Task, ...]  # accepted `task` values; the first is the default
     default_target: str | None  # target language when the request names none
+    source_field: str  # the source-language field errors name when the request sent none (both are accepted)
 
 
 ENDPOINTS: dict[str, Endpoint] = {
-    "translations": Endpoint("/v1/audio/translations", "translate", "translation", (Task.SRT, Task.S2TT), "eng"),
-    "transcriptions": Endpoint("/v1/audio/transcriptions", "transcribe", "transcript", (Task.ASR, Task.SRT), None),
+    "translations": Endpoint("/v1/audio/translations", "translate", "translation", (Task.SRT, Task.S2TT), "eng",
+                             "source_language"),  # OpenAI's translations have no source field: ours
+    "transcriptions": Endpoint("/v1/audio/transcriptions", "transcribe", "transcript", (Task.ASR, Task.SRT), None,
+                               "language"),  # what an OpenAI client sends
 }
 
 
@@ -258,8 +261,9 @@ def _handler(endpoint: Endpoint, batcher: Batcher, decoder: DecodePool, options:
             raise APIError(400, f"unknown response_format {form.response_format!r}: use one of "
                            f"{', '.join(RENDERERS)}", "response_format")
         task = parse_task(form.task, endpoint)
-        src = resolve_language(form.source_language or form.language or AUTO,
-                               "source_language" if form.source_language else "language", allow_auto=True)
+        src_field = ("source_language" if form.source_language else "language" if form.language
+                     else endpoint.source_field)  # the field an error about the source names
+        src = resolve_language(form.source_language or form.language or AUTO, src_field, allow_auto=True)
         tgt = None
         if task is not Task.ASR:
             tgt = form.target_language or endpoint.default_target
@@ -292,6 +296,10 @@ def _handler(endpoint: Endpoint, batcher: Batcher, decoder: DecodePool, options:
         except TimeoutError:
             raise APIError(504, f"no result within {options.timeout_s:g} s (llm-srt serve --timeout-s); the "
                            "server is busy or the audio is long; the request was dropped") from None
+        except OverQueueLimit as e:  # no retry would help: not a 503
+            raise APIError(413, f"{name}: {e.seconds:.1f} s of audio is more than the {e.limit:g} s this server "
+                           f"queues in all (llm-srt serve --max-queued-seconds {e.limit:g}, below its "
+                           f"--max-audio-seconds {options.max_audio_seconds:g}); send a shorter file", "file") from None
         except BusyError as e:
             raise APIError(503, str(e)) from None
         except ClientGone:
@@ -305,12 +313,13 @@ def _handler(endpoint: Endpoint, batcher: Batcher, decoder: DecodePool, options:
             result = without_paths(result, paths)
         if result.error and not result.kept:  # failed whole (one that failed in part answers with the rest)
             if src == AUTO and language_id_failed(result.error):  # the client's to fix: name the language
+                reason = language_id_reason(result.error)
                 if LID_MISSING in result.error:  # the request asked for what this model cannot do
-                    raise APIError(400, f"source_language auto: this model cannot detect the language "
-                                   f"({result.error}); give source_language (ISO 639-3, e.g. eng)", "source_language")
-                raise APIError(400, f"source_language auto: language ID heard a language this server does not know "
-                               f"({result.error}); if the audio is in one it knows (GET /v1/languages), give it as "
-                               "source_language (ISO 639-3, e.g. eng)", "source_language")
+                    raise APIError(400, f"{src_field} auto: this model cannot detect the language ({reason}); give "
+                                   f"{src_field} (e.g. eng, en or English)", src_field)
+                raise APIError(400, f"{src_field} auto: language ID heard a language this server does not know "
+                               f"({reason}); if the audio is in one it knows (GET /v1/languages), give it as "
+                               f"{src_field} (e.g. eng, en or English)", src_field)
             if not retryable(result.error):  # asked for what this system cannot do (CANNOT_RUN: whisper into
                 raise APIError(400, result.error)  # German), in every segment (`infer.segments_error`)
             raise APIError(500, result.error, "file")
@@ -318,6 +327,12 @@ def _handler(endpoint: Endpoint, batcher: Batcher, decoder: DecodePool, options:
 
     handle.__name__ = f"{endpoint.openai_task}_audio"
     return handle
+
+
+def language_id_reason(error: str) -> str:
+    """A system's language-ID error without its advice ("; give the source language (--src ...)"), which is for the
+    command line: an HTTP client gets the server's own, naming its request's field."""
+    return error.split("; give ", 1)[0]
 
 
 class ClientGone(Exception):
@@ -377,7 +392,7 @@ def _add_error_handlers(app: FastAPI, options: ServeOptions) -> None:
             405: f"{request.method[:20]} is not allowed on {path}",
         }
         return error_response(exc.status_code, messages.get(exc.status_code, str(exc.detail)),
-                              "file" if exc.status_code == 413 else None)
+                              "file" if exc.status_code == 413 else None, exc.headers)  # a 405's Allow
 
 
 def too_large_message(options: ServeOptions) -> str:
@@ -451,7 +466,7 @@ LANGUAGE_ALIASES = _aliases()
 
 def resolve_language(value: str, param: str, allow_auto: bool = False) -> str:
     value = value.strip()
-    if allow_auto and value == AUTO:
+    if allow_auto and value.lower() == AUTO:  # as case-blind as the language names
         return AUTO
     code = LANGUAGE_ALIASES.get(value.lower())
     if code is None:
@@ -525,7 +540,7 @@ def add_arguments(parser) -> None:
                         help="how long a request waits for others to join its batch")
     parser.add_argument("--max-queued-seconds", type=float, default=BatchOptions.max_queued_seconds,
                         help="decoded audio waiting for the model beyond this many seconds gets 503 (each second "
-                             "holds 64 KB of samples)")
+                             "holds 64 KB of samples); at least --max-audio-seconds")
     parser.add_argument("--max-upload-mb", type=float, default=50.0, help="larger uploads get 413")
     parser.add_argument("--max-audio-seconds", type=float, default=ServeOptions.max_audio_seconds,
                         help="longer audio gets 413 (the decoder stops there: a compressed bomb never fills memory)")
@@ -579,11 +594,17 @@ def options_from_args(args) -> ServeOptions:
     batch = BatchOptions(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, decoding=decoding,
                          max_queued_seconds=args.max_queued_seconds, segment=segment_options(args.max_segment_seconds))
     hosts = HostRule(args.host, tuple(check_allowed_host(h) for h in args.allow_host))
-    return ServeOptions(model_name=args.name, max_upload_mb=args.max_upload_mb, max_beam=args.max_beam,
-                        max_audio_seconds=args.max_audio_seconds, max_decodes=args.max_decodes,
-                        timeout_s=args.timeout_s, hosts=hosts,
-                        allow_origins=tuple(check_allowed_origin(o) for o in args.allow_origin), batch=batch,
-                        line_width=args.line_width)
+    options = ServeOptions(model_name=args.name, max_upload_mb=args.max_upload_mb, max_beam=args.max_beam,
+                           max_audio_seconds=args.max_audio_seconds, max_decodes=args.max_decodes,
+                           timeout_s=args.timeout_s, hosts=hosts,
+                           allow_origins=tuple(check_allowed_origin(o) for o in args.allow_origin), batch=batch,
+                           line_width=args.line_width)
+    queued, longest = options.batch.max_queued_seconds, options.max_audio_seconds
+    if queued < longest:  # an upload between the two could never be queued (it was a 503 whenever any audio waited)
+        raise LLMSRTError(f"serve: --max-queued-seconds {queued:g} is below --max-audio-seconds {longest:g}, so "
+                          f"an upload that long could never be queued; raise --max-queued-seconds to at least "
+                          f"{longest:g} or lower --max-audio-seconds")
+    return options
 
 
 def limits_from_args(args) -> ConnectionLimits:

@@ -11,8 +11,9 @@ with the least audio run first (a short clip is answered before a long upload's 
 short request that arrives while a long batch runs wait for all of it: between two model calls of a batch, the
 model thread takes the waiting requests with less audio than the batch has left and runs them as a batch of their
 own first (`Batcher._preempt`; up to PREEMPT_DEPTH batches deep), so a 1 s clip waits for one model call, not for
-three 10-minute uploads, and a request only a little shorter than the batch does not overtake it. A request may bring its own DecodingOptions (beam size, token cap): a batch holds requests
-of one kind of decoding, the first waiting request's; the others keep their place in the queue for a later batch.
+three 10-minute uploads, and a request only a little shorter than the batch does not overtake it. A request may
+bring its own DecodingOptions (beam size, token cap): a batch holds requests of one kind of decoding, the first
+waiting request's; the others keep their place in the queue for a later batch.
 """
 
 from __future__ import annotations
@@ -58,6 +59,16 @@ class BatchOptions:
 
 class BusyError(LLMSRTError):
     """The queue is full; the client should retry later."""
+
+
+class OverQueueLimit(LLMSRTError):
+    """One request's audio alone is more than max_queued_seconds: it could never be queued, so no retry helps (the
+    server's 413). `llm-srt serve` refuses a --max-queued-seconds below --max-audio-seconds; an API user may not."""
+
+    def __init__(self, seconds: float, limit: float):
+        super().__init__(f"{seconds:.1f} s of audio is more than the {limit:g} s this server queues in all "
+                         f"(llm-srt serve --max-queued-seconds {limit:g}); send a shorter file")
+        self.seconds, self.limit = seconds, limit
 
 
 @dataclass(eq=False)  # compared by identity (the queue removes this very request)
@@ -199,10 +210,12 @@ class Batcher:
             raise RuntimeError("Batcher.start() was not awaited")
         if self.waiting >= self.options.max_queue:
             raise BusyError(f"{self.waiting} requests are already waiting; retry later")
-        held = self.queued_seconds
-        if held and held + audio.size / SAMPLE_RATE > self.options.max_queued_seconds:
-            raise BusyError(f"{held:.0f} s of audio are already waiting (llm-srt serve --max-queued-seconds "
-                            f"{self.options.max_queued_seconds:g}); retry later")
+        limit = self.options.max_queued_seconds * SAMPLE_RATE  # in samples, as uploads.decode_audio cuts them
+        if audio.size > limit:  # before, a 503 whenever anything waited: never in on a busy server
+            raise OverQueueLimit(audio.size / SAMPLE_RATE, self.options.max_queued_seconds)
+        if self._held + audio.size > limit:
+            raise BusyError(f"{self.queued_seconds:.0f} s of audio are already waiting (llm-srt serve "
+                            f"--max-queued-seconds {self.options.max_queued_seconds:g}); retry later")
         pending = Pending(audio, src, tgt, task, asyncio.get_running_loop().create_future(),
                           decoding or self.options.decoding)
         self._queue.append(pending)

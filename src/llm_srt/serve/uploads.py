@@ -29,8 +29,8 @@ from typing import BinaryIO
 import numpy as np
 from fastapi import UploadFile
 
-from ..audio import load_audio
-from ..errors import AudioError, UndecodableAudio
+from ..audio import MIN_SAMPLES, SAMPLE_RATE, load_audio
+from ..errors import AudioError, AudioOverLimit, UndecodableAudio
 from .batcher import BusyError
 
 log = logging.getLogger("llm_srt.serve")
@@ -38,7 +38,6 @@ log = logging.getLogger("llm_srt.serve")
 MB = 1024 * 1024
 AUDIO_MEDIA_PREFIXES = ("audio/", "video/")  # containers with sound; the decoder has the last word
 AUDIO_MEDIA_TYPES = {"", "application/octet-stream", "application/ogg"}  # what clients send when they do not guess
-LIMIT_WORDS = ("s limit", "limit on decoded audio")  # load_audio's words for audio over max_seconds / max_bytes
 REFERENCE_RATE, REFERENCE_CHANNELS = 48_000, 2  # the decoder may read max_seconds of this much audio at most
 DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}  # no space left, or the user's disk quota used up
 
@@ -97,19 +96,23 @@ def decode_budget(max_seconds: float) -> int:
 
 
 def decode_audio(data: bytes, name: str, max_seconds: float) -> np.ndarray:
-    """16 kHz mono float32 (N,). UploadError 415 for bytes no decoder opens, 413 for audio longer than
-    `max_seconds` or decoding to more than decode_budget(max_seconds), 400 for anything else wrong with it."""
+    """16 kHz mono float32 (N,), at most `max_seconds` long. UploadError 415 for bytes no decoder opens, 413 for
+    audio longer than `max_seconds` or decoding to more than decode_budget(max_seconds), 400 for anything else wrong
+    with it."""
     try:
-        return load_audio(data, name=name, max_seconds=max_seconds, max_bytes=decode_budget(max_seconds))
+        samples = load_audio(data, name=name, max_seconds=max_seconds, max_bytes=decode_budget(max_seconds))
     except UndecodableAudio as e:
         raise UploadError(415, f"{name}: cannot decode this audio ({e.detail}); send wav, flac, ogg or mp3") from None
+    except AudioOverLimit as e:  # by its type: the message begins with the client's file name, which may say "limit"
+        raise UploadError(413, f"{e} (llm-srt serve --max-audio-seconds {max_seconds:g}: that long at "
+                          f"{REFERENCE_RATE // 1000} kHz, {REFERENCE_CHANNELS} channels)") from None
     except AudioError as e:
-        if any(words in str(e) for words in LIMIT_WORDS):
-            raise UploadError(413, f"{e} (llm-srt serve --max-audio-seconds {max_seconds:g}: that long at "
-                              f"{REFERENCE_RATE // 1000} kHz, {REFERENCE_CHANNELS} channels)") from None
         raise UploadError(400, str(e)) from None
     except MemoryError:
         raise UploadError(413, f"{name}: the decoded audio does not fit in memory; send a shorter file") from None
+    # load_audio lets the file's last frame and the resampler's rounding past the cap (1 ms at most, a 1 kHz frame):
+    # cut, so that an upload at --max-audio-seconds fits a --max-queued-seconds as long (else the batcher's 413)
+    return samples[:max(int(max_seconds * SAMPLE_RATE), MIN_SAMPLES)]
 
 
 class DecodePool:
