@@ -406,9 +406,11 @@ def test_text_mt_blocks_repeated_ngrams_in_its_translation_only(folders, monkeyp
     """--no-repeat-ngram in text MT (the cascade's second pass): n-grams of the translation may not repeat, those
     of the prompt (its source sentence: names, numbers) may be written again, unlike HF's own
     no_repeat_ngram_size over the whole input."""
-    from llm_srt.model.decoding import NewNgramBlock
+    from transformers import NoRepeatNGramLogitsProcessor
 
-    block = NewNgramBlock(2, prompt_length=3)
+    from llm_srt.model.decoding import NewTokensOnly
+
+    block = NewTokensOnly(NoRepeatNGramLogitsProcessor(2), prompt_length=3)
     banned = block(torch.tensor([[5, 6, 7, 5, 6, 5]]), torch.zeros(1, 10))
     assert banned[0].isinf().nonzero().flatten().tolist() == [6]  # 5 6 was written: not again after 5
     assert not block(torch.tensor([[5, 6, 7, 6]]), torch.zeros(1, 10)).isinf().any()  # 6 7 is the prompt's
@@ -426,7 +428,8 @@ def test_text_mt_blocks_repeated_ngrams_in_its_translation_only(folders, monkeyp
                  replace(OPTS, max_new_tokens=40, no_repeat_ngram_size=2))
     [(kwargs, new)] = seen
     [rule] = kwargs["logits_processor"]
-    assert isinstance(rule, NewNgramBlock) and rule.start == kwargs["input_ids"].shape[1] and rule.n == 2
+    assert isinstance(rule, NewTokensOnly) and rule.start == kwargs["input_ids"].shape[1]
+    assert isinstance(rule.processor, NoRepeatNGramLogitsProcessor) and rule.processor.ngram_size == 2
     assert kwargs["generation_config"].no_repeat_ngram_size == 0
     for row in new:
         grams = [g for g in zip(row, row[1:]) if mt.tokenizer.pad_token_id not in g]

@@ -573,23 +573,11 @@ def _pick(logits: torch.Tensor, result: list[list[int]], rows: list[int], no_rep
     return last_argmax(logits)
 
 
-class NewNgramBlock:
-    """n-gram blocking over the generated tokens only, for `generate` from a text prompt (input_ids, left-padded
-    to one length): HF's `no_repeat_ngram_size` counts the prompt's n-grams too, so a translation could not
-    repeat a name or a number of its source sentence. A logits processor of `generate`."""
-
-    def __init__(self, n: int, prompt_length: int):
-        self.n, self.start = n, prompt_length
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        ban_repeated_ngrams(scores, input_ids[:, self.start:].tolist(), self.n)
-        return scores
-
-
 class NewTokensOnly:
     """A logits processor of `generate` from a text prompt (input_ids, left-padded to `prompt_length`) given the
-    generated tokens alone: HF's repetition penalty counts the prompt's tokens too, so it would push a translation
-    off its source sentence's names and numbers (from embeddings, as the speech LLM decodes, HF sees no prompt)."""
+    generated tokens alone: HF's repetition penalty and n-gram blocking count the prompt's tokens too, so they would
+    push a translation off its source sentence's names and numbers, or forbid repeating them (from embeddings, as the
+    speech LLM decodes, HF's processors see the new tokens alone)."""
 
     def __init__(self, processor: Callable, prompt_length: int):
         self.processor, self.start = processor, prompt_length

@@ -475,9 +475,10 @@ class TextMTSystem:
         """Texts -> their translations, one language pair per text; the answer is the first line generated.
         Each text may generate twice its own length + 16 tokens, and at most its cap (default: the options'); beam
         search stops each text's hypotheses at its cap (`decoding.RowCaps`)."""
-        from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor, StoppingCriteriaList
+        from transformers import (LogitsProcessorList, NoRepeatNGramLogitsProcessor, RepetitionPenaltyLogitsProcessor,
+                                  StoppingCriteriaList)
 
-        from .decoding import FirstLineEnd, NewNgramBlock, NewTokensOnly, RowCaps, eos_ids, generation_config
+        from .decoding import FirstLineEnd, NewTokensOnly, RowCaps, eos_ids, generation_config
         from .llm import causal_lm
 
         if not texts:
@@ -501,7 +502,7 @@ class TextMTSystem:
             eos_ids(self.model, tok), tok.pad_token_id)
         processors = LogitsProcessorList()
         if options.no_repeat_ngram_size:
-            processors.append(NewNgramBlock(options.no_repeat_ngram_size, start))
+            processors.append(NewTokensOnly(NoRepeatNGramLogitsProcessor(options.no_repeat_ngram_size), start))
         if options.repetition_penalty != 1.0:
             processors.append(NewTokensOnly(RepetitionPenaltyLogitsProcessor(options.repetition_penalty), start))
         # greedy: a row stops at its first line break after text (the answer is the first line that is not blank),
