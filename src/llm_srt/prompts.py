@@ -108,6 +108,14 @@ _SPECIAL = re.compile(r"</?\|[^|<>]{0,20}\|>|<(?:eos|bos|pad|end_of_turn|start_o
 _CUT_TAG = re.compile(r"<\|[^|<>\s]{0,20}\|?\s*$")  # a tag cut off by the token cap: "<|en", "<|eng|"
 
 
+def markup_in(text: str) -> str | None:
+    """The first tag or special token (`<|deu|>`, `<|endoftext|>`, `</s>`, `<eos>`...) written in `text`, or None:
+    in a transcript or translation the tokenizer reads it as that token, not as text, so a model trained on it would
+    learn to end or to switch language mid-sentence."""
+    m = _SPECIAL.search(text)
+    return m.group(0) if m else None
+
+
 def parse_srt(text: str, tags: Mapping[str, str] | None = None) -> SRTOutput:
     """Split an SRT output into transcript and translation. Never raises. `tags`: the model's own codes (`tag`);
     src and tgt come back as ours.

@@ -183,3 +183,16 @@ def test_has_counts_a_file_cut_short_as_absent(tmp_path, clips, dtype):
         assert not cache.has(clips[0]), size
     cache.get_or_compute(clips[:1], enc)  # what a fill does with it: encoded again, stored whole
     assert enc.seen == 2 and path.read_bytes() == whole and cache.has(clips[0])
+
+
+@pytest.mark.parametrize("shape", [(5,), (0, 4), (2, 3, 4)])
+def test_an_entry_of_another_shape_than_frames_by_dims_is_damaged_and_encoded_again(tmp_path, clips, shape):
+    """Only a (T, D) entry with T >= 1 is what the cache writes: a 1-D one stopped a lazy-cache run with an error
+    naming no file, and a (0, D) one counted as stored and trained its row on no speech at all."""
+    enc = Encoder()
+    cache = FeatureCache(tmp_path / "cache", "enc", {})
+    want = cache.get_or_compute(clips[:1], enc)[0]
+    path = cache.path_of(cache.key(clips[0]))
+    np.save(path, np.zeros(shape, np.float16), allow_pickle=False)
+    assert not cache.has(clips[0]) and cache.lookup(clips[:1]) == [None]
+    assert np.array_equal(cache.get_or_compute(clips[:1], enc)[0], want) and enc.seen == 2 and cache.has(clips[0])

@@ -58,6 +58,12 @@ BAD_ROWS = {
     "audio is a symlink loop": (_row(9, audio="loop.wav"), "is a symlink loop"),
     "ASR row without its transcript": (_row(9, tgt_lang="", translation="", transcript=" "),
                                        "transcript is empty in an ASR row"),
+    # a tokenizer reads these as its tokens, not text: training taught EOS or a tag in the middle of a target
+    "a language tag in the transcript": (_row(9, transcript="see <|deu|> here"),
+                                         "transcript holds '<|deu|>', which the model reads as a tag or special "
+                                         "token, not text; remove or rewrite it"),
+    "an end token in the translation": (_row(9, translation="sie tippte </s> hier"), "translation holds '</s>'"),
+    "Qwen's end of text in the transcript": (_row(9, transcript="a <|endoftext|> b"), "holds '<|endoftext|>'"),
 }
 
 
@@ -208,3 +214,17 @@ def test_manifests_and_summaries_get_the_permissions_a_plain_open_gives(tmp_path
     (tmp_path / "m.jsonl").chmod(0o600)  # a file written again keeps its permissions, as with open()
     write_manifest(tmp_path / "m.jsonl", [row])
     assert (tmp_path / "m.jsonl").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_converted_row_whose_text_holds_markup_is_left_out_and_counted(tmp_path):
+    """read_manifest refuses such a row, so `prepare` leaves it out (counted, with its id) rather than write a
+    manifest that training would refuse."""
+    from llm_srt.data.clips import MARKUP, write_manifests
+
+    rows = [Row(**_row(i, audio=str(tmp_path / "a.wav"), split="test")) for i in range(3)]
+    rows[1] = Row(**_row(1, audio=str(tmp_path / "a.wav"), split="test", translation="ja <|endoftext|> nein"))
+    summary = Summary(tmp_path / "out")
+    write_manifests(summary, {"test": rows}, {})
+    assert [r.id for r in read_manifest(tmp_path / "out" / "test.jsonl", check_audio=False)] == ["u0", "u2"]
+    assert summary.dropped[MARKUP] == 1 and summary.dropped_at[MARKUP] == ["u1 ('<|endoftext|>')"]
+

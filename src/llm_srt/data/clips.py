@@ -30,6 +30,7 @@ from tqdm import tqdm
 from ..audio import SAMPLE_RATE, UNKNOWN_FRAMES, WINDOW_SECONDS, load_audio
 from ..errors import AudioError, LLMSRTError, shown
 from ..paths import atomic_file
+from ..prompts import markup_in
 from .manifest import Row, write_manifest
 
 DEFAULT_WORKERS = min(8, os.cpu_count() or 1)  # header reads are I/O-bound: a few threads per core still help
@@ -37,6 +38,7 @@ CHUNK = 256  # clips per pool task (a future per clip costs more than a wav head
 SHOWN = 5  # bad clips named in the printed summary (summary.json lists them all); table rows named per reason
 SPLIT_ORDER = ("test", "dev", "train")  # a clip listed in several splits stays in the first: test never loses one
 REPEATED = "clip listed again (its first listing is kept)"
+MARKUP = "text holding a tag or special token (a tokenizer reads it as that token)"
 TRAINING_SPLITS = ("train", "dev")  # read by `llm-srt train`, which takes no utterance longer than Whisper's window
 # Common Voice 16.1+: clip_durations.tsv, header `clip<TAB>duration[ms]` (release notes of Corpus 16.1).
 # Common Voice 14.0-16.0: times.txt, lines "`<path of the mp3>` = <ms>", 0 when the clip could not be measured
@@ -147,6 +149,7 @@ def write_manifests(summary: Summary, rows: Mapping[str, list[Row]], clips: Mapp
     with summary.json), and the summary says so."""
     rows = {split: _within_window(summary, split, split_rows) if split in TRAINING_SPLITS else split_rows
             for split, split_rows in rows.items()}
+    rows = {split: _without_markup(summary, split_rows) for split, split_rows in rows.items()}
     for split, named in clips.items():
         bad = [b for b in summary.bad_clips if Path(b.clip) in named] if named and not rows[split] else []
         if bad and len({b.clip for b in bad}) == len(named):
@@ -165,6 +168,19 @@ def write_manifests(summary: Summary, rows: Mapping[str, list[Row]], clips: Mapp
             summary.notes.append(f"moved {stale.name} of an earlier prepare aside to {aside.name}: this run did not "
                                  "write it (rename it back if it is still wanted)")
     summary.write()
+
+
+def _without_markup(summary: Summary, rows: list[Row]) -> list[Row]:
+    """The rows whose transcript and translation hold no tag or special token (`<|deu|>`, `</s>`): read_manifest
+    refuses such a row (a tokenizer reads it as its token), so a converted corpus holding one could not train."""
+    kept = []
+    for row in rows:
+        found = markup_in(row.transcript) or markup_in(row.translation)
+        if found:
+            summary.drop(MARKUP, f"{row.id} ({found!r})")
+        else:
+            kept.append(row)
+    return kept
 
 
 def _within_window(summary: Summary, split: str, rows: list[Row]) -> list[Row]:

@@ -144,9 +144,12 @@ class FeatureCache:
     def _load(self, key: str) -> np.ndarray | None:
         path = self.path_of(key)
         try:
-            return np.load(path, allow_pickle=False).astype(DTYPES[self.dtype], copy=False)
+            feats = np.load(path, allow_pickle=False).astype(DTYPES[self.dtype], copy=False)
         except (OSError, ValueError, EOFError):
             return None  # absent, or damaged (e.g. a disk that filled up): recompute and overwrite
+        # (T, D) with T >= 1 is what _store writes: another shape (a file changed outside the toolkit) is damaged too
+        # (a 1-D one stopped the run unnamed; a (0, D) one trained its row on no speech at all)
+        return feats if feats.ndim == 2 and feats.shape[0] > 0 else None
 
     def _store(self, key: str, feats: np.ndarray) -> np.ndarray:
         """Store the features (rounded to the cache's dtype) and return them as stored. Where the disk refuses
@@ -186,7 +189,8 @@ def _whole_npy(path: Path) -> bool:
         return False
     data = 10 + int.from_bytes(head[8:10], "little") if head[6] == 1 else 12 + int.from_bytes(head[8:12], "little")
     layout = NPY_LAYOUT.search(head)
-    return layout is not None and size >= data + int(layout["rows"]) * int(layout["cols"]) * int(layout["itemsize"])
+    return (layout is not None and int(layout["rows"]) > 0
+            and size >= data + int(layout["rows"]) * int(layout["cols"]) * int(layout["itemsize"]))
 
 
 def _read(path: str | Path) -> bytes:

@@ -25,6 +25,7 @@ from pathlib import Path
 from .. import languages
 from ..errors import LLMSRTError, ManifestError, open_regular, shown, special_kind
 from ..paths import atomic_file
+from ..prompts import markup_in
 from .packed import PackedList
 
 MAX_LISTED = 20  # problems listed in a ManifestError; the rest are counted
@@ -255,6 +256,10 @@ def _parse_row(line: str, base: Path, audio_problems: dict[Path, str | None] | N
         raise _BadRow("tgt_lang and translation must both be set (translation row) or both be empty (ASR row)")
     if not tgt and not obj["transcript"].strip():  # it would train (or score) an empty transcript
         raise _BadRow("transcript is empty in an ASR row (no tgt_lang): fill it in or drop the row")
+    for key, text in (("transcript", obj["transcript"]), ("translation", translation)):
+        if found := markup_in(text):  # a tokenizer reads it as its token: EOS or a language tag inside a target
+            raise _BadRow(f"{key} holds {found!r}, which the model reads as a tag or special token, not text; "
+                          "remove or rewrite it")
     audio = Path(obj["audio"])
     if not audio.is_absolute():
         audio = base / audio
