@@ -222,6 +222,44 @@ def test_a_finished_epoch_resumes_at_the_next_one_on_any_number_of_ranks():
     assert next(iter(single)) == single.batches(1)[0]
 
 
+def _steps(samplers, epochs: int, accumulation: int) -> list[list[int]]:
+    """The examples of each optimizer step over `epochs`, the ranks' samplers taking `accumulation` micro-batches a
+    step each, as sorted index lists."""
+    streams = [s.stream() for s in samplers]
+    steps = []
+    while True:
+        step, epoch = [], None
+        for stream in streams:
+            for _ in range(accumulation):
+                epoch, _, indices = next(stream)
+                step += indices
+        if epoch >= epochs:
+            return steps
+        steps.append(sorted(step))
+
+
+def test_every_layout_of_a_step_trains_on_the_same_examples_across_epochs_and_resumes_from_another():
+    """1 process x 4 micro-batches, 2 ranks x 2, 4 ranks x 1: the same examples at every step, past epochs' ends.
+    A process ran a step across an epoch's end where ranks left the epoch's last batches out, so from the first
+    epoch's end on the layouts trained on other examples, and a resume on another layout skipped batches."""
+    durations = np.arange(103) % 11 + 0.5  # 26 batches of 4 (the last of 3): 6 steps of 16 examples, 2 batches over
+    layouts = {(world, 4 // world): [BucketBatchSampler(durations, 4, seed=5, num_replicas=world, rank=r,
+                                                        step_batches=4 // world) for r in range(world)]
+               for world in (1, 2, 4)}
+    steps = {k: _steps(v, 3, k[1]) for k, v in layouts.items()}
+    assert len(steps[(1, 4)]) == 18 and steps[(1, 4)] == steps[(2, 2)] == steps[(4, 1)]
+    assert {len(step) for step in steps[(1, 4)]} == {15, 16}  # the batch of 3, where the shuffle kept it
+    one = BucketBatchSampler(durations, 4, seed=5, step_batches=4)  # 1 process stopped after 7 steps ...
+    stream = one.stream()
+    for _ in range(28):
+        position = next(stream)[:2]
+    for world in (2, 4):  # ... goes on, on 2 or 4 ranks, with the steps it would have taken
+        ranks = [BucketBatchSampler(durations, 4, seed=5, num_replicas=world, rank=r, step_batches=4 // world)
+                 for r in range(world)]
+        assert [r.load_state_dict(one.state_dict(position)) for r in ranks] == [0] * world
+        assert _steps(ranks, 3, 4 // world) == steps[(1, 4)][7:]
+
+
 def test_ranks_split_the_batches_evenly():
     durations = np.ones(50)
     ranks = [BucketBatchSampler(durations, 4, seed=0, num_replicas=3, rank=r).batches(0) for r in range(3)]

@@ -236,8 +236,11 @@ class BucketBatchSampler:
     """Batches of indices with similar durations, deterministic given (seed, epoch) and resumable.
 
     Each epoch: a seeded permutation, cut into buckets of `bucket_batches` batches, each bucket sorted by duration
-    and cut into batches, then the batches shuffled. With several ranks, rank r takes batches r, r + R, ... (the
-    epoch is trimmed to a multiple of R batches so ranks stay in step).
+    and cut into batches, then the batches shuffled. With several ranks, rank r takes batches r, r + R, ... The epoch
+    is trimmed to whole optimizer steps, R x `step_batches` (the micro-batches a rank accumulates) batches each: the
+    ranks stay in step, no step runs across an epoch's end, and every layout of one step's examples (1 process x 4
+    micro-batches, 2 ranks x 2, 4 ranks x 1) trains on the same batches at every step and resumes from another's
+    checkpoint where it stopped (the shuffle leaves other batches out each epoch).
 
     Position: `state_dict()` = {"epoch", "batch", ...} with `batch` the number of batches this sampler has yielded in
     the epoch; `load_state_dict()` makes the next iteration yield exactly the remaining batches. A DataLoader
@@ -253,9 +256,11 @@ class BucketBatchSampler:
 
     def __init__(self, durations: Sequence[float] | Callable[[int], Sequence[float]], batch_size: int, seed: int = 0,
                  shuffle: bool = True, drop_last: bool = False, bucket_batches: int = BUCKET_BATCHES,
-                 num_replicas: int = 1, rank: int = 0, groups: Sequence[Hashable] | None = None):
-        if batch_size < 1:
-            raise LLMSRTError(f"batch size must be at least 1, got {batch_size}")
+                 num_replicas: int = 1, rank: int = 0, groups: Sequence[Hashable] | None = None,
+                 step_batches: int = 1):
+        if batch_size < 1 or step_batches < 1:
+            raise LLMSRTError(f"batch size and micro-batches per step must be at least 1, got {batch_size} and "
+                              f"{step_batches}")
         if not 0 <= rank < num_replicas:
             raise LLMSRTError(f"rank {rank} is outside 0..{num_replicas - 1}")
         self._durations_of = durations if callable(durations) else None
@@ -272,18 +277,19 @@ class BucketBatchSampler:
         self.bucket_batches = bucket_batches
         self.num_replicas = num_replicas
         self.rank = rank
+        self.step_batches = step_batches
         self.epoch = 0
         self.batch = 0
 
     def batches(self, epoch: int) -> list[list[int]]:
         """This rank's batches of `epoch`, in order."""
         batches = self.all_batches(epoch)
-        usable = len(batches) - len(batches) % self.num_replicas
+        usable = len(batches) - len(batches) % (self.num_replicas * self.step_batches)
         return batches[self.rank:usable:self.num_replicas]
 
     def all_batches(self, epoch: int) -> list[list[int]]:
-        """Every batch of `epoch`, in order, before they are dealt to the ranks (the last round, if fewer than
-        the ranks, is left out there)."""
+        """Every batch of `epoch`, in order, before they are dealt to the ranks (the batches after the last whole
+        step are left out there)."""
         durations = self.epoch_durations(epoch)
         n = len(durations)
         rng = np.random.default_rng([self.seed, epoch])

@@ -122,10 +122,12 @@ def check_cache_room(root: Path, free: int, mine: list[float], d: Dist) -> dict[
 
 
 class TrainingData:
-    def __init__(self, cfg: DataSection, model, d: Dist, log=print, batches: int | None = None):
+    def __init__(self, cfg: DataSection, model, d: Dist, log=print, batches: int | None = None,
+                 accumulation: int = 1):
         """`batches`: the micro-batches each rank will train on (max_steps x accumulation), so that a feature cache
         filled before step 1 holds what the epochs they reach draw of a task mix's smaller tasks (None: every row
-        any epoch may draw)."""
+        any epoch may draw). `accumulation`: the micro-batches a rank takes per optimizer step (each epoch holds
+        whole steps: `BucketBatchSampler`)."""
         self.cfg, self.model, self.d, self.log = cfg, model, d, log
         self.bad_clips: dict[str, str] = {}  # audio -> why it was left out of its batches
         if not any(cfg.manifests):
@@ -145,10 +147,14 @@ class TrainingData:
         # either, not both in one batch)
         self.sampler = BucketBatchSampler(self.dataset.durations, cfg.batch_size, seed=cfg.seed,
                                           num_replicas=d.world, rank=d.rank,
-                                          groups=self.dataset.needs_speech() if mixed else None)
+                                          groups=self.dataset.needs_speech() if mixed else None,
+                                          step_batches=accumulation)
         if len(self.sampler) == 0:
-            raise ConfigError(f"data.train: {short(cfg.train)} gives no batch of {cfg.batch_size} per rank; lower "
-                              "data.batch_size or add data")
+            need = d.world * accumulation
+            what = (f"fewer than {need} batches of {cfg.batch_size}, one optimizer step ({d.world} ranks x "
+                    f"{accumulation} micro-batches)" if need > 1 else f"no batch of {cfg.batch_size}")
+            raise ConfigError(f"data.train: {short(cfg.train)} gives {what}; lower data.batch_size"
+                              f"{' or optim.accumulation' if accumulation > 1 else ''}, or add data")
         self.dev = SpeechTextDataset(rows.dev, self.main_task, tags=tags) if rows.dev else None
         if cfg.dev and not rows.dev:
             kind = "transcription-only" if self.main_task is Task.ASR else "translation"

@@ -520,7 +520,8 @@ class Recipe:
         if self.parallel.checkpointed_layers:
             self.log(f"[{cfg.stage}] activation checkpointing: {self.parallel.checkpointed_layers} LLM decoder layers "
                      "recomputed in backward")
-        self.data = TrainingData(cfg.data, self.model, d, log=self.log, batches=cfg.max_steps * cfg.optim.accumulation)
+        self.data = TrainingData(cfg.data, self.model, d, log=self.log, batches=cfg.max_steps * cfg.optim.accumulation,
+                                 accumulation=cfg.optim.accumulation)
         self.parallel.wrap()
         if self.parallel.sharded:
             held, whole = self.parallel.llm_numel()
