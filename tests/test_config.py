@@ -47,6 +47,21 @@ def test_errors_name_file_and_key(tmp_path, text, override, message):
         config.load(Cfg, p, [override] if override else None)
 
 
+def test_a_time_or_zero_padded_number_is_refused_by_a_number_field_not_read_as_another_number(tmp_path):
+    """YAML 1.1 read `1:30` as 90 (sexagesimal) and `010` as 8 (octal): `optim.warmup_steps=1:30` warmed up for 90
+    steps without a word. Both stay text, which a number field refuses by name; a text field keeps it."""
+    for given in ("1:30", "010", "1:30.5"):
+        with pytest.raises(ConfigError, match=rf"optim.warmup_steps must be int, got '{given}'"):
+            config.load(Cfg, None, [f"optim.warmup_steps={given}"])
+        (tmp_path / "c.yaml").write_text(f"name: {given}\noptim:\n  warmup_steps: {given}\n")
+        with pytest.raises(ConfigError, match=r"optim.warmup_steps must be int"):
+            config.load(Cfg, tmp_path / "c.yaml")
+        assert config.load(Cfg, None, [f"name={given}"]).name == given
+    assert config.load(Cfg, None, ["optim.warmup_steps=0o10", "optim.lr=1.5e-4"]).optim.warmup_steps == 8
+    assert [config.parse_yaml(t) for t in ("12", "-3", "1_000", "0x10", ".5", "1.0e-4")] == [12, -3, 1000, 16, 0.5,
+                                                                                            1e-4]
+
+
 def test_missing_file():
     with pytest.raises(ConfigError, match="no such config file"):
         config.load(Cfg, "does/not/exist.yaml")
