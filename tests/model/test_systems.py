@@ -228,6 +228,25 @@ def test_the_whisper_system_and_language_id_share_one_whisper_and_src_into_src_i
     systems.release_models(CPU.device)
 
 
+@pytest.mark.parametrize("beam", [1, 2])
+def test_the_whisper_system_writes_every_token_its_decoders_context_leaves_after_the_prompt(folders, beam):
+    """A cap past Whisper's context (64 positions here, 448 at large-v3) gives the n_text_ctx - 4 tokens that fit
+    after the 4-token prompt, as HF's generate given that cap: 8 positions were kept back, 4 tokens fewer."""
+    from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration
+
+    system = WhisperSystem(folders["whisper"], CPU)
+    room = system.whisper.dims.n_text_ctx - len(system.prompt("eng", "transcribe"))
+    options = replace(OPTS, max_new_tokens=1000, beam_size=beam)
+    [ours] = system.decode_ids([CLIPS[0]], ["eng"], "transcribe", options)
+    hf = WhisperForConditionalGeneration.from_pretrained(folders["whisper"]).eval()
+    mel = WhisperFeatureExtractor.from_pretrained(folders["whisper"])([CLIPS[0]], sampling_rate=16000,
+                                                                       return_tensors="pt")["input_features"]
+    with torch.no_grad():
+        ref = hf.generate(mel, language="en", task="transcribe", max_new_tokens=room, num_beams=beam,
+                          early_stopping=True)[0].tolist()  # its new tokens
+    assert len(ours) == room and ours == ref[:room], (len(ours), room)
+
+
 def test_language_id_refuses_a_language_the_registry_lacks(folders, monkeypatch):
     """Language ID took the likeliest registry language whatever Whisper heard: Polish speech became eng and was
     decoded with English tags, looking normal."""

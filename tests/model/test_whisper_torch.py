@@ -171,7 +171,7 @@ def test_mel_bins_follow_config_json(tmp_path):
 
 
 def test_greedy_stops_at_the_end_of_the_decoders_context(folder):
-    """prompt + max_new past n_text_ctx (64 here) writes the n_text_ctx - P tokens that fit, as HF's `generate`
+    """prompt + max_new past n_text_ctx (64 here) writes the n_text_ctx - P tokens that fit (HF's `generate` raises)
     (it was an IndexError past the positional table)."""
     w = TorchWhisper.from_pretrained(folder, torch.device("cpu"), torch.float32)
     prompt = torch.tensor([[w.generation.start, 5, 6, 7]])

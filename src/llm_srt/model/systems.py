@@ -39,7 +39,6 @@ if TYPE_CHECKING:
     from .decoding import DecodingOptions, OnEnd
 
 MT_TEMPLATE = "Translate the following {src} text into {tgt}.\n{src}: {text}\n{tgt}:"  # text-only MT instruction
-WHISPER_PROMPT_TOKENS = 8  # room kept in Whisper's decoder positions (448) for its task prompt (4 tokens)
 
 
 @dataclass(frozen=True)
@@ -344,9 +343,9 @@ class WhisperSystem:
                    caps: list[int] | None = None) -> list[list[int]]:
         """As `decode`, the new token ids of each clip (cut to its cap; after an end token, padding; beam search
         stops each clip's hypotheses at its cap: `decoding.RowCaps`)."""
-        room = self.whisper.dims.n_text_ctx - WHISPER_PROMPT_TOKENS
-        caps = [min(c, room) for c in (caps or [options.max_new_tokens] * len(audios))]
         prompts = torch.tensor([self.prompt(lang, whisper_task) for lang in langs], device=self.whisper.device)
+        room = self.whisper.dims.n_text_ctx - prompts.shape[1]  # the decoder's positions the prompt leaves
+        caps = [min(c, room) for c in (caps or [options.max_new_tokens] * len(audios))]
         with torch.inference_mode():
             mel = self.whisper.mel(audios)
             if options.beam_size == 1 and not options.no_repeat_ngram_size and options.repetition_penalty == 1.0:

@@ -576,7 +576,8 @@ class TorchWhisper(nn.Module):
     def greedy(self, states: torch.Tensor, prompts: torch.Tensor, max_new: int) -> torch.Tensor:
         """Encoder states (B, n_audio_ctx, D), prompts (B, P) -> new tokens (B, <= max_new): an argmax per step
         with the suppressed tokens masked; a row that ended (EOS) leaves the batch and is padded after it. At most
-        n_text_ctx - P new tokens (as HF's `generate`): the model has no positions past its context."""
+        n_text_ctx - P new tokens, those that fit (HF's `generate` raises instead): the model has no positions past
+        its context."""
         g, decoder = self.generation, self.model.decoder
         max_new = max(0, min(max_new, self.dims.n_text_ctx - prompts.shape[1]))
         cache = KVCache([layer.encoder_attn.cross_kv(states) for layer in decoder.layers], prompts.shape[1] + max_new)
