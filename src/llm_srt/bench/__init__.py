@@ -39,8 +39,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--n", type=int, default=None, help=f"utterances per configuration (default {BenchOptions.n})")
     parser.add_argument("--new-tokens", type=int, default=None, help="generated tokens per utterance (default: "
                         f"{BenchOptions.new_tokens}; with --paper-shape {PaperOptions.new_tokens})")
-    parser.add_argument("--manifest", default=DEFAULT_MANIFEST, help="utterances from this manifest "
-                        "(default: the embedded mini test set; espeak-ng clips if it is missing)")
+    parser.add_argument("--manifest", default=None, help="utterances from this manifest (default: the embedded mini "
+                        f"test set, {DEFAULT_MANIFEST}; espeak-ng clips if it is missing)")
     parser.add_argument("--quick", action="store_true", help="fewer configurations (same JSON keys)")
     parser.add_argument("--no-cascade", action="store_true", help="skip the cascade (c)")
     parser.add_argument("--no-whisper", action="store_true", help="skip the paired `translate --model whisper` vs "
@@ -86,12 +86,35 @@ def batch_list(text: str) -> tuple[int, ...]:
 
 
 COUNTS = {"n": "--n", "new_tokens": "--new-tokens", "batches_per_row": "--batches-per-row"}  # >= 1 when given
+PAPER_FLAGS = {  # flags only --paper-shape uses: what each is for there
+    "max_batch": ("--max-batch", "where its largest-batch search stops"),
+    "memory_gib": ("--memory-gib", "its largest-batch search's memory cap"),
+    "compile_batches": ("--compile-batches", "its compiled greedy rows"),
+    "compiled_only": ("--compiled-only", "its compiled rows alone"),
+    "no_train": ("--no-train", "skips its training-step rows"),
+    "batches_per_row": ("--batches-per-row", "batches timed per row"),
+}
+EMBEDDED_FLAGS = {  # flags only the embedded-model bench uses
+    "model": ("--model", "the trained model whose adapter it times; --paper-shape builds random weights"),
+    "n": ("--n", "utterances per configuration; a --paper-shape row times batch x --batches-per-row"),
+    "manifest": ("--manifest", "where its utterances come from; --paper-shape times noise clips"),
+    "quick": ("--quick", "fewer configurations"),
+    "no_cascade": ("--no-cascade", "skips the cascade, which --paper-shape does not run"),
+    "no_whisper": ("--no-whisper", "skips the Whisper row, which --paper-shape does not run"),
+}
+SEARCH_FLAGS = ("max_batch", "memory_gib", "no_train")  # what --compiled-only leaves nothing for
+
+
+def given(args, name: str) -> bool:
+    return getattr(args, name, None) not in (None, False)
 
 
 def check_arguments(args) -> None:
     """One-line errors for values that meant nothing: a count of 0 (`--n 0`: the default, silently), a negative
     --max-batch (no search, silently) or --threads (torch's RuntimeError traceback), a --memory-gib <= 0 (checked on
-    CUDA only, after the models had loaded)."""
+    CUDA only, after the models had loaded); then for flags the chosen path would drop without a word (the
+    embedded bench took --max-batch, --memory-gib, ... and --paper-shape took --n, --model, ...). A value is checked
+    before its path, on either path."""
     if args.threads < 0:  # torch.set_num_threads(-1): a RuntimeError traceback
         raise LLMSRTError(f"--threads {args.threads}: give a number of CPU threads >= 1, or 0 for torch's default")
     for name, flag in COUNTS.items():
@@ -101,6 +124,33 @@ def check_arguments(args) -> None:
         raise LLMSRTError(f"--max-batch {args.max_batch}: give the largest batch to search, or 0 for no search")
     if args.memory_gib is not None and not args.memory_gib > 0:
         raise LLMSRTError(f"--memory-gib {args.memory_gib:g}: give the GiB the search may use, > 0")
+    if not args.paper_shape:
+        for name, (flag, what) in PAPER_FLAGS.items():
+            if given(args, name):
+                raise LLMSRTError(f"{flag}: a --paper-shape flag ({what}); the embedded-model bench does not use it: "
+                                  "leave it out, or add --paper-shape")
+        return
+    for name, (flag, what) in EMBEDDED_FLAGS.items():
+        if given(args, name):
+            raise LLMSRTError(f"{flag}: a flag of the embedded-model bench ({what}); --paper-shape does not use "
+                              "it: leave it out")
+    for name in SEARCH_FLAGS if args.compiled_only else ():
+        if given(args, name):
+            raise LLMSRTError(f"{PAPER_FLAGS[name][0]}: --compiled-only runs no largest-batch search and no training "
+                              "rows, so it would be dropped: leave one of the two out")
+    if args.max_batch == 0 and args.memory_gib is not None:
+        raise LLMSRTError("--memory-gib caps the largest-batch search, which --max-batch 0 turns off: leave one of "
+                          "the two out")
+
+
+def check_placement(args, placement: dev.Placement) -> None:
+    """--memory-gib caps CUDA's allocator: elsewhere nothing would cap the search. `--paper-shape tiny` keeps it (a
+    rehearsal of a GPU command line: `make gpu-check DEVICE=cpu` passes --memory-gib 24), and the search logs that
+    it runs uncapped."""
+    if args.paper_shape not in (None, "tiny") and args.memory_gib is not None and not placement.cuda:
+        raise LLMSRTError(f"--memory-gib {args.memory_gib:g}: it caps CUDA's allocator during the largest-batch "
+                          f"search, and this run is on {placement.device}: run on a GPU (--device cuda), or leave it "
+                          "out")
 
 
 def main(args) -> int:
@@ -108,6 +158,7 @@ def main(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     placement = dev.from_args(args)
+    check_placement(args, placement)
     log = lambda msg: print(f"[bench] {msg}", file=sys.stderr, flush=True)  # noqa: E731
     if args.paper_shape:
         with tempfile.TemporaryDirectory(prefix="llm-srt-bench-") as tmp:
@@ -115,7 +166,8 @@ def main(args) -> int:
         table = format_paper(result)
     else:
         model = args.model or (DEFAULT_TRAINED if _is_qformer_model(Path(DEFAULT_TRAINED)) else None)
-        options = BenchOptions(model=model, manifest=args.manifest, cascade=not args.no_cascade)
+        options = BenchOptions(model=model, manifest=DEFAULT_MANIFEST if args.manifest is None else args.manifest,
+                               cascade=not args.no_cascade)
         if args.quick:
             options = replace(options, **QUICK)
         options = replace(options, n=args.n or options.n, new_tokens=args.new_tokens or options.new_tokens)

@@ -94,7 +94,7 @@ class LLMCalls:
         if embeds is not None:  # a prefill starts a new generate
             self._settle()
             entry = {"shape": tuple(embeds.shape[:2]), "calls": 0, "decode_s": 0.0, "last": now,
-                     "static_at": StaticSteps.steps_taken}
+                     "static_at": StaticSteps.steps_taken, "context": cached_positions(kwargs, output, embeds)}
             if self.keep_inputs:
                 entry |= {"embeds": embeds, "mask": kwargs.get("attention_mask"),  # None: no padding
                           "positions": kwargs.get("position_ids")}
@@ -104,6 +104,16 @@ class LLMCalls:
             entry["calls"] += 1
             entry["decode_s"] += now - entry["last"]
             entry["last"] = now
+
+
+def cached_positions(kwargs: dict, output, embeds: torch.Tensor) -> int:
+    """Positions in the KV cache once a prefill has run (beam search hands `generate` a prompt cache and the last
+    position alone, so the inputs' length is not the context's): what each later step attends to, less its own."""
+    cache = kwargs.get("past_key_values")
+    if cache is None:
+        cache = getattr(output, "past_key_values", None)
+    length = getattr(cache, "get_seq_length", None)
+    return int(length()) if length is not None else int(embeds.shape[1])
 
 
 class PeakMemory:
@@ -154,6 +164,7 @@ class DecodeRun:
     peak_mib: float
     memory: str  # "gpu" (allocator peak) or "rss"
     steps: tuple[tuple[int, int, float], ...] = ()  # per generation: (rows, decode steps, their seconds)
+    contexts: tuple[int, ...] = ()  # per generation: positions in its KV cache after the prefill (none: not known)
 
 
 def decode_pass(system, audios: list[np.ndarray], batch: int, options, src: str = "eng", tgt: str = "deu",
@@ -189,6 +200,7 @@ def decode_pass(system, audios: list[np.ndarray], batch: int, options, src: str 
         raise LLMSRTError(f"bench: generations ran {sorted(steps)} LLM steps, not exactly {options.max_new_tokens}; "
                           "an utterance ended early, so rows would not be comparable")
     return DecodeRun(round(seconds, 4), len(audios), max(steps), max(speech), memory.mib, memory.kind,
-                     tuple((g["shape"][0], g["calls"] - 1, g["decode_s"]) for g in calls.generations))
+                     tuple((g["shape"][0], g["calls"] - 1, g["decode_s"]) for g in calls.generations),
+                     tuple(g["context"] for g in calls.generations))
 
 

@@ -15,10 +15,11 @@ Everything is measured side by side in one process, on the same utterances, and 
   alone on the very inputs translate() gave them and each step at the rows it ran at (recorded by hooks).
 
 The yardstick (bench/roofline.py): this machine's memory bandwidth and matmul peak (the fastest of the kernels the
-model's float32 products may take), measured first in the same run;
-each decode row's step time (prefill end to last step end, so `generate`'s own work between steps counts) is
-reported against the least a step of the loaded LLM can cost here, max(weight bytes / bandwidth, FLOPs x rows /
-peak): batch 1 against the bandwidth, large batches against the arithmetic.
+model's float32 products may take), measured in the same run before and after the rows, each the higher of the two
+(a warning when they differ by more than 20%); each decode row's step time (prefill end to last step end, so
+`generate`'s own work between steps counts) is reported against the least a step of the loaded LLM can cost here,
+max((weight + KV cache bytes) / bandwidth, linear FLOPs x rows / peak + attention FLOPs / float peak): batch 1
+against the bandwidth, large batches against the arithmetic.
 
 Decode length. (a) and (b) run through the systems' own `run_batch` and generate exactly `new_tokens` tokens per
 utterance (the LLM's EOS logit pinned to 0 by `common.pin_eos`, after the natural-length measurements; checked per
@@ -50,7 +51,7 @@ from ..device import Placement, release
 from ..errors import LLMSRTError
 from ..prompts import Task
 from .common import LLMCalls, PeakMemory, decode_pass, pin_eos
-from .roofline import COPY_BYTES, decode_cost, measure_machine, step_bound
+from .roofline import COPY_BYTES, decode_cost, higher_of, measure_machine, step_bound
 from .training import time_training
 
 DEFAULT_MANIFEST = "data/mini/test.jsonl"  # the embedded mini corpus; espeak-ng clips when it is absent
@@ -126,6 +127,15 @@ class BenchOptions:
         if 1 not in self.batch_sizes or self.headline_batch not in self.batch_sizes \
                 or self.headline_batch not in self.pooled_batch_sizes:
             raise LLMSRTError(f"bench: batch sizes must include 1 and the headline batch {self.headline_batch}")
+        if self.n < self.largest_batch:  # decode_pass cuts n utterances into batches: a row would run fewer rows
+            raise LLMSRTError(f"bench: --n {self.n} is below the largest batch size timed, {self.largest_batch}: its "
+                              f"rows would run batches of {self.n}; give --n {self.largest_batch} or more")
+
+    @property
+    def largest_batch(self) -> int:
+        """The largest batch any decode row times (the int8 ones included, though only a CPU float32 run has them)."""
+        return max(self.batch_sizes + self.beam_batch_sizes + self.pooled_batch_sizes + self.int8_batch_sizes
+                   + self.int8_beam_batch_sizes + self.int8_compiled_batch_sizes)
 
 
 QUICK = dict(n=16, new_tokens=16, batch_sizes=(1, 8, 16), beam_batch_sizes=(8,), pooled_batch_sizes=(8,),
@@ -157,10 +167,17 @@ def run_bench(options: BenchOptions = BenchOptions(), placement: Placement | Non
     started, load = time.perf_counter(), os.getloadavg()[0]
     int8_rows = placement.device.type == "cpu" and placement.dtype == torch.float32 and options.int8_batch_sizes
     log("yardstick: memory bandwidth and matmul peak")
-    machine = measure_machine(placement.device, copy_bytes=options.yardstick_bytes, gemm_size=options.yardstick_gemm,
-                              dtype=placement.compute_dtype, int8=placement.device.type == "cpu")
+
+    def yardstick() -> dict:
+        return measure_machine(placement.device, copy_bytes=options.yardstick_bytes, gemm_size=options.yardstick_gemm,
+                               dtype=placement.compute_dtype, int8=placement.device.type == "cpu")
+    machine = yardstick()
     with tempfile.TemporaryDirectory(prefix="llm-srt-bench-") as tmp:
         utts = load_utterances(options, Path(tmp))
+        if len(utts) < options.largest_batch:  # a manifest with fewer utterances than n
+            raise LLMSRTError(f"bench: {options.manifest} gave {len(utts)} utterances, below the largest batch size "
+                              f"timed, {options.largest_batch}: its rows would run batches of {len(utts)}; give a "
+                              "manifest with more, or none (espeak-ng clips)")
         utts.sort(key=lambda u: -u.audio.size)  # longest first: batches of similar lengths
         model, model_name = _load_model(options, placement)
         whisper = model.encoder
@@ -187,6 +204,7 @@ def run_bench(options: BenchOptions = BenchOptions(), placement: Placement | Non
         plan = ([("llm-srt", 1, b) for b in options.batch_sizes]
                 + [("llm-srt", options.beam_size, b) for b in options.beam_batch_sizes])
         rows += decode_rows(SpeechLLMSystem(model, "llm-srt", placement), utts, plan, options, log, machine)
+        costs = {"llm-srt": decode_cost(model.llm)}  # each system's, to bound its rows again after the last
         folders = (model.config.encoder, model.config.llm)
         adapter_state = model.adapter.state_dict()
         del model
@@ -199,12 +217,22 @@ def run_bench(options: BenchOptions = BenchOptions(), placement: Placement | Non
             rows += decode_rows(int8, utts, plan, options, log, machine, passes=options.int8_passes)
             rows += decode_rows(int8, utts, [("llm-srt-int8", options.beam_size, b)
                                              for b in options.int8_beam_batch_sizes], options, log, machine)
+            costs["llm-srt-int8"] = costs["llm-srt-int8-compiled"] = decode_cost(int8.model.llm)
             del int8
             release(placement.device)
         torch.manual_seed(options.seed)
         pooled = _pooled_model(folders, placement)
         rows += decode_rows(SpeechLLMSystem(pooled, "pooled-750", placement), utts,
                             [("pooled-750", 1, b) for b in options.pooled_batch_sizes], options, log, machine)
+        costs["pooled-750"] = decode_cost(pooled.llm)
+        del pooled
+        release(placement.device)  # the second yardstick's 2 GiB of probes need the room
+    log("yardstick again, after the rows")
+    machine = higher_of(machine, yardstick())
+    for key, (before, after) in machine["yardstick_moved"].items():
+        log(f"WARNING: the yardstick's {key} moved from {before} to {after} during the run (a busy machine); the "
+            "bounds use the higher")
+    rows = [row | bound_columns(costs[row["system"]], machine, row) for row in rows]
     setup = {"model": model_name, "load_average_at_start": round(load, 2), "device": str(placement),
              "bench_seconds": round(time.perf_counter() - started, 1)}
     return summarize(options, setup, utts, rows, encoder, overhead, train, cascade, machine)
@@ -245,19 +273,35 @@ def decode_rows(system, utts: list["Utterance"], plan, options: "BenchOptions", 
     rows = []
     for (name, beam, batch, compiled), done in runs.items():
         run = sorted(done, key=lambda r: r.seconds)[len(done) // 2]
-        steps = sum(n for _, n, _ in run.steps)
-        step_s = sum(s for _, _, s in run.steps) / steps
-        bound_s = sum(n * step_bound(cost, machine, r)["bound_s"] for r, n, _ in run.steps) / steps
-        rows.append({"system": name, "beam": beam, "batch_size": batch, "seconds": run.seconds,
-                     "utterances_per_s": round(run.utterances / run.seconds, 3), "speech_tokens": run.speech_tokens,
-                     "new_tokens": run.new_tokens, "peak_mib": run.peak_mib, "memory": run.memory,
-                     "weights": "int8" if cost["int8"] else dev.DTYPE_NAMES[system.model.llm_dtype],
-                     "decode_seconds": round(sum(s for _, _, s in run.steps), 4),
-                     "decode_step_ms": float(f"{step_s * 1000:.4g}"), "bound_step_ms": float(f"{bound_s * 1000:.4g}"),
-                     "bound": step_bound(cost, machine, batch * beam)["bound"],
-                     "step_vs_bound": round(step_s / bound_s, 3), "pass_seconds": [r.seconds for r in done],
-                     "compiled": compiled})
+        contexts = run.contexts or (None,) * len(run.steps)
+        row = {"system": name, "beam": beam, "batch_size": batch, "seconds": run.seconds,
+               "utterances_per_s": round(run.utterances / run.seconds, 3), "speech_tokens": run.speech_tokens,
+               "new_tokens": run.new_tokens, "peak_mib": run.peak_mib, "memory": run.memory,
+               "weights": "int8" if cost["int8"] else dev.DTYPE_NAMES[system.model.llm_dtype],
+               "decode_seconds": round(sum(s for _, _, s in run.steps), 4),
+               "generations": [[r, n, round(s, 6), c] for (r, n, s), c in zip(run.steps, contexts)],
+               "pass_seconds": [r.seconds for r in done], "compiled": compiled}
+        rows.append(row | bound_columns(cost, machine, row))
     return rows
+
+
+def bound_columns(cost: dict, machine: dict, row: dict) -> dict:
+    """A decode row's step time against its bound on `machine`, from its `generations` ([rows, decode steps, their
+    seconds, positions cached by the prefill], each step attending to one more position than the last): so
+    `run_bench` can bound every row again on the yardstick measured after them. `bound` names the limit at the
+    row's first step."""
+    def step(rows: int, positions: int | None) -> dict:  # positions None: not recorded, the weights alone
+        return step_bound(cost, machine, rows) if positions is None else step_bound(cost, machine, rows, positions)
+
+    generations = row["generations"]
+    steps = sum(n for _, n, _, _ in generations)
+    step_s = sum(s for _, _, s, _ in generations) / steps
+    bound_s = sum(step(r, None if c is None else c + i)["bound_s"]
+                  for r, n, _, c in generations for i in range(1, n + 1)) / steps
+    first = generations[0][3]
+    return {"decode_step_ms": float(f"{step_s * 1000:.4g}"), "bound_step_ms": float(f"{bound_s * 1000:.4g}"),
+            "bound": step(row["batch_size"] * row["beam"], None if first is None else first + 1)["bound"],
+            "step_vs_bound": round(step_s / bound_s, 3)}
 
 
 def summarize(options: BenchOptions, setup: dict, utts, rows, encoder, overhead, train, cascade,
@@ -606,11 +650,14 @@ def format_table(result: dict) -> str:
     s, m = result["setup"], result["machine"]
     int8_peak = f", int8 GEMM {m['int8_matmul_gop_s']} GOP/s" if "int8_matmul_gop_s" in m else ""
     kernel = f" ({m['matmul_kernel']})" if "matmul_kernel" in m else ""  # the probe's fastest (older results: none)
+    when = "this run, the higher of before and after the rows" if "yardstick_after" in m else "this run"
     lines = [f"Speed: {s['utterances']} utterances ({s['audio_seconds']} s of audio), {s['new_tokens']} generated "
              f"tokens each, {s['torch_threads']} torch threads; model: {s['model']}",
-             f"Yardstick (this run): memory bandwidth {m['bandwidth_gb_s']} GB/s ({_probes(m)}), {m['matmul_dtype']} GEMM "
-             f"{m['matmul_gflop_s']} GFLOP/s{kernel}{int8_peak}; a decode step's bound = max(weight bytes / bandwidth, "
-             "FLOPs x rows / peak)",
+             f"Yardstick ({when}): memory bandwidth {m['bandwidth_gb_s']} GB/s ({_probes(m)}), {m['matmul_dtype']} "
+             f"GEMM {m['matmul_gflop_s']} GFLOP/s{kernel}{int8_peak}; a decode step's bound = max((weight + KV cache "
+             "bytes) / bandwidth, linear FLOPs x rows / peak + attention FLOPs / float peak)",
+             *[f"WARNING: the yardstick's {key} moved from {before} to {after} during the run (a busy machine): the "
+               "bounds use the higher" for key, (before, after) in m.get("yardstick_moved", {}).items()],
              "",
              f"{'system':38} {'search':8} {'batch':>5} {'seconds':>9} {'utt/s':>7} {'speech tok':>10} {'peak MiB':>9} "
              f"{'ms/step':>8} {'bound ms':>8} {'x bound':>7}"]

@@ -2,10 +2,14 @@
 what one decode step of the loaded LLM must at least cost on it (a roofline).
 
 A decode step reads every weight of the LLM once (the output head included; the input embedding table only for the
-rows it looks up), whatever the batch, and does 2 x in x out FLOPs per linear layer per row. So a step of `rows`
-rows (batch x beams) cannot take less than max(weight bytes / bandwidth, FLOPs per row x rows / peak): batch 1 is
-bound by the bandwidth, large batches by the arithmetic. Attention over the (short) context is left out: under 3%
-of a step's FLOPs for 100-200 cached positions.
+rows it looks up), whatever the batch, and does 2 x in x out FLOPs per linear layer per row; each row's attention
+also reads its KV cache (keys and values of every cached position, per layer; a sliding-window layer's last window
+only) and does 4 x heads x head_dim FLOPs per position per layer. So a step of `rows` rows (batch x beams) at
+`positions` cached positions cannot take less than max((weight bytes + KV bytes) / bandwidth, linear FLOPs / peak +
+attention FLOPs / float peak): batch 1 is bound by the bandwidth, large batches by the arithmetic. The attention
+terms are small beside the weights for the Q-Former's ~100-130 positions (Gemma-3-270M: 2% of the FLOPs), not for
+the pooled peer's ~800 (7.8%) or for many rows over an int8 model (beam 5 x batch 8 reads 221 MB of KV cache a step
+against 270 MB of int8 weights).
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from ..model.llm import causal_lm
 COPY_BYTES = 1 << 30  # the bandwidth probes copy and read 1 GiB
 GEMM_SIZE = {"cpu": 2048, "cuda": 8192}  # square fp32 GEMM of the matmul probe, by device type
 INT8_GEMM = (2048, 4096, 4096)  # (rows, in, out) of the int8 probe: what an int8 model's large batches run
+RATES = ("bandwidth_gb_s", "copy_gb_s", "read_gb_s", "matmul_gflop_s", "int8_matmul_gop_s")  # what a bound divides by
+YARDSTICK_MOVED = 1.2  # a rate whose two measurements differ by more than this factor is reported (a busy machine)
 
 
 def _best(fn, repeats: int, device: torch.device) -> float:
@@ -87,9 +93,32 @@ def measure_machine(device: torch.device, repeats: int = 3, copy_bytes: int = CO
     return out
 
 
+def higher_of(before: dict, after: dict) -> dict:
+    """The yardstick the bounds use, from `measure_machine` before and after the rows: each rate the higher of its two
+    measurements (a busy moment at one probe would lower the bounds, and rows could beat them: a shared machine's
+    GEMM probe read 66.0 then 33.3 GFLOP/s a minute apart), both measurements kept (`yardstick_before`,
+    `yardstick_after`), and the rates that moved by more than YARDSTICK_MOVED in `yardstick_moved` (rate -> [before,
+    after])."""
+    out = dict(before)
+    for key in RATES:
+        if key in before and key in after:
+            out[key] = max(before[key], after[key])
+    kernels = {name: max(rate, after["matmul_kernels_gflop_s"].get(name, 0.0))
+               for name, rate in before["matmul_kernels_gflop_s"].items()}
+    out["matmul_kernels_gflop_s"], out["matmul_kernel"] = kernels, max(kernels, key=kernels.get)
+    out["matmul_gflop_s"] = kernels[out["matmul_kernel"]]  # a kernel may be the fastest in one measurement only
+    out["yardstick_before"], out["yardstick_after"] = before, after
+    out["yardstick_moved"] = {key: [before[key], after[key]] for key in RATES if key in before and key in after
+                              and max(before[key], after[key]) > YARDSTICK_MOVED * min(before[key], after[key])}
+    return out
+
+
 def decode_cost(llm: nn.Module) -> dict:
     """What one decode step of `llm` reads and computes per row: the bytes of every weight (each tensor once: a head
-    tied to the embedding counts once, as the head), and 2 x in x out FLOPs per linear layer, the head included."""
+    tied to the embedding counts once, as the head), and 2 x in x out FLOPs per linear layer, the head included;
+    per cached position and attention layer, the KV cache's bytes (keys and values, in the hidden states' dtype, the
+    embedding table's) and the attention's FLOPs; which layers attend to all positions and which to a sliding window
+    (any other kind of layer is left out: the bound stays a lower one)."""
     lm = causal_lm(llm)
     embedding = lm.get_input_embeddings().weight
     head = lm.get_output_embeddings()
@@ -105,14 +134,32 @@ def decode_cost(llm: nn.Module) -> dict:
     for p in lm.parameters():  # float weights (tied ones once): linear layers, norms; the table only as the head
         if p is not embedding or tied:
             weight_bytes += p.numel() * p.element_size()
-    return {"weight_bytes_per_step": weight_bytes, "flops_per_row": flops, "int8": int8}
+    text = lm.config.get_text_config(decoder=True)
+    heads = text.num_attention_heads
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
+    kinds = list(getattr(text, "layer_types", None) or ["full_attention"] * text.num_hidden_layers)
+    window = getattr(text, "sliding_window", None)
+    return {"weight_bytes_per_step": weight_bytes, "flops_per_row": flops, "int8": int8,
+            "kv_bytes_per_position": 2 * (getattr(text, "num_key_value_heads", None) or heads) * head_dim
+            * embedding.element_size(),  # per layer and row: one position's key and value
+            "attention_flops_per_position": 4 * heads * head_dim,  # per layer and row: q.k, then p x v
+            "full_attention_layers": kinds.count("full_attention"),
+            "sliding_attention_layers": kinds.count("sliding_attention") if window else 0, "sliding_window": window}
 
 
-def step_bound(cost: dict, machine: dict, rows: int) -> dict:
-    """The least seconds one decode step of `rows` rows can take here, and which limit sets it."""
-    memory_s = cost["weight_bytes_per_step"] / (machine["bandwidth_gb_s"] * 1e9)
+def step_bound(cost: dict, machine: dict, rows: int, positions: int = 0) -> dict:
+    """The least seconds one decode step of `rows` rows can take here, each row attending to `positions` positions
+    (its cached ones and its new token), and which limit sets it. Attention's products run in the float dtype even
+    in an int8 model: its FLOPs go at the float peak."""
+    attended = cost.get("full_attention_layers", 0) * positions  # (layer, position) pairs a row reads; a cost
+    if cost.get("sliding_window"):  # without these keys (an older result's) counts the weights alone
+        attended += cost["sliding_attention_layers"] * min(positions, cost["sliding_window"])
+    kv_bytes = rows * attended * cost.get("kv_bytes_per_position", 0)
+    attention_flops = rows * attended * cost.get("attention_flops_per_position", 0)
+    memory_s = (cost["weight_bytes_per_step"] + kv_bytes) / (machine["bandwidth_gb_s"] * 1e9)
     peak = machine["int8_matmul_gop_s"] if cost["int8"] and "int8_matmul_gop_s" in machine \
         else machine["matmul_gflop_s"]
-    compute_s = cost["flops_per_row"] * rows / (peak * 1e9)
+    compute_s = cost["flops_per_row"] * rows / (peak * 1e9) + attention_flops / (machine["matmul_gflop_s"] * 1e9)
     return {"bound_s": max(memory_s, compute_s), "bound": "bandwidth" if memory_s >= compute_s else "compute",
-            "bandwidth_bound_s": memory_s, "compute_bound_s": compute_s}
+            "bandwidth_bound_s": memory_s, "compute_bound_s": compute_s, "kv_bytes": kv_bytes,
+            "attention_flops": attention_flops}
