@@ -159,7 +159,8 @@ def test_a_quiet_int16_recording_stored_as_float_is_refused_not_clipped(tmp_path
     with pytest.raises(AudioError) as e:
         load_audio(tmp_path / "quiet.wav")
     assert str(e.value) == (f"{tmp_path / 'quiet.wav'}: samples reach 200, far outside [-1, 1]: integer-scaled "
-                            "audio stored as float? divide by 32768 (int16) or 2147483648 (int32), or re-export it")
+                            "audio stored as float? divide by 32768 (int16) or 2147483648 (int32), or re-export it; "
+                            "a float mix above 0 dBFS: normalize it to peak at 1")
     with pytest.raises(AudioError, match="samples reach 4.5, far outside"):
         load_audio(np.array([0.0, 4.5, -1.0], np.float32))
     assert np.abs(load_audio(np.array([0.0, 4.0, -2.0], np.float32))).max() == 1.0

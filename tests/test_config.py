@@ -58,6 +58,9 @@ def test_a_time_or_zero_padded_number_is_refused_by_a_number_field_not_read_as_a
             config.load(Cfg, tmp_path / "c.yaml")
         assert config.load(Cfg, None, [f"name={given}"]).name == given
     assert config.load(Cfg, None, ["optim.warmup_steps=0o10", "optim.lr=1.5e-4"]).optim.warmup_steps == 8
+    for prefix_alone in ("0o_", "0x_", "0b_"):  # a ValueError traceback from the int constructor
+        with pytest.raises(ConfigError, match=rf"optim.warmup_steps must be int, got '{prefix_alone}'"):
+            config.load(Cfg, None, [f"optim.warmup_steps={prefix_alone}"])
     assert [config.parse_yaml(t) for t in ("12", "-3", "1_000", "0x10", ".5", "1.0e-4")] == [12, -3, 1000, 16, 0.5,
                                                                                             1e-4]
 

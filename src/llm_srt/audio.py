@@ -61,7 +61,8 @@ def load_audio(source: AudioInput, sr: int = SAMPLE_RATE, max_seconds: float | N
         samples = np.pad(samples, (0, MIN_SAMPLES - samples.size))
     if (peak := float(np.abs(samples).max())) > MAX_PEAK:  # clipped, it would reach the model as a square wave
         raise AudioError(f"{label}: samples reach {peak:.4g}, far outside [-1, 1]: integer-scaled audio stored as "
-                         "float? divide by 32768 (int16) or 2147483648 (int32), or re-export it")
+                         "float? divide by 32768 (int16) or 2147483648 (int32), or re-export it; a float mix above "
+                         "0 dBFS: normalize it to peak at 1")
     return np.clip(samples, -1.0, 1.0, out=samples)
 
 

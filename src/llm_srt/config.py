@@ -121,12 +121,14 @@ class StrictLoader(yaml.SafeLoader):
 
 # YAML 1.1's sexagesimal numbers (`1:30` is 90, `1:30.5` 90.5) and leading-zero octals (`010` is 8) read a time or a
 # zero-padded number as another number without a word: `save_every=1:30` saved every 90 steps. Without them such text
-# stays a string, which a number field refuses by name (YAML 1.2 has neither form; `0o10` and `0x10` still read).
+# stays a string, which an integer field refuses by name (YAML 1.2 has neither form; its `0o10` reads as 8). A prefix
+# takes a digit (`0o_` was a ValueError traceback).
 _INT, _FLOAT = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
 StrictLoader.yaml_implicit_resolvers = {first: [(tag, rx) for tag, rx in resolvers if tag not in (_INT, _FLOAT)]
                                         for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-StrictLoader.add_implicit_resolver(_INT, re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+"
-                                                    r"|[-+]?0o[0-7_]+)$"), list("-+0123456789"))
+StrictLoader.add_implicit_resolver(_INT, re.compile(r"^(?:[-+]?0b[0-1][0-1_]*|[-+]?(?:0|[1-9][0-9_]*)"
+                                                    r"|[-+]?0x[0-9a-fA-F][0-9a-fA-F_]*|[-+]?0o[0-7][0-7_]*)$"),
+                                   list("-+0123456789"))
 StrictLoader.add_implicit_resolver(_FLOAT, re.compile(r"^(?:[-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+][0-9]+)?"
                                                       r"|\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?|[-+]?\.(?:inf|Inf|INF)"
                                                       r"|\.(?:nan|NaN|NAN))$"), list("-+0123456789."))

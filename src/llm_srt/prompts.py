@@ -105,6 +105,8 @@ class SRTOutput:
 _TAG = re.compile(r"<\|(?!(?:fim|im|box)_)([a-z]{2,3}(?:[-_][A-Za-z]+)?)\|>")
 _SPECIAL = re.compile(r"</?\|[^|<>]{0,20}\|>|<(?:eos|bos|pad|end_of_turn|start_of_turn)>|</s>")  # "</|eng|>": a
 #   small model's closing-tag look-alike of a language tag (seen in a transcript), no text either
+_MARKUP = re.compile(r"</?\|[^|<>\s]{1,20}\|>|<(?:eos|bos|pad|end_of_turn|start_of_turn)>|</s>")  # what a tokenizer
+#   reads as its token: `_SPECIAL` without the empty or spaced look-alikes (`<| update |>`: Elm's operators, plain text)
 _CUT_TAG = re.compile(r"<\|[^|<>\s]{0,20}\|?\s*$")  # a tag cut off by the token cap: "<|en", "<|eng|"
 
 
@@ -112,7 +114,7 @@ def markup_in(text: str) -> str | None:
     """The first tag or special token (`<|deu|>`, `<|endoftext|>`, `</s>`, `<eos>`...) written in `text`, or None:
     in a transcript or translation the tokenizer reads it as that token, not as text, so a model trained on it would
     learn to end or to switch language mid-sentence."""
-    m = _SPECIAL.search(text)
+    m = _MARKUP.search(text)
     return m.group(0) if m else None
 
 

@@ -258,6 +258,11 @@ def test_every_layout_of_a_step_trains_on_the_same_examples_across_epochs_and_re
                  for r in range(world)]
         assert [r.load_state_dict(one.state_dict(position)) for r in ranks] == [0] * world
         assert _steps(ranks, 3, 4 // world) == steps[(1, 4)][7:]
+    # a position between whole steps (a run of fewer examples a step, or one from before epochs held whole steps)
+    # goes on from the next whole step: 5 batches of 1 process -> the step at batch 8, 3 batches skipped
+    ranks = [BucketBatchSampler(durations, 4, seed=5, num_replicas=2, rank=r, step_batches=2) for r in range(2)]
+    assert [r.load_state_dict({"epoch": 1, "batch": 5, "seed": 5, "replicas": 1}) for r in ranks] == [3, 3]
+    assert _steps(ranks, 3, 2) == steps[(1, 4)][8:]
 
 
 def test_ranks_split_the_batches_evenly():

@@ -67,6 +67,12 @@ BAD_ROWS = {
 }
 
 
+def test_text_that_only_looks_like_a_tag_is_kept(folder):
+    """Elm's `<| update |>` or an empty `<||>` is plain text to a tokenizer: the whole manifest was refused."""
+    path = _write(folder / "m.jsonl", [_row(1, transcript="Elm: model <| update |> view <||>")])
+    assert read_manifest(path)[0].transcript == "Elm: model <| update |> view <||>"
+
+
 @pytest.mark.parametrize("kind", list(BAD_ROWS))
 def test_each_bad_row_kind_is_reported_with_file_and_line(folder, kind):
     (folder / "empty.wav").write_bytes(b"")

@@ -358,11 +358,16 @@ class BucketBatchSampler:
         if state.get("seed", self.seed) != self.seed:
             raise LLMSRTError(f"resuming a sampler seeded {state['seed']} with seed {self.seed}; use the same seed")
         consumed = int(state["batch"]) * int(state.get("replicas", self.num_replicas))
-        self.epoch, self.batch = int(state["epoch"]), -(-consumed // self.num_replicas)
-        if self.batch * self.num_replicas == consumed:
+        # on from the next whole step of this layout (ranks x micro-batches): a position from a run with fewer
+        # examples a step (or from before epochs held whole steps) would have every later step run across an
+        # epoch's end
+        step = self.num_replicas * self.step_batches
+        rounded = -(-consumed // step) * step
+        self.epoch, self.batch = int(state["epoch"]), rounded // self.num_replicas
+        if rounded == consumed:
             return 0
-        # near the epoch's end the next round may pass its last batch: only the batches there are count
-        return min(self.batch * self.num_replicas, len(self.all_batches(self.epoch))) - consumed
+        # near the epoch's end the next step may pass its last batch: only the batches there are count
+        return min(rounded, len(self.all_batches(self.epoch))) - consumed
 
 
 def collate(examples: Sequence[Example], features: Sequence[np.ndarray] | None = None) -> dict:
