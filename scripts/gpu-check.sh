@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check on a bare machine (no network): install the wheels in .whl/ (from `make fetch-wheels`) into a
 # private folder when present, then run scripts/gpu_check.py. Usage: scripts/gpu-check.sh OUT [DEVICE] [extra args]
-# (what `make gpu-check OUT=... DEVICE=...` runs; call it directly where make is missing).
+# (what `make gpu-check OUT=... DEVICE=...` runs; call it directly where make is missing). Environment: GPU_PYTHON
+# (python3), WHEEL_DIR (.whl), WHEEL_SITE (/tmp/llm-srt-site), USE_WHEELS=0 to use the Python's own packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:?usage: scripts/gpu-check.sh OUT [DEVICE] [gpu_check.py run options]}
@@ -9,11 +10,35 @@ device=${2:-auto}
 shift $(( $# < 2 ? $# : 2 ))
 python=${GPU_PYTHON:-python3}
 site=${WHEEL_SITE:-/tmp/llm-srt-site}
-if compgen -G ".whl/*.whl" >/dev/null && [ "${USE_WHEELS:-1}" = 1 ]; then
+wheels=${WHEEL_DIR:-.whl}
+mkdir -p "$out"
+
+# A failure before gpu_check.py runs still leaves OUT/report.json (and report.md) saying why: on a one-shot GPU
+# session an empty OUT reads as results lost, not as a check that failed at its start.
+fail() {
+  local why=${1//[$'\t\r\n']/ }
+  local report='{"ok": False, "outcome": "FAILED", "finished": True, "steps": [], "error": sys.argv[1]}'
+  "$python" -c "import json, sys; print(json.dumps($report, indent=2))" "$why" > "$out/report.json" 2>/dev/null ||
+    printf '{"ok": false, "outcome": "FAILED", "finished": true, "steps": [], "error": "%s"}\n' \
+      "${why//[\"\\]/ }" > "$out/report.json"
+  printf '# llm-srt GPU check\n\n**FAILED** before any step: %s\n' "$why" > "$out/report.md"
+  echo "gpu-check: $why" >&2
+  exit 1
+}
+
+command -v "$python" >/dev/null || fail "no $python here: set GPU_PYTHON to the Python that has torch"
+if compgen -G "$wheels/*.whl" >/dev/null && [ "${USE_WHEELS:-1}" = 1 ]; then
   if ! "$python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))'; then
-    echo "gpu-check: .whl/ holds wheels for CPython 3.12 (the GPU image's); $python is not: using its own packages" >&2
+    echo "gpu-check: $wheels/ holds wheels for CPython 3.12 (the GPU image's); $python is not: its own packages" >&2
   else
-    "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" .whl/*.whl
+    log="$out/pip-install.log"
+    if ! "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" \
+        "$wheels"/*.whl >"$log" 2>&1; then
+      cat "$log" >&2
+      fail "pip install of $wheels/*.whl into $site failed: $(grep -v '^[[:space:]]*$' "$log" | tail -n 1 || true)
+(pip's whole output: pip-install.log)"
+    fi
+    [ -s "$log" ] || rm -f "$log"
     export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
   fi
 fi

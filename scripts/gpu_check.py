@@ -1,25 +1,35 @@
 #!/usr/bin/env python3
-"""The prepared GPU check (`make gpu-check`): everything that needs a GPU, in one run of at most ~8 minutes, on a
-bare one-GPU machine that has torch, transformers, peft, accelerate and sacrebleu but none of our other
+"""The prepared GPU check (`make gpu-check`): everything that needs a GPU, in one run within --budget-s (default
+520 s), on a bare one-GPU machine that has torch, transformers, peft, accelerate and sacrebleu but none of our other
 dependencies (they come as wheels: `make fetch-wheels` here, then `.whl/` travels with the tree).
 
     python3 scripts/gpu_check.py run --out DIR [--device cuda] [--dtype auto] [--shapes qwen2.5-7b,qwen2.5-3b]
     python3 scripts/gpu_check.py fetch-wheels [--dest .whl]
 
-Steps, each a subprocess with its own time limit, through the real CLI verbs (`python -m llm_srt.cli`):
-  env         python, torch, CUDA, the GPU, package versions
-  cuda-tests  pytest -m cuda (the tests that need a GPU; they skip where torch sees none)
-  e2e         tiny random models, a tone-clip corpus: `curriculum` (ASR -> SMT -> SRT, the SRT stage under 1-rank
-              FSDP with activation checkpointing), `train` (FSDP) killed with SIGKILL after its first checkpoint and
-              resumed (the steps it trains again must log the killed run's losses), `translate` and `evaluate`
-              of the SRT model
-  bench-S     `bench --paper-shape S` for each shape: Table 7 rows, the largest batch, training steps with and
-              without activation checkpointing, and with head_losses in 8x larger blocks; greedy with --compile
-              (static KV cache, CUDA graphs) too, for qwen2.5-7b at batch 1 and 64
-It writes DIR/report.md, DIR/report.json and DIR/gpu-check.log (every step's output). `--device cpu` runs the same
-steps with the tiny shape (a test runs it). Exit status 0 when every step passed, 1 when one failed, 2 when none
+Steps, each a subprocess with its own time limit, through the real CLI verbs (`python -m llm_srt.cli`), in the order
+of what they prove that nothing else has (a budget that runs short takes the last). The default plan on CUDA, with
+rough seconds on one H100: ESTIMATES, not measurements (one H200 took 34 s for 13 cuda tests, 81 s for e2e before its
+FSDP parts, 100 s for the 7B bench, 2026-11-30; the compiled bench has never run):
+  env                        ~10 s  python, torch, CUDA, the GPU, package versions
+  cuda-tests                 ~90 s  pytest -m cuda (22 tests needing a GPU; they skip where torch sees none)
+  e2e                       ~120 s  tiny random models, a tone-clip corpus: `curriculum` (ASR -> SMT -> SRT, the SRT
+                                    stage under 1-rank FSDP with activation checkpointing), `train` (FSDP) killed with
+                                    SIGKILL after its first checkpoint and resumed (the steps it trains again must log
+                                    the killed run's losses), `translate` and `evaluate` of the SRT model
+  bench-compiled-qwen2.5-7b ~180 s  `bench --paper-shape qwen2.5-7b --compiled-only`: greedy with --compile (static KV
+                                    cache, CUDA graphs) at batch 1 and 64, mostly compilation; first of the benches, as
+                                    the code least proven
+  bench-qwen2.5-7b          ~120 s  `bench --paper-shape qwen2.5-7b`: Table 7 rows, the largest batch, training steps
+                                    with and without activation checkpointing, and with head_losses in 8x larger blocks
+That is ~520 s: the default budget. Within the device machine's 600 s call, the rest (~45 s) is for installing the
+wheels (~15 s), starting Python and torch (~10 s), and stopping and reaping the command running when the budget ends
+(up to 20 s). `--shapes qwen2.5-7b,qwen2.5-3b` adds the 3B bench (~115 s): give it --budget-s and a call to match.
+It writes DIR/report.md, DIR/report.json (both rewritten as each step starts and ends: a check stopped from outside
+leaves the steps it finished, and says it did not finish) and DIR/gpu-check.log (every command's output as it comes;
+a bench's rows, echoed as each is measured, since --json-out is written only at its end). `--device cpu` runs the
+same steps with the tiny shape (a test runs it). Exit status 0 when every step passed, 1 when one failed, 2 when none
 failed but the budget left one undone (not started, or stopped by the budget before its own limit): "incomplete",
-never "passed". On a GPU the cuda tests fail when none of them ran there (all skipped, or none collected).
+never "passed". On a GPU the cuda tests fail when one of them skipped, or none ran.
 
 Not proven by this check, whatever it says, and named in its report: several NCCL ranks (DDP, FSDP's fill of the
 weightless ranks from rank 0, HSDP's 2-D mesh; one GPU cannot host two NCCL ranks, so these ran on gloo only) and
@@ -40,6 +50,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
@@ -61,14 +72,20 @@ WHEEL_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_
 VERSIONS = ("torch", "transformers", "peft", "accelerate", "tokenizers", "safetensors", "sacrebleu", "numpy",
             "soundfile", "jiwer")
 MIN_STEP_S = 10  # a step is not started with less of the budget left
-MIN_BENCH_S = 90  # nor a bench with less than this: one cut short records no row, so its seconds would be lost
+MIN_BENCH_S = 90  # nor a bench with less than this: building a paper shape takes ~20 s before its first row
 STEP_LIMITS = {"cuda-tests": 200, "e2e": 240, "bench": 240}  # seconds per step (bench: per shape), within --budget-s
+TEST_TIMEOUT_S = 90  # per cuda test, where pytest-timeout is installed (the GPU image has it): one that hangs fails
+#   alone instead of taking the step's whole limit from the tests after it
+BUDGET_S = 520  # the default --budget-s: the default plan's ~520 s (the module's docstring), within a 600 s call
+ESTIMATE_S = {"env": 10, "cuda-tests": 90, "e2e": 120, "bench-compiled-qwen2.5-7b": 180, "bench-qwen2.5-7b": 120,
+              "bench-qwen2.5-3b": 115}  # rough seconds on one H100 (the docstring's; guesses, not measurements)
+DEFAULT_SHAPES = {"cpu": ["tiny"], "cuda": ["qwen2.5-7b"]}  # 3B, measured on 2026-11-30, does not fit the budget
 COMMAND_LIMIT_S = 150  # seconds per command of the e2e step (its commands share the step's limit)
 IMPORTS = ("transformers", "peft", "gguf", "soundfile", "soxr", "jiwer", "whisper_normalizer", "fastapi", "uvicorn",
            "python_multipart")  # what the steps import that the GPU image lacks but for .whl/ (missing: all fail)
 COMPILED_BATCHES = {"qwen2.5-7b": "1,64"}  # GPU shapes also timed with --compile at these batches, in a step of
-# their own right after the shape's bench (never measured yet, so before the next shape's; its limit bounds what a
-# slow compilation takes from it)
+# their own just before the shape's bench (never run on a GPU yet: the eager rows were measured; its limit bounds
+# what a slow compilation takes from the steps after it)
 SENTENCES = (("a cat", "eine Katze"), ("the dog", "der Hund"), ("red sun", "rote Sonne"),
              ("big tree", "grosser Baum"), ("cold water", "kaltes Wasser"), ("my house", "mein Haus"))
 CUDA_MARK = re.compile(r"^\s*@pytest\.mark\.cuda\b|^pytestmark\s*=.*\bmark\.cuda\b|\bmarks=pytest\.mark\.cuda\b",
@@ -83,50 +100,78 @@ class Done(subprocess.CompletedProcess):
 
 
 class Check:
-    """Runs the steps, keeps their results and output, writes the report."""
+    """Runs the steps, keeps their results and output, writes the report (after every step, and as each starts)."""
 
     def __init__(self, out: Path, work: Path, device: str, dtype: str, budget_s: float):
         self.out, self.work, self.device, self.dtype = out, work, device, dtype
         self.deadline = time.monotonic() + budget_s
+        self.started = time.time()
         self.steps: list[dict] = []
+        self.plan: list[str] = []  # the steps' names, in order (the report lists those not reached)
+        self.running: str | None = None  # the step under way
+        self.error: str | None = None  # an exception outside every step (a bug of the check: it failed)
+        self.stopped: str | None = None  # what stopped the check from outside (SIGTERM, Ctrl-C): not a failure
         self.cut = False  # the running step's command was stopped by the budget, not by the step's own limit
         self.failed = False  # one of the running step's commands failed on its own (or the step broke)
         self.log = open(out / "gpu-check.log", "w", encoding="utf-8")
+        self.lock = threading.Lock()  # a command's stdout and stderr reach the log from two threads
         self.env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC)] + [p for p in [
             os.environ.get("PYTHONPATH")] if p]), PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1",
             TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
 
+    def write(self, text: str) -> None:
+        with self.lock:
+            self.log.write(text)
+            self.log.flush()
+
+    def pump(self, stream, said: list[str]) -> None:
+        """A command's output into `said` and the log line by line as it comes: a check stopped from outside (the
+        machine's call ending) keeps in the log all that its running command had said, not nothing."""
+        with contextlib.suppress(ValueError, OSError):  # the log closed under a straggler that kept the pipe
+            for line in stream:
+                said.append(line)
+                self.write(line)
+
     def run(self, name: str, argv: list[str], timeout: float, cwd: Path = ROOT) -> Done:
-        """One command, its output appended to the log; a timeout is a failed command (rc 124). One that the check's
-        budget cut below the step's own limit marks the step as cut short, any other failure as failed (`step`)."""
-        self.log.write(f"\n===== {name}: {' '.join(argv)}\n")
-        self.log.flush()
+        """One command, its output streamed into the log; a timeout is a failed command (rc 124). One that the
+        check's budget cut below the step's own limit marks the step as cut short, any other failure as failed
+        (`step`)."""
+        self.write(f"\n===== {name}: {' '.join(argv)}\n")
         budget = self.left() < timeout
         timeout = min(timeout, self.left())
         # a session of its own: a timeout kills the command's whole process group (pytest's subprocesses, DataLoader
         #   workers), not only the command, so nothing keeps the GPU's memory for the next step
         proc = subprocess.Popen(argv, cwd=cwd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True, errors="replace", start_new_session=True)  # output cut mid-character
+        out: list[str] = []
+        err: list[str] = []
+        pumps = [threading.Thread(target=self.pump, args=pipe, daemon=True)
+                 for pipe in ((proc.stdout, out), (proc.stderr, err))]
+        for pump in pumps:
+            pump.start()
+        timed_out = False
         try:
-            out, err = proc.communicate(timeout=timeout)
-            done = Done(argv, proc.returncode, out, err)
+            proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             _kill_group(proc)
-            try:  # a process outside the group (its own session) may still hold the pipes: not waited for long
-                out, err = proc.communicate(timeout=10)
-            except subprocess.TimeoutExpired:
-                out, err = "", ""
-            # what it said before the timeout (a bench logs its progress to stderr) shows where it was
-            done = Done(argv, 124, out or "", (err or "") + f"\ntimed out after {timeout:.0f} s")
-            done.cut = budget
-            self.cut = self.cut or budget
+            timed_out = True
         except BaseException:  # Ctrl-C or a kill of the check: its own session no longer reaches the command
             _kill_group(proc)
             raise
-        if done.returncode != 0 and not (done.returncode == 124 and budget):
+        ends = time.monotonic() + 10  # a process outside the group (its own session) may hold the pipes: not long
+        for pump in pumps:
+            pump.join(max(0.0, ends - time.monotonic()))
+        if any(pump.is_alive() for pump in pumps):  # what of its group outlived it: not left holding the GPU
+            _kill_group(proc)
+        note = f"\ntimed out after {timeout:.0f} s" if timed_out else ""
+        # what it said before the timeout (a bench logs its progress to stderr) shows where it was
+        done = Done(argv, 124 if timed_out else proc.returncode, "".join(out), "".join(err) + note)
+        if timed_out:
+            done.cut = budget
+            self.cut = self.cut or budget
+        if done.returncode != 0 and not (timed_out and budget):
             self.failed = True  # on its own: the step failed, whatever the budget cut after it
-        self.log.write(done.stdout + done.stderr + f"\n----- rc {done.returncode}\n")
-        self.log.flush()
+        self.write(f"{note}\n----- rc {done.returncode}\n")
         return done
 
     def left(self) -> float:
@@ -136,14 +181,21 @@ class Check:
     def cli(self, name: str, verb: str, *args: str, timeout: float) -> Done:
         return self.run(name, [sys.executable, "-m", "llm_srt.cli", verb, *args], timeout)
 
+    def report(self) -> None:
+        """report.json and report.md as they stand, marked unfinished (`run` writes the last one)."""
+        write_report(self, self.started, final=False)
+
     def step(self, name: str, fn, *args, least: float | None = None) -> dict:
         """One step: `ok` True (passed), False (failed), or None (not run, or cut short, for want of the check's time
         budget: neither passed nor failed, and said so). `least`: the seconds of budget it needs to be started. A
         failed step is cut short only when every failure traces back to the budget: a budget-cut command, and none
-        of its commands, `parts` (None: the part's command was cut) or code failed on its own."""
+        of its commands, `parts` (None: the part's command was cut) or code failed on its own. The report is
+        written as it starts (naming it as running) and as it ends."""
         print(f"[gpu-check] {name} ...", flush=True)
         t0 = time.perf_counter()
         self.cut = self.failed = False
+        self.running = name
+        self.report()
         if self.deadline - time.monotonic() < (MIN_STEP_S if least is None else least):
             result = {"ok": None, "error": "not run: the check's time budget (--budget-s) is spent"}
         else:
@@ -157,6 +209,8 @@ class Check:
                           f"it more to finish ({result.get('error', 'timed out')})"}
         result = {"step": name, **result, "seconds": round(time.perf_counter() - t0, 1)}
         self.steps.append(result)
+        self.running = None
+        self.report()
         print(f"[gpu-check] {name}: {verdict(result['ok'])} ({result['seconds']} s)"
               + (f": {result['error']}" if result.get("error") else ""), flush=True)
         return result
@@ -229,23 +283,70 @@ def cuda_test_files() -> list[str]:
     return [str(p.relative_to(ROOT)) for p in files]
 
 
+def pytest_argv(paths: list[str], xml: Path) -> list[str]:
+    """The cuda tests' pytest command: -v writes each test's outcome to the log as it ends (the junit XML comes only
+    at the session's end, so a pytest stopped at its limit left none), and with pytest-timeout a per-test limit."""
+    timeout = ["--timeout", str(TEST_TIMEOUT_S)] if importlib.util.find_spec("pytest_timeout") else []
+    return [sys.executable, "-m", "pytest", "-m", "cuda", "-v", "-rfEs", "-p", "no:cacheprovider",
+            f"--junitxml={xml}", *timeout, *paths]
+
+
+OUTCOME = re.compile(r"^(\S+::.+?) (PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)(?: \((.*)\))?(?:\s+\[\s*\d+%\])?\s*$")
+WORSE = ("PASSED", "XPASS", "XFAIL", "SKIPPED", "FAILED", "ERROR")  # a test's outcome in -v: its worst line's (a
+#   teardown error follows a PASSED line)
+
+
+def pytest_outcomes(stdout: str) -> tuple[dict[str, tuple[str, str]], str | None]:
+    """(node id -> (outcome, reason), the test that was running when pytest stopped or None) from `pytest -v`'s
+    lines; a reason (a skip's, cut to the terminal's width) where pytest gives one."""
+    tests: dict[str, tuple[str, str]] = {}
+    running = None
+    for line in stdout.splitlines():
+        if match := OUTCOME.match(line):
+            node, outcome, reason = match.groups()
+            if node not in tests or WORSE.index(outcome) > WORSE.index(tests[node][0]):
+                tests[node] = (outcome, reason or "")
+            running = None
+        elif "::" in line and line.strip() and " " not in line.strip():
+            running = line.strip()  # -v writes a test's id as it starts, its outcome as it ends
+    return tests, running
+
+
 def cuda_tests_step(check: Check, paths: list[str]) -> dict:
     paths = cuda_test_files() if paths == ["auto"] else paths
     xml = check.work / "cuda-tests.xml"
-    done = check.run("cuda-tests", [sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-rs", "-p",
-                                    "no:cacheprovider", f"--junitxml={xml}", *paths], STEP_LIMITS["cuda-tests"])
+    done = check.run("cuda-tests", pytest_argv(paths, xml), STEP_LIMITS["cuda-tests"])
+    tests, running = pytest_outcomes(done.stdout)
     counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+    skips = [f"{node}: {reason}" for node, (outcome, reason) in tests.items() if outcome in ("SKIPPED", "XFAIL")]
     if xml.is_file():
-        for suite in ElementTree.parse(xml).getroot().iter("testsuite"):
+        root = ElementTree.parse(xml).getroot()
+        for suite in root.iter("testsuite"):
             for key in counts:
                 counts[key] += int(suite.get(key, 0))
+        skips = [f"{case.get('classname')}::{case.get('name')}: {skip.get('message', '')}"  # the reasons in full
+                 for case in root.iter("testcase") for skip in case.iter("skipped")]
+    else:  # stopped before its session's end: the outcomes it wrote as each test ended
+        kinds = [outcome for outcome, _ in tests.values()]
+        counts = {"tests": len(kinds), "failures": kinds.count("FAILED"), "errors": kinds.count("ERROR"),
+                  "skipped": kinds.count("SKIPPED") + kinds.count("XFAIL")}
     counts["passed"] = counts["tests"] - counts["failures"] - counts["errors"] - counts["skipped"]
     ok = done.returncode in (0, 5) and not counts["failures"] and not counts["errors"]  # 5: none collected
-    error = None if ok else f"pytest exit {done.returncode}"
-    if ok and check.device != "cpu" and counts["passed"] == 0:  # on the CPU they skip, as they should
-        ok, error = False, (f"no cuda test ran on the GPU ({counts['skipped']} skipped of {counts['tests']} "
-                            "collected): see -rs in gpu-check.log")
-    return {"ok": ok, **counts, "files": paths, **({"error": error} if error else {})}
+    failed = [node for node, (outcome, _) in tests.items() if outcome in ("FAILED", "ERROR")]
+    error = None if ok else f"pytest exit {done.returncode}" + (f"; failed: {', '.join(failed)}" if failed else "") + (
+        f"; stopped while {running} ran" if done.returncode == 124 and running else "")
+    # on the CPU they skip, as they should; on a GPU none has a reason to (each needs only torch and a GPU, the
+    #   fixtures they use tiny random models and tone clips): a skip there, or none run, proves nothing
+    if check.device != "cpu" and (counts["skipped"] or not (counts["passed"] or done.cut)):
+        check.failed = True  # the step's own failure, whatever the budget cut
+        what = (f"no cuda test ran on the GPU ({counts['skipped']} skipped of {counts['tests']} collected)"
+                if not counts["passed"] else f"{counts['skipped']} cuda test(s) skipped on the GPU")
+        ok, error = False, "; ".join([what + (": " + "; ".join(skips) if skips else ""), *([error] if error else [])])
+    result = {"ok": ok, **counts, "files": paths}
+    extra = {"skips": skips, "failed_tests": failed, "running_when_stopped": done.returncode == 124 and running,
+             "counted_from": not xml.is_file() and "gpu-check.log (pytest ended before writing its junit XML)",
+             "error": error}
+    return result | {k: v for k, v in extra.items() if v}
 
 
 def write_corpus(root: Path) -> dict[str, Path]:
@@ -372,22 +473,26 @@ def kill_and_resume(check: Check, common: list[str], limit) -> tuple[Done, dict]
     argv = [sys.executable, "-m", "llm_srt.cli", "train", str(ROOT / "configs" / "embedded" / "asr.yaml"), *common,
             "max_steps=30", "save_every=10", f"output_dir={out}",  # killed between steps 12 and 19: time to kill
             "distributed=fsdp"]  # resumed: the optimizer's state loads into sharded parameters
-    check.log.write(f"\n===== e2e kill: {' '.join(argv)}\n")
-    check.log.flush()
+    check.write(f"\n===== e2e kill: {' '.join(argv)}\n")
     proc = subprocess.Popen(argv, cwd=ROOT, env=check.env, stdout=check.log, stderr=subprocess.STDOUT)
     deadline, sealed = time.monotonic() + min(limit() / 2, check.left()), 0
-    while time.monotonic() < deadline and proc.poll() is None:
-        sealed = max((int(p.parent.name.split("-")[1]) for p in (out / "checkpoints").glob("step-*/trainer_state")),
-                     default=0)
-        if sealed and max(logged_losses(out), default=0) >= sealed + 2:
-            break
-        time.sleep(0.02)
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            sealed = max((int(p.parent.name.split("-")[1])
+                          for p in (out / "checkpoints").glob("step-*/trainer_state")), default=0)
+            if sealed and max(logged_losses(out), default=0) >= sealed + 2:
+                break
+            time.sleep(0.02)
+    except BaseException:  # the check stopped (SIGTERM, Ctrl-C): the run is not left training on the GPU
+        proc.kill()
+        proc.wait()
+        raise
     killed = proc.poll() is None
     if killed:
         proc.send_signal(signal.SIGKILL)
     proc.wait()
     first = {k: v for k, v in logged_losses(out).items() if k > sealed}  # the steps the resumed run trains again
-    check.log.write(f"\n----- killed: {killed} after step {max(first, default=sealed)} (checkpoint {sealed})\n")
+    check.write(f"\n----- killed: {killed} after step {max(first, default=sealed)} (checkpoint {sealed})\n")
     done = check.run("e2e resume", argv, limit())
     resumed = killed and done.returncode == 0 and "resumed from" in done.stdout + done.stderr \
         and (out / "final" / "config.json").is_file()
@@ -419,21 +524,77 @@ def torch_device_type(device: str) -> str:
 
 
 def bench_step(check: Check, shape: str, memory_gib: float | None, compiled: str | None = None) -> dict:
-    """`bench --paper-shape SHAPE`; with `compiled` (batch sizes), its --compile rows alone."""
+    """`bench --paper-shape SHAPE`; with `compiled` (batch sizes), its --compile rows alone. Run by `cli-rows`, so
+    that a bench stopped before its end (its --json-out written only there) still reports the rows it measured."""
     result_file = check.work / f"bench-{shape}{'-compiled' if compiled else ''}.json"
     extra = ["--memory-gib", str(memory_gib)] if memory_gib else []
     if compiled:
         extra += ["--compile-batches", compiled, "--compiled-only"]
-    done = check.cli(f"bench {shape}", "bench", "--device", check.device, "--dtype", check.dtype, "--paper-shape",
-                     shape, "--json-out", str(result_file), *extra, timeout=STEP_LIMITS["bench"])
+    done = check.run(f"bench {shape}", [sys.executable, str(Path(__file__).resolve()), "cli-rows", "bench", "--device",
+                                        check.device, "--dtype", check.dtype, "--paper-shape", shape, "--json-out",
+                                        str(result_file), *extra], STEP_LIMITS["bench"])
     if done.returncode != 0 or not result_file.is_file():
-        return {"ok": False, "error": f"bench exit {done.returncode}: {(done.stderr.strip().splitlines() or [''])[-1]}"}
+        rows = echoed(done.stderr)
+        at = [line for line in done.stderr.splitlines() if line.startswith("[bench] ")]
+        return {"ok": False, "error": f"bench exit {done.returncode}: {(done.stderr.strip().splitlines() or [''])[-1]}"
+                + (f"; it was at: {at[-1][len('[bench] '):]}" if at else "")
+                + f"; {len(rows)} measured before it stopped (report.json's rows; gpu-check.log)", "rows": rows}
     result = json.loads(result_file.read_text())
     skips = sum(r.get("cudagraph_skips") or 0 for r in result["decode"])
     if skips:  # compiled, but not replayed as CUDA graphs: the rows would not measure what --compile is for
         return {"ok": False, "error": f"{skips} CUDA-graph skips in the compiled rows", "table": done.stdout.strip(),
                 "result": result}
     return {"ok": True, "table": done.stdout.strip(), "result": result}
+
+
+ROW_MARK = "[gpu-check] measured "  # + what (row, compiled_row, largest_batch, training_rows) + its JSON
+ECHOED = ("row", "compiled_row", "largest_batch", "training_rows")  # what the paper bench measures, in bench.paper
+
+
+def echo_rows(paper) -> None:
+    """Wrap module `paper`'s ECHOED functions so that each result goes to stderr (ROW_MARK) as it is measured; a row
+    that compiled_row times through `row` is echoed once, as the compiled row (with its CUDA-graph skips)."""
+    inside = [0]  # compiled_row calls under way
+
+    def echoing(name: str, fn):
+        def measured(*args, **kwargs):
+            inside[0] += name == "compiled_row"
+            try:
+                value = fn(*args, **kwargs)
+            finally:
+                inside[0] -= name == "compiled_row"
+            if name != "row" or not inside[0]:
+                with contextlib.suppress(Exception):  # an echo never fails the bench
+                    print(f"{ROW_MARK}{name} {json.dumps(value, default=str)}", file=sys.stderr, flush=True)
+            return value
+        return measured
+
+    for name in ECHOED:
+        if callable(getattr(paper, name, None)):  # one renamed in bench: its rows come at the end only
+            setattr(paper, name, echoing(name, getattr(paper, name)))
+
+
+def echoed(stderr: str) -> list[dict]:
+    """[{what: its JSON}] of the ROW_MARK lines in a bench's stderr (a line cut by the kill left out)."""
+    rows = []
+    for line in stderr.splitlines():
+        if line.startswith(ROW_MARK):
+            what, _, value = line[len(ROW_MARK):].partition(" ")
+            with contextlib.suppress(ValueError):
+                rows.append({what: json.loads(value)})
+    return rows
+
+
+def cli_rows(args) -> int:
+    """`llm-srt ARGV` with the paper bench's rows echoed as measured (`echo_rows`)."""
+    # what cli.main sets, here before bench.paper imports transformers (which reads them as it is imported)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    from llm_srt import cli
+    from llm_srt.bench import paper
+
+    echo_rows(paper)
+    return cli.main(args.argv)
 
 
 # ---- report ----------------------------------------------------------------------------------------------------------
@@ -443,34 +604,50 @@ UNPROVEN = ("several NCCL ranks (DDP, FSDP's fill of the weightless ranks from r
 OUTCOMES = {"passed": 0, "FAILED": 1, "incomplete": 2}  # report.json's outcome -> the check's exit status
 
 
-def write_report(check: Check, started: float) -> str:
+def write_report(check: Check, started: float, final: bool = True) -> str:
     """report.json and report.md; the outcome: "passed" when every step passed, "FAILED" when one failed (or none
-    ran), else "incomplete" (a step the budget left undone: listed, neither passed nor failed)."""
+    ran, or the check itself broke), else "incomplete" (a step the budget left undone: listed, neither passed nor
+    failed). Not `final` (written as the check goes): "FAILED" once a step failed, else "incomplete", with
+    `finished` false, the step running and those not reached: what a check stopped from outside leaves."""
+    names = {s["step"] for s in check.steps}
+    not_reached = [n for n in check.plan if n not in names and n != check.running]
     undone = sum(s["ok"] is None for s in check.steps)
-    outcome = ("FAILED" if any(s["ok"] is False for s in check.steps) or not any(s["ok"] for s in check.steps)
-               else "incomplete" if undone else "passed")
-    ok = outcome == "passed"
+    failed = any(s["ok"] is False for s in check.steps) or check.error is not None
+    outcome = ("FAILED" if failed or (final and not any(s["ok"] for s in check.steps))
+               else "incomplete" if undone or not final or not_reached else "passed")
     env = next((s for s in check.steps if s["step"] == "env"), {})
     other = env.get("other_versions") or []
     torch_note = (" (the image's torch: its FSDP2 and DTensor code is another release's)"
                   if any(v.startswith("torch ") for v in other) else "")
     unproven = [*UNPROVEN, *([f"the pinned versions: this machine ran {', '.join(other)}{torch_note}"]
                              if other else [])]
-    summary = {"ok": ok, "outcome": outcome, "device": check.device, "dtype": check.dtype,
-               "seconds": round(time.time() - started, 1), "steps": check.steps, "not_proven_here": unproven}
-    (check.out / "report.json").write_text(json.dumps(summary, indent=2) + "\n")
+    summary = {"ok": outcome == "passed", "outcome": outcome, "finished": final, "device": check.device,
+               "dtype": check.dtype, "seconds": round(time.time() - started, 1), "steps": check.steps,
+               **({"running": check.running} if check.running else {}),
+               **({"not_reached": not_reached} if not_reached else {}),
+               **({"error": check.error} if check.error else {}),
+               **({"stopped": check.stopped} if check.stopped else {}), "not_proven_here": unproven}
+    gpu = (env.get("gpu") or "no GPU") + (f", {env['gpu_memory_gib']} GiB" if env.get("gpu_memory_gib") else "")
     lines = ["# llm-srt GPU check", "",
-             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))}, device {check.device} ({env.get('gpu') or 'no GPU'}"
-             f"{', ' + str(env.get('gpu_memory_gib')) + ' GiB' if env.get('gpu_memory_gib') else ''}), dtype "
+             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))}, device {check.device} ({gpu}), dtype "
              f"{check.dtype}, torch {env.get('versions', {}).get('torch')}, CUDA {env.get('cuda')}; "
              f"{summary['seconds']:.0f} s in all: **{outcome}**"
-             + (f" ({undone} step{'s' * (undone > 1)} not done for want of time)" if undone else ""), "",
-             "| step | result | seconds | details |", "|---|---|---|---|"]
+             + (f" ({undone} step{'s' * (undone > 1)} not done for want of time)" if undone else "")]
+    if not final:
+        lines += ["", "**Not finished**: this report was written while the check ran"
+                  + (f" step {check.running}" if check.running else "") + "; left like this, the check was stopped "
+                  "before its end (the machine's time ran out): the steps below are those it finished."]
+    if not_reached:
+        lines += ["", f"Not reached: {', '.join(not_reached)}."]
+    if check.error or check.stopped:
+        lines += ["", f"The check itself {'broke' if check.error else 'was stopped'}: {check.error or check.stopped}"]
+    lines += ["", "| step | result | seconds | details |", "|---|---|---|---|"]
     for s in check.steps:
         details = s.get("error", "")
         if s["step"] == "cuda-tests" and "tests" in s:
             details = (f"{s['passed']} passed, {s['failures']} failed, {s['errors']} errors, {s['skipped']} skipped "
-                       f"of {s['tests']}" + (f"; {details}" if details else ""))
+                       f"of {s['tests']}" + (f", counted from {s['counted_from']}" if s.get("counted_from") else "")
+                       + (f"; {details}" if details else ""))
         if s["step"] == "e2e" and "parts" in s:
             details = ", ".join(f"{k} {verdict(v)}" for k, v in s["parts"].items())
             if s.get("resume_worst_relative") is not None:
@@ -483,42 +660,68 @@ def write_report(check: Check, started: float) -> str:
     for s in check.steps:
         if s.get("table"):
             lines += ["", f"## {s['step']}", "", "```", s["table"], "```"]
-    (check.out / "report.md").write_text("\n".join(lines) + "\n")
+        elif s.get("rows"):  # a bench stopped before its table: what it measured, as JSON lines
+            lines += ["", f"## {s['step']} (stopped: the rows it measured)", "", "```",
+                      *(json.dumps(r) for r in s["rows"]), "```"]
+    for name, text in (("report.json", json.dumps(summary, indent=2) + "\n"), ("report.md", "\n".join(lines) + "\n")):
+        (check.out / f".{name}").write_text(text)
+        (check.out / f".{name}").replace(check.out / name)  # whole: a kill mid-write leaves the last one, not half
     return outcome
+
+
+def plan(device: str, args) -> list[tuple[str, object, tuple, float | None]]:
+    """(name, function, its arguments after the check, the budget it needs to start) of each step, in order: the
+    proofs that nothing else gives first (the module's docstring), so that a budget running short takes the last."""
+    wanted = set(args.steps.split(","))
+    shapes = args.shapes.split(",") if args.shapes else DEFAULT_SHAPES[torch_device_type(device)]
+    least = MIN_BENCH_S if device != "cpu" else None
+    steps = [("env", env_step, (), None), ("cuda-tests", cuda_tests_step, (args.tests.split(","),), None),
+             ("e2e", e2e_step, (), None)]
+    for shape in shapes:  # a shape's compiled rows (never run on a GPU) before its eager ones (measured 2026-11-30)
+        if shape in COMPILED_BATCHES:
+            steps.append((f"bench-compiled-{shape}", bench_step, (shape, None, COMPILED_BATCHES[shape]), least))
+        steps.append((f"bench-{shape}", bench_step, (shape, args.memory_gib), least))
+    return [s for s in steps if ("bench" if s[0].startswith("bench-") else s[0]) in wanted]
 
 
 def run(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    started = time.time()
-    import torch
 
-    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    shapes = args.shapes.split(",") if args.shapes else (["tiny"] if device == "cpu" else  # 7B first: the goals
-                                                         ["qwen2.5-7b", "qwen2.5-3b"])
-    steps = set(args.steps.split(","))
+    def stop(signum, _frame):  # the machine's call ending sends SIGTERM: the report says so, the command goes too
+        raise SystemExit(f"stopped by signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, stop)
     with tempfile.TemporaryDirectory(prefix="llm-srt-gpu-check-") as tmp:
-        check = Check(out, Path(tmp), device, args.dtype, args.budget_s)
-        if "env" in steps and check.step("env", env_step, check)["ok"] is False and device != "cpu":
-            steps = set()  # no GPU, or the wheels missing: every other step would fail; the report says why
-        if "cuda-tests" in steps:
-            check.step("cuda-tests", cuda_tests_step, check, args.tests.split(","))
-        if "e2e" in steps:
-            check.step("e2e", e2e_step, check)
-        if "bench" in steps:  # each shape's compiled rows right after its bench: the first shape's whole, first
-            least = MIN_BENCH_S if device != "cpu" else None
-            for shape in shapes:
-                check.step(f"bench-{shape}", bench_step, check, shape, args.memory_gib, least=least)
-                if shape in COMPILED_BATCHES:
-                    check.step(f"bench-compiled-{shape}", bench_step, check, shape, None, COMPILED_BATCHES[shape],
-                               least=least)
-        outcome = write_report(check, started)
-        check.log.close()
+        check = Check(out, Path(tmp), args.device, args.dtype, args.budget_s)
+        try:
+            check.report()  # before anything can fail: a report that says the check began and did not end
+            import torch
+
+            check.device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+            steps = plan(check.device, args)
+            check.plan = [name for name, *_ in steps]
+            guess = ESTIMATE_S if check.device != "cpu" else {}  # a GPU's seconds
+            print("[gpu-check] plan: " + ", ".join(f"{n} (~{guess[n]} s)" if n in guess else n for n in check.plan)
+                  + f"; budget {args.budget_s:.0f} s", flush=True)
+            for name, fn, fn_args, least in steps:
+                if check.step(name, fn, check, *fn_args, least=least)["ok"] is False and name == "env" \
+                        and check.device != "cpu":
+                    break  # no GPU, or the wheels missing: every other step would fail; the report says why
+        except BaseException as e:  # Ctrl-C, SIGTERM (`stop`), a bug outside the steps: their report, unfinished
+            what = f"{type(e).__name__}: {e}".splitlines()[0]
+            check.error, check.stopped = (what, None) if isinstance(e, Exception) else (None, what)
+            write_report(check, check.started, final=False)
+            raise
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            check.log.close()
+        outcome = write_report(check, check.started)
     print((out / "report.md").read_text())
     return OUTCOMES[outcome]
 
 
-# ---- wheels for the GPU machine ---------------------------------------------------------------------------------------
+# ---- wheels for the GPU machine --------------------------------------------------------------------------------------
 def pinned(names: tuple[str, ...], constraints: Path) -> list[str]:
     """name==version for each name, from constraints.txt (names compared case- and -/_-insensitively)."""
     def norm(n: str) -> str:
@@ -564,16 +767,20 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--out", required=True, help="report folder ($OUT on the device machine)")
     r.add_argument("--device", default="auto", help="auto (cuda when present), cuda or cpu")
     r.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA), float32, bfloat16")
-    r.add_argument("--shapes", default=None, help="paper shapes to bench (default: qwen2.5-7b,qwen2.5-3b on CUDA, "
-                   "tiny on the CPU)")
+    r.add_argument("--shapes", default=None, help="paper shapes to bench (default: qwen2.5-7b on CUDA, with its "
+                   "compiled rows first; tiny on the CPU)")
     r.add_argument("--memory-gib", type=float, default=24.0, help="memory cap of the largest-batch search "
                    "(default 24: the paper's RTX 4090); 0 = the whole GPU")
-    r.add_argument("--budget-s", type=float, default=480, help="time budget of the whole check (default 8 min); "
-                   "a step that would start after it is reported as not run")
+    r.add_argument("--budget-s", type=float, default=BUDGET_S, help=f"time budget of the whole check (default "
+                   f"{BUDGET_S}: the default plan, within a 600 s call); a step that would start after it is "
+                   "reported as not run")
     r.add_argument("--steps", default="env,cuda-tests,e2e,bench", help="which steps to run")
     r.add_argument("--tests", default="auto", help="comma-separated pytest paths for the cuda-tests step (auto: "
                    "the test files that hold cuda-marked tests)")
     r.set_defaults(fn=run)
+    c = sub.add_parser("cli-rows", help="llm-srt ARGS with the paper bench's rows echoed to stderr as measured")
+    c.add_argument("argv", nargs=argparse.REMAINDER)
+    c.set_defaults(fn=cli_rows)
     w = sub.add_parser("fetch-wheels", help="download the wheels the GPU machine lacks")
     w.add_argument("--dest", default=str(ROOT / ".whl"))
     w.set_defaults(fn=fetch_wheels)

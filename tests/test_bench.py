@@ -468,7 +468,10 @@ def test_largest_batch_under_a_memory_cap_finds_the_out_of_memory_point_on_cuda(
     folders = paper.presets.write_folders("tiny", tmp_path)
     model, system = paper.build_system("llm-srt", folders, placement, paper.PaperOptions(shape="tiny", **paper.TINY))
     # a cap 64 MiB above what the device holds already (the CUDA context, ~0.5 GiB, sits outside the allocator and
-    # counts: `memory_cap` refuses a cap below it, and 0.01 GiB was below it on every GPU)
+    # counts: `memory_cap` refuses a cap below it, and 0.01 GiB was below it on every GPU), measured once the
+    # allocator's cache is released as `largest_batch` releases it: a cache that earlier tests left was counted in
+    # the cap, then freed under it, and the search could reach max_batch without running out of memory
+    device.release(placement.device)
     free, total = torch.cuda.mem_get_info(placement.device)
     cap = round((total - free) / 2**30 + 1 / 16, 3)
     options = paper.PaperOptions(shape="tiny", **{**paper.TINY, "search_from": 1, "max_batch": 256,

@@ -144,11 +144,19 @@ def test_timers_and_memory_are_noops_on_the_cpu():
 
 @pytest.mark.cuda
 def test_cuda_peak_memory_counts_an_allocation():
+    """The peak since the last reset: 1 MiB allocated after a freed 64 MiB block reads as ~1 MiB (a reset that did
+    nothing would still show the 64 MiB; the test before only checked that an allocation counts)."""
     d = device.resolve("cuda", "auto").device
-    device.reset_peak_memory(d)
-    x = torch.empty(64 << 20, dtype=torch.uint8, device=d)
+    big = torch.empty(64 << 20, dtype=torch.uint8, device=d)
     device.synchronize(d)
     assert device.peak_memory_bytes(d) >= 64 << 20
+    del big
+    held = torch.cuda.memory_allocated(d)  # what earlier tests in this process still hold counts in any peak
+    device.reset_peak_memory(d)
+    x = torch.empty(1 << 20, dtype=torch.uint8, device=d)
+    device.synchronize(d)
+    peak = device.peak_memory_bytes(d) - held
+    assert 1 << 20 <= peak < 8 << 20, f"peak {peak / 2**20:.1f} MiB above what was held"
     del x
 
 

@@ -39,6 +39,8 @@ def test_cpu_path_runs_every_step_and_writes_the_report(tmp_path):
     assert "**passed**" in md and "| e2e | ok |" in md and "LLM-SRT (Q-Former)" in md
     log = (tmp_path / "gpu-check.log").read_text()
     assert "resumed from" in log and "killed: True" in log
+    assert f"{gpu_check.ROW_MARK}row " in log and f"{gpu_check.ROW_MARK}training_rows " in log  # echoed as measured
+    assert "test_cuda_peak_memory_counts_an_allocation SKIPPED" in log  # pytest -v: each outcome as it comes
 
 
 def test_a_failed_step_fails_the_check(tmp_path):
@@ -351,3 +353,168 @@ def test_a_module_found_but_not_importable_fails_the_environment_with_its_reason
         "cannot import soxr (ImportError: libsoxr.so.0: cannot open shared object file): carry .whl/ built for this "
         "machine's Python (make fetch-wheels here first) or install them")
     assert gpu_check.unimportable("json") is None and gpu_check.unimportable("no_such_module_here") == "missing"
+
+
+# ---- what a check stopped from outside, or cut short, still leaves ---------------------------------------------------
+def test_a_command_s_output_reaches_the_log_while_it_runs(tmp_path):
+    """The log was written after each command ended: a check stopped from outside (the device machine's call ending)
+    left nothing of what the running command had said."""
+    check = gpu_check.Check(tmp_path, tmp_path, "cpu", "float32", budget_s=60)
+    code = ("import pathlib, time; said = 'first' + ' line'; print(said, flush=True); time.sleep(1.5); "  # the log's
+            f"print('seen' if said in pathlib.Path({str(tmp_path / 'gpu-check.log')!r}).read_text() "  # header
+            "else 'not in the log yet')")  # holds this code, not the words it prints
+    done = check.run("says", [sys.executable, "-c", code], 30)
+    check.log.close()
+    assert done.returncode == 0 and done.stdout.splitlines() == ["first line", "seen"]
+
+
+@pytest.mark.parametrize("signal_name", ["SIGKILL", "SIGTERM"])
+def test_a_check_killed_mid_step_leaves_a_report_of_the_steps_it_finished(tmp_path, signal_name):
+    """report.json and report.md were written once, at the end: a check killed mid-way (its machine's time spent)
+    left none. They are rewritten as each step starts and ends, marked unfinished until the last; a SIGTERM is
+    said in them too."""
+    import signal
+
+    script = f"""import sys, time
+sys.path.insert(0, {str(ROOT / "scripts")!r})
+import gpu_check
+gpu_check.cuda_tests_step = lambda check, paths: {{"ok": True, "tests": 3, "passed": 3, "failures": 0, "errors": 0,
+                                                  "skipped": 0}}
+gpu_check.e2e_step = lambda check: time.sleep(60)
+sys.exit(gpu_check.main(["run", "--out", {str(tmp_path)!r}, "--device", "cpu", "--steps", "cuda-tests,e2e,bench"]))
+"""
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT)
+    try:
+        for _ in range(300):
+            report = tmp_path / "report.json"
+            if report.is_file() and json.loads(report.read_text()).get("running") == "e2e":
+                break
+            time.sleep(0.1)
+    finally:
+        proc.send_signal(getattr(signal, signal_name))
+        proc.wait(timeout=30)
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert [(s["step"], s["ok"]) for s in report["steps"]] == [("cuda-tests", True)]
+    assert report.get("stopped") == ("SystemExit: stopped by signal 15" if signal_name == "SIGTERM" else None)
+    assert report["running"] == "e2e" and report["not_reached"] == ["bench-tiny"] and report["finished"] is False
+    assert report["outcome"] == "incomplete" and not report["ok"]
+    md = (tmp_path / "report.md").read_text()
+    assert "**Not finished**" in md and "step e2e" in md and "| cuda-tests | ok |" in md
+
+
+def test_a_bench_stopped_before_its_end_reports_the_rows_it_measured(tmp_path, monkeypatch, capsys):
+    """bench writes --json-out only at its end: a 7B bench cut at its limit after minutes of rows reported none.
+    Each row is echoed to stderr as it is measured, and a stopped bench's step keeps those rows."""
+    from llm_srt.bench import paper
+
+    for name in gpu_check.ECHOED:  # stand-ins (monkeypatch puts the real ones back)
+        monkeypatch.setattr(paper, name, lambda *a, name=name: {"what": name, "batch_size": a[-1]})
+    monkeypatch.setattr(paper, "compiled_row", lambda *a: {**paper.row(*a), "what": "compiled_row"})  # as the real
+    gpu_check.echo_rows(paper)
+    assert paper.row("llm-srt", 1, 64) == {"what": "row", "batch_size": 64}
+    paper.compiled_row("llm-srt", 1)
+    said = capsys.readouterr().err
+    assert gpu_check.echoed(said) == [{"row": {"what": "row", "batch_size": 64}},
+                                      {"compiled_row": {"what": "compiled_row", "batch_size": 1}}]
+    check = gpu_check.Check(tmp_path, tmp_path, "cuda", "auto", budget_s=60)
+
+    def stopped(name, argv, timeout, cwd=None):
+        assert argv[1:3] == [str(ROOT / "scripts" / "gpu_check.py"), "cli-rows"] and "--compiled-only" in argv
+        check.failed = True
+        return gpu_check.Done(argv, 124, "", "[bench] llm-srt: greedy compiled batch 1\n" + said
+                              + "[bench] llm-srt: greedy compiled batch 64\n" + gpu_check.ROW_MARK + 'row {"cut\n'
+                              "timed out after 240 s")
+
+    monkeypatch.setattr(check, "run", stopped)
+    result = check.step("bench-compiled-qwen2.5-7b", gpu_check.bench_step, check, "qwen2.5-7b", None, "1,64")
+    check.log.close()
+    assert result["ok"] is False and len(result["rows"]) == 2  # the line cut by the kill left out
+    assert result["error"] == ("bench exit 124: timed out after 240 s; it was at: llm-srt: greedy compiled batch 64; "
+                               "2 measured before it stopped (report.json's rows; gpu-check.log)")
+    assert '{"row": {"what": "row", "batch_size": 64}}' in (tmp_path / "report.md").read_text()
+
+
+def _pytest_check(tmp_path, device: str, tests: str, **limits):
+    """cuda_tests_step over one file of `tests` on `device`, within `limits` (STEP_LIMITS' keys)."""
+    test = tmp_path / "test_these.py"
+    test.write_text("import time\n\nimport pytest\n\n" + tests)
+    check = gpu_check.Check(tmp_path, tmp_path, device, "auto", budget_s=120)
+    with pytest.MonkeyPatch.context() as m:
+        for key, seconds in limits.items():
+            m.setitem(gpu_check.STEP_LIMITS, key, seconds)
+        result = check.step("cuda-tests", gpu_check.cuda_tests_step, check, [str(test)])
+    check.log.close()
+    return result
+
+
+def test_a_pytest_stopped_at_its_limit_still_reports_the_tests_that_passed(tmp_path):
+    """pytest writes its junit XML at its session's end: one stopped at the step's limit reported 0 passed. With
+    -v each outcome is in the log as the test ends, and the step counts from there, naming the test that hung."""
+    result = _pytest_check(tmp_path, "cpu", "pytestmark = pytest.mark.cuda\n\n\ndef test_a():\n    pass\n\n\n"
+                           "def test_b():\n    pass\n\n\ndef test_hangs():\n    time.sleep(60)\n",
+                           **{"cuda-tests": 12})
+    assert result["ok"] is False and result["passed"] == 2 and result["tests"] == 2, result
+    assert result["running_when_stopped"].endswith("test_these.py::test_hangs")
+    assert "pytest exit 124; stopped while" in result["error"] and "gpu-check.log" in result["counted_from"]
+    assert "2 passed, 0 failed, 0 errors, 0 skipped of 2, counted from gpu-check.log" in (
+        tmp_path / "report.md").read_text()
+
+
+def test_the_cuda_tests_get_a_per_test_timeout_where_pytest_timeout_is_installed(tmp_path, monkeypatch):
+    real = gpu_check.importlib.util.find_spec
+    for present in (True, False):
+        monkeypatch.setattr(gpu_check.importlib.util, "find_spec",
+                            lambda name, *a: (present or None) if name == "pytest_timeout" else real(name, *a))
+        argv = gpu_check.pytest_argv(["tests/test_device.py"], tmp_path / "x.xml")
+        assert "-v" in argv and argv[-1] == "tests/test_device.py"
+        if present:
+            assert argv[-3:-1] == ["--timeout", str(gpu_check.TEST_TIMEOUT_S)]
+        else:
+            assert "--timeout" not in argv
+
+
+def test_a_cuda_test_that_skips_on_a_gpu_fails_the_step_with_its_reason(tmp_path):
+    """On a GPU a cuda test has no reason to skip (each needs only torch and a GPU): one skipped beside others that
+    passed let the step pass, proving nothing of it. Now it fails the step, naming the test and the reason."""
+    tests = ("pytestmark = pytest.mark.cuda\n\n\ndef test_runs():\n    pass\n\n\n"
+             "def test_skips():\n    pytest.skip('needs a CUDA GPU')\n")
+    assert _pytest_check(tmp_path, "cpu", tests)["ok"] is True  # on the CPU they skip, as they should
+    result = _pytest_check(tmp_path, "cuda", tests)
+    assert result["ok"] is False and result["passed"] == 1 and result["skipped"] == 1, result
+    assert result["error"].startswith("1 cuda test(s) skipped on the GPU: ") and "needs a CUDA GPU" in result["error"]
+    assert "test_skips" in result["skips"][0] and "test_skips" in (tmp_path / "report.md").read_text()
+
+
+def test_a_failed_wheel_install_leaves_a_report_saying_why(tmp_path):
+    """With `set -e`, a failed pip install of .whl/ ended gpu-check.sh before any report existed: the one GPU
+    session's OUT held nothing. Now report.json and report.md say why, and the exit status is 1."""
+    wheels = tmp_path / "whl"
+    wheels.mkdir()
+    (wheels / "broken-1.0-py3-none-any.whl").write_bytes(b"not a zip")
+    python = tmp_path / "python3.12"  # says it is CPython 3.12 (the wheels' Python), else this Python
+    python.write_text(f'#!/bin/sh\ncase "$*" in *version_info*) exit 0;; esac\nexec {sys.executable} "$@"\n')
+    python.chmod(0o755)
+    env = dict(os.environ, GPU_PYTHON=str(python), USE_WHEELS="1", WHEEL_DIR=str(wheels),
+               WHEEL_SITE=str(tmp_path / "site"))
+    out = tmp_path / "out"
+    done = subprocess.run([str(ROOT / "scripts" / "gpu-check.sh"), str(out), "cpu", "--steps", "env"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=300)
+    report = json.loads((out / "report.json").read_text())
+    assert done.returncode == 1 and report["outcome"] == "FAILED" and not report["ok"] and report["steps"] == []
+    assert report["error"].startswith(f"pip install of {wheels}/*.whl into {tmp_path / 'site'} failed: ERROR: ")
+    assert "broken" in report["error"] and "**FAILED** before any step" in (out / "report.md").read_text()
+    assert "broken" in (out / "pip-install.log").read_text()
+
+
+def test_the_default_plan_on_a_gpu_runs_the_least_proven_first_and_fits_its_budget():
+    """The plan (cuda tests 200 s, e2e 240 s, 7B, compiled 7B and 3B benches at 240 s each) could not fit the
+    budget, and the compiled 7B bench, never run, was the one it left out. Now the compiled rows come first among
+    the benches, the 3B bench is left to --shapes, and the estimates fit the default budget."""
+    args = gpu_check.argparse.Namespace(steps="env,cuda-tests,e2e,bench", shapes=None, tests="auto", memory_gib=24.0)
+    names = [name for name, *_ in gpu_check.plan("cuda", args)]
+    assert names == ["env", "cuda-tests", "e2e", "bench-compiled-qwen2.5-7b", "bench-qwen2.5-7b"]
+    assert sum(gpu_check.ESTIMATE_S[n] for n in names) <= gpu_check.BUDGET_S <= 520  # 600 s call: ~45 s to spare
+    assert [name for name, *_ in gpu_check.plan("cpu", args)] == ["env", "cuda-tests", "e2e", "bench-tiny"]
+    args.shapes, args.steps = "qwen2.5-7b,qwen2.5-3b", "bench"
+    assert [name for name, *_ in gpu_check.plan("cuda", args)] == ["bench-compiled-qwen2.5-7b", "bench-qwen2.5-7b",
+                                                                   "bench-qwen2.5-3b"]
