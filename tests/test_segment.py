@@ -303,10 +303,11 @@ def test_the_meeting_frame_of_a_steady_pause_is_inside_it_not_at_its_edge():
     (30.0, 30.0, [(0.0, 14.0), (15.0, 30.0)], (0.0, 30.0)),  # one phrase group: a 1 s pause is no cut
     (40.0, 30.0, [(0.0, 29.93)], (0.0, 29.988)),  # at the start only: padded at its end alone
     (40.0, 30.0, [(10.07, 40.0)], (10.008, 40.0)),
-], ids=["30.0s", "29.95s", "7.0s-max-7", "two-phrases", "at-the-start", "at-the-end"])
+    (10.0, 7.0, [(1.5, 8.45)], (1.472, 8.472)),  # between pauses: the room left split evenly (1.438-4.608-8.508)
+], ids=["30.0s", "29.95s", "7.0s-max-7", "two-phrases", "at-the-start", "at-the-end", "6.95s-between-pauses"])
 def test_speech_at_the_clips_edges_takes_no_room_for_padding_it_cannot_have(seconds, max_seconds, bursts, whole):
     """Room for 50 ms of padding each side was kept in every segment, even where the speech touches the clip's edge
     (where no padding can go): a 30.0 s clip of speech throughout was cut 25.588 + 4.412 s, and 29.93 s of speech at
-    the start of a 40 s clip 1.938 + 28.05 s."""
+    the start of a 40 s clip 1.938 + 28.05 s. Speech that fits without its full padding takes what room is left."""
     segs = segment(tone_bursts(bursts, seconds=seconds), SR, max_seconds=max_seconds)
     assert [(s.start, s.end) for s in segs] == [whole]

@@ -110,12 +110,11 @@ def segment(samples: np.ndarray, sr: int = SAMPLE_RATE, max_seconds: float | Non
 
 
 def _fits_whole(group: list[tuple[int, int]], opts: SegmentOptions, duration: float, win: float, hop: float) -> bool:
-    """Whether a group of speech regions, padded as `_to_seconds` pads it (never past the clip's edges), is at most
-    `opts.max_seconds` long. `max_frames` leaves room for padding on both sides, which a group at an edge of the clip
-    cannot take: a 30.0 s clip of speech throughout was cut 29.227 + 0.773 s."""
-    offset = (win - hop) / 2
-    start, end = offset + group[0][0] * hop, offset + group[-1][1] * hop
-    return min(end + opts.pad, duration) - max(start - opts.pad, 0.0) <= opts.max_seconds
+    """Whether a group of speech regions is at most `opts.max_seconds` long, its speech alone: `_to_seconds` pads
+    it with what room is left (never past the clip's edges). `max_frames` leaves room for full padding on both sides,
+    so a phrase that fits without it was cut in two mid-speech: a 30.0 s clip of speech throughout, 29.227 + 0.773 s;
+    a 7.0 s phrase between pauses at --max-segment-seconds 7, 3.6 + 3.5 s."""
+    return (group[-1][1] - group[0][0]) * hop <= opts.max_seconds + 1e-9  # frames x hop: rounding's slack
 
 
 def _sound_ends(spans: list[tuple[int, int]], meets: list[int | None], db: np.ndarray, reach: int) -> list[int]:
@@ -320,6 +319,7 @@ def _to_seconds(spans: list[tuple[int, int]], duration: float, pad: float, win: 
         right = (end + times[i + 1][0]) / 2 if i + 1 < len(times) else duration
         before = meet[i - 1] if i > 0 else None  # where it meets the span before, if it does
         after = meet[i] if i + 1 < len(times) else None
+        speech = end - start
         if tails is not None:
             end = max(end, offset + tails[i] * hop)
         s, e = max(start - pad, left, 0.0), min(end + pad, right, duration)
@@ -328,7 +328,9 @@ def _to_seconds(spans: list[tuple[int, int]], duration: float, pad: float, win: 
         if after is not None:
             e = after
         if e - s > max_seconds:  # the pause or the tail does not fit whole: the speech first, then the end's reach
-            s = min(max(s, e - max_seconds), max(start - pad, 0.0))
+            # (speech that fits without its full padding keeps an even share of the room left on each side)
+            keep = pad if speech > max_seconds + 1e-9 else min(pad, max(max_seconds - speech, 0.0) / 2)
+            s = min(max(s, e - max_seconds), max(start - keep, 0.0))
             s = max(s, left if before is None else before)  # never before the neighbour's end
             e = min(e, s + max_seconds)
         s, e = round(s, 3), min(round(e, 3), last_ms)
