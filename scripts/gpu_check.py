@@ -25,11 +25,11 @@ That is ~520 s: the default budget. Within the device machine's 600 s call, the 
 wheels (~15 s), starting Python and torch (~10 s), and stopping and reaping the command running when the budget ends
 (up to 20 s). `--shapes qwen2.5-7b,qwen2.5-3b` adds the 3B bench (~115 s): give it --budget-s and a call to match.
 It writes DIR/report.md, DIR/report.json (both rewritten as each step starts and ends: a check stopped from outside
-leaves the steps it finished, and says it did not finish) and DIR/gpu-check.log (every command's output as it comes;
-a bench's rows, echoed as each is measured, since --json-out is written only at its end). `--device cpu` runs the
-same steps with the tiny shape (a test runs it). Exit status 0 when every step passed, 1 when one failed, 2 when none
-failed but the budget left one undone (not started, or stopped by the budget before its own limit): "incomplete",
-never "passed". On a GPU the cuda tests fail when one of them skipped, or none ran.
+leaves the steps it finished, and says it did not finish; a bench stopped before its end leaves the rows its
+--json-out held, which bench rewrites after each one) and DIR/gpu-check.log (every command's output as it comes).
+`--device cpu` runs the same steps with the tiny shape (a test runs it). Exit status 0 when every step passed, 1 when
+one failed, 2 when none failed but the budget left one undone (not started, or stopped by the budget before its own
+limit): "incomplete", never "passed". On a GPU the cuda tests fail when one of them skipped, or none ran.
 
 Not proven by this check, whatever it says, and named in its report: several NCCL ranks (DDP, FSDP's fill of the
 weightless ranks from rank 0, HSDP's 2-D mesh; one GPU cannot host two NCCL ranks, so these ran on gloo only) and
@@ -524,22 +524,21 @@ def torch_device_type(device: str) -> str:
 
 
 def bench_step(check: Check, shape: str, memory_gib: float | None, compiled: str | None = None) -> dict:
-    """`bench --paper-shape SHAPE`; with `compiled` (batch sizes), its --compile rows alone. Run by `cli-rows`, so
-    that a bench stopped before its end (its --json-out written only there) still reports the rows it measured."""
+    """`bench --paper-shape SHAPE`; with `compiled` (batch sizes), its --compile rows alone. A bench stopped before
+    its end (its limit, the budget, a crash) reports the rows its --json-out holds: bench rewrites it after each."""
     result_file = check.work / f"bench-{shape}{'-compiled' if compiled else ''}.json"
     extra = ["--memory-gib", str(memory_gib)] if memory_gib else []
     if compiled:
         extra += ["--compile-batches", compiled, "--compiled-only"]
-    done = check.run(f"bench {shape}", [sys.executable, str(Path(__file__).resolve()), "cli-rows", "bench", "--device",
-                                        check.device, "--dtype", check.dtype, "--paper-shape", shape, "--json-out",
-                                        str(result_file), *extra], STEP_LIMITS["bench"])
-    if done.returncode != 0 or not result_file.is_file():
-        rows = echoed(done.stderr)
+    done = check.cli(f"bench {shape}", "bench", "--device", check.device, "--dtype", check.dtype, "--paper-shape",
+                     shape, "--json-out", str(result_file), *extra, timeout=STEP_LIMITS["bench"])
+    result = read_json(result_file)
+    if done.returncode != 0 or not (result or {}).get("finished"):
+        rows = measured_rows(result)
         at = [line for line in done.stderr.splitlines() if line.startswith("[bench] ")]
         return {"ok": False, "error": f"bench exit {done.returncode}: {(done.stderr.strip().splitlines() or [''])[-1]}"
                 + (f"; it was at: {at[-1][len('[bench] '):]}" if at else "")
-                + f"; {len(rows)} measured before it stopped (report.json's rows; gpu-check.log)", "rows": rows}
-    result = json.loads(result_file.read_text())
+                + f"; {len(rows)} measured before it stopped (report.json's rows)", "rows": rows}
     skips = sum(r.get("cudagraph_skips") or 0 for r in result["decode"])
     if skips:  # compiled, but not replayed as CUDA graphs: the rows would not measure what --compile is for
         return {"ok": False, "error": f"{skips} CUDA-graph skips in the compiled rows", "table": done.stdout.strip(),
@@ -547,54 +546,22 @@ def bench_step(check: Check, shape: str, memory_gib: float | None, compiled: str
     return {"ok": True, "table": done.stdout.strip(), "result": result}
 
 
-ROW_MARK = "[gpu-check] measured "  # + what (row, compiled_row, largest_batch, training_rows) + its JSON
-ECHOED = ("row", "compiled_row", "largest_batch", "training_rows")  # what the paper bench measures, in bench.paper
+def read_json(path: Path) -> dict | None:
+    """The JSON object in `path`, or None where there is none (a bench stopped before its first row wrote nothing;
+    bench writes it whole, by a rename, so a kill never leaves half of one)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
-def echo_rows(paper) -> None:
-    """Wrap module `paper`'s ECHOED functions so that each result goes to stderr (ROW_MARK) as it is measured; a row
-    that compiled_row times through `row` is echoed once, as the compiled row (with its CUDA-graph skips)."""
-    inside = [0]  # compiled_row calls under way
-
-    def echoing(name: str, fn):
-        def measured(*args, **kwargs):
-            inside[0] += name == "compiled_row"
-            try:
-                value = fn(*args, **kwargs)
-            finally:
-                inside[0] -= name == "compiled_row"
-            if name != "row" or not inside[0]:
-                with contextlib.suppress(Exception):  # an echo never fails the bench
-                    print(f"{ROW_MARK}{name} {json.dumps(value, default=str)}", file=sys.stderr, flush=True)
-            return value
-        return measured
-
-    for name in ECHOED:
-        if callable(getattr(paper, name, None)):  # one renamed in bench: its rows come at the end only
-            setattr(paper, name, echoing(name, getattr(paper, name)))
-
-
-def echoed(stderr: str) -> list[dict]:
-    """[{what: its JSON}] of the ROW_MARK lines in a bench's stderr (a line cut by the kill left out)."""
-    rows = []
-    for line in stderr.splitlines():
-        if line.startswith(ROW_MARK):
-            what, _, value = line[len(ROW_MARK):].partition(" ")
-            with contextlib.suppress(ValueError):
-                rows.append({what: json.loads(value)})
-    return rows
-
-
-def cli_rows(args) -> int:
-    """`llm-srt ARGV` with the paper bench's rows echoed as measured (`echo_rows`)."""
-    # what cli.main sets, here before bench.paper imports transformers (which reads them as it is imported)
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    from llm_srt import cli
-    from llm_srt.bench import paper
-
-    echo_rows(paper)
-    return cli.main(args.argv)
+def measured_rows(result: dict | None) -> list[dict]:
+    """A bench result's measurements, one {its section of the result: it} each: the decode rows, each system's
+    largest-batch search, the training rows."""
+    result = result or {}
+    return ([{"decode": r} for r in result.get("decode", [])]
+            + [{"largest_batch": {system: s}} for system, s in result.get("largest_batch", {}).items()]
+            + [{"train": t} for t in result.get("train", [])])
 
 
 # ---- report ----------------------------------------------------------------------------------------------------------
@@ -778,9 +745,6 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--tests", default="auto", help="comma-separated pytest paths for the cuda-tests step (auto: "
                    "the test files that hold cuda-marked tests)")
     r.set_defaults(fn=run)
-    c = sub.add_parser("cli-rows", help="llm-srt ARGS with the paper bench's rows echoed to stderr as measured")
-    c.add_argument("argv", nargs=argparse.REMAINDER)
-    c.set_defaults(fn=cli_rows)
     w = sub.add_parser("fetch-wheels", help="download the wheels the GPU machine lacks")
     w.add_argument("--dest", default=str(ROOT / ".whl"))
     w.set_defaults(fn=fetch_wheels)

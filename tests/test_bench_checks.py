@@ -154,9 +154,10 @@ def stubbed(monkeypatch):
     monkeypatch.setattr(whisper, "run_whisper_bench", lambda options, placement, log: {"skipped": "test"})
     monkeypatch.setattr(whisper, "format_whisper", lambda result: "")
     ran = []
-    monkeypatch.setattr(bench, "run_bench", lambda options, placement, log: ran.append(options) or {})
+    monkeypatch.setattr(bench, "run_bench", lambda options, placement, log, **partial: ran.append(options) or {})
     monkeypatch.setattr(bench, "format_table", lambda result: "")
-    monkeypatch.setattr(bench, "run_paper", lambda options, placement, workdir, log: ran.append(options) or {})
+    monkeypatch.setattr(bench, "run_paper",
+                        lambda options, placement, workdir, log, **partial: ran.append(options) or {})
     monkeypatch.setattr(bench, "format_paper", lambda result: "")
     return ran
 
@@ -352,3 +353,62 @@ def test_the_table_names_the_largest_batch_the_search_tried(on_a_fake_gpu):
     table = paper.format_paper(paper.summarize(options, GPU, [], found, [], 1.0))
     assert "LLM-SRT (Q-Former): 128 (no out-of-memory up to 128, the largest batch tried (--max-batch 200))" in table
     assert "(200)" not in table
+
+
+# ---- 8. --json-out written as the run goes ------------------------------------------------------------------------
+FINAL_KEYS = {"shape", "device", "dtype", "gpu", "torch", "parameters", "options", "decode", "largest_batch", "train",
+              "best_greedy", "qformer_vs_pooled_at_equal_batch", "qformer_vs_pooled_at_largest_batch",
+              "qformer_vs_pooled_at_largest_batch_bound", "goals", "bench_seconds"}  # before `finished` came
+
+
+class Crash(Exception):
+    """The bench's process dying mid-run (out of memory, a kill), where the test sees it."""
+
+
+def writes_of(monkeypatch) -> list[dict]:
+    """Each result bench.main writes to --json-out, as it writes it."""
+    written, write = [], bench.write_json
+    monkeypatch.setattr(bench, "write_json", lambda path, result: written.append(result) or write(path, result))
+    return written
+
+
+@pytest.mark.long(5)
+def test_json_out_holds_the_rows_measured_so_far_while_the_paper_bench_runs(monkeypatch, tmp_path):
+    """--json-out was written only at the bench's end: a bench stopped from outside (gpu-check's time limit, a kill,
+    out of memory) lost minutes of rows. It is rewritten whole after each row: read while the run is at its
+    largest-batch search, and after the run dies there, it holds the three rows before it, `finished` false."""
+    out, seen = tmp_path / "r.json", []
+
+    def dies(*args, **kwargs):
+        seen.append(json.loads(out.read_text()))
+        raise Crash()
+
+    written = writes_of(monkeypatch)
+    monkeypatch.setattr(paper, "largest_batch", dies)
+    with pytest.raises(Crash):
+        cli.main(["bench", "--paper-shape", "tiny", "--device", "cpu", "--json-out", str(out)])
+    assert [len(w["decode"]) for w in written] == [1, 2, 3]  # after each row
+    left = json.loads(out.read_text())
+    assert left == seen[0] and left["finished"] is False and left["shape"] == "tiny"
+    assert [(r["system"], r["beam"], r["batch_size"]) for r in left["decode"]] == [
+        ("llm-srt", 1, 1), ("llm-srt", 1, 2), ("llm-srt", 2, 2)]
+    assert left["largest_batch"] == {} and left["train"] == [] and left["decode"][0]["seconds"] > 0
+    assert set(left) < FINAL_KEYS | {"finished"} and "goals" not in left  # no verdict on part of the rows
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # written by a rename: no temporary file left
+
+
+@pytest.mark.long(15)
+def test_the_final_json_keeps_its_keys_and_says_it_finished(monkeypatch, tmp_path, capsys):
+    """The result at the end has every key it had (the README and tests read them) and `finished` true; before it,
+    one write after each row, search and training row, each with one measurement more."""
+    monkeypatch.setitem(bench.TINY, "compiled_batch_sizes", ())  # torch.compile: half a minute of a 2-core CPU
+    out = tmp_path / "r.json"
+    written = writes_of(monkeypatch)
+    assert cli.main(["bench", "--paper-shape", "tiny", "--device", "cpu", "--json-out", str(out), "--json"]) == 0
+    final = json.loads(out.read_text())
+    assert set(final) == FINAL_KEYS | {"finished"} and final["finished"] is True
+    assert json.loads(capsys.readouterr().out) == final
+    *partials, last = written
+    assert json.loads(json.dumps(last)) == final and not any(w["finished"] for w in partials)
+    counts = [len(w["decode"]) + len(w["largest_batch"]) + len(w["train"]) for w in partials]
+    assert counts == list(range(1, 10))  # 4 rows (3 LLM-SRT, 1 pooled), 2 searches, 3 training rows

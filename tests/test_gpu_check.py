@@ -39,7 +39,7 @@ def test_cpu_path_runs_every_step_and_writes_the_report(tmp_path):
     assert "**passed**" in md and "| e2e | ok |" in md and "LLM-SRT (Q-Former)" in md
     log = (tmp_path / "gpu-check.log").read_text()
     assert "resumed from" in log and "killed: True" in log
-    assert f"{gpu_check.ROW_MARK}row " in log and f"{gpu_check.ROW_MARK}training_rows " in log  # echoed as measured
+    assert bench["finished"] is True and "[bench] llm-srt: greedy batch 1" in log  # its progress, as it came
     assert "test_cuda_peak_memory_counts_an_allocation SKIPPED" in log  # pytest -v: each outcome as it comes
 
 
@@ -402,36 +402,38 @@ sys.exit(gpu_check.main(["run", "--out", {str(tmp_path)!r}, "--device", "cpu", "
     assert "**Not finished**" in md and "step e2e" in md and "| cuda-tests | ok |" in md
 
 
-def test_a_bench_stopped_before_its_end_reports_the_rows_it_measured(tmp_path, monkeypatch, capsys):
-    """bench writes --json-out only at its end: a 7B bench cut at its limit after minutes of rows reported none.
-    Each row is echoed to stderr as it is measured, and a stopped bench's step keeps those rows."""
+def test_a_bench_stopped_before_its_end_reports_the_rows_it_measured(tmp_path, monkeypatch):
+    """bench wrote --json-out only at its end: a 7B bench cut at its limit after minutes of rows reported none. Now
+    bench rewrites it after each row, search and training row (`finished` false until the end), and a stopped
+    bench's step lists the rows that file holds; one stopped before its first row, none."""
     from llm_srt.bench import paper
 
-    for name in gpu_check.ECHOED:  # stand-ins (monkeypatch puts the real ones back)
-        monkeypatch.setattr(paper, name, lambda *a, name=name: {"what": name, "batch_size": a[-1]})
-    monkeypatch.setattr(paper, "compiled_row", lambda *a: {**paper.row(*a), "what": "compiled_row"})  # as the real
-    gpu_check.echo_rows(paper)
-    assert paper.row("llm-srt", 1, 64) == {"what": "row", "batch_size": 64}
-    paper.compiled_row("llm-srt", 1)
-    said = capsys.readouterr().err
-    assert gpu_check.echoed(said) == [{"row": {"what": "row", "batch_size": 64}},
-                                      {"compiled_row": {"what": "compiled_row", "batch_size": 1}}]
+    decode = [{"system": "llm-srt", "beam": 1, "batch_size": 1, "compiled": True}]
+    search = {"llm-srt": {"probes": [], "largest_fit": None}}
+    train = [{"activation_checkpointing": False, "s_per_step": 0.5}]
     check = gpu_check.Check(tmp_path, tmp_path, "cuda", "auto", budget_s=60)
+    written = [paper.so_far({"shape": "qwen2.5-7b"}, decode, search, train, 99.0)]  # what bench had written
 
     def stopped(name, argv, timeout, cwd=None):
-        assert argv[1:3] == [str(ROOT / "scripts" / "gpu_check.py"), "cli-rows"] and "--compiled-only" in argv
+        assert argv[1:4] == ["-m", "llm_srt.cli", "bench"] and "--compiled-only" in argv  # the plain CLI
+        if written:
+            Path(argv[argv.index("--json-out") + 1]).write_text(json.dumps(written[0]))
         check.failed = True
-        return gpu_check.Done(argv, 124, "", "[bench] llm-srt: greedy compiled batch 1\n" + said
-                              + "[bench] llm-srt: greedy compiled batch 64\n" + gpu_check.ROW_MARK + 'row {"cut\n'
-                              "timed out after 240 s")
+        return gpu_check.Done(argv, 124, "", "[bench] llm-srt: greedy compiled batch 1\n"
+                              "[bench] llm-srt: greedy compiled batch 64\ntimed out after 240 s")
 
     monkeypatch.setattr(check, "run", stopped)
     result = check.step("bench-compiled-qwen2.5-7b", gpu_check.bench_step, check, "qwen2.5-7b", None, "1,64")
-    check.log.close()
-    assert result["ok"] is False and len(result["rows"]) == 2  # the line cut by the kill left out
+    assert result["ok"] is False
+    assert result["rows"] == [{"decode": decode[0]}, {"largest_batch": search}, {"train": train[0]}]
     assert result["error"] == ("bench exit 124: timed out after 240 s; it was at: llm-srt: greedy compiled batch 64; "
-                               "2 measured before it stopped (report.json's rows; gpu-check.log)")
-    assert '{"row": {"what": "row", "batch_size": 64}}' in (tmp_path / "report.md").read_text()
+                               "3 measured before it stopped (report.json's rows)")
+    assert json.dumps({"decode": decode[0]}) in (tmp_path / "report.md").read_text()
+    written.clear()  # stopped before its first row: no file
+    (tmp_path / "bench-qwen2.5-7b-compiled.json").unlink()
+    result = check.step("bench-compiled-qwen2.5-7b", gpu_check.bench_step, check, "qwen2.5-7b", None, "1,64")
+    check.log.close()
+    assert result["ok"] is False and result["rows"] == [] and "0 measured before it stopped" in result["error"]
 
 
 def _pytest_check(tmp_path, device: str, tests: str, **limits):

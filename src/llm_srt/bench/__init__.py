@@ -6,6 +6,8 @@
 
 Both time the code users run (the systems' `run_batch`, `SpeechTranslator.translate`, `SpeechLLM.forward`), with
 timers read after `device.synchronize` and peak memory from `device.peak_memory_bytes` on CUDA (RSS on the CPU).
+--json-out is rewritten (whole, by a rename) after each measurement with what the run has so far, `finished` false,
+and at the end with the result, `finished` true: a bench stopped from outside leaves every row it finished.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch
 from .. import device as dev
 from ..errors import LLMSRTError
 from ..model.presets import PRESETS
+from ..paths import atomic_file
 from .embedded import DEFAULT_MANIFEST, DEFAULT_TRAINED, QUICK, BenchOptions, _is_qformer_model, format_table, \
     run_bench
 from .paper import TINY, PaperOptions, format_paper, run_paper
@@ -59,7 +62,8 @@ def add_arguments(parser) -> None:
                         f"(default {PaperOptions.batches_per_row})")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    parser.add_argument("--json-out", default=None, help="also write the JSON result to this file")
+    parser.add_argument("--json-out", default=None, help="also write the JSON result to this file (rewritten as "
+                        "each row is measured, with \"finished\": false until the end)")
 
 
 def paper_options(args) -> PaperOptions:
@@ -153,6 +157,13 @@ def check_placement(args, placement: dev.Placement) -> None:
                           "out")
 
 
+def write_json(path: str | Path, result: dict) -> None:
+    """`result` into `path` whole: a temporary file beside it, renamed over it, so that a bench killed while writing
+    leaves the last whole result, never half of one."""
+    with atomic_file(path) as f:
+        f.write(json.dumps(result, indent=2) + "\n")
+
+
 def main(args) -> int:
     check_arguments(args)
     if args.threads:
@@ -160,9 +171,12 @@ def main(args) -> int:
     placement = dev.from_args(args)
     check_placement(args, placement)
     log = lambda msg: print(f"[bench] {msg}", file=sys.stderr, flush=True)  # noqa: E731
+    # the result so far into --json-out after each measurement: what a bench stopped from outside (a time limit, a
+    #   kill, the process out of memory) measured is not lost with it
+    progress = {"partial": lambda so_far: write_json(args.json_out, so_far)} if args.json_out else {}
     if args.paper_shape:
         with tempfile.TemporaryDirectory(prefix="llm-srt-bench-") as tmp:
-            result = run_paper(paper_options(args), placement, Path(tmp), log=log)
+            result = run_paper(paper_options(args), placement, Path(tmp), log=log, **progress)
         table = format_paper(result)
     else:
         model = args.model or (DEFAULT_TRAINED if _is_qformer_model(Path(DEFAULT_TRAINED)) else None)
@@ -171,9 +185,11 @@ def main(args) -> int:
         if args.quick:
             options = replace(options, **QUICK)
         options = replace(options, n=args.n or options.n, new_tokens=args.new_tokens or options.new_tokens)
-        result = run_bench(options, placement, log=log)
+        result = run_bench(options, placement, log=log, **progress)
         table = format_table(result)
         if not args.no_whisper:
+            if args.json_out:  # the rows so far, before the Whisper row's half a minute
+                write_json(args.json_out, {**result, "finished": False})
             from .whisper import WhisperBenchOptions, format_whisper, run_whisper_bench
 
             log("whisper: translate --model whisper vs faster-whisper, alternating whole processes")
@@ -184,6 +200,6 @@ def main(args) -> int:
                 result["whisper"] = {"failed": str(e)}
             table += "\n" + format_whisper(result["whisper"])
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.json_out, result)
     print(json.dumps(result, indent=2) if args.json else table)
     return 1 if "failed" in result.get("whisper", {}) else 0

@@ -40,6 +40,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -158,8 +159,11 @@ class Utterance:
 
 # ---- the run ------------------------------------------------------------------------------------------------------
 def run_bench(options: BenchOptions = BenchOptions(), placement: Placement | None = None,
-              log=lambda msg: None) -> dict:
-    """Run every measurement; returns the JSON-ready result (ratios, goals and the raw times)."""
+              log=lambda msg: None, partial: Callable[[dict], None] | None = None) -> dict:
+    """Run every measurement; returns the JSON-ready result (ratios, goals and the raw times; `finished` true).
+    `partial`: called after each measurement (yardstick, encoder, training, translate(), cascade, each system's decode
+    rows) with the sections measured so far, `finished` false: no ratios or goals (they need every row), the decode
+    rows bounded on the first yardstick only; so that a run stopped from outside leaves them (bench --json-out)."""
     from ..model.encoder import WhisperEncoder
     from ..model.systems import SpeechLLMSystem
 
@@ -171,7 +175,17 @@ def run_bench(options: BenchOptions = BenchOptions(), placement: Placement | Non
     def yardstick() -> dict:
         return measure_machine(placement.device, copy_bytes=options.yardstick_bytes, gemm_size=options.yardstick_gemm,
                                dtype=placement.compute_dtype, int8=placement.device.type == "cpu")
+
+    sections: dict = {}  # what `partial` is given: the result's keys measured so far
+
+    def measured(**more) -> None:
+        sections.update(more)
+        if partial:
+            partial({**sections, "setup": {"device": str(placement), "load_average_at_start": round(load, 2),
+                                           "bench_seconds": round(time.perf_counter() - started, 1)},
+                     "finished": False})
     machine = yardstick()
+    measured(machine=machine)
     with tempfile.TemporaryDirectory(prefix="llm-srt-bench-") as tmp:
         utts = load_utterances(options, Path(tmp))
         if len(utts) < options.largest_batch:  # a manifest with fewer utterances than n
@@ -186,24 +200,29 @@ def run_bench(options: BenchOptions = BenchOptions(), placement: Placement | Non
         log("encoder: variable length vs 30 s padding")
         encoder = time_encoder(variable, padded, long_clips(utts, options.long_clips, options.long_seconds),
                                options.encoder_repeats, placement.device)
+        measured(encoder=encoder)
         del whisper, variable, padded
         log("training steps with and without the feature cache")
         train = time_training(model, utts, options.train_batch, options.train_steps, Path(tmp))
+        measured(train=train)
         if _merges_lora(model, options, placement):  # decoded as translate loads it: the folder's LoRA merged
             del model
             release(placement.device)
             model, _ = _load_model(options, placement, merge_lora=True)
         log("translate() vs its lower bound")
         overhead = time_overhead(model, utts, options.headline_batch, options.new_tokens)
+        measured(overhead=overhead)
         cascade = None
         if options.cascade:
             log("cascade")
             cascade = time_cascade(model, placement, utts, options.headline_batch, options.new_tokens)
+            measured(cascade=cascade)
         rows = []
         pin_eos(model)  # from here on every utterance decodes exactly new_tokens tokens
         plan = ([("llm-srt", 1, b) for b in options.batch_sizes]
                 + [("llm-srt", options.beam_size, b) for b in options.beam_batch_sizes])
         rows += decode_rows(SpeechLLMSystem(model, "llm-srt", placement), utts, plan, options, log, machine)
+        measured(decode=list(rows))
         costs = {"llm-srt": decode_cost(model.llm)}  # each system's, to bound its rows again after the last
         folders = (model.config.encoder, model.config.llm)
         adapter_state = model.adapter.state_dict()
@@ -215,8 +234,10 @@ def run_bench(options: BenchOptions = BenchOptions(), placement: Placement | Non
             plan = ([("llm-srt-int8", 1, b) for b in options.int8_batch_sizes]
                     + [("llm-srt-int8-compiled", 1, b, True) for b in options.int8_compiled_batch_sizes])
             rows += decode_rows(int8, utts, plan, options, log, machine, passes=options.int8_passes)
+            measured(decode=list(rows))
             rows += decode_rows(int8, utts, [("llm-srt-int8", options.beam_size, b)
                                              for b in options.int8_beam_batch_sizes], options, log, machine)
+            measured(decode=list(rows))
             costs["llm-srt-int8"] = costs["llm-srt-int8-compiled"] = decode_cost(int8.model.llm)
             del int8
             release(placement.device)
@@ -224,6 +245,7 @@ def run_bench(options: BenchOptions = BenchOptions(), placement: Placement | Non
         pooled = _pooled_model(folders, placement)
         rows += decode_rows(SpeechLLMSystem(pooled, "pooled-750", placement), utts,
                             [("pooled-750", 1, b) for b in options.pooled_batch_sizes], options, log, machine)
+        measured(decode=list(rows))
         costs["pooled-750"] = decode_cost(pooled.llm)
         del pooled
         release(placement.device)  # the second yardstick's 2 GiB of probes need the room
@@ -347,7 +369,7 @@ def summarize(options: BenchOptions, setup: dict, utts, rows, encoder, overhead,
                   "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "torch": torch.__version__},
         "batch16_vs_batch1_parts": batch_parts,
         "machine": machine, "decode": rows, "encoder": encoder, "overhead": overhead, "train": train,
-        "cascade": cascade,
+        "cascade": cascade, "finished": True,
     }
 
 

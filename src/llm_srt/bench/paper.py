@@ -13,7 +13,9 @@ batch x `batches_per_row` utterances (at least `min_utterances`, in whole batche
 shape (2 tokens) and reports seconds per 1,000 utterances. Then each system's largest batch that fits (doubling from
 `search_from` until CUDA runs out of memory or `max_batch`), optionally under a memory cap (`memory_gib`: the paper's
 RTX 4090 has 24 GiB), and the training step of the SRT stage at batch 16 with and without activation
-checkpointing. Peak memory is torch's allocator peak on CUDA, RSS on the CPU.
+checkpointing. Peak memory is torch's allocator peak on CUDA, RSS on the CPU. What a run has measured is handed
+on after each row, search and training row (`run_paper`'s `partial`: bench --json-out writes it), so that a run
+stopped from outside (a time limit, a kill, the process out of memory) leaves its rows.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -82,14 +85,22 @@ TINY = dict(  # --paper-shape tiny: the same path at test size (a small Q-Former
     min_utterances=2, search_from=4, max_batch=4, train_batch=2, train_target_tokens=8, train_steps=1)
 
 
-def run_paper(options: PaperOptions, placement: Placement, workdir: Path, log=lambda msg: None) -> dict:
-    """Every row for one paper shape; returns the JSON-ready result."""
+def run_paper(options: PaperOptions, placement: Placement, workdir: Path, log=lambda msg: None,
+              partial: Callable[[dict], None] | None = None) -> dict:
+    """Every row for one paper shape; returns the JSON-ready result (`finished` true). `partial`: called after each
+    row, largest-batch search and training row with the result so far (`so_far`: `finished` false)."""
     started = time.perf_counter()
     torch.manual_seed(options.seed)
     folders = presets.write_folders(options.shape, workdir)
     clips = noise_clips(max(options.batch_sizes + options.pooled_batch_sizes + options.beam_batch_sizes),
                         options.clip_seconds, options.seed)
     rows, search, train = [], {}, []
+    about = setting(options, placement) if partial else {}
+
+    def measured() -> None:
+        if partial:
+            partial(so_far(about, rows, search, train, time.perf_counter() - started))
+
     for system_name in ["llm-srt"] if options.compiled_only else SYSTEMS:
         log(f"{system_name}: building {options.shape} (random weights) on {placement}")
         model, system = build_system(system_name, folders, placement, options)
@@ -114,12 +125,16 @@ def run_paper(options: PaperOptions, placement: Placement, workdir: Path, log=la
                 decode_pass(system, cycle(clips, batch), batch, warm)
                 rows.append(compiled_row(system_name, batch, system, cycle(clips, n), decoding, skips) if compiled else
                             row(system_name, beam, batch, decode_pass(system, cycle(clips, n), batch, decoding)))
+                measured()
 
         run_rows(plan)
         if options.max_batch and not options.compiled_only:
             search[system_name] = largest_batch(system, clips, greedy, options, placement.device, log)
+            measured()
         if system_name == "llm-srt" and options.train_batch and not options.compiled_only:
-            train = training_rows(model, options, placement, log)
+            for measurement in training_rows(model, options, placement, log):
+                train.append(measurement)
+                measured()
         skips = cudagraph_skips()  # torch counts a skip where it compiles and records (a warm-up), once per
         #   function for some causes: a compiled row reports every skip since the first compiled warm-up began
         run_rows(compiled_plan)  # last: their static KV caches (and CUDA graphs) stay with the model, so before the
@@ -254,12 +269,13 @@ def probe(system, audios, batch: int, greedy: DecodingOptions, device: torch.dev
     return None
 
 
-def training_rows(model, options: PaperOptions, placement: Placement, log) -> list[dict]:
-    """Seconds per step and peak memory of the SRT stage's step at `train_batch`: SpeechLLM.forward on cached
-    encoder features (the recipe's input) + backward to the Q-Former + AdamW, under the recipe's bf16 autocast on
-    CUDA; first without, then with `train.parallel.apply_activation_checkpointing` (it cannot be undone), then
-    with checkpointing and `head_losses` in blocks of TRAIN_WIDE_HEAD_BLOCKS times its default (fewer, larger head
-    products: whether the default block suits a GPU is measured there)."""
+def training_rows(model, options: PaperOptions, placement: Placement, log) -> Iterator[dict]:
+    """Yields, each as it is measured, the seconds per step and peak memory of the SRT stage's step at
+    `train_batch`: SpeechLLM.forward on cached encoder features (the recipe's input) + backward to the Q-Former +
+    AdamW, under the recipe's bf16 autocast on CUDA; first without, then with
+    `train.parallel.apply_activation_checkpointing` (it cannot be undone), then with checkpointing and `head_losses`
+    in blocks of TRAIN_WIDE_HEAD_BLOCKS times its default (fewer, larger head products: whether the default block
+    suits a GPU is measured there)."""
     from ..model import llm
     from ..train.parallel import apply_activation_checkpointing
 
@@ -269,7 +285,6 @@ def training_rows(model, options: PaperOptions, placement: Placement, log) -> li
     optimizer = torch.optim.AdamW(params, lr=1e-5)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16,  # the recipe's: bf16 weights, bf16 autocast
                               enabled=placement.cuda and placement.dtype == torch.bfloat16)
-    out = []
     model.train()
     default_block, layers = llm.HEAD_BLOCK_LOGITS, None  # layers: None until checkpointing is applied (once)
     for checkpointing, block in ((False, default_block), (True, default_block),
@@ -303,19 +318,18 @@ def training_rows(model, options: PaperOptions, placement: Placement, log) -> li
             loss = None
             optimizer.zero_grad(set_to_none=True)
             release(device)
-            out.append({"activation_checkpointing": checkpointing, "batch_size": options.train_batch,
-                        "head_block_logits": block, "out_of_memory": True})
+            yield {"activation_checkpointing": checkpointing, "batch_size": options.train_batch,
+                   "head_block_logits": block, "out_of_memory": True}
             continue
         if not torch.isfinite(loss):
             raise LLMSRTError(f"bench: training step loss is {loss.item()}")
-        out.append({"activation_checkpointing": checkpointing, "layers_recomputed": layers if checkpointing else 0,
-                    "head_block_logits": block, "batch_size": options.train_batch,
-                    "s_per_step": round(float(np.median(times)), 4),
-                    "steps": options.train_steps, "peak_mib": memory.mib, "memory": memory.kind,
-                    "target_tokens": options.train_target_tokens, "out_of_memory": False})
+        yield {"activation_checkpointing": checkpointing, "layers_recomputed": layers if checkpointing else 0,
+               "head_block_logits": block, "batch_size": options.train_batch,
+               "s_per_step": round(float(np.median(times)), 4),
+               "steps": options.train_steps, "peak_mib": memory.mib, "memory": memory.kind,
+               "target_tokens": options.train_target_tokens, "out_of_memory": False}
     model.eval()
     optimizer.zero_grad(set_to_none=True)
-    return out
 
 
 def training_batch(model, options: PaperOptions) -> dict:
@@ -362,20 +376,32 @@ def summarize(options: PaperOptions, placement: Placement, rows: list[dict], sea
     at_largest = (round(fit["llm-srt"]["utterances_per_s"] / fit["pooled-750"]["utterances_per_s"], 2)
                   if all(fit.values()) and searched else None)
     bound = ratio_bound(search) if at_largest is not None else None
-    counts = presets.parameter_counts(options.shape)
     return {
-        "shape": options.shape, "device": str(placement.device), "dtype": placement.dtype_name,
-        "gpu": torch.cuda.get_device_name(placement.device) if placement.cuda else None,
-        "torch": torch.__version__, "parameters": counts, "options": asdict(options),
-        "decode": rows, "largest_batch": search, "train": train,
+        **setting(options, placement), "decode": rows, "largest_batch": search, "train": train,
         "best_greedy": {k: best.get(k, False) for k in ("batch_size", "seconds_per_1000", "utterances_per_s",
                                                          "compiled")} if best else None,
         "qformer_vs_pooled_at_equal_batch": equal,
         "qformer_vs_pooled_at_largest_batch": at_largest,
         "qformer_vs_pooled_at_largest_batch_bound": bound,
         "goals": goals(options.shape, placement, best and best["seconds_per_1000"], at_largest, bound),
-        "bench_seconds": round(seconds, 1),
+        "bench_seconds": round(seconds, 1), "finished": True,
     }
+
+
+def setting(options: PaperOptions, placement: Placement) -> dict:
+    """What a result says of its run before the rows: shape, device, parameter counts, options."""
+    return {"shape": options.shape, "device": str(placement.device), "dtype": placement.dtype_name,
+            "gpu": torch.cuda.get_device_name(placement.device) if placement.cuda else None,
+            "torch": torch.__version__, "parameters": presets.parameter_counts(options.shape),
+            "options": asdict(options)}
+
+
+def so_far(about: dict, rows: list[dict], search: dict, train: list[dict], seconds: float) -> dict:
+    """A run's result before its end: `setting`'s keys and the measurements (copies: the run goes on adding to its
+    own), `finished` false, and none of the ratios, best batch or goals, which are drawn from every row (a ratio
+    over the pooled system's rows before its search would pass for the equal-memory one)."""
+    return {**about, "decode": list(rows), "largest_batch": dict(search), "train": list(train),
+            "bench_seconds": round(seconds, 1), "finished": False}
 
 
 def within_cap(runs: list[dict], found: dict) -> list[dict]:
