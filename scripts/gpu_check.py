@@ -630,9 +630,11 @@ def write_report(check: Check, started: float, final: bool = True) -> str:
         elif s.get("rows"):  # a bench stopped before its table: what it measured, as JSON lines
             lines += ["", f"## {s['step']} (stopped: the rows it measured)", "", "```",
                       *(json.dumps(r) for r in s["rows"]), "```"]
+    from llm_srt.paths import atomic_file  # the standard library alone: importable before the env step's checks
+
     for name, text in (("report.json", json.dumps(summary, indent=2) + "\n"), ("report.md", "\n".join(lines) + "\n")):
-        (check.out / f".{name}").write_text(text)
-        (check.out / f".{name}").replace(check.out / name)  # whole: a kill mid-write leaves the last one, not half
+        with atomic_file(check.out / name) as f:  # whole: a kill mid-write leaves the last one, not half
+            f.write(text)
     return outcome
 
 
