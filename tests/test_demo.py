@@ -1,6 +1,8 @@
 import json
 from dataclasses import replace
 
+import pytest
+
 from llm_srt.cli import VERBS
 from llm_srt.data.manifest import Row, read_manifest, write_manifest
 from llm_srt.demo import test_subset as demo_subset
@@ -551,3 +553,54 @@ def test_a_reused_stage_trained_for_other_steps_than_its_config_asks_is_refused(
     longer = [replace(stages[0], config=replace(stages[0].config, max_steps=stages[0].config.max_steps + 5))]
     demo.run_with_budget(longer)  # fewer steps than asked: the run goes on from its checkpoint
     assert ran == [longer]
+
+
+def test_a_demo_failing_after_its_claims_keeps_them_and_no_earlier_runs(tmp_path, monkeypatch):
+    """claims.json and timings.json were written after the last step (one held-out clip): a demo failing there had
+    printed its claims but kept none, and an earlier run's claims.json stayed beside this run's hypotheses. Now the
+    claims are written as soon as they are checked, and an earlier run's files are removed before the evaluation."""
+    from types import SimpleNamespace
+
+    from llm_srt import demo, embedded, infer
+    from llm_srt.evaluate import report, run
+
+    data, work = tmp_path / "data", tmp_path / "work"
+    data.mkdir()
+    (data / "test.jsonl").write_text("")
+    (work / "report").mkdir(parents=True)
+    (work / "report" / "claims.json").write_text('"an earlier run"\n')
+    (work / "report" / "timings.json").write_text('"an earlier run"\n')
+    row = SimpleNamespace(sentence_id="s1", translation="x", tgt_lang="deu", src_lang="eng", audio="a.wav",
+                          transcript="y")
+    monkeypatch.setattr(embedded, "ensure_embedded", lambda: None)
+    monkeypatch.setattr(demo, "demo_placement", lambda dtype, log: SimpleNamespace(dtype_name="float32",
+                                                                                   device="cpu", dtype=None))
+    monkeypatch.setattr(demo, "older_demo_corpus", lambda data: False)
+    monkeypatch.setattr(demo, "demo_corpus", lambda data: True)
+    monkeypatch.setattr(demo, "demo_stages", lambda *a, **k: {"curriculum": [], "baseline": [], "no_smt": []})
+    monkeypatch.setattr(demo, "run_with_budget", lambda stages, log: [tmp_path / "final"])
+    monkeypatch.setattr(demo, "choose_directions", lambda *a, **k: {"chosen": [("eng", "deu")], "sentences": 1,
+                                                                    "bleu": {"eng-deu": 1.0}})
+    monkeypatch.setattr(demo, "shipped_training_sentences", lambda folder: set())
+    monkeypatch.setattr(demo, "read_manifest", lambda path: [row])
+    monkeypatch.setattr(demo, "test_subset", lambda *a, **k: tmp_path / "subset.jsonl")
+    seen = {}
+
+    def evaluate(*args, **kwargs):
+        seen["earlier files at evaluation"] = sorted(p.name for p in (work / "report").iterdir())
+        return {}
+    monkeypatch.setattr(run, "evaluate", evaluate)
+    monkeypatch.setattr(report, "load_results", lambda path: [])
+    monkeypatch.setattr(demo, "probe_rows", lambda *a: [])
+    monkeypatch.setattr(demo, "measure_runs", lambda *a: {"losses": {}, "loss_tasks": {}, "text_mt": {},
+                                                          "text_mt_own_prompt": {}})
+    monkeypatch.setattr(demo, "check_claims", lambda *a, **k: {"lines": ["a claim"], "numbers": [{"claim": "c"}]})
+
+    def broken(*args, **kwargs):
+        raise demo.LLMSRTError("a broken shipped model")
+    monkeypatch.setattr(infer.SpeechTranslator, "from_pretrained", broken)
+    with pytest.raises(demo.LLMSRTError, match="a broken shipped model"):
+        demo.run_demo(work, data, log=lambda line: None)
+    assert seen["earlier files at evaluation"] == ["directions.json"]
+    assert json.loads((work / "report" / "claims.json").read_text()) == [{"claim": "c", "seed": 0}]
+    assert not (work / "report" / "timings.json").exists()
