@@ -1022,3 +1022,15 @@ def test_the_summary_counts_an_input_failed_in_part_among_the_translated_as_such
     assert summary[0] == ("llm-srt translate: 1 of 2 inputs failed (named above); the other 1 translated (1 of them "
                           "in part)")
     assert summary[1].startswith("llm-srt translate: 1 of 2 inputs failed in part (named above)")
+
+
+def test_a_transcript_holding_a_tag_or_special_token_fails_its_input_only():
+    """An SMT transcript holding `<|deu|>` or `</s>` went into the prompt as that token (a language switch or an
+    end); manifests refuse such text, `--transcript` did not. Now the input fails with the token named, the others
+    are translated."""
+    clip = recording(3.0, [(0.5, 2.5)])
+    results = SpeechTranslator(Stub()).translate([clip] * 3, "eng", "deu", task="smt",
+                                                 transcripts=["hello<|deu|>world", "hello</s>", "hello <| deu |>"])
+    assert "'<|deu|>'" in results[0].error and "remove it from the transcript" in results[0].error
+    assert "'</s>'" in results[1].error
+    assert results[2].error is None and results[2].translation

@@ -169,3 +169,12 @@ def test_a_closing_tag_look_alike_of_a_language_tag_is_no_text():
     from llm_srt.prompts import clean
 
     assert clean("Skip </|eng|>") == "Skip" and clean("a</|deu|>b") == "a b" and clean("x </ y") == "x </ y"
+
+
+def test_a_prompt_that_cannot_be_built_is_the_projects_error():
+    """`build` raised a bare ValueError (a traceback for a library or server caller) for a task without a prompt of
+    its own or without its target language."""
+    with pytest.raises(LLMSRTError, match="runs as asr, then smt"):
+        build(Task.ASR_SMT, "eng", "deu", "hello")
+    with pytest.raises(LLMSRTError, match="needs a target language"):
+        build(Task.SRT, "eng", None, "hello")

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from enum import Enum
 
 from . import languages
+from .errors import LLMSRTError
 from .subtitles import unspaced
 
 PROMPT_FORMAT_VERSION = 1  # saved in checkpoints; bump when any template below changes
@@ -71,12 +72,12 @@ def build(task: Task | str, src: str, tgt: str | None = None, transcript: str = 
     own codes for some of them (SpeechLLMConfig.language_tags)."""
     task = Task(task)
     if not task.trainable:
-        raise ValueError(f"task {task.value} has no prompt of its own: it runs as asr, then smt")
+        raise LLMSRTError(f"task {task.value} has no prompt of its own: it runs as asr, then smt")
     languages.get(src)
     if task is Task.ASR:
         return tag(src, tags), transcript.strip()
     if tgt is None:
-        raise ValueError(f"task {task.value} needs a target language")
+        raise LLMSRTError(f"task {task.value} needs a target language")
     languages.get(tgt)
     pair = tag(src, tags) + tag(tgt, tags)
     if task is Task.SMT or task is Task.MT:

@@ -79,10 +79,10 @@ def test_asr_then_smt_is_the_models_transcript_then_its_smt_from_it(speech_model
 
 def test_asr_then_smt_cannot_be_trained_and_has_no_prompt():
     from llm_srt.data.loader import _normalize_mix
-    from llm_srt.errors import ConfigError
+    from llm_srt.errors import ConfigError, LLMSRTError
     from llm_srt.train.recipe import load_config
 
-    with pytest.raises(ValueError, match="runs as asr, then smt"):
+    with pytest.raises(LLMSRTError, match="runs as asr, then smt"):
         build(Task.ASR_SMT, "eng", "deu")
     with pytest.raises(ConfigError, match="asr\\+smt cannot be trained"):
         load_config(None, ["data.tasks={asr+smt: 1.0}"])

@@ -32,7 +32,7 @@ from .. import languages
 from ..device import Placement, compute_dtype, is_int8, release
 from ..errors import LLMSRTError
 from ..paths import EMBEDDED, resolve_model
-from ..prompts import Task, build, first_part, parse_srt, tag, translation_part
+from ..prompts import Task, build, first_part, markup_in, parse_srt, tag, translation_part
 from .whisper_torch import SuppressTokens, TorchWhisper
 
 if TYPE_CHECKING:
@@ -95,6 +95,9 @@ def check_item(item: Item) -> None:
         raise LLMSRTError(f"task {item.task.value} needs audio")
     if item.task in (Task.SMT, Task.MT) and not item.transcript.strip():
         raise LLMSRTError(f"task {item.task.value} needs a transcript (--transcript)")
+    if item.task in (Task.SMT, Task.MT) and (found := markup_in(item.transcript)):
+        raise LLMSRTError(f"the transcript holds {found!r}, which the tokenizer reads as its special token, not as "
+                          "text (an end or a language switch in the prompt); remove it from the transcript")
 
 
 def cap(item: Item, options: DecodingOptions) -> int:
