@@ -220,7 +220,8 @@ def test_thai_lines_break_between_grapheme_clusters_whose_marks_take_no_column()
     thai = "ประเทศไทยมีประชากรประมาณหกสิบเก้าล้านคนและมีเมืองหลวงคือกรุงเทพมหานครซึ่งเป็นเมืองที่ใหญ่ที่สุด"
     assert _width(thai) == 77 == sum(unicodedata.category(ch) != "Mn" for ch in thai)
     lines = _wrap(thai, 42)
-    assert "".join(lines) == thai and [_width(line) for line in lines] == [42, 35]
+    assert "".join(lines) == thai and [_width(line) for line in lines] == [39, 38]  # cut before a word: "เมือง"
+    assert lines[1].startswith("เมืองหลวง")
     assert not any(unicodedata.category(line[0]) == "Mn" or line[-1] in "เแโใไ" for line in lines)
     cues = fit(0.0, 5.0, thai, "Thailand has about sixty-nine million people and its capital is Bangkok.")
     assert all(len(c.text.split("\n")) == 2 and max(map(_width, c.text.split("\n"))) <= 42 for c in cues)
@@ -310,18 +311,102 @@ def test_no_cue_has_more_lines_than_the_limit_in_latin_cjk_korean_or_thai_text()
         assert all(_width(line) <= width or len(_tokens(line)) == 1 for line in lines), case  # wider: one word
 
 
-def test_a_cue_shorter_than_a_millisecond_once_rounded_is_left_out():
-    """The start < end check came before the times were rounded to the millisecond the formats write: a cue from
-    1.0001 s to 1.0004 s was written as '00:00:01,000 --> 00:00:01,000', shown for no time. It is left out, as a
-    cue with no text is; a cue that keeps a millisecond stays, and a backward one is still an error."""
-    cues = [Cue(1.0001, 1.0004, "gone"), Cue(1.0004, 1.0006, "kept"), Cue(2.0, 3.0, "next")]
+def test_a_cue_shorter_than_a_millisecond_once_rounded_is_written_a_millisecond_long():
+    """A cue from 1.0001 s to 1.0004 s would be written '00:00:01,000 --> 00:00:01,000'; it was then left out, its
+    text gone without a word. Now it is written a millisecond long, the cue after it (which rounding made overlap)
+    starts a millisecond later, numbering stays 1..n, and a backward cue is still an error."""
+    cues = [Cue(1.0001, 1.0004, "short"), Cue(1.0004, 1.0006, "kept"), Cue(2.0, 3.0, "next")]
     for text, time_re, header in ((to_srt(cues), SRT_TIME, None), (to_vtt(cues), VTT_TIME, "WEBVTT")):
         parsed = parse(text, time_re, header)
         check(parsed)
-        assert [c[3] for c in parsed] == [["kept"], ["next"]] and parsed[0][1:3] == (1.0, 1.001)
-    assert to_srt([Cue(1.0001, 1.0004, "gone")]) == ""
+        assert [c[3] for c in parsed] == [["short"], ["kept"], ["next"]]
+        assert [c[1:3] for c in parsed] == [(1.0, 1.001), (1.001, 1.002), (2.0, 3.0)]
+    assert "1\n00:00:01,000 --> 00:00:01,001\nshort" in to_srt([Cue(1.0001, 1.0004, "short")])
     with pytest.raises(LLMSRTError, match="cue 1"):
         to_srt([Cue(1.0004, 1.0001, "backwards")])
+
+
+def test_a_segment_with_text_always_gets_a_cue():
+    """A segment of a millisecond or less (or none: its end clipped to the audio's end) lost its text from SRT/VTT."""
+    from llm_srt.subtitles import segment_cues
+
+    segments = [_segment(0.0, 1.0, "one", "eins"), _segment(1.0001, 1.0004, "two", "zwei"),
+                _segment(1.5, 1.5, "three", "drei"), _segment(2.0, 3.0, "four", "vier")]
+    for width in (42, 0):
+        parsed = parse(to_srt(segment_cues(segments, "both", width)), SRT_TIME)
+        check(parsed)
+        assert [c[3] for c in parsed] == [[en, de] for en, de in
+                                          (("one", "eins"), ("two", "zwei"), ("three", "drei"), ("four", "vier"))]
+        assert [c[1:3] for c in parsed][1:3] == [(1.0, 1.001), (1.5, 1.501)]
+
+
+def test_japanese_kinsoku_marks_never_start_a_line_nor_opening_brackets_end_one():
+    """Only closing punctuation was kept off a line's start: 'ちょっとコ' / 'ーヒーを飲'. The long-vowel mark, small
+    kana, iteration marks and dash-like marks must not start a line either (JIS X 4051), and an opening bracket
+    never ends one."""
+    from llm_srt.subtitles import _wrap
+
+    assert _wrap("ちょっとコーヒーを飲みたいです。", 10) == ["ちょっと", "コーヒーを", "飲みたいで", "す。"]
+    for mark in "ーぁぃぅぇぉっゃゅょゎゕゖァィゥェォッャュョヮヵヶゝゞヽヾ々〻〜‐゠":
+        for k in range(1, 8):
+            text = "あ" * k + mark + "い" * 6 + "「う」" + "え" * k
+            lines = _wrap(text, 8)
+            assert "".join(lines) == text and not any(line[0] in mark + "」" or line[-1] == "「" for line in lines)
+    assert _wrap("今日は人々が来る", 8) == ["今日は", "人々が来", "る"]  # not "今日は人" / "々が来る"
+
+
+THAI_SENTENCE = "ผมคิดว่าเป็นความคิดที่ดีมากด้วยกันครับ"  # "I think it is a very good idea": 28 columns, no space
+
+
+def test_thai_breaks_at_spaces_and_keeps_a_run_a_little_too_wide_whole():
+    """Thai lines broke between any two grapheme clusters, as Chinese lines do, which cut words: 'ควา' / 'มคิด'.
+    Thai words are not separated by spaces and no dictionary is at hand: lines break at spaces (and zero-width
+    spaces); a run a little wider than a line stays whole on its own line; a far wider one is cut where a word most
+    likely begins, never after a leading vowel nor before a following vowel or mark."""
+    from llm_srt.subtitles import _width, _wrap
+
+    assert _width(THAI_SENTENCE) == 28
+    assert _wrap(THAI_SENTENCE, 12) == ["ผมคิดว่า", "เป็นความคิดที่ดี", "มากด้วยกันครับ"]  # cut between words
+    assert _wrap(THAI_SENTENCE, 24) == [THAI_SENTENCE]  # a little too wide: whole
+    assert _wrap("ผมคิดว่า เป็นความคิดที่ดีมาก ด้วยกันครับ", 20) == ["ผมคิดว่า", "เป็นความคิดที่ดีมาก",
+                                                                   "ด้วยกันครับ"]
+    zwsp = "ผมคิดว่า\u200bเป็นความคิดที่ดีมาก\u200bด้วยกันครับ"
+    assert "".join(_wrap(zwsp, 18)) == zwsp and [l.strip("\u200b") for l in _wrap(zwsp, 18)] == [
+        "ผมคิดว่า", "เป็นความคิดที่ดีมาก", "ด้วยกันครับ"]
+    assert _wrap("ทำ" + "ละ" * 20, 10)[1:2] != ["ะ"] and not any(
+        line[0] in "ะาำๅๆ" or line[-1] in "เแโใไ" for line in _wrap("กะทำงานๆเดินไปมาแล้ว" * 6, 10))
+
+
+def test_thai_lao_khmer_and_myanmar_runs_cut_only_between_clusters():
+    """Random runs far wider than a line: every piece of at most the width, none starting with a mark or a
+    following vowel, none ending with a leading vowel, a Khmer or Myanmar stacked consonant kept with its base."""
+    import unicodedata
+
+    import numpy as np
+
+    from llm_srt.subtitles import _width, _wrap
+
+    rng = np.random.default_rng(2)
+    pools = ["กขคงมนรลวส", "เแโใไ", "ะาำๅๆ", "\u0e34\u0e35\u0e48\u0e49\u0e4c"]  # consonants, leading, following, marks
+    khmer, myanmar = "ក\u17d2រ", "က\u1039ခ"
+    for case in range(200):
+        text = ""
+        for _ in range(rng.integers(20, 80)):
+            kind = rng.integers(0, 6)
+            text += (khmer if kind == 4 else myanmar if kind == 5 else
+                     "".join(rng.choice(list(pools[0 if kind == 3 else kind]))) + (
+                         "".join(rng.choice(list(pools[0]))) if kind == 1 else ""))
+            if rng.random() < 0.3:
+                text += rng.choice(list(pools[3]))
+        width = int(rng.integers(8, 30))
+        lines = _wrap(text, width)
+        assert "".join(lines) == text, case
+        if _width(text) > width * 1.25:
+            assert all(_width(line) <= width for line in lines), (case, lines)
+        for line in lines[1:]:
+            assert unicodedata.category(line[0]) not in ("Mn", "Mc") and line[0] not in "ะาำๅๆ", (case, line)
+            assert line[0] not in "\u17d2\u1039", case
+        assert not any(line[-1] in "เแโใไ\u17d2\u1039" for line in lines), case
 
 
 def test_thai_sara_am_stays_with_its_consonant():

@@ -43,12 +43,13 @@ class Cue:
 def segment_cues(segments: Iterable, mode: str = "both", width: int = MAX_LINE_WIDTH) -> list[Cue]:
     """Cues of timed segments (objects with start, end, transcript, translation) in one of CUE_MODES, fitted to
     lines of `width` columns (`fit`; 0: one cue a segment, its texts unwrapped); segments with nothing to show in
-    that mode get no cue."""
+    that mode get no cue, and one with text but no time (end <= start, as clipped at the audio's end) a millisecond."""
     cues = []
     for s in segments:
         main, above = CUE_MODES[mode](s)
-        if (main or above) and s.end > s.start:
-            cues.extend(fit(s.start, s.end, main, above, width) if width else [Cue.of(s.start, s.end, main, above)])
+        if (main and main.strip()) or (above and above.strip()):
+            end = max(s.end, s.start + 0.001)
+            cues.extend(fit(s.start, end, main, above, width) if width else [Cue.of(s.start, end, main, above)])
     return cues
 
 
@@ -63,7 +64,7 @@ def fit(start: float, end: float, main: str, above: str | None = None, width: in
     if not texts or end <= start:
         return []
     per_text = max(1, LINES_PER_CUE // len(texts))
-    tokens = [_tokens(t) for t in texts]
+    tokens = [_tokens(t, width) for t in texts]
     at = [_starts(ts, start, end) for ts in tokens]  # each token's millisecond, non-decreasing
     first, last = _ms(start), _ms(end)
     cuts_at = sorted({m for ms in at for m in ms if first < m < last})  # where a cue may end: where a token begins
@@ -135,64 +136,139 @@ def _pieces(tokens: list[str], at: list[int], cuts: list[int]) -> list[list[str]
     return pieces
 
 
-# Hangul: East Asian wide, but Korean puts spaces between words; Thai: written without spaces, but not wide.
+# Hangul: East Asian wide, but Korean puts spaces between words.
 _HANGUL = re.compile(r"[\u1100-\u11ff\u3130-\u318f\ua960-\ua97f\uac00-\ud7ff]")
-_THAI = re.compile(r"[\u0e00-\u0e7f]")
-_LEADING_VOWELS = "\u0e40\u0e41\u0e42\u0e43\u0e44"  # Thai vowels written before their consonant, which they go with
-_SARA_AM = "\u0e33"  # Thai SARA AM: a spacing vowel (not a mark), yet part of its consonant's cluster (Unicode's
-#   SpacingMark), so no line starts with it
-_ZWJ = "\u200d"  # zero-width joiner: joins the characters either side of it (emoji sequences)
+# Thai, Lao, Khmer, Myanmar: written without spaces between words, and not wide, but unlike CJK a line may not break
+# anywhere: a word's end needs a dictionary, which we do not have. Spaces (and U+200B) mark phrases; see `_run`.
+_DICTIONARY = re.compile(r"[\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u19e0-\u19ff\ua9e0-\ua9ff\uaa60-\uaa7f]")
+RUN_OVERFLOW = 1.25  # such a run up to this many times the line width stays whole on a line of its own
+_LEADING_VOWELS = "\u0e40\u0e41\u0e42\u0e43\u0e44\u0ec0\u0ec1\u0ec2\u0ec3\u0ec4"  # Thai, Lao: written before
+#   their consonant, which they go with: a syllable starts there
+_FOLLOWING = "\u0e30\u0e32\u0e33\u0e45\u0e46\u0e2f\u0eb0\u0eb2\u0eb3\u0ec6\u17d7"  # vowels and signs after
+#   their consonant (ะ า ำ ๅ ๆ ฯ, Lao's, Khmer ៗ): no line starts with one
+# ะ ำ ๆ ฯ, ์ (a silent final), Lao's: a syllable ends with one
+_SYLLABLE_ENDS = frozenset("\u0e30\u0e33\u0e46\u0e2f\u0e4c\u0eb0\u0eb3\u0ec6")
+_SARA_AM = "\u0e33\u0eb3"  # Thai, Lao SARA AM: a spacing vowel (not a mark), yet part of its consonant's cluster
+#   (Unicode's SpacingMark), so no line starts with it
+_JOINERS = "\u200d\u17d2\u1039"  # zero-width joiner (emoji sequences), Khmer coeng and Myanmar virama (a stacked
+#   consonant): join the characters either side of them
+_ZWSP = "\u200b"  # zero-width space: a line may break after it, as after a space
 _CLOSING, _OPENING = ("Pe", "Pf", "Po"), ("Ps", "Pi")  # Unicode categories of punctuation: "，。）」", "（「"
+# No line starts with these either (JIS X 4051 kinsoku): the long-vowel mark, small kana, iteration marks, and the
+# hyphen and dash-like marks
+_NO_START = frozenset("ーｰぁぃぅぇぉっゃゅょゎゕゖァィゥェォッャュョヮヵヶㇰㇱㇲㇳㇴㇵㇶㇷㇸㇹㇺㇻㇼㇽㇾㇿｧｨｩｪｫｬｭｮｯ"
+                      "ゝゞヽヾ々〻‐–〜～゠")
+_FREE = 3  # `_break`: a line may break here (next to CJK) as between words
 
 
 @functools.lru_cache(maxsize=1 << 16)
 def unspaced(ch: str) -> bool:
     """Whether a character is of a script written without spaces between words (Han, kana, CJK punctuation: the
-    wide characters but Hangul; Thai), so that a line may break before or after it anywhere."""
-    return bool(_THAI.match(ch)) or (_wide(ch) and not _HANGUL.match(ch))
+    wide characters but Hangul; Thai, Lao, Khmer, Myanmar)."""
+    return bool(_DICTIONARY.match(ch)) or _cjk(ch)
+
+
+def _cjk(ch: str) -> bool:
+    """Whether a line may break before or after a character anywhere (bar punctuation): the wide ones but Hangul."""
+    return _wide(ch) and not _HANGUL.match(ch)
 
 
 def _clusters(text: str) -> list[str]:
     """Grapheme clusters, near enough for breaking lines: a character with the combining marks after it (Thai vowel
     and tone marks, and SARA AM), a Thai leading vowel with the consonant after it, characters joined by a zero-width
-    joiner."""
+    joiner, a Khmer or Myanmar consonant stacked under the one before it."""
     out: list[str] = []
     for ch in text:
-        if out and (unicodedata.category(ch) in ("Mn", "Me", "Mc") or ch in (_ZWJ, _SARA_AM)
-                    or out[-1][-1] in _LEADING_VOWELS or out[-1][-1] == _ZWJ):
+        if out and (unicodedata.category(ch) in ("Mn", "Me", "Mc") or ch in _SARA_AM or ch == _JOINERS[0]
+                    or out[-1][-1] in _LEADING_VOWELS or out[-1][-1] in _JOINERS):
             out[-1] += ch
         else:
             out.append(ch)
     return out
 
 
-def _tokens(text: str) -> list[str]:
-    """Words with the spaces after them, a word cut between two grapheme clusters where a line may break there
-    (`_breaks`: next to a script written without spaces, CJK or Thai); other letters stay together (a Korean word,
-    "iPhone" in Chinese text)."""
+def _tokens(text: str, width: float = math.inf) -> list[str]:
+    """Words with the spaces (or zero-width space) after them, a word cut between two grapheme clusters where a line
+    may break there (`_break`: next to CJK, not before closing punctuation nor after opening); other letters stay
+    together (a Korean word, "iPhone" in Chinese text), and so does a run of Thai, Lao, Khmer or Myanmar but one
+    too wide for lines of `width` columns (`_run`)."""
     out = []
-    for word in re.findall(r"\S+\s*", text):
+    for word in re.findall(r"\S+?(?:[\s\u200b]+|$)", text):
         if word.isascii():
             out.append(word)
             continue
         clusters = _clusters(word)
-        token = clusters[0]
-        for before, now in zip(clusters, clusters[1:]):
-            if now.isspace() or not _breaks(before[-1], now[0]):
-                token += now
-            else:
-                out.append(token)
-                token = now
-        out.append(token)
+        run, inside = [clusters[0]], {}  # clusters since the last free break; where the run may break, how well
+        for before, now, then in zip(clusters, clusters[1:], [*clusters[2:], ""]):
+            how = None if now.isspace() or now == _ZWSP else _break(before, now, then)
+            if how == _FREE:
+                out.extend(_run(run, inside, width))
+                run, inside = [], {}
+            elif how is not None:
+                inside[len(run)] = how
+            run.append(now)
+        out.extend(_run(run, inside, width))
     return out
 
 
-def _breaks(before: str, after: str) -> bool:
-    """Whether a line may break between two characters of a word: next to one written without spaces, but not
-    before closing punctuation nor after opening ("里，" and "（i" stay together: a line starts with neither "，"
-    nor ends with "（")."""
-    return ((unspaced(before) or unspaced(after)) and unicodedata.category(after) not in _CLOSING
-            and unicodedata.category(before) not in _OPENING and after != "\u0e46")  # ๆ: Thai's repetition mark
+def _break(before: str, after: str, then: str = "") -> int | None:
+    """Whether a line may break between two grapheme clusters of a word: _FREE next to CJK; else, next to Thai, Lao,
+    Khmer or Myanmar, how likely a word (or syllable) begins there, 0 to 2 (`_run`; `then`: the cluster after);
+    else None. Never before closing
+    punctuation nor after opening ("里，" and "（i" stay together), nor before a mark JIS X 4051 keeps off a line's
+    start ("コー"), nor after a leading vowel or before a following one ("เป", "กะ")."""
+    a, b = before[-1], after[0]
+    if (unicodedata.category(b) in _CLOSING or unicodedata.category(a) in _OPENING or b in _NO_START
+            or b in _FOLLOWING or a in _LEADING_VOWELS):
+        return None
+    if _cjk(a) or _cjk(b):
+        return _FREE
+    if not (_DICTIONARY.match(a) or _DICTIONARY.match(b)):
+        return None
+    if not (_DICTIONARY.match(a) and _DICTIONARY.match(b)) or b in _LEADING_VOWELS or set(before) & _SYLLABLE_ENDS:
+        return 2  # another script, a leading vowel, after a syllable's end
+    if b in "รลว" and len(before) == 1:  # maybe the second consonant of an initial cluster ("คร", "กล", "คว")
+        return 0
+    voiced = (len(after) > 1 and after[1] != "\u0e4c") or then[:1] in _FOLLOWING
+    return 1 if voiced else 0  # a consonant with its vowel or tone mark: likely a syllable's first
+
+
+# `_run`: what a break inside a too wide run costs, in lines, by how likely a word begins there (`_break`)
+_BREAK_COST = {2: 0.0, 1: 0.5, 0: 2.0}
+
+
+def _run(clusters: list[str], inside: dict[int, int], width: float) -> list[str]:
+    """A run of clusters with no free break as tokens. A run of Thai (Lao, Khmer, Myanmar) is written without spaces
+    between words, and without a dictionary we cannot tell where a word ends: it stays whole, on a line of its own if
+    need be, unless it is wider than RUN_OVERFLOW lines; then it is cut into pieces of at most `width` columns where
+    `inside` allows, the fewest lines with the likeliest word starts (a cut word costs two more lines)."""
+    if not clusters:
+        return []
+    whole = "".join(clusters)
+    if not inside or _width(whole) <= width * RUN_OVERFLOW:
+        return [whole]
+    cols = [0]
+    for c in clusters:
+        cols.append(cols[-1] + _width(c))
+    starts = [0, *sorted(inside)]
+    best: dict[int, tuple[float, int]] = {0: (0.0, -1)}  # where a piece ends -> (least cost, where it starts)
+    for j in [*starts[1:], len(clusters)]:
+        for i in reversed(starts):
+            if i >= j or i not in best:
+                continue
+            if cols[j] - cols[i] > width and j - i > 1:
+                break
+            cost = best[i][0] + 1 + (_BREAK_COST[inside[i]] if i else 0)
+            if j not in best or cost < best[j][0]:
+                best[j] = (cost, i)
+    if len(clusters) not in best:
+        return [whole]
+    pieces, j = [], len(clusters)
+    while j:
+        i = best[j][1]
+        pieces.append("".join(clusters[i:j]))
+        j = i
+    return pieces[::-1]
 
 
 def _wide(ch: str) -> bool:
@@ -220,7 +296,7 @@ def _token_columns(token: str) -> tuple[int, int]:
 
 def _wrap(text: str, width: int) -> list[str]:
     """Lines of at most `width` columns, broken between tokens (a longer word alone on its line)."""
-    return _lines(_tokens(text), width)
+    return _lines(_tokens(text, width), width)
 
 
 def _lines(tokens: list[str], width: int) -> list[str]:
@@ -240,7 +316,10 @@ def _lines(tokens: list[str], width: int) -> list[str]:
 
 def timestamp(seconds: float, sep: str = ",") -> str:
     """62.345 -> '00:01:02,345' (SRT) or, with sep='.', '00:01:02.345' (VTT). Hours grow past 99 if needed."""
-    ms = _ms(seconds)
+    return _stamp(_ms(seconds), sep)
+
+
+def _stamp(ms: int, sep: str) -> str:
     h, ms = divmod(ms, 3_600_000)
     m, ms = divmod(ms, 60_000)
     s, ms = divmod(ms, 1000)
@@ -249,16 +328,16 @@ def timestamp(seconds: float, sep: str = ",") -> str:
 
 def to_srt(cues: Iterable[Cue]) -> str:
     """SubRip: numbered cues '1\\n00:00:01,000 --> 00:00:02,500\\ntext\\n', separated by blank lines."""
-    blocks = [f"{i}\n{timestamp(c.start)} --> {timestamp(c.end)}\n{text}"
-              for i, (c, text) in enumerate(_checked(cues), start=1)]
+    blocks = [f"{i}\n{_stamp(start, ',')} --> {_stamp(end, ',')}\n{text}"
+              for i, (start, end, text) in enumerate(_checked(cues), start=1)]
     return "\n\n".join(blocks) + "\n" if blocks else ""
 
 
 def to_vtt(cues: Iterable[Cue]) -> str:
     """WebVTT: the 'WEBVTT' header, then numbered cues with '.' before the milliseconds. Cue text is escaped as the
     format requires ('&', '<', '>' as character references: '<' would start a tag); SRT keeps text as it is."""
-    blocks = [f"{i}\n{timestamp(c.start, '.')} --> {timestamp(c.end, '.')}\n{_vtt_escaped(text)}"
-              for i, (c, text) in enumerate(_checked(cues), start=1)]
+    blocks = [f"{i}\n{_stamp(start, '.')} --> {_stamp(end, '.')}\n{_vtt_escaped(text)}"
+              for i, (start, end, text) in enumerate(_checked(cues), start=1)]
     return "\n\n".join([VTT_HEADER, *blocks]) + "\n"
 
 
@@ -275,18 +354,23 @@ def write(path: str | Path, cues: Iterable[Cue]) -> Path:
     return path
 
 
-def _checked(cues: Iterable[Cue]) -> list[tuple[Cue, str]]:
-    """Validated cues with their cleaned text; cues with no text are left out (nothing to show), and so are cues
-    shorter than the millisecond the formats write times in (1.0001 s to 1.0004 s would be written as 1,000 to
-    1,000: shown for no time, nothing to show either)."""
-    out = []
+def _checked(cues: Iterable[Cue]) -> list[tuple[int, int, str]]:
+    """Validated cues as the milliseconds the formats write and their cleaned text; cues with no text are left out
+    (nothing to show). A cue shorter than a millisecond once rounded (1.0001 s to 1.0004 s: 1,000 to 1,000) is
+    written a millisecond long rather than dropped with its text, and a cue that rounding (or that millisecond) makes
+    overlap the one before by a millisecond starts where that one ends."""
+    out: list[tuple[int, int, str]] = []
     for i, cue in enumerate(cues, start=1):
         if not (0 <= cue.start < cue.end):
             raise LLMSRTError(f"subtitle cue {i}: start {cue.start:.3f} s / end {cue.end:.3f} s are not a valid "
                               "interval (need 0 <= start < end)")
         text = _clean(cue.text)
-        if text and _ms(cue.start) < _ms(cue.end):
-            out.append((cue, text))
+        if not text:
+            continue
+        start = _ms(cue.start)
+        if out and out[-1][0] <= start and out[-1][1] - start == 1:
+            start = out[-1][1]
+        out.append((start, max(_ms(cue.end), start + 1), text))
     return out
 
 
