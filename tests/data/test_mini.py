@@ -1,4 +1,5 @@
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -388,3 +389,93 @@ def test_unseen_test_sentences_skip_those_that_read_like_a_listed_one(tmp_path, 
         assert summary.unseen_by_unknown == written.get("unseen_by_unknown", 0) == (name == "gettext")
         assert any(line.startswith("warning: 1 ids listed by --unseen-by are no sentence of these catalogues or "
                                    "of the installed prose") for line in summary.lines()) == (name == "gettext")
+
+
+def test_a_mistyped_heldout_voice_is_refused_before_any_speech(locale_dir, tmp_path, monkeypatch):
+    """A --heldout-voice that names no voice took nothing out of the pool, so it passed the early checks: every
+    utterance was read and train/dev/test.jsonl replaced before `_heldout` said so, and an earlier corpus was left
+    with new manifests beside its old summary.json and voices.jsonl. It is refused before anything is read."""
+    def read(*_, **__):
+        raise AssertionError("speech was synthesized before the held-out voice was checked")
+    monkeypatch.setattr(mini, "_synthesize_until_full", read)
+    specs = ["espeak-ng:en+m9", "espeak-ng:ja+f1"]  # no such variant; a voice of no language of --langs
+    specs += ["flite:rsm"] if shutil.which("flite") else []  # rms mistyped
+    for spec in specs:
+        with pytest.raises(LLMSRTError, match=re.escape(f"--heldout-voice {spec}: no such voice speaks any of eng, "
+                                                        "deu, fra here (voices: espeak-ng:")):
+            _build(tmp_path / "a", locale_dir, heldout_voice=spec)
+        assert not (tmp_path / "a").exists()
+
+
+def _consistent(out: Path) -> dict:
+    """summary.json of `out`, checked against its manifests and voices.jsonl."""
+    summary = json.loads((out / "summary.json").read_text())
+    audio = set()
+    for split, n in (summary["rows"] | summary.get("extra", {})).items():
+        rows = read_manifest(out / f"{split}.jsonl")
+        assert len(rows) == n, split
+        audio |= {str(Path(r.audio).relative_to(out)) for r in rows}
+    assert {json.loads(line)["audio"] for line in (out / "voices.jsonl").read_text().splitlines()} == audio
+    return summary
+
+
+def test_a_build_that_stops_part_way_leaves_no_manifest_or_summary_of_another_build(locale_dir, tmp_path,
+                                                                                    monkeypatch):
+    """Manifests were replaced before prose and the held-out voice were read, and summary.json and voices.jsonl
+    written last, so a build that failed late (too few prose sentences, a write error) left new manifests beside the
+    earlier build's summary and voice records; one that failed while reading had already overwritten, or deleted,
+    audio the earlier manifests name. A build now removes the earlier build's manifests and records before it reads
+    (its options checked first), and writes summary.json last: what a stopped build leaves is visibly unfinished."""
+    out = tmp_path / "a"
+    assert _build(out, locale_dir, langs=("eng", "deu"), train=3).sentences["train"] == 3
+    _one_prose_sentence(monkeypatch)
+    with pytest.raises(LLMSRTError, match="could be read in all of eng"):
+        _build(out, locale_dir, langs=("eng", "deu"), train=2, prose=2)  # one prose sentence exists, two asked for
+    assert not [name for name in ("train.jsonl", "dev.jsonl", "test.jsonl", "voices.jsonl", "summary.json")
+                if (out / name).exists()]
+
+    def disk_full(*_):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(mini, "_write_voices", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        _build(out, locale_dir, langs=("eng", "deu"), train=4)
+    assert not (out / "summary.json").exists() and (out / "train.jsonl").exists()
+    monkeypatch.undo()
+    _build(out, locale_dir, langs=("eng", "deu"), train=2, heldout_voice="espeak-ng:en-us+f4")
+    assert _consistent(out)["extra"] == {"heldout": 2}
+    with pytest.raises(LLMSRTError, match="--heldout-voice espeak-ng:en-us[+]f9: no such voice"):
+        _build(out, locale_dir, langs=("eng", "deu"), train=3, heldout_voice="espeak-ng:en-us+f9")
+    assert _consistent(out)["sentences"]["train"] == 2  # refused before anything was touched
+
+
+def test_a_heldout_voice_keeps_its_speaker_out_of_training_under_another_synthesizer(tmp_path, monkeypatch):
+    """flite:slt held out left festival:cmu_us_slt_arctic_hts (the same speaker, CMU ARCTIC SLT) in the pool, so
+    the held-out score was of a speaker heard in training. Now no utterance of any split is drawn with either."""
+    monkeypatch.setattr(mini.voices.SYNTHESIZERS["festival"], "voices",
+                        lambda lang: mini.voices.FESTIVAL_VOICES if lang == "eng" else ())  # as if installed
+    chunk = [mini.Sentence(f"{i:010x}", "d", {"eng": "The file could not be opened.", "deu": "Die Datei."})
+             for i in range(80)]
+    opts = mini.MiniOptions(out=tmp_path, synthesizers=("espeak-ng", "flite", "festival"), heldout_voice="flite:slt")
+    drawn = {str(j.voice) for j in mini._jobs(chunk, ["eng", "deu"], tmp_path, opts)}
+    assert {"flite:slt", "festival:cmu_us_slt_arctic_hts"}.isdisjoint(drawn)
+    assert {"flite:kal16", "festival:kal_diphone", "festival:ked_diphone"} <= drawn  # the other voices still are
+    summary = mini.MiniSummary(out="o", langs=["eng"], directions=[], sentences={}, rows={}, hours={},
+                               heldout_twins=["festival:cmu_us_slt_arctic_hts"])
+    assert ("also left out of every split, the held-out voice's speaker: festival:cmu_us_slt_arctic_hts "
+            "(heldout.jsonl is read by the named voice alone)") in summary.lines()
+
+
+@pytest.mark.skipif(shutil.which("flite") is None or shutil.which("text2wave") is None
+                    or "cmu_us_slt_arctic_hts" not in mini.voices.Festival().voices("eng"),
+                    reason="flite and festival's SLT voice are not installed (Debian flite, festvox-us-slt-hts)")
+def test_a_heldout_flite_voice_and_its_festival_twin_in_a_build(locale_dir, tmp_path):
+    """The summary names the voice left out with the held-out one, and no split is read by it."""
+    out = tmp_path / "a"
+    summary = _build(out, locale_dir, langs=("eng", "deu"), train=2, synthesizers=("espeak-ng", "festival"),
+                     heldout_voice="flite:slt")
+    assert summary.heldout_twins == ["festival:cmu_us_slt_arctic_hts"]
+    assert json.loads((out / "summary.json").read_text())["heldout_twins"] == summary.heldout_twins
+    spoken = [json.loads(line) for line in (out / "voices.jsonl").read_text().splitlines()]
+    assert {r["voice"] for r in spoken if r["audio"].startswith("heldout/")} == {"flite:slt"}
+    assert not {r["voice"] for r in spoken} & {"festival:cmu_us_slt_arctic_hts"}
+    assert _consistent(out)["extra"] == {"heldout": 2}  # the test sentence in English: ASR + eng->deu

@@ -42,6 +42,39 @@ def test_voice_pools_and_specs():
         voices.parse_voice("mbrola:us1")
 
 
+def test_holding_out_a_voice_leaves_out_its_speaker_under_another_synthesizer(monkeypatch):
+    """flite's slt and festival's cmu_us_slt_arctic_hts are one speaker (CMU ARCTIC SLT), and so are flite's kal16
+    and festival's kal_diphone: holding out flite:slt trained on SLT's festival voice, and the unseen-voice score
+    was of a speaker heard in training."""
+    monkeypatch.setattr(voices.SYNTHESIZERS["festival"], "voices",
+                        lambda lang: voices.FESTIVAL_VOICES if lang == "eng" else ())  # as if all were installed
+    every = ("espeak-ng", "flite", "festival")
+    kept = voices.pool("eng", every, exclude="flite:slt")
+    assert "slt" not in kept["flite"] and kept["festival"] == ("kal_diphone", "ked_diphone")
+    assert "cmu_us_slt_arctic_hts" not in kept["festival"] and len(kept["espeak-ng"]) == 8
+    assert voices.pool("eng", every, exclude="festival:kal_diphone")["flite"] == ("awb", "rms", "slt")
+    assert voices.pool("eng", every, exclude="flite")["festival"] == ("ked_diphone",)  # both twins' speakers
+    assert voices.pool("eng", every, exclude="flite:awb")["festival"] == voices.FESTIVAL_VOICES  # no twin
+    assert voices.twins_left_out("flite:slt", ["eng", "deu"], every) == ["festival:cmu_us_slt_arctic_hts"]
+    assert voices.twins_left_out("flite:slt", ["eng"], ("espeak-ng", "flite")) == []  # festival not drawn from
+    assert voices.twins_left_out("flite", ["eng"], every) == ["festival:cmu_us_slt_arctic_hts",
+                                                              "festival:kal_diphone"]
+    for a, b in voices.SAME_SPEAKER:  # every twin is a voice its synthesizer has
+        for spec in (a, b):
+            synth, name = spec.split(":")
+            assert name in {"flite": voices.FLITE_VOICES, "festival": voices.FESTIVAL_VOICES}[synth], spec
+
+
+def test_a_heldout_voice_is_resolved_to_names_or_refused():
+    assert voices.named("espeak-ng:de+f2", ["eng", "deu"]) == {"deu": ("de+f2",)}
+    assert voices.named("espeak-ng", ["eng"]) == {"eng": voices.Espeak().voices("eng")}
+    with pytest.raises(LLMSRTError, match=r"--heldout-voice espeak-ng:de\+f9: no such voice speaks any of eng, deu "
+                                          r"here \(voices: espeak-ng:"):
+        voices.named("espeak-ng:de+f9", ["eng", "deu"])
+    with pytest.raises(LLMSRTError, match="no such voice speaks any of eng, deu"):
+        voices.named("flite:rsm", ["eng", "deu"])  # whether flite is installed or not: its names are built in
+
+
 def _tone(seconds=1.0):
     t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
     return (0.5 * np.sin(2 * np.pi * 220 * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)

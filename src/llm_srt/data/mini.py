@@ -23,12 +23,18 @@ data/voices.py) for the languages they speak, drawn per utterance after espeak's
 train utterances once they are accepted (speed, noise, reverberation; seeded per utterance); `prose` adds English
 sentences from installed documentation (data/prose.py) as ASR rows in OUT/prose.jsonl (eng must be among the
 languages; its hours are counted apart from the corpus's); `heldout_voice` keeps one voice out of every split and
-reads the test sentences with it into OUT/heldout.jsonl (audio in OUT/heldout/).
+reads the test sentences with it into OUT/heldout.jsonl (audio in OUT/heldout/). A voice of another synthesizer that
+records the same speaker (voices.SAME_SPEAKER: flite slt and festival cmu_us_slt_arctic_hts, flite kal16 and festival
+kal_diphone) is kept out of every split too, and heldout.jsonl is read by the named voice alone: its score is that of
+a speaker no split was read by.
 
 Output (like `prepare fleurs`): OUT/{train,dev,test}.jsonl, each with an ASR row per (sentence, language) and a
 translation row per (sentence, direction); audio in OUT/audio/<lang>/<sentence id>.flac; OUT/summary.json;
 OUT/voices.jsonl, one line per audio file of the manifests: its path under OUT, voice ("synth:voice"), speed,
-pitch (espeak-ng) and augmentation (manifest rows have no field for it).
+pitch (espeak-ng) and augmentation (manifest rows have no field for it). Every option is checked before anything is
+read or written. A build then removes the manifests, voices.jsonl and summary.json of an earlier build in OUT (it
+overwrites their audio), reads all its speech, and writes the manifests, then voices.jsonl, then summary.json: a
+build that stops part way leaves no manifest beside audio it does not describe, and no summary of another build.
 """
 
 import gettext
@@ -53,6 +59,7 @@ from tqdm import tqdm
 from .. import languages
 from ..audio import SAMPLE_RATE
 from ..errors import LLMSRTError
+from ..paths import atomic_file
 from . import prose, voices
 from .manifest import Row, parse_directions, targets_by_source, write_manifest
 
@@ -61,6 +68,7 @@ LOCALE_DIR = Path("/usr/share/locale")  # where Debian-family systems install ge
 DEFAULT_LANGS = ("eng", "deu", "fra", "spa", "rus", "zho")
 DEFAULT_SIZES = {"train": 240, "dev": 30, "test": 40}  # sentences per split (each read in every language)
 SPLITS = ("test", "dev", "train")  # filled in this order from the seeded sentence order
+MANIFESTS = ("train.jsonl", "dev.jsonl", "test.jsonl", "prose.jsonl", "heldout.jsonl")  # every manifest a build writes
 UNSEEN = "unseen"  # filled after them: the unseen_test sentences, written into test.jsonl after the test split's
 MAX_EXAMPLES = 12  # rejected sentences quoted in summary.json
 VOLATILE = ("out", "seconds")  # summary fields left out of summary.json, so that builds compare byte for byte
@@ -135,6 +143,8 @@ class MiniSummary:
     #   speech of train/dev/test, the corpus proper)
     unseen_test: int = 0  # of the test sentences, those taken after train (MiniOptions.unseen_test)
     voices: dict[str, int] = field(default_factory=dict)  # "synth:voice" -> utterances, all manifests
+    heldout_twins: list[str] = field(default_factory=list)  # voices left out of every split for being the
+    #   held-out voice's speaker under another synthesizer (voices.SAME_SPEAKER); heldout.jsonl is not read by them
     twins_of_train: dict[str, list[str]] = field(default_factory=dict)  # dev / test sentence ids a train sentence
     #   reads like in some language (`twins_of_train`): the same speech and text in train, counted, not removed
     unseen_by_unknown: int = 0  # ids the unseen_by files list whose texts neither these catalogues nor the installed
@@ -154,6 +164,8 @@ class MiniSummary:
                + (", ".join(f"{k} x{v}" for k, v in sorted(self.rejected.items())) or "none"),
                *(f"{name}.jsonl: {n} rows" + (f", {self.extra_hours[name]:.3f} hours of speech"
                                               if name in self.extra_hours else "") for name, n in self.extra.items()),
+               *([f"also left out of every split, the held-out voice's speaker: {', '.join(self.heldout_twins)} "
+                  "(heldout.jsonl is read by the named voice alone)"] if self.heldout_twins else []),
                *([f"warning: {self.unseen_by_unknown} ids listed by --unseen-by are no sentence of these catalogues "
                   "or of the installed prose: those ids are left out of the unseen test sentences, but sentences that "
                   "read like them could not be looked for"] if self.unseen_by_unknown else []),
@@ -186,8 +198,10 @@ def build_mini(opts: MiniOptions) -> MiniSummary:
     if opts.audio_format not in AUDIO_FORMATS:
         raise LLMSRTError(f"audio format {opts.audio_format!r}: use one of {', '.join(AUDIO_FORMATS)}")
     voices.require(opts.synthesizers)
+    heldout = {}  # lang -> the held-out voice's names: a mistyped one is said here, before any speech
     if opts.heldout_voice:
         voices.require((voices.parse_voice(opts.heldout_voice)[0],))
+        heldout = voices.named(opts.heldout_voice, langs)
     if opts.augmentation:
         voices.check(opts.augmentation)
     for lang in langs:
@@ -205,14 +219,15 @@ def build_mini(opts: MiniOptions) -> MiniSummary:
     order = sorted(sentences)
     random.Random(opts.seed).shuffle(order)
     out = Path(opts.out)
+    for name in (*MANIFESTS, "voices.jsonl", "summary.json"):  # the last build's: its audio is overwritten from
+        (out / name).unlink(missing_ok=True)  # here on, and a build stopped part way must leave no manifest
     spoken: dict[str, dict] = {}  # (sentence id, lang) -> what spoke it (voices.jsonl)
     chosen, durations, rejected, examples = _synthesize_until_full(
         [sentences[i] for i in order], langs, sizes, out, opts, spoken, unseen_by)
     chosen["test"] += chosen.pop(UNSEEN)
     rows = {split: list(_rows(chosen[split], langs, pairs, durations, out, opts.audio_format, split))
-            for split in SPLITS}
-    written = {split: write_manifest(out / f"{split}.jsonl", rows[split]) for split in ("train", "dev", "test")}
-    extra, extra_seconds, prose_durations = {}, {}, {}
+            for split in ("train", "dev", "test")}
+    extra_seconds, prose_durations = {}, {}
     if opts.prose:
         texts = prose.harvest(exclude={s.texts["eng"] for s in sentences.values()})
         candidates = [Sentence(prose.sentence_id(t), d, {"eng": t}, "prose") for t, d in texts]
@@ -220,17 +235,16 @@ def build_mini(opts: MiniOptions) -> MiniSummary:
         found, prose_durations, why, _ = _synthesize_until_full(candidates, ["eng"], {"train": opts.prose}, out,
                                                                 opts, spoken)
         rejected.update({f"prose {k}": v for k, v in why.items()})
-        extra["prose"] = write_manifest(out / "prose.jsonl", _rows(found["train"], ["eng"], [], prose_durations,
-                                                                   out, opts.audio_format, "train"))
+        rows["prose"] = list(_rows(found["train"], ["eng"], [], prose_durations, out, opts.audio_format, "train"))
         extra_seconds["prose"] = sum(prose_durations.values())
-    _remove_stale_audio(out, langs, durations | prose_durations, opts.audio_format)  # prose audio is in audio/eng
     if opts.heldout_voice:
-        extra["heldout"], extra_seconds["heldout"] = _heldout(chosen["test"], langs, pairs, out, opts, spoken,
-                                                              rejected)
+        rows["heldout"], extra_seconds["heldout"] = _heldout(chosen["test"], heldout, pairs, out, opts, spoken,
+                                                             rejected)
     else:
         shutil.rmtree(out / "heldout", ignore_errors=True)
-    for name in {"prose", "heldout"} - set(extra):  # left by an earlier build with other options
-        (out / f"{name}.jsonl").unlink(missing_ok=True)
+    written = {split: write_manifest(out / f"{split}.jsonl", split_rows) for split, split_rows in rows.items()}
+    extra = {name: written.pop(name) for name in ("prose", "heldout") if name in written}
+    _remove_stale_audio(out, langs, durations | prose_durations, opts.audio_format)  # prose audio is in audio/eng
     _write_voices(out, spoken)
     hours = {lang: sum(d for (_, l), d in durations.items() if l == lang) / 3600 for lang in langs}
     summary = MiniSummary(out=str(out), langs=langs, directions=[f"{s}-{t}" for s, t in pairs],
@@ -239,12 +253,16 @@ def build_mini(opts: MiniOptions) -> MiniSummary:
                           rejected_examples=examples[:MAX_EXAMPLES], extra=extra,
                           extra_hours={k: v / 3600 for k, v in extra_seconds.items()}, unseen_test=opts.unseen_test,
                           voices=dict(Counter(r["voice"] for r in spoken.values())),
+                          heldout_twins=voices.twins_left_out(opts.heldout_voice, langs, opts.synthesizers)
+                          if opts.heldout_voice else [],
                           twins_of_train=twins_of_train(chosen, langs), unseen_by_unknown=unknown,
                           seconds=time.monotonic() - start)
     kept = {k: v for k, v in asdict(summary).items()  # the default build's summary.json as before these fields
-            if k not in VOLATILE and (k not in ("extra", "extra_hours", "unseen_test", "unseen_by_unknown") or v)
+            if k not in VOLATILE
+            and (k not in ("extra", "extra_hours", "unseen_test", "unseen_by_unknown", "heldout_twins") or v)
             and (k != "voices" or opts.synthesizers != ("espeak-ng",))}
-    (out / "summary.json").write_text(json.dumps(kept, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    with atomic_file(out / "summary.json") as f:
+        f.write(json.dumps(kept, indent=1, ensure_ascii=False) + "\n")
     return summary
 
 
@@ -573,17 +591,11 @@ def _augment_file(job: _Job, opts: MiniOptions) -> tuple[dict, float]:
     return ({"augment": drawn.record()} if drawn.record() else {}), samples.size / SAMPLE_RATE
 
 
-def _heldout(test: list[Sentence], langs: list[str], pairs: list[tuple[str, str]], out: Path, opts: MiniOptions,
-             spoken: dict[str, dict], rejected: Counter) -> tuple[int, float]:
-    """The test sentences read by the held-out voice (in the languages it speaks) -> OUT/heldout.jsonl; (rows,
-    seconds of speech)."""
+def _heldout(test: list[Sentence], names: dict[str, tuple[str, ...]], pairs: list[tuple[str, str]], out: Path,
+             opts: MiniOptions, spoken: dict[str, dict], rejected: Counter) -> tuple[list[Row], float]:
+    """The test sentences read by the held-out voice (`names`: language -> its voice names, voices.named) into
+    OUT/heldout/; (the rows of heldout.jsonl, seconds of speech)."""
     synth, _ = voices.parse_voice(opts.heldout_voice)
-    names = {lang: [n for n in voices.SYNTHESIZERS[synth].voices(lang)
-                    if voices.matches(voices.Voice(synth, n), opts.heldout_voice)] for lang in langs}
-    names = {lang: v for lang, v in names.items() if v}
-    if not names:
-        raise LLMSRTError(f"--heldout-voice {opts.heldout_voice}: no such voice speaks any of {', '.join(langs)} "
-                          f"here (voices: {', '.join(str(v) for v in _all_voices(langs))})")
     root = out / "heldout"
     shutil.rmtree(root, ignore_errors=True)
     jobs = []
@@ -604,19 +616,14 @@ def _heldout(test: list[Sentence], langs: list[str], pairs: list[tuple[str, str]
         else:
             durations[(job.sentence_id, job.lang)] = seconds
             spoken[str(Path(job.path).relative_to(out))] = job.record(out)
-    rows = write_manifest(out / "heldout.jsonl", _rows(test, list(names), [p for p in pairs if p[0] in names],
-                                                       durations, out, opts.audio_format, "test", root / "audio"))
+    rows = list(_rows(test, list(names), [p for p in pairs if p[0] in names], durations, out, opts.audio_format,
+                      "test", root / "audio"))
     return rows, sum(durations.values())
-
-
-def _all_voices(langs: list[str]) -> list[voices.Voice]:
-    return [voices.Voice(synth, n) for synth in voices.SYNTHESIZERS for lang in langs
-            for n in voices.SYNTHESIZERS[synth].voices(lang)]
 
 
 def _write_voices(out: Path, spoken: dict[str, dict]) -> None:
     """OUT/voices.jsonl: what spoke every audio file of the manifests (voice, speed, pitch, augmentation)."""
-    with open(out / "voices.jsonl", "w", encoding="utf-8") as f:
+    with atomic_file(out / "voices.jsonl") as f:
         for audio in sorted(spoken):
             f.write(json.dumps(spoken[audio], ensure_ascii=False) + "\n")
 

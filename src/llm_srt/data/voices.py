@@ -9,6 +9,10 @@ words per minute and a pitch 0-99) and returns float32 mono samples at 16 kHz, o
     festival    English: the voices installed (Debian `festival` + festvox-kallpc16k, festvox-kdlpc16k,
                 festvox-us-slt-hts); rate as Duration_Stretch, pitch unused
 
+flite's kal16 and festival's kal_diphone are recordings of one speaker, and so are flite's slt and festival's
+cmu_us_slt_arctic_hts (SAME_SPEAKER): holding out one of them (`pool`'s `exclude`) leaves out the other too, so
+that a held-out voice's speaker is not heard in training under another synthesizer's name.
+
 Augmentation (`Augmentation`, drawn per utterance by `draw_augment`, applied by `augment`) changes the speed by
 resampling with soxr (length and pitch together, as Kaldi's speed perturbation), adds white noise at a drawn SNR, and
 convolves with a synthetic room impulse response (noise under an exponential decay reaching -60 dB at the drawn
@@ -32,6 +36,8 @@ from ..errors import LLMSRTError
 ESPEAK_VARIANTS = ("m1", "m2", "m3", "m4", "f1", "f2", "f3", "f4")  # espeak-ng voice variants (+m1 ...)
 FLITE_VOICES = ("kal16", "awb", "rms", "slt")  # flite's built-in 16 kHz voices (kal is 8 kHz, awb_time a clock)
 FESTIVAL_VOICES = ("kal_diphone", "ked_diphone", "cmu_us_slt_arctic_hts")  # Debian festvox packages
+SAME_SPEAKER = (("flite:kal16", "festival:kal_diphone"),  # Kevin Lenzo's diphone recordings (festvox-kallpc16k)
+                ("flite:slt", "festival:cmu_us_slt_arctic_hts"))  # CMU ARCTIC's speaker SLT (festvox-us-slt-hts)
 FESTIVAL_VOICE_DIR = Path("/usr/share/festival/voices")
 LANGUAGE_SWITCH = re.compile(r"\([a-z]{2,3}(?:-[a-z0-9]+)?\)")  # espeak -x marks a switch of voice as "(en)"
 REFERENCE_RATE = 160  # words per minute that flite and festival read at their own default speed
@@ -123,15 +129,47 @@ def matches(voice: Voice, spec: str) -> bool:
     return voice.synthesizer == synth and (not name or voice.name == name)
 
 
+def same_speaker(voice: Voice) -> tuple[Voice, ...]:
+    """The voices of other synthesizers recorded from `voice`'s speaker (SAME_SPEAKER)."""
+    return tuple(Voice(*other.split(":", 1)) for group in SAME_SPEAKER if str(voice) in group
+                 for other in group if other != str(voice))
+
+
+def held_out(voice: Voice, spec: str) -> bool:
+    """Whether `spec` (a voice spec) keeps `voice` out of training: it names it, or a voice of the same speaker."""
+    return matches(voice, spec) or any(matches(twin, spec) for twin in same_speaker(voice))
+
+
 def pool(lang: str, synthesizers: tuple[str, ...], exclude: str = "") -> dict[str, tuple[str, ...]]:
-    """synthesizer -> its voices for `lang`, for the chosen synthesizers, leaving out `exclude` (a voice spec)."""
+    """synthesizer -> its voices for `lang`, for the chosen synthesizers, leaving out `exclude` (a voice spec) and
+    the voices of the same speaker as one it names (`held_out`)."""
     found = {}
     for synth in (s for s in SYNTHESIZERS if s in synthesizers):  # registry order, whatever the option's order
-        names = tuple(n for n in SYNTHESIZERS[synth].voices(lang) if not (exclude and matches(Voice(synth, n),
-                                                                                              exclude)))
+        names = tuple(n for n in SYNTHESIZERS[synth].voices(lang) if not (exclude and held_out(Voice(synth, n),
+                                                                                               exclude)))
         if names:
             found[synth] = names
     return found
+
+
+def named(spec: str, langs: list[str]) -> dict[str, tuple[str, ...]]:
+    """language -> the names of the installed voices `spec` (a --heldout-voice) names that speak it, for the
+    languages some of them speak; a clear error when they speak none of `langs` (a mistyped name)."""
+    synth, _ = parse_voice(spec)
+    found = {lang: tuple(n for n in SYNTHESIZERS[synth].voices(lang) if matches(Voice(synth, n), spec))
+             for lang in langs}
+    found = {lang: names for lang, names in found.items() if names}
+    if not found:
+        every = dict.fromkeys(f"{s}:{n}" for s in SYNTHESIZERS for lang in langs for n in SYNTHESIZERS[s].voices(lang))
+        raise LLMSRTError(f"--heldout-voice {spec}: no such voice speaks any of {', '.join(langs)} here (voices: "
+                          f"{', '.join(every)})")
+    return found
+
+
+def twins_left_out(spec: str, langs: list[str], synthesizers: tuple[str, ...]) -> list[str]:
+    """The voices `pool` leaves out of `langs` with `spec` only for being the same speaker as a voice it names."""
+    return sorted({str(v) for lang in langs for synth, names in pool(lang, synthesizers).items() for n in names
+                   if held_out(v := Voice(synth, n), spec) and not matches(v, spec)})
 
 
 def require(synthesizers: tuple[str, ...]) -> None:
