@@ -287,13 +287,16 @@ def test_comet_runs_on_the_gpu_evaluate_was_given(monkeypatch, tmp_path):
     assert comet._bridge_env("cuda:2")["CUDA_VISIBLE_DEVICES"] == "2" and "CUDA_VISIBLE_DEVICES" not in \
         comet._bridge_env("cpu")
     seen = []
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: None)  # --device cuda:3 is made current (no GPU here)
     monkeypatch.setattr(run, "comet_python", lambda *_: None)
     monkeypatch.setattr(run, "check_model", lambda *_: None)
     monkeypatch.setattr(run, "score_systems", lambda systems, options, log: seen.append(options) or systems)
     rows = results("a", ["die katze", "der hund", "la maison", "le chat"])
     run.evaluate({"A": str(write(tmp_path / "hyps.a.jsonl", rows))}, None, tmp_path / "out", log=lambda *_: None,
                  comet=comet.CometOptions(), placement=Placement(torch.device("cuda", 3), torch.bfloat16))
-    assert [o.device for o in seen] == ["cuda:3"]
+    run.evaluate({"A": str(tmp_path / "hyps.a.jsonl")}, None, tmp_path / "cpu", log=lambda *_: None,
+                 comet=comet.CometOptions(), placement=Placement(torch.device("cpu"), torch.float32))
+    assert [(o.device, o.gpus) for o in seen] == [("cuda:3", None), (None, 0)]  # --device cpu: no GPU for COMET
 
 
 def fake_comet_python(folder: Path) -> Path:

@@ -143,3 +143,26 @@ def test_errors():
         metrics.compute("meteor", ["a"], ["a"], "eng")
     with pytest.raises(LLMSRTError, match="lists of sentences"):
         metrics.bleu("a b", "a b", "eng")
+
+
+def test_bleu_and_chrf_read_canonically_equivalent_text_as_the_same_text():
+    """A decomposed (NFD) hypothesis against its NFC reference (Vietnamese, Korean, a macOS file) lost nearly all
+    its BLEU (0.0 for the same Vietnamese sentence, WER 0.0): both texts are NFC now. NFC input scores exactly as
+    SacreBLEU scores it, with SacreBLEU's own signature, and compatibility forms (NFKC's business) stay apart."""
+    import unicodedata
+
+    vie = ["Tôi đang học tiếng Việt ở Hà Nội mỗi ngày", "Chúng tôi sẽ gặp nhau vào ngày mai"]
+    kor = ["오늘 날씨가 아주 좋습니다", "우리는 내일 정오에 만납니다"]
+    for refs, lang in ((vie, "vie"), (kor, "kor")):
+        nfd = [unicodedata.normalize("NFD", r) for r in refs]
+        assert nfd != refs and metrics.wer(nfd, refs, lang).score == 0.0
+        assert metrics.bleu(nfd, refs, lang).score == pytest.approx(100.0) == metrics.chrf(nfd, refs, lang).score
+        assert metrics.bleu(refs, nfd, lang).score == pytest.approx(100.0)
+    for hyps, refs, lang, tok in ((EN_HYPS, EN_REFS, "eng", "13a"), (ZH_HYPS, ZH_REFS, "zho", "char"),
+                                  (vie[:1] + ["Chúng tôi gặp nhau"], vie, "vie", "13a")):
+        got, plain = metrics.bleu(hyps, refs, lang), sacrebleu.BLEU(tokenize=tok)
+        assert got.score == plain.corpus_score(hyps, [refs]).score and got.signature == str(plain.get_signature())
+        assert metrics.chrf(hyps, refs, lang).score == sacrebleu.corpus_chrf(hyps, [refs]).score
+        assert got.unicode == "NFC" and got.format().endswith("  (texts NFC-normalized)")
+    assert metrics.bleu(["ﬁve"], ["five"], "eng").score < 100  # the ligature is not NFC's to fold
+    assert metrics.wer(["a"], ["a"], "eng").unicode is None

@@ -322,3 +322,25 @@ def test_an_asr_report_counts_the_utterances_it_scored(tmp_path):
     assert "| asr | – | 0 | 3 | 0 of 3 |" in md.split("##")[0]
     srt = results("curriculum")  # BLEU and WER over the same rows: counted once
     assert rep.score_system("srt", srt).n_utterances == rep.score_system("srt", srt).n_scored == 6
+
+
+def test_the_report_says_how_texts_were_normalized(tmp_path):
+    """BLEU's texts are NFC-normalized, and English WER uses Whisper's English normalizer where the paper's
+    scoring script uses the basic one for every language: report.md and results.json say so."""
+    import unicodedata
+
+    ref = "Tôi đang học tiếng Việt"
+    rows = [rep.UtteranceResult("1", "eng", "vie", "the cat sat", unicodedata.normalize("NFD", ref), "the cat sat",
+                                ref),
+            rep.UtteranceResult("2", "deu", "vie", "die katze", ref, "die Katze", ref)]
+    report = rep.build_report({"a": rows})
+    assert report.systems[0].average() == pytest.approx(100.0)  # the NFD hypothesis is the reference's text
+    rep.write_report(report, tmp_path)
+    md = (tmp_path / rep.REPORT_MD).read_text(encoding="utf-8")
+    assert "BLEU: hypotheses and references NFC-normalized (Unicode) before SacreBLEU." in md
+    assert ("eng whisper-english, where the paper's scoring script uses whisper-basic for every language: not "
+            "directly comparable with it (English WER comes out lower)." in md)
+    data = json.loads((tmp_path / rep.RESULTS_JSON).read_text(encoding="utf-8"))["systems"]["a"]
+    assert data["bleu"]["eng-vie"]["unicode"] == "NFC" and "|tok:13a|" in data["bleu"]["eng-vie"]["signature"]
+    assert "norm:whisper-english" in data["asr"]["eng"]["signature"]
+    assert "norm:whisper-basic|" in data["asr"]["deu"]["signature"]

@@ -318,9 +318,9 @@ def test_the_ranks_group_connects_in_minutes_and_waits_for_slow_ranks_in_hours(m
                      ("ended", None)]  # the group it made, with every other
 
 
-def test_under_torchrun_each_rank_makes_its_own_gpu_the_current_one(manifest, tmp_path, monkeypatch):
+def test_every_process_makes_its_own_gpu_the_current_one(manifest, tmp_path, monkeypatch):
     """What runs on the current GPU (CUDA graphs of --compile, library helpers) must run on the rank's own, not on
-    cuda:0 for every rank; in one process the current device is left as it is."""
+    cuda:0 for every rank; and in one process on --device cuda:N's (it was left on cuda:0 until 2026-12-05)."""
     import contextlib
 
     made_current = []
@@ -331,12 +331,12 @@ def test_under_torchrun_each_rank_makes_its_own_gpu_the_current_one(manifest, tm
         raise KeyboardInterrupt
 
     monkeypatch.setattr(run, "from_rank0", stop)
-    gpu1 = device.Placement(torch.device("cuda", 1), torch.bfloat16)
-    for world, placement in (((1, 2), gpu1), ((0, 1), gpu1), ((1, 2), CPU)):
+    gpu1, gpu2 = (device.Placement(torch.device("cuda", i), torch.bfloat16) for i in (1, 2))
+    for world, placement in (((1, 2), gpu1), ((0, 1), gpu2), ((1, 2), CPU), ((0, 1), CPU)):
         monkeypatch.setattr(run, "world", lambda: world)
         with pytest.raises(KeyboardInterrupt):
             run.evaluate({"a": "flaky"}, manifest, tmp_path, placement=placement, significance=0)
-    assert made_current == [torch.device("cuda", 1)]
+    assert made_current == [torch.device("cuda", 1), torch.device("cuda", 2)]
 
 
 def _evaluate_rank(rank: int, world: int, port: int, model_dir: str, manifest: str, out: str, case: str) -> None:
@@ -676,3 +676,43 @@ def test_a_results_file_with_an_unknown_language_is_refused_before_decoding(orac
         run.evaluate({"flaky": "flaky", "hand": str(path)}, manifest, tmp_path / "o", task="srt", options=OPTS,
                      placement=CPU, log=lambda *_: None)
     assert oracle["made"] == []
+
+
+def test_comet_runs_where_evaluate_was_told_to():
+    """`evaluate --device cpu --comet` on a GPU host ran COMET on the GPU (the bridge takes one whenever it sees
+    CUDA): a CPU placement now gives COMET no GPU unless --comet-gpus asks for some; cuda:N, that GPU alone."""
+    from llm_srt.evaluate.comet import CometOptions
+
+    gpu3 = device.Placement(torch.device("cuda", 3), torch.bfloat16)
+    assert run.comet_options(CometOptions(), CPU) == CometOptions(gpus=0)
+    assert run.comet_options(CometOptions(gpus=2), CPU) == CometOptions(gpus=2)  # asked for: kept
+    assert run.comet_options(CometOptions(), gpu3) == CometOptions(device="cuda:3")
+    assert run.comet_options(CometOptions(gpus=1), gpu3) == CometOptions(gpus=1, device="cuda:3")
+
+
+def test_a_paired_test_of_rows_scored_against_other_references_is_logged_and_left_out():
+    """Each system is scored against its own rows' references: hyps files written before and after the references
+    were fixed gave confident BLEU, WER and COMET verdicts on nothing. Each such test is logged and left out now;
+    the report keeps every system's scores."""
+    from llm_srt.evaluate.report import build_report
+
+    def rows(hyp, ref_transcript="a cat sat", ref_translation="eine Katze", comet=0.5):
+        return [UtteranceResult(f"{i}", "eng", "deu", f"{hyp} {i}", f"{hyp} {i}", f"{ref_transcript} {i}",
+                                f"{ref_translation} {i}", task="srt", comet=comet + i / 100, sentence=f"{i}")
+                for i in range(8)]
+
+    systems = {"a": rows("eine Katze"), "b": rows("a cat sat", ref_transcript="a cat sat fixed",
+                                                  ref_translation="a cat sat")}
+    lines = []
+    report = run.compare_systems(build_report(systems), {k: [v] for k, v in systems.items()}, 100, log=lines.append,
+                                 scored=systems)
+    assert not report.comparisons and not report.transcript_comparisons and not report.comet_comparisons
+    assert [line.split(": the")[0] for line in lines] == ["no paired BLEU test of b against a",
+                                                          "no paired eng transcript test of b against a",
+                                                          "no paired COMET test of b against a"]
+    assert all("not scored against the same references (row '0': the reference " in line for line in lines)
+    assert "transcript differs" in lines[1] and "translation differs" in lines[2]
+    same = {"a": systems["a"], "b": rows("a cat sat")}
+    report = run.compare_systems(build_report(same), {k: [v] for k, v in same.items()}, 100, log=lines.append,
+                                 scored=same)
+    assert len(report.comparisons) == len(report.transcript_comparisons) == len(report.comet_comparisons) == 1

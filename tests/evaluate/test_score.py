@@ -27,7 +27,8 @@ def run(capsys, *argv):
 def test_bleu_text_output(files, capsys):
     rc, out, err = run(capsys, "--hyp", files[0], "--ref", files[1], "--tgt-lang", "eng")
     assert rc == 0 and err == ""
-    m = re.fullmatch(r"BLEU = (\d+\.\d\d)  (nrefs:1\|case:mixed\|eff:no\|tok:13a\|smooth:exp\|version:\S+)\n", out)
+    m = re.fullmatch(r"BLEU = (\d+\.\d\d)  (nrefs:1\|case:mixed\|eff:no\|tok:13a\|smooth:exp\|version:\S+)"
+                     r"  \(texts NFC-normalized\)\n", out)  # SacreBLEU's signature as it prints it, then the note
     assert m, out
     assert float(m.group(1)) == pytest.approx(sacrebleu.corpus_bleu(HYPS, [REFS]).score, abs=0.005)
 
@@ -133,3 +134,18 @@ def test_wer_of_korean_says_why_cer_is_its_metric_without_calling_it_unsegmented
     assert err == ("note: kor transcripts are scored by CER in `llm-srt evaluate`, as the paper's own scoring script "
                    "scores it (though Korean is written with spaces); --metric cer gives that\n")
     assert "unsegmented" not in err
+
+
+def test_a_decomposed_hypothesis_scores_as_the_composed_text_it_is(tmp_path, capsys):
+    """The same Vietnamese sentence in NFD (a macOS file) against the NFC reference scored BLEU 0.0 (WER 0.0):
+    BLEU and chrF read both texts in NFC now, and say so."""
+    import unicodedata
+
+    text = "Tôi đang học tiếng Việt ở Hà Nội mỗi ngày"
+    hyp, ref = tmp_path / "h.txt", tmp_path / "r.txt"
+    hyp.write_text(unicodedata.normalize("NFD", text) + "\n", encoding="utf-8")
+    ref.write_text(text + "\n", encoding="utf-8")
+    for metric in ("bleu", "chrf"):
+        rc, out, _ = run(capsys, "--hyp", hyp, "--ref", ref, "--tgt-lang", "vie", "--metric", metric)
+        assert rc == 0 and out.startswith(("BLEU = 100.00  nrefs:1|", "chrF2 = 100.00  nrefs:1|")), out
+        assert out.endswith("  (texts NFC-normalized)\n")

@@ -512,3 +512,86 @@ def test_fewer_sentences_than_any_test_needs_are_refused_by_every_test():
     assert list(paired_error_rates(rows_a, rows_b, samples=100)) == ["eng"]
     with pytest.raises(LLMSRTError, match="not 3 in deu: "):
         paired_error_rates([x for x in rows_a if x["src"] == "deu"], [x for x in rows_b if x["src"] == "deu"])
+
+
+def test_systems_scored_against_other_references_are_not_compared():
+    """Each system is scored against its own rows' references: hyps files written before and after the references
+    were fixed (or files that only share ids) gave a confident verdict (p 0.001, delta -23) on nothing. The paired
+    tests now refuse, naming the first row whose reference (or language) differs."""
+    from dataclasses import replace
+
+    from llm_srt.evaluate.significance import paired_bootstrap_runs, paired_error_rates
+
+    r = refs(20, seed=11)
+    a, b = ([rep.UtteranceResult.from_dict(x) for x in system(r, truncated(k))] for k in (10, 9))
+    b2 = [replace(x, ref_translation=x.hyp_translation or "x") for x in b]
+    with pytest.raises(LLMSRTError, match=r"not scored against the same references \(row 'deu-0': the reference "
+                                          r"translation differs\); evaluate both systems on the same manifest again"):
+        paired_bootstrap(a, b2, samples=100)
+    with pytest.raises(LLMSRTError, match=r"row 'fra-0': the target language differs"):
+        paired_bootstrap(a, [replace(x, tgt="spa") if x.id == "fra-0" else x for x in b], samples=100)
+    with pytest.raises(LLMSRTError, match=r"row 'deu-3', run 2: the reference translation differs"):
+        paired_bootstrap_runs([a, a], [b, [replace(x, ref_translation="other") if x.id == "deu-3" else x for x in b]],
+                              samples=100)
+    assert paired_bootstrap(a, b, samples=100).sentences == 40  # the same references: tested as before
+    t = [rep.UtteranceResult.from_dict(x) for x in srt_rows(r, truncated(10))]
+    u = [rep.UtteranceResult.from_dict(x) for x in srt_rows(r, truncated(9))]
+    fixed = [replace(x, ref_transcript=x.ref_transcript + " fixed") if x.id.startswith("eng4:") else x for x in u]
+    with pytest.raises(LLMSRTError, match=r"row 'eng4:deu': the reference transcript differs"):
+        paired_error_rates(t, fixed, samples=100)
+    assert paired_error_rates(t, u, samples=100)["eng"].sentences == 20
+
+
+def test_a_blank_sentence_id_is_no_id_and_a_shared_id_is_named():
+    """A manifest's empty sentence_id ("") made the whole test set one resampling unit, and every paired test was
+    dropped as "not 1" sentence. A blank id is no id now (the clip is the unit); rows of one direction that share a
+    real id are said to, beside the count."""
+    from dataclasses import replace
+
+    from llm_srt.data.manifest import Row
+    from llm_srt.evaluate.run import _result
+    from llm_srt.evaluate.significance import paired_error_rates, paired_mean, sentence_key, sentence_keys
+    from llm_srt.prompts import Task
+
+    r = refs(20, seed=12)
+    for blank in ("", "  "):
+        a = [rep.UtteranceResult.from_dict({**x, "sentence": blank}) for x in nway(r, truncated(10), (("eng", "deu"),
+                                                                                                     ("eng", "fra")),
+                                                                                  False)]
+        b = [replace(x, hyp_translation=truncated(4)(0, x.ref_translation)) for x in a]
+        assert sentence_key(a[0]) == ("clip", "eng", "clip 0 in eng")
+        c = paired_bootstrap(a, b, samples=100)
+        assert c.sentences == 20 and c.verdict() == "holds"
+        row = Row(id="x", audio="a.wav", duration=1.0, src_lang="eng", transcript="Hi.", tgt_lang="deu",
+                  translation="Hallo.", split="test", corpus="mine", sentence_id=blank)
+        assert _result(row, Task.SRT, "Hi.", "Hallo.").sentence is None
+    assert sentence_keys([{"1": a[0]}, {"1": replace(a[0], sentence="7")}])["1"] == ("sentence", "7")
+    same = [{**x, "sentence": "s1"} for x in nway(r, truncated(10), (("eng", "deu"), ("eng", "fra")), True)]
+    worse = [{**x, "hyp_translation": "the"} for x in same]
+    with pytest.raises(LLMSRTError, match=r"to draw from, not 1 \(40 rows share 1 sentence id within a direction, "
+                                          r"and a sentence's rows are drawn together: give each sentence its own "
+                                          r"sentence_id in the manifest\): with fewer"):
+        paired_bootstrap(same, worse, samples=100)
+    transcripts = [{**x, "sentence": "s1" if int(x["id"][3:].split(":")[0]) < 17 else x["id"].split(":")[0]}
+                   for x in srt_rows(r, truncated(10))]  # 17 clips' rows in 3 targets under one id, 3 clips their own
+    with pytest.raises(LLMSRTError, match=r"not 4 in eng \(51 rows share 1 sentence id within a direction"):
+        paired_error_rates(transcripts, [{**x, "hyp_transcript": "the"} for x in transcripts], samples=100)
+    with pytest.raises(LLMSRTError, match=r"not 1 \(2 rows share 1 sentence id within a direction"):
+        paired_mean([1.0, 2.0], [3.0, 3.5], samples=100, sentences=[("sentence", "s")] * 2,
+                    directions=[("eng", "deu")] * 2)
+    with pytest.raises(LLMSRTError, match=r"not 1: "):  # one clip in two directions: a sentence, rightly one unit
+        paired_mean([1.0, 2.0], [3.0, 3.5], samples=100, sentences=[("sentence", "s")] * 2,
+                    directions=[("eng", "deu"), ("eng", "fra")])
+
+
+def test_the_bleu_test_reads_nfc_text_as_the_report_does():
+    """A decomposed hypothesis is the text it composes to in the paired test too: its observed BLEU is the
+    report's, not the code points' (which scored it near 0)."""
+    import unicodedata
+
+    r = refs(10, seed=13)
+    a = [{**x, "ref_translation": x["ref_translation"] + " Việt", "hyp_translation": unicodedata.normalize(
+        "NFD", x["ref_translation"] + " Việt")} for x in system(r, lambda i, s: s)]
+    b = [{**x, "hyp_translation": truncated(6)(0, x["ref_translation"])} for x in a]
+    c = paired_bootstrap(a, b, samples=100)
+    assert c.a == pytest.approx(rep.score_system("a", a).average()) == pytest.approx(100.0)

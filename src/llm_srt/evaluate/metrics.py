@@ -2,10 +2,16 @@
 
 - BLEU: SacreBLEU, tokenizer chosen by the target language (`tok:char` for jpn kor tha yue zho, else `tok:13a`).
 - chrF: SacreBLEU's chrF2 (character 6-grams, no word n-grams).
+- BLEU and chrF read hypotheses and references in Unicode NFC (`nfc`): canonically equivalent text is the same text,
+  but SacreBLEU compares code points, so a decomposed (NFD) hypothesis of Vietnamese or Korean (a macOS file) lost
+  nearly all its BLEU against an NFC reference before 2026-12-05. NFC, not NFKC: nothing else changes, and NFC
+  text scores exactly as before. The signature stays SacreBLEU's; `Score.unicode` records the form.
 - WER / CER: jiwer after Whisper's text normalization (EnglishTextNormalizer for English, BasicTextNormalizer
-  otherwise). CER counts the spaces left by normalization (where punctuation was) as characters, as SeamlessM4T-v2's
-  evaluation (jiwer.cer) and the paper's own evaluation script do; before 2026-12-04 they were removed here. Which
-  of the two a language uses comes from the language registry (`Language.asr_metric`).
+  otherwise; the paper's own scoring script uses BasicTextNormalizer for every language, so English WER is not
+  directly comparable with it: `NORMALIZERS`). CER counts the spaces left by normalization (where punctuation was)
+  as characters, as SeamlessM4T-v2's evaluation (jiwer.cer) and the paper's own evaluation script do; before
+  2026-12-04 they were removed here. Which of the two a language uses comes from the language registry
+  (`Language.asr_metric`).
 
 Choices (documented so scores can be compared):
 - A reference that normalizes to the empty string is skipped in WER/CER (its hypothesis too), as Whisper's and
@@ -20,6 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib.metadata import version
+from unicodedata import normalize as unicode_normalize
 
 import jiwer
 from sacrebleu.metrics import BLEU, CHRF
@@ -40,20 +47,34 @@ class Score:
     signature: str  # how it was computed (SacreBLEU's signature; normalizer and unit for WER/CER)
     n: int  # number of segments scored
     skipped: int = 0  # segments left out (WER/CER: reference empty after normalization)
+    unicode: str | None = None  # BLEU/chrF: the Unicode form both texts were put in before SacreBLEU ("NFC")
 
     def format(self, decimals: int = 2) -> str:
-        """'BLEU = 36.90  nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0'"""
-        return f"{DISPLAY_NAMES[self.metric]} = {self.score:.{decimals}f}  {self.signature}"
+        """'BLEU = 36.90  nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0  (texts NFC-normalized)'"""
+        note = f"  (texts {self.unicode}-normalized)" if self.unicode else ""
+        return f"{DISPLAY_NAMES[self.metric]} = {self.score:.{decimals}f}  {self.signature}{note}"
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Normalization (Whisper's normalizers; one registry entry per language that needs a non-default one)
 
+UNICODE_FORM = "NFC"  # BLEU/chrF texts (module docstring)
+# English uses Whisper's EnglishTextNormalizer (spellings, numbers, contractions made one form), as Whisper's and
+# SeamlessM4T's evaluations do; the paper's own scoring script (yxduir/LLM-SRT evaluation/test_metric.py) uses
+# BasicTextNormalizer for every language. English WER here is therefore lower than that script's and not directly
+# comparable with it (Thai's CER likewise, for its marks); the report says so (`PAPER_NORMALIZER`), and every
+# WER/CER signature names its normalizer (norm:whisper-english).
 NORMALIZERS: dict[str, tuple[str, Callable[[], Callable[[str], str]]]] = {
     "eng": ("whisper-english", EnglishTextNormalizer),
     "tha": ("whisper-basic-marks", lambda: BasicTextNormalizer(preserve_marks=True)),
 }
 DEFAULT_NORMALIZER = ("whisper-basic", BasicTextNormalizer)
+PAPER_NORMALIZER = DEFAULT_NORMALIZER[0]  # the paper's scoring script's, for every language
+
+
+def normalizer_name(lang: str) -> str:
+    """The name of the normalizer WER/CER of `lang` use ("whisper-english", "whisper-basic", ...)."""
+    return _normalizer(lang)[0]
 
 
 @cache
@@ -68,6 +89,11 @@ def normalize(text: str, lang: str) -> str:
     return " ".join(_normalizer(lang)[1](text).split())
 
 
+def nfc(texts: Sequence[str]) -> list[str]:
+    """`texts` in Unicode NFC, as BLEU and chrF read them (module docstring)."""
+    return [unicode_normalize(UNICODE_FORM, t) for t in texts]
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The metrics. Each takes (hypotheses, references, language) and returns a Score.
 
@@ -76,8 +102,8 @@ def bleu(hyps: Sequence[str], refs: Sequence[str], tgt_lang: str) -> Score:
     """Corpus BLEU with the target language's SacreBLEU tokenizer."""
     _check(hyps, refs, "bleu")
     metric = BLEU(tokenize=languages.get(tgt_lang).bleu_tokenize)
-    result = metric.corpus_score(list(hyps), [list(refs)])
-    return Score("bleu", float(result.score), str(metric.get_signature()), len(hyps))
+    result = metric.corpus_score(nfc(hyps), [nfc(refs)])
+    return Score("bleu", float(result.score), str(metric.get_signature()), len(hyps), unicode=UNICODE_FORM)
 
 
 def chrf(hyps: Sequence[str], refs: Sequence[str], tgt_lang: str | None = None) -> Score:
@@ -86,8 +112,8 @@ def chrf(hyps: Sequence[str], refs: Sequence[str], tgt_lang: str | None = None) 
     if tgt_lang is not None:
         languages.get(tgt_lang)
     metric = CHRF()
-    result = metric.corpus_score(list(hyps), [list(refs)])
-    return Score("chrf", float(result.score), str(metric.get_signature()), len(hyps))
+    result = metric.corpus_score(nfc(hyps), [nfc(refs)])
+    return Score("chrf", float(result.score), str(metric.get_signature()), len(hyps), unicode=UNICODE_FORM)
 
 
 def wer(hyps: Sequence[str], refs: Sequence[str], lang: str) -> Score:

@@ -22,7 +22,7 @@ import numpy as np
 from .. import languages
 from ..errors import LLMSRTError
 from ..prompts import Task
-from .metrics import Score, asr_error_rate, bleu, normalize
+from .metrics import PAPER_NORMALIZER, UNICODE_FORM, Score, asr_error_rate, bleu, normalize, normalizer_name
 
 Direction = tuple[str, str]  # (source language, target language)
 
@@ -406,6 +406,11 @@ def to_markdown(report: Report) -> str:
         parts += _md_table(["system", *[f"{l} ({_asr_metric(report, l)})" for l in asr_srcs]],
                            [[s.name, *[_fmt(s.asr[l].score) if l in s.asr else "–" for l in asr_srcs]]
                             for s in report.systems])
+        other = [f"{l} {normalizer_name(l)}" for l in asr_srcs if normalizer_name(l) != PAPER_NORMALIZER]
+        if other:
+            parts += ["", f"Normalized with Whisper's normalizers; {', '.join(other)}, where the paper's scoring "
+                          f"script uses {PAPER_NORMALIZER} for every language: not directly comparable with it"
+                          + (" (English WER comes out lower)." if "eng" in asr_srcs else ".")]
     with_mt = [s for s in report.systems if s.mt is not None]
     if with_mt:
         dirs = _unique(d for s in with_mt for d in s.mt.bleu)
@@ -430,6 +435,8 @@ def to_markdown(report: Report) -> str:
                            _transcript_comparison_rows(report))
     signatures = _unique(v.signature for s in report.systems for v in (*s.bleu.values(), *s.asr.values()))
     parts += ["", "## Signatures", ""] + [f"- `{sig}`" for sig in signatures]
+    if report.directions:
+        parts += ["", f"BLEU: hypotheses and references {UNICODE_FORM}-normalized (Unicode) before SacreBLEU."]
     scored = [t for s in report.systems for t in ((s.name, s), *(((f"{s.name} (MT)", s.mt),) if s.mt else ()))]
     failed = [(n, r) for n, s in scored for r in s.failed]
     parts += ["", f"## Failed utterances ({len(failed)}, scored as empty hypotheses)", ""]

@@ -40,8 +40,8 @@ from . import journal
 from .journal import Journal, group_digest, remove_journals
 from .report import (MATRIX_PNG, REPORT_MD, RESULTS_JSON, SCATTER_PNG, Report, UtteranceResult, build_report,
                      check_languages, format_table, load_results, write_report)
-from .significance import (SAMPLES, check_samples, paired_bootstrap_runs, paired_error_rates_runs, paired_mean,
-                           sentence_keys)
+from .significance import (BLEU_REFERENCES, SAMPLES, TRANSCRIPT_REFERENCES, check_references, check_samples,
+                           paired_bootstrap_runs, paired_error_rates_runs, paired_mean, sentence_keys)
 
 TASKS = ("auto", "srt", "s2tt", "smt", "asr", "asr+smt")  # --task; auto: what the model folder was trained for
 GATHER_TIMEOUT = timedelta(hours=12)  # how long rank 0 waits for the slowest rank's shard
@@ -100,7 +100,8 @@ def _result(r: Row, task: Task, transcript: str = "", translation: str = "", err
         #   its translation failed alone (e.g. the whisper system into a target other than English)
         hyp_translation=(transcript if task is Task.ASR else translation) if ok else None,
         ref_transcript=r.transcript or None, ref_translation=(r.translation or None) if task is not Task.ASR else None,
-        forced_tags=ok and forced_tags, sentence=r.sentence_id)
+        forced_tags=ok and forced_tags, sentence=r.sentence_id if r.sentence_id and r.sentence_id.strip() else None)
+    #   a blank sentence id is none (`significance.sentence_key`): one id shared by every row is one test sentence
 
 
 def run_system(translator, rows: list[Row], task: Task, options: DecodingOptions, batch_size: int,
@@ -364,11 +365,7 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
     check_inputs_kept(out, models, run_now, with_mt)
     placement = placement or device.resolve("auto")
     rank, size = world()
-    if size > 1 and placement.device.type == "cuda" and placement.device.index is not None:
-        import torch
-
-        torch.cuda.set_device(placement.device)  # what runs on "the current GPU" (CUDA graphs of --compile, library
-        #   helpers) runs on this rank's, not every rank's on cuda:0
+    use_device(placement)
     rows = from_rank0(lambda: read_manifest(manifest, skip_bad=skip_bad) if run_now else [], rank, size,
                       _group[0])  # ranks never decide apart what they read (--skip-bad on a node's own disk)
     if limit is not None:
@@ -456,9 +453,7 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
         comet_error = None
         if comet is not None:
             try:
-                where = placement.device
-                scored = score_systems(scored, replace(comet, device=str(where)) if where.type == "cuda"
-                                       and where.index is not None else comet, log)
+                scored = score_systems(scored, comet_options(comet, placement), log)
             except LLMSRTError as e:
                 comet_error = str(e)
             else:
@@ -495,6 +490,28 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
     return report if rank == 0 else None
 
 
+def use_device(placement: Placement) -> None:
+    """An indexed CUDA placement's device (`--device cuda:1`, a rank's own GPU under torchrun) made the current one,
+    in one process too: what runs on "the current GPU" (CUDA graphs of --compile, library helpers) runs beside the
+    model, not on cuda:0 (as serve's batcher does on its model thread). Until 2026-12-05 only under torchrun."""
+    if placement.device.type == "cuda" and placement.device.index is not None:
+        import torch
+
+        torch.cuda.set_device(placement.device)
+
+
+def comet_options(comet: CometOptions, placement: Placement) -> CometOptions:
+    """COMET's options on the placement `evaluate` was given: on cuda:N, that GPU alone (`CometOptions.device`); on
+    the CPU, no GPU (gpus=0) unless --comet-gpus says otherwise: the bridge's default takes a GPU whenever one is
+    visible, and `--device cpu --comet` on a GPU host ran COMET on the GPU until 2026-12-05."""
+    where = placement.device
+    if where.type == "cuda" and where.index is not None:
+        return replace(comet, device=str(where))
+    if where.type == "cpu" and comet.gpus is None:
+        return replace(comet, gpus=0)
+    return comet
+
+
 def decoding_record(tasks: dict[str, str], options: DecodingOptions, placement: Placement, with_mt: bool,
                     world_size: int | None = None) -> dict[str, object]:
     """How the systems decoded here ran, for the report (system -> task, then the options that change outputs), and
@@ -523,8 +540,8 @@ def compare_systems(report: Report, runs: dict[str, list[list[UtteranceResult]]]
     system's average BLEU against the first system's, and per source language its transcripts' WER/CER against
     the first system that transcribed that language (a direct S2TT system writes none); given the rows with their
     COMET scores (`scored`, name -> rows), each system's mean COMET against the first's over the sentences both
-    have a score for (`sentence_comet`). A pair that cannot be compared (other rows; a different number of runs) is
-    logged and left out: the results are never lost to it."""
+    have a score for (`sentence_comet`). A pair that cannot be compared (other rows, or other references for the same
+    rows: `check_references`; a different number of runs) is logged and left out: the results are never lost to it."""
     def test(what: str, name: str, first: str, paired, select=lambda rows: rows):
         if len(runs[name]) != len(runs[first]):
             log(f"no paired {what} test of {name} against {first}: {len(runs[name])} runs against "
@@ -566,7 +583,9 @@ def compare_systems(report: Report, runs: dict[str, list[list[UtteranceResult]]]
             continue
         rows = [{_run_id(r.id, len(runs[n])): r for r in scored[n]} for n in (first, s.name)]
         sentence = sentence_keys(rows)
-        try:
+        try:  # COMET reads the reference transcript as the source: both must be the same
+            check_references([{r.id: r for r in scored[n] if r.comet is not None} for n in (first, s.name)],
+                             {**BLEU_REFERENCES, **TRANSCRIPT_REFERENCES})
             c = paired_mean([own[i] for i in both], [first_comet[i] for i in both], samples=samples,
                             sentences=[sentence[i] for i in both],
                             directions=[(rows[0][i].src, rows[0][i].tgt) for i in both])

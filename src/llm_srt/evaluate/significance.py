@@ -34,7 +34,7 @@ from sacrebleu.metrics import BLEU
 
 from .. import languages
 from ..errors import LLMSRTError
-from .metrics import error_counts, normalize
+from .metrics import error_counts, nfc, normalize
 from .report import Direction, UtteranceResult, transcript, transcript_rows
 
 SAMPLES = 1000  # resamples (SacreBLEU's default for the paired bootstrap)
@@ -48,6 +48,12 @@ MIN_SENTENCES = math.ceil(math.log2(2 / ALPHA))  # 6
 _TOO_FEW = ("a paired test needs at least {min} test sentences to draw from, not {what}: with fewer no test can find "
             "a difference at p < {alpha} (the bootstrap would print p = 0.001 for 2 sentences); score a larger test "
             "set")
+_OTHER_REFERENCES = ("the two systems were not scored against the same references (row {id!r}{where}: {what} "
+                     "differs); evaluate both systems on the same manifest again (or compare hyps files of one "
+                     "evaluation), as a test of their scores against different references means nothing")
+BLEU_REFERENCES = {"src": "the source language", "tgt": "the target language",
+                   "ref_translation": "the reference translation"}  # what a BLEU row is scored against
+TRANSCRIPT_REFERENCES = {"ref_transcript": "the reference transcript"}
 
 
 @dataclass(frozen=True)
@@ -81,7 +87,8 @@ class Comparison:
 def paired_bootstrap(a: Iterable[UtteranceResult | Mapping], b: Iterable[UtteranceResult | Mapping],
                      samples: int = SAMPLES, seed: int = 0) -> Comparison:
     """Compare two systems' results on the same test rows (paired by utterance id; a failed row is an empty
-    hypothesis, as in the report). Raises LLMSRTError when the two do not cover the same scored rows."""
+    hypothesis, as in the report). Raises LLMSRTError when the two do not cover the same scored rows, or score them
+    against other references (`check_references`)."""
     return paired_bootstrap_runs([a], [b], samples=samples, seed=seed)
 
 
@@ -108,6 +115,7 @@ def paired_bootstrap_runs(a: Sequence[Iterable[UtteranceResult | Mapping]],
                                   f"e.g. {only[0]!r}); compare results of one evaluation")
     if not keys:
         raise LLMSRTError("no rows with a reference translation to compare")
+    check_references(runs_a + runs_b, BLEU_REFERENCES, runs=len(a))
     check_samples(samples)
     unit = sentence_keys(runs_a + runs_b)
     sentences = {}  # sentence -> its index, in the order the rows first name them
@@ -115,8 +123,9 @@ def paired_bootstrap_runs(a: Sequence[Iterable[UtteranceResult | Mapping]],
     by_direction: dict[Direction, list[str]] = {}
     for key, r in runs_a[0].items():
         by_direction.setdefault((r.src, r.tgt), []).append(key)
-    times = resample_counts(sentence_strata([(sentence[key], (r.src, r.tgt)) for key, r in runs_a[0].items()],
-                                            len(sentences)), samples, seed)
+    strata = sentence_strata([(sentence[key], (r.src, r.tgt)) for key, r in runs_a[0].items()], len(sentences))
+    times = resample_counts(strata, samples, seed, shared_ids((unit[key], (r.src, r.tgt))
+                                                              for key, r in runs_a[0].items()))
     full_a, full_b, boot_a, boot_b = [], [], [], []
     for (_, tgt), ids in sorted(by_direction.items()):
         metric = BLEU(tokenize=languages.get(tgt).bleu_tokenize)
@@ -131,6 +140,39 @@ def paired_bootstrap_runs(a: Sequence[Iterable[UtteranceResult | Mapping]],
         boot_b.append([_score(metric, s) if d else np.nan for s, d in zip(weights @ stats_b, drawn)])
     diffs = np.nanmean(np.subtract(boot_a, boot_b), axis=0)  # (samples,): average over the drawn directions
     return _compare(float(np.mean(full_a)), float(np.mean(full_b)), diffs, len(sentences))
+
+
+def check_references(maps: Sequence[Mapping[Hashable, UtteranceResult]], compared: Mapping[str, str],
+                     runs: int = 1) -> None:
+    """A one-line LLMSRTError naming the first row whose `compared` fields (name -> what it is, e.g.
+    BLEU_REFERENCES) differ between the row maps (id -> row; system a's runs, then b's, `runs` each): each system
+    is scored against its own rows' references, so a paired test of hyps files written before and after the
+    references were fixed (or of files that only share ids) would compare scores against different texts."""
+    first = maps[0]
+    for i, rows in enumerate(maps[1:], start=1):
+        for key, r in rows.items():
+            base = first.get(key)
+            what = next((w for name, w in compared.items() if base is not None and getattr(r, name) != getattr(
+                base, name)), None)
+            if what is not None:
+                where = f", run {i % runs + 1}" if runs > 1 else ""
+                raise LLMSRTError(_OTHER_REFERENCES.format(id=r.id, where=where, what=what))
+
+
+def shared_ids(rows: Iterable[tuple[Hashable, Hashable]]) -> str:
+    """' (N rows share M sentence ids ...)' for the too-few-sentences message, where rows of one direction share a
+    manifest sentence id (`rows`: each row's unit, `sentence_key`, and direction; a sentence has one row a
+    direction, so such rows are a manifest that gives many sentences one id, all of them one unit); else ''."""
+    per: dict[tuple[Hashable, Hashable], int] = {}
+    for unit, direction in rows:
+        if isinstance(unit, tuple) and unit[:1] == ("sentence",):
+            per[(unit, direction)] = per.get((unit, direction), 0) + 1
+    shared = {key: n for key, n in per.items() if n > 1}
+    ids = len({unit for unit, _ in shared})
+    if not shared:
+        return ""
+    return (f" ({sum(shared.values())} rows share {ids} sentence id{'s' * (ids != 1)} within a direction, and a "
+            "sentence's rows are drawn together: give each sentence its own sentence_id in the manifest)")
 
 
 def sentence_strata(rows: Sequence[tuple[int, Direction]], sentences: int) -> list[Direction]:
@@ -164,9 +206,10 @@ def direction_groups(covers: Sequence[set[Direction]]) -> list[Direction]:
     return [root(min(dirs)) for dirs in covers]
 
 
-def resample_counts(strata: Sequence[Hashable], samples: int, seed: int) -> np.ndarray:
+def resample_counts(strata: Sequence[Hashable], samples: int, seed: int, note: str = "") -> np.ndarray:
     """(samples, units): how often each resample draws each unit, drawing within each stratum (`strata[i]`: unit
-    i's) as many units as it holds (the BLEU test's strata: `direction_groups`)."""
+    i's) as many units as it holds (the BLEU test's strata: `direction_groups`). `note`: said after the number of
+    units when there are too few (`shared_ids`)."""
     rng = np.random.default_rng(seed)
     members: dict[Hashable, list[int]] = {}
     for i, stratum in enumerate(strata):
@@ -176,7 +219,7 @@ def resample_counts(strata: Sequence[Hashable], samples: int, seed: int) -> np.n
         what = f"{len(strata)}" if len(strata) < MIN_SENTENCES else (
             f"{len(strata)} of which {drawn} share their directions with another sentence (one alone in its "
             "directions is drawn in every resample)")
-        raise LLMSRTError(_TOO_FEW.format(min=MIN_SENTENCES, what=what, alpha=ALPHA))
+        raise LLMSRTError(_TOO_FEW.format(min=MIN_SENTENCES, what=what + note, alpha=ALPHA))
     times = np.zeros((samples, len(strata)), dtype=np.int32)  # 1,000 resamples of 120,500 units: 482 MB, not 964
     for units in members.values():
         draws = np.asarray(units)[rng.integers(0, len(units), size=(samples, len(units)))]
@@ -192,7 +235,7 @@ def sentence_keys(runs: Iterable[Mapping[str, UtteranceResult]]) -> dict[str, tu
     out: dict[str, tuple[str, ...]] = {}
     for rows in runs:
         for key, r in rows.items():
-            if key not in out or (r.sentence is not None and out[key][0] != "sentence"):
+            if key not in out or (has_sentence(r) and out[key][0] != "sentence"):
                 out[key] = sentence_key(r)
     return out
 
@@ -201,12 +244,18 @@ def sentence_key(r: UtteranceResult) -> tuple[str, ...]:
     """The test sentence a row belongs to, the unit the paired tests resample: the manifest's sentence id where the
     evaluation recorded it (`UtteranceResult.sentence`: every row of the sentence, in every direction); else the
     source clip, known by its language and normalized reference transcript (its rows in every target); else the
-    row alone."""
-    if r.sentence is not None:
+    row alone. A blank sentence id ("", as a hand-made manifest may hold) is none: one id shared by every row made
+    the whole test set one sentence."""
+    if has_sentence(r):
         return ("sentence", r.sentence)
     if r.ref_transcript is not None:
         return ("clip", r.src, normalize(r.ref_transcript, r.src))
     return ("row", r.id)
+
+
+def has_sentence(r: UtteranceResult) -> bool:
+    """Whether the row records a sentence id (not None, not blank)."""
+    return r.sentence is not None and bool(r.sentence.strip())
 
 
 def paired_error_rates(a: Iterable[UtteranceResult | Mapping], b: Iterable[UtteranceResult | Mapping],
@@ -242,6 +291,8 @@ def paired_error_rates_runs(a: Sequence[Iterable[UtteranceResult | Mapping]],
                                   f"differ, e.g. {only[0][1]!r}); compare results of one evaluation")
     if not first:
         raise LLMSRTError("no rows with a reference transcript and a system transcript to compare")
+    check_references([{f"{src}\t{r.id}": r for src, rows in by_src.items() for r in rows}
+                      for system in runs for by_src in system], TRANSCRIPT_REFERENCES, runs=len(a))
     check_samples(samples)
     rng = np.random.default_rng(seed)
     # id -> its test sentence, as the BLEU test's (the manifest's sentence id; else the clip by its normalized
@@ -267,7 +318,7 @@ def paired_error_rates_runs(a: Sequence[Iterable[UtteranceResult | Mapping]],
             continue
         ca, cb = ca[kept], cb[kept]
         if len(ca) < MIN_SENTENCES:
-            few.append(f"{len(ca)} in {src}")
+            few.append(f"{len(ca)} in {src}{shared_ids((sentence[r.id], r.tgt) for r in rows)}")
             continue
         idx = rng.integers(0, len(ca), size=(samples, len(ca)))
         boot_a, boot_b = ca[idx].sum(1), cb[idx].sum(1)  # (samples, 2)
@@ -305,11 +356,13 @@ def paired_mean(a: Sequence[float], b: Sequence[float], samples: int = SAMPLES, 
     d = x - y
     index = {}
     groups = np.array([index.setdefault(k, len(index)) for k in (range(d.size) if sentences is None else sentences)])
+    note = "" if sentences is None else shared_ids(zip(sentences, map(tuple, directions or [()] * x.size)))
     if directions is None:
-        times = resample_counts([0] * len(index), samples, seed)[:, groups]  # (samples, rows)
+        times = resample_counts([0] * len(index), samples, seed, note)[:, groups]  # (samples, rows)
         return _compare(float(x.mean()), float(y.mean()), (times @ d) / times.sum(axis=1), len(index))
     keys = [tuple(k) for k in directions]
-    times = resample_counts(sentence_strata(list(zip(map(int, groups), keys)), len(index)), samples, seed)[:, groups]
+    times = resample_counts(sentence_strata(list(zip(map(int, groups), keys)), len(index)), samples, seed,
+                            note)[:, groups]
     which = np.unique([f"{src}\t{tgt}" for src, tgt in keys], return_inverse=True)[1].ravel()  # row -> direction
     per_direction = []  # (samples,) each: the direction's mean difference in each resample; NaN where none of its
     #   rows was drawn (left out of that resample's average, as in the BLEU test)
@@ -353,7 +406,8 @@ def _scored(rows: Iterable[UtteranceResult | Mapping]) -> dict[str, UtteranceRes
 
 def _stats(metric: BLEU, rows: list[UtteranceResult]) -> np.ndarray:
     hyps = ["" if r.failed else r.hyp_translation for r in rows]
-    return np.asarray(metric._extract_corpus_statistics(hyps, [[r.ref_translation for r in rows]]), dtype=np.int64)
+    return np.asarray(metric._extract_corpus_statistics(nfc(hyps), [nfc([r.ref_translation for r in rows])]),
+                      dtype=np.int64)  # NFC, as `metrics.bleu` reads the texts
 
 
 def _score(metric: BLEU, stats: np.ndarray) -> float:
