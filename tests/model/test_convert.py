@@ -17,7 +17,7 @@ import torch
 
 from llm_srt import cli
 from llm_srt.errors import LLMSRTError
-from llm_srt.model.convert import convert_gguf, convert_whisper_ct2, gguf_parsed_once
+from llm_srt.model.convert import OUTPUT_FILES, check_output_dir, convert_gguf, convert_whisper_ct2, gguf_parsed_once
 
 PROMPT_EN = ["<|startoftranscript|>", "<|en|>", "<|transcribe|>", "<|notimestamps|>"]
 # max |converted - original| / max |original| per CT2 storage type (fp16: 2^-11, bf16: 2^-8, int8: 0.5/127)
@@ -237,10 +237,16 @@ def _randn(rng):
 
 
 def _write_tiny_llama_gguf(path: Path, vocab: int = 300, d: int = 32, layers: int = 2, heads: int = 4,
-                           kv_heads: int = 2, ffn: int = 64) -> Path:
-    """A random 2-layer llama GGUF with a byte-fallback tokenizer, written by the gguf package."""
+                           kv_heads: int = 2, ffn: int = 64, edit=None, split: tuple[int, int] | None = None) -> Path:
+    """A random 2-layer llama GGUF with a byte-fallback tokenizer, written by the gguf package. `edit(tensors)`
+    changes the name -> array dict before it is written; `split`: (part index, parts), llama-gguf-split's metadata."""
+    import gguf
+
     rand = _randn(np.random.default_rng(0))
     w = _gguf_writer(path, "llama", d, layers, heads, kv_heads, ffn, 1e-5, 10000.0)
+    if split:
+        w.add_uint16(gguf.Keys.Split.LLM_KV_SPLIT_NO, split[0])
+        w.add_uint16(gguf.Keys.Split.LLM_KV_SPLIT_COUNT, split[1])
     tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(256)]
     tokens += [f"▁w{i}" for i in range(vocab - len(tokens))]
     w.add_tokenizer_model("llama")
@@ -251,14 +257,17 @@ def _write_tiny_llama_gguf(path: Path, vocab: int = 300, d: int = 32, layers: in
     w.add_eos_token_id(2)
     w.add_unk_token_id(0)
     kv = kv_heads * d // heads
-    w.add_tensor("token_embd.weight", rand(vocab, d))
-    w.add_tensor("output_norm.weight", rand(d, mean=1.0))
-    w.add_tensor("output.weight", rand(vocab, d))
+    tensors = {"token_embd.weight": rand(vocab, d), "output_norm.weight": rand(d, mean=1.0),
+               "output.weight": rand(vocab, d)}
     for i in range(layers):
         for name, value in {"attn_norm": rand(d, mean=1.0), "attn_q": rand(d, d), "attn_k": rand(kv, d),
                             "attn_v": rand(kv, d), "attn_output": rand(d, d), "ffn_norm": rand(d, mean=1.0),
                             "ffn_gate": rand(ffn, d), "ffn_up": rand(ffn, d), "ffn_down": rand(d, ffn)}.items():
-            w.add_tensor(f"blk.{i}.{name}.weight", value)
+            tensors[f"blk.{i}.{name}.weight"] = value
+    if edit:
+        edit(tensors)
+    for name, value in tensors.items():
+        w.add_tensor(name, value)
     return _close_gguf(w, path)
 
 
@@ -353,6 +362,117 @@ def test_gguf_metadata_is_parsed_once_per_conversion(tmp, monkeypatch):
     with pytest.raises(LLMSRTError):
         convert_gguf(tmp / "cut.gguf", tmp / "hf3")
     assert gguf.GGUFReader is Counting  # restored after a failed conversion too
+
+
+def _one_line_error(match: str, convert, *args) -> None:
+    """`convert(*args)` raises LLMSRTError matching `match`, in one line."""
+    with pytest.raises(LLMSRTError, match=match) as e:
+        convert(*args)
+    assert "\n" not in str(e.value)
+
+
+def test_gguf_refuses_missing_misshaped_and_split_weights(tmp):
+    """transformers fills a weight missing from a GGUF with random values and only logs it (the first file of a
+    split model converted "fine" with random layers), and a mis-shaped one was a RuntimeError traceback: each is
+    a one-line error naming the file, and nothing is written."""
+    def drop_layer_1(tensors):
+        for name in [n for n in tensors if n.startswith("blk.1.")]:
+            del tensors[name]
+
+    def misshape(tensors):
+        tensors["blk.0.attn_q.weight"] = tensors["blk.0.attn_q.weight"][:, :16].copy()
+
+    missing = _write_tiny_llama_gguf(tmp / "missing.gguf", edit=drop_layer_1)
+    _one_line_error(r"missing.gguf: 9 weights of the model not in the file \(model\.layers\.1\..*"
+                    r"llama-gguf-split --merge", convert_gguf, missing, tmp / "out")
+    misshaped = _write_tiny_llama_gguf(tmp / "misshaped.gguf", edit=misshape)
+    _one_line_error(r"misshaped.gguf: 1 weight in a shape .* model.layers.0.self_attn.q_proj.weight: "
+                    r"\(32, 16\) in the file, \(32, 32\) expected", convert_gguf, misshaped, tmp / "out")
+    split = _write_tiny_llama_gguf(tmp / "model-00001-of-00002.gguf", split=(0, 2))  # whole, but says it is a part
+    _one_line_error(r"part 1 of a model split into 2 GGUF files; merge the parts first \(llama-gguf-split",
+                    convert_gguf, split, tmp / "out")
+    assert not (tmp / "out").exists() and not list(tmp.glob("out.tmp-*"))
+    tied = _write_tiny_llama_gguf(tmp / "tied.gguf", edit=lambda tensors: tensors.pop("output.weight"))
+    assert (convert_gguf(tied, tmp / "out") / "model.safetensors").is_file()  # a tied output is not missing
+
+
+def test_convert_refuses_an_output_folder_it_would_destroy(tiny_ct2, tmp, capsys):
+    """A conversion replaces its output folder whole: a folder that is or holds an input, or holds anything a
+    conversion does not write, is refused with a one-line error before anything is read, and left as it was."""
+    models = tmp / "models"
+    models.mkdir()
+    src = _write_tiny_llama_gguf(models / "llama-full.gguf")
+    (models / "other-model.txt").write_text("mine")
+    before = {p.name: p.read_bytes() for p in models.iterdir()}
+    assert cli.main(["convert", "gguf", str(src), str(models)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is or holds the input" in err and "choose another output folder" in err and "\n" not in err
+    shutil.copyfile(src, tmp / "elsewhere.gguf")
+    _one_line_error(r"models: the output folder holds files a conversion does not write \(llama-full.gguf, "
+                    r"other-model.txt\).*empty or remove this one", convert_gguf, tmp / "elsewhere.gguf", models)
+    _one_line_error("is or holds the input", convert_gguf, src, tmp)  # a folder above the input holds it too
+    _one_line_error("exists and is not a folder", convert_gguf, tmp / "elsewhere.gguf", src)
+    _, ct2 = tiny_ct2["float16"]
+    _one_line_error("is or holds the input", convert_whisper_ct2, ct2, ct2)
+    ckpt = tmp / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "model.pt").write_bytes(b"weights")
+    (ckpt / "adapter_config.json").write_text("{}")
+    hf = convert_gguf(tmp / "elsewhere.gguf", tmp / "hf")
+    for dst, llm in ((ckpt, hf), (hf, hf)):  # the checkpoint's folder; the LLM folder (all files a conversion's)
+        assert cli.main(["convert", "slam", str(ckpt / "model.pt"), str(dst), "--encoder", str(tmp / "whisper"),
+                         "--llm", str(llm)]) == 2
+        assert "is or holds the input" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in models.iterdir()} == before and (ckpt / "model.pt").is_file()
+    assert sorted(p.name for p in tmp.iterdir() if ".tmp-" in p.name or ".old-" in p.name) == []
+
+
+def test_convert_replaces_its_own_previous_output(tiny_ct2, tmp):
+    """An empty folder, or one holding only what conversions write (this one's, the others', `llm-srt setup`'s
+    stamp), is converted into."""
+    from llm_srt.embedded import STAMP
+    from llm_srt.model.speech_llm import ADAPTER_FILE, CONFIG_FILE, CTC_FILE, LORA_FILE
+
+    assert {STAMP, CONFIG_FILE, ADAPTER_FILE, LORA_FILE, CTC_FILE} <= OUTPUT_FILES
+    _, ct2 = tiny_ct2["float16"]
+    (tmp / "hf").mkdir()
+    for _ in range(2):
+        convert_whisper_ct2(ct2, tmp / "hf")
+        (tmp / "hf" / STAMP).write_text("{}")
+    src = _write_tiny_llama_gguf(tmp / "tiny.gguf")
+    for _ in range(2):
+        convert_gguf(src, tmp / "llm")
+    (tmp / "llm" / "model-00001-of-00002.safetensors").write_bytes(b"")  # a sharded save's files
+    (tmp / "llm" / "model.safetensors.index.json").write_text("{}")
+    assert not (convert_gguf(src, tmp / "llm") / "model.safetensors.index.json").exists()
+    speech = tmp / "speech"
+    speech.mkdir()
+    for name in (CONFIG_FILE, ADAPTER_FILE, LORA_FILE, CTC_FILE, STAMP):
+        (speech / name).write_text("")
+    check_output_dir(speech, tmp / "ckpt" / "model.pt")
+
+
+def test_whisper_ct2_bfloat16_sizes_are_checked(tmp):
+    """A bfloat16 variable whose byte count does not fit its shape is a corrupt model.bin, as for every other
+    type (it read the next variable's bytes, or raised numpy's bare ValueError)."""
+    import struct
+
+    def model_bin(num_bytes: int, data: bytes) -> bytes:
+        def string(text: str) -> bytes:
+            return struct.pack("<H", len(text) + 1) + text.encode() + b"\0"
+
+        variable = string("encoder/conv1/weight") + struct.pack("<B2I", 2, 2, 3) + struct.pack("<BI", 5, num_bytes)
+        return struct.pack("<I", 6) + string("WhisperSpec") + struct.pack("<II", 1, 1) + variable + data + \
+            struct.pack("<I", 0)
+
+    src = tmp / "ct2"
+    src.mkdir()
+    for name, text in (("config.json", "{}"), ("tokenizer.json", "{}"), ("vocabulary.txt", "a\n")):
+        (src / name).write_text(text)
+    for num_bytes in (14, 4):  # 2 x 3 bfloat16 values take 12 bytes
+        (src / "model.bin").write_bytes(model_bin(num_bytes, bytes(num_bytes)))
+        _one_line_error(rf"model.bin: variable encoder/conv1/weight has {num_bytes} bytes for shape \(2, 3\) "
+                        r"bfloat16; corrupt file\?", convert_whisper_ct2, src, tmp / "out")
 
 
 # -------------------------------------------------------------------------------------- embedded: integration ---

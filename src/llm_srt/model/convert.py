@@ -2,7 +2,8 @@
 LM -> a transformers safetensors folder, and (via llm_srt.model.slam) a SLAM-LLM checkpoint -> our folder.
 
 Every converter writes into `DST.tmp-<pid>` and renames it to DST at the end, so a crash never leaves a folder
-that looks complete.
+that looks complete. DST is replaced whole, so each converter first refuses a DST that is or holds its input, or
+that holds anything a conversion does not write (check_output_dir).
 
     llm-srt convert whisper-ct2 faster-whisper-base/ whisper-base/
     llm-srt convert gguf gemma-3-270m-q4_k_m.gguf gemma-3-270m/
@@ -15,6 +16,7 @@ import argparse
 import contextlib
 import json
 import mmap
+import re
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,6 +34,18 @@ CT2_WHISPER_SPEC = "WhisperSpec"
 CT2_FILES = ("model.bin", "config.json")  # must exist in a CTranslate2 Whisper folder
 CT2_VOCABULARIES = ("vocabulary.json", "vocabulary.txt")  # id -> token, one of these
 GGUF_MAGIC = b"GGUF"
+GGUF_SPLIT_COUNT, GGUF_SPLIT_NO = "split.count", "split.no"  # llama-gguf-split's metadata on each part
+
+# --- the output folder: what a conversion writes (a folder of only these is a previous output, replaced whole) ----
+OUTPUT_FILES = frozenset({
+    "config.json", "generation_config.json", "model.safetensors", "model.safetensors.index.json",  # model
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "tokenizer.model",
+    "vocab.json", "merges.txt", "normalizer.json", "chat_template.jinja", "chat_template.json",  # tokenizer
+    "preprocessor_config.json", "processor_config.json", "vocabulary.txt",  # Whisper processor, our vocabulary
+    "adapter.safetensors", "lora.safetensors", "ctc_head.safetensors",  # SpeechLLM.save_pretrained (slam)
+    ".llm-srt-setup.json",  # embedded.STAMP: `llm-srt setup` marks the folders it converted
+})
+OUTPUT_SHARD = re.compile(r"model-\d+-of-\d+\.safetensors")  # save_pretrained's shards of a large model
 
 # --- Whisper special tokens (the same strings for every Whisper size) -------------------------------------------
 SOT, EOT, NO_TIMESTAMPS, SOT_PREV = "<|startoftranscript|>", "<|endoftext|>", "<|notimestamps|>", "<|startofprev|>"
@@ -65,6 +79,7 @@ def convert_whisper_ct2(src_dir: str | Path, dst_dir: str | Path, dtype: str = "
 
     src = Path(src_dir)
     _check_ct2_folder(src)
+    check_output_dir(dst_dir, src)
     ct2_config = json.loads((src / "config.json").read_text(encoding="utf-8"))
     vocab = _read_ct2_vocabulary(src)
     with _ct2_variables(src / "model.bin") as variables:
@@ -238,13 +253,14 @@ def _parse_ct2(buf: mmap.mmap, path: Path) -> _CT2Variables:
 
 def _ct2_array(buf, offset: int, dtype: str, shape: tuple, num_bytes: int, path: Path, name: str) -> np.ndarray:
     count = int(np.prod(shape)) if shape else 1
-    if dtype == "bfloat16":  # numpy has no bfloat16: widen the 16 bits into the top half of a float32
-        bits = np.frombuffer(buf, np.uint16, count, offset).astype(np.uint32) << 16
-        return bits.view(np.float32).reshape(shape)
-    np_dtype = np.dtype(dtype)
+    bfloat16 = dtype == "bfloat16"  # numpy has no bfloat16: its 16 bits are read as uint16
+    np_dtype = np.dtype(np.uint16 if bfloat16 else dtype)
     if count * np_dtype.itemsize != num_bytes:
         raise LLMSRTError(f"{path}: variable {name} has {num_bytes} bytes for shape {shape} {dtype}; corrupt file?")
-    return np.frombuffer(buf, np_dtype, count, offset).reshape(shape)
+    values = np.frombuffer(buf, np_dtype, count, offset)
+    if bfloat16:  # widened into the top half of a float32
+        values = (values.astype(np.uint32) << 16).view(np.float32)
+    return values.reshape(shape)
 
 
 def _whisper_dims(v: _CT2Variables, src: Path) -> _WhisperDims:
@@ -404,12 +420,18 @@ def convert_gguf(src_gguf: str | Path, dst_dir: str | Path, dtype: str = "float3
 
     src = Path(src_gguf)
     _check_gguf(src)
+    check_output_dir(dst_dir, src)
     torch_dtype = resolve_dtype(dtype)
     try:
         with gguf_parsed_once():
-            loaded = AutoModelForCausalLM.from_pretrained(str(src.parent), gguf_file=src.name, dtype=torch_dtype)
+            _check_gguf_whole(src)
+            # transformers fills a weight missing from the file, or (told to ignore sizes) of another shape, with
+            # random values and only logs it: the loading info names them, and such a file is refused here.
+            loaded, info = AutoModelForCausalLM.from_pretrained(str(src.parent), gguf_file=src.name, dtype=torch_dtype,
+                                                                output_loading_info=True, ignore_mismatched_sizes=True)
+            _check_gguf_loaded(src, info)
             tokenizer = AutoTokenizer.from_pretrained(str(src.parent), gguf_file=src.name)
-    except (ValueError, KeyError, IndexError, NotImplementedError, struct.error) as e:  # what a bad file raises
+    except (ValueError, KeyError, IndexError, NotImplementedError, RuntimeError, struct.error) as e:  # a bad file
         reason = (str(e).splitlines() or [""])[0][:160]
         raise LLMSRTError(f"{src}: transformers cannot read this GGUF model ({type(e).__name__}: {reason}); "
                           f"is it truncated, or an architecture transformers does not support?") from None
@@ -485,6 +507,61 @@ def _check_gguf(src: Path) -> None:
         raise LLMSRTError(f"{src}: not a GGUF file (starts with {magic!r}, expected {GGUF_MAGIC!r})")
 
 
+def _check_gguf_whole(src: Path) -> None:
+    """Refuse one part of a model that llama-gguf-split cut into several files: transformers reads the first part
+    as a whole model and fills the layers of the others with random weights."""
+    import gguf
+
+    fields = gguf.GGUFReader(src).fields  # parsed once with transformers' own reads (gguf_parsed_once)
+    count = fields[GGUF_SPLIT_COUNT].contents() if GGUF_SPLIT_COUNT in fields else 1
+    if count > 1:
+        part = fields[GGUF_SPLIT_NO].contents() + 1 if GGUF_SPLIT_NO in fields else "?"
+        raise LLMSRTError(f"{src}: part {part} of a model split into {count} GGUF files; merge the parts first "
+                          f"(llama-gguf-split --merge <first part> merged.gguf) and convert the merged file")
+
+
+def _check_gguf_loaded(src: Path, info: dict) -> None:
+    """Every weight of the model came from the file, in its shape (a tied output projection is not missing:
+    transformers leaves it out of `missing_keys`)."""
+    missing, mismatched = sorted(info["missing_keys"]), sorted(info["mismatched_keys"])
+    if missing:
+        raise LLMSRTError(f"{src}: {_weights(len(missing))} of the model not in the file ({', '.join(missing[:3])}"
+                          f"{', ...' if len(missing) > 3 else ''}); is it truncated, or one part of a split model "
+                          f"(merge the parts first: llama-gguf-split --merge)?")
+    if mismatched:
+        name, stored, wanted = mismatched[0]
+        raise LLMSRTError(f"{src}: {_weights(len(mismatched))} in a shape the model's metadata does not give (e.g. "
+                          f"{name}: {tuple(stored)} in the file, {tuple(wanted)} expected); is the file corrupt?")
+
+
+def _weights(n: int) -> str:
+    return f"{n} weight" + "s" * (n != 1)
+
+
+# ================================================================================================ output folder =====
+def check_output_dir(dst_dir: str | Path, *sources: str | Path) -> None:
+    """Refuse `dst_dir` as a conversion's output before anything is read or written: the conversion replaces it
+    whole, so it must not be nor hold one of `sources` (the converter's inputs), and, if it exists, hold only files
+    a conversion writes (OUTPUT_FILES: a previous output, converted again). An absent or empty folder is fine."""
+    dst = Path(dst_dir)
+    target = dst.resolve()
+    for source in sources:
+        resolved = Path(source).resolve()
+        if resolved == target or target in resolved.parents:
+            raise LLMSRTError(f"{dst}: the output folder is or holds the input {source}, and a conversion replaces "
+                              f"its output folder whole; choose another output folder")
+    if not dst.exists():
+        return
+    if not dst.is_dir():
+        raise LLMSRTError(f"{dst}: exists and is not a folder; choose another output folder")
+    foreign = sorted(p.name for p in dst.iterdir()
+                     if not (p.is_file() and (p.name in OUTPUT_FILES or OUTPUT_SHARD.fullmatch(p.name))))
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise LLMSRTError(f"{dst}: the output folder holds files a conversion does not write ({shown}), and a "
+                          f"conversion replaces it whole; choose another output folder, or empty or remove this one")
+
+
 # ======================================================================================================== CLI =====
 def _run_whisper(args) -> Path:
     return convert_whisper_ct2(args.src, args.dst, dtype=args.dtype)
@@ -524,7 +601,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="dtype of the dequantized weights (default float32)")
     p = sub.add_parser("slam", help=SUBVERBS["slam"][1])
     p.add_argument("ckpt", type=Path, help="the SLAM-LLM / LLM-SRT model.pt (projector / adapter weights)")
-    p.add_argument("dst", type=Path, help="output folder")
+    p.add_argument("dst", type=Path, help="output folder (replaced atomically)")
     p.add_argument("--encoder", type=Path, required=True, help="transformers Whisper folder the model was trained on")
     p.add_argument("--llm", type=Path, required=True, help="transformers causal-LM folder the model was trained on")
     # everything else is read from the tensors; these two are not stored in them

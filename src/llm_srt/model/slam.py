@@ -43,6 +43,9 @@ def convert_slam(ckpt_path: str | Path, dst_dir: str | Path, encoder_dir: str | 
     """Reference checkpoint -> SpeechLLM folder at `dst_dir` (config.json, adapter.safetensors[, lora]); prints
     where its LoRA came from and how its input differs from our own models'. `lora_alpha`: default the adapter
     config's, else REFERENCE_LORA_ALPHA; `language_tags`: default REFERENCE_TAGS."""
+    from .convert import check_output_dir
+
+    check_output_dir(dst_dir, ckpt_path, encoder_dir, llm_dir)  # the folder is replaced whole: never a source's
     ckpt_path = Path(ckpt_path)
     state = _load(ckpt_path)
     projector = {k[len(PROJECTOR):]: v.float() for k, v in state.items() if k.startswith(PROJECTOR)}
