@@ -59,11 +59,77 @@ def test_truncated_checkpoint_falls_back_with_a_message(tmp_path):
     assert "damaged" in messages[0] and "truncated" in messages[0]
 
 
-def test_leftover_tmp_from_a_crash_is_ignored(tmp_path):
+def test_leftover_tmp_from_a_crash_is_ignored_and_removed_only_by_the_locked_run(tmp_path):
+    """latest() removed every .tmp-* folder, and a second launch reads the checkpoints (is the run finished?) before
+    it meets the run lock: it deleted the running job's half-written checkpoint, whose rename then failed."""
     checkpoint.save(tmp_path, 1, _save_model({"w": torch.zeros(2)}), {"step": 1})
-    (tmp_path / "checkpoints" / ".tmp-step-00000002-99").mkdir()
+    tmp = tmp_path / "checkpoints" / ".tmp-step-00000002-99"
+    tmp.mkdir()
     assert checkpoint.latest(tmp_path).step == 1
+    assert tmp.is_dir()  # another run's checkpoint being written, for all latest() knows
+    checkpoint.remove_leftovers(tmp_path)  # the run holding the lock
     assert not list((tmp_path / "checkpoints").glob(".tmp-*"))
+    assert checkpoint.latest(tmp_path).step == 1
+
+
+def test_an_unreadable_file_marks_the_checkpoint_damaged_in_one_line(tmp_path, monkeypatch):
+    """A permission or I/O error hashing a checkpoint's file escaped latest() as a traceback naming no file."""
+    for step in (1, 2):
+        checkpoint.save(tmp_path, step, _save_model({"w": torch.randn(10)}), {"step": step}, keep_last=3)
+    real = checkpoint._sha256
+
+    def sha256(path):
+        if Path(path).parent.name == "step-00000002" and Path(path).name == "adapter.pt":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(checkpoint, "_sha256", sha256)
+    messages = []
+    assert checkpoint.latest(tmp_path, log=messages.append).step == 1
+    assert messages == [f"checkpoint {tmp_path / 'checkpoints' / 'step-00000002'} is damaged (adapter.pt unreadable "
+                        "(Permission denied)); trying the previous one"]
+
+
+class _Killed(BaseException):
+    """A kill -9 at that line: nothing after it runs, no except either."""
+
+
+def _fail_renaming_into_place(monkeypatch, error):
+    real = checkpoint.os.replace
+
+    def replace(src, dst):
+        if Path(src).name.startswith(".tmp-step-"):
+            monkeypatch.setattr(checkpoint.os, "replace", real)  # once
+            raise error
+        return real(src, dst)
+
+    monkeypatch.setattr(checkpoint.os, "replace", replace)
+
+
+@pytest.mark.parametrize("failure", ["error", "kill"])
+def test_a_step_written_again_keeps_its_old_folder_until_the_new_one_is_in_place(tmp_path, monkeypatch, failure):
+    """A step written again (resumed from an older checkpoint) had its old folder deleted before the new one took
+    its name: a failure or kill -9 between the two left no folder for that step."""
+    for step in (1, 2):
+        checkpoint.save(tmp_path, step, _save_model({"w": torch.zeros(2)}), {"step": step, "run": "old"}, keep_last=3)
+    root = tmp_path / "checkpoints"
+    if failure == "error":
+        _fail_renaming_into_place(monkeypatch, OSError(5, "Input/output error"))
+        with pytest.raises(LLMSRTError, match=r"step-00000002: cannot write the checkpoint \(Input/output error\)"):
+            checkpoint.save(tmp_path, 2, _save_model({"w": torch.ones(2)}), {"step": 2, "run": "new"}, keep_last=3)
+    else:
+        _fail_renaming_into_place(monkeypatch, _Killed())
+        with pytest.raises(_Killed):
+            checkpoint.save(tmp_path, 2, _save_model({"w": torch.ones(2)}), {"step": 2, "run": "new"}, keep_last=3)
+        messages = []
+        checkpoint.remove_leftovers(tmp_path, log=messages.append)  # the next run, once it holds the lock
+        assert len(messages) == 1 and "step-00000002" in messages[0] and "put back" in messages[0]
+    assert sorted(p.name for p in root.iterdir() if p.name != "index.json") == ["step-00000001", "step-00000002"]
+    info = checkpoint.latest(tmp_path)
+    assert info.step == 2 and checkpoint.load_trainer_state(info.path)["run"] == "old"
+    checkpoint.save(tmp_path, 2, _save_model({"w": torch.ones(2)}), {"step": 2, "run": "new"}, keep_last=3)
+    assert checkpoint.load_trainer_state(checkpoint.latest(tmp_path).path)["run"] == "new"
+    assert sorted(p.name for p in root.iterdir() if p.name != "index.json") == ["step-00000001", "step-00000002"]
 
 
 def test_rng_state_round_trip():

@@ -999,6 +999,34 @@ def test_final_weights_best_takes_the_best_checkpoints_weights(tiny_setup, tmp_p
         recipe.load_config(None, overrides(tiny_setup, tmp_path / "x", final_weights="best"))
 
 
+def test_final_weights_best_takes_the_best_intact_checkpoint_when_the_best_is_damaged(tiny_setup, tmp_path,
+                                                                                      monkeypatch):
+    """A damaged best checkpoint left final/ the last step's weights, though a kept checkpoint with a better dev
+    loss than the last step's was intact: the best intact one is taken, the damaged one named in the log."""
+    from llm_srt.model.speech_llm import ADAPTER_FILE
+    from llm_srt.train import checkpoint
+
+    root = tmp_path / "run" / "checkpoints"
+    dev = {2: 1.0, 4: 2.0, 6: 3.0}
+
+    def evaluate(self):
+        if self.step == 6:  # the best checkpoint (step 2) damaged before final/ is written
+            (root / checkpoint.step_name(2) / ADAPTER_FILE).write_bytes(b"")
+        return {"dev_loss": dev[self.step]}
+
+    monkeypatch.setattr(recipe.Recipe, "evaluate", evaluate)
+    lines = []
+    args = overrides(tiny_setup, tmp_path / "run", save_every=2, eval_every=2, keep_last=2, max_steps=6,
+                     final_weights="best", **{"data.dev": tiny_setup["manifest"], "data.dev_size": 2})
+    final = Path(recipe.train(recipe.load_config(None, args), log=lines.append))
+    assert sorted(p.name for p in root.glob("step-*")) == [checkpoint.step_name(s) for s in (2, 4, 6)]
+    step4, step6 = (root / checkpoint.step_name(s) / ADAPTER_FILE for s in (4, 6))
+    assert (final / ADAPTER_FILE).read_bytes() == step4.read_bytes() != step6.read_bytes()
+    assert any("step-00000002 (dev loss 1) is damaged (adapter.safetensors has 0 bytes" in line for line in lines)
+    assert any("(the best checkpoint's weights, step 4, dev loss 2 (the best intact: step 2 damaged);" in line
+               for line in lines), lines
+
+
 def test_a_qformer_whose_width_does_not_split_over_its_heads_is_refused_at_load(tiny_setup, tmp_path):
     """num_heads 5 for hidden_size 32 was a transformers traceback once the encoder and LLM had loaded. An option
     left out is the constructor's default; with init_from the saved adapter supplies it, so it is not guessed."""

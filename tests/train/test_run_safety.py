@@ -182,6 +182,29 @@ def test_a_finished_run_asked_for_with_other_settings_is_refused_not_handed_back
         recipe.train(_config(tiny_setup, out, **{"optim.lr": 1e-3}), log=messages.append)
 
 
+def test_a_second_launch_leaves_the_running_jobs_half_written_checkpoint_alone(base, tiny_setup, tmp_path):
+    """Asking whether the run is finished read the checkpoints through latest(), which deleted every .tmp-* folder
+    before the run lock was met: a second launch removed the checkpoint the running job (extending the finished
+    run) was writing, and its rename failed. Only the run holding the lock removes them."""
+    out = tmp_path / "run"
+    shutil.copytree(base, out)
+    (out / recipe.FINAL / recipe.RUN_SETTINGS).unlink()  # a final/ from before the record: the newest checkpoint's
+    writing = out / "checkpoints" / f".tmp-{checkpoint.step_name(STEPS + 1)}-{os.getppid()}"
+    writing.mkdir()
+    (writing / "adapter.safetensors").write_bytes(b"x" * 64)
+    messages = []
+    lock = checkpoint.RunLock(out).acquire()  # the running job's
+    try:
+        recipe.train(_config(tiny_setup, out), log=messages.append)
+    finally:
+        lock.release()
+    assert any("already finished" in m for m in messages)
+    assert (writing / "adapter.safetensors").read_bytes() == b"x" * 64
+    recipe.train(_config(tiny_setup, out, STEPS + 1), log=messages.append)  # a run of its own: the lock is its
+    assert not writing.exists()
+    assert checkpoint.latest(out).step == STEPS + 1
+
+
 def _no_space(*args, **kwargs):
     raise OSError(errno.ENOSPC, "No space left on device", "train_log.jsonl")
 

@@ -10,7 +10,8 @@ new one; each folder carries checksums.json, so a damaged one (disk full, partia
 
 Nothing is unpickled: trainer state (optimizer, schedule, data position, RNG, the run's settings) is JSON, its
 tensors one safetensors file. A checkpoint of the older pickled format (trainer_state/state.pt) is refused with a
-message, never loaded. Other names in checkpoints/ (step-*.bak copies, temporary folders) are ignored.
+message, never loaded. Other names in checkpoints/ (step-*.bak copies, temporary folders) are ignored; those a
+killed write left (.tmp-*, .old-*) are removed, or put back, only by the run holding the lock (`remove_leftovers`).
 """
 
 import datetime
@@ -102,12 +103,15 @@ def verify(folder: Path) -> str | None:
         p = folder / rel
         if Path(rel).is_absolute() or ".." in Path(rel).parts:
             return f"checksums.json names {rel[:80]!r}, outside the checkpoint"
-        if not p.is_file():
-            return f"{rel[:80]} is missing"
-        if p.stat().st_size != expected["size"]:
-            return f"{rel} has {p.stat().st_size} bytes, expected {expected['size']} (truncated?)"
-        if _sha256(p) != expected["sha256"]:
-            return f"{rel} does not match its checksum"
+        try:
+            if not p.is_file():
+                return f"{rel[:80]} is missing"
+            if p.stat().st_size != expected["size"]:
+                return f"{rel} has {p.stat().st_size} bytes, expected {expected['size']} (truncated?)"
+            if _sha256(p) != expected["sha256"]:
+                return f"{rel} does not match its checksum"
+        except OSError as e:  # a permission, an I/O error: this checkpoint cannot be read, as if damaged
+            return f"{rel[:80]} unreadable ({e.strerror or type(e).__name__})"
     return None
 
 
@@ -163,12 +167,7 @@ def save(run_dir: Path, step: int, save_model: Callable[[Path], None], trainer_s
         detail = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise LLMSRTError(f"{final}: cannot write the checkpoint ({detail}); free space or fix the folder, then "
                           f"run the same command to {resume}") from None
-    if final.is_dir() and not final.is_symlink():
-        shutil.rmtree(final)
-    elif final.exists() or final.is_symlink():  # a stray file or link under a checkpoint's name
-        final.unlink()
-    os.replace(tmp, final)
-    fsync_dir(ckpt_root)
+    _replace(tmp, final)
 
     index = read_index(ckpt_root, log=log, saving=step)
     # steps past this one are a run this one abandoned (it resumed from an older checkpoint, the newer ones damaged):
@@ -190,6 +189,31 @@ def save(run_dir: Path, step: int, save_model: Callable[[Path], None], trainer_s
         if s not in keep:  # rename and its index line left a folder no index named, kept for ever until now
             shutil.rmtree(folder, ignore_errors=True)
     return final
+
+
+def _replace(tmp: Path, final: Path) -> None:
+    """Rename the sealed `tmp` to `final`. A step written again (a resume from an older checkpoint) has its old
+    folder renamed aside first and removed after: a kill between the two renames leaves it beside, put back by the
+    next run (`remove_leftovers`), never no folder at all."""
+    aside = final.with_name(f".old-{final.name}-{os.getpid()}")
+    try:
+        if final.is_dir() and not final.is_symlink():
+            shutil.rmtree(aside, ignore_errors=True)
+            os.replace(final, aside)
+        elif final.exists() or final.is_symlink():  # a stray file or link under a checkpoint's name
+            final.unlink()
+        os.replace(tmp, final)
+    except OSError as e:
+        try:
+            if aside.is_dir() and not final.exists() and not final.is_symlink():
+                os.replace(aside, final)  # the old folder back under its name
+        except OSError:
+            pass  # left aside: the next run puts it back (`remove_leftovers`)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise LLMSRTError(f"{final}: cannot write the checkpoint ({e.strerror or e}); fix the folder, then run the "
+                          "same command to resume from the newest intact checkpoint") from None
+    fsync_dir(final.parent)
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def read_index(ckpt_root: Path, log: Callable[[str], None] | None = None, saving: int | None = None) -> dict:
@@ -226,15 +250,17 @@ def read_index(ckpt_root: Path, log: Callable[[str], None] | None = None, saving
     return rebuilt
 
 
+def by_dev_loss(ckpt_root: Path, steps: list[int]) -> list[tuple[int, float]]:
+    """(step, dev loss) of the checkpoints of `steps` that hold a finite dev loss, lowest first (on a tie, in the
+    order of `steps`). Not verified: the caller checks the one it takes."""
+    losses = [(step, _read_state_json(Path(ckpt_root) / step_name(step)).get("dev_loss")) for step in steps]
+    return sorted(((step, loss) for step, loss in losses if _finite(loss)), key=lambda item: item[1])
+
+
 def _best(ckpt_root: Path, steps: list[int]) -> tuple[int | None, float | None]:
     """(step, dev loss) of the lowest finite dev loss the checkpoints of `steps` hold (the first of them on a tie),
     or (None, None)."""
-    best_step, best_loss = None, None
-    for step in steps:
-        loss = _read_state_json(ckpt_root / step_name(step)).get("dev_loss")
-        if _finite(loss) and (best_loss is None or loss < best_loss):
-            best_step, best_loss = step, loss
-    return best_step, best_loss
+    return (by_dev_loss(ckpt_root, steps) or [(None, None)])[0]
 
 
 def _index_problem(index: Any, ckpt_root: Path) -> str | None:
@@ -265,13 +291,30 @@ def _step_folders(ckpt_root: Path) -> list[tuple[int, Path]]:
     return sorted(found, reverse=True)
 
 
+def remove_leftovers(run_dir: Path, log: Callable[[str], None] = print) -> None:
+    """What a killed checkpoint write left in checkpoints/: its half-written .tmp-* folders go; an old step folder
+    renamed aside (.old-step-N-pid, `_replace`) whose step has no folder now is put back, else it goes. Only with the
+    run lock held: another run's .tmp-* is its checkpoint being written."""
+    ckpt_root = Path(run_dir) / "checkpoints"
+    for tmp in sorted(ckpt_root.glob(".tmp-*")) if ckpt_root.is_dir() else ():
+        shutil.rmtree(tmp, ignore_errors=True)
+    for aside in sorted(ckpt_root.glob(".old-step-*")) if ckpt_root.is_dir() else ():
+        m = re.fullmatch(r"\.old-(step-\d{8,})-\d+", aside.name)
+        final = ckpt_root / m.group(1) if m else None
+        if final is not None and aside.is_dir() and not final.exists() and not final.is_symlink():
+            os.replace(aside, final)
+            fsync_dir(ckpt_root)
+            log(f"checkpoint {final.name}: a killed run left it renamed aside ({aside.name}); put back")
+        else:
+            shutil.rmtree(aside, ignore_errors=True)
+
+
 def latest(run_dir: Path, log: Callable[[str], None] = print) -> CheckpointInfo | None:
-    """The newest intact checkpoint; damaged ones are reported and skipped."""
+    """The newest intact checkpoint; damaged ones are reported and skipped. Nothing is removed (`remove_leftovers`
+    is the locked run's): a run that has not taken the lock yet reads the folder beside one writing it."""
     ckpt_root = Path(run_dir) / "checkpoints"
     if not ckpt_root.is_dir():
         return None
-    for tmp in ckpt_root.glob(".tmp-*"):  # left by a crash mid-write (the run lock keeps other runs out)
-        shutil.rmtree(tmp, ignore_errors=True)
     for step, folder in _step_folders(ckpt_root):
         problem = verify(folder)
         if problem is None:

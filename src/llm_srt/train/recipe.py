@@ -436,6 +436,8 @@ class Recipe:
         lock = checkpoint.RunLock(self.out).acquire()
         for leftover in paths.atomic_dir_leftovers(self.out / FINAL):  # a killed write of final/: the trained
             shutil.rmtree(leftover, ignore_errors=True)  # weights' size each, kept for ever (the lock is ours)
+        checkpoint.remove_leftovers(self.out, log=self.log)  # and of a checkpoint: only now, the lock held (before
+        #   it, `finished` reads the checkpoints while another run may be writing one)
         return lock
 
     def find_resume(self) -> None:
@@ -762,22 +764,30 @@ class Recipe:
         return self.out / FINAL
 
     def _final_weights(self, last: dict) -> tuple[dict, str]:
-        """On rank 0: the weights final/ takes (`last`, the last step's, or with final_weights: best the best
-        checkpoint's, read from its folder), and which they are, for the log. A best checkpoint that is not intact
-        (`checkpoint.verify`) leaves the last step's, said in the log."""
+        """On rank 0: the weights final/ takes (`last`, the last step's, or with final_weights: best the best intact
+        checkpoint's, read from its folder), and which they are, for the log. A damaged best checkpoint
+        (`checkpoint.verify`) gives way to the next best kept one, said in the log; the last step's weights only when
+        no intact checkpoint has a finite dev loss."""
         if self.cfg.final_weights != "best":
             return last, f"the last step's weights, step {self.step}"
-        index = checkpoint.read_index(self.out / "checkpoints", log=self.log)
-        step = index["best_step"]
-        if step is None:
-            return last, f"the last step's weights, step {self.step}: no checkpoint has a finite dev loss"
-        folder = self.out / "checkpoints" / checkpoint.step_name(step)
-        if (problem := checkpoint.verify(folder)) is not None:
-            self.log(f"[{self.cfg.stage}] final_weights: best: {folder} is damaged ({problem}); final/ takes the "
-                     f"last step's weights")
-            return last, f"the last step's weights, step {self.step}: the best checkpoint is damaged"
-        which = f"the best checkpoint's weights, step {step}, dev loss {index['best_loss']:.4g}"
-        return best_weights(folder, last), which
+        root = self.out / "checkpoints"
+        index = checkpoint.read_index(root, log=self.log)
+        kept = {s for s in index["steps"] + [index["best_step"]] if s is not None and s <= self.step}
+        damaged = []
+        for step, loss in checkpoint.by_dev_loss(root, sorted(kept)):
+            folder = root / checkpoint.step_name(step)
+            if (problem := checkpoint.verify(folder)) is not None:
+                self.log(f"[{self.cfg.stage}] final_weights: best: {folder} (dev loss {loss:.4g}) is damaged "
+                         f"({problem}); trying the next best checkpoint")
+                damaged.append(step)
+                continue
+            which = f"the best checkpoint's weights, step {step}, dev loss {loss:.4g}"
+            if damaged:
+                which += f" (the best intact: step {', '.join(map(str, damaged))} damaged)"
+            return best_weights(folder, last), which
+        if damaged:
+            return last, f"the last step's weights, step {self.step}: every checkpoint with a dev loss is damaged"
+        return last, f"the last step's weights, step {self.step}: no checkpoint has a finite dev loss"
 
     # ---- 7. clean up -------------------------------------------------------------------------------------------------
     def cleanup(self) -> None:
