@@ -34,7 +34,7 @@ def result(tmp_path_factory):
     return bench.run_bench(options, device.resolve("cpu", "float32"))
 
 
-@pytest.mark.long(25)
+@pytest.mark.long(55)  # with the module fixture's bench
 def test_json_has_the_ratios_goals_and_raw_times(result):
     text = json.dumps(result)  # JSON-ready as is
     assert set(RATIOS) <= set(json.loads(text)) and set(result["goals"]) == set(RATIOS)

@@ -541,7 +541,7 @@ def test_overfit_four_utterances(tmp_path):
 
 
 @pytest.mark.integration
-@pytest.mark.long(34)
+@pytest.mark.long(45)
 def test_embedded_speech_llm_forward_backward_and_generate(embedded, speak):
     """Whisper base encoder + paper Q-Former + Gemma-3-270M: a training step at batch 4 and a greedy decode."""
     from llm_srt import prompts

@@ -696,7 +696,7 @@ def test_whisper_and_cascade_on_cuda_in_bfloat16(folders):
 
 
 @pytest.mark.integration
-@pytest.mark.long(22)
+@pytest.mark.long(45)
 def test_text_mt_stops_at_a_line_break_with_the_same_first_line(embedded):
     """Greedy text MT stops each row at its first line break after text: the answer (the first line that is not
     blank) is the one a generation to the cap gives, with a line break made the first token, and made likely

@@ -353,7 +353,7 @@ SENTENCES = ("The weather is nice today. We will go to the park.",
 
 
 @pytest.mark.integration
-@pytest.mark.long(18)
+@pytest.mark.long(45)
 def test_translate_whisper_gives_hf_greedy_transcripts(embedded, speak, tmp_path):
     """`translate --model whisper` (a whole process, as users run it) writes the transcripts of HF greedy
     `generate` on the same clips, and its plain-torch path loads the float32 weights in place (anonymous memory
@@ -392,6 +392,7 @@ def test_translate_whisper_gives_hf_greedy_transcripts(embedded, speak, tmp_path
 
 
 @pytest.mark.integration
+@pytest.mark.slow  # the embedded Whisper through the CLI; test_greedy_whisper_imports_no_transformers, on a tiny one
 def test_translate_whisper_process_imports_no_transformers(embedded, speak, tmp_path):
     import soundfile
 

@@ -467,7 +467,7 @@ def _slow_rank0(rank: int, world: int, store: str, out: str) -> None:
         dist.destroy_process_group()
 
 
-@pytest.mark.long(12)
+@pytest.mark.long(25)
 def test_the_host_group_connects_in_the_collective_timeout_and_waits_for_rank_0_far_longer(tmp_path, monkeypatch):
     """The ranks' host group is made after a group of distributed_timeout_min connected them (gloo connects every
     pair of ranks as a group is made: a misrouted node hung for HOST_WAIT, 24 h, before failing), and the other
@@ -504,7 +504,8 @@ def _uneven_nodes(rank: int, world: int, store: str, out: str) -> None:
     Path(out, f"rank{rank}.json").write_text(json.dumps(said))
 
 
-@pytest.mark.long(8)
+@pytest.mark.slow  # three processes for a refusal (20 s of make test); the 2-node HSDP tests pass the same check
+@pytest.mark.long(20)
 def test_nodes_of_other_sizes_are_refused_by_every_rank(tmp_path):
     """fsdp_within_node on nodes of 2 and 1 GPUs: every rank refuses it alike (before, the ranks of one node raised
     while the others went into the mesh's collectives and hung until the timeout)."""

@@ -136,7 +136,7 @@ def test_kill_9_then_resume_is_bit_identical(tiny_setup, tmp_path, kill_at, ctc)
     """SIGKILL at an arbitrary moment (mid-step or mid-save), then the same command, gives the same weights. With the
     CTC loss (one case): its negatives come from torch's generator, and a resumed run draws the same ones."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    steps = 40
+    steps = kill_at + 12  # the kill lands mid-run, with steps left to resume
     extra = {"ctc": "{weight: 0.5, negatives: 8}", **CTC_ADAPTER} if ctc else {}
     ref = tmp_path / "ref"
     subprocess.run(_train_cmd(tiny_setup, ref, steps, **extra), check=True, env=env, capture_output=True)

@@ -584,7 +584,8 @@ def _dev_decoding(rank: int, world: int, store: str, setup: dict, root: str, sha
 
 
 @pytest.mark.long(12)
-@pytest.mark.parametrize("sharded", [True, False])
+@pytest.mark.parametrize("sharded", [True, pytest.param(False, marks=pytest.mark.slow)])  # slow: the FSDP case
+#   covers the shares and the gathering; DDP's differs only in decoding outside lockstep
 def test_the_dev_sample_is_decoded_a_share_per_rank_and_scored_on_rank_0(tiny_setup, tmp_path, sharded):
     """Each rank decodes its share of the dev sample (under FSDP in step, one batch repeated by a rank short of
     them, not counted): the texts gathered on rank 0 score what one process scores. Before, every rank decoded the
@@ -672,7 +673,7 @@ def test_ranks_of_one_node_do_not_look_for_every_clip_after_the_fill(tiny_setup,
     assert [g["looked"] for g in got] == [got[0]["audio"] // 2] * 2  # before: its share, then every clip
 
 
-@pytest.mark.long(12)
+@pytest.mark.long(35)
 def test_each_node_fills_its_own_feature_cache_and_ranks_wait_for_rank_0_s_reading(tiny_setup, tmp_path):
     """A cache on each node's own disk holds every utterance after the fill (not only that node's ranks' share,
     which left the rest to be encoded inside the training steps), and the ranks waiting while rank 0 reads the
