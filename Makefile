@@ -36,8 +36,8 @@ test: setup
 	$(VENV)/bin/pytest -q $(PYTEST_XDIST)
 
 # the heavy tier (tests marked slow: multi-process matrices, the embedded models at full size, COMET's environment)
-test-slow: setup
-	$(VENV)/bin/pytest -q $(PYTEST_XDIST) -m slow
+test-slow: setup  # one worker per core: its tests are mostly several processes each
+	$(VENV)/bin/pytest -q -n auto --maxprocesses 4 -m slow
 
 test-all: setup
 	$(VENV)/bin/pytest -q $(PYTEST_XDIST) -m ''
