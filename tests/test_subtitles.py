@@ -417,3 +417,30 @@ def test_thai_sara_am_stays_with_its_consonant():
     assert "น้ำ" in _clusters("น้ำใจ") and "ทำ" in _clusters("ทำงาน")
     for text in ("กกกกกกกกกน้ำใจ", "ทำงาน" * 7):
         assert not any(line.startswith("\u0e33") for line in _lines(_tokens(text), 10)), text
+
+
+def test_a_long_thai_run_around_an_unbreakable_stretch_is_still_cut_into_lines():
+    """A Thai run holding a stretch with no allowed break (50 digits, a Latin word wider than the line) came out as
+    one line of 1,450 columns: the cut search never reached the run's end. Now only the stretch (with the clusters
+    it joins) goes over the width, and every character is kept."""
+    from llm_srt.subtitles import _wrap
+
+    phrase = "ผมคิดว่าเป็นความคิดที่ดีมากด้วยกันครับเมืองหลวงของประเทศไทยคือกรุงเทพมหานคร"
+    for stretch in ("1234567890" * 5, "A" * 43):
+        text = phrase * 8 + stretch + phrase * 8
+        lines = _wrap(text, 42)
+        assert "".join(lines) == text and len(lines) > 10
+        assert max(len(line) for line in lines) < len(stretch) + 42
+
+
+def test_segments_at_one_instant_keep_their_order():
+    """Three segments clipped to one instant (start == end) got cues 5,000-5,001, 5,001-5,002 and 5,000-5,001: the
+    third before the second."""
+    from types import SimpleNamespace
+
+    from llm_srt.subtitles import segment_cues, to_srt
+
+    segments = [SimpleNamespace(start=5.0, end=5.0, transcript="", translation=t) for t in "abc"]
+    times = [block.split("\n")[1] for block in to_srt(segment_cues(segments, "translation")).strip().split("\n\n")]
+    assert times == ["00:00:05,000 --> 00:00:05,001", "00:00:05,001 --> 00:00:05,002",
+                     "00:00:05,002 --> 00:00:05,003"]

@@ -253,16 +253,15 @@ def _run(clusters: list[str], inside: dict[int, int], width: float) -> list[str]
     starts = [0, *sorted(inside)]
     best: dict[int, tuple[float, int]] = {0: (0.0, -1)}  # where a piece ends -> (least cost, where it starts)
     for j in [*starts[1:], len(clusters)]:
-        for i in reversed(starts):
-            if i >= j or i not in best:
-                continue
-            if cols[j] - cols[i] > width and j - i > 1:
+        for i in reversed(starts[:bisect.bisect_left(starts, j)]):  # the nearest start first: every start is reached
+            too_wide = cols[j] - cols[i] > width and j - i > 1
+            if too_wide and j in best:
                 break
             cost = best[i][0] + 1 + (_BREAK_COST[inside[i]] if i else 0)
             if j not in best or cost < best[j][0]:
                 best[j] = (cost, i)
-    if len(clusters) not in best:
-        return [whole]
+            if too_wide:  # no allowed break within the width (a long number, a Latin word): one piece over it
+                break
     pieces, j = [], len(clusters)
     while j:
         i = best[j][1]
@@ -354,11 +353,14 @@ def write(path: str | Path, cues: Iterable[Cue]) -> Path:
     return path
 
 
+NUDGE_MS = 5  # `_checked`: the most a cue is moved to start after the one before (segments at one instant)
+
+
 def _checked(cues: Iterable[Cue]) -> list[tuple[int, int, str]]:
     """Validated cues as the milliseconds the formats write and their cleaned text; cues with no text are left out
     (nothing to show). A cue shorter than a millisecond once rounded (1.0001 s to 1.0004 s: 1,000 to 1,000) is
-    written a millisecond long rather than dropped with its text, and a cue that rounding (or that millisecond) makes
-    overlap the one before by a millisecond starts where that one ends."""
+    written a millisecond long rather than dropped with its text, and a cue that rounding (or those milliseconds) makes
+    overlap the one before by at most NUDGE_MS starts where that one ends (a wider overlap is the caller's)."""
     out: list[tuple[int, int, str]] = []
     for i, cue in enumerate(cues, start=1):
         if not (0 <= cue.start < cue.end):
@@ -368,7 +370,7 @@ def _checked(cues: Iterable[Cue]) -> list[tuple[int, int, str]]:
         if not text:
             continue
         start = _ms(cue.start)
-        if out and out[-1][0] <= start and out[-1][1] - start == 1:
+        if out and 0 < out[-1][1] - start <= NUDGE_MS:
             start = out[-1][1]
         out.append((start, max(_ms(cue.end), start + 1), text))
     return out
