@@ -566,3 +566,23 @@ def test_embedded_gemma_matches_gguf(embedded, tmp):
     print(f"greedy continuation: {text!r}")
     words = re.findall(r"[A-Za-z]+", text)
     assert len(words) >= 5 and len(set(words)) >= 4, text
+
+
+def test_a_killed_write_of_our_own_files_or_a_file_browsers_clutter_does_not_block_the_output_folder(tmp):
+    """A setup killed while writing its stamp left `..llm-srt-setup.json.k2j3.tmp` beside the model: every later
+    setup was refused ("holds files a conversion does not write"), in a cache folder the user never chose. So was a
+    folder a file browser had left `.DS_Store` in. Another hidden temporary file, or a README, is still refused; the
+    embedded default's name is not taken for a folder of the working directory."""
+    from llm_srt.model.convert import check_output_dir
+
+    out = tmp / "out"
+    out.mkdir()
+    for name in ("config.json", "..llm-srt-setup.json.k2j3.tmp", ".model.safetensors.x81.tmp", ".DS_Store"):
+        (out / name).write_text("x")
+    check_output_dir(out, tmp / "src.gguf")
+    check_output_dir(out, "embedded", "embedded")
+    for foreign in (".notes.txt.ab12.tmp", "README.md"):
+        (out / foreign).write_text("mine")
+        with pytest.raises(LLMSRTError, match="holds files a conversion does not write"):
+            check_output_dir(out, tmp / "src.gguf")
+        (out / foreign).unlink()

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import LLMSRTError
-from ..paths import atomic_dir
+from ..paths import EMBEDDED, atomic_dir
 
 # --- CTranslate2 binary format (written by ctranslate2/specs/model_spec.py: ModelSpec._serialize) -------------
 CT2_BINARY_VERSIONS = (6,)  # model.bin layout versions read here (every ctranslate2 release since 3.0 writes 6)
@@ -46,6 +46,8 @@ OUTPUT_FILES = frozenset({
     ".llm-srt-setup.json",  # embedded.STAMP: `llm-srt setup` marks the folders it converted
 })
 OUTPUT_SHARD = re.compile(r"model-\d+-of-\d+\.safetensors")  # save_pretrained's shards of a large model
+OUTPUT_LEFTOVER = re.compile(r"\.(.+)\.[^.]+\.tmp")  # paths.atomic_file's temporary file, left by a killed write
+OS_CLUTTER = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})  # what file browsers leave in any folder
 
 # --- Whisper special tokens (the same strings for every Whisper size) -------------------------------------------
 SOT, EOT, NO_TIMESTAMPS, SOT_PREV = "<|startoftranscript|>", "<|endoftext|>", "<|notimestamps|>", "<|startofprev|>"
@@ -431,7 +433,7 @@ def convert_gguf(src_gguf: str | Path, dst_dir: str | Path, dtype: str = "float3
                                                                 output_loading_info=True, ignore_mismatched_sizes=True)
             _check_gguf_loaded(src, info)
             tokenizer = AutoTokenizer.from_pretrained(str(src.parent), gguf_file=src.name)
-    except (ValueError, KeyError, IndexError, NotImplementedError, RuntimeError, struct.error) as e:  # a bad file
+    except (ValueError, KeyError, IndexError, NotImplementedError, struct.error) as e:  # a bad file (not memory)
         reason = (str(e).splitlines() or [""])[0][:160]
         raise LLMSRTError(f"{src}: transformers cannot read this GGUF model ({type(e).__name__}: {reason}); "
                           f"is it truncated, or an architecture transformers does not support?") from None
@@ -546,6 +548,8 @@ def check_output_dir(dst_dir: str | Path, *sources: str | Path) -> None:
     dst = Path(dst_dir)
     target = dst.resolve()
     for source in sources:
+        if str(source) == EMBEDDED:  # the embedded default's name (convert slam --encoder embedded), not a path
+            continue
         resolved = Path(source).resolve()
         if resolved == target or target in resolved.parents:
             raise LLMSRTError(f"{dst}: the output folder is or holds the input {source}, and a conversion replaces "
@@ -555,11 +559,19 @@ def check_output_dir(dst_dir: str | Path, *sources: str | Path) -> None:
     if not dst.is_dir():
         raise LLMSRTError(f"{dst}: exists and is not a folder; choose another output folder")
     foreign = sorted(p.name for p in dst.iterdir()
-                     if not (p.is_file() and (p.name in OUTPUT_FILES or OUTPUT_SHARD.fullmatch(p.name))))
+                     if not (p.is_file() and (p.name in OUTPUT_FILES or OUTPUT_SHARD.fullmatch(p.name)
+                                              or p.name in OS_CLUTTER or _leftover_of_ours(p.name))))
     if foreign:
         shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
         raise LLMSRTError(f"{dst}: the output folder holds files a conversion does not write ({shown}), and a "
                           f"conversion replaces it whole; choose another output folder, or empty or remove this one")
+
+
+def _leftover_of_ours(name: str) -> bool:
+    """Whether `name` is the temporary file of a killed atomic write of a file a conversion or setup writes (the
+    setup stamp's: a setup killed while writing it left one, and every later setup was refused)."""
+    m = OUTPUT_LEFTOVER.fullmatch(name)
+    return bool(m) and (m.group(1) in OUTPUT_FILES or bool(OUTPUT_SHARD.fullmatch(m.group(1))))
 
 
 # ======================================================================================================== CLI =====
