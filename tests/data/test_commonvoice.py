@@ -193,7 +193,7 @@ def test_a_split_whose_clips_are_all_bad_stops_and_names_the_folder(locale_dir, 
                                           r"unpacked there\?"):
         prepare_commonvoice(locale_dir, tmp_path / "out")
     assert not list((tmp_path / "out").glob("*.jsonl"))  # no manifest, but the list of bad clips
-    assert len(json.loads((tmp_path / "out" / "summary.json").read_text())["bad_clips"]) == 1
+    assert len(json.loads((tmp_path / "out" / "summary.failed.json").read_text())["bad_clips"]) == 1
     with pytest.raises(LLMSRTError, match=r"dev\.tsv:2: clip .*de_3\.mp3 is missing \(without --strict"):
         prepare_commonvoice(locale_dir, tmp_path / "strict", strict=True)  # --strict still stops at the first
     # a split whose table lists no clip is no error
@@ -263,15 +263,44 @@ def test_exclude_keeps_an_evaluation_sets_clips_speakers_and_sentences_out_of_tr
     assert summary.dropped["sentence of an --exclude manifest"] == 1  # de_5, "Gute Nacht."
 
 
-def test_a_carriage_return_ends_a_table_line_as_it_always_did(tmp_path):
-    """A lone CR (in a sentence, or old line ends) ends a line, as csv reading text took it; reading bytes per line
-    made csv raise a bare `new-line character seen in unquoted field`."""
+def test_a_carriage_return_inside_a_line_is_damage_counted_but_crlf_and_cr_only_files_read_whole(locale_dir,
+                                                                                                  tmp_path):
+    """A lone CR ended a table line: "Hel\rlo" gave the transcript "Hel" and a bogus row "lo", uncounted. Now such a
+    line is left out and counted with its file:line (its fields emptied: a row without a clip), the lines after it
+    keep their numbers; CRLF line ends, and a file whose lines all end in lone CRs (old Mac tools), read as before."""
     from llm_srt.data.commonvoice import read_table
 
     tsv = tmp_path / "t.tsv"
-    tsv.write_bytes(b"path\tsentence\r\na.mp3\tHel\rlo\r\nb.mp3\tSecond\rc.mp3\tThird\n")
+    tsv.write_bytes(b"path\tsentence\r\na.mp3\tHel\rlo\r\nb.mp3\tSecond\rc.mp3\tThird\nd.mp3\tFourth\r\n")
     rows = [(n, r["path"], r["sentence"]) for n, r in read_table(tsv, ("path", "sentence"))]
-    assert rows == [(2, "a.mp3", "Hel"), (3, "lo", None), (4, "b.mp3", "Second"), (5, "c.mp3", "Third")]
+    assert rows == [(2, "", ""), (3, "", ""), (4, "d.mp3", "Fourth")]
+    tsv.write_bytes(b"path\tsentence\ra.mp3\tHello\rb.mp3\tWorld\r")  # no line feed anywhere: CRs end the lines
+    assert [(n, r["path"], r["sentence"]) for n, r in read_table(tsv, ("path", "sentence"))] == [
+        (2, "a.mp3", "Hello"), (3, "b.mp3", "World")]
+    dev = locale_dir / "dev.tsv"
+    lines = dev.read_bytes().split(b"\n")
+    dev.write_bytes(b"\n".join([lines[0], lines[1].replace(b"Danke ", b"Danke\r")] + lines[2:]))
+    summary = prepare_commonvoice(locale_dir, tmp_path / "out")
+    assert summary.dropped == {"no clip (empty path)": 1} and summary.dropped_at["no clip (empty path)"] == [f"{dev}:2"]
+    assert summary.written == {"train": 2, "dev": 0, "test": 1}
+
+
+def test_a_failed_run_leaves_the_earlier_manifests_and_their_summary_as_they_were(locale_dir, tmp_path):
+    """A re-run that stopped (a split without a usable clip) wrote its summary.json beside the earlier run's
+    manifests, which it described no more."""
+    out = tmp_path / "out"
+    prepare_commonvoice(locale_dir, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    (locale_dir / "clips" / "de_4.mp3").unlink()  # test's only clip
+    with pytest.raises(LLMSRTError, match=rf"All are listed in {re.escape(str(out / 'summary.failed.json'))} "
+                                          rf"\(nothing else in {re.escape(str(out))} was changed\)"):
+        prepare_commonvoice(locale_dir, out)
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.name != "summary.failed.json"} == before
+    failed = json.loads((out / "summary.failed.json").read_text())
+    assert [b["where"] for b in failed["bad_clips"]] == [f"{locale_dir / 'test.tsv'}:2"]
+    assert prepare_commonvoice(locale_dir, out, splits=("train", "dev")).written == {"train": 2, "dev": 1}
+    assert not (out / "summary.failed.json").exists()  # a run that went through replaces it
+    assert json.loads((out / "summary.json").read_text())["written"] == {"train": 2, "dev": 1}
 
 
 def test_a_wav_whose_recorder_never_wrote_its_sizes_is_measured_not_skipped(tmp_path):

@@ -262,3 +262,17 @@ def test_tables_that_start_with_a_byte_order_mark_are_read_as_without_one(releas
     summary = prepare_covost2(tsv, cv, tmp_path / "bom")
     assert summary.written == {"train": 10, "dev": 3, "test": 3}
     assert _rows(tmp_path / "bom") == _rows(tmp_path / "plain")
+
+
+def test_a_carriage_return_inside_a_translation_leaves_the_line_out_counted(release, tmp_path):
+    """A stray CR ended the line: "Hal\rlo." made two rows of line 2 (dropped there only for the split column it cut
+    off), and every later line was named by the number of the line before it."""
+    tsv, cv = release
+    table = tsv / "covost_v2.en_de.tsv"
+    table.write_bytes(table.read_bytes().replace(b"Hallo.", b"Hal\rlo."))  # line 2: en_1, train
+    summary = prepare_covost2(tsv, cv, tmp_path / "out", pairs=[("eng", "deu")])
+    rows = _rows(tmp_path / "out")
+    assert not any(r.translation in ("Hal", "lo.") for r in rows.values())
+    assert "covost2:common_voice_en_1:deu" not in rows and "covost2:common_voice_en_2:deu" in rows
+    assert [w for ws in summary.dropped_at.values() for w in ws if w.endswith(":2")] == [f"{table}:2"]
+    assert [b.where for b in summary.bad_clips] == [f"{table}:8", f"{table}:10"]  # the lines after keep their numbers

@@ -6,11 +6,12 @@ import shutil
 import subprocess
 import tarfile
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
-from llm_srt.data.clips import REPEATED
-from llm_srt.data.fleurs import SHORT_LINE, SPLIT_CONFLICT, prepare_fleurs
+from llm_srt.data.clips import REPEATED, STRAY_CR
+from llm_srt.data.fleurs import BAD_ID, SHORT_LINE, SPLIT_CONFLICT, prepare_fleurs
 from llm_srt.data.manifest import read_manifest
 from llm_srt.errors import LLMSRTError
 
@@ -125,8 +126,8 @@ def test_a_split_whose_wavs_are_all_bad_stops_and_names_the_folder(fleurs_root, 
     with pytest.raises(LLMSRTError, match=rf"^{fleurs_root / 'en_us' / 'audio' / 'test'}: the test split has no "
                                           r"usable clip \(2 listed, the first at .*en_us/test\.tsv:1: clip "):
         prepare_fleurs(fleurs_root, ["eng"], tmp_path / "out", splits=("dev", "test"))
-    assert not list((tmp_path / "out").glob("*.jsonl"))
-    assert len(json.loads((tmp_path / "out" / "summary.json").read_text())["bad_clips"]) == 2
+    assert not list((tmp_path / "out").glob("*.jsonl")) and not (tmp_path / "out" / "summary.json").exists()
+    assert len(json.loads((tmp_path / "out" / "summary.failed.json").read_text())["bad_clips"]) == 2
 
 
 def test_rows_without_transcription_or_file_name_are_left_out_and_counted(fleurs_root, tmp_path, layouts):
@@ -263,3 +264,79 @@ def test_a_language_named_twice_is_converted_once(fleurs_root, tmp_path):
     twice = prepare_fleurs(fleurs_root, ["eng", "deu", "eng", "deu"], tmp_path / "twice", splits=("dev",))
     assert twice.written == once.written and twice.dropped == once.dropped == {}
     assert read_manifest(tmp_path / "twice" / "dev.jsonl") == read_manifest(tmp_path / "once" / "dev.jsonl")
+
+
+def test_a_sentence_s_split_is_the_same_whatever_langs(fleurs_root, tmp_path):
+    """Sentence 5 in en_us/train.tsv and de_de/test.tsv: a run with German put it in test, an English-only run in
+    train; training on the English manifest and testing on the larger one trained on test references."""
+    en, de = fleurs_root / "en_us", fleurs_root / "de_de"
+    with open(en / "train.tsv", "a", encoding="utf-8") as f:  # as train.tsv line 6
+        f.write("5\teng50train.wav\teng sentence 5.\teng sentence 5.\te n g\t4800\tMALE\n")
+    shutil.copy(en / "audio" / "train" / "eng40train.wav", en / "audio" / "train" / "eng50train.wav")
+    train = (de / "train.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
+    (de / "train.tsv").write_text("".join(line for line in train if not line.startswith("5\t")), encoding="utf-8")
+    with open(de / "test.tsv", "a", encoding="utf-8") as f:  # as test.tsv line 2
+        f.write(next(line for line in train if line.startswith("5\t")))
+    (de / "audio" / "train" / "deu50train.wav").rename(de / "audio" / "test" / "deu50train.wav")
+    ids = {}
+    for name, langs in (("both", ["eng", "deu"]), ("eng", ["eng"]), ("eng_fra", ["eng", "fra"])):
+        summary = prepare_fleurs(fleurs_root, langs, tmp_path / name)
+        ids[name] = {s: {r.sentence_id for r in read_manifest(tmp_path / name / f"{s}.jsonl")}
+                     for s in ("train", "test")}
+        assert "5" not in ids[name]["train"], name
+        assert summary.dropped[SPLIT_CONFLICT] == 1
+        assert summary.dropped_at[SPLIT_CONFLICT] == [f"{en}/train.tsv:6 (in test at {de}/test.tsv:2)"]
+    assert "5" in ids["both"]["test"] and "5" not in ids["eng"]["test"]  # English has no test utterance of it
+    assert (f"1 of those sentence ids are in an earlier split in a locale folder this run does not convert, e.g. in "
+            f"test at {de}/test.tsv:2: a sentence's split is decided from every locale folder under {fleurs_root}, "
+            "so it is the same whatever --langs") in summary.lines()
+    assert not any("locale folder this run does not convert" in line
+                   for line in prepare_fleurs(fleurs_root, ["eng", "deu"], tmp_path / "again").lines())
+
+
+def test_a_row_whose_sentence_id_is_empty_or_not_a_number_is_left_out_and_counted(fleurs_root, tmp_path, audio_file):
+    """Rows with an empty id were paired with each other: an English "Hello." and a French "Bonjour tout le monde."
+    became a translation pair, uncounted."""
+    for locale, code, text in (("en_us", "eng", "Hello."), ("fr_fr", "fra", "Bonjour tout le monde.")):
+        audio_file(fleurs_root / locale / "audio" / "dev" / f"{code}x.wav", seconds=0.3)
+        with open(fleurs_root / locale / "dev.tsv", "a", encoding="utf-8") as f:
+            f.write(f"\t{code}x.wav\t{text}\t{text.lower()}\tx\t4800\tMALE\n")
+    with open(fleurs_root / "de_de" / "dev.tsv", "a", encoding="utf-8") as f:
+        f.write("1a\tdeu1a.wav\tHallo.\thallo.\tx\t4800\tMALE\n")
+    summary = prepare_fleurs(fleurs_root, None, tmp_path / "out", splits=("dev",))
+    rows = read_manifest(tmp_path / "out" / "dev.jsonl")
+    assert not [r.id for r in rows if Path(r.audio).stem.endswith("x") or r.translation in ("Hello.", "Hallo.")]
+    assert summary.dropped == {BAD_ID: 3}
+    assert [w.replace(f"{fleurs_root}/", "") for w in summary.dropped_at[BAD_ID]] == [
+        "de_de/dev.tsv:3 ('1a')", "en_us/dev.tsv:3 ('')", "fr_fr/dev.tsv:2 ('')"]
+
+
+def test_a_carriage_return_inside_a_line_leaves_the_line_out_counted(fleurs_root, tmp_path):
+    """A stray CR cut the transcript short ("eng sentence 10." became "eng") and made a bogus row of the rest."""
+    plain = prepare_fleurs(fleurs_root, None, tmp_path / "plain", splits=("dev",))
+    tsv = fleurs_root / "en_us" / "dev.tsv"
+    tsv.write_bytes(tsv.read_bytes().replace(b"eng sentence 10.\t", b"eng\rsentence 10.\t"))
+    summary = prepare_fleurs(fleurs_root, None, tmp_path / "out", splits=("dev",))
+    assert summary.dropped == {STRAY_CR: 1} and summary.dropped_at[STRAY_CR] == [f"{tsv}:1"]
+    rows = read_manifest(tmp_path / "out" / "dev.jsonl")
+    assert {r.id for r in rows if r.src_lang == "eng" and r.is_asr} == {"fleurs:eng:eng110dev"}
+    assert "fleurs:eng:eng110dev:deu" in {r.id for r in rows}  # line 2 keeps its number and its pairs
+    for locale in ("en_us", "de_de", "fr_fr"):  # CRLF line ends read as before
+        for table in (fleurs_root / locale).glob("*.tsv"):
+            table.write_bytes(table.read_bytes().replace(b"\r", b" ").replace(b"\n", b"\r\n"))
+    crlf = prepare_fleurs(fleurs_root, None, tmp_path / "crlf", splits=("dev",))
+    assert crlf.dropped == {} and crlf.written == plain.written
+    assert read_manifest(tmp_path / "crlf" / "dev.jsonl") == read_manifest(tmp_path / "plain" / "dev.jsonl")
+
+
+def test_a_failed_re_run_leaves_the_earlier_manifests_and_summary_json_as_they_were(fleurs_root, tmp_path):
+    """summary.json was rewritten by the failed run, beside the earlier run's manifests, which it no longer
+    described."""
+    out = tmp_path / "out"
+    prepare_fleurs(fleurs_root, ["eng"], out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    shutil.rmtree(fleurs_root / "en_us" / "audio" / "test")
+    with pytest.raises(LLMSRTError, match="summary.failed.json"):
+        prepare_fleurs(fleurs_root, ["eng"], out)
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.name != "summary.failed.json"} == before
+    assert len(json.loads((out / "summary.failed.json").read_text())["bad_clips"]) == 2

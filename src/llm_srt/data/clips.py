@@ -8,8 +8,9 @@ behind a progress bar with an ETA. A clip whose duration is already known (Commo
 with a duration of 0 (not measured), have their header read. A bad clip is skipped and reported (`Summary.lines()`,
 OUT/summary.json) unless `strict`, which stops at the first one with its file:line. Real releases have them:
 hundreds of zero-byte clips in Common Voice 3/4. `write_manifests` writes the result, and refuses a split all of
-whose clips are bad (a release not unpacked); it moves aside (NAME.stale) a split manifest an earlier run left in
-OUT that this run does not write (it would disagree with summary.json).
+whose clips are bad (a release not unpacked), writing that run's summary to OUT/summary.failed.json and leaving an
+earlier run's manifests and summary.json as they were; it moves aside (NAME.stale) a split manifest an earlier run
+left in OUT that this run does not write (it would disagree with summary.json). `text_lines` reads the tables' lines.
 """
 
 import codecs
@@ -44,7 +45,6 @@ TRAINING_SPLITS = ("train", "dev")  # read by `llm-srt train`, which takes no ut
 # Common Voice 14.0-16.0: times.txt, lines "`<path of the mp3>` = <ms>", 0 when the clip could not be measured
 # (written by Common Voice's mp3-duration-reporter).
 DURATION_FILES = ("clip_durations.tsv", "times.txt")
-_LONE_CR = re.compile(r"(?<=\r)(?!\n)")  # after a carriage return that no line feed follows
 TIMES_LINE = re.compile(r"^`(?P<path>.+)`\s*=\s*(?P<ms>\d+)\s*$")
 # A table saved by a spreadsheet or Windows tool may start with a UTF-8 byte order mark: kept, it became part of the
 # first column's name or value (Common Voice's header read '\ufeffclient_id', FLEURS' first sentence id '\ufeff1')
@@ -64,6 +64,8 @@ def extract_command(archive: Path) -> str:
 
 
 STALE = ".stale"  # a split manifest an earlier run left in OUT that this run did not write: moved to NAME.stale
+FAILED = "summary.failed.json"  # the summary of a run that stopped (summary.json describes the manifests beside it)
+STRAY_CR = "carriage return inside the line (a damaged line: it cut a field short)"
 
 
 @dataclass
@@ -99,9 +101,9 @@ class Summary:
             lines.append(f"durations from {self.durations_from}")
         return lines
 
-    def write(self) -> Path:
-        """OUT/summary.json: the counts and every skipped clip."""
-        path = self.out / "summary.json"
+    def write(self, name: str = "summary.json") -> Path:
+        """OUT/summary.json (or OUT/`name`): the counts and every skipped clip."""
+        path = self.out / name
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_file(path) as f:
             json.dump({"written": self.written, "dropped": dict(self.dropped), "dropped_at": self.dropped_at,
@@ -141,8 +143,10 @@ def without_repeats(by_split: Mapping[str, list[T]], clip: Callable[[T], Hashabl
 
 def write_manifests(summary: Summary, rows: Mapping[str, list[Row]], clips: Mapping[str, Collection[Path]]) -> None:
     """Write OUT/<split>.jsonl for each split of `rows`, then OUT/summary.json. A split whose table rows name clips
-    (`clips`) none of which is usable stops the run with LLMSRTError before any manifest is written (summary.json
-    is, listing them): a release whose audio is not unpacked must not look converted. A clip of the train or dev
+    (`clips`) none of which is usable stops the run with LLMSRTError before any manifest is written: a release whose
+    audio is not unpacked must not look converted. That run's summary goes to OUT/summary.failed.json, listing them;
+    an earlier run's manifests and summary.json stay as they were (the failed run's summary.json, beside the earlier
+    run's manifests, described other files than those beside it). A clip of the train or dev
     split longer than Whisper's 30 s window is left out and counted (training refuses such a row: a manifest that
     held one stopped the stage before step 1); test keeps its clips. A <split>.jsonl of SPLIT_ORDER that this run
     does not write is moved aside to <split>.jsonl.stale (an earlier run's, say with other languages, would disagree
@@ -153,11 +157,11 @@ def write_manifests(summary: Summary, rows: Mapping[str, list[Row]], clips: Mapp
     for split, named in clips.items():
         bad = [b for b in summary.bad_clips if Path(b.clip) in named] if named and not rows[split] else []
         if bad and len({b.clip for b in bad}) == len(named):
-            summary.write()
+            failed = summary.write(FAILED)
             folder = os.path.commonpath([str(Path(b.clip).parent) for b in bad])
             raise LLMSRTError(f"{folder}: the {split} split has no usable clip ({len(named)} listed, the first at "
                               f"{bad[0].where}: {bad[0].reason}); is the audio unpacked there? All are listed in "
-                              f"{summary.out / 'summary.json'}")
+                              f"{failed} (nothing else in {summary.out} was changed)")
     summary.written = {split: write_manifest(summary.out / f"{split}.jsonl", split_rows)
                        for split, split_rows in rows.items()}
     for split in SPLIT_ORDER:  # only the names this tool writes: nothing else in OUT is touched
@@ -168,6 +172,7 @@ def write_manifests(summary: Summary, rows: Mapping[str, list[Row]], clips: Mapp
             summary.notes.append(f"moved {stale.name} of an earlier prepare aside to {aside.name}: this run did not "
                                  "write it (rename it back if it is still wanted)")
     summary.write()
+    (summary.out / FAILED).unlink(missing_ok=True)  # an earlier failed run's: this run's summary.json replaces it
 
 
 def _without_markup(summary: Summary, rows: list[Row]) -> list[Row]:
@@ -328,16 +333,38 @@ def _decoded_length(path: Path, known: float | None) -> tuple[Path, float, str |
     return path, known if known is not None and known > 0 else seconds, None
 
 
-def text_lines(f, name: Path | str):
-    """The lines of a table opened in binary, as UTF-8 text, without the byte order mark a file may start with; a
-    line that is not UTF-8 raises LLMSRTError naming the file and line (csv reading a text-mode file raised a bare
-    UnicodeDecodeError at some byte of the file)."""
+def text_lines(f, name: Path | str, damaged: Callable[[str], None] | None = None):
+    """The lines of a table opened in binary, as UTF-8 text ending in a line feed (a CRLF line end read as one),
+    without the byte order mark a file may start with; a line that is not UTF-8 raises LLMSRTError naming the file
+    and line (csv reading a text-mode file raised a bare UnicodeDecodeError at some byte of the file).
+
+    A file without any line feed ends its lines with lone carriage returns (old Mac tools): read so. In any other
+    file a CR inside a line is damage: csv took it for a line end, cutting the field short ("Hello\rworld" gave the
+    transcript "Hello" and a bogus row "world"). Such a line is left out, its line number still counted:
+    `damaged(FILE:LINE)` is called and csv gets an empty line; without `damaged` csv gets the line with its fields
+    emptied, a row without a clip, which every converter leaves out and counts with its file:line."""
     for lineno, raw in enumerate(f, start=1):
         bom = len(codecs.BOM_UTF8) if lineno == 1 and raw.startswith(codecs.BOM_UTF8) else 0
-        try:
-            line = raw[bom:].decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise LLMSRTError(f"{name}:{lineno}: not UTF-8 text (byte {bom + e.start + 1} of the line); the file is "
-                              "damaged or was saved in another encoding: extract it again from the corpus archive, "
-                              "or save it as UTF-8") from None
-        yield from _LONE_CR.split(line) if "\r" in line else (line,)  # a lone CR ends a line, as csv takes it
+        if lineno == 1 and b"\r" in raw and not raw.endswith(b"\n"):  # the whole file, with no line feed in it
+            pieces = raw[bom:].split(b"\r")
+            for n, piece in enumerate(pieces[:-1] if not pieces[-1] else pieces, start=1):
+                yield _utf8(piece, name, n, bom if n == 1 else 0) + "\n"
+            return
+        body = raw[:-2] if raw.endswith(b"\r\n") else raw[:-1] if raw.endswith(b"\n") else raw.removesuffix(b"\r")
+        line = _utf8(body[bom:], name, lineno, bom)
+        if "\r" not in line:
+            yield line + "\n"
+        elif damaged is not None:
+            damaged(f"{name}:{lineno}")
+            yield "\n"  # csv skips an empty line but counts it: the lines after keep their numbers
+        else:
+            yield "\t" * max(1, line.count("\t")) + "\n"
+
+
+def _utf8(raw: bytes, name: Path | str, lineno: int, skipped: int) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise LLMSRTError(f"{name}:{lineno}: not UTF-8 text (byte {skipped + e.start + 1} of the line); the file is "
+                          "damaged or was saved in another encoding: extract it again from the corpus archive, "
+                          "or save it as UTF-8") from None

@@ -13,10 +13,13 @@ manifest serves every curriculum stage (the loader picks rows by task):
   translation = that language's raw transcription, id "fleurs:<src>:<utterance>:<tgt>".
 FLEURS reads each sentence by several speakers; every utterance of the source is paired, and the target text is the
 target language's transcription (the same sentence read by its speakers; the first one in TSV order is used).
-Rows without a file name or a transcription, or of fewer than 3 columns, are left out and counted, and so is a wav
-listed again (it stays in the first split of test, dev, train that lists it). A sentence id stays in one split, the
-first of test, dev, train in which any language's table lists it (also when that split is not converted): its
-utterances in a later split are left out and counted, with a warning, so no test sentence's text is trained on.
+Rows without a file name or a transcription, whose sentence id is empty or not a whole number, of fewer than 3
+columns or holding a carriage return (a damaged line) are left out and counted, and so is a wav listed again (it
+stays in the first split of test, dev, train that lists it). A sentence id stays in one split, the first of test,
+dev, train in which any table under ROOT lists it: every locale folder's tables are read for their ids, also those
+of languages and splits not converted, so a sentence's split is the same whatever --langs and --splits. Its
+utterances in a later split are left out and counted, with a warning, so no test sentence's text is trained on (nor
+that of a sentence another language's release lists in test, in a run without that language).
 Every wav's header is read (in parallel; wav headers are cheap): a missing, empty or undecodable one is skipped and
 counted (its transcript still serves as other languages' target), or with `strict` stops the conversion.
 """
@@ -30,8 +33,8 @@ from pathlib import Path
 from .. import languages
 from ..audio import SAMPLE_RATE
 from ..errors import LLMSRTError
-from .clips import (DEFAULT_WORKERS, SPLIT_ORDER, Summary, check_clips, extract_command, text_lines, without_repeats,
-                    write_manifests)
+from .clips import (DEFAULT_WORKERS, SPLIT_ORDER, STRAY_CR, Summary, check_clips, extract_command, text_lines,
+                    without_repeats, write_manifests)
 from .manifest import Row, parse_directions, targets_by_source
 
 SPLITS = ("train", "dev", "test")
@@ -39,6 +42,7 @@ CORPUS = "fleurs"
 COLUMNS = ("sentence_id", "file", "raw", "normalized", "characters", "num_samples", "gender")
 SPLIT_CONFLICT = "sentence id also listed in an earlier split of test, dev, train (kept only there)"
 SHORT_LINE = f"fewer than 3 tab-separated columns (expected {len(COLUMNS)}: {', '.join(COLUMNS)})"
+BAD_ID = "sentence id empty or not a whole number (FLEURS numbers its sentences; pairs are made by id)"
 
 
 @dataclass(frozen=True)
@@ -107,17 +111,24 @@ def available_languages(root: Path) -> list[str]:
 
 def _one_split_per_sentence(root: Path, langs: list[str], listed: dict[str, list[Utterance]],
                             summary: Summary) -> dict[str, list[Utterance]]:
-    """`listed` with each sentence id in the first of test, dev, train that any language lists it in; the splits not
-    converted are read for their ids only. Without this a sentence in de_de/test.tsv and en_us/train.tsv put a test
-    sentence's English text in train, and its eng<->deu pairs vanished uncounted."""
-    every = listed | {split: [u for lang in langs if (root / languages.get(lang).fleurs / f"{split}.tsv").is_file()
-                              for u in read_split(root, lang, split, Summary(summary.out), audio=False)]
-                      for split in SPLITS if split not in listed}  # a scratch Summary: those rows are not converted
+    """`listed` with each sentence id in the first of test, dev, train in which any table under `root` lists it. The
+    tables not converted, of every locale folder there (the languages not converted too), are read for their ids,
+    so a sentence's split does not depend on --langs or --splits. Without this a sentence in de_de/test.tsv and
+    en_us/train.tsv put a test sentence's English text in train, and its eng<->deu pairs vanished uncounted; and an
+    English-only run put it in train, where a run with German put it in test."""
+    locale_of = {lang: languages.get(lang).fleurs for lang in langs}
+    converted = {(locale_of[lang], split) for lang in langs for split in listed}
+    scratch = Summary(summary.out)  # the rows of tables not converted: read for their ids, their bad rows not counted
     rank = {split: i for i, split in enumerate(SPLIT_ORDER)}
-    home: dict[str, tuple[str, str]] = {}  # sentence id -> (the first split listing it, where it is first listed)
-    for split in sorted(every, key=lambda s: rank.get(s, len(rank))):
-        for u in every[split]:
-            home.setdefault(u.sentence_id, (split, u.where))
+    folders = _locale_folders(root)
+    home: dict[str, tuple[str, str, str]] = {}  # sentence id -> (the first split listing it, where, its locale)
+    for split in sorted(set(SPLITS) | set(listed), key=lambda s: rank.get(s, len(rank))):
+        for u in listed.get(split, ()):
+            home.setdefault(u.sentence_id, (split, u.where, locale_of[u.lang]))
+        for folder in folders:
+            if (folder.name, split) not in converted and (folder / f"{split}.tsv").is_file():
+                for sentence_id, _, where in _table_rows(folder / f"{split}.tsv", scratch):
+                    home.setdefault(sentence_id, (split, where, folder.name))
     moved = [u for split, us in listed.items() for u in us if home[u.sentence_id][0] != split]
     for u in moved:
         summary.drop(SPLIT_CONFLICT, f"{u.where} (in {home[u.sentence_id][0]} at {home[u.sentence_id][1]})")
@@ -125,14 +136,24 @@ def _one_split_per_sentence(root: Path, langs: list[str], listed: dict[str, list
         summary.notes.append(f"warning: {len({u.sentence_id for u in moved})} sentence ids are listed in more than "
                              f"one split, e.g. {summary.dropped_at[SPLIT_CONFLICT][0]}; their {len(moved)} "
                              "utterances in a later split are left out (kept only in the first of test, dev, train)")
+    run_locales = set(locale_of.values())
+    elsewhere = {u.sentence_id: home[u.sentence_id] for u in moved if home[u.sentence_id][2] not in run_locales}
+    if elsewhere:
+        split, where, _ = next(iter(elsewhere.values()))
+        summary.notes.append(f"{len(elsewhere)} of those sentence ids are in an earlier split in a locale folder this "
+                             f"run does not convert, e.g. in {split} at {where}: a sentence's split is decided from "
+                             f"every locale folder under {root}, so it is the same whatever --langs")
     return {split: [u for u in us if home[u.sentence_id][0] == split] for split, us in listed.items()}
 
 
+def _locale_folders(root: Path) -> list[Path]:
+    """The folders under `root` holding a FLEURS table (train.tsv, dev.tsv or test.tsv), known languages or not."""
+    return sorted(p for p in root.iterdir() if p.is_dir() and any((p / f"{s}.tsv").is_file() for s in SPLITS))
+
+
 def read_split(root: Path, lang: str, split: str, summary: Summary, audio: bool = True) -> list[Utterance]:
-    """The utterances of one language and split, in TSV order (audio not checked yet); rows without a file name or
-    a transcription, and lines of fewer than 3 columns, are left out and counted in `summary` (a table none of
-    whose lines has 3 columns is not a FLEURS table: LLMSRTError). `audio=False`: the wavs need not be unpacked (only
-    the table is wanted)."""
+    """The utterances of one language and split, in TSV order (audio not checked yet); the lines `_table_rows`
+    leaves out are counted in `summary`. `audio=False`: the wavs need not be unpacked (only the table is wanted)."""
     folder = root / languages.get(lang).fleurs
     tsv = folder / f"{split}.tsv"
     if not tsv.is_file():
@@ -141,11 +162,20 @@ def read_split(root: Path, lang: str, split: str, summary: Summary, audio: bool 
     if audio and not (folder / "audio" / split).is_dir() and archive.is_file():
         raise LLMSRTError(f"{archive}: the {split} wavs are still in this archive; extract it first: "
                           f"{extract_command(archive)}")
-    utterances, short, rows = [], [], 0
+    return [Utterance(lang, split, sentence_id, folder / "audio" / split / fields[1].strip(), fields[2].strip(),
+                      _duration(fields), where) for sentence_id, fields, where in _table_rows(tsv, summary)]
+
+
+def _table_rows(tsv: Path, summary: Summary):
+    """(sentence id, fields, tsv:line) of each usable line of a FLEURS table, in file order. Rows without a file
+    name, a transcription or a whole-number sentence id (an empty one paired rows of unrelated sentences), lines of
+    fewer than 3 columns and lines holding a carriage return are left out and counted in `summary`; a table none of
+    whose lines has 3 columns is not a FLEURS table: LLMSRTError."""
+    short, rows = [], 0
     csv.field_size_limit(sys.maxsize)
     with open(tsv, "rb") as f:
-        for lineno, fields in enumerate(csv.reader(text_lines(f, tsv), delimiter="\t", quoting=csv.QUOTE_NONE),
-                                        start=1):
+        lines = text_lines(f, tsv, damaged=lambda where: summary.drop(STRAY_CR, where))
+        for lineno, fields in enumerate(csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE), start=1):
             if not fields:
                 continue
             where = f"{tsv}:{lineno}"
@@ -153,21 +183,21 @@ def read_split(root: Path, lang: str, split: str, summary: Summary, audio: bool 
                 short.append((where, len(fields)))
                 continue
             rows += 1
-            name, transcript = fields[1].strip(), fields[2].strip()
+            sentence_id, name, transcript = (field.strip() for field in fields[:3])
             if not name:
                 summary.drop("no clip (empty file name)", where)
             elif not transcript:
                 summary.drop("empty transcription", where)
+            elif not (sentence_id.isascii() and sentence_id.isdigit()):
+                summary.drop(BAD_ID, f"{where} ({sentence_id!r})")
             else:
-                utterances.append(Utterance(lang, split, fields[0].strip(), folder / "audio" / split / name,
-                                            transcript, _duration(fields), where))
+                yield str(int(sentence_id)), fields, where
     if short and not rows:
         raise LLMSRTError(f"{short[0][0]}: expected {len(COLUMNS)} tab-separated columns ({', '.join(COLUMNS)}), got "
                           f"{short[0][1]}, and no line of the file has 3: is it a FLEURS table, its columns separated "
                           "by tabs?")
     for where, _ in short:
         summary.drop(SHORT_LINE, where)
-    return utterances
 
 
 def pair_rows(by_lang: dict[str, list[Utterance]], pairs: list[tuple[str, str]], skip: Collection[Path] = ()):
