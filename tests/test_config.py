@@ -1,3 +1,4 @@
+import re
 import typing
 from dataclasses import dataclass, field
 
@@ -306,3 +307,63 @@ def test_a_mapping_given_to_a_section_sets_its_keys_and_keeps_the_others(tmp_pat
         recipe.load_config(cfg, ["model={init_form: /x/final}"])
     assert recipe.load_config(cfg, ["model.lora=null"]).model.lora is None
     assert recipe.load_config(cfg, ["model.lora=null", "model.lora={r: 2}"]).model.lora.alpha == 32  # none to keep
+
+
+def test_an_unknown_key_suggests_the_closest_known_one_in_one_line(tmp_path):
+    """`max_step=10` listed all 23 top-level keys and `optim.lrr` all 7 of optim's: the one meant is named first."""
+    from llm_srt.train.recipe import load_config
+
+    for given, meant in (("max_step=10", "max_steps"), ("optim.lrr=1e-4", "optim.lr"), ("optim.warmup=5",
+                                                                                         "optim.warmup_steps")):
+        with pytest.raises(ConfigError, match=rf"unknown key '{given.split('=')[0]}'; did you mean '{meant}'\?$") as e:
+            load_config(None, [given])
+        assert "known keys" not in str(e.value) and "\n" not in str(e.value)
+    (tmp_path / "c.yaml").write_text("optim:\n  lrr: 1\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: unknown key 'optim.lrr'; did you mean 'optim.lr'\?$"):
+        config.load(Cfg, tmp_path / "c.yaml")
+    with pytest.raises(ConfigError, match=r"unknown key 'zzz'; known keys here: name, optim, trainable, mix, "
+                                          r"init_from$"):  # nothing close: every key
+        config.load(Cfg, None, ["zzz=1"])
+    (tmp_path / "c.yaml").write_text("1: x\n")  # a key that is no string: no suggestion, no crash
+    with pytest.raises(ConfigError, match=r"unknown key '1'; known keys here"):
+        config.load(Cfg, tmp_path / "c.yaml")
+
+
+@pytest.mark.parametrize("value,form", [
+    ("${HOME_NOPE:-/x}", "${HOME_NOPE:-/x}"), ("$HOME/x", "$HOME"), ("runs/${RUN:-x}/a", "${RUN:-x}"),
+    ("/a/${MY_MODEL", "${MY_MODEL"), ("${}/a", "${}"), ("/a/$_x", "$_x"), ("${MY_MODEL}/$OTHER", "$OTHER"),
+])
+def test_a_shell_form_other_than_braced_name_is_refused_not_kept_as_text(tmp_path, monkeypatch, value, form):
+    """`model.encoder=${HOME_NOPE:-/x}` and `$HOME/x` stayed literal text (refused later as "no such folder"), and
+    `output_dir: runs/${RUN:-x}` made a folder of that name."""
+    monkeypatch.setenv("HOME_NOPE", "/home")
+    monkeypatch.setenv("MY_MODEL", "/models")
+    said = rf"name holds '{re.escape(form)}', which is not expanded: only \$\{{NAME\}} is \(no \$NAME, no "
+    with pytest.raises(ConfigError, match=rf"^<defaults> \(with overrides\): {said}") as e:
+        config.load(Cfg, None, [f"name={value}"])
+    assert "\n" not in str(e.value)
+    (tmp_path / "c.yaml").write_text(f"name: x\ntrainable: [a, '{value}']\n")
+    with pytest.raises(ConfigError, match=rf"c.yaml: trainable\[1\] holds '{re.escape(form)}'"):
+        config.load(Cfg, tmp_path / "c.yaml")
+
+
+def test_a_dollar_that_starts_no_variable_is_kept():
+    """Only `$` before a letter, `_` or `{` is taken for a variable: a `$` elsewhere in a value stays as written."""
+    for value in ("/a/$5/b", "price$", "a$-b", "$$5", "/m/${MY_MODEL}x"):
+        expected = value.replace("${MY_MODEL}", "/models")
+        with pytest.MonkeyPatch.context() as m:
+            m.setenv("MY_MODEL", "/models")
+            assert config.load(Cfg, None, [f"name={value}"]).name == expected
+
+
+def test_a_hex_octal_or_binary_integer_is_refused_by_a_float_field_and_taken_by_an_int_field(tmp_path):
+    """`optim.lr=0x1` became 1.0: YAML's int resolver read the hex integer, then the float field took it."""
+    for given in ("0x1", "0o7", "0b1", "-0x1_0"):
+        with pytest.raises(ConfigError, match=r"optim.lr must be a decimal number \(e.g. 1e-4\), got the hex, octal "
+                                              r"or binary integer -?\d+$"):
+            config.load(Cfg, None, [f"optim.lr={given}"])
+    (tmp_path / "c.yaml").write_text("optim:\n  lr: 0x10\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: optim.lr must be a decimal number"):
+        config.load(Cfg, tmp_path / "c.yaml")
+    got = config.load(Cfg, None, ["optim.lr=1", "optim.warmup_steps=0x10"]).optim
+    assert (got.lr, got.warmup_steps) == (1.0, 16) and type(got.warmup_steps) is int

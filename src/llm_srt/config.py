@@ -7,11 +7,14 @@ Code composes configs with `dataclasses.replace`; `key=value` strings are for pe
 
 Checked at load, before anything is built: YAML aliases and repeated keys are refused (an alias bomb, a second
 `optim:` silently replacing the first), every float must be finite, and a field may declare its range next to it:
-`lr: float = field(default=1e-4, metadata=bounds(gt=0))` (for a list, tuple or mapping, each item). Errors are one
-line: values in them are shortened (`short`), never formatted whole.
+`lr: float = field(default=1e-4, metadata=bounds(gt=0))` (for a list, tuple or mapping, each item). In text, ${NAME}
+is an environment variable and other shell forms ($NAME, ${NAME:-x}) are refused; a float field refuses a 0x / 0o /
+0b integer. An unknown key names the closest known one. Errors are one line: values in them are shortened (`short`),
+never formatted whole.
 """
 
 import dataclasses
+import difflib
 import math
 import os
 import re
@@ -134,6 +137,20 @@ StrictLoader.add_implicit_resolver(_FLOAT, re.compile(r"^(?:[-+]?[0-9][0-9_]*\.[
                                                       r"|\.(?:nan|NaN|NAN))$"), list("-+0123456789."))
 
 
+class _RadixInt(int):
+    """An int YAML read from 0x / 0o / 0b text. A float field refuses it (`optim.lr=0x1` was 1.0); an int field
+    takes it as a plain int."""
+
+
+def _construct_int(loader: StrictLoader, node: yaml.ScalarNode) -> int:
+    value = yaml.SafeLoader.construct_yaml_int(loader, node)
+    digits = str(node.value).replace("_", "").lstrip("+-").lower()
+    return _RadixInt(value) if digits.startswith(("0x", "0o", "0b")) else value
+
+
+StrictLoader.add_constructor(_INT, _construct_int)
+
+
 def parse_yaml(text: str) -> Any:
     """YAML text through `StrictLoader` (RecursionError when nested deeper than MAX_DEPTH)."""
     return yaml.load(text, Loader=StrictLoader)  # noqa: S506  (a SafeLoader subclass)
@@ -239,7 +256,8 @@ def from_dict(cls: type[T], data: dict, where: str = "<config>", prefix: str = "
     if moved:
         raise ConfigError(f"{where}: '{prefix}{short(moved[0])[1:-1]}' is no longer a key here; {cls.MOVED[moved[0]]}")
     if unknown:
-        raise ConfigError(f"{where}: unknown key '{prefix}{_key(unknown[0])}'; known keys here: {', '.join(fields)}")
+        said = _known(unknown[0], list(fields), prefix)
+        raise ConfigError(f"{where}: unknown key '{prefix}{_key(unknown[0])}'; {said}")
     hints = typing.get_type_hints(cls)
     kwargs = {name: coerce(hints[name], value, where, f"{prefix}{name}") for name, value in data.items()}
     for name, value in kwargs.items():
@@ -294,7 +312,7 @@ def coerce(tp: Any, value: Any, where: str, key: str) -> Any:
     for a float, "1e-4" for a float, a list for a tuple); a ConfigError naming `key` in `where` otherwise.
     ${NAME} in a string for a field that takes text is expanded first, before a union's options are tried: an unset
     variable in `data.train` (a list or a string) was reported as "must be a list"."""
-    if isinstance(value, str) and "${" in value and str in _members(tp):
+    if isinstance(value, str) and "$" in value and str in _members(tp):
         value = expand_variables(value, where, key)
     return _coerce(tp, value, where, key)
 
@@ -349,6 +367,11 @@ def _coerce(tp: Any, value: Any, where: str, key: str) -> Any:
             value = float(value)  # YAML 1.1 reads "1e-4" as a string
         except ValueError:
             pass
+    if isinstance(value, _RadixInt):
+        if tp is float:
+            raise ConfigError(f"{where}: {key} must be a decimal number (e.g. 1e-4), got the hex, octal or binary "
+                              f"integer {int(value)}")
+        value = int(value)
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         try:
             number = float(value)
@@ -364,6 +387,13 @@ def _coerce(tp: Any, value: Any, where: str, key: str) -> Any:
     return value
 
 
+def _known(key: Any, known: list[str], prefix: str) -> str:
+    """What to write instead of the unknown `key`: the closest known key when one is close (`max_step` -> max_steps),
+    else every known key."""
+    close = difflib.get_close_matches(key, known, n=1) if isinstance(key, str) else []
+    return f"did you mean '{prefix}{close[0]}'?" if close else f"known keys here: {', '.join(known)}"
+
+
 def _key(k: Any) -> str:
     """A key for a message: a string as is (shortened), anything else as its repr."""
     return short(k)[1:-1] if isinstance(k, str) else short(k)
@@ -374,14 +404,20 @@ def _problem(e: yaml.YAMLError) -> str:
     return (str(getattr(e, "problem", None) or e).splitlines() or ["syntax error"])[0]
 
 
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_VAR = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|(\{[^}]*\}?|[A-Za-z_][A-Za-z0-9_]*))")  # ${NAME}, or a shell
+#   form this module does not expand: $NAME, ${NAME:-default}, ${...}
 
 
 def expand_variables(value: str, where: str, key: str) -> str:
     """Replace ${NAME} by the environment variable NAME (model folders differ per machine). An unset or empty one
-    is an error: `WHISPER_LARGE_V3= llm-srt train ...` made the model folder the current directory."""
+    is an error: `WHISPER_LARGE_V3= llm-srt train ...` made the model folder the current directory. So is another
+    shell form ($NAME, ${NAME:-default}): it stayed as text, and `output_dir: runs/${RUN:-x}` made a folder of that
+    name. A `$` before anything but a letter, `_` or `{` is kept (there is no escape for a literal `$NAME`)."""
     def sub(m: re.Match) -> str:
         name = m.group(1)
+        if name is None:
+            raise ConfigError(f"{where}: {key} holds {short(m.group(0))}, which is not expanded: only ${{NAME}} is "
+                              "(no $NAME, no ${NAME:-default}); write ${NAME} or the value itself")
         if not os.environ.get(name):
             state = "is set but empty" if name in os.environ else "is not set"
             raise ConfigError(f"{where}: {key} uses ${{{name}}} but that environment variable {state}; "

@@ -511,9 +511,63 @@ def test_every_shipped_config_loads(path, monkeypatch):
     assert cfg.activation_checkpointing is big  # the 7B / 32B stages need it at batch 16
     assert cfg.dtype == ("bfloat16" if "paper" in path.parts else "auto")
     assert "dev_examples" not in text and cfg.data.dev_size > 0  # the new name
-    if "paper" in path.parts and path.name == "asr.yaml":  # the paper's ASR stage: Common Voice + FLEURS
+    covost = path.parent.name.endswith("-covost2")  # 7B* (Tables 6, 8): CoVoST-2 eng->X, not FLEURS
+    if "paper" in path.parts and path.name == "asr.yaml" and not covost:  # the paper's ASR stage: CV + FLEURS
         assert len(cfg.data.manifests) == 16 and cfg.data.manifests[-1] == "data/fleurs/train.jsonl"
         assert all(m.startswith("data/cv/") for m in cfg.data.manifests[:-1])
+    if covost:  # every stage, the ASR one too, on `llm-srt prepare covost2 --out data/covost2`'s manifests
+        assert cfg.data.manifests == ["data/covost2/train.jsonl"] and cfg.data.dev == "data/covost2/dev.jsonl"
+
+
+PAPER = REPO / "configs" / "paper"
+COVOST_7B = PAPER / "qwen2.5-7b-covost2"
+PAPER_CONFIGS = sorted(PAPER.rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", PAPER_CONFIGS, ids=[str(p.relative_to(REPO)) for p in PAPER_CONFIGS])
+def test_paper_configs_write_every_optimizer_setting_and_say_whose_it_is(path, monkeypatch):
+    """No optimizer setting comes silently from the recipe's defaults: schedule, weight_decay, betas and grad_clip
+    are in each paper YAML's optim block, each commented with whose value it is; pad_to_30s says why it departs
+    from the reference."""
+    for var in ("WHISPER_LARGE_V3", "QWEN2_5_3B", "QWEN2_5_7B", "QWEN2_5_32B"):
+        monkeypatch.setenv(var, f"/models/{var}")
+    text = path.read_text()
+    optim = text.split("\noptim:\n", 1)[1].split("\ntrainable:", 1)[0]
+    for key in ("lr", "warmup_steps", "schedule", "weight_decay", "betas", "grad_clip"):
+        assert re.search(rf"^  {key}: ", optim, re.M), f"{path}: optim.{key} is not written out"
+    for key in ("schedule", "weight_decay", "betas", "grad_clip"):
+        line = re.search(rf"^  {key}: .*$", optim, re.M).group()
+        assert "not given by the paper" in line and "recipe default" in optim.split(line, 1)[1][:400] + line
+    cfg = recipe.load_config(path)
+    assert (cfg.optim.schedule, cfg.optim.weight_decay, tuple(cfg.optim.betas), cfg.optim.grad_clip) == (
+        "constant", 0.0, (0.9, 0.999), 1.0)
+    assert cfg.model.pad_to_30s is False and 'README "Performance"' in text and "variable_length_speedup" in text
+    assert all(len(line) <= 120 for line in text.splitlines())
+
+
+def test_the_covost2_7b_stages_chain_as_the_fleurs_7b_ones_and_cover_table_8(monkeypatch):
+    """7B* (CoVoST-2 eng->X): asr -> smt -> srt, each from the last one's final/, and the two Table 8 ablations
+    that train (w/o SRT is smt's final/), with the FLEURS 7B's settings stage for stage except data and dev size."""
+    monkeypatch.setenv("WHISPER_LARGE_V3", "/models/w")
+    monkeypatch.setenv("QWEN2_5_7B", "/models/q")
+    assert sorted(p.stem for p in COVOST_7B.glob("*.yaml")) == ["ablation_no_asr", "ablation_no_smt", "asr", "smt",
+                                                                  "srt"]
+    cfg = {p.stem: recipe.load_config(p) for p in COVOST_7B.glob("*.yaml")}
+    runs = "runs/qwen2.5-7b-covost2/"
+    starts = {name: c.model.init_from for name, c in cfg.items()}
+    assert starts == {"asr": None, "smt": runs + "asr/final", "srt": runs + "smt/final", "ablation_no_asr": None,
+                      "ablation_no_smt": runs + "asr/final"}
+    assert len({c.output_dir for c in cfg.values()}) == 5 and all(c.output_dir.startswith(runs) for c in cfg.values())
+    planned = curriculum.plan([str(COVOST_7B)], [])  # `llm-srt curriculum configs/paper/qwen2.5-7b-covost2`
+    assert [(s.name, s.config.model.init_from) for s in planned] == [
+        ("asr", None), ("smt", runs + "asr/final"), ("srt", runs + "smt/final")]
+    for name, c in cfg.items():
+        fleurs = recipe.load_config(PAPER / "qwen2.5-7b" / f"{name}.yaml")
+        assert c.data.tasks == fleurs.data.tasks and c.optim == fleurs.optim and c.trainable == fleurs.trainable
+        assert c.model.llm == fleurs.model.llm and c.final_weights == fleurs.final_weights == "best"
+        assert c.data.batch_size == 16 and c.data.dev_size == (150 if name == "asr" else 420)  # 140 per direction
+        if name != "asr":  # the ASR stage's steps are sized to CoVoST's ~289k English clips (the YAML says why)
+            assert c.max_steps == fleurs.max_steps
 
 
 # ---- typed sections and the new keys ------------------------------------------------------------------------------
@@ -526,7 +580,8 @@ def test_every_shipped_config_loads(path, monkeypatch):
     ("model.lora={target_modules: q_proj}", r"model.lora.target_modules must be a list"),
     ("model.adapter_kwargs={num_querys: 8}", r"unknown key 'model.adapter_kwargs.num_querys': the qformer adapter "
                                              r"takes num_queries, hidden_size"),
-    ("model.adapter_kwargs={num_queries: many}", r"model.adapter_kwargs: num_queries must be int"),
+    ("model.adapter_kwargs={num_queries: many}", r"\(with overrides\): model.adapter_kwargs.num_queries must be int, "
+                                                 r"got 'many'$"),
     ("model.adapter=conv", r"model.adapter: unknown adapter 'conv'; choose one of qformer, pooled, linear"),
     ("model.dtype=bfloat16", r"'model.dtype' is no longer a key here; .*top-level key dtype"),
     ("dtype=bf8", r"dtype must be auto, float32, bfloat16 or float16"),
@@ -1071,3 +1126,40 @@ def test_an_empty_encoder_or_llm_is_refused_before_any_model_loads(tiny_setup, t
                                               "Face model folder or embedded, or set the variable it came from$"):
             recipe.train(cfg, log=lambda *_: None)
         assert not (tmp_path / "run").exists()
+
+
+def test_a_warm_up_longer_than_the_run_is_said_at_start():
+    """warmup_steps > max_steps was silent: a smoke run of a paper config with
+    max_steps=500 ended at half the peak lr. Said, not refused: a short smoke run is legitimate."""
+    short_run = recipe.load_config(None, ["max_steps=500", "optim.schedule=cosine"])
+    assert recipe.schedule_note(short_run) == (
+        "[asr] warning: warmup_steps 1000 > max_steps 500: the schedule never reaches the peak optim.lr 0.0001; "
+        "it ends at 5e-05 (50% of it) (and the cosine decay never starts). Fine for a smoke run; else lower "
+        "optim.warmup_steps")
+    assert recipe.schedule_note(recipe.load_config(None)) is None  # 1000 and 1000: the peak at the last step
+    assert recipe.schedule_note(recipe.load_config(None, ["max_steps=1001"])) is None
+    assert recipe.schedule_note(recipe.load_config(None, ["max_steps=1", "optim.warmup_steps=0"])) is None
+
+
+def test_a_lora_that_is_not_trained_is_said_at_start(tiny_setup, tmp_path):
+    """`model.lora={r: 8}` with the default `trainable: [adapter]` trained no LoRA without a word: a fresh one is
+    zero-init and only slows the forward pass. One carried frozen from model.init_from is legitimate (the shipped
+    smt_*.yaml): said so, without a warning. The schedule's note comes at start too."""
+    lora = {"model.lora": "{r: 4, alpha: 8}", "max_steps": 1}
+    messages = []
+    recipe.train(recipe.load_config(None, overrides(tiny_setup, tmp_path / "s1", trainable="[adapter, lora]",
+                                                    **lora)), log=messages.append)
+    assert not any("model.lora" in m or "warmup_steps" in m for m in messages), messages
+    messages.clear()
+    carried = overrides(tiny_setup, tmp_path / "s2", **lora, **{"model.init_from": tmp_path / "s1" / "final"})
+    recipe.train(recipe.load_config(None, carried), log=messages.append)
+    assert f"[asr] model.lora is kept frozen (not in trainable): its weights come from {tmp_path}/s1/final" in messages
+    messages.clear()
+    fresh = overrides(tiny_setup, tmp_path / "s3", **{**lora, "max_steps": 2, "optim.warmup_steps": 4})
+    recipe.train(recipe.load_config(None, fresh), log=messages.append)
+    assert ("[asr] warning: model.lora is kept frozen (not in trainable) and starts fresh (zero-init; no "
+            "model.init_from): it changes nothing: drop model.lora or add lora to trainable") in messages
+    assert any(m.startswith("[asr] warning: warmup_steps 4 > max_steps 2: the schedule never reaches the peak "
+                            "optim.lr 0.003; it ends at 0.0015 (50% of it).") for m in messages), messages
+    assert messages.index(next(m for m in messages if "warmup_steps" in m)) < messages.index(
+        next(m for m in messages if "trainable parameters" in m))  # before the model loads

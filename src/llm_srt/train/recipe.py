@@ -72,7 +72,7 @@ class ModelSection:
             raise ConfigError(f"unknown key 'model.adapter_kwargs.{short(unknown[0])[1:-1]}': the {self.adapter} "
                               "adapter takes "
                               f"{', '.join(options)}")
-        self.adapter_kwargs = {k: config_lib.coerce(options[k][0], v, "model.adapter_kwargs", k)
+        self.adapter_kwargs = {k: _coerce_option(options[k][0], v, f"model.adapter_kwargs.{k}")
                                for k, v in self.adapter_kwargs.items()}
         for k, v in self.adapter_kwargs.items():  # every adapter option is a size or count, or a dropout rate;
             #   mlp_hidden 0 is the reference's one Linear (an LLM up to 1536 wide)
@@ -104,6 +104,15 @@ class ModelSection:
             raise ConfigError(f"model.adapter_kwargs: hidden_size {hidden}{said['hidden_size']} is not a multiple of "
                               f"num_heads {heads}{said['num_heads']} (each attention head takes hidden_size / "
                               "num_heads); change one of them")
+
+
+def _coerce_option(tp: Any, value: Any, key: str) -> Any:
+    """`config_lib.coerce` for a key checked in `__post_init__`: its error names the dotted key alone (`from_dict`
+    adds the file)."""
+    try:
+        return config_lib.coerce(tp, value, "", key)
+    except ConfigError as e:
+        raise ConfigError(str(e).removeprefix(": ")) from None
 
 
 @dataclass
@@ -253,6 +262,36 @@ def lr_lambda(optim: OptimSection, max_steps: int):
             return max(0.0, 1.0 - progress)
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
     return f
+
+
+def schedule_note(cfg: TrainConfig) -> str | None:
+    """A warning when warm-up outlasts the run, so the lr never reaches its peak (a smoke run of a paper config with
+    max_steps=500 ended at half of it); None otherwise (warmup_steps = max_steps, the defaults' 1000 and 1000, reaches
+    it at the last step). Not an error: a short smoke run is legitimate."""
+    warmup, steps, lr = cfg.optim.warmup_steps, cfg.max_steps, cfg.optim.lr
+    if warmup <= steps:
+        return None
+    end = lr * lr_lambda(cfg.optim, steps)(steps - 1)  # step k trains at the schedule's value for k - 1
+    after = "" if cfg.optim.schedule == "constant" else f" (and the {cfg.optim.schedule} decay never starts)"
+    return (f"[{cfg.stage}] warning: warmup_steps {warmup} > max_steps {steps}: the schedule never reaches the peak "
+            f"optim.lr {lr:.3g}; it ends at {end:.3g} ({end / lr:.0%} of it){after}. Fine for a smoke run; else "
+            f"lower optim.warmup_steps")
+
+
+def lora_note(cfg: TrainConfig) -> str | None:
+    """A line when model.lora is set but not trained (`trainable` lacks lora): a LoRA carried frozen from
+    model.init_from is legitimate (the shipped smt_*.yaml), a fresh one is zero-init and changes nothing but the
+    speed. None otherwise."""
+    from ..model.speech_llm import LORA_FILE
+
+    m = cfg.model
+    if m.lora is None or "lora" in cfg.trainable:
+        return None
+    if m.init_from and (Path(m.init_from) / LORA_FILE).is_file():
+        return f"[{cfg.stage}] model.lora is kept frozen (not in trainable): its weights come from {m.init_from}"
+    source = f"model.init_from {m.init_from} holds none" if m.init_from else "no model.init_from"
+    return (f"[{cfg.stage}] warning: model.lora is kept frozen (not in trainable) and starts fresh (zero-init; "
+            f"{source}): it changes nothing: drop model.lora or add lora to trainable")
 
 
 def train(cfg: TrainConfig, log=print) -> Path:
@@ -425,6 +464,8 @@ class Recipe:
             plain = "" if _use_bf16(cfg, self.device) else (", no autocast (float16 training would need loss "
                                                             "scaling, which this recipe does not do)")
             self.log(f"[{cfg.stage}] {note}{plain}")
+        if (schedule := schedule_note(cfg)) is not None:
+            self.log(schedule)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.lock = on_main(self.d, self._claim_output)
@@ -504,6 +545,8 @@ class Recipe:
         self.log(f"[{cfg.stage}] trainable parameters: adapter {counts['adapter'] / 1e6:.2f}M, lora "
                  f"{counts['lora'] / 1e6:.2f}M, total {counts['trainable'] / 1e6:.2f}M of {counts['all'] / 1e6:.1f}M "
                  f"({self.placement})")
+        if (frozen := lora_note(cfg)) is not None:
+            self.log(frozen)
         if self.latest is not None:
             self.model.load_trainable(self.latest.path)
             self.last_good = self.latest.path
