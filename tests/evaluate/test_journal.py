@@ -322,7 +322,8 @@ def _resume_rank(rank: int, world: int, port: int, manifest: str, out: str) -> N
                                                          "batches": state["batches"]}))
 
 
-@pytest.mark.long(12)
+@pytest.mark.slow  # torchrun, 17 s; make test: test_another_batch_size_or_number_of_processes_is_another_setting
+@pytest.mark.long(17)
 def test_a_resume_with_another_number_of_processes_is_refused_by_every_rank_before_any_decodes(
         counting, manifest, tmp_path):
     """A journal of one process, resumed by two: rank 0's journal is of other settings, rank 1 has none. Before,

@@ -137,7 +137,9 @@ def test_disk_full_while_writing_a_checkpoint_keeps_the_last_one_and_resumes(bas
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.long(15)
+@pytest.mark.slow  # torchrun, 21 s; make test: test_disk_full_while_writing_a_checkpoint_keeps_the_last_one_and_resumes
+#   (one process) and test_a_nan_gradient_on_one_rank_stops_every_rank (a rank's error stops every rank)
+@pytest.mark.long(21)
 def test_a_failed_checkpoint_write_under_torchrun_stops_every_rank_with_the_reason(tiny_setup, tmp_path):  # noqa: F811
     """Rank 0 alone writes checkpoints: when that fails, rank 1 must not wait forever nor die with a bare
     'connection closed': every rank raises the one-line reason."""
