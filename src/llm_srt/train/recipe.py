@@ -10,6 +10,7 @@ Only rank 0 writes.
 """
 
 import contextlib
+import difflib
 import json
 import math
 import re
@@ -69,9 +70,10 @@ class ModelSection:
         options = adapter_options(self.adapter)
         unknown = [k for k in self.adapter_kwargs if k not in options]
         if unknown:
-            raise ConfigError(f"unknown key 'model.adapter_kwargs.{short(unknown[0])[1:-1]}': the {self.adapter} "
-                              "adapter takes "
-                              f"{', '.join(options)}")
+            close = difflib.get_close_matches(str(unknown[0]), list(options), n=1)
+            said = f"did you mean 'model.adapter_kwargs.{close[0]}'? " if close else ""
+            raise ConfigError(f"unknown key 'model.adapter_kwargs.{short(unknown[0])[1:-1]}': {said}the "
+                              f"{self.adapter} adapter takes {', '.join(options)}")
         self.adapter_kwargs = {k: _coerce_option(options[k][0], v, f"model.adapter_kwargs.{k}")
                                for k, v in self.adapter_kwargs.items()}
         for k, v in self.adapter_kwargs.items():  # every adapter option is a size or count, or a dropout rate;
