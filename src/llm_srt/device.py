@@ -195,6 +195,15 @@ def from_args(args) -> Placement:
     return resolve(getattr(args, "device", "auto"), getattr(args, "dtype", "auto"))
 
 
+def make_current(placement: Placement | None) -> None:
+    """An indexed CUDA placement's device (`--device cuda:1`, a rank's own GPU) made the calling thread's current one
+    (the CUDA runtime keeps it per thread, cuda:0 in a new one), so that what runs on "the current GPU" (the CUDA
+    graphs of --compile, library handles) runs beside the model; anything else (the CPU, none) is left as it is."""
+    where = getattr(placement, "device", None)
+    if isinstance(where, torch.device) and where.type == "cuda" and where.index is not None:
+        torch.cuda.set_device(where)
+
+
 def synchronize(device: torch.device) -> None:
     """Wait for queued GPU work, so a timer read afterwards covers it (a no-op on the CPU)."""
     if device.type == "cuda":

@@ -365,7 +365,7 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
     check_inputs_kept(out, models, run_now, with_mt)
     placement = placement or device.resolve("auto")
     rank, size = world()
-    use_device(placement)
+    device.make_current(placement)  # in one process too: until 2026-12-05 only under torchrun
     rows = from_rank0(lambda: read_manifest(manifest, skip_bad=skip_bad) if run_now else [], rank, size,
                       _group[0])  # ranks never decide apart what they read (--skip-bad on a node's own disk)
     if limit is not None:
@@ -488,16 +488,6 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
         raise LLMSRTError(f"{comet_error} -- the report without COMET and the hypotheses are in {out}: score them "
                           f"again with `llm-srt evaluate {again} --comet ... --out ANOTHER_FOLDER`")
     return report if rank == 0 else None
-
-
-def use_device(placement: Placement) -> None:
-    """An indexed CUDA placement's device (`--device cuda:1`, a rank's own GPU under torchrun) made the current one,
-    in one process too: what runs on "the current GPU" (CUDA graphs of --compile, library helpers) runs beside the
-    model, not on cuda:0 (as serve's batcher does on its model thread). Until 2026-12-05 only under torchrun."""
-    if placement.device.type == "cuda" and placement.device.index is not None:
-        import torch
-
-        torch.cuda.set_device(placement.device)
 
 
 def comet_options(comet: CometOptions, placement: Placement) -> CometOptions:

@@ -26,9 +26,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from ..audio import SAMPLE_RATE
+from ..device import make_current
 from ..errors import LLMSRTError
 from ..infer import ALONE_OUT_OF_MEMORY, NOT_RUN, SpeechTranslator, TranslationResult, error_line, retryable
 from ..model.decoding import DecodingOptions
@@ -182,7 +182,8 @@ class Batcher:
         self._queue = deque()
         self._arrived = asyncio.Event()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="llm-srt-model")
-        await self.on_model_thread(use_device, getattr(getattr(self.translator, "system", None), "placement", None))
+        # on the model thread, at start: the CUDA runtime keeps the current device per thread
+        await self.on_model_thread(make_current, getattr(getattr(self.translator, "system", None), "placement", None))
         self._collector = asyncio.create_task(self._collect(), name="llm-srt-batcher")
 
     async def on_model_thread(self, fn, *args):
@@ -363,15 +364,6 @@ class Batcher:
         if group:
             self._started(group)
         return group
-
-
-def use_device(placement) -> None:
-    """On the model thread, at start: a CUDA placement's device (`serve --device cuda:1`) becomes the thread's current
-    one (the CUDA runtime keeps it per thread, cuda:0 in a new one), so that what runs on "the current GPU" (the CUDA
-    graphs of --compile, library handles) runs beside the model, as `evaluate` does for its ranks."""
-    device = getattr(placement, "device", None)
-    if isinstance(device, torch.device) and device.type == "cuda" and device.index is not None:
-        torch.cuda.set_device(device)
 
 
 def _settle(future: asyncio.Future, result: TranslationResult) -> None:
