@@ -59,6 +59,23 @@ def test_hide_paths_keeps_the_words_and_drops_the_folders():
         assert guard.hide_paths(shown, ()) == kept, shown
 
 
+
+def test_a_model_given_as_dot_slash_or_with_a_trailing_slash_hides_its_folder_and_no_word():
+    """A review: `--model ./model`, `srt/` or `./` added their normalized forms, `model`, `srt` and `.`, and every such
+    word or dot of a client's message became SERVER_PATH ("the <server path> failed", "3<server path>5 s")."""
+    hidden = guard.SERVER_PATH
+    for name, text, kept in (
+            ("./model", "the model failed: ./model/config.json: 3.5 s of model output",
+             f"the model failed: {hidden}/config.json: 3.5 s of model output"),
+            ("srt/", "task srt needs a target; srt/final/a.bin and srt2/ are not it",
+             f"task srt needs a target; {hidden}final/a.bin and srt2/ are not it"),
+            ("./", "the model produced 3.5 s of nothing", "the model produced 3.5 s of nothing")):
+        paths = guard.model_paths(SpeechTranslator(Broken(), name=name))
+        assert all("/" in path for path in paths), paths
+        assert guard.hide_paths(text, paths) == kept, name
+    paths = guard.model_paths(SpeechTranslator(Broken(), name="runs/srt"))
+    assert guard.hide_paths("runs/srt, old-runs/srt, runs/srt2", paths) == f"{hidden}, old-runs/srt, runs/srt2"
+
 def test_a_model_without_language_id_is_a_400_without_the_folder_of_its_whisper(translator, model_dir, clip, caplog):
     """An auto source on the tiny model (its Whisper has no language tokens) was a 400 naming the absolute folder of
     the model's Whisper; /v1/models gives the --name, never the model's folder."""

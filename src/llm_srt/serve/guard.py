@@ -99,9 +99,14 @@ def model_paths(translator: SpeechTranslator) -> tuple[str, ...]:
                                                          getattr(system, "mt", None))]
     paths = set()
     for path in found:
-        if isinstance(path, (str, os.PathLike)) and any(sep in str(path) for sep in "/\\"):
-            paths |= {str(path), os.path.normpath(path), os.path.abspath(os.path.expanduser(path))}
+        if isinstance(path, (str, os.PathLike)) and _has_separator(str(path)):
+            forms = {str(path), os.path.normpath(path), os.path.abspath(os.path.expanduser(path))}
+            paths |= {form for form in forms if _has_separator(form)}  # `./model` and `srt/` normalize to a word
     return tuple(sorted(paths, key=len, reverse=True))
+
+
+def _has_separator(path: str) -> bool:
+    return any(sep in path for sep in "/\\")
 
 
 def hide_paths(text: str | None, paths: tuple[str, ...]) -> str | None:
@@ -109,8 +114,9 @@ def hide_paths(text: str | None, paths: tuple[str, ...]) -> str | None:
     an auto source on a model without language ID was a 400 naming the folder of the model's Whisper."""
     if not text:
         return text
-    for path in paths:
-        text = text.replace(path, SERVER_PATH)
+    for path in paths:  # whole paths only: `runs/srt` is no part of `old-runs/srt` or `runs/srt2`
+        after = "" if path[-1] in "/\\" else r"(?![\w-])"  # `srt/` given: `srt/final` is in it
+        text = re.sub(rf"(?<![\w.-]){re.escape(path)}{after}", SERVER_PATH, text)
     return ABSOLUTE_PATH.sub(SERVER_PATH, text)
 
 
