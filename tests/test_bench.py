@@ -30,7 +30,7 @@ def result(tmp_path_factory):
                                  beam_size=2, beam_batch_sizes=(2,), pooled_batch_sizes=(1, 4), headline_batch=4,
                                  cascade=False, train_batch=3, train_steps=1, long_clips=2, encoder_repeats=1,
                                  int8_batch_sizes=(1, 4), int8_beam_batch_sizes=(2,), int8_compiled_batch_sizes=(1,),
-                                 yardstick_bytes=32 << 20, yardstick_gemm=256)
+                                 yardstick_bytes=32 << 20, yardstick_gemm=256, yardstick_int8_gemm=(64, 256, 256))
     return bench.run_bench(options, device.resolve("cpu", "float32"))
 
 
@@ -45,6 +45,7 @@ def test_json_has_the_ratios_goals_and_raw_times(result):
     assert result["cascade"] is None
     m = result["machine"]
     assert m["bandwidth_gb_s"] > 0 and m["matmul_gflop_s"] > 0 and m["int8_matmul_gop_s"] > 0
+    assert m["int8_gemm"] == [64, 256, 256]  # the option's probe (the default's 69 GOP took ~20 s of this set-up)
     assert m["bandwidth_gb_s"] == max(m["copy_gb_s"], m["read_gb_s"]) and min(m["copy_gb_s"], m["read_gb_s"]) > 0
     fast = result["setup"]["batch16_vs_batch1_system"]
     seconds = {(r["system"], r["batch_size"]): r["seconds"] for r in result["decode"] if r["beam"] == 1}

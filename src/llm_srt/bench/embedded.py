@@ -52,7 +52,7 @@ from ..device import Placement, release
 from ..errors import LLMSRTError
 from ..prompts import Task
 from .common import LLMCalls, PeakMemory, decode_pass, pin_eos
-from .roofline import COPY_BYTES, decode_cost, higher_of, measure_machine, step_bound
+from .roofline import COPY_BYTES, INT8_GEMM, decode_cost, higher_of, measure_machine, step_bound
 from .training import time_training
 
 DEFAULT_MANIFEST = "data/mini/test.jsonl"  # the embedded mini corpus; espeak-ng clips when it is absent
@@ -120,6 +120,7 @@ class BenchOptions:
     #   batch size compiles its step first, ~30 s here), in the int8 rows' turns
     yardstick_bytes: int = COPY_BYTES  # the bandwidth probes' size (tests shrink it)
     yardstick_gemm: int | None = None  # the matmul probe's size (None: by device; tests shrink it)
+    yardstick_int8_gemm: tuple[int, int, int] = INT8_GEMM  # (rows, in, out) of the int8 probe (tests shrink it)
     seed: int = 0  # fresh adapter weights
 
     def __post_init__(self):
@@ -174,7 +175,8 @@ def run_bench(options: BenchOptions = BenchOptions(), placement: Placement | Non
 
     def yardstick() -> dict:
         return measure_machine(placement.device, copy_bytes=options.yardstick_bytes, gemm_size=options.yardstick_gemm,
-                               dtype=placement.compute_dtype, int8=placement.device.type == "cpu")
+                               dtype=placement.compute_dtype, int8=placement.device.type == "cpu",
+                               int8_gemm=options.yardstick_int8_gemm)
 
     sections: dict = {}  # what `partial` is given: the result's keys measured so far
 

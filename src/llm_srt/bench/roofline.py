@@ -56,12 +56,13 @@ def gemm_kernels(device: torch.device, dtype: torch.dtype) -> dict[str, Callable
 
 
 def measure_machine(device: torch.device, repeats: int = 3, copy_bytes: int = COPY_BYTES,
-                    gemm_size: int | None = None, dtype: torch.dtype = torch.float32, int8: bool = False) -> dict:
+                    gemm_size: int | None = None, dtype: torch.dtype = torch.float32, int8: bool = False,
+                    int8_gemm: tuple[int, int, int] = INT8_GEMM) -> dict:
     """Best-of-`repeats` memory bandwidth and matmul peak (a square GEMM in `dtype`: float32 on the CPU, the models'
-    dtype on a GPU, on the fastest of `gemm_kernels`, named in `matmul_kernel`); with `int8`, also the int8 GEMM
-    peak of `Int8Linear` (CPU, on the kernel it times faster). The bandwidth is the faster of two probes over
-    `copy_bytes`: a copy into a second tensor (bytes read + written per second) and a read-only sum (a decode step's
-    own pattern: weights are only read); each is also reported."""
+    dtype on a GPU, on the fastest of `gemm_kernels`, named in `matmul_kernel`); with `int8`, also the int8 GEMM peak of
+    `Int8Linear` over `int8_gemm` (rows, in, out; CPU, on the kernel it times faster). The bandwidth is the faster of
+    two probes over `copy_bytes`: a copy into a second tensor (bytes read + written per second) and a read-only sum (a
+    decode step's own pattern: weights are only read); each is also reported."""
     n = copy_bytes // 4
     src = torch.ones(n, dtype=torch.float32, device=device)
     dst = torch.empty_like(src)
@@ -84,12 +85,12 @@ def measure_machine(device: torch.device, repeats: int = 3, copy_bytes: int = CO
            "matmul_kernels_gflop_s": {name: round(rate, 1) for name, rate in rates.items()}, "gemm_size": size,
            "matmul_dtype": str(dtype).removeprefix("torch."), "repeats": repeats}
     if int8:
-        rows, k, m = INT8_GEMM
+        rows, k, m = int8_gemm
         layer = Int8Linear(torch.randn(m, k))
         x = torch.randn(rows, k)
         with torch.inference_mode():
             int8_s = _best(lambda: layer(x), repeats, device)
-        out["int8_matmul_gop_s"] = round(2 * rows * k * m / int8_s / 1e9, 1)
+        out["int8_matmul_gop_s"], out["int8_gemm"] = round(2 * rows * k * m / int8_s / 1e9, 1), list(int8_gemm)
     return out
 
 
