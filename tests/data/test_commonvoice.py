@@ -268,6 +268,7 @@ def test_a_carriage_return_inside_a_line_is_damage_counted_but_crlf_and_cr_only_
     """A lone CR ended a table line: "Hel\rlo" gave the transcript "Hel" and a bogus row "lo", uncounted. Now such a
     line is left out and counted with its file:line (its fields emptied: a row without a clip), the lines after it
     keep their numbers; CRLF line ends, and a file whose lines all end in lone CRs (old Mac tools), read as before."""
+    from llm_srt.data.clips import STRAY_CR
     from llm_srt.data.commonvoice import read_table
 
     tsv = tmp_path / "t.tsv"
@@ -281,7 +282,7 @@ def test_a_carriage_return_inside_a_line_is_damage_counted_but_crlf_and_cr_only_
     lines = dev.read_bytes().split(b"\n")
     dev.write_bytes(b"\n".join([lines[0], lines[1].replace(b"Danke ", b"Danke\r")] + lines[2:]))
     summary = prepare_commonvoice(locale_dir, tmp_path / "out")
-    assert summary.dropped == {"no clip (empty path)": 1} and summary.dropped_at["no clip (empty path)"] == [f"{dev}:2"]
+    assert summary.dropped == {STRAY_CR: 1} and summary.dropped_at[STRAY_CR] == [f"{dev}:2"]  # was "no clip"
     assert summary.written == {"train": 2, "dev": 0, "test": 1}
 
 

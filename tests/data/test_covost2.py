@@ -6,7 +6,7 @@ from collections import Counter
 import pytest
 
 from llm_srt.data import clips as clips_module
-from llm_srt.data.clips import REPEATED
+from llm_srt.data.clips import REPEATED, STRAY_CR
 from llm_srt.data.covost2 import NO_TRANSLATION, prepare_covost2
 from llm_srt.data.manifest import read_manifest
 from llm_srt.errors import LLMSRTError
@@ -119,6 +119,12 @@ def test_get_covost_splits_files_give_the_same_manifests(release, tmp_path, layo
                 for i, r in _rows(tmp_path / "from_release").items()}
     assert ours == official and len(ours) == 11
     assert summary.dropped == {NO_TRANSLATION: 1} and len(summary.bad_clips) == 2
+    dev = split_dir / "covost_v2.en_de.train.tsv"  # a CR in a split file's line: counted as damage (was "no clip")
+    lines = dev.read_bytes().split(b"\n")
+    dev.write_bytes(b"\n".join([lines[0], lines[1].replace(b"\t", b"\r\t", 1)] + lines[2:]))
+    summary = prepare_covost2(split_dir, cv, tmp_path / "damaged", pairs=[("eng", "deu")])
+    assert summary.dropped == {NO_TRANSLATION: 1, STRAY_CR: 1} and summary.dropped_at[STRAY_CR] == [f"{dev}:2"]
+    assert len(_rows(tmp_path / "damaged")) == 9  # the line's clip gave a transcript row and a translation row
 
 
 def _release_rows(tgt, overrides=(), extra=()):
@@ -275,4 +281,5 @@ def test_a_carriage_return_inside_a_translation_leaves_the_line_out_counted(rele
     assert not any(r.translation in ("Hal", "lo.") for r in rows.values())
     assert "covost2:common_voice_en_1:deu" not in rows and "covost2:common_voice_en_2:deu" in rows
     assert [w for ws in summary.dropped_at.values() for w in ws if w.endswith(":2")] == [f"{table}:2"]
+    assert summary.dropped_at[STRAY_CR] == [f"{table}:2"]  # was "split '' is none of train, dev, test"
     assert [b.where for b in summary.bad_clips] == [f"{table}:8", f"{table}:10"]  # the lines after keep their numbers

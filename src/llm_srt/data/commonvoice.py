@@ -18,15 +18,16 @@ set.
 import csv
 import hashlib
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from itertools import chain
 from pathlib import Path
 
 from .. import languages
 from ..errors import LLMSRTError
-from .clips import (DEFAULT_WORKERS, Summary, by_name, check_clips, known_durations, text_lines, without_repeats,
-                    write_manifests)
+from .clips import (DEFAULT_WORKERS, STRAY_CR, Summary, by_name, check_clips, known_durations, text_lines,
+                    without_repeats, write_manifests)
 from .manifest import Row, read_manifest
 
 CORPUS = "commonvoice"
@@ -58,7 +59,9 @@ def prepare_commonvoice(locale_dir: str | Path, out: str | Path, lang: str | Non
     locale_dir, out = Path(locale_dir), Path(out)
     lang = lang or _language_of(locale_dir)
     summary = Summary(out)
-    by_split: dict[str, list[Utterance]] = {split: list(read_split(locale_dir, split)) for split in splits}
+    cut = partial(summary.drop, STRAY_CR)  # a damaged line: no row (csv cut a field short at the CR)
+    by_split: dict[str, list[Utterance]] = {split: list(read_split(locale_dir, split, damaged=cut))
+                                            for split in splits}
     if validated_as_train:
         by_split.setdefault("train", [])
         by_split["train"] += _validated_extra(locale_dir, by_split, summary)
@@ -90,7 +93,7 @@ def _validated_extra(locale_dir: Path, by_split: dict[str, list[Utterance]], sum
     speakers = {u.speaker for u in held if u.speaker}
     sentences = {u.sentence_id for u in held if u.transcript}
     extra = []
-    for u in read_split(locale_dir, "validated", required=REQUIRED_COLUMNS + ("client_id",)):
+    for u in read_split(locale_dir, "validated", REQUIRED_COLUMNS + ("client_id",), partial(summary.drop, STRAY_CR)):
         if u.audio is not None and u.audio in seen:
             continue
         if u.speaker in speakers:
@@ -146,27 +149,32 @@ def _usable(utts: list[Utterance], summary: Summary) -> list[Utterance]:
     return kept
 
 
-def read_split(locale_dir: Path, split: str, required: tuple[str, ...] = REQUIRED_COLUMNS) -> Iterator[Utterance]:
-    """The utterances of LOCALE_DIR/<split>.tsv, in file order."""
+def read_split(locale_dir: Path, split: str, required: tuple[str, ...] = REQUIRED_COLUMNS,
+               damaged: Callable[[str], None] | None = None) -> Iterator[Utterance]:
+    """The utterances of LOCALE_DIR/<split>.tsv, in file order (`damaged`: as `read_table`'s)."""
     tsv = locale_dir / f"{split}.tsv"
     if not tsv.is_file():
         raise LLMSRTError(f"{tsv}: missing; a Common Voice locale folder has train.tsv, dev.tsv, test.tsv, "
                           f"validated.tsv and clips/{'; ' + hint if (hint := _release_hint(locale_dir)) else ''}")
     clips = locale_dir / "clips"
-    for lineno, rec in read_table(tsv, required):
+    for lineno, rec in read_table(tsv, required, damaged=damaged):
         sentence = (rec["sentence"] or "").strip()
         yield Utterance(where=f"{tsv}:{lineno}", audio=clips / rec["path"] if rec["path"] else None,
                         transcript=sentence, sentence_id=(rec.get("sentence_id") or "").strip() or text_id(sentence),
                         speaker=(rec.get("client_id") or "").strip(), source=tsv.name)
 
 
-def read_table(tsv: Path, required: tuple[str, ...], escapechar: str | None = None):
+def read_table(tsv: Path, required: tuple[str, ...], escapechar: str | None = None,
+               damaged: Callable[[str], None] | None = None):
     """(line number, record) for each data line of a Common Voice / CoVoST tsv whose header names at least the
     `required` columns, `path` stripped (it may be empty). Fields are taken as written (csv.QUOTE_NONE: a bare " is
-    text); `escapechar="\\"` undoes backslash escapes as CoVoST's official reader does (pandas, escapechar="\\")."""
+    text); `escapechar="\\"` undoes backslash escapes as CoVoST's official reader does (pandas, escapechar="\\").
+    A line holding a carriage return is damaged (`clips.text_lines`): given `damaged`, it is called with the line's
+    FILE:LINE and the line is left out; without it, the line is a record whose fields are empty."""
     csv.field_size_limit(sys.maxsize)
     with open(tsv, "rb") as f:
-        reader = csv.DictReader(text_lines(f, tsv), delimiter="\t", quoting=csv.QUOTE_NONE, escapechar=escapechar)
+        reader = csv.DictReader(text_lines(f, tsv, damaged), delimiter="\t", quoting=csv.QUOTE_NONE,
+                                escapechar=escapechar)
         missing = [c for c in required if c not in (reader.fieldnames or [])]
         if missing:
             raise LLMSRTError(f"{tsv}:1: header lacks column(s) {', '.join(missing)} "

@@ -29,12 +29,13 @@ from its ASR data either).
 import re
 import sys
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from .. import languages
 from ..errors import LLMSRTError
-from .clips import (DEFAULT_WORKERS, Summary, by_name, check_clips, extract_command, known_durations, without_repeats,
-                    write_manifests)
+from .clips import (DEFAULT_WORKERS, STRAY_CR, Summary, by_name, check_clips, extract_command, known_durations,
+                    without_repeats, write_manifests)
 from .commonvoice import read_table
 from .manifest import Row
 
@@ -198,7 +199,7 @@ def _records(table: Table, locale_dir: Path, validated: dict, summary: Summary) 
     records = []
     for split in SPLITS:
         tsv = table.split_files[split]
-        for lineno, rec in read_table(tsv, SPLIT_FILE_COLUMNS, ESCAPE):
+        for lineno, rec in read_table(tsv, SPLIT_FILE_COLUMNS, ESCAPE, partial(summary.drop, STRAY_CR)):
             record = _record(table, locale_dir, tsv, lineno, rec, split, (rec["sentence"] or "").strip(), summary)
             if record is not None:
                 records.append(record)
@@ -209,7 +210,7 @@ def _release_records(table: Table, locale_dir: Path, validated: dict[str, tuple[
     """The release table's rows joined with validated.tsv; a table none of whose clips is there is an error (another
     locale's folder, or another release's), not a run that writes empty manifests."""
     clips, found, missed = 0, 0, ""
-    for lineno, rec in read_table(table.release, RELEASE_COLUMNS, ESCAPE):
+    for lineno, rec in read_table(table.release, RELEASE_COLUMNS, ESCAPE, partial(summary.drop, STRAY_CR)):
         label = (rec["split"] or "").strip()
         if label not in SPLIT_OF:
             summary.drop(f"split {label!r} is none of {', '.join(SPLIT_OF)}", f"{table.release}:{lineno}")
