@@ -266,7 +266,7 @@ def test_out_dir_mirrors_the_inputs_folders_and_refuses_collisions(model_dir, cl
     assert cli.main(["translate", str(inputs[0]), str(tmp_path / "a" / "x.flac"), *base]) == 2
     err = capsys.readouterr().err.strip()
     assert err == (f"llm-srt translate: error: --out-dir: {inputs[0]} and {tmp_path / 'a' / 'x.flac'} would both "
-                   f"write {out / 'x.srt'}; rename one, or translate them in separate runs")
+                   f"write {out / 'x.srt'}; rename one, or translate them into separate --out-dirs")
 
 
 def test_inputs_are_run_in_groups_so_memory_does_not_grow_with_their_number(model_dir, clips, monkeypatch):
@@ -765,9 +765,46 @@ def test_skip_existing_does_not_take_another_inputs_file_of_the_same_name(tmp_pa
             "--skip-existing"]
     assert cli.main(["translate", str(tmp_path / "day1" / "talk.wav"), *base]) == 0 and len(stub.batches) == 1
     capsys.readouterr()
+    assert cli.main(["translate", str(tmp_path / "day2" / "talk.wav"), *base, "--overwrite"]) == 0
+    assert len(stub.batches) == 2 and "1 of 1 inputs translated again: their files in" in capsys.readouterr().err
     assert cli.main(["translate", str(tmp_path / "day2" / "talk.wav"), *base]) == 0 and len(stub.batches) == 2
-    assert "1 of 1 inputs translated again: their files in" in capsys.readouterr().err
-    assert cli.main(["translate", str(tmp_path / "day2" / "talk.wav"), *base]) == 0 and len(stub.batches) == 2
+
+
+def test_another_inputs_output_of_the_same_name_is_refused_before_the_model_loads(tmp_path, monkeypatch, capsys):
+    """Recorders restart their numbering: day2/ZOOM0001.WAV after day1/ZOOM0001.WAV into one --out-dir replaced day
+    1's subtitles without a word (exit 0), though the record named day 1's input. Refused now, as two inputs of one
+    run that would share a file are; the same input runs again, and --overwrite (or day 1's input gone) replaces."""
+    from llm_srt import infer
+
+    for day, seconds in (("day1", 3.0), ("day2", 4.0)):
+        (tmp_path / day).mkdir()
+        write_wav(tmp_path / day / "ZOOM0001.WAV", recording(seconds, [(0.5, seconds - 0.5)]))
+    stub = Stub()
+    stub_cli(monkeypatch, stub)
+    out = tmp_path / "subs"
+    srt = out / "ZOOM0001.srt"
+
+    def run(day: str, *more: str) -> int:
+        return cli.main(["translate", str(tmp_path / day / "ZOOM0001.WAV"), "--model", "stub", "--src", "eng",
+                         "--tgt", "deu", "--format", "srt", "--out-dir", str(out), *more])
+
+    assert run("day1") == 0
+    day1 = srt.read_text()
+    capsys.readouterr()
+    monkeypatch.setattr(infer, "translator_from_args", lambda args: pytest.fail("the model loaded"))
+    assert run("day2") == 2 and srt.read_text() == day1
+    err = capsys.readouterr().err
+    names = (str(tmp_path / "day2" / "ZOOM0001.WAV"), str(srt), str(tmp_path / "day1" / "ZOOM0001.WAV"))
+    assert err.count("\n") == 1 and all(name in err for name in (*names, "--overwrite")), err
+    stub_cli(monkeypatch, stub)
+    assert run("day1") == 0 and srt.read_text() == day1 and len(stub.batches) == 2  # the same input: written again
+    assert run("day2", "--overwrite") == 0 and srt.read_text() != day1
+    assert run("day1") == 2  # day 2's output now, and day2/ZOOM0001.WAV still there
+    (tmp_path / "day2" / "ZOOM0001.WAV").unlink()  # nothing left to tell it from: written over as before
+    assert run("day1") == 0 and srt.read_text() == day1
+    capsys.readouterr()
+    assert run("day1", "--overwrite", "--format", "json") == 2  # json: one results.json, no file per input
+    assert "--overwrite needs --out-dir and --format text, srt or vtt" in capsys.readouterr().err
 
 
 def test_an_input_is_the_same_however_its_path_is_spelled_and_a_dataclass_system_runs(tmp_path, monkeypatch):
@@ -952,7 +989,8 @@ def test_an_input_that_fails_whole_removes_only_its_own_earlier_output(tmp_path,
     assert cli.main(["translate", str(tmp_path / "d1" / "a.wav"), *base, "--out-dir", str(out)]) == 0
     written = (out / "a.srt").read_text()
     (tmp_path / "d2" / "a.wav").write_bytes(b"RIFF\x00\x00")
-    assert cli.main(["translate", str(tmp_path / "d2" / "a.wav"), *base, "--out-dir", str(out)]) == 1
+    # --overwrite: without it, the run is refused before d2/a.wav is read (d1/a.wav wrote a.srt)
+    assert cli.main(["translate", str(tmp_path / "d2" / "a.wav"), *base, "--out-dir", str(out), "--overwrite"]) == 1
     assert (out / "a.srt").read_text() == written  # d1's
     (tmp_path / "d1" / "a.wav").rename(tmp_path / "moved.wav")
     capsys.readouterr()

@@ -524,6 +524,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--skip-existing", action="store_true",
                         help="with --out-dir (text, srt, vtt): leave out the inputs whose output file is there "
                              "already (a run that goes on from a killed one; each file is written whole or not at all)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="with --out-dir (text, srt, vtt): replace an output file a run before wrote from another "
+                             "input of the same name (day2/ZOOM0001.WAV after day1/ZOOM0001.WAV); without it, such a "
+                             "run is refused before the model loads")
 
 
 def main(args) -> int:
@@ -558,10 +562,15 @@ def main(args) -> int:
     if args.skip_existing and not outputs:
         raise LLMSRTError("--skip-existing needs --out-dir and --format text, srt or vtt (one file per input; "
                           "json writes one results.json at the end)")
+    if args.overwrite and not outputs:
+        raise LLMSRTError("--overwrite needs --out-dir and --format text, srt or vtt (one file per input; "
+                          "json writes one results.json at the end)")
     if args.transcript is not None and args.task != Task.SMT.value:
         raise LLMSRTError(f"--transcript goes with --task smt (the model translates the given transcript), not "
                           f"--task {args.task}, which reads the audio; drop --transcript or give --task smt")
     _check_inputs(args)  # as translate() would, but before the model loads (minutes for a 7B model), not after
+    if outputs and not args.overwrite:
+        check_not_others(args.audio, outputs, out_dir)
     settings = _settings(args, options, segments)
 
     def source(k: int) -> dict:  # input k as its record names it: the audio file, and its transcript (task smt)
@@ -761,7 +770,7 @@ def _refuse_shared(inputs: Sequence[str], outputs: Sequence[Path]) -> None:
         j = first.setdefault(str(out).casefold(), k)
         if absolute[j] != absolute[k]:
             raise LLMSRTError(f"--out-dir: {shown(inputs[j])} and {shown(inputs[k])} would both write "
-                              f"{shown(str(outputs[j]))}; rename one, or translate them in separate runs")
+                              f"{shown(str(outputs[j]))}; rename one, or translate them into separate --out-dirs")
     check_not_inputs(inputs, outputs)
 
 
@@ -790,6 +799,27 @@ def check_not_inputs(inputs: Sequence[str], outputs: Sequence[Path]) -> None:
         if (hit := given.get(os.path.realpath(out))) is not None:
             raise LLMSRTError(f"--out-dir: the output {shown(str(out))} would overwrite the input {shown(hit)}; "
                               "choose another --out-dir")
+
+
+def check_not_others(inputs: Sequence[str], outputs: Sequence[Path], out_dir: Path) -> None:
+    """Refuse to write over an output that a run before wrote from another input still there, as two inputs of one
+    run that would share a file are refused: recorders restart their numbering, so day2/ZOOM0001.WAV after
+    day1/ZOOM0001.WAV into one --out-dir replaced day 1's subtitles without a word. The same input run again
+    (another spelling of its path, a link to it) writes its output as before; so does an input whose file's
+    recorded input is gone (moved or deleted: nothing to tell apart)."""
+    written = _written_with(out_dir)
+    taken = []  # (input, output, the recorded input) of each output another input wrote
+    for audio, out in zip(inputs, outputs):
+        given = (written.get(_key(out, out_dir)) or {}).get("input")
+        other = given.get("path") if isinstance(given, dict) else None
+        if (isinstance(other, str) and os.path.realpath(other) != os.path.realpath(audio) and out.is_file()
+                and os.path.exists(other)):
+            taken.append((audio, out, other))
+    if taken:
+        audio, out, other = taken[0]
+        more = f" (and {len(taken) - 1} more inputs)" if len(taken) > 1 else ""
+        raise LLMSRTError(f"--out-dir: {shown(audio)} would overwrite {shown(str(out))}, which an earlier run wrote "
+                          f"from {shown(other)}{more}; choose another --out-dir, or give --overwrite to replace it")
 
 
 INCOMPLETE = ".incomplete"  # an input that failed in part: its output's name with this after it
