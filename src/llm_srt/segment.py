@@ -3,8 +3,10 @@
 An energy voice-activity detector (numpy only, no model to download):
 1. frame RMS in dB (25 ms frames, 10 ms hop), relative to the clip's noise floor (its quietest frames) and its speech
    level (its loud frames; when those are noise, the loud end of the frames that stand out from the floor, so that a
-   phrase filling 2% of a recording is found as well as one filling all of it);
-2. hysteresis: a run of frames above the low threshold is speech if it reaches the high threshold somewhere;
+   phrase filling 2% of a recording is found as well as one filling all of it); in noise, speech starts above the
+   noise's own loud frames (10 dB above the floor in white noise or room tone, 16 dB in a rumble);
+2. hysteresis: a run of frames above the low threshold is speech if it reaches the high threshold somewhere (where
+   no noise passes the low threshold, runs closer than `min_silence` count as one: a quiet word after a loud one);
 3. quiet gaps shorter than `min_silence` are bridged (pauses inside a phrase), so what is left between speech
    regions are the pauses where a cut may fall;
 4. every pause of at least `split_silence` ends a segment; a stretch still longer than `max_seconds` is split at
@@ -31,6 +33,9 @@ STEADY_SPEECH_DB = -45.0  # a clip at one steady level (nothing stands out from 
 STEADY_SPREAD_DB = 10.0  # loud frames (LEVEL_PERCENTILE) less than this above the floor: a steady level. Room tone
 #                          (1/f noise) spreads 7-8 dB in 25 ms frames, white hiss 1 dB; speech in noise at 5 dB SNR
 #                          12-15 dB (measured on espeak-ng speech)
+NOISE_PERCENTILE = 1  # the noise's quietest frames: how far they lie below the floor measures the noise's spread
+NOISE_REACH = 6.0  # ... and its loud frames (99.9%) reach about this many times as far above the floor: measured 3.8
+#                    for white noise, 5.4-6.2 for 1/f room tone, 5.3-5.9 for 1/f^2 rumble (30 s at -40 dBFS)
 STANDOUT_DB = 15.0  # in a steady clip, speech is frames standing out this far above the floor (their loud end);
 #                     room tone's own loud frames reach 10-12 dB
 CHUNK_FRAMES = 6_000  # frames per chunk when computing levels (1 minute of audio: ~40 MB of float64 work)
@@ -67,7 +72,8 @@ class SegmentOptions:
     threshold_db: float = -35.0  # high threshold: a frame this far below the clip's level starts speech
     hysteresis_db: float = 10.0  # low threshold = high - this: speech continues until the level falls below it
     floor_margin_db: float = 6.0  # both thresholds stay at least this far above the noise floor (noisy clips);
-    #                               frames this far above it stand out from the noise (see _thresholds)
+    #                               frames this far above it stand out from the noise (see _thresholds); the high
+    #                               one this + hysteresis_db above it, less where the noise is narrow (_noise_reach)
     pad: float = 0.05  # seconds kept before and after each segment's speech (soft onsets, decays)
 
 
@@ -188,9 +194,14 @@ def _speech_regions(db: np.ndarray, opts: SegmentOptions, hop: float) -> list[tu
     if thresholds is None:
         return []
     high, low = thresholds
-    runs = _runs(db > low)
     loud = db > high
-    runs = [(a, b) for a, b in runs if loud[a:b].any()]
+    runs = _runs(db > low)
+    floor = float(np.percentile(db, FLOOR_PERCENTILE))
+    # Where the noise's loud frames stay under the low threshold (white noise, a quiet room), runs above it are
+    # speech: a quieter word a short pause after a loud one is kept (a sentence's falling end 9 dB above street
+    # noise was lost). Else (a rumble, a loud room) they are often the noise: each must reach the high one itself.
+    if floor + _noise_reach(db, floor) >= low:
+        runs = [(a, b) for a, b in runs if loud[a:b].any()]
     bridged: list[tuple[int, int]] = []
     min_gap = int(round(opts.min_silence / hop))
     for a, b in runs:
@@ -198,7 +209,7 @@ def _speech_regions(db: np.ndarray, opts: SegmentOptions, hop: float) -> list[tu
             bridged[-1] = (bridged[-1][0], b)
         else:
             bridged.append((a, b))
-    return [(a, b) for a, b in bridged if b - a >= min_len]
+    return [(a, b) for a, b in bridged if b - a >= min_len and loud[a:b].any()]
 
 
 def _thresholds(db: np.ndarray, min_frames: int, opts: SegmentOptions) -> tuple[float, float] | None:
@@ -220,9 +231,19 @@ def _thresholds(db: np.ndarray, min_frames: int, opts: SegmentOptions) -> tuple[
     # Relative to the speech level; in noise (a high floor) raised above the floor, but kept below the level
     # itself; never below the absolute silence level.
     high = level + opts.threshold_db
-    high = min(max(high, floor + opts.floor_margin_db + opts.hysteresis_db), level - opts.floor_margin_db)
+    start = min(max(_noise_reach(db, floor), STEADY_SPREAD_DB), opts.floor_margin_db + opts.hysteresis_db)
+    high = min(max(high, floor + start), level - opts.floor_margin_db)
     low = min(max(high - opts.hysteresis_db, floor + opts.floor_margin_db), high)
     return max(high, SILENCE_DB), max(low, SILENCE_DB)
+
+
+def _noise_reach(db: np.ndarray, floor: float) -> float:
+    """How far above the noise floor the noise's own loud frames reach, in dB: NOISE_REACH times as far as its
+    quietest frames lie below it (no speech can change those). Speech starts above them, at least STEADY_SPREAD_DB
+    and at most floor_margin_db + hysteresis_db above the floor: always at the most, a guest 10 dB quieter than the
+    host in street noise 12 dB under the guest never started speech; now it starts 10 dB above the floor in white
+    noise or room tone, and 16 dB above it still in a rumble (1/f^2 noise, loud frames 12-14 dB above its floor)."""
+    return NOISE_REACH * (floor - float(np.percentile(db, NOISE_PERCENTILE)))
 
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
