@@ -188,3 +188,13 @@ def test_ctc_in_bfloat16_under_autocast_follows_the_cpus_float32(tmp_path, devic
     ce32, ctc32 = _ctc_on(folder, "cpu", "float32")
     ce16, ctc16 = _ctc_on(folder, device, "bfloat16")
     assert ctc16 == pytest.approx(ctc32, rel=0.05) and ce16 == pytest.approx(ce32, rel=0.05)
+
+
+def test_scores_stay_float32_under_bf16_autocast():
+    """The recipe's bf16 autocast would run the scores' product in bf16 (off by ~0.04 at the initial scale)."""
+    torch.manual_seed(0)
+    head, speech, table = CTCHead(64), torch.randn(2, 80, 64), torch.randn(500, 64)
+    plain = head._scores(speech, table)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        scored = head._scores(speech, table)
+    assert scored.dtype == torch.float32 and torch.equal(scored, plain)

@@ -100,7 +100,9 @@ def test_activation_checkpointing_recomputes_each_layer_with_the_same_loss_and_g
                 if "lora_B" in n:
                     p.copy_(0.1 * torch.randn(p.shape, generator=g))
     assert parallel.apply_activation_checkpointing(checkpointed) == 3
-    counts = {}
+    counts, hooked = {}, []  # the layers' own forward pre-hooks, where FSDP2 gathers a layer's shards
+    for layer in parallel.decoder_layers(checkpointed.llm):
+        layer.register_forward_pre_hook(lambda *_: hooked.append(1))
     for name, model in (("plain", plain), ("checkpointed", checkpointed)):
         calls = _count_layer_forwards(model)
         loss = model(_batch())["loss"]
@@ -109,6 +111,7 @@ def test_activation_checkpointing_recomputes_each_layer_with_the_same_loss_and_g
         counts[name] = (loss.item(), forwards, calls[0])
     assert counts["plain"][1:] == (3, 3)  # no recompute
     assert counts["checkpointed"][1:] == (3, 6)  # each layer's forward ran again in the backward
+    assert len(hooked) == 3  # ... but not its module hooks: the recomputed region is `forward`, not `__call__`
     assert counts["plain"][0] == counts["checkpointed"][0]
     a, b = _grads(plain), _grads(checkpointed)
     assert a.keys() == b.keys() and any("lora_" in k for k in a) and any(k.startswith("adapter.") for k in a)

@@ -117,6 +117,19 @@ def test_mt_beside_speech_tasks_is_checked_when_the_config_loads(tiny_setup, tmp
         load(**{"data.tasks": "{mt: 1.0}"})
 
 
+def test_a_text_only_mt_stage_trains_under_one_process_fsdp(tiny_setup, tmp_path):
+    """Every rank runs the same modules (none runs the adapter), so FSDP trains it, here with the adapter listed
+    as trainable (left without a gradient); it was refused, with a message about mt beside speech, only once the LLM
+    had loaded. DDP looks for unused parameters only where the adapter trains."""
+    def load(trainable, **extra):
+        return recipe.load_config(None, overrides(tiny_setup, tmp_path / "mt", trainable=trainable, **{
+            "data.tasks": "{mt: 1.0}", "data.batch_size": 2, "model.lora": "{r: 4, alpha: 8}", **extra}))
+
+    assert not recipe.skips_trained(load("[lora]")) and recipe.skips_trained(load("[adapter, lora]"))
+    recipe.train(load("[adapter, lora]", max_steps=2, distributed="fsdp"), log=lambda *_: None)
+    assert len(_losses(tmp_path / "mt")) == 2
+
+
 CTC_ADAPTER = {"model.adapter": "linear", "model.adapter_kwargs": "{k: 2, mlp_hidden: 32}"}
 
 

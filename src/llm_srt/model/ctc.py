@@ -91,5 +91,8 @@ class CTCHead(nn.Module):
         return rows
 
     def _scores(self, speech: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-        columns = F.normalize(torch.cat([self.blank[None].float(), table.float()]), dim=-1)
-        return self.log_scale.exp() * F.normalize(speech.float(), dim=-1) @ columns.T
+        """(B, N, d) speech x (C, d) table -> (B, N, 1 + C) float32 logits, column 0 the blank. Float32 even under
+        the recipe's bf16 autocast, which would run the product in bf16 (scores off by ~0.04 at scale 20)."""
+        with torch.autocast(device_type=speech.device.type, enabled=False):
+            columns = F.normalize(torch.cat([self.blank[None].float(), table.float()]), dim=-1)
+            return self.log_scale.exp() * F.normalize(speech.float(), dim=-1) @ columns.T

@@ -20,7 +20,8 @@ So the policy (`mixed_precision_policy`) casts nothing (each parameter computes 
 the adapter in fp32) and reduces gradients in fp32.
 
 `apply_activation_checkpointing` recomputes each decoder layer in the backward instead of keeping its activations
-(transformers' non-reentrant checkpointing, which keeps FSDP2's hooks outside the recomputed region).
+(transformers' non-reentrant checkpointing of the layer's `forward`, not its `__call__`: FSDP2's module hooks, which
+gather and free the layer's shards, stay outside the recomputed region; test_parallel checks they run once a step).
 
 Checkpoints are written in the same format either way: the trainable tensors and their optimizer states are
 gathered to full tensors (only those: never the frozen LLM), so a run saved under FSDP resumes under DDP or on one
@@ -196,15 +197,14 @@ class Parallel:
         """Place the model: whole on `device`, or (FSDP) only the adapter, so the encoder loads there; the LLM
         moves one layer at a time in `wrap`, never whole. FSDP in a single process joins a 1-rank process group
         (made here when none exists; `close()` ends it). `unused_parameters`: a step may leave trained parameters
-        unused on a rank (a text-only batch skips the adapter): DDP then looks for them each step (DDP only).
+        unused (a text-only batch skips the adapter): DDP then looks for them each step. FSDP needs no such search
+        (a group that does not run has no gradient to reduce) but every rank must run the same modules at each step,
+        which TrainConfig sees to (it refuses text-only mt beside speech under fsdp).
         `within_node` (FSDP): shard within each node and replicate across nodes (`shard_mesh`)."""
         _check_strategy(strategy)
         if within_node and strategy != "fsdp":
             raise ConfigError("fsdp_within_node: true needs distributed: fsdp")
         self.within_node = within_node
-        if unused_parameters and strategy == "fsdp":
-            raise LLMSRTError("fsdp needs every rank to run the same modules at each step; a stage whose batches "
-                              "may skip the adapter (text-only mt beside speech) trains with ddp")
         self.unused_parameters = unused_parameters
         self.model, self.d, self.device = model, d, torch.device(device)
         self.sharded = strategy == "fsdp"

@@ -562,7 +562,7 @@ class Recipe:
         cfg, d = self.cfg, self.d
         self.parallel = Parallel(self.model, cfg.distributed, d, self.device,
                                  activation_checkpointing=cfg.activation_checkpointing,
-                                 unused_parameters=Task.MT.value in cfg.data.tasks,  # a text batch: no adapter
+                                 unused_parameters=skips_trained(cfg),
                                  within_node=cfg.fsdp_within_node)
         if self.parallel.checkpointed_layers:
             self.log(f"[{cfg.stage}] activation checkpointing: {self.parallel.checkpointed_layers} LLM decoder layers "
@@ -947,6 +947,14 @@ def _best_dev_loss(out: Path, step: int) -> float | None:
     if index["best_step"] is not None and index["best_step"] <= step:
         return index["best_loss"]
     return checkpoint._best(root, [s for s in index["steps"] if s <= step])[1]
+
+
+def skips_trained(cfg: TrainConfig) -> bool:
+    """Whether a batch may leave trained parameters unused: a text-only mt batch skips the adapter and the CTC head
+    (trained as `adapter`); LoRA runs in every batch, and a frozen adapter is no concern of DDP's (`Parallel.wrap`
+    leaves frozen parameters out of it). Under FSDP every rank then skips them alike: TrainConfig refuses a mix of
+    text and speech batches there."""
+    return Task.MT.value in cfg.data.tasks and "adapter" in cfg.trainable
 
 
 def check_before_start(cfg: TrainConfig, device: torch.device | None = None) -> None:
