@@ -1,3 +1,5 @@
+import io
+import logging
 import os
 import socket
 
@@ -175,3 +177,50 @@ def test_a_file_shorter_than_one_sample_at_16_khz_is_padded_not_called_empty(tmp
     sf.write(tmp_path / "short.wav", np.full(frames, 0.1), sr)
     out = load_audio(tmp_path / "short.wav")
     assert out.size == MIN_SAMPLES and out.dtype == np.float32
+
+
+def _flac(seconds, sr=48000, channels=2):
+    buf = io.BytesIO()
+    sf.write(buf, _tone(sr, seconds, channels), sr, format="FLAC", subtype="PCM_24")
+    return buf.getvalue()
+
+
+def test_a_flac_cut_short_keeps_what_it_holds_and_says_so_once(tmp_path, caplog):
+    """A FLAC missing its last 1% (a recorder that lost power) raised "lost sync" at the damaged end: all of it was
+    refused, with "use wav, flac, ogg or mp3". A WAV cut so keeps its part; so does the FLAC now, with one warning."""
+    path = tmp_path / "cut.flac"
+    data = _flac(3.0)
+    path.write_bytes(data[:int(len(data) * 0.99)])
+    with caplog.at_level(logging.WARNING, logger="llm_srt.audio"):
+        out = load_audio(path)
+    assert 2.8 < out.size / SAMPLE_RATE < 2.97  # all but the end: the 4096-frame steps reach 0.17 s of the damage
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path}: only the first {out.size / SAMPLE_RATE:.1f} s of the 3.0 s its header gives decode (Error : flac "
+        "decoder lost sync): the file is damaged or cut short; those are used (re-export it, or copy it again, for "
+        "the rest)"]
+
+
+def test_a_flac_cut_before_its_first_frame_is_called_damaged_not_the_wrong_format(tmp_path):
+    path = tmp_path / "stub.flac"
+    path.write_bytes(_flac(3.0)[:300])  # the header and a piece of the first frame
+    with pytest.raises(AudioError) as e:
+        load_audio(path)
+    assert str(e.value) == (f"{path}: cannot decode audio (Error : flac decoder lost sync): the file is damaged or "
+                            "cut short; re-export it, or copy it again")
+
+
+def test_an_unsized_wav_over_4_gib_is_named_not_a_traceback(tmp_path):
+    """A RIFF size field cannot hold its length (struct.error was a traceback); sparse, the file costs no disk."""
+    path = tmp_path / "long.wav"
+    sf.write(path, _tone(48000, 0.1, 2), 48000, subtype="PCM_16")
+    with open(path, "r+b") as f:
+        at = f.read(64).index(b"data")
+        for field in (4, at + 4):  # the RIFF and data sizes, never written
+            f.seek(field)
+            f.write(bytes(4))
+        f.truncate(5 << 30)
+    with pytest.raises(AudioError) as e:
+        load_audio(path, max_bytes=1 << 30)  # the old code read a file under `max_bytes` whole
+    assert str(e.value) == (f"{path}: a WAV over 4 GiB whose header gives no sizes (a recorder stopped before writing "
+                            "them): a WAV header cannot give its length; convert it with `sox --ignore-length` to "
+                            "FLAC or RF64")

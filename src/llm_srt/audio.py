@@ -7,6 +7,7 @@ the file's own rate, channel count or compression ratio (a 2.6 MB FLAC can claim
 """
 
 import io
+import logging
 import os
 import struct
 from pathlib import Path
@@ -31,11 +32,17 @@ BYTES_PER_SAMPLE = 4  # what `max_bytes` counts per decoded sample (float32), wh
 MIN_RATE, MAX_RATE = 1000, 768_000  # Hz: a header outside this range is damaged, not audio
 DECODE_ERRORS = (sf.LibsndfileError, RuntimeError, TypeError, ValueError, EOFError, OverflowError, MemoryError)
 BLOCK_SAMPLES = 1 << 22  # decode 4M samples (16 MiB as float32) at a time, all channels together
+SALVAGE_FRAMES = 4096  # a block the decoder fails on is read again in steps this long (a FLAC frame's usual length):
+#                        libsndfile fails a whole read that reaches the damage (and seeks no more after it), so a file
+#                        cut short keeps what it holds but for up to 2 x 4096 frames (0.17 s at 48 kHz); shorter steps
+#                        lose less but cost more (1024: 2.5 s more CPU for a 48 kHz mono block of 87 s)
 UNKNOWN_FRAMES = 1 << 62  # libsndfile's frame count for a stream of unknown length is SF_COUNT_MAX (2**63 - 1)
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 WAV_HEADER_SCAN = 1 << 20  # the chunks before a WAV's data chunk (fmt, LIST, ...) are looked for this far in
+RIFF_MAX = 0xFFFFFFFF  # a RIFF size field's largest value: a WAV's length past 4 GiB needs RF64
 
 AudioInput = str | Path | bytes | np.ndarray
+log = logging.getLogger(__name__)
 
 
 def load_audio(source: AudioInput, sr: int = SAMPLE_RATE, max_seconds: float | None = MAX_SECONDS_DEFAULT,
@@ -105,7 +112,8 @@ def _decode(source: str | Path | bytes, label: str, sr: int, max_seconds: float 
     target = _open(source, label)
     try:
         samples = _stream(target, label, sr, max_seconds, max_bytes)
-        if samples.size == 0 and (repaired := _unsized_wav(target, max_bytes)) is not None:
+        held = target if isinstance(target, int) else source  # the bytes, not their BytesIO: its buffer is copied
+        if samples.size == 0 and (repaired := _unsized_wav(held, label)) is not None:  # whole when asked for
             samples = _stream(repaired, label, sr, max_seconds, max_bytes)
         return samples
     finally:
@@ -113,7 +121,7 @@ def _decode(source: str | Path | bytes, label: str, sr: int, max_seconds: float 
             os.close(target)
 
 
-def _stream(target: int | io.BytesIO, label: str, sr: int, max_seconds: float | None,
+def _stream(target: int | io.IOBase, label: str, sr: int, max_seconds: float | None,
             max_bytes: int | None) -> np.ndarray:
     try:
         opened = sf.SoundFile(target, closefd=False)
@@ -130,29 +138,59 @@ def _stream(target: int | io.BytesIO, label: str, sr: int, max_seconds: float | 
             caps = _Caps(label, rate, channels, max_seconds, max_bytes)
             if not unknown_length:
                 caps.check(f.frames, claimed=True)
-            dtype = "float64" if f.subtype == "DOUBLE" else "float32"  # a double may lie beyond float32's range
-            stream = soxr.ResampleStream(rate, sr, 1, dtype="float32", quality="HQ") if rate != sr else None
-            out, frames = [], 0
-            while True:
-                block = f.read(max(1, BLOCK_SAMPLES // channels), dtype=dtype, always_2d=True)
-                last = len(block) == 0
-                if not last:
-                    frames += len(block)
-                    caps.check(frames, claimed=False)
-                    _check_values(block, label)
-                mono = _mono(block, copy=False)
-                out.append(stream.resample_chunk(mono, last=last) if stream is not None else mono)
-                if last:
-                    break
+            samples, frames, cut = _read_blocks(f, label, sr, caps)
     except DECODE_ERRORS as e:
         if unknown_length:  # libsndfile cannot step through a FLAC whose header leaves its length out
             raise AudioError(f"{label}: cannot decode audio whose header gives no length ({_reason(e)}), as a "
                              "stream written to a pipe has; re-encode it to a file first") from None
-        raise AudioError(f"{label}: cannot decode audio ({_reason(e)}); use wav, flac, ogg or mp3") from None
-    samples = np.concatenate(out)
+        raise AudioError(f"{label}: cannot decode audio ({_reason(e)}): the file is damaged or cut short; re-export "
+                         "it, or copy it again") from None
+    if cut is not None:  # as a WAV cut short decodes what it holds (libsndfile stops at its end), so does a FLAC
+        claimed = "" if unknown_length else f" of the {opened.frames / rate:.1f} s its header gives"
+        log.warning("%s: only the first %.1f s%s decode (%s): the file is damaged or cut short; those are used "
+                    "(re-export it, or copy it again, for the rest)", label, frames / rate, claimed, cut)
     if frames and not samples.size:  # under half a sample at `sr` (1 frame at 44.1 kHz): short, not empty
         return np.zeros(1, np.float32)  # padded by load_audio as a short clip at `sr` is
     return samples
+
+
+def _read_blocks(f: sf.SoundFile, label: str, sr: int, caps: "_Caps") -> tuple[np.ndarray, int, str | None]:
+    """Every frame `f` decodes, mixed down and resampled to `sr`: (samples, frames decoded, None), or with the
+    decoder's error in place of None where it stopped before the end after decoding some (the block it failed on is
+    read again, SALVAGE_FRAMES at a time, up to the damage). An error before any frame is raised."""
+    channels, rate = f.channels, f.samplerate
+    dtype = "float64" if f.subtype == "DOUBLE" else "float32"  # a double may lie beyond float32's range
+    stream = soxr.ResampleStream(rate, sr, 1, dtype="float32", quality="HQ") if rate != sr else None
+    out, frames, size, error, cut = [], 0, max(1, BLOCK_SAMPLES // channels), None, None
+    while True:
+        try:
+            block = f.read(size, dtype=dtype, always_2d=True)
+        except DECODE_ERRORS as e:
+            error = error or e  # the first names the damage; a later one, the decoder's state after it
+            if size > SALVAGE_FRAMES and _seek(f, frames):
+                size = SALVAGE_FRAMES
+                continue
+            if not frames:
+                raise error from None
+            block, cut = np.zeros((0, channels), dtype), _reason(error)
+        last = len(block) == 0
+        if not last:
+            frames += len(block)
+            caps.check(frames, claimed=False)
+            _check_values(block, label)
+        mono = _mono(block, copy=False)
+        out.append(stream.resample_chunk(mono, last=last) if stream is not None else mono)
+        if last:
+            return np.concatenate(out), frames, cut
+
+
+def _seek(f: sf.SoundFile, frame: int) -> bool:
+    """Whether `f` could go back to `frame` (not where the stream gives no length: libsndfile cannot seek it)."""
+    try:
+        f.seek(frame)
+    except DECODE_ERRORS:
+        return False
+    return True
 
 
 class _Caps:
@@ -197,34 +235,76 @@ def _open(source: str | Path | bytes, label: str) -> int | io.BytesIO:
     return fd
 
 
-def _unsized_wav(target: int | io.BytesIO, max_bytes: int | None) -> io.BytesIO | None:
+def _unsized_wav(target: int | bytes, label: str) -> io.RawIOBase | None:
     """A WAV whose header says its data chunk is empty while samples follow it (a recorder killed before it wrote
-    the sizes; a stream written to a pipe): its bytes with the data chunk's size set to what the file holds, so
-    the samples decode. None for anything else, or for a file larger than `max_bytes` (it could not decode within
-    the limit anyway: every sample format decodes to at least its own size)."""
-    head = os.pread(target, 12, 0) if isinstance(target, int) else bytes(target.getbuffer()[:12])
-    if head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":  # before reading the rest
+    the sizes; a stream written to a pipe): the file as read through a _Patched view, its data chunk's size set to
+    what the file holds, so the samples decode. None for anything else."""
+    first = _read_at(target, 0, 12)
+    if first[:4] not in (b"RIFF", b"RIFX") or first[8:12] != b"WAVE":  # before reading the rest of the head
         return None
-    if isinstance(target, int):
-        size = os.fstat(target).st_size
-        if max_bytes is not None and size > max_bytes:
-            return None
-        data = bytearray(os.pread(target, size, 0))
-    else:
-        data = bytearray(target.getbuffer())
-    order = "<" if data[:4] == b"RIFF" else ">"
+    head, total = _read_at(target, 0, WAV_HEADER_SCAN), _size(target)
+    order = "<" if head[:4] == b"RIFF" else ">"
     at = 12
-    while at + 8 <= min(len(data), WAV_HEADER_SCAN):
-        chunk, size = bytes(data[at:at + 4]), struct.unpack_from(order + "I", data, at + 4)[0]
+    while at + 8 <= len(head):
+        chunk, size = head[at:at + 4], struct.unpack_from(order + "I", head, at + 4)[0]
         if chunk == b"data":
-            held = len(data) - at - 8
+            held = total - at - 8
             if size != 0 or held <= 0:
                 return None
-            struct.pack_into(order + "I", data, at + 4, held)
-            struct.pack_into(order + "I", data, 4, len(data) - 8)
-            return io.BytesIO(bytes(data))
+            if total - 8 > RIFF_MAX:
+                raise AudioError(f"{label}: a WAV over 4 GiB whose header gives no sizes (a recorder stopped before "
+                                 "writing them): a WAV header cannot give its length; convert it with "
+                                 "`sox --ignore-length` to FLAC or RF64")
+            patched = bytearray(head[:at + 8])
+            struct.pack_into(order + "I", patched, at + 4, held)
+            struct.pack_into(order + "I", patched, 4, total - 8)
+            return _Patched(target, bytes(patched), total)
         at += 8 + size + (size & 1)
     return None
+
+
+class _Patched(io.RawIOBase):
+    """A file as libsndfile reads it (seek, tell, readinto) with its first bytes replaced by `head`: the rest is
+    read from the file where asked, never copied whole (a 4 h 48 kHz stereo WAV is 2.6 GB)."""
+
+    def __init__(self, target: int | bytes, head: bytes, size: int):
+        super().__init__()
+        self.target, self.head, self.size, self.at = target, head, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.at
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self.at = max(0, offset + (0, self.at, self.size)[whence])
+        return self.at
+
+    def readinto(self, buffer) -> int:
+        view = memoryview(buffer).cast("B")
+        n = max(0, min(len(view), self.size - self.at))
+        from_head = max(0, min(n, len(self.head) - self.at))
+        view[:from_head] = self.head[self.at:self.at + from_head]
+        rest = _read_at(self.target, self.at + from_head, n - from_head)
+        view[from_head:from_head + len(rest)] = rest
+        self.at += from_head + len(rest)
+        return from_head + len(rest)
+
+
+def _read_at(target: int | bytes, at: int, n: int) -> bytes:
+    """`n` bytes of a file (its descriptor, whose position is left as it was) or of bytes, from byte `at` (fewer at
+    the end)."""
+    if isinstance(target, int):
+        return os.pread(target, n, at) if n > 0 else b""
+    return bytes(target[at:at + max(0, n)])
+
+
+def _size(target: int | bytes) -> int:
+    return os.fstat(target).st_size if isinstance(target, int) else len(target)
 
 
 def _reason(e: Exception) -> str:

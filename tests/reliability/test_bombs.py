@@ -76,6 +76,37 @@ def test_serve_s_own_limits_are_checked_against_the_header():
     assert audio.load_audio(data, max_seconds=20, max_bytes=16 << 20).size == 20 * SR
 
 
+def _unsized_wav(path: Path, seconds: int, sr: int = 48_000, channels: int = 4) -> Path:
+    """A 16-bit WAV whose size fields are 0 (a recorder killed before it wrote them)."""
+    tone = (8000 * np.sin(2 * np.pi * 440 * np.arange(sr) / sr)).astype(np.int16)
+    sf.write(path, np.tile(np.stack([tone] * channels, axis=1), (seconds, 1)), sr, subtype="PCM_16")
+    with open(path, "r+b") as f:
+        at = f.read(64).index(b"data")
+        for field in (4, at + 4):
+            f.seek(field)
+            f.write(bytes(4))
+    return path
+
+
+@pytest.mark.parametrize("given", ["path", "bytes"])
+def test_an_unsized_wav_decodes_in_memory_bounded_by_its_output_not_its_size(tmp_path, monkeypatch, given):
+    """The samples after an unsized WAV's header were read whole, and copied twice more (a bytearray to patch the
+    sizes, then bytes): memory grew with the file (a 4 h 48 kHz stereo file is 2.6 GB), not with the 16 kHz output.
+    Read through a view that patches the header, 20 MB of it (48 kHz, 4 channels) peaks near its 3.3 MB output."""
+    path = _unsized_wav(tmp_path / "killed.wav", 52)
+    size = path.stat().st_size
+    source = path if given == "path" else path.read_bytes()  # an upload's bytes: already in memory, not counted
+    monkeypatch.setattr(audio, "BLOCK_SAMPLES", 1 << 16)  # small blocks: the peak is the output, not a block
+    tracemalloc.start()
+    try:
+        out = audio.load_audio(source)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert abs(out.size - 52 * SR) <= 1 and abs(float(np.abs(out).max()) - 8000 / 32768) < 0.01
+    assert peak < size / 2, f"peak {peak / 2**20:.1f} MiB for a {size / 2**20:.1f} MiB file"
+
+
 class _UnknownLength(sf.SoundFile):
     """A decoder that does not know the stream's length (libsndfile's SF_COUNT_MAX, as for a stream written to a
     pipe), counting the blocks read. (A header claiming less than the stream holds is safe: soundfile reads no

@@ -291,7 +291,9 @@ def _check_chunk(paths: Iterable[Path], known: Mapping[Path, float], read_header
 
 
 def _check(path: Path, known: float | None, read_header: bool) -> tuple[Path, float, str | None]:
-    """(path, seconds, None) for a usable clip, (path, 0, what is wrong) otherwise."""
+    """(path, seconds, None) for a usable clip, (path, 0, what is wrong) otherwise. Only the header is read: a clip
+    cut short (a FLAC missing its end) is kept with the header's duration, as load_audio decodes the part it holds
+    (and warns); that duration is at least the decoded one, so a clip within the window filter stays within it."""
     try:
         size = path.stat().st_size
     except FileNotFoundError:
@@ -312,9 +314,9 @@ def _check(path: Path, known: float | None, read_header: bool) -> tuple[Path, fl
         return path, 0.0, f"cannot be decoded ({reason.rstrip('.')}){unmeasured}"
     if info.frames >= UNKNOWN_FRAMES:  # no length in the header (a stream written to a pipe, e.g. a FLAC whose
         return _decoded_length(path, known)  # total-samples field is 0): SF_COUNT_MAX frames would read as 5.8e14 s
-    if info.frames <= 0 and info.samplerate > 0 and info.format == "WAV":  # a recorder killed before it wrote the
-        try:  # sizes: load_audio reads the samples that follow the header (rare: decoded whole to measure them)
-            return path, len(load_audio(path)) / SAMPLE_RATE, None
+    if info.frames <= 0 and info.samplerate > 0:  # a recorder killed before it wrote the sizes (of a WAV, or the
+        try:  # WAVEX 24-bit and multichannel ones write): load_audio reads the samples after the header (rare: decoded
+            return path, len(load_audio(path)) / SAMPLE_RATE, None  # whole to measure them)
         except AudioError:
             pass
     if info.frames <= 0 or info.samplerate <= 0:

@@ -1,0 +1,55 @@
+"""Damaged clips as `prepare` measures them and as training loads them (load_audio): a clip one keeps, the other
+decodes; a clip one refuses, the other would too."""
+
+import io
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from llm_srt.audio import SAMPLE_RATE, load_audio
+from llm_srt.data.clips import _check
+
+pytestmark = pytest.mark.reliability("bad-input")
+
+
+def _stereo(seconds: float, sr: int = 48_000) -> np.ndarray:
+    x = 0.3 * np.sin(2 * np.pi * 440 * np.arange(int(seconds * sr)) / sr)
+    return np.stack([x, x], axis=1)
+
+
+@pytest.mark.parametrize("fmt,subtype", [("WAV", "PCM_16"), ("WAVEX", "PCM_24")])
+def test_an_unsized_clip_is_measured_as_training_decodes_it(tmp_path, fmt, subtype):
+    """WAVEX is what 24-bit and multichannel recorders write; killed before writing its sizes, it decoded with
+    load_audio, but prepare checked for "WAV" only and skipped it as "holds no audio (0 frames)"."""
+    path = tmp_path / f"killed-{fmt}.wav"
+    sf.write(path, _stereo(3.0), 48_000, format=fmt, subtype=subtype)
+    data = bytearray(path.read_bytes())
+    for field in (4, data.index(b"data") + 4):  # the RIFF and data sizes, never written
+        struct.pack_into("<I", data, field, 0)
+    path.write_bytes(bytes(data))
+    assert sf.info(str(path)).frames == 0
+    assert len(load_audio(path)) == 3 * SAMPLE_RATE
+    assert _check(path, None, False) == (path, 3.0, None)
+
+
+def test_a_flac_cut_short_is_kept_by_prepare_and_decoded_by_training(tmp_path):
+    """prepare reads the header only and kept a FLAC missing its end, which load_audio then refused whole (training
+    stopped on it). Now both keep it: prepare with the header's length, at least the decoded one, so the 30 s
+    window filter still holds."""
+    buf = io.BytesIO()
+    sf.write(buf, _stereo(3.0), 48_000, format="FLAC", subtype="PCM_16")
+    path = tmp_path / "cut.flac"
+    path.write_bytes(buf.getvalue()[:-500])
+    clip, seconds, reason = _check(Path(path), None, False)
+    assert reason is None and seconds == 3.0
+    assert 2.7 < len(load_audio(path)) / SAMPLE_RATE <= seconds
+
+
+def test_a_clip_of_0_frames_that_nothing_decodes_is_still_counted_bad(tmp_path):
+    """Any clip of 0 frames now gets load_audio's try (not only a "WAV"): one holding nothing stays bad."""
+    path = tmp_path / "header-only.wav"
+    sf.write(path, np.zeros((0, 1)), 16_000, format="WAV")
+    assert _check(path, None, False) == (path, 0.0, "holds no audio (0 frames)")
