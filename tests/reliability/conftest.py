@@ -5,7 +5,7 @@ registry of cases. At the end of a run one line sums them up:
 
     .venv/bin/pytest tests/reliability -q
     ...
-    reliability: bad inputs tried 225 / handled 225; batch checks 6 / passed 6; fault tests 7 / passed 7; fuzz
+    reliability: bad inputs tried 233 / handled 233; batch checks 6 / passed 6; fault tests 6 / passed 6; fuzz
     properties 9 / passed 9
 
 A bad input counts as handled when its test passes (it just works, or it gets a one-line error naming the input and

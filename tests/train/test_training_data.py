@@ -5,6 +5,7 @@ import contextlib
 import errno
 import json
 import math
+import re
 import subprocess
 import sys
 import textwrap
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from llm_srt.audio import load_audio
+from llm_srt.audio import SAMPLE_RATE, load_audio, write_wav
 from llm_srt.data import features
 from llm_srt.data.features import FeatureCache
 from llm_srt.data.manifest import read_manifest, write_manifest
@@ -252,20 +253,8 @@ def test_a_clip_that_cannot_be_decoded_leaves_its_examples_out(tiny_setup, model
     (precompute_features: false) where the training process encodes it. Its examples are now left out of their
     batches, said once in the run's log and counted; the other examples train. A clip bad before a cache fill
     (the manifest check reads no audio) is left out of the fill and of training alike: it stopped the fill."""
-    rows = read_manifest(tiny_setup["manifest"])
-    (tmp_path / "audio").mkdir()
-    for r in rows:
-        copy = tmp_path / "audio" / Path(r.audio).name
-        if not copy.exists():
-            copy.write_bytes(Path(r.audio).read_bytes())
-    manifest = tmp_path / "train.jsonl"
-    write_manifest(manifest, [replace(r, audio=str(tmp_path / "audio" / Path(r.audio).name)) for r in rows])
-    broken = tmp_path / "audio" / Path(rows[0].audio).name
+    rows, broken, section = _a_broken_clip(tiny_setup, tmp_path, cache, num_workers=workers)
     said = []
-    if cache == "filled":
-        broken.write_bytes(b"RIFF not audio" * 20)
-    section = _section(tiny_setup, tmp_path / "cache" if cache else None, train=str(manifest), num_workers=workers,
-                       feature_cache=str(tmp_path / "cache") if cache else None, precompute_features=cache == "filled")
     data = TrainingData(section, model, SOLO, log=said.append)
     if cache == "filled":
         assert len(list((tmp_path / "cache").rglob("*.npy"))) == len({r.audio for r in rows}) - 1
@@ -282,6 +271,85 @@ def test_a_clip_that_cannot_be_decoded_leaves_its_examples_out(tiny_setup, model
     assert data.bad_clips.keys() == {str(broken)}
     [warning] = [line for line in said if "left out of its batches" in line]
     assert warning.startswith(f"warning: {broken}: cannot decode audio")
+
+
+def _a_broken_clip(setup, tmp_path, cache, **over):
+    """The tiny corpus' rows on copies of its audio, the copy of the first row's clip (damaged now where the cache is
+    to be filled, else left for the test to damage), and a data section over them."""
+    rows = read_manifest(setup["manifest"])
+    (tmp_path / "audio").mkdir()
+    for r in rows:
+        copy = tmp_path / "audio" / Path(r.audio).name
+        if not copy.exists():
+            copy.write_bytes(Path(r.audio).read_bytes())
+    manifest = tmp_path / "train.jsonl"
+    write_manifest(manifest, [replace(r, audio=str(tmp_path / "audio" / Path(r.audio).name)) for r in rows])
+    broken = tmp_path / "audio" / Path(rows[0].audio).name
+    if cache == "filled":
+        broken.write_bytes(b"RIFF not audio" * 20)
+    folder = str(tmp_path / "cache") if cache else None
+    return rows, broken, _section(setup, folder, train=str(manifest), feature_cache=folder,
+                                  precompute_features=cache == "filled", **over)
+
+
+@pytest.mark.parametrize("workers,cache", [(0, None), (1, None), (0, "lazy"), (1, "lazy"), (0, "filled")])
+def test_a_batch_whose_every_clip_cannot_be_decoded_is_replaced(tiny_setup, model, tmp_path, workers, cache):
+    """data.batch_size 1 (with accumulation, the usual way to fit a large LLM), or a clip with a batch's worth of
+    rows: a batch of only an undecodable clip's examples stopped the run ("every clip of a batch cannot be
+    decoded"), every resume at the same place, and under torchrun the job. The examples after it train in its
+    place, counted; the epoch keeps its number of batches (the ranks stay in step) and a resume draws the same."""
+    rows, broken, section = _a_broken_clip(tiny_setup, tmp_path, cache, num_workers=workers, batch_size=1)
+    said = []
+    data = TrainingData(section, model, SOLO, log=said.append)
+    broken.write_bytes(b"RIFF not audio any more" * 20)
+    bad = sum(data.dataset.example(i, 0).audio == str(broken) for [i] in data.sampler.batches(0))
+    assert bad  # epoch 0 draws the clip
+    epoch, states, substituted = [], [], []
+    for _ in range(len(data.sampler)):
+        epoch.append(data.next_batch()["ids"])
+        states.append(data.state_dict())
+        substituted.append(data.substituted)
+    assert all(len(ids) == 1 for ids in epoch) and data.substituted == bad and data.bad_clips.keys() == {str(broken)}
+    assert not {r.id for r in rows if r.audio == rows[0].audio} & {i for ids in epoch for i in ids}
+    assert sum("take its place" in line for line in said) == bad
+    first = substituted.index(1)  # resumed just before it, by a run that has not met the clip yet
+    resumed = TrainingData(section, model, SOLO, log=said.append)
+    resumed.load_state_dict(states[first - 1] if first else {"epoch": 0, "batch": 0, "seed": section.seed})
+    assert [resumed.next_batch()["ids"] for _ in epoch[first:first + 2]] == epoch[first:first + 2]
+
+
+def test_an_error_in_a_dataloader_worker_reaches_the_user_as_its_own_line(tiny_setup, model, monkeypatch):
+    """It came wrapped in the DataLoader's "Caught LLMSRTError in DataLoader worker process 0. Original Traceback
+    (most recent call last): ..." text, many lines long."""
+    def unusable(path, **kwargs):
+        raise LLMSRTError(f"{path}: unusable; do something about it")
+
+    monkeypatch.setattr(training_data, "load_audio", unusable)  # the worker is forked after this
+    data = TrainingData(_section(tiny_setup, None, feature_cache=None, num_workers=1), model, SOLO)
+    with pytest.raises(LLMSRTError) as caught:
+        data.next_batch()
+    assert type(caught.value) is LLMSRTError
+    assert re.fullmatch(r"\S+\.wav: unusable; do something about it", str(caught.value)), str(caught.value)
+
+
+@pytest.mark.parametrize("cache", [None, "lazy", "filled"])
+def test_a_clip_longer_than_whisper_s_window_despite_its_row_is_left_out(tiny_setup, model, tmp_path, cache):
+    """A clip whose row says 0.6 s but whose audio runs 31 s passed the manifest check (the row's duration) and,
+    without a feature cache, the audio loader (its 4 h limit): the encoder then stopped the training step ("audio #1:
+    31.0 s is longer than Whisper's 30 s window", naming no file), and every resume. It is left out as a clip that
+    cannot be decoded is, named, with or without a cache."""
+    rows, long, section = _a_broken_clip(tiny_setup, tmp_path, cache, num_workers=0, batch_size=2,
+                                         tasks={"srt": 1.0})
+    write_wav(long, np.full(31 * SAMPLE_RATE, 0.1, dtype=np.float32))
+    pair = [r for r in read_manifest(section.train) if r.tgt_lang][:2]  # the long clip's srt row and another's
+    write_manifest(section.train, pair)
+    said = []
+    data = TrainingData(section, model, SOLO, log=said.append)
+    batch = data.next_batch()
+    assert len(data.sampler) == 1 and batch["ids"] == [pair[1].id] and model(batch)["loss"].isfinite()
+    assert data.bad_clips.keys() == {str(long)}
+    [warning] = [line for line in said if "left out of its batches" in line]
+    assert warning.startswith(f"warning: {long}: ") and " 30 s" in warning
 
 
 def test_a_rank_whose_log_is_quiet_still_says_which_clips_it_left_out(capsys):
@@ -460,6 +528,30 @@ def test_a_dev_set_that_scores_no_token_gives_no_dev_loss_and_says_so(tiny_setup
     assert [m for m in messages if m.startswith("warning")] == [
         f"warning: data.dev {asr_only} has no translation rows for this stage's srt task: no dev loss and no best "
         "checkpoint"]
+
+
+def test_a_dev_batch_whose_every_clip_cannot_be_decoded_is_run_but_not_scored(tiny_setup, model, tmp_path,
+                                                                             monkeypatch):
+    """A dev batch of only an undecodable clip stopped the evaluation (and the run). The next examples are run in its
+    place (a sharded model's forward needs every rank) and not scored: the dev loss and the decoded sample are the
+    other examples' alone."""
+    rows, broken, section = _a_broken_clip(tiny_setup, tmp_path, None, num_workers=0, batch_size=1,
+                                           tasks={"srt": 1.0})
+    dev = tmp_path / "dev.jsonl"
+    write_manifest(dev, [r for r in read_manifest(section.train) if r.tgt_lang][:3])  # the clip's and 2 others'
+    data = TrainingData(replace(section, dev=str(dev), dev_decode=64), model, SOLO, log=[].append)
+    broken.write_bytes(b"RIFF not audio any more" * 20)
+    decoded = []
+    monkeypatch.setattr(model, "generate", lambda batch, **kwargs: [f"hyp {i}" for i in batch["ids"]])
+    monkeypatch.setattr(training_data, "_dev_scores", lambda task, examples, hyps, tags: decoded.extend(hyps) or {})
+    result = data.evaluate(model, contextlib.nullcontext())
+    good = [data.dev[i] for i in range(len(data.dev)) if data.dev[i].audio != str(broken)]
+    assert len(good) == len(data.dev) - 1 and data.substituted == 2  # its loss batch and its decoded batch
+    assert decoded == [f"hyp {e.id}" for e in good]
+    with torch.no_grad():  # evaluate left the model in eval mode: no dropout
+        scored = [model(data.batch_of([e])) for e in good]
+    tokens = sum(float(out["n_tokens"]) for out in scored)
+    assert result["dev_loss"] == pytest.approx(sum(float(o["loss"] * o["n_tokens"]) for o in scored) / tokens)
 
 
 def test_a_training_clip_longer_than_whisper_s_window_is_a_bad_row(tiny_setup, tmp_path):

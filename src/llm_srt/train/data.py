@@ -8,8 +8,10 @@ The DataLoader's workers build whole batches: examples, features from the cache 
 of prompts and targets (`prompt_ids`, `target_ids`: tokenized once, there, not by the model).
 """
 
+import itertools
 import math
 import os
+import pickle
 import sys
 import warnings
 from collections.abc import Callable, Mapping
@@ -30,7 +32,7 @@ from ..data.features import FeatureCache, content_hashes
 from ..data.loader import (BucketBatchSampler, SpeechTextDataset, pad_features, stratified, text_fields,
                            weighted_by_kind)
 from ..data.manifest import Row, read_manifest
-from ..errors import AudioError, ConfigError, LLMSRTError
+from ..errors import AudioError, ConfigError, LLMSRTError, shown
 from ..prompts import Task, parse_srt
 from .parallel import Dist, all_max, all_sum, host_group, host_wait
 
@@ -130,6 +132,7 @@ class TrainingData:
         whole steps: `BucketBatchSampler`)."""
         self.cfg, self.model, self.d, self.log = cfg, model, d, log
         self.bad_clips: dict[str, str] = {}  # audio -> why it was left out of its batches
+        self.substituted = 0  # batches whose every clip could not be decoded, replaced (`_substitute`)
         if not any(cfg.manifests):
             raise ConfigError("data.train: give the training manifest (e.g. data/mini/train.jsonl)")
         self.main_task = Task(max(cfg.tasks, key=cfg.tasks.get))
@@ -254,8 +257,8 @@ class TrainingData:
             try:
                 feats += cache.get_or_compute([a], self._encode)
             except AudioError as err:
-                feats.append(None)
-                bad.append((a, str(err)))
+                feats.append(None)  # the encoder's own errors ("audio #0: 31.0 s is longer ...") name no file
+                bad.append((a, str(err) if str(err).startswith(shown(a)) else f"{shown(a)}: {err}"))
         return feats, bad
 
     @torch.inference_mode()
@@ -280,8 +283,10 @@ class TrainingData:
             feats, bad = self._features(self.cache, pending)
             if bad:  # their examples leave the batch, as the collator leaves out what it cannot decode
                 self._note_bad(bad)
-                batch = _only_rows(batch, [i for i, f in enumerate(feats) if f is not None], bad)
+                batch = _only_rows(batch, [i for i, f in enumerate(feats) if f is not None])
                 feats = [f for f in feats if f is not None]
+            if not feats:  # no example is left: the caller replaces the batch (`_substitute`)
+                return batch
             batch["features"], batch["feature_mask"] = pad_features(feats)
         device = self.model.device
         for key in ("features", "feature_mask"):
@@ -304,19 +309,53 @@ class TrainingData:
         if self._batches is None:
             self._batches = iter(self._loader())
         batch = next(self._batches)
+        if "error" in batch:  # from a worker (`_Batches`)
+            raise batch["error"]
         self._position = batch.pop("position")
-        return self._finish(batch)
+        indices = batch.pop("indices")
+        batch = self._finish(batch)
+        if batch["ids"]:
+            return batch
+        epoch = self._position[0]
+        return self._substitute(lambda i: self.dataset.example(i, epoch), len(self.dataset), indices,
+                                f"data.train {short(self.cfg.train)}")
+
+    def _substitute(self, example_at: Callable[[int], Any], n: int, indices: list[int], what: str) -> dict:
+        """The batch in place of the batch of `indices` (of the n examples `example_at` gives) whose every clip cannot
+        be decoded (data.batch_size 1, or a clip with a batch's worth of rows): as many examples with speech after
+        its last (on from the first after the last), not of its clips, and on until one decodes. It depends on the
+        data and the batch alone (not on the clips this run has met: a resume draws the same), and every rank keeps
+        its count of batches (a rank that stopped there stopped them all, and every resume stopped there again).
+        Counted in `substituted`."""
+        own = {example_at(i).audio for i in indices}
+        todo = (e for e in map(example_at, ((indices[-1] + k) % n for k in range(1, n)))
+                if e.task.needs_speech and e.audio not in own)
+        while part := list(itertools.islice(todo, len(indices))):
+            batch = self.batch_of(part)
+            if batch["ids"]:
+                self.substituted += 1
+                self._say(f"warning: every clip of a batch of {what} cannot be decoded: {len(batch['ids'])} "
+                          f"example(s) after it take its place ({self.substituted} such batch(es) so far on "
+                          "this rank)")
+                return batch
+        raise LLMSRTError(f"{what}: no clip of its speech examples can be decoded (see the warnings above); check "
+                          "its audio files")
+
+    def _say(self, line: str) -> None:
+        """A line in the run's log; on a rank other than 0 (whose log is quiet) on stderr, tagged with the rank."""
+        if self.d.main:
+            self.log(line)
+        else:
+            print(f"[rank {self.d.rank}] {line}", file=sys.stderr, flush=True)
 
     def _note_bad(self, bad) -> None:
         """Say once per clip, of (audio, why) pairs, which examples were left out for audio that cannot be read
         or decoded (a worker's own print would not reach the run's log); they are counted in `bad_clips`."""
-        say = self.log if self.d.main else lambda line: print(f"[rank {self.d.rank}] {line}", file=sys.stderr,
-                                                                 flush=True)  # the other ranks' log is quiet
         for audio, error in bad:
             if audio not in self.bad_clips:
                 self.bad_clips[audio] = error
-                say(f"warning: {error}; left out of its batches ({len(self.bad_clips)} such clip(s) so far on this "
-                    "rank): remove its rows from the manifest (allow_changes=true to resume)")
+                self._say(f"warning: {error}; left out of its batches ({len(self.bad_clips)} such clip(s) so far on "
+                          "this rank): remove its rows from the manifest (allow_changes=true to resume)")
 
     def state_dict(self) -> dict:
         """The position after the last batch next_batch() returned (the DataLoader may have read further)."""
@@ -330,7 +369,16 @@ class TrainingData:
         self._batches = None  # prefetched batches of the old position are dropped with their workers
         return skipped
 
-    # ---- dev ----------------------------------------------------------------------------------------------------------
+    # ---- dev ---------------------------------------------------------------------------------------------------------
+    def _dev_batch(self, examples: list, start: int) -> tuple[dict, bool]:
+        """The dev batch of `examples` from `start`, and whether it is theirs: where every clip of it cannot be
+        decoded, the next examples' (`_substitute`: a sharded model's forward needs every rank), not to be counted."""
+        batch = self.batch_of(examples[start:start + self.cfg.batch_size])
+        if batch["ids"]:
+            return batch, True
+        indices = list(range(start, min(len(examples), start + self.cfg.batch_size)))
+        return self._substitute(examples.__getitem__, len(examples), indices, f"data.dev {self.cfg.dev}"), False
+
     @torch.no_grad()
     def evaluate(self, model, autocast, sharded: bool = False) -> dict[str, float | None]:
         """Dev loss and, with dev_decode, a BLEU / WER sample (scored on rank 0; None when no token was scored):
@@ -341,17 +389,17 @@ class TrainingData:
         alone decoded it under DDP."""
         model.eval()
         d, bs = self.d, self.cfg.batch_size
-        n = min(len(self.dev), self.cfg.dev_size)
-        starts = list(range(0, n, bs))
+        dev = [self.dev[i] for i in range(min(len(self.dev), self.cfg.dev_size))]
+        starts = list(range(0, len(dev), bs))
         mine = starts[d.rank::d.world]
         rounds = math.ceil(len(starts) / d.world) if sharded else len(mine)
         loss_sum, tokens = torch.zeros(()), torch.zeros(())
         for k in range(rounds):
             start = mine[k] if k < len(mine) else starts[0]
-            batch = self.batch_of([self.dev[i] for i in range(start, min(n, start + bs))])
+            batch, own = self._dev_batch(dev, start)
             with autocast:
                 out = model(batch)
-            if k < len(mine):
+            if k < len(mine) and own:
                 loss_sum += out["loss"].float().cpu() * out["n_tokens"].cpu()
                 tokens += out["n_tokens"].cpu()
         for t in (loss_sum, tokens):
@@ -364,11 +412,11 @@ class TrainingData:
             done: dict[int, dict[str, str]] = {}  # this rank's batches: start -> their texts by example id
             for k in range(math.ceil(len(starts) / d.world) if sharded else len(mine)):
                 start = mine[k] if k < len(mine) else starts[0]
-                batch = self.batch_of(examples[start:start + bs])  # a clip that cannot be decoded is left out
+                batch, own = self._dev_batch(examples, start)  # a clip that cannot be decoded is left out
                 hyps = model.generate(batch, synced_ranks=sharded and d.world > 1)  # one FSDP process: the fast
                 #   greedy loop (it drops ended rows); HF's synced_gpus path steps every row to the end
                 if k < len(mine):
-                    done[start] = dict(zip(batch["ids"], hyps))
+                    done[start] = dict(zip(batch["ids"], hyps)) if own else {}
             if d.world > 1:
                 parts = [None] * d.world if d.main else None
                 dist.gather_object(done, parts, dst=0, group=host_group(d))
@@ -426,21 +474,19 @@ class Collator:
 
         loaded, skipped = None, []
         if self.cache is None and any(e.task.needs_speech for e in examples):
-            # a clip that cannot be decoded (damaged since the manifest was checked) leaves its example out of the
-            # batch, said and counted (`skipped`), instead of stopping a run that would stop there again on resume
+            # a clip that cannot be decoded (damaged since the manifest was checked), or longer than the encoder's
+            # window (its row's duration was wrong: the encoder would stop the step, and naming no file), leaves its
+            # example out of the batch, said and counted (`skipped`), instead of stopping a run that would stop there
+            # again on resume; a batch left with no example is replaced by the training process (`_substitute`)
             loaded = {}
             for e in examples:
                 if e.task.needs_speech and e.audio not in loaded:
                     try:
-                        loaded[e.audio] = load_audio(e.audio)
+                        loaded[e.audio] = load_audio(e.audio, max_seconds=WINDOW_SECONDS)
                     except AudioError as err:
                         loaded[e.audio] = None
                         skipped.append((e.audio, str(err)))
-            kept = [e for e in examples if not e.task.needs_speech or loaded[e.audio] is not None]
-            if not kept:
-                raise LLMSRTError(f"every clip of a batch cannot be decoded, e.g. {skipped[0][1]}; remove their rows "
-                                  "from the manifest (allow_changes=true to resume)")
-            examples = kept
+            examples = [e for e in examples if not e.task.needs_speech or loaded[e.audio] is not None]
         batch = text_fields(examples)
         batch["prompt_ids"], batch["target_ids"] = tokenize_batch(self.tokenizer, batch["prompts"], batch["targets"])
         batch["n_target_tokens"] = sum(map(len, batch["target_ids"]))
@@ -460,11 +506,8 @@ class Collator:
         return batch
 
 
-def _only_rows(batch: dict, keep: list[int], bad: list[tuple]) -> dict:
+def _only_rows(batch: dict, keep: list[int]) -> dict:
     """The batch with only its rows `keep` (its per-row lists cut, the target token count made anew)."""
-    if not keep:
-        raise LLMSRTError(f"every clip of a batch cannot be decoded, e.g. {bad[0][1]}; remove their rows from the "
-                          "manifest (allow_changes=true to resume)")
     per_row = {*text_fields([]), "prompt_ids", "target_ids"}  # the collator's per-row lists
     out = {k: [v[i] for i in keep] if k in per_row else v for k, v in batch.items()}
     out["n_target_tokens"] = sum(map(len, out["target_ids"]))
@@ -479,9 +522,25 @@ class _Batches(torch.utils.data.Dataset):
 
     def __getitem__(self, item):
         epoch, position, indices = item
-        batch = self.collator([self.dataset.example(i, epoch) for i in indices])
-        batch["position"] = (epoch, position)
+        try:
+            batch = self.collator([self.dataset.example(i, epoch) for i in indices])
+        except LLMSRTError as err:
+            if torch.utils.data.get_worker_info() is None:
+                raise
+            # handed to the training process to raise: the DataLoader would raise it with the worker's whole
+            # traceback as its message
+            return {"error": _portable(err)}
+        batch["position"], batch["indices"] = (epoch, position), indices
         return batch
+
+
+def _portable(err: LLMSRTError) -> LLMSRTError:
+    """`err`, or an LLMSRTError of its message where it does not survive pickling (a worker's batches reach the
+    training process pickled; an error class with arguments of its own would fail there)."""
+    try:
+        return pickle.loads(pickle.dumps(err))
+    except Exception:
+        return LLMSRTError(str(err))
 
 
 class _Stream(torch.utils.data.Sampler):
