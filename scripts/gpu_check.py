@@ -13,9 +13,12 @@ FSDP parts, 100 s for the 7B bench, 2026-11-30; the compiled bench has never run
   env                        ~10 s  python, torch, CUDA, the GPU, package versions
   cuda-tests                 ~90 s  pytest -m cuda (22 tests needing a GPU; they skip where torch sees none)
   e2e                       ~120 s  tiny random models, a tone-clip corpus: `curriculum` (ASR -> SMT -> SRT, the SRT
-                                    stage under 1-rank FSDP with activation checkpointing), `train` (FSDP) killed with
-                                    SIGKILL after its first checkpoint and resumed (the steps it trains again must log
-                                    the killed run's losses), `translate` and `evaluate` of the SRT model
+                                    stage under 1-rank FSDP with activation checkpointing), `train` (FSDP, with
+                                    deterministic kernels) killed with SIGKILL after its second checkpoint and resumed
+                                    from its first: the 6+ steps it trains again must log the killed run's losses,
+                                    its second checkpoint the killed run's tensors and optimizer state (a tolerance
+                                    that cannot tell a wrong resume fails it), `translate` and `evaluate` of the SRT
+                                    model
   bench-compiled-qwen2.5-7b ~180 s  `bench --paper-shape qwen2.5-7b --compiled-only`: greedy with --compile (static KV
                                     cache, CUDA graphs) at batch 1 and 64, mostly compilation; first of the benches, as
                                     the code least proven
@@ -42,11 +45,13 @@ import argparse
 import contextlib
 import importlib.util
 import json
+import math
 import os
 import platform
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -132,16 +137,16 @@ class Check:
                 said.append(line)
                 self.write(line)
 
-    def run(self, name: str, argv: list[str], timeout: float, cwd: Path = ROOT) -> Done:
-        """One command, its output streamed into the log; a timeout is a failed command (rc 124). One that the
-        check's budget cut below the step's own limit marks the step as cut short, any other failure as failed
-        (`step`)."""
+    def run(self, name: str, argv: list[str], timeout: float, cwd: Path = ROOT, env: dict | None = None) -> Done:
+        """One command (in `env`, else the check's), its output streamed into the log; a timeout is a failed command
+        (rc 124). One that the check's budget cut below the step's own limit marks the step as cut short, any other
+        failure as failed (`step`)."""
         self.write(f"\n===== {name}: {' '.join(argv)}\n")
         budget = self.left() < timeout
         timeout = min(timeout, self.left())
         # a session of its own: a timeout kills the command's whole process group (pytest's subprocesses, DataLoader
         #   workers), not only the command, so nothing keeps the GPU's memory for the next step
-        proc = subprocess.Popen(argv, cwd=cwd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        proc = subprocess.Popen(argv, cwd=cwd, env=env or self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True, errors="replace", start_new_session=True)  # output cut mid-character
         out: list[str] = []
         err: list[str] = []
@@ -433,9 +438,9 @@ def e2e_step(check: Check) -> dict:
     final = runs / "srt" / "final"
     judge("curriculum", done.returncode == 0 and (final / "config.json").is_file(), done)
 
-    done, resume = kill_and_resume(check, common, limit)
-    judge("kill_resume", resume.pop("kill_resume"), done)
-    judge("resume_losses", resume.pop("resume_losses"), done)
+    done, proofs, resume = kill_and_resume(check, common, limit)
+    for part, ok in proofs.items():  # kill_resume, resume_losses, resume_state
+        judge(part, ok, done)
 
     clip = corpus["test"].parent / "audio" / "eng-5.wav"
     done = check.cli("e2e translate", "translate", str(clip), "--model", str(final), "--src", "eng", "--tgt", "deu",
@@ -456,31 +461,47 @@ def e2e_step(check: Check) -> dict:
     judge("evaluate", done.returncode == 0 and (report / "results.json").is_file(), done)
     failed = [k for k, v in parts.items() if v is False]
     undone = [k for k, v in parts.items() if v is None]  # the budget cut their commands
-    error = "; ".join(f"{what}: {', '.join(keys)}" for what, keys in (("failed", failed), ("not done", undone)) if keys)
+    error = "; ".join([f"{what}: {', '.join(keys)}" for what, keys in (("failed", failed), ("not done", undone))
+                       if keys] + resume.get("resume_problems", []))
     return {"ok": not failed and not undone, "parts": parts, **resume, **({"error": error} if error else {})}
 
 
-RESUME_TOLERANCE = {"cpu": 1e-6, "cuda": 2e-2}  # relative difference of a step's loss, resumed against first run
-#   (the CPU's float32 resume is bit-identical, make test; bf16 FSDP on a GPU reduces in another order)
+RESUME_TOLERANCE = {"cpu": 1e-6, "cuda": 1e-4}  # a resumed step's loss against the uninterrupted run's (relative):
+#   the CPU's float32 resume is bit-identical (make test); on a GPU both runs take deterministic kernels
+#   (DETERMINISTIC), and one without a deterministic version (it only warns) moves a loss by far less than this
+STATE_TOLERANCE = {"cpu": 1e-6, "cuda": 1e-2}  # the resumed run's trainable tensors and optimizer state at the next
+#   checkpoint: their distance from the uninterrupted run's, as a fraction of how far that run moved them from the
+#   checkpoint resumed from (Adam's moments dropped at the resume: 0.1 to 2.7 per tensor; a run started again: 1)
+MARGIN = 10  # a loss tolerance decides only this many times below the run's own median step-to-step loss change,
+#   about what a step trained on another batch or from other weights moves (the tiny random LLM's loss stays near
+#   ln(V): 6.95 -> 6.83 over 20 steps; Adam's moments dropped moved the resumed losses by 3.6e-4 at most)
+DETERMINISTIC = ("import runpy, torch; torch.use_deterministic_algorithms(True, warn_only=True); "
+                 "runpy.run_module('llm_srt.cli', run_name='__main__', alter_sys=True)")  # `python -m llm_srt.cli`
+#   with deterministic kernels (cuBLAS's also need CUBLAS_WORKSPACE_CONFIG); warn_only: an op that has none warns
+#   in the log instead of stopping the run
 
 
-def kill_and_resume(check: Check, common: list[str], limit) -> tuple[Done, dict]:
-    """`train` killed with SIGKILL a few steps after its first checkpoint, then the same command again: it must say
-    it resumed, finish, and log the steps it trained again (those after the checkpoint that the killed run had
-    logged) with the killed run's losses, within RESUME_TOLERANCE. `limit()`: the seconds a command may take now.
-    Returns the resumed command (whether the budget cut it) and what it proved."""
+def kill_and_resume(check: Check, common: list[str], limit) -> tuple[Done, dict[str, bool], dict]:
+    """`train` killed with SIGKILL after its second checkpoint (B) and one more step, B moved aside as the
+    uninterrupted run's, then the same command again: it must say it resumed (from the checkpoint before B), finish,
+    log the steps it trained again with the killed run's losses (`compare_losses`) and write at step B the killed
+    run's trainable tensors and optimizer state (`compare_states`). Both runs take deterministic kernels. `limit()`:
+    the seconds a command may take now. Returns the resumed command (whether the budget cut it), each part's
+    verdict, and the numbers behind them (with `resume_problems`: why a part failed)."""
+    from llm_srt.train.checkpoint import step_name
+
     out = check.work / "killed"
-    argv = [sys.executable, "-m", "llm_srt.cli", "train", str(ROOT / "configs" / "embedded" / "asr.yaml"), *common,
-            "max_steps=30", "save_every=10", f"output_dir={out}",  # killed between steps 12 and 19: time to kill
+    argv = [sys.executable, "-c", DETERMINISTIC, "train", str(ROOT / "configs" / "embedded" / "asr.yaml"), *common,
+            "max_steps=20", "save_every=5", "keep_last=5", f"output_dir={out}",  # killed between steps 11 and 19
             "distributed=fsdp"]  # resumed: the optimizer's state loads into sharded parameters
+    env = dict(check.env, CUBLAS_WORKSPACE_CONFIG=":4096:8")
     check.write(f"\n===== e2e kill: {' '.join(argv)}\n")
-    proc = subprocess.Popen(argv, cwd=ROOT, env=check.env, stdout=check.log, stderr=subprocess.STDOUT)
-    deadline, sealed = time.monotonic() + min(limit() / 2, check.left()), 0
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=check.log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + min(limit() / 2, check.left())
     try:
         while time.monotonic() < deadline and proc.poll() is None:
-            sealed = max((int(p.parent.name.split("-")[1])
-                          for p in (out / "checkpoints").glob("step-*/trainer_state")), default=0)
-            if sealed and max(logged_losses(out), default=0) >= sealed + 2:
+            sealed = sealed_steps(out)
+            if len(sealed) >= 2 and max(logged_losses(out), default=0) > sealed[-1]:
                 break
             time.sleep(0.02)
     except BaseException:  # the check stopped (SIGTERM, Ctrl-C): the run is not left training on the GPU
@@ -491,16 +512,131 @@ def kill_and_resume(check: Check, common: list[str], limit) -> tuple[Done, dict]
     if killed:
         proc.send_signal(signal.SIGKILL)
     proc.wait()
-    first = {k: v for k, v in logged_losses(out).items() if k > sealed}  # the steps the resumed run trains again
-    check.write(f"\n----- killed: {killed} after step {max(first, default=sealed)} (checkpoint {sealed})\n")
-    done = check.run("e2e resume", argv, limit())
+    sealed = sealed_steps(out) or [0]
+    start = sealed[-2] if len(sealed) > 1 else sealed[-1]
+    reference = check.work / "uninterrupted" if len(sealed) > 1 else None
+    if reference:  # out of the run's folder: the resume starts from the checkpoint before, and writes B again
+        os.replace(out / "checkpoints" / step_name(sealed[-1]), reference)
+    first = {k: v for k, v in logged_losses(out).items() if k > start}  # the steps the resumed run trains again
+    check.write(f"\n----- killed: {killed} after step {max(first, default=start)} (resumes from checkpoint {start}"
+                + (f"; checkpoint {sealed[-1]} moved aside: the uninterrupted run's" if reference else "") + ")\n")
+    done = check.run("e2e resume", argv, limit(), env=env)
     resumed = killed and done.returncode == 0 and "resumed from" in done.stdout + done.stderr \
         and (out / "final" / "config.json").is_file()
-    again = logged_losses(out)
-    worst = max((abs(again[k] - v) / max(abs(v), 1e-9) for k, v in first.items() if k in again), default=None)
-    same = bool(first) and set(first) <= set(again) and worst <= RESUME_TOLERANCE[torch_device_type(check.device)]
-    return done, {"kill_resume": resumed, "resume_losses": same, "resume_worst_relative": worst,
-                  "resume_steps_compared": len(first)}
+    device = torch_device_type(check.device)
+    same_losses, losses = compare_losses(first, logged_losses(out), device)
+    same_state, state = compare_states(reference, out / "checkpoints" / step_name(sealed[-1]),
+                                       out / "checkpoints" / step_name(start), device)
+    problems = [p for p in (losses.pop("problem", None), state.pop("problem", None)) if p]
+    return done, {"kill_resume": resumed, "resume_losses": same_losses, "resume_state": same_state}, {
+        **losses, **state, **({"resume_problems": problems} if problems else {})}
+
+
+def sealed_steps(out: Path) -> list[int]:
+    """The steps of an output_dir's sealed checkpoints, oldest first (one is renamed into place once written)."""
+    return sorted(int(p.parent.name.split("-")[1]) for p in (out / "checkpoints").glob("step-*/trainer_state"))
+
+
+def compare_losses(first: dict[int, float], again: dict[int, float], device: str) -> tuple[bool, dict]:
+    """Whether the resumed run's losses (`again`, step -> loss) repeat the uninterrupted run's (`first`: the steps
+    after the checkpoint it resumed from) within RESUME_TOLERANCE[device], and whether that tolerance can tell a
+    wrong resume: MARGIN times below the uninterrupted run's median step-to-step loss change, else it cannot decide
+    (not ok). Returns the verdict and its numbers, with `problem`: why not ok."""
+    tolerance, steps = RESUME_TOLERANCE[device], sorted(first)
+    change = statistics.median(abs(first[b] - first[a]) / max(abs(first[a]), 1e-9)
+                               for a, b in zip(steps, steps[1:])) if len(steps) > 1 else None
+    diffs = {k: abs(again[k] - v) / max(abs(v), 1e-9) for k, v in first.items() if k in again}
+    worst = max(diffs, key=diffs.get, default=None)
+    facts = {"resume_steps_compared": len(diffs), "resume_worst_relative": diffs.get(worst),
+             "resume_tolerance": tolerance, "resume_loss_change": change}
+    if len(diffs) < max(2, len(first)):
+        problem = (f"resume_losses: the resumed run logged {len(diffs)} of the {len(first)} steps the killed run "
+                   "logged after its checkpoint (at least 2 are needed)")
+    elif tolerance * MARGIN > change:
+        problem = (f"resume_losses cannot decide: its tolerance ({tolerance:.0e}) is not {MARGIN}x below the run's "
+                   f"own step-to-step loss change ({change:.1e})")
+    elif diffs[worst] > tolerance:
+        problem = (f"resume_losses: step {worst}'s loss is {diffs[worst]:.1e} off the uninterrupted run's "
+                   f"(tolerance {tolerance:.0e})")
+    else:
+        problem = None
+    return problem is None, facts | ({"problem": problem} if problem else {})
+
+
+def compare_states(reference: Path | None, resumed: Path, start: Path, device: str) -> tuple[bool, dict]:
+    """Whether the resumed run's checkpoint `resumed` holds what the uninterrupted run's of the same step
+    (`reference`) does: the same step, schedule, data position and RNG states, and each kind of tensor (a weights
+    file's, the optimizer's exp_avg, exp_avg_sq, step) within STATE_TOLERANCE[device] of it, as a fraction of how
+    far the uninterrupted run moved that kind from `start` (the checkpoint resumed from). Returns the verdict and
+    its numbers, with `problem`: why not ok."""
+    if reference is None or not resumed.is_dir():
+        what = ("the killed run sealed fewer than two checkpoints: no uninterrupted state to compare with"
+                if reference is None else f"the resumed run left no {resumed.name}")
+        return False, {"problem": f"resume_state: {what}"}
+    (ref, ref_plain), (res, res_plain), (base, _) = (checkpoint_state(f) for f in (reference, resumed, start))
+    drift = {kind: relative_drift(ref[kind], res.get(kind, {}), base.get(kind, {})) for kind in ref}
+    worst = max(drift, key=drift.get, default=None)
+    tolerance = STATE_TOLERANCE[device]
+    finite = drift.get(worst) is not None and math.isfinite(drift[worst])
+    facts = {"resume_state_step": ref_plain["step"], "resume_state_drift": drift[worst] if finite else None,
+             "resume_state_worst": worst, "resume_state_tolerance": tolerance}
+    other = [key for key in ref_plain if not same(res_plain.get(key), ref_plain[key])]
+    if other or not drift:
+        problem = (f"resume_state: the resumed run's {resumed.name} has another {', '.join(other)} than the "
+                   "uninterrupted run's" if other else "resume_state: no tensors to compare")
+    elif not finite:
+        problem = (f"resume_state: {worst} at {resumed.name} is missing, shaped otherwise, or moved where the "
+                   "uninterrupted run's stayed")
+    elif drift[worst] > tolerance:
+        problem = (f"resume_state: {worst} at {resumed.name} is off the uninterrupted run's by {drift[worst]:.1e} "
+                   f"of that run's own movement since {start.name} (tolerance {tolerance:.0e})")
+    else:
+        problem = None
+    return problem is None, facts | ({"problem": problem} if problem else {})
+
+
+def checkpoint_state(folder: Path) -> tuple[dict[str, dict[str, object]], dict]:
+    """A checkpoint's tensors by kind (kind -> name -> tensor: each weights file, and each of the optimizer's
+    per-parameter states: exp_avg, exp_avg_sq, step) and its training position (step, schedule, data, RNG)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from llm_srt.train.checkpoint import load_trainer_state
+
+    kinds: dict[str, dict[str, object]] = {p.stem: load_file(p) for p in sorted(folder.glob("*.safetensors"))}
+    state = load_trainer_state(folder)
+    for param, values in state["optimizer"]["state"].items():
+        for name, value in values.items():
+            if isinstance(value, torch.Tensor):
+                kinds.setdefault(f"optimizer {name}", {})[str(param)] = value
+    return kinds, {key: state.get(key) for key in ("step", "scheduler", "data", "rng")}
+
+
+def same(a, b) -> bool:
+    """Exact equality of two nested trainer-state values (tensors and numpy arrays element by element)."""
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(map(same, a, b))
+    if hasattr(a, "shape"):  # a tensor or an array
+        return hasattr(b, "shape") and tuple(a.shape) == tuple(b.shape) and bool((a == b).all())
+    return a == b
+
+
+def relative_drift(reference: dict, resumed: dict, start: dict) -> float:
+    """|resumed - reference| / |reference - start| over one kind's tensors (each a flat vector of all of them): a
+    resumed run's distance from the uninterrupted one as a fraction of how far that run moved over the same steps
+    (0: exact; 1: as far off as not having trained them at all). Infinite: one is missing from `resumed` or `start`
+    or shaped otherwise, or the uninterrupted run did not move the kind and the resumed run's differs."""
+    if any(name not in other or other[name].shape != ref.shape for name, ref in reference.items()
+           for other in (resumed, start)):
+        return math.inf
+    off = moved = 0.0
+    for name, ref in reference.items():
+        ref = ref.double()
+        off += float((resumed[name].double() - ref).square().sum())
+        moved += float((ref - start[name].double()).square().sum())
+    return math.sqrt(off / moved) if moved else 0.0 if off == 0 else math.inf
 
 
 def logged_losses(out: Path) -> dict[int, float]:
@@ -617,9 +753,7 @@ def write_report(check: Check, started: float, final: bool = True) -> str:
                        + (f"; {details}" if details else ""))
         if s["step"] == "e2e" and "parts" in s:
             details = ", ".join(f"{k} {verdict(v)}" for k, v in s["parts"].items())
-            if s.get("resume_worst_relative") is not None:
-                details += (f" (resumed losses of {s['resume_steps_compared']} steps within "
-                            f"{s['resume_worst_relative']:.1e} of the killed run's)")
+            details += resume_details(s)
         if s["step"] == "env":
             details = ", ".join(f"{k} {v}" for k, v in s.get("versions", {}).items())
         lines.append(f"| {s['step']} | {verdict(s['ok'])} | {s['seconds']} | {details} |")
@@ -636,6 +770,20 @@ def write_report(check: Check, started: float, final: bool = True) -> str:
         with atomic_file(check.out / name) as f:  # whole: a kill mid-write leaves the last one, not half
             f.write(text)
     return outcome
+
+
+def resume_details(s: dict) -> str:
+    """e2e's resume numbers for report.md: how close the resumed run came to the uninterrupted one, and how close it
+    had to come."""
+    said = []
+    if s.get("resume_worst_relative") is not None:
+        said.append(f"resumed losses of {s['resume_steps_compared']} steps within {s['resume_worst_relative']:.1e} "
+                    f"of the uninterrupted run's (tolerance {s['resume_tolerance']:.0e}; the run's own step-to-step "
+                    f"change {s['resume_loss_change'] or 0:.1e})")
+    if s.get("resume_state_drift") is not None:
+        said.append(f"its tensors and optimizer state at step {s['resume_state_step']} within "
+                    f"{s['resume_state_drift']:.1e} of their movement (tolerance {s['resume_state_tolerance']:.0e})")
+    return f" ({'; '.join(said)})" if said else ""
 
 
 def plan(device: str, args) -> list[tuple[str, object, tuple, float | None]]:
