@@ -85,3 +85,38 @@ def test_tensors_replaced_between_updates_are_the_ones_grown(gemma):
                 layer.crop(-2)
         for a, b in zip(ours.update(new, new * 2), hf.update(new, new * 2)):
             torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert ours._kv_buffers[0].shape[-2] == 5 + 8  # rebuilt at the generation's length, not with a spare on top
+
+
+def greedy(model, prompt: int, new_tokens: int, drop_at: int):
+    """Greedy decoding's steps (`GrowingSteps`) over a left-padded batch of 3, row 1 leaving after `drop_at` steps
+    -> the tokens picked per step and the steps' cache."""
+    from llm_srt.model.decoding import GrowingSteps
+
+    torch.manual_seed(1)
+    mask = torch.ones(3, prompt, dtype=torch.long)
+    mask[2, :2] = 0
+    with torch.no_grad():
+        steps = GrowingSteps(model, model.get_input_embeddings()(torch.randint(4, 96, (3, prompt))), mask, new_tokens)
+        tokens = [steps.logits[:, -1].argmax(-1)]
+        for step in range(1, new_tokens):
+            token = tokens[-1]
+            if step == drop_at:
+                steps.keep(torch.tensor([0, 2]))
+                token = token[[0, 2]]
+            tokens.append(steps.step(token)[:, -1].argmax(-1))
+    return [t.tolist() for t in tokens], steps.cache
+
+
+@pytest.mark.parametrize("prompt, new_tokens", [(3, 5), (4, 14)])  # within the window; past it (full layer alone)
+def test_a_row_leaving_late_keeps_every_buffer_within_the_generations_length(gemma, prompt, new_tokens, monkeypatch):
+    """A row that ends at the last step leaves the others' buffers at prompt + new tokens positions in the batch's
+    first storage (rebuilt with a whole spare again, they held nearly twice the new tokens), with HF's tokens."""
+    ours, cache = greedy(gemma, prompt, new_tokens, drop_at=new_tokens - 1)
+    buffers = [layer._kv_buffers for layer in cache.layers if getattr(layer, "_kv_buffers", None)]
+    assert len(buffers) == (3 if prompt + new_tokens <= WINDOW else 1)
+    for keys, values in buffers:
+        assert keys.shape[:3] == values.shape[:3] == (2, 1, prompt + new_tokens)
+        assert keys.untyped_storage().nbytes() == 3 * (prompt + new_tokens) * 16 * keys.element_size()
+    monkeypatch.setattr("llm_srt.model.kv_cache.growing_cache", lambda config, spare: DynamicCache(config=config))
+    assert ours == greedy(gemma, prompt, new_tokens, drop_at=new_tokens - 1)[0]

@@ -397,6 +397,36 @@ def test_each_row_is_cut_to_its_own_cap_whatever_its_batch(speech_model, folders
         assert out[0] != alone(system, [replace(items[0], max_new_tokens=None)], opts)[0], system.name
 
 
+def test_greedy_rows_leave_the_batch_at_their_own_caps(speech_model, monkeypatch):
+    """Greedy decoding ends each row at its own cap, as at EOS: the LLM computes as many rows for a batch as for its
+    items each alone to its cap (a row cut from its batch's largest cap decoded on to it), the same outputs, and the
+    KV cache is sized for the batch's largest cap, not the options'."""
+    from llm_srt.model import decoding
+    from llm_srt.model.llm import causal_lm
+
+    system = load_system(speech_model, CPU)
+    items = [replace(MIXED[0], max_new_tokens=2), replace(MIXED[1], max_new_tokens=3),
+             replace(MIXED[5], max_new_tokens=1), MIXED[5]]
+    rows, sized = [], []
+
+    class Sized(decoding.GrowingSteps):
+        def __init__(self, lm, embeds, mask, max_new_tokens):
+            sized.append(max_new_tokens)
+            super().__init__(lm, embeds, mask, max_new_tokens)
+
+    monkeypatch.setattr(decoding, "GrowingSteps", Sized)
+    hook = causal_lm(system.model.llm).register_forward_hook(lambda m, a, out: rows.append(out.logits.shape[0]))
+    try:
+        batched = system.run_batch(items, OPTS)
+        batch_rows, batch_sized = sum(rows), list(sized)
+        rows.clear()
+        each = [system.run_batch([it], replace(OPTS, max_new_tokens=cap(it, OPTS)))[0] for it in items]
+    finally:
+        hook.remove()
+    assert batched == each and batch_rows == sum(rows)
+    assert batch_sized == [3, OPTS.max_new_tokens]  # the speech rows' largest cap; the text rows'
+
+
 def test_text_mt_system_and_the_cascade(folders):
     mt = load_system("mt", CPU, llm=str(folders["llm"]))
     assert isinstance(mt, TextMTSystem)

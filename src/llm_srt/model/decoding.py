@@ -107,8 +107,9 @@ def generate_ids(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, opt
     `synced_ranks`: keep stepping until every rank is done (a sharded model needs all ranks at each step).
     `on_end`: what a row must write before it may end (`greedy_ids`; in beam search `EndRule`); the rows whose
     output holds ids written for them go into `written`. `caps`: each row's own cap (at most
-    `options.max_new_tokens`): beam search stops each row's hypotheses at it (`RowCaps`); greedy runs every row to
-    `options.max_new_tokens`, the caller cuts (a greedy row's first c tokens are the same at any larger cap).
+    `options.max_new_tokens`): beam search stops each row's hypotheses at it (`RowCaps`); greedy ends the row
+    there, as at EOS (`greedy_ids`; on HF's greedy search every row runs to `options.max_new_tokens`, and a greedy
+    row's first c tokens are the same at any larger cap: the caller cuts).
 
     A repetition penalty counts the new tokens alone (the prompt is speech and language tags).
 
@@ -122,7 +123,8 @@ def generate_ids(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, opt
     if options.beam_size == 1 and not synced_ranks and options.repetition_penalty == 1.0 and greedy_loop_fits(config):
         with torch.no_grad():
             return greedy_ids(model, embeds, mask, options.max_new_tokens, eos, on_end,
-                              no_repeat_ngram=options.no_repeat_ngram_size, written=written, compiled=options.compile)
+                              no_repeat_ngram=options.no_repeat_ngram_size, written=written, compiled=options.compile,
+                              caps=caps)
     extra = {}
     if caps is not None and options.beam_size > 1 and min(caps) < options.max_new_tokens:
         from transformers import StoppingCriteriaList
@@ -246,9 +248,12 @@ def greedy_loop_fits(config: GenerationConfig) -> bool:
 
 def greedy_ids(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, max_new_tokens: int,
                eos: list[int], on_end: OnEnd | None = None, no_repeat_ngram: int = 0,
-               written: set[int] | None = None, compiled: bool = False) -> list[list[int]]:
+               written: set[int] | None = None, compiled: bool = False,
+               caps: Sequence[int] | None = None) -> list[list[int]]:
     """Greedy decoding on the LLM's KV cache, the same argmax steps as HF greedy search, but a row that has ended
-    (EOS, or `max_new_tokens`) leaves the batch (its cache rows dropped), so it costs nothing more.
+    (EOS, or its cap: `caps[row]`, at most `max_new_tokens`, which is every row's cap where `caps` is None) leaves
+    the batch (its cache rows dropped), so it costs nothing more: a short item batched with a long one stops at its
+    own cap with the tokens it has there at any larger one.
     Left-padded embeds (B, L, d) + mask (B, L) -> new token ids per row, EOS excluded.
 
     `on_end(row, ids)`, asked once per row when it first picks an end token: None lets it end; token ids are
@@ -261,10 +266,15 @@ def greedy_ids(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, max_n
     from .llm import causal_lm
 
     lm = causal_lm(model)
-    if compiled and StaticSteps.fits(lm, embeds.shape[0], mask.shape[1] + max_new_tokens):
-        steps = StaticSteps(lm, embeds, mask, max_new_tokens)
+    batch = embeds.shape[0]
+    if caps is not None and len(caps) != batch:
+        raise ValueError(f"greedy_ids: {len(caps)} caps for {batch} rows")
+    caps = [min(c, max_new_tokens) for c in caps] if caps is not None else [max_new_tokens] * batch
+    longest = max(caps, default=max_new_tokens)  # the cache needs room for no more new tokens than this
+    if compiled and StaticSteps.fits(lm, batch, mask.shape[1] + longest):
+        steps = StaticSteps(lm, embeds, mask, longest)
         try:
-            result = _greedy_loop(steps, embeds.shape[0], max_new_tokens, eos, on_end, no_repeat_ngram, written)
+            result = _greedy_loop(steps, batch, longest, eos, on_end, no_repeat_ngram, written, caps)
         except torch._dynamo.exc.FailOnRecompileLimitHit as e:  # torch's limit of compiled shapes: this shape eager
             StaticSteps.shapes_full(e)
         except torch._dynamo.exc.TorchDynamoException as e:  # the model's step does not compile: eager, said once
@@ -272,13 +282,15 @@ def greedy_ids(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, max_n
         else:
             steps.close()
             return result
-    steps = GrowingSteps(lm, embeds, mask, max_new_tokens)
-    return _greedy_loop(steps, embeds.shape[0], max_new_tokens, eos, on_end, no_repeat_ngram, written)
+    steps = GrowingSteps(lm, embeds, mask, longest)
+    return _greedy_loop(steps, batch, longest, eos, on_end, no_repeat_ngram, written, caps)
 
 
 def _greedy_loop(steps, batch: int, max_new_tokens: int, eos: list[int], on_end: OnEnd | None,
-                 no_repeat_ngram: int, written: set[int] | None) -> list[list[int]]:
-    """`greedy_ids`' argmax loop over `steps` (GrowingSteps or StaticSteps)."""
+                 no_repeat_ngram: int, written: set[int] | None, caps: list[int] | None = None) -> list[list[int]]:
+    """`greedy_ids`' argmax loop over `steps` (GrowingSteps or StaticSteps), row i ending at caps[i] tokens (every
+    row at `max_new_tokens` where `caps` is None)."""
+    caps = caps or [max_new_tokens] * batch
     rows = list(range(batch))  # batch slot -> row of the result
     result: list[list[int]] = [[] for _ in rows]
     token = _pick(steps.logits, result, rows, no_repeat_ngram)
@@ -300,7 +312,7 @@ def _greedy_loop(steps, batch: int, max_new_tokens: int, eos: list[int], on_end:
                         written.add(row)
             if t not in stop:
                 result[row].append(t)
-                if len(result[row]) < max_new_tokens:
+                if len(result[row]) < caps[row]:
                     keep.append(slot)
         if not keep:
             return result

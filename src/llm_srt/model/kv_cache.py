@@ -4,10 +4,11 @@ capacity, so that a decode step writes its one new position instead of copying t
 HF's dynamic layers `torch.cat` the cache with each step's keys and values: every step copies every layer's cache
 (Gemma-3-270M int8 at batch 16: 8.4 ms of an 80 ms CPU step). Here a step writes its position into the buffer and
 hands attention a view of the filled part; a buffer is made with room for the generation's new tokens. Attention
-sees the same values as with `torch.cat`, so outputs are identical. Anything that replaces a layer's tensors (HF's
-`batch_select_indices`, `crop`, `reorder_cache`, ...) is noticed at the next update, which copies them into a new
-buffer. A sliding-window layer keeps the buffer while the cache is shorter than its window and falls back to HF's
-own update (which trims it) beyond.
+sees the same values as with `torch.cat`, so outputs are identical. Rows that leave the batch (HF's
+`batch_select_indices`) are dropped inside the buffer: the kept rows move up, nothing is allocated. Anything else
+that replaces a layer's tensors (`crop`, `reorder_cache`, ...) is noticed at the next update, which copies them into
+a new buffer of the generation's length, no longer. A sliding-window layer keeps the buffer while the cache is
+shorter than its window and falls back to HF's own update (which trims it) beyond.
 
 `static_cache` is the other kind: fixed buffers of a bucketed length, for a compiled decode step (decoding.py).
 """
@@ -19,8 +20,9 @@ from transformers.cache_utils import DynamicCache, DynamicLayer, DynamicSlidingW
 
 
 class _Growing:
-    """The buffer logic shared by both layer kinds (mixed in before HF's class): a buffer holds the positions it
-    must plus `spare` more (the generation's new tokens: about the memory the cache reaches anyway)."""
+    """The buffer logic shared by both layer kinds (mixed in before HF's class): the first buffer holds the prompt
+    plus `spare` more positions (the generation's new tokens: the memory the cache reaches anyway), and that length
+    (`_limit`, the generation's last position) is what a later buffer is made with, unless it must hold more."""
 
     spare = 0
 
@@ -30,10 +32,14 @@ class _Growing:
         cached = self.keys if self.keys is not None and self.keys.numel() else None
         length = 0 if cached is None else cached.shape[-2]
         new = key_states.shape[-2]
-        buffers, view = getattr(self, "_kv_buffers", None), getattr(self, "_kv_view", (None, None))
-        if (buffers is None or cached is not view[0] or self.values is not view[1]
-                or length + new > buffers[0].shape[-2] or buffers[0].shape[:2] != key_states.shape[:2]):
-            capacity = length + new + self.spare
+        if cached is None or not hasattr(self, "_limit"):  # a generation's first update (or the first after a
+            self._limit = length + new + self.spare  # reset, or onto tensors given to the layer): its prompt
+        buffers = getattr(self, "_kv_buffers", None)
+        if (buffers is None or not self._holds_view() or length + new > buffers[0].shape[-2]
+                or buffers[0].shape[:2] != key_states.shape[:2]):
+            # a rebuilt buffer (tensors HF replaced) is the generation's length: a spare on top of the positions
+            # held would let each late rebuild hold up to prompt + twice the new tokens
+            capacity = max(length + new, self._limit)
             buffers = tuple(states.new_empty(*states.shape[:2], capacity, states.shape[-1])
                             for states in (key_states, value_states))
             if cached is not None:  # the tensors HF (or an earlier buffer) left, copied once
@@ -45,6 +51,24 @@ class _Growing:
         self.keys, self.values = buffers[0][:, :, :length + new], buffers[1][:, :, :length + new]
         self._kv_view = (self.keys, self.values)
         return self.keys, self.values
+
+    def _holds_view(self) -> bool:
+        """Whether the layer's keys and values are still the views of its buffers that the last update set."""
+        view = getattr(self, "_kv_view", (None, None))
+        return self.keys is not None and self.keys is view[0] and self.values is view[1]
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        """Only the `indices` rows go on: moved up inside the buffers, which keep their storage (a new pair would be
+        a second allocation and copy of the whole cache each time a row ends, the old one alive until it is made).
+        The finished rows' memory stays held until the generation ends: never more than the batch took at its start."""
+        if not self._holds_view():
+            return super().batch_select_indices(indices)
+        length, rows = self.keys.shape[-2], len(indices)
+        for buffer in self._kv_buffers:
+            buffer[:rows, :, :length] = buffer[indices, :, :length]  # gathered first: overlapping rows are safe
+        self._kv_buffers = tuple(buffer[:rows] for buffer in self._kv_buffers)
+        self.keys, self.values = (buffer[:, :, :length] for buffer in self._kv_buffers)
+        self._kv_view = (self.keys, self.values)
 
 
 class GrowingLayer(_Growing, DynamicLayer):
@@ -60,6 +84,7 @@ class GrowingSlidingWindowLayer(_Growing, DynamicSlidingWindowLayer):
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         if self.record_past or self.cumulative_length + key_states.shape[-2] > self.sliding_window - 1:
+            self._kv_buffers, self._kv_view = None, (None, None)  # HF's tensors from now on: the buffers let go
             return super().update(key_states, value_states, *args, **kwargs)
         self.cumulative_length += key_states.shape[-2]
         return self._grow_update(key_states, value_states)
