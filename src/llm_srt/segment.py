@@ -73,7 +73,7 @@ class SegmentOptions:
     hysteresis_db: float = 10.0  # low threshold = high - this: speech continues until the level falls below it
     floor_margin_db: float = 6.0  # both thresholds stay at least this far above the noise floor (noisy clips);
     #                               frames this far above it stand out from the noise (see _thresholds); the high
-    #                               one this + hysteresis_db above it, less where the noise is narrow (_noise_reach)
+    #                               one this + hysteresis_db above it, less where the noise is narrow (_noise_top)
     pad: float = 0.05  # seconds kept before and after each segment's speech (soft onsets, decays)
 
 
@@ -196,11 +196,10 @@ def _speech_regions(db: np.ndarray, opts: SegmentOptions, hop: float) -> list[tu
     high, low = thresholds
     loud = db > high
     runs = _runs(db > low)
-    floor = float(np.percentile(db, FLOOR_PERCENTILE))
     # Where the noise's loud frames stay under the low threshold (white noise, a quiet room), runs above it are
     # speech: a quieter word a short pause after a loud one is kept (a sentence's falling end 9 dB above street
     # noise was lost). Else (a rumble, a loud room) they are often the noise: each must reach the high one itself.
-    if floor + _noise_reach(db, floor) >= low:
+    if _noise_top(db) >= low:
         runs = [(a, b) for a, b in runs if loud[a:b].any()]
     bridged: list[tuple[int, int]] = []
     min_gap = int(round(opts.min_silence / hop))
@@ -231,19 +230,25 @@ def _thresholds(db: np.ndarray, min_frames: int, opts: SegmentOptions) -> tuple[
     # Relative to the speech level; in noise (a high floor) raised above the floor, but kept below the level
     # itself; never below the absolute silence level.
     high = level + opts.threshold_db
-    start = min(max(_noise_reach(db, floor), STEADY_SPREAD_DB), opts.floor_margin_db + opts.hysteresis_db)
+    start = min(max(_noise_top(db) - floor, STEADY_SPREAD_DB), opts.floor_margin_db + opts.hysteresis_db)
     high = min(max(high, floor + start), level - opts.floor_margin_db)
     low = min(max(high - opts.hysteresis_db, floor + opts.floor_margin_db), high)
     return max(high, SILENCE_DB), max(low, SILENCE_DB)
 
 
-def _noise_reach(db: np.ndarray, floor: float) -> float:
-    """How far above the noise floor the noise's own loud frames reach, in dB: NOISE_REACH times as far as its
-    quietest frames lie below it (no speech can change those). Speech starts above them, at least STEADY_SPREAD_DB
-    and at most floor_margin_db + hysteresis_db above the floor: always at the most, a guest 10 dB quieter than the
-    host in street noise 12 dB under the guest never started speech; now it starts 10 dB above the floor in white
-    noise or room tone, and 16 dB above it still in a rumble (1/f^2 noise, loud frames 12-14 dB above its floor)."""
-    return NOISE_REACH * (floor - float(np.percentile(db, NOISE_PERCENTILE)))
+def _noise_top(db: np.ndarray) -> float:
+    """The level (dB) the noise's own loud frames reach: NOISE_REACH times as far above the noise floor as its
+    quietest frames lie below it (no speech can change those), both of the frames above SILENCE_DB (a few dropouts
+    or 0.2 s of digital silence at the start made the quietest frames -100 dB: the reach, ~240 dB). Speech starts
+    above it, at least STEADY_SPREAD_DB and at most floor_margin_db + hysteresis_db above the floor: always at the
+    most, a guest 10 dB quieter than the host in street noise 12 dB under the guest never started speech; now it
+    starts 10 dB above the floor in white noise or room tone, and 16 dB above it still in a rumble (1/f^2 noise,
+    loud frames 12-14 dB above its floor)."""
+    audible = db[db > SILENCE_DB]
+    if audible.size == 0:
+        return SILENCE_DB
+    floor = float(np.percentile(audible, FLOOR_PERCENTILE))
+    return floor + NOISE_REACH * (floor - float(np.percentile(audible, NOISE_PERCENTILE)))
 
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
