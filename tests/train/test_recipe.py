@@ -415,7 +415,7 @@ sys.exit(cli.main())
 """
 
 
-@pytest.mark.long(15)
+@pytest.mark.slow  # two processes (~25 s); in make test: one process's NaN gradient stops it (the test above)
 def test_a_nan_gradient_on_one_rank_stops_every_rank(tiny_setup, tmp_path):
     """Two-process DDP with a NaN gradient element on rank 1 only: both ranks stop at that step with the same line
     (a rank that went on alone would wait at the next collective until the timeout), the last good checkpoint

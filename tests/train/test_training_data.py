@@ -318,6 +318,31 @@ def test_a_batch_whose_every_clip_cannot_be_decoded_is_replaced(tiny_setup, mode
     assert [resumed.next_batch()["ids"] for _ in epoch[first:first + 2]] == epoch[first:first + 2]
 
 
+def test_an_unreachable_audio_folder_stops_the_run_after_a_few_examples_in_one_line(tiny_setup, model, tmp_path,
+                                                                                   monkeypatch):
+    """An unmounted volume made each rank open every example's clip after a batch that did not decode, a warning
+    line per clip (a million of each), before it stopped. The search stops after SEARCH_EXAMPLES (here 2), said in
+    one line naming the manifest, a reason and what to check; the clips it met are counted, not said."""
+    rows, broken, section = _a_broken_clip(tiny_setup, tmp_path, None, num_workers=0, batch_size=1)
+    said = []
+    data = TrainingData(section, model, SOLO, log=said.append)
+    for clip in (tmp_path / "audio").iterdir():
+        clip.unlink()
+    opened = []
+    real = training_data.load_audio
+    monkeypatch.setattr(training_data, "load_audio", lambda path, **kw: opened.append(path) or real(path, **kw))
+    monkeypatch.setattr(training_data, "SEARCH_EXAMPLES", 2, raising=False)
+    monkeypatch.setattr(training_data, "SEARCH_BATCHES", 1, raising=False)
+    with pytest.raises(LLMSRTError) as caught:
+        data.next_batch()
+    assert len(opened) == 3 < len({r.audio for r in rows}) - 1  # the batch's clip and 2 others, not all 8
+    assert len(set(opened)) == 3 and len(said) == 1 and "left out of its batches" in said[0]  # the batch's own clip
+    message = str(caught.value)
+    assert "\n" not in message
+    assert re.match(r"data\.train '\S+/train\.jsonl': no clip of a batch, nor of the 2 example\(s\) ", message)
+    assert "check that the audio folder is reachable" in message and re.search(r"\(e\.g\. \S+\.wav: ", message)
+
+
 def test_an_error_in_a_dataloader_worker_reaches_the_user_as_its_own_line(tiny_setup, model, monkeypatch):
     """It came wrapped in the DataLoader's "Caught LLMSRTError in DataLoader worker process 0. Original Traceback
     (most recent call last): ..." text, many lines long."""
@@ -530,28 +555,66 @@ def test_a_dev_set_that_scores_no_token_gives_no_dev_loss_and_says_so(tiny_setup
         "checkpoint"]
 
 
-def test_a_dev_batch_whose_every_clip_cannot_be_decoded_is_run_but_not_scored(tiny_setup, model, tmp_path,
-                                                                             monkeypatch):
-    """A dev batch of only an undecodable clip stopped the evaluation (and the run). The next examples are run in its
-    place (a sharded model's forward needs every rank) and not scored: the dev loss and the decoded sample are the
-    other examples' alone."""
+class _Recorder:
+    """A model whose forward and generate calls are recorded (the ids of each batch)."""
+
+    def __init__(self, model):
+        self.model, self.forward, self.decoded = model, [], []
+
+    def eval(self):
+        self.model.eval()
+
+    def __call__(self, batch):
+        self.forward.append(batch["ids"])
+        return self.model(batch)
+
+    def generate(self, batch, **kwargs):
+        self.decoded.append(batch["ids"])
+        return [f"hyp {i}" for i in batch["ids"]]
+
+
+def test_a_dev_batch_whose_every_clip_cannot_be_decoded_is_not_run_nor_scored(tiny_setup, model, tmp_path,
+                                                                              monkeypatch):
+    """A dev batch of only an undecodable clip stopped the evaluation (and the run). Then it was replaced at every
+    evaluation, its replacement run through forward and generate and thrown away, each time said again and added to
+    training's count of replaced batches. Without a sharded model it is skipped (not run, not scored), said once;
+    the dev loss and the decoded sample are the other examples' alone."""
     rows, broken, section = _a_broken_clip(tiny_setup, tmp_path, None, num_workers=0, batch_size=1,
                                            tasks={"srt": 1.0})
     dev = tmp_path / "dev.jsonl"
     write_manifest(dev, [r for r in read_manifest(section.train) if r.tgt_lang][:3])  # the clip's and 2 others'
-    data = TrainingData(replace(section, dev=str(dev), dev_decode=64), model, SOLO, log=[].append)
+    said = []
+    data = TrainingData(replace(section, dev=str(dev), dev_decode=64), model, SOLO, log=said.append)
     broken.write_bytes(b"RIFF not audio any more" * 20)
     decoded = []
-    monkeypatch.setattr(model, "generate", lambda batch, **kwargs: [f"hyp {i}" for i in batch["ids"]])
-    monkeypatch.setattr(training_data, "_dev_scores", lambda task, examples, hyps, tags: decoded.extend(hyps) or {})
-    result = data.evaluate(model, contextlib.nullcontext())
-    good = [data.dev[i] for i in range(len(data.dev)) if data.dev[i].audio != str(broken)]
-    assert len(good) == len(data.dev) - 1 and data.substituted == 2  # its loss batch and its decoded batch
-    assert decoded == [f"hyp {e.id}" for e in good]
+    monkeypatch.setattr(training_data, "_dev_scores", lambda task, examples, hyps, tags: decoded.append(hyps) or {})
+    recorder = _Recorder(model)
+    results = [data.evaluate(recorder, contextlib.nullcontext()) for _ in range(2)]
+    good = [[data.dev[i].id] for i in range(len(data.dev)) if data.dev[i].audio != str(broken)]
+    assert len(good) == len(data.dev) - 1
+    assert recorder.forward == recorder.decoded == good * 2  # nothing run in the undecodable batch's place
+    assert decoded == [[f"hyp {i}" for [i] in good]] * 2 and results[0] == results[1]
+    assert data.substituted == 0 and len(data.dev_unscored) == 1
+    assert sum("left out of every evaluation" in line for line in said) == 1
     with torch.no_grad():  # evaluate left the model in eval mode: no dropout
-        scored = [model(data.batch_of([e])) for e in good]
+        scored = [model(data.batch_of([e])) for e in data.dev if e.audio != str(broken)]
     tokens = sum(float(out["n_tokens"]) for out in scored)
-    assert result["dev_loss"] == pytest.approx(sum(float(o["loss"] * o["n_tokens"]) for o in scored) / tokens)
+    assert results[0]["dev_loss"] == pytest.approx(sum(float(o["loss"] * o["n_tokens"]) for o in scored) / tokens)
+
+
+def test_a_sharded_model_runs_the_next_dev_examples_in_an_undecodable_batch_s_place(tiny_setup, model, tmp_path):
+    """FSDP's forward needs every rank: there the batch is replaced (not scored), apart from training's count."""
+    rows, broken, section = _a_broken_clip(tiny_setup, tmp_path, None, num_workers=0, batch_size=1,
+                                           tasks={"srt": 1.0})
+    dev = tmp_path / "dev.jsonl"
+    write_manifest(dev, [r for r in read_manifest(section.train) if r.tgt_lang][:3])
+    data = TrainingData(replace(section, dev=str(dev)), model, SOLO, log=[].append)
+    broken.write_bytes(b"RIFF not audio any more" * 20)
+    examples = [data.dev[i] for i in range(len(data.dev))]
+    [at] = [i for i, e in enumerate(examples) if e.audio == str(broken)]
+    batch, own = data._dev_batch(examples, at, replace=True)
+    assert not own and batch["ids"] == [examples[(at + 1) % len(examples)].id] and data.substituted == 0
+    assert data._dev_batch(examples, at, replace=False) == (None, False) and len(data.dev_unscored) == 1
 
 
 def test_a_training_clip_longer_than_whisper_s_window_is_a_bad_row(tiny_setup, tmp_path):
@@ -765,7 +828,7 @@ def test_ranks_of_one_node_do_not_look_for_every_clip_after_the_fill(tiny_setup,
     assert [g["looked"] for g in got] == [got[0]["audio"] // 2] * 2  # before: its share, then every clip
 
 
-@pytest.mark.long(35)
+@pytest.mark.slow  # two processes (~35 s); make test: test_rank0_reads_and_hashes_once_and_the_other_rank_receives_it
 def test_each_node_fills_its_own_feature_cache_and_ranks_wait_for_rank_0_s_reading(tiny_setup, tmp_path):
     """A cache on each node's own disk holds every utterance after the fill (not only that node's ranks' share,
     which left the rest to be encoded inside the training steps), and the ranks waiting while rank 0 reads the

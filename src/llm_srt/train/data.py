@@ -40,6 +40,9 @@ GPU_WORKERS = 2  # default DataLoader workers per rank on CUDA (reading .npy fea
 ENCODE_BATCH = 16  # utterances per encoder call when filling the feature cache (longest first)
 NODE_SAMPLE = 64  # clips of the other nodes' shares looked for, to tell a shared feature cache from a node's own
 PREFETCH = 4  # batches each DataLoader worker prepares ahead
+SEARCH_EXAMPLES = 32  # at most this many examples (or SEARCH_BATCHES batches' worth, if more) are tried in place of
+SEARCH_BATCHES = 4  #   a batch none of whose clips decodes (`_replacement`): past that the audio folder itself is gone
+#   (an unmounted volume, a dropped network disk), which had every rank open each of a million clips, a warning each
 
 
 NOT_A_FOLDER = ("false", "no", "off", "none", "n", "0")  # meant as "no cache", taken as text (the field holds a path)
@@ -132,7 +135,9 @@ class TrainingData:
         whole steps: `BucketBatchSampler`)."""
         self.cfg, self.model, self.d, self.log = cfg, model, d, log
         self.bad_clips: dict[str, str] = {}  # audio -> why it was left out of its batches
-        self.substituted = 0  # batches whose every clip could not be decoded, replaced (`_substitute`)
+        self.substituted = 0  # training batches whose every clip could not be decoded, replaced (`_replacement`)
+        self.dev_unscored: set[tuple[str, ...]] = set()  # dev batches (their ids) whose every clip could not be
+        #   decoded: left out of every evaluation, said once
         if not any(cfg.manifests):
             raise ConfigError("data.train: give the training manifest (e.g. data/mini/train.jsonl)")
         self.main_task = Task(max(cfg.tasks, key=cfg.tasks.get))
@@ -274,18 +279,20 @@ class TrainingData:
         """A model batch of these examples, built here (dev batches; missing features computed now)."""
         return self._finish(self.collator(examples))
 
-    def _finish(self, batch: dict) -> dict:
+    def _finish(self, batch: dict, note: Callable[[list], Any] | None = None) -> dict:
         """In the training process: features the cache lacked (precompute_features off) computed and padded; the
-        feature tensors moved to the model's device (from pinned memory, without blocking)."""
-        self._note_bad(batch.pop("skipped", ()))
+        feature tensors moved to the model's device (from pinned memory, without blocking). The (audio, why) pairs
+        of clips that cannot be decoded go to `note` (default: said, `_note_bad`)."""
+        note = self._note_bad if note is None else note
+        note(batch.pop("skipped", []))
         pending = batch.pop("pending_audio", None)
         if pending is not None:
             feats, bad = self._features(self.cache, pending)
             if bad:  # their examples leave the batch, as the collator leaves out what it cannot decode
-                self._note_bad(bad)
+                note(bad)
                 batch = _only_rows(batch, [i for i, f in enumerate(feats) if f is not None])
                 feats = [f for f in feats if f is not None]
-            if not feats:  # no example is left: the caller replaces the batch (`_substitute`)
+            if not feats:  # no example is left: the caller replaces the batch (`_replacement`)
                 return batch
             batch["features"], batch["feature_mask"] = pad_features(feats)
         device = self.model.device
@@ -317,29 +324,41 @@ class TrainingData:
         if batch["ids"]:
             return batch
         epoch = self._position[0]
-        return self._substitute(lambda i: self.dataset.example(i, epoch), len(self.dataset), indices,
-                                f"data.train {short(self.cfg.train)}")
+        batch, failed = self._replacement(lambda i: self.dataset.example(i, epoch), len(self.dataset), indices,
+                                          f"data.train {short(self.cfg.train)}")
+        self.substituted += 1
+        either = f"{failed} clip(s) after it could not be decoded either; " if failed else ""
+        self._say(f"warning: every clip of a batch of data.train {short(self.cfg.train)} cannot be decoded: "
+                  f"{len(batch['ids'])} example(s) after it take its place ({either}{self.substituted} such batch(es) "
+                  "so far on this rank)")
+        return batch
 
-    def _substitute(self, example_at: Callable[[int], Any], n: int, indices: list[int], what: str) -> dict:
+    def _replacement(self, example_at: Callable[[int], Any], n: int, indices: list[int], what: str) -> tuple[dict, int]:
         """The batch in place of the batch of `indices` (of the n examples `example_at` gives) whose every clip cannot
         be decoded (data.batch_size 1, or a clip with a batch's worth of rows): as many examples with speech after
-        its last (on from the first after the last), not of its clips, and on until one decodes. It depends on the
-        data and the batch alone (not on the clips this run has met: a resume draws the same), and every rank keeps
-        its count of batches (a rank that stopped there stopped them all, and every resume stopped there again).
-        Counted in `substituted`."""
-        own = {example_at(i).audio for i in indices}
+        its last (on from the first after the last), not of its clips, and on until one decodes; and the clips met
+        on the way that cannot be decoded, counted, not said one by one (their own batches say them). It depends on
+        the data and the batch alone (not on the clips this run has met: a resume draws the same), and every rank
+        keeps its count of batches (a rank that stopped there stopped them all, and every resume stopped there
+        again). Raises LLMSRTError after SEARCH_EXAMPLES examples (or SEARCH_BATCHES batches' worth) that do not
+        decode: an unreachable audio folder made each rank open every clip of the data set before it stopped."""
+        skip = {example_at(i).audio for i in indices}  # read lazily below: a clip that failed is not tried again
         todo = (e for e in map(example_at, ((indices[-1] + k) % n for k in range(1, n)))
-                if e.task.needs_speech and e.audio not in own)
-        while part := list(itertools.islice(todo, len(indices))):
-            batch = self.batch_of(part)
+                if e.task.needs_speech and e.audio not in skip)
+        limit, tried, failed = max(SEARCH_EXAMPLES, SEARCH_BATCHES * len(indices)), 0, []
+        while tried < limit and (part := list(itertools.islice(todo, len(indices)))):
+            tried += len(part)
+            bad: list[tuple[str, str]] = []
+            batch = self._finish(self.collator(part), note=bad.extend)
+            failed += bad
             if batch["ids"]:
-                self.substituted += 1
-                self._say(f"warning: every clip of a batch of {what} cannot be decoded: {len(batch['ids'])} "
-                          f"example(s) after it take its place ({self.substituted} such batch(es) so far on "
-                          "this rank)")
-                return batch
-        raise LLMSRTError(f"{what}: no clip of its speech examples can be decoded (see the warnings above); check "
-                          "its audio files")
+                return batch, len(failed)
+            skip.update(a for a, _ in bad)
+        why = failed[0][1] if failed else next((self.bad_clips[a] for a in sorted(skip) if a in self.bad_clips),
+                                               "see the warnings above")
+        raise LLMSRTError(f"{what}: no clip of a batch, nor of the {tried} example(s) with speech after it, can be "
+                          f"decoded (e.g. {why}); check that the audio folder is reachable (a volume unmounted, a "
+                          "network disk dropped), or remove the damaged clips' rows from the manifest")
 
     def _say(self, line: str) -> None:
         """A line in the run's log; on a rank other than 0 (whose log is quiet) on stderr, tagged with the rank."""
@@ -370,14 +389,24 @@ class TrainingData:
         return skipped
 
     # ---- dev ---------------------------------------------------------------------------------------------------------
-    def _dev_batch(self, examples: list, start: int) -> tuple[dict, bool]:
-        """The dev batch of `examples` from `start`, and whether it is theirs: where every clip of it cannot be
-        decoded, the next examples' (`_substitute`: a sharded model's forward needs every rank), not to be counted."""
-        batch = self.batch_of(examples[start:start + self.cfg.batch_size])
+    def _dev_batch(self, examples: list, start: int, replace: bool) -> tuple[dict | None, bool]:
+        """The dev batch of `examples` from `start`, and whether it is theirs. Where every clip of it cannot be
+        decoded: None (not run, not scored), or with `replace` (a sharded model, whose forward needs every rank) the
+        next examples' (`_replacement`), run but not scored. Said once, not at every evaluation, and not counted in
+        `substituted` (training's count)."""
+        part = examples[start:start + self.cfg.batch_size]
+        batch = self.batch_of(part)
         if batch["ids"]:
             return batch, True
-        indices = list(range(start, min(len(examples), start + self.cfg.batch_size)))
-        return self._substitute(examples.__getitem__, len(examples), indices, f"data.dev {self.cfg.dev}"), False
+        if (ids := tuple(e.id for e in part)) not in self.dev_unscored:
+            self.dev_unscored.add(ids)
+            self._say(f"warning: every clip of a batch of data.dev {self.cfg.dev} ({len(ids)} example(s) from id "
+                      f"{ids[0]}) cannot be decoded: left out of every evaluation ({len(self.dev_unscored)} such dev "
+                      "batch(es) on this rank)")
+        if not replace:
+            return None, False
+        indices = list(range(start, start + len(part)))
+        return self._replacement(examples.__getitem__, len(examples), indices, f"data.dev {self.cfg.dev}")[0], False
 
     @torch.no_grad()
     def evaluate(self, model, autocast, sharded: bool = False) -> dict[str, float | None]:
@@ -393,10 +422,13 @@ class TrainingData:
         starts = list(range(0, len(dev), bs))
         mine = starts[d.rank::d.world]
         rounds = math.ceil(len(starts) / d.world) if sharded else len(mine)
+        replace = sharded and d.world > 1  # an undecodable batch: another run in its place, or none
         loss_sum, tokens = torch.zeros(()), torch.zeros(())
         for k in range(rounds):
             start = mine[k] if k < len(mine) else starts[0]
-            batch, own = self._dev_batch(dev, start)
+            batch, own = self._dev_batch(dev, start, replace)
+            if batch is None:
+                continue
             with autocast:
                 out = model(batch)
             if k < len(mine) and own:
@@ -412,9 +444,9 @@ class TrainingData:
             done: dict[int, dict[str, str]] = {}  # this rank's batches: start -> their texts by example id
             for k in range(math.ceil(len(starts) / d.world) if sharded else len(mine)):
                 start = mine[k] if k < len(mine) else starts[0]
-                batch, own = self._dev_batch(examples, start)  # a clip that cannot be decoded is left out
-                hyps = model.generate(batch, synced_ranks=sharded and d.world > 1)  # one FSDP process: the fast
-                #   greedy loop (it drops ended rows); HF's synced_gpus path steps every row to the end
+                batch, own = self._dev_batch(examples, start, replace)  # a clip that cannot be decoded is left out
+                hyps = [] if batch is None else model.generate(batch, synced_ranks=replace)  # one FSDP process:
+                #   the fast greedy loop (it drops ended rows); HF's synced_gpus path steps every row to the end
                 if k < len(mine):
                     done[start] = dict(zip(batch["ids"], hyps)) if own else {}
             if d.world > 1:
@@ -477,7 +509,7 @@ class Collator:
             # a clip that cannot be decoded (damaged since the manifest was checked), or longer than the encoder's
             # window (its row's duration was wrong: the encoder would stop the step, and naming no file), leaves its
             # example out of the batch, said and counted (`skipped`), instead of stopping a run that would stop there
-            # again on resume; a batch left with no example is replaced by the training process (`_substitute`)
+            # again on resume; a batch left with no example is replaced by the training process (`_replacement`)
             loaded = {}
             for e in examples:
                 if e.task.needs_speech and e.audio not in loaded:
