@@ -185,19 +185,76 @@ def _flac(seconds, sr=48000, channels=2):
     return buf.getvalue()
 
 
-def test_a_flac_cut_short_keeps_what_it_holds_and_says_so_once(tmp_path, caplog):
-    """A FLAC missing its last 1% (a recorder that lost power) raised "lost sync" at the damaged end: all of it was
-    refused, with "use wav, flac, ogg or mp3". A WAV cut so keeps its part; so does the FLAC now, with one warning."""
+def _noise_flac(seconds, sr=SAMPLE_RATE, length_in_header=True):
+    """A mono 16-bit FLAC of a tone in noise (frames of the usual 4096 samples), and its samples as decoded whole.
+    `length_in_header=False`: STREAMINFO's total-samples field is 0, as a FLAC written to a pipe has it."""
+    rng = np.random.default_rng(0)
+    x = (0.3 * _tone(sr, seconds) + 0.01 * rng.standard_normal(int(sr * seconds))).astype(np.float32)
+    buf = io.BytesIO()
+    sf.write(buf, x, sr, format="FLAC", subtype="PCM_16")
+    data = bytearray(buf.getvalue())
+    if not length_in_header:
+        data[8 + 13] &= 0xF0  # "fLaC", the block header (4 bytes); the count is byte 13's low 4 bits and bytes 14-17
+        data[8 + 14:8 + 18] = bytes(4)
+    return bytes(data), load_audio(buf.getvalue(), max_seconds=None)
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """Decode 16384 samples at a time, so that a clip of a few seconds spans several blocks."""
+    from llm_srt import audio
+
+    monkeypatch.setattr(audio, "BLOCK_SAMPLES", 1 << 14)
+
+
+def test_a_flac_cut_short_is_refused_unless_salvaged_then_kept_to_its_damage_with_one_warning(tmp_path, caplog,
+                                                                                                small_blocks):
+    """Decoded in part, a clip would be trained or scored against the transcript of all of it: refused by default.
+    Salvaged (translating it), a FLAC missing its end keeps every frame before the damage (it lost up to 0.17 s)."""
     path = tmp_path / "cut.flac"
-    data = _flac(3.0)
+    data, whole = _noise_flac(3.0)
     path.write_bytes(data[:int(len(data) * 0.99)])
+    with pytest.raises(AudioError) as e:
+        load_audio(path)
+    kept = len(whole) // 4096 * 4096  # the FLAC frames before the cut one: the last, of 2944 samples
+    assert str(e.value) == (f"{path}: only the first {kept / SAMPLE_RATE:.1f} s of 3.0 s decode (Error : flac decoder "
+                            "lost sync): the file is damaged or cut short; re-export it, or copy it again")
     with caplog.at_level(logging.WARNING, logger="llm_srt.audio"):
-        out = load_audio(path)
-    assert 2.8 < out.size / SAMPLE_RATE < 2.97  # all but the end: the 4096-frame steps reach 0.17 s of the damage
+        out = load_audio(path, salvage=True)
+    assert out.size == kept and np.array_equal(out, whole[:kept])
     assert [r.getMessage() for r in caplog.records] == [
-        f"{path}: only the first {out.size / SAMPLE_RATE:.1f} s of the 3.0 s its header gives decode (Error : flac "
-        "decoder lost sync): the file is damaged or cut short; those are used (re-export it, or copy it again, for "
-        "the rest)"]
+        f"{path}: only the first {kept / SAMPLE_RATE:.1f} s of 3.0 s decode (Error : flac decoder lost sync): the "
+        "file is damaged or cut short; those are used (re-export it, or copy it again, for the rest)"]
+
+
+def test_a_flac_damaged_inside_keeps_all_before_the_damage_not_back_to_its_blocks_start(small_blocks):
+    """libsndfile seeks no more after the damage: the block it was in was lost back to its start (a 300 s FLAC
+    damaged at 150 s kept 87.4 s, its first block)."""
+    data, whole = _noise_flac(6.0)
+    damaged = bytearray(data)
+    at = len(data) // 2
+    damaged[at:at + 64] = bytes(64)
+    out = load_audio(bytes(damaged), salvage=True)
+    assert 2.7 < out.size / SAMPLE_RATE < 3.0 and out.size % 4096 == 0  # the frames before the damaged one, all
+    assert np.array_equal(out, whole[:out.size])
+
+
+@pytest.mark.parametrize("bytes_or_path", ["bytes", "path"])
+def test_a_flac_whose_header_gives_no_length_decodes_whole_and_is_not_called_damaged(tmp_path, caplog, small_blocks,
+                                                                                     bytes_or_path):
+    """As `ffmpeg -f flac -` or `arecord | flac -` write it. libsndfile's reader fails a read reaching its end (it
+    cannot seek such a stream): it was cut to its first block with a warning calling it damaged (100 s -> 87.4 s),
+    and before that refused."""
+    data, whole = _noise_flac(5.3, length_in_header=False)
+    (tmp_path / "piped.flac").write_bytes(data)
+    source = data if bytes_or_path == "bytes" else tmp_path / "piped.flac"
+    with caplog.at_level(logging.WARNING, logger="llm_srt.audio"):
+        out = load_audio(source)
+    assert np.array_equal(out, whole) and caplog.records == []
+    with pytest.raises(AudioError) as e:  # cut short too: damaged, its length not given
+        load_audio(data[:len(data) // 2])
+    assert str(e.value).startswith("<audio>: only the first 2.") and " s decode (Error : flac decoder lost sync): " \
+        "the file is damaged or cut short; re-export it, or copy it again" in str(e.value)
 
 
 def test_a_flac_cut_before_its_first_frame_is_called_damaged_not_the_wrong_format(tmp_path):

@@ -432,6 +432,38 @@ def test_speech_is_found_wherever_it_lies_in_a_short_input():
     assert sorted(stub.batches[0]) == [int(1.6 * SR), 6 * SR]
 
 
+def _cut_flac(path: Path) -> float:
+    """A 6 s FLAC of speech missing the end of its last frame (a copy cut off); the seconds that decode."""
+    import soundfile as sf
+
+    sf.write(path, recording(6.0, [(0.5, 5.5)]), SR, format="FLAC", subtype="PCM_16")
+    data = path.read_bytes()
+    path.write_bytes(data[:int(len(data) * 0.99)])
+    return 6 * SR // 4096 * 4096 / SR  # the FLAC frames (of 4096 samples) before the cut one
+
+
+def test_translate_keeps_what_decodes_of_a_file_cut_short(tmp_path):
+    """Nothing goes with a translated file but its audio: the part before the damage is translated."""
+    kept = _cut_flac(tmp_path / "cut.flac")
+    stub = Stub()
+    [result] = SpeechTranslator(stub).translate([str(tmp_path / "cut.flac")], "eng", "deu")
+    assert result.error is None and result.duration == kept and result.segments and stub.batches
+    assert result.segments[-1].end <= kept
+
+
+def test_a_whole_clip_or_transcript_with_a_file_cut_short_fails_counted_not_translated_in_part(tmp_path, clips):
+    """evaluate scores a whole clip (and SMT translates a transcript) against text for all of it: a clip cut to 40%
+    was scored against its whole reference. Now it fails as an input does whose audio does not decode."""
+    kept = _cut_flac(tmp_path / "cut.flac")
+    cut = str(tmp_path / "cut.flac")
+    for kwargs in ({"whole_clips": True}, {"task": Task.SMT, "transcripts": ["Hello there.", "Hi."]}):
+        stub = Stub()
+        bad, good = SpeechTranslator(stub).translate([cut, clips[0]], "eng", "deu", **kwargs)
+        assert bad.error == (f"{cut}: only the first {kept:.1f} s of 6.0 s decode (Error : flac decoder lost sync): "
+                             "the file is damaged or cut short; re-export it, or copy it again"), kwargs
+        assert bad.segments == [] and good.error is None and stub.batches == [[int(0.7 * SR)]], kwargs
+
+
 def test_an_input_without_speech_gets_no_segment_and_no_text(tmp_path, monkeypatch, capsys):
     """Before, silence went in whole (or as its first second): the model made up subtitles for it."""
     stub = Stub()

@@ -32,10 +32,6 @@ BYTES_PER_SAMPLE = 4  # what `max_bytes` counts per decoded sample (float32), wh
 MIN_RATE, MAX_RATE = 1000, 768_000  # Hz: a header outside this range is damaged, not audio
 DECODE_ERRORS = (sf.LibsndfileError, RuntimeError, TypeError, ValueError, EOFError, OverflowError, MemoryError)
 BLOCK_SAMPLES = 1 << 22  # decode 4M samples (16 MiB as float32) at a time, all channels together
-SALVAGE_FRAMES = 4096  # a block the decoder fails on is read again in steps this long (a FLAC frame's usual length):
-#                        libsndfile fails a whole read that reaches the damage (and seeks no more after it), so a file
-#                        cut short keeps what it holds but for up to 2 x 4096 frames (0.17 s at 48 kHz); shorter steps
-#                        lose less but cost more (1024: 2.5 s more CPU for a 48 kHz mono block of 87 s)
 UNKNOWN_FRAMES = 1 << 62  # libsndfile's frame count for a stream of unknown length is SF_COUNT_MAX (2**63 - 1)
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 WAV_HEADER_SCAN = 1 << 20  # the chunks before a WAV's data chunk (fmt, LIST, ...) are looked for this far in
@@ -46,7 +42,7 @@ log = logging.getLogger(__name__)
 
 
 def load_audio(source: AudioInput, sr: int = SAMPLE_RATE, max_seconds: float | None = MAX_SECONDS_DEFAULT,
-               name: str | None = None, max_bytes: int | None = MAX_BYTES_DEFAULT) -> np.ndarray:
+               name: str | None = None, max_bytes: int | None = MAX_BYTES_DEFAULT, salvage: bool = False) -> np.ndarray:
     """Read and validate audio. Returns float32 mono samples at `sr` Hz, shape (N,).
 
     `source` is a path, the bytes of a file, or an array already at `sr` Hz ((N,) or (N, channels); a
@@ -55,13 +51,16 @@ def load_audio(source: AudioInput, sr: int = SAMPLE_RATE, max_seconds: float | N
     channel, at the file's own rate: a 768 kHz stereo second is 6.1 MB), so a small compressed file cannot make
     the decoder work through gigabytes. Either is checked against the header before reading and again as blocks
     come, so memory stays within the output's size. None: no limit.
+    A file that decodes only in part (damaged, or cut short) raises AudioError, as its reference (a transcript, a
+    translation) goes with the whole of it; `salvage` (no reference goes with the audio: translating it) keeps the
+    part that decodes, with one warning.
     Raises AudioError with a one-line message naming the input for anything unusable.
     """
     label = shown(name or (str(source) if isinstance(source, (str, Path)) else "<audio>"))
     if isinstance(source, np.ndarray):
         samples = _from_array(source, label, sr, max_seconds)
     else:
-        samples = _decode(source, label, sr, max_seconds, max_bytes)
+        samples = _decode(source, label, sr, max_seconds, max_bytes, salvage)
     if samples.size == 0:
         raise AudioError(f"{label}: the audio is empty (0 samples); check the file was written completely")
     if samples.size < MIN_SAMPLES:
@@ -107,14 +106,14 @@ def _check_values(block: np.ndarray, label: str) -> None:
 
 
 def _decode(source: str | Path | bytes, label: str, sr: int, max_seconds: float | None,
-            max_bytes: int | None) -> np.ndarray:
+            max_bytes: int | None, salvage: bool) -> np.ndarray:
     """Decode a file or its bytes to mono float32 (N,) at `sr` Hz, block by block, within the limits."""
     target = _open(source, label)
     try:
-        samples = _stream(target, label, sr, max_seconds, max_bytes)
+        samples = _stream(target, label, sr, max_seconds, max_bytes, salvage)
         held = target if isinstance(target, int) else source  # the bytes, not their BytesIO: its buffer is copied
         if samples.size == 0 and (repaired := _unsized_wav(held, label)) is not None:  # whole when asked for
-            samples = _stream(repaired, label, sr, max_seconds, max_bytes)
+            samples = _stream(repaired, label, sr, max_seconds, max_bytes, salvage)
         return samples
     finally:
         if isinstance(target, int):
@@ -122,13 +121,12 @@ def _decode(source: str | Path | bytes, label: str, sr: int, max_seconds: float 
 
 
 def _stream(target: int | io.IOBase, label: str, sr: int, max_seconds: float | None,
-            max_bytes: int | None) -> np.ndarray:
+            max_bytes: int | None, salvage: bool) -> np.ndarray:
     try:
         opened = sf.SoundFile(target, closefd=False)
     except DECODE_ERRORS as e:
         detail = _reason(e)
         raise UndecodableAudio(f"{label}: cannot decode audio ({detail}); use wav, flac, ogg or mp3", detail) from None
-    unknown_length = False
     try:
         with opened as f:
             rate, channels, unknown_length = f.samplerate, f.channels, opened.frames >= UNKNOWN_FRAMES
@@ -139,14 +137,16 @@ def _stream(target: int | io.IOBase, label: str, sr: int, max_seconds: float | N
             if not unknown_length:
                 caps.check(f.frames, claimed=True)
             samples, frames, cut = _read_blocks(f, label, sr, caps)
+            if cut is None and f.format == "FLAC" and not unknown_length and frames < f.frames:
+                cut = "it ends before the length its header gives"  # cut at a frame's end: no decoder error
     except DECODE_ERRORS as e:
-        if unknown_length:  # libsndfile cannot step through a FLAC whose header leaves its length out
-            raise AudioError(f"{label}: cannot decode audio whose header gives no length ({_reason(e)}), as a "
-                             "stream written to a pipe has; re-encode it to a file first") from None
         raise AudioError(f"{label}: cannot decode audio ({_reason(e)}): the file is damaged or cut short; re-export "
                          "it, or copy it again") from None
-    if cut is not None:  # as a WAV cut short decodes what it holds (libsndfile stops at its end), so does a FLAC
-        claimed = "" if unknown_length else f" of the {opened.frames / rate:.1f} s its header gives"
+    if cut is not None:  # decoded in part (a WAV cut short decodes without an error, as libsndfile stops at its end)
+        claimed = "" if unknown_length else f" of {opened.frames / rate:.1f} s"
+        if not salvage:
+            raise AudioError(f"{label}: only the first {frames / rate:.1f} s{claimed} decode ({cut}): the file is "
+                             "damaged or cut short; re-export it, or copy it again")
         log.warning("%s: only the first %.1f s%s decode (%s): the file is damaged or cut short; those are used "
                     "(re-export it, or copy it again, for the rest)", label, frames / rate, claimed, cut)
     if frames and not samples.size:  # under half a sample at `sr` (1 frame at 44.1 kHz): short, not empty
@@ -156,41 +156,39 @@ def _stream(target: int | io.IOBase, label: str, sr: int, max_seconds: float | N
 
 def _read_blocks(f: sf.SoundFile, label: str, sr: int, caps: "_Caps") -> tuple[np.ndarray, int, str | None]:
     """Every frame `f` decodes, mixed down and resampled to `sr`: (samples, frames decoded, None), or with the
-    decoder's error in place of None where it stopped before the end after decoding some (the block it failed on is
-    read again, SALVAGE_FRAMES at a time, up to the damage). An error before any frame is raised."""
+    decoder's error in place of None where it stopped at one after decoding some. An error before any frame is
+    raised."""
     channels, rate = f.channels, f.samplerate
-    dtype = "float64" if f.subtype == "DOUBLE" else "float32"  # a double may lie beyond float32's range
+    dtype = np.float64 if f.subtype == "DOUBLE" else np.float32  # a double may lie beyond float32's range
     stream = soxr.ResampleStream(rate, sr, 1, dtype="float32", quality="HQ") if rate != sr else None
-    out, frames, size, error, cut = [], 0, max(1, BLOCK_SAMPLES // channels), None, None
+    out, frames, size = [], 0, max(1, BLOCK_SAMPLES // channels)
     while True:
-        try:
-            block = f.read(size, dtype=dtype, always_2d=True)
-        except DECODE_ERRORS as e:
-            error = error or e  # the first names the damage; a later one, the decoder's state after it
-            if size > SALVAGE_FRAMES and _seek(f, frames):
-                size = SALVAGE_FRAMES
-                continue
-            if not frames:
-                raise error from None
-            block, cut = np.zeros((0, channels), dtype), _reason(error)
-        last = len(block) == 0
-        if not last:
-            frames += len(block)
+        block = np.empty((size, channels), dtype)
+        n, error = _read_into(f, block)
+        if error is not None and not frames + n:
+            raise error
+        if n:
+            frames += n
             caps.check(frames, claimed=False)
-            _check_values(block, label)
-        mono = _mono(block, copy=False)
+            _check_values(block[:n], label)
+        last = n == 0 or error is not None  # a short read is not the end: only an empty one is
+        mono = _mono(block[:n], copy=n < size)  # a short block copied: a view would hold the whole buffer
         out.append(stream.resample_chunk(mono, last=last) if stream is not None else mono)
         if last:
-            return np.concatenate(out), frames, cut
+            return np.concatenate(out), frames, None if error is None else _reason(error)
 
 
-def _seek(f: sf.SoundFile, frame: int) -> bool:
-    """Whether `f` could go back to `frame` (not where the stream gives no length: libsndfile cannot seek it)."""
-    try:
-        f.seek(frame)
-    except DECODE_ERRORS:
-        return False
-    return True
+def _read_into(f: sf.SoundFile, block: np.ndarray) -> tuple[int, sf.LibsndfileError | None]:
+    """The frames libsndfile decodes into `block` ((frames, channels) float32 or float64, C order), and its error if
+    it stopped at one. libsndfile's own read, not SoundFile.read, which raises on an error and so drops the frames
+    this read decoded before it (a FLAC damaged at 150 s kept only its first block, 87 s), and seeks after every
+    read, which fails at the end of a FLAC whose header gives no length (one written to a pipe). These are
+    soundfile's internals: its version is pinned in pyproject.toml."""
+    double = block.dtype == np.float64
+    read = sf._snd.sf_readf_double if double else sf._snd.sf_readf_float
+    n = read(f._file, sf._ffi.cast("double *" if double else "float *", block.ctypes.data), len(block))
+    code = sf._snd.sf_error(f._file)  # reset by each read: this one's
+    return n, sf.LibsndfileError(code) if code else None
 
 
 class _Caps:

@@ -389,7 +389,9 @@ class SpeechTranslator:
                 done(i, NOT_RUN)
                 continue
             try:
-                samples = load_audio(inputs[i], name=a.label)
+                # a file decoding in part is translated as far as it goes, but not where its reference (evaluate's
+                # whole clips) or its given transcript (SMT) belongs to the whole of it: there it fails, counted
+                samples = load_audio(inputs[i], name=a.label, salvage=not (whole_clips or a.transcript))
                 durations[i] = samples.size / SAMPLE_RATE
                 if a.transcript and durations[i] > segment_options.max_seconds:
                     raise LLMSRTError(f"{a.label}: {durations[i]:.1f} s of audio with its transcript (SMT): the "

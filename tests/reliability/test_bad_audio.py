@@ -121,9 +121,9 @@ AUDIO_CASES = [
     Case("sizes-never-written", "killed-recorder.wav", lambda: _patched(_patched(_wav_1s(), 40, "<I", 0), 4, "<I", 0),
          seconds=1.0),
     Case("data-size-zero", "unsized.wav", lambda: _patched(_wav_1s(), 40, "<I", 0), seconds=1.0),
-    # a FLAC cut short (a recorder that lost power) was refused whole ("use wav, flac, ..."): the frames before the
-    # damage are kept, as a WAV's are, but for the 4096-frame steps that reach it (load_audio warns of the loss)
-    Case("flac-cut-short", "cut.flac", lambda: _encode(_tone(1.0), fmt="FLAC")[:-1], seconds=0.512),
+    # a FLAC cut short (a recorder that lost power) was refused whole ("use wav, flac, ..."): translate keeps every
+    # frame before the damage, as a WAV's (load_audio warns of the loss; training and evaluation refuse it)
+    Case("flac-cut-short", "cut.flac", lambda: _encode(_tone(1.0), fmt="FLAC")[:-1], seconds=0.768),
     Case("flac-cut-in-its-first-frame", "stub.flac", lambda: _encode(_tone(1.0), fmt="FLAC")[:300],
          error="the file is damaged or cut short; re-export it"),
     # valid audio in any shape: must just work

@@ -11,6 +11,7 @@ import soundfile as sf
 
 from llm_srt.audio import SAMPLE_RATE, load_audio
 from llm_srt.data.clips import _check
+from llm_srt.errors import AudioError
 
 pytestmark = pytest.mark.reliability("bad-input")
 
@@ -35,17 +36,19 @@ def test_an_unsized_clip_is_measured_as_training_decodes_it(tmp_path, fmt, subty
     assert _check(path, None, False) == (path, 3.0, None)
 
 
-def test_a_flac_cut_short_is_kept_by_prepare_and_decoded_by_training(tmp_path):
-    """prepare reads the header only and kept a FLAC missing its end, which load_audio then refused whole (training
-    stopped on it). Now both keep it: prepare with the header's length, at least the decoded one, so the 30 s
-    window filter still holds."""
+def test_a_flac_cut_short_is_refused_where_a_reference_goes_with_it_and_kept_when_translated(tmp_path):
+    """prepare reads the header only and keeps a FLAC missing its end (its length: the header's); training and
+    evaluation (load_audio's default) refuse it naming the seconds that decode, as its transcript is the whole
+    clip's; translating it (salvage) keeps every frame that decodes."""
     buf = io.BytesIO()
     sf.write(buf, _stereo(3.0), 48_000, format="FLAC", subtype="PCM_16")
     path = tmp_path / "cut.flac"
     path.write_bytes(buf.getvalue()[:-500])
     clip, seconds, reason = _check(Path(path), None, False)
     assert reason is None and seconds == 3.0
-    assert 2.7 < len(load_audio(path)) / SAMPLE_RATE <= seconds
+    with pytest.raises(AudioError, match=r"cut.flac: only the first 2\.\d s of 3\.0 s decode .*damaged or cut short"):
+        load_audio(path)
+    assert 2.7 < len(load_audio(path, salvage=True)) / SAMPLE_RATE <= seconds
 
 
 def test_a_clip_of_0_frames_that_nothing_decodes_is_still_counted_bad(tmp_path):

@@ -101,8 +101,17 @@ AUDIO_BYTES = [
     AudioCase("sun-au", lambda: _enc(_tone(), fmt="AU"), None, 1.0),
     AudioCase("flac-rate-0", _flac_rate_0, "cannot decode audio"),
     AudioCase("flac-no-frames-length-unknown", lambda: flac_bomb(SR, 0, header_length=False),
-              "header gives no length (Internal psf_fseek() failed), as a stream written to a pipe has"),
-    AudioCase("flac-10-s-length-unknown", lambda: flac_bomb(SR, 10, header_length=False), "re-encode it to a file"),
+              "the audio is empty (0 samples)"),
+    # a header without the length, as a FLAC written to a pipe has: refused, then cut to its first 4M-sample block
+    AudioCase("flac-10-s-length-unknown", lambda: flac_bomb(SR, 10, header_length=False), None, 10.0),
+    AudioCase("flac-300-s-length-unknown", lambda: flac_bomb(SR, 300, header_length=False), None, 300.0),
+    # cut inside its last 2 frames (of 65535 samples), a FLAC decodes to the end of the one before without an error:
+    # only the header's length tells it is cut short, and a stream written to a pipe has none
+    AudioCase("flac-300-s-cut-short", lambda: flac_bomb(SR, 300)[:-20],
+              "only the first 294.9 s of 300.0 s decode (it ends before the length its header gives): the file is "
+              "damaged or cut short; re-export it, or copy it again"),
+    AudioCase("flac-300-s-length-unknown-cut-short", lambda: flac_bomb(SR, 300, header_length=False)[:-20], None,
+              294.9075),
     AudioCase("flac-bad-crc", _flac_bad_crc, "cannot decode audio (Error : flac decoder lost sync)"),
     AudioCase("flac-bomb-8-channels-192-khz", lambda: flac_bomb(192_000, 4 * 3600, channels=8),
               "the header claims 14400 s of audio, longer than the 600 s limit"),
@@ -138,6 +147,13 @@ def test_audio_bytes(case):
         load_audio(case.data(), name=name, **SERVE_LIMITS)
     _one_line(str(e.value), name)
     assert case.error in str(e.value), str(e.value)
+
+
+def test_an_upload_cut_short_is_translated_as_far_as_it_decodes():
+    """No reference goes with an upload: what decodes of a damaged one is used (load_audio refuses it by default)."""
+    uploads = pytest.importorskip("llm_srt.serve.uploads")
+    data = flac_bomb(SR, 300)[:-20]  # as flac-300-s-cut-short
+    assert uploads.decode_audio(data, "cut.flac", max_seconds=600).size == 294.9075 * SR
 
 
 # ---- audio: paths and file kinds --------------------------------------------------------------------------------

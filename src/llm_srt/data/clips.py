@@ -326,8 +326,8 @@ def _check(path: Path, known: float | None, read_header: bool) -> tuple[Path, fl
 
 def _decoded_length(path: Path, known: float | None) -> tuple[Path, float, str | None]:
     """_check's answer for a clip whose header gives no length: its length as decoded (read whole, as the unsized
-    WAV above: rare), or bad with load_audio's reason where it does not decode (libsndfile cannot read such a FLAC
-    through: evaluation would stop on it, and train/dev dropped it as "longer than 30 s")."""
+    WAV above: rare), or bad with load_audio's reason where it does not decode (train/dev dropped such a FLAC as
+    "longer than 30 s", its SF_COUNT_MAX frames read as a length)."""
     try:
         seconds = len(load_audio(path)) / SAMPLE_RATE
     except AudioError as e:

@@ -100,7 +100,9 @@ def decode_audio(data: bytes, name: str, max_seconds: float) -> np.ndarray:
     audio longer than `max_seconds` or decoding to more than decode_budget(max_seconds), 400 for anything else wrong
     with it."""
     try:
-        samples = load_audio(data, name=name, max_seconds=max_seconds, max_bytes=decode_budget(max_seconds))
+        # an upload decoding in part (cut short in transfer, damaged) is translated as far as it goes, with a warning
+        samples = load_audio(data, name=name, max_seconds=max_seconds, max_bytes=decode_budget(max_seconds),
+                             salvage=True)
     except UndecodableAudio as e:
         raise UploadError(415, f"{name}: cannot decode this audio ({e.detail}); send wav, flac, ogg or mp3") from None
     except AudioOverLimit as e:  # by its type: the message begins with the client's file name, which may say "limit"
