@@ -47,6 +47,7 @@ def test_json_has_the_ratios_goals_and_raw_times(result):
     assert m["bandwidth_gb_s"] > 0 and m["matmul_gflop_s"] > 0 and m["int8_matmul_gop_s"] > 0
     assert m["int8_gemm"] == [64, 256, 256]  # the option's probe (the default's 69 GOP took ~20 s of this set-up)
     assert m["bandwidth_gb_s"] == max(m["copy_gb_s"], m["read_gb_s"]) and min(m["copy_gb_s"], m["read_gb_s"]) > 0
+    assert result["setup"]["int8_rows_skipped"] is None  # a CPU float32 run times them
     fast = result["setup"]["batch16_vs_batch1_system"]
     seconds = {(r["system"], r["batch_size"]): r["seconds"] for r in result["decode"] if r["beam"] == 1}
     assert fast in JUDGED and seconds[fast, 4] == min(seconds[v, 4] for v in JUDGED if (v, 4) in seconds)
@@ -309,8 +310,32 @@ def test_the_equal_memory_ratio_compares_eager_rows_and_needs_a_probe():
                              "outside_allocator_mib": 600}}
     assert paper.summarize(options, placement, rows + [big], capped, [], 1.0)[
         "qformer_vs_pooled_at_largest_batch"] == 2.0  # 10 / 5, not 10 / 20
+    # and over it by what the allocator reserved (cached blocks, CUDA graphs' pools: what the cap limits), though
+    # within it by what it handed out: a compiled row credited to a 24 GiB card would have run out of memory there
+    reserved = {**big, "batch_size": 32, "peak_mib": 20000.0, "reserved_mib": 24000.0}
+    assert paper.within_cap([reserved], capped["pooled-750"]) == []
+    assert paper.within_cap([{**reserved, "reserved_mib": 23000.0}], capped["pooled-750"]) != []
     with pytest.raises(LLMSRTError, match="--compiled-only times the --compile rows alone, and there are none"):
         paper.PaperOptions(shape="tiny", compiled_only=True)
+
+
+def test_peak_memory_on_cuda_reads_the_allocators_reserved_peak_too(monkeypatch):
+    """A memory cap limits what torch's allocator reserves; rows are checked against it by their reserved peak
+    (`within_cap`), which PeakMemory reads beside the allocated one (torch.cuda faked: no GPU here)."""
+    import torch
+
+    mib = 2**20
+    calls = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: calls.append("sync"))
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: calls.append("reset"))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: 300 * mib)
+    monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda device=None: 512 * mib)
+    with common.PeakMemory(torch.device("cuda:0")) as memory:
+        pass
+    assert (memory.mib, memory.reserved_mib, memory.kind) == (300.0, 512.0, "gpu") and "reset" in calls
+    with common.PeakMemory(torch.device("cpu")) as memory:
+        pass
+    assert memory.reserved_mib is None and memory.kind == "rss"
 
 
 def test_every_probe_of_the_search_is_timed_after_a_warm_up_at_its_batch_size(monkeypatch):

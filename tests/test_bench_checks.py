@@ -325,6 +325,8 @@ def test_the_yardstick_is_measured_after_the_rows_too_and_every_bound_uses_the_h
     table = bench.format_table(result)
     assert "the higher of before and after the rows" in table
     assert "WARNING: the yardstick's matmul_gflop_s moved from 20.0 to 40.0 during the run" in table
+    assert result["setup"]["int8_rows_skipped"] == "no int8 batch sizes asked for"  # said: no int8 row was asked for
+    assert "int8 rows skipped: no int8 batch sizes asked for" in table
     json.dumps(result)
 
 

@@ -238,3 +238,11 @@ def peak_memory_bytes(device: torch.device) -> int | None:
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
     return None
+
+
+def peak_reserved_bytes(device: torch.device) -> int | None:
+    """Peak bytes torch's allocator held on `device` since the last reset: its allocations, the cached blocks between
+    them and CUDA graphs' pools (what a per-process memory fraction caps); None on the CPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_reserved(device))
+    return None

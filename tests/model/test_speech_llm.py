@@ -541,9 +541,10 @@ def test_overfit_four_utterances(tmp_path):
 
 
 @pytest.mark.integration
-@pytest.mark.long(45)
+@pytest.mark.long(20)
 def test_embedded_speech_llm_forward_backward_and_generate(embedded, speak):
-    """Whisper base encoder + paper Q-Former + Gemma-3-270M: a training step at batch 4 and a greedy decode."""
+    """Whisper base encoder + paper Q-Former + Gemma-3-270M: a training step at batch 2 and a greedy decode (a step
+    at batch 4, timed twice, took 40-80 s of make test; the tiny models' tests cover the batch shapes)."""
     from llm_srt import prompts
     from llm_srt.model.speech_llm import SpeechLLMConfig
 
@@ -552,19 +553,15 @@ def test_embedded_speech_llm_forward_backward_and_generate(embedded, speak):
     assert model.adapter.query.shape == (1, 80, 768)
     clip = speak("Will it rain tomorrow?")
     prompt, target = prompts.build("asr", "eng", transcript="Will it rain tomorrow?")
-    h, mask = model.encoder.encode([clip] * 4)
-    batch = dict(features=h, feature_mask=mask, prompts=[prompt] * 4, targets=[target] * 4)
+    h, mask = model.encoder.encode([clip] * 2)
+    batch = dict(features=h, feature_mask=mask, prompts=[prompt] * 2, targets=[target] * 2)
     model.train()
-    times = []
-    for _ in range(2):
-        start = time.perf_counter()
-        out = model(batch)
-        model.zero_grad()
-        out["loss"].backward()
-        times.append(time.perf_counter() - start)
-    assert torch.isfinite(out["loss"]) and out["n_tokens"] > 4 * 4
-    assert model.adapter.query.grad is not None
-    print(f"embedded forward+backward, batch 4: {min(times):.2f} s")
+    start = time.perf_counter()
+    out = model(batch)
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and out["n_tokens"] > 2 * 4
+    assert model.adapter.query.grad is not None and torch.isfinite(model.adapter.query.grad).all()
+    print(f"embedded forward+backward, batch 2: {time.perf_counter() - start:.2f} s")
     model.eval()
     texts = model.generate(dict(audio=[clip], prompts=[prompt]), DecodingOptions(max_new_tokens=4))
     assert len(texts) == 1 and isinstance(texts[0], str)

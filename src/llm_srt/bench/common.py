@@ -118,7 +118,8 @@ def cached_positions(kwargs: dict, output, embeds: torch.Tensor) -> int:
 
 class PeakMemory:
     """Peak memory while the block runs: on CUDA torch's allocator peak (`device.peak_memory_bytes`), on the CPU
-    the process RSS sampled by a background thread. `.mib` after the block."""
+    the process RSS sampled by a background thread. `.mib` after the block; on CUDA `.reserved_mib` too, the
+    allocator's reserved peak (cached blocks, graph pools: what a memory cap limits), else None."""
 
     def __init__(self, device: torch.device):
         self.device = device
@@ -142,9 +143,11 @@ class PeakMemory:
             self._peak = max(self._peak, self._process.memory_info().rss)
 
     def __exit__(self, *exc):
+        self.reserved_mib = None
         if self.device.type == "cuda":
             dev.synchronize(self.device)
             self.bytes = dev.peak_memory_bytes(self.device)
+            self.reserved_mib = round(dev.peak_reserved_bytes(self.device) / 2**20, 1)
         else:
             self._stop.set()
             self._thread.join()
@@ -165,6 +168,7 @@ class DecodeRun:
     memory: str  # "gpu" (allocator peak) or "rss"
     steps: tuple[tuple[int, int, float], ...] = ()  # per generation: (rows, decode steps, their seconds)
     contexts: tuple[int, ...] = ()  # per generation: positions in its KV cache after the prefill (none: not known)
+    reserved_mib: float | None = None  # on CUDA, the allocator's reserved peak (PeakMemory.reserved_mib)
 
 
 def decode_pass(system, audios: list[np.ndarray], batch: int, options, src: str = "eng", tgt: str = "deu",
@@ -201,6 +205,6 @@ def decode_pass(system, audios: list[np.ndarray], batch: int, options, src: str 
                           "an utterance ended early, so rows would not be comparable")
     return DecodeRun(round(seconds, 4), len(audios), max(steps), max(speech), memory.mib, memory.kind,
                      tuple((g["shape"][0], g["calls"] - 1, g["decode_s"]) for g in calls.generations),
-                     tuple(g["context"] for g in calls.generations))
+                     tuple(g["context"] for g in calls.generations), memory.reserved_mib)
 
 

@@ -197,7 +197,8 @@ def row(system: str, beam: int, batch: int, run, compiled: bool = False) -> dict
     return {"system": system, "beam": beam, "batch_size": batch, "compiled": compiled, "utterances": run.utterances,
             "seconds": run.seconds, "seconds_per_1000": round(run.seconds / run.utterances * 1000, 2),
             "utterances_per_s": round(run.utterances / run.seconds, 2), "new_tokens": run.new_tokens,
-            "speech_tokens": run.speech_tokens, "peak_mib": run.peak_mib, "memory": run.memory}
+            "speech_tokens": run.speech_tokens, "peak_mib": run.peak_mib, "reserved_mib": run.reserved_mib,
+            "memory": run.memory}
 
 
 def largest_batch(system, clips, greedy: DecodingOptions, options: PaperOptions, device: torch.device, log) -> dict:
@@ -406,13 +407,15 @@ def so_far(about: dict, rows: list[dict], search: dict, train: list[dict], secon
 
 def within_cap(runs: list[dict], found: dict) -> list[dict]:
     """The runs a capped search (`found`, one system's `largest_batch`) lets count: within what it let the allocator
-    have (the cap less what the device held outside it) and below any batch it saw run out of it; all of them when
-    the search was not capped."""
+    have (the cap less what the device held outside it; a row's reserved peak where it has one: the cap limits what
+    the allocator reserves, cached blocks and CUDA graphs' pools included, not only what it hands out) and below any
+    batch it saw run out of it; all of them when the search was not capped."""
     cap, oom = found.get("memory_gib"), found.get("out_of_memory_at")
     if cap is None:
         return runs
     room = cap * 1024 - (found.get("outside_allocator_mib") or 0)
-    return [r for r in runs if r["peak_mib"] <= room and (oom is None or r["batch_size"] < oom)]
+    return [r for r in runs if (r.get("reserved_mib") or r["peak_mib"]) <= room
+            and (oom is None or r["batch_size"] < oom)]
 
 
 BOUND_NOTES = {  # what the ratio at the largest batch is when a search stopped at --max-batch, not out of memory
