@@ -956,10 +956,13 @@ def test_an_adapter_option_that_init_from_would_ignore_is_an_error(tiny_setup, t
 def test_the_progress_bar_stays_quiet_in_a_log_file(tiny_setup, tmp_path):
     """stderr to a file or pipe: the bar redraws every 30 s (cli), not once per step (set_postfix must not force it)."""
     env = {k: v for k, v in os.environ.items() if k != "TQDM_MININTERVAL"}
+    started = time.monotonic()
     done = subprocess.run(_train_cmd(tiny_setup, tmp_path / "run", 20), check=True, env=env, capture_output=True,
                           text=True)
+    redraws = 2 + int((time.monotonic() - started) // 30)  # the first and last, and one per 30 s (a busy machine's
+    #   3 s steps drew 5 lines); once per step would be 21
     bar = [line for line in done.stderr.splitlines() if line.startswith("train ")]  # text mode: \r -> \n
-    assert 1 <= len(bar) <= 4 and "20/20" in bar[-1], bar
+    assert 1 <= len(bar) <= min(redraws, 19) and "20/20" in bar[-1], bar
 
 
 def test_int8_is_refused_for_training_at_load():
