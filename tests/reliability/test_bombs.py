@@ -37,17 +37,21 @@ def _refused(source, match: str, **limits) -> str:
     return msg
 
 
+def _traced_peak(run):
+    """`run()`'s result and the peak bytes Python's allocations (numpy's included) reached while it ran."""
+    tracemalloc.start()
+    try:
+        return run(), tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def test_a_flac_bomb_is_refused_from_its_header_before_decoding():
     """660 KB claiming an hour at 768 kHz (10.3 GiB as float32); the issue's own 4-hour bomb at the default limits
     runs below, in a memory-capped process (here, a regression would take the test run down with it)."""
     data = flac_bomb(768_000, 3600)
-    tracemalloc.start()
     t0 = time.perf_counter()
-    try:
-        msg = _refused(data, "over the 1.0 GiB limit on decoded audio", max_bytes=1 << 30)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    msg, peak = _traced_peak(lambda: _refused(data, "over the 1.0 GiB limit on decoded audio", max_bytes=1 << 30))
     assert "decodes to 10.3 GiB of samples (768000 Hz x 1 channel(s))" in msg
     assert time.perf_counter() - t0 < 1.0 and peak < 8 << 20  # nothing decoded
 
@@ -56,12 +60,7 @@ def test_a_long_high_rate_file_decodes_in_memory_bounded_by_its_output():
     """30 s at 768 kHz is 88 MiB of float32 at the file's rate; streamed and resampled per block, the peak stays
     near one block (16 MiB) plus the 1.9 MB output."""
     data = flac_bomb(768_000, 30)
-    tracemalloc.start()
-    try:
-        out = audio.load_audio(data, name="long.flac")
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    out, peak = _traced_peak(lambda: audio.load_audio(data, name="long.flac"))
     assert out.dtype == np.float32 and abs(out.size - 30 * SR) <= 1
     assert abs(float(np.median(out)) - 0x1000 / 32768) < 1e-3  # the constant survives resampling
     assert peak < 48 << 20, f"peak {peak / 2**20:.0f} MiB"
@@ -97,12 +96,7 @@ def test_an_unsized_wav_decodes_in_memory_bounded_by_its_output_not_its_size(tmp
     size = path.stat().st_size
     source = path if given == "path" else path.read_bytes()  # an upload's bytes: already in memory, not counted
     monkeypatch.setattr(audio, "BLOCK_SAMPLES", 1 << 16)  # small blocks: the peak is the output, not a block
-    tracemalloc.start()
-    try:
-        out = audio.load_audio(source)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    out, peak = _traced_peak(lambda: audio.load_audio(source))
     assert abs(out.size - 52 * SR) <= 1 and abs(float(np.abs(out).max()) - 8000 / 32768) < 0.01
     assert peak < size / 2, f"peak {peak / 2**20:.1f} MiB for a {size / 2**20:.1f} MiB file"
 
@@ -185,12 +179,7 @@ def test_long_audio_is_segmented_in_memory_bounded_by_a_chunk_not_the_input():
     rng = np.random.default_rng(0)
     x = (0.1 * rng.standard_normal(20 * 60 * SR)).astype(np.float32)
     x[::7] = 0.0
-    tracemalloc.start()
-    try:
-        db = segment.frame_db(x)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    db, peak = _traced_peak(lambda: segment.frame_db(x))
     assert peak < 64 << 20, f"peak {peak / 2**20:.0f} MiB for a {x.nbytes / 2**20:.0f} MiB input"
     win, hop = segment._frame_samples(SR)
     head = np.pad(x[:SR * 90], (0, win))[:((SR * 90 - win) // hop) * hop + win].astype(np.float64)
