@@ -63,7 +63,7 @@ def test_progress_bars_update_rarely_when_stderr_is_a_log_file():
 
 def _decoding_options_of_translate_and_evaluate(flag: list[str], monkeypatch, tmp_path) -> list:
     """The DecodingOptions that `translate` and then `evaluate` run with, given `flag` on their command lines."""
-    from llm_srt import infer
+    from llm_srt import translate
     from llm_srt.evaluate import run as evaluate_run
 
     seen = []
@@ -73,7 +73,7 @@ def _decoding_options_of_translate_and_evaluate(flag: list[str], monkeypatch, tm
             seen.append(options)
             return []
 
-    monkeypatch.setattr(infer, "translator_from_args", lambda args: Fake())
+    monkeypatch.setattr(translate, "translator_from_args", lambda args: Fake())
     cli.main(["translate", "a.wav", "--model", "m", "--src", "eng", "--tgt", "deu", *flag])
     monkeypatch.setattr(evaluate_run, "evaluate", lambda models, manifest, out, task, options, *a, **k:
                         seen.append(options))

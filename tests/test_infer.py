@@ -13,10 +13,11 @@ from llm_srt import cli
 from llm_srt.audio import write_wav
 from llm_srt.data.manifest import Row, write_manifest
 from llm_srt.errors import LLMSRTError
-from llm_srt.infer import SETTINGS_FILE, SpeechTranslator, item_budget, max_new_tokens
+from llm_srt.infer import SpeechTranslator, item_budget, max_new_tokens
 from llm_srt.model.decoding import DecodingOptions
 from llm_srt.model.systems import Item, Output
 from llm_srt.prompts import Task
+from llm_srt.translate import SETTINGS_FILE
 
 OPTS = DecodingOptions(max_new_tokens=10)
 
@@ -134,9 +135,9 @@ def test_by_default_each_segment_gets_its_whole_budget(command):
     import argparse
 
     from llm_srt.evaluate import run as evaluate_run
-    from llm_srt.infer import add_arguments
     from llm_srt.model.decoding import decoding_from_args
     from llm_srt.serve import app
+    from llm_srt.translate import add_arguments
 
     parser = argparse.ArgumentParser()
     {"translate": add_arguments, "evaluate": evaluate_run.add_arguments, "serve": app.add_arguments}[command](parser)
@@ -408,9 +409,9 @@ def recording(seconds: float, speech: list[tuple[float, float]], noise: float = 
 
 
 def stub_cli(monkeypatch, system: Stub):
-    from llm_srt import infer
+    from llm_srt import translate
 
-    monkeypatch.setattr(infer, "translator_from_args", lambda args: SpeechTranslator(system))
+    monkeypatch.setattr(translate, "translator_from_args", lambda args: SpeechTranslator(system))
 
 
 def test_speech_is_found_wherever_it_lies_in_a_short_input():
@@ -806,7 +807,7 @@ def test_another_inputs_output_of_the_same_name_is_refused_before_the_model_load
     """Recorders restart their numbering: day2/ZOOM0001.WAV after day1/ZOOM0001.WAV into one --out-dir replaced day
     1's subtitles without a word (exit 0), though the record named day 1's input. Refused now, as two inputs of one
     run that would share a file are; the same input runs again, and --overwrite (or day 1's input gone) replaces."""
-    from llm_srt import infer
+    from llm_srt import translate
 
     for day, seconds in (("day1", 3.0), ("day2", 4.0)):
         (tmp_path / day).mkdir()
@@ -823,7 +824,7 @@ def test_another_inputs_output_of_the_same_name_is_refused_before_the_model_load
     assert run("day1") == 0
     day1 = srt.read_text()
     capsys.readouterr()
-    monkeypatch.setattr(infer, "translator_from_args", lambda args: pytest.fail("the model loaded"))
+    monkeypatch.setattr(translate, "translator_from_args", lambda args: pytest.fail("the model loaded"))
     assert run("day2") == 2 and srt.read_text() == day1
     err = capsys.readouterr().err
     names = (str(tmp_path / "day2" / "ZOOM0001.WAV"), str(srt), str(tmp_path / "day1" / "ZOOM0001.WAV"))
@@ -844,14 +845,14 @@ def test_an_input_is_the_same_however_its_path_is_spelled_and_a_dataclass_system
     dataclass) runs (the out-of-memory cap is kept per system where one can be)."""
     from dataclasses import dataclass
 
-    from llm_srt import infer
+    from llm_srt import infer, translate
     from llm_srt.model.systems import Item
 
     (tmp_path / "d1").mkdir()
     (tmp_path / "d2").mkdir()
     write_wav(tmp_path / "d1" / "a.wav", recording(1.0, [(0.2, 0.8)]))
     monkeypatch.chdir(tmp_path / "d2")
-    assert infer._input_of("../d1/a.wav") == infer._input_of(str(tmp_path / "d1" / "a.wav"))
+    assert translate._input_of("../d1/a.wav") == translate._input_of(str(tmp_path / "d1" / "a.wav"))
 
     from llm_srt.model.systems import Output
 
@@ -908,17 +909,17 @@ def test_a_long_input_whose_every_segment_cannot_run_cannot_run_either():
 def test_line_width_is_checked_before_any_model_loads():
     import argparse
 
-    from llm_srt import infer
+    from llm_srt import translate
     from llm_srt.errors import LLMSRTError
 
     parser = argparse.ArgumentParser()
-    infer.add_arguments(parser)
+    translate.add_arguments(parser)
     for bad in ("3", "-1"):
         args = parser.parse_args(["a.wav", "--model", "nowhere", "--src", "eng", "--tgt", "deu", "--format", "srt",
                                   "--line-width", bad])
         with pytest.raises(LLMSRTError, match=rf"--line-width {bad}: give 0 \(one unwrapped cue a segment\) or at "
                                               "least 10 columns"):
-            infer.main(args)
+            translate.main(args)
 
 
 def test_skip_existing_translates_again_when_the_model_folders_files_change(tmp_path, monkeypatch, capsys):
@@ -982,7 +983,7 @@ def test_the_exit_code_says_some_inputs_failed_and_a_failed_inputs_stale_output_
     """Some inputs failing, whole or in part, was exit 0, as if all had gone well (a script went on without them);
     it is 3 now (1 when none was translated). An input that fails whole kept an earlier run's output of other audio
     beside this run's files, without a word: it is removed, and the line says so."""
-    from llm_srt.infer import SOME_FAILED
+    from llm_srt.translate import SOME_FAILED
 
     stub = Stub(fails=lambda item: item.audio.size < 1.5 * SR)
     stub_cli(monkeypatch, stub)
@@ -1066,12 +1067,12 @@ def test_max_segment_seconds_help_says_a_segment_may_give_several_cues():
 def test_languages_and_transcripts_are_checked_before_the_model_loads(tmp_path, monkeypatch, capsys, extra, message):
     """A typo in --tgt or --src, or a --transcript count that does not match, was refused by translate(), after the
     model had loaded (minutes for a 7B model); and the message did not name the option."""
-    from llm_srt import infer
+    from llm_srt import translate
 
     def load(args):
         raise AssertionError("the model loaded before the options were checked")
 
-    monkeypatch.setattr(infer, "translator_from_args", load)
+    monkeypatch.setattr(translate, "translator_from_args", load)
     write_wav(tmp_path / "a.wav", recording(3.0, [(0.5, 2.5)]))
     assert cli.main(["translate", str(tmp_path / "a.wav"), "--model", "stub", *extra]) == 2
     assert capsys.readouterr().err.startswith(f"llm-srt translate: error: {message}")

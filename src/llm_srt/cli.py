@@ -18,7 +18,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "prepare": ("llm_srt.data.prepare", "build manifests: fleurs | covost2 | commonvoice | mini"),
     "train": ("llm_srt.train.recipe", "train one stage from a YAML config (key=value overrides)"),
     "curriculum": ("llm_srt.train.curriculum", "run ASR -> SMT -> SRT, each stage from the last (resumable)"),
-    "translate": ("llm_srt.infer", "translate / transcribe audio files (srt, s2tt, asr, smt)"),
+    "translate": ("llm_srt.translate", "translate / transcribe audio files (srt, s2tt, asr, smt)"),
     "evaluate": ("llm_srt.evaluate.run", "run a model over a test manifest: BLEU matrix, WER/CER, report"),
     "serve": ("llm_srt.serve.app", "serve a model over HTTP: OpenAI-style audio API, web page, dynamic batching"),
     "bench": ("llm_srt.bench", "speed benchmark (paper Table 7): Q-Former vs 750-token peer; --paper-shape on a GPU"),

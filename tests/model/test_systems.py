@@ -427,6 +427,31 @@ def test_greedy_rows_leave_the_batch_at_their_own_caps(speech_model, monkeypatch
     assert batch_sized == [3, OPTS.max_new_tokens]  # the speech rows' largest cap; the text rows'
 
 
+def test_token_texts_are_what_batch_decode_gives_each_id():
+    """TextMTSystem.token_texts (the table its line-break stop reads) decodes the vocabulary in one call of the
+    `tokenizers` backend where the tokenizer decodes as its backend does, special tokens empty; a tokenizer with a
+    decode of its own, or one that cleans up spaces, goes through transformers' batch_decode."""
+    def texts_of(tok):
+        system = TextMTSystem.__new__(TextMTSystem)
+        system.tokenizer = tok
+        return system.token_texts
+
+    tok = tiny.tokenizer()
+    want = tok.batch_decode([[i] for i in range(len(tok))], skip_special_tokens=True)
+    assert texts_of(tok) == want and "" in want and "a" in want  # special tokens empty, the others their text
+
+    class OwnDecode(type(tok)):
+        def _decode(self, *args, **kwargs):
+            return super()._decode(*args, **kwargs).upper()
+    own = tiny.tokenizer()
+    own.__class__ = OwnDecode
+    assert texts_of(own) == [t.upper() for t in want] != want
+    cleaned = tiny.tokenizer()
+    cleaned.clean_up_tokenization_spaces = True
+    cleaned.clean_up_tokenization = lambda text: f"[{text}]"  # what transformers' clean-up would make of each
+    assert texts_of(cleaned) == [f"[{t}]" for t in want]
+
+
 def test_text_mt_system_and_the_cascade(folders):
     mt = load_system("mt", CPU, llm=str(folders["llm"]))
     assert isinstance(mt, TextMTSystem)
@@ -702,7 +727,7 @@ def test_infer_and_systems_import_nothing_above_them():
             "print(json.dumps(sorted(m for m in sys.modules if m.startswith('llm_srt'))))")
     loaded = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                        check=True).stdout)
-    above = {"evaluate", "serve", "train", "bench", "demo", "cli"}
+    above = {"evaluate", "serve", "train", "bench", "demo", "cli", "translate"}  # translate.py imports infer.py
     upward = [m for m in loaded if set(m.split(".")[1:2]) & above]
     assert "llm_srt.infer" in loaded and not upward, upward
 
@@ -735,7 +760,8 @@ def test_text_mt_stops_at_a_line_break_with_the_same_first_line(embedded):
 
     mt = load_system("mt", CPU)
     tok = mt.tokenizer
-    assert mt.token_texts == tok.batch_decode([[i] for i in range(len(tok))], skip_special_tokens=True)
+    assert mt.token_texts == tok.batch_decode([[i] for i in range(len(tok))], skip_special_tokens=True)  # the
+    #   backend's batch decode (Gemma decodes as its backend does), as transformers' id by id
     newline = tok.convert_tokens_to_ids(tok.tokenize("\n"))[-1]
     assert mt.token_texts[newline] == "\n"
     args = (["a cat sat", "le chien noir", "der Hund"], ["eng", "fra", "deu"], ["deu", "eng", "eng"])

@@ -23,7 +23,7 @@ from llm_srt.audio import load_audio
 from llm_srt.data.manifest import read_manifest
 from llm_srt.errors import AudioError, LLMSRTError, ManifestError, shown
 from llm_srt.evaluate.score import read_lines
-from llm_srt.infer import output_paths
+from llm_srt.translate import output_paths
 
 pytestmark = pytest.mark.reliability("bad-input")
 SR = 16000

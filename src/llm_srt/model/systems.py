@@ -468,9 +468,16 @@ class TextMTSystem:
 
     @cached_property
     def token_texts(self) -> list[str]:
-        """Each token id's text alone, special tokens empty as in the answers (one decode of the vocabulary: ~1 s
-        for 262k tokens)."""
-        return self.tokenizer.batch_decode([[i] for i in range(len(self.tokenizer))], skip_special_tokens=True)
+        """Each token id's text alone, special tokens empty as in the answers. A tokenizer that decodes as its
+        `tokenizers` backend does (no decode of its own, no clean-up of spaces) takes one batch call of the backend:
+        Gemma's 262k tokens in 1.6 s, where transformers' batch_decode, a Python call per id, took 5.6 s."""
+        from transformers.tokenization_utils_tokenizers import TokenizersBackend
+
+        tok, ids = self.tokenizer, [[i] for i in range(len(self.tokenizer))]
+        if (isinstance(tok, TokenizersBackend) and not tok.clean_up_tokenization_spaces
+                and all(getattr(type(tok), f) is getattr(TokenizersBackend, f) for f in ("decode", "_decode"))):
+            return tok.backend_tokenizer.decode_batch(ids, skip_special_tokens=True)
+        return tok.batch_decode(ids, skip_special_tokens=True)
 
     def translate(self, texts: list[str], srcs: list[str], tgts: list[str], options: DecodingOptions,
                   caps: list[int] | None = None) -> list[str]:

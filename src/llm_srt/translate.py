@@ -1,0 +1,474 @@
+"""`llm-srt translate`: run a system on audio files and print its outputs, or write one file per input.
+
+    llm-srt translate talk.wav --model runs/embedded/srt/final --src eng --tgt deu --format srt --out-dir subs
+
+Here: the command's arguments and the checks made before the model loads, each input's output as --format asks
+(text, json, srt, vtt), and --out-dir's files: one per input at its path relative to the inputs' common folder,
+written whole or not at all, with a record of the settings and the input each was written with (SETTINGS_FILE),
+which --skip-existing and --overwrite read. Running the system (batches, segments, results) is infer.py's, as are
+the options this command shares with `serve` (--model and its siblings, --max-segment-seconds).
+"""
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Sequence
+
+from . import device as placement_of
+from . import languages, subtitles
+from .audio import WINDOW_SECONDS
+from .errors import LLMSRTError, shown
+from .infer import (MIN_LINE_WIDTH, TranslationResult, add_model_arguments, add_segment_argument, missing_cue_text,
+                    segment_options, translator_from_args)
+from .model.decoding import DecodingOptions, decoding_from_args
+from .model.systems import SYSTEMS
+from .paths import atomic_file
+from .prompts import Task
+from .segment import SegmentOptions
+
+SOME_FAILED = 3  # translate's exit code when some inputs failed, whole or in part, and others were translated
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("audio", nargs="+", help="audio files (wav, flac, ogg, mp3; any rate; up to 4 h each)")
+    add_model_arguments(parser)
+    parser.add_argument("--src", default=None, help="source language (ISO 639-3, e.g. eng), or 'auto'")
+    parser.add_argument("--tgt", default=None, help="target language (ISO 639-3, e.g. deu)")
+    parser.add_argument("--task", default="srt", choices=[t.value for t in Task if t is not Task.MT],
+                        help="srt (default): transcript and translation in one pass; asr+smt: an SMT-stage model's "
+                             "own transcript, then its SMT (two passes; the paper's w/o SRT ablation)")
+    parser.add_argument("--transcript", action="append", default=None,
+                        help="the transcript of each input, in order (task smt); repeat per input")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--format", default="text", choices=["text", "json", "srt", "vtt"])
+    parser.add_argument("--subtitles", default="both", choices=list(subtitles.CUE_MODES),
+                        help="what srt/vtt cues show")
+    parser.add_argument("--line-width", type=int, default=subtitles.MAX_LINE_WIDTH, metavar="COLUMNS",
+                        help="srt/vtt: lines of at most this many columns (a CJK character counts two), two lines a "
+                             "cue; a segment that needs more becomes several cues (default %(default)s; 0: one "
+                             "unwrapped cue a segment)")
+    add_segment_argument(parser)
+    parser.add_argument("--out-dir", default=None,
+                        help="write one .txt/.srt/.vtt per input here, at the input's path relative to the inputs' "
+                             "common folder (inputs that would share a file are refused); json: results.json")
+    parser.add_argument("--skip-existing", action="store_true",
+                        help="with --out-dir (text, srt, vtt): leave out the inputs whose output file is there "
+                             "already (a run that goes on from a killed one; each file is written whole or not at all)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="with --out-dir (text, srt, vtt): replace an output file a run before wrote from another "
+                             "input of the same name (day2/ZOOM0001.WAV after day1/ZOOM0001.WAV); without it, such a "
+                             "run is refused before the model loads")
+
+
+def main(args) -> int:
+    import sys
+
+    if args.src is None:
+        raise LLMSRTError("give the source language with --src (ISO 639-3, e.g. eng) or --src auto")
+    segments = segment_options(args.max_segment_seconds)
+    if args.line_width < 0 or 0 < args.line_width < MIN_LINE_WIDTH:
+        raise LLMSRTError(f"--line-width {args.line_width}: give 0 (one unwrapped cue a segment) or at least "
+                          f"{MIN_LINE_WIDTH} columns")
+    if args.task == "smt" and args.max_segment_seconds != WINDOW_SECONDS:
+        raise LLMSRTError("--max-segment-seconds: --task smt translates each input whole with its transcript; leave "
+                          "it out, or use --task srt to have the speech cut")
+    if missing_cue_text(args.task, args.format, args.subtitles):
+        raise LLMSRTError(f"--task {args.task} writes no {args.subtitles}, so --subtitles {args.subtitles} would give "
+                          f"{args.format} files without a cue; use --subtitles both, or --task srt for both texts")
+    out_dir = Path(args.out_dir) if args.out_dir else None
+    if out_dir:
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise LLMSRTError(f"--out-dir {out_dir}: cannot create the folder ({e.strerror}); choose another") \
+                from None
+    outputs = output_paths(args.audio, out_dir, FILE_SUFFIX[args.format]) if out_dir and args.format != "json" \
+        else None
+    if outputs:
+        outputs = recorded_places(args.audio, outputs, out_dir)
+    if out_dir and args.format == "json":
+        check_not_inputs(args.audio, [out_dir / "results.json"])
+    options = decoding_from_args(args)
+    if args.skip_existing and not outputs:
+        raise LLMSRTError("--skip-existing needs --out-dir and --format text, srt or vtt (one file per input; "
+                          "json writes one results.json at the end)")
+    if args.overwrite and not outputs:
+        raise LLMSRTError("--overwrite needs --out-dir and --format text, srt or vtt (one file per input; "
+                          "json writes one results.json at the end)")
+    if args.transcript is not None and args.task != Task.SMT.value:
+        raise LLMSRTError(f"--transcript goes with --task smt (the model translates the given transcript), not "
+                          f"--task {args.task}, which reads the audio; drop --transcript or give --task smt")
+    _check_inputs(args)  # as translate() would, but before the model loads (minutes for a 7B model), not after
+    if outputs and not args.overwrite:
+        check_not_others(args.audio, outputs, out_dir)
+    settings = _settings(args, options, segments)
+
+    def source(k: int) -> dict:  # input k as its record names it: the audio file, and its transcript (task smt)
+        return _input_of(args.audio[k], args.transcript[k] if args.transcript else None)
+
+    if args.skip_existing:
+        written = _written_with(out_dir)
+
+        def why(k: int) -> str | None:  # None: the file is this input's output with these settings
+            entry = written.get(_key(outputs[k], out_dir))
+            if entry is None:
+                return "with no record of their settings"
+            before = entry["settings"]
+            if before != settings:
+                return "with other settings (" + "; ".join(f"{key}: {json.dumps(before.get(key))} -> {json.dumps(v)}"
+                                                           for key, v in settings.items() if before.get(key) != v) + ")"
+            if entry.get("input") not in (None, source(k)):  # a record older than inputs: taken
+                return f"from another input ({shown(str(entry['input'].get('path')))}, or it changed since)"
+            return None
+
+        other = [k for k, path in enumerate(outputs) if path.is_file() and why(k) is not None]
+        todo = [k for k, path in enumerate(outputs) if not path.is_file() or k in other]
+        if len(todo) < len(outputs):
+            print(f"llm-srt translate: {len(outputs) - len(todo)} of {len(outputs)} inputs skipped: their outputs "
+                  f"are in {shown(str(out_dir))} already (--skip-existing)", file=sys.stderr)
+        if other:
+            print(f"llm-srt translate: {len(other)} of {len(outputs)} inputs translated again: their files in "
+                  f"{shown(str(out_dir))} were written {why(other[0])} (--skip-existing)", file=sys.stderr)
+        if not todo:
+            return 0
+        args.audio, outputs = [args.audio[k] for k in todo], [outputs[k] for k in todo]
+        args.transcript = args.transcript and [args.transcript[k] for k in todo]
+    translator = translator_from_args(args)
+    before = _written_with(out_dir) if outputs else {}  # what made the files already there
+    whole: set[int] = set()  # inputs that failed in part whose earlier whole output (the same job's) was kept
+    lost: set[int] = set()  # inputs whose output file could not be written
+    ready: dict[int, tuple[str, str | None]] = {}  # stdout: (name, output or None) of inputs done before earlier ones
+    shown_upto = 0  # stdout: the inputs before this one are printed
+
+    def emit(k: int, r: TranslationResult) -> None:  # as each input is done: its lines on stderr, its output
+        nonlocal shown_upto
+        if (note := _note(r, args)) is not None:
+            print(f"llm-srt translate: {note}", file=sys.stderr)
+        text = _render(r, args) if args.format != "json" and (r.kept or not r.error) else None
+        if outputs:
+            if text is None and r.error and outputs[k].is_file() and _stale(before.get(_key(outputs[k], out_dir)),
+                                                                             settings, source(k)):
+                try:
+                    outputs[k].unlink()
+                    print(f"llm-srt translate: {shown(str(outputs[k]))}, an earlier run's output, removed: this run "
+                          "translated that input again, from other audio or with other settings, and failed",
+                          file=sys.stderr)
+                except OSError as e:
+                    print(f"llm-srt translate: {shown(str(outputs[k]))}, an earlier run's output of other audio or "
+                          f"settings, is left in place: cannot remove it ({e.strerror or e})", file=sys.stderr)
+            if text is not None:
+                # an input that failed in part: its segments that did not fail beside its output, whose name
+                # --skip-existing takes for a finished input, so that a later run translates it again whole
+                try:
+                    if r.error and outputs[k].is_file() and before.get(_key(outputs[k], out_dir)) == {
+                            "settings": settings, "input": source(k)}:  # this job's whole output, from a run before
+                        whole.add(k)
+                        print(f"llm-srt translate: {shown(str(outputs[k]))}, an earlier run's whole output of that "
+                              "input with these settings, kept: this run failed on part of it", file=sys.stderr)
+                        return
+                    _write(incomplete(outputs[k]) if r.error else outputs[k], text)
+                    if not r.error:
+                        _record(out_dir, outputs[k], settings, source(k))
+                    stale = outputs[k] if r.error else incomplete(outputs[k])  # an earlier run's output of it
+                    if stale.is_file():
+                        stale.unlink()
+                        if r.error:
+                            print(f"llm-srt translate: {shown(str(stale))}, an earlier run's output, removed: this "
+                                  "run translated that input again, with other settings, and failed in part",
+                                  file=sys.stderr)
+                except (LLMSRTError, OSError) as e:  # this input's output is lost, the others' are still written
+                    lost.add(k)
+                    print(f"llm-srt translate: {e}", file=sys.stderr)
+            return
+        ready[k] = (r.audio, text)
+        while shown_upto in ready:  # stdout keeps the inputs' order
+            name, shown_text = ready.pop(shown_upto)
+            shown_upto += 1
+            if shown_text is not None:
+                if len(args.audio) > 1 and args.format != "text":
+                    print(f"# {name}")
+                print(shown_text, end="" if args.format == "text" else "\n", flush=True)
+
+    try:
+        results = translator.translate(args.audio, args.src, args.tgt, task=args.task, options=options,
+                                       batch_size=args.batch_size, transcripts=args.transcript, on_result=emit,
+                                       segment_options=segments)
+    except KeyboardInterrupt:  # the inputs done after one still running, which stdout's order held back, printed
+        for k in sorted(ready):  # (before, Ctrl-C lost them), each under its name
+            name, shown_text = ready[k]
+            if shown_text is not None:
+                print(f"# {name}")
+                print(shown_text, end="" if args.format == "text" else "\n", flush=True)
+        raise
+    if args.format == "json":
+        text = json.dumps([r.to_dict() for r in results], ensure_ascii=False, indent=2)
+        print(text, flush=True)  # first: a results.json that cannot be written must not lose every result
+        if out_dir:
+            _write(out_dir / "results.json", text + "\n")
+    failed = sum(k in lost or (r.error is not None and not r.kept) for k, r in enumerate(results))
+    partly = sum(k not in lost | whole and r.error is not None and bool(r.kept) for k, r in enumerate(results))
+    if failed and len(results) > 1:
+        done = f"the other {len(results) - failed} translated" if failed < len(results) else "none translated"
+        if partly:  # the line after counts them as failed in part
+            done += f" ({partly} of them in part)"
+        print(f"llm-srt translate: {failed} of {len(results)} inputs failed (named above); {done}", file=sys.stderr)
+    if partly and len(results) > 1:
+        where = (f"the segments that did not fail are in their *{INCOMPLETE} files in {shown(str(out_dir))}, and "
+                 "--skip-existing translates them again" if outputs else
+                 "their outputs hold the segments that did not fail")
+        print(f"llm-srt translate: {partly} of {len(results)} inputs failed in part (named above); {where}",
+              file=sys.stderr)
+    if failed == len(results):
+        return 1
+    return SOME_FAILED if failed or partly else 0
+
+
+def _check_inputs(args) -> None:
+    """The checks of translate()'s arguments a typo fails, with the option named: --src and --tgt codes, a target
+    for a task that translates, one --transcript per input (task smt)."""
+    for option, code in (("--src", args.src), ("--tgt", args.tgt)):
+        if code is None or option == "--src" and code == "auto":  # auto: language ID finds the source
+            continue
+        try:
+            languages.get(code)
+        except LLMSRTError as e:
+            raise LLMSRTError(f"{option}: {e}") from None
+    if args.tgt is None and Task(args.task).needs_translation:
+        raise LLMSRTError(f"task {args.task} needs a target language (--tgt)")
+    if args.task == Task.SMT.value and args.transcript is None:
+        raise LLMSRTError("task smt needs one transcript per input (--transcript)")
+    if args.transcript is not None and len(args.transcript) != len(args.audio):
+        raise LLMSRTError(f"--transcript: {len(args.transcript)} transcripts for {len(args.audio)} inputs; give one "
+                          "per input")
+
+
+def _note(r: TranslationResult, args) -> str | None:
+    """One input's line for stderr, if any: its error (naming it), that it holds no speech, or that it got no cue."""
+    if r.error:
+        return r.error if r.error.startswith(f"{r.audio}: ") else f"{r.audio}: {r.error}"
+    if r.no_speech:
+        return f"{r.audio}: no speech found (silence or steady noise); nothing to translate"
+    if args.format in ("srt", "vtt") and not subtitles.segment_cues(r.segments, args.subtitles):
+        return (f"{r.audio}: no cue to write: the model gave its {len(r.segments)} segments no text to show "
+                f"(--subtitles {args.subtitles})")
+    if r.untranslated:
+        return (f"{r.audio}: {r.untranslated} of {len(r.segments)} segments got no translation (the model wrote "
+                "none, or reached the segment's token budget first); their transcripts are kept")
+    return None
+
+
+FILE_SUFFIX = {"text": ".txt", "srt": ".srt", "vtt": ".vtt"}  # --format -> the extension of each input's file
+
+
+def _render(r: TranslationResult, args) -> str:
+    """One input's output as --format asks (text, srt or vtt)."""
+    if args.format in ("srt", "vtt"):
+        render = subtitles.to_srt if args.format == "srt" else subtitles.to_vtt
+        return render(subtitles.segment_cues(r.segments, args.subtitles, args.line_width))
+    lines = [r.audio]
+    if r.transcript or Task(args.task).writes_transcript:
+        lines.append(f"  transcript:  {r.transcript}")
+    if args.task != "asr":
+        lines.append(f"  translation: {r.translation}")
+    return "\n".join(lines) + "\n"
+
+
+def output_paths(inputs: Sequence[str], out_dir: Path, suffix: str) -> list[Path]:
+    """Where each input's output goes under `out_dir`: its path relative to the deepest folder holding every input,
+    with `suffix` for its extension (a/x.wav and b/x.wav -> OUT/a/x.srt and OUT/b/x.srt; inputs in one folder ->
+    OUT/x.srt). Two different inputs that would still share an output (x.wav and x.flac, or names differing only
+    in case) are refused before anything runs, naming both."""
+    absolute = [Path(os.path.abspath(p)) for p in inputs]
+    common = Path(os.path.commonpath([str(p.parent) for p in absolute]))
+    outputs = [out_dir / p.relative_to(common).with_suffix(suffix) for p in absolute]
+    _refuse_shared(inputs, outputs)
+    return outputs
+
+
+def _refuse_shared(inputs: Sequence[str], outputs: Sequence[Path]) -> None:
+    """Two different inputs that would write one output, or an output that would overwrite an input: refused."""
+    absolute = [Path(os.path.abspath(p)) for p in inputs]
+    first: dict[str, int] = {}
+    for k, out in enumerate(outputs):
+        j = first.setdefault(str(out).casefold(), k)
+        if absolute[j] != absolute[k]:
+            raise LLMSRTError(f"--out-dir: {shown(inputs[j])} and {shown(inputs[k])} would both write "
+                              f"{shown(str(outputs[j]))}; rename one, or translate them into separate --out-dirs")
+    check_not_inputs(inputs, outputs)
+
+
+def recorded_places(inputs: Sequence[str], outputs: list[Path], out_dir: Path) -> list[Path]:
+    """`outputs` (output_paths), but an input whose output a run before wrote in `out_dir` elsewhere keeps that
+    place: output_paths places an input by the inputs given with it, so a run given fewer inputs (the ones that
+    failed, again) put them under another folder, beside the files of the first run, and --skip-existing did not
+    see them. An input recorded at several places keeps the place computed now if it is one of them, else the
+    first in name order; only files there now, of the same format, count."""
+    placed: dict[str, list[Path]] = {}
+    for file, entry in _written_with(out_dir).items():
+        path = entry["input"].get("path") if isinstance(entry.get("input"), dict) else None
+        if isinstance(path, str) and file.endswith(outputs[0].suffix) and (out_dir / file).is_file():
+            placed.setdefault(path, []).append(out_dir / file)
+    moved = [out if out in (there := sorted(placed.get(os.path.abspath(a), []))) or not there else there[0]
+             for a, out in zip(inputs, outputs)]
+    if moved != outputs:
+        _refuse_shared(inputs, moved)
+    return moved
+
+
+def check_not_inputs(inputs: Sequence[str], outputs: Sequence[Path]) -> None:
+    """Refuse outputs that would overwrite an input (an audio file named x.srt, translated into its own folder)."""
+    given = {os.path.realpath(p): p for p in inputs}
+    for out in outputs:
+        if (hit := given.get(os.path.realpath(out))) is not None:
+            raise LLMSRTError(f"--out-dir: the output {shown(str(out))} would overwrite the input {shown(hit)}; "
+                              "choose another --out-dir")
+
+
+def check_not_others(inputs: Sequence[str], outputs: Sequence[Path], out_dir: Path) -> None:
+    """Refuse to write over an output that a run before wrote from another input still there, as two inputs of one
+    run that would share a file are refused: recorders restart their numbering, so day2/ZOOM0001.WAV after
+    day1/ZOOM0001.WAV into one --out-dir replaced day 1's subtitles without a word. The same input run again
+    (another spelling of its path, a link to it) writes its output as before; so does an input whose file's
+    recorded input is gone (moved or deleted: nothing to tell apart)."""
+    written = _written_with(out_dir)
+    taken = []  # (input, output, the recorded input) of each output another input wrote
+    for audio, out in zip(inputs, outputs):
+        given = (written.get(_key(out, out_dir)) or {}).get("input")
+        other = given.get("path") if isinstance(given, dict) else None
+        if (isinstance(other, str) and os.path.realpath(other) != os.path.realpath(audio) and out.is_file()
+                and os.path.exists(other)):
+            taken.append((audio, out, other))
+    if taken:
+        audio, out, other = taken[0]
+        more = f" (and {len(taken) - 1} more inputs)" if len(taken) > 1 else ""
+        raise LLMSRTError(f"--out-dir: {shown(audio)} would overwrite {shown(str(out))}, which an earlier run wrote "
+                          f"from {shown(other)}{more}; choose another --out-dir, or give --overwrite to replace it")
+
+
+INCOMPLETE = ".incomplete"  # an input that failed in part: its output's name with this after it
+SETTINGS_FILE = ".llm-srt-translate.jsonl"  # in --out-dir: a line per file written, with the settings it took
+
+
+def _settings(args, options: DecodingOptions, segments: SegmentOptions) -> dict:
+    """What decides the files a translate run writes (not how fast: --batch-size, --compile, the device; but the
+    dtype, as resolved: `--dtype auto` is bfloat16 on one machine and float32 on another, and bfloat16 changes
+    outputs)."""
+    model = Path(args.model)
+    dtype = placement_of.resolve(args.device, args.dtype).dtype_name
+    folders = {k: Path(v) for k in ("whisper", "llm", "encoder") if (v := getattr(args, k, None))}
+    return {"model": str(model.resolve()) if model.exists() else args.model, "src": args.src, "tgt": args.tgt,
+            "dtype": dtype,
+            "task": args.task, "format": args.format, "subtitles": args.subtitles, "line_width": args.line_width,
+            "models": {k: str(v.resolve()) for k, v in folders.items()},
+            "files": {k: files_fingerprint(v) for k, v in {"model": model, **folders}.items()
+                      if v.exists() and not (k == "model" and args.model in SYSTEMS)},  # a baseline's name
+            "decoding": {k: v for k, v in vars(options).items() if k != "compile"}, "segments": vars(segments)}
+
+
+def files_fingerprint(path: Path) -> str:
+    """The sha256 of the names, sizes and modification times of the files in a model folder (or of one file): a
+    model trained again into the same folder, or weights copied over it, writes other outputs, which
+    --skip-existing must not take for this model's (it compared the folder's path alone). Sizes and times, not the
+    contents: the same for a folder's weights left alone, and read in microseconds."""
+    digest = hashlib.sha256()
+    for name, st in sorted(_files_under(path)):
+        digest.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def _files_under(path: Path) -> list[tuple[str, os.stat_result]]:
+    """(name relative to `path`, stat) of every file in folder `path` (or of file `path` itself), through linked
+    folders too (a model folder's `llm -> /shared/...`; each real folder once, so a link loop ends)."""
+    if not path.is_dir():
+        return [(path.name, path.stat())]
+    out, seen = [], set()
+    for root, dirs, files in os.walk(path, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        for f in files:
+            try:
+                out.append((Path(root, f).relative_to(path).as_posix(), Path(root, f).stat()))
+            except OSError:  # a dangling link: nothing to read, so nothing the outputs came from
+                continue
+    return out
+
+
+def _stale(entry: dict | None, settings: dict, source: dict) -> bool:
+    """Whether an output file with record `entry` is an earlier run's output of this very input (its path) from
+    other audio (the file there now, another size or time) or with other settings: what an input that fails whole
+    removes. Not a file without a record (the user's own), another input's, nor one whose audio cannot be read now
+    (a file moved, a mount down: the output may be its only text)."""
+    given = entry.get("input") if isinstance(entry, dict) else None
+    return (isinstance(given, dict) and given.get("path") == source["path"] and "size" in source
+            and entry != {"settings": settings, "input": source})
+
+
+def _key(path: Path, out_dir: Path) -> str:
+    return path.relative_to(out_dir).as_posix()
+
+
+def _input_of(audio: str, transcript: str | None = None) -> dict:
+    """Which input an output was written from: its path, size and time (the same name from another folder, or a
+    file recorded again, is another input), and the sha256 of its given transcript (task smt: a corrected
+    transcript is another input)."""
+    path = Path(os.path.abspath(audio))  # as output_paths spells it: ../d1/a.wav and /x/d1/a.wav are one input
+    given = {} if transcript is None else {"transcript_sha256": hashlib.sha256(transcript.encode()).hexdigest()}
+    try:
+        st = path.stat()
+    except OSError:
+        return {"path": str(path), **given}
+    return {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, **given}
+
+
+def _record(out_dir: Path, path: Path, settings: dict, source: dict) -> None:
+    """Note that `path` now holds an output written with `settings` from the input `source` (`_input_of`; after it
+    is written whole: a kill between the two leaves a file without a record, which --skip-existing translates
+    again)."""
+    try:
+        with open(out_dir / SETTINGS_FILE, "ab+") as f:
+            cut = f.seek(0, os.SEEK_END) > 0 and f.seek(-1, os.SEEK_END) >= 0 and f.read(1) != b"\n"
+            line = json.dumps({"file": _key(path, out_dir), "settings": settings, "input": source}, sort_keys=True)
+            f.write((("\n" if cut else "") + line + "\n").encode("utf-8"))  # after a line a kill cut: a line of its own
+    except OSError as e:  # the output is written: only a later --skip-existing will translate it again
+        log.warning("%s: cannot note the settings of %s (%s); --skip-existing will translate it again",
+                    out_dir / SETTINGS_FILE, path, e.strerror or e)
+
+
+def _written_with(out_dir: Path) -> dict[str, dict]:
+    """Output file (relative to `out_dir`) -> its last record ({"settings", "input"}: what it was written with and
+    from); a line a kill cut is passed."""
+    written = {}
+    try:
+        with open(out_dir / SETTINGS_FILE, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                try:
+                    entry = json.loads(line)
+                    written[entry["file"]] = {"settings": entry["settings"], "input": entry.get("input")}
+                except (ValueError, KeyError, TypeError):
+                    continue
+    except FileNotFoundError:
+        pass
+    return written
+
+
+def incomplete(path: Path) -> Path:
+    """Where an input that failed in part has its output written (talk.srt -> talk.srt.incomplete: no output of
+    another input can have that name, as every output ends in its format's suffix)."""
+    return path.with_name(path.name + INCOMPLETE)
+
+
+def _write(path: Path, text: str) -> None:
+    """Write an output whole or not at all (`paths.atomic_file`: a kill never leaves half a file, which
+    --skip-existing would take for a finished one)."""
+    try:
+        with atomic_file(path) as f:
+            f.write(text)
+    except OSError as e:
+        raise LLMSRTError(f"{path}: cannot write the output ({e.strerror or e}); check --out-dir") from None
