@@ -186,6 +186,58 @@ def test_weights_trained_besides_the_projector_and_lora_are_refused(dirs, tmp_pa
     assert not (tmp_path / "out").exists()
 
 
+P = "encoder_projector."
+TAKE_NEW_FILE = (r"; the file is (incomplete|damaged) or another projector's: give the (whole )?model\.pt its "
+                 r"training wrote$")
+
+
+@pytest.mark.parametrize("change, num_heads, says", [
+    (lambda s: {k: v for k, v in s.items() if not k.startswith(P + "norm.")}, None,
+     r"no encoder_projector\.norm\.weight tensor, which the reference's Q-Former projector saves" + TAKE_NEW_FILE),
+    (lambda s: {k: v for k, v in s.items() if ".layer.0.intermediate_query." not in k}, None,
+     r"no encoder_projector\.qformer\.encoder\.layer\.0\.intermediate_query\.dense\.weight tensor, which the "
+     r"reference's Q-Former projector saves" + TAKE_NEW_FILE),
+    (lambda s: s | {P + "query": s[P + "query"][0]}, None,
+     r"encoder_projector\.query has shape \(4, 64\), the reference's is \(1, queries, hidden\)" + TAKE_NEW_FILE),
+    (lambda s: s | {P + "step": 3}, None,
+     r"'encoder_projector\.step' is of type int, not a tensor \(the reference's training saves named tensors "
+     r"only\); give the file its training wrote$"),
+    (lambda s: s, 3, r"--num-heads 3 does not divide the Q-Former's hidden size 64 \(each head takes hidden / "
+                     r"heads\); give the heads it was trained with \(default hidden / 64: 1\)$"),
+])
+def test_a_partial_or_wrong_projector_is_a_one_line_error(dirs, tmp_path, change, num_heads, says):
+    """A model.pt without a tensor whose shape the import reads, with one of another rank, a non-tensor entry or
+    a --num-heads that does not divide the hidden size gave a KeyError, ValueError or AttributeError traceback
+    (the other missing tensors, `load_adapter_state`'s, a one-line error naming the file and the tensor)."""
+    whisper, llm = dirs
+    torch.save(change(_projector_state()), tmp_path / "model.pt")
+    with pytest.raises(LLMSRTError, match=says) as err:
+        convert_slam(tmp_path / "model.pt", tmp_path / "out", whisper, llm, num_heads=num_heads)
+    assert str(err.value).startswith(f"{tmp_path / 'model.pt'}: ") and "\n" not in str(err.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_partial_lora_in_model_pt_is_a_one_line_error(dirs, tmp_path):
+    """Its LoRA's layers come from its tensors: one lora_B missing would import that layer untrained (said in a log
+    line, as a folder trained here); lora_B weights alone were a StopIteration traceback."""
+    whisper, llm = dirs
+    donor = tiny.speech_llm(tmp_path / "donor", lora=LoraOptions(r=2, alpha=32))
+    lora = {"llm." + n: torch.randn_like(p) for n, p in donor.llm.named_parameters() if "lora_" in n}
+    dropped = next(k for k in lora if "layers.1.self_attn.v_proj.lora_B" in k)
+    for state, says in [
+        ({k: v for k, v in lora.items() if k != dropped},
+         r"no LoRA weight base_model\.model\.model\.layers\.1\.self_attn\.v_proj\.lora_B\.weight \(1 of the 8 that its "
+         r"target modules q_proj, v_proj imply\); the file is incomplete, or its LoRA adapts only some layers"),
+        ({k: v for k, v in lora.items() if "lora_B" in k}, r"LoRA weights without any lora_A \(e\.g\. base_model\."),
+    ]:
+        torch.save(_projector_state() | state, tmp_path / "model.pt")
+        with pytest.raises(LLMSRTError, match=says) as err:
+            convert_slam(tmp_path / "model.pt", tmp_path / "out", whisper, llm)
+        assert str(err.value).startswith(f"{tmp_path / 'model.pt'}: ") and "\n" not in str(err.value)
+        assert str(err.value).endswith("give the whole file its training wrote")
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("form", ["safetensors", "bin with the reference's llm. names"])
 def test_a_lora_saved_beside_model_pt_is_imported(dirs, tmp_path, capsys, form):
     """FSDP FULL_SHARD: the reference writes the LoRA with peft's save_pretrained beside a model.pt of projector

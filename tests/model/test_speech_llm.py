@@ -446,6 +446,38 @@ def _lora_model(tmp_path) -> SpeechLLM:
     return model.eval()
 
 
+def test_a_lora_of_another_shape_is_a_one_line_error_and_added_targets_start_afresh(tmp_path, caplog):
+    """A curriculum's next stage started from a folder trained with model.lora {r: 4} but given {r: 8} got peft's
+    many-line RuntimeError (after days of earlier stages); more target_modules than the folder's loaded its q and v
+    and started k and o afresh without a word. Weights the model has no LoRA layer for are refused (as before)."""
+    from llm_srt.model.llm import load_lora_state
+
+    folder = _lora_model(tmp_path).save_pretrained(tmp_path / "ckpt")
+    file = folder / "lora.safetensors"
+    with pytest.raises(LLMSRTError) as err:
+        SpeechLLM.from_pretrained(folder, lora=LoraOptions(r=8, alpha=8, dropout=0.0))
+    said = str(err.value)
+    assert said.startswith(f"{file}: LoRA weight base_model.model.") and "\n" not in said
+    assert "has shape (4, 48) (rank 4), this model's (8, 48) (rank 8); set model.lora as the folder's" in said
+    assert said.endswith("(r: 4) to go on training it, or start LoRA afresh from a copy of the folder without "
+                         "lora.safetensors")
+    every = LoraOptions(r=4, alpha=8, dropout=0.0, target_modules=("q_proj", "k_proj", "v_proj", "o_proj"))
+    with caplog.at_level("WARNING", logger="llm_srt.model.llm"):
+        model = SpeechLLM.from_pretrained(folder, lora=every)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{file}: holds no LoRA weights for 4 of this model's 8 LoRA layers (k_proj, o_proj, e.g. "
+        "base_model.model.model.layers.0.self_attn.k_proj): they start afresh, the others load from it"]
+    saved, loaded = SpeechLLM.from_pretrained(folder).llm.state_dict(), model.llm.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in saved.items() if "lora_" in k)
+    with pytest.raises(LLMSRTError, match=r"lora.safetensors: LoRA weights do not match the LLM \(e\.g\. .*v_proj"):
+        SpeechLLM.from_pretrained(folder, lora=LoraOptions(r=4, alpha=8, dropout=0.0, target_modules=("q_proj",)))
+    state = {k.replace(".default", ""): v for k, v in saved.items() if "lora_" in k}
+    key = next(k for k in state if "lora_B" in k)
+    with pytest.raises(LLMSRTError, match=r"^lora.st: .* has shape \(49, 4\) \(rank 4\), this model's \(48, 4\) "
+                                          r"\(rank 4\): the LLM's layer is another size; give the LLM the LoRA"):
+        load_lora_state(model.llm, {**state, key: torch.zeros(49, 4)}, "lora.st")
+
+
 def test_lora_merged_for_inference(tmp_path, monkeypatch):
     """`from_pretrained(merge_lora=True)` (what translate, evaluate and serve load): the folder's LoRA folded into the
     LLM's weights, no LoRA layer left to run, the same loss and greedy output in float32; such a model refuses to

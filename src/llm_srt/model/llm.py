@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import warnings
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -23,6 +24,8 @@ from .attention import use_decode_attention
 from .cpu_linear import FastLinear, Int8Linear, fast_cpu_linears, fuse_int8_projections, quantize_int8
 from .mapped import checkpoint_pages_dropper, drop_pages_after_lookups, mapped_from, mapping_of
 
+log = logging.getLogger(__name__)
+
 GENERIC_TOKENIZERS = ("TokenizersBackend", "PreTrainedTokenizerFast")
 
 
@@ -34,7 +37,7 @@ class LoraOptions:
     alpha: int = 32  # scaling numerator: the update is scaled by alpha / r
     dropout: float = 0.05  # dropout on the LoRA branch input
     target_modules: tuple[str, ...] = ("q_proj", "v_proj")  # linear layers that get an update, by name
-    bias: str = "none"  # peft bias mode; training takes "none" only (train/recipe.py: LORA_BIAS)
+    bias: str = "none"  # peft bias mode; training takes "none" only (train/config.py: LORA_BIAS)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -320,19 +323,46 @@ def _plain_search(config) -> None:
 
 def load_lora_state(llm: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
     """Load peft LoRA weights (keys as get_peft_model_state_dict writes them). Into a meta skeleton (an FSDP rank
-    other than 0, whose shards come from rank 0) only the names and shapes are checked."""
+    other than 0, whose shards come from rank 0) only the names and shapes are checked. A weight of another shape
+    (another r, or another LLM) is a one-line error before peft sees it: peft's is a many-line RuntimeError, a
+    curriculum's later stage started with another model.lora got it after days of earlier stages. LoRA layers the
+    file has no weights for (more target_modules than it was trained with) start afresh, said in one log line."""
     from peft import set_peft_model_state_dict
 
-    own = {k for k in llm.state_dict() if "lora_" in k}
+    own = {k.replace(".default", ""): tuple(v.shape) for k, v in llm.state_dict().items() if "lora_" in k}
+    wrong = next((k for k, v in state.items() if own.get(k, tuple(v.shape)) != tuple(v.shape)), None)
+    if wrong is not None:
+        raise LLMSRTError(f"{where}: {_lora_shape_mismatch(wrong, tuple(state[wrong].shape), own[wrong], where)}")
     with warnings.catch_warnings():  # torch warns once a tensor that a copy into a meta one does nothing: 256 lines
         warnings.filterwarnings("ignore", message=".*to a meta parameter in the current model")  # a rank at 32B
         result = set_peft_model_state_dict(llm, state)
     if result.unexpected_keys:
         raise LLMSRTError(f"{where}: LoRA weights do not match the LLM (e.g. {result.unexpected_keys[0]}); check "
                           "lora.target_modules and the LLM folder")
-    loaded = {k for k in own if k.replace(".default", "") in state}
-    if own and not loaded:
+    fresh = sorted({k.split(".lora_")[0] for k in own if k not in state})
+    if fresh and not any(k in state for k in own):
         raise LLMSRTError(f"{where}: none of the LoRA weights matched the LLM's LoRA layers")
+    if fresh:
+        log.warning("%s: holds no LoRA weights for %d of this model's %d LoRA layers (%s, e.g. %s): they start "
+                    "afresh, the others load from it", where, len(fresh), len({k.split(".lora_")[0] for k in own}),
+                    ", ".join(sorted({m.rsplit(".", 1)[-1] for m in fresh})), fresh[0])
+
+
+def _lora_shape_mismatch(key: str, saved: tuple[int, ...], wanted: tuple[int, ...], where: str) -> str:
+    """What a LoRA weight of another shape means: another rank (train with the file's, or start LoRA afresh), or,
+    the rank alike, an LLM whose layer is another size."""
+    rank_saved, rank_wanted = _lora_rank(key, saved), _lora_rank(key, wanted)
+    said = f"LoRA weight {key} has shape {saved} (rank {rank_saved}), this model's {wanted} (rank {rank_wanted})"
+    if rank_saved == rank_wanted:
+        return f"{said}: the LLM's layer is another size; give the LLM the LoRA was trained on"
+    return (f"{said}; set model.lora as the folder's config.json has it (r: {rank_saved}) to go on training it, or "
+            f"start LoRA afresh from a copy of the folder without {Path(where).name}")
+
+
+def _lora_rank(key: str, shape: tuple[int, ...]) -> int | None:
+    """The rank a LoRA weight's shape implies: lora_A is (r, in, ...), lora_B (out, r, ...)."""
+    axis = 0 if "lora_A" in key or "lora_embedding_A" in key else 1
+    return shape[axis] if len(shape) > axis else None
 
 
 def causal_lm(model: nn.Module) -> PreTrainedModel:

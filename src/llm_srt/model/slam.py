@@ -54,7 +54,7 @@ def convert_slam(ckpt_path: str | Path, dst_dir: str | Path, encoder_dir: str | 
                           "checkpoints can be imported")
     _check_trained_parts(state, ckpt_path)
     projector = {k: v for k, v in projector.items() if not _TEXT_BRANCH.match(k)}
-    adapter_kwargs = _qformer_kwargs(projector, num_heads)
+    adapter_kwargs = _qformer_kwargs(projector, num_heads, ckpt_path)
     lora, lora_state, lora_file, notes = _find_lora(state, ckpt_path, lora_alpha)
     tags = dict(REFERENCE_TAGS if language_tags is None else language_tags)
     config = SpeechLLMConfig(encoder=_model_path(encoder_dir), llm=_model_path(llm_dir), adapter="qformer",
@@ -76,16 +76,23 @@ def convert_slam(ckpt_path: str | Path, dst_dir: str | Path, encoder_dir: str | 
     if model.encoder_dim != encoder_dim:
         raise LLMSRTError(f"{ckpt_path}: the Q-Former reads {encoder_dim}-dim speech features but {encoder_dir} has "
                           f"{model.encoder_dim}; give the Whisper model the checkpoint was trained with")
-    if model.llm_dim != projector["norm.weight"].shape[0]:
-        raise LLMSRTError(f"{ckpt_path}: the projector outputs {projector['norm.weight'].shape[0]} dims but "
+    out_dim = _tensor(projector, "norm.weight", ckpt_path, ("llm_dim",)).shape[0]
+    if model.llm_dim != out_dim:
+        raise LLMSRTError(f"{ckpt_path}: the projector outputs {out_dim} dims but "
                           f"{llm_dir} has hidden size {model.llm_dim}; give the LLM the checkpoint was trained with")
     _refuse_pooled(adapter_kwargs, model.llm_dim, ckpt_path, notes)
     load_adapter_state(model.adapter, projector, str(ckpt_path))
     own = {k.replace(".default", ""): tuple(v.shape) for k, v in model.llm.state_dict().items() if "lora_" in k}
     wrong = next((k for k, v in lora_state.items() if own.get(k, tuple(v.shape)) != tuple(v.shape)), None)
-    if wrong:  # (peft's own load says so in a many-line RuntimeError)
+    if wrong:  # (load_lora_state says so too, in the words for a folder trained here)
         raise LLMSRTError(f"{lora_file}: LoRA weight {wrong} has shape {tuple(lora_state[wrong].shape)}, the LLM's "
                           f"layer wants {own[wrong]}; give the LLM the LoRA was trained on")
+    missing = sorted(k for k in own if k not in lora_state) if lora_state else []
+    if missing:  # the layers it adapts come from these tensors: one without its weights would import as untrained
+        raise LLMSRTError(f"{lora_file}: no LoRA weight {missing[0]} ({len(missing)} of the {len(own)} that its "
+                          f"target modules {', '.join(lora.target_modules)} imply); the file is incomplete, or its "
+                          "LoRA adapts only some layers, which this import cannot represent: give the whole file its "
+                          "training wrote")
     if lora_state:  # checks names and shapes against the skeleton (meta tensors keep nothing): saved as read
         load_lora_state(model.llm, lora_state, lora_file)
     out = model.save_pretrained(dst_dir, state={"adapter": model.adapter.state_dict(), "lora": lora_state or None,
@@ -120,7 +127,7 @@ def _find_lora(state: dict[str, torch.Tensor], path: Path, alpha: int | None
     inside = {_peft_key(k): v.float() for k, v in state.items() if k.startswith(LORA_PREFIX) and "lora_" in k}
     beside = path.parent / PEFT_CONFIG
     if inside:
-        lora = _lora_options(inside, alpha or REFERENCE_LORA_ALPHA)
+        lora = _lora_options(inside, alpha or REFERENCE_LORA_ALPHA, path)
         notes = [f"lora: {_describe(lora)}, from {path.name}"]
         if beside.is_file():
             notes.append(f"lora: the peft adapter beside {path.name} ({beside}) is not used: {path.name} has its own")
@@ -162,7 +169,7 @@ def _peft_adapter(config_file: Path, alpha: int | None) -> tuple[LoraOptions, di
     if not weights:  # newer peft's save_pretrained, given the reference's llm.-named state dict, saves nothing
         raise LLMSRTError(f"{file}: holds no LoRA weights (saved empty); give the adapter with the trained weights, or "
                           "a model.pt holding them")
-    options = _lora_options(weights, alpha or cfg.get("lora_alpha", REFERENCE_LORA_ALPHA))
+    options = _lora_options(weights, alpha or cfg.get("lora_alpha", REFERENCE_LORA_ALPHA), file)
     if options.r != cfg["r"]:
         raise LLMSRTError(f"{file}: LoRA rank {options.r}, but {config_file.name} says r={cfg['r']}; the two files "
                           "come from different runs")
@@ -194,30 +201,63 @@ def _load(path: Path) -> dict[str, torch.Tensor]:
             state = state[key]
     if not isinstance(state, dict):
         raise LLMSRTError(f"{path}: expected a state dict (name -> tensor), got {type(state).__name__}")
+    bad = next((k for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)), None)
+    if bad is not None:  # weights_only loads ints and strings too, where each use assumed a named tensor
+        what = (f"{bad!r} is of type {type(state[bad]).__name__}, not a tensor" if isinstance(bad, str)
+                else f"an entry is named by {type(bad).__name__} {bad!r:.40}, not a string")
+        raise LLMSRTError(f"{path}: {what} (the reference's training saves named tensors only); give the file its "
+                          "training wrote")
     return state
 
 
-def _qformer_kwargs(p: dict[str, torch.Tensor], num_heads: int | None) -> dict:
-    """QFormerAdapter options inferred from the projector's tensor names and shapes."""
-    _, num_queries, hidden = p["query"].shape
+def _qformer_kwargs(p: dict[str, torch.Tensor], num_heads: int | None, path: Path) -> dict:
+    """QFormerAdapter options inferred from the projector's tensor names and shapes (each shape read through
+    `_tensor`: one missing or of another rank was a KeyError or ValueError traceback)."""
+    _, num_queries, hidden = _tensor(p, "query", path, ("1", "queries", "hidden")).shape
     layers = sorted({int(m.group(1)) for k in p if (m := _LAYER.match(k))})
     if not layers:
-        raise LLMSRTError("the projector has no qformer.encoder.layer.* tensors; is it a Q-Former projector?")
+        raise LLMSRTError(f"{path}: the projector has no {PROJECTOR}qformer.encoder.layer.* tensors; only Q-Former "
+                          "projectors of LLM-SRT / SLAM-LLM checkpoints can be imported")
     cross = [i for i in layers if f"qformer.encoder.layer.{i}.crossattention.attention.key.weight" in p]
     if not cross:
-        raise LLMSRTError("the Q-Former has no cross-attention layer; cannot attach it to speech")
+        raise LLMSRTError(f"{path}: the Q-Former has no cross-attention layer (no {PROJECTOR}qformer.encoder.layer.*."
+                          "crossattention.attention.key.weight), so it cannot attend to speech; give the whole "
+                          "model.pt its training wrote")
     frequency = cross[1] - cross[0] if len(cross) > 1 else max(2, len(layers))
     first = f"qformer.encoder.layer.{cross[0]}."
+    _tensor(p, f"{first}crossattention.attention.key.weight", path, ("hidden", "encoder_dim"))
     if "linear1.weight" in p:
-        mlp_hidden = p["linear1.weight"].shape[0]
+        mlp_hidden = _tensor(p, "linear1.weight", path, ("mlp_hidden", "hidden")).shape[0]
     elif "linear.weight" in p:
         mlp_hidden = 0
     else:
-        raise LLMSRTError("the projector has neither linear.* nor linear1.* tensors")
-    return {"num_queries": num_queries, "hidden_size": hidden, "num_layers": len(layers),
-            "num_heads": num_heads or max(1, hidden // HEAD_DIM),
-            "intermediate_size": p[f"{first}intermediate_query.dense.weight"].shape[0],
+        raise LLMSRTError(f"{path}: the projector has neither {PROJECTOR}linear.* nor linear1.* tensors; give the "
+                          "whole model.pt its training wrote")
+    default = max(1, hidden // HEAD_DIM)
+    heads = default if num_heads is None else num_heads
+    if heads < 1 or hidden % heads:  # transformers' ValueError came from building the adapter, the encoder loaded
+        raise LLMSRTError(f"{path}: --num-heads {num_heads} does not divide the Q-Former's hidden size {hidden} (each "
+                          f"head takes hidden / heads); give the heads it was trained with (default hidden / "
+                          f"{HEAD_DIM}: {default})" if num_heads is not None else
+                          f"{path}: the Q-Former's hidden size {hidden} does not split into hidden / {HEAD_DIM} = "
+                          f"{default} heads (the default); give --num-heads, the heads it was trained with")
+    return {"num_queries": num_queries, "hidden_size": hidden, "num_layers": len(layers), "num_heads": heads,
+            "intermediate_size": _tensor(p, f"{first}intermediate_query.dense.weight", path,
+                                         ("intermediate_size", "hidden")).shape[0],
             "cross_attention_frequency": frequency, "mlp_hidden": mlp_hidden}
+
+
+def _tensor(p: dict[str, torch.Tensor], key: str, path: Path, dims: tuple[str, ...]) -> torch.Tensor:
+    """The projector tensor `key`, whose shape is read before the adapter's own check (`load_adapter_state`), in
+    the reference's `dims`; else a one-line error naming it, as that check's."""
+    if key not in p:
+        raise LLMSRTError(f"{path}: no {PROJECTOR}{key} tensor, which the reference's Q-Former projector saves; the "
+                          "file is incomplete or another projector's: give the whole model.pt its training wrote")
+    if p[key].dim() != len(dims) or 0 in p[key].shape:
+        raise LLMSRTError(f"{path}: {PROJECTOR}{key} has shape {tuple(p[key].shape)}, the reference's is "
+                          f"({', '.join(dims)}); the file is damaged or another projector's: give the model.pt its "
+                          "training wrote")
+    return p[key]
 
 
 QQM_MLP_HIDDEN = 2560  # the reference's qqm projector (EncoderProjectorQFormerPool): its MLP's width at any LLM width
@@ -245,7 +285,10 @@ def _peft_key(key: str) -> str:
     return key.removeprefix(LORA_PREFIX).replace(".default.", ".")
 
 
-def _lora_options(state: dict[str, torch.Tensor], alpha: int) -> LoraOptions:
-    rank = next(v.shape[0] for k, v in state.items() if "lora_A" in k)
+def _lora_options(state: dict[str, torch.Tensor], alpha: int, where: Path) -> LoraOptions:
+    rank = next((v.shape[0] for k, v in state.items() if "lora_A" in k and v.dim()), None)
+    if rank is None:  # (a StopIteration from a file of lora_B weights alone)
+        raise LLMSRTError(f"{where}: LoRA weights without any lora_A (e.g. {next(iter(state))}); the file is "
+                          "incomplete: give the whole file its training wrote")
     targets = sorted({k.split(".lora_")[0].rsplit(".", 1)[-1] for k in state})
     return LoraOptions(r=rank, alpha=alpha, target_modules=tuple(targets))
