@@ -344,3 +344,82 @@ def test_the_report_says_how_texts_were_normalized(tmp_path):
     assert data["bleu"]["eng-vie"]["unicode"] == "NFC" and "|tok:13a|" in data["bleu"]["eng-vie"]["signature"]
     assert "norm:whisper-english" in data["asr"]["eng"]["signature"]
     assert "norm:whisper-basic|" in data["asr"]["deu"]["signature"]
+
+
+def claim(better: str, samples: int = 300, seed: int = 3) -> str:
+    return (f"verdict: on each row's claim that its system is better than the one it is compared with ({better}), "
+            f"paired bootstrap over test sentences, {samples} resamples, seed {seed}; holds / reversed: p < 0.05 for / "
+            "against the claim")
+
+
+def test_each_table_of_paired_tests_says_the_claim_its_verdicts_judge(report):
+    """`| b | a | -15.7 | ... | reversed |` said neither which claim the verdict judges (b is better than a) nor how it
+    was tested: a line under each table of paired tests, in the terminal and report.md, says so; results.json keeps
+    the seed beside the resamples."""
+    from llm_srt.evaluate.significance import Comparison
+
+    worse, lower = Comparison(20.0, 35.7, 0.002, -24.6, -6.7, 40, 300, 3), Comparison(10.0, 15.0, 0.01, -8.0, -2.0,
+                                                                                        40, 300, 3)
+    report = replace(report, comparisons=(("baseline", "curriculum", worse),),
+                     comet_comparisons=(("baseline", "curriculum", worse),),
+                     transcript_comparisons=(("baseline", "curriculum", "eng", lower),))
+    lines, md = rep.format_table(report).splitlines(), rep.to_markdown(report).splitlines()
+    for better, verdict in (("higher average BLEU", "reversed"), ("higher mean COMET", "reversed"),
+                            ("lower WER / CER", "holds")):
+        assert lines[lines.index(claim(better)) - 1].endswith(verdict)  # right under its table's last row
+        assert md[md.index(claim(better)) - 2].endswith(f"| {verdict} |") and not md[md.index(claim(better)) - 1]
+    data = rep.to_json(report)["systems"]["baseline"]
+    assert data["significance"]["resamples"] == 300 and data["significance"]["seed"] == 3
+    assert data["comet_significance"]["seed"] == 3 and data["transcript_significance"]["eng"]["seed"] == 3
+    assert "verdict: on" not in rep.format_table(rep.build_report({"only": results("baseline")}))
+
+
+def test_an_average_over_fewer_directions_than_the_tables_is_marked(tmp_path):
+    """Avg is a mean over directions (the paper's): a system scored on eng->deu alone showed `Avg 25.9` beside
+    another's over eng->deu and eng->fra with no word. Each average over fewer of its column's directions than the
+    systems cover together is marked "(k of N)", in the terminal and report.md; results.json keeps the numbers."""
+    def rows(tgts, hyp, comet=None):
+        return [UtteranceResult(f"{t}{i}", "eng", t, None, hyp, None, "the cat sat on the mat", comet=comet)
+                for t in tgts for i in range(2)]
+
+    full, part = rows(("deu", "fra"), "the cat sat on a mat", 0.8), rows(("deu",), "the cat sat on the", 0.5)
+    report = replace(rep.build_report({"a": full, "c": part}), comet_model="tiny")
+    a, c = report.systems
+    avg = f"{c.average():.1f} (1 of 2)"
+    text = rep.format_table(report).splitlines()
+    assert text[3].split()[-4:] == [f"{a.average():.1f}", "0", "of", "4"] and "(" not in text[3]
+    assert text[4].endswith(f"{avg}  0 of 2") and text[5] == rep.PARTIAL_NOTE
+    assert any(line.startswith("c ") and line.split()[-5:] == ["50.0", "(1", "of", "2)", "0"] for line in text)  # COMET
+    paths = rep.write_report(report, tmp_path)
+    md = paths["markdown"].read_text(encoding="utf-8")
+    assert f"| c | {avg} | 1 | 2 | 0 of 2 |" in md and f"| a | {a.average():.1f} | 2 | 4 | 0 of 4 |" in md
+    assert rep.PARTIAL_NOTE in md
+    assert f"| c | {avg} | {avg} |" in md  # by source: eng->X is over 1 of eng's 2 directions too
+    assert f"| c | {c.bleu[('eng', 'deu')].score:.1f} | – | {avg} |" in md  # by target: X->deu is whole
+    assert "| c | 50.0 | – | 50.0 (1 of 2) | 0 |" in md  # COMET
+    data = json.loads(paths["json"].read_text(encoding="utf-8"))["systems"]["c"]
+    assert data["average_bleu"] == pytest.approx(c.average()) and data["n_directions"] == 1
+    # more directions than columns: the terminal's src->X averages are marked too
+    wide = rep.build_report({"a": rows(("deu", "fra", "spa", "ita", "nld", "por", "rus"), "the cat"),
+                             "c": rows(("deu", "fra"), "the cat")})
+    text = rep.format_table(wide).splitlines()
+    assert text[1].split()[:3] == ["system", "eng->X", "Avg"] and "(2 of 7)" in text[4]
+    same = rep.build_report({"a": full, "b": rows(("deu", "fra"), "the cat")})
+    assert "of 2)" not in rep.format_table(same) + rep.to_markdown(same)
+    assert rep.PARTIAL_NOTE not in rep.format_table(same) + rep.to_markdown(same)
+
+
+def test_transcript_tables_count_the_references_wer_skipped():
+    """A reference transcript empty after normalization ("[noise]") is left out of WER/CER (`Score.skipped`), which
+    only results.json said; `llm-srt score` says "skipped N of M lines". The terminal and report.md now say it under
+    their transcript tables, where any was skipped."""
+    rows = [UtteranceResult(f"u{i}", "eng", "deu", "the cat sat", "die katze", ref, "die katze", task="srt")
+            for i, ref in enumerate(["the cat sat", "[noise]", "the cat sat", "[music]"])]
+    report = rep.build_report({"a": rows, "b": rows[:1] + rows[2:3]})
+    assert report.systems[0].asr["eng"].skipped == 2
+    line = "WER/CER skipped (reference transcript empty after normalization): a eng 2 of 4"
+    text = rep.format_table(report).splitlines()
+    assert text[text.index(line) - 1].startswith("b ")  # under the transcript table
+    md = rep.to_markdown(report).splitlines()
+    assert md[md.index(line) - 2].startswith("| b |")
+    assert "WER/CER skipped" not in rep.format_table(rep.build_report({"b": rows[:1]}))

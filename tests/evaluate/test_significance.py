@@ -65,6 +65,18 @@ def test_failed_rows_count_as_empty_and_resampling_is_seeded():
     assert paired_bootstrap(a, b, samples=200, seed=7) == c
 
 
+def test_every_paired_test_keeps_its_seed():
+    """The seed is on the Comparison (results.json's "seed" beside "resamples", the line under each table of paired
+    tests): with the resamples, what reproduces p and the interval."""
+    from llm_srt.evaluate.significance import paired_error_rates, paired_mean
+
+    r = refs(25, seed=3)
+    assert paired_bootstrap(system(r, truncated(8)), system(r, truncated(5)), samples=50, seed=7).seed == 7
+    assert paired_error_rates(srt_rows(r, truncated(9)), srt_rows(r, truncated(6)), samples=50, seed=8)["eng"].seed == 8
+    assert paired_mean(np.arange(10.0), np.arange(10.0)[::-1], samples=50, seed=9).seed == 9
+    assert paired_mean(np.arange(10.0), np.arange(10.0)[::-1], samples=50).seed == 0
+
+
 def test_systems_on_different_rows_are_an_error():
     r = refs(5)
     with pytest.raises(LLMSRTError, match="not run on the same test rows"):
@@ -466,7 +478,8 @@ def test_a_direction_a_resample_did_not_draw_is_left_out_of_its_bleu_average(mon
 
     seen = []
     real = significance._compare
-    monkeypatch.setattr(significance, "_compare", lambda a, b, diffs, n: seen.append(diffs) or real(a, b, diffs, n))
+    monkeypatch.setattr(significance, "_compare", lambda a, b, diffs, n, seed: seen.append(diffs) or real(a, b, diffs,
+                                                                                                       n, seed))
     r = refs(40, seed=5)
     a_of, b_of = (lambda i, s: s), (lambda i, s: s if i % 3 else truncated(4)(i, s))
     deu = (nway(r, a_of, [("eng", "deu")], True), nway(r, b_of, [("eng", "deu")], True))

@@ -9,6 +9,8 @@ text MT of the same rows (`build_report(mt=)`), mt_vs_s2tt.png (Figure 3).
 A failed utterance (an error, CUDA out-of-memory included, or no output) is scored as an empty hypothesis: it
 enters BLEU of its direction with "" and, when the system writes transcripts, WER/CER with "". It is never dropped:
 every report says `failed: N of M` per system and per direction, and lists each failed utterance with its error.
+An average over directions of a system that lacks some of the table's directions prints as "25.9 (1 of 2)"; the
+tables of paired tests end in the claim their verdicts judge; WER/CER's skipped references are counted under them.
 """
 
 import json
@@ -35,6 +37,11 @@ MAX_DIRECTION_COLUMNS = 6  # terminal table: per-direction columns up to this ma
 MAX_MARKDOWN_COLUMNS = 16  # report.md: a column per direction up to this many, else a matrix (COMET) or the
 #                            directions that need one (failed rows)
 MAX_SCATTER_LABELS = 40  # label each point of the scatter plot up to this many directions
+# under a table whose systems cover different directions (`_avg`)
+PARTIAL_NOTE = ("(k of N): that system's average is over k of the N directions its column covers; not comparable "
+                "with an average over all N")
+# what "better" means in each table of paired tests (`Comparison.claim_line`, the line under it)
+BLEU_BETTER, COMET_BETTER, TRANSCRIPT_BETTER = "higher average BLEU", "higher mean COMET", "lower WER / CER"
 FIELD_ALIASES = {"transcript": "hyp_transcript", "translation": "hyp_translation"}  # infer.py's result keys
 FIELD_TYPES = {"forced_tags": bool, "comet": (int, float)}  # UtteranceResult's fields that are not strings
 TRANSCRIBING_TASKS = tuple(t.value for t in Task if t.writes_transcript)  # a failed row of these scores WER ""
@@ -117,7 +124,8 @@ class SystemScores:
         return _mean_by(self.bleu, 1)
 
     def average(self) -> float:
-        """Mean BLEU over directions (NaN when nothing was scored)."""
+        """Mean BLEU over this system's directions, each weighing the same (the paper's Avg; NaN when nothing was
+        scored). The tables mark it "(k of N)" where the other systems cover more directions (`_avg`)."""
         return float(np.mean([s.score for s in self.bleu.values()])) if self.bleu else math.nan
 
     def average_comet(self) -> float:
@@ -314,17 +322,18 @@ def write_report(report: Report, out_dir: str | Path) -> dict[str, Path]:
 
 def to_json(report: Report) -> dict:
     significance = {a: {"compared_with": b, "delta_bleu": _num(c.delta), "ci95": [_num(c.low), _num(c.high)],
-                        "p": round(c.p, 5), "verdict": c.verdict(), "resamples": c.samples}
+                        "p": round(c.p, 5), "verdict": c.verdict(), "resamples": c.samples, "seed": c.seed}
                     for a, b, c in report.comparisons}
     comet = {a: {"compared_with": b, "delta_comet": _num(c.delta), "ci95": [_num(c.low), _num(c.high)],
-                 "p": round(c.p, 5), "verdict": c.verdict(), "sentences": c.sentences, "resamples": c.samples}
+                 "p": round(c.p, 5), "verdict": c.verdict(), "sentences": c.sentences, "resamples": c.samples,
+                 "seed": c.seed}
              for a, b, c in report.comet_comparisons}
     by_language: dict[str, dict] = {}
     for a, b, lang, c in report.transcript_comparisons:
         by_language.setdefault(a, {})[lang] = {
             "compared_with": b, "metric": _asr_metric(report, lang).lower(), "delta": _num(c.delta),
             "ci95": [_num(c.low), _num(c.high)], "p": round(c.p, 5), "verdict": c.verdict(higher_is_better=False),
-            "sentences": c.sentences, "resamples": c.samples}
+            "sentences": c.sentences, "resamples": c.samples, "seed": c.seed}
     return {"systems": {s.name: {**_system_json(s), **({"mt": _system_json(s.mt)} if s.mt is not None else {}),
                                  **({"significance": significance[s.name]} if s.name in significance else {}),
                                  **({"transcript_significance": by_language[s.name]} if s.name in by_language
@@ -357,9 +366,11 @@ def _system_json(s: SystemScores) -> dict:
 
 def to_markdown(report: Report) -> str:
     parts = ["# Results", ""]
-    summary = [[s.name, _fmt(s.average()), len(s.bleu), s.n_utterances, _of(len(s.failed), s.n_rows)]
+    summary = [[s.name, _bleu_avg(report, s), len(s.bleu), s.n_utterances, _of(len(s.failed), s.n_rows)]
                for s in report.systems]
     parts += _md_table(["system", "avg BLEU", "directions", "utterances", "failed"], summary)
+    if _uneven((s.bleu for s in report.systems), report.directions):
+        parts += ["", PARTIAL_NOTE + " (here and in the BLEU tables below)"]
     if report.decoding is not None:
         tasks = report.decoding.get("tasks", {})
         how = {k: v for k, v in report.decoding.items() if k != "tasks"}
@@ -372,12 +383,10 @@ def to_markdown(report: Report) -> str:
     srcs = report.sources
     parts += ["", "## BLEU by source language (mean over src → X)", ""]
     parts += _md_table(["system", *[f"{l}→X" for l in srcs], "Avg"],
-                       [[s.name, *[_fmt(s.by_source().get(l)) for l in srcs], _fmt(s.average())]
-                        for s in report.systems])
+                       [[s.name, *_bleu_by(report, s, 0), _bleu_avg(report, s)] for s in report.systems])
     parts += ["", "## BLEU by target language (mean over X → tgt)", ""]
     parts += _md_table(["system", *[f"X→{l}" for l in report.targets], "Avg"],
-                       [[s.name, *[_fmt(s.by_target().get(l)) for l in report.targets], _fmt(s.average())]
-                        for s in report.systems])
+                       [[s.name, *_bleu_by(report, s, 1), _bleu_avg(report, s)] for s in report.systems])
     for s in report.systems:
         m = s.matrix(srcs, report.targets)
         parts += ["", f"## BLEU matrix: {s.name} (rows: source, columns: target)", ""]
@@ -390,11 +399,16 @@ def to_markdown(report: Report) -> str:
                   f"Model: `{report.comet_model}`", ""]
         if len(comet_dirs) <= MAX_MARKDOWN_COLUMNS:
             parts += _md_table(["system", *[_arrow(d) for d in comet_dirs], "Avg", "rows not scored"],
-                               [[s.name, *[_fmt(s.comet.get(d)) for d in comet_dirs], _fmt(s.average_comet()),
-                                 s.comet_unscored] for s in report.systems])
+                               [[s.name, *[_fmt(s.comet.get(d)) for d in comet_dirs],
+                                 _avg(s.average_comet(), len(s.comet), len(comet_dirs)), s.comet_unscored]
+                                for s in report.systems])
         else:  # one column a direction is unreadable at 15 x 14 (211 columns): the BLEU matrices' shape
             parts += _md_table(["system", "Avg", "rows not scored"],
-                               [[s.name, _fmt(s.average_comet()), s.comet_unscored] for s in report.systems])
+                               [[s.name, _avg(s.average_comet(), len(s.comet), len(comet_dirs)), s.comet_unscored]
+                                for s in report.systems])
+        if _uneven((s.comet for s in report.systems), comet_dirs):
+            parts += ["", PARTIAL_NOTE]
+        if len(comet_dirs) > MAX_MARKDOWN_COLUMNS:
             comet_srcs, comet_tgts = _unique(d[0] for d in comet_dirs), _unique(d[1] for d in comet_dirs)
             for s in report.systems:
                 parts += ["", f"### COMET matrix: {s.name} (rows: source, columns: target)", ""]
@@ -406,6 +420,8 @@ def to_markdown(report: Report) -> str:
         parts += _md_table(["system", *[f"{l} ({_asr_metric(report, l)})" for l in asr_srcs]],
                            [[s.name, *[_fmt(s.asr[l].score) if l in s.asr else "–" for l in asr_srcs]]
                             for s in report.systems])
+        if _skipped_line(report):
+            parts += ["", _skipped_line(report)]
         other = [f"{l} {normalizer_name(l)}" for l in asr_srcs if normalizer_name(l) != PAPER_NORMALIZER]
         if other:
             parts += ["", f"Normalized with Whisper's normalizers; {', '.join(other)}, where the paper's scoring "
@@ -423,16 +439,19 @@ def to_markdown(report: Report) -> str:
                       f"({report.comparisons[0][2].samples} resamples)", ""]
         parts += _md_table(["system", "compared with", "Δ avg BLEU", "95% interval", "p", "verdict"],
                            _comparison_rows(report))
+        parts += ["", report.comparisons[0][2].claim_line(BLEU_BETTER)]
     if report.comet_comparisons:
         parts += ["", f"## COMET: is the difference real? Paired bootstrap over test sentences "
                       f"({report.comet_comparisons[0][2].samples} resamples)", ""]
         parts += _md_table(["system", "compared with", "Δ mean COMET", "95% interval", "p", "sentences", "verdict"],
                            _comet_comparison_rows(report))
+        parts += ["", report.comet_comparisons[0][2].claim_line(COMET_BETTER)]
     if report.transcript_comparisons:
         parts += ["", f"## Transcripts: is the difference real? Paired bootstrap over test sentences "
                       f"({report.transcript_comparisons[0][3].samples} resamples; lower is better)", ""]
         parts += _md_table(["system", "compared with", "language", "Δ", "95% interval", "p", "sentences", "verdict"],
                            _transcript_comparison_rows(report))
+        parts += ["", report.transcript_comparisons[0][3].claim_line(TRANSCRIPT_BETTER)]
     signatures = _unique(v.signature for s in report.systems for v in (*s.bleu.values(), *s.asr.values()))
     parts += ["", "## Signatures", ""] + [f"- `{sig}`" for sig in signatures]
     if report.directions:
@@ -465,22 +484,29 @@ def format_table(report: Report) -> str:
     else:
         srcs = report.sources
         header = [f"{l}->X" for l in srcs]
-        cells = [[_fmt(s.by_source().get(l)) for l in srcs] for s in report.systems]
+        cells = [_bleu_by(report, s, 0) for s in report.systems]
     header = ["system", *header, "Avg", "failed"]
-    rows = [[s.name, *c, _fmt(s.average()), _of(len(s.failed), s.n_rows)] for s, c in zip(report.systems, cells)]
+    rows = [[s.name, *c, _bleu_avg(report, s), _of(len(s.failed), s.n_rows)] for s, c in zip(report.systems, cells)]
     text = "BLEU\n" + _text_table(header, rows)
+    if _uneven((s.bleu for s in report.systems), dirs):
+        text += "\n" + PARTIAL_NOTE
     comet_dirs = _unique(d for s in report.systems for d in s.comet)
     if comet_dirs:
         shown = comet_dirs if len(comet_dirs) <= MAX_DIRECTION_COLUMNS else []
         header = ["system", *[f"{d[0]}->{d[1]}" for d in shown], "Avg", "not scored"]
-        rows = [[s.name, *[_fmt(s.comet.get(d)) for d in shown], _fmt(s.average_comet()), s.comet_unscored]
+        rows = [[s.name, *[_fmt(s.comet.get(d)) for d in shown], _avg(s.average_comet(), len(s.comet),
+                                                                      len(comet_dirs)), s.comet_unscored]
                 for s in report.systems]
         text += "\n\nCOMET (x 100)\n" + _text_table(header, rows)
+        if _uneven((s.comet for s in report.systems), comet_dirs):
+            text += "\n" + PARTIAL_NOTE
     langs = _unique(lang for s in report.systems for lang in s.asr)
     if langs:
         header = ["system", *[f"{l} {_asr_metric(report, l).upper()}" for l in langs]]
         rows = [[s.name, *[_fmt(s.asr[l].score) if l in s.asr else "–" for l in langs]] for s in report.systems]
         text += "\n\nTranscript WER / CER (lower is better)\n" + _text_table(header, rows)
+        if _skipped_line(report):
+            text += "\n" + _skipped_line(report)
     with_mt = [s for s in report.systems if s.mt is not None]
     if with_mt:
         header = ["system", "MT Avg", "speech Avg", "MT failed"]
@@ -489,15 +515,18 @@ def format_table(report: Report) -> str:
         text += "\n\nText MT (the system's own LLM, gold transcript in) vs speech, BLEU\n" + _text_table(header, rows)
     if report.comparisons:
         text += ("\n\nPaired bootstrap over test sentences (avg BLEU)\n"
-                 + _text_table(["system", "vs", "delta", "95% interval", "p", "verdict"], _comparison_rows(report)))
+                 + _text_table(["system", "vs", "delta", "95% interval", "p", "verdict"], _comparison_rows(report))
+                 + "\n" + report.comparisons[0][2].claim_line(BLEU_BETTER))
     if report.comet_comparisons:
         text += ("\n\nPaired bootstrap over test sentences (mean COMET x 100)\n"
                  + _text_table(["system", "vs", "delta", "95% interval", "p", "sentences", "verdict"],
-                               _comet_comparison_rows(report)))
+                               _comet_comparison_rows(report))
+                 + "\n" + report.comet_comparisons[0][2].claim_line(COMET_BETTER))
     if report.transcript_comparisons:
         text += ("\n\nPaired bootstrap over test sentences (transcript WER / CER, lower is better)\n"
                  + _text_table(["system", "vs", "language", "delta", "95% interval", "p", "sentences", "verdict"],
-                               _transcript_comparison_rows(report)))
+                               _transcript_comparison_rows(report))
+                 + "\n" + report.transcript_comparisons[0][3].claim_line(TRANSCRIPT_BETTER))
     failures = [f"{name}: {scores.failed_summary()} (scored as empty hypotheses); by direction: "
                 + ", ".join(f"{d[0]}->{d[1]} {_of(n, scores.rows[d])}" for d, n in scores.failed_by_direction().items()
                             if n)
@@ -512,6 +541,15 @@ def _forced_lines(report: Report) -> str:
              "its transcript; --no-force-srt-tags leaves such rows without a translation)"
              for s in report.systems if s.forced_tags]
     return "\n\n" + "\n".join(lines) if lines else ""
+
+
+def _skipped_line(report: Report) -> str:
+    """The line under the WER/CER tables naming the utterances they left out (`Score.skipped`: the reference
+    transcript empty after normalization, as `llm-srt score` says of its lines), else '': only results.json said."""
+    skipped = [f"{s.name} {lang} {_of(v.skipped, v.n + v.skipped)}" for s in report.systems
+               for lang, v in s.asr.items() if v.skipped]
+    return ("WER/CER skipped (reference transcript empty after normalization): " + ", ".join(skipped)
+            if skipped else "")
 
 
 def _comparison_rows(report: Report) -> list[list]:
@@ -618,6 +656,40 @@ def _md_table(header: list, rows: list[list]) -> list[str]:
 
 def _fmt(value: float | None) -> str:
     return "–" if value is None or not math.isfinite(value) else f"{value:.{DECIMALS}f}"
+
+
+def _avg(value: float | None, n: int, of: int) -> str:
+    """A mean over directions as the tables print it: "25.9 (1 of 2)" where it is over n of the `of` directions its
+    column covers for the table's systems together. Avg is a macro average over directions (the paper's), so a
+    system that lacks some has a mean over other directions than the rest, which read as comparable unmarked."""
+    text = _fmt(value)
+    return f"{text} ({n} of {of})" if n < of and text != "–" else text
+
+
+def _bleu_avg(report: Report, s: SystemScores) -> str:
+    return _avg(s.average(), len(s.bleu), len(report.directions))
+
+
+def _bleu_by(report: Report, s: SystemScores, index: int) -> list[str]:
+    """The mean BLEU per source (index 0: src -> X, report.sources) or target (1: X -> tgt, report.targets), each
+    marked as `_avg`."""
+    own, every = _count_by(s.bleu, index), _count_by(report.directions, index)
+    means = s.by_source() if index == 0 else s.by_target()
+    return [_avg(means.get(lang), own.get(lang, 0), every[lang])
+            for lang in (report.sources if index == 0 else report.targets)]
+
+
+def _count_by(dirs: Iterable[Direction], index: int) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for d in dirs:
+        counts[d[index]] = counts.get(d[index], 0) + 1
+    return counts
+
+
+def _uneven(directions: Iterable[Iterable[Direction]], every: Iterable[Direction]) -> bool:
+    """Whether a system that has scores lacks some of the table's directions (its averages are marked)."""
+    every = set(every)
+    return any(own and set(own) < every for own in map(set, directions))
 
 
 def _num(value: float) -> float | None:

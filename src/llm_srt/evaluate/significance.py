@@ -65,6 +65,7 @@ class Comparison:
     high: float
     sentences: int  # test sentences both systems were scored on
     samples: int
+    seed: int = 0  # the resampling's random seed (with `samples`, what reproduces p and the interval)
 
     @property
     def delta(self) -> float:
@@ -82,6 +83,13 @@ class Comparison:
         if self.p >= alpha or self.delta == 0:
             return "not significant"
         return "holds" if (self.delta > 0) == higher_is_better else "reversed"
+
+    def claim_line(self, better: str, alpha: float = ALPHA) -> str:
+        """The line a report prints under a table of such comparisons (`better`: what better means there, e.g.
+        "higher average BLEU"): a bare "reversed" beside two names said neither which claim was tested nor how."""
+        return (f"verdict: on each row's claim that its system is better than the one it is compared with ({better}), "
+                f"paired bootstrap over test sentences, {self.samples} resamples, seed {self.seed}; holds / reversed: "
+                f"p < {alpha} for / against the claim")  # no <system>: report.md's Markdown would read it as HTML
 
 
 def paired_bootstrap(a: Iterable[UtteranceResult | Mapping], b: Iterable[UtteranceResult | Mapping],
@@ -139,7 +147,7 @@ def paired_bootstrap_runs(a: Sequence[Iterable[UtteranceResult | Mapping]],
         boot_a.append([_score(metric, s) if d else np.nan for s, d in zip(weights @ stats_a, drawn)])
         boot_b.append([_score(metric, s) if d else np.nan for s, d in zip(weights @ stats_b, drawn)])
     diffs = np.nanmean(np.subtract(boot_a, boot_b), axis=0)  # (samples,): average over the drawn directions
-    return _compare(float(np.mean(full_a)), float(np.mean(full_b)), diffs, len(sentences))
+    return _compare(float(np.mean(full_a)), float(np.mean(full_b)), diffs, len(sentences), seed)
 
 
 def check_references(maps: Sequence[Mapping[Hashable, UtteranceResult]], compared: Mapping[str, str],
@@ -324,7 +332,7 @@ def paired_error_rates_runs(a: Sequence[Iterable[UtteranceResult | Mapping]],
         boot_a, boot_b = ca[idx].sum(1), cb[idx].sum(1)  # (samples, 2)
         diffs = 100.0 * (boot_a[:, 0] / boot_a[:, 1] - boot_b[:, 0] / boot_b[:, 1])
         out[src] = _compare(100.0 * ca[:, 0].sum() / ca[:, 1].sum(), 100.0 * cb[:, 0].sum() / cb[:, 1].sum(),
-                            diffs, len(ca))
+                            diffs, len(ca), seed)
     if not out and few:
         raise LLMSRTError(_TOO_FEW.format(min=MIN_SENTENCES, what=", ".join(few), alpha=ALPHA))
     if not out:
@@ -359,7 +367,7 @@ def paired_mean(a: Sequence[float], b: Sequence[float], samples: int = SAMPLES, 
     note = "" if sentences is None else shared_ids(zip(sentences, map(tuple, directions or [()] * x.size)))
     if directions is None:
         times = resample_counts([0] * len(index), samples, seed, note)[:, groups]  # (samples, rows)
-        return _compare(float(x.mean()), float(y.mean()), (times @ d) / times.sum(axis=1), len(index))
+        return _compare(float(x.mean()), float(y.mean()), (times @ d) / times.sum(axis=1), len(index), seed)
     keys = [tuple(k) for k in directions]
     times = resample_counts(sentence_strata(list(zip(map(int, groups), keys)), len(index)), samples, seed,
                             note)[:, groups]
@@ -374,7 +382,7 @@ def paired_mean(a: Sequence[float], b: Sequence[float], samples: int = SAMPLES, 
                                        where=drawn > 0))
         observed.append((x[rows].mean(), y[rows].mean()))
     a_avg, b_avg = (float(v) for v in np.mean(observed, axis=0))
-    return _compare(a_avg, b_avg, np.nanmean(per_direction, axis=0), len(index))
+    return _compare(a_avg, b_avg, np.nanmean(per_direction, axis=0), len(index), seed)
 
 
 def check_samples(samples: int) -> None:
@@ -384,7 +392,7 @@ def check_samples(samples: int) -> None:
                           f"at p < {ALPHA} (p can never be smaller than 1 / (resamples + 1))")
 
 
-def _compare(a: float, b: float, diffs: np.ndarray, sentences: int) -> Comparison:
+def _compare(a: float, b: float, diffs: np.ndarray, sentences: int, seed: int = 0) -> Comparison:
     """The Comparison of observed scores a and b from the resampled differences `diffs`: two-sided p of a - b with
     the +1 correction, and the interval (a - b) +- h around it. p < ALPHA when fewer than m + 1 centred differences
     are at least |a - b| from 0, m the largest count with (m + 1) / (n + 1) < ALPHA; h is the (m + 1)-th largest of
@@ -393,7 +401,8 @@ def _compare(a: float, b: float, diffs: np.ndarray, sentences: int) -> Compariso
     extreme = int(np.sum(deviations >= abs(a - b)))
     m = int(np.ceil(ALPHA * (diffs.size + 1) - 1)) - 1  # >= 0: check_samples
     h = float(deviations[min(m, deviations.size - 1)])
-    return Comparison(a, b, (extreme + 1) / (diffs.size + 1), a - b - h, a - b + h, sentences, int(diffs.size))
+    return Comparison(a, b, (extreme + 1) / (diffs.size + 1), a - b - h, a - b + h, sentences, int(diffs.size),
+                      seed)
 
 
 def _results(rows: Iterable[UtteranceResult | Mapping]) -> list[UtteranceResult]:
