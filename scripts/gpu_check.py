@@ -400,7 +400,7 @@ def placement_args(check: Check, verb: str) -> list[str]:
 
 def train_overrides(check: Check, folders, corpus: dict[str, Path]) -> list[str]:
     """key=value overrides that point configs/embedded at the tiny models and corpus, on the check's device."""
-    from llm_srt.train.recipe import TrainConfig
+    from llm_srt.train.config import TrainConfig
 
     values = {"model.encoder": folders.encoder, "model.llm": folders.llm, "model.adapter_kwargs": TINY_ADAPTER,
               "data.train": corpus["train"], "data.dev": corpus["dev"], "data.batch_size": 4,

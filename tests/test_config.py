@@ -217,7 +217,7 @@ def test_deep_nesting_is_refused_whatever_the_recursion_limit(tmp_path):
 
 
 def test_train_config_errors_are_caught_at_load_once_and_str_overrides_keep_their_text():
-    from llm_srt.train.recipe import load_config
+    from llm_srt.train.config import load_config
 
     with pytest.raises(ConfigError, match=r"^<defaults> \(with overrides\): data.tasks is empty; name the stage's"):
         load_config(None, ["data.tasks={}", "max_steps=3", "log_every=2"])
@@ -231,7 +231,7 @@ def test_train_config_errors_are_caught_at_load_once_and_str_overrides_keep_thei
 
 def test_a_path_in_the_home_folder_is_expanded_in_the_file_and_on_the_command_line(tmp_path, monkeypatch):
     """`data.feature_cache=~/c` (quoted, or in YAML) made a folder named '~' in the working directory."""
-    from llm_srt.train.recipe import load_config
+    from llm_srt.train.config import load_config
 
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     path = tmp_path / "c.yaml"
@@ -244,27 +244,27 @@ def test_a_path_in_the_home_folder_is_expanded_in_the_file_and_on_the_command_li
 
 def test_a_value_that_fits_no_type_of_a_union_names_them_all():
     """`data.train: 5` said "must be a list", although a string (one manifest) is taken too."""
-    from llm_srt.train import recipe
+    from llm_srt.train.config import load_config
 
     with pytest.raises(ConfigError, match=r"data.train must be a list or str, got \{'a': 1\}"):
-        recipe.load_config(None, ["data.train={a: 1}"])
+        load_config(None, ["data.train={a: 1}"])
     with pytest.raises(ConfigError, match=r"data.train\[0\] must be str, got 1"):  # an item: its own type
-        recipe.load_config(None, ["data.train=[1, 2]"])
+        load_config(None, ["data.train=[1, 2]"])
 
 
 def test_an_unset_variable_in_a_union_field_is_named_not_taken_for_the_wrong_type(tmp_path, monkeypatch):
     """`data.train: ${NOPE_DATA}/train.jsonl` (a list or a string) said "data.train must be a list": the list
     option's error won over the unset variable. The variable is expanded before the options are tried, once."""
-    from llm_srt.train import recipe
+    from llm_srt.train.config import load_config
 
     path = tmp_path / "c.yaml"
     path.write_text("data:\n  train: ${NOPE_DATA}/train.jsonl\n  dev: ${NOPE_DATA}/dev.jsonl\n")
     monkeypatch.delenv("NOPE_DATA", raising=False)
     with pytest.raises(ConfigError, match=r"c.yaml: data.train uses \$\{NOPE_DATA\} but that environment variable is "
                                           r"not set; export NOPE_DATA=/path/to/the/folder or override data.train="):
-        recipe.load_config(path)
+        load_config(path)
     monkeypatch.setenv("NOPE_DATA", "/data/${HOME}")  # a value holding ${...} is taken as it is, not expanded again
-    cfg = recipe.load_config(path)
+    cfg = load_config(path)
     assert (cfg.data.train, cfg.data.dev) == ("/data/${HOME}/train.jsonl", "/data/${HOME}/dev.jsonl")
 
 
@@ -293,25 +293,25 @@ def test_a_mapping_given_to_a_section_sets_its_keys_and_keeps_the_others(tmp_pat
     """`smt:model={init_from: X}` replaced the whole model section: the YAML's encoder, LLM, adapter and LoRA went
     back to their defaults, and the stage would have trained the embedded models. A mapping given to a section sets
     its keys one by one (as `model.init_from=X`); one given to a mapping field (`data.tasks`) is its whole value."""
-    from llm_srt.train import recipe
+    from llm_srt.train.config import load_config
 
     cfg = tmp_path / "stage.yaml"
     cfg.write_text("stage: srt\ndata:\n  train: t.jsonl\n  tasks: {srt: 0.8, asr: 0.2}\nmodel:\n  encoder: /w\n"
                    "  llm: /l\n  adapter: linear\n  lora: {r: 8, alpha: 16}\noutput_dir: runs/x\n")
-    got = recipe.load_config(cfg, ["model={init_from: /x/final, lora: {r: 4}}", "data.tasks={asr: 1.0}"])
+    got = load_config(cfg, ["model={init_from: /x/final, lora: {r: 4}}", "data.tasks={asr: 1.0}"])
     assert (got.model.encoder, got.model.llm, got.model.adapter, got.model.init_from) == ("/w", "/l", "linear",
                                                                                           "/x/final")
     assert (got.model.lora.r, got.model.lora.alpha) == (4, 16) and got.data.tasks == {"asr": 1.0}
     assert got.data.train == "t.jsonl"
     with pytest.raises(ConfigError, match=r"model.init_form"):  # a typo inside the mapping is still named
-        recipe.load_config(cfg, ["model={init_form: /x/final}"])
-    assert recipe.load_config(cfg, ["model.lora=null"]).model.lora is None
-    assert recipe.load_config(cfg, ["model.lora=null", "model.lora={r: 2}"]).model.lora.alpha == 32  # none to keep
+        load_config(cfg, ["model={init_form: /x/final}"])
+    assert load_config(cfg, ["model.lora=null"]).model.lora is None
+    assert load_config(cfg, ["model.lora=null", "model.lora={r: 2}"]).model.lora.alpha == 32  # none to keep
 
 
 def test_an_unknown_key_suggests_the_closest_known_one_in_one_line(tmp_path):
     """`max_step=10` listed all 23 top-level keys and `optim.lrr` all 7 of optim's: the one meant is named first."""
-    from llm_srt.train.recipe import load_config
+    from llm_srt.train.config import load_config
 
     for given, meant in (("max_step=10", "max_steps"), ("optim.lrr=1e-4", "optim.lr"), ("optim.warmup=5",
                                                                                          "optim.warmup_steps")):

@@ -65,8 +65,8 @@ def demo_stages(work: Path, data: Path, asr: Path = SHIPPED / "asr", dtype: str 
     curriculum (smt, srt under `work`), the Baseline and the w/o-SMT ablation (srt alone), the last two with the
     curriculum's budget (its steps summed; the same batch size); `dtype`: the frozen weights' (TrainConfig.dtype);
     `seed`: every run's model-init/dropout seed and data-order seed (TrainConfig.seed, DataConfig.seed)."""
+    from .train.config import load_config
     from .train.curriculum import Stage, plan
-    from .train.recipe import load_config
 
     if not (asr / "config.json").is_file():
         raise LLMSRTError(f"{asr}: no config.json; the demo starts from the shipped ASR stage: restore it "
@@ -101,7 +101,7 @@ def run_with_budget(stages: list, log=print) -> list[Path]:
     a finished stage is reused when it has at least as many (train.recipe), so after a config's max_steps was lowered
     a run kept more steps than the others' equal budget, without a word (and later stages trained from it)."""
     from .train.curriculum import run_stages
-    from .train.recipe import finished_steps, is_finished
+    from .train.final import finished_steps, is_finished
 
     for k, stage in enumerate(stages):
         out, asked = stage.config.output_dir, stage.config.max_steps
@@ -563,7 +563,7 @@ def add_arguments(parser) -> None:
 def main(args) -> int:
     from dataclasses import fields
 
-    from .train.recipe import TrainConfig
+    from .train.config import TrainConfig
 
     allowed = next(f for f in fields(TrainConfig) if f.name == "seed").metadata["range"]  # the runs' own bounds
     if allowed.problem(args.seed):

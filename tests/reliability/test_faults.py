@@ -20,6 +20,8 @@ from safetensors.torch import load_file
 from llm_srt import cli
 from llm_srt.errors import LLMSRTError
 from llm_srt.train import checkpoint, recipe
+from llm_srt.train.config import load_config
+from llm_srt.train.final import FINAL
 
 from train.conftest import overrides, tiny_setup  # noqa: F401  (tiny_setup is a fixture)
 
@@ -28,15 +30,15 @@ STEPS = 3  # the base run: checkpoints at steps 1, 2, 3
 
 
 def _config(setup, out: Path, steps: int):
-    return recipe.load_config(None, overrides(setup, out, max_steps=steps, save_every=1, keep_last=3,
-                                              **{"data.tasks": "{srt: 0.7, asr: 0.3}"}))
+    return load_config(None, overrides(setup, out, max_steps=steps, save_every=1, keep_last=3,
+                                       **{"data.tasks": "{srt: 0.7, asr: 0.3}"}))
 
 
 def _interrupted_run(base: Path, tmp_path: Path) -> Path:
     """A copy of a run that saved steps 1-3 and was stopped before writing final/."""
     out = tmp_path / "run"
     shutil.copytree(base, out)
-    shutil.rmtree(out / recipe.FINAL)
+    shutil.rmtree(out / FINAL)
     return out
 
 

@@ -25,7 +25,7 @@ from llm_srt.audio import MIN_SAMPLES, load_audio
 from llm_srt.data.manifest import FIELDS, read_manifest
 from llm_srt.errors import AudioError, ConfigError, ManifestError
 from llm_srt.prompts import parse_srt, srt_target
-from llm_srt.train.recipe import TrainConfig
+from llm_srt.train.config import TrainConfig
 
 pytestmark = pytest.mark.reliability("fuzz")
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -54,10 +54,9 @@ SHORT_STEPS = 2  # the steps of a `saved_every_step` run by default
 
 def saved_every_step(setup, out, steps=SHORT_STEPS, **extra):
     """A tiny run's config saving a checkpoint every step, the last 3 kept (what the resume tests copy and cut)."""
-    from llm_srt.train import recipe
+    from llm_srt.train.config import load_config
 
-    return recipe.load_config(None, overrides(setup, out, **{"max_steps": steps, "save_every": 1, "keep_last": 3,
-                                                             **extra}))
+    return load_config(None, overrides(setup, out, **{"max_steps": steps, "save_every": 1, "keep_last": 3, **extra}))
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,10 @@ from safetensors.torch import load_file
 
 from llm_srt.errors import ConfigError, LLMSRTError
 from llm_srt.train import curriculum, recipe
+from llm_srt.train.config import load_config
+from llm_srt.train.final import INIT_RECORD, finished_steps, is_finished
+from llm_srt.train.logs import _log_json
+from llm_srt.train.schedule import schedule_note
 
 from .conftest import overrides, tiny
 
@@ -33,8 +37,8 @@ def test_a_few_steps_lower_the_loss_and_write_a_loadable_folder(tiny_setup, tmp_
 
     monkeypatch.chdir(Path(tiny_setup["whisper"]).parent)
     relative = {"model.encoder": Path(tiny_setup["whisper"]).name, "model.llm": Path(tiny_setup["llm"]).name}
-    cfg = recipe.load_config(None, overrides(tiny_setup, tmp_path / "run", max_steps=12, stage="asr",
-                                             **{"data.tasks": "{asr: 1.0}"}, **relative))
+    cfg = load_config(None, overrides(tiny_setup, tmp_path / "run", max_steps=12, stage="asr",
+                                      **{"data.tasks": "{asr: 1.0}"}, **relative))
     final = recipe.train(cfg, log=lambda *_: None)
     losses = _losses(tmp_path / "run")
     assert len(losses) == 12 and sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
@@ -99,7 +103,7 @@ def test_mt_beside_speech_tasks_is_checked_when_the_config_loads(tiny_setup, tmp
     """Text-only mt may join a speech stage as the smaller share, under DDP or one process, not with ctc.only or
     FSDP (a text batch skips the adapter, and FSDP needs every rank to run the same modules)."""
     def load(**extra):
-        return recipe.load_config(None, overrides(tiny_setup, tmp_path / "run", **extra))
+        return load_config(None, overrides(tiny_setup, tmp_path / "run", **extra))
 
     lora = {"model.lora": "{r: 4}", "trainable": "[adapter, lora]"}
     assert load(**{"data.tasks": "{asr: 0.7, mt: 0.3}", "ctc": "{weight: 0.5}", **lora}).ctc.weight == 0.5
@@ -122,7 +126,7 @@ def test_a_text_only_mt_stage_trains_under_one_process_fsdp(tiny_setup, tmp_path
     as trainable (left without a gradient); it was refused, with a message about mt beside speech, only once the LLM
     had loaded. DDP looks for unused parameters only where the adapter trains."""
     def load(trainable, **extra):
-        return recipe.load_config(None, overrides(tiny_setup, tmp_path / "mt", trainable=trainable, **{
+        return load_config(None, overrides(tiny_setup, tmp_path / "mt", trainable=trainable, **{
             "data.tasks": "{mt: 1.0}", "data.batch_size": 2, "model.lora": "{r: 4, alpha: 8}", **extra}))
 
     assert not recipe.skips_trained(load("[lora]")) and recipe.skips_trained(load("[adapter, lora]"))
@@ -343,8 +347,8 @@ def _free_port() -> int:
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_setup, tmp_path):
-    cfg = recipe.load_config(None, overrides(tiny_setup, tmp_path / "run", max_steps=50, save_every=1,
-                                             **{"optim.lr": 1e30, "optim.grad_clip": 0}))
+    cfg = load_config(None, overrides(tiny_setup, tmp_path / "run", max_steps=50, save_every=1,
+                                      **{"optim.lr": 1e30, "optim.grad_clip": 0}))
     with pytest.raises(LLMSRTError, match=r"loss is (nan|inf).*last good checkpoint is .*step-0000000\d. Lower "
                                           "optim.lr and add allow_changes=true to resume"):
         recipe.train(cfg, log=lambda *_: None)
@@ -356,11 +360,11 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_setup, tmp_path)
     lower = overrides(tiny_setup, tmp_path / "run", max_steps=good.step + 2, save_every=1,
                       **{"optim.lr": 1e-3, "optim.grad_clip": 0})
     with pytest.raises(ConfigError, match=r"optim.lr 1e\+30 -> 0.001"):
-        recipe.train(recipe.load_config(None, lower), log=lambda *_: None)
+        recipe.train(load_config(None, lower), log=lambda *_: None)
     messages = []
     with pytest.raises(LLMSRTError, match=rf"loss is (nan|inf) at step {good.step + 1}.*weights are spoiled too: "
                                           "start a new output_dir with model.init_from="):
-        recipe.train(recipe.load_config(None, lower + ["allow_changes=true"]), log=messages.append)
+        recipe.train(load_config(None, lower + ["allow_changes=true"]), log=messages.append)
     assert any("resuming with changed settings (allow_changes): optim.lr" in m for m in messages), messages
 
 
@@ -384,8 +388,8 @@ def test_a_nan_gradient_with_a_finite_loss_stops_before_the_weights_are_spoiled(
         self.params[0].register_hook(poison)
 
     monkeypatch.setattr(recipe.Recipe, "setup_optimizer", setup_optimizer)
-    cfg = recipe.load_config(None, overrides(tiny_setup, tmp_path / "run", max_steps=5, save_every=1,
-                                             **{"optim.grad_clip": clip}))
+    cfg = load_config(None, overrides(tiny_setup, tmp_path / "run", max_steps=5, save_every=1,
+                                      **{"optim.grad_clip": clip}))
     with pytest.raises(LLMSRTError, match=r"the gradient norm is nan \(loss [\d.]+\) at step 3: training stopped; "
                                           r"the last good checkpoint is .*step-00000002\. Lower optim.lr"):
         recipe.train(cfg, log=lambda *_: None)
@@ -456,12 +460,12 @@ def test_an_evaluation_between_checkpoints_that_beats_every_saved_dev_loss_is_sa
     monkeypatch.setattr(recipe.Recipe, "save_checkpoint", save_checkpoint)
     args = overrides(tiny_setup, tmp_path / "run", save_every=5, eval_every=3, keep_last=1,
                      **{"data.dev": tiny_setup["manifest"], "data.dev_size": 2})
-    recipe.train(recipe.load_config(None, args + ["max_steps=7"]), log=lambda *_: None)
+    recipe.train(load_config(None, args + ["max_steps=7"]), log=lambda *_: None)
     assert saved == [3, 5, 7]  # step 6 (3.0) beat nothing
     index = checkpoint.read_index(tmp_path / "run" / "checkpoints")
     assert (index["best_step"], index["best_loss"], index["steps"]) == (3, 2.0, [3, 7])
     saved.clear()  # raised max_steps: the run resumes at 7 knowing its best is 2.0, so step 9 (2.2) is not saved
-    recipe.train(recipe.load_config(None, args + ["max_steps=10"]), log=lambda *_: None)
+    recipe.train(load_config(None, args + ["max_steps=10"]), log=lambda *_: None)
     assert saved == [10]
     assert checkpoint.read_index(tmp_path / "run" / "checkpoints")["best_step"] == 3
 
@@ -493,25 +497,25 @@ def test_a_final_folder_that_could_not_be_written_whole_is_not_a_finished_run(ti
             raise OSError(28, "No space left on device")
         return real(path, *args, **kwargs)
 
-    cfg = recipe.load_config(None, overrides(tiny_setup, tmp_path / "run", max_steps=2, save_every=1))
+    cfg = load_config(None, overrides(tiny_setup, tmp_path / "run", max_steps=2, save_every=1))
     monkeypatch.setattr(Path, "write_text", full_disk)
     with pytest.raises(LLMSRTError, match="cannot write the finished model"):
         recipe.train(cfg, log=lambda *_: None)
-    assert not recipe.is_finished(tmp_path / "run")
+    assert not is_finished(tmp_path / "run")
     monkeypatch.setattr(Path, "write_text", real)
     messages = []
     final = recipe.train(cfg, log=messages.append)
-    assert recipe.finished_steps(tmp_path / "run") == 2 and (final / recipe.INIT_RECORD).is_file()
+    assert finished_steps(tmp_path / "run") == 2 and (final / INIT_RECORD).is_file()
     assert not any("already finished" in m for m in messages)
 
 
 def test_config_errors_name_the_key(tmp_path):
     with pytest.raises(ConfigError, match=r"unknown key 'optim.lrate'"):
-        recipe.load_config(None, ["optim.lrate=1"])
+        load_config(None, ["optim.lrate=1"])
     with pytest.raises(ConfigError, match=r"unknown task 'translate'"):
-        recipe.load_config(None, ["data.tasks={translate: 1.0}"])
+        load_config(None, ["data.tasks={translate: 1.0}"])
     with pytest.raises(ConfigError, match=r"max_steps must be int"):
-        recipe.load_config(None, ["max_steps=many"])
+        load_config(None, ["max_steps=many"])
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[str(p.relative_to(REPO)) for p in CONFIGS])
@@ -520,7 +524,7 @@ def test_every_shipped_config_loads(path, monkeypatch):
         monkeypatch.setenv(var, f"/models/{var}")
     text = path.read_text()
     assert text.startswith("#") and ("llm-srt" in text.split("\n\n")[0] or "llm_srt" in text.split("\n\n")[0])
-    cfg = recipe.load_config(path)
+    cfg = load_config(path)
     assert cfg.max_steps > 0 and cfg.data.train
     big = any(size in str(path) for size in ("qwen2.5-7b", "qwen2.5-32b"))
     assert cfg.activation_checkpointing is big  # the 7B / 32B stages need it at batch 16
@@ -553,7 +557,7 @@ def test_paper_configs_write_every_optimizer_setting_and_say_whose_it_is(path, m
     for key in ("schedule", "weight_decay", "betas", "grad_clip"):
         line = re.search(rf"^  {key}: .*$", optim, re.M).group()
         assert "not given by the paper" in line and "recipe default" in optim.split(line, 1)[1][:400] + line
-    cfg = recipe.load_config(path)
+    cfg = load_config(path)
     assert (cfg.optim.schedule, cfg.optim.weight_decay, tuple(cfg.optim.betas), cfg.optim.grad_clip) == (
         "constant", 0.0, (0.9, 0.999), 1.0)
     assert cfg.model.pad_to_30s is False and 'README "Performance"' in text and "variable_length_speedup" in text
@@ -567,7 +571,7 @@ def test_the_covost2_7b_stages_chain_as_the_fleurs_7b_ones_and_cover_table_8(mon
     monkeypatch.setenv("QWEN2_5_7B", "/models/q")
     assert sorted(p.stem for p in COVOST_7B.glob("*.yaml")) == ["ablation_no_asr", "ablation_no_smt", "asr", "smt",
                                                                   "srt"]
-    cfg = {p.stem: recipe.load_config(p) for p in COVOST_7B.glob("*.yaml")}
+    cfg = {p.stem: load_config(p) for p in COVOST_7B.glob("*.yaml")}
     runs = "runs/qwen2.5-7b-covost2/"
     starts = {name: c.model.init_from for name, c in cfg.items()}
     assert starts == {"asr": None, "smt": runs + "asr/final", "srt": runs + "smt/final", "ablation_no_asr": None,
@@ -577,7 +581,7 @@ def test_the_covost2_7b_stages_chain_as_the_fleurs_7b_ones_and_cover_table_8(mon
     assert [(s.name, s.config.model.init_from) for s in planned] == [
         ("asr", None), ("smt", runs + "asr/final"), ("srt", runs + "smt/final")]
     for name, c in cfg.items():
-        fleurs = recipe.load_config(PAPER / "qwen2.5-7b" / f"{name}.yaml")
+        fleurs = load_config(PAPER / "qwen2.5-7b" / f"{name}.yaml")
         assert c.data.tasks == fleurs.data.tasks and c.optim == fleurs.optim and c.trainable == fleurs.trainable
         assert c.model.llm == fleurs.model.llm and c.final_weights == fleurs.final_weights == "best"
         assert c.data.batch_size == 16 and c.data.dev_size == (150 if name == "asr" else 420)  # 140 per direction
@@ -612,40 +616,40 @@ def test_the_covost2_7b_stages_chain_as_the_fleurs_7b_ones_and_cover_table_8(mon
 ])
 def test_typed_sections_name_the_bad_key_in_one_line(override, message):
     with pytest.raises(ConfigError, match=message) as e:
-        recipe.load_config(None, [override])
+        load_config(None, [override])
     assert "\n" not in str(e.value)
 
 
 def test_typed_sections_are_coerced_and_reach_the_model_config():
     from llm_srt.model.llm import LoraOptions
 
-    cfg = recipe.load_config(None, ["model.lora={r: 4, alpha: 8, target_modules: [q_proj]}",
-                                    "model.adapter=linear", "model.adapter_kwargs={k: 3}",
-                                    "model.adapter_kwargs.mlp_hidden=16"])
+    cfg = load_config(None, ["model.lora={r: 4, alpha: 8, target_modules: [q_proj]}",
+                             "model.adapter=linear", "model.adapter_kwargs={k: 3}",
+                             "model.adapter_kwargs.mlp_hidden=16"])
     assert cfg.model.lora == LoraOptions(r=4, alpha=8, target_modules=("q_proj",))
     assert cfg.model.adapter_kwargs == {"k": 3, "mlp_hidden": 16}
-    qformer = recipe.load_config(None, ["model.adapter_kwargs={dropout: 0}"])
+    qformer = load_config(None, ["model.adapter_kwargs={dropout: 0}"])
     assert qformer.model.adapter_kwargs == {"dropout": 0.0} and isinstance(qformer.model.adapter_kwargs["dropout"],
                                                                            float)
-    defaults = recipe.load_config(None)
+    defaults = load_config(None)
     assert (defaults.device, defaults.dtype, defaults.activation_checkpointing, defaults.distributed,
             defaults.distributed_timeout_min, defaults.model.pad_to_30s) == ("auto", "auto", False, "ddp", 30.0, False)
 
 
 def test_ctc_settings_that_cannot_work_are_refused_at_load():
     with pytest.raises(ConfigError, match=r"ctc.only trains the adapter alone .* set trainable: \[adapter\]"):
-        recipe.load_config(None, ["ctc={only: true}", "trainable=[adapter, lora]", "model.lora={r: 4}"])
+        load_config(None, ["ctc={only: true}", "trainable=[adapter, lora]", "model.lora={r: 4}"])
     with pytest.raises(ConfigError, match=r"a text-only mt stage cannot use it"):
-        recipe.load_config(None, ["ctc={weight: 0.5}", "data.tasks={mt: 1.0}"])
-    assert recipe.load_config(None, ["ctc={weight: 0.5}"]).ctc.active
+        load_config(None, ["ctc={weight: 0.5}", "data.tasks={mt: 1.0}"])
+    assert load_config(None, ["ctc={weight: 0.5}"]).ctc.active
 
 
 def test_a_ctc_only_stage_lowers_its_ctc_loss_logs_it_and_saves_a_usable_model(tiny_setup, tmp_path):
     from llm_srt.model.speech_llm import SpeechLLM
 
-    cfg = recipe.load_config(None, overrides(tiny_setup, tmp_path / "run", max_steps=30, stage="asr",
-                                             **{"data.tasks": "{asr: 1.0}", "ctc": "{only: true, negatives: 8}",
-                                                **CTC_ADAPTER}))
+    cfg = load_config(None, overrides(tiny_setup, tmp_path / "run", max_steps=30, stage="asr",
+                                      **{"data.tasks": "{asr: 1.0}", "ctc": "{only: true, negatives: 8}",
+                                         **CTC_ADAPTER}))
     final = recipe.train(cfg, log=lambda *_: None)
     log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
     ctc = [r["ctc_loss"] for r in log if "ctc_loss" in r]
@@ -667,9 +671,9 @@ def test_a_checkpoint_from_before_the_1d_ctc_scale_resumes(tiny_setup, tmp_path)
     from llm_srt.train import checkpoint
 
     def cfg(out, steps):
-        return recipe.load_config(None, overrides(tiny_setup, out, max_steps=steps, save_every=1, keep_last=3,
-                                                  **{"data.tasks": "{srt: 0.7, asr: 0.3}",
-                                                     "ctc": "{weight: 0.5, negatives: 8}", **CTC_ADAPTER}))
+        return load_config(None, overrides(tiny_setup, out, max_steps=steps, save_every=1, keep_last=3,
+                                           **{"data.tasks": "{srt: 0.7, asr: 0.3}",
+                                              "ctc": "{weight: 0.5, negatives: 8}", **CTC_ADAPTER}))
 
     recipe.train(cfg(tmp_path / "new", 2), log=lambda *_: None)
     shutil.rmtree(tmp_path / "new" / "final")
@@ -700,7 +704,7 @@ def test_training_and_its_dev_decoding_never_time_kernels(tiny_setup, tmp_path, 
 
     monkeypatch.setattr(cpu_linear, "KERNEL_TUNING", True)
     monkeypatch.setattr(cpu_linear, "_tuned_kernel", lambda *a: pytest.fail("a training product was timed"))
-    cfg = recipe.load_config(None, overrides(tiny_setup, tmp_path / "run", max_steps=2, eval_every=2, **{
+    cfg = load_config(None, overrides(tiny_setup, tmp_path / "run", max_steps=2, eval_every=2, **{
         "data.tasks": "{srt: 1.0}", "data.dev": tiny_setup["manifest"], "data.dev_size": 3, "data.dev_decode": 2}))
     recipe.train(cfg, log=lambda *_: None)
     assert cpu_linear.KERNEL_TUNING
@@ -715,17 +719,17 @@ def test_dtype_and_device_keys_place_the_frozen_weights(tiny_setup, tmp_path):
     from llm_srt.model.speech_llm import SpeechLLM
 
     messages = []
-    cfg = recipe.load_config(None, overrides(tiny_setup, tmp_path / "auto", max_steps=2, device="cpu"))
+    cfg = load_config(None, overrides(tiny_setup, tmp_path / "auto", max_steps=2, device="cpu"))
     assert _final_config(recipe.train(cfg, log=messages.append))["dtype"] == "float32"  # auto on the CPU
     assert any("(cpu float32)" in m for m in messages)
-    cfg = recipe.load_config(None, overrides(tiny_setup, tmp_path / "bf16", max_steps=2, dtype="bfloat16"))
+    cfg = load_config(None, overrides(tiny_setup, tmp_path / "bf16", max_steps=2, dtype="bfloat16"))
     final = recipe.train(cfg, log=lambda *_: None)
     assert _final_config(final)["dtype"] == "bfloat16"
     model = SpeechLLM.from_pretrained(final)
     assert model.llm_dtype == torch.bfloat16 and next(model.adapter.parameters()).dtype == torch.float32
     assert all(math.isfinite(x) for x in _losses(tmp_path / "bf16"))
     if not torch.cuda.is_available():
-        cfg = recipe.load_config(None, overrides(tiny_setup, tmp_path / "cuda", max_steps=2, device="cuda"))
+        cfg = load_config(None, overrides(tiny_setup, tmp_path / "cuda", max_steps=2, device="cuda"))
         with pytest.raises(LLMSRTError, match=r"device=cuda: no CUDA GPU is visible .*; use device=cpu or auto"):
             recipe.train(cfg, log=lambda *_: None)
 
@@ -736,7 +740,7 @@ def test_pad_to_30s_trains_on_the_input_it_names(tiny_setup, tmp_path, pad):
     import numpy as np
 
     cache = tmp_path / "features"
-    cfg = recipe.load_config(None, overrides(tiny_setup, tmp_path / "run", max_steps=3, **{
+    cfg = load_config(None, overrides(tiny_setup, tmp_path / "run", max_steps=3, **{
         "model.pad_to_30s": pad, "data.feature_cache": str(cache), "data.tasks": "{asr: 1.0}"}))
     final = recipe.train(cfg, log=lambda *_: None)
     frames = {np.load(p).shape[0] for p in cache.rglob("*.npy")}
@@ -757,19 +761,19 @@ def test_a_checkpoint_moved_to_another_host_resumes_with_the_new_model_paths(tin
         return overrides(tiny_setup, out, **{"model.encoder": host / Path(tiny_setup["whisper"]).name,
                                              "model.llm": host / Path(tiny_setup["llm"]).name, **extra})
 
-    recipe.train(recipe.load_config(None, on(host_a, tmp_path / "s1", max_steps=2)), log=lambda *_: None)
+    recipe.train(load_config(None, on(host_a, tmp_path / "s1", max_steps=2)), log=lambda *_: None)
     s1_final = tmp_path / "s1" / "final"
-    recipe.train(recipe.load_config(None, on(host_a, tmp_path / "s2", max_steps=2, save_every=2,
-                                             **{"model.init_from": s1_final})), log=lambda *_: None)
+    recipe.train(load_config(None, on(host_a, tmp_path / "s2", max_steps=2, save_every=2,
+                                      **{"model.init_from": s1_final})), log=lambda *_: None)
     host_a.rename(host_b)
     assert _final_config(s1_final)["llm"].startswith(str(host_a))
     messages = []
     s2 = on(host_b, tmp_path / "s2", max_steps=4, save_every=2, **{"model.init_from": s1_final})
-    final = recipe.train(recipe.load_config(None, s2), log=messages.append)
+    final = recipe.train(load_config(None, s2), log=messages.append)
     assert any("resumed from" in m and "at step 2" in m for m in messages)
     assert _final_config(final)["llm"].startswith(str(host_b))
     s3 = on(host_b, tmp_path / "s3", max_steps=1, **{"model.init_from": final})
-    assert (recipe.train(recipe.load_config(None, s3), log=lambda *_: None) / "adapter.safetensors").is_file()
+    assert (recipe.train(load_config(None, s3), log=lambda *_: None) / "adapter.safetensors").is_file()
 
 
 def test_curriculum_composes_stage_configs_without_reparsing_paths(tmp_path):
@@ -807,7 +811,7 @@ def test_a_config_composed_with_replace_is_held_to_the_declared_ranges():
     compose configs) took max_steps=0 or a negative learning rate."""
     from dataclasses import replace
 
-    cfg = recipe.load_config(None)
+    cfg = load_config(None)
     with pytest.raises(ConfigError, match=r"config: max_steps must be >= 1, got 0"):
         replace(cfg, max_steps=0)
     with pytest.raises(ConfigError, match=r"config: optim.lr must be > 0, got -1.0"):
@@ -830,8 +834,8 @@ def test_config_files_and_overrides_are_told_apart_by_what_they_are(tmp_path):
     assert split_items(["new.yml"]) == (["new.yml"], [])  # a missing config: its own error later names it
     with pytest.raises(ConfigError, match=r"'max_steps' is neither a config file .* nor a key=value override"):
         split_items(["max_steps", "=", "10"])
-    assert recipe.load_config(None, ["model.adapter=qformer", "model.adapter_kwargs.mlp_hidden=0"]
-                              ).model.adapter_kwargs == {"mlp_hidden": 0}  # the reference's single Linear
+    assert load_config(None, ["model.adapter=qformer", "model.adapter_kwargs.mlp_hidden=0"]
+                       ).model.adapter_kwargs == {"mlp_hidden": 0}  # the reference's single Linear
 
 
 def test_activation_checkpointing_and_one_process_fsdp_train_as_the_plain_run(tiny_setup, tmp_path, monkeypatch):
@@ -854,7 +858,7 @@ def test_activation_checkpointing_and_one_process_fsdp_train_as_the_plain_run(ti
     messages = {}
     for name, extra in runs.items():
         messages[name] = []
-        cfg = recipe.load_config(None, overrides(tiny_setup, tmp_path / name, **common, **extra))
+        cfg = load_config(None, overrides(tiny_setup, tmp_path / name, **common, **extra))
         recipe.train(cfg, log=messages[name].append)
         assert not dist.is_initialized()
     assert timeouts == [7.0, 7.0, 7.0]
@@ -871,11 +875,12 @@ def test_activation_checkpointing_and_one_process_fsdp_train_as_the_plain_run(ti
 def test_resume_tells_the_run_log_of_gpu_rng_states_this_host_lacks():
     from llm_srt.train import checkpoint
     from llm_srt.train.parallel import Dist
+    from llm_srt.train.rng import _restore_rng
 
     state = checkpoint.rng_state()
     state["cuda"] = [torch.zeros(16, dtype=torch.uint8)] * 2  # saved on a host with 2 GPUs
     messages = []
-    recipe._restore_rng(state, Dist(), seed=0, step=3, log=messages.append)
+    _restore_rng(state, Dist(), seed=0, step=3, log=messages.append)
     assert len(messages) == 1 and "2 GPU generator state(s)" in messages[0] and "dropped 2" in messages[0]
 
 
@@ -890,12 +895,12 @@ def test_on_a_gpu_auto_trains_in_bf16_with_one_process_fsdp_and_activation_check
         "trainable": "[adapter, lora]", "data.tasks": "{srt: 0.7, asr: 0.3}",
         "data.feature_cache": str(tmp_path / "features")})
     messages = []
-    final = recipe.train(recipe.load_config(None, [*args, "max_steps=2"]), log=messages.append)
+    final = recipe.train(load_config(None, [*args, "max_steps=2"]), log=messages.append)
     assert any("(cuda:0 bfloat16)" in m for m in messages), messages
     assert any("FSDP over 1 process" in m for m in messages) and any("activation checkpointing" in m for m in messages)
     assert _final_config(final)["dtype"] == "bfloat16" and not dist.is_initialized()
     messages.clear()
-    recipe.train(recipe.load_config(None, args), log=messages.append)
+    recipe.train(load_config(None, args), log=messages.append)
     assert any("resumed from" in m and "at step 2" in m for m in messages)
     losses = _losses(tmp_path / "gpu")
     assert len(losses) == 4 and all(math.isfinite(x) for x in losses)
@@ -913,7 +918,7 @@ def test_auto_trains_in_float32_without_autocast_on_a_gpu_that_emulates_bfloat16
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: capability)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: "GPU")
     (tmp_path / "train.jsonl").write_text("")  # set-up checks that the manifest is there, not what it holds
-    cfg = recipe.load_config(None, [f"output_dir={tmp_path / 'run'}", f"data.train={tmp_path / 'train.jsonl'}"])
+    cfg = load_config(None, [f"output_dir={tmp_path / 'run'}", f"data.train={tmp_path / 'train.jsonl'}"])
     messages = []
     r = recipe.Recipe(cfg, log=messages.append)
     r.d, r.device = Dist(), torch.device("cuda", 0)
@@ -925,27 +930,27 @@ def test_auto_trains_in_float32_without_autocast_on_a_gpu_that_emulates_bfloat16
     assert messages == ([] if autocast else [f"[{cfg.stage}] GPU (compute capability 7.0) has no native bfloat16: "
                                              "auto takes float32, no autocast (float16 training would need loss "
                                              "scaling, which this recipe does not do)"])
-    assert recipe._use_bf16(recipe.load_config(None, ["precision=bf16"]), r.device)
+    assert recipe._use_bf16(load_config(None, ["precision=bf16"]), r.device)
     assert not recipe._use_bf16(cfg, torch.device("cpu")) and device_lib.native_bf16(r.device) is autocast
 
 
 def test_an_adapter_option_that_init_from_would_ignore_is_an_error(tiny_setup, tmp_path):
-    recipe.train(recipe.load_config(None, overrides(tiny_setup, tmp_path / "s1", max_steps=1)), log=lambda *_: None)
+    recipe.train(load_config(None, overrides(tiny_setup, tmp_path / "s1", max_steps=1)), log=lambda *_: None)
     start = {"model.init_from": tmp_path / "s1" / "final", "max_steps": 1}
     kwargs = "{num_queries: 8, hidden_size: 32, num_layers: 1, num_heads: 4, intermediate_size: 64}"
-    cfg = recipe.load_config(None, overrides(tiny_setup, tmp_path / "s2", **start, **{"model.adapter_kwargs": kwargs}))
+    cfg = load_config(None, overrides(tiny_setup, tmp_path / "s2", **start, **{"model.adapter_kwargs": kwargs}))
     with pytest.raises(ConfigError, match=r"model.adapter_kwargs.num_queries: 8 here, but the adapter of model.init_"
                                           r"from .*s1/final has 4"):
         recipe.train(cfg, log=lambda *_: None)
-    cfg = recipe.load_config(None, overrides(tiny_setup, tmp_path / "s3", **start, **{
+    cfg = load_config(None, overrides(tiny_setup, tmp_path / "s3", **start, **{
         "model.adapter": "linear", "model.adapter_kwargs": "{k: 2}"}))
     with pytest.raises(ConfigError, match=r"model.adapter: linear here, but model.init_from .* holds a qformer"):
         recipe.train(cfg, log=lambda *_: None)
-    same = recipe.load_config(None, overrides(tiny_setup, tmp_path / "s4", **start))  # the options it was made with
+    same = load_config(None, overrides(tiny_setup, tmp_path / "s4", **start))  # the options it was made with
     assert (recipe.train(same, log=lambda *_: None) / "config.json").is_file()
     messages = []  # model.adapter alone (it may be the default, not chosen): said, and final/ records the trained one
-    other = recipe.load_config(None, overrides(tiny_setup, tmp_path / "s5", **start, **{"model.adapter": "linear",
-                                                                          "model.adapter_kwargs": "{}"}))
+    other = load_config(None, overrides(tiny_setup, tmp_path / "s5", **start, **{"model.adapter": "linear",
+                                                                   "model.adapter_kwargs": "{}"}))
     final = recipe.train(other, log=messages.append)
     assert any("model.adapter: linear in the config, but model.init_from" in m and "holds a qformer adapter: "
                "training that one" in m for m in messages)
@@ -967,7 +972,6 @@ def test_the_progress_bar_stays_quiet_in_a_log_file(tiny_setup, tmp_path):
 
 def test_int8_is_refused_for_training_at_load():
     from llm_srt.errors import ConfigError
-    from llm_srt.train.recipe import load_config
 
     with pytest.raises(ConfigError, match="dtype int8 is for CPU inference only"):
         load_config(Path(__file__).resolve().parents[2] / "configs" / "embedded" / "asr.yaml", ["dtype=int8"])
@@ -990,8 +994,8 @@ def test_a_stage_leaves_no_model_behind_for_the_next(tiny_setup, tmp_path, monke
         held.append(weakref.ref(self.model))
 
     monkeypatch.setattr(recipe.Recipe, "setup_model", setup_model)
-    cfg = recipe.load_config(None, overrides(tiny_setup, tmp_path / "run", max_steps=1, distributed="fsdp",
-                                             **{"data.tasks": "{srt: 1.0}"}))
+    cfg = load_config(None, overrides(tiny_setup, tmp_path / "run", max_steps=1, distributed="fsdp",
+                                      **{"data.tasks": "{srt: 1.0}"}))
     gc.collect()
     gc.disable()
     try:
@@ -1004,7 +1008,7 @@ def test_a_stage_leaves_no_model_behind_for_the_next(tiny_setup, tmp_path, monke
 
 def test_the_train_log_keeps_small_learning_rates(tmp_path):
     """Floats were rounded to 6 decimals: the paper's warm-up (lr 1e-5 over 1,000 steps) logged lr 0.0."""
-    recipe._log_json(tmp_path, {"step": 1, "lr": 1e-8, "loss": 2.123456789, "grad_norm": 3.5e-9})
+    _log_json(tmp_path, {"step": 1, "lr": 1e-8, "loss": 2.123456789, "grad_norm": 3.5e-9})
     logged = json.loads((tmp_path / "train_log.jsonl").read_text())
     assert logged == {"step": 1, "lr": 1e-8, "loss": 2.123457, "grad_norm": 3.5e-9}
 
@@ -1030,7 +1034,7 @@ def test_seconds_per_step_leave_out_dev_evaluations_and_checkpoints(tiny_setup, 
     lines = []
     args = overrides(tiny_setup, tmp_path / "run", save_every=2, eval_every=2, log_every=1, max_steps=4,
                      **{"data.dev": tiny_setup["manifest"], "data.dev_size": 2})
-    recipe.train(recipe.load_config(None, args), log=lines.append)
+    recipe.train(load_config(None, args), log=lines.append)
     logged = [json.loads(r) for r in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
     assert [r["s_per_step"] for r in logged if "s_per_step" in r] == [0.0] * 4
     assert any(line.endswith(" 0.00 s/step)") for line in lines), lines
@@ -1050,7 +1054,7 @@ def test_final_weights_best_takes_the_best_checkpoints_weights(tiny_setup, tmp_p
     def train(run, **extra):
         args = overrides(tiny_setup, tmp_path / run, save_every=2, eval_every=2, keep_last=1, max_steps=6,
                          **{"data.dev": tiny_setup["manifest"], "data.dev_size": 2}, **extra)
-        return Path(recipe.train(recipe.load_config(None, args), log=lines.append))
+        return Path(recipe.train(load_config(None, args), log=lines.append))
 
     final = train("best", final_weights="best")
     step2 = tmp_path / "best" / "checkpoints" / checkpoint.step_name(2)
@@ -1071,7 +1075,7 @@ def test_final_weights_best_takes_the_best_checkpoints_weights(tiny_setup, tmp_p
     assert any("already finished" in line for line in lines), lines
     with pytest.raises(ConfigError, match="final_weights: best takes the checkpoint with the lowest dev loss, and "
                                           "there is no dev set; set data.dev, or final_weights: last"):
-        recipe.load_config(None, overrides(tiny_setup, tmp_path / "x", final_weights="best"))
+        load_config(None, overrides(tiny_setup, tmp_path / "x", final_weights="best"))
 
 
 def test_final_weights_best_takes_the_best_intact_checkpoint_when_the_best_is_damaged(tiny_setup, tmp_path,
@@ -1093,7 +1097,7 @@ def test_final_weights_best_takes_the_best_intact_checkpoint_when_the_best_is_da
     lines = []
     args = overrides(tiny_setup, tmp_path / "run", save_every=2, eval_every=2, keep_last=2, max_steps=6,
                      final_weights="best", **{"data.dev": tiny_setup["manifest"], "data.dev_size": 2})
-    final = Path(recipe.train(recipe.load_config(None, args), log=lines.append))
+    final = Path(recipe.train(load_config(None, args), log=lines.append))
     assert sorted(p.name for p in root.glob("step-*")) == [checkpoint.step_name(s) for s in (2, 4, 6)]
     step4, step6 = (root / checkpoint.step_name(s) / ADAPTER_FILE for s in (4, 6))
     assert (final / ADAPTER_FILE).read_bytes() == step4.read_bytes() != step6.read_bytes()
@@ -1108,15 +1112,15 @@ def test_a_qformer_whose_width_does_not_split_over_its_heads_is_refused_at_load(
     kwargs = "{num_queries: 4, hidden_size: 32, num_layers: 1, num_heads: %d, intermediate_size: 64}"
     with pytest.raises(ConfigError, match=r"model.adapter_kwargs: hidden_size 32 is not a multiple of num_heads 5 "
                                           r"\(each attention head takes hidden_size / num_heads\); change one") as e:
-        recipe.load_config(None, overrides(tiny_setup, tmp_path / "run", **{"model.adapter_kwargs": kwargs % 5}))
+        load_config(None, overrides(tiny_setup, tmp_path / "run", **{"model.adapter_kwargs": kwargs % 5}))
     assert "\n" not in str(e.value)
     with pytest.raises(ConfigError, match=r"hidden_size 32 is not a multiple of num_heads 12 \(the default\)"):
-        recipe.load_config(None, ["model.adapter_kwargs={hidden_size: 32}"])
+        load_config(None, ["model.adapter_kwargs={hidden_size: 32}"])
     with pytest.raises(ConfigError, match=r"hidden_size 32 is not a multiple of num_heads 5"):  # both given: checked
-        recipe.load_config(None, ["model.adapter_kwargs={hidden_size: 32, num_heads: 5}", "model.init_from=x"])
-    assert recipe.load_config(None, ["model.adapter_kwargs={hidden_size: 32}", "model.init_from=x"])  # its heads
-    assert recipe.load_config(None, ["model.adapter=linear", "model.adapter_kwargs={k: 3}"])  # no heads to split
-    assert recipe.load_config(None, overrides(tiny_setup, tmp_path / "run", **{"model.adapter_kwargs": kwargs % 4}))
+        load_config(None, ["model.adapter_kwargs={hidden_size: 32, num_heads: 5}", "model.init_from=x"])
+    assert load_config(None, ["model.adapter_kwargs={hidden_size: 32}", "model.init_from=x"])  # its heads
+    assert load_config(None, ["model.adapter=linear", "model.adapter_kwargs={k: 3}"])  # no heads to split
+    assert load_config(None, overrides(tiny_setup, tmp_path / "run", **{"model.adapter_kwargs": kwargs % 4}))
 
 
 def test_evaluation_settings_without_a_dev_set_are_refused(tiny_setup, tmp_path):
@@ -1125,11 +1129,11 @@ def test_evaluation_settings_without_a_dev_set_are_refused(tiny_setup, tmp_path)
     args = overrides(tiny_setup, tmp_path / "run", max_steps=1)
     with pytest.raises(ConfigError, match=r"eval_every 1 evaluates on the dev set, and there is no dev set; set "
                                           r"data.dev, or eval_every=0$"):
-        recipe.load_config(None, args + ["eval_every=1", "data.dev_size=10"])
+        load_config(None, args + ["eval_every=1", "data.dev_size=10"])
     with pytest.raises(ConfigError, match=r"data.dev_decode 4 decodes examples of the dev set, and there is no dev "
                                           r"set; set data.dev, or data.dev_decode=0$"):
-        recipe.load_config(None, args + ["data.dev_decode=4"])
-    cfg = recipe.load_config(None, args + ["eval_every=1", "data.dev_decode=4", f"data.dev={tiny_setup['manifest']}"])
+        load_config(None, args + ["data.dev_decode=4"])
+    cfg = load_config(None, args + ["eval_every=1", "data.dev_decode=4", f"data.dev={tiny_setup['manifest']}"])
     from dataclasses import replace
 
     with pytest.raises(ConfigError, match=r"eval_every 1 evaluates on the dev set"):  # composed, as the demo does
@@ -1141,7 +1145,7 @@ def test_an_empty_encoder_or_llm_is_refused_before_any_model_loads(tiny_setup, t
     """model.encoder "" (an empty variable once, or written so) is the current folder: "<cwd>: not a Hugging Face
     Whisper folder" after the LLM had loaded."""
     for key in ("model.encoder", "model.llm"):
-        cfg = recipe.load_config(None, overrides(tiny_setup, tmp_path / "run", **{key: "''"}))
+        cfg = load_config(None, overrides(tiny_setup, tmp_path / "run", **{key: "''"}))
         with pytest.raises(ConfigError, match=rf"^{key} is empty \(it would be the current folder\); give a Hugging "
                                               "Face model folder or embedded, or set the variable it came from$"):
             recipe.train(cfg, log=lambda *_: None)
@@ -1151,14 +1155,14 @@ def test_an_empty_encoder_or_llm_is_refused_before_any_model_loads(tiny_setup, t
 def test_a_warm_up_longer_than_the_run_is_said_at_start():
     """warmup_steps > max_steps was silent: a smoke run of a paper config with
     max_steps=500 ended at half the peak lr. Said, not refused: a short smoke run is legitimate."""
-    short_run = recipe.load_config(None, ["max_steps=500", "optim.schedule=cosine"])
-    assert recipe.schedule_note(short_run) == (
+    short_run = load_config(None, ["max_steps=500", "optim.schedule=cosine"])
+    assert schedule_note(short_run) == (
         "[asr] warning: warmup_steps 1000 > max_steps 500: the schedule never reaches the peak optim.lr 0.0001; "
         "it ends at 5e-05 (50% of it) (and the cosine decay never starts). Fine for a smoke run; else lower "
         "optim.warmup_steps")
-    assert recipe.schedule_note(recipe.load_config(None)) is None  # 1000 and 1000: the peak at the last step
-    assert recipe.schedule_note(recipe.load_config(None, ["max_steps=1001"])) is None
-    assert recipe.schedule_note(recipe.load_config(None, ["max_steps=1", "optim.warmup_steps=0"])) is None
+    assert schedule_note(load_config(None)) is None  # 1000 and 1000: the peak at the last step
+    assert schedule_note(load_config(None, ["max_steps=1001"])) is None
+    assert schedule_note(load_config(None, ["max_steps=1", "optim.warmup_steps=0"])) is None
 
 
 def test_a_lora_that_is_not_trained_is_said_at_start(tiny_setup, tmp_path):
@@ -1167,16 +1171,16 @@ def test_a_lora_that_is_not_trained_is_said_at_start(tiny_setup, tmp_path):
     smt_*.yaml): said so, without a warning. The schedule's note comes at start too."""
     lora = {"model.lora": "{r: 4, alpha: 8}", "max_steps": 1}
     messages = []
-    recipe.train(recipe.load_config(None, overrides(tiny_setup, tmp_path / "s1", trainable="[adapter, lora]",
-                                                    **lora)), log=messages.append)
+    recipe.train(load_config(None, overrides(tiny_setup, tmp_path / "s1", trainable="[adapter, lora]",
+                                             **lora)), log=messages.append)
     assert not any("model.lora" in m or "warmup_steps" in m for m in messages), messages
     messages.clear()
     carried = overrides(tiny_setup, tmp_path / "s2", **lora, **{"model.init_from": tmp_path / "s1" / "final"})
-    recipe.train(recipe.load_config(None, carried), log=messages.append)
+    recipe.train(load_config(None, carried), log=messages.append)
     assert f"[asr] model.lora is kept frozen (not in trainable): its weights come from {tmp_path}/s1/final" in messages
     messages.clear()
     fresh = overrides(tiny_setup, tmp_path / "s3", **{**lora, "max_steps": 2, "optim.warmup_steps": 4})
-    recipe.train(recipe.load_config(None, fresh), log=messages.append)
+    recipe.train(load_config(None, fresh), log=messages.append)
     assert ("[asr] warning: model.lora is kept frozen (not in trainable) and starts fresh (zero-init; no "
             "model.init_from): it changes nothing: drop model.lora or add lora to trainable") in messages
     assert any(m.startswith("[asr] warning: warmup_steps 4 > max_steps 2: the schedule never reaches the peak "

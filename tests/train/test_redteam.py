@@ -10,7 +10,9 @@ import pytest
 import torch
 
 from llm_srt.errors import ConfigError, LLMSRTError
-from llm_srt.train import checkpoint, recipe
+from llm_srt.train import checkpoint
+from llm_srt.train.config import load_config
+from llm_srt.train.final import FINAL, finished_steps, is_finished
 
 # ---- config values: key=value -> what the one-line error must say -------------------------------------------------
 VALUES = {
@@ -51,7 +53,7 @@ VALUES = {
 @pytest.mark.parametrize("override", VALUES, ids=[o[:40] for o in VALUES])
 def test_a_bad_value_is_one_line_naming_the_key(override):
     with pytest.raises(ConfigError, match=VALUES[override]) as e:
-        recipe.load_config(None, [override])
+        load_config(None, [override])
     assert "\n" not in str(e.value) and len(str(e.value)) < 300
 
 
@@ -97,7 +99,7 @@ def test_a_hostile_config_file_is_one_line_naming_it(name, tmp_path):
     else:
         path.write_text(text.replace("{marker}", str(marker)), encoding="utf-8")
     with pytest.raises(ConfigError, match=message) as e:
-        recipe.load_config(path)
+        load_config(path)
     assert "\n" not in str(e.value) and len(str(e.value)) < 500 + len(str(path))
     assert not marker.exists()
 
@@ -106,9 +108,9 @@ def test_special_files_are_named_not_read(tmp_path):
     fifo = tmp_path / "fifo.yaml"
     os.mkfifo(fifo)  # reading it would block forever
     with pytest.raises(ConfigError, match=r"fifo.yaml: not a regular file"):
-        recipe.load_config(fifo)
+        load_config(fifo)
     with pytest.raises(ConfigError, match=r": not a regular file"):
-        recipe.load_config(tmp_path)
+        load_config(tmp_path)
 
 
 # ---- checkpoint folder states ---------------------------------------------------------------------------------------
@@ -253,10 +255,10 @@ def test_lock_file_states(tmp_path):
 
 @pytest.mark.parametrize("text", ["[]", '{"max_steps": Infinity}', '{"max_steps": "x"}', "[" * 100_000, "\x00"])
 def test_a_damaged_final_train_config_counts_as_finished_without_a_traceback(text, tmp_path):
-    (tmp_path / recipe.FINAL).mkdir()
-    (tmp_path / recipe.FINAL / "config.json").write_text("{}")
-    (tmp_path / recipe.FINAL / "train_config.json").write_text(text)
-    assert recipe.is_finished(tmp_path) and recipe.finished_steps(tmp_path) is None
+    (tmp_path / FINAL).mkdir()
+    (tmp_path / FINAL / "config.json").write_text("{}")
+    (tmp_path / FINAL / "train_config.json").write_text(text)
+    assert is_finished(tmp_path) and finished_steps(tmp_path) is None
 
 
 def test_odd_things_under_checkpoint_names_are_replaced_or_named(tmp_path):

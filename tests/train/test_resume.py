@@ -6,6 +6,7 @@ import pytest
 
 from llm_srt.errors import ConfigError, LLMSRTError
 from llm_srt.train import recipe, resume
+from llm_srt.train.final import FINAL, finished_steps
 
 from .conftest import SHORT_STEPS as STEPS
 from .conftest import saved_every_step as _config
@@ -32,7 +33,7 @@ def test_a_changed_mapping_names_the_keys_that_changed():
 def test_resuming_with_another_adapter_option_names_that_option(base, tiny_setup, tmp_path):
     out = tmp_path / "run"
     shutil.copytree(base, out)
-    shutil.rmtree(out / recipe.FINAL)
+    shutil.rmtree(out / FINAL)
     with pytest.raises(ConfigError, match=r"resuming with settings that differ from the checkpoint's: "
                                           r"model.adapter_kwargs.num_queries 4 -> 8\. Set them back"):
         recipe.train(_config(tiny_setup, out, **{"model.adapter_kwargs": QFORMER % 8}), log=lambda *_: None)
@@ -51,9 +52,9 @@ def test_a_finished_run_trained_for_more_steps_than_max_steps_is_not_handed_back
         recipe.train(_config(tiny_setup, out, 1), log=said.append)
     assert not any("already finished" in m for m in said)
     final = recipe.train(_config(tiny_setup, out, 1, allow_changes="true"), log=said.append)
-    assert final == out / recipe.FINAL and recipe.finished_steps(out) == STEPS
+    assert final == out / FINAL and finished_steps(out) == STEPS
     assert said == [f"[asr] {final} was trained for 2 steps, more than max_steps 1: final/ is the 2-step model "
                     "(allow_changes)", f"[asr] already finished: {final}"]
-    shutil.rmtree(out / recipe.FINAL)  # the same run interrupted after its last step: refused as before
+    shutil.rmtree(out / FINAL)  # the same run interrupted after its last step: refused as before
     with pytest.raises(LLMSRTError, match=r"the newest checkpoint is at step 2, past max_steps 1"):
         recipe.train(_config(tiny_setup, out, 1), log=lambda *_: None)

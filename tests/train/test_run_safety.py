@@ -17,6 +17,9 @@ import torch
 from llm_srt import cli
 from llm_srt.errors import ConfigError, LLMSRTError
 from llm_srt.train import checkpoint, recipe
+from llm_srt.train.config import load_config
+from llm_srt.train.final import FINAL, RUN_SETTINGS
+from llm_srt.train.schedule import lr_lambda
 
 from .conftest import SHORT_STEPS as STEPS
 from .conftest import overrides
@@ -26,7 +29,7 @@ from .conftest import saved_every_step as _config
 def _interrupted(base, tmp_path):
     out = tmp_path / "run"
     shutil.copytree(base, out)
-    shutil.rmtree(out / recipe.FINAL)
+    shutil.rmtree(out / FINAL)
     return out
 
 
@@ -177,7 +180,7 @@ def test_a_finished_run_asked_for_with_other_settings_is_refused_not_handed_back
     messages.clear()
     recipe.train(_config(tiny_setup, out, **{"log_every": 7, "data.num_workers": 0}), log=messages.append)
     assert any("already finished" in m for m in messages)  # what runs how: the same model
-    (out / recipe.FINAL / recipe.RUN_SETTINGS).unlink()  # a final/ from before the record: its last checkpoint's
+    (out / FINAL / RUN_SETTINGS).unlink()  # a final/ from before the record: its last checkpoint's
     with pytest.raises(ConfigError, match=r"optim.lr 0.003 -> 0.001"):
         recipe.train(_config(tiny_setup, out, **{"optim.lr": 1e-3}), log=messages.append)
 
@@ -188,7 +191,7 @@ def test_a_second_launch_leaves_the_running_jobs_half_written_checkpoint_alone(b
     run) was writing, and its rename failed. Only the run holding the lock removes them."""
     out = tmp_path / "run"
     shutil.copytree(base, out)
-    (out / recipe.FINAL / recipe.RUN_SETTINGS).unlink()  # a final/ from before the record: the newest checkpoint's
+    (out / FINAL / RUN_SETTINGS).unlink()  # a final/ from before the record: the newest checkpoint's
     writing = out / "checkpoints" / f".tmp-{checkpoint.step_name(STEPS + 1)}-{os.getppid()}"
     writing.mkdir()
     (writing / "adapter.safetensors").write_bytes(b"x" * 64)
@@ -337,7 +340,7 @@ def test_a_stage_finished_before_the_per_kind_weighting_is_still_taken_as_finish
     out = tmp_path / "run"
     cfg = _config(tiny_setup, out, 1, **{"data.train": f"[{tiny_setup['manifest']}]", "data.train_weights": "[1.0]"})
     recipe.train(cfg, log=lambda *_: None)
-    record = out / recipe.FINAL / recipe.RUN_SETTINGS
+    record = out / FINAL / RUN_SETTINGS
     settings = json.loads(record.read_text())
     assert settings.pop(resume.WEIGHTED) == "each kind of row"
     record.write_text(json.dumps(settings))  # as a stage finished before today records it
@@ -354,7 +357,7 @@ def test_a_raised_max_steps_stretches_a_cosine_schedule_from_the_resumed_step_on
     messages = []
     recipe.train(_config(tiny_setup, out, 6, **cosine), log=messages.append)
     lrs = [r["lr"] for r in map(json.loads, (out / "train_log.jsonl").read_text().splitlines()) if "lr" in r]
-    schedule = recipe.lr_lambda(_config(tiny_setup, out, 6, **cosine).optim, 6)
+    schedule = lr_lambda(_config(tiny_setup, out, 6, **cosine).optim, 6)
     assert lrs[3:] == pytest.approx([3e-3 * schedule(step) for step in (3, 4, 5)], abs=1e-6) and lrs[3] > 0
     assert any("the cosine schedule now runs to max_steps 6: lr" in m for m in messages)
 
@@ -381,7 +384,7 @@ def test_a_task_whose_rows_the_manifest_lacks_names_the_manifest(tiny_setup, tmp
 
     asr_only = tmp_path / "asr_only.jsonl"
     write_manifest(asr_only, [row for row in read_manifest(tiny_setup["manifest"]) if row.is_asr])
-    cfg = recipe.load_config(None, overrides(tiny_setup, tmp_path / "run", max_steps=1, **{
+    cfg = load_config(None, overrides(tiny_setup, tmp_path / "run", max_steps=1, **{
         "data.train": str(asr_only), "data.tasks": "{smt: 1.0}"}))
     with pytest.raises(LLMSRTError, match=r"task smt needs translation rows and data.train '.*asr_only.jsonl' has "
                                           r"none; add them \(`llm-srt prepare` writes both kinds\) or drop it"):

@@ -9,6 +9,7 @@ import pytest
 
 from llm_srt.errors import ConfigError, LLMSRTError
 from llm_srt.train import curriculum, recipe
+from llm_srt.train.config import load_config
 
 from .conftest import overrides, tiny
 
@@ -69,11 +70,11 @@ def test_stages_pick_from_listed_files_and_an_override_for_no_stage_is_refused(t
 
 def test_a_checkpoint_past_max_steps_is_refused(tiny_setup, tmp_path):
     out = tmp_path / "run"
-    recipe.train(recipe.load_config(None, overrides(tiny_setup, out, max_steps=6, save_every=2)), log=lambda *_: None)
+    recipe.train(load_config(None, overrides(tiny_setup, out, max_steps=6, save_every=2)), log=lambda *_: None)
     shutil.rmtree(out / "final")
     with pytest.raises(LLMSRTError, match=r"step-00000006: the newest checkpoint is at step 6, past max_steps 4; "
                                           "raise max_steps to at least 6 or use another output_dir"):
-        recipe.train(recipe.load_config(None, overrides(tiny_setup, out, max_steps=4, save_every=2)),
+        recipe.train(load_config(None, overrides(tiny_setup, out, max_steps=4, save_every=2)),
                      log=lambda *_: None)
 
 
@@ -82,8 +83,8 @@ def test_the_logged_lr_is_the_steps_own_and_a_resume_rewrites_the_later_lines(ti
     board = recipe._tensorboard
     monkeypatch.setattr(recipe, "_tensorboard", lambda out, purge=None: purges.append(purge) or board(out, purge))
     out = tmp_path / "run"
-    cfg = recipe.load_config(None, overrides(tiny_setup, out, max_steps=6, save_every=3,
-                                             **{"optim.schedule": "linear"}))
+    cfg = load_config(None, overrides(tiny_setup, out, max_steps=6, save_every=3,
+                                      **{"optim.schedule": "linear"}))
     recipe.train(cfg, log=lambda *_: None)
     lines = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert [r["lr"] for r in lines] == pytest.approx([3e-3 * (1 - k / 6) for k in range(6)])
@@ -102,18 +103,18 @@ def test_a_frozen_llm_swapped_for_one_of_the_same_shape_is_noticed_on_resume_and
     other = tiny.llm_dir(tmp_path / "other", seed=1)  # the same shape, other weights (an instruct model for the base)
     moved = shutil.copytree(tiny_setup["llm"], tmp_path / "moved" / "llm")  # the same weights on another path
     base = dict(max_steps=2, save_every=1)
-    recipe.train(recipe.load_config(None, overrides(tiny_setup, out, **base)), log=lambda *_: None)
+    recipe.train(load_config(None, overrides(tiny_setup, out, **base)), log=lambda *_: None)
     with pytest.raises(ConfigError, match=r"run/final: this output_dir holds a model finished with other settings: "
                                           r"model.llm \(it holds other weights than the checkpoint's run was trained"):
-        recipe.train(recipe.load_config(None, overrides(tiny_setup, out, **base, **{"model.llm": other})),
+        recipe.train(load_config(None, overrides(tiny_setup, out, **base, **{"model.llm": other})),
                      log=lambda *_: None)
     shutil.rmtree(out / "final")
     with pytest.raises(ConfigError, match=r"step-00000002: resuming with settings that differ from the checkpoint's: "
                                           r"model.llm \(it holds other weights"):
-        recipe.train(recipe.load_config(None, overrides(tiny_setup, out, **base, **{"model.llm": other})),
+        recipe.train(load_config(None, overrides(tiny_setup, out, **base, **{"model.llm": other})),
                      log=lambda *_: None)
     messages = []
-    recipe.train(recipe.load_config(None, overrides(tiny_setup, out, **base, **{"model.llm": moved})),
+    recipe.train(load_config(None, overrides(tiny_setup, out, **base, **{"model.llm": moved})),
                  log=messages.append)
     assert any("already finished" in m or "resumed from" in m for m in messages), messages
 

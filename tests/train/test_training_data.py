@@ -28,7 +28,7 @@ from llm_srt.model.speech_llm import SpeechLLM, SpeechLLMConfig, tokenize_batch
 from llm_srt.train import data as training_data
 from llm_srt.train.data import DataSection, TrainingData
 from llm_srt.train.parallel import Dist
-from llm_srt.train.recipe import load_config
+from llm_srt.train.config import load_config
 
 from .conftest import gloo_when_all_arrived
 

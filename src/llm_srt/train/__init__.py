@@ -1,1 +1,2 @@
-"""Training: one recipe (recipe.py), the curriculum (curriculum.py), checkpoints with exact resume (checkpoint.py)."""
+"""Training: one recipe (recipe.py) and its typed config (config.py), the curriculum (curriculum.py), checkpoints with
+exact resume (checkpoint.py)."""

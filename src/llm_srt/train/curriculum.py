@@ -20,8 +20,10 @@ import yaml
 
 from ..config import MAX_CONFIG_BYTES, expand_variables, parse_yaml, short, split_items
 from ..errors import ConfigError
+from .config import TrainConfig, load_config
+from .final import FINAL, is_finished
 from .parallel import release_groups
-from .recipe import FINAL, TrainConfig, check_before_start, is_finished, load_config, train
+from .recipe import check_before_start, train
 
 DEFAULT_STAGES = ("asr", "smt", "srt")
 

@@ -10,274 +10,32 @@ Only rank 0 writes.
 """
 
 import contextlib
-import difflib
 import json
 import math
-import re
 import shutil
 import time
-from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from tqdm import tqdm
 
 from .. import config as config_lib
-from ..config import bounds, short
 from .. import device as device_lib
 from .. import paths
 from ..errors import ConfigError, LLMSRTError
 from ..model.cpu_linear import kernel_rule
-from ..model.ctc import CTCLoss
-from ..model.llm import LoraOptions
 from ..prompts import Task
 from . import checkpoint, resume
-from .data import DataSection, from_rank0, has_speech, mixes_text
+from .config import TrainConfig, _check_adapter_matches, load_config
+from .data import from_rank0, has_speech
+from .final import (FINAL, INIT_RECORD, _finished_settings, _more_steps, _more_steps_refused, _save_final, best_weights,
+                    finished_steps, is_finished)
+from .logs import _drop_log_after, _log_json, _tensorboard
 from .parallel import (Dist, Parallel, all_max, all_sum, barrier, init_distributed, llm_device, on_main,
                        release_groups)
-
-FINAL = "final"  # the finished model folder inside output_dir
-INIT_RECORD = "init_from.json"  # in final/: the folder it started from and `resume.init_identity` of its weights
-RUN_SETTINGS = "run_settings.json"  # in final/: the settings it was trained with (`resume.run_settings`)
-LORA_BIAS = ("none",)  # peft's bias modes this recipe trains: peft's "all" and "lora_only" would mark the LLM's own
-#   biases trainable, but the recipe trains the LoRA matrices alone (SpeechLLM's trainable parameters), so those biases
-#   would stay frozen while their checkpoints carried them: refused, not ignored (the paper: bias none)
-
-
-@dataclass
-class ModelSection:
-    encoder: str = "embedded"  # HF Whisper folder; "embedded" = the converted Whisper base (llm-srt setup)
-    llm: str = "embedded"  # HF causal-LM folder; "embedded" = the converted Gemma-3-270M
-    adapter: str = "qformer"  # qformer | pooled | linear (llm_srt.model.adapter.ADAPTERS)
-    adapter_kwargs: dict[str, Any] = field(default_factory=dict)  # the adapter constructor's options, checked
-    #   against it (model/adapter.py), e.g. {num_queries: 80, num_layers: 8}; encoder/LLM widths are inferred
-    lora: LoraOptions | None = None  # LoRA on the LLM: {r, alpha, dropout, target_modules, bias}; null = none
-    pad_to_30s: bool = False  # Whisper on 30 s-padded input, as the reference trains (false: variable length)
-    init_from: str | None = None  # a model folder (the previous stage) whose adapter / LoRA start this run
-
-    MOVED: ClassVar[dict[str, str]] = {
-        "dtype": "the frozen weights' dtype is the top-level key dtype (auto, float32, bfloat16 or float16)"}
-
-    def __post_init__(self):
-        from ..model.adapter import ADAPTERS, adapter_options
-
-        if self.adapter not in ADAPTERS:
-            raise ConfigError(f"model.adapter: unknown adapter {short(self.adapter)}; choose one of "
-                              f"{', '.join(ADAPTERS)}")
-        options = adapter_options(self.adapter)
-        unknown = [k for k in self.adapter_kwargs if k not in options]
-        if unknown:
-            close = difflib.get_close_matches(str(unknown[0]), list(options), n=1)
-            said = f"did you mean 'model.adapter_kwargs.{close[0]}'? " if close else ""
-            raise ConfigError(f"unknown key 'model.adapter_kwargs.{short(unknown[0])[1:-1]}': {said}the "
-                              f"{self.adapter} adapter takes {', '.join(options)}")
-        self.adapter_kwargs = {k: _coerce_option(options[k][0], v, f"model.adapter_kwargs.{k}")
-                               for k, v in self.adapter_kwargs.items()}
-        for k, v in self.adapter_kwargs.items():  # every adapter option is a size or count, or a dropout rate;
-            #   mlp_hidden 0 is the reference's one Linear (an LLM up to 1536 wide)
-            allowed = (config_lib.Range(ge=0, lt=1) if isinstance(v, float)
-                       else config_lib.Range(ge=0 if k == "mlp_hidden" else 1))
-            if allowed.problem(v):
-                raise ConfigError(f"model.adapter_kwargs.{k} {allowed.problem(v)}, got {short(v)}")
-        if self.adapter == "qformer":
-            self._check_heads(options)
-        lora = self.lora
-        if lora is not None:
-            if lora.bias not in LORA_BIAS:
-                raise ConfigError(f"model.lora.bias must be none (the paper's; the LLM's own biases are not trained "
-                                  f"here), got {short(lora.bias)}")
-            if lora.r < 1 or lora.alpha <= 0 or not 0 <= lora.dropout < 1 or not lora.target_modules:
-                raise ConfigError(f"model.lora: needs r >= 1, alpha > 0, 0 <= dropout < 1 and at least one of "
-                                  f"target_modules; got {short(lora.to_dict())}")
-
-    def _check_heads(self, options: dict) -> None:
-        """The Q-Former's attention splits hidden_size over num_heads: a remainder was a transformers traceback once
-        the encoder and LLM had loaded. Options left out take the constructor's defaults, except with init_from, whose
-        saved adapter supplies them (only the options given are compared with it: `_check_adapter_matches`)."""
-        given = self.adapter_kwargs
-        if self.init_from and not {"hidden_size", "num_heads"} <= set(given):
-            return
-        hidden, heads = (given.get(k, options[k][1]) for k in ("hidden_size", "num_heads"))
-        if hidden % heads:
-            said = {k: "" if k in given else " (the default)" for k in ("hidden_size", "num_heads")}
-            raise ConfigError(f"model.adapter_kwargs: hidden_size {hidden}{said['hidden_size']} is not a multiple of "
-                              f"num_heads {heads}{said['num_heads']} (each attention head takes hidden_size / "
-                              "num_heads); change one of them")
-
-
-def _coerce_option(tp: Any, value: Any, key: str) -> Any:
-    """`config_lib.coerce` for a key checked in `__post_init__`: its error names the dotted key alone (`from_dict`
-    adds the file)."""
-    try:
-        return config_lib.coerce(tp, value, "", key)
-    except ConfigError as e:
-        raise ConfigError(str(e).removeprefix(": ")) from None
-
-
-@dataclass
-class OptimSection:
-    lr: float = field(default=1e-4, metadata=bounds(gt=0))  # peak learning rate (AdamW)
-    warmup_steps: int = field(default=1000, metadata=bounds(ge=0))  # linear warm-up from 0
-    schedule: Literal["constant", "linear", "cosine"] = "constant"  # after warm-up
-    weight_decay: float = field(default=0.0, metadata=bounds(ge=0))
-    betas: tuple[float, float] = field(default=(0.9, 0.999), metadata=bounds(ge=0, lt=1))
-    grad_clip: float = field(default=1.0, metadata=bounds(ge=0))  # max global grad norm (0 = off)
-    accumulation: int = field(default=1, metadata=bounds(ge=1))  # micro-batches per optimizer step
-
-
-@dataclass
-class TrainConfig:
-    stage: str = "asr"  # a name for logs (asr, smt, srt, baseline, ...)
-    model: ModelSection = field(default_factory=ModelSection)
-    data: DataSection = field(default_factory=DataSection)
-    optim: OptimSection = field(default_factory=OptimSection)
-    trainable: list[str] = field(default_factory=lambda: ["adapter"])  # adapter | lora
-    ctc: CTCLoss = field(default_factory=CTCLoss)  # an auxiliary CTC loss aligning the adapter's output with the
-    #   LLM's input embeddings of the transcript: {weight, only, negatives} (model/ctc.py)
-    device: str = "auto"  # auto (the rank's GPU when there is one, else the CPU) | cpu | cuda | cuda:N
-    dtype: str = "auto"  # frozen encoder / LLM weights: auto (bfloat16 on CUDA 8.0+, else float32) | float32 |
-    #   bfloat16 | float16; the adapter and LoRA always train in float32
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # autocast: auto = bf16 on CUDA with
-    #   native bfloat16 (compute capability 8.0+), else fp32
-    activation_checkpointing: bool = False  # recompute each LLM decoder layer in backward (memory for time)
-    distributed: Literal["ddp", "fsdp"] = "ddp"  # ddp (whole model per rank) | fsdp (LLM sharded), any world size
-    fsdp_within_node: bool = False  # fsdp on several nodes: shard the LLM within each node, replicate it across
-    #   nodes (HSDP): its frozen weights are gathered over the node's own links only; each GPU holds 1/(its node's
-    #   GPUs) of it, not 1/(all GPUs)
-    distributed_timeout_min: float = field(default=30.0, metadata=bounds(gt=0, le=10080))  # how long a rank
-    #   waits for the others in a collective before failing (at most a week)
-    max_steps: int = field(default=1000, metadata=bounds(ge=1))  # optimizer steps
-    log_every: int = field(default=10, metadata=bounds(ge=1))  # steps between train_log.jsonl lines
-    eval_every: int = field(default=0, metadata=bounds(ge=0))  # steps between dev evaluations (0 = only at the
-    #   end, if dev is set)
-    save_every: int = field(default=100, metadata=bounds(ge=1))  # steps between checkpoints
-    keep_last: int = field(default=2, metadata=bounds(ge=1, note="the newest checkpoint is always kept"))  # checkpoints
-    #   kept (plus the best by dev loss)
-    final_weights: Literal["last", "best"] = "last"  # final/ (and so the next stage's start): the last step's
-    #   trainable weights, or the best checkpoint's by dev loss (the reference keeps the checkpoint whose dev loss
-    #   improved; needs data.dev)
-    seed: int = field(default=0, metadata=bounds(ge=0, le=2**32 - 1))  # model init / dropout seed
-    threads: int = field(default=0, metadata=bounds(ge=0, le=4096))  # torch CPU threads (0 = torch's default)
-    output_dir: str = "runs/default"
-    allow_changes: bool = False  # resume even if settings that shape training (lr, batch size, task mix, manifest
-    #   content, ...: train/resume.py) differ from the checkpoint's; the new ones apply from the resumed step
-
-    def __post_init__(self):
-        from ..model.speech_llm import TRAINABLE  # checked here, not after the LLM has loaded (a curriculum
-        #   would otherwise learn of a typo in its last stage after days of the earlier ones)
-        config_lib.check_bounds(self)  # also a config composed with dataclasses.replace (a curriculum's, the demo's)
-        if not self.trainable:
-            raise ConfigError("trainable is empty, so nothing would train; list adapter and/or lora, e.g. [adapter]")
-        if unknown := [g for g in self.trainable if g not in TRAINABLE]:
-            raise ConfigError(f"trainable: unknown group(s) {short(unknown)}; choose from {', '.join(TRAINABLE)}")
-        if "lora" in self.trainable and self.model.lora is None:
-            raise ConfigError("trainable lists lora but model.lora is null; set model.lora (e.g. {r: 8, alpha: 32}) "
-                              "or drop lora from trainable")
-        if self.fsdp_within_node and self.distributed != "fsdp":
-            raise ConfigError("fsdp_within_node: true needs distributed: fsdp")
-        if self.final_weights == "best" and not self.data.dev:
-            raise ConfigError("final_weights: best takes the checkpoint with the lowest dev loss, and there is no dev "
-                              "set; set data.dev, or final_weights: last")
-        for key, value, what in (("eval_every", self.eval_every, "evaluates on"),
-                                 ("data.dev_decode", self.data.dev_decode, "decodes examples of")):
-            if value and not self.data.dev:  # silently no evaluation at all (final_weights: best is refused so too)
-                raise ConfigError(f"{key} {value} {what} the dev set, and there is no dev set; set data.dev, or "
-                                  f"{key}=0")
-        for name in self.data.tasks:
-            try:
-                task = Task(name)
-            except ValueError:
-                raise ConfigError(f"data.tasks: unknown task {short(name)}; use {Task.trainable_names()}") from None
-            if not task.trainable:
-                raise ConfigError(f"data.tasks: {task.value} cannot be trained: it is an SMT-stage model's two passes "
-                                  f"at inference (asr, then smt); train {{smt: ..., asr: ...}} instead")
-        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
-            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {short(self.device)}")
-        if self.dtype != "auto" and self.dtype not in device_lib.DTYPES:
-            raise ConfigError(f"dtype must be auto, float32, bfloat16 or float16, got {short(self.dtype)}")
-        if device_lib.DTYPES.get(self.dtype) is torch.float16:  # float16 or fp16: frozen weights: under bf16
-            #   autocast two half formats meet (their sums promote to float32), and without it the gradients through
-            #   the LLM have no loss scaling to keep them
-            raise ConfigError("dtype: float16 is for inference; training takes bfloat16 (the paper's, auto on a GPU) "
-                              "or float32 frozen weights")
-        if self.ctc.active and set(self.data.tasks) == {Task.MT.value}:
-            raise ConfigError("ctc: the CTC loss reads speech; a text-only mt stage cannot use it (set ctc.weight: 0 "
-                              "and ctc.only: false)")
-        if mixes_text(self.data.tasks):
-            if max(self.data.tasks, key=self.data.tasks.get) == Task.MT.value:
-                raise ConfigError(f"data.tasks {dict(self.data.tasks)}: text-only mt joins a speech stage as a smaller "
-                                  "share than its largest speech task (the dev set and the feature cache follow that "
-                                  "task); lower mt's weight")
-            if self.ctc.only:
-                raise ConfigError("ctc.only trains the adapter against speech alone; drop mt from data.tasks or set "
-                                  "ctc.only: false")
-            if self.distributed == "fsdp":
-                raise ConfigError("data.tasks mixes text-only mt with speech tasks, which distributed: fsdp does not "
-                                  "support (every rank must run the same modules at each step); use ddp")
-        if Task.MT.value in self.data.tasks and "lora" not in self.trainable:
-            raise ConfigError(f"data.tasks: text-only mt trains the LLM's LoRA alone (no speech, no adapter), but "
-                              f"trainable is {list(self.trainable)}; add lora (and model.lora) or drop mt")
-        if self.ctc.only and list(self.trainable) != ["adapter"]:
-            raise ConfigError(f"ctc.only trains the adapter alone (the LLM does not run), but trainable is "
-                              f"{list(self.trainable)}; set trainable: [adapter] or ctc.only: false")
-        if device_lib.is_int8(self.dtype):
-            raise ConfigError("dtype int8 is for CPU inference only (int8 layers have no gradient); train in "
-                              "float32 or bfloat16 and pass --dtype int8 to translate/evaluate/serve")
-
-
-def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
-    return config_lib.load(TrainConfig, path, overrides)
-
-
-def is_finished(output_dir: str | Path) -> bool:
-    return (Path(output_dir) / FINAL / "config.json").is_file()
-
-
-def _more_steps(out: Path, done: int, max_steps: int) -> str:
-    return f"{out / FINAL} was trained for {done} steps, more than max_steps {max_steps}: final/ is the {done}-step model"
-
-
-def _more_steps_refused(said: str, done: int, max_steps: int) -> str:
-    return (f"{said}; set max_steps={done} to use it, add allow_changes=true to take it as it is, or choose another "
-            f"output_dir for a {max_steps}-step run")
-
-
-def finished_steps(output_dir: str | Path) -> int | None:
-    """max_steps the finished model was trained for (None if its train_config.json is missing or unreadable)."""
-    try:
-        return int(json.loads((Path(output_dir) / FINAL / "train_config.json").read_text())["max_steps"])
-    except (OSError, ValueError, KeyError, TypeError, OverflowError, RecursionError):
-        return None
-
-
-def lr_lambda(optim: OptimSection, max_steps: int):
-    def f(step: int) -> float:
-        if optim.warmup_steps and step < optim.warmup_steps:
-            return (step + 1) / optim.warmup_steps
-        if optim.schedule == "constant":
-            return 1.0
-        progress = (step - optim.warmup_steps) / max(1, max_steps - optim.warmup_steps)
-        if optim.schedule == "linear":
-            return max(0.0, 1.0 - progress)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-    return f
-
-
-def schedule_note(cfg: TrainConfig) -> str | None:
-    """A warning when warm-up outlasts the run, so the lr never reaches its peak (a smoke run of a paper config with
-    max_steps=500 ended at half of it); None otherwise (warmup_steps = max_steps, the defaults' 1000 and 1000, reaches
-    it at the last step). Not an error: a short smoke run is legitimate."""
-    warmup, steps, lr = cfg.optim.warmup_steps, cfg.max_steps, cfg.optim.lr
-    if warmup <= steps:
-        return None
-    end = lr * lr_lambda(cfg.optim, steps)(steps - 1)  # step k trains at the schedule's value for k - 1
-    after = "" if cfg.optim.schedule == "constant" else f" (and the {cfg.optim.schedule} decay never starts)"
-    return (f"[{cfg.stage}] warning: warmup_steps {warmup} > max_steps {steps}: the schedule never reaches the peak "
-            f"optim.lr {lr:.3g}; it ends at {end:.3g} ({end / lr:.0%} of it){after}. Fine for a smoke run; else "
-            f"lower optim.warmup_steps")
+from .rng import _gather_rng, _restore_rng, seed_own_stream
+from .schedule import _apply_optim_settings, _follow_schedule, lr_lambda, schedule_note
 
 
 def lora_note(cfg: TrainConfig) -> str | None:
@@ -851,89 +609,6 @@ class Recipe:
             self.lock = None
 
 
-def _check_adapter_matches(m: ModelSection, init: Path) -> str | None:
-    """The adapter of a run started from `init` is the one saved there: an adapter option this config sets to
-    another value would silently not apply, so it is an error naming the key. Returns the saved adapter's kind when
-    it is not this config's `model.adapter` (which may be the default, not chosen: said, not refused)."""
-    from ..model.speech_llm import read_config
-
-    saved = read_config(init)
-    kwargs = saved.get("adapter_kwargs") or {}
-    if m.adapter_kwargs and saved.get("adapter") != m.adapter:
-        raise ConfigError(f"model.adapter: {m.adapter} here, but model.init_from {init} holds a {saved.get('adapter')} "
-                          "adapter (it is the one trained on); set the same adapter and options or drop them")
-    for key, value in m.adapter_kwargs.items():
-        if kwargs.get(key) != value:
-            raise ConfigError(f"model.adapter_kwargs.{key}: {value!r} here, but the adapter of model.init_from {init} "
-                              f"has {kwargs.get(key)!r} (its adapter is the one trained on); make them match or drop "
-                              "the key")
-    return saved.get("adapter") if saved.get("adapter") not in (None, m.adapter) else None
-
-
-def _finished_settings(out: Path) -> dict | None:
-    """The settings a finished run was trained with: final/'s record, else (a final/ from before it) the newest
-    checkpoint's; None when neither is there."""
-    try:
-        return json.loads((out / FINAL / RUN_SETTINGS).read_text())
-    except (OSError, ValueError):
-        pass
-    newest = checkpoint.latest(out, log=lambda *_: None)
-    return checkpoint.stored_settings(newest.path) if newest is not None else None
-
-
-def best_weights(folder: Path, last: dict) -> dict:
-    """A checkpoint folder's trainable weights in `SpeechLLM.trainable_state`'s form, for the groups `last` (the
-    model's own) has: the files a checkpoint and a final/ folder share."""
-    from ..model.speech_llm import ADAPTER_FILE, CTC_FILE, LORA_FILE, _load_weights
-
-    files = {"adapter": ADAPTER_FILE, "lora": LORA_FILE, "ctc": CTC_FILE}
-    return {group: None if state is None else _load_weights(folder / files[group]) for group, state in last.items()}
-
-
-def _save_final(model, out: Path, weights: dict, cfg: TrainConfig, settings: dict) -> None:
-    from safetensors import SafetensorError
-
-    trained = getattr(getattr(model, "config", None), "adapter", cfg.model.adapter)
-    if trained != cfg.model.adapter:  # the adapter trained: model.init_from's, whatever model.adapter says
-        cfg = replace(cfg, model=replace(cfg.model, adapter=trained))
-    try:
-        model.save_pretrained(out / FINAL, state=weights, extra_files={  # one folder, whole or not at all: a
-            #   final/ without its train_config.json would count as finished and never continue
-            "train_config.json": json.dumps(config_lib.to_dict(cfg), indent=2) + "\n",
-            RUN_SETTINGS: json.dumps(settings, indent=1) + "\n",  # what a later run of this output_dir must match
-            INIT_RECORD: json.dumps({"init_from": cfg.model.init_from, "weights": settings[resume.INIT_KEY]}) + "\n"})
-        #   init_from: the path as configured (a folder moved stays readable)
-    except (OSError, SafetensorError) as e:
-        detail = (str(e).splitlines() or [type(e).__name__])[0]
-        raise LLMSRTError(f"{out / FINAL}: cannot write the finished model ({detail}); free space or fix the folder, "
-                          "then run the same command to resume from the last checkpoint") from None
-
-
-def _apply_optim_settings(optimizer: torch.optim.Optimizer, scheduler, cfg: TrainConfig) -> None:
-    """This config's lr, betas and weight decay on a resumed optimizer and schedule (their states hold the
-    checkpoint's), at the schedule's current step."""
-    factor = lr_lambda(cfg.optim, cfg.max_steps)(scheduler.last_epoch)
-    scheduler.base_lrs = [cfg.optim.lr for _ in optimizer.param_groups]
-    for group in optimizer.param_groups:
-        group.update(initial_lr=cfg.optim.lr, lr=cfg.optim.lr * factor, betas=tuple(cfg.optim.betas),
-                     weight_decay=cfg.optim.weight_decay)
-    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
-
-
-def _follow_schedule(optimizer: torch.optim.Optimizer, scheduler, cfg: TrainConfig, log) -> None:
-    """The resumed step's lr as this run's schedule gives it: a raised max_steps stretches a linear or cosine
-    schedule, and the restored optimizer held the old curve's lr (the first resumed step trained at the old end's
-    0). The same number when nothing changed (exact resume)."""
-    lrs = [base * f(scheduler.last_epoch) for base, f in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
-    old = [group["lr"] for group in optimizer.param_groups]
-    if lrs != old:
-        log(f"[{cfg.stage}] the {cfg.optim.schedule} schedule now runs to max_steps {cfg.max_steps}: lr "
-            f"{lrs[0]:.3g} at step {scheduler.last_epoch} (the checkpoint's {old[0]:.3g})")
-        for group, lr in zip(optimizer.param_groups, lrs):
-            group["lr"] = lr
-        scheduler._last_lr = lrs
-
-
 def _quiet(*_) -> None:
     pass
 
@@ -990,70 +665,6 @@ def _use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
     if device.type != "cuda":
         return False  # auto: bf16 autocast where the GPU has native bfloat16 (not emulated: V100, T4)
     return cfg.precision == "bf16" or (cfg.precision == "auto" and device_lib.native_bf16(device))
-
-
-def seed_own_stream(seed: int, step: int, rank: int) -> None:
-    """Rank `rank` (>= 1) draws from a random stream of its own from `step` on (rank 0 keeps the run's seed)."""
-    own = seed * 1_000_003 + step * 1009 + rank
-    torch.manual_seed(own)
-    np.random.seed(own % 2**32)
-
-
-def _restore_rng(saved: Any, d: Dist, seed: int, step: int, log=None) -> None:
-    """Every rank's RNG as saved; resumed on another number of ranks, rank 0 takes the saved first state and the
-    others a seed of their own (so their dropout masks differ), which is reproducible but not the old stream.
-    `log` hears of CUDA generator states this host has no GPU for."""
-    states = saved if isinstance(saved, list) else [saved]
-    if len(states) == d.world:
-        checkpoint.set_rng_state(states[d.rank], log=log)
-        return
-    checkpoint.set_rng_state(states[0], log=log)
-    if d.rank:
-        seed_own_stream(seed, step, d.rank)
-
-
-def _gather_rng(d: Dist) -> Any:
-    state = checkpoint.rng_state()
-    if d.world == 1:
-        return state
-    states = [None] * d.world
-    dist.all_gather_object(states, state)
-    return states
-
-
-def _tensorboard(out: Path, purge_step: int | None = None):
-    from torch.utils.tensorboard import SummaryWriter
-
-    return SummaryWriter(str(out / "tensorboard"), purge_step=purge_step)
-
-
-def _drop_log_after(out: Path, step: int) -> None:
-    """train_log.jsonl without the lines of steps past `step` (a killed run logged them; the resumed one redoes
-    them), rewritten atomically; lines that are not a record with a step are kept."""
-    path = out / "train_log.jsonl"
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    except FileNotFoundError:
-        return
-    keep = [line for line in lines if not _logged_after(line, step)]
-    if len(keep) != len(lines):
-        with paths.atomic_file(path) as f:
-            f.writelines(keep)
-
-
-def _logged_after(line: str, step: int) -> bool:
-    try:
-        logged = json.loads(line).get("step")
-    except (ValueError, AttributeError, RecursionError):
-        return False
-    return isinstance(logged, int) and logged > step
-
-
-def _log_json(out: Path, record: dict) -> None:
-    """A line of train_log.jsonl, its floats to 7 significant digits (float32's; 6 decimals logged the paper's
-    warm-up learning rates, 1e-8 and the like, as 0.0)."""
-    with open(out / "train_log.jsonl", "a") as f:
-        f.write(json.dumps({k: (float(f"{v:.7g}") if isinstance(v, float) else v) for k, v in record.items()}) + "\n")
 
 
 # ---- CLI ----------------------------------------------------------------------------------------------------------

@@ -1,0 +1,77 @@
+"""final/, the finished model in output_dir: whether a run is finished, for how many steps and with which settings, and
+writing it, whole or not at all (the last step's weights, or with final_weights: best a checkpoint's).
+"""
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+from .. import config as config_lib
+from ..errors import LLMSRTError
+from . import checkpoint, resume
+from .config import TrainConfig
+
+FINAL = "final"  # the finished model folder inside output_dir
+INIT_RECORD = "init_from.json"  # in final/: the folder it started from and `resume.init_identity` of its weights
+RUN_SETTINGS = "run_settings.json"  # in final/: the settings it was trained with (`resume.run_settings`)
+
+
+def is_finished(output_dir: str | Path) -> bool:
+    return (Path(output_dir) / FINAL / "config.json").is_file()
+
+
+def _more_steps(out: Path, done: int, max_steps: int) -> str:
+    return (f"{out / FINAL} was trained for {done} steps, more than max_steps {max_steps}: final/ is the {done}-step "
+            "model")
+
+
+def _more_steps_refused(said: str, done: int, max_steps: int) -> str:
+    return (f"{said}; set max_steps={done} to use it, add allow_changes=true to take it as it is, or choose another "
+            f"output_dir for a {max_steps}-step run")
+
+
+def finished_steps(output_dir: str | Path) -> int | None:
+    """max_steps the finished model was trained for (None if its train_config.json is missing or unreadable)."""
+    try:
+        return int(json.loads((Path(output_dir) / FINAL / "train_config.json").read_text())["max_steps"])
+    except (OSError, ValueError, KeyError, TypeError, OverflowError, RecursionError):
+        return None
+
+
+def _finished_settings(out: Path) -> dict | None:
+    """The settings a finished run was trained with: final/'s record, else (a final/ from before it) the newest
+    checkpoint's; None when neither is there."""
+    try:
+        return json.loads((out / FINAL / RUN_SETTINGS).read_text())
+    except (OSError, ValueError):
+        pass
+    newest = checkpoint.latest(out, log=lambda *_: None)
+    return checkpoint.stored_settings(newest.path) if newest is not None else None
+
+
+def best_weights(folder: Path, last: dict) -> dict:
+    """A checkpoint folder's trainable weights in `SpeechLLM.trainable_state`'s form, for the groups `last` (the
+    model's own) has: the files a checkpoint and a final/ folder share."""
+    from ..model.speech_llm import ADAPTER_FILE, CTC_FILE, LORA_FILE, _load_weights
+
+    files = {"adapter": ADAPTER_FILE, "lora": LORA_FILE, "ctc": CTC_FILE}
+    return {group: None if state is None else _load_weights(folder / files[group]) for group, state in last.items()}
+
+
+def _save_final(model, out: Path, weights: dict, cfg: TrainConfig, settings: dict) -> None:
+    from safetensors import SafetensorError
+
+    trained = getattr(getattr(model, "config", None), "adapter", cfg.model.adapter)
+    if trained != cfg.model.adapter:  # the adapter trained: model.init_from's, whatever model.adapter says
+        cfg = replace(cfg, model=replace(cfg.model, adapter=trained))
+    try:
+        model.save_pretrained(out / FINAL, state=weights, extra_files={  # one folder, whole or not at all: a
+            #   final/ without its train_config.json would count as finished and never continue
+            "train_config.json": json.dumps(config_lib.to_dict(cfg), indent=2) + "\n",
+            RUN_SETTINGS: json.dumps(settings, indent=1) + "\n",  # what a later run of this output_dir must match
+            INIT_RECORD: json.dumps({"init_from": cfg.model.init_from, "weights": settings[resume.INIT_KEY]}) + "\n"})
+        #   init_from: the path as configured (a folder moved stays readable)
+    except (OSError, SafetensorError) as e:
+        detail = (str(e).splitlines() or [type(e).__name__])[0]
+        raise LLMSRTError(f"{out / FINAL}: cannot write the finished model ({detail}); free space or fix the folder, "
+                          "then run the same command to resume from the last checkpoint") from None
