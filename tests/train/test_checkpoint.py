@@ -48,6 +48,34 @@ def test_a_run_resumed_from_an_older_checkpoint_keeps_its_own_and_its_true_best(
     assert checkpoint.latest(tmp_path, log=lambda _: None).step == 2
 
 
+def test_checkpoints_a_resumed_run_passed_over_are_kept_aside_and_said(tmp_path):
+    """A damaged (or, at the time, unreadable) newest checkpoint made the run resume from an older one; its next save
+    deleted the passed-over folders without a word. They are kept as abandoned-step-N and the log says so; this
+    run's own step written again (a last checkpoint after an error) is replaced as before."""
+    for step in (1, 2, 3):
+        checkpoint.save(tmp_path, step, _save_model({"w": torch.full((4,), float(step))}), {"step": step}, keep_last=3)
+    root = tmp_path / "checkpoints"
+    (root / checkpoint.step_name(2) / "adapter.pt").write_bytes(b"")  # damaged; step 3 was unreadable at the start
+    said = []
+    checkpoint.save(tmp_path, 2, _save_model({"w": torch.zeros(4)}), {"step": 2}, keep_last=3, log=said.append)
+    assert sorted(p.name for p in root.iterdir() if p.name != "index.json") == [
+        "abandoned-step-00000002", "abandoned-step-00000003", "step-00000001", "step-00000002"]
+    assert torch.load(root / "abandoned-step-00000003" / "adapter.pt")["w"].tolist() == [3.0] * 4  # whole
+    assert [m.split(": ", 1)[1] for m in said] == [
+        "passed over by this resumed run (damaged or unreadable when it started); kept as abandoned-step-00000002: "
+        "remove it once you no longer need it",
+        "passed over by this resumed run (damaged or unreadable when it started); kept as abandoned-step-00000003: "
+        "remove it once you no longer need it"]  # nothing else: the index names the steps it keeps
+    assert checkpoint.latest(tmp_path).step == 2 and checkpoint.load_trainer_state(root / "step-00000002")
+    said.clear()
+    checkpoint.save(tmp_path, 2, _save_model({"w": torch.ones(4)}), {"step": 2}, keep_last=3, log=said.append)
+    assert said == [] and torch.load(root / "step-00000002" / "adapter.pt")["w"].tolist() == [1.0] * 4
+    for step in (3, 4, 5):  # the aside folders are no run's: never pruned, never resumed from
+        checkpoint.save(tmp_path, step, _save_model({"w": torch.zeros(4)}), {"step": step}, keep_last=1)
+    assert sorted(p.name for p in root.iterdir() if p.name != "index.json") == [
+        "abandoned-step-00000002", "abandoned-step-00000003", "step-00000005"]
+
+
 def test_truncated_checkpoint_falls_back_with_a_message(tmp_path):
     for step in (1, 2):
         checkpoint.save(tmp_path, step, _save_model({"w": torch.randn(1000)}), {"step": step}, keep_last=3)
@@ -168,6 +196,12 @@ def test_dev_scores_split_srt_output_and_score_both_parts():
     assert two["dev_bleu"] == pytest.approx(50.0, abs=1e-6)
     assert set(_dev_scores(Task.ASR, ex, ["the red cat sleeps here"] * 2)) == {"dev_wer"}
     assert set(_dev_scores(Task.S2TT, ex, ["die rote Katze"] * 2)) == {"dev_bleu"}
+    # one-part outputs are taken as evaluate takes them (systems.split_output): an SRT-trained model asked for
+    # S2TT may write the transcript and tags first, asked for ASR go on with tags and a translation
+    said = "the red cat sleeps here<|eng|><|deu|>die rote Katze schläft hier"
+    assert _dev_scores(Task.S2TT, ex, [said] * 2)["dev_bleu"] == pytest.approx(100.0)
+    assert _dev_scores(Task.SMT, ex, [said] * 2)["dev_bleu"] == pytest.approx(100.0)
+    assert _dev_scores(Task.ASR, ex, [said] * 2)["dev_wer"] == 0.0
 
 
 def test_rng_resumed_on_another_number_of_ranks_is_defined_and_differs_per_rank():
@@ -175,7 +209,7 @@ def test_rng_resumed_on_another_number_of_ranks_is_defined_and_differs_per_rank(
 
     from llm_srt.train import checkpoint
     from llm_srt.train.parallel import Dist
-    from llm_srt.train.recipe import _restore_rng
+    from llm_srt.train.rng import _restore_rng
 
     torch.manual_seed(1)
     saved = [checkpoint.rng_state(), checkpoint.rng_state()]  # a 2-rank checkpoint
@@ -244,6 +278,7 @@ def _resume_ranks(rank: int, world: int, store: str, root: str, case: str) -> No
     import torch.distributed as dist
 
     from llm_srt.train import recipe
+    from llm_srt.train.config import load_config
     from llm_srt.train.parallel import Dist
 
     torch.set_num_threads(1)
@@ -252,7 +287,7 @@ def _resume_ranks(rank: int, world: int, store: str, root: str, case: str) -> No
         checkpoint.latest = lambda *a, **k: None
     dist.init_process_group("gloo", store=dist.FileStore(store, world), rank=rank, world_size=world)
     try:
-        r = recipe.Recipe(recipe.load_config(None, ["output_dir=run"]), log=lambda *_: None)
+        r = recipe.Recipe(load_config(None, ["output_dir=run"]), log=lambda *_: None)
         r.d, r.extending = Dist(rank, world), False
         try:
             r.find_resume()
@@ -290,6 +325,7 @@ def _finished_ranks(rank: int, world: int, store: str, root: str) -> None:
     import torch.distributed as dist
 
     from llm_srt.train import recipe
+    from llm_srt.train.config import load_config
 
     def went_on(self):
         raise RuntimeError("went on")
@@ -302,7 +338,7 @@ def _finished_ranks(rank: int, world: int, store: str, root: str) -> None:
     got = {}
     try:
         for steps in (4, 6):
-            r = recipe.Recipe(recipe.load_config(None, ["output_dir=run", f"max_steps={steps}", "device=cpu"]),
+            r = recipe.Recipe(load_config(None, ["output_dir=run", f"max_steps={steps}", "device=cpu"]),
                               log=lambda *_: None)
             try:
                 got[steps] = str(r.run())
@@ -337,6 +373,7 @@ def _seed_ranks(rank: int, world: int, store: str, root: str) -> None:
     import torch.distributed as dist
 
     from llm_srt.train import recipe
+    from llm_srt.train.config import load_config
     from llm_srt.train.parallel import Dist
 
     class Model:
@@ -346,7 +383,7 @@ def _seed_ranks(rank: int, world: int, store: str, root: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", store=dist.FileStore(store, world), rank=rank, world_size=world)
     try:
-        r = recipe.Recipe(recipe.load_config(None, ["seed=5"]), log=lambda *_: None)
+        r = recipe.Recipe(load_config(None, ["seed=5"]), log=lambda *_: None)
         r.d, r.model, r.latest = Dist(rank, world), Model(), None
         torch.manual_seed(5)
         np.random.seed(5)

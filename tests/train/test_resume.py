@@ -30,13 +30,44 @@ def test_a_changed_mapping_names_the_keys_that_changed():
     assert resume.changes({"x": {"a": 1}}, {"x": [1]}) == ["x {'a': 1} -> [1]"]  # not two mappings: whole
 
 
-def test_resuming_with_another_adapter_option_names_that_option(base, tiny_setup, tmp_path):
+def test_a_change_of_the_trained_weights_shapes_is_refused_even_with_allow_changes(base, tiny_setup, tmp_path):
+    """allow_changes took another adapter option, LoRA rank or layers, trainable group or a CTC head coming, then
+    the resume stopped in peft's or torch's many-line error loading the checkpoint (or its Adam state): refused
+    before any model loads, naming the change, allow_changes or not; lora.alpha and lora.dropout may change."""
     out = tmp_path / "run"
     shutil.copytree(base, out)
     shutil.rmtree(out / FINAL)
-    with pytest.raises(ConfigError, match=r"resuming with settings that differ from the checkpoint's: "
-                                          r"model.adapter_kwargs.num_queries 4 -> 8\. Set them back"):
-        recipe.train(_config(tiny_setup, out, **{"model.adapter_kwargs": QFORMER % 8}), log=lambda *_: None)
+    for change, said in (({"model.adapter_kwargs": QFORMER % 8}, r"model.adapter_kwargs.num_queries 4 -> 8"),
+                         ({"ctc.weight": 0.3}, r"ctc.weight / ctc.only \(the CTC head's parameters come\)"),
+                         ({"model.lora": "{r: 4}", "trainable": "[adapter, lora]"}, r"model.lora None -> \(unset\); "
+                                                                                    r"model.lora.bias \(unset\)")):
+        for allow in ("false", "true"):
+            with pytest.raises(ConfigError, match=r"run/checkpoints/step-0*2: resuming with settings that change the "
+                                                  r"shapes of the trained weights: " + said + r".*allow_changes=true "
+                                                  r"neither\). Set them back, or start another output_dir with "
+                                                  r"model.init_from=.*step-0*2 to train on from its weights"):
+                recipe.train(_config(tiny_setup, out, allow_changes=allow, **change), log=lambda *_: None)
+    assert resume.shape_changes({"model.lora.r": 4, "model.lora.alpha": 8, "model.lora.dropout": 0.0},
+                                {"model.lora.r": 4, "model.lora.alpha": 16, "model.lora.dropout": 0.1}) == []
+    assert resume.shape_changes({"ctc.weight": 0.3}, {"ctc.weight": 0.5}) == []  # the head stays
+    assert resume.shape_changes({"trainable": ["adapter"]}, {"trainable": ["adapter", "lora"]}) == [
+        "trainable ['adapter'] -> ['adapter', 'lora']"]
+
+
+def test_a_resume_whose_init_from_folder_is_gone_says_so(tmp_path):
+    """A run that started from model.init_from, resumed where that folder is not (moved to another machine without
+    the previous stage), was told the folder "holds other weights than the checkpoint's run started from"."""
+    start = tmp_path / "start"
+    start.mkdir()
+    (start / "adapter.safetensors").write_bytes(b"weights")
+    saved = {resume.INIT_KEY: resume.init_identity(start)}
+    assert resume.changes(saved, {resume.INIT_KEY: resume.init_identity(tmp_path / "gone")}) == [
+        "model.init_from (no weights there: the folder the checkpoint's run started from is gone or moved, and a "
+        "resume loads it again under the checkpoint's weights; copy it back or fix the path)"]
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "adapter.safetensors").write_bytes(b"other weights")
+    assert resume.changes(saved, {resume.INIT_KEY: resume.init_identity(tmp_path / "other")}) == [
+        "model.init_from (it holds other weights than the checkpoint's run started from)"]
 
 
 def test_a_finished_run_trained_for_more_steps_than_max_steps_is_not_handed_back_as_finished(base, tiny_setup,

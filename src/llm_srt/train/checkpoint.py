@@ -48,6 +48,7 @@ LEGACY_STATE = "state.pt"  # the pickled trainer state of earlier versions: refu
 INDEX = "index.json"
 LOCK = ".lock"
 STEP_FOLDER = re.compile(r"step-(\d{8,})")  # step_name's folders; anything else in checkpoints/ is not ours
+ABANDONED = "abandoned-"  # before a step folder's name: a checkpoint a resumed run passed over (`_set_aside`)
 
 
 @dataclass
@@ -167,6 +168,8 @@ def save(run_dir: Path, step: int, save_model: Callable[[Path], None], trainer_s
         detail = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise LLMSRTError(f"{final}: cannot write the checkpoint ({detail}); free space or fix the folder, then "
                           f"run the same command to {resume}") from None
+    if final.is_dir() and verify(final) is not None:  # passed over; this run's own step, whole, is written again
+        _set_aside(final, log)  #                                          (a last checkpoint after an error)
     _replace(tmp, final)
 
     index = read_index(ckpt_root, log=log, saving=step)
@@ -186,9 +189,30 @@ def save(run_dir: Path, step: int, save_model: Callable[[Path], None], trainer_s
         raise LLMSRTError(f"{ckpt_root / INDEX}: cannot write the checkpoint index ({e.strerror or e}); {final.name} "
                           "is saved: fix or remove the index, then run the same command to resume") from None
     for s, folder in _step_folders(ckpt_root):  # on disk, not only in the index: a crash between a checkpoint's
-        if s not in keep:  # rename and its index line left a folder no index named, kept for ever until now
-            shutil.rmtree(folder, ignore_errors=True)
+        if s not in keep and not (s > step and _set_aside(folder, log)):  # rename and its index line left a folder
+            shutil.rmtree(folder, ignore_errors=True)  #                        no index named, kept for ever until now
     return final
+
+
+def _set_aside(folder: Path, log: Callable[[str], None] | None) -> bool:
+    """A checkpoint past the step a resumed run now saves, or one of that step that does not verify: the run passed
+    it over (damaged or unreadable when it started). It was deleted without a word; it is kept under another name
+    (no run resumes from it or prunes it; the next one passed over at its step replaces it), and said: unreadable
+    may have been a network file system's passing error, and a folder whose trainer state alone is damaged still
+    holds good weights. False when it cannot be renamed (it is then pruned, as before)."""
+    aside = folder.with_name(ABANDONED + folder.name)
+    try:
+        shutil.rmtree(aside, ignore_errors=True)
+        os.replace(folder, aside)
+    except OSError as e:  # left where it is: pruned with the abandoned steps, as before
+        if log is not None:
+            log(f"checkpoint {folder}: passed over by this resumed run, and it cannot be set aside ({e.strerror or e})"
+                "; removed with the steps this run abandons")
+        return False
+    if log is not None:
+        log(f"checkpoint {folder}: passed over by this resumed run (damaged or unreadable when it started); kept as "
+            f"{aside.name}: remove it once you no longer need it")
+    return True
 
 
 def _replace(tmp: Path, final: Path) -> None:

@@ -33,7 +33,7 @@ from ..data.loader import (BucketBatchSampler, SpeechTextDataset, pad_features, 
                            weighted_by_kind)
 from ..data.manifest import Row, read_manifest
 from ..errors import AudioError, ConfigError, LLMSRTError, shown
-from ..prompts import Task, parse_srt
+from ..prompts import Task, first_part, parse_srt, translation_part
 from .parallel import Dist, all_max, all_sum, host_group, host_wait
 
 GPU_WORKERS = 2  # default DataLoader workers per rank on CUDA (reading .npy features + tokenizing)
@@ -589,7 +589,9 @@ def _as_is(batch):
 
 def _dev_scores(task: Task, examples, hyps: list[str], tags: Mapping[str, str] | None = None) -> dict[str, float]:
     """A small dev sample of the paper's metrics, scored as `llm-srt evaluate` scores: BLEU of the translation
-    (mean over directions), WER/CER of the transcript (mean over source languages)."""
+    (mean over directions), WER/CER of the transcript (mean over source languages), of each output's parts as
+    evaluate takes them (`systems.split_output`: a translation after the language tags a model may write, a
+    transcript up to the next tag), so a dev BLEU picks the checkpoint evaluate would."""
     from ..evaluate.report import UtteranceResult, score_system
 
     results = []
@@ -598,9 +600,9 @@ def _dev_scores(task: Task, examples, hyps: list[str], tags: Mapping[str, str] |
             parsed = parse_srt(h, tags)
             transcript, translation = parsed.transcript, parsed.translation
         elif task is Task.ASR:
-            transcript, translation = h, ""
+            transcript, translation = first_part(h), ""
         else:
-            transcript, translation = None, h
+            transcript, translation = None, translation_part(h, e.src, tags)
         results.append(UtteranceResult(
             id=str(i), src=e.src, tgt=e.tgt or e.src, hyp_transcript=transcript, hyp_translation=translation,
             ref_transcript=e.transcript if transcript is not None else None,

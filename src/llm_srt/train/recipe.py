@@ -261,6 +261,11 @@ class Recipe:
         settings = resume.run_settings(self.cfg, self.d.world)
         saved = checkpoint.stored_settings(self.latest.path) if self.latest is not None else None
         changed = resume.changes(saved, settings) if saved is not None else []
+        if changed and (shaping := resume.shape_changes(saved, settings)):
+            raise ConfigError(f"{self.latest.path}: resuming with settings that change the shapes of the trained "
+                              f"weights: {resume.listed(shaping)}; no resume can take these (allow_changes=true "
+                              "neither). Set them back, or start another output_dir with model.init_from="
+                              f"{self.latest.path} to train on from its weights")
         if changed and not self.cfg.allow_changes:
             raise ConfigError(f"{self.latest.path}: resuming with settings that differ from the checkpoint's: "
                               f"{resume.listed(changed)}. Set them back, or add allow_changes=true to go on with the "

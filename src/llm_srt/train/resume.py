@@ -34,6 +34,11 @@ FROZEN_KEYS = {"model.encoder weights": "encoder", "model.llm weights": "llm"}  
 #   model for the base one) loads without a shape error; compared only when both sides have one
 
 
+# what the checkpoint's trained tensors and their Adam moments are shaped by (the adapter's kind and options, the
+# LoRA's rank, layers and bias mode, which parts train, whether the CTC head is there): another value cannot resume,
+# allow_changes or not (the weights would not load: peft's or torch's many-line error); lora.alpha and
+# lora.dropout scale and drop the same tensors, so they may change
+SHAPING = ("model.adapter", "model.lora.r", "model.lora.target_modules", "model.lora.bias", "trainable")
 PER_STEP = "examples per step (data.batch_size x optim.accumulation x ranks)"
 WEIGHTED = "data.train_weights weigh"  # what the weights share out (`loader.weighted_by_kind`)
 UNSET = object()  # a key one side of a comparison lacks
@@ -76,7 +81,11 @@ def changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
             if key in saved and old is not None and new is not None:
                 found.append(f"{key.split()[0]} (it holds other weights than the checkpoint's run was trained with)")
             continue
-        if key == INIT_KEY:
+        if key == INIT_KEY and new is None:
+            found.append("model.init_from (no weights there: the folder the checkpoint's run started from is gone "
+                         "or moved, and a resume loads it again under the checkpoint's weights; copy it back or fix "
+                         "the path)")
+        elif key == INIT_KEY:
             found.append("model.init_from (it holds other weights than the checkpoint's run started from)")
         elif key == WEIGHTED:
             found.append("data.train_weights (the checkpoint's run weighted all rows together; they now weigh each "
@@ -86,6 +95,21 @@ def changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
         else:
             found.extend(_differences(key, old, new))
     return found
+
+
+def shape_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Of the differences `changes` finds, those no resume can take (SHAPING, and the CTC head coming or going)."""
+    def shaping(settings: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in settings.items() if k == "model.lora" or k.startswith(SHAPING)}
+
+    found = changes(shaping(saved), shaping(current))
+    if _ctc_head(saved) != _ctc_head(current):
+        found.append(f"ctc.weight / ctc.only (the CTC head's parameters {'come' if _ctc_head(current) else 'go'})")
+    return found
+
+
+def _ctc_head(settings: dict[str, Any]) -> bool:
+    return bool(settings.get("ctc.only")) or (settings.get("ctc.weight") or 0) > 0  # CTCLoss.active
 
 
 def _differences(key: str, old: Any, new: Any) -> list[str]:
