@@ -751,7 +751,9 @@ def test_whisper_and_cascade_on_cuda_in_bfloat16(folders):
 
 
 @pytest.mark.integration
-@pytest.mark.long(45)
+@pytest.mark.slow  # the embedded Gemma's six generations (52 s alone, 61 s in a loaded make test); in make test:
+#   test_decoding's test_first_line_end_stops_a_row_at_a_line_break_after_text_only (the stop on a vocabulary),
+#   test_token_texts_are_what_batch_decode_gives_each_id and test_text_mt_system_and_the_cascade (tiny models)
 def test_text_mt_stops_at_a_line_break_with_the_same_first_line(embedded):
     """Greedy text MT stops each row at its first line break after text: the answer (the first line that is not
     blank) is the one a generation to the cap gives, with a line break made the first token, and made likely

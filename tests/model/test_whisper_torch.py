@@ -353,11 +353,13 @@ SENTENCES = ("The weather is nice today. We will go to the park.",
 
 
 @pytest.mark.integration
-@pytest.mark.long(45)
-def test_translate_whisper_gives_hf_greedy_transcripts(embedded, speak, tmp_path):
+@pytest.mark.slow  # the embedded Whisper through the CLI (37 s in a loaded make test); in make test, on tiny models:
+#   test_greedy_whisper_imports_no_transformers, test_systems' test_whisper_decodes_the_same_tokens_as_hf_generate;
+#   on the embedded one, in process: test_infer's test_whisper_baseline_transcribes_and_detects_english
+def test_translate_whisper_gives_hf_greedy_transcripts_and_imports_no_transformers(embedded, speak, tmp_path):
     """`translate --model whisper` (a whole process, as users run it) writes the transcripts of HF greedy
-    `generate` on the same clips, and its plain-torch path loads the float32 weights in place (anonymous memory
-    grows by far less than the 290 MB of weights)."""
+    `generate` on the same clips without importing transformers, and its plain-torch path loads the float32 weights
+    in place (anonymous memory grows by far less than the 290 MB of weights)."""
     import soundfile
     from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperTokenizer
 
@@ -366,11 +368,16 @@ def test_translate_whisper_gives_hf_greedy_transcripts(embedded, speak, tmp_path
     for i, clip in enumerate(clips):
         paths.append(tmp_path / f"clip{i}.wav")
         soundfile.write(paths[-1], clip, 16000)
-    out = subprocess.run([sys.executable, "-m", "llm_srt.cli", "translate", *map(str, paths), "--model", "whisper",
-                          "--task", "asr", "--src", "eng", "--device", "cpu", "--format", "json"],
+    code = ("import sys, io, json, contextlib; from llm_srt.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()) as out: code = main(sys.argv[1:])\n"
+            "print(json.dumps([code, 'transformers' in sys.modules, out.getvalue()]))")
+    out = subprocess.run([sys.executable, "-c", code, "translate", *map(str, paths), "--model", "whisper", "--task",
+                          "asr", "--src", "eng", "--device", "cpu", "--format", "json"],
                          capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
     assert out.returncode == 0, out.stderr[-2000:]
-    ours = [r["transcript"] for r in json.loads(out.stdout)]
+    status, imported, text = json.loads(out.stdout)
+    assert status == 0 and imported is False, out.stderr[-2000:]
+    ours = [r["transcript"] for r in json.loads(text)]
 
     model = WhisperForConditionalGeneration.from_pretrained(embedded.whisper).eval()
     mel = WhisperFeatureExtractor.from_pretrained(embedded.whisper)(clips, sampling_rate=16000,
@@ -389,18 +396,3 @@ def test_translate_whisper_gives_hf_greedy_transcripts(embedded, speak, tmp_path
     before = anon_mib()
     system = WhisperSystem(embedded.whisper, CPU)
     assert anon_mib() - before < 50 and system.whisper.dtype == torch.float32
-
-
-@pytest.mark.integration
-@pytest.mark.slow  # the embedded Whisper through the CLI; test_greedy_whisper_imports_no_transformers, on a tiny one
-def test_translate_whisper_process_imports_no_transformers(embedded, speak, tmp_path):
-    import soundfile
-
-    soundfile.write(tmp_path / "clip.wav", speak(SENTENCES[0]), 16000)
-    code = ("import sys, io, contextlib; from llm_srt.cli import main\n"
-            "with contextlib.redirect_stdout(io.StringIO()): code = main(sys.argv[1:])\n"
-            "print(code, 'transformers' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code, "translate", str(tmp_path / "clip.wav"), "--model", "whisper",
-                          "--task", "asr", "--src", "eng", "--device", "cpu"], capture_output=True, text=True,
-                         env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
-    assert out.stdout.split() == ["0", "False"], out.stderr[-2000:]
