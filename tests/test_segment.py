@@ -317,7 +317,8 @@ def test_speech_at_the_clips_edges_takes_no_room_for_padding_it_cannot_have(seco
 def test_a_quieter_speaker_in_noise_is_kept_and_a_rumble_is_not(speak):
     """An interview in street noise, the guest 10 dB under the host and the noise 12 dB under the guest: speech
     started only 16 dB above the noise floor, so the guest's sentence never did and left no segment (a reviewer's
-    find: 0.57 of 5.58 s kept). In narrow noise (white, room tone) speech now starts 10 dB above the floor, and a
+    find: 0.57 of 5.58 s kept), nor after a dozen dropouts in the noise (0.56 of 1.83 s, until 2026-12-06). In
+    narrow noise (white, room tone) speech now starts 10 dB above the floor, and a
     quieter word a short pause after a louder one is kept (the sentence's falling end, 9 dB above the noise, was
     lost); a wide rumble (1/f^2 noise, frames 12-14 dB above its floor) still needs 16 dB and stays no speech."""
     from llm_srt.segment import frame_db
@@ -334,8 +335,11 @@ def test_a_quieter_speaker_in_noise_is_kept_and_a_rumble_is_not(speak):
     t0 = (2 * gap.size + host.size) / SR
     t1 = t0 + guest.size / SR
     noisy = x + np.random.default_rng(0).normal(0, 10 ** (-40 / 20), x.size).astype(np.float32)
-    for lead in (0, int(0.2 * SR)):  # and after 0.2 s of digital silence (its frames set the noise's reach: -100 dB)
-        segs = segment(np.concatenate([np.zeros(lead, np.float32), noisy]), SR)
+    dropped = noisy.copy()  # a dozen 30 ms dropouts (digital zeros) in the first pause: their edge frames, 2-7 dB
+    for a in np.random.default_rng(1).choice(gap.size - 600, 12, replace=False):  # under the noise, pulled its
+        dropped[a:a + int(0.03 * SR)] = 0  # quietest frames down and its reach up: 0.56 of the guest's 1.83 s kept
+    for lead, clip in ((0, noisy), (int(0.2 * SR), noisy), (0, dropped)):  # and after 0.2 s of digital silence (its
+        segs = segment(np.concatenate([np.zeros(lead, np.float32), clip]), SR)  # frames: -100 dB)
         start, end = t0 + lead / SR, t1 + lead / SR
         assert len(segs) == 2, (lead, segs)
         assert sum(max(0.0, min(s.end, end) - max(s.start, start)) for s in segs) > 0.9 * (t1 - t0), (lead, segs)
@@ -343,3 +347,20 @@ def test_a_quieter_speaker_in_noise_is_kept_and_a_rumble_is_not(speak):
     for seed in (0, 1):
         [found] = segment(rumble + pink_noise(rumble.size / SR, -40.0, seed, power=2.0), SR)
         assert found.end < (gap.size + host.size) / SR + 0.5, found
+
+
+def test_dropout_frames_are_those_with_a_fifth_of_their_window_digital_silence():
+    """`_dropout_frames`: a frame whose 25 ms window holds 5 ms or more of digital zeros (a dropout's edge, or the
+    clip's end: `frame_db`'s zero padding); noise as quiet as 16-bit audio can be holds none."""
+    from llm_srt.segment import _dropout_frames, frame_db
+
+    rng = np.random.default_rng(0)
+    noise = np.round(rng.normal(0, 30, SR)) / 32768  # a quiet 16-bit recording (-61 dBFS): 1% of samples 0
+    assert 0.005 < (noise == 0).mean() < 0.05
+    x = noise.copy()
+    x[8000:8480] = 0  # 30 ms from frame 800 (hop 160, window 400)
+    flags = _dropout_frames(x, SR)
+    assert flags.shape == frame_db(x, SR).shape
+    near = np.flatnonzero(flags[:-3])
+    assert near.min() >= (8000 - 400 + 80) // 160 and near.max() <= (8480 - 80) // 160 and near.size >= 3
+    assert not _dropout_frames(noise[:SR - 200], SR)[:-2].any() and _dropout_frames(noise[:SR - 200], SR)[-1]

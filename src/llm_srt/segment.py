@@ -28,6 +28,8 @@ HOP_SECONDS = 0.010  # analysis hop: the time resolution of every boundary
 LEVEL_PERCENTILE = 95  # the speech level: the loud frames, robust to a few clicks
 FLOOR_PERCENTILE = 10  # the noise floor: the quietest frames (pauses, if the clip has any)
 SILENCE_DB = -70.0  # absolute dBFS below which a frame is never speech (digital silence, dither)
+DIGITAL_ZERO = 1e-5  # a sample this close to 0 is digital silence (a third of a 16-bit step: a dropout's zeros)
+DROPOUT_SHARE = 0.2  # a frame with this share of its window digital silence holds a dropout's edge (5 ms of 25)
 STEADY_SPEECH_DB = -45.0  # a clip at one steady level (nothing stands out from its floor) is speech only when louder
 #                           than this (a tone, a pause-less phrase); quieter, it is hiss or room tone
 STEADY_SPREAD_DB = 10.0  # loud frames (LEVEL_PERCENTILE) less than this above the floor: a steady level. Room tone
@@ -96,7 +98,7 @@ def segment(samples: np.ndarray, sr: int = SAMPLE_RATE, max_seconds: float | Non
         return []
     win, hop = (n / sr for n in _frame_samples(sr))  # seconds, exact for this rate
     db = frame_db(samples, sr)
-    regions = _speech_regions(db, opts, hop)
+    regions = _speech_regions(db, opts, hop, _noise_top(db[(db > SILENCE_DB) & ~_dropout_frames(samples, sr)]))
     if not regions:
         return []
     max_frames = int((opts.max_seconds - 2 * opts.pad) / hop)
@@ -182,15 +184,33 @@ def frame_db(samples: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
     return 10.0 * np.log10(power + _EPS)
 
 
+def _dropout_frames(samples: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Whether each frame (as `frame_db`'s) holds digital silence in DROPOUT_SHARE of its window or more: a
+    dropout's edge (a frame half on the noise, half on the dropout's zeros, lies a few dB under the noise). Counted
+    chunk by chunk, as `frame_db`."""
+    win, hop = _frame_samples(sr)
+    n_frames = max(1, int(np.ceil(max(samples.size - win, 0) / hop)) + 1)
+    zeros = np.empty(n_frames, dtype=np.int64)
+    for f0 in range(0, n_frames, CHUNK_FRAMES):
+        f1 = min(f0 + CHUNK_FRAMES, n_frames)
+        a, b = f0 * hop, (f1 - 1) * hop + win
+        cs = np.concatenate([[0], np.cumsum(np.abs(samples[a:b]) < DIGITAL_ZERO)])
+        ends = np.arange(f1 - f0) * hop + win
+        # the last frame's window past the clip's end: `frame_db`'s zero padding, counted as digital silence
+        zeros[f0:f1] = cs[np.minimum(ends, cs.size - 1)] - cs[ends - win] + np.maximum(ends - (cs.size - 1), 0)
+    return zeros >= DROPOUT_SHARE * win
+
+
 def _frame_samples(sr: int) -> tuple[int, int]:
     """(window, hop) in samples at rate `sr`."""
     return int(round(FRAME_SECONDS * sr)), int(round(HOP_SECONDS * sr))
 
 
-def _speech_regions(db: np.ndarray, opts: SegmentOptions, hop: float) -> list[tuple[int, int]]:
-    """Speech as frame ranges [a, b), pauses shorter than min_silence bridged, clicks dropped."""
+def _speech_regions(db: np.ndarray, opts: SegmentOptions, hop: float, noise_top: float) -> list[tuple[int, int]]:
+    """Speech as frame ranges [a, b), pauses shorter than min_silence bridged, clicks dropped; `noise_top`: the
+    level the noise's own loud frames reach (`_noise_top`)."""
     min_len = int(round(opts.min_speech / hop))
-    thresholds = _thresholds(db, min_len, opts)
+    thresholds = _thresholds(db, min_len, opts, noise_top)
     if thresholds is None:
         return []
     high, low = thresholds
@@ -199,7 +219,7 @@ def _speech_regions(db: np.ndarray, opts: SegmentOptions, hop: float) -> list[tu
     # Where the noise's loud frames stay under the low threshold (white noise, a quiet room), runs above it are
     # speech: a quieter word a short pause after a loud one is kept (a sentence's falling end 9 dB above street
     # noise was lost). Else (a rumble, a loud room) they are often the noise: each must reach the high one itself.
-    if _noise_top(db) >= low:
+    if noise_top >= low:
         runs = [(a, b) for a, b in runs if loud[a:b].any()]
     bridged: list[tuple[int, int]] = []
     min_gap = int(round(opts.min_silence / hop))
@@ -211,7 +231,7 @@ def _speech_regions(db: np.ndarray, opts: SegmentOptions, hop: float) -> list[tu
     return [(a, b) for a, b in bridged if b - a >= min_len and loud[a:b].any()]
 
 
-def _thresholds(db: np.ndarray, min_frames: int, opts: SegmentOptions) -> tuple[float, float] | None:
+def _thresholds(db: np.ndarray, min_frames: int, opts: SegmentOptions, noise_top: float) -> tuple[float, float] | None:
     """(high, low) speech thresholds in dBFS for frame levels `db`, or None when the clip holds no speech.
 
     The speech level is the clip's loud frames (LEVEL_PERCENTILE) when they stand out from its noise floor. When
@@ -230,21 +250,22 @@ def _thresholds(db: np.ndarray, min_frames: int, opts: SegmentOptions) -> tuple[
     # Relative to the speech level; in noise (a high floor) raised above the floor, but kept below the level
     # itself; never below the absolute silence level.
     high = level + opts.threshold_db
-    start = min(max(_noise_top(db) - floor, STEADY_SPREAD_DB), opts.floor_margin_db + opts.hysteresis_db)
+    start = min(max(noise_top - floor, STEADY_SPREAD_DB), opts.floor_margin_db + opts.hysteresis_db)
     high = min(max(high, floor + start), level - opts.floor_margin_db)
     low = min(max(high - opts.hysteresis_db, floor + opts.floor_margin_db), high)
     return max(high, SILENCE_DB), max(low, SILENCE_DB)
 
 
-def _noise_top(db: np.ndarray) -> float:
+def _noise_top(audible: np.ndarray) -> float:
     """The level (dB) the noise's own loud frames reach: NOISE_REACH times as far above the noise floor as its
-    quietest frames lie below it (no speech can change those), both of the frames above SILENCE_DB (a few dropouts
-    or 0.2 s of digital silence at the start made the quietest frames -100 dB: the reach, ~240 dB). Speech starts
+    quietest frames lie below it (no speech can change those), both of the `audible` frames: those above SILENCE_DB
+    (a few dropouts or 0.2 s of digital silence at the start made the quietest frames -100 dB: the reach, ~240 dB)
+    and holding no dropout's edge (`_dropout_frames`: a dozen 30 ms dropouts in the noise, their edge frames 2-7 dB
+    under it, pulled the quietest frames down and the reach up, and the quieter guest below was lost). Speech starts
     above it, at least STEADY_SPREAD_DB and at most floor_margin_db + hysteresis_db above the floor: always at the
     most, a guest 10 dB quieter than the host in street noise 12 dB under the guest never started speech; now it
     starts 10 dB above the floor in white noise or room tone, and 16 dB above it still in a rumble (1/f^2 noise,
     loud frames 12-14 dB above its floor)."""
-    audible = db[db > SILENCE_DB]
     if audible.size == 0:
         return SILENCE_DB
     floor = float(np.percentile(audible, FLOOR_PERCENTILE))
