@@ -33,7 +33,7 @@ def test_yaml_and_overrides(tmp_path):
 
 
 @pytest.mark.parametrize("text,override,message", [
-    ("nmae: x\n", None, r"c.yaml: unknown key 'nmae'"),
+    ("nmae: x\n", None, r"c.yaml:[0-9]+: unknown key 'nmae'"),
     ("optim:\n  lrr: 1\n", None, r"unknown key 'optim.lrr'"),
     ("optim:\n  warmup_steps: ten\n", None, r"optim.warmup_steps must be int"),
     ("trainable: adapter\n", None, r"trainable must be a list"),
@@ -96,7 +96,8 @@ class WithSection:
 def test_a_moved_key_says_what_to_write_instead(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("section:\n  width: 3\n")
-    with pytest.raises(ConfigError, match=r"c.yaml: 'section.width' is no longer a key here; write size instead"):
+    with pytest.raises(ConfigError, match=r"c.yaml:2: 'section.width' is no longer a key here; write size "
+                                          r"instead"):
         config.load(WithSection, p)
     with pytest.raises(ConfigError, match=r"unknown key 'section.height'; known keys here: size$"):
         config.load(WithSection, None, ["section.height=3"])
@@ -260,7 +261,8 @@ def test_an_unset_variable_in_a_union_field_is_named_not_taken_for_the_wrong_typ
     path = tmp_path / "c.yaml"
     path.write_text("data:\n  train: ${NOPE_DATA}/train.jsonl\n  dev: ${NOPE_DATA}/dev.jsonl\n")
     monkeypatch.delenv("NOPE_DATA", raising=False)
-    with pytest.raises(ConfigError, match=r"c.yaml: data.train uses \$\{NOPE_DATA\} but that environment variable is "
+    with pytest.raises(ConfigError, match=r"c.yaml:[0-9]+: data.train uses \$\{NOPE_DATA\} but that environment "
+                                          r"variable is "
                                           r"not set; export NOPE_DATA=/path/to/the/folder or override data.train="):
         load_config(path)
     monkeypatch.setenv("NOPE_DATA", "/data/${HOME}")  # a value holding ${...} is taken as it is, not expanded again
@@ -273,7 +275,8 @@ def test_a_variable_set_but_empty_is_an_error_like_an_unset_one(tmp_path, monkey
     p = tmp_path / "c.yaml"
     p.write_text("name: ${MY_MODEL}\ninit_from: ${MY_MODEL}/x\n")
     monkeypatch.setenv("MY_MODEL", "")
-    with pytest.raises(ConfigError, match=r"c.yaml: name uses \$\{MY_MODEL\} but that environment variable is set but "
+    with pytest.raises(ConfigError, match=r"c.yaml:[0-9]+: name uses \$\{MY_MODEL\} but that environment "
+                                          r"variable is set but "
                                           r"empty; export MY_MODEL=/path/to/the/folder or override name=\.\.\.$"):
         config.load(Cfg, p)
     with pytest.raises(ConfigError, match=r"init_from uses \$\{MY_MODEL\} but that environment variable is set but "
@@ -319,7 +322,7 @@ def test_an_unknown_key_suggests_the_closest_known_one_in_one_line(tmp_path):
             load_config(None, [given])
         assert "known keys" not in str(e.value) and "\n" not in str(e.value)
     (tmp_path / "c.yaml").write_text("optim:\n  lrr: 1\n")
-    with pytest.raises(ConfigError, match=r"c.yaml: unknown key 'optim.lrr'; did you mean 'optim.lr'\?$"):
+    with pytest.raises(ConfigError, match=r"c.yaml:2: unknown key 'optim.lrr'; did you mean 'optim.lr'\?$"):
         config.load(Cfg, tmp_path / "c.yaml")
     with pytest.raises(ConfigError, match=r"unknown key 'zzz'; known keys here: name, optim, trainable, mix, "
                                           r"init_from$"):  # nothing close: every key
@@ -343,7 +346,7 @@ def test_a_shell_form_other_than_braced_name_is_refused_not_kept_as_text(tmp_pat
         config.load(Cfg, None, [f"name={value}"])
     assert "\n" not in str(e.value)
     (tmp_path / "c.yaml").write_text(f"name: x\ntrainable: [a, '{value}']\n")
-    with pytest.raises(ConfigError, match=rf"c.yaml: trainable\[1\] holds '{re.escape(form)}'"):
+    with pytest.raises(ConfigError, match=rf"c.yaml:[0-9]+: trainable\[1\] holds '{re.escape(form)}'"):
         config.load(Cfg, tmp_path / "c.yaml")
 
 
@@ -363,7 +366,35 @@ def test_a_hex_octal_or_binary_integer_is_refused_by_a_float_field_and_taken_by_
                                               r"or binary integer -?\d+$"):
             config.load(Cfg, None, [f"optim.lr={given}"])
     (tmp_path / "c.yaml").write_text("optim:\n  lr: 0x10\n")
-    with pytest.raises(ConfigError, match=r"c.yaml: optim.lr must be a decimal number"):
+    with pytest.raises(ConfigError, match=r"c.yaml:[0-9]+: optim.lr must be a decimal number"):
         config.load(Cfg, tmp_path / "c.yaml")
     got = config.load(Cfg, None, ["optim.lr=1", "optim.warmup_steps=0x10"]).optim
     assert (got.lr, got.warmup_steps) == (1.0, 16) and type(got.warmup_steps) is int
+
+
+def test_a_wrong_key_or_value_in_a_file_is_named_with_its_line(tmp_path):
+    """STYLE's errors say where: an unknown key or a value of the wrong type or range named the file and the key but
+    not the line (YAML's own errors did); an override's value has no line of the file, nor does a key under it."""
+    from llm_srt.train.config import load_config
+
+    f = tmp_path / "stage.yaml"
+    for text, said in (("max_steps: 5\ndata:\n  batchsize: 8\n",
+                        r":3: unknown key 'data.batchsize'; did you mean 'data.batch_size'\?"),
+                       ("data:\n  batch_size: '16'\n", r":2: data.batch_size must be int, got '16'"),
+                       ("data:\n  train:\n    - x.jsonl\n    - 3\n", r":4: data.train\[1\] must be str, got 3"),
+                       ("\noptim:\n  lr: -1\n", r":3: optim.lr must be > 0, got -1.0"),
+                       ("model: {lora: {r: x}}\n", r":1: model.lora.r must be int, got 'x'"),
+                       ("model:\noptim:\n  lr: 1e-3\n", r":1: model is empty; give its keys under it, or remove the "
+                                                     r"line")):
+        f.write_text(text)
+        with pytest.raises(ConfigError, match=re.escape(str(f)) + said + "$"):
+            load_config(f)
+    f.write_text("data:\n  batch_size: '16'\n  num_workers: 0\n")
+    with pytest.raises(ConfigError, match=re.escape(str(f)) + r" \(with overrides\): data.batch_size must be int, "
+                                          r"got 'zz'$"):  # the command line's value: no line
+        load_config(f, ["data.batch_size=zz"])
+    with pytest.raises(ConfigError, match=re.escape(str(f)) + r":2 \(with overrides\): data.batch_size must be"):
+        load_config(f, ["data.num_workers=1"])  # another key overridden: the file's value keeps its line
+    f.write_text("model:\n  lora: {r: 4, alpha: x}\n")
+    with pytest.raises(ConfigError, match=re.escape(str(f)) + r" \(with overrides\): model.lora.alpha must be"):
+        load_config(f, ["model.lora={r: 8, alpha: y}"])  # a mapping merged over the file's: no line of the file

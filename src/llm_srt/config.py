@@ -177,6 +177,7 @@ def split_items(items: list[str]) -> tuple[list[str], list[str]]:
 def load(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
     """Build `cls` from a YAML file, then apply `a.b=value` overrides (values parsed as YAML)."""
     data: dict = {}
+    lines: dict[str, int] = {}  # each key written in the file -> its line (`_key_lines`)
     where = str(path) if path else "<defaults>"
     if path is not None:
         p = Path(path)
@@ -187,7 +188,9 @@ def load(cls: type[T], path: str | Path | None = None, overrides: list[str] | No
             if p.stat().st_size > MAX_CONFIG_BYTES:
                 raise ConfigError(f"{p}: {p.stat().st_size} bytes; a config is at most {MAX_CONFIG_BYTES >> 10} KiB "
                                   "(is it really a config?)")
-            data = parse_yaml(p.read_text(encoding="utf-8")) or {}
+            text = p.read_text(encoding="utf-8")
+            data = parse_yaml(text) or {}
+            lines = _key_lines(text)
         except _Refused as e:
             raise ConfigError(f"{p}:{e.mark.line + 1}: {e.message}") from None
         except RecursionError:
@@ -220,9 +223,51 @@ def load(cls: type[T], path: str | Path | None = None, overrides: list[str] | No
         elif not isinstance(parsed, (str, list, dict, type(None))) and _takes_text(_type_at(cls, key.strip())):
             parsed = value.strip()  # "stage=no", "output_dir=2024-01-01": YAML 1.1 would give False, a date
         _assign(data, key.strip(), parsed, cls)
+        for k in [k for k in lines if re.match(rf"{re.escape(key.strip())}(?:$|[.\[])", k)] + [key.strip()]:
+            lines[k] = 0  # from the command line (a mapping's keys may merge): no line of the file, nor above it
     if overrides:
         where = f"{where} (with overrides)"
-    return from_dict(cls, data, where)
+    try:
+        return from_dict(cls, data, where)
+    except ConfigError as e:
+        raise _at_line(e, where, lines) from None
+
+
+def _key_lines(text: str) -> dict[str, int]:
+    """Each dotted key of a YAML config, and each list item (`key[i]`) -> the line (1-based) it is written on."""
+    lines: dict[str, int] = {}
+
+    def walk(node: yaml.Node, key: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                name = f"{key}.{k.value}" if key else str(k.value)
+                lines.setdefault(name, k.start_mark.line + 1)
+                walk(v, name)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, v in enumerate(node.value):
+                lines.setdefault(f"{key}[{i}]", v.start_mark.line + 1)
+                walk(v, f"{key}[{i}]")
+
+    node = yaml.compose(text, Loader=StrictLoader)  # noqa: S506  (a SafeLoader subclass; parsed once already)
+    if node is not None:
+        walk(node, "")
+    return lines
+
+
+def _at_line(e: ConfigError, where: str, lines: dict[str, int]) -> ConfigError:
+    """`e` with the line of the key it names first (`where: key ...`, `where: unknown key 'key'`), as STYLE's errors
+    say where: the line of the key itself or, for a key the file does not write (a sub-key of a flow mapping's
+    default), of the nearest one above it; unchanged for a key an override set (`lines` holds 0 for it: the whole
+    value came from the command line) or a message naming no key."""
+    text = str(e)
+    m = re.match(rf"{re.escape(where)}: (?:unknown key )?'?([\w.\[\]-]+)", text)
+    key = m.group(1) if m else ""
+    while key and key not in lines:
+        key = re.sub(r"(?:\.[^.\[]*|\[\d+\])$", "", key) if re.search(r"[.\[]", key) else ""
+    if not lines.get(key):  # none, or an override's (0)
+        return e
+    path, _, rest = where.partition(" (")
+    return ConfigError(f"{path}:{lines[key]}{' (' + rest if rest else ''}{text[len(where):]}")
 
 
 def _type_at(cls: type, key: str) -> Any:
@@ -248,6 +293,8 @@ def _members(tp: Any) -> tuple:
 
 
 def from_dict(cls: type[T], data: dict, where: str = "<config>", prefix: str = "") -> T:
+    if data is None and prefix:  # `model:` with nothing under it
+        raise ConfigError(f"{where}: {prefix.rstrip('.')} is empty; give its keys under it, or remove the line")
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: {prefix.rstrip('.') or 'config'} must be a mapping, got {type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}

@@ -85,7 +85,7 @@ FILES = {  # name -> (content, what the error must say)
     "long-key": ("k" * 1000 + ": 1\n", r"unknown key 'k+\.\.\.k+'"),
     "huge-value": ("stage: [" + ", ".join(["[1, 2]"] * 1000) + "]\n", r"stage must be str, got \[\[1, 2\], "),
     "section-not-mapping": ("optim: 3\n", r"optim must be a mapping, got int"),
-    "bom": ("\ufeffmax_steps: 3\nlog_every: 0\n", r"bad.yaml: log_every must be >= 1"),
+    "bom": ("\ufeffmax_steps: 3\nlog_every: 0\n", r"bad.yaml:2: log_every must be >= 1"),
 }
 
 
