@@ -49,31 +49,38 @@ def test_a_run_resumed_from_an_older_checkpoint_keeps_its_own_and_its_true_best(
 
 
 def test_checkpoints_a_resumed_run_passed_over_are_kept_aside_and_said(tmp_path):
-    """A damaged (or, at the time, unreadable) newest checkpoint made the run resume from an older one; its next save
-    deleted the passed-over folders without a word. They are kept as abandoned-step-N and the log says so; this
-    run's own step written again (a last checkpoint after an error) is replaced as before."""
-    for step in (1, 2, 3):
-        checkpoint.save(tmp_path, step, _save_model({"w": torch.full((4,), float(step))}), {"step": step}, keep_last=3)
+    """A damaged (or, at the time, unreadable: a network file system's passing error) newest checkpoint made the run
+    resume from an older one; its saves deleted or overwrote the folders past it without a word. Its first save keeps
+    them as abandoned-step-N (-2, -3 beside an earlier one) and the log says so; a step the run saved itself, written
+    again (a last checkpoint after an error), is replaced as before."""
     root = tmp_path / "checkpoints"
-    (root / checkpoint.step_name(2) / "adapter.pt").write_bytes(b"")  # damaged; step 3 was unreadable at the start
+
+    def folders():
+        return sorted(p.name for p in root.iterdir() if p.name != "index.json")
+
+    for step in (1, 2, 3, 4):
+        checkpoint.save(tmp_path, step, _save_model({"w": torch.full((4,), float(step))}), {"step": step}, keep_last=4)
+    (root / checkpoint.step_name(3) / "adapter.pt").write_bytes(b"")  # damaged; step 4 unreadable at the start
     said = []
-    checkpoint.save(tmp_path, 2, _save_model({"w": torch.zeros(4)}), {"step": 2}, keep_last=3, log=said.append)
-    assert sorted(p.name for p in root.iterdir() if p.name != "index.json") == [
-        "abandoned-step-00000002", "abandoned-step-00000003", "step-00000001", "step-00000002"]
-    assert torch.load(root / "abandoned-step-00000003" / "adapter.pt")["w"].tolist() == [3.0] * 4  # whole
+    checkpoint.save(tmp_path, 3, _save_model({"w": torch.zeros(4)}), {"step": 3}, keep_last=4, log=said.append,
+                    resumed_from=2)  # the resumed run's first save: step 3, itself a step it passed over
+    assert folders() == ["abandoned-step-00000003", "abandoned-step-00000004", "step-00000001", "step-00000002",
+                         "step-00000003"]
+    assert torch.load(root / "abandoned-step-00000004" / "adapter.pt")["w"].tolist() == [4.0] * 4  # whole
     assert [m.split(": ", 1)[1] for m in said] == [
-        "passed over by this resumed run (damaged or unreadable when it started); kept as abandoned-step-00000002: "
-        "remove it once you no longer need it",
-        "passed over by this resumed run (damaged or unreadable when it started); kept as abandoned-step-00000003: "
-        "remove it once you no longer need it"]  # nothing else: the index names the steps it keeps
-    assert checkpoint.latest(tmp_path).step == 2 and checkpoint.load_trainer_state(root / "step-00000002")
+        f"passed over by this resumed run (damaged or unreadable when it started); kept as abandoned-step-0000000{n}: "
+        "remove it once you no longer need it" for n in (3, 4)]  # nothing else: the index names the steps it keeps
+    assert checkpoint.latest(tmp_path).step == 3 and torch.load(root / "step-00000003" / "adapter.pt")["w"].sum() == 0
     said.clear()
-    checkpoint.save(tmp_path, 2, _save_model({"w": torch.ones(4)}), {"step": 2}, keep_last=3, log=said.append)
-    assert said == [] and torch.load(root / "step-00000002" / "adapter.pt")["w"].tolist() == [1.0] * 4
-    for step in (3, 4, 5):  # the aside folders are no run's: never pruned, never resumed from
+    checkpoint.save(tmp_path, 3, _save_model({"w": torch.ones(4)}), {"step": 3}, keep_last=4, log=said.append)
+    assert said == [] and torch.load(root / "step-00000003" / "adapter.pt")["w"].tolist() == [1.0] * 4  # its own
+    checkpoint.save(tmp_path, 3, _save_model({"w": torch.ones(4)}), {"step": 3}, keep_last=4, log=said.append,
+                    resumed_from=2)  # another run passing over step 3 again: beside the first one kept
+    assert "abandoned-step-00000003-2" in folders() and len(said) == 1
+    for step in (4, 5, 6):  # the aside folders are no run's: never pruned, never resumed from
         checkpoint.save(tmp_path, step, _save_model({"w": torch.zeros(4)}), {"step": step}, keep_last=1)
-    assert sorted(p.name for p in root.iterdir() if p.name != "index.json") == [
-        "abandoned-step-00000002", "abandoned-step-00000003", "step-00000005"]
+    assert folders() == ["abandoned-step-00000003", "abandoned-step-00000003-2", "abandoned-step-00000004",
+                         "step-00000006"]
 
 
 def test_truncated_checkpoint_falls_back_with_a_message(tmp_path):

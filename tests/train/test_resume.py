@@ -33,25 +33,40 @@ def test_a_changed_mapping_names_the_keys_that_changed():
 def test_a_change_of_the_trained_weights_shapes_is_refused_even_with_allow_changes(base, tiny_setup, tmp_path):
     """allow_changes took another adapter option, LoRA rank or layers, trainable group or a CTC head coming, then
     the resume stopped in peft's or torch's many-line error loading the checkpoint (or its Adam state): refused
-    before any model loads, naming the change, allow_changes or not; lora.alpha and lora.dropout may change."""
+    before any model loads, naming the change, allow_changes or not, with the way on that works (init_from the
+    checkpoint where its weights keep their shapes); lora.alpha and lora.dropout, the adapter's dropout and heads,
+    an option spelled out at its default and a list's order may change."""
     out = tmp_path / "run"
     shutil.copytree(base, out)
     shutil.rmtree(out / FINAL)
-    for change, said in (({"model.adapter_kwargs": QFORMER % 8}, r"model.adapter_kwargs.num_queries 4 -> 8"),
-                         ({"ctc.weight": 0.3}, r"ctc.weight / ctc.only \(the CTC head's parameters come\)"),
-                         ({"model.lora": "{r: 4}", "trainable": "[adapter, lora]"}, r"model.lora None -> \(unset\); "
-                                                                                    r"model.lora.bias \(unset\)")):
+    carry = r"start another output_dir with model.init_from=.*step-0*2 to train on from its weights"
+    cannot = r"start another output_dir from the previous stage's folder \(the trained weights cannot carry over"
+    for change, said, way in (
+            ({"model.adapter_kwargs": QFORMER % 8}, r"model.adapter_kwargs.num_queries 4 -> 8", cannot),
+            ({"ctc.weight": 0.3}, r"ctc.weight / ctc.only \(the CTC head's parameters come\)", carry),
+            ({"model.lora": "{r: 4}", "trainable": "[adapter, lora]"},
+             r"model.lora added \(r 4\); trainable \['adapter'\] -> \['adapter', 'lora'\]", carry)):
         for allow in ("false", "true"):
             with pytest.raises(ConfigError, match=r"run/checkpoints/step-0*2: resuming with settings that change the "
-                                                  r"shapes of the trained weights: " + said + r".*allow_changes=true "
-                                                  r"neither\). Set them back, or start another output_dir with "
-                                                  r"model.init_from=.*step-0*2 to train on from its weights"):
+                                                  r"shapes of the trained weights: " + said + r"; no resume can take "
+                                                  r"these \(allow_changes=true neither\). Set them back, or " + way):
                 recipe.train(_config(tiny_setup, out, allow_changes=allow, **change), log=lambda *_: None)
     assert resume.shape_changes({"model.lora.r": 4, "model.lora.alpha": 8, "model.lora.dropout": 0.0},
                                 {"model.lora.r": 4, "model.lora.alpha": 16, "model.lora.dropout": 0.1}) == []
     assert resume.shape_changes({"ctc.weight": 0.3}, {"ctc.weight": 0.5}) == []  # the head stays
     assert resume.shape_changes({"trainable": ["adapter"]}, {"trainable": ["adapter", "lora"]}) == [
         "trainable ['adapter'] -> ['adapter', 'lora']"]
+    qformer = {"model.adapter": "qformer", "model.adapter_kwargs": {"num_queries": 80, "dropout": 0.1},
+               "trainable": ["adapter", "lora"], "model.lora.target_modules": ["q_proj", "v_proj"]}
+    for same in ({"model.adapter_kwargs": {"num_queries": 80, "dropout": 0.0, "num_heads": 4}},  # no shape
+                 {"model.adapter_kwargs": {"dropout": 0.1}},  # num_queries 80: the default, spelled out before
+                 {"trainable": ["lora", "adapter"], "model.lora.target_modules": ["v_proj", "q_proj"]}):
+        assert resume.shape_changes(qformer, {**qformer, **same}) == [], same
+    other = {**qformer, "model.adapter_kwargs": {"num_queries": 64}}
+    assert resume.shape_changes(qformer, other) == ["model.adapter_kwargs.num_queries 80 -> 64"]
+    assert resume.shape_changes(qformer, {**other, resume.INIT_KEY: "abc"}) == []  # init_from's adapter is built
+    assert resume.shape_changes({"model.lora.r": 8}, {"model.lora": None}) == ["model.lora removed"]
+    assert not resume.carries_over(["model.lora removed"]) and resume.carries_over(["model.lora added (r 4)"])
 
 
 def test_a_resume_whose_init_from_folder_is_gone_says_so(tmp_path):
@@ -61,9 +76,16 @@ def test_a_resume_whose_init_from_folder_is_gone_says_so(tmp_path):
     start.mkdir()
     (start / "adapter.safetensors").write_bytes(b"weights")
     saved = {resume.INIT_KEY: resume.init_identity(start)}
-    assert resume.changes(saved, {resume.INIT_KEY: resume.init_identity(tmp_path / "gone")}) == [
+    gone = tmp_path / "gone"
+    assert resume.changes(saved, {resume.INIT_KEY: resume.init_identity(gone)}, gone) == [
         "model.init_from (no weights there: the folder the checkpoint's run started from is gone or moved, and a "
         "resume loads it again under the checkpoint's weights; copy it back or fix the path)"]
+    assert resume.changes(saved, {resume.INIT_KEY: None}, None) == [
+        "model.init_from (the checkpoint's run started from a model folder, this config names none; a resume loads "
+        "it again under the checkpoint's weights: give it)"]
+    (tmp_path / "empty").mkdir()
+    assert resume.changes(saved, {resume.INIT_KEY: None}, tmp_path / "empty")[0].startswith(
+        "model.init_from (no *.safetensors in ")
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "adapter.safetensors").write_bytes(b"other weights")
     assert resume.changes(saved, {resume.INIT_KEY: resume.init_identity(tmp_path / "other")}) == [
@@ -89,3 +111,18 @@ def test_a_finished_run_trained_for_more_steps_than_max_steps_is_not_handed_back
     shutil.rmtree(out / FINAL)  # the same run interrupted after its last step: refused as before
     with pytest.raises(LLMSRTError, match=r"the newest checkpoint is at step 2, past max_steps 1"):
         recipe.train(_config(tiny_setup, out, 1), log=lambda *_: None)
+
+
+def test_a_resumed_runs_first_save_keeps_the_checkpoints_it_passed_over(base, tiny_setup, tmp_path):
+    """The recipe hands its first save the step it resumed from: step 2 damaged, the run resumes from step 1, and
+    its own step 2 leaves the damaged one as abandoned-step-2, said in the log (it was overwritten without a word)."""
+    out = tmp_path / "run"
+    shutil.copytree(base, out)
+    shutil.rmtree(out / FINAL)
+    ckpts = out / "checkpoints"
+    [weights] = [p for p in (ckpts / "step-00000002").glob("*.safetensors") if p.name.startswith("adapter")]
+    weights.write_bytes(weights.read_bytes()[:-8])  # damaged
+    said = []
+    recipe.train(_config(tiny_setup, out), log=said.append)
+    assert (ckpts / "abandoned-step-00000002").is_dir() and (ckpts / "step-00000002").is_dir()
+    assert any("step-00000002: passed over by this resumed run" in m for m in said), said

@@ -146,9 +146,12 @@ def set_rng_state(state: dict, log: Callable[[str], None] | None = None) -> None
 
 
 def save(run_dir: Path, step: int, save_model: Callable[[Path], None], trainer_state: dict,
-         keep_last: int = 2, dev_loss: float | None = None, log: Callable[[str], None] | None = None) -> Path:
+         keep_last: int = 2, dev_loss: float | None = None, log: Callable[[str], None] | None = None,
+         resumed_from: int | None = None) -> Path:
     """Write checkpoint `step` atomically; keep the last `keep_last` and the best by dev loss. `trainer_state`
-    holds tensors, numbers, strings, lists, tuples, dicts and numpy arrays (`write_trainer_state`)."""
+    holds tensors, numbers, strings, lists, tuples, dicts and numpy arrays (`write_trainer_state`). `resumed_from`:
+    on a run's first save, the step it started from (0: from scratch), past which every step folder on disk is one
+    it passed over (`_set_aside`)."""
     ckpt_root = Path(run_dir) / "checkpoints"
     final = ckpt_root / step_name(step)
     tmp = ckpt_root / f".tmp-{step_name(step)}-{os.getpid()}"
@@ -168,8 +171,9 @@ def save(run_dir: Path, step: int, save_model: Callable[[Path], None], trainer_s
         detail = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise LLMSRTError(f"{final}: cannot write the checkpoint ({detail}); free space or fix the folder, then "
                           f"run the same command to {resume}") from None
-    if final.is_dir() and verify(final) is not None:  # passed over; this run's own step, whole, is written again
-        _set_aside(final, log)  #                                          (a last checkpoint after an error)
+    passed_over = resumed_from is not None  # on its first save, no step folder past its start is the run's own
+    if passed_over and step > resumed_from and final.is_dir():  # (those past this step: after the index, below)
+        _set_aside(final, log)
     _replace(tmp, final)
 
     index = read_index(ckpt_root, log=log, saving=step)
@@ -189,20 +193,23 @@ def save(run_dir: Path, step: int, save_model: Callable[[Path], None], trainer_s
         raise LLMSRTError(f"{ckpt_root / INDEX}: cannot write the checkpoint index ({e.strerror or e}); {final.name} "
                           "is saved: fix or remove the index, then run the same command to resume") from None
     for s, folder in _step_folders(ckpt_root):  # on disk, not only in the index: a crash between a checkpoint's
-        if s not in keep and not (s > step and _set_aside(folder, log)):  # rename and its index line left a folder
-            shutil.rmtree(folder, ignore_errors=True)  #                        no index named, kept for ever until now
+        if s not in keep and not (passed_over and s > step and _set_aside(folder, log)):  # rename and its index
+            shutil.rmtree(folder, ignore_errors=True)  #    line left a folder no index named, kept for ever until now
     return final
 
 
 def _set_aside(folder: Path, log: Callable[[str], None] | None) -> bool:
-    """A checkpoint past the step a resumed run now saves, or one of that step that does not verify: the run passed
-    it over (damaged or unreadable when it started). It was deleted without a word; it is kept under another name
-    (no run resumes from it or prunes it; the next one passed over at its step replaces it), and said: unreadable
-    may have been a network file system's passing error, and a folder whose trainer state alone is damaged still
-    holds good weights. False when it cannot be renamed (it is then pruned, as before)."""
+    """A checkpoint past the step a run started from, which it passed over (damaged or unreadable then): the run's
+    saves deleted or overwrote it without a word. It is kept under another name, no run's to resume from or prune
+    (abandoned-step-N, -2, -3... beside an earlier one), and said: unreadable may have been a network file system's
+    passing error, and a folder whose trainer state alone is damaged still holds good weights. False when it cannot
+    be renamed (it is then pruned or replaced, as before)."""
     aside = folder.with_name(ABANDONED + folder.name)
+    n = 1
+    while aside.exists() or aside.is_symlink():
+        n += 1
+        aside = folder.with_name(f"{ABANDONED}{folder.name}-{n}")
     try:
-        shutil.rmtree(aside, ignore_errors=True)
         os.replace(folder, aside)
     except OSError as e:  # left where it is: pruned with the abandoned steps, as before
         if log is not None:

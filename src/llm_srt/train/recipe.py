@@ -85,6 +85,7 @@ class Recipe:
         self.out = Path(cfg.output_dir)
         self.step = 0
         self.latest: checkpoint.CheckpointInfo | None = None  # the checkpoint this run resumes from
+        self.saved_once = False  # whether this run has written a checkpoint yet
         self.last_good: Path | None = None  # the newest checkpoint on disk (named when the loss or grad norm is NaN)
         self.lr = 0.0  # the learning rate the last step trained with
         self.ctc_loss: float | None = None  # the last step's CTC loss (token-weighted over ranks), with cfg.ctc on
@@ -260,12 +261,14 @@ class Recipe:
     def _check_settings(self) -> dict:
         settings = resume.run_settings(self.cfg, self.d.world)
         saved = checkpoint.stored_settings(self.latest.path) if self.latest is not None else None
-        changed = resume.changes(saved, settings) if saved is not None else []
+        changed = resume.changes(saved, settings, self.cfg.model.init_from) if saved is not None else []
         if changed and (shaping := resume.shape_changes(saved, settings)):
+            start = (f"start another output_dir with model.init_from={self.latest.path} to train on from its "
+                     "weights" if resume.carries_over(shaping) else "start another output_dir from the previous "
+                     "stage's folder (the trained weights cannot carry over to these shapes)")
             raise ConfigError(f"{self.latest.path}: resuming with settings that change the shapes of the trained "
                               f"weights: {resume.listed(shaping)}; no resume can take these (allow_changes=true "
-                              "neither). Set them back, or start another output_dir with model.init_from="
-                              f"{self.latest.path} to train on from its weights")
+                              f"neither). Set them back, or {start}")
         if changed and not self.cfg.allow_changes:
             raise ConfigError(f"{self.latest.path}: resuming with settings that differ from the checkpoint's: "
                               f"{resume.listed(changed)}. Set them back, or add allow_changes=true to go on with the "
@@ -551,8 +554,11 @@ class Recipe:
                  "scheduler": self.scheduler.state_dict(), "data": self.data.state_dict(), "rng": _gather_rng(self.d),
                  "config": config_lib.to_dict(self.cfg), "settings": self.settings}
         model, out, cfg = self.model, self.out, self.cfg
+        start = None if self.saved_once else self.latest.step if self.latest is not None else 0  # what lies past
+        #   it on disk, this run passed over: its first save keeps those folders aside (`checkpoint._set_aside`)
         self.last_good = on_main(self.d, lambda: checkpoint.save(out, self.step, lambda p: model.save_pretrained(
-            p, state=weights), state, cfg.keep_last, dev_loss, log=self.log)) or self.last_good
+            p, state=weights), state, cfg.keep_last, dev_loss, log=self.log, resumed_from=start)) or self.last_good
+        self.saved_once = True
 
     # ---- 6. save --------------------------------------------------------------------------------------------------
     def save_final(self) -> Path:

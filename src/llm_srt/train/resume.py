@@ -9,11 +9,13 @@ config key is guarded until someone decides otherwise.
 
 import dataclasses
 import hashlib
+import inspect
 import json
 from pathlib import Path
 from typing import Any
 
 from ..config import short
+from ..model.adapter import ADAPTERS
 from ..paths import weights_identity
 
 FREE_ON_RESUME = frozenset({
@@ -37,8 +39,10 @@ FROZEN_KEYS = {"model.encoder weights": "encoder", "model.llm weights": "llm"}  
 # what the checkpoint's trained tensors and their Adam moments are shaped by (the adapter's kind and options, the
 # LoRA's rank, layers and bias mode, which parts train, whether the CTC head is there): another value cannot resume,
 # allow_changes or not (the weights would not load: peft's or torch's many-line error); lora.alpha and
-# lora.dropout scale and drop the same tensors, so they may change
+# lora.dropout scale and drop the same tensors, so they may change, as the adapter's float options (dropout) and
+# SHAPELESS ones may; lists are compared as sets, an adapter's options with its defaults filled in
 SHAPING = ("model.adapter", "model.lora.r", "model.lora.target_modules", "model.lora.bias", "trainable")
+SHAPELESS = ("num_heads",)  # adapter options that shape no parameter (the Q-Former's heads split one projection)
 PER_STEP = "examples per step (data.batch_size x optim.accumulation x ranks)"
 WEIGHTED = "data.train_weights weigh"  # what the weights share out (`loader.weighted_by_kind`)
 UNSET = object()  # a key one side of a comparison lacks
@@ -68,8 +72,9 @@ def listed(changed: list[str], shown: int = 3) -> str:
     return "; ".join(changed[:shown]) + more
 
 
-def changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """What differs between a checkpoint's settings and this run's, one short phrase each."""
+def changes(saved: dict[str, Any], current: dict[str, Any], init_from: str | Path | None = UNSET) -> list[str]:
+    """What differs between a checkpoint's settings and this run's, one short phrase each; `init_from`: this run's
+    model.init_from, which says why its weights are missing (no folder named, gone, or none there)."""
     found = []
     for key in sorted(set(saved) | set(current)):
         if key in FREE_ON_RESUME:
@@ -81,10 +86,16 @@ def changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
             if key in saved and old is not None and new is not None:
                 found.append(f"{key.split()[0]} (it holds other weights than the checkpoint's run was trained with)")
             continue
-        if key == INIT_KEY and new is None:
+        if key == INIT_KEY and new is None and init_from is None:
+            found.append("model.init_from (the checkpoint's run started from a model folder, this config names none; "
+                         "a resume loads it again under the checkpoint's weights: give it)")
+        elif key == INIT_KEY and new is None and (init_from is UNSET or not Path(init_from).exists()):
             found.append("model.init_from (no weights there: the folder the checkpoint's run started from is gone "
                          "or moved, and a resume loads it again under the checkpoint's weights; copy it back or fix "
                          "the path)")
+        elif key == INIT_KEY and new is None:
+            found.append(f"model.init_from (no *.safetensors in {short(str(init_from))}, where the checkpoint's run "
+                         "started from weights; give the folder it started from)")
         elif key == INIT_KEY:
             found.append("model.init_from (it holds other weights than the checkpoint's run started from)")
         elif key == WEIGHTED:
@@ -98,14 +109,46 @@ def changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
 
 
 def shape_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """Of the differences `changes` finds, those no resume can take (SHAPING, and the CTC head coming or going)."""
+    """Of the differences `changes` finds, those no resume can take (SHAPING, LoRA added or removed, the CTC head
+    coming or going). A run started from model.init_from builds that folder's adapter (`_check_adapter_matches`),
+    whatever its config says: its adapter settings are left out."""
     def shaping(settings: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in settings.items() if k == "model.lora" or k.startswith(SHAPING)}
+        out = {}
+        for k, v in settings.items():
+            if not k.startswith(SHAPING) or k.startswith("model.adapter") and current.get(INIT_KEY) is not None:
+                continue
+            if k == "model.adapter_kwargs" and isinstance(v, dict):
+                v = _shaping_options(settings.get("model.adapter"), v)
+            elif isinstance(v, list):  # target_modules, trainable: which, not in what order
+                v = sorted(map(str, v))
+            out[k] = v
+        return out
 
-    found = changes(shaping(saved), shaping(current))
+    found = []
+    lora = [("model.lora" in s and s["model.lora"] is None) for s in (saved, current)]  # flattened: None, or r...
+    if lora[0] != lora[1]:
+        found.append("model.lora removed" if lora[1] else f"model.lora added (r {current.get('model.lora.r')})")
+    found += [c for c in changes(shaping(saved), shaping(current)) if not (lora[0] != lora[1]
+                                                                           and c.startswith("model.lora."))]
     if _ctc_head(saved) != _ctc_head(current):
         found.append(f"ctc.weight / ctc.only (the CTC head's parameters {'come' if _ctc_head(current) else 'go'})")
     return found
+
+
+def carries_over(shaping: list[str]) -> bool:
+    """Whether the weights of a checkpoint whose resume `shape_changes` refused load as model.init_from of a new
+    run: only a change of which parts train, of the CTC head, or LoRA added (it starts afresh) leaves every saved
+    tensor its shape."""
+    return all(c.startswith(("trainable", "ctc.", "model.lora added")) for c in shaping)
+
+
+def _shaping_options(kind: Any, options: dict) -> dict:
+    """An adapter's options as they shape its parameters: its constructor's defaults filled in (an option spelled out
+    at its default is no change), float options (dropout) and SHAPELESS ones left out."""
+    cls = ADAPTERS.get(kind) if isinstance(kind, str) else None
+    defaults = {n: p.default for n, p in inspect.signature(cls.__init__).parameters.items()
+                if p.default is not inspect.Parameter.empty} if cls is not None else {}
+    return {n: v for n, v in {**defaults, **options}.items() if not isinstance(v, float) and n not in SHAPELESS}
 
 
 def _ctc_head(settings: dict[str, Any]) -> bool:
