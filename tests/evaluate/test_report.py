@@ -6,6 +6,7 @@ import pytest
 import sacrebleu
 
 from llm_srt.errors import LLMSRTError
+from llm_srt.evaluate import render
 from llm_srt.evaluate import report as rep
 from llm_srt.prompts import Task
 from llm_srt.evaluate.report import UtteranceResult
@@ -176,7 +177,7 @@ def test_asr_counts_errors():
 
 
 def test_files_written(report, tmp_path):
-    paths = rep.write_report(report, tmp_path / "out")
+    paths = render.write_report(report, tmp_path / "out")
     assert set(paths) == {"json", "markdown", "matrix", "scatter"}
     data = json.loads(paths["json"].read_text(encoding="utf-8"))
     cur = data["systems"]["curriculum"]
@@ -210,9 +211,9 @@ def test_files_written(report, tmp_path):
 
 def test_no_scatter_without_mt(tmp_path):
     r = rep.build_report({"only": results("baseline")})
-    paths = rep.write_report(r, tmp_path)
-    assert "scatter" not in paths and not (tmp_path / rep.SCATTER_PNG).exists()
-    assert (tmp_path / rep.MATRIX_PNG).exists()
+    paths = render.write_report(r, tmp_path)
+    assert "scatter" not in paths and not (tmp_path / render.SCATTER_PNG).exists()
+    assert (tmp_path / render.MATRIX_PNG).exists()
 
 
 def test_rows_with_forced_srt_tags_are_counted_and_reported(tmp_path):
@@ -222,18 +223,18 @@ def test_rows_with_forced_srt_tags_are_counted_and_reported(tmp_path):
     forced = replace(ok, id="b", forced_tags=True)
     report = rep.build_report({"forced": [ok, forced], "plain": [ok, replace(ok, id="b")]})
     assert [s.forced_tags for s in report.systems] == [1, 0]
-    text = rep.format_table(report)
+    text = render.format_table(report)
     assert "forced: language tags written for 1 of 2 utterances" in text and "plain: language" not in text
-    assert "forced 1 of 2" in rep.to_markdown(report)
+    assert "forced 1 of 2" in render.to_markdown(report)
     assert rep.to_json(report)["systems"]["forced"]["n_forced_tags"] == 1
     path = tmp_path / "hyps.jsonl"
     path.write_text(json.dumps(vars(forced)) + "\n", encoding="utf-8")
     assert rep.load_results(path)[0].forced_tags
-    assert "language tags" not in rep.format_table(rep.build_report({"plain": [ok]}))
+    assert "language tags" not in render.format_table(rep.build_report({"plain": [ok]}))
 
 
 def test_terminal_table(report):
-    text = rep.format_table(report)
+    text = render.format_table(report)
     lines = text.splitlines()
     assert lines[0] == "BLEU" and "eng->deu" in lines[1] and "Avg" in lines[1] and "failed" in lines[1]
     cur = report.systems[0]
@@ -284,14 +285,14 @@ def test_a_15x14_report_md_keeps_its_failed_rows_and_comet_tables_readable():
                             error="OutOfMemoryError" if (t == "zho" and i == 0) else None, comet=50.0 + i)
             for s in langs for t in langs if s != t for i in range(2)]
     report = replace(rep.build_report({"A": rows}), comet_model="tiny")
-    md = rep.to_markdown(report)
+    md = render.to_markdown(report)
     assert max(len(line) for line in md.splitlines() if not line.startswith("| A | OutOfMemory")) < 400
     failed = md[md.index("## Failed utterances"):]
     assert "Directions where a row failed" in failed
     header = next(line for line in failed.splitlines() if line.startswith("| system |"))
     assert header.count("→zho") == 14 and "→deu" not in header  # only the directions where a row failed
     assert "### COMET matrix: A (rows: source, columns: target)" in md
-    small = rep.to_markdown(replace(rep.build_report({"A": rows[:8]}), comet_model="tiny"))
+    small = render.to_markdown(replace(rep.build_report({"A": rows[:8]}), comet_model="tiny"))
     assert "COMET matrix" not in small and "Directions where a row failed" not in small
 
 
@@ -318,7 +319,7 @@ def test_an_asr_report_counts_the_utterances_it_scored(tmp_path):
            for i in range(3)]
     s = rep.score_system("asr", asr)
     assert s.n_scored == 0 and s.n_utterances == 3 and s.asr["eng"].n == 3
-    md = rep.to_markdown(rep.build_report({"asr": asr}))
+    md = render.to_markdown(rep.build_report({"asr": asr}))
     assert "| asr | – | 0 | 3 | 0 of 3 |" in md.split("##")[0]
     srt = results("curriculum")  # BLEU and WER over the same rows: counted once
     assert rep.score_system("srt", srt).n_utterances == rep.score_system("srt", srt).n_scored == 6
@@ -335,12 +336,12 @@ def test_the_report_says_how_texts_were_normalized(tmp_path):
             rep.UtteranceResult("2", "deu", "vie", "die katze", ref, "die Katze", ref)]
     report = rep.build_report({"a": rows})
     assert report.systems[0].average() == pytest.approx(100.0)  # the NFD hypothesis is the reference's text
-    rep.write_report(report, tmp_path)
-    md = (tmp_path / rep.REPORT_MD).read_text(encoding="utf-8")
+    render.write_report(report, tmp_path)
+    md = (tmp_path / render.REPORT_MD).read_text(encoding="utf-8")
     assert "BLEU: hypotheses and references NFC-normalized (Unicode) before SacreBLEU." in md
     assert ("eng whisper-english, where the paper's scoring script uses whisper-basic for every language: not "
             "directly comparable with it (English WER comes out lower)." in md)
-    data = json.loads((tmp_path / rep.RESULTS_JSON).read_text(encoding="utf-8"))["systems"]["a"]
+    data = json.loads((tmp_path / render.RESULTS_JSON).read_text(encoding="utf-8"))["systems"]["a"]
     assert data["bleu"]["eng-vie"]["unicode"] == "NFC" and "|tok:13a|" in data["bleu"]["eng-vie"]["signature"]
     assert "norm:whisper-english" in data["asr"]["eng"]["signature"]
     assert "norm:whisper-basic|" in data["asr"]["deu"]["signature"]
@@ -363,7 +364,7 @@ def test_each_table_of_paired_tests_says_the_claim_its_verdicts_judge(report):
     report = replace(report, comparisons=(("baseline", "curriculum", worse),),
                      comet_comparisons=(("baseline", "curriculum", worse),),
                      transcript_comparisons=(("baseline", "curriculum", "eng", lower),))
-    lines, md = rep.format_table(report).splitlines(), rep.to_markdown(report).splitlines()
+    lines, md = render.format_table(report).splitlines(), render.to_markdown(report).splitlines()
     for better, verdict in (("higher average BLEU", "reversed"), ("higher mean COMET", "reversed"),
                             ("lower WER / CER", "holds")):
         assert lines[lines.index(claim(better)) - 1].endswith(verdict)  # right under its table's last row
@@ -371,7 +372,7 @@ def test_each_table_of_paired_tests_says_the_claim_its_verdicts_judge(report):
     data = rep.to_json(report)["systems"]["baseline"]
     assert data["significance"]["resamples"] == 300 and data["significance"]["seed"] == 3
     assert data["comet_significance"]["seed"] == 3 and data["transcript_significance"]["eng"]["seed"] == 3
-    assert "verdict: on" not in rep.format_table(rep.build_report({"only": results("baseline")}))
+    assert "verdict: on" not in render.format_table(rep.build_report({"only": results("baseline")}))
 
 
 def test_an_average_over_fewer_directions_than_the_tables_is_marked(tmp_path):
@@ -386,14 +387,14 @@ def test_an_average_over_fewer_directions_than_the_tables_is_marked(tmp_path):
     report = replace(rep.build_report({"a": full, "c": part}), comet_model="tiny")
     a, c = report.systems
     avg = f"{c.average():.1f} (1 of 2)"
-    text = rep.format_table(report).splitlines()
+    text = render.format_table(report).splitlines()
     assert text[3].split()[-4:] == [f"{a.average():.1f}", "0", "of", "4"] and "(" not in text[3]
-    assert text[4].endswith(f"{avg}  0 of 2") and text[5] == rep.PARTIAL_NOTE
+    assert text[4].endswith(f"{avg}  0 of 2") and text[5] == render.PARTIAL_NOTE
     assert any(line.startswith("c ") and line.split()[-5:] == ["50.0", "(1", "of", "2)", "0"] for line in text)  # COMET
-    paths = rep.write_report(report, tmp_path)
+    paths = render.write_report(report, tmp_path)
     md = paths["markdown"].read_text(encoding="utf-8")
     assert f"| c | {avg} | 1 | 2 | 0 of 2 |" in md and f"| a | {a.average():.1f} | 2 | 4 | 0 of 4 |" in md
-    assert rep.PARTIAL_NOTE in md
+    assert render.PARTIAL_NOTE in md
     assert f"| c | {avg} | {avg} |" in md  # by source: eng->X is over 1 of eng's 2 directions too
     assert f"| c | {c.bleu[('eng', 'deu')].score:.1f} | – | {avg} |" in md  # by target: X->deu is whole
     assert "| c | 50.0 | – | 50.0 (1 of 2) | 0 |" in md  # COMET
@@ -402,11 +403,11 @@ def test_an_average_over_fewer_directions_than_the_tables_is_marked(tmp_path):
     # more directions than columns: the terminal's src->X averages are marked too
     wide = rep.build_report({"a": rows(("deu", "fra", "spa", "ita", "nld", "por", "rus"), "the cat"),
                              "c": rows(("deu", "fra"), "the cat")})
-    text = rep.format_table(wide).splitlines()
+    text = render.format_table(wide).splitlines()
     assert text[1].split()[:3] == ["system", "eng->X", "Avg"] and "(2 of 7)" in text[4]
     same = rep.build_report({"a": full, "b": rows(("deu", "fra"), "the cat")})
-    assert "of 2)" not in rep.format_table(same) + rep.to_markdown(same)
-    assert rep.PARTIAL_NOTE not in rep.format_table(same) + rep.to_markdown(same)
+    assert "of 2)" not in render.format_table(same) + render.to_markdown(same)
+    assert render.PARTIAL_NOTE not in render.format_table(same) + render.to_markdown(same)
 
 
 def test_transcript_tables_count_the_references_wer_skipped():
@@ -418,8 +419,8 @@ def test_transcript_tables_count_the_references_wer_skipped():
     report = rep.build_report({"a": rows, "b": rows[:1] + rows[2:3]})
     assert report.systems[0].asr["eng"].skipped == 2
     line = "WER/CER skipped (reference transcript empty after normalization): a eng 2 of 4"
-    text = rep.format_table(report).splitlines()
+    text = render.format_table(report).splitlines()
     assert text[text.index(line) - 1].startswith("b ")  # under the transcript table
-    md = rep.to_markdown(report).splitlines()
+    md = render.to_markdown(report).splitlines()
     assert md[md.index(line) - 2].startswith("| b |")
-    assert "WER/CER skipped" not in rep.format_table(rep.build_report({"b": rows[:1]}))
+    assert "WER/CER skipped" not in render.format_table(rep.build_report({"b": rows[:1]}))

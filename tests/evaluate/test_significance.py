@@ -7,6 +7,7 @@ import pytest
 import sacrebleu
 
 from llm_srt.errors import LLMSRTError
+from llm_srt.evaluate import render
 from llm_srt.evaluate import report as rep
 from llm_srt.evaluate.significance import paired_bootstrap
 
@@ -92,14 +93,14 @@ def test_report_shows_and_stores_the_comparison(tmp_path):
     c = paired_bootstrap(good, bad, samples=300)
     from dataclasses import replace
     report = replace(report, comparisons=(("good", "bad", c),))
-    rep.write_report(report, tmp_path)
+    render.write_report(report, tmp_path)
     md = (tmp_path / "report.md").read_text()
     assert "Paired bootstrap over test sentences (300 resamples)" in md
     assert f"| good | bad | {c.delta:+.1f} |" in md and "| holds |" in md
     data = json.loads((tmp_path / "results.json").read_text())["systems"]
     assert data["good"]["significance"]["compared_with"] == "bad" and data["good"]["significance"]["p"] < 0.05
     assert "significance" not in data["bad"]
-    assert "holds" in rep.format_table(report)
+    assert "holds" in render.format_table(report)
 
 
 def test_paired_mean_for_a_loss_lower_is_better():
@@ -249,7 +250,7 @@ def test_report_shows_and_stores_the_transcript_comparison(tmp_path):
     good, bad = srt_rows(r, truncated(12)), srt_rows(r, truncated(5))
     c = paired_error_rates(good, bad, samples=300)["eng"]
     report = replace(rep.build_report({"bad": bad, "good": good}), transcript_comparisons=(("good", "bad", "eng", c),))
-    rep.write_report(report, tmp_path)
+    render.write_report(report, tmp_path)
     md = (tmp_path / "report.md").read_text()
     assert "Transcripts: is the difference real? Paired bootstrap over test sentences (300 resamples" in md
     assert f"| good | bad | eng WER | {c.delta:+.1f} |" in md and "| 30 | holds |" in md
@@ -258,7 +259,7 @@ def test_report_shows_and_stores_the_transcript_comparison(tmp_path):
     assert (got["compared_with"], got["metric"], got["verdict"], got["sentences"]) == ("bad", "wer", "holds", 30)
     assert got["delta"] == pytest.approx(c.delta) and got["p"] < 0.05
     assert "transcript_significance" not in data["bad"]
-    assert "transcript WER / CER, lower is better" in rep.format_table(report)
+    assert "transcript WER / CER, lower is better" in render.format_table(report)
 
 
 def nway(references, hyp_of, directions, sentence: bool) -> list[dict]:

@@ -38,8 +38,8 @@ from ..prompts import Task
 from .comet import DEFAULT_MODEL, CometOptions, check_model, comet_python, score_systems
 from . import journal
 from .journal import Journal, group_digest, remove_journals
-from .report import (MATRIX_PNG, REPORT_MD, RESULTS_JSON, SCATTER_PNG, Report, UtteranceResult, build_report,
-                     check_languages, format_table, load_results, write_report)
+from .render import MATRIX_PNG, REPORT_MD, RESULTS_JSON, SCATTER_PNG, format_table, write_report
+from .report import Report, UtteranceResult, build_report, check_languages, load_results
 from .significance import (BLEU_REFERENCES, SAMPLES, TRANSCRIPT_REFERENCES, check_references, check_samples,
                            paired_bootstrap_runs, paired_error_rates_runs, paired_mean, sentence_keys)
 
