@@ -8,7 +8,7 @@ import re
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -124,11 +124,14 @@ def umask() -> int:
 
 
 @contextlib.contextmanager
-def atomic_file(path: str | Path, mode: str = "w", fsync: bool = False) -> Iterator[IO]:
+def atomic_file(path: str | Path, mode: str = "w", fsync: bool = False,
+                staged: list[tuple[Path, Path]] | None = None) -> Iterator[IO]:
     """Open a temporary file beside `path` to write into; on success it replaces `path` (one rename), on any error
     it is removed. It gets the permissions a plain open() would give: those of the file it replaces, else 0o666
     less the umask (mkstemp's 0o600 would hide manifests and checkpoints from the group). `fsync`: flush it to disk
-    before the rename (files a crash must not leave empty)."""
+    before the rename (files a crash must not leave empty). `staged`: on success (temporary file, `path`) is
+    appended to it instead of the rename, for `replace_all` to rename several files together (or the caller to
+    remove the temporary file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -143,10 +146,61 @@ def atomic_file(path: str | Path, mode: str = "w", fsync: bool = False) -> Itera
             if fsync:
                 f.flush()
                 os.fsync(f.fileno())
-        os.replace(tmp, path)
+        if staged is None:
+            os.replace(tmp, path)
+        else:
+            staged.append((Path(tmp), path))
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def replace_all(moves: Iterable[tuple[Path, Path]]) -> None:
+    """Rename each (source, destination) in turn, replacing the destination, all or none: a destination's earlier
+    file is kept under a backup name (a hard link, else renamed aside) until every rename is done. On an OSError the
+    renames done are undone in reverse (each source back, each destination's earlier file back) and the OSError is
+    raised with the destination that failed as its `filename`. For the files one run writes (`atomic_file`'s
+    `staged`): renamed one by one, a rename that failed left the files before it, of the new run, beside the
+    earlier run's after it."""
+    done: list[tuple[Path, Path, Path | None]] = []
+    try:
+        for source, destination in moves:
+            backup = _backup(destination)
+            try:
+                os.replace(source, destination)
+            except OSError as e:
+                if backup is not None:
+                    _restore(backup, destination)
+                raise OSError(e.errno, e.strerror or str(e), str(destination)) from e
+            done.append((source, destination, backup))
+    except OSError:
+        for source, destination, backup in reversed(done):
+            with contextlib.suppress(OSError):  # a second error must not hide the first
+                os.replace(destination, source)
+                if backup is not None:
+                    _restore(backup, destination)
+        raise
+    for _, _, backup in done:
+        if backup is not None:
+            backup.unlink(missing_ok=True)
+
+
+def _backup(path: Path) -> Path | None:
+    """A second name for `path`'s file (None when there is none, or it is a folder: its rename fails anyway)."""
+    if not os.path.lexists(path) or (path.is_dir() and not path.is_symlink()):
+        return None
+    backup = path.with_name(f".{path.name}.{os.getpid()}.old")
+    backup.unlink(missing_ok=True)
+    try:
+        os.link(path, backup, follow_symlinks=False)  # `path` stays in place: no moment without it
+    except OSError:  # a file system without hard links
+        os.replace(path, backup)
+    return backup
+
+
+def _restore(backup: Path, path: Path) -> None:
+    os.replace(backup, path)
+    backup.unlink(missing_ok=True)  # still there where both were links to one file (rename does nothing then)
 
 
 @contextlib.contextmanager

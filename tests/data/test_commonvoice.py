@@ -421,3 +421,79 @@ def test_a_clip_whose_header_gives_no_length_is_measured_by_decoding_it_or_count
 
     monkeypatch.setattr(clips_module, "load_audio", lambda path: np.zeros(24000, np.float32))  # a decoder that can
     assert clips_module.check_clips({clip: "test.tsv:2"}, workers=1) == ({clip: 1.5}, [])
+
+
+def test_a_test_sentence_typed_in_another_unicode_form_stays_out_of_train(locale_dir, tmp_path, layouts):
+    """text_id hashed the bytes: the same sentence decomposed (NFD, as macOS writes it) by another speaker in
+    validated.tsv had another id, and --validated-as-train put a test sentence into train."""
+    import hashlib
+    import unicodedata
+
+    from llm_srt.data.commonvoice import text_id
+
+    composed = "Schöne Grüße."
+    splits = {**SPLITS, "test": [("de_4.mp3", "spkD", "s4", composed)]}
+    extra = EXTRA[:2] + [("de_7.mp3", "spkF", "s7", unicodedata.normalize("NFD", composed))]
+    for split, items in splits.items():  # Common Voice 4: no sentence_id column, ids from the text
+        layouts.write_cv_table(locale_dir / f"{split}.tsv", layouts.CV4_HEADER, _cv_rows(items))
+    layouts.write_cv_table(locale_dir / "validated.tsv", layouts.CV4_HEADER,
+                           _cv_rows([i for items in splits.values() for i in items] + extra))
+    summary = prepare_commonvoice(locale_dir, tmp_path / "out", validated_as_train=True)
+    train = read_manifest(tmp_path / "out" / "train.jsonl")
+    assert [r.transcript for r in train] == ["Guten Tag.", 'Er sagte "ja.', "Gute Nacht."]
+    assert summary.dropped["validated.tsv clip of a dev/test sentence"] == 1
+    assert summary.dropped_at["validated.tsv clip of a dev/test sentence"] == [f"{locale_dir / 'validated.tsv'}:8"]
+    assert text_id(unicodedata.normalize("NFD", composed)) == text_id(f" {composed} ") \
+        == hashlib.sha1(composed.encode()).hexdigest()[:16]  # an NFC sentence keeps the id manifests hold
+    # the transcripts are written in NFC whatever form the table holds
+    layouts.write_cv_table(locale_dir / "test.tsv", layouts.CV4_HEADER,
+                           _cv_rows([("de_4.mp3", "spkD", "s4", unicodedata.normalize("NFD", composed))]))
+    prepare_commonvoice(locale_dir, tmp_path / "nfd", splits=("test",))
+    assert [r.transcript for r in read_manifest(tmp_path / "nfd" / "test.jsonl")] == [composed]
+
+
+def test_the_language_comes_from_the_folder_name_as_given_not_from_a_links_target(locale_dir, tmp_path, monkeypatch):
+    """cv/de -> /data/cv-corpus/de_17 was refused: "folder name 'de_17' is not a Common Voice locale"."""
+    target = locale_dir.rename(locale_dir.parent / "de_17")
+    link = tmp_path / "cv" / "de"
+    link.parent.mkdir()
+    link.symlink_to(target)
+    prepare_commonvoice(link, tmp_path / "out", splits=("test",))
+    assert read_manifest(tmp_path / "out" / "test.jsonl")[0].src_lang == "deu"
+    monkeypatch.chdir(link)  # `cd cv/de && llm-srt prepare commonvoice --locale-dir .`: the shell's $PWD
+    monkeypatch.setenv("PWD", str(link))
+    prepare_commonvoice(Path("."), tmp_path / "dot", splits=("test",))
+    assert read_manifest(tmp_path / "dot" / "test.jsonl")[0].src_lang == "deu"
+    other = tmp_path / "cv" / "xx"
+    other.symlink_to(target)
+    with pytest.raises(LLMSRTError, match=r"folder name 'xx' \(a link to 'de_17'\) is not a Common Voice locale"):
+        prepare_commonvoice(other, tmp_path / "out")
+
+
+def test_a_table_the_os_will_not_read_is_one_line_naming_it(locale_dir, tmp_path, monkeypatch, layouts):
+    from llm_srt.data import commonvoice
+    from llm_srt.data.clips import text_lines
+
+    refused = {locale_dir / "dev.tsv", locale_dir / "clip_durations.tsv"}
+
+    def guarded(path, *args, **kwargs):
+        if Path(path) in refused:
+            raise PermissionError(13, "Permission denied", str(path))
+        return open(path, *args, **kwargs)
+
+    monkeypatch.setattr(commonvoice, "open", guarded, raising=False)
+    with pytest.raises(LLMSRTError, match=rf"^{re.escape(str(locale_dir / 'dev.tsv'))}: cannot read \(Permission "
+                                          r"denied\); check its permissions, or extract it again from the release$"):
+        prepare_commonvoice(locale_dir, tmp_path / "out")
+    layouts.write_clip_durations(locale_dir, {"de_4.mp3": 500})
+    monkeypatch.setattr(clips_module, "open", guarded, raising=False)
+    with pytest.raises(LLMSRTError, match=r"clip_durations\.tsv: cannot read \(Permission denied\)"):
+        prepare_commonvoice(locale_dir, tmp_path / "out", splits=("test",))
+
+    class Failing:  # a disk error part way through the file
+        def __iter__(self):
+            yield b"client_id\tpath\n"
+            raise OSError(5, "Input/output error")
+
+    with pytest.raises(LLMSRTError, match=r"^t\.tsv: cannot read \(Input/output error\)"):
+        list(text_lines(Failing(), "t.tsv"))

@@ -283,3 +283,17 @@ def test_a_carriage_return_inside_a_translation_leaves_the_line_out_counted(rele
     assert [w for ws in summary.dropped_at.values() for w in ws if w.endswith(":2")] == [f"{table}:2"]
     assert summary.dropped_at[STRAY_CR] == [f"{table}:2"]  # was "split '' is none of train, dev, test"
     assert [b.where for b in summary.bad_clips] == [f"{table}:8", f"{table}:10"]  # the lines after keep their numbers
+
+
+def test_transcripts_and_translations_are_written_in_unicode_nfc(release, tmp_path):
+    """A table typed on macOS holds decomposed text (NFD): the same sentence was trained on in two byte forms."""
+    import unicodedata
+
+    tsv, cv = release
+    for table in (cv / "validated.tsv", tsv / "covost_v2.en_de.tsv"):
+        table.write_text(unicodedata.normalize("NFD", table.read_text().replace("See you.", "Café.")))
+    prepare_covost2(tsv, cv, tmp_path / "out", pairs=[("eng", "deu")])
+    rows = _rows(tmp_path / "out")
+    assert rows["covost2:common_voice_en_3:deu"].transcript == "Café."
+    assert rows["covost2:common_voice_en_4:deu"].translation == "Danke \\ schön."
+    assert all(unicodedata.is_normalized("NFC", r.transcript + r.translation) for r in rows.values())

@@ -1,5 +1,6 @@
 import codecs
 import json
+import os
 import re
 import shlex
 import shutil
@@ -340,3 +341,95 @@ def test_a_failed_re_run_leaves_the_earlier_manifests_and_summary_json_as_they_w
         prepare_fleurs(fleurs_root, ["eng"], out)
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.name != "summary.failed.json"} == before
     assert len(json.loads((out / "summary.failed.json").read_text())["bad_clips"]) == 2
+
+
+@pytest.mark.parametrize("fails", ["writing", "renaming"])
+def test_a_full_disk_at_the_third_file_leaves_the_earlier_run_as_it_was(fleurs_root, tmp_path, monkeypatch, fails):
+    """write_manifests replaced train.jsonl, dev.jsonl, test.jsonl one at a time: a full disk at test.jsonl left
+    train and dev of the new run beside the earlier run's summary.json, with an OSError traceback."""
+    from llm_srt.data import clips
+
+    out = tmp_path / "out"
+    prepare_fleurs(fleurs_root, ["eng"], out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    calls = []
+
+    def full(real):
+        def call(*args, **kwargs):
+            calls.append(args)
+            if len(calls) == 3:  # the 3rd file: test.jsonl
+                raise OSError(28, "No space left on device")
+            return real(*args, **kwargs)
+        return call
+
+    if fails == "writing":
+        monkeypatch.setattr(clips, "write_manifest", full(clips.write_manifest))
+    else:
+        monkeypatch.setattr(os, "replace", full(os.replace))
+    with pytest.raises(LLMSRTError) as e:
+        prepare_fleurs(fleurs_root, None, out)  # more languages: every manifest would change
+    assert str(e.value) == (f"{out / 'test.jsonl'}: cannot write (No space left on device); free space there, or "
+                            f"choose another --out (this run's summary is in {out / 'summary.failed.json'}; nothing "
+                            f"else in {out} was changed)")
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.name != "summary.failed.json"} == before  # no .tmp
+    assert json.loads((out / "summary.failed.json").read_text())["written"] == {}
+    monkeypatch.undo()
+    assert prepare_fleurs(fleurs_root, None, out).written["test"] > 0 and not (out / "summary.failed.json").exists()
+
+
+def test_a_folder_in_the_way_of_a_manifest_or_an_out_that_is_a_file_is_one_line(fleurs_root, tmp_path):
+    """A folder named test.jsonl made the rename fail after train.jsonl and dev.jsonl were replaced (IsADirectoryError
+    traceback); an --out that is a file failed with FileExistsError once every clip had been read."""
+    out = tmp_path / "out"
+    prepare_fleurs(fleurs_root, ["eng"], out)
+    (out / "test.jsonl").unlink()
+    (out / "test.jsonl").mkdir()
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    with pytest.raises(LLMSRTError, match=rf"^{re.escape(str(out / 'test.jsonl'))}: cannot write \(Is a directory\); "
+                                          r"move the folder of that name aside, or choose another --out \(this run's "):
+        prepare_fleurs(fleurs_root, None, out)
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != "summary.failed.json"} == before
+    (tmp_path / "afile").write_text("mine\n")
+    below = f"lies below {tmp_path / 'afile'}, which is a file"
+    for given, where in ((tmp_path / "afile", "is a file"), (tmp_path / "afile" / "x", below)):
+        with pytest.raises(LLMSRTError, match=rf"^--out {re.escape(str(given))}: {where}, not a folder; give a folder "
+                                              r"\(made if missing\)$"):
+            prepare_fleurs(tmp_path / "no such root", None, given)  # before any table is read
+    assert (tmp_path / "afile").read_text() == "mine\n"
+
+
+def test_an_out_this_user_cannot_write_in_is_refused_before_any_table_is_read(fleurs_root, tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != tmp_path)
+    with pytest.raises(LLMSRTError, match=rf"^--out {re.escape(str(tmp_path / 'new'))}: cannot write in "
+                                          rf"{re.escape(str(tmp_path))} \(permission denied\); make it writable, or "
+                                          r"choose another --out$"):
+        prepare_fleurs(tmp_path / "no such root", None, tmp_path / "new")
+
+
+def test_a_table_the_os_will_not_read_is_one_line_naming_it(fleurs_root, tmp_path, monkeypatch):
+    from llm_srt.data import fleurs
+
+    tsv = fleurs_root / "de_de" / "dev.tsv"
+
+    def guarded(path, *args, **kwargs):
+        if Path(path) == tsv:
+            raise PermissionError(13, "Permission denied", str(path))
+        return open(path, *args, **kwargs)
+
+    monkeypatch.setattr(fleurs, "open", guarded, raising=False)
+    with pytest.raises(LLMSRTError, match=rf"^{re.escape(str(tsv))}: cannot read \(Permission denied\); check its "
+                                          r"permissions, or extract it again from the release$"):
+        prepare_fleurs(fleurs_root, None, tmp_path / "out", splits=("dev",))
+
+
+def test_transcripts_and_translations_are_written_in_unicode_nfc(fleurs_root, tmp_path):
+    """A table typed on macOS holds decomposed text: the same sentence was written in two byte forms."""
+    import unicodedata
+
+    tsv = fleurs_root / "de_de" / "dev.tsv"
+    tsv.write_text(tsv.read_text().replace("deu sentence 10.", unicodedata.normalize("NFD", "Grüße, Fräulein.")))
+    prepare_fleurs(fleurs_root, ["eng", "deu"], tmp_path / "out", splits=("dev",))
+    rows = read_manifest(tmp_path / "out" / "dev.jsonl")
+    assert {r.transcript for r in rows if r.id == "fleurs:deu:deu100dev"} == {"Grüße, Fräulein."}
+    assert {r.translation for r in rows if r.id == "fleurs:eng:eng100dev:deu"} == {"Grüße, Fräulein."}
+    assert all(unicodedata.is_normalized("NFC", r.transcript + r.translation) for r in rows)

@@ -234,3 +234,37 @@ def test_a_converted_row_whose_text_holds_markup_is_left_out_and_counted(tmp_pat
     assert [r.id for r in read_manifest(tmp_path / "out" / "test.jsonl", check_audio=False)] == ["u0", "u2"]
     assert summary.dropped[MARKUP] == 1 and summary.dropped_at[MARKUP] == ["u1 ('<|endoftext|>')"]
 
+
+
+@pytest.mark.parametrize("links", [True, False], ids=["hard links", "no hard links"])
+def test_replace_all_renames_every_staged_file_or_none(tmp_path, monkeypatch, links):
+    """prepare's manifests and summary.json: a rename that failed left the files renamed before it, of the new run,
+    beside the earlier run's."""
+    for name in ("a", "b", "s"):
+        (tmp_path / name).write_text(f"old {name}\n")
+    staged = []
+    for name in ("a", "b", "c"):  # c is new
+        with paths.atomic_file(tmp_path / name, staged=staged) as f:
+            f.write(f"new {name}\n")
+    assert (tmp_path / "a").read_text() == "old a\n" and [d.name for _, d in staged] == ["a", "b", "c"]
+    moves = [*staged[:2], (tmp_path / "s", tmp_path / "s.stale"), staged[2]]
+    if not links:
+        monkeypatch.setattr(os, "link", lambda *a, **k: (_ for _ in ()).throw(OSError(1, "Operation not permitted")))
+    replace = os.replace
+
+    def full(source, destination):  # the last of the four renames fails
+        if destination == tmp_path / "c":
+            raise OSError(28, "No space left on device")
+        return replace(source, destination)
+
+    monkeypatch.setattr(os, "replace", full)
+    with pytest.raises(OSError) as e:
+        paths.replace_all(moves)
+    assert e.value.errno == 28 and e.value.filename == str(tmp_path / "c")
+    temps = {t.name for t, _ in staged}
+    assert {p.name: p.read_text() for p in tmp_path.iterdir() if p.name not in temps} == {
+        "a": "old a\n", "b": "old b\n", "s": "old s\n"}  # no backup left, the stale one back
+    monkeypatch.setattr(os, "replace", replace)
+    paths.replace_all(moves)
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == {
+        "a": "new a\n", "b": "new b\n", "c": "new c\n", "s.stale": "old s\n"}

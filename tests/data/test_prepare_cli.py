@@ -101,3 +101,40 @@ def test_prepare_covost2_skips_a_bad_clip_and_strict_stops(tmp_path, audio_file,
     (cv / "clips" / "common_voice_en_3.mp3").unlink()
     assert cli.main(args) == 2
     assert f"error: {cv / 'clips'}: the test split has no usable clip (2 listed" in capsys.readouterr().err
+
+
+def test_disk_and_folder_errors_are_one_line_and_exit_2(tmp_path, audio_file, layouts, capsys, monkeypatch):
+    """Each was a traceback: a folder in the way of a manifest (IsADirectoryError, after train.jsonl and dev.jsonl
+    had been replaced), an --out that is a file (FileExistsError, once every clip was read), any other OSError."""
+    root = tmp_path / "fleurs"
+    for i, split in enumerate(("train", "dev", "test")):
+        name = f"{split}.wav"
+        audio_file(root / "en_us" / "audio" / split / name, seconds=0.5)
+        layouts.write_fleurs_table(root / "en_us" / f"{split}.tsv", [(str(i + 1), name, f"Sentence {i}.", 8000)])
+    out = tmp_path / "out"
+    args = ["prepare", "fleurs", "--root", str(root), "--workers", "1", "--out"]
+    assert cli.main(args + [str(out)]) == 0
+    (out / "test.jsonl").unlink()
+    (out / "test.jsonl").mkdir()
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    capsys.readouterr()
+    assert cli.main(args + [str(out)]) == 2
+    err = capsys.readouterr().err.splitlines()[-1]  # after the progress bar
+    assert err == (f"llm-srt prepare: error: {out / 'test.jsonl'}: cannot write (Is a directory); move the folder of "
+                   f"that name aside, or choose another --out (this run's summary is in {out / 'summary.failed.json'}"
+                   f"; nothing else in {out} was changed)")
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != "summary.failed.json"} == before
+    (tmp_path / "afile").touch()
+    assert cli.main(args + [str(tmp_path / "afile")]) == 2
+    assert capsys.readouterr().err == (f"llm-srt prepare: error: --out {tmp_path / 'afile'}: is a file, not a folder; "
+                                       "give a folder (made if missing)\n")
+    from llm_srt.data import fleurs
+
+    def broken(*args, **kwargs):
+        raise OSError(5, "Input/output error", str(root / "en_us" / "audio" / "dev" / "dev.wav"))
+
+    monkeypatch.setattr(fleurs, "prepare_fleurs", broken)
+    assert cli.main(args + [str(out)]) == 2
+    assert capsys.readouterr().err == (f"llm-srt prepare: error: {root / 'en_us' / 'audio' / 'dev' / 'dev.wav'}: "
+                                       "cannot read or write (Input/output error); check the disk and its permissions "
+                                       "there, then run it again\n")

@@ -9,15 +9,19 @@ with a duration of 0 (not measured), have their header read. A bad clip is skipp
 OUT/summary.json) unless `strict`, which stops at the first one with its file:line. Real releases have them:
 hundreds of zero-byte clips in Common Voice 3/4. `write_manifests` writes the result, and refuses a split all of
 whose clips are bad (a release not unpacked), writing that run's summary to OUT/summary.failed.json and leaving an
-earlier run's manifests and summary.json as they were; it moves aside (NAME.stale) a split manifest an earlier run
-left in OUT that this run does not write (it would disagree with summary.json). `text_lines` reads the tables' lines.
+earlier run's manifests and summary.json as they were; so does a run the disk stops (full, not writable, a folder in
+the way: every file is written before any takes its name), with one line naming the file and the OS's reason. It
+moves aside (NAME.stale) a split manifest an earlier run left in OUT that this run does not write (it would disagree
+with summary.json). `text_lines` reads the tables' lines.
 """
 
 import codecs
+import errno
 import json
 import os
 import re
 import shlex
+import unicodedata
 from collections import Counter
 from collections.abc import Callable, Collection, Hashable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +34,7 @@ from tqdm import tqdm
 
 from ..audio import SAMPLE_RATE, UNKNOWN_FRAMES, WINDOW_SECONDS, load_audio
 from ..errors import AudioError, LLMSRTError, shown
-from ..paths import atomic_file
+from ..paths import atomic_file, replace_all
 from ..prompts import markup_in
 from .manifest import Row, write_manifest
 
@@ -61,6 +65,27 @@ class BadClip:
 def extract_command(archive: Path) -> str:
     """The command that unpacks a release's .tar.gz beside itself (errors that find one still packed give it)."""
     return f"tar -xzf {shlex.quote(str(archive))} -C {shlex.quote(str(archive.parent))}"
+
+
+def check_output_folder(out: Path) -> None:
+    """Refuse an OUT that cannot become the output folder, before any table is read or clip checked (hours, for a
+    large release): a file, a path below one, or a folder this user may not write in (each was a traceback, at the
+    end of the run)."""
+    folder = Path(os.path.abspath(out))
+    existing = next(p for p in (folder, *folder.parents) if os.path.lexists(p))  # the folder, or the one made in
+    if not existing.is_dir():
+        where = "is a file" if existing == folder else f"lies below {existing}, which is a file"
+        raise LLMSRTError(f"--out {shown(str(out))}: {where}, not a folder; give a folder (made if missing)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise LLMSRTError(f"--out {shown(str(out))}: cannot write in {shown(str(existing))} (permission denied); "
+                          "make it writable, or choose another --out")
+
+
+def table_text(field: str | None) -> str:
+    """A transcript or translation as a table holds it -> as a manifest holds it: stripped, in Unicode NFC. A
+    sentence typed on macOS comes decomposed (NFD): the same sentence in two byte forms was two sentences to the
+    split checks (a test sentence trained on) and to training."""
+    return unicodedata.normalize("NFC", (field or "").strip())
 
 
 STALE = ".stale"  # a split manifest an earlier run left in OUT that this run did not write: moved to NAME.stale
@@ -101,11 +126,11 @@ class Summary:
             lines.append(f"durations from {self.durations_from}")
         return lines
 
-    def write(self, name: str = "summary.json") -> Path:
-        """OUT/summary.json (or OUT/`name`): the counts and every skipped clip."""
+    def write(self, name: str = "summary.json", staged: list[tuple[Path, Path]] | None = None) -> Path:
+        """OUT/summary.json (or OUT/`name`): the counts and every skipped clip (`staged`: as atomic_file's)."""
         path = self.out / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_file(path) as f:
+        with atomic_file(path, staged=staged) as f:
             json.dump({"written": self.written, "dropped": dict(self.dropped), "dropped_at": self.dropped_at,
                        "durations_from": self.durations_from, "rows_without_clip": self.rows_without_clip,
                        "notes": self.notes,
@@ -150,7 +175,8 @@ def write_manifests(summary: Summary, rows: Mapping[str, list[Row]], clips: Mapp
     split longer than Whisper's 30 s window is left out and counted (training refuses such a row: a manifest that
     held one stopped the stage before step 1); test keeps its clips. A <split>.jsonl of SPLIT_ORDER that this run
     does not write is moved aside to <split>.jsonl.stale (an earlier run's, say with other languages, would disagree
-    with summary.json), and the summary says so."""
+    with summary.json), and the summary says so. An OSError while writing or renaming (a full disk, a folder named
+    test.jsonl) leaves OUT as it was but for OUT/summary.failed.json, and raises LLMSRTError naming the file."""
     rows = {split: _within_window(summary, split, split_rows) if split in TRAINING_SPLITS else split_rows
             for split, split_rows in rows.items()}
     rows = {split: _without_markup(summary, split_rows) for split, split_rows in rows.items()}
@@ -162,17 +188,51 @@ def write_manifests(summary: Summary, rows: Mapping[str, list[Row]], clips: Mapp
             raise LLMSRTError(f"{folder}: the {split} split has no usable clip ({len(named)} listed, the first at "
                               f"{bad[0].where}: {bad[0].reason}); is the audio unpacked there? All are listed in "
                               f"{failed} (nothing else in {summary.out} was changed)")
-    summary.written = {split: write_manifest(summary.out / f"{split}.jsonl", split_rows)
-                       for split, split_rows in rows.items()}
-    for split in SPLIT_ORDER:  # only the names this tool writes: nothing else in OUT is touched
-        stale = summary.out / f"{split}.jsonl"
-        if split not in rows and stale.is_file():  # moved aside, not deleted: it may be hours of an earlier
-            aside = stale.with_name(stale.name + STALE)  # conversion that `--splits test` did not mean to drop
-            stale.replace(aside)
-            summary.notes.append(f"moved {stale.name} of an earlier prepare aside to {aside.name}: this run did not "
-                                 "write it (rename it back if it is still wanted)")
-    summary.write()
+    # Every file is written to its temporary file first and renamed only once all are written, summary.json last:
+    # a full disk at test.jsonl left train.jsonl and dev.jsonl of the new run beside the earlier run's summary.json
+    notes = list(summary.notes)
+    staged: list[tuple[Path, Path]] = []  # (temporary file, the name it takes)
+    moves: list[tuple[Path, Path]] = []  # the renames, in order: the manifests, the stale ones aside, summary.json
+    target: Path | None = summary.out  # the file being written, named by the error (None: replace_all names it)
+    try:
+        for split, split_rows in rows.items():
+            target = summary.out / f"{split}.jsonl"
+            summary.written[split] = write_manifest(target, split_rows, staged)
+        moves += staged
+        for split in SPLIT_ORDER:  # only the names this tool writes: nothing else in OUT is touched
+            stale = summary.out / f"{split}.jsonl"
+            if split not in rows and stale.is_file():  # moved aside, not deleted: it may be hours of an earlier
+                aside = stale.with_name(stale.name + STALE)  # conversion that `--splits test` did not mean to drop
+                moves.append((stale, aside))
+                summary.notes.append(f"moved {stale.name} of an earlier prepare aside to {aside.name}: this run did "
+                                     "not write it (rename it back if it is still wanted)")
+        target = summary.out / "summary.json"
+        summary.write(staged=staged)
+        moves.append(staged[-1])
+        target = None
+        replace_all(moves)
+    except OSError as e:
+        summary.written, summary.notes = {}, notes  # the summary of a run that wrote and moved nothing
+        raise _not_written(summary, target or Path(e.filename or summary.out), e) from None
+    finally:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)  # renamed already, or of a run that stopped
     (summary.out / FAILED).unlink(missing_ok=True)  # an earlier failed run's: this run's summary.json replaces it
+
+
+def _not_written(summary: Summary, path: Path, e: OSError) -> LLMSRTError:
+    """The one line for a run that could not write `path` (replace_all has undone its renames): the OS's reason and
+    what to do; its summary goes to OUT/summary.failed.json, as a run that stops does, where the disk takes it."""
+    try:
+        failed = f"this run's summary is in {summary.write(FAILED)}; nothing else"
+    except OSError:
+        failed = "nothing"
+    todo = {errno.ENOSPC: "free space there", errno.EDQUOT: "free space there (your disk quota is full)",
+            errno.EACCES: "make the folder writable", errno.EPERM: "make the folder writable",
+            errno.EISDIR: "move the folder of that name aside", errno.ENOTDIR: "move the file in the way aside",
+            errno.EEXIST: "move the file in the way aside"}.get(e.errno, "check the disk")
+    return LLMSRTError(f"{shown(str(path))}: cannot write ({e.strerror or e}); {todo}, or choose another --out "
+                       f"({failed} in {summary.out} was changed)")
 
 
 def _without_markup(summary: Summary, rows: list[Row]) -> list[Row]:
@@ -207,6 +267,8 @@ def known_durations(folder: Path) -> tuple[dict[str, float], str]:
             except UnicodeDecodeError as e:  # was a bare traceback, naming neither file nor what to do
                 raise LLMSRTError(f"{path}: not UTF-8 text ({e.reason}); remove the file to read the clips' "
                                   "headers instead, or extract it again from the release") from None
+            except OSError as e:
+                raise unreadable(path, e) from None
     return {}, ""
 
 
@@ -345,7 +407,7 @@ def text_lines(f, name: Path | str, damaged: Callable[[str], None] | None = None
     transcript "Hello" and a bogus row "world"). Such a line is left out, its line number still counted:
     `damaged(FILE:LINE)` is called and csv gets an empty line; without `damaged` csv gets the line with its fields
     emptied, a row without a clip, which every converter leaves out and counts with its file:line."""
-    for lineno, raw in enumerate(f, start=1):
+    for lineno, raw in enumerate(_read(f, name), start=1):
         bom = len(codecs.BOM_UTF8) if lineno == 1 and raw.startswith(codecs.BOM_UTF8) else 0
         if lineno == 1 and b"\r" in raw and not raw.endswith(b"\n"):  # the whole file, with no line feed in it
             pieces = raw[bom:].split(b"\r")
@@ -361,6 +423,20 @@ def text_lines(f, name: Path | str, damaged: Callable[[str], None] | None = None
             yield "\n"  # csv skips an empty line but counts it: the lines after keep their numbers
         else:
             yield "\t" * max(1, line.count("\t")) + "\n"
+
+
+def _read(f, name: Path | str):
+    """The lines of `f`; a read the OS fails part way (a disk error) raises `unreadable`'s LLMSRTError."""
+    try:
+        yield from f
+    except OSError as e:
+        raise unreadable(Path(name), e) from None
+
+
+def unreadable(table: Path, e: OSError) -> LLMSRTError:
+    """The one line for a table the OS will not read (permissions, a disk error): it was a traceback."""
+    return LLMSRTError(f"{shown(str(table))}: cannot read ({e.strerror or e}); check its permissions, or extract it "
+                       "again from the release")
 
 
 def _utf8(raw: bytes, name: Path | str, lineno: int, skipped: int) -> str:

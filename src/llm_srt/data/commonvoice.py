@@ -17,7 +17,9 @@ set.
 
 import csv
 import hashlib
+import os
 import sys
+import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -26,8 +28,8 @@ from pathlib import Path
 
 from .. import languages
 from ..errors import LLMSRTError
-from .clips import (DEFAULT_WORKERS, STRAY_CR, Summary, by_name, check_clips, known_durations, text_lines,
-                    without_repeats, write_manifests)
+from .clips import (DEFAULT_WORKERS, STRAY_CR, Summary, by_name, check_clips, check_output_folder, known_durations,
+                    table_text, text_lines, unreadable, without_repeats, write_manifests)
 from .manifest import Row, read_manifest
 
 CORPUS = "commonvoice"
@@ -57,6 +59,7 @@ def prepare_commonvoice(locale_dir: str | Path, out: str | Path, lang: str | Non
     those clips and their sentences are left out of train and dev (a later release redraws its splits, so its train
     and validated clips hold CoVoST's test clips and speakers)."""
     locale_dir, out = Path(locale_dir), Path(out)
+    check_output_folder(out)
     lang = lang or _language_of(locale_dir)
     summary = Summary(out)
     cut = partial(summary.drop, STRAY_CR)  # a damaged line: no row (csv cut a field short at the CR)
@@ -158,7 +161,7 @@ def read_split(locale_dir: Path, split: str, required: tuple[str, ...] = REQUIRE
                           f"validated.tsv and clips/{'; ' + hint if (hint := _release_hint(locale_dir)) else ''}")
     clips = locale_dir / "clips"
     for lineno, rec in read_table(tsv, required, damaged=damaged):
-        sentence = (rec["sentence"] or "").strip()
+        sentence = table_text(rec["sentence"])
         yield Utterance(where=f"{tsv}:{lineno}", audio=clips / rec["path"] if rec["path"] else None,
                         transcript=sentence, sentence_id=(rec.get("sentence_id") or "").strip() or text_id(sentence),
                         speaker=(rec.get("client_id") or "").strip(), source=tsv.name)
@@ -172,7 +175,11 @@ def read_table(tsv: Path, required: tuple[str, ...], escapechar: str | None = No
     A line holding a carriage return is damaged (`clips.text_lines`): given `damaged`, it is called with the line's
     FILE:LINE and the line is left out; without it, the line is a record whose fields are empty."""
     csv.field_size_limit(sys.maxsize)
-    with open(tsv, "rb") as f:
+    try:
+        f = open(tsv, "rb")
+    except OSError as e:
+        raise unreadable(tsv, e) from None
+    with f:
         reader = csv.DictReader(text_lines(f, tsv, damaged), delimiter="\t", quoting=csv.QUOTE_NONE,
                                 escapechar=escapechar)
         missing = [c for c in required if c not in (reader.fieldnames or [])]
@@ -188,8 +195,11 @@ def read_table(tsv: Path, required: tuple[str, ...], escapechar: str | None = No
 
 
 def text_id(sentence: str) -> str:
-    """A sentence id from the text itself (releases before 17.0 have no sentence_id column)."""
-    return hashlib.sha1(" ".join(sentence.split()).encode("utf-8")).hexdigest()[:16]
+    """A sentence id from the text itself (releases before 17.0 have no sentence_id column), of its Unicode NFC
+    form: the same sentence typed decomposed (NFD, as macOS writes it) got another id, so another speaker's clip of
+    a test sentence went into train (`validated_as_train`, `exclude`). An NFC text keeps the id it had."""
+    text = unicodedata.normalize("NFC", " ".join(sentence.split()))
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
 
 
 def _row(u: Utterance, lang: str, split: str, duration: float) -> Row:
@@ -199,14 +209,29 @@ def _row(u: Utterance, lang: str, split: str, duration: float) -> Row:
 
 
 def _language_of(locale_dir: Path) -> str:
-    name = locale_dir.resolve().name  # `--locale-dir .` from inside the locale folder
-    code = languages.by_commonvoice_locale().get(name)
+    """The language of the locale folder's name as given (a link cv/de -> /data/cv-corpus/de_17 is German: the
+    link's target was read, "not a locale"), else of its resolved path's name (`--locale-dir .`, `..`)."""
+    by_locale = languages.by_commonvoice_locale()
+    name, resolved = _as_typed(locale_dir).name, locale_dir.resolve().name
+    code = by_locale.get(name) or by_locale.get(resolved)
     if code is None:
         hint = _release_hint(locale_dir)
-        raise LLMSRTError(f"{locale_dir}: " + (hint or f"folder name {name!r} is not a Common Voice "
+        names = repr(name) + (f" (a link to {resolved!r})" if resolved != name else "")
+        raise LLMSRTError(f"{locale_dir}: " + (hint or f"folder name {names} is not a Common Voice "
                           "locale of a known language; pass the language (--lang deu) or add it to "
                           "llm_srt/languages.py"))
     return code
+
+
+def _as_typed(path: Path) -> Path:
+    """`path` made absolute as the shell shows it: from $PWD, the working folder reached through links as typed
+    (`cd cv/de`), when it is the working folder, rather than getcwd(), whose links are resolved (de_17)."""
+    pwd = os.environ.get("PWD", "")
+    try:
+        base = pwd if os.path.isabs(pwd) and os.path.samefile(pwd, os.curdir) else os.getcwd()
+    except OSError:
+        base = os.getcwd()
+    return Path(os.path.normpath(os.path.join(base, path)))
 
 
 def _release_hint(folder: Path) -> str:

@@ -34,8 +34,8 @@ from pathlib import Path
 
 from .. import languages
 from ..errors import LLMSRTError
-from .clips import (DEFAULT_WORKERS, STRAY_CR, Summary, by_name, check_clips, extract_command, known_durations,
-                    without_repeats, write_manifests)
+from .clips import (DEFAULT_WORKERS, STRAY_CR, Summary, by_name, check_clips, check_output_folder, extract_command,
+                    known_durations, table_text, without_repeats, write_manifests)
 from .commonvoice import read_table
 from .manifest import Row
 
@@ -84,6 +84,7 @@ def prepare_covost2(tsv_dir: str | Path, cv_dir: str | Path, out: str | Path,
     """Write OUT/<split>.jsonl and OUT/summary.json; returns the summary. `pairs`: (src, tgt) ISO 639-3 pairs to
     keep (None: every table found in `tsv_dir`). `strict`: stop at the first bad clip instead of skipping it."""
     tsv_dir, cv_dir, out = Path(tsv_dir), Path(cv_dir), Path(out)
+    check_output_folder(out)
     tables = find_tables(tsv_dir)
     if pairs is not None:
         missing = [p for p in dict.fromkeys(pairs) if p not in tables]  # a pair asked for is never silently dropped
@@ -188,7 +189,7 @@ def _records(table: Table, locale_dir: Path, validated: dict, summary: Summary) 
                               "(point --cv-dir at the Common Voice 4 locale folder)")
         if table.locale not in validated:
             validated[table.locale] = {
-                rec["path"]: ((rec["sentence"] or "").strip(), (rec["client_id"] or "").strip())
+                rec["path"]: (table_text(rec["sentence"]), (rec["client_id"] or "").strip())
                 for _, rec in read_table(locale_dir / "validated.tsv", VALIDATED_COLUMNS, ESCAPE) if rec["path"]}
         return list(_release_records(table, locale_dir, validated[table.locale], summary))
     missing = [s for s in SPLITS if s not in table.split_files]
@@ -200,7 +201,7 @@ def _records(table: Table, locale_dir: Path, validated: dict, summary: Summary) 
     for split in SPLITS:
         tsv = table.split_files[split]
         for lineno, rec in read_table(tsv, SPLIT_FILE_COLUMNS, ESCAPE, partial(summary.drop, STRAY_CR)):
-            record = _record(table, locale_dir, tsv, lineno, rec, split, (rec["sentence"] or "").strip(), summary)
+            record = _record(table, locale_dir, tsv, lineno, rec, split, table_text(rec["sentence"]), summary)
             if record is not None:
                 records.append(record)
     return records
@@ -238,7 +239,7 @@ def _record(table: Table, locale_dir: Path, tsv: Path, lineno: int, rec: dict, s
     """The row as a Record, or None (counted in `summary`) where it gives no row at all. An empty or REMOVE
     translation is counted too, but the record stays, with translation "": the transcript still makes an ASR row."""
     where = f"{tsv}:{lineno}"
-    translation = (rec["translation"] or "").strip()
+    translation = table_text(rec["translation"])
     if not rec["path"]:
         summary.drop("no clip (empty path)", where)
     elif not transcript:

@@ -33,8 +33,8 @@ from pathlib import Path
 from .. import languages
 from ..audio import SAMPLE_RATE
 from ..errors import LLMSRTError
-from .clips import (DEFAULT_WORKERS, SPLIT_ORDER, STRAY_CR, Summary, check_clips, extract_command, text_lines,
-                    without_repeats, write_manifests)
+from .clips import (DEFAULT_WORKERS, SPLIT_ORDER, STRAY_CR, Summary, check_clips, check_output_folder,
+                    extract_command, table_text, text_lines, unreadable, without_repeats, write_manifests)
 from .manifest import Row, parse_directions, targets_by_source
 
 SPLITS = ("train", "dev", "test")
@@ -69,6 +69,7 @@ def prepare_fleurs(root: str | Path, langs: list[str] | None, out: str | Path, d
     skipped and counted as usual).
     """
     root, out = Path(root), Path(out)
+    check_output_folder(out)
     langs = list(dict.fromkeys(langs)) if langs else available_languages(root)
     if not langs:
         below = root / "data"  # the hub's layout: data/<locale>/
@@ -162,7 +163,7 @@ def read_split(root: Path, lang: str, split: str, summary: Summary, audio: bool 
     if audio and not (folder / "audio" / split).is_dir() and archive.is_file():
         raise LLMSRTError(f"{archive}: the {split} wavs are still in this archive; extract it first: "
                           f"{extract_command(archive)}")
-    return [Utterance(lang, split, sentence_id, folder / "audio" / split / fields[1].strip(), fields[2].strip(),
+    return [Utterance(lang, split, sentence_id, folder / "audio" / split / fields[1].strip(), table_text(fields[2]),
                       _duration(fields), where) for sentence_id, fields, where in _table_rows(tsv, summary)]
 
 
@@ -173,7 +174,11 @@ def _table_rows(tsv: Path, summary: Summary):
     whose lines has 3 columns is not a FLEURS table: LLMSRTError."""
     short, rows = [], 0
     csv.field_size_limit(sys.maxsize)
-    with open(tsv, "rb") as f:
+    try:
+        f = open(tsv, "rb")
+    except OSError as e:
+        raise unreadable(tsv, e) from None
+    with f:
         lines = text_lines(f, tsv, damaged=lambda where: summary.drop(STRAY_CR, where))
         for lineno, fields in enumerate(csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE), start=1):
             if not fields:

@@ -146,15 +146,16 @@ def read_manifest(path: str | Path, check_audio: bool = True, skip_bad: bool = F
     return rows
 
 
-def write_manifest(path: str | Path, rows: Iterable[Row]) -> int:
+def write_manifest(path: str | Path, rows: Iterable[Row], staged: list[tuple[Path, Path]] | None = None) -> int:
     """Write rows as JSONL atomically (a temporary file, then rename). Audio under the manifest's folder is
-    written relative to it, so the folder can be moved. Returns the number of rows written."""
+    written relative to it, so the folder can be moved. Returns the number of rows written. `staged`: the rename
+    is left to the caller (paths.atomic_file's `staged`)."""
     path = Path(path)
     name = shown(str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     base = Path(os.path.abspath(path.parent))
     n = 0
-    with atomic_file(path) as f:
+    with atomic_file(path, staged=staged) as f:
         for row in rows:
             line = json.dumps(row_to_dict(row, base), ensure_ascii=False)
             if problem := _not_utf8(line):  # the file is left as it was

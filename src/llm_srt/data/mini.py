@@ -61,6 +61,7 @@ from ..audio import SAMPLE_RATE
 from ..errors import LLMSRTError
 from ..paths import atomic_file
 from . import prose, voices
+from .clips import check_output_folder
 from .manifest import Row, parse_directions, targets_by_source, write_manifest
 
 CORPUS = "mini"
@@ -182,6 +183,7 @@ class MiniSummary:
 def build_mini(opts: MiniOptions) -> MiniSummary:
     """Build the corpus described by `opts` (see the module docstring). Deterministic."""
     start = time.monotonic()
+    check_output_folder(Path(opts.out))  # before minutes of synthesis, not at the first file written
     langs = _check_languages(opts.langs)
     if opts.prose and "eng" not in langs:  # said before any synthesis, not after it
         raise LLMSRTError(f"--prose {opts.prose} adds English speech (ASR rows in prose.jsonl) to the English of the "

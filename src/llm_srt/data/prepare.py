@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 from .. import languages
-from ..errors import LLMSRTError
+from ..errors import LLMSRTError, shown
 from ..paths import cache_dir
 
 
@@ -24,7 +24,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    return CORPORA[args.corpus][1](args)
+    try:
+        return CORPORA[args.corpus][1](args)
+    except OSError as e:  # a disk or permission error the converters do not name themselves: one line, no traceback
+        if isinstance(e, BrokenPipeError):  # the CLI's own handling (stdout's reader gone)
+            raise
+        where = shown(str(e.filename)) if e.filename is not None else f"prepare {args.corpus}"
+        todo = "check the path" if isinstance(e, FileNotFoundError) else "check the disk and its permissions there"
+        raise LLMSRTError(f"{where}: cannot read or write ({e.strerror or e}); {todo}, then run it again") from e
 
 
 def default_mini_dir() -> Path:
