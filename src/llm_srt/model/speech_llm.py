@@ -445,7 +445,13 @@ class SpeechLLM(nn.Module):
             given = [str(v) for k, v in overrides.items() if k in ("encoder", "llm") and v]  # the caller gave)
             if str(directory) in str(e) or any(g in str(e) for g in given):
                 raise e from None
-            raise type(e)(f"{directory / CONFIG_FILE}: {e}") from None
+            gone = [k for k in ("encoder", "llm") if not overrides.get(k) and str(getattr(config, k)) in str(e)
+                    and not Path(getattr(config, k)).exists()]  # recorded where it was trained: moved since
+            hint = (f"; a model folder moved to another machine: give its {' and '.join(gone)} where "
+                    f"{'they are' if len(gone) > 1 else 'it is'} now "
+                    f"({', '.join(f'--{k}' for k in gone)} of translate, evaluate and serve; model.{gone[0]} in a "
+                    "training config)" if gone else "")
+            raise type(e)(f"{directory / CONFIG_FILE}: {e}{hint}") from None
         for key, actual, source in (("encoder_dim", model.encoder_dim, config.encoder),
                                     ("llm_dim", model.llm_dim, config.llm)):
             if key in meta and meta[key] != actual:
