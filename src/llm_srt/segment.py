@@ -166,39 +166,39 @@ def _meeting_frames(spans: list[tuple[int, int]], db: np.ndarray, split: int, pa
 def frame_db(samples: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
     """RMS level of each frame in dBFS, its own mean left out (a microphone's DC offset is no sound: 0.01 of it
     read as steady speech at -40 dBFS), shape (F,): frame i covers samples [i*hop, i*hop + win)."""
+    win, _ = _frame_samples(sr)
+    squares, sums = _frame_sums(samples, sr, lambda x: x * x, lambda x: x)
+    mean = sums / win
+    return 10.0 * np.log10(np.maximum(squares / win - mean * mean, 0.0) + _EPS)
+
+
+def _dropout_frames(samples: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Whether each frame (as `frame_db`'s) holds digital silence in DROPOUT_SHARE of its window or more: a
+    dropout's edge (a frame half on the noise, half on the dropout's zeros, lies a few dB under the noise). The last
+    frame's window past the clip's end (`frame_db`'s zero padding) counts as digital silence."""
+    win, _ = _frame_samples(sr)
+    [zeros] = _frame_sums(samples, sr, lambda x: np.abs(x) < DIGITAL_ZERO)
+    return zeros >= DROPOUT_SHARE * win
+
+
+def _frame_sums(samples: np.ndarray, sr: int, *terms) -> list[np.ndarray]:
+    """For each of `terms` (a function of float64 samples, one value a sample), its sum over each frame's window,
+    shape (F,) each: frame i covers samples [i*hop, i*hop + win), the last one padded with zeros. From cumulative
+    sums, chunk by chunk: O(N) time, memory bounded by a chunk, not by the input (the last frame's zero padding is
+    added to the last chunk only, never to a copy of hours of audio)."""
     win, hop = _frame_samples(sr)
     n_frames = max(1, int(np.ceil(max(samples.size - win, 0) / hop)) + 1)
-    power = np.empty(n_frames)
-    # Frame energies from a cumulative sum, chunk by chunk: O(N) time, memory bounded by a chunk, not by the input
-    # (the last frame's zero padding is added to the last chunk only, never to a copy of hours of audio).
+    out = [np.empty(n_frames) for _ in terms]
     for f0 in range(0, n_frames, CHUNK_FRAMES):
         f1 = min(f0 + CHUNK_FRAMES, n_frames)
         a, b = f0 * hop, (f1 - 1) * hop + win
         chunk = samples[a:b].astype(np.float64)
         chunk = np.pad(chunk, (0, b - a - chunk.size)) if chunk.size < b - a else chunk
-        cs = np.concatenate([[0.0], np.cumsum(chunk * chunk)])
-        cs1 = np.concatenate([[0.0], np.cumsum(chunk)])
         starts = np.arange(f1 - f0) * hop
-        mean = (cs1[starts + win] - cs1[starts]) / win
-        power[f0:f1] = np.maximum((cs[starts + win] - cs[starts]) / win - mean * mean, 0.0)
-    return 10.0 * np.log10(power + _EPS)
-
-
-def _dropout_frames(samples: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
-    """Whether each frame (as `frame_db`'s) holds digital silence in DROPOUT_SHARE of its window or more: a
-    dropout's edge (a frame half on the noise, half on the dropout's zeros, lies a few dB under the noise). Counted
-    chunk by chunk, as `frame_db`."""
-    win, hop = _frame_samples(sr)
-    n_frames = max(1, int(np.ceil(max(samples.size - win, 0) / hop)) + 1)
-    zeros = np.empty(n_frames, dtype=np.int64)
-    for f0 in range(0, n_frames, CHUNK_FRAMES):
-        f1 = min(f0 + CHUNK_FRAMES, n_frames)
-        a, b = f0 * hop, (f1 - 1) * hop + win
-        cs = np.concatenate([[0], np.cumsum(np.abs(samples[a:b]) < DIGITAL_ZERO)])
-        ends = np.arange(f1 - f0) * hop + win
-        # the last frame's window past the clip's end: `frame_db`'s zero padding, counted as digital silence
-        zeros[f0:f1] = cs[np.minimum(ends, cs.size - 1)] - cs[ends - win] + np.maximum(ends - (cs.size - 1), 0)
-    return zeros >= DROPOUT_SHARE * win
+        for sums, term in zip(out, terms):
+            cs = np.concatenate([[0.0], np.cumsum(term(chunk))])
+            sums[f0:f1] = cs[starts + win] - cs[starts]
+    return out
 
 
 def _frame_samples(sr: int) -> tuple[int, int]:
