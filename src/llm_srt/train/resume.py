@@ -16,6 +16,7 @@ from typing import Any
 
 from ..config import short
 from ..model.adapter import ADAPTERS
+from ..model.ctc import CTCLoss
 from ..paths import weights_identity
 
 FREE_ON_RESUME = frozenset({
@@ -86,18 +87,8 @@ def changes(saved: dict[str, Any], current: dict[str, Any], init_from: str | Pat
             if key in saved and old is not None and new is not None:
                 found.append(f"{key.split()[0]} (it holds other weights than the checkpoint's run was trained with)")
             continue
-        if key == INIT_KEY and new is None and init_from is None:
-            found.append("model.init_from (the checkpoint's run started from a model folder, this config names none; "
-                         "a resume loads it again under the checkpoint's weights: give it)")
-        elif key == INIT_KEY and new is None and (init_from is UNSET or not Path(init_from).exists()):
-            found.append("model.init_from (no weights there: the folder the checkpoint's run started from is gone "
-                         "or moved, and a resume loads it again under the checkpoint's weights; copy it back or fix "
-                         "the path)")
-        elif key == INIT_KEY and new is None:
-            found.append(f"model.init_from (no *.safetensors in {short(str(init_from))}, where the checkpoint's run "
-                         "started from weights; give the folder it started from)")
-        elif key == INIT_KEY:
-            found.append("model.init_from (it holds other weights than the checkpoint's run started from)")
+        if key == INIT_KEY:
+            found.append(_init_from_change(new, init_from))
         elif key == WEIGHTED:
             found.append("data.train_weights (the checkpoint's run weighted all rows together; they now weigh each "
                          "kind of row apart, another epoch order: allow_changes=true goes on with it)")
@@ -106,6 +97,20 @@ def changes(saved: dict[str, Any], current: dict[str, Any], init_from: str | Pat
         else:
             found.extend(_differences(key, old, new))
     return found
+
+
+def _init_from_change(identity: str | None, init_from: str | Path | None) -> str:
+    """What differs in the weights the run started from: other weights, or none (`identity` None), and why."""
+    if identity is not None:
+        return "model.init_from (it holds other weights than the checkpoint's run started from)"
+    if init_from is None:
+        return ("model.init_from (the checkpoint's run started from a model folder, this config names none; a resume "
+                "loads it again under the checkpoint's weights: give it)")
+    if init_from is UNSET or not Path(init_from).exists():
+        return ("model.init_from (no weights there: the folder the checkpoint's run started from is gone or moved, "
+                "and a resume loads it again under the checkpoint's weights; copy it back or fix the path)")
+    return (f"model.init_from (no *.safetensors in {short(str(init_from))}, where the checkpoint's run started from "
+            "weights; give the folder it started from)")
 
 
 def shape_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
@@ -152,7 +157,8 @@ def _shaping_options(kind: Any, options: dict) -> dict:
 
 
 def _ctc_head(settings: dict[str, Any]) -> bool:
-    return bool(settings.get("ctc.only")) or (settings.get("ctc.weight") or 0) > 0  # CTCLoss.active
+    """Whether the run's settings train a CTC head (`CTCLoss.active` of the flattened ctc keys; absent: none)."""
+    return CTCLoss(weight=settings.get("ctc.weight") or 0.0, only=bool(settings.get("ctc.only"))).active
 
 
 def _differences(key: str, old: Any, new: Any) -> list[str]:
