@@ -471,7 +471,6 @@ def test_the_language_comes_from_the_folder_name_as_given_not_from_a_links_targe
 
 
 def test_a_table_the_os_will_not_read_is_one_line_naming_it(locale_dir, tmp_path, monkeypatch, layouts):
-    from llm_srt.data import commonvoice
     from llm_srt.data.clips import text_lines
 
     refused = {locale_dir / "dev.tsv", locale_dir / "clip_durations.tsv"}
@@ -481,12 +480,11 @@ def test_a_table_the_os_will_not_read_is_one_line_naming_it(locale_dir, tmp_path
             raise PermissionError(13, "Permission denied", str(path))
         return open(path, *args, **kwargs)
 
-    monkeypatch.setattr(commonvoice, "open", guarded, raising=False)
+    monkeypatch.setattr(clips_module, "open", guarded, raising=False)  # (clips.open_table opens the tables)
     with pytest.raises(LLMSRTError, match=rf"^{re.escape(str(locale_dir / 'dev.tsv'))}: cannot read \(Permission "
                                           r"denied\); check its permissions, or extract it again from the release$"):
         prepare_commonvoice(locale_dir, tmp_path / "out")
     layouts.write_clip_durations(locale_dir, {"de_4.mp3": 500})
-    monkeypatch.setattr(clips_module, "open", guarded, raising=False)
     with pytest.raises(LLMSRTError, match=r"clip_durations\.tsv: cannot read \(Permission denied\)"):
         prepare_commonvoice(locale_dir, tmp_path / "out", splits=("test",))
 

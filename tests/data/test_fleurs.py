@@ -407,7 +407,7 @@ def test_an_out_this_user_cannot_write_in_is_refused_before_any_table_is_read(fl
 
 
 def test_a_table_the_os_will_not_read_is_one_line_naming_it(fleurs_root, tmp_path, monkeypatch):
-    from llm_srt.data import fleurs
+    from llm_srt.data import clips
 
     tsv = fleurs_root / "de_de" / "dev.tsv"
 
@@ -416,7 +416,7 @@ def test_a_table_the_os_will_not_read_is_one_line_naming_it(fleurs_root, tmp_pat
             raise PermissionError(13, "Permission denied", str(path))
         return open(path, *args, **kwargs)
 
-    monkeypatch.setattr(fleurs, "open", guarded, raising=False)
+    monkeypatch.setattr(clips, "open", guarded, raising=False)  # (clips.open_table opens the tables)
     with pytest.raises(LLMSRTError, match=rf"^{re.escape(str(tsv))}: cannot read \(Permission denied\); check its "
                                           r"permissions, or extract it again from the release$"):
         prepare_fleurs(fleurs_root, None, tmp_path / "out", splits=("dev",))

@@ -433,6 +433,14 @@ def _read(f, name: Path | str):
         raise unreadable(Path(name), e) from None
 
 
+def open_table(table: Path):
+    """`table` opened (binary) for `text_lines`; one the OS will not open is `unreadable`'s one line."""
+    try:
+        return open(table, "rb")
+    except OSError as e:
+        raise unreadable(table, e) from None
+
+
 def unreadable(table: Path, e: OSError) -> LLMSRTError:
     """The one line for a table the OS will not read (permissions, a disk error): it was a traceback."""
     return LLMSRTError(f"{shown(str(table))}: cannot read ({e.strerror or e}); check its permissions, or extract it "

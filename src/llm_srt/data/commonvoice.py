@@ -29,7 +29,7 @@ from pathlib import Path
 from .. import languages
 from ..errors import LLMSRTError
 from .clips import (DEFAULT_WORKERS, STRAY_CR, Summary, by_name, check_clips, check_output_folder, known_durations,
-                    table_text, text_lines, unreadable, without_repeats, write_manifests)
+                    open_table, table_text, text_lines, without_repeats, write_manifests)
 from .manifest import Row, read_manifest
 
 CORPUS = "commonvoice"
@@ -175,11 +175,7 @@ def read_table(tsv: Path, required: tuple[str, ...], escapechar: str | None = No
     A line holding a carriage return is damaged (`clips.text_lines`): given `damaged`, it is called with the line's
     FILE:LINE and the line is left out; without it, the line is a record whose fields are empty."""
     csv.field_size_limit(sys.maxsize)
-    try:
-        f = open(tsv, "rb")
-    except OSError as e:
-        raise unreadable(tsv, e) from None
-    with f:
+    with open_table(tsv) as f:
         reader = csv.DictReader(text_lines(f, tsv, damaged), delimiter="\t", quoting=csv.QUOTE_NONE,
                                 escapechar=escapechar)
         missing = [c for c in required if c not in (reader.fieldnames or [])]

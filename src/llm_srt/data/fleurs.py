@@ -34,7 +34,7 @@ from .. import languages
 from ..audio import SAMPLE_RATE
 from ..errors import LLMSRTError
 from .clips import (DEFAULT_WORKERS, SPLIT_ORDER, STRAY_CR, Summary, check_clips, check_output_folder,
-                    extract_command, table_text, text_lines, unreadable, without_repeats, write_manifests)
+                    extract_command, open_table, table_text, text_lines, without_repeats, write_manifests)
 from .manifest import Row, parse_directions, targets_by_source
 
 SPLITS = ("train", "dev", "test")
@@ -174,11 +174,7 @@ def _table_rows(tsv: Path, summary: Summary):
     whose lines has 3 columns is not a FLEURS table: LLMSRTError."""
     short, rows = [], 0
     csv.field_size_limit(sys.maxsize)
-    try:
-        f = open(tsv, "rb")
-    except OSError as e:
-        raise unreadable(tsv, e) from None
-    with f:
+    with open_table(tsv) as f:
         lines = text_lines(f, tsv, damaged=lambda where: summary.drop(STRAY_CR, where))
         for lineno, fields in enumerate(csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE), start=1):
             if not fields:
