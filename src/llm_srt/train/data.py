@@ -33,7 +33,7 @@ from ..data.loader import (BucketBatchSampler, SpeechTextDataset, pad_features, 
                            weighted_by_kind)
 from ..data.manifest import Row, read_manifest
 from ..errors import AudioError, ConfigError, LLMSRTError, shown
-from ..prompts import Task, first_part, parse_srt, translation_part
+from ..prompts import Task
 from .parallel import Dist, all_max, all_sum, host_group, host_wait
 
 GPU_WORKERS = 2  # default DataLoader workers per rank on CUDA (reading .npy features + tokenizing)
@@ -593,18 +593,14 @@ def _dev_scores(task: Task, examples, hyps: list[str], tags: Mapping[str, str] |
     evaluate takes them (`systems.split_output`: a translation after the language tags a model may write, a
     transcript up to the next tag), so a dev BLEU picks the checkpoint evaluate would."""
     from ..evaluate.report import UtteranceResult, score_system
+    from ..model.systems import Item, split_output
 
     results = []
     for i, (e, h) in enumerate(zip(examples, hyps)):
-        if task is Task.SRT:
-            parsed = parse_srt(h, tags)
-            transcript, translation = parsed.transcript, parsed.translation
-        elif task is Task.ASR:
-            transcript, translation = first_part(h), ""
-        else:
-            transcript, translation = None, translation_part(h, e.src, tags)
+        out = split_output(h, Item(None, e.src, e.tgt, task, e.transcript or ""), tags)
+        transcript = out.transcript if task.writes_transcript else None  # (SMT's is the given one: not scored)
         results.append(UtteranceResult(
-            id=str(i), src=e.src, tgt=e.tgt or e.src, hyp_transcript=transcript, hyp_translation=translation,
+            id=str(i), src=e.src, tgt=e.tgt or e.src, hyp_transcript=transcript, hyp_translation=out.translation,
             ref_transcript=e.transcript if transcript is not None else None,
             ref_translation=e.translation if task is not Task.ASR else None))
     scores = score_system("dev", results)
