@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from enum import Enum
 
 from . import languages
+from .config import short
 from .errors import LLMSRTError
 from .subtitles import unspaced
 
@@ -49,6 +50,19 @@ class Task(str, Enum):
     @classmethod
     def trainable_names(cls) -> str:
         return ", ".join(t.value for t in cls if t.trainable)
+
+    @classmethod
+    def trainable_named(cls, name: object) -> "Task":
+        """The task called `name`, which must have training examples of its own; else an LLMSRTError saying what
+        to train instead (a config's data.tasks and a loader's task mix both check their names here)."""
+        try:
+            task = cls(name)
+        except ValueError:
+            raise LLMSRTError(f"unknown task {short(name)}; use {cls.trainable_names()}") from None
+        if not task.trainable:
+            raise LLMSRTError(f"{task.value} cannot be trained: it is an SMT-stage model's two passes at inference "
+                              f"(asr, then smt); train {{smt: ..., asr: ...}} instead")
+        return task
 
     @property
     def needs_translation(self) -> bool:

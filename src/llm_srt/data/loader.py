@@ -433,10 +433,6 @@ def _normalize_mix(task) -> dict[Task, float]:
 def _trainable(name, where: str = "") -> Task:
     """The task named `name`, which must be one with training examples (`where`: the error's prefix)."""
     try:
-        t = Task(name)
-    except ValueError:
-        raise LLMSRTError(f"{where}unknown task {name!r}; use {Task.trainable_names()}") from None
-    if not t.trainable:
-        raise LLMSRTError(f"{where}task {t.value} cannot be trained (asr, then smt at inference); use "
-                          f"{Task.trainable_names()}")
-    return t
+        return Task.trainable_named(name)
+    except LLMSRTError as e:
+        raise LLMSRTError(f"{where}{e}") from None

@@ -14,7 +14,7 @@ import torch
 from .. import config as config_lib
 from ..config import bounds, short
 from .. import device as device_lib
-from ..errors import ConfigError
+from ..errors import ConfigError, LLMSRTError
 from ..model.ctc import CTCLoss
 from ..model.llm import LoraOptions
 from ..prompts import Task
@@ -185,12 +185,9 @@ class TrainConfig:
                                   f"{key}=0")
         for name in self.data.tasks:
             try:
-                task = Task(name)
-            except ValueError:
-                raise ConfigError(f"data.tasks: unknown task {short(name)}; use {Task.trainable_names()}") from None
-            if not task.trainable:
-                raise ConfigError(f"data.tasks: {task.value} cannot be trained: it is an SMT-stage model's two passes "
-                                  f"at inference (asr, then smt); train {{smt: ..., asr: ...}} instead")
+                Task.trainable_named(name)
+            except LLMSRTError as e:
+                raise ConfigError(f"data.tasks: {e}") from None
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
             raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {short(self.device)}")
         if self.dtype != "auto" and self.dtype not in device_lib.DTYPES:
