@@ -1,4 +1,5 @@
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -81,6 +82,29 @@ def test_checkpoints_a_resumed_run_passed_over_are_kept_aside_and_said(tmp_path)
         checkpoint.save(tmp_path, step, _save_model({"w": torch.zeros(4)}), {"step": step}, keep_last=1)
     assert folders() == ["abandoned-step-00000003", "abandoned-step-00000003-2", "abandoned-step-00000004",
                          "step-00000006"]
+
+
+def test_a_passed_over_checkpoint_that_cannot_be_set_aside_is_said_to_go_as_it_goes(tmp_path, monkeypatch):
+    """Where the rename fails (a read-only entry, another user's folder), the log says what becomes of each folder:
+    the step this save writes is written over, a later one is removed with the steps the run abandons."""
+    for step in (1, 2, 3):
+        checkpoint.save(tmp_path, step, _save_model({"w": torch.full((4,), float(step))}), {"step": step}, keep_last=4)
+    rename = os.replace
+
+    def refuse_aside(src, dst):
+        if Path(dst).name.startswith(checkpoint.ABANDONED):
+            raise PermissionError(13, "Permission denied")
+        rename(src, dst)
+
+    monkeypatch.setattr(os, "replace", refuse_aside)
+    said = []
+    checkpoint.save(tmp_path, 2, _save_model({"w": torch.zeros(4)}), {"step": 2}, keep_last=4, log=said.append,
+                    resumed_from=1)
+    assert [m.split("; ", 1)[1] for m in said] == ["written over by this run's own save of that step",
+                                                   "removed with the steps this run abandons"]
+    assert ["step-00000002" in said[0], "step-00000003" in said[1]] == [True, True]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["index.json", "step-00000001",
+                                                                             "step-00000002"]
 
 
 def test_truncated_checkpoint_falls_back_with_a_message(tmp_path):

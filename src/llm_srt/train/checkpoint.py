@@ -173,7 +173,7 @@ def save(run_dir: Path, step: int, save_model: Callable[[Path], None], trainer_s
                           f"run the same command to {resume}") from None
     passed_over = resumed_from is not None  # on its first save, no step folder past its start is the run's own
     if passed_over and step > resumed_from and final.is_dir():  # (those past this step: after the index, below)
-        _set_aside(final, log)
+        _set_aside(final, log, "written over by this run's own save of that step")
     _replace(tmp, final)
 
     index = read_index(ckpt_root, log=log, saving=step)
@@ -192,18 +192,19 @@ def save(run_dir: Path, step: int, save_model: Callable[[Path], None], trainer_s
     except OSError as e:
         raise LLMSRTError(f"{ckpt_root / INDEX}: cannot write the checkpoint index ({e.strerror or e}); {final.name} "
                           "is saved: fix or remove the index, then run the same command to resume") from None
+    pruned = "removed with the steps this run abandons"  # what befalls a passed-over folder that cannot be renamed
     for s, folder in _step_folders(ckpt_root):  # on disk, not only in the index: a crash between a checkpoint's
-        if s not in keep and not (passed_over and s > step and _set_aside(folder, log)):  # rename and its index
-            shutil.rmtree(folder, ignore_errors=True)  #    line left a folder no index named, kept for ever until now
+        if s not in keep and not (passed_over and s > step and _set_aside(folder, log, pruned)):  # rename and its
+            shutil.rmtree(folder, ignore_errors=True)  # index line left a folder no index named, kept for ever till now
     return final
 
 
-def _set_aside(folder: Path, log: Callable[[str], None] | None) -> bool:
+def _set_aside(folder: Path, log: Callable[[str], None] | None, otherwise: str) -> bool:
     """A checkpoint past the step a run started from, which it passed over (damaged or unreadable then): the run's
     saves deleted or overwrote it without a word. It is kept under another name, no run's to resume from or prune
     (abandoned-step-N, -2, -3... beside an earlier one), and said: unreadable may have been a network file system's
     passing error, and a folder whose trainer state alone is damaged still holds good weights. False when it cannot
-    be renamed (it is then pruned or replaced, as before)."""
+    be renamed (it is then pruned or replaced, as before, which `otherwise` says)."""
     aside = folder.with_name(ABANDONED + folder.name)
     n = 1
     while aside.exists() or aside.is_symlink():
@@ -214,7 +215,7 @@ def _set_aside(folder: Path, log: Callable[[str], None] | None) -> bool:
     except OSError as e:  # left where it is: pruned with the abandoned steps, as before
         if log is not None:
             log(f"checkpoint {folder}: passed over by this resumed run, and it cannot be set aside ({e.strerror or e})"
-                "; removed with the steps this run abandons")
+                f"; {otherwise}")
         return False
     if log is not None:
         log(f"checkpoint {folder}: passed over by this resumed run (damaged or unreadable when it started); kept as "
