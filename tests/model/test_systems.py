@@ -703,13 +703,18 @@ def test_a_failing_batch_is_retried_in_halves_down_to_single_rows(monkeypatch):
 def test_items_no_system_can_run_fail_alone_before_the_batch():
     items = [Item(CLIPS[0], "eng", "deu", Task.SRT), Item(CLIPS[1], "xxx", "deu", Task.SRT),
              Item(None, "eng", "deu", Task.SRT), Item(None, "eng", "deu", Task.MT, ""),
-             Item(CLIPS[2], "eng", None, Task.S2TT), Item(None, "fra", "eng", Task.MT, "le chat")]
+             Item(CLIPS[2], "eng", None, Task.S2TT), Item(None, "fra", "eng", Task.MT, "le chat"),
+             # past Whisper's window: the encoder refuses it, Whisper's log-mel would decode its first 30 s as whole
+             Item(tiny.tone(31.0, 300), "eng", "deu", Task.ASR),
+             Item(tiny.tone(30.0, 300), "eng", "deu", Task.ASR)]
     flaky, done = Flaky(fits=8), []
     out = run_items(flaky, items, OPTS, batch_size=8, progress=done.append)
-    assert flaky.calls == [2] and sum(done) == len(items)
-    assert [o.error is None for o in out] == [True, False, False, False, False, True]
+    assert flaky.calls == [3] and sum(done) == len(items)
+    assert [o.error is None for o in out] == [True, False, False, False, False, True, False, True]
     assert "unknown language code 'xxx'" in out[1].error and "needs audio" in out[2].error
     assert "needs a transcript" in out[3].error and "needs a target language" in out[4].error
+    assert out[6].error.endswith("31.0 s is longer than Whisper's 30 s window; segment long audio first "
+                                 "(llm_srt.segment.segment; `llm-srt translate` does)")
 
 
 def test_output_cap_follows_the_target_script():

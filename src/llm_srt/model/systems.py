@@ -29,8 +29,9 @@ import torch
 import torch.nn.functional as F
 
 from .. import languages
+from ..audio import SAMPLE_RATE, WINDOW_SECONDS
 from ..device import Placement, compute_dtype, is_int8, release
-from ..errors import LLMSRTError
+from ..errors import AudioError, LLMSRTError
 from ..paths import EMBEDDED, resolve_model
 from ..prompts import Task, build, first_part, markup_in, parse_srt, tag, translation_part
 from .whisper_torch import SuppressTokens, TorchWhisper
@@ -93,6 +94,10 @@ def check_item(item: Item) -> None:
         languages.get(item.tgt)
     if item.task.needs_speech and item.audio is None:
         raise LLMSRTError(f"task {item.task.value} needs audio")
+    if item.task.needs_speech and len(item.audio) > WINDOW_SECONDS * SAMPLE_RATE:  # refused alike by every system:
+        #   the speech LLMs' encoder refuses it, Whisper's log-mel would keep the first 30 s and decode them as whole
+        raise AudioError(f"audio of {len(item.audio) / SAMPLE_RATE:.1f} s is longer than Whisper's {WINDOW_SECONDS} s "
+                         "window; segment long audio first (llm_srt.segment.segment; `llm-srt translate` does)")
     if item.task in (Task.SMT, Task.MT) and not item.transcript.strip():
         raise LLMSRTError(f"task {item.task.value} needs a transcript (--transcript)")
     if item.task in (Task.SMT, Task.MT) and (found := markup_in(item.transcript)):
