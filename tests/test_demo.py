@@ -604,3 +604,8 @@ def test_a_demo_failing_after_its_claims_keeps_them_and_no_earlier_runs(tmp_path
     assert seen["earlier files at evaluation"] == ["directions.json"]
     assert json.loads((work / "report" / "claims.json").read_text()) == [{"claim": "c", "seed": 0}]
     assert not (work / "report" / "timings.json").exists()
+    failing = SimpleNamespace(translate=lambda *a, **k: [SimpleNamespace(error="RuntimeError: boom", transcript="",
+                                                                          translation="")])
+    monkeypatch.setattr(infer.SpeechTranslator, "from_pretrained", lambda *a, **k: failing)
+    with pytest.raises(demo.LLMSRTError, match=r"^one held-out clip: a.wav failed: RuntimeError: boom$"):
+        demo.run_demo(work, data, log=lambda line: None)  # not an empty transcript and translation, and done

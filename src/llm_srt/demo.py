@@ -250,6 +250,8 @@ def run_demo(work: Path, data: Path, log=print, dtype: str = "auto", asr: Path =
         translator = SpeechTranslator.from_pretrained(model, device=placement.device, dtype=placement.dtype)
         res = translator.translate([row.audio], row.src_lang, row.tgt_lang)[0]
         audio = Path(row.audio)
+        if res.error:  # printed as an empty transcript and translation, the step said done
+            raise LLMSRTError(f"one held-out clip: {audio} failed: {res.error}")
         log(f"audio:       {audio.relative_to(data.resolve()) if data.resolve() in audio.parents else audio}")
         log(f"model:       {model}")
         log(f"transcript:  {res.transcript}")
