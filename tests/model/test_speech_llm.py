@@ -180,6 +180,20 @@ def test_greedy_drops_finished_rows_and_equals_hf_generate(model):
     assert steps[0] == 3 and min(steps) < 3 and steps == sorted(steps, reverse=True)  # finished rows left
 
 
+def test_a_length_penalty_is_given_to_beam_search_only(model, capfd):
+    """Greedy decoding through transformers (a repetition penalty, FSDP's synced ranks) has no length penalty: set,
+    it printed transformers' "generation flags are not valid" warning into every such run's output."""
+    from llm_srt.model import decoding
+    from llm_srt.model.llm import causal_lm
+
+    base = causal_lm(model.llm).generation_config
+    greedy = decoding.generation_config(base, DecodingOptions(max_new_tokens=8, length_penalty=2.0), [2], 0)
+    greedy.validate()
+    assert "length_penalty" not in capfd.readouterr().err and greedy.length_penalty == 1.0
+    beam = decoding.generation_config(base, DecodingOptions(max_new_tokens=8, length_penalty=2.0, beam_size=2), [2], 0)
+    assert beam.length_penalty == 2.0 and beam.num_beams == 2
+
+
 def test_greedy_on_end_writes_the_required_ids_once_then_goes_on_as_if_they_were_prompted(model):
     """A row that picks an end token before `on_end` is satisfied gets the ids written for it (the argmax ignored)
     and goes on; what follows equals greedy decoding of the prompt extended by those ids. Asked once per row: the
@@ -925,6 +939,37 @@ def test_a_step_that_does_not_compile_decodes_eagerly_with_a_warning(tmp_path, m
             assert decoding.greedy_ids(model.llm, embeds, mask, 8, eos, compiled=True) == eager
         assert not decoding.StaticSteps.fits(causal_lm(model.llm), 3, 20)
         assert decoding.greedy_ids(model.llm, embeds, mask, 8, eos, compiled=True) == eager  # no second warning
+
+
+def test_running_out_of_gpu_memory_while_compiling_is_the_batchs_error_not_a_refusal(tmp_path, monkeypatch):
+    """Torch wraps what its compiler backend raises in BackendCompilerFailed: an out-of-memory error while inductor
+    tunes kernels or a CUDA graph records is raised as itself (the batch is retried in halves, the static caches
+    dropped) and the model compiles again later; another backend failure is refused with its own words."""
+    from torch._dynamo.exc import BackendCompilerFailed
+
+    from llm_srt.model import decoding
+    from llm_srt.model.llm import causal_lm
+
+    model = tiny.speech_llm(tmp_path, init_std=0.3).eval()
+    embeds, mask = _prompt_embeds(model)
+    eos = [model.tokenizer.eos_token_id]
+
+    def failing(error):
+        def compiled(mode):
+            def step(*args):
+                raise BackendCompilerFailed(lambda *a: None, error, None)
+            return step
+        return staticmethod(compiled)
+
+    monkeypatch.setattr(decoding.StaticSteps, "_compiled", failing(torch.OutOfMemoryError("CUDA out of memory. "
+                                                                                          "Tried to allocate 2 GiB")))
+    with torch.no_grad(), pytest.raises(torch.OutOfMemoryError, match="Tried to allocate 2 GiB"):
+        decoding.greedy_ids(model.llm, embeds, mask, 8, eos, compiled=True)
+    assert decoding.StaticSteps.fits(causal_lm(model.llm), 3, 20)
+    monkeypatch.setattr(decoding.StaticSteps, "_compiled", failing(RuntimeError("no C compiler found")))
+    with torch.no_grad(), pytest.warns(RuntimeWarning, match=r"\(RuntimeError: no C compiler found\)"):
+        decoding.greedy_ids(model.llm, embeds, mask, 8, eos, compiled=True)
+    assert not decoding.StaticSteps.fits(causal_lm(model.llm), 3, 20)
 
 
 def test_past_the_limit_of_compiled_shapes_new_shapes_decode_eagerly(model, monkeypatch):

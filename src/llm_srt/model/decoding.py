@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import torch
 from torch import nn
 
+from ..device import is_out_of_memory
 from ..errors import LLMSRTError
 
 # (row, its ids so far) -> the ids it must write before it may end (None: it may end). Asked, never told: which rows
@@ -278,6 +279,8 @@ def greedy_ids(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, max_n
         except torch._dynamo.exc.FailOnRecompileLimitHit as e:  # torch's limit of compiled shapes: this shape eager
             StaticSteps.shapes_full(e)
         except torch._dynamo.exc.TorchDynamoException as e:  # the model's step does not compile: eager, said once
+            if oom := [c for c in _causes(e) if is_out_of_memory(c)]:  # compiling or recording a CUDA graph ran
+                raise oom[-1] from None  # out of memory: the batch's to retry in halves, not refused for good
             StaticSteps.refuse(lm, e)
         else:
             steps.close()
@@ -363,6 +366,15 @@ INT8_COMPILED_ROWS = 1
 def static_batch(rows: int) -> int:
     """The batch size static steps run `rows` rows at: filled to a power of two (copies of row 0)."""
     return 1 << (rows - 1).bit_length()
+
+
+def _causes(error: BaseException):
+    """`error`, then what it wraps: torch wraps what a compiler backend raised in its own BackendCompilerFailed."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = getattr(error, "inner_exception", None) or error.__cause__
 
 
 class StaticSteps:
@@ -463,6 +475,7 @@ class StaticSteps:
         """The model's decode step does not compile here: a warning, and eager steps for it from now on (the
         generation that failed runs again eagerly: nothing of it was returned)."""
         cls._refused.add(lm)
+        error = getattr(error, "inner_exception", None) or error  # what a backend raised, not torch's wrapper
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
         warnings.warn(f"--compile: this model's decode step does not compile ({type(error).__name__}: {first[:200]}); "
                       "it decodes eagerly (the same tokens, without the compiled speed)", RuntimeWarning, stacklevel=3)
@@ -711,7 +724,7 @@ def generation_config(base: GenerationConfig, o: DecodingOptions, eos: list[int]
     config.max_length = None
     config.min_new_tokens = None
     config.min_length = 0
-    config.length_penalty = o.length_penalty
+    config.length_penalty = o.length_penalty if o.beam_size > 1 else 1.0  # greedy has none (transformers warns)
     config.no_repeat_ngram_size = o.no_repeat_ngram_size
     config.repetition_penalty = 1.0  # the callers penalize the new tokens alone, with a processor of their own
     config.early_stopping = o.early_stopping if o.beam_size > 1 else False
