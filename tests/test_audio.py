@@ -227,6 +227,79 @@ def test_a_flac_cut_short_is_refused_unless_salvaged_then_kept_to_its_damage_wit
         "file is damaged or cut short; those are used (re-export it, or copy it again, for the rest)"]
 
 
+def _wav(x, subtype="PCM_16", endian="FILE"):
+    """A 16 kHz WAV of `x`, and where its data chunk's size field is."""
+    buf = io.BytesIO()
+    sf.write(buf, x, SAMPLE_RATE, format="WAV", subtype=subtype, endian=endian)
+    data = buf.getvalue()
+    return data, data.index(b"data") + 4
+
+
+@pytest.mark.parametrize("subtype,endian,width", [("PCM_16", "FILE", 2), ("FLOAT", "FILE", 4), ("PCM_16", "BIG", 2)])
+def test_a_wav_cut_short_is_refused_unless_salvaged_then_kept_to_its_end_with_one_warning(tmp_path, caplog, subtype,
+                                                                                           endian, width):
+    """libsndfile trims a WAV's length to the bytes it holds, without an error: a 2.0 s WAV cut to half loaded 1.0 s
+    as if whole (scored or trained against the transcript of 2.0 s). Its data chunk's size tells; treated as FLAC's."""
+    data, size_at = _wav(_tone(SAMPLE_RATE, 3.0), subtype, endian)
+    path = tmp_path / "cut.wav"
+    path.write_bytes(data[:len(data) // 2 + 1])  # mid-sample: the odd byte is dropped
+    kept = (len(data) // 2 + 1 - size_at - 4) // width
+    whole = load_audio(data)
+    expected = f"only the first {kept / SAMPLE_RATE:.1f} s of 3.0 s decode (it ends before the length its header gives)"
+    with pytest.raises(AudioError) as e:
+        load_audio(path)
+    assert str(e.value) == f"{path}: {expected}: the file is damaged or cut short; re-export it, or copy it again"
+    with pytest.raises(AudioError, match="^<audio>: only the first 1.5 s of 3.0 s decode"):  # bytes, as uploaded
+        load_audio(data[:len(data) // 2])
+    with caplog.at_level(logging.WARNING, logger="llm_srt.audio"):
+        out = load_audio(path, salvage=True)
+    assert out.size == kept and np.array_equal(out, whole[:kept])
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path}: {expected}: the file is damaged or cut short; those are used (re-export it, or copy it again, for "
+        "the rest)"]
+
+
+def _with_data_size(data, size_at, size):
+    """`data` with its data chunk's size field, and the RIFF one after it, saying `size` (0: as a killed recorder
+    leaves them; 0xFFFFFFFF or sox's 0x7FFFF000: as a stream written to a pipe has them)."""
+    b = bytearray(data)
+    b[size_at:size_at + 4] = size.to_bytes(4, "little")
+    b[4:8] = (min(size + size_at - 4, 0xFFFFFFFF) if size else 0).to_bytes(4, "little")
+    return bytes(b)
+
+
+def _with_trailing_chunk(data, size_at):
+    """`data` with a LIST chunk after its data chunk (as some editors write their tags)."""
+    tail = b"LIST" + (4).to_bytes(4, "little") + b"INFO"
+    b = bytearray(data + tail)
+    b[4:8] = (len(b) - 8).to_bytes(4, "little")
+    return bytes(b)
+
+
+@pytest.mark.parametrize("subtype,make", [
+    ("PCM_16", lambda data, at: data),
+    ("PCM_U8", lambda data, at: data),
+    ("PCM_16", _with_trailing_chunk),
+    ("PCM_U8", _with_trailing_chunk),
+    ("PCM_16", lambda data, at: _with_data_size(data, at, 0)),
+    ("PCM_16", lambda data, at: _with_data_size(data, at, 0xFFFFFFFF)),
+    ("PCM_16", lambda data, at: _with_data_size(data, at, 0x7FFFF000)),
+], ids=["whole", "odd-data-and-its-pad-byte", "a-chunk-after-data", "a-chunk-after-the-pad-byte", "unsized-0",
+        "unsized-ffffffff", "unsized-sox-pipe"])
+def test_a_whole_or_streamed_wav_still_loads_whole_without_a_warning(tmp_path, caplog, subtype, make):
+    """Only a data chunk holding less than its size is cut short: not chunks after it, not a pad byte after an odd
+    chunk (PCM_U8, 16001 samples), not a size that stands for "unknown" (streamed: no pad byte, as its writer did
+    not know the size; one there would be read as a sample)."""
+    data, size_at = _wav(_tone(SAMPLE_RATE, 1.1)[:16001], subtype)
+    if subtype == "PCM_U8":  # the pad byte, written by libsndfile, that the data chunk's size leaves out
+        assert len(data) == size_at + 4 + 16001 + 1
+    path = tmp_path / "whole.wav"
+    path.write_bytes(make(data, size_at))
+    with caplog.at_level(logging.WARNING, logger="llm_srt.audio"):
+        out = load_audio(path)
+    assert np.array_equal(out, sf.read(io.BytesIO(data), dtype="float32")[0]) and caplog.records == []
+
+
 def test_a_flac_damaged_inside_keeps_all_before_the_damage_not_back_to_its_blocks_start(small_blocks):
     """libsndfile seeks no more after the damage: the block it was in was lost back to its start (a 300 s FLAC
     damaged at 150 s kept 87.4 s, its first block)."""

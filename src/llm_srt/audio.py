@@ -36,6 +36,8 @@ UNKNOWN_FRAMES = 1 << 62  # libsndfile's frame count for a stream of unknown len
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 WAV_HEADER_SCAN = 1 << 20  # the chunks before a WAV's data chunk (fmt, LIST, ...) are looked for this far in
 RIFF_MAX = 0xFFFFFFFF  # a RIFF size field's largest value: a WAV's length past 4 GiB needs RF64
+WAV_PLACEHOLDER = 0x7FFFF000  # a data size this large stands for "length unknown" (sox writes it to a pipe, others
+#   RIFF_MAX), so a WAV that claims it and holds less is streamed, not cut short; one cut short past 2 GiB looks alike
 
 AudioInput = str | Path | bytes | np.ndarray
 log = logging.getLogger(__name__)
@@ -110,8 +112,8 @@ def _decode(source: str | Path | bytes, label: str, sr: int, max_seconds: float 
     """Decode a file or its bytes to mono float32 (N,) at `sr` Hz, block by block, within the limits."""
     target = _open(source, label)
     try:
-        samples = _stream(target, label, sr, max_seconds, max_bytes, salvage)
         held = target if isinstance(target, int) else source  # the bytes, not their BytesIO: its buffer is copied
+        samples = _stream(target, label, sr, max_seconds, max_bytes, salvage, _wav_cut(held))
         if samples.size == 0 and (repaired := _unsized_wav(held, label)) is not None:  # whole when asked for
             samples = _stream(repaired, label, sr, max_seconds, max_bytes, salvage)
         return samples
@@ -121,7 +123,9 @@ def _decode(source: str | Path | bytes, label: str, sr: int, max_seconds: float 
 
 
 def _stream(target: int | io.IOBase, label: str, sr: int, max_seconds: float | None,
-            max_bytes: int | None, salvage: bool) -> np.ndarray:
+            max_bytes: int | None, salvage: bool, wav_cut: tuple[int, int] | None = None) -> np.ndarray:
+    """`wav_cut`: _wav_cut's (bytes held, bytes claimed) for a WAV cut short, whose length libsndfile trims to what
+    it holds, so that only its header tells it is cut short."""
     try:
         opened = sf.SoundFile(target, closefd=False)
     except DECODE_ERRORS as e:
@@ -130,6 +134,7 @@ def _stream(target: int | io.IOBase, label: str, sr: int, max_seconds: float | N
     try:
         with opened as f:
             rate, channels, unknown_length = f.samplerate, f.channels, opened.frames >= UNKNOWN_FRAMES
+            claimed_frames = f.frames if wav_cut is None else f.frames * wav_cut[1] / wav_cut[0]
             if not MIN_RATE <= rate <= MAX_RATE:
                 raise AudioError(f"{label}: the header gives a sample rate of {rate} Hz, outside "
                                  f"{MIN_RATE}-{MAX_RATE} Hz; the file is damaged, re-export it")
@@ -139,11 +144,13 @@ def _stream(target: int | io.IOBase, label: str, sr: int, max_seconds: float | N
             samples, frames, cut = _read_blocks(f, label, sr, caps)
             if cut is None and f.format == "FLAC" and not unknown_length and frames < f.frames:
                 cut = "it ends before the length its header gives"  # cut at a frame's end: no decoder error
+            elif cut is None and wav_cut is not None and frames:  # none decoded: called empty, as a header alone is
+                cut = "it ends before the length its header gives"
     except DECODE_ERRORS as e:
         raise AudioError(f"{label}: cannot decode audio ({_reason(e)}): the file is damaged or cut short; re-export "
                          "it, or copy it again") from None
-    if cut is not None:  # decoded in part (a WAV cut short decodes without an error, as libsndfile stops at its end)
-        claimed = "" if unknown_length else f" of {opened.frames / rate:.1f} s"
+    if cut is not None:  # decoded in part
+        claimed = "" if unknown_length else f" of {claimed_frames / rate:.1f} s"
         if not salvage:
             raise AudioError(f"{label}: only the first {frames / rate:.1f} s{claimed} decode ({cut}): the file is "
                              "damaged or cut short; re-export it, or copy it again")
@@ -237,26 +244,49 @@ def _unsized_wav(target: int | bytes, label: str) -> io.RawIOBase | None:
     """A WAV whose header says its data chunk is empty while samples follow it (a recorder killed before it wrote
     the sizes; a stream written to a pipe): the file as read through a _Patched view, its data chunk's size set to
     what the file holds, so the samples decode. None for anything else."""
+    if (found := _wav_data(target)) is None:
+        return None
+    order, head, size = found
+    total = _size(target)
+    held = total - len(head)
+    if size != 0 or held <= 0:
+        return None
+    if total - 8 > RIFF_MAX:
+        raise AudioError(f"{label}: a WAV over 4 GiB whose header gives no sizes (a recorder stopped before "
+                         "writing them): a WAV header cannot give its length; convert it with "
+                         "`sox --ignore-length` to FLAC or RF64")
+    patched = bytearray(head)
+    struct.pack_into(order + "I", patched, len(head) - 4, held)
+    struct.pack_into(order + "I", patched, 4, total - 8)
+    return _Patched(target, bytes(patched), total)
+
+
+def _wav_cut(target: int | bytes) -> tuple[int, int] | None:
+    """(bytes held, bytes claimed) of a WAV whose data chunk claims more bytes than follow its header (a recording
+    or copy cut short: libsndfile trims the length to what is there, without an error). None for anything else: a
+    whole WAV (an odd chunk's pad byte, chunks after the data), or one whose size stands for a length not known,
+    0 (_unsized_wav) or WAV_PLACEHOLDER and above."""
+    if (found := _wav_data(target)) is None:
+        return None
+    _, head, claimed = found
+    held = _size(target) - len(head)
+    return (held, claimed) if 0 < held < claimed < WAV_PLACEHOLDER else None
+
+
+def _wav_data(target: int | bytes) -> tuple[str, bytes, int] | None:
+    """A RIFF (or RIFX) WAV's data chunk as its header gives it: (struct byte order, the file's bytes up to the end
+    of that chunk's header, the size the header gives). None for anything else, or a data chunk not within the
+    first WAV_HEADER_SCAN bytes."""
     first = _read_at(target, 0, 12)
     if first[:4] not in (b"RIFF", b"RIFX") or first[8:12] != b"WAVE":  # before reading the rest of the head
         return None
-    head, total = _read_at(target, 0, WAV_HEADER_SCAN), _size(target)
+    head = _read_at(target, 0, WAV_HEADER_SCAN)
     order = "<" if head[:4] == b"RIFF" else ">"
     at = 12
     while at + 8 <= len(head):
         chunk, size = head[at:at + 4], struct.unpack_from(order + "I", head, at + 4)[0]
         if chunk == b"data":
-            held = total - at - 8
-            if size != 0 or held <= 0:
-                return None
-            if total - 8 > RIFF_MAX:
-                raise AudioError(f"{label}: a WAV over 4 GiB whose header gives no sizes (a recorder stopped before "
-                                 "writing them): a WAV header cannot give its length; convert it with "
-                                 "`sox --ignore-length` to FLAC or RF64")
-            patched = bytearray(head[:at + 8])
-            struct.pack_into(order + "I", patched, at + 4, held)
-            struct.pack_into(order + "I", patched, 4, total - 8)
-            return _Patched(target, bytes(patched), total)
+            return order, head[:at + 8], size
         at += 8 + size + (size & 1)
     return None
 
