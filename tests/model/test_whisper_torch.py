@@ -118,6 +118,64 @@ def test_bad_folders_are_clear_errors(folder, tmp_path):
     assert torch.equal(dithered([clip], torch.device("cpu")), whisper.features([clip], torch.device("cpu")))
 
 
+def test_a_folder_without_weights_is_a_one_line_error(folder, tmp_path):
+    """No model.safetensors and no index of shards: one line naming the folder and both layouts; an index naming a
+    shard that is not there: one line naming the shard."""
+    (tmp_path / "config.json").write_bytes((folder / "config.json").read_bytes())
+    with pytest.raises(LLMSRTError, match=f"^{tmp_path}: not a Hugging Face Whisper folder .no model.safetensors, "
+                                          "nor model.safetensors.index.json with its shards.*--whisper") as e:
+        TorchWhisper.from_pretrained(tmp_path, torch.device("cpu"), torch.float32, decoder_only=True)
+    assert "\n" not in str(e.value)
+    index = {"metadata": {}, "weight_map": {"model.decoder.embed_tokens.weight": "model-00001-of-00002.safetensors"}}
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(LLMSRTError, match=f"^{tmp_path}/model-00001-of-00002.safetensors: not there, though "
+                                          "model.safetensors.index.json lists it"):
+        TorchWhisper.from_pretrained(tmp_path, torch.device("cpu"), torch.float32)
+
+
+@pytest.mark.parametrize("int8", [False, True])
+def test_a_sharded_folder_gives_the_single_files_numbers(folder, tmp_path, monkeypatch, int8):
+    """save_pretrained's shards and model.safetensors.index.json (past 5 GB: a float32 Whisper large fine-tune, which
+    a speech LLM's encoder reads) load as model.safetensors does, whole and decoder_only (language ID's); decoder_only
+    opens no shard that holds only encoder tensors."""
+    import safetensors
+    from transformers import WhisperForConditionalGeneration
+
+    from llm_srt.model import mapped
+
+    sharded = tmp_path / "sharded"
+    WhisperForConditionalGeneration.from_pretrained(folder).save_pretrained(sharded, max_shard_size="100KB")
+    for f in folder.iterdir():  # the tokenizer's and feature extractor's files
+        if not (sharded / f.name).exists() and f.name != "model.safetensors":
+            (sharded / f.name).write_bytes(f.read_bytes())
+    weight_map = json.loads((sharded / "model.safetensors.index.json").read_text())["weight_map"]
+    assert len(set(weight_map.values())) > 1 and not (sharded / "model.safetensors").exists()
+    one, many = (TorchWhisper.from_pretrained(f, torch.device("cpu"), torch.float32, int8=int8)
+                 for f in (folder, sharded))
+    prompts = torch.tensor([[one.generation.start, 5, 6, 7]])
+    with torch.inference_mode():
+        states = one.encode(one.mel(CLIPS[:1]))
+        assert torch.equal(many.encode(many.mel(CLIPS[:1])), states)
+        logits = one.next_logits(states, prompts)
+        assert torch.equal(many.next_logits(states, prompts), logits)
+        assert torch.equal(many.greedy(states, prompts, 8), one.greedy(states, prompts, 8))
+    if int8:  # the token table stays a view of its shard, so its pages can be dropped after lookups
+        table = "model.decoder.embed_tokens.weight"
+        assert mapped.mapped_from(many.model.decoder.embed_tokens.weight, sharded / weight_map[table])
+    opened, safe_open = [], safetensors.safe_open
+    monkeypatch.setattr(safetensors, "safe_open", lambda path, *a, **k: opened.append(Path(path).name) or
+                        safe_open(path, *a, **k))
+    decoder = TorchWhisper.from_pretrained(sharded, torch.device("cpu"), torch.float32, int8=int8, decoder_only=True)
+    encoder_only = set(weight_map.values()) - {f for k, f in weight_map.items() if not k.startswith("model.encoder.")}
+    assert encoder_only and opened and not encoder_only & set(opened)
+    with torch.inference_mode():
+        assert torch.equal(decoder.next_logits(states, prompts), logits)
+    config = json.loads((sharded / "config.json").read_text())
+    (sharded / "config.json").write_text(json.dumps({**config, "d_model": 48}))
+    with pytest.raises(LLMSRTError, match="sharded/model.safetensors.index.json: not a Whisper of config.json's shape"):
+        TorchWhisper.from_pretrained(sharded, torch.device("cpu"), torch.float32, int8=int8)
+
+
 def _copy(folder: Path, to: Path, convert) -> Path:
     """The folder's files in `to`, each tensor of model.safetensors passed through `convert`."""
     from safetensors.torch import load_file, save_file

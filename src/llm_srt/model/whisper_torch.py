@@ -1,7 +1,8 @@
 """Whisper's encoder-decoder in plain torch, for greedy decoding without transformers (`translate --model whisper`).
 
 Reads an HF Whisper folder as `convert whisper-ct2` / `save_pretrained` write it: config.json (dimensions),
-model.safetensors (memory-mapped: float32 weights are used in place, never copied), vocabulary.txt (its tokens
+model.safetensors, or the shards model.safetensors.index.json lists (memory-mapped: float32 weights are used in
+place, never copied; only the shards holding wanted tensors are opened), vocabulary.txt (its tokens
 through the `tokenizers` library's byte-level decoder; without it, tokenizer.json), generation_config.json (task
 prompt, suppressed tokens) and the feature extractor's settings (preprocessor_config.json, or
 processor_config.json's "feature_extractor"). The modules keep HF's parameter names,
@@ -39,6 +40,7 @@ FEATURE_DEFAULTS = {"feature_size": 80, "sampling_rate": SAMPLE_RATE, "hop_lengt
 TIMESTAMP = re.compile(r"<\|(\d+\.\d+)\|>")  # timestamp tokens are not special in tokenizer.json: HF drops their text
 VOCABULARY = "vocabulary.txt"  # id -> token, one a line (CTranslate2's file; `convert whisper-ct2` writes it)
 EMBED_TOKENS = "decoder.embed_tokens"  # the token table (tied to the head), under HF's `model.` prefix
+WEIGHTS, WEIGHTS_INDEX = "model.safetensors", "model.safetensors.index.json"  # one file, or save_pretrained's shards
 CPU_MMAP_THRESHOLD = 16 << 20  # bytes: on glibc, CPU allocations this large are mapped and unmapped on their own
 CPU_TRIM_THRESHOLD = 64 << 20  # bytes: free memory at the heap's top kept for reuse (`return_freed_memory`)
 LOAD_TRIM_EVERY = 8  # int8 load: the heap is trimmed after this many linear layers
@@ -51,6 +53,43 @@ def _read_json(path: Path) -> dict:
     except (OSError, ValueError) as e:
         raise LLMSRTError(f"{path}: cannot read it ({str(e).splitlines()[0]}); re-run `llm-srt setup` or "
                           "`llm-srt convert whisper-ct2`") from None
+
+
+def tensor_files(folder: Path) -> dict[str, Path]:
+    """Each tensor name of the folder's safetensors checkpoint -> the file holding it: model.safetensors, or the
+    shards model.safetensors.index.json maps (transformers shards past 5 GB: a float32 Whisper large is 6.2 GB).
+    Only headers are read. encoder.py globs *.safetensors instead, as it reads every encoder tensor; here the map
+    lets a decoder-only load skip the encoder's shards (and encoder.py imports transformers, which this must not)."""
+    from safetensors import safe_open
+
+    if (folder / WEIGHTS).is_file():
+        try:
+            with safe_open(folder / WEIGHTS, framework="pt") as f:
+                return dict.fromkeys(f.keys(), folder / WEIGHTS)
+        except Exception as e:  # noqa: BLE001  SafetensorError (a bad header), OSError
+            raise LLMSRTError(f"{folder / WEIGHTS}: cannot read the Whisper weights ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0]}); the file is damaged or cut short: copy or download it "
+                              "again") from None
+    index = folder / WEIGHTS_INDEX
+    if not index.is_file():
+        raise LLMSRTError(f"{folder}: not a Hugging Face Whisper folder (no {WEIGHTS}, nor {WEIGHTS_INDEX} with its "
+                          "shards); run `llm-srt setup` or pass --whisper FOLDER")
+    raw = _read_json(index)
+    weight_map = raw.get("weight_map") if isinstance(raw, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise LLMSRTError(f"{index}: no weight_map of tensor names to shard files; save the model again "
+                          "(save_pretrained) or copy the folder again")
+    files = {name: folder / file for name, file in weight_map.items()}
+    if missing := sorted({str(file) for file in files.values() if not file.is_file()}):
+        raise LLMSRTError(f"{missing[0]}: not there, though {index.name} lists it; copy or download the whole "
+                          "folder again")
+    return files
+
+
+def _file_of(files: dict[str, Path], key: str) -> Path:
+    if key not in files:  # a RuntimeError as load_state_dict's: from_pretrained names the folder and the tensor
+        raise RuntimeError(f"missing tensor:\n{key} is in no weights file")
+    return files[key]
 
 
 @functools.cache
@@ -424,10 +463,10 @@ class TorchWhisper(nn.Module):
         `decoder_only`: no encoder is read (a speech LLM's own Whisper encoder gives the states: language ID beside
         it)."""
         folder = Path(folder)
-        for name in ("config.json", "model.safetensors"):
-            if not (folder / name).is_file():
-                raise LLMSRTError(f"{folder}: not a Hugging Face Whisper folder (no {name}); run `llm-srt setup` or "
-                                  "pass --whisper FOLDER")
+        if not (folder / "config.json").is_file():
+            raise LLMSRTError(f"{folder}: not a Hugging Face Whisper folder (no config.json); run `llm-srt setup` or "
+                              "pass --whisper FOLDER")
+        files = tensor_files(folder)
         config = _read_json(folder / "config.json")
         try:
             dims = WhisperDims.from_config(config)
@@ -442,23 +481,29 @@ class TorchWhisper(nn.Module):
         if decoder_only:
             whisper.model.encoder = None
         try:
-            whisper._load_int8() if int8 else whisper._load(device, dtype)
+            whisper._load_int8(files) if int8 else whisper._load(files, device, dtype)
         except (RuntimeError, ValueError) as e:  # a weight of another shape
             lines = str(e).splitlines()
-            raise LLMSRTError(f"{folder}/model.safetensors: not a Whisper of config.json's shape "
+            weights = WEIGHTS if (folder / WEIGHTS).is_file() else WEIGHTS_INDEX
+            raise LLMSRTError(f"{folder}/{weights}: not a Whisper of config.json's shape "
                               f"({(lines[1] if len(lines) > 1 else lines[0]).strip()})") from None
         whisper._trim()
         return whisper.eval().requires_grad_(False)
 
-    def _load(self, device: torch.device, dtype: torch.dtype) -> None:
-        from safetensors.torch import load_file
+    def _load(self, files: dict[str, Path], device: torch.device, dtype: torch.dtype) -> None:
+        """The wanted tensors (`tensor_files`), each shard opened once; a shard with none of them (decoder_only: the
+        encoder's) is never opened."""
+        from safetensors import safe_open
 
-        state = {k.removeprefix("model."): v.to(device=device, dtype=dtype)
-                 for k, v in load_file(self.folder / "model.safetensors").items()
-                 if k != "proj_out.weight" and self._wanted(k)}
+        keys = [k for k in files if k != "proj_out.weight" and self._wanted(k)]
+        state = {}
+        for file in dict.fromkeys(files[k] for k in keys):
+            with safe_open(file, framework="pt") as f:
+                state.update({k.removeprefix("model."): f.get_tensor(k).to(device=device, dtype=dtype)
+                              for k in keys if files[k] == file})
         self.model.load_state_dict(state, strict=True, assign=True)
 
-    def _load_int8(self) -> None:
+    def _load_int8(self, files: dict[str, Path]) -> None:
         """Each linear layer's float32 weights are read through a mapping of their own and quantized at once, so
         the file's pages leave memory as each mapping closes: the peak holds the int8 model and one float32 matrix,
         not every float32 weight besides. The tied head is quantized first, from the token table
@@ -467,32 +512,38 @@ class TorchWhisper(nn.Module):
         (`mapped.drop_pages_after_lookups`; a copy of it would cost 106 MB, or 26 MB as int8). From a float16 or
         bfloat16 file (HF's whisper-large-v3 is float16) the other tensors, the table too, become float32 copies:
         else the mel, convolutions and norms would run in float16 on the CPU (at Whisper base's shapes the
-        convolutions 9x slower; a tiny test model's states off by 0.09)."""
+        convolutions 9x slower; a tiny test model's states off by 0.09). `files`: `tensor_files`' map (a
+        sharded checkpoint's weight and bias may lie in two shards)."""
         from safetensors import safe_open
 
         from .cpu_linear import Int8Linear
 
-        path = self.folder / "model.safetensors"
         linears = {name: m for name, m in self.model.named_modules() if isinstance(m, nn.Linear)}
         table = f"{EMBED_TOKENS}.weight"
+        path = _file_of(files, f"model.{table}")
         self.head = Int8Linear.from_file(path, f"model.{table}", tuple(self.model.decoder.embed_tokens.weight.shape))
         trim_heap()  # first: its quantized and packed forms (2 x 26 MB) are resident together before the rest is
-        with safe_open(path, framework="pt") as f:
-            keys = [k for k in f.keys() if k not in ("proj_out.weight", f"model.{table}") and self._wanted(k)]
-            state = {k.removeprefix("model."): f.get_tensor(k).to(torch.float32, copy=True) for k in keys
-                     if k.removeprefix("model.").rsplit(".", 1)[0] not in linears}
+        keys = [k for k in files if k not in ("proj_out.weight", f"model.{table}") and self._wanted(k)
+                and k.removeprefix("model.").rsplit(".", 1)[0] not in linears]
+        state = {}
+        for file in dict.fromkeys(files[k] for k in keys):
+            with safe_open(file, framework="pt") as f:
+                state.update({k.removeprefix("model."): f.get_tensor(k).to(torch.float32, copy=True)
+                              for k in keys if files[k] == file})
         with safe_open(path, framework="pt") as f:  # a mapping of its own: the copies' pages above are let go
-            if f"model.{table}" in f.keys():
-                state[table] = f.get_tensor(f"model.{table}").float()  # a float32 file's: a view
+            state[table] = f.get_tensor(f"model.{table}").float()  # a float32 file's: a view
         for i, (name, module) in enumerate(linears.items()):
-            with safe_open(path, framework="pt") as f:
+            with safe_open(_file_of(files, f"model.{name}.weight"), framework="pt") as f:
                 weight = f.get_tensor(f"model.{name}.weight")
-                if tuple(weight.shape) != tuple(module.weight.shape):
-                    raise RuntimeError(f"shape mismatch:\n{name}.weight is {tuple(weight.shape)}, the config says "
-                                       f"{tuple(module.weight.shape)}")
-                bias = f.get_tensor(f"model.{name}.bias") if module.bias is not None else None
-                parent, _, child = name.rpartition(".")
-                setattr(self.model.get_submodule(parent), child, Int8Linear(weight, bias))
+            if tuple(weight.shape) != tuple(module.weight.shape):
+                raise RuntimeError(f"shape mismatch:\n{name}.weight is {tuple(weight.shape)}, the config says "
+                                   f"{tuple(module.weight.shape)}")
+            bias = None
+            if module.bias is not None:
+                with safe_open(_file_of(files, f"model.{name}.bias"), framework="pt") as f:
+                    bias = f.get_tensor(f"model.{name}.bias")
+            parent, _, child = name.rpartition(".")
+            setattr(self.model.get_submodule(parent), child, Int8Linear(weight, bias))
             if i % LOAD_TRIM_EVERY == LOAD_TRIM_EVERY - 1:  # the layers' temporaries (Whisper base's load peaked
                 trim_heap()  # at 323 or 405 MiB, run to run; now 321-329, for ~15 ms)
         missing, unexpected = self.model.load_state_dict(state, strict=False, assign=True)
