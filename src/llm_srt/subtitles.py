@@ -20,6 +20,7 @@ from .errors import LLMSRTError
 VTT_HEADER = "WEBVTT"
 MAX_LINE_WIDTH = 42  # columns of a subtitle line (the usual broadcast and streaming limit; CJK: 21 characters)
 LINES_PER_CUE = 2  # lines on screen at once; with the transcript above the translation, one line each
+_EDGES = re.compile(r"^[\s\u200b\u2060\ufeff]+|[\s\u200b\u2060\ufeff]+$")  # `_bare`: spaces and invisible ones
 # what a cue shows of a segment -> (its main line, the line above it)
 CUE_MODES: dict[str, Callable] = {
     "translation": lambda s: (s.translation, None),
@@ -37,7 +38,7 @@ class Cue:
     @classmethod
     def of(cls, start: float, end: float, translation: str, transcript: str | None = None) -> "Cue":
         """A cue showing the transcript (if given) above the translation."""
-        return cls(start, end, "\n".join(t.strip() for t in (transcript, translation) if t and t.strip()))
+        return cls(start, end, "\n".join(_bare(t) for t in (transcript, translation) if t and _bare(t)))
 
 
 def segment_cues(segments: Iterable, mode: str = "both", width: int = MAX_LINE_WIDTH) -> list[Cue]:
@@ -47,7 +48,7 @@ def segment_cues(segments: Iterable, mode: str = "both", width: int = MAX_LINE_W
     cues = []
     for s in segments:
         main, above = CUE_MODES[mode](s)
-        if (main and main.strip()) or (above and above.strip()):
+        if (main and _bare(main)) or (above and _bare(above)):
             end = max(s.end, s.start + 0.001)
             cues.extend(fit(s.start, end, main, above, width) if width else [Cue.of(s.start, end, main, above)])
     return cues
@@ -60,7 +61,7 @@ def fit(start: float, end: float, main: str, above: str | None = None, width: in
     start of its share of the text's columns (a text's words spread over the whole segment). The cues are as few as
     keep every one to its lines, cut near equal shares of the segment where that fits. Every word of both texts is
     shown once; only a segment too short for a millisecond a cue gets cues with more lines. None when end <= start."""
-    texts = [t.strip() for t in (above, main) if t and t.strip()]
+    texts = [_bare(t) for t in (above, main) if t and _bare(t)]
     if not texts or end <= start:
         return []
     per_text = max(1, LINES_PER_CUE // len(texts))
@@ -282,6 +283,13 @@ def _columns(ch: str) -> int:
     return 2 if _wide(ch) else 1
 
 
+def _bare(text: str) -> str:
+    """`text` without spaces or invisible characters at its ends: str.strip() keeps a zero-width space (U+200B,
+    written by some models between CJK words) or a byte-order mark, so such a text alone was a cue of nothing to see,
+    or a line of its own above a cue's two."""
+    return _EDGES.sub("", text)
+
+
 def _width(text: str) -> int:
     return sum(map(_columns, text.strip()))
 
@@ -303,13 +311,13 @@ def _lines(tokens: list[str], width: int) -> list[str]:
     lines, line, cols = [], "", 0  # cols: the line's columns with the spaces after its last token
     for token in tokens:
         word, spaced = _token_columns(token)
-        if line and cols + word > width:
-            lines.append(line.strip())
+        if line and cols + word > width and _bare(line):  # (a zero-width space alone is no line: on with the next)
+            lines.append(_bare(line))
             line, cols = "", 0
         line += token
         cols += spaced
-    if line.strip():
-        lines.append(line.strip())
+    if line := _bare(line):
+        lines.append(line)
     return lines
 
 
@@ -378,7 +386,7 @@ def _checked(cues: Iterable[Cue]) -> list[tuple[int, int, str]]:
 
 def _clean(text: str) -> str:
     # A blank line would end the cue early in both formats, and '-->' is forbidden inside WebVTT cue text.
-    lines = [line.strip() for line in text.replace("\r", "\n").split("\n")]
+    lines = [_bare(line) for line in text.replace("\r", "\n").split("\n")]
     return "\n".join(re.sub(r"-{2,}>", "->", line) for line in lines if line)  # one pass: "--->" is "->" too
 
 
