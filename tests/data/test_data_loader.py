@@ -156,9 +156,9 @@ def test_resume_yields_exactly_the_remaining_batches():
     it = iter(sampler)
     seen = [next(it) for _ in range(7)]
     state = sampler.state_dict()
-    assert state == {"epoch": 3, "batch": 7, "seed": 2, "replicas": 1}
+    assert state == {"epoch": 3, "batch": 7, "seed": 2, "replicas": 1, "batch_size": 5, "bucket_batches": 50}
     resumed = BucketBatchSampler(durations, 5, seed=2)
-    resumed.load_state_dict(state)
+    assert resumed.load_state_dict(state) == 0 and resumed.resume_note == ""
     rest = list(resumed)
     assert seen + rest == full and len(rest) == len(full) - 7
     assert resumed.state_dict()["epoch"] == 4 and list(resumed)[0] == resumed.batches(4)[0]
@@ -199,6 +199,74 @@ def test_resume_with_another_number_of_ranks_continues_the_same_global_order():
     four = [BucketBatchSampler(odd, 4, seed=1, num_replicas=4, rank=r) for r in range(4)]
     assert [s.load_state_dict(one.state_dict()) for s in four] == [2] * 4  # batches 9 and 10, not 12 - 9
     assert [next(s.stream())[2] for s in four] == BucketBatchSampler(odd, 4, seed=1).batches(1)[:4]
+
+
+def _rest_of_epoch(samplers) -> list[int]:
+    """The examples the ranks' samplers yield to the end of their epoch."""
+    return [i for s in samplers for batch in s for i in batch]
+
+
+@pytest.mark.parametrize("new_size", [8, 3])
+@pytest.mark.parametrize("old_world, new_world", [(1, 1), (1, 2), (2, 1), (2, 2)])
+def test_a_resume_at_another_batch_size_trains_each_example_of_the_epoch_once(new_size, old_world, new_world):
+    """The position counts batches of the saved size; read as batches of another (cut from another list) it trained
+    some examples of the epoch twice and others never (2,000 examples, 100 batches of 4 resumed at 8: 268 and 668)."""
+    durations = np.arange(403) % 17 + 0.5
+    old = [BucketBatchSampler(durations, 4, seed=3, num_replicas=old_world, rank=r) for r in range(old_world)]
+    iters = []
+    for s in old:
+        s.set_epoch(1)
+        iters.append(iter(s))
+    seen = [i for _ in range(24 // old_world) for it in iters for i in next(it)]  # 24 batches of 4 in epoch 1
+    new = [BucketBatchSampler(durations, new_size, seed=3, num_replicas=new_world, rank=r) for r in range(new_world)]
+    assert [s.load_state_dict(old[0].state_dict()) for s in new] == [0] * new_world
+    trained = seen + _rest_of_epoch(new)
+    assert max(Counter(trained).values()) == 1
+    assert new[0].resume_note.startswith("the saved data position (24 batches of 4 into epoch 1) counts batches of "
+                                         f"another size than this run's {new_size}: the rest of that epoch is its ")
+    # every example, but for the rest's batches after its last whole step (as in any epoch of several ranks)
+    assert len(durations) - len(trained) <= (new_world - 1) * new_size
+    assert Counter(len(b) for s in new for b in s.batches(1)).most_common(1)[0][0] == new_size  # cut at the new size
+    # the next epoch is the new size's own
+    fresh = [BucketBatchSampler(durations, new_size, seed=3, num_replicas=new_world, rank=r) for r in range(new_world)]
+    assert [s.state_dict() for s in new] == [{**f.state_dict(), "epoch": 2} for f in fresh]
+    assert [next(iter(s)) for s in new] == [f.batches(2)[0] for f in fresh]
+
+
+def test_an_epoch_resumed_at_another_batch_size_resumes_again_at_any_size():
+    """The state of an epoch resumed at another size keeps the state it came from: a resume at the same size goes
+    on in the same batches, one at a third size (or back at the first) with the examples still left."""
+    durations = np.arange(300) % 13 + 0.5
+    first = BucketBatchSampler(durations, 4, seed=1)
+    it = iter(first)
+    seen = [i for _ in range(10) for i in next(it)]
+    second = BucketBatchSampler(durations, 8, seed=1)
+    second.load_state_dict(first.state_dict())
+    it = iter(second)
+    seen += [i for _ in range(5) for i in next(it)]
+    state = second.state_dict()
+    assert state["resumed_from"] == first.state_dict() and state["batch"] == 5
+    same = BucketBatchSampler(durations, 8, seed=1, num_replicas=1)
+    assert same.load_state_dict(state) == 0 and same.resume_note == ""
+    assert list(same) == list(second)  # the same rest, batch for batch
+    for size in (4, 5):
+        third = BucketBatchSampler(durations, size, seed=1)
+        assert third.load_state_dict(state) == 0 and "5 batches of 8" in third.resume_note
+        trained = seen + _rest_of_epoch([third])
+        assert sorted(trained) == list(range(len(durations)))
+        assert third.state_dict() == {"epoch": 1, "batch": 0, "seed": 1, "replicas": 1, "batch_size": size,
+                                      "bucket_batches": 50}
+
+
+def test_a_state_without_a_batch_size_resumes_as_one_of_this_size():
+    """A checkpoint from before the state held its batch size: taken as this run's, as then."""
+    durations = np.arange(120) % 9 + 0.5
+    resumed = BucketBatchSampler(durations, 8, seed=4)
+    assert resumed.load_state_dict({"epoch": 2, "batch": 5, "seed": 4, "replicas": 1}) == 0
+    assert resumed.resume_note == "" and list(resumed) == resumed.batches(2)[5:]
+    # a start of an epoch at another size: nothing of it trained, the new size's own batches
+    resumed.load_state_dict({"epoch": 3, "batch": 0, "seed": 4, "replicas": 1, "batch_size": 3})
+    assert resumed.resume_note == "" and list(resumed) == BucketBatchSampler(durations, 8, seed=4).batches(3)
 
 
 def test_a_finished_epoch_resumes_at_the_next_one_on_any_number_of_ranks():
@@ -386,7 +454,8 @@ def test_stream_tags_each_batch_with_its_position_for_a_consumer_that_runs_behin
     assert [(e, b) for e, b, _ in items] == [(0, k) for k in range(1, 9)] + [(1, 1), (1, 2), (1, 3)]
     assert [i for _, _, i in items] == sampler.batches(0) + sampler.batches(1)[:3]
     # the stream read ahead to (1, 3); the consumer stopped after the 5th batch: resume from there
-    assert sampler.state_dict() == {"epoch": 1, "batch": 3, "seed": 2, "replicas": 1}
+    assert sampler.state_dict() == {"epoch": 1, "batch": 3, "seed": 2, "replicas": 1, "batch_size": 4,
+                                    "bucket_batches": 50}
     state = sampler.state_dict((0, 5))
     assert state["epoch"] == 0 and state["batch"] == 5
     assert sampler.state_dict((0, 8))["epoch"] == 1 and sampler.state_dict((0, 8))["batch"] == 0

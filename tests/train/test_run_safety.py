@@ -164,6 +164,18 @@ def test_allow_changes_resumes_with_the_new_lr_applied(base, tiny_setup, tmp_pat
     assert state["settings"]["optim.lr"] == 1e-3  # the next resume compares against the new settings
 
 
+def test_allow_changes_resumes_at_another_batch_size_with_the_examples_its_epoch_has_left(base, tiny_setup, tmp_path):
+    """The saved position counted batches of the old size: read as batches of the new one, some examples of the
+    epoch were trained twice and others never, without a word. The sampler now says what it does, in the log."""
+    out = tmp_path / "run"
+    recipe.train(_config(tiny_setup, out, 1, **{"data.batch_size": 1}), log=lambda *_: None)
+    shutil.rmtree(out / FINAL)  # interrupted after step 1
+    messages = []
+    recipe.train(_config(tiny_setup, out, 2, **{"data.batch_size": 2, "allow_changes": "true"}), log=messages.append)
+    assert any("the saved data position (1 batches of 1 into epoch 0) counts batches of another size than this "
+               "run's 2: the rest of that epoch is its" in m for m in messages), messages
+
+
 def test_a_finished_run_asked_for_with_other_settings_is_refused_not_handed_back(base, tiny_setup, tmp_path):
     """Only max_steps and the starting weights were compared: a stage (or a curriculum) run again with another lr
     or task mix said "already finished" and handed back the old model."""

@@ -246,7 +246,8 @@ class BucketBatchSampler:
     the epoch; `load_state_dict()` makes the next iteration yield exactly the remaining batches. A DataLoader
     with workers pulls batches ahead of the training loop: iterate `stream()`, which tags each batch with its
     position, and save `state_dict(position)` of the last batch the loop consumed. After a complete pass the sampler
-    moves to the next epoch.
+    moves to the next epoch. The state holds the batch size too: a resume at another one goes on with the examples
+    the epoch has not trained on yet (`load_state_dict`).
 
     `groups` (one hashable per index, e.g. whether an example reads speech): a batch never holds two groups; each
     bucket is cut into batches group by group, and the shuffle mixes the groups' batches.
@@ -280,6 +281,8 @@ class BucketBatchSampler:
         self.step_batches = step_batches
         self.epoch = 0
         self.batch = 0
+        self._resumed: _Resumed | None = None  # an epoch begun at another batch size
+        self.resume_note = ""  # what the last load_state_dict did to the position, for the run log ("" nothing)
 
     def batches(self, epoch: int) -> list[list[int]]:
         """This rank's batches of `epoch`, in order."""
@@ -289,21 +292,29 @@ class BucketBatchSampler:
 
     def all_batches(self, epoch: int) -> list[list[int]]:
         """Every batch of `epoch`, in order, before they are dealt to the ranks (the batches after the last whole
-        step are left out there)."""
+        step are left out there); of an epoch resumed at another batch size, those of the examples it had left."""
+        resumed = self._resumed if self._resumed is not None and self._resumed.epoch == epoch else None
+        return self._cut(epoch, self.batch_size, self.bucket_batches, None if resumed is None else resumed.done)
+
+    def _cut(self, epoch: int, batch_size: int, bucket_batches: int, done: np.ndarray | None) -> list[list[int]]:
+        """`epoch`'s batches of `batch_size` (`bucket_batches` to a bucket) of the examples not `done` (a mask): the
+        epoch's order with those left out, so every batch size cuts the same shuffle."""
         durations = self.epoch_durations(epoch)
         n = len(durations)
         rng = np.random.default_rng([self.seed, epoch])
         order = rng.permutation(n) if self.shuffle else np.arange(n)
-        bucket = self.batch_size * self.bucket_batches
+        if done is not None:
+            order = order[~done[order]]
+        bucket = batch_size * bucket_batches
         batches = []
-        for start in range(0, n, bucket):
+        for start in range(0, len(order), bucket):
             chunk = order[start:start + bucket]
             chunk = chunk[np.argsort(durations[chunk], kind="stable")]
             for part in ([chunk] if self.groups is None else
                          [chunk[self.groups[chunk] == g] for g in np.unique(self.groups[chunk])]):
-                batches += [part[i:i + self.batch_size].tolist() for i in range(0, len(part), self.batch_size)]
+                batches += [part[i:i + batch_size].tolist() for i in range(0, len(part), batch_size)]
         if self.drop_last:
-            batches = [b for b in batches if len(b) == self.batch_size]
+            batches = [b for b in batches if len(b) == batch_size]
         if self.shuffle:
             batches = [batches[i] for i in rng.permutation(len(batches))]
         return batches
@@ -338,25 +349,52 @@ class BucketBatchSampler:
         return len(self.batches(self.epoch))
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch, self.batch = epoch, 0
+        self.epoch, self.batch, self._resumed = epoch, 0, None
 
     def state_dict(self, position: tuple[int, int] | None = None) -> dict:
         """The position (this sampler's own, or `position` = (epoch, batch) from `stream()`); a finished epoch is
         reported as the start of the next (its last batch may have been trimmed for this number of ranks, and no
-        other number must replay it)."""
+        other number must replay it). In an epoch resumed at another batch size `resumed_from` is the state it was
+        resumed from: the examples trained on before."""
         epoch, batch = position if position is not None else (self.epoch, self.batch)
         if batch and batch >= len(self.batches(epoch)):
             epoch, batch = epoch + 1, 0
-        return {"epoch": epoch, "batch": batch, "seed": self.seed, "replicas": self.num_replicas}
+        state = {"epoch": epoch, "batch": batch, "seed": self.seed, "replicas": self.num_replicas,
+                 "batch_size": self.batch_size, "bucket_batches": self.bucket_batches}
+        if self._resumed is not None and self._resumed.epoch == epoch:
+            state["resumed_from"] = self._resumed.state
+        return state
 
     def load_state_dict(self, state: Mapping) -> int:
         """Resume; also with another number of ranks, as the position counts whole rounds of batches (R ranks
         after b batches each = 1 rank after R * b batches, the same examples in the same order). Returns the
-        batches skipped: a position that R ranks cannot split (1 rank stopped 9 batches into an epoch, resumed on 4:
-        a step's micro-batches ran across an epoch's end) goes on from the next whole round, at most R - 1 batches
-        on, so that every rank starts at the same round."""
+        batches skipped: a position that is no whole step of this layout, R x `step_batches` batches (1 rank stopped
+        9 batches into an epoch, resumed on 4: a step's micro-batches ran across an epoch's end), goes on from the
+        next whole step, at most R x step_batches - 1 batches on, so that every rank starts at the same step.
+
+        A position saved at another batch size (or bucket size) counts batches of another cut of the epoch: the rest
+        of that epoch is then this size's batches of the examples it has not trained on (each example once), said in
+        `resume_note`, and the next epoch this size's own. A state without a batch size (saved before 2026-12-06) is
+        taken as one of this size."""
         if state.get("seed", self.seed) != self.seed:
             raise LLMSRTError(f"resuming a sampler seeded {state['seed']} with seed {self.seed}; use the same seed")
+        epoch, before = int(state["epoch"]), state.get("resumed_from")
+        self.resume_note = ""
+        if self._shape(state) != (self.batch_size, self.bucket_batches):
+            done = self._done(epoch, state)
+            self._resumed = _Resumed(epoch, dict(state), done) if done.any() else None  # none: the epoch's start
+            self.epoch, self.batch = epoch, 0
+            if self._resumed is not None:
+                size, buckets = self._shape(state)
+                cut = f"{size}" + (f", {buckets} to a bucket" if buckets != self.bucket_batches else "")
+                taken = int(state["batch"]) * int(state.get("replicas", self.num_replicas))  # over all ranks
+                self.resume_note = (f"the saved data position ({taken} batches of {cut} into epoch {epoch}) counts "
+                                    f"batches of another size than this run's {self.batch_size}: the rest of that "
+                                    f"epoch is its {int((~done).sum())} examples not trained on yet, in batches of "
+                                    f"{self.batch_size}")
+            return 0
+        # an epoch begun at another batch size goes on in the batches of the examples that one left
+        self._resumed = None if before is None else _Resumed(epoch, dict(before), self._done(epoch, before))
         consumed = int(state["batch"]) * int(state.get("replicas", self.num_replicas))
         # on from the next whole step of this layout (ranks x micro-batches): a position from a run with fewer
         # examples a step (or from before epochs held whole steps) would have every later step run across an
@@ -368,6 +406,29 @@ class BucketBatchSampler:
             return 0
         # near the epoch's end the next step may pass its last batch: only the batches there are count
         return min(rounded, len(self.all_batches(self.epoch))) - consumed
+
+    def _done(self, epoch: int, state: Mapping) -> np.ndarray:
+        """Which examples of `epoch` the position `state` had trained on (a mask): its first batches of its batch
+        size, of the examples its own `resumed_from` (an earlier part of the epoch, at another size) had left."""
+        before = state.get("resumed_from")
+        done = self._done(epoch, before) if before is not None else np.zeros(len(self.durations), dtype=bool)
+        taken = int(state["batch"]) * int(state.get("replicas", self.num_replicas))  # the ranks share one order
+        for batch in self._cut(epoch, *self._shape(state), done)[:taken]:
+            done[batch] = True
+        return done
+
+    def _shape(self, state: Mapping) -> tuple[int, int]:
+        """What cut the state's epoch into batches: (batch size, batches a bucket); this sampler's where the state is
+        older than these keys."""
+        return int(state.get("batch_size", self.batch_size)), int(state.get("bucket_batches", self.bucket_batches))
+
+
+@dataclass(frozen=True)
+class _Resumed:
+    """An epoch resumed at another batch size: the state it was resumed from, and the examples trained on before."""
+    epoch: int
+    state: dict
+    done: np.ndarray  # bool, one per example
 
 
 def collate(examples: Sequence[Example], features: Sequence[np.ndarray] | None = None) -> dict:

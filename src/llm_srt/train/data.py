@@ -381,8 +381,8 @@ class TrainingData:
         return self.sampler.state_dict(self._position)
 
     def load_state_dict(self, state: dict) -> int:
-        """Resume at the saved position; returns the batches skipped to reach a whole round of this run's ranks
-        (`BucketBatchSampler.load_state_dict`)."""
+        """Resume at the saved position; returns the batches skipped to reach a whole step of this run's ranks x
+        micro-batches (`BucketBatchSampler.load_state_dict`)."""
         skipped = self.sampler.load_state_dict(state)
         self._position = (self.sampler.epoch, self.sampler.batch)
         self._batches = None  # prefetched batches of the old position are dropped with their workers

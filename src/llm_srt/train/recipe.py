@@ -362,7 +362,10 @@ class Recipe:
             if skipped := self.data.load_state_dict(state["data"]):
                 self.log(f"[{cfg.stage}] the checkpoint's data position ({state['data']['batch']} batches of "
                          f"{state['data'].get('replicas', 1)} rank(s) into epoch {state['data']['epoch']}) is no whole "
-                         f"round of {self.d.world} ranks: skipping {skipped} batch(es) of that epoch")
+                         f"step of {self.d.world} rank(s) x {cfg.optim.accumulation} micro-batch(es): skipping "
+                         f"{skipped} batch(es) of that epoch")
+            if note := self.data.sampler.resume_note:  # another batch size (allow_changes): the epoch's examples left
+                self.log(f"[{cfg.stage}] {note}")
             self.step = state["step"]
             self.best_dev = from_rank0(self.d, lambda: _best_dev_loss(self.out, self.step))
             _restore_rng(state["rng"], self.d, cfg.seed, self.step, log=self.log)
