@@ -452,6 +452,41 @@ def test_every_timed_batch_has_the_shape_its_row_warmed_up(monkeypatch, tmp_path
         assert paper.row_utterances(batch, replace(options, batches_per_row=per_row, min_utterances=least)) == n
 
 
+def test_each_rows_reserved_peak_is_its_own_not_the_training_steps(monkeypatch, tmp_path):
+    """PeakMemory's reset leaves CUDA's reserved peak at what the allocator holds then: the compiled rows, run after
+    the training rows with nothing released, reported the training step's cached blocks (31.7 GiB for 7B) as their
+    reserve, and never fit under --memory-gib. A fake allocator on a fake GPU: what a row or a training step
+    reserves stays reserved until `release`."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from llm_srt.bench import paper
+    from llm_srt.model.decoding import StaticSteps
+
+    cached = {"mib": 0.0}  # what the allocator holds reserved (cached blocks) now
+
+    def fake(system, audios, batch, options):
+        own = 100.0 * batch + 1000.0 * options.compile  # what this pass reserves itself
+        reserved, cached["mib"] = max(cached["mib"], own), max(cached["mib"], own)
+        StaticSteps.steps_taken += options.compile
+        return common.DecodeRun(1.0, len(audios), 4, 8, own, "gpu", reserved_mib=reserved)
+
+    def training(*a):
+        cached["mib"] = 30000.0
+        yield {"activation_checkpointing": False, "batch_size": 2, "out_of_memory": False}
+
+    cuda = SimpleNamespace(model=SimpleNamespace(device=torch.device("cuda", 0)), name="llm-srt")
+    monkeypatch.setattr(paper, "decode_pass", fake)
+    monkeypatch.setattr(paper, "build_system", lambda *a: (cuda.model, cuda))
+    monkeypatch.setattr(paper, "release", lambda *a: cached.update(mib=0.0))
+    monkeypatch.setattr(paper, "training_rows", training)
+    options = replace(paper.PaperOptions(shape="tiny", **paper.TINY), batch_sizes=(4, 1), beam_batch_sizes=(),
+                      pooled_batch_sizes=(1,), compiled_batch_sizes=(1,), max_batch=0)
+    result = paper.run_paper(options, device.resolve("cpu", "float32"), tmp_path)
+    assert [(r["compiled"], r["batch_size"], r["reserved_mib"]) for r in result["decode"]] == [
+        (False, 4, 400.0), (False, 1, 100.0), (True, 1, 1100.0), (False, 1, 100.0)]  # the last: the pooled row
+
+
 def test_decode_pass_refuses_a_generation_that_ends_early(tmp_path):
     """Without pin_eos a model that emits EOS at once stops short: the row must fail, not be reported short."""
     import torch
@@ -778,6 +813,94 @@ def test_translates_timed_call_makes_no_kernel_timing(tmp_path, monkeypatch):
     out = embedded.time_overhead(model, utts, batch=4, new_tokens=6)
     assert out["generations"] == 2 and "warm-up" in timings  # timings were needed: all made before the timed call
     assert "timed" not in timings
+
+
+def _cascade_folders(root) -> tuple[str, str]:
+    return str(tiny.whisper_lid_dir(root)), str(tiny.llm_dir(root))  # a Whisper with its decoder and tokenizer
+
+
+def _cascade_utterances(n: int) -> list:
+    from llm_srt.bench import embedded
+
+    return [embedded.Utterance("x", tiny.tone(1 + 0.3 * i, 300 + 10 * i, seed=i), "eng", "deu", "", "")
+            for i in range(n)]
+
+
+def test_the_cascades_timed_pass_makes_no_kernel_timing(tmp_path, monkeypatch):
+    """As translate()'s: the cascade's warm-up was one clip, so its timed pass at the headline batch made the kernel
+    timings of `model.cpu_linear` for its batch shapes (9 on these tiny models) inside the timer."""
+    from llm_srt.bench import embedded
+    from llm_srt.model import cpu_linear, systems
+
+    monkeypatch.setattr(cpu_linear, "KERNEL_TUNING", True)
+    monkeypatch.setattr(cpu_linear, "TUNED", {})
+    monkeypatch.setattr(cpu_linear, "TUNED_INT8", {})
+    timings, best_times = [], cpu_linear._best_times
+    monkeypatch.setattr(cpu_linear, "_best_times", lambda products, repeats, keep_first=False: timings.append(
+        _TimedRegion.phase) or best_times(products, repeats, keep_first))
+    monkeypatch.setattr(_TimedRegion, "phase", "warm-up")
+    monkeypatch.setattr(embedded, "PeakMemory", _TimedRegion)
+    placement = device.resolve("cpu", "float32")
+    try:
+        out = embedded.time_cascade(_cascade_folders(tmp_path), placement, _cascade_utterances(6), 4, 4)
+    finally:
+        systems.release_models(placement.device)  # the cascade's Whisper, cached there
+    assert out["asr_tokens_mean"] > 0 and "warm-up" in timings  # timings were needed: all made before the timer
+    assert "timed" not in timings
+
+
+def test_the_cascade_runs_with_no_speech_llm_loaded_and_lets_go_of_its_whisper(tmp_path, monkeypatch):
+    """The cascade's peak counted the speech LLM (loaded beside it, for its decode rows later), and its Whisper
+    stayed in systems' cache (`device.release` does not clear it) in every later peak. It runs last, once every
+    speech LLM is freed, and nothing of it is left for the second yardstick. The measurements around it faked."""
+    import gc
+    import weakref
+
+    from llm_srt.bench import embedded
+    from llm_srt.model import systems
+
+    alive = lambda refs: [r for r in refs if r() is not None]  # noqa: E731
+    speech_llms, whispers, seen = [], [], {}
+    load_model, pooled_model, load_system = embedded._load_model, embedded._pooled_model, systems.load_system
+    cascade = embedded.time_cascade
+
+    def loaded(refs, load):
+        return lambda *a, **k: (lambda out: refs.append(weakref.ref(out[0] if isinstance(out, tuple) else out))
+                                or out)(load(*a, **k))
+
+    def timed(*a, **k):
+        gc.collect()
+        seen["speech_llms_at_cascade"] = len(alive(speech_llms))
+        return cascade(*a, **k)
+
+    def yardstick(*a, **k):
+        gc.collect()
+        seen.setdefault("whispers_at_yardstick", []).append(len(alive(whispers)))
+        return {"bandwidth_gb_s": 1.0}
+
+    monkeypatch.setattr(embedded, "_load_model", loaded(speech_llms, load_model))
+    monkeypatch.setattr(embedded, "_pooled_model", loaded(speech_llms, pooled_model))
+    monkeypatch.setattr(systems, "load_system", lambda *a, **k: (lambda s: whispers.append(weakref.ref(s.asr.whisper))
+                                                                 or s)(load_system(*a, **k)))
+    monkeypatch.setattr(embedded, "time_cascade", timed)
+    monkeypatch.setattr(embedded, "measure_machine", yardstick)
+    monkeypatch.setattr(embedded, "higher_of", lambda before, after: {**after, "yardstick_moved": {}})
+    monkeypatch.setattr(embedded, "load_utterances", lambda options, workdir: _cascade_utterances(4))
+    for name in ("time_encoder", "time_training", "time_overhead"):
+        monkeypatch.setattr(embedded, name, lambda *a, **k: {})
+    monkeypatch.setattr(embedded, "decode_rows", lambda *a, **k: [])
+    monkeypatch.setattr(embedded, "summarize", lambda *a: {"cascade": a[7]})
+    whisper, llm = _cascade_folders(tmp_path)
+    options = bench.BenchOptions(encoder=whisper, llm=llm, adapter_kwargs=QFORMER, manifest=None, n=4, new_tokens=3,
+                                 batch_sizes=(1, 2), beam_batch_sizes=(), pooled_batch_sizes=(2,), headline_batch=2,
+                                 int8_batch_sizes=(), int8_beam_batch_sizes=(), int8_compiled_batch_sizes=())
+    try:
+        result = bench.run_bench(options, device.resolve("cpu", "float32"))
+    finally:
+        systems.release_models(device.resolve("cpu").device)
+    assert len(speech_llms) == 2 and len(whispers) == 1 and result["cascade"]["peak_mib"] > 0
+    assert seen["speech_llms_at_cascade"] == 0  # its peak is its own models'
+    assert seen["whispers_at_yardstick"] == [0, 0]  # the second, after the cascade: its Whisper let go
 
 
 def test_lower_bound_replays_each_step_at_the_rows_translate_ran_it_at(tmp_path, monkeypatch):

@@ -169,6 +169,7 @@ def stubbed(monkeypatch):
     (["--compile-batches", "1,64"], "--compile-batches: a --paper-shape flag"),
     (["--compiled-only"], "--compiled-only: a --paper-shape flag"),
     (["--no-train"], "--no-train: a --paper-shape flag"),
+    (["--max-batch", "0"], "--max-batch: a --paper-shape flag"),  # 0 == False: it passed for not given
     (["--batches-per-row", "3"], "--batches-per-row: a --paper-shape flag"),
     (["--paper-shape", "tiny", "--n", "5"], "--n: a flag of the embedded-model bench (utterances per configuration"),
     (["--paper-shape", "tiny", "--n", "0"], "--n 0: give a number >= 1"),  # a value is checked before its path

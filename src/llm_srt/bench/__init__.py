@@ -110,7 +110,8 @@ SEARCH_FLAGS = ("max_batch", "memory_gib", "no_train")  # what --compiled-only l
 
 
 def given(args, name: str) -> bool:
-    return getattr(args, name, None) not in (None, False)
+    value = getattr(args, name, None)
+    return value is not None and value is not False  # not `in (None, False)`: 0 == False, and --max-batch 0 is given
 
 
 def check_arguments(args) -> None:

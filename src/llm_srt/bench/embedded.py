@@ -22,13 +22,14 @@ max((weight + KV cache bytes) / bandwidth, linear FLOPs x rows / peak + attentio
 against the bandwidth, large batches against the arithmetic.
 
 Decode length. (a) and (b) run through the systems' own `run_batch` and generate exactly `new_tokens` tokens per
-utterance (the LLM's EOS logit pinned to 0 by `common.pin_eos`, after the natural-length measurements; checked per
-generation), so an untrained adapter's early EOS favours neither system. The cascade and translate() decode
-naturally (EOS stops them, `new_tokens` caps them); the tokens they produced are reported next to their times.
-Times are wall-clock seconds of one pass after an untimed warm-up (a decode row's: 2 tokens of its longest batch, so
-once-per-process costs such as the kernel timing of `model.cpu_linear` stay out of it, as in the paper-shape rows;
-translate()'s: the same call whole, as its batches shrink while rows end), timed after `device.synchronize`; peak
-memory is torch's allocator peak on CUDA, the process RSS (sampled every few milliseconds) on the CPU.
+utterance (the LLM's EOS logit pinned to 0 by `common.pin_eos`, after translate()'s natural-length measurement;
+checked per generation), so an untrained adapter's early EOS favours neither system. The cascade (its own Whisper
+and LLM, run last, with no speech LLM loaded) and translate() decode naturally (EOS stops them, `new_tokens` caps
+them); the tokens they produced are reported next to their times. Times are wall-clock seconds of one pass after an
+untimed warm-up (a decode row's: 2 tokens of its longest batch, so once-per-process costs such as the kernel timing
+of `model.cpu_linear` stay out of it, as in the paper-shape rows; translate()'s and the cascade's: the same pass
+whole, as its batches shrink while rows end), timed after `device.synchronize`; peak memory is torch's allocator
+peak on CUDA, the process RSS (sampled every few milliseconds) on the CPU.
 """
 
 from __future__ import annotations
@@ -162,11 +163,11 @@ class Utterance:
 def run_bench(options: BenchOptions = BenchOptions(), placement: Placement | None = None,
               log=lambda msg: None, partial: Callable[[dict], None] | None = None) -> dict:
     """Run every measurement; returns the JSON-ready result (ratios, goals and the raw times; `finished` true).
-    `partial`: called after each measurement (yardstick, encoder, training, translate(), cascade, each system's decode
-    rows) with the sections measured so far, `finished` false: no ratios or goals (they need every row), the decode
+    `partial`: called after each measurement (yardstick, encoder, training, translate(), each system's decode rows,
+    cascade) with the sections measured so far, `finished` false: no ratios or goals (they need every row), the decode
     rows bounded on the first yardstick only; so that a run stopped from outside leaves them (bench --json-out)."""
     from ..model.encoder import WhisperEncoder
-    from ..model.systems import SpeechLLMSystem
+    from ..model.systems import SpeechLLMSystem, release_models
 
     placement = placement or dev.resolve("cpu", "float32")
     started, load = time.perf_counter(), os.getloadavg()[0]
@@ -218,11 +219,6 @@ def run_bench(options: BenchOptions = BenchOptions(), placement: Placement | Non
         log("translate() vs its lower bound")
         overhead = time_overhead(model, utts, options.headline_batch, options.new_tokens)
         measured(overhead=overhead)
-        cascade = None
-        if options.cascade:
-            log("cascade")
-            cascade = time_cascade(model, placement, utts, options.headline_batch, options.new_tokens)
-            measured(cascade=cascade)
         rows = []
         pin_eos(model)  # from here on every utterance decodes exactly new_tokens tokens
         plan = ([("llm-srt", 1, b) for b in options.batch_sizes]
@@ -253,8 +249,14 @@ def run_bench(options: BenchOptions = BenchOptions(), placement: Placement | Non
                             [("pooled-750", 1, b) for b in options.pooled_batch_sizes], options, log, machine)
         measured(decode=list(rows))
         costs["pooled-750"] = decode_cost(pooled.llm)
-        del pooled
+        del pooled, adapter_state
         release(placement.device)  # the second yardstick's 2 GiB of probes need the room
+        cascade = None
+        if options.cascade:  # last, once every speech LLM is freed: its peak is its own models', not theirs too
+            log("cascade")
+            cascade = time_cascade(folders, placement, utts, options.headline_batch, options.new_tokens)
+            measured(cascade=cascade)
+            release_models(placement.device)  # its Whisper stays in systems' cache else (the yardstick's room)
     log("yardstick again, after the rows")
     machine = higher_of(machine, yardstick())
     for key, (before, after) in machine["yardstick_moved"].items():
@@ -636,20 +638,23 @@ def lower_bound(model, mel: torch.Tensor, mel_mask: torch.Tensor, generation: di
 
 
 # ---- (c) the cascade ----------------------------------------------------------------------------------------------
-def time_cascade(model, placement: Placement, utts: list[Utterance], batch: int, new_tokens: int) -> dict:
+def time_cascade(folders: tuple[str, str], placement: Placement, utts: list[Utterance], batch: int,
+                 new_tokens: int) -> dict:
     """Whisper ASR decoding then LLM text MT (natural lengths, capped at new_tokens), same utterances and batch,
-    through the cascade system's own run_batch."""
+    through the cascade system's own run_batch; `folders`: (Whisper, LLM). Its warm-up is the timed pass, untimed,
+    as `time_overhead`'s: one clip left the batch's kernel timings of `model.cpu_linear` inside the timer."""
     from ..model.decoding import DecodingOptions
     from ..model.systems import Item, load_system
 
-    cascade = load_system("cascade", placement, whisper=model.config.encoder, llm=model.config.llm)
+    cascade = load_system("cascade", placement, whisper=folders[0], llm=folders[1])
     decoding = DecodingOptions(max_new_tokens=new_tokens)
     chunks = [utts[s:s + batch] for s in range(0, len(utts), batch)]
 
     def run(chunk):
         return cascade.run_batch([Item(u.audio, u.src, u.tgt, Task.SRT) for u in chunk], decoding)
 
-    run(chunks[0][:1])  # warm-up
+    for chunk in chunks:  # warm-up: every batch of the timed pass (natural lengths: its shapes are known only then)
+        run(chunk)
     with PeakMemory(placement.device) as memory:
         dev.synchronize(placement.device)
         t0 = time.perf_counter()

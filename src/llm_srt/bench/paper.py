@@ -119,6 +119,9 @@ def run_paper(options: PaperOptions, placement: Placement, workdir: Path, log=la
                     f"batch {batch}")
                 n = row_utterances(batch, options)
                 decoding = replace(greedy, beam_size=beam, compile=compiled)
+                release(placement.device)  # PeakMemory's reset leaves CUDA's reserved peak at what is reserved then:
+                #   without this, an earlier row's or the training steps' cached blocks (31.7 GiB for 7B) were in
+                #   this row's reserved_mib, and a compiled row after them never fit under --memory-gib
                 # warm-up of this shape (compiled: at full length, the same static cache: compilation, then the
                 # CUDA graph's warm-up and recording)
                 warm = decoding if compiled else replace(decoding, max_new_tokens=2)
