@@ -272,6 +272,21 @@ def test_out_dir_mirrors_the_inputs_folders_and_refuses_collisions(model_dir, cl
                    f"write {out / 'x.srt'}; rename one, or translate them into separate --out-dirs")
 
 
+def test_a_missing_input_or_a_folder_among_them_moves_no_other_inputs_output(tmp_path):
+    """The outputs' folder is that of the inputs that are files: `talks talks/a.wav` or a mistyped `tlaks/c.wav`
+    beside it (each failing alone) put a.wav's output at OUT/talks/a.srt, where a run without them puts OUT/a.srt."""
+    from llm_srt.translate import output_paths
+
+    (tmp_path / "talks").mkdir()
+    (tmp_path / "talks" / "a.wav").write_bytes(b"")
+    out = tmp_path / "out"
+    for bad in (tmp_path / "talks", tmp_path / "tlaks" / "c.wav"):
+        assert output_paths([str(bad), str(tmp_path / "talks" / "a.wav")], out, ".srt")[1] == out / "a.srt", bad
+    assert output_paths([str(tmp_path / "talks" / "a.wav")], out, ".srt") == [out / "a.srt"]
+    assert output_paths([str(tmp_path / "x" / "b.wav"), str(tmp_path / "y" / "b.wav")], out, ".srt") == [
+        out / "x" / "b.srt", out / "y" / "b.srt"]  # none there: as before
+
+
 def test_inputs_are_run_in_groups_so_memory_does_not_grow_with_their_number(model_dir, clips, monkeypatch):
     """With a 1.5 s budget the four clips (0.7, 1.6, 1.1, 2.0 s) run as two groups of two, each decoded only when
     its group comes; the results are those of one group."""
@@ -646,6 +661,12 @@ def test_a_failed_segment_is_counted_and_the_inputs_other_segments_kept(tmp_path
     assert cli.main([*again, "--line-width", "30"]) == 3  # with other settings: the earlier output goes, said so
     assert f"{tmp_path / 'out' / 'talk.srt'}, an earlier run's output, removed" in capsys.readouterr().err
     assert not (tmp_path / "out" / "talk.srt").exists() and (tmp_path / "out" / "talk.srt.incomplete").is_file()
+    own = tmp_path / "own" / "talk.srt"  # a file no run recorded (the user's, or a run killed before its record)
+    own.parent.mkdir()
+    own.write_text("my own subtitles\n")
+    assert cli.main([*again[:-1], str(own.parent)]) == 3 and f"{own} is left in place: no run's record" in \
+        capsys.readouterr().err  # it was removed, said to be an earlier output "with other settings"
+    assert own.read_text() == "my own subtitles\n" and own.with_name("talk.srt.incomplete").is_file()
 
 
 def test_evaluation_rows_and_smt_inputs_go_whole_with_their_silences():

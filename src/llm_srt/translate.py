@@ -174,7 +174,12 @@ def main(args) -> int:
                     if not r.error:
                         _record(out_dir, outputs[k], settings, source(k))
                     stale = outputs[k] if r.error else incomplete(outputs[k])  # an earlier run's output of it
-                    if stale.is_file():
+                    if r.error and stale.is_file() and not _stale(before.get(_key(stale, out_dir)), settings,
+                                                                  source(k)):  # as an input failing whole keeps it
+                        print(f"llm-srt translate: {shown(str(stale))} is left in place: no run's record makes it an "
+                              "earlier output of that input (your own file, or a run killed before its record); "
+                              "this run's segments that did not fail are beside it", file=sys.stderr)
+                    elif stale.is_file():
                         stale.unlink()
                         if r.error:
                             print(f"llm-srt translate: {shown(str(stale))}, an earlier run's output, removed: this "
@@ -281,10 +286,12 @@ def output_paths(inputs: Sequence[str], out_dir: Path, suffix: str) -> list[Path
     """Where each input's output goes under `out_dir`: its path relative to the deepest folder holding every input,
     with `suffix` for its extension (a/x.wav and b/x.wav -> OUT/a/x.srt and OUT/b/x.srt; inputs in one folder ->
     OUT/x.srt). Two different inputs that would still share an output (x.wav and x.flac, or names differing only
-    in case) are refused before anything runs, naming both."""
+    in case) are refused before anything runs, naming both. The folder is that of the inputs that are files: a
+    mistyped path or a folder among them (which fail alone) moved every other input's output one folder down."""
     absolute = [Path(os.path.abspath(p)) for p in inputs]
-    common = Path(os.path.commonpath([str(p.parent) for p in absolute]))
-    outputs = [out_dir / p.relative_to(common).with_suffix(suffix) for p in absolute]
+    common = Path(os.path.commonpath([str(p.parent) for p in ([p for p in absolute if p.is_file()] or absolute)]))
+    outputs = [out_dir / (p.relative_to(common) if p.parent.is_relative_to(common) else Path(p.name))
+               .with_suffix(suffix) for p in absolute]
     _refuse_shared(inputs, outputs)
     return outputs
 
