@@ -13,7 +13,7 @@ import tiny  # tests/model is on sys.path (pytest rootdir insertion)
 from llm_srt.errors import ConfigError, LLMSRTError
 from llm_srt.model.decoding import DecodingOptions
 from llm_srt.model.llm import LoraOptions
-from llm_srt.model.speech_llm import IGNORE, SpeechLLM, tokenize_batch
+from llm_srt.model.speech_llm import IGNORE, SpeechLLM, SpeechLLMConfig, tokenize_batch
 
 CLIPS = [tiny.tone(0.8, 300), tiny.tone(1.5, 700, seed=1), tiny.tone(0.5, 1200, seed=2)]
 PROMPTS = ["<|eng|>", "<|deu|><|eng|>", "hello<|eng|><|fra|>"]
@@ -511,6 +511,8 @@ def test_lora_merged_for_inference(tmp_path, monkeypatch):
     assert merged.generate(_batch(), options) == ref_out
     with pytest.raises(LLMSRTError, match="merged"):
         merged.save_pretrained(tmp_path / "again")
+    with pytest.raises(LLMSRTError, match=r"holds a LoRA, and this model's LoRA is merged"):  # (it was skipped,
+        merged.load_trainable(folder)  # the merged one kept, without a word)
     from llm_srt.model import speech_llm
 
     reads, read = [], speech_llm._load_weights
@@ -537,6 +539,10 @@ def test_checkpoint_errors(tmp_path):
         SpeechLLM.from_pretrained(folder)
     with pytest.raises(ConfigError, match="no LoRA"):
         tiny.speech_llm(tmp_path / "x", trainable=("adapter", "lora"))
+    meta = json.loads((folder / "config.json").read_text())  # a LoRA option this version does not know: one line
+    (folder / "config.json").write_text(json.dumps({**meta, "lora": {"r": 4, "use_dora": False}}))
+    with pytest.raises(LLMSRTError, match=r"config.json: unknown lora option 'use_dora' \(this llm-srt knows r, "):
+        SpeechLLM.from_pretrained(folder)  # (a TypeError traceback)
 
 
 def test_loading_with_other_frozen_weights_of_the_same_shape_says_so(tmp_path, caplog):
@@ -676,6 +682,43 @@ def test_lora_merged_in_float32_kept_apart_in_bfloat16_on_the_cpu(tmp_path):
 @pytest.mark.cuda
 def test_lora_merged_in_float32_kept_apart_in_bfloat16_on_cuda(tmp_path):
     _lora_merged_in(tmp_path, "cuda")
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_a_lora_on_the_head_saves_its_lora_weights_alone_and_loads_in_any_dtype(tmp_path, tied):
+    """peft's "auto" saved a LoRA-targeted head's frozen weight beside the LoRA: loading wrote it over the LLM's own
+    (a bf16-trained one rounded the float32 head, and with a tied head the embeddings), and int8 (no such weight)
+    refused the folder. Now only LoRA weights are saved, and an older folder's head weight is not loaded. A loaded
+    model is in eval mode, as transformers' are: the adapter's dropout does not draw in its decoding."""
+    from safetensors import safe_open
+
+    from llm_srt.model.llm import causal_lm
+
+    llm = tiny.llm_dir(tmp_path, tied=tied, init_std=0.3)
+    config = SpeechLLMConfig(encoder=str(tiny.whisper_dir(tmp_path)), llm=str(llm), adapter="linear",
+                             dtype="bfloat16", lora=LoraOptions(r=4, target_modules=("q_proj", "lm_head")),
+                             trainable=("adapter", "lora"))
+    folder = SpeechLLM(config).save_pretrained(tmp_path / "model")
+    with safe_open(folder / "lora.safetensors", "pt") as f:
+        saved = dict.fromkeys(f.keys())
+        assert saved and all("lora_" in k for k in saved), saved
+    plain = causal_lm(SpeechLLM(replace(config, dtype="float32", lora=None, trainable=("adapter",))).llm)
+
+    def check(folder):
+        loaded = SpeechLLM.from_pretrained(folder, dtype="float32")
+        assert not loaded.training and not loaded.adapter.training
+        lm = causal_lm(loaded.llm)
+        assert torch.equal(lm.get_output_embeddings().base_layer.weight, plain.get_output_embeddings().weight)
+        assert torch.equal(lm.get_input_embeddings().weight, plain.get_input_embeddings().weight)
+        assert SpeechLLM.from_pretrained(folder, dtype="int8").generate(_batch(), DecodingOptions(max_new_tokens=3))
+
+    check(folder)
+    from safetensors.torch import load_file, save_file
+
+    older = load_file(folder / "lora.safetensors")  # as written before: the bf16 head beside the LoRA
+    older["base_model.model.lm_head.base_layer.weight"] = plain.get_output_embeddings().weight.bfloat16()
+    save_file(older, folder / "lora.safetensors")
+    check(folder)
 
 
 def test_lora_on_a_tied_head_is_never_merged(tmp_path):

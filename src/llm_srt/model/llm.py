@@ -329,6 +329,9 @@ def load_lora_state(llm: nn.Module, state: dict[str, torch.Tensor], where: str) 
     file has no weights for (more target_modules than it was trained with) start afresh, said in one log line."""
     from peft import set_peft_model_state_dict
 
+    # a folder written before 2026-12-06 with LoRA on the head or the embeddings also holds their frozen weights
+    # (peft's save_embedding_layers): the LLM folder's own are kept (loaded over them, an int8 head was an error)
+    state = {k: v for k, v in state.items() if ".base_layer." not in k}
     own = {k.replace(".default", ""): tuple(v.shape) for k, v in llm.state_dict().items() if "lora_" in k}
     wrong = next((k for k, v in state.items() if own.get(k, tuple(v.shape)) != tuple(v.shape)), None)
     if wrong is not None:

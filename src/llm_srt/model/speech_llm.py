@@ -379,7 +379,9 @@ class SpeechLLM(nn.Module):
         if self.config.lora is not None:
             from peft import get_peft_model_state_dict
 
-            lora = get_peft_model_state_dict(self.llm)
+            # LoRA weights only: peft's "auto" also saved a LoRA-targeted head's or embedding's frozen weight (a
+            # 262k x 640 head in every checkpoint), which loading wrote over the LLM's own (`load_lora_state`)
+            lora = get_peft_model_state_dict(self.llm, save_embedding_layers=False)
         return {"adapter": self.adapter.state_dict(), "lora": lora,
                 "ctc": self.ctc_head.state_dict() if self.ctc_head is not None else None}
 
@@ -465,7 +467,7 @@ class SpeechLLM(nn.Module):
                             "outputs are not the trained model's", directory, kind, getattr(config, kind), kind)
         model.load_trainable(directory, lora=merged)  # LoRA kept apart (not float32): the weights already read
         model.quantize_adapter()
-        return model
+        return model.eval()  # as transformers' from_pretrained: the adapter's and LoRA's dropout off (recipe trains)
 
     def frozen_weights(self) -> dict[str, str | None]:
         """The frozen encoder's and LLM's `paths.weights_identity` (read once): a folder records them, and loading it
@@ -492,6 +494,10 @@ class SpeechLLM(nn.Module):
             raise LLMSRTError(f"{directory}: this model's adapter is already int8 (dtype int8, for inference); load "
                               "the checkpoint with SpeechLLM.from_pretrained instead")
         load_adapter_state(self.adapter, _load_weights(directory / ADAPTER_FILE), str(directory / ADAPTER_FILE))
+        if (directory / LORA_FILE).is_file() and self.lora_merged and lora is None:  # (from_pretrained passes it)
+            raise LLMSRTError(f"{directory}: holds a LoRA, and this model's LoRA is merged into its LLM's weights "
+                              "(merge_lora): another LoRA cannot be loaded into it; load the folder with "
+                              "SpeechLLM.from_pretrained")
         if (directory / LORA_FILE).is_file() and not self.lora_merged:
             load_lora_state(self.llm, *(lora or (_load_weights(directory / LORA_FILE), str(directory / LORA_FILE))))
         if self.ctc_head is not None and (directory / CTC_FILE).is_file():  # else the head starts afresh
@@ -534,6 +540,12 @@ def read_config(directory: Path) -> dict:
                                ("language_tags", dict, "a mapping")):
         if key in meta and (not isinstance(meta[key], types) or isinstance(meta[key], bool)):
             raise LLMSRTError(f"{file}: {key!r} must be {wanted}, got {meta[key]!r:.40}; the checkpoint is damaged")
+    lora = meta.get("lora")
+    if lora is not None and not isinstance(lora, dict):
+        raise LLMSRTError(f"{file}: 'lora' must be a mapping or null, got {lora!r:.40}; the checkpoint is damaged")
+    if unknown := sorted(set(lora or ()) - set(LoraOptions.__dataclass_fields__)):
+        raise LLMSRTError(f"{file}: unknown lora option {unknown[0]!r} (this llm-srt knows "
+                          f"{', '.join(LoraOptions.__dataclass_fields__)}); written by another version, or edited")
     if meta.get("format", CHECKPOINT_FORMAT) > CHECKPOINT_FORMAT:
         raise LLMSRTError(f"{file}: checkpoint format {meta['format']} is newer than this llm-srt "
                           f"({CHECKPOINT_FORMAT}); upgrade llm-srt")
