@@ -216,6 +216,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    share_files(tmp)
     fsync_tree(tmp)  # on disk before it takes the name: after a power loss `path` is whole, or the old one, never
     old = path.with_name(f"{path.name}.old-{os.getpid()}")  # a folder of empty files (a finished run's final/)
     if path.exists():
@@ -251,6 +252,20 @@ def pid_running(pid: int) -> bool:
     except (ProcessLookupError, OverflowError):
         return False
     return True
+
+
+def share_files(folder: Path) -> None:
+    """Give the files under `folder` written private (0o600: safetensors' save_file, which transformers' writers use
+    too) the permissions a plain open() gives, 0o666 less the umask, as `atomic_file` does: a model folder or
+    checkpoint shared with a group, or served by another user, could not be read. A file that cannot be changed (a
+    file system without permissions) is left as it is."""
+    wanted = 0o666 & ~umask()
+    for p in folder.rglob("*"):
+        try:
+            if p.is_file() and not p.is_symlink() and p.stat().st_mode & 0o777 == 0o600 != wanted:
+                p.chmod(wanted)
+        except OSError:
+            pass
 
 
 def fsync_tree(folder: Path) -> None:

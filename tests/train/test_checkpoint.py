@@ -107,6 +107,24 @@ def test_a_passed_over_checkpoint_that_cannot_be_set_aside_is_said_to_go_as_it_g
                                                                              "step-00000002"]
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o077])
+def test_saved_model_folders_and_checkpoints_are_readable_as_the_umask_allows(tmp_path, umask):
+    """safetensors writes its files 0o600: a model folder or checkpoint shared with a group, or served by another
+    user, could not be read, where config.json beside it could. Now every file gets 0o666 less the umask."""
+    import tiny
+
+    before = os.umask(umask)
+    try:
+        model = tiny.speech_llm(tmp_path / "m")
+        folder = model.save_pretrained(tmp_path / "model")
+        checkpoint.save(tmp_path / "run", 1, model.save_pretrained, {"step": 1}, keep_last=1)
+    finally:
+        os.umask(before)
+    files = [p for root in (folder, tmp_path / "run" / "checkpoints") for p in root.rglob("*") if p.is_file()]
+    assert {p.name for p in files} >= {"adapter.safetensors", "config.json", "tensors.safetensors"}, files
+    assert {p.name: p.stat().st_mode & 0o777 for p in files} == {p.name: 0o666 & ~umask for p in files}
+
+
 def test_truncated_checkpoint_falls_back_with_a_message(tmp_path):
     for step in (1, 2):
         checkpoint.save(tmp_path, step, _save_model({"w": torch.randn(1000)}), {"step": step}, keep_last=3)

@@ -36,7 +36,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import LLMSRTError
-from ..paths import atomic_file, fsync_dir
+from ..paths import atomic_file, fsync_dir, share_files
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +79,9 @@ def _files(folder: Path) -> list[Path]:
 
 
 def seal(folder: Path) -> None:
-    """Write checksums of every file in `folder` (fsynced), making it verifiable."""
+    """Write checksums of every file in `folder` (fsynced), making it verifiable; its files readable as a plain
+    open() leaves them (`paths.share_files`: the trainer state's safetensors was private)."""
+    share_files(folder)
     sums = {}
     for p in _files(folder):
         with open(p, "rb") as f:
