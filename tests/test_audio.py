@@ -284,8 +284,9 @@ def _with_trailing_chunk(data, size_at):
     ("PCM_16", lambda data, at: _with_data_size(data, at, 0)),
     ("PCM_16", lambda data, at: _with_data_size(data, at, 0xFFFFFFFF)),
     ("PCM_16", lambda data, at: _with_data_size(data, at, 0x7FFFF000)),
+    ("PCM_16", lambda data, at: _with_data_size(data, at, 16001 * 2 + 1)),  # a writer's size a byte off
 ], ids=["whole", "odd-data-and-its-pad-byte", "a-chunk-after-data", "a-chunk-after-the-pad-byte", "unsized-0",
-        "unsized-ffffffff", "unsized-sox-pipe"])
+        "unsized-ffffffff", "unsized-sox-pipe", "short-by-part-of-a-frame"])
 def test_a_whole_or_streamed_wav_still_loads_whole_without_a_warning(tmp_path, caplog, subtype, make):
     """Only a data chunk holding less than its size is cut short: not chunks after it, not a pad byte after an odd
     chunk (PCM_U8, 16001 samples), not a size that stands for "unknown" (streamed: no pad byte, as its writer did

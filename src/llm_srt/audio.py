@@ -246,7 +246,7 @@ def _unsized_wav(target: int | bytes, label: str) -> io.RawIOBase | None:
     what the file holds, so the samples decode. None for anything else."""
     if (found := _wav_data(target)) is None:
         return None
-    order, head, size = found
+    order, head, size, _ = found
     total = _size(target)
     held = total - len(head)
     if size != 0 or held <= 0:
@@ -268,26 +268,32 @@ def _wav_cut(target: int | bytes) -> tuple[int, int] | None:
     0 (_unsized_wav) or WAV_PLACEHOLDER and above."""
     if (found := _wav_data(target)) is None:
         return None
-    _, head, claimed = found
+    _, head, claimed, frame = found
     held = _size(target) - len(head)
-    return (held, claimed) if 0 < held < claimed < WAV_PLACEHOLDER else None
+    # short by part of a frame only (a writer's size off by a few bytes): no sample is missing, nothing is cut
+    return (held, claimed) if 0 < held // frame < claimed // frame and claimed < WAV_PLACEHOLDER else None
 
 
-def _wav_data(target: int | bytes) -> tuple[str, bytes, int] | None:
+def _wav_data(target: int | bytes) -> tuple[str, bytes, int, int] | None:
     """A RIFF (or RIFX) WAV's data chunk as its header gives it: (struct byte order, the file's bytes up to the end
-    of that chunk's header, the size the header gives). None for anything else, or a data chunk not within the
-    first WAV_HEADER_SCAN bytes."""
+    of that chunk's header, the size the header gives, the bytes of a frame as its fmt chunk gives them (1 without
+    one)). None for anything else, or a data chunk not within the first WAV_HEADER_SCAN bytes (64 KiB read first:
+    every WAV load asks, and a training clip is often smaller than the whole scan)."""
     first = _read_at(target, 0, 12)
     if first[:4] not in (b"RIFF", b"RIFX") or first[8:12] != b"WAVE":  # before reading the rest of the head
         return None
-    head = _read_at(target, 0, WAV_HEADER_SCAN)
-    order = "<" if head[:4] == b"RIFF" else ">"
-    at = 12
-    while at + 8 <= len(head):
-        chunk, size = head[at:at + 4], struct.unpack_from(order + "I", head, at + 4)[0]
-        if chunk == b"data":
-            return order, head[:at + 8], size
-        at += 8 + size + (size & 1)
+    order = "<" if first[:4] == b"RIFF" else ">"
+    for scan in sorted({min(1 << 16, WAV_HEADER_SCAN), WAV_HEADER_SCAN}):
+        head, at, frame = _read_at(target, 0, scan), 12, 1
+        while at + 8 <= len(head):
+            chunk, size = head[at:at + 4], struct.unpack_from(order + "I", head, at + 4)[0]
+            if chunk == b"fmt " and at + 22 <= len(head):  # block align: fmt's bytes 12-13
+                frame = max(1, struct.unpack_from(order + "H", head, at + 20)[0])
+            if chunk == b"data":
+                return order, head[:at + 8], size, frame
+            at += 8 + size + (size & 1)
+        if len(head) < scan:  # the whole file was read
+            return None
     return None
 
 
