@@ -285,6 +285,9 @@ def test_a_missing_input_or_a_folder_among_them_moves_no_other_inputs_output(tmp
     assert output_paths([str(tmp_path / "talks" / "a.wav")], out, ".srt") == [out / "a.srt"]
     assert output_paths([str(tmp_path / "x" / "b.wav"), str(tmp_path / "y" / "b.wav")], out, ".srt") == [
         out / "x" / "b.srt", out / "y" / "b.srt"]  # none there: as before
+    for typo in ("tlaks/a.wav", "a.wav"):  # placed beside a.wav's output, and not refused: it fails alone
+        assert output_paths([str(tmp_path / "talks" / "a.wav"), str(tmp_path / typo)], out, ".srt") == [
+            out / "a.srt", out / "a.srt"]
 
 
 def test_inputs_are_run_in_groups_so_memory_does_not_grow_with_their_number(model_dir, clips, monkeypatch):
@@ -664,7 +667,7 @@ def test_a_failed_segment_is_counted_and_the_inputs_other_segments_kept(tmp_path
     own = tmp_path / "own" / "talk.srt"  # a file no run recorded (the user's, or a run killed before its record)
     own.parent.mkdir()
     own.write_text("my own subtitles\n")
-    assert cli.main([*again[:-1], str(own.parent)]) == 3 and f"{own} is left in place: no run's record" in \
+    assert cli.main([*again[:-1], str(own.parent)]) == 3 and f"{own} is left in place: no run's record says" in \
         capsys.readouterr().err  # it was removed, said to be an earlier output "with other settings"
     assert own.read_text() == "my own subtitles\n" and own.with_name("talk.srt.incomplete").is_file()
 

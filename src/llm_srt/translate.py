@@ -176,9 +176,10 @@ def main(args) -> int:
                     stale = outputs[k] if r.error else incomplete(outputs[k])  # an earlier run's output of it
                     if r.error and stale.is_file() and not _stale(before.get(_key(stale, out_dir)), settings,
                                                                   source(k)):  # as an input failing whole keeps it
-                        print(f"llm-srt translate: {shown(str(stale))} is left in place: no run's record makes it an "
-                              "earlier output of that input (your own file, or a run killed before its record); "
-                              "this run's segments that did not fail are beside it", file=sys.stderr)
+                        print(f"llm-srt translate: {shown(str(stale))} is left in place: no run's record says it is "
+                              "an earlier output of this input from other audio or settings (your own file, another "
+                              "input's, or a run killed before its record); this run's segments that did not fail "
+                              "are beside it", file=sys.stderr)
                     elif stale.is_file():
                         stale.unlink()
                         if r.error:
@@ -297,10 +298,13 @@ def output_paths(inputs: Sequence[str], out_dir: Path, suffix: str) -> list[Path
 
 
 def _refuse_shared(inputs: Sequence[str], outputs: Sequence[Path]) -> None:
-    """Two different inputs that would write one output, or an output that would overwrite an input: refused."""
+    """Two different inputs that would write one output, or an output that would overwrite an input: refused. An
+    input that is no file (mistyped, a folder, a disk not mounted) fails alone and writes nothing: never refused."""
     absolute = [Path(os.path.abspath(p)) for p in inputs]
     first: dict[str, int] = {}
     for k, out in enumerate(outputs):
+        if not absolute[k].is_file():
+            continue
         j = first.setdefault(str(out).casefold(), k)
         if absolute[j] != absolute[k]:
             raise LLMSRTError(f"--out-dir: {shown(inputs[j])} and {shown(inputs[k])} would both write "
