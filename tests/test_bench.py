@@ -482,9 +482,13 @@ def test_each_rows_reserved_peak_is_its_own_not_the_training_steps(monkeypatch, 
     monkeypatch.setattr(paper, "training_rows", training)
     options = replace(paper.PaperOptions(shape="tiny", **paper.TINY), batch_sizes=(4, 1), beam_batch_sizes=(),
                       pooled_batch_sizes=(1,), compiled_batch_sizes=(1,), max_batch=0)
+    said = []  # an earlier compiled row's static KV caches are live tensors: dropped before each row, then released
+    monkeypatch.setattr(StaticSteps, "drop_caches", classmethod(lambda cls: said.append("drop") or 0))
+    monkeypatch.setattr(paper, "release", lambda *a: said.append("release") or cached.update(mib=0.0))
     result = paper.run_paper(options, device.resolve("cpu", "float32"), tmp_path)
     assert [(r["compiled"], r["batch_size"], r["reserved_mib"]) for r in result["decode"]] == [
         (False, 4, 400.0), (False, 1, 100.0), (True, 1, 1100.0), (False, 1, 100.0)]  # the last: the pooled row
+    assert "".join(said).count("droprelease") == len(result["decode"])
 
 
 def test_decode_pass_refuses_a_generation_that_ends_early(tmp_path):

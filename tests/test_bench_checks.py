@@ -200,6 +200,7 @@ def test_a_flag_the_chosen_path_would_drop_is_refused_in_one_line(stubbed, capsy
     ["--json", "--no-whisper", "--quick", "--no-cascade", "--n", "16"],
     ["--paper-shape", "tiny", "--memory-gib", "24.0", "--json-out", "{tmp}/r.json"],  # make gpu-check DEVICE=cpu
     ["--paper-shape", "tiny", "--compile-batches", "2", "--compiled-only", "--batches-per-row", "1"],
+    ["--paper-shape", "tiny", "--compile-batches", "2", "--compiled-only", "--max-batch", "0"],  # no search either
     ["--paper-shape", "qwen2.5-32b", "--max-batch", "256", "--batches-per-row", "1", "--no-train"],  # README's
 ])
 def test_the_documented_command_lines_still_run(stubbed, tmp_path, given):

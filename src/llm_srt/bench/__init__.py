@@ -140,7 +140,7 @@ def check_arguments(args) -> None:
             raise LLMSRTError(f"{flag}: a flag of the embedded-model bench ({what}); --paper-shape does not use "
                               "it: leave it out")
     for name in SEARCH_FLAGS if args.compiled_only else ():
-        if given(args, name):
+        if given(args, name) and not (name == "max_batch" and args.max_batch == 0):  # 0: no search, as it says
             raise LLMSRTError(f"{PAPER_FLAGS[name][0]}: --compiled-only runs no largest-batch search and no training "
                               "rows, so it would be dropped: leave one of the two out")
     if args.max_batch == 0 and args.memory_gib is not None:

@@ -32,7 +32,7 @@ from .. import device as dev
 from ..device import Placement, is_out_of_memory, release
 from ..errors import LLMSRTError
 from ..model import presets
-from ..model.decoding import DecodingOptions
+from ..model.decoding import DecodingOptions, StaticSteps
 from ..prompts import Task, build
 from .common import PeakMemory, decode_pass, noise_clips, pin_eos
 
@@ -119,9 +119,11 @@ def run_paper(options: PaperOptions, placement: Placement, workdir: Path, log=la
                     f"batch {batch}")
                 n = row_utterances(batch, options)
                 decoding = replace(greedy, beam_size=beam, compile=compiled)
+                StaticSteps.drop_caches()  # an earlier compiled row's KV buffers: live tensors, which release keeps
                 release(placement.device)  # PeakMemory's reset leaves CUDA's reserved peak at what is reserved then:
                 #   without this, an earlier row's or the training steps' cached blocks (31.7 GiB for 7B) were in
-                #   this row's reserved_mib, and a compiled row after them never fit under --memory-gib
+                #   this row's reserved_mib, and a compiled row after them never fit under --memory-gib (an earlier
+                #   compiled row's CUDA graph pools stay: torch keeps them with its compiled function)
                 # warm-up of this shape (compiled: at full length, the same static cache: compilation, then the
                 # CUDA graph's warm-up and recording)
                 warm = decoding if compiled else replace(decoding, max_new_tokens=2)
