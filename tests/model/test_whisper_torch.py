@@ -118,6 +118,20 @@ def test_bad_folders_are_clear_errors(folder, tmp_path):
     assert torch.equal(dithered([clip], torch.device("cpu")), whisper.features([clip], torch.device("cpu")))
 
 
+def test_unreadable_weights_are_not_called_damaged(folder, monkeypatch):
+    """A permission error (a folder written 0600 by another user) or a network disk's is said as such: it was
+    "damaged or cut short: copy or download it again"."""
+    import safetensors
+
+    def refused(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(safetensors, "safe_open", refused)
+    with pytest.raises(LLMSRTError, match=r"model.safetensors: cannot read the Whisper weights \(Permission denied\); "
+                                          "check the file's permissions"):
+        TorchWhisper.from_pretrained(folder, torch.device("cpu"), torch.float32, decoder_only=True)
+
+
 def test_a_folder_without_weights_is_a_one_line_error(folder, tmp_path):
     """No model.safetensors and no index of shards: one line naming the folder and both layouts; an index naming a
     shard that is not there: one line naming the shard."""

@@ -66,7 +66,10 @@ def tensor_files(folder: Path) -> dict[str, Path]:
         try:
             with safe_open(folder / WEIGHTS, framework="pt") as f:
                 return dict.fromkeys(f.keys(), folder / WEIGHTS)
-        except Exception as e:  # noqa: BLE001  SafetensorError (a bad header), OSError
+        except OSError as e:  # not damage: a permission, a network file system's error
+            raise LLMSRTError(f"{folder / WEIGHTS}: cannot read the Whisper weights ({e.strerror or e}); check the "
+                              "file's permissions and that its disk is there") from None
+        except Exception as e:  # noqa: BLE001  SafetensorError (a bad header)
             raise LLMSRTError(f"{folder / WEIGHTS}: cannot read the Whisper weights ({type(e).__name__}: "
                               f"{str(e).splitlines()[0]}); the file is damaged or cut short: copy or download it "
                               "again") from None
