@@ -222,8 +222,9 @@ def test_a_resume_at_another_batch_size_trains_each_example_of_the_epoch_once(ne
     assert [s.load_state_dict(old[0].state_dict()) for s in new] == [0] * new_world
     trained = seen + _rest_of_epoch(new)
     assert max(Counter(trained).values()) == 1
-    assert new[0].resume_note.startswith("the saved data position (24 batches of 4 into epoch 1) counts batches of "
-                                         f"another size than this run's {new_size}: the rest of that epoch is its ")
+    assert new[0].resume_note.startswith(f"the saved data position (epoch 1: {len(seen)} examples trained, in batches "
+                                         f"of 4) counts batches of another size than this run's {new_size}: the rest "
+                                         f"of that epoch is its {len(durations) - len(seen)} examples not trained on")
     # every example, but for the rest's batches after its last whole step (as in any epoch of several ranks)
     assert len(durations) - len(trained) <= (new_world - 1) * new_size
     assert Counter(len(b) for s in new for b in s.batches(1)).most_common(1)[0][0] == new_size  # cut at the new size
@@ -251,7 +252,8 @@ def test_an_epoch_resumed_at_another_batch_size_resumes_again_at_any_size():
     assert list(same) == list(second)  # the same rest, batch for batch
     for size in (4, 5):
         third = BucketBatchSampler(durations, size, seed=1)
-        assert third.load_state_dict(state) == 0 and "5 batches of 8" in third.resume_note
+        assert third.load_state_dict(state) == 0 and f"(epoch 0: {len(seen)} examples trained, in batches of 8)" \
+            in third.resume_note  # both runs' examples: 10 batches of 4, then 5 of 8 (a bucket's last may be short)
         trained = seen + _rest_of_epoch([third])
         assert sorted(trained) == list(range(len(durations)))
         assert third.state_dict() == {"epoch": 1, "batch": 0, "seed": 1, "replicas": 1, "batch_size": size,

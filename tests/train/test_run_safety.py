@@ -172,8 +172,8 @@ def test_allow_changes_resumes_at_another_batch_size_with_the_examples_its_epoch
     shutil.rmtree(out / FINAL)  # interrupted after step 1
     messages = []
     recipe.train(_config(tiny_setup, out, 2, **{"data.batch_size": 2, "allow_changes": "true"}), log=messages.append)
-    assert any("the saved data position (1 batches of 1 into epoch 0) counts batches of another size than this "
-               "run's 2: the rest of that epoch is its" in m for m in messages), messages
+    assert any("the saved data position (epoch 0: 1 examples trained, in batches of 1) counts batches of another "
+               "size than this run's 2: the rest of that epoch is its" in m for m in messages), messages
 
 
 def test_a_finished_run_asked_for_with_other_settings_is_refused_not_handed_back(base, tiny_setup, tmp_path):

@@ -387,11 +387,10 @@ class BucketBatchSampler:
             if self._resumed is not None:
                 size, buckets = self._shape(state)
                 cut = f"{size}" + (f", {buckets} to a bucket" if buckets != self.bucket_batches else "")
-                taken = int(state["batch"]) * int(state.get("replicas", self.num_replicas))  # over all ranks
-                self.resume_note = (f"the saved data position ({taken} batches of {cut} into epoch {epoch}) counts "
-                                    f"batches of another size than this run's {self.batch_size}: the rest of that "
-                                    f"epoch is its {int((~done).sum())} examples not trained on yet, in batches of "
-                                    f"{self.batch_size}")
+                self.resume_note = (f"the saved data position (epoch {epoch}: {int(done.sum())} examples trained, "
+                                    f"in batches of {cut}) counts batches of another size than this run's "
+                                    f"{self.batch_size}: the rest of that epoch is its {int((~done).sum())} examples "
+                                    f"not trained on yet, in batches of {self.batch_size}")  # (done: every resume's)
             return 0
         # an epoch begun at another batch size goes on in the batches of the examples that one left
         self._resumed = None if before is None else _Resumed(epoch, dict(before), self._done(epoch, before))
