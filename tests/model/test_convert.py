@@ -520,6 +520,7 @@ def test_embedded_whisper_transcript_matches_faster_whisper(base_whisper, ct2_wh
 
 
 @pytest.mark.integration
+@pytest.mark.slow  # the full-size Whisper against CTranslate2's runtime; the tiny one's logits are in make test
 @pytest.mark.long(9)
 def test_embedded_whisper_encoder_and_tokens_match_ctranslate2(base_whisper, ct2_whisper_dir, speak):
     """On the transformers 30 s mel: encoder states within a small tolerance of CTranslate2's, and the same
