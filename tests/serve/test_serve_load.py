@@ -1,4 +1,4 @@
-"""Load: 50 concurrent clients on loopback against a live server, batched (max-batch 8) vs unbatched (max-batch 1).
+"""Load: 32 concurrent clients on loopback against a live server, batched (max-batch 8) vs unbatched (max-batch 1).
 
 Prints p50 / p95 latency and throughput (run with -s to see them); fails on any error, on batching that did not
 group requests, or on batching that was not faster.
@@ -14,8 +14,8 @@ from serve_helpers import DECODING, live_server
 
 from llm_srt.serve import BatchOptions, ServeOptions, create_app
 
-CLIENTS = 50  # concurrent clients
-REQUESTS_PER_CLIENT = 4
+CLIENTS = 32  # concurrent clients
+REQUESTS_PER_CLIENT = 2
 DEADLINE_S = 60.0  # one configuration's whole run must finish within this
 
 
