@@ -407,6 +407,38 @@ def test_a_mistyped_heldout_voice_is_refused_before_any_speech(locale_dir, tmp_p
         assert not (tmp_path / "a").exists()
 
 
+def test_catalogue_text_is_nfc_and_a_broken_catalogue_is_skipped(tmp_path, mo_file):
+    """A few catalogues write accents decomposed (9 Spanish texts here): espeak-ng read them without their stress
+    and a model would learn decomposed targets. A header's charset=CHARSET (left unfilled) or a .mo cut short was a
+    traceback naming no file, which stopped the whole build."""
+    import unicodedata
+
+    root = tmp_path / "locale"
+    english, german = next(iter(GOOD.items()))[0], GOOD["The file could not be opened."][0]
+    decomposed = unicodedata.normalize("NFD", german)
+    assert decomposed != german
+    mo_file(root / "de" / "LC_MESSAGES" / "aaa.mo", {english: decomposed})
+    mo_file(root / "de" / "LC_MESSAGES" / "bbb.mo", {"": "Content-Type: text/plain; charset=CHARSET\n",
+                                                      "Please try again later.": GOOD["Please try again later."][0]})
+    cut = mo_file(root / "de" / "LC_MESSAGES" / "ccc.mo", {"The password is too short.": "Das Passwort ist kurz."})
+    cut.write_bytes(cut.read_bytes()[:40])
+    found = mini.harvest(["eng", "deu"], root)
+    assert [s.texts["deu"] for s in found.values()] == [german]
+
+
+def test_a_missing_mecab_is_said_before_the_last_builds_manifests_go(locale_dir, tmp_path, monkeypatch):
+    """Japanese needs mecab: its check ran after the earlier build's manifests, summary and voices.jsonl were
+    removed, so the error left a folder of audio alone."""
+    out = tmp_path / "a"
+    _build(out, locale_dir)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    which = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda tool, *a, **k: None if tool == "mecab" else which(tool, *a, **k))
+    with pytest.raises(LLMSRTError, match="^mecab not installed"):
+        _build(out, locale_dir, langs=("eng", "deu", "jpn"))
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+
 def _consistent(out: Path) -> dict:
     """summary.json of `out`, checked against its manifests and voices.jsonl."""
     summary = json.loads((out / "summary.json").read_text())

@@ -43,6 +43,7 @@ import json
 import random
 import re
 import shutil
+import struct
 import subprocess
 import time
 import unicodedata
@@ -199,6 +200,7 @@ def build_mini(opts: MiniOptions) -> MiniSummary:
                           "give --unseen-test N, or leave --unseen-by out")
     if opts.audio_format not in AUDIO_FORMATS:
         raise LLMSRTError(f"audio format {opts.audio_format!r}: use one of {', '.join(AUDIO_FORMATS)}")
+    _require_tools(langs)  # before the last build's manifests are removed below (a missing mecab lost them)
     voices.require(opts.synthesizers)
     heldout = {}  # lang -> the held-out voice's names: a mistyped one is said here, before any speech
     if opts.heldout_voice:
@@ -386,13 +388,15 @@ def _catalogues(lang: str, locale_dir: Path) -> dict[str, Path]:
 
 
 def _read_mo(path: Path) -> dict[str, str]:
-    """msgid -> translation for the plain (no context, no plural) messages of a .mo file; {} if unreadable."""
+    """msgid -> translation for the plain (no context, no plural) messages of a .mo file, the translation in NFC
+    (a few catalogues write accents decomposed: espeak-ng reads "informacio\u0301n" without its stress, and a model
+    would learn decomposed targets); {} if unreadable."""
     try:
         with open(path, "rb") as f:
             catalog = gettext.GNUTranslations(f)._catalog
-    except (OSError, UnicodeDecodeError, ValueError):
-        return {}  # a few catalogues use legacy encodings with a broken header; skip them
-    return {k.strip(): v.strip() for k, v in catalog.items()
+    except (OSError, UnicodeDecodeError, ValueError, LookupError, struct.error):  # a legacy encoding, a header's
+        return {}  # charset=CHARSET left unfilled, a file cut short: skipped, as the language has others
+    return {k.strip(): unicodedata.normalize("NFC", v.strip()) for k, v in catalog.items()
             if isinstance(k, str) and k and "\x04" not in k and isinstance(v, str)}
 
 
