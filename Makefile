@@ -48,7 +48,9 @@ demo: setup
 
 # The prepared GPU check (scripts/gpu_check.py): CUDA tests, a tiny curriculum + kill/resume + translate + evaluate,
 # and the paper-shape bench, in <= 8 minutes; report in $(OUT). On a bare GPU machine the wheels of .whl/ are
-# installed first (make fetch-wheels, here); `make gpu-check DEVICE=cpu` runs the same steps here with tiny shapes.
+# installed first (make fetch-wheels, here). DEVICE=auto takes the GPU torch sees, and fails (at env, then stops)
+# where nvidia-smi is on PATH but torch sees no GPU; `make gpu-check DEVICE=cpu` is the CPU rehearsal: the same steps
+# here with tiny shapes.
 DEVICE ?= auto
 OUT ?= runs/gpu-check
 GPU_CHECK_ARGS ?=

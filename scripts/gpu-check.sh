@@ -32,11 +32,22 @@ if compgen -G "$wheels/*.whl" >/dev/null && [ "${USE_WHEELS:-1}" = 1 ]; then
     echo "gpu-check: $wheels/ holds wheels for CPython 3.12 (the GPU image's); $python is not: its own packages" >&2
   else
     log="$out/pip-install.log"
-    if ! "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" \
-        "$wheels"/*.whl >"$log" 2>&1; then
-      cat "$log" >&2
-      fail "pip install of $wheels/*.whl into $site failed: $(grep -v '^[[:space:]]*$' "$log" | tail -n 1 || true)
+    install() {
+      "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" "$@"
+    }
+    if ! install "$wheels"/*.whl >"$log" 2>&1; then
+      # one bad wheel fails pip's whole batch: the rest one by one, so that it costs the check only what needs it
+      #   (gpu_check.py's env step names what cannot be imported, and stops only when an essential one is missing)
+      echo "gpu-check: pip install of $wheels/*.whl failed; installing them one by one (pip-install.log)" >&2
+      bad=()
+      for wheel in "$wheels"/*.whl; do
+        echo "== $wheel" >>"$log"
+        install "$wheel" >>"$log" 2>&1 || bad+=("${wheel##*/}")
+      done
+      [ ${#bad[@]} -lt $(compgen -G "$wheels/*.whl" | wc -l) ] ||
+        fail "pip install of $wheels/*.whl into $site failed: $(grep -v '^[[:space:]]*$' "$log" | tail -n 1 || true)
 (pip's whole output: pip-install.log)"
+      [ ${#bad[@]} -eq 0 ] || echo "gpu-check: not installed: ${bad[*]} (pip-install.log)" >&2
     fi
     [ -s "$log" ] || rm -f "$log"
     export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"

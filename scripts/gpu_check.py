@@ -29,7 +29,8 @@ wheels (~15 s), starting Python and torch (~10 s), and stopping and reaping the 
 (up to 20 s). `--shapes qwen2.5-7b,qwen2.5-3b` adds the 3B bench (~115 s): give it --budget-s and a call to match.
 It writes DIR/report.md, DIR/report.json (both rewritten as each step starts and ends: a check stopped from outside
 leaves the steps it finished, and says it did not finish; a bench stopped before its end leaves the rows its
---json-out held, which bench rewrites after each one) and DIR/gpu-check.log (every command's output as it comes).
+--json-out held, which bench rewrites after each one) and DIR/gpu-check.log (every command's output as it comes,
+under its start time, and its exit status and seconds after it; each step's `commands` in report.json list them).
 `--device cpu` runs the same steps with the tiny shape (a test runs it). Exit status 0 when every step passed, 1 when
 one failed, 2 when none failed but the budget left one undone (not started, or stopped by the budget before its own
 limit): "incomplete", never "passed". On a GPU the cuda tests fail when one of them skipped, or none ran.
@@ -86,11 +87,17 @@ ESTIMATE_S = {"env": 10, "cuda-tests": 90, "e2e": 120, "bench-compiled-qwen2.5-7
               "bench-qwen2.5-3b": 115}  # rough seconds on one H100 (the docstring's; guesses, not measurements)
 DEFAULT_SHAPES = {"cpu": ["tiny"], "cuda": ["qwen2.5-7b"]}  # 3B, measured on 2026-11-30, does not fit the budget
 COMMAND_LIMIT_S = 150  # seconds per command of the e2e step (its commands share the step's limit)
-IMPORTS = ("transformers", "peft", "gguf", "soundfile", "soxr", "jiwer", "whisper_normalizer", "fastapi", "uvicorn",
-           "python_multipart")  # what the steps import that the GPU image lacks but for .whl/ (missing: all fail)
-COMPILED_BATCHES = {"qwen2.5-7b": "1,64"}  # GPU shapes also timed with --compile at these batches, in a step of
-# their own just before the shape's bench (never run on a GPU yet: the eager rows were measured; its limit bounds
-# what a slow compilation takes from the steps after it)
+IMPORTS = ("transformers", "peft", "accelerate", "soundfile", "soxr")  # what every step after env imports (the
+#   model, the audio): one missing, all of them fail, so on a GPU the check stops at env instead of spending its time
+OPTIONAL_IMPORTS = {"jiwer": ("tests/evaluate",), "whisper_normalizer": ("tests/evaluate",), "gguf": (),
+                    "fastapi": ("tests/serve",), "uvicorn": ("tests/serve",), "python_multipart": ("tests/serve",)}
+#   what else .whl/ brings, and the cuda test folders that import it: one missing fails env, naming it, and the check
+#   goes on without those folders (and with e2e's evaluate failing, for jiwer or whisper_normalizer): one bad wheel
+#   does not cost the session its benches
+COMPILED_BATCHES = {"qwen2.5-7b": "1,64", "tiny": "1,2"}  # shapes also timed with --compile at these batches, in
+# a step of their own just before the shape's bench (never run on a GPU yet: the eager rows were measured; its limit
+# bounds what a slow compilation takes from the steps after it); tiny's: the CPU rehearsal runs the GPU plan's
+# compiled command too (~30 s here)
 SENTENCES = (("a cat", "eine Katze"), ("the dog", "der Hund"), ("red sun", "rote Sonne"),
              ("big tree", "grosser Baum"), ("cold water", "kaltes Wasser"), ("my house", "mein Haus"))
 CUDA_MARK = re.compile(r"^\s*@pytest\.mark\.cuda\b|^pytestmark\s*=.*\bmark\.cuda\b|\bmarks=pytest\.mark\.cuda\b",
@@ -109,6 +116,7 @@ class Check:
 
     def __init__(self, out: Path, work: Path, device: str, dtype: str, budget_s: float):
         self.out, self.work, self.device, self.dtype = out, work, device, dtype
+        self.asked = device  # --device as given: `run` resolves auto into `device`
         self.deadline = time.monotonic() + budget_s
         self.started = time.time()
         self.steps: list[dict] = []
@@ -117,6 +125,7 @@ class Check:
         self.error: str | None = None  # an exception outside every step (a bug of the check: it failed)
         self.stopped: str | None = None  # what stopped the check from outside (SIGTERM, Ctrl-C): not a failure
         self.cut = False  # the running step's command was stopped by the budget, not by the step's own limit
+        self.commands: list[dict] = []  # the running step's commands: name, rc, seconds (its result's `commands`)
         self.failed = False  # one of the running step's commands failed on its own (or the step broke)
         self.log = open(out / "gpu-check.log", "w", encoding="utf-8")
         self.lock = threading.Lock()  # a command's stdout and stderr reach the log from two threads
@@ -128,6 +137,17 @@ class Check:
         with self.lock:
             self.log.write(text)
             self.log.flush()
+
+    def header(self, name: str, argv: list[str]) -> float:
+        """A command's header in the log, with the wall-clock time it starts; returns its start (perf_counter)."""
+        self.write(f"\n===== {time.strftime('%H:%M:%S UTC', time.gmtime())} {name}: {' '.join(argv)}\n")
+        return time.perf_counter()
+
+    def ended(self, name: str, rc: int, t0: float, note: str = "") -> None:
+        """A command's footer in the log (its exit status and seconds), and its entry in the step's `commands`."""
+        seconds = round(time.perf_counter() - t0, 1)
+        self.commands.append({"command": name, "rc": rc, "seconds": seconds})
+        self.write(f"{note}\n----- rc {rc} in {seconds} s\n")
 
     def pump(self, stream, said: list[str]) -> None:
         """A command's output into `said` and the log line by line as it comes: a check stopped from outside (the
@@ -141,7 +161,7 @@ class Check:
         """One command (in `env`, else the check's), its output streamed into the log; a timeout is a failed command
         (rc 124). One that the check's budget cut below the step's own limit marks the step as cut short, any other
         failure as failed (`step`)."""
-        self.write(f"\n===== {name}: {' '.join(argv)}\n")
+        t0 = self.header(name, argv)
         budget = self.left() < timeout
         timeout = min(timeout, self.left())
         # a session of its own: a timeout kills the command's whole process group (pytest's subprocesses, DataLoader
@@ -176,7 +196,7 @@ class Check:
             self.cut = self.cut or budget
         if done.returncode != 0 and not (timed_out and budget):
             self.failed = True  # on its own: the step failed, whatever the budget cut after it
-        self.write(f"{note}\n----- rc {done.returncode}\n")
+        self.ended(name, done.returncode, t0, note)
         return done
 
     def left(self) -> float:
@@ -199,6 +219,7 @@ class Check:
         print(f"[gpu-check] {name} ...", flush=True)
         t0 = time.perf_counter()
         self.cut = self.failed = False
+        self.commands = []
         self.running = name
         self.report()
         if self.deadline - time.monotonic() < (MIN_STEP_S if least is None else least):
@@ -212,7 +233,8 @@ class Check:
             if self.cut and not own and not result["ok"]:
                 result = {**result, "ok": None, "error": "cut short by the check's time budget (--budget-s); give "
                           f"it more to finish ({result.get('error', 'timed out')})"}
-        result = {"step": name, **result, "seconds": round(time.perf_counter() - t0, 1)}
+        result = {"step": name, **result, "seconds": round(time.perf_counter() - t0, 1),
+                  **({"commands": self.commands} if self.commands else {})}
         self.steps.append(result)
         self.running = None
         self.report()
@@ -252,30 +274,49 @@ def env_step(check: Check) -> dict:
     problems = {name: why for name in IMPORTS if (why := unimportable(name)) is not None}
     missing = [name for name, why in problems.items() if why == "missing"]
     broken = [f"{name} ({why})" for name, why in problems.items() if why != "missing"]
+    optional = {name: why for name in OPTIONAL_IMPORTS if (why := unimportable(name)) is not None}
     try:
         pins = dict(p.split("==") for p in pinned(("torch", "transformers", "peft"), ROOT / "constraints.txt"))
     except SystemExit as e:  # a report, not the end of the check
         pins, missing = {}, [*missing, str(e)]
     other = [f"{n} {versions.get(n)} (constraints.txt: {v})" for n, v in pins.items()
              if (versions.get(n) or "").split("+")[0] != v]  # a local build tag (2.13.0+cu128) is the pinned release
+    # auto found no GPU where nvidia-smi is installed: torch cannot see this machine's GPU, and the CPU plan would
+    #   spend the GPU session reporting "passed"
+    blind = check.asked == "auto" and check.device == "cpu" and shutil.which("nvidia-smi")
     error = ("no CUDA GPU visible to torch" if check.device != "cpu" and gpu is None else
+             f"no CUDA GPU visible to torch {versions['torch']} (CUDA {torch.version.cuda}), yet nvidia-smi is on "
+             f"PATH ({blind}): a GPU machine whose torch sees none; --device cpu (DEVICE=cpu) for a CPU rehearsal"
+             if blind else
              f"missing {', '.join(missing)}: carry .whl/ (make fetch-wheels here first) or install them" if missing
              else f"cannot import {'; '.join(broken)}: carry .whl/ built for this machine's Python (make fetch-wheels "
                   "here first) or install them" if broken else None)
-    return {"ok": error is None, "python": platform.python_version(), "cuda": torch.version.cuda, "gpu": gpu,
+    fatal = error is not None  # the steps after env cannot run: on a GPU the check stops here
+    if optional:
+        needs = sorted({folder for name in optional for folder in OPTIONAL_IMPORTS[name]})
+        said = (f"cannot import {'; '.join(f'{n} ({why})' for n, why in optional.items())}"
+                + ("" if fatal else " (the check goes on)")
+                + (f"; left out of cuda-tests: {', '.join(needs)}" if needs else "")
+                # llm_srt.evaluate.metrics imports them as the evaluate verb starts
+                + ("; e2e's evaluate will fail" if {"jiwer", "whisper_normalizer"} & optional.keys() else ""))
+        error = f"{error}; {said}" if error else said
+    return {"ok": error is None, "fatal": fatal, "python": platform.python_version(), "cuda": torch.version.cuda,
+            "gpu": gpu,
             "gpu_memory_gib": round(torch.cuda.get_device_properties(index).total_memory / 2**30, 1) if gpu else None,
             "versions": versions, **({"other_versions": other} if other else {}),
-            **({"error": error} if error else {})}
+            **({"unimportable": sorted(optional)} if optional else {}), **({"error": error} if error else {})}
 
 
 def unimportable(name: str) -> str | None:
     """Why module `name` cannot be imported here ("missing" when it is not installed), or None. An import, not only
     a look for it: a wheel built for another Python or lacking its shared library is found, then every step that
     imports it fails after spending its time."""
-    if importlib.util.find_spec(name) is None:
-        return "missing"
-    try:
+    try:  # a finder may refuse a module by raising (ModuleNotFoundError), not only by finding none
+        if importlib.util.find_spec(name) is None:
+            return "missing"
         importlib.import_module(name)
+    except ModuleNotFoundError as e:
+        return "missing" if e.name == name else f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
     except Exception as e:  # noqa: BLE001 - any failure to import is the report
         return f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
     return None
@@ -317,8 +358,21 @@ def pytest_outcomes(stdout: str) -> tuple[dict[str, tuple[str, str]], str | None
     return tests, running
 
 
+def left_out_folders() -> dict[str, str]:
+    """The cuda test folders (OPTIONAL_IMPORTS) that import a module this Python cannot: folder -> why. Collecting
+    one would fail the step on an ImportError that env has already reported."""
+    gone = {name: why for name in OPTIONAL_IMPORTS if (why := unimportable(name)) is not None}
+    left: dict[str, list[str]] = {}
+    for name, why in gone.items():
+        for folder in OPTIONAL_IMPORTS[name]:
+            left.setdefault(folder, []).append(f"{name} {why}" if why == "missing" else f"{name} unimportable")
+    return {folder: ", ".join(whys) for folder, whys in left.items()}
+
+
 def cuda_tests_step(check: Check, paths: list[str]) -> dict:
-    paths = cuda_test_files() if paths == ["auto"] else paths
+    left_out = left_out_folders() if paths == ["auto"] else {}
+    paths = [p for p in cuda_test_files() if not any(p.startswith(f"{folder}/") for folder in left_out)] \
+        if paths == ["auto"] else paths
     xml = check.work / "cuda-tests.xml"
     done = check.run("cuda-tests", pytest_argv(paths, xml), STEP_LIMITS["cuda-tests"])
     tests, running = pytest_outcomes(done.stdout)
@@ -348,7 +402,8 @@ def cuda_tests_step(check: Check, paths: list[str]) -> dict:
                 if not counts["passed"] else f"{counts['skipped']} cuda test(s) skipped on the GPU")
         ok, error = False, "; ".join([what + (": " + "; ".join(skips) if skips else ""), *([error] if error else [])])
     result = {"ok": ok, **counts, "files": paths}
-    extra = {"skips": skips, "failed_tests": failed, "running_when_stopped": done.returncode == 124 and running,
+    extra = {"left_out": left_out, "skips": skips, "failed_tests": failed,
+             "running_when_stopped": done.returncode == 124 and running,
              "counted_from": not xml.is_file() and "gpu-check.log (pytest ended before writing its junit XML)",
              "error": error}
     return result | {k: v for k, v in extra.items() if v}
@@ -495,7 +550,7 @@ def kill_and_resume(check: Check, common: list[str], limit) -> tuple[Done, dict[
             "max_steps=20", "save_every=5", "keep_last=5", f"output_dir={out}",  # killed between steps 11 and 19
             "distributed=fsdp"]  # resumed: the optimizer's state loads into sharded parameters
     env = dict(check.env, CUBLAS_WORKSPACE_CONFIG=":4096:8")
-    check.write(f"\n===== e2e kill: {' '.join(argv)}\n")
+    t0 = check.header("e2e kill", argv)
     proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=check.log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + min(limit() / 2, check.left())
     try:
@@ -512,6 +567,7 @@ def kill_and_resume(check: Check, common: list[str], limit) -> tuple[Done, dict[
     if killed:
         proc.send_signal(signal.SIGKILL)
     proc.wait()
+    check.ended("e2e kill", proc.returncode, t0)
     sealed = sealed_steps(out) or [0]
     start = sealed[-2] if len(sealed) > 1 else sealed[-1]
     reference = check.work / "uninterrupted" if len(sealed) > 1 else None
@@ -666,8 +722,9 @@ def bench_step(check: Check, shape: str, memory_gib: float | None, compiled: str
     extra = ["--memory-gib", str(memory_gib)] if memory_gib else []
     if compiled:
         extra += ["--compile-batches", compiled, "--compiled-only"]
-    done = check.cli(f"bench {shape}", "bench", "--device", check.device, "--dtype", check.dtype, "--paper-shape",
-                     shape, "--json-out", str(result_file), *extra, timeout=STEP_LIMITS["bench"])
+    done = check.cli(f"bench {shape}{' compiled' if compiled else ''}", "bench", "--device", check.device, "--dtype",
+                     check.dtype, "--paper-shape", shape, "--json-out", str(result_file), *extra,
+                     timeout=STEP_LIMITS["bench"])
     result = read_json(result_file)
     if done.returncode != 0 or not (result or {}).get("finished"):
         rows = measured_rows(result)
@@ -750,12 +807,13 @@ def write_report(check: Check, started: float, final: bool = True) -> str:
         if s["step"] == "cuda-tests" and "tests" in s:
             details = (f"{s['passed']} passed, {s['failures']} failed, {s['errors']} errors, {s['skipped']} skipped "
                        f"of {s['tests']}" + (f", counted from {s['counted_from']}" if s.get("counted_from") else "")
-                       + (f"; {details}" if details else ""))
+                       + (f"; {details}" if details else "")
+                       + "".join(f"; left out {folder} ({why})" for folder, why in s.get("left_out", {}).items()))
         if s["step"] == "e2e" and "parts" in s:
             details = ", ".join(f"{k} {verdict(v)}" for k, v in s["parts"].items())
             details += resume_details(s)
-        if s["step"] == "env":
-            details = ", ".join(f"{k} {v}" for k, v in s.get("versions", {}).items())
+        if s["step"] == "env":  # the versions, and why it failed (the check may have gone on, or stopped here)
+            details = ", ".join([f"{k} {v}" for k, v in s.get("versions", {}).items()] + [details] * bool(details))
         lines.append(f"| {s['step']} | {verdict(s['ok'])} | {s['seconds']} | {details} |")
     lines += ["", "Not proven by this check: " + "; ".join(unproven) + "."]
     for s in check.steps:
@@ -822,9 +880,10 @@ def run(args) -> int:
             print("[gpu-check] plan: " + ", ".join(f"{n} (~{guess[n]} s)" if n in guess else n for n in check.plan)
                   + f"; budget {args.budget_s:.0f} s", flush=True)
             for name, fn, fn_args, least in steps:
-                if check.step(name, fn, check, *fn_args, least=least)["ok"] is False and name == "env" \
-                        and check.device != "cpu":
-                    break  # no GPU, or the wheels missing: every other step would fail; the report says why
+                result = check.step(name, fn, check, *fn_args, least=least)
+                if name == "env" and result["ok"] is False and result.get("fatal", True) \
+                        and (check.device != "cpu" or check.asked == "auto"):
+                    break  # no GPU, or an essential wheel missing: every other step would fail; the report says why
         except BaseException as e:  # Ctrl-C, SIGTERM (`stop`), a bug outside the steps: their report, unfinished
             what = f"{type(e).__name__}: {e}".splitlines()[0]
             check.error, check.stopped = (what, None) if isinstance(e, Exception) else (None, what)
@@ -859,7 +918,12 @@ def fetch_wheels(args) -> int:
     """Download GPU_WHEELS (CPython 3.12, x86-64 manylinux, no dependencies: the list is complete) into `dest`."""
     dest = Path(args.dest)
     dest.mkdir(parents=True, exist_ok=True)
-    fresh = Path(tempfile.mkdtemp(prefix=".whl-", dir=dest.parent))  # the old set stays until the new one is whole
+    for stale in dest.glob(".fetch-*"):  # an interrupted fetch's: .whl/ travels to the GPU machine whole
+        shutil.rmtree(stale, ignore_errors=True)
+    # the old set stays until the new one is whole; the download goes inside dest (.whl/, git-ignored), not beside
+    #   it in the repository's root, where an interrupted fetch left it to travel with the tree (gpu-check.sh
+    #   installs dest/*.whl only)
+    fresh = Path(tempfile.mkdtemp(prefix=".fetch-", dir=dest))
     platforms = [a for p in WHEEL_PLATFORMS for a in ("--platform", p)]
     argv = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "--python-version",
             "3.12", "--implementation", "cp", *platforms, "-d", str(fresh),
@@ -882,10 +946,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run the check and write the report")
     r.add_argument("--out", required=True, help="report folder ($OUT on the device machine)")
-    r.add_argument("--device", default="auto", help="auto (cuda when present), cuda or cpu")
+    r.add_argument("--device", default="auto", help="auto (cuda when present; env fails where nvidia-smi is "
+                   "but torch sees no GPU), cuda, or cpu (the rehearsal, tiny shapes)")
     r.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA), float32, bfloat16")
-    r.add_argument("--shapes", default=None, help="paper shapes to bench (default: qwen2.5-7b on CUDA, with its "
-                   "compiled rows first; tiny on the CPU)")
+    r.add_argument("--shapes", default=None, help="paper shapes to bench (default: qwen2.5-7b on CUDA, tiny on the "
+                   "CPU; each with its compiled rows first)")
     r.add_argument("--memory-gib", type=float, default=24.0, help="memory cap of the largest-batch search "
                    "(default 24: the paper's RTX 4090); 0 = the whole GPU")
     r.add_argument("--budget-s", type=float, default=BUDGET_S, help=f"time budget of the whole check (default "
