@@ -78,7 +78,8 @@ def test_translation_in_every_format(client, clip, expected):
     assert vtt.headers["content-type"].startswith("text/vtt")
     verbose = post(client, TRANSLATIONS, wav, response_format="verbose_json", **ask).json()
     assert verbose == {
-        "task": "translate", "mode": "srt", "language": "english", "target_language": "deu", "duration": 1.0,
+        "task": "translate", "mode": "srt", "language": "german", "source_language": "english",  # OpenAI's: the
+        "target_language": "deu", "duration": 1.0,  # translation's language; the source is our own field
         "text": srt.translation, "transcript": srt.transcript, "translation": srt.translation,
         "forced_tags": srt.forced_tags,  # SRT rows whose language tags greedy decoding wrote for the model
         "no_speech": False, "error": None,
@@ -118,6 +119,7 @@ def test_transcription(client, clip, expected):
     verbose = post(client, TRANSCRIPTIONS, wav, language="en", response_format="verbose_json").json()
     assert verbose["task"] == "transcribe" and verbose["target_language"] is None
     assert verbose["text"] == asr.transcript and verbose["language"] == "english"  # OpenAI's name, not the code
+    assert verbose["source_language"] == "english"
     assert post(client, TRANSCRIPTIONS, wav, language="eng", response_format="srt").text.endswith(
         f"{asr.transcript}\n")
 
@@ -152,6 +154,8 @@ BAD_REQUESTS = {  # name -> (path, upload (name, bytes, media type) or None, fie
     "unknown subtitles": (TRANSLATIONS, None, {"source_language": "eng", "subtitles": "all"}, 400, "subtitles",
                           "translation, transcript, both"),
     "beam 0": (TRANSLATIONS, None, {"beam_size": "0"}, 400, "beam_size", "from 1 to 4"),
+    "sampling temperature": (TRANSLATIONS, None, {"temperature": "0.7"}, 400, "temperature", "deterministic"),
+    "temperature not a number": (TRANSCRIPTIONS, None, {"temperature": "hot"}, 400, "temperature", "send 0"),
     "beam not a number": (TRANSLATIONS, None, {"beam_size": "two"}, 400, "beam_size", "'two'"),
     "beam not ASCII digits": (TRANSLATIONS, None, {"beam_size": "\u0663"}, 400, "beam_size", "from 1 to 4"),
     "beam signed": (TRANSLATIONS, None, {"beam_size": "+3"}, 400, "beam_size", "from 1 to 4"),
@@ -197,9 +201,11 @@ def test_timeouts_and_model_failures(translator, clip):
     with local_client(create_app(spy, options(max_batch=1, timeout_s=0.2))) as c:
         r = post(c, TRANSLATIONS, clip[1], source_language="eng")
         assert r.status_code == 504 and r.json()["error"]["type"] == "timeout" and "--timeout-s" in r.text
+        assert r.headers["x-should-retry"] == "false"  # the OpenAI SDK would send it twice more
     with local_client(create_app(Spy(translator, fail_calls=(1,)), options())) as c:
         r = post(c, TRANSLATIONS, clip[1], source_language="eng")
         assert r.status_code == 500 and "simulated model failure" in r.json()["error"]["message"]
+        assert "x-should-retry" not in r.headers  # a failed batch may work next time
         assert post(c, TRANSLATIONS, clip[1], source_language="eng").status_code == 200  # still serving
 
 
@@ -379,6 +385,7 @@ def test_one_long_upload_out_of_gpu_memory_alone_never_makes_the_server_failing(
         for _ in range(FAILING_BATCHES):
             r = post(c, TRANSLATIONS, long, source_language="eng")
             assert r.status_code == 500 and ALONE_OUT_OF_MEMORY in r.json()["error"]["message"], r.text
+            assert r.headers["x-should-retry"] == "false"  # it would run out of memory again, twice
         health = c.get("/health")
         assert health.status_code == 200 and health.json()["batching"]["failed_batches_in_a_row"] == 0
         assert post(c, TRANSLATIONS, clip[1], source_language="eng").json() == {"text": "hallo"}
@@ -608,7 +615,8 @@ def test_a_request_that_failed_in_part_gets_the_rest_and_says_so(translator, cli
 def test_silence_is_no_speech_and_impossible_subtitles_are_refused(client):
     silence = wav_bytes(np.zeros(32000, dtype=np.float32))
     verbose = post(client, TRANSLATIONS, silence, target_language="deu", response_format="verbose_json").json()
-    assert verbose["no_speech"] is True and verbose["language"] == "unknown" and verbose["segments"] == []
+    assert verbose["no_speech"] is True and verbose["source_language"] == "unknown" and verbose["segments"] == []
+    assert verbose["language"] == "german"  # a translation's language is its target's, heard or not
     r = post(client, TRANSCRIPTIONS, silence, language="eng", response_format="srt", subtitles="translation")
     err = r.json()["error"]
     assert r.status_code == 400 and err["param"] == "subtitles" and "task asr writes no translation" in err["message"]

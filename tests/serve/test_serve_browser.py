@@ -75,7 +75,7 @@ def test_record_from_the_microphone(page, tmp_path):
     page.click("#submit")
     assert page.wait_for(f"['done', 'error'].includes({STATE}) && {STATE}") == "done", page.js(TEXT.format("error"))
     assert page.js(TEXT.format("transcript")) and page.js("document.getElementById('translation-box').hidden")
-    assert page.js(TEXT.format("lang")).startswith("(english, ")  # verbose_json's language: OpenAI's name
+    assert page.js(TEXT.format("lang")).startswith("(english, ")  # verbose_json's source_language: OpenAI's name
     page.screenshot(tmp_path / "recorded.png")
 
 

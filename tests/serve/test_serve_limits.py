@@ -146,6 +146,32 @@ def test_queued_decodes_are_dropped_and_the_pool_refuses_beyond_its_queue(monkey
     assert decoded == ["a", "c"]  # "b" never started, "d" was refused
 
 
+def test_a_client_leaving_mid_upload_is_logged_not_answered_400(translator, caplog):
+    """FastAPI wraps what breaks its form parsing in a 400 "There was an error parsing the body", the client's
+    disconnect too: before, a client that left mid-upload was answered 400 and not logged."""
+    app = create_app(translator, ServeOptions(batch=BatchOptions(decoding=DECODING)))
+    boundary = "gone"
+    head = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n').encode()
+    events = [{"type": "http.request", "body": head + b"\0" * 1000, "more_body": True}, {"type": "http.disconnect"}]
+    sent = []
+
+    async def receive():
+        return events.pop(0) if events else {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/v1/audio/translations", "raw_path": b"/v1/audio/translations", "query_string": b"",
+             "root_path": "", "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80),
+             "headers": [(b"host", b"127.0.0.1"), (b"content-length", b"100000"),
+                         (b"content-type", f"multipart/form-data; boundary={boundary}".encode())]}
+    with caplog.at_level(logging.INFO, logger="llm_srt.serve"):
+        asyncio.run(app(scope, receive, send))
+    assert sent[0]["status"] == 499, sent[:1]
+    assert any("disconnected while sending its upload" in r.getMessage() for r in caplog.records)
+
+
 def test_busy_decoders_answer_503_with_retry_after(translator, clip, monkeypatch):
     gate, started = threading.Event(), []
     real = uploads.load_audio
@@ -168,6 +194,7 @@ def test_busy_decoders_answer_503_with_retry_after(translator, clip, monkeypatch
         for t in threads:
             t.join(30)
         assert r.status_code == 503 and r.headers["retry-after"] == "2" and r.json()["error"]["type"] == "server_busy"
+        assert "x-should-retry" not in r.headers  # busy now: the one error a client should send again
         assert post(c, clip[1]).status_code == 200
 
 

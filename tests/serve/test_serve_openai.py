@@ -1,5 +1,7 @@
 """The official `openai` client against a real uvicorn server on a free loopback port."""
 
+import time
+
 import httpx
 import openai
 import pytest
@@ -33,10 +35,12 @@ def test_openai_client_translates_and_transcribes(client, translator, clip):
     verbose = client.audio.translations.create(model="whisper-1", file=("clip.wav", wav, "audio/wav"),
                                                response_format="verbose_json",
                                                extra_body={"source_language": "eng", "target_language": "deu"})
-    assert verbose.duration == 1.0 and verbose.language == "english" and verbose.text == want.translation
+    # OpenAI's TranslationVerbose.language is "the language of the output translation"; before, it was the source
+    assert verbose.duration == 1.0 and verbose.language == "german" and verbose.text == want.translation
+    assert verbose.source_language == "english" and verbose.target_language == "deu"  # our fields, kept by the SDK
     srt = client.audio.translations.create(model="llm-srt-tiny", file=("clip.wav", wav, "audio/wav"),
-                                           response_format="srt", extra_body={"source_language": "eng",
-                                                                              "target_language": "deu"})
+                                           response_format="srt", temperature=0, prompt="ignored",
+                                           extra_body={"source_language": "eng", "target_language": "deu"})
     assert srt.startswith("1\n00:00:00,000 --> 00:00:01,000\n") and want.translation in srt
     asr = translator.translate([samples], "eng", None, task="asr", options=DECODING)[0]
     text = client.audio.transcriptions.create(model="llm-srt-tiny", file=("clip.wav", wav, "audio/wav"),
@@ -50,10 +54,47 @@ def test_openai_client_sees_our_errors(client, clip):
         client.audio.translations.create(model="x", file=("clip.wav", clip[1], "audio/wav"),
                                          extra_body={"source_language": "eng", "target_language": "xyz"})
     assert e.value.status_code == 400 and "unknown language 'xyz'" in str(e.value)
+    with pytest.raises(openai.BadRequestError) as e:  # before, accepted and ignored: greedy decoding as if sampled
+        client.audio.transcriptions.create(model="x", file=("clip.wav", clip[1], "audio/wav"), language="en",
+                                           temperature=0.8)
+    assert "temperature '0.8': decoding is deterministic" in str(e.value)
     with pytest.raises(openai.APIStatusError) as e:
         client.audio.translations.create(model="x", file=("long.wav", wav_bytes(bursts(40.0)), "audio/wav"),
                                          extra_body={"source_language": "eng"})
     assert e.value.status_code == 413 and "--max-upload-mb" in str(e.value)
+
+
+class Slow:
+    """The translator, answering after `delay` seconds and counting its calls."""
+
+    def __init__(self, inner, delay: float):
+        self.inner, self.delay, self.calls = inner, delay, 0
+
+    def translate(self, inputs, *args, **kw):
+        self.calls += 1
+        time.sleep(self.delay)
+        return self.inner.translate(inputs, *args, **kw)
+
+
+def test_the_sdk_does_not_send_a_timed_out_request_again(translator, clip):
+    """The SDK retries a 408 or 5xx twice unless told `x-should-retry: false`: before, a --timeout-s 504 was decoded
+    and run three times. A 503 (busy, with Retry-After) stays one to retry."""
+    slow = Slow(translator, delay=1.0)
+    app = create_app(slow, ServeOptions(timeout_s=0.3, batch=BatchOptions(decoding=DECODING)))
+    posts = []
+
+    @app.middleware("http")
+    async def count(request, call_next):
+        posts.append(request.method)
+        return await call_next(request)
+
+    with live_server(app) as url:
+        sdk = openai.OpenAI(base_url=f"{url}/v1", api_key="not-needed", timeout=30)  # the SDK's own max_retries=2
+        with pytest.raises(openai.APIStatusError) as e:
+            sdk.audio.translations.create(model="x", file=("clip.wav", clip[1], "audio/wav"),
+                                          extra_body={"source_language": "eng"})
+        assert posts.count("POST") == 1 and slow.calls == 1, (posts, slow.calls)
+        assert e.value.status_code == 504 and e.value.response.headers["x-should-retry"] == "false"
 
 
 def test_chunked_upload_over_the_limit_is_refused_while_streaming(base_url):

@@ -374,6 +374,27 @@ def test_slow_clients_are_cut_off(servers, records):
     assert ok[0] == 200 and records.findings() == []
 
 
+PIPELINED = {  # what follows `GET /health` in the same packet -> the option a 408 names (None: may close silently)
+    "a body that stalls": (f"POST {T} HTTP/1.1\r\nHost: localhost\r\nContent-Type: {MULTIPART['Content-Type']}\r\n"
+                           f"Content-Length: 100000\r\n\r\n--{BOUNDARY}".encode(), b"--read-timeout-s"),
+    "a half-sent head": (f"POST {T} HTTP/1.1\r\nHost: localhost\r\n".encode(), None),
+}
+
+
+@pytest.mark.parametrize("case", PIPELINED)
+def test_a_pipelined_slow_request_is_cut_off(servers, records, case):
+    """uvicorn starts a request pipelined behind another from on_response_complete, with no data_received: before,
+    a stalled body there held the connection open for ever (no read timer, and uvicorn's keep-alive cancelled)."""
+    rest, option = PIPELINED[case]
+    seconds, reply = timed(servers["default"], [b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n" + rest])
+    assert seconds < 3.0, (case, seconds)  # 0.5-1.2 s limits
+    assert reply.startswith(b"HTTP/1.1 200"), reply[:200]
+    second = reply[reply.find(b"HTTP/1.1", 1):] if reply.count(b"HTTP/1.1 ") > 1 else b""
+    if option is not None or second:
+        assert second.startswith(b"HTTP/1.1 408") and (option or b"timeout-s") in second, (case, reply[-300:])
+    assert records.findings() == []
+
+
 def test_idle_keep_alive_is_closed_and_connections_are_capped(servers, records):
     port = servers["default"]
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:

@@ -12,7 +12,8 @@ GET /v1/models, /v1/languages, /health, and / (the web page). Every error is JSO
 {"error": {"message", "type", "param"}} with a status from ERROR_TYPES; a bad request never stops the server.
 An error names none of the server's folders (guard.hide_paths; the log keeps them); a full temporary disk while an
 upload is spooled is the server's 507, logged. verbose_json's "language" is OpenAI's lower-case English name
-("english"); timestamp_granularities[] word is a 400 (the model writes no word timings); no field is made up.
+("english") of the text's language (a translation's target), "source_language" the same for the audio's;
+timestamp_granularities[] word is a 400 (the model writes no word timings); no field is made up.
 
 Bounded work per request (see guard.py and uploads.py for the walls): an upload cap, a duration cap checked while
 decoding, a pool of decode threads, a queue cap, and one deadline (--timeout-s) over decode + queue + model; a
@@ -41,8 +42,9 @@ from starlette.requests import ClientDisconnect
 
 from .. import languages, subtitles
 from ..errors import LLMSRTError
-from ..infer import (SpeechTranslator, TranslationResult, add_model_arguments, add_segment_argument,
-                     MIN_LINE_WIDTH, missing_cue_text, retryable, segment_options, translator_from_args)
+from ..infer import (ALONE_OUT_OF_MEMORY, SpeechTranslator, TranslationResult, add_model_arguments,
+                     add_segment_argument, MIN_LINE_WIDTH, missing_cue_text, retryable, segment_options,
+                     translator_from_args)
 from ..model.decoding import DecodingOptions, decoding_from_args
 from ..prompts import Task
 from .batcher import LID_MISSING, BatchOptions, Batcher, BusyError, OverQueueLimit, language_id_failed
@@ -127,9 +129,9 @@ ENDPOINTS: dict[str, Endpoint] = {
 class APIError(Exception):
     """An error answered as {"error": {"message", "type", "param"}} with `status`."""
 
-    def __init__(self, status: int, message: str, param: str | None = None):
+    def __init__(self, status: int, message: str, param: str | None = None, retry: bool | None = None):
         super().__init__(message)
-        self.status, self.message, self.param = status, message, param
+        self.status, self.message, self.param, self.retry = status, message, param, retry  # retry: error_response's
 
 
 @dataclass
@@ -146,6 +148,7 @@ class AudioForm:
     max_new_tokens: str | None = None
     stream: str | None = None
     timestamp_granularities: tuple[str, ...] = ()  # OpenAI's timestamp_granularities[] (and without the brackets)
+    temperature: str | None = None  # OpenAI's: only 0 (decoding here is greedy or beam search, never sampled)
 
 
 def audio_form(
@@ -166,9 +169,14 @@ def audio_form(
                              "segment (verbose_json's segments); word timestamps are not supported")] = None,
     granularities_plain: Annotated[list[str] | None, Form(alias="timestamp_granularities",
                                                           description="as timestamp_granularities[]")] = None,
+    temperature: Annotated[str | None, Form(description="OpenAI's sampling temperature: 0 only (decoding is "
+                                                        "deterministic)")] = None,
+    prompt: Annotated[str | None, Form(description="accepted for OpenAI clients and ignored (the model takes no "
+                                                   "prompt text)")] = None,
 ) -> AudioForm:
     return AudioForm(file, model, response_format, source_language, target_language, language, task, subtitles,
-                     beam_size, max_new_tokens, stream, tuple(granularities or ()) + tuple(granularities_plain or ()))
+                     beam_size, max_new_tokens, stream, tuple(granularities or ()) + tuple(granularities_plain or ()),
+                     temperature)
 
 
 # ---- the app --------------------------------------------------------------------------------------------------------
@@ -322,7 +330,7 @@ def _handler(endpoint: Endpoint, batcher: Batcher, decoder: DecodePool, options:
                                f"{src_field} (e.g. eng, en or English)", src_field)
             if not retryable(result.error):  # asked for what this system cannot do (CANNOT_RUN: whisper into
                 raise APIError(400, result.error)  # German), in every segment (`infer.segments_error`)
-            raise APIError(500, result.error, "file")
+            raise APIError(500, result.error, "file", retry=ALONE_OUT_OF_MEMORY not in result.error)  # same again
         return render(result, endpoint, cue_mode, options.line_width)
 
     handle.__name__ = f"{endpoint.openai_task}_audio"
@@ -366,10 +374,11 @@ async def _disconnect(receive) -> None:
 def _add_error_handlers(app: FastAPI, options: ServeOptions) -> None:
     @app.exception_handler(APIError)
     async def api_error(_request: Request, exc: APIError) -> JSONResponse:
-        return error_response(exc.status, exc.message, exc.param)
+        return error_response(exc.status, exc.message, exc.param, retry=exc.retry)
 
     @app.exception_handler(ClientDisconnect)
-    async def client_gone(_request: Request, _exc: ClientDisconnect) -> Response:
+    async def client_gone(request: Request, _exc: ClientDisconnect) -> Response:
+        log.info("%s: the client disconnected while sending its upload", request.url.path[:100])
         return Response(status_code=CLIENT_GONE)  # gone while sending its upload: nobody to answer
 
     @app.exception_handler(RequestValidationError)
@@ -382,8 +391,10 @@ def _add_error_handlers(app: FastAPI, options: ServeOptions) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         cause = exc.__cause__  # FastAPI answers any exception while it parses the form as 400 "There was an error
+        if exc.status_code == 400 and isinstance(cause, ClientDisconnect):  # parsing the body": a client that left
+            return await client_gone(request, cause)
         if exc.status_code == 400 and isinstance(cause, OSError) and not isinstance(cause, ConnectionError):
-            err = storage_error(cause, "storing the upload")  # parsing the body": a full disk (the spooled upload's)
+            err = storage_error(cause, "storing the upload")  # a full disk (the spooled upload's)
             return error_response(err.status, err.message, "file")  # is the server's, not a malformed body
         path = request.url.path if len(request.url.path) <= 100 else request.url.path[:100] + "..."
         messages = {
@@ -428,8 +439,16 @@ def check_granularities(asked: tuple[str, ...]) -> None:
 
 def request_decoding(form: AudioForm, options: ServeOptions) -> DecodingOptions | None:
     """The request's own decoding (beam_size, max_new_tokens over the server's), or None for the server's; 400
-    naming the field for a value that is not a whole number in its range."""
+    naming the field for a value that is not a whole number in its range, and for a temperature other than 0."""
     server = options.batch.decoding
+    temperature = (form.temperature or "").strip()
+    try:
+        sampled = bool(temperature) and float(temperature) != 0.0
+    except ValueError:
+        sampled = True
+    if sampled:  # an ignored temperature let a client believe it had sampled
+        raise APIError(400, f"temperature {temperature[:20]!r}: decoding is deterministic (greedy or beam search) on "
+                       "this server; send 0 or leave it out", "temperature")
     asked = {}
     for param, high in (("beam_size", options.beam_limit),
                         ("max_new_tokens", server.max_new_tokens)):
@@ -513,8 +532,12 @@ def openai_language(code: str | None) -> str:
 
 
 def render_verbose(r: TranslationResult, endpoint: Endpoint, mode: str, width: int = 0) -> Response:
+    # OpenAI's "language" is the text's: a translation's target, a transcript's source; source_language is ours
+    # (the same style of name) so that a translation's client still learns what was heard
+    language = r.tgt if endpoint.openai_task == "translate" else r.src
     return JSONResponse({
-        "task": endpoint.openai_task, "mode": r.task, "language": openai_language(r.src), "target_language": r.tgt,
+        "task": endpoint.openai_task, "mode": r.task, "language": openai_language(language),
+        "source_language": openai_language(r.src), "target_language": r.tgt,
         "duration": round(r.duration, 3), "text": _text(r, endpoint), "transcript": r.transcript,
         "translation": r.translation, "forced_tags": r.forced_tags, "no_speech": r.no_speech, "error": r.error,
         "segments": [{"id": i, "start": s.start, "end": s.end, "text": getattr(s, endpoint.text),

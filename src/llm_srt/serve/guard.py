@@ -53,6 +53,9 @@ ERROR_TYPES: dict[int, str] = {
     507: "insufficient_storage",  # the server's temporary disk is full (uploads.storage_error)
 }
 RETRY_AFTER_S = 2  # what a 503 asks the client to wait
+# The OpenAI SDK sends a request again (twice) after a 408 or a 5xx unless told not to: a 504 would be decoded and a
+# full disk filled three times over, while a 503 is the one to retry (it comes with Retry-After).
+NOT_RETRYABLE = (504, 507)
 LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
 WILDCARD_BINDS = ("0.0.0.0", "::", "")
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")  # methods a cross-origin page can send without changing anything
@@ -71,9 +74,13 @@ def error_body(status: int, message: str, param: str | None = None) -> dict:
 
 
 def error_response(status: int, message: str, param: str | None = None,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
+                   headers: dict[str, str] | None = None, retry: bool | None = None) -> JSONResponse:
+    """`retry`: whether the same request may succeed if sent again (default: unless the status is NOT_RETRYABLE);
+    False answers `x-should-retry: false`, which the OpenAI SDKs obey."""
     if status == 503:
         headers = {"Retry-After": str(RETRY_AFTER_S), **(headers or {})}
+    if retry is False or retry is None and status in NOT_RETRYABLE:
+        headers = {**(headers or {}), "x-should-retry": "false"}
     return JSONResponse(error_body(status, message, param), status_code=status, headers=headers)
 
 
@@ -326,6 +333,10 @@ class GuardedH11Protocol(H11Protocol):
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
+        self._follow_request()
+
+    def _follow_request(self) -> None:
+        """Set our timer for where the request being received stands: its head, its body, or all in."""
         state = self.conn.their_state
         if self.transport.is_closing():
             self._disarm()
@@ -343,7 +354,12 @@ class GuardedH11Protocol(H11Protocol):
 
     def on_response_complete(self) -> None:
         self._disarm()  # uvicorn's keep-alive timer now runs; the next request's first bytes re-arm ours
+        self._body_deadline = None
         super().on_response_complete()
+        # A request pipelined behind this one was just started from bytes already buffered: no data_received comes
+        # for them, and uvicorn cancelled its keep-alive timer when that request began, so time it from here.
+        if self.conn.their_state is not h11.IDLE or self.conn.trailing_data[0]:
+            self._follow_request()
 
     def connection_lost(self, exc) -> None:
         self._disarm()
