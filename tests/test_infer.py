@@ -864,6 +864,14 @@ def test_another_inputs_output_of_the_same_name_is_refused_before_the_model_load
     capsys.readouterr()
     assert run("day1", "--overwrite", "--format", "json") == 2  # json: one results.json, no file per input
     assert "--overwrite needs --out-dir and --format text, srt or vtt" in capsys.readouterr().err
+    (tmp_path / "day3").mkdir()  # a mistyped or missing input of that name fails alone: neither refused (it writes
+    (tmp_path / "day3" / "other.wav").write_bytes((tmp_path / "day1" / "ZOOM0001.WAV").read_bytes())  # nothing)
+    for more, rc in (((), 3), (("--skip-existing",), 1)):  # nor counted as translated again (other.wav: skipped)
+        assert cli.main(["translate", str(tmp_path / "day3" / "other.wav"), str(tmp_path / "day2" / "ZOOM0001.WAV"),
+                         "--model", "stub", "--src", "eng", "--tgt", "deu", "--format", "srt", "--out-dir", str(out),
+                         *more]) == rc and srt.read_text() == day1
+        err = capsys.readouterr().err
+        assert "would overwrite" not in err and "translated again" not in err and "ZOOM0001.WAV" in err, err
 
 
 def test_an_input_is_the_same_however_its_path_is_spelled_and_a_dataclass_system_runs(tmp_path, monkeypatch):

@@ -125,8 +125,9 @@ def main(args) -> int:
                 return f"from another input ({shown(str(entry['input'].get('path')))}, or it changed since)"
             return None
 
-        other = [k for k, path in enumerate(outputs) if path.is_file() and why(k) is not None]
-        todo = [k for k, path in enumerate(outputs) if not path.is_file() or k in other]
+        gone = {k for k, audio in enumerate(args.audio) if not os.path.isfile(audio)}  # fails alone, as it would
+        other = [k for k, path in enumerate(outputs) if path.is_file() and k not in gone and why(k) is not None]
+        todo = [k for k, path in enumerate(outputs) if not path.is_file() or k in other or k in gone]
         if len(todo) < len(outputs):
             print(f"llm-srt translate: {len(outputs) - len(todo)} of {len(outputs)} inputs skipped: their outputs "
                   f"are in {shown(str(out_dir))} already (--skip-existing)", file=sys.stderr)
@@ -348,6 +349,8 @@ def check_not_others(inputs: Sequence[str], outputs: Sequence[Path], out_dir: Pa
     written = _written_with(out_dir)
     taken = []  # (input, output, the recorded input) of each output another input wrote
     for audio, out in zip(inputs, outputs):
+        if not os.path.isfile(audio):  # a mistyped path or a folder fails alone and writes nothing
+            continue
         given = (written.get(_key(out, out_dir)) or {}).get("input")
         other = given.get("path") if isinstance(given, dict) else None
         if (isinstance(other, str) and os.path.realpath(other) != os.path.realpath(audio) and out.is_file()
