@@ -64,6 +64,7 @@ def tensor_files(folder: Path) -> dict[str, Path]:
 
     if (folder / WEIGHTS).is_file():
         try:
+            open(folder / WEIGHTS, "rb").close()  # safetensors says "No such file" for any error opening it
             with safe_open(folder / WEIGHTS, framework="pt") as f:
                 return dict.fromkeys(f.keys(), folder / WEIGHTS)
         except OSError as e:  # not damage: a permission, a network file system's error
