@@ -31,7 +31,6 @@ def test_cpu_path_runs_every_step_and_writes_the_report(tmp_path):
     assert list(steps) == ["env", "cuda-tests", "e2e", "bench-compiled-tiny", "bench-tiny"] and report["ok"]
     compiled = steps["bench-compiled-tiny"]["result"]["decode"]
     assert {(r["batch_size"], r["compiled"]) for r in compiled} == {(1, True), (2, True)}
-    assert report["seconds"] < gpu_check.BUDGET_S / 2  # the rehearsal, on 2 cores: ~3.5 min of the 520 s budget
     assert steps["cuda-tests"]["tests"] >= 1 and steps["cuda-tests"]["skipped"] == steps["cuda-tests"]["tests"]
     assert steps["e2e"]["parts"] == {"curriculum": True, "kill_resume": True, "resume_losses": True,
                                      "resume_state": True, "translate": True, "evaluate": True}

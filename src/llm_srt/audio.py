@@ -287,8 +287,9 @@ def _wav_data(target: int | bytes) -> tuple[str, bytes, int, int] | None:
         head, at, frame = _read_at(target, 0, scan), 12, 1
         while at + 8 <= len(head):
             chunk, size = head[at:at + 4], struct.unpack_from(order + "I", head, at + 4)[0]
-            if chunk == b"fmt " and at + 22 <= len(head):  # block align: fmt's bytes 12-13
-                frame = max(1, struct.unpack_from(order + "H", head, at + 20)[0])
+            if chunk == b"fmt " and at + 22 <= len(head) and struct.unpack_from(order + "H", head, at + 8)[0] in (
+                    1, 3, 6, 7, 0xFFFE):  # PCM, float, A-law, mu-law, extensible: block align (fmt's bytes 12-13)
+                frame = max(1, struct.unpack_from(order + "H", head, at + 20)[0])  # is a frame (ADPCM: a block)
             if chunk == b"data":
                 return order, head[:at + 8], size, frame
             at += 8 + size + (size & 1)

@@ -252,8 +252,9 @@ def test_an_epoch_resumed_at_another_batch_size_resumes_again_at_any_size():
     assert list(same) == list(second)  # the same rest, batch for batch
     for size in (4, 5):
         third = BucketBatchSampler(durations, size, seed=1)
-        assert third.load_state_dict(state) == 0 and f"(epoch 0: {len(seen)} examples trained, in batches of 8)" \
-            in third.resume_note  # both runs' examples: 10 batches of 4, then 5 of 8 (a bucket's last may be short)
+        assert third.load_state_dict(state) == 0 and \
+            f"(epoch 0: {len(seen)} examples trained, the last in batches of 8)" in third.resume_note  # both runs':
+        #   10 batches of 4, then 5 of 8 (a bucket's last may be short)
         trained = seen + _rest_of_epoch([third])
         assert sorted(trained) == list(range(len(durations)))
         assert third.state_dict() == {"epoch": 1, "batch": 0, "seed": 1, "replicas": 1, "batch_size": size,

@@ -387,8 +387,9 @@ class BucketBatchSampler:
             if self._resumed is not None:
                 size, buckets = self._shape(state)
                 cut = f"{size}" + (f", {buckets} to a bucket" if buckets != self.bucket_batches else "")
+                last = "the last " if before is not None else ""  # (an epoch resumed before at another size)
                 self.resume_note = (f"the saved data position (epoch {epoch}: {int(done.sum())} examples trained, "
-                                    f"in batches of {cut}) counts batches of another size than this run's "
+                                    f"{last}in batches of {cut}) counts batches of another size than this run's "
                                     f"{self.batch_size}: the rest of that epoch is its {int((~done).sum())} examples "
                                     f"not trained on yet, in batches of {self.batch_size}")  # (done: every resume's)
             return 0
