@@ -14,7 +14,8 @@ from llm_srt.prompts import Task, build
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    return SpeechLLM.from_pretrained(tiny.speech_llm_folder(tmp_path_factory.mktemp("loss-model")))
+    return SpeechLLM.from_pretrained(tiny.speech_llm_folder(tmp_path_factory.mktemp("loss-model"))).train()  # (given
+    #   in training mode: reference_losses must leave a model's mode as it found it)
 
 
 @pytest.fixture(scope="module")

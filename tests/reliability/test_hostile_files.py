@@ -358,6 +358,9 @@ OUT_CASES = {  # inputs (relative to a folder) -> the outputs under OUT, or a fr
 def test_out_dir(key, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     inputs, expected = OUT_CASES[key]
+    for name in inputs:  # files: an input that is none fails alone and is never refused for its output's name
+        Path(name).parent.mkdir(parents=True, exist_ok=True)
+        Path(name).touch()
     if isinstance(expected, str):
         with pytest.raises(LLMSRTError) as e:
             output_paths(inputs, Path("out"), ".srt")
