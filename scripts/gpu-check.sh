@@ -48,6 +48,7 @@ if compgen -G "$wheels/*.whl" >/dev/null && [ "${USE_WHEELS:-1}" = 1 ]; then
         fail "pip install of $wheels/*.whl into $site failed: $(grep -v '^[[:space:]]*$' "$log" | tail -n 1 || true)
 (pip's whole output: pip-install.log)"
       [ ${#bad[@]} -eq 0 ] || echo "gpu-check: not installed: ${bad[*]} (pip-install.log)" >&2
+      [ ${#bad[@]} -eq 0 ] || printf '%s\n' "${bad[@]}" >"$out/wheels-not-installed.txt"  # the env step reports them
     fi
     [ -s "$log" ] || rm -f "$log"
     export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"

@@ -256,6 +256,9 @@ def verdict(ok: bool | None) -> str:
 
 
 # ---- steps ---------------------------------------------------------------------------------------------------------
+NOT_INSTALLED = "wheels-not-installed.txt"  # in OUT: the wheels gpu-check.sh's one-by-one install could not install
+
+
 def env_step(check: Check) -> dict:
     import importlib.metadata as md
 
@@ -300,7 +303,13 @@ def env_step(check: Check) -> dict:
                 # llm_srt.evaluate.metrics imports them as the evaluate verb starts
                 + ("; e2e's evaluate will fail" if {"jiwer", "whisper_normalizer"} & optional.keys() else ""))
         error = f"{error}; {said}" if error else said
-    return {"ok": error is None, "fatal": fatal, "python": platform.python_version(), "cuda": torch.version.cuda,
+    # wheels pip could not install one by one (gpu-check.sh): the image's own copy, if any, runs in their place
+    unlisted = (check.out / NOT_INSTALLED).read_text().split() if (check.out / NOT_INSTALLED).is_file() else []
+    if unlisted:
+        said = f"not installed from .whl/ (pip-install.log): {', '.join(unlisted)}"
+        error = f"{error}; {said}" if error else said
+    return {"ok": error is None, "fatal": fatal, **({"wheels_not_installed": unlisted} if unlisted else {}),
+            "python": platform.python_version(), "cuda": torch.version.cuda,
             "gpu": gpu,
             "gpu_memory_gib": round(torch.cuda.get_device_properties(index).total_memory / 2**30, 1) if gpu else None,
             "versions": versions, **({"other_versions": other} if other else {}),

@@ -330,7 +330,7 @@ def test_cuda_tests_are_found_by_their_marker():
     assert all(gpu_check.CUDA_MARK.search((ROOT / f).read_text()) for f in files)
 
 
-def test_the_environment_step_names_the_gpu_the_check_runs_on(monkeypatch):
+def test_the_environment_step_names_the_gpu_the_check_runs_on(tmp_path, monkeypatch):
     """--device cuda:1: GPU 1's name and memory in the report, not GPU 0's; cuda / auto: the current GPU's."""
     import types
 
@@ -344,7 +344,7 @@ def test_the_environment_step_names_the_gpu_the_check_runs_on(monkeypatch):
         total_memory=(i + 1) * 2**30))
     for device, index in (("cuda:1", 1), ("cuda", 2), ("auto", 2)):
         asked.clear()
-        env = gpu_check.env_step(types.SimpleNamespace(device=device, asked=device))
+        env = gpu_check.env_step(types.SimpleNamespace(device=device, asked=device, out=tmp_path))
         assert asked == [index, index] and env["gpu"] == f"GPU {index}" and env["gpu_memory_gib"] == index + 1
     # this machine's torch is the pinned release under a local build tag (2.13.0+cpu; +cu128 on a GPU): not "other"
     import importlib.metadata as md
@@ -401,7 +401,7 @@ def test_missing_wheels_fail_the_environment_and_stop_the_check_on_a_gpu(tmp_pat
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda i: "GPU")
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: types.SimpleNamespace(total_memory=2**30))
-    env = gpu_check.env_step(types.SimpleNamespace(device="cuda", asked="cuda"))
+    env = gpu_check.env_step(types.SimpleNamespace(device="cuda", asked="cuda", out=tmp_path))
     assert env["ok"] is False and env["error"].startswith("missing soxr: carry .whl/") and env["fatal"]
     ran = []
     monkeypatch.setattr(gpu_check, "cuda_tests_step", lambda *a: ran.append("cuda-tests") or {"ok": True})
@@ -427,7 +427,7 @@ def test_a_missing_optional_wheel_fails_the_environment_but_the_check_goes_on_wi
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda i: "GPU")
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: types.SimpleNamespace(total_memory=2**30))
-    env = gpu_check.env_step(types.SimpleNamespace(device="cuda", asked="cuda"))
+    env = gpu_check.env_step(types.SimpleNamespace(device="cuda", asked="cuda", out=tmp_path))
     assert env["ok"] is False and not env["fatal"] and env["unimportable"] == ["fastapi", "gguf"]
     assert env["error"] == ("cannot import gguf (missing); fastapi (missing) (the check goes on); left out of "
                             "cuda-tests: tests/serve")
@@ -465,7 +465,7 @@ def test_auto_on_a_gpu_machine_whose_torch_sees_no_gpu_fails_instead_of_rehearsi
     for asked, smi, fails in (("auto", "/usr/bin/nvidia-smi", True), ("cpu", "/usr/bin/nvidia-smi", False),
                               ("auto", None, False)):
         monkeypatch.setattr(gpu_check.shutil, "which", lambda name, *a: smi if name == "nvidia-smi" else None)
-        env = gpu_check.env_step(types.SimpleNamespace(device="cpu", asked=asked))
+        env = gpu_check.env_step(types.SimpleNamespace(device="cpu", asked=asked, out=tmp_path))
         assert (env["ok"], env["fatal"]) == (not fails, fails), (asked, smi, env)
     monkeypatch.setattr(gpu_check.shutil, "which", lambda name, *a: "/usr/bin/nvidia-smi")
     ran = []
@@ -538,7 +538,7 @@ def test_an_interrupted_check_takes_the_running_command_s_process_group_with_it(
     _gone(int(pid_file.read_text()), "the interrupted check")
 
 
-def test_a_module_found_but_not_importable_fails_the_environment_with_its_reason(monkeypatch):
+def test_a_module_found_but_not_importable_fails_the_environment_with_its_reason(tmp_path, monkeypatch):
     """The environment step looked for each module without importing it: a wheel built for another Python, or one
     whose shared library is missing, passed, and every step that imported it failed later, having spent its time."""
     import importlib
@@ -552,7 +552,7 @@ def test_a_module_found_but_not_importable_fails_the_environment_with_its_reason
         return real(name, *a, **k)
 
     monkeypatch.setattr(importlib, "import_module", import_module)
-    env = gpu_check.env_step(types.SimpleNamespace(device="cpu", asked="cpu"))
+    env = gpu_check.env_step(types.SimpleNamespace(device="cpu", asked="cpu", out=tmp_path))
     assert env["ok"] is False and env["error"] == (
         "cannot import soxr (ImportError: libsoxr.so.0: cannot open shared object file): carry .whl/ built for this "
         "machine's Python (make fetch-wheels here first) or install them")
@@ -753,10 +753,13 @@ def test_one_bad_wheel_does_not_lose_the_others(tmp_path):
     out = tmp_path / "out"
     done = subprocess.run([str(ROOT / "scripts" / "gpu-check.sh"), str(out), "cpu", "--steps", "env"], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]  # env FAILED, naming the wheel
     assert (tmp_path / "site" / "gpu_check_good.py").is_file()
     assert "not installed: broken-1.0-py3-none-any.whl (pip-install.log)" in done.stderr
-    assert json.loads((out / "report.json").read_text())["outcome"] == "passed"
+    report = json.loads((out / "report.json").read_text())  # said in the report too, the check going on
+    [env] = [s for s in report["steps"] if s["step"] == "env"]
+    assert env["wheels_not_installed"] == ["broken-1.0-py3-none-any.whl"] and not env["fatal"]
+    assert "not installed from .whl/ (pip-install.log): broken-1.0-py3-none-any.whl" in env["error"]
 
 
 def test_the_log_times_each_command_and_the_step_lists_them(tmp_path):
