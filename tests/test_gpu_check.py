@@ -701,20 +701,25 @@ def test_a_cuda_test_that_skips_on_a_gpu_fails_the_step_with_its_reason(tmp_path
     assert "test_skips" in result["skips"][0] and "test_skips" in (tmp_path / "report.md").read_text()
 
 
+def _env_step_with_wheels(tmp_path, wheels, out) -> subprocess.CompletedProcess:
+    """gpu-check.sh's env step into `out`, installing the wheels of folder `wheels` under tmp_path/site."""
+    python = tmp_path / "python3.12"  # says it is CPython 3.12 (the wheels' Python), else this Python
+    python.write_text(f'#!/bin/sh\ncase "$*" in *version_info*) exit 0;; esac\nexec {sys.executable} "$@"\n')
+    python.chmod(0o755)
+    env = dict(os.environ, GPU_PYTHON=str(python), USE_WHEELS="1", WHEEL_DIR=str(wheels),
+               WHEEL_SITE=str(tmp_path / "site"))
+    return subprocess.run([str(ROOT / "scripts" / "gpu-check.sh"), str(out), "cpu", "--steps", "env"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=300)
+
+
 def test_a_failed_wheel_install_leaves_a_report_saying_why(tmp_path):
     """With `set -e`, a failed pip install of .whl/ ended gpu-check.sh before any report existed: the one GPU
     session's OUT held nothing. Now report.json and report.md say why, and the exit status is 1."""
     wheels = tmp_path / "whl"
     wheels.mkdir()
     (wheels / "broken-1.0-py3-none-any.whl").write_bytes(b"not a zip")
-    python = tmp_path / "python3.12"  # says it is CPython 3.12 (the wheels' Python), else this Python
-    python.write_text(f'#!/bin/sh\ncase "$*" in *version_info*) exit 0;; esac\nexec {sys.executable} "$@"\n')
-    python.chmod(0o755)
-    env = dict(os.environ, GPU_PYTHON=str(python), USE_WHEELS="1", WHEEL_DIR=str(wheels),
-               WHEEL_SITE=str(tmp_path / "site"))
     out = tmp_path / "out"
-    done = subprocess.run([str(ROOT / "scripts" / "gpu-check.sh"), str(out), "cpu", "--steps", "env"], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=300)
+    done = _env_step_with_wheels(tmp_path, wheels, out)
     report = json.loads((out / "report.json").read_text())
     assert done.returncode == 1 and report["outcome"] == "FAILED" and not report["ok"] and report["steps"] == []
     assert report["error"].startswith(f"pip install of {wheels}/*.whl into {tmp_path / 'site'} failed: ERROR: ")
@@ -745,14 +750,8 @@ def test_one_bad_wheel_does_not_lose_the_others(tmp_path):
     wheels.mkdir()
     _wheel(wheels, "gpu_check_good")
     (wheels / "broken-1.0-py3-none-any.whl").write_bytes(b"not a zip")
-    python = tmp_path / "python3.12"  # says it is CPython 3.12 (the wheels' Python), else this Python
-    python.write_text(f'#!/bin/sh\ncase "$*" in *version_info*) exit 0;; esac\nexec {sys.executable} "$@"\n')
-    python.chmod(0o755)
-    env = dict(os.environ, GPU_PYTHON=str(python), USE_WHEELS="1", WHEEL_DIR=str(wheels),
-               WHEEL_SITE=str(tmp_path / "site"))
     out = tmp_path / "out"
-    done = subprocess.run([str(ROOT / "scripts" / "gpu-check.sh"), str(out), "cpu", "--steps", "env"], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=300)
+    done = _env_step_with_wheels(tmp_path, wheels, out)
     assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]  # env FAILED, naming the wheel
     assert (tmp_path / "site" / "gpu_check_good.py").is_file()
     assert "not installed: broken-1.0-py3-none-any.whl (pip-install.log)" in done.stderr
@@ -761,8 +760,7 @@ def test_one_bad_wheel_does_not_lose_the_others(tmp_path):
     assert step["wheels_not_installed"] == ["broken-1.0-py3-none-any.whl"] and not step["fatal"]
     assert "not installed from .whl/ (pip-install.log): broken-1.0-py3-none-any.whl" in step["error"]
     (wheels / "broken-1.0-py3-none-any.whl").unlink()  # the same OUT again, every wheel installing: none named
-    done = subprocess.run([str(ROOT / "scripts" / "gpu-check.sh"), str(out), "cpu", "--steps", "env"], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=300)
+    done = _env_step_with_wheels(tmp_path, wheels, out)
     assert done.returncode == 0 and json.loads((out / "report.json").read_text())["outcome"] == "passed", done.stderr
 
 
