@@ -24,9 +24,9 @@ from .. import device as dev
 from ..errors import LLMSRTError
 from ..model.presets import PRESETS
 from ..paths import atomic_file
-from .embedded import DEFAULT_MANIFEST, DEFAULT_TRAINED, QUICK, BenchOptions, _is_qformer_model, format_table, \
-    run_bench
+from .embedded import DEFAULT_MANIFEST, DEFAULT_TRAINED, QUICK, BenchOptions, _is_qformer_model, run_bench
 from .paper import TINY, PaperOptions, format_paper, run_paper
+from .table import format_table
 
 __all__ = ["BenchOptions", "PaperOptions", "run_bench", "run_paper", "format_table", "format_paper", "main",
            "add_arguments"]

@@ -35,8 +35,6 @@ peak on CUDA, the process RSS (sampled every few milliseconds) on the CPU.
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
@@ -47,23 +45,21 @@ import numpy as np
 import torch
 
 from .. import device as dev
-from .. import languages
-from ..audio import SAMPLE_RATE, load_audio
+from ..audio import SAMPLE_RATE
 from ..device import Placement, release
 from ..errors import LLMSRTError
 from ..prompts import Task
 from .common import LLMCalls, PeakMemory, decode_pass, pin_eos
 from .roofline import COPY_BYTES, INT8_GEMM, decode_cost, higher_of, measure_machine, step_bound
 from .training import time_training
+from .utterances import DEFAULT_MANIFEST, Utterance, load_utterances, long_clips
 
-DEFAULT_MANIFEST = "data/mini/test.jsonl"  # the embedded mini corpus; espeak-ng clips when it is absent
 DEFAULT_TRAINED = "checkpoints/embedded/srt"  # the CLI benchmarks this trained adapter when it is a Q-Former
 BATCH_SIZES = (1, 4, 8, 16)  # Q-Former greedy
 BEAM_BATCH_SIZES = (4, 8)  # Q-Former beam search (paper: 4/8/12)
 POOLED_BATCH_SIZES = (4, 8)  # the 750-token peer, greedy (paper: batch 4, out of memory at 8)
 HEADLINE_BATCH = 8  # adapter_vs_pooled_speedup, the cascade and translate() run at this batch size
 LONG_SECONDS = 10.0  # clip length for the variable-length vs 30 s padding comparison
-SILENCE_SECONDS = 0.3  # gap between clips concatenated into a long clip
 GOALS = {  # ratio -> target on the 2-core CPU with the embedded models ("min": at least, "max": at most)
     "adapter_vs_pooled_speedup": (3.0, "min"),
     "cached_step_vs_audio_step_less_encoder": (1.05, "max"),  # the cache removes the encoder's cost, no more
@@ -79,17 +75,6 @@ INT8_BATCH_SIZES = (1, 16)  # greedy rows repeated with int8 linear layers (CPU,
 INT8_BEAM_BATCH_SIZES = (8,)  # beam rows likewise (beam 5 x 8 = 40 rows a step: oneDNN's int8 product may run)
 INT8_COMPILED_BATCH_SIZES = (1,)  # int8 greedy rows again with --compile, taking turns with the int8 rows (int8
 # steps compile at one row only: `decoding.INT8_COMPILED_ROWS`)
-ESPEAK_SENTENCES = (  # fallback utterances (eng -> deu) when no manifest is available
-    ("Will it rain tomorrow?", "Regnet es morgen?"),
-    ("The file could not be opened because it does not exist.", "Die Datei existiert nicht."),
-    ("Please enter your password again.", "Bitte geben Sie Ihr Passwort erneut ein."),
-    ("Sets the number of digits displayed for floating point values.", "Setzt die Anzahl der Ziffern."),
-    ("The connection to the server was lost.", "Die Verbindung zum Server wurde getrennt."),
-    ("Do you want to save the changes before closing?", "Wollen Sie die Änderungen speichern?"),
-    ("Select the language you would like to use.", "Wählen Sie die Sprache aus."),
-    ("No printer is installed on this computer.", "Auf diesem Computer ist kein Drucker installiert."),
-)
-ESPEAK_SPEEDS = (120, 150, 175)  # words per minute, cycled: gives clips of about 2 to 6 s
 
 
 @dataclass(frozen=True)
@@ -143,20 +128,6 @@ class BenchOptions:
 
 QUICK = dict(n=16, new_tokens=16, batch_sizes=(1, 8, 16), beam_batch_sizes=(8,), pooled_batch_sizes=(8,),
              train_steps=2, encoder_repeats=1)  # --quick: the JSON keys with fewer configurations
-
-
-@dataclass
-class Utterance:
-    path: str  # audio file (the training comparison reads it, as the recipe does)
-    audio: np.ndarray  # 16 kHz float32
-    src: str
-    tgt: str
-    transcript: str
-    translation: str
-
-    @property
-    def seconds(self) -> float:
-        return self.audio.size / SAMPLE_RATE
 
 
 # ---- the run ------------------------------------------------------------------------------------------------------
@@ -380,60 +351,6 @@ def summarize(options: BenchOptions, setup: dict, utts, rows, encoder, overhead,
         "machine": machine, "decode": rows, "encoder": encoder, "overhead": overhead, "train": train,
         "cascade": cascade, "finished": True,
     }
-
-
-# ---- utterances ---------------------------------------------------------------------------------------------------
-def load_utterances(options: BenchOptions, workdir: Path) -> list[Utterance]:
-    """`n` translation utterances (one per audio file) from the manifest, else espeak-ng clips written to workdir."""
-    if options.manifest and Path(options.manifest).is_file():
-        from ..data.manifest import read_manifest
-
-        seen, utts = set(), []
-        for row in read_manifest(options.manifest):
-            if not row.tgt_lang or row.audio in seen:
-                continue
-            seen.add(row.audio)
-            utts.append(Utterance(row.audio, load_audio(row.audio), row.src_lang, row.tgt_lang, row.transcript,
-                                  row.translation))
-            if len(utts) == options.n:
-                return utts
-        if utts:
-            return utts
-    return espeak_utterances(options.n, workdir)
-
-
-def espeak_utterances(n: int, workdir: Path) -> list[Utterance]:
-    from ..audio import write_wav
-
-    if shutil.which("espeak-ng") is None:
-        raise LLMSRTError(f"bench: no manifest ({DEFAULT_MANIFEST}) and espeak-ng is not installed; run "
-                          "`llm-srt prepare mini` or install espeak-ng")
-    voice = languages.get("eng").espeak
-    utts = []
-    for i in range(n):
-        text, translation = ESPEAK_SENTENCES[i % len(ESPEAK_SENTENCES)]
-        speed = ESPEAK_SPEEDS[i % len(ESPEAK_SPEEDS)]
-        wav = subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "--stdout", text], check=True,
-                             capture_output=True).stdout
-        audio = load_audio(wav, name=f"espeak clip {i}")
-        path = workdir / f"clip{i:03d}.wav"
-        write_wav(path, audio)
-        utts.append(Utterance(str(path), audio, "eng", "deu", text, translation))
-    return utts
-
-
-def long_clips(utts: list[Utterance], count: int, seconds: float) -> list[np.ndarray]:
-    """`count` clips of exactly `seconds`, each utterances joined by short silences (cycling through them)."""
-    gap = np.zeros(int(SILENCE_SECONDS * SAMPLE_RATE), dtype=np.float32)
-    target, k, clips = int(seconds * SAMPLE_RATE), 0, []
-    for _ in range(count):
-        parts, size = [], 0
-        while size < target:
-            parts += [utts[k % len(utts)].audio, gap]
-            size += parts[-2].size + gap.size
-            k += 1
-        clips.append(np.concatenate(parts)[:target])
-    return clips
 
 
 def _merges_lora(model, options: BenchOptions, placement: Placement) -> bool:
@@ -671,83 +588,6 @@ def time_cascade(folders: tuple[str, str], placement: Placement, utts: list[Utte
             "mt_tokens_mean": round(float(np.mean([len(mt_tok(o.translation, add_special_tokens=False)["input_ids"])
                                                    for o in outputs])), 1),
             "peak_mib": memory.mib}
-
-
-# ---- report -------------------------------------------------------------------------------------------------------
-SYSTEM_NAMES = {"llm-srt": "LLM-SRT (Q-Former, 80 tok)", "llm-srt-int8": "LLM-SRT (Q-Former), int8",
-                "llm-srt-int8-compiled": "LLM-SRT (Q-Former), int8",
-                "pooled-750": "Qwen2-Audio-style (pooled, 750 tok)"}
-
-
-def format_table(result: dict) -> str:
-    """Paper Table 7's shape: seconds for the N utterances by system, search and batch size; then the ratios."""
-    s, m = result["setup"], result["machine"]
-    int8_peak = f", int8 GEMM {m['int8_matmul_gop_s']} GOP/s" if "int8_matmul_gop_s" in m else ""
-    kernel = f" ({m['matmul_kernel']})" if "matmul_kernel" in m else ""  # the probe's fastest (older results: none)
-    when = "this run, the higher of before and after the rows" if "yardstick_after" in m else "this run"
-    lines = [f"Speed: {s['utterances']} utterances ({s['audio_seconds']} s of audio), {s['new_tokens']} generated "
-             f"tokens each, {s['torch_threads']} torch threads; model: {s['model']}",
-             f"Yardstick ({when}): memory bandwidth {m['bandwidth_gb_s']} GB/s ({_probes(m)}), {m['matmul_dtype']} "
-             f"GEMM {m['matmul_gflop_s']} GFLOP/s{kernel}{int8_peak}; a decode step's bound = max((weight + KV cache "
-             "bytes) / bandwidth, linear FLOPs x rows / peak + attention FLOPs / float peak)",
-             *[f"WARNING: the yardstick's {key} moved from {before} to {after} during the run (a busy machine): the "
-               "bounds use the higher" for key, (before, after) in m.get("yardstick_moved", {}).items()],
-             *([f"int8 rows skipped: {s['int8_rows_skipped']}"] if s.get("int8_rows_skipped") else []),
-             "",
-             f"{'system':38} {'search':8} {'batch':>5} {'seconds':>9} {'utt/s':>7} {'speech tok':>10} {'peak MiB':>9} "
-             f"{'ms/step':>8} {'bound ms':>8} {'x bound':>7}"]
-    for r in result["decode"]:
-        search = ("compiled" if r.get("compiled") else "greedy") if r["beam"] == 1 else f"beam {r['beam']}"
-        lines.append(f"{SYSTEM_NAMES[r['system']]:38} {search:8} {r['batch_size']:>5} {r['seconds']:>9.2f} "
-                     f"{r['utterances_per_s']:>7.2f} {r['speech_tokens']:>10} {r['peak_mib']:>9.0f} "
-                     f"{r['decode_step_ms']:>8.1f} {r['bound_step_ms']:>8.1f} {r['step_vs_bound']:>7.2f}")
-    for r in result["decode"]:
-        if len(r.get("pass_seconds", ())) > 1:
-            each = ", ".join(f"{x:.2f}" for x in r["pass_seconds"])
-            lines.append(f"  {SYSTEM_NAMES[r['system']]}{', compiled' if r.get('compiled') else ''}, batch "
-                         f"{r['batch_size']}: the median of "
-                         f"{len(r['pass_seconds'])} passes taking turns ({each} s)")
-    c = result["cascade"]
-    if c:
-        lines.append(f"{'Cascade (Whisper ASR -> LLM MT)':38} {'greedy':8} {c['batch_size']:>5} {c['seconds']:>9.2f} "
-                     f"{c['utterances_per_s']:>7.2f} {'-':>10} {c['peak_mib']:>9.0f}  (tokens: ASR "
-                     f"{c['asr_tokens_mean']}, MT {c['mt_tokens_mean']} per utterance)")
-    e, t, o = result["encoder"], result["train"], result["overhead"]
-    lines += ["",
-              f"encoder, {e['clips']} x {e['clip_seconds']} s clips: variable length {e['variable_s']:.3f} s "
-              f"({e['variable_frames']} frames), 30 s padded {e['padded_s']:.3f} s ({e['padded_frames']} frames)",
-              f"training step, batch {t['batch_size']}: from audio {t['s_per_step_audio']:.3f} s (encoder "
-              f"{t['encoder_s_per_audio_step']:.3f} s of it), from the feature cache {t['s_per_step_cached']:.3f} s "
-              f"(encoder calls {t['encoder_calls_audio']} vs {t['encoder_calls_cached']})",
-              f"translate(), batch {o['batch_size']}: {o['translate_s']:.2f} s; needed forward passes "
-              f"{o['lower_bound_s']:.2f} s (encoder {o['encoder_s']:.2f}, adapter {o['adapter_s']:.2f}, prefill "
-              f"{o['prefill_s']:.2f}, decode {o['decode_s']:.2f}; {o['llm_forward_calls']} LLM calls)",
-              ""]
-    judged = {"batch16_vs_batch1": s.get("batch16_vs_batch1_system"),
-              "batch1_step_vs_bandwidth_bound": s.get("batch1_step_vs_bandwidth_bound_system")}
-    for key, goal in result["goals"].items():
-        how = ">=" if GOALS[key][1] == "min" else "<="
-        lines.append(f"{key:38} {result[key]:>7.2f}   goal {how} {goal['target']:<5} "
-                     f"{'not judged (a CPU goal)' if goal['met'] is None else 'met' if goal['met'] else 'MISSED'}"
-                     + (f"  ({judged[key]})" if judged.get(key) else ""))
-    parts = result.get("batch16_vs_batch1_parts")
-    if parts:
-        top, outside = s["batch16_vs_batch1_batches"][0], parts["outside_decode_s"]
-        ceiling = f"{parts['ceiling']:.2f}" if parts["ceiling"] else "-"
-        lines.append(f"  batch16_vs_batch1 in parts ({parts['system']}): the decode steps alone "
-                     f"{parts['decode_steps_ratio']:.2f}x; outside them (encoder, adapter, prefill) batch 1 "
-                     f"{outside['1']:.2f} s, batch {top} {outside[str(top)]:.2f} s, so even free decode steps at "
-                     f"batch {top} give at most {ceiling}x")
-    lines.append(f"(bench took {s['bench_seconds']:.0f} s)")
-    return "\n".join(lines)
-
-
-def _probes(machine: dict) -> str:
-    """How the bandwidth was measured (results written before the read probe have only the copy)."""
-    size = f"{machine['copy_bytes'] / (1 << 30):.3g} GiB"
-    if "read_gb_s" not in machine:
-        return f"{size} copy"
-    return f"the faster of a {size} copy, {machine['copy_gb_s']}, and read, {machine['read_gb_s']}"
 
 
 def _is_qformer_model(folder: Path) -> bool:
