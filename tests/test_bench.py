@@ -175,7 +175,7 @@ def paper(tmp_path_factory):
     from llm_srt.model import llm, speech_llm
 
     from llm_srt.bench import paper as paper_bench
-    from llm_srt.model.decoding import StaticSteps
+    from llm_srt.model.static_steps import StaticSteps
 
     options = PaperOptions(shape="tiny", **TINY)
     blocks, real = [], speech_llm.head_losses  # the block each training loss ran with (read when it runs)
@@ -385,7 +385,7 @@ def test_compiled_rows_count_the_cuda_graph_skips_of_their_warm_ups(monkeypatch,
     function): a row must report the skips of the compiled rows' warm-ups, not only of its timed pass."""
     from torch._dynamo.utils import counters
 
-    from llm_srt.model.decoding import StaticSteps
+    from llm_srt.model.static_steps import StaticSteps
 
     seen = set()
 
@@ -405,7 +405,7 @@ def test_a_compiled_row_counts_the_cuda_graph_skips_of_its_timed_pass(monkeypatc
     shape the warm-up did not record compiles again, went uncounted and the row said it replayed CUDA graphs."""
     from torch._dynamo.utils import counters
 
-    from llm_srt.model.decoding import StaticSteps
+    from llm_srt.model.static_steps import StaticSteps
 
     seen = set()
 
@@ -428,7 +428,7 @@ def test_every_timed_batch_has_the_shape_its_row_warmed_up(monkeypatch, tmp_path
     from types import SimpleNamespace
 
     from llm_srt.bench import paper
-    from llm_srt.model.decoding import StaticSteps
+    from llm_srt.model.static_steps import StaticSteps
 
     passes = []  # (compiled, the batch shapes the pass ran), in the order decode_pass splits its audios
 
@@ -461,7 +461,7 @@ def test_each_rows_reserved_peak_is_its_own_not_the_training_steps(monkeypatch, 
     from types import SimpleNamespace
 
     from llm_srt.bench import paper
-    from llm_srt.model.decoding import StaticSteps
+    from llm_srt.model.static_steps import StaticSteps
 
     cached = {"mib": 0.0}  # what the allocator holds reserved (cached blocks) now
 

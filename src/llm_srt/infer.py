@@ -27,8 +27,8 @@ from . import device as placement_of
 from . import languages, subtitles
 from .audio import SAMPLE_RATE, WINDOW_SECONDS, AudioInput, load_audio  # the window: the longest segment
 from .errors import LLMSRTError, shown
-from .model.decoding import (DecodingOptions, StaticSteps, add_compile_argument, add_no_repeat_argument,
-                             add_srt_tags_argument)
+from .model.decoding import DecodingOptions, add_compile_argument, add_no_repeat_argument, add_srt_tags_argument
+from .model.static_steps import StaticSteps
 from .model.systems import CANNOT_RUN, Item, Output, System, cap, check_item, load_system
 from .prompts import Task
 from .segment import Segment, SegmentOptions, last_millisecond, segment

@@ -11,6 +11,7 @@ import torch
 
 import tiny  # tests/model is on sys.path (pytest rootdir insertion)
 from llm_srt.errors import ConfigError, LLMSRTError
+from llm_srt.model import static_steps
 from llm_srt.model.decoding import DecodingOptions
 from llm_srt.model.llm import LoraOptions
 from llm_srt.model.speech_llm import IGNORE, SpeechLLM, SpeechLLMConfig, tokenize_batch
@@ -760,9 +761,9 @@ def _compiled_against_eager(model, embeds, mask):
     for kwargs in ({}, {"on_end": lambda row, ids: [7, 9] if row == 0 else None}, {"no_repeat_ngram": 2}):
         with torch.no_grad():
             eager = decoding.greedy_ids(model.llm, embeds, mask, 12, stop, **kwargs)
-            before = decoding.StaticSteps.steps_taken
+            before = static_steps.StaticSteps.steps_taken
             compiled = decoding.greedy_ids(model.llm, embeds, mask, 12, stop, compiled=True, **kwargs)
-        assert decoding.StaticSteps.steps_taken > before  # not the eager fallback
+        assert static_steps.StaticSteps.steps_taken > before  # not the eager fallback
         runs.append((eager, compiled))
     return runs
 
@@ -782,13 +783,13 @@ def test_compiled_greedy_writes_what_eager_greedy_writes(model):
     for eager, compiled in runs:
         assert compiled == eager
     assert len({len(r) for r in runs[0][0]}) > 1 and runs[1][0][0][1:3] == [7, 9]  # rows ended apart; ids written
-    graphs, before = counters["stats"]["unique_graphs"], decoding.StaticSteps.steps_taken
+    graphs, before = counters["stats"]["unique_graphs"], static_steps.StaticSteps.steps_taken
     with torch.no_grad():
         decoding.greedy_ids(model.llm, embeds, mask, 12, [model.tokenizer.eos_token_id], compiled=True)
     assert counters["stats"]["unique_graphs"] == graphs
-    (cache,) = decoding.StaticSteps._caches[causal_lm(model.llm)].values()
+    (cache,) = static_steps.StaticSteps._caches[causal_lm(model.llm)].values()
     # the mask column each step opens is where HF's StaticLayer wrote: its own fill counter
-    assert int(cache.layers[0].cumulative_length) == embeds.shape[1] + decoding.StaticSteps.steps_taken - before
+    assert int(cache.layers[0].cumulative_length) == embeds.shape[1] + static_steps.StaticSteps.steps_taken - before
     batch = _batch()  # and through the model's own generation, as translate / evaluate / serve call it
     assert model.generate_ids(batch, DecodingOptions(max_new_tokens=8, compile=True)) == \
         model.generate_ids(batch, DecodingOptions(max_new_tokens=8))
@@ -800,17 +801,17 @@ def test_a_static_cache_made_in_inference_mode_is_not_reused_outside_it(model, m
     update to inference tensor outside InferenceMode"). The step runs eager here (the store is what is tested)."""
     from llm_srt.model import decoding
 
-    monkeypatch.setattr(decoding.StaticSteps, "_compiled", classmethod(lambda cls, mode: decoding._decode_step))
+    monkeypatch.setattr(static_steps.StaticSteps, "_compiled", classmethod(lambda cls, mode: static_steps._decode_step))
     batch = dict(audio=CLIPS, prompts=PROMPTS)
     eager = model.generate_ids(batch, DecodingOptions(max_new_tokens=5))
     compiled = DecodingOptions(max_new_tokens=5, compile=True)
-    before = decoding.StaticSteps.steps_taken
+    before = static_steps.StaticSteps.steps_taken
     with torch.inference_mode():
         assert model.generate_ids(batch, compiled) == eager
     assert model.generate_ids(batch, compiled) == eager
     with torch.inference_mode():
         assert model.generate_ids(batch, compiled) == eager
-    assert decoding.StaticSteps.steps_taken > before  # the static steps ran
+    assert static_steps.StaticSteps.steps_taken > before  # the static steps ran
 
 
 def test_on_a_gpu_the_last_compiled_step_is_timed_once_done(model, monkeypatch):
@@ -820,19 +821,19 @@ def test_on_a_gpu_the_last_compiled_step_is_timed_once_done(model, monkeypatch):
     from llm_srt.model import decoding
     from llm_srt.model.llm import causal_lm
 
-    monkeypatch.setattr(decoding.StaticSteps, "_compiled", classmethod(lambda cls, mode: decoding._decode_step))
+    monkeypatch.setattr(static_steps.StaticSteps, "_compiled", classmethod(lambda cls, mode: static_steps._decode_step))
     synced = []
     monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: synced.append((device, time.perf_counter())))
     embeds, mask = _prompt_embeds(model)
     with torch.no_grad():
-        steps = decoding.StaticSteps(causal_lm(model.llm), embeds, mask, 6)
+        steps = static_steps.StaticSteps(causal_lm(model.llm), embeds, mask, 6)
         steps.queued = True
-        before = decoding.StaticSteps.steps_taken
+        before = static_steps.StaticSteps.steps_taken
         decoding._greedy_loop(steps, 3, 6, [model.tokenizer.eos_token_id], None, 0, None)
-        assert decoding.StaticSteps.steps_taken > before and not synced  # no synchronize per step
+        assert static_steps.StaticSteps.steps_taken > before and not synced  # no synchronize per step
         steps.close()
     [(device, at)] = synced
-    assert device == embeds.device and decoding.StaticSteps.last_step_at >= at
+    assert device == embeds.device and static_steps.StaticSteps.last_step_at >= at
 
 
 def test_compiled_greedy_falls_back_where_a_static_cache_would_change_the_model():
@@ -876,7 +877,7 @@ def test_compiled_int8_greedy_compiles_at_one_row_with_one_product_per_fused_gro
     assert any(isinstance(m, cpu_linear.Int8Linear) and m.bias is not None for m in lm.modules())  # Qwen2's q/k/v
     batch, mask = _prompt_embeds(model)
     eos = [model.tokenizer.eos_token_id]
-    assert decoding.StaticSteps.fits(lm, 1, 40) and not decoding.StaticSteps.fits(lm, 2, 40)
+    assert static_steps.StaticSteps.fits(lm, 1, 40) and not static_steps.StaticSteps.fits(lm, 2, 40)
     lookups = []
     lm.get_input_embeddings().register_forward_hook(lambda *_: lookups.append(1))
     with torch.no_grad(), warnings.catch_warnings():
@@ -884,21 +885,21 @@ def test_compiled_int8_greedy_compiles_at_one_row_with_one_product_per_fused_gro
         for row in range(batch.shape[0]):
             embeds, one = batch[row:row + 1], mask[row:row + 1]
             eager = decoding.greedy_ids(model.llm, embeds, one, 10, eos)
-            before, lookups[:] = decoding.StaticSteps.steps_taken, []
+            before, lookups[:] = static_steps.StaticSteps.steps_taken, []
             compiled = decoding.greedy_ids(model.llm, embeds, one, 10, eos, compiled=True)
-            steps = decoding.StaticSteps.steps_taken - before
+            steps = static_steps.StaticSteps.steps_taken - before
             assert compiled == eager and steps > 0 and len(lookups) == steps
         graphs = counters["stats"]["unique_graphs"]
         assert decoding.greedy_ids(model.llm, embeds, one, 10, eos, compiled=True) == eager
         assert counters["stats"]["unique_graphs"] == graphs  # every step ran the one graph: nothing recompiled
-        before = decoding.StaticSteps.steps_taken
+        before = static_steps.StaticSteps.steps_taken
         assert decoding.greedy_ids(model.llm, batch, mask, 10, eos, compiled=True) == \
             decoding.greedy_ids(model.llm, batch, mask, 10, eos)
-        assert decoding.StaticSteps.steps_taken == before  # three rows: eager
+        assert static_steps.StaticSteps.steps_taken == before  # three rows: eager
         calls = []
         real = cpu_linear._QDQ_LINEAR
         monkeypatch.setattr(cpu_linear, "_QDQ_LINEAR", lambda *a: calls.append(1) or real(*a))
-        run = decoding.StaticSteps(lm, embeds, one, 10)
+        run = static_steps.StaticSteps(lm, embeds, one, 10)
         calls.clear()
         run.step(torch.zeros(1, dtype=torch.long))
         run.close()
@@ -939,10 +940,10 @@ def test_compiled_greedy_on_the_embedded_gemma_with_its_sliding_window_layers(em
         embeds = llm.get_input_embeddings()(enc.input_ids)
         eos = decoding.eos_ids(llm, tok)
         eager = decoding.greedy_ids(llm, embeds, enc.attention_mask, 16, eos)
-        before = decoding.StaticSteps.steps_taken
+        before = static_steps.StaticSteps.steps_taken
         compiled = decoding.greedy_ids(llm, embeds, enc.attention_mask, 16, eos, compiled=True)
     assert compiled == eager and sum(map(len, eager)) > 16
-    assert decoding.StaticSteps.steps_taken > before  # compiled, not the eager fallback
+    assert static_steps.StaticSteps.steps_taken > before  # compiled, not the eager fallback
 
 
 @pytest.mark.cuda
@@ -975,12 +976,12 @@ def test_a_step_that_does_not_compile_decodes_eagerly_with_a_warning(tmp_path, m
             raise Unsupported("a graph break")
         return step
 
-    monkeypatch.setattr(decoding.StaticSteps, "_compiled", staticmethod(broken))
+    monkeypatch.setattr(static_steps.StaticSteps, "_compiled", staticmethod(broken))
     with torch.no_grad():
         eager = decoding.greedy_ids(model.llm, embeds, mask, 8, eos)
         with pytest.warns(RuntimeWarning, match="does not compile .*a graph break"):
             assert decoding.greedy_ids(model.llm, embeds, mask, 8, eos, compiled=True) == eager
-        assert not decoding.StaticSteps.fits(causal_lm(model.llm), 3, 20)
+        assert not static_steps.StaticSteps.fits(causal_lm(model.llm), 3, 20)
         assert decoding.greedy_ids(model.llm, embeds, mask, 8, eos, compiled=True) == eager  # no second warning
 
 
@@ -1004,15 +1005,15 @@ def test_running_out_of_gpu_memory_while_compiling_is_the_batchs_error_not_a_ref
             return step
         return staticmethod(compiled)
 
-    monkeypatch.setattr(decoding.StaticSteps, "_compiled", failing(torch.OutOfMemoryError("CUDA out of memory. "
+    monkeypatch.setattr(static_steps.StaticSteps, "_compiled", failing(torch.OutOfMemoryError("CUDA out of memory. "
                                                                                           "Tried to allocate 2 GiB")))
     with torch.no_grad(), pytest.raises(torch.OutOfMemoryError, match="Tried to allocate 2 GiB"):
         decoding.greedy_ids(model.llm, embeds, mask, 8, eos, compiled=True)
-    assert decoding.StaticSteps.fits(causal_lm(model.llm), 3, 20)
-    monkeypatch.setattr(decoding.StaticSteps, "_compiled", failing(RuntimeError("no C compiler found")))
+    assert static_steps.StaticSteps.fits(causal_lm(model.llm), 3, 20)
+    monkeypatch.setattr(static_steps.StaticSteps, "_compiled", failing(RuntimeError("no C compiler found")))
     with torch.no_grad(), pytest.warns(RuntimeWarning, match=r"\(RuntimeError: no C compiler found\)"):
         decoding.greedy_ids(model.llm, embeds, mask, 8, eos, compiled=True)
-    assert not decoding.StaticSteps.fits(causal_lm(model.llm), 3, 20)
+    assert not static_steps.StaticSteps.fits(causal_lm(model.llm), 3, 20)
 
 
 def test_past_the_limit_of_compiled_shapes_new_shapes_decode_eagerly(model, monkeypatch):
@@ -1021,18 +1022,18 @@ def test_past_the_limit_of_compiled_shapes_new_shapes_decode_eagerly(model, monk
     from llm_srt.model import decoding
 
     torch._dynamo.reset()  # count from none (other tests of this process compiled shapes of the same step)
-    monkeypatch.setattr(decoding.StaticSteps, "COMPILED_SHAPES", 1)
-    monkeypatch.setattr(decoding.StaticSteps, "_full", False)
-    monkeypatch.setattr(decoding.StaticSteps, "_shapes", set())
+    monkeypatch.setattr(static_steps.StaticSteps, "COMPILED_SHAPES", 1)
+    monkeypatch.setattr(static_steps.StaticSteps, "_full", False)
+    monkeypatch.setattr(static_steps.StaticSteps, "_shapes", set())
     embeds, mask = _prompt_embeds(model)
     eos = [model.tokenizer.eos_token_id]
 
     def run(rows: int) -> tuple[bool, bool]:
         with torch.no_grad():
             eager = decoding.greedy_ids(model.llm, embeds[:rows], mask[:rows], 8, eos)
-            before = decoding.StaticSteps.steps_taken
+            before = static_steps.StaticSteps.steps_taken
             compiled = decoding.greedy_ids(model.llm, embeds[:rows], mask[:rows], 8, eos, compiled=True)
-        return compiled == eager, decoding.StaticSteps.steps_taken > before
+        return compiled == eager, static_steps.StaticSteps.steps_taken > before
 
     assert run(3) == (True, True)  # batch 4: the one shape torch may compile
     with pytest.warns(RuntimeWarning, match="1 batch x length shapes are compiled"):

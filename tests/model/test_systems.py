@@ -677,7 +677,7 @@ class Flaky:
 
 
 def test_a_failing_batch_is_retried_in_halves_down_to_single_rows(monkeypatch):
-    from llm_srt.model.decoding import StaticSteps
+    from llm_srt.model.static_steps import StaticSteps
 
     freed = []
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: freed.append(1))

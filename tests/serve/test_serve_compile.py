@@ -8,9 +8,10 @@ from torch._dynamo.utils import counters
 
 import tiny
 from llm_srt.infer import SpeechTranslator
-from llm_srt.model import decoding, kv_cache
-from llm_srt.model.decoding import DecodingOptions, StaticSteps
+from llm_srt.model import kv_cache
+from llm_srt.model.decoding import DecodingOptions
 from llm_srt.model.llm import causal_lm
+from llm_srt.model.static_steps import StaticSteps
 from llm_srt.model.systems import SpeechLLMSystem
 from llm_srt.serve import warmup
 from llm_srt.serve.app import ServeOptions, create_app
@@ -87,7 +88,7 @@ def test_warm_up_ends_in_one_line_where_there_is_nothing_to_compile(tmp_path, mo
     logged = []
     greedy = BatchOptions(max_batch=8, decoding=DecodingOptions(max_new_tokens=8, compile=True))
     warm_up(translator, BatchOptions(decoding=DecodingOptions(beam_size=4, compile=True)), log=logged.append)
-    monkeypatch.setattr(decoding.StaticSteps, "fits", classmethod(lambda cls, lm, rows, positions: False))
+    monkeypatch.setattr(StaticSteps, "fits", classmethod(lambda cls, lm, rows, positions: False))
     warm_up(translator, greedy, log=logged.append)
     assert logged == ["--compile: only greedy decoding is compiled, and this server decodes with --beam 4: no warm-up",
                       "--compile: this model decodes eagerly here (an attention kind without a static "
@@ -146,8 +147,8 @@ def test_warm_up_skips_the_batch_sizes_that_decode_eagerly(tmp_path, monkeypatch
     """int8 on the CPU compiles one-row steps only: the warm-up says which sizes decode eagerly, and warms up the
     others (here batch 1), instead of stopping at the first size that runs no compiled step."""
     translator = SpeechTranslator.from_pretrained(tiny.speech_llm_folder(tmp_path / "model"))
-    fits = decoding.StaticSteps.fits.__func__
-    monkeypatch.setattr(decoding.StaticSteps, "fits",
+    fits = StaticSteps.fits.__func__
+    monkeypatch.setattr(StaticSteps, "fits",
                         classmethod(lambda cls, lm, rows, positions: rows == 1 and fits(cls, lm, rows, positions)))
     sizes = []
     real = warmup._compiled_batch
@@ -173,7 +174,7 @@ def test_a_shape_is_served_only_once_a_compiled_step_ran(tmp_path, monkeypatch):
             raise torch.cuda.OutOfMemoryError("CUDA out of memory")
         return real(cls, lm, key)
 
-    monkeypatch.setattr(decoding.StaticSteps, "_cache", classmethod(cache))
+    monkeypatch.setattr(StaticSteps, "_cache", classmethod(cache))
     logged = []
     warm_up(translator, BatchOptions(max_batch=2, decoding=DecodingOptions(max_new_tokens=8, compile=True)),
             log=logged.append)

@@ -76,7 +76,7 @@ class LLMCalls:
         """The last generation's compiled decode steps (`DecodingOptions.compile`: they run without this hook)
         added to its calls, from `StaticSteps`' counter, and their time to its decode_s: up to the end of its last
         compiled step (`StaticSteps.last_step_at`; on a GPU taken after a synchronize at the generation's end)."""
-        from ..model.decoding import StaticSteps
+        from ..model.static_steps import StaticSteps
 
         if self.generations and "static_at" in self.generations[-1]:
             entry = self.generations[-1]
@@ -86,7 +86,7 @@ class LLMCalls:
                 entry["decode_s"] += StaticSteps.last_step_at - entry["last"]
 
     def _hook(self, module, args, kwargs, output):
-        from ..model.decoding import StaticSteps
+        from ..model.static_steps import StaticSteps
 
         dev.synchronize(self.device)
         now = time.perf_counter()

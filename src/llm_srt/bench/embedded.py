@@ -74,7 +74,7 @@ JUDGED = ("llm-srt", "llm-srt-int8", "llm-srt-int8-compiled")
 INT8_BATCH_SIZES = (1, 16)  # greedy rows repeated with int8 linear layers (CPU, float32 placements)
 INT8_BEAM_BATCH_SIZES = (8,)  # beam rows likewise (beam 5 x 8 = 40 rows a step: oneDNN's int8 product may run)
 INT8_COMPILED_BATCH_SIZES = (1,)  # int8 greedy rows again with --compile, taking turns with the int8 rows (int8
-# steps compile at one row only: `decoding.INT8_COMPILED_ROWS`)
+# steps compile at one row only: `static_steps.INT8_COMPILED_ROWS`)
 
 
 @dataclass(frozen=True)
@@ -248,7 +248,8 @@ def decode_rows(system, utts: list["Utterance"], plan, options: "BenchOptions", 
     pass (every batch shape it compiles, a last smaller batch's too), and checked to have run compiled. With
     `passes` > 1 the rows take turns, the plan's order then its reverse (ABBA: a drift of the machine hits every
     row alike), and each row reports its median pass (by seconds; the upper one of an even count)."""
-    from ..model.decoding import DecodingOptions, StaticSteps
+    from ..model.decoding import DecodingOptions
+    from ..model.static_steps import StaticSteps
 
     cost = decode_cost(system.model.llm)
     audios = [u.audio for u in utts]

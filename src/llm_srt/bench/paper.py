@@ -32,7 +32,8 @@ from .. import device as dev
 from ..device import Placement, is_out_of_memory, release
 from ..errors import LLMSRTError
 from ..model import presets
-from ..model.decoding import DecodingOptions, StaticSteps
+from ..model.decoding import DecodingOptions
+from ..model.static_steps import StaticSteps
 from ..prompts import Task, build
 from .common import PeakMemory, decode_pass, noise_clips, pin_eos
 
@@ -177,8 +178,6 @@ def compiled_row(system_name: str, batch: int, system, clips: list[np.ndarray], 
     """A --compile row: timed as any other, and proved compiled (its steps counted by `StaticSteps`; on a GPU
     `cudagraph_skips`, the CUDA-graph skips torch counted from `skips_since` (the compiled rows' start: warm-ups
     included) to the end of this row's timed pass, which must be none for the row to measure graphs)."""
-    from ..model.decoding import StaticSteps
-
     steps = StaticSteps.steps_taken
     out = row(system_name, 1, batch, decode_pass(system, clips, batch, decoding), compiled=True)
     if StaticSteps.steps_taken == steps:

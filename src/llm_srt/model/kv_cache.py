@@ -10,7 +10,7 @@ that replaces a layer's tensors (`crop`, `reorder_cache`, ...) is noticed at the
 a new buffer of the generation's length, no longer. A sliding-window layer keeps the buffer while the cache is
 shorter than its window and falls back to HF's own update (which trims it) beyond.
 
-`static_cache` is the other kind: fixed buffers of a bucketed length, for a compiled decode step (decoding.py).
+`static_cache` is the other kind: fixed buffers of a bucketed length, for a compiled decode step (static_steps.py).
 """
 
 from __future__ import annotations

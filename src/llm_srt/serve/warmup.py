@@ -22,7 +22,8 @@ from ..audio import SAMPLE_RATE, WINDOW_SECONDS
 from ..device import is_out_of_memory
 from ..errors import LLMSRTError
 from ..infer import SpeechTranslator, error_line, give_back_gpu_memory, item_budget, script_factor
-from ..model.decoding import INT8_COMPILED_ROWS, DecodingOptions, StaticSteps
+from ..model.decoding import DecodingOptions
+from ..model.static_steps import INT8_COMPILED_ROWS, StaticSteps
 from ..model.kv_cache import STATIC_LENGTH_STEP
 from ..model.llm import causal_lm
 from ..model.systems import Item, SpeechLLMSystem
