@@ -94,10 +94,12 @@ def test_verbose_json_marks_forced_tags_per_segment():
     import json
 
     from llm_srt.infer import SegmentResult, TranslationResult
+    from llm_srt.serve.forms import ENDPOINTS
+    from llm_srt.serve.responses import render_verbose
 
     segs = [SegmentResult(0.0, 30.0, "Hallo.", "Hello."), SegmentResult(30.0, 41.0, "Welt.", "Welt.", forced_tags=True)]
     r = TranslationResult("clip.wav", "deu", "eng", "srt", "Hallo. Welt.", "Hello. Welt.", 41.0, segs)
-    body = json.loads(serve_app.render_verbose(r, serve_app.ENDPOINTS["translations"], "translation").body)
+    body = json.loads(render_verbose(r, ENDPOINTS["translations"], "translation").body)
     assert body["forced_tags"] is True and [s["forced_tags"] for s in body["segments"]] == [False, True]
 
 def test_defaults_aliases_and_s2tt(client, translator, clip):

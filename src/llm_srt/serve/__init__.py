@@ -4,7 +4,8 @@
     app = create_app(SpeechTranslator.from_pretrained("runs/embedded/srt/final"), ServeOptions(max_upload_mb=20))
 """
 
-from .app import ENDPOINTS, ServeOptions, create_app
+from .app import ServeOptions, create_app
 from .batcher import BatchOptions, Batcher
+from .forms import ENDPOINTS
 
 __all__ = ["ENDPOINTS", "BatchOptions", "Batcher", "ServeOptions", "create_app"]

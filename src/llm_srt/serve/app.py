@@ -24,18 +24,16 @@ import asyncio
 import logging
 import os
 import sys
-import re
 import threading
 import time
-from collections.abc import Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect
@@ -45,12 +43,15 @@ from ..errors import LLMSRTError
 from ..infer import (ALONE_OUT_OF_MEMORY, SpeechTranslator, TranslationResult, add_model_arguments,
                      add_segment_argument, MIN_LINE_WIDTH, missing_cue_text, retryable, segment_options,
                      translator_from_args)
-from ..model.decoding import DecodingOptions, decoding_from_args
+from ..model.decoding import decoding_from_args
 from ..prompts import Task
 from .batcher import LID_MISSING, BatchOptions, Batcher, BusyError, OverQueueLimit, language_id_failed
+from .forms import AUTO, ENDPOINTS, APIError, AudioForm, Endpoint, audio_form, check_fields, check_granularities, \
+    parse_task, request_decoding, resolve_language
 from .guard import (ERROR_TYPES, ConnectionLimits, ContentLengthLimit, HostOriginGuard, HostRule,
                     check_allowed_host, check_allowed_origin, check_number, error_response, hide_paths, is_ip,
                     model_paths, split_host)
+from .responses import RENDERERS, without_paths
 from .uploads import MB, DecodePool, UploadError, check_upload, storage_error
 from .warmup import warm_up
 
@@ -59,10 +60,8 @@ __all__ = ["ERROR_TYPES", "ServeOptions", "create_app", "warm_up", "add_argument
 log = logging.getLogger("llm_srt.serve")
 
 FORM_OVERHEAD = 64 * 1024  # bytes allowed on top of the file for the other form fields and multipart boundaries
-AUTO = "auto"  # source language "auto": Whisper's language ID picks it per clip
 PAGE = "static/index.html"
 CLIENT_GONE = 499  # nginx's "client closed request": logged, never seen by the client
-MAX_FIELD_CHARS = 200  # a form field longer than this is refused before it is looked at
 
 
 @dataclass(frozen=True)
@@ -105,78 +104,6 @@ class ServeOptions:
     def max_body_bytes(self) -> int:
         """A request's whole body: the file plus the other form fields and the multipart boundaries."""
         return self.max_upload_bytes + FORM_OVERHEAD
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    path: str
-    openai_task: str  # verbose_json's "task": "translate" or "transcribe"
-    text: str  # the result field that is the response's "text": "translation" or "transcript"
-    tasks: tuple[Task, ...]  # accepted `task` values; the first is the default
-    default_target: str | None  # target language when the request names none
-    source_field: str  # the source-language field errors name when the request sent none (both are accepted)
-
-
-ENDPOINTS: dict[str, Endpoint] = {
-    "translations": Endpoint("/v1/audio/translations", "translate", "translation", (Task.SRT, Task.S2TT), "eng",
-                             "source_language"),  # OpenAI's translations have no source field: ours
-    "transcriptions": Endpoint("/v1/audio/transcriptions", "transcribe", "transcript", (Task.ASR, Task.SRT), None,
-                               "language"),  # what an OpenAI client sends
-}
-
-
-
-class APIError(Exception):
-    """An error answered as {"error": {"message", "type", "param"}} with `status`."""
-
-    def __init__(self, status: int, message: str, param: str | None = None, retry: bool | None = None):
-        super().__init__(message)
-        self.status, self.message, self.param, self.retry = status, message, param, retry  # retry: error_response's
-
-
-@dataclass
-class AudioForm:
-    file: UploadFile
-    model: str
-    response_format: str
-    source_language: str | None
-    target_language: str | None
-    language: str | None
-    task: str | None
-    subtitles: str | None
-    beam_size: str | None = None
-    max_new_tokens: str | None = None
-    stream: str | None = None
-    timestamp_granularities: tuple[str, ...] = ()  # OpenAI's timestamp_granularities[] (and without the brackets)
-    temperature: str | None = None  # OpenAI's: only 0 (decoding here is greedy or beam search, never sampled)
-
-
-def audio_form(
-    file: Annotated[UploadFile, File(description="the audio: wav, flac, ogg or mp3, any rate and length")],
-    model: Annotated[str, Form(description="accepted for OpenAI clients; the server runs one model")] = "",
-    response_format: Annotated[str, Form(description="json | text | srt | vtt | verbose_json")] = "json",
-    source_language: Annotated[str | None, Form(description="ISO 639-3 (e.g. deu), or auto")] = None,
-    target_language: Annotated[str | None, Form(description="ISO 639-3; translations default to eng")] = None,
-    language: Annotated[str | None, Form(description="OpenAI's field: the source language")] = None,
-    task: Annotated[str | None, Form(description="translations: srt | s2tt; transcriptions: asr | srt")] = None,
-    subtitles: Annotated[str | None, Form(description="srt/vtt cues: translation | transcript | both")] = None,
-    beam_size: Annotated[str | None, Form(description="this request's beam size (1 = greedy; default: the "
-                                                      "server's --beam; at most --max-beam)")] = None,
-    max_new_tokens: Annotated[str | None, Form(description="this request's token cap (default and at most: the "
-                                                           "server's --max-new-tokens)")] = None,
-    stream: Annotated[str | None, Form(description="OpenAI's streaming: not supported (false only)")] = None,
-    granularities: Annotated[list[str] | None, Form(alias="timestamp_granularities[]", description="OpenAI's: "
-                             "segment (verbose_json's segments); word timestamps are not supported")] = None,
-    granularities_plain: Annotated[list[str] | None, Form(alias="timestamp_granularities",
-                                                          description="as timestamp_granularities[]")] = None,
-    temperature: Annotated[str | None, Form(description="OpenAI's sampling temperature: 0 only (decoding is "
-                                                        "deterministic)")] = None,
-    prompt: Annotated[str | None, Form(description="accepted for OpenAI clients and ignored (the model takes no "
-                                                   "prompt text)")] = None,
-) -> AudioForm:
-    return AudioForm(file, model, response_format, source_language, target_language, language, task, subtitles,
-                     beam_size, max_new_tokens, stream, tuple(granularities or ()) + tuple(granularities_plain or ()),
-                     temperature)
 
 
 # ---- the app --------------------------------------------------------------------------------------------------------
@@ -408,147 +335,6 @@ def _add_error_handlers(app: FastAPI, options: ServeOptions) -> None:
 
 def too_large_message(options: ServeOptions) -> str:
     return f"the upload is larger than {options.max_upload_mb:g} MB (llm-srt serve --max-upload-mb)"
-
-
-# ---- request checks -------------------------------------------------------------------------------------------------
-def check_fields(form: AudioForm) -> None:
-    """400 naming the field for a text field that is absurdly long or holds control characters."""
-    fields = [(param, getattr(form, param)) for param in (
-        "model", "response_format", "source_language", "target_language", "language", "task", "subtitles",
-        "beam_size", "max_new_tokens", "stream")]
-    for param, value in fields + [("timestamp_granularities", v) for v in form.timestamp_granularities]:
-        if value is None:
-            continue
-        if len(value) > MAX_FIELD_CHARS or any(not c.isprintable() for c in value):
-            raise APIError(400, f"{param}: expected a short printable value (got {len(value)} characters: "
-                           f"{value[:40]!r}...)", param)
-
-
-def check_granularities(asked: tuple[str, ...]) -> None:
-    """OpenAI's timestamp_granularities[]: segment is what verbose_json's segments are; word timings the model does
-    not write, so word is a 400 (it was accepted and answered without a word, which a client read as none spoken)."""
-    for value in asked:
-        granularity = value.strip().lower()
-        if granularity == "word":
-            raise APIError(400, "timestamp_granularities: word timestamps are not supported; ask for segment "
-                           "(verbose_json's segments have start and end)", "timestamp_granularities")
-        if granularity not in ("", "segment"):
-            raise APIError(400, f"timestamp_granularities: unknown {value[:40]!r}; use segment",
-                           "timestamp_granularities")
-
-
-def request_decoding(form: AudioForm, options: ServeOptions) -> DecodingOptions | None:
-    """The request's own decoding (beam_size, max_new_tokens over the server's), or None for the server's; 400
-    naming the field for a value that is not a whole number in its range, and for a temperature other than 0."""
-    server = options.batch.decoding
-    temperature = (form.temperature or "").strip()
-    try:
-        sampled = bool(temperature) and float(temperature) != 0.0
-    except ValueError:
-        sampled = True
-    if sampled:  # an ignored temperature let a client believe it had sampled
-        raise APIError(400, f"temperature {temperature[:20]!r}: decoding is deterministic (greedy or beam search) on "
-                       "this server; send 0 or leave it out", "temperature")
-    asked = {}
-    for param, high in (("beam_size", options.beam_limit),
-                        ("max_new_tokens", server.max_new_tokens)):
-        value = (getattr(form, param) or "").strip()
-        if not value:
-            continue
-        if not re.fullmatch(r"[0-9]{1,9}", value) or not 1 <= int(value) <= high:
-            raise APIError(400, f"{param} {value!r}: a whole number from 1 to {high} on this server", param)
-        asked[param] = int(value)
-    return replace(server, **asked) if asked else None
-
-
-def parse_task(value: str | None, endpoint: Endpoint) -> Task:
-    if value is None or value == "":
-        return endpoint.tasks[0]
-    allowed = {t.value: t for t in endpoint.tasks}
-    if value not in allowed:
-        raise APIError(400, f"task {value!r} is not served on {endpoint.path}: use one of {', '.join(allowed)}",
-                       "task")
-    return allowed[value]
-
-
-def _aliases() -> dict[str, str]:
-    """ISO 639-3 code, Whisper's ISO 639-1 code, lower-case English name -> ISO 639-3 code."""
-    out = {}
-    for lang in languages.LANGUAGES.values():
-        for alias in (lang.name.lower(), lang.whisper, lang.code):
-            out.setdefault(alias, lang.code)
-    return out
-
-
-LANGUAGE_ALIASES = _aliases()
-
-
-def resolve_language(value: str, param: str, allow_auto: bool = False) -> str:
-    value = value.strip()
-    if allow_auto and value.lower() == AUTO:  # as case-blind as the language names
-        return AUTO
-    code = LANGUAGE_ALIASES.get(value.lower())
-    if code is None:
-        raise APIError(400, f"{param}: unknown language {value!r}: use one of {', '.join(languages.LANGUAGES)} "
-                       f"(ISO 639-3){' or auto' if allow_auto else ''}; GET /v1/languages lists them", param)
-    return code
-
-
-# ---- responses -------------------------------------------------------------------------------------------------------
-def without_paths(r: TranslationResult, paths: tuple[str, ...]) -> TranslationResult:
-    """`r` with its errors and its segments' errors for a client (`hide_paths`)."""
-    return replace(r, error=hide_paths(r.error, paths),
-                   segments=[replace(s, error=hide_paths(s.error, paths)) for s in r.segments])
-
-
-def _text(r: TranslationResult, endpoint: Endpoint) -> str:
-    return getattr(r, endpoint.text)
-
-
-def render_json(r: TranslationResult, endpoint: Endpoint, mode: str, width: int = 0) -> Response:
-    return JSONResponse({"text": _text(r, endpoint)})
-
-
-def render_text(r: TranslationResult, endpoint: Endpoint, mode: str, width: int = 0) -> Response:
-    return PlainTextResponse(_text(r, endpoint) + "\n")
-
-
-def render_srt(r: TranslationResult, endpoint: Endpoint, mode: str, width: int = 0) -> Response:
-    return PlainTextResponse(subtitles.to_srt(subtitles.segment_cues(r.segments, mode, width)))
-
-
-def render_vtt(r: TranslationResult, endpoint: Endpoint, mode: str, width: int = 0) -> Response:
-    return PlainTextResponse(subtitles.to_vtt(subtitles.segment_cues(r.segments, mode, width)), media_type="text/vtt")
-
-
-def openai_language(code: str | None) -> str:
-    """verbose_json's "language" as OpenAI gives it: the lower-case English name ("english", "german"), which this
-    server accepts back as a language; "unknown" where none was found (no speech on an auto source). It was the
-    ISO 639-3 code, which OpenAI clients do not expect there (target_language stays a code: it is our own field)."""
-    if code is None:
-        return "unknown"
-    lang = languages.LANGUAGES.get(code)
-    return lang.name.lower() if lang else code
-
-
-def render_verbose(r: TranslationResult, endpoint: Endpoint, mode: str, width: int = 0) -> Response:
-    # OpenAI's "language" is the text's: a translation's target, a transcript's source; source_language is ours
-    # (the same style of name) so that a translation's client still learns what was heard
-    language = r.tgt if endpoint.openai_task == "translate" else r.src
-    return JSONResponse({
-        "task": endpoint.openai_task, "mode": r.task, "language": openai_language(language),
-        "source_language": openai_language(r.src), "target_language": r.tgt,
-        "duration": round(r.duration, 3), "text": _text(r, endpoint), "transcript": r.transcript,
-        "translation": r.translation, "forced_tags": r.forced_tags, "no_speech": r.no_speech, "error": r.error,
-        "segments": [{"id": i, "start": s.start, "end": s.end, "text": getattr(s, endpoint.text),
-                      "transcript": s.transcript, "translation": s.translation, "forced_tags": s.forced_tags,
-                      "error": s.error} for i, s in enumerate(r.segments)],
-    })
-
-
-RENDERERS: dict[str, Callable[[TranslationResult, Endpoint, str, int], Response]] = {
-    "json": render_json, "text": render_text, "srt": render_srt, "vtt": render_vtt, "verbose_json": render_verbose,
-}
 
 
 # ---- CLI: llm-srt serve ---------------------------------------------------------------------------------------------
