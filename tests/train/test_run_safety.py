@@ -287,11 +287,14 @@ def test_trainer_state_with_gpu_tensors_and_gpu_rng_states_round_trips(tmp_path)
     ("data.feature_cache=false", r"data.feature_cache: 'false' would be a folder of that name; write "
                                  r"data.feature_cache=null"),
     ("data.feature_cache=off", r"'off' would be a folder"),
+    ("data.feature_cache=''", r"data.feature_cache: '' would be the current folder"),
+    ("output_dir=''", r"output_dir is empty, which would be the current folder"),
     ("dtype=fp16", r"dtype: float16 is for inference"),
 ])
 def test_settings_that_meant_no_or_float16_are_refused_in_one_line(tiny_setup, tmp_path, item, error):
     """`data.feature_cache=false` made a cache folder named "false"; `dtype=fp16` trained fp16 frozen weights
-    without loss scaling, which `dtype=float16` is refused for."""
+    without loss scaling, which `dtype=float16` is refused for; an empty output_dir or feature_cache wrote the run or
+    the cache into the working folder."""
     key, value = item.split("=")
     with pytest.raises(ConfigError, match=error):
         _config(tiny_setup, tmp_path / "run", **{key: value})

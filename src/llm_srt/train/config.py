@@ -166,6 +166,9 @@ class TrainConfig:
         from ..model.speech_llm import TRAINABLE  # checked here, not after the LLM has loaded (a curriculum
         #   would otherwise learn of a typo in its last stage after days of the earlier ones)
         config_lib.check_bounds(self)  # also a config composed with dataclasses.replace (a curriculum's, the demo's)
+        if not self.output_dir.strip():  # the run's checkpoints, final/, log and lock in the working folder
+            raise ConfigError("output_dir is empty, which would be the current folder; name the run's folder, e.g. "
+                              "runs/NAME")
         if not self.trainable:
             raise ConfigError("trainable is empty, so nothing would train; list adapter and/or lora, e.g. [adapter]")
         if unknown := [g for g in self.trainable if g not in TRAINABLE]:

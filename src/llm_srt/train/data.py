@@ -75,8 +75,9 @@ class DataSection:
     def __post_init__(self):
         if not self.tasks:
             raise ConfigError("data.tasks is empty; name the stage's tasks and their shares, e.g. {srt: 1.0}")
-        if isinstance(self.feature_cache, str) and self.feature_cache.strip().lower() in NOT_A_FOLDER:
-            raise ConfigError(f"data.feature_cache: {self.feature_cache!r} would be a folder of that name; write "
+        if isinstance(self.feature_cache, str) and self.feature_cache.strip().lower() in ("", *NOT_A_FOLDER):
+            where = "a folder of that name" if self.feature_cache.strip() else "the current folder (256 folders)"
+            raise ConfigError(f"data.feature_cache: {self.feature_cache!r} would be {where}; write "
                               "data.feature_cache=null to run without a cache (or name its folder)")
         if self.train_weights is not None and len(self.train_weights) != len(self.manifests):
             raise ConfigError(f"data.train_weights has {len(self.train_weights)} weights for "
