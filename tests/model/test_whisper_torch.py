@@ -18,7 +18,8 @@ from llm_srt import device, languages
 from llm_srt.errors import LLMSRTError
 from llm_srt.model import whisper_torch
 from llm_srt.model.systems import WhisperSystem, detect_language
-from llm_srt.model.whisper_torch import LogMel, TorchWhisper, mel_filters
+from llm_srt.model.log_mel import LogMel, mel_filters
+from llm_srt.model.whisper_torch import TorchWhisper
 
 CPU = device.resolve("cpu")
 CLIPS = [tiny.tone(0.7, 300), tiny.tone(31.0, 650, seed=1), tiny.tone(2.0, 1300, seed=3, noise=0.0)]  # 31 s: cut
