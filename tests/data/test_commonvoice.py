@@ -325,6 +325,30 @@ def test_a_wav_whose_recorder_never_wrote_its_sizes_is_measured_not_skipped(tmp_
     assert "holds no audio" in bad[0].reason
 
 
+def test_ctrl_c_while_checking_clips_does_not_wait_for_the_queued_chunks(monkeypatch):
+    """Only --strict cancelled the queued chunks: on Ctrl-C leaving the pool checked every clip still queued (an hour
+    on a big corpus), and a second Ctrl-C hung again."""
+    import time
+
+    ran = []
+
+    def chunk(paths, known, read_header):
+        ran.append(paths)
+        time.sleep(0.05)
+        return [(p, 1.0, None) for p in paths]
+
+    class Interrupted(clips_module.tqdm):
+        def update(self, n=1):
+            raise KeyboardInterrupt  # Ctrl-C reaches the main thread as the first chunk's clips are counted
+
+    monkeypatch.setattr(clips_module, "CHUNK", 1)
+    monkeypatch.setattr(clips_module, "_check_chunk", chunk)
+    monkeypatch.setattr(clips_module, "tqdm", Interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        clips_module.check_clips({Path(f"/clips/{i}.mp3"): f"t.tsv:{i + 1}" for i in range(50)}, workers=1)
+    assert len(ran) < 10  # the chunk in hand may finish; the queued ones are cancelled
+
+
 def test_a_damaged_mp3_is_named_damaged_not_missing(tmp_path):
     """libsndfile answers "File does not exist" for an mp3 it cannot parse: the reason must not send a user with a
     release's damaged clips looking for missing files."""

@@ -76,9 +76,14 @@ def test_splits_are_disjoint_by_sentence_id(fleurs_root, tmp_path):
 
 
 def test_durations_from_the_sample_count(fleurs_root, tmp_path):
-    prepare_fleurs(fleurs_root, ["eng"], tmp_path / "out", splits=("test",))
+    """The table's sample counts say 0.25 s more than the wavs hold: durations read from the headers fail here."""
+    tsv = fleurs_root / "en_us" / "test.tsv"
+    tsv.write_text(tsv.read_text(encoding="utf-8").replace("\t4800\t", "\t8800\t").replace("\t6400\t", "\t10400\t"),
+                   encoding="utf-8")
+    summary = prepare_fleurs(fleurs_root, ["eng"], tmp_path / "out", splits=("test",))
     rows = read_manifest(tmp_path / "out" / "test.jsonl")
-    assert sorted(round(r.duration, 3) for r in rows) == [0.3, 0.4]
+    assert sorted(round(r.duration, 3) for r in rows) == [0.55, 0.65]
+    assert summary.durations_from == "the tables' sample counts"
 
 
 def test_direction_presets_restrict_the_pairs(fleurs_root, tmp_path):
@@ -293,6 +298,26 @@ def test_a_sentence_s_split_is_the_same_whatever_langs(fleurs_root, tmp_path):
             "so it is the same whatever --langs") in summary.lines()
     assert not any("locale folder this run does not convert" in line
                    for line in prepare_fleurs(fleurs_root, ["eng", "deu"], tmp_path / "again").lines())
+
+
+def test_only_locale_folders_decide_splits_and_a_bad_table_of_a_language_not_converted_is_skipped(fleurs_root,
+                                                                                                   tmp_path, layouts):
+    """A user's own folder under ROOT with a 2-column train.tsv stopped every conversion, and so did a bad table of a
+    language not asked for. A locale of the release beyond our languages (af_za) still decides a sentence's split."""
+    (fleurs_root / "my_notes").mkdir()
+    (fleurs_root / "my_notes" / "train.tsv").write_text("a\tb\n", encoding="utf-8")
+    layouts.write_fleurs_table(fleurs_root / "af_za" / "test.tsv", [("11", "afr110test.wav", "Sin 11.", 4800)])
+    fra_train = fleurs_root / "fr_fr" / "train.tsv"
+    fra_train.write_text("a\tb\n", encoding="utf-8")
+    summary = prepare_fleurs(fleurs_root, ["eng"], tmp_path / "out", splits=("dev",))
+    assert {r.sentence_id for r in read_manifest(tmp_path / "out" / "dev.jsonl")} == {"10"}
+    assert summary.dropped_at[SPLIT_CONFLICT] == [
+        f"{fleurs_root}/en_us/dev.tsv:2 (in test at {fleurs_root}/af_za/test.tsv:1)"]
+    skipped = [n for n in summary.notes if "skipped" in n]  # one note, naming the file and line; my_notes/ not read
+    assert len(skipped) == 1 and skipped[0].startswith("warning: skipped a table of a language not converted, read "
+                                                       f"only for its ids: {fra_train}:1: expected 7 ")
+    with pytest.raises(LLMSRTError, match=rf"^{re.escape(str(fra_train))}:1: expected 7 tab-separated columns"):
+        prepare_fleurs(fleurs_root, ["fra"], tmp_path / "fra", splits=("dev",))  # its language converted: stops
 
 
 def test_a_row_whose_sentence_id_is_empty_or_not_a_number_is_left_out_and_counted(fleurs_root, tmp_path, audio_file):

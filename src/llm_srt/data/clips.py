@@ -326,19 +326,21 @@ def check_clips(clips: Mapping[Path, str], known: Mapping[Path, float] | None = 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, \
             tqdm(total=len(paths), desc=desc, unit="clip", dynamic_ncols=True, disable=not paths) as bar:
         futures = [pool.submit(_check_chunk, chunk, known, read_all_headers) for chunk in chunks]
-        for fut in futures:  # in table order, so --strict names the first bad clip of the tables
-            results = fut.result()
-            bar.update(len(results))
-            for path, seconds, reason in results:
-                if reason is None:
-                    durations[path] = seconds
-                elif strict:
-                    for f in futures:
-                        f.cancel()
-                    raise LLMSRTError(f"{clips[path]}: clip {path} {reason} (without --strict bad clips are "
-                                      "skipped and counted)")
-                else:
-                    problems[path] = reason
+        try:
+            for fut in futures:  # in table order, so --strict names the first bad clip of the tables
+                results = fut.result()
+                bar.update(len(results))
+                for path, seconds, reason in results:
+                    if reason is None:
+                        durations[path] = seconds
+                    elif strict:
+                        raise LLMSRTError(f"{clips[path]}: clip {path} {reason} (without --strict bad clips are "
+                                          "skipped and counted)")
+                    else:
+                        problems[path] = reason
+        except BaseException:  # --strict's stop, Ctrl-C: leaving the pool waited for every queued chunk (an hour
+            pool.shutdown(wait=False, cancel_futures=True)  # on a big corpus), and a second Ctrl-C hung again
+            raise
     bad = [BadClip(clips[p], str(p), f"clip {p} {problems[p]}") for p in paths if p in problems]
     return durations, bad
 

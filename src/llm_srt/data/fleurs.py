@@ -17,7 +17,8 @@ Rows without a file name or a transcription, whose sentence id is empty or not a
 columns or holding a carriage return (a damaged line) are left out and counted, and so is a wav listed again (it
 stays in the first split of test, dev, train that lists it). A sentence id stays in one split, the first of test,
 dev, train in which any table under ROOT lists it: every locale folder's tables are read for their ids, also those
-of languages and splits not converted, so a sentence's split is the same whatever --langs and --splits. Its
+of languages and splits not converted, so a sentence's split is the same whatever --langs and --splits (only folders
+named like a FLEURS locale are read; an unreadable table of a language not converted is skipped with a note). Its
 utterances in a later split are left out and counted, with a warning, so no test sentence's text is trained on (nor
 that of a sentence another language's release lists in test, in a run without that language).
 Every wav's header is read (in parallel; wav headers are cheap): a missing, empty or undecodable one is skipped and
@@ -25,6 +26,7 @@ counted (its transcript still serves as other languages' target), or with `stric
 """
 
 import csv
+import re
 import sys
 from collections.abc import Collection
 from dataclasses import dataclass, replace
@@ -43,6 +45,8 @@ COLUMNS = ("sentence_id", "file", "raw", "normalized", "characters", "num_sample
 SPLIT_CONFLICT = "sentence id also listed in an earlier split of test, dev, train (kept only there)"
 SHORT_LINE = f"fewer than 3 tab-separated columns (expected {len(COLUMNS)}: {', '.join(COLUMNS)})"
 BAD_ID = "sentence id empty or not a whole number (FLEURS numbers its sentences; pairs are made by id)"
+LOCALE_NAME = re.compile(r"[a-z]{2,3}(_[a-z]{4})?_([a-z]{2}|[0-9]{3})")  # language[_script]_region: en_us,
+#   cmn_hans_cn, es_419; the release's locales beyond our languages count too (a sentence's split is theirs as well)
 
 
 @dataclass(frozen=True)
@@ -118,6 +122,7 @@ def _one_split_per_sentence(root: Path, langs: list[str], listed: dict[str, list
     en_us/train.tsv put a test sentence's English text in train, and its eng<->deu pairs vanished uncounted; and an
     English-only run put it in train, where a run with German put it in test."""
     locale_of = {lang: languages.get(lang).fleurs for lang in langs}
+    run_locales = set(locale_of.values())
     converted = {(locale_of[lang], split) for lang in langs for split in listed}
     scratch = Summary(summary.out)  # the rows of tables not converted: read for their ids, their bad rows not counted
     rank = {split: i for i, split in enumerate(SPLIT_ORDER)}
@@ -128,7 +133,8 @@ def _one_split_per_sentence(root: Path, langs: list[str], listed: dict[str, list
             home.setdefault(u.sentence_id, (split, u.where, locale_of[u.lang]))
         for folder in folders:
             if (folder.name, split) not in converted and (folder / f"{split}.tsv").is_file():
-                for sentence_id, _, where in _table_rows(folder / f"{split}.tsv", scratch):
+                for sentence_id, _, where in _ids_of(folder / f"{split}.tsv", folder.name in run_locales, scratch,
+                                                     summary):
                     home.setdefault(sentence_id, (split, where, folder.name))
     moved = [u for split, us in listed.items() for u in us if home[u.sentence_id][0] != split]
     for u in moved:
@@ -137,7 +143,6 @@ def _one_split_per_sentence(root: Path, langs: list[str], listed: dict[str, list
         summary.notes.append(f"warning: {len({u.sentence_id for u in moved})} sentence ids are listed in more than "
                              f"one split, e.g. {summary.dropped_at[SPLIT_CONFLICT][0]}; their {len(moved)} "
                              "utterances in a later split are left out (kept only in the first of test, dev, train)")
-    run_locales = set(locale_of.values())
     elsewhere = {u.sentence_id: home[u.sentence_id] for u in moved if home[u.sentence_id][2] not in run_locales}
     if elsewhere:
         split, where, _ = next(iter(elsewhere.values()))
@@ -148,8 +153,24 @@ def _one_split_per_sentence(root: Path, langs: list[str], listed: dict[str, list
 
 
 def _locale_folders(root: Path) -> list[Path]:
-    """The folders under `root` holding a FLEURS table (train.tsv, dev.tsv or test.tsv), known languages or not."""
-    return sorted(p for p in root.iterdir() if p.is_dir() and any((p / f"{s}.tsv").is_file() for s in SPLITS))
+    """The folders under `root` named like a FLEURS locale and holding a table (train.tsv, dev.tsv or test.tsv),
+    our languages or not; a user's own folder there (my_notes/train.tsv) is none of them: it stopped the run."""
+    known = set(languages.by_fleurs_locale())
+    return sorted(p for p in root.iterdir() if p.is_dir() and (p.name in known or LOCALE_NAME.fullmatch(p.name))
+                  and any((p / f"{s}.tsv").is_file() for s in SPLITS))
+
+
+def _ids_of(tsv: Path, converted_locale: bool, scratch: Summary, summary: Summary) -> list:
+    """`_table_rows` of a table read only for its sentence ids. One that cannot be read (not a FLEURS table, not UTF-8)
+    stops the run if its locale is converted, and is otherwise skipped with a note in `summary`: a locale not asked
+    for no longer stops the languages that are. Every run that goes through skips it, so the splits stay the same."""
+    try:
+        return list(_table_rows(tsv, scratch))
+    except LLMSRTError as e:
+        if converted_locale:
+            raise
+        summary.notes.append(f"warning: skipped a table of a language not converted, read only for its ids: {e}")
+        return []
 
 
 def read_split(root: Path, lang: str, split: str, summary: Summary, audio: bool = True) -> list[Utterance]:
