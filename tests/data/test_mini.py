@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from llm_srt.data import mini
+from llm_srt.data import catalogues, mini
 from llm_srt.data.manifest import read_manifest
 from llm_srt.errors import LLMSRTError
 
@@ -54,12 +54,12 @@ def locale_dir(tmp_path, mo_file):
 
 
 def test_harvest_keeps_sentence_like_entries_present_in_every_language(locale_dir):
-    found = mini.harvest(["eng", "deu", "fra"], locale_dir)
+    found = catalogues.harvest(["eng", "deu", "fra"], locale_dir)
     assert sorted(s.texts["eng"] for s in found.values()) == sorted(GOOD)
     first = next(s for s in found.values() if s.texts["eng"] == "The file could not be opened.")
     assert first.domain == "aaa" and first.texts["deu"] == GOOD["The file could not be opened."][0]
-    assert all(s.id == mini._sentence_id(s.texts["eng"]) for s in found.values())
-    assert len(mini.harvest(["eng", "deu"], locale_dir)) == len(GOOD) + len(ONLY_GERMAN)
+    assert all(s.id == catalogues.sentence_id(s.texts["eng"]) for s in found.values())
+    assert len(catalogues.harvest(["eng", "deu"], locale_dir)) == len(GOOD) + len(ONLY_GERMAN)
 
 
 @pytest.mark.parametrize("text,lang,ok", [
@@ -69,7 +69,7 @@ def test_harvest_keeps_sentence_like_entries_present_in_every_language(locale_di
     ("Line one.\nLine two.", "deu", False), ("Wait for it...", "eng", False), ("open the door now.", "eng", False),
 ])
 def test_sentence_filter(text, lang, ok):
-    assert mini._sentence_like(text, lang) is ok
+    assert catalogues.sentence_like(text, lang) is ok
 
 
 def _build(out, locale_dir, **over):
@@ -90,7 +90,7 @@ def test_builds_a_small_corpus_deterministically(locale_dir, tmp_path):
         assert info.samplerate == 16000 and info.subtype == "PCM_16"
         assert r.duration == pytest.approx(info.duration, abs=1e-3) and r.duration > 0.5
         if not r.is_asr:
-            assert r.translation == mini.harvest(["eng", r.src_lang, r.tgt_lang], locale_dir)[r.sentence_id] \
+            assert r.translation == catalogues.harvest(["eng", r.src_lang, r.tgt_lang], locale_dir)[r.sentence_id] \
                 .texts[r.tgt_lang]
     assert sum(summary.hours.values()) * 3600 == pytest.approx(
         sum(r.duration for rs in rows.values() for r in rs if r.is_asr), rel=1e-3)
@@ -104,7 +104,7 @@ def test_builds_a_small_corpus_deterministically(locale_dir, tmp_path):
 
 
 def test_voices_vary_and_seed_changes_the_split(locale_dir, tmp_path):
-    jobs = mini._jobs(list(mini.harvest(["eng", "deu"], locale_dir).values()), ["eng", "deu"], tmp_path,
+    jobs = mini._jobs(list(catalogues.harvest(["eng", "deu"], locale_dir).values()), ["eng", "deu"], tmp_path,
                       mini.MiniOptions(out=tmp_path))
     assert len({(j.voice, j.speed, j.pitch) for j in jobs}) > len(jobs) // 2
     a = _build(tmp_path / "a", locale_dir, train=2, seed=0)
@@ -182,10 +182,10 @@ def test_speech_checks_reject_foreign_words_and_implausible_durations(tmp_path):
     assert reason == "" and seconds > 0.5 and sf.info(str(tmp_path / "deu.flac")).samplerate == 16000
 
 
-@pytest.mark.skipif(not (mini.LOCALE_DIR / "de" / "LC_MESSAGES").is_dir() or shutil.which("mecab") is None,
+@pytest.mark.skipif(not (catalogues.LOCALE_DIR / "de" / "LC_MESSAGES").is_dir() or shutil.which("mecab") is None,
                     reason="this machine has no German gettext catalogues or no mecab")
 def test_real_catalogues_with_japanese_kana(tmp_path):
-    counts = mini.survey(langs=["deu", "jpn"])
+    counts = catalogues.survey(langs=["deu", "jpn"])
     assert counts["deu"] > 50
     if counts["jpn"] < 20:
         pytest.skip("too few Japanese catalogues here")
@@ -274,7 +274,8 @@ def test_voice_flags_give_the_options():
 def test_held_out_sentences_that_read_like_train_ones_are_counted():
     """Splits go by the English message id: "you've" and "you\u2019ve" are two messages with one German translation,
     and can fall on either side, so the same speech and text sit in train and test. The build says how many."""
-    from llm_srt.data.mini import MiniSummary, Sentence, twins_of_train
+    from llm_srt.data.catalogues import Sentence, twins_of_train
+    from llm_srt.data.mini import MiniSummary
 
     def sentence(i, eng, deu):
         return Sentence(f"s{i}", "d", {"eng": eng, "deu": deu})
@@ -366,8 +367,8 @@ def test_unseen_test_sentences_skip_those_that_read_like_a_listed_one(tmp_path, 
         mo_file(root / lang / "LC_MESSAGES" / "aaa.mo", {en: t[col] for en, t in {**GOOD, **TWINS}.items()
                                                          if "server" not in en})  # German "Server": an English voice
     monkeypatch.setattr(mini.prose, "harvest", lambda exclude=frozenset(), **_: [(PROSE_TWIN, "doc:twin")])
-    found = mini.harvest(["eng", "deu", "fra"], root)
-    updates, upgrades = (mini._sentence_id(en) for en in TWINS)
+    found = catalogues.harvest(["eng", "deu", "fra"], root)
+    updates, upgrades = (catalogues.sentence_id(en) for en in TWINS)
 
     def order(seed):
         ids = sorted(found)
@@ -422,7 +423,7 @@ def test_catalogue_text_is_nfc_and_a_broken_catalogue_is_skipped(tmp_path, mo_fi
                                                       "Please try again later.": GOOD["Please try again later."][0]})
     cut = mo_file(root / "de" / "LC_MESSAGES" / "ccc.mo", {"The password is too short.": "Das Passwort ist kurz."})
     cut.write_bytes(cut.read_bytes()[:40])
-    found = mini.harvest(["eng", "deu"], root)
+    found = catalogues.harvest(["eng", "deu"], root)
     assert [s.texts["deu"] for s in found.values()] == [german]
 
 
@@ -485,7 +486,7 @@ def test_a_heldout_voice_keeps_its_speaker_out_of_training_under_another_synthes
     the held-out score was of a speaker heard in training. Now no utterance of any split is drawn with either."""
     monkeypatch.setattr(mini.voices.SYNTHESIZERS["festival"], "voices",
                         lambda lang: mini.voices.FESTIVAL_VOICES if lang == "eng" else ())  # as if installed
-    chunk = [mini.Sentence(f"{i:010x}", "d", {"eng": "The file could not be opened.", "deu": "Die Datei."})
+    chunk = [catalogues.Sentence(f"{i:010x}", "d", {"eng": "The file could not be opened.", "deu": "Die Datei."})
              for i in range(80)]
     opts = mini.MiniOptions(out=tmp_path, synthesizers=("espeak-ng", "flite", "festival"), heldout_voice="flite:slt")
     drawn = {str(j.voice) for j in mini._jobs(chunk, ["eng", "deu"], tmp_path, opts)}

@@ -66,7 +66,8 @@ def _add_mini(p: argparse.ArgumentParser) -> None:
 
 
 def _run_mini(args: argparse.Namespace) -> int:
-    from .mini import MiniOptions, build_mini, survey, voice_options
+    from .catalogues import survey
+    from .mini import MiniOptions, build_mini, voice_options
 
     if args.survey:
         counts = survey(args.locale_dir)

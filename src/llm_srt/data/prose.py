@@ -47,13 +47,13 @@ def sources(doc_dir: Path | None = None, stdlib: Path | None = None) -> list[tup
 
 def sentences(text: str) -> list[str]:
     """The plain sentences of a text (paragraphs joined, then split after . ! ?)."""
-    from .mini import _sentence_like
+    from .catalogues import sentence_like
 
     kept = []
     for paragraph in re.split(r"\n\s*\n", text):
         flat = " ".join(paragraph.split())
         for sentence in SENTENCE_END.split(flat):
-            if PLAIN.fullmatch(sentence) and _sentence_like(sentence, "eng"):
+            if PLAIN.fullmatch(sentence) and sentence_like(sentence, "eng"):
                 kept.append(sentence)
     return kept
 
