@@ -142,7 +142,7 @@ def _convert_whisper(target: Path) -> None:
 
 
 def _convert_gemma(target: Path) -> None:
-    from .model.convert import convert_gguf
+    from .model.gguf_llm import convert_gguf
 
     with _scratch("gemma-gguf") as scratch:
         convert_gguf(assemble_gemma_gguf(scratch / "gemma-3-270m-q4_k_m.gguf"), target)

@@ -17,7 +17,8 @@ import torch
 
 from llm_srt import cli
 from llm_srt.errors import LLMSRTError
-from llm_srt.model.convert import OUTPUT_FILES, check_output_dir, convert_gguf, convert_whisper_ct2, gguf_parsed_once
+from llm_srt.model.convert import OUTPUT_FILES, check_output_dir, convert_whisper_ct2
+from llm_srt.model.gguf_llm import convert_gguf, gguf_parsed_once
 
 PROMPT_EN = ["<|startoftranscript|>", "<|en|>", "<|transcribe|>", "<|notimestamps|>"]
 # max |converted - original| / max |original| per CT2 storage type (fp16: 2^-11, bf16: 2^-8, int8: 0.5/127)

@@ -1,5 +1,6 @@
 """Model converters: a CTranslate2 (faster-whisper) Whisper folder -> a transformers Whisper folder, a GGUF causal
-LM -> a transformers safetensors folder, and (via llm_srt.model.slam) a SLAM-LLM checkpoint -> our folder.
+LM -> a transformers safetensors folder (model/gguf_llm.py), and (via llm_srt.model.slam) a SLAM-LLM checkpoint ->
+our folder.
 
 Every converter writes into `DST.tmp-<pid>` and renames it to DST at the end, so a crash never leaves a folder
 that looks complete. DST is replaced whole, so each converter first refuses a DST that is or holds its input, or
@@ -33,8 +34,6 @@ CT2_DTYPES = ("float32", "int8", "int16", "int32", "float16", "bfloat16")  # typ
 CT2_WHISPER_SPEC = "WhisperSpec"
 CT2_FILES = ("model.bin", "config.json")  # must exist in a CTranslate2 Whisper folder
 CT2_VOCABULARIES = ("vocabulary.json", "vocabulary.txt")  # id -> token, one of these
-GGUF_MAGIC = b"GGUF"
-GGUF_SPLIT_COUNT, GGUF_SPLIT_NO = "split.count", "split.no"  # llama-gguf-split's metadata on each part
 
 # --- the output folder: what a conversion writes (a folder of only these is a previous output, replaced whole) ----
 OUTPUT_FILES = frozenset({
@@ -411,135 +410,6 @@ def _whisper_processor(src: Path, dims: _WhisperDims, vocab: list[str]):
     return WhisperProcessor(feature_extractor=extractor, tokenizer=tokenizer)
 
 
-# ======================================================================================================= gguf =====
-def convert_gguf(src_gguf: str | Path, dst_dir: str | Path, dtype: str = "float32") -> Path:
-    """Convert a GGUF causal LM that transformers can read (llama, qwen2, gemma3, ...) into a safetensors folder
-    with config.json, generation_config.json and the tokenizer. Quantized tensors are dequantized to `dtype`."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from .llm import resolve_dtype
-
-    src = Path(src_gguf)
-    _check_gguf(src)
-    check_output_dir(dst_dir, src)
-    torch_dtype = resolve_dtype(dtype)
-    try:
-        with gguf_parsed_once():
-            _check_gguf_whole(src)
-            # transformers fills a weight missing from the file, or (told to ignore sizes) of another shape, with
-            # random values and only logs it: the loading info names them, and such a file is refused here.
-            loaded, info = AutoModelForCausalLM.from_pretrained(str(src.parent), gguf_file=src.name, dtype=torch_dtype,
-                                                                output_loading_info=True, ignore_mismatched_sizes=True)
-            _check_gguf_loaded(src, info)
-            tokenizer = AutoTokenizer.from_pretrained(str(src.parent), gguf_file=src.name)
-    except (ValueError, KeyError, IndexError, NotImplementedError, struct.error) as e:  # a bad file (not memory)
-        reason = (str(e).splitlines() or [""])[0][:160]
-        raise LLMSRTError(f"{src}: transformers cannot read this GGUF model ({type(e).__name__}: {reason}); "
-                          f"is it truncated, or an architecture transformers does not support?") from None
-    # A GGUF-loaded model keeps a quantization_config and refuses save_pretrained: rebuild a plain one.
-    config = loaded.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    config.dtype = dtype
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype)
-    model.load_state_dict(loaded.state_dict(), strict=True, assign=True)
-    model.tie_weights()
-    model.generation_config = loaded.generation_config
-    del loaded
-    if not tokenizer.add_bos_token:  # Qwen2's GGUF names a bos_token it never adds (its HF folder has none); kept,
-        tokenizer.bos_token = None  # SpeechLLM.assemble would put it before the speech, where the model never saw it
-    with atomic_dir(dst_dir) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-    return Path(dst_dir)
-
-
-@contextlib.contextmanager
-def gguf_parsed_once() -> Iterator[None]:
-    """Within this block, each GGUF file is parsed once however often it is opened. transformers opens the file
-    three times for one model (the config, the weights, and once more for the tokenizer's config), and gguf's reader
-    parses all the metadata each time in Python: ~17 s a parse for Gemma-3-270M's 262k-token vocabulary on a 2-core
-    CPU, 50 s of a 57 s `llm-srt setup`. The reader is read-only (memory-mapped; transformers copies what it
-    dequantizes), so one serves all. The stand-in is a subclass (isinstance checks on the reader still hold); the
-    original class is back when the block ends, however it ends.
-
-    The reader also reads through a plain ndarray view of its np.memmap (the same mapping, no copy): each of the
-    parse's ~13M slices and views of a memmap runs np.memmap's Python-level __getitem__ and __array_finalize__, which
-    took 32 s of a 34 s parse on a 2-core AMD EPYC (2026-12-04)."""
-    import gguf
-    import numpy as np
-
-    original = gguf.GGUFReader
-    readers: dict[tuple[str, str], object] = {}
-
-    class SharedReader(original):
-        def __new__(cls, path, mode: str = "r"):
-            key = (str(Path(path).resolve()), mode)
-            if key not in readers:
-                readers[key] = super().__new__(cls)
-                original.__init__(readers[key], path, mode)
-            return readers[key]
-
-        def __init__(self, path, mode: str = "r"):  # parsed once, in __new__
-            pass
-
-        @property
-        def data(self):
-            return self._plain
-
-        @data.setter
-        def data(self, mapped) -> None:  # gguf's __init__ sets its np.memmap here; the view keeps the mapping alive
-            self._plain = mapped.view(np.ndarray)
-
-    gguf.GGUFReader = SharedReader
-    try:
-        yield
-    finally:
-        gguf.GGUFReader = original
-
-
-def _check_gguf(src: Path) -> None:
-    if not src.is_file():
-        raise LLMSRTError(f"{src}: no such GGUF file")
-    with open(src, "rb") as f:
-        magic = f.read(4)
-    if magic != GGUF_MAGIC:
-        raise LLMSRTError(f"{src}: not a GGUF file (starts with {magic!r}, expected {GGUF_MAGIC!r})")
-
-
-def _check_gguf_whole(src: Path) -> None:
-    """Refuse one part of a model that llama-gguf-split cut into several files: transformers reads the first part
-    as a whole model and fills the layers of the others with random weights."""
-    import gguf
-
-    fields = gguf.GGUFReader(src).fields  # parsed once with transformers' own reads (gguf_parsed_once)
-    count = fields[GGUF_SPLIT_COUNT].contents() if GGUF_SPLIT_COUNT in fields else 1
-    if count > 1:
-        part = fields[GGUF_SPLIT_NO].contents() + 1 if GGUF_SPLIT_NO in fields else "?"
-        raise LLMSRTError(f"{src}: part {part} of a model split into {count} GGUF files; merge the parts first "
-                          f"(llama-gguf-split --merge <first part> merged.gguf) and convert the merged file")
-
-
-def _check_gguf_loaded(src: Path, info: dict) -> None:
-    """Every weight of the model came from the file, in its shape (a tied output projection is not missing:
-    transformers leaves it out of `missing_keys`)."""
-    missing, mismatched = sorted(info["missing_keys"]), sorted(info["mismatched_keys"])
-    if missing:
-        raise LLMSRTError(f"{src}: {_weights(len(missing))} of the model not in the file ({', '.join(missing[:3])}"
-                          f"{', ...' if len(missing) > 3 else ''}); is it truncated, or one part of a split model "
-                          f"(merge the parts first: llama-gguf-split --merge)?")
-    if mismatched:
-        name, stored, wanted = mismatched[0]
-        raise LLMSRTError(f"{src}: {_weights(len(mismatched))} in a shape the model's metadata does not give (e.g. "
-                          f"{name}: {tuple(stored)} in the file, {tuple(wanted)} expected); is the file corrupt?")
-
-
-def _weights(n: int) -> str:
-    return f"{n} weight" + "s" * (n != 1)
-
-
 # ================================================================================================ output folder =====
 def check_output_dir(dst_dir: str | Path, *sources: str | Path) -> None:
     """Refuse `dst_dir` as a conversion's output before anything is read or written: the conversion replaces it
@@ -580,6 +450,8 @@ def _run_whisper(args) -> Path:
 
 
 def _run_gguf(args) -> Path:
+    from .gguf_llm import convert_gguf  # (it imports this module)
+
     return convert_gguf(args.src, args.dst, dtype=args.dtype)
 
 
