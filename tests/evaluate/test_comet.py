@@ -156,6 +156,33 @@ def test_options_and_command_line():
     assert p.parse_args(["--model", "m", "--out", "o", "--comet", "dir"]).comet == "dir"
 
 
+def test_more_than_one_comet_gpu_is_refused_before_any_model_loads(tmp_path, monkeypatch, capsys):
+    """--comet-gpus 2 failed only after every system had decoded: COMET's DDP workers cannot hand their scores back
+    (they import our evaluate/comet.py as `comet`, then torch >= 2.6 refuses to unpickle their predictions)."""
+    from llm_srt import cli
+    from llm_srt.audio import write_wav
+    from llm_srt.data.manifest import Row, write_manifest
+    from llm_srt.model import systems
+
+    with pytest.raises(LLMSRTError) as e:
+        CometOptions(gpus=2)
+    assert str(e.value).startswith("--comet-gpus 2: COMET's multi-GPU scoring does not run here")
+    assert str(e.value).endswith("; use 0 (CPU) or 1") and "\n" not in str(e.value)
+    assert CometOptions(gpus=1).gpus == 1 and CometOptions(gpus=0).gpus == 0
+    loaded = []
+    monkeypatch.setattr(systems, "load_system", lambda *a, **k: loaded.append(a))
+    monkeypatch.setenv(comet.PYTHON_ENV, str(fake_comet_python(tmp_path)))
+    write_wav(tmp_path / "c.wav", torch.zeros(16000).numpy())  # a row to decode: the model would be loaded
+    manifest = tmp_path / "test.jsonl"
+    write_manifest(manifest, [Row("0", str(tmp_path / "c.wav"), 1.0, "eng", "a cat", "deu", "eine Katze", "test",
+                                  "t", "0")])
+    assert cli.main(["evaluate", "--model", "cascade", "--manifest", str(manifest), "--out", str(tmp_path / "o"),
+                     "--device", "cpu", "--comet", "--comet-gpus", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("llm-srt evaluate: error: --comet-gpus 2: ") and err.count("\n") == 1
+    assert loaded == [] and not (tmp_path / "o").exists()
+
+
 def test_comet_may_reach_the_hub_unless_the_user_said_offline(monkeypatch):
     from llm_srt import paths
 

@@ -274,6 +274,27 @@ def test_with_mt_on_a_baseline_uses_the_chosen_llm(manifest, tmp_path):
     assert s.mt.failed_summary() == f"failed: 1 of {2 * N + 1}"
 
 
+def test_with_mt_under_the_asr_task_translates_every_direction_of_a_clip(oracle, tmp_path):
+    """--task asr transcribes each clip once, but its text MT took only that clip's first row: the eng->zho rows of
+    an eng->deu, eng->zho manifest got none, unsaid."""
+    oracle["fail_src"] = None
+    rows = []
+    for i, (sec, f) in enumerate(CLIPS[:2]):
+        path = tmp_path / f"c{i}.wav"
+        write_wav(path, tiny.tone(sec, f, seed=i))
+        rows += [row(f"{i}-ed", str(path), "eng", "deu", sec),
+                 row(f"{i}-ez", str(path), "eng", "zho", sec, translation="猫"),
+                 row(f"{i}-asr", str(path), "eng", "", sec)]
+    write_manifest(tmp_path / "two.jsonl", rows)
+    report = run.evaluate({"flaky": "flaky"}, tmp_path / "two.jsonl", tmp_path / "r", task="asr", options=OPTS,
+                          batch_size=4, with_mt=True, placement=CPU, log=lambda *_: None)
+    assert [h.id for h in load_results(tmp_path / "r" / "hyps.flaky.jsonl")] == ["0-ed", "1-ed"]  # each clip once
+    mt = load_results(tmp_path / "r" / "mt.flaky.jsonl")
+    assert [h.id for h in mt] == ["0-ed", "0-ez", "1-ed", "1-ez"]  # one per translation row, in manifest order
+    assert {(h.src, h.tgt) for h in mt} == {("eng", "deu"), ("eng", "zho")} and not any(h.error for h in mt)
+    assert report.systems[0].mt.n_rows == 4
+
+
 @pytest.mark.long(19)
 def test_torchrun_two_ranks_merge_to_the_one_process_report(model_dir, manifest, tmp_path):
     common = ["--model", f"tiny={model_dir}", "--manifest", str(manifest), "--task", "srt", "--batch-size", "1",
@@ -605,6 +626,18 @@ def test_a_limit_below_1_and_an_out_that_is_a_file_are_errors_before_decoding(li
     assert one.systems[0].n_rows == 1
 
 
+@pytest.mark.parametrize("batch_size", ["0", "-2"])
+def test_a_batch_size_below_1_is_a_one_line_error_before_any_model_loads(batch_size, oracle, manifest, tmp_path,
+                                                                         capsys):
+    """--batch-size 0 was a traceback (ValueError in `groups`); -2 loaded the model, decoded nothing and died with
+    a KeyError."""
+    assert cli.main(["evaluate", "--model", "flaky", "--manifest", str(manifest), "--out", str(tmp_path / "o"),
+                     "--device", "cpu", "--batch-size", batch_size]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"llm-srt evaluate: error: --batch-size {batch_size}: ") and err.count("\n") == 1
+    assert oracle["made"] == [] and not (tmp_path / "o").exists()
+
+
 def test_an_out_holding_a_results_file_a_model_reads_is_refused_before_decoding(oracle, manifest, tmp_path):
     """--out the folder of a --model's results file: evaluate rewrote the file it read (its COMET scores dropped;
     several runs pooled into it under ids '1/...', so the same command scored other rows the next time), and a
@@ -685,7 +718,7 @@ def test_comet_runs_where_evaluate_was_told_to():
 
     gpu3 = device.Placement(torch.device("cuda", 3), torch.bfloat16)
     assert run.comet_options(CometOptions(), CPU) == CometOptions(gpus=0)
-    assert run.comet_options(CometOptions(gpus=2), CPU) == CometOptions(gpus=2)  # asked for: kept
+    assert run.comet_options(CometOptions(gpus=1), CPU) == CometOptions(gpus=1)  # asked for: kept
     assert run.comet_options(CometOptions(), gpu3) == CometOptions(device="cuda:3")
     assert run.comet_options(CometOptions(gpus=1), gpu3) == CometOptions(gpus=1, device="cuda:3")
 

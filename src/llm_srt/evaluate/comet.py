@@ -36,6 +36,9 @@ COMET_VERSION = "2.2.7"
 PYTHON_ENV = "LLM_SRT_COMET_PYTHON"  # a Python with unbabel-comet installed, instead of the setup's
 CONSTRAINTS = "comet_constraints.txt"  # in this package: the exact versions of the COMET environment
 STAMP = ".llm-srt-comet.json"  # inside the environment: what the setup installed
+MULTI_GPU = ("COMET's multi-GPU scoring does not run here (its worker processes cannot return their scores under "
+             "torch >= 2.6)")  # Lightning's DDP children re-run the bridge without -I, so `import comet` finds this
+#   module; past that, COMET 2.2.7 unpickles their predictions with torch.load's weights_only default and fails
 SETUP_HINT = ("run `llm-srt setup --comet` (a minute, from the package index), or point --comet-python (or "
               f"${PYTHON_ENV}) at a Python that has unbabel-comet")
 
@@ -45,7 +48,7 @@ class CometOptions:
     model: str = DEFAULT_MODEL  # a COMET model name, folder or checkpoint file
     python: str | None = None  # the COMET Python (None: $LLM_SRT_COMET_PYTHON, else the setup's environment)
     batch_size: int = 16
-    gpus: int | None = None  # None: 1 when the COMET Python sees CUDA, else 0
+    gpus: int | None = None  # None: 1 when the COMET Python sees CUDA, else 0; never more than 1 (MULTI_GPU)
     device: str | None = None  # "cuda:N": COMET runs on that GPU (Lightning's devices=1 is the first one it sees)
 
     def __post_init__(self):
@@ -54,7 +57,9 @@ class CometOptions:
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise LLMSRTError(f"--comet-batch-size {self.batch_size}: use a whole number >= 1")
         if self.gpus is not None and (not isinstance(self.gpus, int) or self.gpus < 0):
-            raise LLMSRTError(f"--comet-gpus {self.gpus}: use 0 (CPU) or a whole number of GPUs")
+            raise LLMSRTError(f"--comet-gpus {self.gpus}: use 0 (CPU) or 1")
+        if self.gpus is not None and self.gpus > 1:  # refused here, so before `evaluate` decodes anything
+            raise LLMSRTError(f"--comet-gpus {self.gpus}: {MULTI_GPU}; use 0 (CPU) or 1")
 
 
 def env_dir() -> Path:

@@ -345,6 +345,8 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
         raise LLMSRTError(f"--task {task}: use one of {', '.join(TASKS)}")
     if limit is not None and limit < 1:  # rows[:0] was every row, rows[:-1] all but the last, unsaid
         raise LLMSRTError(f"--limit {limit}: give the number of rows to score, 1 or more (or leave it out for all)")
+    if batch_size < 1:  # 0 was a traceback in `groups`; below 0 loaded the model, decoded nothing and failed
+        raise LLMSRTError(f"--batch-size {batch_size}: give the number of rows decoded together, 1 or more")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise LLMSRTError(f"--out {out}: a file, not a folder; choose a folder for the report")
@@ -387,12 +389,13 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
         for name, path in run_now.items():
             t = model_task(path) if task == "auto" else Task(task)
             mine = shard(select_rows(rows, t), rank, size)
+            text = mt_rows(shard(rows, rank, size))  # every direction: --task asr keeps one row per clip in `mine`
             identity = journal.settings(path, whisper, llm,
                                         decoding_record({name: t.value}, options, placement, False), batch_size,
                                         group, size)
             opened[name] = (t, mine, {
                 kind: (kind_rows, Journal.open(partial, f"{file_name(name)}.{kind}", rank, size, identity, restart))
-                for kind, kind_rows in (("hyps", mine), ("mt", mt_rows(mine)))
+                for kind, kind_rows in (("hyps", mine), ("mt", text))
                 if kind == "hyps" or with_mt or restart})  # --restart: the mt journal starts anew too
         return opened
 
@@ -643,7 +646,8 @@ def add_arguments(parser) -> None:
                         help="the Python with unbabel-comet (default: $LLM_SRT_COMET_PYTHON, else the setup's)")
     parser.add_argument("--comet-batch-size", type=int, default=16)
     parser.add_argument("--comet-gpus", type=int, default=None,
-                        help="GPUs COMET may use (default: 1 when its torch sees CUDA, else 0)")
+                        help="0: COMET on the CPU; 1: on one GPU (default: 1 when its torch sees CUDA, else 0); "
+                             "more is refused: COMET's multi-GPU scoring cannot return its scores under torch >= 2.6")
     device.add_arguments(parser)
 
 
