@@ -17,7 +17,7 @@ from llm_srt import cli, device
 from llm_srt.audio import write_wav
 from llm_srt.data.manifest import Row, read_manifest, write_manifest
 from llm_srt.errors import LLMSRTError
-from llm_srt.evaluate import run
+from llm_srt.evaluate import compare, run
 from llm_srt.evaluate.report import UtteranceResult, load_results
 from llm_srt.infer import SpeechTranslator
 from llm_srt.model import systems
@@ -519,7 +519,7 @@ def test_transcripts_are_compared_with_the_first_system_that_wrote_them():
     systems = {"direct": rows("", transcribe=False), "a": rows("a cat sat"), "b": rows("a cat number sat"),
                "c": rows("a cat", n=5)}
     lines = []
-    report = run.compare_systems(build_report(systems), {k: [v] for k, v in systems.items()}, 100, log=lines.append)
+    report = compare.compare_systems(build_report(systems), {k: [v] for k, v in systems.items()}, 100, log=lines.append)
     found = report.transcript_comparisons
     assert [(n, vs, lang) for n, vs, lang, _ in found] == [("b", "a", "eng")]
     assert found[0][3].delta < 0 and found[0][3].sentences == 6
@@ -541,7 +541,7 @@ def test_a_one_sentence_evaluation_keeps_its_report_without_paired_tests():
 
     systems = {"a": rows("a cat sat", 80.0), "b": rows("a dog", 40.0)}
     lines = []
-    report = run.compare_systems(build_report(systems), {k: [v] for k, v in systems.items()}, 100, log=lines.append,
+    report = compare.compare_systems(build_report(systems), {k: [v] for k, v in systems.items()}, 100, log=lines.append,
                                  scored=systems)
     assert not report.comparisons and not report.transcript_comparisons and not report.comet_comparisons
     assert [line.split(":")[0] for line in lines] == ["no paired BLEU test of b against a",
@@ -737,7 +737,7 @@ def test_a_paired_test_of_rows_scored_against_other_references_is_logged_and_lef
     systems = {"a": rows("eine Katze"), "b": rows("a cat sat", ref_transcript="a cat sat fixed",
                                                   ref_translation="a cat sat")}
     lines = []
-    report = run.compare_systems(build_report(systems), {k: [v] for k, v in systems.items()}, 100, log=lines.append,
+    report = compare.compare_systems(build_report(systems), {k: [v] for k, v in systems.items()}, 100, log=lines.append,
                                  scored=systems)
     assert not report.comparisons and not report.transcript_comparisons and not report.comet_comparisons
     assert [line.split(": the")[0] for line in lines] == ["no paired BLEU test of b against a",
@@ -746,6 +746,6 @@ def test_a_paired_test_of_rows_scored_against_other_references_is_logged_and_lef
     assert all("not scored against the same references (row '0': the reference " in line for line in lines)
     assert "transcript differs" in lines[1] and "translation differs" in lines[2]
     same = {"a": systems["a"], "b": rows("a cat sat")}
-    report = run.compare_systems(build_report(same), {k: [v] for k, v in same.items()}, 100, log=lines.append,
+    report = compare.compare_systems(build_report(same), {k: [v] for k, v in same.items()}, 100, log=lines.append,
                                  scored=same)
     assert len(report.comparisons) == len(report.transcript_comparisons) == len(report.comet_comparisons) == 1
