@@ -20,6 +20,7 @@ from transformers.models.whisper.modeling_whisper import WhisperEncoder as HFWhi
 
 from ..audio import MIN_SAMPLES, SAMPLE_RATE, WINDOW_SECONDS
 from ..errors import AudioError, LLMSRTError
+from .whisper_torch import WEIGHTS, WEIGHTS_INDEX, tensor_files
 
 HOP_LENGTH = 160  # samples per mel frame (10 ms at 16 kHz)
 N_SAMPLES_30S = WINDOW_SECONDS * SAMPLE_RATE  # 480000 samples: Whisper's fixed window
@@ -246,30 +247,58 @@ def _whisper_config(path: Path) -> WhisperConfig:
 
 
 def _read_encoder_weights(path: Path) -> dict[str, torch.Tensor]:
-    """The encoder's tensors from model.safetensors (sharded or not) or pytorch_model.bin, prefix stripped."""
+    """The encoder's tensors, prefix stripped, from the files transformers itself loads: model.safetensors, else the
+    shards model.safetensors.index.json lists (`tensor_files`), else pytorch_model.bin; a folder with none of them
+    has its *.safetensors globbed. Never every file: openai/whisper-large-v3 ships model.safetensors (float16) beside
+    model.fp32-0000N-of-00002.safetensors, and reading all three read the encoder three times (3.8 GB, not 1.3)."""
     from safetensors import safe_open
 
-    files = sorted(path.glob("*.safetensors"))
     state: dict[str, torch.Tensor] = {}
-    if files:
-        for file in files:
-            try:
-                with safe_open(str(file), framework="pt") as f:
-                    for key in f.keys():
-                        name = _strip(key)
-                        if name is not None:
-                            state[name] = f.get_tensor(key)
-            except Exception as e:  # noqa: BLE001  SafetensorError (not importable by name), OSError
-                raise LLMSRTError(f"{file}: cannot read the Whisper weights ({type(e).__name__}: {e}); the file is "
-                                  "damaged or cut short: copy or download it again") from None
+    if (path / WEIGHTS).is_file() or (path / WEIGHTS_INDEX).is_file():
+        files = tensor_files(path)
     elif (path / "pytorch_model.bin").is_file():
         raw = torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
-        state = {n: v for k, v in raw.items() if (n := _strip(k)) is not None}
+        files, state = {}, {n: v for k, v in raw.items() if (n := _strip(k)) is not None}
     else:
-        raise LLMSRTError(f"{path}: no model.safetensors or pytorch_model.bin; the Whisper folder is incomplete")
+        files = _globbed_tensor_files(path)
+        if not files:
+            raise LLMSRTError(f"{path}: no model.safetensors or pytorch_model.bin; the Whisper folder is incomplete")
+    by_file: dict[Path, list[str]] = {}
+    for key, file in files.items():
+        if _strip(key) is not None:
+            by_file.setdefault(file, []).append(key)
+    for file, keys in by_file.items():  # each file holding encoder tensors opened once; the decoder's shards never
+        try:
+            with safe_open(str(file), framework="pt") as f:
+                for key in keys:
+                    state[_strip(key)] = f.get_tensor(key)
+        except Exception as e:  # noqa: BLE001  SafetensorError (not importable by name), OSError
+            raise LLMSRTError(f"{file}: cannot read the Whisper weights ({type(e).__name__}: {e}); the file is "
+                              "damaged or cut short: copy or download it again") from None
     if not state:
         raise LLMSRTError(f"{path}: no Whisper encoder tensors found (expected keys like model.encoder.conv1.weight)")
     return state
+
+
+def _globbed_tensor_files(path: Path) -> dict[str, Path]:
+    """Tensor name -> file over the folder's *.safetensors, for a folder with neither model.safetensors nor its
+    index (shards named by hand); refused where two files hold one name, as two copies of the weights would be."""
+    from safetensors import safe_open
+
+    files: dict[str, Path] = {}
+    for file in sorted(path.glob("*.safetensors")):
+        try:
+            with safe_open(str(file), framework="pt") as f:
+                keys = list(f.keys())
+        except Exception as e:  # noqa: BLE001  SafetensorError (not importable by name), OSError
+            raise LLMSRTError(f"{file}: cannot read the Whisper weights ({type(e).__name__}: {e}); the file is "
+                              "damaged or cut short: copy or download it again") from None
+        for key in keys:
+            if key in files:
+                raise LLMSRTError(f"{path}: {files[key].name} and {file.name} both hold {key}; keep one copy of the "
+                                  f"weights, or name the shards to read in a {WEIGHTS_INDEX}")
+            files[key] = file
+    return files
 
 
 def _strip(key: str) -> str | None:

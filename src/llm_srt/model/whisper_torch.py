@@ -47,8 +47,8 @@ CPU_ENCODER_ROWS = 256  # encoder positions an encoder layer's row-wise parts ta
 def tensor_files(folder: Path) -> dict[str, Path]:
     """Each tensor name of the folder's safetensors checkpoint -> the file holding it: model.safetensors, or the
     shards model.safetensors.index.json maps (transformers shards past 5 GB: a float32 Whisper large is 6.2 GB).
-    Only headers are read. encoder.py globs *.safetensors instead, as it reads every encoder tensor; here the map
-    lets a decoder-only load skip the encoder's shards (and encoder.py imports transformers, which this must not)."""
+    Only headers are read. The map lets a decoder-only load skip the encoder's shards, and the speech LLM's encoder
+    (encoder.py) read only the files holding its tensors, never a second copy beside them (large-v3's fp32 shards)."""
     from safetensors import safe_open
 
     if (folder / WEIGHTS).is_file():
