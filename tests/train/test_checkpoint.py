@@ -31,6 +31,22 @@ def test_keep_last_and_best(tmp_path):
     assert checkpoint.latest(tmp_path).step == 5
 
 
+def test_the_best_is_chosen_among_the_checkpoints_of_one_dev_set(tmp_path):
+    """Dev losses of another dev set (data.dev edited on a resume) are not compared: the old set's 1.0 was never
+    beaten. A checkpoint from before the record counts as the current set's, as it did."""
+    dev_a, dev_b = {"data.dev": "aaa", "data.dev_size": 4}, {"data.dev": "bbb", "data.dev_size": 4}
+    for step, loss, dev_set in ((1, 2.0, None), (2, 2.5, dev_a), (3, 1.0, dev_a), (4, 4.0, dev_b), (5, 4.5, dev_b)):
+        checkpoint.save(tmp_path, step, _save_model({"w": torch.zeros(2)}), {"step": step}, keep_last=1,
+                        dev_loss=loss, dev_set=dev_set)
+        index = json.loads((tmp_path / "checkpoints" / "index.json").read_text())
+        assert index["best_step"] == {1: 1, 2: 1, 3: 3, 4: 4, 5: 4}[step], (step, index)
+    assert index == {"steps": [4, 5], "best_step": 4, "best_loss": 4.0}
+    root = tmp_path / "checkpoints"
+    assert checkpoint.by_dev_loss(root, [4, 5], dev_a) == [] and checkpoint.by_dev_loss(root, [4, 5]) == [(4, 4.0),
+                                                                                                         (5, 4.5)]
+    assert not checkpoint.measured_on(root / checkpoint.step_name(4), dev_a)
+
+
 @pytest.mark.parametrize("keep_last", [1, 2])
 def test_a_run_resumed_from_an_older_checkpoint_keeps_its_own_and_its_true_best(tmp_path, keep_last):
     """Steps 2 and 3 damaged, the run resumes from 1 and saves 2 again: the abandoned steps' numbers (and step 3's

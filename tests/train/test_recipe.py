@@ -1013,6 +1013,24 @@ def test_the_train_log_keeps_small_learning_rates(tmp_path):
     assert logged == {"step": 1, "lr": 1e-8, "loss": 2.123457, "grad_norm": 3.5e-9}
 
 
+@pytest.mark.parametrize("tail,kept", [('{"step": 4, "lo', []), ('{"step": 2, "lr": 0.5}', [{"step": 2, "lr": 0.5}])])
+def test_a_line_torn_by_a_full_disk_never_swallows_the_resumed_runs_first_record(tmp_path, tail, kept):
+    """The disk filled in the middle of a line (no newline): the resume kept it, and its first record went on the
+    end of it, one unreadable line. A torn line goes (a whole record there is ended); a record written after one that
+    no resume cleaned starts on a line of its own."""
+    from llm_srt.train.logs import _drop_log_after
+
+    log = tmp_path / "train_log.jsonl"
+    whole = [{"step": s, "loss": 1.0} for s in (1, 2, 3)]
+    log.write_text("".join(json.dumps(r) + "\n" for r in whole) + tail)
+    _drop_log_after(tmp_path, 2)  # resumed from the step-2 checkpoint
+    _log_json(tmp_path, {"step": 3, "loss": 0.5})
+    assert [json.loads(line) for line in log.read_text().splitlines()] == whole[:2] + kept + [{"step": 3, "loss": 0.5}]
+    log.write_text(json.dumps(whole[0]) + "\n" + '{"step": 2, "lo')  # no resume in between: never glued to it
+    _log_json(tmp_path, {"step": 2, "loss": 0.5})
+    assert log.read_text().splitlines()[1:] == ['{"step": 2, "lo', '{"step": 2, "loss": 0.5}']
+
+
 def test_seconds_per_step_leave_out_dev_evaluations_and_checkpoints(tiny_setup, tmp_path, monkeypatch):
     """s_per_step was the run's wall time over its steps, so every dev evaluation (with dev_decode, minutes at paper
     scale) and checkpoint write raised it (a review: 3.24, 2.08, then 7.36 s after step 2's evaluation). A clock
@@ -1104,6 +1122,38 @@ def test_final_weights_best_takes_the_best_intact_checkpoint_when_the_best_is_da
     assert any("step-00000002 (dev loss 1) is damaged (adapter.safetensors has 0 bytes" in line for line in lines)
     assert any("(the best checkpoint's weights, step 4, dev loss 2 (the best intact: step 2 damaged);" in line
                for line in lines), lines
+
+
+def test_a_resume_with_another_dev_set_starts_the_best_anew(tiny_setup, tmp_path, monkeypatch):
+    """data.dev edited between runs (allow_changes): the best compared dev losses of two dev sets, the old set's
+    1.0 never beaten by the new set's 2.1, and final_weights: best (final/, the next stage's start) took weights
+    chosen on a dev set that no longer exists. Only checkpoints measured on the current set count now."""
+    from llm_srt.model.speech_llm import ADAPTER_FILE
+    from llm_srt.train import checkpoint
+
+    rows = Path(tiny_setup["manifest"]).read_text().splitlines()
+    here = Path(tiny_setup["manifest"]).parent  # beside the manifest: its audio paths are relative to it
+    (here / "devA.jsonl").write_text("\n".join(rows[:4]) + "\n")
+    (here / "devB.jsonl").write_text("\n".join(rows[8:]) + "\n")
+    losses = {"devA.jsonl": {2: 1.0, 4: 1.2}, "devB.jsonl": {6: 2.5, 8: 2.1}}  # each set has its own scale
+    monkeypatch.setattr(recipe.Recipe, "evaluate",
+                        lambda self: {"dev_loss": losses[Path(self.cfg.data.dev).name][self.step]})
+    lines = []
+
+    def train(dev, steps, **extra):
+        args = overrides(tiny_setup, tmp_path / "run", save_every=2, eval_every=2, keep_last=1, max_steps=steps,
+                         final_weights="best", **{"data.dev": str(here / dev), "data.dev_size": 4}, **extra)
+        return Path(recipe.train(load_config(None, args), log=lines.append))
+
+    train("devA.jsonl", 4)
+    assert checkpoint.read_index(tmp_path / "run" / "checkpoints")["best_step"] == 2
+    lines.clear()
+    final = train("devB.jsonl", 8, allow_changes="true")
+    root = tmp_path / "run" / "checkpoints"
+    assert checkpoint.read_index(root) == {"steps": [8], "best_step": 8, "best_loss": 2.1}
+    assert (final / ADAPTER_FILE).read_bytes() == (root / checkpoint.step_name(8) / ADAPTER_FILE).read_bytes()
+    assert any("(the best checkpoint's weights, step 8, dev loss 2.1;" in line for line in lines), lines
+    assert sum("the dev set changed since step-00000004" in line for line in lines) == 1, lines
 
 
 def test_a_qformer_whose_width_does_not_split_over_its_heads_is_refused_at_load(tiny_setup, tmp_path):

@@ -433,3 +433,26 @@ def test_a_run_killed_before_its_first_checkpoint_starts_again_with_clean_logs_a
     events = EventAccumulator(str(out / "tensorboard"))
     events.Reload()
     assert [e.step for e in events.Scalars("train/loss")] == [1, 2]
+
+
+def test_a_disk_without_room_for_one_checkpoint_is_refused_before_the_first_step(tiny_setup, tmp_path,
+                                                                                  monkeypatch):
+    """The pre-flight check asked for 64 MiB, a paper checkpoint (73.7M trainable weights with AdamW's two moments)
+    takes ~843 MiB: a nearly full disk passed, and training died at the first save, save_every (2,000) steps in,
+    with nothing to resume from. Once the model is built, one checkpoint's size is asked for."""
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=100 << 20))  # past the 64 MiB
+    wide = "{num_queries: 4, hidden_size: 512, num_layers: 2, num_heads: 4, intermediate_size: 2048}"  # 6.9M
+    out = tmp_path / "run"
+    cfg = load_config(None, overrides(tiny_setup, out, max_steps=2, keep_last=3, **{"model.adapter_kwargs": wide}))
+    stepped = []
+    real_step = recipe.Recipe.train_step
+    monkeypatch.setattr(recipe.Recipe, "train_step", lambda self: stepped.append(self.step) or real_step(self))
+    with pytest.raises(LLMSRTError, match=r"run: 100 MiB free, and one checkpoint of this run needs about 143 MiB "
+                                          r"\(6\.9M trainable parameters with AdamW's 2 moments\); free space or "
+                                          r"choose another output_dir \(keep_last 3 holds about 380 MiB") as e:
+        recipe.train(cfg, log=lambda *_: None)
+    assert "\n" not in str(e.value) and not stepped and not (out / "checkpoints").exists()
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=150 << 20))  # room for one: it trains
+    assert recipe.train(cfg, log=lambda *_: None).is_dir() and stepped == [0, 1]
+    assert checkpoint.latest(out).step == 2

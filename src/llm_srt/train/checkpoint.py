@@ -44,6 +44,7 @@ CHECKSUMS = "checksums.json"
 STATE_DIR = "trainer_state"
 STATE_JSON = "state.json"  # trainer state without its tensors (they are references into STATE_TENSORS)
 STATE_TENSORS = "tensors.safetensors"
+DEV_SET = "dev_set"  # in STATE_JSON: what its dev_loss was measured on (`measured_on`)
 LEGACY_STATE = "state.pt"  # the pickled trainer state of earlier versions: refused
 INDEX = "index.json"
 LOCK = ".lock"
@@ -149,11 +150,12 @@ def set_rng_state(state: dict, log: Callable[[str], None] | None = None) -> None
 
 def save(run_dir: Path, step: int, save_model: Callable[[Path], None], trainer_state: dict,
          keep_last: int = 2, dev_loss: float | None = None, log: Callable[[str], None] | None = None,
-         resumed_from: int | None = None) -> Path:
+         resumed_from: int | None = None, dev_set: dict | None = None) -> Path:
     """Write checkpoint `step` atomically; keep the last `keep_last` and the best by dev loss. `trainer_state`
     holds tensors, numbers, strings, lists, tuples, dicts and numpy arrays (`write_trainer_state`). `resumed_from`:
     on a run's first save, the step it started from (0: from scratch), past which every step folder on disk is one
-    it passed over (`_set_aside`)."""
+    it passed over (`_set_aside`). `dev_set`: what `dev_loss` was measured on (`final.dev_set`), stored with it;
+    the best is then chosen among the checkpoints measured on that set (and older ones that did not say)."""
     ckpt_root = Path(run_dir) / "checkpoints"
     final = ckpt_root / step_name(step)
     tmp = ckpt_root / f".tmp-{step_name(step)}-{os.getpid()}"
@@ -161,7 +163,8 @@ def save(run_dir: Path, step: int, save_model: Callable[[Path], None], trainer_s
         ckpt_root.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)
         save_model(tmp)
-        write_trainer_state(tmp / STATE_DIR, {**trainer_state, "dev_loss": dev_loss})
+        write_trainer_state(tmp / STATE_DIR, {**trainer_state, "dev_loss": dev_loss,
+                                              **({DEV_SET: dev_set} if dev_set is not None else {})})
         seal(tmp)
     except (OSError, SafetensorError, RuntimeError) as e:
         # disk full, quota, folder gone (torch.save and safetensors wrap the OSError in their own types): remove
@@ -184,8 +187,11 @@ def save(run_dir: Path, step: int, save_model: Callable[[Path], None], trainer_s
     # checkpoints (the one it resumed from included) out of keep_last and the best
     on_disk = {s for s, folder in _step_folders(ckpt_root) if s < step and (folder / CHECKSUMS).is_file()}  # sealed
     index["steps"] = sorted({s for s in index["steps"] if s < step} | on_disk | {step})  # (a crash left it unnamed)
-    if index["best_step"] is not None and index["best_step"] >= step:  # abandoned, or this step written again
-        index["best_step"], index["best_loss"] = _best(ckpt_root, index["steps"][:-1])
+    # a best that was abandoned, or is this step written again, or was measured on another dev set than this run's
+    # (its loss is not comparable: it would never be beaten) is chosen again among the others
+    best = index["best_step"]
+    if best is not None and (best >= step or not measured_on(ckpt_root / step_name(best), dev_set)):
+        index["best_step"], index["best_loss"] = _best(ckpt_root, index["steps"][:-1], dev_set)
     if _finite(dev_loss) and (index["best_loss"] is None or dev_loss < index["best_loss"]):
         index["best_step"], index["best_loss"] = step, dev_loss
     keep = set(index["steps"][-keep_last:]) | ({index["best_step"]} if index["best_step"] is not None else set())
@@ -284,17 +290,32 @@ def read_index(ckpt_root: Path, log: Callable[[str], None] | None = None, saving
     return rebuilt
 
 
-def by_dev_loss(ckpt_root: Path, steps: list[int]) -> list[tuple[int, float]]:
+def by_dev_loss(ckpt_root: Path, steps: list[int], dev_set: dict | None = None) -> list[tuple[int, float]]:
     """(step, dev loss) of the checkpoints of `steps` that hold a finite dev loss, lowest first (on a tie, in the
-    order of `steps`). Not verified: the caller checks the one it takes."""
-    losses = [(step, _read_state_json(Path(ckpt_root) / step_name(step)).get("dev_loss")) for step in steps]
-    return sorted(((step, loss) for step, loss in losses if _finite(loss)), key=lambda item: item[1])
+    order of `steps`); with `dev_set`, only those measured on it (`measured_on`). Not verified: the caller checks
+    the one it takes."""
+    states = [(step, _read_state_json(Path(ckpt_root) / step_name(step))) for step in steps]
+    return sorted(((step, state.get("dev_loss")) for step, state in states
+                   if _finite(state.get("dev_loss")) and _same_dev_set(state, dev_set)), key=lambda item: item[1])
 
 
-def _best(ckpt_root: Path, steps: list[int]) -> tuple[int | None, float | None]:
-    """(step, dev loss) of the lowest finite dev loss the checkpoints of `steps` hold (the first of them on a tie),
-    or (None, None)."""
-    return (by_dev_loss(ckpt_root, steps) or [(None, None)])[0]
+def _best(ckpt_root: Path, steps: list[int], dev_set: dict | None = None) -> tuple[int | None, float | None]:
+    """(step, dev loss) of the lowest finite dev loss the checkpoints of `steps` hold (the first of them on a tie;
+    with `dev_set`, of those measured on it), or (None, None)."""
+    return (by_dev_loss(ckpt_root, steps, dev_set) or [(None, None)])[0]
+
+
+def measured_on(folder: Path, dev_set: dict | None) -> bool:
+    """Whether checkpoint `folder`'s dev loss was measured on `dev_set` (what `save` stored with it): dev losses of
+    two dev sets (data.dev edited, another data.dev_size) are not comparable, the old set's best never beaten. True
+    when either side does not say (`dev_set` None; a checkpoint from before the record: counted as the current set's,
+    as it was)."""
+    return dev_set is None or _same_dev_set(_read_state_json(folder), dev_set)
+
+
+def _same_dev_set(state: dict, dev_set: dict | None) -> bool:
+    stored = state.get(DEV_SET)
+    return dev_set is None or stored is None or stored == dev_set
 
 
 def _index_problem(index: Any, ckpt_root: Path) -> str | None:
@@ -541,6 +562,28 @@ def _holder(text: str) -> str:
         return f"pid {int(info['pid'])} on {str(info['host'])[:64]}, started {str(info['started'])[:32]}"
     except (ValueError, KeyError, TypeError):
         return "its holder did not say who it is"
+
+
+ROOM = 64 << 20  # beside a checkpoint's tensors: its trainer state's JSON, the logs, TensorBoard (all that
+#   `check_writable` asks for before the model, and so a checkpoint's size, is known)
+ADAM_MOMENTS = 2  # AdamW's exp_avg and exp_avg_sq: a float32 tensor each per trainable weight
+
+
+def check_room(folder: Path, params: list[torch.nn.Parameter], keep_last: int) -> None:
+    """Fail before the first step if `folder` has no room for one checkpoint of these trainable `params` (their
+    weights and AdamW's moments: the paper's 3B adapter, 73.7M, ~843 MiB): the 64 MiB asked before the model was
+    built let a nearly full disk through, and training died at the first save, save_every steps (hours) in, with
+    nothing to resume from. One checkpoint, not keep_last + 1: a later save that finds no room keeps the ones before
+    it (`save`), and the run resumes from them once space is freed."""
+    numel = sum(p.numel() for p in params)
+    tensors = sum(p.numel() * p.element_size() for p in params) + ADAM_MOMENTS * 4 * numel
+    free = shutil.disk_usage(folder).free
+    if free < tensors + ROOM:
+        held = (keep_last + 1) * tensors + ROOM
+        raise LLMSRTError(f"{folder}: {free / 2**20:.0f} MiB free, and one checkpoint of this run needs about "
+                          f"{(tensors + ROOM) / 2**20:.0f} MiB ({numel / 1e6:.1f}M trainable parameters with AdamW's "
+                          f"{ADAM_MOMENTS} moments); free space or choose another output_dir (keep_last {keep_last} "
+                          f"holds about {held / 2**20:.0f} MiB while the next checkpoint is written)")
 
 
 def check_writable(folder: Path, need_bytes: int = 0) -> None:

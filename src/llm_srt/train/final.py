@@ -14,6 +14,8 @@ from .config import TrainConfig
 FINAL = "final"  # the finished model folder inside output_dir
 INIT_RECORD = "init_from.json"  # in final/: the folder it started from and `resume.init_identity` of its weights
 RUN_SETTINGS = "run_settings.json"  # in final/: the settings it was trained with (`resume.run_settings`)
+DEV_SET_KEYS = ("data.dev", "data.dev_size", "data.seed", "data.skip_bad")  # of `resume.run_settings`: what
+#   picks the dev rows (`data.read_stage_rows`: the manifest's content hash, how many, which, bad rows left out)
 
 
 def is_finished(output_dir: str | Path) -> bool:
@@ -47,6 +49,17 @@ def _finished_settings(out: Path) -> dict | None:
         pass
     newest = checkpoint.latest(out, log=lambda *_: None)
     return checkpoint.stored_settings(newest.path) if newest is not None else None
+
+
+def dev_set(settings: dict | None) -> dict | None:
+    """What a run's dev losses are measured on, from its `resume.run_settings`: the dev rows and the task that
+    scores them (the main task: `TrainingData.main_task`). Checkpoints store it with their dev loss; the best is
+    chosen among those of one dev set (`checkpoint.measured_on`). None without settings (not compared)."""
+    if settings is None:
+        return None
+    tasks = settings.get("data.tasks")
+    main = max(tasks, key=tasks.get) if isinstance(tasks, dict) and tasks else None
+    return {**{key: settings.get(key) for key in DEV_SET_KEYS}, "main task": main}
 
 
 def best_weights(folder: Path, last: dict) -> dict:

@@ -30,7 +30,7 @@ from . import checkpoint, resume
 from .config import TrainConfig, _check_adapter_matches, load_config
 from .data import from_rank0, has_speech
 from .final import (FINAL, INIT_RECORD, _finished_settings, _more_steps, _more_steps_refused, _save_final, best_weights,
-                    finished_steps, is_finished)
+                    dev_set, finished_steps, is_finished)
 from .logs import _drop_log_after, _log_json, _tensorboard
 from .parallel import (Dist, Parallel, all_max, all_sum, barrier, init_distributed, llm_device, on_main,
                        release_groups)
@@ -275,6 +275,11 @@ class Recipe:
                               "new ones, or choose another output_dir")
         if changed:
             self.log(f"[{self.cfg.stage}] resuming with changed settings (allow_changes): {'; '.join(changed)}")
+        if self.latest is not None and not checkpoint.measured_on(self.latest.path, dev_set(settings)):
+            self.log(f"[{self.cfg.stage}] the dev set changed since {self.latest.path.name} (data.dev's content, "
+                     "data.dev_size, data.seed or the main task): the best checkpoint starts anew at this run's first "
+                     "evaluation; the earlier set's dev losses are not compared with the new ones (final_weights: "
+                     "best neither), and its best checkpoint is pruned as keep_last says")
         return settings
 
     # ---- 2. model ---------------------------------------------------------------------------------------------------
@@ -315,6 +320,8 @@ class Recipe:
                  f"({self.placement})")
         if (frozen := lora_note(cfg)) is not None:
             self.log(frozen)
+        params = self.model.trainable_parameters()  # room for a checkpoint of them, now that their size is known
+        on_main(self.d, lambda: checkpoint.check_room(self.out, params, cfg.keep_last))
         if self.latest is not None:
             self.model.load_trainable(self.latest.path)
             self.last_good = self.latest.path
@@ -367,7 +374,7 @@ class Recipe:
             if note := self.data.sampler.resume_note:  # another batch size (allow_changes): the epoch's examples left
                 self.log(f"[{cfg.stage}] {note}")
             self.step = state["step"]
-            self.best_dev = from_rank0(self.d, lambda: _best_dev_loss(self.out, self.step))
+            self.best_dev = from_rank0(self.d, lambda: _best_dev_loss(self.out, self.step, dev_set(self.settings)))
             _restore_rng(state["rng"], self.d, cfg.seed, self.step, log=self.log)
             on_main(self.d, lambda: _drop_log_after(self.out, self.step))
             self.log(f"[{cfg.stage}] resumed from {self.latest.path} at step {self.step}")
@@ -560,7 +567,8 @@ class Recipe:
         start = None if self.saved_once else self.latest.step if self.latest is not None else 0  # what lies past
         #   it on disk, this run passed over: its first save keeps those folders aside (`checkpoint._set_aside`)
         self.last_good = on_main(self.d, lambda: checkpoint.save(out, self.step, lambda p: model.save_pretrained(
-            p, state=weights), state, cfg.keep_last, dev_loss, log=self.log, resumed_from=start)) or self.last_good
+            p, state=weights), state, cfg.keep_last, dev_loss, log=self.log, resumed_from=start,
+            dev_set=dev_set(self.settings))) or self.last_good
         self.saved_once = True
 
     # ---- 6. save --------------------------------------------------------------------------------------------------
@@ -584,14 +592,15 @@ class Recipe:
         """On rank 0: the weights final/ takes (`last`, the last step's, or with final_weights: best the best intact
         checkpoint's, read from its folder), and which they are, for the log. A damaged best checkpoint
         (`checkpoint.verify`) gives way to the next best kept one, said in the log; the last step's weights only when
-        no intact checkpoint has a finite dev loss."""
+        no intact checkpoint has a finite dev loss. Only checkpoints measured on this run's dev set count (a resume
+        with another data.dev: `checkpoint.measured_on`)."""
         if self.cfg.final_weights != "best":
             return last, f"the last step's weights, step {self.step}"
         root = self.out / "checkpoints"
         index = checkpoint.read_index(root, log=self.log)
         kept = {s for s in index["steps"] + [index["best_step"]] if s is not None and s <= self.step}
         damaged = []
-        for step, loss in checkpoint.by_dev_loss(root, sorted(kept)):
+        for step, loss in checkpoint.by_dev_loss(root, sorted(kept), dev_set(self.settings)):
             folder = root / checkpoint.step_name(step)
             if (problem := checkpoint.verify(folder)) is not None:
                 self.log(f"[{self.cfg.stage}] final_weights: best: {folder} (dev loss {loss:.4g}) is damaged "
@@ -627,15 +636,17 @@ def _quiet(*_) -> None:
     pass
 
 
-def _best_dev_loss(out: Path, step: int) -> float | None:
+def _best_dev_loss(out: Path, step: int, dev_set: dict | None = None) -> float | None:
     """The best dev loss of the checkpoints a run resumed at `step` keeps, at that step or before: a later one
     belongs to the steps this resume abandons (a damaged newest checkpoint; `checkpoint.save` drops it from the
-    best), whose best must not hide an earlier kept one."""
+    best), whose best must not hide an earlier kept one. With `dev_set`, of the checkpoints measured on it: another
+    set's loss is not comparable (after a resume with another data.dev, the best starts anew)."""
     root = out / "checkpoints"
     index = checkpoint.read_index(root, log=_quiet)
-    if index["best_step"] is not None and index["best_step"] <= step:
+    best = index["best_step"]
+    if best is not None and best <= step and checkpoint.measured_on(root / checkpoint.step_name(best), dev_set):
         return index["best_loss"]
-    return checkpoint._best(root, [s for s in index["steps"] if s <= step])[1]
+    return checkpoint._best(root, [s for s in index["steps"] if s <= step], dev_set)[1]
 
 
 def skips_trained(cfg: TrainConfig) -> bool:
