@@ -565,7 +565,7 @@ def test_a_checkpoint_folder_no_index_names_goes_with_keep_last(tmp_path):
 def test_a_folder_no_index_names_keeps_its_dev_loss_as_the_best(tmp_path):
     """The same crash after a checkpoint with the best dev loss: its loss was never read, so the next save pruned
     it for a worse 'best', and a resume from it took the stale best (a reviewer's find, reproduced with SIGKILL)."""
-    from llm_srt.train.recipe import _best_dev_loss
+    from llm_srt.train.final import best_dev_loss
 
     checkpoint.save(tmp_path, 100, _save_model({"w": torch.zeros(2)}), {"step": 100}, keep_last=1, dev_loss=2.0)
     # the crash: step 200 renamed into place, its index line never written (nor step 100 pruned)
@@ -573,7 +573,7 @@ def test_a_folder_no_index_names_keeps_its_dev_loss_as_the_best(tmp_path):
     shutil.move(tmp_path / "other" / "checkpoints" / "step-00000200", tmp_path / "checkpoints")
     index = tmp_path / "checkpoints" / "index.json"
     assert json.loads(index.read_text()) == {"steps": [100], "best_step": 100, "best_loss": 2.0}
-    assert _best_dev_loss(tmp_path, 200) == 1.0  # what a resume at step 200 takes as the best so far
+    assert best_dev_loss(tmp_path, 200) == 1.0  # what a resume at step 200 takes as the best so far
     checkpoint.save(tmp_path, 300, _save_model({"w": torch.ones(2)}), {"step": 300}, keep_last=1, dev_loss=1.5)
     assert json.loads(index.read_text()) == {"steps": [200, 300], "best_step": 200, "best_loss": 1.0}
     assert sorted(p.name for p in (tmp_path / "checkpoints").glob("step-*")) == ["step-00000200", "step-00000300"]

@@ -14,9 +14,9 @@ import torch
 from safetensors.torch import load_file
 
 from llm_srt.errors import ConfigError, LLMSRTError
-from llm_srt.train import curriculum, recipe
+from llm_srt.train import curriculum, preflight, recipe
 from llm_srt.train.config import load_config
-from llm_srt.train.final import INIT_RECORD, finished_steps, is_finished
+from llm_srt.train.final import INIT_RECORD, best_dev_loss, finished_steps, is_finished
 from llm_srt.train.logs import _log_json
 from llm_srt.train.schedule import schedule_note
 
@@ -129,7 +129,7 @@ def test_a_text_only_mt_stage_trains_under_one_process_fsdp(tiny_setup, tmp_path
         return load_config(None, overrides(tiny_setup, tmp_path / "mt", trainable=trainable, **{
             "data.tasks": "{mt: 1.0}", "data.batch_size": 2, "model.lora": "{r: 4, alpha: 8}", **extra}))
 
-    assert not recipe.skips_trained(load("[lora]")) and recipe.skips_trained(load("[adapter, lora]"))
+    assert not preflight.skips_trained(load("[lora]")) and preflight.skips_trained(load("[adapter, lora]"))
     recipe.train(load("[adapter, lora]", max_steps=2, distributed="fsdp"), log=lambda *_: None)
     assert len(_losses(tmp_path / "mt")) == 2
 
@@ -484,7 +484,7 @@ def test_a_resume_before_the_indexs_best_takes_the_best_of_the_steps_it_keeps(tm
         folder.mkdir(parents=True)
         (folder / checkpoint.STATE_JSON).write_text(json.dumps({"dev_loss": loss}))
     (root / checkpoint.INDEX).write_text(json.dumps({"steps": [2, 4, 6], "best_step": 6, "best_loss": 1.0}))
-    assert [recipe._best_dev_loss(tmp_path, s) for s in (6, 5, 3, 1)] == [1.0, 2.5, 3.0, None]
+    assert [best_dev_loss(tmp_path, s) for s in (6, 5, 3, 1)] == [1.0, 2.5, 3.0, None]
 
 
 def test_a_final_folder_that_could_not_be_written_whole_is_not_a_finished_run(tiny_setup, tmp_path, monkeypatch):
@@ -926,12 +926,12 @@ def test_auto_trains_in_float32_without_autocast_on_a_gpu_that_emulates_bfloat16
         r.setup_processes()
     finally:
         r.cleanup()
-    assert r.placement.dtype == getattr(torch, dtype) and recipe._use_bf16(cfg, r.device) is autocast
+    assert r.placement.dtype == getattr(torch, dtype) and preflight.use_bf16(cfg, r.device) is autocast
     assert messages == ([] if autocast else [f"[{cfg.stage}] GPU (compute capability 7.0) has no native bfloat16: "
                                              "auto takes float32, no autocast (float16 training would need loss "
                                              "scaling, which this recipe does not do)"])
-    assert recipe._use_bf16(load_config(None, ["precision=bf16"]), r.device)
-    assert not recipe._use_bf16(cfg, torch.device("cpu")) and device_lib.native_bf16(r.device) is autocast
+    assert preflight.use_bf16(load_config(None, ["precision=bf16"]), r.device)
+    assert not preflight.use_bf16(cfg, torch.device("cpu")) and device_lib.native_bf16(r.device) is autocast
 
 
 def test_an_adapter_option_that_init_from_would_ignore_is_an_error(tiny_setup, tmp_path):

@@ -23,7 +23,8 @@ from ..errors import ConfigError
 from .config import TrainConfig, load_config
 from .final import FINAL, is_finished
 from .parallel import release_groups
-from .recipe import check_before_start, train
+from .preflight import check_before_start
+from .recipe import train
 
 DEFAULT_STAGES = ("asr", "smt", "srt")
 

@@ -88,3 +88,49 @@ def _save_final(model, out: Path, weights: dict, cfg: TrainConfig, settings: dic
         detail = (str(e).splitlines() or [type(e).__name__])[0]
         raise LLMSRTError(f"{out / FINAL}: cannot write the finished model ({detail}); free space or fix the folder, "
                           "then run the same command to resume from the last checkpoint") from None
+
+
+def quiet(*_) -> None:
+    """A log that says nothing (a rank other than 0; a read whose problems are reported elsewhere)."""
+
+
+def best_dev_loss(out: Path, step: int, dev_set: dict | None = None) -> float | None:
+    """The best dev loss of the checkpoints a run resumed at `step` keeps, at that step or before: a later one
+    belongs to the steps this resume abandons (a damaged newest checkpoint; `checkpoint.save` drops it from the
+    best), whose best must not hide an earlier kept one. With `dev_set`, of the checkpoints measured on it: another
+    set's loss is not comparable (after a resume with another data.dev, the best starts anew)."""
+    root = out / "checkpoints"
+    index = checkpoint.read_index(root, log=quiet)
+    best = index["best_step"]
+    if best is not None and best <= step and checkpoint.measured_on(root / checkpoint.step_name(best), dev_set):
+        return index["best_loss"]
+    return checkpoint._best(root, [s for s in index["steps"] if s <= step], dev_set)[1]
+
+
+def final_weights_of(out: Path, step_now: int, cfg: TrainConfig, last: dict, dev_set: dict | None,
+                     log) -> tuple[dict, str]:
+    """On rank 0, for a run at `step_now`: the weights final/ takes (`last`, the last step's, or with final_weights:
+    best the best intact checkpoint's, read from its folder), and which they are, for the log. A damaged best
+    checkpoint (`checkpoint.verify`) gives way to the next best kept one, said in the log; the last step's weights
+    only when no intact checkpoint has a finite dev loss. Only checkpoints measured on the run's `dev_set` count (a
+    resume with another data.dev: `checkpoint.measured_on`)."""
+    if cfg.final_weights != "best":
+        return last, f"the last step's weights, step {step_now}"
+    root = out / "checkpoints"
+    index = checkpoint.read_index(root, log=log)
+    kept = {s for s in index["steps"] + [index["best_step"]] if s is not None and s <= step_now}
+    damaged = []
+    for step, loss in checkpoint.by_dev_loss(root, sorted(kept), dev_set):
+        folder = root / checkpoint.step_name(step)
+        if (problem := checkpoint.verify(folder)) is not None:
+            log(f"[{cfg.stage}] final_weights: best: {folder} (dev loss {loss:.4g}) is damaged ({problem}); "
+                "trying the next best checkpoint")
+            damaged.append(step)
+            continue
+        which = f"the best checkpoint's weights, step {step}, dev loss {loss:.4g}"
+        if damaged:
+            which += f" (the best intact: step {', '.join(map(str, damaged))} damaged)"
+        return best_weights(folder, last), which
+    if damaged:
+        return last, f"the last step's weights, step {step_now}: every checkpoint with a dev loss is damaged"
+    return last, f"the last step's weights, step {step_now}: no checkpoint has a finite dev loss"

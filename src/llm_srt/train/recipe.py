@@ -25,33 +25,17 @@ from .. import device as device_lib
 from .. import paths
 from ..errors import ConfigError, LLMSRTError
 from ..model.cpu_linear import kernel_rule
-from ..prompts import Task
 from . import checkpoint, resume
 from .config import TrainConfig, _check_adapter_matches, load_config
 from .data import from_rank0, has_speech
-from .final import (FINAL, INIT_RECORD, _finished_settings, _more_steps, _more_steps_refused, _save_final, best_weights,
-                    dev_set, finished_steps, is_finished)
+from .final import (FINAL, INIT_RECORD, _finished_settings, _more_steps, _more_steps_refused, _save_final,
+                    best_dev_loss, dev_set, final_weights_of, finished_steps, is_finished, quiet)
 from .logs import _drop_log_after, _log_json, _tensorboard
 from .parallel import (Dist, Parallel, all_max, all_sum, barrier, init_distributed, llm_device, on_main,
                        release_groups)
+from .preflight import check_before_start, lora_note, skips_trained, use_bf16
 from .rng import _gather_rng, _restore_rng, seed_own_stream
 from .schedule import _apply_optim_settings, _follow_schedule, lr_lambda, schedule_note
-
-
-def lora_note(cfg: TrainConfig) -> str | None:
-    """A line when model.lora is set but not trained (`trainable` lacks lora): a LoRA carried frozen from
-    model.init_from is legitimate (the shipped smt_*.yaml), a fresh one is zero-init and changes nothing but the
-    speed. None otherwise."""
-    from ..model.speech_llm import LORA_FILE
-
-    m = cfg.model
-    if m.lora is None or "lora" in cfg.trainable:
-        return None
-    if m.init_from and (Path(m.init_from) / LORA_FILE).is_file():
-        return f"[{cfg.stage}] model.lora is kept frozen (not in trainable): its weights come from {m.init_from}"
-    source = f"model.init_from {m.init_from} holds none" if m.init_from else "no model.init_from"
-    return (f"[{cfg.stage}] warning: model.lora is kept frozen (not in trainable) and starts fresh (zero-init; "
-            f"{source}): it changes nothing: drop model.lora or add lora to trainable")
 
 
 def train(cfg: TrainConfig, log=print) -> Path:
@@ -219,10 +203,10 @@ class Recipe:
         check_before_start(cfg, self.device)
         self.placement = device_lib.Placement(self.device, device_lib.resolve_dtype(cfg.dtype, self.device, True))
         if not self.d.main:  # one rank speaks; errors still surface from every rank
-            self.log = _quiet
+            self.log = quiet
         note = device_lib.bf16_note(self.placement, cfg.dtype)
         if note is not None:
-            plain = "" if _use_bf16(cfg, self.device) else (", no autocast (float16 training would need loss "
+            plain = "" if use_bf16(cfg, self.device) else (", no autocast (float16 training would need loss "
                                                             "scaling, which this recipe does not do)")
             self.log(f"[{cfg.stage}] {note}{plain}")
         if (schedule := schedule_note(cfg)) is not None:
@@ -374,7 +358,7 @@ class Recipe:
             if note := self.data.sampler.resume_note:  # another batch size (allow_changes): the epoch's examples left
                 self.log(f"[{cfg.stage}] {note}")
             self.step = state["step"]
-            self.best_dev = from_rank0(self.d, lambda: _best_dev_loss(self.out, self.step, dev_set(self.settings)))
+            self.best_dev = from_rank0(self.d, lambda: best_dev_loss(self.out, self.step, dev_set(self.settings)))
             _restore_rng(state["rng"], self.d, cfg.seed, self.step, log=self.log)
             on_main(self.d, lambda: _drop_log_after(self.out, self.step))
             self.log(f"[{cfg.stage}] resumed from {self.latest.path} at step {self.step}")
@@ -389,7 +373,7 @@ class Recipe:
         """Steps until max_steps: a train step, its logs, a dev evaluation and a checkpoint when they are due (and a
         checkpoint at an evaluation whose dev loss is the best yet)."""
         cfg = self.cfg
-        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if _use_bf16(cfg, self.device)
+        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16(cfg, self.device)
                          else contextlib.nullcontext())
         try:
             # TensorBoard drops a killed run's events past the resumed step (or all, on a fresh start after a run
@@ -577,7 +561,8 @@ class Recipe:
         weights = self.parallel.trainable_state()  # a collective under FSDP: every rank, whichever weights go
 
         def write() -> str:
-            chosen, which = self._final_weights(weights)
+            chosen, which = final_weights_of(self.out, self.step, self.cfg, weights, dev_set(self.settings),
+                                             self.log)
             _save_final(self.model, self.out, chosen, self.cfg, self.settings)  # init_from's hash, taken at start
             return which
 
@@ -587,33 +572,6 @@ class Recipe:
                      f"{self.step_seconds / max(1, self.steps_timed):.2f} s/step)")
         barrier(self.d)
         return self.out / FINAL
-
-    def _final_weights(self, last: dict) -> tuple[dict, str]:
-        """On rank 0: the weights final/ takes (`last`, the last step's, or with final_weights: best the best intact
-        checkpoint's, read from its folder), and which they are, for the log. A damaged best checkpoint
-        (`checkpoint.verify`) gives way to the next best kept one, said in the log; the last step's weights only when
-        no intact checkpoint has a finite dev loss. Only checkpoints measured on this run's dev set count (a resume
-        with another data.dev: `checkpoint.measured_on`)."""
-        if self.cfg.final_weights != "best":
-            return last, f"the last step's weights, step {self.step}"
-        root = self.out / "checkpoints"
-        index = checkpoint.read_index(root, log=self.log)
-        kept = {s for s in index["steps"] + [index["best_step"]] if s is not None and s <= self.step}
-        damaged = []
-        for step, loss in checkpoint.by_dev_loss(root, sorted(kept), dev_set(self.settings)):
-            folder = root / checkpoint.step_name(step)
-            if (problem := checkpoint.verify(folder)) is not None:
-                self.log(f"[{self.cfg.stage}] final_weights: best: {folder} (dev loss {loss:.4g}) is damaged "
-                         f"({problem}); trying the next best checkpoint")
-                damaged.append(step)
-                continue
-            which = f"the best checkpoint's weights, step {step}, dev loss {loss:.4g}"
-            if damaged:
-                which += f" (the best intact: step {', '.join(map(str, damaged))} damaged)"
-            return best_weights(folder, last), which
-        if damaged:
-            return last, f"the last step's weights, step {self.step}: every checkpoint with a dev loss is damaged"
-        return last, f"the last step's weights, step {self.step}: no checkpoint has a finite dev loss"
 
     # ---- 7. clean up -------------------------------------------------------------------------------------------------
     def cleanup(self) -> None:
@@ -630,66 +588,6 @@ class Recipe:
         if self.lock is not None:
             self.lock.release()
             self.lock = None
-
-
-def _quiet(*_) -> None:
-    pass
-
-
-def _best_dev_loss(out: Path, step: int, dev_set: dict | None = None) -> float | None:
-    """The best dev loss of the checkpoints a run resumed at `step` keeps, at that step or before: a later one
-    belongs to the steps this resume abandons (a damaged newest checkpoint; `checkpoint.save` drops it from the
-    best), whose best must not hide an earlier kept one. With `dev_set`, of the checkpoints measured on it: another
-    set's loss is not comparable (after a resume with another data.dev, the best starts anew)."""
-    root = out / "checkpoints"
-    index = checkpoint.read_index(root, log=_quiet)
-    best = index["best_step"]
-    if best is not None and best <= step and checkpoint.measured_on(root / checkpoint.step_name(best), dev_set):
-        return index["best_loss"]
-    return checkpoint._best(root, [s for s in index["steps"] if s <= step], dev_set)[1]
-
-
-def skips_trained(cfg: TrainConfig) -> bool:
-    """Whether a batch may leave trained parameters unused: a text-only mt batch skips the adapter and the CTC head
-    (trained as `adapter`); LoRA runs in every batch, and a frozen adapter is no concern of DDP's (`Parallel.wrap`
-    leaves frozen parameters out of it). Under FSDP every rank then skips them alike: TrainConfig refuses a mix of
-    text and speech batches there."""
-    return Task.MT.value in cfg.data.tasks and "adapter" in cfg.trainable
-
-
-def check_before_start(cfg: TrainConfig, device: torch.device | None = None) -> None:
-    """What a stage can be refused for before any model loads: bf16 autocast on a CPU host, a manifest, encoder or
-    LLM that is not there (not model.init_from: a curriculum's later stage starts from a folder an earlier one
-    writes, and a resumed run needs it no more), a finished model trained for more steps than max_steps. A curriculum
-    checks every stage so before the first trains: a typo in the SRT stage stopped it after the ASR and SMT stages
-    (days at the paper's scale)."""
-    _use_bf16(cfg, device if device is not None else device_lib.resolve_device(cfg.device, flag="device="))
-    if not any(str(m).strip() for m in cfg.data.manifests):  # [] or the default ""
-        raise ConfigError("data.train: give the training manifest (e.g. data/mini/train.jsonl)")
-    for key, manifest in [("data.train", m) for m in cfg.data.manifests] + [("data.dev", cfg.data.dev)]:
-        if manifest and not Path(manifest).exists():  # read (and checked row by row) once the model is built
-            raise ConfigError(f"{key}: {manifest}: no such manifest; build it with `llm-srt prepare` or fix the path")
-        if manifest and Path(manifest).is_dir():
-            raise ConfigError(f"{key}: {manifest}: a folder, not a manifest; name its .jsonl file (e.g. "
-                              f"{Path(manifest) / 'train.jsonl'})")
-    for key, folder in [("model.encoder", cfg.model.encoder), ("model.llm", cfg.model.llm)]:
-        if not folder.strip():  # an empty path is the current folder ("<cwd>: not a Hugging Face Whisper folder")
-            raise ConfigError(f"{key} is empty (it would be the current folder); give a Hugging Face model folder "
-                              f"or {paths.EMBEDDED}, or set the variable it came from")
-        if folder != paths.EMBEDDED and not Path(folder).exists():
-            raise ConfigError(f"{key}: {folder}: no such folder; fix the path (or the variable it came from)")
-    out = Path(cfg.output_dir)  # a finished stage trained past a lowered max_steps: refused at its turn otherwise
-    done = finished_steps(out) if is_finished(out) else None
-    if done is not None and done > cfg.max_steps and not cfg.allow_changes:
-        raise ConfigError(_more_steps_refused(_more_steps(out, done, cfg.max_steps), done, cfg.max_steps))
-
-
-def _use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
-    if cfg.precision == "bf16" and device.type != "cuda":
-        raise ConfigError("precision: bf16 autocast needs a CUDA device here; use fp32 (or auto) on CPU")
-    if device.type != "cuda":
-        return False  # auto: bf16 autocast where the GPU has native bfloat16 (not emulated: V100, T4)
-    return cfg.precision == "bf16" or (cfg.precision == "auto" and device_lib.native_bf16(device))
 
 
 # ---- CLI ----------------------------------------------------------------------------------------------------------

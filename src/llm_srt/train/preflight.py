@@ -1,0 +1,75 @@
+"""What a training stage is checked for before its model loads (train/recipe.py, and a curriculum for every stage
+before the first trains), and the notes and choices its config alone decides: frozen LoRA, bf16 autocast, whether
+a batch may leave trained parameters unused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .. import device as device_lib
+from .. import paths
+from ..errors import ConfigError
+from ..prompts import Task
+from .config import TrainConfig
+from .final import _more_steps, _more_steps_refused, finished_steps, is_finished
+
+
+def lora_note(cfg: TrainConfig) -> str | None:
+    """A line when model.lora is set but not trained (`trainable` lacks lora): a LoRA carried frozen from
+    model.init_from is legitimate (the shipped smt_*.yaml), a fresh one is zero-init and changes nothing but the
+    speed. None otherwise."""
+    from ..model.speech_llm import LORA_FILE
+
+    m = cfg.model
+    if m.lora is None or "lora" in cfg.trainable:
+        return None
+    if m.init_from and (Path(m.init_from) / LORA_FILE).is_file():
+        return f"[{cfg.stage}] model.lora is kept frozen (not in trainable): its weights come from {m.init_from}"
+    source = f"model.init_from {m.init_from} holds none" if m.init_from else "no model.init_from"
+    return (f"[{cfg.stage}] warning: model.lora is kept frozen (not in trainable) and starts fresh (zero-init; "
+            f"{source}): it changes nothing: drop model.lora or add lora to trainable")
+
+
+def skips_trained(cfg: TrainConfig) -> bool:
+    """Whether a batch may leave trained parameters unused: a text-only mt batch skips the adapter and the CTC head
+    (trained as `adapter`); LoRA runs in every batch, and a frozen adapter is no concern of DDP's (`Parallel.wrap`
+    leaves frozen parameters out of it). Under FSDP every rank then skips them alike: TrainConfig refuses a mix of
+    text and speech batches there."""
+    return Task.MT.value in cfg.data.tasks and "adapter" in cfg.trainable
+
+
+def check_before_start(cfg: TrainConfig, device: torch.device | None = None) -> None:
+    """What a stage can be refused for before any model loads: bf16 autocast on a CPU host, a manifest, encoder or
+    LLM that is not there (not model.init_from: a curriculum's later stage starts from a folder an earlier one
+    writes, and a resumed run needs it no more), a finished model trained for more steps than max_steps. A curriculum
+    checks every stage so before the first trains: a typo in the SRT stage stopped it after the ASR and SMT stages
+    (days at the paper's scale)."""
+    use_bf16(cfg, device if device is not None else device_lib.resolve_device(cfg.device, flag="device="))
+    if not any(str(m).strip() for m in cfg.data.manifests):  # [] or the default ""
+        raise ConfigError("data.train: give the training manifest (e.g. data/mini/train.jsonl)")
+    for key, manifest in [("data.train", m) for m in cfg.data.manifests] + [("data.dev", cfg.data.dev)]:
+        if manifest and not Path(manifest).exists():  # read (and checked row by row) once the model is built
+            raise ConfigError(f"{key}: {manifest}: no such manifest; build it with `llm-srt prepare` or fix the path")
+        if manifest and Path(manifest).is_dir():
+            raise ConfigError(f"{key}: {manifest}: a folder, not a manifest; name its .jsonl file (e.g. "
+                              f"{Path(manifest) / 'train.jsonl'})")
+    for key, folder in [("model.encoder", cfg.model.encoder), ("model.llm", cfg.model.llm)]:
+        if not folder.strip():  # an empty path is the current folder ("<cwd>: not a Hugging Face Whisper folder")
+            raise ConfigError(f"{key} is empty (it would be the current folder); give a Hugging Face model folder "
+                              f"or {paths.EMBEDDED}, or set the variable it came from")
+        if folder != paths.EMBEDDED and not Path(folder).exists():
+            raise ConfigError(f"{key}: {folder}: no such folder; fix the path (or the variable it came from)")
+    out = Path(cfg.output_dir)  # a finished stage trained past a lowered max_steps: refused at its turn otherwise
+    done = finished_steps(out) if is_finished(out) else None
+    if done is not None and done > cfg.max_steps and not cfg.allow_changes:
+        raise ConfigError(_more_steps_refused(_more_steps(out, done, cfg.max_steps), done, cfg.max_steps))
+
+
+def use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
+    if cfg.precision == "bf16" and device.type != "cuda":
+        raise ConfigError("precision: bf16 autocast needs a CUDA device here; use fp32 (or auto) on CPU")
+    if device.type != "cuda":
+        return False  # auto: bf16 autocast where the GPU has native bfloat16 (not emulated: V100, T4)
+    return cfg.precision == "bf16" or (cfg.precision == "auto" and device_lib.native_bf16(device))
