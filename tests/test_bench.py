@@ -802,11 +802,11 @@ def test_translates_timed_call_makes_no_kernel_timing(tmp_path, monkeypatch):
     at its batch and at each smaller batch its ended rows leave (Gemma's 262k-row head at 8 rows: 3.1 s of
     `overhead_vs_lower_bound`'s numerator)."""
     from llm_srt.bench import embedded
-    from llm_srt.model import cpu_linear
+    from llm_srt.model import cpu_linear, int8_linear
 
     monkeypatch.setattr(cpu_linear, "KERNEL_TUNING", True)
     monkeypatch.setattr(cpu_linear, "TUNED", {})
-    monkeypatch.setattr(cpu_linear, "TUNED_INT8", {})
+    monkeypatch.setattr(int8_linear, "TUNED_INT8", {})
     timings, best_times = [], cpu_linear._best_times
 
     def counted(products, repeats, keep_first=False):  # what every kernel timing (float32 and int8) runs
@@ -834,11 +834,11 @@ def test_the_cascades_timed_pass_makes_no_kernel_timing(tmp_path, monkeypatch):
     """As translate()'s: the cascade's warm-up was one clip, so its timed pass at the headline batch made the kernel
     timings of `model.cpu_linear` for its batch shapes (9 on these tiny models) inside the timer."""
     from llm_srt.bench import embedded
-    from llm_srt.model import cpu_linear, systems
+    from llm_srt.model import cpu_linear, int8_linear, systems
 
     monkeypatch.setattr(cpu_linear, "KERNEL_TUNING", True)
     monkeypatch.setattr(cpu_linear, "TUNED", {})
-    monkeypatch.setattr(cpu_linear, "TUNED_INT8", {})
+    monkeypatch.setattr(int8_linear, "TUNED_INT8", {})
     timings, best_times = [], cpu_linear._best_times
     monkeypatch.setattr(cpu_linear, "_best_times", lambda products, repeats, keep_first=False: timings.append(
         _TimedRegion.phase) or best_times(products, repeats, keep_first))

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llm_srt.model import cpu_linear
+from llm_srt.model import cpu_linear, int8_linear
 from llm_srt.model.cpu_linear import DECODE_MAX_ROWS, fast_linear, fast_cpu_linears
 from llm_srt.model.llm import head_losses
 
@@ -312,15 +312,15 @@ def test_int8_layers_packed_chunk_by_chunk_equal_quantize_rows(monkeypatch, tmp_
     boundaries change nothing), the same products; a file matrix of another shape is a ValueError naming both."""
     from safetensors.torch import save_file
 
-    from llm_srt.model.cpu_linear import Int8Linear, quantize_rows
+    from llm_srt.model.int8_linear import Int8Linear, quantize_rows
 
     torch.manual_seed(0)
     weight, bias = torch.randn(50, 24), torch.randn(50)
     weight[3] = 0  # an all-zero row keeps its floor scale
     q, scale = quantize_rows(weight)
     reference = Int8Linear(q, scale=scale)
-    monkeypatch.setattr(cpu_linear, "QUANTIZE_CHUNK_ROWS", 7)  # not a divisor of 50
-    monkeypatch.setattr(cpu_linear, "PACK_IN_PLACE_ELEMENTS", weight.numel())  # this one is large
+    monkeypatch.setattr(int8_linear, "QUANTIZE_CHUNK_ROWS", 7)  # not a divisor of 50
+    monkeypatch.setattr(int8_linear, "PACK_IN_PLACE_ELEMENTS", weight.numel())  # this one is large
     chunked = Int8Linear(weight, bias)
     save_file({"w": weight}, tmp_path / "w.safetensors")
     from_file = Int8Linear.from_file(tmp_path / "w.safetensors", "w", (50, 24))
@@ -333,7 +333,7 @@ def test_int8_layers_packed_chunk_by_chunk_equal_quantize_rows(monkeypatch, tmp_
         Int8Linear.from_file(tmp_path / "w.safetensors", "w", (24, 50))
 
 
-needs_onednn_int8 = pytest.mark.skipif(not cpu_linear._ONEDNN_INT8, reason="this torch has no oneDNN int8 product")
+needs_onednn_int8 = pytest.mark.skipif(not int8_linear._ONEDNN_INT8, reason="this torch has no oneDNN int8 product")
 
 
 @needs_onednn_int8
@@ -342,11 +342,11 @@ needs_onednn_int8 = pytest.mark.skipif(not cpu_linear._ONEDNN_INT8, reason="this
 def test_int8_onednn_product_is_fbgemms_bit_for_bit(monkeypatch, reduce_range, bias):
     """Many-row inputs may run on oneDNN's int8 product: the same int8 sums and scales as fbgemm's, so every output
     is exactly fbgemm's, for inputs of any magnitude (all-zero rows and negative extremes included)."""
-    from llm_srt.model.cpu_linear import Int8Linear
+    from llm_srt.model.int8_linear import Int8Linear
 
     monkeypatch.setattr(cpu_linear, "KERNEL_TUNING", True)
     torch.manual_seed(0)
-    many = cpu_linear.INT8_MANY_ROWS + 1
+    many = int8_linear.INT8_MANY_ROWS + 1
     for out_features, in_features, rows, magnitude in [(48, 64, many, 1.0), (300, 77, 2 * many, 1e-3),
                                                        (96, 200, 3 * many, 50.0)]:
         q = Int8Linear(torch.randn(out_features, in_features), torch.randn(out_features) if bias else None)
@@ -356,10 +356,10 @@ def test_int8_onednn_product_is_fbgemms_bit_for_bit(monkeypatch, reduce_range, b
         x[2] = -x[2].abs()
         key = (out_features, in_features, cpu_linear._bucket(rows), torch.get_num_threads())
         with torch.no_grad():
-            monkeypatch.setattr(cpu_linear, "TUNED_INT8", {key: "fbgemm"})
+            monkeypatch.setattr(int8_linear, "TUNED_INT8", {key: "fbgemm"})
             fbgemm = q(x)
             assert q._onednn is None  # never built for a layer that does not use it
-            monkeypatch.setattr(cpu_linear, "TUNED_INT8", {key: "oneDNN"})
+            monkeypatch.setattr(int8_linear, "TUNED_INT8", {key: "oneDNN"})
             onednn = q(x)
             assert q._onednn is not None and q._onednn_used
             assert torch.equal(onednn, fbgemm)
@@ -371,13 +371,13 @@ def test_int8_many_rows_take_the_kernel_timed_faster_once_per_shape_and_bucket(m
     """The first input of more than INT8_MANY_ROWS rows of a shape times fbgemm and oneDNN (warm-up plus
     `int8_tune_repeats` each) and keeps oneDNN only when TUNE_MARGIN x faster; a timing's oneDNN copy is let go when
     fbgemm wins; fewer rows, KERNEL_TUNING off and new weights (`zero_rows`) behave as fbgemm alone."""
-    from llm_srt.model.cpu_linear import Int8Linear
+    from llm_srt.model.int8_linear import Int8Linear
 
     clock, calls, costs = _Clock(), [], {"fbgemm": 10.0, "oneDNN": 5.0}
     monkeypatch.setattr(cpu_linear.time, "perf_counter", clock)
-    monkeypatch.setattr(cpu_linear, "TUNED_INT8", {})
+    monkeypatch.setattr(int8_linear, "TUNED_INT8", {})
     monkeypatch.setattr(cpu_linear, "KERNEL_TUNING", True)
-    fbgemm, onednn = cpu_linear._QDQ_LINEAR, Int8Linear._onednn_product
+    fbgemm, onednn = int8_linear._QDQ_LINEAR, Int8Linear._onednn_product
 
     def timed(name, product):
         def run(*args):
@@ -385,32 +385,32 @@ def test_int8_many_rows_take_the_kernel_timed_faster_once_per_shape_and_bucket(m
             calls.append((name, len(args[0]) if name == "fbgemm" else len(args[1])))
             return product(*args)
         return run
-    monkeypatch.setattr(cpu_linear, "_QDQ_LINEAR", timed("fbgemm", fbgemm))
+    monkeypatch.setattr(int8_linear, "_QDQ_LINEAR", timed("fbgemm", fbgemm))
     monkeypatch.setattr(Int8Linear, "_onednn_product", timed("oneDNN", onednn))
     torch.manual_seed(0)
     q, threads = Int8Linear(torch.randn(16, 8), torch.randn(16)), torch.get_num_threads()
-    few = cpu_linear.INT8_MANY_ROWS
+    few = int8_linear.INT8_MANY_ROWS
     many, bucket = few + 1, 2 * few
     with torch.no_grad():
         q(torch.randn(few, 8))  # a decode step's rows, or a short prefill: fbgemm, never timed
-        assert calls == [("fbgemm", few)] and cpu_linear.TUNED_INT8 == {}
+        assert calls == [("fbgemm", few)] and int8_linear.TUNED_INT8 == {}
         calls.clear()
         q(torch.randn(many, 8))
-        assert len(calls) == 2 * (cpu_linear.int8_tune_repeats(many) + 1) + 1 and calls[-1] == ("oneDNN", many)
-        assert cpu_linear.TUNED_INT8 == {(16, 8, bucket, threads): "oneDNN"}
+        assert len(calls) == 2 * (int8_linear.int8_tune_repeats(many) + 1) + 1 and calls[-1] == ("oneDNN", many)
+        assert int8_linear.TUNED_INT8 == {(16, 8, bucket, threads): "oneDNN"}
         calls.clear()
         q(torch.randn(bucket, 8))  # the same bucket: no timing
         assert calls == [("oneDNN", bucket)]
-        top = cpu_linear.INT8_TOP_BUCKET
+        top = int8_linear.INT8_TOP_BUCKET
         q(torch.randn(top // 2 + 1, 8))  # rows above half the top bucket share one timing, whatever their number
         calls.clear()
         q(torch.randn(4 * top + 3, 8))
-        assert calls == [("oneDNN", 4 * top + 3)] and (16, 8, top, threads) in cpu_linear.TUNED_INT8
+        assert calls == [("oneDNN", 4 * top + 3)] and (16, 8, top, threads) in int8_linear.TUNED_INT8
         costs["oneDNN"] = 9.0  # 10 vs 9: not TUNE_MARGIN x faster, fbgemm stays (another layer of another shape)
         other = Int8Linear(torch.randn(24, 8))
         calls.clear()
         other(torch.randn(many, 8))
-        assert cpu_linear.TUNED_INT8[(24, 8, bucket, threads)] == "fbgemm"
+        assert int8_linear.TUNED_INT8[(24, 8, bucket, threads)] == "fbgemm"
         assert calls[-1] == ("fbgemm", many) and other._onednn is None  # the timing's copy let go
         calls.clear()
         with cpu_linear.kernel_rule():  # tuning off: fbgemm alone
@@ -428,13 +428,13 @@ def test_int8_onednn_is_not_kept_where_it_rounds_otherwise(monkeypatch):
     """A oneDNN whose outputs differ from fbgemm's in one bit of one value of the timed input (a CPU whose oneDNN
     scales its int32 sums in another order) is never kept, however much faster it runs: the layer's outputs stay
     fbgemm's. Checked within the first INT8_CHECKED_ROWS rows."""
-    from llm_srt.model.cpu_linear import Int8Linear
+    from llm_srt.model.int8_linear import Int8Linear
 
     clock = _Clock()
     monkeypatch.setattr(cpu_linear.time, "perf_counter", clock)
-    monkeypatch.setattr(cpu_linear, "TUNED_INT8", {})
+    monkeypatch.setattr(int8_linear, "TUNED_INT8", {})
     monkeypatch.setattr(cpu_linear, "KERNEL_TUNING", True)
-    fbgemm, onednn = cpu_linear._QDQ_LINEAR, Int8Linear._onednn_product
+    fbgemm, onednn = int8_linear._QDQ_LINEAR, Int8Linear._onednn_product
     off = {"row": 0}
 
     def slow_fbgemm(*args):
@@ -447,18 +447,18 @@ def test_int8_onednn_is_not_kept_where_it_rounds_otherwise(monkeypatch):
         if off["row"] is not None:
             y[off["row"], 3] = torch.nextafter(y[off["row"], 3], torch.tensor(float("inf")))
         return y
-    monkeypatch.setattr(cpu_linear, "_QDQ_LINEAR", slow_fbgemm)
+    monkeypatch.setattr(int8_linear, "_QDQ_LINEAR", slow_fbgemm)
     monkeypatch.setattr(Int8Linear, "_onednn_product", fast_onednn_one_ulp_off)
     torch.manual_seed(0)
-    many, threads = cpu_linear.INT8_MANY_ROWS + 1, torch.get_num_threads()
+    many, threads = int8_linear.INT8_MANY_ROWS + 1, torch.get_num_threads()
     bucket = cpu_linear._bucket(many)
-    for row, kept in [(0, "fbgemm"), (cpu_linear.INT8_CHECKED_ROWS - 1, "fbgemm"), (None, "oneDNN")]:
+    for row, kept in [(0, "fbgemm"), (int8_linear.INT8_CHECKED_ROWS - 1, "fbgemm"), (None, "oneDNN")]:
         off["row"] = row
-        cpu_linear.TUNED_INT8.clear()
+        int8_linear.TUNED_INT8.clear()
         q, x = Int8Linear(torch.randn(16, 8), torch.randn(16)), torch.randn(many, 8)
         with torch.no_grad():
             y = q(x)
-            assert cpu_linear.TUNED_INT8 == {(16, 8, bucket, threads): kept}
+            assert int8_linear.TUNED_INT8 == {(16, 8, bucket, threads): kept}
             with cpu_linear.kernel_rule():
                 assert torch.equal(y, q(x))  # fbgemm's own outputs
         assert (q._onednn is None) == (kept == "fbgemm")
@@ -480,7 +480,7 @@ def test_int8_fused_projections_read_each_siblings_columns_exactly():
     other part, and a part's second call on the same input computes afresh; siblings of different input sizes
     (gate/up here) and float layers stay as they are. Parts that read different inputs (a cross-attention's keys)
     split the group back into exact separate layers for good, the fused weights let go."""
-    from llm_srt.model.cpu_linear import Int8Linear, Int8Part, fuse_int8_projections, quantize_int8
+    from llm_srt.model.int8_linear import Int8Linear, Int8Part, fuse_int8_projections, quantize_int8
 
     torch.manual_seed(0)
     model = quantize_int8(_Attention())
@@ -516,7 +516,7 @@ def test_int8_fused_projections_read_one_product_in_a_traced_step():
     its own layer's output, and the group left as it was found (nothing for torch to guard on changes); a part
     called with another input meanwhile gets its own product, and the group is still let go after its parts'
     calls."""
-    from llm_srt.model.cpu_linear import fuse_int8_projections, quantize_int8
+    from llm_srt.model.int8_linear import fuse_int8_projections, quantize_int8
 
     torch.manual_seed(0)
     model = quantize_int8(_Attention())
@@ -547,8 +547,8 @@ def test_embedded_gemmas_int8_groups_stay_fused_and_decode_the_same_ids(embedded
     product per call of its layer (prefill and each step: none is split back, so Gemma's call pattern shares the
     input), and greedy decoding gives the same token ids as the separate int8 layers, at batch 1 and as a batch."""
     from llm_srt.model import llm as llm_module
-    from llm_srt.model.cpu_linear import Int8Part
     from llm_srt.model.decoding import eos_ids, greedy_ids
+    from llm_srt.model.int8_linear import Int8Part
     from llm_srt.model.llm import causal_lm, load_llm
 
     fused, tok = load_llm(embedded.llm, "int8")
@@ -578,15 +578,15 @@ def test_a_copied_int8_layer_is_a_layer_of_its_own_for_the_compiled_op(copy_with
     import pickle
 
     torch.manual_seed(0)
-    original = cpu_linear.Int8Linear.from_linear(nn.Linear(16, 8))
+    original = int8_linear.Int8Linear.from_linear(nn.Linear(16, 8))
     clone = copy.deepcopy(original) if copy_with == "deepcopy" else pickle.loads(pickle.dumps(original))
     x = torch.randn(3, 16)
-    assert clone.number != original.number and cpu_linear._LAYERS[clone.number] is clone
+    assert clone.number != original.number and int8_linear._LAYERS[clone.number] is clone
     expected = original(x)
     original.zero_rows(list(range(8)))  # the original changes, then goes
     del original
     gc.collect()
-    scale = cpu_linear.row_ranges(x)
+    scale = int8_linear.row_ranges(x)
     assert torch.equal(torch.ops.llm_srt.int8_product(x / scale, scale, clone.number), expected)
     assert torch.equal(clone(x), expected)
 
@@ -605,13 +605,13 @@ def test_an_int8_layer_that_ran_on_onednn_copies_without_its_packed_copy(monkeyp
     deepcopy nor pickle can read: the copy leaves them behind and packs its own when it needs them (the same
     outputs); the original keeps its own. The copy's activation grid is the CPU's it is loaded on, not the one
     it was made on (`reduce_range`: 7 bits without VNNI)."""
-    from llm_srt.model.cpu_linear import Int8Linear
+    from llm_srt.model.int8_linear import Int8Linear
 
     torch.manual_seed(0)
     monkeypatch.setattr(cpu_linear, "KERNEL_TUNING", True)
-    layer, x = Int8Linear(torch.randn(32, 64), torch.randn(32)), torch.randn(cpu_linear.INT8_MANY_ROWS + 8, 64)
+    layer, x = Int8Linear(torch.randn(32, 64), torch.randn(32)), torch.randn(int8_linear.INT8_MANY_ROWS + 8, 64)
     key = (32, 64, cpu_linear._bucket(len(x)), torch.get_num_threads())
-    monkeypatch.setattr(cpu_linear, "TUNED_INT8", {key: "oneDNN"})  # as if the timing had picked oneDNN
+    monkeypatch.setattr(int8_linear, "TUNED_INT8", {key: "oneDNN"})  # as if the timing had picked oneDNN
     with torch.no_grad():
         y = layer(x)
         packed = layer._onednn
@@ -619,8 +619,8 @@ def test_an_int8_layer_that_ran_on_onednn_copies_without_its_packed_copy(monkeyp
         clone = _copied(layer, copy_with)
         assert clone._onednn is None and not clone._onednn_used and layer._onednn is packed
         assert torch.equal(clone(x), y) and clone._onednn is not None and torch.equal(layer(x), y)
-        monkeypatch.setattr(cpu_linear, "_VNNI", not cpu_linear._VNNI)  # loaded on the other kind of CPU
-        assert _copied(layer, copy_with).reduce_range == (not cpu_linear._VNNI) != layer.reduce_range
+        monkeypatch.setattr(int8_linear, "_VNNI", not int8_linear._VNNI)  # loaded on the other kind of CPU
+        assert _copied(layer, copy_with).reduce_range == (not int8_linear._VNNI) != layer.reduce_range
 
 
 @pytest.mark.parametrize("copy_with", ["deepcopy", "pickle"])
@@ -630,7 +630,7 @@ def test_a_copied_model_with_fused_int8_groups_is_a_model_of_its_own(copy_with):
     rewired the original's layers and every copy's call failed; pickle refused weak references), each gives its
     layer's outputs, the copy's split (a cross-attention's other input) splits the copy alone, and the original
     goes on as before, fused, then split by its own call."""
-    from llm_srt.model.cpu_linear import Int8Linear, fuse_int8_projections, quantize_int8
+    from llm_srt.model.int8_linear import Int8Linear, fuse_int8_projections, quantize_int8
 
     torch.manual_seed(0)
     model = quantize_int8(_Attention())

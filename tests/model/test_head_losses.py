@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from llm_srt.model import cpu_linear, llm
-from llm_srt.model.cpu_linear import Int8Linear
+from llm_srt.model.int8_linear import Int8Linear
 from llm_srt.model.llm import head_losses
 
 

@@ -298,7 +298,7 @@ def test_int8_quantizes_every_linear_and_a_tied_head_as_a_copy(folders, tmp_path
 
     from torch import nn
 
-    from llm_srt.model.cpu_linear import ACTIVATION_GRID, Int8Linear, is_quantized
+    from llm_srt.model.int8_linear import ACTIVATION_GRID, Int8Linear, is_quantized
 
     _, llm, _ = folders
     tied = tmp_path / "tied"
@@ -333,7 +333,7 @@ def test_int8_quantizes_every_linear_and_a_tied_head_as_a_copy(folders, tmp_path
 def test_int8_linear_quantizes_each_row_on_its_own_range():
     from torch import nn
 
-    from llm_srt.model.cpu_linear import Int8Linear
+    from llm_srt.model.int8_linear import Int8Linear
 
     torch.manual_seed(0)
     linear = nn.Linear(64, 32)
@@ -348,8 +348,8 @@ def test_int8_linear_quantizes_each_row_on_its_own_range():
 
 
 def test_int8_rows_and_a_linear_packed_from_them(monkeypatch):
-    from llm_srt.model import cpu_linear
-    from llm_srt.model.cpu_linear import Int8Linear, quantize_rows
+    from llm_srt.model import int8_linear
+    from llm_srt.model.int8_linear import Int8Linear, quantize_rows
 
     torch.manual_seed(0)
     w = torch.randn(50, 16)
@@ -364,7 +364,7 @@ def test_int8_rows_and_a_linear_packed_from_them(monkeypatch):
         warnings.simplefilter("ignore")
         ref = torch.quantize_per_channel(w, scale.double(), torch.zeros(50, dtype=torch.long), 0, torch.qint8)
     assert (ref.int_repr().int() - q.int()).abs().max() <= 1 and (ref.int_repr() != q).float().mean() < 0.01
-    monkeypatch.setattr(cpu_linear, "QUANTIZE_CHUNK_ROWS", 7)  # chunks (not a divisor of 50) change nothing
+    monkeypatch.setattr(int8_linear, "QUANTIZE_CHUNK_ROWS", 7)  # chunks (not a divisor of 50) change nothing
     chunked = quantize_rows(w)
     assert torch.equal(chunked[0], q) and torch.equal(chunked[1], scale)
     head = Int8Linear(q, scale=scale)  # packed from int8 rows: the same weights as quantizing the floats
@@ -378,7 +378,7 @@ def test_int8_linear_rows_do_not_depend_on_their_batch():
     neighbours' signs), and a row narrower than fbgemm's least dynamic range (0.0156) keeps its precision."""
     from torch import nn
 
-    from llm_srt.model.cpu_linear import Int8Linear
+    from llm_srt.model.int8_linear import Int8Linear
 
     torch.manual_seed(0)
     linear = nn.Linear(64, 32)
@@ -405,10 +405,10 @@ def test_int8_linear_is_the_symmetric_per_row_product(reduce_range):  # reduce_r
     VNNI), times the dequantized int8 weights, times max|x|, plus the bias; inputs of more rows than a decode step
     (prefills, Whisper's 1500 frames) take their ranges as max(amax, -amin) (no |x| copy) with the same result;
     rows whose largest magnitude is negative and all-zero rows included."""
-    from llm_srt.model import cpu_linear
-    from llm_srt.model.cpu_linear import Int8Linear, row_ranges
+    from llm_srt.model import cpu_linear, int8_linear
+    from llm_srt.model.int8_linear import Int8Linear, row_ranges
 
-    if not reduce_range and not cpu_linear._VNNI:  # the layers themselves never use 8 bits there
+    if not reduce_range and not int8_linear._VNNI:  # the layers themselves never use 8 bits there
         pytest.skip("8-bit activations need AVX-512 VNNI: fbgemm's AVX2 kernels saturate their pair sums in 16 bits")
     torch.manual_seed(0)
     q = Int8Linear(torch.randn(48, 64), torch.randn(48))
@@ -419,7 +419,7 @@ def test_int8_linear_is_the_symmetric_per_row_product(reduce_range):  # reduce_r
     ranges = row_ranges(x)
     assert torch.equal(ranges, x.abs().amax(1, keepdim=True).clamp(min=1e-30))  # both branches: the same ranges
     assert torch.equal(row_ranges(x[:4]), ranges[:4])
-    step, zero = cpu_linear.ACTIVATION_GRID[q.reduce_range]
+    step, zero = int8_linear.ACTIVATION_GRID[q.reduce_range]
     grid = torch.round(x / ranges / step)  # -1/step .. 1/step: zero -+ 127 (63), inside 0..255 (0..127)
     assert grid.abs().max() == round(1 / step) and zero - round(1 / step) >= 0
     reference = (grid.double() * step) @ q.dequantized_weight().double().T * ranges.double() + q.bias.double()
@@ -465,7 +465,7 @@ def test_int8_tied_head_is_quantized_from_the_file_a_chunk_a_mapping(tmp_path, m
     numbers of `quantize_rows` on the table; an untied head is quantized from its own weight as before."""
     from safetensors.torch import load_file
 
-    from llm_srt.model.cpu_linear import Int8Linear, quantize_rows
+    from llm_srt.model.int8_linear import Int8Linear, quantize_rows
 
     read = []
     from_file = Int8Linear.from_file.__func__
@@ -532,7 +532,7 @@ def test_int8_speech_llm_generates_and_refuses_to_train(tmp_path, adapter):
     assert q.config.dtype == "int8" and q.llm_dtype == torch.float32
     from torch import nn
 
-    from llm_srt.model.cpu_linear import Int8Linear, is_quantized
+    from llm_srt.model.int8_linear import Int8Linear, is_quantized
 
     for part in (q.encoder, q.adapter, q.llm):  # every linear layer int8, as CTranslate2's int8 (encoder, adapter,
         assert not [n for n, m in part.named_modules() if isinstance(m, nn.Linear)]  # LLM); convolutions float32
@@ -574,14 +574,14 @@ def test_int8_needs_fbgemm_and_keeps_7_bits_without_avx512_vnni(monkeypatch):
 
     from torch import nn
 
-    from llm_srt.model import cpu_linear
+    from llm_srt.model import int8_linear
 
     monkeypatch.setattr(torch.backends.quantized, "engine", "qnnpack")
     with pytest.raises(LLMSRTError, match="quantized engine is 'qnnpack'.*--dtype float32"):
-        cpu_linear.quantize_int8(nn.Sequential(nn.Linear(4, 4)))
+        int8_linear.quantize_int8(nn.Sequential(nn.Linear(4, 4)))
     for flags, vnni in (("avx2 avx512f avx512_vnni", True), ("avx2 avx_vnni", False), ("avx2", False)):
-        monkeypatch.setattr(cpu_linear, "Path", lambda _, f=flags: SimpleNamespace(read_text=lambda: f"flags : {f}"))
-        assert cpu_linear._has_vnni() is vnni
+        monkeypatch.setattr(int8_linear, "Path", lambda _, f=flags: SimpleNamespace(read_text=lambda: f"flags : {f}"))
+        assert int8_linear._has_vnni() is vnni
 
 
 @pytest.mark.parametrize("kind, lora", [("qwen2", True), ("llama", False)])  # q/k/v with biases (Qwen2), without
@@ -590,7 +590,7 @@ def test_int8_fused_projections_give_the_separate_layers_logits_bit_for_bit(tmp_
     logits of a prompt and of cached decode steps equal those of the separate int8 layers exactly, LoRA's updates
     on q/v included, with one product per group call."""
     from llm_srt.model import llm as llm_module
-    from llm_srt.model.cpu_linear import Int8Linear, Int8Part
+    from llm_srt.model.int8_linear import Int8Linear, Int8Part
     from llm_srt.model.llm import LoraOptions
 
     folder = tiny.llm_dir(tmp_path, kind=kind, init_std=0.3)
@@ -628,7 +628,7 @@ def test_int8_speech_llm_fuses_its_encoders_and_q_formers_projections_exactly(fo
     query/key/value (its cross-attention's key/value): the speech embeddings equal those of the separate int8
     layers exactly."""
     from llm_srt.model import speech_llm as speech_llm_module
-    from llm_srt.model.cpu_linear import Int8Part
+    from llm_srt.model.int8_linear import Int8Part
 
     whisper, llm, _ = folders
     cfg = SpeechLLMConfig(encoder=str(whisper), llm=str(llm), adapter="qformer", dtype="int8",

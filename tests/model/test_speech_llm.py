@@ -863,8 +863,8 @@ def test_compiled_int8_greedy_compiles_at_one_row_with_one_product_per_fused_gro
 
     from torch._dynamo.utils import counters
 
-    from llm_srt.model import cpu_linear, decoding
-    from llm_srt.model.cpu_linear import Int8Part
+    from llm_srt.model import decoding, int8_linear
+    from llm_srt.model.int8_linear import Int8Part
     from llm_srt.model.llm import causal_lm
     from llm_srt.model.speech_llm import SpeechLLM, SpeechLLMConfig
 
@@ -874,7 +874,7 @@ def test_compiled_int8_greedy_compiles_at_one_row_with_one_product_per_fused_gro
                                       dtype="int8")).eval()
     lm = causal_lm(model.llm)
     assert any(isinstance(m, Int8Part) for m in lm.modules())
-    assert any(isinstance(m, cpu_linear.Int8Linear) and m.bias is not None for m in lm.modules())  # Qwen2's q/k/v
+    assert any(isinstance(m, int8_linear.Int8Linear) and m.bias is not None for m in lm.modules())  # Qwen2's q/k/v
     batch, mask = _prompt_embeds(model)
     eos = [model.tokenizer.eos_token_id]
     assert static_steps.StaticSteps.fits(lm, 1, 40) and not static_steps.StaticSteps.fits(lm, 2, 40)
@@ -897,8 +897,8 @@ def test_compiled_int8_greedy_compiles_at_one_row_with_one_product_per_fused_gro
             decoding.greedy_ids(model.llm, batch, mask, 10, eos)
         assert static_steps.StaticSteps.steps_taken == before  # three rows: eager
         calls = []
-        real = cpu_linear._QDQ_LINEAR
-        monkeypatch.setattr(cpu_linear, "_QDQ_LINEAR", lambda *a: calls.append(1) or real(*a))
+        real = int8_linear._QDQ_LINEAR
+        monkeypatch.setattr(int8_linear, "_QDQ_LINEAR", lambda *a: calls.append(1) or real(*a))
         run = static_steps.StaticSteps(lm, embeds, one, 10)
         calls.clear()
         run.step(torch.zeros(1, dtype=torch.long))
@@ -909,7 +909,7 @@ def test_compiled_int8_greedy_compiles_at_one_row_with_one_product_per_fused_gro
 def test_compiled_int8_layers_compute_the_eager_layers_numbers():
     """The compiled form of an int8 layer (its row scaling compiled, the product, its scaling back and the bias in
     the opaque op) gives the eager layer's outputs bit for bit, with a bias and without."""
-    from llm_srt.model.cpu_linear import Int8Linear
+    from llm_srt.model.int8_linear import Int8Linear
 
     torch.manual_seed(0)
     for bias in (True, False):

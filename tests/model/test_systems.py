@@ -626,7 +626,7 @@ def test_whisper_in_int8_on_the_cpu(ending_whisper):
     shared here)."""
     from transformers.modeling_outputs import BaseModelOutput
 
-    from llm_srt.model.cpu_linear import Int8Linear
+    from llm_srt.model.int8_linear import Int8Linear
     from llm_srt.model.systems import _whisper
     from llm_srt.model.whisper_torch import SuppressTokens
 

@@ -318,12 +318,12 @@ def test_int8_head_is_quantized_in_chunks_and_the_table_stays_the_files(folder, 
     same int8 rows as quantizing the whole table); the token table stays the file's float32 rows, unchanged."""
     from safetensors.torch import load_file
 
-    from llm_srt.model import cpu_linear
-    from llm_srt.model.cpu_linear import Int8Linear, quantize_rows
+    from llm_srt.model import int8_linear
+    from llm_srt.model.int8_linear import Int8Linear, quantize_rows
 
     table = load_file(folder / "model.safetensors")["model.decoder.embed_tokens.weight"]
     q, scale = quantize_rows(table)  # the whole table at once
-    monkeypatch.setattr(cpu_linear, "QUANTIZE_CHUNK_ROWS", 7)  # not a divisor of the vocabulary
+    monkeypatch.setattr(int8_linear, "QUANTIZE_CHUNK_ROWS", 7)  # not a divisor of the vocabulary
     assert table.shape[0] % 7
     w = TorchWhisper.from_pretrained(folder, torch.device("cpu"), torch.float32, int8=True)
     assert torch.equal(w.head.dequantized_weight(), Int8Linear(q, scale=scale).dequantized_weight())
@@ -415,7 +415,7 @@ print(json.dumps({"texts": texts, "lang": lang,
 @pytest.mark.parametrize("dtype", ["float32", "int8"])
 def test_greedy_whisper_imports_no_transformers(folder, dtype):
     """The Whisper system's greedy decoding and language ID run without transformers ever being imported (int8
-    too: `Int8Linear` lives in the torch-only `model/cpu_linear.py`)."""
+    too: `Int8Linear` lives in the torch-only `model/int8_linear.py`)."""
     out = subprocess.run([sys.executable, "-c", NO_TRANSFORMERS, str(folder), dtype], capture_output=True, text=True,
                          env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
     assert out.returncode == 0, out.stderr[-2000:]

@@ -31,7 +31,7 @@ def pin_eos(model) -> list[int]:
     """Make every EOS logit exactly 0 (the output head's EOS rows zeroed), so a random-weight LLM never ends an
     utterance early: among its ~150k random logits some are always larger, for greedy and beam search alike.
     Only for benchmarks of random or throw-away weights; returns the EOS ids. `LLMCalls` checks the lengths."""
-    from ..model.cpu_linear import Int8Linear
+    from ..model.int8_linear import Int8Linear
     from ..model.decoding import eos_ids
     from ..model.llm import causal_lm
 

@@ -22,7 +22,7 @@ from torch import nn
 
 from .. import device as dev
 from ..model import cpu_linear
-from ..model.cpu_linear import Int8Linear
+from ..model.int8_linear import Int8Linear
 from ..model.llm import causal_lm
 
 COPY_BYTES = 1 << 30  # the bandwidth probes copy and read 1 GiB

@@ -21,7 +21,8 @@ from ..device import DTYPES, compute_dtype, is_int8
 from ..errors import LLMSRTError
 from . import cpu_linear
 from .attention import use_decode_attention
-from .cpu_linear import FastLinear, Int8Linear, fast_cpu_linears, fuse_int8_projections, quantize_int8
+from .cpu_linear import FastLinear, fast_cpu_linears
+from .int8_linear import Int8Linear, fuse_int8_projections, quantize_int8
 from .mapped import checkpoint_pages_dropper, drop_pages_after_lookups, mapped_from, mapping_of
 
 log = logging.getLogger(__name__)

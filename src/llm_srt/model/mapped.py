@@ -120,7 +120,7 @@ class _DropAfterLookup:
 
 
 def checkpoint_pages_dropper(folder: str | Path, keep: torch.Tensor | None = None) -> Callable[[nn.Module], None]:
-    """For `cpu_linear.quantize_int8(done=)`: a float layer just quantized lets go of its weight's pages when that
+    """For `int8_linear.quantize_int8(done=)`: a float layer just quantized lets go of its weight's pages when that
     weight is a view of one of `folder`'s safetensors files (symlinks resolved, as /proc/self/maps names them),
     in a mapping no page of which was written (checked once per mapping: nothing writes while quantizing), and
     is not `keep` (a tied head's weight that is still the embedding table). Quantizing reads every weight through

@@ -29,8 +29,9 @@ from ..prompts import PROMPT_FORMAT_VERSION
 from .adapter import Adapter, build_adapter
 from .decoding import DecodingOptions, OnEnd, eos_ids, generate_ids
 from .encoder import WhisperEncoder, whisper_dim
-from .cpu_linear import fast_cpu_linears, fuse_int8_projections, is_quantized, quantize_int8
+from .cpu_linear import fast_cpu_linears
 from .ctc import CTCHead, CTCLoss
+from .int8_linear import fuse_int8_projections, is_quantized, quantize_int8
 from .llm import (LoraOptions, backbone_and_head, head_losses, hidden_size, load_llm, load_lora_state, logit_cap,
                   resolve_dtype)
 from .mapped import checkpoint_pages_dropper

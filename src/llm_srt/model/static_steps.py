@@ -89,7 +89,7 @@ class StaticSteps:
         CPU layers at most INT8_COMPILED_ROWS rows, some attention kinds have no static cache here, a model whose
         step failed to compile (`refuse`) is not tried again, and once torch's limit of compiled shapes is reached
         only shapes already compiled are: the others decode as without `compile`)."""
-        from .cpu_linear import is_quantized
+        from .int8_linear import is_quantized
         from .kv_cache import static_fits, static_length
 
         if static_batch(rows) > INT8_COMPILED_ROWS and is_quantized(lm):

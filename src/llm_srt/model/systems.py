@@ -223,7 +223,7 @@ def _whisper(folder: str, device: torch.device, dtype: torch.dtype):
     for a `.en` model) is dropped, or HF would run its language ID over no language tokens."""
     from transformers import WhisperForConditionalGeneration
 
-    from .cpu_linear import quantize_int8
+    from .int8_linear import quantize_int8
 
     try:
         model = WhisperForConditionalGeneration.from_pretrained(folder, dtype=compute_dtype(dtype),

@@ -434,7 +434,7 @@ class TorchWhisper(nn.Module):
         sharded checkpoint's weight and bias may lie in two shards)."""
         from safetensors import safe_open
 
-        from .cpu_linear import Int8Linear
+        from .int8_linear import Int8Linear
 
         linears = {name: m for name, m in self.model.named_modules() if isinstance(m, nn.Linear)}
         table = f"{EMBED_TOKENS}.weight"
