@@ -366,3 +366,100 @@ def test_an_unsized_wav_over_4_gib_is_named_not_a_traceback(tmp_path):
     assert str(e.value) == (f"{path}: a WAV over 4 GiB whose header gives no sizes (a recorder stopped before writing "
                             "them): a WAV header cannot give its length; convert it with `sox --ignore-length` to "
                             "FLAC or RF64")
+
+
+def _wandering(seconds=20.0, silent_start=0.0):
+    """A 16 kHz tone whose pitch wanders (200-300 Hz), so that every MP3 frame has something to code; its first
+    `silent_start` seconds silent."""
+    t = np.arange(int(SAMPLE_RATE * seconds)) / SAMPLE_RATE
+    x = (0.2 * np.sin(2 * np.pi * (200 + 100 * np.sin(t)) * t)).astype(np.float32)
+    x[:int(SAMPLE_RATE * silent_start)] = 0
+    return x
+
+
+def _encoded(x, fmt, subtype, **options):
+    buf = io.BytesIO()
+    sf.write(buf, x, SAMPLE_RATE, format=fmt, subtype=subtype, **options)
+    return buf.getvalue()
+
+
+def _id3(data):
+    """`data` after an ID3v2.4 tag of 1 KiB (10-byte header, syncsafe size), as tagged MP3s begin."""
+    return b"ID3\x04\x00\x00" + bytes([0, 0, 8, 0]) + bytes(1024) + data
+
+
+@pytest.mark.parametrize("fmt,subtype,make", [
+    ("MP3", "MPEG_LAYER_III", lambda data: data),
+    ("MP3", "MPEG_LAYER_III", _id3),
+    ("AIFF", "PCM_16", lambda data: data),
+    ("AIFF", "FLOAT", lambda data: data),  # AIFC
+    ("AU", "PCM_16", lambda data: data),
+    ("W64", "PCM_16", lambda data: data),
+], ids=["mp3-xing", "mp3-id3-xing", "aiff", "aifc-float", "au", "w64"])
+def test_an_mp3_aiff_au_or_w64_cut_in_half_is_refused_unless_salvaged_then_kept_with_one_warning(tmp_path, caplog,
+                                                                                                  fmt, subtype, make):
+    """libsndfile trims an AIFF's, AU's or W64's length to the bytes it holds, and gives an MP3's from its Xing
+    header while decoding only what is there, all without an error: each, cut in half, loaded as if whole (a Common
+    Voice MP3 of 20 s loaded as 9.8 s, to be trained against the transcript of 20 s). Refused, as a WAV is."""
+    data = make(_encoded(_wandering(), fmt, subtype))
+    whole_path, path = tmp_path / f"whole.{fmt.lower()}", tmp_path / f"cut.{fmt.lower()}"
+    whole_path.write_bytes(data)
+    path.write_bytes(data[:len(data) // 2])
+    with caplog.at_level(logging.WARNING, logger="llm_srt.audio"):
+        whole = load_audio(whole_path)
+        assert whole.size == 20 * SAMPLE_RATE and caplog.records == []  # uncut: whole, without a word
+        out = load_audio(path, salvage=True)
+    assert 9 < out.size / SAMPLE_RATE < 10.1 and np.array_equal(out, whole[:out.size])  # the first half, less a tag
+    kept = f"{out.size / SAMPLE_RATE:.1f}"
+    expected = f"only the first {kept} s of 20.0 s decode (it ends before the length its header gives)"
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path}: {expected}: the file is damaged or cut short; those are used (re-export it, or copy it again, for "
+        "the rest)"]
+    with pytest.raises(AudioError) as e:
+        load_audio(path)
+    assert str(e.value) == f"{path}: {expected}: the file is damaged or cut short; re-export it, or copy it again"
+    with pytest.raises(AudioError) as e:  # bytes, as uploaded
+        load_audio(data[:len(data) // 2])
+    assert str(e.value).startswith(f"<audio>: {expected}: ")
+
+
+def _without_header_frame(data):
+    """An MP3 as libsndfile writes it (16 kHz mono: MPEG-2 Layer III) less its first frame, which holds only its
+    Xing/Info header: a stream whose length is estimated from its size and first frame's bit rate, as any MP3's
+    without that header."""
+    assert data[:2] == b"\xff\xf3" and data[2] >> 2 & 3 == 2  # MPEG-2 Layer III without CRC, 16 kHz
+    kbps = (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160)[data[2] >> 4]
+    size = 72000 * kbps // SAMPLE_RATE + (data[2] >> 1 & 1)  # a Layer III frame's bytes at MPEG-2's 576 samples
+    assert (b"Xing" in data[:size] or b"Info" in data[:size]) and data[size:size + 2] == b"\xff\xf3"
+    return data[size:]
+
+
+@pytest.mark.parametrize("options", [{}, {"bitrate_mode": "CONSTANT", "compression_level": 0.5}], ids=["vbr", "cbr"])
+def test_an_mp3_without_a_xing_header_is_never_called_cut(tmp_path, caplog, options):
+    """Without a Xing/Info or VBRI header an MP3's length is an estimate: a VBR stream opening on silence (a low bit
+    rate) is estimated at 21 s and decodes 20 s, whole. Never refused for falling short of it; cut in half, such a
+    file cannot be told from a shorter whole one, and loads."""
+    data = _without_header_frame(_encoded(_wandering(silent_start=2.0), "MP3", "MPEG_LAYER_III", **options))
+    path = tmp_path / "plain.mp3"
+    for part in (data, data[:len(data) // 2]):
+        path.write_bytes(part)
+        with caplog.at_level(logging.WARNING, logger="llm_srt.audio"):
+            out = load_audio(path)
+        assert out.size / SAMPLE_RATE > (19.9 if part is data else 9.9) and caplog.records == []
+        if part is data and not options:  # the estimate is 0.9 s over: a count compared as if exact would refuse it
+            assert sf.info(path).frames - out.size > 2 * 1152
+
+
+@pytest.mark.parametrize("fmt,patch", [
+    ("AU", lambda b: b.__setitem__(slice(8, 12), b"\xff\xff\xff\xff")),  # its format's "length unknown"
+    ("AIFF", lambda b: [b.__setitem__(slice(at, at + 4), n.to_bytes(4, "big")) for at, n in (  # sox's, to a pipe
+        (b.index(b"COMM") + 10, 0x7F000000 // 2), (b.index(b"SSND") + 4, 0x7F000000 + 8))]),
+], ids=["au-unknown-size", "aiff-sox-pipe"])
+def test_an_au_or_aiff_written_to_a_pipe_is_streamed_not_called_cut(tmp_path, caplog, fmt, patch):
+    """A writer that cannot seek back leaves a placeholder for the length; the file holds less, and is whole."""
+    data = bytearray(_encoded(_wandering(2.0), fmt, "PCM_16"))
+    patch(data)
+    (tmp_path / "piped").write_bytes(data)
+    with caplog.at_level(logging.WARNING, logger="llm_srt.audio"):
+        out = load_audio(tmp_path / "piped")
+    assert out.size == 2 * SAMPLE_RATE and caplog.records == []

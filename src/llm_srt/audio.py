@@ -38,6 +38,18 @@ WAV_HEADER_SCAN = 1 << 20  # the chunks before a WAV's data chunk (fmt, LIST, ..
 RIFF_MAX = 0xFFFFFFFF  # a RIFF size field's largest value: a WAV's length past 4 GiB needs RF64
 WAV_PLACEHOLDER = 0x7FFFF000  # a data size this large stands for "length unknown" (sox writes it to a pipe, others
 #   RIFF_MAX), so a WAV that claims it and holds less is streamed, not cut short; one cut short past 2 GiB looks alike
+WAV_FRAMED = (1, 3, 6, 7, 0xFFFE)  # fmt tags (PCM, float, A-law, mu-law, extensible) whose block align is one frame
+AIFF_PLACEHOLDER = 0x7F000000 - (1 << 16)  # sox writes an AIFF to a pipe claiming 0x7F000000 bytes (less part of
+#   a frame): a length not known, as WAV_PLACEHOLDER is
+AU_UNKNOWN = 0xFFFFFFFF  # an AU's data size for "length unknown", as its format defines it (written to a pipe)
+AU_SAMPLE_BYTES = {1: 1, 2: 1, 3: 2, 4: 3, 5: 4, 6: 4, 7: 8, 27: 1}  # per AU encoding: mu-law, PCM 8-32, float,
+#   double, A-law (others, ADPCM: a byte, so a frame is never taken as larger than it is)
+AIFC_PCM = {b"NONE", b"twos", b"sowt", b"raw ", b"in24", b"42ni", b"in32", b"23ni", b"fl32", b"FL32", b"fl64", b"FL64"}
+W64_GUID = bytes.fromhex("f3acd3118cd100c04f8edb8a")  # the 12 bytes after the 4-letter name in a Wave64 chunk's GUID
+W64_RIFF = b"riff" + bytes.fromhex("2e91cf11a5d628db04c10000")
+HEADER_SCAN = 1 << 16  # an AIFF's or W64's chunks before its sound data are looked for this far in
+MP3_SLACK = 2 * 1152  # frames (two of MPEG-1 Layer III's) an MP3 may decode short of its Xing/VBRI count and still be
+#   whole: decoders differ on the encoder delay and padding that count leaves out
 
 AudioInput = str | Path | bytes | np.ndarray
 log = logging.getLogger(__name__)
@@ -113,7 +125,7 @@ def _decode(source: str | Path | bytes, label: str, sr: int, max_seconds: float 
     target = _open(source, label)
     try:
         held = target if isinstance(target, int) else source  # the bytes, not their BytesIO: its buffer is copied
-        samples = _stream(target, label, sr, max_seconds, max_bytes, salvage, _wav_cut(held))
+        samples = _stream(target, label, sr, max_seconds, max_bytes, salvage, _header_cut(held), _mp3_counted(held))
         if samples.size == 0 and (repaired := _unsized_wav(held, label)) is not None:  # whole when asked for
             samples = _stream(repaired, label, sr, max_seconds, max_bytes, salvage)
         return samples
@@ -123,9 +135,11 @@ def _decode(source: str | Path | bytes, label: str, sr: int, max_seconds: float 
 
 
 def _stream(target: int | io.IOBase, label: str, sr: int, max_seconds: float | None,
-            max_bytes: int | None, salvage: bool, wav_cut: tuple[int, int] | None = None) -> np.ndarray:
-    """`wav_cut`: _wav_cut's (bytes held, bytes claimed) for a WAV cut short, whose length libsndfile trims to what
-    it holds, so that only its header tells it is cut short."""
+            max_bytes: int | None, salvage: bool, header_cut: tuple[int, int] | None = None,
+            mp3_counted: bool = False) -> np.ndarray:
+    """`header_cut`: _header_cut's (bytes held, bytes claimed) for a WAV, AIFF, AU or W64 cut short, whose length
+    libsndfile trims to what it holds, so that only its header tells it is cut short. `mp3_counted`: an MP3 whose
+    Xing/VBRI header counts its frames (_mp3_counted), which libsndfile gives as its length, cut short or not."""
     try:
         opened = sf.SoundFile(target, closefd=False)
     except DECODE_ERRORS as e:
@@ -134,7 +148,7 @@ def _stream(target: int | io.IOBase, label: str, sr: int, max_seconds: float | N
     try:
         with opened as f:
             rate, channels, unknown_length = f.samplerate, f.channels, opened.frames >= UNKNOWN_FRAMES
-            claimed_frames = f.frames if wav_cut is None else f.frames * wav_cut[1] / wav_cut[0]
+            claimed_frames = f.frames if header_cut is None else f.frames * header_cut[1] / header_cut[0]
             if not MIN_RATE <= rate <= MAX_RATE:
                 raise AudioError(f"{label}: the header gives a sample rate of {rate} Hz, outside "
                                  f"{MIN_RATE}-{MAX_RATE} Hz; the file is damaged, re-export it")
@@ -142,9 +156,10 @@ def _stream(target: int | io.IOBase, label: str, sr: int, max_seconds: float | N
             if not unknown_length:
                 caps.check(f.frames, claimed=True)
             samples, frames, cut = _read_blocks(f, label, sr, caps)
-            if cut is None and f.format == "FLAC" and not unknown_length and frames < f.frames:
+            counted = f.format == "FLAC" or f.format == "MP3" and mp3_counted  # an exact length, not an estimate
+            if cut is None and counted and not unknown_length and frames < f.frames - MP3_SLACK * (f.format == "MP3"):
                 cut = "it ends before the length its header gives"  # cut at a frame's end: no decoder error
-            elif cut is None and wav_cut is not None and frames:  # none decoded: called empty, as a header alone is
+            elif cut is None and header_cut is not None and frames:  # none decoded: called empty, as a header alone is
                 cut = "it ends before the length its header gives"
     except DECODE_ERRORS as e:
         raise AudioError(f"{label}: cannot decode audio ({_reason(e)}): the file is damaged or cut short; re-export "
@@ -261,17 +276,106 @@ def _unsized_wav(target: int | bytes, label: str) -> io.RawIOBase | None:
     return _Patched(target, bytes(patched), total)
 
 
-def _wav_cut(target: int | bytes) -> tuple[int, int] | None:
-    """(bytes held, bytes claimed) of a WAV whose data chunk claims more bytes than follow its header (a recording
-    or copy cut short: libsndfile trims the length to what is there, without an error). None for anything else: a
-    whole WAV (an odd chunk's pad byte, chunks after the data), or one whose size stands for a length not known,
-    0 (_unsized_wav) or WAV_PLACEHOLDER and above."""
-    if (found := _wav_data(target)) is None:
+def _header_cut(target: int | bytes) -> tuple[int, int] | None:
+    """(bytes held, bytes claimed) of a WAV, AIFF, AU or W64 whose sound data claims more bytes than follow its
+    header (a recording or copy cut short: libsndfile trims the length to what is there, without an error). None
+    for anything else: a whole file (an odd chunk's pad byte, chunks after the data), or one whose size stands for
+    a length not known, 0 (_unsized_wav) or a pipe writer's placeholder (WAV_PLACEHOLDER and above,
+    AIFF_PLACEHOLDER, AU_UNKNOWN)."""
+    first = _read_at(target, 0, 40)
+    if first[:4] in (b"RIFF", b"RIFX"):
+        found = _wav_data(target)
+        found = found and (len(found[1]), found[2], found[3], WAV_PLACEHOLDER)
+    elif first[:4] == b"FORM" and first[8:12] in (b"AIFF", b"AIFC"):
+        found = _aiff_data(_read_at(target, 0, HEADER_SCAN))
+    elif first[:4] == b".snd" and len(first) >= 24:  # AU: data offset, data size, encoding, rate, channels
+        start, size, encoding, _, channels = struct.unpack_from(">5I", first, 4)
+        found = start, size, max(1, channels * AU_SAMPLE_BYTES.get(encoding, 1)), AU_UNKNOWN
+    elif first[:16] == W64_RIFF and first[24:40] == b"wave" + W64_GUID:
+        found = _w64_data(_read_at(target, 0, HEADER_SCAN))
+    else:
         return None
-    _, head, claimed, frame = found
-    held = _size(target) - len(head)
+    if not found:
+        return None
+    start, claimed, frame, unknown = found
+    held = _size(target) - start
     # short by part of a frame only (a writer's size off by a few bytes): no sample is missing, nothing is cut
-    return (held, claimed) if 0 < held // frame < claimed // frame and claimed < WAV_PLACEHOLDER else None
+    return (held, claimed) if 0 < held // frame < claimed // frame and claimed < unknown else None
+
+
+def _aiff_data(head: bytes) -> tuple[int, int, int, int] | None:
+    """An AIFF's (or AIFC's) sound data as its header gives it: (where it starts, the bytes it claims, the bytes of
+    a frame (of a block: IMA ADPCM), AIFF_PLACEHOLDER). The claim is the smaller of SSND's size and COMM's frame
+    count, as a file cut short falls short of both: a writer's slip in one alone is not taken for a cut. None
+    without COMM before SSND within `head`, or for a compression whose frame size is not known here."""
+    comm = None
+    for name, at, size in _chunks(head, 12, wide=False):
+        if name == b"COMM" and at + 22 <= len(head):
+            channels, count, bits = struct.unpack_from(">HIH", head, at)
+            kind = head[at + 18:at + 22] if head[8:12] == b"AIFC" else b"NONE"
+            if kind in AIFC_PCM:
+                comm = count, channels * ((bits + 7) // 8)
+            elif kind in (b"ulaw", b"ULAW", b"alaw", b"ALAW"):
+                comm = count, channels
+            elif kind == b"ima4":
+                comm = count, 34 * channels  # blocks of 34 bytes a channel (64 frames): COMM counts the blocks
+            else:
+                return None
+        if name == b"SSND" and comm is not None and at + 8 <= len(head):
+            count, block = comm[0], max(1, comm[1])
+            offset = struct.unpack_from(">I", head, at)[0]
+            return at + 8 + offset, min(size - 8 - offset, count * block), block, AIFF_PLACEHOLDER
+    return None
+
+
+def _w64_data(head: bytes) -> tuple[int, int, int, int] | None:
+    """A Sony Wave64's data chunk as its header gives it: (where its samples start, the bytes it claims, the bytes
+    of a frame as its fmt chunk gives them (1 without one), a limit no 64-bit size reaches: W64 has no
+    placeholder). None without one within `head`."""
+    frame = 1
+    for name, at, size in _chunks(head, 40, wide=True):
+        if name == b"fmt " + W64_GUID and at + 14 <= len(head) and struct.unpack_from("<H", head, at)[0] in WAV_FRAMED:
+            frame = max(1, struct.unpack_from("<H", head, at + 12)[0])  # WAVEFORMATEX's block align, as in a WAV
+        if name == b"data" + W64_GUID:
+            return at, size, frame, 1 << 64
+    return None
+
+
+def _chunks(head: bytes, at: int, wide: bool):
+    """(name, where its body starts, its body's size) of each chunk in `head` from byte `at`: AIFF's (a 4-byte name,
+    a 32-bit big-endian size, padded to 2 bytes) or, `wide`, W64's (a 16-byte GUID, a 64-bit little-endian size
+    that counts its 24-byte header, padded to 8). Stops at the end of `head`, or after a size too small for one."""
+    header, align = (24, 8) if wide else (8, 2)
+    while at + header <= len(head):
+        if wide:
+            name, size = head[at:at + 16], struct.unpack_from("<Q", head, at + 16)[0] - header
+        else:
+            name, size = head[at:at + 4], struct.unpack_from(">I", head, at + 4)[0]
+        yield name, at + header, size
+        if size < 0:
+            return
+        at += header + size + (-size % align)
+
+
+def _mp3_counted(target: int | bytes) -> bool:
+    """Whether an MP3's first frame carries a Xing/Info header with a frame count, or a VBRI header: its length is
+    then counted, and libsndfile gives it even for a file cut short. Without one, the length is estimated from
+    the file's size and bit rate, so a decoded count short of it tells nothing (and is never refused)."""
+    at = 0
+    for _ in range(4):  # ID3v2 tags before it: a 10-byte header (and as much footer, flag 0x10), a syncsafe size
+        if (tag := _read_at(target, at, 10))[:3] != b"ID3" or len(tag) < 10:
+            break
+        at += 10 + (10 if tag[5] & 0x10 else 0) + sum((b & 0x7F) << 7 * (3 - i) for i, b in enumerate(tag[6:10]))
+    frame = _read_at(target, at, 64)
+    if len(frame) < 4 or frame[0] != 0xFF or frame[1] >> 5 != 7 or frame[1] >> 1 & 3 != 1 or frame[1] >> 3 & 3 == 1:
+        return False  # not the sync of an MPEG-1, 2 or 2.5 Layer III frame
+    mpeg1, mono, crc = frame[1] >> 3 & 3 == 3, frame[3] >> 6 == 3, 0 if frame[1] & 1 else 2
+    side = (17 if mono else 32) if mpeg1 else (9 if mono else 17)  # the side information Xing/Info follows
+    for xing in (4 + side, 4 + crc + side):
+        if frame[xing:xing + 4] in (b"Xing", b"Info") and len(frame) >= xing + 12:
+            flags, count = struct.unpack_from(">II", frame, xing + 4)
+            return bool(flags & 1 and count)  # flag 1: the frame count is there
+    return frame[36:40] == b"VBRI" and len(frame) >= 54 and struct.unpack_from(">I", frame, 50)[0] > 0
 
 
 def _wav_data(target: int | bytes) -> tuple[str, bytes, int, int] | None:
@@ -287,9 +391,9 @@ def _wav_data(target: int | bytes) -> tuple[str, bytes, int, int] | None:
         head, at, frame = _read_at(target, 0, scan), 12, 1
         while at + 8 <= len(head):
             chunk, size = head[at:at + 4], struct.unpack_from(order + "I", head, at + 4)[0]
-            if chunk == b"fmt " and at + 22 <= len(head) and struct.unpack_from(order + "H", head, at + 8)[0] in (
-                    1, 3, 6, 7, 0xFFFE):  # PCM, float, A-law, mu-law, extensible: block align (fmt's bytes 12-13)
-                frame = max(1, struct.unpack_from(order + "H", head, at + 20)[0])  # is a frame (ADPCM: a block)
+            if chunk == b"fmt " and at + 22 <= len(head) and struct.unpack_from(order + "H", head, at + 8)[0] \
+                    in WAV_FRAMED:  # block align (fmt's bytes 12-13) is a frame (ADPCM's, a block: left at 1)
+                frame = max(1, struct.unpack_from(order + "H", head, at + 20)[0])
             if chunk == b"data":
                 return order, head[:at + 8], size, frame
             at += 8 + size + (size & 1)
