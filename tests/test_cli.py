@@ -1,7 +1,9 @@
 import argparse
 import importlib
+import signal
 import subprocess
 import sys
+import textwrap
 
 import pytest
 
@@ -159,3 +161,82 @@ def test_a_broken_pipe_other_than_stdouts_is_an_error_shown(monkeypatch):
     monkeypatch.setattr(score, "main", main)
     with pytest.raises(BrokenPipeError, match="a subprocess's pipe"):
         cli.main(["score", "--hyp", "h", "--ref", "r", "--tgt-lang", "deu"])
+
+
+def test_sigterm_inside_atomic_file_under_the_cli_leaves_no_temporary_file(tmp_path):
+    """torchrun, SLURM, `docker stop` and timeout(1) send SIGTERM, whose default action ran no clean-up: each kill
+    left a `.NAME.XXXX.tmp` (or a model-sized `NAME.tmp-PID` folder). Under the CLI it unwinds: both are removed,
+    the old file and folder kept, and the exit code is 143, one line saying why."""
+    script = textwrap.dedent(f"""
+        import os, signal, sys, types
+        from pathlib import Path
+        from llm_srt import cli, paths
+
+        def main(args):
+            out = Path({str(tmp_path)!r})
+            with paths.atomic_dir(out / "final") as tmp:
+                (tmp / "weights.bin").write_text("new")
+                with paths.atomic_file(out / "talk.srt") as f:
+                    f.write("1\\n00:00:00,000 --> 00:00:01,000\\nhello\\n")
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    signal.pause()  # (the handler runs before this is reached)
+            return 0
+
+        sys.modules["fake_verb"] = types.SimpleNamespace(add_arguments=lambda p: None, main=main)
+        cli.VERBS["fake"] = ("fake_verb", "a verb SIGTERMed mid-write")
+        sys.exit(cli.main(["fake"]))
+        """)
+    (tmp_path / "final").mkdir()
+    (tmp_path / "final" / "weights.bin").write_text("old")
+    (tmp_path / "talk.srt").write_text("old\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 143, done.stderr
+    assert done.stderr.strip() == "llm-srt fake: stopped by SIGTERM"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["final", "talk.srt"]
+    assert (tmp_path / "talk.srt").read_text() == "old\n" and (tmp_path / "final" / "weights.bin").read_text() == "old"
+
+
+def test_a_forked_child_sigtermed_under_the_cli_dies_as_before(tmp_path):
+    """A DataLoader worker forks from the main process and inherits its handler; torch ends its workers with
+    SIGTERM: the worker must die of it at once, not unwind a copy of the parent's stack (its `finally`s would
+    remove the parent's files). The parent's handler is put back when main returns."""
+    script = textwrap.dedent("""
+        import os, signal, sys, time
+        from llm_srt import cli
+
+        with cli.stop_on_sigterm():
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    time.sleep(30)
+                finally:
+                    print("child unwound", flush=True)
+                os._exit(0)
+            time.sleep(0.2)
+            os.kill(pid, signal.SIGTERM)
+            _, status = os.waitpid(pid, 0)
+            print(os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM, flush=True)
+        print(signal.getsignal(signal.SIGTERM) is signal.SIG_DFL, flush=True)
+        """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.split() == ["True", "True"], done.stdout + done.stderr
+
+
+def test_a_second_sigterm_ends_the_process_at_once():
+    """A clean-up that hangs must not keep the process: the second SIGTERM has its default action."""
+    script = textwrap.dedent("""
+        import os, signal, time
+        from llm_srt import cli
+
+        with cli.stop_on_sigterm():
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)
+            finally:
+                print("unwinding", flush=True)
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(30)
+                print("not reached", flush=True)
+        """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == -signal.SIGTERM and done.stdout.split() == ["unwinding"], done.stdout + done.stderr

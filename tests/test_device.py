@@ -168,3 +168,17 @@ def test_int8_is_a_cpu_only_choice_computing_in_float32(monkeypatch):
     assert device.resolve("cpu", "bf16").compute_dtype == torch.bfloat16
     with pytest.raises(LLMSRTError, match="int8 .*CPU only.*bfloat16"):
         device.resolve("cuda", "int8")
+
+
+def test_more_ranks_on_a_node_than_gpus_names_nproc_per_node(monkeypatch):
+    """torchrun with 4 ranks a node where 2 GPUs are visible: rank 3's `auto` said "--device cuda: this host has 2
+    GPU(s)", naming a flag the user never gave; it names the torchrun option to change."""
+    fake_gpus(monkeypatch, 2)
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    told = ("LOCAL_RANK 3 but 2 GPUs are visible: start torchrun with --nproc-per-node 2 (or make more GPUs "
+            "visible)")
+    for spec in ("auto", "cuda"):
+        with pytest.raises(LLMSRTError) as e:
+            device.resolve_device(spec)
+        assert str(e.value) == told

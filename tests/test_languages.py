@@ -41,3 +41,19 @@ def test_locale_maps_reach_every_language():
     assert set(by_cv.values()) == set(languages.LANGUAGES) and len(by_cv) == 16
     # Cantonese: Common Voice's `yue` locale (since Corpus 9.0) and `zh-HK` (Chinese, Hong Kong); CoVoST's zh-CN
     assert (by_cv["yue"], by_cv["zh-HK"], by_cv["zh-CN"]) == ("yue", "yue", "zho")
+
+
+@pytest.mark.parametrize("text", ["", " , ", ","])
+def test_a_list_with_no_language_is_refused(text):
+    """parse_list("") was [], so `--directions eng,deu:` built an ASR-only manifest without a word."""
+    with pytest.raises(LLMSRTError, match=r"names no language: give ISO 639-3 codes"):
+        languages.parse_list(text)
+
+
+def test_directions_with_an_empty_side_are_refused():
+    from llm_srt.data.manifest import parse_directions
+
+    with pytest.raises(LLMSRTError, match="names no language"):
+        parse_directions("eng,deu:", ["eng", "deu"])
+    assert parse_directions("none", ["eng", "deu"]) == []  # the way to ask for no translation
+    assert parse_directions("eng:deu", ["eng", "deu"]) == [("eng", "deu")]

@@ -8,6 +8,8 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
+
 
 def _alive(pid: int) -> bool:
     """Running (a zombie, dead and not yet reaped by whoever adopted it, is not)."""
@@ -56,3 +58,68 @@ def test_a_rank_stops_once_its_torchrun_launcher_is_gone(tmp_path):
         finally:
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def _every_subclass(kind: type) -> list[type]:
+    return [k for sub in kind.__subclasses__() for k in (sub, *_every_subclass(sub))]
+
+
+def test_every_error_kind_survives_pickling_and_a_rebuild_from_its_message():
+    """UndecodableAudio required a `detail`: from_rank0's `kind(message)` on the other ranks raised a TypeError that
+    hid rank 0's line, and a pickle round-trip (pickle calls kind(*args)) failed. Every kind pickles whole; one whose
+    __init__ wants more than a message (serve's OverQueueLimit) is rebuilt on another rank as a plain LLMSRTError."""
+    import pickle
+
+    import llm_srt.serve.batcher  # noqa: F401  its kinds too
+    from llm_srt import errors, ranks
+    from llm_srt.errors import LLMSRTError
+
+    kinds = [LLMSRTError, *_every_subclass(LLMSRTError)]
+    assert {"UndecodableAudio", "OverQueueLimit"} <= {k.__name__ for k in kinds}
+    for kind in kinds:
+        made = kind(3.0, 2.0) if kind.__name__ == "OverQueueLimit" else kind("a.wav: wrong; fix it")
+        made.extra = "kept"
+        back = pickle.loads(pickle.dumps(made))
+        assert type(back) is kind and str(back) == str(made) and back.__dict__ == made.__dict__, kind
+        rebuilt = ranks._rebuilt(kind, "rank 0 said this")
+        assert str(rebuilt) == "rank 0 said this" and isinstance(rebuilt, LLMSRTError), kind
+        if kind.__module__ == errors.__name__:  # ours: each made from its message alone
+            assert type(kind("rank 0 said this")) is type(rebuilt) is kind
+    assert pickle.loads(pickle.dumps(errors.UndecodableAudio("x", "bad header"))).detail == "bad header"
+
+
+@pytest.mark.long(25)
+def test_rank0s_undecodable_audio_reaches_the_other_rank_as_itself(tmp_path):
+    """The reviewer's two-rank run (gloo, CPU): rank 1 raised TypeError instead of rank 0's UndecodableAudio."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    script = textwrap.dedent(f"""
+        import os, torch.distributed as dist, torch.multiprocessing as mp
+        from llm_srt.ranks import from_rank0
+        from llm_srt.errors import UndecodableAudio
+
+        def fn():
+            raise UndecodableAudio("a.wav: cannot decode audio (bad header); use wav or flac", "bad header")
+
+        def work(rank, world):
+            os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT="{port}")
+            dist.init_process_group("gloo", rank=rank, world_size=world)
+            try:
+                from_rank0(fn, rank, world)
+            except Exception as e:
+                print(f"rank {{rank}}: {{type(e).__name__}}: {{e}}", flush=True)
+            dist.destroy_process_group()
+
+        if __name__ == "__main__":
+            mp.spawn(work, args=(2,), nprocs=2)
+        """)
+    (tmp_path / "two_ranks.py").write_text(script)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, str(tmp_path / "two_ranks.py")], capture_output=True, text=True,
+                          timeout=120, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    said = "UndecodableAudio: a.wav: cannot decode audio (bad header); use wav or flac"
+    assert sorted(done.stdout.splitlines()) == [f"rank 0: {said}", f"rank 1: {said}"], done.stderr[-2000:]

@@ -2,10 +2,14 @@
 which provides `add_arguments(parser)` and `main(args) -> int`."""
 
 import argparse
+import contextlib
 import importlib
 import os
+import signal
 import sys
+import threading
 import warnings
+from collections.abc import Iterator
 
 from . import paths
 from .errors import LLMSRTError
@@ -49,7 +53,52 @@ def quiet_progress_when_logged() -> None:
         os.environ.setdefault("TQDM_MININTERVAL", str(PROGRESS_LOG_INTERVAL_S))
 
 
+TERMINATED = 128 + signal.SIGTERM  # the exit code after a SIGTERM: a shell's for a process it ended (143)
+
+
+class Terminated(SystemExit):
+    """A SIGTERM, raised where the main thread is (`stop_on_sigterm`). A SystemExit, so `except Exception` lets it
+    through and only `finally` / `except BaseException` clean-ups run; not a KeyboardInterrupt, which some verbs
+    take for Ctrl-C."""
+
+    def __init__(self) -> None:
+        super().__init__(TERMINATED)
+
+
+@contextlib.contextmanager
+def stop_on_sigterm() -> Iterator[None]:
+    """Within it, a SIGTERM raises `Terminated` in the main thread. Its default action ended the process on the
+    spot, running no clean-up: torchrun sends it to the ranks left when one fails (SLURM, `docker stop` and
+    `timeout` too), and each left its half-written `.NAME.XXXX.tmp` files or a model-sized `NAME.tmp-PID` folder.
+    A second SIGTERM ends the process at once (clean-ups that hang), as does one in a forked child (a DataLoader
+    worker inherits the handler: it must die as before, not unwind the parent's stack). Where the caller is not
+    the main thread (no handler can be set there), nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    owner = os.getpid()
+
+    def stop(signum, _frame) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if os.getpid() != owner:
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        # a caller that runs main in-process keeps its own (None: one set from C, which cannot be set back)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
 def main(argv: list[str] | None = None) -> int:
+    with stop_on_sigterm():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     paths.default_offline()
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # our own progress bars and messages only
@@ -94,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"llm-srt {verb}: interrupted", file=sys.stderr)
         return 130
+    except Terminated:  # its clean-ups have run
+        print(f"llm-srt {verb}: stopped by SIGTERM", file=sys.stderr)
+        return TERMINATED
     except BrokenPipeError:  # stdout's reader has gone (`llm-srt translate ... | head -1`): no traceback
         if debug or not _stdout_broken():  # another pipe (a subprocess's, a socket): a real error, shown
             raise

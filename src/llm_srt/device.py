@@ -3,7 +3,7 @@
 `auto` means the GPU when one is present (under torchrun: the rank's own GPU, `cuda:$LOCAL_RANK`) in bfloat16
 (on GPUs before Ampere, which emulate bfloat16: float16 for inference, float32 for training), else the CPU in
 float32. `int8` (CPU inference only) keeps every linear layer in int8 (per-channel weights,
-activations quantized per call: `model/cpu_linear.py: quantize_int8`): the frozen models' and, for a loaded speech
+activations quantized per call: `model/int8_linear.py: quantize_int8`): the frozen models' and, for a loaded speech
 model, the trained adapter's; everything else, and every activation, stays float32 (`compute_dtype`). Every verb
 takes `--device` and `--dtype` (see `add_arguments`); training configs have the same two keys. Nothing below this
 module picks a device by itself.
@@ -80,6 +80,10 @@ def resolve_device(spec: str | torch.device | None = "auto", flag: str = "--devi
                               f"CUDA build {torch.version.cuda or 'none'}); use {flag}cpu or auto")
         if spec == "cuda":  # a rank that sees one GPU alone (a scheduler giving each task its own) takes that one
             index = (local_rank() or 0) if torch.cuda.device_count() > 1 else 0
+            if index >= torch.cuda.device_count():  # more ranks on this node than GPUs: no flag of ours is wrong
+                count = torch.cuda.device_count()
+                raise LLMSRTError(f"LOCAL_RANK {index} but {count} GPUs are visible: start torchrun with "
+                                  f"--nproc-per-node {count} (or make more GPUs visible)")
         else:
             try:
                 index = int(spec.split(":", 1)[1])

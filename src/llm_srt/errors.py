@@ -8,7 +8,17 @@ from pathlib import Path
 
 
 class LLMSRTError(Exception):
-    """A problem the user can act on. The CLI prints it as one line (no traceback unless --debug)."""
+    """A problem the user can act on. The CLI prints it as one line (no traceback unless --debug). Every subclass
+    can be made from its message alone (another rank's, `ranks.from_rank0`)."""
+
+    def __reduce__(self):
+        # pickled (to another process) with its attributes, and rebuilt without __init__: pickle's default calls
+        # type(self)(*self.args), which fails for a subclass whose __init__ takes other arguments than its message
+        return _rebuild, (type(self), self.args), self.__dict__ or None
+
+
+def _rebuild(kind: type[LLMSRTError], args: tuple) -> LLMSRTError:
+    return kind.__new__(kind, *args)  # args set, as __init__ would (BaseException.__new__ keeps them)
 
 
 class AudioError(LLMSRTError):
@@ -19,7 +29,7 @@ class UndecodableAudio(AudioError):
     """Bytes that no decoder opens (not audio, or an unknown format), as against a damaged file of a known one.
     `detail`: the decoder's own reason."""
 
-    def __init__(self, message: str, detail: str):
+    def __init__(self, message: str, detail: str = ""):
         super().__init__(message)
         self.detail = detail
 

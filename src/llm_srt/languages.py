@@ -68,10 +68,14 @@ def get(code: str) -> Language:
 
 def parse_list(text: str) -> list[str]:
     """'eng,deu, fra' -> ['eng', 'deu', 'fra'], each checked against the registry, a code named again dropped (its
-    rows were written twice, and the manifest refused for its repeated ids); 'all' -> every language."""
+    rows were written twice, and the manifest refused for its repeated ids); 'all' -> every language. A list with no
+    code in it is an error: one side of `--directions eng,deu:` left empty built an ASR-only manifest unsaid."""
     if text.strip() == "all":
         return list(LANGUAGES)
     codes = list(dict.fromkeys(c.strip() for c in text.split(",") if c.strip()))
+    if not codes:
+        raise LLMSRTError(f"language list {text!r} names no language: give ISO 639-3 codes, comma-separated "
+                          "(e.g. eng,deu), or all")
     for c in codes:
         get(c)
     return codes

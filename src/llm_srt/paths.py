@@ -123,6 +123,22 @@ def umask() -> int:
         return mask
 
 
+SHORT_NAME_BYTES = 200  # the longest name a temporary or backup name holds whole (they add up to 14 bytes; 255 max)
+
+
+def short_name(name: str) -> str:
+    """`name`, or where it is over SHORT_NAME_BYTES (in the file system's bytes) its start cut at a character's
+    boundary plus a hash of the whole, unique still: `.NAME.XXXXXXXX.tmp` beside a valid name of 242-255 bytes
+    was over the file system's limit, and the write failed (ENAMETOOLONG)."""
+    raw = os.fsencode(name)
+    if len(raw) <= SHORT_NAME_BYTES:
+        return name
+    cut = SHORT_NAME_BYTES - 9  # room for "~" and 8 hex digits
+    while cut > 0 and raw[cut] & 0xC0 == 0x80:  # a UTF-8 continuation byte: its character begins before the cut
+        cut -= 1
+    return os.fsdecode(raw[:cut]) + "~" + hashlib.blake2b(raw, digest_size=4).hexdigest()
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | Path, mode: str = "w", fsync: bool = False,
                 staged: list[tuple[Path, Path]] | None = None) -> Iterator[IO]:
@@ -138,10 +154,16 @@ def atomic_file(path: str | Path, mode: str = "w", fsync: bool = False,
         permissions = stat.S_IMODE(path.stat().st_mode)
     except FileNotFoundError:
         permissions = 0o666 & ~umask()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{short_name(path.name)}.", suffix=".tmp", dir=path.parent)
     try:
-        os.fchmod(fd, permissions)
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+        try:
+            f = os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"}))
+        except BaseException:
+            os.close(fd)  # fdopen took no hold of it (a wrong mode)
+            raise
+        with f:
+            with contextlib.suppress(OSError):  # a file system without permissions (vfat): as `share_files`
+                os.fchmod(f.fileno(), permissions)
             yield f
             if fsync:
                 f.flush()
@@ -189,7 +211,7 @@ def _backup(path: Path) -> Path | None:
     """A second name for `path`'s file (None when there is none, or it is a folder: its rename fails anyway)."""
     if not os.path.lexists(path) or (path.is_dir() and not path.is_symlink()):
         return None
-    backup = path.with_name(f".{path.name}.{os.getpid()}.old")
+    backup = path.with_name(f".{short_name(path.name)}.{os.getpid()}.old")
     backup.unlink(missing_ok=True)
     try:
         os.link(path, backup, follow_symlinks=False)  # `path` stays in place: no moment without it
@@ -216,13 +238,23 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    share_files(tmp)
-    fsync_tree(tmp)  # on disk before it takes the name: after a power loss `path` is whole, or the old one, never
-    old = path.with_name(f"{path.name}.old-{os.getpid()}")  # a folder of empty files (a finished run's final/)
-    if path.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        path.rename(old)
-    tmp.rename(path)
+    old = path.with_name(f"{path.name}.old-{os.getpid()}")
+    moved = False
+    try:
+        share_files(tmp)
+        # on disk before it takes the name: after a power loss `path` is whole, or the old one, never a folder of
+        fsync_tree(tmp)  # empty files (a finished run's final/)
+        if path.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            path.rename(old)
+            moved = True
+        tmp.rename(path)
+    except BaseException:  # the old folder back under its name: a failed write must not lose it
+        if moved:
+            with contextlib.suppress(OSError):  # a second error must not hide the first
+                old.rename(path)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     fsync_dir(path.parent)
     shutil.rmtree(old, ignore_errors=True)
 

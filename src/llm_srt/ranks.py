@@ -58,10 +58,19 @@ def from_rank0(fn: Callable[[], Any], rank: int, world: int, group=None) -> Any:
         dist.broadcast_object_list(box, src=0, group=group)
         result, message, kind = box[0]
         if message is not None and failure is None:
-            raise kind(message)
+            raise _rebuilt(kind, message)
     if failure is not None:
         raise failure
     return result
+
+
+def _rebuilt(kind: type[LLMSRTError], message: str) -> LLMSRTError:
+    """Rank 0's error of `kind` on another rank; a plain LLMSRTError where that kind cannot be made from its message
+    alone (its __init__ wants more): the same line, not a TypeError that hides it."""
+    try:
+        return kind(message)
+    except Exception:  # noqa: BLE001  any failure of a subclass's __init__
+        return LLMSRTError(message)
 
 
 def on_every_rank(fn: Callable[[], Any], rank: int, world: int, group=None) -> Any:

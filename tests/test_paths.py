@@ -1,0 +1,81 @@
+"""paths.py: atomic writes of files and folders, where they fail part-way (a SIGTERM: tests/test_cli.py)."""
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+
+from llm_srt import paths
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts descriptors in /proc/self/fd (Linux)")
+def test_a_file_system_that_refuses_chmod_still_gets_the_file_and_no_descriptor_leaks(tmp_path, monkeypatch):
+    """vfat / exfat refuse chmod (EPERM): atomic_file failed every write there and leaked mkstemp's descriptor each
+    time, although share_files takes such a file system as it is."""
+    def refuse(fd, mode):
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "fchmod", refuse)
+    before = _open_fds()
+    for k in range(20):
+        with paths.atomic_file(tmp_path / "talk.srt") as f:
+            f.write(f"take {k}\n")
+    assert (tmp_path / "talk.srt").read_text() == "take 19\n"
+    assert _open_fds() == before and sorted(p.name for p in tmp_path.iterdir()) == ["talk.srt"]
+    with pytest.raises(ValueError):  # a mode fdopen refuses: its descriptor closed, its temporary file gone
+        with paths.atomic_file(tmp_path / "x.bin", mode="nonsense"):
+            pass
+    assert _open_fds() == before and sorted(p.name for p in tmp_path.iterdir()) == ["talk.srt"]
+
+
+@pytest.mark.parametrize("name", ["x" * 247 + ".srt", "ü" * 125 + "x.srt", "日本" * 41 + "a.srt"],
+                         ids=["ascii", "two-byte", "three-byte"])
+def test_a_name_near_the_file_systems_limit_is_written(tmp_path, name):
+    """A valid 251-255-byte name: the temporary `.NAME.XXXXXXXX.tmp` beside it was 14 bytes longer than the limit
+    (ENAMETOOLONG), and so was replace_all's backup name of the file it replaced. Cut on a character's boundary
+    (UTF-8 bytes), a hash keeping two long names with the same start apart."""
+    assert 251 <= len(name.encode()) <= 255
+    target = tmp_path / name
+    target.write_text("old\n")
+    with paths.atomic_file(target) as f:
+        f.write("new\n")
+    assert target.read_text() == "new\n"
+    staged: list[tuple[Path, Path]] = []
+    twin = tmp_path / (name[:-4] + ".vtt")  # the same first 200 bytes: backups must not share a name
+    twin.write_text("old twin\n")
+    for p, text in ((target, "staged\n"), (twin, "staged twin\n")):
+        with paths.atomic_file(p, staged=staged) as f:
+            f.write(text)
+    assert paths.short_name(target.name) != paths.short_name(twin.name)
+    paths.replace_all(staged)
+    assert (target.read_text(), twin.read_text()) == ("staged\n", "staged twin\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([name, twin.name])
+    short = paths.short_name(name)
+    assert len(short.encode()) <= paths.SHORT_NAME_BYTES and short.encode().decode() == short  # whole characters
+    assert paths.short_name("talk.srt") == "talk.srt"  # a usual name is kept whole: OUTPUT_LEFTOVER still knows it
+
+
+def test_atomic_dir_puts_the_old_folder_back_when_the_last_rename_fails(tmp_path, monkeypatch):
+    """Between `path.rename(old)` and `tmp.rename(path)` a failure of the second left no folder under `path` at all:
+    the old one is renamed back and the new one removed, and the error raised."""
+    target = tmp_path / "final"
+    target.mkdir()
+    (target / "model.safetensors").write_text("old weights")
+    real_rename = Path.rename
+
+    def rename(self, to):
+        if self.name.startswith("final.tmp-"):
+            raise OSError(errno.EIO, "Input/output error")
+        return real_rename(self, to)
+
+    monkeypatch.setattr(Path, "rename", rename)
+    with pytest.raises(OSError, match="Input/output error"):
+        with paths.atomic_dir(target) as tmp:
+            (tmp / "model.safetensors").write_text("new weights")
+    assert (target / "model.safetensors").read_text() == "old weights"
+    assert [p.name for p in tmp_path.iterdir()] == ["final"]
