@@ -2,8 +2,9 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-DEB_PACKAGES := espeak-ng sox mecab mecab-naist-jdic chromium flite festival festvox-kallpc16k festvox-kdlpc16k \
-	festvox-us-slt-hts  # chromium: the web page's browser test; flite, festival: the mini corpus's other voices
+DEB_PACKAGES := python3-venv espeak-ng sox mecab mecab-naist-jdic chromium flite festival festvox-kallpc16k \
+	festvox-kdlpc16k festvox-us-slt-hts  # chromium: the web page's browser test; flite, festival: the mini corpus's
+#	other voices; python3-venv: Debian's python3 makes no virtual environment without it (installed before .venv)
 STAMP := $(VENV)/.installed
 TORCH_INDEX ?=  # a package index for torch alone (e.g. PyTorch's CPU-only one); empty: pip's own
 
@@ -12,8 +13,8 @@ TORCH_INDEX ?=  # a package index for torch alone (e.g. PyTorch's CPU-only one);
 setup: $(STAMP) debs
 	$(VENV)/bin/llm-srt setup
 
-$(STAMP): pyproject.toml constraints.txt
-	test -x $(PY) || python3 -m venv $(VENV)
+$(STAMP): pyproject.toml constraints.txt | debs
+	test -x $(PIP) || python3 -m venv $(VENV)  # pip, not python: a venv made without ensurepip has python alone
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0 $(if $(strip $(TORCH_INDEX)),--index-url $(strip $(TORCH_INDEX)))
 	$(PIP) install -q -c constraints.txt -e '.[dev]'
