@@ -614,6 +614,27 @@ def test_cli_adds_the_whisper_row_unless_told_not_to(monkeypatch, capsys):
     assert "EMBEDDED TABLE" in out and "whisper vs faster-whisper: FAILED (bench: the Whisper row's" in out
 
 
+def test_the_cli_makes_device_cuda_n_the_current_gpu(monkeypatch):
+    """What runs on the current GPU (--compile's CUDA graphs, library handles) ran on cuda:0 beside a bench on
+    --device cuda:1 (evaluate and serve made it current; bench and translate did not)."""
+    import argparse
+
+    from llm_srt import device as dev
+    from llm_srt.bench import whisper
+
+    made = []
+    monkeypatch.setattr(torch.cuda, "set_device", made.append)
+    gpu1 = dev.Placement(torch.device("cuda", 1), torch.bfloat16)
+    monkeypatch.setattr(dev, "from_args", lambda args: gpu1)
+    monkeypatch.setattr(bench, "run_bench", lambda options, placement, log: made.append("ran") or {})
+    monkeypatch.setattr(bench, "format_table", lambda result: "")
+    monkeypatch.setattr(whisper, "run_whisper_bench", lambda options, placement, log: {"skipped": "test"})
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    assert bench.main(parser.parse_args(["--device", "cuda:1"])) == 0
+    assert made == [torch.device("cuda", 1), "ran"]
+
+
 def test_each_decode_row_is_warmed_up_at_its_own_shape_untimed(monkeypatch):
     """Before the timed passes, 2 tokens of each row's longest batch at its beam (kernel timings and other
     once-per-process costs of that shape stay out of the row); only the timed pass makes the row."""

@@ -39,7 +39,11 @@ def test_both_sides_get_the_same_clips_precision_and_threads(tmp_path):
     assert ours[:3] == ["-m", "llm_srt.cli", "translate"] and ours[3:5] == [str(c) for c in clips]
     assert ours[ours.index("--dtype") + 1] == "int8" and ours[ours.index("--whisper") + 1] == "/models/whisper-base"
     assert ours[ours.index("--task") + 1] == "asr" and ours[ours.index("--device") + 1] == "cpu"
-    assert theirs[0] == "-c" and theirs[2:] == [str(tmp_path / "ct2"), "cpu", "int8", "3", *map(str, clips)]
+    assert theirs[0] == "-c" and theirs[2:] == [str(tmp_path / "ct2"), "cpu", "0", "int8", "3", *map(str, clips)]
+    gpu1 = device.Placement(torch.device("cuda", 1), torch.float16)  # both on --device cuda:1's GPU (theirs ran on 0)
+    argv = wb.commands(options, gpu1, clips, tmp_path / "ct2")
+    assert argv["llm_srt"][argv["llm_srt"].index("--device") + 1] == "cuda:1"
+    assert argv["faster_whisper"][3:5] == ["cuda", "1"]
 
 
 def test_ratios_are_medians_of_pairs_against_the_goals():

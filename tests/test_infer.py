@@ -400,7 +400,8 @@ SR = 16000
 
 class Stub:
     """A system whose output names its item's length ("t1.60" / "tr1.60" for 1.6 s); a batch holding an item that
-    `fails(item)` raises, as a CUDA error does; the batch numbered `interrupt` (1 = the first) is a Ctrl-C."""
+    `fails(item)` raises, as a row the model cannot take does (a CUDA error would stop the run: `infer._run_chunk`);
+    the batch numbered `interrupt` (1 = the first) is a Ctrl-C."""
 
     name, placement = "stub", None
 
@@ -412,7 +413,7 @@ class Stub:
         if len(self.batches) == self.interrupt:
             raise KeyboardInterrupt
         if any(self.fails(it) for it in items):
-            raise RuntimeError("CUDA error: an illegal memory access was encountered\nCUDA kernel errors ...")
+            raise RuntimeError("index out of range in self\n(the second line of its message)")
         return [Output(f"t{it.audio.size / SR:.2f}", f"tr{it.audio.size / SR:.2f}") for it in items]
 
     def detect_language(self, audio):
@@ -518,7 +519,7 @@ def test_a_failing_batch_is_retried_down_to_the_rows_that_fail():
     stub = Stub(fails=lambda it: it.audio.size == bad)
     out = run_items(stub, items, OPTS, batch_size=8)
     assert [o.error is not None for o in out] == [k == 5 for k in range(8)]
-    assert out[5].error == "RuntimeError: CUDA error: an illegal memory access was encountered"
+    assert out[5].error == "RuntimeError: index out of range in self"
     assert len(stub.batches) == 7  # 8 -> 4 + 4 -> 2 + 2 -> 1 + 1
     seen = {}
     assert run_items(stub, items, OPTS, batch_size=8, on_output=seen.__setitem__) == out
@@ -624,7 +625,7 @@ def test_the_segments_of_an_input_whose_caller_is_gone_are_not_run():
 
 
 def test_a_failed_segment_is_counted_and_the_inputs_other_segments_kept(tmp_path, monkeypatch, capsys):
-    """Before, the error line named no input ("RuntimeError: CUDA error ...") and one failed segment lost all the
+    """Before, the error line named no input ("RuntimeError: index out of range ...") and one failed segment lost all
     input's segments."""
     talk = recording(36.0, [(0.5, 3.0), (15.5, 17.0), (30.0, 33.5)])  # three phrases apart: three segments
     write_wav(tmp_path / "talk.wav", talk)
@@ -635,7 +636,7 @@ def test_a_failed_segment_is_counted_and_the_inputs_other_segments_kept(tmp_path
     [talk_result, other] = SpeechTranslator(stub).translate(files, "eng", "deu", batch_size=4)
     assert [s.error is not None for s in talk_result.segments] == [False, True, False] and other.error is None
     assert talk_result.error.startswith("1 of 3 segments failed (the first, 00:00:15.") and \
-        talk_result.error.endswith(": RuntimeError: CUDA error: an illegal memory access was encountered)")
+        talk_result.error.endswith(": RuntimeError: index out of range in self)")
     assert len(talk_result.kept) == 2 and talk_result.translation.count("tr") == 2
     stub_cli(monkeypatch, Stub(fails=stub.fails))
     rc = cli.main(["translate", *files, "--model", "stub", "--src", "eng", "--tgt", "deu", "--format", "srt",
@@ -1139,3 +1140,20 @@ def test_a_transcript_holding_a_tag_or_special_token_fails_its_input_only():
     assert "'<|deu|>'" in results[0].error and "remove it from the transcript" in results[0].error
     assert "'</s>'" in results[1].error
     assert results[2].error is None and results[2].translation
+
+
+def test_translate_makes_device_cuda_n_the_current_gpu_before_the_model_loads(monkeypatch):
+    """`translate --device cuda:1`: --compile's CUDA graphs and library handles ran on cuda:0 (evaluate and serve
+    made the model's GPU current; translate did not)."""
+    import argparse
+
+    from llm_srt import device, infer
+
+    made = []
+    monkeypatch.setattr(torch.cuda, "set_device", made.append)
+    monkeypatch.setattr(device, "resolve", lambda spec, dtype: device.Placement(torch.device("cuda", 1),
+                                                                                 torch.bfloat16))
+    monkeypatch.setattr(SpeechTranslator, "from_pretrained", classmethod(lambda cls, *a, **k: made.append("loaded")))
+    args = argparse.Namespace(model="m", device="cuda:1", dtype="auto", llm=None, whisper=None, encoder=None)
+    infer.translator_from_args(args)
+    assert made == [torch.device("cuda", 1), "loaded"]

@@ -221,6 +221,14 @@ def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in text or "alloc_failed" in text
 
 
+def is_device_failure(error: BaseException) -> bool:
+    """A CUDA error other than running out of memory (a device-side assert, an illegal memory access, a failed
+    cuBLAS call): CUDA keeps it for the rest of the process, so every later call on the GPU fails too."""
+    if is_out_of_memory(error):
+        return False
+    return isinstance(error, torch.AcceleratorError) or "cuda error" in str(error).lower()
+
+
 def release(device: torch.device | None = None) -> None:
     """Free what unreachable objects hold (reference cycles: a model wrapped by FSDP points at itself) and give
     cached GPU blocks back to the driver, for the next model or another process (COMET) on the same GPU; a no-op on

@@ -189,19 +189,20 @@ def run_items(system: System, items: Sequence[Item], options: DecodingOptions = 
               first: Sequence[float] | None = None, skip: Callable[[int], bool] | None = None,
               remember_out_of_memory: bool = True, between: Callable[[float], object] | None = None) -> list[Output]:
     """One Output per item, in order, however mixed the languages and tasks. Items run longest first in batches of
-    `batch_size` (similar lengths together; the first batch shows the peak memory), or, with `first` (a key per
-    item), lowest key first and longest first within a key; each item's output is capped by its own budget
-    (item_budget: duration and scripts, or the given text's length). A batch that fails (a CUDA out-of-memory, any
-    error) is retried in halves, down to single rows (at most 2n - 1 calls for n rows), so only the rows that fail
-    alone fail; after an out-of-memory error, later batches of this system (in this call and later ones) hold at
-    most as many rows as the largest half that then ran, so a too-large batch size is paid for once, not on every
-    batch (`remember_out_of_memory` False: in this call only; a server, whose one long request must not shrink
-    every later batch). A failed row has `error` set, as has an item no system can run (model.systems.check_item), which
-    never reaches the system, and an item for which `skip(k)` is true when its batch is formed (its caller gone:
-    NOT_RUN). `progress(n)` is called as n more items are done (failed ones included); `on_output(k, output)` as
-    item k's output is ready (in the order the items run); `between(left)` between two batches, before the later is
-    formed, with the share of this call's work (its items' samples, or characters) not yet run (a server runs the
-    shorter requests that arrived meanwhile there, so they do not wait for every batch of this call)."""
+    `batch_size` (similar lengths together; the first batch shows the peak memory), or, with `first` (a key per item),
+    lowest key first and longest first within a key; each item's output is capped by its own budget (item_budget:
+    duration and scripts, or the given text's length). A batch that fails (a CUDA out-of-memory, any error) is retried
+    in halves, down to single rows (at most 2n - 1 calls for n rows), so only the rows that fail alone fail; a CUDA
+    error that breaks the GPU for the process (`device.is_device_failure`) stops the call; after an out-of-memory error,
+    later batches of this system (in this call and later ones) hold at most as many rows as the largest half that then
+    ran, so a too-large batch size is paid for once, not on every batch (`remember_out_of_memory` False: in this call
+    only; a server, whose one long request must not shrink every later batch). A failed row has `error` set, as has an
+    item no system can run (model.systems.check_item), which never reaches the system, and an item for which `skip(k)`
+    is true when its batch is formed (its caller gone: NOT_RUN). `progress(n)` is called as n more items are done
+    (failed ones included); `on_output(k, output)` as item k's output is ready (in the order the items run);
+    `between(left)` between two batches, before the later is formed, with the share of this call's work (its items'
+    samples, or characters) not yet run (a server runs the shorter requests that arrived meanwhile there, so they do not
+    wait for every batch of this call)."""
     if batch_size < 1:
         raise LLMSRTError(f"batch size must be at least 1, got {batch_size} (--batch-size)")
     outputs: list[Output | None] = [None] * len(items)
@@ -270,6 +271,10 @@ def _run_chunk(system: System, chunk: list[Item], options: DecodingOptions, fits
         return outs
     except Exception as e:  # one bad batch never loses the others
         error, oom = error_line(e), placement_of.is_out_of_memory(e)
+        if placement_of.is_device_failure(e):  # not this batch's fault: its halves, and every later batch, fail too
+            raise LLMSRTError(f"{system.name}: the GPU failed on a batch of {len(chunk)} ({error}); CUDA keeps that "
+                              "error for the rest of the process, so the run stops here: run it again (with "
+                              "CUDA_LAUNCH_BLOCKING=1 the error names the failing kernel)") from e
     # out of the except block: the traceback (and the tensors its frames hold) is gone before the cache is freed
     if oom:
         give_back_gpu_memory()  # before the halves run
@@ -497,6 +502,9 @@ def segment_options(max_seconds: float) -> SegmentOptions:
 
 
 def translator_from_args(args) -> SpeechTranslator:
+    # --device cuda:N made the current GPU before the model loads, as evaluate and serve do: what runs on "the
+    # current GPU" (the CUDA graphs of --compile, library handles) ran on cuda:0 beside a model on cuda:N
+    placement_of.make_current(placement_of.resolve(args.device, args.dtype))
     return SpeechTranslator.from_pretrained(args.model, device=args.device, dtype=args.dtype, llm=args.llm,
                                             whisper=args.whisper, encoder=args.encoder)
 

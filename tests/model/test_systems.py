@@ -676,6 +676,32 @@ class Flaky:
         return "eng"
 
 
+class BrokenGPU(Flaky):
+    """Every batch fails with `error`, as every call does once CUDA has hit a device-side assert."""
+
+    def __init__(self, error: Exception):
+        super().__init__(fits=0)
+        self.error = error
+
+    def run_batch(self, items, options):
+        self.calls.append(len(items))
+        raise self.error
+
+
+@pytest.mark.parametrize("error", [torch.AcceleratorError("CUDA error: device-side assert triggered"),
+                                   RuntimeError("CUDA error: an illegal memory access was encountered")])
+def test_a_cuda_error_that_breaks_the_gpu_stops_the_run_instead_of_failing_every_row_in_halves(error):
+    """A device-side assert or an illegal access leaves the CUDA context broken for the process: retrying in halves
+    made 2n - 1 calls per batch (124 for 64 rows), every row an error called retryable, batch after batch."""
+    items = [Item(CLIPS[i % 4], code, "deu", Task.SRT) for i, code in enumerate(["eng", "fra", "deu", "jpn"] * 2)]
+    broken = BrokenGPU(error)
+    with pytest.raises(LLMSRTError, match=r"the GPU failed on a batch of 4 .*CUDA error.*run it again"):
+        run_items(broken, items, OPTS, batch_size=4)
+    assert broken.calls == [4]
+    oom = BrokenGPU(torch.AcceleratorError("CUDA error: out of memory"))  # memory is no broken context: halves
+    assert all(o.error for o in run_items(oom, items[:2], OPTS, batch_size=2)) and oom.calls == [2, 1, 1]
+
+
 def test_a_failing_batch_is_retried_in_halves_down_to_single_rows(monkeypatch):
     from llm_srt.model.static_steps import StaticSteps
 

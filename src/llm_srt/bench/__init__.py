@@ -171,6 +171,7 @@ def main(args) -> int:
         torch.set_num_threads(args.threads)
     placement = dev.from_args(args)
     check_placement(args, placement)
+    dev.make_current(placement)  # --device cuda:N: its CUDA graphs and library handles there too, not on cuda:0
     log = lambda msg: print(f"[bench] {msg}", file=sys.stderr, flush=True)  # noqa: E731
     # the result so far into --json-out after each measurement: what a bench stopped from outside (a time limit, a
     #   kill, the process out of memory) measured is not lost with it

@@ -63,8 +63,9 @@ else:
 FASTER_WHISPER = """
 import json, sys
 from faster_whisper import WhisperModel
-folder, device, compute_type, threads, *clips = sys.argv[1:]
-model = WhisperModel(folder, device=device, compute_type=compute_type, cpu_threads=int(threads))
+folder, device, index, compute_type, threads, *clips = sys.argv[1:]
+model = WhisperModel(folder, device=device, device_index=int(index), compute_type=compute_type,
+                     cpu_threads=int(threads))
 texts = []
 for clip in clips:
     segments, _ = model.transcribe(clip, language="en", task="transcribe", beam_size=1, temperature=0.0,
@@ -147,8 +148,8 @@ def commands(options: WhisperBenchOptions, placement: Placement, clips: list[Pat
             "asr", "--src", "eng", "--device", str(placement.device), "--dtype", precision, "--format", "json"]
     if options.whisper:
         ours += ["--whisper", options.whisper]
-    theirs = ["-c", FASTER_WHISPER, str(ct2), placement.device.type, CT2_COMPUTE_TYPES[precision],
-              str(threads(options)), *map(str, clips)]
+    theirs = ["-c", FASTER_WHISPER, str(ct2), placement.device.type, str(placement.device.index or 0),
+              CT2_COMPUTE_TYPES[precision], str(threads(options)), *map(str, clips)]  # cuda:1's GPU too (was 0)
     return {"llm_srt": ours, "faster_whisper": theirs}
 
 
