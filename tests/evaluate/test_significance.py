@@ -73,6 +73,9 @@ def test_every_paired_test_keeps_its_seed():
 
     r = refs(25, seed=3)
     assert paired_bootstrap(system(r, truncated(8)), system(r, truncated(5)), samples=50, seed=7).seed == 7
+    a, b = system(r, lambda i, s: s if i % 4 else ""), system(r, truncated(10))  # close: p and the interval vary
+    seven, eight = (paired_bootstrap(a, b, samples=200, seed=seed) for seed in (7, 8))
+    assert (seven.p, seven.low, seven.high) != (eight.p, eight.low, eight.high)  # the seed draws the resamples
     assert paired_error_rates(srt_rows(r, truncated(9)), srt_rows(r, truncated(6)), samples=50, seed=8)["eng"].seed == 8
     assert paired_mean(np.arange(10.0), np.arange(10.0)[::-1], samples=50, seed=9).seed == 9
     assert paired_mean(np.arange(10.0), np.arange(10.0)[::-1], samples=50).seed == 0

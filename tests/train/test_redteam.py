@@ -3,8 +3,10 @@ folder states. Each case must end in a one-line error naming the input and what 
 documented (ignored, rebuilt) - never a traceback, a hang, code run or training state lost. Fast: no model is
 built."""
 
+import hashlib
 import json
 import os
+import re
 
 import pytest
 import torch
@@ -224,21 +226,32 @@ def test_a_resealed_bad_trainer_state_is_a_one_line_refusal(fault, tmp_path):
     assert checkpoint.load_trainer_state(root / "step-00000002")["step"] == 2  # the previous one reads
 
 
+def _entry(path):
+    """A checksums.json entry that `path` matches: its size and sha256 right, so only its name can be refused."""
+    return {"size": path.stat().st_size, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+
+
+# checksums.json of step-00000003 (given the file beside the checkpoints, `outside`) -> the problem reported
 CHECKSUM_FAULTS = {
-    "checksums-a-list": "[]",
-    "checksums-bad-entry": '{"config.json": 3}',
-    "checksums-outside": '{"../../../etc/hostname": {"size": 1, "sha256": "x"}}',
-    "checksums-absolute": '{"/etc/hostname": {"size": 1, "sha256": "x"}}',
+    "checksums-a-list": (lambda outside: [], r"checksums\.json is malformed"),
+    "checksums-bad-entry": (lambda outside: {"config.json": 3}, r"checksums\.json is malformed"),
+    "checksums-outside": (lambda outside: {"../../outside.txt": _entry(outside)},
+                          r"checksums\.json names '\.\./\.\./outside\.txt', outside the checkpoint"),
+    "checksums-absolute": (lambda outside: {str(outside): _entry(outside)},
+                           r"checksums\.json names '/.*', outside the checkpoint"),  # the path cut to 80 characters
 }
 
 
 @pytest.mark.parametrize("fault", CHECKSUM_FAULTS)
 def test_malformed_checksums_mark_the_checkpoint_damaged(fault, tmp_path):
     root = _run(tmp_path)
-    (root / "step-00000003" / checkpoint.CHECKSUMS).write_text(CHECKSUM_FAULTS[fault])
+    outside = tmp_path / "outside.txt"  # ../../outside.txt from a checkpoint's folder
+    outside.write_text("a file beside the run's checkpoints, not one of them")
+    sums, problem = CHECKSUM_FAULTS[fault]
+    (root / "step-00000003" / checkpoint.CHECKSUMS).write_text(json.dumps(sums(outside)))
     messages = []
     assert checkpoint.latest(tmp_path, log=messages.append).step == 2
-    assert len(messages) == 1 and "step-00000003 is damaged" in messages[0]
+    assert len(messages) == 1 and re.search(rf"step-00000003 is damaged \({problem}\)", messages[0]), messages
 
 
 def test_lock_file_states(tmp_path):

@@ -102,24 +102,34 @@ def test_trainer_state_round_trips_exactly_without_pickle(tmp_path):
         checkpoint.load_trainer_state(tmp_path, required=("data",))
 
 
+def _contents(out):
+    """Every file's bytes and modification time under `out`, but TensorBoard's events (the running first run writes
+    them on)."""
+    return {p.relative_to(out): (p.read_bytes(), p.stat().st_mtime_ns) for p in out.rglob("*")
+            if p.is_file() and "tensorboard" not in p.relative_to(out).parts}
+
+
 def test_a_second_train_on_the_same_folder_is_refused_naming_the_holder(tiny_setup, tmp_path, capsys):
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     first = subprocess.Popen([sys.executable, "-m", "llm_srt.cli", "train"] + overrides(
-        tiny_setup, out, max_steps=100_000, save_every=100_000, log_every=1000), env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        tiny_setup, out, max_steps=100_000, save_every=100_000, log_every=100_000), env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # it writes no train_log.jsonl line while it runs
     try:
         deadline = time.time() + 120
-        while time.time() < deadline and not (out / checkpoint.LOCK).is_file() or \
-                not (out / checkpoint.LOCK).read_text().strip():
+        while time.time() < deadline and not any(out.glob("tensorboard/*")) or \
+                not (out / checkpoint.LOCK).read_text().strip():  # holding the lock, its files all made
             assert first.poll() is None, "the first run ended early"
             time.sleep(0.05)
+        files, before = sorted(p.relative_to(out) for p in out.rglob("*")), _contents(out)
         rc = cli.main(["train", *overrides(tiny_setup, out, max_steps=2)])
         err = capsys.readouterr().err.strip()
         assert rc == 2 and len(err.splitlines()) == 1, err
         assert f"another training run is writing this output folder (pid {first.pid} on " in err
         assert "started 20" in err and "Traceback" not in err
-        assert not (out / "train_log.jsonl").exists() or first.poll() is None  # nothing written by the second
+        assert first.poll() is None  # still holding the lock: what changed in `out` came from the second run
+        assert not (out / "train_log.jsonl").exists()  # nothing written by the second (the first logs none)
+        assert sorted(p.relative_to(out) for p in out.rglob("*")) == files and _contents(out) == before
     finally:
         first.kill()
         first.wait()
