@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from llm_srt.audio import SAMPLE_RATE, load_audio
+from llm_srt.audio import SAMPLE_RATE, W64_GUID, load_audio
 from llm_srt.errors import AudioError
 
 
@@ -450,11 +450,23 @@ def test_an_mp3_without_a_xing_header_is_never_called_cut(tmp_path, caplog, opti
             assert sf.info(path).frames - out.size > 2 * 1152
 
 
+def test_a_vbri_header_is_no_counted_length():
+    """libsndfile does not read a VBRI header's frame count (its length of such a file is an estimate: 287,977
+    frames where VBRI said 883,584), so a decoded count short of it must not be called cut."""
+    from llm_srt.audio import _mp3_counted
+
+    frame = b"\xff\xfb\x90\x00" + bytes(32) + b"VBRI" + bytes(10) + (34_000).to_bytes(4, "big") + bytes(10)
+    xing = b"\xff\xfb\x90\x00" + bytes(32) + b"Xing" + (1).to_bytes(4, "big") + (34_000).to_bytes(4, "big") + bytes(20)
+    assert not _mp3_counted(frame) and _mp3_counted(xing)  # MPEG-1 stereo: Xing 36 bytes in, as VBRI
+
+
 @pytest.mark.parametrize("fmt,patch", [
     ("AU", lambda b: b.__setitem__(slice(8, 12), b"\xff\xff\xff\xff")),  # its format's "length unknown"
     ("AIFF", lambda b: [b.__setitem__(slice(at, at + 4), n.to_bytes(4, "big")) for at, n in (  # sox's, to a pipe
         (b.index(b"COMM") + 10, 0x7F000000 // 2), (b.index(b"SSND") + 4, 0x7F000000 + 8))]),
-], ids=["au-unknown-size", "aiff-sox-pipe"])
+    ("W64", lambda b: b.__setitem__(slice(b.index(b"data" + W64_GUID) + 16, b.index(b"data" + W64_GUID) + 24),
+                                   (0x7FFFFFFFFFFFD907).to_bytes(8, "little"))),  # sox's, to a pipe (was refused)
+], ids=["au-unknown-size", "aiff-sox-pipe", "w64-sox-pipe"])
 def test_an_au_or_aiff_written_to_a_pipe_is_streamed_not_called_cut(tmp_path, caplog, fmt, patch):
     """A writer that cannot seek back leaves a placeholder for the length; the file holds less, and is whole."""
     data = bytearray(_encoded(_wandering(2.0), fmt, "PCM_16"))

@@ -58,6 +58,11 @@ def test_a_name_near_the_file_systems_limit_is_written(tmp_path, name):
     short = paths.short_name(name)
     assert len(short.encode()) <= paths.SHORT_NAME_BYTES and short.encode().decode() == short  # whole characters
     assert paths.short_name("talk.srt") == "talk.srt"  # a usual name is kept whole: OUTPUT_LEFTOVER still knows it
+    folder = tmp_path / ("d" * 250)  # atomic_dir's NAME.tmp-PID and NAME.old-PID too (a converted model's folder)
+    for text in ("first", "second"):
+        with paths.atomic_dir(folder) as tmp:
+            (tmp / "f").write_text(text)
+    assert (folder / "f").read_text() == "second" and not paths.atomic_dir_leftovers(folder)
 
 
 def test_atomic_dir_puts_the_old_folder_back_when_the_last_rename_fails(tmp_path, monkeypatch):

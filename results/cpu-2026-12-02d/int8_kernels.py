@@ -17,7 +17,7 @@ import torch
 from llm_srt import device as dev
 from llm_srt.bench.common import pin_eos
 from llm_srt.bench.embedded import BenchOptions, _int8_model, load_utterances
-from llm_srt.model import cpu_linear
+from llm_srt.model import int8_linear
 from llm_srt.model.decoding import DecodingOptions
 from llm_srt.model.speech_llm import SpeechLLM, SpeechLLMConfig
 from llm_srt.model.systems import Item, SpeechLLMSystem
@@ -41,7 +41,7 @@ decoding = DecodingOptions(max_new_tokens=tokens)
 
 
 def run(mode: str):
-    cpu_linear._ONEDNN_INT8 = mode == "tuned"
+    int8_linear._ONEDNN_INT8 = mode == "tuned"
     texts, start = [], time.perf_counter()
     for s in range(0, len(utts), batch):
         outputs = system.run_batch([Item(u.audio, "eng", "deu", Task.SRT) for u in utts[s:s + batch]], decoding)
@@ -50,7 +50,7 @@ def run(mode: str):
     return time.perf_counter() - start, texts
 
 
-available = cpu_linear._ONEDNN_INT8
+available = int8_linear._ONEDNN_INT8
 assert available, "this torch has no oneDNN int8 product"
 with torch.inference_mode():
     run("fbgemm"), run("tuned")  # warm-up (and the kernel timings)
@@ -60,8 +60,8 @@ with torch.inference_mode():
             t, texts[mode] = run(mode)
             seconds[mode].append(t)
 assert texts["fbgemm"] == texts["tuned"], "the texts differ"
-chosen = sorted({k[2] for k, v in cpu_linear.TUNED_INT8.items() if v == "oneDNN"})
+chosen = sorted({k[2] for k, v in int8_linear.TUNED_INT8.items() if v == "oneDNN"})
 print(f"batch {batch}, {tokens} tokens, seconds per pass of {len(utts)} utterances, median of {pairs} (all): "
       + "; ".join(f"{k} {statistics.median(v):.2f} ({', '.join(f'{x:.2f}' for x in v)})" for k, v in seconds.items())
-      + f"; texts identical; oneDNN chosen for {sum(v == 'oneDNN' for v in cpu_linear.TUNED_INT8.values())} of "
-      f"{len(cpu_linear.TUNED_INT8)} (shape, bucket) timings, buckets {chosen}")
+      + f"; texts identical; oneDNN chosen for {sum(v == 'oneDNN' for v in int8_linear.TUNED_INT8.values())} of "
+      f"{len(int8_linear.TUNED_INT8)} (shape, bucket) timings, buckets {chosen}")

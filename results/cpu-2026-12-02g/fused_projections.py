@@ -1,5 +1,5 @@
 """Paired timing of the bench's int8 system (fresh Q-Former on the embedded models, EOS pinned, the bench's 16
-utterances) with its sibling projections fused ("fused", `cpu_linear.fuse_int8_projections`, the default since
+utterances) with its sibling projections fused ("fused", `int8_linear.fuse_int8_projections`, the default since
 2026-12-02 10:30) against the separate int8 layers ("separate"), two models in one process, alternating after a
 warm-up pass of each; asserts that both write the same texts.
 
@@ -11,7 +11,7 @@ import torch
 from llm_srt import device as dev
 from llm_srt.bench.common import pin_eos
 from llm_srt.bench.embedded import BenchOptions, _int8_model, load_utterances
-from llm_srt.model import cpu_linear, llm as llm_mod, speech_llm as sl_mod
+from llm_srt.model import int8_linear, llm as llm_mod, speech_llm as sl_mod
 from llm_srt.model.decoding import DecodingOptions
 from llm_srt.model.speech_llm import SpeechLLM, SpeechLLMConfig
 from llm_srt.model.systems import Item, SpeechLLMSystem
@@ -36,7 +36,7 @@ for mode in ("separate", "fused"):
     pin_eos(model)
     model.encoder
     systems[mode] = SpeechLLMSystem(model, mode, dev.resolve("cpu", "int8"))
-print({k: sum(isinstance(m, cpu_linear.Int8Part) for m in s.model.modules()) for k, s in systems.items()})
+print({k: sum(isinstance(m, int8_linear.Int8Part) for m in s.model.modules()) for k, s in systems.items()})
 decoding = DecodingOptions(max_new_tokens=tokens)
 def run(mode):
     texts, start = [], time.perf_counter()

@@ -14,7 +14,7 @@ import torch
 from llm_srt import device as dev
 from llm_srt.bench.common import pin_eos
 from llm_srt.bench.embedded import BenchOptions, _int8_model, load_utterances
-from llm_srt.model import attention, cpu_linear
+from llm_srt.model import attention, int8_linear
 from llm_srt.model.decoding import DecodingOptions
 from llm_srt.model.speech_llm import SpeechLLM, SpeechLLMConfig
 from llm_srt.model.systems import Item, SpeechLLMSystem
@@ -42,7 +42,7 @@ def setting(kind):
     if change == "attention":
         config._attn_implementation = attention.NAME if kind == "after" else "sdpa"
     else:
-        cpu_linear.INT8_MANY_ROWS = 16 if kind == "after" else 256
+        int8_linear.INT8_MANY_ROWS = 16 if kind == "after" else 256
 
 
 decoding = DecodingOptions(max_new_tokens=tokens, beam_size=beams)

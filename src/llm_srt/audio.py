@@ -47,8 +47,9 @@ AU_SAMPLE_BYTES = {1: 1, 2: 1, 3: 2, 4: 3, 5: 4, 6: 4, 7: 8, 27: 1}  # per AU en
 AIFC_PCM = {b"NONE", b"twos", b"sowt", b"raw ", b"in24", b"42ni", b"in32", b"23ni", b"fl32", b"FL32", b"fl64", b"FL64"}
 W64_GUID = bytes.fromhex("f3acd3118cd100c04f8edb8a")  # the 12 bytes after the 4-letter name in a Wave64 chunk's GUID
 W64_RIFF = b"riff" + bytes.fromhex("2e91cf11a5d628db04c10000")
+W64_UNKNOWN = 1 << 62  # a W64 data size this large is a length not known (sox's pipe placeholder)
 HEADER_SCAN = 1 << 16  # an AIFF's or W64's chunks before its sound data are looked for this far in
-MP3_SLACK = 2 * 1152  # frames (two of MPEG-1 Layer III's) an MP3 may decode short of its Xing/VBRI count and still be
+MP3_SLACK = 2 * 1152  # frames (two of MPEG-1 Layer III's) an MP3 may decode short of its Xing count and still be
 #   whole: decoders differ on the encoder delay and padding that count leaves out
 
 AudioInput = str | Path | bytes | np.ndarray
@@ -139,7 +140,7 @@ def _stream(target: int | io.IOBase, label: str, sr: int, max_seconds: float | N
             mp3_counted: bool = False) -> np.ndarray:
     """`header_cut`: _header_cut's (bytes held, bytes claimed) for a WAV, AIFF, AU or W64 cut short, whose length
     libsndfile trims to what it holds, so that only its header tells it is cut short. `mp3_counted`: an MP3 whose
-    Xing/VBRI header counts its frames (_mp3_counted), which libsndfile gives as its length, cut short or not."""
+    Xing/Info header counts its frames (_mp3_counted), which libsndfile gives as its length, cut short or not."""
     try:
         opened = sf.SoundFile(target, closefd=False)
     except DECODE_ERRORS as e:
@@ -330,14 +331,14 @@ def _aiff_data(head: bytes) -> tuple[int, int, int, int] | None:
 
 def _w64_data(head: bytes) -> tuple[int, int, int, int] | None:
     """A Sony Wave64's data chunk as its header gives it: (where its samples start, the bytes it claims, the bytes
-    of a frame as its fmt chunk gives them (1 without one), a limit no 64-bit size reaches: W64 has no
-    placeholder). None without one within `head`."""
+    of a frame as its fmt chunk gives them (1 without one), W64_UNKNOWN: sox writing to a pipe claims
+    0x7FFFFFFFFFFFD907 bytes, a length not known). None without one within `head`."""
     frame = 1
     for name, at, size in _chunks(head, 40, wide=True):
         if name == b"fmt " + W64_GUID and at + 14 <= len(head) and struct.unpack_from("<H", head, at)[0] in WAV_FRAMED:
             frame = max(1, struct.unpack_from("<H", head, at + 12)[0])  # WAVEFORMATEX's block align, as in a WAV
         if name == b"data" + W64_GUID:
-            return at, size, frame, 1 << 64
+            return at, size, frame, W64_UNKNOWN
     return None
 
 
@@ -358,9 +359,10 @@ def _chunks(head: bytes, at: int, wide: bool):
 
 
 def _mp3_counted(target: int | bytes) -> bool:
-    """Whether an MP3's first frame carries a Xing/Info header with a frame count, or a VBRI header: its length is
-    then counted, and libsndfile gives it even for a file cut short. Without one, the length is estimated from
-    the file's size and bit rate, so a decoded count short of it tells nothing (and is never refused)."""
+    """Whether an MP3's first frame carries a Xing/Info header with a frame count: its length is then counted, and
+    libsndfile gives it even for a file cut short. Without one (a VBRI header's count libsndfile does not read), the
+    length is estimated from the file's size and bit rate, so a decoded count short of it tells nothing (and is
+    never refused)."""
     at = 0
     for _ in range(4):  # ID3v2 tags before it: a 10-byte header (and as much footer, flag 0x10), a syncsafe size
         if (tag := _read_at(target, at, 10))[:3] != b"ID3" or len(tag) < 10:
@@ -375,7 +377,7 @@ def _mp3_counted(target: int | bytes) -> bool:
         if frame[xing:xing + 4] in (b"Xing", b"Info") and len(frame) >= xing + 12:
             flags, count = struct.unpack_from(">II", frame, xing + 4)
             return bool(flags & 1 and count)  # flag 1: the frame count is there
-    return frame[36:40] == b"VBRI" and len(frame) >= 54 and struct.unpack_from(">I", frame, 50)[0] > 0
+    return False
 
 
 def _wav_data(target: int | bytes) -> tuple[str, bytes, int, int] | None:

@@ -71,8 +71,11 @@ def stop_on_sigterm() -> Iterator[None]:
     spot, running no clean-up: torchrun sends it to the ranks left when one fails (SLURM, `docker stop` and
     `timeout` too), and each left its half-written `.NAME.XXXX.tmp` files or a model-sized `NAME.tmp-PID` folder.
     A second SIGTERM ends the process at once (clean-ups that hang), as does one in a forked child (a DataLoader
-    worker inherits the handler: it must die as before, not unwind the parent's stack). Where the caller is not
-    the main thread (no handler can be set there), nothing changes."""
+    worker inherits the handler: it must die as before, not unwind the parent's stack). Python runs a handler
+    between bytecodes only: a process blocked inside one C call (a collective waiting on a rank that died) acts on
+    either SIGTERM once that call returns, or dies by torchrun's SIGKILL (30 s later by default), where the default
+    action ended it at once. Where the caller is not the main thread (no handler can be set there), nothing
+    changes."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

@@ -221,12 +221,17 @@ def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in text or "alloc_failed" in text
 
 
+STICKY_CUDA_ERRORS = ("device-side assert", "illegal memory access", "illegal instruction", "misaligned address",
+                      "unspecified launch failure", "uncorrectable ecc", "hardware stop", "an illegal address")
+#   what CUDA keeps for the rest of the process (the context is lost); "invalid configuration argument", "too many
+#   resources requested for launch" or a cuBLAS call not supported depend on the batch's shape: its halves may run
+
+
 def is_device_failure(error: BaseException) -> bool:
-    """A CUDA error other than running out of memory (a device-side assert, an illegal memory access, a failed
-    cuBLAS call): CUDA keeps it for the rest of the process, so every later call on the GPU fails too."""
-    if is_out_of_memory(error):
-        return False
-    return isinstance(error, torch.AcceleratorError) or "cuda error" in str(error).lower()
+    """A CUDA error that CUDA keeps for the rest of the process (a device-side assert, an illegal memory access:
+    STICKY_CUDA_ERRORS), so that every later call on the GPU fails too; not running out of memory."""
+    text = str(error).lower()
+    return not is_out_of_memory(error) and any(kind in text for kind in STICKY_CUDA_ERRORS)
 
 
 def release(device: torch.device | None = None) -> None:

@@ -230,7 +230,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a fresh temporary folder beside `path` to write into; on success it replaces `path` (the old folder is
     renamed away first, so the gap is two renames), on any error it is removed."""
     path = Path(path)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f"{short_name(path.name)}.tmp-{os.getpid()}")  # (a name near 255 bytes fits too)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
@@ -238,7 +238,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    old = path.with_name(f"{path.name}.old-{os.getpid()}")
+    old = path.with_name(f"{short_name(path.name)}.old-{os.getpid()}")
     moved = False
     try:
         share_files(tmp)
@@ -264,7 +264,7 @@ def atomic_dir_leftovers(path: str | Path) -> list[Path]:
     `<name>.old-<pid>` when it died between its two renames. A SIGKILL (or power loss) runs no `except`, and nothing
     else would ever remove them (a model's worth each). Those of a running process are its write in progress."""
     path = Path(path)
-    pattern = re.compile(re.escape(path.name) + r"\.(?:tmp|old)-(\d+)")
+    pattern = re.compile(re.escape(short_name(path.name)) + r"\.(?:tmp|old)-(\d+)")
     try:
         entries = list(path.parent.iterdir())
     except OSError:

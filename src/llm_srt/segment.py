@@ -38,8 +38,6 @@ STEADY_SPREAD_DB = 10.0  # loud frames (LEVEL_PERCENTILE) less than this above t
 NOISE_PERCENTILE = 1  # the noise's quietest frames: how far they lie below the floor measures the noise's spread
 NOISE_REACH = 6.0  # ... and its loud frames (99.9%) reach about this many times as far above the floor: measured 3.8
 #                    for white noise, 5.4-6.2 for 1/f room tone, 5.3-5.9 for 1/f^2 rumble (30 s at -40 dBFS)
-NOISE_SPREAD_DB = 15.0  # the floor (FLOOR_PERCENTILE) farther than this above the quietest frames: it is sound, not
-#                         noise (noise spreads 1-3 dB there; a music bed or dense speech filling 90% of a clip 25 dB)
 STANDOUT_DB = 15.0  # in a steady clip, speech is frames standing out this far above the floor (their loud end);
 #                     room tone's own loud frames reach 10-12 dB
 CHUNK_FRAMES = 6_000  # frames per chunk when computing levels (1 minute of audio: ~40 MB of float64 work)
@@ -103,8 +101,7 @@ def segment(samples: np.ndarray, sr: int = SAMPLE_RATE, max_seconds: float | Non
         return []
     win, hop = (n / sr for n in _frame_samples(sr))  # seconds, exact for this rate
     db = frame_db(samples, sr)
-    audible = db[(db > SILENCE_DB) & ~_dropout_frames(samples, sr)]
-    regions = _speech_regions(db, opts, hop, _noise_floor(audible), _noise_top(audible))
+    regions = _speech_regions(db, opts, hop, _noise_top(db[(db > SILENCE_DB) & ~_dropout_frames(samples, sr)]))
     if not regions:
         return []
     max_frames = int((opts.max_seconds - 2 * opts.pad) / hop)
@@ -212,12 +209,11 @@ def _frame_samples(sr: int) -> tuple[int, int]:
     return int(round(FRAME_SECONDS * sr)), int(round(HOP_SECONDS * sr))
 
 
-def _speech_regions(db: np.ndarray, opts: SegmentOptions, hop: float, noise_floor: float,
-                    noise_top: float) -> list[tuple[int, int]]:
-    """Speech as frame ranges [a, b), pauses shorter than min_silence bridged, clicks dropped; `noise_floor` and
-    `noise_top`: the noise's floor (`_noise_floor`) and the level its own loud frames reach (`_noise_top`)."""
+def _speech_regions(db: np.ndarray, opts: SegmentOptions, hop: float, noise_top: float) -> list[tuple[int, int]]:
+    """Speech as frame ranges [a, b), pauses shorter than min_silence bridged, clicks dropped; `noise_top`: the
+    level the noise's own loud frames reach (`_noise_top`)."""
     min_len = int(round(opts.min_speech / hop))
-    thresholds = _thresholds(db, min_len, opts, noise_floor, noise_top)
+    thresholds = _thresholds(db, min_len, opts, noise_top)
     if thresholds is None:
         return []
     high, low = thresholds
@@ -238,19 +234,15 @@ def _speech_regions(db: np.ndarray, opts: SegmentOptions, hop: float, noise_floo
     return [(a, b) for a, b in bridged if b - a >= min_len and loud[a:b].any()]
 
 
-def _thresholds(db: np.ndarray, min_frames: int, opts: SegmentOptions, noise_floor: float,
-                noise_top: float) -> tuple[float, float] | None:
+def _thresholds(db: np.ndarray, min_frames: int, opts: SegmentOptions, noise_top: float) -> tuple[float, float] | None:
     """(high, low) speech thresholds in dBFS for frame levels `db`, or None when the clip holds no speech.
 
     The speech level is the clip's loud frames (LEVEL_PERCENTILE) when they stand out from its noise floor. When
     they do not, speech fills a few percent of the clip at most (or none of it), and thresholds under them would
     cut the noise blindly: the level is then taken from the frames that do stand out. Fewer than `min_frames` of
-    those: the clip is at one steady level, all speech when louder than STEADY_SPEECH_DB, else none. Where sound
-    fills over 90% of the clip, the floor is the noise's (`_noise_floor`), not the quietest tenth of the sound.
+    those: the clip is at one steady level, all speech when louder than STEADY_SPEECH_DB, else none.
     """
     floor = float(np.percentile(db, FLOOR_PERCENTILE))
-    if floor - noise_floor > NOISE_SPREAD_DB:  # the floor is sound: the high threshold sat at level - 6 dB and a
-        floor = noise_floor  # quieter talker's whole stretch was dropped (a clip of sound throughout, short pauses)
     level = float(np.percentile(db, LEVEL_PERCENTILE))
     if level < floor + STEADY_SPREAD_DB:  # the loud frames are noise: speech, if any, fills a few percent
         risen = db[db > floor + STEADY_SPREAD_DB]  # the frames that stand out from the noise
@@ -279,20 +271,8 @@ def _noise_top(audible: np.ndarray) -> float:
     loud frames 12-14 dB above its floor)."""
     if audible.size == 0:
         return SILENCE_DB
-    floor, quiet = (float(np.percentile(audible, q)) for q in (FLOOR_PERCENTILE, NOISE_PERCENTILE))
-    if floor - quiet > NOISE_SPREAD_DB:  # the floor is sound (`_noise_floor`): a reach from it ran away (+121 dB,
-        return quiet + STANDOUT_DB  # far above the sound); from the noise's own frames, as wide as noise gets
-    return floor + NOISE_REACH * (floor - quiet)
-
-
-def _noise_floor(audible: np.ndarray) -> float:
-    """The noise floor (dB) of the `audible` frames (`_noise_top`'s): their quietest tenth, or their quietest 1%
-    where that tenth lies more than NOISE_SPREAD_DB above them, as it does where sound fills over 90% of the clip
-    (a music bed, dense broadcast speech) and noise only the rest."""
-    if audible.size == 0:
-        return SILENCE_DB
-    floor, quiet = (float(np.percentile(audible, q)) for q in (FLOOR_PERCENTILE, NOISE_PERCENTILE))
-    return quiet if floor - quiet > NOISE_SPREAD_DB else floor
+    floor = float(np.percentile(audible, FLOOR_PERCENTILE))
+    return floor + NOISE_REACH * (floor - float(np.percentile(audible, NOISE_PERCENTILE)))
 
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:

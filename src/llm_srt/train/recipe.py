@@ -261,9 +261,9 @@ class Recipe:
             self.log(f"[{self.cfg.stage}] resuming with changed settings (allow_changes): {'; '.join(changed)}")
         if self.latest is not None and not checkpoint.measured_on(self.latest.path, dev_set(settings)):
             self.log(f"[{self.cfg.stage}] the dev set changed since {self.latest.path.name} (data.dev's content, "
-                     "data.dev_size, data.seed or the main task): the best checkpoint starts anew at this run's first "
-                     "evaluation; the earlier set's dev losses are not compared with the new ones (final_weights: "
-                     "best neither), and its best checkpoint is pruned as keep_last says")
+                     "data.dev_size, data.seed, data.skip_bad or the main task): the best checkpoint starts anew at "
+                     "this run's first evaluation; the earlier set's dev losses are not compared with the new ones "
+                     "(final_weights: best neither), and its best checkpoint is pruned as keep_last says")
         return settings
 
     # ---- 2. model ---------------------------------------------------------------------------------------------------
