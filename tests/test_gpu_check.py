@@ -742,6 +742,7 @@ def _wheel(folder: Path, name: str) -> Path:
     return wheel
 
 
+@pytest.mark.slow  # two whole env steps (29-50 s); its all-fail twin, a failed install's report, stays in make test
 def test_one_bad_wheel_does_not_lose_the_others(tmp_path):
     """pip installs .whl/ as one batch: one bad wheel failed it, and the check ended before any step with none of
     the wheels installed. Now the rest are installed one by one and the check runs (its env step names what cannot
