@@ -450,6 +450,28 @@ def test_an_mp3_without_a_xing_header_is_never_called_cut(tmp_path, caplog, opti
             assert sf.info(path).frames - out.size > 2 * 1152
 
 
+def test_a_vbr_mp3_without_a_xing_header_that_libsndfile_stops_short_is_refused_unless_salvaged(caplog):
+    """libsndfile decodes an MP3 without a Xing/Info count only as far as the length it estimates from the first
+    frame's bit rate: this 20 s VBR stream (noise, 44.1 kHz) stripped of that header decoded 6.5 s, without a word,
+    and a clip so read trained against its whole transcript. Its frames' headers say 20 s: refused, or salvaged."""
+    rate = 44100
+    noise = (0.5 * np.random.default_rng(0).standard_normal(20 * rate)).astype(np.float32)
+    buf = io.BytesIO()
+    sf.write(buf, noise, rate, format="MP3", bitrate_mode="VARIABLE")
+    data = buf.getvalue()
+    assert data[:2] == b"\xff\xfb" and b"Xing" in data[:64]  # MPEG-1 Layer III, its first frame the Xing header
+    kbps = (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320)[data[2] >> 4]
+    stripped = data[144000 * kbps // rate + (data[2] >> 1 & 1):]
+    assert sf.info(io.BytesIO(stripped)).frames < 10 * rate  # libsndfile's estimate: a third of it
+    with pytest.raises(AudioError, match=r"libsndfile decodes only the first [\d.]+ s of the 20\.0 s this MP3's "
+                                         r"frames hold .*convert it with another decoder"):
+        load_audio(stripped, sr=rate)
+    with caplog.at_level(logging.WARNING, logger="llm_srt.audio"):
+        kept = load_audio(stripped, sr=rate, salvage=True)
+    assert kept.size < 10 * rate and len(caplog.records) == 1 and "20.0 s this MP3" in caplog.records[0].message
+    assert load_audio(data, sr=rate).size > 19.9 * rate  # with its Xing header: whole, as before
+
+
 def test_a_vbri_header_is_no_counted_length():
     """libsndfile does not read a VBRI header's frame count (its length of such a file is an estimate: 287,977
     frames where VBRI said 883,584), so a decoded count short of it must not be called cut."""

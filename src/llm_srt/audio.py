@@ -126,7 +126,8 @@ def _decode(source: str | Path | bytes, label: str, sr: int, max_seconds: float 
     target = _open(source, label)
     try:
         held = target if isinstance(target, int) else source  # the bytes, not their BytesIO: its buffer is copied
-        samples = _stream(target, label, sr, max_seconds, max_bytes, salvage, _header_cut(held), _mp3_counted(held))
+        samples = _stream(target, label, sr, max_seconds, max_bytes, salvage, _header_cut(held), _mp3_counted(held),
+                          _mp3_walked(held))
         if samples.size == 0 and (repaired := _unsized_wav(held, label)) is not None:  # whole when asked for
             samples = _stream(repaired, label, sr, max_seconds, max_bytes, salvage)
         return samples
@@ -137,10 +138,11 @@ def _decode(source: str | Path | bytes, label: str, sr: int, max_seconds: float 
 
 def _stream(target: int | io.IOBase, label: str, sr: int, max_seconds: float | None,
             max_bytes: int | None, salvage: bool, header_cut: tuple[int, int] | None = None,
-            mp3_counted: bool = False) -> np.ndarray:
+            mp3_counted: bool = False, mp3_walked: int | None = None) -> np.ndarray:
     """`header_cut`: _header_cut's (bytes held, bytes claimed) for a WAV, AIFF, AU or W64 cut short, whose length
     libsndfile trims to what it holds, so that only its header tells it is cut short. `mp3_counted`: an MP3 whose
-    Xing/Info header counts its frames (_mp3_counted), which libsndfile gives as its length, cut short or not."""
+    Xing/Info header counts its frames (_mp3_counted), which libsndfile gives as its length, cut short or not.
+    `mp3_walked`: the samples an MP3 without that count holds by its frames' headers (_mp3_walked)."""
     try:
         opened = sf.SoundFile(target, closefd=False)
     except DECODE_ERRORS as e:
@@ -157,14 +159,24 @@ def _stream(target: int | io.IOBase, label: str, sr: int, max_seconds: float | N
             if not unknown_length:
                 caps.check(f.frames, claimed=True)
             samples, frames, cut = _read_blocks(f, label, sr, caps)
+            stopped = False
             counted = f.format == "FLAC" or f.format == "MP3" and mp3_counted  # an exact length, not an estimate
             if cut is None and counted and not unknown_length and frames < f.frames - MP3_SLACK * (f.format == "MP3"):
                 cut = "it ends before the length its header gives"  # cut at a frame's end: no decoder error
             elif cut is None and header_cut is not None and frames:  # none decoded: called empty, as a header alone is
                 cut = "it ends before the length its header gives"
+            elif cut is None and f.format == "MP3" and mp3_walked is not None and frames < mp3_walked - MP3_SLACK:
+                claimed_frames, stopped = mp3_walked, True  # whole, but libsndfile stopped at its estimate
     except DECODE_ERRORS as e:
         raise AudioError(f"{label}: cannot decode audio ({_reason(e)}): the file is damaged or cut short; re-export "
                          "it, or copy it again") from None
+    if stopped:
+        message = (f"{label}: libsndfile decodes only the first {frames / rate:.1f} s of the "
+                   f"{claimed_frames / rate:.1f} s this MP3's frames hold (a VBR stream without a Xing header, whose "
+                   "length it estimates); convert it with another decoder first (ffmpeg -i FILE FILE.flac)")
+        if not salvage:
+            raise AudioError(message)
+        log.warning("%s; the first %.1f s are used", message, frames / rate)
     if cut is not None:  # decoded in part
         claimed = "" if unknown_length else f" of {claimed_frames / rate:.1f} s"
         if not salvage:
@@ -363,14 +375,9 @@ def _mp3_counted(target: int | bytes) -> bool:
     libsndfile gives it even for a file cut short. Without one (a VBRI header's count libsndfile does not read), the
     length is estimated from the file's size and bit rate, so a decoded count short of it tells nothing (and is
     never refused)."""
-    at = 0
-    for _ in range(4):  # ID3v2 tags before it: a 10-byte header (and as much footer, flag 0x10), a syncsafe size
-        if (tag := _read_at(target, at, 10))[:3] != b"ID3" or len(tag) < 10:
-            break
-        at += 10 + (10 if tag[5] & 0x10 else 0) + sum((b & 0x7F) << 7 * (3 - i) for i, b in enumerate(tag[6:10]))
-    frame = _read_at(target, at, 64)
-    if len(frame) < 4 or frame[0] != 0xFF or frame[1] >> 5 != 7 or frame[1] >> 1 & 3 != 1 or frame[1] >> 3 & 3 == 1:
-        return False  # not the sync of an MPEG-1, 2 or 2.5 Layer III frame
+    frame = _read_at(target, _mp3_start(target), 64)
+    if _layer3_frame(frame) is None:
+        return False
     mpeg1, mono, crc = frame[1] >> 3 & 3 == 3, frame[3] >> 6 == 3, 0 if frame[1] & 1 else 2
     side = (17 if mono else 32) if mpeg1 else (9 if mono else 17)  # the side information Xing/Info follows
     for xing in (4 + side, 4 + crc + side):
@@ -434,6 +441,51 @@ class _Patched(io.RawIOBase):
         view[from_head:from_head + len(rest)] = rest
         self.at += from_head + len(rest)
         return from_head + len(rest)
+
+
+def _mp3_start(target: int | bytes) -> int:
+    """Where an MP3's first frame would start: after its ID3v2 tags (a 10-byte header, as much footer with flag
+    0x10, a syncsafe size)."""
+    at = 0
+    for _ in range(4):
+        if (tag := _read_at(target, at, 10))[:3] != b"ID3" or len(tag) < 10:
+            break
+        at += 10 + (10 if tag[5] & 0x10 else 0) + sum((b & 0x7F) << 7 * (3 - i) for i, b in enumerate(tag[6:10]))
+    return at
+
+
+MP3_KBPS = {True: (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),  # MPEG-1 Layer III
+            False: (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160)}  # MPEG-2 and 2.5
+MP3_RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}  # by version bits
+
+
+def _layer3_frame(head: bytes) -> tuple[int, int] | None:
+    """(bytes, samples) of the MPEG-1, 2 or 2.5 Layer III frame whose 4-byte header starts `head`; None for
+    anything else (no sync, another layer, a free-format or reserved bit rate or sample rate)."""
+    if len(head) < 4 or head[0] != 0xFF or head[1] >> 5 != 7 or head[1] >> 1 & 3 != 1 or head[1] >> 3 & 3 == 1:
+        return None
+    version, kbps, rate = head[1] >> 3 & 3, head[2] >> 4, head[2] >> 2 & 3
+    if kbps in (0, 15) or rate == 3:
+        return None
+    mpeg1 = version == 3
+    samples = 1152 if mpeg1 else 576
+    return samples // 8 * 1000 * MP3_KBPS[mpeg1][kbps] // MP3_RATES[version][rate] + (head[2] >> 1 & 1), samples
+
+
+def _mp3_walked(target: int | bytes) -> int | None:
+    """The samples (per channel, at the file's rate) of an MP3 whose first frame has no Xing/Info count, by walking
+    its frames' headers to the first that is not one (an ID3v1 tag, the end); None for anything else. libsndfile
+    decodes such a stream only as far as the length it estimates from the first frame's bit rate: a VBR file
+    without that header (a stripped stream) opening on quiet, low-rate frames decoded 4.1 s of 20, without a word."""
+    at = _mp3_start(target)
+    if _mp3_counted(target) or (frame := _layer3_frame(_read_at(target, at, 4))) is None:
+        return None
+    total, end = 0, _size(target)
+    while frame is not None and at + frame[0] <= end:
+        total += frame[1]
+        at += frame[0]
+        frame = _layer3_frame(_read_at(target, at, 4))
+    return total
 
 
 def _read_at(target: int | bytes, at: int, n: int) -> bytes:
