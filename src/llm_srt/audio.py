@@ -126,8 +126,9 @@ def _decode(source: str | Path | bytes, label: str, sr: int, max_seconds: float 
     target = _open(source, label)
     try:
         held = target if isinstance(target, int) else source  # the bytes, not their BytesIO: its buffer is copied
-        samples = _stream(target, label, sr, max_seconds, max_bytes, salvage, _header_cut(held), _mp3_counted(held),
-                          _mp3_walked(held))
+        counted = _mp3_counted(held)
+        samples = _stream(target, label, sr, max_seconds, max_bytes, salvage, _header_cut(held), counted,
+                          None if counted else _mp3_walked(held))
         if samples.size == 0 and (repaired := _unsized_wav(held, label)) is not None:  # whole when asked for
             samples = _stream(repaired, label, sr, max_seconds, max_bytes, salvage)
         return samples
@@ -473,12 +474,13 @@ def _layer3_frame(head: bytes) -> tuple[int, int] | None:
 
 
 def _mp3_walked(target: int | bytes) -> int | None:
-    """The samples (per channel, at the file's rate) of an MP3 whose first frame has no Xing/Info count, by walking
-    its frames' headers to the first that is not one (an ID3v1 tag, the end); None for anything else. libsndfile
+    """The samples (per channel, at the file's rate) of an MP3 (one whose first frame has no Xing/Info count:
+    `_mp3_counted`, the caller's check), by walking its frames' headers to the first that is not one (an ID3v1 tag,
+    the end); None for anything else. libsndfile
     decodes such a stream only as far as the length it estimates from the first frame's bit rate: a VBR file
     without that header (a stripped stream) opening on quiet, low-rate frames decoded 4.1 s of 20, without a word."""
     at = _mp3_start(target)
-    if _mp3_counted(target) or (frame := _layer3_frame(_read_at(target, at, 4))) is None:
+    if (frame := _layer3_frame(_read_at(target, at, 4))) is None:
         return None
     total, end = 0, _size(target)
     while frame is not None and at + frame[0] <= end:

@@ -386,10 +386,10 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
         """name -> (task, this rank's rows, {kind: (its rows, its journal)}): every journal opened (and its settings
         checked) before any system decodes."""
         opened = {}
+        text = mt_rows(shard(rows, rank, size))  # every direction (--task asr keeps one row per clip in `mine`)
         for name, path in run_now.items():
             t = model_task(path) if task == "auto" else Task(task)
             mine = shard(select_rows(rows, t), rank, size)
-            text = mt_rows(shard(rows, rank, size))  # every direction: --task asr keeps one row per clip in `mine`
             identity = journal.settings(path, whisper, llm,
                                         decoding_record({name: t.value}, options, placement, False), batch_size,
                                         group, size)

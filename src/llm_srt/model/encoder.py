@@ -273,11 +273,15 @@ def _read_encoder_weights(path: Path) -> dict[str, torch.Tensor]:
                 for key in keys:
                     state[_strip(key)] = f.get_tensor(key)
         except Exception as e:  # noqa: BLE001  SafetensorError (not importable by name), OSError
-            raise LLMSRTError(f"{file}: cannot read the Whisper weights ({type(e).__name__}: {e}); the file is "
-                              "damaged or cut short: copy or download it again") from None
+            raise _unreadable(file, e) from None
     if not state:
         raise LLMSRTError(f"{path}: no Whisper encoder tensors found (expected keys like model.encoder.conv1.weight)")
     return state
+
+
+def _unreadable(file: Path, e: Exception) -> LLMSRTError:
+    return LLMSRTError(f"{file}: cannot read the Whisper weights ({type(e).__name__}: {e}); the file is damaged or cut "
+                       "short: copy or download it again")
 
 
 def _globbed_tensor_files(path: Path) -> dict[str, Path]:
@@ -291,8 +295,7 @@ def _globbed_tensor_files(path: Path) -> dict[str, Path]:
             with safe_open(str(file), framework="pt") as f:
                 keys = list(f.keys())
         except Exception as e:  # noqa: BLE001  SafetensorError (not importable by name), OSError
-            raise LLMSRTError(f"{file}: cannot read the Whisper weights ({type(e).__name__}: {e}); the file is "
-                              "damaged or cut short: copy or download it again") from None
+            raise _unreadable(file, e) from None
         for key in keys:
             if key in files:
                 raise LLMSRTError(f"{path}: {files[key].name} and {file.name} both hold {key}; keep one copy of the "
