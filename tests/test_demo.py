@@ -297,6 +297,31 @@ def test_claims_report_what_the_systems_heard():
     assert set(errors) == {names[0], names[2]} and errors[names[2]]["deu"] == {"metric": "wer", "score": 0.0}
     assert 40 < errors[names[0]]["deu"]["score"] < 60
 
+
+def test_claims_json_is_json_when_a_score_is_not_a_number():
+    """With no row holding a reference, each system's BLEU is NaN, and claims.json held a bare NaN (json.dumps
+    writes one), which no JSON reader takes: it is null now, the other numbers as they were."""
+    import math
+
+    from llm_srt.demo import check_claims, claims_record
+    from llm_srt.evaluate.report import UtteranceResult
+
+    rows = [UtteranceResult(id=str(i), src="deu", tgt="eng", hyp_translation="the dog ran", ref_translation=None)
+            for i in range(4)]
+    names = ("LLM-SRT (this run)", "Baseline (this run)", "LLM-SRT w/o SMT (this run)")
+    numbers = check_claims(dict.fromkeys(names, rows), samples=50)["numbers"]
+    assert math.isnan(numbers[0]["bleu"])  # what made the file invalid
+
+    def refuse(constant):
+        raise ValueError(f"{constant} in claims.json")
+
+    written = json.loads(json.dumps(claims_record(numbers, 3), indent=2), parse_constant=refuse)  # as the demo does
+    assert [(c["bleu"], c["bleu_compared"], c["verdict"], c["seed"]) for c in written] == [
+        (None, None, "not tested", 3)] * 2
+    assert claims_record([{"p": float("inf"), "delta_ci95": [float("nan"), 1.5], "x": {"y": -float("inf")}}], 0) == [
+        {"p": None, "delta_ci95": [None, 1.5], "x": {"y": None}, "seed": 0}]
+
+
 def test_claims_report_what_each_runs_lora_left_of_the_llms_text_mt():
     """The measured bound of both claims: the plain LLM's text MT and each run's (its LoRA applied), as a share of
     the plain one, in the lines and, for the two systems of each claim, in claims.json; with too few test sentences

@@ -708,6 +708,70 @@ def test_each_input_is_written_as_soon_as_its_segments_are_done(tmp_path, monkey
     assert stub.batches == [[3 * SR], [SR]] and out[0] == files[0] and out[3] == str(tmp_path / "long.wav")
 
 
+class Stopped(Stub):
+    """A Stub whose batch numbered `interrupt` is a SIGTERM (`cli.Terminated`), not a Ctrl-C."""
+
+    def run_batch(self, items, options):
+        if len(self.batches) + 1 == self.interrupt:
+            self.batches.append([it.audio.size for it in items])
+            raise cli.Terminated()
+        return super().run_batch(items, options)
+
+
+def test_ctrl_c_or_sigterm_keeps_the_json_of_the_inputs_done(tmp_path, monkeypatch, capsys):
+    """--format json printed its array, and wrote results.json, only once every input had run: Ctrl-C or SIGTERM
+    lost every finished input, on stdout and in --out-dir alike."""
+    files = []
+    for k in range(3):
+        write_wav(tmp_path / f"c{k}.wav", tiny.tone(1.0 + 0.2 * k, 300 + 100 * k, seed=k))
+        files.append(str(tmp_path / f"c{k}.wav"))
+    run = ["translate", *files, "--model", "stub", "--src", "eng", "--tgt", "deu", "--format", "json",
+           "--batch-size", "1"]
+    for system, code in ((Stub, 130), (Stopped, cli.TERMINATED)):
+        stub_cli(monkeypatch, system(interrupt=3))  # longest first: c2, c1, then the stop in c0's batch
+        assert cli.main(run) == code
+        assert [r["audio"] for r in json.loads(capsys.readouterr().out)] == files[1:]  # in input order
+        out = tmp_path / system.__name__
+        stub_cli(monkeypatch, system(interrupt=3))
+        assert cli.main([*run, "--out-dir", str(out)]) == code
+        printed, err = capsys.readouterr()
+        assert [r["audio"] for r in json.loads(printed)] == files[1:]
+        assert json.loads((out / "results.json").read_text()) == json.loads(printed)
+        assert f"{out / 'results.json'} holds the 2 of 3 inputs done before the run was stopped" in err
+        assert [p.name for p in out.iterdir()] == ["results.json"]  # no temporary file left
+    stub_cli(monkeypatch, Stopped(interrupt=3))  # text: SIGTERM prints those held back behind c0, as Ctrl-C does
+    assert cli.main([*run[:-4], "--batch-size", "1"]) == cli.TERMINATED
+    assert [line for line in capsys.readouterr().out.splitlines() if line.startswith("# ")] == [
+        f"# {files[1]}", f"# {files[2]}"]
+
+
+def test_a_results_json_that_cannot_be_written(clips, tmp_path, monkeypatch, capsys):
+    """A results.json that is a folder was found only after every input had run, and a write that failed at the end
+    (a full disk) gave exit code 2, which says the command was refused before any input ran."""
+    import errno
+
+    from llm_srt import translate
+
+    (tmp_path / "out" / "results.json").mkdir(parents=True)
+    monkeypatch.setattr(translate, "translator_from_args", lambda args: pytest.fail("the model loaded"))
+    run = ["translate", *clips[:2], "--model", "stub", "--src", "eng", "--tgt", "deu", "--format", "json"]
+    assert cli.main([*run, "--out-dir", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == (f"llm-srt translate: error: --out-dir: {tmp_path / 'out' / 'results.json'} "
+                                       "is a folder, so results.json cannot be written; move that folder away, or "
+                                       "choose another --out-dir\n")
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    stub_cli(monkeypatch, Stub())
+    monkeypatch.setattr(translate, "atomic_file", full)
+    assert cli.main([*run, "--out-dir", str(tmp_path / "other")]) == translate.SOME_FAILED
+    printed, err = capsys.readouterr()
+    assert [r["audio"] for r in json.loads(printed)] == clips[:2]  # every result on stdout all the same
+    assert err == (f"llm-srt translate: {tmp_path / 'other' / 'results.json'}: cannot write the output (No space "
+                   "left on device); check --out-dir\n")
+
+
 def test_subtitles_of_a_text_the_task_never_writes_are_refused(monkeypatch, capsys, clips):
     """Before, --task s2tt --format vtt --subtitles transcript printed an empty WEBVTT file and exit code 0."""
     stub_cli(monkeypatch, Stub())
@@ -905,12 +969,17 @@ def test_an_input_is_the_same_however_its_path_is_spelled_and_a_dataclass_system
 
 def test_json_results_reach_stdout_when_results_json_cannot_be_written(tmp_path, monkeypatch, capsys):
     write_wav(tmp_path / "a.wav", recording(3.0, [(0.5, 2.5)]))
-    stub_cli(monkeypatch, Stub())
-    (tmp_path / "out" / "results.json").mkdir(parents=True)  # a folder where the file should go
+
+    class Racing(Stub):  # a folder where the file should go, made while the model runs (one before is refused)
+        def run_batch(self, items, options):
+            (tmp_path / "out" / "results.json").mkdir(parents=True, exist_ok=True)
+            return super().run_batch(items, options)
+
+    stub_cli(monkeypatch, Racing())
     rc = cli.main(["translate", str(tmp_path / "a.wav"), "--model", "stub", "--src", "eng", "--tgt", "deu",
                    "--format", "json", "--out-dir", str(tmp_path / "out")])
     captured = capsys.readouterr()
-    assert rc == 2 and "results.json" in captured.err
+    assert rc == 3 and "results.json: cannot write the output (Is a directory)" in captured.err  # 2: refused
     assert json.loads(captured.out)[0]["audio"].endswith("a.wav")
 
 

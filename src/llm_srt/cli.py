@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Iterator
 
 from . import paths
-from .errors import LLMSRTError
+from .errors import TERMINATED, LLMSRTError, Terminated
 
 # verb -> (module, one-line help). tests/test_cli.py keeps this table and the parser in sync.
 VERBS: dict[str, tuple[str, str]] = {
@@ -51,18 +51,6 @@ def quiet_progress_when_logged() -> None:
     of lines of carriage returns, so there they update every PROGRESS_LOG_INTERVAL_S (tqdm reads TQDM_MININTERVAL)."""
     if not sys.stderr.isatty():
         os.environ.setdefault("TQDM_MININTERVAL", str(PROGRESS_LOG_INTERVAL_S))
-
-
-TERMINATED = 128 + signal.SIGTERM  # the exit code after a SIGTERM: a shell's for a process it ended (143)
-
-
-class Terminated(SystemExit):
-    """A SIGTERM, raised where the main thread is (`stop_on_sigterm`). A SystemExit, so `except Exception` lets it
-    through and only `finally` / `except BaseException` clean-ups run; not a KeyboardInterrupt, which some verbs
-    take for Ctrl-C."""
-
-    def __init__(self) -> None:
-        super().__init__(TERMINATED)
 
 
 @contextlib.contextmanager

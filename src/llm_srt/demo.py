@@ -266,8 +266,20 @@ def run_demo(work: Path, data: Path, log=print, dtype: str = "auto", asr: Path =
 
 
 def claims_record(numbers: list[dict], seed: int) -> list[dict]:
-    """claims.json: each claim's numbers with the training seed of the runs it compares."""
-    return [{**claim, "seed": seed} for claim in numbers]
+    """claims.json: each claim's numbers with the training seed of the runs it compares; a number that is not finite
+    (BLEU with no row holding a reference is NaN) is null, as json.dumps writes a bare NaN, which is not JSON."""
+    return [_finite({**claim, "seed": seed}) for claim in numbers]
+
+
+def _finite(value):
+    """`value` with each float that is not finite made None, within dicts and lists too (as report.py's `_num`)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def corpus_options(data: Path, asr: Path = SHIPPED / "asr"):

@@ -2,6 +2,7 @@
 
 import errno
 import os
+import signal
 import stat
 import unicodedata
 from pathlib import Path
@@ -19,6 +20,18 @@ class LLMSRTError(Exception):
 
 def _rebuild(kind: type[LLMSRTError], args: tuple) -> LLMSRTError:
     return kind.__new__(kind, *args)  # args set, as __init__ would (BaseException.__new__ keeps them)
+
+
+TERMINATED = 128 + signal.SIGTERM  # the exit code after a SIGTERM: a shell's for a process it ended (143)
+
+
+class Terminated(SystemExit):
+    """A SIGTERM, raised where the main thread is (`cli.stop_on_sigterm`). A SystemExit, so `except Exception` lets it
+    through and only `finally` / `except BaseException` clean-ups run; not a KeyboardInterrupt, which some verbs
+    take for Ctrl-C."""
+
+    def __init__(self) -> None:
+        super().__init__(TERMINATED)
 
 
 class AudioError(LLMSRTError):

@@ -19,7 +19,7 @@ from typing import Sequence
 from . import device as placement_of
 from . import languages, subtitles
 from .audio import WINDOW_SECONDS
-from .errors import LLMSRTError, shown
+from .errors import LLMSRTError, Terminated, shown
 from .infer import (MIN_LINE_WIDTH, TranslationResult, add_model_arguments, add_segment_argument, missing_cue_text,
                     segment_options, translator_from_args)
 from .model.decoding import DecodingOptions, decoding_from_args
@@ -92,6 +92,9 @@ def main(args) -> int:
         outputs = recorded_places(args.audio, outputs, out_dir)
     if out_dir and args.format == "json":
         check_not_inputs(args.audio, [out_dir / "results.json"])
+        if (out_dir / "results.json").is_dir():  # else found only once every input had run, and printed
+            raise LLMSRTError(f"--out-dir: {shown(str(out_dir / 'results.json'))} is a folder, so results.json "
+                              "cannot be written; move that folder away, or choose another --out-dir")
     options = decoding_from_args(args)
     if args.skip_existing and not outputs:
         raise LLMSRTError("--skip-existing needs --out-dir and --format text, srt or vtt (one file per input; "
@@ -144,12 +147,16 @@ def main(args) -> int:
     lost: set[int] = set()  # inputs whose output file could not be written
     ready: dict[int, tuple[str, str | None]] = {}  # stdout: (name, output or None) of inputs done before earlier ones
     shown_upto = 0  # stdout: the inputs before this one are printed
+    finished: dict[int, dict] = {}  # json: each input's result as it is done, for Ctrl-C to print those done
 
     def emit(k: int, r: TranslationResult) -> None:  # as each input is done: its lines on stderr, its output
         nonlocal shown_upto
         if (note := _note(r, args)) is not None:
             print(f"llm-srt translate: {note}", file=sys.stderr)
-        text = _render(r, args) if args.format != "json" and (r.kept or not r.error) else None
+        if args.format == "json":  # one array of every input, printed at the end
+            finished[k] = r.to_dict()
+            return
+        text = _render(r, args) if r.kept or not r.error else None
         if outputs:
             if text is None and r.error and outputs[k].is_file() and _stale(before.get(_key(outputs[k], out_dir)),
                                                                              settings, source(k)):
@@ -204,18 +211,18 @@ def main(args) -> int:
         results = translator.translate(args.audio, args.src, args.tgt, task=args.task, options=options,
                                        batch_size=args.batch_size, transcripts=args.transcript, on_result=emit,
                                        segment_options=segments)
-    except KeyboardInterrupt:  # the inputs done after one still running, which stdout's order held back, printed
-        for k in sorted(ready):  # (before, Ctrl-C lost them), each under its name
-            name, shown_text = ready[k]
+    except (KeyboardInterrupt, Terminated):  # Ctrl-C or SIGTERM: the inputs done are printed (before, lost)
+        if args.format == "json":  # the array of those done, in input order; results.json too, unless none was
+            # (an earlier run's is not replaced by [])
+            _print_json([finished[k] for k in sorted(finished)], out_dir if finished else None,
+                        f"the {len(finished)} of {len(args.audio)} inputs done before the run was stopped")
+        for k in sorted(ready):  # the inputs done after one still running, which stdout's order held back, each
+            name, shown_text = ready[k]  # under its name
             if shown_text is not None:
                 print(f"# {name}")
                 print(shown_text, end="" if args.format == "text" else "\n", flush=True)
         raise
-    if args.format == "json":
-        text = json.dumps([r.to_dict() for r in results], ensure_ascii=False, indent=2)
-        print(text, flush=True)  # first: a results.json that cannot be written must not lose every result
-        if out_dir:
-            _write(out_dir / "results.json", text + "\n")
+    unwritten = args.format == "json" and not _print_json([r.to_dict() for r in results], out_dir)
     failed = sum(k in lost or (r.error is not None and not r.kept) for k, r in enumerate(results))
     partly = sum(k not in lost | whole and r.error is not None and bool(r.kept) for k, r in enumerate(results))
     if failed and len(results) > 1:
@@ -231,7 +238,27 @@ def main(args) -> int:
               file=sys.stderr)
     if failed == len(results):
         return 1
-    return SOME_FAILED if failed or partly else 0
+    return SOME_FAILED if failed or partly or unwritten else 0  # results.json unwritten: not 2, which is a refusal
+
+
+def _print_json(entries: list[dict], out_dir: Path | None, partial: str | None = None) -> bool:
+    """Print `entries` as one JSON array, then write them to results.json in `out_dir` (if given) whole or not at
+    all; False, said on stderr, when it cannot be written. `partial`: what they are, when not every input (said on
+    stderr, as the file is the array a whole run writes)."""
+    import sys
+
+    text = json.dumps(entries, ensure_ascii=False, indent=2)
+    print(text, flush=True)  # first: a results.json that cannot be written must not lose every result
+    if out_dir is None:
+        return True
+    try:
+        _write(out_dir / "results.json", text + "\n")
+    except LLMSRTError as e:
+        print(f"llm-srt translate: {e}", file=sys.stderr)
+        return False
+    if partial:
+        print(f"llm-srt translate: {shown(str(out_dir / 'results.json'))} holds {partial}", file=sys.stderr)
+    return True
 
 
 def _check_inputs(args) -> None:

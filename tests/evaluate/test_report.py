@@ -216,6 +216,20 @@ def test_no_scatter_without_mt(tmp_path):
     assert (tmp_path / render.MATRIX_PNG).exists()
 
 
+def test_a_plot_this_report_does_not_draw_is_not_left_from_an_earlier_one(report, tmp_path):
+    """evaluate into a folder an earlier evaluate wrote: its bleu_matrix.png and mt_vs_s2tt.png stayed beside the
+    new report (ASR only: no BLEU, no MT) as if they were of it."""
+    assert {"matrix", "scatter"} <= set(render.write_report(report, tmp_path))
+    asr = [UtteranceResult(f"a{i}", "eng", "eng", "the cat sat", "the cat sat", "the cat sat", None, task="asr")
+           for i in range(3)]
+    assert set(render.write_report(rep.build_report({"asr": asr}), tmp_path)) == {"json", "markdown"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == [render.REPORT_MD, render.RESULTS_JSON]
+    render.write_report(report, tmp_path)  # BLEU again, without MT this time: the matrix, and no scatter
+    assert set(render.write_report(rep.build_report({"only": results("baseline")}), tmp_path)) == {
+        "json", "markdown", "matrix"}
+    assert (tmp_path / render.MATRIX_PNG).is_file() and not (tmp_path / render.SCATTER_PNG).exists()
+
+
 def test_rows_with_forced_srt_tags_are_counted_and_reported(tmp_path):
     """An SRT row whose language tags were written for it (force_srt_tags) is counted per system: in the terminal
     table, the markdown and the JSON; a system without such rows says nothing; results files keep the flag."""

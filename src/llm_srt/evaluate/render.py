@@ -34,7 +34,8 @@ BLEU_BETTER, COMET_BETTER, TRANSCRIPT_BETTER = "higher average BLEU", "higher me
 
 
 def write_report(report: Report, out_dir: str | Path) -> dict[str, Path]:
-    """Write results.json, report.md, bleu_matrix.png (and mt_vs_s2tt.png given MT scores); name -> path."""
+    """Write results.json, report.md, bleu_matrix.png (given BLEU scores) and mt_vs_s2tt.png (given MT scores), and
+    remove a plot an earlier report left in `out_dir` that this one does not draw; name -> path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / RESULTS_JSON, "markdown": out / REPORT_MD}
@@ -42,8 +43,12 @@ def write_report(report: Report, out_dir: str | Path) -> dict[str, Path]:
     paths["markdown"].write_text(to_markdown(report), encoding="utf-8")
     if report.directions:
         paths["matrix"] = plot_matrix(report, out / MATRIX_PNG)
+    else:  # an earlier report's plot would sit beside this one as if it were of it
+        (out / MATRIX_PNG).unlink(missing_ok=True)
     if any(d in s.mt.bleu for s in report.systems if s.mt is not None for d in s.bleu):
         paths["scatter"] = plot_mt_vs_s2tt(report, out / SCATTER_PNG)
+    else:
+        (out / SCATTER_PNG).unlink(missing_ok=True)
     return paths
 
 
