@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from llm_srt.data.loader import (BucketBatchSampler, SpeechTextDataset, collate, pad_features, stratified,
-                                 weighted_by_kind, weighted_rows)
+from llm_srt.data.loader import (BucketBatchSampler, SpeechTextDataset, collate, ids_digest, pad_features, stratified,
+                                 weighted_by_kind, weighted_rows, with_transcripts)
 from llm_srt.data.manifest import Row
 from llm_srt.errors import LLMSRTError
 from llm_srt.prompts import Task
@@ -426,6 +426,32 @@ def test_a_task_that_reads_the_transcript_refuses_rows_without_one():
                                               r"have none \(e.g. id eng:0:deu\)"):
             SpeechTextDataset(rows, task)
     assert len(SpeechTextDataset(rows, "s2tt")) == 6
+
+
+def test_data_skip_bad_leaves_out_translation_rows_without_the_transcript_their_task_reads():
+    """`with_transcripts` (data.skip_bad): the rows SpeechTextDataset refuses above go, with one warning giving their
+    count; a task that does not read the transcript (s2tt, asr) keeps them."""
+    rows = _rows(3, langs=("eng", "deu"))
+    rows[1], rows[5] = replace(rows[1], transcript=""), replace(rows[5], transcript=" ")  # eng:0:deu, eng:1:deu
+    for task in ("srt", {"s2tt": 0.5, "smt": 0.5}, {"asr": 0.8, "mt": 0.2}):
+        with pytest.warns(UserWarning, match=r"^data.train x: skipped 2 translation rows without a transcript, which "
+                                             r"task (srt|smt|mt) reads \(first: id eng:0:deu\)$"):
+            kept = with_transcripts(rows, task, "data.train x")
+        assert [r.id for r in kept] == [r.id for r in rows if r.id not in ("eng:0:deu", "eng:1:deu")]
+        SpeechTextDataset(kept, task)  # no longer refused
+    for task in ("s2tt", "asr"):
+        assert with_transcripts(rows, task, "data.train x") is rows
+
+
+def test_the_ids_digest_tells_the_rows_a_task_reads_apart():
+    """What a saved data position counts: the ids, in order, of the rows the task (mix) reads; a row of the other
+    kind does not change it."""
+    rows = _rows(3, langs=("eng", "deu"))
+    srt = ids_digest(rows, "srt")
+    assert len(srt) == 16 and ids_digest(list(rows), {"srt": 1.0}) == srt
+    assert ids_digest([r for r in rows if r.id != "eng:0"], "srt") == srt  # an ASR row: srt does not read it
+    assert ids_digest([r for r in rows if r.id != "eng:0:deu"], "srt") != srt
+    assert ids_digest(rows[1:] + rows[:1], {"srt": 0.8, "asr": 0.2}) != ids_digest(rows, {"srt": 0.8, "asr": 0.2})
 
 
 def test_a_small_task_share_gets_an_example_not_none():

@@ -537,6 +537,17 @@ def test_text_only_mt_beside_speech_comes_in_batches_of_its_own(tiny_setup, mode
         TrainingData(_section(tiny_setup, tmp_path / "f", tasks={"mt": 0.6, "srt": 0.4}), model, SOLO)
 
 
+def test_a_dev_set_with_no_example_asked_for_says_so_not_that_it_has_no_rows(tiny_setup, model, tmp_path):
+    """data.dev with dev_size 0 and dev_decode 0 chooses no dev row: that was said as "data.dev ... has no
+    translation rows for this stage's srt task", of a dev set full of them."""
+    messages = []
+    cfg = _section(tiny_setup, None, feature_cache=None, dev=tiny_setup["manifest"], dev_size=0, dev_decode=0,
+                   tasks={"srt": 1.0}, num_workers=0)
+    assert not TrainingData(cfg, model, SOLO, log=messages.append).has_dev
+    assert [m for m in messages if m.startswith("warning")] == [
+        "warning: data.dev_size is 0: no dev loss and no best checkpoint (nor dev scores: data.dev_decode is 0 too)"]
+
+
 def test_a_dev_set_that_scores_no_token_gives_no_dev_loss_and_says_so(tiny_setup, model, tmp_path):
     messages = []
     cfg = _section(tiny_setup, tmp_path / "f", dev=tiny_setup["manifest"], dev_size=0, dev_decode=2,
@@ -642,6 +653,67 @@ def test_a_text_only_stage_does_not_check_audio_it_never_reads(tiny_setup, tmp_p
     assert len(text.train[0]) == len(rows) and text.dev
     with pytest.raises(LLMSRTError, match=r"gone.jsonl:1: "):
         training_data.read_stage_rows(DataSection(train=str(gone), tasks={"srt": 1.0}), Task.SRT, hashes=False)
+
+
+def test_data_skip_bad_skips_a_translation_row_without_the_transcript_its_task_reads(tiny_setup, model, tmp_path):
+    """One translation row with an empty transcript stopped an srt stage with data.skip_bad too ("task srt reads
+    each translation row's transcript"); it is skipped there (train and dev rows), with one warning giving the count.
+    Without data.skip_bad it still stops, naming the row."""
+    rows = read_manifest(tiny_setup["manifest"])
+    blank = next(k for k, r in enumerate(rows) if r.tgt_lang)  # the first translation row
+    manifest = tmp_path / "blank.jsonl"
+    write_manifest(manifest, [replace(r, transcript="") if k == blank else r for k, r in enumerate(rows)])
+    cfg = _section(tiny_setup, None, feature_cache=None, train=str(manifest), dev=str(manifest), tasks={"srt": 1.0},
+                   num_workers=0, dev_size=64)
+    with pytest.raises(LLMSRTError, match=rf"task srt reads each translation row's transcript, but 1 of data.train "
+                                          rf".* have none \(e.g. id {rows[blank].id}\)"):
+        TrainingData(cfg, model, SOLO)
+    with pytest.warns(UserWarning) as said:
+        data = TrainingData(replace(cfg, skip_bad=True), model, SOLO)
+    skipped = [str(w.message) for w in said if "without a transcript" in str(w.message)]
+    assert skipped == [f"data.{part} {manifest}: skipped 1 translation rows without a transcript, which task srt reads "
+                       f"(first: id {rows[blank].id})" for part in ("train", "dev")]
+    translation = [r.id for r in rows if r.tgt_lang]
+    assert sorted(data.dataset[i].id for i in range(len(data.dataset))) == sorted(set(translation) - {rows[blank].id})
+    assert len(data.dev) == len(translation) - 1
+    TrainingData(replace(cfg, skip_bad=True, tasks={"s2tt": 1.0}), model, SOLO)  # reads no transcript: no warning
+
+
+def test_a_resume_over_other_rows_that_data_skip_bad_read_is_refused(tiny_setup, model, tmp_path):
+    """data.skip_bad: a clip gone between a run and its resume drops its rows while the manifest, whose hash the
+    resume compares, is unchanged; the saved position, applied to the epoch reshuffled over the rows left, trained
+    some examples twice and never reached others, silently. The count and a digest of the ids are saved with the
+    position and compared. A position saved before them, or over the same rows, resumes as before."""
+    rows, clip, cfg = _a_broken_clip(tiny_setup, tmp_path, None, num_workers=0, skip_bad=True)
+    first = TrainingData(cfg, model, SOLO)
+    _take(first, 2)
+    state = json.loads(json.dumps(first.state_dict()))
+    assert state["examples"] == len(first.dataset) and len(state["ids"]) == 16
+    assert TrainingData(cfg, model, SOLO).load_state_dict(state) == 0  # the same rows
+    clip.unlink()
+    with pytest.warns(UserWarning, match="skipped 2 bad rows"):
+        resumed = TrainingData(cfg, model, SOLO)
+    n = len(resumed.dataset)
+    assert n < state["examples"]
+    with pytest.raises(LLMSRTError, match=rf"^data.train .*train.jsonl'?: the checkpoint's data position counts "
+                                          rf"{state['examples']} examples, this run reads {n}: data.skip_bad dropped "
+                                          r"other rows than before \(clips missing or changed since: .*; restore "
+                                          r"those clips, or add allow_changes=true to go on so$"):
+        resumed.load_state_dict(state)
+    said = []
+    resumed.log = said.append
+    resumed.load_state_dict(state, allow_changes=True)  # taken as it is, said
+    assert (resumed.sampler.epoch, resumed.sampler.batch) == (state["epoch"], state["batch"])
+    assert len(said) == 1 and said[0].startswith("warning: data.train ") and said[0].endswith("(allow_changes)")
+    with pytest.raises(LLMSRTError, match=rf"counts {n} examples, this run reads {n} other ones: data.skip_bad"):
+        resumed.load_state_dict({**state, "examples": n})
+    # a manifest of other rows without data.skip_bad: a change the resume names itself (allow_changes goes on)
+    left = tmp_path / "left.jsonl"
+    write_manifest(left, [r for r in read_manifest(cfg.train, check_audio=False) if r.audio != str(clip)])
+    TrainingData(replace(cfg, train=str(left), skip_bad=False), model, SOLO).load_state_dict(state)
+    older = {k: v for k, v in state.items() if k not in ("examples", "ids")}  # saved before they were
+    resumed.load_state_dict(older)
+    assert (resumed.sampler.epoch, resumed.sampler.batch) == (state["epoch"], state["batch"])
 
 
 def test_training_on_rows_marked_dev_or_test_warns(tiny_setup, tmp_path):

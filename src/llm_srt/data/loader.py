@@ -11,6 +11,8 @@ The model masks the labels to the target only; the training recipe tokenizes `pr
 DataLoader workers (llm_srt.train.data).
 """
 
+import hashlib
+import warnings
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
@@ -160,6 +162,24 @@ class _Draw:
     def rows(self, epoch: int) -> np.ndarray:
         """The row indices of the slots in `epoch`."""
         return self.pool[self.order[(np.arange(self.n) + epoch * self.n) % len(self.order)]]
+
+
+def with_transcripts(rows: list[Row], task: Task | str | Mapping[str, float], where: str) -> list[Row]:
+    """`rows` less the translation rows without a transcript where `task` (a mix) reads it (TRANSCRIPT_READERS:
+    `SpeechTextDataset` refuses them), with one warning giving their count: data.skip_bad's way with a bad row."""
+    readers = [t for t in _normalize_mix(task) if t in TRANSCRIPT_READERS]
+    blank = [r for r in rows if not r.is_asr and not r.transcript.strip()] if readers else []
+    if blank:
+        warnings.warn(f"{where}: skipped {len(blank)} translation rows without a transcript, which task "
+                      f"{readers[0].value} reads (first: id {blank[0].id})", stacklevel=3)
+    return [r for r in rows if r.is_asr or r.transcript.strip()] if blank else rows
+
+
+def ids_digest(rows: Sequence[Row], task: Task | str | Mapping[str, float]) -> str:
+    """A short digest of the ids of the rows `task` (a mix) reads, in order: which examples a saved data position
+    counts (a resume compares it; with data.skip_bad the audio files decide which rows are read)."""
+    reads = {t is Task.ASR for t in _normalize_mix(task)}
+    return hashlib.blake2b("\n".join(r.id for r in rows if r.is_asr in reads).encode(), digest_size=8).hexdigest()
 
 
 def weighted_rows(parts: Sequence[Sequence[Row]], weights: Sequence[float] | None = None,

@@ -29,8 +29,8 @@ from ..config import bounds, short
 from ..audio import WINDOW_SECONDS, format_bytes, load_audio
 from ..data.clips import SPLIT_ORDER
 from ..data.features import FeatureCache, content_hashes
-from ..data.loader import (BucketBatchSampler, SpeechTextDataset, pad_features, stratified, text_fields,
-                           weighted_by_kind)
+from ..data.loader import (BucketBatchSampler, SpeechTextDataset, ids_digest, pad_features, stratified, text_fields,
+                           weighted_by_kind, with_transcripts)
 from ..data.manifest import Row, read_manifest
 from ..errors import AudioError, ConfigError, LLMSRTError, shown
 from ..prompts import Task
@@ -150,8 +150,10 @@ class TrainingData:
         rows = from_rank0(d, lambda: read_stage_rows(cfg, self.main_task, hashes=uses_cache))
         # an imported reference model's own tags (<|cmn|>); read here: `evaluate` may be handed a DDP/FSDP wrapper
         self.tags = tags = dict(model.config.language_tags)
-        self.dataset = SpeechTextDataset(weighted_by_kind(rows.train, cfg.train_weights, cfg.tasks, seed=cfg.seed),
-                                         cfg.tasks, seed=cfg.seed, source=f"data.train {short(cfg.train)}", tags=tags)
+        train = weighted_by_kind(rows.train, cfg.train_weights, cfg.tasks, seed=cfg.seed)
+        self.dataset = SpeechTextDataset(train, cfg.tasks, seed=cfg.seed, source=f"data.train {short(cfg.train)}",
+                                         tags=tags)
+        self._read = {"examples": len(self.dataset), "ids": ids_digest(train, cfg.tasks)}  # what a position counts
         # text-only mt beside speech tasks: each batch all text or all speech (the collator and the model take
         # either, not both in one batch)
         self.sampler = BucketBatchSampler(self.dataset.durations, cfg.batch_size, seed=cfg.seed,
@@ -165,12 +167,13 @@ class TrainingData:
             raise ConfigError(f"data.train: {short(cfg.train)} gives {what}; lower data.batch_size"
                               f"{' or optim.accumulation' if accumulation > 1 else ''}, or add data")
         self.dev = SpeechTextDataset(rows.dev, self.main_task, tags=tags) if rows.dev else None
-        if cfg.dev and not rows.dev:
+        if cfg.dev and not rows.dev and (cfg.dev_size or cfg.dev_decode):  # (both 0 choose none)
             kind = "transcription-only" if self.main_task is Task.ASR else "translation"
             log(f"warning: data.dev {cfg.dev} has no {kind} rows for this stage's {self.main_task.value} task: no dev "
                 "loss and no best checkpoint")
         elif cfg.dev and cfg.dev_size == 0:
-            log("warning: data.dev_size is 0: no dev loss and no best checkpoint (only data.dev_decode's scores)")
+            scores = "only data.dev_decode's scores" if cfg.dev_decode else "nor dev scores: data.dev_decode is 0 too"
+            log(f"warning: data.dev_size is 0: no dev loss and no best checkpoint ({scores})")
         self._planned = batches  # micro-batches this rank will train on (None: unknown)
         self.cache = self._feature_cache(rows.hashes, log) if uses_cache else None
         self.collator = Collator(model.tokenizer, self.cache)
@@ -378,12 +381,24 @@ class TrainingData:
                           "this rank): remove its rows from the manifest (allow_changes=true to resume)")
 
     def state_dict(self) -> dict:
-        """The position after the last batch next_batch() returned (the DataLoader may have read further)."""
-        return self.sampler.state_dict(self._position)
+        """The position after the last batch next_batch() returned (the DataLoader may have read further), and the
+        number and ids' digest of the examples it counts."""
+        return {**self.sampler.state_dict(self._position), **self._read}
 
-    def load_state_dict(self, state: dict) -> int:
+    def load_state_dict(self, state: dict, allow_changes: bool = False) -> int:
         """Resume at the saved position; returns the batches skipped to reach a whole step of this run's ranks x
-        micro-batches (`BucketBatchSampler.load_state_dict`)."""
+        micro-batches (`BucketBatchSampler.load_state_dict`). With data.skip_bad the audio files decide which rows
+        are read (the manifests' hashes the resume compares do not): a position saved over other rows is refused,
+        or with `allow_changes` taken as it is, said in the log."""
+        if self.cfg.skip_bad and "ids" in state and {k: state[k] for k in self._read} != self._read:
+            saved, n = state["examples"], self._read["examples"]
+            said = (f"data.train {short(self.cfg.train)}: the checkpoint's data position counts {saved:,} examples, "
+                    f"this run reads {n:,}{' other ones' if saved == n else ''}: data.skip_bad dropped other rows "
+                    "than before (clips missing or changed since: see the warnings above), and the rest of the epoch "
+                    "would train some twice and never reach others")
+            if not allow_changes:
+                raise LLMSRTError(f"{said}; restore those clips, or add allow_changes=true to go on so")
+            self.log(f"warning: {said} (allow_changes)")
         skipped = self.sampler.load_state_dict(state)
         self._position = (self.sampler.epoch, self.sampler.batch)
         self._batches = None  # prefetched batches of the old position are dropped with their workers
@@ -472,6 +487,8 @@ def read_stage_rows(cfg: DataSection, main_task: Task, hashes: bool = True) -> S
     speech = any(Task(t).needs_speech for t in cfg.tasks)
     train = [read_manifest(m, check_audio=speech, skip_bad=cfg.skip_bad, max_duration=longest if speech else None)
              for m in cfg.manifests]
+    if cfg.skip_bad:  # a translation row without the transcript its task reads: a bad row too
+        train = [with_transcripts(rows, cfg.tasks, f"data.train {m}") for m, rows in zip(cfg.manifests, train)]
     for manifest, rows in zip(cfg.manifests, train):
         if held := [r for r in rows if r.split in HELD_OUT]:
             warnings.warn(f"data.train {manifest}: {len(held)} of its rows are marked split "
@@ -482,6 +499,7 @@ def read_stage_rows(cfg: DataSection, main_task: Task, hashes: bool = True) -> S
         rows = [r for r in read_manifest(cfg.dev, check_audio=main_task.needs_speech, skip_bad=cfg.skip_bad,
                                          max_duration=longest if main_task.needs_speech else None)
                 if r.is_asr == (main_task is Task.ASR)]
+        rows = with_transcripts(rows, main_task, f"data.dev {cfg.dev}") if cfg.skip_bad else rows
         dev = stratified(rows, max(cfg.dev_size, cfg.dev_decode), seed=cfg.seed)
     audio = [r.audio for part in train for r in part] + [r.audio for r in dev]
     return StageRows(train, dev, content_hashes(audio) if hashes else {})

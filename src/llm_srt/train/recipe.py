@@ -350,7 +350,7 @@ class Recipe:
                 _apply_optim_settings(self.optimizer, self.scheduler, cfg)
             else:
                 _follow_schedule(self.optimizer, self.scheduler, cfg, self.log)
-            if skipped := self.data.load_state_dict(state["data"]):
+            if skipped := self.data.load_state_dict(state["data"], cfg.allow_changes):
                 self.log(f"[{cfg.stage}] the checkpoint's data position ({state['data']['batch']} batches of "
                          f"{state['data'].get('replicas', 1)} rank(s) into epoch {state['data']['epoch']}) is no whole "
                          f"step of {self.d.world} rank(s) x {cfg.optim.accumulation} micro-batch(es): skipping "
