@@ -219,10 +219,11 @@ def test_a_flac_cut_short_is_refused_unless_salvaged_then_kept_to_its_damage_wit
     kept = len(whole) // 4096 * 4096  # the FLAC frames before the cut one: the last, of 2944 samples
     assert str(e.value) == (f"{path}: only the first {kept / SAMPLE_RATE:.1f} s of 3.0 s decode (Error : flac decoder "
                             "lost sync): the file is damaged or cut short; re-export it, or copy it again")
+    notes = []
     with caplog.at_level(logging.WARNING, logger="llm_srt.audio"):
-        out = load_audio(path, salvage=True)
+        out = load_audio(path, salvage=True, on_salvage=notes.append)
     assert out.size == kept and np.array_equal(out, whole[:kept])
-    assert [r.getMessage() for r in caplog.records] == [
+    assert [r.getMessage() for r in caplog.records] == notes == [  # the warning reaches a server's client too
         f"{path}: only the first {kept / SAMPLE_RATE:.1f} s of 3.0 s decode (Error : flac decoder lost sync): the "
         "file is damaged or cut short; those are used (re-export it, or copy it again, for the rest)"]
 
@@ -466,9 +467,11 @@ def test_a_vbr_mp3_without_a_xing_header_that_libsndfile_stops_short_is_refused_
     with pytest.raises(AudioError, match=r"libsndfile decodes only the first [\d.]+ s of the 20\.0 s this MP3's "
                                          r"frames hold .*convert it with another decoder"):
         load_audio(stripped, sr=rate)
+    notes = []
     with caplog.at_level(logging.WARNING, logger="llm_srt.audio"):
-        kept = load_audio(stripped, sr=rate, salvage=True)
+        kept = load_audio(stripped, sr=rate, salvage=True, on_salvage=notes.append)
     assert kept.size < 10 * rate and len(caplog.records) == 1 and "20.0 s this MP3" in caplog.records[0].message
+    assert notes == [caplog.records[0].message]
     assert load_audio(data, sr=rate).size > 19.9 * rate  # with its Xing header: whole, as before
 
 

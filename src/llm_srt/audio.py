@@ -11,6 +11,7 @@ import logging
 import os
 import struct
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import soundfile as sf
@@ -57,7 +58,8 @@ log = logging.getLogger(__name__)
 
 
 def load_audio(source: AudioInput, sr: int = SAMPLE_RATE, max_seconds: float | None = MAX_SECONDS_DEFAULT,
-               name: str | None = None, max_bytes: int | None = MAX_BYTES_DEFAULT, salvage: bool = False) -> np.ndarray:
+               name: str | None = None, max_bytes: int | None = MAX_BYTES_DEFAULT, salvage: bool = False,
+               on_salvage: Callable[[str], None] | None = None) -> np.ndarray:
     """Read and validate audio. Returns float32 mono samples at `sr` Hz, shape (N,).
 
     `source` is a path, the bytes of a file, or an array already at `sr` Hz ((N,) or (N, channels); a
@@ -68,14 +70,15 @@ def load_audio(source: AudioInput, sr: int = SAMPLE_RATE, max_seconds: float | N
     come, so memory stays within the output's size. None: no limit.
     A file that decodes only in part (damaged, or cut short) raises AudioError, as its reference (a transcript, a
     translation) goes with the whole of it; `salvage` (no reference goes with the audio: translating it) keeps the
-    part that decodes, with one warning.
+    part that decodes, with one warning, which `on_salvage` also gets (a server passes it on to its client, who
+    never sees the server's log).
     Raises AudioError with a one-line message naming the input for anything unusable.
     """
     label = shown(name or (str(source) if isinstance(source, (str, Path)) else "<audio>"))
     if isinstance(source, np.ndarray):
         samples = _from_array(source, label, sr, max_seconds)
     else:
-        samples = _decode(source, label, sr, max_seconds, max_bytes, salvage)
+        samples = _decode(source, label, sr, max_seconds, max_bytes, salvage, on_salvage)
     if samples.size == 0:
         raise AudioError(f"{label}: the audio is empty (0 samples); check the file was written completely")
     if samples.size < MIN_SAMPLES:
@@ -121,16 +124,16 @@ def _check_values(block: np.ndarray, label: str) -> None:
 
 
 def _decode(source: str | Path | bytes, label: str, sr: int, max_seconds: float | None,
-            max_bytes: int | None, salvage: bool) -> np.ndarray:
+            max_bytes: int | None, salvage: bool, on_salvage: Callable[[str], None] | None = None) -> np.ndarray:
     """Decode a file or its bytes to mono float32 (N,) at `sr` Hz, block by block, within the limits."""
     target = _open(source, label)
     try:
         held = target if isinstance(target, int) else source  # the bytes, not their BytesIO: its buffer is copied
         counted = _mp3_counted(held)
         samples = _stream(target, label, sr, max_seconds, max_bytes, salvage, _header_cut(held), counted,
-                          None if counted else _mp3_walked(held))
+                          None if counted else _mp3_walked(held), on_salvage)
         if samples.size == 0 and (repaired := _unsized_wav(held, label)) is not None:  # whole when asked for
-            samples = _stream(repaired, label, sr, max_seconds, max_bytes, salvage)
+            samples = _stream(repaired, label, sr, max_seconds, max_bytes, salvage, on_salvage=on_salvage)
         return samples
     finally:
         if isinstance(target, int):
@@ -139,7 +142,8 @@ def _decode(source: str | Path | bytes, label: str, sr: int, max_seconds: float 
 
 def _stream(target: int | io.IOBase, label: str, sr: int, max_seconds: float | None,
             max_bytes: int | None, salvage: bool, header_cut: tuple[int, int] | None = None,
-            mp3_counted: bool = False, mp3_walked: int | None = None) -> np.ndarray:
+            mp3_counted: bool = False, mp3_walked: int | None = None,
+            on_salvage: Callable[[str], None] | None = None) -> np.ndarray:
     """`header_cut`: _header_cut's (bytes held, bytes claimed) for a WAV, AIFF, AU or W64 cut short, whose length
     libsndfile trims to what it holds, so that only its header tells it is cut short. `mp3_counted`: an MP3 whose
     Xing/Info header counts its frames (_mp3_counted), which libsndfile gives as its length, cut short or not.
@@ -177,17 +181,24 @@ def _stream(target: int | io.IOBase, label: str, sr: int, max_seconds: float | N
                    "length it estimates); convert it with another decoder first (ffmpeg -i FILE FILE.flac)")
         if not salvage:
             raise AudioError(message)
-        log.warning("%s; the first %.1f s are used", message, frames / rate)
+        _salvaged(f"{message}; the first {frames / rate:.1f} s are used", on_salvage)
     if cut is not None:  # decoded in part
         claimed = "" if unknown_length else f" of {claimed_frames / rate:.1f} s"
         if not salvage:
             raise AudioError(f"{label}: only the first {frames / rate:.1f} s{claimed} decode ({cut}): the file is "
                              "damaged or cut short; re-export it, or copy it again")
-        log.warning("%s: only the first %.1f s%s decode (%s): the file is damaged or cut short; those are used "
-                    "(re-export it, or copy it again, for the rest)", label, frames / rate, claimed, cut)
+        _salvaged(f"{label}: only the first {frames / rate:.1f} s{claimed} decode ({cut}): the file is damaged or "
+                  "cut short; those are used (re-export it, or copy it again, for the rest)", on_salvage)
     if frames and not samples.size:  # under half a sample at `sr` (1 frame at 44.1 kHz): short, not empty
         return np.zeros(1, np.float32)  # padded by load_audio as a short clip at `sr` is
     return samples
+
+
+def _salvaged(message: str, on_salvage: Callable[[str], None] | None) -> None:
+    """A file decoded in part and kept (`salvage`): its one warning, in the log and to `on_salvage`."""
+    log.warning("%s", message)
+    if on_salvage is not None:
+        on_salvage(message)
 
 
 def _read_blocks(f: sf.SoundFile, label: str, sr: int, caps: "_Caps") -> tuple[np.ndarray, int, str | None]:

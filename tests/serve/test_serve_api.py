@@ -69,6 +69,7 @@ def test_translation_in_every_format(client, clip, expected):
     assert post(client, TRANSLATIONS, wav, **ask).json() == {"text": srt.translation}  # json is the default
     text = post(client, TRANSLATIONS, wav, response_format="text", **ask)
     assert text.text == srt.translation + "\n" and text.headers["content-type"].startswith("text/plain")
+    assert not [h for h in text.headers if h.startswith("x-llm-srt-")]  # whole: no note
     assert post(client, TRANSLATIONS, wav, response_format="srt", **ask).text == (
         f"1\n00:00:00,000 --> 00:00:01,000\n{srt.translation}\n")
     assert post(client, TRANSLATIONS, wav, response_format="srt", subtitles="both", **ask).text == (
@@ -82,7 +83,7 @@ def test_translation_in_every_format(client, clip, expected):
         "target_language": "deu", "duration": 1.0,  # translation's language; the source is our own field
         "text": srt.translation, "transcript": srt.transcript, "translation": srt.translation,
         "forced_tags": srt.forced_tags,  # SRT rows whose language tags greedy decoding wrote for the model
-        "no_speech": False, "error": None,
+        "no_speech": False, "error": None, "warning": None,
         "segments": [{"id": 0, "start": 0.0, "end": 1.0, "text": srt.translation, "transcript": srt.transcript,
                       "translation": srt.translation, "forced_tags": srt.forced_tags, "error": None}]}
 
@@ -607,11 +608,61 @@ def test_a_request_that_failed_in_part_gets_the_rest_and_says_so(translator, cli
     _, wav = clip
     srt, _ = expected
     ask = {"source_language": "eng", "target_language": "deu"}
+    error = "1 of 2 segments failed (the first, ...)"
     with local_client(create_app(PartlyFailing(translator), options())) as c:
-        assert post(c, TRANSLATIONS, wav, **ask).json() == {"text": srt.translation}
+        answers = {fmt: post(c, TRANSLATIONS, wav, response_format=fmt, **ask)
+                   for fmt in ("json", "text", "srt", "vtt")}
         verbose = post(c, TRANSLATIONS, wav, response_format="verbose_json", **ask).json()
-    assert verbose["error"].startswith("1 of 2 segments failed") and verbose["text"] == srt.translation
+    assert verbose["error"] == error and verbose["text"] == srt.translation
     assert [s["error"] for s in verbose["segments"]] == [None, "RuntimeError: CUDA error"]
+    # every format says so (json, text, srt and vtt clients had no sign of it): a header, and json's body
+    assert {fmt: (r.status_code, r.headers.get("x-llm-srt-error")) for fmt, r in answers.items()} == {
+        fmt: (200, error) for fmt in answers}
+    assert answers["json"].json() == {"text": srt.translation, "error": error}
+    assert srt.translation in answers["srt"].text and "x-llm-srt-warning" not in answers["srt"].headers
+
+
+def test_an_upload_cut_short_is_answered_as_far_as_it_goes_and_says_so(client):
+    """A FLAC cut to a quarter of its bytes decodes its first 4.9 s of 20 s: translated, and answered 200 as if that
+    were all of it; the warning naming the seconds kept reached the server's log alone. Now verbose_json's "warning"
+    and a header on every format carry it (one line of ASCII: the name of the file may be in any script)."""
+    import io
+
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, bursts(20.0), 16000, format="FLAC", subtype="PCM_16")
+    cut = buf.getvalue()[:len(buf.getvalue()) // 4]
+    ask = {"source_language": "eng", "target_language": "deu", "name": "讲座.flac", "media": "audio/flac"}
+    verbose = post(client, TRANSLATIONS, cut, response_format="verbose_json", **ask)
+    body = verbose.json()
+    assert verbose.status_code == 200 and body["error"] is None and 1 < body["duration"] < 10, verbose.text
+    kept = re.fullmatch(r"讲座\.flac: only the first (\d+\.\d) s of 20\.0 s decode \(.+\): the file is damaged or cut "
+                        r"short; those are used \(re-export it, or copy it again, for the rest\)", body["warning"])
+    assert kept and float(kept[1]) == round(body["duration"], 1), body["warning"]
+    header = body["warning"].replace("讲座", "\\u8bb2\\u5ea7")
+    assert verbose.headers["x-llm-srt-warning"] == header and len(header) <= 300
+    for fmt in ("srt", "json"):
+        r = post(client, TRANSLATIONS, cut, response_format=fmt, **ask)
+        assert r.status_code == 200 and r.headers["x-llm-srt-warning"] == header, (fmt, r.headers)
+        assert "x-llm-srt-error" not in r.headers
+    assert r.json() == {"text": r.json()["text"], "warning": body["warning"]}
+
+
+def test_an_app_mounted_without_its_lifespan_says_so_and_is_not_retried(translator, clip):
+    """Mounted inside another app without its lifespan, the app never started its decode pool and batcher: every
+    request was a 500 "the model failed: AttributeError: 'NoneType' object has no attribute 'submit'", which the
+    OpenAI SDKs retry twice. Now the 500 names the lifespan and how to run it, and is not retried."""
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    outer = Starlette(routes=[Mount("/llm-srt", app=create_app(translator, options()))])
+    with TestClient(outer, base_url="http://localhost") as c:
+        r = post(c, "/llm-srt" + TRANSLATIONS, clip[1], source_language="eng")
+    err = r.json()["error"]
+    assert r.status_code == 500 and r.headers.get("x-should-retry") == "false", r.text
+    assert err["message"].startswith("the server's lifespan did not run") and "lifespan_context" in err["message"]
+    assert "AttributeError" not in err["message"]
 
 
 def test_silence_is_no_speech_and_impossible_subtitles_are_refused(client):

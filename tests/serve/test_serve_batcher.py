@@ -541,6 +541,44 @@ def test_a_short_request_runs_between_the_model_calls_of_a_long_batch():
     assert stats["calls"] == 2 and stats["batch_sizes"] == {"1": 2}
 
 
+def test_a_batcher_never_started_says_its_lifespan_did_not_run():
+    """Before start() (an app mounted without its lifespan) submit raised a bare RuntimeError, answered as a model
+    failure that clients retry; now it is the error the server answers with a 500 that says what to do."""
+    from llm_srt.serve.batcher import NotStarted
+
+    b = Batcher(Recorder(), BatchOptions())
+    with pytest.raises(NotStarted, match=r"^the server's lifespan did not run.*lifespan_context"):
+        run(b.submit(clips(1)[0], "eng", "deu", Task.SRT))
+
+
+def test_a_batcher_started_again_after_stop_still_runs_short_requests_between_model_calls():
+    """A lifespan run twice (a second TestClient, an app served again) stops and starts the batcher: stop() left it
+    stopping for good, so no request ever again ran between the model calls of a long batch (`_take` gave none)."""
+    from llm_srt.infer import SpeechTranslator
+
+    system = Timed()
+    b = Batcher(SpeechTranslator(system), BatchOptions(max_batch=2, max_wait_ms=0))
+
+    async def first():
+        await b.start()
+        await b.stop()
+
+    async def again():
+        await b.start()
+        long = asyncio.ensure_future(b.submit(talk(8), "eng", "deu", Task.SRT))
+        await calls_made(system, 1)
+        short = await asyncio.wait_for(b.submit(talk(1, 1.0), "eng", "deu", Task.SRT), 5)
+        running = not long.done()
+        long = await long
+        await b.stop()
+        return short, running, long
+
+    run(first())
+    short, running, long = run(again())
+    assert system.calls == [[1.6, 1.6], [1.1], [1.6, 1.6], [1.6, 1.6], [1.6, 1.6]] and running
+    assert len(short.segments) == 1 and len(long.segments) == 8 and not long.error
+
+
 def test_a_request_as_long_as_the_running_batch_waits_for_it():
     """Only shorter requests run inside a batch: an upload as long as the one running queues behind it (no two
     long uploads take turns), and so does one of another decoding only when it is not shorter."""

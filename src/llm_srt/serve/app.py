@@ -13,7 +13,8 @@ GET /v1/models, /v1/languages, /health, and / (the web page). Every error is JSO
 An error names none of the server's folders (guard.hide_paths; the log keeps them); a full temporary disk while an
 upload is spooled is the server's 507, logged. verbose_json's "language" is OpenAI's lower-case English name
 ("english") of the text's language (a translation's target), "source_language" the same for the audio's;
-timestamp_granularities[] word is a 400 (the model writes no word timings); no field is made up.
+timestamp_granularities[] word is a 400 (the model writes no word timings); no field is made up. An answer given in
+part (segments that failed, an upload that decoded only in part) says so on every format (responses.with_notes).
 
 Bounded work per request (see guard.py and uploads.py for the walls): an upload cap, a duration cap checked while
 decoding, a pool of decode threads, a queue cap, and one deadline (--timeout-s) over decode + queue + model; a
@@ -45,13 +46,13 @@ from ..infer import (ALONE_OUT_OF_MEMORY, SpeechTranslator, TranslationResult, a
                      translator_from_args)
 from ..model.decoding import decoding_from_args
 from ..prompts import Task
-from .batcher import LID_MISSING, BatchOptions, Batcher, BusyError, OverQueueLimit, language_id_failed
+from .batcher import LID_MISSING, BatchOptions, Batcher, BusyError, NotStarted, OverQueueLimit, language_id_failed
 from .forms import AUTO, ENDPOINTS, APIError, AudioForm, Endpoint, audio_form, check_fields, check_granularities, \
     parse_task, request_decoding, resolve_language
 from .guard import (ERROR_TYPES, ConnectionLimits, ContentLengthLimit, HostOriginGuard, HostRule,
                     check_allowed_host, check_allowed_origin, check_number, error_response, hide_paths, is_ip,
                     model_paths, split_host)
-from .responses import RENDERERS, without_paths
+from .responses import ERROR_HEADER, RENDERERS, WARNING_HEADER, with_notes, without_paths
 from .uploads import MB, DecodePool, UploadError, check_upload, storage_error
 from .warmup import warm_up
 
@@ -178,7 +179,7 @@ def create_app(translator: SpeechTranslator, options: ServeOptions = ServeOption
                        message=too_large_message(options))
     if options.allow_origins:  # browsers may read replies to these origins' pages (and send their preflights)
         app.add_middleware(CORSMiddleware, allow_origins=list(options.allow_origins), allow_methods=["GET", "POST"],
-                           allow_headers=["*"])
+                           allow_headers=["*"], expose_headers=[ERROR_HEADER, WARNING_HEADER])
     app.add_middleware(HostOriginGuard, hosts=options.hosts, origins=options.allow_origins)  # outermost
     return app
 
@@ -220,8 +221,10 @@ def _handler(endpoint: Endpoint, batcher: Batcher, decoder: DecodePool, options:
         except UploadError as e:
             raise APIError(e.status, e.message, "file") from None
 
+        notes: list[str] = []  # the decoder's warning: the upload decoded only in part
+
         async def work() -> TranslationResult:
-            samples = await decoder.decode(upload, name)
+            samples = await decoder.decode(upload, name, notes)
             return await batcher.submit(samples, src, tgt, task, decoding)
 
         try:
@@ -240,6 +243,9 @@ def _handler(endpoint: Endpoint, batcher: Batcher, decoder: DecodePool, options:
         except ClientGone:
             log.info("%s: the client disconnected; its request was dropped", name)
             return Response(status_code=CLIENT_GONE)
+        except NotStarted as e:  # the operator's to fix (before, "the model failed: AttributeError", retried twice)
+            log.error("%s", e)
+            raise APIError(500, str(e), retry=False) from None
         except Exception as e:  # noqa: BLE001 - the model failed on this batch; the server goes on
             log.exception("translate failed")
             raise APIError(500, hide_paths(f"the model failed: {type(e).__name__}: {e}", paths)) from None
@@ -258,7 +264,8 @@ def _handler(endpoint: Endpoint, batcher: Batcher, decoder: DecodePool, options:
             if not retryable(result.error):  # asked for what this system cannot do (CANNOT_RUN: whisper into
                 raise APIError(400, result.error)  # German), in every segment (`infer.segments_error`)
             raise APIError(500, result.error, "file", retry=ALONE_OUT_OF_MEMORY not in result.error)  # same again
-        return render(result, endpoint, cue_mode, options.line_width)
+        warning = hide_paths(notes[0], paths) if notes else None  # the log has it whole (audio.py)
+        return with_notes(render(result, endpoint, cue_mode, options.line_width, warning), result.error, warning)
 
     handle.__name__ = f"{endpoint.openai_task}_audio"
     return handle

@@ -61,6 +61,15 @@ class BusyError(LLMSRTError):
     """The queue is full; the client should retry later."""
 
 
+class NotStarted(LLMSRTError):
+    """The batcher (or the decode pool) is used before its start(): the app's lifespan, which starts them, never ran
+    (the app mounted inside another without it). The server's 500, which no retry helps."""
+
+    def __init__(self):
+        super().__init__("the server's lifespan did not run, so its batcher and decode pool never started: mount the "
+                         "app with its lifespan (e.g. lifespan=app.router.lifespan_context on the outer app)")
+
+
 class OverQueueLimit(LLMSRTError):
     """One request's audio alone is more than max_queued_seconds: it could never be queued, so no retry helps (the
     server's 413). `llm-srt serve` refuses a --max-queued-seconds below --max-audio-seconds; an API user may not."""
@@ -180,6 +189,7 @@ class Batcher:
 
     async def start(self) -> None:
         self._queue = deque()
+        self._forming, self._stopping = [], False  # a lifespan run again (an earlier stop() set it: no preemption)
         self._arrived = asyncio.Event()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="llm-srt-model")
         # on the model thread, at start: the CUDA runtime keeps the current device per thread
@@ -208,7 +218,7 @@ class Batcher:
         server's options when None). Cancelling the await (a timeout, a client gone) removes the request from the
         queue at once if its batch has not started yet."""
         if self._queue is None:
-            raise RuntimeError("Batcher.start() was not awaited")
+            raise NotStarted()
         if self.waiting >= self.options.max_queue:
             raise BusyError(f"{self.waiting} requests are already waiting; retry later")
         limit = self.options.max_queued_seconds * SAMPLE_RATE  # in samples, as uploads.decode_audio cuts them

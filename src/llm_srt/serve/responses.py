@@ -1,7 +1,13 @@
-"""The answers of `llm-srt serve` (serve/app.py) by response_format: json, text, srt, vtt and verbose_json."""
+"""The answers of `llm-srt serve` (serve/app.py) by response_format: json, text, srt, vtt and verbose_json.
+
+An answer that is not the whole story says so on every format: a request that failed in part (`error`: its other
+segments are answered) and an upload that decoded only in part (`warning`: the seconds kept) each in a header
+(ERROR_HEADER, WARNING_HEADER: one line, at most MAX_NOTE_CHARS) and, in json and verbose_json, in the body.
+"""
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from typing import Callable
 
@@ -11,6 +17,11 @@ from .. import languages, subtitles
 from ..infer import TranslationResult
 from .forms import Endpoint
 from .guard import hide_paths
+
+ERROR_HEADER = "X-LLM-SRT-Error"  # a request answered in part: what failed (verbose_json's "error")
+WARNING_HEADER = "X-LLM-SRT-Warning"  # an upload decoded in part: the seconds kept (verbose_json's "warning")
+MAX_NOTE_CHARS = 300  # a header's note is cut here (the body's is whole)
+UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]+")  # a header value is one line: no CR, LF or other control byte
 
 
 def without_paths(r: TranslationResult, paths: tuple[str, ...]) -> TranslationResult:
@@ -23,19 +34,41 @@ def _text(r: TranslationResult, endpoint: Endpoint) -> str:
     return getattr(r, endpoint.text)
 
 
-def render_json(r: TranslationResult, endpoint: Endpoint, mode: str, width: int = 0) -> Response:
-    return JSONResponse({"text": _text(r, endpoint)})
+def header_note(text: str) -> str:
+    """`text` as a header value: one line of ASCII (a client's file name may be in any script, and HTTP headers are
+    Latin-1 at most: other characters as Python escapes), at most MAX_NOTE_CHARS long."""
+    line = " ".join(UNPRINTABLE.sub(" ", text.encode("ascii", "backslashreplace").decode("ascii")).split())
+    return line if len(line) <= MAX_NOTE_CHARS else line[:MAX_NOTE_CHARS - 3] + "..."
 
 
-def render_text(r: TranslationResult, endpoint: Endpoint, mode: str, width: int = 0) -> Response:
+def with_notes(response: Response, error: str | None, warning: str | None) -> Response:
+    """`response` with ERROR_HEADER and WARNING_HEADER where `error` or `warning` is set (the answer of any format:
+    json, text, srt and vtt clients had no sign of a failed segment or of an upload kept in part)."""
+    for header, note in ((ERROR_HEADER, error), (WARNING_HEADER, warning)):
+        if note:
+            response.headers[header] = header_note(note)
+    return response
+
+
+def render_json(r: TranslationResult, endpoint: Endpoint, mode: str, width: int = 0,
+                warning: str | None = None) -> Response:
+    # OpenAI's {"text"}, and only where set our "error" and "warning" (extra keys OpenAI's SDKs keep, unread)
+    notes = {key: note for key, note in (("error", r.error), ("warning", warning)) if note}
+    return JSONResponse({"text": _text(r, endpoint), **notes})
+
+
+def render_text(r: TranslationResult, endpoint: Endpoint, mode: str, width: int = 0,
+                warning: str | None = None) -> Response:
     return PlainTextResponse(_text(r, endpoint) + "\n")
 
 
-def render_srt(r: TranslationResult, endpoint: Endpoint, mode: str, width: int = 0) -> Response:
+def render_srt(r: TranslationResult, endpoint: Endpoint, mode: str, width: int = 0,
+               warning: str | None = None) -> Response:
     return PlainTextResponse(subtitles.to_srt(subtitles.segment_cues(r.segments, mode, width)))
 
 
-def render_vtt(r: TranslationResult, endpoint: Endpoint, mode: str, width: int = 0) -> Response:
+def render_vtt(r: TranslationResult, endpoint: Endpoint, mode: str, width: int = 0,
+               warning: str | None = None) -> Response:
     return PlainTextResponse(subtitles.to_vtt(subtitles.segment_cues(r.segments, mode, width)), media_type="text/vtt")
 
 
@@ -49,7 +82,8 @@ def openai_language(code: str | None) -> str:
     return lang.name.lower() if lang else code
 
 
-def render_verbose(r: TranslationResult, endpoint: Endpoint, mode: str, width: int = 0) -> Response:
+def render_verbose(r: TranslationResult, endpoint: Endpoint, mode: str, width: int = 0,
+                   warning: str | None = None) -> Response:
     # OpenAI's "language" is the text's: a translation's target, a transcript's source; source_language is ours
     # (the same style of name) so that a translation's client still learns what was heard
     language = r.tgt if endpoint.openai_task == "translate" else r.src
@@ -58,12 +92,13 @@ def render_verbose(r: TranslationResult, endpoint: Endpoint, mode: str, width: i
         "source_language": openai_language(r.src), "target_language": r.tgt,
         "duration": round(r.duration, 3), "text": _text(r, endpoint), "transcript": r.transcript,
         "translation": r.translation, "forced_tags": r.forced_tags, "no_speech": r.no_speech, "error": r.error,
+        "warning": warning,
         "segments": [{"id": i, "start": s.start, "end": s.end, "text": getattr(s, endpoint.text),
                       "transcript": s.transcript, "translation": s.translation, "forced_tags": s.forced_tags,
                       "error": s.error} for i, s in enumerate(r.segments)],
     })
 
 
-RENDERERS: dict[str, Callable[[TranslationResult, Endpoint, str, int], Response]] = {
+RENDERERS: dict[str, Callable[[TranslationResult, Endpoint, str, int, str | None], Response]] = {
     "json": render_json, "text": render_text, "srt": render_srt, "vtt": render_vtt, "verbose_json": render_verbose,
 }

@@ -14,6 +14,9 @@ counted against `workers` until then, and its samples are dropped.
 
 A full temporary disk (or quota) while an upload is spooled or read back is the server's problem, not the
 request's: a 507 that says so, and an ERROR line for the operator (`storage_error`).
+
+An upload that decodes only in part (cut short in transfer, damaged) is translated as far as it goes; load_audio's
+warning, naming the seconds kept, goes into the caller's `notes` (the client's answer says so), not only the log.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from fastapi import UploadFile
 
 from ..audio import MIN_SAMPLES, SAMPLE_RATE, load_audio
 from ..errors import AudioError, AudioOverLimit, UndecodableAudio
-from .batcher import BusyError
+from .batcher import BusyError, NotStarted
 
 log = logging.getLogger("llm_srt.serve")
 
@@ -78,8 +81,8 @@ def check_upload(file: UploadFile, max_bytes: int) -> tuple[BinaryIO, str]:
     return file.file, name
 
 
-def read_and_decode(upload: BinaryIO, name: str, max_seconds: float) -> np.ndarray:
-    """In a decode slot: the upload's bytes, then decode_audio's samples."""
+def read_and_decode(upload: BinaryIO, name: str, max_seconds: float, notes: list[str] | None = None) -> np.ndarray:
+    """In a decode slot: the upload's bytes, then decode_audio's samples (and `notes`)."""
     try:
         upload.seek(0)
         data = upload.read()
@@ -87,7 +90,7 @@ def read_and_decode(upload: BinaryIO, name: str, max_seconds: float) -> np.ndarr
         raise UploadError(400, f"{name}: the upload could not be read back ({e})") from None
     except OSError as e:  # the server's temporary file, not the client's upload
         raise storage_error(e, "reading the upload back") from None
-    return decode_audio(data, name, max_seconds)
+    return decode_audio(data, name, max_seconds, notes)
 
 
 def decode_budget(max_seconds: float) -> int:
@@ -95,14 +98,15 @@ def decode_budget(max_seconds: float) -> int:
     return int(max_seconds * REFERENCE_RATE * REFERENCE_CHANNELS * 4)
 
 
-def decode_audio(data: bytes, name: str, max_seconds: float) -> np.ndarray:
+def decode_audio(data: bytes, name: str, max_seconds: float, notes: list[str] | None = None) -> np.ndarray:
     """16 kHz mono float32 (N,), at most `max_seconds` long. UploadError 415 for bytes no decoder opens, 413 for
     audio longer than `max_seconds` or decoding to more than decode_budget(max_seconds), 400 for anything else wrong
-    with it."""
+    with it. `notes` gets the warning of an upload that decodes only in part."""
     try:
         # an upload decoding in part (cut short in transfer, damaged) is translated as far as it goes, with a warning
+        # for the client as well as the log (it was the log's alone: a client got a 200 for 5 s of its 20 s)
         samples = load_audio(data, name=name, max_seconds=max_seconds, max_bytes=decode_budget(max_seconds),
-                             salvage=True)
+                             salvage=True, on_salvage=None if notes is None else notes.append)
     except UndecodableAudio as e:
         raise UploadError(415, f"{name}: cannot decode this audio ({e.detail}); send wav, flac, ogg or mp3") from None
     except AudioOverLimit as e:  # by its type: the message begins with the client's file name, which may say "limit"
@@ -138,12 +142,15 @@ class DecodePool:
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def decode(self, upload: BinaryIO, name: str) -> np.ndarray:
+    async def decode(self, upload: BinaryIO, name: str, notes: list[str] | None = None) -> np.ndarray:
+        """The upload's samples (`read_and_decode`; its warnings into `notes`) from a decode thread."""
+        if self._executor is None:  # an app mounted without its lifespan: an AttributeError, retried by SDKs
+            raise NotStarted()
         with self._lock:
             if self._pending >= self.workers + self.max_waiting:
                 raise BusyError(f"{self._pending} uploads are already being decoded or waiting; retry later")
             self._pending += 1
-        job = self._executor.submit(read_and_decode, upload, name, self.max_seconds)
+        job = self._executor.submit(read_and_decode, upload, name, self.max_seconds, notes)
         job.add_done_callback(self._done)
         try:
             return await asyncio.wrap_future(job)
