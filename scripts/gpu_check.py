@@ -21,7 +21,8 @@ FSDP parts, 100 s for the 7B bench, 2026-11-30; the compiled bench has never run
                                     model
   bench-compiled-qwen2.5-7b ~180 s  `bench --paper-shape qwen2.5-7b --compiled-only`: greedy with --compile (static KV
                                     cache, CUDA graphs) at batch 1 and 64, mostly compilation; first of the benches, as
-                                    the code least proven
+                                    the code least proven; stopped 110 s before the budget ends, which the eager
+                                    bench needs to start (MIN_BENCH_S + STOP_S), and not run with under 60 s of its own
   bench-qwen2.5-7b          ~120 s  `bench --paper-shape qwen2.5-7b`: Table 7 rows, the largest batch, training steps
                                     with and without activation checkpointing, and with head_losses in 8x larger blocks
 That is ~520 s: the default budget. Within the device machine's 600 s call, the rest (~45 s) is for installing the
@@ -44,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import importlib.util
 import json
 import math
@@ -68,17 +70,21 @@ sys.path.insert(0, str(SRC))
 # Our dependencies that the GPU machine's image lacks (or has in another version than constraints.txt pins),
 # fetched as wheels for CPython 3.12 x86-64; versions come from constraints.txt. The image's torch, accelerate,
 # sacrebleu, numpy, tokenizers, safetensors, huggingface-hub, pyyaml, tqdm, matplotlib, tensorboard and pytest
-# are used as they are.
+# are used as they are; what a wheel requires beyond them is a wheel too (annotated-doc, which fastapi imports with
+# itself, anyio, idna, click, h11: the web stack of the image's huggingface-hub changes with its releases).
 GPU_WHEELS = ("transformers", "peft", "gguf", "soundfile", "cffi", "pycparser", "soxr", "jiwer", "RapidFuzz",
               "whisper_normalizer", "indic_numtowords", "more-itertools", "text2num", "fastapi", "starlette",
               "pydantic", "pydantic_core", "annotated-types", "typing-inspection", "typing_extensions",
-              "opentelemetry-api", "uvicorn", "python-multipart")
+              "opentelemetry-api", "uvicorn", "python-multipart", "annotated-doc", "anyio", "idna", "click", "h11")
 WHEEL_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
                    "manylinux1_x86_64")
 VERSIONS = ("torch", "transformers", "peft", "accelerate", "tokenizers", "safetensors", "sacrebleu", "numpy",
             "soundfile", "jiwer")
 MIN_STEP_S = 10  # a step is not started with less of the budget left
 MIN_BENCH_S = 90  # nor a bench with less than this: building a paper shape takes ~20 s before its first row
+MIN_COMPILED_S = 60  # nor the compiled rows with less than this of their own, after what they keep for the bench
+#   after them: building the shape and compiling batch 1 (never measured on a GPU: a guess)
+STOP_S = 20  # stopping and reaping a command at its limit (_kill_group waits 10 s, its output's readers 10 s)
 STEP_LIMITS = {"cuda-tests": 200, "e2e": 240, "bench": 240}  # seconds per step (bench: per shape), within --budget-s
 TEST_TIMEOUT_S = 90  # per cuda test, where pytest-timeout is installed (the GPU image has it): one that hangs fails
 #   alone instead of taking the step's whole limit from the tests after it
@@ -157,17 +163,21 @@ class Check:
                 said.append(line)
                 self.write(line)
 
-    def run(self, name: str, argv: list[str], timeout: float, cwd: Path = ROOT, env: dict | None = None) -> Done:
+    def run(self, name: str, argv: list[str], timeout: float, cwd: Path = ROOT, env: dict | None = None,
+            reserve: float = 0.0) -> Done:
         """One command (in `env`, else the check's), its output streamed into the log; a timeout is a failed command
         (rc 124). One that the check's budget cut below the step's own limit marks the step as cut short, any other
-        failure as failed (`step`)."""
+        failure as failed (`step`). `reserve`: seconds of the budget it leaves to the steps after it."""
         t0 = self.header(name, argv)
-        budget = self.left() < timeout
-        timeout = min(timeout, self.left())
+        given = max(1.0, self.left() - reserve)  # what the budget gives it
+        budget = given < timeout
+        timeout = min(timeout, given)
         # a session of its own: a timeout kills the command's whole process group (pytest's subprocesses, DataLoader
-        #   workers), not only the command, so nothing keeps the GPU's memory for the next step
+        #   workers), not only the command, so nothing keeps the GPU's memory for the next step; and the command dies
+        #   with the check (`die_with_check`), which a SIGKILL gives no time to kill its group
         proc = subprocess.Popen(argv, cwd=cwd, env=env or self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, errors="replace", start_new_session=True)  # output cut mid-character
+                                text=True, errors="replace", start_new_session=True,  # output cut mid-character
+                                preexec_fn=die_with_check())
         out: list[str] = []
         err: list[str] = []
         pumps = [threading.Thread(target=self.pump, args=pipe, daemon=True)
@@ -203,8 +213,8 @@ class Check:
         """Seconds left of the whole check's budget."""
         return max(1.0, self.deadline - time.monotonic())
 
-    def cli(self, name: str, verb: str, *args: str, timeout: float) -> Done:
-        return self.run(name, [sys.executable, "-m", "llm_srt.cli", verb, *args], timeout)
+    def cli(self, name: str, verb: str, *args: str, timeout: float, **run_args) -> Done:
+        return self.run(name, [sys.executable, "-m", "llm_srt.cli", verb, *args], timeout, **run_args)
 
     def report(self) -> None:
         """report.json and report.md as they stand, marked unfinished (`run` writes the last one)."""
@@ -241,6 +251,41 @@ class Check:
         print(f"[gpu-check] {name}: {verdict(result['ok'])} ({result['seconds']} s)"
               + (f": {result['error']}" if result.get("error") else ""), flush=True)
         return result
+
+
+PR_SET_PDEATHSIG = 1  # prctl(2)'s option: the signal a process gets when the thread that started it ends
+
+
+def _prctl():
+    """libc's prctl (Linux), or None where there is none. Looked up here, not in a forked child: a child of a
+    process with threads may only call what needs no lock (a dlopen takes one)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+PRCTL = _prctl()
+
+
+def die_with_check():
+    """A Popen preexec_fn that has the command SIGKILLed when the check ends, however it ends: a SIGKILL of the
+    check (the device call's hard limit, rc 137) runs none of its cleanup, and a command in a session of its own
+    went on holding the GPU for the next call's check. None where prctl is missing (the command may outlive a
+    killed check there). The command alone gets the signal: its own subprocesses go only where they watch it
+    (DataLoader workers do). Popen must run in the check's main thread (the signal comes when the thread that
+    started the command ends)."""
+    if PRCTL is None:
+        return None
+    parent = os.getpid()
+
+    def child() -> None:
+        PRCTL(PR_SET_PDEATHSIG, ctypes.c_ulong(signal.SIGKILL))  # fails quietly: the command then runs unguarded
+        if os.getppid() != parent:  # the check died before prctl took hold: nothing would send the signal
+            os._exit(137)
+    return child
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -560,7 +605,8 @@ def kill_and_resume(check: Check, common: list[str], limit) -> tuple[Done, dict[
             "distributed=fsdp"]  # resumed: the optimizer's state loads into sharded parameters
     env = dict(check.env, CUBLAS_WORKSPACE_CONFIG=":4096:8")
     t0 = check.header("e2e kill", argv)
-    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=check.log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=check.log, stderr=subprocess.STDOUT,
+                            preexec_fn=die_with_check())  # a SIGKILLed check does not leave it training
     deadline = time.monotonic() + min(limit() / 2, check.left())
     try:
         while time.monotonic() < deadline and proc.poll() is None:
@@ -724,16 +770,22 @@ def torch_device_type(device: str) -> str:
     return "cuda" if device.startswith("cuda") else "cpu"
 
 
-def bench_step(check: Check, shape: str, memory_gib: float | None, compiled: str | None = None) -> dict:
+def bench_step(check: Check, shape: str, memory_gib: float | None, compiled: str | None = None,
+               leave: float = 0.0) -> dict:
     """`bench --paper-shape SHAPE`; with `compiled` (batch sizes), its --compile rows alone. A bench stopped before
-    its end (its limit, the budget, a crash) reports the rows its --json-out holds: bench rewrites it after each."""
+    its end (its limit, the budget, a crash) reports the rows its --json-out holds: bench rewrites it after each.
+    `leave`: seconds of the budget it keeps for the bench after it (the budget stops it sooner, and it is not run
+    with less than MIN_COMPILED_S of its own)."""
+    if leave and check.left() - leave < MIN_COMPILED_S:
+        return {"ok": None, "error": f"not run: {check.left():.0f} s of the check's time budget (--budget-s) left, "
+                f"{leave:.0f} s of them kept for the bench after it, and this one needs {MIN_COMPILED_S} s of its own"}
     result_file = check.work / f"bench-{shape}{'-compiled' if compiled else ''}.json"
     extra = ["--memory-gib", str(memory_gib)] if memory_gib else []
     if compiled:
         extra += ["--compile-batches", compiled, "--compiled-only"]
     done = check.cli(f"bench {shape}{' compiled' if compiled else ''}", "bench", "--device", check.device, "--dtype",
                      check.dtype, "--paper-shape", shape, "--json-out", str(result_file), *extra,
-                     timeout=STEP_LIMITS["bench"])
+                     timeout=STEP_LIMITS["bench"], reserve=leave)
     result = read_json(result_file)
     if done.returncode != 0 or not (result or {}).get("finished"):
         rows = measured_rows(result)
@@ -862,8 +914,9 @@ def plan(device: str, args) -> list[tuple[str, object, tuple, float | None]]:
     steps = [("env", env_step, (), None), ("cuda-tests", cuda_tests_step, (args.tests.split(","),), None),
              ("e2e", e2e_step, (), None)]
     for shape in shapes:  # a shape's compiled rows (never run on a GPU) before its eager ones (measured 2026-11-30)
-        if shape in COMPILED_BATCHES:
-            steps.append((f"bench-compiled-{shape}", bench_step, (shape, None, COMPILED_BATCHES[shape]), least))
+        if shape in COMPILED_BATCHES:  # a slow compilation, stopped in time, still leaves the eager bench its start
+            leave = (least or MIN_STEP_S) + STOP_S
+            steps.append((f"bench-compiled-{shape}", bench_step, (shape, None, COMPILED_BATCHES[shape], leave), least))
         steps.append((f"bench-{shape}", bench_step, (shape, args.memory_gib), least))
     return [s for s in steps if ("bench" if s[0].startswith("bench-") else s[0]) in wanted]
 

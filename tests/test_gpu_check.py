@@ -1,8 +1,10 @@
 """`make gpu-check`'s CPU path: the same steps as on a GPU (cuda tests, tiny curriculum + kill/resume + translate +
 evaluate through the CLI, the paper-shape bench at tiny size), with its report; and the wheel list it needs."""
 
+import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -361,6 +363,50 @@ def test_every_wheel_is_pinned_in_constraints():
         gpu_check.pinned(("no-such-package",), ROOT / "constraints.txt")
 
 
+IMAGE = ("torch", "accelerate", "sacrebleu", "numpy", "tokenizers", "safetensors", "huggingface-hub", "pyyaml", "tqdm",
+         "matplotlib", "tensorboard", "pytest")  # what the GPU image brings, as GPU_WHEELS' comment lists it
+UNIMPORTED = {"typer": "transformers' command-line tool alone imports it",
+              "requests": "gguf imports it only to download a model"}  # required, never imported by what we run
+WHEEL_PYTHON = {"python_version": "3.12", "python_full_version": "3.12.0", "sys_platform": "linux", "os_name": "posix",
+                "platform_system": "Linux", "platform_machine": "x86_64", "implementation_name": "cpython",
+                "platform_python_implementation": "CPython", "extra": ""}  # what the wheels are fetched for
+
+
+def _requires(dist: str) -> list[str]:
+    """The names of what distribution `dist` (as installed here) requires on WHEEL_PYTHON, without extras."""
+    import importlib.metadata as md
+
+    from packaging.requirements import Requirement
+
+    needs = [Requirement(r) for r in md.requires(dist) or []]
+    return [r.name for r in needs if r.marker is None or r.marker.evaluate(WHEEL_PYTHON)]
+
+
+def test_the_wheels_bring_what_they_require_that_the_gpu_image_lacks():
+    """fetch-wheels downloads with --no-deps ("the list is complete"), and it was not: fastapi imports annotated_doc
+    at its own import and requires anyio, uvicorn requires click and h11, jiwer click; on an image without them
+    tests/serve was left out. Each requirement of a wheel (on the wheels' Python) is now another wheel, or the
+    image's: a package it lists, or one those require (not through huggingface-hub, whose requirements change with
+    each release: requests, then httpx and click, then httpx2)."""
+    import importlib.metadata as md
+
+    def norm(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    image, todo = set(), list(IMAGE)
+    while todo:
+        name = norm(todo.pop())
+        if name in image:
+            continue
+        image.add(name)
+        with contextlib.suppress(md.PackageNotFoundError):  # one not installed here adds only its name
+            todo += _requires(name) if name != "huggingface-hub" else []
+    wheels = {norm(name) for name in gpu_check.GPU_WHEELS}
+    lacking = {f"{name} (required by {wheel})" for wheel in gpu_check.GPU_WHEELS for name in _requires(wheel)
+               if norm(name) not in wheels | image | set(UNIMPORTED)}
+    assert not lacking, f"GPU_WHEELS lacks {', '.join(sorted(lacking))}"
+
+
 @pytest.mark.long(10)
 def test_profile_decode_reports_each_batch_with_its_step_time_and_totals(tmp_path):
     """scripts/profile_decode.py (the GPU diagnostic behind README's decode profile) at the tiny shape here."""
@@ -538,6 +584,70 @@ def test_an_interrupted_check_takes_the_running_command_s_process_group_with_it(
     _gone(int(pid_file.read_text()), "the interrupted check")
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl(PR_SET_PDEATHSIG) is Linux's")
+@pytest.mark.parametrize("phase", ["step", "e2e kill"])
+def test_a_check_killed_with_sigkill_takes_its_running_command_with_it(tmp_path, phase):
+    """A SIGKILL of the check (the device call's hard limit) runs none of its cleanup: a step's command, in a session
+    of its own, and e2e's train before its kill, went on running, and a rerun on the warm machine shared the GPU with
+    a leftover 7B bench. The command now dies with the check."""
+    import signal
+
+    pid_file = tmp_path / "command.pid"
+    command = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(30)"
+    run = ("gpu_check.kill_and_resume(check, [], lambda: 60)" if phase == "e2e kill" else
+           "check.run('bench', [sys.executable, '-c', gpu_check.DETERMINISTIC], 40)")
+    script = f"""import sys, types
+sys.path.insert(0, {str(ROOT / "scripts")!r})
+sys.modules["llm_srt.train.checkpoint"] = types.SimpleNamespace(step_name=str)  # not torch's import time
+import gpu_check
+gpu_check.DETERMINISTIC = {command!r}  # what e2e's train runs: a stand-in
+check = gpu_check.Check(gpu_check.Path({str(tmp_path)!r}), gpu_check.Path({str(tmp_path)!r}), "cpu", "auto", 60)
+{run}
+"""
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, start_new_session=True)
+    pid = None
+    try:
+        for _ in range(100):
+            if pid_file.is_file() and pid_file.read_text().strip():
+                pid = int(pid_file.read_text())
+                break
+            time.sleep(0.05)
+        assert pid is not None, "the command did not start"
+        os.kill(proc.pid, signal.SIGKILL)  # the check alone, as a hard limit kills what it started
+        proc.wait(timeout=10)
+        for _ in range(20):
+            if not _running(pid):
+                return
+            time.sleep(0.1)
+        pytest.fail(f"the check's command {pid} outlived the check's SIGKILL")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if pid is not None and _running(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl(PR_SET_PDEATHSIG) is Linux's")
+def test_a_command_whose_check_died_before_it_started_does_not_run(tmp_path, monkeypatch):
+    """The signal is asked for in the command's process before it runs: a check that died before then sends none,
+    and the command, seeing another parent than the check, exits instead of running unguarded."""
+    with monkeypatch.context() as m:
+        m.setattr(os, "getpid", lambda: 1)  # the check as seen from a command started after it died: not its parent
+        guard = gpu_check.die_with_check()
+    ran = tmp_path / "ran"
+    done = subprocess.run([sys.executable, "-c", f"open({str(ran)!r}, 'w')"], preexec_fn=guard, timeout=30)
+    assert done.returncode == 137 and not ran.exists()
+
+
+def _running(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie, dead but not yet reaped by whoever took it over, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def test_a_module_found_but_not_importable_fails_the_environment_with_its_reason(tmp_path, monkeypatch):
     """The environment step looked for each module without importing it: a wheel built for another Python, or one
     whose shared library is missing, passed, and every step that imported it failed later, having spent its time."""
@@ -628,7 +738,7 @@ def test_a_bench_stopped_before_its_end_reports_the_rows_it_measured(tmp_path, m
     check = gpu_check.Check(tmp_path, tmp_path, "cuda", "auto", budget_s=60)
     written = [paper.so_far({"shape": "qwen2.5-7b"}, decode, search, train, 99.0)]  # what bench had written
 
-    def stopped(name, argv, timeout, cwd=None):
+    def stopped(name, argv, timeout, cwd=None, reserve=0.0):
         assert argv[1:4] == ["-m", "llm_srt.cli", "bench"] and "--compiled-only" in argv  # the plain CLI
         if written:
             Path(argv[argv.index("--json-out") + 1]).write_text(json.dumps(written[0]))
@@ -768,8 +878,6 @@ def test_one_bad_wheel_does_not_lose_the_others(tmp_path):
 def test_the_log_times_each_command_and_the_step_lists_them(tmp_path):
     """The log said neither when a command started nor how long it took, and a step's seconds were its commands'
     sum: on the GPU session the time of a slow compilation or test could not be told from the rest."""
-    import re
-
     check = gpu_check.Check(tmp_path, tmp_path, "cpu", "float32", budget_s=60)
 
     def two():
@@ -803,3 +911,39 @@ def test_the_default_plan_on_a_gpu_runs_the_least_proven_first_and_fits_its_budg
     args.shapes, args.steps = "qwen2.5-7b,qwen2.5-3b", "bench"
     assert [name for name, *_ in gpu_check.plan("cuda", args)] == ["bench-compiled-qwen2.5-7b", "bench-qwen2.5-7b",
                                                                    "bench-qwen2.5-3b"]
+
+
+def test_a_slow_compiled_bench_leaves_the_eager_bench_its_start(tmp_path, monkeypatch):
+    """The compiled 7B bench had the whole bench limit (240 s): one compiling to its end left less of the budget
+    than MIN_BENCH_S, and the eager 7B bench (the Table 7 rows) was not run. The budget now stops the compiled rows
+    while the eager bench can still start (its own start, MIN_BENCH_S, and STOP_S for the stopped command), and
+    the compiled rows are not run where that leaves them under MIN_COMPILED_S."""
+    monkeypatch.setattr(gpu_check, "MIN_BENCH_S", 2)  # the same rules in seconds, not minutes
+    monkeypatch.setattr(gpu_check, "STOP_S", 1)
+    monkeypatch.setattr(gpu_check, "MIN_COMPILED_S", 0.5)
+    args = gpu_check.argparse.Namespace(steps="bench", shapes="qwen2.5-7b", tests="auto", memory_gib=None)
+    steps = gpu_check.plan("cuda", args)
+    assert [name for name, *_ in steps] == ["bench-compiled-qwen2.5-7b", "bench-qwen2.5-7b"]
+    check = gpu_check.Check(tmp_path, tmp_path, "cuda", "auto", budget_s=5)
+    started = {}  # eager bench -> the seconds of the budget left as it started
+
+    def cli(name, verb, *argv, timeout, **run_args):  # the compiled rows compile for ever; the eager bench ends
+        if "--compiled-only" in argv:
+            return check.run(name, ["sleep", "30"], timeout, **run_args)
+        started[name] = check.deadline - time.monotonic()
+        return gpu_check.Done(argv, 0, "", "")
+
+    monkeypatch.setattr(check, "cli", cli)
+    results = [check.step(name, fn, check, *fn_args, least=least) for name, fn, fn_args, least in steps]
+    check.log.close()
+    assert results[0]["ok"] is None and "cut short by the check's time budget" in results[0]["error"]
+    assert started and started["bench qwen2.5-7b"] >= gpu_check.MIN_BENCH_S, results  # the eager bench ran
+    # too little left for both: the compiled rows are not run, saying why, and the eager bench has the budget
+    check = gpu_check.Check(tmp_path, tmp_path, "cuda", "auto", budget_s=3.2)
+    monkeypatch.setattr(check, "cli", cli)
+    started.clear()
+    results = [check.step(name, fn, check, *fn_args, least=least) for name, fn, fn_args, least in steps]
+    check.log.close()
+    assert results[0]["ok"] is None and results[0]["error"].startswith("not run:"), results[0]
+    assert "kept for the bench after it" in results[0]["error"] and "bench qwen2.5-7b" in started
+    assert [c["command"] for c in results[0].get("commands", [])] == []  # nothing was started

@@ -106,6 +106,17 @@ def test_a_row_with_nothing_to_read_is_a_clear_error_and_an_empty_batch_gives_no
     assert without.generate(dict(audio=[], prompts=[]), DecodingOptions(max_new_tokens=3, beam_size=3)) == []
 
 
+def test_a_batch_with_more_prompts_than_clips_is_a_clear_error(model):
+    """Two clips, three prompts (and targets): an LLMSRTError counting them, in generation and in training (it was
+    a tensor size RuntimeError inside `assemble`)."""
+    with pytest.raises(LLMSRTError, match=r"^the batch has 2 clips but 3 prompts; give every row one of each$"):
+        model.generate_ids(dict(audio=CLIPS[:2], prompts=PROMPTS), DecodingOptions(max_new_tokens=3))
+    with pytest.raises(LLMSRTError, match=r"^the batch has 2 clips but 3 prompts and 3 targets; give every row"):
+        model(_batch() | {"audio": CLIPS[:2]})
+    with pytest.raises(LLMSRTError, match=r"^the batch has 3 prompts but 2 targets; give every row one of each$"):
+        model.assemble(None, [[5], [6], [7]], [[8], [9]])
+
+
 def test_cached_features_without_frames_are_a_clear_error(model):
     """Encoder features (B, 0, D) (an empty cached entry): an LLMSRTError before the adapter, not the Q-Former's
     reshape error."""

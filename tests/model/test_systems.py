@@ -127,13 +127,51 @@ def test_srt_rows_that_would_end_before_their_tags_get_the_pair_written(speech_m
     on_end = seen[-1]
     pair = tok("<|eng|><|deu|>", add_special_tokens=False)["input_ids"]
     assert on_end(0, tok("a cat", add_special_tokens=False)["input_ids"]) == pair
-    assert on_end(0, tok("a cat<|eng|>", add_special_tokens=False)["input_ids"]) is None  # it wrote a tag itself
+    for written in ("a cat<|eng|><|deu|>", "a cat<|eng|>eine"):  # its pair, or text after its tag: left alone
+        assert on_end(0, tok(written, add_special_tokens=False)["input_ids"]) is None
     assert on_end(1, []) == tok("<|deu|><|eng|>", add_special_tokens=False)["input_ids"]
     assert on_end(2, []) is None and on_end(3, []) is None  # ASR, S2TT
     system.run_batch(MIXED[:4], replace(OPTS, force_srt_tags=False))
     assert seen[-1] is None
     system.run_batch(MIXED[2:4], OPTS)
     assert seen[-1] is None  # no SRT row in the batch
+
+
+@pytest.mark.parametrize("beam", [1, 2])
+@pytest.mark.parametrize("lone", ["<|eng|>", "<|deu|>"])
+def test_an_srt_row_that_ends_after_one_tag_gets_the_tags_it_lacks(speech_model, beam, lone):
+    """An eng->deu row that writes one tag and then picks its end token gets "<|deu|>" after its source's tag, the
+    pair after another's, and decodes on to its translation (greedy and beam search); it counts as forced. The row
+    was left untranslated: a tag of any language let it end."""
+    from llm_srt.model.decoding import eos_ids
+    from llm_srt.model.llm import causal_lm
+
+    system = load_system(speech_model, CPU)
+    tok = system.model.tokenizer
+    ids = tok(lone, add_special_tokens=False)["input_ids"]
+    on_end = system._srt_tags([MIXED[0]], OPTS)
+    todo = tok("<|deu|>" if lone == "<|eng|>" else "<|eng|><|deu|>", add_special_tokens=False)["input_ids"]
+    assert on_end(0, tok("Hi" + lone, add_special_tokens=False)["input_ids"]) == todo
+    room = on_end(0, tok("Hello" + lone, add_special_tokens=False)["input_ids"])  # 6 ids, the cap 8: room for one
+    assert room == (todo if len(todo) == 1 else None)
+    lm, end, step = causal_lm(system.model.llm), eos_ids(system.model.llm, tok)[0], [0]
+
+    def steer(module, args, kwargs, out):  # the prompt's next token: the tag; the tag's: the end (once)
+        step[0] = 0 if kwargs.get("inputs_embeds") is not None else step[0] + 1
+        if step[0] == 0:
+            out.logits[:, -1, ids[0]] = out.logits.max() + 100
+        elif step[0] == 1:
+            rows = kwargs["input_ids"][:, -1] == ids[0]
+            out.logits[rows, -1, end] = out.logits.max() + 100
+
+    hook = lm.register_forward_hook(steer, with_kwargs=True)
+    try:
+        out = system.run_batch([MIXED[0]], replace(OPTS, beam_size=beam))[0]
+        unforced = system.run_batch([MIXED[0]], replace(OPTS, beam_size=beam, force_srt_tags=False))[0]
+    finally:
+        hook.remove()
+    assert out.forced_tags and out.translation
+    assert not unforced.forced_tags and not unforced.translation  # the model alone ends after the tag
 
 
 def test_a_speech_llm_system_has_its_encoder_when_loaded(speech_model, tmp_path):

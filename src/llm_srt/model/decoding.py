@@ -37,9 +37,9 @@ class DecodingOptions:
     early_stopping: bool | str = True  # beam search stops once beam_size finished hypotheses exist (False: once
     #  no hypothesis can beat them by HF's estimate; "never": only at max_new_tokens, the exact search)
     share_prompt_cache: bool = True  # beam search: the prompt's KV cache is computed once per row, not per beam
-    force_srt_tags: bool = True  # SRT, greedy or beam search: a row (a beam) that would end before any language tag
-    #  gets its pair written for it and goes on to the translation, and may not end before it (a well-trained model
-    #  writes the pair itself: no change)
+    force_srt_tags: bool = True  # SRT, greedy or beam search: a row (a beam) that would end before its tag pair
+    #  gets the tags it lacks written for it and goes on to the translation, and may not end before it (a
+    #  well-trained model writes the pair itself: no change)
     compile: bool = False  # greedy: the LLM's decode step compiled (torch.compile) on a static KV cache; on a GPU
     #  its kernels replay as one CUDA graph a token (`StaticSteps`). Same tokens; the first batch of each shape waits
     #  for the compilation

@@ -233,6 +233,11 @@ class SpeechLLM(nn.Module):
         to read (alone a reshape error in attention, in a batch a fully masked row's garbage)."""
         dev = self.device
         n = len(prompt_ids)
+        sizes = {"clips": len(speech[0]) if speech is not None else None, "prompts": n,
+                 "targets": len(target_ids) if target_ids is not None else None}
+        have = [f"{size} {name}" for name, size in sizes.items() if size is not None]
+        if len(set(sizes.values()) - {None}) > 1:  # else a tensor size error deep below
+            raise LLMSRTError(f"the batch has {have[0]} but {' and '.join(have[1:])}; give every row one of each")
         targets = target_ids if target_ids is not None else [[] for _ in range(n)]
         text = [p + t for p, t in zip(prompt_ids, targets)]
         bos = self.tokenizer.bos_token_id

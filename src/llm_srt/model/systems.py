@@ -63,7 +63,7 @@ class Output:
     transcript: str = ""
     translation: str = ""
     error: str | None = None
-    forced_tags: bool = False  # SRT: its language-tag pair was written for it (the model would have ended there)
+    forced_tags: bool = False  # SRT: language tags were written for it (the model would have ended without its pair)
 
 
 class System(Protocol):
@@ -173,20 +173,22 @@ class SpeechLLMSystem:
                 for i, o in enumerate(out)]
 
     def _srt_tags(self, items: Sequence[Item], options: DecodingOptions) -> OnEnd | None:
-        """With `options.force_srt_tags`: an SRT row that would end before writing a language tag gets its tag pair
-        written for it and goes on to the translation (greedy or beam search; else None)."""
+        """With `options.force_srt_tags`: an SRT row that would end before its tag pair gets the tags it lacks
+        written for it (the target's after the source's alone, else the pair) and goes on to the translation (greedy
+        or beam search; else None)."""
         if not options.force_srt_tags or not any(it.task is Task.SRT for it in items):
             return None
         tokenizer, tags = self.model.tokenizer, self.model.config.language_tags
 
         def on_end(row: int, ids: list[int]) -> list[int] | None:
             it = items[row]
-            if it.task is not Task.SRT or parse_srt(tokenizer.decode(ids, skip_special_tokens=True), tags).src:
+            out = parse_srt(tokenizer.decode(ids, skip_special_tokens=True), tags) if it.task is Task.SRT else None
+            if out is None or out.tgt or out.translation:  # not SRT, or its pair (or text after one tag) written
                 return None
-            pair = tokenizer(tag(it.src, tags) + tag(it.tgt, tags), add_special_tokens=False)["input_ids"]
-            if len(ids) + len(pair) >= cap(it, options):  # no room left for a translation
-                return None
-            return pair
+            # no tag, or another language's alone ("Hello<|deu|>" for eng->deu): the pair, right before the translation
+            todo = tokenizer(("" if out.src == it.src else tag(it.src, tags)) + tag(it.tgt, tags),
+                             add_special_tokens=False)["input_ids"]
+            return None if len(ids) + len(todo) >= cap(it, options) else todo  # None: no room left for a translation
 
         return on_end
 
