@@ -25,6 +25,7 @@ from llm_srt.errors import ConfigError, LLMSRTError
 from llm_srt.prompts import Task
 from llm_srt.model.encoder import WhisperEncoder
 from llm_srt.model.speech_llm import SpeechLLM, SpeechLLMConfig, tokenize_batch
+from llm_srt.train import batches as training_batches
 from llm_srt.train import data as training_data
 from llm_srt.train.data import DataSection, TrainingData
 from llm_srt.train.parallel import Dist
@@ -329,8 +330,8 @@ def test_an_unreachable_audio_folder_stops_the_run_after_a_few_examples_in_one_l
     for clip in (tmp_path / "audio").iterdir():
         clip.unlink()
     opened = []
-    real = training_data.load_audio
-    monkeypatch.setattr(training_data, "load_audio", lambda path, **kw: opened.append(path) or real(path, **kw))
+    real = training_batches.load_audio
+    monkeypatch.setattr(training_batches, "load_audio", lambda path, **kw: opened.append(path) or real(path, **kw))
     monkeypatch.setattr(training_data, "SEARCH_EXAMPLES", 2, raising=False)
     monkeypatch.setattr(training_data, "SEARCH_BATCHES", 1, raising=False)
     with pytest.raises(LLMSRTError) as caught:
@@ -349,7 +350,7 @@ def test_an_error_in_a_dataloader_worker_reaches_the_user_as_its_own_line(tiny_s
     def unusable(path, **kwargs):
         raise LLMSRTError(f"{path}: unusable; do something about it")
 
-    monkeypatch.setattr(training_data, "load_audio", unusable)  # the worker is forked after this
+    monkeypatch.setattr(training_batches, "load_audio", unusable)  # the worker is forked after this
     data = TrainingData(_section(tiny_setup, None, feature_cache=None, num_workers=1), model, SOLO)
     with pytest.raises(LLMSRTError) as caught:
         data.next_batch()
