@@ -2,6 +2,7 @@
 assembly of LLM inputs (checked against a plain per-row reference)."""
 
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -168,6 +169,83 @@ def test_a_whisper_folder_given_as_the_llm_and_a_missing_relative_one_are_one_li
     with pytest.raises(LLMSRTError, match=rf"models/qwen: not a Hugging Face model folder \(no config.json\) \(a "
                                           rf"relative path is read from the current folder, {tmp_path}\)"):
         load_llm("models/qwen")
+
+
+def _copy_llm(llm: Path, to: Path, skip=()) -> Path:
+    to.mkdir()
+    for f in llm.iterdir():
+        if not f.name.startswith(skip):
+            (to / f.name).write_bytes(f.read_bytes())
+    return to
+
+
+def test_an_llm_folder_without_tokenizer_files_or_with_an_empty_tokenizer_is_refused(folders, tmp_path):
+    """A folder of config.json + weights alone loaded with a one-token tokenizer AutoTokenizer built from
+    config.json: every prompt and target tokenized to [], training learned speech -> EOS without an error."""
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    _, llm, _ = folders
+    bare = _copy_llm(llm, tmp_path / "no_tok", skip=("tokenizer", "special_tokens", "added_tokens"))
+    for device in (None, "meta"):  # an FSDP rank's skeleton tokenizes too
+        with pytest.raises(LLMSRTError, match=r"no_tok: no tokenizer files \(tokenizer.json, vocab.json \+ "
+                                              r"merges.txt or tokenizer.model\); copy them from the model's download"):
+            load_llm(bare, device=device)
+    one = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"<unk>": 0}, unk_token="<unk>")),
+                                  eos_token="<unk>")
+    one.save_pretrained(bare)  # a tokenizer.json of one token: the backstop
+    with pytest.raises(LLMSRTError, match=r"no_tok: its tokenizer is empty \(1 token\(s\); 'a' gives \[0\]\)"):
+        load_llm(bare)
+
+
+def test_weights_missing_from_the_llm_checkpoint_or_in_another_shape_are_refused(folders, tmp_path, caplog):
+    """transformers filled them with random values and said so only in a log the CLI hides; a tied head is not
+    missing, and a tensor the LLM has no place for is ignored with one log line."""
+    from safetensors.torch import load_file, save_file
+
+    _, llm, _ = folders
+    state = load_file(llm / "model.safetensors")
+    assert "lm_head.weight" in state
+    folder = _copy_llm(llm, tmp_path / "cut")
+    save_file({k: v for k, v in state.items() if k != "model.layers.1.mlp.down_proj.weight"},
+              folder / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(LLMSRTError, match=r"cut: 1 weight of the LLM not in its checkpoint \(model.layers.1.mlp."
+                                          r"down_proj.weight\); a shard or tensor is missing"):
+        load_llm(folder)
+    load_llm(folder, device="meta")  # a skeleton reads no weights
+    load_llm(folder, weights=False)
+    save_file({**state, "lm_head.weight": state["lm_head.weight"][:-1]}, folder / "model.safetensors",
+              metadata={"format": "pt"})
+    with pytest.raises(LLMSRTError, match=r"cut: 1 weight of the LLM in another shape than its config.json gives "
+                                          r"\(lm_head.weight: \(\d+, 48\) in the file, \(\d+, 48\) expected\)"):
+        load_llm(folder)
+    save_file({**state, "model.extra.weight": torch.zeros(2)}, folder / "model.safetensors", metadata={"format": "pt"})
+    with caplog.at_level("WARNING", logger="llm_srt.model.llm"):
+        load_llm(folder)
+    assert [r.getMessage() for r in caplog.records if r.name == "llm_srt.model.llm"] == [
+        f"{folder}: 1 weight in the checkpoint that the LLM does not use, ignored (model.extra.weight)"]
+    tied = tiny.llm_dir(tmp_path, tied=True)
+    assert "lm_head.weight" not in load_file(tied / "model.safetensors")
+    model, _ = load_llm(tied)
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
+
+
+def test_a_truncated_llm_shard_is_a_one_line_error_naming_it(folders, tmp_path):
+    """safetensors' SafetensorError is neither an OSError nor a ValueError: it was a 14-frame traceback."""
+    from transformers import AutoModelForCausalLM
+
+    _, llm, _ = folders
+    sharded = tmp_path / "shards"
+    AutoModelForCausalLM.from_pretrained(llm).save_pretrained(sharded, max_shard_size="20KB")
+    for f in llm.glob("tokenizer*"):
+        (sharded / f.name).write_bytes(f.read_bytes())
+    shards = sorted(sharded.glob("model-*.safetensors"))
+    assert len(shards) > 2
+    load_llm(sharded)
+    shards[1].write_bytes(shards[1].read_bytes()[:shards[1].stat().st_size // 2])
+    with pytest.raises(LLMSRTError, match=rf"^{re.escape(str(shards[1]))}: cannot read the LLM weights \(.*\); the "
+                                          r"file is damaged or cut short: copy or download it again$"):
+        load_llm(sharded)
 
 
 def test_encoder_loads_in_dtype_and_random_encoder_differs(folders):

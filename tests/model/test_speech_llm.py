@@ -541,8 +541,11 @@ def test_lora_merged_for_inference(tmp_path, monkeypatch):
 def test_checkpoint_errors(tmp_path):
     model = tiny.speech_llm(tmp_path / "m")
     folder = model.save_pretrained(tmp_path / "ckpt")
-    with pytest.raises(LLMSRTError, match="no config.json"):
+    with pytest.raises(LLMSRTError, match="nothing: no such folder"):
         SpeechLLM.from_pretrained(tmp_path / "nothing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(LLMSRTError, match="no config.json"):
+        SpeechLLM.from_pretrained(tmp_path / "empty")
     other_llm = tiny.llm_dir(tmp_path / "wide", hidden=64)
     with pytest.raises(LLMSRTError, match="llm_dim=48"):
         SpeechLLM.from_pretrained(folder, llm=str(other_llm))

@@ -84,8 +84,8 @@ class ModelCase:
 
 
 MODEL_CASES = [
-    ModelCase("folder-missing", None, "not a SpeechLLM checkpoint", model=lambda good, tmp: tmp / "nowhere"),
-    ModelCase("a-file-not-a-folder", None, "not a SpeechLLM checkpoint",
+    ModelCase("folder-missing", None, "nowhere: no such folder", model=lambda good, tmp: tmp / "nowhere"),
+    ModelCase("a-file-not-a-folder", None, "config.json: a file, not a model folder",
               model=lambda good, tmp: good / "config.json"),
     ModelCase("no-config-json", lambda f: (f / "config.json").unlink(), "no config.json"),
     ModelCase("corrupt-config-json", _write("config.json", b'{"encoder": "x", '), "invalid JSON (line 1)"),

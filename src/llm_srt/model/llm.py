@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from torch import nn
 from torch.autograd.function import once_differentiable
 from transformers import (AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase,
@@ -104,8 +105,13 @@ def load_llm(path: str | Path, dtype: str | torch.dtype = torch.float32, lora: L
         tokenizer = load_tokenizer(path)
         if target.type == "meta" or not weights:
             model = _from_config(path, torch_dtype, target)
-        else:
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, device_map=target)
+        else:  # mismatched shapes reported by _check_loaded (transformers' own is a RuntimeError pointing at its log)
+            model, info = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, device_map=target,
+                                                               output_loading_info=True, ignore_mismatched_sizes=True)
+            _check_loaded(path, info)
+    except SafetensorError as e:  # a truncated shard: neither an OSError nor a ValueError
+        raise LLMSRTError(f"{_unreadable_file(path) or path}: cannot read the LLM weights ({str(e).splitlines()[0]}); "
+                          "the file is damaged or cut short: copy or download it again") from None
     except (OSError, ValueError) as e:
         raise LLMSRTError(f"{path}: cannot load the LLM or its tokenizer ({str(e).splitlines()[0]})") from None
     if tokenizer.pad_token_id is None:
@@ -236,7 +242,7 @@ def _own_float_weights(model: nn.Module, path: Path, found: tuple[str, Path] | N
 def _file_tensor(path: Path, name: str) -> tuple[torch.Tensor | None, Path | None]:
     """The tensor `name` of the folder's safetensors checkpoint (one file or an index of shards) as a view of the
     mapped file (no page read yet), and that file; (None, None) when the folder has no such tensor."""
-    from safetensors import SafetensorError, safe_open
+    from safetensors import safe_open
 
     index = path / "model.safetensors.index.json"
     try:
@@ -248,6 +254,45 @@ def _file_tensor(path: Path, name: str) -> tuple[torch.Tensor | None, Path | Non
             return (f.get_tensor(name), file) if name in f.keys() else (None, None)
     except (OSError, ValueError, KeyError, SafetensorError):
         return None, None
+
+
+def _check_loaded(path: Path, info: dict) -> None:
+    """Every weight of the LLM came from the folder's checkpoint, in its shape: transformers fills the others with
+    random values and says so only in a log (hidden by the CLI). A head tied to the input embeddings is not missing
+    (transformers leaves it out of `missing_keys`). Tensors the model has no place for (`unexpected_keys`) are
+    ignored but named in one log line: an extra head or buffer some checkpoints carry changes no output."""
+    missing, mismatched = sorted(info["missing_keys"]), sorted(info["mismatched_keys"])
+    if missing:
+        raise LLMSRTError(f"{path}: {_weights(len(missing))} of the LLM not in its checkpoint "
+                          f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}); a shard or tensor is "
+                          "missing, or the checkpoint is another model's: copy or download the folder again")
+    if mismatched:
+        shown = ", ".join(f"{name}: {tuple(stored)} in the file, {tuple(wanted)} expected"
+                          for name, stored, wanted in mismatched[:3])
+        raise LLMSRTError(f"{path}: {_weights(len(mismatched))} of the LLM in another shape than its config.json "
+                          f"gives ({shown}{', ...' if len(mismatched) > 3 else ''}); are config.json and the "
+                          "weights from the same model?")
+    if unexpected := sorted(info["unexpected_keys"]):
+        log.warning("%s: %s in the checkpoint that the LLM does not use, ignored (%s%s)", path,
+                    _weights(len(unexpected)), ", ".join(unexpected[:3]), ", ..." if len(unexpected) > 3 else "")
+
+
+def _weights(n: int) -> str:
+    return f"{n} weight" + "s" * (n != 1)
+
+
+def _unreadable_file(path: Path) -> Path | None:
+    """The first of the folder's safetensors files whose header safetensors cannot read (a shard cut short), if
+    any: transformers' SafetensorError names none."""
+    from safetensors import safe_open
+
+    for file in sorted(path.glob("*.safetensors")):
+        try:
+            with safe_open(str(file), framework="pt"):
+                pass
+        except (OSError, SafetensorError):
+            return file
+    return None
 
 
 def _from_config(path: Path, dtype: torch.dtype, device: torch.device) -> PreTrainedModel:
@@ -273,12 +318,31 @@ def _from_config(path: Path, dtype: torch.dtype, device: torch.device) -> PreTra
 
 def load_tokenizer(path: Path) -> PreTrainedTokenizerBase:
     """The folder's tokenizer. A generic tokenizer.json (tokenizer_class TokenizersBackend / PreTrainedTokenizerFast)
-    is loaded as is: AutoTokenizer would swap in the model type's class, which rebuilds its own pre-tokenizer."""
+    is loaded as is: AutoTokenizer would swap in the model type's class, which rebuilds its own pre-tokenizer.
+    A folder without tokenizer files is refused, and so is a tokenizer of under 2 tokens or that gives no id for
+    "a": AutoTokenizer built one of a single token from config.json alone, every text tokenized to [] and training
+    learned speech -> EOS without an error."""
+    if not _has_tokenizer_files(path):
+        raise LLMSRTError(f"{path}: no tokenizer files (tokenizer.json, vocab.json + merges.txt or tokenizer.model); "
+                          "copy them from the model's download")
     config_file = path / "tokenizer_config.json"
     cls = json.loads(config_file.read_text()).get("tokenizer_class") if config_file.is_file() else None
     if cls in GENERIC_TOKENIZERS and (path / "tokenizer.json").is_file():
-        return PreTrainedTokenizerFast.from_pretrained(path)
-    return AutoTokenizer.from_pretrained(path)
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(path)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    ids = tokenizer("a", add_special_tokens=False)["input_ids"]
+    if len(tokenizer) < 2 or not ids:
+        raise LLMSRTError(f"{path}: its tokenizer is empty ({len(tokenizer)} token(s); 'a' gives {ids}); the tokenizer "
+                          "files are incomplete: copy them from the model's download")
+    return tokenizer
+
+
+def _has_tokenizer_files(path: Path) -> bool:
+    """A fast tokenizer (tokenizer.json), a BPE one (vocab.json + merges.txt), a sentencepiece model (*.model), a
+    WordPiece vocabulary (vocab.txt) or a tiktoken file."""
+    return ((path / "tokenizer.json").is_file() or (path / "vocab.json").is_file() and (path / "merges.txt").is_file()
+            or (path / "vocab.txt").is_file() or any(path.glob("*.model")) or any(path.glob("*.tiktoken")))
 
 
 def apply_lora(model: PreTrainedModel, lora: LoraOptions) -> nn.Module:

@@ -528,6 +528,13 @@ def load_adapter_state(adapter: nn.Module, state: dict[str, torch.Tensor], where
 def read_config(directory: Path) -> dict:
     """A model folder's config.json, checked (a one-line LLMSRTError if missing or damaged)."""
     file = directory / CONFIG_FILE
+    if not directory.exists():  # a mistyped path, or a relative one from another folder: said as such
+        where = "" if directory.is_absolute() else f" (a relative path starts at {Path.cwd()})"
+        raise LLMSRTError(f"{directory}: no such folder{where}; give a model folder written by training or by "
+                          "`llm-srt convert`")
+    if not directory.is_dir():
+        raise LLMSRTError(f"{directory}: a file, not a model folder; give the folder that holds {CONFIG_FILE} and the "
+                          "weights")
     if not file.is_file():
         raise LLMSRTError(f"{directory}: not a SpeechLLM checkpoint (no {CONFIG_FILE}); give a folder written by "
                           "training or by `llm-srt convert`")
