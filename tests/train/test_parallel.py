@@ -1,5 +1,6 @@
 """train/parallel.py: activation checkpointing, FSDP at any world size (1 included), rank-0 loading into meta-device
-skeletons, and a bf16 LLM with fp32 LoRA/adapter under FSDP (2 gloo processes on the CPU)."""
+skeletons, and a bf16 LLM with fp32 LoRA/adapter under FSDP (2 gloo processes on the CPU), where the recipe also runs
+without a feature cache and stops on an output_dir not every rank sees."""
 
 import sys
 import warnings
@@ -20,7 +21,7 @@ from llm_srt.model.llm import LoraOptions  # noqa: E402
 from llm_srt.train import parallel  # noqa: E402
 from llm_srt.train.parallel import Dist, Parallel  # noqa: E402
 
-from .conftest import gloo_when_all_arrived  # noqa: E402
+from .conftest import gloo_when_all_arrived, overrides  # noqa: E402
 
 LORA = LoraOptions(r=4, alpha=8, dropout=0.0)
 CTC = CTCLoss(weight=0.5, negatives=8)  # the two-rank checks train with the auxiliary CTC loss too
@@ -241,15 +242,17 @@ def test_fsdp_needs_rank_0_to_hold_the_weights(folders):
 
 
 # ---- two gloo processes -------------------------------------------------------------------------------------------
-def _two_ranks(rank: int, world: int, store: str, folders, out: str) -> None:
-    """Both checks in one pair of processes (starting one costs more than either check)."""
+def _two_ranks(rank: int, world: int, store: str, folders, out: str, setup: dict) -> None:
+    """Every check in one pair of processes (starting one costs more than any check)."""
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", store=dist.FileStore(store, world), rank=rank, world_size=world)
+    dist.init_process_group("gloo", store=dist.FileStore(store, world), rank=rank, world_size=world,
+                            timeout=timedelta(minutes=2))
     try:
         _fsdp_rank(Dist(rank, world), folders, out)
         _ddp_rank(Dist(rank, world), folders, out)
+        _recipe_ranks(Dist(rank, world), setup, Path(out))
     finally:
-        dist.destroy_process_group()
+        parallel.release_groups()
 
 
 def _fsdp_rank(d: Dist, folders, out: str) -> None:
@@ -300,14 +303,51 @@ def _ddp_rank(d: Dist, folders, out: str) -> None:
     torch.save({"loss": loss.item(), "grads": _grads(model), "forwards": calls[0]}, f"{out}/ddp{d.rank}.pt")
 
 
+def _recipe_ranks(d: Dist, setup: dict, out: Path) -> None:
+    """`recipe.train` under torchrun's environment: FSDP without a feature cache (when Whisper loads); then, each
+    rank in its own working directory (two nodes' disks), into output_dir "run" (node-local) and from a
+    model.init_from "init" only rank 0's node holds: what each rank raises (past the set-up checks: "went on")."""
+    import json
+    import os
+
+    from llm_srt.model.encoder import WhisperEncoder
+    from llm_srt.train import recipe, shared
+    from llm_srt.train.config import load_config
+
+    def went_on(*args, **kwargs):
+        raise RuntimeError("went on")
+
+    os.environ.update(RANK=str(d.rank), WORLD_SIZE=str(d.world), LOCAL_RANK="0")
+    loads, shard, load = [], parallel._fully_shard, WhisperEncoder.from_pretrained
+    parallel._fully_shard = lambda *a, **k: loads.append("sharded") or shard(*a, **k)
+    WhisperEncoder.from_pretrained = staticmethod(lambda *a, **k: loads.append("whisper") or load(*a, **k))
+    common = {"max_steps": 2, "device": "cpu", "distributed_timeout_min": 2}
+    recipe.train(load_config(None, overrides(setup, out / "nocache", **common, save_every=1, distributed="fsdp", **{
+        "data.feature_cache": "null", "data.tasks": "{asr: 1.0}", "data.batch_size": 2})), log=lambda *_: None)
+    got = {"loads": loads}
+    os.chdir(out / f"node{d.rank}")
+    shared.PROBE_WAIT_S = 0.5  # how long rank 1 looks for the probe (a run: 5 s)
+    parallel.HOST_WAIT = timedelta(seconds=60)  # a rank left waiting fails the test, not hangs it
+    recipe.Recipe.setup_data, recipe._check_adapter_matches = went_on, went_on
+    for case, where, extra in (("local", "run", {}), ("init", out / "shared", {"model.init_from": "init"})):
+        try:
+            recipe.train(load_config(None, overrides(setup, where, **common, **extra)), log=lambda *_: None)
+        except (LLMSRTError, RuntimeError) as e:
+            got[case] = str(e)
+    (out / f"recipe{d.rank}.json").write_text(json.dumps(got))
+
+
 @pytest.fixture(scope="module")
-def two_ranks(folders, tmp_path_factory):
+def two_ranks(folders, tiny_setup, tmp_path_factory):
     out = tmp_path_factory.mktemp("two-ranks")
-    mp.spawn(_two_ranks, args=(2, str(out / "store"), folders, str(out)), nprocs=2, join=True)
+    (out / "node0" / "init").mkdir(parents=True)
+    (out / "node0" / "init" / "config.json").write_text("{}")  # a model folder on rank 0's node only
+    (out / "node1").mkdir()
+    mp.spawn(_two_ranks, args=(2, str(out / "store"), folders, str(out), dict(tiny_setup)), nprocs=2, join=True)
     return out
 
 
-@pytest.mark.long(17)
+@pytest.mark.long(23)
 def test_two_rank_fsdp_fills_meta_ranks_from_rank_0_with_a_bf16_llm_and_fp32_trainables(folders, two_ranks):
     """... with the auxiliary CTC loss: the CTC head (in the root's shard group) starts from rank 0's init and its
     embedding lookup sees the whole table."""
@@ -354,6 +394,39 @@ def test_two_rank_ddp_with_activation_checkpointing_matches_one_process(folders,
         assert got["grads"].keys() == ref_grads.keys()
         for k, g in ref_grads.items():  # both ranks saw the same batch: the all-reduced mean is its gradient
             torch.testing.assert_close(got["grads"][k], g, rtol=1e-4, atol=1e-6, msg=f"rank {rank} {k}")
+
+
+def test_two_rank_fsdp_without_a_feature_cache_loads_whisper_in_the_sharded_forward_and_trains(two_ranks):
+    """data.feature_cache: null, as the 32B paper configs set: Whisper loads on each rank inside the first forward
+    of the model FSDP has already sharded, and the stage trains, checkpoints and saves final/."""
+    import json
+    import math
+
+    for rank in (0, 1):
+        assert json.loads((two_ranks / f"recipe{rank}.json").read_text())["loads"] == ["sharded", "whisper"]
+    out = two_ranks / "nocache"
+    losses = [r["loss"] for r in map(json.loads, (out / "train_log.jsonl").read_text().splitlines()) if "loss" in r]
+    assert len(losses) == 2 and all(math.isfinite(x) for x in losses), losses
+    assert (out / "final" / "config.json").is_file() and (out / "checkpoints" / "step-00000002").is_dir()
+
+
+def test_an_output_dir_that_not_every_rank_sees_stops_every_rank_before_training(two_ranks):
+    """On several nodes a node-local output_dir trained a whole stage (only rank 0 writes), then every resume
+    stopped ("rank 1 cannot read" the checkpoint): rank 0 now writes a probe every rank must read, and removes it.
+    A model.init_from only rank 0 sees stops every rank too (rank 0 went on to wait at the next collective)."""
+    import json
+    import re
+
+    got = [json.loads((two_ranks / f"recipe{rank}.json").read_text()) for rank in (0, 1)]
+    assert got[0] == got[1], got
+    assert re.fullmatch(r"rank 1 cannot see run/\.ranks-[0-9a-f]{16} that rank 0 wrote: output_dir must be one "
+                        r"folder every rank reads and writes \(on several nodes, a shared file system\); choose such "
+                        r"a folder", got[0]["local"]), got[0]
+    assert got[0]["init"] == ("model.init_from: init is not a model folder (no config.json) on rank 1; train the "
+                              "previous stage first or fix the path (one that every rank reads)")
+    for out in (two_ranks / "node0" / "run", two_ranks / "shared", two_ranks / "nocache"):  # the probe is gone
+        assert out.is_dir() and not [p.name for p in out.iterdir() if "ranks-" in p.name]
+    assert not (two_ranks / "node0" / "run" / "checkpoints").exists()
 
 
 # ---- one device, and the CUDA checks (make gpu-check) -------------------------------------------------------------

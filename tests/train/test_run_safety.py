@@ -16,7 +16,7 @@ import torch
 
 from llm_srt import cli
 from llm_srt.errors import ConfigError, LLMSRTError
-from llm_srt.train import checkpoint, recipe
+from llm_srt.train import checkpoint, recipe, shared
 from llm_srt.train.config import load_config
 from llm_srt.train.final import FINAL, RUN_SETTINGS
 from llm_srt.train.schedule import lr_lambda
@@ -466,3 +466,15 @@ def test_a_disk_without_room_for_one_checkpoint_is_refused_before_the_first_step
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=150 << 20))  # room for one: it trains
     assert recipe.train(cfg, log=lambda *_: None).is_dir() and stepped == [0, 1]
     assert checkpoint.latest(out).step == 2
+
+
+def test_one_process_writes_no_probe_in_output_dir(tiny_setup, tmp_path, monkeypatch):
+    """Only several ranks prove they see one output_dir (test_parallel.py): one process draws no probe's name."""
+    def went_on(self):
+        raise RuntimeError("went on")
+
+    monkeypatch.setattr(shared, "secrets", None)  # any probe would draw its name here
+    monkeypatch.setattr(recipe.Recipe, "setup_model", went_on)
+    with pytest.raises(RuntimeError, match="went on"):
+        recipe.train(load_config(None, overrides(tiny_setup, tmp_path / "run", max_steps=2)), log=lambda *_: None)
+    assert not [p.name for p in (tmp_path / "run").iterdir() if "ranks-" in p.name]

@@ -31,11 +31,12 @@ from .data import from_rank0, has_speech
 from .final import (FINAL, INIT_RECORD, _finished_settings, _more_steps, _more_steps_refused, _save_final,
                     best_dev_loss, dev_set, final_weights_of, finished_steps, is_finished, quiet)
 from .logs import _drop_log_after, _log_json, _tensorboard
-from .parallel import (Dist, Parallel, all_max, all_sum, barrier, init_distributed, llm_device, on_main,
+from .parallel import (Parallel, all_max, all_sum, barrier, init_distributed, llm_device, on_main,
                        release_groups)
 from .preflight import check_before_start, lora_note, skips_trained, use_bf16
 from .rng import _gather_rng, _restore_rng, seed_own_stream
 from .schedule import _apply_optim_settings, _follow_schedule, lr_lambda, schedule_note
+from .shared import shared_checkpoint, shared_output
 
 
 def train(cfg: TrainConfig, log=print) -> Path:
@@ -49,18 +50,6 @@ def train(cfg: TrainConfig, log=print) -> Path:
 
 
 # ---- the recipe ---------------------------------------------------------------------------------------------------
-def shared_checkpoint(d: Dist, found: checkpoint.CheckpointInfo | None) -> None:
-    """Every rank can read the checkpoint rank 0 resumes from (its trainer state: this rank's RNG, the optimizer);
-    else every rank stops with one line (no rank waits at a collective for another that cannot resume)."""
-    if d.world == 1 or found is None:
-        return
-    missing = torch.tensor([0 if (Path(found.path) / checkpoint.STATE_DIR).is_dir() else d.rank + 1])
-    if all_max(missing, d).item():
-        raise LLMSRTError(f"rank {int(missing.item()) - 1} cannot read {found.path}, the checkpoint rank 0 resumes "
-                          "from: output_dir must be one folder that every rank reads (on several nodes, a shared "
-                          "filesystem), or start in a new output_dir")
-
-
 class Recipe:
     """One stage's run. `run` is the table of contents; each step below is one method, in the order it runs."""
 
@@ -214,6 +203,7 @@ class Recipe:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.lock = on_main(self.d, self._claim_output)
+        shared_output(self.d, self.out)
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
 
@@ -284,9 +274,11 @@ class Recipe:
                                     ctc_head=cfg.ctc.active)
         if m.init_from:
             init = Path(m.init_from)
-            if not (init / "config.json").is_file():
-                raise LLMSRTError(f"model.init_from: {init} is not a model folder (no config.json); train the "
-                                  "previous stage first or fix the path")
+            missing = torch.tensor([0 if (init / "config.json").is_file() else self.d.rank + 1])
+            if all_max(missing, self.d).item():  # every rank stops: one going on would wait at the next collective
+                on = f" on rank {int(missing.item()) - 1}" if self.d.world > 1 else ""
+                raise LLMSRTError(f"model.init_from: {init} is not a model folder (no config.json){on}; train the "
+                                  "previous stage first or fix the path (one that every rank reads)")
             # the encoder / LLM paths come from this config, not the folder's config.json (it may come from
             # another host); the adapter's shape comes from the folder
             if (kept := _check_adapter_matches(m, init)) is not None:
