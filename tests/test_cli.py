@@ -124,6 +124,36 @@ def test_compile_reaches_the_decoding_options_of_translate_serve_and_evaluate(fl
     assert seen == [bool(flag)] * 3
 
 
+def test_serve_on_a_port_in_use_stops_before_the_model_loads(monkeypatch, capsys):
+    """`serve` on a busy port loaded the model (minutes for a large one), said it was serving, then failed with
+    uvicorn's "address already in use" and exit 3. Now one line naming the port, exit 2, no model loaded; the port
+    is held from then on (a second serve is refused while the first loads) and let go on Ctrl-C during the load."""
+    import socket
+
+    from llm_srt.serve import app
+
+    def no_model(args):
+        pytest.fail("the model was loaded")
+
+    monkeypatch.setattr(app, "translator_from_args", no_model)
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        assert cli.main(["serve", "--model", "no/such/model", "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"llm-srt serve: error: cannot listen on 127.0.0.1:{port} (Address already in use); another "
+                   "program uses it? choose another --port\n")
+
+    def interrupted(args):  # Ctrl-C while the model loads
+        with pytest.raises(OSError):  # meanwhile the port is this server's, though it does not listen yet
+            socket.create_server(("127.0.0.1", port))
+        assert cli.main(["serve", "--model", "m", "--port", str(port)]) == 2 and str(port) in capsys.readouterr().err
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(app, "translator_from_args", interrupted)
+    assert cli.main(["serve", "--model", "no/such/model", "--port", str(port)]) == 130
+    socket.create_server(("127.0.0.1", port)).close()  # let go
+
+
 def test_ctrl_c_while_the_verb_imports_is_the_interrupted_line(monkeypatch, capsys):
     """The verb's module imports torch and transformers for seconds before it runs: Ctrl-C then printed an import
     traceback, where once it runs it prints one line and exits 130."""

@@ -452,12 +452,19 @@ def test_serve_verb_builds_the_app(model_dir, clip, monkeypatch, capsys):
 
     parser = argparse.ArgumentParser()
     serve_app.add_arguments(parser)
-    args = parser.parse_args(["--model", str(model_dir), "--max-batch", "4", "--port", "8123", "--max-new-tokens",
+    args = parser.parse_args(["--model", str(model_dir), "--max-batch", "4", "--port", "0", "--max-new-tokens",
                               "8", "--name", "tiny", "--device", "cpu", "--dtype", "bfloat16"])
     seen = {}
-    monkeypatch.setattr(uvicorn.Server, "run", lambda self: seen.update(vars(self.config), server=self))
+
+    def run(self, sockets):
+        seen.update(vars(self.config), server=self, sockets=sockets, bound=[s.getsockname() for s in sockets])
+
+    monkeypatch.setattr(uvicorn.Server, "run", run)
     assert serve_app.main(args) == 0
-    assert seen["host"] == "127.0.0.1" and seen["port"] == 8123
+    # uvicorn is handed the socket bound before the model loaded, and closed with it; --port 0 says the port picked
+    assert seen["host"] == "127.0.0.1" and seen["bound"] == [("127.0.0.1", seen["port"])] and seen["port"] > 0
+    assert all(s.fileno() == -1 for s in seen["sockets"])
+    assert f" on http://127.0.0.1:{seen['port']}/ " in capsys.readouterr().out
     # the connection limits reach uvicorn: read timeouts in the protocol, keep-alive, the connection cap
     assert issubclass(seen["http"], GuardedH11Protocol) and seen["http"].limits == ConnectionLimits()
     assert seen["timeout_keep_alive"] == 5.0 and seen["limit_concurrency"] == ConnectionLimits().max_connections + 1
@@ -503,7 +510,7 @@ def test_a_second_ctrl_c_exits_at_once_with_130(model_dir, monkeypatch):
     parser = argparse.ArgumentParser()
     serve_app.add_arguments(parser)
 
-    def two_ctrl_cs(self):  # as uvicorn does: shut down, then raise the signal again
+    def two_ctrl_cs(self, sockets):  # as uvicorn does: shut down, then raise the signal again
         self.handle_exit(signal.SIGINT, None)
         self.handle_exit(signal.SIGINT, None)
         raise KeyboardInterrupt
@@ -518,7 +525,7 @@ def test_a_second_ctrl_c_exits_at_once_with_130(model_dir, monkeypatch):
     monkeypatch.setattr(serve_app.os, "_exit", exit_now)
     try:
         with pytest.raises(Exited) as exited:
-            serve_app.main(parser.parse_args(["--model", str(model_dir)]))
+            serve_app.main(parser.parse_args(["--model", str(model_dir), "--port", "0"]))
     except KeyboardInterrupt:  # uvicorn's, let through: the interpreter would then wait for the model thread
         pytest.fail("a second Ctrl-C did not exit at once: uvicorn's KeyboardInterrupt went on to the interpreter")
     assert exited.value.args == (130,)
@@ -532,8 +539,9 @@ def test_max_segment_seconds_cuts_a_requests_speech_into_shorter_cues(translator
     parser = argparse.ArgumentParser()
     serve_app.add_arguments(parser)
     seen = {}
-    monkeypatch.setattr(uvicorn.Server, "run", lambda self: seen.update(app=self.config.app))
-    args = parser.parse_args(["--model", str(model_dir), "--max-new-tokens", "8", "--max-segment-seconds", "5"])
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets: seen.update(app=self.config.app))
+    args = parser.parse_args(["--model", str(model_dir), "--max-new-tokens", "8", "--max-segment-seconds", "5",
+                              "--port", "0"])
     assert serve_app.main(args) == 0
     samples = bursts(40.0)
     ask = dict(source_language="eng", target_language="deu")

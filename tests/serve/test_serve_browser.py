@@ -156,6 +156,24 @@ def test_under_a_sub_path_the_page_works_and_says_what_failed_or_was_silent(tran
             browser.close()
 
 
+def test_an_upload_cut_short_says_so_beside_the_other_notes(page, tmp_path):
+    """verbose_json's `warning` (an upload that decodes only in part) is shown: the page read only no_speech and
+    error, so a file cut short looked translated whole; and one note no longer hides another."""
+    import numpy as np
+
+    wav = wav_bytes(np.zeros(48000, dtype=np.float32))
+    path = tmp_path / "cut.wav"
+    path.write_bytes(wav[: len(wav) // 2])  # the header says 3 s, the file holds 1.5 s
+    choose(page, "eng", "deu", "srt")
+    page.set_files("#file", [str(path)])
+    page.click("#submit")
+    assert page.wait_for(f"['done', 'error'].includes({STATE}) && {STATE}") == "done", page.js(TEXT.format("error"))
+    note = page.js(TEXT.format("note"))
+    silent, *cut = note.split("\n")
+    assert silent == "No speech was found in this audio." and len(cut) == 1, note
+    assert cut[0].startswith("cut.wav: only the first 1.5 s of 3.0 s decode"), note
+
+
 def test_segment_times_round_before_minutes_and_seconds_are_split(page):
     """The segment table's times: 59.96 s was shown as 0:60.0 (seconds rounded after the minutes were taken)."""
     assert page.js("[0, 5, 59.94, 59.96, 119.97, 3599.96].map(fmtTime)") == [

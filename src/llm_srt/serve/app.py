@@ -22,8 +22,10 @@ request that times out or whose client disconnects leaves the queue at once.
 """
 
 import asyncio
+import errno
 import logging
 import os
+import socket
 import sys
 import threading
 import time
@@ -401,6 +403,36 @@ def check_bind(host: str, port: int) -> None:
         raise LLMSRTError(f"serve: --host {host!r} is not an address or host name (e.g. 127.0.0.1, 0.0.0.0, ::1)")
 
 
+def address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def bind_sockets(host: str, port: int) -> list[socket.socket]:
+    """The sockets uvicorn would open for --host/--port (asyncio's create_server: one for each address the host
+    resolves to, SO_REUSEADDR, IPv6 ones IPv6 only), bound before the model loads: a port in use is a one-line
+    error now, not uvicorn's once a model has loaded for minutes, and no other server takes the port meanwhile.
+    Bound, not listening: until uvicorn listens (after any --compile warm-up) a client is refused, as before."""
+    sockets: list[socket.socket] = []
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        for family, kind, proto, _, where in dict.fromkeys(infos):
+            sockets.append(sock := socket.socket(family, kind, proto))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a port the last run left in TIME_WAIT
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind((where[0], port, *where[2:]))
+            port = sock.getsockname()[1]  # --port 0: the port picked, for the host's other addresses too
+            # held: a bound socket that is not listening shares its port with any other that binds with reuse
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 0)  # (Server.startup sets it back)
+    except OSError as e:
+        for sock in sockets:
+            sock.close()
+        hint = ("another program uses it? choose another --port" if e.errno == errno.EADDRINUSE
+                else "check --host and --port")
+        raise LLMSRTError(f"cannot listen on {address(host, port)} ({e.strerror or e}); {hint}") from None
+    return sockets
+
+
 def options_from_args(args) -> ServeOptions:
     """ServeOptions from the command line; every value checked (one-line LLMSRTError) before any model loads."""
     check_bind(args.host, args.port)
@@ -458,13 +490,23 @@ def show_server_log() -> None:
 
 
 def main(args) -> int:
+    options, limits = options_from_args(args), limits_from_args(args)  # bad options stop here, before the model
+    sockets = bind_sockets(args.host, args.port)  # and so does a port in use
+    try:
+        return run_server(args, options, limits, sockets)
+    finally:  # also after Ctrl-C, SIGTERM or an error while the model loads
+        for sock in sockets:
+            sock.close()
+
+
+def run_server(args, options: ServeOptions, limits: ConnectionLimits, sockets: list[socket.socket]) -> int:
     import uvicorn
 
-    options, limits = options_from_args(args), limits_from_args(args)  # bad options stop here, before the model
     show_server_log()
     translator = translator_from_args(args)
     app = create_app(translator, options)
-    print(f"llm-srt serve: {args.model} ({translator.system.placement}) on http://{args.host}:{args.port}/ "
+    port = sockets[0].getsockname()[1]  # --port 0: the one picked
+    print(f"llm-srt serve: {args.model} ({translator.system.placement}) on http://{address(args.host, port)}/ "
           f"(max batch {options.batch.max_batch}, wait {options.batch.max_wait_ms:g} ms"
           + (", listening once the --compile warm-up is done" if options.batch.decoding.compile else "") + ")",
           flush=True)
@@ -474,12 +516,20 @@ def main(args) -> int:
             stopping.set()
             super().handle_exit(sig, frame)
 
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            for sock in sockets or []:  # as uvicorn's own listening sockets (bind_sockets held the port without)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            await super().startup(sockets=sockets)
+            # uvicorn says where it listens only on sockets it opened itself (a private method of 0.54, as pinned)
+            if self.started and sockets and hasattr(self, "_log_started_message"):
+                self._log_started_message(sockets)
+
     stopping = app.state.stopping
     proxy = {} if args.forwarded_allow_ips is None else {"forwarded_allow_ips": args.forwarded_allow_ips}
-    server = Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="info", proxy_headers=True,
+    server = Server(uvicorn.Config(app, host=args.host, port=port, log_level="info", proxy_headers=True,
                                    **proxy, **limits.uvicorn_config()))
     try:
-        server.run()  # after a signal uvicorn raises it again once it has shut down: KeyboardInterrupt for Ctrl-C
+        server.run(sockets=sockets)  # after a signal uvicorn raises it again once shut down (Ctrl-C: KeyboardInterrupt)
     finally:
         if server.force_exit:  # a second Ctrl-C: gone now, not once the batch inside the model is done (the
             sys.stdout.flush()  # interpreter would wait for the model thread at exit, minutes for a large batch)
