@@ -136,6 +136,7 @@ def test_serve_on_a_port_in_use_stops_before_the_model_loads(monkeypatch, capsys
         pytest.fail("the model was loaded")
 
     monkeypatch.setattr(app, "translator_from_args", no_model)
+    monkeypatch.setattr(app, "show_server_log", lambda: None)  # its handler would outlive the test (the worker's)
     with socket.create_server(("127.0.0.1", 0)) as busy:
         port = busy.getsockname()[1]
         assert cli.main(["serve", "--model", "no/such/model", "--port", str(port)]) == 2

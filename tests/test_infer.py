@@ -46,6 +46,7 @@ def test_batched_equals_one_by_one(model_dir, clips):
     single = [t.translate([c], "eng", "deu", options=OPTS, batch_size=1)[0] for c in clips]
     assert [(r.transcript, r.translation) for r in batched] == [(r.transcript, r.translation) for r in single]
     assert all(r.error is None and r.segments for r in batched)
+    assert all(r.capped and all(s.capped for s in r.segments) for r in batched)  # a random model runs to its cap
 
 
 def test_under_beam_search_too_a_row_does_not_depend_on_its_batch(model_dir, clips):
@@ -263,7 +264,9 @@ def test_out_dir_mirrors_the_inputs_folders_and_refuses_collisions(model_dir, cl
     assert written == ["a/x.srt", "b/deeper/y.srt", "b/x.srt"]
     assert (out / "a" / "x.srt").read_text(encoding="utf-8") != ""
     notes = [line for line in capsys.readouterr().err.splitlines() if "translate:" in line]
-    assert all("got no translation" in line for line in notes)  # 4 tokens: a transcript at most, and no error
+    # 4 tokens: a transcript at most, cut at the cap (said for each input), and no error
+    assert all("got no translation" in line or "reached their token cap" in line for line in notes)
+    assert sum("1 of 1 segments reached their token cap" in line for line in notes) == len(inputs)
 
     shutil.copy(clips[3], tmp_path / "a" / "x.flac")
     assert cli.main(["translate", str(inputs[0]), str(tmp_path / "a" / "x.flac"), *base]) == 2
@@ -832,6 +835,34 @@ def test_segments_without_a_translation_are_counted_on_stderr_and_in_json(tmp_pa
                    "wrote none, or reached the segment's token budget first); their transcripts are kept\n")
     assert cli.main([*base, "--format", "json", "--task", "asr"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["untranslated"] == 0  # ASR writes no translation
+
+
+class _Capping(Stub):
+    """Segments of 2 s or more come back cut at their token cap (Output.capped: no end token within it)."""
+
+    def run_batch(self, items, options):
+        return [Output(o.transcript, o.translation, capped=it.audio.size >= 2 * SR)
+                for it, o in zip(items, super().run_batch(items, options))]
+
+
+def test_segments_cut_at_their_token_cap_are_counted_on_stderr_and_in_json(tmp_path, monkeypatch, capsys):
+    """A segment whose output reached its token cap lost the rest of its text, and nothing said so: a weak model
+    and cut outputs looked alike. Each input's JSON says so (and each segment's), stderr counts them."""
+    write_wav(tmp_path / "talk.wav", recording(12.0, [(0.5, 1.5), (4.0, 7.0), (9.5, 10.5)]))
+    stub_cli(monkeypatch, _Capping())
+    base = ["translate", str(tmp_path / "talk.wav"), "--model", "stub", "--src", "eng", "--tgt", "deu"]
+    note = (f"llm-srt translate: {tmp_path / 'talk.wav'}: 1 of 3 segments reached their token cap (--max-new-tokens, "
+            "or the segment's duration budget): their text is cut there\n")
+    assert cli.main([*base, "--format", "json"]) == 0
+    out, err = capsys.readouterr()
+    [result] = json.loads(out)
+    assert [s["capped"] for s in result["segments"]] == [False, True, False] and result["capped"] is True
+    assert err == note
+    assert cli.main([*base, "--format", "text"]) == 0 and capsys.readouterr().err == note
+    stub_cli(monkeypatch, Stub())
+    assert cli.main([*base, "--format", "json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)[0]["capped"] is False and err == ""
 
 
 def test_skip_existing_translates_again_the_files_written_with_other_settings(tmp_path, monkeypatch, capsys):

@@ -76,6 +76,7 @@ class SegmentResult:
     translation: str
     forced_tags: bool = False  # SRT: its language tags were written for it (Output.forced_tags)
     error: str | None = None  # None when fine; else why the system failed on this segment (its texts are empty)
+    capped: bool = False  # its output reached its token cap and was cut there (Output.capped)
 
 
 @dataclass
@@ -95,6 +96,11 @@ class TranslationResult:
     def forced_tags(self) -> bool:
         """SRT: a segment's language tags were written for it (the model would have ended after its transcript)."""
         return any(s.forced_tags for s in self.segments)
+
+    @property
+    def capped(self) -> bool:
+        """A segment's output reached its token cap (--max-new-tokens, or the segment's duration budget): cut there."""
+        return any(s.capped for s in self.segments)
 
     @property
     def untranslated(self) -> int:
@@ -117,7 +123,7 @@ class TranslationResult:
     def to_dict(self) -> dict:
         return {"audio": self.audio, "src": self.src, "tgt": self.tgt, "task": self.task,
                 "transcript": self.transcript, "translation": self.translation, "duration": round(self.duration, 3),
-                "segments": [vars(s) for s in self.segments], "forced_tags": self.forced_tags,
+                "segments": [vars(s) for s in self.segments], "forced_tags": self.forced_tags, "capped": self.capped,
                 "no_speech": self.no_speech, "untranslated": self.untranslated, "error": self.error}
 
 
@@ -376,7 +382,7 @@ class SpeechTranslator:
             i, j, s, _ = work[k]
             end = min(round(s.end, 3), last_millisecond(durations[i]))  # never past the audio's end
             segments[i][j] = SegmentResult(round(s.start, 3), end, out.transcript, out.translation, out.forced_tags,
-                                           out.error)
+                                           out.error, out.capped)
             left[i] -= 1
             if left[i] == 0:
                 done(i)

@@ -151,8 +151,9 @@ def main(args) -> int:
 
     def emit(k: int, r: TranslationResult) -> None:  # as each input is done: its lines on stderr, its output
         nonlocal shown_upto
-        if (note := _note(r, args)) is not None:
-            print(f"llm-srt translate: {note}", file=sys.stderr)
+        for note in (_note(r, args), _capped_note(r)):
+            if note is not None:
+                print(f"llm-srt translate: {note}", file=sys.stderr)
         if args.format == "json":  # one array of every input, printed at the end
             finished[k] = r.to_dict()
             return
@@ -293,6 +294,13 @@ def _note(r: TranslationResult, args) -> str | None:
         return (f"{r.audio}: {r.untranslated} of {len(r.segments)} segments got no translation (the model wrote "
                 "none, or reached the segment's token budget first); their transcripts are kept")
     return None
+
+
+def _capped_note(r: TranslationResult) -> str | None:
+    """One input's line for stderr on its segments cut at their token cap, if any (beside `_note`'s)."""
+    n = sum(s.capped for s in r.segments)
+    return (f"{r.audio}: {n} of {len(r.segments)} segments reached their token cap (--max-new-tokens, or the "
+            "segment's duration budget): their text is cut there") if n else None
 
 
 FILE_SUFFIX = {"text": ".txt", "srt": ".srt", "vtt": ".vtt"}  # --format -> the extension of each input's file

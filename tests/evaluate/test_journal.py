@@ -133,6 +133,38 @@ def test_rows_kept_by_a_journal_without_sentence_ids_get_their_rows_sentence(cou
     assert (tmp_path / "r" / "hyps.c.jsonl").read_text() == (tmp_path / "whole" / "hyps.c.jsonl").read_text()
 
 
+def test_rows_cut_at_their_token_cap_stay_counted_through_a_kill(counting, manifest, tmp_path, monkeypatch):
+    """Output.capped goes into the journal with its row and back: a run gone on from a killed one counts the rows
+    cut at their token cap as the uninterrupted run does; a journal line written before the flag reads as not
+    capped."""
+    real = Counting.run_batch
+    monkeypatch.setattr(Counting, "run_batch", lambda self, items, options: [
+        replace(o, capped=it.tgt == "deu") for it, o in zip(items, real(self, items, options))])
+    evaluate(manifest, tmp_path / "whole")
+    whole = json.loads((tmp_path / "whole" / "results.json").read_text())["systems"]["c"]
+    assert whole["n_capped"] == N_CLIPS  # the eng->deu rows
+    counting.update(batches=0, items=[], stop_at=6)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(manifest, tmp_path / "r")
+    assert [k["result"]["capped"] for k in journal_rows(tmp_path / "r")] == [True, False, False, True, False]
+    counting.update(batches=0, items=[], stop_at=None)
+    evaluate(manifest, tmp_path / "r")
+    for name in ("hyps.c.jsonl", "results.json", "report.md"):
+        assert (tmp_path / "r" / name).read_text() == (tmp_path / "whole" / name).read_text(), name
+    counting.update(batches=0, items=[], stop_at=6)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(manifest, tmp_path / "old")
+    [journal_file] = (tmp_path / "old" / run.PARTIAL).glob("c.hyps.rank*.jsonl")
+    head, *kept = lines(journal_file)
+    old = [json.dumps({**k, "result": {f: v for f, v in k["result"].items() if f != "capped"}}, ensure_ascii=False)
+           for k in map(json.loads, kept)]
+    journal_file.write_text("\n".join([head, *old]) + "\n")
+    counting.update(batches=0, items=[], stop_at=None)
+    evaluate(manifest, tmp_path / "old")
+    assert len(counting["items"]) == N_ROWS - 5  # the old lines were kept, not decoded again
+    assert json.loads((tmp_path / "old" / "results.json").read_text())["systems"]["c"]["n_capped"] == N_CLIPS - 2
+
+
 def test_failed_and_edited_rows_are_decoded_again_and_a_cut_line_is_skipped(counting, manifest, tmp_path):
     rows = read_manifest(manifest)
     counting.update(stop_at=7, fail_size=int(0.6 * 16000))  # clip 0's rows fail

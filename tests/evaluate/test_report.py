@@ -247,6 +247,33 @@ def test_rows_with_forced_srt_tags_are_counted_and_reported(tmp_path):
     assert "language tags" not in render.format_table(rep.build_report({"plain": [ok]}))
 
 
+def test_rows_cut_at_their_token_cap_are_counted_and_reported(tmp_path):
+    """A row whose output reached its token cap (cut there, without its end token) is counted per system, its text
+    MT too: in the terminal table, report.md and results.json; a system without such rows says nothing; results
+    files keep the flag, and one written before it (no "capped" key) reads as not capped."""
+    ok = UtteranceResult("a", "eng", "deu", "hello", "hallo", "hello", "hallo", task="srt")
+    cut = replace(ok, id="b", capped=True)
+    report = rep.build_report({"cut": [ok, cut, replace(ok, id="c")], "plain": [ok]},
+                              mt={"plain": [replace(ok, task="mt", capped=True)]})
+    assert [(s.capped, s.mt and s.mt.capped) for s in report.systems] == [(1, None), (0, 1)]
+    text = render.format_table(report)
+    assert "cut: 1 of 3 rows reached their token cap (--max-new-tokens, or the row's duration budget)" in text
+    assert "plain (MT): 1 of 1 rows reached their token cap" in text and "plain: 1" not in text
+    md = render.to_markdown(report)
+    assert "cut: 1 of 3 rows reached their token cap; plain (MT): 1 of 1 rows reached their token cap (" in md
+    data = rep.to_json(report)["systems"]
+    assert (data["cut"]["n_capped"], data["plain"]["n_capped"], data["plain"]["mt"]["n_capped"]) == (1, 0, 1)
+    path = tmp_path / "hyps.jsonl"
+    old = {k: v for k, v in vars(ok).items() if k != "capped"}  # a file from before the flag
+    path.write_text(json.dumps(vars(cut)) + "\n" + json.dumps(old) + "\n", encoding="utf-8")
+    assert [r.capped for r in rep.load_results(path)] == [True, False]
+    plain = rep.build_report({"plain": [ok]})
+    assert "token cap" not in render.format_table(plain) + render.to_markdown(plain)
+    path.write_text(json.dumps({**old, "capped": 1}) + "\n", encoding="utf-8")
+    with pytest.raises(LLMSRTError, match=r"result row 'a': capped must be true or false or null, not 1"):
+        rep.load_results(path)
+
+
 def test_terminal_table(report):
     text = render.format_table(report)
     lines = text.splitlines()

@@ -71,7 +71,7 @@ def test_asr_then_smt_is_the_models_transcript_then_its_smt_from_it(speech_model
     for it, o in zip(items[:2], out):
         [heard] = system.run_batch([replace(it, task=Task.ASR, tgt=None)], opts)
         [smt] = system.run_batch([replace(it, task=Task.SMT, transcript=heard.transcript)], opts)
-        assert o == Output(heard.transcript, smt.translation)
+        assert o == Output(heard.transcript, smt.translation, capped=heard.capped or smt.capped)
         [s2tt] = system.run_batch([replace(it, task=Task.S2TT)], opts)
         assert heard.transcript and o.translation != s2tt.translation  # a test of the test: texts to compare
     assert out[2:] == alone(system, items[2:], opts)
@@ -109,6 +109,42 @@ def test_outputs_say_which_srt_rows_got_their_tags_written(speech_model, monkeyp
     unforced = system.run_batch(MIXED[:4], replace(opts, force_srt_tags=False))
     assert not any(o.forced_tags for o in unforced)
     assert beam > 1 or not unforced[1].translation  # greedy: it ended at once (beams may go on by other tokens)
+
+
+@pytest.mark.parametrize("beam", [1, 2])
+def test_outputs_say_which_rows_were_cut_at_their_token_cap(speech_model, beam):
+    """Output.capped marks the rows that reached their own cap without an end token (greedy and beam search cut
+    there), speech and text-only alike; a row that wrote its end token before its cap is not capped. Every row's
+    4th token is made the end: rows capped at 2 or 3 tokens are cut, rows capped at 8 end after 3."""
+    from llm_srt.model.decoding import eos_ids
+    from llm_srt.model.llm import causal_lm
+
+    system = load_system(speech_model, CPU)
+    lm, end, step = causal_lm(system.model.llm), eos_ids(system.model.llm, system.model.tokenizer)[0], [0]
+
+    def steer(module, args, kwargs, out):  # the prompt's pass is step 0 (the first token): the 4th token, the end
+        step[0] = 0 if kwargs.get("inputs_embeds") is not None else step[0] + 1
+        if step[0] == 3:
+            out.logits[:, -1, end] = out.logits.max() + 100
+
+    items = [replace(MIXED[0], max_new_tokens=3), MIXED[1], replace(MIXED[2], max_new_tokens=2), MIXED[3], MIXED[5]]
+    hook = lm.register_forward_hook(steer, with_kwargs=True)
+    try:
+        out = system.run_batch(items, replace(OPTS, beam_size=beam, force_srt_tags=False))
+    finally:
+        hook.remove()
+    assert [o.capped for o in out] == [True, False, True, False, False]
+    assert all(o.error is None for o in out) and out[1].transcript
+
+
+def test_asr_then_smt_is_capped_where_either_pass_was():
+    """Task.ASR_SMT runs two passes, each to its own cap: a row is cut where its transcript or its translation was."""
+    system = SpeechLLMSystem.__new__(SpeechLLMSystem)  # its two passes stubbed: no model
+    system.run_batch = lambda items, options: [
+        Output("heard", "" if it.task is Task.ASR else "übersetzt",
+               capped=it.audio is CLIPS[0] if it.task is Task.ASR else it.audio is CLIPS[1]) for it in items]
+    items = [Item(clip, "eng", "deu", Task.ASR_SMT) for clip in CLIPS[:3]]
+    assert [o.capped for o in system._asr_then_smt(items, OPTS)] == [True, True, False]
 
 
 def test_srt_rows_that_would_end_before_their_tags_get_the_pair_written(speech_model, monkeypatch):

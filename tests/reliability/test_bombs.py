@@ -164,7 +164,7 @@ def test_translate_under_a_memory_cap_keeps_the_good_file_beside_a_bomb(bomb_4h,
                            "--out-dir", str(out_dir), "--device", "cpu"], capture_output=True, text=True, timeout=120,
                           preexec_fn=_cap_memory, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
     assert proc.returncode == 3, proc.stderr[-2000:]  # some inputs failed
-    lines = proc.stderr.splitlines()
+    lines = [line for line in proc.stderr.splitlines() if "reached their token cap" not in line]  # (random model)
     assert lines[0].startswith(f"llm-srt translate: {bomb}: decodes to 41.2 GiB") and "limit" in lines[0], lines
     assert lines[1:] == ["llm-srt translate: 1 of 2 inputs failed (named above); the other 1 translated"], lines
     assert sorted(p.name for p in out_dir.iterdir() if p.name != SETTINGS_FILE) == ["good.srt"]

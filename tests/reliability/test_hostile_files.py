@@ -242,7 +242,8 @@ def test_translate_keeps_the_good_file_among_the_hostile_paths(paths, model_dir,
     results = json.loads(out.out)
     assert rc == 3 and [r["audio"] for r in results] == [shown(f) for f in files]
     assert [r["error"] is None for r in results] == [f == good_clip for f in files] and results[3]["segments"]
-    lines = [line for line in out.err.splitlines() if line.startswith("llm-srt translate:")]
+    lines = [line for line in out.err.splitlines() if line.startswith("llm-srt translate:")
+             and "reached their token cap" not in line]  # (the random model never ends: the good file's is cut)
     assert len(lines) == len(files) and all(line.isprintable() for line in lines), lines
     assert lines[-1] == f"llm-srt translate: {len(files) - 1} of {len(files)} inputs failed (named above); " \
                         "the other 1 translated"

@@ -83,9 +83,11 @@ def test_translation_in_every_format(client, clip, expected):
         "target_language": "deu", "duration": 1.0,  # translation's language; the source is our own field
         "text": srt.translation, "transcript": srt.transcript, "translation": srt.translation,
         "forced_tags": srt.forced_tags,  # SRT rows whose language tags greedy decoding wrote for the model
+        "capped": srt.capped,  # a segment's output reached its token cap: cut there
         "no_speech": False, "error": None, "warning": None,
         "segments": [{"id": 0, "start": 0.0, "end": 1.0, "text": srt.translation, "transcript": srt.transcript,
-                      "translation": srt.translation, "forced_tags": srt.forced_tags, "error": None}]}
+                      "translation": srt.translation, "forced_tags": srt.forced_tags, "capped": srt.capped,
+                      "error": None}]}
 
 
 
@@ -98,10 +100,12 @@ def test_verbose_json_marks_forced_tags_per_segment():
     from llm_srt.serve.forms import ENDPOINTS
     from llm_srt.serve.responses import render_verbose
 
-    segs = [SegmentResult(0.0, 30.0, "Hallo.", "Hello."), SegmentResult(30.0, 41.0, "Welt.", "Welt.", forced_tags=True)]
+    segs = [SegmentResult(0.0, 30.0, "Hallo.", "Hello.", capped=True),
+            SegmentResult(30.0, 41.0, "Welt.", "Welt.", forced_tags=True)]
     r = TranslationResult("clip.wav", "deu", "eng", "srt", "Hallo. Welt.", "Hello. Welt.", 41.0, segs)
     body = json.loads(render_verbose(r, ENDPOINTS["translations"], "translation").body)
     assert body["forced_tags"] is True and [s["forced_tags"] for s in body["segments"]] == [False, True]
+    assert body["capped"] is True and [s["capped"] for s in body["segments"]] == [True, False]  # cut at its cap
 
 def test_defaults_aliases_and_s2tt(client, translator, clip):
     samples, wav = clip

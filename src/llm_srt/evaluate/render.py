@@ -31,6 +31,8 @@ PARTIAL_NOTE = ("(k of N): that system's average is over k of the N directions i
                 "with an average over all N")
 # what "better" means in each table of paired tests (`Comparison.claim_line`, the line under it)
 BLEU_BETTER, COMET_BETTER, TRANSCRIPT_BETTER = "higher average BLEU", "higher mean COMET", "lower WER / CER"
+# after the rows cut at their token cap (`_capped`): why, and what that does to the scores
+CAPPED_WHY = " (--max-new-tokens, or the row's duration budget): their text is cut there, and scored as cut"
 
 
 def write_report(report: Report, out_dir: str | Path) -> dict[str, Path]:
@@ -68,6 +70,8 @@ def to_markdown(report: Report) -> str:
     if forced:
         parts += ["", "SRT language tags written for the model (it ended after its transcript): "
                   + ", ".join(f"{s.name} {_of(s.forced_tags, s.n_rows)}" for s in forced)]
+    if capped := _capped(report):
+        parts += ["", "; ".join(capped) + CAPPED_WHY]
     srcs = report.sources
     parts += ["", "## BLEU by source language (mean over src → X)", ""]
     parts += _md_table(["system", *[f"{l}→X" for l in srcs], "Avg"],
@@ -220,7 +224,9 @@ def format_table(report: Report) -> str:
                             if n)
                 for s in report.systems for name, scores in ((s.name, s), (f"{s.name} (MT)", s.mt))
                 if scores is not None and scores.failed]
-    return text + ("\n\n" + "\n".join(failures) if failures else "") + _forced_lines(report)
+    capped = [line + CAPPED_WHY for line in _capped(report)]
+    return (text + ("\n\n" + "\n".join(failures) if failures else "") + _forced_lines(report)
+            + ("\n\n" + "\n".join(capped) if capped else ""))
 
 
 def _forced_lines(report: Report) -> str:
@@ -229,6 +235,13 @@ def _forced_lines(report: Report) -> str:
              "its transcript; --no-force-srt-tags leaves such rows without a translation)"
              for s in report.systems if s.forced_tags]
     return "\n\n" + "\n".join(lines) if lines else ""
+
+
+def _capped(report: Report) -> list[str]:
+    """'NAME: k of N rows reached their token cap' per system (and its text MT) that has any (none: [])."""
+    return [f"{name}: {_of(scores.capped, scores.n_rows)} rows reached their token cap"
+            for s in report.systems for name, scores in ((s.name, s), (f"{s.name} (MT)", s.mt))
+            if scores is not None and scores.capped]
 
 
 def _skipped_line(report: Report) -> str:

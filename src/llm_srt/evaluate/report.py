@@ -27,7 +27,7 @@ from .metrics import Score, asr_error_rate, bleu, normalize
 Direction = tuple[str, str]  # (source language, target language)
 
 FIELD_ALIASES = {"transcript": "hyp_transcript", "translation": "hyp_translation"}  # infer.py's result keys
-FIELD_TYPES = {"forced_tags": bool, "comet": (int, float)}  # UtteranceResult's fields that are not strings
+FIELD_TYPES = {"forced_tags": bool, "capped": bool, "comet": (int, float)}  # UtteranceResult's non-string fields
 TRANSCRIBING_TASKS = tuple(t.value for t in Task if t.writes_transcript)  # a failed row of these scores WER ""
 
 
@@ -45,6 +45,7 @@ class UtteranceResult:
     forced_tags: bool = False  # SRT: its language tags were written for it (the model would have ended there)
     comet: float | None = None  # COMET's score of the translation (evaluate --comet; None: not scored)
     sentence: str | None = None  # the manifest's sentence id (the paired tests' unit; None: not recorded)
+    capped: bool = False  # its output reached its token cap and was cut there (files without the key: False)
 
     @classmethod
     def from_dict(cls, row: Mapping) -> "UtteranceResult":
@@ -83,6 +84,7 @@ class SystemScores:
     comet_unscored: int = 0  # with COMET: rows with a reference translation but no score (no source transcript)
     n_utterances: int = 0  # utterances that entered any score, BLEU or WER/CER (report.md's "utterances": a --task
     #                        asr report scores every row and has no BLEU row)
+    capped: int = 0  # utterances whose output reached its token cap and was cut there (UtteranceResult.capped)
 
     @property
     def n_rows(self) -> int:
@@ -197,6 +199,7 @@ def score_system(name: str, results: Iterable[UtteranceResult | Mapping]) -> Sys
     unscored = sum(r.comet is None for r in rows if r.ref_translation is not None) if comet else 0
     return SystemScores(name, scores, asr, sum(len(p) for p in by_direction.values()),
                         tuple(r for r in rows if r.failed), totals, forced_tags=sum(r.forced_tags for r in rows),
+                        capped=sum(r.capped for r in rows),
                         comet={d: 100 * float(np.mean(v)) for d, v in comet.items()}, comet_unscored=unscored,
                         n_utterances=sum(r.ref_translation is not None or id(r) in in_asr for r in rows))
 
@@ -322,6 +325,7 @@ def _system_json(s: SystemScores) -> dict:
         "n_scored": s.n_scored,
         "n_failed": len(s.failed),
         "n_forced_tags": s.forced_tags,
+        "n_capped": s.capped,
         "failed_by_direction": {_key(d): {"failed": n, "of": s.rows[d]} for d, n in s.failed_by_direction().items()},
         "bleu": {_key(d): asdict(v) for d, v in s.bleu.items()},
         "by_source": s.by_source(),

@@ -92,7 +92,7 @@ def shard(rows: list[Row], rank: int, world: int) -> list[Row]:
 
 
 def _result(r: Row, task: Task, transcript: str = "", translation: str = "", error: str | None = None,
-            forced_tags: bool = False) -> UtteranceResult:
+            forced_tags: bool = False, capped: bool = False) -> UtteranceResult:
     ok = error is None
     return UtteranceResult(
         id=r.id, src=r.src_lang, tgt=r.src_lang if task is Task.ASR else r.tgt_lang, task=task.value, error=error,
@@ -100,7 +100,8 @@ def _result(r: Row, task: Task, transcript: str = "", translation: str = "", err
         #   its translation failed alone (e.g. the whisper system into a target other than English)
         hyp_translation=(transcript if task is Task.ASR else translation) if ok else None,
         ref_transcript=r.transcript or None, ref_translation=(r.translation or None) if task is not Task.ASR else None,
-        forced_tags=ok and forced_tags, sentence=r.sentence_id if r.sentence_id and r.sentence_id.strip() else None)
+        forced_tags=ok and forced_tags, sentence=r.sentence_id if r.sentence_id and r.sentence_id.strip() else None,
+        capped=ok and capped)
     #   a blank sentence id is none (`significance.sentence_key`): one id shared by every row is one test sentence
 
 
@@ -115,7 +116,7 @@ def run_system(translator, rows: list[Row], task: Task, options: DecodingOptions
             [r.audio for r in rows], [r.src_lang for r in rows], [r.tgt_lang or None for r in rows], task=tasks,
             options=options, batch_size=batch_size, progress=update, whole_clips=True,
             transcripts=[r.transcript if t is Task.SMT else "" for r, t in zip(rows, tasks)])
-    return [_result(r, t, res.transcript, res.translation, res.error, res.forced_tags)
+    return [_result(r, t, res.transcript, res.translation, res.error, res.forced_tags, res.capped)
             for r, t, res in zip(rows, tasks, results)]
 
 
@@ -130,7 +131,8 @@ def run_text_mt(system, rows: list[Row], options: DecodingOptions, batch_size: i
     with progress_bar(len(rows), desc, progress) as update:
         outputs = run_items(system, [Item(None, r.src_lang, r.tgt_lang, Task.MT, r.transcript) for r in rows],
                             options, batch_size, progress=update)
-    return [_result(r, Task.MT, translation=o.translation, error=o.error) for r, o in zip(rows, outputs)]
+    return [_result(r, Task.MT, translation=o.translation, error=o.error, capped=o.capped)
+            for r, o in zip(rows, outputs)]
 
 
 def mt_rows(rows: list[Row]) -> list[Row]:

@@ -64,6 +64,7 @@ class Output:
     translation: str = ""
     error: str | None = None
     forced_tags: bool = False  # SRT: language tags were written for it (the model would have ended without its pair)
+    capped: bool = False  # its output reached its token cap without an end token: cut there (speech LLMs set it)
 
 
 class System(Protocol):
@@ -142,6 +143,7 @@ class SpeechLLMSystem:
         text = [i for i, it in enumerate(items) if it.audio is None]
         texts: dict[int, str] = {}
         forced: set[int] = set()  # items whose SRT tags were written for them
+        capped: set[int] = set()  # items cut at their cap (the ids exclude EOS: a row that wrote it ended before)
         tags = self.model.config.language_tags
         for idx, audio in ((speech, True), (text, False)):  # generate takes all-speech or all-text batches
             if not idx:
@@ -155,9 +157,11 @@ class SpeechLLMSystem:
                 ids = self.model.generate_ids(batch, options, on_end=self._srt_tags([items[i] for i in idx], options),
                                               written=rows, caps=caps)
             forced.update(idx[r] for r in rows)
+            capped.update(i for i, row, c in zip(idx, ids, caps) if len(row) >= c)
             texts.update((i, self.model.tokenizer.decode(row[:c], skip_special_tokens=True))
                          for i, row, c in zip(idx, ids, caps))
-        return [replace(split_output(texts[i], it, tags), forced_tags=i in forced) for i, it in enumerate(items)]
+        return [replace(split_output(texts[i], it, tags), forced_tags=i in forced, capped=i in capped)
+                for i, it in enumerate(items)]
 
     def _asr_then_smt(self, items: Sequence[Item], options: DecodingOptions) -> list[Output]:
         """Task.ASR_SMT items (the paper's "w/o SRT" ablation) in two batched passes of this one model: each clip's
@@ -169,8 +173,8 @@ class SpeechLLMSystem:
         second = [replace(it, task=Task.SMT, transcript=heard[i].transcript) if i in heard else it
                   for i, it in enumerate(items)]
         out = self.run_batch(second, options)
-        return [Output(heard[i].transcript, o.translation, o.error) if i in heard else o
-                for i, o in enumerate(out)]
+        return [Output(heard[i].transcript, o.translation, o.error, capped=heard[i].capped or o.capped)
+                if i in heard else o for i, o in enumerate(out)]
 
     def _srt_tags(self, items: Sequence[Item], options: DecodingOptions) -> OnEnd | None:
         """With `options.force_srt_tags`: an SRT row that would end before its tag pair gets the tags it lacks

@@ -65,9 +65,10 @@ class NotStarted(LLMSRTError):
     """The batcher (or the decode pool) is used before its start(): the app's lifespan, which starts them, never ran
     (the app mounted inside another without it). The server's 500, which no retry helps."""
 
-    def __init__(self):
-        super().__init__("the server's lifespan did not run, so its batcher and decode pool never started: mount the "
-                         "app with its lifespan (e.g. lifespan=app.router.lifespan_context on the outer app)")
+    def __init__(self, message: str = "the server's lifespan did not run, so its batcher and decode pool never "
+                 "started: mount the app with its lifespan (e.g. lifespan=app.router.lifespan_context on the outer "
+                 "app)"):
+        super().__init__(message)  # (made from its message alone, as every LLMSRTError: ranks.from_rank0)
 
 
 class OverQueueLimit(LLMSRTError):
