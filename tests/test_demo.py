@@ -224,9 +224,9 @@ def test_claims_say_holds_reversed_or_not_significant_with_p():
                                                                             f"{names[1]} as s2tt"}
     assert table8["reference_loss"]["verdict"] == "not significant"
     assert sum("reference loss: not comparable" in line for line in result["lines"]) == 1
-    assert table3["outputs"] == {names[0]: {"rows": 30, "empty": 0, "copies": 0, "forced_tags": 0},
-                                 names[1]: {"rows": 30, "empty": 0, "copies": 0, "forced_tags": 0}}
-    assert table8["outputs"][names[2]] == {"rows": 30, "empty": 1, "copies": 0, "forced_tags": 0}
+    shape = {"rows": 30, "empty": 0, "copies": 0, "forced_tags": 0, "capped": 0}
+    assert table3["outputs"] == {names[0]: shape, names[1]: shape}
+    assert table8["outputs"][names[2]] == {**shape, "empty": 1}
     assert "LLM-SRT w/o SMT (this run): translation empty in 1/30" in result["lines"][-1]
 
 
@@ -370,9 +370,9 @@ def test_output_shapes_count_empty_translations_and_copies_of_the_transcript():
 
     rows = [row("Hallo Welt.", "hallo, welt"), row("Hallo.", ""), row("Hallo.", None), row("Hallo.", "Hello."),
             row("Hallo.", "Hallo.", ref=None)]  # the last has no reference: not scored
-    assert output_shapes(rows) == {"rows": 4, "empty": 2, "copies": 1, "forced_tags": 0}
-    rows[0] = replace(rows[0], forced_tags=True)
-    assert output_shapes(rows)["forced_tags"] == 1
+    assert output_shapes(rows) == {"rows": 4, "empty": 2, "copies": 1, "forced_tags": 0, "capped": 0}
+    rows[0] = replace(rows[0], forced_tags=True, capped=True)
+    assert output_shapes(rows)["forced_tags"] == 1 and output_shapes(rows)["capped"] == 1
 
 
 def test_demo_runs_start_from_the_asr_stage_with_equal_budgets_inside_the_work_folder(tmp_path):

@@ -472,6 +472,7 @@ def check_claims(results: Mapping[str, list], losses: Mapping[str, list[float]] 
     lines.append("what the systems wrote (of the scored rows): " + "; ".join(
         f"{name}: translation empty in {v['empty']}/{v['rows']}, a copy of its own transcript in {v['copies']}"
         + (f", language tags written for it in {v['forced_tags']}" if v["forced_tags"] else "")
+        + (f", cut at its token cap in {v['capped']}" if v["capped"] else "")
         for name, v in shapes.items()))
     for entry in numbers:
         entry["outputs"] = {name: shapes[name] for name in (entry["system"], entry["compared_with"])}
@@ -514,7 +515,7 @@ def output_shapes(rows: list) -> dict[str, int]:
     """What a system wrote on its scored rows (those with a reference translation): how many, how many with an
     empty translation (failed rows included), how many whose translation only repeats its own transcript (case and
     punctuation aside), how many got their SRT language tags written for them (the model ended after its
-    transcript): the measured reasons a speech LLM's BLEU stays near 0 at the demo's scale."""
+    transcript), how many were cut at their token cap: the measured reasons a speech LLM's BLEU stays near 0 at the demo's scale."""
     def norm(text: str | None) -> str:
         return " ".join("".join(ch for ch in (text or "").lower() if ch.isalnum() or ch.isspace()).split())
 
@@ -522,7 +523,7 @@ def output_shapes(rows: list) -> dict[str, int]:
     empty = sum(not norm(r.hyp_translation) for r in scored)
     copies = sum(bool(norm(r.hyp_translation)) and norm(r.hyp_translation) == norm(r.hyp_transcript) for r in scored)
     return {"rows": len(scored), "empty": empty, "copies": copies,
-            "forced_tags": sum(bool(r.forced_tags) for r in scored)}
+            "forced_tags": sum(bool(r.forced_tags) for r in scored), "capped": sum(bool(r.capped) for r in scored)}
 
 
 def measure_runs(systems: Mapping[str, str], rows: list, probe: list | None = None, log=print, placement=None
