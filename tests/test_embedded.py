@@ -276,3 +276,45 @@ def test_other_errors_of_a_conversion_stay_as_they_are(fake_setup, monkeypatch):
         monkeypatch.setattr(emb, "_convert_gemma", _failing_converter(error))
         with pytest.raises(type(error)):
             emb.ensure_embedded()
+
+
+@pytest.mark.parametrize("below", ["", "sub"])
+def test_a_cache_set_to_a_file_says_so_before_converting(fake_setup, tmp, monkeypatch, below):
+    """LLM_SRT_CACHE naming a file, or a path below one, gave a NotADirectoryError traceback (mkdir of its models
+    folder); it is a one-line error naming the file, before anything is converted."""
+    from llm_srt.errors import LLMSRTError
+
+    (tmp / "file").write_text("not a folder")
+    cache = tmp / "file" / below  # "": the file itself
+    monkeypatch.setenv(paths.CACHE_ENV, str(cache))
+    with pytest.raises(LLMSRTError) as raised:
+        emb.ensure_embedded()
+    where = "it" if not below else tmp / "file"
+    assert str(raised.value) == f"{cache}: {where} is a file, not a folder; set LLM_SRT_CACHE to a writable folder"
+    assert fake_setup == [] and (tmp / "file").read_text() == "not a folder"
+
+
+def test_a_setup_waiting_for_another_says_so(fake_setup):
+    """A second setup started while a first converted waited silently on the lock for the whole conversion; it says
+    what it waits for, then converts once the lock is free."""
+    import fcntl
+    import threading
+
+    models = paths.cache_dir() / "models"
+    models.mkdir(parents=True)
+    said = threading.Event()
+    logs: list[str] = []
+
+    def log(line: str) -> None:
+        logs.append(line)
+        said.set()
+
+    with open(models / emb.LOCK, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # another setup converting
+        second = threading.Thread(target=emb.ensure_embedded, kwargs={"log": log})
+        second.start()
+        assert said.wait(10) and fake_setup == []
+        fcntl.flock(held, fcntl.LOCK_UN)
+    second.join(10)
+    assert logs == [f"waiting for another llm-srt setup to finish converting the models in {models} ..."]
+    assert fake_setup == ["whisper-base", "gemma-3-270m"]

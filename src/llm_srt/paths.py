@@ -2,6 +2,7 @@
 files and folders atomically."""
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
@@ -30,6 +31,20 @@ def cache_dir() -> Path:
     """The cache folder: $LLM_SRT_CACHE, else ~/.cache/llm-srt."""
     root = os.environ.get(CACHE_ENV)
     return Path(root).expanduser() if root else Path.home() / ".cache" / "llm-srt"
+
+
+UNWRITABLE = {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM}  # a folder that cannot take files
+
+
+def check_folder(cache: Path) -> None:
+    """A one-line error when `cache`, or the nearest of its parents that exists, is a file: the folders made under
+    it would fail with NotADirectoryError or FileExistsError (LLM_SRT_CACHE set to a file, or to a path below one)."""
+    where = next((p for p in [cache, *cache.parents] if os.path.lexists(p)), None)
+    if where is not None and not where.is_dir():
+        from .errors import LLMSRTError
+
+        raise LLMSRTError(f"{cache}: {'it' if where == cache else where} is a file, not a folder; set "
+                          f"{CACHE_ENV} to a writable folder")
 
 
 def embedded_whisper_dir() -> Path:

@@ -136,3 +136,17 @@ def test_prose_keeps_plain_sentences_once(tmp_path):
                      ("This file describes how the program stores its settings.", "doc:pkg/README"),
                      ("Read the whole file into memory.", "python:mod"),
                      ("Return the number of lines in the file.", "python:mod")]
+
+
+def test_a_synthesizer_without_voices_is_refused(tmp_path, monkeypatch):
+    """festival installed without a festvox package was accepted by --synthesizers, and no festival voice was ever
+    drawn; it is refused, naming the packages to install."""
+    monkeypatch.setattr(voices, "FESTIVAL_VOICE_DIR", tmp_path)  # no voice folder in it
+    monkeypatch.setattr(voices.shutil, "which", lambda binary: f"/usr/bin/{binary}")  # festival installed or not
+    with pytest.raises(LLMSRTError) as e:
+        voices.require(("espeak-ng", "festival"))
+    assert str(e.value) == ("--synthesizers festival: none of its voices is installed (Debian: apt-get install "
+                            "festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts); or leave it out")
+    voices.require(("espeak-ng", "flite"))  # their voices are built in
+    (tmp_path / "english" / "kal_diphone").mkdir(parents=True)
+    voices.require(("espeak-ng", "festival"))

@@ -364,3 +364,43 @@ def test_score_json_of_comet_has_the_keys_of_the_other_metrics(tmp_path, capsys)
     assert comet_json.keys() == json.loads(capsys.readouterr().out).keys()
     assert comet_json == {"metric": "comet", "score": 50.0, "signature": f"model:{comet.DEFAULT_MODEL}|x100|n:5",
                           "n": len(SAMPLES), "skipped": 0}
+
+
+def read_only(monkeypatch, folder: Path) -> None:
+    """Make comet.py's writes under `folder` (a folder made, a file opened to write) fail as on a read-only mount."""
+    import errno
+
+    def refuse(path) -> None:
+        if Path(path).is_relative_to(folder):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    real_mkdir = Path.mkdir
+    monkeypatch.setattr(Path, "mkdir", lambda self, *a, **k: refuse(self) or real_mkdir(self, *a, **k))
+    monkeypatch.setattr(comet, "open", lambda path, mode="r", *a, **k: (set(mode) & set("wax+") and refuse(path))
+                        or open(path, mode, *a, **k), raising=False)
+
+
+def test_setup_comet_on_a_read_only_cache(tmp_path, monkeypatch):
+    """`llm-srt setup --comet` on a read-only cache gave an OSError traceback, even with the environment set up: the
+    lock was taken (its folder made, its file opened to write) before the stamp was read. A stamped environment is
+    returned without writing anything; one not set up is a one-line error naming the cache folder."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("LLM_SRT_CACHE", str(cache))
+    (comet.env_dir() / "bin").mkdir(parents=True)
+    with monkeypatch.context() as m:
+        read_only(m, cache)
+        with pytest.raises(LLMSRTError) as e:
+            comet.install_env(log=lambda line: None)
+    assert str(e.value).startswith(f"{cache}: cannot write the COMET environment there (Read-only file system); "
+                                   "set LLM_SRT_CACHE=") and "\n" not in str(e.value)
+    (comet.env_dir() / comet.STAMP).write_text(json.dumps(comet._expected_stamp()))  # set up, as the setup leaves it
+    (comet.env_dir() / "bin" / "python").write_text("")
+    read_only(monkeypatch, cache)
+    said: list[str] = []
+    assert comet.install_env(log=said.append) == comet.env_dir() / "bin" / "python"
+    assert said == [f"COMET environment: {comet.env_dir()} (already set up)"]
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("LLM_SRT_CACHE", str(tmp_path / "file" / "sub"))  # a cache below a file: NotADirectoryError
+    with pytest.raises(LLMSRTError) as e:
+        comet.install_env(log=lambda line: None)
+    assert str(e.value).startswith(f"{tmp_path}/file/sub: {tmp_path}/file is a file, not a folder; set LLM_SRT_CACHE")

@@ -111,8 +111,8 @@ class Festival:
 
 
 SYNTHESIZERS = {"espeak-ng": Espeak(), "flite": Flite(), "festival": Festival()}
-DEBIAN_PACKAGES = {"espeak-ng": "espeak-ng", "flite": "flite",
-                   "festival": "festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts"}
+VOICE_PACKAGES = {"festival": "festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts"}  # its voices (FESTIVAL_VOICES)
+DEBIAN_PACKAGES = {"espeak-ng": "espeak-ng", "flite": "flite", "festival": f"festival {VOICE_PACKAGES['festival']}"}
 
 
 def parse_voice(spec: str, option: str = "--heldout-voice") -> tuple[str, str]:
@@ -173,12 +173,16 @@ def twins_left_out(spec: str, langs: list[str], synthesizers: tuple[str, ...]) -
 
 
 def require(synthesizers: tuple[str, ...]) -> None:
-    """A clear error for a synthesizer unknown or not installed."""
+    """A clear error for a synthesizer unknown or not installed, or with no voice installed (festival without a
+    festvox package: it was accepted, and no festival voice was drawn)."""
     for synth in synthesizers:
         parse_voice(synth, "--synthesizers")
         if shutil.which(SYNTHESIZERS[synth].binary) is None:
             raise LLMSRTError(f"--synthesizers {synth}: {SYNTHESIZERS[synth].binary} is not installed (Debian: "
                               f"apt-get install {DEBIAN_PACKAGES[synth]}); or leave it out")
+        if not any(SYNTHESIZERS[synth].voices(lang) for lang in languages.LANGUAGES):
+            raise LLMSRTError(f"--synthesizers {synth}: none of its voices is installed (Debian: apt-get install "
+                              f"{VOICE_PACKAGES.get(synth, DEBIAN_PACKAGES[synth])}); or leave it out")
 
 
 def speak(voice: Voice, text: str, lang: str, rate: int, pitch: int) -> tuple[np.ndarray | None, str]:

@@ -13,6 +13,7 @@ row) gets no COMET score; the report counts them. Scores are COMET's own (0-1 fo
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -162,8 +163,11 @@ def install_env(target: Path | None = None, force: bool = False, log=print) -> P
     """Create (or keep, when its stamp matches) the COMET environment: a venv with unbabel-comet and its exact
     dependencies (comet_constraints.txt), torch at our version. Returns its Python."""
     target = target or env_dir()
+    if not force and _stamp_ok(target):  # before the lock: a read-only cache set up already needs no writing
+        log(f"COMET environment: {target} (already set up)")
+        return _python(target)
     with _lock(target):
-        if not force and _stamp_ok(target):
+        if not force and _stamp_ok(target):  # another process may have finished it meanwhile
             log(f"COMET environment: {target} (already set up)")
             return _python(target)
         started = time.perf_counter()
@@ -209,9 +213,19 @@ def _run(command: list[str], what: str) -> None:
 
 @contextlib.contextmanager
 def _lock(target: Path) -> Iterator[None]:
-    """One setup of an environment at a time on this machine (parallel test workers, two shells)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / f".{target.name}.lock", "w") as f:
+    """One setup of an environment at a time on this machine (parallel test workers, two shells). A cache folder
+    that cannot take it (read-only, full, a file) is a one-line error saying what to do (it was a traceback)."""
+    paths.check_folder(target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        f = open(target.parent / f".{target.name}.lock", "a")
+    except OSError as e:
+        if e.errno not in paths.UNWRITABLE | {errno.ENOTDIR, errno.EEXIST}:
+            raise
+        raise LLMSRTError(f"{target.parent}: cannot write the COMET environment there ({e.strerror or e}); set "
+                          f"{paths.CACHE_ENV}=/a/writable/dir, or for `evaluate --comet` point ${PYTHON_ENV} at a "
+                          "Python that has unbabel-comet") from None
+    with f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
