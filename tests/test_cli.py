@@ -271,3 +271,40 @@ def test_a_second_sigterm_ends_the_process_at_once():
         """)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == -signal.SIGTERM and done.stdout.split() == ["unwinding"], done.stdout + done.stderr
+
+
+def test_serve_port_0_on_a_host_of_two_addresses_is_picked_again_where_the_second_has_it_taken(monkeypatch):
+    """--port 0: the port picked on a host's first address may be taken on its second (localhost: 127.0.0.1 and
+    ::1); that was "address in use; choose another --port" to someone who asked for any port."""
+    import errno
+    import socket
+    import types
+
+    from llm_srt.serve import app
+
+    binds = []
+
+    class Taken:  # a socket whose bind on the second address fails the first time
+        def __init__(self, *args):
+            self.sock = socket.socket(*args)
+
+        def bind(self, where):
+            binds.append(where)
+            if len(binds) == 2:
+                raise OSError(errno.EADDRINUSE, "Address already in use")
+            self.sock.bind(where)
+
+        def __getattr__(self, name):
+            return getattr(self.sock, name)
+
+    infos = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, 0)) for a in ("127.0.0.1", "127.0.0.2")]
+    shim = types.SimpleNamespace(**{k: getattr(socket, k) for k in dir(socket) if k.isupper()},
+                                 getaddrinfo=lambda *a, **k: infos, socket=Taken)
+    monkeypatch.setattr(app, "socket", shim)
+    sockets = app.bind_sockets("localhost", 0)
+    try:
+        ports = {s.getsockname()[1] for s in sockets}
+        assert len(sockets) == 2 and len(ports) == 1 and len(binds) == 4  # picked again, once
+    finally:
+        for s in sockets:
+            s.close()

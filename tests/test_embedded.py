@@ -290,7 +290,8 @@ def test_a_cache_set_to_a_file_says_so_before_converting(fake_setup, tmp, monkey
     with pytest.raises(LLMSRTError) as raised:
         emb.ensure_embedded()
     where = "it" if not below else tmp / "file"
-    assert str(raised.value) == f"{cache}: {where} is a file, not a folder; set LLM_SRT_CACHE to a writable folder"
+    assert str(raised.value) == (f"{cache}: {where} is not a folder (a file, or a broken link); set LLM_SRT_CACHE to "
+                                 "a writable folder")
     assert fake_setup == [] and (tmp / "file").read_text() == "not a folder"
 
 

@@ -735,13 +735,20 @@ def test_ctrl_c_or_sigterm_keeps_the_json_of_the_inputs_done(tmp_path, monkeypat
         assert cli.main(run) == code
         assert [r["audio"] for r in json.loads(capsys.readouterr().out)] == files[1:]  # in input order
         out = tmp_path / system.__name__
+        out.mkdir()
+        (out / "results.json").write_text("[]\n")  # an earlier whole run's: kept
         stub_cli(monkeypatch, system(interrupt=3))
         assert cli.main([*run, "--out-dir", str(out)]) == code
         printed, err = capsys.readouterr()
         assert [r["audio"] for r in json.loads(printed)] == files[1:]
-        assert json.loads((out / "results.json").read_text()) == json.loads(printed)
-        assert f"{out / 'results.json'} holds the 2 of 3 inputs done before the run was stopped" in err
-        assert [p.name for p in out.iterdir()] == ["results.json"]  # no temporary file left
+        assert json.loads((out / "results.partial.json").read_text()) == json.loads(printed)
+        assert f"{out / 'results.partial.json'} holds the 2 of 3 inputs done before the run was stopped" in err
+        assert (out / "results.json").read_text() == "[]\n"
+        assert sorted(p.name for p in out.iterdir()) == ["results.json", "results.partial.json"]  # no temporary file
+    stub_cli(monkeypatch, Stub())  # a whole run: its results.json, and the stopped run's partial file gone
+    assert cli.main([*run, "--out-dir", str(out)]) == 0
+    assert len(json.loads((out / "results.json").read_text())) == 3 and not (out / "results.partial.json").exists()
+    capsys.readouterr()
     stub_cli(monkeypatch, Stopped(interrupt=3))  # text: SIGTERM prints those held back behind c0, as Ctrl-C does
     assert cli.main([*run[:-4], "--batch-size", "1"]) == cli.TERMINATED
     assert [line for line in capsys.readouterr().out.splitlines() if line.startswith("# ")] == [

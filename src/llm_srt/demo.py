@@ -515,7 +515,8 @@ def output_shapes(rows: list) -> dict[str, int]:
     """What a system wrote on its scored rows (those with a reference translation): how many, how many with an
     empty translation (failed rows included), how many whose translation only repeats its own transcript (case and
     punctuation aside), how many got their SRT language tags written for them (the model ended after its
-    transcript), how many were cut at their token cap: the measured reasons a speech LLM's BLEU stays near 0 at the demo's scale."""
+    transcript), how many were cut at their token cap: the measured reasons a speech LLM's BLEU stays near 0 at the
+    demo's scale."""
     def norm(text: str | None) -> str:
         return " ".join("".join(ch for ch in (text or "").lower() if ch.isalnum() or ch.isspace()).split())
 

@@ -43,8 +43,8 @@ def check_folder(cache: Path) -> None:
     if where is not None and not where.is_dir():
         from .errors import LLMSRTError
 
-        raise LLMSRTError(f"{cache}: {'it' if where == cache else where} is a file, not a folder; set "
-                          f"{CACHE_ENV} to a writable folder")
+        raise LLMSRTError(f"{cache}: {'it' if where == cache else where} is not a folder (a file, or a broken "
+                          f"link); set {CACHE_ENV} to a writable folder")
 
 
 def embedded_whisper_dir() -> Path:

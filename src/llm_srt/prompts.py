@@ -198,6 +198,13 @@ def _long(transcript: str) -> bool:
     return len(transcript.split()) >= LOOP_MIN_WORDS
 
 
+def after_first_tags(text: str) -> str | None:
+    """The raw text after an SRT output's first run of language tags (None: no tag yet); once it is not blank, no
+    longer text makes it blank again (what a decoder's end rule may rely on: `systems.SpeechLLMSystem._srt_tags`)."""
+    matches = list(_TAG.finditer(text))
+    return text[_tag_run(text, matches)[-1].end():] if matches else None
+
+
 def _tag_run(text: str, matches: list[re.Match]) -> list[re.Match]:
     """The first tag match and those right after it (only whitespace between)."""
     run = [matches[0]]

@@ -9,6 +9,7 @@ which --skip-existing and --overwrite read. Running the system (batches, segment
 the options this command shares with `serve` (--model and its siblings, --max-segment-seconds).
 """
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -91,7 +92,7 @@ def main(args) -> int:
     if outputs:
         outputs = recorded_places(args.audio, outputs, out_dir)
     if out_dir and args.format == "json":
-        check_not_inputs(args.audio, [out_dir / "results.json"])
+        check_not_inputs(args.audio, [out_dir / "results.json", out_dir / PARTIAL_JSON])
         if (out_dir / "results.json").is_dir():  # else found only once every input had run, and printed
             raise LLMSRTError(f"--out-dir: {shown(str(out_dir / 'results.json'))} is a folder, so results.json "
                               "cannot be written; move that folder away, or choose another --out-dir")
@@ -244,22 +245,30 @@ def main(args) -> int:
 
 def _print_json(entries: list[dict], out_dir: Path | None, partial: str | None = None) -> bool:
     """Print `entries` as one JSON array, then write them to results.json in `out_dir` (if given) whole or not at
-    all; False, said on stderr, when it cannot be written. `partial`: what they are, when not every input (said on
-    stderr, as the file is the array a whole run writes)."""
+    all; False, said on stderr, when it cannot be written. `partial`: what they are, when not every input: then
+    written to PARTIAL_JSON instead (said on stderr), so an earlier whole run's results.json is kept; a whole run
+    removes an earlier stopped run's PARTIAL_JSON."""
     import sys
 
     text = json.dumps(entries, ensure_ascii=False, indent=2)
     print(text, flush=True)  # first: a results.json that cannot be written must not lose every result
     if out_dir is None:
         return True
+    file = out_dir / (PARTIAL_JSON if partial else "results.json")
     try:
-        _write(out_dir / "results.json", text + "\n")
+        _write(file, text + "\n")
     except LLMSRTError as e:
         print(f"llm-srt translate: {e}", file=sys.stderr)
         return False
     if partial:
-        print(f"llm-srt translate: {shown(str(out_dir / 'results.json'))} holds {partial}", file=sys.stderr)
+        print(f"llm-srt translate: {shown(str(file))} holds {partial}", file=sys.stderr)
+    else:
+        with contextlib.suppress(OSError):  # (not this run's: a stopped run's)
+            (out_dir / PARTIAL_JSON).unlink(missing_ok=True)
     return True
+
+
+PARTIAL_JSON = "results.partial.json"  # --format json --out-dir: the inputs done when Ctrl-C or SIGTERM stopped a run
 
 
 def _check_inputs(args) -> None:

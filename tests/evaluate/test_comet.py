@@ -403,4 +403,5 @@ def test_setup_comet_on_a_read_only_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("LLM_SRT_CACHE", str(tmp_path / "file" / "sub"))  # a cache below a file: NotADirectoryError
     with pytest.raises(LLMSRTError) as e:
         comet.install_env(log=lambda line: None)
-    assert str(e.value).startswith(f"{tmp_path}/file/sub: {tmp_path}/file is a file, not a folder; set LLM_SRT_CACHE")
+    assert str(e.value).startswith(f"{tmp_path}/file/sub: {tmp_path}/file is not a folder (a file, or a broken "
+                                   "link); set LLM_SRT_CACHE")

@@ -42,7 +42,8 @@ def manifest(tmp_path_factory) -> Path:
         write_wav(path, tiny.tone(seconds, 300 + 150 * i, seed=i))
         for tgt, src in (("deu", "eng"), ("eng", "deu"), ("", "eng")):
             rows.append(Row(id=f"{i}-{src}{tgt}", audio=str(path), duration=seconds, src_lang=src,
-                            transcript="a cat\u2028sat" if i == 0 else "a cat sat", tgt_lang=tgt, translation="die Katze" if tgt else "",
+                            transcript="a cat\u2028sat" if i == 0 else "a cat sat", tgt_lang=tgt,
+                            translation="die Katze" if tgt else "",
                             split="test", corpus="t", sentence_id=str(i)))
     write_manifest(root / "test.jsonl", rows)
     return root / "test.jsonl"
@@ -250,7 +251,8 @@ def test_a_group_cut_short_is_run_again_whole_so_every_batch_is_the_uninterrupte
         evaluate(manifest, tmp_path / "r", batch_size=2)
     own = tmp_path / "r" / run.PARTIAL / "c.hyps.rank0.jsonl"
     assert len(journal_rows(tmp_path / "r")) == 4
-    own.write_text("".join(line + "\n" for line in lines(own)[:-1]))  # as if the kill had come while the group's rows were written
+    # as if the kill had come while the group's rows were written
+    own.write_text("".join(line + "\n" for line in lines(own)[:-1]))
     counting.update(batches=0, items=[], stop_at=None)
     evaluate(manifest, tmp_path / "r", batch_size=2)
     assert len(counting["items"]) == N_ROWS  # the cut group again (4 rows), then the 8 never run

@@ -165,6 +165,17 @@ def test_srt_rows_that_would_end_before_their_tags_get_the_pair_written(speech_m
     assert on_end(0, tok("a cat", add_special_tokens=False)["input_ids"]) == pair
     for written in ("a cat<|eng|><|deu|>", "a cat<|eng|>eine"):  # its pair, or text after its tag: left alone
         assert on_end(0, tok(written, add_special_tokens=False)["input_ids"]) is None
+    # any text after its tag, even what cleans to nothing or a tag cut short, and so their extensions (beam search's
+    # EndRule keeps a prefix let end as free; a tag added after such text went unread by the parser, the row
+    # decoding on to its cap for nothing): left alone, where the cap leaves room
+    # (the tiny tokenizer cannot write "</|": the decoded texts are given)
+    roomy = system._srt_tags([MIXED[0]], replace(OPTS, max_new_tokens=256))
+    texts = ["a<|eng|>", "a<|eng|></|de", "a<|eng|></|deu|>", "a<|eng|><|de", "a<|eng|> </|deu|>"]
+    with monkeypatch.context() as patched:
+        patched.setattr(tok, "decode", lambda ids, **kwargs: texts[ids[0]])
+        assert roomy(0, [0]) == tok("<|deu|>", add_special_tokens=False)["input_ids"]
+        for k in range(1, len(texts)):
+            assert roomy(0, [k]) is None, texts[k]
     assert on_end(1, []) == tok("<|deu|><|eng|>", add_special_tokens=False)["input_ids"]
     assert on_end(2, []) is None and on_end(3, []) is None  # ASR, S2TT
     system.run_batch(MIXED[:4], replace(OPTS, force_srt_tags=False))

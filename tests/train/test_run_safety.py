@@ -478,3 +478,13 @@ def test_one_process_writes_no_probe_in_output_dir(tiny_setup, tmp_path, monkeyp
     with pytest.raises(RuntimeError, match="went on"):
         recipe.train(load_config(None, overrides(tiny_setup, tmp_path / "run", max_steps=2)), log=lambda *_: None)
     assert not [p.name for p in (tmp_path / "run").iterdir() if "ranks-" in p.name]
+
+
+def test_a_probe_rank_0_cannot_write_is_one_line_naming_output_dir(tmp_path):
+    """Rank 0's probe of a shared output_dir (a disk full since the writable check) was an OSError's traceback on
+    rank 0 and "rank 0: OSError" on the others."""
+    from llm_srt.errors import LLMSRTError
+
+    with pytest.raises(LLMSRTError, match=r"gone: cannot write to output_dir \(No such file or directory\); free "):
+        shared._write_probe(tmp_path / "gone" / ".ranks-0")
+    assert shared._write_probe(tmp_path / ".ranks-1").read_text() == ".ranks-1"

@@ -697,16 +697,18 @@ def test_a_resume_over_other_rows_that_data_skip_bad_read_is_refused(tiny_setup,
     n = len(resumed.dataset)
     assert n < state["examples"]
     with pytest.raises(LLMSRTError, match=rf"^data.train .*train.jsonl'?: the checkpoint's data position counts "
-                                          rf"{state['examples']} examples, this run reads {n}: data.skip_bad dropped "
-                                          r"other rows than before \(clips missing or changed since: .*; restore "
-                                          r"those clips, or add allow_changes=true to go on so$"):
+                                          rf"{state['examples']} examples, this run reads {n}, and the rest of the "
+                                          r"epoch would train some twice and never reach others: data.skip_bad "
+                                          r"dropped other rows than before \(clips missing or changed since: .*; "
+                                          r"restore those clips, or add allow_changes=true to go on so$"):
         resumed.load_state_dict(state)
     said = []
     resumed.log = said.append
     resumed.load_state_dict(state, allow_changes=True)  # taken as it is, said
     assert (resumed.sampler.epoch, resumed.sampler.batch) == (state["epoch"], state["batch"])
     assert len(said) == 1 and said[0].startswith("warning: data.train ") and said[0].endswith("(allow_changes)")
-    with pytest.raises(LLMSRTError, match=rf"counts {n} examples, this run reads {n} other ones: data.skip_bad"):
+    assert "skip_bad" not in said[0]  # (allow_changes may have changed the manifests: no cause guessed)
+    with pytest.raises(LLMSRTError, match=rf"counts {n} examples, this run reads {n} other ones, .*: data.skip_bad"):
         resumed.load_state_dict({**state, "examples": n})
     # a manifest of other rows without data.skip_bad: a change the resume names itself (allow_changes goes on)
     left = tmp_path / "left.jsonl"

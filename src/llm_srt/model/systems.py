@@ -33,7 +33,7 @@ from ..audio import SAMPLE_RATE, WINDOW_SECONDS
 from ..device import Placement, compute_dtype, is_int8, release
 from ..errors import AudioError, LLMSRTError
 from ..paths import EMBEDDED, resolve_model
-from ..prompts import Task, build, first_part, markup_in, parse_srt, tag, translation_part
+from ..prompts import Task, after_first_tags, build, first_part, markup_in, parse_srt, tag, translation_part
 from .whisper_torch import SuppressTokens, TorchWhisper
 
 if TYPE_CHECKING:
@@ -186,8 +186,11 @@ class SpeechLLMSystem:
 
         def on_end(row: int, ids: list[int]) -> list[int] | None:
             it = items[row]
-            out = parse_srt(tokenizer.decode(ids, skip_special_tokens=True), tags) if it.task is Task.SRT else None
-            if out is None or out.tgt or out.translation:  # not SRT, or its pair (or text after one tag) written
+            text = tokenizer.decode(ids, skip_special_tokens=True) if it.task is Task.SRT else None
+            out = parse_srt(text, tags) if text is not None else None
+            # not SRT, or its pair written, or any text after one tag (raw: a prefix let end stays so for beam
+            # search's EndRule, and tags added after text the parser takes for the translation would go unread)
+            if out is None or out.tgt or (after_first_tags(text) or "").strip():
                 return None
             # no tag, or another language's alone ("Hello<|deu|>" for eng->deu): the pair, right before the translation
             todo = tokenizer(("" if out.src == it.src else tag(it.src, tags)) + tag(it.tgt, tags),

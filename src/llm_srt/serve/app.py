@@ -411,26 +411,32 @@ def bind_sockets(host: str, port: int) -> list[socket.socket]:
     """The sockets uvicorn would open for --host/--port (asyncio's create_server: one for each address the host
     resolves to, SO_REUSEADDR, IPv6 ones IPv6 only), bound before the model loads: a port in use is a one-line
     error now, not uvicorn's once a model has loaded for minutes, and no other server takes the port meanwhile.
-    Bound, not listening: until uvicorn listens (after any --compile warm-up) a client is refused, as before."""
-    sockets: list[socket.socket] = []
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        for family, kind, proto, _, where in dict.fromkeys(infos):
-            sockets.append(sock := socket.socket(family, kind, proto))
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a port the last run left in TIME_WAIT
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind((where[0], port, *where[2:]))
-            port = sock.getsockname()[1]  # --port 0: the port picked, for the host's other addresses too
-            # held: a bound socket that is not listening shares its port with any other that binds with reuse
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 0)  # (Server.startup sets it back)
-    except OSError as e:
-        for sock in sockets:
-            sock.close()
-        hint = ("another program uses it? choose another --port" if e.errno == errno.EADDRINUSE
-                else "check --host and --port")
-        raise LLMSRTError(f"cannot listen on {address(host, port)} ({e.strerror or e}); {hint}") from None
-    return sockets
+    Bound, not listening: until uvicorn listens (after any --compile warm-up) a client is refused, as before.
+    --port 0 on a host of several addresses: the port picked on the first may be taken on another: picked again."""
+    for attempt in range(5 if port == 0 else 1):
+        sockets: list[socket.socket] = []
+        picked = port
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+            for family, kind, proto, _, where in dict.fromkeys(infos):
+                sockets.append(sock := socket.socket(family, kind, proto))
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a port the last run left in TIME_WAIT
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind((where[0], picked, *where[2:]))
+                picked = sock.getsockname()[1]  # --port 0: the port picked, for the host's other addresses too
+                # held: a bound socket that is not listening shares its port with any other that binds with reuse
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 0)  # (Server.startup sets it back)
+            return sockets
+        except OSError as e:
+            for sock in sockets:
+                sock.close()
+            if port == 0 and e.errno == errno.EADDRINUSE and attempt < 4:
+                continue
+            hint = ("another program uses it? choose another --port" if e.errno == errno.EADDRINUSE
+                    else "check --host and --port")
+            raise LLMSRTError(f"cannot listen on {address(host, picked)} ({e.strerror or e}); {hint}") from None
+    raise AssertionError("unreachable")  # (the last attempt returns or raises)
 
 
 def options_from_args(args) -> ServeOptions:

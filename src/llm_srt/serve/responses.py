@@ -91,11 +91,11 @@ def render_verbose(r: TranslationResult, endpoint: Endpoint, mode: str, width: i
         "task": endpoint.openai_task, "mode": r.task, "language": openai_language(language),
         "source_language": openai_language(r.src), "target_language": r.tgt,
         "duration": round(r.duration, 3), "text": _text(r, endpoint), "transcript": r.transcript,
-        "translation": r.translation, "forced_tags": r.forced_tags, "capped": r.capped, "no_speech": r.no_speech, "error": r.error,
-        "warning": warning,
+        "translation": r.translation, "forced_tags": r.forced_tags, "capped": r.capped, "no_speech": r.no_speech,
+        "error": r.error, "warning": warning,
         "segments": [{"id": i, "start": s.start, "end": s.end, "text": getattr(s, endpoint.text),
-                      "transcript": s.transcript, "translation": s.translation, "forced_tags": s.forced_tags, "capped": s.capped,
-                      "error": s.error} for i, s in enumerate(r.segments)],
+                      "transcript": s.transcript, "translation": s.translation, "forced_tags": s.forced_tags,
+                      "capped": s.capped, "error": s.error} for i, s in enumerate(r.segments)],
     })
 
 

@@ -393,11 +393,12 @@ class TrainingData:
         if self.cfg.skip_bad and "ids" in state and {k: state[k] for k in self._read} != self._read:
             saved, n = state["examples"], self._read["examples"]
             said = (f"data.train {short(self.cfg.train)}: the checkpoint's data position counts {saved:,} examples, "
-                    f"this run reads {n:,}{' other ones' if saved == n else ''}: data.skip_bad dropped other rows "
-                    "than before (clips missing or changed since: see the warnings above), and the rest of the epoch "
-                    "would train some twice and never reach others")
-            if not allow_changes:
-                raise LLMSRTError(f"{said}; restore those clips, or add allow_changes=true to go on so")
+                    f"this run reads {n:,}{' other ones' if saved == n else ''}, and the rest of the epoch would train "
+                    "some twice and never reach others")
+            if not allow_changes:  # (the resume refused other manifests or task mixes before: data.skip_bad's doing)
+                raise LLMSRTError(f"{said}: data.skip_bad dropped other rows than before (clips missing or changed "
+                                  "since: see the warnings above); restore those clips, or add allow_changes=true to "
+                                  "go on so")
             self.log(f"warning: {said} (allow_changes)")
         skipped = self.sampler.load_state_dict(state)
         self._position = (self.sampler.epoch, self.sampler.batch)

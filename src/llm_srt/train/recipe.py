@@ -274,9 +274,11 @@ class Recipe:
                                     ctc_head=cfg.ctc.active)
         if m.init_from:
             init = Path(m.init_from)
-            missing = torch.tensor([0 if (init / "config.json").is_file() else self.d.rank + 1])
-            if all_max(missing, self.d).item():  # every rank stops: one going on would wait at the next collective
-                on = f" on rank {int(missing.item()) - 1}" if self.d.world > 1 else ""
+            absent = (init / "config.json").is_file() is False
+            missing = all_max(torch.tensor([self.d.rank + 1 if absent else 0]), self.d).item()
+            if missing:  # every rank stops: one going on would wait at the next collective
+                few = all_sum(torch.tensor([float(absent)]), self.d).item() < self.d.world  # not on every rank
+                on = f" on rank {int(missing) - 1}" if few else ""
                 raise LLMSRTError(f"model.init_from: {init} is not a model folder (no config.json){on}; train the "
                                   "previous stage first or fix the path (one that every rank reads)")
             # the encoder / LLM paths come from this config, not the folder's config.json (it may come from

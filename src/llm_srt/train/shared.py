@@ -38,7 +38,7 @@ def shared_output(d: Dist, out: Path) -> None:
         return
     mine = out / f".ranks-{secrets.token_hex(8)}"  # rank 0's is the one every rank looks for
     try:
-        probe = from_rank0(d, lambda: mine.write_text(mine.name) and mine)
+        probe = from_rank0(d, lambda: _write_probe(mine))
         seen, end = False, time.monotonic() + PROBE_WAIT_S
         while True:
             with contextlib.suppress(OSError, ValueError):
@@ -55,3 +55,12 @@ def shared_output(d: Dist, out: Path) -> None:
         if d.main:
             with contextlib.suppress(OSError):  # a probe that cannot be removed stops nothing
                 mine.unlink()
+
+
+def _write_probe(probe: Path) -> Path:
+    try:
+        probe.write_text(probe.name)
+    except OSError as e:  # (output_dir was found writable a moment before: a disk just full, a quota)
+        raise LLMSRTError(f"{probe.parent}: cannot write to output_dir ({e.strerror or e}); free space there or "
+                          "choose another output_dir") from None
+    return probe
