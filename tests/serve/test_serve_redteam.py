@@ -446,6 +446,7 @@ def test_bad_options_stop_before_the_model_loads(argv, option, monkeypatch):
     with pytest.raises(LLMSRTError) as e:
         serve_app.main(args)
     assert option in str(e.value) and "\n" not in str(e.value), str(e.value)
+    assert not str(e.value).startswith("serve:")  # the CLI adds "llm-srt serve: error: " (it read "... serve: serve:")
 
 
 def test_a_queue_cap_below_the_audio_cap_is_refused_at_start():
@@ -462,6 +463,6 @@ def test_a_queue_cap_below_the_audio_cap_is_refused_at_start():
     assert options("--max-queued-seconds", "60", "--max-audio-seconds", "60").batch.max_queued_seconds == 60
     with pytest.raises(LLMSRTError) as e:
         options("--max-queued-seconds", "60", "--max-audio-seconds", "120.5")
-    assert str(e.value) == ("serve: --max-queued-seconds 60 is below --max-audio-seconds 120.5, so an upload that "
+    assert str(e.value) == ("--max-queued-seconds 60 is below --max-audio-seconds 120.5, so an upload that "
                             "long could never be queued; raise --max-queued-seconds to at least 120.5 or lower "
                             "--max-audio-seconds")

@@ -83,7 +83,7 @@ class ServeOptions:
 
     def __post_init__(self):
         if not isinstance(self.model_name, str) or not self.model_name.strip():
-            raise LLMSRTError(f"serve: --name must be a non-empty model id (got {self.model_name!r})")
+            raise LLMSRTError(f"--name must be a non-empty model id (got {self.model_name!r})")
         check_number("--max-upload-mb", self.max_upload_mb, 1e-6, 1e6)
         check_number("--max-audio-seconds", self.max_audio_seconds, 0.01, 24 * 3600)
         check_number("--max-decodes", self.max_decodes, 1, 1024, integer=True)
@@ -400,7 +400,7 @@ def check_bind(host: str, port: int) -> None:
     check_number("--port", port, 0, 65535, integer=True)
     parsed = split_host(host) if host and ":" not in host else None
     if not (is_ip(host) or parsed is not None and parsed[1] is None):
-        raise LLMSRTError(f"serve: --host {host!r} is not an address or host name (e.g. 127.0.0.1, 0.0.0.0, ::1)")
+        raise LLMSRTError(f"--host {host!r} is not an address or host name (e.g. 127.0.0.1, 0.0.0.0, ::1)")
 
 
 def address(host: str, port: int) -> str:
@@ -455,7 +455,7 @@ def options_from_args(args) -> ServeOptions:
                            line_width=args.line_width)
     queued, longest = options.batch.max_queued_seconds, options.max_audio_seconds
     if queued < longest:  # an upload between the two could never be queued (it was a 503 whenever any audio waited)
-        raise LLMSRTError(f"serve: --max-queued-seconds {queued:g} is below --max-audio-seconds {longest:g}, so "
+        raise LLMSRTError(f"--max-queued-seconds {queued:g} is below --max-audio-seconds {longest:g}, so "
                           f"an upload that long could never be queued; raise --max-queued-seconds to at least "
                           f"{longest:g} or lower --max-audio-seconds")
     return options

@@ -52,7 +52,7 @@ class BatchOptions:
               and math.isfinite(self.max_wait_ms) and 0 <= self.max_wait_ms <= 60_000
               and isinstance(self.max_queued_seconds, (int, float)) and self.max_queued_seconds > 0)
         if not ok:
-            raise LLMSRTError(f"serve: need max_batch (--max-batch) >= 1, max_wait_ms (--max-wait-ms) in 0..60000, "
+            raise LLMSRTError(f"need max_batch (--max-batch) >= 1, max_wait_ms (--max-wait-ms) in 0..60000, "
                               f"max_queue >= 1 and max_queued_seconds (--max-queued-seconds) > 0 (got "
                               f"{self.max_batch}, {self.max_wait_ms}, {self.max_queue}, {self.max_queued_seconds})")
 

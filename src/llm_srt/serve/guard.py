@@ -90,7 +90,7 @@ def check_number(option: str, value: float, low: float, high: float = math.inf, 
     ok = ok and low <= value <= high and (not integer or float(value).is_integer())
     if not ok:
         span = f">= {low:g}" if high == math.inf else f"in {low:g}..{high:g}"
-        raise LLMSRTError(f"serve: {option} must be a finite {'integer' if integer else 'number'} {span} "
+        raise LLMSRTError(f"{option} must be a finite {'integer' if integer else 'number'} {span} "
                           f"(got {value!r})")
 
 
@@ -187,7 +187,7 @@ def check_allowed_host(value: str) -> str:
     """`--allow-host` values: a host name or IP, '*', or '.domain' / '*.domain'."""
     bare = value[2:] if value.startswith("*.") else value[1:] if value.startswith(".") else value
     if value != "*" and (split_host(bare) is None or split_host(bare)[1] is not None or "*" in bare):
-        raise LLMSRTError(f"serve: --allow-host {value!r} is not a host name (e.g. translate.example.org, "
+        raise LLMSRTError(f"--allow-host {value!r} is not a host name (e.g. translate.example.org, "
                           "'.example.org' for a domain, '*' for any)")
     return value.lower()
 
@@ -199,7 +199,7 @@ def check_allowed_origin(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in DEFAULT_PORTS or not parts.hostname or parts.path or parts.query or parts.fragment \
             or parts.username or parts.password:
-        raise LLMSRTError(f"serve: --allow-origin {value!r} is not an origin; give scheme://host[:port], e.g. "
+        raise LLMSRTError(f"--allow-origin {value!r} is not an origin; give scheme://host[:port], e.g. "
                           "https://app.example.org, or '*'")
     return value.rstrip("/").lower()
 
