@@ -115,20 +115,28 @@ def test_a_killed_evaluation_goes_on_from_the_rows_it_decoded(counting, manifest
     assert not (tmp_path / "r" / run.PARTIAL).exists()
 
 
+def _a_killed_run_whose_journal_lacks(field: str, counting, manifest, out) -> tuple[list[str], list[str]]:
+    """An evaluation into `out` killed after 6 items, its journal's rows then written again without the result's
+    `field` (as a version before that field wrote them); the counter reset for the run that goes on. Returns the
+    rows as written and as rewritten."""
+    counting.update(batches=0, items=[], stop_at=6)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(manifest, out)
+    [journal_file] = (out / run.PARTIAL).glob("c.hyps.rank*.jsonl")
+    head, *kept = lines(journal_file)
+    old = [json.dumps({**k, "result": {f: v for f, v in k["result"].items() if f != field}}, ensure_ascii=False)
+           for k in map(json.loads, kept)]
+    journal_file.write_text("\n".join([head, *old]) + "\n")
+    counting.update(batches=0, items=[], stop_at=None)
+    return kept, old
+
+
 def test_rows_kept_by_a_journal_without_sentence_ids_get_their_rows_sentence(counting, manifest, tmp_path):
     """A journal written before results recorded the manifest's sentence id (the paired tests' unit) goes on
     into the report an uninterrupted run writes: each kept row gets its row's sentence id back."""
     evaluate(manifest, tmp_path / "whole")
-    counting.update(batches=0, items=[], stop_at=6)
-    with pytest.raises(KeyboardInterrupt):
-        evaluate(manifest, tmp_path / "r")
-    [journal_file] = (tmp_path / "r" / run.PARTIAL).glob("c.hyps.rank*.jsonl")
-    head, *kept = lines(journal_file)
-    old = [json.dumps({**k, "result": {f: v for f, v in k["result"].items() if f != "sentence"}}, ensure_ascii=False)
-           for k in map(json.loads, kept)]
+    kept, old = _a_killed_run_whose_journal_lacks("sentence", counting, manifest, tmp_path / "r")
     assert all('"sentence"' not in line for line in old) and '"sentence"' in kept[0]
-    journal_file.write_text("\n".join([head, *old]) + "\n")
-    counting.update(batches=0, items=[], stop_at=None)
     evaluate(manifest, tmp_path / "r")
     assert len(counting["items"]) == N_ROWS - 5
     assert (tmp_path / "r" / "hyps.c.jsonl").read_text() == (tmp_path / "whole" / "hyps.c.jsonl").read_text()
@@ -152,15 +160,7 @@ def test_rows_cut_at_their_token_cap_stay_counted_through_a_kill(counting, manif
     evaluate(manifest, tmp_path / "r")
     for name in ("hyps.c.jsonl", "results.json", "report.md"):
         assert (tmp_path / "r" / name).read_text() == (tmp_path / "whole" / name).read_text(), name
-    counting.update(batches=0, items=[], stop_at=6)
-    with pytest.raises(KeyboardInterrupt):
-        evaluate(manifest, tmp_path / "old")
-    [journal_file] = (tmp_path / "old" / run.PARTIAL).glob("c.hyps.rank*.jsonl")
-    head, *kept = lines(journal_file)
-    old = [json.dumps({**k, "result": {f: v for f, v in k["result"].items() if f != "capped"}}, ensure_ascii=False)
-           for k in map(json.loads, kept)]
-    journal_file.write_text("\n".join([head, *old]) + "\n")
-    counting.update(batches=0, items=[], stop_at=None)
+    _a_killed_run_whose_journal_lacks("capped", counting, manifest, tmp_path / "old")
     evaluate(manifest, tmp_path / "old")
     assert len(counting["items"]) == N_ROWS - 5  # the old lines were kept, not decoded again
     assert json.loads((tmp_path / "old" / "results.json").read_text())["systems"]["c"]["n_capped"] == N_CLIPS - 2

@@ -517,6 +517,18 @@ async def calls_made(system: Timed, n: int) -> None:
     raise AssertionError(f"{len(system.calls)} model calls, not {n}")
 
 
+async def long_then_short(b: Batcher, system: Timed):
+    """An 8-segment talk submitted, then, once the model has made its first call, a 1 s clip; the batcher stopped at
+    the end. Returns (the clip's result, whether the talk was still running when the clip was answered, the talk's)."""
+    long = asyncio.ensure_future(b.submit(talk(8), "eng", "deu", Task.SRT))
+    await calls_made(system, 1)
+    short = await asyncio.wait_for(b.submit(talk(1, 1.0), "eng", "deu", Task.SRT), 5)
+    running = not long.done()
+    long = await long
+    await b.stop()
+    return short, running, long
+
+
 def test_a_short_request_runs_between_the_model_calls_of_a_long_batch():
     """A review timed a 1 s clip at 26 s behind three 590 s uploads: a batch was one translate() call, and a request
     arriving meanwhile waited for all of it. Now the model thread runs the waiting shorter requests between two
@@ -527,12 +539,7 @@ def test_a_short_request_runs_between_the_model_calls_of_a_long_batch():
     async def main():
         system = Timed()
         b = await started(SpeechTranslator(system), max_batch=2, max_wait_ms=0)
-        long = asyncio.ensure_future(b.submit(talk(8), "eng", "deu", Task.SRT))
-        await calls_made(system, 1)
-        short = await asyncio.wait_for(b.submit(talk(1, 1.0), "eng", "deu", Task.SRT), 5)
-        running = not long.done()
-        long = await long
-        await b.stop()
+        short, running, long = await long_then_short(b, system)
         return system.calls, short, running, long, b.stats.to_dict()
 
     calls, short, running, long, stats = run(main())
@@ -565,13 +572,7 @@ def test_a_batcher_started_again_after_stop_still_runs_short_requests_between_mo
 
     async def again():
         await b.start()
-        long = asyncio.ensure_future(b.submit(talk(8), "eng", "deu", Task.SRT))
-        await calls_made(system, 1)
-        short = await asyncio.wait_for(b.submit(talk(1, 1.0), "eng", "deu", Task.SRT), 5)
-        running = not long.done()
-        long = await long
-        await b.stop()
-        return short, running, long
+        return await long_then_short(b, system)
 
     run(first())
     short, running, long = run(again())
