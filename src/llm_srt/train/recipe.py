@@ -36,7 +36,7 @@ from .parallel import (Parallel, all_max, all_sum, barrier, init_distributed, ll
 from .preflight import check_before_start, lora_note, skips_trained, use_bf16
 from .rng import _gather_rng, _restore_rng, seed_own_stream
 from .schedule import _apply_optim_settings, _follow_schedule, lr_lambda, schedule_note
-from .shared import shared_checkpoint, shared_output
+from .shared import failing_rank, shared_checkpoint, shared_output
 
 
 def train(cfg: TrainConfig, log=print) -> Path:
@@ -274,11 +274,10 @@ class Recipe:
                                     ctc_head=cfg.ctc.active)
         if m.init_from:
             init = Path(m.init_from)
-            absent = (init / "config.json").is_file() is False
-            missing = all_max(torch.tensor([self.d.rank + 1 if absent else 0]), self.d).item()
-            if missing:  # every rank stops: one going on would wait at the next collective
+            absent = not (init / "config.json").is_file()
+            if (rank := failing_rank(absent, self.d)) is not None:  # every rank stops, the same way
                 few = all_sum(torch.tensor([float(absent)]), self.d).item() < self.d.world  # not on every rank
-                on = f" on rank {int(missing) - 1}" if few else ""
+                on = f" on rank {rank}" if few else ""
                 raise LLMSRTError(f"model.init_from: {init} is not a model folder (no config.json){on}; train the "
                                   "previous stage first or fix the path (one that every rank reads)")
             # the encoder / LLM paths come from this config, not the folder's config.json (it may come from

@@ -15,16 +15,22 @@ from .data import from_rank0
 from .parallel import Dist, all_max
 
 
+def failing_rank(failed: bool, d: Dist) -> int | None:
+    """The highest rank on which `failed` holds, the same on every rank (None: on none), so every rank raises the
+    same line and none goes on to wait at a collective for one that stopped."""
+    worst = int(all_max(torch.tensor([d.rank + 1 if failed else 0]), d).item())
+    return worst - 1 if worst else None
+
+
 def shared_checkpoint(d: Dist, found: checkpoint.CheckpointInfo | None) -> None:
     """Every rank can read the checkpoint rank 0 resumes from (its trainer state: this rank's RNG, the optimizer);
     else every rank stops with one line (no rank waits at a collective for another that cannot resume)."""
     if d.world == 1 or found is None:
         return
-    missing = torch.tensor([0 if (Path(found.path) / checkpoint.STATE_DIR).is_dir() else d.rank + 1])
-    if all_max(missing, d).item():
-        raise LLMSRTError(f"rank {int(missing.item()) - 1} cannot read {found.path}, the checkpoint rank 0 resumes "
-                          "from: output_dir must be one folder that every rank reads (on several nodes, a shared "
-                          "filesystem), or start in a new output_dir")
+    if (rank := failing_rank(not (Path(found.path) / checkpoint.STATE_DIR).is_dir(), d)) is not None:
+        raise LLMSRTError(f"rank {rank} cannot read {found.path}, the checkpoint rank 0 resumes from: output_dir "
+                          "must be one folder that every rank reads (on several nodes, a shared filesystem), or start "
+                          "in a new output_dir")
 
 
 PROBE_WAIT_S = 5.0  # how long a rank looks for rank 0's probe file in output_dir (a network file system may lag)
@@ -46,11 +52,10 @@ def shared_output(d: Dist, out: Path) -> None:
             if seen or time.monotonic() > end:
                 break
             time.sleep(0.25)
-        missing = torch.tensor([0 if seen else d.rank + 1])
-        if all_max(missing, d).item():  # once it returns, every rank has looked
-            raise LLMSRTError(f"rank {int(missing.item()) - 1} cannot see {probe} that rank 0 wrote: output_dir must "
-                              "be one folder every rank reads and writes (on several nodes, a shared file system); "
-                              "choose such a folder")
+        if (rank := failing_rank(not seen, d)) is not None:  # once it returns, every rank has looked
+            raise LLMSRTError(f"rank {rank} cannot see {probe} that rank 0 wrote: output_dir must be one folder "
+                              "every rank reads and writes (on several nodes, a shared file system); choose such a "
+                              "folder")
     finally:
         if d.main:
             with contextlib.suppress(OSError):  # a probe that cannot be removed stops nothing
