@@ -434,6 +434,10 @@ def test_a_run_killed_before_its_first_checkpoint_starts_again_with_clean_logs_a
         (out / name / "adapter.safetensors").write_bytes(b"x" * 64)
     running = out / f"final.tmp-{os.getppid()}"  # a write in progress (a live process): not ours to remove
     running.mkdir()
+    # a restart is another process, seconds later: TensorBoard names event files by the second, then a per-process
+    # counter (unpadded: ...9 sorts after ...10), and reads them in name order, so two runs of one process within a
+    # second could read the killed run's events after the new run's purge (a flaky [1, 2, 3] under pytest-xdist)
+    time.sleep(1.0 - time.time() % 1.0)
     recipe.train(_config(tiny_setup, out, 2, save_every=100), log=lambda *_: None)
     steps = [r["step"] for r in map(json.loads, (out / "train_log.jsonl").read_text().splitlines()) if "loss" in r]
     assert steps == [1, 2]
