@@ -8,6 +8,7 @@ import textwrap
 import pytest
 
 from llm_srt import cli
+from llm_srt.errors import LLMSRTError
 
 
 def test_verb_table_matches_parser():
@@ -308,3 +309,35 @@ def test_serve_port_0_on_a_host_of_two_addresses_is_picked_again_where_the_secon
     finally:
         for s in sockets:
             s.close()
+
+
+def test_serve_port_0_gives_up_in_one_line_after_five_picks_all_taken_on_the_second_address(monkeypatch):
+    import errno
+    import socket
+    import types
+
+    from llm_srt.serve import app
+
+    binds, opened = [], []
+
+    class Taken:  # every bind on the second address fails
+        def __init__(self, *args):
+            self.sock = socket.socket(*args)
+            opened.append(self.sock)
+
+        def bind(self, where):
+            binds.append(where)
+            if len(binds) % 2 == 0:
+                raise OSError(errno.EADDRINUSE, "Address already in use")
+            self.sock.bind(where)
+
+        def __getattr__(self, name):
+            return getattr(self.sock, name)
+
+    infos = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, 0)) for a in ("127.0.0.1", "127.0.0.2")]
+    shim = types.SimpleNamespace(**{k: getattr(socket, k) for k in dir(socket) if k.isupper()},
+                                 getaddrinfo=lambda *a, **k: infos, socket=Taken)
+    monkeypatch.setattr(app, "socket", shim)
+    with pytest.raises(LLMSRTError, match=r"cannot listen on localhost:\d+ .*choose another --port"):
+        app.bind_sockets("localhost", 0)
+    assert len(binds) == 10 and all(s.fileno() == -1 for s in opened)  # five picks, every socket closed

@@ -413,7 +413,9 @@ def bind_sockets(host: str, port: int) -> list[socket.socket]:
     error now, not uvicorn's once a model has loaded for minutes, and no other server takes the port meanwhile.
     Bound, not listening: until uvicorn listens (after any --compile warm-up) a client is refused, as before.
     --port 0 on a host of several addresses: the port picked on the first may be taken on another: picked again."""
-    for attempt in range(5 if port == 0 else 1):
+    attempts = 0
+    while True:
+        attempts += 1
         sockets: list[socket.socket] = []
         picked = port
         try:
@@ -431,12 +433,11 @@ def bind_sockets(host: str, port: int) -> list[socket.socket]:
         except OSError as e:
             for sock in sockets:
                 sock.close()
-            if port == 0 and e.errno == errno.EADDRINUSE and attempt < 4:
+            if port == 0 and e.errno == errno.EADDRINUSE and attempts < 5:
                 continue
             hint = ("another program uses it? choose another --port" if e.errno == errno.EADDRINUSE
                     else "check --host and --port")
             raise LLMSRTError(f"cannot listen on {address(host, picked)} ({e.strerror or e}); {hint}") from None
-    raise AssertionError("unreachable")  # (the last attempt returns or raises)
 
 
 def options_from_args(args) -> ServeOptions:
