@@ -147,6 +147,71 @@ def test_asr_then_smt_is_capped_where_either_pass_was():
     assert [o.capped for o in system._asr_then_smt(items, OPTS)] == [True, True, False]
 
 
+@pytest.mark.parametrize("beams", [1, 2])
+def test_whisper_outputs_say_which_rows_were_cut_at_their_token_cap(ending_whisper, beams):
+    """The whisper system marks a clip `capped` where its transcript or its translation into English filled its cap
+    without an end token. Greedy decoding is the same to any cap, so a row of n tokens before its end is cut at caps
+    up to n and ends within n + 1; beam search (HF generate, stopped at each row's cap) keeps its end token too
+    (a row that ends shorter than its cap is not cut)."""
+    system = load_system("whisper", CPU, whisper=str(ending_whisper))
+    opts = DecodingOptions(max_new_tokens=10, beam_size=beams)
+    eos = system.whisper.generation.eos
+    langs = ["eng", "deu", "eng", "fra"]
+    lengths = {task: [len(until_eos(r, eos)) for r in system.decode_ids(CLIPS, langs, task, opts)]
+               for task in ("transcribe", "translate")}
+    assert max(lengths["transcribe"]) < 10 and max(lengths["translate"]) < 10  # every row ends within 10
+    seen = set()
+    for cut_at in (0, 1, 2, 3):  # rows cut at their own length (the end token one past the cap), the others not
+        caps = [n if k % 4 == cut_at % 4 or k == cut_at - 1 else n + 1 for k, n in enumerate(lengths["transcribe"])]
+        items = [Item(clip, lang, None, Task.ASR, max_new_tokens=c) for clip, lang, c in zip(CLIPS, langs, caps)]
+        out = system.run_batch(items, opts)
+        if beams == 1:
+            expected = [c <= n for c, n in zip(caps, lengths["transcribe"])]
+        else:  # beam search's hypotheses depend on their cap: its rows decoded to the same caps, their end kept
+            rows = system.decode_ids(CLIPS, langs, "transcribe", opts, caps)
+            expected = [len(until_eos(r, eos)) >= c for r, c in zip(rows, caps)]
+        assert [o.capped for o in out] == expected, (beams, cut_at)
+        seen.update(expected)
+    assert seen == {True, False}  # rows cut and rows ended
+    # deu -> eng: its translation is decoded too: cut where either is (its transcript is in the output); greedy
+    n, m = lengths["transcribe"][1], lengths["translate"][1]
+    for c, want in ((min(n, m), True), (max(n, m) + 1, False)) if beams == 1 else ():
+        [o] = system.run_batch([Item(CLIPS[1], "deu", "eng", Task.S2TT, max_new_tokens=c)], opts)
+        assert o.capped is want and o.error is None, (c, n, m)
+
+
+@pytest.mark.parametrize("beam", [1, 2])
+def test_text_mt_and_the_cascade_say_which_rows_were_cut_at_their_token_cap(folders, beam):
+    """Text MT marks a row `capped` where it filled its cap (or twice its text's length + 16) before an end token
+    (or, greedy, its first line's end: embedded in test_text_mt_stops_at_a_line_break_with_the_same_first_line);
+    the cascade where its transcript or its translation was cut. Every generation's 4th token is made the end."""
+    from llm_srt.model.decoding import eos_ids
+    from llm_srt.model.llm import causal_lm
+
+    cascade = load_system("cascade", CPU, whisper=str(folders["whisper"]), llm=str(folders["llm"]))
+    mt = cascade.mt
+    end, start = eos_ids(mt.model, mt.tokenizer)[0], [0]
+
+    def steer(module, args, kwargs, out):  # the prompt's pass (its first token), then one pass per token
+        start[0] = 0 if kwargs["input_ids"].shape[1] > 1 else start[0] + 1
+        if start[0] == 3:
+            out.logits[:, -1, end] = out.logits.max() + 100
+    hook = causal_lm(mt.model).register_forward_hook(steer, with_kwargs=True)
+    opts = replace(OPTS, beam_size=beam)
+    try:
+        out = mt.run_batch([Item(None, "fra", "eng", Task.MT, "le chat", max_new_tokens=c) for c in (2, 3, 4, 8)],
+                           opts)
+        assert [o.capped for o in out] == [True, True, False, False] and all(o.translation for o in out)
+        heard_cut = set()
+        heard = cascade.asr.decode(CLIPS[:2], ["eng", "deu"], "transcribe", OPTS, capped=heard_cut)
+        assert heard_cut == {0, 1} and all(heard)  # the tiny Whisper writes to its cap, 8
+        out = cascade.run_batch([Item(CLIPS[0], "eng", "deu", Task.S2TT), Item(None, "fra", "eng", Task.MT,
+                                                                               "le chat")], opts)
+        assert [o.capped for o in out] == [True, False]  # the first's transcript was cut; the second ended
+    finally:
+        hook.remove()
+
+
 def test_srt_rows_that_would_end_before_their_tags_get_the_pair_written(speech_model, monkeypatch):
     """force_srt_tags: the system asks greedy decoding (n-gram blocking or not) to write an SRT row's tag pair when
     the row ends without a language tag; rows that wrote a tag, other tasks and --no-force-srt-tags are left alone."""
@@ -264,7 +329,7 @@ def test_whisper_system(folders):
     assert mixed[0].translation == "" and mixed[2].translation == mixed[2].transcript  # tgt == src: the transcript
     [heard] = system.decode([CLIPS[1]], ["deu"], "transcribe", OPTS)
     [to_eng] = system.decode([CLIPS[1]], ["deu"], "translate", OPTS)
-    assert mixed[1] == Output(heard, to_eng)
+    assert mixed[1] == Output(heard, to_eng, capped=True)  # the tiny Whisper writes to its cap, 8
     # SRT into a target it cannot translate into: its transcript all the same (evaluate scores it by WER; before,
     # an English clip's rows into 12 other targets all failed and its WER read 100), the translation an error
     [heard] = system.decode([CLIPS[3]], ["deu"], "transcribe", OPTS)
@@ -309,7 +374,7 @@ def test_the_whisper_system_and_language_id_share_one_whisper_and_src_into_src_i
     assert systems._torch_whisper.cache_info().currsize == 1
     [same] = system.run_batch([Item(CLIPS[1], "deu", "deu", Task.SRT)], OPTS)
     [heard] = system.decode([CLIPS[1]], ["deu"], "transcribe", OPTS)
-    assert same == Output(heard, heard)
+    assert same == Output(heard, heard, capped=True)  # the tiny Whisper writes to its cap
     systems.release_models(CPU.device)
 
 
@@ -876,6 +941,7 @@ def test_text_mt_stops_at_a_line_break_with_the_same_first_line(embedded):
     """Greedy text MT stops each row at its first line break after text: the answer (the first line that is not
     blank) is the one a generation to the cap gives, with a line break made the first token, and made likely
     throughout (embedded Gemma: the tiny tokenizer has no line-break token)."""
+    from llm_srt.model.decoding import eos_ids
     from llm_srt.model.systems import MT_TEMPLATE
 
     mt = load_system("mt", CPU)
@@ -891,11 +957,16 @@ def test_text_mt_stops_at_a_line_break_with_the_same_first_line(embedded):
                      for x, s, t in zip(*args)], return_tensors="pt", padding=True, padding_side="left")
         caps = [min(OPTS.max_new_tokens, 2 * len(tok(x)["input_ids"]) + 16) for x in args[0]]
         ids = mt.model.generate(**batch, do_sample=False, max_new_tokens=max(caps), pad_token_id=tok.pad_token_id)
-        new = ids[:, batch["input_ids"].shape[1]:].tolist()
-        return [a.strip().split("\n")[0].strip()
-                for a in tok.batch_decode([r[:c] for r, c in zip(new, caps)], skip_special_tokens=True)]
+        new = [r[:c] for r, c in zip(ids[:, batch["input_ids"].shape[1]:].tolist(), caps)]
+        answers = tok.batch_decode(new, skip_special_tokens=True)
+        rows[:] = new
+        # cut at its cap: a row that wrote no end token and no line break after text within it
+        unended.clear()
+        unended.update(i for i, (r, a) in enumerate(zip(new, answers)) if not set(r) & ends and "\n" not in a.lstrip())
+        return [a.strip().split("\n")[0].strip() for a in answers]
 
-    assert mt.translate(*args, OPTS) == first_lines_without_stops()
+    ends, unended, cut, rows = set(eos_ids(mt.model, tok)), set(), set(), []
+    assert mt.translate(*args, OPTS, capped=cut) == first_lines_without_stops() and cut == unended
     head = mt.model.get_output_embeddings()
 
     passes = []
@@ -906,15 +977,25 @@ def test_text_mt_stops_at_a_line_break_with_the_same_first_line(embedded):
         passes.append(1)
     hook = head.register_forward_hook(newline_first)
     try:
-        answers = mt.translate(*args, OPTS)
+        cut.clear()
+        answers = mt.translate(*args, OPTS, capped=cut)
         passes.clear()
         expected = first_lines_without_stops()
     finally:
         hook.remove()
-    assert all(answers) and answers == expected  # a leading line break ends no answer
+    assert all(answers) and answers == expected and cut == unended  # a leading line break ends no answer
     with torch.no_grad():  # the line break becomes likely: rows end early, and the answer is still the same
         head.weight[newline] = head.weight[newline] * 0 + head.weight.abs().max() * 0.2
-    assert mt.translate(*args, OPTS) == first_lines_without_stops()
+    cut.clear()
+    assert mt.translate(*args, OPTS, capped=cut) == first_lines_without_stops() and cut == unended
+    # each row's tokens to its end (its end token or the line break after text): a row given exactly those is
+    # not cut, one given a token fewer is
+    ended = [next((k for k in range(1, len(r) + 1) if set(r[:k]) & ends
+                   or "\n" in tok.decode(r[:k], skip_special_tokens=True).lstrip()), None) for r in rows]
+    assert None not in ended and max(ended) > 1, ended
+    cut.clear()
+    mt.translate(*args, OPTS, caps=[n - (k == 0) for k, n in enumerate(ended)], capped=cut)
+    assert cut == {0}
 
 
 def test_a_speech_llms_one_part_output_ends_at_its_next_language_tag():

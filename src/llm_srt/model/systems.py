@@ -64,7 +64,7 @@ class Output:
     translation: str = ""
     error: str | None = None
     forced_tags: bool = False  # SRT: language tags were written for it (the model would have ended without its pair)
-    capped: bool = False  # its output reached its token cap without an end token: cut there (speech LLMs set it)
+    capped: bool = False  # its output reached its token cap without an end token: cut there (every system sets it)
 
 
 class System(Protocol):
@@ -350,10 +350,17 @@ class WhisperSystem:
         return ids + ([g.no_timestamps] if g.no_timestamps is not None else [])
 
     def decode(self, audios: list[np.ndarray], langs: list[str], whisper_task: str, options: DecodingOptions,
-               caps: list[int] | None = None) -> list[str]:
+               caps: list[int] | None = None, capped: set[int] | None = None) -> list[str]:
         """Clips -> texts with Whisper's `whisper_task` ("transcribe" / "translate") in each clip's language;
-        `caps`: each clip's own token cap (default: the options'). Any mix of languages decodes as one batch."""
+        `caps`: each clip's own token cap (default: the options'). Any mix of languages decodes as one batch.
+        `capped`: gets the index of each clip whose tokens filled its cap (or the decoder's context) without an end
+        token, its text cut there."""
         rows = self.decode_ids(audios, langs, whisper_task, options, caps)
+        if capped is not None and rows:  # a row that ended is shorter than its cap or holds the end token (HF's
+            #   Whisper generate drops a row's last end token, and pads with it where pad is end, as in Whisper's)
+            room = self.whisper.dims.n_text_ctx - len(self.prompt(langs[0], whisper_task))
+            capped.update(i for i, (row, c) in enumerate(zip(rows, caps or [options.max_new_tokens] * len(rows)))
+                          if len(row) >= min(c, room) and self.whisper.generation.eos not in row)
         return [text.strip() for text in self.whisper.decode_text(rows)]
 
     def decode_ids(self, audios: list[np.ndarray], langs: list[str], whisper_task: str, options: DecodingOptions,
@@ -432,20 +439,26 @@ class WhisperSystem:
         if speech:
             audios, srcs = [items[i].audio for i in speech], [items[i].src for i in speech]
             caps = [cap(items[i], options) for i in speech]
-            transcripts = self.decode(audios, srcs, "transcribe", options, caps)
+            heard_cut: set[int] = set()  # indices into `speech` whose transcript was capped
+            transcripts = self.decode(audios, srcs, "transcribe", options, caps, heard_cut)
             to_eng = [k for k, i in enumerate(speech) if items[i].task.needs_translation and items[i].src != "eng"
                       and items[i].tgt != items[i].src and out[i] is None]  # tgt == src: the transcript
+            cut: set[int] = set()  # indices into `to_eng` whose translation was capped
             translated = dict(zip(to_eng, self.decode([audios[k] for k in to_eng], [srcs[k] for k in to_eng],
-                                                      "translate", options, [caps[k] for k in to_eng]))) \
+                                                      "translate", options, [caps[k] for k in to_eng], cut))) \
                 if to_eng else {}
+            translation_cut = {to_eng[j] for j in cut}
             for k, i in enumerate(speech):
                 it = items[i]
                 given = it.transcript.strip() if it.task is Task.SMT else transcripts[k]
                 if out[i] is not None:  # a target it cannot translate into: the transcript, and the error
-                    out[i] = replace(out[i], transcript=given)
+                    out[i] = replace(out[i], transcript=given, capped=it.task is not Task.SMT and k in heard_cut)
                     continue
                 translation = "" if not it.task.needs_translation else translated.get(k, transcripts[k])
-                out[i] = Output(given, translation)
+                # capped: a text it answers with was cut (an SMT item's decoded transcript is unused unless it is
+                # the translation: into its own language, or English from English)
+                heard_used = it.task is not Task.SMT or (it.task.needs_translation and k not in translated)
+                out[i] = Output(given, translation, capped=k in translation_cut or (heard_used and k in heard_cut))
         return out
 
     def detect_language(self, audio: np.ndarray) -> str:
@@ -494,10 +507,11 @@ class TextMTSystem:
         return tok.batch_decode(ids, skip_special_tokens=True)
 
     def translate(self, texts: list[str], srcs: list[str], tgts: list[str], options: DecodingOptions,
-                  caps: list[int] | None = None) -> list[str]:
+                  caps: list[int] | None = None, capped: set[int] | None = None) -> list[str]:
         """Texts -> their translations, one language pair per text; the answer is the first line generated.
         Each text may generate twice its own length + 16 tokens, and at most its cap (default: the options'); beam
-        search stops each text's hypotheses at its cap (`decoding.RowCaps`)."""
+        search stops each text's hypotheses at its cap (`decoding.RowCaps`). `capped`: gets the index of each text
+        whose tokens filled its cap before an end token or the end of its first line, its answer cut there."""
         from transformers import (LogitsProcessorList, NoRepeatNGramLogitsProcessor, RepetitionPenaltyLogitsProcessor,
                                   StoppingCriteriaList)
 
@@ -536,8 +550,12 @@ class TextMTSystem:
         with torch.inference_mode():
             ids = self.model.generate(**batch, generation_config=config, logits_processor=processors,
                                       stopping_criteria=stop)
-        new = ids[:, batch["input_ids"].shape[1]:].tolist()
-        answers = tok.batch_decode([row[:c] for row, c in zip(new, caps)], skip_special_tokens=True)
+        new = [row[:c] for row, c in zip(ids[:, batch["input_ids"].shape[1]:].tolist(), caps)]
+        answers = tok.batch_decode(new, skip_special_tokens=True)
+        if capped is not None:  # a row that ended holds an end token or a line break after text (padding after it)
+            ends = set(config.eos_token_id if isinstance(config.eos_token_id, list) else [config.eos_token_id])
+            capped.update(i for i, (row, a, c) in enumerate(zip(new, answers, caps))
+                          if len(row) >= c and not ends.intersection(row) and "\n" not in a.lstrip())
         return [a.strip().split("\n")[0].strip() for a in answers]
 
     def run_batch(self, items: Sequence[Item], options: DecodingOptions) -> list[Output]:
@@ -549,10 +567,11 @@ class TextMTSystem:
                                       f"task {it.task.value} without one; use --model cascade for speech")
             else:
                 todo.append(i)
+        cut: set[int] = set()
         hyps = self.translate([items[i].transcript for i in todo], [items[i].src for i in todo],
-                              [items[i].tgt for i in todo], options, [cap(items[i], options) for i in todo])
-        for i, h in zip(todo, hyps):
-            out[i] = Output(items[i].transcript.strip(), h)
+                              [items[i].tgt for i in todo], options, [cap(items[i], options) for i in todo], cut)
+        for k, (i, h) in enumerate(zip(todo, hyps)):
+            out[i] = Output(items[i].transcript.strip(), h, capped=k in cut)
         return out
 
     def detect_language(self, audio: np.ndarray) -> str:
@@ -572,17 +591,23 @@ class CascadeSystem:
         #   other languages: these items fail alone, before decoding, not their whole batch
         heard = [i for i, it in enumerate(items) if it.task not in (Task.SMT, Task.MT) and i not in unheard]
         transcripts = {i: it.transcript.strip() for i, it in enumerate(items) if i not in unheard}
+        cut: set[int] = set()  # items whose transcript (the ASR's) or translation was capped
         if heard:
+            heard_cut: set[int] = set()
             text = self.asr.decode([items[i].audio for i in heard], [items[i].src for i in heard], "transcribe",
-                                   options, [cap(items[i], options) for i in heard])
+                                   options, [cap(items[i], options) for i in heard], heard_cut)
             transcripts.update(zip(heard, text))
+            cut.update(heard[k] for k in heard_cut)
         todo = [i for i, it in enumerate(items) if it.task.needs_translation and it.tgt != it.src
                 and transcripts.get(i)]
+        mt_cut: set[int] = set()
         hyps = dict(zip(todo, self.mt.translate([transcripts[i] for i in todo], [items[i].src for i in todo],
                                                 [items[i].tgt for i in todo], options,
-                                                [cap(items[i], options) for i in todo])))
+                                                [cap(items[i], options) for i in todo], mt_cut)))
+        cut.update(todo[k] for k in mt_cut)
         return [Output(error=CANNOT_RUN + unheard[i]) if i in unheard else
-                Output(transcripts[i], "" if not it.task.needs_translation else hyps.get(i, transcripts[i]))
+                Output(transcripts[i], "" if not it.task.needs_translation else hyps.get(i, transcripts[i]),
+                       capped=i in cut)
                 for i, it in enumerate(items)]
 
     def detect_language(self, audio: np.ndarray) -> str:
