@@ -591,6 +591,22 @@ def test_a_copied_int8_layer_is_a_layer_of_its_own_for_the_compiled_op(copy_with
     assert torch.equal(clone(x), expected)
 
 
+def test_an_int8_layer_refuses_weights_from_a_state_dict_instead_of_keeping_its_own():
+    """A state dict of int8 layers holds their biases alone (the weights are packed); loading one model's float
+    state into a quantized other said every key matched and changed nothing."""
+    from llm_srt.errors import LLMSRTError
+
+    torch.manual_seed(0)
+    source, target = nn.Sequential(nn.Linear(8, 6)), nn.Sequential(nn.Linear(8, 6))
+    state = source.state_dict()
+    int8_linear.quantize_int8(target)
+    assert list(target.state_dict()) == ["0.bias"]
+    with pytest.raises(LLMSRTError, match=r"^0\.weight: an int8 layer's weights are packed .*quantize_int8"):
+        target.load_state_dict(state)
+    target.load_state_dict({"0.bias": state["0.bias"]})  # its bias alone loads
+    assert torch.equal(target[0].bias, state["0.bias"])
+
+
 def _copied(obj, copy_with: str):
     import copy
     import pickle

@@ -94,6 +94,19 @@ class Int8Linear(nn.Module):
         read (the copy packs its own when a timing picks oneDNN, from the fbgemm weights it does take)."""
         return {**super().__getstate__(), "_onednn": None, "_onednn_used": False}
 
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs) -> None:
+        """A state dict holds an Int8Linear's bias alone: its weights are fbgemm's packed matrix, no tensor a state
+        dict carries (unpacking Gemma-3-270M's head takes 1.5 s, too dear for every `state_dict()`, which LoRA's
+        loading calls). Weights given for it are refused in one line, not ignored (`load_state_dict` said every key
+        matched, the layer kept its old weights); load them into the float model, then quantize."""
+        if prefix + "weight" in state_dict:
+            raise LLMSRTError(f"{prefix}weight: an int8 layer's weights are packed (dtype int8, for inference) and "
+                              "cannot be loaded from a state dict; load the weights into the float model, then "
+                              "quantize it (quantize_int8)")
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
     def __setstate__(self, state: dict) -> None:
         """A copy (copy.deepcopy, pickle) is a layer of its own: its own number, so that the compiled op reads its
         weights, not those of the layer it was copied from (which may change or be gone); and its activation grid
