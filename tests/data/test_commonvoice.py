@@ -9,7 +9,7 @@ import soundfile as sf
 
 from llm_srt.data import clips as clips_module
 from llm_srt.data.clips import REPEATED
-from llm_srt.data.commonvoice import prepare_commonvoice
+from llm_srt.data.commonvoice import WRONG_WIDTH, prepare_commonvoice
 from llm_srt.data.manifest import read_manifest
 from llm_srt.errors import LLMSRTError
 
@@ -284,6 +284,36 @@ def test_a_carriage_return_inside_a_line_is_damage_counted_but_crlf_and_cr_only_
     summary = prepare_commonvoice(locale_dir, tmp_path / "out")
     assert summary.dropped == {STRAY_CR: 1} and summary.dropped_at[STRAY_CR] == [f"{dev}:2"]  # was "no clip"
     assert summary.written == {"train": 2, "dev": 0, "test": 1}
+
+
+def test_a_line_of_another_field_count_than_the_header_is_left_out_and_counted(locale_dir, tmp_path, audio_file,
+                                                                               mp3_format):
+    """A tab inside a sentence (14 fields to the header's 13) kept the line, its sentence cut short ("Er sagte"); a
+    sentence broken over two lines kept '"Zeile eins', and its second line became a row whose clip was its
+    sentence_domain: "clip .../general is missing", where the damage went uncounted."""
+    for clip in ("de_8.mp3", "de_9.mp3"):
+        audio_file(locale_dir / "clips" / clip, seconds=0.5, sr=48000, fmt=mp3_format)
+    with open(locale_dir / "train.tsv", "a", encoding="utf-8") as f:
+        f.write("spkG\tde_8.mp3\ts8\tEr sagte\tHallo zu mir.\tgeneral\t2\t0\t\t\t\t\tde\t\n"
+                'spkH\tde_9.mp3\ts9\t"Zeile eins\nZeile zwei"\tgeneral\t2\t0\t\t\t\t\tde\t\n')
+    summary = prepare_commonvoice(locale_dir, tmp_path / "out")
+    assert [r.transcript for r in read_manifest(tmp_path / "out" / "train.jsonl")] == ["Guten Tag.", 'Er sagte "ja.']
+    assert summary.bad_clips == [] and summary.dropped == {WRONG_WIDTH: 3}
+    assert [w.replace(f"{locale_dir}/", "") for w in summary.dropped_at[WRONG_WIDTH]] == [
+        "train.tsv:4 (14 fields, the header has 13)", "train.tsv:5 (4 fields, the header has 13)",
+        "train.tsv:6 (10 fields, the header has 13)"]
+
+
+def test_validated_as_train_holds_out_the_clip_and_speaker_of_a_damaged_dev_line(locale_dir, tmp_path):
+    """The dev line left out as damaged (a tab inside its sentence) no longer held its clip and speaker out of train:
+    validated.tsv's whole copy of it, and another clip of its speaker, went into train."""
+    dev = locale_dir / "dev.tsv"
+    dev.write_text(dev.read_text(encoding="utf-8").replace("Danke schön.", "Danke\tschön."), encoding="utf-8")
+    summary = prepare_commonvoice(locale_dir, tmp_path / "out", validated_as_train=True)
+    assert [r.sentence_id for r in read_manifest(tmp_path / "out" / "train.jsonl")] == ["s1", "s2", "s5"]
+    assert summary.dropped == {WRONG_WIDTH: 1, "validated.tsv clip by a dev/test speaker (client_id)": 1,
+                               "validated.tsv clip of a dev/test sentence": 1}
+    assert summary.dropped_at[WRONG_WIDTH] == [f"{dev}:2 (14 fields, the header has 13)"]
 
 
 def test_a_failed_run_leaves_the_earlier_manifests_and_their_summary_as_they_were(locale_dir, tmp_path):

@@ -7,7 +7,8 @@ import pytest
 
 from llm_srt.data import clips as clips_module
 from llm_srt.data.clips import REPEATED, STRAY_CR
-from llm_srt.data.covost2 import NO_TRANSLATION, prepare_covost2
+from llm_srt.data.commonvoice import WRONG_WIDTH
+from llm_srt.data.covost2 import DAMAGED_SOURCE, NO_TRANSLATION, prepare_covost2
 from llm_srt.data.manifest import read_manifest
 from llm_srt.errors import LLMSRTError
 
@@ -283,6 +284,33 @@ def test_a_carriage_return_inside_a_translation_leaves_the_line_out_counted(rele
     assert [w for ws in summary.dropped_at.values() for w in ws if w.endswith(":2")] == [f"{table}:2"]
     assert summary.dropped_at[STRAY_CR] == [f"{table}:2"]  # was "split '' is none of train, dev, test"
     assert [b.where for b in summary.bad_clips] == [f"{table}:8", f"{table}:10"]  # the lines after keep their numbers
+
+
+def test_a_line_of_another_field_count_than_its_header_gives_no_row_and_is_counted(release, tmp_path, layouts):
+    """A tab inside validated.tsv's sentence (9 fields to the header's 8) cut it short: "Good" was the transcript of
+    en_5's ASR row and of its translation rows, uncounted. A raw tab inside a split file's translation (5 fields to
+    4) kept the row with its translation cut short ("Gute")."""
+    tsv, cv = release
+    validated = cv / "validated.tsv"
+    validated.write_text(validated.read_text(encoding="utf-8").replace("Good night.", "Good\tnight."), encoding="utf-8")
+    summary = prepare_covost2(tsv, cv, tmp_path / "out")
+    rows = _rows(tmp_path / "out")
+    assert not [i for i, r in rows.items() if "en_5" in i or r.transcript.startswith("Good")]
+    assert summary.written == {"train": 7, "dev": 3, "test": 3}  # 10 in train with en_5's 3 rows
+    assert summary.dropped[DAMAGED_SOURCE] == 2 and summary.dropped_at[DAMAGED_SOURCE] == [
+        f"{tsv / f'covost_v2.en_{tgt}.tsv'}:6 ({validated}:6: 9 fields, the header has 8)" for tgt in ("de", "ja")]
+    assert summary.dropped["clip not in validated.tsv (CoVoST 2 needs Common Voice 4)"] == 2  # en_8, as before
+    split_dir = tmp_path / "splits"
+    for split in ("train", "dev", "test"):
+        rows = [{"path": clip, "sentence": VALIDATED[clip][0], "translation": de, "client_id": VALIDATED[clip][1]}
+                for clip, (de, label) in COVOST.items() if clip in VALIDATED and label.split("_")[0] == split]
+        layouts.write_covost_table(split_dir / f"covost_v2.en_de.{split}.tsv", layouts.COVOST_SPLIT_HEADER, rows)
+    train = split_dir / "covost_v2.en_de.train.tsv"
+    train.write_text(train.read_text(encoding="utf-8").replace("Gute Nacht.", "Gute\tNacht."), encoding="utf-8")
+    summary = prepare_covost2(split_dir, cv, tmp_path / "from_splits", pairs=[("eng", "deu")])
+    assert not [r.id for r in _rows(tmp_path / "from_splits").values() if "en_5" in r.id]
+    assert summary.dropped[WRONG_WIDTH] == 1 and summary.dropped_at[WRONG_WIDTH] == [
+        f"{train}:4 (5 fields, the header has 4)"]
 
 
 def test_transcripts_and_translations_are_written_in_unicode_nfc(release, tmp_path):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from llm_srt.data.clips import REPEATED, STRAY_CR
-from llm_srt.data.fleurs import BAD_ID, SHORT_LINE, SPLIT_CONFLICT, prepare_fleurs
+from llm_srt.data.fleurs import BAD_ID, SPLIT_CONFLICT, WRONG_COLUMNS, prepare_fleurs
 from llm_srt.data.manifest import read_manifest
 from llm_srt.errors import LLMSRTError
 
@@ -247,20 +247,44 @@ def test_a_table_that_starts_with_a_byte_order_mark_keeps_its_first_utterance_s_
 
 def test_a_line_of_fewer_than_3_columns_is_left_out_and_counted(fleurs_root, tmp_path):
     """It stopped the whole import, where every other bad row is left out and counted; a table none of whose lines
-    has 3 columns (not a FLEURS table) still stops it, naming its first line."""
+    has 7 columns (not a FLEURS table) still stops it, naming its first line."""
     tsv = fleurs_root / "en_us" / "dev.tsv"
     tsv.write_text(tsv.read_text(encoding="utf-8") + "12\teng120dev.wav\n" + "a stray note\n", encoding="utf-8")
     summary = prepare_fleurs(fleurs_root, None, tmp_path / "out", splits=("dev",))
-    assert summary.dropped == {SHORT_LINE: 2}
-    assert [w.replace(f"{fleurs_root}/", "") for w in summary.dropped_at[SHORT_LINE]] == [
-        "en_us/dev.tsv:3", "en_us/dev.tsv:4"]
+    assert summary.dropped == {WRONG_COLUMNS: 2}
+    assert [w.replace(f"{fleurs_root}/", "") for w in summary.dropped_at[WRONG_COLUMNS]] == [
+        "en_us/dev.tsv:3 (2 columns)", "en_us/dev.tsv:4 (1 columns)"]
     assert {r.id for r in read_manifest(tmp_path / "out" / "dev.jsonl") if r.src_lang == "eng" and r.is_asr} == {
         "fleurs:eng:eng100dev", "fleurs:eng:eng110dev"}
-    assert f"left out 2 table rows: {SHORT_LINE}; the first 2:" in summary.lines()
+    assert f"left out 2 table rows: {WRONG_COLUMNS}; the first 2:" in summary.lines()
     tsv.write_text("10 eng100dev.wav eng sentence 10.\n", encoding="utf-8")  # spaces for tabs
     with pytest.raises(LLMSRTError, match=rf"^{re.escape(str(tsv))}:1: expected 7 tab-separated columns \(sentence_id, "
-                                          r".*\), got 1, and no line of the file has 3: is it a FLEURS table"):
+                                          r".*\), got 1, and no line of the file has 7: is it a FLEURS table"):
         prepare_fleurs(fleurs_root, None, tmp_path / "out", splits=("dev",))
+
+
+def test_a_line_of_more_or_fewer_than_7_columns_is_left_out_and_never_a_transcript_or_target(fleurs_root, tmp_path,
+                                                                                            audio_file):
+    """A tab inside a transcription (8 columns) kept the line with its text cut short ("Hello"), and a line break
+    inside one (a quoted sentence run onto the next line: 3 columns, then 5) kept '"Quoted line one'; both were the
+    utterance's transcript and the other languages' translation target, uncounted."""
+    for locale, code, fields in (("en_us", "eng", "Hello\tworld, it is five.\thello world it is five"),
+                                 ("de_de", "deu", '"Zeile eins\nZeile zwei"\tzeile eins zeile zwei')):
+        audio_file(fleurs_root / locale / "audio" / "dev" / f"{code}12dev.wav", seconds=0.3)
+        with open(fleurs_root / locale / "dev.tsv", "a", encoding="utf-8") as f:
+            f.write(f"12\t{code}12dev.wav\t{fields}\tx\t4800\tMALE\n")
+    with open(fleurs_root / "fr_fr" / "dev.tsv", "a", encoding="utf-8") as f:  # French is whole: its pairs stay
+        f.write("12\tfra12dev.wav\tDouze.\tdouze.\td o u z e\t4800\tMALE\n")
+    audio_file(fleurs_root / "fr_fr" / "audio" / "dev" / "fra12dev.wav", seconds=0.3)
+    summary = prepare_fleurs(fleurs_root, None, tmp_path / "out", splits=("dev",))
+    rows = read_manifest(tmp_path / "out" / "dev.jsonl")
+    texts = {r.transcript for r in rows} | {r.translation for r in rows}
+    assert not [t for t in texts if t.startswith(("Hello", '"Zeile', "Zeile"))]
+    assert not [r.id for r in rows if r.sentence_id == "12" and r.src_lang != "fra"]
+    assert {r.id for r in rows if r.sentence_id == "12"} == {"fleurs:fra:fra12dev"}  # no target for French either
+    assert summary.dropped == {WRONG_COLUMNS: 3}
+    assert [w.replace(f"{fleurs_root}/", "") for w in summary.dropped_at[WRONG_COLUMNS]] == [
+        "de_de/dev.tsv:3 (3 columns)", "de_de/dev.tsv:4 (5 columns)", "en_us/dev.tsv:3 (8 columns)"]
 
 
 def test_a_language_named_twice_is_converted_once(fleurs_root, tmp_path):

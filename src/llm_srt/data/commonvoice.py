@@ -8,11 +8,12 @@ folder name (Common Voice locale, see languages.by_commonvoice_locale(); Cantone
 Durations come from clip_durations.tsv (16.1+) or times.txt (14.0-16.0) when present, else from the clips' headers.
 
 Output: OUT/<split>.jsonl with ASR rows only (tgt_lang and translation empty), id "commonvoice:<lang>:<clip>", and
-OUT/summary.json. Rows without a path or a sentence are left out and counted, and so is a clip listed again (it stays
-in the first split of test, dev, train that lists it). With `validated_as_train`, validated clips are added to train
-unless their speaker (client_id) or their sentence is in dev.tsv or test.tsv (read for this even when those splits
-are not converted): Common Voice splits by speaker, and its official train split is much smaller than its validated
-set.
+OUT/summary.json. Rows without a path or a sentence are left out and counted, and so are damaged lines (holding a
+carriage return, or of another field count than the header: a tab or line break inside a sentence) and a clip
+listed again (it stays in the first split of test, dev, train that lists it). With `validated_as_train`, validated
+clips are added to train unless their speaker (client_id) or their sentence is in dev.tsv or test.tsv (read for this
+even when those splits are not converted): Common Voice splits by speaker, and its official train split is much
+smaller than its validated set.
 """
 
 import csv
@@ -37,6 +38,7 @@ SPLITS = ("train", "dev", "test")
 HELD_OUT = ("dev", "test")  # whose speakers and sentences `validated_as_train` keeps out of train
 EXCLUDED_FROM = ("train", "dev")  # the splits `exclude` keeps other evaluation sets' clips out of
 REQUIRED_COLUMNS = ("path", "sentence")
+WRONG_WIDTH = "field count differs from the header's (a tab or line break inside a field)"
 
 
 @dataclass(frozen=True)
@@ -62,8 +64,7 @@ def prepare_commonvoice(locale_dir: str | Path, out: str | Path, lang: str | Non
     check_output_folder(out)
     lang = lang or _language_of(locale_dir)
     summary = Summary(out)
-    cut = partial(summary.drop, STRAY_CR)  # a damaged line: no row (csv cut a field short at the CR)
-    by_split: dict[str, list[Utterance]] = {split: list(read_split(locale_dir, split, damaged=cut))
+    by_split: dict[str, list[Utterance]] = {split: list(read_split(locale_dir, split, damaged=summary.drop))
                                             for split in splits}
     if validated_as_train:
         by_split.setdefault("train", [])
@@ -88,15 +89,16 @@ def prepare_commonvoice(locale_dir: str | Path, out: str | Path, lang: str | Non
 
 def _validated_extra(locale_dir: Path, by_split: dict[str, list[Utterance]], summary: Summary) -> list[Utterance]:
     """validated.tsv's clips that are in no split table, whose speaker and sentence are in no held-out table: the
-    converted splits other than train, and dev.tsv and test.tsv whether converted or not."""
+    converted splits other than train, and dev.tsv and test.tsv whether converted or not. Those two are read as they
+    are, their damaged lines too (left out of the converted split, a line of another width still names its speaker
+    and clip): read through the converted split only, a dev clip whose sentence held a tab went to train."""
     held = [u for split, utts in by_split.items() if split != "train" for u in utts]
-    held += [u for split in HELD_OUT if split not in by_split and (locale_dir / f"{split}.tsv").is_file()
-             for u in read_split(locale_dir, split)]
+    held += [u for split in HELD_OUT if (locale_dir / f"{split}.tsv").is_file() for u in read_split(locale_dir, split)]
     seen = {u.audio for utts in by_split.values() for u in utts} | {u.audio for u in held}
     speakers = {u.speaker for u in held if u.speaker}
     sentences = {u.sentence_id for u in held if u.transcript}
     extra = []
-    for u in read_split(locale_dir, "validated", REQUIRED_COLUMNS + ("client_id",), partial(summary.drop, STRAY_CR)):
+    for u in read_split(locale_dir, "validated", REQUIRED_COLUMNS + ("client_id",), summary.drop):
         if u.audio is not None and u.audio in seen:
             continue
         if u.speaker in speakers:
@@ -153,7 +155,7 @@ def _usable(utts: list[Utterance], summary: Summary) -> list[Utterance]:
 
 
 def read_split(locale_dir: Path, split: str, required: tuple[str, ...] = REQUIRED_COLUMNS,
-               damaged: Callable[[str], None] | None = None) -> Iterator[Utterance]:
+               damaged: Callable[[str, str], None] | None = None) -> Iterator[Utterance]:
     """The utterances of LOCALE_DIR/<split>.tsv, in file order (`damaged`: as `read_table`'s)."""
     tsv = locale_dir / f"{split}.tsv"
     if not tsv.is_file():
@@ -168,15 +170,18 @@ def read_split(locale_dir: Path, split: str, required: tuple[str, ...] = REQUIRE
 
 
 def read_table(tsv: Path, required: tuple[str, ...], escapechar: str | None = None,
-               damaged: Callable[[str], None] | None = None):
+               damaged: Callable[[str, str], None] | None = None):
     """(line number, record) for each data line of a Common Voice / CoVoST tsv whose header names at least the
     `required` columns, `path` stripped (it may be empty). Fields are taken as written (csv.QUOTE_NONE: a bare " is
     text); `escapechar="\\"` undoes backslash escapes as CoVoST's official reader does (pandas, escapechar="\\").
-    A line holding a carriage return is damaged (`clips.text_lines`): given `damaged`, it is called with the line's
-    FILE:LINE and the line is left out; without it, the line is a record whose fields are empty."""
+    A line holding a carriage return (`clips.text_lines`), or of more or fewer fields than the header (`wrong_width`),
+    is damaged: given `damaged`, it is called with the reason and the line's FILE:LINE, and the line is left out.
+    Without it (tables read only for their speakers and sentences), a line with a carriage return is a record whose
+    fields are empty, and one of another width a record as read (`wrong_width` tells it)."""
     csv.field_size_limit(sys.maxsize)
     with open_table(tsv) as f:
-        reader = csv.DictReader(text_lines(f, tsv, damaged), delimiter="\t", quoting=csv.QUOTE_NONE,
+        cut = partial(damaged, STRAY_CR) if damaged is not None else None  # csv cut a field short at the CR
+        reader = csv.DictReader(text_lines(f, tsv, cut), delimiter="\t", quoting=csv.QUOTE_NONE,
                                 escapechar=escapechar)
         missing = [c for c in required if c not in (reader.fieldnames or [])]
         if missing:
@@ -184,10 +189,24 @@ def read_table(tsv: Path, required: tuple[str, ...], escapechar: str | None = No
                               f"(found: {', '.join(reader.fieldnames or [])})")
         try:
             for rec in reader:
+                if damaged is not None and (wrong := wrong_width(rec)):
+                    damaged(WRONG_WIDTH, f"{tsv}:{reader.line_num} ({wrong})")
+                    continue
                 rec["path"] = (rec.get("path") or "").strip()
                 yield reader.line_num, rec
         except csv.Error as e:
             raise LLMSRTError(f"{tsv}:{reader.line_num + 1}: not a table line ({e}); fix or remove the line") from None
+
+
+def wrong_width(rec: dict) -> str:
+    """What is wrong with a csv.DictReader record: "N fields, the header has M", or "" when it has the header's
+    width. DictReader files extra fields under the key None and fills missing ones with None: a tab inside a sentence
+    cut it short, and a line broken inside a sentence was kept cut short, the rest a row of its own (its 2nd field
+    taken as a clip)."""
+    if None not in rec and None not in rec.values():
+        return ""
+    named = [value for key, value in rec.items() if key is not None]
+    return f"{sum(v is not None for v in named) + len(rec.get(None) or ())} fields, the header has {len(named)}"
 
 
 def text_id(sentence: str) -> str:

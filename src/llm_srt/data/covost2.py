@@ -18,25 +18,25 @@ only its .tsv.tar.gz is there, or saying that CoVoST 2 has no such direction).
 Output: OUT/<split>.jsonl (train = train + train_covost, as the official split; dev; test) and OUT/summary.json.
 Each clip gives one ASR row (id "covost2:<clip>", once however many tables translate it) and one translation row
 per table (id "covost2:<clip>:<tgt>"). CoVoST has no cross-language sentence id: the clip name serves as
-sentence_id. Rows without a path or a transcript, whose clip is not in validated.tsv, or whose split is unknown are
-left out and counted; so is a clip listed again for the same target (and one listed in two splits stays in the first
-of test, dev, train), and so are bad clips (missing, empty, undecodable), unless strict. A row whose translation is
-empty or the placeholder `REMOVE` gives no translation row (counted) but still its clip's ASR row: the transcript is
-Common Voice's own, and for X->eng no other table supplies it (fairseq's prep_covost_data.py drops no REMOVE row
-from its ASR data either).
+sentence_id. Rows without a path or a transcript, whose clip is not in validated.tsv or is there on a damaged line
+(of another field count than the header: a tab or line break inside a field), or whose split is unknown are left
+out and counted, and so are a table's own damaged lines; so is a clip listed again for the same target (and one
+listed in two splits stays in the first of test, dev, train), and so are bad clips (missing, empty, undecodable),
+unless strict. A row whose translation is empty or the placeholder `REMOVE` gives no translation row (counted) but
+still its clip's ASR row: the transcript is Common Voice's own, and for X->eng no other table supplies it (fairseq's
+prep_covost_data.py drops no REMOVE row from its ASR data either).
 """
 
 import re
 import sys
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 from .. import languages
 from ..errors import LLMSRTError
-from .clips import (DEFAULT_WORKERS, STRAY_CR, Summary, by_name, check_clips, check_output_folder, extract_command,
+from .clips import (DEFAULT_WORKERS, Summary, by_name, check_clips, check_output_folder, extract_command,
                     known_durations, table_text, without_repeats, write_manifests)
-from .commonvoice import read_table
+from .commonvoice import read_table, wrong_width
 from .manifest import Row
 
 CORPUS = "covost2"
@@ -48,6 +48,8 @@ SPLIT_OF = {"train": "train", "train_covost": "train", "dev": "dev", "test": "te
 SPLITS = ("train", "dev", "test")
 PLACEHOLDER = "REMOVE"  # a translation CoVoST marks as unusable
 NO_TRANSLATION = f"translation empty or {PLACEHOLDER} (no translation row; the clip's ASR row is kept)"
+DAMAGED_SOURCE = ("the clip's validated.tsv line is damaged: another field count than its header (a tab or line break "
+                  "inside a field cut its sentence short)")
 ESCAPE = "\\"
 # CoVoST 2's directions, as its get_covost_splits.py lists them (Common Voice locale codes): 21 into English, 15 out
 XX_EN = ("fr", "de", "es", "ca", "it", "ru", "zh-CN", "pt", "fa", "et", "mn", "nl", "tr", "ar", "sv-SE", "lv", "sl",
@@ -188,9 +190,7 @@ def _records(table: Table, locale_dir: Path, validated: dict, summary: Summary) 
                               "translation and split only, the transcripts come from Common Voice 4's validated.tsv "
                               "(point --cv-dir at the Common Voice 4 locale folder)")
         if table.locale not in validated:
-            validated[table.locale] = {
-                rec["path"]: (table_text(rec["sentence"]), (rec["client_id"] or "").strip())
-                for _, rec in read_table(locale_dir / "validated.tsv", VALIDATED_COLUMNS, ESCAPE) if rec["path"]}
+            validated[table.locale] = _validated(locale_dir / "validated.tsv")
         return list(_release_records(table, locale_dir, validated[table.locale], summary))
     missing = [s for s in SPLITS if s not in table.split_files]
     if missing:
@@ -200,18 +200,30 @@ def _records(table: Table, locale_dir: Path, validated: dict, summary: Summary) 
     records = []
     for split in SPLITS:
         tsv = table.split_files[split]
-        for lineno, rec in read_table(tsv, SPLIT_FILE_COLUMNS, ESCAPE, partial(summary.drop, STRAY_CR)):
+        for lineno, rec in read_table(tsv, SPLIT_FILE_COLUMNS, ESCAPE, summary.drop):
             record = _record(table, locale_dir, tsv, lineno, rec, split, table_text(rec["sentence"]), summary)
             if record is not None:
                 records.append(record)
     return records
 
 
-def _release_records(table: Table, locale_dir: Path, validated: dict[str, tuple[str, str]], summary: Summary):
+def _validated(tsv: Path) -> dict[str, tuple[str, str] | str]:
+    """validated.tsv's clips: path -> (sentence, client_id), or for a clip on a damaged line (`wrong_width`: a tab
+    inside its sentence cut it short) its FILE:LINE and what is wrong, so the rows naming it are left out, counted."""
+    joined: dict[str, tuple[str, str] | str] = {}
+    for lineno, rec in read_table(tsv, VALIDATED_COLUMNS, ESCAPE):
+        if rec["path"] and (wrong := wrong_width(rec)):
+            joined.setdefault(rec["path"], f"{tsv}:{lineno}: {wrong}")
+        elif rec["path"]:
+            joined[rec["path"]] = (table_text(rec["sentence"]), (rec["client_id"] or "").strip())
+    return joined
+
+
+def _release_records(table: Table, locale_dir: Path, validated: dict[str, tuple[str, str] | str], summary: Summary):
     """The release table's rows joined with validated.tsv; a table none of whose clips is there is an error (another
     locale's folder, or another release's), not a run that writes empty manifests."""
     clips, found, missed = 0, 0, ""
-    for lineno, rec in read_table(table.release, RELEASE_COLUMNS, ESCAPE, partial(summary.drop, STRAY_CR)):
+    for lineno, rec in read_table(table.release, RELEASE_COLUMNS, ESCAPE, summary.drop):
         label = (rec["split"] or "").strip()
         if label not in SPLIT_OF:
             summary.drop(f"split {label!r} is none of {', '.join(SPLIT_OF)}", f"{table.release}:{lineno}")
@@ -222,6 +234,9 @@ def _release_records(table: Table, locale_dir: Path, validated: dict[str, tuple[
         if joined is None and rec["path"]:
             summary.drop("clip not in validated.tsv (CoVoST 2 needs Common Voice 4)", f"{table.release}:{lineno}")
             missed = rec["path"]
+            continue
+        if isinstance(joined, str):
+            summary.drop(DAMAGED_SOURCE, f"{table.release}:{lineno} ({joined})")
             continue
         transcript = joined[0] if joined else ""
         record = _record(table, locale_dir, table.release, lineno, rec, SPLIT_OF[label], transcript, summary)

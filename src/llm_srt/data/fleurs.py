@@ -13,7 +13,7 @@ manifest serves every curriculum stage (the loader picks rows by task):
   translation = that language's raw transcription, id "fleurs:<src>:<utterance>:<tgt>".
 FLEURS reads each sentence by several speakers; every utterance of the source is paired, and the target text is the
 target language's transcription (the same sentence read by its speakers; the first one in TSV order is used).
-Rows without a file name or a transcription, whose sentence id is empty or not a whole number, of fewer than 3
+Rows without a file name or a transcription, whose sentence id is empty or not a whole number, of other than 7
 columns or holding a carriage return (a damaged line) are left out and counted, and so is a wav listed again (it
 stays in the first split of test, dev, train that lists it). A sentence id stays in one split, the first of test,
 dev, train in which any table under ROOT lists it: every locale folder's tables are read for their ids, also those
@@ -43,7 +43,8 @@ SPLITS = ("train", "dev", "test")
 CORPUS = "fleurs"
 COLUMNS = ("sentence_id", "file", "raw", "normalized", "characters", "num_samples", "gender")
 SPLIT_CONFLICT = "sentence id also listed in an earlier split of test, dev, train (kept only there)"
-SHORT_LINE = f"fewer than 3 tab-separated columns (expected {len(COLUMNS)}: {', '.join(COLUMNS)})"
+WRONG_COLUMNS = (f"not {len(COLUMNS)} tab-separated columns ({', '.join(COLUMNS)}): a tab or line break inside a "
+                 "field, or a line cut short")
 BAD_ID = "sentence id empty or not a whole number (FLEURS numbers its sentences; pairs are made by id)"
 LOCALE_NAME = re.compile(r"[a-z]{2,3}(_[a-z]{4})?_([a-z]{2}|[0-9]{3})")  # language[_script]_region: en_us,
 #   cmn_hans_cn, es_419; the release's locales beyond our languages count too (a sentence's split is theirs as well)
@@ -191,9 +192,10 @@ def read_split(root: Path, lang: str, split: str, summary: Summary, audio: bool 
 def _table_rows(tsv: Path, summary: Summary):
     """(sentence id, fields, tsv:line) of each usable line of a FLEURS table, in file order. Rows without a file
     name, a transcription or a whole-number sentence id (an empty one paired rows of unrelated sentences), lines of
-    fewer than 3 columns and lines holding a carriage return are left out and counted in `summary`; a table none of
-    whose lines has 3 columns is not a FLEURS table: LLMSRTError."""
-    short, rows = [], 0
+    other than 7 columns and lines holding a carriage return are left out and counted in `summary`; a table none of
+    whose lines has 7 columns is not a FLEURS table: LLMSRTError. A tab inside the transcription, or a line break
+    (the rest of the line then a line of its own), cut the text short, and it became every other language's target."""
+    damaged, rows = [], 0
     csv.field_size_limit(sys.maxsize)
     with open_table(tsv) as f:
         lines = text_lines(f, tsv, damaged=lambda where: summary.drop(STRAY_CR, where))
@@ -201,8 +203,8 @@ def _table_rows(tsv: Path, summary: Summary):
             if not fields:
                 continue
             where = f"{tsv}:{lineno}"
-            if len(fields) < 3:  # one damaged line (a last line cut short, a stray note) no longer stops the import
-                short.append((where, len(fields)))
+            if len(fields) != len(COLUMNS):  # a damaged line (a tab in a field, a line cut short, a stray note)
+                damaged.append((where, len(fields)))
                 continue
             rows += 1
             sentence_id, name, transcript = (field.strip() for field in fields[:3])
@@ -214,12 +216,12 @@ def _table_rows(tsv: Path, summary: Summary):
                 summary.drop(BAD_ID, f"{where} ({sentence_id!r})")
             else:
                 yield str(int(sentence_id)), fields, where
-    if short and not rows:
-        raise LLMSRTError(f"{short[0][0]}: expected {len(COLUMNS)} tab-separated columns ({', '.join(COLUMNS)}), got "
-                          f"{short[0][1]}, and no line of the file has 3: is it a FLEURS table, its columns separated "
-                          "by tabs?")
-    for where, _ in short:
-        summary.drop(SHORT_LINE, where)
+    if damaged and not rows:
+        raise LLMSRTError(f"{damaged[0][0]}: expected {len(COLUMNS)} tab-separated columns ({', '.join(COLUMNS)}), "
+                          f"got {damaged[0][1]}, and no line of the file has {len(COLUMNS)}: is it a FLEURS table, its "
+                          "columns separated by tabs?")
+    for where, n in damaged:
+        summary.drop(WRONG_COLUMNS, f"{where} ({n} columns)")
 
 
 def pair_rows(by_lang: dict[str, list[Utterance]], pairs: list[tuple[str, str]], skip: Collection[Path] = ()):
