@@ -108,8 +108,10 @@ def test_only_english_asr_runs_and_the_rest_fails_alone(folders, layout):
              Item(CLIPS[2], "eng", "deu", Task.SRT), Item(None, "fra", "eng", Task.MT, "le chat")]
     out = system.run_batch(items, OPTS)
     assert out == [system.run_batch([it], OPTS)[0] for it in items]
-    [heard, heard2] = system.decode([CLIPS[0], CLIPS[1]], ["eng", "eng"], "transcribe", OPTS)
-    assert out[0] == Output(heard, "") and out[1] == Output(heard2, heard2)  # eng -> eng: the transcript
+    cut = set()  # the clips whose transcript filled its cap
+    [heard, heard2] = system.decode([CLIPS[0], CLIPS[1]], ["eng", "eng"], "transcribe", OPTS, capped=cut)
+    assert out[0] == Output(heard, "", capped=0 in cut)  # eng -> eng: the transcript
+    assert out[1] == Output(heard2, heard2, capped=1 in cut)
     for o in out[2:4]:
         assert o.error.startswith(CANNOT_RUN) and "cannot transcribe deu" in o.error
         assert "use a multilingual Whisper" in o.error and "\n" not in o.error
@@ -136,9 +138,12 @@ def test_an_english_only_whisper_is_the_cascades_asr_for_english(folders):
     items = [Item(CLIPS[0], "eng", "deu", Task.SRT), Item(CLIPS[1], "deu", "eng", Task.SRT),
              Item(None, "fra", "eng", Task.MT, "le chat"), Item(CLIPS[2], "eng", None, Task.ASR)]
     out = cascade.run_batch(items, OPTS)
-    [heard] = cascade.asr.decode([CLIPS[0]], ["eng"], "transcribe", OPTS)
-    [to_deu, from_fra] = cascade.mt.translate([heard, "le chat"], ["eng", "fra"], ["deu", "eng"], OPTS)
-    assert out[0] == Output(heard, to_deu) and out[2] == Output("le chat", from_fra)
+    heard_cut, mt_cut = set(), set()  # whose transcript, whose translation filled its cap
+    [heard] = cascade.asr.decode([CLIPS[0]], ["eng"], "transcribe", OPTS, capped=heard_cut)
+    [to_deu, from_fra] = cascade.mt.translate([heard, "le chat"], ["eng", "fra"], ["deu", "eng"], OPTS,
+                                              capped=mt_cut)
+    assert out[0] == Output(heard, to_deu, capped=bool(heard_cut) or 0 in mt_cut)
+    assert out[2] == Output("le chat", from_fra, capped=1 in mt_cut)
     assert out[1].error.startswith(CANNOT_RUN) and "cannot transcribe deu" in out[1].error
     assert out[3].error is None and out[3].translation == ""
 
