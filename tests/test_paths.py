@@ -84,3 +84,38 @@ def test_atomic_dir_puts_the_old_folder_back_when_the_last_rename_fails(tmp_path
             (tmp / "model.safetensors").write_text("new weights")
     assert (target / "model.safetensors").read_text() == "old weights"
     assert [p.name for p in tmp_path.iterdir()] == ["final"]
+
+
+def test_atomic_dir_writes_the_current_folder_and_a_links_target(tmp_path, monkeypatch):
+    """`.` has no name to put a temporary folder beside (ValueError after a whole conversion); a link was renamed
+    away with the old folder (`.old-<pid>`, never removed) and a real folder put in its place."""
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    with paths.atomic_dir(".") as tmp:
+        (tmp / "f").write_text("x")
+    assert (tmp_path / "here" / "f").read_text() == "x"
+    (tmp_path / "link").symlink_to("here")
+    with paths.atomic_dir(tmp_path / "link") as tmp:
+        (tmp / "g").write_text("y")
+    assert (tmp_path / "link").is_symlink() and (tmp_path / "here" / "g").read_text() == "y"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["here", "link"]
+
+
+def test_folder_write_errors_are_one_line_and_other_errors_pass(tmp_path):
+    """A write of the folder (or its atomic_dir temporary beside it) that fails: one line with the free space; an
+    OSError of another file (an input's) passes unchanged."""
+    from llm_srt.errors import LLMSRTError
+
+    out = tmp_path / "out"
+    with pytest.raises(LLMSRTError, match=rf"^{out}: cannot write the model there \(No space left on device; "
+                                          r"[\d.]+ GB free there\); free space there or choose another folder$"):
+        with paths.folder_write_errors(out, "the model", "choose another folder"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / f"out.tmp-{os.getpid()}" / "a"))
+    with pytest.raises(LLMSRTError, match=r"\(Permission denied; .*\); choose another folder$"):
+        with paths.folder_write_errors(out, "the model", "choose another folder"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(out))
+    for error in (PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "input.bin")),
+                  OSError(errno.EIO, "Input/output error")):
+        with pytest.raises(type(error)):
+            with paths.folder_write_errors(out, "the model", "choose another folder"):
+                raise error

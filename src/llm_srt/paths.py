@@ -3,6 +3,7 @@ files and folders atomically."""
 
 import contextlib
 import errno
+import gc
 import hashlib
 import os
 import re
@@ -36,15 +37,16 @@ def cache_dir() -> Path:
 UNWRITABLE = {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM}  # a folder that cannot take files
 
 
-def check_folder(cache: Path) -> None:
+def check_folder(cache: Path, todo: str = f"set {CACHE_ENV} to a writable folder") -> None:
     """A one-line error when `cache`, or the nearest of its parents that exists, is a file: the folders made under
-    it would fail with NotADirectoryError or FileExistsError (LLM_SRT_CACHE set to a file, or to a path below one)."""
+    it would fail with NotADirectoryError or FileExistsError (LLM_SRT_CACHE set to a file, or to a path below one;
+    a conversion's output folder below a file). `todo`: what the message asks for."""
     where = next((p for p in [cache, *cache.parents] if os.path.lexists(p)), None)
     if where is not None and not where.is_dir():
         from .errors import LLMSRTError
 
         raise LLMSRTError(f"{cache}: {'it' if where == cache else where} is not a folder (a file, or a broken "
-                          f"link); set {CACHE_ENV} to a writable folder")
+                          f"link); {todo}")
 
 
 def embedded_whisper_dir() -> Path:
@@ -243,8 +245,9 @@ def _restore(backup: Path, path: Path) -> None:
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a fresh temporary folder beside `path` to write into; on success it replaces `path` (the old folder is
-    renamed away first, so the gap is two renames), on any error it is removed."""
-    path = Path(path)
+    renamed away first, so the gap is two renames), on any error it is removed. A link's target is replaced, the
+    link kept (renamed away, the link itself was left beside a new real folder); `.` is the current folder."""
+    path = Path(os.path.realpath(path))  # ("." has no name to put beside: Path(".").with_name raised ValueError)
     tmp = path.with_name(f"{short_name(path.name)}.tmp-{os.getpid()}")  # (a name near 255 bytes fits too)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -278,13 +281,71 @@ def atomic_dir_leftovers(path: str | Path) -> list[Path]:
     """The folders `atomic_dir(path)` left beside `path` in a process that no longer runs: `<name>.tmp-<pid>`, or
     `<name>.old-<pid>` when it died between its two renames. A SIGKILL (or power loss) runs no `except`, and nothing
     else would ever remove them (a model's worth each). Those of a running process are its write in progress."""
-    path = Path(path)
+    path = Path(os.path.realpath(path))  # where `atomic_dir` writes
     pattern = re.compile(re.escape(short_name(path.name)) + r"\.(?:tmp|old)-(\d+)")
     try:
         entries = list(path.parent.iterdir())
     except OSError:
         return []
     return sorted(p for p in entries if (m := pattern.fullmatch(p.name)) and not pid_running(int(m.group(1))))
+
+
+def disk_bytes(folders: Iterable[Path]) -> int:
+    """The disk space the files under `folders` take (blocks: a killed write's weight files may be sparse)."""
+    total = 0
+    for f in (f for p in folders for f in p.rglob("*")):
+        with contextlib.suppress(OSError):
+            total += f.lstat().st_blocks * 512 if f.is_file() else 0
+    return total
+
+
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}  # errors only a write gives
+WRITE_HINTS = {errno.ENOSPC: "free space there", errno.EDQUOT: "free space there (your disk quota is full)",
+               errno.EFBIG: "raise the file size limit (ulimit -f)"}  # what helps, besides another folder
+OS_ERROR = re.compile(r"\(os error (\d+)\)")  # the OS's error in safetensors' messages (SafetensorError has no errno)
+
+
+@contextlib.contextmanager
+def folder_write_errors(folder: str | Path, what: str, todo: str) -> Iterator[None]:
+    """A failed write of `folder` (through `atomic_dir`: its `.tmp-<pid>` and `.old-<pid>` beside it count) as a
+    one-line LLMSRTError naming the folder, the reason and the free space there, and `todo`: the OSError of a full,
+    read-only or quota-bound disk, a file size limit, a path below a file, or safetensors' own error with the OS's
+    inside (disk full while writing the weights was a SafetensorError traceback). Other errors pass unchanged: an
+    OSError of another file (an input's) or without one but of a kind a read can give too."""
+    from safetensors import SafetensorError
+
+    base = os.path.realpath(folder)
+    try:
+        yield
+        return
+    except OSError as e:
+        written = isinstance(e.filename, (str, bytes, os.PathLike)) and _under(os.fsdecode(e.filename), base)
+        if not written and (e.filename is not None or e.errno not in WRITE_ERRNOS):
+            raise
+        why, number = e.strerror or str(e), e.errno
+    except SafetensorError as e:
+        m = OS_ERROR.search(str(e))
+        if not m or int(m.group(1)) not in WRITE_ERRNOS:
+            raise
+        why, number = os.strerror(int(m.group(1))), int(m.group(1))
+    gc.collect()  # the failed write's files, removed but still open in its frames, hold their space until freed
+    from .errors import LLMSRTError
+
+    existing = next((p for p in map(Path, [base, *Path(base).parents]) if p.is_dir()), Path("/"))
+    try:
+        free = f"{shutil.disk_usage(existing).free / 1e9:.2f} GB free there"
+    except OSError:
+        free = "its free space unknown"
+    hint = f"{WRITE_HINTS[number]} or " if number in WRITE_HINTS else ""
+    raise LLMSRTError(f"{folder}: cannot write {what} there ({why}; {free}); {hint}{todo}") from None
+
+
+def _under(name: str, base: str) -> bool:
+    """Whether file `name` is `base`, inside it, or inside or one of `atomic_dir`'s folders beside it."""
+    parent, stem = os.path.split(base)
+    sibling = re.compile(re.escape(os.path.join(parent, short_name(stem))) + r"\.(?:tmp|old)-\d+")
+    name = os.path.realpath(name)
+    return any(p == base or sibling.fullmatch(p) for p in [name, *map(str, Path(name).parents)])
 
 
 def pid_running(pid: int) -> bool:

@@ -6,6 +6,7 @@ converted embedded models with faster-whisper / CTranslate2 and with transformer
 
 import copy
 import json
+import os
 import re
 import shutil
 from importlib import resources
@@ -588,3 +589,91 @@ def test_a_killed_write_of_our_own_files_or_a_file_browsers_clutter_does_not_blo
         with pytest.raises(LLMSRTError, match="holds files a conversion does not write"):
             check_output_dir(out, tmp / "src.gguf")
         (out / foreign).unlink()
+
+
+@pytest.mark.parametrize("error", ["safetensors", "read-only"])
+def test_a_failed_write_is_one_line_naming_the_folder_and_its_free_space(tiny_ct2, tmp, monkeypatch, capsys, error):
+    """A full disk (safetensors' own error), a read-only one, or an output path below a file was a traceback after
+    the whole conversion: one line naming the folder, the reason and the free space, exit 2, nothing left behind."""
+    import errno
+
+    from safetensors import SafetensorError
+    from transformers import PreTrainedModel
+
+    def refuse(self, folder, *args, **kwargs):
+        if error == "safetensors":
+            raise SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "
+                                  "\"No space left on device\" }) No space left on device (os error 28)")
+        raise OSError(errno.EROFS, "Read-only file system", str(Path(folder) / "config.json"))
+
+    monkeypatch.setattr(PreTrainedModel, "save_pretrained", refuse)
+    _, ct2 = tiny_ct2["float16"]
+    gguf = _write_tiny_llama_gguf(tmp / "tiny.gguf")
+    reason = "No space left on device" if error == "safetensors" else "Read-only file system"
+    for verb, src in (("whisper-ct2", ct2), ("gguf", gguf)):
+        assert cli.main(["convert", verb, str(src), str(tmp / "out")]) == 2
+        err = capsys.readouterr().err.strip()  # (after transformers' progress bars)
+        assert "Traceback" not in err, err
+        assert re.fullmatch(rf"llm-srt convert: error: {tmp}/out: cannot write the converted model there \({reason}; "
+                            r"[\d.]+ GB free there\); .*choose another output folder", err.splitlines()[-1]), err
+        assert not (tmp / "out").exists() and not list(tmp.glob("out.*"))
+    (tmp / "file").write_text("x")
+    _one_line_error(r"file/out: .*file is not a folder .*choose another output folder", convert_gguf, gguf,
+                    tmp / "file" / "out")
+
+
+def test_the_current_folder_is_refused_before_the_conversion(tmp, monkeypatch):
+    """`.` (or `./`) crashed with ValueError ("PosixPath('.') has an empty name") after the whole conversion ran."""
+    from transformers import AutoModelForCausalLM
+
+    gguf = _write_tiny_llama_gguf(tmp / "tiny.gguf")
+    (tmp / "here").mkdir()
+    monkeypatch.chdir(tmp / "here")
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", lambda *a, **k: pytest.fail("loaded the model"))
+    for dst in (".", "./", "../here"):
+        _one_line_error(r"the current folder.*give a new folder's name, e.g. .*converted", convert_gguf, gguf, dst)
+    assert not list((tmp / "here").iterdir()) and not list(tmp.glob("*.tmp-*"))
+
+
+def test_a_killed_conversions_folders_are_removed_and_said(tmp, capsys):
+    """A conversion killed mid-way (SIGKILL, the OOM killer) left DST.tmp-<pid> (a model's size) or, between its two
+    renames, DST.old-<pid>: the next conversion into DST removes those of a process that no longer runs."""
+    import subprocess
+    import sys
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    gguf = _write_tiny_llama_gguf(tmp / "tiny.gguf")
+    convert_gguf(gguf, tmp / "out")
+    for name in (f"out.tmp-{gone.pid}", f"out.old-{gone.pid}", f"out.tmp-{os.getpid()}"):  # ours: running, kept
+        shutil.copytree(tmp / "out", tmp / name)
+    assert cli.main(["convert", "gguf", str(gguf), str(tmp / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "removed 2 folders" in out and f"out.old-{gone.pid}, out.tmp-{gone.pid}" in out
+    assert sorted(p.name for p in tmp.glob("out*")) == ["out"]  # (ours: its own write, renamed into place)
+
+
+def test_a_linked_output_folder_is_replaced_where_it_points(tmp):
+    """A link as the output folder: the folder it points to gets the model and the link stays (the link was renamed
+    to DST.old-<pid>, left forever, and a real folder put in its place)."""
+    gguf = _write_tiny_llama_gguf(tmp / "tiny.gguf")
+    (tmp / "big").mkdir()
+    (tmp / "link").symlink_to("big")
+    convert_gguf(gguf, tmp / "link")
+    convert_gguf(gguf, tmp / "link")  # replacing an earlier output through the link
+    assert (tmp / "link").is_symlink() and (tmp / "big" / "model.safetensors").is_file()
+    assert not [p.name for p in tmp.iterdir() if ".old-" in p.name or ".tmp-" in p.name]
+
+
+@pytest.mark.parametrize("name", ["config.json", "vocabulary.json", "tokenizer.json"])
+def test_damaged_json_in_a_faster_whisper_folder_is_one_line_naming_it(tiny_ct2, tmp, name):
+    _, good = tiny_ct2["float16"]
+    src = shutil.copytree(good, tmp / "src")
+    text = (src / name).read_text(encoding="utf-8")
+    (src / name).write_text(text[: len(text) // 2], encoding="utf-8")
+    _one_line_error(rf"src/{re.escape(name)}: cannot read it as JSON .*copy or download", convert_whisper_ct2, src,
+                    tmp / "out")
+    (src / name).write_text("[]" if name == "tokenizer.json" else "{}" if name == "vocabulary.json" else text)
+    if name != "config.json":  # valid JSON, not what it should hold
+        _one_line_error(rf"src/{re.escape(name)}: not a", convert_whisper_ct2, src, tmp / "out")
+    assert not (tmp / "out").exists() and not list(tmp.glob("out.*"))

@@ -171,6 +171,16 @@ def test_a_whisper_folder_given_as_the_llm_and_a_missing_relative_one_are_one_li
         load_llm("models/qwen")
 
 
+def test_a_gguf_file_given_as_the_llm_says_to_convert_it(tmp_path):
+    """A .gguf file as model.llm was told it is "not a Hugging Face model folder (no config.json); run llm-srt setup":
+    it names the conversion that makes one."""
+    gguf = tmp_path / "qwen2.5-0.5b-q4_k_m.gguf"
+    gguf.write_bytes(b"GGUF\x03\x00\x00\x00" + bytes(64))
+    with pytest.raises(LLMSRTError, match=rf"^{re.escape(str(gguf))}: a GGUF file, .*run `llm-srt convert gguf "
+                                          rf"{re.escape(str(gguf))} OUT` and point the config's llm at OUT$"):
+        load_llm(gguf)
+
+
 def _copy_llm(llm: Path, to: Path, skip=()) -> Path:
     to.mkdir()
     for f in llm.iterdir():
@@ -246,6 +256,28 @@ def test_a_truncated_llm_shard_is_a_one_line_error_naming_it(folders, tmp_path):
     with pytest.raises(LLMSRTError, match=rf"^{re.escape(str(shards[1]))}: cannot read the LLM weights \(.*\); the "
                                           r"file is damaged or cut short: copy or download it again$"):
         load_llm(sharded)
+
+
+def test_a_stale_shard_index_is_not_called_a_damaged_shard(folders, tmp_path):
+    """An index that maps a tensor to a whole shard that lacks it: the shard was called "damaged or cut short"."""
+    from safetensors.torch import load_file, save_file
+
+    whisper, _, _ = folders
+    folder = tmp_path / "stale"
+    folder.mkdir()
+    for f in whisper.iterdir():
+        if f.name != "model.safetensors":
+            (folder / f.name).write_bytes(f.read_bytes())
+    state = load_file(whisper / "model.safetensors")
+    keys = sorted(state)
+    shards = ("model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors")
+    for name, part in zip(shards, (keys[:len(keys) // 2], keys[len(keys) // 2:])):
+        save_file({k: state[k] for k in part}, str(folder / name))
+    index = {"metadata": {}, "weight_map": dict.fromkeys(keys, shards[0])}  # every tensor in the first shard
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(LLMSRTError, match=rf"^{re.escape(str(folder / shards[0]))}: model.safetensors.index.json "
+                                          r"names a tensor this shard lacks .*save or copy the folder again$"):
+        WhisperEncoder.from_pretrained(folder)
 
 
 def test_encoder_loads_in_dtype_and_random_encoder_differs(folders):

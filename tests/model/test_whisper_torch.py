@@ -228,6 +228,34 @@ def test_int8_from_a_float16_file_keeps_the_rest_float32(folder, tmp_path):
         assert torch.equal(w16.greedy(states, prompt, 8), w32.greedy(states, prompt, 8))
 
 
+def test_an_untied_whispers_head_is_its_proj_out(folder, tmp_path):
+    """A Whisper with tie_word_embeddings false (`convert whisper-ct2` writes one from a CTranslate2 model with its
+    own projection) decodes through proj_out.weight, as HF's: the token table was the head always (logits off by
+    12, another argmax). int8 quantizes proj_out."""
+    from safetensors.torch import load_file, save_file
+    from transformers import WhisperForConditionalGeneration
+
+    untied = _copy(folder, tmp_path / "untied", lambda t: t)
+    state = load_file(untied / "model.safetensors")
+    state["proj_out.weight"] = torch.randn(state["model.decoder.embed_tokens.weight"].shape, generator=
+                                           torch.Generator().manual_seed(0))
+    save_file(state, str(untied / "model.safetensors"), metadata={"format": "pt"})
+    config = json.loads((untied / "config.json").read_text())
+    (untied / "config.json").write_text(json.dumps({**config, "tie_word_embeddings": False}))
+    hf = WhisperForConditionalGeneration.from_pretrained(untied).eval()
+    assert torch.equal(hf.proj_out.weight, state["proj_out.weight"])  # HF's reference reads it
+    ours, int8 = (TorchWhisper.from_pretrained(untied, torch.device("cpu"), torch.float32, int8=q)
+                  for q in (False, True))
+    prompts = torch.tensor([[ours.generation.start, 5, 6, 7]])
+    with torch.inference_mode():
+        states = ours.encode(ours.mel(CLIPS[:1]))
+        ref = hf(encoder_outputs=(states,), decoder_input_ids=prompts).logits[:, -1]
+        assert float((ours.next_logits(states, prompts) - ref).abs().max()) < 1e-5
+        head = int8.head.dequantized_weight()
+        table = state["model.decoder.embed_tokens.weight"]
+        assert float((head - state["proj_out.weight"]).abs().max()) < 0.05 < float((head - table).abs().max())
+
+
 def test_mel_bins_follow_config_json(tmp_path):
     """Without a preprocessor config the log-mel has config.json's num_mel_bins (a 128-bin Whisper, large-v3's
     shape, got 80 and failed at its first encode); a preprocessor config naming another number is an error at load

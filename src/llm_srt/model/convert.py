@@ -17,7 +17,9 @@ import argparse
 import contextlib
 import json
 import mmap
+import os
 import re
+import shutil
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import LLMSRTError
-from ..paths import EMBEDDED, atomic_dir
+from ..paths import EMBEDDED, atomic_dir, atomic_dir_leftovers, check_folder, disk_bytes, folder_write_errors
 
 # --- CTranslate2 binary format (written by ctranslate2/specs/model_spec.py: ModelSpec._serialize) -------------
 CT2_BINARY_VERSIONS = (6,)  # model.bin layout versions read here (every ctranslate2 release since 3.0 writes 6)
@@ -81,8 +83,9 @@ def convert_whisper_ct2(src_dir: str | Path, dst_dir: str | Path, dtype: str = "
     src = Path(src_dir)
     _check_ct2_folder(src)
     check_output_dir(dst_dir, src)
-    ct2_config = json.loads((src / "config.json").read_text(encoding="utf-8"))
+    ct2_config = _read_source_json(src / "config.json")
     vocab = _read_ct2_vocabulary(src)
+    tokenizer_json = _read_source_json(src / "tokenizer.json")  # before model.bin's parse: a damaged one fails fast
     with _ct2_variables(src / "model.bin") as variables:
         spec = _whisper_dims(variables, src)
         state = _whisper_state_dict(variables, spec)
@@ -100,11 +103,32 @@ def convert_whisper_ct2(src_dir: str | Path, dst_dir: str | Path, dtype: str = "
     model.tie_weights()
     model.generation_config = _whisper_generation_config(config, ct2_config, vocab)
 
-    with atomic_dir(dst_dir) as tmp:
+    processor = _whisper_processor(src, spec, vocab, tokenizer_json)
+    with output_dir(dst_dir) as tmp:
         model.save_pretrained(tmp)
-        _whisper_processor(src, spec, vocab).save_pretrained(tmp)
+        processor.save_pretrained(tmp)
         _write_vocabulary(Path(tmp) / "vocabulary.txt", vocab)
     return Path(dst_dir)
+
+
+@contextlib.contextmanager
+def output_dir(dst_dir: str | Path) -> Iterator[Path]:
+    """`atomic_dir(dst_dir)` for a converter's output: a write that fails (a full or read-only disk, a file size
+    limit) is a one-line error naming the folder, the reason and the free space (`folder_write_errors`), not a
+    traceback of safetensors' or the OS's; the temporary folder is removed as on any error."""
+    with folder_write_errors(dst_dir, "the converted model", "choose another output folder"), \
+            atomic_dir(dst_dir) as tmp:
+        yield tmp
+
+
+def _read_source_json(path: Path):
+    """A JSON file of the folder being converted, or a one-line error naming it (a damaged copy was json's bare
+    JSONDecodeError, naming no file)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise LLMSRTError(f"{path}: cannot read it as JSON ({(str(e).splitlines() or [type(e).__name__])[0]}); copy "
+                          "or download the model folder again") from None
 
 
 def _write_vocabulary(path: Path, vocab: list[str]) -> None:
@@ -177,7 +201,11 @@ def _check_ct2_folder(src: Path) -> None:
 def _read_ct2_vocabulary(src: Path) -> list[str]:
     """id -> token, from vocabulary.json (newer conversions) or vocabulary.txt (one token a line)."""
     if (src / "vocabulary.json").is_file():
-        return json.loads((src / "vocabulary.json").read_text(encoding="utf-8"))
+        vocab = _read_source_json(src / "vocabulary.json")
+        if not isinstance(vocab, list) or not all(isinstance(token, str) for token in vocab):
+            raise LLMSRTError(f"{src / 'vocabulary.json'}: not a list of tokens; copy or download the model folder "
+                              "again")
+        return vocab
     return read_vocabulary_txt(src / "vocabulary.txt")
 
 
@@ -385,14 +413,18 @@ def _whisper_generation_config(config, ct2_config: dict, vocab: list[str]):
     )
 
 
-def _whisper_processor(src: Path, dims: _WhisperDims, vocab: list[str]):
-    """WhisperProcessor = feature extractor (n_mels bins) + the fast tokenizer from tokenizer.json, completed with
-    the timestamp tokens of the CT2 vocabulary (ids past tokenizer.json's end, e.g. <|0.00|> .. <|30.00|>)."""
+def _whisper_processor(src: Path, dims: _WhisperDims, vocab: list[str], tokenizer_json: dict):
+    """WhisperProcessor = feature extractor (n_mels bins) + the fast tokenizer from tokenizer.json (`tokenizer_json`,
+    its contents), completed with the timestamp tokens of the CT2 vocabulary (ids past tokenizer.json's end, e.g.
+    <|0.00|> .. <|30.00|>)."""
     from tokenizers import AddedToken, Tokenizer
     from transformers import WhisperFeatureExtractor, WhisperProcessor, WhisperTokenizer
 
-    tokenizer_json = json.loads((src / "tokenizer.json").read_text(encoding="utf-8"))
-    backend = Tokenizer.from_file(str(src / "tokenizer.json"))
+    try:
+        backend = Tokenizer.from_str(json.dumps(tokenizer_json))
+    except Exception as e:  # noqa: BLE001  the tokenizers library raises a bare Exception
+        raise LLMSRTError(f"{src / 'tokenizer.json'}: not a tokenizer ({(str(e).splitlines() or [''])[0][:160]}); "
+                          "copy tokenizer.json again from the original Whisper model folder") from None
     extra = vocab[backend.get_vocab_size():]
     if extra:
         backend.add_tokens([AddedToken(token, special=False, normalized=False) for token in extra])
@@ -414,9 +446,15 @@ def _whisper_processor(src: Path, dims: _WhisperDims, vocab: list[str]):
 def check_output_dir(dst_dir: str | Path, *sources: str | Path) -> None:
     """Refuse `dst_dir` as a conversion's output before anything is read or written: the conversion replaces it
     whole, so it must not be nor hold one of `sources` (the converter's inputs), and, if it exists, hold only files
-    a conversion writes (OUTPUT_FILES: a previous output, converted again). An absent or empty folder is fine."""
+    a conversion writes (OUTPUT_FILES: a previous output, converted again). An absent or empty folder is fine, but
+    not the current folder (`.`: the shell would be left in a folder removed under it), nor a path below a file (it
+    failed only when the model was written, at the end). A link is followed: its target is the folder replaced."""
     dst = Path(dst_dir)
     target = dst.resolve()
+    if target == Path.cwd().resolve():
+        raise LLMSRTError(f"{dst}: the current folder, and a conversion replaces its output folder whole (the shell "
+                          f"would be left in a removed folder); give a new folder's name, e.g. "
+                          f"{os.path.join(dst, 'converted')}")
     for source in sources:
         if str(source) == EMBEDDED:  # the embedded default's name (convert slam --encoder embedded), not a path
             continue
@@ -425,6 +463,7 @@ def check_output_dir(dst_dir: str | Path, *sources: str | Path) -> None:
             raise LLMSRTError(f"{dst}: the output folder is or holds the input {source}, and a conversion replaces "
                               f"its output folder whole; choose another output folder")
     if not dst.exists():
+        check_folder(dst, "choose another output folder")  # a broken link, or a path below a file
         return
     if not dst.is_dir():
         raise LLMSRTError(f"{dst}: exists and is not a folder; choose another output folder")
@@ -459,8 +498,24 @@ def _run_slam(args) -> Path:
     from .slam import convert_slam  # another module; imported only when used
 
     alpha = {} if args.lora_alpha is None else {"lora_alpha": args.lora_alpha}
-    return convert_slam(args.ckpt, args.dst, encoder_dir=args.encoder, llm_dir=args.llm, num_heads=args.num_heads,
-                        **alpha)
+    with folder_write_errors(args.dst, "the converted model", "choose another output folder"):  # (SpeechLLM's save)
+        return convert_slam(args.ckpt, args.dst, encoder_dir=args.encoder, llm_dir=args.llm,
+                            num_heads=args.num_heads, **alpha)
+
+
+def remove_leftovers(dst: Path) -> None:
+    """Remove the folders a conversion into `dst` that was killed (SIGKILL, the OOM killer, a power loss: no
+    clean-up runs) left beside it, `DST.tmp-<pid>` and `DST.old-<pid>`, a model's size each, and say so. Only those
+    of a process that no longer runs (`atomic_dir_leftovers`). The CLI's alone: `llm-srt setup` judges the cache's
+    own (embedded._remove_leftovers: a cache shared between hosts)."""
+    found = [p for p in atomic_dir_leftovers(dst) if p.is_dir() and not p.is_symlink()]
+    if found:
+        size = disk_bytes(found)
+        for p in found:
+            shutil.rmtree(p, ignore_errors=True)
+        shown = f"{size / 1e9:.1f} GB" if size >= 1e9 else f"{size / 1e6:.1f} MB"
+        print(f"removed {len(found)} folder{'s' * (len(found) != 1)} ({shown}) that a killed conversion into {dst} "
+              f"left: {', '.join(p.name for p in found)}")
 
 
 # sub-verb -> (runner, help)
@@ -499,6 +554,7 @@ def main(args: argparse.Namespace) -> int:
     import time
 
     start = time.perf_counter()
+    remove_leftovers(args.dst)
     out = SUBVERBS[args.kind][0](args)
     print(f"converted {args.kind} in {time.perf_counter() - start:.1f} s -> {out}")
     return 0

@@ -251,7 +251,7 @@ def _read_encoder_weights(path: Path) -> dict[str, torch.Tensor]:
     shards model.safetensors.index.json lists (`tensor_files`), else pytorch_model.bin; a folder with none of them
     has its *.safetensors globbed. Never every file: openai/whisper-large-v3 ships model.safetensors (float16) beside
     model.fp32-0000N-of-00002.safetensors, and reading all three read the encoder three times (3.8 GB, not 1.3)."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     state: dict[str, torch.Tensor] = {}
     if (path / WEIGHTS).is_file() or (path / WEIGHTS_INDEX).is_file():
@@ -272,7 +272,7 @@ def _read_encoder_weights(path: Path) -> dict[str, torch.Tensor]:
             with safe_open(str(file), framework="pt") as f:
                 for key in keys:
                     state[_strip(key)] = f.get_tensor(key)
-        except Exception as e:  # noqa: BLE001  SafetensorError (not importable by name), OSError
+        except (OSError, SafetensorError) as e:
             raise _unreadable(file, e) from None
     if not state:
         raise LLMSRTError(f"{path}: no Whisper encoder tensors found (expected keys like model.encoder.conv1.weight)")
@@ -280,6 +280,9 @@ def _read_encoder_weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _unreadable(file: Path, e: Exception) -> LLMSRTError:
+    if "does not contain tensor" in str(e):  # the shard is whole: model.safetensors.index.json maps a tensor to it
+        return LLMSRTError(f"{file}: {WEIGHTS_INDEX} names a tensor this shard lacks ({e}); the index is stale or "
+                           "another model's: save or copy the folder again")
     return LLMSRTError(f"{file}: cannot read the Whisper weights ({type(e).__name__}: {e}); the file is damaged or cut "
                        "short: copy or download it again")
 
@@ -287,14 +290,14 @@ def _unreadable(file: Path, e: Exception) -> LLMSRTError:
 def _globbed_tensor_files(path: Path) -> dict[str, Path]:
     """Tensor name -> file over the folder's *.safetensors, for a folder with neither model.safetensors nor its
     index (shards named by hand); refused where two files hold one name, as two copies of the weights would be."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     files: dict[str, Path] = {}
     for file in sorted(path.glob("*.safetensors")):
         try:
             with safe_open(str(file), framework="pt") as f:
                 keys = list(f.keys())
-        except Exception as e:  # noqa: BLE001  SafetensorError (not importable by name), OSError
+        except (OSError, SafetensorError) as e:
             raise _unreadable(file, e) from None
         for key in keys:
             if key in files:

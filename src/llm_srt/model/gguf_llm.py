@@ -9,8 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import LLMSRTError
-from ..paths import atomic_dir
-from .convert import check_output_dir
+from .convert import check_output_dir, output_dir
 
 GGUF_MAGIC = b"GGUF"
 GGUF_SPLIT_COUNT, GGUF_SPLIT_NO = "split.count", "split.no"  # llama-gguf-split's metadata on each part
@@ -54,7 +53,7 @@ def convert_gguf(src_gguf: str | Path, dst_dir: str | Path, dtype: str = "float3
     del loaded
     if not tokenizer.add_bos_token:  # Qwen2's GGUF names a bos_token it never adds (its HF folder has none); kept,
         tokenizer.bos_token = None  # SpeechLLM.assemble would put it before the speech, where the model never saw it
-    with atomic_dir(dst_dir) as tmp:
+    with output_dir(dst_dir) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
     return Path(dst_dir)

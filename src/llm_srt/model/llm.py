@@ -23,6 +23,7 @@ from ..errors import LLMSRTError
 from . import cpu_linear
 from .attention import use_decode_attention
 from .cpu_linear import FastLinear, fast_cpu_linears
+from .gguf_llm import GGUF_MAGIC
 from .int8_linear import Int8Linear, fuse_int8_projections, quantize_int8
 from .mapped import checkpoint_pages_dropper, drop_pages_after_lookups, mapped_from, mapping_of
 
@@ -84,6 +85,9 @@ def load_llm(path: str | Path, dtype: str | torch.dtype = torch.float32, lora: L
     apart (float32 beside them; its weights left for the caller to load), as it does for a weight another module
     shares (a head tied to the input embeddings: merged, both would change)."""
     path = Path(path)
+    if path.is_file() and _starts_gguf(path):
+        raise LLMSRTError(f"{path}: a GGUF file, not a Hugging Face model folder; run `llm-srt convert gguf {path} "
+                          f"OUT` and point the config's llm at OUT")
     if not (path / "config.json").is_file():
         where = "" if path.is_absolute() else f" (a relative path is read from the current folder, {Path.cwd()})"
         raise LLMSRTError(f"{path}: not a Hugging Face model folder (no config.json){where}; run `llm-srt setup` or "
@@ -279,6 +283,15 @@ def _check_loaded(path: Path, info: dict) -> None:
 
 def _weights(n: int) -> str:
     return f"{n} weight" + "s" * (n != 1)
+
+
+def _starts_gguf(path: Path) -> bool:
+    """Whether the file begins with GGUF's magic (a .gguf file given where a model folder belongs)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(GGUF_MAGIC)) == GGUF_MAGIC
+    except OSError:
+        return False
 
 
 def _unreadable_file(path: Path) -> Path | None:

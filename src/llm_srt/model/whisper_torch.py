@@ -37,6 +37,7 @@ from .mapped import drop_pages_after_lookups, mapped_from
 TIMESTAMP = re.compile(r"<\|(\d+\.\d+)\|>")  # timestamp tokens are not special in tokenizer.json: HF drops their text
 VOCABULARY = "vocabulary.txt"  # id -> token, one a line (CTranslate2's file; `convert whisper-ct2` writes it)
 EMBED_TOKENS = "decoder.embed_tokens"  # the token table (tied to the head), under HF's `model.` prefix
+HEAD = "proj_out.weight"  # the output head: a copy of the token table, or an untied Whisper's own
 WEIGHTS, WEIGHTS_INDEX = "model.safetensors", "model.safetensors.index.json"  # one file, or save_pretrained's shards
 CPU_MMAP_THRESHOLD = 16 << 20  # bytes: on glibc, CPU allocations this large are mapped and unmapped on their own
 CPU_TRIM_THRESHOLD = 64 << 20  # bytes: free memory at the heap's top kept for reuse (`return_freed_memory`)
@@ -131,12 +132,14 @@ class WhisperDims:
     decoder_heads: int
     decoder_layers: int
     decoder_ffn: int
+    tied: bool = True  # the output head is the token table (else proj_out.weight: tie_word_embeddings false)
 
     @classmethod
     def from_config(cls, c: dict) -> "WhisperDims":
         return cls(c["num_mel_bins"], c["max_source_positions"], c["d_model"], c["encoder_attention_heads"],
                    c["encoder_layers"], c["encoder_ffn_dim"], c["vocab_size"], c["max_target_positions"],
-                   c["decoder_attention_heads"], c["decoder_layers"], c["decoder_ffn_dim"])
+                   c["decoder_attention_heads"], c["decoder_layers"], c["decoder_ffn_dim"],
+                   c.get("tie_word_embeddings", True) is not False)  # (transformers' default: tied)
 
 
 class SuppressTokens:
@@ -370,14 +373,16 @@ class TorchWhisper(nn.Module):
         super().__init__()
         self.folder, self.dims, self.generation, self.features = folder, dims, generation, features
         self.model = _Model(dims)
-        self.head: nn.Module | None = None  # int8: the tied head as its own Int8Linear (else embed_tokens' weight)
+        # the output head: int8, an Int8Linear of its own; an untied Whisper's, proj_out; else embed_tokens' weight
+        self.head: nn.Module | None = None if dims.tied else Linear(dims.d_model, dims.n_vocab, bias=False)
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, device: torch.device, dtype: torch.dtype,
                         int8: bool = False, decoder_only: bool = False) -> "TorchWhisper":
         """The folder's Whisper on `device` in `dtype` (float32 on the CPU: the mapped file's pages themselves).
         `int8` (CPU, float32): every linear layer int8 as it is read (`_load_int8`), the tied head an int8 copy of
-        the token table (as CTranslate2's int8); convolutions, embeddings and norms float32 (a float16 file's too).
+        the token table (as CTranslate2's int8; an untied Whisper's, of proj_out.weight); convolutions, embeddings
+        and norms float32 (a float16 file's too).
         `decoder_only`: no encoder is read (a speech LLM's own Whisper encoder gives the states: language ID beside
         it)."""
         folder = Path(folder)
@@ -413,21 +418,26 @@ class TorchWhisper(nn.Module):
         encoder's) is never opened."""
         from safetensors import safe_open
 
-        keys = [k for k in files if k != "proj_out.weight" and self._wanted(k)]
+        keys = [k for k in files if k != HEAD and self._wanted(k)]
         state = {}
         for file in dict.fromkeys(files[k] for k in keys):
             with safe_open(file, framework="pt") as f:
                 state.update({k.removeprefix("model."): f.get_tensor(k).to(device=device, dtype=dtype)
                               for k in keys if files[k] == file})
         self.model.load_state_dict(state, strict=True, assign=True)
+        if self.head is not None:  # untied: proj_out.weight is the head (a tied one's copy in the file is not read)
+            with safe_open(_file_of(files, HEAD), framework="pt") as f:
+                self.head.load_state_dict({"weight": f.get_tensor(HEAD).to(device=device, dtype=dtype)},
+                                          strict=True, assign=True)
 
     def _load_int8(self, files: dict[str, Path]) -> None:
         """Each linear layer's float32 weights are read through a mapping of their own and quantized at once, so
         the file's pages leave memory as each mapping closes: the peak holds the int8 model and one float32 matrix,
-        not every float32 weight besides. The tied head is quantized first, from the token table
-        QUANTIZE_CHUNK_ROWS rows a mapping (16 MB of Whisper base's; `Int8Linear.from_file`); the table itself
-        stays a view of the file, so lookups are exact, and its pages leave the process after each lookup
-        (`mapped.drop_pages_after_lookups`; a copy of it would cost 106 MB, or 26 MB as int8). From a float16 or
+        not every float32 weight besides. The head is quantized first, from the token table (an untied
+        Whisper's from proj_out.weight) QUANTIZE_CHUNK_ROWS rows a mapping (16 MB of Whisper base's;
+        `Int8Linear.from_file`); the table itself stays a view of the file, so lookups are exact, and its pages
+        leave the process after each lookup (`mapped.drop_pages_after_lookups`; a copy of it would cost 106 MB, or
+        26 MB as int8). From a float16 or
         bfloat16 file (HF's whisper-large-v3 is float16) the other tensors, the table too, become float32 copies:
         else the mel, convolutions and norms would run in float16 on the CPU (at Whisper base's shapes the
         convolutions 9x slower; a tiny test model's states off by 0.09). `files`: `tensor_files`' map (a
@@ -439,9 +449,10 @@ class TorchWhisper(nn.Module):
         linears = {name: m for name, m in self.model.named_modules() if isinstance(m, nn.Linear)}
         table = f"{EMBED_TOKENS}.weight"
         path = _file_of(files, f"model.{table}")
-        self.head = Int8Linear.from_file(path, f"model.{table}", tuple(self.model.decoder.embed_tokens.weight.shape))
+        head = f"model.{table}" if self.head is None else HEAD  # untied: proj_out.weight
+        self.head = Int8Linear.from_file(_file_of(files, head), head, (self.dims.n_vocab, self.dims.d_model))
         trim_heap()  # first: its quantized and packed forms (2 x 26 MB) are resident together before the rest is
-        keys = [k for k in files if k not in ("proj_out.weight", f"model.{table}") and self._wanted(k)
+        keys = [k for k in files if k not in (HEAD, f"model.{table}") and self._wanted(k)
                 and k.removeprefix("model.").rsplit(".", 1)[0] not in linears]
         state = {}
         for file in dict.fromkeys(files[k] for k in keys):
@@ -530,7 +541,7 @@ class TorchWhisper(nn.Module):
             trim_heap()
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """(B, D) -> (B, vocab) float32 through the tied head."""
+        """(B, D) -> (B, vocab) float32 through the head (the token table, tied, unless `self.head`)."""
         if self.head is not None:
             return self.head(hidden).float()
         return fast_linear(hidden, self.model.decoder.embed_tokens.weight).float()
