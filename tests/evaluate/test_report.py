@@ -465,3 +465,20 @@ def test_transcript_tables_count_the_references_wer_skipped():
     md = render.to_markdown(report).splitlines()
     assert md[md.index(line) - 2].startswith("| b |")
     assert "WER/CER skipped" not in render.format_table(rep.build_report({"b": rows[:1]}))
+
+
+def test_load_results_names_a_line_that_is_not_utf8_and_reads_a_bom(tmp_path):
+    """A results file that is not UTF-8 (a hand-edited file saved as Latin-1) was a UnicodeDecodeError traceback,
+    and one that starts with a byte-order mark was "not a result row": the first is one line naming the file, line
+    and byte, the second reads as plain UTF-8, as `llm-srt score` and the manifest reader have them."""
+    row = {"id": "a", "src": "eng", "tgt": "deu", "hyp_translation": "Grüße", "ref_translation": "Hallo"}
+    path = tmp_path / "bad.jsonl"
+    latin = json.dumps(row, ensure_ascii=False).encode("latin-1")
+    path.write_bytes(json.dumps({**row, "id": "b"}).encode() + b"\n" + latin + b"\n")
+    byte = latin.index("ü".encode("latin-1")) + 1
+    with pytest.raises(LLMSRTError, match=rf"bad.jsonl:2: not valid UTF-8 \(byte {byte} of the line\); re-save the "
+                                          r"file as UTF-8$"):
+        rep.load_results(path)
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(row, ensure_ascii=False).encode() + b"\r\n"
+                     + json.dumps({**row, "id": "b"}).encode() + b"\r\n")
+    assert [(r.id, r.hyp_translation) for r in rep.load_results(path)] == [("a", "Grüße"), ("b", "Grüße")]

@@ -508,7 +508,8 @@ def test_several_systems_are_compared_with_the_first(oracle, manifest, tmp_path,
 
 def test_transcripts_are_compared_with_the_first_system_that_wrote_them():
     """A direct S2TT system first writes no transcripts: the WER tests take the first that does. A system that
-    transcribed other rows is logged and left out, never an error at the end of a long evaluation."""
+    transcribed other rows is left out, and why is kept in the report, never an error at the end of a long
+    evaluation."""
     from llm_srt.evaluate.report import build_report
 
     def rows(hyp, n=6, transcribe=True):
@@ -518,21 +519,22 @@ def test_transcripts_are_compared_with_the_first_system_that_wrote_them():
 
     systems = {"direct": rows("", transcribe=False), "a": rows("a cat sat"), "b": rows("a cat number sat"),
                "c": rows("a cat", n=5)}
-    lines = []
-    report = compare.compare_systems(build_report(systems), {k: [v] for k, v in systems.items()}, 100, log=lines.append)
+    report = compare.compare_systems(build_report(systems), {k: [v] for k, v in systems.items()}, 100)
     found = report.transcript_comparisons
     assert [(n, vs, lang) for n, vs, lang, _ in found] == [("b", "a", "eng")]
     assert found[0][3].delta < 0 and found[0][3].sentences == 6
     assert [(n, vs) for n, vs, _ in report.comparisons] == [("a", "direct"), ("b", "direct")]
-    assert lines == ["no paired BLEU test of c against direct: the two systems were not run on the same test rows "
-                     "(1 differ, e.g. '5'); compare results of one evaluation",
-                     "no paired eng transcript test of c against a: the two systems did not transcribe the same "
-                     "test rows (1 differ, e.g. '5'); compare results of one evaluation"]
+    assert report.untested_lines == [
+        "no paired BLEU test of c against direct: the two systems were not run on the same test rows (1 differ, e.g. "
+        "'5'); compare results of one evaluation",
+        "no paired eng transcript test of c against a: the two systems did not transcribe the same test rows "
+        "(1 differ, e.g. '5'); compare results of one evaluation"]
 
 
 def test_a_one_sentence_evaluation_keeps_its_report_without_paired_tests():
     """Too few test sentences for any test (here one: every resample the same): each paired test (BLEU,
-    transcripts, COMET) is logged as not possible, and the report is kept, never lost at the end of the evaluation."""
+    transcripts, COMET) is recorded as not possible, and the report is kept, never lost at the end of the
+    evaluation."""
     from llm_srt.evaluate.report import build_report
 
     def rows(hyp, comet):
@@ -540,9 +542,8 @@ def test_a_one_sentence_evaluation_keeps_its_report_without_paired_tests():
                                 comet=comet)]
 
     systems = {"a": rows("a cat sat", 80.0), "b": rows("a dog", 40.0)}
-    lines = []
-    report = compare.compare_systems(build_report(systems), {k: [v] for k, v in systems.items()}, 100, log=lines.append,
-                                 scored=systems)
+    report = compare.compare_systems(build_report(systems), {k: [v] for k, v in systems.items()}, 100, scored=systems)
+    lines = report.untested_lines
     assert not report.comparisons and not report.transcript_comparisons and not report.comet_comparisons
     assert [line.split(":")[0] for line in lines] == ["no paired BLEU test of b against a",
                                                        "no paired eng transcript test of b against a",
@@ -553,7 +554,7 @@ def test_a_one_sentence_evaluation_keeps_its_report_without_paired_tests():
 def test_systems_of_several_runs_are_pooled_and_tested_run_by_run(tmp_path):
     """--model NAME=RUN1.jsonl,RUN2.jsonl: one system of two runs (e.g. two training seeds), scored on both runs'
     hypotheses together and tested against another two-run system with `paired_bootstrap_runs`; a one-run system
-    cannot be paired with it, which is logged, not an error."""
+    cannot be paired with it, which the report says, not an error."""
     from llm_srt.evaluate.significance import paired_bootstrap_runs, paired_error_rates_runs
 
     def write(name, keep):
@@ -575,7 +576,9 @@ def test_systems_of_several_runs_are_pooled_and_tested_run_by_run(tmp_path):
     assert (name, vs) == ("b1", "A") and c == paired_bootstrap_runs(*runs, samples=100)
     [(name, vs, lang, t)] = report.transcript_comparisons
     assert t == paired_error_rates_runs(*runs, samples=100)["eng"] and t.sentences == 12
-    assert "no paired BLEU test of c against A: 1 runs against 2 (runs are paired one to one)" in lines
+    assert "no paired BLEU test of c against A: 1 runs against 2 (runs are paired one to one)" in report.untested_lines
+    assert "no paired BLEU test of c against A: 1 runs" in "\n".join(lines)  # printed under the tables
+    assert not report.other_rows  # the same rows, in two runs or one
     assert report.systems[0].n_rows == 24  # both runs' rows, pooled
     assert report.systems[0].average() == pytest.approx(c.b)
 
@@ -723,10 +726,10 @@ def test_comet_runs_where_evaluate_was_told_to():
     assert run.comet_options(CometOptions(gpus=1), gpu3) == CometOptions(gpus=1, device="cuda:3")
 
 
-def test_a_paired_test_of_rows_scored_against_other_references_is_logged_and_left_out():
+def test_a_paired_test_of_rows_scored_against_other_references_is_left_out_with_why():
     """Each system is scored against its own rows' references: hyps files written before and after the references
     were fixed gave confident BLEU, WER and COMET verdicts on nothing. Each such test is logged and left out now;
-    the report keeps every system's scores."""
+    the report keeps every system's scores and says why."""
     from llm_srt.evaluate.report import build_report
 
     def rows(hyp, ref_transcript="a cat sat", ref_translation="eine Katze", comet=0.5):
@@ -736,9 +739,8 @@ def test_a_paired_test_of_rows_scored_against_other_references_is_logged_and_lef
 
     systems = {"a": rows("eine Katze"), "b": rows("a cat sat", ref_transcript="a cat sat fixed",
                                                   ref_translation="a cat sat")}
-    lines = []
-    report = compare.compare_systems(build_report(systems), {k: [v] for k, v in systems.items()}, 100, log=lines.append,
-                                 scored=systems)
+    report = compare.compare_systems(build_report(systems), {k: [v] for k, v in systems.items()}, 100, scored=systems)
+    lines = report.untested_lines
     assert not report.comparisons and not report.transcript_comparisons and not report.comet_comparisons
     assert [line.split(": the")[0] for line in lines] == ["no paired BLEU test of b against a",
                                                           "no paired eng transcript test of b against a",
@@ -746,6 +748,66 @@ def test_a_paired_test_of_rows_scored_against_other_references_is_logged_and_lef
     assert all("not scored against the same references (row '0': the reference " in line for line in lines)
     assert "transcript differs" in lines[1] and "translation differs" in lines[2]
     same = {"a": systems["a"], "b": rows("a cat sat")}
-    report = compare.compare_systems(build_report(same), {k: [v] for k, v in same.items()}, 100, log=lines.append,
-                                 scored=same)
+    report = compare.compare_systems(build_report(same), {k: [v] for k, v in same.items()}, 100, scored=same)
     assert len(report.comparisons) == len(report.transcript_comparisons) == len(report.comet_comparisons) == 1
+
+
+def test_systems_scored_on_other_rows_are_marked_and_their_left_out_test_says_why(tmp_path):
+    """Two results files on other rows of the same directions (B lacks half of fra->deu) were tables side by side
+    with nothing marked (A over 24 rows, B over 18), and the paired test they cannot have was in the log alone: B's
+    BLEU is marked "(other rows)" with a line naming the direction, and the test left out is named with why, in the
+    terminal table, report.md and results.json; A, and a system on A's rows, are not marked."""
+    def write(name, rows):
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text("".join(json.dumps(vars(r)) + "\n" for r in rows))
+        return str(path)
+
+    ref = "die Katze sitzt heute auf der Matte"
+    rows = [UtteranceResult(f"{i}-{src}", src, "deu", None, ref if i % 2 else "der Hund sitzt auf der Matte", None,
+                            ref, task="s2tt", sentence=f"{i}") for i in range(12) for src in ("eng", "fra")]
+    fewer = [r for r in rows if r.src == "eng" or int(r.sentence) < 6]
+    lines = []
+    report = run.evaluate({"A": write("A", rows), "B": write("B", fewer), "C": write("C", rows)}, None,
+                          tmp_path / "out", log=lines.append, significance=100)
+    assert report.other_rows == {"B": {("fra", "deu"): 6}}
+    assert [(name, vs) for name, vs, _ in report.comparisons] == [("C", "A")]
+    why = "no paired BLEU test of B against A: the two systems were not run on the same test rows (6 differ"
+    table = "\n".join(lines)
+    md = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    for text in (table, md):
+        assert "Paired tests left out" in text and why in text.split("Paired tests left out")[1]
+        assert "B was scored on other rows than A in fra→deu (6 rows in only one of them)" in text
+    summary = {line.split(" | ")[0]: line.split(" | ")[1] for line in md.split("\n\n")[1].splitlines()[2:]}
+    avg = {s.name: f"{s.average():.1f}" for s in report.systems}
+    assert (summary["| A"], summary["| B"], summary["| C"]) == (avg["A"], f"{avg['B']} (other rows)", avg["C"])
+    data = json.loads((tmp_path / "out" / "results.json").read_text(encoding="utf-8"))["systems"]
+    assert data["B"]["other_rows"] == {"compared_with": "A", "rows_in_only_one": {"fra-deu": 6}}
+    assert data["B"]["significance_left_out"][0]["test"] == "BLEU"
+    assert why.split(": ", 1)[1] in data["B"]["significance_left_out"][0]["reason"]
+    assert not {"other_rows", "significance_left_out"} & (set(data["A"]) | set(data["C"]))
+
+
+def test_skip_bad_keeps_a_row_whose_audio_is_missing_as_a_failed_row(oracle, tmp_path):
+    """--skip-bad dropped a test row whose audio file was missing: the report said "failed: 0 of 7" of an 8-row test
+    set and BLEU was over 7 rows, while a file that does not decode was a failed row. Both are failed rows now,
+    with the audio's problem as their error, scored as empty hypotheses; a row that cannot be scored at all (an
+    unknown language) is still skipped, with the warning."""
+    oracle["fail_src"] = None
+    rows = []
+    for i, (sec, f) in enumerate(CLIPS):
+        write_wav(tmp_path / f"c{i}.wav", tiny.tone(sec, f, seed=i))
+        rows.append(row(f"{i}-ed", str(tmp_path / f"c{i}.wav"), "eng", "deu", sec))
+    write_manifest(tmp_path / "test.jsonl", rows)
+    with open(tmp_path / "test.jsonl", "a") as f:
+        f.write(json.dumps({**vars(rows[0]), "id": "bad", "src_lang": "xxx"}) + "\n")
+    (tmp_path / "c2.wav").unlink()
+    with pytest.warns(UserWarning, match="skipped 1 bad rows"):
+        report = run.evaluate({"flaky": "flaky"}, tmp_path / "test.jsonl", tmp_path / "out", task="srt", options=OPTS,
+                              batch_size=4, placement=CPU, log=lambda *_: None, skip_bad=True, significance=0)
+    [s] = report.systems
+    assert s.failed_summary() == f"failed: 1 of {N}" and s.bleu[("eng", "deu")].n == N
+    [(uid, error)] = [(r.id, r.error) for r in s.failed]
+    assert uid == "2-ed" and error.startswith(f"{tmp_path / 'c2.wav'}: ") and "no such file" in error
+    data = json.loads((tmp_path / "out" / "results.json").read_text(encoding="utf-8"))["systems"]["flaky"]
+    assert data["failed_by_direction"] == {"eng-deu": {"failed": 1, "of": N}}
+    assert "| flaky | 2-ed | eng→deu |" in (tmp_path / "out" / "report.md").read_text(encoding="utf-8")

@@ -236,24 +236,26 @@ def test_manifest_with_a_bom_is_read(manifest_dir):
 
 @pytest.mark.reliability("batch")
 def test_evaluate_skips_bad_rows_and_bad_audio_and_scores_the_rest(manifest_dir, model_dir, tmp_path, capsys):
-    """--skip-bad drops the rows that cannot work (with a warning naming them); an audio file that exists but does
-    not decode fails only its own utterance; every other row is translated and scored."""
+    """--skip-bad drops the rows that cannot be scored at all (with a warning naming them); a row whose audio file is
+    missing, or exists but does not decode, fails only its own utterance, counted and scored as empty (a missing
+    file's row left the report until 2026-12-06); every other row is translated and scored."""
     (manifest_dir / "junk.wav").write_bytes(np.random.default_rng(2).bytes(3000))
     rows = [_row(1), _row(2, audio="gone.wav"), _row(3, audio="junk.wav"), {"id": "u4"}, _row(5),
             _row(6, tgt_lang="", translation="")]
     manifest = manifest_dir / "mixed.jsonl"
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    with pytest.warns(UserWarning, match=r"skipped 2 bad rows"):
+    with pytest.warns(UserWarning, match=r"skipped 1 bad rows"):
         rc = cli.main(["evaluate", "--model", f"tiny={model_dir}", "--manifest", str(manifest), "--out",
                        str(tmp_path), "--skip-bad", "--max-new-tokens", "4"])
     out = capsys.readouterr()
     assert rc == 0 and "Traceback" not in out.err
     hyps = {h["id"]: h for h in map(json.loads, (tmp_path / "hyps.tiny.jsonl").read_text().splitlines())}
-    assert sorted(hyps) == ["u1", "u3", "u5", "u6"]
+    assert sorted(hyps) == ["u1", "u2", "u3", "u5", "u6"]
+    assert "gone.wav" in hyps["u2"]["error"] and "no such file" in hyps["u2"]["error"]
     assert "junk.wav" in hyps["u3"]["error"] and "cannot decode" in hyps["u3"]["error"]
     assert all(hyps[i]["error"] is None and hyps[i]["hyp_translation"] is not None for i in ("u1", "u5"))
     assert hyps["u6"]["error"] is None and hyps["u6"]["tgt"] == "eng"  # the ASR row
-    assert "failed: 1 of 4" in out.out + out.err and (tmp_path / "report.md").is_file()
+    assert "failed: 2 of 5" in out.out + out.err and (tmp_path / "report.md").is_file()
 
 
 @pytest.mark.reliability("batch")

@@ -19,16 +19,19 @@ def compare_systems(report: Report, runs: dict[str, list[list[UtteranceResult]]]
     the first system that transcribed that language (a direct S2TT system writes none); given the rows with their
     COMET scores (`scored`, name -> rows), each system's mean COMET against the first's over the sentences both
     have a score for (`sentence_comet`). A pair that cannot be compared (other rows, or other references for the same
-    rows: `check_references`; a different number of runs) is logged and left out: the results are never lost to it."""
+    rows: `check_references`; a different number of runs) is left out, and why is kept in the report
+    (`Report.untested`: under its tables and in results.json, not only in a log): the results are never lost to it."""
+    untested = []  # (test, system, compared with, why)
+
     def test(what: str, name: str, first: str, paired, select=lambda rows: rows):
         if len(runs[name]) != len(runs[first]):
-            log(f"no paired {what} test of {name} against {first}: {len(runs[name])} runs against "
-                f"{len(runs[first])} (runs are paired one to one)")
+            untested.append((what, name, first, f"{len(runs[name])} runs against {len(runs[first])} (runs are "
+                                                "paired one to one)"))
             return None
         try:
             return paired([select(r) for r in runs[name]], [select(r) for r in runs[first]], samples=samples)
         except LLMSRTError as e:
-            log(f"no paired {what} test of {name} against {first}: {e}")
+            untested.append((what, name, first, str(e)))
             return None
 
     first = report.systems[0].name
@@ -51,13 +54,13 @@ def compare_systems(report: Report, runs: dict[str, list[list[UtteranceResult]]]
     first_comet = sentence_comet(scored.get(first, []), len(runs[first])) if scored else {}
     for s in report.systems[1:] if first_comet else ():
         if len(runs[s.name]) != len(runs[first]):
-            log(f"no paired COMET test of {s.name} against {first}: {len(runs[s.name])} runs against "
-                f"{len(runs[first])} (runs are paired one to one)")
+            untested.append(("COMET", s.name, first, f"{len(runs[s.name])} runs against {len(runs[first])} (runs "
+                                                     "are paired one to one)"))
             continue
         own = sentence_comet(scored[s.name], len(runs[s.name]))
         both = [i for i in own if i in first_comet]
         if not both:
-            log(f"no paired COMET test of {s.name} against {first}: no row scored in both")
+            untested.append(("COMET", s.name, first, "no row scored in both"))
             continue
         rows = [{_run_id(r.id, len(runs[n])): r for r in scored[n]} for n in (first, s.name)]
         sentence = sentence_keys(rows)
@@ -68,11 +71,11 @@ def compare_systems(report: Report, runs: dict[str, list[list[UtteranceResult]]]
                             sentences=[sentence[i] for i in both],
                             directions=[(rows[0][i].src, rows[0][i].tgt) for i in both])
         except LLMSRTError as e:
-            log(f"no paired COMET test of {s.name} against {first}: {e}")
+            untested.append(("COMET", s.name, first, str(e)))
             continue
         comet.append((s.name, first, c))
     return replace(report, comparisons=tuple(comparisons), transcript_comparisons=tuple(transcripts),
-                   comet_comparisons=tuple(comet))
+                   comet_comparisons=tuple(comet), untested=tuple(untested))
 
 
 def sentence_comet(rows: list[UtteranceResult], runs: int) -> dict[str, float]:

@@ -3,8 +3,10 @@ plots, and `write_report`, which writes the files: results.json, report.md, bleu
 LLM on text MT of the same rows (`build_report(mt=)`), mt_vs_s2tt.png (Figure 3).
 
 Every report says `failed: N of M` per system and per direction, and lists each failed utterance with its error.
-An average over directions of a system that lacks some of the table's directions prints as "25.9 (1 of 2)"; the
-tables of paired tests end in the claim their verdicts judge; WER/CER's skipped references are counted under them.
+An average over directions of a system that lacks some of the table's directions prints as "25.9 (1 of 2)", and a
+BLEU score of a system scored on other rows than the first system's in one of its directions as "25.9 (other rows)";
+the tables of paired tests end in the claim their verdicts judge, and a paired test left out is named with why
+(`Report.untested`); WER/CER's skipped references are counted under them.
 """
 
 import json
@@ -29,6 +31,7 @@ MAX_SCATTER_LABELS = 40  # label each point of the scatter plot up to this many 
 # under a table whose systems cover different directions (`_avg`)
 PARTIAL_NOTE = ("(k of N): that system's average is over k of the N directions its column covers; not comparable "
                 "with an average over all N")
+OTHER_ROWS = " (other rows)"  # after a BLEU score over other rows than the first system's (`Report.other_rows`)
 # what "better" means in each table of paired tests (`Comparison.claim_line`, the line under it)
 BLEU_BETTER, COMET_BETTER, TRANSCRIPT_BETTER = "higher average BLEU", "higher mean COMET", "lower WER / CER"
 # after the rows cut at their token cap (`_capped`): why, and what that does to the scores
@@ -61,6 +64,7 @@ def to_markdown(report: Report) -> str:
     parts += _md_table(["system", "avg BLEU", "directions", "utterances", "failed"], summary)
     if _uneven((s.bleu for s in report.systems), report.directions):
         parts += ["", PARTIAL_NOTE + " (here and in the BLEU tables below)"]
+    parts += [line for note in _other_rows_notes(report) for line in ("", note)]
     if report.decoding is not None:
         tasks = report.decoding.get("tasks", {})
         how = {k: v for k, v in report.decoding.items() if k != "tasks"}
@@ -144,6 +148,8 @@ def to_markdown(report: Report) -> str:
         parts += _md_table(["system", "compared with", "language", "Δ", "95% interval", "p", "sentences", "verdict"],
                            _transcript_comparison_rows(report))
         parts += ["", report.transcript_comparisons[0][3].claim_line(TRANSCRIPT_BETTER)]
+    if report.untested:
+        parts += ["", "## Paired tests left out", ""] + [f"- {line}" for line in report.untested_lines]
     signatures = _unique(v.signature for s in report.systems for v in (*s.bleu.values(), *s.asr.values()))
     parts += ["", "## Signatures", ""] + [f"- `{sig}`" for sig in signatures]
     if report.directions:
@@ -172,7 +178,8 @@ def format_table(report: Report) -> str:
     dirs = report.directions
     if len(dirs) <= MAX_DIRECTION_COLUMNS:
         header = [f"{d[0]}->{d[1]}" for d in dirs]
-        cells = [[_fmt(s.bleu[d].score) if d in s.bleu else "–" for d in dirs] for s in report.systems]
+        cells = [[_mark(report, s, [d], _fmt(s.bleu[d].score)) if d in s.bleu else "–" for d in dirs]
+                 for s in report.systems]
     else:
         srcs = report.sources
         header = [f"{l}->X" for l in srcs]
@@ -182,6 +189,7 @@ def format_table(report: Report) -> str:
     text = "BLEU\n" + _text_table(header, rows)
     if _uneven((s.bleu for s in report.systems), dirs):
         text += "\n" + PARTIAL_NOTE
+    text += "".join("\n" + note for note in _other_rows_notes(report))
     comet_dirs = _unique(d for s in report.systems for d in s.comet)
     if comet_dirs:
         shown = comet_dirs if len(comet_dirs) <= MAX_DIRECTION_COLUMNS else []
@@ -219,6 +227,8 @@ def format_table(report: Report) -> str:
                  + _text_table(["system", "vs", "language", "delta", "95% interval", "p", "sentences", "verdict"],
                                _transcript_comparison_rows(report))
                  + "\n" + report.transcript_comparisons[0][3].claim_line(TRANSCRIPT_BETTER))
+    if report.untested:
+        text += "\n\nPaired tests left out:\n" + "\n".join(report.untested_lines)
     failures = [f"{name}: {scores.failed_summary()} (scored as empty hypotheses); by direction: "
                 + ", ".join(f"{d[0]}->{d[1]} {_of(n, scores.rows[d])}" for d, n in scores.failed_by_direction().items()
                             if n)
@@ -357,7 +367,23 @@ def _avg(value: float | None, n: int, of: int) -> str:
 
 
 def _bleu_avg(report: Report, s: SystemScores) -> str:
-    return _avg(s.average(), len(s.bleu), len(report.directions))
+    return _mark(report, s, s.bleu, _avg(s.average(), len(s.bleu), len(report.directions)))
+
+
+def _mark(report: Report, s: SystemScores, dirs: Iterable[Direction], text: str) -> str:
+    """`text`, a BLEU score of `s` over `dirs`, marked OTHER_ROWS where `s` was scored on other rows than the first
+    system in one of them: side by side unmarked, a score over 18 rows read as comparable with one over 24."""
+    other = report.other_rows.get(s.name, {})
+    return text + OTHER_ROWS if text != "–" and any(d in other for d in dirs) else text
+
+
+def _other_rows_notes(report: Report) -> list[str]:
+    """The line under a BLEU table per system marked OTHER_ROWS (none: [])."""
+    first = report.systems[0].name
+    return [f"{OTHER_ROWS.strip()}: {name} was scored on other rows than {first} in "
+            + ", ".join(f"{_arrow(d)} ({n} rows in only one of them)" for d, n in dirs.items())
+            + f"; not comparable with {first} there (score results of the same test manifest)"
+            for name, dirs in report.other_rows.items()]
 
 
 def _bleu_by(report: Report, s: SystemScores, index: int) -> list[str]:
@@ -365,7 +391,8 @@ def _bleu_by(report: Report, s: SystemScores, index: int) -> list[str]:
     marked as `_avg`."""
     own, every = _count_by(s.bleu, index), _count_by(report.directions, index)
     means = s.by_source() if index == 0 else s.by_target()
-    return [_avg(means.get(lang), own.get(lang, 0), every[lang])
+    return [_mark(report, s, [d for d in s.bleu if d[index] == lang], _avg(means.get(lang), own.get(lang, 0),
+                                                                         every[lang]))
             for lang in (report.sources if index == 0 else report.targets)]
 
 

@@ -15,6 +15,7 @@ import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +86,8 @@ class SystemScores:
     n_utterances: int = 0  # utterances that entered any score, BLEU or WER/CER (report.md's "utterances": a --task
     #                        asr report scores every row and has no BLEU row)
     capped: int = 0  # utterances whose output reached its token cap and was cut there (UtteranceResult.capped)
+    ids: dict[Direction, frozenset[str]] = field(default_factory=dict)  # the ids of each direction's BLEU rows
+    #   (`row_ids`; a system of several runs: its runs' ids, without run.py's `pooled` prefix): `Report.other_rows`
 
     @property
     def n_rows(self) -> int:
@@ -137,6 +140,25 @@ class Report:
     # how the systems decoded here ran (task, search, device, weight dtype ...): results.json's "decoding", one line
     # of report.md; systems read from results files ran as their own report says
     decoding: Mapping[str, object] | None = None
+    # the paired tests left out, and why (evaluate/compare.py): (test: "BLEU", "eng transcript" or "COMET", system,
+    # compared with, why); printed under the tables and kept in results.json, not only in the log
+    untested: tuple[tuple[str, str, str, str], ...] = ()
+
+    @property
+    def untested_lines(self) -> list[str]:
+        """'no paired BLEU test of B against A: why' per test left out."""
+        return [f"no paired {what} test of {a} against {b}: {why}" for what, a, b, why in self.untested]
+
+    @cached_property  # the tables look it up for every cell
+    def other_rows(self) -> dict[str, dict[Direction, int]]:
+        """System -> {direction: rows in only one of the two} for each direction that it and the first system both
+        have but scored on other rows (results files of another test set, or of a run with rows missing): its BLEU
+        there, and the averages over it, are not comparable with the first system's. Systems without any: left out.
+        """
+        first = self.systems[0].ids
+        out = {s.name: {d: len(ids ^ first[d]) for d, ids in s.ids.items() if d in first and ids != first[d]}
+               for s in self.systems[1:]}
+        return {name: dirs for name, dirs in out.items() if dirs}
 
     @property
     def mt_bleu(self) -> dict[str, dict[Direction, float]]:
@@ -199,9 +221,18 @@ def score_system(name: str, results: Iterable[UtteranceResult | Mapping]) -> Sys
     unscored = sum(r.comet is None for r in rows if r.ref_translation is not None) if comet else 0
     return SystemScores(name, scores, asr, sum(len(p) for p in by_direction.values()),
                         tuple(r for r in rows if r.failed), totals, forced_tags=sum(r.forced_tags for r in rows),
-                        capped=sum(r.capped for r in rows),
+                        capped=sum(r.capped for r in rows), ids=row_ids(rows),
                         comet={d: 100 * float(np.mean(v)) for d, v in comet.items()}, comet_unscored=unscored,
                         n_utterances=sum(r.ref_translation is not None or id(r) in in_asr for r in rows))
+
+
+def row_ids(rows: Iterable[UtteranceResult]) -> dict[Direction, frozenset[str]]:
+    """The ids of the rows that enter each direction's BLEU (those with a reference translation)."""
+    ids: dict[Direction, set[str]] = {}
+    for r in rows:
+        if r.ref_translation is not None:
+            ids.setdefault((r.src, r.tgt), set()).add(r.id)
+    return {d: frozenset(v) for d, v in ids.items()}
 
 
 def check_languages(rows: Iterable[UtteranceResult]) -> None:
@@ -268,12 +299,24 @@ def build_report(systems: Mapping[str, Iterable[UtteranceResult | Mapping]],
 
 
 def load_results(path: str | Path) -> list[UtteranceResult]:
-    """Utterance results from a JSONL file (one object per line with UtteranceResult's fields)."""
+    """Utterance results from a JSONL file (one object per line with UtteranceResult's fields), UTF-8; a byte-order
+    mark at the start is a BOM, not text (an editor's "UTF-8 with BOM", as `llm-srt score` and manifests read it)."""
     path = Path(path)
     if not path.is_file():
         raise LLMSRTError(f"{path}: no such results file")
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise LLMSRTError(f"{path}: cannot read the results file ({e.strerror or e}); check it") from None
     out, lines = [], {}
-    for i, line in enumerate(path.read_text(encoding="utf-8").split("\n"), start=1):  # JSON leaves U+2028 raw
+    # line ends are \n, \r\n or a lone \r (as text mode reads them); split as bytes, so that a line that is not UTF-8
+    # is named with its line, and only there: not str.splitlines(), as JSON leaves U+2028 raw inside a string
+    for i, raw in enumerate(data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n"), start=1):
+        try:
+            line = raw.decode("utf-8-sig" if i == 1 else "utf-8")
+        except UnicodeDecodeError as e:
+            raise LLMSRTError(f"{path}:{i}: not valid UTF-8 (byte {e.start + 1} of the line); re-save the file as "
+                              "UTF-8") from None
         if not line.strip():
             continue
         try:
@@ -307,7 +350,15 @@ def to_json(report: Report) -> dict:
             "compared_with": b, "metric": _asr_metric(report, lang).lower(), "delta": _num(c.delta),
             "ci95": [_num(c.low), _num(c.high)], "p": round(c.p, 5), "verdict": c.verdict(higher_is_better=False),
             "sentences": c.sentences, "resamples": c.samples, "seed": c.seed}
+    left_out: dict[str, list[dict]] = {}
+    for what, a, b, why in report.untested:
+        left_out.setdefault(a, []).append({"test": what, "compared_with": b, "reason": why})
+    other_rows = {name: {"compared_with": report.systems[0].name,
+                         "rows_in_only_one": {_key(d): n for d, n in dirs.items()}}
+                  for name, dirs in report.other_rows.items()}
     return {"systems": {s.name: {**_system_json(s), **({"mt": _system_json(s.mt)} if s.mt is not None else {}),
+                                 **({"other_rows": other_rows[s.name]} if s.name in other_rows else {}),
+                                 **({"significance_left_out": left_out[s.name]} if s.name in left_out else {}),
                                  **({"significance": significance[s.name]} if s.name in significance else {}),
                                  **({"transcript_significance": by_language[s.name]} if s.name in by_language
                                     else {}),

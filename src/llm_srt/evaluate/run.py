@@ -40,7 +40,7 @@ from .compare import compare_systems
 from . import journal
 from .journal import Journal, group_digest, remove_journals
 from .render import MATRIX_PNG, REPORT_MD, RESULTS_JSON, SCATTER_PNG, format_table, write_report
-from .report import UtteranceResult, build_report, check_languages, load_results
+from .report import UtteranceResult, build_report, check_languages, load_results, row_ids
 from .significance import SAMPLES, check_samples
 
 TASKS = ("auto", "srt", "s2tt", "smt", "asr", "asr+smt")  # --task; auto: what the model folder was trained for
@@ -370,8 +370,11 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
     placement = placement or device.resolve("auto")
     rank, size = world()
     device.make_current(placement)  # in one process too: until 2026-12-05 only under torchrun
-    rows = from_rank0(lambda: read_manifest(manifest, skip_bad=skip_bad) if run_now else [], rank, size,
-                      _group[0])  # ranks never decide apart what they read (--skip-bad on a node's own disk)
+    # --skip-bad skips the rows that cannot be scored; one whose audio is missing or unreadable can: it is a failed
+    # row (its error the audio's problem, from the decoding), counted and scored as an empty hypothesis like a file
+    # that does not decode, so BLEU stays over the whole test set and the report says what was missing
+    rows = from_rank0(lambda: read_manifest(manifest, check_audio=not skip_bad, skip_bad=skip_bad) if run_now else [],
+                      rank, size, _group[0])  # ranks never decide apart what they read (--skip-bad on a node's disk)
     if limit is not None:
         rows = rows[:limit]
     try:
@@ -465,6 +468,8 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
                 for name, results in scored.items():
                     _write_hyps(hyps_path(out, name), results)
         report = build_report(scored, mt=mt)
+        report = replace(report, systems=tuple(replace(s, ids=row_ids(r for run in runs[s.name] for r in run))
+                                               for s in report.systems))  # a system's rows, not its `pooled` ids
         if tasks:
             report = replace(report, decoding=decoding_record(tasks, options, placement, with_mt, size))
         if comet is not None and comet_error is None:
