@@ -485,6 +485,64 @@ def test_a_vbri_header_is_no_counted_length():
     assert not _mp3_counted(frame) and _mp3_counted(xing)  # MPEG-1 stereo: Xing 36 bytes in, as VBRI
 
 
+@pytest.mark.parametrize("xing", [True, False], ids=["xing", "no-xing"])
+def test_an_mp3_damaged_inside_keeps_all_before_the_damage_not_back_to_its_reads_start(caplog, xing):
+    """libsndfile's MP3 reader returns no frame of a read that meets damage, though it decoded those before it: a
+    4M-sample read lost up to 43.7 s of a 48 kHz stereo file, and damage in the first read lost the whole file
+    ("cannot decode audio", in translate too). Read a few MPEG frames at a time, it loses a fraction of a second."""
+    from llm_srt.audio import _mp3_counted, _mp3_walked
+
+    rate = 44100
+    noise = (0.3 * np.random.default_rng(0).standard_normal((4 * rate, 2))).astype(np.float32)
+    buf = io.BytesIO()
+    sf.write(buf, noise, rate, format="MP3", bitrate_mode="CONSTANT", compression_level=0.5)  # CBR: its estimate holds
+    data = buf.getvalue()
+    if not xing:  # less its first frame, which holds only its Xing/Info header
+        kbps = (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320)[data[2] >> 4]
+        data = data[144000 * kbps // rate + (data[2] >> 1 & 1):]
+    assert _mp3_counted(data) == xing
+    damaged = bytearray(data)
+    at = len(data) // 2
+    damaged[at:at + 4096] = bytes(4096)
+    before = _mp3_walked(bytes(damaged[:at]))  # the samples of the frames before the damage
+    with caplog.at_level(logging.WARNING, logger="llm_srt.audio"):
+        out = load_audio(bytes(damaged), sr=rate, salvage=True)
+    assert 0.95 * before <= out.size <= 1.05 * before
+    assert [r.getMessage() for r in caplog.records] == [
+        f"<audio>: only the first {out.size / rate:.1f} s of 4.{0 if xing else 1} s decode (Unspecified internal "
+        "error): the file is damaged or cut short; those are used (re-export it, or copy it again, for the rest)"]
+    assert np.array_equal(out, load_audio(data, sr=rate)[:out.size])
+
+
+@pytest.mark.parametrize("subtype", ["VORBIS", "OPUS"])
+def test_an_ogg_cut_short_is_refused_unless_salvaged_then_kept_with_one_warning(tmp_path, caplog, subtype):
+    """libsndfile takes an Ogg's length from its last page: cut short, it loaded as a whole, shorter file, without an
+    error or a warning (half a clip to be trained against the whole transcript). A whole Ogg ends on a page flagged
+    end-of-stream: one without it is cut short, refused as a WAV is."""
+    data = _encoded((0.3 * np.random.default_rng(0).standard_normal(3 * SAMPLE_RATE)).astype(np.float32), "OGG",
+                    subtype)  # noise: a few pages
+    whole_path, path = tmp_path / "whole.ogg", tmp_path / "cut.ogg"
+    whole_path.write_bytes(data)
+    path.write_bytes(data[:len(data) // 2])
+    notes = []
+    with caplog.at_level(logging.WARNING, logger="llm_srt.audio"):
+        whole = load_audio(whole_path)
+        assert whole.size == 3 * SAMPLE_RATE and caplog.records == []  # uncut: whole, without a word
+        out = load_audio(path, salvage=True, on_salvage=notes.append)
+    assert 0 < out.size < 2 * SAMPLE_RATE and np.array_equal(out, whole[:out.size])
+    expected = f"only the first {out.size / SAMPLE_RATE:.1f} s decode (it ends before its Ogg stream's last page)"
+    assert [r.getMessage() for r in caplog.records] == notes == [
+        f"{path}: {expected}: the file is damaged or cut short; those are used (re-export it, or copy it again, for "
+        "the rest)"]
+    with pytest.raises(AudioError) as e:
+        load_audio(path)
+    assert str(e.value) == f"{path}: {expected}: the file is damaged or cut short; re-export it, or copy it again"
+    with pytest.raises(AudioError, match=r"^<audio>: only the first .* decode \(it ends before its Ogg stream's"):
+        load_audio(data[:len(data) * 9 // 10])  # bytes, as uploaded; cut inside its last page
+    with pytest.raises(AudioError, match=r"^<audio>: only the first .* decode \(it ends before its Ogg stream's"):
+        load_audio(data[:data.rindex(b"OggS")])  # cut between pages: whole pages, none the last
+
+
 @pytest.mark.parametrize("fmt,patch", [
     ("AU", lambda b: b.__setitem__(slice(8, 12), b"\xff\xff\xff\xff")),  # its format's "length unknown"
     ("AIFF", lambda b: [b.__setitem__(slice(at, at + 4), n.to_bytes(4, "big")) for at, n in (  # sox's, to a pipe

@@ -474,6 +474,7 @@ def test_translate_keeps_what_decodes_of_a_file_cut_short(tmp_path):
     [result] = SpeechTranslator(stub).translate([str(tmp_path / "cut.flac")], "eng", "deu")
     assert result.error is None and result.duration == kept and result.segments and stub.batches
     assert result.segments[-1].end <= kept
+    assert result.warning.startswith(f"{tmp_path / 'cut.flac'}: only the first {kept:.1f} s of 6.0 s decode (")
 
 
 def test_a_whole_clip_or_transcript_with_a_file_cut_short_fails_counted_not_translated_in_part(tmp_path, clips):
@@ -487,6 +488,37 @@ def test_a_whole_clip_or_transcript_with_a_file_cut_short_fails_counted_not_tran
         assert bad.error == (f"{cut}: only the first {kept:.1f} s of 6.0 s decode (Error : flac decoder lost sync): "
                              "the file is damaged or cut short; re-export it, or copy it again"), kwargs
         assert bad.segments == [] and good.error is None and stub.batches == [[int(0.7 * SR)]], kwargs
+
+
+def test_an_input_whose_audio_decoded_only_in_part_says_so_in_json_and_the_exit_code(tmp_path, monkeypatch, capsys):
+    """A WAV cut in half was translated as far as it goes with the warning on stderr only: its JSON entry had no
+    word of the audio lost ("error": null), the exit code was 0, and --out-dir's file was taken for the whole one."""
+    from llm_srt.translate import SOME_FAILED
+
+    write_wav(tmp_path / "a.wav", recording(3.0, [(0.5, 2.5)]))
+    write_wav(tmp_path / "cut.wav", recording(8.0, [(0.5, 2.5), (5.0, 7.5)]))
+    data = (tmp_path / "cut.wav").read_bytes()
+    (tmp_path / "cut.wav").write_bytes(data[:len(data) // 2])  # the header still claims 8 s
+    stub_cli(monkeypatch, Stub())
+    files = [str(tmp_path / "cut.wav"), str(tmp_path / "a.wav")]
+    base = ["--model", "stub", "--src", "eng", "--tgt", "deu"]
+    assert cli.main(["translate", *files, *base, "--format", "json"]) == SOME_FAILED == 3
+    captured = capsys.readouterr()
+    cut, whole = json.loads(captured.out)
+    expected = (f"{files[0]}: only the first 4.0 s of 8.0 s decode (it ends before the length its header gives): the "
+                "file is damaged or cut short; those are used (re-export it, or copy it again, for the rest)")
+    assert cut["warning"] == expected and cut["error"] is None and 3.9 < cut["duration"] <= 4.0 and cut["translation"]
+    assert whole["warning"] is None and whole["error"] is None
+    assert captured.err.splitlines()[-1] == ("llm-srt translate: 1 of 2 inputs decoded only in part (named above: "
+                                             "damaged or cut short); their outputs hold the part that decoded")
+    out = tmp_path / "out"  # the part that decoded is the output: written as finished, the run's code says the rest
+    assert cli.main(["translate", files[0], *base, "--format", "srt", "--out-dir", str(out)]) == SOME_FAILED
+    assert (out / "cut.srt").read_text().count("-->") == 1 and not (out / "cut.srt.incomplete").exists()
+    assert cli.main(["translate", files[1], *base, "--format", "srt", "--out-dir", str(out)]) == 0
+    (tmp_path / "cut.wav").write_bytes(data)  # the file copied again whole: its record no longer matches it
+    capsys.readouterr()
+    assert cli.main(["translate", *files, *base, "--format", "srt", "--out-dir", str(out), "--skip-existing"]) == 0
+    assert "1 of 2 inputs skipped" in capsys.readouterr().err and (out / "cut.srt").read_text().count("-->") == 2
 
 
 def test_an_input_without_speech_gets_no_segment_and_no_text(tmp_path, monkeypatch, capsys):

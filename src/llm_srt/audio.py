@@ -49,7 +49,13 @@ AIFC_PCM = {b"NONE", b"twos", b"sowt", b"raw ", b"in24", b"42ni", b"in32", b"23n
 W64_GUID = bytes.fromhex("f3acd3118cd100c04f8edb8a")  # the 12 bytes after the 4-letter name in a Wave64 chunk's GUID
 W64_RIFF = b"riff" + bytes.fromhex("2e91cf11a5d628db04c10000")
 W64_UNKNOWN = 1 << 62  # a W64 data size this large is a length not known (sox's pipe placeholder)
+OGG_PAGE_MAX = 27 + 255 + 255 * 255  # an Ogg page's most bytes: its header, 255 lacing values, 255 segments of 255
+OGG_END = 0x04  # an Ogg page's header_type flag (byte 5) for a stream's last page (end of stream)
 HEADER_SCAN = 1 << 16  # an AIFF's or W64's chunks before its sound data are looked for this far in
+MP3_BLOCK_FRAMES = 2 * 1152  # an MP3 is decoded this many frames (two MPEG-1 Layer III frames) at a time:
+#   libsndfile's MP3 reader returns nothing for a read that meets damage, though it decoded up to it, so a read is
+#   what damage loses (0.05 s at 44.1 kHz, 0.14 s at 16 kHz; a 4M-sample read lost up to 43.7 s of a 48 kHz stereo
+#   file, or all of it); no slower than large reads
 MP3_SLACK = 2 * 1152  # frames (two of MPEG-1 Layer III's) an MP3 may decode short of its Xing count and still be
 #   whole: decoders differ on the encoder delay and padding that count leaves out
 
@@ -131,7 +137,7 @@ def _decode(source: str | Path | bytes, label: str, sr: int, max_seconds: float 
         held = target if isinstance(target, int) else source  # the bytes, not their BytesIO: its buffer is copied
         counted = _mp3_counted(held)
         samples = _stream(target, label, sr, max_seconds, max_bytes, salvage, _header_cut(held), counted,
-                          None if counted else _mp3_walked(held), on_salvage)
+                          None if counted else _mp3_walked(held), on_salvage, _ogg_cut(held))
         if samples.size == 0 and (repaired := _unsized_wav(held, label)) is not None:  # whole when asked for
             samples = _stream(repaired, label, sr, max_seconds, max_bytes, salvage, on_salvage=on_salvage)
         return samples
@@ -143,11 +149,12 @@ def _decode(source: str | Path | bytes, label: str, sr: int, max_seconds: float 
 def _stream(target: int | io.IOBase, label: str, sr: int, max_seconds: float | None,
             max_bytes: int | None, salvage: bool, header_cut: tuple[int, int] | None = None,
             mp3_counted: bool = False, mp3_walked: int | None = None,
-            on_salvage: Callable[[str], None] | None = None) -> np.ndarray:
+            on_salvage: Callable[[str], None] | None = None, ogg_cut: bool = False) -> np.ndarray:
     """`header_cut`: _header_cut's (bytes held, bytes claimed) for a WAV, AIFF, AU or W64 cut short, whose length
     libsndfile trims to what it holds, so that only its header tells it is cut short. `mp3_counted`: an MP3 whose
     Xing/Info header counts its frames (_mp3_counted), which libsndfile gives as its length, cut short or not.
-    `mp3_walked`: the samples an MP3 without that count holds by its frames' headers (_mp3_walked)."""
+    `mp3_walked`: the samples an MP3 without that count holds by its frames' headers (_mp3_walked). `ogg_cut`: an
+    Ogg file without its stream's last page (_ogg_cut), whose length libsndfile takes from the last page there."""
     try:
         opened = sf.SoundFile(target, closefd=False)
     except DECODE_ERRORS as e:
@@ -165,11 +172,15 @@ def _stream(target: int | io.IOBase, label: str, sr: int, max_seconds: float | N
                 caps.check(f.frames, claimed=True)
             samples, frames, cut = _read_blocks(f, label, sr, caps)
             stopped = False
+            if ogg_cut:  # libsndfile's length is the cut file's own (its last page's): the whole one's is not known
+                unknown_length = True
             counted = f.format == "FLAC" or f.format == "MP3" and mp3_counted  # an exact length, not an estimate
             if cut is None and counted and not unknown_length and frames < f.frames - MP3_SLACK * (f.format == "MP3"):
                 cut = "it ends before the length its header gives"  # cut at a frame's end: no decoder error
             elif cut is None and header_cut is not None and frames:  # none decoded: called empty, as a header alone is
                 cut = "it ends before the length its header gives"
+            elif cut is None and ogg_cut and frames:
+                cut = "it ends before its Ogg stream's last page"
             elif cut is None and f.format == "MP3" and mp3_walked is not None and frames < mp3_walked - MP3_SLACK:
                 claimed_frames, stopped = mp3_walked, True  # whole, but libsndfile stopped at its estimate
     except DECODE_ERRORS as e:
@@ -209,6 +220,8 @@ def _read_blocks(f: sf.SoundFile, label: str, sr: int, caps: "_Caps") -> tuple[n
     dtype = np.float64 if f.subtype == "DOUBLE" else np.float32  # a double may lie beyond float32's range
     stream = soxr.ResampleStream(rate, sr, 1, dtype="float32", quality="HQ") if rate != sr else None
     out, frames, size = [], 0, max(1, BLOCK_SAMPLES // channels)
+    if f.format == "MP3":  # a read that meets damage gives back none of the frames it decoded: small reads
+        size = min(size, MP3_BLOCK_FRAMES)
     while True:
         block = np.empty((size, channels), dtype)
         n, error = _read_into(f, block)
@@ -326,6 +339,28 @@ def _header_cut(target: int | bytes) -> tuple[int, int] | None:
     held = _size(target) - start
     # short by part of a frame only (a writer's size off by a few bytes): no sample is missing, nothing is cut
     return (held, claimed) if 0 < held // frame < claimed // frame and claimed < unknown else None
+
+
+def _ogg_cut(target: int | bytes) -> bool:
+    """Whether an Ogg file (Vorbis, Opus) ends before its stream does: its last page (the last "OggS" in its last
+    OGG_PAGE_MAX bytes with version 0 and only known flags) lacks the end-of-stream flag, or runs past the file's end.
+    Every stream of a whole Ogg file ends on a page with that flag, so its last page has it, whatever streams it
+    holds. libsndfile takes an Ogg's length from its last page, so a file cut short loaded as a whole, shorter one
+    (half a clip paired with the whole transcript). False for anything else, and where no page is found there."""
+    if _read_at(target, 0, 4) != b"OggS":
+        return False
+    start = max(0, _size(target) - OGG_PAGE_MAX)
+    tail = _read_at(target, start, OGG_PAGE_MAX)
+    at = len(tail)
+    while (at := tail.rfind(b"OggS", 0, at)) >= 0:
+        page = tail[at:at + 27]
+        if page[4:5] not in (b"", b"\0") or len(page) > 5 and page[5] & ~0x07:  # inside a packet, not a header
+            continue
+        if len(page) < 27:  # cut inside the last page's header
+            return True
+        lacing = tail[at + 27:at + 27 + page[26]]
+        return not page[5] & OGG_END or len(lacing) < page[26] or at + 27 + page[26] + sum(lacing) > len(tail)
+    return False
 
 
 def _aiff_data(head: bytes) -> tuple[int, int, int, int] | None:

@@ -91,6 +91,8 @@ class TranslationResult:
     segments: list[SegmentResult] = field(default_factory=list)  # its speech, in order; none: no speech found
     error: str | None = None  # None when fine; else why this input failed (the others are unaffected), or how many
     #                           of its segments failed (the others' texts are kept)
+    warning: str | None = None  # its audio decoded only in part (damaged, cut short): load_audio's warning, naming
+    #                             the seconds kept, which are all its texts and duration cover (as serve's answer says)
 
     @property
     def forced_tags(self) -> bool:
@@ -124,7 +126,8 @@ class TranslationResult:
         return {"audio": self.audio, "src": self.src, "tgt": self.tgt, "task": self.task,
                 "transcript": self.transcript, "translation": self.translation, "duration": round(self.duration, 3),
                 "segments": [vars(s) for s in self.segments], "forced_tags": self.forced_tags, "capped": self.capped,
-                "no_speech": self.no_speech, "untranslated": self.untranslated, "error": self.error}
+                "no_speech": self.no_speech, "untranslated": self.untranslated, "error": self.error,
+                "warning": self.warning}
 
 
 @dataclass(frozen=True)
@@ -367,6 +370,7 @@ class SpeechTranslator:
                         transcripts[i] if transcripts else "") for i, x in enumerate(inputs)]
 
         durations = [0.0] * n
+        warnings: list[list[str]] = [[] for _ in range(n)]  # load_audio's warning of an input decoded only in part
         langs: list[str | None] = [a.src if a.src != "auto" else None for a in asked]
         segments: list[list[SegmentResult | None]] = [[] for _ in range(n)]
         left = [0] * n  # segments of each input still to come back from the system
@@ -374,7 +378,7 @@ class SpeechTranslator:
         work: list[tuple[int, int, Segment, Item]] = []  # (input index, segment index, segment, item for the system)
 
         def done(i: int, error: str | None = None) -> None:  # input i is finished: its result, handed over
-            results[i] = _result(asked[i], langs[i], durations[i], segments[i], error)
+            results[i] = _result(asked[i], langs[i], durations[i], segments[i], error, warnings[i])
             if on_result is not None:
                 on_result(i, results[i])
 
@@ -402,7 +406,8 @@ class SpeechTranslator:
             try:
                 # a file decoding in part is translated as far as it goes, but not where its reference (evaluate's
                 # whole clips) or its given transcript (SMT) belongs to the whole of it: there it fails, counted
-                samples = load_audio(inputs[i], name=a.label, salvage=not (whole_clips or a.transcript))
+                samples = load_audio(inputs[i], name=a.label, salvage=not (whole_clips or a.transcript),
+                                     on_salvage=warnings[i].append)
                 durations[i] = samples.size / SAMPLE_RATE
                 if a.transcript and durations[i] > segment_options.max_seconds:
                     raise LLMSRTError(f"{a.label}: {durations[i]:.1f} s of audio with its transcript (SMT): the "
@@ -458,12 +463,13 @@ def segments_error(segments: Sequence[SegmentResult]) -> str | None:
 
 
 def _result(a: _Input, lang: str | None, duration: float, segments: list[SegmentResult],
-            error: str | None) -> TranslationResult:
-    """An input's result from its segments (the failed ones have no text) or its own error."""
+            error: str | None, warnings: list[str]) -> TranslationResult:
+    """An input's result from its segments (the failed ones have no text) or its own error, and the warning of its
+    audio decoded only in part, if it was."""
     return TranslationResult(
         a.label, lang, a.tgt, a.task.value, duration=duration, segments=segments,
         error=error or segments_error(segments), transcript=_joined([s.transcript for s in segments], lang),
-        translation=_joined([s.translation for s in segments], a.tgt))
+        translation=_joined([s.translation for s in segments], a.tgt), warning=warnings[0] if warnings else None)
 
 
 def _joined(texts: list[str], lang: str | None) -> str:

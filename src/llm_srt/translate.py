@@ -29,7 +29,8 @@ from .paths import atomic_file
 from .prompts import Task
 from .segment import SegmentOptions
 
-SOME_FAILED = 3  # translate's exit code when some inputs failed, whole or in part, and others were translated
+SOME_FAILED = 3  # translate's exit code when some inputs failed, whole or in part (their audio decoded only in
+#                  part, too), and others were translated
 
 log = logging.getLogger(__name__)
 
@@ -238,9 +239,16 @@ def main(args) -> int:
                  "their outputs hold the segments that did not fail")
         print(f"llm-srt translate: {partly} of {len(results)} inputs failed in part (named above); {where}",
               file=sys.stderr)
+    # audio that decoded only in part (damaged, cut short; `warning`): translated as far as it goes, in an output
+    # written as finished (not *.incomplete: a run again decodes the same; the file fixed, its record no longer
+    # matches and --skip-existing translates it again), but counted, as an input failed in part is
+    cut = sum(k not in lost and r.warning is not None and (bool(r.kept) or not r.error) for k, r in enumerate(results))
+    if cut and len(results) > 1:
+        print(f"llm-srt translate: {cut} of {len(results)} inputs decoded only in part (named above: damaged or cut "
+              "short); their outputs hold the part that decoded", file=sys.stderr)
     if failed == len(results):
         return 1
-    return SOME_FAILED if failed or partly or unwritten else 0  # results.json unwritten: not 2, which is a refusal
+    return SOME_FAILED if failed or partly or cut or unwritten else 0  # results.json unwritten: not 2, a refusal
 
 
 def _print_json(entries: list[dict], out_dir: Path | None, partial: str | None = None) -> bool:
