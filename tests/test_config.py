@@ -398,3 +398,50 @@ def test_a_wrong_key_or_value_in_a_file_is_named_with_its_line(tmp_path):
     f.write_text("model:\n  lora: {r: 4, alpha: x}\n")
     with pytest.raises(ConfigError, match=re.escape(str(f)) + r" \(with overrides\): model.lora.alpha must be"):
         load_config(f, ["model.lora={r: 8, alpha: y}"])  # a mapping merged over the file's: no line of the file
+
+
+def test_an_empty_init_from_is_refused_not_taken_for_a_fresh_start(tmp_path):
+    """`model.init_from=$ASR_FINAL` with the variable unset (or `init_from: ''` in a file) trained the stage from a
+    random adapter without a word, exit 0: refused as an empty output_dir is; null still starts fresh."""
+    from llm_srt.train.config import load_config
+
+    smt = "configs/embedded/smt.yaml"
+    said = (r"model.init_from is empty \(an unset shell variable\?\); give the previous stage's model folder, or write "
+            r"model.init_from=null to start from a fresh adapter$")
+    for empty in ("", "  "):
+        with pytest.raises(ConfigError, match=rf"^{smt} \(with overrides\): {said}"):
+            load_config(smt, [f"model.init_from={empty}", "max_steps=2"])
+    f = tmp_path / "stage.yaml"
+    f.write_text("max_steps: 2\nmodel:\n  init_from: ''\n")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(f))}:3: {said}"):
+        load_config(f)
+    assert load_config(smt, ["model.init_from=null"]).model.init_from is None
+    assert load_config(smt, ["model.init_from=runs/asr/final"]).model.init_from == "runs/asr/final"
+
+
+def test_a_key_under_a_null_section_sets_it_as_under_an_empty_one(tmp_path):
+    """`lora: null` in the file, then model.lora.r=16: "override 'model.lora.r': 'lora' is not a mapping", with no
+    way out said; it is model.lora={r: 16}. A key under a value that is no section names the fix."""
+    from llm_srt.train.config import load_config
+
+    f = tmp_path / "l.yaml"
+    f.write_text("model:\n  lora: null\n")
+    lora = load_config(f, ["model.lora.r=16"]).model.lora
+    assert lora == load_config(f, ["model.lora={r: 16}"]).model.lora and lora.r == 16
+    with pytest.raises(ConfigError, match=r"^override 'data.tasks.srt': data.tasks is None, not a mapping of keys; "
+                                          r"give data.tasks whole, e.g. data.tasks=\{srt: \.\.\.\}$"):
+        load_config(f, ["data.tasks=null", "data.tasks.srt=1"])
+
+
+def test_a_file_name_holding_a_parenthesis_keeps_the_line_after_the_name(tmp_path):
+    """`asr (copy).yaml`: "odd dir/asr:2 (copy).yaml: unknown key", the line put at the name's first " (" (meant
+    for " (with overrides)")."""
+    from llm_srt.train.config import load_config
+
+    f = tmp_path / "odd dir" / "asr (copy).yaml"
+    f.parent.mkdir()
+    f.write_text("stage: asr\nmax_step: 3\n")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(f))}:2: unknown key 'max_step'"):
+        load_config(f)
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(f))}:2 \(with overrides\): unknown key 'max_step'"):
+        load_config(f, ["seed=1"])

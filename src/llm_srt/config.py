@@ -218,19 +218,23 @@ def load(cls: type[T], path: str | Path | None = None, overrides: list[str] | No
         except yaml.YAMLError as e:
             raise ConfigError(f"override {short(item)}: the value is not valid YAML ({_problem(e)}); "
                               "quote it or fix the brackets") from None
-        if isinstance(parsed, str) and "#" in value and not value.lstrip().startswith(("'", '"')):
+        if not value.strip() and _takes_text(_type_at(cls, key.strip())):
+            parsed = value  # "model.init_from=$UNSET": the empty text, which the field's own checks refuse (as a
+            #   YAML '' is); null is written null
+        elif isinstance(parsed, str) and "#" in value and not value.lstrip().startswith(("'", '"')):
             parsed = value.strip()  # "output_dir=runs/demo #1": a '#' on a command line is no YAML comment
         elif not isinstance(parsed, (str, list, dict, type(None))) and _takes_text(_type_at(cls, key.strip())):
             parsed = value.strip()  # "stage=no", "output_dir=2024-01-01": YAML 1.1 would give False, a date
         _assign(data, key.strip(), parsed, cls)
         for k in [k for k in lines if re.match(rf"{re.escape(key.strip())}(?:$|[.\[])", k)] + [key.strip()]:
             lines[k] = 0  # from the command line (a mapping's keys may merge): no line of the file, nor above it
+    source = where
     if overrides:
         where = f"{where} (with overrides)"
     try:
         return from_dict(cls, data, where)
     except ConfigError as e:
-        raise _at_line(e, where, lines) from None
+        raise _at_line(e, where, lines, source) from None
 
 
 def _key_lines(text: str) -> dict[str, int]:
@@ -254,11 +258,12 @@ def _key_lines(text: str) -> dict[str, int]:
     return lines
 
 
-def _at_line(e: ConfigError, where: str, lines: dict[str, int]) -> ConfigError:
+def _at_line(e: ConfigError, where: str, lines: dict[str, int], source: str) -> ConfigError:
     """`e` with the line of the key it names first (`where: key ...`, `where: unknown key 'key'`), as STYLE's errors
     say where: the line of the key itself or, for a key the file does not write (a sub-key of a flow mapping's
     default), of the nearest one above it; unchanged for a key an override set (`lines` holds 0 for it: the whole
-    value came from the command line) or a message naming no key."""
+    value came from the command line) or a message naming no key. `where` is `source` (the file) and what follows
+    it (" (with overrides)"): the line goes right after the file's name, which may hold " (" itself."""
     text = str(e)
     m = re.match(rf"{re.escape(where)}: (?:unknown key )?'?([\w.\[\]-]+)", text)
     key = m.group(1) if m else ""
@@ -266,8 +271,7 @@ def _at_line(e: ConfigError, where: str, lines: dict[str, int]) -> ConfigError:
         key = re.sub(r"(?:\.[^.\[]*|\[\d+\])$", "", key) if re.search(r"[.\[]", key) else ""
     if not lines.get(key):  # none, or an override's (0)
         return e
-    path, _, rest = where.partition(" (")
-    return ConfigError(f"{path}:{lines[key]}{' (' + rest if rest else ''}{text[len(where):]}")
+    return ConfigError(f"{source}:{lines[key]}{where[len(source):]}{text[len(where):]}")
 
 
 def _type_at(cls: type, key: str) -> Any:
@@ -481,19 +485,30 @@ def _assign(data: dict, key: str, value: Any, cls: type) -> None:
     current: Any = data
     for part in key.split("."):
         current = current.get(part) if isinstance(current, dict) else None
-    section = any(dataclasses.is_dataclass(o) for o in _members(_type_at(cls, key)))
-    if isinstance(value, dict) and isinstance(current, dict) and section:
+    if isinstance(value, dict) and isinstance(current, dict) and _is_section(cls, key):
         for name, item in value.items():
             _assign(data, f"{key}.{name}", item, cls)
     else:
-        _set_dotted(data, key, value)
+        _set_dotted(data, key, value, cls)
 
 
-def _set_dotted(data: dict, key: str, value: Any) -> None:
+def _is_section(cls: type, key: str) -> bool:
+    """Whether dotted `key` of `cls` is a section (a dataclass, maybe optional: `model.lora`)."""
+    return any(dataclasses.is_dataclass(o) for o in _members(_type_at(cls, key)))
+
+
+def _set_dotted(data: dict, key: str, value: Any, cls: type) -> None:
+    """A section the config leaves null (`lora: null`) takes a key as an empty one would: `model.lora.r=16` is
+    `model.lora={r: 16}`, the section's other keys at their defaults."""
     node = data
     parts = key.split(".")
-    for part in parts[:-1]:
+    for i, part in enumerate(parts[:-1]):
+        above = ".".join(parts[:i + 1])
+        if node.get(part) is None and _is_section(cls, above):
+            node[part] = {}
         node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"override {short(key)}: {short(part)} is not a mapping")
+        if not isinstance(node, dict):  # data.tasks: null, then data.tasks.srt=1
+            mapping = _is_section(cls, above) or dict in map(typing.get_origin, _members(_type_at(cls, above)))
+            fix = f"give {above} whole, e.g. {above}={{{parts[i + 1]}: ...}}" if mapping else f"set {above} itself"
+            raise ConfigError(f"override {short(key)}: {above} is {short(node)}, not a mapping of keys; {fix}")
     node[parts[-1]] = value

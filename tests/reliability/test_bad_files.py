@@ -304,7 +304,8 @@ CONFIG_CASES = [
     ConfigCase("two-config-files", None, ("a.yaml", "b.yaml"), error="give one config file", names_file=False),
     ConfigCase("override-without-key", "stage: asr\n", ("=5",), error="write overrides as key=value"),
     ConfigCase("override-bad-yaml", "stage: asr\n", ("optim.lr=[1",), error="not valid YAML"),
-    ConfigCase("override-into-a-scalar", "stage: asr\n", ("stage.name=x",), error="'stage' is not a mapping"),
+    ConfigCase("override-into-a-scalar", "stage: asr\n", ("stage.name=x",),
+               error="stage is 'asr', not a mapping of keys; set stage itself"),
 ]
 
 

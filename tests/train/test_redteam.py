@@ -91,11 +91,13 @@ FILES = {  # name -> (content, what the error must say)
 }
 
 
+@pytest.mark.parametrize("filename", ["bad.yaml", "bad (1).yaml"])  # " (": the line was put inside the name
 @pytest.mark.parametrize("name", FILES)
-def test_a_hostile_config_file_is_one_line_naming_it(name, tmp_path):
+def test_a_hostile_config_file_is_one_line_naming_it(name, filename, tmp_path):
     text, message = FILES[name]
+    message = message.replace("bad.yaml", re.escape(filename))
     marker = tmp_path / "marker"
-    path = tmp_path / "bad.yaml"
+    path = tmp_path / filename
     if isinstance(text, bytes):
         path.write_bytes(text)
     else:

@@ -492,3 +492,82 @@ def test_a_probe_rank_0_cannot_write_is_one_line_naming_output_dir(tmp_path):
     with pytest.raises(LLMSRTError, match=r"gone: cannot write to output_dir \(No such file or directory\); free "):
         shared._write_probe(tmp_path / "gone" / ".ranks-0")
     assert shared._write_probe(tmp_path / ".ranks-1").read_text() == ".ranks-1"
+
+
+def _signalled(monkeypatch, at: int, *signums) -> None:
+    """Train steps that send `signums` right after step `at` to this process and its DataLoader workers (as SLURM
+    does, to every process of the job; docker stop or Ctrl-C)."""
+    import multiprocessing
+
+    real = recipe.Recipe.train_step
+
+    def step(self):
+        loss = real(self)
+        if self.step == at:
+            for signum in signums:
+                for pid in [p.pid for p in multiprocessing.active_children()] + [os.getpid()]:
+                    os.kill(pid, signum)
+        return loss
+    monkeypatch.setattr(recipe.Recipe, "train_step", step)
+
+
+@pytest.mark.long(20)
+def test_sigterm_or_ctrl_c_saves_the_step_then_the_resume_is_bit_identical(tiny_setup, tmp_path, monkeypatch):
+    """SIGTERM (SLURM's preemption, `docker stop`, torchrun) or Ctrl-C wrote no checkpoint: every step since the last
+    save was lost (up to 1,999 with the paper's save_every). The step in progress ends, is saved, and the signal's
+    exception goes on (the exit status stays); the resume from there gives the uninterrupted run's weights."""
+    import signal
+
+    from llm_srt.errors import Terminated
+    from safetensors.torch import load_file
+
+    def cfg(out):
+        return load_config(None, overrides(tiny_setup, out, max_steps=10, save_every=10, keep_last=3,
+                                           **{"data.num_workers": 1}))  # a worker, which must outlive the signal
+
+    said = []
+    ref = recipe.train(cfg(tmp_path / "ref"), log=said.append)
+    assert "[asr] starting from a fresh adapter (model.init_from: null)" in said
+    for signum, raised, at in ((signal.SIGTERM, Terminated, 7), (signal.SIGINT, KeyboardInterrupt, 3)):
+        out, said = tmp_path / signal.Signals(signum).name, []
+        with monkeypatch.context() as m, cli.stop_on_sigterm():  # the CLI's SIGTERM handler, as `llm-srt train`
+            _signalled(m, at, signum)
+            handler = signal.getsignal(signum)
+            with pytest.raises(raised):
+                recipe.train(cfg(out), log=said.append)
+            restored = signal.getsignal(signum) is handler
+        assert said[-1] == (f"[asr] {signal.Signals(signum).name} at step {at}: saved a checkpoint, "
+                            f"{out / 'checkpoints' / f'step-{at:08d}'}; the same command resumes from it")
+        assert checkpoint.latest(out).step == at and not (out / FINAL).exists() and restored
+        said = []
+        final = recipe.train(cfg(out), log=said.append)
+        assert any(f"resumed from {out / 'checkpoints'}/step-{at:08d} at step {at}" in line for line in said), said
+        a, b = load_file(str(ref / "adapter.safetensors")), load_file(str(final / "adapter.safetensors"))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_second_sigterm_stops_at_once(tiny_setup, tmp_path, monkeypatch):
+    """The first SIGTERM waits for the step's end; a second one acts as without it (cli's handler: `Terminated`
+    at once, no checkpoint), for a save that hangs."""
+    import signal
+
+    from llm_srt.errors import Terminated
+
+    _signalled(monkeypatch, 2, signal.SIGTERM, signal.SIGTERM)
+    out = tmp_path / "run"
+    with cli.stop_on_sigterm(), pytest.raises(Terminated):
+        recipe.train(load_config(None, overrides(tiny_setup, out, max_steps=4)), log=lambda *_: None)
+    assert checkpoint.latest(out) is None
+
+
+def test_a_feature_cache_turned_off_on_resume_is_said(base, tiny_setup, tmp_path):
+    """A cache turned off (or on) since the checkpoint went on without a word, and the resumed run was not the
+    uninterrupted one's (cached features are float16): said in the log; another cache folder is the same features."""
+    out = _interrupted(base, tmp_path)
+    said = []
+    recipe.train(_config(tiny_setup, out, 3, **{"data.feature_cache": tmp_path / "elsewhere"}), log=said.append)
+    assert not any("feature_cache changed" in line for line in said), said
+    shutil.rmtree(out / FINAL)
+    recipe.train(_config(tiny_setup, out, 4, **{"data.feature_cache": "null"}), log=said.append)
+    assert ("[asr] data.feature_cache changed since the checkpoint (on -> null): the run goes on, not bit-identical "
+            "from here (cached encoder features are rounded to float16, computed ones are not)") in said

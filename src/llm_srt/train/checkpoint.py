@@ -427,6 +427,12 @@ def stored_settings(folder: Path) -> dict | None:
     return settings if isinstance(settings, dict) else None
 
 
+def stored_config(folder: Path) -> dict:
+    """The whole config saved with checkpoint `folder`, nested as `config.to_dict` writes it ({} when it has none)."""
+    config = _read_state_json(folder).get("config")
+    return config if isinstance(config, dict) else {}
+
+
 _TAGS = ("__tensor__", "__tuple__", "__ndarray__", "__items__")
 
 

@@ -60,6 +60,10 @@ class ModelSection:
                        else config_lib.Range(ge=0 if k == "mlp_hidden" else 1))
             if allowed.problem(v):
                 raise ConfigError(f"model.adapter_kwargs.{k} {allowed.problem(v)}, got {short(v)}")
+        if self.init_from is not None and not self.init_from.strip():  # "model.init_from=$ASR_FINAL" unset: it
+            #   trained the stage from a random adapter without a word
+            raise ConfigError("model.init_from is empty (an unset shell variable?); give the previous stage's model "
+                              "folder, or write model.init_from=null to start from a fresh adapter")
         if self.adapter == "qformer":
             self._check_heads(options)
         lora = self.lora

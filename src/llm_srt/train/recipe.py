@@ -12,7 +12,10 @@ Only rank 0 writes.
 import contextlib
 import json
 import math
+import os
 import shutil
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -23,7 +26,7 @@ from tqdm import tqdm
 from .. import config as config_lib
 from .. import device as device_lib
 from .. import paths
-from ..errors import ConfigError, LLMSRTError
+from ..errors import ConfigError, LLMSRTError, Terminated
 from ..model.cpu_linear import kernel_rule
 from . import checkpoint, resume
 from .config import TrainConfig, _check_adapter_matches, load_config
@@ -249,6 +252,9 @@ class Recipe:
                               "new ones, or choose another output_dir")
         if changed:
             self.log(f"[{self.cfg.stage}] resuming with changed settings (allow_changes): {'; '.join(changed)}")
+        if self.latest is not None and (note := resume.cache_note(checkpoint.stored_config(self.latest.path),
+                                                                  self.cfg)) is not None:
+            self.log(f"[{self.cfg.stage}] {note}")
         if self.latest is not None and not checkpoint.measured_on(self.latest.path, dev_set(settings)):
             self.log(f"[{self.cfg.stage}] the dev set changed since {self.latest.path.name} (data.dev's content, "
                      "data.dev_size, data.seed, data.skip_bad or the main task): the best checkpoint starts anew at "
@@ -291,6 +297,8 @@ class Recipe:
             self.log(f"[{cfg.stage}] initialized from {init}")
         else:
             self.model = SpeechLLM(model_cfg, **place)
+            if self.latest is None:  # (a resume loads the checkpoint's weights below)
+                self.log(f"[{cfg.stage}] starting from a fresh {' and '.join(cfg.trainable)} (model.init_from: null)")
         counts = self.model.parameter_counts()
         self.log(f"[{cfg.stage}] trainable parameters: adapter {counts['adapter'] / 1e6:.2f}M, lora "
                  f"{counts['lora'] / 1e6:.2f}M, total {counts['trainable'] / 1e6:.2f}M of {counts['all'] / 1e6:.1f}M "
@@ -364,7 +372,8 @@ class Recipe:
     # ---- 5. train ---------------------------------------------------------------------------------------------------
     def train(self) -> None:
         """Steps until max_steps: a train step, its logs, a dev evaluation and a checkpoint when they are due (and a
-        checkpoint at an evaluation whose dev loss is the best yet)."""
+        checkpoint at an evaluation whose dev loss is the best yet). A SIGTERM or Ctrl-C (SLURM's preemption, `docker
+        stop`, torchrun) lets the step in progress end, then saves it (`_stop_on_signal`)."""
         cfg = self.cfg
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16(cfg, self.device)
                          else contextlib.nullcontext())
@@ -380,22 +389,27 @@ class Recipe:
                         dynamic_ncols=True)
         self.step_seconds, self.steps_timed = 0.0, 0  # the training steps' time: not evaluations' nor checkpoints'
         self.model.train()
-        while self.step < cfg.max_steps:
-            loss = self.train_step()
-            self.log_step(loss)
-            last = self.step == cfg.max_steps
-            dev_loss = None
-            if self.data.has_dev and ((cfg.eval_every and self.step % cfg.eval_every == 0) or last):
-                dev_loss = self.evaluate().get("dev_loss")
-            best = dev_loss is not None and math.isfinite(dev_loss) and (self.best_dev is None
-                                                                         or dev_loss < self.best_dev)
-            if best:
-                self.best_dev = dev_loss
-            # an evaluation between checkpoints (eval_every 250, save_every 100) that beats every saved dev loss is
-            # saved too: else the best model by dev loss would be lost. dev_loss is summed over ranks (the same on
-            # every rank), so the ranks agree on this collective
-            if self.step % cfg.save_every == 0 or last or best:
-                self.save_checkpoint(dev_loss)
+        with _signals_noted() as noted:
+            while self.step < cfg.max_steps:
+                loss = self.train_step()
+                self.log_step(loss)
+                last = self.step == cfg.max_steps
+                dev_loss = None
+                if self.data.has_dev and ((cfg.eval_every and self.step % cfg.eval_every == 0) or last):
+                    dev_loss = self.evaluate().get("dev_loss")
+                best = dev_loss is not None and math.isfinite(dev_loss) and (self.best_dev is None
+                                                                             or dev_loss < self.best_dev)
+                if best:
+                    self.best_dev = dev_loss
+                # an evaluation between checkpoints (eval_every 250, save_every 100) that beats every saved dev loss
+                # is saved too: else the best model by dev loss would be lost. dev_loss is summed over ranks (the
+                # same on every rank), so the ranks agree on this collective
+                saved = self.step % cfg.save_every == 0 or last or best
+                if saved:
+                    self.save_checkpoint(dev_loss)
+                # the ranks agree (a collective) on a signal any of them got: torchrun or SLURM may reach some only
+                if all_max(torch.tensor([float(bool(noted))]), self.d).item():
+                    self._stop_on_signal(noted, saved, dev_loss)
 
     def train_step(self) -> float:
         """One optimizer step over `optim.accumulation` micro-batches; the loss, token-weighted over all ranks."""
@@ -447,6 +461,22 @@ class Recipe:
         self.steps_timed += 1
         self.step_seconds += time.perf_counter() - start  # the loss and the norm above waited for the device
         return loss
+
+    def _stop_on_signal(self, noted: list[int], saved: bool, dev_loss: float | None) -> None:
+        """After a whole step (a consistent state: the weights, the optimizer and the data position all past that
+        step), every rank saves a checkpoint there unless the step saved one, then raises the signal's exception
+        (`Terminated` on a rank that got none itself) so the exit status says what stopped the run."""
+        name = signal.Signals(noted[0]).name if noted else "a signal to another rank"
+        try:
+            if not saved:
+                self.save_checkpoint(dev_loss)
+            done = f"saved a checkpoint, {self.last_good}; the same command resumes from it"
+        except LLMSRTError as e:
+            done = (f"the checkpoint attempt failed ({str(e).splitlines()[0][:200]}); the newest one is "
+                    f"{self.last_good or 'none'}")
+        self.bar.close()  # the line below on a line of its own
+        self.log(f"[{self.cfg.stage}] {name} at step {self.step}: {done}")
+        raise KeyboardInterrupt if noted and noted[0] == signal.SIGINT else Terminated()
 
     def _stop_not_finite(self, what: str, quantity: str) -> None:
         """Stop before the optimizer step, which would spoil the weights (and the next checkpoint): the newest
@@ -581,6 +611,38 @@ class Recipe:
         if self.lock is not None:
             self.lock.release()
             self.lock = None
+
+
+@contextlib.contextmanager
+def _signals_noted():
+    """Within it, a SIGTERM or SIGINT (Ctrl-C) goes into the list it yields instead of stopping the run mid-step
+    (a step half-done, its optimizer update half-applied, cannot be saved); the loop saves at the end of the step.
+    A second one acts as it would without this (cli's SIGTERM handler raises `Terminated` at once, Ctrl-C raises
+    KeyboardInterrupt). Outside the main thread: no change."""
+    noted: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield noted
+        return
+    owner, previous = os.getpid(), {}
+
+    def note(signum, _frame) -> None:
+        if os.getpid() != owner:  # a DataLoader worker (SLURM signals every process): it serves the step to its end
+            signal.signal(signum, signal.SIG_IGN)  # (dead, it would fail a batch the run is fetching); the run ends
+            return  # it, or SIGKILL does, or its watchdog once the run is gone
+        signal.signal(signum, previous[signum])
+        noted.append(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        handler = signal.getsignal(signum)
+        if handler is signal.SIG_IGN:  # ignored (Ctrl-C in a job started with `&`): left so
+            continue
+        previous[signum] = signal.SIG_DFL if handler is None else handler  # None: set from C, cannot be set back
+        signal.signal(signum, note)
+    try:
+        yield noted
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 # ---- CLI ----------------------------------------------------------------------------------------------------------

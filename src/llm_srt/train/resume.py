@@ -27,7 +27,8 @@ FREE_ON_RESUME = frozenset({
     # paths that differ between hosts (the frozen models are compared by their weights: FROZEN_KEYS; the starting
     # model by INIT_KEY; the checkpoint has the rest)
     "model.encoder", "model.llm", "model.init_from",
-    # how batches are built, not which (data.train / data.dev are compared by content below)
+    # how batches are built, not which (data.train / data.dev are compared by content below); a feature cache turned
+    # on or off changes the features' rounding, said in the log (`cache_note`), not refused: the cache may have to go
     "data.num_workers", "data.feature_cache", "data.precompute_features", "data.dev_decode"})
 CONTENT_KEYS = ("data.train", "data.dev")  # manifests: compared by a hash of their bytes, not by path
 INIT_KEY = "model.init_from weights"  # the starting model by content (its path may differ between hosts); compared
@@ -65,6 +66,21 @@ def run_settings(cfg, world: int = 1) -> dict[str, Any]:
     for key, kind in FROZEN_KEYS.items():
         settings[key] = weights_identity(getattr(cfg.model, kind), kind)
     return json.loads(json.dumps(settings))  # tuples as lists: as they come back from the checkpoint
+
+
+def cache_note(saved_config: dict, cfg) -> str | None:
+    """A line for the run log when the feature cache was turned on or off since the checkpoint (`saved_config`: its
+    whole config): the resumed run goes on, but not bit-identical to an uninterrupted one. Another cache folder is
+    the same features, and data.precompute_features only says when they are computed (the same numbers)."""
+    data = saved_config.get("data")
+    if not isinstance(data, dict) or "feature_cache" not in data:
+        return None
+    was, now = data["feature_cache"] is not None, cfg.data.feature_cache is not None
+    if was == now:
+        return None
+    said = {True: "on", False: "null"}
+    return (f"data.feature_cache changed since the checkpoint ({said[was]} -> {said[now]}): the run goes on, not "
+            "bit-identical from here (cached encoder features are rounded to float16, computed ones are not)")
 
 
 def listed(changed: list[str], shown: int = 3) -> str:
