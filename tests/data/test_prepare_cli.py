@@ -39,7 +39,8 @@ def test_prepare_mini_survey_build_and_check(tmp_path, mo_file, capsys):
     assert rc == 0 and "test 2 (1 of the test sentences taken after train" in capsys.readouterr().out
     test = {r.sentence_id for r in read_manifest(tmp_path / "unseen" / "test.jsonl")}
     assert second in test and first not in test
-    # the voice options reach the build: --augment records an augmentation ("augment") for train clips only (voices.jsonl)
+    # the voice options reach the build: --augment records an augmentation ("augment") for train clips only
+    # (voices.jsonl)
     rc = cli.main(["prepare", "mini", "--out", str(tmp_path / "aug"), "--locale-dir", str(locale), "--langs",
                    "eng,deu", "--train", "2", "--dev", "1", "--test", "1", "--audio-format", "wav", "--augment",
                    "--augment-p", "1"])

@@ -98,7 +98,8 @@ def test_the_demo_loads_each_model_once_where_its_placement_says(rows, tmp_path,
     assert seen == [{"device": bf16.device, "dtype": torch.bfloat16, "merge_lora": True}]
     losses = got["losses"]
     assert len(losses["t"]) == len(rows) and all(0 < x < 50 for x in losses["t"])
-    assert set(got["text_mt"]["t"]) == {"eng-deu", "deu-eng"} and all(0 <= b <= 100 for b in got["text_mt"]["t"].values())
+    mt = got["text_mt"]["t"]
+    assert set(mt) == {"eng-deu", "deu-eng"} and all(0 <= b <= 100 for b in mt.values())
     own = got["text_mt_own_prompt"]["t"]  # the same probe from the speech LLM's own prompt (Task.MT), text only
     assert set(own) == {"eng-deu", "deu-eng"} and all(0 <= b <= 100 for b in own.values())
     assert asked == [Task.MT] * len(probe)

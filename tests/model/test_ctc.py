@@ -35,7 +35,8 @@ def test_one_token_over_two_frames_is_minus_log_the_sum_of_its_three_paths():
     columns = F.normalize(torch.stack([head.blank, embed.weight[7]]), dim=-1)
     p = (2.0 * F.normalize(speech[0], dim=-1) @ columns.T).softmax(-1)  # (2 frames, [blank, 7])
     paths = p[0, 1] * p[1, 1] + p[0, 1] * p[1, 0] + p[0, 0] * p[1, 1]
-    assert loss.item() == pytest.approx(-math.log(paths.item()), rel=1e-5) and loss.item() > 0.1  # "mean": divided by 1 target token
+    # "mean": divided by 1 target token
+    assert loss.item() == pytest.approx(-math.log(paths.item()), rel=1e-5) and loss.item() > 0.1
 
 
 def test_speech_on_the_spoken_tokens_in_order_scores_far_better_than_in_another_order():

@@ -74,7 +74,8 @@ def flac_bomb(seconds: float, rate: int = 192_000, value: int = 1000, say_length
     block = 65535
     frames = -(-int(seconds * rate) // block)
     info = struct.pack(">HH", block, block) + b"\0" * 6  # block sizes; frame sizes unknown
-    info += ((rate << 44) | (15 << 36) | (frames * block if say_length else 0)).to_bytes(8, "big") + b"\0" * 16  # 1 ch, 16 bit; no MD5
+    # 1 channel, 16 bit; no MD5
+    info += ((rate << 44) | (15 << 36) | (frames * block if say_length else 0)).to_bytes(8, "big") + b"\0" * 16
     out = [b"fLaC", bytes([0x80]) + len(info).to_bytes(3, "big"), info]
     for i in range(frames):
         head = bytes([0xFF, 0xF8, 0x70, 0x00]) + _utf8_number(i) + (block - 1).to_bytes(2, "big")

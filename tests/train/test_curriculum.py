@@ -102,7 +102,8 @@ def test_a_start_given_for_every_stage_is_the_first_stages_and_the_later_ones_ch
     mine = str(tmp_path / "mine")
     stages = curriculum.plan([str(folder)], [f"model.init_from={mine}"])
     runs = tmp_path / "runs"
-    assert [s.config.model.init_from for s in stages] == [mine, str(runs / "asr" / "final"), str(runs / "smt" / "final")]
+    assert [s.config.model.init_from for s in stages] == [mine, str(runs / "asr" / "final"),
+                                                          str(runs / "smt" / "final")]
 
 
 def test_output_dir_for_every_stage_and_out_root_together_are_refused(tmp_path):

@@ -2,10 +2,11 @@
 by every epoch and every curriculum stage.
 
 One .npy file per (encoder, audio content, settings) under ROOT/<key[:2]>/<key>.npy. The key hashes the encoder
-identity, the audio file's bytes and the settings (plus the storage dtype), so a changed encoder, file or setting
-never reuses stale features. A training stage hashes each audio file once (`content_hashes`, on rank 0) and hands
-the digests to every cache it builds (`hashes=`), so lookups neither re-read nor stat the audio. Writes go to a temporary file renamed into place, so several processes (DDP ranks)
-may read and write the same cache at once; a damaged file is recomputed.
+identity, the audio file's bytes and the settings (plus the storage dtype), so a changed encoder, file or setting never
+reuses stale features. A training stage hashes each audio file once (`content_hashes`, on rank 0) and hands the digests
+to every cache it builds (`hashes=`), so lookups neither re-read nor stat the audio. Writes go to a temporary file
+renamed into place, so several processes (DDP ranks) may read and write the same cache at once; a damaged file is
+recomputed.
 """
 
 import errno

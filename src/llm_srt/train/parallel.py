@@ -14,10 +14,10 @@ broadcasts rank 0's weights into every rank's shards (one tensor at a time), so 
 32B model: rank 0 peaks at the whole LLM plus its shard, the others at their shard (measured with a 0.5B bf16 LLM on
 2 gloo ranks: 1.9 GB and 1.0 GB peak RSS, against 1.5 GB and 1.6 GB when every rank loads it).
 
-Mixed precision: a shard group may hold parameters of several dtypes (a bf16 decoder layer with fp32 LoRA inside):
-FSDP2 all-gathers such a group as bytes, and only requires the group's *trainable* parameters to share one dtype.
-So the policy (`mixed_precision_policy`) casts nothing (each parameter computes in its own dtype: the LLM in bf16, LoRA and
-the adapter in fp32) and reduces gradients in fp32.
+Mixed precision: a shard group may hold parameters of several dtypes (a bf16 decoder layer with fp32 LoRA inside): FSDP2
+all-gathers such a group as bytes, and only requires the group's *trainable* parameters to share one dtype. So the
+policy (`mixed_precision_policy`) casts nothing (each parameter computes in its own dtype: the LLM in bf16, LoRA and the
+adapter in fp32) and reduces gradients in fp32.
 
 `apply_activation_checkpointing` recomputes each decoder layer in the backward instead of keeping its activations
 (transformers' non-reentrant checkpointing of the layer's `forward`, not its `__call__`: FSDP2's module hooks, which
