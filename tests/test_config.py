@@ -419,6 +419,20 @@ def test_an_empty_init_from_is_refused_not_taken_for_a_fresh_start(tmp_path):
     assert load_config(smt, ["model.init_from=runs/asr/final"]).model.init_from == "runs/asr/final"
 
 
+def test_an_empty_override_of_a_field_without_null_is_still_a_type_error_and_an_empty_dev_is_refused():
+    """The empty text is given to an optional text field alone (whose own check refuses it): `stage=` was accepted
+    as "" once every text field took it, and `data.dev=$DEV` unset meant no dev set without a word."""
+    from llm_srt.train.config import load_config
+
+    for key in ("stage", "model.encoder", "output_dir"):
+        with pytest.raises(ConfigError, match=rf"{key}.* got None"):
+            load_config(None, [f"{key}="])
+    with pytest.raises(ConfigError, match=r"data.dev is empty \(an unset shell variable\?\); give the dev manifest, "
+                                          r"or write data.dev=null to train without a dev set"):
+        load_config(None, ["data.dev="])
+    assert load_config(None, ["data.dev=null"]).data.dev is None
+
+
 def test_a_key_under_a_null_section_sets_it_as_under_an_empty_one(tmp_path):
     """`lora: null` in the file, then model.lora.r=16: "override 'model.lora.r': 'lora' is not a mapping", with no
     way out said; it is model.lora={r: 16}. A key under a value that is no section names the fix."""

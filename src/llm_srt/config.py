@@ -218,9 +218,10 @@ def load(cls: type[T], path: str | Path | None = None, overrides: list[str] | No
         except yaml.YAMLError as e:
             raise ConfigError(f"override {short(item)}: the value is not valid YAML ({_problem(e)}); "
                               "quote it or fix the brackets") from None
-        if not value.strip() and _takes_text(_type_at(cls, key.strip())):
+        if not value.strip() and _takes_text(tp := _type_at(cls, key.strip())) and type(None) in _members(tp):
             parsed = value  # "model.init_from=$UNSET": the empty text, which the field's own checks refuse (as a
-            #   YAML '' is); null is written null
+            #   YAML '' is), not null, which an optional field takes as "none" without a word; null is written null
+            #   (a field that takes no null keeps None: "must be str, got None")
         elif isinstance(parsed, str) and "#" in value and not value.lstrip().startswith(("'", '"')):
             parsed = value.strip()  # "output_dir=runs/demo #1": a '#' on a command line is no YAML comment
         elif not isinstance(parsed, (str, list, dict, type(None))) and _takes_text(_type_at(cls, key.strip())):

@@ -75,6 +75,9 @@ class DataSection:
     def __post_init__(self):
         if not self.tasks:
             raise ConfigError("data.tasks is empty; name the stage's tasks and their shares, e.g. {srt: 1.0}")
+        if self.dev is not None and not self.dev.strip():  # "data.dev=$DEV" unset: no dev set, without a word
+            raise ConfigError("data.dev is empty (an unset shell variable?); give the dev manifest, or write "
+                              "data.dev=null to train without a dev set")
         if isinstance(self.feature_cache, str) and self.feature_cache.strip().lower() in ("", *NOT_A_FOLDER):
             where = "a folder of that name" if self.feature_cache.strip() else "the current folder (256 folders)"
             raise ConfigError(f"data.feature_cache: {self.feature_cache!r} would be {where}; write "
