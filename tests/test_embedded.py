@@ -165,6 +165,24 @@ def test_setup_removes_what_a_killed_setup_left(fake_setup, tmp):
     assert len(logs) == 2  # nothing left: nothing said
 
 
+def test_leftovers_beside_a_linked_models_target_are_found(tmp, monkeypatch):
+    """atomic_dir writes beside a link's target (since 2026-12-06): a killed setup's `.tmp-<pid>` lies there, under
+    the target's name, and was looked for beside the link."""
+    monkeypatch.setenv(paths.CACHE_ENV, str(tmp / "cache"))
+    real = tmp / "big-disk" / "wb"
+    real.mkdir(parents=True)
+    models = paths.cache_dir() / "models"
+    models.mkdir(parents=True)
+    (models / "whisper-base").symlink_to(real)
+    left = real.with_name("wb.tmp-0")  # pid 0: no process
+    left.mkdir()
+    _age(left)
+    logs: list[str] = []
+    emb._remove_leftovers([models / "whisper-base"], logs.append)
+    assert not left.exists() and real.is_dir() and logs == [
+        "removed 1 folders (0.0 MB) left by an earlier setup that was killed: wb.tmp-0"]
+
+
 def test_a_killed_setup_rerun_at_once_leaves_nothing(fake_setup, tmp):
     """A setup killed, then rerun within LEFTOVER_QUIET_S: its folders were too recent to remove, and every later
     setup took the quick path, which never looked: ~1.3 GB stayed for good. Its OWNER file says they are this host's

@@ -86,14 +86,26 @@ def test_atomic_dir_puts_the_old_folder_back_when_the_last_rename_fails(tmp_path
     assert [p.name for p in tmp_path.iterdir()] == ["final"]
 
 
-def test_atomic_dir_writes_the_current_folder_and_a_links_target(tmp_path, monkeypatch):
-    """`.` has no name to put a temporary folder beside (ValueError after a whole conversion); a link was renamed
-    away with the old folder (`.old-<pid>`, never removed) and a real folder put in its place."""
-    (tmp_path / "here").mkdir()
+def test_atomic_dir_refuses_the_current_folder_and_writes_a_links_target(tmp_path, monkeypatch):
+    """`.` has no name to put a temporary folder beside (ValueError after a whole conversion), and replaced it would
+    leave the process in a removed folder: refused, as a folder holding it is; a link was renamed away with the old
+    folder (`.old-<pid>`, never removed) and a real folder put in its place."""
+    from llm_srt.errors import LLMSRTError
+
+    (tmp_path / "here" / "deeper").mkdir(parents=True)
+    (tmp_path / "here" / "f").write_text("x")
     monkeypatch.chdir(tmp_path / "here")
-    with paths.atomic_dir(".") as tmp:
-        (tmp / "f").write_text("x")
-    assert (tmp_path / "here" / "f").read_text() == "x"
+    for where in (".", "./", tmp_path / "here"):
+        with pytest.raises(LLMSRTError, match="is or holds the current folder"):
+            with paths.atomic_dir(where):
+                pass
+    monkeypatch.chdir(tmp_path / "here" / "deeper")
+    with pytest.raises(LLMSRTError, match="is or holds the current folder"):
+        with paths.atomic_dir(".."):
+            pass
+    assert os.getcwd() == str(tmp_path / "here" / "deeper") and (tmp_path / "here" / "f").read_text() == "x"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["here"]  # no temporary folder left
+    monkeypatch.chdir(tmp_path)
     (tmp_path / "link").symlink_to("here")
     with paths.atomic_dir(tmp_path / "link") as tmp:
         (tmp / "g").write_text("y")

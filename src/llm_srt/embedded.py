@@ -235,7 +235,8 @@ def _remove_leftovers(targets: list[Path], log: Callable[[str], None]) -> None:
     What stays is said, with its size."""
     tmp, here = paths.cache_dir() / "tmp", _pid_space()
     patterns = [(tmp, re.compile(rf"(?:{'|'.join(map(re.escape, SCRATCH))})-(\d+)"))]
-    patterns += [(t.parent, re.compile(re.escape(t.name) + r"\.(?:tmp|old)-(\d+)")) for t in targets]
+    real = [Path(os.path.realpath(t)) for t in targets]  # where `atomic_dir` writes: beside a link's target
+    patterns += [(t.parent, re.compile(re.escape(t.name) + r"\.(?:tmp|old)-(\d+)")) for t in real]
     owners = re.compile(re.escape(OWNER).replace(r"\{pid\}", r"(\d+)").replace(r"\{space\}", r"([0-9a-f]+)"))
     spaces: dict[int, set[str]] = {}  # pid -> the pid spaces whose OWNER files name it
     with contextlib.suppress(OSError):

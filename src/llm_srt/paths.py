@@ -246,8 +246,15 @@ def _restore(backup: Path, path: Path) -> None:
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a fresh temporary folder beside `path` to write into; on success it replaces `path` (the old folder is
     renamed away first, so the gap is two renames), on any error it is removed. A link's target is replaced, the
-    link kept (renamed away, the link itself was left beside a new real folder); `.` is the current folder."""
+    link kept (renamed away, the link itself was left beside a new real folder). The current folder, or one holding
+    it, is refused (LLMSRTError): replaced, it would be removed under the process (and its shell)."""
     path = Path(os.path.realpath(path))  # ("." has no name to put beside: Path(".").with_name raised ValueError)
+    cwd = Path(os.path.realpath(os.getcwd()))
+    if path == cwd or path in cwd.parents:
+        from .errors import LLMSRTError
+
+        raise LLMSRTError(f"{path}: is or holds the current folder, and it would be replaced whole (removed under this "
+                          "process); write to another folder, or run from another one")
     tmp = path.with_name(f"{short_name(path.name)}.tmp-{os.getpid()}")  # (a name near 255 bytes fits too)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
