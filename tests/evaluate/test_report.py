@@ -257,7 +257,7 @@ def test_rows_cut_at_their_token_cap_are_counted_and_reported(tmp_path):
                               mt={"plain": [replace(ok, task="mt", capped=True)]})
     assert [(s.capped, s.mt and s.mt.capped) for s in report.systems] == [(1, None), (0, 1)]
     text = render.format_table(report)
-    assert "cut: 1 of 3 rows reached their token cap (--max-new-tokens, or the row's duration budget)" in text
+    assert "cut: 1 of 3 rows reached their token cap (--max-new-tokens, the row's duration budget, or text MT" in text
     assert "plain (MT): 1 of 1 rows reached their token cap" in text and "plain: 1" not in text
     md = render.to_markdown(report)
     assert "cut: 1 of 3 rows reached their token cap; plain (MT): 1 of 1 rows reached their token cap (" in md

@@ -35,7 +35,8 @@ OTHER_ROWS = " (other rows)"  # after a BLEU score over other rows than the firs
 # what "better" means in each table of paired tests (`Comparison.claim_line`, the line under it)
 BLEU_BETTER, COMET_BETTER, TRANSCRIPT_BETTER = "higher average BLEU", "higher mean COMET", "lower WER / CER"
 # after the rows cut at their token cap (`_capped`): why, and what that does to the scores
-CAPPED_WHY = " (--max-new-tokens, or the row's duration budget): their text is cut there, and scored as cut"
+CAPPED_WHY = (" (--max-new-tokens, the row's duration budget, or text MT's twice its source's tokens + 16): their text "
+              "is cut there, and scored as cut")
 
 
 def write_report(report: Report, out_dir: str | Path) -> dict[str, Path]:
