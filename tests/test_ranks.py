@@ -110,7 +110,9 @@ def test_rank0s_undecodable_audio_reaches_the_other_rank_as_itself(tmp_path):
             try:
                 from_rank0(fn, rank, world)
             except Exception as e:
-                print(f"rank {{rank}}: {{type(e).__name__}}: {{e}}", flush=True)
+                # one write of the whole line (print writes the text and the newline apart: the ranks' lines
+                # interleaved as "rank 1: ...rank 0: ..." under load)
+                os.write(1, f"rank {{rank}}: {{type(e).__name__}}: {{e}}\\n".encode())
             dist.destroy_process_group()
 
         if __name__ == "__main__":
