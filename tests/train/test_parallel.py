@@ -1,6 +1,7 @@
 """train/parallel.py: activation checkpointing, FSDP at any world size (1 included), rank-0 loading into meta-device
 skeletons, and a bf16 LLM with fp32 LoRA/adapter under FSDP (2 gloo processes on the CPU), where the recipe also runs
-without a feature cache and stops on an output_dir not every rank sees."""
+without a feature cache, stops on an output_dir not every rank sees, and stops every rank at one saved step on a
+SIGTERM to one rank or all."""
 
 import sys
 import warnings
@@ -250,6 +251,7 @@ def _two_ranks(rank: int, world: int, store: str, folders, out: str, setup: dict
     try:
         _fsdp_rank(Dist(rank, world), folders, out)
         _ddp_rank(Dist(rank, world), folders, out)
+        _stopped_ranks(Dist(rank, world), setup, Path(out) / "stop")  # before _recipe_ranks patches the recipe
         _recipe_ranks(Dist(rank, world), setup, Path(out))
     finally:
         parallel.release_groups()
@@ -339,15 +341,24 @@ def _recipe_ranks(d: Dist, setup: dict, out: Path) -> None:
 
 @pytest.fixture(scope="module")
 def two_ranks(folders, tiny_setup, tmp_path_factory):
+    import time
+
     out = tmp_path_factory.mktemp("two-ranks")
     (out / "node0" / "init").mkdir(parents=True)
     (out / "node0" / "init" / "config.json").write_text("{}")  # a model folder on rank 0's node only
     (out / "node1").mkdir()
-    mp.spawn(_two_ranks, args=(2, str(out / "store"), folders, str(out), dict(tiny_setup)), nprocs=2, join=True)
+    ranks = mp.spawn(_two_ranks, args=(2, str(out / "store"), folders, str(out), dict(tiny_setup)), nprocs=2,
+                     join=False)
+    deadline = time.monotonic() + 300  # a rank stuck outside a collective (their timeout: 2 min) fails too
+    while not ranks.join(timeout=1):  # (raises what a rank raised)
+        if time.monotonic() > deadline:
+            for p in ranks.processes:
+                p.kill()
+            pytest.fail("the two ranks hung")
     return out
 
 
-@pytest.mark.long(23)
+@pytest.mark.long(30)  # the two_ranks fixture's pair of processes, which it starts (the SIGTERM runs: 7 s of it)
 def test_two_rank_fsdp_fills_meta_ranks_from_rank_0_with_a_bf16_llm_and_fp32_trainables(folders, two_ranks):
     """... with the auxiliary CTC loss: the CTC head (in the root's shard group) starts from rank 0's init and its
     embedding lookup sees the whole table."""
@@ -427,6 +438,78 @@ def test_an_output_dir_that_not_every_rank_sees_stops_every_rank_before_training
     for out in (two_ranks / "node0" / "run", two_ranks / "shared", two_ranks / "nocache"):  # the probe is gone
         assert out.is_dir() and not [p.name for p in out.iterdir() if "ranks-" in p.name]
     assert not (two_ranks / "node0" / "run" / "checkpoints").exists()
+
+
+def _stopped_ranks(d: Dist, setup: dict, out: Path) -> None:
+    """Three 4-step DDP runs: uninterrupted ("ref"); SIGTERM to rank 1 alone after step 2's update ("rank1": torchrun
+    and SLURM may reach some ranks only); SIGTERM to both ranks and their DataLoader workers after step 3's ("both":
+    SLURM). Each stopped run is then resumed by the same command. What each rank raised, the step it stopped at, the
+    checkpoint left and the logs go to stopped{rank}.json."""
+    import json
+    import multiprocessing
+    import os
+    import signal
+
+    from llm_srt import cli
+    from llm_srt.errors import Terminated
+    from llm_srt.train import checkpoint, recipe
+    from llm_srt.train.config import load_config
+
+    from .test_run_safety import _signalled
+
+    multiprocessing.set_start_method("fork", force=True)  # a torchrun rank's DataLoader workers' (spawned: spawn)
+    os.environ.update(RANK=str(d.rank), WORLD_SIZE=str(d.world), LOCAL_RANK="0")
+    parallel.HOST_WAIT = timedelta(seconds=60)  # a rank left waiting fails the test, not hangs it
+    got = {}
+
+    def config(case):
+        return load_config(None, overrides(setup, out / case, max_steps=4, device="cpu", distributed_timeout_min=0.5,
+                                           **{"data.num_workers": 1}))  # a worker, which must outlive the signal
+
+    recipe.train(config("ref"), log=lambda *_: None)
+    for case, at, signalled in (("rank1", 2, (1,)), ("both", 3, (0, 1))):
+        said, stops, raised = [], [], None
+        with pytest.MonkeyPatch.context() as m, cli.stop_on_sigterm():  # the CLI's handler, as `llm-srt train`
+            if d.rank in signalled:
+                _signalled(m, at, signal.SIGTERM)
+            stop = recipe.Recipe._stop_on_signal
+            m.setattr(recipe.Recipe, "_stop_on_signal", lambda self, *a: stops.append(self.step) or stop(self, *a))
+            try:
+                recipe.train(config(case), log=said.append)
+            except Terminated:
+                raised = "Terminated"
+        latest = checkpoint.latest(out / case)  # the newest intact one (a damaged one is passed over)
+        got[case] = {"raised": raised, "stops": stops, "said": said[-1:], "latest": latest and latest.step,
+                     "final": (out / case / "final").exists(), "resumed": []}
+        recipe.train(config(case), log=got[case]["resumed"].append)
+    (out / f"stopped{d.rank}.json").write_text(json.dumps(got))
+
+
+def test_sigterm_to_one_rank_or_both_stops_every_rank_at_one_saved_step_and_resumes_bit_identically(two_ranks):
+    """The one-process test of the stop (test_run_safety) cannot show what two ranks do: a SIGTERM that reaches rank 1
+    alone must stop rank 0 at the same step too (each step's end is agreed on), every rank must take part in the
+    checkpoint's collectives and raise Terminated, and the same command must resume there and end with the
+    uninterrupted run's weights."""
+    import json
+
+    from llm_srt.train import checkpoint
+    from safetensors.torch import load_file
+
+    root = two_ranks / "stop"
+    got = [json.loads((root / f"stopped{rank}.json").read_text()) for rank in (0, 1)]
+    ref = load_file(str(root / "ref" / "final" / "adapter.safetensors"))
+    for case, at, name in (("rank1", 2, "a signal to another rank"), ("both", 3, "SIGTERM")):
+        out = root / case
+        for rank in (0, 1):
+            g = got[rank][case]
+            assert (g["raised"], g["stops"], g["latest"], g["final"]) == ("Terminated", [at], at, False), (rank, g)
+        assert got[0][case]["said"] == [f"[asr] {name} at step {at}: saved a checkpoint, "
+                                        f"{out / 'checkpoints' / f'step-{at:08d}'}; the same command resumes from it"]
+        resumed, where = got[0][case]["resumed"], f"resumed from {out / 'checkpoints'}/step-{at:08d} at step {at}"
+        assert any(where in line for line in resumed), resumed
+        assert checkpoint.latest(out).step == 4
+        final = load_file(str(out / "final" / "adapter.safetensors"))
+        assert final.keys() == ref.keys() and all(torch.equal(final[k], ref[k]) for k in ref), case
 
 
 # ---- one device, and the CUDA checks (make gpu-check) -------------------------------------------------------------

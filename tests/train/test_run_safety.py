@@ -546,14 +546,21 @@ def test_sigterm_or_ctrl_c_saves_the_step_then_the_resume_is_bit_identical(tiny_
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_a_second_sigterm_stops_at_once(tiny_setup, tmp_path, monkeypatch):
-    """The first SIGTERM waits for the step's end; a second one acts as without it (cli's handler: `Terminated`
-    at once, no checkpoint), for a save that hangs."""
+def test_a_second_sigterm_stops_at_once_and_one_at_the_same_moment_is_the_same_stop(tiny_setup, tmp_path,
+                                                                                     monkeypatch):
+    """The first SIGTERM waits for the step's end; a second one SIGNAL_REPEAT_S later acts as without it (cli's
+    handler: `Terminated` at once, no checkpoint), for a save that hangs. Two at once are one stop: under `srun
+    torchrun` a time limit reaches each rank from SLURM and from torchrun, and the second stopped the rank mid-step."""
     import signal
 
     from llm_srt.errors import Terminated
 
     _signalled(monkeypatch, 2, signal.SIGTERM, signal.SIGTERM)
+    out = tmp_path / "twice"
+    with cli.stop_on_sigterm(), pytest.raises(Terminated):
+        recipe.train(load_config(None, overrides(tiny_setup, out, max_steps=4)), log=lambda *_: None)
+    assert checkpoint.latest(out).step == 2  # one stop, saved
+    monkeypatch.setattr(recipe, "SIGNAL_REPEAT_S", 0.0)  # the second one later
     out = tmp_path / "run"
     with cli.stop_on_sigterm(), pytest.raises(Terminated):
         recipe.train(load_config(None, overrides(tiny_setup, out, max_steps=4)), log=lambda *_: None)

@@ -613,24 +613,38 @@ class Recipe:
             self.lock = None
 
 
+SIGNAL_REPEAT_S = 2.0  # a signal this soon after the first is the same stop: under `srun torchrun` a time limit
+#   reaches each rank twice at once (SLURM signals every process of the step, and torchrun forwards its own)
+
+
 @contextlib.contextmanager
 def _signals_noted():
     """Within it, a SIGTERM or SIGINT (Ctrl-C) goes into the list it yields instead of stopping the run mid-step
     (a step half-done, its optimizer update half-applied, cannot be saved); the loop saves at the end of the step.
-    A second one acts as it would without this (cli's SIGTERM handler raises `Terminated` at once, Ctrl-C raises
-    KeyboardInterrupt). Outside the main thread: no change."""
+    A second one, SIGNAL_REPEAT_S or more after the first, acts as it would without this (cli's SIGTERM handler
+    raises `Terminated` at once, Ctrl-C raises KeyboardInterrupt); one sooner is the same stop. Outside the main
+    thread: no change."""
     noted: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield noted
         return
-    owner, previous = os.getpid(), {}
+    owner, previous, first = os.getpid(), {}, []
 
-    def note(signum, _frame) -> None:
+    def note(signum, frame) -> None:
         if os.getpid() != owner:  # a DataLoader worker (SLURM signals every process): it serves the step to its end
             signal.signal(signum, signal.SIG_IGN)  # (dead, it would fail a batch the run is fetching); the run ends
             return  # it, or SIGKILL does, or its watchdog once the run is gone
-        signal.signal(signum, previous[signum])
-        noted.append(signum)
+        if not first:
+            first.append(time.monotonic())
+            noted.append(signum)
+            return
+        if time.monotonic() - first[0] < SIGNAL_REPEAT_S:
+            return
+        signal.signal(signum, previous[signum])  # a second signal: as without this, at once
+        if callable(previous[signum]):
+            previous[signum](signum, frame)
+        else:  # the default action (SIG_DFL: end the process by that signal)
+            os.kill(os.getpid(), signum)
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         handler = signal.getsignal(signum)
