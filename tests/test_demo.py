@@ -231,6 +231,53 @@ def test_claims_say_holds_reversed_or_not_significant_with_p():
 
 
 
+def test_the_loss_test_resamples_the_bleu_tests_sentences_and_pairs_only_rows_both_systems_scored():
+    """Blank sentence ids (a hand-made manifest) fall back to the clip, as in the BLEU test beside it (they made the
+    whole test set one sentence: "not tested"); the loss is the mean over directions, as the BLEU claim; a row one
+    system could not score (its audio) is left out of both sides, and said."""
+    import numpy as np
+
+    from llm_srt.demo import check_claims
+    from llm_srt.evaluate.report import UtteranceResult
+
+    words = "the cat sat on a mat while dogs ran in the park and it rained over the old city".split()
+    rng = np.random.default_rng(1)
+    refs = [" ".join(rng.choice(words, size=10)) for _ in range(30)]
+    src = ["deu"] * 20 + ["fra"] * 10  # two directions of unequal size: a mean over rows is not one over directions
+    rows = [Row(id=str(i), audio="a.wav", duration=1.0, src_lang=s, transcript=f"clip {i}", tgt_lang="eng",
+                translation=r, split="test", corpus="t", sentence_id="") for i, (s, r) in enumerate(zip(src, refs))]
+
+    def system(hyp):
+        return [UtteranceResult(id=r.id, src=r.src_lang, tgt="eng", hyp_translation=hyp(r.translation),
+                                ref_transcript=r.transcript, ref_translation=r.translation) for r in rows]
+
+    names = ("LLM-SRT (this run)", "Baseline (this run)", "LLM-SRT w/o SMT (this run)")
+    results = dict(zip(names, (system(lambda r: r), system(lambda r: " ".join(r.split()[:3])), system(lambda r: r))))
+    base = 2.0 + 0.05 * rng.standard_normal(30)
+    better = base - np.where(np.arange(30) < 20, 0.3, 0.1)
+    losses = {names[0]: list(better), names[1]: list(base), names[2]: list(base + 0.01)}
+    table3 = check_claims(results, losses, samples=300, loss_rows=rows)["numbers"][0]
+    loss = table3["reference_loss"]
+    assert loss["verdict"] == "holds" and loss["rows"] == 30 and loss["unscored"] == 0
+    assert loss["system"] == round((better[:20].mean() + better[20:].mean()) / 2, 4)  # over directions
+    assert loss["system"] != round(better.mean(), 4)
+    losses[names[0]][5] = None  # the run could not score row 5, the baseline row 25
+    losses[names[1]][25] = None
+    result = check_claims(results, losses, samples=300, loss_rows=rows)
+    loss = result["numbers"][0]["reference_loss"]
+    kept = [i for i in range(30) if i not in (5, 25)]
+    assert loss["rows"] == 28 and loss["unscored"] == 2 and loss["verdict"] == "holds"
+    assert loss["compared_with"] == round((base[[i for i in kept if i < 20]].mean()
+                                           + base[[i for i in kept if i >= 20]].mean()) / 2, 4)
+    assert any(line.startswith("  reference loss (nats/token") and line.endswith("; 2 of 30 rows left out (not "
+                                                                               "scored for both)")
+               for line in result["lines"])
+    short = check_claims(results, {names[0]: list(better[:29]), names[1]: list(base)}, samples=300,
+                         loss_rows=rows)["numbers"][0]["reference_loss"]
+    assert short == {"verdict": "not tested", "why": "the two systems' losses cover 29 and 30 of 30 rows; measure "
+                                                     "both on the same rows"}
+
+
 def test_a_not_significant_claim_says_what_its_test_set_can_detect():
     """The measured cause of "not significant": the interval's half-width, and the test set size at which the
     observed difference would reach p < 0.05; a test set that much larger (the same sentences repeated, so the

@@ -22,7 +22,7 @@ for spec in models:
     if name not in losses:
         start = time.perf_counter()
         m = SpeechLLM.from_pretrained(path)
-        losses[name] = [float(x) for x in reference_losses(m, rows, "srt")]
+        losses[name] = [float(x) for x in reference_losses(m, rows, "srt").losses]
         del m
         Path(out).write_text(json.dumps({"ids": [r.id for r in rows], **losses}) + "\n")
         print(f"{name}: {len(rows)} rows, {time.perf_counter() - start:.0f} s", flush=True)

@@ -237,7 +237,7 @@ def run_demo(work: Path, data: Path, log=print, dtype: str = "auto", asr: Path =
     runs = step("teacher-forced loss of the references; each run's text MT (its LoRA applied)",
                 lambda: measure_runs(own, scored, probe, log, placement))
     claims = check_claims({name: load_results(hyps_path(work / "report", name)) for name in systems}, runs["losses"],
-                          loss_sentences=[r.sentence_id for r in scored], loss_tasks=runs["loss_tasks"],
+                          loss_rows=scored, loss_tasks=runs["loss_tasks"],
                           text_mt={f"{s}-{t}": directions["bleu"][f"{s}-{t}"] for s, t in directions["chosen"]},
                           lora_text_mt=runs["text_mt"], own_prompt_mt=runs["text_mt_own_prompt"])
     log("\n" + "\n".join(claims["lines"]))
@@ -372,24 +372,31 @@ CLAIMS = (  # (claim, system that should win, system it is compared with, the pa
 )
 
 
-def check_claims(results: Mapping[str, list], losses: Mapping[str, list[float]] | None = None,
-                 samples: int = 1000, loss_sentences: Sequence[str] | None = None,
+def check_claims(results: Mapping[str, list], losses: Mapping[str, list[float | None]] | None = None,
+                 samples: int = 1000, loss_rows: Sequence | None = None,
                  loss_tasks: Mapping[str, str] | None = None,
                  text_mt: Mapping[str, float] | None = None,
                  lora_text_mt: Mapping[str, Mapping[str, float]] | None = None,
                  own_prompt_mt: Mapping[str, Mapping[str, float]] | None = None) -> dict:
     """The paper's claims on this run's utterance results (system name -> its rows): average BLEU of each pair and
     whether the difference is beyond chance (paired bootstrap over the test sentences, p < 0.05). `losses` (system name
-    -> teacher-forced loss of each reference translation, same rows in the same order, lower is better;
-    `loss_sentences`: each of those rows' sentence id, resampled together as the BLEU test resamples them): the same
-    test on the loss, which varies far less than BLEU at this scale, between two systems scored in one task
+    -> teacher-forced loss of each reference translation, same rows in the same order, lower is better, None where
+    a row was not scored; `loss_rows`: those manifest rows, whose sentences (`sentence_key`) and directions the test
+    resamples as the BLEU test does, None: each row its own): the same test on the rows both systems scored, on the
+    loss, which varies far less than BLEU at this scale, between two systems scored in one task
     (`loss_tasks`: name -> the task its loss was taken in; an SRT loss is given the gold transcript). `text_mt`
     (direction -> the plain LLM's own text-MT BLEU there) and `lora_text_mt` (system name -> direction -> the same
     measure of that run's LLM with its LoRA, from the plain LLM's MT prompt) and `own_prompt_mt` (the same from the
     speech LLM's own text-MT prompt, transcript<|src|><|tgt|>, the format its training used): printed with the claims
     and kept with each, as what bounds them (a curriculum cannot transfer MT its LLM no longer has)."""
-    from .evaluate.report import score_system
-    from .evaluate.significance import paired_bootstrap, paired_mean
+    from .evaluate.report import UtteranceResult, score_system
+    from .evaluate.significance import paired_bootstrap, paired_mean, sentence_key
+
+    # each loss row's test sentence as the BLEU test keys it (evaluate records these fields of the same manifest
+    #   rows): a blank sentence id falls back to the clip, instead of making every row one sentence
+    units = [sentence_key(UtteranceResult(id=r.id, src=r.src_lang, tgt=r.tgt_lang, ref_transcript=r.transcript or None,
+                                          sentence=r.sentence_id)) for r in loss_rows] if loss_rows else None
+    directions = [(r.src_lang, r.tgt_lang) for r in loss_rows] if loss_rows else None
 
     per_run_mt = (  # (claims.json key, system name -> direction -> BLEU, what the line says it measured)
         ("text_mt_bleu_with_lora", lora_text_mt,
@@ -434,18 +441,29 @@ def check_claims(results: Mapping[str, list], losses: Mapping[str, list[float]] 
             lines.append(f"  reference loss: not comparable ({a} is scored as {tasks[0]}, given the gold transcript "
                          f"where srt; {b} as {tasks[1]})")
         elif losses and a in losses and b in losses:
+            both = [i for i, (x, y) in enumerate(zip(losses[a], losses[b])) if x is not None and y is not None]
+            left = len(losses[a]) - len(both)  # rows either could not score (their audio): paired only where both
+            #   have a loss, so that the two means are over the same rows
+            gone = f"; {left} of {len(losses[a])} rows left out (not scored for both)" if left else ""
             try:
-                t = paired_mean(losses[a], losses[b], samples=samples, sentences=loss_sentences)
+                n = len(loss_rows) if loss_rows else len(losses[a])
+                if len(losses[a]) != n or len(losses[b]) != n:
+                    raise LLMSRTError(f"the two systems' losses cover {len(losses[a])} and {len(losses[b])} of {n} "
+                                      "rows; measure both on the same rows")
+                t = paired_mean([losses[a][i] for i in both], [losses[b][i] for i in both], samples=samples,
+                                sentences=[units[i] for i in both] if units else None,
+                                directions=[directions[i] for i in both] if directions else None)
             except LLMSRTError as e:
-                entry["reference_loss"] = {"verdict": "not tested", "why": str(e)}
-                lines.append(f"  reference loss: not tested: {e}")
+                entry["reference_loss"] = {"verdict": "not tested", "why": str(e) + gone}
+                lines.append(f"  reference loss: not tested: {e}{gone}")
             else:
                 lv = t.verdict(higher_is_better=False)
                 entry["reference_loss"] = {"system": round(t.a, 4), "compared_with": round(t.b, 4),
                                            "p": round(t.p, 5), "verdict": lv,
-                                           "delta_ci95": [round(t.low, 4), round(t.high, 4)]}
+                                           "delta_ci95": [round(t.low, 4), round(t.high, 4)], "rows": len(both),
+                                           "unscored": left}
                 lines.append(f"  reference loss (nats/token, lower is better): {t.a:.3f} vs {t.b:.3f} (delta "
-                             f"{t.delta:+.3f}, [{t.low:+.3f}, {t.high:+.3f}]) -> {lv} (p={t.shown_p})")
+                             f"{t.delta:+.3f}, [{t.low:+.3f}, {t.high:+.3f}]) -> {lv} (p={t.shown_p}){gone}")
         if text_mt:
             entry["text_mt_bleu"] = dict(text_mt)
         for key, by_run, _ in per_run_mt:
@@ -531,7 +549,8 @@ def measure_runs(systems: Mapping[str, str], rows: list, probe: list | None = No
                  ) -> dict[str, dict]:
     """What each speech LLM folder (name -> folder) is measured by beside BLEU, each model loaded once (where
     `placement` says; default `auto`, as the evaluation): "losses": name -> the teacher-forced loss of each row's
-    reference translation, in the task the run was trained for; "text_mt" (with `probe`, text-MT rows): name ->
+    reference translation, in the task the run was trained for (None for a row whose audio could not be used: said
+    in the log line, with its file); "text_mt" (with `probe`, text-MT rows): name ->
     BLEU per direction of the run's own LLM, its LoRA applied, translating the probe's gold transcripts from the
     plain LLM's MT prompt: what training on speech left of the LLM's translation, the curriculum's upper bound;
     "text_mt_own_prompt": the same from the speech LLM's own text-MT prompt (Task.MT, transcript<|src|><|tgt|>:
@@ -548,9 +567,12 @@ def measure_runs(systems: Mapping[str, str], rows: list, probe: list | None = No
         task = model_task(folder)
         out["loss_tasks"][name] = task.value
         model = SpeechLLM.from_pretrained(folder, device=placement.device, dtype=placement.dtype, merge_lora=True)
-        losses = out["losses"][name] = reference_losses(model, rows, task)
-        line = (f"{name}: mean reference loss {sum(losses) / len(losses):.3f} nats/token ({task.value}, "
-                f"{len(rows)} rows)")
+        measured = reference_losses(model, rows, task)
+        out["losses"][name], scored = measured.losses, measured.scored()
+        line = (f"{name}: mean reference loss {sum(scored) / len(scored):.3f} nats/token ({task.value}, "
+                f"{len(scored)} of {len(rows)} rows)" if scored else f"{name}: no row's reference loss ({task.value})")
+        if measured.unscored:
+            line += f" [{measured.note()}]"
         if probe:
             bleu = out["text_mt"][name] = text_mt_bleu(TextMTSystem.of_speech_llm(model, name), probe, log)
             own = out["text_mt_own_prompt"][name] = text_mt_bleu(SpeechLLMSystem(model, name), probe, log)

@@ -43,8 +43,8 @@ def test_srt_scores_only_the_translation_tokenized_as_in_training(model, rows):
 
 
 def test_s2tt_loss_is_the_training_loss_of_each_row_whatever_the_batch(model, rows):
-    one = reference_losses(model, rows, Task.S2TT, batch_size=1)
-    together = reference_losses(model, rows, "s2tt", batch_size=3)
+    one = reference_losses(model, rows, Task.S2TT, batch_size=1).losses
+    together = reference_losses(model, rows, "s2tt", batch_size=3).losses
     assert together == pytest.approx(one, abs=1e-4)
     assert model.training  # left as it was given
     model.eval()
@@ -55,7 +55,7 @@ def test_s2tt_loss_is_the_training_loss_of_each_row_whatever_the_batch(model, ro
             expected = model({"audio": [load_audio(r.audio)], "prompts": [prompt], "targets": [target]})["loss"]
             assert loss == pytest.approx(float(expected), abs=1e-4)
     model.train()
-    srt = reference_losses(model, rows, Task.SRT, batch_size=2)
+    srt = reference_losses(model, rows, Task.SRT, batch_size=2).losses
     assert all(x > 0 for x in srt) and srt != pytest.approx(one, abs=1e-3)  # another prompt, another loss
 
 
@@ -67,9 +67,45 @@ def test_rows_without_a_translation_or_a_non_translating_task_are_errors(model, 
         reference_losses(model, rows, Task.ASR)
 
 
+def test_a_clip_that_cannot_be_used_is_counted_unscored_and_the_others_keep_their_losses(model, rows, tmp_path):
+    """A damaged WAV, or one past Whisper's 30 s window, costs its own row only (it stopped the whole loss step,
+    the 31 s clip naming only its place in the chunk); its row id and file are in the reason."""
+    from dataclasses import replace
+    one = reference_losses(model, rows, Task.S2TT, batch_size=1).losses
+    (tmp_path / "bad.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + b"\x00" * 40)  # not empty, not audio
+    write_wav(tmp_path / "long.wav", tiny.tone(31.0, 400, seed=9))
+    bad = replace(rows[1], id="bad", audio=str(tmp_path / "bad.wav"))
+    long = replace(rows[1], id="long", audio=str(tmp_path / "long.wav"), duration=31.0)
+    got = reference_losses(model, [rows[0], bad, rows[1], long, rows[2]], Task.S2TT, batch_size=2)
+    assert got.losses[1] is None and got.losses[3] is None
+    assert got.scored() == pytest.approx(one, abs=1e-4)  # the rows beside them, as scored alone
+    assert [i for i, _ in got.unscored] == ["bad", "long"]
+    assert str(tmp_path / "bad.wav") in got.unscored[0][1]
+    assert str(tmp_path / "long.wav") in got.unscored[1][1] and "30 s" in got.unscored[1][1]
+    assert got.note().startswith(f"2 of 5 rows not scored: row bad: {tmp_path / 'bad.wav'}: ")
+    assert "; row long: " in got.note()
+    alone = reference_losses(model, [bad], Task.SRT)  # a chunk with nothing to score: no model call
+    assert alone.losses == [None] and alone.scored() == [] and len(alone.unscored) == 1
+    assert reference_losses(model, rows, Task.S2TT).note() == ""
+
+
+def test_srt_and_smt_rows_without_a_transcript_are_errors_as_in_training(model, rows):
+    """SRT teacher-forces the transcript and SMT reads it: an empty one was scored as if it were the reference."""
+    from dataclasses import replace
+    blank = [rows[0], replace(rows[1], transcript=" "), replace(rows[2], transcript="")]
+    for task in (Task.SRT, Task.SMT):
+        with pytest.raises(LLMSRTError, match=rf"^row 1: no reference transcript for the {task.value} loss \(2 such "
+                                              r"rows\); fill them in or score s2tt$"):
+            reference_losses(model, blank, task)
+    assert reference_losses(model, blank, Task.S2TT).losses == pytest.approx(
+        reference_losses(model, rows, Task.S2TT).losses, abs=1e-4)  # S2TT never reads it
+
+
 def test_the_demo_loads_each_model_once_where_its_placement_says(rows, tmp_path, monkeypatch):
     """`measure_runs`: one load per run gives both its reference losses and its LLM's text MT (with the LoRA), from
     the plain LLM's MT prompt and from the speech LLM's own."""
+    from dataclasses import replace
+
     from llm_srt import device
     from llm_srt.demo import measure_runs
     from llm_srt.model import systems
@@ -97,10 +133,17 @@ def test_the_demo_loads_each_model_once_where_its_placement_says(rows, tmp_path,
     got = measure_runs({"t": str(folder)}, rows, probe, log=lambda *_: None, placement=bf16)
     assert seen == [{"device": bf16.device, "dtype": torch.bfloat16, "merge_lora": True}]
     losses = got["losses"]
-    assert len(losses["t"]) == len(rows) and all(0 < x < 50 for x in losses["t"])
+    assert len(losses["t"]) == len(rows) and all(x is not None and 0 < x < 50 for x in losses["t"])
     mt = got["text_mt"]["t"]
     assert set(mt) == {"eng-deu", "deu-eng"} and all(0 <= b <= 100 for b in mt.values())
     own = got["text_mt_own_prompt"]["t"]  # the same probe from the speech LLM's own prompt (Task.MT), text only
     assert set(own) == {"eng-deu", "deu-eng"} and all(0 <= b <= 100 for b in own.values())
     assert asked == [Task.MT] * len(probe)
     assert measure_runs({"t": str(folder)}, rows, log=lambda *_: None, placement=bf16)["text_mt"] == {}
+    (tmp_path / "bad.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + b"\x00" * 40)
+    logged = []  # a clip that cannot be decoded: its row unscored and said, the others' losses kept
+    got = measure_runs({"t": str(folder)}, rows[:2] + [replace(rows[2], id="bad", audio=str(tmp_path / "bad.wav"))],
+                       log=logged.append, placement=bf16)["losses"]["t"]
+    assert got[2] is None and got[:2] == pytest.approx(losses["t"][:2], abs=1e-2)
+    assert logged[-1].startswith("t: mean reference loss ")
+    assert f", 2 of 3 rows) [1 of 3 rows not scored: row bad: {tmp_path / 'bad.wav'}: " in logged[-1]

@@ -5,19 +5,43 @@ cross-entropy of the reference translation is a smooth measure of the same thing
 scored in its own output format: S2TT on "<|src|><|tgt|>" -> translation; SRT with the reference transcript and the
 tags teacher-forced ("<|src|><|tgt|>" + "transcript<|src|><|tgt|>") and only the translation scored, as its decoder
 sees it once it has transcribed correctly; SMT with the gold transcript in its prompt. Every loss is nats per
-translation token, EOS included.
+translation token, EOS included. A row whose audio cannot be used (undecodable, or longer than Whisper's window)
+is left unscored with its reason, as evaluation counts a failed row, so one bad clip costs its own loss only.
 """
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 
-from ..audio import load_audio
+from ..audio import WINDOW_SECONDS, load_audio
+from ..data.loader import TRANSCRIPT_READERS
 from ..data.manifest import Row
-from ..errors import LLMSRTError
+from ..errors import AudioError, LLMSRTError
 from ..prompts import Task, build, srt_target
 
 TASKS = (Task.SRT, Task.S2TT, Task.SMT)
+SHOWN_UNSCORED = 3  # rows whose reason `ReferenceLosses.note` spells out; the rest are counted
+
+
+@dataclass(frozen=True)
+class ReferenceLosses:
+    """What `reference_losses` measured: one entry per row, in the rows' order."""
+    losses: list[float | None]  # nats/token of each row's reference; None where the row could not be scored
+    unscored: list[tuple[str, str]]  # (row id, why: its AudioError, which names the file) of each None
+
+    def scored(self) -> list[float]:
+        """The losses of the rows that were scored."""
+        return [x for x in self.losses if x is not None]
+
+    def note(self) -> str:
+        """One line for a log: 'k of n rows not scored: row ID: reason; ...' (empty when every row was scored)."""
+        if not self.unscored:
+            return ""
+        shown = "; ".join(f"row {i}: {why}" for i, why in self.unscored[:SHOWN_UNSCORED])
+        more = len(self.unscored) - SHOWN_UNSCORED
+        return (f"{len(self.unscored)} of {len(self.losses)} rows not scored: {shown}"
+                + (f"; and {more} more" if more > 0 else ""))
 
 
 def token_split(tokenizer, row: Row, task: Task, tags: Mapping[str, str] | None = None
@@ -37,9 +61,11 @@ def token_split(tokenizer, row: Row, task: Task, tags: Mapping[str, str] | None 
 
 
 @torch.no_grad()
-def reference_losses(model, rows: Sequence[Row], task: Task | str, batch_size: int = 8) -> list[float]:
+def reference_losses(model, rows: Sequence[Row], task: Task | str, batch_size: int = 8) -> ReferenceLosses:
     """Per row: mean cross-entropy (nats/token) of its reference translation + EOS under `model` (a SpeechLLM),
-    teacher-forced after its speech and the task's prompt. Rows without a translation are an error."""
+    teacher-forced after its speech and the task's prompt. Rows without a translation, or for SRT and SMT without a
+    transcript (which training refuses too), are an error; a row whose audio cannot be used (as training loads it:
+    decodable, within Whisper's window) is not scored, and its reason kept (`ReferenceLosses.unscored`)."""
     task = Task(task)
     if task not in TASKS:
         raise LLMSRTError(f"reference loss needs a translating task ({', '.join(t.value for t in TASKS)}), "
@@ -47,17 +73,29 @@ def reference_losses(model, rows: Sequence[Row], task: Task | str, batch_size: i
     missing = [r.id for r in rows if not r.translation or not r.tgt_lang]
     if missing:
         raise LLMSRTError(f"row {missing[0]}: no reference translation to score ({len(missing)} such rows)")
+    if task in TRANSCRIPT_READERS and (blank := [r.id for r in rows if not r.transcript.strip()]):
+        raise LLMSRTError(f"row {blank[0]}: no reference transcript for the {task.value} loss ({len(blank)} such "
+                          "rows); fill them in or score s2tt")
     was_training = model.training
     model.eval()
-    losses: list[float] = []
+    losses: list[float | None] = [None] * len(rows)
+    unscored: list[tuple[str, str]] = []
     try:
         for start in range(0, len(rows), batch_size):
-            chunk = rows[start:start + batch_size]
-            feats, mask = model.encoder.encode([load_audio(r.audio) for r in chunk])  # one encoder call per chunk
-            split = [token_split(model.tokenizer, row, task, model.config.language_tags) for row in chunk]
+            loaded = {}  # row position -> its samples, for the chunk's rows whose audio can be used
+            for i in range(start, min(start + batch_size, len(rows))):
+                try:  # the window as training loads it: the encoder's own check names no file and stops the chunk
+                    loaded[i] = load_audio(rows[i].audio, max_seconds=WINDOW_SECONDS)
+                except AudioError as e:
+                    unscored.append((rows[i].id, str(e)))
+            if not loaded:
+                continue
+            feats, mask = model.encoder.encode(list(loaded.values()))  # one encoder call per chunk
+            split = [token_split(model.tokenizer, rows[i], task, model.config.language_tags) for i in loaded]
             out = model({"features": feats, "feature_mask": mask, "prompt_ids": [p for p, _ in split],
                          "target_ids": [t for _, t in split], "row_losses": True})  # one LLM pass per chunk
-            losses.extend(float(x) for x in out["row_losses"])
+            for i, x in zip(loaded, out["row_losses"]):
+                losses[i] = float(x)
     finally:
         model.train(was_training)
-    return losses
+    return ReferenceLosses(losses, unscored)
