@@ -377,3 +377,59 @@ def test_the_references_pooling_qqm_projector_is_refused(dirs, tmp_path, capsys)
     assert notes and "150 queries" in notes[0] and "qqm" in notes[0]
     slam._refuse_pooled({"mlp_hidden": 2560, "num_queries": 80}, 3584, tmp_path / "model.pt", notes)
     assert len(notes) == 1  # the paper's 7B q-former: 80 queries, 2560 wide
+
+
+def _gemma_dir(root, kind: str, hidden: int = 48):
+    """A tiny Gemma (v1) or Gemma-2 LLM folder with the char tokenizer made to add its BOS, as Gemma's does."""
+    from transformers import Gemma2Config, Gemma2ForCausalLM, GemmaConfig, GemmaForCausalLM
+
+    torch.manual_seed(4)
+    tok = tiny.tokenizer(bos=True)
+    config, model = {"gemma": (GemmaConfig, GemmaForCausalLM), "gemma2": (Gemma2Config, Gemma2ForCausalLM)}[kind]
+    cfg = config(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
+                 num_attention_heads=4, num_key_value_heads=2, head_dim=hidden // 4, max_position_embeddings=512,
+                 pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                 initializer_range=0.2)
+    path = root / kind
+    model(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    return adding_bos(path)
+
+
+@pytest.mark.parametrize("kind", ["gemma2", "gemma", "qwen2"])
+def test_a_gemma_llm_reads_the_speech_as_the_references_did(tmp_path, capsys, kind):
+    """The reference's transformers (4.56) multiplied a Gemma / Gemma-2 LLM's whole input by sqrt(hidden_size),
+    speech rows included; ours scales the token embeddings only, so an imported projector gave the LLM speech
+    sqrt(d) too small. The import scales its LayerNorm by the normalizer as the reference computed it (bfloat16: 6.9375
+    for 48 wide), and the LLM's logits on the assembled input are those of the reference's computation,
+    cat(projector(h), embed(BOS prompt)) x sqrt(d). Other LLMs' projectors import as they are."""
+    whisper = tiny.whisper_dir(tmp_path)
+    llm = tiny.llm_dir(tmp_path, bos=False) if kind == "qwen2" else _gemma_dir(tmp_path, kind)
+    torch.manual_seed(5)
+    ref = ReferenceProjector(32, 48, query_len=4, layers=2, hidden=64, mlp_hidden=40).eval()
+    with torch.no_grad():  # a trained LayerNorm's, not ones and zeros
+        ref.norm.weight.uniform_(0.5, 1.5)
+        ref.norm.bias.normal_(0, 0.3)
+    torch.save({"encoder_projector." + k: v for k, v in ref.state_dict().items()}, tmp_path / "model.pt")
+    capsys.readouterr()
+    model = SpeechLLM.from_pretrained(convert_slam(tmp_path / "model.pt", tmp_path / "out", whisper, llm)).eval()
+    scale = 6.9375 if kind != "qwen2" else 1.0  # torch.tensor(48 ** 0.5, dtype=torch.bfloat16); sqrt(48) = 6.928
+    assert torch.equal(model.adapter.norm.weight, ref.norm.weight * scale)
+    assert torch.equal(model.adapter.norm.bias, ref.norm.bias * scale)
+    assert ("speech embeddings: x 6.9375" in capsys.readouterr().out) is (kind != "qwen2")
+    h = torch.randn(1, 9, 32)
+    tok = model.tokenizer
+    prompt = tok("<|eng|><|deu|>", add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        speech, speech_mask = model.adapter(h)
+        embeds, mask, _ = model.assemble((speech, speech_mask), [prompt])
+        ours = model.llm(inputs_embeds=embeds, attention_mask=mask.long()).logits
+        ids = ([tok.bos_token_id] if kind != "qwen2" else []) + prompt  # [speech][BOS prompt]: bos_after_speech
+        raw = model.llm.get_input_embeddings().weight[ids]  # the reference's embed_tokens: an nn.Embedding
+        inputs = torch.cat([ref(h, torch.ones(1, 9, dtype=torch.long))[0], raw])[None]
+        if kind != "qwen2":  # its GemmaModel / Gemma2Model.forward: inputs_embeds * normalizer
+            inputs = inputs * 48 ** 0.5
+            unscaled = torch.cat([inputs[:, :4] / scale, inputs[:, 4:]], 1)  # the speech rows as imported before
+            assert (model.llm(inputs_embeds=unscaled).logits - ours).abs().max() > 0.5
+        expected = model.llm(inputs_embeds=inputs).logits
+    assert ours.shape == expected.shape and torch.allclose(ours, expected, atol=0.01, rtol=0.01)

@@ -6,7 +6,8 @@ The reference saves `encoder_projector.query` (1, nq, 768), `encoder_projector.q
 as peft's `save_pretrained` writes it (adapter_config.json, adapter_model.safetensors|bin). Every dimension is read
 from the tensors. The imported model keeps the reference's input: Whisper on 30 s padded input (pad_to_30s), a BOS
 after the speech where its tokenizer adds one (bos_after_speech), its language tags (language_tags: <|cmn|> for
-Mandarin). The reference's qqm projector (its queries mean-pooled) is refused: only its q-former imports.
+Mandarin), and its speech embeddings' scale (a Gemma / Gemma-2 LLM's input x sqrt(hidden_size): `_input_scale`).
+The reference's qqm projector (its queries mean-pooled) is refused: only its q-former imports.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ REFERENCE_TAGS = {"zho": "cmn"}  # its data ("prompt": "<|eng|><|cmn|>") and lan
 #   paper's 15 languages are ours (examples/st_covost2/dataset/st_dataset.py: yue, eng, deu, ... tha)
 HEAD_DIM = QFORMER_HIDDEN // QFORMER_HEADS  # BERT convention (768 / 12 heads): heads are not stored in the weights
 REFERENCE_LORA_ALPHA = 32  # paper; alpha is not stored in the weights either
+SCALED_INPUT = ("gemma", "gemma2")  # LLMs whose forward, in the reference's transformers (4.56, beside its torch
+#   2.8 pin), multiplied all of inputs_embeds, speech included, by sqrt(hidden_size); ours (5.x) scale in the
+#   embedding module: token rows only. (Gemma-3's was such a module in 4.56 already; recurrent_gemma still scales.)
 _LAYER = re.compile(r"^qformer\.encoder\.layer\.(\d+)\.")
 _TEXT_BRANCH = re.compile(r"^qformer\.encoder\.layer\.\d+\.(intermediate|output)\.")  # unused by query-only input
 
@@ -81,6 +85,13 @@ def convert_slam(ckpt_path: str | Path, dst_dir: str | Path, encoder_dir: str | 
         raise LLMSRTError(f"{ckpt_path}: the projector outputs {out_dim} dims but "
                           f"{llm_dir} has hidden size {model.llm_dim}; give the LLM the checkpoint was trained with")
     _refuse_pooled(adapter_kwargs, model.llm_dim, ckpt_path, notes)
+    scale = _input_scale(model.llm.config.model_type, model.llm_dim)
+    if scale != 1.0:  # s * LayerNorm(x) is LayerNorm(x) with weight s * gamma and bias s * beta: exact
+        for key in ("norm.weight", "norm.bias"):
+            projector[key] = projector[key] * scale
+        notes.append(f"speech embeddings: x {scale:g} (the projector's LayerNorm weight and bias), as the reference's "
+                     f"transformers scaled a {model.llm.config.model_type} LLM's whole input by sqrt(hidden_size) in "
+                     "bfloat16; this one scales only the token embeddings")
     load_adapter_state(model.adapter, projector, str(ckpt_path))
     own = {k.replace(".default", ""): tuple(v.shape) for k, v in model.llm.state_dict().items() if "lora_" in k}
     wrong = next((k for k, v in lora_state.items() if own.get(k, tuple(v.shape)) != tuple(v.shape)), None)
@@ -100,6 +111,14 @@ def convert_slam(ckpt_path: str | Path, dst_dir: str | Path, encoder_dir: str | 
     for note in notes:
         print(note)
     return out
+
+
+def _input_scale(model_type: str, llm_dim: int) -> float:
+    """The factor the reference's LLM put on the speech embeddings and ours does not: its normalizer
+    `torch.tensor(hidden_size**0.5, dtype=hidden_states.dtype)` for a SCALED_INPUT LLM, rounded as it ran (bfloat16:
+    59.75 for a 3584-wide Gemma-2, not 59.87); 1 for any other. Its projector was trained to output 1/scale of what
+    the LLM read, so the import multiplies its last layer, the LayerNorm, by it."""
+    return torch.tensor(llm_dim**0.5, dtype=torch.bfloat16).item() if model_type in SCALED_INPUT else 1.0
 
 
 def _check_trained_parts(state: dict[str, torch.Tensor], path: Path) -> None:
