@@ -1237,3 +1237,20 @@ def test_a_lora_that_is_not_trained_is_said_at_start(tiny_setup, tmp_path):
                             "optim.lr 0.003; it ends at 0.0015 (50% of it).") for m in messages), messages
     assert messages.index(next(m for m in messages if "warmup_steps" in m)) < messages.index(
         next(m for m in messages if "trainable parameters" in m))  # before the model loads
+
+
+def test_a_run_from_a_model_trained_on_other_padding_says_so(tiny_setup, tmp_path):
+    """An imported reference model (Whisper on 30 s padded input) trained on under a stock config (variable length)
+    had its adapter read frames it never saw, without a word."""
+    first = tmp_path / "first"
+    recipe.train(load_config(None, overrides(tiny_setup, first, max_steps=1, **{"model.pad_to_30s": "true"})),
+                 log=lambda *_: None)
+    for pad, said in (("false", True), ("true", False)):
+        lines: list[str] = []
+        out = tmp_path / f"from-{pad}"
+        recipe.train(load_config(None, overrides(tiny_setup, out, max_steps=1, **{
+            "model.pad_to_30s": pad, "model.init_from": first / "final"})), log=lines.append)
+        line = (f"[asr] model.pad_to_30s: false in the config, but model.init_from {first / 'final'} was trained "
+                "with true: its adapter now reads variable-length encoder frames it was not trained on; set "
+                "model.pad_to_30s=true to keep its input")
+        assert (line in lines) is said, lines

@@ -268,7 +268,7 @@ class Recipe:
         (under FSDP the LLM stays on the host on rank 0 and is a weightless skeleton on the others: `llm_device`),
         then the trainable weights of the newest checkpoint: they load into whole tensors, so before `setup_data`
         shards the model."""
-        from ..model.speech_llm import SpeechLLM, SpeechLLMConfig
+        from ..model.speech_llm import SpeechLLM, SpeechLLMConfig, read_config
 
         cfg, m = self.cfg, self.cfg.model
         place = dict(device=self.device, llm_device=llm_device(cfg.distributed, self.d, self.device))
@@ -291,6 +291,12 @@ class Recipe:
             if (kept := _check_adapter_matches(m, init)) is not None:
                 self.log(f"[{cfg.stage}] model.adapter: {m.adapter} in the config, but model.init_from {init} holds "
                          f"a {kept} adapter: training that one (its record in final/ says so)")
+            if (trained := bool(read_config(init).get("pad_to_30s", False))) != m.pad_to_30s:  # an imported
+                #   reference model (30 s padding) under a stock config: its adapter reads frames it never saw
+                self.log(f"[{cfg.stage}] model.pad_to_30s: {str(m.pad_to_30s).lower()} in the config, but model."
+                         f"init_from {init} was trained with {str(trained).lower()}: its adapter now reads "
+                         f"{'30 s padded' if m.pad_to_30s else 'variable-length'} encoder frames it was not trained "
+                         f"on; set model.pad_to_30s={str(trained).lower()} to keep its input")
             self.model = SpeechLLM.from_pretrained(init, encoder=encoder, llm=llm, lora=m.lora,
                                                    trainable=model_cfg.trainable, dtype=model_cfg.dtype,
                                                    pad_to_30s=m.pad_to_30s, ctc_head=cfg.ctc.active, **place)
