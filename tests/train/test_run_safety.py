@@ -560,7 +560,9 @@ def test_a_second_sigterm_stops_at_once_and_one_at_the_same_moment_is_the_same_s
     with cli.stop_on_sigterm(), pytest.raises(Terminated):
         recipe.train(load_config(None, overrides(tiny_setup, out, max_steps=4)), log=lambda *_: None)
     assert checkpoint.latest(out).step == 2  # one stop, saved
-    monkeypatch.setattr(recipe, "SIGNAL_REPEAT_S", 0.0)  # the second one later
+    from llm_srt.train import signals
+
+    monkeypatch.setattr(signals, "SIGNAL_REPEAT_S", 0.0)  # the second one later
     out = tmp_path / "run"
     with cli.stop_on_sigterm(), pytest.raises(Terminated):
         recipe.train(load_config(None, overrides(tiny_setup, out, max_steps=4)), log=lambda *_: None)

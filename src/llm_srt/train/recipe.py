@@ -12,10 +12,8 @@ Only rank 0 writes.
 import contextlib
 import json
 import math
-import os
 import shutil
 import signal
-import threading
 import time
 from pathlib import Path
 
@@ -40,6 +38,7 @@ from .preflight import check_before_start, lora_note, skips_trained, use_bf16
 from .rng import _gather_rng, _restore_rng, seed_own_stream
 from .schedule import _apply_optim_settings, _follow_schedule, lr_lambda, schedule_note
 from .shared import failing_rank, shared_checkpoint, shared_output
+from .signals import signals_noted
 
 
 def train(cfg: TrainConfig, log=print) -> Path:
@@ -395,7 +394,7 @@ class Recipe:
                         dynamic_ncols=True)
         self.step_seconds, self.steps_timed = 0.0, 0  # the training steps' time: not evaluations' nor checkpoints'
         self.model.train()
-        with _signals_noted() as noted:
+        with signals_noted() as noted:
             while self.step < cfg.max_steps:
                 loss = self.train_step()
                 self.log_step(loss)
@@ -617,52 +616,6 @@ class Recipe:
         if self.lock is not None:
             self.lock.release()
             self.lock = None
-
-
-SIGNAL_REPEAT_S = 2.0  # a signal this soon after the first is the same stop: under `srun torchrun` a time limit
-#   reaches each rank twice at once (SLURM signals every process of the step, and torchrun forwards its own)
-
-
-@contextlib.contextmanager
-def _signals_noted():
-    """Within it, a SIGTERM or SIGINT (Ctrl-C) goes into the list it yields instead of stopping the run mid-step
-    (a step half-done, its optimizer update half-applied, cannot be saved); the loop saves at the end of the step.
-    A second one, SIGNAL_REPEAT_S or more after the first, acts as it would without this (cli's SIGTERM handler
-    raises `Terminated` at once, Ctrl-C raises KeyboardInterrupt); one sooner is the same stop. Outside the main
-    thread: no change."""
-    noted: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield noted
-        return
-    owner, previous, first = os.getpid(), {}, []
-
-    def note(signum, frame) -> None:
-        if os.getpid() != owner:  # a DataLoader worker (SLURM signals every process): it serves the step to its end
-            signal.signal(signum, signal.SIG_IGN)  # (dead, it would fail a batch the run is fetching); the run ends
-            return  # it, or SIGKILL does, or its watchdog once the run is gone
-        if not first:
-            first.append(time.monotonic())
-            noted.append(signum)
-            return
-        if time.monotonic() - first[0] < SIGNAL_REPEAT_S:
-            return
-        signal.signal(signum, previous[signum])  # a second signal: as without this, at once
-        if callable(previous[signum]):
-            previous[signum](signum, frame)
-        else:  # the default action (SIG_DFL: end the process by that signal)
-            os.kill(os.getpid(), signum)
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        handler = signal.getsignal(signum)
-        if handler is signal.SIG_IGN:  # ignored (Ctrl-C in a job started with `&`): left so
-            continue
-        previous[signum] = signal.SIG_DFL if handler is None else handler  # None: set from C, cannot be set back
-        signal.signal(signum, note)
-    try:
-        yield noted
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 # ---- CLI ----------------------------------------------------------------------------------------------------------
