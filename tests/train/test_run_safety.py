@@ -535,7 +535,9 @@ def test_sigterm_or_ctrl_c_saves_the_step_then_the_resume_is_bit_identical(tiny_
             handler = signal.getsignal(signum)
             with pytest.raises(raised):
                 recipe.train(cfg(out), log=said.append)
-            restored = signal.getsignal(signum) is handler
+            # put back, as the signal's own handler leaves it: cli's arms the default action for the next SIGTERM,
+            # so one during the clean-up ends the process (it raised Terminated again, inside the clean-up)
+            restored = signal.getsignal(signum) is (signal.SIG_DFL if signum == signal.SIGTERM else handler)
         assert said[-1] == (f"[asr] {signal.Signals(signum).name} at step {at}: saved a checkpoint, "
                             f"{out / 'checkpoints' / f'step-{at:08d}'}; the same command resumes from it")
         assert checkpoint.latest(out).step == at and not (out / FINAL).exists() and restored
@@ -544,6 +546,33 @@ def test_sigterm_or_ctrl_c_saves_the_step_then_the_resume_is_bit_identical(tiny_
         assert any(f"resumed from {out / 'checkpoints'}/step-{at:08d} at step {at}" in line for line in said), said
         a, b = load_file(str(ref / "adapter.safetensors")), load_file(str(final / "adapter.safetensors"))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_sigterm_after_the_last_steps_agreement_still_stops_the_run(tiny_setup, tmp_path, monkeypatch):
+    """A signal after the last step's agreement sat in the list: the run went on to final/ and exit 0."""
+    import signal
+
+    from llm_srt.errors import Terminated
+
+    held, real_step, real_max = {}, recipe.Recipe.train_step, recipe.all_max
+
+    def train_step(self):
+        held["recipe"] = self
+        return real_step(self)
+
+    def all_max(value, d):  # right after the last step's agreement (its grad-norm check ran at step 3)
+        out = real_max(value, d)
+        if held.get("recipe") is not None and held["recipe"].step == 4 and not held.get("sent"):
+            held["sent"] = True
+            os.kill(os.getpid(), signal.SIGTERM)
+        return out
+    monkeypatch.setattr(recipe.Recipe, "train_step", train_step)
+    monkeypatch.setattr(recipe, "all_max", all_max)
+    out, said = tmp_path / "run", []
+    with cli.stop_on_sigterm(), pytest.raises(Terminated):
+        recipe.train(load_config(None, overrides(tiny_setup, out, max_steps=4)), log=said.append)
+    assert held["sent"] and checkpoint.latest(out).step == 4 and not (out / FINAL).exists()
+    assert said[-1].startswith("[asr] SIGTERM at step 4: saved a checkpoint")
 
 
 def test_a_second_sigterm_stops_at_once_and_one_at_the_same_moment_is_the_same_stop(tiny_setup, tmp_path,

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from .. import config as config_lib
 from .. import device as device_lib
 from .. import paths
-from ..errors import ConfigError, LLMSRTError, Terminated
+from ..errors import ConfigError, LLMSRTError
 from ..model.cpu_linear import kernel_rule
 from . import checkpoint, resume
 from .config import TrainConfig, _check_adapter_matches, load_config
@@ -38,7 +38,7 @@ from .preflight import check_before_start, lora_note, skips_trained, use_bf16
 from .rng import _gather_rng, _restore_rng, seed_own_stream
 from .schedule import _apply_optim_settings, _follow_schedule, lr_lambda, schedule_note
 from .shared import failing_rank, shared_checkpoint, shared_output
-from .signals import signals_noted
+from .signals import Noted, signals_noted
 
 
 def train(cfg: TrainConfig, log=print) -> Path:
@@ -415,6 +415,10 @@ class Recipe:
                 # the ranks agree (a collective) on a signal any of them got: torchrun or SLURM may reach some only
                 if all_max(torch.tensor([float(bool(noted))]), self.d).item():
                     self._stop_on_signal(noted, saved, dev_loss)
+            # one that came after the last step's agreement (its checkpoint is saved: the last step saves) still
+            # stops the run, on every rank alike (the next is save_final's collective)
+            if all_max(torch.tensor([float(bool(noted))]), self.d).item():
+                self._stop_on_signal(noted, True, None)
 
     def train_step(self) -> float:
         """One optimizer step over `optim.accumulation` micro-batches; the loss, token-weighted over all ranks."""
@@ -467,10 +471,11 @@ class Recipe:
         self.step_seconds += time.perf_counter() - start  # the loss and the norm above waited for the device
         return loss
 
-    def _stop_on_signal(self, noted: list[int], saved: bool, dev_loss: float | None) -> None:
+    def _stop_on_signal(self, noted: Noted, saved: bool, dev_loss: float | None) -> None:
         """After a whole step (a consistent state: the weights, the optimizer and the data position all past that
         step), every rank saves a checkpoint there unless the step saved one, then raises the signal's exception
-        (`Terminated` on a rank that got none itself) so the exit status says what stopped the run."""
+        through its own handler (`Noted.stop`: `Terminated` on a rank that got none itself) so the exit status says
+        what stopped the run, and a next SIGTERM during the clean-up ends the process as cli's handler arranges."""
         name = signal.Signals(noted[0]).name if noted else "a signal to another rank"
         try:
             if not saved:
@@ -481,7 +486,7 @@ class Recipe:
                     f"{self.last_good or 'none'}")
         self.bar.close()  # the line below on a line of its own
         self.log(f"[{self.cfg.stage}] {name} at step {self.step}: {done}")
-        raise KeyboardInterrupt if noted and noted[0] == signal.SIGINT else Terminated()
+        noted.stop()
 
     def _stop_not_finite(self, what: str, quantity: str) -> None:
         """Stop before the optimizer step, which would spoil the weights (and the next checkpoint): the newest

@@ -7,22 +7,47 @@ import signal
 import threading
 import time
 
+from ..errors import Terminated
+
 SIGNAL_REPEAT_S = 2.0  # a signal this soon after the first is the same stop: under `srun torchrun` a time limit
 #   reaches each rank twice at once (SLURM signals every process of the step, and torchrun forwards its own)
 
 
+class Noted(list):
+    """The signals noted (their numbers, the first first), and `stop`: the signal's own way out, once the step is
+    saved."""
+
+    def __init__(self):
+        super().__init__()
+        self.previous: dict[int, object] = {}  # signal -> the handler before `signals_noted`
+        self.handed_back: set[int] = set()  # signals whose earlier handler is back (and may have rearmed itself)
+
+    def stop(self) -> None:
+        """Raise the first signal's exception through the handler it had before (cli's SIGTERM handler raises
+        `Terminated` and leaves the next SIGTERM to end the process at once, for a clean-up that hangs; Ctrl-C's
+        raises KeyboardInterrupt); `Terminated` where there was none, or none was noted here (another rank's)."""
+        signum = self[0] if self else signal.SIGTERM
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
+            self.handed_back.add(number)
+        handler = self.previous.get(signum)
+        if callable(handler) and self:
+            handler(signum, None)
+        raise KeyboardInterrupt if signum == signal.SIGINT and self else Terminated()
+
+
 @contextlib.contextmanager
 def signals_noted():
-    """Within it, a SIGTERM or SIGINT (Ctrl-C) goes into the list it yields instead of stopping the run mid-step
-    (a step half-done, its optimizer update half-applied, cannot be saved); the loop saves at the end of the step.
-    A second one, SIGNAL_REPEAT_S or more after the first, acts as it would without this (cli's SIGTERM handler
-    raises `Terminated` at once, Ctrl-C raises KeyboardInterrupt); one sooner is the same stop. Outside the main
-    thread: no change."""
-    noted: list[int] = []
+    """Within it, a SIGTERM or SIGINT (Ctrl-C) goes into the `Noted` it yields instead of stopping the run mid-step
+    (a step half-done, its optimizer update half-applied, cannot be saved); the loop saves at the end of the step,
+    then calls `Noted.stop`. A second one, SIGNAL_REPEAT_S or more after the first, acts as it would without this
+    (cli's SIGTERM handler raises `Terminated` at once, Ctrl-C raises KeyboardInterrupt); one sooner is the same
+    stop. Outside the main thread: no change."""
+    noted = Noted()
     if threading.current_thread() is not threading.main_thread():
         yield noted
         return
-    owner, previous, first = os.getpid(), {}, []
+    owner, previous, first = os.getpid(), noted.previous, []
 
     def note(signum, frame) -> None:
         if os.getpid() != owner:  # a DataLoader worker (SLURM signals every process): it serves the step to its end
@@ -35,6 +60,7 @@ def signals_noted():
         if time.monotonic() - first[0] < SIGNAL_REPEAT_S:
             return
         signal.signal(signum, previous[signum])  # a second signal: as without this, at once
+        noted.handed_back.add(signum)  # (its handler may rearm itself: cli's leaves the next SIGTERM to end it)
         if callable(previous[signum]):
             previous[signum](signum, frame)
         else:  # the default action (SIG_DFL: end the process by that signal)
@@ -50,4 +76,5 @@ def signals_noted():
         yield noted
     finally:
         for signum, handler in previous.items():
-            signal.signal(signum, handler)
+            if signum not in noted.handed_back:
+                signal.signal(signum, handler)
