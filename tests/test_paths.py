@@ -113,6 +113,18 @@ def test_atomic_dir_refuses_the_current_folder_and_writes_a_links_target(tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["here", "link"]
 
 
+def test_atomic_dir_writes_where_the_processs_own_folder_was_removed(tmp_path, monkeypatch):
+    """A job started in a scratch folder removed since: getcwd() fails, and every checkpoint save failed with
+    "No such file or directory" (the current-folder check); an absolute path is written as before."""
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    with paths.atomic_dir(tmp_path / "out") as tmp:
+        (tmp / "f").write_text("x")
+    assert (tmp_path / "out" / "f").read_text() == "x"
+
+
 def test_folder_write_errors_are_one_line_and_other_errors_pass(tmp_path):
     """A write of the folder (or its atomic_dir temporary beside it) that fails: one line with the free space; an
     OSError of another file (an input's) passes unchanged."""

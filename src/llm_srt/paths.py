@@ -249,8 +249,11 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     link kept (renamed away, the link itself was left beside a new real folder). The current folder, or one holding
     it, is refused (LLMSRTError): replaced, it would be removed under the process (and its shell)."""
     path = Path(os.path.realpath(path))  # ("." has no name to put beside: Path(".").with_name raised ValueError)
-    cwd = Path(os.path.realpath(os.getcwd()))
-    if path == cwd or path in cwd.parents:
+    try:
+        cwd = Path(os.path.realpath(os.getcwd()))
+    except OSError:  # the process's folder was removed (a scratch folder a job started in): not the one written
+        cwd = None
+    if cwd is not None and (path == cwd or path in cwd.parents):
         from .errors import LLMSRTError
 
         raise LLMSRTError(f"{path}: is or holds the current folder, and it would be replaced whole (removed under this "
