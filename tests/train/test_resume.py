@@ -126,3 +126,15 @@ def test_a_resumed_runs_first_save_keeps_the_checkpoints_it_passed_over(base, ti
     recipe.train(_config(tiny_setup, out), log=said.append)
     assert (ckpts / "abandoned-step-00000002").is_dir() and (ckpts / "step-00000002").is_dir()
     assert any("step-00000002: passed over by this resumed run" in m for m in said), said
+
+
+def test_the_feature_cache_note_is_left_out_for_a_text_mt_stage():
+    """A text MT stage reads no features, cached or not: its resume said "not bit-identical from here" for nothing."""
+    from types import SimpleNamespace
+
+    from llm_srt.train.resume import cache_note
+
+    saved = {"data": {"feature_cache": "auto"}}
+    for tasks, said in (({"mt": 1.0}, False), ({"srt": 1.0, "mt": 0.2}, True)):
+        cfg = SimpleNamespace(data=SimpleNamespace(tasks=tasks, feature_cache=None))
+        assert (cache_note(saved, cfg) is not None) is said, tasks
