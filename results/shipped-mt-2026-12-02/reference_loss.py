@@ -14,7 +14,10 @@ rows = rows[::step]
 res = {}
 for name, path in (("new", "checkpoints/embedded/srt"), ("old", sys.argv[3])):
     m = SpeechLLM.from_pretrained(path)
-    res[name] = np.array(reference_losses(m, rows, "srt").losses)
+    measured = reference_losses(m, rows, "srt")
+    if measured.unscored:  # the two models are compared row by row: every row must be scored
+        sys.exit(measured.note())
+    res[name] = np.array(measured.losses)
     del m
 d = res["new"] - res["old"]
 print(f"{sys.argv[1]}: {len(rows)} rows; mean ref loss new {res['new'].mean():.3f} old {res['old'].mean():.3f}; new lower in {(d < 0).mean():.0%}")
