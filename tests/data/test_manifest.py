@@ -183,6 +183,8 @@ def test_each_audio_file_is_checked_once_however_many_rows_share_it(folder, monk
         read_manifest(path)
     assert sorted(p.name for p in checked) == ["a.wav", "b.wav", "gone.wav"]
     assert str(err.value).count("gone.wav does not exist") == 2  # both rows reported, with their lines
+    # a relative path is read from the manifest's folder: said where it is missing ("data/x.wav" in data/test.jsonl)
+    assert str(err.value).count(f"(a relative audio path is read from the manifest's folder, {folder})") == 2
     assert ":7: audio file" in str(err.value) and ":8: audio file" in str(err.value)
     checked.clear()
     assert len(read_manifest(path, check_audio=False)) == 8 and checked == []

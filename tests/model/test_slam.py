@@ -126,6 +126,10 @@ def test_wrong_llm_or_file(dirs, tmp_path):
     torch.save({"something.else": torch.zeros(1)}, tmp_path / "bad.pt")
     with pytest.raises(LLMSRTError, match="no encoder_projector.query"):
         convert_slam(tmp_path / "bad.pt", tmp_path / "out", whisper, llm)
+    (tmp_path / "junk.pt").write_text("junk\n")  # a bare number was all it said ("(174812789)")
+    with pytest.raises(LLMSRTError, match=r"junk.pt: not a PyTorch checkpoint torch can read \(\w+: .*\); give the "
+                                          r"model.pt the reference LLM-SRT / SLAM-LLM training wrote$"):
+        convert_slam(tmp_path / "junk.pt", tmp_path / "out", whisper, llm)
 
 
 def test_imported_checkpoint_runs_through_translate(dirs, tmp_path, capsys):

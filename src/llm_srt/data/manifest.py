@@ -262,15 +262,18 @@ def _parse_row(line: str, base: Path, audio_problems: dict[Path, str | None] | N
             raise _BadRow(f"{key} holds {found!r}, which the model reads as a tag or special token, not text; "
                           "remove or rewrite it")
     audio = Path(obj["audio"])
-    if not audio.is_absolute():
+    relative = not audio.is_absolute()
+    if relative:
         audio = base / audio
     if audio_problems is not None:
         if audio not in audio_problems:
             try:
                 _check_audio(audio)
                 audio_problems[audio] = None
-            except _BadRow as e:
-                audio_problems[audio] = str(e)
+            except _BadRow as e:  # a path written from the working folder ("data/x.wav" in data/test.jsonl)
+                audio_problems[audio] = str(e) + (f" (a relative audio path is read from the manifest's folder, "
+                                                  f"{shown(str(base))})" if relative and "does not exist" in str(e)
+                                                 else "")
         if audio_problems[audio]:
             raise _BadRow(audio_problems[audio])
     return Row(id=obj["id"], audio=str(audio), duration=duration, src_lang=obj["src_lang"],

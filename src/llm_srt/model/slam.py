@@ -214,7 +214,9 @@ def _load(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure means the same thing to the user
-        raise LLMSRTError(f"{path}: cannot read as a torch state dict ({str(e).splitlines()[0]})") from None
+        raise LLMSRTError(f"{path}: not a PyTorch checkpoint torch can read ({type(e).__name__}: "
+                          f"{str(e).splitlines()[0][:160]}); give the model.pt the reference LLM-SRT / SLAM-LLM "
+                          "training wrote") from None
     for key in ("model", "state_dict", "module"):
         if isinstance(state, dict) and isinstance(state.get(key), dict) and PROJECTOR + "query" not in state:
             state = state[key]
