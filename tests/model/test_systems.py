@@ -77,6 +77,21 @@ def test_asr_then_smt_is_the_models_transcript_then_its_smt_from_it(speech_model
     assert out[2:] == alone(system, items[2:], opts)
 
 
+def test_a_speech_llm_answers_an_item_into_its_own_language_with_the_transcript(speech_model):
+    """eng -> eng: the speech LLM decoded a translation prompt it was never trained on, ran to its cap and wrote no
+    translation; now, as the whisper system and the cascade do, the transcript (speech: its ASR output; SMT and MT:
+    the given one) beside the batch's other items, which are as alone."""
+    system = load_system(speech_model, CPU)
+    items = [Item(CLIPS[0], "eng", "eng", Task.SRT), Item(CLIPS[1], "deu", "deu", Task.S2TT),
+             Item(None, "fra", "fra", Task.MT, " le chat "), Item(CLIPS[2], "eng", "eng", Task.SMT, "a cat"),
+             MIXED[0], MIXED[5]]
+    out = system.run_batch(items, OPTS)
+    heard = alone(system, [Item(CLIPS[0], "eng", None, Task.ASR), Item(CLIPS[1], "deu", None, Task.ASR)])
+    assert out[:2] == [replace(h, translation=h.transcript) for h in heard] and heard[0].transcript
+    assert out[2:4] == [Output("le chat", "le chat"), Output("a cat", "a cat")]
+    assert out[4:] == alone(system, items[4:])
+
+
 def test_asr_then_smt_cannot_be_trained_and_has_no_prompt():
     from llm_srt.data.loader import _normalize_mix
     from llm_srt.errors import ConfigError, LLMSRTError

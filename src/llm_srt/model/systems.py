@@ -139,6 +139,8 @@ class SpeechLLMSystem:
     def run_batch(self, items: Sequence[Item], options: DecodingOptions) -> list[Output]:
         if any(it.task is Task.ASR_SMT for it in items):
             return self._asr_then_smt(items, options)
+        if any(it.task.needs_translation and it.tgt == it.src for it in items):
+            return self._into_own_language(items, options)
         speech = [i for i, it in enumerate(items) if it.audio is not None]
         text = [i for i, it in enumerate(items) if it.audio is None]
         texts: dict[int, str] = {}
@@ -175,6 +177,20 @@ class SpeechLLMSystem:
         out = self.run_batch(second, options)
         return [Output(heard[i].transcript, o.translation, o.error, capped=heard[i].capped or o.capped)
                 if i in heard else o for i, o in enumerate(out)]
+
+    def _into_own_language(self, items: Sequence[Item], options: DecodingOptions) -> list[Output]:
+        """Items into their own language (tgt == src) answer with the transcript, as the whisper system and the
+        cascade do: speech is transcribed (its ASR prompt, beside the batch's other items), a given transcript (SMT,
+        MT) is the answer as it is. The model was never trained on such a prompt: it ran to its cap, writing no
+        translation."""
+        same = {i for i, it in enumerate(items) if it.task.needs_translation and it.tgt == it.src}
+        given = {i for i in same if items[i].task in (Task.SMT, Task.MT)}
+        todo = [i for i in range(len(items)) if i not in given]
+        asked = [replace(items[i], task=Task.ASR, tgt=None) if i in same else items[i] for i in todo]
+        got = dict(zip(todo, self.run_batch(asked, options))) if todo else {}
+        return [Output(it.transcript.strip(), it.transcript.strip()) if i in given
+                else replace(got[i], translation=got[i].transcript) if i in same else got[i]
+                for i, it in enumerate(items)]
 
     def _srt_tags(self, items: Sequence[Item], options: DecodingOptions) -> OnEnd | None:
         """With `options.force_srt_tags`: an SRT row that would end before its tag pair gets the tags it lacks
