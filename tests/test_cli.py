@@ -274,24 +274,25 @@ def test_a_second_sigterm_ends_the_process_at_once():
     assert done.returncode == -signal.SIGTERM and done.stdout.split() == ["unwinding"], done.stdout + done.stderr
 
 
-def test_serve_port_0_on_a_host_of_two_addresses_is_picked_again_where_the_second_has_it_taken(monkeypatch):
-    """--port 0: the port picked on a host's first address may be taken on its second (localhost: 127.0.0.1 and
-    ::1); that was "address in use; choose another --port" to someone who asked for any port."""
+def _a_host_of_two_addresses(monkeypatch, taken) -> tuple[list, list]:
+    """serve's sockets on a host of two addresses (localhost: 127.0.0.1 and ::1), whose `taken(n)` n-th bind fails
+    as "address in use" -> (the addresses bound, the sockets opened)."""
     import errno
     import socket
     import types
 
     from llm_srt.serve import app
 
-    binds = []
+    binds, opened = [], []
 
-    class Taken:  # a socket whose bind on the second address fails the first time
+    class Taken:  # a socket whose bind fails where `taken` says
         def __init__(self, *args):
             self.sock = socket.socket(*args)
+            opened.append(self.sock)
 
         def bind(self, where):
             binds.append(where)
-            if len(binds) == 2:
+            if taken(len(binds)):
                 raise OSError(errno.EADDRINUSE, "Address already in use")
             self.sock.bind(where)
 
@@ -302,6 +303,15 @@ def test_serve_port_0_on_a_host_of_two_addresses_is_picked_again_where_the_secon
     shim = types.SimpleNamespace(**{k: getattr(socket, k) for k in dir(socket) if k.isupper()},
                                  getaddrinfo=lambda *a, **k: infos, socket=Taken)
     monkeypatch.setattr(app, "socket", shim)
+    return binds, opened
+
+
+def test_serve_port_0_on_a_host_of_two_addresses_is_picked_again_where_the_second_has_it_taken(monkeypatch):
+    """--port 0: the port picked on a host's first address may be taken on its second (localhost: 127.0.0.1 and
+    ::1); that was "address in use; choose another --port" to someone who asked for any port."""
+    from llm_srt.serve import app
+
+    binds, _ = _a_host_of_two_addresses(monkeypatch, lambda n: n == 2)  # the second address, the first time
     sockets = app.bind_sockets("localhost", 0)
     try:
         ports = {s.getsockname()[1] for s in sockets}
@@ -312,32 +322,9 @@ def test_serve_port_0_on_a_host_of_two_addresses_is_picked_again_where_the_secon
 
 
 def test_serve_port_0_gives_up_in_one_line_after_five_picks_all_taken_on_the_second_address(monkeypatch):
-    import errno
-    import socket
-    import types
-
     from llm_srt.serve import app
 
-    binds, opened = [], []
-
-    class Taken:  # every bind on the second address fails
-        def __init__(self, *args):
-            self.sock = socket.socket(*args)
-            opened.append(self.sock)
-
-        def bind(self, where):
-            binds.append(where)
-            if len(binds) % 2 == 0:
-                raise OSError(errno.EADDRINUSE, "Address already in use")
-            self.sock.bind(where)
-
-        def __getattr__(self, name):
-            return getattr(self.sock, name)
-
-    infos = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, 0)) for a in ("127.0.0.1", "127.0.0.2")]
-    shim = types.SimpleNamespace(**{k: getattr(socket, k) for k in dir(socket) if k.isupper()},
-                                 getaddrinfo=lambda *a, **k: infos, socket=Taken)
-    monkeypatch.setattr(app, "socket", shim)
+    binds, opened = _a_host_of_two_addresses(monkeypatch, lambda n: n % 2 == 0)  # the second address, every time
     with pytest.raises(LLMSRTError, match=r"cannot listen on localhost:\d+ .*choose another --port"):
         app.bind_sockets("localhost", 0)
     assert len(binds) == 10 and all(s.fileno() == -1 for s in opened)  # five picks, every socket closed
