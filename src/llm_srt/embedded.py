@@ -215,16 +215,6 @@ def _quiet_for(folder: Path) -> float:
         return 0.0
 
 
-def _size(folders: list[Path]) -> str:
-    """The disk space the files under `folders` take (blocks: a killed conversion's weight files are sparse, ~1.1 GB
-    long with 70 MB written)."""
-    total = 0
-    for f in (f for p in folders for f in p.rglob("*")):
-        with contextlib.suppress(OSError):
-            total += f.lstat().st_blocks * 512 if f.is_file() else 0
-    return f"{total / 1e9:.1f} GB" if total >= 1e9 else f"{total / 1e6:.1f} MB"
-
-
 def _remove_leftovers(targets: list[Path], log: Callable[[str], None]) -> None:
     """Remove what conversions killed mid-way (SIGKILL, OOM killer, power loss: no cleanup runs) left: the joined
     files in `_scratch` folders and the half-written `atomic_dir` folders beside `targets` (~1.5 GB a try), with
@@ -265,13 +255,14 @@ def _remove_leftovers(targets: list[Path], log: Callable[[str], None]) -> None:
             else:
                 removed.append(p)
     if removed:
-        size = _size(removed)
+        size = paths.disk_size(removed)
         for p in removed:
             shutil.rmtree(p, ignore_errors=True)
         log(f"removed {len(removed)} folders ({size}) left by an earlier setup that was killed: "
             f"{', '.join(p.name for p in removed)}")
     if kept:
-        log(f"kept {len(kept)} folders ({_size([p for p, _, _ in kept])}) that may be a conversion in progress: "
+        log(f"kept {len(kept)} folders ({paths.disk_size([p for p, _, _ in kept])}) that may be a conversion in "
+            "progress: "
             + ", ".join(f"{p.name} ({why})" for p, _, why in kept)
             + f"; removed by a later setup once their process has ended (another host's: after "
               f"{LEFTOVER_QUIET_S // 60} min unchanged)")
@@ -337,11 +328,7 @@ def _writable_cache() -> Iterator[None]:
 
 
 def _unwritable(cache: Path, why: str, full: bool) -> str:
-    existing = next(p for p in [cache, *cache.parents] if p.exists())
-    try:
-        free = f"{shutil.disk_usage(existing).free / 1e9:.2f} GB free there"
-    except OSError:
-        free = "its free space unknown"
+    free = paths.free_space(cache)
     room = f"{paths.CACHE_ENV}=/a/writable/dir with that much free"
     return (f"{cache}: cannot write the embedded models there ({why}; {free}); setup needs about {NEEDED_GB} GB (the "
             f"converted models and, while converting, scratch): " + (f"free space there, or set {room}" if full

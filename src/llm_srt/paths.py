@@ -249,11 +249,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     link kept (renamed away, the link itself was left beside a new real folder). The current folder, or one holding
     it, is refused (LLMSRTError): replaced, it would be removed under the process (and its shell)."""
     path = Path(os.path.realpath(path))  # ("." has no name to put beside: Path(".").with_name raised ValueError)
-    try:
-        cwd = Path(os.path.realpath(os.getcwd()))
-    except OSError:  # the process's folder was removed (a scratch folder a job started in): not the one written
-        cwd = None
-    if cwd is not None and (path == cwd or path in cwd.parents):
+    if holds_cwd(path):
         from .errors import LLMSRTError
 
         raise LLMSRTError(f"{path}: is or holds the current folder, and it would be replaced whole (removed under this "
@@ -300,13 +296,35 @@ def atomic_dir_leftovers(path: str | Path) -> list[Path]:
     return sorted(p for p in entries if (m := pattern.fullmatch(p.name)) and not pid_running(int(m.group(1))))
 
 
-def disk_bytes(folders: Iterable[Path]) -> int:
-    """The disk space the files under `folders` take (blocks: a killed write's weight files may be sparse)."""
+def holds_cwd(path: str | Path) -> bool:
+    """Whether `path` (links followed) is the process's current folder or holds it: a folder that, replaced whole,
+    would be removed under the process (and its shell). False where the current folder itself was removed (a
+    scratch folder a job started in): it is not the one written."""
+    try:
+        cwd = Path(os.path.realpath(os.getcwd()))
+    except OSError:
+        return False
+    path = Path(os.path.realpath(path))
+    return path == cwd or path in cwd.parents
+
+
+def disk_size(folders: Iterable[Path]) -> str:
+    """The disk space the files under `folders` take, as "1.2 GB" or "70.0 MB" (blocks: a killed write's weight
+    files may be sparse, ~1.1 GB long with 70 MB written)."""
     total = 0
     for f in (f for p in folders for f in p.rglob("*")):
         with contextlib.suppress(OSError):
             total += f.lstat().st_blocks * 512 if f.is_file() else 0
-    return total
+    return f"{total / 1e9:.1f} GB" if total >= 1e9 else f"{total / 1e6:.1f} MB"
+
+
+def free_space(path: str | Path) -> str:
+    """"N.NN GB free there" for the nearest folder that exists at or above `path`, for an error about a write."""
+    existing = next((p for p in [Path(path), *Path(path).parents] if p.is_dir()), Path("/"))
+    try:
+        return f"{shutil.disk_usage(existing).free / 1e9:.2f} GB free there"
+    except OSError:
+        return "its free space unknown"
 
 
 WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}  # errors only a write gives
@@ -341,13 +359,8 @@ def folder_write_errors(folder: str | Path, what: str, todo: str) -> Iterator[No
     gc.collect()  # the failed write's files, removed but still open in its frames, hold their space until freed
     from .errors import LLMSRTError
 
-    existing = next((p for p in map(Path, [base, *Path(base).parents]) if p.is_dir()), Path("/"))
-    try:
-        free = f"{shutil.disk_usage(existing).free / 1e9:.2f} GB free there"
-    except OSError:
-        free = "its free space unknown"
     hint = f"{WRITE_HINTS[number]} or " if number in WRITE_HINTS else ""
-    raise LLMSRTError(f"{folder}: cannot write {what} there ({why}; {free}); {hint}{todo}") from None
+    raise LLMSRTError(f"{folder}: cannot write {what} there ({why}; {free_space(base)}); {hint}{todo}") from None
 
 
 def _under(name: str, base: str) -> bool:

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import LLMSRTError
-from ..paths import EMBEDDED, atomic_dir, atomic_dir_leftovers, check_folder, disk_bytes, folder_write_errors
+from ..paths import EMBEDDED, atomic_dir, atomic_dir_leftovers, check_folder, disk_size, folder_write_errors, holds_cwd
 
 # --- CTranslate2 binary format (written by ctranslate2/specs/model_spec.py: ModelSpec._serialize) -------------
 CT2_BINARY_VERSIONS = (6,)  # model.bin layout versions read here (every ctranslate2 release since 3.0 writes 6)
@@ -451,9 +451,9 @@ def check_output_dir(dst_dir: str | Path, *sources: str | Path) -> None:
     failed only when the model was written, at the end). A link is followed: its target is the folder replaced."""
     dst = Path(dst_dir)
     target = dst.resolve()
-    if target == Path.cwd().resolve():
-        raise LLMSRTError(f"{dst}: the current folder, and a conversion replaces its output folder whole (the shell "
-                          f"would be left in a removed folder); give a new folder's name, e.g. "
+    if holds_cwd(target):
+        raise LLMSRTError(f"{dst}: is or holds the current folder, and a conversion replaces its output folder whole "
+                          f"(the shell would be left in a removed folder); give a new folder's name, e.g. "
                           f"{os.path.join(dst, 'converted')}")
     for source in sources:
         if str(source) == EMBEDDED:  # the embedded default's name (convert slam --encoder embedded), not a path
@@ -510,11 +510,10 @@ def remove_leftovers(dst: Path) -> None:
     own (embedded._remove_leftovers: a cache shared between hosts)."""
     found = [p for p in atomic_dir_leftovers(dst) if p.is_dir() and not p.is_symlink()]
     if found:
-        size = disk_bytes(found)
+        size = disk_size(found)
         for p in found:
             shutil.rmtree(p, ignore_errors=True)
-        shown = f"{size / 1e9:.1f} GB" if size >= 1e9 else f"{size / 1e6:.1f} MB"
-        print(f"removed {len(found)} folder{'s' * (len(found) != 1)} ({shown}) that a killed conversion into {dst} "
+        print(f"removed {len(found)} folder{'s' * (len(found) != 1)} ({size}) that a killed conversion into {dst} "
               f"left: {', '.join(p.name for p in found)}")
 
 
