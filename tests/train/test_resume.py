@@ -132,9 +132,10 @@ def test_the_feature_cache_note_is_left_out_for_a_text_mt_stage():
     """A text MT stage reads no features, cached or not: its resume said "not bit-identical from here" for nothing."""
     from types import SimpleNamespace
 
+    from llm_srt.train.data import DataSection
     from llm_srt.train.resume import cache_note
 
     saved = {"data": {"feature_cache": "auto"}}
     for tasks, said in (({"mt": 1.0}, False), ({"srt": 1.0, "mt": 0.2}, True)):
-        cfg = SimpleNamespace(data=SimpleNamespace(tasks=tasks, feature_cache=None))
+        cfg = SimpleNamespace(data=DataSection(tasks=tasks, feature_cache=None))
         assert (cache_note(saved, cfg) is not None) is said, tasks

@@ -208,7 +208,7 @@ class TrainConfig:
             raise ConfigError("ctc: the CTC loss reads speech; a text-only mt stage cannot use it (set ctc.weight: 0 "
                               "and ctc.only: false)")
         if mixes_text(self.data.tasks):
-            if max(self.data.tasks, key=self.data.tasks.get) == Task.MT.value:
+            if self.data.main_task == Task.MT.value:
                 raise ConfigError(f"data.tasks {dict(self.data.tasks)}: text-only mt joins a speech stage as a smaller "
                                   "share than its largest speech task (the dev set and the feature cache follow that "
                                   "task); lower mt's weight")

@@ -87,6 +87,11 @@ class DataSection:
                               f"{len(self.manifests)} data.train manifests; give one weight per manifest")
 
     @property
+    def main_task(self) -> str:
+        """The task of the largest share: the one the dev set, the feature cache and the main manifest follow."""
+        return max(self.tasks, key=self.tasks.get)
+
+    @property
     def manifests(self) -> list[str]:
         """The training manifests as a list (`train` may name one as a string)."""
         return [self.train] if isinstance(self.train, str) else list(self.train)
@@ -144,7 +149,7 @@ class TrainingData:
         #   decoded: left out of every evaluation, said once
         if not any(cfg.manifests):
             raise ConfigError("data.train: give the training manifest (e.g. data/mini/train.jsonl)")
-        self.main_task = Task(max(cfg.tasks, key=cfg.tasks.get))
+        self.main_task = Task(cfg.main_task)
         mixed = mixes_text(cfg.tasks)
         if mixed and self.main_task is Task.MT:
             raise ConfigError("data.tasks: text-only mt joins a speech stage as a smaller share than its largest "

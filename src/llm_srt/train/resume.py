@@ -75,7 +75,7 @@ def cache_note(saved_config: dict, cfg) -> str | None:
     data = saved_config.get("data")
     if not isinstance(data, dict) or "feature_cache" not in data:
         return None
-    if max(cfg.data.tasks, key=cfg.data.tasks.get) == "mt":  # a text MT stage reads no features, cached or not
+    if cfg.data.main_task == "mt":  # a text MT stage reads no features, cached or not
         return None
     was, now = data["feature_cache"] is not None, cfg.data.feature_cache is not None
     if was == now:
