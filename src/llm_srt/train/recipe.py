@@ -412,12 +412,11 @@ class Recipe:
                 saved = self.step % cfg.save_every == 0 or last or best
                 if saved:
                     self.save_checkpoint(dev_loss)
-                # the ranks agree (a collective) on a signal any of them got: torchrun or SLURM may reach some only
-                if all_max(torch.tensor([float(bool(noted))]), self.d).item():
+                if self._signalled(noted):
                     self._stop_on_signal(noted, saved, dev_loss)
             # one that came after the last step's agreement (its checkpoint is saved: the last step saves) still
             # stops the run, on every rank alike (the next is save_final's collective)
-            if all_max(torch.tensor([float(bool(noted))]), self.d).item():
+            if self._signalled(noted):
                 self._stop_on_signal(noted, True, None)
 
     def train_step(self) -> float:
@@ -470,6 +469,10 @@ class Recipe:
         self.steps_timed += 1
         self.step_seconds += time.perf_counter() - start  # the loss and the norm above waited for the device
         return loss
+
+    def _signalled(self, noted: Noted) -> bool:
+        """Whether any rank got a signal, agreed on every rank (a collective): torchrun or SLURM may reach some only."""
+        return bool(all_max(torch.tensor([float(bool(noted))]), self.d).item())
 
     def _stop_on_signal(self, noted: Noted, saved: bool, dev_loss: float | None) -> None:
         """After a whole step (a consistent state: the weights, the optimizer and the data position all past that
