@@ -371,16 +371,11 @@ class WhisperSystem:
         `caps`: each clip's own token cap (default: the options'). Any mix of languages decodes as one batch.
         `capped`: gets the index of each clip whose tokens filled its cap (or the decoder's context) without an end
         token, its text cut there."""
-        rows = self.decode_ids(audios, langs, whisper_task, options, caps)
-        if capped is not None and rows:  # a row that ended is shorter than its cap or holds the end token (HF's
-            #   Whisper generate drops a row's last end token, and pads with it where pad is end, as in Whisper's)
-            room = self.whisper.dims.n_text_ctx - len(self.prompt(langs[0], whisper_task))
-            capped.update(i for i, (row, c) in enumerate(zip(rows, caps or [options.max_new_tokens] * len(rows)))
-                          if len(row) >= min(c, room) and self.whisper.generation.eos not in row)
+        rows = self.decode_ids(audios, langs, whisper_task, options, caps, capped)
         return [text.strip() for text in self.whisper.decode_text(rows)]
 
     def decode_ids(self, audios: list[np.ndarray], langs: list[str], whisper_task: str, options: DecodingOptions,
-                   caps: list[int] | None = None) -> list[list[int]]:
+                   caps: list[int] | None = None, capped: set[int] | None = None) -> list[list[int]]:
         """As `decode`, the new token ids of each clip (cut to its cap; after an end token, padding; beam search
         stops each clip's hypotheses at its cap: `decoding.RowCaps`)."""
         prompts = torch.tensor([self.prompt(lang, whisper_task) for lang in langs], device=self.whisper.device)
@@ -392,7 +387,12 @@ class WhisperSystem:
                 ids = self._greedy(mel, prompts, max(caps))
             else:
                 ids = self._generate(mel, langs, whisper_task, options, caps)
-        return [row[:c] for row, c in zip(ids.tolist(), caps)]
+        rows = [row[:c] for row, c in zip(ids.tolist(), caps)]
+        if capped is not None:  # a row that ended is shorter than its cap or holds the end token (HF's Whisper
+            #   generate drops a row's last end token, and pads with it where pad is end, as in Whisper's)
+            capped.update(i for i, (row, c) in enumerate(zip(rows, caps))
+                          if len(row) >= c and self.whisper.generation.eos not in row)
+        return rows
 
     def encode(self, mel: torch.Tensor) -> torch.Tensor:
         """mel (B, n_mels, 3000) -> encoder states (B, 1500, D). On the CPU one clip at a time: the same values
@@ -550,9 +550,9 @@ class TextMTSystem:
         # the options' search as the speech LLM runs it (`decoding.generation_config`: length penalty, early
         # stopping, the tokenizer's and the model's end ids; no sampling settings, nor the folder's own repetition
         # penalty); n-gram blocking and the repetition penalty count the translation's tokens alone
+        ends = eos_ids(self.model, tok)
         config = generation_config(causal_lm(self.model).generation_config, replace(
-            options, max_new_tokens=max(caps), no_repeat_ngram_size=0, repetition_penalty=1.0),
-            eos_ids(self.model, tok), tok.pad_token_id)
+            options, max_new_tokens=max(caps), no_repeat_ngram_size=0, repetition_penalty=1.0), ends, tok.pad_token_id)
         processors = LogitsProcessorList()
         if options.no_repeat_ngram_size:
             processors.append(NewTokensOnly(NoRepeatNGramLogitsProcessor(options.no_repeat_ngram_size), start))
@@ -569,9 +569,8 @@ class TextMTSystem:
         new = [row[:c] for row, c in zip(ids[:, batch["input_ids"].shape[1]:].tolist(), caps)]
         answers = tok.batch_decode(new, skip_special_tokens=True)
         if capped is not None:  # a row that ended holds an end token or a line break after text (padding after it)
-            ends = set(config.eos_token_id if isinstance(config.eos_token_id, list) else [config.eos_token_id])
             capped.update(i for i, (row, a, c) in enumerate(zip(new, answers, caps))
-                          if len(row) >= c and not ends.intersection(row) and "\n" not in a.lstrip())
+                          if len(row) >= c and not set(ends).intersection(row) and "\n" not in a.lstrip())
         return [a.strip().split("\n")[0].strip() for a in answers]
 
     def run_batch(self, items: Sequence[Item], options: DecodingOptions) -> list[Output]:
