@@ -103,13 +103,17 @@ def gguf_parsed_once() -> Iterator[None]:
         gguf.GGUFReader = original
 
 
+def magic(path: Path) -> bytes:
+    """A file's first bytes, as many as GGUF's magic (a GGUF file begins with it)."""
+    with open(path, "rb") as f:
+        return f.read(len(GGUF_MAGIC))
+
+
 def _check_gguf(src: Path) -> None:
     if not src.is_file():
         raise LLMSRTError(f"{src}: no such GGUF file")
-    with open(src, "rb") as f:
-        magic = f.read(4)
-    if magic != GGUF_MAGIC:
-        raise LLMSRTError(f"{src}: not a GGUF file (starts with {magic!r}, expected {GGUF_MAGIC!r})")
+    if (magic_bytes := magic(src)) != GGUF_MAGIC:
+        raise LLMSRTError(f"{src}: not a GGUF file (starts with {magic_bytes!r}, expected {GGUF_MAGIC!r})")
 
 
 def _check_gguf_whole(src: Path) -> None:

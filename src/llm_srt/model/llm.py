@@ -20,10 +20,9 @@ from transformers import (AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, 
 
 from ..device import DTYPES, compute_dtype, is_int8
 from ..errors import LLMSRTError
-from . import cpu_linear
+from . import cpu_linear, gguf_llm
 from .attention import use_decode_attention
 from .cpu_linear import FastLinear, fast_cpu_linears
-from .gguf_llm import GGUF_MAGIC
 from .int8_linear import Int8Linear, fuse_int8_projections, quantize_int8
 from .mapped import checkpoint_pages_dropper, drop_pages_after_lookups, mapped_from, mapping_of
 
@@ -288,8 +287,7 @@ def _weights(n: int) -> str:
 def _starts_gguf(path: Path) -> bool:
     """Whether the file begins with GGUF's magic (a .gguf file given where a model folder belongs)."""
     try:
-        with open(path, "rb") as f:
-            return f.read(len(GGUF_MAGIC)) == GGUF_MAGIC
+        return gguf_llm.magic(path) == gguf_llm.GGUF_MAGIC
     except OSError:
         return False
 
