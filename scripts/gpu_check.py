@@ -95,11 +95,15 @@ DEFAULT_SHAPES = {"cpu": ["tiny"], "cuda": ["qwen2.5-7b"]}  # 3B, measured on 20
 COMMAND_LIMIT_S = 150  # seconds per command of the e2e step (its commands share the step's limit)
 IMPORTS = ("transformers", "peft", "accelerate", "soundfile", "soxr")  # what every step after env imports (the
 #   model, the audio): one missing, all of them fail, so on a GPU the check stops at env instead of spending its time
+IMAGE_IMPORTS = ("pytest", "yaml", "tensorboard")  # what the steps import from the GPU image, not from .whl/ (the
+#   cuda tests; every config; the recipe's TensorBoard log): on an image without one, env passed and every later
+#   step failed on its import, e2e's report blaming the product ("the killed run sealed fewer than two checkpoints")
 OPTIONAL_IMPORTS = {"jiwer": ("tests/evaluate",), "whisper_normalizer": ("tests/evaluate",), "gguf": (),
+                    "matplotlib": ("tests/evaluate",),
                     "fastapi": ("tests/serve",), "uvicorn": ("tests/serve",), "python_multipart": ("tests/serve",)}
-#   what else .whl/ brings, and the cuda test folders that import it: one missing fails env, naming it, and the check
-#   goes on without those folders (and with e2e's evaluate failing, for jiwer or whisper_normalizer): one bad wheel
-#   does not cost the session its benches
+#   what else .whl/ brings (matplotlib: the image, for evaluate's plots), and the cuda test folders that import it:
+#   one missing fails env, naming it, and the check goes on without those folders (and with e2e's evaluate failing,
+#   for jiwer, whisper_normalizer or matplotlib): one bad wheel does not cost the session its benches
 COMPILED_BATCHES = {"qwen2.5-7b": "1,64", "tiny": "1,2"}  # shapes also timed with --compile at these batches, in
 # a step of their own just before the shape's bench (never run on a GPU yet: the eager rows were measured; its limit
 # bounds what a slow compilation takes from the steps after it); tiny's: the CPU rehearsal runs the GPU plan's
@@ -323,6 +327,7 @@ def env_step(check: Check) -> dict:
     missing = [name for name, why in problems.items() if why == "missing"]
     broken = [f"{name} ({why})" for name, why in problems.items() if why != "missing"]
     optional = {name: why for name in OPTIONAL_IMPORTS if (why := unimportable(name)) is not None}
+    lacking = {name: why for name in IMAGE_IMPORTS if (why := unimportable(name)) is not None}
     try:
         pins = dict(p.split("==") for p in pinned(("torch", "transformers", "peft"), ROOT / "constraints.txt"))
     except SystemExit as e:  # a report, not the end of the check
@@ -338,7 +343,10 @@ def env_step(check: Check) -> dict:
              if blind else
              f"missing {', '.join(missing)}: carry .whl/ (make fetch-wheels here first) or install them" if missing
              else f"cannot import {'; '.join(broken)}: carry .whl/ built for this machine's Python (make fetch-wheels "
-                  "here first) or install them" if broken else None)
+                  "here first) or install them" if broken else
+             f"the GPU image lacks {'; '.join(f'{n} ({why})' for n, why in lacking.items())}, which .whl/ does not "
+             "bring (GPU_WHEELS counts on the image for it): install it, or add its wheels to GPU_WHEELS"
+             if lacking else None)
     fatal = error is not None  # the steps after env cannot run: on a GPU the check stops here
     if optional:
         needs = sorted({folder for name in optional for folder in OPTIONAL_IMPORTS[name]})
@@ -346,7 +354,8 @@ def env_step(check: Check) -> dict:
                 + ("" if fatal else " (the check goes on)")
                 + (f"; left out of cuda-tests: {', '.join(needs)}" if needs else "")
                 # llm_srt.evaluate.metrics imports them as the evaluate verb starts
-                + ("; e2e's evaluate will fail" if {"jiwer", "whisper_normalizer"} & optional.keys() else ""))
+                + ("; e2e's evaluate will fail" if {"jiwer", "whisper_normalizer", "matplotlib"} & optional.keys()
+                   else ""))
         error = f"{error}; {said}" if error else said
     # wheels pip could not install one by one (gpu-check.sh): the image's own copy, if any, runs in their place
     unlisted = (check.out / NOT_INSTALLED).read_text().split() if (check.out / NOT_INSTALLED).is_file() else []

@@ -947,3 +947,22 @@ def test_a_slow_compiled_bench_leaves_the_eager_bench_its_start(tmp_path, monkey
     assert results[0]["ok"] is None and results[0]["error"].startswith("not run:"), results[0]
     assert "kept for the bench after it" in results[0]["error"] and "bench qwen2.5-7b" in started
     assert [c["command"] for c in results[0].get("commands", [])] == []  # nothing was started
+
+
+def test_a_module_the_gpu_image_should_bring_stops_the_check_at_the_environment(tmp_path, monkeypatch):
+    """pytest, pyyaml and tensorboard come from the GPU image, not .whl/; env checked only the wheels' modules, so on
+    an image without tensorboard env passed and e2e then failed every command on its import, its report blaming the
+    product ("the killed run sealed fewer than two checkpoints"). Now env fails, fatal, naming the module."""
+    import types
+
+    import torch
+
+    real = gpu_check.unimportable
+    monkeypatch.setattr(gpu_check, "unimportable", lambda name: "missing" if name == "tensorboard" else real(name))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i: "GPU")
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: types.SimpleNamespace(total_memory=2**30))
+    env = gpu_check.env_step(types.SimpleNamespace(device="cuda", asked="cuda", out=tmp_path))
+    assert env["ok"] is False and env["fatal"]
+    assert env["error"].startswith("the GPU image lacks tensorboard (missing), which .whl/ does not bring")
