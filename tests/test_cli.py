@@ -96,6 +96,16 @@ def test_no_repeat_ngram_reaches_the_decoding_options_of_translate_serve_and_eva
     assert seen == [size] * 3
 
 
+def test_translate_of_stdin_is_refused_in_one_line_before_the_model_loads(monkeypatch, capsys):
+    """`llm-srt translate -` said "-: no such file", and only once the model had loaded (minutes for a 7B model)."""
+    from llm_srt import translate
+
+    monkeypatch.setattr(translate, "translator_from_args", lambda args: pytest.fail("the model loaded"))
+    assert cli.main(["translate", "-", "--model", "m", "--src", "eng", "--tgt", "deu"]) == 2
+    assert capsys.readouterr().err == ("llm-srt translate: error: -: reading audio from stdin is not supported; save "
+                                       "it to a file first (a file named -: give it as ./-)\n")
+
+
 def test_a_negative_no_repeat_ngram_is_a_one_line_error(tmp_path, capsys):
     assert cli.main(["evaluate", "--model", "m", "--manifest", "x.jsonl", "--out", str(tmp_path),
                      "--no-repeat-ngram", "-1"]) != 0

@@ -17,7 +17,7 @@ from llm_srt.infer import SpeechTranslator, item_budget, max_new_tokens
 from llm_srt.model.decoding import DecodingOptions
 from llm_srt.model.systems import Item, Output
 from llm_srt.prompts import Task
-from llm_srt.translate import SETTINGS_FILE
+from llm_srt.translate import PARTIAL_JSON, SETTINGS_FILE
 
 OPTS = DecodingOptions(max_new_tokens=10)
 
@@ -787,6 +787,56 @@ def test_ctrl_c_or_sigterm_keeps_the_json_of_the_inputs_done(tmp_path, monkeypat
         f"# {files[1]}", f"# {files[2]}"]
 
 
+class _Broken(Stub):
+    """A Stub whose batch numbered `interrupt` breaks the GPU for the process (`infer._run_chunk` stops the run)."""
+
+    def run_batch(self, items, options):
+        if len(self.batches) + 1 == self.interrupt:
+            self.batches.append([it.audio.size for it in items])
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return super().run_batch(items, options)
+
+
+def test_a_gpu_failing_for_good_keeps_the_inputs_done_as_ctrl_c_does(tmp_path, monkeypatch, capsys):
+    """An illegal memory access stops the run (every later batch would fail too): it lost the finished inputs'
+    JSON and the text held back behind an input still running, and exited 2, as a refused command does. Now what
+    finished is kept as on Ctrl-C, the error is said, and the exit code is 3 (some inputs failed), 1 (none done)."""
+    files = []
+    for k in range(3):
+        write_wav(tmp_path / f"c{k}.wav", tiny.tone(1.0 + 0.2 * k, 300 + 100 * k, seed=k))
+        files.append(str(tmp_path / f"c{k}.wav"))
+    run = ["translate", *files, "--model", "stub", "--src", "eng", "--tgt", "deu", "--format", "json",
+           "--batch-size", "1", "--out-dir", str(tmp_path / "out")]
+    stub_cli(monkeypatch, _Broken(interrupt=2))  # longest first: c2 is done, then the GPU fails on c1
+    assert cli.main(run) == 3
+    printed, err = capsys.readouterr()
+    assert [r["audio"] for r in json.loads(printed)] == files[2:]
+    assert json.loads((tmp_path / "out" / "results.partial.json").read_text()) == json.loads(printed)
+    assert err.splitlines()[-1].startswith("llm-srt translate: error: stub: the GPU failed on a batch of 1 "
+                                           "(RuntimeError: CUDA error: an illegal memory access was encountered)")
+    stub_cli(monkeypatch, _Broken(interrupt=1))  # nothing done: an empty array, no file, exit code 1
+    assert cli.main([*run[:-2], "--out-dir", str(tmp_path / "none")]) == 1
+    assert json.loads(capsys.readouterr().out) == [] and not list((tmp_path / "none").iterdir())
+    write_wav(tmp_path / "talk.wav", recording(36.0, [(0.5, 4.0), (8.5, 11.0), (15.5, 17.0), (30.0, 31.5)]))
+    for name in ("s1", "s2"):
+        write_wav(tmp_path / f"{name}.wav", recording(2.4, [(0.2, 2.2)]))
+    stub_cli(monkeypatch, _Broken(interrupt=3))  # text: s1 and s2 are done, held back behind talk, still running
+    assert cli.main(["translate", *(str(tmp_path / f"{n}.wav") for n in ("talk", "s1", "s2")), "--model", "stub",
+                     "--src", "eng", "--tgt", "deu", "--batch-size", "2"]) == 3
+    out = capsys.readouterr()
+    assert [line for line in out.out.splitlines() if line.startswith("# ")] == [
+        f"# {tmp_path / 's1.wav'}", f"# {tmp_path / 's2.wav'}"] and out.out.count("tr2.40") == 2
+    assert "illegal memory access" in out.err.splitlines()[-1]
+    from llm_srt import infer
+
+    def refuses(*args, **kwargs):
+        raise LLMSRTError("refused before any input ran")
+
+    monkeypatch.setattr(infer.SpeechTranslator, "translate", refuses)  # another error stays a refusal: exit 2
+    assert cli.main(run) == 2 and capsys.readouterr() == ("", "llm-srt translate: error: refused before any input "
+                                                              "ran\n")
+
+
 def test_a_results_json_that_cannot_be_written(clips, tmp_path, monkeypatch, capsys):
     """A results.json that is a folder was found only after every input had run, and a write that failed at the end
     (a full disk) gave exit code 2, which says the command was refused before any input ran."""
@@ -997,8 +1047,9 @@ def test_another_inputs_output_of_the_same_name_is_refused_before_the_model_load
     (tmp_path / "day2" / "ZOOM0001.WAV").unlink()  # nothing left to tell it from: written over as before
     assert run("day1") == 0 and srt.read_text() == day1
     capsys.readouterr()
-    assert run("day1", "--overwrite", "--format", "json") == 2  # json: one results.json, no file per input
-    assert "--overwrite needs --out-dir and --format text, srt or vtt" in capsys.readouterr().err
+    assert cli.main(["translate", str(tmp_path / "day1" / "ZOOM0001.WAV"), "--model", "stub", "--src", "eng",
+                     "--tgt", "deu", "--overwrite"]) == 2  # nothing to write over
+    assert "--overwrite needs --out-dir" in capsys.readouterr().err
     (tmp_path / "day3").mkdir()  # a mistyped or missing input of that name fails alone: neither refused (it writes
     (tmp_path / "day3" / "other.wav").write_bytes((tmp_path / "day1" / "ZOOM0001.WAV").read_bytes())  # nothing)
     for more, rc in (((), 3), (("--skip-existing",), 1)):  # nor counted as translated again (other.wav: skipped)
@@ -1007,6 +1058,41 @@ def test_another_inputs_output_of_the_same_name_is_refused_before_the_model_load
                          *more]) == rc and srt.read_text() == day1
         err = capsys.readouterr().err
         assert "would overwrite" not in err and "translated again" not in err and "ZOOM0001.WAV" in err, err
+
+
+def test_a_json_run_of_other_inputs_is_refused_before_it_replaces_their_results(tmp_path, monkeypatch, capsys):
+    """--format json --out-dir D: a run of other inputs replaced D/results.json, every earlier result gone without a
+    word (text, srt and vtt refuse to write over another input's file). Refused now before the model loads, a stopped
+    run's results.partial.json too; the same inputs again (or more), and --overwrite, replace it as before."""
+    from llm_srt import translate
+
+    a, b, c = (str(tmp_path / f"{n}.wav") for n in "abc")
+    for k, name in enumerate((a, b, c)):
+        write_wav(name, tiny.tone(1.0 + 0.2 * k, 300 + 100 * k, seed=k))
+    out = tmp_path / "out"
+
+    def run(system, *more: str, to: Path = out) -> int:
+        monkeypatch.setattr(translate, "translator_from_args", lambda args: SpeechTranslator(system) if system else
+                            pytest.fail("the model loaded"))
+        return cli.main(["translate", *more, "--model", "stub", "--src", "eng", "--tgt", "deu", "--format", "json",
+                         "--batch-size", "1", "--out-dir", str(to)])
+
+    assert run(Stub(), a, b) == 0
+    first = (out / "results.json").read_text()
+    capsys.readouterr()
+    assert run(None, a) == 2 and (out / "results.json").read_text() == first
+    assert capsys.readouterr().err == (f"llm-srt translate: error: --out-dir: {out / 'results.json'} holds the result "
+                                       f"of {b}, which this run does not translate; choose another --out-dir, or give "
+                                       "--overwrite to replace it\n")
+    assert run(Stub(), b, a) == 0 and run(Stub(), a, b, c) == 0  # the same inputs, or more: nothing is lost
+    assert run(Stub(), a, "--overwrite") == 0 and [r["audio"] for r in json.loads((out / "results.json").read_text())
+                                                  ] == [a]
+    assert run(Stub(interrupt=2), a, b, to=tmp_path / "stopped") == 130  # b is done, then Ctrl-C
+    assert run(None, c, to=tmp_path / "stopped") == 2 and "results.partial.json holds the result of " in (
+        capsys.readouterr().err)
+    assert run(Stub(), b, a, to=tmp_path / "stopped") == 0 and not (tmp_path / "stopped" / PARTIAL_JSON).exists()
+    (out / "results.json").write_text("my notes\n")  # not this command's
+    assert run(None, a) == 2 and "results.json holds no array of llm-srt results" in capsys.readouterr().err
 
 
 def test_an_input_is_the_same_however_its_path_is_spelled_and_a_dataclass_system_runs(tmp_path, monkeypatch):
@@ -1093,6 +1179,10 @@ def test_line_width_is_checked_before_any_model_loads():
                                   "--line-width", bad])
         with pytest.raises(LLMSRTError, match=rf"--line-width {bad}: give 0 \(one unwrapped cue a segment\) or at "
                                               "least 10 columns"):
+            translate.main(args)
+    for bad in ("0", "-2"):  # translate() refused it only once the model had loaded
+        args = parser.parse_args(["a.wav", "--model", "nowhere", "--src", "eng", "--tgt", "deu", "--batch-size", bad])
+        with pytest.raises(LLMSRTError, match=rf"--batch-size {bad}: give at least 1"):
             translate.main(args)
 
 

@@ -34,6 +34,11 @@ class Terminated(SystemExit):
         super().__init__(TERMINATED)
 
 
+class DeviceFailed(LLMSRTError):
+    """The GPU failed for the whole process (a device-side assert, an illegal memory access): every later batch
+    would fail too, so a run stops there, keeping what it finished (unlike a refusal, raised before any input ran)."""
+
+
 class AudioError(LLMSRTError):
     """Audio that cannot be read, decoded or used."""
 

@@ -26,7 +26,7 @@ import torch
 from . import device as placement_of
 from . import languages, subtitles
 from .audio import SAMPLE_RATE, WINDOW_SECONDS, AudioInput, load_audio  # the window: the longest segment
-from .errors import LLMSRTError, shown
+from .errors import DeviceFailed, LLMSRTError, shown
 from .model.decoding import DecodingOptions, add_compile_argument, add_no_repeat_argument, add_srt_tags_argument
 from .model.static_steps import StaticSteps
 from .model.systems import CANNOT_RUN, Item, Output, System, cap, check_item, load_system
@@ -281,9 +281,9 @@ def _run_chunk(system: System, chunk: list[Item], options: DecodingOptions, fits
     except Exception as e:  # one bad batch never loses the others
         error, oom = error_line(e), placement_of.is_out_of_memory(e)
         if placement_of.is_device_failure(e):  # not this batch's fault: its halves, and every later batch, fail too
-            raise LLMSRTError(f"{system.name}: the GPU failed on a batch of {len(chunk)} ({error}); CUDA keeps that "
-                              "error for the rest of the process, so the run stops here: run it again (with "
-                              "CUDA_LAUNCH_BLOCKING=1 the error names the failing kernel)") from e
+            raise DeviceFailed(f"{system.name}: the GPU failed on a batch of {len(chunk)} ({error}); CUDA keeps that "
+                               "error for the rest of the process, so the run stops here: run it again (with "
+                               "CUDA_LAUNCH_BLOCKING=1 the error names the failing kernel)") from e
     # out of the except block: the traceback (and the tensors its frames hold) is gone before the cache is freed
     if oom:
         give_back_gpu_memory()  # before the halves run

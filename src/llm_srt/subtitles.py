@@ -3,7 +3,8 @@
 A cue's text is one line (the translation) or two (transcript, then translation); see `Cue.of`. `segment_cues`
 fits a segment's texts to the screen: lines of at most MAX_LINE_WIDTH columns (a wide character, CJK, counts two; a
 combining mark none), LINES_PER_CUE lines at once, and a segment whose texts need more becomes consecutive cues, each
-word of a text shown in the cue whose time holds its share of the text's columns.
+word of a text shown in the cue whose time holds its share of the text's columns (and, with both texts, a text
+with no new words in a cue keeping its line from the cue before, so that every cue shows both).
 """
 
 import bisect
@@ -60,7 +61,10 @@ def fit(start: float, end: float, main: str, above: str | None = None, width: in
     cut into consecutive cues at whole milliseconds: each word of a text is shown in the cue whose time holds the
     start of its share of the text's columns (a text's words spread over the whole segment). The cues are as few as
     keep every one to its lines, cut near equal shares of the segment where that fits. Every word of both texts is
-    shown once; only a segment too short for a millisecond a cue gets cues with more lines. None when end <= start."""
+    shown once; a cue in which one text has no new words (it is much shorter than the other) shows that text's line
+    of the cue before again, so that every cue holds both, the transcript above (a bottom-aligned player shows a cue
+    of one line where the translation goes). Only a segment too short for a millisecond a cue gets cues with more
+    lines. None when end <= start."""
     texts = [_bare(t) for t in (above, main) if t and _bare(t)]
     if not texts or end <= start:
         return []
@@ -80,6 +84,10 @@ def fit(start: float, end: float, main: str, above: str | None = None, width: in
         cuts = even
     bounds = [start, *(m / 1000 for m in cuts), end]
     pieces = [_pieces(ts, ms, cuts) for ts, ms in zip(tokens, at)]
+    if len(pieces) == 2:  # a cue of one line would put the transcript where the translation goes (bottom-aligned)
+        for text in pieces:  # a text with no new words stays on screen (piece 0 holds each text's first token)
+            for k in range(1, len(text)):
+                text[k] = text[k] or text[k - 1]
     return [Cue(bounds[k], bounds[k + 1], "\n".join(line for text in pieces for line in _lines(text[k], width)))
             for k in range(len(bounds) - 1)]
 

@@ -20,7 +20,7 @@ from typing import Sequence
 from . import device as placement_of
 from . import languages, subtitles
 from .audio import WINDOW_SECONDS
-from .errors import LLMSRTError, Terminated, shown
+from .errors import DeviceFailed, LLMSRTError, Terminated, shown
 from .infer import (MIN_LINE_WIDTH, TranslationResult, add_model_arguments, add_segment_argument, missing_cue_text,
                     segment_options, translator_from_args)
 from .model.decoding import DecodingOptions, decoding_from_args
@@ -61,20 +61,26 @@ def add_arguments(parser) -> None:
                         help="with --out-dir (text, srt, vtt): leave out the inputs whose output file is there "
                              "already (a run that goes on from a killed one; each file is written whole or not at all)")
     parser.add_argument("--overwrite", action="store_true",
-                        help="with --out-dir (text, srt, vtt): replace an output file a run before wrote from another "
-                             "input of the same name (day2/ZOOM0001.WAV after day1/ZOOM0001.WAV); without it, such a "
+                        help="with --out-dir: replace an output file a run before wrote from another input of the "
+                             "same name (day2/ZOOM0001.WAV after day1/ZOOM0001.WAV), or (json) a results.json or "
+                             "results.partial.json holding inputs this run does not translate; without it, such a "
                              "run is refused before the model loads")
 
 
 def main(args) -> int:
     import sys
 
+    if "-" in args.audio:  # said once the model had loaded, as "-: no such file"
+        raise LLMSRTError("-: reading audio from stdin is not supported; save it to a file first (a file named -: "
+                          "give it as ./-)")
     if args.src is None:
         raise LLMSRTError("give the source language with --src (ISO 639-3, e.g. eng) or --src auto")
     segments = segment_options(args.max_segment_seconds)
     if args.line_width < 0 or 0 < args.line_width < MIN_LINE_WIDTH:
         raise LLMSRTError(f"--line-width {args.line_width}: give 0 (one unwrapped cue a segment) or at least "
                           f"{MIN_LINE_WIDTH} columns")
+    if args.batch_size < 1:  # else refused by translate(), once the model has loaded (minutes for a 7B model)
+        raise LLMSRTError(f"--batch-size {args.batch_size}: give at least 1 (the segments the model runs at once)")
     if args.task == "smt" and args.max_segment_seconds != WINDOW_SECONDS:
         raise LLMSRTError("--max-segment-seconds: --task smt translates each input whole with its transcript; leave "
                           "it out, or use --task srt to have the speech cut")
@@ -97,13 +103,15 @@ def main(args) -> int:
         if (out_dir / "results.json").is_dir():  # else found only once every input had run, and printed
             raise LLMSRTError(f"--out-dir: {shown(str(out_dir / 'results.json'))} is a folder, so results.json "
                               "cannot be written; move that folder away, or choose another --out-dir")
+        if not args.overwrite:
+            check_results_kept(args.audio, out_dir)
     options = decoding_from_args(args)
     if args.skip_existing and not outputs:
         raise LLMSRTError("--skip-existing needs --out-dir and --format text, srt or vtt (one file per input; "
                           "json writes one results.json at the end)")
-    if args.overwrite and not outputs:
-        raise LLMSRTError("--overwrite needs --out-dir and --format text, srt or vtt (one file per input; "
-                          "json writes one results.json at the end)")
+    if args.overwrite and not out_dir:
+        raise LLMSRTError("--overwrite needs --out-dir (it lets a run replace files there that an earlier run wrote "
+                          "from other inputs)")
     if args.transcript is not None and args.task != Task.SMT.value:
         raise LLMSRTError(f"--transcript goes with --task smt (the model translates the given transcript), not "
                           f"--task {args.task}, which reads the audio; drop --transcript or give --task smt")
@@ -150,9 +158,12 @@ def main(args) -> int:
     ready: dict[int, tuple[str, str | None]] = {}  # stdout: (name, output or None) of inputs done before earlier ones
     shown_upto = 0  # stdout: the inputs before this one are printed
     finished: dict[int, dict] = {}  # json: each input's result as it is done, for Ctrl-C to print those done
+    translated: set[int] = set()  # inputs done with an output (whole or in part), for a run stopped by an error
 
     def emit(k: int, r: TranslationResult) -> None:  # as each input is done: its lines on stderr, its output
         nonlocal shown_upto
+        if r.kept or not r.error:
+            translated.add(k)
         for note in (_note(r, args), _capped_note(r)):
             if note is not None:
                 print(f"llm-srt translate: {note}", file=sys.stderr)
@@ -214,7 +225,8 @@ def main(args) -> int:
         results = translator.translate(args.audio, args.src, args.tgt, task=args.task, options=options,
                                        batch_size=args.batch_size, transcripts=args.transcript, on_result=emit,
                                        segment_options=segments)
-    except (KeyboardInterrupt, Terminated):  # Ctrl-C or SIGTERM: the inputs done are printed (before, lost)
+    except (KeyboardInterrupt, Terminated, DeviceFailed) as e:  # Ctrl-C, SIGTERM, or the GPU failing for good
+        # (infer._run_chunk: every later batch would fail too): the inputs done are printed (before, lost)
         if args.format == "json":  # the array of those done, in input order; results.json too, unless none was
             # (an earlier run's is not replaced by [])
             _print_json([finished[k] for k in sorted(finished)], out_dir if finished else None,
@@ -224,7 +236,10 @@ def main(args) -> int:
             if shown_text is not None:
                 print(f"# {name}")
                 print(shown_text, end="" if args.format == "text" else "\n", flush=True)
-        raise
+        if not isinstance(e, DeviceFailed) or getattr(args, "debug", False):
+            raise
+        print(f"llm-srt translate: error: {e}", file=sys.stderr)
+        return SOME_FAILED if translated - lost else 1  # not 2, which says no input ran (a refusal)
     unwritten = args.format == "json" and not _print_json([r.to_dict() for r in results], out_dir)
     failed = sum(k in lost or (r.error is not None and not r.kept) for k, r in enumerate(results))
     partly = sum(k not in lost | whole and r.error is not None and bool(r.kept) for k, r in enumerate(results))
@@ -413,6 +428,29 @@ def check_not_others(inputs: Sequence[str], outputs: Sequence[Path], out_dir: Pa
         more = f" (and {len(taken) - 1} more inputs)" if len(taken) > 1 else ""
         raise LLMSRTError(f"--out-dir: {shown(audio)} would overwrite {shown(str(out))}, which an earlier run wrote "
                           f"from {shown(other)}{more}; choose another --out-dir, or give --overwrite to replace it")
+
+
+def check_results_kept(inputs: Sequence[str], out_dir: Path) -> None:
+    """Refuse to replace a results.json (or a stopped run's PARTIAL_JSON, which a whole run removes) holding the
+    result of an input this run does not translate: one file holds every input's, so a json run of other inputs
+    into the same --out-dir lost them all without a word, as check_not_others keeps the per-input files from. The
+    same inputs run again (or with more) replace it as before; a file that is no array of results (not this
+    command's) is refused too."""
+    given = {os.path.realpath(a) for a in inputs}
+    for file in (out_dir / "results.json", out_dir / PARTIAL_JSON):
+        try:  # an entry's "audio" is its path as the run before was given it
+            others = [e["audio"] for e in json.loads(file.read_text(encoding="utf-8"))
+                      if os.path.realpath(e["audio"]) not in given]
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError, TypeError, KeyError):  # (a byte that is not UTF-8: a ValueError)
+            others = None
+        if others is None or others:
+            more = f" and {len(others) - 1} more inputs" if others and len(others) > 1 else ""
+            what = (f"the result of {shown(others[0])}{more}, which this run does not translate" if others else
+                    "no array of llm-srt results")
+            raise LLMSRTError(f"--out-dir: {shown(str(file))} holds {what}; choose another --out-dir, or give "
+                              "--overwrite to replace it")
 
 
 INCOMPLETE = ".incomplete"  # an input that failed in part: its output's name with this after it
