@@ -115,8 +115,9 @@ def test_bad_specs_are_one_line_errors(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(LLMSRTError, match="no CUDA GPU"):
         device.resolve("cuda", "auto")
-    with pytest.raises(LLMSRTError, match="not a device"):
-        device.resolve("tpu", "auto")
+    for spec in ("tpu", "meta"):  # meta loaded every model as no-op copies, then failed every row
+        with pytest.raises(LLMSRTError, match=f"--device {spec}: not a device"):
+            device.resolve(spec, "auto")
     with pytest.raises(LLMSRTError, match="unknown dtype"):
         device.resolve("cpu", "int3")
     fake_gpus(monkeypatch, 1)

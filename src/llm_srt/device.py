@@ -72,8 +72,6 @@ def resolve_device(spec: str | torch.device | None = "auto", flag: str = "--devi
         spec = "cuda" if torch.cuda.is_available() else "cpu"
     if spec == "cpu":
         return torch.device("cpu")
-    if spec == "meta":
-        return torch.device("meta")
     if spec.startswith("cuda"):
         if not torch.cuda.is_available():
             raise LLMSRTError(f"{flag}{spec}: no CUDA GPU is visible to torch here (torch {torch.__version__}, "
