@@ -13,8 +13,10 @@ GET /v1/models, /v1/languages, /health, and / (the web page). Every error is JSO
 An error names none of the server's folders (guard.hide_paths; the log keeps them); a full temporary disk while an
 upload is spooled is the server's 507, logged. verbose_json's "language" is OpenAI's lower-case English name
 ("english") of the text's language (a translation's target), "source_language" the same for the audio's;
-timestamp_granularities[] word is a 400 (the model writes no word timings); no field is made up. An answer given in
-part (segments that failed, an upload that decoded only in part) says so on every format (responses.with_notes).
+timestamp_granularities[] word is a 400 (the model writes no word timings); no field is made up, and none is dropped:
+a field sent twice (two files) and a target_language for task asr (which writes no translation) are 400s. An answer
+given in part (segments that failed, an upload that decoded only in part) says so on every format
+(responses.with_notes).
 
 Bounded work per request (see guard.py and uploads.py for the walls): an upload cap, a duration cap checked while
 decoding, a pool of decode threads, a queue cap, and one deadline (--timeout-s) over decode + queue + model; a
@@ -50,7 +52,7 @@ from ..model.decoding import decoding_from_args
 from ..prompts import Task
 from .batcher import LID_MISSING, BatchOptions, Batcher, BusyError, NotStarted, OverQueueLimit, language_id_failed
 from .forms import AUTO, ENDPOINTS, APIError, AudioForm, Endpoint, audio_form, check_fields, check_granularities, \
-    parse_task, request_decoding, resolve_language
+    check_single, parse_task, request_decoding, resolve_language
 from .guard import (ERROR_TYPES, ConnectionLimits, ContentLengthLimit, HostOriginGuard, HostRule,
                     check_allowed_host, check_allowed_origin, check_number, error_response, hide_paths, is_ip,
                     model_paths, split_host)
@@ -189,6 +191,7 @@ def create_app(translator: SpeechTranslator, options: ServeOptions = ServeOption
 def _handler(endpoint: Endpoint, batcher: Batcher, decoder: DecodePool, options: ServeOptions,
              paths: tuple[str, ...]):
     async def handle(request: Request, form: Annotated[AudioForm, Depends(audio_form)]) -> Response:
+        check_single(await request.form())  # the form FastAPI parsed for audio_form (Starlette keeps it)
         check_fields(form)
         # the OpenAI SDK's stream=True read a JSON answer as an empty stream, without an error
         if (form.stream or "").strip().lower() not in ("", "false", "0"):
@@ -203,6 +206,10 @@ def _handler(endpoint: Endpoint, batcher: Batcher, decoder: DecodePool, options:
                      else endpoint.source_field)  # the field an error about the source names
         src = resolve_language(form.source_language or form.language or AUTO, src_field, allow_auto=True)
         tgt = None
+        if task is Task.ASR and (form.target_language or "").strip():  # was ignored: a 200 with the transcript alone
+            raise APIError(400, f"target_language {form.target_language[:40]!r}: task asr writes no translation; "
+                           "send task srt for the transcript and its translation, or use /v1/audio/translations",
+                           "target_language")
         if task is not Task.ASR:
             tgt = form.target_language or endpoint.default_target
             if tgt is None:

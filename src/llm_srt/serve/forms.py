@@ -6,6 +6,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import File, Form, UploadFile
+from starlette.datastructures import FormData
 
 from .. import languages
 from ..model.decoding import DecodingOptions
@@ -87,6 +88,21 @@ def audio_form(
     return AudioForm(file, model, response_format, source_language, target_language, language, task, subtitles,
                      beam_size, max_new_tokens, stream, tuple(granularities or ()) + tuple(granularities_plain or ()),
                      temperature)
+
+
+# The fields audio_form reads one value of: Starlette's form keeps the last of a repeated field and drops the rest, so
+# `-F file=@a.wav -F file=@b.wav` answered for b alone, with a 200 (timestamp_granularities may repeat: a list).
+SINGLE_FIELDS = ("file", "model", "response_format", "source_language", "target_language", "language", "task",
+                 "subtitles", "beam_size", "max_new_tokens", "stream", "temperature", "prompt")
+
+
+def check_single(sent: FormData) -> None:
+    """400 naming the first of SINGLE_FIELDS that the request's form holds more than once."""
+    for param in SINGLE_FIELDS:
+        count = len(sent.getlist(param))
+        if count > 1:
+            what = "one file (one upload a request)" if param == "file" else f"one {param}"
+            raise APIError(400, f"{param}: sent {count} times; send exactly {what}", param)
 
 
 def check_fields(form: AudioForm) -> None:

@@ -9,7 +9,9 @@ take to send its request.
   timeout but none for a request that is never finished): a request head must arrive within `header_timeout_s` of
   the connection (or of the previous response), a body may not pause for more than `read_timeout_s` and must be
   complete within `upload_timeout_s` of its head (a trickle of a byte a second does not hold a socket for ever);
-  each answers 408 and closes. Connections beyond `max_connections` get 503 with Retry-After at once.
+  each answers 408 and closes. Connections beyond `max_connections` get 503 with Retry-After at once. Bytes h11
+  cannot parse (a Content-Length of abc, a Transfer-Encoding other than chunked, a request line that is not HTTP) get
+  the JSON 400 (431 for a head over h11's limit) where uvicorn answered text/plain, and are closed.
 - `hide_paths`: what a client is told names none of the server's folders (the model's, any absolute path).
 Every refusal is the API's JSON error {"error": {"message", "type", "param"}}.
 """
@@ -22,13 +24,14 @@ import logging
 import math
 import os
 import re
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import h11
 from starlette.responses import JSONResponse
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.h11_impl import DEFAULT_MAX_INCOMPLETE_EVENT_SIZE, H11Protocol
 
 from ..errors import LLMSRTError
 
@@ -264,9 +267,8 @@ class HostOriginGuard:
 
 
 class ContentLengthLimit:
-    """ASGI middleware: a JSON 413 before reading a body whose Content-Length is over `max_bytes`; a Content-Length
-    that is not a number gets 400. Bodies sent without a length (chunked) are counted by the routes' own
-    max_body_size as they arrive."""
+    """ASGI middleware: a JSON 413 before reading a body whose Content-Length is over `max_bytes`. Bodies sent without
+    a length (chunked) are counted by the routes' own max_body_size as they arrive."""
 
     def __init__(self, app, max_bytes: int, message: str):
         self.app, self.max_bytes, self.message = app, max_bytes, message
@@ -274,6 +276,8 @@ class ContentLengthLimit:
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http" and scope["method"] == "POST":
             length = dict(scope["headers"]).get(b"content-length")
+            # Under `serve` h11 refuses a Content-Length that is not digits before the app runs (send_400_response
+            # answers); this stays for the app under another ASGI server, where int() would fail as a 500.
             if length is not None and not length.strip().isdigit():
                 return await error_response(400, f"Content-Length {length[:40].decode('latin-1')!r} is not a "
                                             "number of bytes", "content-length")(scope, receive, send)
@@ -312,7 +316,8 @@ def raw_error(status: int, reason: str, message: str, extra_headers: str = "") -
 
 
 class GuardedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol plus a head deadline, a body idle timeout and a connection cap (`limits`)."""
+    """uvicorn's h11 protocol plus a head deadline, a body idle timeout and a connection cap (`limits`), answering
+    what h11 cannot parse with the API's JSON error."""
 
     limits = ConnectionLimits()
 
@@ -360,6 +365,24 @@ class GuardedH11Protocol(H11Protocol):
         # for them, and uvicorn cancelled its keep-alive timer when that request began, so time it from here.
         if self.conn.their_state is not h11.IDLE or self.conn.trailing_data[0]:
             self._follow_request()
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to bytes h11 cannot parse (a Content-Length of abc or -1, two of them, a Transfer-Encoding
+        other than chunked, a bad chunk, a request line that is not HTTP) was a text/plain 400 "Invalid HTTP request
+        received.", which an OpenAI SDK shows unparsed: the API's JSON error instead, naming what h11 refused, then
+        close. uvicorn calls this inside its `except h11.RemoteProtocolError`, so the error is sys.exc_info()'s."""
+        error = sys.exc_info()[1]
+        detail = str(error) if isinstance(error, h11.RemoteProtocolError) else msg
+        detail = re.sub(r"bytearray\((b.*)\)", r"\1", detail)[:200]  # h11 quotes a line as bytearray(b'...')
+        if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):  # else an answer is already under way: just close
+            if getattr(error, "error_status_hint", 400) == 431:  # h11's "Receive buffer too long": a long head
+                limit = self.config.h11_max_incomplete_event_size or DEFAULT_MAX_INCOMPLETE_EVENT_SIZE
+                self.transport.write(raw_error(431, "Request Header Fields Too Large", "the request head is larger "
+                                               f"than {limit // 1024} KB; send fewer or shorter headers"))
+            else:
+                self.transport.write(raw_error(400, "Bad Request", f"malformed HTTP request: {detail}; send a "
+                                               "valid HTTP/1.1 request"))
+        self.transport.close()
 
     def connection_lost(self, exc) -> None:
         self._disarm()
