@@ -1,5 +1,6 @@
 import json
 import os
+import warnings
 
 import pytest
 
@@ -114,6 +115,23 @@ def test_skip_bad_warns_and_keeps_the_good_rows(folder):
     assert [r.id for r in rows] == ["u1", "u3"]
 
 
+def test_skipped_rows_are_reported_at_every_read_not_once_per_process(folder):
+    """Python's default filter showed a message from one line once per process: a curriculum's SMT and SRT stages
+    read the same manifest in one process, and the second stage's skipped rows went unsaid. A filter that ignores
+    the warning still does."""
+    path = _write(folder / "m.jsonl", [_row(1), "{oops"])
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("default")  # Python's own, which pytest.warns would replace
+        for _ in range(2):
+            read_manifest(path, skip_bad=True)
+    assert [str(w.message).split(" (")[0] for w in said] == [f"{path}: skipped 1 bad rows"] * 2
+    assert all(w.filename == __file__ for w in said)  # named where read_manifest was called
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("ignore")
+        read_manifest(path, skip_bad=True)
+    assert said == []
+
+
 def test_rows_longer_than_the_longest_duration_are_bad_rows(folder):
     """Training takes clips of at most Whisper's 30 s window: a longer row is named with its line when the manifest
     is read, not met by the encoder in a training step (on one rank, without its file)."""
@@ -123,6 +141,31 @@ def test_rows_longer_than_the_longest_duration_are_bad_rows(folder):
         read_manifest(path, max_duration=30)
     with pytest.warns(UserWarning, match="skipped 1 bad rows"):
         assert [r.id for r in read_manifest(path, skip_bad=True, max_duration=30)] == ["u1", "u3"]
+
+
+def test_text_longer_than_its_audio_can_hold_is_a_bad_row_in_training(folder):
+    """A 0.6 s row with a 50,000-character translation passed: its batch padded to ~12k target tokens, out of GPU
+    memory, and the resumed run drew it again. More than max(500, 60 a second) characters is a bad row where
+    training reads the manifest (max_duration); a FLEURS-like 30 s row with 600 characters, a 0.6 s one with 500,
+    or 2 s of Chinese pass. A text-only stage (max_text) bounds every row alike, whatever its duration says."""
+    long = "Wort " * 10_000
+    path = _write(folder / "m.jsonl", [
+        _row(1, duration=30.0, translation="x" * 600, transcript="y" * 1800), _row(2, duration=0.6, translation=long),
+        _row(3, duration=0.6, transcript="z" * 500), _row(4, src_lang="zho", transcript="今天天气很好", duration=2),
+        _row(5, duration=10.0, tgt_lang="", translation="", transcript="a" * 601)])
+    assert len(read_manifest(path)) == 5  # (evaluate and prepare: unchecked)
+    with pytest.raises(ManifestError) as e:
+        read_manifest(path, max_duration=30)
+    assert "2 bad row(s)" in str(e.value)
+    assert ("m.jsonl:2: translation has 50,000 characters, more than 0.6 s of speech can hold (at most 500: 60 a "
+            "second, at least 500): a misaligned or merged row, whose batch would run out of memory; fix it, split "
+            "it or drop it") in str(e.value)
+    assert "m.jsonl:5: transcript has 601 characters, more than 10 s of speech can hold (at most 600" in str(e.value)
+    with pytest.warns(UserWarning, match="skipped 2 bad rows"):
+        assert [r.id for r in read_manifest(path, skip_bad=True, max_duration=30)] == ["u1", "u3", "u4"]
+    with pytest.raises(ManifestError, match=r"m.jsonl:1: transcript has 1,800 characters, more than the 1,000 a row "
+                                            r"of a text-only stage may have"):
+        read_manifest(path, max_text=1000)
 
 
 def test_check_audio_off_accepts_missing_files(folder):

@@ -1,11 +1,13 @@
 """What a run resumed, or a finished run asked for again, says about the settings and steps that differ."""
 
+import json
+import re
 import shutil
 
 import pytest
 
 from llm_srt.errors import ConfigError, LLMSRTError
-from llm_srt.train import recipe, resume
+from llm_srt.train import preflight, recipe, resume
 from llm_srt.train.final import FINAL, finished_steps
 
 from .conftest import SHORT_STEPS as STEPS
@@ -139,3 +141,63 @@ def test_the_feature_cache_note_is_left_out_for_a_text_mt_stage():
     for tasks, said in (({"mt": 1.0}, False), ({"srt": 1.0, "mt": 0.2}, True)):
         cfg = SimpleNamespace(data=DataSection(tasks=tasks, feature_cache=None))
         assert (cache_note(saved, cfg) is not None) is said, tasks
+
+
+def test_a_reordered_task_mix_is_a_change_and_a_record_of_the_same_order_is_not(tiny_setup, tmp_path):
+    """{srt: 0.5, asr: 0.5} -> {asr: 0.5, srt: 0.5} compared equal (a dict's == ignores its order), but a mix lays
+    out its tasks' slots and seeds their draws in its order, and the first of a tie is the main task (the dev
+    set's): the resume went on in another data order without a word. The order is compared; the record checkpoints
+    and final/ already hold (data.tasks as a JSON object, in its order) is no change where the order is the same."""
+    tied, swapped = {"data.tasks": "{srt: 0.5, asr: 0.5}"}, {"data.tasks": "{asr: 0.5, srt: 0.5}"}
+    out = tmp_path / "run"
+    recipe.train(_config(tiny_setup, out, **tied), log=lambda *_: None)
+    order = (r"data.tasks order \['srt', 'asr'\] -> \['asr', 'srt'\] \(the data order and, on a tie, the main task "
+             r"follow it\)")
+    with pytest.raises(ConfigError, match=r"run/final: this output_dir holds a model finished with other settings: "
+                                          + order + r"\. "):
+        recipe.train(_config(tiny_setup, out, **swapped), log=lambda *_: None)
+    recipe.train(_config(tiny_setup, out, STEPS + 1, **tied), log=lambda *_: None)  # the same order: it resumes
+    assert finished_steps(out) == STEPS + 1
+    with pytest.raises(ConfigError, match=r"step-0*3: resuming with settings that differ from the checkpoint's: "
+                                          + order + r"\. Set them back, or add allow_changes=true"):
+        recipe.train(_config(tiny_setup, out, STEPS + 2, **swapped), log=lambda *_: None)
+    said = []
+    recipe.train(_config(tiny_setup, out, STEPS + 2, allow_changes="true", **swapped), log=said.append)
+    assert finished_steps(out) == STEPS + 2
+    assert any(re.search(r"resuming with changed settings \(allow_changes\): " + order, m) for m in said), said
+    stored = json.loads(json.dumps({"data.tasks": {"srt": 0.7, "asr": 0.3}}))  # as a checkpoint gives it back
+    assert resume.changes(stored, {"data.tasks": {"srt": 0.7, "asr": 0.3}}) == []
+    assert resume.changes(stored, {"data.tasks": {"asr": 0.2, "srt": 0.8}}) == [
+        "data.tasks order ['srt', 'asr'] -> ['asr', 'srt'] (the data order and, on a tie, the main task follow it)",
+        "data.tasks.asr 0.3 -> 0.2", "data.tasks.srt 0.7 -> 0.8"]
+    assert resume.changes({"model.adapter_kwargs": {"a": 1, "b": 2}}, {"model.adapter_kwargs": {"b": 2, "a": 1}}) == []
+
+
+def test_another_data_seed_is_refused_before_the_model_loads_allow_changes_or_not(base, tiny_setup, tmp_path,
+                                                                                   monkeypatch):
+    """data.seed 0 -> 1 with allow_changes said "resuming with changed settings", then stopped in the data loader
+    ("resuming a sampler seeded 0 with seed 1") after the model had loaded. The seed picks which rows a mix's smaller
+    tasks and a weighted manifest's repeats are in each epoch's examples, so the saved position's examples are not
+    the new seed's: refused in pre-flight, allow_changes or not, with the way on. A finished run asked for again is
+    the recipe's to refuse, or with allow_changes to take as it is."""
+    out = tmp_path / "run"
+    shutil.copytree(base, out)
+    monkeypatch.setattr(recipe.Recipe, "setup_model", lambda self: pytest.fail("the model loaded"))
+    with pytest.raises(ConfigError, match=r"holds a model finished with other settings: data.seed 0 -> 1\. "):
+        recipe.train(_config(tiny_setup, out, **{"data.seed": 1}), log=lambda *_: None)
+    said = []
+    assert recipe.train(_config(tiny_setup, out, **{"data.seed": 1, "allow_changes": "true"}),
+                        log=said.append) == out / FINAL
+    assert said[-1] == f"[asr] already finished: {out / FINAL}"
+    refused = (rf"^{re.escape(str(out))}/checkpoints/step-0*2: data.seed 1 here, but this output_dir's run was seeded "
+               r"0 \(its data order, its task mix's draws and its dev rows\): no resume can take another seed "
+               r"\(allow_changes=true neither\); set data.seed=0 to resume, or start another output_dir with "
+               rf"model.init_from={re.escape(str(out))}/checkpoints/step-0*2 to train on from its weights with seed 1$")
+    for steps, allow in ((STEPS + 1, "true"), (STEPS, "false"), (STEPS, "true")):  # raised max_steps: it resumes
+        cfg = _config(tiny_setup, out, steps, **{"data.seed": 1, "allow_changes": allow})
+        with pytest.raises(ConfigError, match=refused):
+            recipe.train(cfg, log=lambda *_: None)
+        with pytest.raises(ConfigError, match=refused):
+            preflight.check_before_start(cfg)
+        shutil.rmtree(out / FINAL, ignore_errors=True)  # then interrupted after its last step
+    preflight.check_before_start(_config(tiny_setup, out))  # the same seed

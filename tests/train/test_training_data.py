@@ -666,8 +666,9 @@ def test_data_skip_bad_skips_a_translation_row_without_the_transcript_its_task_r
     write_manifest(manifest, [replace(r, transcript="") if k == blank else r for k, r in enumerate(rows)])
     cfg = _section(tiny_setup, None, feature_cache=None, train=str(manifest), dev=str(manifest), tasks={"srt": 1.0},
                    num_workers=0, dev_size=64)
-    with pytest.raises(LLMSRTError, match=rf"task srt reads each translation row's transcript, but 1 of data.train "
-                                          rf".* have none \(e.g. id {rows[blank].id}\)"):
+    with pytest.raises(LLMSRTError, match=rf"^data.train .*blank.jsonl:{blank + 1}: task srt reads each translation "
+                                          rf"row's transcript, but 1 of this manifest's have none \(first: id "
+                                          rf"{rows[blank].id}\)"):
         TrainingData(cfg, model, SOLO)
     with pytest.warns(UserWarning) as said:
         data = TrainingData(replace(cfg, skip_bad=True), model, SOLO)

@@ -12,7 +12,6 @@ DataLoader workers (llm_srt.train.data).
 """
 
 import hashlib
-import warnings
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ import torch
 from ..audio import load_audio
 from ..errors import LLMSRTError
 from ..prompts import Task, build
-from .manifest import PackedRows, Row
+from .manifest import PackedRows, Row, warn_each_time
 
 BUCKET_BATCHES = 50  # batches per length bucket: sorted within a bucket, so padding stays small
 
@@ -167,12 +166,20 @@ class _Draw:
 def with_transcripts(rows: list[Row], task: Task | str | Mapping[str, float], where: str) -> list[Row]:
     """`rows` less the translation rows without a transcript where `task` (a mix) reads it (TRANSCRIPT_READERS:
     `SpeechTextDataset` refuses them), with one warning giving their count: data.skip_bad's way with a bad row."""
-    readers = [t for t in _normalize_mix(task) if t in TRANSCRIPT_READERS]
-    blank = [r for r in rows if not r.is_asr and not r.transcript.strip()] if readers else []
+    reader, blank = blank_transcripts(rows, task)
     if blank:
-        warnings.warn(f"{where}: skipped {len(blank)} translation rows without a transcript, which task "
-                      f"{readers[0].value} reads (first: id {blank[0].id})", stacklevel=3)
+        warn_each_time(f"{where}: skipped {len(blank)} translation rows without a transcript, which task "
+                       f"{reader.value} reads (first: id {blank[0].id})", stacklevel=3)
     return [r for r in rows if r.is_asr or r.transcript.strip()] if blank else rows
+
+
+def blank_transcripts(rows: Sequence[Row], task: Task | str | Mapping[str, float]) -> tuple[Task | None, list[Row]]:
+    """The first task of `task` (a mix) that reads a translation row's transcript (TRANSCRIPT_READERS), and the
+    translation rows of `rows` without one (none where no task reads it)."""
+    readers = [t for t in _normalize_mix(task) if t in TRANSCRIPT_READERS]
+    if not readers:
+        return None, []
+    return readers[0], [r for r in rows if not r.is_asr and not r.transcript.strip()]
 
 
 def ids_digest(rows: Sequence[Row], task: Task | str | Mapping[str, float]) -> str:

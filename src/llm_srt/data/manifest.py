@@ -16,6 +16,7 @@ import json
 import math
 import os
 import stat
+import sys
 import warnings
 from collections import defaultdict
 from collections.abc import Iterable
@@ -29,6 +30,9 @@ from ..prompts import markup_in
 from .packed import PackedList
 
 MAX_LISTED = 20  # problems listed in a ManifestError; the rest are counted
+CHARS_PER_SECOND = 60  # more text than this a second of speech is no transcript or translation of it, in any script:
+#   fast speech is some 15-20 characters a second in Latin scripts (a translation ~1.3x its source), ~4-8 in CJK ones
+MIN_TEXT_LIMIT = 500  # the bound of a short clip (a 0.6 s "yes" may carry a longer translation)
 # field -> accepted JSON types (None = null allowed). `source` is optional; the others must be present.
 FIELDS: dict[str, tuple[type, ...]] = {
     "id": (str,),
@@ -87,15 +91,17 @@ class PackedRows(PackedList):
 
 
 def read_manifest(path: str | Path, check_audio: bool = True, skip_bad: bool = False,
-                  max_duration: float | None = None) -> list[Row]:
+                  max_duration: float | None = None, max_text: int | None = None) -> list[Row]:
     """Read and validate a JSONL manifest. Every bad row is reported as `file:line: what is wrong`.
 
     Checks: JSON syntax, missing fields, field types, unknown language codes, a translation without a target
     language (or the reverse), non-positive duration, duplicate ids and (with `check_audio`) audio that is
-    missing, empty or unreadable, and (with `max_duration`, training's 30 s) a row longer than that. Without
-    `skip_bad` any problem raises ManifestError listing them all (the first MAX_LISTED, then a count); with
-    `skip_bad` the bad rows are dropped with a warning. Each audio file is checked once however many rows
-    (directions) share it.
+    missing, empty or unreadable, and (with `max_duration`, training's 30 s) a row longer than that or whose
+    transcript or translation is longer than its duration can hold (`text_limit`: one such row padded a batch to
+    ~12k target tokens, out of GPU memory, and the resumed run drew it again), and (with `max_text`, a text-only
+    stage's bound, whose durations are not read) a text longer than that. Without `skip_bad` any problem raises
+    ManifestError listing them all (the first MAX_LISTED, then a count); with `skip_bad` the bad rows are dropped
+    with a warning. Each audio file is checked once however many rows (directions) share it.
     """
     path = Path(path)
     name = shown(str(path))
@@ -130,6 +136,10 @@ def read_manifest(path: str | Path, check_audio: bool = True, skip_bad: bool = F
                     problems.append(f"{where}: {row.duration:g} s is longer than the {max_duration:g} s a training "
                                     "utterance may last (Whisper's window); cut it into shorter utterances or drop it")
                     continue
+                if problem := _text_too_long(row, max_text if max_duration is None else text_limit(row.duration),
+                                             max_duration is None):
+                    problems.append(f"{where}: {problem}")
+                    continue
                 first_line_of[row.id] = lineno
                 rows.append(row)
     except OSError as e:
@@ -140,10 +150,57 @@ def read_manifest(path: str | Path, check_audio: bool = True, skip_bad: bool = F
         raise ManifestError(f"{name}: {len(problems)} bad row(s); fix them, or skip them (evaluate --skip-bad, "
                             f"train data.skip_bad=true):\n  {listed}{more}")
     if problems:
-        warnings.warn(f"{name}: skipped {len(problems)} bad rows (first: {problems[0]})", stacklevel=2)
+        warn_each_time(f"{name}: skipped {len(problems)} bad rows (first: {problems[0]})", stacklevel=2)
     if not rows:
         raise ManifestError(f"{name}: the manifest has no usable rows")
     return rows
+
+
+def text_limit(seconds: float) -> int:
+    """The most characters a transcript or translation of `seconds` of speech may have in training."""
+    return max(MIN_TEXT_LIMIT, math.ceil(CHARS_PER_SECOND * seconds))
+
+
+def _text_too_long(row: Row, limit: int | None, text_only: bool) -> str | None:
+    """What is wrong with a row whose transcript or translation has more than `limit` characters (None: unchecked)."""
+    for key, text in (("transcript", row.transcript), ("translation", row.translation)):
+        if limit is not None and len(text) > limit:
+            bound = (f"the {limit:,} a row of a text-only stage may have" if text_only else
+                     f"{row.duration:g} s of speech can hold (at most {limit:,}: {CHARS_PER_SECOND} a second, at "
+                     f"least {MIN_TEXT_LIMIT})")
+            return (f"{key} has {len(text):,} characters, more than {bound}: a misaligned or merged row, whose "
+                    "batch would run out of memory; fix it, split it or drop it")
+    return None
+
+
+def line_of(path: str | Path, row_id: str) -> int | None:
+    """The line of manifest `path` that holds the row `row_id` (None if none does): for a problem found after the
+    rows were read, named as `file:line` as read_manifest names its own."""
+    try:
+        with open(path, "rb") as f:
+            for lineno, raw in enumerate(f, start=1):
+                try:
+                    if json.loads(raw).get("id") == row_id:
+                        return lineno
+                except (ValueError, AttributeError, RecursionError):  # a line read_manifest skipped as bad
+                    continue
+    except OSError:
+        return None
+    return None
+
+
+def warn_each_time(message: str, stacklevel: int = 1) -> None:
+    """warnings.warn(message, stacklevel=stacklevel) shown at every call the warning filters let through: Python's
+    default filter shows a message from one line once per process, and a curriculum reads the same manifest in
+    several stages (the paper's SMT and SRT stages), whose later ones then skipped rows without a word. No
+    once-per-line registry is kept; a filter that ignores or raises it still does."""
+    try:
+        frame = sys._getframe(stacklevel)  # the line warnings.warn would name
+    except ValueError:  # a call stack shallower than `stacklevel`
+        frame = sys._getframe(1)
+    warnings.warn_explicit(message, UserWarning, frame.f_code.co_filename, frame.f_lineno,
+                           module=frame.f_globals.get("__name__", "<string>"), registry=None,
+                           module_globals=frame.f_globals)
 
 
 def write_manifest(path: str | Path, rows: Iterable[Row], staged: list[tuple[Path, Path]] | None = None) -> int:

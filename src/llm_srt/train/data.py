@@ -12,7 +12,6 @@ import itertools
 import math
 import os
 import sys
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,9 +27,9 @@ from ..config import bounds, short
 from ..audio import WINDOW_SECONDS, format_bytes
 from ..data.clips import SPLIT_ORDER
 from ..data.features import FeatureCache, content_hashes
-from ..data.loader import (BucketBatchSampler, SpeechTextDataset, ids_digest, pad_features, stratified,
-                           weighted_by_kind, with_transcripts)
-from ..data.manifest import Row, read_manifest
+from ..data.loader import (BucketBatchSampler, SpeechTextDataset, blank_transcripts, ids_digest, pad_features,
+                           stratified, weighted_by_kind, with_transcripts)
+from ..data.manifest import Row, line_of, read_manifest, text_limit, warn_each_time
 from ..errors import AudioError, ConfigError, LLMSRTError, shown
 from ..prompts import Task
 from .batches import Collator, _as_is, _Batches, _only_rows, _Stream
@@ -75,6 +74,10 @@ class DataSection:
     def __post_init__(self):
         if not self.tasks:
             raise ConfigError("data.tasks is empty; name the stage's tasks and their shares, e.g. {srt: 1.0}")
+        if not isinstance(self.train, str) and (blank := [k for k, m in enumerate(self.train) if not str(m).strip()]):
+            #   "data.train=[$CV, $FLEURS]" with one unset: pre-flight passed it, and it stopped after the model loaded
+            raise ConfigError(f"data.train: entry {blank[0] + 1} of {len(self.train)} is empty (an unset shell "
+                              "variable?); give the training manifest there, or drop the entry")
         if self.dev is not None and not self.dev.strip():  # "data.dev=$DEV" unset: no dev set, without a word
             raise ConfigError("data.dev is empty (an unset shell variable?); give the dev manifest, or write "
                               "data.dev=null to train without a dev set")
@@ -174,7 +177,8 @@ class TrainingData:
                     f"{accumulation} micro-batches)" if need > 1 else f"no batch of {cfg.batch_size}")
             raise ConfigError(f"data.train: {short(cfg.train)} gives {what}; lower data.batch_size"
                               f"{' or optim.accumulation' if accumulation > 1 else ''}, or add data")
-        self.dev = SpeechTextDataset(rows.dev, self.main_task, tags=tags) if rows.dev else None
+        self.dev = SpeechTextDataset(rows.dev, self.main_task, source=f"data.dev {short(cfg.dev)}",
+                                     tags=tags) if rows.dev else None
         if cfg.dev and not rows.dev and (cfg.dev_size or cfg.dev_decode):  # (both 0 choose none)
             kind = "transcription-only" if self.main_task is Task.ASR else "translation"
             log(f"warning: data.dev {cfg.dev} has no {kind} rows for this stage's {self.main_task.value} task: no dev "
@@ -491,27 +495,47 @@ HELD_OUT = tuple(s for s in SPLIT_ORDER if s != "train")  # the splits `prepare`
 def read_stage_rows(cfg: DataSection, main_task: Task, hashes: bool = True) -> StageRows:
     """Read and validate the training manifests and the dev manifest (every audio file checked), choose the dev
     rows, and (with `hashes`) hash every audio file once. Run on rank 0 only (see from_rank0). A text-only stage
-    (mt alone) never reads its training rows' audio: their files are not checked."""
+    (mt alone) never reads its training rows' audio: their files are not checked, and their texts are bounded as
+    the longest clip's would be (their durations may say nothing)."""
     longest = WINDOW_SECONDS  # a longer clip would stop the stage at the encoder, on one rank
-    speech = any(Task(t).needs_speech for t in cfg.tasks)
-    train = [read_manifest(m, check_audio=speech, skip_bad=cfg.skip_bad, max_duration=longest if speech else None)
-             for m in cfg.manifests]
+
+    def read(manifest: str, speech: bool) -> list[Row]:
+        return read_manifest(manifest, check_audio=speech, skip_bad=cfg.skip_bad,
+                             max_duration=longest if speech else None, max_text=None if speech else text_limit(longest))
+
+    train = [read(m, any(Task(t).needs_speech for t in cfg.tasks)) for m in cfg.manifests]
     if cfg.skip_bad:  # a translation row without the transcript its task reads: a bad row too
         train = [with_transcripts(rows, cfg.tasks, f"data.train {m}") for m, rows in zip(cfg.manifests, train)]
+    else:  # refused before every audio file is hashed (`SpeechTextDataset` refuses them after), naming the line
+        for m, rows in zip(cfg.manifests, train):
+            _refuse_blank_transcripts(rows, cfg.tasks, f"data.train {m}", m)
     for manifest, rows in zip(cfg.manifests, train):
         if held := [r for r in rows if r.split in HELD_OUT]:
-            warnings.warn(f"data.train {manifest}: {len(held)} of its rows are marked split "
-                          f"{'/'.join(sorted({r.split for r in held}))} (e.g. id {held[0].id}): held-out rows are "
-                          "trained on; give the train split's manifest", stacklevel=2)
+            warn_each_time(f"data.train {manifest}: {len(held)} of its rows are marked split "
+                           f"{'/'.join(sorted({r.split for r in held}))} (e.g. id {held[0].id}): held-out rows are "
+                           "trained on; give the train split's manifest", stacklevel=2)
     dev: list[Row] = []
     if cfg.dev:
-        rows = [r for r in read_manifest(cfg.dev, check_audio=main_task.needs_speech, skip_bad=cfg.skip_bad,
-                                         max_duration=longest if main_task.needs_speech else None)
-                if r.is_asr == (main_task is Task.ASR)]
-        rows = with_transcripts(rows, main_task, f"data.dev {cfg.dev}") if cfg.skip_bad else rows
+        rows = [r for r in read(cfg.dev, main_task.needs_speech) if r.is_asr == (main_task is Task.ASR)]
+        if cfg.skip_bad:
+            rows = with_transcripts(rows, main_task, f"data.dev {cfg.dev}")
+        else:
+            _refuse_blank_transcripts(rows, main_task, f"data.dev {cfg.dev}", cfg.dev)
         dev = stratified(rows, max(cfg.dev_size, cfg.dev_decode), seed=cfg.seed)
     audio = [r.audio for part in train for r in part] + [r.audio for r in dev]
     return StageRows(train, dev, content_hashes(audio) if hashes else {})
+
+
+def _refuse_blank_transcripts(rows: list[Row], task: Task | Mapping[str, float], where: str, manifest: str) -> None:
+    """A translation row without the transcript `task` (a mix) reads, as one line naming `manifest`'s line: it was
+    `SpeechTextDataset`'s error once every audio file was hashed, for data.dev naming no file ("the manifest's")."""
+    reader, blank = blank_transcripts(rows, task)
+    if blank:
+        line = line_of(manifest, blank[0].id)
+        raise LLMSRTError(f"{shown(where)}{f':{line}' if line else ''}: task {reader.value} reads each translation "
+                          f"row's transcript, but {len(blank)} of this manifest's have none (first: id {blank[0].id})"
+                          "; fill them in, skip them (data.skip_bad=true), or train s2tt (speech -> translation "
+                          "alone)")
 
 
 def from_rank0(d: Dist, fn: Callable[[], Any]) -> Any:

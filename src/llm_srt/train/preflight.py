@@ -12,6 +12,7 @@ from .. import device as device_lib
 from .. import paths
 from ..errors import ConfigError
 from ..prompts import Task
+from . import checkpoint
 from .config import TrainConfig
 from .final import _more_steps, _more_steps_refused, finished_steps, is_finished
 
@@ -43,9 +44,9 @@ def skips_trained(cfg: TrainConfig) -> bool:
 def check_before_start(cfg: TrainConfig, device: torch.device | None = None) -> None:
     """What a stage can be refused for before any model loads: bf16 autocast on a CPU host, a manifest, encoder or
     LLM that is not there (not model.init_from: a curriculum's later stage starts from a folder an earlier one
-    writes, and a resumed run needs it no more), a finished model trained for more steps than max_steps. A curriculum
-    checks every stage so before the first trains: a typo in the SRT stage stopped it after the ASR and SMT stages
-    (days at the paper's scale)."""
+    writes, and a resumed run needs it no more), a finished model trained for more steps than max_steps, a resume
+    with another data.seed (`_check_same_seed`). A curriculum checks every stage so before the first trains: a typo
+    in the SRT stage stopped it after the ASR and SMT stages (days at the paper's scale)."""
     use_bf16(cfg, device if device is not None else device_lib.resolve_device(cfg.device, flag="device="))
     if not any(str(m).strip() for m in cfg.data.manifests):  # [] or the default ""
         raise ConfigError("data.train: give the training manifest (e.g. data/mini/train.jsonl)")
@@ -65,6 +66,30 @@ def check_before_start(cfg: TrainConfig, device: torch.device | None = None) -> 
     done = finished_steps(out) if is_finished(out) else None
     if done is not None and done > cfg.max_steps and not cfg.allow_changes:
         raise ConfigError(_more_steps_refused(_more_steps(out, done, cfg.max_steps), done, cfg.max_steps))
+    if not is_finished(out) or done is not None and done < cfg.max_steps:  # it resumes (a finished run whose
+        #   settings differ is the recipe's to refuse, or with allow_changes to take as it is)
+        _check_same_seed(cfg, out)
+
+
+def _check_same_seed(cfg: TrainConfig, out: Path) -> None:
+    """A resume cannot take another data.seed, allow_changes or not. The seed does not only shuffle the epochs: it
+    picks which rows a task mix's smaller tasks and a weighted manifest's repeats are in each epoch's examples, and
+    the dev rows, so the examples the saved position trained on are not the new seed's, and the rest of the epoch
+    cannot be told (as it is after another batch size: `BucketBatchSampler.load_state_dict`). allow_changes went on
+    and stopped in the data loader after the model had loaded. The newest checkpoint that stores its settings is
+    read as stored (every checkpoint of a run shares its seed: none could be resumed with another)."""
+    for _, folder in checkpoint._step_folders(out / "checkpoints"):
+        settings = checkpoint.stored_settings(folder)
+        if settings is None:
+            continue
+        seed = settings.get("data.seed")
+        if seed is not None and seed != cfg.data.seed:
+            raise ConfigError(f"{folder}: data.seed {cfg.data.seed} here, but this output_dir's run was seeded {seed} "
+                              "(its data order, its task mix's draws and its dev rows): no resume can take another "
+                              f"seed (allow_changes=true neither); set data.seed={seed} to resume, or start another "
+                              f"output_dir with model.init_from={folder} to train on from its weights with seed "
+                              f"{cfg.data.seed}")
+        return
 
 
 def use_bf16(cfg: TrainConfig, device: torch.device) -> bool:

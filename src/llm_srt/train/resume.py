@@ -48,6 +48,9 @@ SHAPELESS = ("num_heads",)  # adapter options that shape no parameter (the Q-For
 PER_STEP = "examples per step (data.batch_size x optim.accumulation x ranks)"
 WEIGHTED = "data.train_weights weigh"  # what the weights share out (`loader.weighted_by_kind`)
 UNSET = object()  # a key one side of a comparison lacks
+ORDERED = ("data.tasks",)  # mappings whose order is a setting: a task mix lays out its slots and seeds each task's
+#   draw in its order, and its main task (the dev set's) is the first of the largest shares (`SpeechTextDataset`);
+#   a checkpoint stores them in order (JSON objects keep it), so an older record of the same order is no change
 
 
 def run_settings(cfg, world: int = 1) -> dict[str, Any]:
@@ -99,6 +102,9 @@ def changes(saved: dict[str, Any], current: dict[str, Any], init_from: str | Pat
         if key in FREE_ON_RESUME:
             continue
         old, new = saved.get(key, UNSET), current.get(key, UNSET)
+        if key in ORDERED and _reordered(old, new):
+            found.append(f"{key} order {short(list(old))} -> {short(list(new))} (the data order and, on a tie, the "
+                         "main task follow it)")
         if old == new or key == INIT_KEY and key not in saved:
             continue
         if key in FROZEN_KEYS:
@@ -190,6 +196,11 @@ def _differences(key: str, old: Any, new: Any) -> list[str]:
                 found.extend(_differences(f"{key}.{sub}", a, b))
         return found
     return [f"{key} {_said(old)} -> {_said(new)}"]
+
+
+def _reordered(old: Any, new: Any) -> bool:
+    """Whether two mappings hold the same keys in another order (`==` ignores the order of a dict's keys)."""
+    return isinstance(old, dict) and isinstance(new, dict) and old.keys() == new.keys() and list(old) != list(new)
 
 
 def _said(value: Any) -> str:
