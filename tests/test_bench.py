@@ -53,8 +53,9 @@ def test_json_has_the_ratios_goals_and_raw_times(result):
     assert fast in JUDGED and seconds[fast, 4] == min(seconds[v, 4] for v in JUDGED if (v, 4) in seconds)
     fast1 = result["setup"]["batch1_step_vs_bandwidth_bound_system"]
     ones = {r["system"]: r["step_vs_bound"] for r in result["decode"] if r["beam"] == 1 and r["batch_size"] == 1}
-    assert result["batch1_step_vs_bandwidth_bound"] == ones[fast1] == min(ones[v] for v in JUDGED)
-    assert result["batch16_vs_batch1"] == pytest.approx(seconds[fast, 1] / seconds[fast, 4], rel=0.01)
+    assert ones[fast1] == min(ones[v] for v in JUDGED)  # each ratio as judged and printed: 2 decimals
+    assert result["batch1_step_vs_bandwidth_bound"] == round(ones[fast1], 2)
+    assert result["batch16_vs_batch1"] == round(seconds[fast, 1] / seconds[fast, 4], 2)
     parts, rows = result["batch16_vs_batch1_parts"], {(r["system"], r["batch_size"]): r for r in result["decode"]}
     one, many = rows[fast, 1], rows[fast, 4]
     assert parts["system"] == fast and 0 < many["decode_seconds"] < many["seconds"]
@@ -67,8 +68,8 @@ def test_json_has_the_ratios_goals_and_raw_times(result):
     assert "batch16_vs_batch1 in parts" in bench.format_table(result)
     t = result["train"]
     assert 0 < t["encoder_s_per_audio_step"] < t["s_per_step_audio"]
-    assert result["cached_step_vs_audio_step_less_encoder"] == pytest.approx(
-        t["s_per_step_cached"] / (t["s_per_step_audio"] - t["encoder_s_per_audio_step"]), rel=0.02)
+    assert result["cached_step_vs_audio_step_less_encoder"] == round(
+        t["s_per_step_cached"] / (t["s_per_step_audio"] - t["encoder_s_per_audio_step"]), 2)
 
 
 def test_decode_cost_counts_each_weight_once_and_int8_reads_a_quarter(tmp_path):
@@ -107,7 +108,7 @@ def test_decode_rows_cover_the_plan_with_the_right_speech_tokens(result):
         assert r["seconds"] > 0 and r["new_tokens"] == 3 and r["peak_mib"] > 0 and r["memory"] == "rss"
         assert r["utterances_per_s"] == pytest.approx(6 / r["seconds"], rel=0.03)  # both rounded
     head = rows[("pooled-750", 1, 4)]["seconds"] / rows[("llm-srt", 1, 4)]["seconds"]
-    assert result["adapter_vs_pooled_speedup"] == pytest.approx(head, rel=0.01)
+    assert result["adapter_vs_pooled_speedup"] == round(head, 2)
     for key, r in rows.items():  # the int8 greedy rows: the median of 3 passes taking turns, the others one pass
         assert len(r["pass_seconds"]) == (3 if key[0].startswith("llm-srt-int8") and key[1] == 1 else 1)
         assert r["seconds"] == sorted(r["pass_seconds"])[len(r["pass_seconds"]) // 2]
@@ -121,7 +122,7 @@ def test_encoder_runs_ten_second_clips_at_their_length_and_padded(result):
     e = result["encoder"]
     assert e["clips"] == 2 and e["clip_seconds"] == 10.0
     assert e["variable_frames"] == 500 and e["padded_frames"] == 1500
-    assert result["variable_length_speedup"] == pytest.approx(e["padded_s"] / e["variable_s"], rel=0.01)
+    assert result["variable_length_speedup"] == round(e["padded_s"] / e["variable_s"], 2)
 
 
 def test_feature_cache_path_skips_the_encoder(result):

@@ -115,11 +115,15 @@ def given(args, name: str) -> bool:
 
 
 def check_arguments(args) -> None:
-    """One-line errors for values that meant nothing: a count of 0 (`--n 0`: the default, silently), a negative
-    --max-batch (no search, silently) or --threads (torch's RuntimeError traceback), a --memory-gib <= 0 (checked on
-    CUDA only, after the models had loaded); then for flags the chosen path would drop without a word (the
-    embedded bench took --max-batch, --memory-gib, ... and --paper-shape took --n, --model, ...). A value is checked
-    before its path, on either path."""
+    """One-line errors for values that meant nothing: --dtype int8 (it failed at the training rows, on either path,
+    after a minute of rows; the embedded bench times int8 in rows of its own in a CPU float32 run), a count of 0
+    (`--n 0`: the default, silently), a negative --max-batch (no search, silently) or --threads (torch's
+    RuntimeError traceback), a --memory-gib <= 0 (checked on CUDA only, after the models had loaded); then for
+    flags the chosen path would drop without a word (the embedded bench took --max-batch, --memory-gib, ... and
+    --paper-shape took --n, --model, ...). A value is checked before its path, on either path."""
+    if dev.is_int8(args.dtype):
+        raise LLMSRTError("--dtype int8: the bench times int8 in rows of its own in a CPU float32 run, and int8 "
+                          "layers cannot run its training rows: run `llm-srt bench --device cpu --dtype float32`")
     if args.threads < 0:  # torch.set_num_threads(-1): a RuntimeError traceback
         raise LLMSRTError(f"--threads {args.threads}: give a number of CPU threads >= 1, or 0 for torch's default")
     for name, flag in COUNTS.items():

@@ -1,5 +1,6 @@
 """What every bench measurement shares: fixed-length decoding through a system's real `run_batch`, timers that wait
-for the device, peak memory (GPU: torch's allocator peak; CPU: process RSS), and test clips."""
+for the device, peak memory (GPU: torch's allocator peak; CPU: process RSS), test clips, and the spies that record
+what a call ran (LLM generations, their rows per step, the encoder's inputs) to time it again."""
 
 from __future__ import annotations
 
@@ -114,6 +115,40 @@ def cached_positions(kwargs: dict, output, embeds: torch.Tensor) -> int:
         cache = getattr(output, "past_key_values", None)
     length = getattr(cache, "get_seq_length", None)
     return int(length()) if length is not None else int(embeds.shape[1])
+
+
+class EncoderInputs:
+    """Records the (mel, mask) of every batch the Whisper encoder computes features for, to replay them (a spy on
+    this instance's `features`; `encode` calls `forward` directly, so a module hook would not see the calls)."""
+
+    def __init__(self, whisper):
+        self.whisper, self.calls = whisper, []
+
+    def __enter__(self):
+        original = self.whisper.features
+
+        def features(audios):
+            out = original(audios)
+            self.calls.append(out)
+            return out
+
+        self.whisper.features = features  # an instance attribute shadows the method until __exit__
+        return self
+
+    def __exit__(self, *exc):
+        del self.whisper.features
+
+
+class StepRows(LLMCalls):
+    """`LLMCalls` that also keeps each generation's rows per LLM call (`rows`: the prefill's batch, then each
+    step's; greedy decoding drops a row from the batch once it has ended)."""
+
+    def _hook(self, module, args, kwargs, output):
+        super()._hook(module, args, kwargs, output)
+        inputs = kwargs.get("inputs_embeds")
+        inputs = kwargs.get("input_ids", args[0] if args else None) if inputs is None else inputs
+        if self.generations and inputs is not None:
+            self.generations[-1].setdefault("rows", []).append(inputs.shape[0])
 
 
 class PeakMemory:

@@ -10,12 +10,13 @@ decoding, `SpeechLLM.forward` + backward + AdamW for training steps. Two systems
 Every utterance is a 10 s clip and decodes exactly `new_tokens` tokens (EOS logit pinned to 0, see
 `common.pin_eos`, and checked per generation), so the rows differ only in what the systems do. A row times
 batch x `batches_per_row` utterances (at least `min_utterances`, in whole batches) after a warm-up batch of the same
-shape (2 tokens) and reports seconds per 1,000 utterances. Then each system's largest batch that fits (doubling from
-`search_from` until CUDA runs out of memory or `max_batch`), optionally under a memory cap (`memory_gib`: the paper's
-RTX 4090 has 24 GiB), and the training step of the SRT stage at batch 16 with and without activation
-checkpointing. Peak memory is torch's allocator peak on CUDA, RSS on the CPU. What a run has measured is handed
-on after each row, search and training row (`run_paper`'s `partial`: bench --json-out writes it), so that a run
-stopped from outside (a time limit, a kill, the process out of memory) leaves its rows.
+shape (2 tokens) and reports seconds per 1,000 utterances; a row that runs out of memory is recorded as such
+(`out_of_memory`, as Table 7 reports its peer at batch 8) and picked by no ratio or goal. Then each system's
+largest batch that fits (doubling from `search_from` until CUDA runs out of memory or `max_batch`), optionally under
+a memory cap (`memory_gib`: the paper's RTX 4090 has 24 GiB), and the training step of the SRT stage at batch 16
+with and without activation checkpointing. Peak memory is torch's allocator peak on CUDA, RSS on the CPU. What a
+run has measured is handed on after each row, search and training row (`run_paper`'s `partial`: bench --json-out
+writes it), so that a run stopped from outside (a time limit, a kill, the process out of memory) leaves its rows.
 """
 
 from __future__ import annotations
@@ -128,9 +129,19 @@ def run_paper(options: PaperOptions, placement: Placement, workdir: Path, log=la
                 # warm-up of this shape (compiled: at full length, the same static cache: compilation, then the
                 # CUDA graph's warm-up and recording)
                 warm = decoding if compiled else replace(decoding, max_new_tokens=2)
-                decode_pass(system, cycle(clips, batch), batch, warm)
-                rows.append(compiled_row(system_name, batch, system, cycle(clips, n), decoding, skips) if compiled else
-                            row(system_name, beam, batch, decode_pass(system, cycle(clips, n), batch, decoding)))
+                try:  # running out of memory is a row's result (paper Table 7's peer at batch 8), not the bench's end
+                    decode_pass(system, cycle(clips, batch), batch, warm)
+                    done = (compiled_row(system_name, batch, system, cycle(clips, n), decoding, skips) if compiled
+                            else row(system_name, beam, batch, decode_pass(system, cycle(clips, n), batch, decoding)))
+                except Exception as e:
+                    if not is_out_of_memory(e):
+                        raise
+                    done = {"system": system_name, "beam": beam, "batch_size": batch, "compiled": compiled,
+                            "out_of_memory": True}
+                if done["out_of_memory"]:
+                    log(f"{system_name}: batch {batch} ran out of memory")
+                    release(placement.device)  # outside the except block, whose traceback held the batch's tensors
+                rows.append(done)
                 measured()
 
         run_rows(plan)
@@ -202,7 +213,7 @@ def row(system: str, beam: int, batch: int, run, compiled: bool = False) -> dict
             "seconds": run.seconds, "seconds_per_1000": round(run.seconds / run.utterances * 1000, 2),
             "utterances_per_s": round(run.utterances / run.seconds, 2), "new_tokens": run.new_tokens,
             "speech_tokens": run.speech_tokens, "peak_mib": run.peak_mib, "reserved_mib": run.reserved_mib,
-            "memory": run.memory}
+            "memory": run.memory, "out_of_memory": False}
 
 
 def largest_batch(system, clips, greedy: DecodingOptions, options: PaperOptions, device: torch.device, log) -> dict:
@@ -353,8 +364,10 @@ def training_batch(model, options: PaperOptions) -> dict:
 
 def summarize(options: PaperOptions, placement: Placement, rows: list[dict], search: dict, train: list[dict],
               seconds: float) -> dict:
+    ran = [r for r in rows if not r.get("out_of_memory")]  # what the ratios, best batch and goals may pick from
+
     def find(system, beam, batch):
-        return next((r for r in rows if (r["system"], r["beam"], r["batch_size"]) == (system, beam, batch)
+        return next((r for r in ran if (r["system"], r["beam"], r["batch_size"]) == (system, beam, batch)
                      and not r.get("compiled")), None)
 
     equal = {}
@@ -364,7 +377,7 @@ def summarize(options: PaperOptions, placement: Placement, rows: list[dict], sea
             equal[str(batch)] = round(a["utterances_per_s"] / b["utterances_per_s"], 2)
     # the 19 s goal: --compile rows count; under a capped search only what fitted the cap (a compiled row runs
     # after the search, uncapped, so a batch the cap would not hold could set the goal)
-    greedy = within_cap([r for r in rows if r["system"] == "llm-srt" and r["beam"] == 1]
+    greedy = within_cap([r for r in ran if r["system"] == "llm-srt" and r["beam"] == 1]
                         + search.get("llm-srt", {}).get("probes", []), search.get("llm-srt", {}))
     best = min(greedy, key=lambda r: r["seconds_per_1000"]) if greedy else None
 
@@ -372,7 +385,7 @@ def summarize(options: PaperOptions, placement: Placement, rows: list[dict], sea
         """The fastest eager greedy run of `system` that stayed within the search's memory cap (if any): the pooled
         peer has no compiled rows, so CUDA graphs must not be credited to the Q-Former in their ratio."""
         found = search.get(system, {})
-        candidates = within_cap([r for r in rows if r["system"] == system and r["beam"] == 1 and not r.get("compiled")]
+        candidates = within_cap([r for r in ran if r["system"] == system and r["beam"] == 1 and not r.get("compiled")]
                                 + found.get("probes", []), found)
         return max(candidates, key=lambda r: r["utterances_per_s"]) if candidates else None
 
@@ -479,8 +492,10 @@ def format_paper(result: dict) -> str:
     probes = [p for s in result["largest_batch"].values() for p in s["probes"]]
     for r in result["decode"] + probes:
         search = ("compiled" if r.get("compiled") else "greedy") if r["beam"] == 1 else f"beam {r['beam']}"
-        lines.append(f"{SYSTEMS[r['system']][1]:38} {search:8} {r['batch_size']:>5} {r['seconds_per_1000']:>11.1f} "
-                     f"{r['utterances_per_s']:>8.2f} {r['speech_tokens']:>10} {r['peak_mib']:>13.0f}")
+        head = f"{SYSTEMS[r['system']][1]:38} {search:8} {r['batch_size']:>5}"
+        lines.append(f"{head} {'out of memory':>11}" if r.get("out_of_memory") else
+                     f"{head} {r['seconds_per_1000']:>11.1f} {r['utterances_per_s']:>8.2f} {r['speech_tokens']:>10} "
+                     f"{r['peak_mib']:>13.0f}")
     lines.append("")
     for system, s in result["largest_batch"].items():
         cap = f" under a {s['memory_gib']:g} GiB cap" if s["memory_gib"] else ""

@@ -16,8 +16,9 @@ def format_table(result: dict) -> str:
     int8_peak = f", int8 GEMM {m['int8_matmul_gop_s']} GOP/s" if "int8_matmul_gop_s" in m else ""
     kernel = f" ({m['matmul_kernel']})" if "matmul_kernel" in m else ""  # the probe's fastest (older results: none)
     when = "this run, the higher of before and after the rows" if "yardstick_after" in m else "this run"
-    lines = [f"Speed: {s['utterances']} utterances ({s['audio_seconds']} s of audio), {s['new_tokens']} generated "
-             f"tokens each, {s['torch_threads']} torch threads; model: {s['model']}",
+    origin = f" from {s['utterances_from']}" if s.get("utterances_from") else ""  # (older results: not said)
+    lines = [f"Speed: {s['utterances']} utterances{origin} ({s['audio_seconds']} s of audio), {s['new_tokens']} "
+             f"generated tokens each, {s['torch_threads']} torch threads; model: {s['model']}",
              f"Yardstick ({when}): memory bandwidth {m['bandwidth_gb_s']} GB/s ({_probes(m)}), {m['matmul_dtype']} "
              f"GEMM {m['matmul_gflop_s']} GFLOP/s{kernel}{int8_peak}; a decode step's bound = max((weight + KV cache "
              "bytes) / bandwidth, linear FLOPs x rows / peak + attention FLOPs / float peak)",

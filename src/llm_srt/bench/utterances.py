@@ -1,6 +1,7 @@
 """The bench's utterances (bench/embedded.py): translation pairs read from a manifest (the embedded mini corpus's
 test set by default), else espeak-ng clips of a few built-in sentences; and the long clips of the encoder comparison.
-"""
+Only the default manifest gives way to espeak-ng clips: one given that is missing or holds no translation rows is an
+error (it was replaced without a word, and the table showed other audio than asked for)."""
 
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ class Utterance:
     tgt: str
     transcript: str
     translation: str
+    origin: str | None = None  # the manifest it came from, or "espeak-ng clips" (None: not said)
 
     @property
     def seconds(self) -> float:
@@ -49,7 +51,9 @@ class Utterance:
 
 
 def load_utterances(options: BenchOptions, workdir: Path) -> list[Utterance]:
-    """`n` translation utterances (one per audio file) from the manifest, else espeak-ng clips written to workdir."""
+    """`n` translation utterances (one per audio file) from the manifest, else (no manifest, or the default one
+    missing or without translation rows) espeak-ng clips written to workdir."""
+    check_manifest(options)
     if options.manifest and Path(options.manifest).is_file():
         from ..data.manifest import read_manifest
 
@@ -59,12 +63,23 @@ def load_utterances(options: BenchOptions, workdir: Path) -> list[Utterance]:
                 continue
             seen.add(row.audio)
             utts.append(Utterance(row.audio, load_audio(row.audio), row.src_lang, row.tgt_lang, row.transcript,
-                                  row.translation))
+                                  row.translation, options.manifest))
             if len(utts) == options.n:
                 return utts
         if utts:
             return utts
+        if options.manifest != DEFAULT_MANIFEST:
+            raise LLMSRTError(f"bench: --manifest {options.manifest} has no translation rows (tgt_lang): give one "
+                              "that has, or leave --manifest out")
     return espeak_utterances(options.n, workdir)
+
+
+def check_manifest(options: BenchOptions) -> None:
+    """A manifest given (not the default) that is not a file: an error, cheap enough for run_bench to check before
+    the yardstick and any model."""
+    if options.manifest not in (None, DEFAULT_MANIFEST) and not Path(options.manifest).is_file():
+        raise LLMSRTError(f"bench: --manifest {options.manifest}: no such file; give a manifest that exists, or leave "
+                          "--manifest out")
 
 
 def espeak_utterances(n: int, workdir: Path) -> list[Utterance]:
@@ -83,7 +98,7 @@ def espeak_utterances(n: int, workdir: Path) -> list[Utterance]:
         audio = load_audio(wav, name=f"espeak clip {i}")
         path = workdir / f"clip{i:03d}.wav"
         write_wav(path, audio)
-        utts.append(Utterance(str(path), audio, "eng", "deu", text, translation))
+        utts.append(Utterance(str(path), audio, "eng", "deu", text, translation, "espeak-ng clips"))
     return utts
 
 
