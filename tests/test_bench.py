@@ -856,7 +856,7 @@ def test_the_cascades_timed_pass_makes_no_kernel_timing(tmp_path, monkeypatch):
     """As translate()'s: the cascade's warm-up was one clip, so its timed pass at the headline batch made the kernel
     timings of `model.cpu_linear` for its batch shapes (9 on these tiny models) inside the timer."""
     from llm_srt.bench import embedded
-    from llm_srt.model import cpu_linear, int8_linear, systems
+    from llm_srt.model import cpu_linear, int8_linear, whisper_system
 
     monkeypatch.setattr(cpu_linear, "KERNEL_TUNING", True)
     monkeypatch.setattr(cpu_linear, "TUNED", {})
@@ -870,7 +870,7 @@ def test_the_cascades_timed_pass_makes_no_kernel_timing(tmp_path, monkeypatch):
     try:
         out = embedded.time_cascade(_cascade_folders(tmp_path), placement, _cascade_utterances(6), 4, 4)
     finally:
-        systems.release_models(placement.device)  # the cascade's Whisper, cached there
+        whisper_system.release_models(placement.device)  # the cascade's Whisper, cached there
     assert out["asr_tokens_mean"] > 0 and "warm-up" in timings  # timings were needed: all made before the timer
     assert "timed" not in timings
 
@@ -883,7 +883,7 @@ def test_the_cascade_runs_with_no_speech_llm_loaded_and_lets_go_of_its_whisper(t
     import weakref
 
     from llm_srt.bench import embedded
-    from llm_srt.model import systems
+    from llm_srt.model import systems, whisper_system
 
     alive = lambda refs: [r for r in refs if r() is not None]  # noqa: E731
     speech_llms, whispers, seen = [], [], {}
@@ -923,7 +923,7 @@ def test_the_cascade_runs_with_no_speech_llm_loaded_and_lets_go_of_its_whisper(t
     try:
         result = bench.run_bench(options, device.resolve("cpu", "float32"))
     finally:
-        systems.release_models(device.resolve("cpu").device)
+        whisper_system.release_models(device.resolve("cpu").device)
     assert len(speech_llms) == 2 and len(whispers) == 1 and result["cascade"]["peak_mib"] > 0
     assert seen["speech_llms_at_cascade"] == 0  # its peak is its own models'
     assert seen["whispers_at_yardstick"] == [0, 0]  # the second, after the cascade: its Whisper let go

@@ -492,7 +492,7 @@ def test_scored_directions_are_the_llms_best_at_text_mt(tmp_path, monkeypatch):
     from llm_srt import demo
     from llm_srt.audio import write_wav
     from llm_srt.model import systems
-    from llm_srt.model.systems import Output
+    from llm_srt.model.protocol import Output
 
     class CopyMT:
         def __init__(self, folder, placement, name="mt"):
@@ -559,7 +559,7 @@ def test_the_text_mt_probe_says_what_failed_and_refuses_a_direction_it_could_not
 
     from llm_srt import demo
     from llm_srt.errors import LLMSRTError
-    from llm_srt.model.systems import Output
+    from llm_srt.model.protocol import Output
 
     class Flaky:
         name = "flaky"

@@ -15,7 +15,7 @@ from llm_srt.data.manifest import Row, write_manifest
 from llm_srt.errors import LLMSRTError
 from llm_srt.infer import SpeechTranslator, item_budget, max_new_tokens
 from llm_srt.model.decoding import DecodingOptions
-from llm_srt.model.systems import Item, Output
+from llm_srt.model.protocol import Item, Output
 from llm_srt.prompts import Task
 from llm_srt.translate import PARTIAL_JSON, SETTINGS_FILE
 
@@ -193,7 +193,7 @@ def test_evaluate_writes_the_report(model_dir, clips, tmp_path):
 def test_whisper_baseline_transcribes_and_detects_english(embedded, speak):
     from llm_srt import device
     from llm_srt.evaluate.metrics import wer
-    from llm_srt.model.systems import detect_language
+    from llm_srt.model.whisper_system import detect_language
 
     text = "Good morning. The train leaves at seven o'clock."
     clip = speak(text)
@@ -547,7 +547,7 @@ def test_a_failing_batch_is_retried_down_to_the_rows_that_fail():
     """Before, a failed batch was retried once as two halves: the good rows sharing a half with a bad one failed
     with it."""
     from llm_srt.infer import run_items
-    from llm_srt.model.systems import Item
+    from llm_srt.model.protocol import Item
 
     items = [Item(tiny.tone(1.0 + k / 10, 300), "eng", "deu", Task.SRT) for k in range(8)]
     bad = items[5].audio.size
@@ -576,7 +576,7 @@ def test_after_running_out_of_memory_later_batches_hold_at_most_the_rows_that_th
     """Before, every batch began at --batch-size again: a batch size too large for the GPU ran out of memory on
     every batch (28 calls for 32 rows in batches of 8, each batch 8 -> 4 + 4 -> 2 + 2 + 2 + 2)."""
     from llm_srt.infer import run_items
-    from llm_srt.model.systems import Item
+    from llm_srt.model.protocol import Item
 
     items = [Item(tiny.tone(0.5 + k / 100, 300), "eng", "deu", Task.SRT) for k in range(32)]
     stub = _OutOfMemory()
@@ -1101,7 +1101,7 @@ def test_an_input_is_the_same_however_its_path_is_spelled_and_a_dataclass_system
     from dataclasses import dataclass
 
     from llm_srt import infer, translate
-    from llm_srt.model.systems import Item
+    from llm_srt.model.protocol import Item
 
     (tmp_path / "d1").mkdir()
     (tmp_path / "d2").mkdir()
@@ -1109,7 +1109,7 @@ def test_an_input_is_the_same_however_its_path_is_spelled_and_a_dataclass_system
     monkeypatch.chdir(tmp_path / "d2")
     assert translate._input_of("../d1/a.wav") == translate._input_of(str(tmp_path / "d1" / "a.wav"))
 
-    from llm_srt.model.systems import Output
+    from llm_srt.model.protocol import Output
 
     @dataclass
     class Plain:  # eq=True: unhashable
@@ -1155,7 +1155,7 @@ def test_a_long_input_whose_every_segment_cannot_run_cannot_run_either():
     every resume: an input cut into segments, every one of which cannot run, says so too; one with any other failure
     may succeed again."""
     from llm_srt.infer import SegmentResult, retryable, segments_error
-    from llm_srt.model.systems import CANNOT_RUN
+    from llm_srt.model.protocol import CANNOT_RUN
 
     said = f"{CANNOT_RUN}the whisper system translates only into English (eng), not deu"
     both = [SegmentResult(0.0, 20.0, "", "", error=said), SegmentResult(20.0, 40.0, "", "", error=said)]

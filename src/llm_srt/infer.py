@@ -29,7 +29,8 @@ from .audio import SAMPLE_RATE, WINDOW_SECONDS, AudioInput, load_audio  # the wi
 from .errors import DeviceFailed, LLMSRTError, shown
 from .model.decoding import DecodingOptions, add_compile_argument, add_no_repeat_argument, add_srt_tags_argument
 from .model.static_steps import StaticSteps
-from .model.systems import CANNOT_RUN, Item, Output, System, cap, check_item, load_system
+from .model.protocol import CANNOT_RUN, Item, Output, System, cap, check_item
+from .model.systems import load_system
 from .prompts import Task
 from .segment import Segment, SegmentOptions, last_millisecond, segment
 
@@ -206,7 +207,7 @@ def run_items(system: System, items: Sequence[Item], options: DecodingOptions = 
     later batches of this system (in this call and later ones) hold at most as many rows as the largest half that then
     ran, so a too-large batch size is paid for once, not on every batch (`remember_out_of_memory` False: in this call
     only; a server, whose one long request must not shrink every later batch). A failed row has `error` set, as has an
-    item no system can run (model.systems.check_item), which never reaches the system, and an item for which `skip(k)`
+    item no system can run (model.protocol.check_item), which never reaches the system, and an item for which `skip(k)`
     is true when its batch is formed (its caller gone: NOT_RUN). `progress(n)` is called as n more items are done
     (failed ones included); `on_output(k, output)` as item k's output is ready (in the order the items run);
     `between(left)` between two batches, before the later is formed, with the share of this call's work (its items'

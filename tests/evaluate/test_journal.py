@@ -22,7 +22,7 @@ from llm_srt.errors import LLMSRTError
 from llm_srt.evaluate import journal, run
 from llm_srt.model import systems
 from llm_srt.model.decoding import DecodingOptions
-from llm_srt.model.systems import Output
+from llm_srt.model.protocol import Output
 from llm_srt.prompts import Task
 
 CPU = device.resolve("cpu", "float32")

@@ -20,9 +20,10 @@ from llm_srt.errors import LLMSRTError
 from llm_srt.evaluate import compare, run
 from llm_srt.evaluate.report import UtteranceResult, load_results
 from llm_srt.infer import SpeechTranslator
-from llm_srt.model import systems
+from llm_srt.model import systems, whisper_system
 from llm_srt.model.decoding import DecodingOptions
-from llm_srt.model.systems import Item, Output, load_system
+from llm_srt.model.protocol import Item, Output
+from llm_srt.model.systems import load_system
 from llm_srt.prompts import Task
 
 OPTS = DecodingOptions(max_new_tokens=8)
@@ -225,7 +226,7 @@ def test_each_system_gives_its_memory_back_before_the_next(oracle, manifest, tmp
     """After each decoded system, its models (and the Whisper kept for language ID) are let go and the GPU's cached
     blocks freed, before the next system or COMET loads on the same GPU."""
     order = []
-    monkeypatch.setattr(systems, "release_models", lambda device: order.append(("release", device)))
+    monkeypatch.setattr(whisper_system, "release_models", lambda device: order.append(("release", device)))
     real = systems.load_system
     monkeypatch.setattr(systems, "load_system", lambda spec, *a, **k: order.append(("load", spec)) or real(spec, *a,
                                                                                                           **k))

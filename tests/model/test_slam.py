@@ -315,7 +315,8 @@ def test_an_imported_model_keeps_the_references_bos_place_and_mandarin_tag(tmp_p
     and read back as zho from its outputs."""
     from llm_srt import device
     from llm_srt.model.decoding import DecodingOptions
-    from llm_srt.model.systems import Item, SpeechLLMSystem, split_output
+    from llm_srt.model.protocol import Item, split_output
+    from llm_srt.model.systems import SpeechLLMSystem
     from llm_srt.prompts import Task
 
     whisper, llm = tiny.whisper_dir(tmp_path), tiny.llm_dir(tmp_path, bos=bos)

@@ -16,8 +16,9 @@ from llm_srt import device, languages
 from llm_srt.errors import LLMSRTError
 from llm_srt.infer import SpeechTranslator, item_budget, max_new_tokens, run_items
 from llm_srt.model.decoding import DecodingOptions
-from llm_srt.model.systems import (CascadeSystem, Item, Output, SpeechLLMSystem, TextMTSystem, WhisperSystem, cap,
-                                   detect_language, load_system)
+from llm_srt.model.protocol import Item, Output, cap
+from llm_srt.model.systems import CascadeSystem, SpeechLLMSystem, TextMTSystem, load_system
+from llm_srt.model.whisper_system import WhisperSystem, detect_language
 from llm_srt.prompts import Task, build
 
 CPU = device.resolve("cpu")
@@ -360,37 +361,37 @@ def test_a_speech_llm_detects_the_language_with_its_own_encoder_and_whisper_s_de
     encodes the clip's 30 s window. Before, a whole second Whisper was loaded at the first request without a source
     language (Whisper large-v3's encoder twice: 1.3 GB more in bf16, mid-serving). The language is the one the
     whole Whisper finds."""
-    from llm_srt.model import systems
+    from llm_srt.model import whisper_system
     from llm_srt.model.speech_llm import SpeechLLM, SpeechLLMConfig
 
     model = SpeechLLM(SpeechLLMConfig(encoder=str(folders["whisper"]), llm=str(folders["llm"]), adapter="linear"))
     system = SpeechLLMSystem(model, "m", CPU)
-    systems.release_models(CPU.device)
+    whisper_system.release_models(CPU.device)
     calls = []
     hook = model.encoder.encoder.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[-1]))
     ours = [system.detect_language(clip) for clip in CLIPS]
     hook.remove()
-    [kept] = [systems._torch_whisper(str(folders["whisper"]), CPU.device, CPU.dtype, True)]
+    [kept] = [whisper_system._torch_whisper(str(folders["whisper"]), CPU.device, CPU.dtype, True)]
     assert calls == [3000] * len(CLIPS) and kept.model.encoder is None
-    assert systems._torch_whisper.cache_info().currsize == 1  # no whole Whisper beside it
+    assert whisper_system._torch_whisper.cache_info().currsize == 1  # no whole Whisper beside it
     assert ours == [detect_language(folders["whisper"], clip, CPU) for clip in CLIPS]
-    systems.release_models(CPU.device)
+    whisper_system.release_models(CPU.device)
 
 
 def test_the_whisper_system_and_language_id_share_one_whisper_and_src_into_src_is_the_transcript(folders):
     """WhisperSystem loaded its Whisper under another cache key than language ID did (3 arguments against 4): a
     second copy (3 GB at large-v3 in bf16). A row into its own language (deu -> deu) went through Whisper's
     translate task and came back in English."""
-    from llm_srt.model import systems
+    from llm_srt.model import whisper_system
 
-    systems.release_models(CPU.device)
+    whisper_system.release_models(CPU.device)
     system = WhisperSystem(folders["whisper"], CPU)
     detect_language(folders["whisper"], CLIPS[1], CPU)
-    assert systems._torch_whisper.cache_info().currsize == 1
+    assert whisper_system._torch_whisper.cache_info().currsize == 1
     [same] = system.run_batch([Item(CLIPS[1], "deu", "deu", Task.SRT)], OPTS)
     [heard] = system.decode([CLIPS[1]], ["deu"], "transcribe", OPTS)
     assert same == Output(heard, heard, capped=True)  # the tiny Whisper writes to its cap
-    systems.release_models(CPU.device)
+    whisper_system.release_models(CPU.device)
 
 
 @pytest.mark.parametrize("beam", [1, 2])
@@ -415,9 +416,9 @@ def test_the_whisper_system_writes_every_token_its_decoders_context_leaves_after
 def test_language_id_refuses_a_language_the_registry_lacks(folders, monkeypatch):
     """Language ID took the likeliest registry language whatever Whisper heard: Polish speech became eng and was
     decoded with English tags, looking normal."""
-    from llm_srt.model import systems
+    from llm_srt.model import whisper_system
 
-    w = systems._torch_whisper(str(folders["whisper"]), CPU.device, CPU.dtype, False)
+    w = whisper_system._torch_whisper(str(folders["whisper"]), CPU.device, CPU.dtype, False)
     polish = max(w.generation.lang_to_id.values()) + 1  # a language token the registry has no entry for
     monkeypatch.setattr(w, "generation", replace(w.generation, lang_to_id={**w.generation.lang_to_id,
                                                                            "<|pl|>": polish}))
@@ -435,16 +436,16 @@ def test_language_id_refuses_a_language_the_registry_lacks(folders, monkeypatch)
     german = w.generation.lang_to_id["<|de|>"]
     monkeypatch.setattr(w, "next_logits", lambda states, tokens: hears(states, tokens, german))
     assert detect_language(folders["whisper"], CLIPS[1], CPU) == "deu"
-    systems.release_models(CPU.device)
+    whisper_system.release_models(CPU.device)
 
 
 def test_release_models_lets_go_of_the_kept_whispers(folders):
-    from llm_srt.model import systems
+    from llm_srt.model import whisper_system
 
     detect_language(folders["whisper"], CLIPS[1], CPU)
-    assert systems._torch_whisper.cache_info().currsize == 1
-    systems.release_models(CPU.device)
-    assert systems._torch_whisper.cache_info().currsize == 0 and systems._whisper.cache_info().currsize == 0
+    assert whisper_system._torch_whisper.cache_info().currsize == 1
+    whisper_system.release_models(CPU.device)
+    assert whisper_system._torch_whisper.cache_info().currsize == 0 and whisper_system._whisper.cache_info().currsize == 0
 
 
 def test_whisper_log_mel_runs_on_the_models_device(folders, monkeypatch):
@@ -526,7 +527,7 @@ def test_whisper_decodes_the_same_tokens_as_hf_generate(ending_whisper, beams, m
 def test_whisper_groups_of_clips_decode_what_one_batch_does(ending_whisper, monkeypatch):
     """On the CPU greedy decodes clips in groups that fit CPU_CROSS_KV_BYTES: groups of 1 and 2 (rows ending at
     different steps, the shorter groups padded) give the one-batch tokens."""
-    from llm_srt.model import systems
+    from llm_srt.model import whisper_system
 
     system = load_system("whisper", CPU, whisper=str(ending_whisper))
     langs, opts = ["eng", "deu", "eng", "fra"], DecodingOptions(max_new_tokens=10)
@@ -534,7 +535,7 @@ def test_whisper_groups_of_clips_decode_what_one_batch_does(ending_whisper, monk
     dims = system.whisper.dims
     per_clip = 2 * dims.decoder_layers * dims.n_audio_ctx * dims.d_model * 4
     for group in (1, 2):
-        monkeypatch.setattr(systems, "CPU_CROSS_KV_BYTES", group * per_clip)
+        monkeypatch.setattr(whisper_system, "CPU_CROSS_KV_BYTES", group * per_clip)
         assert system.decode_ids(CLIPS, langs, "transcribe", opts) == whole, group
     assert len({len(until_eos(r, system.whisper.generation.eos)) for r in whole}) > 1
 
@@ -792,7 +793,7 @@ def test_whisper_in_int8_on_the_cpu(ending_whisper):
     from transformers.modeling_outputs import BaseModelOutput
 
     from llm_srt.model.int8_linear import Int8Linear
-    from llm_srt.model.systems import _whisper
+    from llm_srt.model.whisper_system import _whisper
     from llm_srt.model.whisper_torch import SuppressTokens
 
     system = WhisperSystem(ending_whisper, device.resolve("cpu", "int8"))
@@ -1016,7 +1017,7 @@ def test_text_mt_stops_at_a_line_break_with_the_same_first_line(embedded):
 def test_a_speech_llms_one_part_output_ends_at_its_next_language_tag():
     """An SRT-trained model asked for a transcript (ASR) may go on with the tags and a translation, which counted as
     inserted words (and in asr+smt went into the SMT prompt); a translation-only task's output likewise."""
-    from llm_srt.model.systems import split_output
+    from llm_srt.model.protocol import split_output
 
     asr = split_output("Will it rain?<|eng|><|deu|>Regnet es?", Item(None, "eng", None, Task.ASR))
     s2tt = split_output("Regnet es?<|deu|><|eng|>Will it rain?", Item(None, "eng", "deu", Task.S2TT))

@@ -7,9 +7,9 @@ import torch
 
 import tiny
 from llm_srt import device, languages
-from llm_srt.model import systems
+from llm_srt.model import whisper_system
 from llm_srt.model.decoding import DecodingOptions
-from llm_srt.model.systems import WhisperSystem
+from llm_srt.model.whisper_system import WhisperSystem
 
 CPU = device.resolve("cpu")
 CLIPS = [tiny.tone(0.5 + 0.3 * k, 200 + 150 * k, seed=k) for k in (0, 3, 5)]
@@ -34,14 +34,14 @@ def ending(tmp_path_factory):
     model.save_pretrained(path)
     for name in ("tokenizer.json", "tokenizer_config.json", "preprocessor_config.json"):
         (path / name).write_bytes((source / name).read_bytes())
-    systems.release_models(CPU.device)
+    whisper_system.release_models(CPU.device)
     yield path
-    systems.release_models(CPU.device)
+    whisper_system.release_models(CPU.device)
 
 
 def spy(system, monkeypatch) -> list[dict]:
     """The keyword arguments of each HF `generate` call the system makes."""
-    hf = systems._whisper(system.folder, CPU.device, CPU.dtype)
+    hf = whisper_system._whisper(system.folder, CPU.device, CPU.dtype)
     calls, real = [], hf.generate
     monkeypatch.setattr(hf, "generate", lambda *args, **kwargs: calls.append(kwargs) or real(*args, **kwargs))
     return calls

@@ -14,9 +14,11 @@ import torch
 import tiny
 from llm_srt import device
 from llm_srt.errors import LLMSRTError
-from llm_srt.model import systems
+from llm_srt.model import whisper_system
 from llm_srt.model.decoding import DecodingOptions
-from llm_srt.model.systems import CANNOT_RUN, CascadeSystem, Item, Output, TextMTSystem, WhisperSystem, detect_language
+from llm_srt.model.protocol import CANNOT_RUN, Item, Output
+from llm_srt.model.systems import CascadeSystem, TextMTSystem
+from llm_srt.model.whisper_system import WhisperSystem, detect_language
 from llm_srt.prompts import Task
 
 CPU = device.resolve("cpu")
@@ -52,9 +54,9 @@ def folders(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def fresh_models():
-    systems.release_models(CPU.device)
+    whisper_system.release_models(CPU.device)
     yield
-    systems.release_models(CPU.device)
+    whisper_system.release_models(CPU.device)
 
 
 def special(folder, token):

@@ -17,7 +17,7 @@ import tiny
 from llm_srt import device, languages
 from llm_srt.errors import LLMSRTError
 from llm_srt.model import whisper_torch
-from llm_srt.model.systems import WhisperSystem, detect_language
+from llm_srt.model.whisper_system import WhisperSystem, detect_language
 from llm_srt.model.log_mel import LogMel, mel_filters
 from llm_srt.model.whisper_torch import TorchWhisper
 

@@ -254,7 +254,8 @@ def wav_form(wav: bytes) -> tuple[bytes, str]:
 def test_a_request_the_system_cannot_run_is_the_clients_error_not_the_servers(translator, clip, monkeypatch):
     """A system that says before decoding that it cannot do what was asked (CANNOT_RUN: the whisper system into
     German) answers 400 with its own words; a row that failed in the model stays a 500."""
-    from llm_srt.model.systems import CANNOT_RUN, Output, SpeechLLMSystem
+    from llm_srt.model.protocol import CANNOT_RUN, Output
+    from llm_srt.model.systems import SpeechLLMSystem
 
     monkeypatch.setattr(SpeechLLMSystem, "run_batch", lambda self, items, opts: [
         Output(error=f"{CANNOT_RUN}this system translates only into English (eng), not {it.tgt}") for it in items])
@@ -273,7 +274,8 @@ def test_health_says_failing_when_batch_after_batch_fails_in_the_model_and_ok_on
     """A CUDA error stays until the process ends: every later batch fails whole. After FAILING_BATCHES such
     batches in a row /health answers 503 "failing" (an orchestrator's probe restarts the server); a request the
     system cannot run (400) or one whose client left does not count; one answered request ends it."""
-    from llm_srt.model.systems import CANNOT_RUN, Output, SpeechLLMSystem
+    from llm_srt.model.protocol import CANNOT_RUN, Output
+    from llm_srt.model.systems import SpeechLLMSystem
     from llm_srt.serve.batcher import FAILING_BATCHES
 
     real = SpeechLLMSystem.run_batch
@@ -307,7 +309,7 @@ def test_health_says_failing_when_batch_after_batch_fails_in_the_model_and_ok_on
 
 
 class HearsPolish:
-    """Just enough of TorchWhisper for model.systems.detect_language: it hears <|pl|>, a language the toolkit lacks."""
+    """Just enough of TorchWhisper for model.whisper_system.detect_language: it hears <|pl|>, a language the toolkit lacks."""
 
     generation = argparse.Namespace(lang_to_id={"<|en|>": 1, "<|de|>": 2, "<|pl|>": 3}, start=0)
     device, dtype = torch.device("cpu"), torch.float32
@@ -332,16 +334,16 @@ class FakeSystem:
         self.fits = int(fits_s * 16000)
 
     def run_batch(self, items, opts):
-        from llm_srt.model.systems import Output
+        from llm_srt.model.protocol import Output
 
         if max(it.audio.size for it in items) > self.fits:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return [Output("hello", "hallo") for _ in items]
 
     def detect_language(self, audio):
-        from llm_srt.model import systems
+        from llm_srt.model import whisper_system
 
-        return systems.detect_language(None, audio, self.placement)
+        return whisper_system.detect_language(None, audio, self.placement)
 
 
 def test_audio_in_a_language_the_toolkit_lacks_is_the_clients_400_and_the_server_stays_ok(clip, monkeypatch):
@@ -349,11 +351,11 @@ def test_audio_in_a_language_the_toolkit_lacks_is_the_clients_400_and_the_server
     500 counted as a failed batch: the client retried it twice, and its one call made /health answer 503 (a
     liveness probe then restarted a working server). Now a 400 naming source_language (not retried), counted
     neither way; naming the language gets the answer."""
-    from llm_srt.model import systems
+    from llm_srt.model import whisper_system
     from llm_srt.serve.batcher import FAILING_BATCHES, LID_UNKNOWN
 
-    monkeypatch.setattr(systems, "_torch_whisper", lambda *args: HearsPolish())
-    monkeypatch.setattr(systems, "resolve_model", lambda *args: "whisper")
+    monkeypatch.setattr(whisper_system, "_torch_whisper", lambda *args: HearsPolish())
+    monkeypatch.setattr(whisper_system, "resolve_model", lambda *args: "whisper")
     with pytest.raises(LLMSRTError, match=f"^{LID_UNKNOWN}Whisper hears pl here"):  # the words the server keys on
         FakeSystem().detect_language(clip[0])
     with local_client(create_app(SpeechTranslator(FakeSystem()), options(max_batch=1))) as c:

@@ -338,7 +338,7 @@ def test_a_request_given_up_on_runs_no_further_segment_and_its_audio_counts_unti
     import time
 
     from llm_srt.infer import SpeechTranslator
-    from llm_srt.model.systems import Output
+    from llm_srt.model.protocol import Output
 
     class Slow:
         name, placement = "slow", None
@@ -385,7 +385,8 @@ def test_only_failures_that_may_be_the_devices_count_towards_failing():
     neither way: before, each counted as a failed batch, so three of them (one OpenAI call and its two retries) made
     /health answer 503 on a working device. A CUDA error still counts, and an answer ends the run."""
     from llm_srt.infer import ALONE_OUT_OF_MEMORY, NOT_RUN
-    from llm_srt.model.systems import CANNOT_RUN, TextMTSystem
+    from llm_srt.model.protocol import CANNOT_RUN
+    from llm_srt.model.systems import TextMTSystem
     from llm_srt.serve.batcher import FAILING_BATCHES, BatchStats
 
     with pytest.raises(LLMSRTError) as text_mt:  # the text MT system's own words (it has no language ID either)
@@ -448,7 +449,7 @@ def test_the_model_thread_makes_the_placements_cuda_device_its_current_one(monke
 
     from llm_srt.device import Placement
     from llm_srt.infer import SpeechTranslator
-    from llm_srt.model.systems import Output
+    from llm_srt.model.protocol import Output
 
     made: list[tuple] = []
     monkeypatch.setattr(torch.cuda, "set_device", lambda device: made.append((device, threading.current_thread())))
@@ -491,7 +492,7 @@ class Timed:
     def run_batch(self, items, options):
         import time
 
-        from llm_srt.model.systems import Output
+        from llm_srt.model.protocol import Output
 
         self.calls.append([round(it.audio.size / 16000, 1) for it in items])  # a segment: its speech + 0.1 s
         time.sleep(self.seconds)

@@ -117,7 +117,7 @@ def test_the_warm_up_item_has_the_largest_budget_any_request_can_have_and_the_lo
 
     from llm_srt import languages
     from llm_srt.infer import MAX_NEW_TOKENS, item_budget
-    from llm_srt.model.systems import Item
+    from llm_srt.model.protocol import Item
     from llm_srt.prompts import Task
     from llm_srt.segment import SegmentOptions
 

@@ -10,7 +10,7 @@ from serve_helpers import DECODING, bursts, local_client, wav_bytes
 from llm_srt.device import Placement
 from llm_srt.errors import LLMSRTError
 from llm_srt.infer import SpeechTranslator
-from llm_srt.model.systems import Output
+from llm_srt.model.protocol import Output
 from llm_srt.serve import BatchOptions, ServeOptions, create_app
 from llm_srt.serve import guard
 

@@ -261,7 +261,7 @@ def test_dev_scores_split_srt_output_and_score_both_parts():
     assert two["dev_bleu"] == pytest.approx(50.0, abs=1e-6)
     assert set(_dev_scores(Task.ASR, ex, ["the red cat sleeps here"] * 2)) == {"dev_wer"}
     assert set(_dev_scores(Task.S2TT, ex, ["die rote Katze"] * 2)) == {"dev_bleu"}
-    # one-part outputs are taken as evaluate takes them (systems.split_output): an SRT-trained model asked for
+    # one-part outputs are taken as evaluate takes them (protocol.split_output): an SRT-trained model asked for
     # S2TT may write the transcript and tags first, asked for ASR go on with tags and a translation
     said = "the red cat sleeps here<|eng|><|deu|>die rote Katze schläft hier"
     assert _dev_scores(Task.S2TT, ex, [said] * 2)["dev_bleu"] == pytest.approx(100.0)

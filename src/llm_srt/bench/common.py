@@ -212,7 +212,7 @@ def decode_pass(system, audios: list[np.ndarray], batch: int, options, src: str 
     `batch`, timed after `device.synchronize`. With `exact_tokens`, every generation must run exactly
     `options.max_new_tokens` LLM steps (random weights with `pin_eos`): else a clear error, never a short row.
     Any item error (an out-of-memory included) is raised, so a row is either whole or absent."""
-    from ..model.systems import Item
+    from ..model.protocol import Item
 
     model = system.model
     device = model.device

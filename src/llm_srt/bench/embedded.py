@@ -138,7 +138,8 @@ def run_bench(options: BenchOptions = BenchOptions(), placement: Placement | Non
     with the sections measured so far, `finished` false: no ratios or goals (they need every row), the decode rows
     bounded on the first yardstick only; so that a run stopped from outside leaves them (bench --json-out)."""
     from ..model.encoder import WhisperEncoder
-    from ..model.systems import SpeechLLMSystem, release_models
+    from ..model.systems import SpeechLLMSystem
+    from ..model.whisper_system import release_models
 
     placement = placement or dev.resolve("cpu", "float32")
     check_manifest(options)  # a --manifest given that is missing: before the yardstick's probes
@@ -536,7 +537,8 @@ def time_cascade(folders: tuple[str, str], placement: Placement, utts: list[Utte
     through the cascade system's own run_batch; `folders`: (Whisper, LLM). Its warm-up is the timed pass, untimed,
     as `time_overhead`'s: one clip left the batch's kernel timings of `model.cpu_linear` inside the timer."""
     from ..model.decoding import DecodingOptions
-    from ..model.systems import Item, load_system
+    from ..model.protocol import Item
+    from ..model.systems import load_system
 
     cascade = load_system("cascade", placement, whisper=folders[0], llm=folders[1])
     decoding = DecodingOptions(max_new_tokens=new_tokens)

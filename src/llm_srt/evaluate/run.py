@@ -125,7 +125,7 @@ def run_text_mt(system, rows: list[Row], options: DecodingOptions, batch_size: i
     """The system's own LLM (with its LoRA; the cascade's LLM) translating each row's gold transcript (Task.MT):
     the x axis of paper Figure 3. Rows without a target are not MT rows; one without a transcript fails."""
     from ..infer import run_items
-    from ..model.systems import Item
+    from ..model.protocol import Item
 
     rows = mt_rows(rows)
     with progress_bar(len(rows), desc, progress) as update:
@@ -341,7 +341,8 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
     are kept in `out`/partial as they finish (evaluate/journal.py): run again after a kill, only the rows not kept
     there are decoded; `restart`: decode every row again."""
     from ..infer import SpeechTranslator
-    from ..model.systems import load_system, release_models
+    from ..model.systems import load_system
+    from ..model.whisper_system import release_models
 
     if task not in TASKS:
         raise LLMSRTError(f"--task {task}: use one of {', '.join(TASKS)}")

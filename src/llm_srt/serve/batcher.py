@@ -32,7 +32,7 @@ from ..device import make_current
 from ..errors import LLMSRTError
 from ..infer import ALONE_OUT_OF_MEMORY, NOT_RUN, SpeechTranslator, TranslationResult, error_line, retryable
 from ..model.decoding import DecodingOptions
-from ..model.systems import LID_MISSING, LID_UNKNOWN
+from ..model.protocol import LID_MISSING, LID_UNKNOWN
 from ..prompts import Task
 from ..segment import SegmentOptions
 

@@ -26,7 +26,8 @@ from ..model.decoding import DecodingOptions
 from ..model.static_steps import INT8_COMPILED_ROWS, StaticSteps
 from ..model.kv_cache import STATIC_LENGTH_STEP
 from ..model.llm import causal_lm
-from ..model.systems import Item, SpeechLLMSystem
+from ..model.protocol import Item
+from ..model.systems import SpeechLLMSystem
 from ..prompts import Task
 from .batcher import BatchOptions
 

@@ -546,10 +546,10 @@ def from_rank0(d: Dist, fn: Callable[[], Any]) -> Any:
 def _dev_scores(task: Task, examples, hyps: list[str], tags: Mapping[str, str] | None = None) -> dict[str, float]:
     """A small dev sample of the paper's metrics, scored as `llm-srt evaluate` scores: BLEU of the translation
     (mean over directions), WER/CER of the transcript (mean over source languages), of each output's parts as
-    evaluate takes them (`systems.split_output`: a translation after the language tags a model may write, a
+    evaluate takes them (`protocol.split_output`: a translation after the language tags a model may write, a
     transcript up to the next tag), so a dev BLEU picks the checkpoint evaluate would."""
     from ..evaluate.report import UtteranceResult, score_system
-    from ..model.systems import Item, split_output
+    from ..model.protocol import Item, split_output
 
     results = []
     for i, (e, h) in enumerate(zip(examples, hyps)):

@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from .. import config as config_lib
-from ..errors import LLMSRTError
+from ..errors import ConfigError, LLMSRTError
 from . import checkpoint, resume
 from .config import TrainConfig
 
@@ -38,6 +38,94 @@ def finished_steps(output_dir: str | Path) -> int | None:
         return int(json.loads((Path(output_dir) / FINAL / "train_config.json").read_text())["max_steps"])
     except (OSError, ValueError, KeyError, TypeError, OverflowError, RecursionError):
         return None
+
+
+def finished_state(cfg: TrainConfig, out: Path, world: int, log) -> tuple[bool, bool]:
+    """(finished, extending) for `out`: finished if it holds a model trained for max_steps (refused where that
+    model is another run's: other settings, another start, more steps); extending if a finished run whose max_steps
+    was raised (or whose final_weights changed) continues from its newest checkpoint. `world`: this run's ranks."""
+    if not is_finished(out):
+        return False, False
+    _check_same_start(cfg, out)
+    done = finished_steps(out)
+    if done is None or done >= cfg.max_steps:
+        _check_finished_settings(cfg, out, world, log)
+        if done is not None and done > cfg.max_steps:
+            _check_more_steps(cfg, out, done, log)
+        if done == cfg.max_steps and _final_weights_changed(cfg, out, log):
+            return False, True  # from the checkpoint at max_steps: no step left to train, final/ written
+        log(f"[{cfg.stage}] already finished: {out / FINAL}")
+        return True, False
+    log(f"[{cfg.stage}] {out / FINAL} has {done} steps; max_steps is now {cfg.max_steps}: continuing from the "
+        "newest checkpoint")
+    return False, True
+
+
+def _check_more_steps(cfg: TrainConfig, out: Path, done: int, log) -> None:
+    """A finished model trained for more steps than max_steps asks for is refused, as a checkpoint past max_steps
+    is when the run was interrupted: it was handed back as "already finished", the longer model for the shorter
+    one asked for. allow_changes takes it as it is, said in the log (as other settings of a finished run)."""
+    said = _more_steps(out, done, cfg.max_steps)
+    if not cfg.allow_changes:
+        raise ConfigError(_more_steps_refused(said, done, cfg.max_steps))
+    log(f"[{cfg.stage}] {said} (allow_changes)")
+
+
+def _final_weights_changed(cfg: TrainConfig, out: Path, log) -> bool:
+    """Whether final/ holds other weights than final_weights now asks for (a stage finished with last, or before
+    the key: the paper configs now ask for best), with the checkpoint at max_steps still there to write final/
+    again from (the run resumes there and trains nothing). Without that checkpoint final/ is kept, said so."""
+    try:
+        had = json.loads((out / FINAL / "train_config.json").read_text()).get("final_weights", "last")
+    except (OSError, ValueError, AttributeError):
+        return False
+    if had == cfg.final_weights:
+        return False
+    newest = checkpoint.latest(out, log=log)
+    if newest is None or newest.step != cfg.max_steps:
+        log(f"[{cfg.stage}] {out / FINAL} holds the {had} weights (final_weights: {had}), and no checkpoint at "
+            f"step {cfg.max_steps} is left to write it again with final_weights: {cfg.final_weights}; kept as it is")
+        return False
+    log(f"[{cfg.stage}] {out / FINAL} holds the {had} weights; final_weights is now {cfg.final_weights}: writing "
+        "it again from the checkpoints (no step is trained)")
+    return True
+
+
+def _check_finished_settings(cfg: TrainConfig, out: Path, world: int, log) -> None:
+    """A finished model trained with other settings than this config's (lr, task mix, manifests, precision...)
+    is another run's: an error unless allow_changes, never handed back as this run's result. The number of ranks
+    may differ (a curriculum run again on another cluster reuses its finished stages)."""
+    saved = _finished_settings(out)
+    if saved is None:
+        return  # a final/ from before the record, without a checkpoint: not checked
+    current = resume.run_settings(cfg, world)
+    for key in (resume.PER_STEP, resume.WEIGHTED):  # a finished model is whole whatever the ranks, and a stage
+        saved.pop(key, None)  # that finished before the weights shared out each kind of row is still that run's
+        current.pop(key, None)
+    changed = [c for c in resume.changes(saved, current) if not c.startswith("model.init_from")]  # checked apart
+    if changed and not cfg.allow_changes:
+        raise ConfigError(f"{out / FINAL}: this output_dir holds a model finished with other settings: "
+                          f"{resume.listed(changed)}. Choose another output_dir to train with these, set them "
+                          "back to use it, or add allow_changes=true to take it as it is")
+    if changed:
+        log(f"[{cfg.stage}] taking the finished model trained with other settings (allow_changes): "
+            f"{'; '.join(changed)}")
+
+
+def _check_same_start(cfg: TrainConfig, out: Path) -> None:
+    """A finished model started from other weights than this config's model.init_from is another run's (e.g.
+    SRT trained from SMT, now asked for without SMT): an error, never handed back as this run's result."""
+    try:
+        record = json.loads((out / FINAL / INIT_RECORD).read_text())
+        stored, was = record["weights"], record["init_from"]
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        return  # a final/ from before the record: not checked
+    init = cfg.model.init_from
+    current = resume.init_identity(init)
+    if stored != current and not (init and current is None):  # a missing init_from folder: nothing to compare
+        raise LLMSRTError(f"[{cfg.stage}] {out / FINAL} was trained from {was or 'scratch'}, but "
+                          f"model.init_from is now {init and Path(init).resolve() or 'none'} (other weights); "
+                          "use another output_dir for this run")
 
 
 def _finished_settings(out: Path) -> dict | None:

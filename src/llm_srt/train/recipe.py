@@ -10,7 +10,6 @@ Only rank 0 writes.
 """
 
 import contextlib
-import json
 import math
 import shutil
 import signal
@@ -29,8 +28,7 @@ from ..model.cpu_linear import kernel_rule
 from . import checkpoint, resume
 from .config import TrainConfig, _check_adapter_matches, load_config
 from .data import from_rank0, has_speech
-from .final import (FINAL, INIT_RECORD, _finished_settings, _more_steps, _more_steps_refused, _save_final,
-                    best_dev_loss, dev_set, final_weights_of, finished_steps, is_finished, quiet)
+from .final import FINAL, _save_final, best_dev_loss, dev_set, final_weights_of, finished_state, quiet
 from .logs import _drop_log_after, _log_json, _tensorboard
 from .parallel import (Parallel, all_max, all_sum, barrier, init_distributed, llm_device, on_main,
                        release_groups)
@@ -95,97 +93,12 @@ class Recipe:
         self.d, self.device = init_distributed(self.cfg.distributed_timeout_min, self.cfg.device)
 
     def finished_on_rank0(self) -> bool:
-        """`finished()` as rank 0 sees output_dir, for every rank: ranks that decided apart (a node-local
+        """Whether output_dir holds a model trained for max_steps, and whether a finished run goes on (`extending`:
+        `final.finished_state`), as rank 0 sees output_dir, for every rank: ranks that decided apart (a node-local
         output_dir, a stale listing) would leave one returning `final/` while the others wait at the first collective
         until the timeout. An error there (another run's final/) stops every rank."""
-        done, self.extending = from_rank0(self.d, lambda: (self.finished(), self.extending))
+        done, self.extending = from_rank0(self.d, lambda: finished_state(self.cfg, self.out, self.d.world, self.log))
         return done
-
-    def finished(self) -> bool:
-        """True if output_dir holds a model trained for max_steps. A finished run whose max_steps was raised
-        continues from its newest checkpoint (`extending`)."""
-        self.extending = False
-        if not is_finished(self.out):
-            return False
-        self._check_same_start()
-        done = finished_steps(self.out)
-        if done is None or done >= self.cfg.max_steps:
-            self._check_finished_settings()
-            if done is not None and done > self.cfg.max_steps:
-                self._check_more_steps(done)
-            if done == self.cfg.max_steps and self._final_weights_changed():
-                self.extending = True  # from the checkpoint at max_steps: no step left to train, final/ written
-                return False
-            self.log(f"[{self.cfg.stage}] already finished: {self.out / FINAL}")
-            return True
-        self.log(f"[{self.cfg.stage}] {self.out / FINAL} has {done} steps; max_steps is now {self.cfg.max_steps}: "
-                 "continuing from the newest checkpoint")
-        self.extending = True
-        return False
-
-    def _check_more_steps(self, done: int) -> None:
-        """A finished model trained for more steps than max_steps asks for is refused, as a checkpoint past max_steps
-        is when the run was interrupted: it was handed back as "already finished", the longer model for the shorter
-        one asked for. allow_changes takes it as it is, said in the log (as other settings of a finished run)."""
-        said = _more_steps(self.out, done, self.cfg.max_steps)
-        if not self.cfg.allow_changes:
-            raise ConfigError(_more_steps_refused(said, done, self.cfg.max_steps))
-        self.log(f"[{self.cfg.stage}] {said} (allow_changes)")
-
-    def _final_weights_changed(self) -> bool:
-        """Whether final/ holds other weights than final_weights now asks for (a stage finished with last, or before
-        the key: the paper configs now ask for best), with the checkpoint at max_steps still there to write final/
-        again from (the run resumes there and trains nothing). Without that checkpoint final/ is kept, said so."""
-        try:
-            had = json.loads((self.out / FINAL / "train_config.json").read_text()).get("final_weights", "last")
-        except (OSError, ValueError, AttributeError):
-            return False
-        if had == self.cfg.final_weights:
-            return False
-        newest = checkpoint.latest(self.out, log=self.log)
-        if newest is None or newest.step != self.cfg.max_steps:
-            self.log(f"[{self.cfg.stage}] {self.out / FINAL} holds the {had} weights (final_weights: {had}), and no "
-                     f"checkpoint at step {self.cfg.max_steps} is left to write it again with final_weights: "
-                     f"{self.cfg.final_weights}; kept as it is")
-            return False
-        self.log(f"[{self.cfg.stage}] {self.out / FINAL} holds the {had} weights; final_weights is now "
-                 f"{self.cfg.final_weights}: writing it again from the checkpoints (no step is trained)")
-        return True
-
-    def _check_finished_settings(self) -> None:
-        """A finished model trained with other settings than this config's (lr, task mix, manifests, precision...)
-        is another run's: an error unless allow_changes, never handed back as this run's result. The number of ranks
-        may differ (a curriculum run again on another cluster reuses its finished stages)."""
-        saved = _finished_settings(self.out)
-        if saved is None:
-            return  # a final/ from before the record, without a checkpoint: not checked
-        current = resume.run_settings(self.cfg, self.d.world)
-        for key in (resume.PER_STEP, resume.WEIGHTED):  # a finished model is whole whatever the ranks, and a stage
-            saved.pop(key, None)  # that finished before the weights shared out each kind of row is still that run's
-            current.pop(key, None)
-        changed = [c for c in resume.changes(saved, current) if not c.startswith("model.init_from")]  # checked apart
-        if changed and not self.cfg.allow_changes:
-            raise ConfigError(f"{self.out / FINAL}: this output_dir holds a model finished with other settings: "
-                              f"{resume.listed(changed)}. Choose another output_dir to train with these, set them "
-                              "back to use it, or add allow_changes=true to take it as it is")
-        if changed:
-            self.log(f"[{self.cfg.stage}] taking the finished model trained with other settings (allow_changes): "
-                     f"{'; '.join(changed)}")
-
-    def _check_same_start(self) -> None:
-        """A finished model started from other weights than this config's model.init_from is another run's (e.g.
-        SRT trained from SMT, now asked for without SMT): an error, never handed back as this run's result."""
-        try:
-            record = json.loads((self.out / FINAL / INIT_RECORD).read_text())
-            stored, was = record["weights"], record["init_from"]
-        except (OSError, ValueError, KeyError, TypeError, RecursionError):
-            return  # a final/ from before the record: not checked
-        init = self.cfg.model.init_from
-        current = resume.init_identity(init)
-        if stored != current and not (init and current is None):  # a missing init_from folder: nothing to compare
-            raise LLMSRTError(f"[{self.cfg.stage}] {self.out / FINAL} was trained from {was or 'scratch'}, but "
-                              f"model.init_from is now {init and Path(init).resolve() or 'none'} (other weights); "
-                              "use another output_dir for this run")
 
     # ---- 1. set-up --------------------------------------------------------------------------------------------------
     def setup_processes(self) -> None:
@@ -215,7 +128,7 @@ class Recipe:
         for leftover in paths.atomic_dir_leftovers(self.out / FINAL):  # a killed write of final/: the trained
             shutil.rmtree(leftover, ignore_errors=True)  # weights' size each, kept for ever (the lock is ours)
         checkpoint.remove_leftovers(self.out, log=self.log)  # and of a checkpoint: only now, the lock held (before
-        #   it, `finished` reads the checkpoints while another run may be writing one)
+        #   it, `finished_on_rank0` reads the checkpoints while another run may be writing one)
         return lock
 
     def find_resume(self) -> None:
