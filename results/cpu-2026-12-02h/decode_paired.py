@@ -17,7 +17,8 @@ from llm_srt.bench.embedded import BenchOptions, _int8_model, load_utterances
 from llm_srt.model import attention, int8_linear
 from llm_srt.model.decoding import DecodingOptions
 from llm_srt.model.speech_llm import SpeechLLM, SpeechLLMConfig
-from llm_srt.model.systems import Item, SpeechLLMSystem
+from llm_srt.model.protocol import Item
+from llm_srt.model.systems import SpeechLLMSystem
 from llm_srt.prompts import Task
 warnings.simplefilter("ignore")
 torch.set_num_threads(2)

@@ -13,7 +13,8 @@ from llm_srt.audio import load_audio
 from llm_srt.data.manifest import read_manifest
 from llm_srt.model.decoding import DecodingOptions
 from llm_srt.model.speech_llm import SpeechLLM
-from llm_srt.model.systems import Item, SpeechLLMSystem
+from llm_srt.model.protocol import Item
+from llm_srt.model.systems import SpeechLLMSystem
 from llm_srt.prompts import Task
 
 dtype, batch, passes = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])

@@ -22,7 +22,7 @@ from llm_srt.errors import LLMSRTError
 from llm_srt.evaluate import journal, run
 from llm_srt.model import systems
 from llm_srt.model.decoding import DecodingOptions
-from llm_srt.model.protocol import Output
+from llm_srt.model.protocol import CANNOT_RUN, Output
 from llm_srt.prompts import Task
 
 CPU = device.resolve("cpu", "float32")
@@ -64,7 +64,7 @@ class Counting:
         if any(it.audio is not None and it.audio.size == self.state["fail_size"] for it in items):
             raise RuntimeError("this clip fails")
         self.state["items"] += [(it.audio.size, it.src, it.tgt) for it in items]
-        return [Output(error=f"{systems.CANNOT_RUN}no {it.tgt} here") if it.tgt == self.state.get("decline", "-") else
+        return [Output(error=f"{CANNOT_RUN}no {it.tgt} here") if it.tgt == self.state.get("decline", "-") else
                 Output(f"heard {it.audio.size} {it.src}", "" if it.task is Task.ASR else f"{it.tgt} {it.audio.size}")
                 for it in items]
 
