@@ -327,6 +327,10 @@ def _recipe_ranks(d: Dist, setup: dict, out: Path) -> None:
     recipe.train(load_config(None, overrides(setup, out / "nocache", **common, save_every=1, distributed="fsdp", **{
         "data.feature_cache": "null", "data.tasks": "{asr: 1.0}", "data.batch_size": 2})), log=lambda *_: None)
     got = {"loads": loads}
+    try:  # rank 0 alone writes TensorBoard, and out/tb/tensorboard is a file
+        recipe.train(load_config(None, overrides(setup, out / "tb", **common)), log=lambda *_: None)
+    except LLMSRTError as e:
+        (out / f"tb{d.rank}.txt").write_text(str(e))
     os.chdir(out / f"node{d.rank}")
     shared.PROBE_WAIT_S = 0.5  # how long rank 1 looks for the probe (a run: 5 s)
     parallel.HOST_WAIT = timedelta(seconds=60)  # a rank left waiting fails the test, not hangs it
@@ -347,6 +351,8 @@ def two_ranks(folders, tiny_setup, tmp_path_factory):
     (out / "node0" / "init").mkdir(parents=True)
     (out / "node0" / "init" / "config.json").write_text("{}")  # a model folder on rank 0's node only
     (out / "node1").mkdir()
+    (out / "tb").mkdir()
+    (out / "tb" / "tensorboard").write_text("not a folder")  # rank 0 cannot make its TensorBoard log there
     ranks = mp.spawn(_two_ranks, args=(2, str(out / "store"), folders, str(out), dict(tiny_setup)), nprocs=2,
                      join=False)
     deadline = time.monotonic() + 300  # a rank stuck outside a collective (their timeout: 2 min) fails too
@@ -438,6 +444,14 @@ def test_an_output_dir_that_not_every_rank_sees_stops_every_rank_before_training
     for out in (two_ranks / "node0" / "run", two_ranks / "shared", two_ranks / "nocache"):  # the probe is gone
         assert out.is_dir() and not [p.name for p in out.iterdir() if "ranks-" in p.name]
     assert not (two_ranks / "node0" / "run" / "checkpoints").exists()
+
+
+def test_a_tensorboard_log_rank_0_cannot_make_stops_every_rank_in_one_line(two_ranks):
+    """Only rank 0 writes TensorBoard: its failure stopped rank 0 alone, and rank 1 went on into the first step's
+    collective, dying of a gloo transport error (under NCCL: blocked until torchrun killed it)."""
+    got = [(two_ranks / f"tb{rank}.txt").read_text() for rank in (0, 1)]
+    said = f"{two_ranks / 'tb' / 'tensorboard'}: cannot create the TensorBoard log"
+    assert got[0].startswith(said) and got[1].startswith(f"rank 1: rank 0 stopped: {said}"), got
 
 
 def _stopped_ranks(d: Dist, setup: dict, out: Path) -> None:

@@ -1254,3 +1254,15 @@ def test_a_run_from_a_model_trained_on_other_padding_says_so(tiny_setup, tmp_pat
                 "with true: its adapter now reads variable-length encoder frames it was not trained on; set "
                 "model.pad_to_30s=true to keep its input")
         assert (line in lines) is said, lines
+
+
+def test_a_tensorboard_that_cannot_be_imported_is_one_line(tmp_path, monkeypatch):
+    """Without the tensorboard package the recipe gave a ModuleNotFoundError traceback, once the model had loaded
+    and the feature cache filled; now one line saying what to install."""
+    import sys
+
+    from llm_srt.train.logs import _tensorboard
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as on an image without the package
+    with pytest.raises(LLMSRTError, match=r"^cannot write the TensorBoard log: .*; install tensorboard \(make setup"):
+        _tensorboard(tmp_path)

@@ -7,12 +7,21 @@ import os
 from pathlib import Path
 
 from .. import paths
+from ..errors import LLMSRTError
 
 
 def _tensorboard(out: Path, purge_step: int | None = None):
-    from torch.utils.tensorboard import SummaryWriter
-
-    return SummaryWriter(str(out / "tensorboard"), purge_step=purge_step)
+    """The run's TensorBoard writer in out/tensorboard, or one line saying why none can be made."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as e:  # a traceback, once the model had loaded and the feature cache filled
+        raise LLMSRTError(f"cannot write the TensorBoard log: {e}; install tensorboard (make setup does), then run "
+                          "the same command") from None
+    try:
+        return SummaryWriter(str(out / "tensorboard"), purge_step=purge_step)
+    except OSError as e:
+        raise LLMSRTError(f"{out / 'tensorboard'}: cannot create the TensorBoard log ({e.strerror or e}); free "
+                          "space or fix the folder, then run the same command") from None
 
 
 def _drop_log_after(out: Path, step: int) -> None:

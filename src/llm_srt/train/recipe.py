@@ -295,14 +295,11 @@ class Recipe:
         cfg = self.cfg
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16(cfg, self.device)
                          else contextlib.nullcontext())
-        try:
-            # TensorBoard drops a killed run's events past the resumed step (or all, on a fresh start after a run
-            #   killed before its first checkpoint), as train_log.jsonl did
-            purge = self.step + 1
-            self.writer = _tensorboard(self.out, purge) if self.d.main else None
-        except OSError as e:
-            raise LLMSRTError(f"{self.out / 'tensorboard'}: cannot create the TensorBoard log ({e.strerror or e}); "
-                              "free space or fix the folder, then run the same command") from None
+        # TensorBoard drops a killed run's events past the resumed step (or all, on a fresh start after a run killed
+        #   before its first checkpoint), as train_log.jsonl did. Rank 0's alone: its failure stops every rank
+        #   (`on_main`; the others went on to the first step's collective and died of a transport error)
+        purge = self.step + 1
+        self.writer = on_main(self.d, lambda: _tensorboard(self.out, purge))
         self.bar = tqdm(total=cfg.max_steps, initial=self.step, desc=f"train {cfg.stage}", disable=not self.d.main,
                         dynamic_ncols=True)
         self.step_seconds, self.steps_timed = 0.0, 0  # the training steps' time: not evaluations' nor checkpoints'
