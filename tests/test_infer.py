@@ -1386,3 +1386,75 @@ def test_translate_makes_device_cuda_n_the_current_gpu_before_the_model_loads(mo
     args = argparse.Namespace(model="m", device="cuda:1", dtype="auto", llm=None, whisper=None, encoder=None)
     infer.translator_from_args(args)
     assert made == [torch.device("cuda", 1), "loaded"]
+
+
+# ---- --task auto: what the model folder was trained for ------------------------------------------------------------
+def trained_folder(model_dir: Path, root: Path, tasks: dict | None) -> Path:
+    """`model_dir`'s files linked into `root`, with a train_config.json of data.tasks `tasks` (None: none, as a
+    reference model imported by `llm-srt convert`)."""
+    root.mkdir()
+    for f in model_dir.iterdir():
+        (root / f.name).symlink_to(f)
+    if tasks is not None:
+        (root / "train_config.json").write_text(json.dumps({"stage": "x", "data": {"tasks": tasks}}))
+    return root
+
+
+def test_translate_without_task_runs_what_the_folder_was_trained_for(model_dir, clips, tmp_path, capsys):
+    """A Baseline (S2TT-trained) folder run without --task gave task "srt": its German translation reported as the
+    transcript, forced tags, then text to the token cap as the translation. `--task auto`, the default, is the
+    folder's training (its train_config.json): s2tt here, asr for an ASR stage; srt for a folder without one, as
+    before. Said once on stderr where it is not srt."""
+    run = ["translate", clips[1], "--src", "eng", "--tgt", "deu", "--format", "json", "--max-new-tokens", "10"]
+    for name, tasks, task in (("s2tt", {"s2tt": 1.0}, "s2tt"), ("asr", {"asr": 1.0}, "asr"),
+                              ("reference", None, "srt")):
+        folder = trained_folder(model_dir, tmp_path / name, tasks)
+        assert cli.main([*run, "--model", str(folder)]) == 0
+        out, err = capsys.readouterr()
+        [auto] = json.loads(out)
+        assert cli.main([*run, "--model", str(folder), "--task", task]) == 0  # an explicit --task as before
+        [named] = json.loads(capsys.readouterr().out)
+        assert auto["task"] == task and auto == named, name
+        said = (f"llm-srt translate: --task auto: {task}, what {folder} was trained for (its train_config.json); "
+                "give --task to run another\n")
+        assert (said in err) == (task != "srt"), err
+    assert auto["transcript"] and auto["translation"]  # (srt: the tiny model writes both)
+    s2tt = json.loads((cli.main([*run, "--model", str(tmp_path / "s2tt")]), capsys.readouterr().out)[1])[0]
+    assert s2tt["forced_tags"] is False and s2tt["transcript"] == "" and s2tt["translation"]
+    # the Python API's default is auto too, per input beside explicit tasks
+    t = SpeechTranslator.from_pretrained(tmp_path / "s2tt")
+    [r] = t.translate([clips[1]], "eng", "deu", options=DecodingOptions(max_new_tokens=10))
+    assert r.task == "s2tt" and r.translation == s2tt["translation"]
+    assert [r.task for r in t.translate(clips[:2], "eng", "deu", task=["auto", "srt"], options=OPTS)] == ["s2tt",
+                                                                                                          "srt"]
+
+
+def test_subtitles_auto_cannot_write_are_refused_before_the_model_loads(model_dir, clips, tmp_path, monkeypatch,
+                                                                         capsys):
+    """`--subtitles transcript` of a Baseline folder without --task: auto is s2tt, which writes no transcript,
+    refused as `--task s2tt` is, before the model loads (the folder's train_config.json is read first); a
+    train_config.json that cannot be read is a one-line error there too."""
+    from llm_srt import translate
+
+    def load(args):
+        raise AssertionError("the model loaded before the task was checked")
+
+    monkeypatch.setattr(translate, "translator_from_args", load)
+    folder = trained_folder(model_dir, tmp_path / "s2tt", {"s2tt": 1.0})
+    run = ["translate", clips[0], "--model", str(folder), "--src", "eng", "--tgt", "deu", "--format", "vtt"]
+    assert cli.main([*run, "--subtitles", "transcript"]) == 2
+    assert capsys.readouterr().err.endswith("llm-srt translate: error: --task s2tt writes no transcript, so "
+                                            "--subtitles transcript would give vtt files without a cue; use "
+                                            "--subtitles both, or --task srt for both texts\n")
+    (folder / "train_config.json").write_text("{")
+    assert cli.main([*run, "--task", "auto"]) == 2
+    assert capsys.readouterr().err == (f"llm-srt translate: error: {folder}/train_config.json: cannot read the tasks "
+                                       "the model was trained on (not JSON); give the task (--task, a request's "
+                                       "task), or fix or remove the file (a folder without it runs srt)\n")
+
+
+def test_translate_help_lists_auto_and_says_what_it_does(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["translate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--task {auto,asr," in text and "auto (default): what the model folder was trained for" in text

@@ -4,8 +4,10 @@
 
 `model` may also be "whisper" (Whisper's own decoder), "cascade" (Whisper ASR, then an LLM translating the
 transcript) or "mt" (text MT); see model/systems.py. `src`, `tgt` and `task` are one value for every input or one
-per input: a batch mixes languages and tasks freely. Work items (what goes to the system) stay apart from the
-results (built from the items and the system's outputs as each input is finished).
+per input: a batch mixes languages and tasks freely. `task` "auto" (the default) is what the model folder was trained
+for (`systems.auto_task`: s2tt for a Baseline folder, asr+smt for an SMT stage; srt for the others). Work items (what
+goes to the system) stay apart from the results (built from the items and the system's outputs as each input is
+finished).
 
 Here too: the command-line options that choose and run a model and cut its speech, shared by `llm-srt translate` and
 `serve` (add_model_arguments, translator_from_args, add_segment_argument, segment_options), and the check of
@@ -30,7 +32,7 @@ from .errors import DeviceFailed, LLMSRTError, shown
 from .model.decoding import DecodingOptions, add_compile_argument, add_no_repeat_argument, add_srt_tags_argument
 from .model.static_steps import StaticSteps
 from .model.protocol import CANNOT_RUN, Item, Output, System, cap, check_item
-from .model.systems import load_system
+from .model.systems import AUTO_TASK, auto_task, load_system
 from .prompts import Task
 from .segment import Segment, SegmentOptions, last_millisecond, segment
 
@@ -322,9 +324,14 @@ class SpeechTranslator:
         placement = placement_of.resolve(device, dtype)
         return cls(load_system(model, placement, whisper=whisper, llm=llm, encoder=encoder), str(model))
 
+    @property
+    def auto_task(self) -> Task:
+        """The task `auto` runs: what the model folder was trained for (`systems.auto_task`; SRT for the others)."""
+        return auto_task(self.system)
+
     def translate(self, inputs: Sequence[AudioInput], src: str | Sequence[str | None] | None,
                   tgt: str | Sequence[str | None] | None = None,
-                  task: Task | str | Sequence[Task | str] = Task.SRT, options: DecodingOptions = DecodingOptions(),
+                  task: Task | str | Sequence[Task | str] = AUTO_TASK, options: DecodingOptions = DecodingOptions(),
                   batch_size: int = 8, transcripts: Sequence[str] | None = None,
                   segment_options: SegmentOptions = SegmentOptions(), progress=None,
                   on_result: Callable[[int, TranslationResult], object] | None = None,
@@ -332,7 +339,8 @@ class SpeechTranslator:
                   cancelled: Callable[[int], bool] | None = None, remember_out_of_memory: bool = True,
                   between_batches: Callable[[float], object] | None = None) -> list[TranslationResult]:
         """One result per input, in order. `src` / `tgt` / `task`: one value, or one per input ("auto" source:
-        language ID per input, from its longest speech segment). Each input goes to the system as its speech
+        language ID per input, from its longest speech segment; "auto" task: `auto_task`, what the model was trained
+        for). Each input goes to the system as its speech
         segments (`speech_segments`); one without speech gets no segment and empty texts. `whole_clips` (evaluate:
         test utterances as the paper scores them), and any input with its transcript (SMT, whose transcript belongs
         to the whole clip): an input of at most segment_options.max_seconds goes whole, silences included (a longer
@@ -352,7 +360,7 @@ class SpeechTranslator:
             raise LLMSRTError(f"batch size must be at least 1, got {batch_size} (--batch-size)")
         n = len(inputs)
         srcs, tgts = _per_input(src, n, "--src"), _per_input(tgt, n, "--tgt")
-        tasks = [Task(t) for t in _per_input(task, n, "--task")]
+        tasks = [self.auto_task if t == AUTO_TASK else Task(t) for t in _per_input(task, n, "--task")]
         # one value for every input is an option: a bad one stops here; a bad per-input value fails its input only
         if isinstance(src, str) and src != "auto":
             languages.get(src)

@@ -24,7 +24,7 @@ from .errors import DeviceFailed, LLMSRTError, Terminated, shown
 from .infer import (MIN_LINE_WIDTH, TranslationResult, add_model_arguments, add_segment_argument, missing_cue_text,
                     segment_options, translator_from_args)
 from .model.decoding import DecodingOptions, decoding_from_args
-from .model.systems import SYSTEMS
+from .model.systems import AUTO_TASK, SYSTEMS, trained_task
 from .paths import atomic_file
 from .prompts import Task
 from .segment import SegmentOptions
@@ -40,9 +40,12 @@ def add_arguments(parser) -> None:
     add_model_arguments(parser)
     parser.add_argument("--src", default=None, help="source language (ISO 639-3, e.g. eng), or 'auto'")
     parser.add_argument("--tgt", default=None, help="target language (ISO 639-3, e.g. deu)")
-    parser.add_argument("--task", default="srt", choices=[t.value for t in Task if t is not Task.MT],
-                        help="srt (default): transcript and translation in one pass; asr+smt: an SMT-stage model's "
-                             "own transcript, then its SMT (two passes; the paper's w/o SRT ablation)")
+    parser.add_argument("--task", default=AUTO_TASK, choices=[AUTO_TASK, *(t.value for t in Task if t is not Task.MT)],
+                        help="auto (default): what the model folder was trained for, from its train_config.json "
+                             "(s2tt for a Baseline, asr for an ASR stage, asr+smt for an SMT stage, else srt; srt "
+                             "for a folder without one and for whisper, cascade and mt); srt: transcript and "
+                             "translation in one pass; asr+smt: an SMT-stage model's own transcript, then its SMT "
+                             "(two passes; the paper's w/o SRT ablation)")
     parser.add_argument("--transcript", action="append", default=None,
                         help="the transcript of each input, in order (task smt); repeat per input")
     parser.add_argument("--batch-size", type=int, default=8)
@@ -75,6 +78,11 @@ def main(args) -> int:
                           "give it as ./-)")
     if args.src is None:
         raise LLMSRTError("give the source language with --src (ISO 639-3, e.g. eng) or --src auto")
+    if args.task == AUTO_TASK:  # read before the model loads, so the checks of the task below come first
+        args.task = trained_task(args.model).value
+        if args.task != Task.SRT.value:  # srt: as before `auto` was the default, nothing to say
+            print(f"llm-srt translate: --task auto: {args.task}, what {shown(args.model)} was trained for (its "
+                  "train_config.json); give --task to run another", file=sys.stderr)
     segments = segment_options(args.max_segment_seconds)
     if args.line_width < 0 or 0 < args.line_width < MIN_LINE_WIDTH:
         raise LLMSRTError(f"--line-width {args.line_width}: give 0 (one unwrapped cue a segment) or at least "

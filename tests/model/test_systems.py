@@ -931,6 +931,46 @@ def test_infer_and_systems_import_nothing_above_them():
     assert "llm_srt.infer" in loaded and not upward, upward
 
 
+def trained_folder(model_dir, root, tasks: dict | None):
+    """A copy of the model folder `model_dir` (its files linked) with a train_config.json of data.tasks `tasks`
+    (None: none, as a reference model imported by `llm-srt convert`)."""
+    root.mkdir(parents=True)
+    for f in model_dir.iterdir():
+        (root / f.name).symlink_to(f)
+    if tasks is not None:
+        (root / "train_config.json").write_text(json.dumps({"stage": "x", "data": {"tasks": tasks}}))
+    return root
+
+
+def test_auto_is_what_the_model_folder_was_trained_for_read_before_it_loads(speech_model, tmp_path):
+    """`--task auto` (translate, evaluate, the Python API, a request without task) is the folder's training, read
+    from its train_config.json in one place (systems.trained_task): s2tt for a Baseline, asr for an ASR stage, an
+    SMT stage's two passes; srt for an SRT stage, a text-only stage, a folder without the file and the baselines.
+    Before, translate and serve ran a Baseline folder with the SRT prompt."""
+    from llm_srt.evaluate import run
+    from llm_srt.model.systems import auto_task, system_trained, trained_task, trained_tasks
+
+    cases = {"s2tt": ({"s2tt": 1.0}, Task.S2TT), "asr": ({"asr": 1.0}, Task.ASR),
+             "smt": ({"smt": 0.8, "asr": 0.2}, Task.ASR_SMT), "srt": ({"asr": 0.2, "srt": 0.8}, Task.SRT),
+             "tie": ({"s2tt": 0.5, "srt": 0.5}, Task.S2TT), "mt": ({"mt": 1.0}, Task.SRT), "none": (None, Task.SRT)}
+    for name, (tasks, task) in cases.items():
+        assert trained_task(trained_folder(speech_model, tmp_path / name, tasks)) is task, name
+    assert trained_tasks(tmp_path / "smt") == (Task.SMT, Task.ASR) and trained_tasks(tmp_path / "none") == ()
+    assert all(trained_task(name) is Task.SRT for name in ("whisper", "cascade", "mt"))
+    assert run.model_task is trained_task  # evaluate's --task auto is the same function
+    for text in ("{", '{"data": {"tasks": {"podcast": 1}}}', '{"data": {"tasks": ["srt"]}}', "[]"):
+        (tmp_path / "none" / "train_config.json").write_text(text)
+        with pytest.raises(LLMSRTError, match=r"^\S+train_config.json: cannot read the tasks the model was trained "
+                                              r"on \(.+\); give the task \(--task, a request's task\), or fix or "
+                                              r"remove the file \(a folder without it runs srt\)$"):
+            trained_task(tmp_path / "none")
+    # a loaded folder's system knows it (read once, when first asked); a model built in memory and the others: srt
+    system = load_system(tmp_path / "s2tt", CPU)
+    assert auto_task(system) is Task.S2TT and system_trained(system) == (Task.S2TT,)
+    assert SpeechTranslator(system).auto_task is Task.S2TT
+    assert auto_task(SpeechLLMSystem(system.model)) is Task.SRT and auto_task(object()) is Task.SRT
+
+
 @pytest.mark.cuda
 def test_translate_on_cuda_in_bfloat16(speech_model):
     t = SpeechTranslator.from_pretrained(speech_model, device="cuda", dtype="bfloat16")

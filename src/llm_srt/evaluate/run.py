@@ -33,7 +33,8 @@ from ..errors import LLMSRTError
 from ..ranks import from_rank0, on_every_rank, stop_with_launcher
 from ..model.decoding import (DecodingOptions, add_compile_argument, add_no_repeat_argument, add_srt_tags_argument,
                               decoding_from_args)
-from ..model.systems import SYSTEMS
+from ..model.systems import AUTO_TASK, SYSTEMS
+from ..model.systems import trained_task as model_task  # the task a model folder was trained for (--task auto)
 from ..prompts import Task
 from .comet import DEFAULT_MODEL, CometOptions, check_model, comet_python, score_systems
 from .compare import compare_systems
@@ -43,25 +44,13 @@ from .render import MATRIX_PNG, REPORT_MD, RESULTS_JSON, SCATTER_PNG, format_tab
 from .report import UtteranceResult, build_report, check_languages, load_results, row_ids
 from .significance import SAMPLES, check_samples
 
-TASKS = ("auto", "srt", "s2tt", "smt", "asr", "asr+smt")  # --task; auto: what the model folder was trained for
+TASKS = (AUTO_TASK, "srt", "s2tt", "smt", "asr", "asr+smt")  # --task; auto: what the model folder was trained for
 GATHER_TIMEOUT = timedelta(hours=12)  # how long rank 0 waits for the slowest rank's shard
 CONNECT_TIMEOUT = timedelta(minutes=30)  # the ranks connecting (a misrouted node fails in this time, not in
 #   GATHER_TIMEOUT: set GLOO_SOCKET_IFNAME)
 GROUP_BATCHES = 16  # rows run, then journaled, this many batches at a time (sorted by length within a group)
 PARTIAL = "partial"  # OUT/partial: the journals of decoded rows a killed run goes on from (evaluate/journal.py)
 KINDS = ("hyps", "mt")  # a system's journals: its rows, its --with-mt text MT
-
-
-def model_task(model: str) -> Task:
-    """The task a model folder was trained for: SRT unless its last stage was direct S2TT or ASR, or SMT, whose
-    model has no transcript given at test time and so runs ASR_SMT (its ASR, then its SMT: the paper's "w/o SRT")."""
-    cfg = Path(model) / "train_config.json"
-    if cfg.is_file():
-        tasks = json.loads(cfg.read_text()).get("data", {}).get("tasks", {})
-        if tasks:
-            main = Task(max(tasks, key=tasks.get))
-            return {Task.S2TT: Task.S2TT, Task.ASR: Task.ASR, Task.SMT: Task.ASR_SMT}.get(main, Task.SRT)
-    return Task.SRT
 
 
 def row_task(row: Row, task: Task) -> Task:
@@ -394,7 +383,7 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
         opened = {}
         text = mt_rows(shard(rows, rank, size))  # every direction (--task asr keeps one row per clip in `mine`)
         for name, path in run_now.items():
-            t = model_task(path) if task == "auto" else Task(task)
+            t = model_task(path) if task == AUTO_TASK else Task(task)
             mine = shard(select_rows(rows, t), rank, size)
             identity = journal.settings(path, whisper, llm,
                                         decoding_record({name: t.value}, options, placement, False), batch_size,

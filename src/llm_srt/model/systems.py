@@ -16,10 +16,14 @@ Systems (SYSTEMS, else a SpeechLLM model folder):
 Only this module (with `protocol.py`, what every system takes and gives, and `whisper_system.py`) knows how each
 system works; `infer`, `evaluate`, `serve` and `bench` hand over mixed batches.
 A system never picks a device: it loads onto the `Placement` it is given, in its dtype.
+The task `auto` (translate's and evaluate's default, a request without one) is what a model folder was trained for
+(`trained_task`, from its train_config.json): after training, generation must use the prompt format the model
+learned (a Baseline folder run with the SRT prompt wrote its translation as the "transcript", then garbage).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
@@ -40,6 +44,11 @@ if TYPE_CHECKING:
     from .decoding import DecodingOptions, OnEnd
 
 MT_TEMPLATE = "Translate the following {src} text into {tgt}.\n{src}: {text}\n{tgt}:"  # text-only MT instruction
+AUTO_TASK = "auto"  # --task auto, a request without task: the task the model was trained for (auto_task)
+TRAIN_CONFIG = "train_config.json"  # in a trained model folder (train/final.py writes it): its data.tasks
+# the task a model trained mainly on a task runs at inference: an SMT-stage model has no transcript given, so it runs
+# its ASR, then its SMT (the paper's "w/o SRT"); anything else (srt, a text-only mt stage) runs SRT
+INFERENCE_TASK = {Task.S2TT: Task.S2TT, Task.ASR: Task.ASR, Task.SMT: Task.ASR_SMT}
 
 
 # ---- the speech LLM ------------------------------------------------------------------------------------------------
@@ -47,7 +56,8 @@ class SpeechLLMSystem:
     """A SpeechLLM (encoder + adapter + LLM, optional LoRA): speech items through the whole model, text-only MT
     items through its LLM (with its LoRA) from the MT prompt."""
 
-    def __init__(self, model, name: str = "model", placement: Placement | None = None):
+    def __init__(self, model, name: str = "model", placement: Placement | None = None,
+                 folder: str | Path | None = None):
         from .speech_llm import SpeechLLM
 
         if not isinstance(model, SpeechLLM):
@@ -55,6 +65,13 @@ class SpeechLLMSystem:
         self.model = model.eval()
         self.name = name
         self.placement = placement or Placement(model.device, model.llm_dtype)
+        self.folder = folder  # the folder it was loaded from (None: built in memory), whose training `auto` runs
+
+    @cached_property
+    def trained(self) -> tuple[Task, ...]:
+        """The tasks its folder was trained on (`trained_tasks`), read once, when first asked: a run that names its
+        task never reads them, and a folder trained again under a running server does not change its answers."""
+        return trained_tasks(self.folder) if self.folder is not None else ()
 
     def run_batch(self, items: Sequence[Item], options: DecodingOptions) -> list[Output]:
         if any(it.task is Task.ASR_SMT for it in items):
@@ -295,7 +312,7 @@ def _speech_llm(spec: str, placement: Placement, encoder: str | None = None, llm
                                       encoder=encoder, llm=llm)
     model.encoder  # noqa: B018  loaded now, as the other systems' models are: a server whose encoder cannot load
     #                (or does not fit beside the LLM) fails at start-up, not at its first request, nor in its time
-    return SpeechLLMSystem(model, spec, placement)
+    return SpeechLLMSystem(model, spec, placement, folder=spec)
 
 
 SYSTEMS: dict[str, Callable[..., System]] = {  # name -> builder(name, placement, whisper=, llm=, ...)
@@ -313,3 +330,45 @@ def load_system(spec: str | Path, placement: Placement, whisper: str | None = No
     re-point the Whisper and LLM folders its config.json names (a folder moved to another host)."""
     builder = SYSTEMS.get(str(spec), _speech_llm)
     return builder(str(spec), placement, whisper=whisper, llm=llm, encoder=encoder)
+
+
+# ---- what a model folder was trained for (the task `auto` runs) ----------------------------------------------------
+def trained_tasks(model: str | Path) -> tuple[Task, ...]:
+    """The tasks a SpeechLLM folder was trained on (its train_config.json's data.tasks), the main one first (the
+    largest share; on a tie the first, as training takes it). Empty for a system's name (a key of SYSTEMS) and for a
+    folder without that file (a reference model imported by `llm-srt convert`). A plain file read: callers check
+    what depends on the task before any model loads."""
+    file = Path(model) / TRAIN_CONFIG
+    if str(model) in SYSTEMS or not file.is_file():
+        return ()
+    try:
+        tasks = json.loads(file.read_text(encoding="utf-8")).get("data", {}).get("tasks") or {}
+        return tuple(Task(t) for t in sorted(tasks, key=lambda t: -float(tasks[t])))  # (sorted keeps a tie's order)
+    except (OSError, ValueError, TypeError, AttributeError) as e:
+        why = (e.strerror if isinstance(e, OSError) else "not JSON" if isinstance(e, json.JSONDecodeError)
+               else "its data.tasks is no {task: share} mapping of known tasks")
+        raise LLMSRTError(f"{file}: cannot read the tasks the model was trained on ({why}); give the task (--task, "
+                          "a request's task), or fix or remove the file (a folder without it runs srt)") from None
+
+
+def inference_task(trained: Sequence[Task]) -> Task:
+    """The task a model trained on `trained` (main first) runs under `auto`: SRT unless its main task was direct
+    S2TT or ASR, or SMT, which runs ASR_SMT; SRT for no record (a reference model, a baseline system)."""
+    return INFERENCE_TASK.get(trained[0], Task.SRT) if trained else Task.SRT
+
+
+def trained_task(model: str | Path) -> Task:
+    """The task `auto` runs on `model` (a folder or a system's name), read before it loads."""
+    return inference_task(trained_tasks(model))
+
+
+def system_trained(system: System) -> tuple[Task, ...]:
+    """The tasks a loaded system was trained on: a SpeechLLM folder's (`trained_tasks`); none for the others
+    (whisper, cascade, mt, a model built in memory), whose `auto` is SRT, as their default was."""
+    return system.trained if isinstance(system, SpeechLLMSystem) else ()
+
+
+def auto_task(system: System) -> Task:
+    """The task `auto` runs on a loaded system (`inference_task` of `system_trained`)."""
+    return inference_task(system_trained(system))
+

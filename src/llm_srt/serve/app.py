@@ -6,8 +6,9 @@
 
 POST /v1/audio/translations and /v1/audio/transcriptions take OpenAI's multipart fields (file, model,
 response_format = json | text | srt | vtt | verbose_json; `language` is read as the source) plus ours:
-source_language / target_language (ISO 639-3; ISO 639-1 and English names are accepted too), task, subtitles, and
-the request's own decoding: beam_size (1..--max-beam) and max_new_tokens (1..the server's --max-new-tokens).
+source_language / target_language (ISO 639-3; ISO 639-1 and English names are accepted too), task (without it:
+what the model folder was trained for, `forms.default_task`), subtitles, and the request's own decoding: beam_size
+(1..--max-beam) and max_new_tokens (1..the server's --max-new-tokens).
 GET /v1/models, /v1/languages, /health, and / (the web page). Every error is JSON
 {"error": {"message", "type", "param"}} with a status from ERROR_TYPES; a bad request never stops the server.
 An error names none of the server's folders (guard.hide_paths; the log keeps them); a full temporary disk while an
@@ -49,10 +50,11 @@ from ..infer import (ALONE_OUT_OF_MEMORY, SpeechTranslator, TranslationResult, a
                      add_segment_argument, MIN_LINE_WIDTH, missing_cue_text, retryable, segment_options,
                      translator_from_args)
 from ..model.decoding import decoding_from_args
+from ..model.systems import inference_task, system_trained, trained_tasks
 from ..prompts import Task
 from .batcher import LID_MISSING, BatchOptions, Batcher, BusyError, NotStarted, OverQueueLimit, language_id_failed
 from .forms import AUTO, ENDPOINTS, APIError, AudioForm, Endpoint, audio_form, check_fields, check_granularities, \
-    check_single, parse_task, request_decoding, resolve_language
+    check_single, default_task, parse_task, request_decoding, resolve_language
 from .guard import (ERROR_TYPES, ConnectionLimits, ContentLengthLimit, HostOriginGuard, HostRule,
                     check_allowed_host, check_allowed_origin, check_number, error_response, hide_paths, is_ip,
                     model_paths, split_host)
@@ -116,6 +118,8 @@ def create_app(translator: SpeechTranslator, options: ServeOptions = ServeOption
     """The FastAPI app around `translator`. The batcher starts and stops with the app's lifespan."""
     batcher = Batcher(translator, options.batch)
     paths = model_paths(translator)
+    # what the model was trained for, read once (anything with translate() may be served: a test's stub, none)
+    trained = system_trained(translator.system) if isinstance(translator, SpeechTranslator) else ()
     decoder = DecodePool(options.max_decodes, options.batch.max_queue, options.max_audio_seconds)
 
     stopping = threading.Event()  # set when the server is told to stop (main): a warm-up ends at its next batch
@@ -145,7 +149,7 @@ def create_app(translator: SpeechTranslator, options: ServeOptions = ServeOption
 
     for name, endpoint in ENDPOINTS.items():
         app.post(endpoint.path, name=name, max_body_size=options.max_body_bytes,
-                 response_class=Response)(_handler(endpoint, batcher, decoder, options, paths))
+                 response_class=Response)(_handler(endpoint, batcher, decoder, options, paths, trained))
 
     html = resources.files(__package__).joinpath(PAGE).read_text(encoding="utf-8")  # read once, served as is
 
@@ -189,7 +193,7 @@ def create_app(translator: SpeechTranslator, options: ServeOptions = ServeOption
 
 
 def _handler(endpoint: Endpoint, batcher: Batcher, decoder: DecodePool, options: ServeOptions,
-             paths: tuple[str, ...]):
+             paths: tuple[str, ...], trained: tuple[Task, ...] = ()):
     async def handle(request: Request, form: Annotated[AudioForm, Depends(audio_form)]) -> Response:
         check_single(await request.form())  # the form FastAPI parsed for audio_form (Starlette keeps it)
         check_fields(form)
@@ -201,7 +205,7 @@ def _handler(endpoint: Endpoint, batcher: Batcher, decoder: DecodePool, options:
         if render is None:
             raise APIError(400, f"unknown response_format {form.response_format!r}: use one of "
                            f"{', '.join(RENDERERS)}", "response_format")
-        task = parse_task(form.task, endpoint)
+        task = parse_task(form.task, endpoint, trained)
         src_field = ("source_language" if form.source_language else "language" if form.language
                      else endpoint.source_field)  # the field an error about the source names
         src = resolve_language(form.source_language or form.language or AUTO, src_field, allow_auto=True)
@@ -503,8 +507,25 @@ def show_server_log() -> None:
     logger.setLevel(logging.INFO)
 
 
+def auto_tasks_line(model: str, trained: tuple[Task, ...]) -> str | None:
+    """The start-up line on what a request without task runs where the model's training changed it from srt on
+    translations and asr on transcriptions (`forms.default_task`); None where it did not."""
+    said = []
+    for endpoint in ENDPOINTS.values():
+        try:
+            task = default_task(endpoint, trained)
+        except APIError:
+            said.append(f"is refused on {endpoint.path} (the model writes no {endpoint.text})")
+            continue
+        if task is not endpoint.tasks[0]:
+            said.append(f"runs {task.value} on {endpoint.path}")
+    return (f"llm-srt serve: a request without task {' and '.join(said)}: {model} was trained for "
+            f"{inference_task(trained).value} (its train_config.json)" if said else None)
+
+
 def main(args) -> int:
     options, limits = options_from_args(args), limits_from_args(args)  # bad options stop here, before the model
+    trained_tasks(args.model)  # and so does a train_config.json that cannot be read
     sockets = bind_sockets(args.host, args.port)  # and so does a port in use
     try:
         return run_server(args, options, limits, sockets)
@@ -524,6 +545,8 @@ def run_server(args, options: ServeOptions, limits: ConnectionLimits, sockets: l
           f"(max batch {options.batch.max_batch}, wait {options.batch.max_wait_ms:g} ms"
           + (", listening once the --compile warm-up is done" if options.batch.decoding.compile else "") + ")",
           flush=True)
+    if (line := auto_tasks_line(args.model, system_trained(translator.system))) is not None:
+        print(line, flush=True)
 
     class Server(uvicorn.Server):  # uvicorn reads its stop signals only after start-up: a warm-up must hear them too
         def handle_exit(self, sig, frame) -> None:

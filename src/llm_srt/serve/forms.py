@@ -10,6 +10,7 @@ from starlette.datastructures import FormData
 
 from .. import languages
 from ..model.decoding import DecodingOptions
+from ..model.systems import inference_task
 from ..prompts import Task
 
 if TYPE_CHECKING:  # (app.py imports this module)
@@ -24,13 +25,15 @@ class Endpoint:
     path: str
     openai_task: str  # verbose_json's "task": "translate" or "transcribe"
     text: str  # the result field that is the response's "text": "translation" or "transcript"
-    tasks: tuple[Task, ...]  # accepted `task` values; the first is the default
+    tasks: tuple[Task, ...]  # accepted `task` values; the first is the default where the model's training does
+    #                          not say otherwise (`default_task`)
     default_target: str | None  # target language when the request names none
     source_field: str  # the source-language field errors name when the request sent none (both are accepted)
 
 
 ENDPOINTS: dict[str, Endpoint] = {
-    "translations": Endpoint("/v1/audio/translations", "translate", "translation", (Task.SRT, Task.S2TT), "eng",
+    "translations": Endpoint("/v1/audio/translations", "translate", "translation",
+                             (Task.SRT, Task.S2TT, Task.ASR_SMT), "eng",
                              "source_language"),  # OpenAI's translations have no source field: ours
     "transcriptions": Endpoint("/v1/audio/transcriptions", "transcribe", "transcript", (Task.ASR, Task.SRT), None,
                                "language"),  # what an OpenAI client sends
@@ -69,7 +72,8 @@ def audio_form(
     source_language: Annotated[str | None, Form(description="ISO 639-3 (e.g. deu), or auto")] = None,
     target_language: Annotated[str | None, Form(description="ISO 639-3; translations default to eng")] = None,
     language: Annotated[str | None, Form(description="OpenAI's field: the source language")] = None,
-    task: Annotated[str | None, Form(description="translations: srt | s2tt; transcriptions: asr | srt")] = None,
+    task: Annotated[str | None, Form(description="translations: srt | s2tt | asr+smt; transcriptions: asr | srt; "
+                                                 "default: what the model was trained for")] = None,
     subtitles: Annotated[str | None, Form(description="srt/vtt cues: translation | transcript | both")] = None,
     beam_size: Annotated[str | None, Form(description="this request's beam size (1 = greedy; default: the "
                                                       "server's --beam; at most --max-beam)")] = None,
@@ -155,14 +159,32 @@ def request_decoding(form: AudioForm, options: "ServeOptions") -> DecodingOption
     return replace(server, **asked) if asked else None
 
 
-def parse_task(value: str | None, endpoint: Endpoint) -> Task:
+def parse_task(value: str | None, endpoint: Endpoint, trained: tuple[Task, ...] = ()) -> Task:
+    """The request's `task`, or without one `default_task` for a model trained on `trained` (main first)."""
     if value is None or value == "":
-        return endpoint.tasks[0]
+        return default_task(endpoint, trained)
     allowed = {t.value: t for t in endpoint.tasks}
     if value not in allowed:
         raise APIError(400, f"task {value!r} is not served on {endpoint.path}: use one of {', '.join(allowed)}",
                        "task")
     return allowed[value]
+
+
+def default_task(endpoint: Endpoint, trained: tuple[Task, ...]) -> Task:
+    """The task of a request without one, for a model trained on `trained` (`systems.trained_tasks`, main first;
+    empty for a baseline or a folder without a record): on translations what the model was trained for
+    (`systems.inference_task`: s2tt for a Baseline folder, asr+smt for an SMT stage, else srt), on transcriptions
+    asr. After training, generation must use the prompt the model learned: a Baseline run with the SRT prompt gave an
+    OpenAI client garbage as its text. A model that cannot write the endpoint's text is a 400 saying what to do."""
+    task = inference_task(trained)
+    if endpoint.text == "translation" and not task.needs_translation:
+        raise APIError(400, f"task: this server's model was trained for {task.value}, which writes no translation; "
+                       "use /v1/audio/transcriptions, or send task srt or s2tt to run that prompt on it anyway",
+                       "task")
+    if endpoint.text == "transcript" and task is Task.S2TT and Task.ASR not in trained:
+        raise APIError(400, "task: this server's model was trained for s2tt alone, which writes no transcript; "
+                       "use /v1/audio/translations, or send task asr to run that prompt on it anyway", "task")
+    return task if endpoint.text == "translation" else endpoint.tasks[0]
 
 
 def _aliases() -> dict[str, str]:
