@@ -20,16 +20,23 @@ $(STAMP): pyproject.toml constraints.txt | debs
 	$(PIP) install -q -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
+# A missing package apt knows is installed (after apt-get update); one apt does not know (Ubuntu has no chromium) is
+# skipped and said, and has the lists updated only where they are empty (a fresh image), not on every make test and
+# make demo (sudo asked each time).
+APT_LISTS ?= /var/lib/apt/lists
 debs:
 	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
-	  echo "installing Debian packages:$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq; known=""; for p in $$missing; do \
-	    if apt-cache show $$p >/dev/null 2>&1; then known="$$known $$p"; \
-	    else echo "$$p: no such package in this system's apt sources (Ubuntu names Debian's chromium chromium-browser);" \
-	      "skipped: the tests that need it are skipped or fail"; fi; done; \
-	  [ -z "$$known" ] || DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$known >/dev/null; \
+	  apt_knows() { for p in $$missing; do apt-cache show $$p >/dev/null 2>&1 && printf ' %s' $$p; done; }; \
+	  known=$$(apt_knows); \
+	  if [ -n "$$known" ] || ! ls $(APT_LISTS) 2>/dev/null | grep -q '_Packages'; then \
+	    $$SUDO apt-get update -qq; known=$$(apt_knows); fi; \
+	  for p in $$missing; do case " $$known " in *" $$p "*) ;; \
+	    *) echo "$$p: no such package in this system's apt sources (Ubuntu names Debian's chromium chromium-browser);" \
+	      "skipped: the tests that need it are skipped or fail";; esac; done; \
+	  if [ -n "$$known" ]; then echo "installing Debian packages:$$known"; \
+	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$known >/dev/null; fi; \
 	fi
 
 # one test worker per core and one more (at most 4: each may load the embedded models), one thread each, the longest

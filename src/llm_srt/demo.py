@@ -22,6 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from .data.manifest import read_manifest, write_manifest
+from .demo_checks import demo_placement, require_clone, run_with_budget
 from .errors import LLMSRTError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -96,23 +97,6 @@ def demo_stages(work: Path, data: Path, asr: Path = SHIPPED / "asr", dtype: str 
             "no_smt": [from_asr(DEMO_CONFIGS / "srt.yaml", "srt_no_smt")]}
 
 
-def run_with_budget(stages: list, log=print) -> list[Path]:
-    """`run_stages`, refused first where a stage's model was trained for more steps than the demo's budget for it:
-    a finished stage is reused when it has at least as many (train.recipe), so after a config's max_steps was lowered
-    a run kept more steps than the others' equal budget, without a word (and later stages trained from it)."""
-    from .train.curriculum import run_stages
-    from .train.final import finished_steps, is_finished
-
-    for k, stage in enumerate(stages):
-        out, asked = stage.config.output_dir, stage.config.max_steps
-        done = finished_steps(out) if is_finished(out) else None
-        if done is not None and done > asked:
-            later = [s.config.output_dir for s in stages[k:]]
-            raise LLMSRTError(f"{out}: trained for {done} steps, and the demo's budget for it is {asked}: the runs' "
-                              f"budgets would differ; remove {', '.join(later)} to train again")
-    return run_stages(stages, log=log)
-
-
 def probe_rows(dev_manifest: Path, directions, sentences: int = MT_PROBE_SENTENCES) -> list:
     """The text-MT probe: the rows of the first `sentences` dev sentence ids in `directions` (src, tgt)."""
     wanted = set(directions)
@@ -182,6 +166,7 @@ def run_demo(work: Path, data: Path, log=print, dtype: str = "auto", asr: Path =
     from .evaluate.run import evaluate, hyps_path
     from .infer import SpeechTranslator
 
+    require_clone(DEMO_CONFIGS)
     placement = demo_placement(dtype, log)
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
@@ -340,22 +325,6 @@ def _summary(data: Path) -> dict | None:
     except (OSError, ValueError):
         return None
     return summary if isinstance(summary, dict) else None
-
-
-def demo_placement(dtype: str = "auto", log=print):
-    """Where the demo runs: `auto` as every command resolves it (bfloat16 on a GPU, float32 on the CPU), except on a
-    CPU with AMX, where the demo trains and evaluates in bfloat16 (measured there: 13-14.5 min cold against 20 in
-    float32, the same verdicts; README). int8 is refused: the demo trains."""
-    from . import device as device_lib
-
-    if device_lib.is_int8(dtype):
-        raise LLMSRTError("--dtype int8: the demo trains, and int8 layers have no gradient; use float32 or bfloat16 "
-                          "(int8 is for translate, evaluate and serve)")
-    placement = device_lib.resolve("auto", dtype, training=True)
-    if (dtype or "auto").strip().lower() == "auto" and placement.device.type == "cpu" and device_lib.cpu_has_amx():
-        placement = device_lib.resolve("cpu", "bfloat16")
-        log("this CPU has AMX (amx_bf16): the demo runs in bfloat16, ~1.4x faster here; --dtype float32 for float32")
-    return placement
 
 
 def shipped_training_sentences(folder: Path = SHIPPED / "srt") -> set[str]:

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from llm_srt.data import catalogues, mini
+from llm_srt.data import catalogues, mini, mini_order
 from llm_srt.data.manifest import read_manifest
 from llm_srt.errors import LLMSRTError
 
@@ -101,6 +101,25 @@ def test_builds_a_small_corpus_deterministically(locale_dir, tmp_path):
     assert files_a == files_b and len(files_a) == 3 * 6 + 5  # audio, 3 manifests, summary.json, voices.jsonl
     for rel in files_a:
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
+
+
+def test_a_missing_catalogue_moves_no_other_sentence_between_splits(locale_dir, tmp_path):
+    """The splits were a seeded shuffle of the ids installed: one catalogue more or less reshuffled every split, so a
+    machine without PostgreSQL's tested the demo on sentences the shipped models were trained on. Now the sentences
+    a machine has keep their order: the smaller build takes the full build's sentences it has, in the same order."""
+    fewer = tmp_path / "fewer"
+    shutil.copytree(locale_dir, fewer)
+    for mo in fewer.glob("*/LC_MESSAGES/zzz.mo"):
+        mo.unlink()
+    have = set(catalogues.harvest(["eng", "deu", "fra"], fewer))
+
+    def taken(out, split=None):  # sentence ids in the order the build took them: test, then dev, then train
+        return [r.sentence_id for s in ([split] if split else ["test", "dev", "train"])
+                for r in read_manifest(out / f"{s}.jsonl") if r.is_asr and r.src_lang == "eng"]
+    _build(tmp_path / "full", locale_dir, test=2, dev=1, train=4)  # the 7 sentences espeak reads (one German
+    _build(tmp_path / "fewer_out", fewer, test=2, dev=1, train=1)  # "Server" is read by an English voice): 4 here
+    assert taken(tmp_path / "fewer_out") == [i for i in taken(tmp_path / "full") if i in have]
+    assert {i for i in taken(tmp_path / "full", "test") if i in have} <= set(taken(tmp_path / "fewer_out", "test"))
 
 
 def test_voices_vary_and_seed_changes_the_split(locale_dir, tmp_path):
@@ -360,8 +379,6 @@ def test_unseen_test_sentences_skip_those_that_read_like_a_listed_one(tmp_path, 
     """--unseen-by filtered by sentence id only: a sentence whose German is a listed (trained-on) sentence's German
     was taken as unseen. The listed files hold ids only; the texts come from the catalogues, and from the installed
     prose for ids the catalogues lack (those neither has are counted and said)."""
-    import random
-
     root = tmp_path / "locale"
     for lang, col in (("de", 0), ("fr", 1)):
         mo_file(root / lang / "LC_MESSAGES" / "aaa.mo", {en: t[col] for en, t in {**GOOD, **TWINS}.items()
@@ -371,9 +388,7 @@ def test_unseen_test_sentences_skip_those_that_read_like_a_listed_one(tmp_path, 
     updates, upgrades = (catalogues.sentence_id(en) for en in TWINS)
 
     def order(seed):
-        ids = sorted(found)
-        random.Random(seed).shuffle(ids)
-        return ids
+        return mini_order.sentence_order(found, seed)
     seed = next(seed for seed in range(100) if 3 <= order(seed).index(updates) < order(seed).index(upgrades))
     ids = order(seed)
     for name, listed, twin in (("gettext", [updates, "ffffffffff"], upgrades),  # and an id of nothing here

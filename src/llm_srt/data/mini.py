@@ -12,8 +12,9 @@ espeak cannot read properly are rejected without listening: espeak switching to 
 reads foreign words and letter names) or a duration per character outside SECONDS_PER_CHAR. A sentence rejected
 in one language is dropped in all of them.
 
-Splits are by sentence id (seeded shuffle; test first, then dev, then train), so no test or dev sentence appears
-in train in any language, and growing --train leaves test and dev unchanged. `unseen_test` adds test sentences
+Splits are by sentence id (test first, then dev, then train, in `mini_order.sentence_order`: the shipped split's
+order for the sentences it lists, whichever catalogues are installed), so no test or dev sentence appears in train in
+any language, and growing --train leaves test and dev unchanged. `unseen_test` adds test sentences
 taken after train is full, skipping the ids listed in the `unseen_by` files (e.g. a checkpoint's
 train_sentences.txt, built from a larger --train) and the sentences that read like a listed one in some language
 (`read_alike`): a test set none of those models was trained on, grown without changing test, dev or train.
@@ -62,6 +63,7 @@ from . import prose, voices
 from .catalogues import LOCALE_DIR, Sentence, harvest, read_alike, sentence_id, twins_of_train
 from .clips import check_output_folder
 from .manifest import Row, parse_directions, targets_by_source, write_manifest
+from .mini_order import sentence_order
 
 CORPUS = "mini"
 DEFAULT_LANGS = ("eng", "deu", "fra", "spa", "rus", "zho")
@@ -199,8 +201,7 @@ def build_mini(opts: MiniOptions) -> MiniSummary:
     unknown = 0
     if opts.unseen_test and unseen_by:
         unseen_by, unknown = read_alike(unseen_by, sentences, langs)
-    order = sorted(sentences)
-    random.Random(opts.seed).shuffle(order)
+    order = sentence_order(sentences, opts.seed)  # the shipped split's order, whichever catalogues are installed
     out = Path(opts.out)
     for name in (*MANIFESTS, "voices.jsonl", "summary.json"):  # the last build's: its audio is overwritten from
         (out / name).unlink(missing_ok=True)  # here on, and a build stopped part way must leave no manifest

@@ -1,0 +1,143 @@
+"""The demo's up-front checks and the set-up it stands on (llm_srt/demo_checks.py, the Makefile's debs): what is
+refused before any work, and in one line a user of `llm-srt demo` can act on."""
+from dataclasses import replace
+
+import pytest
+
+from llm_srt.data.manifest import Row, write_manifest
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_make_debs_updates_apt_lists_for_an_unknown_package_only_where_they_are_empty(tmp_path):
+    """`make demo` and `make test` run `make debs`: on Ubuntu, which has no package chromium, every run ran
+    `sudo apt-get update` for it (and asked for a password). dpkg, apt-cache, apt-get, sudo and id are stand-ins."""
+    import os
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    import pytest
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    log = tmp_path / "log"
+    scripts = {"dpkg": 'case " $FAKE_MISSING " in *" $2 "*) exit 1;; esac',  # dpkg -s PACKAGE
+               "apt-cache": 'case " $FAKE_UNKNOWN " in *" $2 "*) exit 100;; esac',  # apt-cache show PACKAGE
+               "apt-get": f'echo "apt-get $*" >> {log}', "sudo": f'echo "sudo $1" >> {log}; exec "$@"',
+               "id": "echo 1000"}
+    for name, body in scripts.items():
+        (fake / name).write_text(f"#!/bin/sh\n{body}\n")
+        (fake / name).chmod(0o755)
+    lists, empty = tmp_path / "lists", tmp_path / "empty"
+    lists.mkdir()
+    empty.mkdir()
+    (lists / "deb.debian.org_debian_dists_bookworm_main_binary-amd64_Packages.lz4").write_text("")
+
+    def debs(missing: str, apt_lists: Path) -> tuple[list[str], str]:
+        log.write_text("")
+        env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}", "FAKE_MISSING": missing,
+               "FAKE_UNKNOWN": "chromium"}
+        done = subprocess.run(["make", "-s", "--no-print-directory", "debs", f"APT_LISTS={apt_lists}"],
+                              cwd=Path(__file__).parents[1], env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return log.read_text().splitlines(), done.stdout
+
+    calls, said = debs("chromium", lists)
+    assert calls == [] and said.startswith("chromium: no such package in this system's apt sources")
+    calls, said = debs("chromium", empty)  # a fresh image: the lists are read once, and chromium is still unknown
+    assert calls == ["sudo apt-get", "apt-get update -qq"] and "skipped" in said
+    calls, said = debs("chromium sox", lists)  # a package apt has: updated, then installed (chromium left out)
+    assert calls == ["sudo apt-get", "apt-get update -qq", "sudo apt-get", "apt-get install -y -qq sox"]
+    assert "installing Debian packages: sox" in said
+
+
+def test_the_demo_refuses_float16_before_any_work():
+    """--dtype float16 was accepted up front and refused by the first stage's config, after the corpus was built."""
+    import pytest
+
+    from llm_srt import demo
+
+    for dtype in ("float16", "fp16"):
+        with pytest.raises(demo.LLMSRTError, match=rf"^--dtype {dtype}: the demo trains, and training takes bfloat16 "
+                                                   r"or float32 frozen weights; use auto, float32 or bfloat16"):
+            demo.demo_placement(dtype, print)
+
+
+def test_the_demo_refuses_a_copy_of_the_package_without_the_repository(tmp_path, monkeypatch):
+    """A non-editable install has no configs/ or checkpoints/ beside the package: the demo converted the models and
+    built the corpus (minutes), then failed with a `git checkout` hint for files the user never had."""
+    import pytest
+
+    from llm_srt import demo, embedded
+
+    site = tmp_path / "site-packages"  # where REPO points from an installed copy: no configs/ there
+    site.mkdir()
+    monkeypatch.setattr(demo, "REPO", site)
+    monkeypatch.setattr(demo, "CONFIGS", site / "configs" / "embedded")
+    monkeypatch.setattr(demo, "DEMO_CONFIGS", site / "configs" / "embedded" / "demo")
+    called = []
+
+    def ensure_embedded():
+        called.append(True)
+        raise _Stop
+
+    monkeypatch.setattr(embedded, "ensure_embedded", ensure_embedded)
+    with pytest.raises(demo.LLMSRTError, match=r"configs/embedded/demo: not found; llm-srt demo runs from a clone of "
+                                               r"the repository \(make setup installs it editable\)$"):
+        demo.run_demo(tmp_path / "work", tmp_path / "data", log=lambda line: None)
+    assert called == [] and not (tmp_path / "work").exists()
+
+
+@pytest.mark.long(5)
+def test_a_work_folder_trained_with_other_settings_is_refused_naming_work(tmp_path):
+    """Another --dtype or --seed in the same --work stopped with the training's "Choose another output_dir ... or add
+    allow_changes=true", which `llm-srt demo` has no flag for; so did a run interrupted and resumed with them."""
+    import shutil
+    from pathlib import Path
+
+    import tiny
+
+    from llm_srt import demo
+    from llm_srt.audio import write_wav
+    from llm_srt.train.config import load_config
+    from llm_srt.train.curriculum import Stage
+
+    root, work = tmp_path / "tiny", tmp_path / "work"
+    root.mkdir()
+    rows = []
+    for k, (en, de) in enumerate((("a cat", "eine Katze"), ("the dog", "der Hund"), ("red sun", "rote Sonne"))):
+        audio = root / f"s{k}.wav"
+        write_wav(audio, tiny.tone(0.6 + 0.1 * k, 300 + 90 * k, seed=k))
+        common = dict(audio=str(audio), duration=0.6 + 0.1 * k, src_lang="eng", transcript=en, split="train",
+                      corpus="tiny", sentence_id=f"s{k}")
+        rows += [Row(id=f"s{k}", tgt_lang="", translation="", **common),
+                 Row(id=f"s{k}-deu", tgt_lang="deu", translation=de, **common)]
+    write_manifest(root / "train.jsonl", rows)
+    cfg = load_config(None, [f"{k}={v}" for k, v in {
+        "model.encoder": tiny.whisper_dir(root), "model.llm": tiny.llm_dir(root), "data.train": root / "train.jsonl",
+        "data.feature_cache": root / "features", "data.batch_size": 4, "optim.warmup_steps": 0, "max_steps": 2,
+        "model.adapter_kwargs": "{num_queries: 4, hidden_size: 32, num_layers: 1, num_heads: 4, intermediate_size: 64}",
+        "output_dir": work / "srt", "save_every": 1, "log_every": 1}.items()])
+    quiet = dict(log=lambda *_: None)
+    demo.run_with_budget([Stage("srt", Path("srt.yaml"), cfg)], **quiet)
+    (work / "report").mkdir()  # not a run: not named
+    start = work / "srt" / "final"  # another ASR stage (--asr): here the run itself, which started from scratch
+    finished = {"dtype 'auto' -> 'bfloat16'": replace(cfg, dtype="bfloat16"),
+                "data.seed 0 -> 1; seed 0 -> 1": replace(cfg, seed=1, data=replace(cfg.data, seed=1)),
+                f"model.init_from {start}: other weights than it was trained from (scratch)":
+                    replace(cfg, model=replace(cfg.model, init_from=str(start)))}
+    interrupted = {"dtype 'auto' -> 'bfloat16'": replace(cfg, dtype="bfloat16"),  # its checkpoints, no final/ (a
+                   "data.seed 0 -> 1": replace(cfg, seed=1, data=replace(cfg.data, seed=1))}  # seed is refused apart)
+    for other in (finished, interrupted):
+        if other is interrupted:
+            shutil.rmtree(start)
+        for changed, config in other.items():
+            with pytest.raises(demo.LLMSRTError) as refused:
+                demo.run_with_budget([Stage("srt", Path("srt.yaml"), config)], **quiet)
+            assert str(refused.value) == (f"{work} holds runs trained with other settings ({changed}): give another "
+                                          f"--work, or remove {work / 'srt'}"), changed
