@@ -1,5 +1,7 @@
 import json
 import os
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -130,6 +132,10 @@ def test_skipped_rows_are_reported_at_every_read_not_once_per_process(folder):
         warnings.simplefilter("ignore")
         read_manifest(path, skip_bad=True)
     assert said == []
+    code = f"from llm_srt.data.manifest import read_manifest; read_manifest({str(path)!r}, skip_bad=True)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "skipped 1 bad rows" in done.stderr, done.stderr[-2000:]  # from python -c
+    #   it raised ImportError ('__main__' is not a built-in module) where it should warn
 
 
 def test_rows_longer_than_the_longest_duration_are_bad_rows(folder):

@@ -199,8 +199,9 @@ def warn_each_time(message: str, stacklevel: int = 1) -> None:
     except ValueError:  # a call stack shallower than `stacklevel`
         frame = sys._getframe(1)
     warnings.warn_explicit(message, UserWarning, frame.f_code.co_filename, frame.f_lineno,
-                           module=frame.f_globals.get("__name__", "<string>"), registry=None,
-                           module_globals=frame.f_globals)
+                           module=frame.f_globals.get("__name__", "<string>"), registry=None)
+    #   (no module_globals: for `python -c`, stdin or the REPL, CPython then asks __main__'s loader for the source
+    #   line and raises ImportError instead of warning)
 
 
 def write_manifest(path: str | Path, rows: Iterable[Row], staged: list[tuple[Path, Path]] | None = None) -> int:
