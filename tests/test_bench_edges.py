@@ -139,6 +139,9 @@ def test_a_missing_manifest_is_refused_before_the_yardstick_and_any_model(tmp_pa
     monkeypatch.setattr(embedded, "_load_model", lambda *a, **k: started.append("model"))
     with pytest.raises(LLMSRTError, match="no such file"):
         bench.run_bench(bench.BenchOptions(manifest=str(tmp_path / "none.jsonl")), device.resolve("cpu", "float32"))
+    with pytest.raises(LLMSRTError, match="has no translation rows"):  # read after the yardstick, until a review
+        bench.run_bench(bench.BenchOptions(manifest=_manifest(tmp_path, translated=False)),
+                        device.resolve("cpu", "float32"))
     assert started == []
 
 

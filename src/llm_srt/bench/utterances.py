@@ -66,20 +66,24 @@ def load_utterances(options: BenchOptions, workdir: Path) -> list[Utterance]:
                                   row.translation, options.manifest))
             if len(utts) == options.n:
                 return utts
-        if utts:
+        if utts:  # (a given manifest has some: check_manifest)
             return utts
-        if options.manifest != DEFAULT_MANIFEST:
-            raise LLMSRTError(f"bench: --manifest {options.manifest} has no translation rows (tgt_lang): give one "
-                              "that has, or leave --manifest out")
     return espeak_utterances(options.n, workdir)
 
 
 def check_manifest(options: BenchOptions) -> None:
-    """A manifest given (not the default) that is not a file: an error, cheap enough for run_bench to check before
-    the yardstick and any model."""
-    if options.manifest not in (None, DEFAULT_MANIFEST) and not Path(options.manifest).is_file():
+    """A manifest given (not the default) that is not a file, or holds no translation row (or a bad row): an error,
+    cheap enough for run_bench to check before the yardstick and any model (its rows read, not their audio)."""
+    from ..data.manifest import read_manifest
+
+    if options.manifest in (None, DEFAULT_MANIFEST):
+        return
+    if not Path(options.manifest).is_file():
         raise LLMSRTError(f"bench: --manifest {options.manifest}: no such file; give a manifest that exists, or leave "
                           "--manifest out")
+    if not any(row.tgt_lang for row in read_manifest(options.manifest, check_audio=False)):
+        raise LLMSRTError(f"bench: --manifest {options.manifest} has no translation rows (tgt_lang): give one that "
+                          "has, or leave --manifest out")
 
 
 def espeak_utterances(n: int, workdir: Path) -> list[Utterance]:
