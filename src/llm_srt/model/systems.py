@@ -46,6 +46,8 @@ if TYPE_CHECKING:
 MT_TEMPLATE = "Translate the following {src} text into {tgt}.\n{src}: {text}\n{tgt}:"  # text-only MT instruction
 AUTO_TASK = "auto"  # --task auto, a request without task: the task the model was trained for (auto_task)
 TRAIN_CONFIG = "train_config.json"  # in a trained model folder (train/final.py writes it): its data.tasks
+CHECKPOINT_STATE = ("trainer_state", "state.json")  # in a checkpoint folder (train/checkpoint.py's STATE_DIR and
+#   STATE_JSON; a test keeps them equal): its "config" holds the same data.tasks, where no TRAIN_CONFIG is
 # the task a model trained mainly on a task runs at inference: an SMT-stage model has no transcript given, so it runs
 # its ASR, then its SMT (the paper's "w/o SRT"); anything else (srt, a text-only mt stage) runs SRT
 INFERENCE_TASK = {Task.S2TT: Task.S2TT, Task.ASR: Task.ASR, Task.SMT: Task.ASR_SMT}
@@ -334,15 +336,19 @@ def load_system(spec: str | Path, placement: Placement, whisper: str | None = No
 
 # ---- what a model folder was trained for (the task `auto` runs) ----------------------------------------------------
 def trained_tasks(model: str | Path) -> tuple[Task, ...]:
-    """The tasks a SpeechLLM folder was trained on (its train_config.json's data.tasks), the main one first (the
-    largest share; on a tie the first, as training takes it). Empty for a system's name (a key of SYSTEMS) and for a
-    folder without that file (a reference model imported by `llm-srt convert`). A plain file read: callers check
-    what depends on the task before any model loads."""
-    file = Path(model) / TRAIN_CONFIG
-    if str(model) in SYSTEMS or not file.is_file():
+    """The tasks a SpeechLLM folder was trained on (its train_config.json's data.tasks, or a checkpoint's saved
+    config: `runs/x/checkpoints/step-N` is a model folder too), the main one first (the largest share; on a tie the
+    first, as training takes it). Empty for a system's name (a key of SYSTEMS) and for a folder without either (a
+    reference model imported by `llm-srt convert`). A plain file read: callers check what depends on the task before
+    any model loads."""
+    file, state = Path(model) / TRAIN_CONFIG, Path(model).joinpath(*CHECKPOINT_STATE)
+    if str(model) in SYSTEMS or not file.is_file() and not state.is_file():
         return ()
     try:
-        tasks = json.loads(file.read_text(encoding="utf-8")).get("data", {}).get("tasks") or {}
+        config = (json.loads(file.read_text(encoding="utf-8")) if file.is_file() else
+                  json.loads(state.read_text(encoding="utf-8")).get("config") or {})
+        file = file if file.is_file() else state  # (named in the error)
+        tasks = config.get("data", {}).get("tasks") or {}
         return tuple(Task(t) for t in sorted(tasks, key=lambda t: -float(tasks[t])))  # (sorted keeps a tie's order)
     except (OSError, ValueError, TypeError, AttributeError) as e:
         why = (e.strerror if isinstance(e, OSError) else "not JSON" if isinstance(e, json.JSONDecodeError)
