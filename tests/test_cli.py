@@ -42,8 +42,8 @@ def test_debug_after_the_verb_and_options_before_it(capsys, tmp_path):
     """`--debug` after the verb was an unknown argument of the verb; an unknown option before the verb was ignored,
     and `llm-srt --help train` complained about train's arguments instead of printing llm-srt's help."""
     missing = str(tmp_path / "none.yaml")
-    with pytest.raises(Exception, match="none.yaml"):  # --debug: the error raised, with its traceback
-        cli.main(["train", "--debug", missing])
+    assert cli.main(["train", "--debug", missing]) == 2  # --debug: the error's traceback, the exit code kept
+    assert "Traceback" in capsys.readouterr().err
     assert cli.main(["train", missing]) == 2 and "none.yaml" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         cli.main(["--bogus", "score", "--help"])
@@ -51,6 +51,46 @@ def test_debug_after_the_verb_and_options_before_it(capsys, tmp_path):
     with pytest.raises(SystemExit) as e:
         cli.main(["--help", "train"])
     assert e.value.code == 0 and "VERB" in capsys.readouterr().out
+
+
+def test_debug_shows_the_traceback_and_keeps_the_exit_code(capsys, tmp_path):
+    """`--debug` re-raised a refusal: the traceback, but exit code 1 where the command exits 2 without it, so a
+    script's check changed with the flag. It prints the traceback and the usual line, and exits 2 as without."""
+    missing = str(tmp_path / "nope.txt")
+    argv = ["score", "--hyp", missing, "--ref", missing, "--tgt-lang", "deu"]
+    assert cli.main(argv) == 2
+    line = capsys.readouterr().err
+    assert cli.main(["--debug", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback (most recent call last):\n") and "LLMSRTError: " in err and err.endswith(line)
+
+
+@pytest.mark.parametrize("argv, prog, message", [
+    (["translate", "x.wav", "--model", "whisper", "--beam", "x"], "llm-srt translate",
+     "argument --beam: invalid int value: 'x'"),
+    (["translate", "x.wav", "--model", "whisper", "--frob"], "llm-srt translate", "unrecognized arguments: --frob"),
+    (["convert", "whisper-ct2", "src"], "llm-srt convert whisper-ct2", "the following arguments are required: dst"),
+    (["--bogus"], "llm-srt", "unrecognized arguments: --bogus"),
+])
+def test_a_bad_option_is_one_line(capsys, argv, prog, message):
+    """A bad option printed argparse's whole usage (10-14 lines for translate) before the error: it is one line, as
+    every refusal of a verb, naming where the options are listed; the exit code stays 2."""
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)
+    assert e.value.code == 2
+    assert capsys.readouterr().err == f"{prog}: error: {message} ({prog} --help for the options)\n"
+
+
+def test_help_is_argparses_own(capsys, monkeypatch):
+    """The one-line errors change no --help: the same text as a plain argparse parser's."""
+    shown = []
+    for parser in (cli.Parser, argparse.ArgumentParser):
+        monkeypatch.setattr(cli, "Parser", parser)
+        for argv in (["--help"], ["translate", "--help"], ["convert", "gguf", "--help"]):
+            with pytest.raises(SystemExit):
+                cli.main(argv)
+        shown.append(capsys.readouterr().out)
+    assert shown[0] == shown[1] and "usage: llm-srt translate [-h] --model MODEL" in shown[0]
 
 
 def test_progress_bars_update_rarely_when_stderr_is_a_log_file():
@@ -177,20 +217,22 @@ def test_ctrl_c_while_the_verb_imports_is_the_interrupted_line(monkeypatch, caps
     assert capsys.readouterr().err == "llm-srt train: interrupted\n"
 
 
-def test_a_reader_that_stops_early_gets_no_traceback():
+@pytest.mark.parametrize("debug", [[], ["--debug"]])
+def test_a_reader_that_stops_early_gets_no_traceback(debug):
     """`llm-srt translate ... | head -1`: the pipe closed under a verb printing its results, which ended in a
     BrokenPipeError traceback (and another as Python flushed stdout at exit). Now no traceback, exit 141 (as a shell
-    reports a process SIGPIPE ended)."""
+    reports a process SIGPIPE ended); --debug shows the traceback, and the exit code stays (it was 1)."""
     code = ("import sys\n"
             "import llm_srt.evaluate.score as score\n"
             "from llm_srt import cli\n"
             "score.main = lambda args: [print('x' * 100) for _ in range(100_000)] and 0\n"
-            "sys.exit(cli.main(['score', '--hyp', 'h', '--ref', 'r', '--tgt-lang', 'deu']))\n")
+            f"sys.exit(cli.main({debug} + ['score', '--hyp', 'h', '--ref', 'r', '--tgt-lang', 'deu']))\n")
     reader = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     reader.stdout.readline()
     reader.stdout.close()  # as `head -1` does
     err = reader.stderr.read().decode()
-    assert reader.wait(60) == cli.BROKEN_PIPE == 141 and "Traceback" not in err and err == ""
+    assert reader.wait(60) == cli.BROKEN_PIPE == 141
+    assert err == "" if not debug else err.startswith("Traceback") and "BrokenPipeError" in err
 
 
 def test_a_broken_pipe_other_than_stdouts_is_an_error_shown(monkeypatch):

@@ -285,6 +285,48 @@ def test_a_cache_that_cannot_take_the_models_says_what_to_do(fake_setup, tmp, mo
     assert list((cache / "tmp").iterdir()) == []  # scratch and the OWNER file removed
 
 
+def test_a_disk_filling_while_a_converter_writes_says_what_setup_needs(fake_setup, monkeypatch):
+    """The real converters write through convert.output_dir, whose line for a full disk ("cannot write the converted
+    model there ...; free space there or choose another output folder") reached setup's user, who has no output
+    folder to choose, with the free space measured while the scratch copy still took its room. It is setup's own
+    line, naming LLM_SRT_CACHE, with the free space measured once scratch and half-written folder are gone."""
+    from llm_srt.errors import LLMSRTError
+    from llm_srt.model.convert import output_dir
+
+    cache = paths.cache_dir()
+
+    def full(target: Path) -> None:
+        with emb._scratch("gemma-gguf") as scratch, output_dir(target) as half:
+            (scratch / "model.gguf").write_bytes(b"x" * 1000)
+            (half / "model.safetensors").write_bytes(b"y" * 1000)
+            raise OSError(errno.ENOSPC, "No space left on device", str(half / "model.safetensors"))
+
+    def free_space(path) -> str:
+        scratch = [p for p in (cache / "tmp").iterdir() if p.name.startswith("gemma-gguf-")]
+        return "scratch still there" if scratch else "0.50 GB free there"
+
+    monkeypatch.setattr(emb, "_convert_gemma", full)
+    monkeypatch.setattr(paths, "free_space", free_space)
+    with pytest.raises(LLMSRTError) as raised:
+        emb.ensure_embedded()
+    assert str(raised.value) == (f"{cache}: cannot write the embedded models there (No space left on device; 0.50 GB "
+                                 "free there); setup needs about 1.7 GB (the converted models and, while converting, "
+                                 "scratch): free space there, or set LLM_SRT_CACHE=/a/writable/dir with that much free")
+    assert sorted(p.name for p in (cache / "models").iterdir()) == [emb.LOCK, "whisper-base"]
+
+
+def test_convert_keeps_its_own_line_for_a_full_disk(tmp):
+    """`llm-srt convert` has an output folder to choose: its line stays, now a paths.WriteFailed with the OS's."""
+    from llm_srt.model.convert import output_dir
+
+    with pytest.raises(paths.WriteFailed) as raised, output_dir(tmp / "out") as half:
+        raise OSError(errno.ENOSPC, "No space left on device", str(half / "model.safetensors"))
+    assert str(raised.value).startswith(f"{tmp / 'out'}: cannot write the converted model there (No space left on "
+                                        "device; ")
+    assert str(raised.value).endswith(" GB free there); free space there or choose another output folder")
+    assert (raised.value.errno, raised.value.reason) == (errno.ENOSPC, "No space left on device")
+
+
 def test_other_errors_of_a_conversion_stay_as_they_are(fake_setup, monkeypatch):
     """Not every OSError is the cache's: a package file that cannot be read is reported as it is."""
     from safetensors import SafetensorError
@@ -337,3 +379,48 @@ def test_a_setup_waiting_for_another_says_so(fake_setup):
     second.join(10)
     assert logs == [f"waiting for another llm-srt setup to finish converting the models in {models} ..."]
     assert fake_setup == ["whisper-base", "gemma-3-270m"]
+
+
+def _no_locks(monkeypatch, number: int) -> None:
+    """fcntl.flock as on a file system that takes no locks (NFS without lockd, Lustre -o noflock): taking one fails
+    with `number`, letting go works."""
+    import fcntl
+
+    real = fcntl.flock
+
+    def flock(f, operation: int) -> None:
+        if operation & (fcntl.LOCK_EX | fcntl.LOCK_SH):
+            raise OSError(number, os.strerror(number))
+        real(f, operation)
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+
+
+@pytest.mark.parametrize("number", [errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP],
+                         ids=["ENOLCK", "ENOSYS", "EOPNOTSUPP"])
+def test_a_cache_that_takes_no_locks_is_said_and_setup_goes_on(fake_setup, monkeypatch, number):
+    """On a cache whose file system takes no locks, setup was flock's OSError traceback; it says so in one line and
+    converts, as a training run's RunLock does."""
+    _no_locks(monkeypatch, number)
+    logs: list[str] = []
+    emb.ensure_embedded(log=logs.append)
+    assert fake_setup == ["whisper-base", "gemma-3-270m"]
+    lock = paths.cache_dir() / "models" / emb.LOCK
+    assert logs == [f"{lock}: this file system takes no locks ({os.strerror(number)}); run one llm-srt setup at a "
+                    "time on this cache"]
+    emb.ensure_embedded(log=logs.append)  # the fast path: nothing to say
+    assert len(logs) == 1
+
+
+def test_a_lock_refused_otherwise_stops_setup_as_before(fake_setup, monkeypatch):
+    """EACCES (a lock another host holds, on some network file systems) is no sign of a file system without locks:
+    setup stops before converting, as before (the cache's line); another error passes unchanged."""
+    from llm_srt.errors import LLMSRTError
+
+    _no_locks(monkeypatch, errno.EACCES)
+    with pytest.raises(LLMSRTError, match="cannot write the embedded models there \\(Permission denied; "):
+        emb.ensure_embedded(log=lambda line: None)
+    _no_locks(monkeypatch, errno.EIO)
+    with pytest.raises(OSError, match="Input/output error"):
+        emb.ensure_embedded(log=lambda line: None)
+    assert fake_setup == []

@@ -57,3 +57,39 @@ def test_directions_with_an_empty_side_are_refused():
         parse_directions("eng,deu:", ["eng", "deu"])
     assert parse_directions("none", ["eng", "deu"]) == []  # the way to ask for no translation
     assert parse_directions("eng:deu", ["eng", "deu"]) == [("eng", "deu")]
+
+
+@pytest.mark.parametrize("value, meant", [("de", "deu"), ("German", "deu"), ("german", "deu"), ("ENG", "eng"),
+                                          ("zh", "zho"), ("Cantonese", "yue")])
+def test_another_name_of_a_language_is_refused_naming_the_code_meant(value, meant):
+    """`--src de` or `German` (which the server takes) was refused with the list of codes alone; the CLI keeps to
+    ISO 639-3, as the README documents, and says which code was meant."""
+    with pytest.raises(LLMSRTError) as e:
+        languages.get(value)
+    assert str(e.value) == (f"unknown language code {value!r}: use one of deu, eng, fra, ind, ita, jpn, kor, nld, "
+                            "por, rus, spa, tha, vie, yue, zho (ISO 639-3), or add an entry to llm_srt/languages.py; "
+                            f"did you mean {meant!r}?")
+
+
+@pytest.mark.parametrize("value", ["xx", "klingon", "", "auto"])
+def test_a_value_naming_no_language_gets_no_guess(value):
+    with pytest.raises(LLMSRTError) as e:
+        languages.get(value)
+    assert str(e.value).endswith("or add an entry to llm_srt/languages.py")
+
+
+def test_translate_says_which_code_was_meant(capsys, tmp_path):
+    from llm_srt import cli
+
+    (tmp_path / "a.wav").write_bytes(b"")
+    assert cli.main(["translate", str(tmp_path / "a.wav"), "--model", "m", "--src", "German", "--tgt", "eng"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("llm-srt translate: error: --src: unknown language code 'German': use one of deu, ")
+    assert err.endswith("; did you mean 'deu'?\n")
+
+
+def test_the_code_meant_is_the_one_the_server_takes_the_value_for():
+    from llm_srt.serve.forms import LANGUAGE_ALIASES
+
+    assert all(languages.meant_code(alias) == code for alias, code in LANGUAGE_ALIASES.items())
+    assert all(languages.meant_code(alias.upper()) == code for alias, code in LANGUAGE_ALIASES.items())

@@ -143,3 +143,23 @@ def test_folder_write_errors_are_one_line_and_other_errors_pass(tmp_path):
         with pytest.raises(type(error)):
             with paths.folder_write_errors(out, "the model", "choose another folder"):
                 raise error
+
+
+def test_atomic_file_writes_a_links_target_and_keeps_the_link(tmp_path):
+    """atomic_file renamed its temporary file over the link: link.txt became a file of the new text, target.txt kept
+    the old (a plain open() and atomic_dir write where the link points). Staged writes (manifests) too."""
+    (tmp_path / "data").mkdir()
+    target = tmp_path / "data" / "target.txt"
+    target.write_text("old\n")
+    link = tmp_path / "link.txt"
+    link.symlink_to(os.path.join("data", "target.txt"))
+    with paths.atomic_file(link) as f:
+        f.write("new\n")
+    assert link.is_symlink() and os.readlink(link) == os.path.join("data", "target.txt")
+    assert target.read_text() == "new\n" and sorted(p.name for p in (tmp_path / "data").iterdir()) == ["target.txt"]
+    staged: list[tuple[Path, Path]] = []
+    with paths.atomic_file(link, staged=staged) as f:
+        f.write("staged\n")
+    paths.replace_all(staged)
+    assert link.is_symlink() and target.read_text() == "staged\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "link.txt"]

@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import threading
+import traceback
 import warnings
 from collections.abc import Iterator
 
@@ -30,9 +31,17 @@ VERBS: dict[str, tuple[str, str]] = {
 }
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse's parser, but a bad option is one line, as every verb's refusals are: argparse printed its whole
+    usage first (10-14 lines for translate), burying the line that says what was wrong. Every subparser is one too
+    (argparse makes them of their parent's class). --help is argparse's own."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} ({self.prog} --help for the options)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="llm-srt", description="Many-to-many speech-to-text translation "
-                                     "with speech LLMs (LLM-SRT).")
+    parser = Parser(prog="llm-srt", description="Many-to-many speech-to-text translation with speech LLMs (LLM-SRT).")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     for verb, (module, help_text) in VERBS.items():
@@ -127,8 +136,8 @@ def _main(argv: list[str] | None) -> int:
     try:
         return int(module.main(args) or 0)
     except LLMSRTError as e:
-        if debug:
-            raise
+        if debug:  # the traceback, and the exit code as without --debug (a script's check must not change)
+            traceback.print_exc()
         print(f"llm-srt {verb}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -138,8 +147,10 @@ def _main(argv: list[str] | None) -> int:
         print(f"llm-srt {verb}: stopped by SIGTERM", file=sys.stderr)
         return TERMINATED
     except BrokenPipeError:  # stdout's reader has gone (`llm-srt translate ... | head -1`): no traceback
-        if debug or not _stdout_broken():  # another pipe (a subprocess's, a socket): a real error, shown
+        if not _stdout_broken():  # another pipe (a subprocess's, a socket): a real error, shown
             raise
+        if debug:
+            traceback.print_exc()
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nor another at exit, flushing stdout
         return BROKEN_PIPE
 

@@ -277,7 +277,9 @@ def _remove_leftovers(targets: list[Path], log: Callable[[str], None]) -> None:
 def _machine_lock(wait: bool = True, log: Callable[[str], None] = print) -> Iterator[bool]:
     """Serialize conversions between processes (parallel test runs share one cache); yields whether it is held
     (`wait=False`: not when another process holds it, or the cache is read-only: nothing to clean up there).
-    Waiting for another process's conversion is said first (it takes a minute, and looked like a hang)."""
+    Waiting for another process's conversion is said first (it takes a minute, and looked like a hang). A file
+    system that takes no locks (paths.NO_LOCKS) is said, and setup goes on unlocked, as a training run's RunLock
+    does (it was flock's traceback)."""
     lock_path = paths.cache_dir() / "models" / LOCK
     if wait:
         lock_path.parent.mkdir(parents=True, exist_ok=True)
@@ -291,29 +293,42 @@ def _machine_lock(wait: bool = True, log: Callable[[str], None] = print) -> Iter
     with f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            locked = True
         except OSError as e:  # BlockingIOError: another process holds it
             if not wait:
                 yield False
                 return
-            if not isinstance(e, BlockingIOError):
+            if not isinstance(e, BlockingIOError) and e.errno not in paths.NO_LOCKS:
                 raise
-            log(f"waiting for another llm-srt setup to finish converting the models in {lock_path.parent} ...")
-            fcntl.flock(f, fcntl.LOCK_EX)
+            locked = isinstance(e, BlockingIOError)
+            if locked:
+                log(f"waiting for another llm-srt setup to finish converting the models in {lock_path.parent} ...")
+                fcntl.flock(f, fcntl.LOCK_EX)
+            else:
+                log(f"{lock_path}: this file system takes no locks ({e.strerror or e}); run one llm-srt setup at a "
+                    "time on this cache")
         try:
             yield True
         finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+            if locked:
+                fcntl.flock(f, fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager
 def _writable_cache() -> Iterator[None]:
     """A cache folder that cannot take the models, as what to do: the OSError of a read-only file system or a full
     one (or a folder of another user), or safetensors' own error when the weights no longer fit (its message holds
-    the OS's). The half-written folders are removed on the way out, as on any error (`atomic_dir`, `_scratch`)."""
+    the OS's), or the converter's own line for these (`paths.WriteFailed`: it asks for another output folder, which
+    setup has no option for). The half-written folders are removed on the way out, as on any error (`atomic_dir`,
+    `_scratch`), so the free space said is measured without them."""
     cache = paths.cache_dir()
     try:
         yield
         return
+    except paths.WriteFailed as e:
+        if e.errno not in UNWRITABLE:  # a file size limit (ulimit -f): the converter's line says so
+            raise
+        why, full = e.reason, e.errno in (errno.ENOSPC, errno.EDQUOT)
     except OSError as e:
         inside = e.filename is None or Path(os.path.abspath(e.filename)).is_relative_to(os.path.abspath(cache))
         if e.errno not in UNWRITABLE or not inside:

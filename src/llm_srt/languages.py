@@ -56,14 +56,25 @@ TARGETS_6X12 = ("eng", "deu", "fra", "spa", "por", "ita", "nld", "rus", "jpn", "
 
 
 def get(code: str) -> Language:
-    """The registry entry for an ISO 639-3 code; a clear error for anything else."""
+    """The registry entry for an ISO 639-3 code; a clear error for anything else, which names the code meant where
+    the value is another name of a registry language (`meant`)."""
     try:
         return LANGUAGES[code]
     except KeyError:
+        hint = f"; did you mean {meant!r}?" if (meant := meant_code(code)) else ""
         raise LLMSRTError(
             f"unknown language code {code!r}: use one of {', '.join(sorted(LANGUAGES))} "
-            "(ISO 639-3), or add an entry to llm_srt/languages.py"
+            f"(ISO 639-3), or add an entry to llm_srt/languages.py{hint}"
         ) from None
+
+
+def meant_code(value: str) -> str | None:
+    """The ISO 639-3 code of the registry language `value` names otherwise: its Whisper code ("de"), its English name
+    ("German") or its code in other letter case ("DEU"), as the server takes them (serve/forms.py); None for
+    anything else. The CLI, manifests and configs keep to the codes, and say which one was meant."""
+    key = value.strip().lower() if isinstance(value, str) else None
+    return next((lang.code for lang in LANGUAGES.values() if key in (lang.code, lang.whisper, lang.name.lower())),
+                None)
 
 
 def parse_list(text: str) -> list[str]:

@@ -14,6 +14,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
+from .errors import LLMSRTError
+
 CACHE_ENV = "LLM_SRT_CACHE"  # overrides the cache folder
 OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")  # the Hugging Face libraries' offline switches
 OFFLINE_SET_HERE: set[str] = set()  # those of them this process turned on itself (`default_offline`)
@@ -35,6 +37,8 @@ def cache_dir() -> Path:
 
 
 UNWRITABLE = {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM}  # a folder that cannot take files
+NO_LOCKS = {errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP}  # fcntl.flock on a file system that takes
+#   no locks (NFS without its lock daemon, Lustre mounted -o noflock, some FUSE)
 
 
 def check_folder(cache: Path, todo: str = f"set {CACHE_ENV} to a writable folder") -> None:
@@ -164,8 +168,9 @@ def atomic_file(path: str | Path, mode: str = "w", fsync: bool = False,
     less the umask (mkstemp's 0o600 would hide manifests and checkpoints from the group). `fsync`: flush it to disk
     before the rename (files a crash must not leave empty). `staged`: on success (temporary file, `path`) is
     appended to it instead of the rename, for `replace_all` to rename several files together (or the caller to
-    remove the temporary file)."""
-    path = Path(path)
+    remove the temporary file). A link's target is replaced, the link kept, as a plain open() writes and as
+    `atomic_dir` does (the link itself was replaced by a file, its target left with the old text)."""
+    path = Path(os.path.realpath(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         permissions = stat.S_IMODE(path.stat().st_mode)
@@ -333,6 +338,15 @@ WRITE_HINTS = {errno.ENOSPC: "free space there", errno.EDQUOT: "free space there
 OS_ERROR = re.compile(r"\(os error (\d+)\)")  # the OS's error in safetensors' messages (SafetensorError has no errno)
 
 
+class WriteFailed(LLMSRTError):
+    """`folder_write_errors`' error, with the OS's `errno` and `reason`: a caller that knows better what to do (setup,
+    whose user chose no output folder) can say its own line instead."""
+
+    def __init__(self, message: str, number: int | None = None, reason: str = ""):
+        super().__init__(message)
+        self.errno, self.reason = number, reason
+
+
 @contextlib.contextmanager
 def folder_write_errors(folder: str | Path, what: str, todo: str) -> Iterator[None]:
     """A failed write of `folder` (through `atomic_dir`: its `.tmp-<pid>` and `.old-<pid>` beside it count) as a
@@ -357,10 +371,9 @@ def folder_write_errors(folder: str | Path, what: str, todo: str) -> Iterator[No
             raise
         why, number = os.strerror(int(m.group(1))), int(m.group(1))
     gc.collect()  # the failed write's files, removed but still open in its frames, hold their space until freed
-    from .errors import LLMSRTError
-
     hint = f"{WRITE_HINTS[number]} or " if number in WRITE_HINTS else ""
-    raise LLMSRTError(f"{folder}: cannot write {what} there ({why}; {free_space(base)}); {hint}{todo}") from None
+    raise WriteFailed(f"{folder}: cannot write {what} there ({why}; {free_space(base)}); {hint}{todo}", number,
+                      why) from None
 
 
 def _under(name: str, base: str) -> bool:

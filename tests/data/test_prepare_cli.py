@@ -139,3 +139,22 @@ def test_disk_and_folder_errors_are_one_line_and_exit_2(tmp_path, audio_file, la
     assert capsys.readouterr().err == (f"llm-srt prepare: error: {root / 'en_us' / 'audio' / 'dev' / 'dev.wav'}: "
                                        "cannot read or write (Input/output error); check the disk and its permissions "
                                        "there, then run it again\n")
+
+
+@pytest.mark.parametrize("given", [False, True])
+def test_prepare_mini_on_a_read_only_cache_says_so_and_names_llm_srt_cache(tmp_path, capsys, monkeypatch, given):
+    """`prepare mini` without --out on a read-only cache said "--out CACHE/data/mini: cannot write in CACHE
+    (permission denied); make it writable, or choose another --out": the user gave no --out, and no permission
+    change makes a read-only file system writable. It says read-only, and, the --out being defaulted, names
+    LLM_SRT_CACHE; an --out given is still asked for again."""
+    import os
+
+    monkeypatch.setenv("LLM_SRT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(os, "access", lambda path, mode: not str(path).startswith(str(tmp_path)))
+    monkeypatch.setattr(os, "statvfs", lambda path: os.statvfs_result((0,) * 8 + (os.ST_RDONLY, 255)))
+    out = tmp_path / "mini"
+    assert cli.main(["prepare", "mini", *(["--out", str(out)] if given else [])]) == 2
+    todo = "choose another --out" if given else "set LLM_SRT_CACHE=/a/writable/dir, or give --out DIR"
+    where = f"--out {out}" if given else tmp_path / "cache" / "data" / "mini"
+    assert capsys.readouterr().err == (f"llm-srt prepare: error: {where}: cannot write in {tmp_path} (read-only file "
+                                       f"system); {todo}\n")

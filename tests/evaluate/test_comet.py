@@ -405,3 +405,36 @@ def test_setup_comet_on_a_read_only_cache(tmp_path, monkeypatch):
         comet.install_env(log=lambda line: None)
     assert str(e.value).startswith(f"{tmp_path}/file/sub: {tmp_path}/file is not a folder (a file, or a broken "
                                    "link); set LLM_SRT_CACHE")
+
+
+def test_setup_comet_on_a_cache_that_takes_no_locks(tmp_path, monkeypatch, capsys):
+    """`llm-srt setup --comet` on a cache whose file system takes no locks (Lustre -o noflock: ENOSYS) was flock's
+    OSError traceback; it says so on stderr in one line and sets the environment up. Other errors pass as before."""
+    import errno
+    import fcntl
+    import sys
+
+    monkeypatch.setenv("LLM_SRT_CACHE", str(tmp_path / "cache"))
+    real = fcntl.flock
+    refused = [errno.ENOSYS]
+
+    def flock(f, operation: int) -> None:
+        if operation & fcntl.LOCK_EX:
+            raise OSError(refused[0], os.strerror(refused[0]))
+        real(f, operation)
+
+    def run_(command: list[str], what: str) -> None:  # the venv and pip, instantly
+        if "venv" in command:
+            (comet.env_dir() / "bin").mkdir(parents=True)
+            (comet.env_dir() / "bin" / "python").write_text("")
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    monkeypatch.setattr(comet, "_run", run_)
+    monkeypatch.setattr(sys, "executable", "python")
+    assert comet.install_env(log=lambda line: None) == comet.env_dir() / "bin" / "python"
+    lock = comet.env_dir().parent / f".{comet.env_dir().name}.lock"
+    assert capsys.readouterr().err == (f"{lock}: this file system takes no locks (Function not implemented); run one "
+                                       "llm-srt setup --comet at a time on this cache\n")
+    refused[0] = errno.EIO
+    with pytest.raises(OSError, match="Input/output error"):
+        comet.install_env(force=True, log=lambda line: None)

@@ -67,18 +67,31 @@ def extract_command(archive: Path) -> str:
     return f"tar -xzf {shlex.quote(str(archive))} -C {shlex.quote(str(archive.parent))}"
 
 
-def check_output_folder(out: Path) -> None:
+def check_output_folder(out: Path, default_of: str | None = None) -> None:
     """Refuse an OUT that cannot become the output folder, before any table is read or clip checked (hours, for a
-    large release): a file, a path below one, or a folder this user may not write in (each was a traceback, at the
-    end of the run)."""
+    large release): a file, a path below one, or a folder this user may not write in, or on a read-only file system
+    (each was a traceback, at the end of the run). `default_of`: the setting OUT came from when no --out was given
+    (`prepare mini`: LLM_SRT_CACHE), which the line then asks to change, not an --out the user never gave."""
     folder = Path(os.path.abspath(out))
     existing = next(p for p in (folder, *folder.parents) if os.path.lexists(p))  # the folder, or the one made in
+    name = shown(str(out)) if default_of else f"--out {shown(str(out))}"
+    other = f"set {default_of}=/a/writable/dir, or give --out DIR" if default_of else "choose another --out"
     if not existing.is_dir():
         where = "is a file" if existing == folder else f"lies below {existing}, which is a file"
-        raise LLMSRTError(f"--out {shown(str(out))}: {where}, not a folder; give a folder (made if missing)")
+        todo = other if default_of else "give a folder (made if missing)"
+        raise LLMSRTError(f"{name}: {where}, not a folder; {todo}")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise LLMSRTError(f"--out {shown(str(out))}: cannot write in {shown(str(existing))} (permission denied); "
-                          "make it writable, or choose another --out")
+        why = "read-only file system" if _read_only(existing) else "permission denied"
+        fix = "" if why == "read-only file system" else "make it writable, or "
+        raise LLMSRTError(f"{name}: cannot write in {shown(str(existing))} ({why}); {fix}{other}")
+
+
+def _read_only(folder: Path) -> bool:
+    """Whether `folder` is on a file system mounted read-only (EROFS), which no permission change makes writable."""
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # (no statvfs: Windows)
+        return False
 
 
 def table_text(field: str | None) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .. import languages
 from ..errors import LLMSRTError, shown
-from ..paths import cache_dir
+from ..paths import CACHE_ENV, cache_dir
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -67,6 +67,7 @@ def _add_mini(p: argparse.ArgumentParser) -> None:
 
 def _run_mini(args: argparse.Namespace) -> int:
     from .catalogues import survey
+    from .clips import check_output_folder
     from .mini import MiniOptions, build_mini, voice_options
 
     if args.survey:
@@ -74,6 +75,8 @@ def _run_mini(args: argparse.Namespace) -> int:
         for code, n in sorted(counts.items(), key=lambda kv: -kv[1]):
             print(f"{code}  {languages.get(code).name:<12} {n:6d} sentences paired with English")
         return 0
+    if args.out is None:  # build_mini's own check would ask for another --out, which the user never gave
+        check_output_folder(default_mini_dir(), default_of=CACHE_ENV)
     opts = MiniOptions(out=args.out or default_mini_dir(), langs=tuple(languages.parse_list(args.langs)),
                        train=args.train, dev=args.dev, test=args.test, directions=args.directions, seed=args.seed,
                        workers=args.workers, audio_format=args.audio_format, locale_dir=args.locale_dir,

@@ -214,7 +214,8 @@ def _run(command: list[str], what: str) -> None:
 @contextlib.contextmanager
 def _lock(target: Path) -> Iterator[None]:
     """One setup of an environment at a time on this machine (parallel test workers, two shells). A cache folder
-    that cannot take it (read-only, full, a file) is a one-line error saying what to do (it was a traceback)."""
+    that cannot take it (read-only, full, a file) is a one-line error saying what to do (it was a traceback). A
+    file system that takes no locks (paths.NO_LOCKS) is said on stderr, and the setup goes on unlocked."""
     paths.check_folder(target.parent)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -226,8 +227,17 @@ def _lock(target: Path) -> Iterator[None]:
                           f"{paths.CACHE_ENV}=/a/writable/dir, or for `evaluate --comet` point ${PYTHON_ENV} at a "
                           "Python that has unbabel-comet") from None
     with f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            locked = True
+        except OSError as e:
+            if e.errno not in paths.NO_LOCKS:
+                raise
+            print(f"{f.name}: this file system takes no locks ({e.strerror or e}); run one llm-srt setup --comet at a "
+                  "time on this cache", file=sys.stderr, flush=True)
+            locked = False
         try:
             yield
         finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+            if locked:
+                fcntl.flock(f, fcntl.LOCK_UN)
