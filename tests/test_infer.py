@@ -211,8 +211,9 @@ def test_translate_in_bfloat16_on_the_cpu(model_dir, clips, capsys):
     assert rc == 0 and [r["error"] for r in out] == [None, None]
     t = SpeechTranslator.from_pretrained(model_dir, device="cpu", dtype="bfloat16")
     assert t.system.model.llm_dtype == torch.bfloat16 and str(t.system.placement) == "cpu bfloat16"
-    assert [r.to_dict() for r in t.translate(clips[:2], "eng", "deu", options=DecodingOptions(max_new_tokens=8))] \
-        == out
+    assert [{**r.to_dict(), "path": a} for r, a in zip(t.translate(clips[:2], "eng", "deu",
+                                                                    options=DecodingOptions(max_new_tokens=8)),
+                                                        clips)] == out  # (the CLI's entries add the input's path)
 
 
 def test_a_moved_model_folder_is_repointed_with_encoder_and_llm(model_dir, clips, tmp_path):
@@ -1093,6 +1094,21 @@ def test_a_json_run_of_other_inputs_is_refused_before_it_replaces_their_results(
     assert run(Stub(), b, a, to=tmp_path / "stopped") == 0 and not (tmp_path / "stopped" / PARTIAL_JSON).exists()
     (out / "results.json").write_text("my notes\n")  # not this command's
     assert run(None, a) == 2 and "results.json holds no array of llm-srt results" in capsys.readouterr().err
+    # the same input run again from another folder: each entry keeps its input's absolute "path" (an entry's
+    #   "audio" is the path as given, relative to the earlier run's folder: it was refused as another input's)
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    write_wav(sub / "d.wav", tiny.tone(1.0, 300, seed=0))
+    monkeypatch.chdir(sub)
+    assert run(Stub(), "d.wav", to=sub / "out") == 0
+    entries = json.loads((sub / "out" / "results.json").read_text())
+    assert [(e["audio"], e["path"]) for e in entries] == [("d.wav", str(sub / "d.wav"))]
+    monkeypatch.chdir(tmp_path)
+    assert run(Stub(), "sub/d.wav", to=sub / "out") == 0
+    for e in entries:  # an older results.json, without "path": an "audio" that names no file from here is no other
+        del e["path"]
+    (sub / "out" / "results.json").write_text(json.dumps(entries))
+    assert run(Stub(), "sub/d.wav", to=sub / "out") == 0
 
 
 def test_an_input_is_the_same_however_its_path_is_spelled_and_a_dataclass_system_runs(tmp_path, monkeypatch):

@@ -176,7 +176,7 @@ def main(args) -> int:
             if note is not None:
                 print(f"llm-srt translate: {note}", file=sys.stderr)
         if args.format == "json":  # one array of every input, printed at the end
-            finished[k] = r.to_dict()
+            finished[k] = _json_entry(r, args.audio[k])
             return
         text = _render(r, args) if r.kept or not r.error else None
         if outputs:
@@ -248,7 +248,8 @@ def main(args) -> int:
             raise
         print(f"llm-srt translate: error: {e}", file=sys.stderr)
         return SOME_FAILED if translated - lost else 1  # not 2, which says no input ran (a refusal)
-    unwritten = args.format == "json" and not _print_json([r.to_dict() for r in results], out_dir)
+    unwritten = args.format == "json" and not _print_json([_json_entry(r, a) for r, a in zip(results, args.audio)],
+                                                          out_dir)
     failed = sum(k in lost or (r.error is not None and not r.kept) for k, r in enumerate(results))
     partly = sum(k not in lost | whole and r.error is not None and bool(r.kept) for k, r in enumerate(results))
     if failed and len(results) > 1:
@@ -438,17 +439,26 @@ def check_not_others(inputs: Sequence[str], outputs: Sequence[Path], out_dir: Pa
                           f"from {shown(other)}{more}; choose another --out-dir, or give --overwrite to replace it")
 
 
+def _json_entry(r: TranslationResult, given: str) -> dict:
+    """An input's result in --format json: `to_dict`, and "path", the input's absolute path, links resolved ("audio"
+    is the path as given, relative to the folder the command ran in), by which a later run's check_results_kept
+    knows it; shown (`errors.shown`) as "audio" is, a name that is not UTF-8 escaped."""
+    return {**r.to_dict(), "path": shown(os.path.realpath(given))}
+
+
 def check_results_kept(inputs: Sequence[str], out_dir: Path) -> None:
     """Refuse to replace a results.json (or a stopped run's PARTIAL_JSON, which a whole run removes) holding the
     result of an input this run does not translate: one file holds every input's, so a json run of other inputs
     into the same --out-dir lost them all without a word, as check_not_others keeps the per-input files from. The
     same inputs run again (or with more) replace it as before; a file that is no array of results (not this
     command's) is refused too."""
-    given = {os.path.realpath(a) for a in inputs}
+    given = {shown(os.path.realpath(a)) for a in inputs}  # as _json_entry writes "path"
     for file in (out_dir / "results.json", out_dir / PARTIAL_JSON):
-        try:  # an entry's "audio" is its path as the run before was given it
+        try:  # an entry's "path" is its input's, absolute; "audio" the path as the run before was given it, from a
+            #   folder not known: an older entry's is compared only where it names a file from here
             others = [e["audio"] for e in json.loads(file.read_text(encoding="utf-8"))
-                      if os.path.realpath(e["audio"]) not in given]
+                      if (e["path"] not in given if "path" in e else
+                          os.path.exists(e["audio"]) and shown(os.path.realpath(e["audio"])) not in given)]
         except FileNotFoundError:
             continue
         except (OSError, ValueError, TypeError, KeyError):  # (a byte that is not UTF-8: a ValueError)
