@@ -5,6 +5,7 @@ import pytest
 from cdp_pipe import Browser, find_chromium
 from serve_helpers import DECODING, bursts, live_server, wav_bytes
 
+from llm_srt.infer import SpeechTranslator
 from llm_srt.serve import BatchOptions, ServeOptions, create_app
 
 CHROMIUM = find_chromium()
@@ -178,3 +179,36 @@ def test_segment_times_round_before_minutes_and_seconds_are_split(page):
     """The segment table's times: 59.96 s was shown as 0:60.0 (seconds rounded after the minutes were taken)."""
     assert page.js("[0, 5, 59.94, 59.96, 119.97, 3599.96].map(fmtTime)") == [
         "0:00.0", "0:05.0", "0:59.9", "1:00.0", "2:00.0", "60:00.0"]
+
+
+def test_the_page_runs_what_the_model_was_trained_for_unless_told(model_dir, translator, clip, tmp_path):
+    """The page sent task=srt whatever it served: a Baseline (S2TT-trained) folder, whose API answers without task
+    ran S2TT, still got the SRT prompt from the page (its translation shown as the transcript). Its first choice now
+    sends no task, and shows what the task that ran writes."""
+    import json
+
+    samples, wav = clip
+    folder = tmp_path / "baseline"
+    folder.mkdir()
+    for f in model_dir.iterdir():
+        (folder / f.name).symlink_to(f)
+    (folder / "train_config.json").write_text(json.dumps({"data": {"tasks": {"s2tt": 1.0}}}))
+    want = translator.translate([samples], "eng", "deu", task="s2tt", options=DECODING)[0]
+    (tmp_path / "clip.wav").write_bytes(wav)
+    app = create_app(SpeechTranslator.from_pretrained(folder), ServeOptions(batch=BatchOptions(decoding=DECODING)))
+    with live_server(app) as url:
+        browser = Browser(CHROMIUM, tmp_path / "profile")
+        try:
+            browser.goto(url + "/")
+            browser.wait_for(f"{STATE} === 'idle' && document.getElementById('tgt').options.length > 10")
+            assert browser.js("document.getElementById('task').value") == "auto"
+            browser.js("document.getElementById('src').value = 'eng'; document.getElementById('tgt').value = 'deu'")
+            browser.set_files("#file", [str(tmp_path / "clip.wav")])
+            assert browser.wait_for(f"{TEXT.format('status')}.includes('clip.wav')")
+            browser.click("#submit")
+            assert browser.wait_for(f"['done', 'error'].includes({STATE}) && {STATE}") == "done", browser.js(
+                TEXT.format("error"))
+            assert browser.js(TEXT.format("translation")) == want.translation
+            assert browser.js("document.getElementById('transcript-box').hidden") is True  # s2tt writes none
+        finally:
+            browser.close()
