@@ -2,12 +2,12 @@
 
     SpeechTranslator.from_pretrained("runs/embedded/srt/final").translate(["a.wav"], src="eng", tgt="deu")
 
-`model` may also be "whisper" (Whisper's own decoder), "cascade" (Whisper ASR, then an LLM translating the
-transcript) or "mt" (text MT); see model/systems.py. `src`, `tgt` and `task` are one value for every input or one
-per input: a batch mixes languages and tasks freely. `task` "auto" (the default) is what the model folder was trained
-for (`systems.auto_task`: s2tt for a Baseline folder, asr+smt for an SMT stage; srt for the others). Work items (what
-goes to the system) stay apart from the results (built from the items and the system's outputs as each input is
-finished).
+`model` may also be "whisper" (Whisper's own decoder), "cascade" (Whisper ASR, then an LLM translating the transcript)
+or "mt" (text MT); see model/systems.py. `src`, `tgt` and `task` are one value for every input or one per input: a batch
+mixes languages and tasks freely. `task` "auto" (the default) is what the model folder was trained for
+(`systems.auto_task`: s2tt for a Baseline folder, asr for an ASR stage, asr+smt for an SMT stage; srt for the others).
+Work items (what goes to the system) stay apart from the results (built from the items and the system's outputs as each
+input is finished).
 
 Here too: the command-line options that choose and run a model and cut its speech, shared by `llm-srt translate` and
 `serve` (add_model_arguments, translator_from_args, add_segment_argument, segment_options), and the check of

@@ -445,7 +445,8 @@ def test_release_models_lets_go_of_the_kept_whispers(folders):
     detect_language(folders["whisper"], CLIPS[1], CPU)
     assert whisper_system._torch_whisper.cache_info().currsize == 1
     whisper_system.release_models(CPU.device)
-    assert whisper_system._torch_whisper.cache_info().currsize == 0 and whisper_system._whisper.cache_info().currsize == 0
+    assert whisper_system._torch_whisper.cache_info().currsize == 0
+    assert whisper_system._whisper.cache_info().currsize == 0
 
 
 def test_whisper_log_mel_runs_on_the_models_device(folders, monkeypatch):

@@ -309,7 +309,8 @@ def test_health_says_failing_when_batch_after_batch_fails_in_the_model_and_ok_on
 
 
 class HearsPolish:
-    """Just enough of TorchWhisper for model.whisper_system.detect_language: it hears <|pl|>, a language the toolkit lacks."""
+    """Just enough of TorchWhisper for model.whisper_system.detect_language: it hears <|pl|>, a language the toolkit
+    lacks."""
 
     generation = argparse.Namespace(lang_to_id={"<|en|>": 1, "<|de|>": 2, "<|pl|>": 3}, start=0)
     device, dtype = torch.device("cpu"), torch.float32
