@@ -1358,6 +1358,8 @@ def test_languages_and_transcripts_are_checked_before_the_model_loads(tmp_path, 
     assert capsys.readouterr().err.startswith(f"llm-srt translate: error: {message}")
     stub_cli(monkeypatch, Stub())
     assert cli.main(["translate", str(tmp_path / "a.wav"), "--model", "stub", "--src", "auto", "--tgt", "deu"]) == 0
+    heard = [line for line in capsys.readouterr().err.splitlines() if "heard as" in line]  # else said in json only
+    assert len(heard) == 1 and heard[0].endswith("a.wav: source language heard as eng (--src auto)"), heard
 
 
 def test_the_summary_counts_an_input_failed_in_part_among_the_translated_as_such(tmp_path, monkeypatch, capsys):
@@ -1435,6 +1437,13 @@ def test_translate_without_task_runs_what_the_folder_was_trained_for(model_dir, 
                 "give --task to run another\n")
         assert (said in err) == (task != "srt"), err
     assert auto["transcript"] and auto["translation"]  # (srt: the tiny model writes both)
+    for name, told in (("s2tt", "srt"), ("srt", "s2tt")):  # the other of the one prompt: said (German came for fra)
+        folder = tmp_path / name if name == "s2tt" else trained_folder(model_dir, tmp_path / name, {"srt": 1.0})
+        assert cli.main([*run, "--model", str(folder), "--task", told]) == 0
+        assert (f"llm-srt translate: warning: --task {told}, but {folder} was trained for {name} (its "
+                f"train_config.json)") in capsys.readouterr().err
+    assert cli.main([*run, "--model", str(tmp_path / "reference"), "--task", "s2tt"]) == 0  # no record: nothing
+    assert "warning" not in capsys.readouterr().err
     s2tt = json.loads((cli.main([*run, "--model", str(tmp_path / "s2tt")]), capsys.readouterr().out)[1])[0]
     assert s2tt["forced_tags"] is False and s2tt["transcript"] == "" and s2tt["translation"]
     # the Python API's default is auto too, per input beside explicit tasks

@@ -24,7 +24,7 @@ from .errors import DeviceFailed, LLMSRTError, Terminated, shown
 from .infer import (MIN_LINE_WIDTH, TranslationResult, add_model_arguments, add_segment_argument, missing_cue_text,
                     segment_options, translator_from_args)
 from .model.decoding import DecodingOptions, decoding_from_args
-from .model.systems import AUTO_TASK, SYSTEMS, trained_task
+from .model.systems import AUTO_TASK, SYSTEMS, trained_task, trained_tasks
 from .paths import atomic_file
 from .prompts import Task
 from .segment import SegmentOptions
@@ -83,6 +83,11 @@ def main(args) -> int:
         if args.task != Task.SRT.value:  # srt: as before `auto` was the default, nothing to say
             print(f"llm-srt translate: --task auto: {args.task}, what {shown(args.model)} was trained for (its "
                   "train_config.json); give --task to run another", file=sys.stderr)
+    elif ((trained := trained_tasks(args.model)) and {Task(args.task), trained[0]} == set(DIRECT_OR_SRT)):
+        told = Task(args.task)  # s2tt asked of an SRT model, or srt of a Baseline: one prompt, answered its own way
+        print(f"llm-srt translate: warning: --task {told.value}, but {shown(args.model)} was trained for "
+              f"{trained[0].value} (its train_config.json): its answers to the {told.value} prompt may be in the "
+              f"wrong language or form; leave --task out to run {trained[0].value}", file=sys.stderr)
     segments = segment_options(args.max_segment_seconds)
     if args.line_width < 0 or 0 < args.line_width < MIN_LINE_WIDTH:
         raise LLMSRTError(f"--line-width {args.line_width}: give 0 (one unwrapped cue a segment) or at least "
@@ -172,7 +177,7 @@ def main(args) -> int:
         nonlocal shown_upto
         if r.kept or not r.error:
             translated.add(k)
-        for note in (_note(r, args), _capped_note(r)):
+        for note in (_heard_note(r, args), _note(r, args), _capped_note(r)):
             if note is not None:
                 print(f"llm-srt translate: {note}", file=sys.stderr)
         if args.format == "json":  # one array of every input, printed at the end
@@ -335,6 +340,15 @@ def _note(r: TranslationResult, args) -> str | None:
         return (f"{r.audio}: {r.untranslated} of {len(r.segments)} segments got no translation (the model wrote "
                 "none, or reached the segment's token budget first); their transcripts are kept")
     return None
+
+
+def _heard_note(r: TranslationResult, args) -> str | None:
+    """With --src auto, the language language ID heard in an input (else said only in --format json: a German clip
+    Whisper heard as English was "translated" into English without a word)."""
+    return f"{r.audio}: source language heard as {r.src} (--src auto)" if args.src == "auto" and r.src else None
+
+
+DIRECT_OR_SRT = (Task.S2TT, Task.SRT)  # one prompt ("translate into X"): a model trained on one answers it as such
 
 
 def _capped_note(r: TranslationResult) -> str | None:

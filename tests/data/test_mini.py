@@ -527,3 +527,17 @@ def test_a_heldout_flite_voice_and_its_festival_twin_in_a_build(locale_dir, tmp_
     assert {r["voice"] for r in spoken if r["audio"].startswith("heldout/")} == {"flite:slt"}
     assert not {r["voice"] for r in spoken} & {"festival:cmu_us_slt_arctic_hts"}
     assert _consistent(out)["extra"] == {"heldout": 2}  # the test sentence in English: ASR + eng->deu
+
+
+def test_the_rejected_line_says_why_its_counts_add_up_to_more_than_the_sentences():
+    """`rejected 44 sentences: deu: ... x18, fra: ... x27` read as a miscount: a sentence rejected in two languages
+    counts in each."""
+    from llm_srt.data.mini import MiniSummary
+
+    def line(rejected: dict, sentences: int) -> str:
+        summary = MiniSummary("out", ["deu", "fra"], [], {}, {}, {}, rejected=rejected, rejected_sentences=sentences)
+        return next(x for x in summary.lines() if x.startswith("rejected"))
+
+    assert line({"deu: no speech": 18, "fra: no speech": 27}, 44).endswith(
+        "fra: no speech x27 (a sentence rejected in several languages counts in each)")
+    assert line({"deu: no speech": 18, "fra: no speech": 27}, 45).endswith("fra: no speech x27")

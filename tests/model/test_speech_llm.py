@@ -504,7 +504,7 @@ def test_a_lora_of_another_shape_is_a_one_line_error_and_added_targets_start_afr
         load_lora_state(model.llm, {**state, key: torch.zeros(49, 4)}, "lora.st")
 
 
-def test_lora_merged_for_inference(tmp_path, monkeypatch):
+def test_lora_merged_for_inference(tmp_path, monkeypatch, caplog):
     """`from_pretrained(merge_lora=True)` (what translate, evaluate and serve load): the folder's LoRA folded into the
     LLM's weights, no LoRA layer left to run, the same loss and greedy output in float32; such a model refuses to
     be saved. int8 keeps its LoRA apart (float, beside the int8 layers), as without merge_lora."""
@@ -516,7 +516,9 @@ def test_lora_merged_for_inference(tmp_path, monkeypatch):
     ref_loss, ref_out = model(_batch())["loss"], model.generate(_batch(), options)
     folder = model.save_pretrained(tmp_path / "ckpt")
     llm_files = {f: f.read_bytes() for f in Path(model.config.llm).iterdir() if f.is_file()}
-    merged = SpeechLLM.from_pretrained(folder, merge_lora=True).eval()
+    with caplog.at_level("INFO", logger="llm_srt.model.speech_llm"):
+        merged = SpeechLLM.from_pretrained(folder, merge_lora=True).eval()
+    assert f"LoRA r={model.config.lora.r} merged into the LLM" in caplog.text  # (it said "lora 0.00M", read as none)
     assert {f: f.read_bytes() for f in llm_files} == llm_files  # merged in memory, never into the LLM's files
     assert merged.lora_merged and not [n for n, _ in merged.llm.named_modules() if "lora_" in n]
     assert torch.allclose(merged(_batch())["loss"], ref_loss, rtol=1e-5)

@@ -144,7 +144,9 @@ class MiniSummary:
                "hours of speech: " + ", ".join(f"{k} {v:.3f}" for k, v in self.hours.items())
                + f" (total {sum(self.hours.values()):.2f})",
                f"rejected {self.rejected_sentences} sentences: "
-               + (", ".join(f"{k} x{v}" for k, v in sorted(self.rejected.items())) or "none"),
+               + (", ".join(f"{k} x{v}" for k, v in sorted(self.rejected.items())) or "none")
+               + (" (a sentence rejected in several languages counts in each)"
+                  if sum(self.rejected.values()) > self.rejected_sentences else ""),
                *(f"{name}.jsonl: {n} rows" + (f", {self.extra_hours[name]:.3f} hours of speech"
                                               if name in self.extra_hours else "") for name, n in self.extra.items()),
                *([f"also left out of every split, the held-out voice's speaker: {', '.join(self.heldout_twins)} "

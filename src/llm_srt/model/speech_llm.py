@@ -137,8 +137,10 @@ class SpeechLLM(nn.Module):
         self._frozen_weights = None if weights else {"encoder": None, "llm": None}  # random: not the folders' weights
         self.set_trainable(config.trainable)
         counts = self.parameter_counts()
-        log.info("trainable parameters: adapter %.2fM, lora %.2fM, total %.2fM (of %.1fM)", counts["adapter"] / 1e6,
-                 counts["lora"] / 1e6, counts["trainable"] / 1e6, counts["all"] / 1e6)
+        lora = (f"LoRA r={config.lora.r} merged into the LLM" if self.lora_merged else  # ("lora 0.00M" read as none)
+                f"lora {counts['lora'] / 1e6:.2f}M")
+        log.info("trainable parameters: adapter %.2fM, %s, total %.2fM (of %.1fM)", counts["adapter"] / 1e6, lora,
+                 counts["trainable"] / 1e6, counts["all"] / 1e6)
 
     # ---- parts -------------------------------------------------------------------------------------------------
     @property
