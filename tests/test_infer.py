@@ -815,6 +815,9 @@ def test_a_gpu_failing_for_good_keeps_the_inputs_done_as_ctrl_c_does(tmp_path, m
     assert json.loads((tmp_path / "out" / "results.partial.json").read_text()) == json.loads(printed)
     assert err.splitlines()[-1].startswith("llm-srt translate: error: stub: the GPU failed on a batch of 1 "
                                            "(RuntimeError: CUDA error: an illegal memory access was encountered)")
+    stub_cli(monkeypatch, _Broken(interrupt=2))  # --debug: the traceback too, and the same exit code (it was 2)
+    assert cli.main(["--debug", *run[:-2], "--out-dir", str(tmp_path / "debug")]) == 3
+    assert "Traceback" in capsys.readouterr().err
     stub_cli(monkeypatch, _Broken(interrupt=1))  # nothing done: an empty array, no file, exit code 1
     assert cli.main([*run[:-2], "--out-dir", str(tmp_path / "none")]) == 1
     assert json.loads(capsys.readouterr().out) == [] and not list((tmp_path / "none").iterdir())
@@ -1433,17 +1436,23 @@ def test_translate_without_task_runs_what_the_folder_was_trained_for(model_dir, 
         assert cli.main([*run, "--model", str(folder), "--task", task]) == 0  # an explicit --task as before
         [named] = json.loads(capsys.readouterr().out)
         assert auto["task"] == task and auto == named, name
-        said = (f"llm-srt translate: --task auto: {task}, what {folder} was trained for (its train_config.json); "
+        said = (f"llm-srt translate: --task auto: {task}, what {folder} was trained for (its training record); "
                 "give --task to run another\n")
         assert (said in err) == (task != "srt"), err
     assert auto["transcript"] and auto["translation"]  # (srt: the tiny model writes both)
     for name, told in (("s2tt", "srt"), ("srt", "s2tt")):  # the other of the one prompt: said (German came for fra)
         folder = tmp_path / name if name == "s2tt" else trained_folder(model_dir, tmp_path / name, {"srt": 1.0})
         assert cli.main([*run, "--model", str(folder), "--task", told]) == 0
-        assert (f"llm-srt translate: warning: --task {told}, but {folder} was trained for {name} (its "
-                f"train_config.json)") in capsys.readouterr().err
-    assert cli.main([*run, "--model", str(tmp_path / "reference"), "--task", "s2tt"]) == 0  # no record: nothing
-    assert "warning" not in capsys.readouterr().err
+        assert (f"llm-srt translate: warning: --task {told}, but {folder} was trained for {name}, not {told} (its "
+                "training record)") in capsys.readouterr().err
+    both = trained_folder(model_dir, tmp_path / "both", {"srt": 0.5, "s2tt": 0.5})  # trained on both: nothing
+    (tmp_path / "unread").mkdir()
+    for f in model_dir.iterdir():
+        (tmp_path / "unread" / f.name).symlink_to(f)
+    (tmp_path / "unread" / "train_config.json").write_text("{not json")  # the task given is run as asked
+    for folder in (tmp_path / "reference", both, tmp_path / "unread"):  # (no record: nothing either)
+        assert cli.main([*run, "--model", str(folder), "--task", "s2tt"]) == 0, folder
+        assert "warning" not in capsys.readouterr().err
     s2tt = json.loads((cli.main([*run, "--model", str(tmp_path / "s2tt")]), capsys.readouterr().out)[1])[0]
     assert s2tt["forced_tags"] is False and s2tt["transcript"] == "" and s2tt["translation"]
     # the Python API's default is auto too, per input beside explicit tasks

@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import traceback
 from pathlib import Path
 from typing import Sequence
 
@@ -82,12 +83,9 @@ def main(args) -> int:
         args.task = trained_task(args.model).value
         if args.task != Task.SRT.value:  # srt: as before `auto` was the default, nothing to say
             print(f"llm-srt translate: --task auto: {args.task}, what {shown(args.model)} was trained for (its "
-                  "train_config.json); give --task to run another", file=sys.stderr)
-    elif ((trained := trained_tasks(args.model)) and {Task(args.task), trained[0]} == set(DIRECT_OR_SRT)):
-        told = Task(args.task)  # s2tt asked of an SRT model, or srt of a Baseline: one prompt, answered its own way
-        print(f"llm-srt translate: warning: --task {told.value}, but {shown(args.model)} was trained for "
-              f"{trained[0].value} (its train_config.json): its answers to the {told.value} prompt may be in the "
-              f"wrong language or form; leave --task out to run {trained[0].value}", file=sys.stderr)
+                  "training record); give --task to run another", file=sys.stderr)
+    elif (note := _task_not_trained(args.model, Task(args.task))) is not None:
+        print(f"llm-srt translate: warning: {note}", file=sys.stderr)
     segments = segment_options(args.max_segment_seconds)
     if args.line_width < 0 or 0 < args.line_width < MIN_LINE_WIDTH:
         raise LLMSRTError(f"--line-width {args.line_width}: give 0 (one unwrapped cue a segment) or at least "
@@ -249,8 +247,10 @@ def main(args) -> int:
             if shown_text is not None:
                 print(f"# {name}")
                 print(shown_text, end="" if args.format == "text" else "\n", flush=True)
-        if not isinstance(e, DeviceFailed) or getattr(args, "debug", False):
+        if not isinstance(e, DeviceFailed):
             raise
+        if getattr(args, "debug", False):  # the traceback, and the exit code as without --debug
+            traceback.print_exc()
         print(f"llm-srt translate: error: {e}", file=sys.stderr)
         return SOME_FAILED if translated - lost else 1  # not 2, which says no input ran (a refusal)
     unwritten = args.format == "json" and not _print_json([_json_entry(r, a) for r, a in zip(results, args.audio)],
@@ -349,6 +349,22 @@ def _heard_note(r: TranslationResult, args) -> str | None:
 
 
 DIRECT_OR_SRT = (Task.S2TT, Task.SRT)  # one prompt ("translate into X"): a model trained on one answers it as such
+
+
+def _task_not_trained(model: str, told: Task) -> str | None:
+    """A warning where `told` is s2tt and the folder trained srt but not s2tt, or the reverse (the one prompt of the
+    two, answered as its training taught: German came back for --tgt fra); None where it trained `told`, has no
+    record, or a record that cannot be read (the task given explicitly is run as asked)."""
+    try:
+        trained = trained_tasks(model)
+    except LLMSRTError:
+        return None
+    if told not in DIRECT_OR_SRT or told in trained or not set(trained) & set(DIRECT_OR_SRT):
+        return None
+    other = next(t for t in trained if t in DIRECT_OR_SRT)
+    return (f"--task {told.value}, but {shown(model)} was trained for {other.value}, not {told.value} (its training "
+            f"record): its answers to the {told.value} prompt may be in the wrong language or form; leave --task out "
+            f"to run what it was trained for")
 
 
 def _capped_note(r: TranslationResult) -> str | None:

@@ -102,7 +102,7 @@ def test_an_smt_stage_translates_in_two_passes_and_an_s2tt_only_folder_transcrib
 def test_the_start_up_log_says_what_a_request_without_task_runs(tasks, line):
     trained = tuple(Task(t) for t in sorted(tasks or {}, key=lambda t: -tasks[t]))
     said = serve_app.auto_tasks_line("M", trained)
-    assert said == (None if line is None else f"llm-srt serve: {line} (its train_config.json)")
+    assert said == (None if line is None else f"llm-srt serve: {line} (its training record)")
 
 
 def test_serve_says_it_at_start_up_and_refuses_a_damaged_train_config_before_the_model_loads(model_dir, tmp_path,
@@ -115,7 +115,7 @@ def test_serve_says_it_at_start_up_and_refuses_a_damaged_train_config_before_the
     folder = trained_folder(model_dir, tmp_path / "s2tt", {"s2tt": 0.8, "asr": 0.2})
     assert serve_app.main(parser.parse_args(["--model", str(folder), "--port", "0", "--device", "cpu"])) == 0
     assert (f"llm-srt serve: a request without task runs s2tt on /v1/audio/translations: {folder} was trained for "
-            "s2tt (its train_config.json)\n") in capsys.readouterr().out
+            "s2tt (its training record)\n") in capsys.readouterr().out
     (folder / "train_config.json").write_text("[]")
 
     def load(args):

@@ -520,7 +520,7 @@ def auto_tasks_line(model: str, trained: tuple[Task, ...]) -> str | None:
         if task is not endpoint.tasks[0]:
             said.append(f"runs {task.value} on {endpoint.path}")
     return (f"llm-srt serve: a request without task {' and '.join(said)}: {model} was trained for "
-            f"{inference_task(trained).value} (its train_config.json)" if said else None)
+            f"{inference_task(trained).value} (its training record)" if said else None)
 
 
 def main(args) -> int:
