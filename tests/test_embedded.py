@@ -285,6 +285,20 @@ def test_a_cache_that_cannot_take_the_models_says_what_to_do(fake_setup, tmp, mo
     assert list((cache / "tmp").iterdir()) == []  # scratch and the OWNER file removed
 
 
+def test_a_linked_cache_that_cannot_take_a_file_says_what_to_do(fake_setup, tmp, monkeypatch):
+    """atomic_file names a file by its resolved path: with LLM_SRT_CACHE a link, a write it failed was taken for one
+    outside the cache and raised as a bare OSError traceback, where the resolved path gave setup's own line."""
+    from llm_srt.errors import LLMSRTError
+
+    (tmp / "real").mkdir()
+    (tmp / "link").symlink_to(tmp / "real")
+    monkeypatch.setenv(paths.CACHE_ENV, str(tmp / "link"))
+    error = OSError(errno.ENOSPC, "No space left on device", str(tmp / "real" / "models" / "x" / ".stamp.json.tmp"))
+    monkeypatch.setattr(emb, "_convert_gemma", _failing_converter(error))
+    with pytest.raises(LLMSRTError, match=r": cannot write the embedded models there \(No space left on device; "):
+        emb.ensure_embedded()
+
+
 def test_a_disk_filling_while_a_converter_writes_says_what_setup_needs(fake_setup, monkeypatch):
     """The real converters write through convert.output_dir, whose line for a full disk ("cannot write the converted
     model there ...; free space there or choose another output folder") reached setup's user, who has no output

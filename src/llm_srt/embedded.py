@@ -330,7 +330,8 @@ def _writable_cache() -> Iterator[None]:
             raise
         why, full = e.reason, e.errno in (errno.ENOSPC, errno.EDQUOT)
     except OSError as e:
-        inside = e.filename is None or Path(os.path.abspath(e.filename)).is_relative_to(os.path.abspath(cache))
+        inside = e.filename is None or Path(os.path.realpath(e.filename)).is_relative_to(os.path.realpath(cache))
+        #   (realpath both: atomic_file names a linked cache's files by their resolved path)
         if e.errno not in UNWRITABLE or not inside:
             raise
         why, full = e.strerror or str(e), e.errno in (errno.ENOSPC, errno.EDQUOT)

@@ -541,3 +541,4 @@ def test_the_rejected_line_says_why_its_counts_add_up_to_more_than_the_sentences
     assert line({"deu: no speech": 18, "fra: no speech": 27}, 44).endswith(
         "fra: no speech x27 (a sentence rejected in several languages counts in each)")
     assert line({"deu: no speech": 18, "fra: no speech": 27}, 45).endswith("fra: no speech x27")
+    assert line({"deu: too fast": 3, "prose eng: too fast": 2}, 3).endswith("prose eng: too fast x2")  # not of these

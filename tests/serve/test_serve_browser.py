@@ -181,19 +181,21 @@ def test_segment_times_round_before_minutes_and_seconds_are_split(page):
         "0:00.0", "0:05.0", "0:59.9", "1:00.0", "2:00.0", "60:00.0"]
 
 
-def test_the_page_runs_what_the_model_was_trained_for_unless_told(model_dir, translator, clip, tmp_path):
+@pytest.mark.parametrize("trained", ["s2tt", "asr"])
+def test_the_page_runs_what_the_model_was_trained_for_unless_told(model_dir, translator, clip, tmp_path, trained):
     """The page sent task=srt whatever it served: a Baseline (S2TT-trained) folder, whose API answers without task
     ran S2TT, still got the SRT prompt from the page (its translation shown as the transcript). Its first choice now
-    sends no task, and shows what the task that ran writes."""
+    sends no task (an ASR-stage folder's to the transcription endpoint, as /health's limits.trained_for says:
+    translations refuse it), and shows what the task that ran writes."""
     import json
 
     samples, wav = clip
-    folder = tmp_path / "baseline"
+    folder = tmp_path / trained
     folder.mkdir()
     for f in model_dir.iterdir():
         (folder / f.name).symlink_to(f)
-    (folder / "train_config.json").write_text(json.dumps({"data": {"tasks": {"s2tt": 1.0}}}))
-    want = translator.translate([samples], "eng", "deu", task="s2tt", options=DECODING)[0]
+    (folder / "train_config.json").write_text(json.dumps({"data": {"tasks": {trained: 1.0}}}))
+    want = translator.translate([samples], "eng", "deu", task=trained, options=DECODING)[0]
     (tmp_path / "clip.wav").write_bytes(wav)
     app = create_app(SpeechTranslator.from_pretrained(folder), ServeOptions(batch=BatchOptions(decoding=DECODING)))
     with live_server(app) as url:
@@ -208,7 +210,9 @@ def test_the_page_runs_what_the_model_was_trained_for_unless_told(model_dir, tra
             browser.click("#submit")
             assert browser.wait_for(f"['done', 'error'].includes({STATE}) && {STATE}") == "done", browser.js(
                 TEXT.format("error"))
-            assert browser.js(TEXT.format("translation")) == want.translation
-            assert browser.js("document.getElementById('transcript-box').hidden") is True  # s2tt writes none
+            shown = "translation" if trained == "s2tt" else "transcript"
+            assert browser.js(TEXT.format(shown)) == getattr(want, shown)
+            hidden = "transcript" if trained == "s2tt" else "translation"  # what the task that ran writes none of
+            assert browser.js(f"document.getElementById('{hidden}-box').hidden") is True
         finally:
             browser.close()

@@ -146,7 +146,8 @@ class MiniSummary:
                f"rejected {self.rejected_sentences} sentences: "
                + (", ".join(f"{k} x{v}" for k, v in sorted(self.rejected.items())) or "none")
                + (" (a sentence rejected in several languages counts in each)"
-                  if sum(self.rejected.values()) > self.rejected_sentences else ""),
+                  if sum(v for k, v in self.rejected.items() if not k.startswith(("prose ", "heldout ")))
+                  > self.rejected_sentences else ""),  # (prose and the held-out voice's are not of the sentences)
                *(f"{name}.jsonl: {n} rows" + (f", {self.extra_hours[name]:.3f} hours of speech"
                                               if name in self.extra_hours else "") for name, n in self.extra.items()),
                *([f"also left out of every split, the held-out voice's speaker: {', '.join(self.heldout_twins)} "

@@ -168,7 +168,8 @@ def create_app(translator: SpeechTranslator, options: ServeOptions = ServeOption
             "decoding": decoder.pending, "max_batch": options.batch.max_batch, "batching": batching,
             "limits": {"beam_size": options.batch.decoding.beam_size, "max_beam": options.beam_limit,
                        "max_new_tokens": options.batch.decoding.max_new_tokens,
-                       "max_segment_seconds": options.batch.segment.max_seconds}})
+                       "max_segment_seconds": options.batch.segment.max_seconds,
+                       "trained_for": inference_task(trained).value}})  # what a request without task runs
 
     @app.api_route("/v1/models", methods=["GET", "HEAD"])  # HEAD: uptime checks and proxies probe with it
     async def models() -> dict:
