@@ -71,6 +71,8 @@ def test_debug_shows_the_traceback_and_keeps_the_exit_code(capsys, tmp_path):
     (["translate", "x.wav", "--model", "whisper", "--frob"], "llm-srt translate", "unrecognized arguments: --frob"),
     (["convert", "whisper-ct2", "src"], "llm-srt convert whisper-ct2", "the following arguments are required: dst"),
     (["--bogus"], "llm-srt", "unrecognized arguments: --bogus"),
+    (["prepare", "mini", "--bad"], "llm-srt prepare mini", "unrecognized arguments: --bad"),  # (named the verb's
+    (["convert", "gguf", "a", "b", "--bad", "x"], "llm-srt convert gguf", "unrecognized arguments: --bad x"),  # help)
 ])
 def test_a_bad_option_is_one_line(capsys, argv, prog, message):
     """A bad option printed argparse's whole usage (10-14 lines for translate) before the error: it is one line, as

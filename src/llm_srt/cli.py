@@ -98,6 +98,18 @@ def main(argv: list[str] | None = None) -> int:
         return _main(argv)
 
 
+def _with_sub_verb(parser: argparse.ArgumentParser, rest: list[str]) -> argparse.Namespace:
+    """A verb with sub-verbs (`prepare mini`, `convert gguf`): its arguments, an unknown option refused by the
+    sub-verb's own parser, whose --help lists the options (argparse handed it up, so the error named the verb's)."""
+    args, unknown = parser.parse_known_args(rest)
+    while unknown:
+        sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+        if sub is None or getattr(args, sub.dest, None) not in sub.choices:
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        parser = sub.choices[getattr(args, sub.dest)]
+    return args
+
+
 def _main(argv: list[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     paths.default_offline()
@@ -126,7 +138,7 @@ def _main(argv: list[str] | None) -> int:
         rest = [a for a in argv[argv.index(verb) + 1:] if a != "--debug"]  # --debug may follow the verb too
         verb_parser = sub.choices[verb]
         has_sub_verbs = any(isinstance(a, argparse._SubParsersAction) for a in verb_parser._actions)
-        args = verb_parser.parse_args(rest) if has_sub_verbs else verb_parser.parse_intermixed_args(rest)
+        args = _with_sub_verb(verb_parser, rest) if has_sub_verbs else verb_parser.parse_intermixed_args(rest)
         args.verb, args.debug = verb, debug
     else:
         args = parser.parse_args(argv)
