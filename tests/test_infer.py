@@ -1410,17 +1410,6 @@ def test_translate_makes_device_cuda_n_the_current_gpu_before_the_model_loads(mo
 
 
 # ---- --task auto: what the model folder was trained for ------------------------------------------------------------
-def trained_folder(model_dir: Path, root: Path, tasks: dict | None) -> Path:
-    """`model_dir`'s files linked into `root`, with a train_config.json of data.tasks `tasks` (None: none, as a
-    reference model imported by `llm-srt convert`)."""
-    root.mkdir()
-    for f in model_dir.iterdir():
-        (root / f.name).symlink_to(f)
-    if tasks is not None:
-        (root / "train_config.json").write_text(json.dumps({"stage": "x", "data": {"tasks": tasks}}))
-    return root
-
-
 def test_translate_without_task_runs_what_the_folder_was_trained_for(model_dir, clips, tmp_path, capsys):
     """A Baseline (S2TT-trained) folder run without --task gave task "srt": its German translation reported as the
     transcript, forced tags, then text to the token cap as the translation. `--task auto`, the default, is the
@@ -1429,7 +1418,7 @@ def test_translate_without_task_runs_what_the_folder_was_trained_for(model_dir, 
     run = ["translate", clips[1], "--src", "eng", "--tgt", "deu", "--format", "json", "--max-new-tokens", "10"]
     for name, tasks, task in (("s2tt", {"s2tt": 1.0}, "s2tt"), ("asr", {"asr": 1.0}, "asr"),
                               ("reference", None, "srt")):
-        folder = trained_folder(model_dir, tmp_path / name, tasks)
+        folder = tiny.trained_folder(model_dir, tmp_path / name, tasks)
         assert cli.main([*run, "--model", str(folder)]) == 0
         out, err = capsys.readouterr()
         [auto] = json.loads(out)
@@ -1441,14 +1430,12 @@ def test_translate_without_task_runs_what_the_folder_was_trained_for(model_dir, 
         assert (said in err) == (task != "srt"), err
     assert auto["transcript"] and auto["translation"]  # (srt: the tiny model writes both)
     for name, told in (("s2tt", "srt"), ("srt", "s2tt")):  # the other of the one prompt: said (German came for fra)
-        folder = tmp_path / name if name == "s2tt" else trained_folder(model_dir, tmp_path / name, {"srt": 1.0})
+        folder = tmp_path / name if name == "s2tt" else tiny.trained_folder(model_dir, tmp_path / name, {"srt": 1.0})
         assert cli.main([*run, "--model", str(folder), "--task", told]) == 0
         assert (f"llm-srt translate: warning: --task {told}, but {folder} was trained for {name}, not {told} (its "
                 "training record)") in capsys.readouterr().err
-    both = trained_folder(model_dir, tmp_path / "both", {"srt": 0.5, "s2tt": 0.5})  # trained on both: nothing
-    (tmp_path / "unread").mkdir()
-    for f in model_dir.iterdir():
-        (tmp_path / "unread" / f.name).symlink_to(f)
+    both = tiny.trained_folder(model_dir, tmp_path / "both", {"srt": 0.5, "s2tt": 0.5})  # trained on both: nothing
+    tiny.trained_folder(model_dir, tmp_path / "unread", None)
     (tmp_path / "unread" / "train_config.json").write_text("{not json")  # the task given is run as asked
     for folder in (tmp_path / "reference", both, tmp_path / "unread"):  # (no record: nothing either)
         assert cli.main([*run, "--model", str(folder), "--task", "s2tt"]) == 0, folder
@@ -1474,7 +1461,7 @@ def test_subtitles_auto_cannot_write_are_refused_before_the_model_loads(model_di
         raise AssertionError("the model loaded before the task was checked")
 
     monkeypatch.setattr(translate, "translator_from_args", load)
-    folder = trained_folder(model_dir, tmp_path / "s2tt", {"s2tt": 1.0})
+    folder = tiny.trained_folder(model_dir, tmp_path / "s2tt", {"s2tt": 1.0})
     run = ["translate", clips[0], "--model", str(folder), "--src", "eng", "--tgt", "deu", "--format", "vtt"]
     assert cli.main([*run, "--subtitles", "transcript"]) == 2
     assert capsys.readouterr().err.endswith("llm-srt translate: error: --task s2tt writes no transcript, so "

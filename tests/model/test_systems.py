@@ -932,17 +932,6 @@ def test_infer_and_systems_import_nothing_above_them():
     assert "llm_srt.infer" in loaded and not upward, upward
 
 
-def trained_folder(model_dir, root, tasks: dict | None):
-    """A copy of the model folder `model_dir` (its files linked) with a train_config.json of data.tasks `tasks`
-    (None: none, as a reference model imported by `llm-srt convert`)."""
-    root.mkdir(parents=True)
-    for f in model_dir.iterdir():
-        (root / f.name).symlink_to(f)
-    if tasks is not None:
-        (root / "train_config.json").write_text(json.dumps({"stage": "x", "data": {"tasks": tasks}}))
-    return root
-
-
 def test_auto_is_what_the_model_folder_was_trained_for_read_before_it_loads(speech_model, tmp_path):
     """`--task auto` (translate, evaluate, the Python API, a request without task) is the folder's training, read
     from its train_config.json in one place (systems.trained_task): s2tt for a Baseline, asr for an ASR stage, an
@@ -955,7 +944,7 @@ def test_auto_is_what_the_model_folder_was_trained_for_read_before_it_loads(spee
              "smt": ({"smt": 0.8, "asr": 0.2}, Task.ASR_SMT), "srt": ({"asr": 0.2, "srt": 0.8}, Task.SRT),
              "tie": ({"s2tt": 0.5, "srt": 0.5}, Task.S2TT), "mt": ({"mt": 1.0}, Task.SRT), "none": (None, Task.SRT)}
     for name, (tasks, task) in cases.items():
-        assert trained_task(trained_folder(speech_model, tmp_path / name, tasks)) is task, name
+        assert trained_task(tiny.trained_folder(speech_model, tmp_path / name, tasks)) is task, name
     assert trained_tasks(tmp_path / "smt") == (Task.SMT, Task.ASR) and trained_tasks(tmp_path / "none") == ()
     assert all(trained_task(name) is Task.SRT for name in ("whisper", "cascade", "mt"))
     assert run.model_task is trained_task  # evaluate's --task auto is the same function

@@ -151,6 +151,19 @@ class CallSpy:
         return getattr(self.wrapped, name)
 
 
+def trained_folder(model_dir: Path, root: Path, tasks: dict | None) -> Path:
+    """A copy of the model folder `model_dir` (its files linked) with a train_config.json of data.tasks `tasks`
+    (None: none, as a reference model imported by `llm-srt convert`): what `--task auto` reads."""
+    import json
+
+    root.mkdir(parents=True)
+    for f in model_dir.iterdir():
+        (root / f.name).symlink_to(f)
+    if tasks is not None:
+        (root / "train_config.json").write_text(json.dumps({"stage": "x", "data": {"tasks": tasks}}))
+    return root
+
+
 def mapped_kib(path: Path) -> int:
     """This process's resident KiB of its mappings of the file `path` (/proc/self/smaps)."""
     total, current = 0, None

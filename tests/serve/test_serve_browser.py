@@ -2,6 +2,7 @@
 fake microphone, and see transcript, translation and segments appear. Skips when Chromium is not installed."""
 
 import pytest
+import tiny
 from cdp_pipe import Browser, find_chromium
 from serve_helpers import DECODING, bursts, live_server, wav_bytes
 
@@ -187,14 +188,8 @@ def test_the_page_runs_what_the_model_was_trained_for_unless_told(model_dir, tra
     ran S2TT, still got the SRT prompt from the page (its translation shown as the transcript). Its first choice now
     sends no task (an ASR-stage folder's to the transcription endpoint, as /health's limits.trained_for says:
     translations refuse it), and shows what the task that ran writes."""
-    import json
-
     samples, wav = clip
-    folder = tmp_path / trained
-    folder.mkdir()
-    for f in model_dir.iterdir():
-        (folder / f.name).symlink_to(f)
-    (folder / "train_config.json").write_text(json.dumps({"data": {"tasks": {trained: 1.0}}}))
+    folder = tiny.trained_folder(model_dir, tmp_path / trained, {trained: 1.0})
     want = translator.translate([samples], "eng", "deu", task=trained, options=DECODING)[0]
     (tmp_path / "clip.wav").write_bytes(wav)
     app = create_app(SpeechTranslator.from_pretrained(folder), ServeOptions(batch=BatchOptions(decoding=DECODING)))

@@ -2,10 +2,10 @@
 (S2TT-trained) folder ran the SRT prompt on /v1/audio/translations, and an OpenAI client got garbage as its text."""
 
 import argparse
-import json
 from pathlib import Path
 
 import pytest
+import tiny
 from serve_helpers import DECODING, local_client
 
 from llm_srt.errors import LLMSRTError
@@ -17,16 +17,6 @@ from llm_srt.serve import BatchOptions, ServeOptions, create_app
 TRANSLATIONS = "/v1/audio/translations"
 TRANSCRIPTIONS = "/v1/audio/transcriptions"
 ASK = dict(source_language="eng", target_language="deu", response_format="verbose_json")
-
-
-def trained_folder(model_dir: Path, root: Path, tasks: dict | None) -> Path:
-    """`model_dir`'s files linked into `root`, with a train_config.json of data.tasks `tasks` (None: none)."""
-    root.mkdir()
-    for f in model_dir.iterdir():
-        (root / f.name).symlink_to(f)
-    if tasks is not None:
-        (root / "train_config.json").write_text(json.dumps({"stage": "x", "data": {"tasks": tasks}}))
-    return root
 
 
 def served(folder: Path):
@@ -41,7 +31,7 @@ def post(client, path, wav: bytes, **fields):
 def test_a_request_without_task_runs_what_the_folder_was_trained_for(model_dir, translator, clip, tmp_path):
     samples, wav = clip
     expect = {t: translator.translate([samples], "eng", "deu", task=t, options=DECODING)[0] for t in ("srt", "s2tt")}
-    with served(trained_folder(model_dir, tmp_path / "s2tt", {"s2tt": 1.0})) as c:
+    with served(tiny.trained_folder(model_dir, tmp_path / "s2tt", {"s2tt": 1.0})) as c:
         verbose = post(c, TRANSLATIONS, wav, **ASK).json()
         assert verbose["mode"] == "s2tt" and verbose["forced_tags"] is False and verbose["transcript"] == ""
         assert verbose["text"] == verbose["translation"] == expect["s2tt"].translation
@@ -61,7 +51,7 @@ def test_an_asr_trained_folder_transcribes_and_refuses_a_translation_without_tas
     SRT prompt's output); a transcription is its ASR; a request naming a task runs it as before."""
     samples, wav = clip
     heard = translator.translate([samples], "eng", None, task="asr", options=DECODING)[0]
-    with served(trained_folder(model_dir, tmp_path / "asr", {"asr": 1.0})) as c:
+    with served(tiny.trained_folder(model_dir, tmp_path / "asr", {"asr": 1.0})) as c:
         r = post(c, TRANSLATIONS, wav, **ASK)
         assert r.status_code == 400 and r.json()["error"]["param"] == "task"
         assert r.json()["error"]["message"] == (
@@ -78,13 +68,13 @@ def test_an_smt_stage_translates_in_two_passes_and_an_s2tt_only_folder_transcrib
     s2tt alone writes no transcript: a transcription without task is a 400, with task asr it runs as before."""
     samples, wav = clip
     both = translator.translate([samples], "eng", "deu", task="asr+smt", options=DECODING)[0]
-    with served(trained_folder(model_dir, tmp_path / "smt", {"smt": 0.8, "asr": 0.2})) as c:
+    with served(tiny.trained_folder(model_dir, tmp_path / "smt", {"smt": 0.8, "asr": 0.2})) as c:
         verbose = post(c, TRANSLATIONS, wav, **ASK).json()
         assert (verbose["mode"], verbose["transcript"], verbose["translation"]) == (
             "asr+smt", both.transcript, both.translation)
         assert post(c, TRANSLATIONS, wav, task="asr+smt", **ASK).json()["mode"] == "asr+smt"
         assert post(c, TRANSCRIPTIONS, wav, language="en", response_format="verbose_json").json()["mode"] == "asr"
-    with served(trained_folder(model_dir, tmp_path / "s2tt", {"s2tt": 1.0})) as c:
+    with served(tiny.trained_folder(model_dir, tmp_path / "s2tt", {"s2tt": 1.0})) as c:
         r = post(c, TRANSCRIPTIONS, wav, language="en")
         assert r.status_code == 400 and r.json()["error"]["message"].startswith(
             "task: this server's model was trained for s2tt alone, which writes no transcript")
@@ -112,7 +102,7 @@ def test_serve_says_it_at_start_up_and_refuses_a_damaged_train_config_before_the
     monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets: None)
     parser = argparse.ArgumentParser()
     serve_app.add_arguments(parser)
-    folder = trained_folder(model_dir, tmp_path / "s2tt", {"s2tt": 0.8, "asr": 0.2})
+    folder = tiny.trained_folder(model_dir, tmp_path / "s2tt", {"s2tt": 0.8, "asr": 0.2})
     assert serve_app.main(parser.parse_args(["--model", str(folder), "--port", "0", "--device", "cpu"])) == 0
     assert (f"llm-srt serve: a request without task runs s2tt on /v1/audio/translations: {folder} was trained for "
             "s2tt (its training record)\n") in capsys.readouterr().out
