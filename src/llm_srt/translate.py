@@ -343,7 +343,7 @@ def _note(r: TranslationResult, args) -> str | None:
 
 
 def _heard_note(r: TranslationResult, args) -> str | None:
-    """With --src auto, the language language ID heard in an input (else said only in --format json: a German clip
+    """With --src auto, the language that language ID heard in an input (else said only in --format json: a German clip
     Whisper heard as English was "translated" into English without a word)."""
     return f"{r.audio}: source language heard as {r.src} (--src auto)" if args.src == "auto" and r.src else None
 

@@ -341,13 +341,14 @@ def trained_tasks(model: str | Path) -> tuple[Task, ...]:
     first, as training takes it). Empty for a system's name (a key of SYSTEMS) and for a folder without either (a
     reference model imported by `llm-srt convert`). A plain file read: callers check what depends on the task before
     any model loads."""
-    file, state = Path(model) / TRAIN_CONFIG, Path(model).joinpath(*CHECKPOINT_STATE)
-    if str(model) in SYSTEMS or not file.is_file() and not state.is_file():
+    file = Path(model) / TRAIN_CONFIG
+    if not file.is_file():  # a checkpoint's record: its saved config
+        file = Path(model).joinpath(*CHECKPOINT_STATE)
+    if str(model) in SYSTEMS or not file.is_file():
         return ()
     try:
-        config = (json.loads(file.read_text(encoding="utf-8")) if file.is_file() else
-                  json.loads(state.read_text(encoding="utf-8")).get("config") or {})
-        file = file if file.is_file() else state  # (named in the error)
+        config = json.loads(file.read_text(encoding="utf-8"))
+        config = config if file.name == TRAIN_CONFIG else config.get("config") or {}
         tasks = config.get("data", {}).get("tasks") or {}
         return tuple(Task(t) for t in sorted(tasks, key=lambda t: -float(tasks[t])))  # (sorted keeps a tie's order)
     except (OSError, ValueError, TypeError, AttributeError) as e:
