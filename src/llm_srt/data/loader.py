@@ -165,11 +165,12 @@ class _Draw:
 
 def with_transcripts(rows: list[Row], task: Task | str | Mapping[str, float], where: str) -> list[Row]:
     """`rows` less the translation rows without a transcript where `task` (a mix) reads it (TRANSCRIPT_READERS:
-    `SpeechTextDataset` refuses them), with one warning giving their count: data.skip_bad's way with a bad row."""
+    `SpeechTextDataset` refuses them), with one warning giving their count: data.skip_bad's way with a bad row. The
+    warning names the line that called train.data.read_stage_rows (through its `_transcribed`)."""
     reader, blank = blank_transcripts(rows, task)
     if blank:
         warn_each_time(f"{where}: skipped {len(blank)} translation rows without a transcript, which task "
-                       f"{reader.value} reads (first: id {blank[0].id})", stacklevel=3)
+                       f"{reader.value} reads (first: id {blank[0].id})", stacklevel=4)
     return [r for r in rows if r.is_asr or r.transcript.strip()] if blank else rows
 
 

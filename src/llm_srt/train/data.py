@@ -504,11 +504,7 @@ def read_stage_rows(cfg: DataSection, main_task: Task, hashes: bool = True) -> S
                              max_duration=longest if speech else None, max_text=None if speech else text_limit(longest))
 
     train = [read(m, any(Task(t).needs_speech for t in cfg.tasks)) for m in cfg.manifests]
-    if cfg.skip_bad:  # a translation row without the transcript its task reads: a bad row too
-        train = [with_transcripts(rows, cfg.tasks, f"data.train {m}") for m, rows in zip(cfg.manifests, train)]
-    else:  # refused before every audio file is hashed (`SpeechTextDataset` refuses them after), naming the line
-        for m, rows in zip(cfg.manifests, train):
-            _refuse_blank_transcripts(rows, cfg.tasks, f"data.train {m}", m)
+    train = [_transcribed(rows, cfg.tasks, "data.train", m, cfg.skip_bad) for m, rows in zip(cfg.manifests, train)]
     for manifest, rows in zip(cfg.manifests, train):
         if held := [r for r in rows if r.split in HELD_OUT]:
             warn_each_time(f"data.train {manifest}: {len(held)} of its rows are marked split "
@@ -517,18 +513,21 @@ def read_stage_rows(cfg: DataSection, main_task: Task, hashes: bool = True) -> S
     dev: list[Row] = []
     if cfg.dev:
         rows = [r for r in read(cfg.dev, main_task.needs_speech) if r.is_asr == (main_task is Task.ASR)]
-        if cfg.skip_bad:
-            rows = with_transcripts(rows, main_task, f"data.dev {cfg.dev}")
-        else:
-            _refuse_blank_transcripts(rows, main_task, f"data.dev {cfg.dev}", cfg.dev)
+        rows = _transcribed(rows, main_task, "data.dev", cfg.dev, cfg.skip_bad)
         dev = stratified(rows, max(cfg.dev_size, cfg.dev_decode), seed=cfg.seed)
     audio = [r.audio for part in train for r in part] + [r.audio for r in dev]
     return StageRows(train, dev, content_hashes(audio) if hashes else {})
 
 
-def _refuse_blank_transcripts(rows: list[Row], task: Task | Mapping[str, float], where: str, manifest: str) -> None:
-    """A translation row without the transcript `task` (a mix) reads, as one line naming `manifest`'s line: it was
-    `SpeechTextDataset`'s error once every audio file was hashed, for data.dev naming no file ("the manifest's")."""
+def _transcribed(rows: list[Row], task: Task | Mapping[str, float], key: str, manifest: str,
+                 skip_bad: bool) -> list[Row]:
+    """`rows` of `manifest` (given as `key`: data.train or data.dev) where a translation row without the transcript
+    `task` (a mix) reads is a bad row: with `skip_bad` left out, one warning giving the count (`with_transcripts`);
+    else refused in one line naming the manifest's line, before every audio file is hashed (it was
+    `SpeechTextDataset`'s error once they were, for data.dev naming no file: "the manifest's")."""
+    where = f"{key} {manifest}"
+    if skip_bad:
+        return with_transcripts(rows, task, where)
     reader, blank = blank_transcripts(rows, task)
     if blank:
         line = line_of(manifest, blank[0].id)
@@ -536,6 +535,7 @@ def _refuse_blank_transcripts(rows: list[Row], task: Task | Mapping[str, float],
                           f"row's transcript, but {len(blank)} of this manifest's have none (first: id {blank[0].id})"
                           "; fill them in, skip them (data.skip_bad=true), or train s2tt (speech -> translation "
                           "alone)")
+    return rows
 
 
 def from_rank0(d: Dist, fn: Callable[[], Any]) -> Any:
