@@ -17,7 +17,7 @@ from llm_srt.infer import SpeechTranslator, item_budget, max_new_tokens
 from llm_srt.model.decoding import DecodingOptions
 from llm_srt.model.protocol import Item, Output
 from llm_srt.prompts import Task
-from llm_srt.translate import PARTIAL_JSON, SETTINGS_FILE
+from llm_srt.out_files import PARTIAL_JSON, SETTINGS_FILE
 
 OPTS = DecodingOptions(max_new_tokens=10)
 
@@ -279,7 +279,7 @@ def test_out_dir_mirrors_the_inputs_folders_and_refuses_collisions(model_dir, cl
 def test_a_missing_input_or_a_folder_among_them_moves_no_other_inputs_output(tmp_path):
     """The outputs' folder is that of the inputs that are files: `talks talks/a.wav` or a mistyped `tlaks/c.wav`
     beside it (each failing alone) put a.wav's output at OUT/talks/a.srt, where a run without them puts OUT/a.srt."""
-    from llm_srt.translate import output_paths
+    from llm_srt.out_files import output_paths
 
     (tmp_path / "talks").mkdir()
     (tmp_path / "talks" / "a.wav").write_bytes(b"")
@@ -846,7 +846,7 @@ def test_a_results_json_that_cannot_be_written(clips, tmp_path, monkeypatch, cap
     (a full disk) gave exit code 2, which says the command was refused before any input ran."""
     import errno
 
-    from llm_srt import translate
+    from llm_srt import out_files, translate
 
     (tmp_path / "out" / "results.json").mkdir(parents=True)
     monkeypatch.setattr(translate, "translator_from_args", lambda args: pytest.fail("the model loaded"))
@@ -860,7 +860,7 @@ def test_a_results_json_that_cannot_be_written(clips, tmp_path, monkeypatch, cap
         raise OSError(errno.ENOSPC, "No space left on device")
 
     stub_cli(monkeypatch, Stub())
-    monkeypatch.setattr(translate, "atomic_file", full)
+    monkeypatch.setattr(out_files, "atomic_file", full)
     assert cli.main([*run, "--out-dir", str(tmp_path / "other")]) == translate.SOME_FAILED
     printed, err = capsys.readouterr()
     assert [r["audio"] for r in json.loads(printed)] == clips[:2]  # every result on stdout all the same
@@ -1119,14 +1119,14 @@ def test_an_input_is_the_same_however_its_path_is_spelled_and_a_dataclass_system
     dataclass) runs (the out-of-memory cap is kept per system where one can be)."""
     from dataclasses import dataclass
 
-    from llm_srt import infer, translate
+    from llm_srt import infer, out_files
     from llm_srt.model.protocol import Item
 
     (tmp_path / "d1").mkdir()
     (tmp_path / "d2").mkdir()
     write_wav(tmp_path / "d1" / "a.wav", recording(1.0, [(0.2, 0.8)]))
     monkeypatch.chdir(tmp_path / "d2")
-    assert translate._input_of("../d1/a.wav") == translate._input_of(str(tmp_path / "d1" / "a.wav"))
+    assert out_files.input_of("../d1/a.wav") == out_files.input_of(str(tmp_path / "d1" / "a.wav"))
 
     from llm_srt.model.protocol import Output
 

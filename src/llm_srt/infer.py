@@ -12,7 +12,7 @@ input is finished).
 Here too: the command-line options that choose and run a model and cut its speech, shared by `llm-srt translate` and
 `serve` (add_model_arguments, translator_from_args, add_segment_argument, segment_options), and the check of
 subtitles without a cue that both refuse (missing_cue_text). The `translate` command itself (its arguments, its
-outputs, the files of --out-dir) is translate.py, which imports this module, never the reverse.
+outputs; the files of --out-dir are out_files.py's) is translate.py, which imports this module, never the reverse.
 """
 
 import logging

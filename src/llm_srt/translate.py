@@ -3,20 +3,19 @@
     llm-srt translate talk.wav --model runs/embedded/srt/final --src eng --tgt deu --format srt --out-dir subs
 
 Here: the command's arguments and the checks made before the model loads, each input's output as --format asks
-(text, json, srt, vtt), and --out-dir's files: one per input at its path relative to the inputs' common folder,
-written whole or not at all, with a record of the settings and the input each was written with (SETTINGS_FILE),
-which --skip-existing and --overwrite read. Running the system (batches, segments, results) is infer.py's, as are
-the options this command shares with `serve` (--model and its siblings, --max-segment-seconds).
+(text, json, srt, vtt), what is written for an input that failed whole or in part, and the settings that decide an
+output (recorded with each file, which --skip-existing compares). Where --out-dir's files go, the checks that keep
+them from replacing other files, and their record are out_files.py's. Running the system (batches, segments,
+results) is infer.py's, as are the options this command shares with `serve` (--model and its siblings,
+--max-segment-seconds).
 """
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
 import traceback
 from pathlib import Path
-from typing import Sequence
 
 from . import device as placement_of
 from . import languages, subtitles
@@ -26,7 +25,9 @@ from .infer import (MIN_LINE_WIDTH, TranslationResult, add_model_arguments, add_
                     segment_options, translator_from_args)
 from .model.decoding import DecodingOptions, decoding_from_args
 from .model.systems import AUTO_TASK, SYSTEMS, trained_task, trained_tasks
-from .paths import atomic_file
+from .out_files import (INCOMPLETE, PARTIAL_JSON, check_not_inputs, check_not_others, check_results_kept,
+                        files_fingerprint, incomplete, input_of, is_stale, record_key, record_written, recorded_places,
+                        output_paths, write_whole, written_with)
 from .prompts import Task
 from .segment import SegmentOptions
 
@@ -132,13 +133,13 @@ def main(args) -> int:
     settings = _settings(args, options, segments)
 
     def source(k: int) -> dict:  # input k as its record names it: the audio file, and its transcript (task smt)
-        return _input_of(args.audio[k], args.transcript[k] if args.transcript else None)
+        return input_of(args.audio[k], args.transcript[k] if args.transcript else None)
 
     if args.skip_existing:
-        written = _written_with(out_dir)
+        written = written_with(out_dir)
 
         def why(k: int) -> str | None:  # None: the file is this input's output with these settings
-            entry = written.get(_key(outputs[k], out_dir))
+            entry = written.get(record_key(outputs[k], out_dir))
             if entry is None:
                 return "with no record of their settings"
             before = entry["settings"]
@@ -163,7 +164,7 @@ def main(args) -> int:
         args.audio, outputs = [args.audio[k] for k in todo], [outputs[k] for k in todo]
         args.transcript = args.transcript and [args.transcript[k] for k in todo]
     translator = translator_from_args(args)
-    before = _written_with(out_dir) if outputs else {}  # what made the files already there
+    before = written_with(out_dir) if outputs else {}  # what made the files already there
     whole: set[int] = set()  # inputs that failed in part whose earlier whole output (the same job's) was kept
     lost: set[int] = set()  # inputs whose output file could not be written
     ready: dict[int, tuple[str, str | None]] = {}  # stdout: (name, output or None) of inputs done before earlier ones
@@ -183,8 +184,8 @@ def main(args) -> int:
             return
         text = _render(r, args) if r.kept or not r.error else None
         if outputs:
-            if text is None and r.error and outputs[k].is_file() and _stale(before.get(_key(outputs[k], out_dir)),
-                                                                             settings, source(k)):
+            if text is None and r.error and outputs[k].is_file() and is_stale(
+                    before.get(record_key(outputs[k], out_dir)), settings, source(k)):
                 try:
                     outputs[k].unlink()
                     print(f"llm-srt translate: {shown(str(outputs[k]))}, an earlier run's output, removed: this run "
@@ -197,17 +198,17 @@ def main(args) -> int:
                 # an input that failed in part: its segments that did not fail beside its output, whose name
                 # --skip-existing takes for a finished input, so that a later run translates it again whole
                 try:
-                    if r.error and outputs[k].is_file() and before.get(_key(outputs[k], out_dir)) == {
+                    if r.error and outputs[k].is_file() and before.get(record_key(outputs[k], out_dir)) == {
                             "settings": settings, "input": source(k)}:  # this job's whole output, from a run before
                         whole.add(k)
                         print(f"llm-srt translate: {shown(str(outputs[k]))}, an earlier run's whole output of that "
                               "input with these settings, kept: this run failed on part of it", file=sys.stderr)
                         return
-                    _write(incomplete(outputs[k]) if r.error else outputs[k], text)
+                    write_whole(incomplete(outputs[k]) if r.error else outputs[k], text)
                     if not r.error:
-                        _record(out_dir, outputs[k], settings, source(k))
+                        record_written(out_dir, outputs[k], settings, source(k))
                     stale = outputs[k] if r.error else incomplete(outputs[k])  # an earlier run's output of it
-                    if r.error and stale.is_file() and not _stale(before.get(_key(stale, out_dir)), settings,
+                    if r.error and stale.is_file() and not is_stale(before.get(record_key(stale, out_dir)), settings,
                                                                   source(k)):  # as an input failing whole keeps it
                         print(f"llm-srt translate: {shown(str(stale))} is left in place: no run's record says it is "
                               "an earlier output of this input from other audio or settings (your own file, another "
@@ -293,7 +294,7 @@ def _print_json(entries: list[dict], out_dir: Path | None, partial: str | None =
         return True
     file = out_dir / (PARTIAL_JSON if partial else "results.json")
     try:
-        _write(file, text + "\n")
+        write_whole(file, text + "\n")
     except LLMSRTError as e:
         print(f"llm-srt translate: {e}", file=sys.stderr)
         return False
@@ -303,9 +304,6 @@ def _print_json(entries: list[dict], out_dir: Path | None, partial: str | None =
         with contextlib.suppress(OSError):  # (not this run's: a stopped run's)
             (out_dir / PARTIAL_JSON).unlink(missing_ok=True)
     return True
-
-
-PARTIAL_JSON = "results.partial.json"  # --format json --out-dir: the inputs done when Ctrl-C or SIGTERM stopped a run
 
 
 def _check_inputs(args) -> None:
@@ -390,119 +388,11 @@ def _render(r: TranslationResult, args) -> str:
     return "\n".join(lines) + "\n"
 
 
-def output_paths(inputs: Sequence[str], out_dir: Path, suffix: str) -> list[Path]:
-    """Where each input's output goes under `out_dir`: its path relative to the deepest folder holding every input,
-    with `suffix` for its extension (a/x.wav and b/x.wav -> OUT/a/x.srt and OUT/b/x.srt; inputs in one folder ->
-    OUT/x.srt). Two different inputs that would still share an output (x.wav and x.flac, or names differing only
-    in case) are refused before anything runs, naming both. The folder is that of the inputs that are files: a
-    mistyped path or a folder among them (which fail alone) moved every other input's output one folder down."""
-    absolute = [Path(os.path.abspath(p)) for p in inputs]
-    common = Path(os.path.commonpath([str(p.parent) for p in ([p for p in absolute if p.is_file()] or absolute)]))
-    outputs = [out_dir / (p.relative_to(common) if p.parent.is_relative_to(common) else Path(p.name))
-               .with_suffix(suffix) for p in absolute]
-    _refuse_shared(inputs, outputs)
-    return outputs
-
-
-def _refuse_shared(inputs: Sequence[str], outputs: Sequence[Path]) -> None:
-    """Two different inputs that would write one output, or an output that would overwrite an input: refused. An
-    input that is no file (mistyped, a folder, a disk not mounted) fails alone and writes nothing: never refused."""
-    absolute = [Path(os.path.abspath(p)) for p in inputs]
-    first: dict[str, int] = {}
-    for k, out in enumerate(outputs):
-        if not absolute[k].is_file():
-            continue
-        j = first.setdefault(str(out).casefold(), k)
-        if absolute[j] != absolute[k]:
-            raise LLMSRTError(f"--out-dir: {shown(inputs[j])} and {shown(inputs[k])} would both write "
-                              f"{shown(str(outputs[j]))}; rename one, or translate them into separate --out-dirs")
-    check_not_inputs(inputs, outputs)
-
-
-def recorded_places(inputs: Sequence[str], outputs: list[Path], out_dir: Path) -> list[Path]:
-    """`outputs` (output_paths), but an input whose output a run before wrote in `out_dir` elsewhere keeps that
-    place: output_paths places an input by the inputs given with it, so a run given fewer inputs (the ones that
-    failed, again) put them under another folder, beside the files of the first run, and --skip-existing did not
-    see them. An input recorded at several places keeps the place computed now if it is one of them, else the
-    first in name order; only files there now, of the same format, count."""
-    placed: dict[str, list[Path]] = {}
-    for file, entry in _written_with(out_dir).items():
-        path = entry["input"].get("path") if isinstance(entry.get("input"), dict) else None
-        if isinstance(path, str) and file.endswith(outputs[0].suffix) and (out_dir / file).is_file():
-            placed.setdefault(path, []).append(out_dir / file)
-    moved = [out if out in (there := sorted(placed.get(os.path.abspath(a), []))) or not there else there[0]
-             for a, out in zip(inputs, outputs)]
-    if moved != outputs:
-        _refuse_shared(inputs, moved)
-    return moved
-
-
-def check_not_inputs(inputs: Sequence[str], outputs: Sequence[Path]) -> None:
-    """Refuse outputs that would overwrite an input (an audio file named x.srt, translated into its own folder)."""
-    given = {os.path.realpath(p): p for p in inputs}
-    for out in outputs:
-        if (hit := given.get(os.path.realpath(out))) is not None:
-            raise LLMSRTError(f"--out-dir: the output {shown(str(out))} would overwrite the input {shown(hit)}; "
-                              "choose another --out-dir")
-
-
-def check_not_others(inputs: Sequence[str], outputs: Sequence[Path], out_dir: Path) -> None:
-    """Refuse to write over an output that a run before wrote from another input still there, as two inputs of one
-    run that would share a file are refused: recorders restart their numbering, so day2/ZOOM0001.WAV after
-    day1/ZOOM0001.WAV into one --out-dir replaced day 1's subtitles without a word. The same input run again
-    (another spelling of its path, a link to it) writes its output as before; so does an input whose file's
-    recorded input is gone (moved or deleted: nothing to tell apart)."""
-    written = _written_with(out_dir)
-    taken = []  # (input, output, the recorded input) of each output another input wrote
-    for audio, out in zip(inputs, outputs):
-        if not os.path.isfile(audio):  # a mistyped path or a folder fails alone and writes nothing
-            continue
-        given = (written.get(_key(out, out_dir)) or {}).get("input")
-        other = given.get("path") if isinstance(given, dict) else None
-        if (isinstance(other, str) and os.path.realpath(other) != os.path.realpath(audio) and out.is_file()
-                and os.path.exists(other)):
-            taken.append((audio, out, other))
-    if taken:
-        audio, out, other = taken[0]
-        more = f" (and {len(taken) - 1} more inputs)" if len(taken) > 1 else ""
-        raise LLMSRTError(f"--out-dir: {shown(audio)} would overwrite {shown(str(out))}, which an earlier run wrote "
-                          f"from {shown(other)}{more}; choose another --out-dir, or give --overwrite to replace it")
-
-
 def _json_entry(r: TranslationResult, given: str) -> dict:
     """An input's result in --format json: `to_dict`, and "path", the input's absolute path, links resolved ("audio"
     is the path as given, relative to the folder the command ran in), by which a later run's check_results_kept
     knows it; shown (`errors.shown`) as "audio" is, a name that is not UTF-8 escaped."""
     return {**r.to_dict(), "path": shown(os.path.realpath(given))}
-
-
-def check_results_kept(inputs: Sequence[str], out_dir: Path) -> None:
-    """Refuse to replace a results.json (or a stopped run's PARTIAL_JSON, which a whole run removes) holding the
-    result of an input this run does not translate: one file holds every input's, so a json run of other inputs
-    into the same --out-dir lost them all without a word, as check_not_others keeps the per-input files from. The
-    same inputs run again (or with more) replace it as before; a file that is no array of results (not this
-    command's) is refused too."""
-    given = {shown(os.path.realpath(a)) for a in inputs}  # as _json_entry writes "path"
-    for file in (out_dir / "results.json", out_dir / PARTIAL_JSON):
-        try:  # an entry's "path" is its input's, absolute; "audio" the path as the run before was given it, from a
-            #   folder not known: an older entry's is compared only where it names a file from here
-            others = [e["audio"] for e in json.loads(file.read_text(encoding="utf-8"))
-                      if (e["path"] not in given if "path" in e else
-                          os.path.exists(e["audio"]) and shown(os.path.realpath(e["audio"])) not in given)]
-        except FileNotFoundError:
-            continue
-        except (OSError, ValueError, TypeError, KeyError):  # (a byte that is not UTF-8: a ValueError)
-            others = None
-        if others is None or others:
-            more = f" and {len(others) - 1} more inputs" if others and len(others) > 1 else ""
-            what = (f"the result of {shown(others[0])}{more}, which this run does not translate" if others else
-                    "no array of llm-srt results")
-            raise LLMSRTError(f"--out-dir: {shown(str(file))} holds {what}; choose another --out-dir, or give "
-                              "--overwrite to replace it")
-
-
-INCOMPLETE = ".incomplete"  # an input that failed in part: its output's name with this after it
-SETTINGS_FILE = ".llm-srt-translate.jsonl"  # in --out-dir: a line per file written, with the settings it took
 
 
 def _settings(args, options: DecodingOptions, segments: SegmentOptions) -> dict:
@@ -521,106 +411,3 @@ def _settings(args, options: DecodingOptions, segments: SegmentOptions) -> dict:
             "decoding": {k: v for k, v in vars(options).items() if k != "compile"}, "segments": vars(segments)}
 
 
-def files_fingerprint(path: Path) -> str:
-    """The sha256 of the names, sizes and modification times of the files in a model folder (or of one file): a
-    model trained again into the same folder, or weights copied over it, writes other outputs, which
-    --skip-existing must not take for this model's (it compared the folder's path alone). Sizes and times, not the
-    contents: the same for a folder's weights left alone, and read in microseconds."""
-    digest = hashlib.sha256()
-    for name, st in sorted(_files_under(path)):
-        digest.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return digest.hexdigest()
-
-
-def _files_under(path: Path) -> list[tuple[str, os.stat_result]]:
-    """(name relative to `path`, stat) of every file in folder `path` (or of file `path` itself), through linked
-    folders too (a model folder's `llm -> /shared/...`; each real folder once, so a link loop ends)."""
-    if not path.is_dir():
-        return [(path.name, path.stat())]
-    out, seen = [], set()
-    for root, dirs, files in os.walk(path, followlinks=True):
-        real = os.path.realpath(root)
-        if real in seen:
-            dirs[:] = []
-            continue
-        seen.add(real)
-        for f in files:
-            try:
-                out.append((Path(root, f).relative_to(path).as_posix(), Path(root, f).stat()))
-            except OSError:  # a dangling link: nothing to read, so nothing the outputs came from
-                continue
-    return out
-
-
-def _stale(entry: dict | None, settings: dict, source: dict) -> bool:
-    """Whether an output file with record `entry` is an earlier run's output of this very input (its path) from
-    other audio (the file there now, another size or time) or with other settings: what an input that fails whole
-    removes. Not a file without a record (the user's own), another input's, nor one whose audio cannot be read now
-    (a file moved, a mount down: the output may be its only text)."""
-    given = entry.get("input") if isinstance(entry, dict) else None
-    return (isinstance(given, dict) and given.get("path") == source["path"] and "size" in source
-            and entry != {"settings": settings, "input": source})
-
-
-def _key(path: Path, out_dir: Path) -> str:
-    return path.relative_to(out_dir).as_posix()
-
-
-def _input_of(audio: str, transcript: str | None = None) -> dict:
-    """Which input an output was written from: its path, size and time (the same name from another folder, or a
-    file recorded again, is another input), and the sha256 of its given transcript (task smt: a corrected
-    transcript is another input)."""
-    path = Path(os.path.abspath(audio))  # as output_paths spells it: ../d1/a.wav and /x/d1/a.wav are one input
-    given = {} if transcript is None else {"transcript_sha256": hashlib.sha256(transcript.encode()).hexdigest()}
-    try:
-        st = path.stat()
-    except OSError:
-        return {"path": str(path), **given}
-    return {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, **given}
-
-
-def _record(out_dir: Path, path: Path, settings: dict, source: dict) -> None:
-    """Note that `path` now holds an output written with `settings` from the input `source` (`_input_of`; after it
-    is written whole: a kill between the two leaves a file without a record, which --skip-existing translates
-    again)."""
-    try:
-        with open(out_dir / SETTINGS_FILE, "ab+") as f:
-            cut = f.seek(0, os.SEEK_END) > 0 and f.seek(-1, os.SEEK_END) >= 0 and f.read(1) != b"\n"
-            line = json.dumps({"file": _key(path, out_dir), "settings": settings, "input": source}, sort_keys=True)
-            f.write((("\n" if cut else "") + line + "\n").encode("utf-8"))  # after a line a kill cut: a line of its own
-    except OSError as e:  # the output is written: only a later --skip-existing will translate it again
-        log.warning("%s: cannot note the settings of %s (%s); --skip-existing will translate it again",
-                    out_dir / SETTINGS_FILE, path, e.strerror or e)
-
-
-def _written_with(out_dir: Path) -> dict[str, dict]:
-    """Output file (relative to `out_dir`) -> its last record ({"settings", "input"}: what it was written with and
-    from); a line a kill cut is passed."""
-    written = {}
-    try:
-        with open(out_dir / SETTINGS_FILE, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                try:
-                    entry = json.loads(line)
-                    written[entry["file"]] = {"settings": entry["settings"], "input": entry.get("input")}
-                except (ValueError, KeyError, TypeError):
-                    continue
-    except FileNotFoundError:
-        pass
-    return written
-
-
-def incomplete(path: Path) -> Path:
-    """Where an input that failed in part has its output written (talk.srt -> talk.srt.incomplete: no output of
-    another input can have that name, as every output ends in its format's suffix)."""
-    return path.with_name(path.name + INCOMPLETE)
-
-
-def _write(path: Path, text: str) -> None:
-    """Write an output whole or not at all (`paths.atomic_file`: a kill never leaves half a file, which
-    --skip-existing would take for a finished one)."""
-    try:
-        with atomic_file(path) as f:
-            f.write(text)
-    except OSError as e:
-        raise LLMSRTError(f"{path}: cannot write the output ({e.strerror or e}); check --out-dir") from None

@@ -17,7 +17,7 @@ import soundfile as sf
 from bombs import flac_bomb
 from llm_srt import audio
 from llm_srt.errors import AudioError, AudioOverLimit
-from llm_srt.translate import SETTINGS_FILE
+from llm_srt.out_files import SETTINGS_FILE
 
 pytestmark = pytest.mark.reliability("bad-input")
 SR = 16000

@@ -8,7 +8,6 @@ import json
 import os
 import socket
 import struct
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -23,7 +22,7 @@ from llm_srt.audio import load_audio
 from llm_srt.data.manifest import read_manifest
 from llm_srt.errors import AudioError, LLMSRTError, ManifestError, shown
 from llm_srt.evaluate.score import read_lines
-from llm_srt.translate import output_paths
+from llm_srt.out_files import output_paths
 
 pytestmark = pytest.mark.reliability("bad-input")
 SR = 16000
