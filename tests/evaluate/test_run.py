@@ -340,7 +340,7 @@ def test_the_ranks_group_connects_in_minutes_and_waits_for_slow_ranks_in_hours(m
                      ("ended", None)]  # the group it made, with every other
 
 
-def test_every_process_makes_its_own_gpu_the_current_one(manifest, tmp_path, monkeypatch):
+def test_every_process_makes_its_own_gpu_the_current_one(oracle, manifest, tmp_path, monkeypatch):
     """What runs on the current GPU (CUDA graphs of --compile, library helpers) must run on the rank's own, not on
     cuda:0 for every rank; and in one process on --device cuda:N's (it was left on cuda:0 until 2026-12-05)."""
     import contextlib
@@ -812,3 +812,103 @@ def test_skip_bad_keeps_a_row_whose_audio_is_missing_as_a_failed_row(oracle, tmp
     data = json.loads((tmp_path / "out" / "results.json").read_text(encoding="utf-8"))["systems"]["flaky"]
     assert data["failed_by_direction"] == {"eng-deu": {"failed": 1, "of": N}}
     assert "| flaky | 2-ed | eng→deu |" in (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+
+
+def test_llm_re_points_the_baselines_alone_never_a_model_folder(model_dir, manifest, tmp_path):
+    """--llm (the cascade's LLM) also re-pointed every model folder of the same evaluation at it: the trained model
+    ran on another LLM of its shape (one warning, exit 0, other hypotheses). A model folder runs on the LLM its
+    config.json names, beside a baseline given --llm; the decoded baselines' folders are in results.json."""
+    other = tiny.llm_dir(tmp_path, seed=7, init_std=0.3)  # the shape of the model's LLM, other weights
+    clip = tiny.tone(1.6, 650, seed=1)
+    outs = [load_system(model_dir, CPU, **k).run_batch([Item(clip, "eng", "deu", Task.SRT)], OPTS)
+            for k in ({}, {"llm": str(other)})]
+    assert outs[0] != outs[1]  # re-pointed, the model writes other text (a test of the test)
+
+    def hyps(out):
+        return [(h.id, h.hyp_transcript, h.hyp_translation) for h in load_results(out / "hyps.tiny.jsonl")]
+
+    own = run.evaluate({"tiny": str(model_dir)}, manifest, tmp_path / "own", task="srt", options=OPTS, batch_size=4,
+                       limit=6, placement=CPU, log=lambda *_: None)
+    both = run.evaluate({"tiny": str(model_dir), "mt": "mt"}, manifest, tmp_path / "both", task="srt", options=OPTS,
+                        batch_size=4, limit=6, placement=CPU, llm=str(other), whisper=str(tmp_path / "unused"),
+                        log=lambda *_: None, significance=0)  # mt loads no Whisper: --whisper is not its
+    assert hyps(tmp_path / "both") == hyps(tmp_path / "own")
+    assert not {"whisper", "llm"} & set(own.decoding)  # no baseline decoded
+    assert both.decoding["llm"] == str(other.resolve()) and "whisper" not in both.decoding
+    assert json.loads((tmp_path / "both" / "results.json").read_text())["decoding"]["llm"] == str(other.resolve())
+    assert run.baseline_folders("cascade", "w", "l") == {"whisper": "w", "llm": "l"}
+    assert (run.baseline_folders("whisper", "w", "l"), run.baseline_folders("mt", "w", "l")) == ({"whisper": "w"},
+                                                                                                  {"llm": "l"})
+    assert run.baseline_folders(str(model_dir), "w", "l") == {}
+
+
+def test_a_model_that_is_neither_a_baseline_nor_a_model_folder_is_refused_before_any_decoding(
+        oracle, model_dir, manifest, tmp_path, monkeypatch):
+    """A mistyped --model path (or baseline name, read as a path) was found when its turn came, after every earlier
+    system had decoded (hours at paper scale), and no report was written; so was a baseline's missing --whisper."""
+    monkeypatch.chdir(tmp_path)
+    missing = tmp_path / "runs" / "srt" / "fnal"
+    cases = [({"a": "flaky", "b": str(missing)}, {},
+              rf"^--model b: {re.escape(str(missing))} is neither a baseline \(whisper, mt, cascade, flaky\) nor a "
+              "folder; give a model folder written by training or by `llm-srt convert`, or a baseline's name$"),
+             ({"a": "flaky", "casade": "casade"}, {},
+              rf"^--model casade: casade is neither a baseline .* nor a folder \(a relative path starts at "
+              rf"{re.escape(str(tmp_path))}\);"),
+             ({"a": "flaky", "b": str(tmp_path)}, {}, r"^--model b: .*: not a SpeechLLM checkpoint \(no config.json\)"),
+             ({"a": "flaky", "c": "cascade"}, {"whisper": str(missing), "llm": str(model_dir)},
+              rf"^--whisper {re.escape(str(missing))}: no such folder; the cascade baseline \(--model c\) loads its "
+              "Whisper from it: give a Hugging Face model folder, or leave --whisper out for the embedded one$")]
+    for models, folders, match in cases:
+        with pytest.raises(LLMSRTError, match=match):
+            run.evaluate(models, manifest, tmp_path / "o", task="srt", options=OPTS, placement=CPU,
+                         log=lambda *_: None, **folders)
+    assert oracle["made"] == [] and not (tmp_path / "o").exists()  # nothing built, decoded or written
+    checkpoint = tiny.trained_folder(model_dir, tmp_path / "checkpoints" / "step-8", None)  # runs/x/checkpoints/..
+    (checkpoint / "trainer_state").mkdir()
+    (checkpoint / "trainer_state" / "state.json").write_text(json.dumps({"config": {"data": {"tasks": {"srt": 1}}}}))
+    run.check_models({"ckpt": str(checkpoint), "mt": "mt"}, str(missing), str(model_dir))  # mt loads no Whisper
+
+
+def test_limit_takes_a_results_file_to_the_rows_decoded_beside_it(oracle, manifest, tmp_path, monkeypatch):
+    """--limit cut the decoded systems' rows alone: a results file beside them was scored whole, and the paired
+    test against it left out (other rows). Its rows among the first N manifest rows are scored now (without a
+    manifest, each file's first N rows), and a file holding none of them is refused before decoding."""
+    monkeypatch.setitem(systems.SYSTEMS, "gold", lambda name, placement, **_: Oracle(placement))
+    run.evaluate({"gold": "gold"}, manifest, tmp_path / "a", task="srt", options=OPTS, batch_size=4, placement=CPU,
+                 log=lambda *_: None, significance=0)
+    gold = tmp_path / "a" / "hyps.gold.jsonl"
+    first = [r.id for r in read_manifest(manifest)[:N_ROWS - 1]]  # every clip's rows (6 sentences), not 9-ez
+    report = run.evaluate({"gold": str(gold), "flaky": "flaky"}, manifest, tmp_path / "b", task="srt", options=OPTS,
+                          batch_size=4, limit=N_ROWS - 1, placement=CPU, log=lambda *_: None, significance=100)
+    assert [h.id for h in load_results(tmp_path / "b" / "hyps.gold.jsonl")] == first
+    assert [s.n_rows for s in report.systems] == [N_ROWS - 1] * 2 and not report.untested
+    assert [(name, vs) for name, vs, _ in report.comparisons] == [("flaky", "gold")]
+    alone = run.evaluate({"gold": str(gold)}, None, tmp_path / "c", limit=5, log=lambda *_: None)
+    assert alone.systems[0].n_rows == 5
+    assert [h.id for h in load_results(tmp_path / "c" / "hyps.gold.jsonl")] == first[:5]
+    elsewhere = tmp_path / "hyps.x.jsonl"
+    elsewhere.write_text("".join(json.dumps(vars(replace(r, id=f"x{r.id}"))) + "\n" for r in load_results(gold)))
+    made = len(oracle["made"])
+    with pytest.raises(LLMSRTError, match=rf"^--limit 3: {re.escape(str(elsewhere))} holds none of the first 3 rows"):
+        run.evaluate({"x": str(elsewhere), "flaky": "flaky"}, manifest, tmp_path / "d", task="srt", options=OPTS,
+                     limit=3, placement=CPU, log=lambda *_: None)
+    assert len(oracle["made"]) == made
+
+
+def test_an_earlier_evaluations_other_hyps_in_out_are_named_and_kept(oracle, manifest, tmp_path, monkeypatch):
+    """A reused --out kept hyps.<system>.jsonl of an earlier evaluation's other systems beside the new report,
+    unsaid. They are named (not removed: decoded hypotheses, which another --model may read)."""
+    monkeypatch.setitem(systems.SYSTEMS, "gold", lambda name, placement, **_: Oracle(placement))
+    out = tmp_path / "r"
+    run.evaluate({"flaky": "flaky"}, manifest, out, task="srt", options=OPTS, limit=3, placement=CPU,
+                 with_mt=True, log=lambda *_: None)
+    lines = []
+    run.evaluate({"gold": "gold"}, manifest, out, task="srt", options=OPTS, limit=3, placement=CPU,
+                 log=lines.append)
+    assert (f"{out} also holds hyps.flaky.jsonl, mt.flaky.jsonl of an earlier evaluation, not of this report (kept: "
+            "they are decoded hypotheses); remove them, or give each evaluation its own --out") in lines
+    assert (out / "hyps.flaky.jsonl").is_file() and (out / "mt.flaky.jsonl").is_file()
+    lines = []  # hyps.flaky.jsonl read by this evaluation: not another's
+    run.evaluate({"old": str(out / "hyps.flaky.jsonl"), "gold": "gold"}, manifest, out, task="srt", options=OPTS,
+                 limit=3, placement=CPU, log=lines.append, significance=0)
+    assert [line.split(" of an")[0] for line in lines if "also holds" in line] == [f"{out} also holds mt.flaky.jsonl"]

@@ -15,6 +15,7 @@ resampling over the test sentences, evaluate/significance.py).
 
 import functools
 import glob
+import inspect
 import json
 import os
 import shlex
@@ -30,6 +31,7 @@ from .. import device
 from ..data.manifest import Row, read_manifest
 from ..device import Placement
 from ..errors import LLMSRTError
+from ..paths import EMBEDDED, absolute_model, resolve_model
 from ..ranks import from_rank0, on_every_rank, stop_with_launcher
 from ..model.decoding import (DecodingOptions, add_compile_argument, add_no_repeat_argument, add_srt_tags_argument,
                               decoding_from_args)
@@ -278,6 +280,17 @@ def written_files(out: Path, models: dict[str, str], run_now: dict[str, str], wi
                         *(Path(f) for found in journals for f in found)) if p.exists()]
 
 
+def other_hyps(out: Path, models: dict[str, str], with_mt: bool) -> list[Path]:
+    """The hyps.*.jsonl and mt.*.jsonl files in `out` that this evaluation neither wrote nor read: an earlier
+    evaluation's other systems. Unlike a stale plot, they are not removed (hours of decoding; another evaluation's
+    --model may read them), but said."""
+    ours = {hyps_path(out, name) for name in models} | {hyps_path(out, name, mt=True) for name, spec in models.items()
+                                                        if with_mt and not is_results_file(spec)}
+    read = [Path(part) for spec in models.values() for part in spec.split(",") if os.path.isfile(part)]
+    return [p for p in sorted((*out.glob("hyps.*.jsonl"), *out.glob("mt.*.jsonl")))
+            if p not in ours and not any(os.path.samefile(p, r) for r in read)]
+
+
 def check_inputs_kept(out: Path, models: dict[str, str], run_now: dict[str, str], with_mt: bool) -> None:
     """Refuse, before any decoding, an --out where evaluate would write over a results file a --model reads:
     rewritten, the file loses its COMET scores, or holds several runs' rows pooled under new ids, and the same
@@ -302,6 +315,65 @@ def load_runs(model: str) -> list[list[UtteranceResult]]:
         except LLMSRTError as e:
             raise LLMSRTError(f"{part}: {e}") from None
     return runs
+
+
+def limited(runs: list[list[UtteranceResult]], model: str, rows: list[Row] | None, limit: int,
+            manifest: str | Path | None) -> list[list[UtteranceResult]]:
+    """--limit on a results-file model's runs, so that its rows stay paired with the decoded systems': each run's
+    rows among the first `limit` manifest rows (`rows`; None: no manifest read, no system decoded), else each run's
+    first `limit` rows (an evaluation writes them in manifest order). A run left without a row is refused, before
+    any decoding."""
+    ids = {r.id for r in rows} if rows is not None else None
+    cut = [[r for r in run if r.id in ids] if ids is not None else run[:limit] for run in runs]
+    for part, run in zip(model.split(","), cut):
+        if not run and ids is not None:
+            raise LLMSRTError(f"--limit {limit}: {part} holds none of the first {limit} rows of {manifest} (a results "
+                              "file of another test set?); leave out --limit, or that --model")
+    return cut
+
+
+def baseline_folders(spec: str, whisper: str | None, llm: str | None) -> dict[str, str | None]:
+    """The --whisper / --llm folders the baseline `spec` (a key of SYSTEMS) loads, by the keywords its builder
+    takes ({'whisper': ..., 'llm': ...}; None: the embedded one); {} for a model folder: its config.json names its
+    own Whisper and LLM, and --whisper / --llm never re-point them (--llm made a trained model run on the cascade's
+    LLM until 2026-12-06)."""
+    if spec not in SYSTEMS:
+        return {}
+    takes = inspect.signature(SYSTEMS[spec]).parameters
+    return {kind: folder for kind, folder in (("whisper", whisper), ("llm", llm)) if kind in takes}
+
+
+def check_models(run_now: dict[str, str], whisper: str | None, llm: str | None) -> None:
+    """Refuse, before any system loads, a --model to run that is neither a baseline (a key of SYSTEMS) nor a folder
+    a model loads from (its config.json: a trained model, a checkpoint, `llm-srt convert`'s output), and a
+    baseline's --whisper / --llm folder (or the embedded one) that is not there: found when that system's turn came,
+    it stopped the run after every earlier system had decoded, with no report."""
+    from ..model.speech_llm import read_config
+
+    for name, spec in run_now.items():
+        if spec not in SYSTEMS:
+            folder = Path(spec)
+            if not folder.exists():
+                where = "" if folder.is_absolute() else f" (a relative path starts at {Path.cwd()})"
+                raise LLMSRTError(f"--model {name}: {spec} is neither a baseline ({', '.join(SYSTEMS)}) nor a "
+                                  f"folder{where}; give a model folder written by training or by `llm-srt convert`, "
+                                  "or a baseline's name")
+            try:
+                read_config(folder)
+            except LLMSRTError as e:
+                raise LLMSRTError(f"--model {name}: {e}") from None
+        for kind, given in baseline_folders(spec, whisper, llm).items():
+            try:
+                folder = Path(resolve_model(given or EMBEDDED, "encoder" if kind == "whisper" else "llm"))
+            except LLMSRTError as e:  # the embedded model, not converted
+                raise LLMSRTError(f"--model {name}: {e}, or give --{kind}") from None
+            if not (folder / "config.json").is_file():
+                where = "" if folder.is_absolute() else f" (a relative path starts at {Path.cwd()})"
+                raise LLMSRTError(f"{f'--{kind} {given}' if given else f'the embedded {kind} {folder}'}: "
+                                  f"{'no such folder' if not folder.exists() else 'no config.json'}"
+                                  f"{where}; the {spec} baseline (--model {name}) loads its "
+                                  f"{'Whisper' if kind == 'whisper' else 'LLM'} from it: give a Hugging Face model "
+                                  f"folder, or leave --{kind} out for the embedded one")
 
 
 def pooled(runs: list[list[UtteranceResult]]) -> list[UtteranceResult]:
@@ -355,6 +427,7 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
     if run_now and manifest is None:
         raise LLMSRTError(f"--manifest is needed to run {', '.join(run_now)} (only results files are scored "
                           "without one)")
+    check_models(run_now, whisper, llm)
     loaded = {name: load_runs(path) for name, path in models.items() if name not in run_now}  # before decoding
     check_inputs_kept(out, models, run_now, with_mt)
     placement = placement or device.resolve("auto")
@@ -367,6 +440,8 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
                       rank, size, _group[0])  # ranks never decide apart what they read (--skip-bad on a node's disk)
     if limit is not None:
         rows = rows[:limit]
+        loaded = {name: limited(runs, models[name], rows if run_now else None, limit, manifest)
+                  for name, runs in loaded.items()}
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -385,7 +460,8 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
         for name, path in run_now.items():
             t = model_task(path) if task == AUTO_TASK else Task(task)
             mine = shard(select_rows(rows, t), rank, size)
-            identity = journal.settings(path, whisper, llm,
+            folders = baseline_folders(path, whisper, llm)
+            identity = journal.settings(path, folders.get("whisper"), folders.get("llm"),
                                         decoding_record({name: t.value}, options, placement, False), batch_size,
                                         group, size)
             opened[name] = (t, mine, {
@@ -407,7 +483,8 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
                f"run kept ({partial}), {sum(todo.values())} to go" if any(j.rows for _, j in journals.values())
                else ""))
         if any(todo.values()):  # every row kept: the model is not even loaded
-            translator = SpeechTranslator(load_system(run_now[name], placement, whisper=whisper, llm=llm), name)
+            translator = SpeechTranslator(load_system(run_now[name], placement,
+                                                       **baseline_folders(run_now[name], whisper, llm)), name)
             rs, j = journals["hyps"]
             with tqdm(total=len(rs), initial=len(rs) - todo["hyps"], desc=f"evaluate {name}") as bar:
                 decode_in_groups(j, rs, group, lambda g: run_system(translator, g, t, options, batch_size,
@@ -461,7 +538,9 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
         report = replace(report, systems=tuple(replace(s, ids=row_ids(r for run in runs[s.name] for r in run))
                                                for s in report.systems))  # a system's rows, not its `pooled` ids
         if tasks:
-            report = replace(report, decoding=decoding_record(tasks, options, placement, with_mt, size))
+            used = {kind: absolute_model(folder or EMBEDDED) for name in tasks  # the decoded baselines' Whisper
+                    for kind, folder in baseline_folders(run_now[name], whisper, llm).items()}  # and LLM folders
+            report = replace(report, decoding=decoding_record(tasks, options, placement, with_mt, size) | used)
         if comet is not None and comet_error is None:
             if any(r.comet is not None for rows in scored.values() for r in rows):
                 report = replace(report, comet_model=comet.model)
@@ -472,6 +551,9 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
         files = write_report(report, out)
         log(format_table(report))
         log("wrote " + ", ".join(str(p) for p in files.values()))
+        if others := other_hyps(out, models, with_mt):
+            log(f"{out} also holds {', '.join(p.name for p in others)} of an earlier evaluation, not of this report "
+                "(kept: they are decoded hypotheses); remove them, or give each evaluation its own --out")
         return spent, comet_error, report
 
     # every rank waits for rank 0's files, then removes its own journals: on a node's own disk (no shared --out)
@@ -545,12 +627,15 @@ def add_arguments(parser) -> None:
     add_srt_tags_argument(parser)
     add_no_repeat_argument(parser)
     add_compile_argument(parser)
-    parser.add_argument("--limit", type=int, default=None, help="only the first N rows")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="only the first N manifest rows (of a results file: its rows among them; without a "
+                             "manifest, its first N rows)")
     parser.add_argument("--with-mt", action="store_true",
                         help="also score each system's own LLM translating the gold transcripts (Figure 3)")
     parser.add_argument("--whisper", default=None, help="Whisper folder of the whisper and cascade baselines "
                                                         "(default: the embedded Whisper)")
-    parser.add_argument("--llm", default=None, help="LLM folder of the cascade (default: the embedded LLM)")
+    parser.add_argument("--llm", default=None, help="LLM folder of the cascade and mt baselines (default: the "
+                                                    "embedded LLM); a model folder runs on the LLM it names")
     parser.add_argument("--significance", type=int, default=SAMPLES, metavar="N",
                         help="with several systems: paired bootstrap of each against the first (BLEU; "
                              "transcript WER/CER per language), N resamples (0: none)")
@@ -565,8 +650,9 @@ def add_arguments(parser) -> None:
                         help="the Python with unbabel-comet (default: $LLM_SRT_COMET_PYTHON, else the setup's)")
     parser.add_argument("--comet-batch-size", type=int, default=16)
     parser.add_argument("--comet-gpus", type=int, default=None,
-                        help="0: COMET on the CPU; 1: on one GPU (default: 1 when its torch sees CUDA, else 0); "
-                             "more is refused: COMET's multi-GPU scoring cannot return its scores under torch >= 2.6")
+                        help="0: COMET on the CPU; 1: on one GPU (default: the GPU of --device cuda:N; 0 with "
+                             "--device cpu; else 1 when its torch sees CUDA, else 0); more is refused: COMET's "
+                             "multi-GPU scoring cannot return its scores under torch >= 2.6")
     device.add_arguments(parser)
 
 
