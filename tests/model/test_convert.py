@@ -181,6 +181,19 @@ def test_whisper_ct2_bad_inputs(tiny_ct2, tmp):
     assert not (tmp / "out").exists() and not list(tmp.glob("out.tmp-*"))
 
 
+@pytest.mark.parametrize("kept", [51864, 50300])
+def test_whisper_ct2_a_vocabulary_of_another_size_is_one_line_before_anything_is_written(tiny_ct2, tmp, kept):
+    """A vocabulary one token short (another Whisper size's) wrote a folder that every load then refused with advice
+    to convert again; one far shorter (language tokens past its end) was an IndexError."""
+    _, good = tiny_ct2["float16"]
+    src = shutil.copytree(good, tmp / "src")
+    vocab = json.loads((src / "vocabulary.json").read_text(encoding="utf-8"))
+    (src / "vocabulary.json").write_text(json.dumps(vocab[:kept]), encoding="utf-8")
+    _one_line_error(rf"src/vocabulary.json: {kept} tokens, but model.bin's token table has 51865 rows: the "
+                    "vocabulary is another Whisper size's", convert_whisper_ct2, src, tmp / "out")
+    assert not (tmp / "out").exists() and not list(tmp.glob("out.*"))
+
+
 def test_gguf_bad_inputs(tmp):
     with pytest.raises(LLMSRTError, match="no such GGUF"):
         convert_gguf(tmp / "missing.gguf", tmp / "out")
@@ -333,6 +346,41 @@ def test_gguf_qwen2_gets_no_bos_token(tmp):
     _, tok = load_llm(dst)
     assert tok.bos_token_id is None and tok.eos_token == tok.pad_token == "<|endoftext|>"
     assert tok("hi<|eng|>")["input_ids"] == [tok.convert_tokens_to_ids(t) for t in ("h", "i", "<|eng|>")]
+
+
+@pytest.mark.parametrize("links", [True, False])
+def test_gguf_ignores_another_models_files_beside_it(tmp, monkeypatch, links):
+    """transformers was given the GGUF's own folder, so another model's tokenizer.json, tokenizer_config.json,
+    config.json and generation_config.json lying there were read with it (its added tokens got ids past the
+    embedding: an IndexError on the CPU, a device-side assert on CUDA): the conversion is a clean folder's, file for
+    file, and nothing is left behind; where no link can be made, through a copy."""
+    import tempfile
+
+    import tiny
+
+    for name in ("clean", "scratch"):
+        (tmp / name).mkdir()
+    clean = _write_tiny_qwen2_gguf(tmp / "clean" / "qwen.gguf")
+    crowded = tmp / "crowded"
+    crowded.mkdir()
+    shutil.copyfile(clean, crowded / "qwen.gguf")
+    foreign = [f for f in tiny.llm_dir(tmp / "other").iterdir() if f.suffix == ".json" or f.name.startswith("token")]
+    assert {"tokenizer.json", "tokenizer_config.json", "config.json"} <= {f.name for f in foreign}
+    for f in foreign:
+        shutil.copyfile(f, crowded / f.name)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp / "scratch"))
+    if not links:  # as a file system without links refuses one (the conversion then failed, were there no copy)
+
+        def refused(self, target):
+            raise OSError(1, "Operation not permitted")
+
+        monkeypatch.setattr(Path, "symlink_to", refused)
+    ours, theirs = convert_gguf(clean, tmp / "ours"), convert_gguf(crowded / "qwen.gguf", tmp / "theirs")
+    assert sorted(p.name for p in ours.iterdir()) == sorted(p.name for p in theirs.iterdir())
+    for f in ours.iterdir():
+        assert (theirs / f.name).read_bytes() == f.read_bytes(), f.name
+    assert sorted(p.name for p in crowded.iterdir()) == sorted(["qwen.gguf"] + [f.name for f in foreign])
+    assert not list((tmp / "scratch").iterdir())  # the GGUF's temporary folder is gone
 
 
 def test_gguf_metadata_is_parsed_once_per_conversion(tmp, monkeypatch):

@@ -442,6 +442,7 @@ def test_language_id_refuses_a_language_the_registry_lacks(folders, monkeypatch)
 def test_release_models_lets_go_of_the_kept_whispers(folders):
     from llm_srt.model import whisper_system
 
+    whisper_system.release_models(CPU.device)  # another test's kept Whisper (the order -n gives the tests)
     detect_language(folders["whisper"], CLIPS[1], CPU)
     assert whisper_system._torch_whisper.cache_info().currsize == 1
     whisper_system.release_models(CPU.device)

@@ -195,6 +195,45 @@ def test_a_sharded_folder_gives_the_single_files_numbers(folder, tmp_path, monke
         TorchWhisper.from_pretrained(sharded, torch.device("cpu"), torch.float32, int8=int8)
 
 
+@pytest.mark.parametrize("int8", [False, True])
+def test_a_pytorch_model_bin_or_hand_named_shards_load_as_the_speech_llms_encoder_reads_them(folder, tmp_path, int8):
+    """An older fine-tune's pytorch_model.bin alone, or *.safetensors shards named by hand without an index (both of
+    which the speech LLM's encoder reads: encoder.py), give model.safetensors' numbers, whole and decoder_only, and
+    language ID beside a speech LLM's encoder works on them: it said "not a Hugging Face Whisper folder"."""
+    from safetensors.torch import load_file, save_file
+
+    from llm_srt.model.encoder import WhisperEncoder
+
+    state = load_file(folder / "model.safetensors")
+    binary, shards = _copy(folder, tmp_path / "bin", lambda t: t), _copy(folder, tmp_path / "shards", lambda t: t)
+    (binary / "model.safetensors").unlink()
+    torch.save(state, binary / "pytorch_model.bin")
+    (shards / "model.safetensors").unlink()
+    names = sorted(state)
+    save_file({k: state[k] for k in names[::2]}, str(shards / "part-a.safetensors"), metadata={"format": "pt"})
+    save_file({k: state[k] for k in names[1::2]}, str(shards / "part-b.safetensors"), metadata={"format": "pt"})
+    one = TorchWhisper.from_pretrained(folder, torch.device("cpu"), torch.float32, int8=int8)
+    prompts = torch.tensor([[one.generation.start, 5, 6, 7]])
+    placement = device.Placement(torch.device("cpu"), torch.int8 if int8 else torch.float32)
+    with torch.inference_mode():
+        states = one.encode(one.mel(CLIPS[:1]))
+        logits = one.next_logits(states, prompts)
+        heard = detect_language(folder, CLIPS[0], placement)
+        for other in (binary, shards):
+            w = TorchWhisper.from_pretrained(other, torch.device("cpu"), torch.float32, int8=int8)
+            assert torch.equal(w.encode(w.mel(CLIPS[:1])), states)
+            assert torch.equal(w.next_logits(states, prompts), logits)
+            assert torch.equal(w.greedy(states, prompts, 8), one.greedy(states, prompts, 8))
+            decoder = TorchWhisper.from_pretrained(other, torch.device("cpu"), torch.float32, int8=int8,
+                                                   decoder_only=True)
+            assert decoder.model.encoder is None and torch.equal(decoder.next_logits(states, prompts), logits)
+            encoder = WhisperEncoder.from_pretrained(other, pad_to_30s=True)
+            assert detect_language(other, CLIPS[0], placement, encoder=encoder) == heard
+    (binary / "pytorch_model.bin").write_bytes(b"not a checkpoint")
+    with pytest.raises(LLMSRTError, match=r"bin/pytorch_model.bin: cannot read the Whisper weights .*save_pretrained"):
+        TorchWhisper.from_pretrained(binary, torch.device("cpu"), torch.float32, int8=int8)
+
+
 def _copy(folder: Path, to: Path, convert) -> Path:
     """The folder's files in `to`, each tensor of model.safetensors passed through `convert`."""
     from safetensors.torch import load_file, save_file

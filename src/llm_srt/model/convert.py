@@ -88,6 +88,11 @@ def convert_whisper_ct2(src_dir: str | Path, dst_dir: str | Path, dtype: str = "
     tokenizer_json = _read_source_json(src / "tokenizer.json")  # before model.bin's parse: a damaged one fails fast
     with _ct2_variables(src / "model.bin") as variables:
         spec = _whisper_dims(variables, src)
+        if len(vocab) != spec.vocab_size:  # else an IndexError, or a folder every later load refuses
+            name = next(name for name in CT2_VOCABULARIES if (src / name).is_file())
+            raise LLMSRTError(f"{src / name}: {len(vocab)} tokens, but model.bin's token table has {spec.vocab_size} "
+                              "rows: the vocabulary is another Whisper size's (51864 tokens: .en, 51865: "
+                              "multilingual, 51866: large-v3); copy the model folder's own vocabulary again")
         state = _whisper_state_dict(variables, spec)
     config = WhisperConfig(**_whisper_config_kwargs(spec, ct2_config, vocab))
     config.dtype = dtype
@@ -545,8 +550,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     # everything else is read from the tensors; these two are not stored in them
     p.add_argument("--num-heads", type=int, default=None, help="Q-Former attention heads (default: hidden / 64)")
     p.add_argument("--lora-alpha", type=int, default=None,
-                   help="LoRA alpha the checkpoint was trained with (default: a peft adapter_config.json's "
-                        "lora_alpha beside model.pt, else 32, the paper's)")
+                   help="LoRA alpha the checkpoint was trained with (default 32, the paper's; for a LoRA read "
+                        "from a peft adapter beside a model.pt that holds none, its adapter_config.json's lora_alpha)")
 
 
 def main(args: argparse.Namespace) -> int:

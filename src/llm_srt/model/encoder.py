@@ -20,7 +20,7 @@ from transformers.models.whisper.modeling_whisper import WhisperEncoder as HFWhi
 
 from ..audio import MIN_SAMPLES, SAMPLE_RATE, WINDOW_SECONDS
 from ..errors import AudioError, LLMSRTError
-from .whisper_torch import WEIGHTS, WEIGHTS_INDEX, tensor_files
+from .weight_files import TensorReader, tensor_files, unreadable
 
 HOP_LENGTH = 160  # samples per mel frame (10 ms at 16 kHz)
 N_SAMPLES_30S = WINDOW_SECONDS * SAMPLE_RATE  # 480000 samples: Whisper's fixed window
@@ -247,64 +247,28 @@ def _whisper_config(path: Path) -> WhisperConfig:
 
 
 def _read_encoder_weights(path: Path) -> dict[str, torch.Tensor]:
-    """The encoder's tensors, prefix stripped, from the files transformers itself loads: model.safetensors, else the
-    shards model.safetensors.index.json lists (`tensor_files`), else pytorch_model.bin; a folder with none of them
-    has its *.safetensors globbed. Never every file: openai/whisper-large-v3 ships model.safetensors (float16) beside
-    model.fp32-0000N-of-00002.safetensors, and reading all three read the encoder three times (3.8 GB, not 1.3)."""
-    from safetensors import SafetensorError, safe_open
+    """The encoder's tensors, prefix stripped, from the files transformers itself loads (`weight_files.tensor_files`:
+    model.safetensors, its index's shards, pytorch_model.bin, else *.safetensors globbed). Never every file:
+    openai/whisper-large-v3 ships model.safetensors (float16) beside model.fp32-0000N-of-00002.safetensors, and
+    reading all three read the encoder three times (3.8 GB, not 1.3)."""
+    from safetensors import SafetensorError
 
-    state: dict[str, torch.Tensor] = {}
-    if (path / WEIGHTS).is_file() or (path / WEIGHTS_INDEX).is_file():
-        files = tensor_files(path)
-    elif (path / "pytorch_model.bin").is_file():
-        raw = torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
-        files, state = {}, {n: v for k, v in raw.items() if (n := _strip(k)) is not None}
-    else:
-        files = _globbed_tensor_files(path)
-        if not files:
-            raise LLMSRTError(f"{path}: no model.safetensors or pytorch_model.bin; the Whisper folder is incomplete")
+    reader = TensorReader()
     by_file: dict[Path, list[str]] = {}
-    for key, file in files.items():
+    for key, file in tensor_files(path).items():
         if _strip(key) is not None:
             by_file.setdefault(file, []).append(key)
+    state: dict[str, torch.Tensor] = {}
     for file, keys in by_file.items():  # each file holding encoder tensors opened once; the decoder's shards never
         try:
-            with safe_open(str(file), framework="pt") as f:
+            with reader.open(file) as f:
                 for key in keys:
                     state[_strip(key)] = f.get_tensor(key)
         except (OSError, SafetensorError) as e:
-            raise _unreadable(file, e) from None
+            raise unreadable(file, e) from None
     if not state:
         raise LLMSRTError(f"{path}: no Whisper encoder tensors found (expected keys like model.encoder.conv1.weight)")
     return state
-
-
-def _unreadable(file: Path, e: Exception) -> LLMSRTError:
-    if "does not contain tensor" in str(e):  # the shard is whole: model.safetensors.index.json maps a tensor to it
-        return LLMSRTError(f"{file}: {WEIGHTS_INDEX} names a tensor this shard lacks ({e}); the index is stale or "
-                           "another model's: save or copy the folder again")
-    return LLMSRTError(f"{file}: cannot read the Whisper weights ({type(e).__name__}: {e}); the file is damaged or cut "
-                       "short: copy or download it again")
-
-
-def _globbed_tensor_files(path: Path) -> dict[str, Path]:
-    """Tensor name -> file over the folder's *.safetensors, for a folder with neither model.safetensors nor its
-    index (shards named by hand); refused where two files hold one name, as two copies of the weights would be."""
-    from safetensors import SafetensorError, safe_open
-
-    files: dict[str, Path] = {}
-    for file in sorted(path.glob("*.safetensors")):
-        try:
-            with safe_open(str(file), framework="pt") as f:
-                keys = list(f.keys())
-        except (OSError, SafetensorError) as e:
-            raise _unreadable(file, e) from None
-        for key in keys:
-            if key in files:
-                raise LLMSRTError(f"{path}: {files[key].name} and {file.name} both hold {key}; keep one copy of the "
-                                  f"weights, or name the shards to read in a {WEIGHTS_INDEX}")
-            files[key] = file
-    return files
 
 
 def _strip(key: str) -> str | None:

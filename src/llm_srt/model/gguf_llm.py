@@ -4,7 +4,9 @@ transformers' own GGUF loading, every weight checked to come from the file."""
 from __future__ import annotations
 
 import contextlib
+import shutil
 import struct
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,14 +30,15 @@ def convert_gguf(src_gguf: str | Path, dst_dir: str | Path, dtype: str = "float3
     check_output_dir(dst_dir, src)
     torch_dtype = resolve_dtype(dtype)
     try:
-        with gguf_parsed_once():
+        with gguf_parsed_once(), _alone(src) as alone:
             _check_gguf_whole(src)
             # transformers fills a weight missing from the file, or (told to ignore sizes) of another shape, with
             # random values and only logs it: the loading info names them, and such a file is refused here.
-            loaded, info = AutoModelForCausalLM.from_pretrained(str(src.parent), gguf_file=src.name, dtype=torch_dtype,
-                                                                output_loading_info=True, ignore_mismatched_sizes=True)
+            loaded, info = AutoModelForCausalLM.from_pretrained(str(alone.parent), gguf_file=alone.name,
+                                                                dtype=torch_dtype, output_loading_info=True,
+                                                                ignore_mismatched_sizes=True)
             _check_gguf_loaded(src, info)
-            tokenizer = AutoTokenizer.from_pretrained(str(src.parent), gguf_file=src.name)
+            tokenizer = AutoTokenizer.from_pretrained(str(alone.parent), gguf_file=alone.name)
     except (ValueError, KeyError, IndexError, NotImplementedError, struct.error) as e:  # a bad file (not memory)
         reason = (str(e).splitlines() or [""])[0][:160]
         raise LLMSRTError(f"{src}: transformers cannot read this GGUF model ({type(e).__name__}: {reason}); "
@@ -57,6 +60,21 @@ def convert_gguf(src_gguf: str | Path, dst_dir: str | Path, dtype: str = "float3
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
     return Path(dst_dir)
+
+
+@contextlib.contextmanager
+def _alone(src: Path) -> Iterator[Path]:
+    """The GGUF file alone in a fresh temporary folder (a link to it, or a copy where no link can be made), for
+    transformers to load from: given the file's own folder, it also read the tokenizer.json, tokenizer_config.json,
+    generation_config.json ... lying beside it (another model's added 9 tokens with ids past the embedding: an
+    IndexError on the CPU, a device-side assert on CUDA). The folder is removed when the block ends."""
+    with tempfile.TemporaryDirectory(prefix="llm-srt-gguf-") as folder:
+        alone = Path(folder) / src.name
+        try:
+            alone.symlink_to(src.resolve())
+        except OSError:  # no links here (a file system or an OS without them)
+            shutil.copyfile(src, alone)
+        yield alone
 
 
 @contextlib.contextmanager

@@ -2,8 +2,9 @@
 
 Reads an HF Whisper folder as `convert whisper-ct2` / `save_pretrained` write it: config.json (dimensions),
 model.safetensors, or the shards model.safetensors.index.json lists (memory-mapped: float32 weights are used in
-place, never copied; only the shards holding wanted tensors are opened), vocabulary.txt (its tokens
-through the `tokenizers` library's byte-level decoder; without it, tokenizer.json), generation_config.json (task
+place, never copied; only the shards holding wanted tensors are opened), else an older fine-tune's pytorch_model.bin
+or hand-named *.safetensors shards (the layouts the speech LLM's encoder reads: `tensor_files`), vocabulary.txt (its
+tokens through the `tokenizers` library's byte-level decoder; without it, tokenizer.json), generation_config.json (task
 prompt, suppressed tokens) and the feature extractor's settings (preprocessor_config.json, or
 processor_config.json's "feature_extractor"). The modules keep HF's parameter names,
 so the state dict loads as is; the numbers are HF's WhisperForConditionalGeneration's (tests/model/
@@ -33,57 +34,16 @@ from .convert import read_vocabulary_txt
 from .cpu_linear import FastLinear, fast_linear
 from .log_mel import LogMel, read_json
 from .mapped import drop_pages_after_lookups, mapped_from
+from .weight_files import WEIGHTS_INDEX, TensorReader, file_of, tensor_files
 
 TIMESTAMP = re.compile(r"<\|(\d+\.\d+)\|>")  # timestamp tokens are not special in tokenizer.json: HF drops their text
 VOCABULARY = "vocabulary.txt"  # id -> token, one a line (CTranslate2's file; `convert whisper-ct2` writes it)
 EMBED_TOKENS = "decoder.embed_tokens"  # the token table (tied to the head), under HF's `model.` prefix
 HEAD = "proj_out.weight"  # the output head: a copy of the token table, or an untied Whisper's own
-WEIGHTS, WEIGHTS_INDEX = "model.safetensors", "model.safetensors.index.json"  # one file, or save_pretrained's shards
 CPU_MMAP_THRESHOLD = 16 << 20  # bytes: on glibc, CPU allocations this large are mapped and unmapped on their own
 CPU_TRIM_THRESHOLD = 64 << 20  # bytes: free memory at the heap's top kept for reuse (`return_freed_memory`)
 LOAD_TRIM_EVERY = 8  # int8 load: the heap is trimmed after this many linear layers
 CPU_ENCODER_ROWS = 256  # encoder positions an encoder layer's row-wise parts take at a time on the CPU
-
-
-def tensor_files(folder: Path) -> dict[str, Path]:
-    """Each tensor name of the folder's safetensors checkpoint -> the file holding it: model.safetensors, or the
-    shards model.safetensors.index.json maps (transformers shards past 5 GB: a float32 Whisper large is 6.2 GB).
-    Only headers are read. The map lets a decoder-only load skip the encoder's shards, and the speech LLM's encoder
-    (encoder.py) read only the files holding its tensors, never a second copy beside them (large-v3's fp32 shards)."""
-    from safetensors import safe_open
-
-    if (folder / WEIGHTS).is_file():
-        try:
-            open(folder / WEIGHTS, "rb").close()  # safetensors says "No such file" for any error opening it
-            with safe_open(folder / WEIGHTS, framework="pt") as f:
-                return dict.fromkeys(f.keys(), folder / WEIGHTS)
-        except OSError as e:  # not damage: a permission, a network file system's error
-            raise LLMSRTError(f"{folder / WEIGHTS}: cannot read the Whisper weights ({e.strerror or e}); check the "
-                              "file's permissions and that its disk is there") from None
-        except Exception as e:  # noqa: BLE001  SafetensorError (a bad header)
-            raise LLMSRTError(f"{folder / WEIGHTS}: cannot read the Whisper weights ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0]}); the file is damaged or cut short: copy or download it "
-                              "again") from None
-    index = folder / WEIGHTS_INDEX
-    if not index.is_file():
-        raise LLMSRTError(f"{folder}: not a Hugging Face Whisper folder (no {WEIGHTS}, nor {WEIGHTS_INDEX} with its "
-                          "shards); run `llm-srt setup` or pass --whisper FOLDER")
-    raw = read_json(index)
-    weight_map = raw.get("weight_map") if isinstance(raw, dict) else None
-    if not isinstance(weight_map, dict) or not weight_map:
-        raise LLMSRTError(f"{index}: no weight_map of tensor names to shard files; save the model again "
-                          "(save_pretrained) or copy the folder again")
-    files = {name: folder / file for name, file in weight_map.items()}
-    if missing := sorted({str(file) for file in files.values() if not file.is_file()}):
-        raise LLMSRTError(f"{missing[0]}: not there, though {index.name} lists it; copy or download the whole "
-                          "folder again")
-    return files
-
-
-def _file_of(files: dict[str, Path], key: str) -> Path:
-    if key not in files:  # a RuntimeError as load_state_dict's: from_pretrained names the folder and the tensor
-        raise RuntimeError(f"missing tensor:\n{key} is in no weights file")
-    return files[key]
 
 
 @functools.cache
@@ -407,7 +367,9 @@ class TorchWhisper(nn.Module):
             whisper._load_int8(files) if int8 else whisper._load(files, device, dtype)
         except (RuntimeError, ValueError) as e:  # a weight of another shape
             lines = str(e).splitlines()
-            weights = WEIGHTS if (folder / WEIGHTS).is_file() else WEIGHTS_INDEX
+            names = sorted({file.name for file in files.values()})
+            weights = names[0] if len(names) == 1 else WEIGHTS_INDEX if (folder / WEIGHTS_INDEX).is_file() else (
+                "*.safetensors")
             raise LLMSRTError(f"{folder}/{weights}: not a Whisper of config.json's shape "
                               f"({(lines[1] if len(lines) > 1 else lines[0]).strip()})") from None
         whisper._trim()
@@ -416,17 +378,16 @@ class TorchWhisper(nn.Module):
     def _load(self, files: dict[str, Path], device: torch.device, dtype: torch.dtype) -> None:
         """The wanted tensors (`tensor_files`), each shard opened once; a shard with none of them (decoder_only: the
         encoder's) is never opened."""
-        from safetensors import safe_open
-
+        reader = TensorReader()
         keys = [k for k in files if k != HEAD and self._wanted(k)]
         state = {}
         for file in dict.fromkeys(files[k] for k in keys):
-            with safe_open(file, framework="pt") as f:
+            with reader.open(file) as f:
                 state.update({k.removeprefix("model."): f.get_tensor(k).to(device=device, dtype=dtype)
                               for k in keys if files[k] == file})
         self.model.load_state_dict(state, strict=True, assign=True)
         if self.head is not None:  # untied: proj_out.weight is the head (a tied one's copy in the file is not read)
-            with safe_open(_file_of(files, HEAD), framework="pt") as f:
+            with reader.open(file_of(files, HEAD)) as f:
                 self.head.load_state_dict({"weight": f.get_tensor(HEAD).to(device=device, dtype=dtype)},
                                           strict=True, assign=True)
 
@@ -441,35 +402,45 @@ class TorchWhisper(nn.Module):
         bfloat16 file (HF's whisper-large-v3 is float16) the other tensors, the table too, become float32 copies:
         else the mel, convolutions and norms would run in float16 on the CPU (at Whisper base's shapes the
         convolutions 9x slower; a tiny test model's states off by 0.09). `files`: `tensor_files`' map (a
-        sharded checkpoint's weight and bias may lie in two shards)."""
-        from safetensors import safe_open
-
+        sharded checkpoint's weight and bias may lie in two shards). A pytorch_model.bin is one mapping for the whole
+        load (`TensorReader`), so the float32 pages read stay resident until the load ends, and, where the token table is a
+        view of them, after it: save such a Whisper as safetensors for the lower peak."""
         from .int8_linear import Int8Linear
 
+        reader = TensorReader()
         linears = {name: m for name, m in self.model.named_modules() if isinstance(m, nn.Linear)}
         table = f"{EMBED_TOKENS}.weight"
-        path = _file_of(files, f"model.{table}")
+        path = file_of(files, f"model.{table}")
         head = f"model.{table}" if self.head is None else HEAD  # untied: proj_out.weight
-        self.head = Int8Linear.from_file(_file_of(files, head), head, (self.dims.n_vocab, self.dims.d_model))
+        shape = (self.dims.n_vocab, self.dims.d_model)
+        if file_of(files, head).suffix != ".bin":
+            self.head = Int8Linear.from_file(file_of(files, head), head, shape)
+        else:
+            with reader.open(file_of(files, head)) as f:
+                weight = f.get_tensor(head)
+            if tuple(weight.shape) != shape:
+                raise ValueError(f"{head} is {tuple(weight.shape)} in {file_of(files, head)}, the model expects "
+                                 f"{shape}")
+            self.head = Int8Linear(weight)
         trim_heap()  # first: its quantized and packed forms (2 x 26 MB) are resident together before the rest is
         keys = [k for k in files if k not in (HEAD, f"model.{table}") and self._wanted(k)
                 and k.removeprefix("model.").rsplit(".", 1)[0] not in linears]
         state = {}
         for file in dict.fromkeys(files[k] for k in keys):
-            with safe_open(file, framework="pt") as f:
+            with reader.open(file) as f:
                 state.update({k.removeprefix("model."): f.get_tensor(k).to(torch.float32, copy=True)
                               for k in keys if files[k] == file})
-        with safe_open(path, framework="pt") as f:  # a mapping of its own: the copies' pages above are let go
+        with reader.open(path) as f:  # a mapping of its own: the copies' pages above are let go
             state[table] = f.get_tensor(f"model.{table}").float()  # a float32 file's: a view
         for i, (name, module) in enumerate(linears.items()):
-            with safe_open(_file_of(files, f"model.{name}.weight"), framework="pt") as f:
+            with reader.open(file_of(files, f"model.{name}.weight")) as f:
                 weight = f.get_tensor(f"model.{name}.weight")
             if tuple(weight.shape) != tuple(module.weight.shape):
                 raise RuntimeError(f"shape mismatch:\n{name}.weight is {tuple(weight.shape)}, the config says "
                                    f"{tuple(module.weight.shape)}")
             bias = None
             if module.bias is not None:
-                with safe_open(_file_of(files, f"model.{name}.bias"), framework="pt") as f:
+                with reader.open(file_of(files, f"model.{name}.bias")) as f:
                     bias = f.get_tensor(f"model.{name}.bias")
             parent, _, child = name.rpartition(".")
             setattr(self.model.get_submodule(parent), child, Int8Linear(weight, bias))

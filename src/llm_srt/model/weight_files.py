@@ -1,0 +1,154 @@
+"""The weight files of a Hugging Face Whisper folder, as transformers itself loads them, for both readers of one:
+the torch-only Whisper (whisper_torch.py: language ID, the whisper and cascade baselines) and the speech LLM's encoder
+(encoder.py). `tensor_files` maps each tensor name to its file: model.safetensors, or the shards
+model.safetensors.index.json lists (transformers shards past 5 GB: a float32 Whisper large is 6.2 GB), else an older
+fine-tune's pytorch_model.bin, else *.safetensors shards named by hand; never every file (openai/whisper-large-v3 ships
+model.safetensors beside fp32 shards of the same tensors). `TensorReader` opens them for one load.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import torch
+
+from ..errors import LLMSRTError
+from .log_mel import read_json
+
+WEIGHTS, WEIGHTS_INDEX = "model.safetensors", "model.safetensors.index.json"  # one file, or save_pretrained's shards
+BIN_WEIGHTS = "pytorch_model.bin"  # an older checkpoint's pickled state dict (read with torch.load, weights only)
+
+
+def tensor_files(folder: Path) -> dict[str, Path]:
+    """Each tensor name of the folder's checkpoint -> the file holding it, from the files transformers itself loads:
+    model.safetensors, or the shards model.safetensors.index.json maps (transformers shards past 5 GB: a float32
+    Whisper large is 6.2 GB), else pytorch_model.bin (older fine-tunes); a folder with none of them has its
+    *.safetensors globbed (shards named by hand), as the speech LLM's encoder reads it (encoder.py). Only headers are
+    read (a pytorch_model.bin's pickle, its tensors memory-mapped). The map lets a decoder-only load skip the
+    encoder's shards, and the speech LLM's encoder (encoder.py) read only the files holding its tensors, never a
+    second copy beside them (large-v3's fp32 shards)."""
+    from safetensors import safe_open
+
+    if (folder / WEIGHTS).is_file():
+        try:
+            open(folder / WEIGHTS, "rb").close()  # safetensors says "No such file" for any error opening it
+            with safe_open(folder / WEIGHTS, framework="pt") as f:
+                return dict.fromkeys(f.keys(), folder / WEIGHTS)
+        except Exception as e:  # noqa: BLE001  OSError (a permission, a network disk's), SafetensorError (a bad header)
+            raise unreadable(folder / WEIGHTS, e) from None
+    index = folder / WEIGHTS_INDEX
+    if not index.is_file():
+        if (folder / BIN_WEIGHTS).is_file():
+            return dict.fromkeys(read_bin(folder / BIN_WEIGHTS), folder / BIN_WEIGHTS)
+        if files := _globbed(folder):
+            return files
+        raise LLMSRTError(f"{folder}: not a Hugging Face Whisper folder (no {WEIGHTS}, nor {WEIGHTS_INDEX} with its "
+                          f"shards, nor {BIN_WEIGHTS} or other *.safetensors); run `llm-srt setup` or pass --whisper "
+                          "FOLDER")
+    raw = read_json(index)
+    weight_map = raw.get("weight_map") if isinstance(raw, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise LLMSRTError(f"{index}: no weight_map of tensor names to shard files; save the model again "
+                          "(save_pretrained) or copy the folder again")
+    files = {name: folder / file for name, file in weight_map.items()}
+    if missing := sorted({str(file) for file in files.values() if not file.is_file()}):
+        raise LLMSRTError(f"{missing[0]}: not there, though {index.name} lists it; copy or download the whole "
+                          "folder again")
+    return files
+
+
+def _globbed(folder: Path) -> dict[str, Path]:
+    """Tensor name -> file over the folder's *.safetensors (shards named by hand, no index), as encoder.py's; refused
+    where two files hold one name, as two copies of the weights would be."""
+    from safetensors import safe_open
+
+    files: dict[str, Path] = {}
+    for file in sorted(folder.glob("*.safetensors")):
+        try:
+            open(file, "rb").close()
+            with safe_open(file, framework="pt") as f:
+                keys = list(f.keys())
+        except Exception as e:  # noqa: BLE001  OSError, SafetensorError (a bad header)
+            raise unreadable(file, e) from None
+        for key in keys:
+            if key in files:
+                raise LLMSRTError(f"{folder}: {files[key].name} and {file.name} both hold {key}; keep one copy of "
+                                  f"the weights, or name the shards to read in a {WEIGHTS_INDEX}")
+            files[key] = file
+    return files
+
+
+def unreadable(file: Path, e: Exception) -> LLMSRTError:
+    """The one-line error of a weights file that cannot be read: its disk or permissions (an OSError), a tensor an
+    index maps to a shard that lacks it, or damage."""
+    if "does not contain tensor" in str(e):  # the shard is whole: model.safetensors.index.json maps a tensor to it
+        return LLMSRTError(f"{file}: {WEIGHTS_INDEX} names a tensor this shard lacks ({e}); the index is stale or "
+                           "another model's: save or copy the folder again")
+    if isinstance(e, OSError):  # not damage: a permission, a network file system's error
+        return LLMSRTError(f"{file}: cannot read the Whisper weights ({e.strerror or e}); check the file's "
+                           "permissions and that its disk is there")
+    return LLMSRTError(f"{file}: cannot read the Whisper weights ({type(e).__name__}: {str(e).splitlines()[0]}); the "
+                       "file is damaged or cut short: copy or download it again")
+
+
+def read_bin(file: Path) -> dict[str, torch.Tensor]:
+    """A pytorch_model.bin's tensors by name, weights only (no code of the file runs), memory-mapped where its format
+    allows (torch.save's zip format: float32 tensors are then the file's pages, as a safetensors file's; the legacy
+    format is read whole)."""
+    import pickle
+
+    try:
+        open(file, "rb").close()
+    except OSError as e:
+        raise unreadable(file, e) from None
+    try:
+        try:
+            state = torch.load(file, map_location="cpu", mmap=True, weights_only=True)
+        except RuntimeError as e:
+            if "mmap can only be used" not in str(e):
+                raise
+            state = torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # torch's own text advises weights_only=False: running the file's code
+        raise LLMSRTError(f"{file}: cannot read the Whisper weights (not a pickle of tensors alone, which is all "
+                          "torch.load reads here); download it again, or load it with transformers where you trust "
+                          "it and save_pretrained it (safetensors)") from None
+    except (RuntimeError, OSError, EOFError, ValueError) as e:  # an OSError here: a cut file's mapping
+        raise LLMSRTError(f"{file}: cannot read the Whisper weights ({type(e).__name__}: "
+                          f"{str(e).strip().splitlines()[0]}); the file is damaged or cut short: download it again, "
+                          "or load it with transformers and save_pretrained it (safetensors)") from None
+    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)} if isinstance(state, dict) else {}
+    if not tensors:
+        raise LLMSRTError(f"{file}: no tensors by name (not a state dict); load the model with transformers and "
+                          "save_pretrained it (safetensors)")
+    return tensors
+
+
+class _StateDict(dict):
+    """A pytorch_model.bin's tensors, read as a safetensors file's (`get_tensor`)."""
+
+    def get_tensor(self, key: str) -> torch.Tensor:
+        return self[key]
+
+
+class TensorReader:
+    """Opens `tensor_files`' files for one load: a safetensors file a mapping per `open` (its pages leave memory as
+    that mapping closes), a pytorch_model.bin once for the whole load (`read_bin`: one mapping of the whole file)."""
+
+    def __init__(self):
+        self.bins: dict[Path, _StateDict] = {}
+
+    def open(self, file: Path):
+        from safetensors import safe_open
+
+        if file.suffix != ".bin":
+            return safe_open(file, framework="pt")
+        if file not in self.bins:
+            self.bins[file] = _StateDict(read_bin(file))
+        return contextlib.nullcontext(self.bins[file])
+
+
+def file_of(files: dict[str, Path], key: str) -> Path:
+    if key not in files:  # a RuntimeError as load_state_dict's: from_pretrained names the folder and the tensor
+        raise RuntimeError(f"missing tensor:\n{key} is in no weights file")
+    return files[key]
