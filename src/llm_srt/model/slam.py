@@ -45,8 +45,9 @@ def convert_slam(ckpt_path: str | Path, dst_dir: str | Path, encoder_dir: str | 
                  num_heads: int | None = None, lora_alpha: int | None = None,
                  language_tags: dict[str, str] | None = None) -> Path:
     """Reference checkpoint -> SpeechLLM folder at `dst_dir` (config.json, adapter.safetensors[, lora]); prints
-    where its LoRA came from and how its input differs from our own models'. `lora_alpha`: default the adapter
-    config's, else REFERENCE_LORA_ALPHA; `language_tags`: default REFERENCE_TAGS."""
+    where its LoRA came from and how its input differs from our own models'. `lora_alpha`: default
+    REFERENCE_LORA_ALPHA; for a LoRA from a peft adapter beside a model.pt holding none, that adapter config's
+    lora_alpha; `language_tags`: default REFERENCE_TAGS."""
     from .convert import check_output_dir
 
     check_output_dir(dst_dir, ckpt_path, encoder_dir, llm_dir)  # the folder is replaced whole: never a source's
