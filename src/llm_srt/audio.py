@@ -136,8 +136,8 @@ def _decode(source: str | Path | bytes, label: str, sr: int, max_seconds: float 
     try:
         held = target if isinstance(target, int) else source  # the bytes, not their BytesIO: its buffer is copied
         counted = _mp3_counted(held)
-        samples = _stream(target, label, sr, max_seconds, max_bytes, salvage, _header_cut(held), counted,
-                          None if counted else _mp3_walked(held), on_salvage, _ogg_cut(held))
+        samples = _stream(target, label, sr, max_seconds, max_bytes, salvage, sized_cut(held), counted,
+                          None if counted else _mp3_walked(held), on_salvage, ogg_cut_short(held))
         if samples.size == 0 and (repaired := _unsized_wav(held, label)) is not None:  # whole when asked for
             samples = _stream(repaired, label, sr, max_seconds, max_bytes, salvage, on_salvage=on_salvage)
         return samples
@@ -150,11 +150,11 @@ def _stream(target: int | io.IOBase, label: str, sr: int, max_seconds: float | N
             max_bytes: int | None, salvage: bool, header_cut: tuple[int, int] | None = None,
             mp3_counted: bool = False, mp3_walked: int | None = None,
             on_salvage: Callable[[str], None] | None = None, ogg_cut: bool = False) -> np.ndarray:
-    """`header_cut`: _header_cut's (bytes held, bytes claimed) for a WAV, AIFF, AU or W64 cut short, whose length
+    """`header_cut`: sized_cut's (bytes held, bytes claimed) for a WAV, AIFF, AU or W64 cut short, whose length
     libsndfile trims to what it holds, so that only its header tells it is cut short. `mp3_counted`: an MP3 whose
     Xing/Info header counts its frames (_mp3_counted), which libsndfile gives as its length, cut short or not.
     `mp3_walked`: the samples an MP3 without that count holds by its frames' headers (_mp3_walked). `ogg_cut`: an
-    Ogg file without its stream's last page (_ogg_cut), whose length libsndfile takes from the last page there."""
+    Ogg file without its stream's last page (ogg_cut_short), whose length libsndfile takes from the last page there."""
     try:
         opened = sf.SoundFile(target, closefd=False)
     except DECODE_ERRORS as e:
@@ -314,7 +314,7 @@ def _unsized_wav(target: int | bytes, label: str) -> io.RawIOBase | None:
     return _Patched(target, bytes(patched), total)
 
 
-def _header_cut(target: int | bytes) -> tuple[int, int] | None:
+def sized_cut(target: int | bytes) -> tuple[int, int] | None:
     """(bytes held, bytes claimed) of a WAV, AIFF, AU or W64 whose sound data claims more bytes than follow its
     header (a recording or copy cut short: libsndfile trims the length to what is there, without an error). None
     for anything else: a whole file (an odd chunk's pad byte, chunks after the data), or one whose size stands for
@@ -341,7 +341,7 @@ def _header_cut(target: int | bytes) -> tuple[int, int] | None:
     return (held, claimed) if 0 < held // frame < claimed // frame and claimed < unknown else None
 
 
-def _ogg_cut(target: int | bytes) -> bool:
+def ogg_cut_short(target: int | bytes) -> bool:
     """Whether an Ogg file (Vorbis, Opus) ends before its stream does: its last page (the last "OggS" in its last
     OGG_PAGE_MAX bytes with version 0 and only known flags) lacks the end-of-stream flag, or runs past the file's end.
     Every stream of a whole Ogg file ends on a page with that flag, so its last page has it, whatever streams it

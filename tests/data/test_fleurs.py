@@ -76,14 +76,55 @@ def test_splits_are_disjoint_by_sentence_id(fleurs_root, tmp_path):
 
 
 def test_durations_from_the_sample_count(fleurs_root, tmp_path):
-    """The table's sample counts say 0.25 s more than the wavs hold: durations read from the headers fail here."""
+    """The table's sample counts say 0.04 s more than the wavs hold (within the 0.05 s a header may differ by):
+    durations read from the headers fail here."""
     tsv = fleurs_root / "en_us" / "test.tsv"
-    tsv.write_text(tsv.read_text(encoding="utf-8").replace("\t4800\t", "\t8800\t").replace("\t6400\t", "\t10400\t"),
+    tsv.write_text(tsv.read_text(encoding="utf-8").replace("\t4800\t", "\t5440\t").replace("\t6400\t", "\t7040\t"),
                    encoding="utf-8")
     summary = prepare_fleurs(fleurs_root, ["eng"], tmp_path / "out", splits=("test",))
     rows = read_manifest(tmp_path / "out" / "test.jsonl")
-    assert sorted(round(r.duration, 3) for r in rows) == [0.55, 0.65]
-    assert summary.durations_from == "the tables' sample counts"
+    assert sorted(round(r.duration, 3) for r in rows) == [0.34, 0.44]
+    assert summary.durations_from == "the tables' sample counts" and not summary.notes
+
+
+def test_a_wav_longer_than_its_table_says_is_written_with_its_header_s_length(fleurs_root, tmp_path, audio_file):
+    """The headers were read and then ignored where the table gave a length: a 31 s wav whose table says 0.4 s was
+    written as 0.4 s, so it passed the 30 s window filter, and training refused it at run time. A length that differs
+    from the table's by more than 0.05 s and 1% is the header's, with a note naming both."""
+    audio_file(fleurs_root / "en_us" / "audio" / "train" / "eng11train.wav", seconds=31.0)  # train.tsv: 6400 samples
+    audio_file(fleurs_root / "en_us" / "audio" / "dev" / "eng100dev.wav", seconds=1.0)  # dev.tsv: 4800
+    summary = prepare_fleurs(fleurs_root, ["eng", "deu"], tmp_path / "out")
+    train, dev = (read_manifest(tmp_path / "out" / f"{s}.jsonl") for s in ("train", "dev"))
+    assert not any("eng11train" in r.id for r in train) and any("eng10train" in r.id for r in train)
+    reason = "clip longer than the 30 s a training utterance may last (Whisper's window): left out of train"
+    assert summary.dropped[reason] == 1 and summary.dropped_at[reason][0].endswith("eng11train.wav (31.0 s)")
+    assert {r.duration for r in dev if r.id.startswith("fleurs:eng:eng100dev")} == {1.0}
+    assert {r.duration for r in dev if r.id.startswith("fleurs:eng:eng110dev")} == {0.3}  # the table's, agreeing
+    note = next(n for n in summary.notes if "measured length" in n)
+    assert note.startswith("the measured length of 2 clip(s) is used where their table or duration list gives "
+                           "another (by more than 0.05 s and 1%); the first: ")
+    assert note.endswith(f"en_us/train.tsv:2: 0.40 s listed, 31.00 s in {fleurs_root}/en_us/audio/train/eng11train.wav")
+
+
+def test_a_wav_cut_short_is_a_bad_clip_named_with_the_seconds_that_decode(fleurs_root, tmp_path):
+    """A wav cut to half its bytes was written with the table's length and passed `prepare check`; load_audio then
+    refuses it ("only the first ... decode"): training skipped it and evaluation scored each of its rows (a test wav:
+    one a direction) as an empty hypothesis. Its header gives it away, with no decoding."""
+    for split, name in (("train", "eng10train.wav"), ("test", "eng200test.wav")):
+        wav = fleurs_root / "en_us" / "audio" / split / name
+        wav.write_bytes(wav.read_bytes()[:44 + 4800])  # the header, then 0.15 s of the 0.3 s it claims
+    summary = prepare_fleurs(fleurs_root, ["eng", "deu"], tmp_path / "out")
+    assert [(b.where.split("fleurs/")[1], b.reason.split(".wav ")[1]) for b in summary.bad_clips] == [
+        ("en_us/train.tsv:1", "is cut short: only the first 0.1 s of 0.3 s decode (it ends before the length its "
+                              "header gives)"),
+        ("en_us/test.tsv:1", "is cut short: only the first 0.1 s of 0.3 s decode (it ends before the length its "
+                             "header gives)")]
+    assert summary.rows_without_clip == 2
+    for split in ("train", "test"):
+        assert not any(r.audio.endswith(("eng10train.wav", "eng200test.wav"))
+                       for r in read_manifest(tmp_path / "out" / f"{split}.jsonl"))
+    with pytest.raises(LLMSRTError, match=r"en_us/test\.tsv:1: clip .*eng200test\.wav is cut short: only the first"):
+        prepare_fleurs(fleurs_root, ["eng"], tmp_path / "strict", splits=("test",), strict=True)
 
 
 def test_direction_presets_restrict_the_pairs(fleurs_root, tmp_path):
@@ -217,9 +258,11 @@ def test_a_table_line_that_is_not_utf8_is_named_by_file_and_line(fleurs_root, tm
         prepare_fleurs(fleurs_root, None, tmp_path / "out")
 
 
-def test_a_clip_longer_than_whisper_s_window_is_left_out_of_train_and_dev_but_kept_in_test(fleurs_root, tmp_path):
+def test_a_clip_longer_than_whisper_s_window_is_left_out_of_train_and_dev_but_kept_in_test(fleurs_root, tmp_path,
+                                                                                         audio_file):
     """Training refuses an utterance over 30 s: prepare wrote it, and the stage then stopped before step 1."""
     for split, name in (("train", "eng11train.wav"), ("test", "eng201test.wav")):
+        audio_file(fleurs_root / "en_us" / "audio" / split / name, seconds=31.0)
         tsv = fleurs_root / "en_us" / f"{split}.tsv"
         tsv.write_text(tsv.read_text().replace("\t6400\t", "\t496000\t"))  # name's 0.4 s -> 31 s
     summary = prepare_fleurs(fleurs_root, None, tmp_path / "out")

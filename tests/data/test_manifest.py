@@ -76,6 +76,16 @@ def test_text_that_only_looks_like_a_tag_is_kept(folder):
     assert read_manifest(path)[0].transcript == "Elm: model <| update |> view <||>"
 
 
+def test_a_json_error_reads_as_one_sentence(folder):
+    """json's own message may end in "at": "Invalid control character at at column 11"."""
+    path = folder / "m.jsonl"
+    path.write_text('{"id": "a\tb"}\n{"id": "x', encoding="utf-8")  # a tab inside a string; one cut at the file's end
+    with pytest.raises(ManifestError) as e:
+        read_manifest(path)
+    assert f"{path}:1: not valid JSON (Invalid control character at column 10)" in str(e.value)
+    assert f"{path}:2: not valid JSON (Unterminated string starting at column 8)" in str(e.value)
+
+
 @pytest.mark.parametrize("kind", list(BAD_ROWS))
 def test_each_bad_row_kind_is_reported_with_file_and_line(folder, kind):
     (folder / "empty.wav").write_bytes(b"")

@@ -51,12 +51,45 @@ def test_prepare_mini_survey_build_and_check(tmp_path, mo_file, capsys):
     assert augmented and all(any(a.endswith(Path(t).name) for t in train) for a in augmented)
 
 
-def test_prepare_check_reports_bad_rows_and_exits_2(tmp_path, capsys):
+def test_prepare_check_reports_bad_rows_and_exits_1(tmp_path, capsys):
     path = tmp_path / "bad.jsonl"
     path.write_text(json.dumps({"id": "x"}) + "\n", encoding="utf-8")
-    assert cli.main(["prepare", "check", str(path)]) == 2
+    assert cli.main(["prepare", "check", str(path)]) == 1
     err = capsys.readouterr().err
     assert err.startswith("llm-srt prepare: error:") and f"{path}:1: missing field(s)" in err
+
+
+def _manifest_row(i, duration=2.0, split="train", **over):
+    row = {"id": f"u{i}", "audio": "a.wav", "duration": duration, "src_lang": "eng", "transcript": "Hello.",
+           "tgt_lang": "", "translation": "", "split": split, "corpus": "test", "sentence_id": str(i)}
+    return {**row, **over}
+
+
+def test_prepare_check_names_the_rows_training_refuses_and_checks_every_manifest(tmp_path, capsys):
+    """A 40 s row (or a text longer than its clip can hold) gave "1 rows ok", though training refuses it; and the
+    first bad manifest stopped the check, the others never read. Each manifest is checked, each row training would
+    refuse named by file:line; a test manifest keeps its long clips (prepare writes them), noted only."""
+    def write(name, rows):
+        lines = (r if isinstance(r, str) else json.dumps(r) for r in rows)
+        (tmp_path / name).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        return str(tmp_path / name)
+
+    broken = write("broken.jsonl", ['{"id": "x'])
+    train = write("train.jsonl", [_manifest_row(1), _manifest_row(2, duration=40.0),
+                                  _manifest_row(3, transcript="y" * 501, duration=0.5)])
+    test = write("test.jsonl", [_manifest_row(1, split="test"), _manifest_row(2, duration=40.0, split="test")])
+    good = write("good.jsonl", [_manifest_row(1), _manifest_row(2, tgt_lang="deu", translation="Hallo.")])
+    assert cli.main(["prepare", "check", "--no-check-audio", broken, train, test, good]) == 1
+    out, err = capsys.readouterr()
+    assert f"llm-srt prepare: error: {broken}: 1 bad row(s)" in err and f"{broken}:1: not valid JSON" in err
+    assert (f"llm-srt prepare: error: {train}: 2 of its 3 rows `llm-srt train` refuses; fix or drop them, or skip "
+            f"them (train data.skip_bad=true):\n  {train}:2: 40 s is longer than the 30 s a training utterance may "
+            "last (Whisper's window)") in err
+    assert f"\n  {train}:3: transcript has 501 characters, more than 0.5 s of speech can hold" in err
+    assert "llm-srt prepare: 2 of 4 manifests are bad (named above)" in err
+    assert f"{train}: " not in out and f"{test}: 2 rows ok" in out and f"{good}: 2 rows ok: 1 ASR" in out
+    assert f"{test}: 1 test rows `llm-srt train` would refuse (evaluation reads them), the first: {test}:2: 40 s" in out
+    assert cli.main(["prepare", "check", "--no-check-audio", test, good]) == 0
 
 
 def test_splits_are_read_with_spaces_and_checked(tmp_path, capsys):

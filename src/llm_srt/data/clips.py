@@ -4,15 +4,19 @@ Every converter (FLEURS, CoVoST 2, Common Voice) first reads and filters its tab
 are left out and counted, and so is a clip listed again: `without_repeats`), then hands the clips of the rows that
 survived to `check_clips`, which works in parallel (`workers` threads: libsndfile runs without the GIL)
 behind a progress bar with an ETA. A clip whose duration is already known (Common Voice's `clip_durations.tsv` or
-`times.txt`, FLEURS' sample-count column) is only checked to exist and be non-empty; the others, and those listed
-with a duration of 0 (not measured), have their header read. A bad clip is skipped and reported (`Summary.lines()`,
-OUT/summary.json) unless `strict`, which stops at the first one with its file:line. Real releases have them:
-hundreds of zero-byte clips in Common Voice 3/4. `write_manifests` writes the result, and refuses a split all of
-whose clips are bad (a release not unpacked), writing that run's summary to OUT/summary.failed.json and leaving an
-earlier run's manifests and summary.json as they were; so does a run the disk stops (full, not writable, a folder in
-the way: every file is written before any takes its name), with one line naming the file and the OS's reason. It
-moves aside (NAME.stale) a split manifest an earlier run left in OUT that this run does not write (it would disagree
-with summary.json). `text_lines` reads the tables' lines.
+`times.txt`, FLEURS' sample-count column) is only checked to exist and be non-empty; the others, those listed with a
+duration of 0 (not measured), every FLEURS wav and the clips of test and dev have their header read, and a clip the
+header shows cut short is bad (load_audio refuses it: training skipped it, evaluation scored its rows as empty
+hypotheses). The clips of test and dev in a compressed format are decoded whole, as evaluation will (only that finds a
+FLAC or MP3 missing its end); train's are not (hours on a large corpus; training skips one, naming it). A measured
+length that differs from the listed one is used instead, with a note (`note_durations`). A bad clip is skipped and
+reported (`Summary.lines()`, OUT/summary.json) unless `strict`, which stops at the first one with its file:line. Real
+releases have them: hundreds of zero-byte clips in Common Voice 3/4. `write_manifests` writes the result, and refuses
+a split all of whose clips are bad (a release not unpacked), writing that run's summary to OUT/summary.failed.json and
+leaving an earlier run's manifests and summary.json as they were; so does a run the disk stops (full, not writable, a
+folder in the way: every file is written before any takes its name), with one line naming the file and the OS's
+reason. It moves aside (NAME.stale) a split manifest an earlier run left in OUT that this run does not write (it would
+disagree with summary.json). `text_lines` reads the tables' lines.
 """
 
 import codecs
@@ -32,7 +36,7 @@ from typing import TypeVar
 import soundfile as sf
 from tqdm import tqdm
 
-from ..audio import SAMPLE_RATE, UNKNOWN_FRAMES, WINDOW_SECONDS, load_audio
+from ..audio import SAMPLE_RATE, UNKNOWN_FRAMES, WINDOW_SECONDS, load_audio, ogg_cut_short, sized_cut
 from ..errors import AudioError, LLMSRTError, shown
 from ..paths import atomic_file, replace_all
 from ..prompts import markup_in
@@ -45,6 +49,11 @@ SPLIT_ORDER = ("test", "dev", "train")  # a clip listed in several splits stays 
 REPEATED = "clip listed again (its first listing is kept)"
 MARKUP = "text holding a tag or special token (a tokenizer reads it as that token)"
 TRAINING_SPLITS = ("train", "dev")  # read by `llm-srt train`, which takes no utterance longer than Whisper's window
+DECODED_SPLITS = ("test", "dev")  # whose compressed clips are decoded whole (`decode`): test's are scored, dev's
+#   decoded during training, and both are small (a 5 s MP3 decodes in ~3 ms, a FLAC in ~7, on one core)
+SIZED_FORMATS = ("WAV", "WAVEX", "AIFF", "AU", "W64")  # libsndfile's names of the formats whose header gives their
+#   data's size in bytes: one cut short is found from it (audio.sized_cut), never decoded to find it
+SLACK_SECONDS, SLACK_SHARE = 0.05, 0.01  # a measured length within the larger of these of the listed one keeps it
 # Common Voice 16.1+: clip_durations.tsv, header `clip<TAB>duration[ms]` (release notes of Corpus 16.1).
 # Common Voice 14.0-16.0: times.txt, lines "`<path of the mp3>` = <ms>", 0 when the clip could not be measured
 # (written by Common Voice's mp3-duration-reporter).
@@ -322,23 +331,26 @@ def _milliseconds(text: str, path: Path, lineno: int) -> float:
 
 
 def check_clips(clips: Mapping[Path, str], known: Mapping[Path, float] | None = None, workers: int = DEFAULT_WORKERS,
-                strict: bool = False, read_all_headers: bool = False, desc: str = "checking clips"
-                ) -> tuple[dict[Path, float], list[BadClip]]:
+                strict: bool = False, read_all_headers: bool = False, desc: str = "checking clips",
+                decode: Collection[Path] = ()) -> tuple[dict[Path, float], list[BadClip]]:
     """Check and measure `clips` (path -> the table line naming it, in table order).
 
     Returns (seconds per good clip, the bad ones in table order). `known`: clip -> seconds from the release's
-    metadata (see by_name); those clips are only checked to exist and be non-empty unless `read_all_headers` (a clip
-    listed with a duration of 0, which the release could not measure, has its header read like an unlisted one).
-    With `strict` the first bad clip in table order raises LLMSRTError naming its line.
+    metadata (see by_name); those clips are only checked to exist and be non-empty unless `read_all_headers` or
+    `decode` names them (a clip listed with a duration of 0, which the release could not measure, has its header
+    read like an unlisted one). `decode`: the clips (of DECODED_SPLITS) decoded whole where a header cannot tell
+    whether they are cut short (see _check). With `strict` the first bad clip in table order raises LLMSRTError
+    naming its line.
     """
     known = known or {}
+    decode = frozenset(decode)
     paths = list(clips)
     durations: dict[Path, float] = {}
     problems: dict[Path, str] = {}
     chunks = [paths[i:i + CHUNK] for i in range(0, len(paths), CHUNK)]
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, \
             tqdm(total=len(paths), desc=desc, unit="clip", dynamic_ncols=True, disable=not paths) as bar:
-        futures = [pool.submit(_check_chunk, chunk, known, read_all_headers) for chunk in chunks]
+        futures = [pool.submit(_check_chunk, chunk, known, read_all_headers, decode) for chunk in chunks]
         try:
             for fut in futures:  # in table order, so --strict names the first bad clip of the tables
                 results = fut.result()
@@ -358,19 +370,37 @@ def check_clips(clips: Mapping[Path, str], known: Mapping[Path, float] | None = 
     return durations, bad
 
 
+def note_durations(summary: Summary, clips: Mapping[Path, str], known: Mapping[Path, float],
+                   durations: Mapping[Path, float]) -> None:
+    """Count in `summary`'s notes the clips whose measured length (check_clips' `durations`) replaced the one their
+    table or duration list gives (`known`), naming the first by its table line, with both lengths."""
+    other = [p for p in clips if p in durations and known.get(p, 0) > 0 and durations[p] != known[p]]
+    if other:
+        p = other[0]
+        summary.notes.append(f"the measured length of {len(other)} clip(s) is used where their table or duration list "
+                             f"gives another (by more than {SLACK_SECONDS} s and {SLACK_SHARE:.0%}); the first: "
+                             f"{clips[p]}: {known[p]:.2f} s listed, {durations[p]:.2f} s in {p}")
+
+
 def by_name(clips: Iterable[Path], durations: Mapping[str, float]) -> dict[Path, float]:
     """known_durations' file names -> the clips that bear them."""
     return {clip: durations[clip.name] for clip in clips if clip.name in durations}
 
 
-def _check_chunk(paths: Iterable[Path], known: Mapping[Path, float], read_header: bool):
-    return [_check(path, known.get(path), read_header) for path in paths]
+def _check_chunk(paths: Iterable[Path], known: Mapping[Path, float], read_header: bool,
+                 decode: Collection[Path] = frozenset()):
+    return [_check(path, known.get(path), read_header, path in decode) for path in paths]
 
 
-def _check(path: Path, known: float | None, read_header: bool) -> tuple[Path, float, str | None]:
-    """(path, seconds, None) for a usable clip, (path, 0, what is wrong) otherwise. Only the header is read: a clip
-    cut short (a FLAC missing its end) is kept with the header's duration, as load_audio decodes the part it holds
-    (and warns); that duration is at least the decoded one, so a clip within the window filter stays within it."""
+def _check(path: Path, known: float | None, read_header: bool, decode: bool = False
+           ) -> tuple[Path, float, str | None]:
+    """(path, seconds, None) for a usable clip, (path, 0, what is wrong) otherwise. The header is read unless `known`
+    gives the length and neither `read_header` nor `decode` asks. A clip cut short is bad, as load_audio refuses it
+    (its transcript is the whole clip's): a WAV, AIFF, AU or W64 whose header claims more than the file holds, and an
+    Ogg without its stream's last page, are found from the header and the last page alone; a FLAC or MP3 missing its
+    end only by decoding it, which `decode` does, as load_audio will (refusing what load_audio refuses). Without
+    `decode` such a clip is kept with its header's length, at least the decoded one, and training skips it, naming
+    it. A measured length that differs from `known` by more than SLACK_SECONDS and SLACK_SHARE replaces it."""
     try:
         size = path.stat().st_size
     except FileNotFoundError:
@@ -379,7 +409,7 @@ def _check(path: Path, known: float | None, read_header: bool) -> tuple[Path, fl
         return path, 0.0, f"cannot be read ({e.strerror or e})"
     if size == 0:
         return path, 0.0, "is empty (0 bytes)"
-    if known is not None and known > 0 and not read_header:
+    if known is not None and known > 0 and not read_header and not decode:
         return path, known, None
     try:
         info = sf.info(str(path))
@@ -398,7 +428,52 @@ def _check(path: Path, known: float | None, read_header: bool) -> tuple[Path, fl
             pass
     if info.frames <= 0 or info.samplerate <= 0:
         return path, 0.0, "holds no audio (0 frames)"
-    return path, known if known is not None and known > 0 else info.duration, None
+    if cut := _cut_short(path, info.duration):
+        return path, 0.0, cut
+    seconds = info.duration
+    if decode and info.format not in SIZED_FORMATS:
+        try:
+            seconds = len(load_audio(path)) / SAMPLE_RATE
+        except AudioError as e:
+            return path, 0.0, _not_loaded(path, e)
+    return path, _duration(known, seconds), None
+
+
+def _cut_short(path: Path, seconds: float) -> str | None:
+    """Why a clip whose header gives `seconds` is cut short, found without decoding it (load_audio's own tests):
+    a WAV, AIFF, AU or W64 whose header claims more sound data than follows it (libsndfile's length is what it
+    holds), an Ogg that ends before its stream's last page (libsndfile's length is up to its last page). None else."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as e:
+        return f"cannot be read ({e.strerror or e})"
+    try:
+        if found := sized_cut(fd):
+            held, claimed = found
+            return (f"is cut short: only the first {seconds:.1f} s of {seconds * claimed / held:.1f} s decode (it ends "
+                    "before the length its header gives)")
+        if ogg_cut_short(fd):
+            return f"is cut short: only the first {seconds:.1f} s decode (it ends before its Ogg stream's last page)"
+        return None
+    finally:
+        os.close(fd)
+
+
+def _not_loaded(path: Path, e: AudioError) -> str:
+    """_check's reason for a clip load_audio refuses, in load_audio's words (without the path it starts with and the
+    advice it ends with): "is cut short: only the first 1.0 s of 2.0 s decode (...)" for one that decodes in part."""
+    detail = str(e).removeprefix(shown(str(path)) + ": ")
+    detail, damaged, _ = detail.partition(": the file is damaged or cut short")
+    return f"is cut short: {detail}" if damaged and detail.startswith("only the first") else f"does not load ({detail})"
+
+
+def _duration(known: float | None, measured: float) -> float:
+    """`known` (a table's or duration list's length) where `measured` (the header's, or as decoded) agrees with it
+    within the larger of SLACK_SECONDS and SLACK_SHARE; the measured one otherwise, and where none is known: the file
+    is what training loads (a 40 s wav its table called 2 s passed the 30 s window filter, and training refused it)."""
+    if known is None or known <= 0 or abs(measured - known) > max(SLACK_SECONDS, SLACK_SHARE * known):
+        return measured
+    return known
 
 
 def _decoded_length(path: Path, known: float | None) -> tuple[Path, float, str | None]:
@@ -409,7 +484,7 @@ def _decoded_length(path: Path, known: float | None) -> tuple[Path, float, str |
         seconds = len(load_audio(path)) / SAMPLE_RATE
     except AudioError as e:
         return path, 0.0, f"could not be measured ({str(e).removeprefix(shown(str(path)) + ': ')})"
-    return path, known if known is not None and known > 0 else seconds, None
+    return path, _duration(known, seconds), None
 
 
 def text_lines(f, name: Path | str, damaged: Callable[[str], None] | None = None):

@@ -6,6 +6,8 @@ client_id path sentence up_votes down_votes age gender accent; 17.0+ adds senten
 locale, segment). `sentence_id` is used when present, else a hash of the sentence. The language comes from the
 folder name (Common Voice locale, see languages.by_commonvoice_locale(); Cantonese is `yue` or `zh-HK`) unless given.
 Durations come from clip_durations.tsv (16.1+) or times.txt (14.0-16.0) when present, else from the clips' headers.
+The clips of dev and test are decoded whole (clips.DECODED_SPLITS): an MP3 cut short is found only so; where one lasts
+other than the list says (by more than 0.05 s and 1%), its measured length is written, with a note.
 
 Output: OUT/<split>.jsonl with ASR rows only (tgt_lang and translation empty), id "commonvoice:<lang>:<clip>", and
 OUT/summary.json. Rows without a path or a sentence are left out and counted, and so are damaged lines (holding a
@@ -29,8 +31,9 @@ from pathlib import Path
 
 from .. import languages
 from ..errors import LLMSRTError
-from .clips import (DEFAULT_WORKERS, STRAY_CR, Summary, by_name, check_clips, check_output_folder, known_durations,
-                    open_table, table_text, text_lines, without_repeats, write_manifests)
+from .clips import (DECODED_SPLITS, DEFAULT_WORKERS, STRAY_CR, Summary, by_name, check_clips, check_output_folder,
+                    known_durations, note_durations, open_table, table_text, text_lines, without_repeats,
+                    write_manifests)
 from .manifest import Row, read_manifest
 
 CORPUS = "commonvoice"
@@ -77,8 +80,11 @@ def prepare_commonvoice(locale_dir: str | Path, out: str | Path, lang: str | Non
                                lambda u: u.audio, summary)
     clips = {u.audio: u.where for utts in by_split.values() for u in utts}
     known, summary.durations_from = known_durations(locale_dir)
-    durations, summary.bad_clips = check_clips(clips, by_name(clips, known), workers, strict,
-                                               desc="reading clip headers" if not known else "checking clips")
+    listed = by_name(clips, known)
+    durations, summary.bad_clips = check_clips(clips, listed, workers, strict,
+                                               desc="reading clip headers" if not known else "checking clips",
+                                               decode={u.audio for s in DECODED_SPLITS for u in by_split.get(s, ())})
+    note_durations(summary, clips, listed, durations)
     summary.durations_from = summary.durations_from or "the clips' headers"
     rows = {split: [_row(u, lang, split, durations[u.audio]) for u in utts if u.audio in durations]
             for split, utts in by_split.items()}

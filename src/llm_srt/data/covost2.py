@@ -21,9 +21,10 @@ per table (id "covost2:<clip>:<tgt>"). CoVoST has no cross-language sentence id:
 sentence_id. Rows without a path or a transcript, whose clip is not in validated.tsv or is there on a damaged line
 (of another field count than the header: a tab or line break inside a field), or whose split is unknown are left
 out and counted, and so are a table's own damaged lines; so is a clip listed again for the same target (and one
-listed in two splits stays in the first of test, dev, train), and so are bad clips (missing, empty, undecodable),
-unless strict. A row whose translation is empty or the placeholder `REMOVE` gives no translation row (counted) but
-still its clip's ASR row: the transcript is Common Voice's own, and for X->eng no other table supplies it (fairseq's
+listed in two splits stays in the first of test, dev, train), and so are bad clips (missing, empty, undecodable,
+cut short: the dev and test clips are decoded whole, as only that finds an MP3 missing its end), unless strict. A
+row whose translation is empty or the placeholder `REMOVE` gives no translation row (counted) but still its clip's
+ASR row: the transcript is Common Voice's own, and for X->eng no other table supplies it (fairseq's
 prep_covost_data.py drops no REMOVE row from its ASR data either).
 """
 
@@ -34,8 +35,8 @@ from pathlib import Path
 
 from .. import languages
 from ..errors import LLMSRTError
-from .clips import (DEFAULT_WORKERS, Summary, by_name, check_clips, check_output_folder, extract_command,
-                    known_durations, table_text, without_repeats, write_manifests)
+from .clips import (DECODED_SPLITS, DEFAULT_WORKERS, Summary, by_name, check_clips, check_output_folder,
+                    extract_command, known_durations, note_durations, table_text, without_repeats, write_manifests)
 from .commonvoice import read_table, wrong_width
 from .manifest import Row
 
@@ -120,8 +121,11 @@ def prepare_covost2(tsv_dir: str | Path, cv_dir: str | Path, out: str | Path,
     clips = {}
     for r in records:
         clips.setdefault(r.audio, r.where)
-    durations, summary.bad_clips = check_clips(clips, by_name(clips, known), workers, strict,
-                                               desc="reading clip headers" if not known else "checking clips")
+    listed = by_name(clips, known)
+    durations, summary.bad_clips = check_clips(clips, listed, workers, strict,
+                                               desc="reading clip headers" if not known else "checking clips",
+                                               decode={r.audio for s in DECODED_SPLITS for r in by_split[s]})
+    note_durations(summary, clips, listed, durations)
     rows: dict[str, list[Row]] = {split: [] for split in SPLITS}
     asr_done: set[Path] = set()
     for r in records:

@@ -21,8 +21,10 @@ of languages and splits not converted, so a sentence's split is the same whateve
 named like a FLEURS locale are read; an unreadable table of a language not converted is skipped with a note). Its
 utterances in a later split are left out and counted, with a warning, so no test sentence's text is trained on (nor
 that of a sentence another language's release lists in test, in a run without that language).
-Every wav's header is read (in parallel; wav headers are cheap): a missing, empty or undecodable one is skipped and
-counted (its transcript still serves as other languages' target), or with `strict` stops the conversion.
+Every wav's header is read (in parallel; wav headers are cheap): a missing, empty or undecodable one, or one its
+header shows cut short, is skipped and counted (its transcript still serves as other languages' target), or with
+`strict` stops the conversion. Where a header's length differs from the table's sample count (by more than 0.05 s
+and 1%), the header's is written, with a note: it is the file training loads, and the 30 s window filter must see it.
 """
 
 import csv
@@ -35,8 +37,9 @@ from pathlib import Path
 from .. import languages
 from ..audio import SAMPLE_RATE
 from ..errors import LLMSRTError
-from .clips import (DEFAULT_WORKERS, SPLIT_ORDER, STRAY_CR, Summary, check_clips, check_output_folder,
-                    extract_command, open_table, table_text, text_lines, without_repeats, write_manifests)
+from .clips import (DECODED_SPLITS, DEFAULT_WORKERS, SPLIT_ORDER, STRAY_CR, Summary, check_clips, check_output_folder,
+                    extract_command, note_durations, open_table, table_text, text_lines, without_repeats,
+                    write_manifests)
 from .manifest import Row, parse_directions, targets_by_source
 
 SPLITS = ("train", "dev", "test")
@@ -94,8 +97,10 @@ def prepare_fleurs(root: str | Path, langs: list[str] | None, out: str | Path, d
     utts = [u for us in listed.values() for u in us]
     known = {u.audio: u.duration for u in utts if u.duration is not None}
     clips = {u.audio: u.where for u in utts if check_audio or u.duration is None}
+    decode = {u.audio for split in DECODED_SPLITS for u in listed.get(split, ())} if check_audio else ()
     durations, summary.bad_clips = check_clips(clips, known, workers, strict, read_all_headers=True,
-                                               desc="reading wav headers")
+                                               desc="reading wav headers", decode=decode)
+    note_durations(summary, clips, known, durations)
     if not check_audio:
         durations |= known
     rows = {}

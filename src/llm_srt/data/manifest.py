@@ -19,7 +19,7 @@ import stat
 import sys
 import warnings
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -132,12 +132,8 @@ def read_manifest(path: str | Path, check_audio: bool = True, skip_bad: bool = F
                 if row.id in first_line_of:
                     problems.append(f"{where}: duplicate id {row.id!r} (first on line {first_line_of[row.id]})")
                     continue
-                if max_duration is not None and row.duration > max_duration:
-                    problems.append(f"{where}: {row.duration:g} s is longer than the {max_duration:g} s a training "
-                                    "utterance may last (Whisper's window); cut it into shorter utterances or drop it")
-                    continue
-                if problem := _text_too_long(row, max_text if max_duration is None else text_limit(row.duration),
-                                             max_duration is None):
+                if problem := (training_refuses(row, max_duration) if max_duration is not None
+                               else _text_too_long(row, max_text, True)):
                     problems.append(f"{where}: {problem}")
                     continue
                 first_line_of[row.id] = lineno
@@ -154,6 +150,16 @@ def read_manifest(path: str | Path, check_audio: bool = True, skip_bad: bool = F
     if not rows:
         raise ManifestError(f"{name}: the manifest has no usable rows")
     return rows
+
+
+def training_refuses(row: Row, max_duration: float) -> str | None:
+    """What training (read_manifest's `max_duration`: Whisper's 30 s window) refuses in `row`, in the words it names
+    it with: longer than `max_duration`, or a transcript or translation longer than its duration can hold
+    (`text_limit`). None for a row it takes."""
+    if row.duration > max_duration:
+        return (f"{row.duration:g} s is longer than the {max_duration:g} s a training utterance may last (Whisper's "
+                "window); cut it into shorter utterances or drop it")
+    return _text_too_long(row, text_limit(row.duration), False)
 
 
 def text_limit(seconds: float) -> int:
@@ -176,17 +182,27 @@ def _text_too_long(row: Row, limit: int | None, text_only: bool) -> str | None:
 def line_of(path: str | Path, row_id: str) -> int | None:
     """The line of manifest `path` that holds the row `row_id` (None if none does): for a problem found after the
     rows were read, named as `file:line` as read_manifest names its own."""
+    return lines_of(path, {row_id}).get(row_id)
+
+
+def lines_of(path: str | Path, row_ids: Collection[str]) -> dict[str, int]:
+    """row id -> the line of manifest `path` that first holds it, for those of `row_ids` it holds (one read of the
+    file, which stops once all are found)."""
+    wanted, found = set(row_ids), {}
     try:
         with open(path, "rb") as f:
             for lineno, raw in enumerate(f, start=1):
                 try:
-                    if json.loads(raw).get("id") == row_id:
-                        return lineno
+                    row_id = json.loads(raw).get("id")
                 except (ValueError, AttributeError, RecursionError):  # a line read_manifest skipped as bad
                     continue
+                if isinstance(row_id, str) and row_id in wanted:
+                    found.setdefault(row_id, lineno)
+                    if len(found) == len(wanted):
+                        break
     except OSError:
-        return None
-    return None
+        pass
+    return found
 
 
 def warn_each_time(message: str, stacklevel: int = 1) -> None:
@@ -282,7 +298,8 @@ def _parse_row(line: str, base: Path, audio_problems: dict[Path, str | None] | N
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as e:
-        raise _BadRow(f"not valid JSON ({e.msg} at column {e.colno})") from None
+        # (json's "Invalid control character at" and "Unterminated string starting at" end in "at" themselves)
+        raise _BadRow(f"not valid JSON ({e.msg.removesuffix(' at')} at column {e.colno})") from None
     except (ValueError, RecursionError) as e:  # a number of > 4300 digits, nesting deeper than Python's stack
         raise _BadRow(f"not usable JSON ({type(e).__name__}: {str(e)[:60]})") from None
     if not isinstance(obj, dict):

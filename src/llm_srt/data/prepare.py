@@ -5,10 +5,11 @@
     llm-srt prepare fleurs --root fleurs/ --out data/fleurs --directions 6x12
     llm-srt prepare covost2 --tsv-dir covost/ --cv-dir cv4/en --out data/covost2 --pairs eng-deu,eng-jpn
     llm-srt prepare commonvoice --locale-dir cv/de --out data/cv-de --validated-as-train
-    llm-srt prepare check data/mini/train.jsonl               # validate a manifest (every bad row, file:line)
+    llm-srt prepare check data/mini/train.jsonl               # validate manifests (every bad row, file:line)
 """
 
 import argparse
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -179,15 +180,43 @@ def _add_check(p: argparse.ArgumentParser) -> None:
 
 
 def _run_check(args: argparse.Namespace) -> int:
-    from .manifest import read_manifest
+    """Each manifest read as evaluation reads it, then its rows held to training's limits (`training_refuses`: a row
+    over Whisper's 30 s window, a text longer than its duration can hold), which a manifest of the train or dev
+    split must meet; a test row that fails them is noted only (prepare keeps such clips in test). Every manifest is
+    checked, a bad one named on stderr; exit 1 if any was bad."""
+    from ..audio import WINDOW_SECONDS
+    from .manifest import MAX_LISTED, lines_of, read_manifest, training_refuses
 
+    bad = 0
     for path in args.manifests:
-        rows = read_manifest(path, check_audio=not args.no_check_audio)
+        try:
+            rows = read_manifest(path, check_audio=not args.no_check_audio)
+        except LLMSRTError as e:  # named, and the manifests after it still checked
+            print(f"llm-srt prepare: error: {e}", file=sys.stderr)
+            bad += 1
+            continue
+        refused = [(row, problem) for row in rows if (problem := training_refuses(row, WINDOW_SECONDS))]
+        trained = [(row, problem) for row, problem in refused if row.split != "test"]
+        name = shown(str(path))
+        if trained:
+            bad += 1
+            lines = lines_of(path, {row.id for row, _ in trained[:MAX_LISTED]})
+            listed = "\n  ".join(f"{name}:{lines.get(row.id, '?')}: {problem}" for row, problem in trained[:MAX_LISTED])
+            more = f"\n  ... and {len(trained) - MAX_LISTED} more" if len(trained) > MAX_LISTED else ""
+            print(f"llm-srt prepare: error: {name}: {len(trained)} of its {len(rows)} rows `llm-srt train` refuses; "
+                  f"fix or drop them, or skip them (train data.skip_bad=true):\n  {listed}{more}", file=sys.stderr)
+            continue
         hours = sum(r.duration for r in rows if r.is_asr) / 3600
         directions = Counter(f"{r.src_lang}-{r.tgt_lang}" for r in rows if not r.is_asr)
         print(f"{path}: {len(rows)} rows ok: {sum(r.is_asr for r in rows)} ASR ({hours:.2f} h), "
               f"{sum(directions.values())} translation rows in {len(directions)} directions")
-    return 0
+        if refused:
+            row, problem = refused[0]
+            print(f"{path}: {len(refused)} test rows `llm-srt train` would refuse (evaluation reads them), the first: "
+                  f"{name}:{lines_of(path, {row.id}).get(row.id, '?')}: {problem}")
+    if bad and len(args.manifests) > 1:
+        print(f"llm-srt prepare: {bad} of {len(args.manifests)} manifests are bad (named above)", file=sys.stderr)
+    return 1 if bad else 0
 
 
 def _print_lines(lines: list[str]) -> None:
