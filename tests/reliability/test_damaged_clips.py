@@ -2,6 +2,7 @@
 decodes; a clip one refuses, the other would too."""
 
 import io
+import re
 import struct
 from pathlib import Path
 
@@ -37,15 +38,19 @@ def test_an_unsized_clip_is_measured_as_training_decodes_it(tmp_path, fmt, subty
 
 
 def test_a_flac_cut_short_is_refused_where_a_reference_goes_with_it_and_kept_when_translated(tmp_path):
-    """prepare reads the header only and keeps a FLAC missing its end (its length: the header's); training and
-    evaluation (load_audio's default) refuse it naming the seconds that decode, as its transcript is the whole
-    clip's; translating it (salvage) keeps every frame that decodes."""
+    """prepare's train split reads the header only and keeps a FLAC missing its end (its length: the header's);
+    test and dev decode it whole and find it cut short; training and evaluation (load_audio's default) refuse it
+    naming the seconds that decode, as its transcript is the whole clip's; translating it (salvage) keeps every frame
+    that decodes."""
     buf = io.BytesIO()
     sf.write(buf, _stereo(3.0), 48_000, format="FLAC", subtype="PCM_16")
     path = tmp_path / "cut.flac"
     path.write_bytes(buf.getvalue()[:-500])
     clip, seconds, reason = _check(Path(path), None, False)
     assert reason is None and seconds == 3.0
+    for known in (None, 3.0):  # test and dev: decoded whole, a listed length or not
+        _, kept, why = _check(Path(path), known, False, decode=True)
+        assert kept == 0.0 and re.fullmatch(r"is cut short: only the first 2\.\d s of 3\.0 s decode .*", why)
     with pytest.raises(AudioError, match=r"cut.flac: only the first 2\.\d s of 3\.0 s decode .*damaged or cut short"):
         load_audio(path)
     assert 2.7 < len(load_audio(path, salvage=True)) / SAMPLE_RATE <= seconds
