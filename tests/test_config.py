@@ -400,6 +400,38 @@ def test_a_wrong_key_or_value_in_a_file_is_named_with_its_line(tmp_path):
         load_config(f, ["model.lora={r: 8, alpha: y}"])  # a mapping merged over the file's: no line of the file
 
 
+def test_a_stage_mixing_s2tt_and_srt_is_refused(tmp_path):
+    """s2tt and srt share one prompt (speech + <|src|><|tgt|>, Table 1) and differ in the target: a mix of both gave
+    the same speech and prompt two targets, and trained."""
+    from llm_srt.train.config import load_config
+
+    said = r"s2tt and srt share the prompt <\|src\|><\|tgt\|>; train them in separate stages$"
+    with pytest.raises(ConfigError, match=r"^<defaults> \(with overrides\): data.tasks \{'srt': 0.5, 's2tt': 0.5\}: "
+                                          + said):
+        load_config(None, ["data.tasks={srt: 0.5, s2tt: 0.5}"])
+    f = tmp_path / "stage.yaml"
+    f.write_text("stage: srt\ndata:\n  tasks: {s2tt: 0.8, asr: 0.1, srt: 0.1}\n")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(f))}:3: data.tasks .*" + said):
+        load_config(f)
+    for tasks in ("{s2tt: 0.8, asr: 0.2}", "{srt: 0.8, asr: 0.2}", "{srt: 0.5, smt: 0.5}"):  # each alone still trains
+        assert load_config(None, [f"data.tasks={tasks}"]).data.tasks
+
+
+def test_an_override_under_a_section_the_file_does_not_write_names_no_line_of_the_file(tmp_path):
+    """`llm-srt train srt.yaml model.lora.alpha=0` said "srt.yaml:5 (with overrides): model.lora: ...", line 5 being
+    `model:`: the file writes no lora, so the whole section came from the command line."""
+    from llm_srt.train.config import load_config
+
+    srt = "configs/embedded/srt.yaml"
+    for given in ("model.lora.alpha=0", "model.lora.r=0"):
+        with pytest.raises(ConfigError, match=rf"^{re.escape(srt)} \(with overrides\): model.lora: needs r >= 1"):
+            load_config(srt, [given])
+    f = tmp_path / "stage.yaml"
+    f.write_text("model:\n  encoder: /w\n  adapter_kwargs: {num_queries: 0}\n")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(f))}:3 \(with overrides\): model.adapter_kwargs.num_q"):
+        load_config(f, ["model.lora.r=4"])  # a key the file writes keeps its line
+
+
 def test_an_empty_init_from_is_refused_not_taken_for_a_fresh_start(tmp_path):
     """`model.init_from=$ASR_FINAL` with the variable unset (or `init_from: ''` in a file) trained the stage from a
     random adapter without a word, exit 0: refused as an empty output_dir is; null still starts fresh."""

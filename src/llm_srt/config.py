@@ -227,7 +227,10 @@ def load(cls: type[T], path: str | Path | None = None, overrides: list[str] | No
         elif not isinstance(parsed, (str, list, dict, type(None))) and _takes_text(_type_at(cls, key.strip())):
             parsed = value.strip()  # "stage=no", "output_dir=2024-01-01": YAML 1.1 would give False, a date
         _assign(data, key.strip(), parsed, cls)
-        for k in [k for k in lines if re.match(rf"{re.escape(key.strip())}(?:$|[.\[])", k)] + [key.strip()]:
+        parts = key.strip().split(".")
+        above = [a for a in (".".join(parts[:i]) for i in range(1, len(parts))) if a not in lines]  # model.lora of
+        #   model.lora.alpha=0 where the file writes no lora: its error named the line of model:, not the override
+        for k in [k for k in lines if re.match(rf"{re.escape(key.strip())}(?:$|[.\[])", k)] + [key.strip(), *above]:
             lines[k] = 0  # from the command line (a mapping's keys may merge): no line of the file, nor above it
     source = where
     if overrides:

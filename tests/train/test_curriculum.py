@@ -162,3 +162,114 @@ def test_a_start_the_caller_adjusts_is_kept_under_out_root(tmp_path):
     smt.write_text(smt.read_text().replace(chosen, "null"))
     assert curriculum.plan([str(folder)], stages=["smt"], out_root=root, adjust=adjust)[0].config.model.init_from == \
         chosen
+
+
+def test_a_later_stage_starts_from_the_stage_its_config_names_when_that_one_runs_too(tmp_path):
+    """`--stages asr,smt,srt,baseline` trained the Baseline (baseline.yaml: from asr/final) on the finished SRT model:
+    a later stage whose config starts it from another stage of the plan starts from that one's final/ (under
+    --out-root, that one's there); one starting from no stage of the plan still starts from the previous one (the
+    "w/o SMT" ablation, `--stages asr,srt`)."""
+    stages = ["asr", "smt", "srt", "baseline"]
+    assert [s.config.model.init_from for s in curriculum.plan(["configs/embedded"], stages=stages)] == [
+        None, "runs/embedded/asr/final", "runs/embedded/smt/final", "runs/embedded/asr/final"]
+    root = tmp_path / "R"
+    assert [s.config.model.init_from for s in curriculum.plan(["configs/embedded"], stages=stages, out_root=root)] == [
+        None, str(root / "asr" / "final"), str(root / "smt" / "final"), str(root / "asr" / "final")]
+    assert curriculum.plan(["configs/embedded"], stages=["asr", "srt"])[1].config.model.init_from == \
+        "runs/embedded/asr/final"
+    folder = _stage_folder(tmp_path)  # listed in another order: smt would start from a model trained after it
+    with pytest.raises(ConfigError, match=r"^stage smt \(.*smt.yaml\): model.init_from .*runs/asr/final is the output "
+                                          r"of stage asr, which runs after it here; list asr before smt$"):
+        curriculum.plan([str(folder / "smt.yaml"), str(folder / "asr.yaml")])
+
+
+def test_a_later_stage_whose_config_starts_it_fresh_is_refused_unless_told(tmp_path):
+    """`--stages asr,smt,srt,ablation_no_asr` trained the "w/o ASR" ablation (its YAML: init_from: null, SMT from a
+    fresh adapter) on the finished SRT model: the config and the curriculum's chaining disagree, so it is refused up
+    front, naming both ways; a stage prefix says which, and a YAML that leaves init_from out still chains."""
+    folder = _stage_folder(tmp_path)
+    (folder / "no_asr.yaml").write_text((folder / "asr.yaml").read_text().replace("runs/asr", "runs/no_asr"))
+    files = [str(folder / "asr.yaml"), str(folder / "no_asr.yaml")]
+    asr_final = tmp_path / "runs" / "asr" / "final"
+    with pytest.raises(ConfigError, match=rf"^stage no_asr \(.*no_asr.yaml\): its config starts it from a fresh "
+                                          rf"adapter \(model.init_from: null\), and after stage asr it would start "
+                                          rf"from {asr_final}; run it first or alone, or say which: "
+                                          rf"no_asr:model.init_from={asr_final} or no_asr:model.init_from=null$"):
+        curriculum.plan(files)
+    assert [s.config.model.init_from for s in curriculum.plan(files, ["no_asr:model.init_from=null"])] == [None, None]
+    assert curriculum.plan(files, [f"no_asr:model.init_from={asr_final}"])[1].config.model.init_from == str(asr_final)
+    assert curriculum.plan(files[1:])[0].config.model.init_from is None  # alone: as written
+    (folder / "no_asr.yaml").write_text(f"stage: no_asr\ndata:\n  train: x.jsonl\noutput_dir: {tmp_path / 'n'}\n")
+    assert curriculum.plan(files)[1].config.model.init_from == str(asr_final)
+
+
+def _recorded(monkeypatch) -> list:
+    """`train` replaced by a recorder (and the paths' checks left out): what run_stages would have trained."""
+    calls = []
+    monkeypatch.setattr(curriculum, "check_before_start", lambda cfg: None)
+    monkeypatch.setattr(curriculum, "train", lambda cfg, log: calls.append(cfg.stage) or Path(cfg.output_dir) / "final")
+    return calls
+
+
+@pytest.mark.parametrize("given,said", [
+    (["asr:model.adapter_kwargs={num_queries: 4}", "smt:model.adapter_kwargs={num_queries: 8}"],
+     r"stage smt .* starts from stage asr's final/, but model.adapter_kwargs.num_queries is 8 in smt, 4 in asr; "
+     r"make them match or drop the key from smt"),
+    (["smt:model.adapter_kwargs={num_queries: 8}"], r"num_queries is 8 in smt, 80 in asr"),  # asr's by default
+    (["asr:model.adapter_kwargs={num_queries: 4}", "srt:model.adapter_kwargs={num_queries: 8}"],
+     r"stage srt .* stage smt's final/, but model.adapter_kwargs.num_queries is 8 in srt, 4 in smt"),  # smt's start's
+    (["asr:model.adapter=pooled", "smt:model.adapter=linear", "smt:model.adapter_kwargs={k: 3}"],
+     r"model.adapter is linear in smt, pooled in asr; set the same adapter and options or drop them"),
+    (["asr:model.lora={r: 4}"], r"asr has model.lora \(its final/ holds LoRA weights\) and smt model.lora: null"),
+    (["model.lora={r: 4}", "srt:model.lora={r: 8}"], r"model.lora is r 8 on q_proj, v_proj in srt, r 4 on q_proj, "
+                                                     r"v_proj in smt; give both the same r and target_modules"),
+    (["model.lora={r: 4}", "smt:model.lora.target_modules=[q_proj]"], r"model.lora is r 4 on q_proj in smt"),
+    (["smt:model.llm=/elsewhere/llm"], r"model.llm is /elsewhere/llm in smt, embedded in asr"),
+])
+def test_stages_that_do_not_fit_together_are_refused_before_any_trains(tmp_path, monkeypatch, given, said):
+    """An SMT stage with 8 adapter queries after an ASR stage with 4, LoRA in one stage and not the next (or of
+    another rank or modules), another adapter kind with its options, or another LLM: refused when that stage
+    started, after the stages before it had trained (at the paper's scale, days)."""
+    calls = _recorded(monkeypatch)
+    with pytest.raises(ConfigError, match=said):
+        curriculum.run_stages(curriculum.plan([str(_stage_folder(tmp_path))], given), log=lambda *_: None)
+    assert calls == []
+
+
+def test_stages_that_fit_together_all_train(tmp_path, monkeypatch):
+    """The same options, options a later stage leaves out, LoRA added in a later stage, and another adapter kind
+    without options (the recipe trains the start's, and says so) pass."""
+    calls = _recorded(monkeypatch)
+    given = ["asr:model.adapter_kwargs={num_queries: 4}", "smt:model.adapter_kwargs={num_queries: 4}",
+             "srt:model.lora={r: 4}", "srt:model.adapter=pooled"]
+    curriculum.run_stages(curriculum.plan([str(_stage_folder(tmp_path))], given), log=lambda *_: None)
+    assert calls == ["asr", "smt", "srt"]
+
+
+def test_a_finished_stage_trained_from_another_start_is_refused_before_any_stage_trains(tmp_path, monkeypatch):
+    """`curriculum ablation_no_asr.yaml srt.yaml` after the main curriculum trained the ablation's stage, then
+    refused srt (its final/ trained from smt/final): the start final/init_from.json names is checked first, against
+    a start trained in this run by its folder, against one already there by its weights."""
+    import json
+    import shutil
+
+    folder = _stage_folder(tmp_path)
+    calls = _recorded(monkeypatch)
+    srt = _finished(tmp_path / "runs" / "srt")
+    (srt / "init_from.json").write_text(json.dumps({"init_from": str(tmp_path / "runs" / "other" / "final"),
+                                                    "weights": "0" * 64}))
+    with pytest.raises(ConfigError, match=r"^stage srt \(.*srt.yaml\): .*runs/srt/final was trained from .*runs/other/"
+                                          r"final, but model.init_from is now .*runs/smt/final \(other weights\), "
+                                          r"stage smt's output, which trains first in this run; use another "
+                                          r"output_dir for this run$"):
+        curriculum.run_stages(curriculum.plan([str(folder)]), log=lambda *_: None)
+    smt = _finished(tmp_path / "runs" / "smt")
+    (smt / "adapter.safetensors").write_bytes(b"smt weights")
+    with pytest.raises(ConfigError, match=r"^stage srt .*runs/srt/final was trained from .*runs/other/final, but "
+                                          r"model.init_from is now .*runs/smt/final \(other weights\); use another "):
+        curriculum.run_stages(curriculum.plan([str(folder)]), log=lambda *_: None)
+    assert calls == []
+    (srt / "init_from.json").write_text(json.dumps({"init_from": str(smt), "weights": "0" * 64}))
+    shutil.rmtree(smt)  # the start it names, trained again in this run: as planned
+    curriculum.run_stages(curriculum.plan([str(folder)]), log=lambda *_: None)
+    assert calls == ["asr", "smt", "srt"]

@@ -195,6 +195,10 @@ class TrainConfig:
                 Task.trainable_named(name)
             except LLMSRTError as e:
                 raise ConfigError(f"data.tasks: {e}") from None
+        if {Task.S2TT.value, Task.SRT.value} <= set(self.data.tasks):  # the same speech and prompt with two
+            #   targets (Table 1: transcript<|src|><|tgt|>translation, or the translation alone)
+            raise ConfigError(f"data.tasks {dict(self.data.tasks)}: s2tt and srt share the prompt <|src|><|tgt|>; "
+                              "train them in separate stages")
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
             raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {short(self.device)}")
         if self.dtype != "auto" and self.dtype not in device_lib.DTYPES:

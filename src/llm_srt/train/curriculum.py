@@ -8,9 +8,13 @@ A finished stage (its output_dir holds final/) is skipped on re-run; an interrup
 checkpoint. Overrides apply to every stage, or to one stage with a `stage:` prefix (a prefix naming no stage that
 runs is an error). Each stage needs its own output_dir: stages sharing one are refused before any runs. With
 --out-root, a first stage that starts from another stage's output (smt.yaml's init_from: the asr stage's
-output_dir/final) starts from OUT_ROOT/<that stage>/final instead, which must be there.
+output_dir/final) starts from OUT_ROOT/<that stage>/final instead, which must be there. A later stage whose config
+starts it from a stage that runs here too starts from that one (`--stages asr,smt,srt,baseline`: the Baseline from
+asr), one whose YAML writes `init_from: null` is refused (say which start), and each stage is checked against the
+model it starts from (adapter options, LoRA, encoder and LLM; a finished stage's recorded start) before any trains.
 """
 
+import json
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -18,10 +22,12 @@ from typing import Callable
 
 import yaml
 
+from .. import paths
 from ..config import MAX_CONFIG_BYTES, expand_variables, parse_yaml, short, split_items
-from ..errors import ConfigError
+from ..errors import ConfigError, LLMSRTError
+from ..model.adapter import adapter_options
 from .config import TrainConfig, load_config
-from .final import FINAL, is_finished
+from .final import FINAL, INIT_RECORD, check_same_start, is_finished
 from .parallel import release_groups
 from .preflight import check_before_start
 from .recipe import train
@@ -173,6 +179,32 @@ def _first_start(cfg: TrainConfig, f: Path, out_root: str | Path, user: list[str
                       f"{f.stem}:model.init_from={init}")
 
 
+def _chained_to(k: int, files: list[Path], outputs: list[Path], init: str | None) -> int | None:
+    """The stage before stage `k` that its configured start `init` is the output of (`outputs`: each stage's
+    output_dir/final as its config writes it), or None: it starts from the previous stage. `--stages
+    asr,smt,srt,baseline` trained the Baseline (from asr/final in its YAML) on the finished SRT model."""
+    if not init:
+        return None
+    found = [j for j, out in enumerate(outputs) if j != k and out == Path(init).resolve()]
+    before, after = [j for j in found if j < k], [j for j in found if j > k]
+    if len(before) > 1:
+        raise ConfigError(f"stage {files[k].stem} ({files[k]}): model.init_from {init} is the output of stages "
+                          f"{', '.join(files[j].stem for j in before)} in their configs; choose the start "
+                          f"explicitly: {files[k].stem}:model.init_from=...")
+    if not before and after:
+        raise ConfigError(f"stage {files[k].stem} ({files[k]}): model.init_from {init} is the output of stage "
+                          f"{files[after[0]].stem}, which runs after it here; list {files[after[0]].stem} before "
+                          f"{files[k].stem}")
+    return before[0] if before else None
+
+
+def _writes_fresh_start(f: Path) -> bool:
+    """Whether the stage YAML `f` writes `init_from: null` under model (ablation_no_asr.yaml: SMT from a fresh
+    adapter), rather than leaving the start to the curriculum. load_config has read it already."""
+    model = (parse_yaml(f.read_text(encoding="utf-8")) or {}).get("model")
+    return isinstance(model, dict) and "init_from" in model and model["init_from"] is None
+
+
 def plan(items: list[str], overrides: list[str] | None = None, stages: list[str] | None = None,
          out_root: str | Path | None = None, adjust: Callable[[TrainConfig], TrainConfig] | None = None
          ) -> list[Stage]:
@@ -180,7 +212,8 @@ def plan(items: list[str], overrides: list[str] | None = None, stages: list[str]
 
     Per stage: its YAML with the user's `key=value` overrides (all stages, then `stage:key=value`), then `adjust`
     (a caller's typed change, e.g. the demo's corpus), then, composed with `dataclasses.replace`, the output folder
-    OUT_ROOT/<stage> and model.init_from = the previous stage's final/ (unless a stage override sets them; the
+    OUT_ROOT/<stage> and model.init_from = the final/ of the stage its YAML starts it from where that stage runs
+    here (baseline.yaml's: the asr stage's), else of the previous stage (unless a stage override sets them; the
     first stage's init_from under OUT_ROOT: `_first_start`)."""
     files = stage_files(items, stages)
     _check_prefixes(overrides or [], [f.stem for f in files])
@@ -190,20 +223,28 @@ def plan(items: list[str], overrides: list[str] | None = None, stages: list[str]
         raise ConfigError(f"{short(given)[1:-1]} and --out-root {out_root} both say where the stages write; give "
                           "--out-root alone (each stage writes OUT_ROOT/<stage>), or STAGE:output_dir=... for one "
                           "stage")
+    mine = {f: [o.split(":", 1)[1] for o in overrides or [] if ":" in o.split("=", 1)[0]
+                and o.startswith(f.stem + ":")] for f in files}
+    loaded = [load_config(f, common + mine[f]) for f in files]
+    outputs = [Path(cfg.output_dir).resolve() / FINAL for cfg in loaded]  # as configured, before --out-root
     result: list[Stage] = []
-    for f in files:
+    for k, (f, cfg) in enumerate(zip(files, loaded)):
         name = f.stem
-        mine = [o.split(":", 1)[1] for o in overrides or [] if ":" in o.split("=", 1)[0] and o.startswith(name + ":")]
-        cfg = load_config(f, common + mine)
         configured = cfg.model.init_from
+        start = _chained_to(k, files, outputs, None if _sets(common, "model.init_from") else configured)
         if adjust is not None:
             cfg = adjust(cfg)
-        if out_root is not None and not _sets(mine, "output_dir"):
+        if out_root is not None and not _sets(mine[f], "output_dir"):
             cfg = replace(cfg, output_dir=str(Path(out_root) / name))
         if not result and out_root is not None and cfg.model.init_from == configured:  # not a start `adjust` chose
-            cfg = _first_start(cfg, f, out_root, common + mine)
-        if result and not _sets(mine, "model.init_from"):
-            previous = Path(result[-1].config.output_dir) / FINAL
+            cfg = _first_start(cfg, f, out_root, common + mine[f])
+        if result and not _sets(mine[f], "model.init_from"):
+            previous = Path(result[start if start is not None else -1].config.output_dir) / FINAL
+            if configured is None and not _sets(common, "model.init_from") and _writes_fresh_start(f):
+                raise ConfigError(f"stage {name} ({f}): its config starts it from a fresh adapter (model.init_from: "
+                                  f"null), and after stage {result[-1].name} it would start from {previous}; run it "
+                                  f"first or alone, or say which: {name}:model.init_from={previous} or "
+                                  f"{name}:model.init_from=null")
             cfg = replace(cfg, model=replace(cfg.model, init_from=str(previous)))
         if not any(cfg.data.manifests):  # a stage without data would fail only once its model had loaded
             raise ConfigError(f"stage {name} ({f}): data.train is empty; give its training manifest (e.g. "
@@ -211,6 +252,96 @@ def plan(items: list[str], overrides: list[str] | None = None, stages: list[str]
         result.append(Stage(name, f, cfg))
     _check_folders(result)
     return result
+
+
+def _check_fit(stages: list[Stage]) -> None:
+    """Each stage fits the model it starts from, and a finished one was trained from the start planned for it, before
+    any stage trains: these were refused at the stage's own turn, after the ones before it had trained (an SMT stage
+    with 8 adapter queries after an ASR stage with 4; `curriculum ablation_no_asr.yaml srt.yaml` after the main
+    curriculum, whose srt/final was trained from smt/final)."""
+    shapes: list[tuple[str, dict] | None] = []  # each stage's trained adapter: (kind, options); None: not known
+    for k, stage in enumerate(stages):
+        m, init = stage.config.model, stage.config.model.init_from
+        j = next((j for j in reversed(range(k)) if init and Path(init).resolve()
+                  == Path(stages[j].config.output_dir).resolve() / FINAL), None)
+        start = None if j is None else stages[j]
+        if start is not None:
+            shapes.append(_fits(stage, start, shapes[j]))
+        elif init:
+            shapes.append(_saved_adapter(Path(init)))
+        else:
+            shapes.append((m.adapter, {n: d for n, (_, d) in adapter_options(m.adapter).items()} | m.adapter_kwargs))
+        _check_start_record(stage, start)
+
+
+def _saved_adapter(init: Path) -> tuple[str, dict] | None:
+    """The adapter a model folder holds (None where it is not there yet or cannot be read: its stage says why)."""
+    from ..model.speech_llm import read_config
+
+    try:
+        saved = read_config(init)
+    except LLMSRTError:
+        return None
+    kind, options = saved.get("adapter"), saved.get("adapter_kwargs")
+    return (kind, options) if isinstance(kind, str) and isinstance(options, dict) else None
+
+
+def _fits(stage: Stage, start: Stage, trained: tuple[str, dict] | None) -> tuple[str, dict] | None:
+    """`stage` starts from `start`'s final/, whose adapter is `trained` (the one its own start trained, or fresh):
+    the adapter options `stage` gives must be that adapter's (`config._check_adapter_matches`, the options `start`
+    leaves out at their defaults), its LoRA of `start`'s r and target_modules where `start` has LoRA (a final/ with
+    LoRA weights loads into no other), and both run on one encoder and LLM. Returns the adapter `stage` trains."""
+    m, before = stage.config.model, start.config.model
+
+    def refuse(what: str, fix: str) -> None:
+        raise ConfigError(f"stage {stage.name} ({stage.file}) starts from stage {start.name}'s final/, but {what}; "
+                          f"{fix}")
+
+    if trained is not None and m.adapter_kwargs and m.adapter != trained[0]:
+        refuse(f"model.adapter is {m.adapter} in {stage.name}, {trained[0]} in {start.name}",
+               "set the same adapter and options or drop them")
+    for key, value in m.adapter_kwargs.items() if trained is not None else ():
+        if trained[1].get(key) is not None and trained[1][key] != value:  # None: set by the LLM's width (mlp_hidden)
+            refuse(f"model.adapter_kwargs.{key} is {value!r} in {stage.name}, {trained[1][key]!r} in {start.name}",
+                   f"make them match or drop the key from {stage.name}")
+    if before.lora is not None and m.lora is None:
+        refuse(f"{start.name} has model.lora (its final/ holds LoRA weights) and {stage.name} model.lora: null",
+               f"give {stage.name} {start.name}'s LoRA options")
+    if before.lora is not None and (m.lora.r, set(m.lora.target_modules)) != (before.lora.r,
+                                                                              set(before.lora.target_modules)):
+        refuse(f"model.lora is r {m.lora.r} on {', '.join(m.lora.target_modules)} in {stage.name}, r "
+               f"{before.lora.r} on {', '.join(before.lora.target_modules)} in {start.name}",
+               "give both the same r and target_modules")
+    for key in ("encoder", "llm"):
+        mine, theirs = (os.path.realpath(paths.absolute_model(getattr(c, key))) for c in (m, before))
+        if mine != theirs:
+            refuse(f"model.{key} is {getattr(m, key)} in {stage.name}, {getattr(before, key)} in {start.name} (the "
+                   f"adapter learns one {key}'s output)", f"give both the same model.{key}")
+    return trained
+
+
+def _check_start_record(stage: Stage, start: Stage | None) -> None:
+    """A finished stage is handed back only when it was trained from the start planned now (`final.check_same_start`
+    at its turn): checked here where that start is there already, and where it is `start`, which trains in this run,
+    by the folder its final/init_from.json names."""
+    cfg, out = stage.config, Path(stage.config.output_dir)
+    init = cfg.model.init_from
+    if not is_finished(out):
+        return
+    if start is None or is_finished(start.config.output_dir):
+        try:
+            check_same_start(cfg, out)
+        except LLMSRTError as e:
+            raise ConfigError(f"stage {stage.name} ({stage.file}): {str(e).removeprefix(f'[{cfg.stage}] ')}") from None
+        return
+    try:
+        was = json.loads((out / FINAL / INIT_RECORD).read_text())["init_from"]
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        return  # a final/ from before the record: not checked (as at its turn)
+    if was is None or Path(was).resolve() != Path(init).resolve():
+        raise ConfigError(f"stage {stage.name} ({stage.file}): {out / FINAL} was trained from {was or 'scratch'}, but "
+                          f"model.init_from is now {Path(init).resolve()} (other weights), stage {start.name}'s "
+                          "output, which trains first in this run; use another output_dir for this run")
 
 
 def run_stages(stages: list[Stage], log=print) -> list[Path]:
@@ -221,6 +352,7 @@ def run_stages(stages: list[Stage], log=print) -> list[Path]:
             check_before_start(stage.config)
         except ConfigError as e:
             raise ConfigError(f"stage {stage.name} ({stage.file}): {e}") from None
+    _check_fit(stages)
     for k, stage in enumerate(stages):
         cfg = stage.config
         log(f"== stage {k + 1}/{len(stages)}: {stage.name} ({stage.file}) -> {cfg.output_dir}"

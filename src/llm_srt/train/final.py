@@ -46,7 +46,7 @@ def finished_state(cfg: TrainConfig, out: Path, world: int, log) -> tuple[bool, 
     was raised (or whose final_weights changed) continues from its newest checkpoint. `world`: this run's ranks."""
     if not is_finished(out):
         return False, False
-    _check_same_start(cfg, out)
+    check_same_start(cfg, out)
     done = finished_steps(out)
     if done is None or done >= cfg.max_steps:
         _check_finished_settings(cfg, out, world, log)
@@ -112,7 +112,7 @@ def _check_finished_settings(cfg: TrainConfig, out: Path, world: int, log) -> No
             f"{'; '.join(changed)}")
 
 
-def _check_same_start(cfg: TrainConfig, out: Path) -> None:
+def check_same_start(cfg: TrainConfig, out: Path) -> None:
     """A finished model started from other weights than this config's model.init_from is another run's (e.g.
     SRT trained from SMT, now asked for without SMT): an error, never handed back as this run's result."""
     try:
