@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from llm_srt.model.decoding import ARGMAX_BLOCK, ARGMAX_MIN_VOCAB, RowCaps, last_argmax
+from llm_srt.model.decoding import ARGMAX_BLOCK, ARGMAX_MIN_VOCAB, DecodingOptions, RowCaps, last_argmax
 
 VOCABS = (ARGMAX_MIN_VOCAB, 262_144, 151_936, ARGMAX_MIN_VOCAB + 7)  # whole blocks, Gemma's, Qwen's, a short tail
 
@@ -129,3 +129,79 @@ def test_decoding_options_refuse_a_penalty_or_early_stopping_hf_would_refuse_mid
     with pytest.raises(LLMSRTError, match=r"^decoding: early_stopping must be true, false or \"never\", not 'yes'$"):
         DecodingOptions(early_stopping="yes")
     assert DecodingOptions(beam_size=2, early_stopping="never").early_stopping == "never"
+
+
+@pytest.fixture(scope="module")
+def srt_folder(tmp_path_factory):
+    import tiny
+
+    return tiny.speech_llm_folder(tmp_path_factory.mktemp("decoding-sllm"))
+
+
+@pytest.mark.parametrize("beam", [1, 2])
+def test_nan_scores_of_an_overflowing_dtype_are_an_error_not_empty_outputs(srt_folder, beam):
+    """An LLM whose activations overflow float16 (Gemma-3) gives NaN logits, whose argmax is token 0 (<pad>) at
+    every step: every row came back empty at its cap with no error. The prompt's scores are checked first (greedy
+    and beam search): each row of a translate/evaluate run says why and what to do."""
+    import tiny
+
+    from llm_srt.errors import LLMSRTError
+    from llm_srt.infer import run_items
+    from llm_srt.model.llm import causal_lm
+    from llm_srt.model.protocol import Item
+    from llm_srt.model.speech_llm import SpeechLLM
+    from llm_srt.model.systems import SpeechLLMSystem
+    from llm_srt.prompts import Task
+
+    model = SpeechLLM.from_pretrained(srt_folder, dtype="float16").eval()
+    system, options = SpeechLLMSystem(model), DecodingOptions(max_new_tokens=4, beam_size=beam)
+    items = [Item(tiny.tone(1.0, 440), "eng", "deu", Task.SRT), Item(tiny.tone(0.8, 660, seed=1), "eng", "fra",
+                                                                     Task.SRT)]
+    head = causal_lm(model.llm).get_output_embeddings()
+    hook = head.register_forward_hook(lambda module, args, out: torch.full_like(out, float("nan")))
+    try:
+        with pytest.raises(LLMSRTError, match=r"NaN\) for 2 of 2 rows in float16: .*--dtype float32"):
+            system.run_batch(items, options)
+        outs = run_items(system, items, options, batch_size=2)
+    finally:
+        hook.remove()
+    assert all("--dtype float32" in (o.error or "") for o in outs)
+    assert all(o.error is None for o in system.run_batch(items, options))  # the hook gone: no NaN, no error
+
+
+@pytest.mark.parametrize("beam", [1, 2])
+def test_no_repeat_ngram_lets_an_srt_translation_repeat_its_transcripts_numbers(srt_folder, beam):
+    """SRT writes transcript<|src|><|tgt|>translation; with --no-repeat-ngram 4 counted over all of it, a year in
+    the transcript ("1932", a token a digit) could not be written again in the translation. N-grams are counted
+    within each part: the translation repeats the transcript, while a loop inside the translation stays blocked."""
+    import tiny
+
+    from llm_srt.model.decoding import eos_ids
+    from llm_srt.model.llm import causal_lm
+    from llm_srt.model.protocol import Item
+    from llm_srt.model.speech_llm import SpeechLLM
+    from llm_srt.model.systems import SpeechLLMSystem
+    from llm_srt.prompts import Task
+
+    model = SpeechLLM.from_pretrained(srt_folder).eval()
+    system, tok = SpeechLLMSystem(model), model.tokenizer
+    year, tags = tok.convert_tokens_to_ids(list("1932")), tok.convert_tokens_to_ids(["<|eng|>", "<|deu|>"])
+    end, step, script = eos_ids(model.llm, tok)[0], [0], []
+
+    def steer(module, args, kwargs, out):  # the prompt's pass is step 0; step k's logits one-hot on script[k]
+        step[0] = 0 if kwargs.get("inputs_embeds") is not None else step[0] + 1
+        out.logits[:, -1] = -100.0
+        out.logits[:, -1, script[min(step[0], len(script) - 1)]] = 100.0
+
+    item = Item(tiny.tone(1.0, 440), "eng", "deu", Task.SRT)
+    options = DecodingOptions(max_new_tokens=24, beam_size=beam, no_repeat_ngram_size=4)
+    hook = causal_lm(model.llm).register_forward_hook(steer, with_kwargs=True)
+    try:
+        script[:] = year + tags + year + [end]
+        out = system.run_batch([item], options)[0]
+        script[:] = year + tags + year + year + [end]
+        loop = system.run_batch([item], options)[0]
+    finally:
+        hook.remove()
+    assert (out.transcript, out.translation) == ("1932", "1932")
+    assert loop.transcript == "1932" and loop.translation.startswith("1932") and "19321932" not in loop.translation

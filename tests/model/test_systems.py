@@ -669,7 +669,7 @@ def test_text_mt_blocks_repeated_ngrams_in_its_translation_only(folders, monkeyp
     mt.translate(["a cat a cat a cat", "le chien"], ["eng", "fra"], ["deu", "eng"],
                  replace(OPTS, max_new_tokens=40, no_repeat_ngram_size=2))
     [(kwargs, new)] = seen
-    [rule] = kwargs["logits_processor"]
+    [_, rule] = kwargs["logits_processor"]  # (the first: decoding.FirstScoresCheck)
     assert isinstance(rule, NewTokensOnly) and rule.start == kwargs["input_ids"].shape[1]
     assert isinstance(rule.processor, NoRepeatNGramLogitsProcessor) and rule.processor.ngram_size == 2
     assert kwargs["generation_config"].no_repeat_ngram_size == 0
@@ -722,7 +722,7 @@ def test_text_mt_applies_the_options_repetition_penalty_to_its_translation_only(
     apply (the options decide, as `evaluate`'s report records them)."""
     from transformers import RepetitionPenaltyLogitsProcessor
 
-    from llm_srt.model.decoding import NewTokensOnly
+    from llm_srt.model.decoding import FirstScoresCheck, NewTokensOnly
 
     rule = NewTokensOnly(RepetitionPenaltyLogitsProcessor(2.0), prompt_length=3)
     scores = rule(torch.tensor([[1, 2, 3, 4]]), torch.ones(1, 6))
@@ -744,9 +744,27 @@ def test_text_mt_applies_the_options_repetition_penalty_to_its_translation_only(
     mt.model.generate = lambda **kwargs: seen.append(kwargs) or real(**kwargs)
     penalized = mt.translate(texts, srcs, tgts, replace(opts, repetition_penalty=3.0))
     assert penalized != plain
-    [rule] = seen[0]["logits_processor"]  # over the translation: from the end of the left-padded prompts
+    [check, rule] = seen[0]["logits_processor"]  # over the translation: from the end of the left-padded prompts
+    assert isinstance(check, FirstScoresCheck)
     assert isinstance(rule, NewTokensOnly) and rule.start == seen[0]["input_ids"].shape[1]
     assert seen[0]["generation_config"].repetition_penalty == 1.0  # not HF's own over the prompt as well
+
+
+@pytest.mark.parametrize("beam", [1, 2])
+def test_text_mt_of_an_llm_whose_scores_are_nan_is_an_error_not_empty_answers(folders, beam):
+    """The cascade's text MT as the speech LLM's decoding: NaN next-token scores (an LLM overflowing float16) are an
+    error naming them, where every answer came back empty (token 0 to the cap)."""
+    from llm_srt.model.llm import causal_lm
+
+    mt = TextMTSystem(folders["llm"], CPU)
+    head = causal_lm(mt.model).get_output_embeddings()
+    hook = head.register_forward_hook(lambda module, args, out: torch.full_like(out, float("nan")))
+    try:
+        with pytest.raises(LLMSRTError, match=r"next-token scores are not numbers \(NaN\) for 2 of 2 rows"):
+            mt.translate(["a cat", "le chien"], ["eng", "fra"], ["deu", "eng"], replace(OPTS, beam_size=beam))
+    finally:
+        hook.remove()
+    assert len(mt.translate(["a cat"], ["eng"], ["deu"], replace(OPTS, beam_size=beam))) == 1
 
 
 def test_text_mt_of_a_speech_llm_runs_its_llm_with_the_lora(tmp_path):

@@ -18,6 +18,9 @@ from .static_steps import StaticSteps, error_causes
 # (row, its ids so far) -> the ids it must write before it may end (None: it may end). Asked, never told: which rows
 # had ids written for them is what the decoder puts into its `written` set
 OnEnd = Callable[[int, list[int]], "list[int] | None"]
+# (row, its ids so far) -> the index of the first of them its n-grams are counted from: n-gram blocking within a part
+# of an output (SRT's translation, once its language tags are written: `systems.TranslationStart`), 0 for all of them
+PartStart = Callable[[int, list[int]], int]
 ARGMAX_BLOCK = 1024  # `last_argmax` reduces CPU logits in blocks of this many (a vectorized max per block)
 ARGMAX_MIN_VOCAB = 32 * ARGMAX_BLOCK  # ... for vocabularies at least this large (below, torch's argmax is as fast)
 
@@ -83,7 +86,8 @@ def add_compile_argument(parser) -> None:
 def add_no_repeat_argument(parser) -> None:
     """`--no-repeat-ngram N` (translate, serve, evaluate): sets DecodingOptions.no_repeat_ngram_size."""
     parser.add_argument("--no-repeat-ngram", type=int, default=0, metavar="N",
-                        help="forbid any n-gram of N tokens from repeating in an output (0: off)")
+                        help="forbid any n-gram of N tokens from repeating in an output (SRT: within its "
+                             "transcript and within its translation; 0: off)")
 
 
 def eos_ids(model: nn.Module, tokenizer) -> list[int]:
@@ -100,16 +104,22 @@ def eos_ids(model: nn.Module, tokenizer) -> list[int]:
 
 def generate_ids(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, options: DecodingOptions,
                  eos: list[int], pad_id: int, synced_ranks: bool = False, on_end: OnEnd | None = None,
-                 written: set[int] | None = None, caps: Sequence[int] | None = None) -> list[list[int]]:
+                 written: set[int] | None = None, caps: Sequence[int] | None = None,
+                 part_start: PartStart | None = None) -> list[list[int]]:
     """Left-padded inputs_embeds (B, L, d) + attention mask (B, L) -> new token ids per row (EOS and after cut).
     `synced_ranks`: keep stepping until every rank is done (a sharded model needs all ranks at each step).
     `on_end`: what a row must write before it may end (`greedy_ids`; in beam search `EndRule`); the rows whose
     output holds ids written for them go into `written`. `caps`: each row's own cap (at most
     `options.max_new_tokens`): beam search stops each row's hypotheses at it (`RowCaps`); greedy ends the row
     there, as at EOS (`greedy_ids`; on HF's greedy search every row runs to `options.max_new_tokens`, and a greedy
-    row's first c tokens are the same at any larger cap: the caller cuts).
+    row's first c tokens are the same at any larger cap: the caller cuts). `part_start`: n-gram blocking counts a
+    row's (a hypothesis's) ids from where it says on (`PartNGrams`), so a translation may repeat its transcript's
+    numbers and names; else all its new ids.
 
-    A repetition penalty counts the new tokens alone (the prompt is speech and language tags).
+    A repetition penalty counts the new tokens alone (the prompt is speech and language tags). The prompt's
+    next-token scores are checked before the first token is picked (`refuse_broken_scores`; not with `synced_ranks`,
+    whose other ranks would wait for this one): NaN there is an LLM overflowing its dtype, which would write token 0
+    to every row's cap.
 
     Greedy search (with or without n-gram blocking; no repetition penalty or other logits processor) runs
     `greedy_ids`: a finished row leaves the batch at once. Beam search (with `options.share_prompt_cache`) runs
@@ -122,13 +132,16 @@ def generate_ids(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, opt
         with torch.no_grad():
             return greedy_ids(model, embeds, mask, options.max_new_tokens, eos, on_end,
                               no_repeat_ngram=options.no_repeat_ngram_size, written=written, compiled=options.compile,
-                              caps=caps)
+                              caps=caps, part_start=part_start)
     extra = {}
     if caps is not None and options.beam_size > 1 and min(caps) < options.max_new_tokens:
         from transformers import StoppingCriteriaList
 
         extra["stopping_criteria"] = StoppingCriteriaList([RowCaps(caps)])
-    processors = []
+    processors: list = [] if synced_ranks else [FirstScoresCheck(causal_lm(model).dtype, options.beam_size)]
+    if part_start is not None and options.no_repeat_ngram_size:  # HF's own would count every part together
+        config.no_repeat_ngram_size = 0
+        processors.append(PartNGrams(options.no_repeat_ngram_size, part_start, options.beam_size))
     if options.repetition_penalty != 1.0:  # the input ids HF's processors see are the new tokens alone (embeddings
         # in); HF's own penalty would skip each row's first new tokens, as many as the row's left padding
         from transformers import RepetitionPenaltyLogitsProcessor
@@ -159,6 +172,53 @@ def generate_ids(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, opt
     if rule is not None and written is not None:
         written.update(rule.written_rows(result))
     return result
+
+
+def refuse_broken_scores(scores: torch.Tensor, dtype: torch.dtype, beams: int = 1) -> None:
+    """(B * beams, V) next-token scores of the prompts -> an LLMSRTError where a row's hold a NaN (or +inf, or
+    nothing finite): an LLM whose activations overflow its dtype (Gemma-3 in float16) gives NaN, whose argmax is
+    token 0 (or the first NaN) at every step, so every row would come back empty at its cap with no error."""
+    bad = ((scores.isnan() | scores.isposinf()).any(-1) | ~scores.isfinite().any(-1)).view(-1, beams).any(-1)
+    if not bad.any():
+        return
+    rows, name = int(bad.sum()), str(dtype).removeprefix("torch.")
+    if dtype in (torch.float16, torch.bfloat16):
+        fix = (f"its activations overflow {name} (Gemma-3's do): run with --dtype float32"
+               + (" (or bfloat16 where the GPU has it: compute capability 8.0+)" if dtype == torch.float16 else ""))
+    else:
+        fix = "its weights or the speech embeddings hold NaN or infinity (a training run that diverged writes them)"
+    raise LLMSRTError(f"the LLM's next-token scores are not numbers (NaN) for {rows} of {len(bad)} rows in {name}: "
+                      f"{fix}")
+
+
+class FirstScoresCheck:
+    """`refuse_broken_scores` inside HF `generate` (beam search, or greedy with a repetition penalty): at its first
+    step, on the prompts' scores (beam search's log-probabilities: NaN where a logit was NaN or +inf). A logits
+    processor of `generate`, put before the others."""
+
+    def __init__(self, dtype: torch.dtype, beams: int):
+        self.dtype, self.beams, self.checked = dtype, beams, False
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if not self.checked:
+            self.checked = True
+            refuse_broken_scores(scores, self.dtype, self.beams)
+        return scores
+
+
+class PartNGrams:
+    """HF's `no_repeat_ngram_size` within a part of each hypothesis: its n-grams counted over its ids from
+    `part_start(row, ids)` on (an SRT translation's alone once its language tags are written, so it may repeat the
+    transcript's numbers and names, as `NewTokensOnly` spares the cascade's source sentence); a loop inside a part is
+    still blocked. A logits processor of `generate` (called with each hypothesis's new ids; `beams` a row)."""
+
+    def __init__(self, n: int, part_start: PartStart, beams: int):
+        self.n, self.part_start, self.beams = n, part_start, beams
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        rows = [ids[self.part_start(h // self.beams, ids):] for h, ids in enumerate(input_ids.tolist())]
+        ban_repeated_ngrams(scores, rows, self.n)
+        return scores
 
 
 class RowCaps:
@@ -247,7 +307,7 @@ def greedy_loop_fits(config: GenerationConfig) -> bool:
 def greedy_ids(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, max_new_tokens: int,
                eos: list[int], on_end: OnEnd | None = None, no_repeat_ngram: int = 0,
                written: set[int] | None = None, compiled: bool = False,
-               caps: Sequence[int] | None = None) -> list[list[int]]:
+               caps: Sequence[int] | None = None, part_start: PartStart | None = None) -> list[list[int]]:
     """Greedy decoding on the LLM's KV cache, the same argmax steps as HF greedy search, but a row that has ended
     (EOS, or its cap: `caps[row]`, at most `max_new_tokens`, which is every row's cap where `caps` is None) leaves
     the batch (its cache rows dropped), so it costs nothing more: a short item batched with a long one stops at its
@@ -258,7 +318,9 @@ def greedy_ids(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, max_n
     written for it instead (one per step, the argmax ignored meanwhile) and it goes on (SRT's language tags); such
     rows go into `written`.
     `no_repeat_ngram` n > 0: a token that would repeat an n-gram of the row's new ids is never picked (HF's
-    `no_repeat_ngram_size` over generated ids, as `generate` applies it to an inputs_embeds prompt).
+    `no_repeat_ngram_size` over generated ids, as `generate` applies it to an inputs_embeds prompt), counted over the
+    ids from `part_start(row, ids)` on where it is given.
+    An LLMSRTError where the prompt's next-token logits are NaN (`refuse_broken_scores`).
     `compiled`: the steps run compiled on a static cache (`StaticSteps`; the same tokens) where the model allows it
     (`kv_cache.static_fits`), else as without it."""
     from .llm import causal_lm
@@ -272,7 +334,7 @@ def greedy_ids(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, max_n
     if compiled and StaticSteps.fits(lm, batch, mask.shape[1] + longest):
         steps = StaticSteps(lm, embeds, mask, longest)
         try:
-            result = _greedy_loop(steps, batch, longest, eos, on_end, no_repeat_ngram, written, caps)
+            result = _greedy_loop(steps, batch, longest, eos, on_end, no_repeat_ngram, written, caps, part_start)
         except torch._dynamo.exc.FailOnRecompileLimitHit as e:  # torch's limit of compiled shapes: this shape eager
             StaticSteps.shapes_full(e)
         except torch._dynamo.exc.TorchDynamoException as e:  # the model's step does not compile: eager, said once
@@ -283,17 +345,19 @@ def greedy_ids(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, max_n
             steps.close()
             return result
     steps = GrowingSteps(lm, embeds, mask, longest)
-    return _greedy_loop(steps, batch, longest, eos, on_end, no_repeat_ngram, written, caps)
+    return _greedy_loop(steps, batch, longest, eos, on_end, no_repeat_ngram, written, caps, part_start)
 
 
 def _greedy_loop(steps, batch: int, max_new_tokens: int, eos: list[int], on_end: OnEnd | None,
-                 no_repeat_ngram: int, written: set[int] | None, caps: list[int] | None = None) -> list[list[int]]:
+                 no_repeat_ngram: int, written: set[int] | None, caps: list[int] | None = None,
+                 part_start: PartStart | None = None) -> list[list[int]]:
     """`greedy_ids`' argmax loop over `steps` (GrowingSteps or StaticSteps), row i ending at caps[i] tokens (every
     row at `max_new_tokens` where `caps` is None)."""
     caps = caps or [max_new_tokens] * batch
     rows = list(range(batch))  # batch slot -> row of the result
     result: list[list[int]] = [[] for _ in rows]
-    token = _pick(steps.logits, result, rows, no_repeat_ngram)
+    refuse_broken_scores(steps.logits[:, -1], steps.lm.dtype)
+    token = _pick(steps.logits, result, rows, no_repeat_ngram, part_start)
     pending: dict[int, list[int]] = {}  # row whose on_end was asked -> the ids still to write for it
     stop = set(eos)
     while True:
@@ -323,7 +387,7 @@ def _greedy_loop(steps, batch: int, max_new_tokens: int, eos: list[int], on_end:
             steps.keep(index)
             token = token[index]
             rows = [rows[slot] for slot in keep]
-        token = _pick(steps.step(token), result, rows, no_repeat_ngram)
+        token = _pick(steps.step(token), result, rows, no_repeat_ngram, part_start)
 
 
 class GrowingSteps:
@@ -354,11 +418,15 @@ class GrowingSteps:
         return out.logits
 
 
-def _pick(logits: torch.Tensor, result: list[list[int]], rows: list[int], no_repeat_ngram: int) -> torch.Tensor:
+def _pick(logits: torch.Tensor, result: list[list[int]], rows: list[int], no_repeat_ngram: int,
+          part_start: PartStart | None = None) -> torch.Tensor:
     """The next token of each batch slot (`last_argmax`; slot i decodes row rows[i] of `result`), none that would
-    repeat one of its row's n-grams (n > 0)."""
+    repeat one of its row's n-grams (n > 0; from `part_start(row, ids)` on where it is given)."""
     if no_repeat_ngram > 0:
-        ban_repeated_ngrams(logits[:, -1], [result[row] for row in rows], no_repeat_ngram)
+        ids = [result[row] for row in rows]
+        if part_start is not None:
+            ids = [row_ids[part_start(row, row_ids):] for row, row_ids in zip(rows, ids)]
+        ban_repeated_ngrams(logits[:, -1], ids, no_repeat_ngram)
     return last_argmax(logits)
 
 

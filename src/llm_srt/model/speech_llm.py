@@ -27,7 +27,7 @@ from ..errors import ConfigError, LLMSRTError
 from ..paths import atomic_dir, checkpoint_relative, resolve_model, weights_identity
 from ..prompts import PROMPT_FORMAT_VERSION
 from .adapter import Adapter, build_adapter
-from .decoding import DecodingOptions, OnEnd, eos_ids, generate_ids
+from .decoding import DecodingOptions, OnEnd, PartStart, eos_ids, generate_ids
 from .encoder import WhisperEncoder, whisper_dim
 from .cpu_linear import fast_cpu_linears
 from .ctc import CTCHead, CTCLoss
@@ -352,12 +352,14 @@ class SpeechLLM(nn.Module):
     @torch.no_grad()
     def generate_ids(self, batch: dict, options: DecodingOptions = DecodingOptions(),
                      synced_ranks: bool = False, on_end: OnEnd | None = None,
-                     written: set[int] | None = None, caps: Sequence[int] | None = None) -> list[list[int]]:
+                     written: set[int] | None = None, caps: Sequence[int] | None = None,
+                     part_start: PartStart | None = None) -> list[list[int]]:
         """Batch with prompts -> generated token ids per example (EOS excluded). `synced_ranks`: every rank of a
         sharded (FSDP) model decodes in lockstep until all are done, as each step needs all ranks' shards.
         `on_end`: what a row must write before it may end (`decoding.generate_ids`); rows that had ids written
         for them go into `written`. `caps`: each row's own cap, where beam search stops it (`decoding.RowCaps`; the
-        caller cuts greedy rows). An empty batch (no prompts) gives no rows."""
+        caller cuts greedy rows). `part_start`: where each row's n-grams are counted from (`decoding.PartStart`).
+        An empty batch (no prompts) gives no rows."""
         if not batch["prompts"]:
             return []
         speech = self.speech_embeddings(batch)
@@ -365,7 +367,7 @@ class SpeechLLM(nn.Module):
         embeds, mask, _ = self.assemble(speech, prompt_ids, left_pad=True)
         return generate_ids(self.llm, embeds, mask, options, eos_ids(self.llm, self.tokenizer),
                             self.tokenizer.pad_token_id, synced_ranks=synced_ranks, on_end=on_end,
-                            written=written, caps=caps)
+                            written=written, caps=caps, part_start=part_start)
 
     def generate(self, batch: dict, options: DecodingOptions = DecodingOptions(),
                  synced_ranks: bool = False) -> list[str]:

@@ -24,6 +24,7 @@ learned (a Baseline folder run with the SRT prompt wrote its translation as the 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
@@ -41,9 +42,10 @@ from .protocol import CANNOT_RUN, LID_MISSING, Item, Output, System, cap, split_
 from .whisper_system import WhisperSystem, detect_language
 
 if TYPE_CHECKING:
-    from .decoding import DecodingOptions, OnEnd
+    from .decoding import DecodingOptions, OnEnd, PartStart
 
 MT_TEMPLATE = "Translate the following {src} text into {tgt}.\n{src}: {text}\n{tgt}:"  # text-only MT instruction
+TAG_HEAD = re.compile(r"<(\|[A-Za-z_-]*\|?)?")  # the start of a language tag still being written ("<", "<|de", ...)
 AUTO_TASK = "auto"  # --task auto, a request without task: the task the model was trained for (auto_task)
 TRAIN_CONFIG = "train_config.json"  # in a trained model folder (train/final.py writes it): its data.tasks
 CHECKPOINT_STATE = ("trainer_state", "state.json")  # in a checkpoint folder (train/checkpoint.py's STATE_DIR and
@@ -96,7 +98,8 @@ class SpeechLLMSystem:
             caps = [cap(items[i], options) for i in idx]
             with torch.inference_mode():
                 ids = self.model.generate_ids(batch, options, on_end=self._srt_tags([items[i] for i in idx], options),
-                                              written=rows, caps=caps)
+                                              written=rows, caps=caps,
+                                              part_start=self._parts([items[i] for i in idx], options))
             forced.update(idx[r] for r in rows)
             capped.update(i for i, row, c in zip(idx, ids, caps) if len(row) >= c)
             texts.update((i, self.model.tokenizer.decode(row[:c], skip_special_tokens=True))
@@ -154,8 +157,55 @@ class SpeechLLMSystem:
 
         return on_end
 
+    def _parts(self, items: Sequence[Item], options: DecodingOptions) -> PartStart | None:
+        """With --no-repeat-ngram: n-grams of an SRT row (S2TT's, whose prompt is SRT's: a model may write the
+        transcript first) counted within its transcript and within its translation (`TranslationStart`), so that a
+        translation may repeat its transcript's numbers and names (else None)."""
+        srt = [it.task in (Task.SRT, Task.S2TT) for it in items]
+        return TranslationStart(self.model.tokenizer, srt) if options.no_repeat_ngram_size and any(srt) else None
+
     def detect_language(self, audio: np.ndarray) -> str:
         return detect_language(self.model.config.encoder, audio, self.placement, encoder=self.model.encoder)
+
+
+class TranslationStart:
+    """`decoding.PartStart` of SRT outputs: a row's (a hypothesis's) n-grams are counted over all its ids until it
+    has written text after its first run of language tags (`prompts.after_first_tags`), then from the first id of
+    that text on (its translation alone); `srt[row]` False: over all. A tag is several tokens in most LLMs'
+    vocabularies (Gemma's "<|eng|><|deu|>": "<", "|", "eng", "|", "><", ...), so the ids are decoded: only a row's
+    that hold a token with a ">" in it, and only until its translation's first id is found, which is kept with the
+    ids up to it (a beam's later extensions find it there)."""
+
+    def __init__(self, tokenizer, srt: Sequence[bool]):
+        self.tokenizer, self.srt = tokenizer, list(srt)
+        self.closes: dict[int, bool] = {}  # token id -> whether its token holds a ">" (the end of a tag)
+        self.found: dict[int, list[tuple[int, ...]]] = {}  # row -> ids up to its translation's first, per hypothesis
+
+    def __call__(self, row: int, ids: list[int]) -> int:
+        if not self.srt[row]:
+            return 0
+        for head in self.found.get(row, ()):
+            if len(ids) >= len(head) and tuple(ids[:len(head)]) == head:
+                return len(head) - 1
+        if not any(map(self._closes, ids)) or not self._translated(ids):
+            return 0
+        low, high = 1, len(ids)  # the fewest ids with text after their tags (text there stays there: a search)
+        while low < high:
+            mid = (low + high) // 2
+            low, high = (low, mid) if self._translated(ids[:mid]) else (mid + 1, high)
+        self.found.setdefault(row, []).append(tuple(ids[:low]))
+        return low - 1
+
+    def _closes(self, token: int) -> bool:
+        if token not in self.closes:
+            self.closes[token] = ">" in (self.tokenizer.convert_ids_to_tokens(token) or "")
+        return self.closes[token]
+
+    def _translated(self, ids: list[int]) -> bool:
+        """Whether text follows the ids' first run of language tags: not blank, nor the head of another tag ("<|de"
+        of "<|deu|>", a token "><" holding the end of one tag and the start of the next)."""
+        after = (after_first_tags(self.tokenizer.decode(ids, skip_special_tokens=True)) or "").strip()
+        return bool(after) and not TAG_HEAD.fullmatch(after)
 
 
 # ---- text MT and the cascade ---------------------------------------------------------------------------------------
@@ -208,7 +258,7 @@ class TextMTSystem:
         from transformers import (LogitsProcessorList, NoRepeatNGramLogitsProcessor, RepetitionPenaltyLogitsProcessor,
                                   StoppingCriteriaList)
 
-        from .decoding import FirstLineEnd, NewTokensOnly, RowCaps, eos_ids, generation_config
+        from .decoding import FirstLineEnd, FirstScoresCheck, NewTokensOnly, RowCaps, eos_ids, generation_config
         from .llm import causal_lm
 
         if not texts:
@@ -230,7 +280,7 @@ class TextMTSystem:
         ends = eos_ids(self.model, tok)
         config = generation_config(causal_lm(self.model).generation_config, replace(
             options, max_new_tokens=max(caps), no_repeat_ngram_size=0, repetition_penalty=1.0), ends, tok.pad_token_id)
-        processors = LogitsProcessorList()
+        processors = LogitsProcessorList([FirstScoresCheck(causal_lm(self.model).dtype, options.beam_size)])  # NaN
         if options.no_repeat_ngram_size:
             processors.append(NewTokensOnly(NoRepeatNGramLogitsProcessor(options.no_repeat_ngram_size), start))
         if options.repetition_penalty != 1.0:
