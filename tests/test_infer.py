@@ -227,7 +227,7 @@ def test_a_moved_model_folder_is_repointed_with_encoder_and_llm(model_dir, clips
     shutil.copytree(model_dir, folder)
     (folder / "config.json").write_text(json.dumps(config | {"encoder": "/gone/whisper", "llm": "/gone/llm"}))
     with pytest.raises(LLMSRTError, match="/gone/llm: .*; a model folder moved to another machine: give its llm "
-                                          r"where it is now \(--llm of translate, evaluate and serve; model.llm in a "
+                                          r"where it is now \(--llm of translate and serve; model.llm in a "
                                           r"training config\)$"):  # (it said to run llm-srt setup)
         SpeechTranslator.from_pretrained(folder, device="cpu")
     with pytest.raises(LLMSRTError) as given:  # a bad path given here is not blamed on the checkpoint's config.json
@@ -744,6 +744,32 @@ def test_each_input_is_written_as_soon_as_its_segments_are_done(tmp_path, monkey
     assert stub.batches == [[3 * SR], [SR]] and out[0] == files[0] and out[3] == str(tmp_path / "long.wav")
 
 
+class _Multiline(Stub):
+    """A Stub whose texts hold line breaks, as a model may write them."""
+
+    def run_batch(self, items, options):
+        return [Output(f"{o.transcript}\nsecond line", f"{o.translation} \n\n zweite Zeile")
+                for o in super().run_batch(items, options)]
+
+
+def test_a_line_break_in_a_models_text_stays_inside_its_line_in_text_and_subtitles(tmp_path, monkeypatch, capsys):
+    """--format text printed a text's lines after its first unindented, as lines of the file's own (a reviewer's
+    find), and a subtitle cue had a line more. Each text is now one line; JSON keeps the model's text as written."""
+    write_wav(tmp_path / "a.wav", recording(3.0, [(0.5, 2.5)]))
+    stub_cli(monkeypatch, _Multiline())
+    run = ["translate", str(tmp_path / "a.wav"), "--model", "stub", "--src", "eng", "--tgt", "deu"]
+    assert cli.main(run) == 0
+    name, transcript, translation = capsys.readouterr().out.splitlines()
+    assert name == str(tmp_path / "a.wav")
+    assert re.fullmatch(r"  transcript:  t\d\.\d\d second line", transcript), transcript
+    assert re.fullmatch(r"  translation: tr\d\.\d\d zweite Zeile", translation), translation
+    assert cli.main([*run, "--format", "srt"]) == 0
+    srt = capsys.readouterr().out
+    assert re.fullmatch(r"1\n[\d:,]+ --> [\d:,]+\nt\d\.\d\d second line\ntr\d\.\d\d zweite Zeile\n+", srt), srt
+    assert cli.main([*run, "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["translation"].endswith(" \n\n zweite Zeile")
+
+
 class Stopped(Stub):
     """A Stub whose batch numbered `interrupt` is a SIGTERM (`cli.Terminated`), not a Ctrl-C."""
 
@@ -786,6 +812,33 @@ def test_ctrl_c_or_sigterm_keeps_the_json_of_the_inputs_done(tmp_path, monkeypat
     assert cli.main([*run[:-4], "--batch-size", "1"]) == cli.TERMINATED
     assert [line for line in capsys.readouterr().out.splitlines() if line.startswith("# ")] == [
         f"# {files[1]}", f"# {files[2]}"]
+
+
+def test_a_run_stopped_inside_a_long_input_keeps_its_segments_done_in_an_incomplete_file(tmp_path, monkeypatch,
+                                                                                        capsys):
+    """An input was handed over only once its last segment was back: a 1 h recording stopped (Ctrl-C, SIGTERM)
+    after 200 of its 240 segments left --out-dir empty, and --skip-existing started it from zero (a reviewer's
+    find). Its segments done are now in its *.incomplete file, said on stderr, and in json's partial file."""
+    write_wav(tmp_path / "talk.wav", recording(24.0, [(1.0, 3.0), (6.0, 8.5), (11.5, 14.5), (17.5, 21.0)]))
+    run = ["translate", str(tmp_path / "talk.wav"), "--model", "stub", "--src", "eng", "--tgt", "deu",
+           "--batch-size", "1"]
+    out = tmp_path / "out"
+    for system, code in ((Stub, 130), (Stopped, cli.TERMINATED)):
+        stub = system(interrupt=3)  # two segments of four done, the longest first
+        stub_cli(monkeypatch, stub)
+        assert cli.main([*run, "--format", "srt", "--out-dir", str(out)]) == code
+        cues = (out / "talk.srt.incomplete").read_text().split("\n\n")
+        assert sorted(c.splitlines()[-1] for c in cues) == sorted(f"tr{n / SR:.2f}" for n in sum(stub.batches[:2], []))
+        assert not (out / "talk.srt").exists()
+        assert (f"talk.wav: the run was stopped before 2 of 4 segments were done; the 2 translated are in "
+                f"{out / 'talk.srt.incomplete'} (--skip-existing translates it again whole)") in capsys.readouterr().err
+    stub_cli(monkeypatch, Stub())  # run again: translated whole, the incomplete file gone
+    assert cli.main([*run, "--format", "srt", "--out-dir", str(out), "--skip-existing"]) == 0
+    assert (out / "talk.srt").read_text().count("-->") == 4 and not (out / "talk.srt.incomplete").exists()
+    stub_cli(monkeypatch, Stub(interrupt=3))  # json: the input's entry, its error saying it is in part
+    assert cli.main([*run, "--format", "json", "--out-dir", str(tmp_path / "j")]) == 130
+    [entry] = json.loads((tmp_path / "j" / PARTIAL_JSON).read_text())
+    assert entry["error"] == "the run was stopped before 2 of 4 segments were done" and len(entry["segments"]) == 2
 
 
 class _Broken(Stub):

@@ -377,3 +377,71 @@ def test_a_window_longer_than_whispers_is_refused():
             segment(x, SR, options=options)
     with pytest.raises(AudioError, match="longer than Whisper's 30 s window"):
         segment(x, SR, max_seconds=30.5)
+
+
+
+@pytest.mark.parametrize("fan_dbfs", [-47.0, -50.0])
+def test_room_tone_rising_mid_clip_gets_no_segment(speak, fan_dbfs):
+    """A talk over -60 dBFS noise, then 30 s of a fan (room tone) louder than that noise, then another sentence:
+    the clip's noise floor (its quietest frames, the talk's pauses) lay under the fan, its thresholds took the fan
+    for speech, and segments ran on to the clip's end (the model wrote 4 subtitles for the fan; a reviewer's find).
+    The fan alone was no speech; now a stretch of it is judged alone. Speech runs straight into the fan and out of
+    it: no segment reaches more than 1 s into it, and no word is lost either side."""
+    def trimmed(text):  # the sentence from its first to its last audible sample
+        clip = speak(text)
+        loud = np.flatnonzero(np.abs(clip) > 1e-3)
+        return clip[loud[0]:loud[-1] + 1]
+
+    texts = ["Please bring the documents with you.", "We will meet tomorrow at noon in the old town.",
+             "The weather is nice today.", "Thank you very much for your help."]
+    pause, fan = np.zeros(SR, np.float32), pink_noise(30.0, fan_dbfs, seed=3)
+    talk = [part for text in texts * 2 for part in (pause, trimmed(text))]  # 23 s, a third of it pauses
+    parts = talk + [fan, trimmed("See you all next week."), pause]
+    edges = np.cumsum([0] + [p.size for p in parts]) / SR
+    x = np.concatenate(parts)
+    fan_at = len(talk)  # the fan: parts[fan_at], from edges[fan_at] to edges[fan_at + 1]
+    quiet = np.ones(x.size, bool)
+    quiet[int(edges[fan_at] * SR):int(edges[fan_at + 1] * SR)] = False
+    x[quiet] += np.random.default_rng(0).normal(0, 1e-3, quiet.sum()).astype(np.float32)  # the talk's -60 dBFS
+    segs = segment(x, SR)
+    assert all(s.end <= edges[fan_at] + 1.0 or s.start >= edges[fan_at + 1] - 1.0 for s in segs), segs
+    for i in [*range(1, fan_at, 2), fan_at + 1]:  # every sentence whole in the segments
+        a, b = edges[i], edges[i + 1]
+        assert sum(max(0.0, min(s.end, b) - max(s.start, a)) for s in segs) >= b - a - 0.01, ((a, b), segs)
+    assert segment(fan, SR) == []  # the fan alone: no speech, as before
+
+
+def test_a_quiet_sentence_over_the_clips_own_noise_is_no_room_tone(speak):
+    """`_room_tone` judges only noise louder than the clip's floor: a quiet sentence 10 dB over the clip's -60 dBFS
+    noise, after a loud one, is steady over 5 s as room tone is, and without that check lost its last 0.9 s."""
+    from llm_srt.segment import frame_db
+
+    def at(text, dbfs):  # the sentence from its first to its last audible sample, its loud frames (95%) at `dbfs`
+        clip = speak(text)
+        loud = np.flatnonzero(np.abs(clip) > 1e-3)
+        clip = clip[loud[0]:loud[-1] + 1]
+        return clip * 10 ** ((dbfs - np.percentile(frame_db(clip), 95)) / 20)
+
+    gap = np.zeros(int(2.5 * SR), np.float32)
+    loud = at("We will meet tomorrow at noon in the old town.", -18.0)
+    quiet = at("Please bring the documents with you, and thank you very much for your help.", -50.0)
+    x = np.concatenate([gap, loud, gap, quiet, gap]).astype(np.float32)
+    x += np.random.default_rng(0).normal(0, 1e-3, x.size).astype(np.float32)
+    start, end = (2 * gap.size + loud.size) / SR, (2 * gap.size + loud.size + quiet.size) / SR
+    segs = segment(x, SR)
+    assert len(segs) == 2 and segs[1].start <= start + 0.05 and segs[1].end >= end - 0.15, (start, end, segs)
+
+def test_a_pause_of_split_silence_cuts_measured_from_sound_to_sound(speak):
+    """README: a pause of 2 s or more cuts. Pauses were counted in whole frames, and a frame's 25 ms window reaches
+    into the speech on each side: two phrases 2.00 s of digital silence apart gave one segment, 2.02 s two (a
+    reviewer's find). Now the frames a pause leaves are counted as such; 1.95 s is still no cut."""
+    clip = speak("Please call Stella and ask her to bring these things.")
+    loud = np.flatnonzero(np.abs(clip) > 1e-4)
+    clip = clip[loud[0]:loud[-1] + 1]
+    for lead in range(0, 160, 37):  # the speech starts at another place within a frame's hop each time
+        for gap, cuts in ((2.0, 2), (2.05, 2), (1.95, 1), (1.9, 1)):
+            x = np.concatenate([np.zeros(SR // 2 + lead, np.float32), clip, np.zeros(int(gap * SR), np.float32),
+                                clip, np.zeros(SR // 2, np.float32)])
+            assert len(segment(x, SR)) == cuts, (lead, gap, segment(x, SR))
+    for start in (1.0, 1.0037, 1.0081):  # tone bursts in faint noise, a pause of exactly 2 s
+        assert len(segment(tone_bursts([(start, start + 2.0), (start + 4.0, start + 6.0)], seconds=8.5), SR)) == 2

@@ -494,3 +494,23 @@ def test_segments_at_one_instant_keep_their_order():
     times = [block.split("\n")[1] for block in to_srt(segment_cues(segments, "translation")).strip().split("\n\n")]
     assert times == ["00:00:05,000 --> 00:00:05,001", "00:00:05,001 --> 00:00:05,002",
                      "00:00:05,002 --> 00:00:05,003"]
+
+
+def test_a_line_break_inside_a_models_text_is_a_space_in_its_cues():
+    """A text was trimmed at its ends only: a line break inside it was a line of its own in a cue, and the wrapper
+    counted it as a column, so a segment whose text fits two lines got one cue of three (four with the transcript
+    above), the second sentence wrapped at the wrong place (a reviewer's find). Now a break, with the spaces around
+    it, is one space."""
+    from llm_srt.subtitles import LINES_PER_CUE, fit, segment_cues
+
+    german = "Das ist ein Satz der passt.\nUnd noch einer, der auch passt."
+    english = "Hello there. \r\n\r\n  How are you today?\u2028Fine."
+    cues = fit(1, 4, german)
+    assert all(len(c.text.split("\n")) <= LINES_PER_CUE for c in cues), cues
+    assert " ".join(c.text.replace("\n", " ") for c in cues) == german.replace("\n", " ")  # every word, once
+    both = segment_cues([_segment(1.0, 4.0, english, german)], "both")
+    assert all(len(c.text.split("\n")) == 2 for c in both), both  # the transcript above, the translation below
+    assert " ".join(c.text.split("\n")[0] for c in both) == "Hello there. How are you today? Fine."
+    assert " ".join(c.text.split("\n")[1] for c in both) == german.replace("\n", " ")
+    assert segment_cues([_segment(1.0, 4.0, english, german)], "both", width=0) == [  # unwrapped: one line each
+        Cue(1.0, 4.0, "Hello there. How are you today? Fine.\n" + german.replace("\n", " "))]

@@ -337,7 +337,8 @@ class SpeechTranslator:
                   on_result: Callable[[int, TranslationResult], object] | None = None,
                   whole_clips: bool = False, shortest_first: bool = False,
                   cancelled: Callable[[int], bool] | None = None, remember_out_of_memory: bool = True,
-                  between_batches: Callable[[float], object] | None = None) -> list[TranslationResult]:
+                  between_batches: Callable[[float], object] | None = None,
+                  on_stopped: Callable[[int, TranslationResult], object] | None = None) -> list[TranslationResult]:
         """One result per input, in order. `src` / `tgt` / `task`: one value, or one per input ("auto" source:
         language ID per input, from its longest speech segment; "auto" task: `auto_task`, what the model was trained
         for). Each input goes to the system as its speech
@@ -355,7 +356,11 @@ class SpeechTranslator:
         longest first over the whole group, no input was finished, and so written, until near its end, and an
         interrupted run of long files kept none). `cancelled(i)`: input i's caller has stopped waiting (a timeout, a
         client gone): its segments not yet in a batch are left out (NOT_RUN), so the model runs on for no one no longer
-        than the batch it is in. `remember_out_of_memory`, `between_batches` (its `between`): see `run_items`."""
+        than the batch it is in. `remember_out_of_memory`, `between_batches` (its `between`): see `run_items`.
+        `on_stopped(i, result)`: when the run is stopped (Ctrl-C, SIGTERM, the GPU failing for good: whatever leaves
+        this call), before that goes on up, for each input with some segments back but not all: a result of those
+        (`error` says how many were not), so that a caller keeps them (a 1 h recording stopped after 200 of its 240
+        segments kept none)."""
         if batch_size < 1:
             raise LLMSRTError(f"batch size must be at least 1, got {batch_size} (--batch-size)")
         n = len(inputs)
@@ -403,10 +408,18 @@ class SpeechTranslator:
         pending = 0.0
         window = [0] * n  # each input's window of its group (FINISH_WINDOW_SECONDS)
         def run(work: list[tuple[int, int, Segment, Item]]) -> None:
-            run_items(self.system, [w[3] for w in work], options, batch_size, progress, on_output,
-                      first=[durations[w[0]] if shortest_first else window[w[0]] for w in work],
-                      skip=None if cancelled is None else lambda k: cancelled(work[k][0]),
-                      remember_out_of_memory=remember_out_of_memory, between=between_batches)
+            try:
+                run_items(self.system, [w[3] for w in work], options, batch_size, progress, on_output,
+                          first=[durations[w[0]] if shortest_first else window[w[0]] for w in work],
+                          skip=None if cancelled is None else lambda k: cancelled(work[k][0]),
+                          remember_out_of_memory=remember_out_of_memory, between=between_batches)
+            except BaseException:
+                for i in sorted({w[0] for w in work}):  # the inputs stopped part way: what came back of them
+                    if on_stopped is not None and results[i] is None and left[i] < len(segments[i]):
+                        back = [s for s in segments[i] if s is not None]
+                        on_stopped(i, _result(asked[i], langs[i], durations[i], back, f"the run was stopped before "
+                                              f"{left[i]} of {len(segments[i])} segments were done", warnings[i]))
+                raise
 
         for i, a in enumerate(asked):
             if cancelled is not None and cancelled(i):

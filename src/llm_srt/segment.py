@@ -4,7 +4,8 @@ An energy voice-activity detector (numpy only, no model to download):
 1. frame RMS in dB (25 ms frames, 10 ms hop), relative to the clip's noise floor (its quietest frames) and its speech
    level (its loud frames; when those are noise, the loud end of the frames that stand out from the floor, so that a
    phrase filling 2% of a recording is found as well as one filling all of it); in noise, speech starts above the
-   noise's own loud frames (10 dB above the floor in white noise or room tone, 16 dB in a rumble);
+   noise's own loud frames (10 dB above the floor in white noise or room tone, 16 dB in a rumble); room tone louder
+   than the clip's floor (a fan switching on mid-clip) is no speech where a stretch of it, judged alone, holds none;
 2. hysteresis: a run of frames above the low threshold is speech if it reaches the high threshold somewhere (where
    no noise passes the low threshold, runs closer than `min_silence` count as one: a quiet word after a loud one);
 3. quiet gaps shorter than `min_silence` are bridged (pauses inside a phrase), so what is left between speech
@@ -41,6 +42,9 @@ NOISE_REACH = 6.0  # ... and its loud frames (99.9%) reach about this many times
 STANDOUT_DB = 15.0  # in a steady clip, speech is frames standing out this far above the floor (their loud end);
 #                     room tone's own loud frames reach 10-12 dB
 CHUNK_FRAMES = 6_000  # frames per chunk when computing levels (1 minute of audio: ~40 MB of float64 work)
+ROOM_SECONDS = 5.0  # room tone over the clip's thresholds (a fan switching on) is found over this long (_room_tone)
+ROOM_STEP_SECONDS = 0.25  # ... judged block by block: what is kept of it past speech's end is at most two blocks
+ROOM_RISE_DB = 3.0  # ... when its quietest frames lie this far above the clip's (twice the power)
 SMOOTH_FRAMES = 5  # 50 ms moving average when looking for the quietest frame of a forced cut
 TAIL_SECONDS = 0.3  # a segment's sound may go on this long after its speech (a quiet word ending: `_sound_ends`)
 TAIL_DB = 3.0  # ... where frames stand this far above the clip's noise floor
@@ -101,11 +105,18 @@ def segment(samples: np.ndarray, sr: int = SAMPLE_RATE, max_seconds: float | Non
         return []
     win, hop = (n / sr for n in _frame_samples(sr))  # seconds, exact for this rate
     db = frame_db(samples, sr)
-    regions = _speech_regions(db, opts, hop, _noise_top(db[(db > SILENCE_DB) & ~_dropout_frames(samples, sr)]))
+    min_len = int(round(opts.min_speech / hop))
+    noise_top = _noise_top(db[(db > SILENCE_DB) & ~_dropout_frames(samples, sr)])
+    thresholds = _thresholds(db, min_len, opts, noise_top)
+    if thresholds is None:
+        return []
+    room = _room_tone(db, min_len, hop, thresholds[1], float(np.percentile(db, FLOOR_PERCENTILE)))
+    regions = _speech_regions(db, opts, hop, noise_top, thresholds, room)
     if not regions:
         return []
     max_frames = int((opts.max_seconds - 2 * opts.pad) / hop)
-    groups = _split_at(regions, int(round(opts.split_silence / hop)))
+    split = _pause_frames(opts.split_silence, win, hop)
+    groups = _split_at(regions, split)
     groups = [g for g in groups if sum(b - a for a, b in g) * hop >= opts.min_alone]
     if not groups:
         return []
@@ -113,10 +124,9 @@ def segment(samples: np.ndarray, sr: int = SAMPLE_RATE, max_seconds: float | Non
     for group in groups:
         spans += [(group[0][0], group[-1][1])] if _fits_whole(group, opts, samples.size / sr, win, hop) else \
             _fit(group, db, max_frames)
-    split = int(round(opts.split_silence / hop))
     spans = _merge_short(spans, int(round(opts.min_seconds / hop)), split, max_frames)
     meets = _meeting_frames(spans, db, split, int(round(opts.pad / hop)))
-    tails = _sound_ends(spans, meets, db, int(round(TAIL_SECONDS / hop)))
+    tails = _sound_ends(spans, meets, db, int(round(TAIL_SECONDS / hop)), room)
     return _to_seconds(spans, samples.size / sr, opts.pad, win, hop, opts.max_seconds, meets, tails)
 
 
@@ -128,11 +138,20 @@ def _fits_whole(group: list[tuple[int, int]], opts: SegmentOptions, duration: fl
     return (group[-1][1] - group[0][0]) * hop <= opts.max_seconds + 1e-9  # frames x hop: rounding's slack
 
 
-def _sound_ends(spans: list[tuple[int, int]], meets: list[int | None], db: np.ndarray, reach: int) -> list[int]:
+def _pause_frames(seconds: float, win: float, hop: float) -> int:
+    """The fewest frames between two speech regions that a pause of `seconds` leaves: the frames whose windows
+    reach into neither side's sound, floor((seconds - win) / hop) of them or one more. In whole hops a 2.00 s pause
+    of digital silence was 197-198 frames, and split_silence=2.0 (200) cut only from 2.02 s."""
+    return max(1, math.floor((seconds - win) / hop + 1e-6))
+
+
+def _sound_ends(spans: list[tuple[int, int]], meets: list[int | None], db: np.ndarray, reach: int,
+                room: np.ndarray) -> list[int]:
     """Where each span's sound ends: past its speech, the last frame within `reach` frames that stands TAIL_DB above
     the clip's floor (a word's quiet ending, a fricative 10-15 dB under the speech after a stop's silent closure,
-    falls under the thresholds when the floor sits inside pause-less speech), else its speech's end; a span that
-    meets its neighbour (`meets`) reaches the meeting frame already."""
+    falls under the thresholds when the floor sits inside pause-less speech) and is no room tone (`room`: louder
+    than that floor throughout), else its speech's end; a span that meets its neighbour (`meets`) reaches the
+    meeting frame already."""
     floor = float(np.percentile(db, FLOOR_PERCENTILE))
     tails = []
     for i, (_, end) in enumerate(spans):
@@ -140,7 +159,7 @@ def _sound_ends(spans: list[tuple[int, int]], meets: list[int | None], db: np.nd
         if i + 1 < len(spans) and meets[i] is not None or stop <= end:
             tails.append(end)
             continue
-        sound = np.flatnonzero(db[end:stop] > floor + TAIL_DB)
+        sound = np.flatnonzero((db[end:stop] > floor + TAIL_DB) & ~room[end:stop])
         tails.append(end + int(sound[-1]) + 1 if sound.size else end)
     return tails
 
@@ -209,16 +228,15 @@ def _frame_samples(sr: int) -> tuple[int, int]:
     return int(round(FRAME_SECONDS * sr)), int(round(HOP_SECONDS * sr))
 
 
-def _speech_regions(db: np.ndarray, opts: SegmentOptions, hop: float, noise_top: float) -> list[tuple[int, int]]:
+def _speech_regions(db: np.ndarray, opts: SegmentOptions, hop: float, noise_top: float,
+                    thresholds: tuple[float, float], room: np.ndarray) -> list[tuple[int, int]]:
     """Speech as frame ranges [a, b), pauses shorter than min_silence bridged, clicks dropped; `noise_top`: the
-    level the noise's own loud frames reach (`_noise_top`)."""
+    level the noise's own loud frames reach (`_noise_top`); `thresholds`: (high, low) (`_thresholds`); `room`:
+    frames of room tone, never speech (`_room_tone`)."""
     min_len = int(round(opts.min_speech / hop))
-    thresholds = _thresholds(db, min_len, opts, noise_top)
-    if thresholds is None:
-        return []
     high, low = thresholds
-    loud = db > high
-    runs = _runs(db > low)
+    loud = (db > high) & ~room
+    runs = _runs((db > low) & ~room)
     # Where the noise's loud frames stay under the low threshold (white noise, a quiet room), runs above it are
     # speech: a quieter word a short pause after a loud one is kept (a sentence's falling end 9 dB above street
     # noise was lost). Else (a rumble, a loud room) they are often the noise: each must reach the high one itself.
@@ -245,9 +263,9 @@ def _thresholds(db: np.ndarray, min_frames: int, opts: SegmentOptions, noise_top
     floor = float(np.percentile(db, FLOOR_PERCENTILE))
     level = float(np.percentile(db, LEVEL_PERCENTILE))
     if level < floor + STEADY_SPREAD_DB:  # the loud frames are noise: speech, if any, fills a few percent
-        risen = db[db > floor + STEADY_SPREAD_DB]  # the frames that stand out from the noise
-        if risen.size >= min_frames and np.percentile(risen, LEVEL_PERCENTILE) >= floor + STANDOUT_DB:
-            level = float(np.percentile(risen, LEVEL_PERCENTILE))
+        risen = _standout_level(db, floor, min_frames)
+        if risen is not None:
+            level = risen
         elif level < STEADY_SPEECH_DB:  # (room tone's own loud frames stand out less: its level stays its own)
             return None
     # Relative to the speech level; in noise (a high floor) raised above the floor, but kept below the level
@@ -257,6 +275,58 @@ def _thresholds(db: np.ndarray, min_frames: int, opts: SegmentOptions, noise_top
     high = min(max(high, floor + start), level - opts.floor_margin_db)
     low = min(max(high - opts.hysteresis_db, floor + opts.floor_margin_db), high)
     return max(high, SILENCE_DB), max(low, SILENCE_DB)
+
+
+def _standout_level(db: np.ndarray, floor: float, min_frames: int) -> float | None:
+    """The loud end (LEVEL_PERCENTILE) of the frames of `db` that stand out from the noise `floor`, when at least
+    `min_frames` do and it lies STANDOUT_DB above the floor; else None: nothing stands out."""
+    risen = db[db > floor + STEADY_SPREAD_DB]
+    if risen.size < min_frames:
+        return None
+    level = float(np.percentile(risen, LEVEL_PERCENTILE))
+    return level if level >= floor + STANDOUT_DB else None
+
+
+def _room_tone(db: np.ndarray, min_frames: int, hop: float, low: float, floor: float) -> np.ndarray:
+    """Whether each frame of levels `db` is room tone, shape (F,): it lies in a stretch of ROOM_SECONDS, starting a
+    block (ROOM_STEP_SECONDS) before its own or ending a block after it, that holds no speech as `_thresholds`
+    judges a clip alone, and is noise louder than the clip's: its quietest frames ROOM_RISE_DB above the clip's
+    `floor`, its loud ones reaching the clip's `low` threshold (the block on each side keeps a word that starts or
+    ends at a block's edge). The clip's floor lay under room tone that rose mid-clip, and its thresholds took the
+    room tone for speech: a talk over -60 dBFS noise, then 30 s of a fan at -50 dBFS, was cut into segments to the
+    clip's end and the model wrote 4 subtitles for the fan, where the fan alone was no speech. (Noise at the clip's
+    floor is left to its thresholds: a quiet sentence 8-10 dB above it, its frames steady, was taken for noise.)"""
+    step = max(1, int(round(ROOM_STEP_SECONDS / hop)))
+    blocks = max(3, int(round(ROOM_SECONDS / hop)) // step)  # a window's length in blocks
+    span, n_blocks = blocks * step, -(-db.size // step)
+    first = 2 - blocks  # window j covers frames [j * step, j * step + span), cut at the clip's ends
+    windows = np.arange(first, n_blocks - 1)  # block b lies in windows b + 2 - blocks (its left) and b - 1
+    whole = (windows >= 0) & (windows * step + span <= db.size)
+    quiet = np.zeros(windows.size, bool)
+    for i in np.flatnonzero(~whole):  # at the clip's ends (or all, in a clip shorter than a window)
+        j = int(windows[i])
+        quiet[i] = _no_speech(db[max(0, j * step):j * step + span][None], min_frames, low, floor)[0]
+    if whole.any():
+        rows = np.lib.stride_tricks.sliding_window_view(db, span)
+        inner = np.flatnonzero(whole)
+        for k in range(0, inner.size, CHUNK_FRAMES // 10):  # (600, span) floats at a time
+            chunk = inner[k:k + CHUNK_FRAMES // 10]
+            quiet[chunk] = _no_speech(rows[windows[chunk] * step], min_frames, low, floor)
+    room = quiet[:n_blocks] | quiet[blocks - 3:blocks - 3 + n_blocks]
+    return np.repeat(room, step)[:db.size]
+
+
+def _no_speech(rows: np.ndarray, min_frames: int, low: float, clip_floor: float) -> np.ndarray:
+    """For each row of frame levels (K, W), whether it is noise louder than the clip's (its floor ROOM_RISE_DB above
+    `clip_floor`, its loud frames (LEVEL_PERCENTILE) reaching `low`) in which `_thresholds` finds no speech, as in a
+    clip alone: its loud frames less than STEADY_SPREAD_DB above its floor and quieter than STEADY_SPEECH_DB, none
+    standing out (`_standout_level`)."""
+    floor, level = np.percentile(rows, [FLOOR_PERCENTILE, LEVEL_PERCENTILE], axis=1)
+    quiet = (floor >= clip_floor + ROOM_RISE_DB) & (level >= low) & (level < floor + STEADY_SPREAD_DB) & \
+        (level < STEADY_SPEECH_DB)
+    for i in np.flatnonzero(quiet & ((rows > (floor + STEADY_SPREAD_DB)[:, None]).sum(axis=1) >= min_frames)):
+        quiet[i] = _standout_level(rows[i], float(floor[i]), min_frames) is None
+    return quiet
 
 
 def _noise_top(audible: np.ndarray) -> float:

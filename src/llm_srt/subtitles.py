@@ -22,6 +22,7 @@ VTT_HEADER = "WEBVTT"
 MAX_LINE_WIDTH = 42  # columns of a subtitle line (the usual broadcast and streaming limit; CJK: 21 characters)
 LINES_PER_CUE = 2  # lines on screen at once; with the transcript above the translation, one line each
 _EDGES = re.compile(r"^[\s\u200b\u2060\ufeff]+|[\s\u200b\u2060\ufeff]+$")  # `_bare`: spaces and invisible ones
+_BREAKS = re.compile(r"\s*[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]\s*")  # `one_line`: str.splitlines()' line breaks
 # what a cue shows of a segment -> (its main line, the line above it)
 CUE_MODES: dict[str, Callable] = {
     "translation": lambda s: (s.translation, None),
@@ -292,10 +293,17 @@ def _columns(ch: str) -> int:
 
 
 def _bare(text: str) -> str:
-    """`text` without spaces or invisible characters at its ends: str.strip() keeps a zero-width space (U+200B,
-    written by some models between CJK words) or a byte-order mark, so such a text alone was a cue of nothing to see,
-    or a line of its own above a cue's two."""
-    return _EDGES.sub("", text)
+    """`text` on one line (`one_line`), without spaces or invisible characters at its ends: str.strip() keeps a
+    zero-width space (U+200B, written by some models between CJK words) or a byte-order mark, so such a text alone
+    was a cue of nothing to see, or a line of its own above a cue's two."""
+    return _EDGES.sub("", one_line(text))
+
+
+def one_line(text: str) -> str:
+    """`text` with each line break in it (and the spaces around it) one space: a model's text is one line of a
+    subtitle's or of --format text's. A break kept was a line of its own in a cue, counted as a column by the
+    wrapper (a 2-line cue written as 3, with the transcript above as 4), and in --format text a line unindented."""
+    return _BREAKS.sub(" ", text)
 
 
 def _width(text: str) -> int:

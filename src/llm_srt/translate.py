@@ -171,6 +171,7 @@ def main(args) -> int:
     shown_upto = 0  # stdout: the inputs before this one are printed
     finished: dict[int, dict] = {}  # json: each input's result as it is done, for Ctrl-C to print those done
     translated: set[int] = set()  # inputs done with an output (whole or in part), for a run stopped by an error
+    stopped: dict[int, TranslationResult] = {}  # inputs the run was stopped in: their segments done (on_stopped)
 
     def emit(k: int, r: TranslationResult) -> None:  # as each input is done: its lines on stderr, its output
         nonlocal shown_upto
@@ -236,13 +237,21 @@ def main(args) -> int:
     try:
         results = translator.translate(args.audio, args.src, args.tgt, task=args.task, options=options,
                                        batch_size=args.batch_size, transcripts=args.transcript, on_result=emit,
-                                       segment_options=segments)
+                                       segment_options=segments, on_stopped=stopped.__setitem__)
     except (KeyboardInterrupt, Terminated, DeviceFailed) as e:  # Ctrl-C, SIGTERM, or the GPU failing for good
-        # (infer._run_chunk: every later batch would fail too): the inputs done are printed (before, lost)
+        # (infer._run_chunk: every later batch would fail too): the inputs done are printed (before, lost), and
+        # those stopped part way kept as failed in part (their entries; their *.incomplete files)
         if args.format == "json":  # the array of those done, in input order; results.json too, unless none was
             # (an earlier run's is not replaced by [])
+            finished.update({k: _json_entry(r, args.audio[k]) for k, r in stopped.items()})
+            part = f" ({len(stopped)} of them in part: their \"error\" says so)" if stopped else ""
             _print_json([finished[k] for k in sorted(finished)], out_dir if finished else None,
-                        f"the {len(finished)} of {len(args.audio)} inputs done before the run was stopped")
+                        f"the {len(finished)} of {len(args.audio)} inputs done before the run was stopped{part}")
+        elif outputs:
+            for k, r in sorted(stopped.items()):
+                if r.kept and _keep_stopped(r, outputs[k], args, before.get(record_key(outputs[k], out_dir)) == {
+                        "settings": settings, "input": source(k)}):
+                    translated.add(k)
         for k in sorted(ready):  # the inputs done after one still running, which stdout's order held back, each
             name, shown_text = ready[k]  # under its name
             if shown_text is not None:
@@ -279,6 +288,26 @@ def main(args) -> int:
     if failed == len(results):
         return 1
     return SOME_FAILED if failed or partly or cut or unwritten else 0  # results.json unwritten: not 2, a refusal
+
+
+def _keep_stopped(r: TranslationResult, output: Path, args, whole_before: bool) -> bool:
+    """Write an input the run was stopped in (its segments done, `infer` on_stopped) to `output`'s *.incomplete file,
+    said on stderr, as an input failed in part is (--skip-existing translates it again whole); not where `output`
+    is this job's whole output from a run before (`whole_before`: kept, and said). Whether it was written."""
+    import sys
+
+    if whole_before:
+        print(f"llm-srt translate: {shown(str(output))}, an earlier run's whole output of {r.audio} with these "
+              f"settings, kept: {r.error}", file=sys.stderr)
+        return False
+    try:
+        write_whole(incomplete(output), _render(r, args))
+    except (LLMSRTError, OSError) as e:
+        print(f"llm-srt translate: {e}", file=sys.stderr)
+        return False
+    print(f"llm-srt translate: {r.audio}: {r.error}; the {len(r.kept)} translated are in "
+          f"{shown(str(incomplete(output)))} (--skip-existing translates it again whole)", file=sys.stderr)
+    return True
 
 
 def _print_json(entries: list[dict], out_dir: Path | None, partial: str | None = None) -> bool:
@@ -380,11 +409,11 @@ def _render(r: TranslationResult, args) -> str:
     if args.format in ("srt", "vtt"):
         render = subtitles.to_srt if args.format == "srt" else subtitles.to_vtt
         return render(subtitles.segment_cues(r.segments, args.subtitles, args.line_width))
-    lines = [r.audio]
+    lines = [r.audio]  # each text on its one line (a line break in a model's text left the rest unindented)
     if r.transcript or Task(args.task).writes_transcript:
-        lines.append(f"  transcript:  {r.transcript}")
+        lines.append(f"  transcript:  {subtitles.one_line(r.transcript)}")
     if args.task != "asr":
-        lines.append(f"  translation: {r.translation}")
+        lines.append(f"  translation: {subtitles.one_line(r.translation)}")
     return "\n".join(lines) + "\n"
 
 
