@@ -78,6 +78,8 @@ def test_prepare_check_names_the_rows_training_refuses_and_checks_every_manifest
     train = write("train.jsonl", [_manifest_row(1), _manifest_row(2, duration=40.0),
                                   _manifest_row(3, transcript="y" * 501, duration=0.5)])
     test = write("test.jsonl", [_manifest_row(1, split="test"), _manifest_row(2, duration=40.0, split="test")])
+    devtest = write("devtest.jsonl", [_manifest_row(1, split="devtest"), _manifest_row(2, duration=42.0,
+                                                                                         split="devtest")])
     good = write("good.jsonl", [_manifest_row(1), _manifest_row(2, tgt_lang="deu", translation="Hallo.")])
     assert cli.main(["prepare", "check", "--no-check-audio", broken, train, test, good]) == 1
     out, err = capsys.readouterr()
@@ -88,8 +90,10 @@ def test_prepare_check_names_the_rows_training_refuses_and_checks_every_manifest
     assert f"\n  {train}:3: transcript has 501 characters, more than 0.5 s of speech can hold" in err
     assert "llm-srt prepare: 2 of 4 manifests are bad (named above)" in err
     assert f"{train}: " not in out and f"{test}: 2 rows ok" in out and f"{good}: 2 rows ok: 1 ASR" in out
-    assert f"{test}: 1 test rows `llm-srt train` would refuse (evaluation reads them), the first: {test}:2: 40 s" in out
-    assert cli.main(["prepare", "check", "--no-check-audio", test, good]) == 0
+    assert (f"{test}: 1 rows of test `llm-srt train` would refuse (evaluation reads them), the first: {test}:2: 40 s"
+            in out)
+    assert cli.main(["prepare", "check", "--no-check-audio", test, good, devtest]) == 0  # a corpus's own split name
+    assert f"{devtest}: 1 rows of devtest `llm-srt train` would refuse" in capsys.readouterr().out
 
 
 def test_splits_are_read_with_spaces_and_checked(tmp_path, capsys):

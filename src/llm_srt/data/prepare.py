@@ -181,10 +181,12 @@ def _add_check(p: argparse.ArgumentParser) -> None:
 
 def _run_check(args: argparse.Namespace) -> int:
     """Each manifest read as evaluation reads it, then its rows held to training's limits (`training_refuses`: a row
-    over Whisper's 30 s window, a text longer than its duration can hold), which a manifest of the train or dev
-    split must meet; a test row that fails them is noted only (prepare keeps such clips in test). Every manifest is
-    checked, a bad one named on stderr; exit 1 if any was bad."""
+    over Whisper's 30 s window, a text longer than its duration can hold), which a row of the train or dev split
+    (TRAINING_SPLITS) must meet; a row of another split (test, or a corpus's own name: devtest, tst-COMMON) that fails
+    them is noted only (prepare keeps such clips in test). Every manifest is checked, a bad one named on stderr; exit
+    1 if any was bad."""
     from ..audio import WINDOW_SECONDS
+    from .clips import TRAINING_SPLITS
     from .manifest import MAX_LISTED, lines_of, read_manifest, training_refuses
 
     bad = 0
@@ -196,7 +198,7 @@ def _run_check(args: argparse.Namespace) -> int:
             bad += 1
             continue
         refused = [(row, problem) for row in rows if (problem := training_refuses(row, WINDOW_SECONDS))]
-        trained = [(row, problem) for row, problem in refused if row.split != "test"]
+        trained = [(row, problem) for row, problem in refused if row.split in TRAINING_SPLITS]
         name = shown(str(path))
         if trained:
             bad += 1
@@ -212,8 +214,9 @@ def _run_check(args: argparse.Namespace) -> int:
               f"{sum(directions.values())} translation rows in {len(directions)} directions")
         if refused:
             row, problem = refused[0]
-            print(f"{path}: {len(refused)} test rows `llm-srt train` would refuse (evaluation reads them), the first: "
-                  f"{name}:{lines_of(path, {row.id}).get(row.id, '?')}: {problem}")
+            splits = ", ".join(sorted({r.split for r, _ in refused}))
+            print(f"{path}: {len(refused)} rows of {splits} `llm-srt train` would refuse (evaluation reads them), the "
+                  f"first: {name}:{lines_of(path, {row.id}).get(row.id, '?')}: {problem}")
     if bad and len(args.manifests) > 1:
         print(f"llm-srt prepare: {bad} of {len(args.manifests)} manifests are bad (named above)", file=sys.stderr)
     return 1 if bad else 0
