@@ -381,6 +381,16 @@ def test_gguf_ignores_another_models_files_beside_it(tmp, monkeypatch, links):
         assert (theirs / f.name).read_bytes() == f.read_bytes(), f.name
     assert sorted(p.name for p in crowded.iterdir()) == sorted(["qwen.gguf"] + [f.name for f in foreign])
     assert not list((tmp / "scratch").iterdir())  # the GGUF's temporary folder is gone
+    if not links:  # and the copy failing (a full temporary folder): one line naming TMPDIR, nothing left there
+
+        def full(src, dst, **kwargs):
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(shutil, "copyfile", full)
+        with pytest.raises(LLMSRTError, match=r"qwen.gguf: cannot copy it into .* \(No space left on device\); free "
+                                              "space there, or point TMPDIR at a folder with room for it$"):
+            convert_gguf(crowded / "qwen.gguf", tmp / "full")
+        assert not list((tmp / "scratch").iterdir()) and not (tmp / "full").exists()
 
 
 def test_gguf_metadata_is_parsed_once_per_conversion(tmp, monkeypatch):

@@ -73,7 +73,11 @@ def _alone(src: Path) -> Iterator[Path]:
         try:
             alone.symlink_to(src.resolve())
         except OSError:  # no links here (a file system or an OS without them)
-            shutil.copyfile(src, alone)
+            try:
+                shutil.copyfile(src, alone)
+            except OSError as e:
+                raise LLMSRTError(f"{src}: cannot copy it into {folder} to read it alone ({e.strerror or e}); free "
+                                  "space there, or point TMPDIR at a folder with room for it") from None
         yield alone
 
 
