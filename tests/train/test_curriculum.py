@@ -6,7 +6,7 @@ import pytest
 
 from llm_srt import cli
 from llm_srt.errors import ConfigError
-from llm_srt.train import curriculum
+from llm_srt.train import curriculum, resume
 
 
 def _stage_folder(tmp_path: Path) -> Path:
@@ -222,8 +222,11 @@ def _recorded(monkeypatch) -> list:
      r"model.adapter is linear in smt, pooled in asr; set the same adapter and options or drop them"),
     (["asr:model.lora={r: 4}"], r"asr has model.lora \(its final/ holds LoRA weights\) and smt model.lora: null"),
     (["model.lora={r: 4}", "srt:model.lora={r: 8}"], r"model.lora is r 8 on q_proj, v_proj in srt, r 4 on q_proj, "
-                                                     r"v_proj in smt; give both the same r and target_modules"),
+                                                     r"v_proj in smt; give srt r 4 and at least smt's target_modules "
+                                                     r"\(added ones start afresh\)$"),
     (["model.lora={r: 4}", "smt:model.lora.target_modules=[q_proj]"], r"model.lora is r 4 on q_proj in smt"),
+    (["model.lora={r: 4, target_modules: [q_proj, k_proj]}", "smt:model.lora.target_modules=[q_proj, v_proj]"],
+     r"model.lora is r 4 on q_proj, v_proj in smt, r 4 on q_proj, k_proj in asr"),  # k_proj's weights: no layer
     (["smt:model.llm=/elsewhere/llm"], r"model.llm is /elsewhere/llm in smt, embedded in asr"),
 ])
 def test_stages_that_do_not_fit_together_are_refused_before_any_trains(tmp_path, monkeypatch, given, said):
@@ -238,18 +241,39 @@ def test_stages_that_do_not_fit_together_are_refused_before_any_trains(tmp_path,
 
 def test_stages_that_fit_together_all_train(tmp_path, monkeypatch):
     """The same options, options a later stage leaves out, LoRA added in a later stage, and another adapter kind
-    without options (the recipe trains the start's, and says so) pass."""
-    calls = _recorded(monkeypatch)
+    without options (the recipe trains the start's, and says so) pass; so do LoRA target_modules a later stage adds
+    (`llm.load_lora_state` starts them afresh) with another alpha and dropout, and one LLM copied to another path
+    (compared by its weights, as loading does): both were refused."""
+    calls, folder = _recorded(monkeypatch), _stage_folder(tmp_path)
     given = ["asr:model.adapter_kwargs={num_queries: 4}", "smt:model.adapter_kwargs={num_queries: 4}",
              "srt:model.lora={r: 4}", "srt:model.adapter=pooled"]
-    curriculum.run_stages(curriculum.plan([str(_stage_folder(tmp_path))], given), log=lambda *_: None)
+    curriculum.run_stages(curriculum.plan([str(folder)], given), log=lambda *_: None)
     assert calls == ["asr", "smt", "srt"]
+    calls.clear()
+    given = ["model.lora={r: 4}", "srt:model.lora={r: 4, alpha: 8, dropout: 0.1, target_modules: [q_proj, k_proj, "
+             "v_proj, o_proj]}"]
+    curriculum.run_stages(curriculum.plan([str(folder)], given), log=lambda *_: None)
+    assert calls == ["asr", "smt", "srt"]
+    calls.clear()
+    llm, copy, other = tmp_path / "llm", tmp_path / "elsewhere" / "llm", tmp_path / "other"
+    for model, weights in ((llm, b"w" * 4096), (copy, b"w" * 4096), (other, b"v" * 4096)):
+        model.mkdir(parents=True)
+        (model / "model.safetensors").write_bytes(weights)
+    curriculum.run_stages(curriculum.plan([str(folder)], [f"model.llm={llm}", f"srt:model.llm={copy}"]),
+                          log=lambda *_: None)
+    assert calls == ["asr", "smt", "srt"]
+    with pytest.raises(ConfigError, match=rf"stage srt .* starts from stage smt's final/, but model.llm is {other} in "
+                                          rf"srt, {llm} in smt \(the adapter learns one llm's output\)"):
+        curriculum.run_stages(curriculum.plan([str(folder)], [f"model.llm={llm}", f"srt:model.llm={other}"]),
+                              log=lambda *_: None)
+    assert calls == ["asr", "smt", "srt"]  # none more
 
 
 def test_a_finished_stage_trained_from_another_start_is_refused_before_any_stage_trains(tmp_path, monkeypatch):
     """`curriculum ablation_no_asr.yaml srt.yaml` after the main curriculum trained the ablation's stage, then
-    refused srt (its final/ trained from smt/final): the start final/init_from.json names is checked first, against
-    a start trained in this run by its folder, against one already there by its weights."""
+    refused srt (its final/ trained from smt/final): a finished stage whose start trains in this run is refused
+    first (whatever start its final/init_from.json names: the main curriculum again with smt/ removed to train it
+    anew passed, then refused srt after SMT had trained), one whose start is there already by its weights."""
     import json
     import shutil
 
@@ -258,10 +282,9 @@ def test_a_finished_stage_trained_from_another_start_is_refused_before_any_stage
     srt = _finished(tmp_path / "runs" / "srt")
     (srt / "init_from.json").write_text(json.dumps({"init_from": str(tmp_path / "runs" / "other" / "final"),
                                                     "weights": "0" * 64}))
-    with pytest.raises(ConfigError, match=r"^stage srt \(.*srt.yaml\): .*runs/srt/final was trained from .*runs/other/"
-                                          r"final, but model.init_from is now .*runs/smt/final \(other weights\), "
-                                          r"stage smt's output, which trains first in this run; use another "
-                                          r"output_dir for this run$"):
+    said = (rf"^stage srt \(.*srt.yaml\): {srt} was trained from {{}}, and its start, stage smt's final/, trains "
+            rf"again in this run, so {srt} cannot be this start's; remove {srt} or use another output_dir$")
+    with pytest.raises(ConfigError, match=said.format(tmp_path / "runs" / "other" / "final")):
         curriculum.run_stages(curriculum.plan([str(folder)]), log=lambda *_: None)
     smt = _finished(tmp_path / "runs" / "smt")
     (smt / "adapter.safetensors").write_bytes(b"smt weights")
@@ -269,7 +292,42 @@ def test_a_finished_stage_trained_from_another_start_is_refused_before_any_stage
                                           r"model.init_from is now .*runs/smt/final \(other weights\); use another "):
         curriculum.run_stages(curriculum.plan([str(folder)]), log=lambda *_: None)
     assert calls == []
-    (srt / "init_from.json").write_text(json.dumps({"init_from": str(smt), "weights": "0" * 64}))
-    shutil.rmtree(smt)  # the start it names, trained again in this run: as planned
-    curriculum.run_stages(curriculum.plan([str(folder)]), log=lambda *_: None)
+    (srt / "init_from.json").write_text(json.dumps({"init_from": str(smt), "weights": resume.init_identity(smt)}))
+    curriculum.run_stages(curriculum.plan([str(folder)]), log=lambda *_: None)  # its start, there: handed back
+    assert calls == ["asr", "smt", "srt"]
+    calls.clear()
+    shutil.rmtree(smt)  # the start it names, removed to train it again: its new weights are not srt's start
+    with pytest.raises(ConfigError, match=said.format(smt)):
+        curriculum.run_stages(curriculum.plan([str(folder)]), log=lambda *_: None)
+    assert calls == []
+
+
+@pytest.mark.parametrize("given,done,how", [
+    ([], {"max_steps": 500}, r"trains further \(max_steps 1000, its final/ has 500\)"),  # max_steps raised since
+    (["smt:final_weights=best", "smt:data.dev=x.jsonl"], {"max_steps": 1000, "final_weights": "last"},
+     r"writes its final/ again \(final_weights: best\)"),  # from its checkpoint at max_steps
+])
+def test_a_finished_stage_whose_finished_start_goes_on_is_refused_before_any_trains(tmp_path, monkeypatch, given,
+                                                                                     done, how):
+    """A finished SMT stage whose max_steps was raised (or final_weights changed) continues, and its final/ changes:
+    the finished SRT stage trained from the earlier one passed, then was refused after SMT had trained on."""
+    import json
+
+    folder = _stage_folder(tmp_path)
+    calls = _recorded(monkeypatch)
+    _finished(tmp_path / "runs" / "asr")
+    smt, srt = _finished(tmp_path / "runs" / "smt"), _finished(tmp_path / "runs" / "srt")
+    (smt / "adapter.safetensors").write_bytes(b"smt weights")
+    (smt / "train_config.json").write_text(json.dumps(done))
+    (srt / "init_from.json").write_text(json.dumps({"init_from": str(smt), "weights": resume.init_identity(smt)}))
+    step = tmp_path / "runs" / "smt" / "checkpoints" / "step-00001000"
+    step.mkdir(parents=True)
+    (step / "checksums.json").write_text("{}")  # intact: final/ is written again from it
+    with pytest.raises(ConfigError, match=rf"^stage srt .*: {srt} was trained from {smt}, and its start, stage smt's "
+                                          rf"final/, {how} in this run, so {srt} cannot be this start's; remove "
+                                          rf"{srt} or use another output_dir$"):
+        curriculum.run_stages(curriculum.plan([str(folder)], given), log=lambda *_: None)
+    assert calls == []
+    (smt / "train_config.json").write_text(json.dumps({**done, "max_steps": 1000, "final_weights": "last"}))
+    curriculum.run_stages(curriculum.plan([str(folder)]), log=lambda *_: None)  # handed back as it is: passes
     assert calls == ["asr", "smt", "srt"]

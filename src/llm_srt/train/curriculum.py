@@ -27,7 +27,7 @@ from ..config import MAX_CONFIG_BYTES, expand_variables, parse_yaml, short, spli
 from ..errors import ConfigError, LLMSRTError
 from ..model.adapter import adapter_options
 from .config import TrainConfig, load_config
-from .final import FINAL, INIT_RECORD, check_same_start, is_finished
+from .final import FINAL, INIT_RECORD, final_weights_changed, check_same_start, finished_steps, is_finished, quiet
 from .parallel import release_groups
 from .preflight import check_before_start
 from .recipe import train
@@ -289,8 +289,11 @@ def _saved_adapter(init: Path) -> tuple[str, dict] | None:
 def _fits(stage: Stage, start: Stage, trained: tuple[str, dict] | None) -> tuple[str, dict] | None:
     """`stage` starts from `start`'s final/, whose adapter is `trained` (the one its own start trained, or fresh):
     the adapter options `stage` gives must be that adapter's (`config._check_adapter_matches`, the options `start`
-    leaves out at their defaults), its LoRA of `start`'s r and target_modules where `start` has LoRA (a final/ with
-    LoRA weights loads into no other), and both run on one encoder and LLM. Returns the adapter `stage` trains."""
+    leaves out at their defaults), its LoRA of `start`'s r on at least `start`'s target_modules where `start` has
+    LoRA (`llm.load_lora_state`: another r, or a module the LoRA weights have no layer for, is refused; added ones
+    start afresh, alpha and dropout are free), and both run on one encoder and LLM (by their weights, as
+    `SpeechLLM.from_pretrained` compares them: a copy at another path is the same). Returns the adapter `stage`
+    trains."""
     m, before = stage.config.model, start.config.model
 
     def refuse(what: str, fix: str) -> None:
@@ -307,41 +310,65 @@ def _fits(stage: Stage, start: Stage, trained: tuple[str, dict] | None) -> tuple
     if before.lora is not None and m.lora is None:
         refuse(f"{start.name} has model.lora (its final/ holds LoRA weights) and {stage.name} model.lora: null",
                f"give {stage.name} {start.name}'s LoRA options")
-    if before.lora is not None and (m.lora.r, set(m.lora.target_modules)) != (before.lora.r,
-                                                                              set(before.lora.target_modules)):
+    if before.lora is not None and (m.lora.r != before.lora.r
+                                    or not set(before.lora.target_modules) <= set(m.lora.target_modules)):
         refuse(f"model.lora is r {m.lora.r} on {', '.join(m.lora.target_modules)} in {stage.name}, r "
                f"{before.lora.r} on {', '.join(before.lora.target_modules)} in {start.name}",
-               "give both the same r and target_modules")
+               f"give {stage.name} r {before.lora.r} and at least {start.name}'s target_modules (added ones start "
+               "afresh)")
     for key in ("encoder", "llm"):
         mine, theirs = (os.path.realpath(paths.absolute_model(getattr(c, key))) for c in (m, before))
-        if mine != theirs:
+        if mine != theirs and not _same_weights(getattr(m, key), getattr(before, key), key):
             refuse(f"model.{key} is {getattr(m, key)} in {stage.name}, {getattr(before, key)} in {start.name} (the "
                    f"adapter learns one {key}'s output)", f"give both the same model.{key}")
     return trained
 
 
+def _same_weights(a: str, b: str, kind: str) -> bool:
+    """Whether the encoder / LLM folders `a` and `b` hold the same weights (`paths.weights_identity`, which a trained
+    model records and loading compares); False where either cannot be read (the paths differ: not known the same)."""
+    mine = paths.weights_identity(a, kind)
+    return mine is not None and mine == paths.weights_identity(b, kind)
+
+
+def _trains(stage: Stage) -> str | None:
+    """How `stage` changes its final/ in this run (`final.finished_state` at its turn): it trains again (no finished
+    model there), trains further (a finished one whose max_steps was raised), or writes final/ again from its
+    checkpoints (final_weights changed); None where its finished model is handed back as it is."""
+    cfg, out = stage.config, Path(stage.config.output_dir)
+    if not is_finished(out):
+        return "trains again"
+    done = finished_steps(out)
+    if done is not None and done < cfg.max_steps:
+        return f"trains further (max_steps {cfg.max_steps}, its final/ has {done})"
+    if done == cfg.max_steps and final_weights_changed(cfg, out, quiet):
+        return f"writes its final/ again (final_weights: {cfg.final_weights})"
+    return None
+
+
 def _check_start_record(stage: Stage, start: Stage | None) -> None:
     """A finished stage is handed back only when it was trained from the start planned now (`final.check_same_start`
-    at its turn): checked here where that start is there already, and where it is `start`, which trains in this run,
-    by the folder its final/init_from.json names."""
+    at its turn): checked here by the weights where that start is there already and stays so; where `start` changes
+    its final/ in this run (`_trains`), the finished stage cannot have been trained from it, and was refused at its
+    turn, after `start` had trained (the main curriculum again with smt/ removed to train it anew)."""
     cfg, out = stage.config, Path(stage.config.output_dir)
-    init = cfg.model.init_from
     if not is_finished(out):
         return
-    if start is None or is_finished(start.config.output_dir):
+    how = None if start is None else _trains(start)
+    if how is None:
         try:
             check_same_start(cfg, out)
         except LLMSRTError as e:
             raise ConfigError(f"stage {stage.name} ({stage.file}): {str(e).removeprefix(f'[{cfg.stage}] ')}") from None
         return
     try:
-        was = json.loads((out / FINAL / INIT_RECORD).read_text())["init_from"]
+        record = json.loads((out / FINAL / INIT_RECORD).read_text())
+        was, _ = record["init_from"], record["weights"]  # both, as check_same_start reads them
     except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return  # a final/ from before the record: not checked (as at its turn)
-    if was is None or Path(was).resolve() != Path(init).resolve():
-        raise ConfigError(f"stage {stage.name} ({stage.file}): {out / FINAL} was trained from {was or 'scratch'}, but "
-                          f"model.init_from is now {Path(init).resolve()} (other weights), stage {start.name}'s "
-                          "output, which trains first in this run; use another output_dir for this run")
+    raise ConfigError(f"stage {stage.name} ({stage.file}): {out / FINAL} was trained from {was or 'scratch'}, and its "
+                      f"start, stage {start.name}'s final/, {how} in this run, so {out / FINAL} cannot be this "
+                      f"start's; remove {out / FINAL} or use another output_dir")
 
 
 def run_stages(stages: list[Stage], log=print) -> list[Path]:

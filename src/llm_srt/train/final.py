@@ -52,7 +52,7 @@ def finished_state(cfg: TrainConfig, out: Path, world: int, log) -> tuple[bool, 
         _check_finished_settings(cfg, out, world, log)
         if done is not None and done > cfg.max_steps:
             _check_more_steps(cfg, out, done, log)
-        if done == cfg.max_steps and _final_weights_changed(cfg, out, log):
+        if done == cfg.max_steps and final_weights_changed(cfg, out, log):
             return False, True  # from the checkpoint at max_steps: no step left to train, final/ written
         log(f"[{cfg.stage}] already finished: {out / FINAL}")
         return True, False
@@ -71,7 +71,7 @@ def _check_more_steps(cfg: TrainConfig, out: Path, done: int, log) -> None:
     log(f"[{cfg.stage}] {said} (allow_changes)")
 
 
-def _final_weights_changed(cfg: TrainConfig, out: Path, log) -> bool:
+def final_weights_changed(cfg: TrainConfig, out: Path, log) -> bool:
     """Whether final/ holds other weights than final_weights now asks for (a stage finished with last, or before
     the key: the paper configs now ask for best), with the checkpoint at max_steps still there to write final/
     again from (the run resumes there and trains nothing). Without that checkpoint final/ is kept, said so."""
