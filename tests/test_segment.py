@@ -411,6 +411,33 @@ def test_room_tone_rising_mid_clip_gets_no_segment(speak, fan_dbfs):
     assert segment(fan, SR) == []  # the fan alone: no speech, as before
 
 
+def test_a_steady_sound_at_a_clips_edge_is_judged_as_in_its_middle(speak):
+    """`_room_tone`'s windows at a clip's ends were cut to as little as 0.5 s, so a held note there (a hum at -52
+    dBFS, 1.2 s, over a -85 dBFS floor) was judged alone and lost most of its audio ((0.0, 1.26) -> (0.96, 1.26));
+    mid-clip it was kept whole. Each end's window is now a whole one inside the clip."""
+    rng = np.random.default_rng(0)
+    t = np.arange(int(1.2 * SR)) / SR
+    hum = np.sin(2 * np.pi * 220 * t) * (1 + 0.3 * np.sin(2 * np.pi * 5 * t))
+    sentence = speak("Today we talk about the history of the old bridge and the railway station.")
+
+    def at(x, dbfs):
+        return x * 10 ** ((dbfs - 10 * np.log10(np.mean(x ** 2))) / 20)
+
+    def hum_segment(parts, hum_at):  # the segment over the hum, from the hum's start
+        x = np.concatenate(parts)
+        x = (x + at(rng.standard_normal(x.size), -85)).astype(np.float32)
+        [s] = [s for s in segment(x, SR) if s.end > hum_at and s.start < hum_at + 1.2]
+        return round(max(s.start, hum_at) - hum_at, 2), round(min(s.end, hum_at + 1.2) - hum_at, 2)
+
+    gap = np.zeros(2 * SR)
+    middle = hum_segment([np.zeros(3 * SR), at(hum, -52), gap, at(sentence, -47), np.zeros(3 * SR)], 3.0)
+    start = hum_segment([at(hum, -52), gap, at(sentence, -47), np.zeros(3 * SR)], 0.0)
+    end_at = 1.0 + sentence.size / SR + 2.0
+    end = hum_segment([np.zeros(SR), at(sentence, -47), gap, at(hum, -52)], end_at)
+    assert middle[0] < 0.1 and middle[1] > 1.1, middle  # kept whole mid-clip
+    assert start == middle and end[0] == middle[0] and end[1] > 1.1, (start, middle, end)
+
+
 def test_a_quiet_sentence_over_the_clips_own_noise_is_no_room_tone(speak):
     """`_room_tone` judges only noise louder than the clip's floor: a quiet sentence 10 dB over the clip's -60 dBFS
     noise, after a loud one, is steady over 5 s as room tone is, and without that check lost its last 0.9 s."""

@@ -299,13 +299,14 @@ def _room_tone(db: np.ndarray, min_frames: int, hop: float, low: float, floor: f
     step = max(1, int(round(ROOM_STEP_SECONDS / hop)))
     blocks = max(3, int(round(ROOM_SECONDS / hop)) // step)  # a window's length in blocks
     span, n_blocks = blocks * step, -(-db.size // step)
-    first = 2 - blocks  # window j covers frames [j * step, j * step + span), cut at the clip's ends
+    first = 2 - blocks  # window j covers frames [j * step, j * step + span), moved inside the clip at its ends
     windows = np.arange(first, n_blocks - 1)  # block b lies in windows b + 2 - blocks (its left) and b - 1
     whole = (windows >= 0) & (windows * step + span <= db.size)
     quiet = np.zeros(windows.size, bool)
-    for i in np.flatnonzero(~whole):  # at the clip's ends (or all, in a clip shorter than a window)
-        j = int(windows[i])
-        quiet[i] = _no_speech(db[max(0, j * step):j * step + span][None], min_frames, low, floor)[0]
+    for i in np.flatnonzero(~whole):  # at the clip's ends: the whole window inside the clip nearest (a window cut
+        # to 0.5 s judged a held note there alone, and cut it; a clip shorter than a window is judged whole)
+        lo = min(max(0, int(windows[i]) * step), max(0, db.size - span))
+        quiet[i] = _no_speech(db[lo:lo + span][None], min_frames, low, floor)[0]
     if whole.any():
         rows = np.lib.stride_tricks.sliding_window_view(db, span)
         inner = np.flatnonzero(whole)
