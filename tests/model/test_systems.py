@@ -39,6 +39,20 @@ def speech_model(tmp_path_factory):
     return tiny.speech_llm(root, init_std=0.3, lora=None).save_pretrained(root / "model")
 
 
+def test_translation_start_is_after_the_tags_between_transcript_and_translation(speech_model):
+    """--no-repeat-ngram counts an SRT output's translation from its first id after the tags that follow the
+    transcript; an output that begins with the prompt's tags again ("<|eng|><|deu|>1932<|eng|><|deu|>1932", a form
+    parse_srt reads) had its first tags taken for those, the transcript counted with the translation."""
+    from llm_srt.model.speech_llm import SpeechLLM
+    from llm_srt.model.systems import TranslationStart
+
+    tok = SpeechLLM.from_pretrained(speech_model).tokenizer
+    year, tags = tok.convert_tokens_to_ids(list("1932")), tok.convert_tokens_to_ids(["<|eng|>", "<|deu|>"])
+    for ids, start in ((year + tags + year, 6), (tags + year + tags + year, 8), (tags + year, 0), (year + tags, 0)):
+        assert TranslationStart(tok, [True])(0, ids) == start, (ids, start)
+        assert TranslationStart(tok, [False])(0, ids) == 0
+
+
 def alone(system, items, options=OPTS):
     return [system.run_batch([it], options)[0] for it in items]
 

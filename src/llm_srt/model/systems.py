@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 
 MT_TEMPLATE = "Translate the following {src} text into {tgt}.\n{src}: {text}\n{tgt}:"  # text-only MT instruction
 TAG_HEAD = re.compile(r"<(\|[A-Za-z_-]*\|?)?")  # the start of a language tag still being written ("<", "<|de", ...)
+LEAD_TAGS = re.compile(r"\s*(?:<\|[a-z]{2,3}(?:[-_][A-Za-z]+)?\|>\s*)+")  # tags an output begins with (the prompt's)
 AUTO_TASK = "auto"  # --task auto, a request without task: the task the model was trained for (auto_task)
 TRAIN_CONFIG = "train_config.json"  # in a trained model folder (train/final.py writes it): its data.tasks
 CHECKPOINT_STATE = ("trainer_state", "state.json")  # in a checkpoint folder (train/checkpoint.py's STATE_DIR and
@@ -202,9 +203,12 @@ class TranslationStart:
         return self.closes[token]
 
     def _translated(self, ids: list[int]) -> bool:
-        """Whether text follows the ids' first run of language tags: not blank, nor the head of another tag ("<|de"
-        of "<|deu|>", a token "><" holding the end of one tag and the start of the next)."""
-        after = (after_first_tags(self.tokenizer.decode(ids, skip_special_tokens=True)) or "").strip()
+        """Whether text follows the ids' first run of language tags after their text begins (a run they begin with,
+        the prompt's tags written again, is not it): not blank, nor the head of another tag ("<|de" of "<|deu|>", a
+        token "><" holding the end of one tag and the start of the next)."""
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        lead = LEAD_TAGS.match(text)  # "<|eng|><|deu|>1932<|eng|><|deu|>1932": the prompt's tags written again first
+        after = (after_first_tags(text[lead.end():] if lead else text) or "").strip()
         return bool(after) and not TAG_HEAD.fullmatch(after)
 
 
