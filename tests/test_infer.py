@@ -227,8 +227,8 @@ def test_a_moved_model_folder_is_repointed_with_encoder_and_llm(model_dir, clips
     shutil.copytree(model_dir, folder)
     (folder / "config.json").write_text(json.dumps(config | {"encoder": "/gone/whisper", "llm": "/gone/llm"}))
     with pytest.raises(LLMSRTError, match="/gone/llm: .*; a model folder moved to another machine: give its llm "
-                                          r"where it is now \(--llm of translate and serve; model.llm in a "
-                                          r"training config\)$"):  # (it said to run llm-srt setup)
+                                          r"where it is now \(--llm of translate and serve, --model-llm of evaluate; "
+                                          r"model.llm in a training config\)$"):  # (it said to run llm-srt setup)
         SpeechTranslator.from_pretrained(folder, device="cpu")
     with pytest.raises(LLMSRTError) as given:  # a bad path given here is not blamed on the checkpoint's config.json
         SpeechTranslator.from_pretrained(folder, device="cpu", encoder=str(tmp_path / "typo"), llm=str(moved["llm"]))

@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -912,3 +913,92 @@ def test_an_earlier_evaluations_other_hyps_in_out_are_named_and_kept(oracle, man
     run.evaluate({"old": str(out / "hyps.flaky.jsonl"), "gold": "gold"}, manifest, out, task="srt", options=OPTS,
                  limit=3, placement=CPU, log=lines.append, significance=0)
     assert [line.split(" of an")[0] for line in lines if "also holds" in line] == [f"{out} also holds mt.flaky.jsonl"]
+
+
+def test_a_moved_model_folder_is_refused_before_any_decoding_and_re_pointed_with_encoder_and_model_llm(
+        oracle, model_dir, manifest, tmp_path, monkeypatch):
+    """A model folder moved to another machine (its config.json's encoder and LLM gone) could not be re-pointed by
+    evaluate (--llm is the baselines' now), and its missing LLM was found at its turn, after every earlier system had
+    decoded, with no report. It is refused before any system is built, naming --encoder / --model-llm; given them
+    (every model folder's, never a baseline's), it decodes as it did unmoved, and a resume on other folders is
+    refused as other settings are."""
+    config = json.loads((model_dir / "config.json").read_text())
+    moved = {key: tmp_path / f"moved-{key}" for key in ("encoder", "llm")}
+    for key, dst in moved.items():
+        shutil.copytree(config[key], dst)
+    folder = tmp_path / "model"
+    shutil.copytree(model_dir, folder)
+    gone = tmp_path / "gone"
+
+    def evaluate(out, models=None, **kwargs):
+        return run.evaluate(models or {"a": "flaky", "tiny": str(folder)}, manifest, tmp_path / out, task="srt",
+                            options=OPTS, batch_size=2, limit=6, placement=CPU, log=lambda *_: None, significance=0,
+                            **kwargs)
+
+    (folder / "config.json").write_text(json.dumps(config | {"llm": str(gone / "llm")}))
+    cases = [({}, rf"^--model tiny: {re.escape(str(folder / 'config.json'))} names the llm "
+                  rf"{re.escape(str(gone / 'llm'))}: no such folder; a model folder moved to another machine: give its "
+                  "LLM where it is now with --model-llm$"),
+             ({"llm": str(moved["llm"])}, "names the llm .* with --model-llm$"),  # --llm: the baselines' LLM alone
+             ({"model_llm": str(gone / "typo")}, rf"^--model-llm {re.escape(str(gone / 'typo'))}: no such folder; "
+                                                 "--model tiny loads its LLM from it: give the Hugging Face model "
+                                                 "folder it was trained with, where it is now$")]
+    for folders, match in cases:
+        with pytest.raises(LLMSRTError, match=match):
+            evaluate("o", **folders)
+    (folder / "config.json").write_text(json.dumps(config | {"encoder": str(gone / "whisper"),
+                                                             "llm": str(gone / "llm")}))
+    with pytest.raises(LLMSRTError, match=r"names the encoder .*: give its Whisper encoder where it is now with "
+                                          r"--encoder$"):
+        evaluate("o", model_llm=str(moved["llm"]))
+    with pytest.raises(LLMSRTError, match=r"^--encoder: re-points a model folder's encoder, and no --model to decode "
+                                          r"is a model folder; leave it out \(a baseline's folders: --whisper, "):
+        evaluate("o", {"a": "flaky"}, encoder=str(moved["encoder"]))
+    assert oracle["made"] == [] and not (tmp_path / "o").exists()  # nothing built, decoded or written
+
+    def hyps(out):
+        return [(h.id, h.hyp_transcript, h.hyp_translation) for h in load_results(tmp_path / out / "hyps.tiny.jsonl")]
+
+    monkeypatch.setattr(run, "GROUP_BATCHES", 1)  # 3 groups of 2 rows
+    evaluate("own", {"tiny": str(model_dir)})
+    calls, original = [], run.run_system
+
+    def stopping(*args, **kwargs):  # a kill after the first group
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(run, "run_system", stopping)
+    re_pointed = {"encoder": str(moved["encoder"]), "model_llm": str(moved["llm"])}
+    with pytest.raises(KeyboardInterrupt):
+        evaluate("moved", {"tiny": str(folder)}, **re_pointed)
+    other = tiny.llm_dir(tmp_path, seed=7, init_std=0.3)  # the shape of the model's LLM, other weights
+    with pytest.raises(LLMSRTError, match=r"other settings \(llm\."):
+        evaluate("moved", {"tiny": str(folder)}, **(re_pointed | {"model_llm": str(other)}))
+    report = evaluate("moved", {"tiny": str(folder)}, **re_pointed)  # goes on from the journal
+    assert len(calls) == 2 + 2 and hyps("moved") == hyps("own")  # the 2 rows of the first group kept: 4 of 6 to go
+    assert {k: report.decoding[k] for k in ("encoder", "model_llm")} == {k: str(Path(v).resolve())
+                                                                         for k, v in re_pointed.items()}
+
+
+def test_limit_with_a_manifest_keeps_a_results_files_rows_among_the_first_n_decoded_beside_it_or_not(
+        manifest, tmp_path, monkeypatch):
+    """--limit with --manifest but only results files kept each file's first N rows, and beside a decoded system
+    its rows among the first N manifest rows: under --task asr (one row per clip and source language: two of each
+    clip's three) other rows. The manifest is read for --limit whenever given (its audio not checked: nothing is
+    decoded from it)."""
+    monkeypatch.setitem(systems.SYSTEMS, "gold", lambda name, placement, **_: Oracle(placement))
+    run.evaluate({"gold": "gold"}, manifest, tmp_path / "a", task="asr", options=OPTS, batch_size=4, placement=CPU,
+                 log=lambda *_: None, significance=0)
+    old = str(tmp_path / "a" / "hyps.gold.jsonl")
+    beside = run.evaluate({"gold": "gold", "old": old}, manifest, tmp_path / "b", task="asr", options=OPTS,
+                          batch_size=4, limit=6, placement=CPU, log=lambda *_: None, significance=0)
+    elsewhere = tmp_path / "test.jsonl"  # the manifest where its audio is not (scored on another machine)
+    write_manifest(elsewhere, [replace(r, audio=str(tmp_path / "gone" / Path(r.audio).name))
+                               for r in read_manifest(manifest)])
+    alone = run.evaluate({"old": old}, elsewhere, tmp_path / "c", limit=6, log=lambda *_: None)
+    ids = [h.id for h in load_results(tmp_path / "b" / "hyps.old.jsonl")]
+    assert ids == ["0-ed", "0-de", "1-ed", "1-de"]  # clips 0 and 1 in each source language
+    assert [h.id for h in load_results(tmp_path / "c" / "hyps.old.jsonl")] == ids
+    assert beside.systems[1].n_rows == alone.systems[0].n_rows == 4

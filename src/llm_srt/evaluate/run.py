@@ -31,7 +31,7 @@ from .. import device
 from ..data.manifest import Row, read_manifest
 from ..device import Placement
 from ..errors import LLMSRTError
-from ..paths import EMBEDDED, absolute_model, resolve_model
+from ..paths import EMBEDDED, absolute_model, checkpoint_relative, resolve_model
 from ..ranks import from_rank0, on_every_rank, stop_with_launcher
 from ..model.decoding import (DecodingOptions, add_compile_argument, add_no_repeat_argument, add_srt_tags_argument,
                               decoding_from_args)
@@ -320,9 +320,9 @@ def load_runs(model: str) -> list[list[UtteranceResult]]:
 def limited(runs: list[list[UtteranceResult]], model: str, rows: list[Row] | None, limit: int,
             manifest: str | Path | None) -> list[list[UtteranceResult]]:
     """--limit on a results-file model's runs, so that its rows stay paired with the decoded systems': each run's
-    rows among the first `limit` manifest rows (`rows`; None: no manifest read, no system decoded), else each run's
-    first `limit` rows (an evaluation writes them in manifest order). A run left without a row is refused, before
-    any decoding."""
+    rows among the first `limit` manifest rows (`rows`, read whether or not a system decodes them; None: no
+    manifest given), else each run's first `limit` rows (an evaluation writes them in manifest order). A run left
+    without a row is refused, before any decoding."""
     ids = {r.id for r in rows} if rows is not None else None
     cut = [[r for r in run if r.id in ids] if ids is not None else run[:limit] for run in runs]
     for part, run in zip(model.split(","), cut):
@@ -343,13 +343,32 @@ def baseline_folders(spec: str, whisper: str | None, llm: str | None) -> dict[st
     return {kind: folder for kind, folder in (("whisper", whisper), ("llm", llm)) if kind in takes}
 
 
-def check_models(run_now: dict[str, str], whisper: str | None, llm: str | None) -> None:
-    """Refuse, before any system loads, a --model to run that is neither a baseline (a key of SYSTEMS) nor a folder
-    a model loads from (its config.json: a trained model, a checkpoint, `llm-srt convert`'s output), and a
-    baseline's --whisper / --llm folder (or the embedded one) that is not there: found when that system's turn came,
-    it stopped the run after every earlier system had decoded, with no report."""
-    from ..model.speech_llm import read_config
+def model_folders(spec: str, encoder: str | None, model_llm: str | None) -> dict[str, str | None]:
+    """The --encoder / --model-llm folders the model folder `spec` loads its Whisper encoder and LLM from instead of
+    those its config.json names (a folder moved to another machine), as `load_system`'s encoder= and llm= (None: the
+    config's); {} for a baseline, whose folders are --whisper / --llm (`baseline_folders`)."""
+    return {} if spec in SYSTEMS else {"encoder": encoder, "llm": model_llm}
 
+
+MODEL_FOLDER_OPTIONS = {"encoder": "--encoder", "llm": "--model-llm"}  # a model folder's key -> evaluate's option
+
+
+def check_models(run_now: dict[str, str], whisper: str | None, llm: str | None, encoder: str | None = None,
+                 model_llm: str | None = None) -> None:
+    """Refuse, before any system loads, a --model to run that is neither a baseline (a key of SYSTEMS) nor a folder
+    a model loads from (its config.json: a trained model, a checkpoint, `llm-srt convert`'s output), a model
+    folder's Whisper encoder or LLM that is not there (--encoder / --model-llm, else the one its config.json names,
+    read as `SpeechLLM.from_pretrained` reads it: a folder moved to another machine), --encoder / --model-llm with no
+    model folder to run, and a baseline's --whisper / --llm folder (or the embedded one) that is not there: found
+    when that system's turn came, each stopped the run after every earlier system had decoded, with no report."""
+    from ..model.speech_llm import CONFIG_FILE, read_config
+
+    given = {"encoder": encoder, "llm": model_llm}
+    if any(given.values()) and all(spec in SYSTEMS for spec in run_now.values()):
+        option = next(MODEL_FOLDER_OPTIONS[kind] for kind, folder in given.items() if folder)
+        raise LLMSRTError(f"{option}: re-points a model folder's {'encoder' if option == '--encoder' else 'LLM'}, and "
+                          "no --model to decode is a model folder; leave it out (a baseline's folders: --whisper, "
+                          "--llm)")
     for name, spec in run_now.items():
         if spec not in SYSTEMS:
             folder = Path(spec)
@@ -359,9 +378,28 @@ def check_models(run_now: dict[str, str], whisper: str | None, llm: str | None) 
                                   f"folder{where}; give a model folder written by training or by `llm-srt convert`, "
                                   "or a baseline's name")
             try:
-                read_config(folder)
+                meta = read_config(folder)
             except LLMSRTError as e:
                 raise LLMSRTError(f"--model {name}: {e}") from None
+            for kind, option in MODEL_FOLDER_OPTIONS.items():
+                if not given[kind] and not isinstance(meta[kind], str):
+                    continue  # a damaged config.json: loading says what is wrong with it
+                value = given[kind] or checkpoint_relative(folder, meta[kind])  # as from_pretrained reads it
+                try:
+                    base = Path(resolve_model(value, kind))
+                except LLMSRTError as e:  # the embedded model, not converted
+                    raise LLMSRTError(f"--model {name}: {e}, or give {option}") from None
+                if (base / "config.json").is_file():
+                    continue
+                what = "Whisper encoder" if kind == "encoder" else "LLM"
+                where = "" if base.is_absolute() else f" (a relative path starts at {Path.cwd()})"
+                why = "no such folder" if not base.exists() else "no config.json"
+                if given[kind]:
+                    raise LLMSRTError(f"{option} {value}: {why}{where}; --model {name} loads its {what} from it: give "
+                                      "the Hugging Face model folder it was trained with, where it is now")
+                raise LLMSRTError(f"--model {name}: {folder / CONFIG_FILE} names the {kind} {value}: {why}{where}"
+                                  + (f"; a model folder moved to another machine: give its {what} where it is now "
+                                     f"with {option}" if not base.exists() else f"; give its {what} with {option}"))
         for kind, given in baseline_folders(spec, whisper, llm).items():
             try:
                 folder = Path(resolve_model(given or EMBEDDED, "encoder" if kind == "whisper" else "llm"))
@@ -389,18 +427,20 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
              options: DecodingOptions = DecodingOptions(), batch_size: int = 8, limit: int | None = None,
              with_mt: bool = False, skip_bad: bool = False, log=print, placement: Placement | None = None,
              whisper: str | None = None, llm: str | None = None, significance: int = SAMPLES,
-             comet: CometOptions | None = None, restart: bool = False):
-    """Run every model (name -> folder, or a baseline's name) over the manifest and write the report into `out`;
-    the Report on rank 0, None on the other ranks. A model that is a results file (`is_results_file`: the
+             comet: CometOptions | None = None, restart: bool = False, encoder: str | None = None,
+             model_llm: str | None = None):
+    """Run every model (name -> folder, or a baseline's name) over the manifest and write the report into `out`; the
+    Report on rank 0, None on the other ranks. A model that is a results file (`is_results_file`: the
     hyps.NAME.jsonl an earlier evaluation wrote) is read, not run, so decoded systems can be scored and compared
     again; `manifest` may be None when every model is one. `whisper` / `llm`: the baselines' Whisper and LLM
-    folders. With several systems, each is compared with the first by paired bootstrap resampling
-    (`significance` resamples; 0: no test; `compare_systems`); a system of several runs (results files) is tested
-    run by run against another of as many runs. `comet`: score every system's rows with COMET too (each row's
-    score in its hyps file; mean per direction in the report; paired test of the mean against the first system);
-    without it, scores a results file carries are left out (another COMET model may have made them). Decoded rows
-    are kept in `out`/partial as they finish (evaluate/journal.py): run again after a kill, only the rows not kept
-    there are decoded; `restart`: decode every row again."""
+    folders; `encoder` / `model_llm`: every model folder's Whisper encoder and LLM instead of those its config.json
+    names (a folder moved to another machine; translate's --encoder / --llm). With several systems, each is compared
+    with the first by paired bootstrap resampling (`significance` resamples; 0: no test; `compare_systems`); a
+    system of several runs (results files) is tested run by run against another of as many runs. `comet`: score
+    every system's rows with COMET too (each row's score in its hyps file; mean per direction in the report; paired
+    test of the mean against the first system); without it, scores a results file carries are left out (another
+    COMET model may have made them). Decoded rows are kept in `out`/partial as they finish (evaluate/journal.py):
+    run again after a kill, only the rows not kept there are decoded; `restart`: decode every row again."""
     from ..infer import SpeechTranslator
     from ..model.systems import load_system
     from ..model.whisper_system import release_models
@@ -427,7 +467,7 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
     if run_now and manifest is None:
         raise LLMSRTError(f"--manifest is needed to run {', '.join(run_now)} (only results files are scored "
                           "without one)")
-    check_models(run_now, whisper, llm)
+    check_models(run_now, whisper, llm, encoder, model_llm)
     loaded = {name: load_runs(path) for name, path in models.items() if name not in run_now}  # before decoding
     check_inputs_kept(out, models, run_now, with_mt)
     placement = placement or device.resolve("auto")
@@ -436,11 +476,14 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
     # --skip-bad skips the rows that cannot be scored; one whose audio is missing or unreadable can: it is a failed
     # row (its error the audio's problem, from the decoding), counted and scored as an empty hypothesis like a file
     # that does not decode, so BLEU stays over the whole test set and the report says what was missing
-    rows = from_rank0(lambda: read_manifest(manifest, check_audio=not skip_bad, skip_bad=skip_bad) if run_now else [],
+    read = run_now or (limit is not None and manifest is not None)  # --limit: a results file keeps its rows among the
+    #   first N manifest rows, decoded beside it or not (with nothing to decode, it kept its own first N rows: others)
+    rows = from_rank0(lambda: read_manifest(manifest, check_audio=bool(run_now) and not skip_bad,
+                                            skip_bad=skip_bad) if read else [],
                       rank, size, _group[0])  # ranks never decide apart what they read (--skip-bad on a node's disk)
     if limit is not None:
         rows = rows[:limit]
-        loaded = {name: limited(runs, models[name], rows if run_now else None, limit, manifest)
+        loaded = {name: limited(runs, models[name], rows if manifest is not None else None, limit, manifest)
                   for name, runs in loaded.items()}
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -460,8 +503,8 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
         for name, path in run_now.items():
             t = model_task(path) if task == AUTO_TASK else Task(task)
             mine = shard(select_rows(rows, t), rank, size)
-            folders = baseline_folders(path, whisper, llm)
-            identity = journal.settings(path, folders.get("whisper"), folders.get("llm"),
+            folders = baseline_folders(path, whisper, llm) | model_folders(path, encoder, model_llm)
+            identity = journal.settings(path, folders.get("whisper") or folders.get("encoder"), folders.get("llm"),
                                         decoding_record({name: t.value}, options, placement, False), batch_size,
                                         group, size)
             opened[name] = (t, mine, {
@@ -484,7 +527,8 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
                else ""))
         if any(todo.values()):  # every row kept: the model is not even loaded
             translator = SpeechTranslator(load_system(run_now[name], placement,
-                                                       **baseline_folders(run_now[name], whisper, llm)), name)
+                                                       **baseline_folders(run_now[name], whisper, llm),
+                                                       **model_folders(run_now[name], encoder, model_llm)), name)
             rs, j = journals["hyps"]
             with tqdm(total=len(rs), initial=len(rs) - todo["hyps"], desc=f"evaluate {name}") as bar:
                 decode_in_groups(j, rs, group, lambda g: run_system(translator, g, t, options, batch_size,
@@ -540,6 +584,9 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
         if tasks:
             used = {kind: absolute_model(folder or EMBEDDED) for name in tasks  # the decoded baselines' Whisper
                     for kind, folder in baseline_folders(run_now[name], whisper, llm).items()}  # and LLM folders
+            if any(run_now[name] not in SYSTEMS for name in tasks):  # a decoded model folder's --encoder and
+                used |= {key: absolute_model(folder) for key, folder in  # --model-llm, where given
+                         (("encoder", encoder), ("model_llm", model_llm)) if folder}
             report = replace(report, decoding=decoding_record(tasks, options, placement, with_mt, size) | used)
         if comet is not None and comet_error is None:
             if any(r.comet is not None for rows in scored.values() for r in rows):
@@ -635,7 +682,14 @@ def add_arguments(parser) -> None:
     parser.add_argument("--whisper", default=None, help="Whisper folder of the whisper and cascade baselines "
                                                         "(default: the embedded Whisper)")
     parser.add_argument("--llm", default=None, help="LLM folder of the cascade and mt baselines (default: the "
-                                                    "embedded LLM); a model folder runs on the LLM it names")
+                                                    "embedded LLM); a model folder runs on the LLM it names (or "
+                                                    "--model-llm)")
+    parser.add_argument("--encoder", default=None,
+                        help="Whisper encoder folder of every model folder to run, instead of the one its config.json "
+                             "names (a model folder moved to another machine; translate's --encoder)")
+    parser.add_argument("--model-llm", default=None,
+                        help="LLM folder of every model folder to run, instead of the one its config.json names (a "
+                             "model folder moved to another machine; translate's --llm); not the baselines' (--llm)")
     parser.add_argument("--significance", type=int, default=SAMPLES, metavar="N",
                         help="with several systems: paired bootstrap of each against the first (BLEU; "
                              "transcript WER/CER per language), N resamples (0: none)")
@@ -661,7 +715,8 @@ def main(args) -> int:
     report = evaluate(models, args.manifest, args.out, args.task,
                       decoding_from_args(args), args.batch_size,
                       args.limit, args.with_mt, args.skip_bad, placement=device.from_args(args),
-                      whisper=args.whisper, llm=args.llm, significance=args.significance,
+                      whisper=args.whisper, llm=args.llm, encoder=args.encoder, model_llm=args.model_llm,
+                      significance=args.significance,
                       comet=CometOptions(args.comet, args.comet_python, args.comet_batch_size, args.comet_gpus)
                       if args.comet else None, restart=args.restart)
     if report is None:  # a rank other than 0 under torchrun

@@ -461,8 +461,9 @@ class SpeechLLM(nn.Module):
                     and not Path(getattr(config, k)).exists()]  # recorded where it was trained: moved since
             hint = (f"; a model folder moved to another machine: give its {' and '.join(gone)} where "
                     f"{'they are' if len(gone) > 1 else 'it is'} now "
-                    f"({', '.join(f'--{k}' for k in gone)} of translate and serve; model.{gone[0]} in a "
-                    "training config)" if gone else "")
+                    f"({', '.join(f'--{k}' for k in gone)} of translate and serve, "
+                    f"{', '.join('--model-llm' if k == 'llm' else f'--{k}' for k in gone)} of evaluate; "
+                    f"model.{gone[0]} in a training config)" if gone else "")
             raise type(e)(f"{directory / CONFIG_FILE}: {e}{hint}") from None
         for key, actual, source in (("encoder_dim", model.encoder_dim, config.encoder),
                                     ("llm_dim", model.llm_dim, config.llm)):
