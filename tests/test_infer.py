@@ -839,6 +839,16 @@ def test_a_run_stopped_inside_a_long_input_keeps_its_segments_done_in_an_incompl
     assert cli.main([*run, "--format", "json", "--out-dir", str(tmp_path / "j")]) == 130
     [entry] = json.loads((tmp_path / "j" / PARTIAL_JSON).read_text())
     assert entry["error"] == "the run was stopped before 2 of 4 segments were done" and len(entry["segments"]) == 2
+    for fmt in ("json", "srt"):  # the GPU failing inside it: kept in part, exit 3 in either format (json's was 1)
+        stub_cli(monkeypatch, _Broken(interrupt=3))
+        assert cli.main([*run, "--format", fmt, "--out-dir", str(tmp_path / f"gpu-{fmt}")]) == 3, fmt
+    capsys.readouterr()
+    stub_cli(monkeypatch, Stub(interrupt=3))  # stopped with other settings: the earlier whole talk.srt (deu) is not
+    # left beside the new segments as if it were this run's
+    assert cli.main([*run[:-3], "fra", *run[-2:], "--format", "srt", "--out-dir", str(out)]) == 130
+    assert not (out / "talk.srt").exists() and (out / "talk.srt.incomplete").is_file()
+    assert (f"{out / 'talk.srt'}, an earlier run's output of other audio or settings, removed: this run translated "
+            "that input again and was stopped in it") in capsys.readouterr().err
 
 
 class _Broken(Stub):

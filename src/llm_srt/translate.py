@@ -244,13 +244,14 @@ def main(args) -> int:
         if args.format == "json":  # the array of those done, in input order; results.json too, unless none was
             # (an earlier run's is not replaced by [])
             finished.update({k: _json_entry(r, args.audio[k]) for k, r in stopped.items()})
+            translated.update(k for k, r in stopped.items() if r.kept)  # kept in part: exit 3, as srt's
             part = f" ({len(stopped)} of them in part: their \"error\" says so)" if stopped else ""
             _print_json([finished[k] for k in sorted(finished)], out_dir if finished else None,
                         f"the {len(finished)} of {len(args.audio)} inputs done before the run was stopped{part}")
         elif outputs:
             for k, r in sorted(stopped.items()):
-                if r.kept and _keep_stopped(r, outputs[k], args, before.get(record_key(outputs[k], out_dir)) == {
-                        "settings": settings, "input": source(k)}):
+                if r.kept and _keep_stopped(r, outputs[k], args, before.get(record_key(outputs[k], out_dir)),
+                                            {"settings": settings, "input": source(k)}):
                     translated.add(k)
         for k in sorted(ready):  # the inputs done after one still running, which stdout's order held back, each
             name, shown_text = ready[k]  # under its name
@@ -290,13 +291,15 @@ def main(args) -> int:
     return SOME_FAILED if failed or partly or cut or unwritten else 0  # results.json unwritten: not 2, a refusal
 
 
-def _keep_stopped(r: TranslationResult, output: Path, args, whole_before: bool) -> bool:
+def _keep_stopped(r: TranslationResult, output: Path, args, entry: dict | None, job: dict) -> bool:
     """Write an input the run was stopped in (its segments done, `infer` on_stopped) to `output`'s *.incomplete file,
-    said on stderr, as an input failed in part is (--skip-existing translates it again whole); not where `output`
-    is this job's whole output from a run before (`whole_before`: kept, and said). Whether it was written."""
+    said on stderr, as an input failed in part is (--skip-existing translates it again whole): `output` itself, an
+    earlier run's output of this input from other audio or settings (its record `entry` is not this `job`'s
+    {"settings", "input"}: `is_stale`), is removed, and said, a file no record says is one is left and said; not
+    where `output` is this job's whole output from a run before (kept, and said). Whether it was written."""
     import sys
 
-    if whole_before:
+    if entry == job:
         print(f"llm-srt translate: {shown(str(output))}, an earlier run's whole output of {r.audio} with these "
               f"settings, kept: {r.error}", file=sys.stderr)
         return False
@@ -307,6 +310,18 @@ def _keep_stopped(r: TranslationResult, output: Path, args, whole_before: bool) 
         return False
     print(f"llm-srt translate: {r.audio}: {r.error}; the {len(r.kept)} translated are in "
           f"{shown(str(incomplete(output)))} (--skip-existing translates it again whole)", file=sys.stderr)
+    if output.is_file() and is_stale(entry, job["settings"], job["input"]):
+        try:
+            output.unlink()
+            print(f"llm-srt translate: {shown(str(output))}, an earlier run's output of other audio or settings, "
+                  "removed: this run translated that input again and was stopped in it", file=sys.stderr)
+        except OSError as e:
+            print(f"llm-srt translate: {shown(str(output))}, an earlier run's output of other audio or settings, is "
+                  f"left in place: cannot remove it ({e.strerror or e})", file=sys.stderr)
+    elif output.is_file():
+        print(f"llm-srt translate: {shown(str(output))} is left in place: no run's record says it is an earlier "
+              "output of this input from other audio or settings (your own file, another input's, or a run killed "
+              "before its record); this run's segments done are beside it", file=sys.stderr)
     return True
 
 
