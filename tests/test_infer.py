@@ -598,6 +598,80 @@ def test_after_running_out_of_memory_later_batches_hold_at_most_the_rows_that_th
     assert [len(b) for b in server.batches] == [6, 3, 2, 1, 3, 2, 1]  # 6 ran out of memory again, then its halves
 
 
+NAN = "the LLM's next-token scores are not numbers (NaN)"  # `decoding.refuse_broken_scores`' error, its start
+
+
+class _NaNScores(Stub):
+    """An LLM whose next-token scores are NaN for the rows that `bad(item)` says, refused as the decoders refuse them
+    (`decoding.refuse_broken_scores`); `apart`: those rows decoded in a call of their own, apart from the others (as
+    `SpeechLLMSystem.run_batch` decodes a batch's speech rows apart from its text ones)."""
+
+    def __init__(self, bad, apart: bool = False):
+        super().__init__()
+        self.bad, self.apart = bad, apart
+
+    def run_batch(self, items, options):
+        from llm_srt.model.decoding import refuse_broken_scores
+
+        self.batches.append([it.audio.size for it in items])
+        calls = [[it for it in items if self.bad(it) == part] for part in (True, False)] if self.apart else [items]
+        for call in calls:
+            scores = torch.zeros(len(call), 5)
+            scores[[k for k, it in enumerate(call) if self.bad(it)]] = float("nan")
+            refuse_broken_scores(scores, torch.float16)
+        return [Output(f"t{it.audio.size / SR:.2f}", f"tr{it.audio.size / SR:.2f}") for it in items]
+
+
+def test_nan_scores_of_every_row_fail_the_batch_at_once_while_some_rows_are_still_found_in_halves():
+    """An LLM overflowing float16 gives NaN scores for every row: the batch was retried in halves down to single
+    rows (2n - 1 failing prefills for n rows), each failing as the batch did. Where the error holds for every row of
+    the batch, each row gets it at once; where it holds for some rows, or for all rows of a part of the batch (its
+    speech rows decoded apart), the halves still find the rows that run."""
+    from llm_srt.infer import run_items
+
+    items = [Item(tiny.tone(1.0 + k / 10, 300), "eng", "deu", Task.SRT) for k in range(8)]
+    fix = "in float16: its activations overflow float16 (Gemma-3's do): run with --dtype float32"
+    everywhere = _NaNScores(bad=lambda it: True)
+    out = run_items(everywhere, items, OPTS, batch_size=8)
+    assert len(everywhere.batches) == 1 and all(o.error.startswith(f"{NAN} for 8 of 8 rows {fix}") for o in out)
+    bad = items[5].audio.size
+    one = _NaNScores(bad=lambda it: it.audio.size == bad)
+    out = run_items(one, items, OPTS, batch_size=8)
+    assert [o.error is not None for o in out] == [k == 5 for k in range(8)] and len(one.batches) == 7
+    assert out[5].error.startswith(f"{NAN} for 1 of 1 rows {fix}")
+    longest = sorted(it.audio.size for it in items)[4:]
+    apart = _NaNScores(bad=lambda it: it.audio.size in longest, apart=True)
+    out = run_items(apart, items, OPTS, batch_size=8)  # 8 (4 of 4 NaN in a call) -> 4 NaN + 4 that run
+    assert [o.error is not None for o in out] == [k >= 4 for k in range(8)] and len(apart.batches) == 3
+    assert out[7].error.startswith(f"{NAN} for 4 of 4 rows {fix}")
+
+
+def test_an_llm_overflowing_float16_costs_one_prefill_a_batch_not_2n_minus_1(model_dir):
+    """The tiny SpeechLLM in float16 with NaN scores (an output head overflowing): a batch of 4 ran 7 prefills
+    (4 -> 2 + 2 -> 1 + 1 + 1 + 1), every one refused; now 1, each row given the error."""
+    from llm_srt.infer import run_items
+    from llm_srt.model.llm import causal_lm
+    from llm_srt.model.speech_llm import SpeechLLM
+    from llm_srt.model.systems import SpeechLLMSystem
+
+    model = SpeechLLM.from_pretrained(model_dir, dtype="float16").eval()
+    lm, prefills = causal_lm(model.llm), []
+    items = [Item(tiny.tone(0.6 + k / 5, 300 + 100 * k, seed=k), "eng", "deu", Task.SRT) for k in range(4)]
+
+    def count(module, args, kwargs):  # a prefill takes the prompts' embeddings, a decode step token ids
+        prefills.append(kwargs.get("inputs_embeds") is not None)
+
+    hooks = [lm.get_output_embeddings().register_forward_hook(lambda m, a, out: torch.full_like(out, float("nan"))),
+             lm.register_forward_pre_hook(count, with_kwargs=True)]
+    try:
+        out = run_items(SpeechLLMSystem(model), items, DecodingOptions(max_new_tokens=4), batch_size=4)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert prefills == [True]
+    assert all(o.error.startswith(f"{NAN} for 4 of 4 rows in float16: ") for o in out)
+
+
 def test_shortest_first_answers_a_short_input_before_a_long_one_s_other_segments():
     """A server's batch (`shortest_first`): a short request's one segment runs in the first batch, not after every
     segment of a long upload batched with it (segments run longest first otherwise)."""

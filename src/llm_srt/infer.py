@@ -204,7 +204,8 @@ def run_items(system: System, items: Sequence[Item], options: DecodingOptions = 
     `batch_size` (similar lengths together; the first batch shows the peak memory), or, with `first` (a key per item),
     lowest key first and longest first within a key; each item's output is capped by its own budget (item_budget:
     duration and scripts, or the given text's length). A batch that fails (a CUDA out-of-memory, any error) is retried
-    in halves, down to single rows (at most 2n - 1 calls for n rows), so only the rows that fail alone fail; a CUDA
+    in halves, down to single rows (at most 2n - 1 calls for n rows), so only the rows that fail alone fail (but for an
+    error that says it holds for every row: an LLM's NaN scores, `decoding.refuse_broken_scores`); a CUDA
     error that breaks the GPU for the process (`device.is_device_failure`) stops the call; after an out-of-memory error,
     later batches of this system (in this call and later ones) hold at most as many rows as the largest half that then
     ran, so a too-large batch size is paid for once, not on every batch (`remember_out_of_memory` False: in this call
@@ -272,7 +273,9 @@ def run_items(system: System, items: Sequence[Item], options: DecodingOptions = 
 def _run_chunk(system: System, chunk: list[Item], options: DecodingOptions, fits: list[int],
                after_oom: bool = False) -> list[Output]:
     """`chunk`'s outputs, a failed batch retried in halves; `fits` gets the size of every batch that ran in place of
-    one that ran out of memory (`after_oom`: this one's, or a larger one's it is part of)."""
+    one that ran out of memory (`after_oom`: this one's, or a larger one's it is part of). An error that says it
+    holds for each of the batch's rows (`every_row_of`: an LLM's NaN scores for every row, `refuse_broken_scores`)
+    is every row's at once: its halves would fail alike, up to 2n - 1 prefills for n rows."""
     opts = replace(options, max_new_tokens=max(it.max_new_tokens for it in chunk))
     try:
         outs = system.run_batch(chunk, opts)
@@ -283,6 +286,8 @@ def _run_chunk(system: System, chunk: list[Item], options: DecodingOptions, fits
         return outs
     except Exception as e:  # one bad batch never loses the others
         error, oom = error_line(e), placement_of.is_out_of_memory(e)
+        alike = not oom and getattr(e, "every_row_of", None) == len(chunk)  # a count: a part of the batch (its
+        #   speech rows, its rows with transcripts) that fails whole is not the whole
         if placement_of.is_device_failure(e):  # not this batch's fault: its halves, and every later batch, fail too
             raise DeviceFailed(f"{system.name}: the GPU failed on a batch of {len(chunk)} ({error}); CUDA keeps that "
                                "error for the rest of the process, so the run stops here: run it again (with "
@@ -290,8 +295,8 @@ def _run_chunk(system: System, chunk: list[Item], options: DecodingOptions, fits
     # out of the except block: the traceback (and the tensors its frames hold) is gone before the cache is freed
     if oom:
         give_back_gpu_memory()  # before the halves run
-    if len(chunk) == 1:
-        return [Output(error=error + ALONE_OUT_OF_MEMORY if oom else error)]
+    if len(chunk) == 1 or alike:
+        return [Output(error=error + ALONE_OUT_OF_MEMORY if oom else error) for _ in chunk]
     log.warning("a batch of %d failed (%s); retrying it as two halves", len(chunk), error)
     half = (len(chunk) + 1) // 2
     after_oom = after_oom or oom

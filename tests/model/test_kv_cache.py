@@ -110,13 +110,73 @@ def greedy(model, prompt: int, new_tokens: int, drop_at: int):
 
 @pytest.mark.parametrize("prompt, new_tokens", [(3, 5), (4, 14)])  # within the window; past it (full layer alone)
 def test_a_row_leaving_late_keeps_every_buffer_within_the_generations_length(gemma, prompt, new_tokens, monkeypatch):
-    """A row that ends at the last step leaves the others' buffers at prompt + new tokens positions in the batch's
-    first storage (rebuilt with a whole spare again, they held nearly twice the new tokens), with HF's tokens."""
+    """A row that ends at the last step leaves the others' buffers at prompt + new tokens positions (a sliding
+    layer's at most its window's) in the batch's first storage (rebuilt with a whole spare again, they held nearly
+    twice the new tokens), with HF's tokens."""
     ours, cache = greedy(gemma, prompt, new_tokens, drop_at=new_tokens - 1)
-    buffers = [layer._kv_buffers for layer in cache.layers if getattr(layer, "_kv_buffers", None)]
+    buffers = [(layer._kv_buffers, min(prompt + new_tokens, WINDOW - 1) if isinstance(layer, GrowingSlidingWindowLayer)
+                else prompt + new_tokens) for layer in cache.layers if getattr(layer, "_kv_buffers", None)]
     assert len(buffers) == (3 if prompt + new_tokens <= WINDOW else 1)
-    for keys, values in buffers:
-        assert keys.shape[:3] == values.shape[:3] == (2, 1, prompt + new_tokens)
-        assert keys.untyped_storage().nbytes() == 3 * (prompt + new_tokens) * 16 * keys.element_size()
+    for (keys, values), length in buffers:
+        assert keys.shape[:3] == values.shape[:3] == (2, 1, length)
+        assert keys.untyped_storage().nbytes() == 3 * length * 16 * keys.element_size()
     monkeypatch.setattr("llm_srt.model.kv_cache.growing_cache", lambda config, spare: DynamicCache(config=config))
     assert ours == greedy(gemma, prompt, new_tokens, drop_at=new_tokens - 1)[0]
+
+
+def test_the_first_buffer_has_room_for_grow_step_new_tokens_not_the_whole_budget(gemma):
+    """Before, each layer's first buffer held the prompt plus the batch's largest budget for every row: memory a GPU
+    allocates at once (Qwen2.5-32B, 64 rows of 300 + 1,284 positions: 25 GiB where the rows write 9 GiB). Now the
+    prompt plus GROW_STEP positions (a sliding layer's never more than its window keeps)."""
+    from llm_srt.model.decoding import GrowingSteps
+    from llm_srt.model.kv_cache import GROW_STEP
+
+    prompt, budget = 4, 1284
+    with torch.no_grad():
+        steps = GrowingSteps(gemma, torch.randn(3, prompt, 32), torch.ones(3, prompt, dtype=torch.long), budget)
+    sliding, _, full = steps.cache.layers
+    assert GROW_STEP == 256 and full._kv_buffers[0].shape == (3, 1, prompt + GROW_STEP, 16)
+    assert full._kv_buffers[0].untyped_storage().nbytes() == 3 * (prompt + GROW_STEP) * 16 * 4
+    assert sliding._kv_buffers[0].shape == (3, 1, WINDOW - 1, 16)
+    few = growing_cache(gemma.config, spare=5)  # a generation of fewer new tokens: its own
+    decode(gemma, few, prompt=4, steps=1)
+    assert few.layers[2]._kv_buffers[0].shape[-2] == 4 + 5
+
+
+@pytest.mark.parametrize("step, prompt, steps, drop_at", [(2, 3, 30, 5), (3, 4, 20, None), (256, 4, 270, 100)])
+def test_a_buffer_grown_many_times_gives_dynamic_caches_logits(gemma, monkeypatch, step, prompt, steps, drop_at):
+    """Full buffers grow (twice the room each time), rows dropped before a growth, sliding layers grown and then
+    handed over to HF's update past their window: the logits HF's own cache gives, bit for bit."""
+    from llm_srt.model import kv_cache
+
+    monkeypatch.setattr(kv_cache, "GROW_STEP", step)
+    made, capacity = [], kv_cache._Growing._capacity  # each buffer's length as it is made, by layer kind
+
+    def recorded(layer, positions):
+        made.append((type(layer), capacity(layer, positions)))
+        return made[-1][1]
+
+    monkeypatch.setattr(kv_cache._Growing, "_capacity", recorded)
+    cache = growing_cache(gemma.config, spare=steps)
+    ours = decode(gemma, cache, prompt, steps, drop_at)
+    hf = decode(gemma, DynamicCache(config=gemma.config), prompt, steps, drop_at)
+    for a, b in zip(ours, hf):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    room, expected = step, []
+    while room < steps:
+        expected.append(prompt + room)
+        room *= 2
+    assert [n for kind, n in made if kind is GrowingLayer] == expected + [prompt + steps]  # the last: the budget's
+    assert {n for kind, n in made if kind is GrowingSlidingWindowLayer} <= set(range(prompt + 1, WINDOW))
+    assert [layer._kv_buffers for layer in cache.layers[:2]] == [None, None]  # the sliding ones handed over
+    rows = 3 if drop_at is None else 2  # a buffer grown after rows left holds the rows left alone
+    assert cache.layers[2]._kv_buffers[0].untyped_storage().nbytes() == rows * (prompt + steps) * 16 * 4
+
+
+def test_greedy_tokens_are_the_same_with_a_buffer_that_grows(gemma, monkeypatch):
+    """`GrowingSteps` with buffers grown four times and a row leaving midway: HF's cache's tokens."""
+    monkeypatch.setattr("llm_srt.model.kv_cache.GROW_STEP", 3)
+    ours, cache = greedy(gemma, prompt=4, new_tokens=40, drop_at=10)
+    assert cache.layers[2]._kv_buffers[0].shape[-2] == 4 + 40
+    monkeypatch.setattr("llm_srt.model.kv_cache.growing_cache", lambda config, spare: DynamicCache(config=config))
+    assert ours == greedy(gemma, prompt=4, new_tokens=40, drop_at=10)[0]

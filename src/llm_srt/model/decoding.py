@@ -177,7 +177,9 @@ def generate_ids(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, opt
 def refuse_broken_scores(scores: torch.Tensor, dtype: torch.dtype, beams: int = 1) -> None:
     """(B * beams, V) next-token scores of the prompts -> an LLMSRTError where a row's hold a NaN (or +inf, or
     nothing finite): an LLM whose activations overflow its dtype (Gemma-3 in float16) gives NaN, whose argmax is
-    token 0 (or the first NaN) at every step, so every row would come back empty at its cap with no error."""
+    token 0 (or the first NaN) at every step, so every row would come back empty at its cap with no error. Where
+    every row's do, the error's `every_row_of` is B: no part of the batch would run (`infer._run_chunk` halves it
+    no further); where only some rows' do, the others may run without them."""
     bad = ((scores.isnan() | scores.isposinf()).any(-1) | ~scores.isfinite().any(-1)).view(-1, beams).any(-1)
     if not bad.any():
         return
@@ -187,8 +189,11 @@ def refuse_broken_scores(scores: torch.Tensor, dtype: torch.dtype, beams: int = 
                + (" (or bfloat16 where the GPU has it: compute capability 8.0+)" if dtype == torch.float16 else ""))
     else:
         fix = "its weights or the speech embeddings hold NaN or infinity (a training run that diverged writes them)"
-    raise LLMSRTError(f"the LLM's next-token scores are not numbers (NaN) for {rows} of {len(bad)} rows in {name}: "
-                      f"{fix}")
+    error = LLMSRTError(f"the LLM's next-token scores are not numbers (NaN) for {rows} of {len(bad)} rows in "
+                        f"{name}: {fix}")
+    if rows == len(bad):
+        error.every_row_of = rows
+    raise error
 
 
 class FirstScoresCheck:
