@@ -805,8 +805,8 @@ def _overhead_setup(tmp_path, monkeypatch):
     model = tiny.speech_llm(tmp_path, init_std=0.5).eval()
     eos, pick = eos_ids(model.llm, model.tokenizer)[0], decoding._pick
 
-    def ending(logits, result, rows, no_repeat_ngram):
-        token = pick(logits, result, rows, no_repeat_ngram)
+    def ending(logits, result, rows, no_repeat_ngram, part_start=None):
+        token = pick(logits, result, rows, no_repeat_ngram, part_start)
         if len(rows) > 1 and len(result[rows[0]]) >= 2:
             token[0] = eos
         return token
