@@ -42,15 +42,23 @@ def speech_model(tmp_path_factory):
 def test_translation_start_is_after_the_tags_between_transcript_and_translation(speech_model):
     """--no-repeat-ngram counts an SRT output's translation from its first id after the tags that follow the
     transcript; an output that begins with the prompt's tags again ("<|eng|><|deu|>1932<|eng|><|deu|>1932", a form
-    parse_srt reads) had its first tags taken for those, the transcript counted with the translation."""
+    parse_srt reads) had its first tags taken for those, the transcript counted with the translation, and, at the
+    step that picks the translation's first token, those tags' n-grams blocked it (its transcript is counted from
+    after them)."""
     from llm_srt.model.speech_llm import SpeechLLM
+    from llm_srt.model.decoding import _pick
     from llm_srt.model.systems import TranslationStart
 
     tok = SpeechLLM.from_pretrained(speech_model).tokenizer
     year, tags = tok.convert_tokens_to_ids(list("1932")), tok.convert_tokens_to_ids(["<|eng|>", "<|deu|>"])
-    for ids, start in ((year + tags + year, 6), (tags + year + tags + year, 8), (tags + year, 0), (year + tags, 0)):
+    for ids, start in ((year + tags + year, 6), (tags + year + tags + year, 8), (tags + year, 2), (year + tags, 0),
+                       (tags + year + tags, 2), (tags, 0)):
         assert TranslationStart(tok, [True])(0, ids) == start, (ids, start)
         assert TranslationStart(tok, [False])(0, ids) == 0
+    for ids in (year + tags, tags + year + tags):  # the translation's first token, as the transcript's, at its step
+        logits = torch.zeros(1, 1, len(tok))
+        logits[0, 0, year[0]], logits[0, 0, year[1]] = 10.0, 5.0
+        assert _pick(logits, [ids], [0], 3, TranslationStart(tok, [True])).tolist() == [year[0]], ids
 
 
 def alone(system, items, options=OPTS):

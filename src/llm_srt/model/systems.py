@@ -172,29 +172,38 @@ class SpeechLLMSystem:
 class TranslationStart:
     """`decoding.PartStart` of SRT outputs: a row's (a hypothesis's) n-grams are counted over all its ids until it
     has written text after its first run of language tags (`prompts.after_first_tags`), then from the first id of
-    that text on (its translation alone); `srt[row]` False: over all. A tag is several tokens in most LLMs'
+    that text on (its translation alone); an output that begins with the prompt's tags again has them left out of
+    its transcript's count (else the tags after the transcript repeated them, and were blocked, and so was a
+    translation beginning as the transcript does); `srt[row]` False: over all. A tag is several tokens in most LLMs'
     vocabularies (Gemma's "<|eng|><|deu|>": "<", "|", "eng", "|", "><", ...), so the ids are decoded: only a row's
-    that hold a token with a ">" in it, and only until its translation's first id is found, which is kept with the
-    ids up to it (a beam's later extensions find it there)."""
+    that hold a token with a ">" in it, and only until the first id of its part is found, which is kept with the ids
+    up to it (a beam's later extensions find it there)."""
 
     def __init__(self, tokenizer, srt: Sequence[bool]):
         self.tokenizer, self.srt = tokenizer, list(srt)
         self.closes: dict[int, bool] = {}  # token id -> whether its token holds a ">" (the end of a tag)
         self.found: dict[int, list[tuple[int, ...]]] = {}  # row -> ids up to its translation's first, per hypothesis
+        self.begun: dict[int, list[tuple[int, ...]]] = {}  # row -> ids up to its transcript's first, after tags
 
     def __call__(self, row: int, ids: list[int]) -> int:
-        if not self.srt[row]:
+        if not self.srt[row] or not any(map(self._closes, ids)):
             return 0
-        for head in self.found.get(row, ()):
+        start = self._first(self.found, row, ids, self._translated)
+        return start if start is not None else self._first(self.begun, row, ids, self._transcribing) or 0
+
+    def _first(self, heads: dict[int, list[tuple[int, ...]]], row: int, ids: list[int], test) -> int | None:
+        """The index of the id from which `test` holds for `ids`' prefixes (it holds for every longer one once it
+        holds: a search), kept in `heads` with the ids up to it; None where it does not hold yet."""
+        for head in heads.get(row, ()):
             if len(ids) >= len(head) and tuple(ids[:len(head)]) == head:
                 return len(head) - 1
-        if not any(map(self._closes, ids)) or not self._translated(ids):
-            return 0
-        low, high = 1, len(ids)  # the fewest ids with text after their tags (text there stays there: a search)
+        if not test(ids):
+            return None
+        low, high = 1, len(ids)
         while low < high:
             mid = (low + high) // 2
-            low, high = (low, mid) if self._translated(ids[:mid]) else (mid + 1, high)
-        self.found.setdefault(row, []).append(tuple(ids[:low]))
+            low, high = (low, mid) if test(ids[:mid]) else (mid + 1, high)
+        heads.setdefault(row, []).append(tuple(ids[:low]))
         return low - 1
 
     def _closes(self, token: int) -> bool:
@@ -209,6 +218,13 @@ class TranslationStart:
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
         lead = LEAD_TAGS.match(text)  # "<|eng|><|deu|>1932<|eng|><|deu|>1932": the prompt's tags written again first
         after = (after_first_tags(text[lead.end():] if lead else text) or "").strip()
+        return bool(after) and not TAG_HEAD.fullmatch(after)
+
+    def _transcribing(self, ids: list[int]) -> bool:
+        """Whether the ids begin with language tags (the prompt's again) and text after them, its transcript."""
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        lead = LEAD_TAGS.match(text)
+        after = text[lead.end():].strip() if lead else ""
         return bool(after) and not TAG_HEAD.fullmatch(after)
 
 
