@@ -94,6 +94,10 @@ def test_prepare_check_names_the_rows_training_refuses_and_checks_every_manifest
             in out)
     assert cli.main(["prepare", "check", "--no-check-audio", test, good, devtest]) == 0  # a corpus's own split name
     assert f"{devtest}: 1 rows of devtest `llm-srt train` would refuse" in capsys.readouterr().out
+    validation = write("validation.jsonl", [_manifest_row(1, split="validation"),
+                                            _manifest_row(2, duration=40.0, split="validation")])
+    assert cli.main(["prepare", "check", "--no-check-audio", validation]) == 1  # training reads any other split's
+    assert f"{validation}:2: 40 s is longer than the 30 s" in capsys.readouterr().err
 
 
 def test_splits_are_read_with_spaces_and_checked(tmp_path, capsys):
