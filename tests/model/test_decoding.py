@@ -169,6 +169,29 @@ def test_nan_scores_of_an_overflowing_dtype_are_an_error_not_empty_outputs(srt_f
     assert all(o.error is None for o in system.run_batch(items, options))  # the hook gone: no NaN, no error
 
 
+def test_nan_scores_on_the_compiled_path_give_its_static_cache_back(tmp_path):
+    """The NaN check raises inside the compiled greedy loop: its static cache was not given back to the model's
+    store, so a served shape's cache (its CUDA graph recorded on it) was made anew at the next batch."""
+    import tiny
+    from transformers import AutoModelForCausalLM
+
+    from llm_srt.errors import LLMSRTError
+    from llm_srt.model.decoding import greedy_ids
+    from llm_srt.model.static_steps import StaticSteps
+
+    lm = AutoModelForCausalLM.from_pretrained(tiny.llm_dir(tmp_path)).eval()
+    embeds, mask = torch.randn(2, 5, lm.config.hidden_size), torch.ones(2, 5, dtype=torch.long)
+    StaticSteps(lm, embeds, mask, 8).close()  # a cache of this shape in the store, as a warmed server holds
+    before = dict(StaticSteps._caches[lm])
+    hook = lm.get_output_embeddings().register_forward_hook(lambda m, a, out: torch.full_like(out, float("nan")))
+    try:
+        with torch.no_grad(), pytest.raises(LLMSRTError, match="not numbers"):
+            greedy_ids(lm, embeds, mask, 8, [lm.config.eos_token_id], compiled=True)
+    finally:
+        hook.remove()
+    assert StaticSteps._caches.get(lm) == before
+
+
 @pytest.mark.parametrize("beam", [1, 2])
 def test_no_repeat_ngram_lets_an_srt_translation_repeat_its_transcripts_numbers(srt_folder, beam):
     """SRT writes transcript<|src|><|tgt|>translation; with --no-repeat-ngram 4 counted over all of it, a year in

@@ -346,6 +346,9 @@ def greedy_ids(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, max_n
             if oom := [c for c in error_causes(e) if is_out_of_memory(c)]:  # compiling or recording a CUDA graph ran
                 raise oom[-1] from None  # out of memory: the batch's to retry in halves, not refused for good
             StaticSteps.refuse(lm, e)
+        except LLMSRTError:  # the prompt's NaN scores (refuse_broken_scores): the cache back to the store all the same
+            steps.close()  # (a served shape's, its CUDA graph recorded on it, was lost and made anew)
+            raise
         else:
             steps.close()
             return result
