@@ -10,12 +10,12 @@ empty hypothesis in the scores and is counted (`failed: N of M`), never dropped.
 its own GPU (`--device auto`) over a length-bucketed shard of the rows, and rank 0 merges and writes the report.
 With several systems, the report also says whether each one's average BLEU differs from the first system's beyond
 chance, and its transcripts' WER/CER per source language from the first transcribing system's (paired bootstrap
-resampling over the test sentences, evaluate/significance.py).
+resampling over the test sentences, evaluate/significance.py). What each --model names (a baseline, a model folder,
+results files) and the checks of them made before any decoding are evaluate/models.py's.
 """
 
 import functools
 import glob
-import inspect
 import json
 import os
 import shlex
@@ -31,7 +31,7 @@ from .. import device
 from ..data.manifest import Row, read_manifest
 from ..device import Placement
 from ..errors import LLMSRTError
-from ..paths import EMBEDDED, absolute_model, checkpoint_relative, resolve_model
+from ..paths import EMBEDDED, absolute_model
 from ..ranks import from_rank0, on_every_rank, stop_with_launcher
 from ..model.decoding import (DecodingOptions, add_compile_argument, add_no_repeat_argument, add_srt_tags_argument,
                               decoding_from_args)
@@ -42,8 +42,10 @@ from .comet import DEFAULT_MODEL, CometOptions, check_model, comet_python, score
 from .compare import compare_systems
 from . import journal
 from .journal import Journal, group_digest, remove_journals
+from .models import (baseline_folders, check_models, is_results_file, limited, load_runs, model_folders, parse_models,
+                     pooled)
 from .render import MATRIX_PNG, REPORT_MD, RESULTS_JSON, SCATTER_PNG, format_table, write_report
-from .report import UtteranceResult, build_report, check_languages, load_results, row_ids
+from .report import UtteranceResult, build_report, row_ids
 from .significance import SAMPLES, check_samples
 
 TASKS = (AUTO_TASK, "srt", "s2tt", "smt", "asr", "asr+smt")  # --task; auto: what the model folder was trained for
@@ -176,42 +178,6 @@ def file_name(system: str) -> str:
     return system.replace("/", "_").replace("\\", "_")
 
 
-def parse_models(specs: list[str]) -> dict[str, str]:
-    """['curriculum=runs/a/final', 'cascade', 'r/hyps.base.jsonl'] -> {'curriculum': 'runs/a/final',
-    'cascade': 'cascade', 'base': 'r/hyps.base.jsonl'}. Names and paths may both hold '=' and '/' (`_split`)."""
-    models = {}
-    for spec in specs:
-        name, path = _split(spec)
-        if name is None:
-            p = Path(spec.split(",")[0])
-            name = (p.parent.name if p.name == "final" else p.stem.removeprefix("hyps.") if is_results_file(spec)
-                    else p.name or spec)
-        if name in models:
-            raise LLMSRTError(f"--model: the name {name!r} is used twice; write NAME=PATH")
-        models[name] = path
-    return models
-
-
-def _split(spec: str) -> tuple[str | None, str]:
-    """(NAME, PATH) of `spec`, or (None, spec) where it is a path alone. A path may hold '=' (a sweep's
-    runs/lr=1e-4/srt/final) and a name '/' ("w/o SRT"): a spec whose comma-separated parts all exist is paths; else
-    it is cut at the first '=' after which every part exists (or a system's name follows); else, nothing existing
-    to tell, at the first '=' unless the text before it reads as a folder path (a '/', no space)."""
-    def there(paths: str) -> bool:
-        return all(os.path.exists(part) for part in paths.split(","))
-
-    if there(spec):
-        return None, spec
-    cuts = [i for i, c in enumerate(spec) if c == "="]
-    for i in cuts:
-        if there(spec[i + 1:]) or spec[i + 1:] in SYSTEMS:
-            return spec[:i], spec[i + 1:]
-    name, sep, path = spec.partition("=")
-    if not sep or (Path(name).name != name and " " not in name):
-        return None, spec
-    return name, path
-
-
 def world() -> tuple[int, int]:
     """(rank, world size) under torchrun, else (0, 1)."""
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
@@ -263,12 +229,6 @@ def gather(part, rank: int, size: int) -> list | None:
     return parts
 
 
-def is_results_file(model: str) -> bool:
-    """A --model that names a results file (hyps.NAME.jsonl of an earlier evaluation), or several separated by
-    commas (one per training run, e.g. per seed): scored again, not run."""
-    return all(Path(part).suffix == ".jsonl" for part in model.split(","))
-
-
 def written_files(out: Path, models: dict[str, str], run_now: dict[str, str], with_mt: bool) -> list[Path]:
     """The files `evaluate` writes in `out` that are there now: the hyps (and --with-mt mt) files, the report's, and
     the decoded systems' journals (OUT/partial, removed at the end)."""
@@ -302,124 +262,6 @@ def check_inputs_kept(out: Path, models: dict[str, str], run_now: dict[str, str]
             if hit is not None:
                 raise LLMSRTError(f"--out {out}: this evaluation writes {hit}, which --model {name} reads; give "
                                   "another --out")
-
-
-def load_runs(model: str) -> list[list[UtteranceResult]]:
-    """The runs of a results-file model (`is_results_file`), one list of results per file, each file's language
-    codes checked (an unknown one is an error naming the file before any decoding, not after it)."""
-    runs = []
-    for part in model.split(","):
-        runs.append(load_results(part))
-        try:
-            check_languages(runs[-1])
-        except LLMSRTError as e:
-            raise LLMSRTError(f"{part}: {e}") from None
-    return runs
-
-
-def limited(runs: list[list[UtteranceResult]], model: str, rows: list[Row] | None, limit: int,
-            manifest: str | Path | None) -> list[list[UtteranceResult]]:
-    """--limit on a results-file model's runs, so that its rows stay paired with the decoded systems': each run's
-    rows among the first `limit` manifest rows (`rows`, read whether or not a system decodes them; None: no
-    manifest given), else each run's first `limit` rows (an evaluation writes them in manifest order). A run left
-    without a row is refused, before any decoding."""
-    ids = {r.id for r in rows} if rows is not None else None
-    cut = [[r for r in run if r.id in ids] if ids is not None else run[:limit] for run in runs]
-    for part, run in zip(model.split(","), cut):
-        if not run and ids is not None:
-            raise LLMSRTError(f"--limit {limit}: {part} holds none of the first {limit} rows of {manifest} (a results "
-                              "file of another test set?); leave out --limit, or that --model")
-    return cut
-
-
-def baseline_folders(spec: str, whisper: str | None, llm: str | None) -> dict[str, str | None]:
-    """The --whisper / --llm folders the baseline `spec` (a key of SYSTEMS) loads, by the keywords its builder
-    takes ({'whisper': ..., 'llm': ...}; None: the embedded one); {} for a model folder: its config.json names its
-    own Whisper and LLM, and --whisper / --llm never re-point them (--llm made a trained model run on the cascade's
-    LLM until 2026-12-06)."""
-    if spec not in SYSTEMS:
-        return {}
-    takes = inspect.signature(SYSTEMS[spec]).parameters
-    return {kind: folder for kind, folder in (("whisper", whisper), ("llm", llm)) if kind in takes}
-
-
-def model_folders(spec: str, encoder: str | None, model_llm: str | None) -> dict[str, str | None]:
-    """The --encoder / --model-llm folders the model folder `spec` loads its Whisper encoder and LLM from instead of
-    those its config.json names (a folder moved to another machine), as `load_system`'s encoder= and llm= (None: the
-    config's); {} for a baseline, whose folders are --whisper / --llm (`baseline_folders`)."""
-    return {} if spec in SYSTEMS else {"encoder": encoder, "llm": model_llm}
-
-
-MODEL_FOLDER_OPTIONS = {"encoder": "--encoder", "llm": "--model-llm"}  # a model folder's key -> evaluate's option
-
-
-def check_models(run_now: dict[str, str], whisper: str | None, llm: str | None, encoder: str | None = None,
-                 model_llm: str | None = None) -> None:
-    """Refuse, before any system loads, a --model to run that is neither a baseline (a key of SYSTEMS) nor a folder
-    a model loads from (its config.json: a trained model, a checkpoint, `llm-srt convert`'s output), a model
-    folder's Whisper encoder or LLM that is not there (--encoder / --model-llm, else the one its config.json names,
-    read as `SpeechLLM.from_pretrained` reads it: a folder moved to another machine), --encoder / --model-llm with no
-    model folder to run, and a baseline's --whisper / --llm folder (or the embedded one) that is not there: found
-    when that system's turn came, each stopped the run after every earlier system had decoded, with no report."""
-    from ..model.speech_llm import CONFIG_FILE, read_config
-
-    given = {"encoder": encoder, "llm": model_llm}
-    if any(given.values()) and all(spec in SYSTEMS for spec in run_now.values()):
-        option = next(MODEL_FOLDER_OPTIONS[kind] for kind, folder in given.items() if folder)
-        raise LLMSRTError(f"{option}: re-points a model folder's {'encoder' if option == '--encoder' else 'LLM'}, and "
-                          "no --model to decode is a model folder; leave it out (a baseline's folders: --whisper, "
-                          "--llm)")
-    for name, spec in run_now.items():
-        if spec not in SYSTEMS:
-            folder = Path(spec)
-            if not folder.exists():
-                where = "" if folder.is_absolute() else f" (a relative path starts at {Path.cwd()})"
-                raise LLMSRTError(f"--model {name}: {spec} is neither a baseline ({', '.join(SYSTEMS)}) nor a "
-                                  f"folder{where}; give a model folder written by training or by `llm-srt convert`, "
-                                  "or a baseline's name")
-            try:
-                meta = read_config(folder)
-            except LLMSRTError as e:
-                raise LLMSRTError(f"--model {name}: {e}") from None
-            for kind, option in MODEL_FOLDER_OPTIONS.items():
-                if not given[kind] and not isinstance(meta[kind], str):
-                    continue  # a damaged config.json: loading says what is wrong with it
-                value = given[kind] or checkpoint_relative(folder, meta[kind])  # as from_pretrained reads it
-                try:
-                    base = Path(resolve_model(value, kind))
-                except LLMSRTError as e:  # the embedded model, not converted
-                    raise LLMSRTError(f"--model {name}: {e}, or give {option}") from None
-                if (base / "config.json").is_file():
-                    continue
-                what = "Whisper encoder" if kind == "encoder" else "LLM"
-                where = "" if base.is_absolute() else f" (a relative path starts at {Path.cwd()})"
-                why = "no such folder" if not base.exists() else "no config.json"
-                if given[kind]:
-                    raise LLMSRTError(f"{option} {value}: {why}{where}; --model {name} loads its {what} from it: give "
-                                      "the Hugging Face model folder it was trained with, where it is now")
-                raise LLMSRTError(f"--model {name}: {folder / CONFIG_FILE} names the {kind} {value}: {why}{where}"
-                                  + (f"; a model folder moved to another machine: give its {what} where it is now "
-                                     f"with {option}" if not base.exists() else f"; give its {what} with {option}"))
-        for kind, given in baseline_folders(spec, whisper, llm).items():
-            try:
-                folder = Path(resolve_model(given or EMBEDDED, "encoder" if kind == "whisper" else "llm"))
-            except LLMSRTError as e:  # the embedded model, not converted
-                raise LLMSRTError(f"--model {name}: {e}, or give --{kind}") from None
-            if not (folder / "config.json").is_file():
-                where = "" if folder.is_absolute() else f" (a relative path starts at {Path.cwd()})"
-                raise LLMSRTError(f"{f'--{kind} {given}' if given else f'the embedded {kind} {folder}'}: "
-                                  f"{'no such folder' if not folder.exists() else 'no config.json'}"
-                                  f"{where}; the {spec} baseline (--model {name}) loads its "
-                                  f"{'Whisper' if kind == 'whisper' else 'LLM'} from it: give a Hugging Face model "
-                                  f"folder, or leave --{kind} out for the embedded one")
-
-
-def pooled(runs: list[list[UtteranceResult]]) -> list[UtteranceResult]:
-    """Several runs' results as one system's rows (ids prefixed 'RUN/'), what its report scores: corpus BLEU and
-    WER of all runs' hypotheses together, the statistic `paired_bootstrap_runs` tests. One run: itself."""
-    if len(runs) == 1:
-        return runs[0]
-    return [replace(r, id=f"{k}/{r.id}") for k, run in enumerate(runs, start=1) for r in run]
 
 
 @in_rank_group

@@ -403,8 +403,8 @@ class TorchWhisper(nn.Module):
         else the mel, convolutions and norms would run in float16 on the CPU (at Whisper base's shapes the
         convolutions 9x slower; a tiny test model's states off by 0.09). `files`: `tensor_files`' map (a
         sharded checkpoint's weight and bias may lie in two shards). A pytorch_model.bin is one mapping for the whole
-        load (`TensorReader`), so the float32 pages read stay resident until the load ends, and, where the token table is a
-        view of them, after it: save such a Whisper as safetensors for the lower peak."""
+        load (`TensorReader`), so the float32 pages read stay resident until the load ends, and, where the token
+        table is a view of them, after it: save such a Whisper as safetensors for the lower peak."""
         from .int8_linear import Int8Linear
 
         reader = TensorReader()
