@@ -217,14 +217,7 @@ def test_translate_in_bfloat16_on_the_cpu(model_dir, clips, capsys):
 
 
 def test_a_moved_model_folder_is_repointed_with_encoder_and_llm(model_dir, clips, tmp_path):
-    import shutil
-
-    config = json.loads((model_dir / "config.json").read_text())
-    moved = {key: tmp_path / f"moved-{key}" for key in ("encoder", "llm")}
-    for key, dst in moved.items():
-        shutil.copytree(config[key], dst)
-    folder = tmp_path / "model"
-    shutil.copytree(model_dir, folder)
+    folder, moved, config = tiny.moved_folder(model_dir, tmp_path)
     (folder / "config.json").write_text(json.dumps(config | {"encoder": "/gone/whisper", "llm": "/gone/llm"}))
     with pytest.raises(LLMSRTError, match="/gone/llm: .*; a model folder moved to another machine: give its llm "
                                           r"where it is now \(--llm of translate and serve, --model-llm of evaluate; "

@@ -416,15 +416,7 @@ def test_a_run_of_fewer_rows_keeps_the_journal_and_same_named_systems_are_refuse
 
 def test_a_retrained_model_folder_is_another_setting(manifest, tmp_path, monkeypatch):
     model = tiny.speech_llm_folder(tmp_path / "model")
-    calls = []
-    original = run.run_system
-
-    def stopping(*args, **kwargs):  # a kill after the first group
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return original(*args, **kwargs)
-
+    stopping = tiny.StopAt(run.run_system, 2)  # a kill after the first group
     monkeypatch.setattr(run, "run_system", stopping)
     monkeypatch.setattr(run, "GROUP_BATCHES", 2)
     with pytest.raises(KeyboardInterrupt):

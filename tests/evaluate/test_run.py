@@ -3,7 +3,6 @@
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -922,12 +921,7 @@ def test_a_moved_model_folder_is_refused_before_any_decoding_and_re_pointed_with
     decoded, with no report. It is refused before any system is built, naming --encoder / --model-llm; given them
     (every model folder's, never a baseline's), it decodes as it did unmoved, and a resume on other folders is
     refused as other settings are."""
-    config = json.loads((model_dir / "config.json").read_text())
-    moved = {key: tmp_path / f"moved-{key}" for key in ("encoder", "llm")}
-    for key, dst in moved.items():
-        shutil.copytree(config[key], dst)
-    folder = tmp_path / "model"
-    shutil.copytree(model_dir, folder)
+    folder, moved, config = tiny.moved_folder(model_dir, tmp_path)
     gone = tmp_path / "gone"
 
     def evaluate(out, models=None, **kwargs):
@@ -961,14 +955,7 @@ def test_a_moved_model_folder_is_refused_before_any_decoding_and_re_pointed_with
 
     monkeypatch.setattr(run, "GROUP_BATCHES", 1)  # 3 groups of 2 rows
     evaluate("own", {"tiny": str(model_dir)})
-    calls, original = [], run.run_system
-
-    def stopping(*args, **kwargs):  # a kill after the first group
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return original(*args, **kwargs)
-
+    stopping = tiny.StopAt(run.run_system, 2)  # a kill after the first group
     monkeypatch.setattr(run, "run_system", stopping)
     re_pointed = {"encoder": str(moved["encoder"]), "model_llm": str(moved["llm"])}
     with pytest.raises(KeyboardInterrupt):
@@ -977,7 +964,7 @@ def test_a_moved_model_folder_is_refused_before_any_decoding_and_re_pointed_with
     with pytest.raises(LLMSRTError, match=r"other settings \(llm\."):
         evaluate("moved", {"tiny": str(folder)}, **(re_pointed | {"model_llm": str(other)}))
     report = evaluate("moved", {"tiny": str(folder)}, **re_pointed)  # goes on from the journal
-    assert len(calls) == 2 + 2 and hyps("moved") == hyps("own")  # the 2 rows of the first group kept: 4 of 6 to go
+    assert len(stopping.calls) == 2 + 2 and hyps("moved") == hyps("own")  # the 2 rows of the first group kept: 4 of 6 to go
     assert {k: report.decoding[k] for k in ("encoder", "model_llm")} == {k: str(Path(v).resolve())
                                                                          for k, v in re_pointed.items()}
 

@@ -151,6 +151,36 @@ class CallSpy:
         return getattr(self.wrapped, name)
 
 
+class StopAt(CallSpy):
+    """Wraps a callable: call number `n` raises KeyboardInterrupt (a kill there), the others delegate; `calls` has
+    one entry per call."""
+
+    def __init__(self, wrapped, n: int):
+        super().__init__(wrapped)
+        self.n = n
+
+    def __call__(self, *args, **kwargs):
+        if len(self.calls) + 1 == self.n:
+            self.calls.append(kwargs)
+            raise KeyboardInterrupt
+        return super().__call__(*args, **kwargs)
+
+
+def moved_folder(model_dir: Path, root: Path) -> tuple[Path, dict[str, Path], dict]:
+    """A copy of the model folder `model_dir` at root/model, and copies of the encoder and LLM folders its
+    config.json names at root/moved-encoder and root/moved-llm (where they are "now", on another machine): (the
+    copy, {"encoder": ..., "llm": ...}, its config). The caller points the copy's config.json where it likes."""
+    import json
+    import shutil
+
+    config = json.loads((model_dir / "config.json").read_text())
+    moved = {key: root / f"moved-{key}" for key in ("encoder", "llm")}
+    for key, dst in moved.items():
+        shutil.copytree(config[key], dst)
+    shutil.copytree(model_dir, root / "model")
+    return root / "model", moved, config
+
+
 def trained_folder(model_dir: Path, root: Path, tasks: dict | None) -> Path:
     """A copy of the model folder `model_dir` (its files linked) with a train_config.json of data.tasks `tasks`
     (None: none, as a reference model imported by `llm-srt convert`): what `--task auto` reads."""
