@@ -867,6 +867,13 @@ def test_a_model_that_is_neither_a_baseline_nor_a_model_folder_is_refused_before
     (checkpoint / "trainer_state").mkdir()
     (checkpoint / "trainer_state" / "state.json").write_text(json.dumps({"config": {"data": {"tasks": {"srt": 1}}}}))
     run.check_models({"ckpt": str(checkpoint), "mt": "mt"}, str(missing), str(model_dir))  # mt loads no Whisper
+    # a baseline before a model folder (Table 3's order) was a TypeError: the baseline's --llm was read as the model
+    # folders' re-pointed folders
+    config = json.loads((model_dir / "config.json").read_text())
+    run.check_models({"c": "cascade", "ckpt": str(checkpoint)}, config["encoder"], config["llm"])
+    with pytest.raises(LLMSRTError, match=r"^--encoder .*typo: no such folder"):
+        run.check_models({"c": "cascade", "ckpt": str(checkpoint)}, config["encoder"], config["llm"],
+                         encoder=str(tmp_path / "typo"))
 
 
 def test_limit_takes_a_results_file_to_the_rows_decoded_beside_it(oracle, manifest, tmp_path, monkeypatch):

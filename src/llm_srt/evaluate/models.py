@@ -117,9 +117,9 @@ def check_models(run_now: dict[str, str], whisper: str | None, llm: str | None, 
     when that system's turn came, each stopped the run after every earlier system had decoded, with no report."""
     from ..model.speech_llm import CONFIG_FILE, read_config
 
-    given = {"encoder": encoder, "llm": model_llm}
-    if any(given.values()) and all(spec in SYSTEMS for spec in run_now.values()):
-        option = next(MODEL_FOLDER_OPTIONS[kind] for kind, folder in given.items() if folder)
+    repointed = {"encoder": encoder, "llm": model_llm}
+    if any(repointed.values()) and all(spec in SYSTEMS for spec in run_now.values()):
+        option = next(MODEL_FOLDER_OPTIONS[kind] for kind, folder in repointed.items() if folder)
         raise LLMSRTError(f"{option}: re-points a model folder's {'encoder' if option == '--encoder' else 'LLM'}, and "
                           "no --model to decode is a model folder; leave it out (a baseline's folders: --whisper, "
                           "--llm)")
@@ -136,9 +136,9 @@ def check_models(run_now: dict[str, str], whisper: str | None, llm: str | None, 
             except LLMSRTError as e:
                 raise LLMSRTError(f"--model {name}: {e}") from None
             for kind, option in MODEL_FOLDER_OPTIONS.items():
-                if not given[kind] and not isinstance(meta[kind], str):
+                if not repointed[kind] and not isinstance(meta[kind], str):
                     continue  # a damaged config.json: loading says what is wrong with it
-                value = given[kind] or checkpoint_relative(folder, meta[kind])  # as from_pretrained reads it
+                value = repointed[kind] or checkpoint_relative(folder, meta[kind])  # as from_pretrained reads it
                 try:
                     base = Path(resolve_model(value, kind))
                 except LLMSRTError as e:  # the embedded model, not converted
@@ -148,7 +148,7 @@ def check_models(run_now: dict[str, str], whisper: str | None, llm: str | None, 
                 what = "Whisper encoder" if kind == "encoder" else "LLM"
                 where = "" if base.is_absolute() else f" (a relative path starts at {Path.cwd()})"
                 why = "no such folder" if not base.exists() else "no config.json"
-                if given[kind]:
+                if repointed[kind]:
                     raise LLMSRTError(f"{option} {value}: {why}{where}; --model {name} loads its {what} from it: give "
                                       "the Hugging Face model folder it was trained with, where it is now")
                 raise LLMSRTError(f"--model {name}: {folder / CONFIG_FILE} names the {kind} {value}: {why}{where}"
