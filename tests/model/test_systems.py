@@ -55,10 +55,11 @@ def test_translation_start_is_after_the_tags_between_transcript_and_translation(
                        (tags + year + tags, 2), (tags, 0)):
         assert TranslationStart(tok, [True])(0, ids) == start, (ids, start)
         assert TranslationStart(tok, [False])(0, ids) == 0
-    for ids in (year + tags, tags + year + tags):  # the translation's first token, as the transcript's, at its step
+    for ids, n, want in ((tags + year + tags, 3, year[0]),  # the translation's first token, as the transcript's
+                         (tags + year + tags[:1], 2, tags[1])):  # the tags after the transcript, as the first ones
         logits = torch.zeros(1, 1, len(tok))
-        logits[0, 0, year[0]], logits[0, 0, year[1]] = 10.0, 5.0
-        assert _pick(logits, [ids], [0], 3, TranslationStart(tok, [True])).tolist() == [year[0]], ids
+        logits[0, 0, want], logits[0, 0, year[1]] = 10.0, 5.0
+        assert _pick(logits, [ids], [0], n, TranslationStart(tok, [True])).tolist() == [want], ids
 
 
 def alone(system, items, options=OPTS):
