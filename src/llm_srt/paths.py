@@ -125,6 +125,12 @@ def weight_files(folder: Path) -> list[Path]:
     return []
 
 
+def cwd_note(path: Path) -> str:
+    """What an error naming a missing `path` adds where the path is relative (from another folder, a mistyped one
+    looks fine): " (a relative path starts at CWD)"; "" for an absolute one."""
+    return "" if path.is_absolute() else f" (a relative path starts at {Path.cwd()})"
+
+
 def checkpoint_relative(directory: str | Path, path: str) -> str:
     """A model path in a checkpoint's config.json: a relative one is taken relative to the checkpoint when it
     exists there."""

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..data.manifest import Row
 from ..errors import LLMSRTError
-from ..paths import EMBEDDED, checkpoint_relative, resolve_model
+from ..paths import EMBEDDED, checkpoint_relative, cwd_note, resolve_model
 from ..model.systems import SYSTEMS
 from .report import UtteranceResult, check_languages, load_results
 
@@ -127,7 +127,7 @@ def check_models(run_now: dict[str, str], whisper: str | None, llm: str | None, 
         if spec not in SYSTEMS:
             folder = Path(spec)
             if not folder.exists():
-                where = "" if folder.is_absolute() else f" (a relative path starts at {Path.cwd()})"
+                where = cwd_note(folder)
                 raise LLMSRTError(f"--model {name}: {spec} is neither a baseline ({', '.join(SYSTEMS)}) nor a "
                                   f"folder{where}; give a model folder written by training or by `llm-srt convert`, "
                                   "or a baseline's name")
@@ -146,7 +146,7 @@ def check_models(run_now: dict[str, str], whisper: str | None, llm: str | None, 
                 if (base / "config.json").is_file():
                     continue
                 what = "Whisper encoder" if kind == "encoder" else "LLM"
-                where = "" if base.is_absolute() else f" (a relative path starts at {Path.cwd()})"
+                where = cwd_note(base)
                 why = "no such folder" if not base.exists() else "no config.json"
                 if repointed[kind]:
                     raise LLMSRTError(f"{option} {value}: {why}{where}; --model {name} loads its {what} from it: give "
@@ -160,7 +160,7 @@ def check_models(run_now: dict[str, str], whisper: str | None, llm: str | None, 
             except LLMSRTError as e:  # the embedded model, not converted
                 raise LLMSRTError(f"--model {name}: {e}, or give --{kind}") from None
             if not (folder / "config.json").is_file():
-                where = "" if folder.is_absolute() else f" (a relative path starts at {Path.cwd()})"
+                where = cwd_note(folder)
                 raise LLMSRTError(f"{f'--{kind} {given}' if given else f'the embedded {kind} {folder}'}: "
                                   f"{'no such folder' if not folder.exists() else 'no config.json'}"
                                   f"{where}; the {spec} baseline (--model {name}) loads its "

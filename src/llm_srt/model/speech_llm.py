@@ -24,7 +24,7 @@ from torch import nn
 
 from ..device import DTYPE_NAMES, compute_dtype, is_int8
 from ..errors import ConfigError, LLMSRTError
-from ..paths import atomic_dir, checkpoint_relative, resolve_model, weights_identity
+from ..paths import atomic_dir, checkpoint_relative, cwd_note, resolve_model, weights_identity
 from ..prompts import PROMPT_FORMAT_VERSION
 from .adapter import Adapter, build_adapter
 from .decoding import DecodingOptions, OnEnd, PartStart, eos_ids, generate_ids
@@ -534,7 +534,7 @@ def read_config(directory: Path) -> dict:
     """A model folder's config.json, checked (a one-line LLMSRTError if missing or damaged)."""
     file = directory / CONFIG_FILE
     if not directory.exists():  # a mistyped path, or a relative one from another folder: said as such
-        where = "" if directory.is_absolute() else f" (a relative path starts at {Path.cwd()})"
+        where = cwd_note(directory)
         raise LLMSRTError(f"{directory}: no such folder{where}; give a model folder written by training or by "
                           "`llm-srt convert`")
     if not directory.is_dir():
