@@ -186,17 +186,30 @@ class TranslationStart:
         self.begun: dict[int, list[tuple[int, ...]]] = {}  # row -> ids up to its transcript's first, after tags
 
     def __call__(self, row: int, ids: list[int]) -> int:
-        if not self.srt[row] or not any(map(self._closes, ids)):
+        if not self.srt[row]:
             return 0
-        start = self._first(self.found, row, ids, self._translated)
-        return start if start is not None else self._first(self.begun, row, ids, self._transcribing) or 0
+        if (start := self._known(self.found, row, ids)) is not None:  # its translation found at an earlier step
+            return start
+        if not any(map(self._closes, ids)):
+            return 0
+        if (start := self._first(self.found, row, ids, self._translated)) is not None:
+            return start
+        if (start := self._known(self.begun, row, ids)) is not None:  # its transcript's start, after leading tags
+            return start
+        return self._first(self.begun, row, ids, self._transcribing) or 0
 
-    def _first(self, heads: dict[int, list[tuple[int, ...]]], row: int, ids: list[int], test) -> int | None:
-        """The index of the id from which `test` holds for `ids`' prefixes (it holds for every longer one once it
-        holds: a search), kept in `heads` with the ids up to it; None where it does not hold yet."""
+    @staticmethod
+    def _known(heads: dict[int, list[tuple[int, ...]]], row: int, ids: list[int]) -> int | None:
+        """The index `_first` found for a hypothesis of `row` that `ids` extends (None: none found yet)."""
         for head in heads.get(row, ()):
             if len(ids) >= len(head) and tuple(ids[:len(head)]) == head:
                 return len(head) - 1
+        return None
+
+    def _first(self, heads: dict[int, list[tuple[int, ...]]], row: int, ids: list[int], test) -> int | None:
+        """The index of the id from which `test` holds for `ids`' prefixes (it holds for every longer one once it
+        holds: a search), kept in `heads` with the ids up to it (`_known` finds it there); None where it does not hold
+        yet."""
         if not test(ids):
             return None
         low, high = 1, len(ids)
