@@ -14,7 +14,6 @@ asr), one whose YAML writes `init_from: null` is refused (say which start), and 
 model it starts from (adapter options, LoRA, encoder and LLM; a finished stage's recorded start) before any trains.
 """
 
-import json
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -27,7 +26,8 @@ from ..config import MAX_CONFIG_BYTES, expand_variables, parse_yaml, short, spli
 from ..errors import ConfigError, LLMSRTError
 from ..model.adapter import adapter_options
 from .config import TrainConfig, load_config
-from .final import FINAL, INIT_RECORD, final_weights_changed, check_same_start, finished_steps, is_finished, quiet
+from .final import (FINAL, check_same_start, final_weights_changed, finished_steps, init_record, is_finished,
+                    quiet)
 from .parallel import release_groups
 from .preflight import check_before_start
 from .recipe import train
@@ -361,11 +361,9 @@ def _check_start_record(stage: Stage, start: Stage | None) -> None:
         except LLMSRTError as e:
             raise ConfigError(f"stage {stage.name} ({stage.file}): {str(e).removeprefix(f'[{cfg.stage}] ')}") from None
         return
-    try:
-        record = json.loads((out / FINAL / INIT_RECORD).read_text())
-        was, _ = record["init_from"], record["weights"]  # both, as check_same_start reads them
-    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+    if (record := init_record(out)) is None:
         return  # a final/ from before the record: not checked (as at its turn)
+    was, _ = record
     raise ConfigError(f"stage {stage.name} ({stage.file}): {out / FINAL} was trained from {was or 'scratch'}, and its "
                       f"start, stage {start.name}'s final/, {how} in this run, so {out / FINAL} cannot be this "
                       f"start's; remove {out / FINAL} or use another output_dir")

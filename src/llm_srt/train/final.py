@@ -112,14 +112,22 @@ def _check_finished_settings(cfg: TrainConfig, out: Path, world: int, log) -> No
             f"{'; '.join(changed)}")
 
 
+def init_record(out: Path) -> tuple[str | None, str | None] | None:
+    """(the folder its start was, the identity of that start's weights) from `out`'s final/ INIT_RECORD; None for a
+    final/ from before the record (or one that cannot be read): not checked."""
+    try:
+        record = json.loads((out / FINAL / INIT_RECORD).read_text())
+        return record["init_from"], record["weights"]
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        return None
+
+
 def check_same_start(cfg: TrainConfig, out: Path) -> None:
     """A finished model started from other weights than this config's model.init_from is another run's (e.g.
     SRT trained from SMT, now asked for without SMT): an error, never handed back as this run's result."""
-    try:
-        record = json.loads((out / FINAL / INIT_RECORD).read_text())
-        stored, was = record["weights"], record["init_from"]
-    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+    if (record := init_record(out)) is None:
         return  # a final/ from before the record: not checked
+    was, stored = record
     init = cfg.model.init_from
     current = resume.init_identity(init)
     if stored != current and not (init and current is None):  # a missing init_from folder: nothing to compare
