@@ -310,6 +310,8 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
         raise LLMSRTError(f"--manifest is needed to run {', '.join(run_now)} (only results files are scored "
                           "without one)")
     check_models(run_now, whisper, llm, encoder, model_llm)
+    folders = {name: baseline_folders(spec, whisper, llm) | model_folders(spec, encoder, model_llm)  # what each
+               for name, spec in run_now.items()}  # system loads its Whisper and LLM from (load_system's keywords)
     loaded = {name: load_runs(path) for name, path in models.items() if name not in run_now}  # before decoding
     check_inputs_kept(out, models, run_now, with_mt)
     placement = placement or device.resolve("auto")
@@ -345,8 +347,8 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
         for name, path in run_now.items():
             t = model_task(path) if task == AUTO_TASK else Task(task)
             mine = shard(select_rows(rows, t), rank, size)
-            folders = baseline_folders(path, whisper, llm) | model_folders(path, encoder, model_llm)
-            identity = journal.settings(path, folders.get("whisper") or folders.get("encoder"), folders.get("llm"),
+            given = folders[name]
+            identity = journal.settings(path, given.get("whisper") or given.get("encoder"), given.get("llm"),
                                         decoding_record({name: t.value}, options, placement, False), batch_size,
                                         group, size)
             opened[name] = (t, mine, {
@@ -368,9 +370,7 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
                f"run kept ({partial}), {sum(todo.values())} to go" if any(j.rows for _, j in journals.values())
                else ""))
         if any(todo.values()):  # every row kept: the model is not even loaded
-            translator = SpeechTranslator(load_system(run_now[name], placement,
-                                                       **baseline_folders(run_now[name], whisper, llm),
-                                                       **model_folders(run_now[name], encoder, model_llm)), name)
+            translator = SpeechTranslator(load_system(run_now[name], placement, **folders[name]), name)
             rs, j = journals["hyps"]
             with tqdm(total=len(rs), initial=len(rs) - todo["hyps"], desc=f"evaluate {name}") as bar:
                 decode_in_groups(j, rs, group, lambda g: run_system(translator, g, t, options, batch_size,
