@@ -64,6 +64,9 @@ def embedded_llm_dir() -> Path:
 WEIGHT_SUFFIXES = (".safetensors", ".gguf", ".bin", ".pt", ".pth")  # a folder's weight files, by preference
 SAMPLES, SAMPLE_BYTES = 16, 1 << 16  # evenly spaced blocks a weight file is sampled at, and their size
 EMBEDDED = "embedded"  # the model name that stands for the converted embedded default in configs and checkpoints
+# the records training writes (train/) and inference reads to learn what a model folder was trained for (model/)
+TRAIN_CONFIG = "train_config.json"  # in a finished model folder (final/): the run's config
+STATE_DIR, STATE_JSON = "trainer_state", "state.json"  # in a checkpoint folder: its trainer state (its "config" too)
 
 
 def resolve_model(value: str, kind: str) -> str:

@@ -996,10 +996,8 @@ def test_auto_is_what_the_model_folder_was_trained_for_read_before_it_loads(spee
                                               r"on \(.+\); give the task \(--task, a request's task\), or fix or "
                                               r"remove the file \(a folder without it runs srt\)$"):
             trained_task(tmp_path / "none")
-    from llm_srt.model import systems
     from llm_srt.train import checkpoint
 
-    assert systems.CHECKPOINT_STATE == (checkpoint.STATE_DIR, checkpoint.STATE_JSON)
     # a checkpoint folder is a model folder too: its saved config's tasks (until a review it ran srt)
     checkpoint.save(tmp_path / "run", 4, lambda folder: folder.mkdir(parents=True, exist_ok=True),
                     {"config": {"data": {"tasks": {"s2tt": 1.0}}}})

@@ -36,7 +36,7 @@ import torch
 from .. import languages
 from ..device import Placement
 from ..errors import LLMSRTError
-from ..paths import EMBEDDED, resolve_model
+from ..paths import EMBEDDED, STATE_DIR, STATE_JSON, TRAIN_CONFIG, resolve_model
 from ..prompts import Task, after_first_tags, build, parse_srt, tag
 from .protocol import CANNOT_RUN, LID_MISSING, Item, Output, System, cap, split_output
 from .whisper_system import WhisperSystem, detect_language
@@ -48,9 +48,6 @@ MT_TEMPLATE = "Translate the following {src} text into {tgt}.\n{src}: {text}\n{t
 TAG_HEAD = re.compile(r"<(\|[A-Za-z_-]*\|?)?")  # the start of a language tag still being written ("<", "<|de", ...)
 LEAD_TAGS = re.compile(r"\s*(?:<\|[a-z]{2,3}(?:[-_][A-Za-z]+)?\|>\s*)+")  # tags an output begins with (the prompt's)
 AUTO_TASK = "auto"  # --task auto, a request without task: the task the model was trained for (auto_task)
-TRAIN_CONFIG = "train_config.json"  # in a trained model folder (train/final.py writes it): its data.tasks
-CHECKPOINT_STATE = ("trainer_state", "state.json")  # in a checkpoint folder (train/checkpoint.py's STATE_DIR and
-#   STATE_JSON; a test keeps them equal): its "config" holds the same data.tasks, where no TRAIN_CONFIG is
 # the task a model trained mainly on a task runs at inference: an SMT-stage model has no transcript given, so it runs
 # its ASR, then its SMT (the paper's "w/o SRT"); anything else (srt, a text-only mt stage) runs SRT
 INFERENCE_TASK = {Task.S2TT: Task.S2TT, Task.ASR: Task.ASR, Task.SMT: Task.ASR_SMT}
@@ -426,7 +423,7 @@ def trained_tasks(model: str | Path) -> tuple[Task, ...]:
     any model loads."""
     file = Path(model) / TRAIN_CONFIG
     if not file.is_file():  # a checkpoint's record: its saved config
-        file = Path(model).joinpath(*CHECKPOINT_STATE)
+        file = Path(model) / STATE_DIR / STATE_JSON  # (its "config" holds the same data.tasks)
     if str(model) in SYSTEMS or not file.is_file():
         return ()
     try:

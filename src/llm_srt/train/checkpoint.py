@@ -36,13 +36,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import LLMSRTError
-from ..paths import atomic_file, fsync_dir, share_files
+from ..paths import STATE_DIR, STATE_JSON, atomic_file, fsync_dir, share_files
 
 logger = logging.getLogger(__name__)
 
 CHECKSUMS = "checksums.json"
-STATE_DIR = "trainer_state"
-STATE_JSON = "state.json"  # trainer state without its tensors (they are references into STATE_TENSORS)
+# STATE_JSON (in STATE_DIR): trainer state without its tensors (they are references into STATE_TENSORS)
 STATE_TENSORS = "tensors.safetensors"
 DEV_SET = "dev_set"  # in STATE_JSON: what its dev_loss was measured on (`measured_on`)
 LEGACY_STATE = "state.pt"  # the pickled trainer state of earlier versions: refused

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .. import config as config_lib
 from ..errors import ConfigError, LLMSRTError
+from ..paths import TRAIN_CONFIG
 from . import checkpoint, resume
 from .config import TrainConfig
 
@@ -35,7 +36,7 @@ def _more_steps_refused(said: str, done: int, max_steps: int) -> str:
 def finished_steps(output_dir: str | Path) -> int | None:
     """max_steps the finished model was trained for (None if its train_config.json is missing or unreadable)."""
     try:
-        return int(json.loads((Path(output_dir) / FINAL / "train_config.json").read_text())["max_steps"])
+        return int(json.loads((Path(output_dir) / FINAL / TRAIN_CONFIG).read_text())["max_steps"])
     except (OSError, ValueError, KeyError, TypeError, OverflowError, RecursionError):
         return None
 
@@ -76,7 +77,7 @@ def final_weights_changed(cfg: TrainConfig, out: Path, log) -> bool:
     the key: the paper configs now ask for best), with the checkpoint at max_steps still there to write final/
     again from (the run resumes there and trains nothing). Without that checkpoint final/ is kept, said so."""
     try:
-        had = json.loads((out / FINAL / "train_config.json").read_text()).get("final_weights", "last")
+        had = json.loads((out / FINAL / TRAIN_CONFIG).read_text()).get("final_weights", "last")
     except (OSError, ValueError, AttributeError):
         return False
     if had == cfg.final_weights:
@@ -176,7 +177,7 @@ def _save_final(model, out: Path, weights: dict, cfg: TrainConfig, settings: dic
     try:
         model.save_pretrained(out / FINAL, state=weights, extra_files={  # one folder, whole or not at all: a
             #   final/ without its train_config.json would count as finished and never continue
-            "train_config.json": json.dumps(config_lib.to_dict(cfg), indent=2) + "\n",
+            TRAIN_CONFIG: json.dumps(config_lib.to_dict(cfg), indent=2) + "\n",
             RUN_SETTINGS: json.dumps(settings, indent=1) + "\n",  # what a later run of this output_dir must match
             INIT_RECORD: json.dumps({"init_from": cfg.model.init_from, "weights": settings[resume.INIT_KEY]}) + "\n"})
         #   init_from: the path as configured (a folder moved stays readable)
