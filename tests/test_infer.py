@@ -766,7 +766,8 @@ def test_a_failed_segment_is_counted_and_the_inputs_other_segments_kept(tmp_path
     assert (tmp_path / "out" / "talk.srt").read_text().count("-->") == 3
     assert not (tmp_path / "out" / "talk.srt.incomplete").exists()  # (which --skip-existing would never redo)
     assert cli.main([*again, "--line-width", "30"]) == 3  # with other settings: the earlier output goes, said so
-    assert f"{tmp_path / 'out' / 'talk.srt'}, an earlier run's output, removed" in capsys.readouterr().err
+    assert (f"{tmp_path / 'out' / 'talk.srt'}, an earlier run's output of other audio or settings, removed: this run "
+            "translated that input again and failed in part") in capsys.readouterr().err
     assert not (tmp_path / "out" / "talk.srt").exists() and (tmp_path / "out" / "talk.srt.incomplete").is_file()
     own = tmp_path / "own" / "talk.srt"  # a file no run recorded (the user's, or a run killed before its record)
     own.parent.mkdir()

@@ -195,32 +195,19 @@ def main(args) -> int:
                 except OSError as e:
                     print(f"llm-srt translate: {shown(str(outputs[k]))}, an earlier run's output of other audio or "
                           f"settings, is left in place: cannot remove it ({e.strerror or e})", file=sys.stderr)
-            if text is not None:
-                # an input that failed in part: its segments that did not fail beside its output, whose name
-                # --skip-existing takes for a finished input, so that a later run translates it again whole
+            if text is not None and r.error:  # failed in part: its segments that did not fail in *.incomplete
+                kept = _keep_part(r, outputs[k], text, before.get(record_key(outputs[k], out_dir)),
+                                  {"settings": settings, "input": source(k)})
+                if kept == "whole":
+                    whole.add(k)
+                elif kept == "lost":
+                    lost.add(k)
+            elif text is not None:
                 try:
-                    if r.error and outputs[k].is_file() and before.get(record_key(outputs[k], out_dir)) == {
-                            "settings": settings, "input": source(k)}:  # this job's whole output, from a run before
-                        whole.add(k)
-                        print(f"llm-srt translate: {shown(str(outputs[k]))}, an earlier run's whole output of that "
-                              "input with these settings, kept: this run failed on part of it", file=sys.stderr)
-                        return
-                    write_whole(incomplete(outputs[k]) if r.error else outputs[k], text)
-                    if not r.error:
-                        record_written(out_dir, outputs[k], settings, source(k))
-                    stale = outputs[k] if r.error else incomplete(outputs[k])  # an earlier run's output of it
-                    if r.error and stale.is_file() and not is_stale(before.get(record_key(stale, out_dir)), settings,
-                                                                  source(k)):  # as an input failing whole keeps it
-                        print(f"llm-srt translate: {shown(str(stale))} is left in place: no run's record says it is "
-                              "an earlier output of this input from other audio or settings (your own file, another "
-                              "input's, or a run killed before its record); this run's segments that did not fail "
-                              "are beside it", file=sys.stderr)
-                    elif stale.is_file():
-                        stale.unlink()
-                        if r.error:
-                            print(f"llm-srt translate: {shown(str(stale))}, an earlier run's output, removed: this "
-                                  "run translated that input again, with other settings, and failed in part",
-                                  file=sys.stderr)
+                    write_whole(outputs[k], text)
+                    record_written(out_dir, outputs[k], settings, source(k))
+                    if incomplete(outputs[k]).is_file():  # an earlier run's output of it in part
+                        incomplete(outputs[k]).unlink()
                 except (LLMSRTError, OSError) as e:  # this input's output is lost, the others' are still written
                     lost.add(k)
                     print(f"llm-srt translate: {e}", file=sys.stderr)
@@ -250,8 +237,8 @@ def main(args) -> int:
                         f"the {len(finished)} of {len(args.audio)} inputs done before the run was stopped{part}")
         elif outputs:
             for k, r in sorted(stopped.items()):
-                if r.kept and _keep_stopped(r, outputs[k], args, before.get(record_key(outputs[k], out_dir)),
-                                            {"settings": settings, "input": source(k)}):
+                if r.kept and _keep_part(r, outputs[k], _render(r, args), before.get(record_key(outputs[k], out_dir)),
+                                         {"settings": settings, "input": source(k)}, stopped=True) == "written":
                     translated.add(k)
         for k in sorted(ready):  # the inputs done after one still running, which stdout's order held back, each
             name, shown_text = ready[k]  # under its name
@@ -291,38 +278,43 @@ def main(args) -> int:
     return SOME_FAILED if failed or partly or cut or unwritten else 0  # results.json unwritten: not 2, a refusal
 
 
-def _keep_stopped(r: TranslationResult, output: Path, args, entry: dict | None, job: dict) -> bool:
-    """Write an input the run was stopped in (its segments done, `infer` on_stopped) to `output`'s *.incomplete file,
-    said on stderr, as an input failed in part is (--skip-existing translates it again whole): `output` itself, an
-    earlier run's output of this input from other audio or settings (its record `entry` is not this `job`'s
-    {"settings", "input"}: `is_stale`), is removed, and said, a file no record says is one is left and said; not
-    where `output` is this job's whole output from a run before (kept, and said). Whether it was written."""
+def _keep_part(r: TranslationResult, output: Path, text: str, entry: dict | None, job: dict,
+               stopped: bool = False) -> str:
+    """Write `text`, an input that failed in part or that the run was `stopped` in (its segments done, `infer`
+    on_stopped), to `output`'s *.incomplete file, whose name --skip-existing does not take for a finished input (a
+    later run translates it again whole). `output` itself, an earlier run's output of this input from other audio or
+    settings (its record `entry` is not this `job`'s {"settings", "input"}: `is_stale`), is removed; a file no record
+    says is one is left. Not where `output` is this job's whole output from a run before: kept. Each said on stderr.
+    "written", "whole" (the earlier whole output kept) or "lost" (cannot be written: said)."""
     import sys
 
-    if entry == job:
-        print(f"llm-srt translate: {shown(str(output))}, an earlier run's whole output of {r.audio} with these "
-              f"settings, kept: {r.error}", file=sys.stderr)
-        return False
+    if output.is_file() and entry == job:
+        print(f"llm-srt translate: {shown(str(output))}, an earlier run's whole output of that input with these "
+              f"settings, kept: {r.error if stopped else 'this run failed on part of it'}", file=sys.stderr)
+        return "whole"
     try:
-        write_whole(incomplete(output), _render(r, args))
-    except (LLMSRTError, OSError) as e:
+        write_whole(incomplete(output), text)
+    except (LLMSRTError, OSError) as e:  # this input's output is lost, the others' are still written
         print(f"llm-srt translate: {e}", file=sys.stderr)
-        return False
-    print(f"llm-srt translate: {r.audio}: {r.error}; the {len(r.kept)} translated are in "
-          f"{shown(str(incomplete(output)))} (--skip-existing translates it again whole)", file=sys.stderr)
+        return "lost"
+    if stopped:  # (an input failed in part has its error said already, its segments' count in the totals)
+        print(f"llm-srt translate: {r.audio}: {r.error}; the {len(r.kept)} translated are in "
+              f"{shown(str(incomplete(output)))} (--skip-existing translates it again whole)", file=sys.stderr)
+    how = "was stopped in it" if stopped else "failed in part"
     if output.is_file() and is_stale(entry, job["settings"], job["input"]):
         try:
             output.unlink()
             print(f"llm-srt translate: {shown(str(output))}, an earlier run's output of other audio or settings, "
-                  "removed: this run translated that input again and was stopped in it", file=sys.stderr)
+                  f"removed: this run translated that input again and {how}", file=sys.stderr)
         except OSError as e:
             print(f"llm-srt translate: {shown(str(output))}, an earlier run's output of other audio or settings, is "
                   f"left in place: cannot remove it ({e.strerror or e})", file=sys.stderr)
     elif output.is_file():
         print(f"llm-srt translate: {shown(str(output))} is left in place: no run's record says it is an earlier "
               "output of this input from other audio or settings (your own file, another input's, or a run killed "
-              "before its record); this run's segments done are beside it", file=sys.stderr)
-    return True
+              f"before its record); this run's segments {'done' if stopped else 'that did not fail'} are beside it",
+              file=sys.stderr)
+    return "written"
 
 
 def _print_json(entries: list[dict], out_dir: Path | None, partial: str | None = None) -> bool:
