@@ -139,33 +139,35 @@ def check_models(run_now: dict[str, str], whisper: str | None, llm: str | None, 
                 if not repointed[kind] and not isinstance(meta[kind], str):
                     continue  # a damaged config.json: loading says what is wrong with it
                 value = repointed[kind] or checkpoint_relative(folder, meta[kind])  # as from_pretrained reads it
-                try:
-                    base = Path(resolve_model(value, kind))
-                except LLMSRTError as e:  # the embedded model, not converted
-                    raise LLMSRTError(f"--model {name}: {e}, or give {option}") from None
-                if (base / "config.json").is_file():
+                base, why = _model_folder(name, value, kind, option)
+                if why is None:
                     continue
                 what = "Whisper encoder" if kind == "encoder" else "LLM"
-                where = cwd_note(base)
-                why = "no such folder" if not base.exists() else "no config.json"
                 if repointed[kind]:
-                    raise LLMSRTError(f"{option} {value}: {why}{where}; --model {name} loads its {what} from it: give "
-                                      "the Hugging Face model folder it was trained with, where it is now")
-                raise LLMSRTError(f"--model {name}: {folder / CONFIG_FILE} names the {kind} {value}: {why}{where}"
+                    raise LLMSRTError(f"{option} {value}: {why}; --model {name} loads its {what} from it: give the "
+                                      "Hugging Face model folder it was trained with, where it is now")
+                raise LLMSRTError(f"--model {name}: {folder / CONFIG_FILE} names the {kind} {value}: {why}"
                                   + (f"; a model folder moved to another machine: give its {what} where it is now "
                                      f"with {option}" if not base.exists() else f"; give its {what} with {option}"))
         for kind, given in baseline_folders(spec, whisper, llm).items():
-            try:
-                folder = Path(resolve_model(given or EMBEDDED, "encoder" if kind == "whisper" else "llm"))
-            except LLMSRTError as e:  # the embedded model, not converted
-                raise LLMSRTError(f"--model {name}: {e}, or give --{kind}") from None
-            if not (folder / "config.json").is_file():
-                where = cwd_note(folder)
-                raise LLMSRTError(f"{f'--{kind} {given}' if given else f'the embedded {kind} {folder}'}: "
-                                  f"{'no such folder' if not folder.exists() else 'no config.json'}"
-                                  f"{where}; the {spec} baseline (--model {name}) loads its "
+            folder, why = _model_folder(name, given or EMBEDDED, "encoder" if kind == "whisper" else "llm", f"--{kind}")
+            if why is not None:
+                raise LLMSRTError(f"{f'--{kind} {given}' if given else f'the embedded {kind} {folder}'}: {why}; the "
+                                  f"{spec} baseline (--model {name}) loads its "
                                   f"{'Whisper' if kind == 'whisper' else 'LLM'} from it: give a Hugging Face model "
                                   f"folder, or leave --{kind} out for the embedded one")
+
+
+def _model_folder(name: str, value: str, kind: str, option: str) -> tuple[Path, str | None]:
+    """`value`, a model folder or "embedded", as the folder of a `kind` (encoder | llm) that --model `name` loads
+    (`option` gives another), and what is wrong with it: None where it has its config.json."""
+    try:
+        folder = Path(resolve_model(value, kind))
+    except LLMSRTError as e:  # the embedded model, not converted
+        raise LLMSRTError(f"--model {name}: {e}, or give {option}") from None
+    if (folder / "config.json").is_file():
+        return folder, None
+    return folder, ("no such folder" if not folder.exists() else "no config.json") + cwd_note(folder)
 
 
 def pooled(runs: list[list[UtteranceResult]]) -> list[UtteranceResult]:
