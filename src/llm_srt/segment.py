@@ -107,10 +107,11 @@ def segment(samples: np.ndarray, sr: int = SAMPLE_RATE, max_seconds: float | Non
     db = frame_db(samples, sr)
     min_len = int(round(opts.min_speech / hop))
     noise_top = _noise_top(db[(db > SILENCE_DB) & ~_dropout_frames(samples, sr)])
-    thresholds = _thresholds(db, min_len, opts, noise_top)
+    floor = float(np.percentile(db, FLOOR_PERCENTILE))  # the clip's noise floor
+    thresholds = _thresholds(db, floor, min_len, opts, noise_top)
     if thresholds is None:
         return []
-    room = _room_tone(db, min_len, hop, thresholds[1], float(np.percentile(db, FLOOR_PERCENTILE)))
+    room = _room_tone(db, min_len, hop, thresholds[1], floor)
     regions = _speech_regions(db, opts, hop, noise_top, thresholds, room)
     if not regions:
         return []
@@ -126,7 +127,7 @@ def segment(samples: np.ndarray, sr: int = SAMPLE_RATE, max_seconds: float | Non
             _fit(group, db, max_frames)
     spans = _merge_short(spans, int(round(opts.min_seconds / hop)), split, max_frames)
     meets = _meeting_frames(spans, db, split, int(round(opts.pad / hop)))
-    tails = _sound_ends(spans, meets, db, int(round(TAIL_SECONDS / hop)), room)
+    tails = _sound_ends(spans, meets, db, floor, int(round(TAIL_SECONDS / hop)), room)
     return _to_seconds(spans, samples.size / sr, opts.pad, win, hop, opts.max_seconds, meets, tails)
 
 
@@ -145,14 +146,13 @@ def _pause_frames(seconds: float, win: float, hop: float) -> int:
     return max(1, math.floor((seconds - win) / hop + 1e-6))
 
 
-def _sound_ends(spans: list[tuple[int, int]], meets: list[int | None], db: np.ndarray, reach: int,
+def _sound_ends(spans: list[tuple[int, int]], meets: list[int | None], db: np.ndarray, floor: float, reach: int,
                 room: np.ndarray) -> list[int]:
     """Where each span's sound ends: past its speech, the last frame within `reach` frames that stands TAIL_DB above
-    the clip's floor (a word's quiet ending, a fricative 10-15 dB under the speech after a stop's silent closure,
+    the clip's `floor` (a word's quiet ending, a fricative 10-15 dB under the speech after a stop's silent closure,
     falls under the thresholds when the floor sits inside pause-less speech) and is no room tone (`room`: louder
     than that floor throughout), else its speech's end; a span that meets its neighbour (`meets`) reaches the
     meeting frame already."""
-    floor = float(np.percentile(db, FLOOR_PERCENTILE))
     tails = []
     for i, (_, end) in enumerate(spans):
         stop = min(end + reach, spans[i + 1][0] if i + 1 < len(spans) else db.size)
@@ -252,15 +252,16 @@ def _speech_regions(db: np.ndarray, opts: SegmentOptions, hop: float, noise_top:
     return [(a, b) for a, b in bridged if b - a >= min_len and loud[a:b].any()]
 
 
-def _thresholds(db: np.ndarray, min_frames: int, opts: SegmentOptions, noise_top: float) -> tuple[float, float] | None:
-    """(high, low) speech thresholds in dBFS for frame levels `db`, or None when the clip holds no speech.
+def _thresholds(db: np.ndarray, floor: float, min_frames: int, opts: SegmentOptions,
+                noise_top: float) -> tuple[float, float] | None:
+    """(high, low) speech thresholds in dBFS for frame levels `db` over a noise `floor` (FLOOR_PERCENTILE), or None
+    when the clip holds no speech.
 
     The speech level is the clip's loud frames (LEVEL_PERCENTILE) when they stand out from its noise floor. When
     they do not, speech fills a few percent of the clip at most (or none of it), and thresholds under them would
     cut the noise blindly: the level is then taken from the frames that do stand out. Fewer than `min_frames` of
     those: the clip is at one steady level, all speech when louder than STEADY_SPEECH_DB, else none.
     """
-    floor = float(np.percentile(db, FLOOR_PERCENTILE))
     level = float(np.percentile(db, LEVEL_PERCENTILE))
     if level < floor + STEADY_SPREAD_DB:  # the loud frames are noise: speech, if any, fills a few percent
         risen = _standout_level(db, floor, min_frames)
