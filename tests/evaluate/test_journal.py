@@ -4,6 +4,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -457,6 +458,10 @@ def test_a_model_folder_is_known_by_its_config_and_weights(tmp_path):
     (model / "config.json").write_text(json.dumps({"encoder": "../whisper", "llm": "/nowhere/llm"}))
     assert journal.model_files(str(model))["base"] == {  # a relative path: from the checkpoint, as the loader
         "encoder": journal.model_files(str(other)), "llm": "/nowhere/llm"}  # reads it; no folder: the name
+    llm = tmp_path / "llm"  # a Hugging Face folder (config.json, weights) given as --llm, --model-llm: its bytes are
+    shutil.copytree(model, llm)  # not read either (Qwen2.5-32B: 64 GB, on every rank, at each start)
+    known = journal.settings("cascade", str(other), str(llm), {}, 8, 128, 1)
+    assert known["llm"] == journal._stats(llm) and known["whisper"] == journal._stats(other)
     long = "/scratch/users/someone/models/whisper-large-v3"
     [moved] = journal.differences({"whisper": long + "-a"}, {"whisper": long + "-b"})
     assert moved == 'whisper: ...ls/whisper-large-v3-a" -> ...ls/whisper-large-v3-b"'  # where they differ

@@ -62,6 +62,13 @@ def _stats(folder: Path) -> dict[str, str]:
     return {f.name: f"{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in sorted(folder.iterdir()) if f.is_file()}
 
 
+def _base(value: str) -> dict[str, str] | str:
+    """A baseline's Whisper or LLM folder (--whisper / --llm), or the one a model folder's is re-pointed at
+    (--encoder / --model-llm), by `_stats`: a Hugging Face folder holds a config.json and weights as a trained model
+    folder does, and `model_files` read all of Qwen2.5-32B's 64 GB on every rank at each start. A name stays a name."""
+    return _stats(Path(value)) if Path(value).is_dir() else value
+
+
 def _base_folders(config: Path) -> dict[str, object]:
     """The encoder and LLM folders a model's config.json names ("embedded": the converted embedded default's), each
     by `_stats`; a name that is no folder here stays as it is (loading the model will say what is missing)."""
@@ -88,7 +95,7 @@ def settings(model: str, whisper: str | None, llm: str | None, decoding: dict, b
     """A journal's settings: everything but the rows that makes its outputs what they are (as JSON reads back)."""
     return json.loads(json.dumps({
         "llm_srt": __version__, "model": model_files(model),
-        "whisper": whisper and model_files(str(whisper)), "llm": llm and model_files(str(llm)),
+        "whisper": whisper and _base(str(whisper)), "llm": llm and _base(str(llm)),
         "decoding": decoding,
         "layout": {"batch_size": batch_size, "group_rows": group_rows, "world_size": world_size}}, default=str))
 
