@@ -32,6 +32,17 @@ def test_shapes_follow_audio_length(enc):
     assert mask.sum(1).tolist() == [math.ceil(51 / 2), math.ceil(123 / 2)]
 
 
+def test_features_under_the_callers_bf16_autocast_are_the_fp32_ones(enc):
+    """Training's step and the feature cache's fill run the encoder under bf16 autocast; the log-mel inside it ran
+    the mel filters' matmul in bf16 (a TypeError on the CPU: numpy takes no bf16; a coarser input than inference's
+    on CUDA, where autocast runs matmul in bf16 too). It is computed outside autocast."""
+    clips = [tiny.tone(0.8, 300), tiny.tone(1.1, 450, seed=2)]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mel, mel_mask = enc.features(clips)
+    fp32, fp32_mask = enc.features(clips)
+    assert mel.dtype == torch.float32 and torch.equal(mel, fp32) and torch.equal(mel_mask, fp32_mask)
+
+
 def test_padding_in_a_batch_does_not_change_real_frames(enc):
     short, long = tiny.tone(0.7, 250), tiny.tone(2.0, 700, seed=3)
     alone, alone_mask = enc.encode([short])

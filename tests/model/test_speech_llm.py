@@ -560,6 +560,10 @@ def test_checkpoint_errors(tmp_path):
     (folder / "config.json").write_text(json.dumps({**meta, "lora": {"r": 4, "use_dora": False}}))
     with pytest.raises(LLMSRTError, match=r"config.json: unknown lora option 'use_dora' \(this llm-srt knows r, "):
         SpeechLLM.from_pretrained(folder)  # (a TypeError traceback)
+    for bad in ({"num_heads": 7}, {"dropout": 2.0}):  # out-of-range adapter options (torch's errors, tracebacks)
+        (folder / "config.json").write_text(json.dumps({**meta, "adapter_kwargs": {**meta["adapter_kwargs"], **bad}}))
+        with pytest.raises(LLMSRTError, match=rf"config.json: adapter '{meta['adapter']}': bad options .*"):
+            SpeechLLM.from_pretrained(folder)
 
 
 def test_loading_with_other_frozen_weights_of_the_same_shape_says_so(tmp_path, caplog):

@@ -181,5 +181,6 @@ def build_adapter(kind: str, encoder_dim: int, llm_dim: int, **kwargs) -> Adapte
     check_options(kind, kwargs)
     try:
         return ADAPTERS[kind](encoder_dim=encoder_dim, llm_dim=llm_dim, **kwargs)
-    except TypeError as e:
+    except (TypeError, ValueError, RuntimeError) as e:  # a model folder's config.json, edited: num_heads 7 with
+        # hidden 32, a negative width, dropout 2.0 (torch's errors, whose tracebacks named no file)
         raise ConfigError(f"adapter {kind!r}: bad options {kwargs} ({e})") from None

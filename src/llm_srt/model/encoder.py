@@ -162,9 +162,12 @@ class WhisperEncoder(nn.Module):
             audio = np.pad(audio, (0, MIN_SAMPLES - len(audio)))  # 160-200 sample array was a bare RuntimeError)
         padding = "max_length" if self.pad_to_30s else "longest"
         # the STFT runs where the encoder runs: on a GPU ~20x faster than numpy's per clip (bench: 5.4 ms a 10 s clip
-        # on the CPU, ~5 s per 1,000 utterances), equal to the CPU's within 1e-5 (the extractor's own tolerance)
-        out = self.feature_extractor(audio, sampling_rate=SAMPLE_RATE, padding=padding, max_length=N_SAMPLES_30S,
-                                     truncation=False, return_tensors="np", device=str(self.device))
+        # on the CPU, ~5 s per 1,000 utterances), equal to the CPU's within 1e-5 (the extractor's own tolerance);
+        # outside the caller's bf16 autocast (training's step, the feature cache's fill), which ran the mel filters'
+        # matmul in bf16: a coarser input than inference's, and on the CPU a TypeError (numpy takes no bf16)
+        with torch.autocast(self.device.type, enabled=False):
+            out = self.feature_extractor(audio, sampling_rate=SAMPLE_RATE, padding=padding, max_length=N_SAMPLES_30S,
+                                         truncation=False, return_tensors="np", device=str(self.device))
         return out["input_features"][0].astype(np.float32)
 
     def forward(self, mel: torch.Tensor, mel_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
