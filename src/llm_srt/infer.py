@@ -10,9 +10,11 @@ Work items (what goes to the system) stay apart from the results (built from the
 input is finished).
 
 Here too: the command-line options that choose and run a model and cut its speech, shared by `llm-srt translate` and
-`serve` (add_model_arguments, translator_from_args, add_segment_argument, segment_options), and the check of
-subtitles without a cue that both refuse (missing_cue_text). The `translate` command itself (its arguments, its
-outputs; the files of --out-dir are out_files.py's) is translate.py, which imports this module, never the reverse.
+`serve` (add_model_arguments, translator_from_args, add_segment_argument, segment_options), the check of
+subtitles without a cue that both refuse (missing_cue_text), and the notes both give on segments without a
+translation or cut at their token cap (untranslated_note, capped_note). The `translate` command itself (its
+arguments, its outputs; the files of --out-dir are out_files.py's) is translate.py, which imports this module, never
+the reverse.
 """
 
 import logging
@@ -497,6 +499,20 @@ def _result(a: _Input, lang: str | None, duration: float, segments: list[Segment
         a.label, lang, a.tgt, a.task.value, duration=duration, segments=segments,
         error=error or segments_error(segments), transcript=_joined([s.transcript for s in segments], lang),
         translation=_joined([s.translation for s in segments], a.tgt), warning=warnings[0] if warnings else None)
+
+
+def untranslated_note(r: TranslationResult) -> str | None:
+    """The line on a result's segments that came back without a translation, if any (`translate` prints it after the
+    input's name; `serve` answers it as the warning: an empty translation was a plain 200)."""
+    return (f"{r.untranslated} of {len(r.segments)} segments got no translation (the model wrote none, or reached "
+            "the segment's token budget first); their transcripts are kept") if r.untranslated else None
+
+
+def capped_note(r: TranslationResult) -> str | None:
+    """The line on a result's segments cut at their token cap, if any (beside `untranslated_note`)."""
+    n = sum(s.capped for s in r.segments)
+    return (f"{n} of {len(r.segments)} segments reached their token cap (--max-new-tokens, or the segment's duration "
+            "budget): their text is cut there") if n else None
 
 
 def _joined(texts: list[str], lang: str | None) -> str:

@@ -21,8 +21,8 @@ from . import device as placement_of
 from . import languages, subtitles
 from .audio import WINDOW_SECONDS
 from .errors import DeviceFailed, LLMSRTError, Terminated, shown
-from .infer import (MIN_LINE_WIDTH, TranslationResult, add_model_arguments, add_segment_argument, missing_cue_text,
-                    segment_options, translator_from_args)
+from .infer import (MIN_LINE_WIDTH, TranslationResult, add_model_arguments, add_segment_argument, capped_note,
+                    missing_cue_text, segment_options, translator_from_args, untranslated_note)
 from .model.decoding import DecodingOptions, decoding_from_args
 from .model.systems import AUTO_TASK, SYSTEMS, trained_task, trained_tasks
 from .out_files import (INCOMPLETE, PARTIAL_JSON, check_not_inputs, check_not_others, check_results_kept,
@@ -370,9 +370,8 @@ def _note(r: TranslationResult, args) -> str | None:
     if args.format in ("srt", "vtt") and not subtitles.segment_cues(r.segments, args.subtitles):
         return (f"{r.audio}: no cue to write: the model gave its {len(r.segments)} segments no text to show "
                 f"(--subtitles {args.subtitles})")
-    if r.untranslated:
-        return (f"{r.audio}: {r.untranslated} of {len(r.segments)} segments got no translation (the model wrote "
-                "none, or reached the segment's token budget first); their transcripts are kept")
+    if (note := untranslated_note(r)) is not None:
+        return f"{r.audio}: {note}"
     return None
 
 
@@ -403,9 +402,7 @@ def _task_not_trained(model: str, told: Task) -> str | None:
 
 def _capped_note(r: TranslationResult) -> str | None:
     """One input's line for stderr on its segments cut at their token cap, if any (beside `_note`'s)."""
-    n = sum(s.capped for s in r.segments)
-    return (f"{r.audio}: {n} of {len(r.segments)} segments reached their token cap (--max-new-tokens, or the "
-            "segment's duration budget): their text is cut there") if n else None
+    return f"{r.audio}: {note}" if (note := capped_note(r)) is not None else None
 
 
 FILE_SUFFIX = {"text": ".txt", "srt": ".srt", "vtt": ".vtt"}  # --format -> the extension of each input's file

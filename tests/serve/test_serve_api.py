@@ -84,7 +84,7 @@ def test_translation_in_every_format(client, clip, expected):
         "text": srt.translation, "transcript": srt.transcript, "translation": srt.translation,
         "forced_tags": srt.forced_tags,  # SRT rows whose language tags greedy decoding wrote for the model
         "capped": srt.capped,  # a segment's output reached its token cap: cut there
-        "no_speech": False, "error": None, "warning": None,
+        "no_speech": False, "untranslated": 0, "error": None, "warning": None,
         "segments": [{"id": 0, "start": 0.0, "end": 1.0, "text": srt.translation, "transcript": srt.transcript,
                       "translation": srt.translation, "forced_tags": srt.forced_tags, "capped": srt.capped,
                       "error": None}]}
@@ -399,6 +399,62 @@ def test_one_long_upload_out_of_gpu_memory_alone_never_makes_the_server_failing(
         health = c.get("/health")
         assert health.status_code == 200 and health.json()["batching"]["failed_batches_in_a_row"] == 0
         assert post(c, TRANSLATIONS, clip[1], source_language="eng").json() == {"text": "hallo"}
+
+
+def test_a_gpu_failed_for_good_makes_the_server_failing_at_once_not_retried_and_logged_once(translator, clip,
+                                                                                           monkeypatch, caplog):
+    """A CUDA error that breaks the GPU for the process (infer.DeviceFailed) fails every later batch too. /health said
+    ok until FAILING_BATCHES batches had failed, each request's 500 was one to retry (OpenAI's SDKs sent it twice more,
+    to the broken GPU), and the batch's traceback was logged once per request in it. Now /health answers 503 after the
+    first such batch, its 500s are not retried, and its traceback is logged once (a line for each request)."""
+    import logging
+
+    from llm_srt.errors import DeviceFailed
+
+    calls = []
+
+    def run_batch(items, opts):
+        calls.append(len(items))
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(translator.system, "run_batch", run_batch)
+    caplog.set_level(logging.INFO, logger="llm_srt.serve")
+    with local_client(create_app(translator, options(max_batch=3, max_wait_ms=1000))) as c:
+        answers = concurrent_posts(c, clip, 3)
+        health = c.get("/health")
+    assert calls == [3]  # one batch, not halved: the GPU fails every batch now
+    for r in answers:
+        err = r.json()["error"]["message"]
+        assert r.status_code == 500 and r.headers["x-should-retry"] == "false" and "DeviceFailed" in err, r.text
+    assert health.status_code == 503 and health.json()["status"] == "failing", health.text
+    assert health.json()["batching"]["failed_batches_in_a_row"] == 1
+    said = [rec for rec in caplog.records if rec.name == "llm_srt.serve"]
+    assert len(said) == 3 and [isinstance(rec.exc_info and rec.exc_info[1], DeviceFailed) for rec in said].count(
+        True) == 1, [rec.getMessage() for rec in said]
+
+
+def test_an_answer_without_a_translation_says_so_as_translate_does(client, translator):
+    """The tiny model writes 8 s of speech's transcript up to its token cap and no translation: `llm-srt translate`
+    says so (infer.untranslated_note, capped_note), the server answered a plain 200 with an empty text (srt: an empty
+    file) and no sign why. Now the same notes are the answer's warning on every format, and verbose_json counts the
+    untranslated segments."""
+    from llm_srt.infer import capped_note, untranslated_note
+    from llm_srt.serve.responses import header_note
+
+    audio = bursts(8.0)
+    want = translator.translate([audio], "eng", "deu", options=DECODING)[0]
+    assert want.untranslated and not want.translation and want.transcript  # what the answers below are of
+    note = "; ".join(filter(None, [untranslated_note(want), capped_note(want)]))
+    answers = {fmt: post(client, TRANSLATIONS, wav_bytes(audio), response_format=fmt, source_language="eng",
+                         target_language="deu") for fmt in ("json", "text", "srt", "vtt", "verbose_json")}
+    assert {fmt: (r.status_code, r.headers.get("x-llm-srt-warning")) for fmt, r in answers.items()} == {
+        fmt: (200, header_note(note)) for fmt in answers}
+    assert answers["json"].json() == {"text": "", "warning": note}
+    verbose = answers["verbose_json"].json()
+    assert (verbose["untranslated"], verbose["warning"], verbose["transcript"]) == (want.untranslated, note,
+                                                                                    want.transcript)
+    asr = post(client, TRANSCRIPTIONS, wav_bytes(audio), language="eng", response_format="verbose_json")
+    assert asr.json()["untranslated"] == 0 and "x-llm-srt-warning" not in asr.headers  # asr writes no translation
 
 
 def concurrent_posts(client, clip, n: int, targets=("deu",)) -> list:

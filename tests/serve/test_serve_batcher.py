@@ -6,6 +6,7 @@ from collections import deque
 
 import numpy as np
 import pytest
+import torch
 
 from llm_srt.errors import LLMSRTError
 from llm_srt.infer import TranslationResult
@@ -386,11 +387,14 @@ def test_only_failures_that_may_be_the_devices_count_towards_failing():
     /health answer 503 on a working device. A CUDA error still counts, and an answer ends the run."""
     from llm_srt.infer import ALONE_OUT_OF_MEMORY, NOT_RUN
     from llm_srt.model.protocol import CANNOT_RUN
+    from llm_srt.model.decoding import refuse_broken_scores
     from llm_srt.model.systems import TextMTSystem
     from llm_srt.serve.batcher import FAILING_BATCHES, BatchStats
 
     with pytest.raises(LLMSRTError) as text_mt:  # the text MT system's own words (it has no language ID either)
         TextMTSystem.detect_language(None, np.zeros(16000, np.float32))
+    with pytest.raises(LLMSRTError) as nan:  # an LLM overflowing float16 on one clip: NaN there every time
+        refuse_broken_scores(torch.full((1, 8), float("nan")), torch.float16)
 
     cuda = "RuntimeError: CUDA error: an illegal memory access was encountered"
     stats = BatchStats()
@@ -403,7 +407,8 @@ def test_only_failures_that_may_be_the_devices_count_towards_failing():
                   "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB" + ALONE_OUT_OF_MEMORY,
                   "2 of 2 segments failed (the first, 00:00:00.000 to 00:00:29.000: OutOfMemoryError: CUDA out of "
                   "memory. Tried to allocate 2.00 GiB" + ALONE_OUT_OF_MEMORY + ")",
-                  f"{CANNOT_RUN}the whisper system translates only into English (eng), not deu", NOT_RUN):
+                  f"{CANNOT_RUN}the whisper system translates only into English (eng), not deu", NOT_RUN,
+                  str(nan.value), f"2 of 3 segments failed (the first, 00:00:00.000 to 00:00:29.000: {nan.value})"):
         for _ in range(FAILING_BATCHES):
             stats.ended([failed(error)])
         assert (stats.failed_in_a_row, stats.last_error, stats.failing) == (FAILING_BATCHES - 1, cuda, False), error
@@ -411,6 +416,25 @@ def test_only_failures_that_may_be_the_devices_count_towards_failing():
     assert stats.failing and stats.last_error == cuda
     stats.ended([failed(cuda), TranslationResult("<array 1>", "eng", "deu", "srt", translation="hallo")])
     assert (stats.failed_in_a_row, stats.failing) == (0, False)
+
+
+def test_a_batch_the_gpu_failed_for_good_makes_the_server_failing_at_once():
+    """DeviceFailed (a CUDA error the system knows stays until the process ends: `infer._run_chunk`) fails every
+    later batch too: one such batch is enough to say failing (three were needed, each failing its requests for
+    nothing); a batch failed whole for another reason after it keeps it; an answer ends it."""
+    from llm_srt.errors import DeviceFailed
+    from llm_srt.serve.batcher import BatchStats
+
+    stats = BatchStats()
+    stats.ended([failed("RuntimeError: CUDA error: an illegal memory access was encountered")])  # a row's error
+    assert not stats.failing
+    stats.ended([DeviceFailed("llm-srt: the GPU failed on a batch of 2 (RuntimeError: CUDA error: an illegal memory "
+                              "access was encountered)")])
+    assert stats.failing and stats.failed_in_a_row == 2 and stats.last_error.startswith("llm-srt: the GPU failed")
+    stats.ended([failed("RuntimeError: boom")])
+    assert stats.failing
+    stats.ended([TranslationResult("<array 0>", "eng", "deu", "srt", translation="hallo")])
+    assert not stats.failing and stats.failed_in_a_row == 0
 
 
 def test_the_stats_change_on_the_event_loops_thread_only():

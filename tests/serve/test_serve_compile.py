@@ -251,3 +251,33 @@ def test_a_warm_up_that_raises_still_lets_the_server_start(tmp_path, monkeypatch
     with local_client(create_app(translator, options)) as client:
         assert client.get("/health").status_code == 200
     assert warned == ["--compile: the warm-up failed (a bug in the warm-up); serving without it"]
+
+
+@pytest.mark.long(15)
+def test_an_out_of_memory_batch_keeps_the_served_shapes_caches_and_drops_the_others(tmp_path, monkeypatch):
+    """A batch that runs out of GPU memory gives the kept static caches back before its halves run
+    (`infer.give_back_gpu_memory`). It gave back the served shapes' too: the next batch of a served size made a new
+    cache, and on a GPU recorded its CUDA graph again beside the old one, after every out-of-memory error of a
+    `serve --compile`. Now a served shape's cache is the same one after the recovery; an unserved shape's is let go."""
+    translator = SpeechTranslator.from_pretrained(tiny.speech_llm_folder(tmp_path / "model"))
+    lm = causal_lm(translator.system.model.llm)
+    short = DecodingOptions(max_new_tokens=8, compile=True)
+    warm_up(translator, BatchOptions(max_batch=1, decoding=short), log=lambda *_: None)
+    assert StaticSteps._served[lm] == {1: {256}}
+    served = dict(StaticSteps._caches[lm])
+    translator.translate(clips(2), "eng", "deu", options=short, batch_size=2)  # a batch of 2: not a served size
+    assert sorted(key[:2] for key in StaticSteps._caches[lm]) == [(1, 256), (2, 256)]
+    real, runs = SpeechLLMSystem.run_batch, []
+
+    def run_batch(self, items, options):
+        runs.append(len(items))
+        if len(items) > 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(self, items, options)
+
+    monkeypatch.setattr(SpeechLLMSystem, "run_batch", run_batch)
+    steps = StaticSteps.steps_taken
+    results = translator.translate(clips(2), "eng", "deu", options=short, batch_size=2)
+    assert runs == [2, 1, 1] and not any(r.error for r in results) and StaticSteps.steps_taken > steps
+    assert sorted(key[:2] for key in StaticSteps._caches[lm]) == [(1, 256)]  # batch 2's let go
+    assert all(StaticSteps._caches[lm][key] is cache for key, cache in served.items())  # the halves ran on it

@@ -88,3 +88,61 @@ def test_transcriptions_take_an_empty_target_language_and_srt_reads_it(client, c
                                                                 "target_language": "deu",
                                                                 "response_format": "verbose_json"})
     assert r.status_code == 200 and r.json()["target_language"] == "deu" and "translation" in r.json(), r.text
+
+
+UNKNOWN = {  # field sent -> the known field the 400 names as the closest (None: none is close)
+    "target_langauge": "target_language", "source_lang": "source_language", "beam": "beam_size",
+    "Language": "language", "tgt": None, "no_repeat_ngram_size": None,
+}
+
+
+@pytest.mark.parametrize("field", list(UNKNOWN))
+def test_an_unknown_field_is_refused_naming_the_closest_known_one(client, clip, field):
+    """A misspelt or made-up field was dropped: `target_langauge=deu` was a 200 translating into English (the
+    default), `beam=3` and `no_repeat_ngram_size=-5` decoded as the server does, all without a word."""
+    r = client.post(TRANSLATIONS, files=[wav(clip)], data={"source_language": "eng", "target_language": "deu",
+                                                           field: "deu"})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == field and err["message"].startswith(f"unknown field {field!r}: "), err
+    if UNKNOWN[field]:
+        assert err["message"].endswith(f"did you mean {UNKNOWN[field]}?"), err
+    else:
+        assert "source_language, target_language" in err["message"] and "did you mean" not in err["message"], err
+
+
+def test_source_language_and_language_naming_two_languages_are_refused(client, clip):
+    """Both fields name the audio's language; given two, the server kept one (source_language) without a word. The
+    same language in two spellings is no conflict."""
+    for path in (TRANSLATIONS, TRANSCRIPTIONS):
+        r = client.post(path, files=[wav(clip)], data={"source_language": "eng", "language": "de"})
+        assert r.status_code == 400, r.text
+        err = r.json()["error"]
+        assert "'eng' and language 'de' name different languages" in err["message"], err
+        assert err["param"] == ("language" if path == TRANSCRIPTIONS else "source_language"), err
+    r = client.post(TRANSCRIPTIONS, files=[wav(clip)], data={"source_language": "English", "language": "en",
+                                                             "response_format": "verbose_json"})
+    assert r.status_code == 200 and r.json()["language"] == "english", r.text
+
+
+def test_the_page_and_readme_send_only_known_fields():
+    """The fields the web page's form appends and README's curl examples send are all read by the server (an
+    unknown one is a 400 now)."""
+    import re
+    from importlib import resources
+    from pathlib import Path
+
+    page = resources.files("llm_srt.serve").joinpath("static/index.html").read_text(encoding="utf-8")
+    sent = re.findall(r'fd\.append\("([^"]+)"', page)
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    curl = [field for line in re.findall(r"curl [^\n]*(?:\\\n[^\n]*)*", readme)
+            for field in re.findall(r"-F ([\w\[\]]+)=", line)]
+    assert {"file", "source_language", "target_language"} <= set(sent) and {"file", "language"} <= set(curl)
+    assert set(sent + curl) <= set(forms.KNOWN_FIELDS), set(sent + curl) - set(forms.KNOWN_FIELDS)
+
+
+def test_known_fields_are_the_forms_own():
+    """KNOWN_FIELDS names every field audio_form reads, lists included."""
+    read = [param.annotation.__metadata__[0].alias or name
+            for name, param in inspect.signature(forms.audio_form).parameters.items()]
+    assert sorted(read) == sorted(forms.KNOWN_FIELDS)

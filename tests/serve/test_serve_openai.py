@@ -134,3 +134,44 @@ def test_verbose_json_speaks_openais_language_and_refuses_word_timestamps(client
     r = httpx.post(f"{base_url}/v1/audio/transcriptions", files={"file": wav}, timeout=30,
                    data={"language": "de", "timestamp_granularities[]": "char"})
     assert r.status_code == 400 and "use segment" in r.json()["error"]["message"]
+
+
+def test_nan_scores_are_one_500_not_retried_and_the_server_stays_ok(translator, clip, monkeypatch):
+    """An LLM overflowing its dtype on one clip gives NaN scores (`decoding.refuse_broken_scores`), the same every
+    time. Its 500 had no `x-should-retry: false`: the SDK sent it twice more, each counted as a failed batch, so one
+    user call made /health answer 503 (a probe then restarts a server that answers every other clip)."""
+    import torch
+
+    from llm_srt.model.decoding import BROKEN_SCORES, refuse_broken_scores
+
+    calls = []
+
+    def run_batch(items, options):  # the real check on the scores of a model that overflows on every row
+        calls.append(len(items))
+        refuse_broken_scores(torch.full((len(items), 8), float("nan")), torch.float16)
+
+    monkeypatch.setattr(translator.system, "run_batch", run_batch)
+    app = create_app(translator, ServeOptions(batch=BatchOptions(decoding=DECODING)))
+    with live_server(app) as url:
+        sdk = openai.OpenAI(base_url=f"{url}/v1", api_key="not-needed", timeout=30)  # the SDK's own max_retries=2
+        with pytest.raises(openai.InternalServerError) as e:
+            sdk.audio.translations.create(model="x", file=("clip.wav", clip[1], "audio/wav"),
+                                          extra_body={"source_language": "eng", "target_language": "deu"})
+        assert BROKEN_SCORES in str(e.value) and e.value.response.headers["x-should-retry"] == "false"
+        assert calls == [1]  # one model call: not sent again, nor halved
+        health = httpx.get(f"{url}/health")
+        assert health.status_code == 200 and health.json()["batching"]["failed_batches_in_a_row"] == 0
+
+
+def test_openais_transcription_fields_the_server_has_no_use_for_are_accepted(client, clip):
+    """What the SDK sends for chunking_strategy (an object: chunking_strategy[type]), include and the known
+    speakers (lists: name[]) is ignored, as prompt is, where any other unknown field is a 400 (test_serve_fields)."""
+    got = client.audio.transcriptions.create(model="whisper-1", file=("clip.wav", clip[1], "audio/wav"),
+                                             language="en", include=["logprobs"], prompt="ignored",
+                                             chunking_strategy={"type": "server_vad", "silence_duration_ms": 500},
+                                             known_speaker_names=["a"],
+                                             known_speaker_references=["data:audio/wav;base64,AAAA"])
+    assert got.text == client.audio.transcriptions.create(model="whisper-1", language="en",
+                                                          file=("clip.wav", clip[1], "audio/wav")).text
+    assert client.audio.transcriptions.create(model="whisper-1", file=("clip.wav", clip[1], "audio/wav"),
+                                              language="en", chunking_strategy="auto").text == got.text

@@ -463,6 +463,7 @@ BAD_OPTIONS = [  # (arguments, the option the one-line error must name)
     (["--allow-origin", "https://app.example.org/path"], "--allow-origin"), (["--beam", "0"], "--beam"),
     (["--max-new-tokens", "0"], "--max-new-tokens"), (["--name", " "], "--name"),
     (["--max-queued-seconds", "300"], "--max-queued-seconds 300 is below --max-audio-seconds 600"),
+    (["--model", "mt"], "--model mt: the text MT system translates given transcripts, and serve takes audio"),
 ]
 
 

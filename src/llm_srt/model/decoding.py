@@ -23,6 +23,9 @@ OnEnd = Callable[[int, list[int]], "list[int] | None"]
 PartStart = Callable[[int, list[int]], int]
 ARGMAX_BLOCK = 1024  # `last_argmax` reduces CPU logits in blocks of this many (a vectorized max per block)
 ARGMAX_MIN_VOCAB = 32 * ARGMAX_BLOCK  # ... for vocabularies at least this large (below, torch's argmax is as fast)
+# how `refuse_broken_scores`' errors begin (a row's error, and so its request's): the same input gives NaN again, so a
+# server answers it without a retry and does not count it towards a broken device
+BROKEN_SCORES = "the LLM's next-token scores are not numbers (NaN)"
 
 if TYPE_CHECKING:  # transformers is imported where a decode needs it: `DecodingOptions` alone (infer.py, the
     from transformers import GenerationConfig  # Whisper path) must not cost its ~3 s import
@@ -189,8 +192,7 @@ def refuse_broken_scores(scores: torch.Tensor, dtype: torch.dtype, beams: int = 
                + (" (or bfloat16 where the GPU has it: compute capability 8.0+)" if dtype == torch.float16 else ""))
     else:
         fix = "its weights or the speech embeddings hold NaN or infinity (a training run that diverged writes them)"
-    error = LLMSRTError(f"the LLM's next-token scores are not numbers (NaN) for {rows} of {len(bad)} rows in "
-                        f"{name}: {fix}")
+    error = LLMSRTError(f"{BROKEN_SCORES} for {rows} of {len(bad)} rows in {name}: {fix}")
     if rows == len(bad):
         error.every_row_of = rows
     raise error

@@ -189,11 +189,17 @@ class StaticSteps:
 
     @classmethod
     def drop_caches(cls) -> int:
-        """Every model's kept static caches let go (a GPU out of memory: their KV buffers are freed before the batch
-        is retried in halves; a served shape's cache is made again at its next batch). Returns how many."""
+        """Every model's kept static caches let go but its served shapes' (a GPU out of memory: the KV buffers are
+        freed before the batch is retried in halves). A served shape's cache stays, as in `close`: a new one would
+        be new buffers, so on a GPU its step's CUDA graph would be recorded again, and kept beside the old one, at
+        the next batch of that size, after every out-of-memory error of `serve --compile`. Returns how many."""
+        dropped = 0
         with cls._lock:
-            dropped = sum(len(kept) for kept in cls._caches.values())
-            cls._caches.clear()
+            for lm, kept in list(cls._caches.items()):
+                served = cls._served.get(lm, {})
+                for key in [key for key in kept if key[1] not in served.get(key[0], ())]:
+                    del kept[key]
+                    dropped += 1
         return dropped
 
     def step(self, token: torch.Tensor) -> torch.Tensor:

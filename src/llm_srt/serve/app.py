@@ -15,8 +15,10 @@ An error names none of the server's folders (guard.hide_paths; the log keeps the
 upload is spooled is the server's 507, logged. verbose_json's "language" is OpenAI's lower-case English name
 ("english") of the text's language (a translation's target), "source_language" the same for the audio's;
 timestamp_granularities[] word is a 400 (the model writes no word timings); no field is made up, and none is dropped:
-a field sent twice (two files) and a target_language for task asr (which writes no translation) are 400s. An answer
-given in part (segments that failed, an upload that decoded only in part) says so on every format
+a field sent twice (two files), an unknown one (a misspelling: the 400 names the closest known field; OpenAI's that
+this server has no use for are ignored, forms.IGNORED_FIELDS), source_language and language naming two languages,
+and a target_language for task asr (which writes no translation) are 400s. An answer given in part (segments that
+failed or came back untranslated, an upload that decoded only in part) says so on every format
 (responses.with_notes).
 
 Bounded work per request (see guard.py and uploads.py for the walls): an upload cap, a duration cap checked while
@@ -45,16 +47,17 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect
 
 from .. import languages, subtitles
-from ..errors import LLMSRTError
-from ..infer import (ALONE_OUT_OF_MEMORY, SpeechTranslator, TranslationResult, add_model_arguments,
-                     add_segment_argument, MIN_LINE_WIDTH, missing_cue_text, retryable, segment_options,
-                     translator_from_args)
+from ..errors import DeviceFailed, LLMSRTError
+from ..infer import (SpeechTranslator, TranslationResult, add_model_arguments, add_segment_argument, capped_note,
+                     error_line, MIN_LINE_WIDTH, missing_cue_text, retryable, segment_options, translator_from_args,
+                     untranslated_note)
 from ..model.decoding import decoding_from_args
 from ..model.systems import inference_task, system_trained, trained_tasks
 from ..prompts import Task
-from .batcher import LID_MISSING, BatchOptions, Batcher, BusyError, NotStarted, OverQueueLimit, language_id_failed
+from .batcher import (LID_MISSING, BatchOptions, Batcher, BusyError, NotStarted, OverQueueLimit, language_id_failed,
+                      same_again)
 from .forms import AUTO, ENDPOINTS, APIError, AudioForm, Endpoint, audio_form, check_fields, check_granularities, \
-    check_single, default_task, parse_task, request_decoding, resolve_language
+    check_known, check_single, default_task, parse_task, request_decoding, resolve_language, source_language
 from .guard import (ERROR_TYPES, ConnectionLimits, ContentLengthLimit, HostOriginGuard, HostRule,
                     check_allowed_host, check_allowed_origin, check_number, error_response, hide_paths, is_ip,
                     model_paths, split_host)
@@ -196,7 +199,9 @@ def create_app(translator: SpeechTranslator, options: ServeOptions = ServeOption
 def _handler(endpoint: Endpoint, batcher: Batcher, decoder: DecodePool, options: ServeOptions,
              paths: tuple[str, ...], trained: tuple[Task, ...] = ()):
     async def handle(request: Request, form: Annotated[AudioForm, Depends(audio_form)]) -> Response:
-        check_single(await request.form())  # the form FastAPI parsed for audio_form (Starlette keeps it)
+        sent = await request.form()  # the form FastAPI parsed for audio_form (Starlette keeps it)
+        check_single(sent)
+        check_known(sent)
         check_fields(form)
         # the OpenAI SDK's stream=True read a JSON answer as an empty stream, without an error
         if (form.stream or "").strip().lower() not in ("", "false", "0"):
@@ -207,9 +212,7 @@ def _handler(endpoint: Endpoint, batcher: Batcher, decoder: DecodePool, options:
             raise APIError(400, f"unknown response_format {form.response_format!r}: use one of "
                            f"{', '.join(RENDERERS)}", "response_format")
         task = parse_task(form.task, endpoint, trained)
-        src_field = ("source_language" if form.source_language else "language" if form.language
-                     else endpoint.source_field)  # the field an error about the source names
-        src = resolve_language(form.source_language or form.language or AUTO, src_field, allow_auto=True)
+        src, src_field = source_language(form, endpoint)
         tgt = None
         if task is Task.ASR and (form.target_language or "").strip():  # was ignored: a 200 with the transcript alone
             raise APIError(400, f"target_language {form.target_language[:40]!r}: task asr writes no translation; "
@@ -261,8 +264,14 @@ def _handler(endpoint: Endpoint, batcher: Batcher, decoder: DecodePool, options:
             log.error("%s", e)
             raise APIError(500, str(e), retry=False) from None
         except Exception as e:  # noqa: BLE001 - the model failed on this batch; the server goes on
-            log.exception("translate failed")
-            raise APIError(500, hide_paths(f"the model failed: {type(e).__name__}: {e}", paths)) from None
+            if getattr(e, "llm_srt_logged", False):  # each request of the batch gets it: its traceback once
+                log.error("%s: the model failed (the traceback is above): %s", name, error_line(e))
+            else:
+                e.llm_srt_logged = True
+                log.exception("%s: translate failed", name)
+            # the GPU failed for the process (DeviceFailed): it fails again until a restart (/health says failing)
+            raise APIError(500, hide_paths(f"the model failed: {type(e).__name__}: {e}", paths),
+                           retry=False if isinstance(e, DeviceFailed) else None) from None
         if result.error:  # the whole error for the operator (the server's folders too); the client's copy hides them
             log.log(logging.WARNING if retryable(result.error) else logging.INFO, "%s: %s", name, result.error)
             result = without_paths(result, paths)
@@ -277,8 +286,11 @@ def _handler(endpoint: Endpoint, batcher: Batcher, decoder: DecodePool, options:
                                f"{src_field} (e.g. eng, en or English)", src_field)
             if not retryable(result.error):  # asked for what this system cannot do (CANNOT_RUN: whisper into
                 raise APIError(400, result.error)  # German), in every segment (`infer.segments_error`)
-            raise APIError(500, result.error, "file", retry=ALONE_OUT_OF_MEMORY not in result.error)  # same again
-        warning = hide_paths(notes[0], paths) if notes else None  # the log has it whole (audio.py)
+            raise APIError(500, result.error, "file", retry=not same_again(result.error))
+        said = notes[:1]  # the decoder's warning: the upload decoded only in part (the log has it whole: audio.py)
+        if (untranslated := untranslated_note(result)) is not None:  # as `translate` says it: an empty translation
+            said += [untranslated, *filter(None, [capped_note(result)])]  # was a plain 200, as if nothing was said
+        warning = hide_paths("; ".join(said), paths) if said else None
         return with_notes(render(result, endpoint, cue_mode, options.line_width, warning), result.error, warning)
 
     handle.__name__ = f"{endpoint.openai_task}_audio"
@@ -524,7 +536,16 @@ def auto_tasks_line(model: str, trained: tuple[Task, ...]) -> str | None:
             f"{inference_task(trained).value} (its training record)" if said else None)
 
 
+def check_servable(model: str) -> None:
+    """The text MT system (`--model mt`) translates given transcripts, and the server takes audio alone: it started,
+    then answered every request 500 and reported itself failing. Refused before anything loads."""
+    if str(model) == "mt":
+        raise LLMSRTError("--model mt: the text MT system translates given transcripts, and serve takes audio; serve a "
+                          "model folder, whisper, or cascade (Whisper ASR, then the same LLM's text MT)")
+
+
 def main(args) -> int:
+    check_servable(args.model)
     options, limits = options_from_args(args), limits_from_args(args)  # bad options stop here, before the model
     trained_tasks(args.model)  # and so does a train_config.json that cannot be read
     sockets = bind_sockets(args.host, args.port)  # and so does a port in use

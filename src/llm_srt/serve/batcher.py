@@ -29,9 +29,9 @@ import numpy as np
 
 from ..audio import SAMPLE_RATE
 from ..device import make_current
-from ..errors import LLMSRTError
+from ..errors import DeviceFailed, LLMSRTError
 from ..infer import ALONE_OUT_OF_MEMORY, NOT_RUN, SpeechTranslator, TranslationResult, error_line, retryable
-from ..model.decoding import DecodingOptions
+from ..model.decoding import BROKEN_SCORES, DecodingOptions
 from ..model.protocol import LID_MISSING, LID_UNKNOWN
 from ..prompts import Task
 from ..segment import SegmentOptions
@@ -105,13 +105,20 @@ def language_id_failed(error: str | None) -> bool:
     return error is not None and (LID_MISSING in error or error.startswith(LID_UNKNOWN))
 
 
+def same_again(error: str) -> bool:
+    """Whether a request that failed whole in the model would fail alike if sent again on this device: one row out of
+    GPU memory on its own (ALONE_OUT_OF_MEMORY: a long upload), or the LLM's NaN scores on its audio (BROKEN_SCORES:
+    an LLM overflowing its dtype, on this input every time). Its 500 tells a client not to retry (OpenAI's SDKs sent
+    it twice more), and it says nothing of a broken device: a restart would not help."""
+    return ALONE_OUT_OF_MEMORY in error or BROKEN_SCORES in error
+
+
 def device_failed(error: str) -> bool:
     """Whether a request that failed whole may have failed for a broken model or device, and so counts towards
     `BatchStats.failing`. Not: its caller left (NOT_RUN), the system said before decoding it cannot run it (CANNOT_RUN),
-    language ID failed (`language_id_failed`), or one row ran out of GPU memory on its own (ALONE_OUT_OF_MEMORY: a
-    long upload on a working device; the short requests after it still run, and a restart would not help)."""
-    return (retryable(error) and NOT_RUN not in error and not language_id_failed(error)
-            and ALONE_OUT_OF_MEMORY not in error)
+    language ID failed (`language_id_failed`), or it would fail alike on a working device (`same_again`: a long upload
+    out of memory alone, NaN scores on its audio; the other requests still run, and a restart would not help)."""
+    return retryable(error) and NOT_RUN not in error and not language_id_failed(error) and not same_again(error)
 
 
 @dataclass
@@ -119,6 +126,7 @@ class BatchStats:
     sizes: Counter = field(default_factory=Counter)  # batch size -> how many translate() calls had it
     failed_in_a_row: int = 0  # the latest batches whose every request failed in the model (none answered in part)
     last_error: str | None = None  # the latest such batch's first error
+    device_lost: bool = False  # one of those batches raised DeviceFailed: the GPU failed for the process
 
     @property
     def calls(self) -> int:
@@ -132,10 +140,11 @@ class BatchStats:
 
     @property
     def failing(self) -> bool:
-        """FAILING_BATCHES batches in a row failed whole in the model: likely its device is broken for good (a CUDA
-        error stays until the process ends), so `/health` answers 503 and an orchestrator restarts the server;
-        one batch with an answer ends it."""
-        return self.failed_in_a_row >= FAILING_BATCHES
+        """FAILING_BATCHES batches in a row failed whole in the model, or one raised DeviceFailed (a CUDA error the
+        system knows stays until the process ends: every later batch fails too, and waiting for three more failed
+        their requests for nothing): the device is likely broken for good, so `/health` answers 503 and an
+        orchestrator restarts the server; one batch with an answer ends it."""
+        return self.device_lost or self.failed_in_a_row >= FAILING_BATCHES
 
     def ended(self, results: list) -> None:
         """A batch's results (TranslationResult, or the exception the whole batch raised). Requests that failed
@@ -152,8 +161,9 @@ class BatchStats:
                 ran, failed = ran + 1, failed + [r.error]
         if ran and len(failed) == ran:
             self.failed_in_a_row, self.last_error = self.failed_in_a_row + 1, failed[0]
+            self.device_lost = self.device_lost or any(isinstance(r, DeviceFailed) for r in results)
         elif ran:
-            self.failed_in_a_row, self.last_error = 0, None
+            self.failed_in_a_row, self.last_error, self.device_lost = 0, None, False
 
     def to_dict(self) -> dict:
         return {"requests": self.requests, "calls": self.calls,

@@ -1,6 +1,7 @@
 """What `llm-srt serve` reads from a request (serve/app.py): the endpoints, the multipart form (OpenAI's fields and
 ours), and its checks; each failed check is an `APIError` naming the field (a 400 unless it says otherwise)."""
 
+import difflib
 import re
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Annotated
@@ -100,6 +101,24 @@ SINGLE_FIELDS = ("file", "model", "response_format", "source_language", "target_
                  "subtitles", "beam_size", "max_new_tokens", "stream", "temperature", "prompt")
 
 
+# Every field audio_form reads, and OpenAI's transcription fields this server has no use for, accepted and ignored as
+# `prompt` is: what an OpenAI SDK may send (lists as name[]; chunking_strategy's object as chunking_strategy[type] and
+# the like). Any other field is a 400 naming it: `target_langauge=deu` was dropped, and the answer was English.
+KNOWN_FIELDS = SINGLE_FIELDS + ("timestamp_granularities[]", "timestamp_granularities")
+IGNORED_FIELDS = ("chunking_strategy", "include[]", "known_speaker_names[]", "known_speaker_references[]")
+
+
+def check_known(sent: FormData) -> None:
+    """400 naming the first field of the request's form that is neither read (KNOWN_FIELDS) nor ignored on purpose
+    (IGNORED_FIELDS), with the known field closest to it where one is close (a misspelling)."""
+    for param in sent:
+        if param in KNOWN_FIELDS or param in IGNORED_FIELDS or param.startswith("chunking_strategy["):
+            continue
+        close = difflib.get_close_matches(param, KNOWN_FIELDS, n=1)
+        hint = f"did you mean {close[0]}?" if close else f"the fields are {', '.join(KNOWN_FIELDS)}"
+        raise APIError(400, f"unknown field {param[:40]!r}: {hint}", param[:40])
+
+
 def check_single(sent: FormData) -> None:
     """400 naming the first of SINGLE_FIELDS that the request's form holds more than once."""
     for param in SINGLE_FIELDS:
@@ -197,6 +216,20 @@ def _aliases() -> dict[str, str]:
 
 
 LANGUAGE_ALIASES = _aliases()
+
+
+def source_language(form: AudioForm, endpoint: Endpoint) -> tuple[str, str]:
+    """(the request's source language, or AUTO; the field an error about it names): source_language or OpenAI's
+    `language`, which name the same thing; both, naming different languages, are a 400 (one was dropped)."""
+    sent = [(param, value) for param, value in (("source_language", form.source_language),
+                                                ("language", form.language)) if value]
+    if not sent:
+        return AUTO, endpoint.source_field
+    codes = [resolve_language(value, param, allow_auto=True) for param, value in sent]
+    if len(set(codes)) > 1:
+        raise APIError(400, f"source_language {sent[0][1][:40]!r} and language {sent[1][1][:40]!r} name different "
+                       "languages; send one of them (both name the audio's language)", endpoint.source_field)
+    return codes[0], sent[0][0]
 
 
 def resolve_language(value: str, param: str, allow_auto: bool = False) -> str:

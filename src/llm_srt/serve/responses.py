@@ -1,7 +1,8 @@
 """The answers of `llm-srt serve` (serve/app.py) by response_format: json, text, srt, vtt and verbose_json.
 
 An answer that is not the whole story says so on every format: a request that failed in part (`error`: its other
-segments are answered) and an upload that decoded only in part (`warning`: the seconds kept) each in a header
+segments are answered), an upload that decoded only in part (`warning`: the seconds kept) and segments that came
+back without a translation (`warning` too: `infer.untranslated_note`, as `translate` says it) each in a header
 (ERROR_HEADER, WARNING_HEADER: one line, at most MAX_NOTE_CHARS) and, in json and verbose_json, in the body.
 """
 
@@ -19,7 +20,7 @@ from .forms import Endpoint
 from .guard import hide_paths
 
 ERROR_HEADER = "X-LLM-SRT-Error"  # a request answered in part: what failed (verbose_json's "error")
-WARNING_HEADER = "X-LLM-SRT-Warning"  # an upload decoded in part: the seconds kept (verbose_json's "warning")
+WARNING_HEADER = "X-LLM-SRT-Warning"  # an upload decoded in part, segments untranslated (verbose_json's "warning")
 MAX_NOTE_CHARS = 300  # a header's note is cut here (the body's is whole)
 UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]+")  # a header value is one line: no CR, LF or other control byte
 
@@ -92,7 +93,7 @@ def render_verbose(r: TranslationResult, endpoint: Endpoint, mode: str, width: i
         "source_language": openai_language(r.src), "target_language": r.tgt,
         "duration": round(r.duration, 3), "text": _text(r, endpoint), "transcript": r.transcript,
         "translation": r.translation, "forced_tags": r.forced_tags, "capped": r.capped, "no_speech": r.no_speech,
-        "error": r.error, "warning": warning,
+        "untranslated": r.untranslated, "error": r.error, "warning": warning,
         "segments": [{"id": i, "start": s.start, "end": s.end, "text": getattr(s, endpoint.text),
                       "transcript": s.transcript, "translation": s.translation, "forced_tags": s.forced_tags,
                       "capped": s.capped, "error": s.error} for i, s in enumerate(r.segments)],
