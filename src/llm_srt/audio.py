@@ -21,6 +21,9 @@ from .errors import AudioError, AudioOverLimit, UndecodableAudio, open_regular, 
 
 SAMPLE_RATE = 16000  # Whisper's rate
 WINDOW_SECONDS = 30  # Whisper's fixed window: the longest clip its encoder takes
+# part of the feature cache's key (data/features.py): bump when load_audio's samples for the same bytes change (2:
+# MP3s without a Xing header, damaged or cut short, and cut-short AIFF/AU/W64, refused where they decoded in part)
+DECODER_VERSION = 2
 MAX_PEAK = 4.0  # +12 dBFS: float samples beyond this are integer-scaled (int16 values in a float file: a -44 dBFS
 #   recording peaks at 200), not a hot mix (those stay under ~2 and are clipped to [-1, 1], as before); at 256, such
 #   a file was clipped to a square wave without a word

@@ -63,6 +63,24 @@ def test_changed_file_encoder_or_settings_recompute(tmp_path, clips, audio_file)
     assert enc.seen == 7 and cache.misses == 1 and not np.array_equal(old, new)
 
 
+def test_a_cache_filled_by_another_version_of_the_audio_decoder_is_not_served(tmp_path, monkeypatch, audio_file):
+    """The key held the encoder, the file's bytes and the settings, not the code that decodes them: after an
+    upgrade that refuses a clip (an MP3 that decoded 6.5 s of its 20 s), its cached features, cut short and paired
+    with the whole transcript, were still served. The decoder's version is in the key."""
+    from llm_srt import audio
+    from llm_srt.data import features
+
+    clip = [str(audio_file(tmp_path / "c.wav", seconds=2.0, freq=300))]
+    whole = features.load_audio
+    monkeypatch.setattr(features, "load_audio", lambda *a, **k: whole(*a, **k)[:16000])  # a decoder cutting it short
+    enc = Encoder()
+    assert FeatureCache(tmp_path / "cache", "enc", {}).get_or_compute(clip, enc)[0].shape == (100, 4)
+    monkeypatch.setattr(features, "load_audio", whole)  # the decoder fixed, its version bumped
+    monkeypatch.setattr(features, "DECODER_VERSION", audio.DECODER_VERSION + 1)
+    assert FeatureCache(tmp_path / "cache", "enc", {}).get_or_compute(clip, enc)[0].shape == (200, 4)
+    assert enc.calls == 2
+
+
 def test_duplicates_in_one_call_computed_once_and_damaged_files_recomputed(tmp_path, clips):
     enc = Encoder()
     cache = FeatureCache(tmp_path / "cache", "enc", {})

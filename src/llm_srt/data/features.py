@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..audio import load_audio
+from ..audio import DECODER_VERSION, load_audio
 from ..errors import AudioError, LLMSRTError
 from ..paths import atomic_file
 from .packed import PackedMap
@@ -59,8 +59,10 @@ class FeatureCache:
         self.root = Path(root)
         self.dtype = dtype
         try:
+            # the decoder's version too: a cache filled before a decoder fix served the features of clips it now
+            # refuses (an MP3 that decoded 6.5 s of its 20, paired with the whole transcript) as hits
             self._prefix = json.dumps({"format": CACHE_FORMAT, "encoder": encoder_identity, "dtype": dtype,
-                                       "settings": dict(settings or {})}, sort_keys=True)
+                                       "settings": dict(settings or {}), "decoder": DECODER_VERSION}, sort_keys=True)
         except TypeError as e:
             raise LLMSRTError(f"feature cache settings must be JSON values ({e})") from None
         # audio path (as given) -> content hash, from content_hashes(); packed: a training stage's millions of
