@@ -201,3 +201,24 @@ def test_another_data_seed_is_refused_before_the_model_loads_allow_changes_or_no
             preflight.check_before_start(cfg)
         shutil.rmtree(out / FINAL, ignore_errors=True)  # then interrupted after its last step
     preflight.check_before_start(_config(tiny_setup, out))  # the same seed
+
+
+def test_a_resume_with_allow_changes_over_an_edited_manifest_says_the_position_is_another_orders(base, tiny_setup,
+                                                                                                  tmp_path):
+    """allow_changes with a row removed from the manifest resumed at the saved (epoch, batch) in the permutation of
+    other rows: for the rest of that epoch some trained twice, others never, without a word (the count and digest of
+    the ids a position counts were compared under data.skip_bad alone). Said in the log, as data.skip_bad's is."""
+    from llm_srt.data.manifest import read_manifest, write_manifest
+
+    out = tmp_path / "run"
+    shutil.copytree(base, out)
+    shutil.rmtree(out / FINAL)
+    edited = tmp_path / "edited.jsonl"
+    write_manifest(edited, [r for r in read_manifest(tiny_setup["manifest"]) if r.id != "eng-s1-deu"])  # one srt reads
+    said = []
+    recipe.train(_config(tiny_setup, out, STEPS + 1, **{"data.train": str(edited), "allow_changes": "true"}),
+                 log=said.append)
+    assert any(m.startswith("[asr] resuming with changed settings (allow_changes): data.train") for m in said), said
+    assert any(re.fullmatch(r"warning: data.train .*edited.jsonl'?: the checkpoint's data position counts 8 "
+                            r"examples, this run reads 7, and the rest of the epoch would train some twice and never "
+                            r"reach others \(allow_changes\)", m) for m in said), said

@@ -5,7 +5,9 @@ import errno
 import io
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -205,6 +207,31 @@ def test_a_finished_run_asked_for_with_other_settings_is_refused_not_handed_back
     (out / FINAL / RUN_SETTINGS).unlink()  # a final/ from before the record: its last checkpoint's
     with pytest.raises(ConfigError, match=r"optim.lr 0.003 -> 0.001"):
         recipe.train(_config(tiny_setup, out, **{"optim.lr": 1e-3}), log=messages.append)
+
+
+def test_a_finished_run_asked_for_with_another_accumulation_on_as_many_ranks_is_refused(base, tiny_setup, tmp_path):
+    """A finished run's check left out its examples per step (the ranks may differ), and with them
+    optim.accumulation: 4 after 1 said "already finished" and handed back the model of a quarter of the examples per
+    step, where data.batch_size 2 was refused. final/ records its ranks: on as many, they are compared, as a resume
+    compares them; on others, or with a final/ from before the record, not."""
+    from llm_srt.train.final import RANKS
+
+    out = tmp_path / "run"
+    shutil.copytree(base, out)
+    record = out / FINAL / RUN_SETTINGS
+    settings = json.loads(record.read_text())
+    assert settings[RANKS] == 1
+    messages = []
+    with pytest.raises(ConfigError, match=r"final: this output_dir holds a model finished with other settings: "
+                                          r"examples per step \(data.batch_size x optim.accumulation x ranks\) 4 -> "
+                                          r"16\. Choose another output_dir"):
+        recipe.train(_config(tiny_setup, out, **{"optim.accumulation": 4}), log=messages.append)
+    assert not any("already finished" in m for m in messages)
+    for ranks in (2, None):  # trained on 2 ranks (another cluster), or a final/ from before the record
+        record.write_text(json.dumps({k: v for k, v in {**settings, RANKS: ranks}.items() if k != RANKS or v}))
+        messages.clear()
+        recipe.train(_config(tiny_setup, out, **{"optim.accumulation": 4}), log=messages.append)
+        assert any("already finished" in m for m in messages), messages
 
 
 def test_a_second_launch_leaves_the_running_jobs_half_written_checkpoint_alone(base, tiny_setup, tmp_path):
@@ -495,8 +522,10 @@ def test_a_probe_rank_0_cannot_write_is_one_line_naming_output_dir(tmp_path):
 
 
 def _signalled(monkeypatch, at: int, *signums) -> None:
-    """Train steps that send `signums` right after step `at` to this process and its DataLoader workers (as SLURM
-    does, to every process of the job; docker stop or Ctrl-C)."""
+    """Train steps that send `signums` right after step `at` to this process and its DataLoader workers, from another
+    process (`kill`), as SLURM does to every process of the job (docker stop, Ctrl-C to the terminal's group). Sent
+    from this process, the workers' own handler (torch's) ended them quietly, as it does for their parent's SIGTERM;
+    from another, it killed them, and the run stopped saving nothing."""
     import multiprocessing
 
     real = recipe.Recipe.train_step
@@ -505,8 +534,9 @@ def _signalled(monkeypatch, at: int, *signums) -> None:
         loss = real(self)
         if self.step == at:
             for signum in signums:
-                for pid in [p.pid for p in multiprocessing.active_children()] + [os.getpid()]:
-                    os.kill(pid, signum)
+                pids = [p.pid for p in multiprocessing.active_children()] + [os.getpid()]
+                subprocess.run(["kill", f"-{signal.Signals(signum).name.removeprefix('SIG')}", *map(str, pids)],
+                               check=True)
         return loss
     monkeypatch.setattr(recipe.Recipe, "train_step", step)
 
@@ -546,6 +576,44 @@ def test_sigterm_or_ctrl_c_saves_the_step_then_the_resume_is_bit_identical(tiny_
         assert any(f"resumed from {out / 'checkpoints'}/step-{at:08d} at step {at}" in line for line in said), said
         a, b = load_file(str(ref / "adapter.safetensors")), load_file(str(final / "adapter.safetensors"))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.long(10)
+@pytest.mark.skipif(not hasattr(signal, "sigwaitinfo"), reason="no sigwaitinfo (macOS): torch's handler stays")
+def test_a_sigterm_to_the_process_group_saves_the_step_and_leaves_no_worker(tiny_setup, tmp_path):
+    """`llm-srt train` with DataLoader workers, its process group sent SIGTERM (SLURM's preemption or time limit
+    signals every process of the step; torchrun's agent each rank's group): a worker died of it, and the run stopped
+    with "DataLoader worker (pid N) is killed by signal: Terminated.", exit 1, no checkpoint. The step is saved, the
+    exit status is SIGTERM's, and no worker outlives the run."""
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "llm_srt.cli", "train"] + overrides(
+        tiny_setup, out, max_steps=400, **{"data.num_workers": 2}), env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        log, deadline = out / "train_log.jsonl", time.time() + 120
+        while time.time() < deadline and (not log.exists() or log.read_text().count("\n") < 3):
+            assert proc.poll() is None, proc.stdout.read()[-2000:]
+            time.sleep(0.01)
+        os.killpg(proc.pid, signal.SIGTERM)
+        said = proc.communicate(timeout=120)[0]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    saved = re.search(r"\[asr\] SIGTERM at step (\d+): saved a checkpoint, \S+; the same command resumes from it", said)
+    assert proc.returncode == 128 + signal.SIGTERM and saved, said[-2000:]
+    assert checkpoint.latest(out).step == int(saved[1]) and not (out / FINAL).exists()
+    deadline = time.time() + 1  # (a worker left to its watchdog would live on for 5 s)
+    while time.time() < deadline and _group_alive(proc.pid):
+        time.sleep(0.05)
+    assert not _group_alive(proc.pid)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def test_a_sigterm_after_the_last_steps_agreement_still_stops_the_run(tiny_setup, tmp_path, monkeypatch):

@@ -39,6 +39,42 @@ def test_a_stage_trained_from_another_start_is_neither_reused_nor_resumed(tiny_s
     assert any("[srt] resumed from" in m for m in messages)
 
 
+def test_an_interrupted_stage_whose_start_trains_on_is_refused_before_that_start_trains(tiny_setup, tmp_path,
+                                                                                        monkeypatch):
+    """ASR finished, SMT interrupted with checkpoints, then the curriculum again with asr:max_steps raised: ASR
+    trained on over asr/final, and only then was SMT's resume refused (its checkpoints started from the ASR model
+    that was no longer there to set back). Refused before any stage trains; the curriculum as it was resumes SMT."""
+    folder = _stage_folder(tmp_path)
+    common = [o for o in overrides(tiny_setup, "x", max_steps=4, save_every=1) if not o.startswith("output_dir")]
+
+    class Stop(Exception):
+        pass
+
+    real = recipe.Recipe.train_step
+
+    def step(self):
+        loss = real(self)
+        if self.cfg.stage == "smt" and self.step == 2:
+            raise Stop()  # after step 1's checkpoint: SMT interrupted
+        return loss
+    with monkeypatch.context() as m, pytest.raises(Stop):
+        m.setattr(recipe.Recipe, "train_step", step)
+        curriculum.run_curriculum([str(folder)], common, stages=["asr", "smt"], log=lambda *_: None)
+    asr = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (tmp_path / "asr" / "final").iterdir()}
+    messages = []
+    with pytest.raises(ConfigError, match=rf"^stage smt \(.*smt.yaml\): .*smt/checkpoints/step-00000001 resumes only "
+                                          rf"from the start it was trained from, and its start, stage asr's final/, "
+                                          rf"trains further \(max_steps 6, its final/ has 4\) in this run, so the "
+                                          rf"resume would be refused once asr had trained; remove "
+                                          rf"{tmp_path / 'smt' / 'checkpoints'} or use another output_dir$"):
+        curriculum.run_curriculum([str(folder)], [*common, "asr:max_steps=6"], stages=["asr", "smt"],
+                                  log=messages.append)
+    assert not any(m.startswith("== stage") for m in messages), messages
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (tmp_path / "asr" / "final").iterdir()} == asr
+    curriculum.run_curriculum([str(folder)], common, stages=["asr", "smt"], log=messages.append)  # as it was
+    assert any("[smt] resumed from" in m for m in messages), messages
+
+
 def test_stages_sharing_an_output_dir_or_starting_from_their_own_final_are_refused(tmp_path):
     folder = _stage_folder(tmp_path, out=False)
     with pytest.raises(ConfigError, match="stages asr and smt both write runs/default; give each stage its own"):

@@ -6,6 +6,7 @@ import errno
 import json
 import math
 import re
+import signal
 import subprocess
 import sys
 import textwrap
@@ -54,6 +55,36 @@ def _take(data, n):
 def _same(a, b):
     assert a["ids"] == b["ids"] and a["prompt_ids"] == b["prompt_ids"] and a["target_ids"] == b["target_ids"]
     assert torch.equal(a["features"], b["features"]) and torch.equal(a["feature_mask"], b["feature_mask"])
+
+
+WORKER_SIGNALS_SCRIPT = textwrap.dedent("""
+    import multiprocessing, subprocess, sys, time
+    import torch
+    from llm_srt.train.batches import _keep_serving
+
+    batches = iter(torch.utils.data.DataLoader(range(100), batch_size=None, num_workers=1,
+                                               worker_init_fn=_keep_serving))
+    next(batches)
+    [worker] = multiprocessing.active_children()
+    for name in ("TERM", "INT"):  # from another process, as SLURM's and torchrun's reach every process
+        subprocess.run(["kill", f"-{name}", str(worker.pid)], check=True)
+    time.sleep(0.5)
+    print(next(batches), worker.is_alive(), flush=True)
+    # the process ends with the loader open: multiprocessing's SIGTERM at exit ends the worker
+""")
+
+
+@pytest.mark.skipif(not hasattr(signal, "sigwaitinfo"), reason="no sigwaitinfo (macOS): torch's handler stays")
+def test_a_worker_serves_on_through_another_process_signal_and_ends_with_the_training_process(tmp_path):
+    """`batches._keep_serving`: a SIGTERM from another process (SLURM's, torchrun's agent's) ended a DataLoader worker,
+    and the training process then stopped, saving nothing, with "DataLoader worker (pid N) is killed by signal:
+    Terminated."; Ctrl-C to the group likewise where the worker's handler is not the recipe's. The worker serves
+    on, and a SIGTERM from its own process still ends it: ignored, a loader left open at exit kept that process
+    waiting for it for ever."""
+    script = tmp_path / "signals.py"
+    script.write_text(WORKER_SIGNALS_SCRIPT)
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout == "1 True\n", proc.stderr[-2000:]
 
 
 def test_workers_build_the_batches_the_training_process_would_tokenized_once(tiny_setup, model, tmp_path):

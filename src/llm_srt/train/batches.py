@@ -2,7 +2,10 @@
 that turns examples into a model batch, the map-style dataset of whole batches the workers build, and the sampler
 that streams `BucketBatchSampler`'s positions to them."""
 
+import os
 import pickle
+import signal
+import threading
 
 import torch
 
@@ -105,3 +108,28 @@ class _Stream(torch.utils.data.Sampler):
 
 def _as_is(batch):
     return batch
+
+
+def _keep_serving(_worker_id: int) -> None:
+    """A DataLoader worker's start (its worker_init_fn): a SIGINT, and a SIGTERM from anyone but its training process,
+    are ignored. SLURM (preemption, a time limit) signals every process of the job step, torchrun's agent each rank's
+    process group, Ctrl-C the terminal's: the training process ends the step, saves it (`signals.signals_noted`), and
+    its workers end with it. torch's own SIGTERM handler in a worker ended it for a signal from anyone but its
+    parent, and the training process then raised "DataLoader worker (pid N) is killed by signal: Terminated." in the
+    step or in the checkpoint's write: no checkpoint, exit 1, and a message blaming the disk. A SIGTERM from the
+    training process (the DataLoader's last resort, and multiprocessing's at exit, for a worker still there) ends it
+    as torch's handler does: ignored, it left that process waiting for ever at exit. Without sigwaitinfo (macOS)
+    torch's handler stays."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if not hasattr(signal, "sigwaitinfo"):
+        return
+    parent = os.getppid()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # held for the thread below (threads started later,
+    #   from this one, hold it too)
+
+    def take_sigterm() -> None:
+        while True:
+            if signal.sigwaitinfo({signal.SIGTERM}).si_pid == parent:
+                os._exit(0)  # (torch's handler: _exit(EXIT_SUCCESS))
+
+    threading.Thread(target=take_sigterm, name="sigterm", daemon=True).start()

@@ -25,6 +25,7 @@ from .. import paths
 from ..config import MAX_CONFIG_BYTES, expand_variables, parse_yaml, short, split_items
 from ..errors import ConfigError, LLMSRTError
 from ..model.adapter import adapter_options
+from . import checkpoint, resume
 from .config import TrainConfig, load_config
 from .final import (FINAL, check_same_start, final_weights_changed, finished_steps, init_record, is_finished,
                     quiet)
@@ -350,9 +351,20 @@ def _check_start_record(stage: Stage, start: Stage | None) -> None:
     """A finished stage is handed back only when it was trained from the start planned now (`final.check_same_start`
     at its turn): checked here by the weights where that start is there already and stays so; where `start` changes
     its final/ in this run (`_trains`), the finished stage cannot have been trained from it, and was refused at its
-    turn, after `start` had trained (the main curriculum again with smt/ removed to train it anew)."""
+    turn, after `start` had trained (the main curriculum again with smt/ removed to train it anew). So is an
+    interrupted stage's checkpoint whose resume compares its start's weights (as its turn does, without
+    allow_changes): ASR finished, SMT interrupted, then asr:max_steps raised trained ASR further, over asr/final, and
+    only then refused to resume SMT, when its start could no longer be set back."""
     cfg, out = stage.config, Path(stage.config.output_dir)
     if not is_finished(out):
+        if start is None or cfg.allow_changes or (how := _trains(start)) is None:
+            return
+        newest = checkpoint.latest(out, log=quiet)
+        if newest is not None and resume.INIT_KEY in (checkpoint.stored_settings(newest.path) or {}):
+            raise ConfigError(f"stage {stage.name} ({stage.file}): {newest.path} resumes only from the start it was "
+                              f"trained from, and its start, stage {start.name}'s final/, {how} in this run, so the "
+                              f"resume would be refused once {start.name} had trained; remove {out / 'checkpoints'} "
+                              "or use another output_dir")
         return
     how = None if start is None else _trains(start)
     if how is None:

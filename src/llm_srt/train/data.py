@@ -32,7 +32,7 @@ from ..data.loader import (BucketBatchSampler, SpeechTextDataset, blank_transcri
 from ..data.manifest import Row, line_of, read_manifest, text_limit, warn_each_time
 from ..errors import AudioError, ConfigError, LLMSRTError, shown
 from ..prompts import Task
-from .batches import Collator, _as_is, _Batches, _only_rows, _Stream
+from .batches import Collator, _as_is, _Batches, _keep_serving, _only_rows, _Stream
 from .parallel import Dist, all_max, all_sum, host_group, host_wait
 
 GPU_WORKERS = 2  # default DataLoader workers per rank on CUDA (reading .npy features + tokenizing)
@@ -325,7 +325,7 @@ class TrainingData:
         return torch.utils.data.DataLoader(
             _Batches(self.dataset, self.collator), sampler=_Stream(self.sampler), batch_size=None,
             collate_fn=_as_is, num_workers=workers, prefetch_factor=PREFETCH if workers else None,
-            pin_memory=self.model.device.type == "cuda",
+            worker_init_fn=_keep_serving, pin_memory=self.model.device.type == "cuda",
             generator=torch.Generator().manual_seed(self.cfg.seed))  # its own: the global RNG (dropout) untouched
 
     def next_batch(self) -> dict:
@@ -399,19 +399,21 @@ class TrainingData:
 
     def load_state_dict(self, state: dict, allow_changes: bool = False) -> int:
         """Resume at the saved position; returns the batches skipped to reach a whole step of this run's ranks x
-        micro-batches (`BucketBatchSampler.load_state_dict`). With data.skip_bad the audio files decide which rows
-        are read (the manifests' hashes the resume compares do not): a position saved over other rows is refused,
-        or with `allow_changes` taken as it is, said in the log."""
-        if self.cfg.skip_bad and "ids" in state and {k: state[k] for k in self._read} != self._read:
+        micro-batches (`BucketBatchSampler.load_state_dict`). A position saved over other rows than this run reads
+        (a manifest edited since, resumed with allow_changes; with data.skip_bad, clips gone since, which the
+        manifests' hashes the resume compares do not show) is taken as it is with `allow_changes`, said in the log
+        (an edited manifest resumed there without a word), and refused without it under data.skip_bad."""
+        if "ids" in state and {k: state[k] for k in self._read} != self._read:
             saved, n = state["examples"], self._read["examples"]
             said = (f"data.train {short(self.cfg.train)}: the checkpoint's data position counts {saved:,} examples, "
                     f"this run reads {n:,}{' other ones' if saved == n else ''}, and the rest of the epoch would train "
                     "some twice and never reach others")
-            if not allow_changes:  # (the resume refused other manifests or task mixes before: data.skip_bad's doing)
+            if self.cfg.skip_bad and not allow_changes:  # (the resume refused other manifests or task mixes
+                #   before: data.skip_bad's doing)
                 raise LLMSRTError(f"{said}: data.skip_bad dropped other rows than before (clips missing or changed "
                                   "since: see the warnings above); restore those clips, or add allow_changes=true to "
                                   "go on so")
-            self.log(f"warning: {said} (allow_changes)")
+            self.log(f"warning: {said}{' (allow_changes)' if allow_changes else ''}")
         skipped = self.sampler.load_state_dict(state)
         self._position = (self.sampler.epoch, self.sampler.batch)
         self._batches = None  # prefetched batches of the old position are dropped with their workers

@@ -15,6 +15,8 @@ from .config import TrainConfig
 FINAL = "final"  # the finished model folder inside output_dir
 INIT_RECORD = "init_from.json"  # in final/: the folder it started from and `resume.init_identity` of its weights
 RUN_SETTINGS = "run_settings.json"  # in final/: the settings it was trained with (`resume.run_settings`)
+RANKS = "ranks"  # in RUN_SETTINGS, beside them: the ranks it was trained on (its examples per step are compared with
+#   a run's on as many)
 DEV_SET_KEYS = ("data.dev", "data.dev_size", "data.seed", "data.skip_bad")  # of `resume.run_settings`: what
 #   picks the dev rows (`data.read_stage_rows`: the manifest's content hash, how many, which, bad rows left out)
 
@@ -95,13 +97,18 @@ def final_weights_changed(cfg: TrainConfig, out: Path, log) -> bool:
 def _check_finished_settings(cfg: TrainConfig, out: Path, world: int, log) -> None:
     """A finished model trained with other settings than this config's (lr, task mix, manifests, precision...)
     is another run's: an error unless allow_changes, never handed back as this run's result. The number of ranks
-    may differ (a curriculum run again on another cluster reuses its finished stages)."""
+    may differ (a curriculum run again on another cluster reuses its finished stages); on as many ranks as it was
+    trained on, its examples per step are compared, as a resume compares them (optim.accumulation 4 for a model
+    trained with 1 was handed back as "already finished")."""
     saved = _finished_settings(out)
     if saved is None:
         return  # a final/ from before the record, without a checkpoint: not checked
     current = resume.run_settings(cfg, world)
-    for key in (resume.PER_STEP, resume.WEIGHTED):  # a finished model is whole whatever the ranks, and a stage
-        saved.pop(key, None)  # that finished before the weights shared out each kind of row is still that run's
+    same_ranks = saved.pop(RANKS, None) == world  # (None: a final/ from before the ranks' record)
+    # a finished model is whole whatever the ranks (on others, its examples per step are not compared), and a stage
+    # that finished before the weights shared out each kind of row is still that run's
+    for key in (resume.WEIGHTED,) if same_ranks else (resume.PER_STEP, resume.WEIGHTED):
+        saved.pop(key, None)
         current.pop(key, None)
     changed = [c for c in resume.changes(saved, current) if not c.startswith("model.init_from")]  # checked apart
     if changed and not cfg.allow_changes:
@@ -172,13 +179,16 @@ def _save_final(model, out: Path, weights: dict, cfg: TrainConfig, settings: dic
     from safetensors import SafetensorError
 
     trained = getattr(getattr(model, "config", None), "adapter", cfg.model.adapter)
+    ranks = settings[resume.PER_STEP] // (cfg.data.batch_size * cfg.optim.accumulation)  # (batch x micro-batches x
+    #   ranks: `resume.run_settings`)
     if trained != cfg.model.adapter:  # the adapter trained: model.init_from's, whatever model.adapter says
         cfg = replace(cfg, model=replace(cfg.model, adapter=trained))
     try:
         model.save_pretrained(out / FINAL, state=weights, extra_files={  # one folder, whole or not at all: a
             #   final/ without its train_config.json would count as finished and never continue
             TRAIN_CONFIG: json.dumps(config_lib.to_dict(cfg), indent=2) + "\n",
-            RUN_SETTINGS: json.dumps(settings, indent=1) + "\n",  # what a later run of this output_dir must match
+            RUN_SETTINGS: json.dumps({**settings, RANKS: ranks}, indent=1) + "\n",  # what a later run of this
+            #   output_dir must match
             INIT_RECORD: json.dumps({"init_from": cfg.model.init_from, "weights": settings[resume.INIT_KEY]}) + "\n"})
         #   init_from: the path as configured (a folder moved stays readable)
     except (OSError, SafetensorError) as e:
