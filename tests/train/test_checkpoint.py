@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from llm_srt.errors import LLMSRTError
-from llm_srt.train import checkpoint
+from llm_srt.train import checkpoint, run_lock
 
 
 def _save_model(weights):
@@ -523,13 +523,13 @@ def test_a_file_system_without_flock_does_not_pass_for_another_run(tmp_path, mon
     for code in (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP):
         monkeypatch.setattr(fcntl, "flock", lambda fd, op, code=code: (_ for _ in ()).throw(OSError(code, "no")))
         with caplog.at_level("WARNING"):
-            lock = checkpoint.RunLock(tmp_path).acquire()
+            lock = run_lock.RunLock(tmp_path).acquire()
         lock.release()
         assert "takes no lock" in caplog.text
     monkeypatch.setattr(fcntl, "flock", lambda fd, op: (_ for _ in ()).throw(OSError(errno.EWOULDBLOCK, "busy")))
     with pytest.raises(LLMSRTError, match=r"another training run is writing this output folder .* once that host is "
                                           r"surely gone, delete .*\.lock\)$"):
-        checkpoint.RunLock(tmp_path).acquire()
+        run_lock.RunLock(tmp_path).acquire()
 
 
 def test_a_model_folder_is_on_disk_before_it_takes_its_name(tmp_path, monkeypatch):

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from llm_srt.errors import ConfigError, LLMSRTError
-from llm_srt.train import checkpoint
+from llm_srt.train import checkpoint, run_lock
 from llm_srt.train.config import load_config
 from llm_srt.train.final import FINAL, finished_steps, is_finished
 
@@ -257,15 +257,15 @@ def test_malformed_checksums_mark_the_checkpoint_damaged(fault, tmp_path):
 
 
 def test_lock_file_states(tmp_path):
-    (tmp_path / checkpoint.LOCK).write_bytes(b"\x00garbage{")  # left by a killed run, unreadable: no block
-    lock = checkpoint.RunLock(tmp_path).acquire()
+    (tmp_path / run_lock.LOCK).write_bytes(b"\x00garbage{")  # left by a killed run, unreadable: no block
+    lock = run_lock.RunLock(tmp_path).acquire()
     with pytest.raises(LLMSRTError, match=rf"another training run .*\(pid {os.getpid()} on .*, started "):
-        checkpoint.RunLock(tmp_path).acquire()
+        run_lock.RunLock(tmp_path).acquire()
     lock.release()
-    (tmp_path / checkpoint.LOCK).unlink()
-    (tmp_path / checkpoint.LOCK).mkdir()  # a folder where the lock file goes
+    (tmp_path / run_lock.LOCK).unlink()
+    (tmp_path / run_lock.LOCK).mkdir()  # a folder where the lock file goes
     with pytest.raises(LLMSRTError, match=r"\.lock: cannot create the run lock .*choose another output_dir"):
-        checkpoint.RunLock(tmp_path).acquire()
+        run_lock.RunLock(tmp_path).acquire()
 
 
 @pytest.mark.parametrize("text", ["[]", '{"max_steps": Infinity}', '{"max_steps": "x"}', "[" * 100_000, "\x00"])
@@ -301,8 +301,8 @@ def test_a_killed_runs_forked_children_do_not_keep_its_lock(tmp_path):
 
     code = textwrap.dedent(f"""
         import os, signal, sys, time
-        from llm_srt.train import checkpoint
-        checkpoint.RunLock({str(tmp_path)!r}).acquire()
+        from llm_srt.train import run_lock
+        run_lock.RunLock({str(tmp_path)!r}).acquire()
         child = os.fork()
         if child == 0:
             null = os.open(os.devnull, os.O_RDWR)
@@ -317,6 +317,6 @@ def test_a_killed_runs_forked_children_do_not_keep_its_lock(tmp_path):
     child = int(proc.stdout)
     try:
         os.kill(child, 0)  # the forked child outlives its parent, as a worker does for a while
-        checkpoint.RunLock(tmp_path).acquire().release()
+        run_lock.RunLock(tmp_path).acquire().release()
     finally:
         os.kill(child, signal.SIGKILL)

@@ -18,7 +18,7 @@ import torch
 
 from llm_srt import cli
 from llm_srt.errors import ConfigError, LLMSRTError
-from llm_srt.train import checkpoint, recipe, shared
+from llm_srt.train import checkpoint, recipe, run_lock, shared
 from llm_srt.train.config import load_config
 from llm_srt.train.final import FINAL, RUN_SETTINGS
 from llm_srt.train.schedule import lr_lambda
@@ -120,7 +120,7 @@ def test_a_second_train_on_the_same_folder_is_refused_naming_the_holder(tiny_set
     try:
         deadline = time.time() + 120
         while time.time() < deadline and not any(out.glob("tensorboard/*")) or \
-                not (out / checkpoint.LOCK).read_text().strip():  # holding the lock, its files all made
+                not (out / run_lock.LOCK).read_text().strip():  # holding the lock, its files all made
             assert first.poll() is None, "the first run ended early"
             time.sleep(0.05)
         files, before = sorted(p.relative_to(out) for p in out.rglob("*")), _contents(out)
@@ -136,12 +136,12 @@ def test_a_second_train_on_the_same_folder_is_refused_naming_the_holder(tiny_set
         first.kill()
         first.wait()
     # the killed holder's lock file stays behind; it does not block (the kernel dropped the lock)
-    assert (out / checkpoint.LOCK).is_file()
-    lock = checkpoint.RunLock(out).acquire()
+    assert (out / run_lock.LOCK).is_file()
+    lock = run_lock.RunLock(out).acquire()
     with pytest.raises(LLMSRTError, match=rf"pid {os.getpid()} on "):  # held in this process: a second holder fails
-        checkpoint.RunLock(out).acquire()
+        run_lock.RunLock(out).acquire()
     lock.release()
-    checkpoint.RunLock(out).acquire().release()
+    run_lock.RunLock(out).acquire().release()
 
 
 def test_resume_with_changed_settings_refuses_before_building_anything(base, tiny_setup, tmp_path):
@@ -245,7 +245,7 @@ def test_a_second_launch_leaves_the_running_jobs_half_written_checkpoint_alone(b
     writing.mkdir()
     (writing / "adapter.safetensors").write_bytes(b"x" * 64)
     messages = []
-    lock = checkpoint.RunLock(out).acquire()  # the running job's
+    lock = run_lock.RunLock(out).acquire()  # the running job's
     try:
         recipe.train(_config(tiny_setup, out), log=messages.append)
     finally:

@@ -1,7 +1,7 @@
 """Checkpoints that survive `kill -9`: atomic folder writes, checksums, exact-resume trainer state.
 
 Layout of a run folder:
-    .lock                        held (fcntl.flock) by the one training process writing this folder: pid/host/start
+    .lock                        held by the one training process writing this folder (run_lock.py)
     checkpoints/step-00000100/   model folder (config.json, adapter.safetensors, [lora]) + trainer_state/
     checkpoints/index.json       the steps on disk, the best step by dev loss
     final/                       the finished model (written last; its presence means the run is complete)
@@ -14,9 +14,6 @@ message, never loaded. Other names in checkpoints/ (step-*.bak copies, temporary
 killed write left (.tmp-*, .old-*) are removed, or put back, only by the run holding the lock (`remove_leftovers`).
 """
 
-import datetime
-import errno
-import fcntl
 import hashlib
 import json
 import logging
@@ -25,7 +22,6 @@ import os
 import random
 import re
 import shutil
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -46,7 +42,6 @@ STATE_TENSORS = "tensors.safetensors"
 DEV_SET = "dev_set"  # in STATE_JSON: what its dev_loss was measured on (`measured_on`)
 LEGACY_STATE = "state.pt"  # the pickled trainer state of earlier versions: refused
 INDEX = "index.json"
-LOCK = ".lock"
 STEP_FOLDER = re.compile(r"step-(\d{8,})")  # step_name's folders; anything else in checkpoints/ is not ours
 ABANDONED = "abandoned-"  # before a step folder's name: a checkpoint a resumed run passed over (`_set_aside`)
 
@@ -487,88 +482,6 @@ def _hashable(key: Any) -> Any:
 
 
 # ---- one run per output folder --------------------------------------------------------------------------------------
-_HELD_LOCKS: set[int] = set()  # this process's RunLock file descriptors
-
-
-def _close_held_locks_in_child() -> None:
-    """In a forked child (a DataLoader worker): close the run lock's descriptor, never unlock it (the parent's lock
-    is the same open file). A child that kept it held the lock after its parent was killed, until it noticed and
-    exited, and the same command run again at once was refused as "another training run"."""
-    for fd in _HELD_LOCKS:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-    _HELD_LOCKS.clear()
-
-
-os.register_at_fork(after_in_child=_close_held_locks_in_child)
-
-
-class RunLock:
-    """An advisory lock (fcntl.flock) on `run_dir/.lock`, held while a training process writes the folder: a second
-    run on the same folder stops with a one-line error naming the holder. The kernel drops the lock when its process
-    ends, however it ends, so the file a killed run leaves never blocks; forked children (DataLoader workers) do not
-    keep it (`_close_held_locks_in_child`). (Advisory: on a network file system without flock support, two hosts
-    are not kept apart.)"""
-
-    def __init__(self, run_dir: Path):
-        self.path = Path(run_dir) / LOCK
-        self._fd: int | None = None
-
-    def acquire(self) -> "RunLock":
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as e:
-            raise LLMSRTError(f"{self.path}: cannot create the run lock ({e.strerror or e}); choose another "
-                              "output_dir") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):  # no flock on this file system
-                logger.warning("%s: this file system takes no lock (%s): nothing keeps a second run off this "
-                               "output folder", self.path, e.strerror or e)  # (Lustre -o noflock, some FUSE)
-                self._fd = fd
-                _HELD_LOCKS.add(fd)
-                return self
-            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace")
-            os.close(fd)
-            raise LLMSRTError(f"{self.path.parent}: another training run is writing this output folder "
-                              f"({_holder(holder)}); wait for it to end or stop it, or choose another "
-                              f"output_dir (on a network disk a host that died can leave its lock: once that host "
-                              f"is surely gone, delete {self.path})") from None
-        started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-        info = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": started}).encode()
-        try:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, info + b"\n", 0)
-        except OSError:
-            pass  # the lock holds without its note; a second run then names no holder
-        self._fd = fd
-        _HELD_LOCKS.add(fd)
-        return self
-
-    def release(self) -> None:
-        if self._fd is not None and self._fd not in _HELD_LOCKS:  # a forked child's copy, closed at the fork
-            self._fd = None
-        if self._fd is not None:
-            _HELD_LOCKS.discard(self._fd)
-            try:
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
-            except OSError:  # a file system without flock: there was nothing to let go
-                pass
-            os.close(self._fd)
-            self._fd = None
-
-
-def _holder(text: str) -> str:
-    try:
-        info = json.loads(text)
-        return f"pid {int(info['pid'])} on {str(info['host'])[:64]}, started {str(info['started'])[:32]}"
-    except (ValueError, KeyError, TypeError):
-        return "its holder did not say who it is"
-
-
 ROOM = 64 << 20  # beside a checkpoint's tensors: its trainer state's JSON, the logs, TensorBoard (all that
 #   `check_writable` asks for before the model, and so a checkpoint's size, is known)
 ADAM_MOMENTS = 2  # AdamW's exp_avg and exp_avg_sq: a float32 tensor each per trainable weight

@@ -35,6 +35,7 @@ from .parallel import (Parallel, all_max, all_sum, barrier, init_distributed, ll
 from .preflight import check_before_start, lora_note, skips_trained, use_bf16
 from .rng import _gather_rng, _restore_rng, seed_own_stream
 from .schedule import _apply_optim_settings, _follow_schedule, lr_lambda, schedule_note
+from .run_lock import RunLock
 from .shared import failing_rank, shared_checkpoint, shared_output
 from .signals import Noted, signals_noted
 
@@ -66,7 +67,7 @@ class Recipe:
         self.best_dev: float | None = None  # the lowest dev loss a checkpoint holds (an evaluation that beats it saves)
         self.bar, self.writer = None, None  # progress bar, TensorBoard (rank 0)
         self.parallel: Parallel | None = None
-        self.lock: checkpoint.RunLock | None = None  # this run's hold on output_dir (rank 0)
+        self.lock: RunLock | None = None  # this run's hold on output_dir (rank 0)
         self.settings: dict | None = None  # what a resume must match (train/resume.py), stored in checkpoints
         self.sink_error: Exception | None = None  # a failed write to the progress bar or TensorBoard, reported at
         #   the next log line
@@ -122,9 +123,9 @@ class Recipe:
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
 
-    def _claim_output(self) -> checkpoint.RunLock:
+    def _claim_output(self) -> RunLock:
         checkpoint.check_writable(self.out, need_bytes=64 << 20)
-        lock = checkpoint.RunLock(self.out).acquire()
+        lock = RunLock(self.out).acquire()
         for leftover in paths.atomic_dir_leftovers(self.out / FINAL):  # a killed write of final/: the trained
             shutil.rmtree(leftover, ignore_errors=True)  # weights' size each, kept for ever (the lock is ours)
         checkpoint.remove_leftovers(self.out, log=self.log)  # and of a checkpoint: only now, the lock held (before
