@@ -200,6 +200,8 @@ class StaticSteps:
                 for key in [key for key in kept if key[1] not in served.get(key[0], ())]:
                     del kept[key]
                     dropped += 1
+                if not kept:
+                    del cls._caches[lm]
         return dropped
 
     def step(self, token: torch.Tensor) -> torch.Tensor:
