@@ -219,9 +219,11 @@ def test_translate_in_bfloat16_on_the_cpu(model_dir, clips, capsys):
 def test_a_moved_model_folder_is_repointed_with_encoder_and_llm(model_dir, clips, tmp_path):
     folder, moved, config = tiny.moved_folder(model_dir, tmp_path)
     (folder / "config.json").write_text(json.dumps(config | {"encoder": "/gone/whisper", "llm": "/gone/llm"}))
-    with pytest.raises(LLMSRTError, match="/gone/llm: .*; a model folder moved to another machine: give its llm "
-                                          r"where it is now \(--llm of translate and serve, --model-llm of evaluate; "
-                                          r"model.llm in a training config\)$"):  # (it said to run llm-srt setup)
+    with pytest.raises(LLMSRTError, match=r"names the encoder /gone/whisper \(.*\) and the llm /gone/llm \(.*\); a "
+                                          "model folder moved to another machine: give its encoder and llm where "
+                                          r"they are now \(--encoder and --llm of translate and serve, --encoder and "
+                                          r"--model-llm of evaluate; model.encoder and model.llm in a training "
+                                          r"config\)$"):  # (it said to run llm-srt setup, and named the LLM alone)
         SpeechTranslator.from_pretrained(folder, device="cpu")
     with pytest.raises(LLMSRTError) as given:  # a bad path given here is not blamed on the checkpoint's config.json
         SpeechTranslator.from_pretrained(folder, device="cpu", encoder=str(tmp_path / "typo"), llm=str(moved["llm"]))
@@ -1494,6 +1496,29 @@ def test_languages_and_transcripts_are_checked_before_the_model_loads(tmp_path, 
     assert cli.main(["translate", str(tmp_path / "a.wav"), "--model", "stub", "--src", "auto", "--tgt", "deu"]) == 0
     heard = [line for line in capsys.readouterr().err.splitlines() if "heard as" in line]  # else said in json only
     assert len(heard) == 1 and heard[0].endswith("a.wav: source language heard as eng (--src auto)"), heard
+
+
+def test_text_mt_takes_task_smt_alone_and_is_refused_before_it_loads(tmp_path, monkeypatch, capsys):
+    """`--model mt` under the default task (auto: srt) loaded the LLM, then failed every input ("the text MT system
+    translates given transcripts only"), exit 1. Any task but smt is refused before anything loads, exit 2."""
+    from llm_srt import translate
+
+    loaded = []
+
+    def load(args):
+        loaded.append(args.task)
+        raise LLMSRTError("loaded")
+
+    monkeypatch.setattr(translate, "translator_from_args", load)
+    write_wav(tmp_path / "a.wav", recording(3.0, [(0.5, 2.5)]))
+    run = ["translate", str(tmp_path / "a.wav"), "--model", "mt", "--src", "eng", "--tgt", "deu"]
+    for task in ([], ["--task", "auto"], ["--task", "srt"], ["--task", "asr+smt"]):
+        assert cli.main([*run, *task]) == 2 and loaded == []
+        told = task[1] if task else "auto"
+        assert capsys.readouterr().err == (f"llm-srt translate: error: --model mt translates given transcripts (text "
+                                           f"MT), and --task {told} reads the audio; give --task smt with one "
+                                           "--transcript per input, or --model cascade for speech\n")
+    assert cli.main([*run, "--task", "smt", "--transcript", "Hello."]) == 2 and loaded == ["smt"]  # (it loads)
 
 
 def test_the_summary_counts_an_input_failed_in_part_among_the_translated_as_such(tmp_path, monkeypatch, capsys):

@@ -45,9 +45,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--task", default=AUTO_TASK, choices=[AUTO_TASK, *(t.value for t in Task if t is not Task.MT)],
                         help="auto (default): what the model folder was trained for, from its train_config.json "
                              "(s2tt for a Baseline, asr for an ASR stage, asr+smt for an SMT stage, else srt; srt "
-                             "for a folder without one and for whisper, cascade and mt); srt: transcript and "
-                             "translation in one pass; asr+smt: an SMT-stage model's own transcript, then its SMT "
-                             "(two passes; the paper's w/o SRT ablation)")
+                             "for a folder without one and for whisper and cascade; mt takes smt only); srt: "
+                             "transcript and translation in one pass; asr+smt: an SMT-stage model's own transcript, "
+                             "then its SMT (two passes; the paper's w/o SRT ablation)")
     parser.add_argument("--transcript", action="append", default=None,
                         help="the transcript of each input, in order (task smt); repeat per input")
     parser.add_argument("--batch-size", type=int, default=8)
@@ -80,6 +80,9 @@ def main(args) -> int:
                           "give it as ./-)")
     if args.src is None:
         raise LLMSRTError("give the source language with --src (ISO 639-3, e.g. eng) or --src auto")
+    if args.model == "mt" and args.task != Task.SMT.value:  # else the LLM loaded, then every input failed
+        raise LLMSRTError(f"--model mt translates given transcripts (text MT), and --task {args.task} reads the audio; "
+                          "give --task smt with one --transcript per input, or --model cascade for speech")
     if args.task == AUTO_TASK:  # read before the model loads, so the checks of the task below come first
         args.task = trained_task(args.model).value
         if args.task != Task.SRT.value:  # srt: as before `auto` was the default, nothing to say

@@ -100,6 +100,20 @@ def test_prepare_check_names_the_rows_training_refuses_and_checks_every_manifest
     assert f"{validation}:2: 40 s is longer than the 30 s" in capsys.readouterr().err
 
 
+def test_prepare_check_names_the_rows_training_refuses_beside_bad_rows(tmp_path, capsys):
+    """A manifest with a bad row (an unknown language) was named for it alone: its 40 s train row, which training
+    refuses, came to light only once that row was fixed and the check run again. Both are named, exit 1."""
+    path = tmp_path / "mixed.jsonl"
+    rows = [_manifest_row(1, src_lang="xx"), _manifest_row(2, duration=40.0), _manifest_row(3)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    assert cli.main(["prepare", "check", "--no-check-audio", str(path)]) == 1
+    out, err = capsys.readouterr()
+    assert f"llm-srt prepare: error: {path}: 1 bad row(s)" in err and f"\n  {path}:1: src_lang 'xx'" in err
+    assert (f"llm-srt prepare: error: {path}: 1 of its 2 other rows `llm-srt train` refuses; fix or drop them, or "
+            f"skip them (train data.skip_bad=true):\n  {path}:2: 40 s is longer than the 30 s") in err
+    assert out == "" and "skipped" not in err and "manifests are bad" not in err  # (one manifest, said once)
+
+
 def test_splits_are_read_with_spaces_and_checked(tmp_path, capsys):
     from llm_srt.data.prepare import _splits
 

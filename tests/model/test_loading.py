@@ -370,6 +370,68 @@ def test_from_pretrained_dtype_overrides_and_prompt_format(tmp_path, folders):
         SpeechLLM.from_pretrained(ckpt, encoder=whisper, llm=llm)
 
 
+def test_a_moved_folders_missing_encoder_and_llm_are_one_error_before_the_llm_loads(tmp_path, monkeypatch):
+    """A model folder whose encoder and LLM are both gone loaded the whole LLM (minutes for a 32B one), then named the
+    LLM alone, with "run `llm-srt setup`" (it converts the embedded models only); the encoder's absence came after
+    the LLM was re-pointed and loaded again. One error names both, with the options that re-point them, and nothing
+    loads; `llm-srt setup` only for the embedded model, not converted."""
+    from llm_srt.model import speech_llm
+
+    torch.manual_seed(0)
+    model_dir = tiny.speech_llm(tmp_path / "made").save_pretrained(tmp_path / "made" / "model")
+    folder, moved, config = tiny.moved_folder(model_dir, tmp_path)
+    gone = {key: str(tmp_path / f"gone-{key}") for key in ("encoder", "llm")}
+    (folder / "config.json").write_text(json.dumps(config | gone))
+    calls = []
+
+    def no_load(*args, **kwargs):
+        calls.append(args)
+        raise LLMSRTError("load_llm ran")
+
+    monkeypatch.setattr(speech_llm, "load_llm", no_load)
+    with pytest.raises(LLMSRTError) as both:
+        SpeechLLM.from_pretrained(folder)
+    said = str(both.value)
+    assert said == (f"{folder / 'config.json'} names the encoder {gone['encoder']} (not a Hugging Face Whisper "
+                    f"folder: no such folder) and the llm {gone['llm']} (not a Hugging Face model folder: no such "
+                    "folder); a model folder moved to another machine: give its encoder and llm where they are now "
+                    "(--encoder and --llm of translate and serve, --encoder and --model-llm of evaluate; "
+                    "model.encoder and model.llm in a training config)")
+    assert calls == [] and "llm-srt setup" not in said
+    with pytest.raises(LLMSRTError) as one:  # the LLM re-pointed: the encoder still gone, said alone
+        SpeechLLM.from_pretrained(folder, llm=str(moved["llm"]))
+    assert "the encoder " in str(one.value) and "the llm" not in str(one.value) and calls == []
+    assert "(--encoder of translate and serve, --encoder of evaluate; model.encoder in" in str(one.value)
+    with pytest.raises(LLMSRTError) as typo:  # a path given is said as given, not as the folder's config.json's
+        SpeechLLM.from_pretrained(folder, encoder=str(tmp_path / "typo"), llm=str(moved["llm"]))
+    assert str(typo.value).startswith(f"the encoder given, {tmp_path / 'typo'} (not a Hugging Face Whisper folder: "
+                                      "no such folder); give its encoder where it is now") and calls == []
+    monkeypatch.setenv("LLM_SRT_CACHE", str(tmp_path / "cache"))  # the embedded models, not converted here
+    (folder / "config.json").write_text(json.dumps(config | {"encoder": "embedded", "llm": "embedded"}))
+    with pytest.raises(LLMSRTError, match=r"names the encoder embedded \(not converted yet at .*: run `llm-srt setup`\) "
+                                          r"and the llm embedded .*; give its encoder and llm where"):
+        SpeechLLM.from_pretrained(folder)
+    monkeypatch.undo()  # the real load_llm: the moved folders load
+    assert SpeechLLM.from_pretrained(folder, encoder=str(moved["encoder"]), llm=str(moved["llm"])).llm_dim > 0
+
+
+def test_setup_is_advised_for_the_embedded_models_alone(folders, tmp_path, monkeypatch):
+    """A Whisper or LLM folder without config.json was told to run `llm-srt setup`, which converts the embedded
+    models only: said for those, not for a folder of the user's."""
+    from llm_srt.model.encoder import whisper_dim
+
+    (tmp_path / "mine").mkdir()
+    for load in (load_llm, whisper_dim):
+        with pytest.raises(LLMSRTError) as mine:
+            load(tmp_path / "mine")
+        assert "(no config.json)" in str(mine.value) and "llm-srt setup" not in str(mine.value)
+    monkeypatch.setenv("LLM_SRT_CACHE", str(tmp_path / "cache"))
+    for load, folder in ((load_llm, "gemma-3-270m"), (whisper_dim, "whisper-base")):
+        (tmp_path / "cache" / "models" / folder).mkdir(parents=True)  # a conversion cut short
+        with pytest.raises(LLMSRTError, match=r"\(no config.json\); run `llm-srt setup`"):
+            load(tmp_path / "cache" / "models" / folder)
+
+
 @pytest.mark.cuda
 def test_from_pretrained_lands_on_the_gpu_in_bf16_without_a_host_copy(tmp_path):
     torch.manual_seed(0)

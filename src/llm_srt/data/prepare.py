@@ -187,28 +187,35 @@ def _run_check(args: argparse.Namespace) -> int:
     over Whisper's 30 s window, a text longer than its duration can hold), which every row must meet that training
     may read (its data.train and data.dev rows, whatever their split); a row of an evaluation split (a name holding
     "test" or starting "tst": test, devtest, tst-COMMON) that fails them is noted only (prepare keeps such clips in
-    test). Every manifest is checked, a bad one named on stderr; exit 1 if any was bad."""
+    test). Every manifest is checked, a bad one named on stderr; exit 1 if any was bad. A manifest with bad rows
+    (bad JSON, an unknown language, ...) has its other rows held to training's limits too: all it needs fixing is
+    said at once."""
     from ..audio import WINDOW_SECONDS
     from .manifest import MAX_LISTED, lines_of, read_manifest, training_refuses
 
     bad = 0
     for path in args.manifests:
+        malformed = False
         try:
             rows = read_manifest(path, check_audio=not args.no_check_audio)
         except LLMSRTError as e:  # named, and the manifests after it still checked
             print(f"llm-srt prepare: error: {e}", file=sys.stderr)
             bad += 1
-            continue
+            malformed = True
+            rows = _readable_rows(path, not args.no_check_audio)
         refused = [(row, problem) for row in rows if (problem := training_refuses(row, WINDOW_SECONDS))]
         trained = [(row, problem) for row, problem in refused if not EVALUATION_SPLIT.search(row.split)]
         name = shown(str(path))
         if trained:
-            bad += 1
+            bad += not malformed
             lines = lines_of(path, {row.id for row, _ in trained[:MAX_LISTED]})
             listed = "\n  ".join(f"{name}:{lines.get(row.id, '?')}: {problem}" for row, problem in trained[:MAX_LISTED])
             more = f"\n  ... and {len(trained) - MAX_LISTED} more" if len(trained) > MAX_LISTED else ""
-            print(f"llm-srt prepare: error: {name}: {len(trained)} of its {len(rows)} rows `llm-srt train` refuses; "
-                  f"fix or drop them, or skip them (train data.skip_bad=true):\n  {listed}{more}", file=sys.stderr)
+            print(f"llm-srt prepare: error: {name}: {len(trained)} of its {len(rows)} {'other ' if malformed else ''}"
+                  "rows `llm-srt train` refuses; fix or drop them, or skip them (train data.skip_bad=true):\n  "
+                  f"{listed}{more}", file=sys.stderr)
+            continue
+        if malformed:
             continue
         hours = sum(r.duration for r in rows if r.is_asr) / 3600
         directions = Counter(f"{r.src_lang}-{r.tgt_lang}" for r in rows if not r.is_asr)
@@ -222,6 +229,21 @@ def _run_check(args: argparse.Namespace) -> int:
     if bad and len(args.manifests) > 1:
         print(f"llm-srt prepare: {bad} of {len(args.manifests)} manifests are bad (named above)", file=sys.stderr)
     return 1 if bad else 0
+
+
+def _readable_rows(path: Path, check_audio: bool) -> list:
+    """The rows of a manifest with bad rows that read well (read again, skipping the bad ones read_manifest named);
+    none where it has none, or cannot be read at all."""
+    import warnings
+
+    from .manifest import read_manifest
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # (its "skipped N bad rows": they are listed already)
+            return read_manifest(path, check_audio=check_audio, skip_bad=True)
+    except LLMSRTError:
+        return []
 
 
 def _print_lines(lines: list[str]) -> None:

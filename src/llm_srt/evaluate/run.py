@@ -19,6 +19,8 @@ import glob
 import json
 import os
 import shlex
+import sys
+import warnings
 from dataclasses import replace
 from datetime import timedelta
 from contextlib import contextmanager
@@ -264,6 +266,21 @@ def check_inputs_kept(out: Path, models: dict[str, str], run_now: dict[str, str]
                                   "another --out")
 
 
+def _read_rows(manifest: str | Path, check_audio: bool, skip_bad: bool) -> list[Row]:
+    """The manifest's rows (`read_manifest`), its --skip-bad notice (the bad rows it skipped) one line on stderr, as
+    the toolkit's other notices: it came as Python's UserWarning, with a file name, a line number and the line of
+    code that read the manifest."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rows = read_manifest(manifest, check_audio=check_audio, skip_bad=skip_bad)
+    for w in caught:
+        if w.category is UserWarning and " bad rows (first: " in str(w.message):
+            print(f"llm-srt evaluate: warning: --skip-bad: {w.message}", file=sys.stderr, flush=True)
+        else:  # not ours: as it would have shown
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return rows
+
+
 @in_rank_group
 def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Path, task: str = "auto",
              options: DecodingOptions = DecodingOptions(), batch_size: int = 8, limit: int | None = None,
@@ -322,8 +339,8 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
     # that does not decode, so BLEU stays over the whole test set and the report says what was missing
     read = run_now or (limit is not None and manifest is not None)  # --limit: a results file keeps its rows among the
     #   first N manifest rows, decoded beside it or not (with nothing to decode, it kept its own first N rows: others)
-    rows = from_rank0(lambda: read_manifest(manifest, check_audio=bool(run_now) and not skip_bad,
-                                            skip_bad=skip_bad) if read else [],
+    rows = from_rank0(lambda: _read_rows(manifest, check_audio=bool(run_now) and not skip_bad,
+                                         skip_bad=skip_bad) if read else [],
                       rank, size, _group[0])  # ranks never decide apart what they read (--skip-bad on a node's disk)
     if limit is not None:
         rows = rows[:limit]
