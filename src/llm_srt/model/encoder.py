@@ -26,7 +26,7 @@ from .weight_files import TensorReader, tensor_files, unreadable
 HOP_LENGTH = 160  # samples per mel frame (10 ms at 16 kHz)
 N_SAMPLES_30S = WINDOW_SECONDS * SAMPLE_RATE  # 480000 samples: Whisper's fixed window
 _BITS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}  # a weight's bits, by its size
-FEATURE_VERSION = 1  # part of `identity`; bump when the feature computation below changes
+FEATURE_VERSION = 2  # part of `identity`; bump when the feature computation below changes (2: no bf16 autocast)
 CPU_ENCODER_FRAMES = 1536  # on the CPU, an encoder pass takes as many clips as fit this many output frames (Whisper
 #  base, 16 clips, 2 threads, best of 3, fp32 / int8 s: at 273 frames a clip 0.61 / 0.43 in one pass, 0.50 / 0.31
 #  in passes of 5; at 500 frames 1.22 / 0.71 in passes of 8, 1.10 / 0.70 in passes of 2-3; at 150 frames any pass of
