@@ -4,6 +4,7 @@ feature cache, ...). No timing thresholds: those are for the embedded models on 
 
 import json
 import shutil
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -337,6 +338,35 @@ def test_peak_memory_on_cuda_reads_the_allocators_reserved_peak_too(monkeypatch)
     with common.PeakMemory(torch.device("cpu")) as memory:
         pass
     assert memory.reserved_mib is None and memory.kind == "rss"
+
+
+def test_a_cpu_decode_row_reports_what_its_pass_added_to_the_processs_rss(tmp_path, monkeypatch):
+    """On the CPU `peak_mib` is the whole process's RSS (every float row of the 2026-12-06 run read ~4967 MiB, the
+    models and what the training section left): the row also reports the RSS as its pass starts and the rise over
+    it, and the table's memory column names which it shows (psutil faked: 5,000 MiB resident, +10 in the pass)."""
+    import psutil
+
+    from llm_srt.bench.common import decode_pass
+    from llm_srt.bench.table import memory_column
+    from llm_srt.model.decoding import DecodingOptions
+    from llm_srt.model.systems import SpeechLLMSystem
+
+    mib, rss = 2**20, [5000 * 2**20]
+    monkeypatch.setattr(psutil, "Process", lambda: SimpleNamespace(memory_info=lambda: SimpleNamespace(rss=rss[0])))
+    system = SpeechLLMSystem(tiny.speech_llm(tmp_path).eval(), "m")
+    run_batch = system.run_batch
+
+    def grows(items, options):  # the pass's activations and KV cache: +10 MiB, still resident as it ends
+        rss[0] += 10 * mib
+        return run_batch(items, options)
+
+    monkeypatch.setattr(system, "run_batch", grows)
+    run = decode_pass(system, [tiny.tone(1.0, 300)], 1, DecodingOptions(max_new_tokens=2), exact_tokens=False)
+    assert (run.peak_mib, run.rss_start_mib, run.peak_rise_mib, run.memory) == (5010.0, 5000.0, 10.0, "rss")
+    cpu = {"peak_mib": run.peak_mib, "memory": run.memory, "peak_rise_mib": run.peak_rise_mib}
+    assert memory_column([cpu]) == "RSS rise MiB"
+    assert memory_column([{"peak_mib": 4967.0, "memory": "rss"}]) == "RSS peak MiB"  # results from before the rise
+    assert memory_column([{"peak_mib": 300.0, "memory": "gpu", "peak_rise_mib": None}]) == "GPU peak MiB"
 
 
 def test_every_probe_of_the_search_is_timed_after_a_warm_up_at_its_batch_size(monkeypatch):

@@ -251,3 +251,86 @@ def test_decode_rows_hands_on_each_row_as_its_last_pass_ends(monkeypatch):
                                 bench.BenchOptions(new_tokens=5), lambda msg: None, {}, passes=2,
                                 on_row=lambda done: seen.append([r["batch_size"] for r in done]))
     assert seen == [[4], [1, 4]] and [r["batch_size"] for r in rows] == [1, 4]  # the second turn runs 4, then 1
+
+
+# ---- 6. --json-out that cannot be written; a Whisper row's unexpected error ------------------------------------
+@pytest.fixture
+def not_run(monkeypatch):
+    """bench.main whose runs must not start (a refused command line): a call fails the test."""
+    def ran(*a, **k):
+        raise AssertionError("a run started")
+
+    for name in ("run_bench", "run_paper"):
+        monkeypatch.setattr(bench, name, ran)
+    monkeypatch.setattr(wb, "run_whisper_bench", ran)
+
+
+@pytest.mark.parametrize("paper_shape", [[], ["--paper-shape", "tiny"]])
+@pytest.mark.parametrize("where,says", [("afile/x.json", "cannot write it ("), (".", "a folder")])
+def test_a_json_out_that_cannot_be_written_is_refused_before_anything_runs(not_run, tmp_path, monkeypatch, capsys,
+                                                                           paper_shape, where, says):
+    """`--json-out afile/x.json` below a file built the models and ran the first row, then died with a
+    FileExistsError traceback: one line now, exit 2, before any run (a folder too, which the rename would fail)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("mine\n")
+    assert cli.main(["bench", *paper_shape, "--device", "cpu", "--json-out", where]) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith(f"llm-srt bench: error: --json-out {where}: {says}") and err.count("\n") == 1 and not out
+    assert "afile is a file, not a folder); give a file in a folder you can write" in err or where == "."
+    assert (tmp_path / "afile").read_text() == "mine\n" and sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+@pytest.mark.long(25)
+def test_a_json_out_write_that_fails_mid_run_keeps_the_whole_table(tmp_path, monkeypatch, capsys):
+    """A disk full at the 4th --json-out write was an OSError traceback: no table, the file 3 rows old; the last
+    write came before the table, so failing there lost it. Now the failure is said once, every row still runs,
+    the whole table is printed, then one line says the file could not be written (exit 2). The disk fills from the
+    3rd write on (the first is the check before the run, the second its first row)."""
+    import errno
+
+    writes, real = [], bench.atomic_file
+
+    def atomic_file(path, **kwargs):
+        writes.append(path)
+        if len(writes) >= 3:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, **kwargs)
+
+    printed = []
+    monkeypatch.setattr(bench, "atomic_file", atomic_file)
+    monkeypatch.setattr(bench, "format_paper", lambda result: printed.append(result) or paper.format_paper(result))
+    out = tmp_path / "r.json"
+    assert cli.main(["bench", "--paper-shape", "tiny", "--device", "cpu", "--no-train", "--json-out", str(out)]) == 2
+    stdout, err = capsys.readouterr()
+    result, = printed
+    assert result["finished"] is True and result["decode"] and result["largest_batch"]  # the run went to its end
+    assert stdout == paper.format_paper(result) + "\n"  # every row, as it would have been printed
+    assert len(writes) > 4 and err.count("WARNING: --json-out") == 1
+    last = err.splitlines()[-1]
+    assert last.startswith(f"llm-srt bench: error: --json-out {out}: cannot write it (No space left on device")
+    assert last.endswith("(the table above is the whole result)")
+    assert json.loads(out.read_text())["finished"] is False  # the first row's, as the disk filled after it
+
+
+def test_any_error_of_the_whisper_row_keeps_the_table_and_json_of_the_rows_before_it(tmp_path, monkeypatch, capsys):
+    """Only an LLMSRTError of the Whisper row was caught: a CTranslate2 that fails to import (in this process),
+    espeak-ng's CalledProcessError, a child's unreadable output lost the whole embedded table. Any Exception is now
+    the row's FAILED line, exit 1, the JSON finished."""
+    import argparse
+
+    monkeypatch.setattr(bench, "run_bench", lambda options, placement, log, **partial: {"rows": 1, "finished": True})
+    monkeypatch.setattr(bench, "format_table", lambda result: "EMBEDDED TABLE")
+
+    def fails(options, placement, log):
+        raise ImportError("libctranslate2.so.4: cannot open shared object file")
+
+    monkeypatch.setattr(wb, "run_whisper_bench", fails)
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    assert bench.main(parser.parse_args(["--device", "cpu", "--json-out", str(tmp_path / "r.json")])) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("EMBEDDED TABLE\n") and ("whisper vs faster-whisper: FAILED (ImportError: libctranslate2.so.4"
+                                                   in out)
+    written = json.loads((tmp_path / "r.json").read_text())
+    assert written["finished"] is True and written["rows"] == 1
+    assert written["whisper"]["failed"].startswith("ImportError: libctranslate2")

@@ -7,7 +7,9 @@
 Both time the code users run (the systems' `run_batch`, `SpeechTranslator.translate`, `SpeechLLM.forward`), with
 timers read after `device.synchronize` and peak memory from `device.peak_memory_bytes` on CUDA (RSS on the CPU).
 --json-out is rewritten (whole, by a rename) after each measurement with what the run has so far, `finished` false,
-and at the end with the result, `finished` true: a bench stopped from outside leaves every row it finished.
+and at the end with the result, `finished` true: a bench stopped from outside leaves every row it finished. A file
+that cannot be written is refused before anything runs; one that fails later (a full disk) is said once, and the
+table is still printed, before the last write.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
+import traceback
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,7 +26,7 @@ import torch
 from .. import device as dev
 from ..errors import LLMSRTError
 from ..model.presets import PRESETS
-from ..paths import atomic_file
+from ..paths import WRITE_ERRNOS, WRITE_HINTS, atomic_file, free_space
 from .embedded import DEFAULT_MANIFEST, DEFAULT_TRAINED, QUICK, BenchOptions, _is_qformer_model, run_bench
 from .paper import TINY, PaperOptions, format_paper, run_paper
 from .table import format_table
@@ -164,9 +167,57 @@ def check_placement(args, placement: dev.Placement) -> None:
 
 def write_json(path: str | Path, result: dict) -> None:
     """`result` into `path` whole: a temporary file beside it, renamed over it, so that a bench killed while writing
-    leaves the last whole result, never half of one."""
-    with atomic_file(path) as f:
-        f.write(json.dumps(result, indent=2) + "\n")
+    leaves the last whole result, never half of one. An OSError is a one-line LLMSRTError naming --json-out."""
+    try:
+        with atomic_file(path) as f:
+            f.write(json.dumps(result, indent=2) + "\n")
+    except OSError as e:
+        raise json_out_error(path, e) from None
+
+
+def json_out_error(path: str | Path, e: OSError) -> LLMSRTError:
+    if isinstance(e, FileExistsError):  # (mkdir of a folder on its path)
+        why = f"{e.filename} is a file, not a folder"
+    else:
+        why = f"{e.strerror or e}" + (f": {e.filename}" if e.filename is not None else "")
+    if e.errno in WRITE_ERRNOS:  # a full, quota-bound or read-only disk
+        why += f"; {free_space(Path(path).parent)}"
+    hint = f"{WRITE_HINTS[e.errno]} or " if e.errno in WRITE_HINTS else ""
+    return LLMSRTError(f"--json-out {path}: cannot write it ({why}); {hint}give a file in a folder you can write")
+
+
+def check_json_out(path: str) -> None:
+    """--json-out tried before anything is measured (it failed with a traceback at the first row, after the models
+    were built): a temporary file written beside it, then removed; the file itself is left as it is until the
+    first row, so a run refused before then keeps an earlier result."""
+    if Path(path).is_dir():
+        raise LLMSRTError(f"--json-out {path}: a folder; give a file to write, e.g. {Path(path) / 'bench.json'}")
+    staged: list[tuple[Path, Path]] = []
+    try:
+        with atomic_file(path, staged=staged) as f:
+            f.write("{}\n")
+    except OSError as e:
+        raise json_out_error(path, e) from None
+    finally:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+
+
+def progress_writer(path: str, log):
+    """`partial` for the runs: the result so far into --json-out. A write that fails (a disk filled during the run)
+    is said once and the bench goes on to print its table; each later row tries again (it was a traceback, no
+    table, after minutes of rows)."""
+    failed: list[LLMSRTError] = []
+
+    def partial(so_far: dict) -> None:
+        try:
+            write_json(path, so_far)
+        except LLMSRTError as e:
+            if not failed:
+                log(f"WARNING: {e}; the bench goes on, prints its table at the end and tries the file after each row")
+            failed.append(e)
+
+    return partial
 
 
 def main(args) -> int:
@@ -175,11 +226,13 @@ def main(args) -> int:
         torch.set_num_threads(args.threads)
     placement = dev.from_args(args)
     check_placement(args, placement)
+    if args.json_out:
+        check_json_out(args.json_out)
     dev.make_current(placement)  # --device cuda:N: its CUDA graphs and library handles there too, not on cuda:0
     log = lambda msg: print(f"[bench] {msg}", file=sys.stderr, flush=True)  # noqa: E731
     # the result so far into --json-out after each measurement: what a bench stopped from outside (a time limit, a
     #   kill, the process out of memory) measured is not lost with it
-    progress = {"partial": lambda so_far: write_json(args.json_out, so_far)} if args.json_out else {}
+    progress = {"partial": progress_writer(args.json_out, log)} if args.json_out else {}
     if args.paper_shape:
         with tempfile.TemporaryDirectory(prefix="llm-srt-bench-") as tmp:
             result = run_paper(paper_options(args), placement, Path(tmp), log=log, **progress)
@@ -195,17 +248,24 @@ def main(args) -> int:
         table = format_table(result)
         if not args.no_whisper:
             if args.json_out:  # the rows so far, before the Whisper row's half a minute
-                write_json(args.json_out, {**result, "finished": False})
+                progress["partial"]({**result, "finished": False})
             from .whisper import WhisperBenchOptions, format_whisper, run_whisper_bench
 
             log("whisper: translate --model whisper vs faster-whisper, alternating whole processes")
             try:
                 result["whisper"] = run_whisper_bench(WhisperBenchOptions(threads=args.threads), placement, log=log)
-            except LLMSRTError as e:  # the rows measured before it are still printed and written
-                log(f"whisper row failed: {e}")
-                result["whisper"] = {"failed": str(e)}
+            except Exception as e:  # the rows measured before it are still printed and written: any error (an
+                #   import of ctranslate2 in this process, espeak-ng's, a child's output unreadable) lost them all
+                if getattr(args, "debug", False):  # (set by the CLI)
+                    traceback.print_exc()
+                failed = str(e) if isinstance(e, LLMSRTError) else f"{type(e).__name__}: {e}"
+                log(f"whisper row failed: {failed}")
+                result["whisper"] = {"failed": failed}
             table += "\n" + format_whisper(result["whisper"])
-    if args.json_out:
-        write_json(args.json_out, result)
-    print(json.dumps(result, indent=2) if args.json else table)
+    print(json.dumps(result, indent=2) if args.json else table, flush=True)
+    if args.json_out:  # after the table: a write that fails (one line, exit 2) loses none of it
+        try:
+            write_json(args.json_out, result)
+        except LLMSRTError as e:
+            raise LLMSRTError(f"{e} (the {'JSON' if args.json else 'table'} above is the whole result)") from None
     return 1 if "failed" in result.get("whisper", {}) else 0

@@ -154,7 +154,10 @@ class StepRows(LLMCalls):
 class PeakMemory:
     """Peak memory while the block runs: on CUDA torch's allocator peak (`device.peak_memory_bytes`), on the CPU
     the process RSS sampled by a background thread. `.mib` after the block; on CUDA `.reserved_mib` too, the
-    allocator's reserved peak (cached blocks, graph pools: what a memory cap limits), else None."""
+    allocator's reserved peak (cached blocks, graph pools: what a memory cap limits), else None. The CPU's peak is
+    the whole process's (the models, what earlier sections left resident: each float decode row read ~4967 MiB),
+    so there `.start_mib` (the RSS as the block starts) and `.rise_mib` (how far the peak rose above it: what the
+    block added) say what the block itself took; on CUDA, whose peak is reset for the block, both are None."""
 
     def __init__(self, device: torch.device):
         self.device = device
@@ -167,7 +170,7 @@ class PeakMemory:
         import psutil
 
         self._process = psutil.Process()
-        self._peak = self._process.memory_info().rss
+        self._start = self._peak = self._process.memory_info().rss
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
@@ -178,7 +181,7 @@ class PeakMemory:
             self._peak = max(self._peak, self._process.memory_info().rss)
 
     def __exit__(self, *exc):
-        self.reserved_mib = None
+        self.reserved_mib = self.start_mib = self.rise_mib = None
         if self.device.type == "cuda":
             dev.synchronize(self.device)
             self.bytes = dev.peak_memory_bytes(self.device)
@@ -187,6 +190,8 @@ class PeakMemory:
             self._stop.set()
             self._thread.join()
             self.bytes = max(self._peak, self._process.memory_info().rss)
+            self.start_mib = round(self._start / 2**20, 1)
+            self.rise_mib = round((self.bytes - self._start) / 2**20, 1)
         self.mib = round(self.bytes / 2**20, 1)
         self.kind = "gpu" if self.device.type == "cuda" else "rss"
 
@@ -204,6 +209,8 @@ class DecodeRun:
     steps: tuple[tuple[int, int, float], ...] = ()  # per generation: (rows, decode steps, their seconds)
     contexts: tuple[int, ...] = ()  # per generation: positions in its KV cache after the prefill (none: not known)
     reserved_mib: float | None = None  # on CUDA, the allocator's reserved peak (PeakMemory.reserved_mib)
+    rss_start_mib: float | None = None  # on the CPU, the process RSS as the pass starts (PeakMemory.start_mib)
+    peak_rise_mib: float | None = None  # on the CPU, `peak_mib` less `rss_start_mib`: what the pass added
 
 
 def decode_pass(system, audios: list[np.ndarray], batch: int, options, src: str = "eng", tgt: str = "deu",
@@ -240,6 +247,7 @@ def decode_pass(system, audios: list[np.ndarray], batch: int, options, src: str 
                           "an utterance ended early, so rows would not be comparable")
     return DecodeRun(round(seconds, 4), len(audios), max(steps), max(speech), memory.mib, memory.kind,
                      tuple((g["shape"][0], g["calls"] - 1, g["decode_s"]) for g in calls.generations),
-                     tuple(g["context"] for g in calls.generations), memory.reserved_mib)
+                     tuple(g["context"] for g in calls.generations), memory.reserved_mib, memory.start_mib,
+                     memory.rise_mib)
 
 

@@ -289,7 +289,8 @@ def decode_row(system, entry: tuple, done: list, cost: dict, machine: dict) -> d
     contexts = run.contexts or (None,) * len(run.steps)
     row = {"system": name, "beam": beam, "batch_size": batch, "seconds": run.seconds,
            "utterances_per_s": round(run.utterances / run.seconds, 3), "speech_tokens": run.speech_tokens,
-           "new_tokens": run.new_tokens, "peak_mib": run.peak_mib, "memory": run.memory,
+           "new_tokens": run.new_tokens, "peak_mib": run.peak_mib, "rss_start_mib": run.rss_start_mib,
+           "peak_rise_mib": run.peak_rise_mib, "memory": run.memory,
            "weights": "int8" if cost["int8"] else dev.DTYPE_NAMES[system.model.llm_dtype],
            "decode_seconds": round(sum(s for _, _, s in run.steps), 4),
            "generations": [[r, n, round(s, 6), c] for (r, n, s), c in zip(run.steps, contexts)],

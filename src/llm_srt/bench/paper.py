@@ -212,7 +212,8 @@ def row(system: str, beam: int, batch: int, run, compiled: bool = False) -> dict
     return {"system": system, "beam": beam, "batch_size": batch, "compiled": compiled, "utterances": run.utterances,
             "seconds": run.seconds, "seconds_per_1000": round(run.seconds / run.utterances * 1000, 2),
             "utterances_per_s": round(run.utterances / run.seconds, 2), "new_tokens": run.new_tokens,
-            "speech_tokens": run.speech_tokens, "peak_mib": run.peak_mib, "reserved_mib": run.reserved_mib,
+            "speech_tokens": run.speech_tokens, "peak_mib": run.peak_mib, "rss_start_mib": run.rss_start_mib,
+            "peak_rise_mib": run.peak_rise_mib, "reserved_mib": run.reserved_mib,
             "memory": run.memory, "out_of_memory": False}
 
 

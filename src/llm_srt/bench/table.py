@@ -13,6 +13,7 @@ SYSTEM_NAMES = {"llm-srt": "LLM-SRT (Q-Former, 80 tok)", "llm-srt-int8": "LLM-SR
 def format_table(result: dict) -> str:
     """Paper Table 7's shape: seconds for the N utterances by system, search and batch size; then the ratios."""
     s, m = result["setup"], result["machine"]
+    memory = memory_column(result["decode"])
     int8_peak = f", int8 GEMM {m['int8_matmul_gop_s']} GOP/s" if "int8_matmul_gop_s" in m else ""
     kernel = f" ({m['matmul_kernel']})" if "matmul_kernel" in m else ""  # the probe's fastest (older results: none)
     when = "this run, the higher of before and after the rows" if "yardstick_after" in m else "this run"
@@ -26,13 +27,18 @@ def format_table(result: dict) -> str:
                "bounds use the higher" for key, (before, after) in m.get("yardstick_moved", {}).items()],
              *([f"int8 rows skipped: {s['int8_rows_skipped']}"] if s.get("int8_rows_skipped") else []),
              "",
-             f"{'system':38} {'search':8} {'batch':>5} {'seconds':>9} {'utt/s':>7} {'speech tok':>10} {'peak MiB':>9} "
+             f"{'system':38} {'search':8} {'batch':>5} {'seconds':>9} {'utt/s':>7} {'speech tok':>10} {memory:>12} "
              f"{'ms/step':>8} {'bound ms':>8} {'x bound':>7}"]
     for r in result["decode"]:
         search = ("compiled" if r.get("compiled") else "greedy") if r["beam"] == 1 else f"beam {r['beam']}"
         lines.append(f"{SYSTEM_NAMES[r['system']]:38} {search:8} {r['batch_size']:>5} {r['seconds']:>9.2f} "
-                     f"{r['utterances_per_s']:>7.2f} {r['speech_tokens']:>10} {r['peak_mib']:>9.0f} "
+                     f"{r['utterances_per_s']:>7.2f} {r['speech_tokens']:>10} {_mib(r, memory):>12} "
                      f"{r['decode_step_ms']:>8.1f} {r['bound_step_ms']:>8.1f} {r['step_vs_bound']:>7.2f}")
+    starts = [r["rss_start_mib"] for r in result["decode"] if r.get("rss_start_mib") is not None]
+    if memory == RISE and starts:
+        lines.append(f"  {RISE}: how far the process's resident memory rose in the row's timed pass, above the "
+                     f"{min(starts):.0f}-{max(starts):.0f} MiB resident as it started (the models, what earlier "
+                     "sections left); the process's peak is JSON `peak_mib`")
     for r in result["decode"]:
         if len(r.get("pass_seconds", ())) > 1:
             each = ", ".join(f"{x:.2f}" for x in r["pass_seconds"])
@@ -41,8 +47,9 @@ def format_table(result: dict) -> str:
                          f"{len(r['pass_seconds'])} passes taking turns ({each} s)")
     c = result["cascade"]
     if c:
+        peak = f"RSS peak {c['peak_mib']:.0f} MiB; " if _mib(c, memory) == "-" else ""  # (no rise measured)
         lines.append(f"{'Cascade (Whisper ASR -> LLM MT)':38} {'greedy':8} {c['batch_size']:>5} {c['seconds']:>9.2f} "
-                     f"{c['utterances_per_s']:>7.2f} {'-':>10} {c['peak_mib']:>9.0f}  (tokens: ASR "
+                     f"{c['utterances_per_s']:>7.2f} {'-':>10} {_mib(c, memory):>12}  ({peak}tokens: ASR "
                      f"{c['asr_tokens_mean']}, MT {c['mt_tokens_mean']} per utterance)")
     e, t, o = result["encoder"], result["train"], result["overhead"]
     lines += ["",
@@ -72,6 +79,25 @@ def format_table(result: dict) -> str:
                      f"batch {top} give at most {ceiling}x")
     lines.append(f"(bench took {s['bench_seconds']:.0f} s)")
     return "\n".join(lines)
+
+
+RISE = "RSS rise MiB"
+
+
+def memory_column(rows: list[dict]) -> str:
+    """The memory column's name, which says what it holds: on CUDA each row's own allocator peak; on the CPU what
+    each row's pass added to the process's resident memory (`peak_rise_mib`), whose peak is the whole process's
+    (the column showed that as "peak MiB", ~4967 for every float row of a run); results without the rise, the
+    process's peak."""
+    if any(r.get("peak_rise_mib") is not None for r in rows):
+        return RISE
+    return "GPU peak MiB" if any(r.get("memory") == "gpu" for r in rows) else "RSS peak MiB"
+
+
+def _mib(row: dict, column: str) -> str:
+    if column != RISE:
+        return f"{row['peak_mib']:.0f}"
+    return "-" if row.get("peak_rise_mib") is None else f"+{row['peak_rise_mib']:.0f}"
 
 
 def _probes(machine: dict) -> str:
