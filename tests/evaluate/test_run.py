@@ -340,6 +340,23 @@ def test_the_ranks_group_connects_in_minutes_and_waits_for_slow_ranks_in_hours(m
                      ("ended", None)]  # the group it made, with every other
 
 
+def test_a_torchrun_rank_watches_its_launcher_in_one_process_too(monkeypatch):
+    """`torchrun --nproc_per_node 1 -m llm_srt.cli evaluate`: rank_group returned at world size 1 before starting the
+    watch on the launcher, so the rank decoded on after torchrun's SIGKILL, holding the GPU."""
+    from types import SimpleNamespace
+
+    from llm_srt import ranks
+
+    started = []
+    monkeypatch.setattr(ranks, "threading", SimpleNamespace(Thread=lambda target, name, daemon: SimpleNamespace(
+        start=lambda: started.append(name))))
+    monkeypatch.setattr(ranks, "_watching", [])
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "x")
+    with run.rank_group():
+        assert started == ["llm-srt-launcher-watch"] and ranks._watching == [os.getppid()]
+
+
 def test_every_process_makes_its_own_gpu_the_current_one(oracle, manifest, tmp_path, monkeypatch):
     """What runs on the current GPU (CUDA graphs of --compile, library helpers) must run on the rank's own, not on
     cuda:0 for every rank; and in one process on --device cuda:N's (it was left on cuda:0 until 2026-12-05)."""

@@ -186,6 +186,28 @@ def test_init_distributed_passes_the_timeout_and_checks_it(monkeypatch):
     assert seen == {"b": "gloo", "t": timedelta(minutes=2.5)}
 
 
+def test_a_torchrun_rank_watches_its_launcher_at_any_world_size(monkeypatch):
+    """Under `torchrun --nproc_per_node 1` the rank did not watch its launcher (only WORLD_SIZE > 1 did): after
+    torchrun's SIGKILL it trained on, 427 steps, holding the GPU and the run's lock. Outside torchrun, no watch."""
+    import os
+    from types import SimpleNamespace
+
+    from llm_srt import ranks
+
+    started = []
+    monkeypatch.setattr(ranks, "threading", SimpleNamespace(Thread=lambda target, name, daemon: SimpleNamespace(
+        start=lambda: started.append(name))))
+    monkeypatch.setattr(ranks, "_watching", [])
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
+    assert parallel.init_distributed(device="cpu")[0] == Dist() and started == []
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "x")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert parallel.init_distributed(device="cpu")[0] == Dist()
+    assert started == ["llm-srt-launcher-watch"] and ranks._watching == [os.getppid()]
+
+
 def test_fsdp_in_one_process_shards_over_its_own_group_and_matches_the_plain_model(folders):
     from torch.distributed.tensor import DTensor
 
@@ -660,6 +682,56 @@ def test_the_host_group_connects_in_the_collective_timeout_and_waits_for_rank_0_
     monkeypatch.setattr(dist, "new_group", lambda backend, timeout: made.append(timeout) or timeout)
     assert parallel.host_group(Dist(1, 2)) == parallel.HOST_WAIT  # the group made with it
     assert made == [timedelta(minutes=7), parallel.HOST_WAIT]
+
+
+def _one_gpu_shown(rank: int, world: int, store: str, out: str) -> None:
+    """Two ranks on a host that shows them one GPU (CUDA faked: its availability, one device, its uuid): what
+    init_distributed says on each rank, first with the GPU shared, then with one each."""
+    import json
+    import os
+    from types import SimpleNamespace
+
+    torch.set_num_threads(1)
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank))
+    gloo_when_all_arrived(store, rank, world, timedelta(seconds=30))  # (the default group: NCCL's in a real run)
+    torch.cuda.is_available, torch.cuda.device_count = (lambda: True), (lambda: 1)
+    torch.cuda.set_device = lambda device: None
+    said = []
+    try:
+        for uuids in (("GPU-aaaa", "GPU-aaaa"), ("GPU-aaaa", "GPU-bbbb")):
+            torch.cuda.get_device_properties = lambda device: SimpleNamespace(uuid=uuids[rank], name="NVIDIA H100")
+            try:
+                d, placed = parallel.init_distributed(device="cuda")
+                said.append([d.rank, d.world, str(placed)])
+            except LLMSRTError as e:
+                said.append(str(e))
+    finally:
+        parallel.release_groups()
+    Path(out, f"rank{rank}.json").write_text(json.dumps(said))
+
+
+@pytest.mark.long(15)
+def test_ranks_that_share_one_gpu_are_refused_by_every_rank_before_nccl_fails(tmp_path, monkeypatch):
+    """Several ranks on a host that shows one GPU all take cuda:0 (as SLURM's one GPU a task wants), and NCCL failed
+    at the first collective ("Duplicate GPU detected", a traceback on every rank, rank 0 holding the run's lock).
+    Every rank now gathers each rank's (host, GPU uuid) over gloo as it joins, and raises the same line."""
+    import json
+    import socket
+
+    monkeypatch.setenv("WORLD_SIZE", "2")  # torchrun's environment (each rank sets its RANK and LOCAL_RANK)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
+    mp.spawn(_one_gpu_shown, args=(2, str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True)
+    said = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    host = socket.gethostname()
+    line = (f"ranks 0 and 1 both use GPU NVIDIA H100 (GPU-aaaa) on {host}: start torchrun with --nproc-per-node "
+            "equal to the GPUs each node shows (or give each rank its own GPU: CUDA_VISIBLE_DEVICES)")
+    assert said == [[line, [0, 2, "cuda:0"]], [line, [1, 2, "cuda:0"]]], said
+    # the first pair of ranks that share one (host, GPU) is named, whichever ranks lie between; one uuid on two hosts
+    # is two GPUs
+    assert parallel.shared_gpu([("a", "u0", "A"), ("a", "u1", "A"), ("a", "u0", "A")]).startswith(
+        "ranks 0 and 2 both use GPU A (u0) on a:")
+    assert parallel.shared_gpu([("a", "u0", "A"), ("b", "u0", "A"), ("a", "u1", "A")]) is None
 
 
 def _uneven_nodes(rank: int, world: int, store: str, out: str) -> None:

@@ -441,6 +441,51 @@ def test_a_nan_gradient_on_one_rank_stops_every_rank(tiny_setup, tmp_path):
                                   for w in load_file(str(good.path / "adapter.safetensors")).values())
 
 
+@pytest.mark.parametrize("stage", ["forward", "backward"])
+def test_running_out_of_gpu_memory_mid_run_is_one_line_naming_the_step_batch_checkpoint_and_what_to_change(
+        tiny_setup, tmp_path, monkeypatch, capsys, stage):
+    """A CUDA out-of-memory error at step 3 (the heaviest batch can come hours in) was a 25-line traceback; now one
+    line naming the step, the micro-batch, data.batch_size, the checkpoint to resume from and what to change, and
+    the settings it names resume from that checkpoint and finish the run."""
+    from llm_srt import cli
+    from llm_srt.model.speech_llm import SpeechLLM
+
+    real, forwards = SpeechLLM.forward, [0]
+
+    def out_of_memory(*_):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.27 GiB. GPU 0 has a total capacity of "
+                                     "79.10 GiB of which 3.10 GiB is free.")
+
+    def forward(self, batch, ctc=None):
+        forwards[0] += 1
+        if forwards[0] == 3 and stage == "forward":
+            out_of_memory()
+        result = real(self, batch, ctc)
+        if forwards[0] == 3:
+            result["loss"].register_hook(out_of_memory)
+        return result
+
+    monkeypatch.setattr(SpeechLLM, "forward", forward)
+    args = overrides(tiny_setup, tmp_path / "run", max_steps=4, save_every=2, device="cpu")
+    assert cli.main(["train", *args]) == 2
+    said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("llm-srt train: error:")]
+    assert len(said) == 1, said
+    step2 = tmp_path / "run" / "checkpoints" / "step-00000002"
+    assert re.fullmatch(
+        rf"llm-srt train: error: \[asr\] out of memory on cpu at step 3, in the {stage} of micro-batch 1 of 1: "
+        r"4 rows, up to \d+ encoder frames a row, \d+ target tokens; data.batch_size 4 \(CUDA out of memory\. "
+        rf"Tried to allocate 9\.27 GiB\..*\); the newest checkpoint is {re.escape(str(step2))}\. To resume from it "
+        r"with less memory a step, run the same command with data.batch_size=2 optim.accumulation=2 "
+        r"allow_changes=true \(the same examples per step\), or activation_checkpointing=true", said[0]), said[0]
+    advised = said[0].split("run the same command with ")[1].split(" (")[0].split()
+    monkeypatch.setattr(SpeechLLM, "forward", real)
+    assert cli.main(["train", *args, *advised]) == 0
+    assert [r["step"] for r in map(json.loads, (tmp_path / "run" / "train_log.jsonl").read_text().splitlines())
+            if "loss" in r] == [1, 2, 3, 4]
+    log = capsys.readouterr().out
+    assert f"resumed from {step2} at step 2" in log and "(allow_changes): data.batch_size 4 -> 2" in log, log
+
+
 def test_an_evaluation_between_checkpoints_that_beats_every_saved_dev_loss_is_saved(tiny_setup, tmp_path,
                                                                                       monkeypatch):
     """eval_every 3 with save_every 5: step 3's dev loss, the best, was logged and dropped (only evaluations on save

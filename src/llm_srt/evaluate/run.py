@@ -192,14 +192,14 @@ _group = [None]  # the gloo group of `rank_group` (None: the default group, or o
 def rank_group():
     """Under torchrun (WORLD_SIZE > 1), every rank in one gloo group for this evaluation (`from_rank0` at the start,
     `gather` at the end; gloo, so no shared disk is needed), ended on the way out if it is this call's own; a no-op
-    in one process."""
+    in one process, but for the watch on torchrun's launcher (`--nproc_per_node 1` too)."""
     import torch.distributed as dist
 
+    stop_with_launcher()  # under torchrun only: a rank left decoding without its launcher held the GPU
     if world()[1] == 1:
         yield
         return
     own = not dist.is_initialized()
-    stop_with_launcher()
     if own:  # connected in CONNECT_TIMEOUT (gloo connects every pair of ranks as a group is made), or failed
         dist.init_process_group("gloo", timeout=CONNECT_TIMEOUT)
     else:

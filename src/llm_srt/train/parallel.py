@@ -62,9 +62,11 @@ class Dist:
 def init_distributed(timeout_min: float = 30.0, device: str = "auto") -> tuple[Dist, torch.device]:
     """This process's rank and device. Under torchrun (WORLD_SIZE > 1) it joins the process group (NCCL on CUDA,
     gloo on the CPU) with a collective timeout of `timeout_min` minutes: a rank stuck longer (a dead peer, a
-    hung filesystem) fails with an error instead of hanging for ever."""
+    hung filesystem) fails with an error instead of hanging for ever; ranks on CUDA then check that each holds a GPU
+    of its own (`check_own_gpus`). Any torchrun rank, one alone included, stops with its launcher."""
     if timeout_min <= 0:
         raise ConfigError(f"distributed_timeout_min: must be > 0 minutes, got {timeout_min}")
+    ranks.stop_with_launcher()  # under torchrun only (`--nproc_per_node 1` too: it trained on past torchrun's end)
     d = Dist()
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         d = Dist(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
@@ -73,11 +75,41 @@ def init_distributed(timeout_min: float = 30.0, device: str = "auto") -> tuple[D
         torch.cuda.set_device(placed)
     _host[2] = timedelta(minutes=timeout_min)
     if d.world > 1 and not dist.is_initialized():
-        ranks.stop_with_launcher()
         dist.init_process_group(_backend(placed), timeout=timedelta(minutes=timeout_min))
     if d.world > 1:
         d = Dist(dist.get_rank(), dist.get_world_size(), d.local_rank)
+        if placed.type == "cuda":
+            check_own_gpus(d, placed)
     return d, placed
+
+
+def check_own_gpus(d: Dist, device: torch.device) -> None:
+    """Every rank's (host, GPU uuid) gathered over the gloo `host_group`: where two ranks hold one GPU (more ranks on
+    a host than the GPUs it shows: `resolve_device` gives each cuda:0 where a host shows one), every rank raises the
+    same line, here, before rank 0 locks the run. NCCL failed them at the first collective instead ("Duplicate GPU
+    detected", a traceback on every rank)."""
+    import socket
+
+    props = torch.cuda.get_device_properties(device)
+    mine = (socket.gethostname(), str(getattr(props, "uuid", "") or ""), props.name)
+    said = [None] * d.world
+    dist.all_gather_object(said, mine, group=host_group(d))
+    if all(uuid for _, uuid, _ in said) and (shared := shared_gpu(said)) is not None:  # (without a uuid: no
+        #   check; SLURM's one GPU a task shows every rank its own as cuda:0)
+        raise LLMSRTError(shared)
+
+
+def shared_gpu(said: list[tuple[str, str, str]]) -> str | None:
+    """The error for the first two ranks (in rank order) whose (host, GPU uuid, GPU name) of `said` name one GPU;
+    None where each rank has its own."""
+    first: dict[tuple[str, str], int] = {}
+    for rank, (host, uuid, name) in enumerate(said):
+        other = first.setdefault((host, uuid), rank)
+        if other != rank:
+            return (f"ranks {other} and {rank} both use GPU {name} ({uuid}) on {host}: start torchrun with "
+                    "--nproc-per-node equal to the GPUs each node shows (or give each rank its own GPU: "
+                    "CUDA_VISIBLE_DEVICES)")
+    return None
 
 
 def llm_device(strategy: str, d: Dist, device: torch.device | None = None) -> str | None:

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from .. import config as config_lib
 from .. import device as device_lib
 from .. import paths
+from ..audio import SAMPLE_RATE
 from ..errors import ConfigError, LLMSRTError
 from ..model.cpu_linear import kernel_rule
 from . import checkpoint, resume
@@ -347,12 +348,19 @@ class Recipe:
         ctc = cfg.ctc if cfg.ctc.active else None
         for i, batch in enumerate(micro):
             heard = ctc if ctc is not None and has_speech(batch) else None
-            with parallel.sync_gradients(i == len(micro) - 1):
-                with self.autocast:  # the forward only: backward runs in the dtypes autocast chose
-                    result = parallel.runner(batch, ctc=heard)
-                # token-weighted so that N ranks x B examples equals 1 rank x N*B examples
-                weight = result["n_tokens"].float() * d.world / n_total.clamp(min=1)
-                (result["loss"] * weight).backward()
+            stage = "forward"
+            try:
+                with parallel.sync_gradients(i == len(micro) - 1):
+                    with self.autocast:  # the forward only: backward runs in the dtypes autocast chose
+                        result = parallel.runner(batch, ctc=heard)
+                    stage = "backward"
+                    # token-weighted so that N ranks x B examples equals 1 rank x N*B examples
+                    weight = result["n_tokens"].float() * d.world / n_total.clamp(min=1)
+                    (result["loss"] * weight).backward()
+            except RuntimeError as e:  # torch.OutOfMemoryError, or a library's "out of memory" (cuBLAS)
+                if device_lib.is_out_of_memory(e):
+                    self._stop_out_of_memory(stage, i, batch, e)
+                raise
             n = result["n_tokens"].float()
             zero = n.new_zeros(())
             parts = [result["loss"].detach().float() * n, result["ctc_loss"].float() * n if heard else zero,
@@ -413,6 +421,36 @@ class Recipe:
                           f"again; a {quantity} that is not finite at once then means that checkpoint's weights are "
                           "spoiled too: start a new output_dir with model.init_from=<an earlier checkpoint>), or check "
                           "the data")
+
+    def _stop_out_of_memory(self, stage: str, i: int, batch: dict, error: BaseException) -> None:
+        """One line for a micro-batch that does not fit (the heaviest batch may come at any step: buckets are
+        shuffled): where, what the batch held, the checkpoint to resume from, and the settings that need less memory.
+        Under torchrun the other ranks are in the step's collectives already: they end as after any rank's failure
+        (torchrun's SIGTERM, its SIGKILL 30 s later for a rank blocked in NCCL), as before, with this line the cause."""
+        cfg = self.cfg
+        if "features" in batch:
+            longest = f"up to {batch['features'].shape[1]} encoder frames a row, "  # the padded (B, T, D): no sync
+        elif audio := [a for a in batch.get("audio") or () if a is not None]:
+            longest = f"up to {max(len(a) for a in audio) / SAMPLE_RATE:.1f} s of audio a row, "
+        else:
+            longest = ""
+        what = (f"micro-batch {i + 1} of {cfg.optim.accumulation}: {len(batch['ids'])} rows, {longest}"
+                f"{batch['n_target_tokens']} target tokens; data.batch_size {cfg.data.batch_size}")
+        ways = []
+        if (factor := next((f for f in range(2, cfg.data.batch_size + 1) if cfg.data.batch_size % f == 0), None)):
+            ways.append(f"data.batch_size={cfg.data.batch_size // factor} optim.accumulation="
+                        f"{cfg.optim.accumulation * factor} allow_changes=true (the same examples per step)")
+        if not cfg.activation_checkpointing:
+            ways.append("activation_checkpointing=true")
+        if self.d.world > 1 and cfg.distributed != "fsdp":
+            ways.append("distributed=fsdp (the LLM sharded over the ranks)")
+        where = (f"the newest checkpoint is {self.last_good}" if self.last_good else
+                 f"no checkpoint in {self.out} yet (save_every {cfg.save_every})")
+        fix = (f"To {'resume from it' if self.last_good else 'start again'} with less memory a step, run the same "
+               f"command with {', or '.join(ways)}" if ways else
+               "This step needs more GPUs (torchrun with distributed=fsdp) or one with more memory")
+        raise LLMSRTError(f"[{cfg.stage}] out of memory on {self.device} at step {self.step + 1}, in the {stage} of "
+                          f"{what} ({str(error).splitlines()[0][:160]}); {where}. {fix}") from error
 
     def log_step(self, loss: float) -> None:
         """The three sinks: the progress bar, TensorBoard, and train_log.jsonl every log_every steps."""
