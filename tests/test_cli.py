@@ -1,9 +1,14 @@
 import argparse
+import errno
 import importlib
+import io
+import os
 import signal
 import subprocess
 import sys
 import textwrap
+import wave
+from pathlib import Path
 
 import pytest
 
@@ -382,3 +387,119 @@ def test_serve_port_0_gives_up_in_one_line_after_five_picks_all_taken_on_the_sec
     with pytest.raises(LLMSRTError, match=r"cannot listen on localhost:\d+ .*choose another --port"):
         app.bind_sockets("localhost", 0)
     assert len(binds) == 10 and all(s.fileno() == -1 for s in opened)  # five picks, every socket closed
+
+
+class _FullDisk(io.RawIOBase):
+    """A file on a full disk: every write fails with ENOSPC (until `full` is cleared, for the test's clean-up)."""
+    full = True
+
+    def writable(self):
+        return True
+
+    def write(self, data):
+        if self.full:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return len(data)
+
+
+@pytest.mark.parametrize("size", [10, 100_000], ids=["buffered", "written-through"])
+def test_stdout_on_a_full_disk_is_one_line(size, capsys, monkeypatch):
+    """`llm-srt score ... > full/o.txt` on a full disk: an OSError traceback from the verb's print (a large write)
+    or Python's "Exception ignored" at exit (a short one, still buffered; exit 120). Now one line, exit 1."""
+    import llm_srt.evaluate.score as score
+
+    disk = _FullDisk()
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(io.BufferedWriter(disk), encoding="utf-8"))
+    monkeypatch.setattr(score, "main", lambda args: print("x" * size) or 0)
+    try:
+        assert cli.main(["score", "--hyp", "h", "--ref", "r", "--tgt-lang", "deu"]) == 1
+    finally:
+        disk.full = False
+    assert capsys.readouterr().err == ("llm-srt score: error: standard output: No space left on device; free space "
+                                       "there or redirect it elsewhere\n")
+
+
+def test_a_full_disk_under_another_file_keeps_its_traceback(monkeypatch):
+    """Only stdout's own failed write is that line: another file's ENOSPC names no file either, and is not taken
+    for stdout's."""
+    import llm_srt.evaluate.score as score
+
+    def main(args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(score, "main", main)
+    with pytest.raises(OSError, match="No space left on device"):
+        cli.main(["score", "--hyp", "h", "--ref", "r", "--tgt-lang", "deu"])
+
+
+@pytest.mark.skipif(not Path("/dev/full").is_char_device(), reason="writes fail with ENOSPC on /dev/full (Linux)")
+def test_score_into_dev_full_is_one_line_and_no_traceback(tmp_path):
+    """The real command, its stdout a device that is always full: one line, exit 1, nothing at exit after it."""
+    (tmp_path / "h.txt").write_text("the cat sat\n")
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-m", "llm_srt.cli", "score", "--hyp", str(tmp_path / "h.txt"),
+                               "--ref", str(tmp_path / "h.txt"), "--tgt-lang", "eng"], stdout=full,
+                              stderr=subprocess.PIPE, text=True, timeout=120)
+    assert done.returncode == 1 and done.stderr == ("llm-srt score: error: standard output: No space left on device; "
+                                                    "free space there or redirect it elsewhere\n"), done.stderr
+
+
+def _manifest(path: Path, rows: list[str], split="train") -> str:
+    """A manifest of one row per text in `rows` ("{bad}" for a row with no duration)."""
+    import json
+
+    lines = []
+    for i, text in enumerate(rows):
+        row = {"id": f"u{i}", "audio": "a.wav", "duration": 2.0, "src_lang": "eng", "transcript": text,
+               "tgt_lang": "", "translation": "", "split": split, "corpus": "test", "sentence_id": str(i)}
+        if text == "{bad}":
+            del row["duration"]
+        lines.append(json.dumps(row) + "\n")
+    path.write_text("".join(lines), encoding="utf-8")
+    with wave.open(str(path.parent / "a.wav"), "wb") as w:  # 2 s of silence
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000), w.writeframes(bytes(64000))
+    return str(path)
+
+
+def test_a_sub_verbs_options_and_files_in_any_order(tmp_path, capsys):
+    """`prepare check a.jsonl --no-check-audio b.jsonl` was "unrecognized arguments: b.jsonl", where a verb without
+    sub-verbs takes its options and positionals in any order."""
+    a, b = _manifest(tmp_path / "a.jsonl", ["Hello."]), _manifest(tmp_path / "b.jsonl", ["Hi.", "Bye."])
+    assert cli.main(["prepare", "check", a, "--no-check-audio", b]) == 0
+    out = capsys.readouterr().out
+    assert f"{a}: 1 rows ok" in out and f"{b}: 2 rows ok" in out
+    with pytest.raises(SystemExit) as e:  # an option before the sub-verb is the verb's, which has none
+        cli.main(["prepare", "--no-check-audio", "check", a])
+    assert e.value.code == 2 and "llm-srt prepare: error: unrecognized arguments: --no-check-audio" in \
+        capsys.readouterr().err
+
+
+def test_llm_srts_own_warnings_are_one_line_under_the_cli(tmp_path, monkeypatch, capsys):
+    """`data.skip_bad=true` on a manifest with a bad row printed Python's "/.../train/data.py:505: UserWarning: ..."
+    and the source line under it: under the CLI it is one line, the verb's; others' warnings are as Python shows
+    them, and the hook is gone after the run."""
+    import types
+    import warnings
+
+    from llm_srt.prompts import Task
+    from llm_srt.train.data import DataSection, read_stage_rows
+
+    manifest = _manifest(tmp_path / "tr.jsonl", ["Hello.", "{bad}", "Bye."])
+
+    def main(args):
+        rows = read_stage_rows(DataSection(train=manifest, tasks={"asr": 1.0}, skip_bad=True), Task.ASR,
+                               hashes=False)
+        warnings.warn_explicit("a library's", UserWarning, "/elsewhere/lib.py", 7)
+        return 0 if len(rows.train[0]) == 2 else 3
+
+    monkeypatch.setitem(sys.modules, "fake_verb", types.SimpleNamespace(add_arguments=lambda p: None, main=main))
+    monkeypatch.setitem(cli.VERBS, "fake", ("fake_verb", "a verb whose data has a bad row"))
+    with warnings.catch_warnings(record=True) as theirs:
+        warnings.simplefilter("always")
+        shown = warnings.showwarning
+        assert cli.main(["fake"]) == 0
+        assert warnings.showwarning is shown
+    err = capsys.readouterr().err
+    assert err.startswith(f"llm-srt fake: warning: {manifest}: skipped 1 bad rows (first: {manifest}:2: ")
+    assert err.count("\n") == 1 and "Warning" not in err
+    assert [(str(w.message), w.filename) for w in theirs] == [("a library's", "/elsewhere/lib.py")]

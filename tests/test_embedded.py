@@ -438,3 +438,17 @@ def test_a_lock_refused_otherwise_stops_setup_as_before(fake_setup, monkeypatch)
     with pytest.raises(OSError, match="Input/output error"):
         emb.ensure_embedded(log=lambda line: None)
     assert fake_setup == []
+
+
+def test_a_cache_path_that_is_not_utf8_is_refused_before_any_folder_is_made(fake_setup, tmp, monkeypatch, capsys):
+    """LLM_SRT_CACHE=/tmp/café in Latin-1: setup made its folders, then ended in the tokenizers' UnicodeEncodeError
+    traceback (they write UTF-8 paths only). One line asking for a UTF-8 path, exit 2, nothing made or converted."""
+    from llm_srt import cli
+
+    cache = os.fsdecode(os.fsencode(tmp) + b"/caf\xe9")
+    monkeypatch.setenv(paths.CACHE_ENV, cache)
+    assert cli.main(["setup"]) == 2
+    assert capsys.readouterr().err == (f"llm-srt setup: error: {tmp}/caf\\xe9: not a UTF-8 path (the model libraries "
+                                       f"write UTF-8 file names only); set {paths.CACHE_ENV} to a writable folder, one "
+                                       "whose name is UTF-8\n")
+    assert fake_setup == [] and not os.path.lexists(cache)

@@ -60,10 +60,12 @@ def test_directions_with_an_empty_side_are_refused():
 
 
 @pytest.mark.parametrize("value, meant", [("de", "deu"), ("German", "deu"), ("german", "deu"), ("ENG", "eng"),
-                                          ("zh", "zho"), ("Cantonese", "yue")])
+                                          ("zh", "zho"), ("Cantonese", "yue"), ("cmn", "zho"), ("zh-CN", "zho"),
+                                          ("zh_HK", "yue"), ("cmn_hans_cn", "zho"), ("en_us", "eng")])
 def test_another_name_of_a_language_is_refused_naming_the_code_meant(value, meant):
     """`--src de` or `German` (which the server takes) was refused with the list of codes alone; the CLI keeps to
-    ISO 639-3, as the README documents, and says which code was meant."""
+    ISO 639-3, as the README documents, and says which code was meant. So for Mandarin's own code `cmn` (FLEURS's and
+    the reference model's tag) and a FLEURS or Common Voice locale."""
     with pytest.raises(LLMSRTError) as e:
         languages.get(value)
     assert str(e.value) == (f"unknown language code {value!r}: use one of deu, eng, fra, ind, ita, jpn, kor, nld, "

@@ -2,11 +2,13 @@
 
 import errno
 import os
+import re
 from pathlib import Path
 
 import pytest
 
 from llm_srt import paths
+from llm_srt.errors import LLMSRTError
 
 
 def _open_fds() -> int:
@@ -163,3 +165,29 @@ def test_atomic_file_writes_a_links_target_and_keeps_the_link(tmp_path):
     paths.replace_all(staged)
     assert link.is_symlink() and target.read_text() == "staged\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "link.txt"]
+
+
+def test_a_relative_cache_is_named_as_the_folder_it_is(tmp_path, monkeypatch):
+    """A relative LLM_SRT_CACHE, run from another folder: "the embedded encoder is not converted yet
+    (cache/models/whisper-base); run llm-srt setup" looked like the cache's, and setup made a second 1.4 GB copy in
+    the current folder. The folder is named whole."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(paths.CACHE_ENV, "cache")
+    assert paths.cache_dir() == tmp_path / "cache"
+    with pytest.raises(LLMSRTError, match=re.escape(f"not converted yet ({tmp_path}/cache/models/whisper-base)")):
+        paths.resolve_model(paths.EMBEDDED, "encoder")
+
+
+@pytest.mark.parametrize("value, kind", [("embeded", "llm"), ("Embedded", "encoder"), ("EMBEDED", "llm")])
+def test_a_mistyped_embedded_is_refused_naming_it(value, kind, tmp_path, monkeypatch):
+    """`--llm embeded` or `model.llm=Embedded` read as a folder: "no such folder" (or "not a Hugging Face model
+    folder") without a word of `embedded`. A folder of that name, where there is one, is still the folder."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(LLMSRTError) as e:
+        paths.resolve_model(value, kind)
+    assert str(e.value) == (f"{value}: no such folder (did you mean 'embedded', the embedded default "
+                            f"{'encoder' if kind == 'encoder' else 'LLM'}?)")
+    (tmp_path / value).mkdir()
+    assert paths.resolve_model(value, kind) == value
+    for far in ("embedding", "/models/embeded", "embeds"):  # three edits away, or a path: as it is
+        assert paths.resolve_model(far, kind) == far

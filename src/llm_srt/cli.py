@@ -3,6 +3,7 @@ which provides `add_arguments(parser)` and `main(args) -> int`."""
 
 import argparse
 import contextlib
+import errno
 import importlib
 import os
 import signal
@@ -11,6 +12,7 @@ import threading
 import traceback
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 
 from . import paths
 from .errors import TERMINATED, LLMSRTError, Terminated
@@ -99,14 +101,27 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _with_sub_verb(parser: argparse.ArgumentParser, rest: list[str]) -> argparse.Namespace:
-    """A verb with sub-verbs (`prepare mini`, `convert gguf`): its arguments, an unknown option refused by the
-    sub-verb's own parser, whose --help lists the options (argparse handed it up, so the error named the verb's)."""
+    """A verb with sub-verbs (`prepare mini`, `convert gguf`): its arguments, the sub-verb's own parsed with options
+    and positionals in any order, as a verb without sub-verbs takes them (`prepare check a.jsonl --no-check-audio
+    b.jsonl` was refused), and an unknown option refused by the sub-verb's own parser, whose --help lists the
+    options (argparse handed it up, so the error named the verb's)."""
     args, unknown = parser.parse_known_args(rest)
-    while unknown:
-        sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
-        if sub is None or getattr(args, sub.dest, None) not in sub.choices:
+    sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+    chosen = getattr(args, sub.dest, None) if sub is not None else None
+    if chosen not in (sub.choices if sub is not None else ()):
+        if unknown:
             parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-        parser = sub.choices[getattr(args, sub.dest)]
+        return args
+    at = rest.index(chosen)
+    if ahead := [a for a in rest[:at] if a in unknown]:  # before the sub-verb: the verb's own (it has none but -h)
+        parser.error(f"unrecognized arguments: {' '.join(ahead)}")
+    sub_parser = sub.choices[chosen]
+    if any(isinstance(a, argparse._SubParsersAction) for a in sub_parser._actions):
+        own = _with_sub_verb(sub_parser, rest[at + 1:])
+    else:
+        own = sub_parser.parse_intermixed_args(rest[at + 1:])
+    for name, value in vars(own).items():
+        setattr(args, name, value)
     return args
 
 
@@ -145,8 +160,15 @@ def _main(argv: list[str] | None) -> int:
     if args.verb is None:
         parser.print_help()
         return 0
+    stdout = sys.stdout
+    sys.stdout = watched = WatchedStdout(stdout) if stdout is not None else None
+    shown = warnings.showwarning
+    warnings.showwarning = one_line_warnings(verb, shown)
     try:
-        return int(module.main(args) or 0)
+        code = int(module.main(args) or 0)
+        if sys.stdout is not None:  # what is left in its buffer: a full disk's error here, not at exit (rc 120)
+            sys.stdout.flush()
+        return code
     except LLMSRTError as e:
         if debug:  # the traceback, and the exit code as without --debug (a script's check must not change)
             traceback.print_exc()
@@ -163,8 +185,83 @@ def _main(argv: list[str] | None) -> int:
             raise
         if debug:
             traceback.print_exc()
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nor another at exit, flushing stdout
+        _stdout_to_devnull(stdout)
         return BROKEN_PIPE
+    except OSError as e:  # stdout written to a full disk, over a quota, or a failing one (`llm-srt score > o.txt`)
+        if not getattr(e, STDOUT_FAILED, False) or e.errno not in paths.WRITE_ERRNOS | {errno.EIO}:
+            raise
+        if debug:
+            traceback.print_exc()
+        hint = f"{paths.WRITE_HINTS[e.errno]} or " if e.errno in paths.WRITE_HINTS else ""
+        print(f"llm-srt {verb}: error: standard output: {e.strerror or e}; {hint}redirect it elsewhere",
+              file=sys.stderr)
+        _stdout_to_devnull(stdout)
+        return 1
+    finally:
+        if sys.stdout is watched:
+            sys.stdout = stdout
+        if warnings.showwarning is not shown:
+            warnings.showwarning = shown
+
+
+STDOUT_FAILED = "llm_srt_stdout_failed"  # the attribute WatchedStdout sets on an OSError of its own write
+
+
+class WatchedStdout:
+    """sys.stdout while a verb runs, marking the OSError of its own write or flush (STDOUT_FAILED): a full disk
+    under `> out.txt` is then one line, where an OSError of another file, uncaught, keeps its traceback (neither
+    names a file, and a failed large write leaves nothing in the buffer to try again). All else is stdout's."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text):
+        with self._marked():
+            return self._stream.write(text)
+
+    def writelines(self, lines):
+        with self._marked():
+            return self._stream.writelines(lines)
+
+    def flush(self):
+        with self._marked():
+            return self._stream.flush()
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _marked() -> Iterator[None]:
+        try:
+            yield
+        except OSError as e:
+            setattr(e, STDOUT_FAILED, True)
+            raise
+
+
+def _stdout_to_devnull(stdout) -> None:
+    """Point stdout's descriptor at /dev/null: what is left in its buffer is flushed at exit, and that must not fail
+    again (a second traceback). A stdout without a descriptor is left as it is."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), stdout.fileno())
+
+
+PACKAGE = str(Path(__file__).resolve().parent)  # llm_srt's own files: their warnings are one line under the CLI
+
+
+def one_line_warnings(verb: str, shown):
+    """warnings.showwarning for a verb's run: a UserWarning or RuntimeWarning of llm_srt's own code (a manifest's
+    skipped rows, --compile giving up) as one line, `llm-srt VERB: warning: MESSAGE`, where Python printed
+    "/.../train/data.py:505: UserWarning: ..." and the source line under it; any other warning as `shown` does."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        ours = os.path.realpath(filename).startswith(PACKAGE + os.sep)
+        if not (ours and issubclass(category, (UserWarning, RuntimeWarning))):
+            return shown(message, category, filename, lineno, file, line)
+        with contextlib.suppress(OSError, ValueError):  # as Python's: a warning is never the error that ends a run
+            print(f"llm-srt {verb}: warning: {message}", file=sys.stderr if file is None else file)
+
+    return show
 
 
 def _stdout_broken() -> bool:

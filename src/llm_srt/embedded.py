@@ -387,6 +387,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     start = time.perf_counter()
+    paths.check_folder(paths.cache_dir())  # a cache path that cannot be printed or written (not UTF-8) stops here
     print(f"llm-srt setup: embedded models under {paths.cache_dir() / 'models'}", flush=True)
 
     def report(step: SetupStep) -> None:

@@ -68,13 +68,25 @@ def get(code: str) -> Language:
         ) from None
 
 
+OTHER_CODES = {"cmn": "zho"}  # Mandarin's own ISO 639-3 code (FLEURS's and the reference model's tag) -> ours
+
+
 def meant_code(value: str) -> str | None:
     """The ISO 639-3 code of the registry language `value` names otherwise: its Whisper code ("de"), its English name
-    ("German") or its code in other letter case ("DEU"), as the server takes them (serve/forms.py); None for
-    anything else. The CLI, manifests and configs keep to the codes, and say which one was meant."""
-    key = value.strip().lower() if isinstance(value, str) else None
-    return next((lang.code for lang in LANGUAGES.values() if key in (lang.code, lang.whisper, lang.name.lower())),
+    ("German") or its code in other letter case ("DEU"), as the server takes them (serve/forms.py); its FLEURS or
+    Common Voice locale ("cmn_hans_cn", "zh-CN", "zh_HK"), or an OTHER_CODES code ("cmn"); None for anything else.
+    The CLI, manifests and configs keep to the codes, and say which one was meant."""
+    key = _locale(value.strip()) if isinstance(value, str) else None
+    if key in OTHER_CODES:
+        return OTHER_CODES[key]
+    return next((lang.code for lang in LANGUAGES.values() if key in (lang.code, lang.whisper, lang.name.lower(),
+                                                                       lang.fleurs, *map(_locale, lang.commonvoice))),
                 None)
+
+
+def _locale(name: str) -> str:
+    """A locale as `meant_code` compares it: "zh-HK" and "zh_HK" alike, case aside."""
+    return name.lower().replace("-", "_")
 
 
 def parse_list(text: str) -> list[str]:

@@ -31,9 +31,15 @@ def default_offline() -> None:
 
 
 def cache_dir() -> Path:
-    """The cache folder: $LLM_SRT_CACHE, else ~/.cache/llm-srt."""
+    """The cache folder: $LLM_SRT_CACHE, else ~/.cache/llm-srt; absolute (a relative $LLM_SRT_CACHE from the
+    current folder): run from another folder, "cache/models/whisper-base is not converted yet; run setup" looked
+    like the cache's, and setup made a second copy there. As it is where the current folder was removed."""
     root = os.environ.get(CACHE_ENV)
-    return Path(root).expanduser() if root else Path.home() / ".cache" / "llm-srt"
+    cache = Path(root).expanduser() if root else Path.home() / ".cache" / "llm-srt"
+    try:
+        return cache.absolute()  # (not resolve: a cache reached through a link keeps the name the user gave)
+    except OSError:
+        return cache
 
 
 UNWRITABLE = {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM}  # a folder that cannot take files
@@ -44,11 +50,17 @@ NO_LOCKS = {errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP}  # fcnt
 def check_folder(cache: Path, todo: str = f"set {CACHE_ENV} to a writable folder") -> None:
     """A one-line error when `cache`, or the nearest of its parents that exists, is a file: the folders made under
     it would fail with NotADirectoryError or FileExistsError (LLM_SRT_CACHE set to a file, or to a path below one;
-    a conversion's output folder below a file). `todo`: what the message asks for."""
+    a conversion's output folder below a file). `todo`: what the message asks for. So too where `cache` is not
+    UTF-8 (a Latin-1 name): the tokenizers' writer takes UTF-8 paths only, and setup ended in a UnicodeEncodeError
+    traceback once it had made its folders."""
+    try:
+        str(cache).encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(cache).decode("utf-8", "backslashreplace")
+        raise LLMSRTError(f"{shown}: not a UTF-8 path (the model libraries write UTF-8 file names only); {todo}, one "
+                          "whose name is UTF-8") from None
     where = next((p for p in [cache, *cache.parents] if os.path.lexists(p)), None)
     if where is not None and not where.is_dir():
-        from .errors import LLMSRTError
-
         raise LLMSRTError(f"{cache}: {'it' if where == cache else where} is not a folder (a file, or a broken "
                           f"link); {todo}")
 
@@ -70,15 +82,25 @@ STATE_DIR, STATE_JSON = "trainer_state", "state.json"  # in a checkpoint folder:
 
 
 def resolve_model(value: str, kind: str) -> str:
-    """A model folder from a config value: "embedded" -> the converted embedded model of `kind` (encoder | llm)."""
+    """A model folder from a config value: "embedded" -> the converted embedded model of `kind` (encoder | llm). A
+    value that is no path and within two edits of "embedded" ("embeded", "Embedded") is refused naming it: it read
+    as a folder, "no such folder"."""
     if value != EMBEDDED:
+        if meant_embedded(value) and not os.path.lexists(os.path.expanduser(value)):
+            raise LLMSRTError(f"{value}: no such folder (did you mean {EMBEDDED!r}, the embedded default "
+                              f"{'encoder' if kind == 'encoder' else 'LLM'}?)")
         return value
     folder = embedded_whisper_dir() if kind == "encoder" else embedded_llm_dir()
     if not folder.is_dir():
-        from .errors import LLMSRTError
-
         raise LLMSRTError(f"the embedded {kind} is not converted yet ({folder}); run `llm-srt setup` first")
     return str(folder)
+
+
+def meant_embedded(value: str) -> bool:
+    """Whether `value` is a near miss of EMBEDDED (`embeded`, `Embedded`, `embedd`), case aside."""
+    import difflib
+
+    return isinstance(value, str) and bool(difflib.get_close_matches(value.casefold(), [EMBEDDED], cutoff=0.8))
 
 
 def absolute_model(value: str) -> str:

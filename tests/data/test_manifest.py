@@ -332,3 +332,14 @@ def test_replace_all_renames_every_staged_file_or_none(tmp_path, monkeypatch, li
     paths.replace_all(moves)
     assert {p.name: p.read_text() for p in tmp_path.iterdir()} == {
         "a": "new a\n", "b": "new b\n", "c": "new c\n", "s.stale": "old s\n"}
+
+
+def test_a_row_of_another_name_of_a_language_names_the_code_meant(folder):
+    """A row with src_lang "en" (or FLEURS's "cmn") was listed as bad with the codes alone, not the one meant."""
+    path = _write(folder / "m.jsonl", [_row(1, src_lang="en"), _row(2, tgt_lang="cmn"), _row(3, tgt_lang="xyz")])
+    with pytest.raises(ManifestError) as e:
+        read_manifest(path)
+    lines = str(e.value).splitlines()
+    assert lines[1].startswith(f"  {path}:1: src_lang 'en' is not") and lines[1].endswith("; did you mean 'eng'?")
+    assert lines[2].startswith(f"  {path}:2: tgt_lang 'cmn' is not") and lines[2].endswith("; did you mean 'zho'?")
+    assert lines[3].startswith(f"  {path}:3: tgt_lang 'xyz' is not") and lines[3].endswith("languages.py)")

@@ -496,3 +496,32 @@ def test_a_queue_cap_below_the_audio_cap_is_refused_at_start():
     assert str(e.value) == ("--max-queued-seconds 60 is below --max-audio-seconds 120.5, so an upload that "
                             "long could never be queued; raise --max-queued-seconds to at least 120.5 or lower "
                             "--max-audio-seconds")
+
+
+def test_a_sigtermed_server_that_shuts_down_cleanly_exits_0(model_dir, tmp_path):
+    """systemd, `docker stop` and Kubernetes stop a server with SIGTERM: uvicorn shut down cleanly, then the process
+    exited 143, which systemd counts as a failure (a unit with Restart=on-failure came back). It exits 0."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    log = tmp_path / "serve.log"
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2] / "src"), os.environ.get("PYTHONPATH", "")])}
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "llm_srt.cli", "serve", "--model", str(model_dir), "--port", "0",
+                                 "--device", "cpu"], stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not re.search(r"running on http://127\.0\.0\.1:\d+", log.read_text()):
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, log.read_text()[-2000:]
+    finally:
+        proc.kill()
+        proc.wait(10)
+    assert "Finished server process" in log.read_text() and "Traceback" not in log.read_text()

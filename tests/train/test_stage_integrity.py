@@ -158,6 +158,7 @@ def test_a_frozen_llm_swapped_for_one_of_the_same_shape_is_noticed_on_resume_and
 @pytest.mark.parametrize("bad,said", [
     ("srt:data.dev=typo.jsonl", "stage srt .*data.dev: typo.jsonl: no such manifest"),
     ("srt:model.encoder=/nonexistent/whisper", "stage srt .*model.encoder: /nonexistent/whisper: no such folder"),
+    ("srt:model.llm=Embeded", r"stage srt .*model.llm: Embeded: no such folder \(did you mean 'embedded'\?\)"),
     ("srt:precision=bf16", "stage srt .*precision: bf16 autocast needs a CUDA device"),
 ])
 def test_a_later_stages_bad_path_or_precision_stops_the_curriculum_before_the_first_stage(tiny_setup, tmp_path,

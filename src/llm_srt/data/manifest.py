@@ -326,8 +326,9 @@ def _parse_row(line: str, base: Path, audio_problems: dict[Path, str | None] | N
     tgt, translation = obj["tgt_lang"] or "", obj["translation"] or ""
     for key, code in (("src_lang", obj["src_lang"]), ("tgt_lang", tgt)):
         if code and code not in languages.LANGUAGES:
+            hint = f"; did you mean {meant!r}?" if (meant := languages.meant_code(code)) else ""
             raise _BadRow(f"{key} {code!r} is not a known language (ISO 639-3: "
-                          f"{', '.join(sorted(languages.LANGUAGES))}; add others to llm_srt/languages.py)")
+                          f"{', '.join(sorted(languages.LANGUAGES))}; add others to llm_srt/languages.py){hint}")
     if bool(tgt) != bool(translation.strip()):
         raise _BadRow("tgt_lang and translation must both be set (translation row) or both be empty (ASR row)")
     if not tgt and not obj["transcript"].strip():  # it would train (or score) an empty transcript

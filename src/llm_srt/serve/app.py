@@ -47,7 +47,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect
 
 from .. import languages, subtitles
-from ..errors import DeviceFailed, LLMSRTError
+from ..errors import DeviceFailed, LLMSRTError, Terminated
 from ..infer import (SpeechTranslator, TranslationResult, add_model_arguments, add_segment_argument, capped_note,
                      error_line, MIN_LINE_WIDTH, missing_cue_text, retryable, segment_options, translator_from_args,
                      untranslated_note)
@@ -537,8 +537,7 @@ def auto_tasks_line(model: str, trained: tuple[Task, ...]) -> str | None:
 
 
 def check_servable(model: str) -> None:
-    """The text MT system (`--model mt`) translates given transcripts, and the server takes audio alone: it started,
-    then answered every request 500 and reported itself failing. Refused before anything loads."""
+    """`--model mt` refused before it loads (it answered every request 500, then reported itself failing)."""
     if str(model) == "mt":
         raise LLMSRTError("--model mt: the text MT system translates given transcripts, and serve takes audio; serve a "
                           "model folder, whisper, or cascade (Whisper ASR, then the same LLM's text MT)")
@@ -589,6 +588,10 @@ def run_server(args, options: ServeOptions, limits: ConnectionLimits, sockets: l
                                    **proxy, **limits.uvicorn_config()))
     try:
         server.run(sockets=sockets)  # after a signal uvicorn raises it again once shut down (Ctrl-C: KeyboardInterrupt)
+    except Terminated:  # systemd, `docker stop`, Kubernetes: shut down cleanly, 0 (systemd took 143 for a failure)
+        if stopping.is_set():  # (a SIGTERM before serving began stays 143)
+            return 0
+        raise
     finally:
         if server.force_exit:  # a second Ctrl-C: gone now, not once the batch inside the model is done (the
             sys.stdout.flush()  # interpreter would wait for the model thread at exit, minutes for a large batch)

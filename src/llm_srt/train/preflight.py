@@ -61,7 +61,8 @@ def check_before_start(cfg: TrainConfig, device: torch.device | None = None) -> 
             raise ConfigError(f"{key} is empty (it would be the current folder); give a Hugging Face model folder "
                               f"or {paths.EMBEDDED}, or set the variable it came from")
         if folder != paths.EMBEDDED and not Path(folder).exists():
-            raise ConfigError(f"{key}: {folder}: no such folder; fix the path (or the variable it came from)")
+            meant = f" (did you mean {paths.EMBEDDED!r}?)" if paths.meant_embedded(folder) else ""
+            raise ConfigError(f"{key}: {folder}: no such folder{meant}; fix the path (or the variable it came from)")
     out = Path(cfg.output_dir)  # a finished stage trained past a lowered max_steps: refused at its turn otherwise
     done = finished_steps(out) if is_finished(out) else None
     if done is not None and done > cfg.max_steps and not cfg.allow_changes:
