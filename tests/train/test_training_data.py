@@ -58,12 +58,15 @@ def _same(a, b):
 
 
 WORKER_SIGNALS_SCRIPT = textwrap.dedent("""
-    import multiprocessing, subprocess, sys, time
+    import functools, multiprocessing, os, subprocess, sys, time
     import torch
-    from llm_srt.train.batches import _keep_serving
+    from llm_srt.train.batches import SERVING_START, _keep_serving
 
+    if __name__ == "__main__":  # (spawn and forkserver import this file again)
+        multiprocessing.set_start_method(sys.argv[1])  # Python 3.14's default on Linux is forkserver
     batches = iter(torch.utils.data.DataLoader(range(100), batch_size=None, num_workers=1,
-                                               worker_init_fn=_keep_serving))
+                                               worker_init_fn=functools.partial(_keep_serving, os.getpid()),
+                                               multiprocessing_context=SERVING_START))
     next(batches)
     [worker] = multiprocessing.active_children()
     for name in ("TERM", "INT"):  # from another process, as SLURM's and torchrun's reach every process
@@ -75,15 +78,18 @@ WORKER_SIGNALS_SCRIPT = textwrap.dedent("""
 
 
 @pytest.mark.skipif(not hasattr(signal, "sigwaitinfo"), reason="no sigwaitinfo (macOS): torch's handler stays")
-def test_a_worker_serves_on_through_another_process_signal_and_ends_with_the_training_process(tmp_path):
+@pytest.mark.parametrize("default_start", ["fork", "forkserver"])
+def test_a_worker_serves_on_through_another_process_signal_and_ends_with_the_training_process(tmp_path,
+                                                                                           default_start):
     """`batches._keep_serving`: a SIGTERM from another process (SLURM's, torchrun's agent's) ended a DataLoader worker,
     and the training process then stopped, saving nothing, with "DataLoader worker (pid N) is killed by signal:
     Terminated."; Ctrl-C to the group likewise where the worker's handler is not the recipe's. The worker serves
     on, and a SIGTERM from its own process still ends it: ignored, a loader left open at exit kept that process
-    waiting for it for ever."""
+    waiting for it for ever. The workers are forked whatever the default start method (forkserver's have a second
+    thread that took the signal, and another parent)."""
     script = tmp_path / "signals.py"
     script.write_text(WORKER_SIGNALS_SCRIPT)
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([sys.executable, str(script), default_start], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout == "1 True\n", proc.stderr[-2000:]
 
 

@@ -110,26 +110,32 @@ def _as_is(batch):
     return batch
 
 
-def _keep_serving(_worker_id: int) -> None:
-    """A DataLoader worker's start (its worker_init_fn): a SIGINT, and a SIGTERM from anyone but its training process,
-    are ignored. SLURM (preemption, a time limit) signals every process of the job step, torchrun's agent each rank's
-    process group, Ctrl-C the terminal's: the training process ends the step, saves it (`signals.signals_noted`), and
-    its workers end with it. torch's own SIGTERM handler in a worker ended it for a signal from anyone but its
-    parent, and the training process then raised "DataLoader worker (pid N) is killed by signal: Terminated." in the
-    step or in the checkpoint's write: no checkpoint, exit 1, and a message blaming the disk. A SIGTERM from the
-    training process (the DataLoader's last resort, and multiprocessing's at exit, for a worker still there) ends it
-    as torch's handler does: ignored, it left that process waiting for ever at exit. Without sigwaitinfo (macOS)
-    torch's handler stays."""
+# how training's DataLoader starts its workers: forked, where `_keep_serving` can hold SIGTERM (a spawned or
+# forkserver worker has a second thread when it starts, which took the signal, and another parent; Python 3.14 makes
+# forkserver the default on Linux); elsewhere (macOS) the platform's own
+SERVING_START = "fork" if hasattr(signal, "sigwaitinfo") else None
+
+
+def _keep_serving(trainer: int, _worker_id: int) -> None:
+    """A DataLoader worker's start (its worker_init_fn, with the training process's pid `trainer`): a SIGINT, and a
+    SIGTERM from anyone but that process, are ignored. SLURM (preemption, a time limit) signals every process of the
+    job step, torchrun's agent each rank's process group, Ctrl-C the terminal's: the training process ends the step,
+    saves it (`signals.signals_noted`), and its workers end with it. torch's own SIGTERM handler in a worker ended it
+    for a signal from anyone but its parent, and the training process then raised "DataLoader worker (pid N) is
+    killed by signal: Terminated." in the step or in the checkpoint's write: no checkpoint, exit 1, and a message
+    blaming the disk. A SIGTERM from the training process (the DataLoader's last resort, and multiprocessing's at
+    exit, for a worker still there) ends it as torch's handler does: ignored, it left that process waiting for ever
+    at exit. Only where the worker is this process's one thread (forked: SERVING_START) can the signal be held for
+    the thread below; elsewhere torch's handler stays."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if not hasattr(signal, "sigwaitinfo"):
+    if not hasattr(signal, "sigwaitinfo") or threading.active_count() > 1:
         return
-    parent = os.getppid()
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # held for the thread below (threads started later,
     #   from this one, hold it too)
 
     def take_sigterm() -> None:
         while True:
-            if signal.sigwaitinfo({signal.SIGTERM}).si_pid == parent:
+            if signal.sigwaitinfo({signal.SIGTERM}).si_pid == trainer:
                 os._exit(0)  # (torch's handler: _exit(EXIT_SUCCESS))
 
     threading.Thread(target=take_sigterm, name="sigterm", daemon=True).start()

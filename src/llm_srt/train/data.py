@@ -8,6 +8,7 @@ The DataLoader's workers build whole batches: examples, features from the cache 
 of prompts and targets (`prompt_ids`, `target_ids`: tokenized once, there, not by the model).
 """
 
+import functools
 import itertools
 import math
 import os
@@ -32,7 +33,7 @@ from ..data.loader import (BucketBatchSampler, SpeechTextDataset, blank_transcri
 from ..data.manifest import Row, line_of, read_manifest, text_limit, warn_each_time
 from ..errors import AudioError, ConfigError, LLMSRTError, shown
 from ..prompts import Task
-from .batches import Collator, _as_is, _Batches, _keep_serving, _only_rows, _Stream
+from .batches import SERVING_START, Collator, _as_is, _Batches, _keep_serving, _only_rows, _Stream
 from .parallel import Dist, all_max, all_sum, host_group, host_wait
 
 GPU_WORKERS = 2  # default DataLoader workers per rank on CUDA (reading .npy features + tokenizing)
@@ -325,7 +326,8 @@ class TrainingData:
         return torch.utils.data.DataLoader(
             _Batches(self.dataset, self.collator), sampler=_Stream(self.sampler), batch_size=None,
             collate_fn=_as_is, num_workers=workers, prefetch_factor=PREFETCH if workers else None,
-            worker_init_fn=_keep_serving, pin_memory=self.model.device.type == "cuda",
+            worker_init_fn=functools.partial(_keep_serving, os.getpid()), pin_memory=self.model.device.type == "cuda",
+            multiprocessing_context=SERVING_START if workers else None,
             generator=torch.Generator().manual_seed(self.cfg.seed))  # its own: the global RNG (dropout) untouched
 
     def next_batch(self) -> dict:
