@@ -406,6 +406,9 @@ def test_a_moved_folders_missing_encoder_and_llm_are_one_error_before_the_llm_lo
         SpeechLLM.from_pretrained(folder, encoder=str(tmp_path / "typo"), llm=str(moved["llm"]))
     assert str(typo.value).startswith(f"the encoder given, {tmp_path / 'typo'} (not a Hugging Face Whisper folder: "
                                       "no such folder); give its encoder where it is now") and calls == []
+    with pytest.raises(LLMSRTError, match=r"^the encoder given, embeded \(not a Hugging Face Whisper folder: no such "
+                                          r"folder \(did you mean 'embedded'\?\)"):  # a near miss of `embedded`
+        SpeechLLM.from_pretrained(folder, encoder="embeded", llm=str(moved["llm"]))
     monkeypatch.setenv("LLM_SRT_CACHE", str(tmp_path / "cache"))  # the embedded models, not converted here
     (folder / "config.json").write_text(json.dumps(config | {"encoder": "embedded", "llm": "embedded"}))
     with pytest.raises(LLMSRTError, match=r"names the encoder embedded \(not converted yet at .*: run `llm-srt setup`\) "

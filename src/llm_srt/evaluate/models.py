@@ -12,6 +12,7 @@ from pathlib import Path
 from ..data.manifest import Row
 from ..errors import LLMSRTError
 from ..paths import EMBEDDED, checkpoint_relative, cwd_note, resolve_model
+from ..model import folders
 from ..model.systems import SYSTEMS
 from .report import UtteranceResult, check_languages, load_results
 
@@ -104,7 +105,7 @@ def model_folders(spec: str, encoder: str | None, model_llm: str | None) -> dict
     return {} if spec in SYSTEMS else {"encoder": encoder, "llm": model_llm}
 
 
-MODEL_FOLDER_OPTIONS = {"encoder": "--encoder", "llm": "--model-llm"}  # a model folder's key -> evaluate's option
+MODEL_FOLDER_OPTIONS = {kind: options[1] for kind, options in folders.MODEL_FOLDER_OPTIONS.items()}  # evaluate's
 
 
 def check_models(run_now: dict[str, str], whisper: str | None, llm: str | None, encoder: str | None = None,
