@@ -83,8 +83,8 @@ STATE_DIR, STATE_JSON = "trainer_state", "state.json"  # in a checkpoint folder:
 
 def resolve_model(value: str, kind: str) -> str:
     """A model folder from a config value: "embedded" -> the converted embedded model of `kind` (encoder | llm). A
-    value that is no path and within two edits of "embedded" ("embeded", "Embedded") is refused naming it: it read
-    as a folder, "no such folder"."""
+    value that is no path and a near miss of "embedded" (`meant_embedded`: "embeded", "Embedded") is refused naming
+    it: it read as a folder, "no such folder"."""
     if value != EMBEDDED:
         if meant_embedded(value) and not os.path.lexists(os.path.expanduser(value)):
             raise LLMSRTError(f"{value}: no such folder (did you mean {EMBEDDED!r}, the embedded default "
