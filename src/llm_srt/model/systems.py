@@ -225,17 +225,24 @@ class TranslationStart:
         """Whether text follows the ids' first run of language tags after their text begins (a run they begin with,
         the prompt's tags written again, is not it): not blank, nor the head of another tag ("<|de" of "<|deu|>", a
         token "><" holding the end of one tag and the start of the next)."""
-        text = self.tokenizer.decode(ids, skip_special_tokens=True)
-        lead = LEAD_TAGS.match(text)  # "<|eng|><|deu|>1932<|eng|><|deu|>1932": the prompt's tags written again first
-        after = (after_first_tags(text[lead.end():] if lead else text) or "").strip()
-        return bool(after) and not TAG_HEAD.fullmatch(after)
+        text, lead = self._decoded(ids)  # "<|eng|><|deu|>1932<|eng|><|deu|>1932": the prompt's tags written again
+        return _is_text((after_first_tags(text[lead or 0:]) or "").strip())
 
     def _transcribing(self, ids: list[int]) -> bool:
         """Whether the ids begin with language tags (the prompt's again) and text after them, its transcript."""
+        text, lead = self._decoded(ids)
+        return lead is not None and _is_text(text[lead:].strip())
+
+    def _decoded(self, ids: list[int]) -> tuple[str, int | None]:
+        """The ids' text, and where the language tags it begins with end (None: it begins with none)."""
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
         lead = LEAD_TAGS.match(text)
-        after = text[lead.end():].strip() if lead else ""
-        return bool(after) and not TAG_HEAD.fullmatch(after)
+        return text, lead.end() if lead else None
+
+
+def _is_text(after: str) -> bool:
+    """Whether `after` (stripped) is text: not blank, nor the head of a tag still being written."""
+    return bool(after) and not TAG_HEAD.fullmatch(after)
 
 
 # ---- text MT and the cascade ---------------------------------------------------------------------------------------
