@@ -185,9 +185,10 @@ def retryable(error: str | None) -> bool:
 
 
 def give_back_gpu_memory() -> None:
-    """After an allocation failure (a GPU's): the kept static KV caches (`--compile`) and the cached blocks back to
-    the driver, before smaller batches run (a no-op where no GPU is used). Call it out of the except block, once the
-    traceback (and the tensors its frames hold) is gone."""
+    """After an allocation failure (a GPU's): the kept static KV caches (`--compile`) but the served shapes' (whose
+    recorded CUDA graphs hold them; see `StaticSteps.drop_caches`) and the cached blocks back to the driver, before
+    smaller batches run (a no-op where no GPU is used). Call it out of the except block, once the traceback (and the
+    tensors its frames hold) is gone."""
     StaticSteps.drop_caches()
     placement_of.release(torch.device("cuda"))
 

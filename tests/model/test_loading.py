@@ -167,7 +167,7 @@ def test_a_whisper_folder_given_as_the_llm_and_a_missing_relative_one_are_one_li
         load_llm(whisper)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(LLMSRTError, match=rf"models/qwen: not a Hugging Face model folder \(no config.json\) \(a "
-                                          rf"relative path is read from the current folder, {tmp_path}\)"):
+                                          rf"relative path starts at {tmp_path}\)"):
         load_llm("models/qwen")
 
 
@@ -412,7 +412,12 @@ def test_a_moved_folders_missing_encoder_and_llm_are_one_error_before_the_llm_lo
     monkeypatch.setenv("LLM_SRT_CACHE", str(tmp_path / "cache"))  # the embedded models, not converted here
     (folder / "config.json").write_text(json.dumps(config | {"encoder": "embedded", "llm": "embedded"}))
     with pytest.raises(LLMSRTError, match=r"names the encoder embedded \(not converted yet at .*: run `llm-srt setup`\) "
-                                          r"and the llm embedded .*; give its encoder and llm where"):
+                                          r"and the llm embedded \(not converted yet at .*: run `llm-srt setup`\)$"):
+        SpeechLLM.from_pretrained(folder)  # `llm-srt setup` alone: not "give its encoder and llm where they are now"
+    (folder / "config.json").write_text(json.dumps(config | {"encoder": "embedded", "llm": str(gone["llm"])}))
+    with pytest.raises(LLMSRTError, match=r"names the encoder embedded \(not converted yet .*\) and the llm .*; a "
+                                          r"model folder moved to another machine: give its llm where it is now "
+                                          r"\(--llm of"):
         SpeechLLM.from_pretrained(folder)
     monkeypatch.undo()  # the real load_llm: the moved folders load
     assert SpeechLLM.from_pretrained(folder, encoder=str(moved["encoder"]), llm=str(moved["llm"])).llm_dim > 0
@@ -422,15 +427,23 @@ def test_setup_is_advised_for_the_embedded_models_alone(folders, tmp_path, monke
     """A Whisper or LLM folder without config.json was told to run `llm-srt setup`, which converts the embedded
     models only: said for those, not for a folder of the user's."""
     from llm_srt.model.encoder import whisper_dim
+    from llm_srt.model.weight_files import tensor_files
+    from llm_srt.model.whisper_torch import TorchWhisper
 
+    def torch_whisper(folder):  # translate --model whisper's
+        return TorchWhisper.from_pretrained(folder, torch.device("cpu"), torch.float32)
+
+    loads = (load_llm, whisper_dim, torch_whisper)
     (tmp_path / "mine").mkdir()
-    for load in (load_llm, whisper_dim):
+    (tmp_path / "weightless").mkdir()
+    (tmp_path / "weightless" / "config.json").write_text("{}")
+    for load, folder in [(load, tmp_path / "mine") for load in loads] + [(tensor_files, tmp_path / "weightless")]:
         with pytest.raises(LLMSRTError) as mine:
-            load(tmp_path / "mine")
-        assert "(no config.json)" in str(mine.value) and "llm-srt setup" not in str(mine.value)
+            load(folder)
+        assert "(no " in str(mine.value) and "llm-srt setup" not in str(mine.value)
     monkeypatch.setenv("LLM_SRT_CACHE", str(tmp_path / "cache"))
-    for load, folder in ((load_llm, "gemma-3-270m"), (whisper_dim, "whisper-base")):
-        (tmp_path / "cache" / "models" / folder).mkdir(parents=True)  # a conversion cut short
+    for load, folder in ((load_llm, "gemma-3-270m"), (whisper_dim, "whisper-base"), (torch_whisper, "whisper-base")):
+        (tmp_path / "cache" / "models" / folder).mkdir(parents=True, exist_ok=True)  # a conversion cut short
         with pytest.raises(LLMSRTError, match=r"\(no config.json\); run `llm-srt setup`"):
             load(tmp_path / "cache" / "models" / folder)
 

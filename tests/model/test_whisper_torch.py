@@ -98,7 +98,8 @@ def test_text_equals_hf_tokenizer_decode(embedded):
 
 
 def test_bad_folders_are_clear_errors(folder, tmp_path):
-    with pytest.raises(LLMSRTError, match="not a Hugging Face Whisper folder .no config.json.*--whisper"):
+    with pytest.raises(LLMSRTError, match="not a Hugging Face Whisper folder .no config.json.; give a folder "
+                                          "holding a Hugging Face Whisper model"):
         TorchWhisper.from_pretrained(tmp_path, torch.device("cpu"), torch.float32)
     bad = tmp_path / "bad"
     bad.mkdir()
@@ -142,7 +143,7 @@ def test_a_folder_without_weights_is_a_one_line_error(folder, tmp_path):
     shard that is not there: one line naming the shard."""
     (tmp_path / "config.json").write_bytes((folder / "config.json").read_bytes())
     with pytest.raises(LLMSRTError, match=f"^{tmp_path}: not a Hugging Face Whisper folder .no model.safetensors, "
-                                          "nor model.safetensors.index.json with its shards.*--whisper") as e:
+                                          "nor model.safetensors.index.json with its shards.*; give a folder") as e:
         TorchWhisper.from_pretrained(tmp_path, torch.device("cpu"), torch.float32, decoder_only=True)
     assert "\n" not in str(e.value)
     index = {"metadata": {}, "weight_map": {"model.decoder.embed_tokens.weight": "model-00001-of-00002.safetensors"}}

@@ -20,8 +20,7 @@ from transformers.models.whisper.modeling_whisper import WhisperEncoder as HFWhi
 
 from ..audio import MIN_SAMPLES, SAMPLE_RATE, WINDOW_SECONDS
 from ..errors import AudioError, LLMSRTError
-from ..paths import embedded_whisper_dir
-from .weight_files import TensorReader, tensor_files, unreadable
+from .weight_files import TensorReader, tensor_files, unreadable, whisper_todo
 
 HOP_LENGTH = 160  # samples per mel frame (10 ms at 16 kHz)
 N_SAMPLES_30S = WINDOW_SECONDS * SAMPLE_RATE  # 480000 samples: Whisper's fixed window
@@ -234,9 +233,7 @@ def _whisper_config(path: Path) -> WhisperConfig:
     defaults, d_model 384, and loading fail later on the missing weight files)."""
     file = path / "config.json"
     if not file.is_file():
-        todo = ("run `llm-srt setup` (it converts the embedded Whisper)" if path == embedded_whisper_dir() else
-                "give a folder holding a Whisper model")  # (setup converts the embedded models only)
-        raise LLMSRTError(f"{path}: not a Hugging Face Whisper folder (no config.json); {todo}")
+        raise LLMSRTError(f"{path}: not a Hugging Face Whisper folder (no config.json); {whisper_todo(path)}")
     try:
         raw = json.loads(file.read_text(encoding="utf-8"))
     except ValueError as e:  # bad JSON or bad UTF-8

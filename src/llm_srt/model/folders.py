@@ -44,8 +44,10 @@ def check_model_folders(directory: Path, config, given: set[str]) -> None:
     named = [f"the {kind} {getattr(config, kind)} ({why})" for kind, why in problems.items() if kind not in given]
     said = [f"{directory / CONFIG_FILE} names {' and '.join(named)}"] if named else []
     said += [f"the {kind} given, {getattr(config, kind)} ({why})" for kind, why in problems.items() if kind in given]
-    moved = any(kind not in given and getattr(config, kind) != EMBEDDED for kind in problems)
-    kinds = list(problems)
+    kinds = [kind for kind in problems if getattr(config, kind) != EMBEDDED]  # the embedded ones: `llm-srt setup`
+    if not kinds:
+        raise LLMSRTError("; ".join(said))
+    moved = any(kind not in given for kind in kinds)
     options = (f"{' and '.join(MODEL_FOLDER_OPTIONS[k][0] for k in kinds)} of translate and serve, "
                f"{' and '.join(MODEL_FOLDER_OPTIONS[k][1] for k in kinds)} of evaluate; "
                f"{' and '.join(f'model.{k}' for k in kinds)} in a training config")

@@ -20,7 +20,7 @@ from transformers import (AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, 
 
 from ..device import DTYPES, compute_dtype, is_int8
 from ..errors import LLMSRTError
-from ..paths import embedded_llm_dir
+from ..paths import cwd_note, embedded_llm_dir
 from . import cpu_linear, gguf_llm
 from .attention import use_decode_attention
 from .cpu_linear import FastLinear, fast_cpu_linears
@@ -89,10 +89,9 @@ def load_llm(path: str | Path, dtype: str | torch.dtype = torch.float32, lora: L
         raise LLMSRTError(f"{path}: a GGUF file, not a Hugging Face model folder; run `llm-srt convert gguf {path} "
                           f"OUT` and point the config's llm at OUT")
     if not (path / "config.json").is_file():
-        where = "" if path.is_absolute() else f" (a relative path is read from the current folder, {Path.cwd()})"
         todo = ("run `llm-srt setup` (it converts the embedded LLM)" if path == embedded_llm_dir() else
                 "give a folder holding a causal LM")  # (setup converts the embedded models only)
-        raise LLMSRTError(f"{path}: not a Hugging Face model folder (no config.json){where}; {todo}")
+        raise LLMSRTError(f"{path}: not a Hugging Face model folder (no config.json){cwd_note(path)}; {todo}")
     try:
         raw = json.loads((path / "config.json").read_text(encoding="utf-8"))
     except ValueError:

@@ -14,10 +14,18 @@ from pathlib import Path
 import torch
 
 from ..errors import LLMSRTError
+from ..paths import embedded_whisper_dir
 from .log_mel import read_json
 
 WEIGHTS, WEIGHTS_INDEX = "model.safetensors", "model.safetensors.index.json"  # one file, or save_pretrained's shards
 BIN_WEIGHTS = "pytorch_model.bin"  # an older checkpoint's pickled state dict (read with torch.load, weights only)
+
+
+def whisper_todo(folder: Path) -> str:
+    """What to do about a folder that is not the Hugging Face Whisper one it should be: `llm-srt setup` for the
+    embedded one (it converts the embedded models only), another folder for a user's own."""
+    return ("run `llm-srt setup` (it converts the embedded Whisper)" if Path(folder) == embedded_whisper_dir() else
+            "give a folder holding a Hugging Face Whisper model")
 
 
 def tensor_files(folder: Path) -> dict[str, Path]:
@@ -44,8 +52,7 @@ def tensor_files(folder: Path) -> dict[str, Path]:
         if files := _globbed(folder):
             return files
         raise LLMSRTError(f"{folder}: not a Hugging Face Whisper folder (no {WEIGHTS}, nor {WEIGHTS_INDEX} with its "
-                          f"shards, nor {BIN_WEIGHTS} or other *.safetensors); run `llm-srt setup` or pass --whisper "
-                          "FOLDER")
+                          f"shards, nor {BIN_WEIGHTS} or other *.safetensors); {whisper_todo(folder)}")
     raw = read_json(index)
     weight_map = raw.get("weight_map") if isinstance(raw, dict) else None
     if not isinstance(weight_map, dict) or not weight_map:

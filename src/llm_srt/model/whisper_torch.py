@@ -34,7 +34,7 @@ from .convert import read_vocabulary_txt
 from .cpu_linear import FastLinear, fast_linear
 from .log_mel import LogMel, read_json
 from .mapped import drop_pages_after_lookups, mapped_from
-from .weight_files import WEIGHTS_INDEX, TensorReader, file_of, tensor_files
+from .weight_files import WEIGHTS_INDEX, TensorReader, file_of, tensor_files, whisper_todo
 
 TIMESTAMP = re.compile(r"<\|(\d+\.\d+)\|>")  # timestamp tokens are not special in tokenizer.json: HF drops their text
 VOCABULARY = "vocabulary.txt"  # id -> token, one a line (CTranslate2's file; `convert whisper-ct2` writes it)
@@ -347,8 +347,8 @@ class TorchWhisper(nn.Module):
         it)."""
         folder = Path(folder)
         if not (folder / "config.json").is_file():
-            raise LLMSRTError(f"{folder}: not a Hugging Face Whisper folder (no config.json); run `llm-srt setup` or "
-                              "pass --whisper FOLDER")
+            raise LLMSRTError(f"{folder}: not a Hugging Face Whisper folder (no config.json); "
+                              f"{whisper_todo(folder)}")
         files = tensor_files(folder)
         config = read_json(folder / "config.json")
         try:
