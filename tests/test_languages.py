@@ -90,8 +90,13 @@ def test_translate_says_which_code_was_meant(capsys, tmp_path):
     assert err.endswith("; did you mean 'deu'?\n")
 
 
-def test_the_code_meant_is_the_one_the_server_takes_the_value_for():
-    from llm_srt.serve.forms import LANGUAGE_ALIASES
+def test_the_server_takes_every_name_the_cli_says_is_meant():
+    """The server's own alias table lacked what the CLI's "did you mean" names: cmn, zh-CN, cmn_hans_cn were a 400."""
+    from llm_srt.serve.forms import resolve_language
 
-    assert all(languages.meant_code(alias) == code for alias, code in LANGUAGE_ALIASES.items())
-    assert all(languages.meant_code(alias.upper()) == code for alias, code in LANGUAGE_ALIASES.items())
+    for lang in languages.LANGUAGES.values():
+        for alias in (lang.code, lang.whisper, lang.name, lang.name.upper(), lang.fleurs, *lang.commonvoice):
+            assert resolve_language(alias, "language") == languages.meant_code(alias) == lang.code, alias
+    assert resolve_language(" cmn ", "language") == languages.meant_code("cmn") == "zho"
+    with pytest.raises(Exception, match="unknown language 'klingon'"):
+        resolve_language("klingon", "language")

@@ -206,18 +206,6 @@ def default_task(endpoint: Endpoint, trained: tuple[Task, ...]) -> Task:
     return task if endpoint.text == "translation" else endpoint.tasks[0]
 
 
-def _aliases() -> dict[str, str]:
-    """ISO 639-3 code, Whisper's ISO 639-1 code, lower-case English name -> ISO 639-3 code."""
-    out = {}
-    for lang in languages.LANGUAGES.values():
-        for alias in (lang.name.lower(), lang.whisper, lang.code):
-            out.setdefault(alias, lang.code)
-    return out
-
-
-LANGUAGE_ALIASES = _aliases()
-
-
 def source_language(form: AudioForm, endpoint: Endpoint) -> tuple[str, str]:
     """(the request's source language, or AUTO; the field an error about it names): source_language or OpenAI's
     `language`, which name the same thing; both, naming different languages, are a 400 (one was dropped)."""
@@ -236,7 +224,9 @@ def resolve_language(value: str, param: str, allow_auto: bool = False) -> str:
     value = value.strip()
     if allow_auto and value.lower() == AUTO:  # as case-blind as the language names
         return AUTO
-    code = LANGUAGE_ALIASES.get(value.lower())
+    # the code, or any other name of it the CLI would suggest: Whisper's ISO 639-1 code, the English name in any
+    # letter case, a FLEURS or Common Voice locale, Mandarin's own code cmn
+    code = value if value in languages.LANGUAGES else languages.meant_code(value)
     if code is None:
         raise APIError(400, f"{param}: unknown language {value!r}: use one of {', '.join(languages.LANGUAGES)} "
                        f"(ISO 639-3){' or auto' if allow_auto else ''}; GET /v1/languages lists them", param)
