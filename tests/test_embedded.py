@@ -285,6 +285,28 @@ def test_a_cache_that_cannot_take_the_models_says_what_to_do(fake_setup, tmp, mo
     assert list((cache / "tmp").iterdir()) == []  # scratch and the OWNER file removed
 
 
+def test_the_free_space_said_is_measured_after_the_failed_writes_open_files_let_go(fake_setup, monkeypatch):
+    """A converter's file, removed with its scratch but still open (a memory map of a GGUF, a half-written
+    safetensors) in a frame of the failed write, kept its space: the exception, held by contextlib's __exit__, kept
+    those frames alive through gc.collect, and the free space said understated what setup could use once it ended."""
+    import weakref
+
+    from llm_srt.errors import LLMSRTError
+
+    held = []
+
+    def full(target: Path) -> None:
+        with emb._scratch("gemma-gguf") as scratch:
+            mapped = open(scratch / "model.gguf", "wb")  # noqa: SIM115  left open, as a mapping is, in this frame
+            held.append(weakref.ref(mapped))
+            raise OSError(errno.ENOSPC, "No space left on device", str(scratch / "model.gguf"))
+
+    monkeypatch.setattr(emb, "_convert_gemma", full)
+    monkeypatch.setattr(paths, "free_space", lambda path: "a file still held" if held[0]() else "0.50 GB free there")
+    with pytest.raises(LLMSRTError, match=r"\(No space left on device; 0.50 GB free there\)"):
+        emb.ensure_embedded()
+
+
 def test_a_linked_cache_that_cannot_take_a_file_says_what_to_do(fake_setup, tmp, monkeypatch):
     """atomic_file names a file by its resolved path: with LLM_SRT_CACHE a link, a write it failed was taken for one
     outside the cache and raised as a bare OSError traceback, where the resolved path gave setup's own line."""

@@ -25,6 +25,7 @@ import re
 import shutil
 import socket
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import metadata, resources
@@ -328,18 +329,22 @@ def _writable_cache() -> Iterator[None]:
     except paths.WriteFailed as e:
         if e.errno not in UNWRITABLE:  # a file size limit (ulimit -f): the converter's line says so
             raise
-        why, full = e.reason, e.errno in (errno.ENOSPC, errno.EDQUOT)
+        why, full, failed = e.reason, e.errno in (errno.ENOSPC, errno.EDQUOT), e
     except OSError as e:
         inside = e.filename is None or Path(os.path.realpath(e.filename)).is_relative_to(os.path.realpath(cache))
         #   (realpath both: atomic_file names a linked cache's files by their resolved path)
         if e.errno not in UNWRITABLE or not inside:
             raise
-        why, full = e.strerror or str(e), e.errno in (errno.ENOSPC, errno.EDQUOT)
+        why, full, failed = e.strerror or str(e), e.errno in (errno.ENOSPC, errno.EDQUOT), e
     except Exception as e:
         if type(e).__name__ != "SafetensorError" or not NO_SPACE.search(str(e)):
             raise
-        why, full = "No space left on device", True
-    gc.collect()  # the failed write's files, removed but still open in its frames, hold their space until freed
+        why, full, failed = "No space left on device", True, e
+    # the failed write's files, removed but still open (or mapped) in its frames, hold their space until freed; the
+    # frames stay alive while the exception does (contextlib's __exit__ holds it): their locals let go here
+    traceback.clear_frames(failed.__traceback__)
+    del failed
+    gc.collect()
     raise LLMSRTError(_unwritable(cache, why, full))
 
 
