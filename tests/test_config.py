@@ -384,6 +384,9 @@ def test_a_wrong_key_or_value_in_a_file_is_named_with_its_line(tmp_path):
                        ("data:\n  train:\n    - x.jsonl\n    - 3\n", r":4: data.train\[1\] must be str, got 3"),
                        ("\noptim:\n  lr: -1\n", r":3: optim.lr must be > 0, got -1.0"),
                        ("model: {lora: {r: x}}\n", r":1: model.lora.r must be int, got 'x'"),
+                       ("data:\n  tasks:\n    1: 2\n", r":2: a key of data.tasks must be str, got 1"),
+                       ("model:\n  adapter_kwargs: {~: 80}\n",
+                        r":2: a key of model.adapter_kwargs must be str, got None"),
                        ("model:\noptim:\n  lr: 1e-3\n", r":1: model is empty; give its keys under it, or remove the "
                                                      r"line")):
         f.write_text(text)

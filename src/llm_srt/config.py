@@ -263,13 +263,14 @@ def _key_lines(text: str) -> dict[str, int]:
 
 
 def _at_line(e: ConfigError, where: str, lines: dict[str, int], source: str) -> ConfigError:
-    """`e` with the line of the key it names first (`where: key ...`, `where: unknown key 'key'`), as STYLE's errors
-    say where: the line of the key itself or, for a key the file does not write (a sub-key of a flow mapping's
-    default), of the nearest one above it; unchanged for a key an override set (`lines` holds 0 for it: the whole
-    value came from the command line) or a message naming no key. `where` is `source` (the file) and what follows
-    it (" (with overrides)"): the line goes right after the file's name, which may hold " (" itself."""
+    """`e` with the line of the key it names first (`where: key ...`, `where: unknown key 'key'`, `where: a key of
+    key ...`: a mapping's key that is no text, `{1: 80}`, at the mapping's line), as STYLE's errors say where: the
+    line of the key itself or, for a key the file does not write (a sub-key of a flow mapping's default), of the
+    nearest one above it; unchanged for a key an override set (`lines` holds 0 for it: the whole value came from the
+    command line) or a message naming no key. `where` is `source` (the file) and what follows it (" (with
+    overrides)"): the line goes right after the file's name, which may hold " (" itself."""
     text = str(e)
-    m = re.match(rf"{re.escape(where)}: (?:unknown key )?'?([\w.\[\]-]+)", text)
+    m = re.match(rf"{re.escape(where)}: (?:unknown key |a key of )?'?([\w.\[\]-]+)", text)
     key = m.group(1) if m else ""
     while key and key not in lines:
         key = re.sub(r"(?:\.[^.\[]*|\[\d+\])$", "", key) if re.search(r"[.\[]", key) else ""

@@ -157,6 +157,19 @@ def test_lora_weights_load_into_a_meta_skeleton_without_a_warning_a_tensor(folde
         load_lora_state(skeleton, {**state, "base_model.model.extra.lora_A.weight": torch.zeros(1)}, "lora.st")
 
 
+def test_a_lora_target_module_the_llm_lacks_is_refused_beside_ones_it_has(folders):
+    """peft refused only target_modules of which none was found: `[q_prj, v_proj]` put LoRA on v_proj alone, unsaid.
+    A dotted tail of a module's name is a name, as peft matches it."""
+    _, llm, _ = folders
+    with pytest.raises(LLMSRTError, match=r"^LoRA: the LLM has no module named q_prj \(model\.lora\.target_modules\); "
+                                          r"its linear layers are .*\bq_proj\b"):
+        load_llm(llm, lora=LoraOptions(target_modules=("q_prj", "v_proj")))
+    for targets in (("q_proj", "v_proj"), ("self_attn.q_proj", "v_proj")):
+        model, _ = load_llm(llm, lora=LoraOptions(target_modules=targets))
+        adapted = {n.split(".lora_A")[0].rsplit(".", 1)[-1] for n, _ in model.named_parameters() if ".lora_A" in n}
+        assert adapted == {"q_proj", "v_proj"}, targets
+
+
 def test_a_whisper_folder_given_as_the_llm_and_a_missing_relative_one_are_one_line_errors(folders, tmp_path,
                                                                                            monkeypatch):
     """transformers loads a Whisper folder as a causal LM (Whisper's decoder alone), and a speech LLM trained on

@@ -356,6 +356,29 @@ def test_an_imported_model_keeps_the_references_bos_place_and_mandarin_tag(tmp_p
     assert scores == _dev_scores(Task.SRT, [example], ["Hello.<|eng|><|zho|>你好。"])  # read as ours
 
 
+def test_convert_slam_zho_tag_records_the_mandarin_tag_the_checkpoint_was_trained_with(dirs, tmp_path, capsys):
+    """The reference's earlier data (the paper's: evaluation/fleurs_enzh_test.jsonl) wrote Mandarin as <|zho|>, its
+    later <|cmn|>: `convert slam` recorded <|cmn|> always, so a model of the earlier data got prompts it never saw."""
+    import json
+
+    from llm_srt import cli
+    from llm_srt.prompts import build
+
+    whisper, llm = dirs
+    torch.save({k: v.bfloat16() for k, v in _projector_state().items()}, tmp_path / "model.pt")
+    prompts = {}
+    for tag in ("zho", "cmn", None):
+        dst = tmp_path / f"as-{tag}"
+        assert cli.main(["convert", "slam", str(tmp_path / "model.pt"), str(dst), "--encoder", str(whisper), "--llm",
+                         str(llm), *(["--zho-tag", tag] if tag else [])]) == 0
+        tags = json.loads((dst / "config.json").read_text())["language_tags"]
+        prompts[tag] = build("srt", "eng", "zho", "Hello.", "你好。", tags=tags)
+    assert prompts["zho"] == ("<|eng|><|zho|>", "Hello.<|eng|><|zho|>你好。")
+    assert prompts["cmn"] == prompts[None] == ("<|eng|><|cmn|>", "Hello.<|eng|><|cmn|>你好。")  # the default as before
+    out = capsys.readouterr().out
+    assert "language tags: this toolkit's own (zho as <|zho|>)" in out and "language tags: zho as <|cmn|>" in out
+
+
 def test_a_tokenizer_naming_a_bos_it_never_adds_is_refused(tmp_path):
     """The reference's input is [speech][tokenizer.encode(prompt)]: a tokenizer that names a BOS but never adds it
     (GPT-2 style) gave the reference none, where our models would put it before the speech: refused, saying what to

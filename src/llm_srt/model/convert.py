@@ -503,9 +503,10 @@ def _run_slam(args) -> Path:
     from .slam import convert_slam  # another module; imported only when used
 
     alpha = {} if args.lora_alpha is None else {"lora_alpha": args.lora_alpha}
+    tags = {} if args.zho_tag == "zho" else {"zho": args.zho_tag}  # <|zho|> is our own tag: nothing to record
     with folder_write_errors(args.dst, "the converted model", "choose another output folder"):  # (SpeechLLM's save)
         return convert_slam(args.ckpt, args.dst, encoder_dir=args.encoder, llm_dir=args.llm,
-                            num_heads=args.num_heads, **alpha)
+                            num_heads=args.num_heads, language_tags=tags, **alpha)
 
 
 def remove_leftovers(dst: Path) -> None:
@@ -552,6 +553,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--lora-alpha", type=int, default=None,
                    help="LoRA alpha the checkpoint was trained with (default 32, the paper's; for a LoRA read "
                         "from a peft adapter beside a model.pt that holds none, its adapter_config.json's lora_alpha)")
+    p.add_argument("--zho-tag", choices=("cmn", "zho"), default="cmn",
+                   help="the tag the checkpoint was trained with for Mandarin (default cmn, the reference's current "
+                        "data; zho for a model trained on its earlier data, whose prompts read <|eng|><|zho|>)")
 
 
 def main(args: argparse.Namespace) -> int:

@@ -358,9 +358,18 @@ def _has_tokenizer_files(path: Path) -> bool:
 
 
 def apply_lora(model: PreTrainedModel, lora: LoraOptions) -> nn.Module:
-    """Wrap `model` with peft LoRA adapters (the base stays frozen)."""
+    """Wrap `model` with peft LoRA adapters (the base stays frozen). Every name of `lora.target_modules` must name a
+    module of the LLM, as peft matches one (the module's whole name, or a dotted tail of it: `v_proj`,
+    `self_attn.v_proj`): peft refuses only names of which none is found, so `[q_prj, v_proj]` trained LoRA on
+    v_proj alone, unsaid."""
     from peft import LoraConfig, get_peft_model
 
+    names = [name for name, _ in model.named_modules()]
+    missing = [t for t in lora.target_modules if not any(n == t or n.endswith(f".{t}") for n in names)]
+    if missing:
+        linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)})
+        raise LLMSRTError(f"LoRA: the LLM has no module named {', '.join(missing)} (model.lora.target_modules); its "
+                          f"linear layers are {', '.join(linear)}: correct the name")
     config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                         target_modules=list(lora.target_modules), bias=lora.bias, task_type="CAUSAL_LM")
     try:

@@ -6,7 +6,8 @@ The reference saves `encoder_projector.query` (1, nq, 768), `encoder_projector.q
 as peft's `save_pretrained` writes it (adapter_config.json, adapter_model.safetensors|bin). Every dimension is read
 from the tensors. The imported model keeps the reference's input: Whisper on 30 s padded input (pad_to_30s), a BOS
 after the speech where its tokenizer adds one (bos_after_speech), its language tags (language_tags: <|cmn|> for
-Mandarin), and its speech embeddings' scale (a Gemma / Gemma-2 LLM's input x sqrt(hidden_size): `_input_scale`).
+Mandarin; <|zho|>, ours, for a model of its earlier data), and its speech embeddings' scale (a Gemma / Gemma-2 LLM's
+input x sqrt(hidden_size): `_input_scale`).
 The reference's qqm projector (its queries mean-pooled) is refused: only its q-former imports.
 """
 
@@ -31,7 +32,8 @@ ENCODER_PREFIX = "encoder."
 PEFT_CONFIG = "adapter_config.json"  # peft's save_pretrained: the reference's save_model_checkpoint_peft_full_shard
 PEFT_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")  # writes the LoRA so, beside a LoRA-less model.pt
 REFERENCE_TAGS = {"zho": "cmn"}  # its data ("prompt": "<|eng|><|cmn|>") and language lists; its other codes of the
-#   paper's 15 languages are ours (examples/st_covost2/dataset/st_dataset.py: yue, eng, deu, ... tha)
+#   paper's 15 languages are ours (examples/st_covost2/dataset/st_dataset.py: yue, eng, deu, ... tha). Its earlier
+#   data wrote <|zho|> (evaluation/fleurs_enzh_test.jsonl, fleurs_dataset.py): `convert slam --zho-tag zho`
 HEAD_DIM = QFORMER_HIDDEN // QFORMER_HEADS  # BERT convention (768 / 12 heads): heads are not stored in the weights
 REFERENCE_LORA_ALPHA = 32  # paper; alpha is not stored in the weights either
 SCALED_INPUT = ("gemma", "gemma2")  # LLMs whose forward, in the reference's transformers (4.56, beside its torch
@@ -47,7 +49,7 @@ def convert_slam(ckpt_path: str | Path, dst_dir: str | Path, encoder_dir: str | 
     """Reference checkpoint -> SpeechLLM folder at `dst_dir` (config.json, adapter.safetensors[, lora]); prints
     where its LoRA came from and how its input differs from our own models'. `lora_alpha`: default
     REFERENCE_LORA_ALPHA; for a LoRA from a peft adapter beside a model.pt holding none, that adapter config's
-    lora_alpha; `language_tags`: default REFERENCE_TAGS."""
+    lora_alpha; `language_tags`: default REFERENCE_TAGS ({} for a model trained with our <|zho|>)."""
     from .convert import check_output_dir
 
     check_output_dir(dst_dir, ckpt_path, encoder_dir, llm_dir)  # the folder is replaced whole: never a source's
@@ -75,8 +77,8 @@ def convert_slam(ckpt_path: str | Path, dst_dir: str | Path, encoder_dir: str | 
                               "a copy of the LLM folder whose tokenizer_config.json names no bos_token")
         model.config = replace(model.config, bos_after_speech=True)
         notes.append("input: [speech][BOS prompt], as the reference's (this LLM's tokenizer adds a BOS)")
-    if tags:
-        notes.append("language tags: " + ", ".join(f"{code} as <|{own}|>" for code, own in sorted(tags.items())))
+    notes.append("language tags: " + (", ".join(f"{code} as <|{own}|>" for code, own in sorted(tags.items()))
+                                      if tags else "this toolkit's own (zho as <|zho|>)"))
     encoder_dim = next(v.shape[1] for k, v in projector.items() if k.endswith("crossattention.attention.key.weight"))
     if model.encoder_dim != encoder_dim:
         raise LLMSRTError(f"{ckpt_path}: the Q-Former reads {encoder_dim}-dim speech features but {encoder_dir} has "
