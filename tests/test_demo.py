@@ -629,21 +629,17 @@ def test_a_reused_stage_trained_for_other_steps_than_its_config_asks_is_refused(
     assert ran == [longer]
 
 
-def test_a_demo_failing_after_its_claims_keeps_them_and_no_earlier_runs(tmp_path, monkeypatch):
-    """claims.json and timings.json were written after the last step (one held-out clip): a demo failing there had
-    printed its claims but kept none, and an earlier run's claims.json stayed beside this run's hypotheses. Now the
-    claims are written as soon as they are checked, and an earlier run's files are removed before the evaluation."""
+def _stub_demo(tmp_path, monkeypatch, evaluate=None, choose_directions=None):
+    """run_demo with every step stubbed but its own file handling: (work, data, what the stubbed evaluate saw)."""
     from types import SimpleNamespace
 
-    from llm_srt import demo, embedded, infer
+    from llm_srt import demo, embedded
     from llm_srt.evaluate import report, run
 
     data, work = tmp_path / "data", tmp_path / "work"
     data.mkdir()
     (data / "test.jsonl").write_text("")
     (work / "report").mkdir(parents=True)
-    (work / "report" / "claims.json").write_text('"an earlier run"\n')
-    (work / "report" / "timings.json").write_text('"an earlier run"\n')
     row = SimpleNamespace(sentence_id="s1", translation="x", tgt_lang="deu", src_lang="eng", audio="a.wav",
                           transcript="y")
     monkeypatch.setattr(embedded, "ensure_embedded", lambda: None)
@@ -653,22 +649,36 @@ def test_a_demo_failing_after_its_claims_keeps_them_and_no_earlier_runs(tmp_path
     monkeypatch.setattr(demo, "demo_corpus", lambda data: True)
     monkeypatch.setattr(demo, "demo_stages", lambda *a, **k: {"curriculum": [], "baseline": [], "no_smt": []})
     monkeypatch.setattr(demo, "run_with_budget", lambda stages, log: [tmp_path / "final"])
-    monkeypatch.setattr(demo, "choose_directions", lambda *a, **k: {"chosen": [("eng", "deu")], "sentences": 1,
-                                                                    "bleu": {"eng-deu": 1.0}})
+    monkeypatch.setattr(demo, "choose_directions", choose_directions or (
+        lambda *a, **k: {"chosen": [("eng", "deu")], "sentences": 1, "bleu": {"eng-deu": 1.0}}))
     monkeypatch.setattr(demo, "shipped_training_sentences", lambda folder: set())
     monkeypatch.setattr(demo, "read_manifest", lambda path: [row])
     monkeypatch.setattr(demo, "test_subset", lambda *a, **k: tmp_path / "subset.jsonl")
     seen = {}
 
-    def evaluate(*args, **kwargs):
+    def evaluated(*args, **kwargs):
         seen["earlier files at evaluation"] = sorted(p.name for p in (work / "report").iterdir())
-        return {}
-    monkeypatch.setattr(run, "evaluate", evaluate)
+        return evaluate() if evaluate else {}
+    monkeypatch.setattr(run, "evaluate", evaluated)
     monkeypatch.setattr(report, "load_results", lambda path: [])
     monkeypatch.setattr(demo, "probe_rows", lambda *a: [])
     monkeypatch.setattr(demo, "measure_runs", lambda *a: {"losses": {}, "loss_tasks": {}, "text_mt": {},
                                                           "text_mt_own_prompt": {}})
     monkeypatch.setattr(demo, "check_claims", lambda *a, **k: {"lines": ["a claim"], "numbers": [{"claim": "c"}]})
+    return work, data, seen
+
+
+def test_a_demo_failing_after_its_claims_keeps_them_and_no_earlier_runs(tmp_path, monkeypatch):
+    """claims.json and timings.json were written after the last step (one held-out clip): a demo failing there had
+    printed its claims but kept none, and an earlier run's claims.json stayed beside this run's hypotheses. Now the
+    claims are written as soon as they are checked, and an earlier run's files are removed before the evaluation."""
+    from types import SimpleNamespace
+
+    from llm_srt import demo, infer
+
+    work, data, seen = _stub_demo(tmp_path, monkeypatch)
+    (work / "report" / "claims.json").write_text('"an earlier run"\n')
+    (work / "report" / "timings.json").write_text('"an earlier run"\n')
 
     def broken(*args, **kwargs):
         raise demo.LLMSRTError("a broken shipped model")
@@ -683,3 +693,51 @@ def test_a_demo_failing_after_its_claims_keeps_them_and_no_earlier_runs(tmp_path
     monkeypatch.setattr(infer.SpeechTranslator, "from_pretrained", lambda *a, **k: failing)
     with pytest.raises(demo.LLMSRTError, match=r"^one held-out clip: a.wav failed: RuntimeError: boom$"):
         demo.run_demo(work, data, log=lambda line: None)  # not an empty transcript and translation, and done
+
+
+def test_a_demo_stopped_in_its_evaluation_leaves_no_part_of_an_earlier_runs_report(tmp_path, monkeypatch):
+    """A rerun stopped in the evaluation removed the earlier run's claims.json and timings.json only: its
+    results.json, report.md, plots and hypotheses stayed beside this run's directions.json, one report/ of two runs.
+    The earlier report goes whole before the evaluation; a file of the user's there is not the demo's to remove."""
+    from llm_srt import demo
+
+    def interrupted():
+        raise KeyboardInterrupt
+    work, data, seen = _stub_demo(tmp_path, monkeypatch, evaluate=interrupted)
+    earlier = ["claims.json", "timings.json", "results.json", "report.md", "bleu_matrix.png", "mt_vs_s2tt.png",
+               "hyps.LLM-SRT (this run).jsonl", "hyps.Baseline (this run).jsonl",
+               "hyps.LLM-SRT w_o SMT (this run).jsonl", "hyps.Cascade.jsonl", "directions.json"]
+    for name in (*earlier, "notes.txt"):
+        (work / "report" / name).write_text("of an earlier run\n")
+    with pytest.raises(KeyboardInterrupt):
+        demo.run_demo(work, data, log=lambda line: None)
+    assert seen["earlier files at evaluation"] == ["directions.json", "notes.txt"]
+    assert sorted(p.name for p in (work / "report").iterdir()) == ["directions.json", "notes.txt"]
+    assert json.loads((work / "report" / "directions.json").read_text())["chosen"] == [["eng", "deu"]]  # this run's
+
+
+def test_a_demo_file_that_cannot_be_written_whole_leaves_the_earlier_one(tmp_path, monkeypatch):
+    """directions.json, claims.json and timings.json were written in place: a disk that filled (here a file-size
+    limit) or a kill part way through left an earlier run's good file cut short, not JSON."""
+    import resource
+    import signal
+
+    from llm_srt import demo
+
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+
+    def full_disk(*args, **kwargs):  # the disk fills as the text MT ends: every file from here on is cut at 1 KiB
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1024, limit[1]))
+        return {"chosen": [("eng", "deu")], "sentences": 1, "bleu": {f"eng-x{k:03d}": 1.0 for k in range(200)}}
+    work, data, _ = _stub_demo(tmp_path, monkeypatch, choose_directions=full_disk)
+    earlier = json.dumps({"chosen": [["deu", "eng"]], "bleu": {f"deu-x{k:03d}": 2.0 for k in range(200)}}, indent=2)
+    (work / "report" / "directions.json").write_text(earlier)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG), as on a full disk
+    try:
+        with pytest.raises(OSError):
+            demo.run_demo(work, data, log=lambda line: None)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limit)
+        signal.signal(signal.SIGXFSZ, handler)
+    assert (work / "report" / "directions.json").read_text() == earlier
+    assert [p.name for p in (work / "report").iterdir()] == ["directions.json"]  # no temporary file left

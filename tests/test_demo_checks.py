@@ -68,6 +68,22 @@ def test_the_demo_refuses_float16_before_any_work():
             demo.demo_placement(dtype, print)
 
 
+def test_an_unknown_dtype_is_refused_with_the_demos_own_choices():
+    """`llm-srt demo --dtype foo` was told to use float16 or int8 (every command's list), which the demo refuses."""
+    import re
+
+    import pytest
+
+    from llm_srt import demo
+
+    for dtype in ("foo", "half", "float64"):
+        with pytest.raises(demo.LLMSRTError) as refused:
+            demo.demo_placement(dtype, print)
+        assert str(refused.value) == (f"--dtype {dtype}: unknown dtype; the demo takes auto, float32 or bfloat16 (or "
+                                      "fp32, bf16)")
+        assert not {"float16", "fp16", "int8"} & set(re.findall(r"\w+", str(refused.value)))  # (bfloat16 is fine)
+
+
 def test_the_demo_refuses_a_copy_of_the_package_without_the_repository(tmp_path, monkeypatch):
     """A non-editable install has no configs/ or checkpoints/ beside the package: the demo converted the models and
     built the corpus (minutes), then failed with a `git checkout` hint for files the user never had."""

@@ -23,11 +23,12 @@ for claim, a, b in CLAIMS:
     for seed, ra, rb in zip(seeds, runs[a], runs[b]):
         c = paired_bootstrap(ra, rb)
         print(f"  seed {seed}: {c.a:.1f} vs {c.b:.1f} BLEU, delta {c.delta:+.1f} [{c.low:+.1f}, {c.high:+.1f}], "
-              f"p = {c.p:.3f}: {c.verdict()}")
+              f"p = {c.shown_p}: {c.verdict()}")
     c = paired_bootstrap_runs(runs[a], runs[b])
     print(f"  seeds {', '.join(map(str, seeds))} pooled: {c.a:.1f} vs {c.b:.1f} BLEU, delta {c.delta:+.1f} "
-          f"[{c.low:+.1f}, {c.high:+.1f}], p = {c.p:.3f}: {c.verdict()} ({c.sentences} test rows x {len(works)} seeds)")
+          f"[{c.low:+.1f}, {c.high:+.1f}], p = {c.shown_p}: {c.verdict()} ({c.sentences} test sentences x {len(works)} "
+          "seeds)")
     out.append({"claim": claim, "system": a, "compared_with": b, "seeds": seeds, "bleu": round(c.a, 2),
-                "bleu_compared": round(c.b, 2), "p": round(c.p, 3), "verdict": c.verdict(),
+                "bleu_compared": round(c.b, 2), "p": round(c.p, 5), "verdict": c.verdict(),
                 "delta_ci95": [round(c.low, 2), round(c.high, 2)]})
 print(json.dumps(out, indent=2))

@@ -24,6 +24,7 @@ from pathlib import Path
 from .data.manifest import read_manifest, write_manifest
 from .demo_checks import demo_placement, require_clone, run_with_budget
 from .errors import LLMSRTError
+from .paths import atomic_file
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs" / "embedded"
@@ -162,6 +163,7 @@ def run_demo(work: Path, data: Path, log=print, dtype: str = "auto", asr: Path =
     `seed` (each claim in claims.json records it)."""
     from .data.mini import build_mini
     from .embedded import ensure_embedded
+    from .evaluate.render import MATRIX_PNG, REPORT_MD, RESULTS_JSON, SCATTER_PNG
     from .evaluate.report import load_results
     from .evaluate.run import evaluate, hyps_path
     from .infer import SpeechTranslator
@@ -200,8 +202,7 @@ def run_demo(work: Path, data: Path, log=print, dtype: str = "auto", asr: Path =
     no_smt = step("ablation w/o SMT (SRT alone, same budget)", lambda: run_with_budget(stages["no_smt"], log=log)[0])
     directions = step("the LLM's text MT per direction (dev)",
                       lambda: choose_directions(data / "dev.jsonl", log, placement=placement))
-    (work / "report").mkdir(parents=True, exist_ok=True)
-    (work / "report" / "directions.json").write_text(json.dumps(directions, indent=2) + "\n")
+    write_json(work / "report" / "directions.json", directions)
     seen = set().union(*(shipped_training_sentences(folder) for folder in trained_models(asr)))
     tests = {r.sentence_id for r in read_manifest(data / "test.jsonl")}
     clash = seen & tests
@@ -212,8 +213,12 @@ def run_demo(work: Path, data: Path, log=print, dtype: str = "auto", asr: Path =
                          sentences=len(tests), exclude=frozenset(clash))
     systems = {"LLM-SRT (this run)": str(finals[-1]), "Baseline (this run)": str(baseline),
                "LLM-SRT w/o SMT (this run)": str(no_smt), "Cascade": "cascade"}
-    for name in ("claims.json", "timings.json"):  # an earlier run's, beside this run's hypotheses, until written again
-        (work / "report" / name).unlink(missing_ok=True)
+    # an earlier run's report goes whole before this evaluation: removed in part (its claims), a run stopped in the
+    #   evaluation left that run's results.json, report.md, plots and hypotheses beside this run's directions.json
+    for path in (*(work / "report" / name for name in ("claims.json", "timings.json", RESULTS_JSON, REPORT_MD,
+                                                        MATRIX_PNG, SCATTER_PNG)),
+                 *(hyps_path(work / "report", name) for name in systems)):
+        path.unlink(missing_ok=True)
     report = step("evaluation", lambda: evaluate(systems, subset, work / "report", batch_size=EVAL_BATCH, log=log,
                                                    placement=placement, restart=True))
     own = {name: folder for name, folder in systems.items() if name.endswith("(this run)")}
@@ -226,7 +231,7 @@ def run_demo(work: Path, data: Path, log=print, dtype: str = "auto", asr: Path =
                           text_mt={f"{s}-{t}": directions["bleu"][f"{s}-{t}"] for s, t in directions["chosen"]},
                           lora_text_mt=runs["text_mt"], own_prompt_mt=runs["text_mt_own_prompt"])
     log("\n" + "\n".join(claims["lines"]))
-    (work / "report" / "claims.json").write_text(json.dumps(claims_record(claims["numbers"], seed), indent=2) + "\n")
+    write_json(work / "report" / "claims.json", claims_record(claims["numbers"], seed))
 
     def one_clip():
         row = read_manifest(subset)[0]
@@ -245,9 +250,16 @@ def run_demo(work: Path, data: Path, log=print, dtype: str = "auto", asr: Path =
         return res
     step("one held-out clip", one_clip)
     timings["total"] = round(time.perf_counter() - t_all, 1)
-    (work / "report" / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
+    write_json(work / "report" / "timings.json", timings)
     log(f"\ndemo finished in {timings['total'] / 60:.1f} min; report in {work / 'report'}")
     return {"report": report, "timings": timings}
+
+
+def write_json(path: Path, value) -> None:
+    """`value` as indented JSON in `path` (its folder made), whole or not at all (`paths.atomic_file`): written in
+    place, a full disk or a kill mid-write left an earlier run's good file cut short."""
+    with atomic_file(path) as f:
+        f.write(json.dumps(value, indent=2) + "\n")
 
 
 def claims_record(numbers: list[dict], seed: int) -> list[dict]:

@@ -33,11 +33,15 @@ def demo_placement(dtype: str = "auto", log=print):
     """Where the demo runs: `auto` as every command resolves it (bfloat16 on a GPU, float32 on the CPU), except on a
     CPU with AMX, where the demo trains and evaluates in bfloat16 (measured on README's 2-core Xeon: 13-14.5 min cold
     against 20 in float32, the same verdicts). int8 and float16 are refused before any work: the demo trains, and
-    training takes neither (float16 was refused by the first stage's config, after the corpus was built)."""
+    training takes neither (float16 was refused by the first stage's config, after the corpus was built); so is an
+    unknown dtype, with the demo's own choices."""
     import torch
 
     from . import device as device_lib
 
+    if (dtype or "auto").strip().lower() not in ("auto", *device_lib.DTYPES):  # before resolve, whose list of
+        #   dtypes has float16 and int8, refused below
+        raise LLMSRTError(f"--dtype {dtype}: unknown dtype; the demo takes auto, float32 or bfloat16 (or fp32, bf16)")
     if device_lib.is_int8(dtype):
         raise LLMSRTError("--dtype int8: the demo trains, and int8 layers have no gradient; use float32 or bfloat16 "
                           "(int8 is for translate, evaluate and serve)")

@@ -455,6 +455,28 @@ def test_a_missing_mecab_is_said_before_the_last_builds_manifests_go(locale_dir,
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
 
 
+def test_a_language_espeak_ng_has_no_voice_for_is_said_before_any_speech(locale_dir, tmp_path, monkeypatch):
+    """An espeak-ng without a language's voice failed every utterance of it: the earlier build's manifests were
+    removed, every sentence read, and the build ended in "only 0 sentences could be read ... build a smaller
+    corpus". The voice is tried first, and the error names the language and the voice."""
+    import dataclasses
+
+    from llm_srt import languages
+
+    out = tmp_path / "a"
+    _build(out, locale_dir)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    monkeypatch.setitem(languages.LANGUAGES, "deu", dataclasses.replace(languages.get("deu"), espeak="xq"))
+
+    def read(*_, **__):
+        raise AssertionError("speech was synthesized before the voices were tried")
+    monkeypatch.setattr(mini, "_synthesize_until_full", read)
+    with pytest.raises(LLMSRTError, match=r"^deu: this espeak-ng has no voice 'xq' to read it \(.+\); install "
+                                          r"espeak-ng with its data \(make setup\), or leave deu out of --langs$"):
+        _build(out, locale_dir)
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+
 def _consistent(out: Path) -> dict:
     """summary.json of `out`, checked against its manifests and voices.jsonl."""
     summary = json.loads((out / "summary.json").read_text())

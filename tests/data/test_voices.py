@@ -1,3 +1,4 @@
+import os
 import random
 import shutil
 
@@ -73,6 +74,32 @@ def test_a_heldout_voice_is_resolved_to_names_or_refused():
         voices.named("espeak-ng:de+f9", ["eng", "deu"])
     with pytest.raises(LLMSRTError, match="no such voice speaks any of eng, deu"):
         voices.named("flite:rsm", ["eng", "deu"])  # whether flite is installed or not: its names are built in
+
+
+def test_a_flite_voice_this_flite_lacks_is_neither_drawn_nor_held_out(tmp_path, monkeypatch):
+    """flite reads with its default voice, and exits 0, given a voice name it does not have: where a flite lacked
+    rms, --heldout-voice flite:rms was accepted and its test sentences read by a voice heard in training. flite's
+    voices are those `flite -lv` lists (here a stand-in flite without rms)."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "flite").write_text('#!/bin/sh\n[ "$1" = -lv ] && echo "Voices available: kal awb_time kal16 awb slt "\n')
+    (fake / "flite").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
+    voices.flite_listed.cache_clear()
+    try:
+        assert voices.flite_listed() == {"kal", "awb_time", "kal16", "awb", "slt"}
+        assert voices.pool("eng", ("flite",)) == {"flite": ("kal16", "awb", "slt")}
+        with pytest.raises(LLMSRTError, match=r"^--heldout-voice flite:rms: no such voice speaks any of eng here "
+                                              r"\(voices: .*flite:kal16, flite:awb, flite:slt[,)]") as refused:
+            voices.named("flite:rms", ["eng"])
+        assert "rms" not in str(refused.value).split("(voices: ")[1]
+        assert voices.named("flite:slt", ["eng", "deu"]) == {"eng": ("slt",)}
+        (fake / "flite").write_text("#!/bin/sh\nexit 1\n")  # a flite that lists nothing
+        voices.flite_listed.cache_clear()
+        with pytest.raises(LLMSRTError, match=r"^--synthesizers flite: none of its voices is installed"):
+            voices.require(("flite",))
+    finally:
+        voices.flite_listed.cache_clear()  # the real flite's, for the tests after this one
 
 
 def _tone(seconds=1.0):

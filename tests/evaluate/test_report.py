@@ -482,3 +482,36 @@ def test_load_results_names_a_line_that_is_not_utf8_and_reads_a_bom(tmp_path):
     path.write_bytes(b"\xef\xbb\xbf" + json.dumps(row, ensure_ascii=False).encode() + b"\r\n"
                      + json.dumps({**row, "id": "b"}).encode() + b"\r\n")
     assert [(r.id, r.hyp_translation) for r in rep.load_results(path)] == [("a", "Grüße"), ("b", "Grüße")]
+
+
+def test_a_report_that_cannot_be_written_whole_leaves_the_earlier_one(report, tmp_path, monkeypatch):
+    """results.json and report.md were written in place, one after the other: a disk that filled (here a file-size
+    limit) or a kill part way through left the earlier report's results.json cut short (not JSON), or a new
+    results.json beside the earlier report.md and plots. The earlier report stays whole until every file is written."""
+    import resource
+    import signal
+
+    render.write_report(report, tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    other = rep.build_report({"only": results("baseline")})
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG), as on a full disk
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1024, limit[1]))
+    try:
+        with pytest.raises(OSError):
+            render.write_report(other, tmp_path)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limit)
+        signal.signal(signal.SIGXFSZ, handler)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    assert json.loads(before[render.RESULTS_JSON])["systems"]
+
+    def killed(report):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(render, "to_markdown", killed)  # stopped after results.json
+    with pytest.raises(KeyboardInterrupt):
+        render.write_report(other, tmp_path)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    monkeypatch.undo()
+    assert set(render.write_report(other, tmp_path)) == {"json", "markdown", "matrix"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == [render.MATRIX_PNG, render.REPORT_MD, render.RESULTS_JSON]

@@ -186,6 +186,8 @@ def build_mini(opts: MiniOptions) -> MiniSummary:
         raise LLMSRTError(f"audio format {opts.audio_format!r}: use one of {', '.join(AUDIO_FORMATS)}")
     _require_tools(langs)  # before the last build's manifests are removed below (a missing mecab lost them)
     voices.require(opts.synthesizers)
+    if "espeak-ng" in (*opts.synthesizers, voices.parse_voice(opts.heldout_voice)[0] if opts.heldout_voice else ""):
+        _require_espeak_voices(langs)
     heldout = {}  # lang -> the held-out voice's names: a mistyped one is said here, before any speech
     if opts.heldout_voice:
         voices.require((voices.parse_voice(opts.heldout_voice)[0],))
@@ -529,6 +531,18 @@ def _require_tools(langs: list[str]) -> None:
     if missing:
         raise LLMSRTError(f"{', '.join(missing)} not installed; the mini corpus needs them (make setup installs "
                           "them)")
+
+
+def _require_espeak_voices(langs: list[str]) -> None:
+    """Each language's espeak-ng voice tried once (one letter read): an espeak-ng without it failed every utterance,
+    after the earlier build's manifests were removed, and the build ended in "only 0 sentences could be read"."""
+    for lang in langs:
+        voice = languages.get(lang).espeak
+        proc = subprocess.run(["espeak-ng", "-v", voice, "--stdout", "a"], capture_output=True)
+        if proc.returncode != 0 or not proc.stdout:
+            why = proc.stderr.decode(errors="replace").strip().removeprefix("Error: ") or f"exit {proc.returncode}"
+            raise LLMSRTError(f"{lang}: this espeak-ng has no voice {voice!r} to read it ({why}); install espeak-ng "
+                              f"with its data (make setup), or leave {lang} out of --langs")
 
 
 def _rows(sentences: list[Sentence], langs: list[str], pairs: list[tuple[str, str]],

@@ -5,7 +5,8 @@ A voice is written `SYNTHESIZER:VOICE` (`espeak-ng:en+f2`, `flite:slt`, `festiva
 words per minute and a pitch 0-99) and returns float32 mono samples at 16 kHz, or the reason it could not speak:
 
     espeak-ng   every language of llm_srt.languages; the voice variants m1-m4, f1-f4; rate and pitch
-    flite       English: kal16, awb, rms, slt (Debian `flite`); rate as duration_stretch, pitch unused
+    flite       English: those of kal16, awb, rms, slt that `flite -lv` lists (Debian `flite`); rate as
+                duration_stretch, pitch unused
     festival    English: the voices installed (Debian `festival` + festvox-kallpc16k, festvox-kdlpc16k,
                 festvox-us-slt-hts); rate as Duration_Stretch, pitch unused
 
@@ -19,6 +20,7 @@ convolves with a synthetic room impulse response (noise under an exponential dec
 RT60). Everything is seeded by the caller: the same draw gives the same samples.
 """
 
+import functools
 import re
 import shutil
 import subprocess
@@ -86,10 +88,13 @@ class Espeak:
 
 
 class Flite:
+    """flite; its voices are those of FLITE_VOICES this flite lists (`flite_listed`): given a name it lacks, flite
+    reads with its default voice and exits 0, so a held-out flite:rms was read by a voice heard in training."""
     binary = "flite"
 
     def voices(self, lang: str) -> tuple[str, ...]:
-        return FLITE_VOICES if lang == "eng" else ()
+        listed = flite_listed()
+        return tuple(v for v in FLITE_VOICES if listed is None or v in listed) if lang == "eng" else ()
 
     def speak(self, text: str, lang: str, voice: str, rate: int, pitch: int) -> tuple[np.ndarray | None, str]:
         return _run(["flite", "-voice", voice, "--setf", f"duration_stretch={REFERENCE_RATE / rate:.3f}",
@@ -108,6 +113,20 @@ class Festival:
         return _run(["text2wave", "-eval", f"(voice_{voice})", "-eval",
                      f"(Parameter.set 'Duration_Stretch {REFERENCE_RATE / rate:.3f})", "-o", "{out}", "{txt}"],
                     text, f"festival:{voice}")
+
+
+@functools.cache
+def flite_listed() -> frozenset[str] | None:
+    """The voices `flite -lv` lists ("Voices available: kal awb_time kal16 awb rms slt"); None where flite is not
+    installed (`require` says so), an empty set where it lists none or fails."""
+    if shutil.which("flite") is None:
+        return None
+    try:
+        proc = subprocess.run(["flite", "-lv"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return frozenset()
+    _, colon, names = proc.stdout.partition(":")
+    return frozenset(names.split()) if proc.returncode == 0 and colon else frozenset()
 
 
 SYNTHESIZERS = {"espeak-ng": Espeak(), "flite": Flite(), "festival": Festival()}

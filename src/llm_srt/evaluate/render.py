@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..paths import atomic_file, replace_all
 from .metrics import PAPER_NORMALIZER, UNICODE_FORM, normalizer_name
 from .report import Direction, Report, SystemScores, _asr_metric, _unique, to_json
 
@@ -41,20 +42,29 @@ CAPPED_WHY = (" (--max-new-tokens, the row's duration budget, or text MT's twice
 
 def write_report(report: Report, out_dir: str | Path) -> dict[str, Path]:
     """Write results.json, report.md, bleu_matrix.png (given BLEU scores) and mt_vs_s2tt.png (given MT scores), and
-    remove a plot an earlier report left in `out_dir` that this one does not draw; name -> path."""
+    remove a plot an earlier report left in `out_dir` that this one does not draw; name -> path. Each file is written
+    to a temporary file beside it and all are renamed together once every one is written (`paths.replace_all`):
+    written in place, a full disk or a kill mid-write left an earlier report's results.json cut short."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / RESULTS_JSON, "markdown": out / REPORT_MD}
-    paths["json"].write_text(json.dumps(to_json(report), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    paths["markdown"].write_text(to_markdown(report), encoding="utf-8")
-    if report.directions:
-        paths["matrix"] = plot_matrix(report, out / MATRIX_PNG)
-    else:  # an earlier report's plot would sit beside this one as if it were of it
-        (out / MATRIX_PNG).unlink(missing_ok=True)
-    if any(d in s.mt.bleu for s in report.systems if s.mt is not None for d in s.bleu):
-        paths["scatter"] = plot_mt_vs_s2tt(report, out / SCATTER_PNG)
-    else:
-        (out / SCATTER_PNG).unlink(missing_ok=True)
+    staged: list[tuple[Path, Path]] = []  # (temporary file, the name it takes)
+    try:
+        with atomic_file(paths["json"], staged=staged) as f:
+            f.write(json.dumps(to_json(report), indent=2, ensure_ascii=False) + "\n")
+        with atomic_file(paths["markdown"], staged=staged) as f:
+            f.write(to_markdown(report))
+        if report.directions:
+            paths["matrix"] = plot_matrix(report, out / MATRIX_PNG, staged)
+        if any(d in s.mt.bleu for s in report.systems if s.mt is not None for d in s.bleu):
+            paths["scatter"] = plot_mt_vs_s2tt(report, out / SCATTER_PNG, staged)
+        replace_all(staged)
+    finally:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)  # renamed already, or of a write that failed
+    for name, png in (("matrix", MATRIX_PNG), ("scatter", SCATTER_PNG)):
+        if name not in paths:  # an earlier report's plot would sit beside this one as if it were of it
+            (out / png).unlink(missing_ok=True)
     return paths
 
 
@@ -288,8 +298,9 @@ def _text_table(header: list, rows: list[list]) -> str:
     return "\n".join(lines)
 
 
-def plot_matrix(report: Report, path: Path) -> Path:
-    """Heatmap of the src x tgt BLEU matrix, one panel per system, values written in the cells."""
+def plot_matrix(report: Report, path: Path, staged: list[tuple[Path, Path]] | None = None) -> Path:
+    """Heatmap of the src x tgt BLEU matrix, one panel per system, values written in the cells (`staged`: as
+    `paths.atomic_file`'s)."""
     plt = _pyplot()
     srcs, tgts = report.sources, report.targets
     mats = [s.matrix(srcs, tgts) for s in report.systems]
@@ -307,13 +318,13 @@ def plot_matrix(report: Report, path: Path) -> Path:
             ax.text(j, i, _fmt(m[i, j]), ha="center", va="center", fontsize=7,
                     color="white" if m[i, j] < vmax / 2 else "black")
     fig.colorbar(im, ax=axes[0].tolist(), label="BLEU")
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    _save(plt, fig, path, staged)
     return path
 
 
-def plot_mt_vs_s2tt(report: Report, path: Path) -> Path:
-    """Scatter of each system's own text-MT BLEU (x) against its speech-translation BLEU (y) per direction."""
+def plot_mt_vs_s2tt(report: Report, path: Path, staged: list[tuple[Path, Path]] | None = None) -> Path:
+    """Scatter of each system's own text-MT BLEU (x) against its speech-translation BLEU (y) per direction
+    (`staged`: as `paths.atomic_file`'s)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 5.0))
     top = 0.0
@@ -333,9 +344,17 @@ def plot_mt_vs_s2tt(report: Report, path: Path) -> Path:
     ax.set(xlim=(0, top), ylim=(0, top), xlabel="text MT BLEU (the system's own LLM)",
            ylabel="speech translation BLEU", title="MT vs S2TT per direction")
     ax.legend(fontsize=8)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    _save(plt, fig, path, staged)
     return path
+
+
+def _save(plt, fig, path: Path, staged: list[tuple[Path, Path]] | None) -> None:
+    """`fig` as a PNG in `path`, whole or not at all (`paths.atomic_file`), and closed."""
+    try:
+        with atomic_file(path, "wb", staged=staged) as f:
+            fig.savefig(f, format="png", dpi=120, bbox_inches="tight")
+    finally:
+        plt.close(fig)
 
 
 # ---------------------------------------------------------------------------------------------------------------
