@@ -47,8 +47,9 @@ class DecodingOptions:
     #  gets the tags it lacks written for it and goes on to the translation, and may not end before it (a
     #  well-trained model writes the pair itself: no change)
     compile: bool = False  # greedy: the LLM's decode step compiled (torch.compile) on a static KV cache; on a GPU
-    #  its kernels replay as one CUDA graph a token (`StaticSteps`). Same tokens; the first batch of each shape waits
-    #  for the compilation
+    #  its kernels replay as one CUDA graph a token (`StaticSteps`). The same tokens in float32 (in bfloat16 and
+    #  float16 the compiled kernels round differently: a near-tie can pick another token); the first batch of each
+    #  shape waits for the compilation
 
     def __post_init__(self):
         if self.beam_size < 1 or self.max_new_tokens < 1:
@@ -328,8 +329,9 @@ def greedy_ids(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, max_n
     `no_repeat_ngram_size` over generated ids, as `generate` applies it to an inputs_embeds prompt), counted over the
     ids from `part_start(row, ids)` on where it is given.
     An LLMSRTError where the prompt's next-token logits are NaN (`refuse_broken_scores`).
-    `compiled`: the steps run compiled on a static cache (`StaticSteps`; the same tokens) where the model allows it
-    (`kv_cache.static_fits`), else as without it."""
+    `compiled`: the steps run compiled on a static cache (`StaticSteps`; the same tokens in float32, while in
+    bfloat16 and float16 the compiled kernels round differently, so a near-tie can pick another token) where the model
+    allows it (`kv_cache.static_fits`), else as without it."""
     from .llm import causal_lm
 
     lm = causal_lm(model)
@@ -340,20 +342,22 @@ def greedy_ids(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, max_n
     longest = max(caps, default=max_new_tokens)  # the cache needs room for no more new tokens than this
     if compiled and StaticSteps.fits(lm, batch, mask.shape[1] + longest):
         steps = StaticSteps(lm, embeds, mask, longest)
+        # the cache back to the store however the loop ends (NaN scores, out of memory, Ctrl-C), or a served shape's,
+        # its CUDA graph recorded on it, is made and recorded anew; not where this shape or model goes eager for good
+        give_back = True
         try:
-            result = _greedy_loop(steps, batch, longest, eos, on_end, no_repeat_ngram, written, caps, part_start)
+            return _greedy_loop(steps, batch, longest, eos, on_end, no_repeat_ngram, written, caps, part_start)
         except torch._dynamo.exc.FailOnRecompileLimitHit as e:  # torch's limit of compiled shapes: this shape eager
+            give_back = False
             StaticSteps.shapes_full(e)
         except torch._dynamo.exc.TorchDynamoException as e:  # the model's step does not compile: eager, said once
             if oom := [c for c in error_causes(e) if is_out_of_memory(c)]:  # compiling or recording a CUDA graph ran
                 raise oom[-1] from None  # out of memory: the batch's to retry in halves, not refused for good
+            give_back = False
             StaticSteps.refuse(lm, e)
-        except LLMSRTError:  # the prompt's NaN scores (refuse_broken_scores): the cache back to the store all the same
-            steps.close()  # (a served shape's, its CUDA graph recorded on it, was lost and made anew)
-            raise
-        else:
-            steps.close()
-            return result
+        finally:
+            if give_back:
+                steps.close()
     steps = GrowingSteps(lm, embeds, mask, longest)
     return _greedy_loop(steps, batch, longest, eos, on_end, no_repeat_ngram, written, caps, part_start)
 

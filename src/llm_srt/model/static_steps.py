@@ -1,5 +1,6 @@
 """Compiled greedy decode steps on a static KV cache (`StaticSteps`, `--compile`): `decoding.greedy_ids` takes these
-steps where the model allows them, its eager steps (`decoding.GrowingSteps`) otherwise; the same tokens either way.
+steps where the model allows them, its eager steps (`decoding.GrowingSteps`) otherwise; the same tokens either way in
+float32 (in bfloat16 and float16 the compiled kernels round differently, so a near-tie can pick another token).
 """
 
 from __future__ import annotations
@@ -66,10 +67,10 @@ class StaticSteps:
     def warming(cls):
         """Generations in this block whose steps run compiled make their (batch, cache length) one of the model's
         served shapes: a later batch of that size takes the shortest served length that holds it (the extra
-        positions masked: the same tokens), so a server warmed up at the longest length its requests can need
-        compiles no shape while it serves (`serve --compile`). Where that length cannot be static (a sliding window
-        shorter than it), a later generation in the block takes the longest length that can, for the requests that
-        fit it."""
+        positions masked: the same tokens in float32), so a server warmed up at the longest length its requests can
+        need compiles no shape while it serves (`serve --compile`). Where that length cannot be static (a sliding
+        window shorter than it), a later generation in the block takes the longest length that can, for the requests
+        that fit it."""
         outer = cls._warming_longest()
         cls._warming.longest = outer or 0
         try:
@@ -134,7 +135,8 @@ class StaticSteps:
         error = getattr(error, "inner_exception", None) or error  # what a backend raised, not torch's wrapper
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
         warnings.warn(f"--compile: this model's decode step does not compile ({type(error).__name__}: {first[:200]}); "
-                      "it decodes eagerly (the same tokens, without the compiled speed)", RuntimeWarning, stacklevel=3)
+                      "it decodes eagerly (the same tokens in float32, without the compiled speed)", RuntimeWarning,
+                      stacklevel=3)
 
     def __init__(self, lm: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, max_new_tokens: int):
         rows, prompt = mask.shape
@@ -145,19 +147,23 @@ class StaticSteps:
             mask = torch.cat([mask, mask[:1].expand(batch - rows, -1)])
         # a cache made in inference mode holds inference tensors, which nothing outside it may write in place (a
         # later generation's `reset` under no_grad raised): one cache per mode
-        self.cache_key = (batch, length, embeds.dtype, embeds.device, torch.is_inference_mode_enabled())
+        self.lm, self.cache_key = lm, (batch, length, embeds.dtype, embeds.device, torch.is_inference_mode_enabled())
         self.cache = self._cache(lm, self.cache_key)
-        self.mask = mask.new_zeros(batch, length, dtype=torch.long)
-        self.mask[:, :prompt] = mask
-        from .decoding import prompt_positions  # (decoding imports this module)
+        try:
+            self.mask = mask.new_zeros(batch, length, dtype=torch.long)
+            self.mask[:, :prompt] = mask
+            from .decoding import prompt_positions  # (decoding imports this module)
 
-        positions = prompt_positions(mask)
+            positions = prompt_positions(mask)
+            out = lm(inputs_embeds=embeds, attention_mask=self.mask, position_ids=positions, use_cache=True,
+                     logits_to_keep=1, past_key_values=self.cache)
+        except BaseException:  # (out of memory, Ctrl-C): the cache back to the store, or a served shape's is lost
+            self._give_back()
+            raise
         device = embeds.device
-        out = lm(inputs_embeds=embeds, attention_mask=self.mask, position_ids=positions, use_cache=True,
-                 logits_to_keep=1, past_key_values=self.cache)
         # the next cache slot, whose mask column each step opens; HF's StaticLayer writes keys and values at its
         # own fill counter (`cumulative_length`), the same number (tests/model/test_speech_llm.py checks it)
-        self.lm, self.slot, self.position = lm, prompt, positions[:, -1:] + 1
+        self.slot, self.position = prompt, positions[:, -1:] + 1
         self.active = torch.arange(rows, device=device)
         self.tokens = torch.zeros(batch, dtype=torch.long, device=device)
         self.mode = "reduce-overhead" if device.type == "cuda" else "default"
@@ -179,6 +185,10 @@ class StaticSteps:
         if self.queued and self.stepped:
             torch.cuda.synchronize(self.tokens.device)
             StaticSteps.last_step_at = time.perf_counter()
+        self._give_back()
+
+    def _give_back(self) -> None:
+        """`close`'s store: the cache back as the most recent, the oldest unserved ones beyond STATIC_CACHES dropped."""
         with self._lock:
             kept = self._caches.setdefault(self.lm, {})
             kept[self.cache_key] = self.cache
