@@ -8,7 +8,7 @@ import pytest
 import soundfile as sf
 
 from llm_srt.data import clips as clips_module
-from llm_srt.data.clips import REPEATED
+from llm_srt.data.clips import REPEATED, STRAY_CR
 from llm_srt.data.commonvoice import WRONG_WIDTH, prepare_commonvoice
 from llm_srt.data.manifest import read_manifest
 from llm_srt.errors import LLMSRTError
@@ -285,12 +285,13 @@ def test_a_carriage_return_inside_a_line_is_damage_counted_but_crlf_and_cr_only_
     tsv.write_bytes(b"path\tsentence\ra.mp3\tHello\rb.mp3\tWorld\r")  # no line feed anywhere: CRs end the lines
     assert [(n, r["path"], r["sentence"]) for n, r in read_table(tsv, ("path", "sentence"))] == [
         (2, "a.mp3", "Hello"), (3, "b.mp3", "World")]
-    dev = locale_dir / "dev.tsv"
-    lines = dev.read_bytes().split(b"\n")
-    dev.write_bytes(b"\n".join([lines[0], lines[1].replace(b"Danke ", b"Danke\r")] + lines[2:]))
+    train = locale_dir / "train.tsv"
+    lines = train.read_bytes().split(b"\n")
+    train.write_bytes(b"\n".join([lines[0], lines[1].replace(b"Guten ", b"Guten\r")] + lines[2:]))
     summary = prepare_commonvoice(locale_dir, tmp_path / "out")
-    assert summary.dropped == {STRAY_CR: 1} and summary.dropped_at[STRAY_CR] == [f"{dev}:2"]  # was "no clip"
-    assert summary.written == {"train": 2, "dev": 0, "test": 1}
+    assert summary.dropped == {STRAY_CR: 1} and summary.dropped_at[STRAY_CR] == [f"{train}:2"]  # was "no clip"
+    assert summary.written == {"train": 1, "dev": 1, "test": 1}
+    assert [r.transcript for r in read_manifest(tmp_path / "out" / "train.jsonl")] == ['Er sagte "ja.']
 
 
 def test_a_line_of_another_field_count_than_the_header_is_left_out_and_counted(locale_dir, tmp_path, audio_file,
@@ -311,10 +312,13 @@ def test_a_line_of_another_field_count_than_the_header_is_left_out_and_counted(l
         "train.tsv:6 (10 fields, the header has 13)"]
 
 
-def test_validated_as_train_holds_out_the_clip_and_speaker_of_a_damaged_dev_line(locale_dir, tmp_path):
+def test_validated_as_train_holds_out_the_clip_and_speaker_of_a_damaged_dev_line(locale_dir, tmp_path, audio_file,
+                                                                                 mp3_format, layouts):
     """The dev line left out as damaged (a tab inside its sentence) no longer held its clip and speaker out of train:
     validated.tsv's whole copy of it, and another clip of its speaker, went into train."""
     dev = locale_dir / "dev.tsv"
+    audio_file(locale_dir / "clips" / "de_10.mp3", seconds=0.5, sr=48000, fmt=mp3_format)  # dev keeps a usable line
+    layouts.write_cv_table(dev, layouts.CV17_HEADER, _cv_rows(SPLITS["dev"] + [("de_10.mp3", "spkJ", "s10", "Hallo.")]))
     dev.write_text(dev.read_text(encoding="utf-8").replace("Danke schön.", "Danke\tschön."), encoding="utf-8")
     summary = prepare_commonvoice(locale_dir, tmp_path / "out", validated_as_train=True)
     assert [r.sentence_id for r in read_manifest(tmp_path / "out" / "train.jsonl")] == ["s1", "s2", "s5"]
@@ -589,3 +593,37 @@ def test_a_table_the_os_will_not_read_is_one_line_naming_it(locale_dir, tmp_path
 
     with pytest.raises(LLMSRTError, match=r"^t\.tsv: cannot read \(Input/output error\)"):
         list(text_lines(Failing(), "t.tsv"))
+
+
+def test_cr_cr_lf_tables_read_as_lf_and_a_table_with_no_usable_line_stops_the_run(locale_dir, tmp_path):
+    """A CRLF table re-saved in text mode on Windows ends its lines in CR CR LF: the header was read as damaged, "header
+    lacks column(s) path, sentence (found: )". A table whose every line is left out stopped nothing: its split was
+    written empty; it stops the run, naming the most common reason and its first file:line."""
+    plain = prepare_commonvoice(locale_dir, tmp_path / "plain", validated_as_train=True)
+    for table in locale_dir.glob("*.tsv"):
+        table.write_bytes(table.read_bytes().replace(b"\n", b"\r\r\n"))
+    crcr = prepare_commonvoice(locale_dir, tmp_path / "crcr", validated_as_train=True)
+    assert crcr.written == plain.written == {"train": 3, "dev": 1, "test": 1} and crcr.dropped == plain.dropped
+    for split in ("train", "dev", "test"):
+        assert read_manifest(tmp_path / "crcr" / f"{split}.jsonl") == read_manifest(tmp_path / "plain" /
+                                                                                     f"{split}.jsonl")
+    train = locale_dir / "train.tsv"
+    header, *lines = train.read_bytes().split(b"\r\r\n")
+    train.write_bytes(b"\n".join([header] + [line.replace(b" ", b"\r ") for line in lines]))
+    with pytest.raises(LLMSRTError) as e:
+        prepare_commonvoice(locale_dir, tmp_path / "bad")
+    assert str(e.value) == (f"{train}:2: no line of this table can be used (2 of its 2 lines: {STRAY_CR}); fix the "
+                            "table, or extract it again from the release")
+
+
+def test_validated_as_train_counts_a_damaged_validated_line_only_when_its_clip_is_left_out(locale_dir, tmp_path):
+    """validated.tsv's damaged line of a clip train.tsv lists (de_1) was counted as a row left out, though that clip is
+    in train; the damaged line of a clip no split table lists (de_5) is still counted."""
+    validated = locale_dir / "validated.tsv"
+    text = validated.read_text(encoding="utf-8")
+    validated.write_text(text.replace("Guten Tag.", "Guten\tTag.").replace("Gute Nacht.", "Gute\tNacht."),
+                         encoding="utf-8")
+    summary = prepare_commonvoice(locale_dir, tmp_path / "out", validated_as_train=True)
+    assert [r.sentence_id for r in read_manifest(tmp_path / "out" / "train.jsonl")] == ["s1", "s2"]
+    assert summary.dropped[WRONG_WIDTH] == 1
+    assert summary.dropped_at[WRONG_WIDTH] == [f"{validated}:6 (14 fields, the header has 13)"]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from llm_srt.data.clips import REPEATED, STRAY_CR
+from llm_srt.data.clips import MARKUP, REPEATED, STRAY_CR
 from llm_srt.data.fleurs import BAD_ID, SPLIT_CONFLICT, WRONG_COLUMNS, prepare_fleurs
 from llm_srt.data.manifest import read_manifest
 from llm_srt.errors import LLMSRTError
@@ -525,3 +525,64 @@ def test_transcripts_and_translations_are_written_in_unicode_nfc(fleurs_root, tm
     assert {r.transcript for r in rows if r.id == "fleurs:deu:deu100dev"} == {"Grüße, Fräulein."}
     assert {r.translation for r in rows if r.id == "fleurs:eng:eng100dev:deu"} == {"Grüße, Fräulein."}
     assert all(unicodedata.is_normalized("NFC", r.transcript + r.translation) for r in rows)
+
+
+def test_cr_cr_lf_line_ends_read_as_lf_and_a_table_with_no_usable_line_stops_the_run(fleurs_root, tmp_path):
+    """A CRLF table re-saved in text mode on Windows ends its lines in CR CR LF: every line was read as holding a
+    stray carriage return, left out, and the run wrote three empty manifests and exited 0. Its lines are read whole;
+    a table none of whose lines can be used (here: no sentence id is a number) stops the run with one line naming the
+    most common reason and its first file:line."""
+    plain = prepare_fleurs(fleurs_root, None, tmp_path / "plain")
+    for table in fleurs_root.glob("*/*.tsv"):
+        table.write_bytes(table.read_bytes().replace(b"\n", b"\r\r\n"))
+    crcr = prepare_fleurs(fleurs_root, None, tmp_path / "crcr")
+    assert crcr.dropped == {} and crcr.written == plain.written and all(plain.written.values())
+    for split in ("train", "dev", "test"):
+        assert read_manifest(tmp_path / "crcr" / f"{split}.jsonl") == read_manifest(tmp_path / "plain" /
+                                                                                     f"{split}.jsonl")
+    tsv = fleurs_root / "de_de" / "dev.tsv"
+    tsv.write_bytes(re.sub(rb"^(?=.)", b"x", tsv.read_bytes(), flags=re.M))  # ids "x10", "x11": not numbers
+    with pytest.raises(LLMSRTError) as e:
+        prepare_fleurs(fleurs_root, None, tmp_path / "bad", splits=("dev",))
+    assert str(e.value) == (f"{tsv}:1 ('x10'): no line of this table can be used (2 of its 2 lines: {BAD_ID}); fix the "
+                            "table, or extract it again from the release")
+
+
+def test_a_speaker_s_transcript_with_markup_is_left_out_once_and_another_speaker_s_gives_the_target(fleurs_root,
+                                                                                                   tmp_path):
+    """English sentence 1 is read by two speakers; the first's transcript held `<|endoftext|>`. It was every other
+    language's English target for that sentence: each of those pairs was dropped (counted by row id, one a source
+    language), though the second speaker's text is clean."""
+    tsv = fleurs_root / "en_us" / "train.tsv"
+    tsv.write_text(tsv.read_text(encoding="utf-8").replace("\teng sentence 1.\t", "\teng sentence 1<|endoftext|>\t",
+                                                           1), encoding="utf-8")
+    summary = prepare_fleurs(fleurs_root, None, tmp_path / "out", splits=("train",))
+    rows = {r.id: r for r in read_manifest(tmp_path / "out" / "train.jsonl")}
+    assert rows["fleurs:deu:deu10train:eng"].translation == rows["fleurs:fra:fra10train:eng"].translation == (
+        "eng sentence 1.")
+    assert "fleurs:eng:eng11train:deu" in rows and not [i for i in rows if "eng10train" in i]
+    assert summary.dropped == {MARKUP: 1} and summary.dropped_at[MARKUP] == [f"{tsv}:1 ('<|endoftext|>')"]
+
+
+def test_a_test_or_dev_float_wav_holding_nan_or_integer_scaled_samples_is_a_bad_clip(fleurs_root, tmp_path):
+    """Only a float WAV's header was read: one holding NaN, or int16 values stored as float, passed prepare, and
+    load_audio refused it at evaluation (each of its rows scored as an empty hypothesis). Test's and dev's are decoded,
+    as a compressed clip is, and named with load_audio's reason; train's are not (training skips one, naming it)."""
+    import numpy as np
+    import soundfile as sf
+
+    tone = (0.3 * np.sin(np.arange(4800) * 0.05)).astype(np.float32)
+    for split, name, samples in (("test", "eng200test.wav", np.where(np.arange(4800) == 100, np.nan, tone)),
+                                 ("dev", "eng100dev.wav", tone * 32768), ("train", "eng20train.wav", tone + np.inf)):
+        sf.write(fleurs_root / "en_us" / "audio" / split / name, samples, 16000, subtype="FLOAT")
+    summary = prepare_fleurs(fleurs_root, ["eng", "deu"], tmp_path / "out")
+    assert [(b.where.split("fleurs/")[1], b.reason.split(".wav ")[1]) for b in summary.bad_clips] == [
+        ("en_us/dev.tsv:1", "does not load (samples reach 9830, far outside [-1, 1]: integer-scaled audio stored as "
+                            "float? divide by 32768 (int16) or 2147483648 (int32), or re-export it; a float mix above "
+                            "0 dBFS: normalize it to peak at 1)"),
+        ("en_us/test.tsv:1", "does not load (the audio contains NaN or infinite samples; re-export it from the "
+                             "source)")]
+    assert "fleurs:eng:eng20train" in {r.id for r in read_manifest(tmp_path / "out" / "train.jsonl")}
+    with pytest.raises(LLMSRTError, match=r"en_us/test\.tsv:1: clip .*eng200test\.wav does not load \(the audio "
+                                          r"contains NaN"):
+        prepare_fleurs(fleurs_root, ["eng"], tmp_path / "strict", splits=("test",), strict=True)

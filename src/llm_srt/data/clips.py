@@ -7,16 +7,17 @@ behind a progress bar with an ETA. A clip whose duration is already known (Commo
 `times.txt`, FLEURS' sample-count column) is only checked to exist and be non-empty; the others, those listed with a
 duration of 0 (not measured), every FLEURS wav and the clips of test and dev have their header read, and a clip the
 header shows cut short is bad (load_audio refuses it: training skipped it, evaluation scored its rows as empty
-hypotheses). The clips of test and dev in a compressed format are decoded whole, as evaluation will (only that finds a
-FLAC or MP3 missing its end); train's are not (hours on a large corpus; training skips one, naming it). A measured
-length that differs from the listed one is used instead, with a note (`note_durations`). A bad clip is skipped and
-reported (`Summary.lines()`, OUT/summary.json) unless `strict`, which stops at the first one with its file:line. Real
-releases have them: hundreds of zero-byte clips in Common Voice 3/4. `write_manifests` writes the result, and refuses
-a split all of whose clips are bad (a release not unpacked), writing that run's summary to OUT/summary.failed.json and
-leaving an earlier run's manifests and summary.json as they were; so does a run the disk stops (full, not writable, a
-folder in the way: every file is written before any takes its name), with one line naming the file and the OS's
-reason. It moves aside (NAME.stale) a split manifest an earlier run left in OUT that this run does not write (it would
-disagree with summary.json). `text_lines` reads the tables' lines.
+hypotheses). The clips of test and dev in a compressed format or of float samples are decoded whole, as evaluation will
+(only that finds a FLAC or MP3 missing its end, or a float WAV holding NaN); train's are not (hours on a large corpus;
+training skips one, naming it). A measured length that differs from the listed one is used instead, with a note
+(`note_durations`). A bad clip is skipped and reported (`Summary.lines()`, OUT/summary.json) unless `strict`, which
+stops at the first one with its file:line. Real releases have them: hundreds of zero-byte clips in Common Voice 3/4.
+`write_manifests` writes the result, and refuses a split all of whose clips are bad (a release not unpacked), writing
+that run's summary to OUT/summary.failed.json and leaving an earlier run's manifests and summary.json as they were; so
+does a run the disk stops (full, not writable, a folder in the way: every file is written before any takes its name),
+with one line naming the file and the OS's reason. It moves aside (NAME.stale) a split manifest an earlier run left in
+OUT that this run does not write (it would disagree with summary.json). `text_lines` reads the tables' lines;
+`no_usable_line` is the error for a table none of whose lines a converter can use.
 """
 
 import codecs
@@ -53,6 +54,8 @@ DECODED_SPLITS = ("test", "dev")  # whose compressed clips are decoded whole (`d
 #   decoded during training, and both are small (a 5 s MP3 decodes in ~3 ms, a FLAC in ~7, on one core)
 SIZED_FORMATS = ("WAV", "WAVEX", "AIFF", "AU", "W64")  # libsndfile's names of the formats whose header gives their
 #   data's size in bytes: one cut short is found from it (audio.sized_cut), never decoded to find it
+FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")  # sized, but their samples may be NaN, inf or far outside [-1, 1], which
+#   load_audio refuses: decoded too (`decode`), where PCM holds none of those
 SLACK_SECONDS, SLACK_SHARE = 0.05, 0.01  # a measured length within the larger of these of the listed one keeps it
 # Common Voice 16.1+: clip_durations.tsv, header `clip<TAB>duration[ms]` (release notes of Corpus 16.1).
 # Common Voice 14.0-16.0: times.txt, lines "`<path of the mp3>` = <ms>", 0 when the clip could not be measured
@@ -398,7 +401,8 @@ def _check(path: Path, known: float | None, read_header: bool, decode: bool = Fa
     gives the length and neither `read_header` nor `decode` asks. A clip cut short is bad, as load_audio refuses it
     (its transcript is the whole clip's): a WAV, AIFF, AU or W64 whose header claims more than the file holds, and an
     Ogg without its stream's last page, are found from the header and the last page alone; a FLAC or MP3 missing its
-    end only by decoding it, which `decode` does, as load_audio will (refusing what load_audio refuses). Without
+    end only by decoding it, which `decode` does, as load_audio will (refusing what load_audio refuses); `decode`
+    also decodes a float WAV (AIFF, AU, W64), whose NaN, inf or integer-scaled samples load_audio refuses. Without
     `decode` such a clip is kept with its header's length, at least the decoded one, and training skips it, naming
     it. A measured length that differs from `known` by more than SLACK_SECONDS and SLACK_SHARE replaces it."""
     try:
@@ -431,7 +435,7 @@ def _check(path: Path, known: float | None, read_header: bool, decode: bool = Fa
     if cut := _cut_short(path, info.duration):
         return path, 0.0, cut
     seconds = info.duration
-    if decode and info.format not in SIZED_FORMATS:
+    if decode and (info.format not in SIZED_FORMATS or info.subtype in FLOAT_SUBTYPES):
         try:
             seconds = len(load_audio(path)) / SAMPLE_RATE
         except AudioError as e:
@@ -488,9 +492,11 @@ def _decoded_length(path: Path, known: float | None) -> tuple[Path, float, str |
 
 
 def text_lines(f, name: Path | str, damaged: Callable[[str], None] | None = None):
-    """The lines of a table opened in binary, as UTF-8 text ending in a line feed (a CRLF line end read as one),
-    without the byte order mark a file may start with; a line that is not UTF-8 raises LLMSRTError naming the file
-    and line (csv reading a text-mode file raised a bare UnicodeDecodeError at some byte of the file).
+    """The lines of a table opened in binary, as UTF-8 text ending in a line feed (a CRLF line end read as one, and
+    so are the CRs of a run before the line feed: a CRLF file re-saved in text mode on Windows ends its lines in
+    CR CR LF, and each of its lines was damaged), without the byte order mark a file may start with; a line that is
+    not UTF-8 raises LLMSRTError naming the file and line (csv reading a text-mode file raised a bare
+    UnicodeDecodeError at some byte of the file).
 
     A file without any line feed ends its lines with lone carriage returns (old Mac tools): read so. In any other
     file a CR inside a line is damage: csv took it for a line end, cutting the field short ("Hello\rworld" gave the
@@ -504,7 +510,7 @@ def text_lines(f, name: Path | str, damaged: Callable[[str], None] | None = None
             for n, piece in enumerate(pieces[:-1] if not pieces[-1] else pieces, start=1):
                 yield _utf8(piece, name, n, bom if n == 1 else 0) + "\n"
             return
-        body = raw[:-2] if raw.endswith(b"\r\n") else raw[:-1] if raw.endswith(b"\n") else raw.removesuffix(b"\r")
+        body = raw.removesuffix(b"\n").rstrip(b"\r")  # CR LF, and CR CR LF: a CRLF file re-saved on Windows
         line = _utf8(body[bom:], name, lineno, bom)
         if "\r" not in line:
             yield line + "\n"
@@ -521,6 +527,16 @@ def _read(f, name: Path | str):
         yield from f
     except OSError as e:
         raise unreadable(Path(name), e) from None
+
+
+def no_usable_line(drops: list[tuple[str, str]]) -> LLMSRTError:
+    """The one line for a table that has lines but none a converter can use, from what it left out of it ((reason,
+    file:line), in file order): the most common reason, where it first occurs, and what to do. Such a table gave an
+    empty manifest and exit 0 (a CRLF file re-saved on Windows: a carriage return inside every line)."""
+    reason, n = Counter(reason for reason, _ in drops).most_common(1)[0]
+    where = next(at for why, at in drops if why == reason)
+    return LLMSRTError(f"{where}: no line of this table can be used ({n} of its {len(drops)} lines: {reason}); fix "
+                       "the table, or extract it again from the release")
 
 
 def open_table(table: Path):

@@ -11,11 +11,11 @@ other than the list says (by more than 0.05 s and 1%), its measured length is wr
 
 Output: OUT/<split>.jsonl with ASR rows only (tgt_lang and translation empty), id "commonvoice:<lang>:<clip>", and
 OUT/summary.json. Rows without a path or a sentence are left out and counted, and so are damaged lines (holding a
-carriage return, or of another field count than the header: a tab or line break inside a sentence) and a clip
-listed again (it stays in the first split of test, dev, train that lists it). With `validated_as_train`, validated
-clips are added to train unless their speaker (client_id) or their sentence is in dev.tsv or test.tsv (read for this
-even when those splits are not converted): Common Voice splits by speaker, and its official train split is much
-smaller than its validated set.
+carriage return, or of another field count than the header: a tab or line break inside a sentence; a table none of whose
+lines can be used stops the run) and a clip listed again (it stays in the first split of test, dev, train that lists
+it). With `validated_as_train`, validated clips are added to train unless their speaker (client_id) or their sentence is
+in dev.tsv or test.tsv (read for this even when those splits are not converted): Common Voice splits by speaker, and its
+official train split is much smaller than its validated set.
 """
 
 import csv
@@ -32,8 +32,8 @@ from pathlib import Path
 from .. import languages
 from ..errors import LLMSRTError
 from .clips import (DECODED_SPLITS, DEFAULT_WORKERS, STRAY_CR, Summary, by_name, check_clips, check_output_folder,
-                    known_durations, note_durations, open_table, table_text, text_lines, without_repeats,
-                    write_manifests)
+                    known_durations, no_usable_line, note_durations, open_table, table_text, text_lines,
+                    without_repeats, write_manifests)
 from .manifest import Row, read_manifest
 
 CORPUS = "commonvoice"
@@ -42,6 +42,7 @@ HELD_OUT = ("dev", "test")  # whose speakers and sentences `validated_as_train` 
 EXCLUDED_FROM = ("train", "dev")  # the splits `exclude` keeps other evaluation sets' clips out of
 REQUIRED_COLUMNS = ("path", "sentence")
 WRONG_WIDTH = "field count differs from the header's (a tab or line break inside a field)"
+NO_CLIP, NO_SENTENCE = "no clip (empty path)", "empty sentence"
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,12 @@ def _validated_extra(locale_dir: Path, by_split: dict[str, list[Utterance]], sum
     speakers = {u.speaker for u in held if u.speaker}
     sentences = {u.sentence_id for u in held if u.transcript}
     extra = []
-    for u in read_split(locale_dir, "validated", REQUIRED_COLUMNS + ("client_id",), summary.drop):
+
+    def unseen(rec: dict) -> bool:  # a damaged line of a clip the split tables hold leaves nothing out: not counted
+        path = (rec.get("path") or "").strip()
+        return not path or locale_dir / "clips" / path not in seen
+
+    for u in read_split(locale_dir, "validated", REQUIRED_COLUMNS + ("client_id",), summary.drop, unseen):
         if u.audio is not None and u.audio in seen:
             continue
         if u.speaker in speakers:
@@ -152,38 +158,54 @@ def _usable(utts: list[Utterance], summary: Summary) -> list[Utterance]:
     kept = []
     for u in utts:
         if u.audio is None:
-            summary.drop("no clip (empty path)", u.where)
+            summary.drop(NO_CLIP, u.where)
         elif not u.transcript:
-            summary.drop("empty sentence", u.where)
+            summary.drop(NO_SENTENCE, u.where)
         else:
             kept.append(u)
     return kept
 
 
 def read_split(locale_dir: Path, split: str, required: tuple[str, ...] = REQUIRED_COLUMNS,
-               damaged: Callable[[str, str], None] | None = None) -> Iterator[Utterance]:
-    """The utterances of LOCALE_DIR/<split>.tsv, in file order (`damaged`: as `read_table`'s)."""
+               damaged: Callable[[str, str], None] | None = None,
+               counted: Callable[[dict], bool] | None = None) -> Iterator[Utterance]:
+    """The utterances of LOCALE_DIR/<split>.tsv, in file order (`damaged`, `counted`: as `read_table`'s). Given
+    `damaged`, a table with lines none of which has a clip and a sentence stops the run (`no_usable_line`): one whose
+    every line held a stray carriage return was written as an empty split, and the run exited 0."""
     tsv = locale_dir / f"{split}.tsv"
     if not tsv.is_file():
         raise LLMSRTError(f"{tsv}: missing; a Common Voice locale folder has train.tsv, dev.tsv, test.tsv, "
                           f"validated.tsv and clips/{'; ' + hint if (hint := _release_hint(locale_dir)) else ''}")
-    clips = locale_dir / "clips"
-    for lineno, rec in read_table(tsv, required, damaged=damaged):
+    clips, drops, used = locale_dir / "clips", [], 0
+
+    def drop(reason: str, where: str) -> None:
+        drops.append((reason, where))
+        damaged(reason, where)
+
+    for lineno, rec in read_table(tsv, required, damaged=drop if damaged else None, counted=counted):
         sentence = table_text(rec["sentence"])
+        if rec["path"] and sentence:
+            used += 1
+        else:  # counted by `_usable`
+            drops.append((NO_SENTENCE if rec["path"] else NO_CLIP, f"{tsv}:{lineno}"))
         yield Utterance(where=f"{tsv}:{lineno}", audio=clips / rec["path"] if rec["path"] else None,
                         transcript=sentence, sentence_id=(rec.get("sentence_id") or "").strip() or text_id(sentence),
                         speaker=(rec.get("client_id") or "").strip(), source=tsv.name)
+    if damaged is not None and drops and not used:
+        raise no_usable_line(drops)
 
 
 def read_table(tsv: Path, required: tuple[str, ...], escapechar: str | None = None,
-               damaged: Callable[[str, str], None] | None = None):
+               damaged: Callable[[str, str], None] | None = None, counted: Callable[[dict], bool] | None = None):
     """(line number, record) for each data line of a Common Voice / CoVoST tsv whose header names at least the
     `required` columns, `path` stripped (it may be empty). Fields are taken as written (csv.QUOTE_NONE: a bare " is
     text); `escapechar="\\"` undoes backslash escapes as CoVoST's official reader does (pandas, escapechar="\\").
     A line holding a carriage return (`clips.text_lines`), or of more or fewer fields than the header (`wrong_width`),
     is damaged: given `damaged`, it is called with the reason and the line's FILE:LINE, and the line is left out.
-    Without it (tables read only for their speakers and sentences), a line with a carriage return is a record whose
-    fields are empty, and one of another width a record as read (`wrong_width` tells it)."""
+    `counted(record)`: whether a line of another width is passed to `damaged` (default: every one); validated.tsv's
+    damaged line of a clip a split table lists is left out uncounted, as that clip is not left out. Without `damaged`
+    (tables read only for their speakers and sentences), a line with a carriage return is a record whose fields are
+    empty, and one of another width a record as read (`wrong_width` tells it)."""
     csv.field_size_limit(sys.maxsize)
     with open_table(tsv) as f:
         cut = partial(damaged, STRAY_CR) if damaged is not None else None  # csv cut a field short at the CR
@@ -196,7 +218,8 @@ def read_table(tsv: Path, required: tuple[str, ...], escapechar: str | None = No
         try:
             for rec in reader:
                 if damaged is not None and (wrong := wrong_width(rec)):
-                    damaged(WRONG_WIDTH, f"{tsv}:{reader.line_num} ({wrong})")
+                    if counted is None or counted(rec):
+                        damaged(WRONG_WIDTH, f"{tsv}:{reader.line_num} ({wrong})")
                     continue
                 rec["path"] = (rec.get("path") or "").strip()
                 yield reader.line_num, rec

@@ -13,14 +13,15 @@ manifest serves every curriculum stage (the loader picks rows by task):
   translation = that language's raw transcription, id "fleurs:<src>:<utterance>:<tgt>".
 FLEURS reads each sentence by several speakers; every utterance of the source is paired, and the target text is the
 target language's transcription (the same sentence read by its speakers; the first one in TSV order is used).
-Rows without a file name or a transcription, whose sentence id is empty or not a whole number, of other than 7
-columns or holding a carriage return (a damaged line) are left out and counted, and so is a wav listed again (it
-stays in the first split of test, dev, train that lists it). A sentence id stays in one split, the first of test,
-dev, train in which any table under ROOT lists it: every locale folder's tables are read for their ids, also those
-of languages and splits not converted, so a sentence's split is the same whatever --langs and --splits (only folders
-named like a FLEURS locale are read; an unreadable table of a language not converted is skipped with a note). Its
-utterances in a later split are left out and counted, with a warning, so no test sentence's text is trained on (nor
-that of a sentence another language's release lists in test, in a run without that language).
+Rows without a file name or a transcription, whose sentence id is empty or not a whole number, of other than 7 columns
+or holding a carriage return (a damaged line) are left out and counted (a table none of whose lines is kept stops the
+run), and so is a wav listed again (it stays in the first split of test, dev, train that lists it), and an utterance
+whose transcript holds a tag or special token (the sentence's other speakers then give its target text). A sentence id
+stays in one split, the first of test, dev, train in which any table under ROOT lists it: every locale folder's tables
+are read for their ids, also those of languages and splits not converted, so a sentence's split is the same whatever
+--langs and --splits (only folders named like a FLEURS locale are read; an unreadable table of a language not converted
+is skipped with a note). Its utterances in a later split are left out and counted, with a warning, so no test sentence's
+text is trained on (nor that of a sentence another language's release lists in test, in a run without that language).
 Every wav's header is read (in parallel; wav headers are cheap): a missing, empty or undecodable one, or one its
 header shows cut short, is skipped and counted (its transcript still serves as other languages' target), or with
 `strict` stops the conversion. Where a header's length differs from the table's sample count (by more than 0.05 s
@@ -37,9 +38,10 @@ from pathlib import Path
 from .. import languages
 from ..audio import SAMPLE_RATE
 from ..errors import LLMSRTError
-from .clips import (DECODED_SPLITS, DEFAULT_WORKERS, SPLIT_ORDER, STRAY_CR, Summary, check_clips, check_output_folder,
-                    extract_command, note_durations, open_table, table_text, text_lines, without_repeats,
-                    write_manifests)
+from ..prompts import markup_in
+from .clips import (DECODED_SPLITS, DEFAULT_WORKERS, MARKUP, SPLIT_ORDER, STRAY_CR, Summary, check_clips,
+                    check_output_folder, extract_command, no_usable_line, note_durations, open_table, table_text,
+                    text_lines, without_repeats, write_manifests)
 from .manifest import Row, parse_directions, targets_by_source
 
 SPLITS = ("train", "dev", "test")
@@ -90,6 +92,7 @@ def prepare_fleurs(root: str | Path, langs: list[str] | None, out: str | Path, d
     listed = without_repeats({split: [u for lang in langs for u in read_split(root, lang, split, summary)]
                               for split in splits}, lambda u: (u.lang, u.audio.name), summary)
     listed = _one_split_per_sentence(root, langs, listed, summary)
+    listed = {split: _without_markup(us, summary) for split, us in listed.items()}
     tables: dict[str, dict[str, list[Utterance]]] = {split: {lang: [] for lang in langs} for split in splits}
     for split, us in listed.items():
         for u in us:
@@ -113,6 +116,20 @@ def prepare_fleurs(root: str | Path, langs: list[str] | None, out: str | Path, d
     summary.rows_without_clip = sum(1 for u in utts if str(u.audio) in lost)
     write_manifests(summary, rows, {split: {u.audio for u in us if u.audio in clips} for split, us in listed.items()})
     return summary
+
+
+def _without_markup(utts: list[Utterance], summary: Summary) -> list[Utterance]:
+    """The utterances whose transcript holds no tag or special token; the others are left out and counted once, by
+    their tsv:line, before `pair_rows` picks each sentence's target text. Left to write_manifests, the first speaker's
+    text with an `<|endoftext|>` was the target of every other language's pairs into it, each pair dropped (one a
+    source language, named by row id), though the sentence's other speakers read it clean."""
+    kept = []
+    for u in utts:
+        if found := markup_in(u.transcript):
+            summary.drop(MARKUP, f"{u.where} ({found!r})")
+        else:
+            kept.append(u)
+    return kept
 
 
 def available_languages(root: Path) -> list[str]:
@@ -198,12 +215,18 @@ def _table_rows(tsv: Path, summary: Summary):
     """(sentence id, fields, tsv:line) of each usable line of a FLEURS table, in file order. Rows without a file
     name, a transcription or a whole-number sentence id (an empty one paired rows of unrelated sentences), lines of
     other than 7 columns and lines holding a carriage return are left out and counted in `summary`; a table none of
-    whose lines has 7 columns is not a FLEURS table: LLMSRTError. A tab inside the transcription, or a line break
-    (the rest of the line then a line of its own), cut the text short, and it became every other language's target."""
-    damaged, rows = [], 0
+    whose lines has 7 columns is not a FLEURS table: LLMSRTError, and so is one none of whose lines can be used
+    (`no_usable_line`). A tab inside the transcription, or a line break (the rest of the line then a line of its
+    own), cut the text short, and it became every other language's target."""
+    damaged, rows, used, drops = [], 0, 0, []
+
+    def drop(reason: str, where: str) -> None:
+        drops.append((reason, where))
+        summary.drop(reason, where)
+
     csv.field_size_limit(sys.maxsize)
     with open_table(tsv) as f:
-        lines = text_lines(f, tsv, damaged=lambda where: summary.drop(STRAY_CR, where))
+        lines = text_lines(f, tsv, damaged=lambda where: drop(STRAY_CR, where))
         for lineno, fields in enumerate(csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE), start=1):
             if not fields:
                 continue
@@ -214,19 +237,22 @@ def _table_rows(tsv: Path, summary: Summary):
             rows += 1
             sentence_id, name, transcript = (field.strip() for field in fields[:3])
             if not name:
-                summary.drop("no clip (empty file name)", where)
+                drop("no clip (empty file name)", where)
             elif not transcript:
-                summary.drop("empty transcription", where)
+                drop("empty transcription", where)
             elif not (sentence_id.isascii() and sentence_id.isdigit()):
-                summary.drop(BAD_ID, f"{where} ({sentence_id!r})")
+                drop(BAD_ID, f"{where} ({sentence_id!r})")
             else:
+                used += 1
                 yield str(int(sentence_id)), fields, where
     if damaged and not rows:
         raise LLMSRTError(f"{damaged[0][0]}: expected {len(COLUMNS)} tab-separated columns ({', '.join(COLUMNS)}), "
                           f"got {damaged[0][1]}, and no line of the file has {len(COLUMNS)}: is it a FLEURS table, its "
                           "columns separated by tabs?")
     for where, n in damaged:
-        summary.drop(WRONG_COLUMNS, f"{where} ({n} columns)")
+        drop(WRONG_COLUMNS, f"{where} ({n} columns)")
+    if drops and not used:  # every line left out: its split was written without them, and the run exited 0
+        raise no_usable_line(drops)
 
 
 def pair_rows(by_lang: dict[str, list[Utterance]], pairs: list[tuple[str, str]], skip: Collection[Path] = ()):
