@@ -27,19 +27,19 @@ from .. import paths, ranks
 from ..config import bounds, short
 from ..audio import WINDOW_SECONDS, format_bytes
 from ..data.clips import SPLIT_ORDER
-from ..data.features import FeatureCache, content_hashes
+from ..data.features import DTYPES, FeatureCache, content_hashes
 from ..data.loader import (BucketBatchSampler, SpeechTextDataset, blank_transcripts, ids_digest, pad_features,
                            stratified, weighted_by_kind, with_transcripts)
 from ..data.manifest import Row, line_of, read_manifest, text_limit, warn_each_time
 from ..errors import AudioError, ConfigError, LLMSRTError, shown
 from ..prompts import Task
 from .batches import SERVING_START, Collator, _as_is, _Batches, _keep_serving, _only_rows, _Stream
-from .parallel import Dist, all_max, all_sum, host_group, host_wait
+from .parallel import Dist, all_sum, host_group, host_wait
+from .room import PREFETCH, check_cache_room, check_shared_memory
 
 GPU_WORKERS = 2  # default DataLoader workers per rank on CUDA (reading .npy features + tokenizing)
 ENCODE_BATCH = 16  # utterances per encoder call when filling the feature cache (longest first)
 NODE_SAMPLE = 64  # clips of the other nodes' shares looked for, to tell a shared feature cache from a node's own
-PREFETCH = 4  # batches each DataLoader worker prepares ahead
 SEARCH_EXAMPLES = 32  # at most this many examples (or SEARCH_BATCHES batches' worth, if more) are tried in place of
 SEARCH_BATCHES = 4  #   a batch none of whose clips decodes (`_replacement`): past that the audio folder itself is gone
 #   (an unmounted volume, a dropped network disk), which had every rank open each of a million clips, a warning each
@@ -122,23 +122,6 @@ def has_speech(batch: dict) -> bool:
     return any(batch.get(k) is not None for k in ("features", "audio", "pending_audio"))
 
 
-def check_cache_room(root: Path, free: int, mine: list[float], d: Dist) -> dict[str, float]:
-    """Before a feature cache is filled: `mine` = [bytes, utterances, seconds of audio, utterances already cached]
-    that this rank adds, `free` the free bytes of its disk. Returns the totals over ranks, with the least `free`;
-    raises ConfigError on every rank (none is left waiting at a collective) when the total does not fit there.
-    The total, not a rank's share: ranks on one machine, or on a shared filesystem, fill the same disk."""
-    total = all_sum(torch.tensor(mine, dtype=torch.float64), d).tolist()
-    least = -all_max(torch.tensor([-float(free)], dtype=torch.float64), d).item()  # the least free of any rank
-    need, utterances, seconds, cached = total
-    if need > least:
-        raise ConfigError(f"data.feature_cache: the encoder features of {utterances:,.0f} utterances "
-                          f"({seconds / 3600:,.1f} h of audio) need about {format_bytes(need)} in {root}, which "
-                          f"has {format_bytes(least)} free{'' if least == free else ' on one rank'}; point "
-                          "data.feature_cache at a disk with room, or set it to null to run the encoder in every step "
-                          "(no cache)")
-    return {"bytes": need, "utterances": int(utterances), "seconds": seconds, "cached": int(cached), "free": least}
-
-
 class TrainingData:
     def __init__(self, cfg: DataSection, model, d: Dist, log=print, batches: int | None = None,
                  accumulation: int = 1):
@@ -213,9 +196,22 @@ class TrainingData:
         root = paths.cache_dir() / "features" if self.cfg.feature_cache == "auto" else Path(self.cfg.feature_cache)
         cache = FeatureCache(root, self.model.encoder.identity, {"pad_to_30s": self.model.config.pad_to_30s},
                              hashes=hashes, log=log)
+        self._check_shared_memory(cache)  # before the fill (hours), not at a worker's death mid-run
         if self.cfg.precompute_features:
             self._fill(cache, root, log)
         return cache
+
+    def _check_shared_memory(self, cache: FeatureCache) -> None:
+        """`check_shared_memory` for this stage's largest batch: data.batch_size x the frames of the longest clip any
+        epoch reads as speech (with pad_to_30s, 30 s of frames), in the cache's dtype."""
+        workers, frames, encoder = loader_workers(self.cfg.num_workers, self.model.device), 0, self.model.encoder
+        if workers:
+            speech = self.dataset.needs_speech()  # (a mix's drawn tasks have gone through their rows by then)
+            longest = max(self.dataset.durations(e)[speech].max(initial=0.0)
+                          for e in range(max(1, self.dataset.epochs_to_cover())))
+            frames = encoder.output_frames(min(float(longest), WINDOW_SECONDS))
+        check_shared_memory(workers, self.cfg.batch_size, frames, encoder.dim, np.dtype(DTYPES[cache.dtype]).itemsize,
+                            self.d, self._say)
 
     def _fill(self, cache: FeatureCache, root: Path, log) -> None:
         """Encode what the cache lacks before step 1: longest first (an out-of-memory shows at once, and each
