@@ -183,6 +183,35 @@ def test_a_later_stage_starts_from_the_stage_its_config_names_when_that_one_runs
         curriculum.plan([str(folder / "smt.yaml"), str(folder / "asr.yaml")])
 
 
+def test_a_later_stage_starts_from_the_stage_its_yaml_names_where_that_one_writes_in_this_run(tmp_path):
+    """`asr:output_dir=X` with `--stages asr,smt,srt,baseline` trained the Baseline (its YAML: from asr's final) on
+    the SRT model: the stages' outputs were read with the overrides in, so none was asr/final any more. A stage is
+    chained by its YAML's start to the stage whose YAML output it names, at that stage's output_dir in this run."""
+    stages = ["asr", "smt", "srt", "baseline"]
+    assert [s.config.model.init_from for s in curriculum.plan(["configs/embedded"], ["asr:output_dir=runs/x"],
+                                                              stages)] == [
+        None, "runs/x/final", "runs/embedded/smt/final", "runs/x/final"]
+    root = tmp_path / "R"  # under --out-root too: asr's own output_dir wins there, and the Baseline follows it
+    assert [s.config.model.init_from for s in curriculum.plan(["configs/embedded"], ["asr:output_dir=runs/x"], stages,
+                                                              out_root=root)] == [
+        None, "runs/x/final", str(root / "smt" / "final"), "runs/x/final"]
+
+
+def test_a_start_given_for_every_stage_leaves_the_later_stages_chained_by_their_yamls(tmp_path):
+    """`model.init_from=Y` for every stage trained the Baseline on the SRT model: the YAMLs' starts were dropped. Y
+    is the first stage's start alone; the later ones chain as without it, and a later YAML writing `init_from: null`
+    is refused as without it (it started from the stage before, without a word)."""
+    stages, mine = ["asr", "smt", "srt", "baseline"], str(tmp_path / "shipped_asr")
+    assert [s.config.model.init_from for s in curriculum.plan(["configs/embedded"], [f"model.init_from={mine}"],
+                                                              stages)] == [
+        mine, "runs/embedded/asr/final", "runs/embedded/smt/final", "runs/embedded/asr/final"]
+    folder = _stage_folder(tmp_path)  # asr starts from `mine`; no_asr.yaml writes `init_from: null`
+    (folder / "no_asr.yaml").write_text((folder / "asr.yaml").read_text().replace("runs/asr", "runs/no_asr"))
+    with pytest.raises(ConfigError, match=r"^stage no_asr \(.*no_asr.yaml\): its config starts it from a fresh "
+                                          r"adapter \(model.init_from: null\), and after stage asr"):
+        curriculum.plan([str(folder / "asr.yaml"), str(folder / "no_asr.yaml")], [f"model.init_from={mine}"])
+
+
 def test_a_later_stage_whose_config_starts_it_fresh_is_refused_unless_told(tmp_path):
     """`--stages asr,smt,srt,ablation_no_asr` trained the "w/o ASR" ablation (its YAML: init_from: null, SMT from a
     fresh adapter) on the finished SRT model: the config and the curriculum's chaining disagree, so it is refused up

@@ -8,10 +8,12 @@ A finished stage (its output_dir holds final/) is skipped on re-run; an interrup
 checkpoint. Overrides apply to every stage, or to one stage with a `stage:` prefix (a prefix naming no stage that
 runs is an error). Each stage needs its own output_dir: stages sharing one are refused before any runs. With
 --out-root, a first stage that starts from another stage's output (smt.yaml's init_from: the asr stage's
-output_dir/final) starts from OUT_ROOT/<that stage>/final instead, which must be there. A later stage whose config
-starts it from a stage that runs here too starts from that one (`--stages asr,smt,srt,baseline`: the Baseline from
-asr), one whose YAML writes `init_from: null` is refused (say which start), and each stage is checked against the
-model it starts from (adapter options, LoRA, encoder and LLM; a finished stage's recorded start) before any trains.
+output_dir/final) starts from OUT_ROOT/<that stage>/final instead, which must be there. A later stage whose YAML
+starts it from a stage that runs here too starts from that one's final/ where it writes in this run (`--stages
+asr,smt,srt,baseline`: the Baseline from asr; with `asr:output_dir=X`, from X/final); `model.init_from=X` for every
+stage is the first one's start only. One whose YAML writes `init_from: null` is refused (say which start), and each
+stage is checked against the model it starts from (adapter options, LoRA, encoder and LLM; a finished stage's
+recorded start) before any trains.
 """
 
 import os
@@ -134,6 +136,22 @@ def _sets(overrides: list[str], key: str) -> bool:
     return False
 
 
+def _written(f: Path, key: str) -> str | None:
+    """The text the stage YAML `f` gives the dotted `key`, as load_config reads it (${VAR} and ~/ expanded) but
+    without the command line's overrides; None where it gives none, or not so (a variable this run does not set)."""
+    try:
+        if not f.is_file() or f.stat().st_size > MAX_CONFIG_BYTES:
+            return None
+        node = parse_yaml(f.read_text(encoding="utf-8"))
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, str) and node.strip():
+            return os.path.expanduser(expand_variables(node, str(f), key))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError, ConfigError):
+        pass
+    return None
+
+
 def _outputs_of(init: str, stage_file: Path) -> list[str]:
     """The stems of the stage YAMLs beside `stage_file` whose output_dir's final/ is `init` (smt.yaml's init_from is
     the asr stage's output: ["asr"]). Only the YAMLs' top-level output_dir is read (a sibling may need variables this
@@ -143,15 +161,8 @@ def _outputs_of(init: str, stage_file: Path) -> list[str]:
         return []
     found = []
     for f in sorted([*stage_file.parent.glob("*.yaml"), *stage_file.parent.glob("*.yml")]):
-        try:
-            if f == stage_file or not f.is_file() or f.stat().st_size > MAX_CONFIG_BYTES:
-                continue
-            out = (parse_yaml(f.read_text(encoding="utf-8")) or {}).get("output_dir")
-            if isinstance(out, str):  # as load_config reads it: ${VAR} (output_dir: ${RUNS}/asr) and ~/
-                out = os.path.expanduser(expand_variables(out, str(f), "output_dir"))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError, AttributeError, ConfigError):
-            continue  # a variable this run does not set: not the stage this one starts from
-        if isinstance(out, str) and out.strip() and Path(out).resolve() / FINAL == target:
+        out = None if f == stage_file else _written(f, "output_dir")  # ${RUNS}/asr as load_config reads it
+        if out is not None and Path(out).resolve() / FINAL == target:
             found.append(f.stem)
     return found
 
@@ -181,9 +192,11 @@ def _first_start(cfg: TrainConfig, f: Path, out_root: str | Path, user: list[str
 
 
 def _chained_to(k: int, files: list[Path], outputs: list[Path], init: str | None) -> int | None:
-    """The stage before stage `k` that its configured start `init` is the output of (`outputs`: each stage's
-    output_dir/final as its config writes it), or None: it starts from the previous stage. `--stages
-    asr,smt,srt,baseline` trained the Baseline (from asr/final in its YAML) on the finished SRT model."""
+    """The stage before stage `k` that its YAML's start `init` is the output of (`outputs`: each stage's
+    output_dir/final as its YAML writes it), or None: it starts from the previous stage. `--stages
+    asr,smt,srt,baseline` trained the Baseline (from asr/final in its YAML) on the finished SRT model, and still did
+    with `asr:output_dir=X` or `model.init_from=X` given (the one moved asr's output, the other hid the YAML's
+    start)."""
     if not init:
         return None
     found = [j for j, out in enumerate(outputs) if j != k and out == Path(init).resolve()]
@@ -214,8 +227,9 @@ def plan(items: list[str], overrides: list[str] | None = None, stages: list[str]
     Per stage: its YAML with the user's `key=value` overrides (all stages, then `stage:key=value`), then `adjust`
     (a caller's typed change, e.g. the demo's corpus), then, composed with `dataclasses.replace`, the output folder
     OUT_ROOT/<stage> and model.init_from = the final/ of the stage its YAML starts it from where that stage runs
-    here (baseline.yaml's: the asr stage's), else of the previous stage (unless a stage override sets them; the
-    first stage's init_from under OUT_ROOT: `_first_start`)."""
+    here (baseline.yaml's: the asr stage's, where asr writes in this run), else of the previous stage (unless a
+    stage override sets them; `model.init_from=X` for all is the first stage's start alone; the first stage's
+    init_from under OUT_ROOT: `_first_start`)."""
     files = stage_files(items, stages)
     _check_prefixes(overrides or [], [f.stem for f in files])
     common = [o for o in overrides or [] if ":" not in o.split("=", 1)[0]]
@@ -227,12 +241,13 @@ def plan(items: list[str], overrides: list[str] | None = None, stages: list[str]
     mine = {f: [o.split(":", 1)[1] for o in overrides or [] if ":" in o.split("=", 1)[0]
                 and o.startswith(f.stem + ":")] for f in files}
     loaded = [load_config(f, common + mine[f]) for f in files]
-    outputs = [Path(cfg.output_dir).resolve() / FINAL for cfg in loaded]  # as configured, before --out-root
+    outputs = [Path(_written(f, "output_dir") or cfg.output_dir).resolve() / FINAL  # as the YAMLs write them: an
+               for f, cfg in zip(files, loaded)]  # override or --out-root moves a stage, not the starts naming it
     result: list[Stage] = []
     for k, (f, cfg) in enumerate(zip(files, loaded)):
         name = f.stem
         configured = cfg.model.init_from
-        start = _chained_to(k, files, outputs, None if _sets(common, "model.init_from") else configured)
+        start = _chained_to(k, files, outputs, _written(f, "model.init_from"))
         if adjust is not None:
             cfg = adjust(cfg)
         if out_root is not None and not _sets(mine[f], "output_dir"):
@@ -241,7 +256,7 @@ def plan(items: list[str], overrides: list[str] | None = None, stages: list[str]
             cfg = _first_start(cfg, f, out_root, common + mine[f])
         if result and not _sets(mine[f], "model.init_from"):
             previous = Path(result[start if start is not None else -1].config.output_dir) / FINAL
-            if configured is None and not _sets(common, "model.init_from") and _writes_fresh_start(f):
+            if _writes_fresh_start(f):  # (a model.init_from for all stages is the first one's start, not this one's)
                 raise ConfigError(f"stage {name} ({f}): its config starts it from a fresh adapter (model.init_from: "
                                   f"null), and after stage {result[-1].name} it would start from {previous}; run it "
                                   f"first or alone, or say which: {name}:model.init_from={previous} or "
