@@ -144,6 +144,56 @@ def test_a_bad_comet_model_is_a_one_line_error(comet_python, tmp_path):
         segment_scores(SAMPLES[:1], CometOptions(model=str(tmp_path / "missing")))
 
 
+def test_a_python_without_comet_or_a_folder_without_its_checkpoint_is_refused_before_any_model_loads(
+        tmp_path, monkeypatch):
+    """`--comet-python X` (or $LLM_SRT_COMET_PYTHON) naming a Python without unbabel-comet passed the check made
+    before decoding (the file is there), and so did `--comet FOLDER` without checkpoints/model.ckpt (the folder is
+    there): each failed after every system had decoded."""
+    import sys
+
+    from llm_srt import device
+    from llm_srt.audio import write_wav
+    from llm_srt.data.manifest import Row, write_manifest
+    from llm_srt.model import systems
+
+    loaded = []
+    monkeypatch.setitem(systems.SYSTEMS, "counting", lambda name, placement, **_: loaded.append(name))
+    write_wav(tmp_path / "c.wav", torch.zeros(16000).numpy())  # a row to decode: the model would be loaded
+    manifest = tmp_path / "test.jsonl"
+    write_manifest(manifest, [Row("0", str(tmp_path / "c.wav"), 1.0, "eng", "a cat", "deu", "eine Katze", "test",
+                                  "t", "0")])
+
+    def refused(**options) -> str:
+        with pytest.raises(LLMSRTError) as e:
+            run.evaluate({"c": "counting"}, manifest, tmp_path / "o", placement=device.resolve("cpu", "float32"),
+                         log=lambda *_: None, comet=CometOptions(**options))
+        assert "\n" not in str(e.value)
+        return str(e.value)
+
+    ours = sys.executable  # this environment's Python: no unbabel-comet (it pins numpy < 2)
+    assert refused(python=ours) == (f"--comet-python {ours}: it has no unbabel-comet (no module named comet); "
+                                    f"{comet.SETUP_HINT}")
+    monkeypatch.setenv(comet.PYTHON_ENV, ours)
+    assert refused().startswith(f"${comet.PYTHON_ENV} {ours}: it has no unbabel-comet")
+    monkeypatch.setattr(run, "check_python", lambda *_: None)  # a COMET Python that has it
+    folder = tmp_path / "comet-model"
+    folder.mkdir()
+    assert refused(model=str(folder)) == (f"--comet {folder}: no checkpoints/model.ckpt in this folder (a COMET model "
+                                          "folder holds hparams.yaml and checkpoints/model.ckpt); give the folder "
+                                          "that holds it, or the .ckpt file")
+    assert loaded == [] and not (tmp_path / "o").exists()
+    (folder / "checkpoints").mkdir()
+    (folder / "checkpoints" / "model.ckpt").write_bytes(b"")
+    comet.check_model(str(folder))
+    comet.check_model(str(folder / "checkpoints" / "model.ckpt"))
+
+
+def test_the_comet_environment_passes_the_check_of_a_given_python(comet_python, monkeypatch):
+    assert comet.check_python(str(comet_python)) == comet_python
+    monkeypatch.setenv(comet.PYTHON_ENV, str(comet_python))
+    assert comet.check_python() == comet_python
+
+
 def test_options_and_command_line():
     with pytest.raises(LLMSRTError, match="--comet-batch-size 0"):
         CometOptions(batch_size=0)
@@ -237,11 +287,13 @@ def test_score_prints_the_mean_comet_of_text_files(comet_python, tiny_comet, tmp
 
 def test_comet_failing_after_decoding_keeps_the_report_and_the_hypotheses(comet_python, tmp_path):
     a = write(tmp_path / "hyps.a.jsonl", results("a", ["die katze sat", "der hund", "la maison", "le chat"]))
-    (tmp_path / "empty").mkdir()
+    broken = tmp_path / "broken" / "checkpoints" / "model.ckpt"  # passes the check before decoding; COMET fails
+    broken.parent.mkdir(parents=True)
+    broken.write_bytes(b"not a checkpoint")
     with pytest.raises(LLMSRTError) as e:
         run.evaluate({"A": str(a)}, None, tmp_path / "out", log=print,
-                     comet=CometOptions(model=str(tmp_path / "empty")))
-    assert "no checkpoints/model.ckpt" in str(e.value) and "score them again" in str(e.value)
+                     comet=CometOptions(model=str(tmp_path / "broken")))
+    assert f"--comet {tmp_path / 'broken'}: COMET: " in str(e.value) and "score them again" in str(e.value)
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert saved["systems"]["A"]["n_rows"] == 4 and "average_comet" not in saved["systems"]["A"]
     assert [r.hyp_translation for r in load_results(tmp_path / "out" / "hyps.A.jsonl")][:3] == \
@@ -315,7 +367,7 @@ def test_comet_runs_on_the_gpu_evaluate_was_given(monkeypatch, tmp_path):
         comet._bridge_env("cpu")
     seen = []
     monkeypatch.setattr(torch.cuda, "set_device", lambda device: None)  # --device cuda:3 is made current (no GPU here)
-    monkeypatch.setattr(run, "comet_python", lambda *_: None)
+    monkeypatch.setattr(run, "check_python", lambda *_: None)
     monkeypatch.setattr(run, "check_model", lambda *_: None)
     monkeypatch.setattr(run, "score_systems", lambda systems, options, log: seen.append(options) or systems)
     rows = results("a", ["die katze", "der hund", "la maison", "le chat"])

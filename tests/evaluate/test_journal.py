@@ -177,7 +177,7 @@ def test_failed_and_edited_rows_are_decoded_again_and_a_cut_line_is_skipped(coun
     own = tmp_path / "r" / run.PARTIAL / "c.hyps.rank0.jsonl"
     with open(own, "a") as f:
         f.write('{"row": "cut by a kill", "res')  # a line a SIGKILL cut short
-    edited = tmp_path / "edited.jsonl"
+    edited = manifest.parent / "edited.jsonl"  # beside it: its audio paths are the manifest's (`row_digest`)
     write_manifest(edited, [replace(r, translation="der Hund") if r.id == "1-engdeu" else r for r in rows])
     counting.update(batches=0, items=[], stop_at=5, fail_size=None)
     with pytest.raises(KeyboardInterrupt):  # stopped again after 4 more rows: clip 0's three and the edited one
@@ -225,8 +225,7 @@ def test_other_settings_are_refused_in_one_line_and_restart_decodes_every_row(co
     counting["stop_at"] = 3
     with pytest.raises(KeyboardInterrupt):  # the restarted run is stopped too, after 2 rows
         evaluate(manifest, tmp_path / "r", options=replace(OPTS, max_new_tokens=9), restart=True)
-    assert sorted(f.name for f in (tmp_path / "r" / run.PARTIAL).iterdir()) == ["c.hyps.rank0.jsonl",
-                                                                                 "c.mt.rank0.jsonl"]
+    assert sorted(f.name for f in (tmp_path / "r" / run.PARTIAL).iterdir()) == ["c.hyps.rank0.jsonl"]
     assert len(journal_rows(tmp_path / "r")) == 2  # the earlier settings' rows are gone
     counting.update(batches=0, items=[], stop_at=None)
     evaluate(manifest, tmp_path / "r", options=replace(OPTS, max_new_tokens=9))  # goes on from the restart
@@ -334,6 +333,179 @@ def test_a_group_run_again_for_a_failed_row_keeps_the_result_of_a_row_that_fails
     assert hyps["1-engdeu"]["hyp_translation"] == f"deu {clip[1]}"  # from the first run
     assert {i for i, h in hyps.items() if h["error"]} == {"1-deueng", "1-eng"}  # never decoded but now
     assert report.systems[0].failed_summary().startswith(f"failed: 2 of {N_ROWS}")
+
+
+def test_the_same_manifest_reached_by_another_path_or_copied_keeps_its_rows(counting, manifest, tmp_path,
+                                                                           monkeypatch):
+    """A row's digest holds its audio path as the manifest gives it (from the manifest's folder), not as read: a killed
+    run resumed with the manifest given by its absolute path instead of a relative one, or with the data copied to a
+    requeued job's node-local scratch, kept none of the killed run's rows ("0 rows decoded by an earlier run kept")."""
+    evaluate(manifest, tmp_path / "whole")
+    monkeypatch.chdir(manifest.parent.parent)
+    counting.update(batches=0, items=[], stop_at=6)  # 5 rows kept
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(Path(manifest.parent.name) / manifest.name, tmp_path / "r")
+    counting.update(batches=0, items=[], stop_at=4)  # the absolute path: 3 rows more, then killed again
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(manifest, tmp_path / "r")
+    assert counting["items"] == [(int(0.8 * 16000), "eng", None), (int(1.0 * 16000), "eng", "deu"),
+                                 (int(1.0 * 16000), "deu", "eng")]  # rows 6 to 8, not row 1 again
+    scratch = tmp_path / "scratch"  # the data set copied (times kept, as cp -p and shutil.copytree keep them)
+    shutil.copytree(manifest.parent, scratch, ignore=shutil.ignore_patterns("edited.jsonl"))
+    counting.update(batches=0, items=[], stop_at=None)
+    logged = []
+    evaluate(scratch / manifest.name, tmp_path / "r", log=logged.append)
+    assert len(counting["items"]) == N_ROWS - 8
+    assert f"; 8 rows decoded by an earlier run kept ({tmp_path / 'r' / run.PARTIAL}), 4 to go" in logged[0]
+    assert (tmp_path / "r" / "hyps.c.jsonl").read_text() == (tmp_path / "whole" / "hyps.c.jsonl").read_text()
+    assert not (tmp_path / "r" / run.PARTIAL).exists()  # every row of the journal is this run's: removed
+
+
+def test_a_row_whose_audio_is_missing_is_kept_until_its_file_changes(counting, manifest, tmp_path):
+    """Under --skip-bad a row whose audio is missing fails before any batch, the same way every time: it was
+    retryable, so each resume decoded its whole group again (1% such rows at the default batch size: ~72% of the
+    groups). It is kept now while its file is as it was then (missing; or its size and time); once the file is
+    there its group runs again."""
+    gone = tmp_path / "gone.wav"
+    rows = [replace(r, audio=str(gone)) if r.id == "0-deueng" else r for r in read_manifest(manifest)]
+    write_manifest(tmp_path / "missing.jsonl", rows)
+    counting["stop_at"] = 3  # groups of 2 rows: [0-engdeu, 0-deueng] (one batch: the missing row never reaches the
+    with pytest.raises(KeyboardInterrupt):  # system), [0-eng, 1-engdeu], then the kill
+        evaluate(tmp_path / "missing.jsonl", tmp_path / "r", batch_size=2, skip_bad=True)
+    assert [(k["result"]["id"], k.get("audio")) for k in journal_rows(tmp_path / "r")][:2] == [
+        ("0-engdeu", None), ("0-deueng", "missing")]
+    counting.update(batches=0, items=[], stop_at=2)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(tmp_path / "missing.jsonl", tmp_path / "r", batch_size=2, skip_bad=True)
+    assert counting["items"] == [(int(0.8 * 16000), "deu", "eng"), (int(0.8 * 16000), "eng", None)]  # group 3 only
+    shutil.copy(rows[0].audio, gone)  # the file is there now
+    counting.update(batches=0, items=[], stop_at=None)
+    report = evaluate(tmp_path / "missing.jsonl", tmp_path / "r", batch_size=2, skip_bad=True)
+    assert len(counting["items"]) == 2 + N_ROWS - 6  # group 1 again (both rows: one batch), then groups 4 to 6
+    assert report.systems[0].failed_summary() == f"failed: 0 of {N_ROWS}"
+
+
+def test_an_out_that_takes_no_writes_is_refused_before_any_model_loads(counting, manifest, tmp_path, monkeypatch):
+    """A read-only or full --out was found once the model had loaded and a group had decoded: a traceback from the
+    journal's first write (EROFS), or hyps.*.jsonl cut to 0 bytes (ENOSPC)."""
+    import errno
+
+    out = tmp_path / "r"
+    out.mkdir()
+    loaded = []
+    factory = systems.SYSTEMS["counting"]
+    monkeypatch.setitem(systems.SYSTEMS, "counting", lambda *a, **k: loaded.append(a) or factory(*a, **k))
+    real_mkdir, real_open = Path.mkdir, os.open
+    for code, partial_there in ((errno.EROFS, False), (errno.ENOSPC, True)):
+        def refuse(path):
+            if Path(path).is_relative_to(out) and Path(path) != out:
+                raise OSError(code, os.strerror(code), str(path))
+
+        with monkeypatch.context() as m:
+            m.setattr(Path, "mkdir", lambda self, *a, **k: refuse(self) or real_mkdir(self, *a, **k))
+            m.setattr(os, "open", lambda path, flags, *a, **k: (flags & (os.O_WRONLY | os.O_RDWR) and refuse(path))
+                      or real_open(path, flags, *a, **k))
+            with pytest.raises(LLMSRTError) as e:
+                evaluate(manifest, out)
+        assert str(e.value) == f"--out {out}: cannot write there ({os.strerror(code)}); choose another --out"
+        assert loaded == [] and counting["batches"] == 0
+        (out / run.PARTIAL).mkdir(exist_ok=True)  # a resumed run's folder is there: the write in it is tried
+    assert [p.name for p in out.rglob("*")] == [run.PARTIAL]  # nothing left of the test writes
+
+
+def test_a_full_disk_is_one_line_that_keeps_the_decoded_rows(counting, manifest, tmp_path, monkeypatch):
+    """ENOSPC in a journal's write was a traceback; in hyps.*.jsonl's it left the file cut to 0 bytes. Now each is
+    one line naming the file, saying the decoded rows are kept in OUT/partial; hyps files are written whole or not at
+    all, and the same command goes on from the journal."""
+    import errno
+    import tempfile
+
+    from llm_srt import paths
+
+    real_open, appended = open, []
+
+    def full_after_two(path, mode="r", *a, **k):
+        if "a" in mode and Path(path).parent.name == run.PARTIAL:
+            appended.append(path)
+            if len(appended) > 2:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real_open(path, mode, *a, **k)
+
+    with monkeypatch.context() as m, pytest.raises(LLMSRTError) as e:
+        m.setattr(journal, "open", full_after_two, raising=False)
+        evaluate(manifest, tmp_path / "r")
+    partial = tmp_path / "r" / run.PARTIAL
+    assert str(e.value) == (f"{partial / 'c.hyps.rank0.jsonl'}: cannot write a decoded row there (No space left on "
+                            f"device); the rows written before are kept in {partial}: make room (or make it writable) "
+                            "and run the same command again to go on from them")
+    counting.update(items=[])
+    evaluate(manifest, tmp_path / "r")  # goes on from the two rows, and writes the report
+    assert len(counting["items"]) == N_ROWS - 2
+    hyps = (tmp_path / "r" / "hyps.c.jsonl").read_text()
+    real_mkstemp, real_fdopen, full = tempfile.mkstemp, os.fdopen, set()
+
+    def on_full_disk(*a, **k):  # hyps.c.jsonl's temporary file: ENOSPC at its first write
+        fd, name = real_mkstemp(*a, **k)
+        if Path(name).name.startswith(".hyps.c.jsonl."):
+            full.add(fd)
+        return fd, name
+
+    def no_space(*_):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def fdopen(fd, *a, **k):
+        f = real_fdopen(fd, *a, **k)
+        if fd in full:
+            full.discard(fd)
+            f.write = no_space
+        return f
+
+    monkeypatch.setattr(paths.tempfile, "mkstemp", on_full_disk)
+    monkeypatch.setattr(paths.os, "fdopen", fdopen)
+    counting.update(batches=0, items=[], stop_at=6)
+    with pytest.raises(KeyboardInterrupt):  # a journal to write the report from
+        evaluate(manifest, tmp_path / "r")
+    counting.update(stop_at=None)
+    with pytest.raises(LLMSRTError) as e:
+        evaluate(manifest, tmp_path / "r")
+    assert str(e.value) == (f"{tmp_path / 'r' / 'hyps.c.jsonl'}: cannot write (No space left on device); the decoded "
+                            f"rows are kept in {partial}: make room (or make it writable) and run the same command "
+                            "again to write the report from them")
+    assert (tmp_path / "r" / "hyps.c.jsonl").read_text() == hyps  # the earlier file, whole
+    assert [f.name for f in partial.iterdir()] == ["c.hyps.rank0.jsonl"]
+    assert [f.name for f in (tmp_path / "r").iterdir() if f.name.startswith(".")] == []  # no temporary file left
+
+
+def test_a_run_without_with_mt_keeps_the_text_mt_journal_a_killed_with_mt_run_left(counting, manifest, tmp_path,
+                                                                                  monkeypatch):
+    """A killed --with-mt run, then a quick report without --with-mt, removed every kind of journal, the text MT's
+    too, though it had not opened it: --with-mt again decoded all the text MT anew."""
+    original = Counting.run_batch
+
+    def with_text(self, items, options):  # text MT items (no audio): their own outputs, counted apart
+        if any(it.audio is not None for it in items):
+            return original(self, items, options)
+        self.state["batches"] += 1
+        if self.state["batches"] == self.state["stop_at"]:
+            raise KeyboardInterrupt
+        self.state["mt"] += [(it.src, it.tgt) for it in items]
+        return [Output("", f"{it.tgt} {it.transcript}") for it in items]
+
+    monkeypatch.setattr(Counting, "run_batch", with_text)
+    counting.update(mt=[], stop_at=N_ROWS + 4)  # every row, then 3 of the 8 text MT rows
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(manifest, tmp_path / "r", with_mt=True)
+    assert len(journal_rows(tmp_path / "r", "c.mt")) == 3
+    counting.update(batches=0, items=[], mt=[], stop_at=None)
+    logged = []
+    evaluate(manifest, tmp_path / "r", log=logged.append)
+    assert counting["items"] == [] and not (tmp_path / "r" / run.PARTIAL / "c.hyps.rank0.jsonl").exists()
+    assert len(journal_rows(tmp_path / "r", "c.mt")) == 3
+    assert f"c: kept its text-MT journal in {tmp_path / 'r' / run.PARTIAL} (of a killed --with-mt run)" in \
+        "\n".join(logged)
+    evaluate(manifest, tmp_path / "r", with_mt=True)
+    assert len(counting["mt"]) == 2 * N_CLIPS - 3  # the text MT goes on (the rows' journal was done with: all again)
+    assert not (tmp_path / "r" / run.PARTIAL).exists()
 
 
 def _resume_rank(rank: int, world: int, port: int, manifest: str, out: str) -> None:

@@ -40,6 +40,9 @@ STAMP = ".llm-srt-comet.json"  # inside the environment: what the setup installe
 MULTI_GPU = ("COMET's multi-GPU scoring does not run here (its worker processes cannot return their scores under "
              "torch >= 2.6)")  # Lightning's DDP children re-run the bridge without -I, so `import comet` finds this
 #   module; past that, COMET 2.2.7 unpickles their predictions with torch.load's weights_only default and fails
+HAS_COMET = "import importlib.util, sys; sys.exit(importlib.util.find_spec('comet') is None)"  # run with -I, as the
+#   bridge runs: exit status 0 where unbabel-comet imports (its import takes seconds; finding it, a blink)
+CHECK_SECONDS = 120  # the most that check may take (a Python on a slow network file system starts slowly)
 SETUP_HINT = ("run `llm-srt setup --comet` (a minute, from the package index), or point --comet-python (or "
               f"${PYTHON_ENV}) at a Python that has unbabel-comet")
 
@@ -86,11 +89,39 @@ def comet_python(explicit: str | None = None) -> Path:
     return python
 
 
+def check_python(explicit: str | None = None) -> Path:
+    """`comet_python`, and where it is one given (`explicit`, $LLM_SRT_COMET_PYTHON) rather than the setup's (whose
+    stamp says what it holds), a one-line error unless it has unbabel-comet: checked before a long decoding, it failed
+    after it (`ModuleNotFoundError: No module named 'comet'`)."""
+    python = comet_python(explicit)
+    given = explicit or os.environ.get(PYTHON_ENV)
+    if not given:
+        return python
+    where = "--comet-python" if explicit else f"${PYTHON_ENV}"
+    try:
+        done = subprocess.run([str(python), "-I", "-c", HAS_COMET], capture_output=True, timeout=CHECK_SECONDS,
+                              env=_bridge_env())
+    except subprocess.TimeoutExpired:
+        raise LLMSRTError(f"{where} {given}: cannot run it (no answer in {CHECK_SECONDS} s); {SETUP_HINT}") from None
+    except OSError as e:
+        raise LLMSRTError(f"{where} {given}: cannot run it ({e.strerror or e}); {SETUP_HINT}") from None
+    said = [line for line in done.stderr.decode(errors="replace").splitlines() if line.strip()]
+    if done.returncode != 0:
+        problem = f"cannot run it ({said[-1].strip()})" if said else "it has no unbabel-comet (no module named comet)"
+        raise LLMSRTError(f"{where} {given}: {problem}; {SETUP_HINT}")
+    return python
+
+
 def check_model(model: str) -> None:
-    """A one-line error for a COMET model path that is not there (checked before a long decoding)."""
-    if is_path(model) and not Path(model).expanduser().exists():
+    """A one-line error for a COMET model path that is not there, or a folder without its checkpoint (checked before a
+    long decoding, as the bridge would find it: `comet_bridge.checkpoint`)."""
+    path = Path(model).expanduser()
+    if is_path(model) and not path.exists():
         raise LLMSRTError(f"--comet {model}: no such COMET checkpoint or folder (a model name to download reads "
                           "org/name, e.g. Unbabel/wmt22-comet-da)")
+    if path.is_dir() and not (path / "checkpoints" / "model.ckpt").is_file():
+        raise LLMSRTError(f"--comet {model}: no checkpoints/model.ckpt in this folder (a COMET model folder holds "
+                          "hparams.yaml and checkpoints/model.ckpt); give the folder that holds it, or the .ckpt file")
 
 
 def sample(r: UtteranceResult) -> dict[str, str] | None:

@@ -5,11 +5,12 @@ or `mt` for --with-mt's text MT; R the torchrun rank). Its first line holds the 
 they are: the model folder's weights and configuration (by content) and its base Whisper and LLM folders, the task, the
 decoding options, the device type, the dtype, and the layout (batch size, rows a group, number of processes), since in
 bfloat16 or int8 a row's output may depend on its neighbours. Every other line is one row: a digest of its manifest row
-and its UtteranceResult. The caller runs rows in fixed groups and keeps a group only when every row of it is kept, so a
-run that goes on forms the batches an uninterrupted run forms. A journal of other settings is a one-line error naming
-the difference.
+(its audio path as the manifest gives it, from the manifest's folder), its UtteranceResult, and for a row that failed
+before any batch (its audio missing or unreadable) the state of its audio file then. The caller runs rows in fixed
+groups and keeps a group only when every row of it is kept, so a run that goes on forms the batches an uninterrupted
+run forms. A journal of other settings is a one-line error naming the difference.
 
-    journal = Journal.open(out / "partial", "srt.hyps", rank=0, size=1, settings={...})
+    journal = Journal.open(out / "partial", "srt.hyps", rank=0, size=1, settings={...}, base=manifest.parent)
     for group in groups:
         if not journal.kept(group):
             for row, result in zip(group, decode(group)):
@@ -22,11 +23,12 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
+import os
 from dataclasses import asdict, replace
 from pathlib import Path
 
 from .. import __version__
-from ..data.manifest import Row
+from ..data.manifest import Row, row_to_dict
 from ..errors import LLMSRTError, shown
 from ..infer import retryable
 from ..paths import checkpoint_relative, resolve_model
@@ -100,10 +102,26 @@ def settings(model: str, whisper: str | None, llm: str | None, decoding: dict, b
         "layout": {"batch_size": batch_size, "group_rows": group_rows, "world_size": world_size}}, default=str))
 
 
-def row_digest(row: Row) -> str:
-    """A digest of everything a manifest row says (audio path, languages, references): an edited row is new."""
-    text = json.dumps(asdict(row), sort_keys=True, ensure_ascii=False)
+def row_digest(row: Row, base: str | Path | None = None) -> str:
+    """A digest of everything a manifest row says (audio path, languages, references): an edited row is new. `base`:
+    the manifest's folder, from which its audio path is taken as the manifest gives it (`row_to_dict`), not as read
+    (joined to the folder): the same manifest reached by another path (relative, absolute), or copied with its audio
+    to a requeued job's node-local scratch, kept none of a killed run's rows."""
+    said = asdict(row)
+    if base is not None:
+        said["audio"] = row_to_dict(row, Path(os.path.abspath(base)))["audio"]
+    text = json.dumps(said, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
+
+
+def audio_state(path: str) -> str:
+    """An audio file as a journal compares it for a row that failed before any batch: "missing" (or out of reach), else
+    its size, modification time and mode, so that a file copied in, rewritten or made readable is another."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return "missing"
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_mode:o}"
 
 
 def differences(old: object, new: object, key: str = "") -> list[str]:
@@ -126,19 +144,25 @@ class Journal:
     """One system's decoded rows of one kind for one rank, in OUT/partial (see the module's docstring)."""
 
     def __init__(self, path: Path, rows: dict[str, UtteranceResult], header: str | None = None,
-                 groups: dict[str, str | None] | None = None):
+                 groups: dict[str, str | None] | None = None, base: str | Path | None = None,
+                 unread: dict[str, str] | None = None):
         self.path = path  # this rank's file, appended to
         self.rows = rows  # row digest -> its result
         self.groups = groups if groups is not None else {}  # row digest -> the digest of the group it was decoded
         #   in (`group_digest`; None: a line written before groups were kept)
         self.header = header  # the first line, written (over what is there) with the first row; None: in the file
+        self.base = base  # the manifest's folder (`row_digest`)
+        self.unread = unread if unread is not None else {}  # row digest -> its audio file's `audio_state` when the
+        #   row failed before any batch
 
     @classmethod
-    def open(cls, folder: Path, stem: str, rank: int, size: int, settings: dict, restart: bool = False) -> Journal:
+    def open(cls, folder: Path, stem: str, rank: int, size: int, settings: dict, restart: bool = False,
+             base: str | Path | None = None) -> Journal:
         """This rank's journal of `stem` (e.g. 'srt.hyps'): the rows an earlier run of the same settings kept (none
         with `restart`: its file starts anew, and rank 0 removes those of ranks this run has not), ready to append
         to; a new file is written with its first row, so a run that stops before decoding (another rank's journal
-        of other settings) leaves none. Other settings: LLMSRTError naming the file and the difference."""
+        of other settings) leaves none. `base`: the manifest's folder (`row_digest`). Other settings: LLMSRTError
+        naming the file and the difference."""
         header = json.dumps({"journal": VERSION, "settings": settings}) + "\n"
         own = folder / f"{stem}.rank{rank}.jsonl"
         if restart:
@@ -148,51 +172,74 @@ class Journal:
                     if _rank_of(Path(f), stem) not in range(size):
                         Path(f).unlink(missing_ok=True)
             own.write_text(header, encoding="utf-8")
-            return cls(own, {})
+            return cls(own, {}, base=base)
         text = own.read_text(encoding="utf-8", errors="replace") if own.is_file() else ""
         if "\n" not in text:  # none, or its first line cut by a kill: nothing kept
-            return cls(own, {}, header)
-        rows, groups = _read(own, text, settings)
+            return cls(own, {}, header, base=base)
+        rows, groups, unread = _read(own, text, settings)
         if not text.endswith("\n"):  # a line cut by a kill must not swallow the next row written
             with open(own, "a", encoding="utf-8") as fh:
                 fh.write("\n")
-        return cls(own, rows, groups=groups)
+        return cls(own, rows, groups=groups, base=base, unread=unread)
+
+    def digest(self, row: Row) -> str:
+        """`row_digest` of a row of this journal's manifest."""
+        return row_digest(row, self.base)
 
     def kept(self, rows: list[Row]) -> bool:
         """Whether every one of these rows has a result an earlier run wrote, none of them a failure that may not come
         back (`infer.retryable`). One said before decoding (the whisper system into German) is kept: a group holding
         one would otherwise be decoded again on every resume, and a killed whisper run on a many-to-many test set
-        would start over."""
-        results = [self.rows.get(row_digest(r)) for r in rows]
-        group = group_digest(rows)  # a row decoded in another group (the manifest changed: groups shifted) is run
-        #   again in this one, so every batch is the uninterrupted run's
-        return all(r is not None and not retryable(r.error) and self.groups.get(row_digest(row)) in (None, group)
-                   for r, row in zip(results, rows))
+        would start over. So is one that failed before any batch (its audio missing or unreadable under --skip-bad,
+        an SMT clip over 30 s) while its audio file is as it was then (`audio_state`): it fails the same way until
+        that changes (with 1% such rows, a resume decoded ~72% of its groups again); a file that appeared or changed
+        runs again."""
+        group = group_digest(rows, self.base)  # a row decoded in another group (the manifest changed: groups
+        #   shifted) is run again in this one, so every batch is the uninterrupted run's
+        return all(self._kept(row, group) for row in rows)
 
-    def append(self, row: Row, result: UtteranceResult, group: str | None = None) -> None:
+    def _kept(self, row: Row, group: str) -> bool:
+        digest = self.digest(row)
+        result = self.rows.get(digest)
+        if result is None or self.groups.get(digest) not in (None, group):
+            return False
+        return not retryable(result.error) or self.unread.get(digest, "") == audio_state(row.audio)
+
+    def append(self, row: Row, result: UtteranceResult, group: str | None = None, audio: str | None = None) -> None:
         """Keep one decoded row (a line written and closed at once: a kill loses at most the row being written). A
         result is never replaced by a later error (as `_read` reads the file): a group run again for one failed row
         must not turn a row that succeeded before into a failure. `group`: the `group_digest` of the rows it was
-        decoded with."""
-        digest = row_digest(row)
+        decoded with; `audio`: for a row that failed before any batch, its audio file's `audio_state` (taken before
+        the group ran). A write that fails (a full disk, a read-only one) is a one-line LLMSRTError naming the file."""
+        digest = self.digest(row)
         kept = self.rows.get(digest)
         if result.error is not None and kept is not None and kept.error is None and not _regrouped(
                 self.groups.get(digest), group):
             return
-        line = json.dumps({"row": digest, "group": group, "result": vars(result)}, ensure_ascii=False)
-        if self.header is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.path.write_text(self.header, encoding="utf-8")
-            self.header = None
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(line + "\n")
+        line = json.dumps({"row": digest, "group": group, "result": vars(result)} | ({"audio": audio} if audio else {}),
+                          ensure_ascii=False)
+        try:
+            if self.header is not None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self.path.write_text(self.header, encoding="utf-8")
+                self.header = None
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(line + "\n")
+        except OSError as e:
+            raise LLMSRTError(f"{shown(str(self.path))}: cannot write a decoded row there ({e.strerror or e}); the "
+                              f"rows written before are kept in {shown(str(self.path.parent))}: make room (or make it "
+                              "writable) and run the same command again to go on from them") from None
         self.rows[digest] = result
         self.groups[digest] = group
+        if audio:
+            self.unread[digest] = audio
+        else:
+            self.unread.pop(digest, None)
 
     def results(self, rows: list[Row]) -> list[UtteranceResult]:
         """Every row's result, kept or just decoded, in the rows' order, with its row's sentence id (a journal
         written before results recorded it has none)."""
-        return [replace(self.rows[row_digest(r)], sentence=r.sentence_id) for r in rows]
+        return [replace(self.rows[self.digest(r)], sentence=r.sentence_id) for r in rows]
 
 
 def remove_journals(folder: Path, stems: list[str], rank: int | None = None) -> None:
@@ -216,9 +263,11 @@ def _rank_of(path: Path, stem: str) -> int:
         return -1
 
 
-def _read(path: Path, text: str, settings: dict) -> tuple[dict[str, UtteranceResult], dict[str, str | None]]:
-    """A journal file's rows (`text`, its content) and the group each was decoded in; lines cut or garbled by a kill
-    are skipped (those rows are decoded again), and a row's error never replaces its result in the same group."""
+def _read(path: Path, text: str,
+          settings: dict) -> tuple[dict[str, UtteranceResult], dict[str, str | None], dict[str, str]]:
+    """A journal file's rows (`text`, its content), the group each was decoded in, and the audio state of those that
+    failed before any batch (`Journal.unread`); lines cut or garbled by a kill are skipped (those rows are decoded
+    again), and a row's error never replaces its result in the same group."""
     lines = text.split("\n")  # not splitlines(): a text may hold U+2028 and other separators JSON leaves raw
     try:
         first = json.loads(lines[0])
@@ -234,16 +283,21 @@ def _read(path: Path, text: str, settings: dict) -> tuple[dict[str, UtteranceRes
                           "again")
     rows: dict[str, UtteranceResult] = {}
     groups: dict[str, str | None] = {}
+    unread: dict[str, str] = {}
     for line in lines[1:]:
         try:
             entry = json.loads(line)
             result = UtteranceResult.from_dict(entry["result"])
-            row, group = entry["row"], entry.get("group")
+            row, group, audio = entry["row"], entry.get("group"), entry.get("audio")
         except (json.JSONDecodeError, KeyError, TypeError, AttributeError, LLMSRTError):
             continue
         if result.error is None or row not in rows or _regrouped(groups.get(row), group):
             rows[row], groups[row] = result, group
-    return rows, groups
+            if isinstance(audio, str) and audio:
+                unread[row] = audio
+            else:
+                unread.pop(row, None)
+    return rows, groups, unread
 
 
 def _regrouped(kept: str | None, new: str | None) -> bool:
@@ -252,6 +306,7 @@ def _regrouped(kept: str | None, new: str | None) -> bool:
     return kept is not None and new is not None and kept != new
 
 
-def group_digest(rows: list[Row]) -> str:
-    """A digest of a decoded group: its rows' digests in order (the batch a row's output may depend on)."""
-    return hashlib.sha256(" ".join(row_digest(r) for r in rows).encode("ascii")).hexdigest()[:24]
+def group_digest(rows: list[Row], base: str | Path | None = None) -> str:
+    """A digest of a decoded group: its rows' digests in order (the batch a row's output may depend on); `base`: the
+    manifest's folder (`row_digest`)."""
+    return hashlib.sha256(" ".join(row_digest(r, base) for r in rows).encode("ascii")).hexdigest()[:24]

@@ -20,6 +20,7 @@ import json
 import os
 import shlex
 import sys
+import tempfile
 import warnings
 from dataclasses import replace
 from datetime import timedelta
@@ -33,17 +34,17 @@ from .. import device
 from ..data.manifest import Row, read_manifest
 from ..device import Placement
 from ..errors import LLMSRTError
-from ..paths import EMBEDDED, absolute_model
+from ..paths import EMBEDDED, absolute_model, atomic_file
 from ..ranks import from_rank0, on_every_rank, stop_with_launcher
 from ..model.decoding import (DecodingOptions, add_compile_argument, add_no_repeat_argument, add_srt_tags_argument,
                               decoding_from_args)
 from ..model.systems import AUTO_TASK, SYSTEMS
 from ..model.systems import trained_task as model_task  # the task a model folder was trained for (--task auto)
 from ..prompts import Task
-from .comet import DEFAULT_MODEL, CometOptions, check_model, comet_python, score_systems
+from .comet import DEFAULT_MODEL, CometOptions, check_model, check_python, score_systems
 from .compare import compare_systems
 from . import journal
-from .journal import Journal, group_digest, remove_journals
+from .journal import Journal, audio_state, group_digest, remove_journals
 from .models import (baseline_folders, check_models, is_results_file, limited, load_runs, model_folders, parse_models,
                      pooled)
 from .render import MATRIX_PNG, REPORT_MD, RESULTS_JSON, SCATTER_PNG, format_table, write_report
@@ -101,16 +102,22 @@ def _result(r: Row, task: Task, transcript: str = "", translation: str = "", err
 
 
 def run_system(translator, rows: list[Row], task: Task, options: DecodingOptions, batch_size: int,
-               desc: str = "evaluate", progress: Callable[[int], object] | None = None) -> list[UtteranceResult]:
+               desc: str = "evaluate", progress: Callable[[int], object] | None = None,
+               unread: Callable[[int], object] | None = None) -> list[UtteranceResult]:
     """Every row through `translator` (an infer.SpeechTranslator) as one mixed-language, mixed-task stream; one
     UtteranceResult per row, in row order (a failed row has `error` set). `progress(n)`: n more rows done (default:
-    a progress bar of its own)."""
+    a progress bar of its own). `unread(k)`: row k failed before any batch (no segment reached the system: its audio
+    missing or unreadable, an SMT clip over 30 s), which it does the same way until its audio file changes."""
     tasks = [row_task(r, task) for r in rows]
     with progress_bar(len(rows), desc, progress) as update:
         results = translator.translate(
             [r.audio for r in rows], [r.src_lang for r in rows], [r.tgt_lang or None for r in rows], task=tasks,
             options=options, batch_size=batch_size, progress=update, whole_clips=True,
             transcripts=[r.transcript if t is Task.SMT else "" for r, t in zip(rows, tasks)])
+    if unread is not None:
+        for k, res in enumerate(results):
+            if res.error is not None and not res.segments:
+                unread(k)
     return [_result(r, t, res.transcript, res.translation, res.error, res.forced_tags, res.capped)
             for r, t, res in zip(rows, tasks, results)]
 
@@ -145,15 +152,20 @@ def progress_bar(total: int, desc: str, progress: Callable[[int], object] | None
 
 
 def decode_in_groups(journal: Journal, rows: list[Row], size: int,
-                     decode: Callable[[list[Row]], list[UtteranceResult]]) -> None:
+                     decode: Callable[[list[Row], Callable[[int], object]], list[UtteranceResult]]) -> None:
     """`rows` run through `decode` `size` at a time, in order, each group's results kept in `journal` as it
     finishes; a group whose every row the journal kept already is not run again. Fixed groups: a run that goes on
-    from a killed one batches every row as an uninterrupted run does (a row's output may depend on its batch)."""
+    from a killed one batches every row as an uninterrupted run does (a row's output may depend on its batch).
+    `decode(group, unread)` calls `unread(k)` for row k of the group that failed before any batch (`run_system`):
+    the journal keeps it with its audio file's state, taken before the group ran (a file copied in meanwhile runs
+    again)."""
     for group in groups(rows, size):
         if not journal.kept(group):
-            key = group_digest(group)
-            for row, result in zip(group, decode(group)):
-                journal.append(row, result, key)
+            key = group_digest(group, journal.base)
+            states = [audio_state(row.audio) for row in group]
+            unread: set[int] = set()
+            for k, (row, result) in enumerate(zip(group, decode(group, unread.add))):
+                journal.append(row, result, key, states[k] if k in unread else None)
 
 
 def kept_rows(journal: Journal, rows: list[Row], size: int) -> int:
@@ -172,7 +184,21 @@ def hyps_path(out: str | Path, system: str, mt: bool = False) -> Path:
 
 
 def _write_hyps(path: Path, results: list[UtteranceResult]) -> None:
-    path.write_text("".join(json.dumps(vars(r), ensure_ascii=False) + "\n" for r in results), encoding="utf-8")
+    """A results file, written whole or not at all (`atomic_file`): a full disk left it cut short, or empty."""
+    with atomic_file(path) as f:
+        f.write("".join(json.dumps(vars(r), ensure_ascii=False) + "\n" for r in results))
+
+
+@contextmanager
+def writing(what: Path, kept: Path | None):
+    """Writes of `what` (a file, or the report's folder): an OSError (a full disk, a read-only one) is one line
+    naming it, and saying where the decoded rows are kept (`kept`: OUT/partial, if any were decoded)."""
+    try:
+        yield
+    except OSError as e:
+        then = (f"; the decoded rows are kept in {kept}: make room (or make it writable) and run the same command "
+                "again to write the report from them" if kept is not None else "; make room (or make it writable)")
+        raise LLMSRTError(f"{what}: cannot write ({e.strerror or e}){then}") from None
 
 
 def file_name(system: str) -> str:
@@ -266,6 +292,20 @@ def check_inputs_kept(out: Path, models: dict[str, str], run_now: dict[str, str]
                                   "another --out")
 
 
+def check_writable(out: Path, partial: Path) -> None:
+    """Refuse, before any model loads, an --out that takes no writes: OUT/partial made and a file written in it."""
+    try:
+        partial.mkdir(exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=partial)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(b"\0" * 4096)  # a journal's first lines: a full disk refuses them, an empty file not
+        finally:
+            os.unlink(probe)
+    except OSError as e:
+        raise LLMSRTError(f"--out {out}: cannot write there ({e.strerror or e}); choose another --out") from None
+
+
 def _read_rows(manifest: str | Path, check_audio: bool, skip_bad: bool) -> list[Row]:
     """The manifest's rows (`read_manifest`), its --skip-bad notice (the bad rows it skipped) one line on stderr, as
     the toolkit's other notices: it came as Python's UserWarning, with a file name, a line number and the line of
@@ -316,7 +356,7 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
     if significance:
         check_samples(significance)  # before any decoding: a long evaluation must not end in this error
     if comet is not None and world()[0] == 0:
-        comet_python(comet.python)  # the same: no COMET environment is an error before decoding, not after
+        check_python(comet.python)  # the same: no COMET environment is an error before decoding, not after
         check_model(comet.model)
     same = [(a, b) for i, a in enumerate(models) for b in list(models)[i + 1:] if file_name(a) == file_name(b)]
     if same:
@@ -355,6 +395,10 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
     tasks: dict[str, str] = {}
     partial = out / PARTIAL
     group = GROUP_BATCHES * batch_size
+    if run_now:  # before any model loads: a read-only or full --out failed once a group had decoded, in a traceback
+        check_writable(out, partial)
+    base = Path(manifest).parent if manifest is not None else None  # the folder its audio paths are read from
+    opened_kinds = KINDS if with_mt else ("hyps",)  # the journals this run opens, and removes once it is done
 
     def open_journals():
         """name -> (task, this rank's rows, {kind: (its rows, its journal)}): every journal opened (and its settings
@@ -369,9 +413,11 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
                                         decoding_record({name: t.value}, options, placement, False), batch_size,
                                         group, size)
             opened[name] = (t, mine, {
-                kind: (kind_rows, Journal.open(partial, f"{file_name(name)}.{kind}", rank, size, identity, restart))
-                for kind, kind_rows in (("hyps", mine), ("mt", text))
-                if kind == "hyps" or with_mt or restart})  # --restart: the mt journal starts anew too
+                kind: (kind_rows, Journal.open(partial, f"{file_name(name)}.{kind}", rank, size, identity, restart,
+                                               base))
+                for kind, kind_rows in (("hyps", mine), ("mt", text)) if kind in opened_kinds})
+            if restart and not with_mt:  # every row again: a killed --with-mt run's text MT is not gone on from either
+                remove_journals(partial, [f"{file_name(name)}.mt"], rank=None if rank == 0 else rank)
         return opened
 
     # every rank's journals checked before any rank loads a model: a resume with another number of processes is
@@ -379,8 +425,6 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
     runs_here = on_every_rank(open_journals, rank, size, _group[0])
     for name, (t, mine, journals) in runs_here.items():
         tasks[name] = t.value
-        if not with_mt:
-            journals.pop("mt", None)
         todo = {kind: len(rs) - kept_rows(j, rs, group) for kind, (rs, j) in journals.items()}
         log(f"{name}: {len(mine)} rows as {t.value} on {placement}" + (f" (rank {rank} of {size})" if size > 1 else "")
             + (f"; {sum(len(rs) for rs, _ in journals.values()) - sum(todo.values())} rows decoded by an earlier "
@@ -390,19 +434,19 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
             translator = SpeechTranslator(load_system(run_now[name], placement, **folders[name]), name)
             rs, j = journals["hyps"]
             with tqdm(total=len(rs), initial=len(rs) - todo["hyps"], desc=f"evaluate {name}") as bar:
-                decode_in_groups(j, rs, group, lambda g: run_system(translator, g, t, options, batch_size,
-                                                                    progress=bar.update))
+                decode_in_groups(j, rs, group, lambda g, unread: run_system(
+                    translator, g, t, options, batch_size, progress=bar.update, unread=unread))
             if "mt" in journals:
                 rs, j = journals["mt"]
                 with tqdm(total=len(rs), initial=len(rs) - todo["mt"], desc=f"text MT {name}") as bar:
-                    decode_in_groups(j, rs, group, lambda g: run_text_mt(translator.system, g, options, batch_size,
-                                                                         progress=bar.update))
+                    decode_in_groups(j, rs, group, lambda g, _: run_text_mt(translator.system, g, options, batch_size,
+                                                                            progress=bar.update))
             del translator
             release_models(placement.device)  # the next system (or COMET) gets the GPU memory this one held
         systems[name] = journals["hyps"][1].results(mine)
         if with_mt:
             mt[name] = journals["mt"][1].results(journals["mt"][0])
-    written = {journal.row_digest(r) for r in rows}  # a journal that holds rows this run did not take (--limit)
+    written = {journal.row_digest(r, base) for r in rows}  # a journal holding rows this run did not take (--limit)
     spent = {name: all(d in written for _, j in journals.values() for d in j.rows)  # is kept, on any rank
              for name, (_, _, journals) in runs_here.items()}
     parts = gather((systems, mt, spent), rank, size) if size > 1 else None
@@ -424,10 +468,11 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
         runs = {name: [systems[name]] if name in systems else loaded[name] for name in models}
         scored = {name: pooled(r) for name, r in runs.items()}
         scored = {name: [replace(r, comet=None) for r in rows] for name, rows in scored.items()}
-        for name, results in scored.items():  # saved before COMET runs: its failure must not lose the decoding
-            _write_hyps(hyps_path(out, name), results)
-        for name, results in mt.items():
-            _write_hyps(hyps_path(out, name, mt=True), results)
+        kept = partial if runs_here else None  # where a write that fails leaves the decoded rows
+        for path, results in (*((hyps_path(out, name), results) for name, results in scored.items()),
+                              *((hyps_path(out, name, mt=True), results) for name, results in mt.items())):
+            with writing(path, kept):  # saved before COMET runs: its failure must not lose the decoding
+                _write_hyps(path, results)
         comet_error = None
         if comet is not None:
             try:
@@ -436,7 +481,8 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
                 comet_error = str(e)
             else:
                 for name, results in scored.items():
-                    _write_hyps(hyps_path(out, name), results)
+                    with writing(hyps_path(out, name), kept):
+                        _write_hyps(hyps_path(out, name), results)
         report = build_report(scored, mt=mt)
         report = replace(report, systems=tuple(replace(s, ids=row_ids(r for run in runs[s.name] for r in run))
                                                for s in report.systems))  # a system's rows, not its `pooled` ids
@@ -454,7 +500,8 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
                 log("COMET: no row has both a source transcript and a reference translation, so none was scored")
         if len(scored) > 1 and significance:
             report = compare_systems(report, runs, significance, log, scored=scored)
-        files = write_report(report, out)
+        with writing(out, kept):
+            files = write_report(report, out)
         log(format_table(report))
         log("wrote " + ", ".join(str(p) for p in files.values()))
         if others := other_hyps(out, models, with_mt):
@@ -465,9 +512,14 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
     # every rank waits for rank 0's files, then removes its own journals: on a node's own disk (no shared --out)
     # only that node's ranks can
     spent, comet_error, report = from_rank0(report_on_rank0, rank, size, _group[0])
-    for name in runs_here:  # every rank's rows are in the files written: their journals have done their work
-        if spent[name]:
-            remove_journals(partial, [f"{file_name(name)}.{kind}" for kind in KINDS], rank=None if rank == 0 else rank)
+    for name in runs_here:  # every rank's rows are in the files written: their journals have done their work (not
+        if spent[name]:  # an mt journal this run did not open: a killed --with-mt run's text MT, hours of decoding)
+            remove_journals(partial, [f"{file_name(name)}.{kind}" for kind in opened_kinds],
+                            rank=None if rank == 0 else rank)
+            if rank == 0 and "mt" not in opened_kinds and glob.glob(
+                    str(partial / f"{glob.escape(file_name(name))}.mt.rank*.jsonl")):
+                log(f"{name}: kept its text-MT journal in {partial} (of a killed --with-mt run): --with-mt goes on "
+                    "from it")
         elif rank == 0:
             log(f"{name}: kept its journals in {partial}: they hold rows this run did not decode")
     if comet_error is not None and rank == 0:  # the report without COMET is written; the run still says it failed
