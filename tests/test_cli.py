@@ -124,7 +124,8 @@ def _decoding_options_of_translate_and_evaluate(flag: list[str], monkeypatch, tm
             return []
 
     monkeypatch.setattr(translate, "translator_from_args", lambda args: Fake())
-    cli.main(["translate", "a.wav", "--model", "m", "--src", "eng", "--tgt", "deu", *flag])
+    (tmp_path / "a.wav").touch()  # (an input none of which opens is said before the model loads)
+    cli.main(["translate", str(tmp_path / "a.wav"), "--model", "m", "--src", "eng", "--tgt", "deu", *flag])
     monkeypatch.setattr(evaluate_run, "evaluate", lambda models, manifest, out, task, options, *a, **k:
                         seen.append(options))
     cli.main(["evaluate", "--model", "m", "--manifest", "x.jsonl", "--out", str(tmp_path), *flag])

@@ -707,7 +707,8 @@ def test_ctrl_c_prints_the_inputs_done_after_one_still_running(tmp_path, monkeyp
     out = capsys.readouterr()
     assert rc == 130 and len(stub.batches) == 3 and "interrupted" in out.err
     assert [line for line in out.out.splitlines() if line.startswith("# ")] == [
-        f"# {tmp_path / 's1.wav'}", f"# {tmp_path / 's2.wav'}"] and out.out.count("tr2.40") == 2
+        f"# {tmp_path / n}.wav" for n in ("talk", "s1", "s2")] and out.out.count("tr2.40") == 2  # talk's 2 done too
+    assert "talk.wav: the run was stopped before 2 of 4 segments were done; the 2 translated are printed" in out.err
 
 
 def test_the_segments_of_an_input_whose_caller_is_gone_are_not_run():
@@ -962,7 +963,7 @@ def test_a_gpu_failing_for_good_keeps_the_inputs_done_as_ctrl_c_does(tmp_path, m
                      "--src", "eng", "--tgt", "deu", "--batch-size", "2"]) == 3
     out = capsys.readouterr()
     assert [line for line in out.out.splitlines() if line.startswith("# ")] == [
-        f"# {tmp_path / 's1.wav'}", f"# {tmp_path / 's2.wav'}"] and out.out.count("tr2.40") == 2
+        f"# {tmp_path / n}.wav" for n in ("talk", "s1", "s2")] and out.out.count("tr2.40") == 2
     assert "illegal memory access" in out.err.splitlines()[-1]
     from llm_srt import infer
 

@@ -514,3 +514,23 @@ def test_a_line_break_inside_a_models_text_is_a_space_in_its_cues():
     assert " ".join(c.text.split("\n")[1] for c in both) == german.replace("\n", " ")
     assert segment_cues([_segment(1.0, 4.0, english, german)], "both", width=0) == [  # unwrapped: one line each
         Cue(1.0, 4.0, "Hello there. How are you today? Fine.\n" + german.replace("\n", " "))]
+
+
+def test_a_line_never_breaks_at_a_no_break_space():
+    """A no-break space (U+00A0, U+2007, U+202F) was a space to the wrapper: French puts one before "?" and "!" and
+    inside numbers, and a line started with "?" or "€" ("... nouveau film" / "? Oui, ..."; a reviewer's find). Now
+    the words either side of one stay on one line, with its column counted; only words so joined wider than a line
+    (a text spaced with no-break spaces throughout) break there still."""
+    from llm_srt.subtitles import _width, _wrap
+
+    french = "Est-ce que vous avez vu le nouveau film\u00a0? Oui, il coûte 10\u00a0000\u00a0€ par jour\u00a0!"
+    for width in (20, 30, 40):
+        lines = _wrap(french, width)
+        assert " ".join(lines) == french and max(map(_width, lines)) <= width, (width, lines)
+        assert not any(line[0] in "?!€" for line in lines), (width, lines)
+    assert "10\u2007000\u202f€." in _wrap(f"Il coûte {'très ' * 6}cher, 10\u2007000\u202f€.", 12)
+    japanese = "この本の価格は1\u00a0500\u00a0円です。"  # nor next to a character a line may break before or after
+    for width in range(8, 20):
+        assert not any(line.startswith(("500", "円")) for line in _wrap(japanese, width)), width
+    glued = "\u00a0".join(french.split())
+    assert max(map(_width, _wrap(glued, 20))) <= 20 and len(_wrap(glued, 20)) > 1

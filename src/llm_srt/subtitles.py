@@ -163,6 +163,10 @@ _SARA_AM = "\u0e33\u0eb3"  # Thai, Lao SARA AM: a spacing vowel (not a mark), ye
 _JOINERS = "\u200d\u17d2\u1039"  # zero-width joiner (emoji sequences), Khmer coeng and Myanmar virama (a stacked
 #   consonant): join the characters either side of them
 _ZWSP = "\u200b"  # zero-width space: a line may break after it, as after a space
+_NO_BREAK = "\u00a0\u2007\u202f"  # no-break spaces: part of the word either side, as a line never breaks there
+#   (French "film\u00a0?", "10\u00a0000\u00a0€": a line started with "?" or "€")
+_SPACED = re.compile(r"\S+?(?:[\s\u200b]+|$)")  # a word and the spaces (or zero-width space) after it
+_GLUED = re.compile(rf"[\S{_NO_BREAK}]+?(?:(?:[^\S{_NO_BREAK}]|\u200b)+|$)")  # the same, no-break spaces inside
 _CLOSING, _OPENING = ("Pe", "Pf", "Po"), ("Ps", "Pi")  # Unicode categories of punctuation: "，。）」", "（「"
 # No line starts with these either (JIS X 4051 kinsoku): the long-vowel mark, small kana, iteration marks, and the
 # hyphen and dash-like marks
@@ -197,27 +201,34 @@ def _clusters(text: str) -> list[str]:
     return out
 
 
-def _tokens(text: str, width: float = math.inf) -> list[str]:
+def _tokens(text: str, width: float = math.inf, glued: bool = True) -> list[str]:
     """Words with the spaces (or zero-width space) after them, a word cut between two grapheme clusters where a line
     may break there (`_break`: next to CJK, not before closing punctuation nor after opening); other letters stay
     together (a Korean word, "iPhone" in Chinese text), and so does a run of Thai, Lao, Khmer or Myanmar but one
-    too wide for lines of `width` columns (`_run`)."""
+    too wide for lines of `width` columns (`_run`). Words joined by a no-break space are one (`glued`), but where
+    they are wider than a line with nowhere else to break (a text spaced with no-break spaces throughout)."""
     out = []
-    for word in re.findall(r"\S+?(?:[\s\u200b]+|$)", text):
+    for word in (_GLUED if glued else _SPACED).findall(text):
         if word.isascii():
             out.append(word)
             continue
         clusters = _clusters(word)
-        run, inside = [clusters[0]], {}  # clusters since the last free break; where the run may break, how well
+        pieces, run, inside = [], [clusters[0]], {}  # run: clusters since the last free break; inside: where it may
+        #                                              break, how well
         for before, now, then in zip(clusters, clusters[1:], [*clusters[2:], ""]):
-            how = None if now.isspace() or now == _ZWSP else _break(before, now, then)
+            how = None if now.isspace() or before.isspace() or now == _ZWSP else _break(before, now, then)
             if how == _FREE:
-                out.extend(_run(run, inside, width))
+                pieces.extend(_run(run, inside, width))
                 run, inside = [], {}
             elif how is not None:
                 inside[len(run)] = how
             run.append(now)
-        out.extend(_run(run, inside, width))
+        pieces.extend(_run(run, inside, width))
+        for piece in pieces:
+            if glued and _width(piece) > width and any(ch in _NO_BREAK for ch in piece.rstrip()):
+                out.extend(_tokens(piece, width, glued=False))
+            else:
+                out.append(piece)
     return out
 
 

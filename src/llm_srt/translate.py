@@ -20,7 +20,7 @@ from pathlib import Path
 from . import device as placement_of
 from . import languages, subtitles
 from .audio import WINDOW_SECONDS
-from .errors import DeviceFailed, LLMSRTError, Terminated, shown
+from .errors import DeviceFailed, LLMSRTError, Terminated, open_regular, shown
 from .infer import (MIN_LINE_WIDTH, TranslationResult, add_model_arguments, add_segment_argument, capped_note,
                     missing_cue_text, segment_options, translator_from_args, untranslated_note)
 from .model.decoding import DecodingOptions, decoding_from_args
@@ -102,6 +102,8 @@ def main(args) -> int:
     if missing_cue_text(args.task, args.format, args.subtitles):
         raise LLMSRTError(f"--task {args.task} writes no {args.subtitles}, so --subtitles {args.subtitles} would give "
                           f"{args.format} files without a cue; use --subtitles both, or --task srt for both texts")
+    if args.out_dir == "":  # an unset $OUT in a script: else every output went to stdout, exit code 0
+        raise LLMSRTError("--out-dir is empty; give a folder, or leave --out-dir out to print to standard output")
     out_dir = Path(args.out_dir) if args.out_dir else None
     if out_dir:
         try:
@@ -166,7 +168,10 @@ def main(args) -> int:
             return 0
         args.audio, outputs = [args.audio[k] for k in todo], [outputs[k] for k in todo]
         args.transcript = args.transcript and [args.transcript[k] for k in todo]
-    translator = translator_from_args(args)
+    unread = [_unreadable(audio) for audio in args.audio]
+    # none can be read (a typo, a shell pattern that matched nothing): each fails as translate() fails it, but before
+    # the model loads (minutes for a 7B model), not after; where some can, the others fail alone as they run
+    translator = None if all(unread) else translator_from_args(args)
     before = written_with(out_dir) if outputs else {}  # what made the files already there
     whole: set[int] = set()  # inputs that failed in part whose earlier whole output (the same job's) was kept
     lost: set[int] = set()  # inputs whose output file could not be written
@@ -225,12 +230,18 @@ def main(args) -> int:
                 print(shown_text, end="" if args.format == "text" else "\n", flush=True)
 
     try:
-        results = translator.translate(args.audio, args.src, args.tgt, task=args.task, options=options,
-                                       batch_size=args.batch_size, transcripts=args.transcript, on_result=emit,
-                                       segment_options=segments, on_stopped=stopped.__setitem__)
+        if translator is None:
+            results = [_failed_whole(args, audio, error) for audio, error in zip(args.audio, unread)]
+            for k, r in enumerate(results):
+                emit(k, r)
+        else:
+            results = translator.translate(args.audio, args.src, args.tgt, task=args.task, options=options,
+                                           batch_size=args.batch_size, transcripts=args.transcript, on_result=emit,
+                                           segment_options=segments, on_stopped=stopped.__setitem__)
     except (KeyboardInterrupt, Terminated, DeviceFailed) as e:  # Ctrl-C, SIGTERM, or the GPU failing for good
         # (infer._run_chunk: every later batch would fail too): the inputs done are printed (before, lost), and
-        # those stopped part way kept as failed in part (their entries; their *.incomplete files)
+        # those stopped part way kept as failed in part (their entries; their *.incomplete files; on stdout, their
+        # segments done, with the inputs held back behind them)
         if args.format == "json":  # the array of those done, in input order; results.json too, unless none was
             # (an earlier run's is not replaced by [])
             finished.update({k: _json_entry(r, args.audio[k]) for k, r in stopped.items()})
@@ -243,10 +254,18 @@ def main(args) -> int:
                 if r.kept and _keep_part(r, outputs[k], _render(r, args), before.get(record_key(outputs[k], out_dir)),
                                          {"settings": settings, "input": source(k)}, stopped=True) == "written":
                     translated.add(k)
+        else:
+            for k, r in sorted(stopped.items()):
+                if r.kept:
+                    ready[k] = (r.audio, _render(r, args))
+                    translated.add(k)
+                    print(f"llm-srt translate: {r.audio}: {r.error}; the {len(r.kept)} translated are printed",
+                          file=sys.stderr)
         for k in sorted(ready):  # the inputs done after one still running, which stdout's order held back, each
-            name, shown_text = ready[k]  # under its name
+            name, shown_text = ready[k]  # under its name (one input alone: none, so `> talk.srt` is an SRT file)
             if shown_text is not None:
-                print(f"# {name}")
+                if len(args.audio) > 1:
+                    print(f"# {name}")
                 print(shown_text, end="" if args.format == "text" else "\n", flush=True)
         if not isinstance(e, DeviceFailed):
             raise
@@ -343,6 +362,22 @@ def _print_json(entries: list[dict], out_dir: Path | None, partial: str | None =
         with contextlib.suppress(OSError):  # (not this run's: a stopped run's)
             (out_dir / PARTIAL_JSON).unlink(missing_ok=True)
     return True
+
+
+def _unreadable(audio: str) -> str | None:
+    """An input's line where it cannot be opened as a regular file (missing, a folder, unreadable), as translate()
+    gives it; None where it can (its audio is not read here)."""
+    try:
+        os.close(open_regular(audio, audio))
+    except LLMSRTError as e:
+        return str(e)
+    return None
+
+
+def _failed_whole(args, audio: str, error: str) -> TranslationResult:
+    """The result translate() gives an input that failed before any of it ran."""
+    return TranslationResult(shown(audio), None if args.src == "auto" else args.src,
+                             args.tgt if Task(args.task).needs_translation else None, args.task, error=error)
 
 
 def _check_inputs(args) -> None:

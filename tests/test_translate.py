@@ -1,0 +1,79 @@
+"""`llm-srt translate` on the stub systems of test_infer: what reaches stdout and stderr, and what is refused before
+the model loads."""
+
+import json
+import re
+
+import pytest
+
+from llm_srt import cli, translate
+from llm_srt.audio import write_wav
+from test_infer import SR, Stopped, Stub, _Broken, recording, stub_cli
+
+RUN = ["--model", "stub", "--src", "eng", "--tgt", "deu"]
+
+
+def _not_loaded(monkeypatch) -> None:
+    monkeypatch.setattr(translate, "translator_from_args", lambda args: pytest.fail("the model loaded"))
+
+
+def test_a_run_stopped_inside_a_long_input_prints_its_segments_done_to_stdout(tmp_path, monkeypatch, capsys):
+    """`llm-srt translate talk.wav --format srt > talk.srt` stopped (Ctrl-C, SIGTERM, the GPU failing for good)
+    inside its one input wrote nothing, where --out-dir and json keep the segments done (exit code 1, not 3, when
+    the GPU failed; a reviewer's find). Now they are printed, said on stderr, with --out-dir's exit code."""
+    write_wav(tmp_path / "talk.wav", recording(24.0, [(1.0, 3.0), (6.0, 8.5), (11.5, 14.5), (17.5, 21.0)]))
+    run = ["translate", str(tmp_path / "talk.wav"), *RUN, "--batch-size", "1", "--format", "srt"]
+    for system, code in ((Stub, 130), (Stopped, cli.TERMINATED), (_Broken, 3)):
+        stub = system(interrupt=3)  # two segments of four done, the longest first
+        stub_cli(monkeypatch, stub)
+        assert cli.main(run) == code, system.__name__
+        out, err = capsys.readouterr()
+        assert out.startswith("1\n"), (system.__name__, out)  # an SRT file: no "# talk.wav" above its first cue
+        cues = out.rstrip("\n").split("\n\n")
+        assert [c.splitlines()[0] for c in cues] == ["1", "2"] and "# " not in out
+        done = sum(stub.batches[:2], [])
+        assert sorted(c.splitlines()[-1] for c in cues) == sorted(f"tr{n / SR:.2f}" for n in done)
+        assert (f"llm-srt translate: {tmp_path / 'talk.wav'}: the run was stopped before 2 of 4 segments were done; "
+                "the 2 translated are printed\n") in err
+    write_wav(tmp_path / "lecture.wav", recording(36.0, [(0.5, 4.0), (8.5, 11.0), (15.5, 17.0), (30.0, 31.5)]))
+    for name in ("s1", "s2"):  # the inputs done after it, held back behind it: each under its name, in input order
+        write_wav(tmp_path / f"{name}.wav", recording(2.4, [(0.2, 2.2)]))
+    stub_cli(monkeypatch, Stub(interrupt=3))  # the lecture's two longest segments, both short inputs, then Ctrl-C
+    files = [str(tmp_path / f"{n}.wav") for n in ("lecture", "s1", "s2")]
+    assert cli.main(["translate", *files, *RUN, "--batch-size", "2"]) == 130
+    out = capsys.readouterr().out
+    assert re.findall(r"^# (.*)$", out, re.M) == files and out.count("tr2.40") == 2
+    lecture = out.split(f"# {files[1]}")[0]  # its two segments done, in one translation
+    assert len(re.findall(r"^  translation: tr[\d.]+ tr[\d.]+$", lecture, re.M)) == 1, lecture
+
+
+def test_inputs_none_of_which_can_be_read_fail_before_the_model_loads(tmp_path, monkeypatch, capsys):
+    """A typo, or a shell pattern that matched nothing (given as it is), was said only once the model had loaded
+    (minutes for a 7B model). Where no input can be read, each fails as before, with the same lines, output and exit
+    code, but the model is not loaded; where one can, the others fail alone as it runs."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "talks").mkdir()
+    _not_loaded(monkeypatch)
+    assert cli.main(["translate", "missing.wav", *RUN, "--format", "srt"]) == 1
+    assert capsys.readouterr() == ("", "llm-srt translate: missing.wav: no such file\n")
+    assert cli.main(["translate", "missing.wav", "talks", *RUN, "--format", "json", "--out-dir", "out"]) == 1
+    out, err = capsys.readouterr()
+    assert [(e["audio"], e["error"]) for e in json.loads(out)] == [
+        ("missing.wav", "missing.wav: no such file"),
+        ("talks", "talks: is a directory, not a file; name the files in it (a shell pattern: talks/*)")]
+    assert json.loads((tmp_path / "out" / "results.json").read_text()) == json.loads(out)
+    assert err.splitlines()[-1] == "llm-srt translate: 2 of 2 inputs failed (named above); none translated"
+    write_wav(tmp_path / "talks" / "a.wav", recording(2.4, [(0.2, 2.2)]))
+    stub_cli(monkeypatch, Stub())
+    assert cli.main(["translate", "missing.wav", "talks/a.wav", *RUN]) == 3  # one can be read: run, the other fails
+    out, err = capsys.readouterr()
+    assert "tr2.40" in out and "llm-srt translate: missing.wav: no such file\n" in err
+
+
+def test_an_empty_out_dir_is_refused_before_the_model_loads(tmp_path, monkeypatch, capsys):
+    """`--out-dir "$OUT"` with $OUT unset was taken as no --out-dir: every output went to stdout, exit code 0."""
+    write_wav(tmp_path / "a.wav", recording(2.4, [(0.2, 2.2)]))
+    _not_loaded(monkeypatch)
+    assert cli.main(["translate", str(tmp_path / "a.wav"), *RUN, "--format", "srt", "--out-dir", ""]) == 2
+    assert capsys.readouterr() == ("", "llm-srt translate: error: --out-dir is empty; give a folder, or leave "
+                                       "--out-dir out to print to standard output\n")
