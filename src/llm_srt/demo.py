@@ -165,7 +165,8 @@ def run_demo(work: Path, data: Path, log=print, dtype: str = "auto", asr: Path =
     from .embedded import ensure_embedded
     from .evaluate.render import MATRIX_PNG, REPORT_MD, RESULTS_JSON, SCATTER_PNG
     from .evaluate.report import load_results
-    from .evaluate.run import evaluate, hyps_path
+    from .evaluate.outputs import hyps_path
+    from .evaluate.run import evaluate
     from .infer import SpeechTranslator
 
     require_clone(DEMO_CONFIGS)

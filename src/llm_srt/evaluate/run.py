@@ -16,11 +16,9 @@ results files) and the checks of them made before any decoding are evaluate/mode
 
 import functools
 import glob
-import json
 import os
 import shlex
 import sys
-import tempfile
 import warnings
 from dataclasses import replace
 from datetime import timedelta
@@ -34,7 +32,7 @@ from .. import device
 from ..data.manifest import Row, read_manifest
 from ..device import Placement
 from ..errors import LLMSRTError
-from ..paths import EMBEDDED, absolute_model, atomic_file
+from ..paths import EMBEDDED, absolute_model
 from ..ranks import from_rank0, on_every_rank, stop_with_launcher
 from ..model.decoding import (DecodingOptions, add_compile_argument, add_no_repeat_argument, add_srt_tags_argument,
                               decoding_from_args)
@@ -47,7 +45,9 @@ from . import journal
 from .journal import Journal, audio_state, group_digest, remove_journals
 from .models import (baseline_folders, check_models, is_results_file, limited, load_runs, model_folders, parse_models,
                      pooled)
-from .render import MATRIX_PNG, REPORT_MD, RESULTS_JSON, SCATTER_PNG, format_table, write_report
+from .outputs import (KINDS, PARTIAL, check_inputs_kept, check_writable, file_name, hyps_path, other_hyps,
+                      write_hyps, writing)
+from .render import format_table, write_report
 from .report import UtteranceResult, build_report, row_ids
 from .significance import SAMPLES, check_samples
 
@@ -56,8 +56,6 @@ GATHER_TIMEOUT = timedelta(hours=12)  # how long rank 0 waits for the slowest ra
 CONNECT_TIMEOUT = timedelta(minutes=30)  # the ranks connecting (a misrouted node fails in this time, not in
 #   GATHER_TIMEOUT: set GLOO_SOCKET_IFNAME)
 GROUP_BATCHES = 16  # rows run, then journaled, this many batches at a time (sorted by length within a group)
-PARTIAL = "partial"  # OUT/partial: the journals of decoded rows a killed run goes on from (evaluate/journal.py)
-KINDS = ("hyps", "mt")  # a system's journals: its rows, its --with-mt text MT
 
 
 def row_task(row: Row, task: Task) -> Task:
@@ -178,34 +176,6 @@ def groups(rows: list[Row], size: int) -> list[list[Row]]:
     return [rows[start:start + size] for start in range(0, len(rows), size)]
 
 
-def hyps_path(out: str | Path, system: str, mt: bool = False) -> Path:
-    """Where a system's utterance results go: hyps.<system>.jsonl (its text MT: mt.<system>.jsonl)."""
-    return Path(out) / f"{'mt' if mt else 'hyps'}.{file_name(system)}.jsonl"
-
-
-def _write_hyps(path: Path, results: list[UtteranceResult]) -> None:
-    """A results file, written whole or not at all (`atomic_file`): a full disk left it cut short, or empty."""
-    with atomic_file(path) as f:
-        f.write("".join(json.dumps(vars(r), ensure_ascii=False) + "\n" for r in results))
-
-
-@contextmanager
-def writing(what: Path, kept: Path | None):
-    """Writes of `what` (a file, or the report's folder): an OSError (a full disk, a read-only one) is one line
-    naming it, and saying where the decoded rows are kept (`kept`: OUT/partial, if any were decoded)."""
-    try:
-        yield
-    except OSError as e:
-        then = (f"; the decoded rows are kept in {kept}: make room (or make it writable) and run the same command "
-                "again to write the report from them" if kept is not None else "; make room (or make it writable)")
-        raise LLMSRTError(f"{what}: cannot write ({e.strerror or e}){then}") from None
-
-
-def file_name(system: str) -> str:
-    """A system name as it appears in file names ("w/o SMT" must not make a folder)."""
-    return system.replace("/", "_").replace("\\", "_")
-
-
 def world() -> tuple[int, int]:
     """(rank, world size) under torchrun, else (0, 1)."""
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
@@ -255,55 +225,6 @@ def gather(part, rank: int, size: int) -> list | None:
     parts = [None] * size if rank == 0 else None
     dist.gather_object(part, parts, dst=0, group=_group[0])
     return parts
-
-
-def written_files(out: Path, models: dict[str, str], run_now: dict[str, str], with_mt: bool) -> list[Path]:
-    """The files `evaluate` writes in `out` that are there now: the hyps (and --with-mt mt) files, the report's, and
-    the decoded systems' journals (OUT/partial, removed at the end)."""
-    journals = (glob.glob(str(out / PARTIAL / f"{glob.escape(file_name(name))}.{kind}.rank*.jsonl"))
-                for name in run_now for kind in KINDS)
-    return [p for p in (*(hyps_path(out, name) for name in models),
-                        *(hyps_path(out, name, mt=True) for name in run_now if with_mt),
-                        *(out / f for f in (RESULTS_JSON, REPORT_MD, MATRIX_PNG, SCATTER_PNG)),
-                        *(Path(f) for found in journals for f in found)) if p.exists()]
-
-
-def other_hyps(out: Path, models: dict[str, str], with_mt: bool) -> list[Path]:
-    """The hyps.*.jsonl and mt.*.jsonl files in `out` that this evaluation neither wrote nor read: an earlier
-    evaluation's other systems. Unlike a stale plot, they are not removed (hours of decoding; another evaluation's
-    --model may read them), but said."""
-    ours = {hyps_path(out, name) for name in models} | {hyps_path(out, name, mt=True) for name, spec in models.items()
-                                                        if with_mt and not is_results_file(spec)}
-    read = [Path(part) for spec in models.values() for part in spec.split(",") if os.path.isfile(part)]
-    return [p for p in sorted((*out.glob("hyps.*.jsonl"), *out.glob("mt.*.jsonl")))
-            if p not in ours and not any(os.path.samefile(p, r) for r in read)]
-
-
-def check_inputs_kept(out: Path, models: dict[str, str], run_now: dict[str, str], with_mt: bool) -> None:
-    """Refuse, before any decoding, an --out where evaluate would write over a results file a --model reads:
-    rewritten, the file loses its COMET scores, or holds several runs' rows pooled under new ids, and the same
-    command scores other rows the next time."""
-    written = written_files(out, models, run_now, with_mt)
-    for name, spec in models.items():
-        for part in spec.split(",") if name not in run_now else ():
-            hit = next((p for p in written if os.path.samefile(p, part)), None)
-            if hit is not None:
-                raise LLMSRTError(f"--out {out}: this evaluation writes {hit}, which --model {name} reads; give "
-                                  "another --out")
-
-
-def check_writable(out: Path, partial: Path) -> None:
-    """Refuse, before any model loads, an --out that takes no writes: OUT/partial made and a file written in it."""
-    try:
-        partial.mkdir(exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=partial)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(b"\0" * 4096)  # a journal's first lines: a full disk refuses them, an empty file not
-        finally:
-            os.unlink(probe)
-    except OSError as e:
-        raise LLMSRTError(f"--out {out}: cannot write there ({e.strerror or e}); choose another --out") from None
 
 
 def _read_rows(manifest: str | Path, check_audio: bool, skip_bad: bool) -> list[Row]:
@@ -472,7 +393,7 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
         for path, results in (*((hyps_path(out, name), results) for name, results in scored.items()),
                               *((hyps_path(out, name, mt=True), results) for name, results in mt.items())):
             with writing(path, kept):  # saved before COMET runs: its failure must not lose the decoding
-                _write_hyps(path, results)
+                write_hyps(path, results)
         comet_error = None
         if comet is not None:
             try:
@@ -482,7 +403,7 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
             else:
                 for name, results in scored.items():
                     with writing(hyps_path(out, name), kept):
-                        _write_hyps(hyps_path(out, name), results)
+                        write_hyps(hyps_path(out, name), results)
         report = build_report(scored, mt=mt)
         report = replace(report, systems=tuple(replace(s, ids=row_ids(r for run in runs[s.name] for r in run))
                                                for s in report.systems))  # a system's rows, not its `pooled` ids
