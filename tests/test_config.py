@@ -292,6 +292,26 @@ def test_an_empty_argument_is_neither_a_config_nor_an_override():
             config.split_items([empty, "max_steps=3"])
 
 
+@pytest.mark.parametrize("value", ["[m, ]", "[, m]", "[m, , n]", "[m,]", "[, ]", "[[m, ], n]"])
+def test_an_empty_entry_of_a_list_override_is_refused_not_dropped(value):
+    """`data.train=[$CV, $FLEURS]` with FLEURS unset reaches the program as `[/cv/train.jsonl, ]`: YAML read a list of
+    one, and training went on without the second corpus; `[, m]` was a YAML syntax error naming no variable."""
+    with pytest.raises(ConfigError, match=rf"^override {re.escape(repr(f'trainable={value}'))}: an entry of the list "
+                                          r"is empty \(an unset shell variable\?\); set the variable, or leave"):
+        config.load(Cfg, None, [f"trainable={value}"])
+
+
+def test_commas_and_brackets_in_quoted_or_plain_text_are_no_empty_entry():
+    load = lambda value: config.load(Cfg, None, [value])  # noqa: E731
+    assert load("trainable=[m, n]").trainable == ["m", "n"]
+    assert load("trainable=[]").trainable == []
+    assert load('trainable=["a,]", b]').trainable == ["a,]", "b"]
+    assert load("trainable=['it''s, ]', \"x\\\", ]\"]").trainable == ["it's, ]", 'x", ]']
+    assert load("trainable=[it's, b]").trainable == ["it's", "b"]  # a quote inside plain text starts no string
+    assert load("name=runs/x[1,]").name == "runs/x[1,]"  # a bracket inside plain text starts no list
+    assert load("name='[a, ]'").name == "[a, ]"
+
+
 def test_a_mapping_given_to_a_section_sets_its_keys_and_keeps_the_others(tmp_path):
     """`smt:model={init_from: X}` replaced the whole model section: the YAML's encoder, LLM, adapter and LoRA went
     back to their defaults, and the stage would have trained the embedded models. A mapping given to a section sets

@@ -209,6 +209,9 @@ def load(cls: type[T], path: str | Path | None = None, overrides: list[str] | No
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"override {short(item)}: write overrides as key=value, e.g. optim.lr=1e-5")
+        if _has_empty_entry(value):
+            raise ConfigError(f"override {short(item)}: an entry of the list is empty (an unset shell variable?); "
+                              "set the variable, or leave the entry and its comma out")
         try:
             parsed = parse_yaml(value) if value.strip() else None
         except _Refused as e:
@@ -239,6 +242,39 @@ def load(cls: type[T], path: str | Path | None = None, overrides: list[str] | No
         return from_dict(cls, data, where)
     except ConfigError as e:
         raise _at_line(e, where, lines, source) from None
+
+
+def _has_empty_entry(value: str) -> bool:
+    """Whether a flow list in an override's value has an empty entry, `[a, ]`, `[, a]` or `[a, , b]` (quoted text
+    aside): `data.train=[$CV, $FLEURS]` with FLEURS unset reaches us as `[/cv/train.jsonl, ]`, which YAML reads as a
+    list of one (a corpus dropped without a word); the other two are YAML syntax errors that name no variable."""
+    opened, last, quote, i = [], "", "", 0  # last: the previous character outside quotes and blanks
+    while i < len(value):
+        c = value[i]
+        if quote:  # inside '...' ('' is a quote) or "..." (\ escapes)
+            if c == "\\" and quote == '"':
+                i += 1
+            elif c == quote and value[i + 1:i + 2] == "'" == quote:
+                i += 1
+            elif c == quote:
+                quote, last = "", c
+        elif c.isspace():
+            pass
+        elif c in "'\"" and last in ("", "[", "{", ",", ":"):  # a quote starts a string only where a value starts
+            quote = c
+        elif c in "[{" and (opened or not last):  # outside a list or mapping, `[` is part of a plain text
+            opened.append(c)
+            last = c
+        elif c in "]}" and opened:
+            if opened.pop() == "[" and last == ",":
+                return True
+            last = c
+        elif c == "," and opened and opened[-1] == "[" and last in ("[", ","):
+            return True
+        else:
+            last = c
+        i += 1
+    return False
 
 
 def _key_lines(text: str) -> dict[str, int]:

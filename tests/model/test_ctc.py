@@ -69,6 +69,27 @@ def test_padding_frames_are_left_out_and_a_token_said_twice_is_kept():
     assert head.greedy_tokens(speech, mask, embed) == [[5, 5, 9]]
 
 
+def test_a_row_with_fewer_speech_vectors_than_its_path_needs_is_counted_and_left_out_of_the_mean():
+    """CTC needs a vector per token and one more between repeated tokens: [5, 5, 9] needs 4. Such a row's loss was 0
+    (`zero_infinity`), averaged in: a batch of them trained nothing with a loss of 0.0 (a Q-Former of 4 queries)."""
+    embed = _table(vocab=40, dim=16)
+    head = _head(embed)
+    speech = torch.randn(2, 4, 16)
+    mask = torch.tensor([[True] * 4, [True] * 3 + [False]])
+    fits = head.loss(speech[:1], mask[:1], [[9, 5]], embed, negatives=0)
+    assert head.rows.tolist() == [1.0, 1.0]
+    both = head.loss(speech, mask, [[9, 5], [5, 5, 9]], embed, negatives=0)  # the same columns: 5 and 9
+    assert head.rows.tolist() == [1.0, 2.0] and both.item() == pytest.approx(fits.item(), rel=1e-6)
+    # a batch whose rows all fit keeps F.ctc_loss's "mean" exactly
+    log_probs = head._scores(speech, embed(torch.tensor([5, 9]))).log_softmax(-1).transpose(0, 1)
+    mean = F.ctc_loss(log_probs, torch.tensor([2, 1, 1, 2]), torch.tensor([4, 3]), torch.tensor([2, 2]), blank=0)
+    assert head.loss(speech, mask, [[9, 5], [5, 9]], embed, negatives=0).item() == mean.item()
+    none = head.loss(speech[1:], mask[1:], [[5, 5, 9]], embed, negatives=0)
+    assert head.rows.tolist() == [0.0, 1.0] and none.item() == 0.0
+    none.backward()  # a loss still: no gradient, and no NaN from the row without an alignment
+    assert head.blank.grad is not None and not head.blank.grad.any()
+
+
 def test_negatives_are_drawn_from_torchs_generator_and_only_add_competitors():
     embed = _table(vocab=500, dim=16)
     head = _head(embed)

@@ -423,7 +423,7 @@ sys.exit(cli.main())
 def test_a_nan_gradient_on_one_rank_stops_every_rank(tiny_setup, tmp_path):
     """Two-process DDP with a NaN gradient element on rank 1 only: both ranks stop at that step with the same line
     (a rank that went on alone would wait at the next collective until the timeout), the last good checkpoint
-    intact."""
+    intact and named on both (rank 1's line named none: rank 0 alone had written it)."""
     from llm_srt.train import checkpoint
 
     script = tmp_path / "poison.py"
@@ -434,8 +434,8 @@ def test_a_nan_gradient_on_one_rank_stops_every_rank(tiny_setup, tmp_path):
                            str(script), "train"] + args, env={**os.environ, "OMP_NUM_THREADS": "1"},
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
-    assert len(re.findall(r"the gradient norm is nan \(loss [\d.]+\) at step 2: training stopped",
-                          proc.stdout + proc.stderr)) == 2, proc.stderr[-3000:]
+    assert len(re.findall(r"the gradient norm is nan \(loss [\d.]+\) at step 2: training stopped; the last good "
+                          r"checkpoint is \S+step-00000001\.", proc.stdout + proc.stderr)) == 2, proc.stderr[-3000:]
     good = checkpoint.latest(tmp_path / "run")
     assert good.step == 1 and all(torch.isfinite(w).all()
                                   for w in load_file(str(good.path / "adapter.safetensors")).values())

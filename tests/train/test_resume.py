@@ -94,6 +94,29 @@ def test_a_resume_whose_init_from_folder_is_gone_says_so(tmp_path):
         "model.init_from (it holds other weights than the checkpoint's run started from)"]
 
 
+def test_a_resume_whose_init_from_folder_is_gone_is_told_a_way_on_that_resumes(base, tiny_setup, tmp_path):
+    """The error said "add allow_changes=true to go on", which then stopped at "model.init_from: ... is not a model
+    folder": the checkpoint holds every trained weight, so model.init_from=null allow_changes=true resumes it."""
+    start, out = tmp_path / "start", tmp_path / "run"
+    shutil.copytree(base / FINAL, start)
+    init = {"model.init_from": str(start)}
+    recipe.train(_config(tiny_setup, out, **init), log=lambda *_: None)
+    shutil.rmtree(out / FINAL)
+    shutil.rmtree(start)  # moved to another machine without the previous stage
+    way = "model.init_from=null allow_changes=true"
+    with pytest.raises(ConfigError, match=r"run/checkpoints/step-0*2: resuming with settings that differ .* Set them "
+                                          r"back, or add " + re.escape(way) + r" to go on with the new ones"):
+        recipe.train(_config(tiny_setup, out, STEPS + 1, **init), log=lambda *_: None)
+    with pytest.raises(LLMSRTError, match=r"start is not a model folder \(no config.json\); .*, or resume from "
+                                          r".*run/checkpoints/step-0*2 alone with " + re.escape(way)):
+        recipe.train(_config(tiny_setup, out, STEPS + 1, allow_changes="true", **init), log=lambda *_: None)
+    said = []
+    recipe.train(_config(tiny_setup, out, STEPS + 1, allow_changes="true", **{"model.init_from": "null"}),
+                 log=said.append)
+    assert any(re.search(rf"resumed from \S+step-0*{STEPS} at step {STEPS}$", m) for m in said), said
+    assert finished_steps(out) == STEPS + 1
+
+
 def test_a_finished_run_trained_for_more_steps_than_max_steps_is_not_handed_back_as_finished(base, tiny_setup,
                                                                                             tmp_path):
     """After a 2-step run, max_steps=1 said "already finished" and handed back the 2-step model, while the same run

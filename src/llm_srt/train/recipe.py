@@ -61,10 +61,11 @@ class Recipe:
         self.step = 0
         self.latest: checkpoint.CheckpointInfo | None = None  # the checkpoint this run resumes from
         self.saved_once = False  # whether this run has written a checkpoint yet
-        self.last_good: Path | None = None  # the newest checkpoint on disk (named when the loss or grad norm is NaN)
+        self.last_good: Path | None = None  # the newest checkpoint on disk (named on NaN, out of memory, a signal)
         self.lr = 0.0  # the learning rate the last step trained with
         self.ctc_loss: float | None = None  # the last step's CTC loss (token-weighted over ranks), with cfg.ctc on
         self.grad_norm = 0.0  # the last step's global gradient norm, before clipping
+        self.ctc_short_said = False  # whether rows too short for their transcripts' CTC were reported
         self.best_dev: float | None = None  # the lowest dev loss a checkpoint holds (an evaluation that beats it saves)
         self.bar, self.writer = None, None  # progress bar, TensorBoard (rank 0)
         self.parallel: Parallel | None = None
@@ -161,9 +162,11 @@ class Recipe:
                               f"weights: {resume.listed(shaping)}; no resume can take these (allow_changes=true "
                               f"neither). Set them back, or {start}")
         if changed and not self.cfg.allow_changes:
+            go_on = ("add model.init_from=null allow_changes=true to go on with the new ones (the checkpoint holds "
+                     "every trained weight; a start that is not there cannot load)" if self.cfg.model.init_from
+                     and settings[resume.INIT_KEY] is None else "add allow_changes=true to go on with the new ones")
             raise ConfigError(f"{self.latest.path}: resuming with settings that differ from the checkpoint's: "
-                              f"{resume.listed(changed)}. Set them back, or add allow_changes=true to go on with the "
-                              "new ones, or choose another output_dir")
+                              f"{resume.listed(changed)}. Set them back, or {go_on}, or choose another output_dir")
         if changed:
             self.log(f"[{self.cfg.stage}] resuming with changed settings (allow_changes): {'; '.join(changed)}")
         if self.latest is not None and (note := resume.cache_note(checkpoint.stored_config(self.latest.path),
@@ -198,8 +201,10 @@ class Recipe:
             if (rank := failing_rank(absent, self.d)) is not None:  # every rank stops, the same way
                 few = all_sum(torch.tensor([float(absent)]), self.d).item() < self.d.world  # not on every rank
                 on = f" on rank {rank}" if few else ""
+                alone = (f", or resume from {self.latest.path} alone with model.init_from=null allow_changes=true (it "
+                         "holds every trained weight)" if self.latest is not None else "")
                 raise LLMSRTError(f"model.init_from: {init} is not a model folder (no config.json){on}; train the "
-                                  "previous stage first or fix the path (one that every rank reads)")
+                                  f"previous stage first or fix the path (one that every rank reads){alone}")
             # the encoder / LLM paths come from this config, not the folder's config.json (it may come from
             # another host); the adapter's shape comes from the folder
             if (kept := _check_adapter_matches(m, init)) is not None:
@@ -342,9 +347,10 @@ class Recipe:
         # on the device: the step's one wait for it is after the last backward (a CPU tensor here went to the GPU and
         # back before the first forward, and each micro-batch's sums came back to the CPU after its backward)
         n_total = all_sum(torch.tensor(float(sum(b["n_target_tokens"] for b in micro)), device=self.device), d)
-        # token-weighted sums of the loss and of its CTC part, and the tokens of the batches with speech (a stage
-        # that mixes in text-only mt has batches without: no CTC there), reduced over ranks together
-        sums = torch.zeros(3, device=self.device)
+        # token-weighted sums of the loss and of its CTC part, the tokens of the batches with speech (a stage that
+        # mixes in text-only mt has batches without: no CTC there) and one row its transcript fits at least, and
+        # the rows the CTC scored of all it read (`CTCHead.rows`), reduced over ranks together
+        sums = torch.zeros(5, device=self.device)
         ctc = cfg.ctc if cfg.ctc.active else None
         for i, batch in enumerate(micro):
             heard = ctc if ctc is not None and has_speech(batch) else None
@@ -362,13 +368,16 @@ class Recipe:
                     self._stop_out_of_memory(stage, i, batch, e)
                 raise
             n = result["n_tokens"].float()
-            zero = n.new_zeros(())
-            parts = [result["loss"].detach().float() * n, result["ctc_loss"].float() * n if heard else zero,
-                     n if heard else zero]
+            rows = self.model.ctc_head.rows.to(n.device) if heard else n.new_zeros(2)  # (feasible rows, rows)
+            scored = n * (rows[0] > 0)  # a batch no row of which fits its speech has a CTC loss of 0: not averaged
+            parts = [result["loss"].detach().float() * n, result["ctc_loss"].float() * scored if heard else scored,
+                     scored, *rows]
             sums += torch.stack(parts).to(sums.device)
         total = all_sum(sums, d).cpu()
         loss = float(total[0] / n_total.cpu().clamp(min=1))
         self.ctc_loss = float(total[1] / total[2]) if ctc is not None and total[2] > 0 else None
+        if total[4] > total[3]:
+            self._short_speech(int(total[4] - total[3]), int(total[4]))
         if not math.isfinite(loss):  # the NaN guard: stop before the optimizer spoils the weights
             self._stop_not_finite(f"loss is {loss}", "loss")
         # the gradients' guard: one NaN element (a finite loss) makes the global norm NaN, and clipping by it or
@@ -388,6 +397,22 @@ class Recipe:
         self.steps_timed += 1
         self.step_seconds += time.perf_counter() - start  # the loss and the norm above waited for the device
         return loss
+
+    def _short_speech(self, short: int, rows: int) -> None:
+        """`short` of a step's `rows` had fewer adapter vectors than their CTC path needs (`CTCHead.loss`): said once;
+        a ctc.only step of such rows alone trains nothing (it logged 0.0 and saved an untrained final/): it stops."""
+        more = ("give the adapter more output vectors: a larger model.adapter_kwargs.num_queries for a Q-Former, or "
+                "a projector (model.adapter: linear or pooled, a vector per k or pool encoder frames)")
+        if self.cfg.ctc.only and short == rows:
+            raise LLMSRTError(f"[{self.cfg.stage}] ctc.only: none of the {rows} rows of step {self.step + 1} has as "
+                              "many speech vectors as its transcript needs, so the CTC loss has nothing to train on; "
+                              f"{more}")
+        if not self.ctc_short_said:
+            self.ctc_short_said = True
+            with tqdm.external_write_mode():  # a line of its own, not after the progress bar
+                self.log(f"[{self.cfg.stage}] ctc: {short} of {rows} rows of step {self.step + 1} have fewer speech "
+                         "vectors than transcript tokens (plus repeats): they add nothing to the CTC loss (said "
+                         f"once); {more}")
 
     def _signalled(self, noted: Noted) -> bool:
         """Whether any rank got a signal, agreed on every rank (a collective): torchrun or SLURM may reach some only."""
@@ -535,9 +560,10 @@ class Recipe:
         model, out, cfg = self.model, self.out, self.cfg
         start = None if self.saved_once else self.latest.step if self.latest is not None else 0  # what lies past
         #   it on disk, this run passed over: its first save keeps those folders aside (`checkpoint._set_aside`)
-        self.last_good = on_main(self.d, lambda: checkpoint.save(out, self.step, lambda p: model.save_pretrained(
-            p, state=weights), state, cfg.keep_last, dev_loss, log=self.log, resumed_from=start,
-            dev_set=dev_set(self.settings))) or self.last_good
+        on_main(self.d, lambda: checkpoint.save(out, self.step, lambda p: model.save_pretrained(p, state=weights),
+                                                state, cfg.keep_last, dev_loss, log=self.log, resumed_from=start,
+                                                dev_set=dev_set(self.settings)))
+        self.last_good = out / "checkpoints" / checkpoint.step_name(self.step)  # on every rank, not rank 0's alone
         self.saved_once = True
 
     # ---- 6. save --------------------------------------------------------------------------------------------------
