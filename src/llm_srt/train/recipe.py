@@ -12,7 +12,6 @@ Only rank 0 writes.
 import contextlib
 import math
 import shutil
-import signal
 import time
 from pathlib import Path
 
@@ -23,7 +22,6 @@ from tqdm import tqdm
 from .. import config as config_lib
 from .. import device as device_lib
 from .. import paths
-from ..audio import SAMPLE_RATE
 from ..errors import ConfigError, LLMSRTError
 from ..model.cpu_linear import kernel_rule
 from . import checkpoint, resume
@@ -39,6 +37,7 @@ from .schedule import _apply_optim_settings, _follow_schedule, lr_lambda, schedu
 from .run_lock import RunLock
 from .shared import failing_rank, shared_checkpoint, shared_output
 from .signals import Noted, signals_noted
+from .stops import RunStops
 
 
 def train(cfg: TrainConfig, log=print) -> Path:
@@ -52,7 +51,7 @@ def train(cfg: TrainConfig, log=print) -> Path:
 
 
 # ---- the recipe ---------------------------------------------------------------------------------------------------
-class Recipe:
+class Recipe(RunStops):
     """One stage's run. `run` is the table of contents; each step below is one method, in the order it runs."""
 
     def __init__(self, cfg: TrainConfig, log=print):
@@ -398,84 +397,9 @@ class Recipe:
         self.step_seconds += time.perf_counter() - start  # the loss and the norm above waited for the device
         return loss
 
-    def _short_speech(self, short: int, rows: int) -> None:
-        """`short` of a step's `rows` had fewer adapter vectors than their CTC path needs (`CTCHead.loss`): said once;
-        a ctc.only step of such rows alone trains nothing (it logged 0.0 and saved an untrained final/): it stops."""
-        more = ("give the adapter more output vectors: a larger model.adapter_kwargs.num_queries for a Q-Former, or "
-                "a projector (model.adapter: linear or pooled, a vector per k or pool encoder frames)")
-        if self.cfg.ctc.only and short == rows:
-            raise LLMSRTError(f"[{self.cfg.stage}] ctc.only: none of the {rows} rows of step {self.step + 1} has as "
-                              "many speech vectors as its transcript needs, so the CTC loss has nothing to train on; "
-                              f"{more}")
-        if not self.ctc_short_said:
-            self.ctc_short_said = True
-            with tqdm.external_write_mode():  # a line of its own, not after the progress bar
-                self.log(f"[{self.cfg.stage}] ctc: {short} of {rows} rows of step {self.step + 1} have fewer speech "
-                         "vectors than transcript tokens (plus repeats): they add nothing to the CTC loss (said "
-                         f"once); {more}")
-
     def _signalled(self, noted: Noted) -> bool:
         """Whether any rank got a signal, agreed on every rank (a collective): torchrun or SLURM may reach some only."""
         return bool(all_max(torch.tensor([float(bool(noted))]), self.d).item())
-
-    def _stop_on_signal(self, noted: Noted, saved: bool, dev_loss: float | None) -> None:
-        """After a whole step (a consistent state: the weights, the optimizer and the data position all past that
-        step), every rank saves a checkpoint there unless the step saved one, then raises the signal's exception
-        through its own handler (`Noted.stop`: `Terminated` on a rank that got none itself) so the exit status says
-        what stopped the run, and a next SIGTERM during the clean-up ends the process as cli's handler arranges."""
-        name = signal.Signals(noted[0]).name if noted else "a signal to another rank"
-        try:
-            if not saved:
-                self.save_checkpoint(dev_loss)
-            done = f"saved a checkpoint, {self.last_good}; the same command resumes from it"
-        except LLMSRTError as e:
-            done = (f"the checkpoint attempt failed ({str(e).splitlines()[0][:200]}); the newest one is "
-                    f"{self.last_good or 'none'}")
-        self.bar.close()  # the line below on a line of its own
-        self.log(f"[{self.cfg.stage}] {name} at step {self.step}: {done}")
-        noted.stop()
-
-    def _stop_not_finite(self, what: str, quantity: str) -> None:
-        """Stop before the optimizer step, which would spoil the weights (and the next checkpoint): the newest
-        checkpoint on disk stays the one to resume from. Stopping, not skipping the step: the same settings reach the
-        same `quantity` again (the data order and RNG are resumed exactly), so a skipped step would hide a run that
-        diverges or a batch that poisons it."""
-        where = f"; the last good checkpoint is {self.last_good}" if self.last_good else ""
-        raise LLMSRTError(f"[{self.cfg.stage}] {what} at step {self.step + 1}: training stopped{where}. Lower optim.lr "
-                          f"and add allow_changes=true to resume from it (the same settings reach the same {quantity} "
-                          f"again; a {quantity} that is not finite at once then means that checkpoint's weights are "
-                          "spoiled too: start a new output_dir with model.init_from=<an earlier checkpoint>), or check "
-                          "the data")
-
-    def _stop_out_of_memory(self, stage: str, i: int, batch: dict, error: BaseException) -> None:
-        """One line for a micro-batch that does not fit (the heaviest batch may come at any step: buckets are
-        shuffled): where, what the batch held, the checkpoint to resume from, and the settings that need less memory.
-        Under torchrun the other ranks are in the step's collectives already: they end as after any rank's failure
-        (torchrun's SIGTERM, its SIGKILL 30 s later for a rank blocked in NCCL), as before, with this line the cause."""
-        cfg = self.cfg
-        if "features" in batch:
-            longest = f"up to {batch['features'].shape[1]} encoder frames a row, "  # the padded (B, T, D): no sync
-        elif audio := [a for a in batch.get("audio") or () if a is not None]:
-            longest = f"up to {max(len(a) for a in audio) / SAMPLE_RATE:.1f} s of audio a row, "
-        else:
-            longest = ""
-        what = (f"micro-batch {i + 1} of {cfg.optim.accumulation}: {len(batch['ids'])} rows, {longest}"
-                f"{batch['n_target_tokens']} target tokens; data.batch_size {cfg.data.batch_size}")
-        ways = []
-        if (factor := next((f for f in range(2, cfg.data.batch_size + 1) if cfg.data.batch_size % f == 0), None)):
-            ways.append(f"data.batch_size={cfg.data.batch_size // factor} optim.accumulation="
-                        f"{cfg.optim.accumulation * factor} allow_changes=true (the same examples per step)")
-        if not cfg.activation_checkpointing:
-            ways.append("activation_checkpointing=true")
-        if self.d.world > 1 and cfg.distributed != "fsdp":
-            ways.append("distributed=fsdp (the LLM sharded over the ranks)")
-        where = (f"the newest checkpoint is {self.last_good}" if self.last_good else
-                 f"no checkpoint in {self.out} yet (save_every {cfg.save_every})")
-        fix = (f"To {'resume from it' if self.last_good else 'start again'} with less memory a step, run the same "
-               f"command with {', or '.join(ways)}" if ways else
-               "This step needs more GPUs (torchrun with distributed=fsdp) or one with more memory")
-        raise LLMSRTError(f"[{cfg.stage}] out of memory on {self.device} at step {self.step + 1}, in the {stage} of "
-                          f"{what} ({str(error).splitlines()[0][:160]}); {where}. {fix}") from error
 
     def log_step(self, loss: float) -> None:
         """The three sinks: the progress bar, TensorBoard, and train_log.jsonl every log_every steps."""
@@ -511,27 +435,6 @@ class Recipe:
         except Exception as e:  # noqa: BLE001  any failure: rank 0 re-raises its own (a ValueError of TensorBoard's,
             self._stop_after_log_failure(e)  # say) where the other ranks get an LLMSRTError; had rank 0 alone left,
             #   the others would wait at the last checkpoint's collectives until the process group's timeout
-
-    def _stop_after_log_failure(self, error: Exception) -> None:
-        """One line after a last checkpoint attempt. A disk's failure (an OSError, or another rank's report of one)
-        says to free space; any other error (TensorBoard's own, a bug) keeps its type, and is chained for --debug's
-        traceback: running the same command would meet it again."""
-        disk = isinstance(error, (OSError, LLMSRTError))
-        text = (f"{error.strerror or error}" if isinstance(error, OSError) else str(error) if disk
-                else type(error).__name__ + (f": {error}" if str(error) else ""))
-        reason = (text.splitlines() or [type(error).__name__])[0][:200]  # an empty message: AssertionError()
-        where = f" ({error.filename})" if isinstance(error, OSError) and error.filename else ""
-        self.writer = None  # broken: not flushed again on the way out
-        try:
-            self.save_checkpoint(None)
-            saved = f"saved a last checkpoint, {self.last_good}"
-        except LLMSRTError as e:
-            saved = f"the last checkpoint attempt failed too ({str(e).splitlines()[0][:200]}); the newest one is " \
-                    f"{self.last_good or 'none'}"
-        what = ("Free space or fix the folder, then run the same command to resume" if disk else
-                "--debug shows where it was raised; once it is fixed, the same command resumes")
-        raise LLMSRTError(f"[{self.cfg.stage}] cannot write the training logs in {self.out}{where} at step "
-                          f"{self.step}: {reason}; {saved}. {what}") from (None if disk else error)
 
     def evaluate(self) -> dict[str, float]:
         """Dev loss (none when no dev token was scored) and, with data.dev_decode, dev BLEU / WER on every rank's
