@@ -361,11 +361,76 @@ def test_the_same_manifest_reached_by_another_path_or_copied_keeps_its_rows(coun
     assert not (tmp_path / "r" / run.PARTIAL).exists()  # every row of the journal is this run's: removed
 
 
+def test_a_manifest_of_absolute_audio_paths_copied_alone_keeps_its_rows(counting, manifest, tmp_path):
+    """A manifest whose audio paths are absolute, under its own folder, copied without its audio to node-local scratch:
+    its paths from the manifest's folder changed (from `c0.wav` to an absolute path), and the resume decoded every row
+    again. Each row is kept by any of three forms of its audio path (`journal.row_digests`), the absolute one here."""
+    data = tmp_path / "data"
+    shutil.copytree(manifest.parent, data, ignore=shutil.ignore_patterns("*.jsonl"))
+    (data / "test.jsonl").write_text("".join(  # absolute paths, as a user's own manifest may write them
+        json.dumps(vars(replace(r, audio=str(data / Path(r.audio).name)))) + "\n" for r in read_manifest(manifest)))
+    counting.update(batches=0, items=[], stop_at=6)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(data / "test.jsonl", tmp_path / "r")
+    (tmp_path / "scratch").mkdir()
+    shutil.copy(data / "test.jsonl", tmp_path / "scratch" / "test.jsonl")
+    counting.update(batches=0, items=[], stop_at=None)
+    logged = []
+    evaluate(tmp_path / "scratch" / "test.jsonl", tmp_path / "r", log=logged.append)
+    assert len(counting["items"]) == N_ROWS - 5 and "; 5 rows decoded by an earlier run kept" in logged[0]
+    assert not (tmp_path / "r" / run.PARTIAL).exists()  # its rows all this run's, by another form: removed
+
+
+def test_a_journal_written_before_the_audio_path_forms_keeps_its_rows(counting, manifest, tmp_path):
+    """A journal of the version before 2026-12-07 holds each row by one digest, of the audio path as read: its rows
+    are kept (they were dropped unsaid, the journal then left behind as holding rows this run did not decode)."""
+    counting.update(batches=0, items=[], stop_at=6)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(manifest, tmp_path / "r")
+    [own] = (tmp_path / "r" / run.PARTIAL).glob("c.hyps.rank*.jsonl")
+    rows = {r.id: r for r in read_manifest(manifest)}
+    old = lines(own)[:1]
+    for line in lines(own)[1:]:  # the earlier version's line: the digest as read, its group as it was made then
+        entry = json.loads(line)
+        entry.pop("forms", None)
+        entry["row"] = journal.row_digest(rows[entry["result"]["id"]])
+        entry["group"] = None
+        old.append(json.dumps(entry, ensure_ascii=False))
+    own.write_text("".join(f"{line}\n" for line in old))
+    counting.update(batches=0, items=[], stop_at=None)
+    logged = []
+    evaluate(manifest, tmp_path / "r", log=logged.append)
+    assert len(counting["items"]) == N_ROWS - 5 and "; 5 rows decoded by an earlier run kept" in logged[0]
+    assert not (tmp_path / "r" / run.PARTIAL).exists()
+
+
+def test_a_row_whose_audio_could_not_be_read_runs_again(counting, manifest, tmp_path, monkeypatch):
+    """A file that is there but failed to read (a network disk's passing I/O error) was kept as failed while it stayed
+    as it was, so every resume scored it as an empty hypothesis: it runs again."""
+    from llm_srt import infer
+    from llm_srt.errors import AudioError
+
+    real, flaky = infer.load_audio, [True]
+
+    def load(source, *args, **kwargs):
+        if flaky[0] and str(source).endswith("c0.wav"):
+            raise AudioError(f"{source}: cannot read it (Input/output error)")
+        return real(source, *args, **kwargs)
+
+    monkeypatch.setattr(infer, "load_audio", load)
+    counting.update(batches=0, items=[], stop_at=4)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(manifest, tmp_path / "r", skip_bad=True)
+    flaky[0] = False  # the disk is back
+    counting.update(batches=0, items=[], stop_at=None)
+    report = evaluate(manifest, tmp_path / "r", skip_bad=True)
+    assert report.systems[0].failed_summary() == f"failed: 0 of {N_ROWS}"
+
+
 def test_a_row_whose_audio_is_missing_is_kept_until_its_file_changes(counting, manifest, tmp_path):
     """Under --skip-bad a row whose audio is missing fails before any batch, the same way every time: it was
     retryable, so each resume decoded its whole group again (1% such rows at the default batch size: ~72% of the
-    groups). It is kept now while its file is as it was then (missing; or its size and time); once the file is
-    there its group runs again."""
+    groups). It is kept now while its file is still missing; once the file is there its group runs again."""
     gone = tmp_path / "gone.wav"
     rows = [replace(r, audio=str(gone)) if r.id == "0-deueng" else r for r in read_manifest(manifest)]
     write_manifest(tmp_path / "missing.jsonl", rows)

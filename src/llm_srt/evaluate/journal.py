@@ -5,8 +5,8 @@ or `mt` for --with-mt's text MT; R the torchrun rank). Its first line holds the 
 they are: the model folder's weights and configuration (by content) and its base Whisper and LLM folders, the task, the
 decoding options, the device type, the dtype, and the layout (batch size, rows a group, number of processes), since in
 bfloat16 or int8 a row's output may depend on its neighbours. Every other line is one row: a digest of its manifest row
-(its audio path as the manifest gives it, from the manifest's folder), its UtteranceResult, and for a row that failed
-before any batch (its audio missing or unreadable) the state of its audio file then. The caller runs rows in fixed
+(by three forms of its audio path: as the manifest gives it, from the manifest's folder; absolute; as read), its
+UtteranceResult, and for a row whose audio file was missing that it was. The caller runs rows in fixed
 groups and keeps a group only when every row of it is kept, so a run that goes on forms the batches an uninterrupted
 run forms. A journal of other settings is a one-line error naming the difference.
 
@@ -37,6 +37,7 @@ from .report import UtteranceResult
 VERSION = 1
 MODEL_FILES = ("*.json", "*.safetensors")  # what a model folder's loader reads (config, weights), known by content
 SHOWN_CHARS = 60  # of each side of a difference in an error message
+MISSING = "missing"  # `audio_state` of an audio file that is not there
 
 
 def model_files(model: str) -> dict | str:
@@ -102,25 +103,38 @@ def settings(model: str, whisper: str | None, llm: str | None, decoding: dict, b
         "layout": {"batch_size": batch_size, "group_rows": group_rows, "world_size": world_size}}, default=str))
 
 
-def row_digest(row: Row, base: str | Path | None = None) -> str:
+def row_digest(row: Row, base: str | Path | None = None, audio: str | None = None) -> str:
     """A digest of everything a manifest row says (audio path, languages, references): an edited row is new. `base`:
     the manifest's folder, from which its audio path is taken as the manifest gives it (`row_to_dict`), not as read
-    (joined to the folder): the same manifest reached by another path (relative, absolute), or copied with its audio
-    to a requeued job's node-local scratch, kept none of a killed run's rows."""
+    (joined to the folder); `audio`: the path to digest instead."""
     said = asdict(row)
-    if base is not None:
+    if audio is not None:
+        said["audio"] = audio
+    elif base is not None:
         said["audio"] = row_to_dict(row, Path(os.path.abspath(base)))["audio"]
     text = json.dumps(said, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
 
 
+def row_digests(row: Row, base: str | Path | None) -> tuple[str, str, str]:
+    """A row's digests (`row_digest`) by its audio path in three forms, any of which a journal keeps it by: from the
+    manifest's folder (`base`; the same manifest given by a relative or an absolute path, or copied with its audio to
+    a requeued job's node-local scratch: it kept none of a killed run's rows), absolute (a manifest of absolute audio
+    paths copied without its audio, or reached through a linked folder), and as read (the form journals written
+    before 2026-12-07 hold)."""
+    return (row_digest(row, base), row_digest(row, audio=os.path.abspath(row.audio)), row_digest(row))
+
+
 def audio_state(path: str) -> str:
-    """An audio file as a journal compares it for a row that failed before any batch: "missing" (or out of reach), else
-    its size, modification time and mode, so that a file copied in, rewritten or made readable is another."""
+    """An audio file's state where a row failed before any batch: MISSING where it is not there (the one failure a
+    journal keeps: it fails the same way until the file appears), "unreachable: ERRNO" where it cannot be looked at
+    (a network disk's passing error), else its size, modification time and mode."""
     try:
         st = os.stat(path)
-    except OSError:
-        return "missing"
+    except (FileNotFoundError, NotADirectoryError):
+        return MISSING
+    except OSError as e:  # out of reach (a network disk's passing error): not kept, run again
+        return f"unreachable: {e.errno}"
     return f"{st.st_size}:{st.st_mtime_ns}:{st.st_mode:o}"
 
 
@@ -149,7 +163,7 @@ class Journal:
         self.path = path  # this rank's file, appended to
         self.rows = rows  # row digest -> its result
         self.groups = groups if groups is not None else {}  # row digest -> the digest of the group it was decoded
-        #   in (`group_digest`; None: a line written before groups were kept)
+        #   in (`group_digests`; None: a line written before groups were kept)
         self.header = header  # the first line, written (over what is there) with the first row; None: in the file
         self.base = base  # the manifest's folder (`row_digest`)
         self.unread = unread if unread is not None else {}  # row digest -> its audio file's `audio_state` when the
@@ -182,42 +196,50 @@ class Journal:
                 fh.write("\n")
         return cls(own, rows, groups=groups, base=base, unread=unread)
 
-    def digest(self, row: Row) -> str:
-        """`row_digest` of a row of this journal's manifest."""
-        return row_digest(row, self.base)
+    def digests(self, row: Row) -> tuple[str, str, str]:
+        """`row_digests` of a row of this journal's manifest."""
+        return row_digests(row, self.base)
+
+    def _key(self, row: Row) -> str:
+        """The digest this journal holds `row` by (its first form where it holds none)."""
+        forms = self.digests(row)
+        return next((d for d in forms if d in self.rows), forms[0])
 
     def kept(self, rows: list[Row]) -> bool:
         """Whether every one of these rows has a result an earlier run wrote, none of them a failure that may not come
         back (`infer.retryable`). One said before decoding (the whisper system into German) is kept: a group holding
         one would otherwise be decoded again on every resume, and a killed whisper run on a many-to-many test set
-        would start over. So is one that failed before any batch (its audio missing or unreadable under --skip-bad,
-        an SMT clip over 30 s) while its audio file is as it was then (`audio_state`): it fails the same way until
-        that changes (with 1% such rows, a resume decoded ~72% of its groups again); a file that appeared or changed
-        runs again."""
-        group = group_digest(rows, self.base)  # a row decoded in another group (the manifest changed: groups
+        would start over. So is one whose audio file was missing (--skip-bad) while it still is: it fails the same
+        way until the file appears (with 1% such rows, a resume decoded ~72% of its groups again). Any other failure
+        runs again: an unreadable file may be a network disk's passing error."""
+        group = group_digests(rows, self.base)  # a row decoded in another group (the manifest changed: groups
         #   shifted) is run again in this one, so every batch is the uninterrupted run's
         return all(self._kept(row, group) for row in rows)
 
-    def _kept(self, row: Row, group: str) -> bool:
-        digest = self.digest(row)
-        result = self.rows.get(digest)
-        if result is None or self.groups.get(digest) not in (None, group):
-            return False
-        return not retryable(result.error) or self.unread.get(digest, "") == audio_state(row.audio)
+    def _kept(self, row: Row, group: tuple[str, ...]) -> bool:
+        for digest, in_group in zip(self.digests(row), group):  # by any form of its audio path (`row_digests`)
+            result = self.rows.get(digest)
+            if result is not None and self.groups.get(digest) in (None, in_group):
+                return not retryable(result.error) or self.unread.get(digest, "") == audio_state(row.audio)
+        return False
 
-    def append(self, row: Row, result: UtteranceResult, group: str | None = None, audio: str | None = None) -> None:
+    def append(self, row: Row, result: UtteranceResult, group: tuple[str, ...] | None = None,
+               audio: str | None = None) -> None:
         """Keep one decoded row (a line written and closed at once: a kill loses at most the row being written). A
         result is never replaced by a later error (as `_read` reads the file): a group run again for one failed row
-        must not turn a row that succeeded before into a failure. `group`: the `group_digest` of the rows it was
-        decoded with; `audio`: for a row that failed before any batch, its audio file's `audio_state` (taken before
-        the group ran). A write that fails (a full disk, a read-only one) is a one-line LLMSRTError naming the file."""
-        digest = self.digest(row)
+        must not turn a row that succeeded before into a failure. `group`: the `group_digests` of the rows it was
+        decoded with (`group_digests`); `audio`: for a row that failed before any batch, its audio file's
+        `audio_state` (taken before the group ran). A write that fails (a full disk, a read-only one) is a one-line
+        LLMSRTError naming the file."""
+        forms, groups = self.digests(row), group or (None, None, None)
+        digest = self._key(row)
         kept = self.rows.get(digest)
         if result.error is not None and kept is not None and kept.error is None and not _regrouped(
-                self.groups.get(digest), group):
+                self.groups.get(digest), groups[forms.index(digest)]):
             return
-        line = json.dumps({"row": digest, "group": group, "result": vars(result)} | ({"audio": audio} if audio else {}),
-                          ensure_ascii=False)
+        line = json.dumps({"row": forms[0], "group": groups[0], "result": vars(result),
+                           "forms": [list(f) for f in zip(forms[1:], groups[1:])]}
+                          | ({"audio": audio} if audio else {}), ensure_ascii=False)
         try:
             if self.header is not None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -229,17 +251,18 @@ class Journal:
             raise LLMSRTError(f"{shown(str(self.path))}: cannot write a decoded row there ({e.strerror or e}); the "
                               f"rows written before are kept in {shown(str(self.path.parent))}: make room (or make it "
                               "writable) and run the same command again to go on from them") from None
-        self.rows[digest] = result
-        self.groups[digest] = group
-        if audio:
-            self.unread[digest] = audio
-        else:
-            self.unread.pop(digest, None)
+        for digest, in_group in zip(forms, groups):
+            self.rows[digest] = result
+            self.groups[digest] = in_group
+            if audio:
+                self.unread[digest] = audio
+            else:
+                self.unread.pop(digest, None)
 
     def results(self, rows: list[Row]) -> list[UtteranceResult]:
         """Every row's result, kept or just decoded, in the rows' order, with its row's sentence id (a journal
         written before results recorded it has none)."""
-        return [replace(self.rows[self.digest(r)], sentence=r.sentence_id) for r in rows]
+        return [replace(self.rows[self._key(r)], sentence=r.sentence_id) for r in rows]
 
 
 def remove_journals(folder: Path, stems: list[str], rank: int | None = None) -> None:
@@ -288,15 +311,19 @@ def _read(path: Path, text: str,
         try:
             entry = json.loads(line)
             result = UtteranceResult.from_dict(entry["result"])
-            row, group, audio = entry["row"], entry.get("group"), entry.get("audio")
-        except (json.JSONDecodeError, KeyError, TypeError, AttributeError, LLMSRTError):
+            forms = [(entry["row"], entry.get("group")), *(tuple(f) for f in entry.get("forms", ()))]
+            audio = entry.get("audio")
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError, LLMSRTError):
             continue
-        if result.error is None or row not in rows or _regrouped(groups.get(row), group):
-            rows[row], groups[row] = result, group
-            if isinstance(audio, str) and audio:
-                unread[row] = audio
-            else:
-                unread.pop(row, None)
+        for row, group in forms:  # (a line written before 2026-12-07 holds one form: the audio path as read)
+            if not isinstance(row, str):
+                continue
+            if result.error is None or row not in rows or _regrouped(groups.get(row), group):
+                rows[row], groups[row] = result, group
+                if isinstance(audio, str) and audio:
+                    unread[row] = audio
+                else:
+                    unread.pop(row, None)
     return rows, groups, unread
 
 
@@ -306,7 +333,8 @@ def _regrouped(kept: str | None, new: str | None) -> bool:
     return kept is not None and new is not None and kept != new
 
 
-def group_digest(rows: list[Row], base: str | Path | None = None) -> str:
-    """A digest of a decoded group: its rows' digests in order (the batch a row's output may depend on); `base`: the
-    manifest's folder (`row_digest`)."""
-    return hashlib.sha256(" ".join(row_digest(r, base) for r in rows).encode("ascii")).hexdigest()[:24]
+def group_digests(rows: list[Row], base: str | Path | None = None) -> tuple[str, str, str]:
+    """The digests of a decoded group, one for each form of `row_digests`: its rows' digests in order (the batch a
+    row's output may depend on); `base`: the manifest's folder."""
+    forms = zip(*(row_digests(r, base) for r in rows)) if rows else ((), (), ())
+    return tuple(hashlib.sha256(" ".join(f).encode("ascii")).hexdigest()[:24] for f in forms)

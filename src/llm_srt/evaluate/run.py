@@ -42,7 +42,7 @@ from ..prompts import Task
 from .comet import DEFAULT_MODEL, CometOptions, check_model, check_python, score_systems
 from .compare import compare_systems
 from . import journal
-from .journal import Journal, audio_state, group_digest, remove_journals
+from .journal import MISSING, Journal, audio_state, group_digests, remove_journals
 from .models import (baseline_folders, check_models, is_results_file, limited, load_runs, model_folders, parse_models,
                      pooled)
 from .outputs import (KINDS, PARTIAL, check_inputs_kept, check_writable, file_name, hyps_path, other_hyps,
@@ -105,7 +105,7 @@ def run_system(translator, rows: list[Row], task: Task, options: DecodingOptions
     """Every row through `translator` (an infer.SpeechTranslator) as one mixed-language, mixed-task stream; one
     UtteranceResult per row, in row order (a failed row has `error` set). `progress(n)`: n more rows done (default:
     a progress bar of its own). `unread(k)`: row k failed before any batch (no segment reached the system: its audio
-    missing or unreadable, an SMT clip over 30 s), which it does the same way until its audio file changes."""
+    missing or unreadable, an SMT clip over 30 s); the journal keeps those whose file is missing (`audio_state`)."""
     tasks = [row_task(r, task) for r in rows]
     with progress_bar(len(rows), desc, progress) as update:
         results = translator.translate(
@@ -155,15 +155,22 @@ def decode_in_groups(journal: Journal, rows: list[Row], size: int,
     finishes; a group whose every row the journal kept already is not run again. Fixed groups: a run that goes on
     from a killed one batches every row as an uninterrupted run does (a row's output may depend on its batch).
     `decode(group, unread)` calls `unread(k)` for row k of the group that failed before any batch (`run_system`):
-    the journal keeps it with its audio file's state, taken before the group ran (a file copied in meanwhile runs
-    again)."""
+    where its audio file was missing before the group ran, the journal keeps it as such until the file appears (a
+    failure of a file that is there, an unreadable one, may pass: run again)."""
     for group in groups(rows, size):
         if not journal.kept(group):
-            key = group_digest(group, journal.base)
+            key = group_digests(group, journal.base)
             states = [audio_state(row.audio) for row in group]
             unread: set[int] = set()
             for k, (row, result) in enumerate(zip(group, decode(group, unread.add))):
-                journal.append(row, result, key, states[k] if k in unread else None)
+                journal.append(row, result, key, states[k] if k in unread and states[k] == MISSING else None)
+
+
+def _taken(journal: Journal, digests: set[str]) -> bool:
+    """Whether every row `journal` holds is one of the rows of `digests` (by any form of its audio path: one result
+    is held under each of its line's forms, `row_digests`)."""
+    taken = {id(result) for d, result in journal.rows.items() if d in digests}
+    return all(id(result) in taken for result in journal.rows.values())
 
 
 def kept_rows(journal: Journal, rows: list[Row], size: int) -> int:
@@ -367,9 +374,9 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
         systems[name] = journals["hyps"][1].results(mine)
         if with_mt:
             mt[name] = journals["mt"][1].results(journals["mt"][0])
-    written = {journal.row_digest(r, base) for r in rows}  # a journal holding rows this run did not take (--limit)
-    spent = {name: all(d in written for _, j in journals.values() for d in j.rows)  # is kept, on any rank
-             for name, (_, _, journals) in runs_here.items()}
+    written = {d for r in rows for d in journal.row_digests(r, base)}
+    spent = {name: all(_taken(j, written) for _, j in journals.values())  # a journal holding rows this run did not
+             for name, (_, _, journals) in runs_here.items()}  # take (--limit) is kept, on any rank
     parts = gather((systems, mt, spent), rank, size) if size > 1 else None
 
     def report_on_rank0():
