@@ -24,7 +24,7 @@ from pathlib import Path
 from .data.manifest import read_manifest, write_manifest
 from .demo_checks import demo_placement, require_clone, run_with_budget
 from .errors import LLMSRTError
-from .paths import atomic_file
+from .paths import write_json
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs" / "embedded"
@@ -254,13 +254,6 @@ def run_demo(work: Path, data: Path, log=print, dtype: str = "auto", asr: Path =
     write_json(work / "report" / "timings.json", timings)
     log(f"\ndemo finished in {timings['total'] / 60:.1f} min; report in {work / 'report'}")
     return {"report": report, "timings": timings}
-
-
-def write_json(path: Path, value) -> None:
-    """`value` as indented JSON in `path` (its folder made), whole or not at all (`paths.atomic_file`): written in
-    place, a full disk or a kill mid-write left an earlier run's good file cut short."""
-    with atomic_file(path) as f:
-        f.write(json.dumps(value, indent=2) + "\n")
 
 
 def claims_record(numbers: list[dict], seed: int) -> list[dict]:

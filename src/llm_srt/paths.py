@@ -5,6 +5,7 @@ import contextlib
 import errno
 import gc
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -228,6 +229,13 @@ def atomic_file(path: str | Path, mode: str = "w", fsync: bool = False,
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json(path: str | Path, value, fsync: bool = False) -> None:
+    """`value` as indented JSON in `path`, whole or not at all (`atomic_file`; `fsync` as there): written in place,
+    a full disk or a kill mid-write left an earlier good file cut short."""
+    with atomic_file(path, fsync=fsync) as f:
+        f.write(json.dumps(value, indent=2) + "\n")
 
 
 def replace_all(moves: Iterable[tuple[Path, Path]]) -> None:

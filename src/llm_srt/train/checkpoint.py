@@ -32,7 +32,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import LLMSRTError
-from ..paths import STATE_DIR, STATE_JSON, atomic_file, fsync_dir, share_files
+from ..paths import STATE_DIR, STATE_JSON, fsync_dir, share_files, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -56,11 +56,6 @@ def step_name(step: int) -> str:
     return f"step-{step:08d}"
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    with atomic_file(path, fsync=True) as f:
-        json.dump(data, f, indent=2)
-
-
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -82,7 +77,7 @@ def seal(folder: Path) -> None:
         with open(p, "rb") as f:
             os.fsync(f.fileno())
         sums[str(p.relative_to(folder))] = {"size": p.stat().st_size, "sha256": _sha256(p)}
-    write_json_atomic(folder / CHECKSUMS, sums)
+    write_json(folder / CHECKSUMS, sums, fsync=True)
     for d in sorted({p.parent for p in _files(folder)} | {folder}, key=lambda d: -len(d.parts)):
         fsync_dir(d)  # the files' names too (trainer_state/ is made after save_model's own fsync): a power loss
         #   after the older checkpoints are pruned must not leave this one without them
@@ -190,7 +185,7 @@ def save(run_dir: Path, step: int, save_model: Callable[[Path], None], trainer_s
         index["best_step"], index["best_loss"] = step, dev_loss
     keep = set(index["steps"][-keep_last:]) | ({index["best_step"]} if index["best_step"] is not None else set())
     try:
-        write_json_atomic(ckpt_root / INDEX, {**index, "steps": sorted(keep)})
+        write_json(ckpt_root / INDEX, {**index, "steps": sorted(keep)}, fsync=True)
     except OSError as e:
         raise LLMSRTError(f"{ckpt_root / INDEX}: cannot write the checkpoint index ({e.strerror or e}); {final.name} "
                           "is saved: fix or remove the index, then run the same command to resume") from None
