@@ -1,6 +1,7 @@
 """`llm-srt setup`: the embedded models are converted once; later calls only read the stamps."""
 
 import errno
+import json
 import os
 import shutil
 import subprocess
@@ -55,6 +56,42 @@ def test_stamp_makes_setup_idempotent(fake_setup, monkeypatch):
                         else versions(dists))
     emb.ensure_embedded()
     assert fake_setup[4:] == ["gemma-3-270m"]
+
+
+def test_a_damaged_folder_is_converted_again(fake_setup):
+    """A file of a converted folder deleted (by hand, by a cache cleaner) or cut short left its stamp vouching for it:
+    setup said "already done" while every load said "not converted yet ...: run `llm-srt setup`", a loop only --force
+    left. The stamp records the folder's files with their sizes; a folder missing one, or with one of another size,
+    is converted again."""
+    emb.ensure_embedded()
+    stamp = json.loads((paths.embedded_llm_dir() / emb.STAMP).read_text())
+    assert stamp["files"] == {"model.safetensors": len("weights")}
+    (paths.embedded_llm_dir() / "model.safetensors").unlink()
+    steps = []
+    emb.ensure_embedded(report=steps.append)
+    assert fake_setup[2:] == ["gemma-3-270m"] and [s.converted for s in steps] == [False, True]
+    (paths.embedded_whisper_dir() / "model.safetensors").write_text("weigh")  # cut short
+    emb.ensure_embedded()
+    assert fake_setup[3:] == ["whisper-base"]
+    (paths.embedded_whisper_dir() / "extra.txt").write_text("a file setup did not write")
+    emb.ensure_embedded()
+    assert len(fake_setup) == 4
+
+
+def test_an_earlier_stamp_needs_its_folders_main_files(fake_setup):
+    """A stamp written before files were recorded is still good while its folder holds config.json and the weights
+    (existing caches are not converted again for nothing); without either, the folder is converted again."""
+    emb.ensure_embedded()
+    for folder in (paths.embedded_whisper_dir(), paths.embedded_llm_dir()):
+        (folder / "config.json").write_text("{}")
+        stamp = json.loads((folder / emb.STAMP).read_text())
+        del stamp["files"]
+        (folder / emb.STAMP).write_text(json.dumps(stamp))
+    emb.ensure_embedded()
+    assert len(fake_setup) == 2
+    (paths.embedded_whisper_dir() / "config.json").unlink()
+    emb.ensure_embedded()
+    assert fake_setup[2:] == ["whisper-base"]
 
 
 def test_failed_conversion_leaves_no_stamp(fake_setup, monkeypatch):

