@@ -515,3 +515,50 @@ def test_a_report_that_cannot_be_written_whole_leaves_the_earlier_one(report, tm
     monkeypatch.undo()
     assert set(render.write_report(other, tmp_path)) == {"json", "markdown", "matrix"}
     assert sorted(p.name for p in tmp_path.iterdir()) == [render.MATRIX_PNG, render.REPORT_MD, render.RESULTS_JSON]
+
+
+def test_a_transcript_or_comet_score_over_other_rows_than_the_first_systems_is_marked():
+    """A results file of B holding 4 of A's 8 ASR rows (those A got right) printed `A 32.4 / B 0.0` as if comparable:
+    only BLEU was marked "(other rows)". Each system's transcript rows are compared per source language with those of
+    the first system that transcribed it (the one its paired test is against), and COMET per direction follows
+    BLEU's rows; marked in the terminal and report.md with a line under the table, counted in results.json."""
+    from llm_srt.evaluate.compare import compare_systems
+
+    refs = ["the cat sat on the mat", "a dog ran in the park", "red and blue houses", "we meet tomorrow at noon",
+            "it is raining in berlin", "see you later", "the tree is green", "open the door please"]
+    a = [UtteranceResult(f"c{i}", "eng", "eng", r if i % 2 else r + " extra words", r, r, task="asr",
+                         sentence=f"s{i}") for i, r in enumerate(refs)]
+    b = [replace(r, hyp_transcript=r.ref_transcript) for r in a if int(r.id[1:]) % 2]  # A's right rows only
+    report = compare_systems(rep.build_report({"A": a, "B": b}), {"A": [a], "B": [b]}, 100, log=lambda *_: None)
+    assert report.other_transcript_rows == {"B": {"eng": 4}} and report.transcribed_first("eng") == "A"
+    note = ("(other rows): B's transcripts were scored on other rows than A's in eng (4 rows in only one of them); "
+            "not comparable there (score results of the same test manifest)")
+    lines = render.format_table(report).splitlines()
+    assert lines[lines.index(note) - 1].split() == ["B", "0.0", "(other", "rows)"]
+    assert "(other" not in lines[lines.index(note) - 2]  # A's row
+    md = render.to_markdown(report).splitlines()
+    wer = f"{report.systems[0].asr['eng'].score:.1f}"
+    assert md[md.index(note) - 2] == "| B | 0.0 (other rows) |" and md[md.index(note) - 3] == f"| A | {wer} |"
+    data = rep.to_json(report)["systems"]
+    assert data["B"]["other_transcript_rows"] == {"eng": 4} and "other_transcript_rows" not in data["A"]
+    # over the same rows (a row whose reference is empty after normalization enters no WER): no marker
+    noise = replace(a[0], id="n", ref_transcript="[noise]", sentence="n")
+    for same in (rep.build_report({"A": a + [noise], "B": a}), rep.build_report({"A": b, "B": a[1::2]})):
+        assert not same.other_transcript_rows and "other_transcript_rows" not in rep.to_json(same)["systems"]["B"]
+        assert "other rows" not in render.format_table(same) + render.to_markdown(same)
+
+    # COMET per direction: its rows are BLEU's with a score, marked as BLEU is, with its line under the COMET table
+    rows = [UtteranceResult(f"u{i}", "eng", "deu", None, "die katze", None, "die katze sass", comet=0.5 + i / 100)
+            for i in range(6)]
+    report = replace(rep.build_report({"A": rows, "B": rows[:3]}), comet_model="tiny")
+    note = ("(other rows): B was scored on other rows than A in eng→deu (3 rows in only one of them); not comparable "
+            "with A there (score results of the same test manifest)")
+    text = render.format_table(report)
+    comet = text[text.index("COMET (x 100)"):].splitlines()
+    assert comet[4].startswith("B ") and comet[4].count("(other rows)") == 2 and comet[5] == note  # cell and Avg
+    assert "(other" not in comet[3]
+    md = render.to_markdown(report)
+    comet = md[md.index("## COMET by direction"):].splitlines()
+    assert "| B | 51.0 (other rows) | 51.0 (other rows) | 0 |" in comet and note in comet
+    same = replace(rep.build_report({"A": rows, "B": rows}), comet_model="tiny")
+    assert "other rows" not in render.format_table(same) + render.to_markdown(same)

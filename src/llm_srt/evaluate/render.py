@@ -4,8 +4,9 @@ LLM on text MT of the same rows (`build_report(mt=)`), mt_vs_s2tt.png (Figure 3)
 
 Every report says `failed: N of M` per system and per direction, and lists each failed utterance with its error.
 An average over directions of a system that lacks some of the table's directions prints as "25.9 (1 of 2)", and a
-BLEU score of a system scored on other rows than the first system's in one of its directions as "25.9 (other rows)";
-the tables of paired tests end in the claim their verdicts judge, and a paired test left out is named with why
+BLEU or COMET score of a system scored on other rows than the first system's in one of its directions as "25.9 (other
+rows)" (a WER/CER likewise, against the first system that transcribed its language), with a line saying where; the
+tables of paired tests end in the claim their verdicts judge, and a paired test left out is named with why
 (`Report.untested`); WER/CER's skipped references are counted under them.
 """
 
@@ -32,7 +33,8 @@ MAX_SCATTER_LABELS = 40  # label each point of the scatter plot up to this many 
 # under a table whose systems cover different directions (`_avg`)
 PARTIAL_NOTE = ("(k of N): that system's average is over k of the N directions its column covers; not comparable "
                 "with an average over all N")
-OTHER_ROWS = " (other rows)"  # after a BLEU score over other rows than the first system's (`Report.other_rows`)
+OTHER_ROWS = " (other rows)"  # after a BLEU or COMET score over other rows than the first system's
+#                                 (`Report.other_rows`), or a WER/CER (`Report.other_transcript_rows`)
 # what "better" means in each table of paired tests (`Comparison.claim_line`, the line under it)
 BLEU_BETTER, COMET_BETTER, TRANSCRIPT_BETTER = "higher average BLEU", "higher mean COMET", "lower WER / CER"
 # after the rows cut at their token cap (`_capped`): why, and what that does to the scores
@@ -106,15 +108,16 @@ def to_markdown(report: Report) -> str:
                   f"Model: `{report.comet_model}`", ""]
         if len(comet_dirs) <= MAX_MARKDOWN_COLUMNS:
             parts += _md_table(["system", *[_arrow(d) for d in comet_dirs], "Avg", "rows not scored"],
-                               [[s.name, *[_fmt(s.comet.get(d)) for d in comet_dirs],
-                                 _avg(s.average_comet(), len(s.comet), len(comet_dirs)), s.comet_unscored]
+                               [[s.name, *[_comet(report, s, d) for d in comet_dirs],
+                                 _comet_avg(report, s, comet_dirs), s.comet_unscored]
                                 for s in report.systems])
         else:  # one column a direction is unreadable at 15 x 14 (211 columns): the BLEU matrices' shape
             parts += _md_table(["system", "Avg", "rows not scored"],
-                               [[s.name, _avg(s.average_comet(), len(s.comet), len(comet_dirs)), s.comet_unscored]
+                               [[s.name, _comet_avg(report, s, comet_dirs), s.comet_unscored]
                                 for s in report.systems])
         if _uneven((s.comet for s in report.systems), comet_dirs):
             parts += ["", PARTIAL_NOTE]
+        parts += [line for note in _other_rows_notes(report, comet=True) for line in ("", note)]
         if len(comet_dirs) > MAX_MARKDOWN_COLUMNS:
             comet_srcs, comet_tgts = _unique(d[0] for d in comet_dirs), _unique(d[1] for d in comet_dirs)
             for s in report.systems:
@@ -125,8 +128,8 @@ def to_markdown(report: Report) -> str:
     if asr_srcs:
         parts += ["", "## Transcripts: WER / CER by source language (lower is better)", ""]
         parts += _md_table(["system", *[f"{l} ({_asr_metric(report, l)})" for l in asr_srcs]],
-                           [[s.name, *[_fmt(s.asr[l].score) if l in s.asr else "–" for l in asr_srcs]]
-                            for s in report.systems])
+                           [[s.name, *[_wer(report, s, l) for l in asr_srcs]] for s in report.systems])
+        parts += [line for note in _other_transcript_notes(report) for line in ("", note)]
         if _skipped_line(report):
             parts += ["", _skipped_line(report)]
         other = [f"{l} {normalizer_name(l)}" for l in asr_srcs if normalizer_name(l) != PAPER_NORMALIZER]
@@ -205,17 +208,18 @@ def format_table(report: Report) -> str:
     if comet_dirs:
         shown = comet_dirs if len(comet_dirs) <= MAX_DIRECTION_COLUMNS else []
         header = ["system", *[f"{d[0]}->{d[1]}" for d in shown], "Avg", "not scored"]
-        rows = [[s.name, *[_fmt(s.comet.get(d)) for d in shown], _avg(s.average_comet(), len(s.comet),
-                                                                      len(comet_dirs)), s.comet_unscored]
+        rows = [[s.name, *[_comet(report, s, d) for d in shown], _comet_avg(report, s, comet_dirs), s.comet_unscored]
                 for s in report.systems]
         text += "\n\nCOMET (x 100)\n" + _text_table(header, rows)
         if _uneven((s.comet for s in report.systems), comet_dirs):
             text += "\n" + PARTIAL_NOTE
+        text += "".join("\n" + note for note in _other_rows_notes(report, comet=True))
     langs = _unique(lang for s in report.systems for lang in s.asr)
     if langs:
         header = ["system", *[f"{l} {_asr_metric(report, l).upper()}" for l in langs]]
-        rows = [[s.name, *[_fmt(s.asr[l].score) if l in s.asr else "–" for l in langs]] for s in report.systems]
+        rows = [[s.name, *[_wer(report, s, l) for l in langs]] for s in report.systems]
         text += "\n\nTranscript WER / CER (lower is better)\n" + _text_table(header, rows)
+        text += "".join("\n" + note for note in _other_transcript_notes(report))
         if _skipped_line(report):
             text += "\n" + _skipped_line(report)
     with_mt = [s for s in report.systems if s.mt is not None]
@@ -391,19 +395,49 @@ def _bleu_avg(report: Report, s: SystemScores) -> str:
 
 
 def _mark(report: Report, s: SystemScores, dirs: Iterable[Direction], text: str) -> str:
-    """`text`, a BLEU score of `s` over `dirs`, marked OTHER_ROWS where `s` was scored on other rows than the first
-    system in one of them: side by side unmarked, a score over 18 rows read as comparable with one over 24."""
+    """`text`, a BLEU or COMET score of `s` over `dirs`, marked OTHER_ROWS where `s` was scored on other rows than
+    the first system in one of them: side by side unmarked, a score over 18 rows read as comparable with one over 24.
+    COMET's rows are BLEU's that have a score (those without are counted beside it), so its cells follow BLEU's."""
     other = report.other_rows.get(s.name, {})
     return text + OTHER_ROWS if text != "–" and any(d in other for d in dirs) else text
 
 
-def _other_rows_notes(report: Report) -> list[str]:
-    """The line under a BLEU table per system marked OTHER_ROWS (none: [])."""
+def _comet(report: Report, s: SystemScores, d: Direction) -> str:
+    return _mark(report, s, [d], _fmt(s.comet.get(d)))
+
+
+def _comet_avg(report: Report, s: SystemScores, every: list[Direction]) -> str:
+    return _mark(report, s, s.comet, _avg(s.average_comet(), len(s.comet), len(every)))
+
+
+def _wer(report: Report, s: SystemScores, lang: str) -> str:
+    """`s`'s WER/CER of `lang` ("–": none), marked OTHER_ROWS where its transcripts there were scored on other rows
+    than those of the first system that transcribed it (`Report.other_transcript_rows`)."""
+    if lang not in s.asr:
+        return "–"
+    text = _fmt(s.asr[lang].score)
+    return text + OTHER_ROWS if lang in report.other_transcript_rows.get(s.name, {}) and text != "–" else text
+
+
+def _other_rows_notes(report: Report, comet: bool = False) -> list[str]:
+    """The line under a BLEU table (`comet`: a COMET table, over the directions each system has a COMET score for)
+    per system marked OTHER_ROWS (none: [])."""
     first = report.systems[0].name
+    scores = {s.name: s.comet if comet else s.bleu for s in report.systems}
+    shown = {name: {d: n for d, n in dirs.items() if d in scores[name]} for name, dirs in report.other_rows.items()}
     return [f"{OTHER_ROWS.strip()}: {name} was scored on other rows than {first} in "
             + ", ".join(f"{_arrow(d)} ({n} rows in only one of them)" for d, n in dirs.items())
             + f"; not comparable with {first} there (score results of the same test manifest)"
-            for name, dirs in report.other_rows.items()]
+            for name, dirs in shown.items() if dirs]
+
+
+def _other_transcript_notes(report: Report) -> list[str]:
+    """The line under a WER/CER table per system marked OTHER_ROWS there (none: [])."""
+    return [f"{OTHER_ROWS.strip()}: {name}'s transcripts were scored on other rows than "
+            + ", ".join(f"{report.transcribed_first(lang)}'s in {lang} ({n} rows in only one of them)"
+                        for lang, n in langs.items())
+            + "; not comparable there (score results of the same test manifest)"
+            for name, langs in report.other_transcript_rows.items()]
 
 
 def _bleu_by(report: Report, s: SystemScores, index: int) -> list[str]:

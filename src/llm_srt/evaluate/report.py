@@ -86,8 +86,9 @@ class SystemScores:
     n_utterances: int = 0  # utterances that entered any score, BLEU or WER/CER (report.md's "utterances": a --task
     #                        asr report scores every row and has no BLEU row)
     capped: int = 0  # utterances whose output reached its token cap and was cut there (UtteranceResult.capped)
-    ids: dict[Direction, frozenset[str]] = field(default_factory=dict)  # the ids of each direction's BLEU rows
-    #   (`row_ids`; a system of several runs: its runs' ids, without run.py's `pooled` prefix): `Report.other_rows`
+    ids: dict[Direction | str, frozenset[str]] = field(default_factory=dict)  # the ids of each direction's BLEU
+    #   rows and, under its source language, of each source's WER/CER rows (`row_ids`; a system of several runs: its
+    #   runs' ids, without run.py's `pooled` prefix): `Report.other_rows`, `Report.other_transcript_rows`
 
     @property
     def n_rows(self) -> int:
@@ -156,9 +157,29 @@ class Report:
         there, and the averages over it, are not comparable with the first system's. Systems without any: left out.
         """
         first = self.systems[0].ids
-        out = {s.name: {d: len(ids ^ first[d]) for d, ids in s.ids.items() if d in first and ids != first[d]}
+        out = {s.name: {d: len(ids ^ first[d]) for d, ids in s.ids.items()
+                        if isinstance(d, tuple) and d in first and ids != first[d]}
                for s in self.systems[1:]}
         return {name: dirs for name, dirs in out.items() if dirs}
+
+    @cached_property
+    def other_transcript_rows(self) -> dict[str, dict[str, int]]:
+        """System -> {source language: rows in only one of the two} for each language whose transcripts it was
+        scored on other rows than the first system with a WER/CER there (`transcribed_first`, the one
+        evaluate/compare.py tests it against): its WER/CER there is not comparable with that system's, as
+        `other_rows` for BLEU. Systems without any: left out."""
+        out: dict[str, dict[str, int]] = {}
+        for lang in _unique(lang for s in self.systems for lang in s.asr):
+            first, *rest = [s for s in self.systems if lang in s.asr]
+            for s in rest:
+                ids, theirs = s.ids.get(lang), first.ids.get(lang)
+                if ids is not None and theirs is not None and ids != theirs:
+                    out.setdefault(s.name, {})[lang] = len(ids ^ theirs)
+        return out
+
+    def transcribed_first(self, lang: str) -> str:
+        """The first system with a WER/CER for `lang`: the one the others' transcripts there are compared with."""
+        return next(s.name for s in self.systems if lang in s.asr)
 
     @property
     def mt_bleu(self) -> dict[str, dict[Direction, float]]:
@@ -226,13 +247,18 @@ def score_system(name: str, results: Iterable[UtteranceResult | Mapping]) -> Sys
                         n_utterances=sum(r.ref_translation is not None or id(r) in in_asr for r in rows))
 
 
-def row_ids(rows: Iterable[UtteranceResult]) -> dict[Direction, frozenset[str]]:
-    """The ids of the rows that enter each direction's BLEU (those with a reference translation)."""
+def row_ids(rows: Iterable[UtteranceResult]) -> dict[Direction | str, frozenset[str]]:
+    """The ids of the rows that enter each direction's BLEU (those with a reference translation) and, under its
+    source language, of those that enter each source's WER/CER (`transcript_rows`, less those whose reference
+    transcript is empty after normalization: `Score.skipped`)."""
+    rows = list(rows)
     ids: dict[Direction, set[str]] = {}
     for r in rows:
         if r.ref_translation is not None:
             ids.setdefault((r.src, r.tgt), set()).add(r.id)
-    return {d: frozenset(v) for d, v in ids.items()}
+    return {**{d: frozenset(v) for d, v in ids.items()},
+            **{src: frozenset(r.id for r in scored if normalize(r.ref_transcript, src))
+               for src, scored in transcript_rows(rows).items()}}
 
 
 def check_languages(rows: Iterable[UtteranceResult]) -> None:
@@ -356,8 +382,12 @@ def to_json(report: Report) -> dict:
     other_rows = {name: {"compared_with": report.systems[0].name,
                          "rows_in_only_one": {_key(d): n for d, n in dirs.items()}}
                   for name, dirs in report.other_rows.items()}
+    other_transcripts = report.other_transcript_rows  # language -> rows in only one (compared with: as
+    #                                                   "transcript_significance" or "significance_left_out" say)
     return {"systems": {s.name: {**_system_json(s), **({"mt": _system_json(s.mt)} if s.mt is not None else {}),
                                  **({"other_rows": other_rows[s.name]} if s.name in other_rows else {}),
+                                 **({"other_transcript_rows": other_transcripts[s.name]} if s.name in
+                                    other_transcripts else {}),
                                  **({"significance_left_out": left_out[s.name]} if s.name in left_out else {}),
                                  **({"significance": significance[s.name]} if s.name in significance else {}),
                                  **({"transcript_significance": by_language[s.name]} if s.name in by_language
