@@ -380,17 +380,41 @@ def test_gguf_ignores_another_models_files_beside_it(tmp, monkeypatch, links):
     for f in ours.iterdir():
         assert (theirs / f.name).read_bytes() == f.read_bytes(), f.name
     assert sorted(p.name for p in crowded.iterdir()) == sorted(["qwen.gguf"] + [f.name for f in foreign])
-    assert not list((tmp / "scratch").iterdir())  # the GGUF's temporary folder is gone
-    if not links:  # and the copy failing (a full temporary folder): one line naming TMPDIR, nothing left there
+    assert not list((tmp / "scratch").iterdir()) and sorted(p.name for p in tmp.glob("*.tmp-*")) == []  # all gone
+    if not links:  # and the copy failing (a full disk): one line naming the folder, nothing left there
 
         def full(src, dst, **kwargs):
             raise OSError(28, "No space left on device")
 
         monkeypatch.setattr(shutil, "copyfile", full)
-        with pytest.raises(LLMSRTError, match=r"qwen.gguf: cannot copy it into .* \(No space left on device\); free "
-                                              "space there, or point TMPDIR at a folder with room for it$"):
+        with pytest.raises(LLMSRTError, match=r"qwen.gguf: cannot copy it into .*full.tmp-\d+ to read it alone \(No "
+                                              r"space left on device\); free space there, or choose another output "
+                                              r"folder$"):
             convert_gguf(crowded / "qwen.gguf", tmp / "full")
-        assert not list((tmp / "scratch").iterdir()) and not (tmp / "full").exists()
+        assert not list((tmp / "scratch").iterdir()) and not list(tmp.glob("full*"))
+
+
+def test_gguf_is_read_from_the_output_folders_own_temporary_folder(tmp, monkeypatch):
+    """The GGUF is read alone from `DST.tmp-<pid>` beside the output, where the leftover sweeps of `convert` and
+    `setup` look (one in the system's temporary folder stayed there for good after a SIGKILL), and removed after."""
+    from transformers import AutoModelForCausalLM
+
+    gguf = _write_tiny_llama_gguf(tmp / "tiny.gguf")
+    (tmp / "big").mkdir()
+    (tmp / "link").symlink_to("big")
+    read_from = []
+
+    def load(folder, *args, **kwargs):
+        read_from.append(Path(folder))
+        assert (Path(folder) / kwargs["gguf_file"]).resolve() == gguf.resolve()
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", load)
+    for dst in ("out", "link"):  # a link's: beside the folder it points to, as `atomic_dir` writes
+        with pytest.raises(LLMSRTError, match="cannot read this GGUF"):
+            convert_gguf(gguf, tmp / dst)
+    assert read_from == [tmp / f"out.tmp-{os.getpid()}", tmp / f"big.tmp-{os.getpid()}"]
+    assert sorted(p.name for p in tmp.iterdir()) == ["big", "link", "tiny.gguf"]
 
 
 def test_gguf_metadata_is_parsed_once_per_conversion(tmp, monkeypatch):
@@ -433,14 +457,24 @@ def _one_line_error(match: str, convert, *args) -> None:
 
 def test_gguf_refuses_missing_misshaped_and_split_weights(tmp):
     """transformers fills a weight missing from a GGUF with random values and only logs it (the first file of a
-    split model converted "fine" with random layers), and a mis-shaped one was a RuntimeError traceback: each is
-    a one-line error naming the file, and nothing is written."""
+    split model converted "fine" with random layers), a mis-shaped one was a RuntimeError traceback, and a tensor
+    the model has no place for it skips (the model converted "fine" and computed something else): each is a one-line
+    error naming the file, and nothing is written."""
     def drop_layer_1(tensors):
         for name in [n for n in tensors if n.startswith("blk.1.")]:
             del tensors[name]
 
     def misshape(tensors):
         tensors["blk.0.attn_q.weight"] = tensors["blk.0.attn_q.weight"][:, :16].copy()
+
+    def bias(tensors):  # a llama has no q/k/v biases: transformers skipped them
+        tensors["blk.0.attn_q.bias"] = np.ones(32, dtype=np.float32)
+
+    def rope_freqs(tensors):  # Llama-3.1's RoPE scaling as llama.cpp stores it: skipped, the model used none
+        tensors["rope_freqs.weight"] = np.array([1.0] * 4 + [8.0] * 4, dtype=np.float32)
+
+    def block_2(tensors):  # a block past block_count (2): skipped
+        tensors.update({n.replace("blk.1.", "blk.2."): v for n, v in tensors.items() if n.startswith("blk.1.")})
 
     missing = _write_tiny_llama_gguf(tmp / "missing.gguf", edit=drop_layer_1)
     _one_line_error(r"missing.gguf: 9 weights of the model not in the file \(model\.layers\.1\..*"
@@ -451,6 +485,13 @@ def test_gguf_refuses_missing_misshaped_and_split_weights(tmp):
     split = _write_tiny_llama_gguf(tmp / "model-00001-of-00002.gguf", split=(0, 2))  # whole, but says it is a part
     _one_line_error(r"part 1 of a model split into 2 GGUF files; merge the parts first \(llama-gguf-split",
                     convert_gguf, split, tmp / "out")
+    for edit, unused in ((bias, "1 tensor of the file .* no place for: blk.0.attn_q.bias;"),
+                         (rope_freqs, "1 tensor of the file .* no place for: rope_freqs.weight;"),
+                         (block_2, r"9 tensors of the file .*llama model has no place for: blk\.2\.attn_norm\.weight, "
+                                   r"blk\.2\.attn_q\.weight, blk\.2\.attn_k\.weight, blk\.2\.attn_v\.weight, \.\.\.;")):
+        extra = _write_tiny_llama_gguf(tmp / f"{edit.__name__}.gguf", edit=edit)
+        _one_line_error(rf"{edit.__name__}.gguf: {unused} the converted model would differ from the file", convert_gguf,
+                        extra, tmp / "out")
     assert not (tmp / "out").exists() and not list(tmp.glob("out.tmp-*"))
     tied = _write_tiny_llama_gguf(tmp / "tied.gguf", edit=lambda tensors: tensors.pop("output.weight"))
     assert (convert_gguf(tied, tmp / "out") / "model.safetensors").is_file()  # a tied output is not missing

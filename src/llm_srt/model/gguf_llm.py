@@ -1,16 +1,17 @@
 """`llm-srt convert gguf` (model/convert.py's CLI): a GGUF causal LM file -> a transformers safetensors folder, through
-transformers' own GGUF loading, every weight checked to come from the file."""
+transformers' own GGUF loading, every weight checked to come from the file and every tensor of the file to be used."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import struct
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import LLMSRTError
+from ..paths import folder_write_errors, short_name
 from .convert import check_output_dir, output_dir
 
 GGUF_MAGIC = b"GGUF"
@@ -30,14 +31,15 @@ def convert_gguf(src_gguf: str | Path, dst_dir: str | Path, dtype: str = "float3
     check_output_dir(dst_dir, src)
     torch_dtype = resolve_dtype(dtype)
     try:
-        with gguf_parsed_once(), _alone(src) as alone:
+        with gguf_parsed_once(), _alone(src, dst_dir) as alone, _tensors_used() as used:
             _check_gguf_whole(src)
             # transformers fills a weight missing from the file, or (told to ignore sizes) of another shape, with
-            # random values and only logs it: the loading info names them, and such a file is refused here.
+            # random values and only logs it: the loading info names them, and such a file is refused here. A
+            # tensor of the file the model has no place for it skips: `used` names those.
             loaded, info = AutoModelForCausalLM.from_pretrained(str(alone.parent), gguf_file=alone.name,
                                                                 dtype=torch_dtype, output_loading_info=True,
                                                                 ignore_mismatched_sizes=True)
-            _check_gguf_loaded(src, info)
+            _check_gguf_loaded(src, info, used, loaded.config.model_type)
             tokenizer = AutoTokenizer.from_pretrained(str(alone.parent), gguf_file=alone.name)
     except (ValueError, KeyError, IndexError, NotImplementedError, struct.error) as e:  # a bad file (not memory)
         reason = (str(e).splitlines() or [""])[0][:160]
@@ -63,13 +65,21 @@ def convert_gguf(src_gguf: str | Path, dst_dir: str | Path, dtype: str = "float3
 
 
 @contextlib.contextmanager
-def _alone(src: Path) -> Iterator[Path]:
-    """The GGUF file alone in a fresh temporary folder (a link to it, or a copy where no link can be made), for
-    transformers to load from: given the file's own folder, it also read the tokenizer.json, tokenizer_config.json,
+def _alone(src: Path, dst_dir: str | Path) -> Iterator[Path]:
+    """The GGUF file alone in a fresh folder (a link to it, or a copy where no link can be made), for transformers
+    to load from: given the file's own folder, it also read the tokenizer.json, tokenizer_config.json,
     generation_config.json ... lying beside it (another model's added 9 tokens with ids past the embedding: an
-    IndexError on the CPU, a device-side assert on CUDA). The folder is removed when the block ends."""
-    with tempfile.TemporaryDirectory(prefix="llm-srt-gguf-") as folder:
-        alone = Path(folder) / src.name
+    IndexError on the CPU, a device-side assert on CUDA). The folder is the output's own temporary one,
+    `DST.tmp-<pid>` (the converted model is written into it afresh later, `atomic_dir`), removed when the block
+    ends: one in the system's temporary folder (a copy a model's size) stayed there for good after a SIGKILL, where
+    the leftover sweeps of `convert` and `setup` remove this one."""
+    target = Path(os.path.realpath(dst_dir))  # (where `atomic_dir` writes: beside a link's target)
+    folder = target.with_name(f"{short_name(target.name)}.tmp-{os.getpid()}")
+    shutil.rmtree(folder, ignore_errors=True)
+    with folder_write_errors(dst_dir, "the converted model", "choose another output folder"):
+        folder.mkdir(parents=True)
+    try:
+        alone = folder / src.name
         try:
             alone.symlink_to(src.resolve())
         except OSError:  # no links here (a file system or an OS without them)
@@ -77,8 +87,44 @@ def _alone(src: Path) -> Iterator[Path]:
                 shutil.copyfile(src, alone)
             except OSError as e:
                 raise LLMSRTError(f"{src}: cannot copy it into {folder} to read it alone ({e.strerror or e}); free "
-                                  "space there, or point TMPDIR at a folder with room for it") from None
+                                  "space there, or choose another output folder") from None
         yield alone
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _tensors_used() -> Iterator[dict[str, bool]]:
+    """Within this block, which tensors of a GGUF file transformers' loading placed in the model: GGUF tensor name
+    -> whether it did. It skips, logging at the info level only, one the model has no place for (q/k/v biases of a
+    llama, a block past block_count, Llama-3.1's rope_freqs): the model converted "fine" and computed something else
+    than the file. The record is its own rule (transformers 5.23, modeling_gguf_pytorch_utils.load_gguf_checkpoint):
+    a tensor whose processed name its GGUF -> model name map holds is placed, one its processor takes itself (the
+    experts of a MoE: name None) too, any other is skipped."""
+    from transformers import modeling_gguf_pytorch_utils as loading
+
+    original = loading.get_gguf_hf_weights_map
+    used: dict[str, bool] = {}
+
+    def weights_map(hf_model, processor, *args, **kwargs):
+        mapping = original(hf_model, processor, *args, **kwargs)
+        if args or kwargs:  # its own calls for the submodules, within the loading's one
+            return mapping
+        process = processor.process
+
+        def recorded(weights, name, **details):
+            result = process(weights, name, **details)
+            used[name] = result.name is None or result.name in mapping
+            return result
+
+        processor.process = recorded
+        return mapping
+
+    loading.get_gguf_hf_weights_map = weights_map
+    try:
+        yield used
+    finally:
+        loading.get_gguf_hf_weights_map = original
 
 
 @contextlib.contextmanager
@@ -151,9 +197,9 @@ def _check_gguf_whole(src: Path) -> None:
                           f"(llama-gguf-split --merge <first part> merged.gguf) and convert the merged file")
 
 
-def _check_gguf_loaded(src: Path, info: dict) -> None:
+def _check_gguf_loaded(src: Path, info: dict, used: dict[str, bool], arch: str) -> None:
     """Every weight of the model came from the file, in its shape (a tied output projection is not missing:
-    transformers leaves it out of `missing_keys`)."""
+    transformers leaves it out of `missing_keys`), and every tensor of the file went into the model (`used`)."""
     missing, mismatched = sorted(info["missing_keys"]), sorted(info["mismatched_keys"])
     if missing:
         raise LLMSRTError(f"{src}: {_weights(len(missing))} of the model not in the file ({', '.join(missing[:3])}"
@@ -163,6 +209,14 @@ def _check_gguf_loaded(src: Path, info: dict) -> None:
         name, stored, wanted = mismatched[0]
         raise LLMSRTError(f"{src}: {_weights(len(mismatched))} in a shape the model's metadata does not give (e.g. "
                           f"{name}: {tuple(stored)} in the file, {tuple(wanted)} expected); is the file corrupt?")
+    if not used:  # a model without weights is missing them all: the record was never made (another transformers)
+        raise LLMSRTError(f"{src}: cannot tell which tensors of the file transformers loaded (model/gguf_llm.py's "
+                          f"_tensors_used reads transformers 5.23's GGUF loading); install transformers==5.23.0")
+    if unused := [name for name, placed in used.items() if not placed]:
+        raise LLMSRTError(f"{src}: {len(unused)} tensor{'s' * (len(unused) != 1)} of the file that transformers' "
+                          f"{arch} model has no place for: {', '.join(unused[:4])}{', ...' if len(unused) > 4 else ''}"
+                          f"; the converted model would differ from the file (use the model's Hugging Face folder "
+                          f"instead)")
 
 
 def _weights(n: int) -> str:
