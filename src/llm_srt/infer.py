@@ -184,6 +184,9 @@ def retryable(error: str | None) -> bool:
     return error is not None and not error.startswith(CANNOT_RUN)
 
 
+SMT_TOO_LONG = " s of audio with its transcript (SMT)"  # in the error of an SMT clip over the window: its content's,
+#   the same every time (evaluate's journal keeps such a row while its file is unchanged)
+
 def give_back_gpu_memory() -> None:
     """After an allocation failure (a GPU's): the kept static KV caches (`--compile`) but the served shapes' (whose
     recorded CUDA graphs hold them; see `StaticSteps.drop_caches`) and the cached blocks back to the driver, before
@@ -440,7 +443,7 @@ class SpeechTranslator:
                                      on_salvage=warnings[i].append)
                 durations[i] = samples.size / SAMPLE_RATE
                 if a.transcript and durations[i] > segment_options.max_seconds:
-                    raise LLMSRTError(f"{a.label}: {durations[i]:.1f} s of audio with its transcript (SMT): the "
+                    raise LLMSRTError(f"{a.label}: {durations[i]:.1f}{SMT_TOO_LONG}: the "
                                       f"transcript goes with the whole clip, which must be at most "
                                       f"{segment_options.max_seconds:g} s; cut it, or translate it with --task srt")
                 whole = (whole_clips or a.transcript) and durations[i] <= segment_options.max_seconds

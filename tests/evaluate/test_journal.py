@@ -450,6 +450,34 @@ def test_a_row_whose_audio_is_missing_is_kept_until_its_file_changes(counting, m
     assert report.systems[0].failed_summary() == f"failed: 0 of {N_ROWS}"
 
 
+def test_an_smt_clip_over_the_window_is_kept_until_its_file_changes(counting, manifest, tmp_path):
+    """An SMT row whose clip is over 30 s fails before any batch, by its content, the same way every time: kept while
+    its file is as it was (the journal's rule for a missing file once dropped it, and each resume decoded its group
+    again); a file cut to fit runs again."""
+    long = tmp_path / "long.wav"
+    write_wav(long, tiny.tone(31.0, 300, seed=9))
+    rows = [replace(r, audio=str(long), duration=31.0) if r.id == "0-deueng" else r for r in read_manifest(manifest)]
+    write_manifest(tmp_path / "m.jsonl", rows)
+
+    def smt(**kwargs):
+        return run.evaluate({"c": "counting"}, tmp_path / "m.jsonl", tmp_path / "r", task="smt", options=OPTS,
+                            batch_size=2, placement=CPU, log=lambda *_: None, significance=0, skip_bad=True,
+                            **kwargs)
+
+    counting["stop_at"] = 3
+    with pytest.raises(KeyboardInterrupt):
+        smt()
+    counting.update(batches=0, items=[], stop_at=2)
+    with pytest.raises(KeyboardInterrupt):
+        smt()
+    assert counting["items"] == [(int(0.8 * 16000), "deu", "eng"), (int(0.8 * 16000), "eng", None)]  # group 3 only
+    write_wav(long, tiny.tone(20.0, 300, seed=9))  # cut to fit: its group runs again
+    counting.update(batches=0, items=[], stop_at=None)
+    report = smt()
+    assert {(20 * 16000, "deu", "eng"), (int(0.6 * 16000), "eng", "deu")} <= set(counting["items"])  # group 1
+    assert report.systems[0].failed_summary() == f"failed: 0 of {N_ROWS}"
+
+
 def test_an_out_that_takes_no_writes_is_refused_before_any_model_loads(counting, manifest, tmp_path, monkeypatch):
     """A read-only or full --out was found once the model had loaded and a group had decoded: a traceback from the
     journal's first write (EROFS), or hyps.*.jsonl cut to 0 bytes (ENOSPC)."""

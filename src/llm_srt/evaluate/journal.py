@@ -209,9 +209,10 @@ class Journal:
         """Whether every one of these rows has a result an earlier run wrote, none of them a failure that may not come
         back (`infer.retryable`). One said before decoding (the whisper system into German) is kept: a group holding
         one would otherwise be decoded again on every resume, and a killed whisper run on a many-to-many test set
-        would start over. So is one whose audio file was missing (--skip-bad) while it still is: it fails the same
-        way until the file appears (with 1% such rows, a resume decoded ~72% of its groups again). Any other failure
-        runs again: an unreadable file may be a network disk's passing error."""
+        would start over. So is one whose audio file was missing (--skip-bad), or an SMT clip over the window, while
+        its file is as it was (`audio_state`): it fails the same way until the file changes (with 1% such rows, a
+        resume decoded ~72% of its groups again). Any other failure runs again: an unreadable file may be a network
+        disk's passing error."""
         group = group_digests(rows, self.base)  # a row decoded in another group (the manifest changed: groups
         #   shifted) is run again in this one, so every batch is the uninterrupted run's
         return all(self._kept(row, group) for row in rows)

@@ -32,6 +32,7 @@ from .. import device
 from ..data.manifest import Row, read_manifest
 from ..device import Placement
 from ..errors import LLMSRTError
+from ..infer import SMT_TOO_LONG
 from ..paths import EMBEDDED, absolute_model
 from ..ranks import from_rank0, on_every_rank, stop_with_launcher
 from ..model.decoding import (DecodingOptions, add_compile_argument, add_no_repeat_argument, add_srt_tags_argument,
@@ -155,15 +156,17 @@ def decode_in_groups(journal: Journal, rows: list[Row], size: int,
     finishes; a group whose every row the journal kept already is not run again. Fixed groups: a run that goes on
     from a killed one batches every row as an uninterrupted run does (a row's output may depend on its batch).
     `decode(group, unread)` calls `unread(k)` for row k of the group that failed before any batch (`run_system`):
-    where its audio file was missing before the group ran, the journal keeps it as such until the file appears (a
-    failure of a file that is there, an unreadable one, may pass: run again)."""
+    where it fails the same way while its audio file stays as it was before the group ran (`_same_each_time`: the file
+    missing, an SMT clip over the window), the journal keeps it with that state until the file changes (an unreadable
+    file may be a passing error: run again)."""
     for group in groups(rows, size):
         if not journal.kept(group):
             key = group_digests(group, journal.base)
             states = [audio_state(row.audio) for row in group]
             unread: set[int] = set()
             for k, (row, result) in enumerate(zip(group, decode(group, unread.add))):
-                journal.append(row, result, key, states[k] if k in unread and states[k] == MISSING else None)
+                journal.append(row, result, key, states[k] if k in unread and _same_each_time(states[k], result)
+                               else None)
 
 
 def _taken(journal: Journal, digests: set[str]) -> bool:
@@ -171,6 +174,13 @@ def _taken(journal: Journal, digests: set[str]) -> bool:
     is held under each of its line's forms, `row_digests`)."""
     taken = {id(result) for d, result in journal.rows.items() if d in digests}
     return all(id(result) in taken for result in journal.rows.values())
+
+
+def _same_each_time(state: str, result: UtteranceResult) -> bool:
+    """Whether a row that failed before any batch fails the same way while its audio file stays as it is (`state`):
+    its file missing, or an SMT clip over the window (its content's length); not an unreadable file, which may be a
+    network disk's passing error."""
+    return state == MISSING or (not state.startswith("unreachable") and SMT_TOO_LONG in (result.error or ""))
 
 
 def kept_rows(journal: Journal, rows: list[Row], size: int) -> int:
