@@ -98,6 +98,8 @@ class TranslationResult:
     #                           of its segments failed (the others' texts are kept)
     warning: str | None = None  # its audio decoded only in part (damaged, cut short): load_audio's warning, naming
     #                             the seconds kept, which are all its texts and duration cover (as serve's answer says)
+    by_content: bool = False  # its error comes from what its file holds (ContentError: an SMT clip over the window),
+    #                           the same each time while the file is unchanged (evaluate's journal keeps such a row)
 
     @property
     def forced_tags(self) -> bool:
@@ -184,8 +186,9 @@ def retryable(error: str | None) -> bool:
     return error is not None and not error.startswith(CANNOT_RUN)
 
 
-SMT_TOO_LONG = " s of audio with its transcript (SMT)"  # in the error of an SMT clip over the window: its content's,
-#   the same every time (evaluate's journal keeps such a row while its file is unchanged)
+class ContentError(LLMSRTError):
+    """An input that fails by what its file holds (an SMT clip longer than the window), not by a passing error:
+    its result's `by_content` is set."""
 
 def give_back_gpu_memory() -> None:
     """After an allocation failure (a GPU's): the kept static KV caches (`--compile`) but the served shapes' (whose
@@ -402,8 +405,9 @@ class SpeechTranslator:
         results: list[TranslationResult | None] = [None] * n
         work: list[tuple[int, int, Segment, Item]] = []  # (input index, segment index, segment, item for the system)
 
-        def done(i: int, error: str | None = None) -> None:  # input i is finished: its result, handed over
-            results[i] = _result(asked[i], langs[i], durations[i], segments[i], error, warnings[i])
+        def done(i: int, error: str | None = None, by_content: bool = False) -> None:  # input i is finished: its
+            #   result, handed over
+            results[i] = _result(asked[i], langs[i], durations[i], segments[i], error, warnings[i], by_content)
             if on_result is not None:
                 on_result(i, results[i])
 
@@ -443,7 +447,7 @@ class SpeechTranslator:
                                      on_salvage=warnings[i].append)
                 durations[i] = samples.size / SAMPLE_RATE
                 if a.transcript and durations[i] > segment_options.max_seconds:
-                    raise LLMSRTError(f"{a.label}: {durations[i]:.1f}{SMT_TOO_LONG}: the "
+                    raise ContentError(f"{a.label}: {durations[i]:.1f} s of audio with its transcript (SMT): the "
                                       f"transcript goes with the whole clip, which must be at most "
                                       f"{segment_options.max_seconds:g} s; cut it, or translate it with --task srt")
                 whole = (whole_clips or a.transcript) and durations[i] <= segment_options.max_seconds
@@ -451,7 +455,7 @@ class SpeechTranslator:
                 if segs and langs[i] is None:
                     langs[i] = self.system.detect_language(max(segs, key=lambda s: s.end - s.start).slice(samples))
             except Exception as e:  # one input's failure (bad audio, language ID running out of memory) is its own
-                done(i, error_line(e))
+                done(i, error_line(e), by_content=isinstance(e, ContentError))
                 continue
             if not segs:  # no speech: nothing for the system to make up a text from
                 done(i)
@@ -496,13 +500,14 @@ def segments_error(segments: Sequence[SegmentResult]) -> str | None:
 
 
 def _result(a: _Input, lang: str | None, duration: float, segments: list[SegmentResult],
-            error: str | None, warnings: list[str]) -> TranslationResult:
-    """An input's result from its segments (the failed ones have no text) or its own error, and the warning of its
-    audio decoded only in part, if it was."""
+            error: str | None, warnings: list[str], by_content: bool = False) -> TranslationResult:
+    """An input's result from its segments (the failed ones have no text) or its own error (`by_content`: a
+    ContentError's), and the warning of its audio decoded only in part, if it was."""
     return TranslationResult(
         a.label, lang, a.tgt, a.task.value, duration=duration, segments=segments,
         error=error or segments_error(segments), transcript=_joined([s.transcript for s in segments], lang),
-        translation=_joined([s.translation for s in segments], a.tgt), warning=warnings[0] if warnings else None)
+        translation=_joined([s.translation for s in segments], a.tgt), warning=warnings[0] if warnings else None,
+        by_content=by_content and error is not None)
 
 
 def untranslated_note(r: TranslationResult) -> str | None:

@@ -32,7 +32,6 @@ from .. import device
 from ..data.manifest import Row, read_manifest
 from ..device import Placement
 from ..errors import LLMSRTError
-from ..infer import SMT_TOO_LONG
 from ..paths import EMBEDDED, absolute_model
 from ..ranks import from_rank0, on_every_rank, stop_with_launcher
 from ..model.decoding import (DecodingOptions, add_compile_argument, add_no_repeat_argument, add_srt_tags_argument,
@@ -102,11 +101,12 @@ def _result(r: Row, task: Task, transcript: str = "", translation: str = "", err
 
 def run_system(translator, rows: list[Row], task: Task, options: DecodingOptions, batch_size: int,
                desc: str = "evaluate", progress: Callable[[int], object] | None = None,
-               unread: Callable[[int], object] | None = None) -> list[UtteranceResult]:
+               unread: Callable[[int, bool], object] | None = None) -> list[UtteranceResult]:
     """Every row through `translator` (an infer.SpeechTranslator) as one mixed-language, mixed-task stream; one
     UtteranceResult per row, in row order (a failed row has `error` set). `progress(n)`: n more rows done (default:
-    a progress bar of its own). `unread(k)`: row k failed before any batch (no segment reached the system: its audio
-    missing or unreadable, an SMT clip over 30 s); the journal keeps those whose file is missing (`audio_state`)."""
+    a progress bar of its own). `unread(k, by_content)`: row k failed before any batch (no segment reached the system:
+    its audio missing or unreadable, or by its content, `by_content`: an SMT clip over 30 s); the journal keeps those
+    that fail the same way while their file stays as it is (`_same_each_time`)."""
     tasks = [row_task(r, task) for r in rows]
     with progress_bar(len(rows), desc, progress) as update:
         results = translator.translate(
@@ -116,7 +116,7 @@ def run_system(translator, rows: list[Row], task: Task, options: DecodingOptions
     if unread is not None:
         for k, res in enumerate(results):
             if res.error is not None and not res.segments:
-                unread(k)
+                unread(k, res.by_content)
     return [_result(r, t, res.transcript, res.translation, res.error, res.forced_tags, res.capped)
             for r, t, res in zip(rows, tasks, results)]
 
@@ -151,11 +151,12 @@ def progress_bar(total: int, desc: str, progress: Callable[[int], object] | None
 
 
 def decode_in_groups(journal: Journal, rows: list[Row], size: int,
-                     decode: Callable[[list[Row], Callable[[int], object]], list[UtteranceResult]]) -> None:
+                     decode: Callable[[list[Row], Callable[[int, bool], object]], list[UtteranceResult]]) -> None:
     """`rows` run through `decode` `size` at a time, in order, each group's results kept in `journal` as it
     finishes; a group whose every row the journal kept already is not run again. Fixed groups: a run that goes on
     from a killed one batches every row as an uninterrupted run does (a row's output may depend on its batch).
-    `decode(group, unread)` calls `unread(k)` for row k of the group that failed before any batch (`run_system`):
+    `decode(group, unread)` calls `unread(k, by_content)` for row k of the group that failed before any batch
+    (`run_system`):
     where it fails the same way while its audio file stays as it was before the group ran (`_same_each_time`: the file
     missing, an SMT clip over the window), the journal keeps it with that state until the file changes (an unreadable
     file may be a passing error: run again)."""
@@ -163,9 +164,9 @@ def decode_in_groups(journal: Journal, rows: list[Row], size: int,
         if not journal.kept(group):
             key = group_digests(group, journal.base)
             states = [audio_state(row.audio) for row in group]
-            unread: set[int] = set()
-            for k, (row, result) in enumerate(zip(group, decode(group, unread.add))):
-                journal.append(row, result, key, states[k] if k in unread and _same_each_time(states[k], result)
+            unread: dict[int, bool] = {}  # row k of the group -> whether it failed by its content
+            for k, (row, result) in enumerate(zip(group, decode(group, unread.__setitem__))):
+                journal.append(row, result, key, states[k] if k in unread and _same_each_time(states[k], unread[k])
                                else None)
 
 
@@ -176,11 +177,11 @@ def _taken(journal: Journal, digests: set[str]) -> bool:
     return all(id(result) in taken for result in journal.rows.values())
 
 
-def _same_each_time(state: str, result: UtteranceResult) -> bool:
+def _same_each_time(state: str, by_content: bool) -> bool:
     """Whether a row that failed before any batch fails the same way while its audio file stays as it is (`state`):
-    its file missing, or an SMT clip over the window (its content's length); not an unreadable file, which may be a
-    network disk's passing error."""
-    return state == MISSING or (not state.startswith("unreachable") and SMT_TOO_LONG in (result.error or ""))
+    its file missing, or a failure by its content (`by_content`: an SMT clip over the window); not an unreadable
+    file, which may be a network disk's passing error."""
+    return state == MISSING or (by_content and not state.startswith("unreachable"))
 
 
 def kept_rows(journal: Journal, rows: list[Row], size: int) -> int:
