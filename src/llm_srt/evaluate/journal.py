@@ -200,9 +200,8 @@ class Journal:
         """`row_digests` of a row of this journal's manifest."""
         return row_digests(row, self.base)
 
-    def _key(self, row: Row) -> str:
-        """The digest this journal holds `row` by (its first form where it holds none)."""
-        forms = self.digests(row)
+    def _key(self, forms: tuple[str, ...]) -> str:
+        """The digest this journal holds a row by, of its `digests` (its first form where it holds none)."""
         return next((d for d in forms if d in self.rows), forms[0])
 
     def kept(self, rows: list[Row]) -> bool:
@@ -233,7 +232,7 @@ class Journal:
         `audio_state` (taken before the group ran). A write that fails (a full disk, a read-only one) is a one-line
         LLMSRTError naming the file."""
         forms, groups = self.digests(row), group or (None, None, None)
-        digest = self._key(row)
+        digest = self._key(forms)
         kept = self.rows.get(digest)
         if result.error is not None and kept is not None and kept.error is None and not _regrouped(
                 self.groups.get(digest), groups[forms.index(digest)]):
@@ -263,7 +262,7 @@ class Journal:
     def results(self, rows: list[Row]) -> list[UtteranceResult]:
         """Every row's result, kept or just decoded, in the rows' order, with its row's sentence id (a journal
         written before results recorded it has none)."""
-        return [replace(self.rows[self._key(r)], sentence=r.sentence_id) for r in rows]
+        return [replace(self.rows[self._key(self.digests(r))], sentence=r.sentence_id) for r in rows]
 
 
 def remove_journals(folder: Path, stems: list[str], rank: int | None = None) -> None:
