@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import tiny
-from llm_srt import bench, cli, device
+from llm_srt import bench, cli, device, paths
 from llm_srt.bench import common, embedded, paper, utterances
 from llm_srt.bench import whisper as wb
 from llm_srt.errors import LLMSRTError
@@ -297,7 +297,8 @@ def test_a_json_out_write_that_fails_mid_run_keeps_the_whole_table(tmp_path, mon
         return real(path, **kwargs)
 
     printed = []
-    monkeypatch.setattr(bench, "atomic_file", atomic_file)
+    monkeypatch.setattr(bench, "atomic_file", atomic_file)  # the check before the run
+    monkeypatch.setattr(paths, "atomic_file", atomic_file)  # each row's write (paths.write_json)
     monkeypatch.setattr(bench, "format_paper", lambda result: printed.append(result) or paper.format_paper(result))
     out = tmp_path / "r.json"
     assert cli.main(["bench", "--paper-shape", "tiny", "--device", "cpu", "--no-train", "--json-out", str(out)]) == 2

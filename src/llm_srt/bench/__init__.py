@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from .. import device as dev
+from .. import paths
 from ..errors import LLMSRTError
 from ..model.presets import PRESETS
 from ..paths import WRITE_ERRNOS, WRITE_HINTS, atomic_file, free_space
@@ -169,8 +170,7 @@ def write_json(path: str | Path, result: dict) -> None:
     """`result` into `path` whole: a temporary file beside it, renamed over it, so that a bench killed while writing
     leaves the last whole result, never half of one. An OSError is a one-line LLMSRTError naming --json-out."""
     try:
-        with atomic_file(path) as f:
-            f.write(json.dumps(result, indent=2) + "\n")
+        paths.write_json(path, result)
     except OSError as e:
         raise json_out_error(path, e) from None
 
