@@ -30,7 +30,7 @@ def test_one_token_over_two_frames_is_minus_log_the_sum_of_its_three_paths():
     head = _head(embed)
     head.log_scale.data.fill_(math.log(2.0))  # a soft softmax: a loss far from 0
     speech = torch.randn(1, 2, 6)
-    loss = head.loss(speech, torch.ones(1, 2, dtype=torch.bool), [[7]], embed, negatives=0)
+    loss = head.loss(speech, torch.ones(1, 2, dtype=torch.bool), [[7]], embed, negatives=0)[0]
     # by hand: the softmax runs over the blank and token 7 only (no negatives); paths 7 7, 7 -, - 7
     columns = F.normalize(torch.stack([head.blank, embed.weight[7]]), dim=-1)
     p = (2.0 * F.normalize(speech[0], dim=-1) @ columns.T).softmax(-1)  # (2 frames, [blank, 7])
@@ -48,8 +48,8 @@ def test_speech_on_the_spoken_tokens_in_order_scores_far_better_than_in_another_
     aligned = rows([None, 5, 5, None, 9, None, 21, 30, 30, None])
     shuffled = rows([None, 30, 30, None, 21, None, 9, 5, 5, None])
     mask = torch.ones(1, 10, dtype=torch.bool)
-    good = head.loss(aligned, mask, [tokens], embed, negatives=0)
-    bad = head.loss(shuffled, mask, [tokens], embed, negatives=0)
+    good = head.loss(aligned, mask, [tokens], embed, negatives=0)[0]
+    bad = head.loss(shuffled, mask, [tokens], embed, negatives=0)[0]
     assert good.item() < 0.05 < 5 < bad.item()
     assert head.greedy_tokens(aligned, mask, embed) == [tokens]
     good.backward()
@@ -63,8 +63,8 @@ def test_padding_frames_are_left_out_and_a_token_said_twice_is_kept():
     real = torch.stack([embed.weight[5], blank, embed.weight[5], embed.weight[9], embed.weight[9]]).detach()
     speech = torch.cat([real, torch.randn(3, 16)])[None]  # 3 padding frames of noise
     mask = torch.tensor([[True] * 5 + [False] * 3])
-    alone = head.loss(real[None], mask[:, :5], [[5, 5, 9]], embed, negatives=0)
-    padded = head.loss(speech, mask, [[5, 5, 9]], embed, negatives=0)
+    alone = head.loss(real[None], mask[:, :5], [[5, 5, 9]], embed, negatives=0)[0]
+    padded = head.loss(speech, mask, [[5, 5, 9]], embed, negatives=0)[0]
     assert padded.item() == pytest.approx(alone.item(), rel=1e-6)
     assert head.greedy_tokens(speech, mask, embed) == [[5, 5, 9]]
 
@@ -76,16 +76,16 @@ def test_a_row_with_fewer_speech_vectors_than_its_path_needs_is_counted_and_left
     head = _head(embed)
     speech = torch.randn(2, 4, 16)
     mask = torch.tensor([[True] * 4, [True] * 3 + [False]])
-    fits = head.loss(speech[:1], mask[:1], [[9, 5]], embed, negatives=0)
-    assert head.rows.tolist() == [1.0, 1.0]
-    both = head.loss(speech, mask, [[9, 5], [5, 5, 9]], embed, negatives=0)  # the same columns: 5 and 9
-    assert head.rows.tolist() == [1.0, 2.0] and both.item() == pytest.approx(fits.item(), rel=1e-6)
+    fits, rows = head.loss(speech[:1], mask[:1], [[9, 5]], embed, negatives=0)
+    assert rows.tolist() == [1.0, 1.0]
+    both, rows = head.loss(speech, mask, [[9, 5], [5, 5, 9]], embed, negatives=0)  # the same columns: 5 and 9
+    assert rows.tolist() == [1.0, 2.0] and both.item() == pytest.approx(fits.item(), rel=1e-6)
     # a batch whose rows all fit keeps F.ctc_loss's "mean" exactly
     log_probs = head._scores(speech, embed(torch.tensor([5, 9]))).log_softmax(-1).transpose(0, 1)
     mean = F.ctc_loss(log_probs, torch.tensor([2, 1, 1, 2]), torch.tensor([4, 3]), torch.tensor([2, 2]), blank=0)
-    assert head.loss(speech, mask, [[9, 5], [5, 9]], embed, negatives=0).item() == mean.item()
-    none = head.loss(speech[1:], mask[1:], [[5, 5, 9]], embed, negatives=0)
-    assert head.rows.tolist() == [0.0, 1.0] and none.item() == 0.0
+    assert head.loss(speech, mask, [[9, 5], [5, 9]], embed, negatives=0)[0].item() == mean.item()
+    none, rows = head.loss(speech[1:], mask[1:], [[5, 5, 9]], embed, negatives=0)
+    assert rows.tolist() == [0.0, 1.0] and none.item() == 0.0
     none.backward()  # a loss still: no gradient, and no NaN from the row without an alignment
     assert head.blank.grad is not None and not head.blank.grad.any()
 
@@ -97,10 +97,10 @@ def test_negatives_are_drawn_from_torchs_generator_and_only_add_competitors():
     mask = torch.ones(2, 8, dtype=torch.bool)
     rows = [[3, 4], [7]]
     torch.manual_seed(1)
-    a = head.loss(speech, mask, rows, embed, negatives=64)
+    a = head.loss(speech, mask, rows, embed, negatives=64)[0]
     torch.manual_seed(1)
-    b = head.loss(speech, mask, rows, embed, negatives=64)
-    none = head.loss(speech, mask, rows, embed, negatives=0)
+    b = head.loss(speech, mask, rows, embed, negatives=64)[0]
+    none = head.loss(speech, mask, rows, embed, negatives=0)[0]
     assert a.item() == b.item() and a.item() > none.item()
 
 
@@ -120,11 +120,12 @@ def test_ctc_only_trains_the_adapter_without_running_the_llm(model, monkeypatch)
     from llm_srt.model import speech_llm
 
     torch.manual_seed(3)
-    expected = model.ctc_loss(model.speech_embeddings(_batch(), llm_dtype=False), _batch()["transcripts"], 16)
+    expected, rows = model.ctc_loss(model.speech_embeddings(_batch(), llm_dtype=False), _batch()["transcripts"], 16)
     monkeypatch.setattr(speech_llm, "backbone_and_head", lambda *_: pytest.fail("the LLM ran"))
     torch.manual_seed(3)
     out = model(_batch(), ctc=CTCLoss(only=True, negatives=16))
     assert out["loss"].item() == pytest.approx(expected.item(), rel=1e-6) and out["ctc_loss"] == out["loss"]
+    assert torch.equal(out["ctc_rows"], rows) and rows.tolist() == [2.0, 2.0]  # the recipe's count of the rows
     _, target_ids = tokenize_batch(model.tokenizer, _batch()["prompts"], _batch()["targets"])
     assert out["n_tokens"] == sum(map(len, target_ids))  # as the collator counts them: the token weights agree
     model.zero_grad()

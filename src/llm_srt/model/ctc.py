@@ -51,7 +51,6 @@ class CTCHead(nn.Module):
         super().__init__()
         self.blank = nn.Parameter(torch.randn(dim) * 0.02)
         self.log_scale = nn.Parameter(torch.tensor([math.log(INITIAL_SCALE)]))  # 1-D: FSDP shards no scalars
-        self.rows: torch.Tensor | None = None  # the last `loss` call's (feasible rows, rows), float, on its device
 
     @staticmethod
     def upgrade_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -61,13 +60,14 @@ class CTCHead(nn.Module):
         return {**state, "log_scale": scale.reshape(1)} if scale is not None and scale.dim() == 0 else state
 
     def loss(self, speech: torch.Tensor, mask: torch.Tensor, token_ids: list[list[int]], embed: nn.Module,
-             negatives: int = 0) -> torch.Tensor:
+             negatives: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean CTC loss (per target token, then over rows, as `F.ctc_loss`'s "mean") of speech embeddings (B, N, d)
         with mask (B, N) against each row's token ids, scored against `embed` (the LLM's input embeddings) of the
         batch's tokens plus `negatives` random vocabulary ids (drawn with torch's generator). A row whose speech is
         too short for its tokens (fewer vectors than tokens plus repeated neighbours: no alignment) adds nothing and
         is left out of the mean (it counted as a 0: a Q-Former with 4 queries trained on a loss of 0.0), which is 0
-        when no row is feasible; `rows` keeps the count for the recipe (`Recipe.train_step` warns, or stops)."""
+        when no row is feasible. Returns (the loss, (feasible rows, rows) as a float tensor on its device: the
+        recipe's count, `Recipe.train_step` warns or stops)."""
         device = speech.device
         flat = torch.tensor([t for row in token_ids for t in row], dtype=torch.long, device=device)
         columns = torch.unique(torch.cat([flat, torch.randint(embed.num_embeddings, (negatives,), device=device)]))
@@ -77,10 +77,10 @@ class CTCHead(nn.Module):
                               dtype=torch.long, device=device)  # a blank between two equal tokens
         frames = mask.sum(1)
         feasible = (frames >= needed).float()
-        self.rows = torch.stack([feasible.sum(), feasible.new_tensor(float(len(token_ids)))])
         per_row = F.ctc_loss(logits.log_softmax(-1).transpose(0, 1), torch.searchsorted(columns, flat) + 1, frames,
                              lengths, blank=0, reduction="none", zero_infinity=True) / lengths.clamp(min=1)
-        return (per_row * feasible).sum() / feasible.sum().clamp(min=1)  # no sync on the device: no `if`
+        rows = torch.stack([feasible.sum(), feasible.new_tensor(float(len(token_ids)))])
+        return (per_row * feasible).sum() / feasible.sum().clamp(min=1), rows  # no sync on the device: no `if`
 
     @torch.no_grad()
     def greedy_tokens(self, speech: torch.Tensor, mask: torch.Tensor, embed: nn.Module) -> list[list[int]]:

@@ -297,8 +297,9 @@ class SpeechLLM(nn.Module):
         """Batch with prompts and targets (or pre-tokenized `prompt_ids` and `target_ids`, targets ending with EOS,
         as `tokenize_batch` makes them) -> {"loss": mean CE over target tokens, "n_tokens": their count}; with
         `batch["row_losses"]` true, also "row_losses": (B,) each row's own mean CE over its target tokens.
-        With an active `ctc` (a speech batch with `transcripts`), also "ctc_loss" (model/ctc.py), and "loss" is the
-        objective: CE + ctc.weight x CTC, or CTC alone with `ctc.only` (then the LLM does not run)."""
+        With an active `ctc` (a speech batch with `transcripts`), also "ctc_loss" (model/ctc.py) and "ctc_rows" (its
+        (feasible rows, rows): `CTCHead.loss`), and "loss" is the objective: CE + ctc.weight x CTC, or CTC alone with
+        `ctc.only` (then the LLM does not run)."""
         if batch.get("target_ids") is not None:
             prompt_ids, target_ids = batch["prompt_ids"], batch["target_ids"]
             if len(prompt_ids) != len(target_ids):
@@ -319,9 +320,9 @@ class SpeechLLM(nn.Module):
             if self.ctc_head is None:
                 raise LLMSRTError("ctc: this model has no CTC head; build it with ctc_head=True (training with a "
                                   "ctc section does)")
-            aux = self.ctc_loss(speech, batch["transcripts"], ctc.negatives)
+            aux, ctc_rows = self.ctc_loss(speech, batch["transcripts"], ctc.negatives)
             if ctc.only:
-                return {"loss": aux, "ctc_loss": aux.detach(),
+                return {"loss": aux, "ctc_loss": aux.detach(), "ctc_rows": ctc_rows,
                         "n_tokens": torch.tensor(sum(map(len, target_ids)), device=aux.device)}
         if speech is not None:
             speech = (speech[0].to(self.llm_dtype), speech[1])
@@ -338,13 +339,14 @@ class SpeechLLM(nn.Module):
             out["row_losses"] = per_token.new_zeros(len(select)).index_add_(0, rows, per_token) / select.sum(1)
         if aux is not None:
             out["loss"] = out["loss"] + ctc.weight * aux
-            out["ctc_loss"] = aux.detach()
+            out["ctc_loss"], out["ctc_rows"] = aux.detach(), ctc_rows
         return out
 
     def ctc_loss(self, speech: tuple[torch.Tensor, torch.Tensor], transcripts: list[str],
-                 negatives: int = 0) -> torch.Tensor:
+                 negatives: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """CTC of the adapter's output (`speech_embeddings(..., llm_dtype=False)`) against the transcripts' tokens,
-        scored against the LLM's own input embeddings by the CTC head (model/ctc.py)."""
+        scored against the LLM's own input embeddings by the CTC head: (loss, (feasible rows, rows)), as
+        `CTCHead.loss`."""
         ids = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in transcripts]
         return self.ctc_head.loss(speech[0], speech[1].to(speech[0].device), ids, self.llm.get_input_embeddings(),
                                   negatives)

@@ -348,7 +348,7 @@ class Recipe(RunStops):
         n_total = all_sum(torch.tensor(float(sum(b["n_target_tokens"] for b in micro)), device=self.device), d)
         # token-weighted sums of the loss and of its CTC part, the tokens of the batches with speech (a stage that
         # mixes in text-only mt has batches without: no CTC there) and one row its transcript fits at least, and
-        # the rows the CTC scored of all it read (`CTCHead.rows`), reduced over ranks together
+        # the rows the CTC scored of all it read (the forward's "ctc_rows"), reduced over ranks together
         sums = torch.zeros(5, device=self.device)
         ctc = cfg.ctc if cfg.ctc.active else None
         for i, batch in enumerate(micro):
@@ -367,7 +367,7 @@ class Recipe(RunStops):
                     self._stop_out_of_memory(stage, i, batch, e)
                 raise
             n = result["n_tokens"].float()
-            rows = self.model.ctc_head.rows.to(n.device) if heard else n.new_zeros(2)  # (feasible rows, rows)
+            rows = result["ctc_rows"].to(n.device) if heard else n.new_zeros(2)  # (feasible rows, rows)
             scored = n * (rows[0] > 0)  # a batch no row of which fits its speech has a CTC loss of 0: not averaged
             parts = [result["loss"].detach().float() * n, result["ctc_loss"].float() * scored if heard else scored,
                      scored, *rows]
