@@ -572,7 +572,8 @@ def test_a_full_disk_is_one_line_that_keeps_the_decoded_rows(counting, manifest,
 def test_a_run_without_with_mt_keeps_the_text_mt_journal_a_killed_with_mt_run_left(counting, manifest, tmp_path,
                                                                                   monkeypatch):
     """A killed --with-mt run, then a quick report without --with-mt, removed every kind of journal, the text MT's
-    too, though it had not opened it: --with-mt again decoded all the text MT anew."""
+    too, though it had not opened it: --with-mt again decoded all the text MT anew. Then the speech rows' journal
+    went alone: --with-mt decoded every row again; both stay now."""
     original = Counting.run_batch
 
     def with_text(self, items, options):  # text MT items (no audio): their own outputs, counted apart
@@ -592,12 +593,12 @@ def test_a_run_without_with_mt_keeps_the_text_mt_journal_a_killed_with_mt_run_le
     counting.update(batches=0, items=[], mt=[], stop_at=None)
     logged = []
     evaluate(manifest, tmp_path / "r", log=logged.append)
-    assert counting["items"] == [] and not (tmp_path / "r" / run.PARTIAL / "c.hyps.rank0.jsonl").exists()
+    assert counting["items"] == [] and len(journal_rows(tmp_path / "r")) == N_ROWS
     assert len(journal_rows(tmp_path / "r", "c.mt")) == 3
-    assert f"c: kept its text-MT journal in {tmp_path / 'r' / run.PARTIAL} (of a killed --with-mt run)" in \
-        "\n".join(logged)
+    assert f"c: kept its text-MT journal in {tmp_path / 'r' / run.PARTIAL} (of a killed --with-mt run), and its " \
+        "decoded rows beside it" in "\n".join(logged)
     evaluate(manifest, tmp_path / "r", with_mt=True)
-    assert len(counting["mt"]) == 2 * N_CLIPS - 3  # the text MT goes on (the rows' journal was done with: all again)
+    assert counting["items"] == [] and len(counting["mt"]) == 2 * N_CLIPS - 3  # both go on: no speech row again
     assert not (tmp_path / "r" / run.PARTIAL).exists()
 
 

@@ -451,14 +451,16 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
     # every rank waits for rank 0's files, then removes its own journals: on a node's own disk (no shared --out)
     # only that node's ranks can
     spent, comet_error, report = from_rank0(report_on_rank0, rank, size, _group[0])
-    for name in runs_here:  # every rank's rows are in the files written: their journals have done their work (not
-        if spent[name]:  # an mt journal this run did not open: a killed --with-mt run's text MT, hours of decoding)
-            remove_journals(partial, [f"{file_name(name)}.{kind}" for kind in opened_kinds],
-                            rank=None if rank == 0 else rank)
-            if rank == 0 and "mt" not in opened_kinds and glob.glob(
-                    str(partial / f"{glob.escape(file_name(name))}.mt.rank*.jsonl")):
-                log(f"{name}: kept its text-MT journal in {partial} (of a killed --with-mt run): --with-mt goes on "
-                    "from it")
+    for name in runs_here:  # every rank's rows are in the files written: their journals have done their work, but
+        if spent[name]:  # beside an mt journal this run did not open (a killed --with-mt run's text MT, hours of
+            #   decoding): both stay, and --with-mt goes on from both (its speech rows are this run's, same settings)
+            stem = file_name(name)
+            mt_left = "mt" not in opened_kinds and glob.glob(str(partial / f"{glob.escape(stem)}.mt.rank*.jsonl"))
+            if not mt_left:
+                remove_journals(partial, [f"{stem}.{kind}" for kind in opened_kinds], rank=None if rank == 0 else rank)
+            elif rank == 0:
+                log(f"{name}: kept its text-MT journal in {partial} (of a killed --with-mt run), and its decoded "
+                    "rows beside it: --with-mt goes on from both")
         elif rank == 0:
             log(f"{name}: kept its journals in {partial}: they hold rows this run did not decode")
     if comet_error is not None and rank == 0:  # the report without COMET is written; the run still says it failed
