@@ -8,7 +8,7 @@ import pytest
 
 from llm_srt.errors import ConfigError, LLMSRTError
 from llm_srt.train import preflight, recipe, resume
-from llm_srt.train.final import FINAL, finished_steps
+from llm_srt.train.final import FINAL, finished_steps, init_record
 
 from .conftest import SHORT_STEPS as STEPS
 from .conftest import saved_every_step as _config
@@ -96,7 +96,8 @@ def test_a_resume_whose_init_from_folder_is_gone_says_so(tmp_path):
 
 def test_a_resume_whose_init_from_folder_is_gone_is_told_a_way_on_that_resumes(base, tiny_setup, tmp_path):
     """The error said "add allow_changes=true to go on", which then stopped at "model.init_from: ... is not a model
-    folder": the checkpoint holds every trained weight, so model.init_from=null allow_changes=true resumes it."""
+    folder": the checkpoint holds every trained weight, so model.init_from=null allow_changes=true resumes it, and
+    final/ records the start the checkpoint's run had."""
     start, out = tmp_path / "start", tmp_path / "run"
     shutil.copytree(base / FINAL, start)
     init = {"model.init_from": str(start)}
@@ -115,6 +116,8 @@ def test_a_resume_whose_init_from_folder_is_gone_is_told_a_way_on_that_resumes(b
                  log=said.append)
     assert any(re.search(rf"resumed from \S+step-0*{STEPS} at step {STEPS}$", m) for m in said), said
     assert finished_steps(out) == STEPS + 1
+    # final/ records the start its weights grew from (it said "from scratch": a curriculum re-run refused it)
+    assert init_record(out) == (str(start), resume.init_identity(base / FINAL))
 
 
 def test_a_finished_run_trained_for_more_steps_than_max_steps_is_not_handed_back_as_finished(base, tiny_setup,

@@ -175,9 +175,13 @@ def best_weights(folder: Path, last: dict) -> dict:
     return {group: None if state is None else _load_weights(folder / files[group]) for group, state in last.items()}
 
 
-def _save_final(model, out: Path, weights: dict, cfg: TrainConfig, settings: dict) -> None:
+def _save_final(model, out: Path, weights: dict, cfg: TrainConfig, settings: dict,
+                start: tuple[str | None, str | None] | None = None) -> None:
+    """final/ whole: the weights, train_config.json, the run's settings and INIT_RECORD, from `start` (the folder
+    the weights grew from and its weights' identity; default: this config's model.init_from and its identity)."""
     from safetensors import SafetensorError
 
+    was, identity = start if start is not None else (cfg.model.init_from, settings[resume.INIT_KEY])
     trained = getattr(getattr(model, "config", None), "adapter", cfg.model.adapter)
     ranks = settings[resume.PER_STEP] // (cfg.data.batch_size * cfg.optim.accumulation)  # (batch x micro-batches x
     #   ranks: `resume.run_settings`)
@@ -189,7 +193,7 @@ def _save_final(model, out: Path, weights: dict, cfg: TrainConfig, settings: dic
             TRAIN_CONFIG: json.dumps(config_lib.to_dict(cfg), indent=2) + "\n",
             RUN_SETTINGS: json.dumps({**settings, RANKS: ranks}, indent=1) + "\n",  # what a later run of this
             #   output_dir must match
-            INIT_RECORD: json.dumps({"init_from": cfg.model.init_from, "weights": settings[resume.INIT_KEY]}) + "\n"})
+            INIT_RECORD: json.dumps({"init_from": was, "weights": identity}) + "\n"})
         #   init_from: the path as configured (a folder moved stays readable)
     except (OSError, SafetensorError) as e:
         detail = (str(e).splitlines() or [type(e).__name__])[0]

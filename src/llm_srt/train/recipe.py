@@ -70,6 +70,8 @@ class Recipe(RunStops):
         self.parallel: Parallel | None = None
         self.lock: RunLock | None = None  # this run's hold on output_dir (rank 0)
         self.settings: dict | None = None  # what a resume must match (train/resume.py), stored in checkpoints
+        self.start: tuple[str | None, str | None] = (None, None)  # final/'s INIT_RECORD: the folder the trained
+        #   weights grew from and its weights' identity (rank 0's; `_check_settings`)
         self.sink_error: Exception | None = None  # a failed write to the progress bar or TensorBoard, reported at
         #   the next log line
 
@@ -168,6 +170,12 @@ class Recipe(RunStops):
                               f"{resume.listed(changed)}. Set them back, or {go_on}, or choose another output_dir")
         if changed:
             self.log(f"[{self.cfg.stage}] resuming with changed settings (allow_changes): {'; '.join(changed)}")
+        self.start = (self.cfg.model.init_from, settings[resume.INIT_KEY])
+        if saved is not None and settings[resume.INIT_KEY] is None and saved.get(resume.INIT_KEY) is not None:
+            # resumed without its start (model.init_from=null, or its folder gone): the checkpoint's weights grew
+            # from the start its run had, which final/ records (it said "from scratch": a curriculum re-run refused it)
+            self.start = (checkpoint.stored_config(self.latest.path).get("model", {}).get("init_from"),
+                          saved[resume.INIT_KEY])
         if self.latest is not None and (note := resume.cache_note(checkpoint.stored_config(self.latest.path),
                                                                   self.cfg)) is not None:
             self.log(f"[{self.cfg.stage}] {note}")
@@ -477,7 +485,8 @@ class Recipe(RunStops):
         def write() -> str:
             chosen, which = final_weights_of(self.out, self.step, self.cfg, weights, dev_set(self.settings),
                                              self.log)
-            _save_final(self.model, self.out, chosen, self.cfg, self.settings)  # init_from's hash, taken at start
+            _save_final(self.model, self.out, chosen, self.cfg, self.settings, self.start)  # init_from's hash,
+            #   taken at start
             return which
 
         which = on_main(self.d, write)
