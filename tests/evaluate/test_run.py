@@ -23,7 +23,7 @@ from llm_srt.infer import SpeechTranslator
 from llm_srt.model import systems, whisper_system
 from llm_srt.model.decoding import DecodingOptions
 from llm_srt.model.protocol import Item, Output
-from llm_srt.model.systems import load_system
+from llm_srt.model.systems import TextMTSystem, load_system
 from llm_srt.prompts import Task
 
 OPTS = DecodingOptions(max_new_tokens=8)
@@ -246,19 +246,40 @@ def test_asr_task(model_dir, manifest, tmp_path):
     assert s.bleu == {} and set(s.asr) == {"eng", "deu"} and s.asr["eng"].n == N
 
 
-def test_with_mt_scores_the_models_own_llm(model_dir, manifest, tmp_path):
+@pytest.mark.parametrize("prompt", ["tags", "auto"])
+def test_with_mt_scores_the_models_own_llm(model_dir, manifest, tmp_path, prompt):
+    """--mt-prompt tags: the model's own MT prompt (the transcript and its tags); auto, for a model without LoRA
+    (its LLM the frozen base LLM, which never saw the tags without speech): a translation instruction, as to a plain
+    LLM (it ran the tags, which measured no MT of the paper's Figure 3 models)."""
     report = run.evaluate({"tiny": str(model_dir)}, manifest, tmp_path, task="srt", options=OPTS, batch_size=4,
-                          with_mt=True, placement=CPU, log=lambda *_: None)
+                          with_mt=True, placement=CPU, log=lambda *_: None, mt_prompt=prompt)
     mt = {h.id: h for h in load_results(tmp_path / "mt.tiny.jsonl")}
     assert len(mt) == 2 * N + 1 and all(h.task == "mt" for h in mt.values())  # every row with a target; no ASR rows
-    assert "needs a transcript" in mt["9-ez"].error
+    assert "transcript" in mt["9-ez"].error
     system = load_system(model_dir, CPU)
+    assert system.model.config.lora is None
+    if prompt == "auto":
+        system = TextMTSystem.of_speech_llm(system.model)
     [out] = system.run_batch([Item(None, "deu", "eng", Task.MT, "a cat sat")], OPTS)
     assert mt["2-de"].hyp_translation == out.translation and out.translation  # the tiny model's own LLM
     [s] = report.systems
     assert s.mt is not None and s.mt.failed_summary() == f"failed: 1 of {2 * N + 1}"
     assert (tmp_path / "mt_vs_s2tt.png").is_file()
     assert "## Text MT vs speech translation" in (tmp_path / "report.md").read_text()
+    assert json.loads((tmp_path / "results.json").read_text())["decoding"]["mt_prompt"] == prompt
+
+
+def test_mt_prompt_auto_keeps_the_tags_for_a_model_with_lora(tmp_path):
+    from llm_srt.evaluate.models import mt_system
+    from llm_srt.model.llm import LoraOptions
+
+    system = systems.SpeechLLMSystem(tiny.speech_llm(tmp_path, lora=LoraOptions(r=4, alpha=8, dropout=0.0)))
+    assert mt_system(system, "auto") is system and mt_system(system, "tags") is system
+    assert isinstance(mt_system(system, "instruction"), TextMTSystem)
+    baseline = object()  # a baseline (cascade, mt) translates as it does
+    assert mt_system(baseline, "instruction") is baseline
+    with pytest.raises(LLMSRTError, match=r"--mt-prompt both: use one of auto, tags, instruction"):
+        mt_system(system, "both")
 
 
 def test_with_mt_on_a_baseline_uses_the_chosen_llm(manifest, tmp_path):

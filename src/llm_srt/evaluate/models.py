@@ -1,7 +1,8 @@
 """The systems an `llm-srt evaluate` run scores, as its --model options name them: a baseline (a key of
 model/systems.SYSTEMS), a model folder, or an earlier evaluation's results files (`is_results_file`, read by
 `load_runs`, scored again as one system: `pooled`); the Whisper and LLM folders each loads (`baseline_folders`,
-`model_folders`), and the checks made of them before any decoding (`check_models`). Running them is run.py's.
+`model_folders`), the checks made of them before any decoding (`check_models`), and what --with-mt's text MT runs
+on (`mt_system`). Running them is run.py's.
 """
 
 import inspect
@@ -13,8 +14,10 @@ from ..data.manifest import Row
 from ..errors import LLMSRTError
 from ..paths import EMBEDDED, checkpoint_relative, cwd_note, resolve_model
 from ..model import folders
-from ..model.systems import SYSTEMS
+from ..model.systems import SYSTEMS, SpeechLLMSystem, TextMTSystem
 from .report import UtteranceResult, check_languages, load_results
+
+MT_PROMPTS = ("auto", "tags", "instruction")  # --mt-prompt (`mt_system`)
 
 
 def parse_models(specs: list[str]) -> dict[str, str]:
@@ -177,3 +180,17 @@ def pooled(runs: list[list[UtteranceResult]]) -> list[UtteranceResult]:
     if len(runs) == 1:
         return runs[0]
     return [replace(r, id=f"{k}/{r.id}") for k, run in enumerate(runs, start=1) for r in run]
+
+
+def mt_system(system, prompt: str = "auto"):
+    """What --with-mt translates the gold transcripts with: a speech model's LLM from its own MT prompt ("tags": the
+    transcript and its language tags, SMT without the speech) or from MT_TEMPLATE, an instruction, as a plain LLM
+    ("instruction": `TextMTSystem.of_speech_llm`). "auto": the instruction for a model without LoRA, whose LLM is
+    the base LLM, frozen in training, which never saw the tags without speech (paper Figure 3's x axis is the
+    LLM's MT); the tags with LoRA, trained on them. Baselines translate as they do."""
+    if prompt not in MT_PROMPTS:
+        raise LLMSRTError(f"--mt-prompt {prompt}: use one of {', '.join(MT_PROMPTS)}")
+    if isinstance(system, SpeechLLMSystem) and (prompt == "instruction" or prompt == "auto"
+                                                and system.model.config.lora is None):
+        return TextMTSystem.of_speech_llm(system.model, system.name)
+    return system

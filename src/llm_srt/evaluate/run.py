@@ -43,8 +43,8 @@ from .comet import DEFAULT_MODEL, CometOptions, check_model, check_python, score
 from .compare import compare_systems
 from . import journal
 from .journal import MISSING, Journal, audio_state, group_digests, remove_journals
-from .models import (baseline_folders, check_models, is_results_file, limited, load_runs, model_folders, parse_models,
-                     pooled)
+from .models import (MT_PROMPTS, baseline_folders, check_models, is_results_file, limited, load_runs, model_folders,
+                     mt_system, parse_models, pooled)
 from .outputs import (KINDS, PARTIAL, check_inputs_kept, check_writable, file_name, hyps_path, other_hyps,
                       write_hyps, writing)
 from .render import format_table, write_report
@@ -266,7 +266,7 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
              with_mt: bool = False, skip_bad: bool = False, log=print, placement: Placement | None = None,
              whisper: str | None = None, llm: str | None = None, significance: int = SAMPLES,
              comet: CometOptions | None = None, restart: bool = False, encoder: str | None = None,
-             model_llm: str | None = None):
+             model_llm: str | None = None, mt_prompt: str = "auto"):
     """Run every model (name -> folder, or a baseline's name) over the manifest and write the report into `out`; the
     Report on rank 0, None on the other ranks. A model that is a results file (`is_results_file`: the
     hyps.NAME.jsonl an earlier evaluation wrote) is read, not run, so decoded systems can be scored and compared
@@ -277,7 +277,8 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
     system of several runs (results files) is tested run by run against another of as many runs. `comet`: score
     every system's rows with COMET too (each row's score in its hyps file; mean per direction in the report; paired
     test of the mean against the first system); without it, scores a results file carries are left out (another
-    COMET model may have made them). Decoded rows are kept in `out`/partial as they finish (evaluate/journal.py):
+    COMET model may have made them). `mt_prompt`: how --with-mt's text MT prompts a model folder (`mt_system`).
+    Decoded rows are kept in `out`/partial as they finish (evaluate/journal.py):
     run again after a kill, only the rows not kept there are decoded; `restart`: decode every row again."""
     from ..infer import SpeechTranslator
     from ..model.systems import load_system
@@ -285,6 +286,8 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
 
     if task not in TASKS:
         raise LLMSRTError(f"--task {task}: use one of {', '.join(TASKS)}")
+    if mt_prompt not in MT_PROMPTS:
+        raise LLMSRTError(f"--mt-prompt {mt_prompt}: use one of {', '.join(MT_PROMPTS)}")
     if limit is not None and limit < 1:  # rows[:0] was every row, rows[:-1] all but the last, unsaid
         raise LLMSRTError(f"--limit {limit}: give the number of rows to score, 1 or more (or leave it out for all)")
     if batch_size < 1:  # 0 was a traceback in `groups`; below 0 loaded the model, decoded nothing and failed
@@ -352,8 +355,9 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
                                         decoding_record({name: t.value}, options, placement, False), batch_size,
                                         group, size)
             opened[name] = (t, mine, {
-                kind: (kind_rows, Journal.open(partial, f"{file_name(name)}.{kind}", rank, size, identity, restart,
-                                               base))
+                kind: (kind_rows, Journal.open(partial, f"{file_name(name)}.{kind}", rank, size,
+                                               identity | ({"mt_prompt": mt_prompt} if kind == "mt" else {}),
+                                               restart, base))
                 for kind, kind_rows in (("hyps", mine), ("mt", text)) if kind in opened_kinds})
             if restart and not with_mt:  # every row again: a killed --with-mt run's text MT is not gone on from either
                 remove_journals(partial, [f"{file_name(name)}.mt"], rank=None if rank == 0 else rank)
@@ -377,8 +381,11 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
                     translator, g, t, options, batch_size, progress=bar.update, unread=unread))
             if "mt" in journals:
                 rs, j = journals["mt"]
+                text_mt = mt_system(translator.system, mt_prompt)
+                log(f"{name}: text MT from " + ("an instruction (MT_TEMPLATE)" if text_mt is not translator.system
+                                                else "its own MT prompt"))
                 with tqdm(total=len(rs), initial=len(rs) - todo["mt"], desc=f"text MT {name}") as bar:
-                    decode_in_groups(j, rs, group, lambda g, _: run_text_mt(translator.system, g, options, batch_size,
+                    decode_in_groups(j, rs, group, lambda g, _: run_text_mt(text_mt, g, options, batch_size,
                                                                             progress=bar.update))
             del translator
             release_models(placement.device)  # the next system (or COMET) gets the GPU memory this one held
@@ -431,7 +438,8 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
             if any(run_now[name] not in SYSTEMS for name in tasks):  # a decoded model folder's --encoder and
                 used |= {key: absolute_model(folder) for key, folder in  # --model-llm, where given
                          (("encoder", encoder), ("model_llm", model_llm)) if folder}
-            report = replace(report, decoding=decoding_record(tasks, options, placement, with_mt, size) | used)
+            report = replace(report, decoding=decoding_record(tasks, options, placement, with_mt, size) | used
+                             | ({"mt_prompt": mt_prompt} if with_mt else {}))
         if comet is not None and comet_error is None:
             if any(r.comet is not None for rows in scored.values() for r in rows):
                 report = replace(report, comet_model=comet.model)
@@ -531,6 +539,10 @@ def add_arguments(parser) -> None:
                              "manifest, its first N rows)")
     parser.add_argument("--with-mt", action="store_true",
                         help="also score each system's own LLM translating the gold transcripts (Figure 3)")
+    parser.add_argument("--mt-prompt", default="auto", choices=MT_PROMPTS,
+                        help="--with-mt's prompt for a model folder: tags (its own MT prompt: the transcript and "
+                             "language tags), instruction (a translation instruction, as to a plain LLM), auto (the "
+                             "instruction without LoRA: its LLM is the frozen base LLM; the tags with LoRA)")
     parser.add_argument("--whisper", default=None, help="Whisper folder of the whisper and cascade baselines "
                                                         "(default: the embedded Whisper)")
     parser.add_argument("--llm", default=None, help="LLM folder of the cascade and mt baselines (default: the "
@@ -568,7 +580,7 @@ def main(args) -> int:
                       decoding_from_args(args), args.batch_size,
                       args.limit, args.with_mt, args.skip_bad, placement=device.from_args(args),
                       whisper=args.whisper, llm=args.llm, encoder=args.encoder, model_llm=args.model_llm,
-                      significance=args.significance,
+                      significance=args.significance, mt_prompt=args.mt_prompt,
                       comet=CometOptions(args.comet, args.comet_python, args.comet_batch_size, args.comet_gpus)
                       if args.comet else None, restart=args.restart)
     if report is None:  # a rank other than 0 under torchrun
