@@ -605,21 +605,23 @@ def test_a_dev_set_that_scores_no_token_gives_no_dev_loss_and_says_so(tiny_setup
 
 
 class _Recorder:
-    """A model whose forward and generate calls are recorded (the ids of each batch)."""
+    """Records the ids of each batch SpeechLLM's forward and generate_ids get (patched on the class: dev decoding
+    takes the SpeechLLM itself, whose tokenizer and tags it reads); generate_ids writes "hyp <id>"."""
 
-    def __init__(self, model):
-        self.model, self.forward, self.decoded = model, [], []
+    def __init__(self, monkeypatch):
+        self.forward, self.decoded = [], []
+        forward = SpeechLLM.forward
 
-    def eval(self):
-        self.model.eval()
+        def forwarded(model, batch, **kwargs):
+            self.forward.append(batch["ids"])
+            return forward(model, batch, **kwargs)
 
-    def __call__(self, batch):
-        self.forward.append(batch["ids"])
-        return self.model(batch)
+        def generate_ids(model, batch, options, **kwargs):
+            self.decoded.append(batch["ids"])
+            return model.tokenizer([f"hyp {i}" for i in batch["ids"]], add_special_tokens=False)["input_ids"]
 
-    def generate(self, batch, **kwargs):
-        self.decoded.append(batch["ids"])
-        return [f"hyp {i}" for i in batch["ids"]]
+        monkeypatch.setattr(SpeechLLM, "forward", forwarded)
+        monkeypatch.setattr(SpeechLLM, "generate_ids", generate_ids)
 
 
 def test_a_dev_batch_whose_every_clip_cannot_be_decoded_is_not_run_nor_scored(tiny_setup, model, tmp_path,
@@ -637,8 +639,8 @@ def test_a_dev_batch_whose_every_clip_cannot_be_decoded_is_not_run_nor_scored(ti
     broken.write_bytes(b"RIFF not audio any more" * 20)
     decoded = []
     monkeypatch.setattr(training_data, "_dev_scores", lambda task, examples, hyps, tags: decoded.append(hyps) or {})
-    recorder = _Recorder(model)
-    results = [data.evaluate(recorder, contextlib.nullcontext()) for _ in range(2)]
+    recorder = _Recorder(monkeypatch)
+    results = [data.evaluate(model, contextlib.nullcontext()) for _ in range(2)]
     good = [[data.dev[i].id] for i in range(len(data.dev)) if data.dev[i].audio != str(broken)]
     assert len(good) == len(data.dev) - 1
     assert recorder.forward == recorder.decoded == good * 2  # nothing run in the undecodable batch's place
@@ -649,6 +651,43 @@ def test_a_dev_batch_whose_every_clip_cannot_be_decoded_is_not_run_nor_scored(ti
         scored = [model(data.batch_of([e])) for e in data.dev if e.audio != str(broken)]
     tokens = sum(float(out["n_tokens"]) for out in scored)
     assert results[0]["dev_loss"] == pytest.approx(sum(float(o["loss"] * o["n_tokens"]) for o in scored) / tokens)
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_dev_decoding_gives_each_row_evaluate_s_budget_and_an_srt_row_its_tags(tiny_setup, model, tmp_path,
+                                                                               monkeypatch, cache):
+    """Dev decoding ran every row to DecodingOptions' 256 tokens, without SRT's forced tags, though its BLEU is to
+    pick the checkpoint `llm-srt evaluate` would: an 8 s clip into Japanese (evaluate's budget: 360) was cut, and an
+    SRT row that ended before its tags scored nothing. Each row now decodes as evaluate's does: to its own budget
+    (`infer.item_budget` of its clip, under infer's MAX_NEW_TOKENS), the batch to the largest, with SRT's on_end."""
+    from llm_srt import infer
+    from llm_srt.model.protocol import Item
+
+    short = next(r for r in read_manifest(tiny_setup["manifest"]) if r.src_lang == "eng" and r.tgt_lang == "deu")
+    clip = tmp_path / "long.wav"
+    write_wav(clip, 0.1 * np.random.default_rng(0).standard_normal(8 * SAMPLE_RATE).astype(np.float32))
+    dev = tmp_path / "dev.jsonl"
+    write_manifest(dev, [short, replace(short, id="eng-long-jpn", audio=str(clip), duration=8.0, tgt_lang="jpn",
+                                        translation="ねこ", sentence_id="long")])
+    section = _section(tiny_setup, None, feature_cache=str(tmp_path / "cache") if cache else None, dev=str(dev),
+                       dev_decode=2, tasks={"srt": 1.0}, num_workers=0)
+    data = TrainingData(section, model, SOLO, log=lambda *_: None)
+    seen = []
+    generate_ids = SpeechLLM.generate_ids
+
+    def spy(self, batch, options, caps=None, on_end=None, **kwargs):
+        seen.append((batch["ids"], options.max_new_tokens, caps, on_end))
+        return generate_ids(self, batch, options, caps=caps, on_end=on_end, **kwargs)
+
+    monkeypatch.setattr(SpeechLLM, "generate_ids", spy)
+    data.evaluate(model, contextlib.nullcontext())
+    [(ids, most, caps, on_end)] = seen
+    rows = {r.id: r for r in read_manifest(dev)}
+    budgets = [infer.item_budget(Item(load_audio(rows[i].audio), "eng", rows[i].tgt_lang, Task.SRT),
+                                 infer.MAX_NEW_TOKENS) for i in ids]
+    assert caps == budgets and most == max(budgets) > 256  # evaluate's budgets (and cap), not 256 for each
+    assert [model.tokenizer.decode(on_end(k, [])) for k in range(len(ids))] == [
+        f"<|eng|><|{rows[i].tgt_lang}|>" for i in ids]  # a row ending before its tags is given them
 
 
 def test_a_sharded_model_runs_the_next_dev_examples_in_an_undecodable_batch_s_place(tiny_setup, model, tmp_path):
@@ -811,22 +850,23 @@ def _node_local_cache(rank: int, world: int, store: str, setup: dict, root: str)
 
 
 class _Decoder:
-    """A stand-in for the trained model in `TrainingData.evaluate`: a fixed loss, and as decoded text each
-    example's reference target; it counts the examples it decodes."""
+    """Stands in for the trained model's forward and decoding in `TrainingData.evaluate`, patched on SpeechLLM by
+    `patch` (setattr, or monkeypatch's; dev decoding takes the SpeechLLM itself, whose tokenizer and tags it reads):
+    a fixed loss, and as decoded ids each example's reference target's; it counts the examples it decodes."""
 
-    def __init__(self):
+    def __init__(self, patch=setattr):
         self.decoded, self.synced = 0, set()
 
-    def eval(self):
-        return self
+        def forward(model, batch, **kwargs):
+            return {"loss": torch.tensor(1.0), "n_tokens": torch.tensor(len(batch["targets"]))}
 
-    def __call__(self, batch):
-        return {"loss": torch.tensor(1.0), "n_tokens": torch.tensor(len(batch["targets"]))}
+        def generate_ids(model, batch, options, synced_ranks=False, **kwargs):
+            self.decoded += len(batch["targets"])
+            self.synced.add(synced_ranks)
+            return model.tokenizer(list(batch["targets"]), add_special_tokens=False)["input_ids"]
 
-    def generate(self, batch, synced_ranks=False):
-        self.decoded += len(batch["targets"])
-        self.synced.add(synced_ranks)
-        return list(batch["targets"])
+        patch(SpeechLLM, "forward", forward)
+        patch(SpeechLLM, "generate_ids", generate_ids)
 
 
 def _dev_decoding(rank: int, world: int, store: str, setup: dict, root: str, sharded: bool) -> None:
@@ -844,7 +884,7 @@ def _dev_decoding(rank: int, world: int, store: str, setup: dict, root: str, sha
                           tasks={"srt": 1.0}, dev_size=4, dev_decode=5)
         data = TrainingData(cfg, model, Dist(rank, world), log=lambda *_: None)
         decoder = _Decoder()
-        result = data.evaluate(decoder, contextlib.nullcontext(), sharded=sharded)
+        result = data.evaluate(model, contextlib.nullcontext(), sharded=sharded)
         (Path(root) / f"dev{rank}.json").write_text(json.dumps({"result": result, "decoded": decoder.decoded,
                                                                 "synced": sorted(decoder.synced)}))
     finally:
@@ -854,7 +894,8 @@ def _dev_decoding(rank: int, world: int, store: str, setup: dict, root: str, sha
 @pytest.mark.long(12)
 @pytest.mark.parametrize("sharded", [True, pytest.param(False, marks=pytest.mark.slow)])  # slow: the FSDP case
 #   covers the shares and the gathering; DDP's differs only in decoding outside lockstep
-def test_the_dev_sample_is_decoded_a_share_per_rank_and_scored_on_rank_0(tiny_setup, tmp_path, sharded):
+def test_the_dev_sample_is_decoded_a_share_per_rank_and_scored_on_rank_0(tiny_setup, tmp_path, sharded,
+                                                                         monkeypatch):
     """Each rank decodes its share of the dev sample (under FSDP in step, one batch repeated by a rank short of
     them, not counted): the texts gathered on rank 0 score what one process scores. Before, every rank decoded the
     whole sample under FSDP, and rank 0 alone under DDP."""
@@ -863,10 +904,11 @@ def test_the_dev_sample_is_decoded_a_share_per_rank_and_scored_on_rank_0(tiny_se
     cfg = DataSection(train=tiny_setup["manifest"], dev=tiny_setup["manifest"], batch_size=2, feature_cache=None,
                       tasks={"srt": 1.0}, dev_size=4, dev_decode=5)
     model = SpeechLLM(SpeechLLMConfig(encoder=tiny_setup["whisper"], llm=tiny_setup["llm"], adapter="linear"))
-    one = TrainingData(cfg, model, SOLO, log=lambda *_: None).evaluate(_Decoder(), contextlib.nullcontext())
+    _Decoder(monkeypatch.setattr)
+    one = TrainingData(cfg, model, SOLO, log=lambda *_: None).evaluate(model, contextlib.nullcontext())
     assert one["dev_wer"] == 0.0 and one["dev_loss"] == 1.0  # the reference texts, parsed and scored
-    alone = _Decoder()  # FSDP in one process: no rank to keep in step, so the fast greedy loop
-    assert TrainingData(cfg, model, SOLO, log=lambda *_: None).evaluate(alone, contextlib.nullcontext(),
+    alone = _Decoder(monkeypatch.setattr)  # FSDP in one process: no rank to keep in step, so the fast greedy loop
+    assert TrainingData(cfg, model, SOLO, log=lambda *_: None).evaluate(model, contextlib.nullcontext(),
                                                                          sharded=sharded) == one
     assert alone.synced == {False}
     mp.spawn(_dev_decoding, args=(2, str(tmp_path / "store"), dict(tiny_setup), str(tmp_path), sharded), nprocs=2,

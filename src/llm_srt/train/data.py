@@ -8,6 +8,7 @@ The DataLoader's workers build whole batches: examples, features from the cache 
 of prompts and targets (`prompt_ids`, `target_ids`: tokenized once, there, not by the model).
 """
 
+import dataclasses
 import functools
 import itertools
 import math
@@ -25,7 +26,7 @@ from tqdm import tqdm
 
 from .. import paths, ranks
 from ..config import bounds, short
-from ..audio import WINDOW_SECONDS, format_bytes
+from ..audio import SAMPLE_RATE, WINDOW_SECONDS, format_bytes
 from ..data.clips import SPLIT_ORDER
 from ..data.features import DTYPES, FeatureCache, content_hashes
 from ..data.loader import (BucketBatchSampler, SpeechTextDataset, blank_transcripts, ids_digest, pad_features,
@@ -468,14 +469,16 @@ class TrainingData:
         result: dict[str, float | None] = {"dev_loss": (loss_sum / tokens).item() if tokens > 0 else None}
         if self.cfg.dev_decode:
             examples = [self.dev[i] for i in range(min(len(self.dev), self.cfg.dev_decode))]
+            rows = {e.id: e for e in examples}
             starts = list(range(0, len(examples), bs))
             mine = starts[d.rank::d.world]
             done: dict[int, dict[str, str]] = {}  # this rank's batches: start -> their texts by example id
             for k in range(math.ceil(len(starts) / d.world) if sharded else len(mine)):
                 start = mine[k] if k < len(mine) else starts[0]
                 batch, own = self._dev_batch(examples, start, replace)  # a clip that cannot be decoded is left out
-                hyps = [] if batch is None else model.generate(batch, synced_ranks=replace)  # one FSDP process:
-                #   the fast greedy loop (it drops ended rows); HF's synced_gpus path steps every row to the end
+                hyps = [] if batch is None else _decode_as_evaluate(model, batch, rows, synced_ranks=replace)  # one
+                #   FSDP process: the fast greedy loop (it drops ended rows); HF's synced_gpus path steps every row to
+                #   the end
                 if k < len(mine):
                     done[start] = dict(zip(batch["ids"], hyps)) if own else {}
             if d.world > 1:
@@ -541,6 +544,37 @@ def _transcribed(rows: list[Row], task: Task | Mapping[str, float], key: str, ma
 def from_rank0(d: Dist, fn: Callable[[], Any]) -> Any:
     """`ranks.from_rank0` over this run's ranks, in the group that waits HOST_WAIT (rank 0 may read for hours)."""
     return ranks.from_rank0(fn, d.rank, d.world, host_group(d))
+
+
+def _decode_as_evaluate(model, batch: dict, rows: Mapping[str, Any], synced_ranks: bool = False) -> list[str]:
+    """The dev batch's texts decoded as `llm-srt evaluate` decodes its clips, with its default options and the pieces
+    of `SpeechLLMSystem.run_batch` (which takes audio, not the batch's cached features, and decodes out of step with
+    the other ranks): each row up to its own budget, as `infer.run_items` gives it (`infer.item_budget` under
+    `infer.MAX_NEW_TOKENS`: the clip's seconds, its task and scripts; a text row's by its transcript's length), and
+    an SRT row that would end before its language tags given them (`SpeechLLMSystem._srt_tags`). `rows`: the
+    examples by id, whose durations count (a clip the batch holds counts its samples, as evaluate's loaded audio
+    does). Before 2026-12-07 every row decoded to 256 tokens, which cut a long clip into a wide script (a 25 s
+    tha->jpn SRT row's budget is 1,524), and an SRT row that ended without its tags scored nothing: a dev BLEU
+    below the one evaluate gives the checkpoint."""
+    from ..infer import MAX_NEW_TOKENS, item_budget, max_new_tokens
+    from ..model.decoding import DecodingOptions
+    from ..model.protocol import Item
+    from ..model.systems import SpeechLLMSystem
+
+    audio = batch.get("audio") or [None] * len(batch["ids"])
+    items = []
+    for i, task, src, tgt, transcript, clip in zip(batch["ids"], batch["tasks"], batch["src"], batch["tgt"],
+                                                   batch["transcripts"], audio):
+        item = Item(None, src, tgt or None, task, transcript if task in (Task.SMT, Task.MT) else "")
+        seconds = clip.size / SAMPLE_RATE if clip is not None else rows[i].duration
+        budget = (max_new_tokens(seconds, task, MAX_NEW_TOKENS, src, tgt or None) if task.needs_speech
+                  else item_budget(item, MAX_NEW_TOKENS))
+        items.append(dataclasses.replace(item, max_new_tokens=budget))
+    caps = [it.max_new_tokens for it in items]
+    options = DecodingOptions(max_new_tokens=max(caps))
+    ids = model.generate_ids(batch, options, synced_ranks=synced_ranks, caps=caps,
+                             on_end=SpeechLLMSystem(model)._srt_tags(items, options))
+    return [model.tokenizer.decode(row[:c], skip_special_tokens=True) for row, c in zip(ids, caps)]
 
 
 def _dev_scores(task: Task, examples, hyps: list[str], tags: Mapping[str, str] | None = None) -> dict[str, float]:
