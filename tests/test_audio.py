@@ -1,13 +1,15 @@
 import io
 import logging
 import os
+import re
 import socket
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from llm_srt.audio import SAMPLE_RATE, W64_GUID, load_audio
+from llm_srt.audio import SAMPLE_RATE, load_audio
+from llm_srt.audio_headers import W64_GUID
 from llm_srt.errors import AudioError
 
 
@@ -478,7 +480,7 @@ def test_a_vbr_mp3_without_a_xing_header_that_libsndfile_stops_short_is_refused_
 def test_a_vbri_header_is_no_counted_length():
     """libsndfile does not read a VBRI header's frame count (its length of such a file is an estimate: 287,977
     frames where VBRI said 883,584), so a decoded count short of it must not be called cut."""
-    from llm_srt.audio import _mp3_counted
+    from llm_srt.audio_headers import _mp3_counted
 
     frame = b"\xff\xfb\x90\x00" + bytes(32) + b"VBRI" + bytes(10) + (34_000).to_bytes(4, "big") + bytes(10)
     xing = b"\xff\xfb\x90\x00" + bytes(32) + b"Xing" + (1).to_bytes(4, "big") + (34_000).to_bytes(4, "big") + bytes(20)
@@ -490,7 +492,7 @@ def test_an_mp3_damaged_inside_keeps_all_before_the_damage_not_back_to_its_reads
     """libsndfile's MP3 reader returns no frame of a read that meets damage, though it decoded those before it: a
     4M-sample read lost up to 43.7 s of a 48 kHz stereo file, and damage in the first read lost the whole file
     ("cannot decode audio", in translate too). Read a few MPEG frames at a time, it loses a fraction of a second."""
-    from llm_srt.audio import _mp3_counted, _mp3_walked
+    from llm_srt.audio_headers import _mp3_counted, _mp3_walked
 
     rate = 44100
     noise = (0.3 * np.random.default_rng(0).standard_normal((4 * rate, 2))).astype(np.float32)
@@ -558,3 +560,135 @@ def test_an_au_or_aiff_written_to_a_pipe_is_streamed_not_called_cut(tmp_path, ca
     with caplog.at_level(logging.WARNING, logger="llm_srt.audio"):
         out = load_audio(tmp_path / "piped")
     assert out.size == 2 * SAMPLE_RATE and caplog.records == []
+
+
+APE_FOOTER = b"APETAGEX" + (2000).to_bytes(4, "little") + (32).to_bytes(4, "little") + bytes(16)  # APEv2, no items
+TAILS = {"id3v1": b"TAG" + b"x" * 125, "ape-and-id3v1": APE_FOOTER + b"TAG" + b"x" * 125, "zeros-128": bytes(128),
+         "zeros-4096": bytes(4096)}  # what taggers and padding leave after the last frame
+
+
+@pytest.mark.parametrize("tail", TAILS.values(), ids=TAILS.keys())
+def test_a_whole_flac_with_bytes_after_its_frames_loads_whole_without_a_warning(tmp_path, caplog, tail):
+    """A tagger's ID3v1 or APE tag, or zero padding, after a FLAC's last frame makes libFLAC lose sync once every
+    frame has decoded: "only the first 3.0 s of 3.0 s decode ...: the file is damaged or cut short" (evaluate failed
+    the row, prepare dropped the clip, translate exited 3). Every frame its header counts decoded: whole. A FLAC cut
+    short and then tagged is still refused."""
+    data, whole = _noise_flac(3.0)
+    (tmp_path / "tagged.flac").write_bytes(data + tail)
+    with caplog.at_level(logging.WARNING, logger="llm_srt.audio"):
+        out = load_audio(tmp_path / "tagged.flac")
+    assert np.array_equal(out, whole) and caplog.records == []
+    with pytest.raises(AudioError, match=r"^<audio>: only the first 2\.\d s of 3\.0 s decode \(Error : flac decoder "
+                                         r"lost sync\): the file is damaged or cut short"):
+        load_audio(data[:int(len(data) * 0.9)] + tail)
+
+
+@pytest.mark.parametrize("tail", [TAILS["id3v1"], TAILS["zeros-4096"]], ids=["id3v1", "zeros-4096"])
+def test_a_whole_mp3_without_a_xing_header_with_bytes_after_its_frames_loads_without_a_warning(caplog, tail):
+    """libmpg123 gives up on over 1 KiB of bytes after an MP3's last frame with an error: a whole CBR stream without
+    a Xing header (its length an estimate) so padded was "only the first 3.0 s of 3.1 s decode". Its frames'
+    headers count it (the walk goes past what is not a frame to the next two that are, so damage inside still hides
+    nothing after it): within MP3_SLACK of them, it is whole, as an MP3 with a Xing count is. The read that met the
+    error gives back nothing, so up to MP3_BLOCK_FRAMES of its end are left out."""
+    from llm_srt.audio import MP3_SLACK, _mp3_walked
+
+    data = _without_header_frame(_encoded(_wandering(3.0), "MP3", "MPEG_LAYER_III", bitrate_mode="CONSTANT",
+                                          compression_level=0.5))
+    clean = load_audio(data)
+    assert _mp3_walked(data + tail) == _mp3_walked(data) == clean.size  # the tail holds no frame
+    with caplog.at_level(logging.WARNING, logger="llm_srt.audio"):
+        out = load_audio(data + tail)
+    assert out.size >= clean.size - MP3_SLACK and np.array_equal(out, clean[:out.size]) and caplog.records == []
+
+
+def test_an_array_over_the_limit_is_said_to_be_over_it():
+    """The error rounded both lengths to whole seconds: "30 s is longer than the 30 s limit" for 30 s and a sample,
+    "3 s is longer than the 2 s limit" for 2.6 s over 2.5."""
+    from llm_srt.errors import AudioOverLimit
+
+    with pytest.raises(AudioOverLimit) as e:
+        load_audio(np.zeros(30 * SAMPLE_RATE + 1, np.float32), max_seconds=30)
+    assert str(e.value) == "<audio>: 30.000062 s is longer than the 30 s limit; split the file first"
+    with pytest.raises(AudioOverLimit, match="^<audio>: 2.6 s is longer than the 2.5 s limit"):  # was "3 s ... 2 s"
+        load_audio(np.zeros(int(2.6 * SAMPLE_RATE), np.float32), max_seconds=2.5)
+
+
+@pytest.mark.parametrize("sr,shown", [(8000, "30.00025"), (16000, "30.000125"), (22050, "30.00009"),
+                                      (44100, "30.000045")])
+def test_no_clip_loads_past_whisper_s_window_under_max_seconds_30(tmp_path, sr, shown):
+    """train and evaluate load with max_seconds=30 so that no clip reaches Whisper's encoder over its window: 30 s
+    and a frame passed (the limit's frame of slack), resampled to 480001-480002 samples, and the encoder refused it
+    in a training step, naming no file. Its last frame (a writer's off-by-one) is cut off now; two frames over are
+    refused, saying by how much ("30 s ... longer than the 30 s limit", it said)."""
+    from llm_srt.errors import AudioOverLimit
+
+    path = tmp_path / "long.wav"
+    sf.write(path, np.full(30 * sr + 1, 0.1, np.float32), sr)
+    full = load_audio(path, max_seconds=None)
+    out = load_audio(path, max_seconds=30)
+    assert out.size == 30 * SAMPLE_RATE and np.array_equal(out, full[:out.size])
+    sf.write(path, np.full(30 * sr + 2, 0.1, np.float32), sr)
+    with pytest.raises(AudioOverLimit) as e:
+        load_audio(path, max_seconds=30)
+    assert str(e.value) == (f"{path}: the header claims {shown} s of audio, longer than the 30 s limit; split the "
+                            "file first (or re-export it, if the header is wrong)")
+
+
+def test_a_flac_without_its_length_stops_at_the_limit_as_it_decodes():
+    """A FLAC whose header gives no length is checked as its frames decode: a frame over loaded 480001 samples."""
+    from llm_srt.errors import AudioOverLimit
+
+    one, whole = _noise_flac(30.0 + 1 / SAMPLE_RATE, length_in_header=False)
+    two, _ = _noise_flac(30.0 + 2 / SAMPLE_RATE, length_in_header=False)
+    assert np.array_equal(load_audio(one, max_seconds=30), whole[:30 * SAMPLE_RATE])
+    with pytest.raises(AudioOverLimit) as e:
+        load_audio(two, max_seconds=30)
+    assert str(e.value) == "<audio>: the audio runs past the 30 s limit; split the file first"
+
+
+def test_the_resampler_s_rounding_never_takes_a_clip_past_max_seconds(tmp_path):
+    """44102 frames at 44.1 kHz (1.0000454 s) are within a limit of 1.0000562 s, and resample to 16000.7 samples at
+    16 kHz, which soxr rounds up to 16001: one past the limit's 16000. The frames are within the limit, the extra
+    sample is the rounding's: the output stops at the limit (and at the limit's own samples: 1.001 s at 16 kHz is
+    16016, not int(1.001 * 16000), 16015)."""
+    path = tmp_path / "a.wav"
+    sf.write(path, _tone(44100, 44102 / 44100), 44100)
+    full = load_audio(path, max_seconds=None)
+    assert full.size == 16001
+    out = load_audio(path, max_seconds=1 + 0.9 / SAMPLE_RATE)
+    assert out.size == 16000 and np.array_equal(out, full[:16000])
+    sf.write(path, np.full(16016, 0.1, np.float32), SAMPLE_RATE)
+    assert load_audio(path, max_seconds=1.001).size == 16016
+
+
+def _rf64(seconds):
+    """A 16 kHz RF64 (libsndfile's: a ds64 chunk giving the sizes, the data chunk's 32-bit size 0xFFFFFFFF), and
+    where its samples start."""
+    data = _encoded(_wandering(seconds), "RF64", "PCM_16")
+    at = data.index(b"data")
+    assert data[:4] == b"RF64" and data[12:16] == b"ds64" and data[at + 4:at + 8] == b"\xff" * 4
+    assert int.from_bytes(data[28:36], "little") == len(data) - at - 8 == int(seconds * SAMPLE_RATE) * 2  # dataSize
+    return data, at + 8
+
+
+def test_an_rf64_cut_short_is_refused_unless_salvaged_and_a_whole_one_loads_whole(tmp_path, caplog):
+    """An RF64's data size is its ds64 chunk's, which the cut-short check did not read: cut to a third, a 3 s RF64
+    loaded as a whole 1 s one without a word (translate exit 0, prepare kept the clip), where a WAV is refused."""
+    data, start = _rf64(3.0)
+    whole_path, path = tmp_path / "whole.wav", tmp_path / "cut.wav"
+    whole_path.write_bytes(data)
+    path.write_bytes(data[:start + 2 * SAMPLE_RATE])
+    with caplog.at_level(logging.WARNING, logger="llm_srt.audio"):
+        whole = load_audio(whole_path)
+        assert whole.size == 3 * SAMPLE_RATE and caplog.records == []
+        out = load_audio(path, salvage=True)
+    assert out.size == SAMPLE_RATE and np.array_equal(out, whole[:SAMPLE_RATE])
+    expected = "only the first 1.0 s of 3.0 s decode (it ends before the length its header gives)"
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path}: {expected}: the file is damaged or cut short; those are used (re-export it, or copy it again, for "
+        "the rest)"]
+    with pytest.raises(AudioError) as e:
+        load_audio(path)
+    assert str(e.value) == f"{path}: {expected}: the file is damaged or cut short; re-export it, or copy it again"
+    with pytest.raises(AudioError, match=f"^<audio>: {re.escape(expected)}"):  # bytes, as uploaded
+        load_audio(data[:start + 2 * SAMPLE_RATE])

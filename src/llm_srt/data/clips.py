@@ -26,6 +26,7 @@ import json
 import os
 import re
 import shlex
+import stat
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Collection, Hashable, Iterable, Mapping
@@ -37,8 +38,9 @@ from typing import TypeVar
 import soundfile as sf
 from tqdm import tqdm
 
-from ..audio import SAMPLE_RATE, UNKNOWN_FRAMES, WINDOW_SECONDS, load_audio, ogg_cut_short, sized_cut
-from ..errors import AudioError, LLMSRTError, shown
+from ..audio import SAMPLE_RATE, UNKNOWN_FRAMES, WINDOW_SECONDS, load_audio
+from ..audio_headers import ogg_cut_short, sized_cut
+from ..errors import AudioError, LLMSRTError, shown, special_kind
 from ..paths import atomic_file, replace_all
 from ..prompts import markup_in
 from .manifest import Row, write_manifest
@@ -52,8 +54,8 @@ MARKUP = "text holding a tag or special token (a tokenizer reads it as that toke
 TRAINING_SPLITS = ("train", "dev")  # read by `llm-srt train`, which takes no utterance longer than Whisper's window
 DECODED_SPLITS = ("test", "dev")  # whose compressed clips are decoded whole (`decode`): test's are scored, dev's
 #   decoded during training, and both are small (a 5 s MP3 decodes in ~3 ms, a FLAC in ~7, on one core)
-SIZED_FORMATS = ("WAV", "WAVEX", "AIFF", "AU", "W64")  # libsndfile's names of the formats whose header gives their
-#   data's size in bytes: one cut short is found from it (audio.sized_cut), never decoded to find it
+SIZED_FORMATS = ("WAV", "WAVEX", "RF64", "AIFF", "AU", "W64")  # libsndfile's names of the formats whose header
+#   gives their data's size in bytes: one cut short is found from it (audio_headers.sized_cut), never decoded to find it
 FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")  # sized, but their samples may be NaN, inf or far outside [-1, 1], which
 #   load_audio refuses: decoded too (`decode`), where PCM holds none of those
 SLACK_SECONDS, SLACK_SHARE = 0.05, 0.01  # a measured length within the larger of these of the listed one keeps it
@@ -406,11 +408,15 @@ def _check(path: Path, known: float | None, read_header: bool, decode: bool = Fa
     `decode` such a clip is kept with its header's length, at least the decoded one, and training skips it, naming
     it. A measured length that differs from `known` by more than SLACK_SECONDS and SLACK_SHARE replaces it."""
     try:
-        size = path.stat().st_size
+        mode, size = (st := path.stat()).st_mode, st.st_size
     except FileNotFoundError:
         return path, 0.0, "is missing"
     except OSError as e:
         return path, 0.0, f"cannot be read ({e.strerror or e})"
+    if stat.S_ISDIR(mode):  # in load_audio's words: it was "cannot be decoded (Format not recognised)", or kept with
+        return path, 0.0, "is a directory, not a file"  # its listed length
+    if not stat.S_ISREG(mode):  # a FIFO was "is empty (0 bytes)"; never opened, which would wait for a writer
+        return path, 0.0, f"is {special_kind(mode)}, not a regular file"
     if size == 0:
         return path, 0.0, "is empty (0 bytes)"
     if known is not None and known > 0 and not read_header and not decode:
