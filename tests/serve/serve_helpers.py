@@ -18,6 +18,21 @@ MAX_NEW_TOKENS = 12  # short outputs keep every request to a fraction of a secon
 DECODING = DecodingOptions(max_new_tokens=MAX_NEW_TOKENS)
 
 
+def notes(result) -> str | None:
+    """The warning a server answer to `result` (the model's own result for its audio) carries: the notes `llm-srt
+    translate` prints, on segments without a translation and text cut at its token cap (the tiny model's random
+    outputs mostly run to DECODING's cap); None where neither applies."""
+    from llm_srt.infer import capped_note, untranslated_note
+
+    return "; ".join(filter(None, [untranslated_note(result), capped_note(result)])) or None
+
+
+def json_answer(text: str, result) -> dict:
+    """response_format json's answer: OpenAI's {"text"}, and "warning" where `notes(result)` has any."""
+    note = notes(result)
+    return {"text": text, **({"warning": note} if note else {})}
+
+
 def local_client(app) -> TestClient:
     """A TestClient whose requests carry `Host: localhost` (the server answers localhost names by default)."""
     return TestClient(app, base_url="http://localhost")

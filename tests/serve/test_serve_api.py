@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from fastapi.testclient import TestClient
-from serve_helpers import DECODING, bursts, local_client, wav_bytes
+from serve_helpers import DECODING, bursts, json_answer, local_client, notes, wav_bytes
 
 from llm_srt.device import Placement
 from llm_srt.errors import LLMSRTError
@@ -66,10 +66,12 @@ def test_translation_in_every_format(client, clip, expected):
     _, wav = clip
     srt, _ = expected
     ask = dict(source_language="eng", target_language="deu", model="whisper-1")
-    assert post(client, TRANSLATIONS, wav, **ask).json() == {"text": srt.translation}  # json is the default
+    assert post(client, TRANSLATIONS, wav, **ask).json() == json_answer(srt.translation, srt)  # json is the default
     text = post(client, TRANSLATIONS, wav, response_format="text", **ask)
     assert text.text == srt.translation + "\n" and text.headers["content-type"].startswith("text/plain")
-    assert not [h for h in text.headers if h.startswith("x-llm-srt-")]  # whole: no note
+    # no note but the token cap's (the tiny model's text runs to DECODING's cap)
+    assert {h: v for h, v in text.headers.items() if h.startswith("x-llm-srt-")} == (
+        {"x-llm-srt-warning": notes(srt)} if notes(srt) else {})
     assert post(client, TRANSLATIONS, wav, response_format="srt", **ask).text == (
         f"1\n00:00:00,000 --> 00:00:01,000\n{srt.translation}\n")
     assert post(client, TRANSLATIONS, wav, response_format="srt", subtitles="both", **ask).text == (
@@ -84,7 +86,7 @@ def test_translation_in_every_format(client, clip, expected):
         "text": srt.translation, "transcript": srt.transcript, "translation": srt.translation,
         "forced_tags": srt.forced_tags,  # SRT rows whose language tags greedy decoding wrote for the model
         "capped": srt.capped,  # a segment's output reached its token cap: cut there
-        "no_speech": False, "untranslated": 0, "error": None, "warning": None,
+        "no_speech": False, "untranslated": 0, "error": None, "warning": notes(srt),
         "segments": [{"id": 0, "start": 0.0, "end": 1.0, "text": srt.translation, "transcript": srt.transcript,
                       "translation": srt.translation, "forced_tags": srt.forced_tags, "capped": srt.capped,
                       "error": None}]}
@@ -111,8 +113,8 @@ def test_defaults_aliases_and_s2tt(client, translator, clip):
     samples, wav = clip
     # no target: English; OpenAI's `language` (ISO 639-1) is the source
     to_eng = translator.translate([samples], "deu", "eng", options=DECODING)[0]
-    assert post(client, TRANSLATIONS, wav, language="de").json() == {"text": to_eng.translation}
-    assert post(client, TRANSLATIONS, wav, source_language="German").json() == {"text": to_eng.translation}
+    assert post(client, TRANSLATIONS, wav, language="de").json() == json_answer(to_eng.translation, to_eng)
+    assert post(client, TRANSLATIONS, wav, source_language="German").json() == json_answer(to_eng.translation, to_eng)
     s2tt = translator.translate([samples], "eng", "fra", task="s2tt", options=DECODING)[0]
     got = post(client, TRANSLATIONS, wav, source_language="eng", target_language="fra", task="s2tt",
                response_format="verbose_json").json()
@@ -122,7 +124,7 @@ def test_defaults_aliases_and_s2tt(client, translator, clip):
 def test_transcription(client, clip, expected):
     _, wav = clip
     _, asr = expected
-    assert post(client, TRANSCRIPTIONS, wav, language="eng").json() == {"text": asr.transcript}
+    assert post(client, TRANSCRIPTIONS, wav, language="eng").json() == json_answer(asr.transcript, asr)
     verbose = post(client, TRANSCRIPTIONS, wav, language="en", response_format="verbose_json").json()
     assert verbose["task"] == "transcribe" and verbose["target_language"] is None
     assert verbose["text"] == asr.transcript and verbose["language"] == "english"  # OpenAI's name, not the code
@@ -199,7 +201,7 @@ def test_the_server_survives_bad_requests(client, clip, expected):
     assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error"
     assert client.get(TRANSLATIONS).status_code == 405
     r = post(client, TRANSLATIONS, clip[1], source_language="eng", target_language="deu")
-    assert r.status_code == 200 and r.json() == {"text": expected[0].translation}
+    assert r.status_code == 200 and r.json() == json_answer(expected[0].translation, expected[0])
     assert client.get("/health").json()["status"] == "ok"
 
 
@@ -453,8 +455,31 @@ def test_an_answer_without_a_translation_says_so_as_translate_does(client, trans
     verbose = answers["verbose_json"].json()
     assert (verbose["untranslated"], verbose["warning"], verbose["transcript"]) == (want.untranslated, note,
                                                                                     want.transcript)
+    assert note.count(capped_note(want)) == 1  # the cap's note once, beside the missing translation's
+    heard = translator.translate([audio], "eng", None, task="asr", options=DECODING)[0]
     asr = post(client, TRANSCRIPTIONS, wav_bytes(audio), language="eng", response_format="verbose_json")
-    assert asr.json()["untranslated"] == 0 and "x-llm-srt-warning" not in asr.headers  # asr writes no translation
+    assert asr.json()["untranslated"] == 0  # asr writes no translation: its warning is the token cap's alone
+    assert asr.json()["warning"] == notes(heard) == capped_note(heard)
+
+
+def test_text_cut_at_its_token_cap_says_so_on_every_format(client, translator, clip):
+    """A translation cut at its token cap (here the request's max_new_tokens 2) was a plain 200 on json, text, srt
+    and vtt: the cap's note (infer.capped_note, which `translate` prints on its own) was added only beside a missing
+    translation. Now it is the answer's warning wherever a segment was cut."""
+    from dataclasses import replace
+
+    from llm_srt.infer import capped_note
+    from llm_srt.serve.responses import header_note
+
+    samples, wav = clip
+    want = translator.translate([samples], "eng", "deu", task="s2tt", options=replace(DECODING, max_new_tokens=2))[0]
+    assert want.capped and want.translation and not want.untranslated  # cut short, not missing
+    note = capped_note(want)
+    answers = {fmt: post(client, TRANSLATIONS, wav, response_format=fmt, task="s2tt", max_new_tokens="2",
+                         source_language="eng", target_language="deu") for fmt in ("json", "text", "srt", "vtt")}
+    assert {fmt: (r.status_code, r.headers.get("x-llm-srt-warning")) for fmt, r in answers.items()} == {
+        fmt: (200, header_note(note)) for fmt in answers}
+    assert answers["json"].json() == {"text": want.translation, "warning": note}
 
 
 def concurrent_posts(client, clip, n: int, targets=("deu",)) -> list:
@@ -479,7 +504,7 @@ def test_concurrent_requests_are_batched(translator, clip, expected, max_batch):
     with local_client(create_app(spy, options(max_batch=max_batch, max_wait_ms=300))) as c:
         responses = concurrent_posts(c, clip, 8)
         stats = c.get("/health").json()["batching"]
-    assert [r.json() for r in responses] == [{"text": expected[0].translation}] * 8
+    assert [r.json() for r in responses] == [json_answer(expected[0].translation, expected[0])] * 8
     assert sum(spy.sizes) == 8 and stats["calls"] == len(spy.sizes)
     if max_batch == 1:
         assert spy.sizes == [1] * 8
@@ -676,10 +701,11 @@ class PartlyFailing:
 def test_a_request_that_failed_in_part_gets_the_rest_and_says_so(translator, clip, expected):
     """Before, any failed segment made the whole request a 500 (which OpenAI clients retry twice, running the whole
     audio three times) and its good segments were thrown away."""
-    _, wav = clip
+    samples, wav = clip
     srt, _ = expected
     ask = {"source_language": "eng", "target_language": "deu"}
     error = "1 of 2 segments failed (the first, ...)"
+    kept = PartlyFailing(translator).translate([samples], "eng", "deu", options=DECODING)[0]
     with local_client(create_app(PartlyFailing(translator), options())) as c:
         answers = {fmt: post(c, TRANSLATIONS, wav, response_format=fmt, **ask)
                    for fmt in ("json", "text", "srt", "vtt")}
@@ -689,17 +715,21 @@ def test_a_request_that_failed_in_part_gets_the_rest_and_says_so(translator, cli
     # every format says so (json, text, srt and vtt clients had no sign of it): a header, and json's body
     assert {fmt: (r.status_code, r.headers.get("x-llm-srt-error")) for fmt, r in answers.items()} == {
         fmt: (200, error) for fmt in answers}
-    assert answers["json"].json() == {"text": srt.translation, "error": error}
-    assert srt.translation in answers["srt"].text and "x-llm-srt-warning" not in answers["srt"].headers
+    assert answers["json"].json() == {**json_answer(srt.translation, kept), "error": error}
+    assert srt.translation in answers["srt"].text  # and the token cap's note, which the tiny model's text reaches
+    assert answers["srt"].headers.get("x-llm-srt-warning") == notes(kept)
 
 
-def test_an_upload_cut_short_is_answered_as_far_as_it_goes_and_says_so(client):
+def test_an_upload_cut_short_is_answered_as_far_as_it_goes_and_says_so(client, translator):
     """A FLAC cut to a quarter of its bytes decodes its first 4.9 s of 20 s: translated, and answered 200 as if that
     were all of it; the warning naming the seconds kept reached the server's log alone. Now verbose_json's "warning"
     and a header on every format carry it (one line of ASCII: the name of the file may be in any script)."""
     import io
 
     import soundfile as sf
+
+    from llm_srt.audio import load_audio
+    from llm_srt.serve.responses import header_note
 
     buf = io.BytesIO()
     sf.write(buf, bursts(20.0), 16000, format="FLAC", subtype="PCM_16")
@@ -709,10 +739,14 @@ def test_an_upload_cut_short_is_answered_as_far_as_it_goes_and_says_so(client):
     body = verbose.json()
     assert verbose.status_code == 200 and body["error"] is None and 1 < body["duration"] < 10, verbose.text
     kept = re.fullmatch(r"讲座\.flac: only the first (\d+\.\d) s of 20\.0 s decode \(.+\): the file is damaged or cut "
-                        r"short; those are used \(re-export it, or copy it again, for the rest\)", body["warning"])
+                        r"short; those are used \(re-export it, or copy it again, for the rest\)(.*)", body["warning"])
     assert kept and float(kept[1]) == round(body["duration"], 1), body["warning"]
-    header = body["warning"].replace("讲座", "\\u8bb2\\u5ea7")
-    assert verbose.headers["x-llm-srt-warning"] == header and len(header) <= 300
+    # then the model's own notes on what was kept (the tiny model's text runs to its token cap)
+    said = notes(translator.translate([load_audio(cut, salvage=True)], "eng", "deu", options=DECODING)[0])
+    assert kept[2] == (f"; {said}" if said else ""), body["warning"]
+    header = header_note(body["warning"])  # one line of ASCII, at most 300 characters
+    assert header.startswith("\\u8bb2\\u5ea7.flac: only the first") and len(header) <= 300
+    assert verbose.headers["x-llm-srt-warning"] == header
     for fmt in ("srt", "json"):
         r = post(client, TRANSLATIONS, cut, response_format=fmt, **ask)
         assert r.status_code == 200 and r.headers["x-llm-srt-warning"] == header, (fmt, r.headers)

@@ -733,3 +733,32 @@ def test_a_batch_still_running_after_stop_takes_no_request_into_it():
         return calls
 
     assert run(main())[:4] == [[1.6]] * 4  # not [[1.6], [1.1], [1.6], ...]
+
+
+def test_a_short_request_batched_behind_long_ones_runs_first_across_translates_groups(monkeypatch):
+    """translate() runs its inputs in groups of infer.PENDING_SECONDS of audio, in their order, and orders the
+    requests by audio only within a group: a 1 s clip batched behind long uploads that fill a group waited for all
+    of them (with the 7200 s of a real server: twelve 600 s uploads ahead of it at --max-batch 16). The batch now goes
+    in least audio first; PENDING_SECONDS is lowered to 60 s here so that talks of 45 s and 40.5 s fill a group."""
+    import llm_srt.infer as infer
+    from llm_srt.infer import SpeechTranslator
+
+    monkeypatch.setattr(infer, "PENDING_SECONDS", 60.0)
+
+    async def main():
+        system = Timed(0.01)
+        b = await started(SpeechTranslator(system), max_batch=4, max_wait_ms=200)
+        answered = []
+
+        async def go(name, audio):
+            result = await b.submit(audio, "eng", "deu", Task.SRT)
+            answered.append((name, len(result.segments)))
+
+        await asyncio.gather(go("long1", talk(10)), go("long2", talk(9)), go("short", talk(1, 1.0)))
+        await b.stop()
+        return answered, system.calls, b.stats.to_dict()["batch_sizes"]
+
+    answered, calls, sizes = run(main())
+    assert sizes == {"3": 1} and answered[0] == ("short", 1), (answered, calls)  # one batch; the clip answered first
+    assert sorted(answered) == [("long1", 10), ("long2", 9), ("short", 1)]  # each answer its own request's
+    assert 1.1 in calls[0]  # in the batch's first model call

@@ -498,6 +498,25 @@ def test_a_queue_cap_below_the_audio_cap_is_refused_at_start():
                             "--max-audio-seconds")
 
 
+def test_an_audio_cap_over_what_the_model_reads_of_one_input_is_refused_at_start(capsys):
+    """--max-audio-seconds took up to 24 h, but translate() reads each decoded upload again through load_audio, which
+    refuses an input over audio.MAX_SECONDS_DEFAULT (4 h): a 4.5 h upload was decoded, then answered 500, and three
+    in a row made /health "failing" (an orchestrator restarts a healthy server). `serve` now stops at once, exit 2,
+    with one line naming the cap; the cap itself is taken."""
+    from llm_srt import cli
+    from llm_srt.audio import MAX_SECONDS_DEFAULT, load_audio
+    from llm_srt.errors import AudioOverLimit
+
+    with pytest.raises(AudioOverLimit):  # what a longer upload met in translate() (zeros: no memory touched)
+        load_audio(np.zeros(int(MAX_SECONDS_DEFAULT + 1) * 16000, dtype=np.float32))
+    longest = ServeOptions(max_audio_seconds=MAX_SECONDS_DEFAULT, batch=BatchOptions(max_queued_seconds=6 * 3600))
+    assert longest.max_audio_seconds == MAX_SECONDS_DEFAULT
+    rc = cli.main(["serve", "--model", "no/such/model", "--max-audio-seconds", "16200", "--max-queued-seconds", "20000"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1, err
+    assert f"--max-audio-seconds 16200 is over {MAX_SECONDS_DEFAULT:g} (" in err, err
+
+
 def test_a_sigtermed_server_that_shuts_down_cleanly_exits_0(model_dir, tmp_path):
     """systemd, `docker stop` and Kubernetes stop a server with SIGTERM: uvicorn shut down cleanly, then the process
     exited 143, which systemd counts as a failure (a unit with Restart=on-failure came back). It exits 0."""

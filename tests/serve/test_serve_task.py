@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import tiny
-from serve_helpers import DECODING, local_client
+from serve_helpers import DECODING, json_answer, local_client
 
 from llm_srt.errors import LLMSRTError
 from llm_srt.infer import SpeechTranslator
@@ -35,8 +35,8 @@ def test_a_request_without_task_runs_what_the_folder_was_trained_for(model_dir, 
         verbose = post(c, TRANSLATIONS, wav, **ASK).json()
         assert verbose["mode"] == "s2tt" and verbose["forced_tags"] is False and verbose["transcript"] == ""
         assert verbose["text"] == verbose["translation"] == expect["s2tt"].translation
-        assert post(c, TRANSLATIONS, wav, source_language="eng", target_language="deu").json() == {
-            "text": expect["s2tt"].translation}  # what an OpenAI client reads
+        assert post(c, TRANSLATIONS, wav, source_language="eng", target_language="deu").json() == json_answer(
+            expect["s2tt"].translation, expect["s2tt"])  # what an OpenAI client reads
         named = post(c, TRANSLATIONS, wav, task="srt", **ASK).json()  # a request's own task as before
         assert named["mode"] == "srt" and named["translation"] == expect["srt"].translation
     with served(model_dir) as c:  # no train_config.json (an imported reference model): srt, as before

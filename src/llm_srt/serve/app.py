@@ -18,8 +18,8 @@ timestamp_granularities[] word is a 400 (the model writes no word timings); no f
 a field sent twice (two files), an unknown one (a misspelling: the 400 names the closest known field; OpenAI's that
 this server has no use for are ignored, forms.IGNORED_FIELDS), source_language and language naming two languages,
 and a target_language for task asr (which writes no translation) are 400s. An answer given in part (segments that
-failed or came back untranslated, an upload that decoded only in part) says so on every format
-(responses.with_notes).
+failed, came back untranslated or were cut at their token cap, an upload that decoded only in part) says so on every
+format (responses.with_notes).
 
 Bounded work per request (see guard.py and uploads.py for the walls): an upload cap, a duration cap checked while
 decoding, a pool of decode threads, a queue cap, and one deadline (--timeout-s) over decode + queue + model; a
@@ -62,7 +62,7 @@ from .guard import (ERROR_TYPES, ConnectionLimits, ContentLengthLimit, HostOrigi
                     check_allowed_host, check_allowed_origin, check_number, error_response, hide_paths, is_ip,
                     model_paths, split_host)
 from .responses import ERROR_HEADER, RENDERERS, WARNING_HEADER, with_notes, without_paths
-from .uploads import MB, DecodePool, UploadError, check_upload, storage_error
+from .uploads import MAX_AUDIO_SECONDS, MB, DecodePool, UploadError, check_audio_seconds, check_upload, storage_error
 from .warmup import warm_up
 
 __all__ = ["ERROR_TYPES", "ServeOptions", "create_app", "warm_up", "add_arguments", "options_from_args", "main"]
@@ -92,7 +92,7 @@ class ServeOptions:
         if not isinstance(self.model_name, str) or not self.model_name.strip():
             raise LLMSRTError(f"--name must be a non-empty model id (got {self.model_name!r})")
         check_number("--max-upload-mb", self.max_upload_mb, 1e-6, 1e6)
-        check_number("--max-audio-seconds", self.max_audio_seconds, 0.01, 24 * 3600)
+        check_audio_seconds(self.max_audio_seconds)
         check_number("--max-decodes", self.max_decodes, 1, 1024, integer=True)
         check_number("--timeout-s", self.timeout_s, 0.001, 7 * 24 * 3600)
         if self.max_beam is not None:
@@ -287,9 +287,8 @@ def _handler(endpoint: Endpoint, batcher: Batcher, decoder: DecodePool, options:
             if not retryable(result.error):  # asked for what this system cannot do (CANNOT_RUN: whisper into
                 raise APIError(400, result.error)  # German), in every segment (`infer.segments_error`)
             raise APIError(500, result.error, "file", retry=not same_again(result.error))
-        said = notes[:1]  # the decoder's warning: the upload decoded only in part (the log has it whole: audio.py)
-        if (untranslated := untranslated_note(result)) is not None:  # as `translate` says it: an empty translation
-            said += [untranslated, *filter(None, [capped_note(result)])]  # was a plain 200, as if nothing was said
+        # the decoder's warning (decoded in part; the log has it whole), then `translate`'s notes (each was a plain 200)
+        said = [*notes[:1], *filter(None, [untranslated_note(result), capped_note(result)])]
         warning = hide_paths("; ".join(said), paths) if said else None
         return with_notes(render(result, endpoint, cue_mode, options.line_width, warning), result.error, warning)
 
@@ -385,7 +384,8 @@ def add_arguments(parser) -> None:
                              "holds 64 KB of samples); at least --max-audio-seconds")
     parser.add_argument("--max-upload-mb", type=float, default=50.0, help="larger uploads get 413")
     parser.add_argument("--max-audio-seconds", type=float, default=ServeOptions.max_audio_seconds,
-                        help="longer audio gets 413 (the decoder stops there: a compressed bomb never fills memory)")
+                        help="longer audio gets 413 (the decoder stops there: a compressed bomb never fills memory); "
+                             f"at most {MAX_AUDIO_SECONDS:g}, the most the model reads of one input")
     parser.add_argument("--max-decodes", type=int, default=ServeOptions.max_decodes,
                         help="uploads decoded at once; more wait (up to the queue size, then 503)")
     parser.add_argument("--timeout-s", type=float, default=120.0,

@@ -316,7 +316,12 @@ class Batcher:
         """On the model thread: the group through the model, the requests with the least audio first; each request
         is answered as soon as its last segment is back (a short clip batched with a long one does not wait for the
         long one's other segments), and one whose caller has gone runs no further segment. Before each model call,
-        shorter requests that arrived meanwhile run first (`_preempt`). The results of the requests that ran."""
+        shorter requests that arrived meanwhile run first (`_preempt`). The results of the requests that ran.
+        The group goes in least audio first (stable), not in arrival order: translate() runs its inputs in groups of
+        infer.PENDING_SECONDS of audio in their order, and orders only within a group (a 1 s clip batched behind
+        twelve 600 s uploads waited for all of them); `answer` and `cancelled` index this same list."""
+        group = sorted(group, key=lambda p: p.audio.size)
+
         def answer(i: int, result: TranslationResult) -> None:  # as each request is done
             loop.call_soon_threadsafe(_settle, group[i].future, result)
 

@@ -1,9 +1,10 @@
 """The answers of `llm-srt serve` (serve/app.py) by response_format: json, text, srt, vtt and verbose_json.
 
 An answer that is not the whole story says so on every format: a request that failed in part (`error`: its other
-segments are answered), an upload that decoded only in part (`warning`: the seconds kept) and segments that came
-back without a translation (`warning` too: `infer.untranslated_note`, as `translate` says it) each in a header
-(ERROR_HEADER, WARNING_HEADER: one line, at most MAX_NOTE_CHARS) and, in json and verbose_json, in the body.
+segments are answered), an upload that decoded only in part (`warning`: the seconds kept), and segments that came
+back without a translation or cut at their token cap (`warning` too: `infer.untranslated_note` and `capped_note`, as
+`translate` says them) each in a header (ERROR_HEADER, WARNING_HEADER: one line, at most MAX_NOTE_CHARS) and, in json
+and verbose_json, in the body.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from .forms import Endpoint
 from .guard import hide_paths
 
 ERROR_HEADER = "X-LLM-SRT-Error"  # a request answered in part: what failed (verbose_json's "error")
-WARNING_HEADER = "X-LLM-SRT-Warning"  # an upload decoded in part, segments untranslated (verbose_json's "warning")
+WARNING_HEADER = "X-LLM-SRT-Warning"  # an upload decoded in part, segments untranslated or cut (verbose_json's too)
 MAX_NOTE_CHARS = 300  # a header's note is cut here (the body's is whole)
 UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]+")  # a header value is one line: no CR, LF or other control byte
 

@@ -32,9 +32,10 @@ from typing import BinaryIO
 import numpy as np
 from fastapi import UploadFile
 
-from ..audio import MIN_SAMPLES, SAMPLE_RATE, load_audio
-from ..errors import AudioError, AudioOverLimit, UndecodableAudio
+from ..audio import MAX_SECONDS_DEFAULT, MIN_SAMPLES, SAMPLE_RATE, load_audio
+from ..errors import AudioError, AudioOverLimit, LLMSRTError, UndecodableAudio
 from .batcher import BusyError, NotStarted
+from .guard import check_number
 
 log = logging.getLogger("llm_srt.serve")
 
@@ -43,6 +44,18 @@ AUDIO_MEDIA_PREFIXES = ("audio/", "video/")  # containers with sound; the decode
 AUDIO_MEDIA_TYPES = {"", "application/octet-stream", "application/ogg"}  # what clients send when they do not guess
 REFERENCE_RATE, REFERENCE_CHANNELS = 48_000, 2  # the decoder may read max_seconds of this much audio at most
 DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}  # no space left, or the user's disk quota used up
+MAX_AUDIO_SECONDS = MAX_SECONDS_DEFAULT  # the most --max-audio-seconds may be: translate() reads no longer input
+
+
+def check_audio_seconds(seconds: float) -> None:
+    """--max-audio-seconds: a finite number up to MAX_AUDIO_SECONDS. translate() reads each decoded upload again
+    through load_audio, whose default cap that is: a longer one (up to 24 h was accepted) was decoded, then failed
+    as a 500, and three in a row made /health "failing", so that an orchestrator restarted a healthy server."""
+    check_number("--max-audio-seconds", seconds, 0.01)
+    if seconds > MAX_AUDIO_SECONDS:
+        hours = MAX_AUDIO_SECONDS / 3600
+        raise LLMSRTError(f"--max-audio-seconds {seconds:g} is over {MAX_AUDIO_SECONDS:g} ({hours:g} h), the most the "
+                          "model reads of one input; lower it (and split longer recordings)")
 
 
 class UploadError(Exception):
