@@ -517,10 +517,11 @@ def untranslated_note(r: TranslationResult) -> str | None:
             "the segment's token budget first); their transcripts are kept") if r.untranslated else None
 
 
-def capped_note(r: TranslationResult) -> str | None:
-    """The line on a result's segments cut at their token cap, if any (beside `untranslated_note`)."""
+def capped_note(r: TranslationResult, option: str = "--max-new-tokens") -> str | None:
+    """The line on a result's segments cut at their token cap, if any (beside `untranslated_note`); `option`: what
+    sets the cap where it is read (serve: the request's max_new_tokens field)."""
     n = sum(s.capped for s in r.segments)
-    return (f"{n} of {len(r.segments)} segments reached their token cap (--max-new-tokens, or the segment's duration "
+    return (f"{n} of {len(r.segments)} segments reached their token cap ({option}, or the segment's duration "
             "budget): their text is cut there") if n else None
 
 

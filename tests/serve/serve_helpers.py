@@ -24,7 +24,7 @@ def notes(result) -> str | None:
     outputs mostly run to DECODING's cap); None where neither applies."""
     from llm_srt.infer import capped_note, untranslated_note
 
-    return "; ".join(filter(None, [untranslated_note(result), capped_note(result)])) or None
+    return "; ".join(filter(None, [untranslated_note(result), capped_note(result, "max_new_tokens")])) or None
 
 
 def json_answer(text: str, result) -> dict:

@@ -446,7 +446,7 @@ def test_an_answer_without_a_translation_says_so_as_translate_does(client, trans
     audio = bursts(8.0)
     want = translator.translate([audio], "eng", "deu", options=DECODING)[0]
     assert want.untranslated and not want.translation and want.transcript  # what the answers below are of
-    note = "; ".join(filter(None, [untranslated_note(want), capped_note(want)]))
+    note = "; ".join(filter(None, [untranslated_note(want), capped_note(want, "max_new_tokens")]))
     answers = {fmt: post(client, TRANSLATIONS, wav_bytes(audio), response_format=fmt, source_language="eng",
                          target_language="deu") for fmt in ("json", "text", "srt", "vtt", "verbose_json")}
     assert {fmt: (r.status_code, r.headers.get("x-llm-srt-warning")) for fmt, r in answers.items()} == {
@@ -455,11 +455,11 @@ def test_an_answer_without_a_translation_says_so_as_translate_does(client, trans
     verbose = answers["verbose_json"].json()
     assert (verbose["untranslated"], verbose["warning"], verbose["transcript"]) == (want.untranslated, note,
                                                                                     want.transcript)
-    assert note.count(capped_note(want)) == 1  # the cap's note once, beside the missing translation's
+    assert note.count(capped_note(want, "max_new_tokens")) == 1  # the cap's note once, beside the missing translation's
     heard = translator.translate([audio], "eng", None, task="asr", options=DECODING)[0]
     asr = post(client, TRANSCRIPTIONS, wav_bytes(audio), language="eng", response_format="verbose_json")
     assert asr.json()["untranslated"] == 0  # asr writes no translation: its warning is the token cap's alone
-    assert asr.json()["warning"] == notes(heard) == capped_note(heard)
+    assert asr.json()["warning"] == notes(heard) == capped_note(heard, "max_new_tokens")
 
 
 def test_text_cut_at_its_token_cap_says_so_on_every_format(client, translator, clip):
@@ -474,7 +474,8 @@ def test_text_cut_at_its_token_cap_says_so_on_every_format(client, translator, c
     samples, wav = clip
     want = translator.translate([samples], "eng", "deu", task="s2tt", options=replace(DECODING, max_new_tokens=2))[0]
     assert want.capped and want.translation and not want.untranslated  # cut short, not missing
-    note = capped_note(want)
+    note = capped_note(want, "max_new_tokens")
+    assert "token cap (max_new_tokens, or" in note  # the request's field, not translate's --max-new-tokens
     answers = {fmt: post(client, TRANSLATIONS, wav, response_format=fmt, task="s2tt", max_new_tokens="2",
                          source_language="eng", target_language="deu") for fmt in ("json", "text", "srt", "vtt")}
     assert {fmt: (r.status_code, r.headers.get("x-llm-srt-warning")) for fmt, r in answers.items()} == {

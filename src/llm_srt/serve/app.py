@@ -288,7 +288,7 @@ def _handler(endpoint: Endpoint, batcher: Batcher, decoder: DecodePool, options:
                 raise APIError(400, result.error)  # German), in every segment (`infer.segments_error`)
             raise APIError(500, result.error, "file", retry=not same_again(result.error))
         # the decoder's warning (decoded in part; the log has it whole), then `translate`'s notes (each was a plain 200)
-        said = [*notes[:1], *filter(None, [untranslated_note(result), capped_note(result)])]
+        said = [*notes[:1], *filter(None, [untranslated_note(result), capped_note(result, "max_new_tokens")])]
         warning = hide_paths("; ".join(said), paths) if said else None
         return with_notes(render(result, endpoint, cue_mode, options.line_width, warning), result.error, warning)
 
