@@ -73,10 +73,11 @@ def _rebuilt(kind: type[LLMSRTError], message: str) -> LLMSRTError:
         return LLMSRTError(message)
 
 
-def on_every_rank(fn: Callable[[], Any], rank: int, world: int, group=None) -> Any:
+def on_every_rank(fn: Callable[[], Any], rank: int, world: int, group=None, name_rank: bool = False) -> Any:
     """fn() on every rank; where it fails on any rank, every rank raises the lowest failing rank's error (one
     LLMSRTError line, agreed in `group`), so no rank goes on (to load a model, to decode) while another has
-    stopped."""
+    stopped. With `name_rank`, where only some ranks failed the others' line starts with the failing rank ("rank 1:
+    model.llm: llm: no such folder ..."): alone, it said the folder was missing on the nodes that hold it."""
     import torch.distributed as dist
 
     result, failure = None, None
@@ -90,7 +91,10 @@ def on_every_rank(fn: Callable[[], Any], rank: int, world: int, group=None) -> A
                                else f"rank {rank}: {type(failure).__name__}: {failure}", group=group)
         first = next((k for k, message in enumerate(said) if message is not None), rank)
         if first != rank:
-            raise LLMSRTError(said[first]) from failure
+            message = said[first]
+            if name_rank and None in said and not message.startswith(f"rank {first}: "):
+                message = f"rank {first}: {message}"
+            raise LLMSRTError(message) from failure
     if failure is not None:
         raise failure
     return result

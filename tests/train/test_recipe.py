@@ -486,6 +486,40 @@ def test_running_out_of_gpu_memory_mid_run_is_one_line_naming_the_step_batch_che
     assert f"resumed from {step2} at step 2" in log and "(allow_changes): data.batch_size 4 -> 2" in log, log
 
 
+def test_out_of_memory_advice_names_fsdp_only_where_the_config_takes_it(tiny_setup, tmp_path):
+    """Under DDP on 2 ranks the advice named distributed=fsdp for a stage that mixes text-only mt with speech tasks,
+    which the config then refuses ("... distributed: fsdp does not support ...; use ddp"). Such a stage is told the
+    other changes, or where none is left, that it needs a GPU with more memory."""
+    from llm_srt.train.parallel import Dist
+
+    def advice(tasks, **extra):
+        cfg = load_config(None, overrides(tiny_setup, tmp_path / "run", **{
+            "data.tasks": tasks, "model.lora": "{r: 4, alpha: 8}", "trainable": "[adapter, lora]", **extra}))
+        stops = recipe.Recipe(cfg, log=lambda *_: None)
+        stops.d, stops.device, stops.last_good = Dist(0, 2, 0), torch.device("cpu"), None
+        with pytest.raises(LLMSRTError) as e:
+            stops._stop_out_of_memory("forward", 0, {"ids": ["a"], "n_target_tokens": 9},
+                                      torch.OutOfMemoryError("CUDA out of memory."))
+        return str(e.value)
+
+    tight = {"data.batch_size": 1, "activation_checkpointing": "true"}  # nothing left to lower
+    said = advice("{srt: 0.67, mt: 0.33}")
+    assert said.endswith("run the same command with data.batch_size=2 optim.accumulation=2 allow_changes=true (the "
+                         "same examples per step), or activation_checkpointing=true"), said
+    said = advice("{srt: 0.67, mt: 0.33}", **tight)
+    assert "distributed=fsdp" not in said and said.endswith(
+        "This step needs a GPU with more memory (FSDP, which would shard the LLM over more GPUs, does not take a "
+        "stage that mixes text-only mt with speech tasks)"), said
+    # a speech stage: fsdp is advised as before, and its config loads
+    assert advice("{srt: 1.0}").endswith("or activation_checkpointing=true, or distributed=fsdp (the LLM sharded "
+                                         "over the ranks)")
+    assert advice("{srt: 1.0}", **tight).endswith("run the same command with distributed=fsdp (the LLM sharded over "
+                                                  "the ranks)")
+    with pytest.raises(ConfigError, match="distributed: fsdp does not support"):
+        load_config(None, overrides(tiny_setup, tmp_path / "run", distributed="fsdp", **{
+            "data.tasks": "{srt: 0.67, mt: 0.33}", "model.lora": "{r: 4, alpha: 8}", "trainable": "[adapter, lora]"}))
+
+
 def test_an_evaluation_between_checkpoints_that_beats_every_saved_dev_loss_is_saved(tiny_setup, tmp_path,
                                                                                       monkeypatch):
     """eval_every 3 with save_every 5: step 3's dev loss, the best, was logged and dropped (only evaluations on save
@@ -513,6 +547,50 @@ def test_an_evaluation_between_checkpoints_that_beats_every_saved_dev_loss_is_sa
     recipe.train(load_config(None, args + ["max_steps=10"]), log=lambda *_: None)
     assert saved == [10]
     assert checkpoint.read_index(tmp_path / "run" / "checkpoints")["best_step"] == 3
+
+
+@pytest.mark.long(15)
+def test_a_signal_before_a_due_dev_evaluation_saves_the_step_without_it_and_the_resume_goes_on_exactly(
+        tiny_setup, tmp_path, monkeypatch):
+    """A SIGTERM noted in a step whose dev evaluation is due waited for the whole evaluation (minutes at 7B/32B)
+    before the step was saved, past the grace torchrun's agent (30 s) or `docker stop` (10 s) leaves before SIGKILL.
+    The evaluation is skipped and the step saved without a dev loss; the resume ends with the uninterrupted run's
+    weights and losses, and its next evaluation, the best of those its checkpoints hold, is saved as the best."""
+    from llm_srt import cli
+    from llm_srt.errors import Terminated
+    from llm_srt.train import checkpoint
+
+    from .test_run_safety import _signalled
+
+    evaluated, real = [], recipe.Recipe.evaluate
+    monkeypatch.setattr(recipe.Recipe, "evaluate", lambda self: evaluated.append(self.step) or real(self))
+
+    def cfg(out):
+        return load_config(None, overrides(tiny_setup, out, max_steps=6, eval_every=3, **{
+            "data.dev": tiny_setup["manifest"], "data.dev_size": 2}))
+
+    def dev(out):
+        return {r["step"]: r["dev_loss"] for r in map(json.loads, (out / "train_log.jsonl").read_text().splitlines())
+                if "dev_loss" in r}
+
+    ref = recipe.train(cfg(tmp_path / "ref"), log=lambda *_: None)
+    assert evaluated == [3, 6] and list(dev(tmp_path / "ref")) == [3, 6]
+    out, said = tmp_path / "run", []
+    evaluated.clear()
+    with monkeypatch.context() as m, cli.stop_on_sigterm():  # the CLI's SIGTERM handler, as `llm-srt train`
+        _signalled(m, 3, signal.SIGTERM)
+        with pytest.raises(Terminated):
+            recipe.train(cfg(out), log=said.append)
+    assert evaluated == [] and checkpoint.latest(out).step == 3, (evaluated, said)
+    assert said[-1] == (f"[asr] SIGTERM at step 3: saved a checkpoint, {out / 'checkpoints' / 'step-00000003'}; the "
+                        "same command resumes from it")
+    final = recipe.train(cfg(out), log=lambda *_: None)
+    assert evaluated == [6] and dev(out) == {6: dev(tmp_path / "ref")[6]}
+    assert _losses(out) == _losses(tmp_path / "ref")
+    a, b = load_file(str(ref / "adapter.safetensors")), load_file(str(final / "adapter.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    index = checkpoint.read_index(out / "checkpoints")
+    assert index["best_step"] == 6 and index["best_loss"] == pytest.approx(dev(out)[6], rel=1e-6), index
 
 
 def test_a_resume_before_the_indexs_best_takes_the_best_of_the_steps_it_keeps(tmp_path):

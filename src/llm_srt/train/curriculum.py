@@ -23,7 +23,7 @@ from typing import Callable
 
 import yaml
 
-from .. import paths
+from .. import paths, ranks
 from ..config import MAX_CONFIG_BYTES, expand_variables, parse_yaml, short, split_items
 from ..errors import ConfigError, LLMSRTError
 from ..model.adapter import adapter_options
@@ -31,7 +31,8 @@ from . import checkpoint, resume
 from .config import TrainConfig, load_config
 from .final import (FINAL, check_same_start, final_weights_changed, finished_steps, init_record, is_finished,
                     quiet)
-from .parallel import release_groups
+from .data import from_rank0
+from .parallel import host_group, init_distributed, release_groups
 from .preflight import check_before_start
 from .recipe import train
 
@@ -397,20 +398,37 @@ def _check_start_record(stage: Stage, start: Stage | None) -> None:
 
 
 def run_stages(stages: list[Stage], log=print) -> list[Path]:
-    """Train the planned stages in order (a finished one is skipped, an interrupted one resumes)."""
+    """Train the planned stages in order (a finished one is skipped, an interrupted one resumes), every one checked
+    before the first trains (`_check_stages`)."""
+    _check_stages(stages)
     finals: list[Path] = []
-    for stage in stages:  # every stage's manifests, models and precision, before the first trains
-        try:
-            check_before_start(stage.config)
-        except ConfigError as e:
-            raise ConfigError(f"stage {stage.name} ({stage.file}): {e}") from None
-    _check_fit(stages)
     for k, stage in enumerate(stages):
         cfg = stage.config
         log(f"== stage {k + 1}/{len(stages)}: {stage.name} ({stage.file}) -> {cfg.output_dir}"
             + (f", from {cfg.model.init_from}" if cfg.model.init_from else ""))
         finals.append(train(cfg, log=log))
     return finals
+
+
+def _check_stages(stages: list[Stage]) -> None:
+    """Every stage's manifests, models and precision (`check_before_start`), then how the stages fit together
+    (`_check_fit`). Under torchrun the ranks join the process group first (the first stage's `train` finds it joined)
+    and stop together: the first checks agreed over every rank, the fit as rank 0 reads the stages' folders. Each
+    rank checked alone before any group existed: a folder missing on one node stopped that node, and the others went
+    on into the first stage's process group, to wait there until the timeout."""
+    if not stages:
+        return
+    d, _ = init_distributed(stages[0].config.distributed_timeout_min, stages[0].config.device)
+
+    def each() -> None:
+        for stage in stages:
+            try:
+                check_before_start(stage.config)
+            except ConfigError as e:
+                raise ConfigError(f"stage {stage.name} ({stage.file}): {e}") from None
+
+    ranks.on_every_rank(each, d.rank, d.world, host_group(d), name_rank=True)
+    from_rank0(d, lambda: _check_fit(stages))
 
 
 def run_curriculum(items: list[str], overrides: list[str] | None = None, stages: list[str] | None = None,

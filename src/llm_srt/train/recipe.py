@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from .. import config as config_lib
 from .. import device as device_lib
-from .. import paths
+from .. import paths, ranks
 from ..errors import ConfigError, LLMSRTError
 from ..model.cpu_linear import kernel_rule
 from . import checkpoint, resume
@@ -29,7 +29,7 @@ from .config import TrainConfig, _check_adapter_matches, load_config
 from .data import from_rank0, has_speech
 from .final import FINAL, _save_final, best_dev_loss, dev_set, final_weights_of, finished_state, quiet
 from .logs import _drop_log_after, _log_json, _tensorboard
-from .parallel import (Parallel, all_max, all_sum, barrier, init_distributed, llm_device, on_main,
+from .parallel import (Parallel, all_max, all_sum, barrier, host_group, init_distributed, llm_device, on_main,
                        release_groups)
 from .preflight import check_before_start, lora_note, skips_trained, use_bf16
 from .rng import _gather_rng, _restore_rng, seed_own_stream
@@ -106,9 +106,12 @@ class Recipe(RunStops):
 
     # ---- 1. set-up --------------------------------------------------------------------------------------------------
     def setup_processes(self) -> None:
-        """The frozen weights' dtype on this rank's device, the seeds; rank 0 locks output_dir."""
+        """The start-up checks (`check_before_start`, agreed: a model folder missing on one node stopped that node in
+        one line and left the others in a collective, a transport traceback or a hang), the frozen weights' dtype on
+        this rank's device, the seeds; rank 0 locks output_dir."""
         cfg = self.cfg
-        check_before_start(cfg, self.device)
+        ranks.on_every_rank(lambda: check_before_start(cfg, self.device), self.d.rank, self.d.world,
+                            host_group(self.d), name_rank=True)
         self.placement = device_lib.Placement(self.device, device_lib.resolve_dtype(cfg.dtype, self.device, True))
         if not self.d.main:  # one rank speaks; errors still surface from every rank
             self.log = quiet
@@ -305,7 +308,8 @@ class Recipe(RunStops):
     def train(self) -> None:
         """Steps until max_steps: a train step, its logs, a dev evaluation and a checkpoint when they are due (and a
         checkpoint at an evaluation whose dev loss is the best yet). A SIGTERM or Ctrl-C (SLURM's preemption, `docker
-        stop`, torchrun) lets the step in progress end, then saves it (`_stop_on_signal`)."""
+        stop`, torchrun) lets the step in progress end, then saves it (`_stop_on_signal`); a dev evaluation due at
+        that step is skipped (a resume goes on from the next step)."""
         cfg = self.cfg
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16(cfg, self.device)
                          else contextlib.nullcontext())
@@ -323,9 +327,11 @@ class Recipe(RunStops):
                 loss = self.train_step()
                 self.log_step(loss)
                 last = self.step == cfg.max_steps
-                dev_loss = None
-                if self.data.has_dev and ((cfg.eval_every and self.step % cfg.eval_every == 0) or last):
-                    dev_loss = self.evaluate().get("dev_loss")
+                due = self.data.has_dev and ((cfg.eval_every and self.step % cfg.eval_every == 0) or last)
+                if due and self._signalled(noted):  # the grace a signal leaves (torchrun's 30 s, docker stop's 10 s)
+                    #   is for the step and its save, not a dev evaluation (minutes at 7B): skipped, the step saved
+                    self._stop_on_signal(noted, False, None)
+                dev_loss = self.evaluate().get("dev_loss") if due else None
                 best = dev_loss is not None and math.isfinite(dev_loss) and (self.best_dev is None
                                                                              or dev_loss < self.best_dev)
                 if best:

@@ -8,6 +8,7 @@ from tqdm import tqdm
 
 from ..audio import SAMPLE_RATE
 from ..errors import LLMSRTError
+from .data import mixes_text
 from .signals import Noted
 
 
@@ -80,13 +81,16 @@ class RunStops:
                         f"{cfg.optim.accumulation * factor} allow_changes=true (the same examples per step)")
         if not cfg.activation_checkpointing:
             ways.append("activation_checkpointing=true")
-        if self.d.world > 1 and cfg.distributed != "fsdp":
+        shardable = not mixes_text(cfg.data.tasks)  # TrainConfig refuses fsdp for text-only mt beside speech
+        if self.d.world > 1 and cfg.distributed != "fsdp" and shardable:
             ways.append("distributed=fsdp (the LLM sharded over the ranks)")
         where = (f"the newest checkpoint is {self.last_good}" if self.last_good else
                  f"no checkpoint in {self.out} yet (save_every {cfg.save_every})")
         fix = (f"To {'resume from it' if self.last_good else 'start again'} with less memory a step, run the same "
                f"command with {', or '.join(ways)}" if ways else
-               "This step needs more GPUs (torchrun with distributed=fsdp) or one with more memory")
+               "This step needs more GPUs (torchrun with distributed=fsdp) or one with more memory" if shardable else
+               "This step needs a GPU with more memory (FSDP, which would shard the LLM over more GPUs, does not "
+               "take a stage that mixes text-only mt with speech tasks)")
         raise LLMSRTError(f"[{cfg.stage}] out of memory on {self.device} at step {self.step + 1}, in the {stage} of "
                           f"{what} ({str(error).splitlines()[0][:160]}); {where}. {fix}") from error
 
