@@ -429,6 +429,17 @@ def test_a_cpu_bf16_run_or_a_missing_manifest_stops_before_the_model_is_loaded(t
     assert not any("trainable parameters" in m for m in messages)
 
 
+def test_a_rank_that_reads_no_manifest_is_not_refused_for_one_its_node_lacks(tiny_setup, tmp_path):
+    """Under torchrun rank 0 alone reads the manifests (`from_rank0`): another node's ranks were refused at start
+    for a manifest on node 0's disk only, though they never read it."""
+    from llm_srt.train.preflight import check_before_start
+
+    cfg = _config(tiny_setup, tmp_path / "run", **{"data.train": str(tmp_path / "node0.jsonl"), "device": "cpu"})
+    with pytest.raises(ConfigError, match=r"data.train: .*node0.jsonl: no such manifest"):
+        check_before_start(cfg)
+    check_before_start(cfg, manifests=False)
+
+
 def test_a_task_whose_rows_the_manifest_lacks_names_the_manifest(tiny_setup, tmp_path):
     """`data.tasks: {smt: 1}` on a manifest of transcripts only: the error names data.train's manifest and what to
     do, not "the manifest"."""

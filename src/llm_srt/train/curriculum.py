@@ -423,7 +423,7 @@ def _check_stages(stages: list[Stage]) -> None:
     def each() -> None:
         for stage in stages:
             try:
-                check_before_start(stage.config)
+                check_before_start(stage.config, manifests=d.rank == 0)  # (rank 0 alone reads the manifests)
             except ConfigError as e:
                 raise ConfigError(f"stage {stage.name} ({stage.file}): {e}") from None
 

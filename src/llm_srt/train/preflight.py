@@ -41,16 +41,18 @@ def skips_trained(cfg: TrainConfig) -> bool:
     return Task.MT.value in cfg.data.tasks and "adapter" in cfg.trainable
 
 
-def check_before_start(cfg: TrainConfig, device: torch.device | None = None) -> None:
+def check_before_start(cfg: TrainConfig, device: torch.device | None = None, manifests: bool = True) -> None:
     """What a stage can be refused for before any model loads: bf16 autocast on a CPU host, a manifest, encoder or
     LLM that is not there (not model.init_from: a curriculum's later stage starts from a folder an earlier one
     writes, and a resumed run needs it no more), a finished model trained for more steps than max_steps, a resume
     with another data.seed (`_check_same_seed`). A curriculum checks every stage so before the first trains: a typo
-    in the SRT stage stopped it after the ASR and SMT stages (days at the paper's scale)."""
+    in the SRT stage stopped it after the ASR and SMT stages (days at the paper's scale). `manifests`: check
+    data.train and data.dev (under torchrun rank 0 alone reads them: another node need not hold them)."""
     use_bf16(cfg, device if device is not None else device_lib.resolve_device(cfg.device, flag="device="))
     if not any(str(m).strip() for m in cfg.data.manifests):  # [] or the default ""
         raise ConfigError("data.train: give the training manifest (e.g. data/mini/train.jsonl)")
-    for key, manifest in [("data.train", m) for m in cfg.data.manifests] + [("data.dev", cfg.data.dev)]:
+    named = [("data.train", m) for m in cfg.data.manifests] + [("data.dev", cfg.data.dev)] if manifests else []
+    for key, manifest in named:
         if manifest and not Path(manifest).exists():  # read (and checked row by row) once the model is built
             raise ConfigError(f"{key}: {manifest}: no such manifest; build it with `llm-srt prepare` or fix the path")
         if manifest and Path(manifest).is_dir():
