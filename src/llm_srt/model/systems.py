@@ -82,9 +82,7 @@ class SpeechLLMSystem:
             return self._into_own_language(items, options)
         speech = [i for i, it in enumerate(items) if it.audio is not None]
         text = [i for i, it in enumerate(items) if it.audio is None]
-        texts: dict[int, str] = {}
-        forced: set[int] = set()  # items whose SRT tags were written for them
-        capped: set[int] = set()  # items cut at their cap (the ids exclude EOS: a row that wrote it ended before)
+        decoded: dict[int, tuple[str, bool, bool]] = {}
         tags = self.model.config.language_tags
         for idx, audio in ((speech, True), (text, False)):  # generate takes all-speech or all-text batches
             if not idx:
@@ -92,18 +90,25 @@ class SpeechLLMSystem:
             prompts = [build(items[i].task, items[i].src, items[i].tgt, transcript=items[i].transcript, tags=tags)[0]
                        for i in idx]
             batch = {"prompts": prompts, "audio": [items[i].audio for i in idx] if audio else None}
-            rows: set[int] = set()
-            caps = [cap(items[i], options) for i in idx]
             with torch.inference_mode():
-                ids = self.model.generate_ids(batch, options, on_end=self._srt_tags([items[i] for i in idx], options),
-                                              written=rows, caps=caps,
-                                              part_start=self._parts([items[i] for i in idx], options))
-            forced.update(idx[r] for r in rows)
-            capped.update(i for i, row, c in zip(idx, ids, caps) if len(row) >= c)
-            texts.update((i, self.model.tokenizer.decode(row[:c], skip_special_tokens=True))
-                         for i, row, c in zip(idx, ids, caps))
-        return [replace(split_output(texts[i], it, tags), forced_tags=i in forced, capped=i in capped)
+                decoded.update(zip(idx, self.decode(batch, [items[i] for i in idx], options)))
+        return [replace(split_output(decoded[i][0], it, tags), forced_tags=decoded[i][1], capped=decoded[i][2])
                 for i, it in enumerate(items)]
+
+    def decode(self, batch: dict, items: Sequence[Item], options: DecodingOptions,
+               synced_ranks: bool = False) -> list[tuple[str, bool, bool]]:
+        """One all-speech or all-text batch of `items` (`batch`: `SpeechLLM.generate_ids`'s, its prompts with their
+        audio, or the cached features that stand for it) -> each row's (text, its SRT tags written for it, cut at its
+        cap): each row up to its own cap (`cap`), an SRT row that would end before its tags given them
+        (`_srt_tags`), n-grams counted per part (`_parts`). `run_batch`'s decoding, and training's dev decoding (its
+        batches hold cached features; `synced_ranks` under FSDP), so a dev BLEU is the one evaluate gives."""
+        rows: set[int] = set()  # rows whose SRT tags were written for them
+        caps = [cap(it, options) for it in items]
+        ids = self.model.generate_ids(batch, options, synced_ranks=synced_ranks, on_end=self._srt_tags(items, options),
+                                      written=rows, caps=caps, part_start=self._parts(items, options))
+        return [(self.model.tokenizer.decode(row[:c], skip_special_tokens=True), k in rows, len(row) >= c)
+                for k, (row, c) in enumerate(zip(ids, caps))]  # (the ids exclude EOS: a row that wrote it ended
+        #   before its cap)
 
     def _asr_then_smt(self, items: Sequence[Item], options: DecodingOptions) -> list[Output]:
         """Task.ASR_SMT items (the paper's "w/o SRT" ablation) in two batched passes of this one model: each clip's

@@ -547,11 +547,11 @@ def from_rank0(d: Dist, fn: Callable[[], Any]) -> Any:
 
 
 def _decode_as_evaluate(model, batch: dict, rows: Mapping[str, Any], synced_ranks: bool = False) -> list[str]:
-    """The dev batch's texts decoded as `llm-srt evaluate` decodes its clips, with its default options and the pieces
-    of `SpeechLLMSystem.run_batch` (which takes audio, not the batch's cached features, and decodes out of step with
-    the other ranks): each row up to its own budget, as `infer.run_items` gives it (`infer.item_budget` under
-    `infer.MAX_NEW_TOKENS`: the clip's seconds, its task and scripts; a text row's by its transcript's length), and
-    an SRT row that would end before its language tags given them (`SpeechLLMSystem._srt_tags`). `rows`: the
+    """The dev batch's texts decoded as `llm-srt evaluate` decodes its clips, with its default options and
+    `SpeechLLMSystem.decode`, run_batch's decoding (run_batch itself takes audio, not the batch's cached features,
+    and decodes out of step with the other ranks): each row up to its own budget, as `infer.run_items` gives it
+    (`infer.item_budget` under `infer.MAX_NEW_TOKENS`: the clip's seconds, its task and scripts; a text row's by its
+    transcript's length), and an SRT row that would end before its language tags given them. `rows`: the
     examples by id, whose durations count (a clip the batch holds counts its samples, as evaluate's loaded audio
     does). Before 2026-12-07 every row decoded to 256 tokens, which cut a long clip into a wide script (a 25 s
     tha->jpn SRT row's budget is 1,524), and an SRT row that ended without its tags scored nothing: a dev BLEU
@@ -570,11 +570,8 @@ def _decode_as_evaluate(model, batch: dict, rows: Mapping[str, Any], synced_rank
         budget = (max_new_tokens(seconds, task, MAX_NEW_TOKENS, src, tgt or None) if task.needs_speech
                   else item_budget(item, MAX_NEW_TOKENS))
         items.append(dataclasses.replace(item, max_new_tokens=budget))
-    caps = [it.max_new_tokens for it in items]
-    options = DecodingOptions(max_new_tokens=max(caps))
-    ids = model.generate_ids(batch, options, synced_ranks=synced_ranks, caps=caps,
-                             on_end=SpeechLLMSystem(model)._srt_tags(items, options))
-    return [model.tokenizer.decode(row[:c], skip_special_tokens=True) for row, c in zip(ids, caps)]
+    options = DecodingOptions(max_new_tokens=max(it.max_new_tokens for it in items))
+    return [text for text, _, _ in SpeechLLMSystem(model).decode(batch, items, options, synced_ranks=synced_ranks)]
 
 
 def _dev_scores(task: Task, examples, hyps: list[str], tags: Mapping[str, str] | None = None) -> dict[str, float]:
