@@ -19,7 +19,7 @@ import stat
 import sys
 import warnings
 from collections import defaultdict
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -91,7 +91,8 @@ class PackedRows(PackedList):
 
 
 def read_manifest(path: str | Path, check_audio: bool = True, skip_bad: bool = False,
-                  max_duration: float | None = None, max_text: int | None = None) -> list[Row]:
+                  max_duration: float | None = None, max_text: int | None = None,
+                  on_skipped: Callable[[str], object] | None = None) -> list[Row]:
     """Read and validate a JSONL manifest. Every bad row is reported as `file:line: what is wrong`.
 
     Checks: JSON syntax, missing fields, field types, unknown language codes, a translation without a target
@@ -101,7 +102,8 @@ def read_manifest(path: str | Path, check_audio: bool = True, skip_bad: bool = F
     ~12k target tokens, out of GPU memory, and the resumed run drew it again), and (with `max_text`, a text-only
     stage's bound, whose durations are not read) a text longer than that. Without `skip_bad` any problem raises
     ManifestError listing them all (the first MAX_LISTED, then a count); with `skip_bad` the bad rows are dropped
-    with a warning. Each audio file is checked once however many rows (directions) share it.
+    with a warning (a Python warning, or one line to `on_skipped`). Each audio file is checked once however many rows
+    (directions) share it.
     """
     path = Path(path)
     name = shown(str(path))
@@ -146,7 +148,8 @@ def read_manifest(path: str | Path, check_audio: bool = True, skip_bad: bool = F
         raise ManifestError(f"{name}: {len(problems)} bad row(s); fix them, or skip them (evaluate --skip-bad, "
                             f"train data.skip_bad=true):\n  {listed}{more}")
     if problems:
-        warn_each_time(f"{name}: skipped {len(problems)} bad rows (first: {problems[0]})", stacklevel=2)
+        notice = f"{name}: skipped {len(problems)} bad rows (first: {problems[0]})"
+        on_skipped(notice) if on_skipped is not None else warn_each_time(notice, stacklevel=2)
     if not rows:
         raise ManifestError(f"{name}: the manifest has no usable rows")
     return rows

@@ -19,7 +19,6 @@ import glob
 import os
 import shlex
 import sys
-import warnings
 from dataclasses import replace
 from datetime import timedelta
 from contextlib import contextmanager
@@ -247,17 +246,9 @@ def gather(part, rank: int, size: int) -> list | None:
 
 def _read_rows(manifest: str | Path, check_audio: bool, skip_bad: bool) -> list[Row]:
     """The manifest's rows (`read_manifest`), its --skip-bad notice (the bad rows it skipped) one line on stderr, as
-    the toolkit's other notices: it came as Python's UserWarning, with a file name, a line number and the line of
-    code that read the manifest."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        rows = read_manifest(manifest, check_audio=check_audio, skip_bad=skip_bad)
-    for w in caught:
-        if w.category is UserWarning and " bad rows (first: " in str(w.message):
-            print(f"llm-srt evaluate: warning: --skip-bad: {w.message}", file=sys.stderr, flush=True)
-        else:  # not ours: as it would have shown
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    return rows
+    the toolkit's other notices (not Python's UserWarning, with a file name, a line number and a line of code)."""
+    return read_manifest(manifest, check_audio=check_audio, skip_bad=skip_bad, on_skipped=lambda notice: print(
+        f"llm-srt evaluate: warning: --skip-bad: {notice}", file=sys.stderr, flush=True))
 
 
 @in_rank_group
