@@ -267,6 +267,31 @@ def test_a_disk_that_refuses_features_slows_training_down_instead_of_stopping_it
     assert len(warned) == 1 and "No space left on device" in warned[0] and "free space there" in warned[0], logs
 
 
+def test_a_fill_stops_encoding_once_the_disk_refuses_a_file(tiny_setup, model, tmp_path, monkeypatch):
+    """A quota (or a read-only folder, a run beside it that took the room) refused the 3rd file: the fill went on
+    encoding every other clip, each thrown away (at the paper's ASR stage, hours of a GPU before step 1). It stops
+    at the batch refused, says so, and training computes those features in the steps that need them."""
+    monkeypatch.setattr(training_data, "ENCODE_BATCH", 2)
+    real, written = features.atomic_file, []
+
+    def quota(path, *args, **kwargs):
+        written.append(path)
+        if len(written) > 2:
+            raise OSError(errno.EDQUOT, "Disk quota exceeded")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(features, "atomic_file", quota)
+    encoded, encode = [], TrainingData._encode
+    monkeypatch.setattr(TrainingData, "_encode", lambda self, audios: encoded.append(len(audios)) or encode(self,
+                                                                                                           audios))
+    logs = []
+    data = TrainingData(_section(tiny_setup, tmp_path / "quota", num_workers=0), model, SOLO, log=logs.append)
+    assert encoded == [2, 2] and data.cache.unstored == 2  # the 2nd batch refused: no 3rd
+    assert any("could not store every utterance's features" in m for m in logs), logs
+    encoded.clear()
+    assert _take(data, 2) and sum(encoded) > 0  # the features the cache lacks, computed for their batches
+
+
 def test_features_the_cache_lacks_are_computed_by_the_training_process(tiny_setup, model, tmp_path):
     filled = TrainingData(_section(tiny_setup, tmp_path / "full", num_workers=0), model, SOLO)
     lazy = TrainingData(_section(tiny_setup, tmp_path / "lazy", precompute_features=False, num_workers=2), model,

@@ -233,6 +233,9 @@ class TrainingData:
                 f"feature cache {root} ({total['cached']:,} cached): about {format_bytes(total['bytes'])} of the "
                 f"{format_bytes(total['free'])} free there")
         self._encode_into(cache, todo)
+        if self.d.world == 1 and cache.unstored:
+            log(f"the feature cache {root} could not store every utterance's features (see the warning above): "
+                "those are encoded in the steps that need them, not again now")
         if self.d.world > 1:
             host_wait(self.d)  # the fill takes hours, and a fresh node's ranks longer
             said = [None] * self.d.world  # every rank's clips that cannot be decoded: never in any cache, so not
@@ -259,9 +262,16 @@ class TrainingData:
                 host_wait(self.d)
 
     def _encode_into(self, cache: FeatureCache, todo: list[str]) -> None:
+        """`todo`'s features into the cache, ENCODE_BATCH clips at a time, until its disk refuses one (a quota, a
+        read-only folder, a run beside it that took the room: its room check saw free space): the rest would be
+        encoded only to be thrown away (hours of a GPU at the paper's ASR stage), so they are left to the steps that
+        need them."""
+        refused = cache.unstored
         for start in tqdm(range(0, len(todo), ENCODE_BATCH), desc="encoder features", disable=not todo or
                           not self.d.main, dynamic_ncols=True):
             self._note_bad(self._features(cache, todo[start:start + ENCODE_BATCH])[1])
+            if cache.unstored > refused:
+                break
 
     def _features(self, cache: FeatureCache, audio: list[str]) -> tuple[list[np.ndarray | None], list[tuple]]:
         """The clips' features from the cache, computed where it lacks them; a clip that cannot be read or decoded
