@@ -120,7 +120,7 @@ def test_the_log_names_the_first_stages_start_too(tmp_path, monkeypatch):
     """`== stage 1/2: smt (...) -> R/smt` did not say which model SMT started from; the later stages' lines did."""
     folder, root = _stage_folder(tmp_path), tmp_path / "R"
     _finished(root / "asr")
-    monkeypatch.setattr(curriculum, "check_before_start", lambda cfg: None)
+    monkeypatch.setattr(curriculum, "check_before_start", lambda cfg, **_: None)
     monkeypatch.setattr(curriculum, "train", lambda cfg, log: Path(cfg.output_dir) / "final")
     said = []
     curriculum.run_stages(curriculum.plan([str(folder)], stages=["smt", "srt"], out_root=root), log=said.append)
@@ -235,7 +235,7 @@ def test_a_later_stage_whose_config_starts_it_fresh_is_refused_unless_told(tmp_p
 def _recorded(monkeypatch) -> list:
     """`train` replaced by a recorder (and the paths' checks left out): what run_stages would have trained."""
     calls = []
-    monkeypatch.setattr(curriculum, "check_before_start", lambda cfg: None)
+    monkeypatch.setattr(curriculum, "check_before_start", lambda cfg, **_: None)
     monkeypatch.setattr(curriculum, "train", lambda cfg, log: calls.append(cfg.stage) or Path(cfg.output_dir) / "final")
     return calls
 
