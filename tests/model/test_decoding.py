@@ -228,3 +228,108 @@ def test_no_repeat_ngram_lets_an_srt_translation_repeat_its_transcripts_numbers(
         hook.remove()
     assert (out.transcript, out.translation) == ("1932", "1932")
     assert loop.transcript == "1932" and loop.translation.startswith("1932") and "19321932" not in loop.translation
+
+
+def _batch() -> dict:
+    """Four clips with prompts of different lengths (left padding)."""
+    import tiny
+
+    clips = [tiny.tone(0.8, 300), tiny.tone(1.5, 700, seed=1), tiny.tone(0.5, 1200, seed=2),
+             tiny.tone(1.1, 500, seed=3)]
+    return {"audio": clips, "prompts": ["<|eng|>", "<|deu|><|eng|>", "hello<|eng|><|fra|>", "<|fra|>"]}
+
+
+def test_hf_greedy_search_stops_each_row_at_its_cap(srt_folder):
+    """Greedy search through HF `generate` (a repetition penalty, as here; FSDP's dev decoding; a folder's logits
+    processors) stopped a row only at EOS or options.max_new_tokens: one row that never ended kept the whole batch
+    stepping (185 forward passes at caps [3, 4, 3, 5] of 200). Each row stops at its own cap, with the tokens it
+    has there when every row runs to the largest."""
+    from llm_srt.model.llm import causal_lm
+    from llm_srt.model.speech_llm import SpeechLLM
+
+    model = SpeechLLM.from_pretrained(srt_folder).eval()
+    options, caps = DecodingOptions(max_new_tokens=200, repetition_penalty=1.3), [3, 4, 3, 5]
+    whole = model.generate_ids(_batch(), options)
+    assert max(len(row) for row in whole) > 2 * max(caps)  # a row runs on: the case is exercised
+    calls = []
+    hook = causal_lm(model.llm).register_forward_hook(lambda *args: calls.append(1))
+    try:
+        capped = model.generate_ids(_batch(), options, caps=caps)
+    finally:
+        hook.remove()
+    assert capped == [row[:c] for row, c in zip(whole, caps)]
+    assert len(calls) <= max(caps) + 1
+
+
+def test_a_folders_min_new_tokens_holds_in_no_search(srt_folder, tmp_path, monkeypatch):
+    """`generation_config` left min_new_tokens None, which `generate` fills from the folder's generation config:
+    a folder's min_new_tokens held in beam search and HF's greedy search (a repetition penalty) while the greedy
+    loop ignored it. Every search now gives the rows of the same model from a folder without it."""
+    import json
+    import shutil
+
+    from llm_srt.model import speech_llm
+    from llm_srt.model.speech_llm import SpeechLLM
+
+    plain = SpeechLLM.from_pretrained(srt_folder).eval()
+    llm = tmp_path / "llm"
+    shutil.copytree(plain.config.llm, llm)
+    settings = json.loads((llm / "generation_config.json").read_text())
+    (llm / "generation_config.json").write_text(json.dumps({**settings, "min_new_tokens": 4}))
+    odd = SpeechLLM.from_pretrained(srt_folder, llm=str(llm)).eval()
+    assert odd.llm.generation_config.min_new_tokens == 4
+    first = [row[0] for row in plain.generate_ids(_batch(), DecodingOptions(max_new_tokens=8))]
+    end = plain.tokenizer.eos_token_id
+    monkeypatch.setattr(speech_llm, "eos_ids", lambda *args: [end, *first])  # each row's greedy first token ends it
+    for options in (DecodingOptions(max_new_tokens=8, beam_size=2), DecodingOptions(max_new_tokens=8),
+                    DecodingOptions(max_new_tokens=8, repetition_penalty=1.0001)):
+        expected = plain.generate_ids(_batch(), options)
+        assert any(len(row) < 4 for row in expected), options  # rows the minimum would lengthen
+        assert odd.generate_ids(_batch(), options) == expected, options
+
+
+SYNCED_CAPS = ([2, 2], [3, 6])  # rank 0's rows stop after 2 tokens, rank 1's one after 6
+
+
+def _synced_rank(rank: int, world: int, store: str, folder: str, out: str) -> None:
+    """One rank of `test_synced_ranks_stop_at_the_caps_and_step_together`: two of the batch's rows, its caps."""
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    from llm_srt.model.llm import causal_lm
+    from llm_srt.model.speech_llm import SpeechLLM
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", store=dist.FileStore(store, world), rank=rank, world_size=world,
+                            timeout=timedelta(minutes=1))
+    try:
+        model = SpeechLLM.from_pretrained(folder).eval()
+        batch = {k: v[2 * rank:2 * rank + 2] for k, v in _batch().items()}
+        calls = []
+        causal_lm(model.llm).register_forward_hook(lambda *args: calls.append(1))
+        ids = model.generate_ids(batch, DecodingOptions(max_new_tokens=40, repetition_penalty=1.3),
+                                 synced_ranks=True, caps=SYNCED_CAPS[rank])
+        torch.save({"ids": ids, "calls": len(calls)}, f"{out}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.long(20)
+def test_synced_ranks_stop_at_the_caps_and_step_together(srt_folder, tmp_path):
+    """`synced_ranks` (FSDP's dev decoding: every rank's step needs all ranks) ran greedy search to
+    options.max_new_tokens whatever the rows' caps. Each row stops at its cap; a rank whose rows have all stopped
+    goes on stepping with the others (HF's synced loop) until theirs have: both ranks make the same forward passes,
+    as many as the largest cap needs, and each row has the tokens it has alone."""
+    import torch.multiprocessing as mp
+
+    from llm_srt.model.speech_llm import SpeechLLM
+
+    mp.spawn(_synced_rank, args=(2, str(tmp_path / "store"), str(srt_folder), str(tmp_path)), nprocs=2, join=True)
+    got = [torch.load(tmp_path / f"rank{rank}.pt") for rank in range(2)]
+    model = SpeechLLM.from_pretrained(srt_folder).eval()
+    whole = model.generate_ids(_batch(), DecodingOptions(max_new_tokens=40, repetition_penalty=1.3))
+    caps = [c for rank_caps in SYNCED_CAPS for c in rank_caps]
+    assert all(len(row) > c for row, c in zip(whole, caps))  # no row ends before its cap: rank 1 steps longer
+    assert got[0]["ids"] + got[1]["ids"] == [row[:c] for row, c in zip(whole, caps)]
+    assert got[0]["calls"] == got[1]["calls"] <= max(caps) + 1

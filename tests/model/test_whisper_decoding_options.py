@@ -51,18 +51,22 @@ def spy(system, monkeypatch) -> list[dict]:
 def reference(ending):
     """beams, max_new, settings -> HF `generate` with its own suppression processors, each clip's language,
     `settings` passed: each clip's tokens up to its first end token."""
-    from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration
+    from transformers import WhisperForConditionalGeneration
 
     model = WhisperForConditionalGeneration.from_pretrained(ending).eval()
-    mel = WhisperFeatureExtractor.from_pretrained(ending)(CLIPS, sampling_rate=16000, return_tensors="pt")
+    return lambda beams, max_new, **settings: hf_tokens(model, ending, beams, max_new, **settings)
 
-    def generate(beams, max_new, **settings):
-        with torch.inference_mode():
-            ids = model.generate(mel.input_features, language=[languages.get(x).whisper for x in LANGS],
-                                 task="transcribe", num_beams=beams, max_new_tokens=max_new, **settings)
-        return [until_eos(row, model.config.eos_token_id) for row in ids.tolist()]
 
-    return generate
+def hf_tokens(model, folder, beams, max_new, **settings):
+    """HF `generate` of `model` (the folder's) on CLIPS, with its own suppression processors, each clip's language,
+    `settings` passed: each clip's tokens up to its first end token."""
+    from transformers import WhisperFeatureExtractor
+
+    mel = WhisperFeatureExtractor.from_pretrained(folder)(CLIPS, sampling_rate=16000, return_tensors="pt")
+    with torch.inference_mode():
+        ids = model.generate(mel.input_features, language=[languages.get(x).whisper for x in LANGS],
+                             task="transcribe", num_beams=beams, max_new_tokens=max_new, **settings)
+    return [until_eos(row, model.config.eos_token_id) for row in ids.tolist()]
 
 
 def until_eos(row, eos):
@@ -115,3 +119,31 @@ def test_default_penalties_give_the_tokens_generate_gave_without_them(ending, re
     system = WhisperSystem(ending, CPU)
     got = ours(system, DecodingOptions(max_new_tokens=12, beam_size=beams, early_stopping=False))
     assert got == reference(beams, 12)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int8"])
+def test_generates_whisper_holds_the_torch_whispers_weights(ending, dtype):
+    """`generate`'s Whisper (beam search, no-repeat n-grams, a repetition penalty) was a second whole copy of the
+    folder beside the torch Whisper the system decodes greedily with (Whisper large-v3: 6.2 GB more in float32).
+    Every tensor of it is the torch Whisper's (int8: its Int8Linear layers themselves, the head too), and it
+    decodes what transformers' own loading of the folder decodes (int8: quantized as `quantize_int8` does)."""
+    from transformers import WhisperForConditionalGeneration
+
+    from llm_srt.model.int8_linear import Int8Linear, quantize_int8
+
+    placement = device.resolve("cpu", dtype)
+    system = WhisperSystem(ending, placement)
+    asked = [(2, {"early_stopping": True}), (1, {"no_repeat_ngram_size": 2})]
+    got = [ours(system, DecodingOptions(max_new_tokens=10, beam_size=beams, **settings)) for beams, settings in asked]
+    hf, w = whisper_system._whisper(system.folder, placement.device, placement.dtype), system.whisper
+    held = {t.data_ptr() for t in w.state_dict().values()}
+    assert all(t.data_ptr() in held for t in hf.state_dict().values())
+    assert hf.model.decoder.embed_tokens.weight.data_ptr() == w.model.decoder.embed_tokens.weight.data_ptr()
+    int8 = [m for m in hf.modules() if isinstance(m, Int8Linear)]
+    assert {id(m) for m in int8} == {id(m) for m in w.modules() if isinstance(m, Int8Linear)}
+    assert bool(int8) == (dtype == "int8") and (hf.proj_out is w.head) == (dtype == "int8")
+    model = WhisperForConditionalGeneration.from_pretrained(ending).eval()
+    if dtype == "int8":
+        quantize_int8(model)
+    assert got == [hf_tokens(model, ending, beams, 10, **settings) for beams, settings in asked]
+    assert got[0] != got[1]  # two searches: other tokens

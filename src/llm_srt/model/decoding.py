@@ -114,9 +114,9 @@ def generate_ids(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, opt
     `synced_ranks`: keep stepping until every rank is done (a sharded model needs all ranks at each step).
     `on_end`: what a row must write before it may end (`greedy_ids`; in beam search `EndRule`); the rows whose
     output holds ids written for them go into `written`. `caps`: each row's own cap (at most
-    `options.max_new_tokens`): beam search stops each row's hypotheses at it (`RowCaps`); greedy ends the row
-    there, as at EOS (`greedy_ids`; on HF's greedy search every row runs to `options.max_new_tokens`, and a greedy
-    row's first c tokens are the same at any larger cap: the caller cuts). `part_start`: n-gram blocking counts a
+    `options.max_new_tokens`), where it ends as at EOS (`greedy_ids`; in HF `generate`, `RowCaps`: beam search
+    stops each row's hypotheses there, greedy search the row, so that one row that never ends does not keep the
+    batch stepping to `options.max_new_tokens`). `part_start`: n-gram blocking counts a
     row's (a hypothesis's) ids from where it says on (`PartNGrams`), so a translation may repeat its transcript's
     numbers and names; else all its new ids.
 
@@ -138,7 +138,8 @@ def generate_ids(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, opt
                               no_repeat_ngram=options.no_repeat_ngram_size, written=written, compiled=options.compile,
                               caps=caps, part_start=part_start)
     extra = {}
-    if caps is not None and options.beam_size > 1 and min(caps) < options.max_new_tokens:
+    if caps is not None and min(caps) < options.max_new_tokens:  # (with `synced_ranks` a rank whose rows all
+        # stopped goes on stepping with the others: HF's synced loop runs until every rank is done)
         from transformers import StoppingCriteriaList
 
         extra["stopping_criteria"] = StoppingCriteriaList([RowCaps(caps)])
@@ -166,9 +167,9 @@ def generate_ids(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, opt
         out = model.generate(inputs_embeds=embeds, attention_mask=mask.long(), generation_config=config,
                              synced_gpus=synced_ranks, **extra)
     result = []
-    for row in out.tolist():
+    for k, row in enumerate(out.tolist()):
         ids = []
-        for token in row:
+        for token in row if caps is None else row[:caps[k]]:  # (a row stopped at its cap is padded after it)
             if token in eos:
                 break
             ids.append(token)
@@ -234,8 +235,9 @@ class RowCaps:
     holds caps[b] new tokens, as `max_new_tokens=caps[b]` stops every hypothesis, so each row's search is the one it
     makes alone to its cap (its beams never meet another row's; at its cap its beam_size best end, and no later
     hypothesis of it can join them). A row cut from its batch's largest cap instead depends on its batch-mates: the
-    best hypothesis at n tokens, cut to c, is not the best at c. A stopping criterion of `generate` (one bool per
-    hypothesis, which come row by row)."""
+    best hypothesis at n tokens, cut to c, is not the best at c. Greedy search: row b stops with its first caps[b]
+    tokens (padded after them), and `generate` stops once every row has. A stopping criterion of `generate` (one
+    bool per hypothesis, which come row by row)."""
 
     def __init__(self, caps: Sequence[int]):
         self.caps = torch.tensor(list(caps))
@@ -570,6 +572,10 @@ def generation_config(base: GenerationConfig, o: DecodingOptions, eos: list[int]
     config.max_length = None
     config.min_new_tokens = None
     config.min_length = 0
+    if base.min_new_tokens:  # `generate` fills a None from the model's own: a folder's minimum held in beam search
+        # and HF's greedy search, not in `greedy_ids`. 0 sets min_length to the prompt's ids (None: filled, then
+        # overridden; 0 would have transformers warn at each call that both are set)
+        config.min_new_tokens, config.min_length = 0, None
     config.length_penalty = o.length_penalty if o.beam_size > 1 else 1.0  # greedy has none (transformers warns)
     config.no_repeat_ngram_size = o.no_repeat_ngram_size
     config.repetition_penalty = 1.0  # the callers penalize the new tokens alone, with a processor of their own

@@ -42,30 +42,51 @@ def _torch_whisper(folder: str, device: torch.device, dtype: torch.dtype, decode
 
 @lru_cache(maxsize=2)
 def _whisper(folder: str, device: torch.device, dtype: torch.dtype):
-    """An HF Whisper folder loaded straight onto `device` in `dtype` (int8: float32, then int8 linear layers), for
-    what the torch Whisper does not do (beam search, no-repeat n-grams): transformers is imported only then. Its
-    generation config's suppressed tokens are cleared, so HF's processors, which rebuild their masks with
-    `torch.isin` at every step, never run: `SuppressTokens` masks the same tokens (the torch Whisper's
-    `generation`, read from the same generation_config.json) from masks made once. Its prompt comes from
-    `language=` and `task=` alone (old `forced_decoder_ids` cleared: HF ignores them beside those); an
-    English-only Whisper's, given neither, is start and no-timestamps, and an empty `lang_to_id` (`convert`'s
-    for a `.en` model) is dropped, or HF would run its language ID over no language tokens."""
-    from transformers import WhisperForConditionalGeneration
+    """HF's WhisperForConditionalGeneration on the tensors of the folder's torch Whisper (`_torch_whisper`, the
+    copy the system and language ID hold), for what that one does not do (beam search, no-repeat n-grams, a
+    repetition penalty): transformers is imported only then. It is built on the meta device and given the torch
+    Whisper's tensors themselves (the same names under HF's `model.`; proj_out the token table, or an untied
+    Whisper's head), int8's linear layers the torch Whisper's own Int8Linear modules (its head too): no second copy
+    of the weights (Whisper large-v3's are 6.2 GB in float32, 3.1 GB in bfloat16). Its generation config's
+    suppressed tokens are cleared, so HF's processors, which rebuild their masks with `torch.isin` at every step,
+    never run: `SuppressTokens` masks the same tokens (the torch Whisper's `generation`, read from the same
+    generation_config.json) from masks made once. Its prompt comes from `language=` and `task=` alone (old
+    `forced_decoder_ids` cleared: HF ignores them beside those); an English-only Whisper's, given neither, is start
+    and no-timestamps, and an empty `lang_to_id` (`convert`'s for a `.en` model) is dropped, or HF would run its
+    language ID over no language tokens."""
+    from transformers import GenerationConfig, WhisperConfig, WhisperForConditionalGeneration
 
-    from .int8_linear import quantize_int8
+    from .int8_linear import Int8Linear
 
+    whisper = _torch_whisper(folder, device, dtype, False)
     try:
-        model = WhisperForConditionalGeneration.from_pretrained(folder, dtype=compute_dtype(dtype),
-                                                                device_map={"": device})
+        config = WhisperConfig.from_pretrained(folder)
+        generation = GenerationConfig.from_pretrained(folder) if (Path(folder) / "generation_config.json").is_file() \
+            else GenerationConfig.from_model_config(config)  # as `from_pretrained` falls back
     except (OSError, ValueError) as e:
         raise LLMSRTError(f"{folder}: cannot load Whisper ({str(e).splitlines()[0]})") from None
-    if is_int8(dtype):  # every linear layer of encoder and decoder, the tied output head as a copy (as CTranslate2's
-        quantize_int8(model)  # int8); convolutions, embeddings, norms and activations stay float32
+    with torch.device("meta"):
+        model = WhisperForConditionalGeneration._from_config(config, dtype=whisper.dtype)
+    own = {f"model.{name}": m for name, m in whisper.model.named_modules() if isinstance(m, Int8Linear)}
+    own.update({"proj_out": whisper.head} if isinstance(whisper.head, Int8Linear) else {})
+    for name, module in own.items():
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent), child, module)
+    state = {f"model.{k}": v for k, v in whisper.model.state_dict().items()
+             if f"model.{k.rpartition('.')[0]}" not in own}
+    if "proj_out" not in own:
+        state["proj_out.weight"] = (whisper.head or whisper.model.decoder.embed_tokens).weight.detach()
+    unexpected = model.load_state_dict(state, strict=False, assign=True).unexpected_keys
+    left = unexpected + [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if left:  # a transformers whose Whisper names or holds other tensors than the torch Whisper's
+        raise LLMSRTError(f"{folder}: transformers' Whisper does not match the torch Whisper's tensors (e.g. "
+                          f"{left[0]}): use the transformers version the toolkit pins")
+    model.generation_config = generation
     model.generation_config.suppress_tokens = model.generation_config.begin_suppress_tokens = None
     model.generation_config.forced_decoder_ids = None
     if not getattr(model.generation_config, "lang_to_id", None):
         model.generation_config.__dict__.pop("lang_to_id", None)
-    return model.eval()
+    return model.eval().requires_grad_(False)
 
 
 def release_models(device: torch.device) -> None:
@@ -117,7 +138,7 @@ class WhisperSystem:
     imported): one encoder pass per clip, cross-attention keys/values once per clip, a KV cache, a suppression mask
     made once, an argmax; a batch of any languages decodes together. The same tokens as HF `generate`
     (tests/model/test_systems.py checks it). Beam search, `no_repeat_ngram_size` and a repetition penalty go
-    through HF `generate`."""
+    through HF `generate`, on the same weights (`_whisper`)."""
 
     def __init__(self, folder: str | Path | None, placement: Placement, name: str = "whisper"):
         self.folder = resolve_model(str(folder or EMBEDDED), "encoder")
