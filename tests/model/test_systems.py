@@ -251,6 +251,31 @@ def test_text_mt_and_the_cascade_say_which_rows_were_cut_at_their_token_cap(fold
         hook.remove()
 
 
+def test_greedy_text_mt_stops_each_row_at_its_own_cap(folders):
+    """Greedy text MT stopped a row at its first line break only: a row that wrote none kept its batch to the
+    largest cap. Here row 0 (cap 2) writes letters only and row 1 (cap 8) ends at its 3rd token: 3 steps, not 8."""
+    from llm_srt.model.decoding import eos_ids
+    from llm_srt.model.llm import causal_lm
+
+    mt = load_system("mt", CPU, llm=str(folders["llm"]))
+    letter = mt.tokenizer("a", add_special_tokens=False)["input_ids"][0]
+    end, steps = eos_ids(mt.model, mt.tokenizer)[0], []
+
+    def steer(module, args, kwargs, out):
+        steps.append(kwargs["input_ids"].shape[1])
+        out.logits[:, -1, letter] = out.logits.max() + 100
+        if len(steps) == 3:
+            out.logits[1, -1, end] = out.logits.max() + 100
+    hook = causal_lm(mt.model).register_forward_hook(steer, with_kwargs=True)
+    try:
+        out = mt.run_batch([Item(None, "fra", "eng", Task.MT, "le chat noir", max_new_tokens=2),
+                            Item(None, "fra", "eng", Task.MT, "le chien", max_new_tokens=8)],
+                           replace(OPTS, max_new_tokens=8))
+    finally:
+        hook.remove()
+    assert len(steps) == 3 and [o.capped for o in out] == [True, False] and out[1].translation
+
+
 def test_srt_rows_that_would_end_before_their_tags_get_the_pair_written(speech_model, monkeypatch):
     """force_srt_tags: the system asks greedy decoding (n-gram blocking or not) to write an SRT row's tag pair when
     the row ends without a language tag; rows that wrote a tag, other tasks and --no-force-srt-tags are left alone."""

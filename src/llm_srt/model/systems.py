@@ -328,10 +328,11 @@ class TextMTSystem:
         if options.repetition_penalty != 1.0:
             processors.append(NewTokensOnly(RepetitionPenaltyLogitsProcessor(options.repetition_penalty), start))
         # greedy: a row stops at its first line break after text (the answer is the first line that is not blank),
-        # so no row runs on to its cap; beam search keeps the model's own EOS (a line break must not end a beam's
-        # ranking) and stops each row's hypotheses at its own cap, not the batch's largest
-        stop = StoppingCriteriaList([FirstLineEnd(self.token_texts, start) if options.beam_size == 1 else
-                                     RowCaps(caps)])
+        # or at its own cap (one row that wrote no line break kept the batch to the largest cap); beam search keeps
+        # the model's own EOS (a line break must not end a beam's ranking) and stops each row's hypotheses at its own
+        # cap, not the batch's largest
+        stop = StoppingCriteriaList([FirstLineEnd(self.token_texts, start), RowCaps(caps)] if options.beam_size == 1
+                                    else [RowCaps(caps)])
         with torch.inference_mode():
             ids = self.model.generate(**batch, generation_config=config, logits_processor=processors,
                                       stopping_criteria=stop)
