@@ -12,7 +12,8 @@ python=${GPU_PYTHON:-python3}
 site=${WHEEL_SITE:-/tmp/llm-srt-site}
 wheels=${WHEEL_DIR:-.whl}
 mkdir -p "$out"
-rm -f "$out/wheels-not-installed.txt"  # an earlier run's, in a reused OUT: this run's install says its own
+# an earlier run's, in a reused OUT: this run's install says its own; its stopped bench's rows are not this run's
+rm -f "$out/wheels-not-installed.txt" "$out/bench-running.json"
 
 # A failure before gpu_check.py runs still leaves OUT/report.json (and report.md) saying why: on a one-shot GPU
 # session an empty OUT reads as results lost, not as a check that failed at its start.

@@ -11,7 +11,9 @@ of what they prove that nothing else has (a budget that runs short takes the las
 rough seconds on one H100: ESTIMATES, not measurements (one H200 took 34 s for 13 cuda tests, 81 s for e2e before its
 FSDP parts, 100 s for the 7B bench, 2026-11-30; the compiled bench has never run):
   env                        ~10 s  python, torch, CUDA, the GPU, package versions
-  cuda-tests                 ~90 s  pytest -m cuda (22 tests needing a GPU; they skip where torch sees none)
+  cuda-tests                ~150 s  pytest -m cuda (22 tests needing a GPU; they skip where torch sees none): the 9
+                                    added since the 13 measured never ran on a GPU, 3 of them compiling (--compile,
+                                    CUDA graphs) on a cold Inductor cache
   e2e                       ~120 s  tiny random models, a tone-clip corpus: `curriculum` (ASR -> SMT -> SRT, the SRT
                                     stage under 1-rank FSDP with activation checkpointing), `train` (FSDP, with
                                     deterministic kernels) killed with SIGKILL after its second checkpoint and resumed
@@ -19,19 +21,22 @@ FSDP parts, 100 s for the 7B bench, 2026-11-30; the compiled bench has never run
                                     its second checkpoint the killed run's tensors and optimizer state (a tolerance
                                     that cannot tell a wrong resume fails it), `translate` and `evaluate` of the SRT
                                     model
-  bench-compiled-qwen2.5-7b ~180 s  `bench --paper-shape qwen2.5-7b --compiled-only`: greedy with --compile (static KV
+  bench-compiled-qwen2.5-7b ~120 s  `bench --paper-shape qwen2.5-7b --compiled-only`: greedy with --compile (static KV
                                     cache, CUDA graphs) at batch 1 and 64, mostly compilation; first of the benches, as
                                     the code least proven; stopped 110 s before the budget ends, which the eager
-                                    bench needs to start (MIN_BENCH_S + STOP_S), and not run with under 60 s of its own
+                                    bench needs to start (MIN_BENCH_S + STOP_S), and not run with under 60 s of its own:
+                                    not an estimate of what it needs (never run), but what the steps above leave it
   bench-qwen2.5-7b          ~120 s  `bench --paper-shape qwen2.5-7b`: Table 7 rows, the largest batch, training steps
                                     with and without activation checkpointing, and with head_losses in 8x larger blocks
 That is ~520 s: the default budget. Within the device machine's 600 s call, the rest (~45 s) is for installing the
 wheels (~15 s), starting Python and torch (~10 s), and stopping and reaping the command running when the budget ends
 (up to 20 s). `--shapes qwen2.5-7b,qwen2.5-3b` adds the 3B bench (~115 s): give it --budget-s and a call to match.
 It writes DIR/report.md, DIR/report.json (both rewritten as each step starts and ends: a check stopped from outside
-leaves the steps it finished, and says it did not finish; a bench stopped before its end leaves the rows its
---json-out held, which bench rewrites after each one) and DIR/gpu-check.log (every command's output as it comes,
-under its start time, and its exit status and seconds after it; each step's `commands` in report.json list them).
+leaves the steps it finished, and says it did not finish, with what the running step had finished: e2e's parts, a
+bench's rows; a bench stopped before its end leaves the rows its --json-out held, which bench rewrites after each
+one: DIR/bench-running.json while it runs, in report.json once it ends), DIR/gpu-check.log (every command's output
+as it comes, under its start time, and its exit status and seconds after it; each step's `commands` in report.json
+list them), and, where the check was killed mid-bench, DIR/bench-running.json.
 `--device cpu` runs the same steps with the tiny shape (a test runs it). Exit status 0 when every step passed, 1 when
 one failed, 2 when none failed but the budget left one undone (not started, or stopped by the budget before its own
 limit): "incomplete", never "passed". On a GPU the cuda tests fail when one of them skipped, or none ran.
@@ -76,6 +81,8 @@ GPU_WHEELS = ("transformers", "peft", "gguf", "soundfile", "cffi", "pycparser", 
               "whisper_normalizer", "indic_numtowords", "more-itertools", "text2num", "fastapi", "starlette",
               "pydantic", "pydantic_core", "annotated-types", "typing-inspection", "typing_extensions",
               "opentelemetry-api", "uvicorn", "python-multipart", "annotated-doc", "anyio", "idna", "click", "h11")
+WHEELS_MIB = 22.4  # what `make fetch-wheels` downloads (28 wheels, 2026-12-06): .whl/ travels with the tracked
+#   tree, within a device call's 64 MiB (a test adds them up)
 WHEEL_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
                    "manylinux1_x86_64")
 VERSIONS = ("torch", "transformers", "peft", "accelerate", "tokenizers", "safetensors", "sacrebleu", "numpy",
@@ -89,21 +96,27 @@ STEP_LIMITS = {"cuda-tests": 200, "e2e": 240, "bench": 240}  # seconds per step 
 TEST_TIMEOUT_S = 90  # per cuda test, where pytest-timeout is installed (the GPU image has it): one that hangs fails
 #   alone instead of taking the step's whole limit from the tests after it
 BUDGET_S = 520  # the default --budget-s: the default plan's ~520 s (the module's docstring), within a 600 s call
-ESTIMATE_S = {"env": 10, "cuda-tests": 90, "e2e": 120, "bench-compiled-qwen2.5-7b": 180, "bench-qwen2.5-7b": 120,
-              "bench-qwen2.5-3b": 115}  # rough seconds on one H100 (the docstring's; guesses, not measurements)
+ESTIMATE_S = {"env": 10, "cuda-tests": 150, "e2e": 120, "bench-compiled-qwen2.5-7b": 120, "bench-qwen2.5-7b": 120,
+              "bench-qwen2.5-3b": 115}  # rough seconds on one H100 (the docstring's; guesses, not measurements; the
+#   compiled rows': what the budget leaves them)
 DEFAULT_SHAPES = {"cpu": ["tiny"], "cuda": ["qwen2.5-7b"]}  # 3B, measured on 2026-11-30, does not fit the budget
 COMMAND_LIMIT_S = 150  # seconds per command of the e2e step (its commands share the step's limit)
 IMPORTS = ("transformers", "peft", "accelerate", "soundfile", "soxr")  # what every step after env imports (the
 #   model, the audio): one missing, all of them fail, so on a GPU the check stops at env instead of spending its time
-IMAGE_IMPORTS = ("pytest", "yaml", "tensorboard")  # what the steps import from the GPU image, not from .whl/ (the
-#   cuda tests; every config; the recipe's TensorBoard log): on an image without one, env passed and every later
-#   step failed on its import, e2e's report blaming the product ("the killed run sealed fewer than two checkpoints")
+IMAGE_IMPORTS = ("yaml",)  # what every step after env imports from the GPU image, not from .whl/ (every config, the
+#   bench's too): as IMPORTS. On an image without one, env passed and every later step failed on its import, e2e's
+#   report blaming the product ("the killed run sealed fewer than two checkpoints")
+STEP_IMPORTS = {"cuda-tests": ("pytest",), "e2e": ("tensorboard",)}  # what one step alone imports from the GPU
+#   image (the recipe's TensorBoard log): one missing fails env, naming it, and that step, not run; the check goes
+#   on (without pytest or tensorboard the whole session stopped at env, its benches with it)
 OPTIONAL_IMPORTS = {"jiwer": ("tests/evaluate",), "whisper_normalizer": ("tests/evaluate",), "gguf": (),
-                    "matplotlib": ("tests/evaluate",),
-                    "fastapi": ("tests/serve",), "uvicorn": ("tests/serve",), "python_multipart": ("tests/serve",)}
+                    "matplotlib": ("tests/evaluate",), "fastapi": ("tests/serve",), "uvicorn": ("tests/serve",),
+                    "python_multipart": ("tests/serve",), "starlette.testclient": ("tests/serve",)}
 #   what else .whl/ brings (matplotlib: the image, for evaluate's plots), and the cuda test folders that import it:
 #   one missing fails env, naming it, and the check goes on without those folders (and with e2e's evaluate failing,
-#   for jiwer, whisper_normalizer or matplotlib): one bad wheel does not cost the session its benches
+#   for jiwer, whisper_normalizer or matplotlib): one bad wheel does not cost the session its benches.
+#   starlette.testclient (fastapi's TestClient, which tests/serve's conftest imports) raises a RuntimeError without
+#   httpx, which the image's huggingface-hub brings in some releases only: all 22 cuda tests went with that conftest
 COMPILED_BATCHES = {"qwen2.5-7b": "1,64", "tiny": "1,2"}  # shapes also timed with --compile at these batches, in
 # a step of their own just before the shape's bench (never run on a GPU yet: the eager rows were measured; its limit
 # bounds what a slow compilation takes from the steps after it); tiny's: the CPU rehearsal runs the GPU plan's
@@ -137,6 +150,8 @@ class Check:
         self.cut = False  # the running step's command was stopped by the budget, not by the step's own limit
         self.commands: list[dict] = []  # the running step's commands: name, rc, seconds (its result's `commands`)
         self.failed = False  # one of the running step's commands failed on its own (or the step broke)
+        self.partial: dict = {}  # what the running step has finished so far (e2e's parts; a bench's rows file in
+        #   OUT): a report written while it runs gives it, so a check stopped from outside keeps it
         self.log = open(out / "gpu-check.log", "w", encoding="utf-8")
         self.lock = threading.Lock()  # a command's stdout and stderr reach the log from two threads
         self.env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC)] + [p for p in [
@@ -228,15 +243,21 @@ class Check:
         """One step: `ok` True (passed), False (failed), or None (not run, or cut short, for want of the check's time
         budget: neither passed nor failed, and said so). `least`: the seconds of budget it needs to be started. A
         failed step is cut short only when every failure traces back to the budget: a budget-cut command, and none
-        of its commands, `parts` (None: the part's command was cut) or code failed on its own. The report is
-        written as it starts (naming it as running) and as it ends."""
+        of its commands, `parts` (None: the part's command was cut) or code failed on its own. One that needs a
+        module this Python cannot import (STEP_IMPORTS) fails, not run. The report is written as it starts (naming
+        it as running) and as it ends."""
         print(f"[gpu-check] {name} ...", flush=True)
         t0 = time.perf_counter()
         self.cut = self.failed = False
-        self.commands = []
+        self.commands, self.partial = [], {}
         self.running = name
         self.report()
-        if self.deadline - time.monotonic() < (MIN_STEP_S if least is None else least):
+        lacking = [f"{module} ({why})" for module in STEP_IMPORTS.get(name, ())
+                   if (why := unimportable(module)) is not None]
+        if lacking:
+            self.failed, result = True, {"ok": False, "error": f"not run: needs {', '.join(lacking)}, which the GPU "
+                                         "image lacks and .whl/ does not bring (env)"}
+        elif self.deadline - time.monotonic() < (MIN_STEP_S if least is None else least):
             result = {"ok": None, "error": "not run: the check's time budget (--budget-s) is spent"}
         else:
             try:
@@ -250,7 +271,7 @@ class Check:
         result = {"step": name, **result, "seconds": round(time.perf_counter() - t0, 1),
                   **({"commands": self.commands} if self.commands else {})}
         self.steps.append(result)
-        self.running = None
+        self.running, self.partial = None, {}
         self.report()
         print(f"[gpu-check] {name}: {verdict(result['ok'])} ({result['seconds']} s)"
               + (f": {result['error']}" if result.get("error") else ""), flush=True)
@@ -306,6 +327,7 @@ def verdict(ok: bool | None) -> str:
 
 # ---- steps ---------------------------------------------------------------------------------------------------------
 NOT_INSTALLED = "wheels-not-installed.txt"  # in OUT: the wheels gpu-check.sh's one-by-one install could not install
+RUNNING_BENCH = "bench-running.json"  # in OUT: the running bench's --json-out (bench_step)
 
 
 def env_step(check: Check) -> dict:
@@ -327,7 +349,8 @@ def env_step(check: Check) -> dict:
     missing = [name for name, why in problems.items() if why == "missing"]
     broken = [f"{name} ({why})" for name, why in problems.items() if why != "missing"]
     optional = {name: why for name in OPTIONAL_IMPORTS if (why := unimportable(name)) is not None}
-    lacking = {name: why for name in IMAGE_IMPORTS if (why := unimportable(name)) is not None}
+    image = (*IMAGE_IMPORTS, *(name for names in STEP_IMPORTS.values() for name in names))
+    lacking = {name: why for name in image if (why := unimportable(name)) is not None}
     try:
         pins = dict(p.split("==") for p in pinned(("torch", "transformers", "peft"), ROOT / "constraints.txt"))
     except SystemExit as e:  # a report, not the end of the check
@@ -343,11 +366,15 @@ def env_step(check: Check) -> dict:
              if blind else
              f"missing {', '.join(missing)}: carry .whl/ (make fetch-wheels here first) or install them" if missing
              else f"cannot import {'; '.join(broken)}: carry .whl/ built for this machine's Python (make fetch-wheels "
-                  "here first) or install them" if broken else
-             f"the GPU image lacks {'; '.join(f'{n} ({why})' for n, why in lacking.items())}, which .whl/ does not "
-             "bring (GPU_WHEELS counts on the image for it): install it, or add its wheels to GPU_WHEELS"
-             if lacking else None)
-    fatal = error is not None  # the steps after env cannot run: on a GPU the check stops here
+                  "here first) or install them" if broken else None)
+    fatal = error is not None or not lacking.keys().isdisjoint(IMAGE_IMPORTS)  # the steps after env cannot run:
+    #   on a GPU the check stops here
+    if lacking:  # a step that needs one alone fails as not run (Check.step), and the check goes on
+        steps = [step for step, names in STEP_IMPORTS.items() if not lacking.keys().isdisjoint(names)]
+        said = (f"the GPU image lacks {'; '.join(f'{n} ({why})' for n, why in lacking.items())}, which .whl/ does "
+                "not bring (GPU_WHEELS counts on the image for it): install it, or add its wheels to GPU_WHEELS"
+                + (f"; the check goes on without {', '.join(steps)}" if steps and not fatal else ""))
+        error = f"{error}; {said}" if error else said
     if optional:
         needs = sorted({folder for name in optional for folder in OPTIONAL_IMPORTS[name]})
         said = (f"cannot import {'; '.join(f'{n} ({why})' for n, why in optional.items())}"
@@ -432,12 +459,43 @@ def left_out_folders() -> dict[str, str]:
     return {folder: ", ".join(whys) for folder, whys in left.items()}
 
 
+UNCOLLECTED = re.compile(r"^ImportError while loading conftest '(?P<conftest>.+)'\.$"  # (pytest's exit 4)
+                         r"|^_+ ERROR collecting (?P<module>\S+) _+$", re.MULTILINE)  # a test module's (exit 2)
+
+
+def uncollected(output: str, paths: list[str]) -> dict[str, str]:
+    """The paths of `paths` that pytest's `output` says it could not collect, each under a conftest that failed to
+    import or itself a module that did -> what failed and its error's last line."""
+    rootdir = re.search(r"^rootdir: (.+?)(?:, |$)", output, re.MULTILINE)  # what "ERROR collecting X" is relative to
+    broken: dict[Path, str] = {}
+    for match in UNCOLLECTED.finditer(output):
+        error = re.search(r"^E +(.+)$", output[match.end():], re.MULTILINE)
+        where = Path(match["conftest"] or Path(rootdir[1] if rootdir else ROOT) / match["module"]).resolve()
+        said = error[1].strip() if error else "an error (gpu-check.log)"
+        broken[where] = f"{where.relative_to(ROOT) if where.is_relative_to(ROOT) else where}: {said}" \
+            if match["conftest"] else said
+    found = {}
+    for path in paths:
+        full = (ROOT / path).resolve()
+        for where, why in broken.items():
+            if full == where or (where.name == "conftest.py" and full.is_relative_to(where.parent)):
+                found[path] = why
+    return found
+
+
 def cuda_tests_step(check: Check, paths: list[str]) -> dict:
     left_out = left_out_folders() if paths == ["auto"] else {}
     paths = [p for p in cuda_test_files() if not any(p.startswith(f"{folder}/") for folder in left_out)] \
         if paths == ["auto"] else paths
-    xml = check.work / "cuda-tests.xml"
+    xml, ends = check.work / "cuda-tests.xml", time.monotonic() + STEP_LIMITS["cuda-tests"]
     done = check.run("cuda-tests", pytest_argv(paths, xml), STEP_LIMITS["cuda-tests"])
+    # one import error in a conftest or test module stops pytest before any test (exit 4 or 2): all 22 cuda tests
+    #   went for one folder's. Once more without what it could not collect; the step fails, naming it
+    broken = uncollected(done.stdout + done.stderr, paths) if done.returncode in (2, 4) else {}
+    again = bool(broken) and len(broken) < len(paths)
+    if again:
+        paths = [p for p in paths if p not in broken]
+        done = check.run("cuda-tests again", pytest_argv(paths, xml), max(1.0, ends - time.monotonic()))
     tests, running = pytest_outcomes(done.stdout)
     counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
     skips = [f"{node}: {reason}" for node, (outcome, reason) in tests.items() if outcome in ("SKIPPED", "XFAIL")]
@@ -457,6 +515,11 @@ def cuda_tests_step(check: Check, paths: list[str]) -> dict:
     failed = [node for node, (outcome, _) in tests.items() if outcome in ("FAILED", "ERROR")]
     error = None if ok else f"pytest exit {done.returncode}" + (f"; failed: {', '.join(failed)}" if failed else "") + (
         f"; stopped while {running} ran" if done.returncode == 124 and running else "")
+    if broken:
+        check.failed = True  # the step's own failure, whatever the budget cut
+        said = (f"pytest could not collect {', '.join(broken)} ({'; '.join(sorted(set(broken.values())))})"
+                + ("; the others ran without them" if again else ""))
+        ok, error = False, f"{said}; {error}" if error else said
     # on the CPU they skip, as they should; on a GPU none has a reason to (each needs only torch and a GPU, the
     #   fixtures they use tiny random models and tone clips): a skip there, or none run, proves nothing
     if check.device != "cpu" and (counts["skipped"] or not (counts["passed"] or done.cut)):
@@ -465,7 +528,7 @@ def cuda_tests_step(check: Check, paths: list[str]) -> dict:
                 if not counts["passed"] else f"{counts['skipped']} cuda test(s) skipped on the GPU")
         ok, error = False, "; ".join([what + (": " + "; ".join(skips) if skips else ""), *([error] if error else [])])
     result = {"ok": ok, **counts, "files": paths}
-    extra = {"left_out": left_out, "skips": skips, "failed_tests": failed,
+    extra = {"left_out": left_out, "uncollected": broken, "skips": skips, "failed_tests": failed,
              "running_when_stopped": done.returncode == 124 and running,
              "counted_from": not xml.is_file() and "gpu-check.log (pytest ended before writing its junit XML)",
              "error": error}
@@ -501,21 +564,6 @@ def write_corpus(root: Path) -> dict[str, Path]:
     return paths
 
 
-def has_option(verb: str, option: str) -> bool:
-    """Whether `llm-srt VERB` takes `option` (a verb gains --device/--dtype as its owner lands it)."""
-    import importlib
-
-    from llm_srt.cli import VERBS
-
-    parser = argparse.ArgumentParser()
-    importlib.import_module(VERBS[verb][0]).add_arguments(parser)
-    return option in parser._option_string_actions
-
-
-def placement_args(check: Check, verb: str) -> list[str]:
-    return ["--device", check.device, "--dtype", check.dtype] if has_option(verb, "--device") else []
-
-
 def train_overrides(check: Check, folders, corpus: dict[str, Path]) -> list[str]:
     """key=value overrides that point configs/embedded at the tiny models and corpus, on the check's device."""
     from llm_srt.train.config import TrainConfig
@@ -540,14 +588,19 @@ def e2e_step(check: Check) -> dict:
     common = train_overrides(check, folders, corpus)
     runs, ends = check.work / "runs", time.monotonic() + STEP_LIMITS["e2e"]
     parts: dict[str, bool | None] = {}
+    resume: dict = {}  # kill_and_resume's numbers
 
     def limit() -> float:  # each command's: at most COMMAND_LIMIT_S, and within what the step has left
         return max(1.0, min(COMMAND_LIMIT_S, ends - time.monotonic()))
 
     def judge(part: str, ok: bool, done: Done) -> None:
         """parts[part] from what `done`, its command, did and wrote: a part that failed is not done (None) when the
-        budget cut its command, else failed (False) on its own (exit 0 with a wrong result too): the step failed."""
+        budget cut its command, else failed (False) on its own (exit 0 with a wrong result too): the step failed.
+        Into the report at once: a check stopped from outside (SIGTERM, or a SIGKILL that runs nothing after it)
+        keeps the parts it finished."""
         parts[part] = True if ok else None if done.cut else False
+        check.partial = {"parts": dict(parts), **resume}
+        check.report()
 
     done = check.cli("e2e curriculum", "curriculum", str(ROOT / "configs" / "embedded"), "--out-root", str(runs),
                      *common, "save_every=2", "asr:max_steps=4", "smt:max_steps=2", "srt:max_steps=2",
@@ -556,13 +609,14 @@ def e2e_step(check: Check) -> dict:
     final = runs / "srt" / "final"
     judge("curriculum", done.returncode == 0 and (final / "config.json").is_file(), done)
 
-    done, proofs, resume = kill_and_resume(check, common, limit)
+    done, proofs, numbers = kill_and_resume(check, common, limit)
+    resume.update(numbers)
     for part, ok in proofs.items():  # kill_resume, resume_losses, resume_state
         judge(part, ok, done)
 
     clip = corpus["test"].parent / "audio" / "eng-5.wav"
     done = check.cli("e2e translate", "translate", str(clip), "--model", str(final), "--src", "eng", "--tgt", "deu",
-                     "--format", "json", "--max-new-tokens", "8", *placement_args(check, "translate"),
+                     "--format", "json", "--max-new-tokens", "8", "--device", check.device, "--dtype", check.dtype,
                      timeout=limit())
     try:
         results = json.loads(done.stdout)
@@ -574,7 +628,7 @@ def e2e_step(check: Check) -> dict:
 
     report = check.work / "eval"
     done = check.cli("e2e evaluate", "evaluate", "--model", f"srt={final}", "--manifest", str(corpus["test"]),
-                     "--out", str(report), "--max-new-tokens", "8", *placement_args(check, "evaluate"),
+                     "--out", str(report), "--max-new-tokens", "8", "--device", check.device, "--dtype", check.dtype,
                      timeout=limit())
     judge("evaluate", done.returncode == 0 and (report / "results.json").is_file(), done)
     failed = [k for k, v in parts.items() if v is False]
@@ -783,12 +837,17 @@ def bench_step(check: Check, shape: str, memory_gib: float | None, compiled: str
                leave: float = 0.0) -> dict:
     """`bench --paper-shape SHAPE`; with `compiled` (batch sizes), its --compile rows alone. A bench stopped before
     its end (its limit, the budget, a crash) reports the rows its --json-out holds: bench rewrites it after each.
-    `leave`: seconds of the budget it keeps for the bench after it (the budget stops it sooner, and it is not run
-    with less than MIN_COMPILED_S of its own)."""
+    That file is OUT/RUNNING_BENCH while it runs (named in the report as it starts), folded into the step's result
+    as it ends: a check stopped from outside leaves the rows there (a SIGTERM also in the report; a SIGKILL runs
+    nothing after it). `leave`: seconds of the budget it keeps for the bench after it (the budget stops it sooner,
+    and it is not run with less than MIN_COMPILED_S of its own)."""
     if leave and check.left() - leave < MIN_COMPILED_S:
         return {"ok": None, "error": f"not run: {check.left():.0f} s of the check's time budget (--budget-s) left, "
                 f"{leave:.0f} s of them kept for the bench after it, and this one needs {MIN_COMPILED_S} s of its own"}
-    result_file = check.work / f"bench-{shape}{'-compiled' if compiled else ''}.json"
+    result_file = check.out / RUNNING_BENCH
+    result_file.unlink(missing_ok=True)  # none of another bench's rows under this one's name
+    check.partial = {"rows_file": RUNNING_BENCH}
+    check.report()
     extra = ["--memory-gib", str(memory_gib)] if memory_gib else []
     if compiled:
         extra += ["--compile-batches", compiled, "--compiled-only"]
@@ -796,6 +855,7 @@ def bench_step(check: Check, shape: str, memory_gib: float | None, compiled: str
                      check.dtype, "--paper-shape", shape, "--json-out", str(result_file), *extra,
                      timeout=STEP_LIMITS["bench"], reserve=leave)
     result = read_json(result_file)
+    result_file.unlink(missing_ok=True)  # in the step's result now: OUT keeps few files (what comes back)
     if done.returncode != 0 or not (result or {}).get("finished"):
         rows = measured_rows(result)
         at = [line for line in done.stderr.splitlines() if line.startswith("[bench] ")]
@@ -851,9 +911,10 @@ def write_report(check: Check, started: float, final: bool = True) -> str:
                   if any(v.startswith("torch ") for v in other) else "")
     unproven = [*UNPROVEN, *([f"the pinned versions: this machine ran {', '.join(other)}{torch_note}"]
                              if other else [])]
+    partial = running_partial(check) if check.running and not final else {}
     summary = {"ok": outcome == "passed", "outcome": outcome, "finished": final, "device": check.device,
                "dtype": check.dtype, "seconds": round(time.time() - started, 1), "steps": check.steps,
-               **({"running": check.running} if check.running else {}),
+               **({"running": check.running} if check.running else {}), **({"partial": partial} if partial else {}),
                **({"not_reached": not_reached} if not_reached else {}),
                **({"error": check.error} if check.error else {}),
                **({"stopped": check.stopped} if check.stopped else {}), "not_proven_here": unproven}
@@ -867,6 +928,10 @@ def write_report(check: Check, started: float, final: bool = True) -> str:
         lines += ["", "**Not finished**: this report was written while the check ran"
                   + (f" step {check.running}" if check.running else "") + "; left like this, the check was stopped "
                   "before its end (the machine's time ran out): the steps below are those it finished."]
+        if partial.get("parts"):
+            lines += ["", f"Step {check.running} had finished: "
+                      + ", ".join(f"{k} {verdict(v)}" for k, v in partial["parts"].items()) + resume_details(partial)
+                      + "."]
     if not_reached:
         lines += ["", f"Not reached: {', '.join(not_reached)}."]
     if check.error or check.stopped:
@@ -892,12 +957,25 @@ def write_report(check: Check, started: float, final: bool = True) -> str:
         elif s.get("rows"):  # a bench stopped before its table: what it measured, as JSON lines
             lines += ["", f"## {s['step']} (stopped: the rows it measured)", "", "```",
                       *(json.dumps(r) for r in s["rows"]), "```"]
+    if "rows_file" in partial:  # the running bench's: those it measured after this report, in the file alone
+        lines += ["", f"## {check.running} (running: {len(partial['rows'])} rows measured as this was written; "
+                  f"{partial['rows_file']} beside it holds every row it measured)"]
+        lines += ["", "```", *(json.dumps(r) for r in partial["rows"]), "```"] if partial["rows"] else []
     from llm_srt.paths import atomic_file  # the standard library alone: importable before the env step's checks
 
     for name, text in (("report.json", json.dumps(summary, indent=2) + "\n"), ("report.md", "\n".join(lines) + "\n")):
         with atomic_file(check.out / name) as f:  # whole: a kill mid-write leaves the last one, not half
             f.write(text)
     return outcome
+
+
+def running_partial(check: Check) -> dict:
+    """What the running step has finished (check.partial), with a bench's rows as its --json-out in OUT holds
+    them now."""
+    partial = dict(check.partial)
+    if "rows_file" in partial:
+        partial["rows"] = measured_rows(read_json(check.out / partial["rows_file"]))
+    return partial
 
 
 def resume_details(s: dict) -> str:
@@ -937,6 +1015,7 @@ def run(args) -> int:
     def stop(signum, _frame):  # the machine's call ending sends SIGTERM: the report says so, the command goes too
         raise SystemExit(f"stopped by signal {signum}")
 
+    (out / RUNNING_BENCH).unlink(missing_ok=True)  # an earlier check's, stopped from outside: not this one's rows
     previous = signal.signal(signal.SIGTERM, stop)
     with tempfile.TemporaryDirectory(prefix="llm-srt-gpu-check-") as tmp:
         check = Check(out, Path(tmp), args.device, args.dtype, args.budget_s)

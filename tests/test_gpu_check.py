@@ -355,6 +355,29 @@ def test_the_environment_step_names_the_gpu_the_check_runs_on(tmp_path, monkeypa
     assert not any(v.startswith("torch ") for v in env.get("other_versions", []))
 
 
+CARRY_MIB = 63  # of a device call's 64 MiB, for the tracked tree and .whl/ together
+
+
+def test_the_tree_and_the_wheels_fit_one_device_call():
+    """A device call carries the working tree and .whl/ within 64 MiB: the tracked files were 39.5 MiB (30.7 of them
+    the embedded checkpoints) and the wheels 22.4 MiB, 61.9 in all; a little more of either and the one GPU
+    session's check cannot travel. The tracked files as checked out, and .whl/ where fetched (else what `make
+    fetch-wheels` last brought: WHEELS_MIB), stay under CARRY_MIB."""
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True)
+    if listed.returncode != 0:
+        pytest.skip(f"no git checkout here to list the tracked files of ({listed.stderr.decode().strip()})")
+    sizes = {name: (ROOT / name).lstat().st_size for name in listed.stdout.decode().split("\0")
+             if name and os.path.lexists(ROOT / name)}
+    wheels = list((ROOT / ".whl").glob("*.whl"))
+    wheel_mib = sum(w.stat().st_size for w in wheels) / 2**20 if wheels else gpu_check.WHEELS_MIB
+    tree_mib = sum(sizes.values()) / 2**20
+    largest = ", ".join(f"{name} {sizes[name] / 2**20:.1f} MiB" for name in sorted(sizes, key=sizes.get)[-4:][::-1])
+    assert tree_mib + wheel_mib <= CARRY_MIB, (
+        f"the tracked files ({tree_mib:.1f} MiB) and .whl/ ({wheel_mib:.1f} MiB) make {tree_mib + wheel_mib:.1f} MiB, "
+        f"past {CARRY_MIB} of the 64 MiB a device call carries: drop a wheel the GPU check can do without from "
+        f"GPU_WHEELS, or move a large file out of the tracked tree (the largest: {largest})")
+
+
 def test_every_wheel_is_pinned_in_constraints():
     pins = gpu_check.pinned(gpu_check.GPU_WHEELS, ROOT / "constraints.txt")
     assert len(pins) == len(gpu_check.GPU_WHEELS) and all("==" in p for p in pins)
@@ -753,11 +776,133 @@ def test_a_bench_stopped_before_its_end_reports_the_rows_it_measured(tmp_path, m
     assert result["error"] == ("bench exit 124: timed out after 240 s; it was at: llm-srt: greedy compiled batch 64; "
                                "3 measured before it stopped (report.json's rows)")
     assert json.dumps({"decode": decode[0]}) in (tmp_path / "report.md").read_text()
+    assert not (tmp_path / gpu_check.RUNNING_BENCH).exists()  # its rows in report.json: not left in OUT too
     written.clear()  # stopped before its first row: no file
-    (tmp_path / "bench-qwen2.5-7b-compiled.json").unlink()
     result = check.step("bench-compiled-qwen2.5-7b", gpu_check.bench_step, check, "qwen2.5-7b", None, "1,64")
     check.log.close()
     assert result["ok"] is False and result["rows"] == [] and "0 measured before it stopped" in result["error"]
+
+
+STOPPED_CHECK = """import sys, types
+sys.path.insert(0, {scripts!r})
+import gpu_check
+ROWS = {rows!r}
+BENCH = ("import json, sys, time; json.dump({{'decode': %r, 'finished': False}}, open(sys.argv[1], 'w')); "
+         "time.sleep(60)" % ROWS)  # the bench: three rows into --json-out, then long at the fourth
+SLEEP = "import time; time.sleep(60)"
+
+
+def cli(self, name, verb, *args, timeout, **run_args):  # the CLI's commands, each a stand-in
+    if verb == "bench":
+        return self.run(name, [sys.executable, "-c", BENCH, args[args.index("--json-out") + 1]], timeout, **run_args)
+    if verb == "curriculum":
+        final = self.work / "runs" / "srt" / "final"
+        final.mkdir(parents=True)
+        (final / "config.json").write_text("{{}}")
+        return gpu_check.Done([], 0, "", "")
+    return self.run(name, [sys.executable, "-c", SLEEP], timeout, **run_args)  # translate: long
+
+
+gpu_check.Check.cli = cli
+sys.modules["llm_srt.model"] = types.SimpleNamespace(presets=types.SimpleNamespace(write_folders=lambda *a, **k: None))
+gpu_check.write_corpus = lambda root: {{"test": root / "test.jsonl"}}
+gpu_check.train_overrides = lambda *a: []
+gpu_check.kill_and_resume = lambda check, common, limit: (gpu_check.Done([], 0, "", ""), {{
+    "kill_resume": True, "resume_losses": True, "resume_state": True}}, {{"resume_steps_compared": 9,
+    "resume_worst_relative": 0.0, "resume_tolerance": 1e-6, "resume_loss_change": 3e-3}})
+sys.exit(gpu_check.main(["run", "--out", {out!r}, "--device", "cpu", "--steps", {steps!r}, "--shapes", "tiny"]))
+"""
+
+
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGKILL"])
+@pytest.mark.parametrize("steps", ["bench", "e2e"])
+def test_a_check_stopped_mid_step_leaves_what_that_step_had_finished(tmp_path, steps, signal_name):
+    """A check stopped from outside (SIGTERM, or the device call's kill at its limit) lost what its running step had
+    done: the bench's --json-out was in the check's temporary folder, deleted as it unwound (report.json: "running
+    bench-tiny", no rows), and e2e's parts were kept only when the step returned (SIGTERM during translate, after the
+    curriculum and the kill and resume: steps []). Now the running bench writes OUT/bench-running.json (in the
+    report too, on a SIGTERM), and e2e puts each part in the report as it is judged: a SIGKILL runs nothing after."""
+    import signal
+
+    rows = [{"system": "llm-srt", "beam": 1, "batch_size": b, "compiled": True} for b in (1, 2, 4)]
+    script = STOPPED_CHECK.format(scripts=str(ROOT / "scripts"), rows=rows, out=str(tmp_path), steps=steps)
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.DEVNULL)
+    report, running = tmp_path / "report.json", tmp_path / gpu_check.RUNNING_BENCH
+
+    def ready() -> bool:  # the bench at its fourth row; e2e in translate, three parts judged
+        with contextlib.suppress(OSError, ValueError):
+            if steps == "bench":
+                return len(json.loads(running.read_text())["decode"]) == 3
+            return "e2e translate" in (tmp_path / "gpu-check.log").read_text() and len(
+                json.loads(report.read_text()).get("partial", {}).get("parts", {})) == 4
+        return False
+
+    try:
+        for _ in range(300):
+            if ready() or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+    finally:
+        proc.send_signal(getattr(signal, signal_name))
+        proc.wait(timeout=30)
+    written = json.loads(report.read_text())
+    assert written["finished"] is False and written["running"] == ("bench-compiled-tiny" if steps == "bench" else
+                                                                    "e2e"), written
+    md = (tmp_path / "report.md").read_text()
+    if steps == "bench":  # the rows in OUT, the report naming the file (a SIGTERM: the rows in it too)
+        assert json.loads(running.read_text())["decode"] == rows
+        assert written["partial"] == {"rows_file": gpu_check.RUNNING_BENCH, "rows": [
+            {"decode": r} for r in rows] if signal_name == "SIGTERM" else []}
+        assert "## bench-compiled-tiny (running: " in md and "bench-running.json beside it" in md
+        assert (json.dumps({"decode": rows[2]}) in md) is (signal_name == "SIGTERM")
+    else:
+        assert written["partial"]["parts"] == {"curriculum": True, "kill_resume": True, "resume_losses": True,
+                                               "resume_state": True} and written["partial"]["resume_steps_compared"]
+        assert "Step e2e had finished: curriculum ok, kill_resume ok, resume_losses ok, resume_state ok (resumed " in md
+        assert not running.exists()
+
+
+def test_a_missing_metrics_package_fails_e2e_s_evaluate_alone(tmp_path, monkeypatch):
+    """The check asked each verb whether it took --device by importing it in its own process: evaluate's import
+    needs jiwer, so a missing jiwer or whisper-normalizer failed the whole e2e step on a ModuleNotFoundError,
+    discarding the curriculum and the kill and resume it had proven (README: only evaluate fails then). Both verbs
+    take --device now; the check imports neither."""
+    import types
+
+    monkeypatch.setitem(sys.modules, "jiwer", None)  # `import jiwer` raises, as where it is not installed
+    for name in [m for m in sys.modules if m == "llm_srt.evaluate" or m.startswith("llm_srt.evaluate.")]:
+        monkeypatch.delitem(sys.modules, name)
+    import llm_srt
+
+    monkeypatch.delattr(llm_srt, "evaluate", raising=False)
+    from llm_srt.model import presets
+
+    monkeypatch.setattr(presets, "write_folders", lambda *a, **k: types.SimpleNamespace(encoder="e", llm="l"))
+    monkeypatch.setattr(gpu_check, "write_corpus", lambda root: {s: root / f"{s}.jsonl" for s in ("train", "dev",
+                                                                                                    "test")})
+    monkeypatch.setattr(gpu_check, "train_overrides", lambda *a: [])
+    monkeypatch.setattr(gpu_check, "kill_and_resume", lambda check, common, limit: (gpu_check.Done([], 0, "", ""), {
+        "kill_resume": True, "resume_losses": True, "resume_state": True}, {}))
+    check = gpu_check.Check(tmp_path, tmp_path, "cpu", "float32", budget_s=60)
+    argvs = {}
+
+    def cli(name, verb, *args, timeout, **run_args):  # each command as it would go here without jiwer
+        argvs[verb] = args
+        if verb == "curriculum":
+            (tmp_path / "runs" / "srt" / "final").mkdir(parents=True)
+            (tmp_path / "runs" / "srt" / "final" / "config.json").write_text("{}")
+        if verb == "evaluate":
+            return gpu_check.Done([], 1, "", "ModuleNotFoundError: No module named 'jiwer'")
+        return gpu_check.Done([], 0, '[{"error": null}]' if verb == "translate" else "", "")
+
+    monkeypatch.setattr(check, "cli", cli)
+    result = check.step("e2e", gpu_check.e2e_step, check)
+    check.log.close()
+    assert result["parts"] == {"curriculum": True, "kill_resume": True, "resume_losses": True, "resume_state": True,
+                               "translate": True, "evaluate": False}, result
+    assert result["ok"] is False and result["error"] == "failed: evaluate"
+    for verb in ("translate", "evaluate"):
+        assert argvs[verb][-4:] == ("--device", "cpu", "--dtype", "float32")
 
 
 def _pytest_check(tmp_path, device: str, tests: str, **limits):
@@ -809,6 +954,52 @@ def test_a_cuda_test_that_skips_on_a_gpu_fails_the_step_with_its_reason(tmp_path
     assert result["ok"] is False and result["passed"] == 1 and result["skipped"] == 1, result
     assert result["error"].startswith("1 cuda test(s) skipped on the GPU: ") and "needs a CUDA GPU" in result["error"]
     assert "test_skips" in result["skips"][0] and "test_skips" in (tmp_path / "report.md").read_text()
+
+
+def test_a_serve_conftest_without_fastapi_s_test_client_leaves_out_tests_serve_alone(monkeypatch):
+    """tests/serve's conftest imports fastapi's TestClient, whose starlette.testclient raises a RuntimeError without
+    httpx (which the image's huggingface-hub brings in some releases only): pytest stopped at that conftest (exit
+    4) and all 22 cuda tests went with it. Env now names it, and cuda-tests leaves tests/serve out."""
+    import importlib
+
+    real = importlib.import_module
+
+    def import_module(name, *a, **k):
+        if name == "starlette.testclient":
+            raise RuntimeError("The starlette.testclient module requires the httpx package to be installed.\n")
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(importlib, "import_module", import_module)
+    assert gpu_check.unimportable("starlette.testclient") == (
+        "RuntimeError: The starlette.testclient module requires the httpx package to be installed.")
+    assert gpu_check.left_out_folders() == {"tests/serve": "starlette.testclient unimportable"}
+
+
+@pytest.mark.parametrize("broken", ["conftest", "module"])
+def test_a_test_folder_pytest_cannot_collect_costs_the_step_only_its_own_tests(tmp_path, broken):
+    """An import error that env did not foresee, in one folder's conftest (pytest exit 4) or one test module (exit
+    2), stopped pytest before any test: "pytest exit 4", 0 of 0. The step now runs pytest once more without what
+    it could not collect, and fails, naming it: the other cuda tests still report."""
+    (tmp_path / "serve").mkdir()
+    (tmp_path / "serve" / "test_s.py").write_text("import pytest\n\n\n@pytest.mark.cuda\ndef test_s():\n    pass\n")
+    boom = "raise RuntimeError('The starlette.testclient module requires the httpx package')\n"
+    if broken == "conftest":
+        (tmp_path / "serve" / "conftest.py").write_text(boom)
+    else:
+        (tmp_path / "serve" / "test_s.py").write_text(boom)
+    (tmp_path / "test_ok.py").write_text("import pytest\n\npytestmark = pytest.mark.cuda\n\n\ndef test_a():\n    pass\n"
+                                         "\n\ndef test_b():\n    pass\n")
+    check = gpu_check.Check(tmp_path, tmp_path, "cpu", "auto", budget_s=120)
+    paths = [str(tmp_path / "test_ok.py"), str(tmp_path / "serve" / "test_s.py")]
+    result = check.step("cuda-tests", gpu_check.cuda_tests_step, check, paths)
+    check.log.close()
+    assert [c["rc"] for c in result["commands"]] == [4 if broken == "conftest" else 2, 0], result
+    assert result["ok"] is False and result["passed"] == 2 and result["files"] == paths[:1], result
+    why = "RuntimeError: The starlette.testclient module requires the httpx package"
+    assert result["uncollected"] == {paths[1]: f"{tmp_path / 'serve' / 'conftest.py'}: {why}" if broken == "conftest"
+                                     else why}
+    assert result["error"] == (f"pytest could not collect {paths[1]} ({result['uncollected'][paths[1]]}); the others "
+                               "ran without them")
 
 
 def _env_step_with_wheels(tmp_path, wheels, out) -> subprocess.CompletedProcess:
@@ -949,20 +1140,51 @@ def test_a_slow_compiled_bench_leaves_the_eager_bench_its_start(tmp_path, monkey
     assert [c["command"] for c in results[0].get("commands", [])] == []  # nothing was started
 
 
-def test_a_module_the_gpu_image_should_bring_stops_the_check_at_the_environment(tmp_path, monkeypatch):
-    """pytest, pyyaml and tensorboard come from the GPU image, not .whl/; env checked only the wheels' modules, so on
-    an image without tensorboard env passed and e2e then failed every command on its import, its report blaming the
-    product ("the killed run sealed fewer than two checkpoints"). Now env fails, fatal, naming the module."""
+def _a_gpu(monkeypatch) -> None:
+    """torch sees one CUDA GPU (for the env step and the plan; no step here touches it)."""
     import types
 
     import torch
 
-    real = gpu_check.unimportable
-    monkeypatch.setattr(gpu_check, "unimportable", lambda name: "missing" if name == "tensorboard" else real(name))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda i: "GPU")
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: types.SimpleNamespace(total_memory=2**30))
+
+
+def test_a_module_the_gpu_image_should_bring_fails_the_environment_and_what_needs_it(tmp_path, monkeypatch):
+    """pytest, pyyaml and tensorboard come from the GPU image, not .whl/; env checked only the wheels' modules, so on
+    an image without tensorboard env passed and e2e then failed every command on its import, its report blaming the
+    product ("the killed run sealed fewer than two checkpoints"). Then any of the three stopped the check at env,
+    though only cuda-tests needs pytest and only e2e tensorboard: a GPU session lost its benches (the compiled 7B
+    rows have never run anywhere) for want of a TensorBoard log. Now env fails, naming the module, and stops the
+    check only for pyyaml (every step's configs, the bench's too); the step that needs another fails, not run."""
+    import types
+
+    real = gpu_check.unimportable
+    gone = {"tensorboard"}
+    monkeypatch.setattr(gpu_check, "unimportable", lambda name: "missing" if name in gone else real(name))
+    _a_gpu(monkeypatch)
     env = gpu_check.env_step(types.SimpleNamespace(device="cuda", asked="cuda", out=tmp_path))
-    assert env["ok"] is False and env["fatal"]
-    assert env["error"].startswith("the GPU image lacks tensorboard (missing), which .whl/ does not bring")
+    assert env["ok"] is False and not env["fatal"]
+    assert env["error"] == ("the GPU image lacks tensorboard (missing), which .whl/ does not bring (GPU_WHEELS counts "
+                            "on the image for it): install it, or add its wheels to GPU_WHEELS; the check goes on "
+                            "without e2e")
+    ran = []
+    monkeypatch.setattr(gpu_check, "cuda_tests_step", lambda *a: ran.append("cuda-tests") or {"ok": True})
+    monkeypatch.setattr(gpu_check, "e2e_step", lambda *a: ran.append("e2e") or {"ok": True})
+    monkeypatch.setattr(gpu_check, "bench_step", lambda check, shape, memory, compiled=None, leave=0.0: ran.append(
+        f"bench {shape}{' compiled' if compiled else ''}") or {"ok": True})
+    assert gpu_check.main(["run", "--out", str(tmp_path), "--device", "cuda"]) == 1
+    assert ran == ["cuda-tests", "bench qwen2.5-7b compiled", "bench qwen2.5-7b"]
+    steps = {s["step"]: s for s in json.loads((tmp_path / "report.json").read_text())["steps"]}
+    assert [steps[name]["ok"] for name in ("env", "cuda-tests", "e2e", "bench-compiled-qwen2.5-7b",
+                                           "bench-qwen2.5-7b")] == [False, True, False, True, True]
+    assert steps["e2e"]["error"].startswith("not run: needs tensorboard (missing), which the GPU image lacks")
+    assert "| e2e | FAILED |" in (tmp_path / "report.md").read_text()
+    gone = {"yaml", "pytest"}  # every step's configs: the check stops at env, naming both
+    env = gpu_check.env_step(types.SimpleNamespace(device="cuda", asked="cuda", out=tmp_path))
+    assert env["ok"] is False and env["fatal"] and "goes on" not in env["error"]
+    assert env["error"].startswith("the GPU image lacks yaml (missing); pytest (missing), which .whl/ does not bring")
+    ran.clear()
+    assert gpu_check.main(["run", "--out", str(tmp_path), "--device", "cuda"]) == 1 and ran == []
