@@ -550,12 +550,14 @@ def test_an_evaluation_between_checkpoints_that_beats_every_saved_dev_loss_is_sa
 
 
 @pytest.mark.long(15)
+@pytest.mark.parametrize("at", [3, 6])
 def test_a_signal_before_a_due_dev_evaluation_saves_the_step_without_it_and_the_resume_goes_on_exactly(
-        tiny_setup, tmp_path, monkeypatch):
+        tiny_setup, tmp_path, monkeypatch, at):
     """A SIGTERM noted in a step whose dev evaluation is due waited for the whole evaluation (minutes at 7B/32B)
     before the step was saved, past the grace torchrun's agent (30 s) or `docker stop` (10 s) leaves before SIGKILL.
-    The evaluation is skipped and the step saved without a dev loss; the resume ends with the uninterrupted run's
-    weights and losses, and its next evaluation, the best of those its checkpoints hold, is saved as the best."""
+    The evaluation is skipped and the step saved without a dev loss, marked: the resume runs it first, so it ends
+    with the uninterrupted run's weights, losses, dev losses and best checkpoint (at the last step too, where there
+    is no later evaluation: final_weights best took an earlier step's weights)."""
     from llm_srt import cli
     from llm_srt.errors import Terminated
     from llm_srt.train import checkpoint
@@ -566,7 +568,7 @@ def test_a_signal_before_a_due_dev_evaluation_saves_the_step_without_it_and_the_
     monkeypatch.setattr(recipe.Recipe, "evaluate", lambda self: evaluated.append(self.step) or real(self))
 
     def cfg(out):
-        return load_config(None, overrides(tiny_setup, out, max_steps=6, eval_every=3, **{
+        return load_config(None, overrides(tiny_setup, out, max_steps=6, eval_every=3, final_weights="best", **{
             "data.dev": tiny_setup["manifest"], "data.dev_size": 2}))
 
     def dev(out):
@@ -578,19 +580,19 @@ def test_a_signal_before_a_due_dev_evaluation_saves_the_step_without_it_and_the_
     out, said = tmp_path / "run", []
     evaluated.clear()
     with monkeypatch.context() as m, cli.stop_on_sigterm():  # the CLI's SIGTERM handler, as `llm-srt train`
-        _signalled(m, 3, signal.SIGTERM)
+        _signalled(m, at, signal.SIGTERM)
         with pytest.raises(Terminated):
             recipe.train(cfg(out), log=said.append)
-    assert evaluated == [] and checkpoint.latest(out).step == 3, (evaluated, said)
-    assert said[-1] == (f"[asr] SIGTERM at step 3: saved a checkpoint, {out / 'checkpoints' / 'step-00000003'}; the "
-                        "same command resumes from it")
+    assert evaluated == [3, 6][:[3, 6].index(at)] and checkpoint.latest(out).step == at, (evaluated, said)
+    assert said[-1] == (f"[asr] SIGTERM at step {at}: saved a checkpoint, {out / 'checkpoints' / f'step-0000000{at}'};"
+                        " the same command resumes from it")
     final = recipe.train(cfg(out), log=lambda *_: None)
-    assert evaluated == [6] and dev(out) == {6: dev(tmp_path / "ref")[6]}
+    assert evaluated == [3, 6] and dev(out) == dev(tmp_path / "ref")
     assert _losses(out) == _losses(tmp_path / "ref")
     a, b = load_file(str(ref / "adapter.safetensors")), load_file(str(final / "adapter.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    index = checkpoint.read_index(out / "checkpoints")
-    assert index["best_step"] == 6 and index["best_loss"] == pytest.approx(dev(out)[6], rel=1e-6), index
+    index, ref_index = (checkpoint.read_index(o / "checkpoints") for o in (out, tmp_path / "ref"))
+    assert (index["best_step"], index["best_loss"]) == (ref_index["best_step"], ref_index["best_loss"]), index
 
 
 def test_a_resume_before_the_indexs_best_takes_the_best_of_the_steps_it_keeps(tmp_path):

@@ -66,6 +66,7 @@ class Recipe(RunStops):
         self.grad_norm = 0.0  # the last step's global gradient norm, before clipping
         self.ctc_short_said = False  # whether rows too short for their transcripts' CTC were reported
         self.best_dev: float | None = None  # the lowest dev loss a checkpoint holds (an evaluation that beats it saves)
+        self.eval_due = False  # the checkpoint resumed from skipped its due dev evaluation (a signal): it runs first
         self.bar, self.writer = None, None  # progress bar, TensorBoard (rank 0)
         self.parallel: Parallel | None = None
         self.lock: RunLock | None = None  # this run's hold on output_dir (rank 0)
@@ -294,6 +295,7 @@ class Recipe(RunStops):
             if note := self.data.sampler.resume_note:  # another batch size (allow_changes): the epoch's examples left
                 self.log(f"[{cfg.stage}] {note}")
             self.step = state["step"]
+            self.eval_due = bool(state.get("eval_due"))
             self.best_dev = from_rank0(self.d, lambda: best_dev_loss(self.out, self.step, dev_set(self.settings)))
             _restore_rng(state["rng"], self.d, cfg.seed, self.step, log=self.log)
             on_main(self.d, lambda: _drop_log_after(self.out, self.step))
@@ -323,19 +325,22 @@ class Recipe(RunStops):
         self.step_seconds, self.steps_timed = 0.0, 0  # the training steps' time: not evaluations' nor checkpoints'
         self.model.train()
         with signals_noted() as noted:
+            if self.eval_due and self.data.has_dev:  # the evaluation a signal skipped at this step runs first, as
+                #   the uninterrupted run ran it there; a best dev loss saves the step again with it (final_weights:
+                #   best would pass it over, the last step's included)
+                dev_loss = self.evaluate().get("dev_loss")
+                if self._best(dev_loss):
+                    self.save_checkpoint(dev_loss)
             while self.step < cfg.max_steps:
                 loss = self.train_step()
                 self.log_step(loss)
                 last = self.step == cfg.max_steps
                 due = self.data.has_dev and ((cfg.eval_every and self.step % cfg.eval_every == 0) or last)
                 if due and self._signalled(noted):  # the grace a signal leaves (torchrun's 30 s, docker stop's 10 s)
-                    #   is for the step and its save, not a dev evaluation (minutes at 7B): skipped, the step saved
-                    self._stop_on_signal(noted, False, None)
+                    #   is for the step and its save, not a dev evaluation (minutes at 7B): it runs on resume
+                    self._stop_on_signal(noted, False, None, eval_due=True)
                 dev_loss = self.evaluate().get("dev_loss") if due else None
-                best = dev_loss is not None and math.isfinite(dev_loss) and (self.best_dev is None
-                                                                             or dev_loss < self.best_dev)
-                if best:
-                    self.best_dev = dev_loss
+                best = self._best(dev_loss)
                 # an evaluation between checkpoints (eval_every 250, save_every 100) that beats every saved dev loss
                 # is saved too: else the best model by dev loss would be lost. dev_loss is summed over ranks (the
                 # same on every rank), so the ranks agree on this collective
@@ -348,6 +353,13 @@ class Recipe(RunStops):
             # stops the run, on every rank alike (the next is save_final's collective)
             if self._signalled(noted):
                 self._stop_on_signal(noted, True, None)
+
+    def _best(self, dev_loss: float | None) -> bool:
+        """Whether `dev_loss` beats every dev loss a checkpoint holds (then it is the best: `best_dev`)."""
+        best = dev_loss is not None and math.isfinite(dev_loss) and (self.best_dev is None or dev_loss < self.best_dev)
+        if best:
+            self.best_dev = dev_loss
+        return best
 
     def train_step(self) -> float:
         """One optimizer step over `optim.accumulation` micro-batches; the loss, token-weighted over all ranks."""
@@ -467,13 +479,15 @@ class Recipe(RunStops):
         self.model.train()
         return dev
 
-    def save_checkpoint(self, dev_loss: float | None) -> None:
-        """Weights + exact-resume state (optimizer, schedule, data position, every rank's RNG), written by rank 0.
-        Gathering whole tensors is a collective under FSDP: every rank calls this."""
+    def save_checkpoint(self, dev_loss: float | None, eval_due: bool = False) -> None:
+        """Weights + exact-resume state (optimizer, schedule, data position, every rank's RNG), written by rank 0;
+        `eval_due`: its dev evaluation, due, was skipped (a signal), and a resume runs it first. Gathering whole
+        tensors is a collective under FSDP: every rank calls this."""
         weights = self.parallel.trainable_state()
         state = {"step": self.step, "optimizer": self.parallel.optimizer_state(self.optimizer),
                  "scheduler": self.scheduler.state_dict(), "data": self.data.state_dict(), "rng": _gather_rng(self.d),
-                 "config": config_lib.to_dict(self.cfg), "settings": self.settings}
+                 "config": config_lib.to_dict(self.cfg), "settings": self.settings} | (
+                     {"eval_due": True} if eval_due else {})
         model, out, cfg = self.model, self.out, self.cfg
         start = None if self.saved_once else self.latest.step if self.latest is not None else 0  # what lies past
         #   it on disk, this run passed over: its first save keeps those folders aside (`checkpoint._set_aside`)

@@ -32,15 +32,17 @@ class RunStops:
                          "vectors than transcript tokens (plus repeats): they add nothing to the CTC loss (said "
                          f"once); {more}")
 
-    def _stop_on_signal(self, noted: Noted, saved: bool, dev_loss: float | None) -> None:
+    def _stop_on_signal(self, noted: Noted, saved: bool, dev_loss: float | None, eval_due: bool = False) -> None:
         """After a whole step (a consistent state: the weights, the optimizer and the data position all past that
         step), every rank saves a checkpoint there unless the step saved one, then raises the signal's exception
         through its own handler (`Noted.stop`: `Terminated` on a rank that got none itself) so the exit status says
-        what stopped the run, and a next SIGTERM during the clean-up ends the process as cli's handler arranges."""
+        what stopped the run, and a next SIGTERM during the clean-up ends the process as cli's handler arranges.
+        `eval_due`: the step's due dev evaluation was skipped (the grace is for the step and its save): the
+        checkpoint says so, and a resume runs it first."""
         name = signal.Signals(noted[0]).name if noted else "a signal to another rank"
         try:
             if not saved:
-                self.save_checkpoint(dev_loss)
+                self.save_checkpoint(dev_loss, eval_due)
             done = f"saved a checkpoint, {self.last_good}; the same command resumes from it"
         except LLMSRTError as e:
             done = (f"the checkpoint attempt failed ({str(e).splitlines()[0][:200]}); the newest one is "
