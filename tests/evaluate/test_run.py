@@ -282,6 +282,44 @@ def test_mt_prompt_auto_keeps_the_tags_for_a_model_with_lora(tmp_path):
         mt_system(system, "both")
 
 
+def test_the_mt_journal_holds_the_prompt_only_where_it_is_not_the_models_own_tags(model_dir, manifest, tmp_path,
+                                                                                 monkeypatch):
+    """A killed --with-mt run's text-MT journal of the tags prompt (every one written before --mt-prompt) was
+    refused under any option ("mt_prompt: null -> auto"), so only --restart went on, decoding every row again: the
+    journal's settings hold the prompt only where it is the instruction, which gives other rows."""
+    from llm_srt.evaluate.models import MT_PROMPTS, mt_prompt_used
+
+    plain, lora = tmp_path / "plain", tmp_path / "lora"
+    for folder, config in ((plain, {"lora": None}), (lora, {"lora": {"r": 8}})):
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps(config))
+    assert MT_PROMPTS == ("auto", "tags", "instruction")
+    assert [mt_prompt_used(str(plain), p) for p in MT_PROMPTS] == ["instruction", None, "instruction"]
+    assert [mt_prompt_used(str(lora), p) for p in MT_PROMPTS] == [None, None, "instruction"]
+    assert mt_prompt_used("cascade", "instruction") is None  # a baseline translates as it does
+    monkeypatch.setattr(run, "GROUP_BATCHES", 1)
+    calls, real, stop_at = [], run.run_text_mt, [2]
+
+    def killed(system, rows, *args, **kwargs):
+        calls.append(len(rows))
+        if len(calls) == stop_at[0]:
+            raise KeyboardInterrupt
+        return real(system, rows, *args, **kwargs)
+
+    monkeypatch.setattr(run, "run_text_mt", killed)
+    kwargs = dict(task="srt", options=OPTS, batch_size=1, with_mt=True, placement=CPU, log=lambda *_: None,
+                  significance=0)
+    with pytest.raises(KeyboardInterrupt):
+        run.evaluate({"tiny": str(model_dir)}, manifest, tmp_path / "r", mt_prompt="tags", **kwargs)
+    with pytest.raises(LLMSRTError, match=r"tiny.mt.rank0.jsonl: rows an earlier run decoded with other settings "
+                                          r"\(mt_prompt: null -> \"instruction\"\)"):
+        run.evaluate({"tiny": str(model_dir)}, manifest, tmp_path / "r", mt_prompt="auto", **kwargs)
+    calls.clear()
+    stop_at[0] = None
+    run.evaluate({"tiny": str(model_dir)}, manifest, tmp_path / "r", mt_prompt="tags", **kwargs)
+    assert len(calls) == 2 * N  # the text MT goes on: all rows but the one kept (2 N + 1 with a target)
+
+
 def test_with_mt_on_a_baseline_uses_the_chosen_llm(manifest, tmp_path):
     llm = tiny.llm_dir(tmp_path, init_std=0.3)
     report = run.evaluate({"mt": "mt"}, manifest, tmp_path / "r", task="smt", options=OPTS, batch_size=4,

@@ -6,6 +6,7 @@ on (`mt_system`). Running them is run.py's.
 """
 
 import inspect
+import json
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -194,3 +195,19 @@ def mt_system(system, prompt: str = "auto"):
                                                 and system.model.config.lora is None):
         return TextMTSystem.of_speech_llm(system.model, system.name)
     return system
+
+
+def mt_prompt_used(spec: str, prompt: str) -> str | None:
+    """What `mt_system` will ask model `spec`'s LLM with under --mt-prompt `prompt`, read before it loads:
+    "instruction", or None for its own tags (and for a baseline, which translates as it does). The text-MT journal's
+    settings hold it, so a journal of the tags (one written before --mt-prompt was, too) goes on under any option
+    that runs them."""
+    if spec in SYSTEMS or prompt == "tags":
+        return None
+    if prompt == "instruction":
+        return prompt
+    try:  # a SpeechLLM folder's config.json (one without LoRA may leave the key out)
+        lora = json.loads((Path(spec) / "config.json").read_text(encoding="utf-8")).get("lora")
+    except (OSError, ValueError, AttributeError):  # its load says what is wrong
+        return None
+    return "instruction" if lora is None else None

@@ -43,7 +43,7 @@ from .compare import compare_systems
 from . import journal
 from .journal import MISSING, Journal, audio_state, group_digests, remove_journals
 from .models import (MT_PROMPTS, baseline_folders, check_models, is_results_file, limited, load_runs, model_folders,
-                     mt_system, parse_models, pooled)
+                     mt_prompt_used, mt_system, parse_models, pooled)
 from .outputs import (KINDS, PARTIAL, check_inputs_kept, check_writable, file_name, hyps_path, other_hyps,
                       write_hyps, writing)
 from .render import format_table, write_report
@@ -345,9 +345,10 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
             identity = journal.settings(path, given.get("whisper") or given.get("encoder"), given.get("llm"),
                                         decoding_record({name: t.value}, options, placement, False), batch_size,
                                         group, size)
+            used = mt_prompt_used(path, mt_prompt)  # the text MT's prompt where it is not the model's own tags
             opened[name] = (t, mine, {
                 kind: (kind_rows, Journal.open(partial, f"{file_name(name)}.{kind}", rank, size,
-                                               identity | ({"mt_prompt": mt_prompt} if kind == "mt" else {}),
+                                               identity | ({"mt_prompt": used} if kind == "mt" and used else {}),
                                                restart, base))
                 for kind, kind_rows in (("hyps", mine), ("mt", text)) if kind in opened_kinds})
             if restart and not with_mt:  # every row again: a killed --with-mt run's text MT is not gone on from either
