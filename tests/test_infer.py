@@ -791,7 +791,13 @@ def test_evaluation_rows_and_smt_inputs_go_whole_with_their_silences():
         assert [(s.start, s.end) for s in r.segments] == [(0.0, 12.0)], kwargs
     [long] = SpeechTranslator(stub).translate([recording(31.0, [(0.5, 30.5)])], "eng", "deu", task="smt",
                                               transcripts=["hello"])
-    assert "31.0 s of audio with its transcript (SMT)" in long.error and not long.segments
+    assert "31.000 s of audio with its transcript (SMT)" in long.error and not long.segments
+    # a frame over the window (a writer's off-by-one; 30 s at 8 kHz and one frame resample to 480,002 samples) is
+    # cut to it, as training's loading cuts it: it was refused ("30.0 s ... must be at most 30 s"), or segmented
+    edge = np.concatenate([recording(30.0, [(0.5, 29.5)]), np.zeros(2, np.float32)])
+    for kwargs in ({"whole_clips": True}, {"task": "smt", "transcripts": ["hello world"]}):
+        [r] = SpeechTranslator(stub).translate([edge], "eng", "deu", **kwargs)
+        assert r.error is None and [(s.start, s.end) for s in r.segments] == [(0.0, 30.0)], kwargs
 
 
 def test_each_input_is_written_as_soon_as_its_segments_are_done(tmp_path, monkeypatch, capsys):

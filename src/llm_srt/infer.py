@@ -55,6 +55,7 @@ MAX_NEW_TOKENS = int(MIN_NEW_TOKENS + 2 * OTHER_SCRIPT_FACTOR * TOKENS_PER_SECON
 MAX_NEW_TOKENS_HELP = ("the most tokens a segment may generate; each segment's own budget (its duration and "
                        "scripts) decides below it (default %(default)s: the largest budget, a 30 s segment "
                        "transcribed and translated in wide scripts)")
+OVER_WINDOW = SAMPLE_RATE // 1000  # samples (1 ms) a whole clip may run over the window and be cut to it
 PENDING_SECONDS = 2 * 3600.0  # decoded inputs waiting for the model (461 MB at 16 kHz) before they are run
 FINISH_WINDOW_SECONDS = 900.0  # a group's inputs run in windows of about this much audio, in order, longest segment
 #   first within a window: inputs finish (and are written) as the group goes, not all at its end
@@ -445,9 +446,13 @@ class SpeechTranslator:
                 # whole clips) or its given transcript (SMT) belongs to the whole of it: there it fails, counted
                 samples = load_audio(inputs[i], name=a.label, salvage=not (whole_clips or a.transcript),
                                      on_salvage=warnings[i].append)
+                most = int(segment_options.max_seconds * SAMPLE_RATE)
+                if (whole_clips or a.transcript) and 0 < samples.size - most <= OVER_WINDOW:  # a frame over the
+                    samples = samples[:most]  # window (a writer's off-by-one, resampling's rounding): cut to it,
+                    #   as training's load_audio(max_seconds) cuts it
                 durations[i] = samples.size / SAMPLE_RATE
                 if a.transcript and durations[i] > segment_options.max_seconds:
-                    raise ContentError(f"{a.label}: {durations[i]:.1f} s of audio with its transcript (SMT): the "
+                    raise ContentError(f"{a.label}: {durations[i]:.3f} s of audio with its transcript (SMT): the "
                                       f"transcript goes with the whole clip, which must be at most "
                                       f"{segment_options.max_seconds:g} s; cut it, or translate it with --task srt")
                 whole = (whole_clips or a.transcript) and durations[i] <= segment_options.max_seconds

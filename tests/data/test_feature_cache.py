@@ -214,3 +214,17 @@ def test_an_entry_of_another_shape_than_frames_by_dims_is_damaged_and_encoded_ag
     np.save(path, np.zeros(shape, np.float16), allow_pickle=False)
     assert not cache.has(clips[0]) and cache.lookup(clips[:1]) == [None]
     assert np.array_equal(cache.get_or_compute(clips[:1], enc)[0], want) and enc.seen == 2 and cache.has(clips[0])
+
+
+def test_a_clip_a_frame_over_the_window_is_encoded_as_the_window(tmp_path):
+    """30 s and one frame at 8 kHz decode to 480,002 samples at 16 kHz, which Whisper's encoder refuses: the cache
+    handed it over whole, and the clip was left out of a cached run as "cannot be decoded" while one without the
+    cache (which loads with max_seconds) trained on it."""
+    import soundfile as sf
+
+    path = tmp_path / "edge.wav"
+    sf.write(path, np.full(30 * 8000 + 1, 0.1, np.float32), 8000)
+    seen = []
+    FeatureCache(tmp_path / "cache", "enc", {"mel": 80}).get_or_compute(
+        [str(path)], lambda audio: seen.extend(a.size for a in audio) or Encoder()(audio))
+    assert seen == [30 * 16000]

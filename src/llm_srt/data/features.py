@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..audio import DECODER_VERSION, load_audio
+from ..audio import DECODER_VERSION, WINDOW_SECONDS, load_audio
 from ..errors import AudioError, LLMSRTError
 from ..paths import atomic_file
 from .packed import PackedMap
@@ -110,7 +110,8 @@ class FeatureCache:
             audio, stored_as = [], {}
             for key, path in missing.items():
                 data = _read(path)
-                audio.append(load_audio(data, name=str(path)))
+                audio.append(load_audio(data, name=str(path), max_seconds=WINDOW_SECONDS))  # (the encoder's window:
+                #   a clip a frame over it, a writer's off-by-one, is cut to it, as training without the cache does)
                 stored_as[key] = self._key_of(hashlib.sha256(data).hexdigest())
             computed = list(compute_fn(audio))
             if len(computed) != len(audio):
