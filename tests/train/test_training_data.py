@@ -235,7 +235,8 @@ def test_the_feature_cache_is_sized_before_it_is_filled(tiny_setup, model, tmp_p
     monkeypatch.setattr(FeatureCache, "free_bytes", lambda self: need - 1)
     with pytest.raises(ConfigError, match=r"data.feature_cache: the encoder features of 8 utterances \(0.0 h of "
                        rf"audio\) need about {need / 2**20:.1f} MiB in .*g, which has .* free; point "
-                       r"data.feature_cache at a disk with room, or set it to null to run the encoder in every step"):
+                       r"data.feature_cache at a disk with room, or set it to null to run the encoder in every step "
+                       r"\(no cache\); features an older version of the toolkit stored there are not read again"):
         TrainingData(replace(cfg, feature_cache=str(tmp_path / "g")), model, SOLO)
     assert not list(tmp_path.glob("g/**/*.npy"))
     monkeypatch.setattr(FeatureCache, "free_bytes", lambda self: need)  # just enough

@@ -33,7 +33,8 @@ def check_cache_room(root: Path, free: int, mine: list[float], d: Dist) -> dict[
                           f"({seconds / 3600:,.1f} h of audio) need about {format_bytes(need)} in {root}, which "
                           f"has {format_bytes(least)} free{'' if least == free else ' on one rank'}; point "
                           "data.feature_cache at a disk with room, or set it to null to run the encoder in every step "
-                          "(no cache)")
+                          "(no cache); features an older version of the toolkit stored there are not read again "
+                          "(README, the feature cache): deleting that folder gives their room back")
     return {"bytes": need, "utterances": int(utterances), "seconds": seconds, "cached": int(cached), "free": least}
 
 
