@@ -857,11 +857,11 @@ def _node_local_cache(rank: int, world: int, store: str, setup: dict, root: str)
             TrainingData._encode = lambda self, audios: (time.sleep(3), encode(self, audios))[1]
         bad, attempts, decode = read_manifest(setup["manifest"])[0].audio, [0], features.load_audio
 
-        def load(data, name=None):
+        def load(data, name=None, **kwargs):
             if name == bad:
                 attempts[0] += 1
                 raise AudioError(f"{bad}: cannot decode audio")
-            return decode(data, name=name)
+            return decode(data, name=name, **kwargs)
         features.load_audio = load
         model = SpeechLLM(SpeechLLMConfig(encoder=setup["whisper"], llm=setup["llm"], adapter="linear"))
         cache = Path(root) / f"node{rank}"
