@@ -343,7 +343,7 @@ def test_an_imported_model_keeps_the_references_bos_place_and_mandarin_tag(tmp_p
     from llm_srt.data.loader import SpeechTextDataset
     from llm_srt.data.manifest import Row
     from llm_srt.evaluate.loss import token_split
-    from llm_srt.train.data import _dev_scores
+    from llm_srt.train.dev_sample import dev_scores
 
     row = Row(id="r", audio="a.wav", duration=1.0, src_lang="eng", transcript="Hello.", tgt_lang="zho",
               translation="你好。", split="train", corpus="t", sentence_id="s")
@@ -352,8 +352,8 @@ def test_an_imported_model_keeps_the_references_bos_place_and_mandarin_tag(tmp_p
     prompt_ids, scored = token_split(tok, row, Task.SRT, model.config.language_tags)
     ids = [tok(t, add_special_tokens=False)["input_ids"] for t in ("<|eng|><|cmn|>", "Hello.<|eng|><|cmn|>你好。")]
     assert prompt_ids + scored[:-1] == ids[0] + ids[1] != sum(token_split(tok, row, Task.SRT), [])[:-1]
-    scores = _dev_scores(Task.SRT, [example], ["Hello.<|eng|><|cmn|>你好。"], model.config.language_tags)
-    assert scores == _dev_scores(Task.SRT, [example], ["Hello.<|eng|><|zho|>你好。"])  # read as ours
+    scores = dev_scores(Task.SRT, [example], ["Hello.<|eng|><|cmn|>你好。"], model.config.language_tags)
+    assert scores == dev_scores(Task.SRT, [example], ["Hello.<|eng|><|zho|>你好。"])  # read as ours
 
 
 def test_convert_slam_zho_tag_records_the_mandarin_tag_the_checkpoint_was_trained_with(dirs, tmp_path, capsys):

@@ -246,27 +246,27 @@ def test_dev_scores_split_srt_output_and_score_both_parts():
     from types import SimpleNamespace
 
     from llm_srt.prompts import Task
-    from llm_srt.train.data import _dev_scores
+    from llm_srt.train.dev_sample import dev_scores
 
     ex = [SimpleNamespace(src="eng", tgt="deu", transcript="the red cat sleeps here",
                           translation="die rote Katze schläft hier")] * 2
-    perfect = _dev_scores(Task.SRT, ex, ["the red cat sleeps here<|eng|><|deu|>die rote Katze schläft hier"] * 2)
+    perfect = dev_scores(Task.SRT, ex, ["the red cat sleeps here<|eng|><|deu|>die rote Katze schläft hier"] * 2)
     assert perfect["dev_bleu"] == pytest.approx(100.0) and perfect["dev_wer"] == 0.0
-    wrong = _dev_scores(Task.SRT, ex, ["a dog<|eng|><|deu|>ein Hund"] * 2)
+    wrong = dev_scores(Task.SRT, ex, ["a dog<|eng|><|deu|>ein Hund"] * 2)
     assert wrong["dev_bleu"] < 10 and wrong["dev_wer"] > 50
     # BLEU is the mean over directions (as `llm-srt evaluate` reports), not over target languages
     mixed = ex + [SimpleNamespace(src="fra", tgt="deu", transcript="le chat", translation="die Katze")] * 2
-    two = _dev_scores(Task.SRT, mixed, ["the red cat sleeps here<|eng|><|deu|>die rote Katze schläft hier"] * 2
+    two = dev_scores(Task.SRT, mixed, ["the red cat sleeps here<|eng|><|deu|>die rote Katze schläft hier"] * 2
                       + ["x<|fra|><|deu|>ein Hund"] * 2)
     assert two["dev_bleu"] == pytest.approx(50.0, abs=1e-6)
-    assert set(_dev_scores(Task.ASR, ex, ["the red cat sleeps here"] * 2)) == {"dev_wer"}
-    assert set(_dev_scores(Task.S2TT, ex, ["die rote Katze"] * 2)) == {"dev_bleu"}
+    assert set(dev_scores(Task.ASR, ex, ["the red cat sleeps here"] * 2)) == {"dev_wer"}
+    assert set(dev_scores(Task.S2TT, ex, ["die rote Katze"] * 2)) == {"dev_bleu"}
     # one-part outputs are taken as evaluate takes them (protocol.split_output): an SRT-trained model asked for
     # S2TT may write the transcript and tags first, asked for ASR go on with tags and a translation
     said = "the red cat sleeps here<|eng|><|deu|>die rote Katze schläft hier"
-    assert _dev_scores(Task.S2TT, ex, [said] * 2)["dev_bleu"] == pytest.approx(100.0)
-    assert _dev_scores(Task.SMT, ex, [said] * 2)["dev_bleu"] == pytest.approx(100.0)
-    assert _dev_scores(Task.ASR, ex, [said] * 2)["dev_wer"] == 0.0
+    assert dev_scores(Task.S2TT, ex, [said] * 2)["dev_bleu"] == pytest.approx(100.0)
+    assert dev_scores(Task.SMT, ex, [said] * 2)["dev_bleu"] == pytest.approx(100.0)
+    assert dev_scores(Task.ASR, ex, [said] * 2)["dev_wer"] == 0.0
 
 
 def test_rng_resumed_on_another_number_of_ranks_is_defined_and_differs_per_rank():

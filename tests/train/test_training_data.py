@@ -28,6 +28,7 @@ from llm_srt.model.encoder import WhisperEncoder
 from llm_srt.model.speech_llm import SpeechLLM, SpeechLLMConfig, tokenize_batch
 from llm_srt.train import batches as training_batches
 from llm_srt.train import data as training_data
+from llm_srt.train import dev_sample
 from llm_srt.train.data import DataSection, TrainingData
 from llm_srt.train.parallel import Dist
 from llm_srt.train.config import load_config
@@ -664,7 +665,7 @@ def test_a_dev_batch_whose_every_clip_cannot_be_decoded_is_not_run_nor_scored(ti
     data = TrainingData(replace(section, dev=str(dev), dev_decode=64), model, SOLO, log=said.append)
     broken.write_bytes(b"RIFF not audio any more" * 20)
     decoded = []
-    monkeypatch.setattr(training_data, "_dev_scores", lambda task, examples, hyps, tags: decoded.append(hyps) or {})
+    monkeypatch.setattr(dev_sample, "dev_scores", lambda task, examples, hyps, tags: decoded.append(hyps) or {})
     recorder = _Recorder(monkeypatch)
     results = [data.evaluate(model, contextlib.nullcontext()) for _ in range(2)]
     good = [[data.dev[i].id] for i in range(len(data.dev)) if data.dev[i].audio != str(broken)]
