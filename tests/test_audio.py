@@ -251,15 +251,24 @@ def test_a_wav_cut_short_is_refused_unless_salvaged_then_kept_to_its_end_with_on
     expected = f"only the first {kept / SAMPLE_RATE:.1f} s of 3.0 s decode (it ends before the length its header gives)"
     with pytest.raises(AudioError) as e:
         load_audio(path)
-    assert str(e.value) == f"{path}: {expected}: the file is damaged or cut short; re-export it, or copy it again"
+    assert str(e.value) == _refused(path, expected)
     with pytest.raises(AudioError, match="^<audio>: only the first 1.5 s of 3.0 s decode"):  # bytes, as uploaded
         load_audio(data[:len(data) // 2])
     with caplog.at_level(logging.WARNING, logger="llm_srt.audio"):
         out = load_audio(path, salvage=True)
     assert out.size == kept and np.array_equal(out, whole[:kept])
-    assert [r.getMessage() for r in caplog.records] == [
-        f"{path}: {expected}: the file is damaged or cut short; those are used (re-export it, or copy it again, for "
-        "the rest)"]
+    assert [r.getMessage() for r in caplog.records] == [_salvaged(path, expected)]
+
+
+def _salvaged(path, expected: str) -> str:
+    """The warning of a file cut short whose first part `load_audio(salvage=True)` keeps (`expected`: what decodes)."""
+    return (f"{path}: {expected}: the file is damaged or cut short; those are used (re-export it, or copy it again, "
+            "for the rest)")
+
+
+def _refused(path, expected: str) -> str:
+    """The error of a file cut short that `load_audio` refuses (`expected`: what decodes)."""
+    return f"{path}: {expected}: the file is damaged or cut short; re-export it, or copy it again"
 
 
 def _with_data_size(data, size_at, size):
@@ -415,12 +424,10 @@ def test_an_mp3_aiff_au_or_w64_cut_in_half_is_refused_unless_salvaged_then_kept_
     assert 9 < out.size / SAMPLE_RATE < 10.1 and np.array_equal(out, whole[:out.size])  # the first half, less a tag
     kept = f"{out.size / SAMPLE_RATE:.1f}"
     expected = f"only the first {kept} s of 20.0 s decode (it ends before the length its header gives)"
-    assert [r.getMessage() for r in caplog.records] == [
-        f"{path}: {expected}: the file is damaged or cut short; those are used (re-export it, or copy it again, for "
-        "the rest)"]
+    assert [r.getMessage() for r in caplog.records] == [_salvaged(path, expected)]
     with pytest.raises(AudioError) as e:
         load_audio(path)
-    assert str(e.value) == f"{path}: {expected}: the file is damaged or cut short; re-export it, or copy it again"
+    assert str(e.value) == _refused(path, expected)
     with pytest.raises(AudioError) as e:  # bytes, as uploaded
         load_audio(data[:len(data) // 2])
     assert str(e.value).startswith(f"<audio>: {expected}: ")
@@ -533,12 +540,10 @@ def test_an_ogg_cut_short_is_refused_unless_salvaged_then_kept_with_one_warning(
         out = load_audio(path, salvage=True, on_salvage=notes.append)
     assert 0 < out.size < 2 * SAMPLE_RATE and np.array_equal(out, whole[:out.size])
     expected = f"only the first {out.size / SAMPLE_RATE:.1f} s decode (it ends before its Ogg stream's last page)"
-    assert [r.getMessage() for r in caplog.records] == notes == [
-        f"{path}: {expected}: the file is damaged or cut short; those are used (re-export it, or copy it again, for "
-        "the rest)"]
+    assert [r.getMessage() for r in caplog.records] == notes == [_salvaged(path, expected)]
     with pytest.raises(AudioError) as e:
         load_audio(path)
-    assert str(e.value) == f"{path}: {expected}: the file is damaged or cut short; re-export it, or copy it again"
+    assert str(e.value) == _refused(path, expected)
     with pytest.raises(AudioError, match=r"^<audio>: only the first .* decode \(it ends before its Ogg stream's"):
         load_audio(data[:len(data) * 9 // 10])  # bytes, as uploaded; cut inside its last page
     with pytest.raises(AudioError, match=r"^<audio>: only the first .* decode \(it ends before its Ogg stream's"):
@@ -684,11 +689,9 @@ def test_an_rf64_cut_short_is_refused_unless_salvaged_and_a_whole_one_loads_whol
         out = load_audio(path, salvage=True)
     assert out.size == SAMPLE_RATE and np.array_equal(out, whole[:SAMPLE_RATE])
     expected = "only the first 1.0 s of 3.0 s decode (it ends before the length its header gives)"
-    assert [r.getMessage() for r in caplog.records] == [
-        f"{path}: {expected}: the file is damaged or cut short; those are used (re-export it, or copy it again, for "
-        "the rest)"]
+    assert [r.getMessage() for r in caplog.records] == [_salvaged(path, expected)]
     with pytest.raises(AudioError) as e:
         load_audio(path)
-    assert str(e.value) == f"{path}: {expected}: the file is damaged or cut short; re-export it, or copy it again"
+    assert str(e.value) == _refused(path, expected)
     with pytest.raises(AudioError, match=f"^<audio>: {re.escape(expected)}"):  # bytes, as uploaded
         load_audio(data[:start + 2 * SAMPLE_RATE])
