@@ -2,7 +2,8 @@
 the torch-only Whisper (whisper_torch.py: language ID, the whisper and cascade baselines) and the speech LLM's encoder
 (encoder.py). `tensor_files` maps each tensor name to its file: model.safetensors, or the shards
 model.safetensors.index.json lists (transformers shards past 5 GB: a float32 Whisper large is 6.2 GB), else an older
-fine-tune's pytorch_model.bin, else *.safetensors shards named by hand; never every file (openai/whisper-large-v3 ships
+fine-tune's pytorch_model.bin or the shards pytorch_model.bin.index.json lists, else *.safetensors shards named by
+hand; never every file (openai/whisper-large-v3 ships
 model.safetensors beside fp32 shards of the same tensors). `TensorReader` opens them for one load.
 """
 
@@ -19,6 +20,7 @@ from .log_mel import read_json
 
 WEIGHTS, WEIGHTS_INDEX = "model.safetensors", "model.safetensors.index.json"  # one file, or save_pretrained's shards
 BIN_WEIGHTS = "pytorch_model.bin"  # an older checkpoint's pickled state dict (read with torch.load, weights only)
+BIN_INDEX = "pytorch_model.bin.index.json"  # its shards (save_pretrained(safe_serialization=False) past a shard size)
 
 
 def whisper_todo(folder: Path) -> str:
@@ -31,7 +33,8 @@ def whisper_todo(folder: Path) -> str:
 def tensor_files(folder: Path) -> dict[str, Path]:
     """Each tensor name of the folder's checkpoint -> the file holding it, from the files transformers itself loads:
     model.safetensors, or the shards model.safetensors.index.json maps (transformers shards past 5 GB: a float32
-    Whisper large is 6.2 GB), else pytorch_model.bin (older fine-tunes); a folder with none of them has its
+    Whisper large is 6.2 GB), else pytorch_model.bin or the shards pytorch_model.bin.index.json maps (older
+    fine-tunes), in transformers' order; a folder with none of them has its
     *.safetensors globbed (shards named by hand), as the speech LLM's encoder reads it (encoder.py). Only headers are
     read (a pytorch_model.bin's pickle, its tensors memory-mapped). The map lets a decoder-only load skip the
     encoder's shards, and the speech LLM's encoder (encoder.py) read only the files holding its tensors, never a
@@ -45,17 +48,26 @@ def tensor_files(folder: Path) -> dict[str, Path]:
                 return dict.fromkeys(f.keys(), folder / WEIGHTS)
         except Exception as e:  # noqa: BLE001  OSError (a permission, a network disk's), SafetensorError (a bad header)
             raise unreadable(folder / WEIGHTS, e) from None
-    index = folder / WEIGHTS_INDEX
-    if not index.is_file():
-        if (folder / BIN_WEIGHTS).is_file():
-            return dict.fromkeys(read_bin(folder / BIN_WEIGHTS), folder / BIN_WEIGHTS)
-        if files := _globbed(folder):
-            return files
-        raise LLMSRTError(f"{folder}: not a Hugging Face Whisper folder (no {WEIGHTS}, nor {WEIGHTS_INDEX} with its "
-                          f"shards, nor {BIN_WEIGHTS} or other *.safetensors); {whisper_todo(folder)}")
+    if (folder / WEIGHTS_INDEX).is_file():
+        return _indexed(folder / WEIGHTS_INDEX)
+    if (folder / BIN_WEIGHTS).is_file():
+        return dict.fromkeys(read_bin(folder / BIN_WEIGHTS), folder / BIN_WEIGHTS)
+    if (folder / BIN_INDEX).is_file():  # (transformers loads such a folder: it was "not a Hugging Face Whisper folder")
+        return _indexed(folder / BIN_INDEX)
+    if files := _globbed(folder):
+        return files
+    raise LLMSRTError(f"{folder}: not a Hugging Face Whisper folder (no {WEIGHTS}, nor {WEIGHTS_INDEX} with its "
+                      f"shards, nor {BIN_WEIGHTS} or {BIN_INDEX} with its shards, or other *.safetensors); "
+                      f"{whisper_todo(folder)}")
+
+
+def _indexed(index: Path) -> dict[str, Path]:
+    """Tensor name -> shard, from a save_pretrained index (safetensors or pytorch_model.bin shards); every shard it
+    names must be there."""
+    folder = index.parent
     raw = read_json(index)
     weight_map = raw.get("weight_map") if isinstance(raw, dict) else None
-    if not isinstance(weight_map, dict) or not weight_map:
+    if not isinstance(weight_map, dict) or not weight_map or not all(isinstance(f, str) for f in weight_map.values()):
         raise LLMSRTError(f"{index}: no weight_map of tensor names to shard files; save the model again "
                           "(save_pretrained) or copy the folder again")
     files = {name: folder / file for name, file in weight_map.items()}
@@ -134,7 +146,14 @@ def read_bin(file: Path) -> dict[str, torch.Tensor]:
 class _StateDict(dict):
     """A pytorch_model.bin's tensors, read as a safetensors file's (`get_tensor`)."""
 
+    def __init__(self, file: Path, tensors: dict[str, torch.Tensor]):
+        super().__init__(tensors)
+        self.file = file
+
     def get_tensor(self, key: str) -> torch.Tensor:
+        if key not in self:  # a stale pytorch_model.bin.index.json (a KeyError traceback), as a safetensors shard's
+            raise LLMSRTError(f"{self.file}: {BIN_INDEX} names a tensor this shard lacks ({key}); the index is "
+                              "stale or another model's: save or copy the folder again")
         return self[key]
 
 
@@ -151,7 +170,7 @@ class TensorReader:
         if file.suffix != ".bin":
             return safe_open(file, framework="pt")
         if file not in self.bins:
-            self.bins[file] = _StateDict(read_bin(file))
+            self.bins[file] = _StateDict(file, read_bin(file))
         return contextlib.nullcontext(self.bins[file])
 
 
