@@ -100,6 +100,26 @@ def test_checkpoints_a_resumed_run_passed_over_are_kept_aside_and_said(tmp_path)
                          "step-00000006"]
 
 
+def test_a_damaged_checkpoint_between_the_resumed_step_and_the_first_save_is_passed_over_too(tmp_path):
+    """Steps 25 (a best saved between save_every's) and 30 damaged; the run resumes from 20 and first saves at 30.
+    Step 25, below the save, stayed in the index with its abandoned run's dev loss as the best, and with keep_last 2
+    the step resumed from was pruned for it: a damaged folder and the new step were all that was kept."""
+    root = tmp_path / "checkpoints"
+    for step, loss in ((10, 2.0), (20, 1.5), (25, 1.0), (30, 1.2)):
+        checkpoint.save(tmp_path, step, _save_model({"w": torch.full((4,), float(step))}), {"step": step}, keep_last=3,
+                        dev_loss=loss)
+    for step in (25, 30):
+        (root / checkpoint.step_name(step) / "adapter.pt").write_bytes(b"")
+    assert checkpoint.latest(tmp_path, log=lambda _: None).step == 20
+    said = []
+    checkpoint.save(tmp_path, 30, _save_model({"w": torch.zeros(4)}), {"step": 30}, keep_last=2, dev_loss=1.4,
+                    log=said.append, resumed_from=20)
+    assert json.loads((root / "index.json").read_text()) == {"steps": [20, 30], "best_step": 30, "best_loss": 1.4}
+    assert sorted(p.name for p in root.iterdir()) == ["abandoned-step-00000025", "abandoned-step-00000030",
+                                                      "index.json", "step-00000020", "step-00000030"]
+    assert len(said) == 2 and all("passed over by this resumed run" in m for m in said)
+
+
 def test_a_passed_over_checkpoint_that_cannot_be_set_aside_is_said_to_go_as_it_goes(tmp_path, monkeypatch):
     """Where the rename fails (a read-only entry, another user's folder), the log says what becomes of each folder:
     the step this save writes is written over, a later one is removed with the steps the run abandons."""

@@ -166,20 +166,27 @@ def save(run_dir: Path, step: int, save_model: Callable[[Path], None], trainer_s
         raise LLMSRTError(f"{final}: cannot write the checkpoint ({detail}); free space or fix the folder, then "
                           f"run the same command to {resume}") from None
     passed_over = resumed_from is not None  # on its first save, no step folder past its start is the run's own
-    if passed_over and step > resumed_from and final.is_dir():  # (those past this step: after the index, below)
+
+    def abandoned(s: int) -> bool:  # a step past the run's start that is not this save's: between the two too (a
+        #   best or signal save at another step than save_every's, damaged with the newer ones), not only past it
+        return passed_over and s > resumed_from and s != step
+
+    if passed_over and step > resumed_from and final.is_dir():  # (the others: after the index, below)
         _set_aside(final, log, "written over by this run's own save of that step")
     _replace(tmp, final)
 
     index = read_index(ckpt_root, log=log, saving=step)
-    # steps past this one are a run this one abandoned (it resumed from an older checkpoint, the newer ones damaged):
-    # they leave the index, and their folders go, so that neither they nor their dev losses crowd this run's own
-    # checkpoints (the one it resumed from included) out of keep_last and the best
-    on_disk = {s for s, folder in _step_folders(ckpt_root) if s < step and (folder / CHECKSUMS).is_file()}  # sealed
-    index["steps"] = sorted({s for s in index["steps"] if s < step} | on_disk | {step})  # (a crash left it unnamed)
+    # steps past this one, and on a resumed run's first save those past its start, are a run this one abandoned (it
+    # resumed from an older checkpoint, the newer ones damaged): they leave the index, and their folders go, so that
+    # neither they nor their dev losses crowd this run's own checkpoints (the one it resumed from included) out of
+    # keep_last and the best
+    on_disk = {s for s, folder in _step_folders(ckpt_root) if (folder / CHECKSUMS).is_file()}  # sealed (a crash
+    #   left one unnamed)
+    index["steps"] = sorted({s for s in {*index["steps"], *on_disk} if s < step and not abandoned(s)} | {step})
     # a best that was abandoned, or is this step written again, or was measured on another dev set than this run's
     # (its loss is not comparable: it would never be beaten) is chosen again among the others
     best = index["best_step"]
-    if best is not None and (best >= step or not measured_on(ckpt_root / step_name(best), dev_set)):
+    if best is not None and (best >= step or abandoned(best) or not measured_on(ckpt_root / step_name(best), dev_set)):
         index["best_step"], index["best_loss"] = _best(ckpt_root, index["steps"][:-1], dev_set)
     if _finite(dev_loss) and (index["best_loss"] is None or dev_loss < index["best_loss"]):
         index["best_step"], index["best_loss"] = step, dev_loss
@@ -191,8 +198,8 @@ def save(run_dir: Path, step: int, save_model: Callable[[Path], None], trainer_s
                           "is saved: fix or remove the index, then run the same command to resume") from None
     pruned = "removed with the steps this run abandons"  # what befalls a passed-over folder that cannot be renamed
     for s, folder in _step_folders(ckpt_root):  # on disk, not only in the index: a crash between a checkpoint's
-        if s not in keep and not (passed_over and s > step and _set_aside(folder, log, pruned)):  # rename and its
-            shutil.rmtree(folder, ignore_errors=True)  # index line left a folder no index named, kept for ever till now
+        if s not in keep and not (abandoned(s) and _set_aside(folder, log, pruned)):  # rename and its index line
+            shutil.rmtree(folder, ignore_errors=True)  # left a folder no index named, kept for ever till now
     return final
 
 
