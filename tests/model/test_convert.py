@@ -497,6 +497,72 @@ def test_gguf_refuses_missing_misshaped_and_split_weights(tmp):
     assert (convert_gguf(tied, tmp / "out") / "model.safetensors").is_file()  # a tied output is not missing
 
 
+def _write_tiny_lfm2_gguf(path: Path, d: int = 32, heads: int = 4, kv_heads: int = 2, ffn: int = 64,
+                          edit=None) -> Path:
+    """A random 2-block LFM2 GGUF (a short-convolution block, then an attention block): an architecture transformers
+    reads with its newer GGUF loader (integrations/gguf), not the one `_tensors_used` watches."""
+    import gguf
+    from tokenizers import pre_tokenizers
+
+    rand = _randn(np.random.default_rng(0))
+    w = gguf.GGUFWriter(str(path), "lfm2")
+    w.add_context_length(128)
+    w.add_embedding_length(d)
+    w.add_block_count(2)
+    w.add_feed_forward_length(ffn)
+    w.add_head_count(heads)
+    w.add_head_count_kv([0, kv_heads])  # per block: 0 is a convolution block
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_rope_freq_base(1e6)
+    w.add_uint32("lfm2.shortconv.l_cache", 3)
+    tokens = sorted(pre_tokenizers.ByteLevel.alphabet()) + ["<|endoftext|>"]
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("qwen2")
+    w.add_token_list(tokens)
+    w.add_token_types([1] * (len(tokens) - 1) + [3])
+    w.add_token_scores([0.0] * len(tokens))
+    w.add_token_merges([])
+    w.add_eos_token_id(len(tokens) - 1)
+    head, kv = d // heads, kv_heads * d // heads
+    tensors = {"token_embd.weight": rand(len(tokens), d), "token_embd_norm.weight": rand(d, mean=1.0),
+               "blk.0.shortconv.in_proj.weight": rand(3 * d, d), "blk.0.shortconv.out_proj.weight": rand(d, d),
+               "blk.0.shortconv.conv.weight": rand(d, 3), "blk.1.attn_q.weight": rand(d, d),
+               "blk.1.attn_k.weight": rand(kv, d), "blk.1.attn_v.weight": rand(kv, d),
+               "blk.1.attn_output.weight": rand(d, d), "blk.1.attn_q_norm.weight": rand(head, mean=1.0),
+               "blk.1.attn_k_norm.weight": rand(head, mean=1.0)}
+    for i in range(2):
+        tensors.update({f"blk.{i}.attn_norm.weight": rand(d, mean=1.0), f"blk.{i}.ffn_norm.weight": rand(d, mean=1.0),
+                        f"blk.{i}.ffn_gate.weight": rand(ffn, d), f"blk.{i}.ffn_up.weight": rand(ffn, d),
+                        f"blk.{i}.ffn_down.weight": rand(d, ffn)})
+    if edit:
+        edit(tensors)
+    for name, value in tensors.items():
+        w.add_tensor(name, value)
+    return _close_gguf(w, path)
+
+
+def test_gguf_of_an_architecture_transformers_newer_loader_reads_converts_and_is_checked(tmp):
+    """transformers 5.23 reads qwen35 / lfm2 GGUFs with its newer loader, which `_tensors_used` never sees: every
+    such file was refused with "install transformers==5.23.0", the version installed. Its own unexpected keys say
+    which tensors it had no place for."""
+    from transformers import AutoModelForCausalLM
+
+    src = _write_tiny_lfm2_gguf(tmp / "lfm2.gguf")
+    converted = AutoModelForCausalLM.from_pretrained(convert_gguf(src, tmp / "hf")).eval()
+    direct = AutoModelForCausalLM.from_pretrained(str(tmp), gguf_file=src.name).eval()
+    ids = torch.tensor([[1, 2, 3, 4, 5]])
+    with torch.no_grad():
+        torch.testing.assert_close(converted(ids).logits, direct(ids).logits, atol=0, rtol=0)
+    extra = _write_tiny_lfm2_gguf(tmp / "extra.gguf", edit=lambda t: t.update(
+        {"rope_freqs.weight": np.ones(4, dtype=np.float32)}))
+    _one_line_error(r"extra.gguf: 1 tensor of the file that transformers' lfm2 model has no place for: "
+                    r"rope_freqs.weight; the converted model would differ", convert_gguf, extra, tmp / "out")
+    missing = _write_tiny_lfm2_gguf(tmp / "missing.gguf", edit=lambda t: t.pop("blk.1.attn_q.weight"))
+    _one_line_error(r"missing.gguf: 1 weight of the model not in the file \(model.layers.1.self_attn.q_proj.weight\)",
+                    convert_gguf, missing, tmp / "out")
+    assert not (tmp / "out").exists()
+
+
 def test_convert_refuses_an_output_folder_it_would_destroy(tiny_ct2, tmp, capsys):
     """A conversion replaces its output folder whole: a folder that is or holds an input, or holds anything a
     conversion does not write, is refused with a one-line error before anything is read, and left as it was."""

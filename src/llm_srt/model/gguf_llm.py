@@ -16,6 +16,7 @@ from .convert import check_output_dir, output_dir
 
 GGUF_MAGIC = b"GGUF"
 GGUF_SPLIT_COUNT, GGUF_SPLIT_NO = "split.count", "split.no"  # llama-gguf-split's metadata on each part
+GGUF_ARCH = "general.architecture"
 
 
 def convert_gguf(src_gguf: str | Path, dst_dir: str | Path, dtype: str = "float32") -> Path:
@@ -23,6 +24,7 @@ def convert_gguf(src_gguf: str | Path, dst_dir: str | Path, dtype: str = "float3
     with config.json, generation_config.json and the tokenizer. Quantized tensors are dequantized to `dtype`."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils.quantization_config import GgufConfig
 
     from .llm import resolve_dtype
 
@@ -32,14 +34,17 @@ def convert_gguf(src_gguf: str | Path, dst_dir: str | Path, dtype: str = "float3
     torch_dtype = resolve_dtype(dtype)
     try:
         with gguf_parsed_once(), _alone(src, dst_dir) as alone, _tensors_used() as used:
-            _check_gguf_whole(src)
+            arch = _check_gguf_whole(src)
             # transformers fills a weight missing from the file, or (told to ignore sizes) of another shape, with
             # random values and only logs it: the loading info names them, and such a file is refused here. A
-            # tensor of the file the model has no place for it skips: `used` names those.
+            # tensor of the file the model has no place for it skips: `used` names those (the newer loader's
+            # architectures: its unexpected keys). Its weights are unpacked (dequantize): with the `kernels`
+            # package it kept them in GGUF blocks, which a plain model has no place for.
             loaded, info = AutoModelForCausalLM.from_pretrained(str(alone.parent), gguf_file=alone.name,
                                                                 dtype=torch_dtype, output_loading_info=True,
-                                                                ignore_mismatched_sizes=True)
-            _check_gguf_loaded(src, info, used, loaded.config.model_type)
+                                                                ignore_mismatched_sizes=True,
+                                                                quantization_config=GgufConfig(dequantize=True))
+            _check_gguf_loaded(src, info, None if _newer_loader(arch) else used, loaded.config.model_type)
             tokenizer = AutoTokenizer.from_pretrained(str(alone.parent), gguf_file=alone.name)
     except (ValueError, KeyError, IndexError, NotImplementedError, struct.error) as e:  # a bad file (not memory)
         reason = (str(e).splitlines() or [""])[0][:160]
@@ -184,9 +189,9 @@ def _check_gguf(src: Path) -> None:
         raise LLMSRTError(f"{src}: not a GGUF file (starts with {magic_bytes!r}, expected {GGUF_MAGIC!r})")
 
 
-def _check_gguf_whole(src: Path) -> None:
+def _check_gguf_whole(src: Path) -> str:
     """Refuse one part of a model that llama-gguf-split cut into several files: transformers reads the first part
-    as a whole model and fills the layers of the others with random weights."""
+    as a whole model and fills the layers of the others with random weights. Returns the file's architecture."""
     import gguf
 
     fields = gguf.GGUFReader(src).fields  # parsed once with transformers' own reads (gguf_parsed_once)
@@ -195,11 +200,23 @@ def _check_gguf_whole(src: Path) -> None:
         part = fields[GGUF_SPLIT_NO].contents() + 1 if GGUF_SPLIT_NO in fields else "?"
         raise LLMSRTError(f"{src}: part {part} of a model split into {count} GGUF files; merge the parts first "
                           f"(llama-gguf-split --merge <first part> merged.gguf) and convert the merged file")
+    return str(fields[GGUF_ARCH].contents()) if GGUF_ARCH in fields else ""
 
 
-def _check_gguf_loaded(src: Path, info: dict, used: dict[str, bool], arch: str) -> None:
+def _newer_loader(arch: str) -> bool:
+    """Whether transformers reads this GGUF architecture (qwen35, lfm2, ...) with its newer loader, which reports
+    a tensor it has no place for as an unexpected key itself, and never runs the older one `_tensors_used` sees."""
+    try:
+        from transformers.integrations.gguf.utils import is_gguf_arch_supported
+    except ImportError:  # a transformers without it: every architecture is the older loader's
+        return False
+    return is_gguf_arch_supported(arch)
+
+
+def _check_gguf_loaded(src: Path, info: dict, used: dict[str, bool] | None, arch: str) -> None:
     """Every weight of the model came from the file, in its shape (a tied output projection is not missing:
-    transformers leaves it out of `missing_keys`), and every tensor of the file went into the model (`used`)."""
+    transformers leaves it out of `missing_keys`), and every tensor of the file went into the model (`used`; None:
+    the newer loader's, whose `unexpected_keys` name those it had no place for)."""
     missing, mismatched = sorted(info["missing_keys"]), sorted(info["mismatched_keys"])
     if missing:
         raise LLMSRTError(f"{src}: {_weights(len(missing))} of the model not in the file ({', '.join(missing[:3])}"
@@ -209,10 +226,14 @@ def _check_gguf_loaded(src: Path, info: dict, used: dict[str, bool], arch: str) 
         name, stored, wanted = mismatched[0]
         raise LLMSRTError(f"{src}: {_weights(len(mismatched))} in a shape the model's metadata does not give (e.g. "
                           f"{name}: {tuple(stored)} in the file, {tuple(wanted)} expected); is the file corrupt?")
-    if not used:  # a model without weights is missing them all: the record was never made (another transformers)
+    if used is None:  # the newer loader's own record
+        unused = sorted(info.get("unexpected_keys") or ())
+    elif not used:  # a model without weights is missing them all: the record was never made (another transformers)
         raise LLMSRTError(f"{src}: cannot tell which tensors of the file transformers loaded (model/gguf_llm.py's "
                           f"_tensors_used reads transformers 5.23's GGUF loading); install transformers==5.23.0")
-    if unused := [name for name, placed in used.items() if not placed]:
+    else:
+        unused = [name for name, placed in used.items() if not placed]
+    if unused:
         raise LLMSRTError(f"{src}: {len(unused)} tensor{'s' * (len(unused) != 1)} of the file that transformers' "
                           f"{arch} model has no place for: {', '.join(unused[:4])}{', ...' if len(unused) > 4 else ''}"
                           f"; the converted model would differ from the file (use the model's Hugging Face folder "
