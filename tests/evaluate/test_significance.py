@@ -222,6 +222,22 @@ def test_a_clips_rows_in_several_targets_are_one_sentence_not_more_evidence():
     assert 0.05 < one["eng"].p < 1  # a small, not significant difference: what overcounting would turn significant
 
 
+def test_a_languages_transcript_test_is_the_same_whichever_languages_are_tested_with_it():
+    """The report tests each source language alone (evaluate/compare.py); the seed must reproduce that p from all the
+    rows too: a generator shared by the languages drew the second one's resamples after the first's."""
+    from llm_srt.evaluate.significance import paired_error_rates
+
+    r, s = refs(24, seed=10), refs(24, seed=11)
+    a_of, b_of = (lambda i, x: x if i % 3 else ""), (lambda i, x: x if i % 4 else "")
+    eng = (srt_rows(r, a_of), srt_rows(r, b_of))
+    deu = (srt_rows(s, b_of, "deu", ("eng",)), srt_rows(s, a_of, "deu", ("eng",)))
+    both = paired_error_rates(eng[0] + deu[0], eng[1] + deu[1], samples=300, seed=4)
+    for lang, (a, b) in (("eng", eng), ("deu", deu)):
+        alone = paired_error_rates(a, b, samples=300, seed=4)[lang]
+        assert (both[lang].p, both[lang].low, both[lang].high) == (alone.p, alone.low, alone.high)
+        assert 0.01 < alone.p < 1  # p and the interval depend on the resamples drawn
+
+
 def test_transcript_runs_failed_rows_and_mismatches():
     from llm_srt.evaluate.significance import paired_error_rates, paired_error_rates_runs
 
