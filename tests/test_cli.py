@@ -504,3 +504,23 @@ def test_llm_srts_own_warnings_are_one_line_under_the_cli(tmp_path, monkeypatch,
     assert err.startswith(f"llm-srt fake: warning: {manifest}: skipped 1 bad rows (first: {manifest}:2: ")
     assert err.count("\n") == 1 and "Warning" not in err
     assert [(str(w.message), w.filename) for w in theirs] == [("a library's", "/elsewhere/lib.py")]
+
+
+def test_a_file_named_with_a_leading_dash_is_given_after_double_dash(tmp_path, monkeypatch, capsys):
+    """`--` ends the options, the POSIX way to give a file whose name begins with "-": with only options before
+    it, `translate --model m -- -take1.wav` was refused ("the following arguments are required: audio"), and
+    `prepare check -- -a.jsonl` alike (Python 3.11's intermixed parse lost the `--`)."""
+    from llm_srt import translate
+
+    monkeypatch.chdir(tmp_path)
+    _manifest(tmp_path / "-a.jsonl", ["Hello."])
+    assert cli.main(["prepare", "check", "--no-check-audio", "--", "-a.jsonl"]) == 0
+    assert "-a.jsonl: 1 rows ok" in capsys.readouterr().out
+    seen = []
+    monkeypatch.setattr(translate, "main", lambda args: seen.append((args.audio, args.src)))
+    assert cli.main(["translate", "--model", "m", "--src", "eng", "--", "-take 1.wav", "b.wav"]) == 0
+    assert cli.main(["translate", "a.wav", "--model", "m", "--", "-take 1.wav", "--src"]) == 0  # (as before)
+    assert seen == [(["-take 1.wav", "b.wav"], "eng"), (["a.wav", "-take 1.wav", "--src"], None)]
+    with pytest.raises(SystemExit) as e:  # an unknown option before `--` is still named
+        cli.main(["translate", "--model", "m", "--frob", "--", "-take 1.wav"])
+    assert e.value.code == 2 and "error: unrecognized arguments: --frob (" in capsys.readouterr().err

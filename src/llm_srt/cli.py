@@ -119,10 +119,39 @@ def _with_sub_verb(parser: argparse.ArgumentParser, rest: list[str]) -> argparse
     if any(isinstance(a, argparse._SubParsersAction) for a in sub_parser._actions):
         own = _with_sub_verb(sub_parser, rest[at + 1:])
     else:
-        own = sub_parser.parse_intermixed_args(rest[at + 1:])
+        own = parse_intermixed(sub_parser, rest[at + 1:])
     for name, value in vars(own).items():
         setattr(args, name, value)
     return args
+
+
+def parse_intermixed(parser: argparse.ArgumentParser, args: list[str]) -> argparse.Namespace:
+    """`parser.parse_intermixed_args(args)`, but `--` ends the options as it does for parse_args, so a file whose
+    name begins with "-" can be given (`translate --model m -- -take1.wav`): Python 3.11's intermixed parse lost a
+    `--` that no positional came before, read the names after it as options, and refused them ("the following
+    arguments are required: audio"). With only options before `--`, the plain parse reads it right."""
+    if "--" in args and not _positionals_in(parser, args[:args.index("--")]):
+        return parser.parse_args(args)
+    return parser.parse_intermixed_args(args)
+
+
+def _positionals_in(parser: argparse.ArgumentParser, head: list[str]) -> bool:
+    """Whether `head` holds a positional, not only options and their values (as the first pass of
+    parse_intermixed_args sees it: with the positionals set aside, what is left over; an error there is the one
+    that parse would give)."""
+    positionals = [a for a in parser._actions if not a.option_strings]
+    saved = [(a, a.nargs, a.default) for a in positionals]
+    usage = parser.usage
+    try:
+        parser.usage = parser.format_usage().removeprefix("usage: ").rstrip("\n")  # --help's, as before
+        for a in positionals:
+            a.nargs = a.default = argparse.SUPPRESS
+        left = parser.parse_known_args(head)[1]
+        return any(parser._parse_optional(a) is None for a in left)  # (an unknown option: refused either way)
+    finally:
+        parser.usage = usage
+        for a, nargs, default in saved:
+            a.nargs, a.default = nargs, default
 
 
 def _main(argv: list[str] | None) -> int:
@@ -153,7 +182,7 @@ def _main(argv: list[str] | None) -> int:
         rest = [a for a in argv[argv.index(verb) + 1:] if a != "--debug"]  # --debug may follow the verb too
         verb_parser = sub.choices[verb]
         has_sub_verbs = any(isinstance(a, argparse._SubParsersAction) for a in verb_parser._actions)
-        args = _with_sub_verb(verb_parser, rest) if has_sub_verbs else verb_parser.parse_intermixed_args(rest)
+        args = _with_sub_verb(verb_parser, rest) if has_sub_verbs else parse_intermixed(verb_parser, rest)
         args.verb, args.debug = verb, debug
     else:
         args = parser.parse_args(argv)
