@@ -695,3 +695,14 @@ def test_an_rf64_cut_short_is_refused_unless_salvaged_and_a_whole_one_loads_whol
     assert str(e.value) == _refused(path, expected)
     with pytest.raises(AudioError, match=f"^<audio>: {re.escape(expected)}"):  # bytes, as uploaded
         load_audio(data[:start + 2 * SAMPLE_RATE])
+
+
+def test_cut_overrun_cuts_a_frame_over_the_window_only():
+    """Inference loads a whole clip without a limit and holds it to the window afterwards: 1 ms over (a frame,
+    resampling's rounding) is cut as load_audio(max_seconds) cuts it, to the same sample count; more over is left for
+    the caller to refuse or segment, and a shorter clip is untouched."""
+    from llm_srt.audio import cut_overrun
+    assert cut_overrun(np.zeros(16020, np.float32), 1.001).size == 16016  # 1.001 * 16000 is 16015.99...
+    assert cut_overrun(np.zeros(480016, np.float32), 30.0).size == 480000
+    assert cut_overrun(np.zeros(480017, np.float32), 30.0).size == 480017
+    assert cut_overrun(np.zeros(479000, np.float32), 30.0).size == 479000

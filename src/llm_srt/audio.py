@@ -275,6 +275,14 @@ class _Caps:
                                  "resample it to 16 kHz mono or split it first")
 
 
+def cut_overrun(samples: np.ndarray, seconds: float, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """`samples` cut to `seconds` where they run over it by 1 ms at most (a writer's off-by-one frame, resampling's
+    rounding), as load_audio(max_seconds) cuts them; unchanged otherwise (shorter, or over by more: the caller's
+    limit to enforce). For audio loaded without that limit and then held to a window (inference's whole clips)."""
+    most = _most_samples(seconds, sr)
+    return samples[:most] if 0 < samples.shape[-1] - most <= sr // 1000 else samples
+
+
 def _most_samples(max_seconds: float, sr: int) -> int:
     """The most samples at `sr` Hz within `max_seconds` (n / sr <= max_seconds: 1.001 s at 16 kHz is 16016 samples,
     though 1.001 * 16000 is 16015.99...)."""

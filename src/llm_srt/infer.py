@@ -29,7 +29,7 @@ import torch
 
 from . import device as placement_of
 from . import languages, subtitles
-from .audio import SAMPLE_RATE, WINDOW_SECONDS, AudioInput, load_audio  # the window: the longest segment
+from .audio import SAMPLE_RATE, WINDOW_SECONDS, AudioInput, cut_overrun, load_audio  # the window: the longest segment
 from .errors import DeviceFailed, LLMSRTError, shown
 from .model.decoding import DecodingOptions, add_compile_argument, add_no_repeat_argument, add_srt_tags_argument
 from .model.static_steps import StaticSteps
@@ -55,7 +55,6 @@ MAX_NEW_TOKENS = int(MIN_NEW_TOKENS + 2 * OTHER_SCRIPT_FACTOR * TOKENS_PER_SECON
 MAX_NEW_TOKENS_HELP = ("the most tokens a segment may generate; each segment's own budget (its duration and "
                        "scripts) decides below it (default %(default)s: the largest budget, a 30 s segment "
                        "transcribed and translated in wide scripts)")
-OVER_WINDOW = SAMPLE_RATE // 1000  # samples (1 ms) a whole clip may run over the window and be cut to it
 PENDING_SECONDS = 2 * 3600.0  # decoded inputs waiting for the model (461 MB at 16 kHz) before they are run
 FINISH_WINDOW_SECONDS = 900.0  # a group's inputs run in windows of about this much audio, in order, longest segment
 #   first within a window: inputs finish (and are written) as the group goes, not all at its end
@@ -446,10 +445,8 @@ class SpeechTranslator:
                 # whole clips) or its given transcript (SMT) belongs to the whole of it: there it fails, counted
                 samples = load_audio(inputs[i], name=a.label, salvage=not (whole_clips or a.transcript),
                                      on_salvage=warnings[i].append)
-                most = int(segment_options.max_seconds * SAMPLE_RATE)
-                if (whole_clips or a.transcript) and 0 < samples.size - most <= OVER_WINDOW:  # a frame over the
-                    samples = samples[:most]  # window (a writer's off-by-one, resampling's rounding): cut to it,
-                    #   as training's load_audio(max_seconds) cuts it
+                if whole_clips or a.transcript:  # a frame over the window: cut to it, as in training
+                    samples = cut_overrun(samples, segment_options.max_seconds)
                 durations[i] = samples.size / SAMPLE_RATE
                 if a.transcript and durations[i] > segment_options.max_seconds:
                     raise ContentError(f"{a.label}: {durations[i]:.3f} s of audio with its transcript (SMT): the "
