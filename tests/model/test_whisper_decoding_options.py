@@ -147,3 +147,29 @@ def test_generates_whisper_holds_the_torch_whispers_weights(ending, dtype):
         quantize_int8(model)
     assert got == [hf_tokens(model, ending, beams, 10, **settings) for beams, settings in asked]
     assert got[0] != got[1]  # two searches: other tokens
+
+
+def test_greedy_generate_stops_each_clip_at_its_own_cap(ending):
+    """Greedy decoding with a repetition penalty runs through HF `generate`, which went on to the batch's largest
+    cap while a clip already at its own cap ran on (its tokens cut off afterwards): each clip stops at its cap now
+    (`decoding.RowCaps`), so the batch ends when its clips have ended or reached their caps; same tokens."""
+    system = WhisperSystem(ending, CPU)
+    clips = [tiny.tone(0.5 + 0.3 * k, 200 + 150 * k, seed=k) for k in range(8)]
+    langs = ["eng", "spa", "deu"] * 2 + ["eng", "spa"]
+    options = DecodingOptions(max_new_tokens=40, repetition_penalty=1.3)
+    hf = whisper_system._whisper(system.folder, CPU.device, CPU.dtype)
+    steps = []
+    hook = hf.model.decoder.register_forward_hook(lambda *args: steps.append(1))
+    try:
+        whole = system.decode_ids(clips, langs, "transcribe", options)
+        uncapped = len(steps)
+        longest = max(range(8), key=lambda i: len(until_eos(whole[i], system.whisper.generation.eos)))
+        caps = [40] * 8
+        caps[longest] = 2  # the clip that runs longest, stopped early: the others end sooner
+        steps.clear()
+        capped = system.decode_ids(clips, langs, "transcribe", options, caps=caps)
+    finally:
+        hook.remove()
+    assert len(steps) < uncapped, (len(steps), uncapped)
+    eos = system.whisper.generation.eos
+    assert [until_eos(r, eos) for r in capped] == [until_eos(r, eos)[:c] for r, c in zip(whole, caps)]

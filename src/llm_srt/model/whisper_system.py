@@ -241,8 +241,8 @@ class WhisperSystem:
     def _generate(self, mel: torch.Tensor, langs: list[str], whisper_task: str, options: DecodingOptions,
                   caps: list[int]) -> torch.Tensor:
         """HF `generate` (beam search, no-repeat n-grams, a repetition penalty) with each clip's language (an
-        English-only Whisper: none, nor a task), to the largest of the clips' caps (beam search: each clip's
-        hypotheses stopped at its own, `decoding.RowCaps`) -> new tokens (B, n). The options' length penalty,
+        English-only Whisper: none, nor a task), to the largest of the clips' caps (each clip's hypotheses
+        stopped at its own, `decoding.RowCaps`) -> new tokens (B, n). The options' length penalty,
         repetition penalty and early stopping are passed as the speech LLM's `decoding.generation_config` sets
         them (early stopping in beam search only), not left to the folder's generation config."""
         from transformers import LogitsProcessorList, StoppingCriteriaList
@@ -252,7 +252,7 @@ class WhisperSystem:
         hf = _whisper(self.folder, self.placement.device, self.placement.dtype)
         g = self.whisper.generation
         suppress = SuppressTokens(self.whisper.dims.n_vocab, g.suppress, g.begin_suppress, mel.device)
-        stop = StoppingCriteriaList([RowCaps(caps)]) if options.beam_size > 1 else None
+        stop = StoppingCriteriaList([RowCaps(caps)])  # greedy too: a row past its cap no longer runs the batch on
         prompt = {} if self.english_only else {
             "language": [languages.whisper_language(x, self.vocab) for x in langs], "task": whisper_task}
         return hf.generate(mel, **prompt, num_beams=options.beam_size, max_new_tokens=max(caps),
