@@ -335,3 +335,38 @@ def test_any_error_of_the_whisper_row_keeps_the_table_and_json_of_the_rows_befor
     written = json.loads((tmp_path / "r.json").read_text())
     assert written["finished"] is True and written["rows"] == 1
     assert written["whisper"]["failed"].startswith("ImportError: libctranslate2")
+
+
+# ---- 7. a CPU without fbgemm's int8 products ------------------------------------------------------------------
+def test_a_cpu_without_fbgemm_skips_the_int8_probe_and_rows_saying_why(tmp_path, monkeypatch):
+    """On an ARM CPU (torch's quantized engine qnnpack) `llm-srt bench`, a float32 run, died at its first yardstick:
+    the int8 probe's Int8Linear said "use --dtype float32 here". The int8 probe and rows are skipped there, said
+    why, and the float rows run. The tiny models are real; the timed passes and other sections faked."""
+    monkeypatch.setattr(torch.backends.quantized, "engine", "qnnpack")
+    probes = []
+
+    def fake_pass(system, audios, batch, options):
+        return common.DecodeRun(seconds=1.0, utterances=len(audios), new_tokens=options.max_new_tokens,
+                                speech_tokens=8, peak_mib=1.0, memory="rss", steps=((batch, 2, 0.5),))
+
+    utts = [embedded.Utterance("x", tiny.tone(1.0, 300, seed=i), "eng", "deu", "", "", "my.jsonl") for i in range(2)]
+    monkeypatch.setattr(embedded, "measure_machine", lambda *a, int8, **k: probes.append(int8) or {})
+    monkeypatch.setattr(embedded, "higher_of", lambda before, after: {**after, "yardstick_moved": {}})
+    monkeypatch.setattr(embedded, "load_utterances", lambda options, workdir: list(utts))
+    for name in ("time_encoder", "time_training", "time_overhead"):
+        monkeypatch.setattr(embedded, name, lambda *a, **k: {})
+    monkeypatch.setattr(embedded, "decode_pass", fake_pass)
+    monkeypatch.setattr(embedded, "step_bound", lambda *a: {"bound_s": 0.1, "bound": "bandwidth"})
+    monkeypatch.setattr(embedded, "summarize", lambda options, setup, utts, rows, *a: {"setup": setup, "decode": rows})
+    options = bench.BenchOptions(encoder=str(tiny.whisper_dir(tmp_path)), llm=str(tiny.llm_dir(tmp_path)),
+                                 adapter_kwargs={"num_queries": 4, "hidden_size": 16, "num_layers": 1, "num_heads": 2,
+                                                 "intermediate_size": 32}, manifest=None, n=2, new_tokens=3,
+                                 batch_sizes=(1, 2), beam_size=2, beam_batch_sizes=(2,), pooled_batch_sizes=(2,),
+                                 headline_batch=2, cascade=False, int8_batch_sizes=(1, 2), int8_beam_batch_sizes=(2,),
+                                 int8_compiled_batch_sizes=())
+    said = []
+    result = bench.run_bench(options, device.resolve("cpu", "float32"), log=said.append)
+    assert probes == [False, False]  # no int8 probe, before or after the rows
+    assert {r["system"] for r in result["decode"]} == {"llm-srt", "pooled-750"}
+    skipped = result["setup"]["int8_rows_skipped"]
+    assert "fbgemm" in skipped and "'qnnpack'" in skipped and f"int8 rows skipped: {skipped}" in said

@@ -48,6 +48,7 @@ from .. import device as dev
 from ..audio import SAMPLE_RATE
 from ..device import Placement, release
 from ..errors import LLMSRTError
+from ..model.int8_linear import INT8_ENGINES
 from ..prompts import Task
 from .common import EncoderInputs, PeakMemory, StepRows, decode_pass, pin_eos
 from .roofline import COPY_BYTES, INT8_GEMM, decode_cost, higher_of, measure_machine, step_bound
@@ -144,16 +145,23 @@ def run_bench(options: BenchOptions = BenchOptions(), placement: Placement | Non
     placement = placement or dev.resolve("cpu", "float32")
     check_manifest(options)  # a --manifest given that is missing: before the yardstick's probes
     started, load = time.perf_counter(), os.getloadavg()[0]
-    int8_rows = placement.device.type == "cpu" and placement.dtype == torch.float32 and options.int8_batch_sizes
-    int8_skipped = None if int8_rows else ("no int8 batch sizes asked for" if not options.int8_batch_sizes else
-                                           f"--dtype int8 is CPU float32 inference only, not {placement}")
+    # Int8Linear runs fbgemm's products: on a CPU without them (ARM's qnnpack) the int8 probe and rows are skipped,
+    #   said why (the yardstick's probe raised "use --dtype float32 here" at a float32 run, which then could not run)
+    engine = torch.backends.quantized.engine
+    int8_engine = placement.device.type == "cpu" and engine in INT8_ENGINES
+    int8_skipped = ("no int8 batch sizes asked for" if not options.int8_batch_sizes else
+                    f"--dtype int8 is CPU float32 inference only, not {placement}"
+                    if placement.device.type != "cpu" or placement.dtype != torch.float32 else
+                    None if int8_engine else
+                    f"--dtype int8 runs fbgemm's int8 products (x86 CPUs); this torch's quantized engine is {engine!r}")
+    int8_rows = int8_skipped is None
     if int8_skipped:  # said, and in the JSON: the judged system (JUDGED) is then chosen among the float rows alone
         log(f"int8 rows skipped: {int8_skipped}")
     log("yardstick: memory bandwidth and matmul peak")
 
     def yardstick() -> dict:
         return measure_machine(placement.device, copy_bytes=options.yardstick_bytes, gemm_size=options.yardstick_gemm,
-                               dtype=placement.compute_dtype, int8=placement.device.type == "cpu",
+                               dtype=placement.compute_dtype, int8=int8_engine,
                                int8_gemm=options.yardstick_int8_gemm)
 
     sections: dict = {}  # what `partial` is given: the result's keys measured so far
