@@ -78,6 +78,9 @@ def test_debug_shows_the_traceback_and_keeps_the_exit_code(capsys, tmp_path):
     (["--bogus"], "llm-srt", "unrecognized arguments: --bogus"),
     (["prepare", "mini", "--bad"], "llm-srt prepare mini", "unrecognized arguments: --bad"),  # (named the verb's
     (["convert", "gguf", "a", "b", "--bad", "x"], "llm-srt convert gguf", "unrecognized arguments: --bad x"),  # help)
+    # a sub-verb's option with its value before the sub-verb: "invalid choice: 'x'", as if fleurs were not given
+    (["prepare", "--out", "x", "fleurs", "--root", "r"], "llm-srt prepare",
+     "unrecognized arguments: --out x; give a sub-verb's options after it: llm-srt prepare fleurs --out x ..."),
 ])
 def test_a_bad_option_is_one_line(capsys, argv, prog, message):
     """A bad option printed argparse's whole usage (10-14 lines for translate) before the error: it is one line, as

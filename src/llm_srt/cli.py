@@ -105,16 +105,21 @@ def _with_sub_verb(parser: argparse.ArgumentParser, rest: list[str]) -> argparse
     and positionals in any order, as a verb without sub-verbs takes them (`prepare check a.jsonl --no-check-audio
     b.jsonl` was refused), and an unknown option refused by the sub-verb's own parser, whose --help lists the
     options (argparse handed it up, so the error named the verb's)."""
-    args, unknown = parser.parse_known_args(rest)
     sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+    own_options = {s for a in parser._actions for s in a.option_strings}  # the verb's own: -h alone
+    at = next((k for k, a in enumerate(rest) if sub is not None and a in sub.choices), None)
+    if at and not own_options.intersection(rest[:at]):
+        # the sub-verb's options, given before it: argparse took the first value among them for the sub-verb
+        # (`prepare --out x fleurs`: "invalid choice: 'x'", as if fleurs were not given)
+        parser.error(f"unrecognized arguments: {' '.join(rest[:at])}; give a sub-verb's options after it: "
+                     f"{parser.prog} {rest[at]} {' '.join(rest[:at])} ...")
+    args, unknown = parser.parse_known_args(rest)
     chosen = getattr(args, sub.dest, None) if sub is not None else None
     if chosen not in (sub.choices if sub is not None else ()):
         if unknown:
             parser.error(f"unrecognized arguments: {' '.join(unknown)}")
         return args
     at = rest.index(chosen)
-    if ahead := [a for a in rest[:at] if a in unknown]:  # before the sub-verb: the verb's own (it has none but -h)
-        parser.error(f"unrecognized arguments: {' '.join(ahead)}")
     sub_parser = sub.choices[chosen]
     if any(isinstance(a, argparse._SubParsersAction) for a in sub_parser._actions):
         own = _with_sub_verb(sub_parser, rest[at + 1:])
