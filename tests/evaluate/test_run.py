@@ -170,7 +170,8 @@ def test_main_exit_code_and_device_options(oracle, manifest, tmp_path, capsys):
     assert ("Decoded here: flaky as s2tt; beam_size 1, max_new_tokens 8, no_repeat_ngram_size 3"
             in (tmp_path / "r" / "report.md").read_text())
     oracle["fail_src"] = "eng"  # with the deu rows left out, every row fails
-    write_manifest(tmp_path / "eng.jsonl", [replace(r, src_lang="eng") for r in read_manifest(manifest)[:2]])
+    write_manifest(tmp_path / "eng.jsonl", [replace(r, src_lang="eng", tgt_lang=r.src_lang if r.tgt_lang == "eng"
+                                                    else r.tgt_lang) for r in read_manifest(manifest)[:2]])
     args[args.index("--manifest") + 1] = str(tmp_path / "eng.jsonl")
     assert cli.main(args) == 1  # not one row could be translated
     assert "failed: 2 of 2" in capsys.readouterr().out
@@ -292,7 +293,7 @@ def test_the_mt_journal_holds_the_prompt_only_where_it_is_not_the_models_own_tag
     plain, lora = tmp_path / "plain", tmp_path / "lora"
     for folder, config in ((plain, {"lora": None}), (lora, {"lora": {"r": 8}})):
         folder.mkdir()
-        (folder / "config.json").write_text(json.dumps(config))
+        (folder / "config.json").write_text(json.dumps({"encoder": "e", "llm": "l", "adapter": "linear", **config}))
     assert MT_PROMPTS == ("auto", "tags", "instruction")
     assert [mt_prompt_used(str(plain), p) for p in MT_PROMPTS] == ["instruction", None, "instruction"]
     assert [mt_prompt_used(str(lora), p) for p in MT_PROMPTS] == [None, None, "instruction"]

@@ -6,7 +6,6 @@ on (`mt_system`). Running them is run.py's.
 """
 
 import inspect
-import json
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -206,8 +205,9 @@ def mt_prompt_used(spec: str, prompt: str) -> str | None:
         return None
     if prompt == "instruction":
         return prompt
+    from ..model.speech_llm import read_config
+
     try:  # a SpeechLLM folder's config.json (one without LoRA may leave the key out)
-        lora = json.loads((Path(spec) / "config.json").read_text(encoding="utf-8")).get("lora")
-    except (OSError, ValueError, AttributeError):  # its load says what is wrong
+        return "instruction" if read_config(Path(spec)).get("lora") is None else None
+    except LLMSRTError:  # its load says what is wrong
         return None
-    return "instruction" if lora is None else None
