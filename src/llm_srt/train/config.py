@@ -228,6 +228,11 @@ class TrainConfig:
         if self.ctc.only and list(self.trainable) != ["adapter"]:
             raise ConfigError(f"ctc.only trains the adapter alone (the LLM does not run), but trainable is "
                               f"{list(self.trainable)}; set trainable: [adapter] or ctc.only: false")
+        if self.ctc.active and "adapter" not in self.trainable:  # the CTC loss scores the adapter's output with its
+            #   head (trained as `adapter`) against the frozen input embeddings: with both frozen it trained nothing,
+            #   and only added a term to every logged loss
+            raise ConfigError(f"ctc.weight {self.ctc.weight}: the CTC loss trains the adapter and its CTC head, but "
+                              f"trainable is {list(self.trainable)}; add adapter to trainable or set ctc.weight: 0")
         if device_lib.is_int8(self.dtype):
             raise ConfigError("dtype int8 is for CPU inference only (int8 layers have no gradient); train in "
                               "float32 or bfloat16 and pass --dtype int8 to translate/evaluate/serve")
