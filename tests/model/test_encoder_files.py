@@ -84,3 +84,17 @@ def test_unindexed_shards_are_globbed_and_a_tensor_in_two_files_is_refused(wdir,
     with pytest.raises(LLMSRTError, match=rf"part\d.safetensors and part3.safetensors both hold {CONV1}; keep one "
                                           "copy of the weights"):
         WhisperEncoder.from_pretrained(folder)
+
+
+def test_weights_of_another_shape_than_config_json_gives_are_one_line_naming_the_folder(wdir, tmp_path):
+    """A config.json of another Whisper size beside the weights (large-v3's 128 mel bins with large-v2's 80) was
+    torch's many-line load_state_dict RuntimeError, naming no folder."""
+    folder, state = _copy(wdir, tmp_path / "mixed")
+    save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "num_mel_bins": 128}))
+    with pytest.raises(LLMSRTError) as e:
+        WhisperEncoder.from_pretrained(folder)
+    assert str(e.value) == (f"{folder}: 1 Whisper encoder weight(s) in another shape than its config.json gives "
+                            "(conv1.weight: (32, 80, 3) in the file, (32, 128, 3) expected); are config.json and "
+                            "the weights from the same model? copy or download the folder again")

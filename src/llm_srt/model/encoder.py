@@ -76,6 +76,7 @@ class WhisperEncoder(nn.Module):
             if missing:
                 raise LLMSRTError(f"{path}: the Whisper weights lack {len(missing)} encoder tensors (e.g. "
                                   f"{missing[0]}); is this a complete Whisper checkpoint?")
+            _check_shapes(path, encoder, state)
             encoder.load_state_dict({k: state[k].to(device=target, dtype=dtype) for k in encoder.state_dict()},
                                     assign=True)
         else:
@@ -271,6 +272,19 @@ def _read_encoder_weights(path: Path) -> dict[str, torch.Tensor]:
     if not state:
         raise LLMSRTError(f"{path}: no Whisper encoder tensors found (expected keys like model.encoder.conv1.weight)")
     return state
+
+
+def _check_shapes(path: Path, encoder: HFWhisperEncoder, state: dict[str, torch.Tensor]) -> None:
+    """Every encoder tensor of the checkpoint has the shape the folder's config.json gives (torch's load_state_dict
+    said otherwise in a many-line RuntimeError naming no folder: a config.json of another Whisper size, e.g.
+    large-v3's 128 mel bins beside large-v2's weights, or d_model edited)."""
+    wrong = [(k, tuple(state[k].shape), tuple(t.shape)) for k, t in encoder.state_dict().items()
+             if tuple(state[k].shape) != tuple(t.shape)]
+    if wrong:
+        shown = ", ".join(f"{k}: {stored} in the file, {wanted} expected" for k, stored, wanted in wrong[:2])
+        raise LLMSRTError(f"{path}: {len(wrong)} Whisper encoder weight(s) in another shape than its config.json "
+                          f"gives ({shown}{', ...' if len(wrong) > 2 else ''}); are config.json and the weights "
+                          "from the same model? copy or download the folder again")
 
 
 def _strip(key: str) -> str | None:
