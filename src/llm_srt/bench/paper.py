@@ -312,6 +312,8 @@ def training_rows(model, options: PaperOptions, placement: Placement, log) -> It
             f"{'on (' + str(layers) + ' layers)' if checkpointing else 'off'}, head loss in blocks of {block} logits")
         times, loss, oom = [], None, False
         llm.HEAD_BLOCK_LOGITS = block
+        release(device)  # PeakMemory's reset leaves CUDA's reserved peak at what is reserved then: the row before's
+        #   cached blocks (or the decode rows') would be this row's reserve
         try:
             with PeakMemory(device) as memory:
                 for step in range(options.train_steps + 1):  # step 0 warms up
@@ -343,7 +345,8 @@ def training_rows(model, options: PaperOptions, placement: Placement, log) -> It
         yield {"activation_checkpointing": checkpointing, "layers_recomputed": layers if checkpointing else 0,
                "head_block_logits": block, "batch_size": options.train_batch,
                "s_per_step": round(float(np.median(times)), 4),
-               "steps": options.train_steps, "peak_mib": memory.mib, "memory": memory.kind,
+               "steps": options.train_steps, "peak_mib": memory.mib, "reserved_mib": memory.reserved_mib,
+               "memory": memory.kind,
                "target_tokens": options.train_target_tokens, "out_of_memory": False}
     model.eval()
     optimizer.zero_grad(set_to_none=True)
@@ -511,7 +514,8 @@ def format_paper(result: dict) -> str:
         lines.append(f"training step (SRT stage, batch {t['batch_size']}) {ckpt} activation checkpointing, head "
                      f"loss in blocks of {t['head_block_logits'] / 2**20:g}M logits: " +
                      ("out of memory" if t["out_of_memory"] else f"{t['s_per_step']:.3f} s/step, peak "
-                      f"{t['peak_mib']:.0f} MiB"))
+                      f"{t['peak_mib']:.0f} MiB" + (f", {t['reserved_mib']:.0f} MiB reserved by torch's allocator"
+                                                   if t.get("reserved_mib") is not None else "")))
     note = BOUND_NOTES.get(result.get("qformer_vs_pooled_at_largest_batch_bound"))  # (older results: none)
     lines.append(f"Q-Former / pooled utterances/s at equal batch: {result['qformer_vs_pooled_at_equal_batch']}; "
                  f"at each one's largest batch: {result['qformer_vs_pooled_at_largest_batch']}"
