@@ -50,6 +50,9 @@ BAD_ROWS = {
     "unknown source language": (_row(9, src_lang="en"), "src_lang 'en' is not a known language"),
     "unknown target language": (_row(9, tgt_lang="xyz"), "tgt_lang 'xyz' is not a known language"),
     "translation without target": (_row(9, tgt_lang=""), "must both be set"),
+    # trained as a translation it taught the model to copy; scored as one, a transcript's BLEU read as MT's
+    "translation into the speech's own language": (_row(9, tgt_lang="eng"), "tgt_lang 'eng' is the speech's own "
+                                                   "language (src_lang): a transcription row leaves tgt_lang"),
     "missing audio": (_row(9, audio="nope.wav"), "does not exist"),
     "empty audio": (_row(9, audio="empty.wav"), "is empty (0 bytes)"),
     "audio is a folder": (_row(9, audio="sub"), "is not a file"),

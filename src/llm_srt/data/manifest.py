@@ -334,6 +334,10 @@ def _parse_row(line: str, base: Path, audio_problems: dict[Path, str | None] | N
                           f"{', '.join(sorted(languages.LANGUAGES))}; add others to llm_srt/languages.py){hint}")
     if bool(tgt) != bool(translation.strip()):
         raise _BadRow("tgt_lang and translation must both be set (translation row) or both be empty (ASR row)")
+    if tgt == obj["src_lang"]:  # trained as a translation, it taught the model to copy (SRT: the text twice), and
+        #   scored as one it reported a transcript's BLEU as a translation's
+        raise _BadRow(f"tgt_lang {tgt!r} is the speech's own language (src_lang): a transcription row leaves "
+                      "tgt_lang and translation empty; or give the language the translation is in")
     if not tgt and not obj["transcript"].strip():  # it would train (or score) an empty transcript
         raise _BadRow("transcript is empty in an ASR row (no tgt_lang): fill it in or drop the row")
     for key, text in (("transcript", obj["transcript"]), ("translation", translation)):
