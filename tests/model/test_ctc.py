@@ -221,3 +221,25 @@ def test_scores_stay_float32_under_bf16_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         scored = head._scores(speech, table)
     assert scored.dtype == torch.float32 and torch.equal(scored, plain)
+
+
+def test_a_lora_wrapped_embedding_table_is_scored_as_the_plain_one():
+    """model.lora.target_modules with embed_tokens wraps the LLM's input table in peft's LoRA layer, which has no
+    num_embeddings: the first CTC step with negatives stopped on an AttributeError. Its LoRA starts at zero, so the
+    loss is the plain table's."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    class Holder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed_tokens = _table(vocab=40, dim=16)
+
+    plain, wrapped = Holder(), inject_adapter_in_model(LoraConfig(r=2, target_modules=["embed_tokens"]), Holder())
+    wrapped.load_state_dict(plain.state_dict(), strict=False)
+    assert not isinstance(wrapped.embed_tokens, nn.Embedding)
+    head, speech, mask = _head(plain.embed_tokens), torch.randn(2, 6, 16), torch.ones(2, 6, dtype=torch.bool)
+    losses = []
+    for holder in (plain, wrapped):
+        torch.manual_seed(3)  # the negatives' draw
+        losses.append(head.loss(speech, mask, [[4, 9], [11]], holder.embed_tokens, negatives=5)[0])
+    assert torch.equal(losses[0], losses[1])

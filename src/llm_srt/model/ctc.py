@@ -70,7 +70,9 @@ class CTCHead(nn.Module):
         recipe's count, `Recipe.train_step` warns or stops)."""
         device = speech.device
         flat = torch.tensor([t for row in token_ids for t in row], dtype=torch.long, device=device)
-        columns = torch.unique(torch.cat([flat, torch.randint(embed.num_embeddings, (negatives,), device=device)]))
+        # the table's rows from its weight: peft's LoRA wrapper of it (target_modules with embed_tokens) has no
+        #   num_embeddings, and the first CTC step stopped on an AttributeError
+        columns = torch.unique(torch.cat([flat, torch.randint(embed.weight.shape[0], (negatives,), device=device)]))
         logits = self._scores(speech, embed(columns))  # (B, N, 1 + C): column 0 is the blank
         lengths = torch.tensor([len(row) for row in token_ids], dtype=torch.long, device=device)
         needed = torch.tensor([len(row) + sum(a == b for a, b in zip(row, row[1:])) for row in token_ids],
