@@ -25,6 +25,15 @@ CPU = device.resolve("cpu")
 CLIPS = [tiny.tone(0.7, 300), tiny.tone(31.0, 650, seed=1), tiny.tone(2.0, 1300, seed=3, noise=0.0)]  # 31 s: cut
 
 
+def _same(a: torch.Tensor, b: torch.Tensor) -> None:
+    """The numbers of two loads of the same weights from different files. A float32 load on the CPU computes on
+    the file's mapped pages themselves, where each tensor lies at its file's own offset, and the CPU's GEMM kernels
+    may round the last bit otherwise for another alignment (MKL's results are reproducible only at the same
+    alignment): CI's machine gave logits 1 ulp apart where this one gave equal ones. A wrong or missing tensor is
+    off by far more than the tolerance."""
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     return tiny.whisper_lid_dir(tmp_path_factory.mktemp("whisper-torch"))
@@ -175,9 +184,9 @@ def test_a_sharded_folder_gives_the_single_files_numbers(folder, tmp_path, monke
     prompts = torch.tensor([[one.generation.start, 5, 6, 7]])
     with torch.inference_mode():
         states = one.encode(one.mel(CLIPS[:1]))
-        assert torch.equal(many.encode(many.mel(CLIPS[:1])), states)
+        _same(many.encode(many.mel(CLIPS[:1])), states)
         logits = one.next_logits(states, prompts)
-        assert torch.equal(many.next_logits(states, prompts), logits)
+        _same(many.next_logits(states, prompts), logits)
         assert torch.equal(many.greedy(states, prompts, 8), one.greedy(states, prompts, 8))
     if int8:  # the token table stays a view of its shard, so its pages can be dropped after lookups
         table = "model.decoder.embed_tokens.weight"
@@ -189,7 +198,7 @@ def test_a_sharded_folder_gives_the_single_files_numbers(folder, tmp_path, monke
     encoder_only = set(weight_map.values()) - {f for k, f in weight_map.items() if not k.startswith("model.encoder.")}
     assert encoder_only and opened and not encoder_only & set(opened)
     with torch.inference_mode():
-        assert torch.equal(decoder.next_logits(states, prompts), logits)
+        _same(decoder.next_logits(states, prompts), logits)
     config = json.loads((sharded / "config.json").read_text())
     (sharded / "config.json").write_text(json.dumps({**config, "d_model": 48}))
     with pytest.raises(LLMSRTError, match="sharded/model.safetensors.index.json: not a Whisper of config.json's shape"):
@@ -222,12 +231,13 @@ def test_a_pytorch_model_bin_or_hand_named_shards_load_as_the_speech_llms_encode
         heard = detect_language(folder, CLIPS[0], placement)
         for other in (binary, shards):
             w = TorchWhisper.from_pretrained(other, torch.device("cpu"), torch.float32, int8=int8)
-            assert torch.equal(w.encode(w.mel(CLIPS[:1])), states)
-            assert torch.equal(w.next_logits(states, prompts), logits)
+            _same(w.encode(w.mel(CLIPS[:1])), states)
+            _same(w.next_logits(states, prompts), logits)
             assert torch.equal(w.greedy(states, prompts, 8), one.greedy(states, prompts, 8))
             decoder = TorchWhisper.from_pretrained(other, torch.device("cpu"), torch.float32, int8=int8,
                                                    decoder_only=True)
-            assert decoder.model.encoder is None and torch.equal(decoder.next_logits(states, prompts), logits)
+            assert decoder.model.encoder is None
+            _same(decoder.next_logits(states, prompts), logits)
             encoder = WhisperEncoder.from_pretrained(other, pad_to_30s=True)
             assert detect_language(other, CLIPS[0], placement, encoder=encoder) == heard
     (binary / "pytorch_model.bin").write_bytes(b"not a checkpoint")
