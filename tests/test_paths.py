@@ -67,6 +67,17 @@ def test_a_name_near_the_file_systems_limit_is_written(tmp_path, name):
     assert (folder / "f").read_text() == "second" and not paths.atomic_dir_leftovers(folder)
 
 
+def test_atomic_dir_replacing_a_regular_file_leaves_nothing_beside_it(tmp_path):
+    """A regular file under the name (not a folder) is replaced by the new folder and its renamed copy removed:
+    rmtree left NAME.old-PID behind, a file no later write or leftover sweep of a running process removed."""
+    target = tmp_path / "out"
+    target.write_text("a file, not a folder")
+    with paths.atomic_dir(target) as tmp:
+        (tmp / "f").write_text("new")
+    assert (target / "f").read_text() == "new"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
 def test_atomic_dir_puts_the_old_folder_back_when_the_last_rename_fails(tmp_path, monkeypatch):
     """Between `path.rename(old)` and `tmp.rename(path)` a failure of the second left no folder under `path` at all:
     the old one is renamed back and the new one removed, and the error raised."""

@@ -313,7 +313,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         # on disk before it takes the name: after a power loss `path` is whole, or the old one, never a folder of
         fsync_tree(tmp)  # empty files (a finished run's final/)
         if path.exists():
-            shutil.rmtree(old, ignore_errors=True)
+            _remove(old)
             path.rename(old)
             moved = True
         tmp.rename(path)
@@ -324,7 +324,16 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     fsync_dir(path.parent)
-    shutil.rmtree(old, ignore_errors=True)
+    _remove(old)
+
+
+def _remove(path: Path) -> None:
+    """`path` gone, a folder or a file (a regular file that `atomic_dir` replaced: rmtree leaves it, not a folder)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
 
 
 def atomic_dir_leftovers(path: str | Path) -> list[Path]:
