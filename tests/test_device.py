@@ -171,6 +171,21 @@ def test_int8_is_a_cpu_only_choice_computing_in_float32(monkeypatch):
         device.resolve("cuda", "int8")
 
 
+def test_a_torch_dtype_object_is_checked_as_its_name_is(monkeypatch):
+    """resolve(device, torch.int8) (the Python API, a Placement's own dtype passed on) returned int8 for a GPU
+    unchecked, to fail later inside a model; a dtype no model is placed in (float64) gave a Placement whose
+    dtype_name was a KeyError. Both are the one-line errors the spellings give."""
+    fake_gpus(monkeypatch, 1)
+    with pytest.raises(LLMSRTError, match="int8 .*CPU only"):
+        device.resolve("cuda", torch.int8)
+    with pytest.raises(LLMSRTError, match="int8 .*CPU only"):
+        device.resolve_dtype(torch.int8, torch.device("cuda", 0))
+    with pytest.raises(LLMSRTError, match="float64.*float32"):
+        device.resolve("cpu", torch.float64)
+    assert device.resolve("cpu", torch.int8).dtype == torch.int8
+    assert device.resolve("cuda", torch.bfloat16).dtype == torch.bfloat16
+
+
 def test_more_ranks_on_a_node_than_gpus_names_nproc_per_node(monkeypatch):
     """torchrun with 4 ranks a node where 2 GPUs are visible: rank 3's `auto` said "--device cuda: this host has 2
     GPU(s)", naming a flag the user never gave; it names the torchrun option to change."""

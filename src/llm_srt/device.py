@@ -103,8 +103,10 @@ def resolve_dtype(spec: str | torch.dtype | None = "auto", device: torch.device 
     """`auto` -> bfloat16 on a GPU with native bfloat16 (compute capability 8.0+), float32 elsewhere; on an older GPU
     (V100, T4: bfloat16 emulated, slower than float32, and no cuDNN bfloat16 convolutions for Whisper's) float16 for
     inference, float32 for `training` (float16 training would need loss scaling). Else one of DTYPES' spellings."""
-    if isinstance(spec, torch.dtype):
-        return spec
+    if isinstance(spec, torch.dtype):  # checked as its name is (int8 on a GPU; a dtype no model here is placed in)
+        if spec not in DTYPE_NAMES:
+            raise LLMSRTError(f"dtype {spec}: not a weight dtype here; use {', '.join(DTYPE_NAMES.values())}")
+        spec = DTYPE_NAMES[spec]
     spec = (spec or "auto").strip().lower()
     if spec == "auto":
         if device is None or device.type != "cuda":
