@@ -245,15 +245,17 @@ def _own_float_weights(model: nn.Module, path: Path, found: tuple[str, Path] | N
 
 def _file_tensor(path: Path, name: str) -> tuple[torch.Tensor | None, Path | None]:
     """The tensor `name` of the folder's safetensors checkpoint (one file or an index of shards) as a view of the
-    mapped file (no page read yet), and that file; (None, None) when the folder has no such tensor."""
+    mapped file (no page read yet), and that file; (None, None) when the folder has no such tensor. The file is the
+    one transformers loads: model.safetensors where the folder has it, even beside an index of shards (a stale one
+    or another dtype's: the int8 load took its table and tied head from the shard, other weights than the LLM's)."""
     from safetensors import safe_open
 
     index = path / "model.safetensors.index.json"
     try:
-        if index.is_file():
-            file = path / json.loads(index.read_text())["weight_map"][name]
-        else:
+        if (path / "model.safetensors").is_file() or not index.is_file():
             file = path / "model.safetensors"
+        else:
+            file = path / json.loads(index.read_text())["weight_map"][name]
         with safe_open(file, framework="pt") as f:
             return (f.get_tensor(name), file) if name in f.keys() else (None, None)
     except (OSError, ValueError, KeyError, SafetensorError):
