@@ -65,6 +65,8 @@ def test_rows_without_a_translation_or_a_non_translating_task_are_errors(model, 
         reference_losses(model, [rows[0], replace(rows[1], translation="", tgt_lang="")], Task.S2TT)
     with pytest.raises(LLMSRTError, match="translating task"):
         reference_losses(model, rows, Task.ASR)
+    with pytest.raises(LLMSRTError, match=r"translating task \(srt, s2tt, smt\), not 'st'"):  # a typo: one line
+        reference_losses(model, rows, "st")
 
 
 def test_a_clip_that_cannot_be_used_is_counted_unscored_and_the_others_keep_their_losses(model, rows, tmp_path):

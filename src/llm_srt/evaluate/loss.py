@@ -66,10 +66,13 @@ def reference_losses(model, rows: Sequence[Row], task: Task | str, batch_size: i
     teacher-forced after its speech and the task's prompt. Rows without a translation, or for SRT and SMT without a
     transcript (which training refuses too), are an error; a row whose audio cannot be used (as training loads it:
     decodable, within Whisper's window) is not scored, and its reason kept (`ReferenceLosses.unscored`)."""
-    task = Task(task)
+    needs = f"reference loss needs a translating task ({', '.join(t.value for t in TASKS)})"
+    try:
+        task = Task(task)
+    except ValueError:  # an unknown name: it was ValueError's "'x' is not a valid Task", a traceback
+        raise LLMSRTError(f"{needs}, not {task!r}") from None
     if task not in TASKS:
-        raise LLMSRTError(f"reference loss needs a translating task ({', '.join(t.value for t in TASKS)}), "
-                          f"not {task.value}")
+        raise LLMSRTError(f"{needs}, not {task.value}")
     missing = [r.id for r in rows if not r.translation or not r.tgt_lang]
     if missing:
         raise LLMSRTError(f"row {missing[0]}: no reference translation to score ({len(missing)} such rows)")
