@@ -688,3 +688,26 @@ def test_a_feature_cache_turned_off_on_resume_is_said(base, tiny_setup, tmp_path
     recipe.train(_config(tiny_setup, out, 4, **{"data.feature_cache": "null"}), log=said.append)
     assert ("[asr] data.feature_cache changed since the checkpoint (on -> null): the run goes on, not bit-identical "
             "from here (cached encoder features are rounded to float16, computed ones are not)") in said
+
+
+def test_the_room_check_counts_the_frozen_adapter_a_checkpoint_saves(tiny_setup, tmp_path, monkeypatch):
+    """Under trainable: [lora] the adapter is frozen, yet every checkpoint saves it whole (adapter.safetensors: the
+    paper's 73.7M, ~281 MiB) beside the LoRA (1.8M): the room check counted the LoRA and its moments alone, so a disk
+    with room for them passed and the first save, save_every steps in, found no room."""
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=80 << 20))  # past the 64 MiB
+    wide = "{num_queries: 4, hidden_size: 512, num_layers: 2, num_heads: 4, intermediate_size: 2048}"  # 6.9M
+    out = tmp_path / "run"
+    cfg = load_config(None, overrides(tiny_setup, out, max_steps=1, **{
+        "model.adapter_kwargs": wide, "model.lora": "{r: 4, alpha: 8}", "trainable": "[lora]"}))
+    stepped = []
+    real_step = recipe.Recipe.train_step
+    monkeypatch.setattr(recipe.Recipe, "train_step", lambda self: stepped.append(self.step) or real_step(self))
+    with pytest.raises(LLMSRTError, match=r"run: 80 MiB free, and one checkpoint of this run needs about 90 MiB "
+                                          r"\(0\.0M trainable parameters with AdamW's 2 moments, and 26 MiB of frozen "
+                                          r"weights saved with them\); free space or choose another output_dir "
+                                          r"\(keep_last 2 holds about 1[0-9]{2} MiB") as e:
+        recipe.train(cfg, log=lambda *_: None)
+    assert "\n" not in str(e.value) and not stepped and not (out / "checkpoints").exists()
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=100 << 20))  # room for one: it trains
+    assert recipe.train(cfg, log=lambda *_: None).is_dir() and stepped == [0]

@@ -241,8 +241,10 @@ class Recipe(RunStops):
                  f"({self.placement})")
         if (frozen := lora_note(cfg)) is not None:
             self.log(frozen)
-        params = self.model.trainable_parameters()  # room for a checkpoint of them, now that their size is known
-        on_main(self.d, lambda: checkpoint.check_room(self.out, params, cfg.keep_last))
+        params = self.model.trainable_parameters()  # room for a checkpoint, now that its size is known: what it
+        #   saves (a frozen adapter under trainable: [lora] too) and the trainable weights' AdamW moments
+        on_main(self.d, lambda: checkpoint.check_room(self.out, params, cfg.keep_last,
+                                                      saved=self.model.trainable_state()))
         if self.latest is not None:
             self.model.load_trainable(self.latest.path)
             self.last_good = self.latest.path
