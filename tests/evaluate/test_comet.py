@@ -418,6 +418,25 @@ def test_score_json_of_comet_has_the_keys_of_the_other_metrics(tmp_path, capsys)
                           "n": len(SAMPLES), "skipped": 0}
 
 
+def test_score_comet_refuses_an_unknown_target_language_before_comet_runs(tmp_path, capsys):
+    """`score --metric comet --tgt-lang de` (the Whisper code) scored and printed COMET, the code read nowhere, where
+    every other metric says it is not a language code; it is that one-line error, before the COMET Python starts."""
+    from llm_srt import cli
+
+    for name, key in (("src", "src"), ("hyp", "mt"), ("ref", "ref")):
+        (tmp_path / f"{name}.txt").write_text("".join(s[key] + "\n" for s in SAMPLES), encoding="utf-8")
+    files = [f"--{name}={tmp_path / name}.txt" for name in ("hyp", "ref", "src")]
+    python = tmp_path / "python"  # a COMET Python that would leave a mark if it ran
+    python.write_text(f"#!/bin/sh\ntouch {tmp_path / 'ran'}\nexec {fake_comet_python(tmp_path)} \"$@\"\n")
+    python.chmod(0o755)
+    assert cli.main(["score", *files, "--tgt-lang", "de", "--metric", "comet", f"--comet-python={python}"]) != 0
+    err = capsys.readouterr().err
+    assert "unknown language code 'de'" in err and "did you mean 'deu'?" in err and "Traceback" not in err
+    assert not (tmp_path / "ran").exists()
+    assert cli.main(["score", *files, "--tgt-lang", "deu", "--metric", "comet", f"--comet-python={python}"]) == 0
+    assert (tmp_path / "ran").exists()
+
+
 def read_only(monkeypatch, folder: Path) -> None:
     """Make comet.py's writes under `folder` (a folder made, a file opened to write) fail as on a read-only mount."""
     import errno

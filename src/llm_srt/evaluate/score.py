@@ -45,10 +45,10 @@ def main(args: argparse.Namespace) -> int:
     if len(hyps) != len(refs):
         raise LLMSRTError(f"{hyp} has {len(hyps)} lines but {ref} has {len(refs)}; "
                           "hypotheses and references must pair up line by line")
+    lang = languages.get(args.tgt_lang)  # before COMET too, which reads no language: a typo ('de') was not said
     if args.metric == "comet":
         return print_comet(args, hyps, refs)
     score = metrics.compute(args.metric, hyps, refs, args.tgt_lang)
-    lang = languages.get(args.tgt_lang)
     usual = lang.asr_metric
     if args.metric in ("wer", "cer") and args.metric != usual:
         where = "in the paper's tables and in `llm-srt evaluate`"
