@@ -182,3 +182,37 @@ def test_a_ctranslate2_folder_is_told_to_be_converted(tmp_path):
     with pytest.raises(LLMSRTError, match=r"config.json: a qwen2 model, not Whisper; .*model.encoder and model.llm "
                                           r"swapped"):
         whisper_dim(tmp_path)
+
+
+@pytest.mark.parametrize("name, text, said", [
+    ("preprocessor_config.json", b'{"feature_size": 80, "hop_len', r"cannot read the feature extractor settings \(JSON"),
+    ("preprocessor_config.json", b'\xff\xfe{"feature_size": 80}', r"cannot read the feature extractor settings \(Unic"),
+    ("preprocessor_config.json", b"[80]", "not a JSON object of feature extractor settings"),
+    ("preprocessor_config.json", b'{"feature_size": null}', "a feature extractor setting WhisperFeatureExtractor "
+                                                            r"cannot take \(TypeError"),
+    ("processor_config.json", b'{"feature_extractor": {"feature_si', r"cannot read the feature extractor settings"),
+    ("processor_config.json", b'{"feature_extractor": {"feature_size": 128}}', "feature_size is 128 mel bins but "
+                                                                              "config.json's num_mel_bins is 80"),
+])
+def test_a_damaged_feature_extractor_config_is_one_line_naming_it(wdir, tmp_path, name, text, said):
+    """A cut-short preprocessor_config.json was taken as no file at all (WhisperFeatureExtractor's defaults, without a
+    word, where the torch Whisper's language ID refuses it); bad UTF-8, a JSON list or a setting of the wrong type
+    was a traceback; a mel-bin mismatch named preprocessor_config.json for processor_config.json's setting."""
+    folder = tmp_path / "damaged"
+    folder.mkdir()
+    for f in wdir.iterdir():
+        (folder / f.name).write_bytes(f.read_bytes())
+    (folder / name).write_bytes(text)
+    with pytest.raises(LLMSRTError, match=f"^{folder / name}: {said}") as e:
+        WhisperEncoder.from_pretrained(folder)
+    assert "\n" not in str(e.value)
+
+
+def test_a_processor_config_without_feature_extractor_settings_gives_the_defaults_at_the_models_mel_bins(tmp_path):
+    """processor_config.json holding no "feature_extractor" (transformers then has no settings) is no damage: a
+    128-bin Whisper (large-v3) gets 128-bin features."""
+    folder = tiny.whisper_dir(tmp_path, n_mels=128)
+    (folder / "preprocessor_config.json").unlink()
+    (folder / "processor_config.json").write_text('{"processor_class": "WhisperProcessor"}')
+    enc = WhisperEncoder.from_pretrained(folder)
+    assert enc.features([tiny.tone(0.5, 300)])[0].shape == (1, 128, 50)

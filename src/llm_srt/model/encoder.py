@@ -82,14 +82,7 @@ class WhisperEncoder(nn.Module):
         else:
             with torch.device(target):
                 encoder = HFWhisperEncoder(config).to(dtype)
-        try:
-            fe = WhisperFeatureExtractor.from_pretrained(path)
-        except OSError:
-            fe = WhisperFeatureExtractor(feature_size=config.num_mel_bins)
-        if fe.feature_size != config.num_mel_bins:
-            raise LLMSRTError(f"{path}: preprocessor_config.json has {fe.feature_size} mel bins but the model wants "
-                              f"{config.num_mel_bins}; fix the folder")
-        return cls(encoder, fe, pad_to_30s=pad_to_30s, name=path.name)
+        return cls(encoder, _feature_extractor(path, config.num_mel_bins), pad_to_30s=pad_to_30s, name=path.name)
 
     @property
     def dim(self) -> int:
@@ -247,6 +240,38 @@ def _whisper_config(path: Path) -> WhisperConfig:
                           f"CTranslate2 (faster-whisper) Whisper, run `llm-srt convert whisper-ct2 {path} OUT` and "
                           "point the encoder at OUT")
     return WhisperConfig.from_pretrained(path)
+
+
+def _feature_extractor(path: Path, n_mels: int) -> WhisperFeatureExtractor:
+    """The folder's feature extractor as transformers reads it (processor_config.json's "feature_extractor", else
+    preprocessor_config.json), else WhisperFeatureExtractor's defaults at the model's `n_mels`. A settings file that
+    is there but damaged is an error naming it: the defaults were taken without a word for bad JSON (the torch
+    Whisper's language ID beside it refused the same file), and bad UTF-8 or a JSON list was a traceback."""
+    source = None  # the file transformers takes the settings from
+    for file in (path / "preprocessor_config.json", path / "processor_config.json"):
+        if not file.is_file():
+            continue
+        try:
+            raw = json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:  # a permission, bad JSON or bad UTF-8
+            raise LLMSRTError(f"{file}: cannot read the feature extractor settings ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0]}); copy or download the model again") from None
+        if not isinstance(raw, dict):
+            raise LLMSRTError(f"{file}: not a JSON object of feature extractor settings; copy or download the model "
+                              "again")
+        if file.name == "preprocessor_config.json" or "feature_extractor" in raw or "audio_processor" in raw:
+            source = file
+    try:
+        fe = WhisperFeatureExtractor.from_pretrained(path)
+    except OSError:  # no settings (a processor_config.json without "feature_extractor"): the defaults
+        fe = WhisperFeatureExtractor(feature_size=n_mels)
+    except (ValueError, TypeError, AttributeError) as e:  # a setting of the wrong type ("feature_size": null)
+        raise LLMSRTError(f"{source or path}: a feature extractor setting WhisperFeatureExtractor cannot take "
+                          f"({type(e).__name__}: {str(e).splitlines()[0]}); fix it or copy the model again") from None
+    if fe.feature_size != n_mels:  # (read after the weights: a config.json of another size is said as that)
+        raise LLMSRTError(f"{source or path}: feature_size is {fe.feature_size} mel bins but config.json's "
+                          f"num_mel_bins is {n_mels}; set feature_size to {n_mels}")
+    return fe
 
 
 def _read_encoder_weights(path: Path) -> dict[str, torch.Tensor]:
