@@ -60,3 +60,16 @@ def test_a_stale_bin_index_names_the_shard_and_the_tensor_it_lacks(wdir, tmp_pat
     with pytest.raises(LLMSRTError, match=rf"pytorch_model-00001-of-00002.bin: pytorch_model.bin.index.json names a "
                                           rf"tensor this shard lacks \({moved}\); the index is stale"):
         WhisperEncoder.from_pretrained(folder)
+
+
+@pytest.mark.parametrize("int8", [False, True])
+def test_bin_shards_of_another_shape_than_config_json_name_their_index(wdir, tmp_path, int8):
+    """The torch Whisper's shape error for pytorch_model-0000N-of-00002.bin shards named "*.safetensors", a file
+    pattern the folder does not hold; it names the index that mapped the shards."""
+    folder, _, _ = _bin_shards(wdir, tmp_path / "bin-shards")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "d_model": 48}))
+    with pytest.raises(LLMSRTError) as e:
+        TorchWhisper.from_pretrained(folder, torch.device("cpu"), torch.float32, int8=int8)
+    assert str(e.value).startswith(f"{folder}/pytorch_model.bin.index.json: not a Whisper of config.json's shape (")
+    assert "48" in str(e.value) and "\n" not in str(e.value)

@@ -34,7 +34,7 @@ from .convert import read_vocabulary_txt
 from .cpu_linear import FastLinear, fast_linear
 from .log_mel import LogMel, read_json
 from .mapped import drop_pages_after_lookups, mapped_from
-from .weight_files import WEIGHTS_INDEX, TensorReader, file_of, tensor_files, whisper_todo
+from .weight_files import BIN_INDEX, WEIGHTS_INDEX, TensorReader, file_of, tensor_files, whisper_todo
 
 TIMESTAMP = re.compile(r"<\|(\d+\.\d+)\|>")  # timestamp tokens are not special in tokenizer.json: HF drops their text
 VOCABULARY = "vocabulary.txt"  # id -> token, one a line (CTranslate2's file; `convert whisper-ct2` writes it)
@@ -367,9 +367,9 @@ class TorchWhisper(nn.Module):
             whisper._load_int8(files) if int8 else whisper._load(files, device, dtype)
         except (RuntimeError, ValueError) as e:  # a weight of another shape
             lines = str(e).splitlines()
-            names = sorted({file.name for file in files.values()})
-            weights = names[0] if len(names) == 1 else WEIGHTS_INDEX if (folder / WEIGHTS_INDEX).is_file() else (
-                "*.safetensors")
+            names = sorted({file.name for file in files.values()})  # the file, else the index `tensor_files` read
+            weights = names[0] if len(names) == 1 else next(
+                (index for index in (WEIGHTS_INDEX, BIN_INDEX) if (folder / index).is_file()), "*.safetensors")
             raise LLMSRTError(f"{folder}/{weights}: not a Whisper of config.json's shape "
                               f"({(lines[1] if len(lines) > 1 else lines[0]).strip()})") from None
         whisper._trim()
