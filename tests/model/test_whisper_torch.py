@@ -129,6 +129,27 @@ def test_bad_folders_are_clear_errors(folder, tmp_path):
     assert torch.equal(dithered([clip], torch.device("cpu")), whisper.features([clip], torch.device("cpu")))
 
 
+@pytest.mark.parametrize("int8, error", [
+    (False, torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.22 GiB. GPU 0 has a total capacity of "
+                                   "23.55 GiB of which 1.02 GiB is free.")),
+    (True, RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: not enough memory: you tried "
+                        "to allocate 265420800 bytes.")),
+    (False, RuntimeError("CUDA error: an illegal memory access was encountered\nCompile with `TORCH_USE_CUDA_DSA`")),
+])
+def test_running_out_of_memory_while_loading_is_not_called_a_folder_of_another_shape(folder, monkeypatch, int8,
+                                                                                      error):
+    """A load that ran out of GPU (or CPU) memory, or met a failed GPU, raises that error: it was "FOLDER/
+    model.safetensors: not a Whisper of config.json's shape (CUDA out of memory...)", sending the user to their
+    folder, and hid the out-of-memory error from the callers that tell it apart (`device.is_out_of_memory`)."""
+    def fails(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(TorchWhisper, "_load_int8" if int8 else "_load", fails)
+    with pytest.raises(type(error)) as e:
+        TorchWhisper.from_pretrained(folder, torch.device("cpu"), torch.float32, int8=int8)
+    assert e.value is error and not isinstance(e.value, LLMSRTError)
+
+
 def test_unreadable_weights_are_not_called_damaged(folder, monkeypatch):
     """A permission error (a folder written 0600 by another user) or a network disk's is said as such: it was
     "damaged or cut short: copy or download it again"."""

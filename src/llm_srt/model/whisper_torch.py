@@ -44,6 +44,8 @@ CPU_MMAP_THRESHOLD = 16 << 20  # bytes: on glibc, CPU allocations this large are
 CPU_TRIM_THRESHOLD = 64 << 20  # bytes: free memory at the heap's top kept for reuse (`return_freed_memory`)
 LOAD_TRIM_EVERY = 8  # int8 load: the heap is trimmed after this many linear layers
 CPU_ENCODER_ROWS = 256  # encoder positions an encoder layer's row-wise parts take at a time on the CPU
+SHAPE_ERRORS = ("Error(s) in loading state_dict", "shape mismatch:", "state dict mismatch:", "missing tensor:")  # the
+#   RuntimeErrors of a load whose checkpoint is not config.json's Whisper (load_state_dict's, `_load_int8`'s, `file_of`)
 
 
 @functools.cache
@@ -366,6 +368,8 @@ class TorchWhisper(nn.Module):
         try:
             whisper._load_int8(files) if int8 else whisper._load(files, device, dtype)
         except (RuntimeError, ValueError) as e:  # a weight of another shape
+            if isinstance(e, RuntimeError) and not str(e).startswith(SHAPE_ERRORS):
+                raise  # not the folder's fault: out of memory (CUDA's OutOfMemoryError, the CPU allocator's), a GPU's
             lines = str(e).splitlines()
             names = sorted({file.name for file in files.values()})  # the file, else the index `tensor_files` read
             weights = names[0] if len(names) == 1 else next(
