@@ -55,3 +55,21 @@ def test_int8_tied_table_and_head_are_the_loaded_files(tmp_path):
     assert torch.equal(embedding, table)
     head = q.get_output_embeddings()
     assert (head.dequantized_weight() - table).abs().max() <= table.abs().amax(1).max() / 127
+
+
+def test_a_config_value_of_another_type_is_one_line_naming_the_file(tmp_path):
+    """A config.json whose value has another type than transformers' typed config takes ("vocab_size": "x", a
+    hand edit) is an LLMSRTError naming the file and the field, not huggingface_hub's validation traceback."""
+    import pytest
+
+    from llm_srt.errors import LLMSRTError
+
+    path = tiny.llm_dir(tmp_path)
+    config = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps({**config, "vocab_size": "x"}))
+    for weights in (True, False):  # from the checkpoint, and from config.json alone (paper-shaped benchmarks)
+        with pytest.raises(LLMSRTError) as e:
+            load_llm(path, weights=weights)
+        message = str(e.value)
+        assert message.startswith(f"{path / 'config.json'}: ") and "'vocab_size' expected int" in message
+        assert "\n" not in message

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from huggingface_hub.errors import StrictDataclassError
 from safetensors import SafetensorError
 from torch import nn
 from torch.autograd.function import once_differentiable
@@ -113,6 +114,10 @@ def load_llm(path: str | Path, dtype: str | torch.dtype = torch.float32, lora: L
             model, info = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, device_map=target,
                                                                output_loading_info=True, ignore_mismatched_sizes=True)
             _check_loaded(path, info)
+    except StrictDataclassError as e:  # transformers' typed configs (Qwen2's, Llama's): a value of another type
+        detail = str(e).strip().splitlines()[-1].strip().removeprefix("TypeError: ").removeprefix("ValueError: ")
+        raise LLMSRTError(f"{path / 'config.json'}: {detail}; correct the value, or copy config.json from the "
+                          "model's download again") from None
     except SafetensorError as e:  # a truncated shard: neither an OSError nor a ValueError
         raise LLMSRTError(f"{_unreadable_file(path) or path}: cannot read the LLM weights ({str(e).splitlines()[0]}); "
                           "the file is damaged or cut short: copy or download it again") from None
