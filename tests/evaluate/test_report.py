@@ -337,6 +337,22 @@ def test_a_15x14_report_md_keeps_its_failed_rows_and_comet_tables_readable():
     assert "COMET matrix" not in small and "Directions where a row failed" not in small
 
 
+def test_report_md_tables_stay_whole_with_a_line_break_or_a_pipe_in_a_cell():
+    """An error of several lines (a results file's, another tool's) or a '|' in a system name or a row id cut
+    report.md's table there: every line after the break read as loose text, and a '|' made a column too many."""
+    rows = results("baseline")
+    rows[0] = replace(rows[0], hyp_translation=None, error="RuntimeError: CUDA error\nlaunch failed | see above")
+    rows[1] = replace(rows[1], id="u2|b")
+    md = render.to_markdown(rep.build_report({"A|B": rows}))
+    tables = [line for line in md.splitlines() if line.startswith("|")]
+    assert not any(line.startswith("launch failed") for line in md.splitlines())
+    assert "| A\\|B | u1 | eng→deu | RuntimeError: CUDA error launch failed \\| see above |" in tables
+    for line in tables:  # every row of a table has as many cells as its header
+        header = next(h for h in reversed(tables[:tables.index(line) + 1]) if h.startswith("| system |")
+                      or h.startswith("| src \\ tgt |"))
+        assert line.replace("\\|", "").count("|") == header.replace("\\|", "").count("|"), line
+
+
 def test_an_unknown_language_is_an_error_naming_it_not_a_missing_score():
     """A source code the registry does not know ("en" for "eng") made its WER/CER vanish from the report without a
     word (the error was taken for "every reference empty"); an unknown target was always an error (BLEU)."""

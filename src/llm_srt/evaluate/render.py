@@ -180,7 +180,7 @@ def to_markdown(report: Report) -> str:
                            [[n, *[_of(s.failed_by_direction()[d], s.rows[d]) if d in s.rows else "–" for d in dirs],
                              _of(len(s.failed), s.n_rows)] for n, s in scored])
         parts += [""] + _md_table(["system", "id", "direction", "error"],
-                                  [[n, r.id, _arrow((r.src, r.tgt)), (r.error or "no translation").replace("|", "\\|")]
+                                  [[n, r.id, _arrow((r.src, r.tgt)), r.error or "no translation"]
                                    for n, r in failed])
     else:
         parts += ["none"]
@@ -374,8 +374,14 @@ def _pyplot():
 
 
 def _md_table(header: list, rows: list[list]) -> list[str]:
-    return ["| " + " | ".join(map(str, header)) + " |", "|" + "---|" * len(header)] + [
-        "| " + " | ".join(map(str, r)) + " |" for r in rows]
+    return ["| " + " | ".join(map(_cell, header)) + " |", "|" + "---|" * len(header)] + [
+        "| " + " | ".join(map(_cell, r)) + " |" for r in rows]
+
+
+def _cell(value: object) -> str:
+    """`value` as one Markdown table cell: its line breaks a space, its '|' escaped. A row id, a system name or an
+    error (a results file's, a traceback's) holding either cut the table there, and every row after it read as text."""
+    return " ".join(str(value).splitlines()).replace("|", "\\|")
 
 
 def _fmt(value: float | None) -> str:
