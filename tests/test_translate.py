@@ -1,13 +1,16 @@
 """`llm-srt translate` on the stub systems of test_infer: what reaches stdout and stderr, and what is refused before
 the model loads."""
 
+import io
 import json
 import re
+import sys
 
 import pytest
 
 from llm_srt import cli, translate
 from llm_srt.audio import write_wav
+from llm_srt.model.protocol import Output
 from test_infer import SR, Stopped, Stub, _Broken, recording, stub_cli
 
 RUN = ["--model", "stub", "--src", "eng", "--tgt", "deu"]
@@ -77,3 +80,35 @@ def test_an_empty_out_dir_is_refused_before_the_model_loads(tmp_path, monkeypatc
     assert cli.main(["translate", str(tmp_path / "a.wav"), *RUN, "--format", "srt", "--out-dir", ""]) == 2
     assert capsys.readouterr() == ("", "llm-srt translate: error: --out-dir is empty; give a folder, or leave "
                                        "--out-dir out to print to standard output\n")
+
+
+class _Chinese(Stub):
+    """A Stub whose texts are Chinese and German: characters a Latin-1 standard output cannot all write."""
+
+    def run_batch(self, items, options):
+        super().run_batch(items, options)
+        return [Output("你好", "Grüße – 明天") for _ in items]
+
+
+def test_a_standard_output_in_latin1_takes_any_text(tmp_path, monkeypatch):
+    """Under a Latin-1 locale (or PYTHONIOENCODING) the first Chinese text stopped the run in a UnicodeEncodeError
+    traceback, the inputs after it lost (json: every one, results.json unwritten). srt, vtt and json are written in
+    UTF-8, their formats' encoding; text in the locale's, what it cannot write escaped."""
+    files = []
+    for name in ("a", "b"):
+        write_wav(tmp_path / f"{name}.wav", recording(2.4, [(0.2, 2.2)]))
+        files.append(str(tmp_path / f"{name}.wav"))
+    for fmt in ("srt", "json", "text"):
+        stub_cli(monkeypatch, _Chinese())
+        raw = io.BytesIO()
+        monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(raw, encoding="latin-1"))
+        assert cli.main(["translate", *files, *RUN, "--format", fmt]) == 0, fmt
+        sys.stdout.flush()
+        out = raw.getvalue()
+        if fmt == "text":
+            assert out.decode("latin-1").count("  translation: Grüße \\u2013 \\u660e\\u5929\n") == 2
+            assert sys.stdout.errors == "strict"  # the caller's stream as it was
+        elif fmt == "json":
+            assert [e["translation"] for e in json.loads(out.decode("utf-8"))] == ["Grüße – 明天"] * 2
+        else:
+            assert out.decode("utf-8").count("\n你好\nGrüße – 明天\n") == 2

@@ -2,6 +2,7 @@
 which provides `add_arguments(parser)` and `main(args) -> int`."""
 
 import argparse
+import codecs
 import contextlib
 import errno
 import importlib
@@ -195,6 +196,7 @@ def _main(argv: list[str] | None) -> int:
         parser.print_help()
         return 0
     stdout = sys.stdout
+    escaped = escape_unencodable(stdout)
     sys.stdout = watched = WatchedStdout(stdout) if stdout is not None else None
     shown = warnings.showwarning
     warnings.showwarning = one_line_warnings(verb, shown)
@@ -234,8 +236,25 @@ def _main(argv: list[str] | None) -> int:
     finally:
         if sys.stdout is watched:
             sys.stdout = stdout
+        if escaped is not None:  # (a caller that runs main in-process keeps its stream as it was)
+            with contextlib.suppress(AttributeError, ValueError, OSError):
+                stdout.reconfigure(errors=escaped)
         if warnings.showwarning is not shown:
             warnings.showwarning = shown
+
+
+def escape_unencodable(stream) -> str | None:
+    """A standard output whose encoding cannot write every character (a Latin-1 or ASCII locale, PYTHONIOENCODING)
+    made to write those it cannot as \\uXXXX escapes: a model's Chinese or Russian text ended the run in a
+    UnicodeEncodeError traceback, the outputs not yet printed lost. Returns its error handler before (None: left
+    as it was, a UTF encoding or a stream without one)."""
+    try:
+        if codecs.lookup(stream.encoding).name.startswith("utf") or stream.errors != "strict":
+            return None
+        stream.reconfigure(errors="backslashreplace")
+        return "strict"
+    except (AttributeError, TypeError, LookupError, ValueError, OSError):
+        return None
 
 
 STDOUT_FAILED = "llm_srt_stdout_failed"  # the attribute WatchedStdout sets on an OSError of its own write
