@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -73,3 +74,17 @@ def test_a_config_value_of_another_type_is_one_line_naming_the_file(tmp_path):
         message = str(e.value)
         assert message.startswith(f"{path / 'config.json'}: ") and "'vocab_size' expected int" in message
         assert "\n" not in message
+
+
+def test_a_damaged_tokenizer_config_is_one_line_naming_the_file(tmp_path):
+    """tokenizer_config.json holding a JSON list (an AttributeError traceback) or damaged JSON (an error naming only
+    the folder) is one line naming the file."""
+    import pytest
+
+    from llm_srt.errors import LLMSRTError
+
+    path = tiny.llm_dir(tmp_path)
+    for text, said in (("[1]", "a JSON list, not an object"), ("{", "not JSON")):
+        (path / "tokenizer_config.json").write_text(text)
+        with pytest.raises(LLMSRTError, match="^" + re.escape(f"{path / 'tokenizer_config.json'}: {said}")):
+            load_llm(path)

@@ -345,7 +345,15 @@ def load_tokenizer(path: Path) -> PreTrainedTokenizerBase:
         raise LLMSRTError(f"{path}: no tokenizer files (tokenizer.json, vocab.json + merges.txt or tokenizer.model); "
                           "copy them from the model's download")
     config_file = path / "tokenizer_config.json"
-    cls = json.loads(config_file.read_text()).get("tokenizer_class") if config_file.is_file() else None
+    try:
+        settings = json.loads(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
+    except ValueError as e:  # (a JSONDecodeError, or bytes that are not UTF-8)
+        settings = e
+    if not isinstance(settings, dict):  # a list or a number was an AttributeError traceback; damaged JSON named no file
+        what = f"not JSON ({str(settings).splitlines()[0]})" if isinstance(settings, ValueError) else \
+            f"a JSON {type(settings).__name__}, not an object"
+        raise LLMSRTError(f"{config_file}: {what}; copy the tokenizer files from the model's download")
+    cls = settings.get("tokenizer_class")
     if cls in GENERIC_TOKENIZERS and (path / "tokenizer.json").is_file():
         tokenizer = PreTrainedTokenizerFast.from_pretrained(path)
     else:
