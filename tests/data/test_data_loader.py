@@ -530,3 +530,21 @@ def test_a_forked_loader_worker_shares_the_rows_and_audio_hashes_instead_of_copy
     grew = [float(subprocess.run([sys.executable, "-c", _FORKED_WORKER, str(n), str(tmp_path)],
                                  capture_output=True, text=True, check=True).stdout) for n in (10_000, 110_000)]
     assert grew[1] - grew[0] < 5, grew  # MiB for 100,000 more rows
+
+
+def test_collate_holds_loaded_audio_to_whispers_window_as_training_does(tmp_path):
+    """A clip a frame over 30 s (listed as 30 s, so the manifest check passes it) is cut to the window, as training's
+    collator and the feature cache cut it; it came back 480,001 samples, which the encoder refuses naming no file.
+    A clip further over is an AudioError naming its file."""
+    import soundfile as sf
+
+    from llm_srt.errors import AudioError
+
+    over = tmp_path / "over.wav"
+    sf.write(str(over), np.zeros(30 * 16000 + 1, dtype=np.float32), 16000, subtype="PCM_16")
+    longer = tmp_path / "longer.wav"
+    sf.write(str(longer), np.zeros(31 * 16000, dtype=np.float32), 16000, subtype="PCM_16")
+    examples = SpeechTextDataset(_rows(1, audio=str(over)), Task.ASR)
+    assert [a.shape for a in collate([examples[0], examples[1]])["audio"]] == [(30 * 16000,)] * 2
+    with pytest.raises(AudioError, match="longer.wav"):
+        collate([SpeechTextDataset(_rows(1, audio=str(longer)), Task.ASR)[0]])

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..audio import load_audio
+from ..audio import WINDOW_SECONDS, load_audio
 from ..errors import LLMSRTError
 from ..prompts import Task, build
 from .manifest import PackedRows, Row, warn_each_time
@@ -461,12 +461,15 @@ class _Resumed:
 
 def collate(examples: Sequence[Example], features: Sequence[np.ndarray] | None = None) -> dict:
     """A batch: ids, prompts, targets, src, tgt, tasks, transcripts, translations, and either
-    audio (list of 16 kHz float32 arrays; None for text-only MT examples) or, given per-example (T_i, D)
-    `features`, features (B, T_max, D) zero-padded (`pad_features`) with feature_mask (B, T_max) bool (True = real
-    frame)."""
+    audio (list of 16 kHz float32 arrays, each within Whisper's window as training loads it: a clip a frame over is
+    cut to it, a longer one is an AudioError naming its file; None for text-only MT examples) or, given per-example
+    (T_i, D) `features`, features (B, T_max, D) zero-padded (`pad_features`) with feature_mask (B, T_max) bool
+    (True = real frame)."""
     batch = text_fields(examples)
-    if features is None:
-        batch["audio"] = [load_audio(e.audio) if e.task.needs_speech else None for e in examples]
+    if features is None:  # (loaded without the window, a 30 s clip and a frame reached the encoder, which refused it
+        #   as "audio #3", naming no file)
+        batch["audio"] = [load_audio(e.audio, max_seconds=WINDOW_SECONDS) if e.task.needs_speech else None
+                          for e in examples]
         return batch
     if len(features) != len(examples):
         raise LLMSRTError(f"collate got {len(features)} feature arrays for {len(examples)} examples")
