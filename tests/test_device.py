@@ -186,6 +186,22 @@ def test_a_torch_dtype_object_is_checked_as_its_name_is(monkeypatch):
     assert device.resolve("cuda", torch.bfloat16).dtype == torch.bfloat16
 
 
+@pytest.mark.parametrize("name, value", [("LOCAL_RANK", "1x"), ("LOCAL_RANK", "-1"), ("LOCAL_WORLD_SIZE", "two")])
+def test_a_launcher_variable_that_is_no_count_is_one_line_naming_it(monkeypatch, name, value):
+    """LOCAL_RANK / LOCAL_WORLD_SIZE that are not a whole number (a launcher script's typo): int() raised a ValueError
+    traceback at the first --device auto or cuda on a GPU host; LOCAL_RANK=-1 blamed --device cuda."""
+    fake_gpus(monkeypatch, 2)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setenv(name, value)
+    with pytest.raises(LLMSRTError) as e:
+        device.resolve_device("cuda" if name == "LOCAL_RANK" else "cuda:1")
+    assert str(e.value) == (f"{name}={value!r} in the environment is not a process count or index (torchrun sets "
+                            f"it: a whole number, 0 or more); fix or unset {name}")
+    monkeypatch.setenv(name, "")  # empty: as unset
+    assert device.resolve_device("cuda") == torch.device("cuda", 0 if name == "LOCAL_RANK" else 1)
+
+
 def test_more_ranks_on_a_node_than_gpus_names_nproc_per_node(monkeypatch):
     """torchrun with 4 ranks a node where 2 GPUs are visible: rank 3's `auto` said "--device cuda: this host has 2
     GPU(s)", naming a flag the user never gave; it names the torchrun option to change."""

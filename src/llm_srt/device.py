@@ -57,8 +57,24 @@ class Placement:
 
 def local_rank() -> int | None:
     """This process's LOCAL_RANK under torchrun, else None."""
-    value = os.environ.get("LOCAL_RANK")
-    return int(value) if value not in (None, "") else None
+    return _launcher_count("LOCAL_RANK")
+
+
+def _launcher_count(name: str) -> int | None:
+    """A whole number a launcher (torchrun, a SLURM script) sets in the environment variable `name`, else None (unset
+    or empty); anything else is a one-line error naming it: int() raised a ValueError traceback at --device auto or
+    cuda on a GPU host, and LOCAL_RANK=-1 was "--device cuda: this host has N GPU(s)", naming a flag not given."""
+    value = os.environ.get(name)
+    if value is None or not value.strip():
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise LLMSRTError(f"{name}={value!r} in the environment is not a process count or index (torchrun sets it: "
+                          f"a whole number, 0 or more); fix or unset {name}")
+    return number
 
 
 def resolve_device(spec: str | torch.device | None = "auto", flag: str = "--device ") -> torch.device:
@@ -87,7 +103,7 @@ def resolve_device(spec: str | torch.device | None = "auto", flag: str = "--devi
                 index = int(spec.split(":", 1)[1])
             except (ValueError, IndexError):  # cuda:x, or cuda0
                 raise LLMSRTError(f"{flag}{spec}: not a device; use auto, cpu, cuda or cuda:N") from None
-            if (int(os.environ.get("LOCAL_WORLD_SIZE") or 1) > 1 and torch.cuda.device_count() > 1
+            if ((_launcher_count("LOCAL_WORLD_SIZE") or 1) > 1 and torch.cuda.device_count() > 1
                     and index != local_rank()):  # its own GPU, named (cuda:$LOCAL_RANK), is what cuda gives
                 raise LLMSRTError(f"{flag}{spec}: every rank on this node would use that one GPU; under torchrun "
                                   f"use {flag}cuda or auto (each rank takes cuda:$LOCAL_RANK)")
