@@ -88,3 +88,23 @@ def test_a_damaged_tokenizer_config_is_one_line_naming_the_file(tmp_path):
         (path / "tokenizer_config.json").write_text(text)
         with pytest.raises(LLMSRTError, match="^" + re.escape(f"{path / 'tokenizer_config.json'}: {said}")):
             load_llm(path)
+
+
+def test_a_damaged_generation_config_is_refused_not_dropped(tmp_path):
+    """A damaged generation_config.json: transformers' from_pretrained dropped it with an info log, its end ids with
+    it (decoding ran past them), while the config-only build (an FSDP rank's skeleton) stopped on it. Both are one
+    line naming the file."""
+    import pytest
+
+    from llm_srt.errors import LLMSRTError
+
+    path = tiny.llm_dir(tmp_path)
+    file = path / "generation_config.json"
+    for text, said in (('{"eos_token_id": [2, 5], ', "cannot read it as JSON"), ("[2]", "a JSON list, not an object")):
+        file.write_text(text)
+        for weights in (True, False):
+            with pytest.raises(LLMSRTError, match="^" + re.escape(f"{file}: {said}")):
+                load_llm(path, weights=weights)
+    file.write_text('{"eos_token_id": [2, 5]}')  # a whole one is read as before
+    model, _ = load_llm(path)
+    assert model.generation_config.eos_token_id == [2, 5]

@@ -106,6 +106,7 @@ def load_llm(path: str | Path, dtype: str | torch.dtype = torch.float32, lora: L
     target = torch.device(device) if device is not None else torch.device("cpu")
     if int8 and target.type != "cpu":
         raise LLMSRTError(f"{path}: int8 linear layers run on the CPU only, not on {target}; use bfloat16 there")
+    _check_generation_config(path)
     try:
         tokenizer = load_tokenizer(path)
         if target.type == "meta" or not weights:
@@ -333,6 +334,24 @@ def _from_config(path: Path, dtype: torch.dtype, device: torch.device) -> PreTra
 
         model.generation_config = GenerationConfig.from_pretrained(path)
     return model
+
+
+def _check_generation_config(path: Path) -> None:
+    """A folder's generation_config.json, where it has one, is a JSON object: transformers' from_pretrained drops a
+    damaged one with an info log, so its end ids (Gemma-3's <end_of_turn>, an instruct model's) went unsaid and
+    decoding ran past them to its cap, while an FSDP rank's skeleton (`_from_config`) read it and stopped."""
+    file = path / "generation_config.json"
+    if not file.is_file():
+        return
+    try:
+        settings = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        settings = e
+    if not isinstance(settings, dict):
+        what = (f"cannot read it as JSON ({(str(settings).splitlines() or [type(settings).__name__])[0]})"
+                if isinstance(settings, Exception) else f"a JSON {type(settings).__name__}, not an object")
+        raise LLMSRTError(f"{file}: {what}; copy it from the model's download again (it holds the ids that end a "
+                          "generation)")
 
 
 def load_tokenizer(path: Path) -> PreTrainedTokenizerBase:
