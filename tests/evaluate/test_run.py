@@ -793,6 +793,23 @@ def test_a_results_file_with_an_unknown_language_is_refused_before_decoding(orac
     assert oracle["made"] == []
 
 
+def test_an_empty_results_file_is_refused_before_decoding(oracle, manifest, tmp_path, capsys):
+    """An empty hyps file (a wrong path's, one cut to nothing) was scored as a system of no rows: alone, a report
+    of "failed: 0 of 0" and exit status 1 with nothing said; beside a decoded system, its tests left out."""
+    good = tmp_path / "hyps.good.jsonl"
+    good.write_text(json.dumps(vars(UtteranceResult("r0", "eng", "deu", None, "das", None, "das"))) + "\n")
+    empty = tmp_path / "hyps.empty.jsonl"
+    empty.write_text("\n")
+    for models in ({"empty": str(empty)}, {"flaky": "flaky", "empty": str(empty)},
+                   {"runs": f"{good},{empty}"}):
+        with pytest.raises(LLMSRTError, match=rf"^{re.escape(str(empty))}: no result rows in it \(an empty file\)"):
+            run.evaluate(models, manifest, tmp_path / "o", task="srt", options=OPTS, placement=CPU,
+                         log=lambda *_: None)
+    assert oracle["made"] == [] and not (tmp_path / "o").exists()
+    assert cli.main(["evaluate", "--model", str(empty), "--out", str(tmp_path / "o")]) != 0
+    assert "no result rows" in capsys.readouterr().err
+
+
 def test_comet_runs_where_evaluate_was_told_to():
     """`evaluate --device cpu --comet` on a GPU host ran COMET on the GPU (the bridge takes one whenever it sees
     CUDA): a CPU placement now gives COMET no GPU unless --comet-gpus asks for some; cuda:N, that GPU alone."""

@@ -64,10 +64,14 @@ def is_results_file(model: str) -> bool:
 
 def load_runs(model: str) -> list[list[UtteranceResult]]:
     """The runs of a results-file model (`is_results_file`), one list of results per file, each file's language
-    codes checked (an unknown one is an error naming the file before any decoding, not after it)."""
+    codes checked (an unknown one is an error naming the file before any decoding, not after it), and a file
+    without rows refused."""
     runs = []
     for part in model.split(","):
         runs.append(load_results(part))
+        if not runs[-1]:  # scored as a system of no rows: "0 of 0", the others' tests left out, or exit status 1
+            raise LLMSRTError(f"{part}: no result rows in it (an empty file); give the hyps.NAME.jsonl an "
+                              "evaluation wrote")
         try:
             check_languages(runs[-1])
         except LLMSRTError as e:
