@@ -627,3 +627,18 @@ def test_validated_as_train_counts_a_damaged_validated_line_only_when_its_clip_i
     assert [r.sentence_id for r in read_manifest(tmp_path / "out" / "train.jsonl")] == ["s1", "s2"]
     assert summary.dropped[WRONG_WIDTH] == 1
     assert summary.dropped_at[WRONG_WIDTH] == [f"{validated}:6 (14 fields, the header has 13)"]
+
+
+def test_a_clip_name_holding_a_nul_byte_is_a_bad_clip_named_by_its_line(locale_dir, tmp_path, layouts):
+    """A damaged table line whose path holds a NUL byte (no file name can): stat() raised "ValueError: embedded null
+    byte" in the clip check's worker, a traceback that ended the whole conversion. It is a bad clip now, named by
+    its tsv:line (the NUL shown as an escape), and with --strict the one-line stop at that line."""
+    rows = _cv_rows(SPLITS["train"] + [("de_\x009.mp3", "spkG", "s9", "Kaputt.")])
+    layouts.write_cv_table(locale_dir / "train.tsv", layouts.CV17_HEADER, rows)
+    summary = prepare_commonvoice(locale_dir, tmp_path / "out")
+    assert summary.written == {"train": 2, "dev": 1, "test": 1}
+    [bad] = summary.bad_clips
+    assert bad.where == f"{locale_dir / 'train.tsv'}:4" and "\\x00" in bad.reason and "\x00" not in bad.reason
+    assert bad.reason.endswith("is no file name: it holds a NUL byte (a damaged table line)")
+    with pytest.raises(LLMSRTError, match=r"train.tsv:4: clip .*de_\\x009.mp3 is no file name"):
+        prepare_commonvoice(locale_dir, tmp_path / "strict", strict=True)

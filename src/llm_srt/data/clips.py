@@ -364,14 +364,14 @@ def check_clips(clips: Mapping[Path, str], known: Mapping[Path, float] | None = 
                     if reason is None:
                         durations[path] = seconds
                     elif strict:
-                        raise LLMSRTError(f"{clips[path]}: clip {path} {reason} (without --strict bad clips are "
-                                          "skipped and counted)")
+                        raise LLMSRTError(f"{clips[path]}: clip {shown(str(path))} {reason} (without --strict bad "
+                                          "clips are skipped and counted)")
                     else:
                         problems[path] = reason
         except BaseException:  # --strict's stop, Ctrl-C: leaving the pool waited for every queued chunk (an hour
             pool.shutdown(wait=False, cancel_futures=True)  # on a big corpus), and a second Ctrl-C hung again
             raise
-    bad = [BadClip(clips[p], str(p), f"clip {p} {problems[p]}") for p in paths if p in problems]
+    bad = [BadClip(clips[p], str(p), f"clip {shown(str(p))} {problems[p]}") for p in paths if p in problems]
     return durations, bad
 
 
@@ -413,6 +413,8 @@ def _check(path: Path, known: float | None, read_header: bool, decode: bool = Fa
         return path, 0.0, "is missing"
     except OSError as e:
         return path, 0.0, f"cannot be read ({e.strerror or e})"
+    except ValueError:  # a NUL byte in the name, which no file has: it stopped the whole conversion with a traceback
+        return path, 0.0, "is no file name: it holds a NUL byte (a damaged table line)"
     if stat.S_ISDIR(mode):  # in load_audio's words: it was "cannot be decoded (Format not recognised)", or kept with
         return path, 0.0, "is a directory, not a file"  # its listed length
     if not stat.S_ISREG(mode):  # a FIFO was "is empty (0 bytes)"; never opened, which would wait for a writer
