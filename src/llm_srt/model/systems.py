@@ -350,6 +350,8 @@ class TextMTSystem:
             if not it.transcript.strip() or not it.task.needs_translation:
                 out[i] = Output(error=f"the text MT system translates given transcripts only (task mt or smt), not "
                                       f"task {it.task.value} without one; use --model cascade for speech")
+            elif it.tgt == it.src:  # into its own language: the text itself, as every other system answers (the
+                out[i] = Output(it.transcript.strip(), it.transcript.strip())  # LLM asked to "translate" eng to eng)
             else:
                 todo.append(i)
         cut: set[int] = set()
