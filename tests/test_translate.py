@@ -1,8 +1,10 @@
 """`llm-srt translate` on the stub systems of test_infer: what reaches stdout and stderr, and what is refused before
 the model loads."""
 
+import contextlib
 import io
 import json
+import os
 import re
 import sys
 
@@ -112,3 +114,24 @@ def test_a_standard_output_in_latin1_takes_any_text(tmp_path, monkeypatch):
             assert [e["translation"] for e in json.loads(out.decode("utf-8"))] == ["Grüße – 明天"] * 2
         else:
             assert out.decode("utf-8").count("\n你好\nGrüße – 明天\n") == 2
+
+
+def test_results_json_is_written_when_standard_outputs_reader_has_gone(tmp_path, monkeypatch):
+    """`llm-srt translate ... --format json --out-dir out | head -1`: the array is printed first, and the pipe closed
+    under it left results.json unwritten, the whole run's results lost (exit 141). It is written all the same."""
+    files = []
+    for name in ("a", "b"):
+        write_wav(tmp_path / f"{name}.wav", recording(2.4, [(0.2, 2.2)]))
+        files.append(str(tmp_path / f"{name}.wav"))
+    stub_cli(monkeypatch, Stub())
+    read, write = os.pipe()
+    os.close(read)  # as `head -1` does once it has its line
+    with open(write, "w") as closed:
+        monkeypatch.setattr(sys, "stdout", closed)
+        assert cli.main(["translate", *files, *RUN, "--format", "json", "--out-dir", str(tmp_path / "out")]) == \
+            cli.BROKEN_PIPE
+        monkeypatch.undo()
+        with contextlib.suppress(BrokenPipeError):
+            closed.close()
+    entries = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [e["translation"] for e in entries] == ["tr2.40", "tr2.40"]

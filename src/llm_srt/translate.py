@@ -346,11 +346,20 @@ def _print_json(entries: list[dict], out_dir: Path | None, partial: str | None =
     """Print `entries` as one JSON array, then write them to results.json in `out_dir` (if given) whole or not at
     all; False, said on stderr, when it cannot be written. `partial`: what they are, when not every input: then
     written to PARTIAL_JSON instead (said on stderr), so an earlier whole run's results.json is kept; a whole run
-    removes an earlier stopped run's PARTIAL_JSON."""
+    removes an earlier stopped run's PARTIAL_JSON. The file is written whatever became of standard output: its
+    reader gone (`| head`), a full disk under `>` (the error then goes on up); it was not, every result lost."""
+    text = json.dumps(entries, ensure_ascii=False, indent=2)
+    try:
+        print(text, flush=True)  # first: a results.json that cannot be written must not lose every result
+    finally:
+        written = _save_json(text, out_dir, partial)
+    return written
+
+
+def _save_json(text: str, out_dir: Path | None, partial: str | None) -> bool:
+    """`_print_json`'s file: `text` written to results.json (PARTIAL_JSON with `partial`) in `out_dir`, if given."""
     import sys
 
-    text = json.dumps(entries, ensure_ascii=False, indent=2)
-    print(text, flush=True)  # first: a results.json that cannot be written must not lose every result
     if out_dir is None:
         return True
     file = out_dir / (PARTIAL_JSON if partial else "results.json")
