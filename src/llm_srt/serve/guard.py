@@ -172,7 +172,7 @@ class HostRule:
         object.__setattr__(self, "extra", tuple(check_allowed_host(h) for h in self.extra))
 
     def allows(self, name: str) -> bool:
-        if "*" in self.extra or name in LOCAL_NAMES or name == self.bind.strip("[]").lower():
+        if "*" in self.extra or name in LOCAL_NAMES or name == self.bind.strip("[]").rstrip(".").lower():
             return True
         if self.bind in WILDCARD_BINDS and is_ip(name):
             return True
@@ -187,24 +187,37 @@ class HostRule:
 
 
 def check_allowed_host(value: str) -> str:
-    """`--allow-host` values: a host name or IP, '*', or '.domain' / '*.domain'."""
-    bare = value[2:] if value.startswith("*.") else value[1:] if value.startswith(".") else value
-    if value != "*" and (split_host(bare) is None or split_host(bare)[1] is not None or "*" in bare):
+    """`--allow-host` values: a host name or IP, '*', or '.domain' / '*.domain'; kept as `split_host` reads a Host
+    header's name (lower case, no trailing dot, an IPv6 literal without its brackets), so that `allows` matches it:
+    '[2001:db8::5]' and 'example.org.' were taken, and every request they named got 421."""
+    if value == "*":
+        return value
+    domain = value.startswith((".", "*."))
+    bare = value[2:] if value.startswith("*.") else value[1:] if domain else value
+    parsed = split_host(bare)
+    if parsed is None or parsed[1] is not None or "*" in bare:
         raise LLMSRTError(f"--allow-host {value!r} is not a host name (e.g. translate.example.org, "
                           "'.example.org' for a domain, '*' for any)")
-    return value.lower()
+    return ("." if domain else "") + parsed[0]
 
 
 def check_allowed_origin(value: str) -> str:
-    """`--allow-origin` values: '*' or scheme://host[:port] exactly as a browser sends it."""
+    """`--allow-origin` values: '*' or scheme://host[:port] (a trailing '/' allowed), kept as a browser sends its
+    Origin header: lower case, without the scheme's default port. https://app.example.org:443 was kept as given, so
+    neither the origin check nor CORS ever matched the browser's https://app.example.org: every post got 403."""
     if value == "*":
         return value
     parts = urlsplit(value)
-    if parts.scheme not in DEFAULT_PORTS or not parts.hostname or parts.path or parts.query or parts.fragment \
-            or parts.username or parts.password:
+    try:
+        port = parts.port
+    except ValueError:  # not a number, or over 65535
+        port = -1
+    if parts.scheme not in DEFAULT_PORTS or not parts.hostname or parts.path not in ("", "/") or parts.query \
+            or parts.fragment or parts.username or parts.password or port == -1:
         raise LLMSRTError(f"--allow-origin {value!r} is not an origin; give scheme://host[:port], e.g. "
                           "https://app.example.org, or '*'")
-    return value.rstrip("/").lower()
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{parts.scheme}://{host}" + (f":{port}" if port not in (None, DEFAULT_PORTS[parts.scheme]) else "")
 
 
 def origin_address(origin: str) -> tuple[str, int] | None:
