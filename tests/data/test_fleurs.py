@@ -87,6 +87,18 @@ def test_durations_from_the_sample_count(fleurs_root, tmp_path):
     assert summary.durations_from == "the tables' sample counts" and not summary.notes
 
 
+def test_a_damaged_sample_count_is_read_from_the_wav_header(fleurs_root, tmp_path):
+    """A sample count field holding a digit int() does not take ('²' or '①', which str.isdigit() calls digits):
+    a ValueError traceback ended the conversion. The wav's header gives the length instead, as for a count absent."""
+    tsv = fleurs_root / "en_us" / "test.tsv"
+    text = tsv.read_text(encoding="utf-8")
+    tsv.write_text(text.replace("\t4800\t", "\t48\u00b2\t").replace("\t6400\t", "\t\u2460\t"), encoding="utf-8")
+    summary = prepare_fleurs(fleurs_root, ["eng"], tmp_path / "out", splits=("test",))
+    rows = read_manifest(tmp_path / "out" / "test.jsonl")
+    assert sorted(round(r.duration, 3) for r in rows) == [0.3, 0.4]  # the headers'
+    assert not summary.dropped
+
+
 def test_a_wav_longer_than_its_table_says_is_written_with_its_header_s_length(fleurs_root, tmp_path, audio_file):
     """The headers were read and then ignored where the table gave a length: a 31 s wav whose table says 0.4 s was
     written as 0.4 s, so it passed the 30 s window filter, and training refused it at run time. A length that differs

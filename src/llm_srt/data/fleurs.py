@@ -284,7 +284,10 @@ def _row(u: Utterance, tgt: str, translation: str) -> Row:
 
 
 def _duration(fields: list[str]) -> float | None:
-    """From the sample count column (FLEURS audio is 16 kHz); None when it is absent (read from the header)."""
-    if len(fields) > 5 and fields[5].strip().isdigit() and int(fields[5]) > 0:
-        return int(fields[5]) / SAMPLE_RATE
+    """From the sample count column (FLEURS audio is 16 kHz); None when it is absent or no whole number of ASCII
+    digits (read from the header): a damaged field of a digit int() does not take ('²', which isdigit() calls one)
+    was a ValueError traceback that ended the conversion."""
+    count = fields[5].strip() if len(fields) > 5 else ""
+    if count.isascii() and count.isdigit() and int(count) > 0:
+        return int(count) / SAMPLE_RATE
     return None
