@@ -185,7 +185,7 @@ def test_a_ctranslate2_folder_is_told_to_be_converted(tmp_path):
 
 
 @pytest.mark.parametrize("name, text, said", [
-    ("preprocessor_config.json", b'{"feature_size": 80, "hop_len', r"cannot read the feature extractor settings \(JSON"),
+    ("preprocessor_config.json", b'{"feature_size": 80, "hop_', r"cannot read the feature extractor settings \(JSON"),
     ("preprocessor_config.json", b'\xff\xfe{"feature_size": 80}', r"cannot read the feature extractor settings \(Unic"),
     ("preprocessor_config.json", b"[80]", "not a JSON object of feature extractor settings"),
     ("preprocessor_config.json", b'{"feature_size": null}', "a feature extractor setting WhisperFeatureExtractor "
@@ -216,3 +216,21 @@ def test_a_processor_config_without_feature_extractor_settings_gives_the_default
     (folder / "processor_config.json").write_text('{"processor_class": "WhisperProcessor"}')
     enc = WhisperEncoder.from_pretrained(folder)
     assert enc.features([tiny.tone(0.5, 300)])[0].shape == (1, 128, 50)
+
+
+def test_an_unreadable_config_json_is_one_line_naming_it(wdir, monkeypatch):
+    """A config.json the OS refuses (a folder written 0600 by another user) was a PermissionError traceback."""
+    from pathlib import Path
+
+    read_text = Path.read_text
+
+    def refused(self, *args, **kwargs):
+        if self.name == "config.json":
+            raise PermissionError(13, "Permission denied")
+        return read_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", refused)
+    for load in (whisper_dim, WhisperEncoder.from_pretrained):
+        with pytest.raises(LLMSRTError, match=f"^{wdir}/config.json: cannot read it .Permission denied.; check the "
+                                              "file's permissions$"):
+            load(wdir)

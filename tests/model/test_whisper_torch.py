@@ -150,6 +150,23 @@ def test_running_out_of_memory_while_loading_is_not_called_a_folder_of_another_s
     assert e.value is error and not isinstance(e.value, LLMSRTError)
 
 
+def test_a_ctranslate2_or_an_llm_folder_given_as_whisper_is_told_what_to_do(tmp_path):
+    """A faster-whisper (CTranslate2) folder given as --whisper was "not a Hugging Face Whisper folder (no
+    model.safetensors, ...)" without a word of `convert whisper-ct2` (the speech LLM's encoder says it), and an LLM's
+    folder "config.json: no 'num_mel_bins'"."""
+    ct2 = tmp_path / "faster-whisper-base"
+    ct2.mkdir()
+    (ct2 / "model.bin").write_bytes(b"")
+    (ct2 / "config.json").write_text('{"alignment_heads": [[1, 0]], "lang_ids": [50259], "suppress_ids": [1]}')
+    with pytest.raises(LLMSRTError, match=rf"^{ct2}/config.json: not a transformers Whisper config .*run `llm-srt "
+                                          rf"convert whisper-ct2 {ct2} OUT` and give --whisper OUT$"):
+        TorchWhisper.from_pretrained(ct2, torch.device("cpu"), torch.float32)
+    llm = tiny.llm_dir(tmp_path)
+    with pytest.raises(LLMSRTError, match=rf"^{llm}/config.json: a qwen2 model, not Whisper; give --whisper a "
+                                          "Whisper folder$"):
+        TorchWhisper.from_pretrained(llm, torch.device("cpu"), torch.float32, decoder_only=True)
+
+
 def test_unreadable_weights_are_not_called_damaged(folder, monkeypatch):
     """A permission error (a folder written 0600 by another user) or a network disk's is said as such: it was
     "damaged or cut short: copy or download it again"."""

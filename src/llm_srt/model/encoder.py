@@ -20,7 +20,7 @@ from transformers.models.whisper.modeling_whisper import WhisperEncoder as HFWhi
 
 from ..audio import MIN_SAMPLES, SAMPLE_RATE, WINDOW_SECONDS
 from ..errors import AudioError, LLMSRTError
-from .weight_files import TensorReader, tensor_files, unreadable, whisper_todo
+from .weight_files import TensorReader, tensor_files, unreadable, whisper_config
 
 HOP_LENGTH = 160  # samples per mel frame (10 ms at 16 kHz)
 N_SAMPLES_30S = WINDOW_SECONDS * SAMPLE_RATE  # 480000 samples: Whisper's fixed window
@@ -223,22 +223,9 @@ def whisper_dim(path: str | Path) -> int:
 
 
 def _whisper_config(path: Path) -> WhisperConfig:
-    """The folder's WhisperConfig; an error for a folder whose config.json is not one (WhisperConfig would take its
-    defaults, d_model 384, and loading fail later on the missing weight files)."""
-    file = path / "config.json"
-    if not file.is_file():
-        raise LLMSRTError(f"{path}: not a Hugging Face Whisper folder (no config.json); {whisper_todo(path)}")
-    try:
-        raw = json.loads(file.read_text(encoding="utf-8"))
-    except ValueError as e:  # bad JSON or bad UTF-8
-        raise LLMSRTError(f"{file}: not a JSON config ({type(e).__name__}); copy or download the model again") from None
-    if not isinstance(raw, dict) or raw.get("model_type") != "whisper" and "d_model" not in raw:
-        if isinstance(raw, dict) and raw.get("model_type"):  # e.g. the LLM's folder given as the encoder
-            raise LLMSRTError(f"{file}: a {raw['model_type']} model, not Whisper; point the encoder at a Whisper "
-                              "folder (model.encoder and model.llm swapped?)")
-        raise LLMSRTError(f"{file}: not a transformers Whisper config (no model_type whisper or d_model); if it is a "
-                          f"CTranslate2 (faster-whisper) Whisper, run `llm-srt convert whisper-ct2 {path} OUT` and "
-                          "point the encoder at OUT")
+    """The folder's WhisperConfig; an error for a folder whose config.json is not one (`weight_files.whisper_config`:
+    WhisperConfig would take its defaults, d_model 384, and loading fail later on the missing weight files)."""
+    whisper_config(path, "encoder")
     return WhisperConfig.from_pretrained(path)
 
 

@@ -30,6 +30,36 @@ def whisper_todo(folder: Path) -> str:
             "give a folder holding a Hugging Face Whisper model")
 
 
+WHISPER_GIVEN = {"encoder": "point the encoder at", "whisper": "give --whisper"}  # how each reader's folder is given
+
+
+def whisper_config(folder: Path, reader: str) -> dict:
+    """A Hugging Face Whisper folder's config.json, checked to be one, for both readers (`reader`: "encoder", the
+    speech LLM's, or "whisper", the torch Whisper of language ID and the baselines): a folder without one, a file that
+    is not JSON, another model's (the LLM's folder given as the encoder) or a CTranslate2 (faster-whisper) Whisper's
+    is one line saying what to do. The torch Whisper told a CTranslate2 folder only to give "a folder holding a Hugging
+    Face Whisper model" (nothing of `convert whisper-ct2`), and an LLM's "no 'num_mel_bins'"."""
+    import json
+
+    file, given = folder / "config.json", WHISPER_GIVEN[reader]
+    if not file.is_file():
+        raise LLMSRTError(f"{folder}: not a Hugging Face Whisper folder (no config.json); {whisper_todo(folder)}")
+    try:
+        raw = json.loads(file.read_text(encoding="utf-8"))
+    except OSError as e:  # a permission, a network disk's
+        raise LLMSRTError(f"{file}: cannot read it ({e.strerror or e}); check the file's permissions") from None
+    except ValueError as e:  # bad JSON or bad UTF-8
+        raise LLMSRTError(f"{file}: not a JSON config ({type(e).__name__}); copy or download the model again") from None
+    if not isinstance(raw, dict) or raw.get("model_type") != "whisper" and "d_model" not in raw:
+        if isinstance(raw, dict) and raw.get("model_type"):  # e.g. the LLM's folder given as the encoder
+            swapped = " (model.encoder and model.llm swapped?)" if reader == "encoder" else ""
+            raise LLMSRTError(f"{file}: a {raw['model_type']} model, not Whisper; {given} a Whisper folder{swapped}")
+        raise LLMSRTError(f"{file}: not a transformers Whisper config (no model_type whisper or d_model); if it is a "
+                          f"CTranslate2 (faster-whisper) Whisper, run `llm-srt convert whisper-ct2 {folder} OUT` and "
+                          f"{given} OUT")
+    return raw
+
+
 def tensor_files(folder: Path) -> dict[str, Path]:
     """Each tensor name of the folder's checkpoint -> the file holding it, from the files transformers itself loads:
     model.safetensors, or the shards model.safetensors.index.json maps (transformers shards past 5 GB: a float32

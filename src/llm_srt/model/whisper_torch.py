@@ -34,7 +34,7 @@ from .convert import read_vocabulary_txt
 from .cpu_linear import FastLinear, fast_linear
 from .log_mel import LogMel, read_json
 from .mapped import drop_pages_after_lookups, mapped_from
-from .weight_files import BIN_INDEX, WEIGHTS_INDEX, TensorReader, file_of, tensor_files, whisper_todo
+from .weight_files import BIN_INDEX, WEIGHTS_INDEX, TensorReader, file_of, tensor_files, whisper_config
 
 TIMESTAMP = re.compile(r"<\|(\d+\.\d+)\|>")  # timestamp tokens are not special in tokenizer.json: HF drops their text
 VOCABULARY = "vocabulary.txt"  # id -> token, one a line (CTranslate2's file; `convert whisper-ct2` writes it)
@@ -348,11 +348,8 @@ class TorchWhisper(nn.Module):
         `decoder_only`: no encoder is read (a speech LLM's own Whisper encoder gives the states: language ID beside
         it)."""
         folder = Path(folder)
-        if not (folder / "config.json").is_file():
-            raise LLMSRTError(f"{folder}: not a Hugging Face Whisper folder (no config.json); "
-                              f"{whisper_todo(folder)}")
+        config = whisper_config(folder, "whisper")
         files = tensor_files(folder)
-        config = read_json(folder / "config.json")
         try:
             dims = WhisperDims.from_config(config)
             generation = GenerationSettings.from_folder(folder, config)
