@@ -81,6 +81,11 @@ def test_debug_shows_the_traceback_and_keeps_the_exit_code(capsys, tmp_path):
     # a sub-verb's option with its value before the sub-verb: "invalid choice: 'x'", as if fleurs were not given
     (["prepare", "--out", "x", "fleurs", "--root", "r"], "llm-srt prepare",
      "unrecognized arguments: --out x; give a sub-verb's options after it: llm-srt prepare fleurs --out x ..."),
+    # a verb's option with its value before the verb: "invalid choice: 'cpu'", as if translate were not given
+    (["--device", "cpu", "translate", "a.wav", "--model", "m"], "llm-srt",
+     "unrecognized arguments: --device cpu; give a verb's options after it: llm-srt translate --device cpu ..."),
+    (["tranlsate", "--out-dir", "score"], "llm-srt",  # a mistyped verb is still argparse's own line
+     "argument VERB: invalid choice: 'tranlsate' (choose from " + ", ".join(f"'{v}'" for v in cli.VERBS) + ")"),
 ])
 def test_a_bad_option_is_one_line(capsys, argv, prog, message):
     """A bad option printed argparse's whole usage (10-14 lines for translate) before the error: it is one line, as

@@ -171,6 +171,13 @@ def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     debug = "--debug" in argv
     verb = next((a for a in argv if not a.startswith("-")), None)
+    later = next((k for k, a in enumerate(argv) if a in VERBS), None)
+    own = {s for a in parser._actions for s in a.option_strings}  # llm-srt's own: --debug, --help
+    if verb not in VERBS and later and argv[0].startswith("-") and not own.issuperset(argv[:later]):
+        # a verb's option with its value before the verb: argparse took the value for the verb (`llm-srt --device
+        # cpu translate ...`: "invalid choice: 'cpu'", as if translate were not given)
+        parser.error(f"unrecognized arguments: {' '.join(argv[:later])}; give a verb's options after it: "
+                     f"llm-srt {argv[later]} {' '.join(argv[:later])} ...")
     if verb in VERBS:
         # the options before the verb are llm-srt's own (--debug, --help): anything else there is an error, not
         # ignored
