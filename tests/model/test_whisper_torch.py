@@ -167,6 +167,29 @@ def test_a_ctranslate2_or_an_llm_folder_given_as_whisper_is_told_what_to_do(tmp_
         TorchWhisper.from_pretrained(llm, torch.device("cpu"), torch.float32, decoder_only=True)
 
 
+@pytest.mark.parametrize("name, text, said", [
+    ("generation_config.json", "[]", r"not a JSON object \(list\); copy or download the model again"),
+    ("generation_config.json", '{"decoder_start_token_id": 1', r"cannot read it \(.*\); copy or download the model "
+                                                               "again"),
+    ("preprocessor_config.json", "[80]", r"not a JSON object \(list\); copy or download"),
+    ("preprocessor_config.json", '{"feature_size": 80, "hop_length": null}', "hop_length is None, not a positive "
+                                                                             "whole number; fix it"),
+    ("preprocessor_config.json", '{"feature_size": 80, "n_fft": 0}', "n_fft is 0, not a positive whole number"),
+    ("processor_config.json", '{"feature_extractor": [80]}', '"feature_extractor" is not a JSON object of settings'),
+])
+def test_a_damaged_settings_file_is_one_line_naming_it(folder, tmp_path, name, text, said):
+    """A generation or feature extractor config of the wrong shape (a JSON list, a setting null or 0) was an
+    AttributeError, TypeError or ZeroDivisionError traceback; one that is not JSON told a user's own (downloaded)
+    folder to re-run `llm-srt setup`, which converts the embedded Whisper alone."""
+    damaged = _copy(folder, tmp_path / "damaged", lambda t: t)
+    if name == "processor_config.json":
+        (damaged / "preprocessor_config.json").unlink()
+    (damaged / name).write_text(text)
+    with pytest.raises(LLMSRTError, match=f"^{damaged / name}: {said}") as e:
+        TorchWhisper.from_pretrained(damaged, torch.device("cpu"), torch.float32, decoder_only=True)
+    assert "\n" not in str(e.value) and "llm-srt setup" not in str(e.value)
+
+
 def test_unreadable_weights_are_not_called_damaged(folder, monkeypatch):
     """A permission error (a folder written 0600 by another user) or a network disk's is said as such: it was
     "damaged or cut short: copy or download it again"."""

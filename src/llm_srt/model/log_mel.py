@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from ..errors import LLMSRTError
+from ..paths import embedded_whisper_dir
 
 SAMPLE_RATE = 16000
 FEATURE_DEFAULTS = {"feature_size": 80, "sampling_rate": SAMPLE_RATE, "hop_length": 160, "chunk_length": 30,
@@ -17,12 +18,18 @@ FEATURE_DEFAULTS = {"feature_size": 80, "sampling_rate": SAMPLE_RATE, "hop_lengt
 
 
 def read_json(path: Path) -> dict:
-    """A Whisper folder's JSON file (config, generation, feature extractor settings, shard index)."""
+    """A Whisper folder's JSON object (generation, feature extractor settings, shard index); one that cannot be read
+    or is no object (a list: it was an AttributeError traceback where its settings were read) is an error naming it,
+    with what to do: `llm-srt setup` for the embedded Whisper alone (a user's downloaded folder was told so too)."""
+    redo = ("re-run `llm-srt setup`" if path.parent == embedded_whisper_dir() else
+            "copy or download the model again (or convert it again, `llm-srt convert whisper-ct2`)")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        raw = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
-        raise LLMSRTError(f"{path}: cannot read it ({str(e).splitlines()[0]}); re-run `llm-srt setup` or "
-                          "`llm-srt convert whisper-ct2`") from None
+        raise LLMSRTError(f"{path}: cannot read it ({str(e).splitlines()[0]}); {redo}") from None
+    if not isinstance(raw, dict):
+        raise LLMSRTError(f"{path}: not a JSON object ({type(raw).__name__}); {redo}")
+    return raw
 
 
 def _hz_to_mel(freq: np.ndarray) -> np.ndarray:
@@ -67,10 +74,17 @@ class LogMel:
         pre, proc = folder / "preprocessor_config.json", folder / "processor_config.json"
         settings = (read_json(pre) if pre.is_file() else
                     read_json(proc).get("feature_extractor", {}) if proc.is_file() else {})
+        file = pre if pre.is_file() else proc
+        if not isinstance(settings, dict):
+            raise LLMSRTError(f"{file}: \"feature_extractor\" is not a JSON object of settings; fix it or copy the "
+                              "model again")
         defaults = FEATURE_DEFAULTS if n_mels is None else {**FEATURE_DEFAULTS, "feature_size": n_mels}
         s = {k: settings.get(k, v) for k, v in defaults.items()}
+        if bad := [k for k, v in s.items() if k != "dither" and (type(v) is not int or v <= 0)]:  # (a TypeError or
+            raise LLMSRTError(f"{file}: {bad[0]} is {s[bad[0]]!r}, not a positive whole number; fix it or copy the "
+                              "model again")  # a ZeroDivisionError traceback from the filters or the STFT)
         if n_mels is not None and s["feature_size"] != n_mels:
-            raise LLMSRTError(f"{pre if pre.is_file() else proc}: feature_size is {s['feature_size']} mel bins but "
+            raise LLMSRTError(f"{file}: feature_size is {s['feature_size']} mel bins but "
                               f"config.json's num_mel_bins is {n_mels}; set feature_size to {n_mels}")
         del s["dither"]  # a training augmentation (noise): left out, as the speech LLM's encoder does, so the
         #   same folder decodes the same audio to the same text every time
