@@ -228,3 +228,18 @@ def test_a_clip_a_frame_over_the_window_is_encoded_as_the_window(tmp_path):
     FeatureCache(tmp_path / "cache", "enc", {"mel": 80}).get_or_compute(
         [str(path)], lambda audio: seen.extend(a.size for a in audio) or Encoder()(audio))
     assert seen == [30 * 16000]
+
+
+def test_an_entry_whose_header_numpy_cannot_parse_is_damaged_and_encoded_again(tmp_path, clips):
+    """A byte of the .npy header damaged into an unclosed bracket: np.load raised tokenize.TokenError (not a
+    ValueError), which lookup() and get_or_compute() let through: a DataLoader worker, the step and a resumed run
+    stopped at that batch with a traceback. It is damaged, like any other: absent to lookup, encoded again."""
+    enc = Encoder()
+    cache = FeatureCache(tmp_path / "cache", "enc", {})
+    want = cache.get_or_compute(clips[:1], enc)[0]
+    path = cache.path_of(cache.key(clips[0]))
+    whole = path.read_bytes()
+    for damage in (b"{{descr'", b"(20, 4, }"):
+        path.write_bytes(whole.replace(b"{'descr'" if damage.startswith(b"{") else b"(20, 4), }", damage))
+        assert not cache.has(clips[0]) and cache.lookup(clips[:1]) == [None]
+        assert np.array_equal(cache.get_or_compute(clips[:1], enc)[0], want) and path.read_bytes() == whole

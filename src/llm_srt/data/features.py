@@ -151,6 +151,8 @@ class FeatureCache:
             feats = np.load(path, allow_pickle=False).astype(DTYPES[self.dtype], copy=False)
         except (OSError, ValueError, EOFError):
             return None  # absent, or damaged (e.g. a disk that filled up): recompute and overwrite
+        except Exception:  # damaged otherwise: a header numpy cannot parse raises tokenize.TokenError (an unclosed
+            return None  # bracket), which stopped the step, and a resumed run at the same batch, with a traceback
         # (T, D) with T >= 1 is what _store writes: another shape (a file changed outside the toolkit) is damaged too
         # (a 1-D one stopped the run unnamed; a (0, D) one trained its row on no speech at all)
         return feats if feats.ndim == 2 and feats.shape[0] > 0 else None
