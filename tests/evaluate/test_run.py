@@ -400,6 +400,39 @@ def test_the_ranks_group_connects_in_minutes_and_waits_for_slow_ranks_in_hours(m
                      ("ended", None)]  # the group it made, with every other
 
 
+def test_under_torchrun_every_rank_stops_on_rank_0s_comet_refusal(oracle, manifest, tmp_path, monkeypatch):
+    """Rank 0 alone checked the COMET environment and stopped on its one line; the other ranks went on to the first
+    hand-over, which broke as rank 0 exited: a gloo "Connection closed by peer" traceback on each. Rank 0 now hands
+    its refusal to every rank (in `rank_group`'s group), and each stops on the same line before any model loads."""
+    import torch.distributed as dist
+
+    from llm_srt.evaluate.comet import CometOptions
+
+    sent = []
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda backend, timeout: None)
+    monkeypatch.setattr(dist, "new_group", lambda backend, timeout: "long")
+    monkeypatch.setattr(dist, "destroy_process_group", lambda group=None: None)
+    comet = CometOptions(python=str(tmp_path / "no-python"))
+    said = f"--comet-python {tmp_path / 'no-python'}: no such file"
+    for rank in (0, 1):
+        def broadcast(box, src, group):  # rank 0 sends its (result, error, kind); the others receive rank 0's
+            assert src == 0 and group == "long"
+            if rank == 0:
+                sent.append(box[0][1])
+            else:
+                box[0] = (None, sent[0], LLMSRTError)
+        monkeypatch.setattr(dist, "broadcast_object_list", broadcast)
+        monkeypatch.setenv("RANK", str(rank))
+        with pytest.raises(LLMSRTError, match=re.escape(said)):
+            run.evaluate({"flaky": "flaky"}, manifest, tmp_path / "o", task="srt", options=OPTS, placement=CPU,
+                         log=lambda *_: None, comet=comet)
+        assert len(sent) == 1 and sent[0].startswith(said)  # rank 0 handed its refusal on
+    assert oracle["made"] == []
+
+
 def test_a_torchrun_rank_watches_its_launcher_in_one_process_too(monkeypatch):
     """`torchrun --nproc_per_node 1 -m llm_srt.cli evaluate`: rank_group returned at world size 1 before starting the
     watch on the launcher, so the rank decoded on after torchrun's SIGKILL, holding the GPU."""

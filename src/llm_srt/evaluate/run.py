@@ -288,9 +288,10 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
         raise LLMSRTError(f"--out {out}: a file, not a folder; choose a folder for the report")
     if significance:
         check_samples(significance)  # before any decoding: a long evaluation must not end in this error
-    if comet is not None and world()[0] == 0:
-        check_python(comet.python)  # the same: no COMET environment is an error before decoding, not after
-        check_model(comet.model)
+    if comet is not None:  # the same: no COMET environment is an error before decoding, not after. Rank 0 alone
+        #   runs COMET and checks it, and every rank stops on its refusal: the others went on and died in the first
+        #   hand-over once rank 0 had exited, each on a gloo "Connection closed by peer" traceback
+        from_rank0(lambda: (check_python(comet.python), check_model(comet.model)), *world(), _group[0])
     same = [(a, b) for i, a in enumerate(models) for b in list(models)[i + 1:] if file_name(a) == file_name(b)]
     if same:
         raise LLMSRTError(f"--model: the names {same[0][0]!r} and {same[0][1]!r} would write the same files "
