@@ -339,3 +339,16 @@ def test_a_test_clip_cut_short_is_found_by_decoding_it(release, tmp_path, mp3_fo
                                           r"\S+common_voice_en_4\.mp3 is cut short: only the first 0\.\d s of 1\.8 s "
                                           r"decode \(it ends before the length its header gives\)\)"):
         prepare_covost2(tsv, cv, tmp_path / "out")
+
+
+def test_a_missing_validated_tsv_is_named_beside_the_release_table_and_some_split_files(release, tmp_path, layouts):
+    """The release table, one of get_covost_splits.py's files (a leftover) and no validated.tsv: the error said
+    covost_v2.en_de.dev.tsv was missing "and no release table", beside the release table; what is missing is
+    validated.tsv (the transcripts), and it says so, or that all three split files would stand in for it."""
+    tsv, cv = release
+    (cv / "validated.tsv").rename(cv / "validated.old")
+    layouts.write_covost_table(tsv / "covost_v2.en_de.train.tsv", layouts.COVOST_SPLIT_HEADER, [])
+    with pytest.raises(LLMSRTError) as e:
+        prepare_covost2(tsv, cv, tmp_path / "out", pairs=[("eng", "deu")])
+    assert str(e.value).startswith(f"{cv / 'validated.tsv'}: missing; covost_v2.en_de.tsv holds path, translation")
+    assert "no release table" not in str(e.value) and "(only train here)" in str(e.value)

@@ -188,11 +188,15 @@ def _records(table: Table, locale_dir: Path, validated: dict, summary: Summary) 
     """The table's rows that survive the filters, in file order: from the release table joined with validated.tsv,
     else from the per-split files."""
     has_validated = (locale_dir / "validated.tsv").is_file()
-    if table.release is not None and (has_validated or not table.split_files):
+    # the release table, unless validated.tsv is missing and all three split files stand in for it (with some
+    # only, the error named a split file missing "and no release table", beside the release table)
+    if table.release is not None and (has_validated or len(table.split_files) < len(SPLITS)):
         if not has_validated:
+            here = ", ".join(sorted(table.split_files))
+            some = f", or give all three files get_covost_splits.py writes (only {here} here)" if here else ""
             raise LLMSRTError(f"{locale_dir / 'validated.tsv'}: missing; {table.release.name} holds path, "
                               "translation and split only, the transcripts come from Common Voice 4's validated.tsv "
-                              "(point --cv-dir at the Common Voice 4 locale folder)")
+                              f"(point --cv-dir at the Common Voice 4 locale folder{some})")
         if table.locale not in validated:
             validated[table.locale] = _validated(locale_dir / "validated.tsv")
         return list(_release_records(table, locale_dir, validated[table.locale], summary))
