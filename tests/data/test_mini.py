@@ -564,3 +564,12 @@ def test_the_rejected_line_says_why_its_counts_add_up_to_more_than_the_sentences
         "fra: no speech x27 (a sentence rejected in several languages counts in each)")
     assert line({"deu: no speech": 18, "fra: no speech": 27}, 45).endswith("fra: no speech x27")
     assert line({"deu: too fast": 3, "prose eng: too fast": 2}, 3).endswith("prose eng: too fast x2")  # not of these
+
+
+def test_unseen_by_files_saved_with_a_byte_order_mark_or_crlf_give_the_same_ids(tmp_path):
+    """A train_sentences.txt saved by a Windows editor starts with a byte order mark: its first id was read as
+    '\\ufeff' + id, matched no sentence, and that sentence (trained on) could be taken as an unseen test one."""
+    plain, windows = tmp_path / "plain.txt", tmp_path / "windows.txt"
+    plain.write_text("0123456789\nabcdefabcd\n", encoding="utf-8")
+    windows.write_bytes(b"\xef\xbb\xbf0123456789\r\nabcdefabcd\r\n")
+    assert mini._listed_ids((windows,)) == mini._listed_ids((plain,)) == {"0123456789", "abcdefabcd"}

@@ -295,7 +295,8 @@ def _listed_ids(paths: tuple[Path, ...]) -> frozenset[str]:
     ids: set[str] = set()
     for path in paths:
         try:
-            ids.update(Path(path).read_text(encoding="utf-8").split())
+            ids.update(Path(path).read_text(encoding="utf-8-sig").split())  # (a byte order mark, as Windows editors
+            #   save, made the first id another: that sentence, trained on, was taken as unseen)
         except (OSError, UnicodeDecodeError) as e:
             why = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
             raise LLMSRTError(f"--unseen-by {path}: cannot read it ({why}); give a file of sentence ids, one a line "
