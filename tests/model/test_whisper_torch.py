@@ -306,6 +306,56 @@ def test_a_pytorch_model_bin_or_hand_named_shards_load_as_the_speech_llms_encode
         TorchWhisper.from_pretrained(binary, torch.device("cpu"), torch.float32, int8=int8)
 
 
+@pytest.mark.parametrize("int8", [False, True])
+def test_a_whisper_model_checkpoint_without_the_model_prefix_loads_whole_decoder_only_and_int8(folder, tmp_path,
+                                                                                              monkeypatch, int8):
+    """WhisperModel.save_pretrained's names have no `model.` prefix (transformers loads them into a
+    WhisperForConditionalGeneration, proj_out tied). The int8 load said "not a Whisper of config.json's shape
+    (model.decoder.embed_tokens.weight is in no weights file)", and decoder_only (a speech LLM's language ID) read
+    every encoder tensor besides the decoder's."""
+    import safetensors
+    from transformers import WhisperModel
+
+    bare = tmp_path / "whisper-model"
+    WhisperModel.from_pretrained(folder).save_pretrained(bare)
+    for f in folder.iterdir():
+        if not (bare / f.name).exists():
+            (bare / f.name).write_bytes(f.read_bytes())
+    one = TorchWhisper.from_pretrained(folder, torch.device("cpu"), torch.float32, int8=int8)
+    prompts = torch.tensor([[one.generation.start, 5, 6, 7]])
+    with torch.inference_mode():
+        states = one.encode(one.mel(CLIPS[:1]))
+        logits = one.next_logits(states, prompts)
+        w = TorchWhisper.from_pretrained(bare, torch.device("cpu"), torch.float32, int8=int8)
+        _same(w.encode(w.mel(CLIPS[:1])), states)
+        _same(w.next_logits(states, prompts), logits)
+    read, safe_open = [], safetensors.safe_open
+
+    class Spy:
+        def __init__(self, *args, **kwargs):
+            self.f = safe_open(*args, **kwargs)
+
+        def __enter__(self):
+            self.f.__enter__()
+            return self
+
+        def __exit__(self, *exc):
+            return self.f.__exit__(*exc)
+
+        def get_tensor(self, key):
+            read.append(key)
+            return self.f.get_tensor(key)
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+    monkeypatch.setattr(safetensors, "safe_open", Spy)
+    decoder = TorchWhisper.from_pretrained(bare, torch.device("cpu"), torch.float32, int8=int8, decoder_only=True)
+    assert read and not [k for k in read if k.startswith("encoder.")]
+    with torch.inference_mode():
+        _same(decoder.next_logits(states, prompts), logits)
+
+
 def _copy(folder: Path, to: Path, convert) -> Path:
     """The folder's files in `to`, each tensor of model.safetensors passed through `convert`."""
     from safetensors.torch import load_file, save_file

@@ -337,6 +337,7 @@ class TorchWhisper(nn.Module):
         self.model = _Model(dims)
         # the output head: int8, an Int8Linear of its own; an untied Whisper's, proj_out; else embed_tokens' weight
         self.head: nn.Module | None = None if dims.tied else Linear(dims.d_model, dims.n_vocab, bias=False)
+        self._stored: dict[str, str] = {}  # a tensor's name under HF's `model.` -> its name in the file
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, device: torch.device, dtype: torch.dtype,
@@ -349,7 +350,9 @@ class TorchWhisper(nn.Module):
         it)."""
         folder = Path(folder)
         config = whisper_config(folder, "whisper")
-        files = tensor_files(folder)
+        found = tensor_files(folder)  # a WhisperModel's names (no `model.` prefix) taken as HF's, as transformers does
+        stored = {f"model.{k}" if k.startswith(("encoder.", "decoder.")) else k: k for k in found}
+        files = {name: found[k] for name, k in stored.items()}
         try:
             dims = WhisperDims.from_config(config)
             generation = GenerationSettings.from_folder(folder, config)
@@ -362,6 +365,7 @@ class TorchWhisper(nn.Module):
             whisper = cls(folder, dims, generation, features)
         if decoder_only:
             whisper.model.encoder = None
+        whisper._stored = stored
         try:
             whisper._load_int8(files) if int8 else whisper._load(files, device, dtype)
         except (RuntimeError, ValueError) as e:  # a weight of another shape
@@ -384,7 +388,7 @@ class TorchWhisper(nn.Module):
         state = {}
         for file in dict.fromkeys(files[k] for k in keys):
             with reader.open(file) as f:
-                state.update({k.removeprefix("model."): f.get_tensor(k).to(device=device, dtype=dtype)
+                state.update({k.removeprefix("model."): self._tensor(f, k).to(device=device, dtype=dtype)
                               for k in keys if files[k] == file})
         self.model.load_state_dict(state, strict=True, assign=True)
         if self.head is not None:  # untied: proj_out.weight is the head (a tied one's copy in the file is not read)
@@ -415,10 +419,10 @@ class TorchWhisper(nn.Module):
         head = f"model.{table}" if self.head is None else HEAD  # untied: proj_out.weight
         shape = (self.dims.n_vocab, self.dims.d_model)
         if file_of(files, head).suffix != ".bin":
-            self.head = Int8Linear.from_file(file_of(files, head), head, shape)
+            self.head = Int8Linear.from_file(file_of(files, head), self._stored.get(head, head), shape)
         else:
             with reader.open(file_of(files, head)) as f:
-                weight = f.get_tensor(head)
+                weight = self._tensor(f, head)
             if tuple(weight.shape) != shape:
                 raise ValueError(f"{head} is {tuple(weight.shape)} in {file_of(files, head)}, the model expects "
                                  f"{shape}")
@@ -429,20 +433,20 @@ class TorchWhisper(nn.Module):
         state = {}
         for file in dict.fromkeys(files[k] for k in keys):
             with reader.open(file) as f:
-                state.update({k.removeprefix("model."): f.get_tensor(k).to(torch.float32, copy=True)
+                state.update({k.removeprefix("model."): self._tensor(f, k).to(torch.float32, copy=True)
                               for k in keys if files[k] == file})
         with reader.open(path) as f:  # a mapping of its own: the copies' pages above are let go
-            state[table] = f.get_tensor(f"model.{table}").float()  # a float32 file's: a view
+            state[table] = self._tensor(f, f"model.{table}").float()  # a float32 file's: a view
         for i, (name, module) in enumerate(linears.items()):
             with reader.open(file_of(files, f"model.{name}.weight")) as f:
-                weight = f.get_tensor(f"model.{name}.weight")
+                weight = self._tensor(f, f"model.{name}.weight")
             if tuple(weight.shape) != tuple(module.weight.shape):
                 raise RuntimeError(f"shape mismatch:\n{name}.weight is {tuple(weight.shape)}, the config says "
                                    f"{tuple(module.weight.shape)}")
             bias = None
             if module.bias is not None:
                 with reader.open(file_of(files, f"model.{name}.bias")) as f:
-                    bias = f.get_tensor(f"model.{name}.bias")
+                    bias = self._tensor(f, f"model.{name}.bias")
             parent, _, child = name.rpartition(".")
             setattr(self.model.get_submodule(parent), child, Int8Linear(weight, bias))
             if i % LOAD_TRIM_EVERY == LOAD_TRIM_EVERY - 1:  # the layers' temporaries (Whisper base's load peaked
@@ -454,6 +458,10 @@ class TorchWhisper(nn.Module):
         embed = self.model.decoder.embed_tokens
         if mapped_from(embed.weight, path):  # int8's head is its own copy: the table serves lookups alone
             drop_pages_after_lookups(embed)
+
+    def _tensor(self, f, key: str) -> torch.Tensor:
+        """Tensor `key` (HF's name, under `model.`) of an opened weights file, by the name it has there."""
+        return f.get_tensor(self._stored.get(key, key))
 
     def _wanted(self, key: str) -> bool:
         """Whether a checkpoint tensor is loaded (not an encoder's where there is none: `decoder_only`)."""
