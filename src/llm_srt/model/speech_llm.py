@@ -527,13 +527,23 @@ def load_adapter_state(adapter: nn.Module, state: dict[str, torch.Tensor], where
     adapter.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
 
 
+CONFIG_TYPES = {  # config.json key (LoRA's as lora.key) -> (its type, its items' type or None); bool is no int here
+    **dict.fromkeys(("format", "prompt_format", "encoder_dim", "llm_dim", "lora.r"), (int, None)),
+    **dict.fromkeys(("encoder", "llm", "adapter", "dtype", "lora.bias"), (str, None)),
+    **dict.fromkeys(("pad_to_30s", "ctc_head", "bos_after_speech"), (bool, None)), "adapter_kwargs": (dict, None),
+    **dict.fromkeys(("lora.alpha", "lora.dropout"), ((int, float), None)), "language_tags": (dict, str),
+    "trainable": (list, str), "lora.target_modules": (list, str)}
+CONFIG_SAID = {(int, None): "an integer", (str, None): "a string", (bool, None): "true or false", (dict, None): "a "
+               "mapping", ((int, float), None): "a number", (dict, str): "a mapping of strings", (list, str): "a list "
+               "of strings"}
+
+
 def read_config(directory: Path) -> dict:
     """A model folder's config.json, checked (a one-line LLMSRTError if missing or damaged)."""
     file = directory / CONFIG_FILE
     if not directory.exists():  # a mistyped path, or a relative one from another folder: said as such
-        where = cwd_note(directory)
-        raise LLMSRTError(f"{directory}: no such folder{where}; give a model folder written by training or by "
-                          "`llm-srt convert`")
+        raise LLMSRTError(f"{directory}: no such folder{cwd_note(directory)}; give a model folder written by "
+                          "training or by `llm-srt convert`")
     if not directory.is_dir():
         raise LLMSRTError(f"{directory}: a file, not a model folder; give the folder that holds {CONFIG_FILE} and the "
                           "weights")
@@ -551,16 +561,20 @@ def read_config(directory: Path) -> dict:
     for key in ("encoder", "llm", "adapter"):
         if key not in meta:
             raise LLMSRTError(f"{file}: missing key {key!r}; the checkpoint config is incomplete")
-    for key, types, wanted in (("format", int, "an integer"), ("adapter_kwargs", dict, "a mapping"),
-                               ("language_tags", dict, "a mapping")):
-        if key in meta and (not isinstance(meta[key], types) or isinstance(meta[key], bool)):
-            raise LLMSRTError(f"{file}: {key!r} must be {wanted}, got {meta[key]!r:.40}; the checkpoint is damaged")
     lora = meta.get("lora")
     if lora is not None and not isinstance(lora, dict):
         raise LLMSRTError(f"{file}: 'lora' must be a mapping or null, got {lora!r:.40}; the checkpoint is damaged")
     if unknown := sorted(set(lora or ()) - set(LoraOptions.__dataclass_fields__)):
         raise LLMSRTError(f"{file}: unknown lora option {unknown[0]!r} (this llm-srt knows "
                           f"{', '.join(LoraOptions.__dataclass_fields__)}); written by another version, or edited")
+    for where, values in (("", meta), ("lora.", lora or {})):  # another type was a TypeError traceback ("lora":
+        for key, value in values.items():  # {"r": "8"}, "llm": 5) or a riddle ("trainable": "adapter": 'a', 'd', ...)
+            kind, items = CONFIG_TYPES.get(where + key, (object, None))
+            inner = (value.values() if isinstance(value, dict) else value) if items else ()
+            if not isinstance(value, kind) or isinstance(value, bool) and kind not in (bool, object) or not all(
+                    isinstance(v, items) for v in inner):
+                raise LLMSRTError(f"{file}: {where + key!r} must be {CONFIG_SAID[kind, items]}, got {value!r:.40}; "
+                                  "the checkpoint is damaged or was edited")
     if meta.get("format", CHECKPOINT_FORMAT) > CHECKPOINT_FORMAT:
         raise LLMSRTError(f"{file}: checkpoint format {meta['format']} is newer than this llm-srt "
                           f"({CHECKPOINT_FORMAT}); upgrade llm-srt")
