@@ -711,3 +711,30 @@ def test_the_room_check_counts_the_frozen_adapter_a_checkpoint_saves(tiny_setup,
     assert "\n" not in str(e.value) and not stepped and not (out / "checkpoints").exists()
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=100 << 20))  # room for one: it trains
     assert recipe.train(cfg, log=lambda *_: None).is_dir() and stepped == [0]
+
+
+@pytest.mark.parametrize("failing", ["loss", "dev_loss"])
+def test_a_log_line_failing_at_a_due_evaluation_saves_the_step_with_it_or_marked_due(tiny_setup, tmp_path,
+                                                                                     monkeypatch, failing):
+    """The last step's train line failing (a full disk) saved the step without a dev loss and without saying its
+    evaluation was due: the resume at max_steps trained nothing and evaluated nothing, so final_weights best passed
+    the last step over (with eval_every 0 no checkpoint had a dev loss at all). Its dev line failing saved the step
+    without the dev loss just measured. Now the step is saved marked due (the resume evaluates it first, as after
+    a signal), or with its dev loss."""
+    out, evaluated = tmp_path / "run", []
+    real_log, real_eval = recipe._log_json, recipe.Recipe.evaluate
+    monkeypatch.setattr(recipe.Recipe, "evaluate", lambda self: evaluated.append(self.step) or real_eval(self))
+    cfg = load_config(None, overrides(tiny_setup, out, max_steps=2, final_weights="best", **{
+        "data.dev": tiny_setup["manifest"], "data.dev_size": 2}))
+    with monkeypatch.context() as m:
+        m.setattr(recipe, "_log_json", lambda o, r: _no_space() if r["step"] == 2 and failing in r else real_log(o, r))
+        with pytest.raises(LLMSRTError, match=r"at step 2: No space left on device; saved a last checkpoint"):
+            recipe.train(cfg, log=lambda *_: None)
+    state = checkpoint.load_trainer_state(checkpoint.latest(out).path)
+    assert evaluated == ([] if failing == "loss" else [2]) and state["step"] == 2
+    assert (state.get("eval_due"), state["dev_loss"] is None) == ((True, True) if failing == "loss" else (None, False))
+    said = []
+    recipe.train(cfg, log=said.append)
+    assert evaluated == [2]  # the due evaluation ran on resume (once in all)
+    best = checkpoint.read_index(out / "checkpoints")
+    assert best["best_step"] == 2 and any("the best checkpoint's weights, step 2" in line for line in said), said

@@ -67,6 +67,9 @@ class Recipe(RunStops):
         self.ctc_short_said = False  # whether rows too short for their transcripts' CTC were reported
         self.best_dev: float | None = None  # the lowest dev loss a checkpoint holds (an evaluation that beats it saves)
         self.eval_due = False  # the checkpoint resumed from skipped its due dev evaluation (a signal): it runs first
+        self.eval_pending = False  # this step's dev evaluation is due and has not run yet, and
+        self.step_dev_loss: float | None = None  # the dev loss it measured: what a stop at a failed log line saves
+        #   with the step (`_stop_after_log_failure`: marked eval_due, or with its dev loss)
         self.bar, self.writer = None, None  # progress bar, TensorBoard (rank 0)
         self.parallel: Parallel | None = None
         self.lock: RunLock | None = None  # this run's hold on output_dir (rank 0)
@@ -330,14 +333,16 @@ class Recipe(RunStops):
             if self.eval_due and self.data.has_dev:  # the evaluation a signal skipped at this step runs first, as
                 #   the uninterrupted run ran it there; a best dev loss saves the step again with it (final_weights:
                 #   best would pass it over, the last step's included)
+                self.eval_pending = True
                 dev_loss = self.evaluate().get("dev_loss")
                 if self._best(dev_loss):
                     self.save_checkpoint(dev_loss)
             while self.step < cfg.max_steps:
                 loss = self.train_step()
-                self.log_step(loss)
                 last = self.step == cfg.max_steps
                 due = self.data.has_dev and ((cfg.eval_every and self.step % cfg.eval_every == 0) or last)
+                self.eval_pending, self.step_dev_loss = bool(due), None
+                self.log_step(loss)
                 if due and self._signalled(noted):  # the grace a signal leaves (torchrun's 30 s, docker stop's 10 s)
                     #   is for the step and its save, not a dev evaluation (minutes at 7B): it runs on resume
                     self._stop_on_signal(noted, False, None, eval_due=True)
@@ -469,6 +474,7 @@ class Recipe(RunStops):
         share; logged by rank 0."""
         dev = {k: v for k, v in self.data.evaluate(self.model, self.autocast, sharded=self.parallel.sharded).items()
                if v is not None}  # no dev loss when no dev token was scored
+        self.eval_pending, self.step_dev_loss = False, dev.get("dev_loss")
 
         def write():
             self.bar.write(f"[{self.cfg.stage}] step {self.step}: " + ", ".join(f"{k} {v:.3f}" for k, v in dev.items()))

@@ -14,7 +14,7 @@ from .signals import Noted
 
 class RunStops:
     """The stops of `Recipe` (train/recipe.py), which sets `cfg`, `step`, `last_good`, `out`, `d`, `device`, `bar`,
-    `log`, `writer` and `ctc_short_said`, and defines `save_checkpoint`."""
+    `log`, `writer`, `ctc_short_said`, `eval_pending` and `step_dev_loss`, and defines `save_checkpoint`."""
 
     def _short_speech(self, short: int, rows: int) -> None:
         """`short` of a step's `rows` had fewer adapter vectors than their CTC path needs (`CTCHead.loss`): said once;
@@ -99,7 +99,10 @@ class RunStops:
     def _stop_after_log_failure(self, error: Exception) -> None:
         """One line after a last checkpoint attempt. A disk's failure (an OSError, or another rank's report of one)
         says to free space; any other error (TensorBoard's own, a bug) keeps its type, and is chained for --debug's
-        traceback: running the same command would meet it again."""
+        traceback: running the same command would meet it again. The checkpoint holds the step's dev loss where its
+        evaluation ran (its log line failed), or says the evaluation was due (the step's train line failed before
+        it): a resume runs it first, as after a signal. Saved without either, the resume never evaluated that step
+        (the last one's included: final_weights best chose among the earlier ones)."""
         disk = isinstance(error, (OSError, LLMSRTError))
         text = (f"{error.strerror or error}" if isinstance(error, OSError) else str(error) if disk
                 else type(error).__name__ + (f": {error}" if str(error) else ""))
@@ -107,7 +110,7 @@ class RunStops:
         where = f" ({error.filename})" if isinstance(error, OSError) and error.filename else ""
         self.writer = None  # broken: not flushed again on the way out
         try:
-            self.save_checkpoint(None)
+            self.save_checkpoint(self.step_dev_loss, eval_due=self.eval_pending)
             saved = f"saved a last checkpoint, {self.last_good}"
         except LLMSRTError as e:
             saved = f"the last checkpoint attempt failed too ({str(e).splitlines()[0][:200]}); the newest one is " \
