@@ -268,4 +268,4 @@ def main(args) -> int:
             write_json(args.json_out, result)
         except LLMSRTError as e:
             raise LLMSRTError(f"{e} (the {'JSON' if args.json else 'table'} above is the whole result)") from None
-    return 1 if "failed" in result.get("whisper", {}) else 0
+    return 1 if any("failed" in (result.get(row) or {}) for row in ("cascade", "whisper")) else 0

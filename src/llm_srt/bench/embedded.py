@@ -234,7 +234,13 @@ def run_bench(options: BenchOptions = BenchOptions(), placement: Placement | Non
         cascade = None
         if options.cascade:  # last, once every speech LLM is freed: its peak is its own models', not theirs too
             log("cascade")
-            cascade = time_cascade(folders, placement, utts, options.headline_batch, options.new_tokens)
+            try:
+                cascade = time_cascade(folders, placement, utts, options.headline_batch, options.new_tokens)
+            except Exception as e:  # the row's failure, not the bench's: any error here (a Whisper folder without
+                #   the tokenizer it decodes with, a row that failed) raised past every row measured, and the table
+                #   of minutes of rows was lost (bench.main exits 1 on it, as on the Whisper row's)
+                cascade = {"failed": str(e) if isinstance(e, LLMSRTError) else f"{type(e).__name__}: {e}"}
+                log(f"cascade failed: {cascade['failed']}")
             measured(cascade=cascade)
             release_models(placement.device)  # its Whisper stays in systems' cache else (the yardstick's room)
     log("yardstick again, after the rows")

@@ -46,7 +46,9 @@ def format_table(result: dict) -> str:
                          f"{r['batch_size']}: the median of "
                          f"{len(r['pass_seconds'])} passes taking turns ({each} s)")
     c = result["cascade"]
-    if c:
+    if c and "failed" in c:
+        lines.append(f"{'Cascade (Whisper ASR -> LLM MT)':38} FAILED ({c['failed']})")
+    elif c:
         peak = f"RSS peak {c['peak_mib']:.0f} MiB; " if _mib(c, memory) == "-" else ""  # (no rise measured)
         lines.append(f"{'Cascade (Whisper ASR -> LLM MT)':38} {'greedy':8} {c['batch_size']:>5} {c['seconds']:>9.2f} "
                      f"{c['utterances_per_s']:>7.2f} {'-':>10} {_mib(c, memory):>12}  ({peak}tokens: ASR "

@@ -1,0 +1,106 @@
+"""The bench after a third review (2026-12-07): a section that fails late keeps the rows measured before it.
+tests/test_bench.py, test_bench_checks.py and test_bench_edges.py have the rest."""
+
+import argparse
+
+import pytest
+
+import tiny
+from llm_srt import bench, device
+from llm_srt.bench import common, embedded
+
+
+def _stubbed_run(monkeypatch):
+    """run_bench on the tiny models with every timed section faked (each decode pass 1 s)."""
+    def fake_pass(system, audios, batch, options):
+        return common.DecodeRun(seconds=1.0, utterances=len(audios), new_tokens=options.max_new_tokens,
+                                speech_tokens=8, peak_mib=1.0, memory="rss", steps=((batch, 2, 0.5),))
+
+    utts = [embedded.Utterance("x", tiny.tone(1.0, 300, seed=i), "eng", "deu", "", "", "my.jsonl") for i in range(2)]
+    monkeypatch.setattr(embedded, "measure_machine", lambda *a, **k: {"bandwidth_gb_s": 1.0})
+    monkeypatch.setattr(embedded, "higher_of", lambda before, after: {**after, "yardstick_moved": {}})
+    monkeypatch.setattr(embedded, "load_utterances", lambda options, workdir: list(utts))
+    for name in ("time_encoder", "time_training", "time_overhead"):
+        monkeypatch.setattr(embedded, name, lambda *a, **k: {})
+    monkeypatch.setattr(embedded, "decode_pass", fake_pass)
+    monkeypatch.setattr(embedded, "step_bound", lambda *a: {"bound_s": 0.1, "bound": "bandwidth"})
+    monkeypatch.setattr(embedded, "summarize", lambda options, setup, utts, rows, encoder, overhead, train, cascade,
+                        machine: {"decode": rows, "cascade": cascade, "finished": True})
+
+
+def _options(tmp_path, **more):
+    return bench.BenchOptions(encoder=str(tiny.whisper_dir(tmp_path)), llm=str(tiny.llm_dir(tmp_path)),
+                              adapter_kwargs={"num_queries": 4, "hidden_size": 16, "num_layers": 1, "num_heads": 2,
+                                              "intermediate_size": 32}, manifest=None, n=2, new_tokens=3,
+                              batch_sizes=(1, 2), beam_batch_sizes=(), pooled_batch_sizes=(2,), headline_batch=2,
+                              int8_batch_sizes=(), int8_beam_batch_sizes=(), int8_compiled_batch_sizes=(), **more)
+
+
+# ---- 1. the cascade failing after every decode row ------------------------------------------------------------
+@pytest.mark.parametrize("error,said", [
+    (RuntimeError("tokenizer.json not found"), "RuntimeError: tokenizer.json not found"),
+    (embedded.LLMSRTError("bench: the cascade failed: x.wav: bad"), "bench: the cascade failed: x.wav: bad"),
+])
+def test_a_failing_cascade_keeps_the_rows_measured_before_it(tmp_path, monkeypatch, error, said):
+    """The cascade runs last, after every decode row (minutes on the embedded models): any error of it (a Whisper
+    folder without the tokenizer it decodes with, a row that failed) raised out of run_bench, and the table of
+    every row measured was lost. It is now the cascade's own result, as the Whisper row's is."""
+    _stubbed_run(monkeypatch)
+
+    def fails(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(embedded, "time_cascade", fails)
+    logged, handed = [], []
+    result = bench.run_bench(_options(tmp_path, cascade=True), device.resolve("cpu", "float32"), log=logged.append,
+                             partial=handed.append)
+    assert result["finished"] is True and len(result["decode"]) == 3  # greedy 1, 2 and the pooled row
+    assert result["cascade"] == {"failed": said}
+    assert handed[-1]["cascade"] == {"failed": said} and len(handed[-1]["decode"]) == 3  # --json-out has it too
+    assert f"cascade failed: {said}" in logged
+
+
+def _summarized(cascade) -> dict:
+    """embedded.summarize on made-up sections, with `cascade` as the cascade's result."""
+    options = bench.BenchOptions(batch_sizes=(1, 16), headline_batch=16, pooled_batch_sizes=(16,), beam_batch_sizes=(),
+                                 int8_batch_sizes=(), int8_beam_batch_sizes=(), int8_compiled_batch_sizes=())
+
+    def row(system, batch, seconds):
+        return {"system": system, "beam": 1, "batch_size": batch, "seconds": seconds, "utterances_per_s": 16 / seconds,
+                "speech_tokens": 80, "new_tokens": 32, "peak_mib": 1.0, "memory": "rss", "weights": "float32",
+                "decode_seconds": seconds / 2, "generations": [], "pass_seconds": [seconds], "compiled": False,
+                "decode_step_ms": 1.0, "bound_step_ms": 1.0, "step_vs_bound": 1.2}
+
+    rows = [row("llm-srt", 1, 34.0), row("llm-srt", 16, 5.0), row("pooled-750", 16, 20.0)]
+    encoder = {"clips": 4, "clip_seconds": 10.0, "variable_s": 0.4, "padded_s": 1.6, "variable_frames": 500,
+               "padded_frames": 1500}
+    train = {"batch_size": 8, "steps": 3, "s_per_step_audio": 5.0, "s_per_step_cached": 4.0,
+             "encoder_s_per_audio_step": 1.0, "encoder_calls_audio": 8, "encoder_calls_cached": 0}
+    overhead = {"translate_s": 12.0, "lower_bound_s": 10.0, "encoder_s": 1, "adapter_s": 1, "prefill_s": 1,
+                "decode_s": 7, "batch_size": 8, "generations": 2, "llm_forward_calls": 64}
+    machine = {"bandwidth_gb_s": 25.0, "copy_gb_s": 25.0, "read_gb_s": 20.0, "copy_bytes": 1 << 30,
+               "matmul_gflop_s": 300.0, "matmul_dtype": "float32"}
+    setup = {"model": "x", "device": "cpu float32", "bench_seconds": 1.0, "utterances_from": "espeak-ng clips"}
+    return embedded.summarize(options, setup, [embedded.Utterance("x", tiny.tone(3.0, 300), "eng", "deu", "", "")] * 16,
+                              rows, encoder, overhead, train, cascade, machine)
+
+
+def test_the_table_prints_a_failed_cascade_and_every_row_beside_it():
+    table = bench.format_table(_summarized({"failed": "RuntimeError: tokenizer.json not found"}))
+    assert "Cascade (Whisper ASR -> LLM MT)        FAILED (RuntimeError: tokenizer.json not found)" in table
+    assert "Qwen2-Audio-style (pooled, 750 tok)" in table and "adapter_vs_pooled_speedup" in table
+    ran = {"batch_size": 16, "seconds": 8.0, "utterances_per_s": 2.0, "asr_tokens_mean": 9.0, "mt_tokens_mean": 11.0,
+           "peak_mib": 900.0}
+    assert "tokens: ASR 9.0, MT 11.0 per utterance" in bench.format_table(_summarized(ran))
+
+
+@pytest.mark.parametrize("cascade,code", [({"failed": "RuntimeError: x"}, 1), ({"seconds": 1.0}, 0), (None, 0)])
+def test_the_bench_exits_1_when_its_cascade_failed(monkeypatch, capsys, cascade, code):
+    """As on a failed Whisper row: the table is printed whole, and the exit code says a row of it failed."""
+    monkeypatch.setattr(bench, "run_bench", lambda options, placement, log, **partial: {"cascade": cascade,
+                                                                                       "finished": True})
+    monkeypatch.setattr(bench, "format_table", lambda result: "EMBEDDED TABLE")
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    assert bench.main(parser.parse_args(["--device", "cpu", "--no-whisper"])) == code
+    assert capsys.readouterr().out == "EMBEDDED TABLE\n"
