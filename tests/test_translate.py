@@ -135,3 +135,21 @@ def test_results_json_is_written_when_standard_outputs_reader_has_gone(tmp_path,
             closed.close()
     entries = json.loads((tmp_path / "out" / "results.json").read_text())
     assert [e["translation"] for e in entries] == ["tr2.40", "tr2.40"]
+
+
+def test_numbered_recordings_each_get_their_own_output(tmp_path, monkeypatch, capsys):
+    """`translate rec.001 rec.002 --out-dir out` (a recorder's numbered parts): both outputs were named rec.srt, so
+    the run was refused as two inputs sharing one file. An extension without a letter is now part of the output's
+    name (rec.001.srt); an ordinary file keeps its name (talk.wav -> talk.srt)."""
+    files = []
+    for name in ("rec.001", "rec.002", "talk.wav"):
+        write_wav(tmp_path / "clip.wav", recording(2.4, [(0.2, 2.2)]))
+        (tmp_path / "clip.wav").rename(tmp_path / name)
+        files.append(str(tmp_path / name))
+    stub_cli(monkeypatch, Stub())
+    out = tmp_path / "out"
+    assert cli.main(["translate", *files, *RUN, "--format", "srt", "--out-dir", str(out)]) == 0, capsys.readouterr()
+    assert sorted(p.name for p in out.glob("*.srt")) == ["rec.001.srt", "rec.002.srt", "talk.srt"]
+    assert "tr2.40" in (out / "rec.002.srt").read_text()
+    assert cli.main(["translate", *files, *RUN, "--format", "srt", "--out-dir", str(out), "--skip-existing"]) == 0
+    assert "3 of 3 inputs skipped" in capsys.readouterr().err

@@ -28,15 +28,25 @@ PARTIAL_JSON = "results.partial.json"  # --format json --out-dir: the inputs don
 def output_paths(inputs: Sequence[str], out_dir: Path, suffix: str) -> list[Path]:
     """Where each input's output goes under `out_dir`: its path relative to the deepest folder holding every input,
     with `suffix` for its extension (a/x.wav and b/x.wav -> OUT/a/x.srt and OUT/b/x.srt; inputs in one folder ->
-    OUT/x.srt). Two different inputs that would still share an output (x.wav and x.flac, or names differing only
-    in case) are refused before anything runs, naming both. The folder is that of the inputs that are files: a
-    mistyped path or a folder among them (which fail alone) moved every other input's output one folder down."""
+    OUT/x.srt), or after its name where its extension has no letter (a part number: rec.001 -> OUT/rec.001.srt).
+    Two different inputs that would still share an output (x.wav and x.flac, or names differing only in case) are
+    refused before anything runs, naming both. The folder is that of the inputs that are files: a mistyped path or
+    a folder among them (which fail alone) moved every other input's output one folder down."""
     absolute = [Path(os.path.abspath(p)) for p in inputs]
     common = Path(os.path.commonpath([str(p.parent) for p in ([p for p in absolute if p.is_file()] or absolute)]))
-    outputs = [out_dir / (p.relative_to(common) if p.parent.is_relative_to(common) else Path(p.name))
-               .with_suffix(suffix) for p in absolute]
+    outputs = [_named(out_dir / (p.relative_to(common) if p.parent.is_relative_to(common) else Path(p.name)), suffix)
+               for p in absolute]
     _refuse_shared(inputs, outputs)
     return outputs
+
+
+def _named(path: Path, suffix: str) -> Path:
+    """`path` with `suffix` for its extension, or after its whole name where the extension has no letter in it: the
+    numbered parts of a recording (rec.001, rec.002) or a date (2024.05.01) each had the one output rec.srt, and were
+    refused as sharing it."""
+    if any(c.isalpha() for c in path.suffix):
+        return path.with_suffix(suffix)
+    return path.with_name(path.name + suffix)
 
 
 def _refuse_shared(inputs: Sequence[str], outputs: Sequence[Path]) -> None:
