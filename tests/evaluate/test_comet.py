@@ -380,11 +380,12 @@ def test_comet_runs_on_the_gpu_evaluate_was_given(monkeypatch, tmp_path):
 
 def fake_comet_python(folder: Path) -> Path:
     """A stand-in for the COMET Python (no unbabel-comet needed): run as `PYTHON -I bridge request response`, it
-    answers 0.5 for every sample."""
+    answers 0.5 for every sample; asked by `check_python` (`PYTHON -I -c ...`), it has unbabel-comet."""
     import sys
 
     path = folder / "fakepy"
-    path.write_text(f"#!/bin/sh\nexec {sys.executable} -c \"import json, sys; r = json.load(open(sys.argv[1])); "
+    path.write_text("#!/bin/sh\n[ \"$2\" = -c ] && exit 0  # `check_python`'s question: it has unbabel-comet\n"
+                    f"exec {sys.executable} -c \"import json, sys; r = json.load(open(sys.argv[1])); "
                     "json.dump({'scores': [0.5] * len(r['samples'])}, open(sys.argv[2], 'w'))\" \"$3\" \"$4\"\n")
     path.chmod(0o755)
     return path
@@ -435,6 +436,32 @@ def test_score_comet_refuses_an_unknown_target_language_before_comet_runs(tmp_pa
     assert not (tmp_path / "ran").exists()
     assert cli.main(["score", *files, "--tgt-lang", "deu", "--metric", "comet", f"--comet-python={python}"]) == 0
     assert (tmp_path / "ran").exists()
+
+
+def test_score_comet_checks_the_python_and_the_model_folder_as_evaluate_does(tmp_path, capsys):
+    """`score --metric comet` with a --comet-python without unbabel-comet stopped on COMET's own "COMET:
+    ModuleNotFoundError: No module named 'comet'", said of "--comet", an option `score` does not have, with no word
+    of the setup; a --comet-model folder without its checkpoint likewise. Both are evaluate's one-line errors now,
+    naming score's options."""
+    import sys
+
+    from llm_srt import cli
+
+    for name, key in (("src", "src"), ("hyp", "mt"), ("ref", "ref")):
+        (tmp_path / f"{name}.txt").write_text("".join(s[key] + "\n" for s in SAMPLES), encoding="utf-8")
+    files = [f"--{name}={tmp_path / name}.txt" for name in ("hyp", "ref", "src")] + ["--tgt-lang", "deu",
+                                                                                      "--metric", "comet"]
+    ours = sys.executable  # this environment's Python: no unbabel-comet (it pins numpy < 2)
+    assert cli.main(["score", *files, f"--comet-python={ours}"]) != 0
+    assert (f"--comet-python {ours}: it has no unbabel-comet (no module named comet); {comet.SETUP_HINT}"
+            in capsys.readouterr().err)
+    (tmp_path / "comet-model").mkdir()
+    python = f"--comet-python={fake_comet_python(tmp_path)}"
+    assert cli.main(["score", *files, python, f"--comet-model={tmp_path / 'comet-model'}"]) != 0
+    assert (f"--comet-model {tmp_path / 'comet-model'}: no checkpoints/model.ckpt in this folder"
+            in capsys.readouterr().err)
+    assert cli.main(["score", *files, python, f"--comet-model={tmp_path / 'none'}"]) != 0
+    assert f"--comet-model {tmp_path / 'none'}: no such COMET checkpoint or folder" in capsys.readouterr().err
 
 
 def read_only(monkeypatch, folder: Path) -> None:

@@ -112,15 +112,15 @@ def check_python(explicit: str | None = None) -> Path:
     return python
 
 
-def check_model(model: str) -> None:
+def check_model(model: str, option: str = "--comet") -> None:
     """A one-line error for a COMET model path that is not there, or a folder without its checkpoint (checked before a
-    long decoding, as the bridge would find it: `comet_bridge.checkpoint`)."""
+    long decoding, as the bridge would find it: `comet_bridge.checkpoint`); `option`: the option that named it."""
     path = Path(model).expanduser()
     if is_path(model) and not path.exists():
-        raise LLMSRTError(f"--comet {model}: no such COMET checkpoint or folder (a model name to download reads "
+        raise LLMSRTError(f"{option} {model}: no such COMET checkpoint or folder (a model name to download reads "
                           "org/name, e.g. Unbabel/wmt22-comet-da)")
     if path.is_dir() and not (path / "checkpoints" / "model.ckpt").is_file():
-        raise LLMSRTError(f"--comet {model}: no checkpoints/model.ckpt in this folder (a COMET model folder holds "
+        raise LLMSRTError(f"{option} {model}: no checkpoints/model.ckpt in this folder (a COMET model folder holds "
                           "hparams.yaml and checkpoints/model.ckpt); give the folder that holds it, or the .ckpt file")
 
 

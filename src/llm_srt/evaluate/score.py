@@ -15,7 +15,7 @@ from pathlib import Path
 from .. import languages
 from ..errors import LLMSRTError, open_regular, shown
 from . import metrics
-from .comet import DEFAULT_MODEL, CometOptions, segment_scores
+from .comet import DEFAULT_MODEL, CometOptions, check_model, check_python, segment_scores
 
 DECIMALS = 2  # SacreBLEU's own width for the printed score
 UNSEGMENTED_SCRIPTS = ("Hans", "Hant", "Jpan", "Thai")  # written without spaces between words (Korean has them)
@@ -77,6 +77,9 @@ def print_comet(args: argparse.Namespace, hyps: list[str], refs: list[str]) -> i
         raise LLMSRTError(f"{shown(str(args.src))} has {len(srcs)} lines but {shown(str(args.hyp))} has {len(hyps)}; "
                           "sources and hypotheses must pair up line by line")
     options = CometOptions(model=args.comet_model, python=args.comet_python)
+    check_python(options.python)  # as `evaluate --comet` checks them: a Python without unbabel-comet, or a model
+    check_model(options.model, "--comet-model")  # folder without its checkpoint, was COMET's own ModuleNotFoundError
+    #   or ValueError, under --comet, an option `score` does not have
     scores = segment_scores([{"src": s, "mt": h, "ref": r} for s, h, r in zip(srcs, hyps, refs)], options)
     mean = 100 * sum(scores) / len(scores)
     signature = f"model:{options.model}|x100|n:{len(scores)}"
