@@ -18,6 +18,9 @@ _OTHER_SETTINGS = (
      lambda m: f"data.seed {m.group(2)} -> {m.group(1)}"),
     (re.compile(r"was trained from (.+?), but model\.init_from is now (.+?) \(other weights\)"),
      lambda m: f"model.init_from {m.group(2)}: other weights than it was trained from ({m.group(1)})"),
+    # a stage cut short (checkpoints, no final/) whose budget was lowered since (train/recipe.py's resume)
+    (re.compile(r"the newest checkpoint is at step (\d+), past max_steps (\d+);"),
+     lambda m: f"a stage cut short at step {m.group(1)}, past the demo's budget for it of {m.group(2)} steps"),
 )
 
 
@@ -60,8 +63,9 @@ def run_with_budget(stages: list, log=print) -> list[Path]:
     """`run_stages`, refused first where a stage's model was trained for more steps than the demo's budget for it:
     a finished stage is reused when it has at least as many (train.recipe), so after a config's max_steps was lowered
     a run kept more steps than the others' equal budget, without a word (and later stages trained from it). A run
-    in the stages' folder (--work) trained with other settings (another --dtype, --seed, --data or --asr) is refused
-    in the demo's terms: the training's own refusal advises allow_changes=true or another output_dir."""
+    in the stages' folder (--work) trained with other settings (another --dtype, --seed, --data or --asr), or cut
+    short at a step past its budget lowered since, is refused in the demo's terms: the training's own refusal advises
+    allow_changes=true, a higher max_steps or another output_dir."""
     from .train.curriculum import run_stages
     from .train.final import finished_steps, is_finished
 
