@@ -500,6 +500,20 @@ def test_load_results_names_a_line_that_is_not_utf8_and_reads_a_bom(tmp_path):
     assert [(r.id, r.hyp_translation) for r in rep.load_results(path)] == [("a", "Grüße"), ("b", "Grüße")]
 
 
+def test_load_results_names_a_lone_surrogate_with_its_line(tmp_path):
+    """A results file's JSON escape of half a character ("\\ud800", a broken \\u escape) loaded, and evaluate
+    stopped on a UnicodeEncodeError traceback writing the hyps file again; it is the file, the line and the field."""
+    path = tmp_path / "hyps.x.jsonl"
+    good = {"id": "1", "src": "eng", "tgt": "deu", "hyp_translation": "a b", "ref_translation": "a b"}
+    path.write_text(json.dumps(good) + "\n" + json.dumps({**good, "id": "2", "hyp_translation": "a \ud800 b"})
+                    + "\n", encoding="utf-8")
+    assert "\\ud800" in path.read_text()
+    with pytest.raises(LLMSRTError) as e:
+        rep.load_results(path)
+    assert str(e.value) == (f"{path}:2: hyp_translation holds a lone surrogate '\\ud800' at character 3, which is "
+                            "not text (a broken \\u escape); fix or drop it")
+
+
 def test_a_report_that_cannot_be_written_whole_leaves_the_earlier_one(report, tmp_path, monkeypatch):
     """results.json and report.md were written in place, one after the other: a disk that filled (here a file-size
     limit) or a kill part way through left the earlier report's results.json cut short (not JSON), or a new

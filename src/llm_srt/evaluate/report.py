@@ -351,11 +351,27 @@ def load_results(path: str | Path) -> list[UtteranceResult]:
             raise LLMSRTError(f"{path}:{i}: not a result row ({e})") from None
         except LLMSRTError as e:
             raise LLMSRTError(f"{path}:{i}: {e}") from None
+        if problem := _not_text(out[-1]):  # JSON's "\ud800": written again (hyps file, report), a traceback
+            raise LLMSRTError(f"{path}:{i}: {problem}")
         first = lines.setdefault(out[-1].id, i)  # the paired tests match systems' rows by id: one result per id
         if first != i:
             raise LLMSRTError(f"{path}:{i}: id {out[-1].id!r} again (first on line {first}); keep one result per "
                               "row (a re-run's rows appended to the file replace the old ones by hand)")
     return out
+
+
+def _not_text(row: UtteranceResult) -> str | None:
+    """What is wrong with the first of `row`'s strings that is not text (a lone surrogate, from a broken \\u escape:
+    a string Python holds but no UTF-8 file takes), else None."""
+    for key, value in vars(row).items():
+        if not isinstance(value, str):
+            continue
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            return (f"{key} holds a lone surrogate {value[e.start]!r} at character {e.start + 1}, which is not text "
+                    "(a broken \\u escape); fix or drop it")
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------------------
