@@ -153,3 +153,28 @@ def test_numbered_recordings_each_get_their_own_output(tmp_path, monkeypatch, ca
     assert "tr2.40" in (out / "rec.002.srt").read_text()
     assert cli.main(["translate", *files, *RUN, "--format", "srt", "--out-dir", str(out), "--skip-existing"]) == 0
     assert "3 of 3 inputs skipped" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("edit", [{"input": "a.wav"}, {"settings": ["deu"]}, {"file": 7}, {"file": None}])
+def test_a_hand_edited_settings_record_is_one_line_naming_its_line(tmp_path, monkeypatch, capsys, edit):
+    """A line of OUT/.llm-srt-translate.jsonl edited by hand into another shape ("input" a string, "settings" a
+    list, "file" a number) stopped --skip-existing, or any --out-dir run, with an AttributeError traceback. It is
+    one line naming the file and the line, saying what to do, before the model loads; a line a kill cut is still
+    passed."""
+    from llm_srt.out_files import SETTINGS_FILE
+
+    write_wav(tmp_path / "a.wav", recording(2.4, [(0.2, 2.2)]))
+    out = tmp_path / "out"
+    run = ["translate", str(tmp_path / "a.wav"), *RUN, "--format", "srt", "--out-dir", str(out), "--skip-existing"]
+    stub_cli(monkeypatch, Stub())
+    assert cli.main(run) == 0
+    [line] = (out / SETTINGS_FILE).read_text().splitlines()
+    record = json.loads(line)
+    (out / SETTINGS_FILE).write_text(line[:30] + "\n" + json.dumps({**record, **edit}) + "\n")
+    capsys.readouterr()
+    _not_loaded(monkeypatch)
+    assert cli.main(run) == 2
+    key = next(iter(edit))
+    assert capsys.readouterr() == ("", f"llm-srt translate: error: {out / SETTINGS_FILE}:2: not a record of "
+                                   f"llm-srt translate ({key!r} is {json.dumps(edit[key])}); fix that line or delete "
+                                   "it (--skip-existing then translates its file again)\n")

@@ -212,20 +212,36 @@ def record_written(out_dir: Path, path: Path, settings: dict, source: dict) -> N
                     out_dir / SETTINGS_FILE, path, e.strerror or e)
 
 
+RECORD_TYPES = {"file": (str,), "settings": (dict,), "input": (dict, type(None))}  # a record's keys ("input" absent
+#   from records older than it)
+
+
 def written_with(out_dir: Path) -> dict[str, dict]:
     """Output file (relative to `out_dir`) -> its last record ({"settings", "input"}: what it was written with and
-    from); a line a kill cut is passed."""
+    from); a line a kill cut (no JSON) is passed. A line of JSON in another shape (a hand edit) is an error naming
+    it: read as a record, it stopped the run in a traceback."""
     written = {}
+    path = out_dir / SETTINGS_FILE
     try:
-        with open(out_dir / SETTINGS_FILE, encoding="utf-8", errors="replace") as f:
-            for line in f:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for number, line in enumerate(f, start=1):
                 try:
                     entry = json.loads(line)
-                    written[entry["file"]] = {"settings": entry["settings"], "input": entry.get("input")}
-                except (ValueError, KeyError, TypeError):
+                except ValueError:
                     continue
+                wrong = "the line" if not isinstance(entry, dict) else next(
+                    (key for key, types in RECORD_TYPES.items() if not isinstance(entry.get(key), types)), None)
+                if wrong is not None:
+                    what = ("not a JSON object" if wrong == "the line" else
+                            f"{wrong!r} is {json.dumps(entry.get(wrong))[:60]}")
+                    raise LLMSRTError(f"{shown(str(path))}:{number}: not a record of llm-srt translate ({what}); fix "
+                                      "that line or delete it (--skip-existing then translates its file again)")
+                written[entry["file"]] = {"settings": entry["settings"], "input": entry.get("input")}
     except FileNotFoundError:
         pass
+    except OSError as e:  # a folder of that name, a file this user may not read
+        raise LLMSRTError(f"{shown(str(path))}: cannot read the record of the files written there ({e.strerror or e}); "
+                          "make it readable, or choose another --out-dir") from None
     return written
 
 
