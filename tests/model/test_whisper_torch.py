@@ -356,6 +356,32 @@ def test_a_whisper_model_checkpoint_without_the_model_prefix_loads_whole_decoder
         _same(decoder.next_logits(states, prompts), logits)
 
 
+def test_language_id_beside_an_encoder_alone_asks_for_the_source_language(folder, tmp_path):
+    """A speech LLM's encoder folder holding the encoder's weights alone (a bare encoder's names, which encoder.py
+    reads) has no decoder to tell the language by: language ID said "FOLDER/model.safetensors: not a Whisper of
+    config.json's shape (Missing key(s)...)", which a server counted as a broken model (a 500, then 'failing');
+    it is language ID's own error (LID_MISSING: the client's to fix, a 400), naming --src."""
+    from safetensors.torch import load_file, save_file
+
+    from llm_srt.model.encoder import WhisperEncoder
+    from llm_srt.model.protocol import LID_MISSING
+    from llm_srt.serve.batcher import language_id_failed
+
+    alone = _copy(folder, tmp_path / "encoder-alone", lambda t: t)
+    state = load_file(alone / "model.safetensors")
+    save_file({k.removeprefix("model.encoder."): v for k, v in state.items() if k.startswith("model.encoder.")},
+              str(alone / "model.safetensors"), metadata={"format": "pt"})
+    encoder = WhisperEncoder.from_pretrained(alone)
+    placement = device.Placement(torch.device("cpu"), torch.float32)
+    with pytest.raises(LLMSRTError) as e:
+        detect_language(alone, CLIPS[0], placement, encoder=encoder)
+    assert str(e.value) == (f"{alone}: a Whisper encoder alone (no decoder tensors in its weights), so it "
+                            f"{LID_MISSING}; give the source language (--src)")
+    assert language_id_failed(str(e.value))
+    with pytest.raises(LLMSRTError, match=f"^{alone}: a Whisper encoder alone .*; give --whisper a whole Whisper"):
+        TorchWhisper.from_pretrained(alone, torch.device("cpu"), torch.float32, int8=True)
+
+
 def _copy(folder: Path, to: Path, convert) -> Path:
     """The folder's files in `to`, each tensor of model.safetensors passed through `convert`."""
     from safetensors.torch import load_file, save_file

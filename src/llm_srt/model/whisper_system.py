@@ -18,7 +18,7 @@ from ..errors import LLMSRTError
 from ..paths import EMBEDDED, resolve_model
 from ..prompts import Task
 from .protocol import CANNOT_RUN, LID_MISSING, LID_UNKNOWN, Item, Output, cap
-from .whisper_torch import SuppressTokens, TorchWhisper
+from .whisper_torch import EncoderAlone, SuppressTokens, TorchWhisper
 
 if TYPE_CHECKING:
     from .decoding import DecodingOptions
@@ -103,7 +103,11 @@ def detect_language(whisper: str | Path | None, audio: np.ndarray, placement: Pl
     folder's encoder already loaded (a speech LLM's `WhisperEncoder`): it encodes the clip's 30 s window, and only
     Whisper's decoder is loaded beside it (for Whisper large-v3 in bf16, 1.3 GB of GPU memory not taken twice)."""
     folder = resolve_model(str(whisper or EMBEDDED), "encoder")
-    w = _torch_whisper(folder, placement.device, placement.dtype, encoder is not None)
+    try:
+        w = _torch_whisper(folder, placement.device, placement.dtype, encoder is not None)
+    except EncoderAlone:  # a speech LLM's encoder folder without Whisper's decoder: the input's to fix, not the model's
+        raise LLMSRTError(f"{folder}: a Whisper encoder alone (no decoder tensors in its weights), so it "
+                          f"{LID_MISSING}; give the source language (--src)") from None
     candidates: dict[int, str] = {}
     for lang in languages.LANGUAGES.values():
         tid = w.generation.lang_to_id.get(f"<|{lang.whisper}|>")

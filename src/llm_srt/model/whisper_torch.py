@@ -78,6 +78,11 @@ def trim_heap() -> None:
         libc.malloc_trim(0)
 
 
+class EncoderAlone(LLMSRTError):
+    """A Whisper folder holding the encoder's weights alone (encoder.py reads such a one: a bare encoder's names):
+    no decoder to decode with, nor to tell the language by (it was "not a Whisper of config.json's shape")."""
+
+
 # ---- the model -----------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class WhisperDims:
@@ -353,6 +358,9 @@ class TorchWhisper(nn.Module):
         found = tensor_files(folder)  # a WhisperModel's names (no `model.` prefix) taken as HF's, as transformers does
         stored = {f"model.{k}" if k.startswith(("encoder.", "decoder.")) else k: k for k in found}
         files = {name: found[k] for name, k in stored.items()}
+        if not any(k.startswith("model.decoder.") for k in files):  # a folder the speech LLM's encoder reads
+            raise EncoderAlone(f"{folder}: a Whisper encoder alone (no decoder tensors in its weights), which encodes "
+                               "speech for a speech LLM but cannot decode; give --whisper a whole Whisper folder")
         try:
             dims = WhisperDims.from_config(config)
             generation = GenerationSettings.from_folder(folder, config)
