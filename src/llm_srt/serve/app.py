@@ -61,6 +61,7 @@ from .forms import AUTO, ENDPOINTS, APIError, AudioForm, Endpoint, audio_form, c
 from .guard import (ERROR_TYPES, ConnectionLimits, ContentLengthLimit, HostOriginGuard, HostRule,
                     check_allowed_host, check_allowed_origin, check_number, error_response, hide_paths, is_ip,
                     model_paths, split_host)
+from .logs import show_server_log
 from .responses import ERROR_HEADER, RENDERERS, WARNING_HEADER, with_notes, without_paths
 from .uploads import MAX_AUDIO_SECONDS, MB, DecodePool, UploadError, check_audio_seconds, check_upload, storage_error
 from .warmup import warm_up
@@ -492,34 +493,6 @@ def limits_from_args(args) -> ConnectionLimits:
                             max_connections=args.max_connections)
 
 
-LOG_FORMAT = "%(levelname)s:     %(name)s: %(message)s"  # beside uvicorn's own lines ("INFO:     ...")
-
-
-class _Stderr(logging.StreamHandler):
-    """A handler writing to whatever sys.stderr is when a line is logged (not the stream it was made with)."""
-
-    llm_srt_serve = True
-
-    @property
-    def stream(self):
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value) -> None:
-        pass
-
-
-def show_server_log() -> None:
-    """The server's own lines (a client gone, a batch failed, a connection closed) on stderr at INFO, as uvicorn's:
-    without a handler only warnings reached stderr, bare, and the INFO lines were lost."""
-    logger = logging.getLogger("llm_srt")
-    if not any(getattr(h, "llm_srt_serve", False) for h in logger.handlers):
-        handler = _Stderr()
-        handler.setFormatter(logging.Formatter(LOG_FORMAT))
-        logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-
-
 def auto_tasks_line(model: str, trained: tuple[Task, ...]) -> str | None:
     """The start-up line on what a request without task runs where the model's training changed it from srt on
     translations and asr on transcriptions (`forms.default_task`); None where it did not."""
@@ -573,6 +546,8 @@ def run_server(args, options: ServeOptions, limits: ConnectionLimits, sockets: l
         def handle_exit(self, sig, frame) -> None:
             stopping.set()
             super().handle_exit(sig, frame)
+            if self.force_exit and not self.started:  # a second Ctrl-C in the --compile warm-up: uvicorn would
+                exit_at_once()  # act on it only once start-up ends, after the warm-up's batch (minutes to compile)
 
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             for sock in sockets or []:  # as uvicorn's own listening sockets (bind_sockets held the port without)
@@ -593,8 +568,14 @@ def run_server(args, options: ServeOptions, limits: ConnectionLimits, sockets: l
             return 0
         raise
     finally:
-        if server.force_exit:  # a second Ctrl-C: gone now, not once the batch inside the model is done (the
-            sys.stdout.flush()  # interpreter would wait for the model thread at exit, minutes for a large batch)
-            sys.stderr.flush()
-            os._exit(130)
+        if server.force_exit:  # a second Ctrl-C
+            exit_at_once()
     return 0
+
+
+def exit_at_once() -> None:
+    """Gone now with 130, not once the batch inside the model is done: the interpreter would wait for the model
+    thread at exit, minutes for a large batch."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)
