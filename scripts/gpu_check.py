@@ -863,10 +863,41 @@ def bench_step(check: Check, shape: str, memory_gib: float | None, compiled: str
                 + (f"; it was at: {at[-1][len('[bench] '):]}" if at else "")
                 + f"; {len(rows)} measured before it stopped (report.json's rows)", "rows": rows}
     skips = sum(r.get("cudagraph_skips") or 0 for r in result["decode"])
-    if skips:  # compiled, but not replayed as CUDA graphs: the rows would not measure what --compile is for
-        return {"ok": False, "error": f"{skips} CUDA-graph skips in the compiled rows", "table": done.stdout.strip(),
-                "result": result}
+    # compiled, but not replayed as CUDA graphs: the rows would not measure what --compile is for
+    problems = [f"{skips} CUDA-graph skips in the compiled rows"] * bool(skips) + unproven(check, result, compiled)
+    if problems:
+        return {"ok": False, "error": "; ".join(problems), "table": done.stdout.strip(), "result": result}
     return {"ok": True, "table": done.stdout.strip(), "result": result}
+
+
+def unproven(check: Check, result: dict, compiled: str | None) -> list[str]:
+    """What a finished bench did not measure that its step is run to prove: a compiled row at each batch asked
+    (`compiled`), the training step with activation checkpointing (the eager bench), and on a GPU each measured
+    row's reserved peak (reserved_mib: what a card must hold) and, where --dtype auto or bf16 was asked on a GPU
+    with native bfloat16, bfloat16. A row out of memory or missing is recorded, not measured: the bench ends
+    `finished` all the same, and the step passed without the rows it exists for."""
+    decode = [r for r in result.get("decode", []) if not r.get("out_of_memory")]
+    train = [t for t in result.get("train", []) if not t.get("out_of_memory")]
+    problems = []
+    asked = [int(b) for b in compiled.split(",")] if compiled else []
+    unmeasured = [b for b in asked if not any(r.get("compiled") and r.get("batch_size") == b for r in decode)]
+    if unmeasured:
+        problems.append(f"no compiled row measured at batch {', '.join(map(str, unmeasured))} (out of memory, or not "
+                        "run: the table says which)")
+    if not compiled and not any(t.get("activation_checkpointing") and t.get("layers_recomputed") for t in train):
+        problems.append("no training row measured with activation checkpointing (out of memory, or not run: the "
+                        "table says which)")
+    if torch_device_type(check.device) == "cuda":
+        lacking = [r for r in decode + train if r.get("reserved_mib") is None]
+        if lacking:
+            problems.append(f"{len(lacking)} of {len(decode) + len(train)} rows measured on the GPU have no "
+                            "reserved_mib (torch's reserved peak, which a card must hold)")
+        import torch
+
+        native = torch.cuda.is_available() and torch.cuda.get_device_capability(check.device) >= (8, 0)
+        if native and check.dtype in ("auto", "bf16", "bfloat16") and result.get("dtype") != "bfloat16":
+            problems.append(f"--dtype {check.dtype} on a GPU with native bfloat16 ran in {result.get('dtype')}")
+    return problems
 
 
 def read_json(path: Path) -> dict | None:
