@@ -2,6 +2,7 @@
 tests/test_bench.py, test_bench_checks.py and test_bench_edges.py have the rest."""
 
 import argparse
+from types import SimpleNamespace
 
 import pytest
 
@@ -104,3 +105,133 @@ def test_the_bench_exits_1_when_its_cascade_failed(monkeypatch, capsys, cascade,
     bench.add_arguments(parser)
     assert bench.main(parser.parse_args(["--device", "cpu", "--no-whisper"])) == code
     assert capsys.readouterr().out == "EMBEDDED TABLE\n"
+
+
+# ---- 2. the training rows' autocast: the recipe's, by its config and the GPU --------------------------------------
+class _Autocasts:
+    """torch.autocast stand-in: records each one made (`enabled`), and runs as a plain block."""
+
+    def __init__(self):
+        self.made = []
+
+    def __call__(self, device_type, dtype=None, enabled=True, **kwargs):
+        import contextlib
+
+        self.made.append({"device_type": device_type, "dtype": dtype, "enabled": enabled})
+        return contextlib.nullcontext()
+
+
+@pytest.mark.parametrize("precision,native,weights,on", [
+    ("auto", True, "float32", True),  # an H100 in float32: the embedded recipe runs bf16 products (was: off)
+    ("auto", False, "bfloat16", False),  # a V100 emulates bf16: the embedded recipe runs none (was: on)
+    ("bf16", False, "float32", True),  # configs/paper's precision: on any GPU
+    ("auto", True, "bfloat16", True),
+])
+def test_the_training_rows_autocast_is_the_recipes_on_a_gpu(monkeypatch, precision, native, weights, on):
+    """The bench's training rows took bf16 autocast from the weights' dtype; the recipe (train/preflight.use_bf16)
+    takes it from the config's precision and the GPU. Checked against use_bf16 itself on a fake GPU."""
+    import torch
+
+    from llm_srt.bench import training
+    from llm_srt.train.preflight import use_bf16
+
+    made = _Autocasts()
+    monkeypatch.setattr(torch, "autocast", made)
+    monkeypatch.setattr(device, "native_bf16", lambda d: native)
+    training.recipe_autocast(torch.device("cuda"), precision)
+    assert made.made == [{"device_type": "cuda", "dtype": torch.bfloat16, "enabled": on}]
+    assert on == use_bf16(SimpleNamespace(precision=precision), torch.device("cuda"))
+    training.recipe_autocast(torch.device("cpu"), "auto")
+    assert made.made[-1]["enabled"] is False
+
+
+def test_the_paper_training_rows_run_under_bf16_autocast_on_a_gpu_whatever_the_weights(monkeypatch):
+    """`bench --paper-shape ... --device cuda --dtype float32` timed float32 training products; configs/paper's
+    precision is bf16, so the recipe runs that step under bf16 autocast. A stand-in model on a fake GPU (a step of
+    the real one is tests/test_bench.py's)."""
+    import torch
+
+    from llm_srt.bench import paper
+    from llm_srt.train import parallel
+
+    class FakePeak:
+        def __init__(self, device):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.mib, self.kind, self.reserved_mib = 1.0, "gpu", 1.0
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(4))
+
+        def trainable_parameters(self):
+            return [self.w]
+
+        def forward(self, batch):
+            return {"loss": (self.w ** 2).sum()}
+
+    made = _Autocasts()
+    monkeypatch.setattr(torch, "autocast", made)
+    monkeypatch.setattr(device, "native_bf16", lambda d: True)
+    monkeypatch.setattr(device, "synchronize", lambda d: None)
+    monkeypatch.setattr(paper, "PeakMemory", FakePeak)
+    monkeypatch.setattr(paper, "release", lambda *a: None)
+    monkeypatch.setattr(paper, "training_batch", lambda model, options: {})
+    monkeypatch.setattr(parallel, "apply_activation_checkpointing", lambda model: 2)
+    options = paper.PaperOptions(shape="tiny", **paper.TINY)
+    placement = device.Placement(torch.device("cuda"), torch.float32)
+    rows = list(paper.training_rows(Model(), options, placement, log=lambda msg: None))
+    assert len(rows) == 3 and made.made == [{"device_type": "cuda", "dtype": torch.bfloat16, "enabled": True}]
+
+
+@pytest.mark.long(3)  # a tiny model's feature cache and two steps
+def test_the_embedded_training_comparison_takes_the_embedded_recipes_autocast(tmp_path, monkeypatch):
+    """The feature-cache comparison's steps on a GPU: configs/embedded set no precision (auto), so bf16 autocast
+    where the GPU computes bf16 natively, also for float32 weights (the tiny model's here; a fake GPU)."""
+    import soundfile
+    import torch
+
+    from llm_srt.bench import training
+
+    model = tiny.speech_llm(tmp_path)
+    utts = []
+    for i in range(2):
+        audio = tiny.tone(0.6 + 0.2 * i, 300 + 200 * i, seed=i)
+        soundfile.write(tmp_path / f"u{i}.wav", audio, tiny.SAMPLE_RATE)
+        utts.append(embedded.Utterance(str(tmp_path / f"u{i}.wav"), audio, "eng", "deu", "a cat", "eine katze"))
+    forward = type(model).forward
+    made = _Autocasts()
+
+    def on_the_cpu(self, batch, *args, **kwargs):  # the model claims a GPU; its step runs here
+        with monkeypatch.context() as m:
+            m.setattr(type(self), "device", property(lambda _: torch.device("cpu")))
+            return forward(self, batch, *args, **kwargs)
+
+    assert model.llm_dtype == torch.float32 and model.encoder is not None  # (the encoder loads lazily: here)
+    monkeypatch.setattr(type(model), "device", property(lambda self: torch.device("cuda")))
+    monkeypatch.setattr(type(model), "forward", on_the_cpu)
+    monkeypatch.setattr(torch, "autocast", made)
+    monkeypatch.setattr(device, "native_bf16", lambda d: True)
+    monkeypatch.setattr(device, "synchronize", lambda d: None)
+    monkeypatch.setattr(training, "PeakMemory", _NoPeak)
+    t = training.time_training(model, utts, batch_size=2, steps=1, workdir=tmp_path)
+    assert t["s_per_step_audio"] > 0  # (the encoder's and the CTC loss's own blocks turn autocast off: not these)
+    assert [a for a in made.made if a["device_type"] == "cuda"] == [{"device_type": "cuda", "dtype": torch.bfloat16,
+                                                                     "enabled": True}]
+
+
+class _NoPeak:
+    def __init__(self, device):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.mib, self.kind = 1.0, "gpu"
+

@@ -37,6 +37,7 @@ from ..model.decoding import DecodingOptions
 from ..model.static_steps import StaticSteps
 from ..prompts import Task, build
 from .common import PeakMemory, decode_pass, noise_clips, pin_eos
+from .training import recipe_autocast
 
 SYSTEMS = {  # system -> (SpeechLLMConfig fields, table name)
     "llm-srt": ({"adapter": "qformer", "pad_to_30s": False}, "LLM-SRT (Q-Former)"),
@@ -289,7 +290,8 @@ def probe(system, audios, batch: int, greedy: DecodingOptions, device: torch.dev
 def training_rows(model, options: PaperOptions, placement: Placement, log) -> Iterator[dict]:
     """Yields, each as it is measured, the seconds per step and peak memory of the SRT stage's step at
     `train_batch`: SpeechLLM.forward on cached encoder features (the recipe's input) + backward to the Q-Former +
-    AdamW, under the recipe's bf16 autocast on CUDA; first without, then with
+    AdamW, under the recipe's bf16 autocast on CUDA (configs/paper's precision: whatever the weights' dtype);
+    first without, then with
     `train.parallel.apply_activation_checkpointing` (it cannot be undone), then with checkpointing and `head_losses`
     in blocks of TRAIN_WIDE_HEAD_BLOCKS times its default (fewer, larger head products: whether the default block
     suits a GPU is measured there)."""
@@ -300,8 +302,7 @@ def training_rows(model, options: PaperOptions, placement: Placement, log) -> It
     batch = training_batch(model, options)
     params = model.trainable_parameters()
     optimizer = torch.optim.AdamW(params, lr=1e-5)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16,  # the recipe's: bf16 weights, bf16 autocast
-                              enabled=placement.cuda and placement.dtype == torch.bfloat16)
+    autocast = recipe_autocast(device, "bf16")  # configs/paper's precision: bf16 on any GPU, whatever the weights
     model.train()
     default_block, layers = llm.HEAD_BLOCK_LOGITS, None  # layers: None until checkpointing is applied (once)
     for checkpointing, block in ((False, default_block), (True, default_block),

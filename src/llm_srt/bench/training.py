@@ -68,8 +68,7 @@ def time_training(model, utts: list, batch_size: int, steps: int, workdir: Path)
 
     model.train()
     device = model.device
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16,  # the recipe's step on a GPU: bf16 weights, bf16
-                              enabled=device.type == "cuda" and model.llm_dtype == torch.bfloat16)  # autocast
+    autocast = recipe_autocast(device, "auto")  # configs/embedded's precision (none is set: the default)
     timing = False
     whisper.encode = timed_encode
     try:
@@ -102,3 +101,17 @@ def time_training(model, utts: list, batch_size: int, steps: int, workdir: Path)
             "encoder_s_per_audio_step": round(float(np.median(encoder_s)), 4),
             "encoder_calls_audio": encoder_calls["audio"], "encoder_calls_cached": encoder_calls["cached"],
             "cache_hits": cache.hits, "cache_misses": cache.misses, "peak_mib": memory.mib}
+
+
+def recipe_autocast(device: torch.device, precision: str) -> torch.autocast:
+    """The autocast the training recipe runs a step's forward under, on `device` with the config's `precision`
+    (train/preflight.py's `use_bf16`): bf16 on CUDA where precision is bf16 (configs/paper's), or auto on a GPU that
+    computes bf16 natively (configs/embedded's: the default); off on the CPU. The config and the GPU decide, not the
+    weights' dtype, which the bench's rows followed: `bench --dtype float32` on an H100 timed float32 products where
+    the recipe runs bf16 ones, and bf16 weights on a V100 (emulated bf16) an autocast its embedded recipe does not."""
+    from types import SimpleNamespace
+
+    from ..train.preflight import use_bf16
+
+    bf16 = device.type == "cuda" and use_bf16(SimpleNamespace(precision=precision), device)
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16)
