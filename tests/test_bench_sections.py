@@ -235,3 +235,24 @@ class _NoPeak:
     def __exit__(self, *exc):
         self.mib, self.kind = 1.0, "gpu"
 
+
+# ---- 3. a --model the bench cannot time, refused before the yardstick --------------------------------------------
+@pytest.mark.parametrize("config,says", [
+    (None, "no such folder"),
+    ('{"encoder": "e", "llm": "l", "adapter": "linear"}', r"has a 'linear' adapter; \(a\) benchmarks the Q-Former"),
+    ("{", "invalid JSON"),
+])
+def test_a_model_the_bench_cannot_time_is_refused_before_the_yardstick(tmp_path, monkeypatch, config, says):
+    """A mistyped --model, or one with another adapter, was refused only once the yardstick's probes (~20 s on a
+    2-core CPU: 1 GiB copies, three GEMM kernels, the int8 probe) and the utterances had run."""
+    def not_yet(*args, **kwargs):
+        raise AssertionError("measured before the --model was checked")
+
+    monkeypatch.setattr(embedded, "measure_machine", not_yet)
+    monkeypatch.setattr(embedded, "load_utterances", not_yet)
+    folder = tmp_path / "model"
+    if config is not None:
+        folder.mkdir()
+        (folder / "config.json").write_text(config)
+    with pytest.raises(embedded.LLMSRTError, match=says):
+        bench.run_bench(bench.BenchOptions(model=str(folder)), device.resolve("cpu", "float32"))

@@ -144,6 +144,7 @@ def run_bench(options: BenchOptions = BenchOptions(), placement: Placement | Non
 
     placement = placement or dev.resolve("cpu", "float32")
     check_manifest(options)  # a --manifest given that is missing: before the yardstick's probes
+    check_model(options)  # so is a --model that (a) cannot time
     started, load = time.perf_counter(), os.getloadavg()[0]
     # Int8Linear runs fbgemm's products: on a CPU without them (ARM's qnnpack) the int8 probe and rows are skipped,
     #   said why (the yardstick's probe raised "use --dtype float32 here" at a float32 run, which then could not run)
@@ -397,10 +398,17 @@ def _load_model(options: BenchOptions, placement: Placement, merge_lora: bool = 
                                  adapter_kwargs=dict(options.adapter_kwargs), dtype=placement.dtype_name)
         model, name = SpeechLLM(config, device=placement.device), "fresh qformer adapter"
         model.quantize_adapter()  # --dtype int8: a fresh adapter's weights are all it has
-    if model.config.adapter != "qformer":
-        raise LLMSRTError(f"bench: {options.model} has a {model.config.adapter!r} adapter; (a) benchmarks the "
-                          "Q-Former (paper) — give a Q-Former model folder or none")
-    return model.eval(), name
+    return model.eval(), name  # (a --model without a Q-Former adapter: refused by check_model, before this)
+
+
+def check_model(options: BenchOptions) -> None:
+    """A --model (a) cannot time (no model folder, no Q-Former): one line before the yardstick's ~20 s of probes."""
+    from ..model.speech_llm import read_config
+
+    adapter = read_config(Path(options.model))["adapter"] if options.model else "qformer"
+    if adapter != "qformer":
+        raise LLMSRTError(f"bench: {options.model} has a {adapter!r} adapter; (a) benchmarks the Q-Former (paper) — "
+                          "give a Q-Former model folder or none")
 
 
 def _int8_model(folders: tuple[str, str], adapter_state: dict, placement: Placement, options: BenchOptions):
