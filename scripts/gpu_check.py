@@ -1039,6 +1039,24 @@ def plan(device: str, args) -> list[tuple[str, object, tuple, float | None]]:
     return [s for s in steps if ("bench" if s[0].startswith("bench-") else s[0]) in wanted]
 
 
+STEPS = ("env", "cuda-tests", "e2e", "bench")  # --steps' names (bench: every bench step)
+
+
+def refused(args) -> str | None:
+    """Why the check's options cannot be run as given, or None: a step name --steps does not know was left out of
+    the plan without a word (--steps env,cuda-test ran env alone, "passed"), and a --device or --dtype no command
+    takes failed every step after spending its time."""
+    unknown = [name for name in args.steps.split(",") if name not in STEPS]
+    if unknown:
+        return (f"--steps {args.steps}: no step {', '.join(map(repr, unknown))} (the steps: {','.join(STEPS)}); "
+                "nothing was run")
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", args.device):
+        return f"--device {args.device!r}: give auto, cpu, cuda or cuda:N; nothing was run"
+    if args.dtype not in ("auto", "float32", "fp32", "bfloat16", "bf16"):
+        return f"--dtype {args.dtype!r}: give auto, float32 or bfloat16; nothing was run"
+    return None
+
+
 def run(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -1052,10 +1070,11 @@ def run(args) -> int:
         check = Check(out, Path(tmp), args.device, args.dtype, args.budget_s)
         try:
             check.report()  # before anything can fail: a report that says the check began and did not end
+            check.error = refused(args)  # a typo in GPU_CHECK_ARGS: said in the report, and nothing run
             import torch
 
             check.device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-            steps = plan(check.device, args)
+            steps = [] if check.error else plan(check.device, args)
             check.plan = [name for name, *_ in steps]
             guess = ESTIMATE_S if check.device != "cpu" else {}  # a GPU's seconds
             print("[gpu-check] plan: " + ", ".join(f"{n} (~{guess[n]} s)" if n in guess else n for n in check.plan)

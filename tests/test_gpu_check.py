@@ -1247,3 +1247,23 @@ def test_a_module_the_gpu_image_should_bring_fails_the_environment_and_what_need
     assert env["error"].startswith("the GPU image lacks yaml (missing); pytest (missing), which .whl/ does not bring")
     ran.clear()
     assert gpu_check.main(["run", "--out", str(tmp_path), "--device", "cuda"]) == 1 and ran == []
+
+
+@pytest.mark.parametrize("option, said", [
+    (["--steps", "env,cuda-test"], "--steps env,cuda-test: no step 'cuda-test' (the steps: env,cuda-tests,e2e,bench)"),
+    (["--steps", "env,e2e", "--device", "gpu"], "--device 'gpu': give auto, cpu, cuda or cuda:N"),
+    (["--steps", "env,e2e", "--dtype", "bf32"], "--dtype 'bf32': give auto, float32 or bfloat16")])
+def test_an_option_the_check_cannot_run_is_refused_in_its_report_before_any_step(tmp_path, monkeypatch, option,
+                                                                                 said):
+    """`make gpu-check GPU_CHECK_ARGS="--steps env,cuda-test"` left the unknown step out of the plan without a word
+    and reported "passed" for env alone; a --device or --dtype no command takes failed every step after spending
+    the GPU session's time. Each is now the report's one error, exit status 1, with no step run."""
+    ran = []
+    monkeypatch.setattr(gpu_check, "env_step", lambda check: ran.append("env") or {"ok": True})
+    monkeypatch.setattr(gpu_check, "e2e_step", lambda check: ran.append("e2e") or {"ok": True})
+    assert gpu_check.main(["run", "--out", str(tmp_path), *option]) == 1 and ran == []
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["outcome"] == "FAILED" and report["finished"] and report["steps"] == []
+    assert report["error"] == f"{said}; nothing was run" and said in (tmp_path / "report.md").read_text()
+    assert gpu_check.main(["run", "--out", str(tmp_path), "--steps", "env,e2e", "--device", "cpu"]) == 0
+    assert ran == ["env", "e2e"]
