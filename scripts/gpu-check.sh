@@ -4,8 +4,9 @@
 # (what `make gpu-check OUT=... DEVICE=...` runs; call it directly where make is missing). Environment: GPU_PYTHON
 # (python3), WHEEL_DIR (.whl), WHEEL_SITE (/tmp/llm-srt-site), USE_WHEELS=0 to use the Python's own packages.
 set -euo pipefail
-cd "$(dirname "$0")/.."
 out=${1:?usage: scripts/gpu-check.sh OUT [DEVICE] [gpu_check.py run options]}
+[[ $out == /* ]] || out=$PWD/$out  # OUT as the caller gave it, from where it was given: not from the repository
+cd "$(dirname "$0")/.."
 device=${2:-auto}
 shift $(( $# < 2 ? $# : 2 ))
 python=${GPU_PYTHON:-python3}

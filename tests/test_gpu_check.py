@@ -1267,3 +1267,14 @@ def test_an_option_the_check_cannot_run_is_refused_in_its_report_before_any_step
     assert report["error"] == f"{said}; nothing was run" and said in (tmp_path / "report.md").read_text()
     assert gpu_check.main(["run", "--out", str(tmp_path), "--steps", "env,e2e", "--device", "cpu"]) == 0
     assert ran == ["env", "e2e"]
+
+
+def test_a_relative_out_is_the_callers_folder_not_the_repository_s(tmp_path):
+    """scripts/gpu-check.sh changed to the repository's root before reading OUT: `gpu-check.sh out` run from another
+    folder wrote its report into the repository's out/, and the caller's out/ stayed empty."""
+    env = dict(os.environ, GPU_PYTHON=sys.executable, USE_WHEELS="0")
+    done = subprocess.run([str(ROOT / "scripts" / "gpu-check.sh"), "gpu-check-out", "cpu", "--steps", "no-such-step"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "no step 'no-such-step'" in json.loads((tmp_path / "gpu-check-out" / "report.json").read_text())["error"]
+    assert not (ROOT / "gpu-check-out").exists()
