@@ -180,3 +180,37 @@ def test_a_converted_en_model_has_no_language_tables_and_runs(tmp_path):
     assert seen[0] == [system.prompt("eng", "transcribe")]
     [out] = system.run_batch([Item(CLIPS[0], "eng", "eng", Task.SRT)], OPTS)
     assert out.error is None and out.translation == out.transcript
+
+
+def test_a_multilingual_fine_tune_with_an_outdated_generation_config_is_not_called_english_only(tmp_path):
+    """A multilingual Whisper fine-tuned with transformers before 4.27 (thousands on the Hub) has a generation config
+    without lang_to_id, as a `*.en` one: every item but English ASR failed "an English-only Whisper ... use a
+    multilingual Whisper", the English ones were decoded from the `.en` prompt (no language, no task) the model was
+    never trained on, and language ID said "an English-only Whisper such as tiny.en". Its vocabulary says what it is
+    (openai-whisper's rule: 51865 tokens or more); each item fails alone, saying to copy the base model's config."""
+    from transformers import GenerationConfig, WhisperConfig, WhisperForConditionalGeneration
+
+    from llm_srt.model.protocol import LID_MISSING
+
+    torch.manual_seed(0)
+    config = WhisperConfig(d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                           decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, vocab_size=51865,
+                           max_source_positions=1500, max_target_positions=32, pad_token_id=50257,
+                           bos_token_id=50257, eos_token_id=50257, decoder_start_token_id=50258)
+    model = WhisperForConditionalGeneration(config)
+    model.generation_config = GenerationConfig(decoder_start_token_id=50258, eos_token_id=50257, pad_token_id=50257,
+                                               forced_decoder_ids=[[1, None], [2, 50359]], max_length=32)
+    folder = tmp_path / "whisper-small-hi"
+    model.save_pretrained(folder)
+    assert "lang_to_id" not in json.loads((folder / "generation_config.json").read_text())
+    system = WhisperSystem(folder, CPU)
+    assert not system.english_only
+    out = system.run_batch([Item(CLIPS[0], "eng", None, Task.ASR), Item(CLIPS[1], "deu", "eng", Task.S2TT)], OPTS)
+    for o, said in zip(out, ("cannot transcribe eng", "cannot transcribe deu")):
+        assert o.error == (f"{CANNOT_RUN}{folder}: a multilingual Whisper whose generation_config.json has no "
+                           f"lang_to_id (as transformers before 4.27 saved fine-tunes), so it {said}; copy "
+                           "generation_config.json of the Whisper it was fine-tuned from (openai/whisper-*) into its "
+                           "folder")
+    with pytest.raises(LLMSRTError, match=f"no lang_to_id .*, so it {LID_MISSING}; copy generation_config.json .*, or "
+                                          r"give the source language \(--src\)$"):
+        detect_language(folder, CLIPS[0], CPU)

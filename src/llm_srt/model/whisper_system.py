@@ -24,6 +24,11 @@ if TYPE_CHECKING:
     from .decoding import DecodingOptions
 
 
+MULTILINGUAL_VOCAB = 51865  # openai-whisper's rule: a vocabulary this large is a multilingual Whisper's (large-v3's
+#  51866), an English-only one's (`*.en`) is 51864
+OUTDATED = ("a multilingual Whisper whose generation_config.json has no lang_to_id (as transformers before 4.27 saved "
+            "fine-tunes)")
+OUTDATED_FIX = "copy generation_config.json of the Whisper it was fine-tuned from (openai/whisper-*) into its folder"
 CPU_CROSS_KV_BYTES = 48 * 2**20  # on the CPU, greedy decodes as many clips at once as their cross-attention keys and
 #  values fit in (Whisper base: 36.9 MB a clip -> 1: a second clip costs 37 MiB of peak RSS, the issue's memory goal
 #  has little room for that, and saves ~0.3 s of 5 clips' ~1.1 s of decoding); each clip's encoder runs alone
@@ -89,6 +94,12 @@ def _whisper(folder: str, device: torch.device, dtype: torch.dtype):
     return model.eval().requires_grad_(False)
 
 
+def _multilingual(whisper: TorchWhisper) -> bool:
+    """Whether a Whisper is a multilingual one: its generation config's is_multilingual, else its vocabulary's size."""
+    said = whisper.generation.multilingual
+    return said if isinstance(said, bool) else whisper.dims.n_vocab >= MULTILINGUAL_VOCAB
+
+
 def release_models(device: torch.device) -> None:
     """Let go of the Whisper models kept for language ID and the baselines (`_torch_whisper`, `_whisper`), then give
     what nothing holds any more back (`device.release`): between the systems of an evaluation, and before COMET
@@ -113,6 +124,9 @@ def detect_language(whisper: str | Path | None, audio: np.ndarray, placement: Pl
         tid = w.generation.lang_to_id.get(f"<|{lang.whisper}|>")
         if tid is not None:
             candidates.setdefault(tid, lang.code)
+    if not candidates and not w.generation.lang_to_id and _multilingual(w):
+        raise LLMSRTError(f"{folder}: {OUTDATED}, so it {LID_MISSING}; {OUTDATED_FIX}, or give the source language "
+                          "(--src)")
     if not candidates:
         raise LLMSRTError(f"{folder}: this Whisper has no language tokens (an English-only Whisper such as "
                           f"tiny.en), so it {LID_MISSING}; give the source language (--src; --src eng for English "
@@ -161,9 +175,11 @@ class WhisperSystem:
 
     @property
     def english_only(self) -> bool:
-        """An English-only Whisper (`*.en`): its generation config has no language tokens; it was trained to
-        transcribe English from start and no-timestamps alone."""
-        return not self.whisper.generation.lang_to_id
+        """An English-only Whisper (`*.en`): its generation config has no language tokens, and says it is not
+        multilingual or, saying nothing (a multilingual fine-tune's outdated config has no language tokens either),
+        has a vocabulary under MULTILINGUAL_VOCAB; it was trained to transcribe English from start and no-timestamps
+        alone."""
+        return not self.whisper.generation.lang_to_id and not _multilingual(self.whisper)
 
     def cannot(self, lang: str, whisper_task: str) -> str | None:
         """Why this Whisper cannot `whisper_task` ("transcribe" / "translate") a clip in `lang`, and what to do
@@ -175,6 +191,8 @@ class WhisperSystem:
             return (f"{self.folder}: an English-only Whisper (no language tokens in its generation_config.json) "
                     f"transcribes English (eng) only, so it cannot {whisper_task} {lang}; use a multilingual "
                     "Whisper (--whisper)")
+        if not g.lang_to_id:  # the generation config is outdated, not the model: its prompt cannot be built
+            return f"{self.folder}: {OUTDATED}, so it cannot {whisper_task} {lang}; {OUTDATED_FIX}"
         token = f"<|{languages.whisper_language(lang, self.vocab)}|>"
         if token not in g.lang_to_id or whisper_task not in g.task_to_id:
             return (f"{self.folder}: this Whisper cannot {whisper_task} {lang} (no {token} or <|{whisper_task}|> "

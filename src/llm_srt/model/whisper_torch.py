@@ -318,6 +318,7 @@ class GenerationSettings:
     no_timestamps: int | None
     suppress: tuple[int, ...]  # never generated
     begin_suppress: tuple[int, ...]  # not as the first generated token
+    multilingual: bool | None = None  # is_multilingual (None: not said, as in a fine-tune's of transformers < 4.27)
 
     @classmethod
     def from_folder(cls, folder: Path, config: dict) -> "GenerationSettings":
@@ -330,7 +331,7 @@ class GenerationSettings:
         eos = ids["eos_token_id"][0] if isinstance(ids["eos_token_id"], list) else ids["eos_token_id"]
         return cls(ids["decoder_start_token_id"], eos, ids["pad_token_id"], g.get("lang_to_id") or {},
                    g.get("task_to_id") or {}, g.get("no_timestamps_token_id"), tuple(g.get("suppress_tokens") or ()),
-                   tuple(g.get("begin_suppress_tokens") or ()))
+                   tuple(g.get("begin_suppress_tokens") or ()), g.get("is_multilingual"))
 
 
 class TorchWhisper(nn.Module):
