@@ -7,6 +7,7 @@ import re
 import shutil
 
 import pytest
+import torch
 
 import tiny
 from llm_srt.errors import LLMSRTError
@@ -49,3 +50,21 @@ def test_the_configs_training_writes_pass(folder, tmp_path):
     assert read_config(folder)["adapter"] == "qformer"
     lora = tiny.speech_llm_folder(tmp_path, lora=LoraOptions(r=4), trainable=("adapter", "lora"))
     assert read_config(lora)["lora"]["r"] == 4 and SpeechLLM.from_pretrained(lora).config.lora.r == 4
+
+
+def test_an_llm_whose_tokenizer_names_no_eos_is_refused_at_load(tmp_path):
+    """Every training target ends with the tokenizer's EOS: a tokenizer naming none (tokenizer_config.json without
+    eos_token) built the speech LLM, and its first training step stopped on a TypeError from a None id (generation
+    ran on config.json's end ids). It is one line naming the LLM folder, when the model is built."""
+    from llm_srt.model.speech_llm import SpeechLLMConfig
+
+    llm = tiny.llm_dir(tmp_path)
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        if (llm / name).is_file():
+            settings = json.loads((llm / name).read_text())
+            (llm / name).write_text(json.dumps({k: v for k, v in settings.items() if k not in ("eos_token",
+                                                                                               "pad_token")}))
+    config = SpeechLLMConfig(encoder=str(tiny.whisper_dir(tmp_path)), llm=str(llm), adapter="linear")
+    with pytest.raises(LLMSRTError, match="^" + re.escape(f"{llm}: its tokenizer names no EOS token")):
+        model = SpeechLLM(config)
+        model({"features": torch.randn(1, 10, 32), "prompts": ["ab"], "targets": ["cd"]})

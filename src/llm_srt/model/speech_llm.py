@@ -127,6 +127,8 @@ class SpeechLLM(nn.Module):
         self.llm, self.tokenizer = load_llm(resolve_model(config.llm, "llm"), config.dtype, config.lora,
                                             device=llm_device if llm_device is not None else target, weights=weights,
                                             merged_lora=merged_lora)
+        if self.tokenizer.eos_token_id is None:  # every target ends with it: a None id was a TypeError at step 1
+            raise LLMSRTError(f"{config.llm}: its tokenizer names no EOS token; set eos_token in tokenizer_config.json")
         self.lora_merged = (merged_lora is not None and config.lora is not None
                             and not any("lora_" in name for name, _ in self.llm.named_parameters()))
         self.llm_dim = hidden_size(self.llm)
@@ -527,15 +529,13 @@ def load_adapter_state(adapter: nn.Module, state: dict[str, torch.Tensor], where
     adapter.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
 
 
-CONFIG_TYPES = {  # config.json key (LoRA's as lora.key) -> (its type, its items' type or None); bool is no int here
-    **dict.fromkeys(("format", "prompt_format", "encoder_dim", "llm_dim", "lora.r"), (int, None)),
-    **dict.fromkeys(("encoder", "llm", "adapter", "dtype", "lora.bias"), (str, None)),
-    **dict.fromkeys(("pad_to_30s", "ctc_head", "bos_after_speech"), (bool, None)), "adapter_kwargs": (dict, None),
-    **dict.fromkeys(("lora.alpha", "lora.dropout"), ((int, float), None)), "language_tags": (dict, str),
-    "trainable": (list, str), "lora.target_modules": (list, str)}
-CONFIG_SAID = {(int, None): "an integer", (str, None): "a string", (bool, None): "true or false", (dict, None): "a "
-               "mapping", ((int, float), None): "a number", (dict, str): "a mapping of strings", (list, str): "a list "
-               "of strings"}
+CONFIG_TYPES = {  # config.json key (LoRA's as lora.key) -> (its type, its items' type or None, said as); bool no int
+    **dict.fromkeys(("format", "prompt_format", "encoder_dim", "llm_dim", "lora.r"), (int, None, "an integer")),
+    **dict.fromkeys(("encoder", "llm", "adapter", "dtype", "lora.bias"), (str, None, "a string")),
+    **dict.fromkeys(("pad_to_30s", "ctc_head", "bos_after_speech"), (bool, None, "true or false")),
+    **dict.fromkeys(("lora.alpha", "lora.dropout"), ((int, float), None, "a number")), "adapter_kwargs": (dict, None,
+    "a mapping"), "language_tags": (dict, str, "a mapping of strings"),
+    **dict.fromkeys(("trainable", "lora.target_modules"), (list, str, "a list of strings"))}
 
 
 def read_config(directory: Path) -> dict:
@@ -569,11 +569,11 @@ def read_config(directory: Path) -> dict:
                           f"{', '.join(LoraOptions.__dataclass_fields__)}); written by another version, or edited")
     for where, values in (("", meta), ("lora.", lora or {})):  # another type was a TypeError traceback ("lora":
         for key, value in values.items():  # {"r": "8"}, "llm": 5) or a riddle ("trainable": "adapter": 'a', 'd', ...)
-            kind, items = CONFIG_TYPES.get(where + key, (object, None))
+            kind, items, said = CONFIG_TYPES.get(where + key, (object, None, ""))
             inner = (value.values() if isinstance(value, dict) else value) if items else ()
             if not isinstance(value, kind) or isinstance(value, bool) and kind not in (bool, object) or not all(
                     isinstance(v, items) for v in inner):
-                raise LLMSRTError(f"{file}: {where + key!r} must be {CONFIG_SAID[kind, items]}, got {value!r:.40}; "
+                raise LLMSRTError(f"{file}: {where + key!r} must be {said}, got {value!r:.40}; "
                                   "the checkpoint is damaged or was edited")
     if meta.get("format", CHECKPOINT_FORMAT) > CHECKPOINT_FORMAT:
         raise LLMSRTError(f"{file}: checkpoint format {meta['format']} is newer than this llm-srt "
