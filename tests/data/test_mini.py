@@ -573,3 +573,27 @@ def test_unseen_by_files_saved_with_a_byte_order_mark_or_crlf_give_the_same_ids(
     plain.write_text("0123456789\nabcdefabcd\n", encoding="utf-8")
     windows.write_bytes(b"\xef\xbb\xbf0123456789\r\nabcdefabcd\r\n")
     assert mini._listed_ids((windows,)) == mini._listed_ids((plain,)) == {"0123456789", "abcdefabcd"}
+
+
+def test_another_corpus_manifests_in_out_are_moved_aside_not_deleted(locale_dir, tmp_path):
+    """A build deleted whatever train/dev/test.jsonl and summary.json OUT held, a FLEURS conversion's too when --out
+    pointed at its folder (hours of converting lost); they are moved aside to NAME.stale, as the converters do, and
+    the printed summary says so. An earlier mini build's are still just replaced."""
+    out = tmp_path / "a"
+    out.mkdir()
+    fleurs = {name: json.dumps({"id": f"fleurs:{name}", "corpus": "fleurs"}) + "\n"
+              for name in ("train.jsonl", "test.jsonl")}
+    fleurs["summary.json"] = json.dumps({"written": {"train": 1, "test": 1}}) + "\n"
+    for name, text in fleurs.items():
+        (out / name).write_text(text)
+    summary = _build(out, locale_dir, langs=("eng", "deu"), train=2)
+    for name, text in fleurs.items():
+        assert (out / (name + ".stale")).read_text() == text, name
+    assert summary.moved_aside == ["train.jsonl", "test.jsonl", "summary.json"]
+    assert ("moved train.jsonl, test.jsonl, summary.json of another corpus aside to NAME.stale (rename them back, "
+            "or keep corpora in separate --out folders)") in summary.lines()
+    assert _consistent(out)["moved_aside"] == summary.moved_aside
+    (out / "train.jsonl.stale").unlink()
+    again = _build(out, locale_dir, langs=("eng", "deu"), train=2)  # its own last build's: replaced, nothing aside
+    assert again.moved_aside == [] and not (out / "train.jsonl.stale").exists()
+    assert "moved_aside" not in _consistent(out) and not any("another corpus" in line for line in again.lines())

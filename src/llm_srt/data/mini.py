@@ -34,8 +34,9 @@ translation row per (sentence, direction); audio in OUT/audio/<lang>/<sentence i
 OUT/voices.jsonl, one line per audio file of the manifests: its path under OUT, voice ("synth:voice"), speed,
 pitch (espeak-ng) and augmentation (manifest rows have no field for it). Every option is checked before anything is
 read or written. A build then removes the manifests, voices.jsonl and summary.json of an earlier build in OUT (it
-overwrites their audio), reads all its speech, and writes the manifests, then voices.jsonl, then summary.json: a
-build that stops part way leaves no manifest beside audio it does not describe, and no summary of another build.
+overwrites their audio; another corpus's manifests and summary.json are moved aside to NAME.stale), reads all its
+speech, and writes the manifests, then voices.jsonl, then summary.json: a build that stops part way leaves no
+manifest beside audio it does not describe, and no summary of another build.
 """
 
 import json
@@ -61,7 +62,7 @@ from ..errors import LLMSRTError
 from ..paths import atomic_file
 from . import prose, voices
 from .catalogues import LOCALE_DIR, Sentence, harvest, read_alike, sentence_id, twins_of_train
-from .clips import check_output_folder
+from .clips import STALE, check_output_folder
 from .manifest import Row, parse_directions, targets_by_source, write_manifest
 from .mini_order import sentence_order
 
@@ -132,6 +133,7 @@ class MiniSummary:
     #   reads like in some language (`twins_of_train`): the same speech and text in train, counted, not removed
     unseen_by_unknown: int = 0  # ids the unseen_by files list whose texts neither these catalogues nor the installed
     #   prose have: sentences reading like them could not be looked for (`read_alike`), only their ids are left out
+    moved_aside: list[str] = field(default_factory=list)  # another corpus's files in OUT, now NAME.stale
     seconds: float = 0.0  # build time
 
     def lines(self) -> list[str]:
@@ -162,6 +164,8 @@ class MiniSummary:
                    f"{synth} {sum(n for v, n in self.voices.items() if v.split(':')[0] == synth)} ("
                    f"{sum(v.split(':')[0] == synth for v in self.voices)} voices)"
                    for synth in sorted({v.split(":")[0] for v in self.voices})),
+               *([f"moved {', '.join(self.moved_aside)} of another corpus aside to NAME{STALE} (rename them back, or "
+                  "keep corpora in separate --out folders)"] if self.moved_aside else []),
                f"built in {self.seconds:.1f} s"]
 
 
@@ -208,8 +212,7 @@ def build_mini(opts: MiniOptions) -> MiniSummary:
         unseen_by, unknown = read_alike(unseen_by, sentences, langs)
     order = sentence_order(sentences, opts.seed)  # the shipped split's order, whichever catalogues are installed
     out = Path(opts.out)
-    for name in (*MANIFESTS, "voices.jsonl", "summary.json"):  # the last build's: its audio is overwritten from
-        (out / name).unlink(missing_ok=True)  # here on, and a build stopped part way must leave no manifest
+    moved_aside = _clear_last_build(out)  # a build stopped part way must leave no manifest of its audio
     spoken: dict[str, dict] = {}  # (sentence id, lang) -> what spoke it (voices.jsonl)
     chosen, durations, rejected, examples = _synthesize_until_full(
         [sentences[i] for i in order], langs, sizes, out, opts, spoken, unseen_by)
@@ -245,10 +248,11 @@ def build_mini(opts: MiniOptions) -> MiniSummary:
                           heldout_twins=voices.twins_left_out(opts.heldout_voice, langs, opts.synthesizers)
                           if opts.heldout_voice else [],
                           twins_of_train=twins_of_train(chosen, langs), unseen_by_unknown=unknown,
-                          seconds=time.monotonic() - start)
+                          moved_aside=moved_aside, seconds=time.monotonic() - start)
     kept = {k: v for k, v in asdict(summary).items()  # the default build's summary.json as before these fields
             if k not in VOLATILE
-            and (k not in ("extra", "extra_hours", "unseen_test", "unseen_by_unknown", "heldout_twins") or v)
+            and (k not in ("extra", "extra_hours", "unseen_test", "unseen_by_unknown", "heldout_twins", "moved_aside")
+                 or v)
             and (k != "voices" or opts.synthesizers != ("espeak-ng",))}
     with atomic_file(out / "summary.json") as f:
         f.write(json.dumps(kept, indent=1, ensure_ascii=False) + "\n")
@@ -561,6 +565,29 @@ def _rows(sentences: list[Sentence], langs: list[str], pairs: list[tuple[str, st
             yield Row(id=f"{CORPUS}:{lang}:{s.id}", tgt_lang="", translation="", **common)
             for tgt in targets[lang]:
                 yield Row(id=f"{CORPUS}:{lang}:{s.id}:{tgt}", tgt_lang=tgt, translation=s.texts[tgt], **common)
+
+
+def _clear_last_build(out: Path) -> list[str]:
+    """Delete an earlier mini build's manifests, voices.jsonl and summary.json (its audio is overwritten from here on);
+    a manifest or summary.json of another corpus (`prepare fleurs --out` the same folder: hours of conversion) is
+    moved aside to NAME.stale, as the converters move theirs. Returns the names moved aside."""
+    moved = [name for name in (*MANIFESTS, "summary.json") if (out / name).is_file() and not _of_mini(out / name)]
+    for name in (*MANIFESTS, "voices.jsonl", "summary.json"):
+        if name in moved:
+            (out / name).replace(out / (name + STALE))
+        (out / name).unlink(missing_ok=True)
+    return moved
+
+
+def _of_mini(path: Path) -> bool:
+    """Whether `path` (a manifest or summary.json in OUT) is empty or was written by a mini build."""
+    try:
+        with path.open(encoding="utf-8") as f:
+            first = next((line for line in f if line.strip()), "") if path.suffix == ".jsonl" else f.read()
+        record = json.loads(first) if first.strip() else {"corpus": CORPUS}
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(record, dict) and (record.get("corpus") == CORPUS or {"langs", "directions"} <= record.keys())
 
 
 def _remove_stale_audio(out: Path, langs: list[str], durations: dict[tuple[str, str], float],
