@@ -256,3 +256,33 @@ def test_a_model_the_bench_cannot_time_is_refused_before_the_yardstick(tmp_path,
         (folder / "config.json").write_text(config)
     with pytest.raises(embedded.LLMSRTError, match=says):
         bench.run_bench(bench.BenchOptions(model=str(folder)), device.resolve("cpu", "float32"))
+
+
+# ---- 4. a --memory-gib the GPU cannot give, refused before any row -----------------------------------------------
+@pytest.mark.parametrize("more,refused", [({}, True), ({"max_batch": 0}, False),
+                                          ({"compiled_only": True, "compiled_batch_sizes": (1,)}, False)])
+def test_a_memory_cap_the_gpu_cannot_give_is_refused_before_any_row(tmp_path, monkeypatch, more, refused):
+    """`--memory-gib 24` on a shared GPU where other processes hold 30 GiB: the cap was tried at the Q-Former's
+    largest-batch search, after its rows (minutes of a 7B model's), and the error lost them. Now before any model
+    is built; a run with no search (--max-batch 0, --compiled-only) uses no cap and is not refused."""
+    import torch
+
+    from llm_srt.bench import paper
+
+    gib, total = 2**30, 80 * 2**30
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (total - 30 * gib, total))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 0)
+
+    class Built(Exception):
+        pass
+
+    def build(*args, **kwargs):
+        raise Built
+
+    monkeypatch.setattr(paper.presets, "write_folders", build)
+    options = paper.PaperOptions(shape="qwen2.5-7b", memory_gib=24, **more)
+    placement = device.Placement(torch.device("cuda:0"), torch.bfloat16)
+    with pytest.raises(paper.LLMSRTError if refused else Built) as stopped:
+        paper.run_paper(options, placement, tmp_path)
+    if refused:
+        assert "holds 30.00 GiB outside this process's allocator already" in str(stopped.value)

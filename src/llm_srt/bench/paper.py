@@ -93,6 +93,9 @@ def run_paper(options: PaperOptions, placement: Placement, workdir: Path, log=la
     """Every row for one paper shape; returns the JSON-ready result (`finished` true). `partial`: called after each
     row, largest-batch search and training row with the result so far (`so_far`: `finished` false)."""
     started = time.perf_counter()
+    if options.memory_gib is not None and placement.cuda and options.max_batch and not options.compiled_only:
+        memory_cap(options.memory_gib, placement.device)  # a cap the device cannot give (what other processes on a
+        #   shared GPU hold already): refused before any row, not after the Q-Former's rows, at its search
     torch.manual_seed(options.seed)
     folders = presets.write_folders(options.shape, workdir)
     clips = noise_clips(max(options.batch_sizes + options.pooled_batch_sizes + options.beam_batch_sizes),
