@@ -220,6 +220,17 @@ def check_allowed_origin(value: str) -> str:
     return f"{parts.scheme}://{host}" + (f":{port}" if port not in (None, DEFAULT_PORTS[parts.scheme]) else "")
 
 
+def same_origin(origin: str) -> str:
+    """An Origin header as `check_allowed_origin` keeps an --allow-origin (lower case, without the scheme's default
+    port), so that they compare: a client that writes the port out (https://app.example.org:443, as non-browser
+    clients may) got 403 from a server started with --allow-origin https://app.example.org. What is no origin
+    ("null", a sandboxed page's) is only lower-cased, and matches no allowed origin."""
+    try:
+        return check_allowed_origin(origin)
+    except LLMSRTError:
+        return origin.lower()
+
+
 def origin_address(origin: str) -> tuple[str, int] | None:
     try:
         parts = urlsplit(origin)
@@ -269,7 +280,7 @@ class HostOriginGuard:
         if scope["method"] in SAFE_METHODS and not preflight or not origins:
             return None
         origin = origins[0].decode("latin-1").rstrip("/")
-        if "*" in self.origins or origin.lower() in self.origins:
+        if "*" in self.origins or same_origin(origin) in self.origins:
             return None
         scheme = scope.get("scheme", "http")
         own = (host[0], host[1] or DEFAULT_PORTS.get(scheme, 80))
