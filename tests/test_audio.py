@@ -706,3 +706,21 @@ def test_cut_overrun_cuts_a_frame_over_the_window_only():
     assert cut_overrun(np.zeros(480016, np.float32), 30.0).size == 480000
     assert cut_overrun(np.zeros(480017, np.float32), 30.0).size == 480017
     assert cut_overrun(np.zeros(479000, np.float32), 30.0).size == 479000
+
+
+def test_a_file_cut_short_by_milliseconds_says_two_different_lengths(tmp_path, caplog):
+    """A 4 s WAV missing its last 3 ms was "only the first 4.0 s of 4.0 s decode": both lengths rounded to a tenth,
+    the warning (and serve's answer) read as if nothing was missing. They now show the decimals that tell them apart;
+    a file cut by more keeps the one decimal."""
+    data, _ = _wav(_tone(SAMPLE_RATE, 4.0))
+    path = tmp_path / "cut.wav"
+    path.write_bytes(data[:-100])  # 50 samples: 3.125 ms
+    expected = "only the first 3.997 s of 4.000 s decode (it ends before the length its header gives)"
+    with pytest.raises(AudioError) as e:
+        load_audio(path)
+    assert str(e.value) == _refused(path, expected)
+    with caplog.at_level(logging.WARNING, logger="llm_srt.audio"):
+        out = load_audio(path, salvage=True)
+    assert out.size == 4 * SAMPLE_RATE - 50 and [r.getMessage() for r in caplog.records] == [_salvaged(path, expected)]
+    with pytest.raises(AudioError, match=r"^<audio>: only the first 2\.0 s of 4\.0 s decode \(it ends"):
+        load_audio(data[:len(data) // 2])

@@ -183,19 +183,21 @@ def _stream(target: int | io.IOBase, label: str, sr: int, max_seconds: float | N
     except DECODE_ERRORS as e:
         raise AudioError(f"{label}: cannot decode audio ({_reason(e)}): the file is damaged or cut short; re-export "
                          "it, or copy it again") from None
+    # what decoded and what the file holds, told apart: a file 3 ms short was "the first 4.0 s of 4.0 s"
+    kept, whole = _told_apart(frames / rate, claimed_frames / rate if stopped or not unknown_length else 0.0)
     if stopped:
-        message = (f"{label}: libsndfile decodes only the first {frames / rate:.1f} s of the "
-                   f"{claimed_frames / rate:.1f} s this MP3's frames hold (a VBR stream without a Xing header, whose "
-                   "length it estimates); convert it with another decoder first (ffmpeg -i FILE FILE.flac)")
+        message = (f"{label}: libsndfile decodes only the first {kept} s of the {whole} s this MP3's frames hold (a "
+                   "VBR stream without a Xing header, whose length it estimates); convert it with another decoder "
+                   "first (ffmpeg -i FILE FILE.flac)")
         if not salvage:
             raise AudioError(message)
-        _salvaged(f"{message}; the first {frames / rate:.1f} s are used", on_salvage)
+        _salvaged(f"{message}; the first {kept} s are used", on_salvage)
     if cut is not None:  # decoded in part
-        claimed = "" if unknown_length else f" of {claimed_frames / rate:.1f} s"
+        claimed = "" if unknown_length else f" of {whole} s"
         if not salvage:
-            raise AudioError(f"{label}: only the first {frames / rate:.1f} s{claimed} decode ({cut}): the file is "
+            raise AudioError(f"{label}: only the first {kept} s{claimed} decode ({cut}): the file is "
                              "damaged or cut short; re-export it, or copy it again")
-        _salvaged(f"{label}: only the first {frames / rate:.1f} s{claimed} decode ({cut}): the file is damaged or "
+        _salvaged(f"{label}: only the first {kept} s{claimed} decode ({cut}): the file is damaged or "
                   "cut short; those are used (re-export it, or copy it again, for the rest)", on_salvage)
     if frames and not samples.size:  # under half a sample at `sr` (1 frame at 44.1 kHz): short, not empty
         return np.zeros(1, np.float32)  # padded by load_audio as a short clip at `sr` is
@@ -298,6 +300,15 @@ def _longer(seconds: float, limit: float) -> str:
             text = f"{cut:.{digits}f}"
             return text.rstrip("0") if digits > 1 else text  # 30.00025, not 30.000250
     return repr(seconds)
+
+
+def _told_apart(part: float, whole: float) -> tuple[str, str]:
+    """Seconds decoded and seconds the file holds (0: not known; then `part` is told apart from nothing) with the
+    fewest decimals, one at least, that show them different: ("3.997", "4.000"), not ("4.0", "4.0")."""
+    for digits in (1, 3, 6, 9):
+        if (texts := (f"{part:.{digits}f}", f"{whole:.{digits}f}"))[0] != texts[1]:
+            return texts
+    return repr(part), repr(whole)
 
 
 def _seconds(limit: float) -> str:
