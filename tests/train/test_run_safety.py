@@ -738,3 +738,24 @@ def test_a_log_line_failing_at_a_due_evaluation_saves_the_step_with_it_or_marked
     assert evaluated == [2]  # the due evaluation ran on resume (once in all)
     best = checkpoint.read_index(out / "checkpoints")
     assert best["best_step"] == 2 and any("the best checkpoint's weights, step 2" in line for line in said), said
+
+
+def test_a_feature_cache_that_fills_output_dirs_disk_is_refused_before_the_first_step(tiny_setup, tmp_path,
+                                                                                     monkeypatch):
+    """The room for one checkpoint was checked before the feature cache's fill, which checks only its own room: on
+    one disk (data.feature_cache: auto, under the home folder beside runs/) the fill took the checkpoint's room, and
+    the first save failed save_every steps in. The room is checked again once the cache is filled."""
+    from llm_srt.train import data
+
+    usage, filled, stepped = shutil.disk_usage(tmp_path), [], []
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=(64 if filled else 66) << 20))
+    real_fill, real_step = data.TrainingData._fill, recipe.Recipe.train_step
+    monkeypatch.setattr(data.TrainingData, "_fill", lambda self, *a: real_fill(self, *a) or filled.append(1))
+    monkeypatch.setattr(recipe.Recipe, "train_step", lambda self: stepped.append(self.step) or real_step(self))
+    out = tmp_path / "run"
+    cfg = load_config(None, overrides(tiny_setup, out, max_steps=1, **{"data.feature_cache": str(tmp_path / "f")}))
+    with pytest.raises(LLMSRTError, match=r"run: 64 MiB free now that the feature cache is filled \(data\.feature_cache "
+                                          r"may share this disk\), and one checkpoint of this run needs about 64 MiB "
+                                          r"\(0\.0M trainable parameters") as e:
+        recipe.train(cfg, log=lambda *_: None)
+    assert "\n" not in str(e.value) and filled and not stepped and not (out / "checkpoints").exists()

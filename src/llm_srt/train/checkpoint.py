@@ -489,28 +489,46 @@ ROOM = 64 << 20  # beside a checkpoint's tensors: its trainer state's JSON, the 
 ADAM_MOMENTS = 2  # AdamW's exp_avg and exp_avg_sq: a float32 tensor each per trainable weight
 
 
-def check_room(folder: Path, params: list[torch.nn.Parameter], keep_last: int, saved: dict | None = None) -> None:
-    """Fail before the first step if `folder` has no room for one checkpoint: the weights it saves (`saved`, in
-    `SpeechLLM.trainable_state`'s form: the whole adapter, LoRA and CTC head, frozen or not; default: the trainable
-    `params`) and AdamW's moments of the trainable `params` (the paper's 3B adapter, 73.7M, ~843 MiB): the 64 MiB
-    asked before the model was built let a nearly full disk through, and training died at the first save,
-    save_every steps (hours) in, with nothing to resume from. One checkpoint, not keep_last + 1: a later save that
-    finds no room keeps the ones before it (`save`), and the run resumes from them once space is freed."""
-    numel = sum(p.numel() for p in params)
-    moments = ADAM_MOMENTS * sum(p.numel() * p.element_size() for p in params)  # in each parameter's own dtype
-    weights = (sum(p.numel() * p.element_size() for p in params) if saved is None else
-               sum(t.numel() * t.element_size() for group in saved.values() for t in (group or {}).values()))
-    frozen = max(0, weights - sum(p.numel() * p.element_size() for p in params))  # a frozen adapter (trainable:
-    #   [lora]) is saved whole in every checkpoint beside the LoRA it trains
-    tensors = weights + moments
+@dataclass(frozen=True)
+class CheckpointSize:
+    """What one checkpoint of a run writes (`checkpoint_size`), in bytes, besides ROOM."""
+    weights: int  # the weights it saves: the whole adapter, LoRA and CTC head, frozen or not
+    moments: int  # AdamW's moments of the trainable ones
+    trainable: int  # trainable parameters (a count)
+    frozen: int  # of `weights`, those that do not train (a frozen adapter under trainable: [lora])
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.moments
+
+
+def checkpoint_size(params: list[torch.nn.Parameter], saved: dict | None = None) -> CheckpointSize:
+    """The size of one checkpoint of trainable `params` whose model saves `saved` (in `SpeechLLM.trainable_state`'s
+    form; default: `params` alone): a frozen adapter is saved whole beside the LoRA that trains."""
+    own = sum(p.numel() * p.element_size() for p in params)
+    weights = own if saved is None else sum(t.numel() * t.element_size() for group in saved.values()
+                                            for t in (group or {}).values())
+    return CheckpointSize(weights=weights, moments=ADAM_MOMENTS * own,  # in each parameter's own dtype
+                          trainable=sum(p.numel() for p in params), frozen=max(0, weights - own))
+
+
+def check_room(folder: Path, size: CheckpointSize, keep_last: int, when: str = "") -> None:
+    """Fail before the first step if `folder` has no room for one checkpoint of `size` (the paper's 3B adapter,
+    73.7M, with AdamW's moments: ~843 MiB): the 64 MiB asked before the model was built let a nearly full disk
+    through, and training died at the first save, save_every steps (hours) in, with nothing to resume from. `when`:
+    what the free space is measured after (the feature cache's fill, on the same disk maybe). One checkpoint, not
+    keep_last + 1: a later save that finds no room keeps the ones before it (`save`), and the run resumes from them
+    once space is freed."""
     free = shutil.disk_usage(folder).free
-    if free < tensors + ROOM:
-        held = (keep_last + 1) * tensors + ROOM
-        beside = f", and {frozen / 2**20:.0f} MiB of frozen weights saved with them" if frozen >= 1 << 20 else ""
-        raise LLMSRTError(f"{folder}: {free / 2**20:.0f} MiB free, and one checkpoint of this run needs about "
-                          f"{(tensors + ROOM) / 2**20:.0f} MiB ({numel / 1e6:.1f}M trainable parameters with AdamW's "
-                          f"{ADAM_MOMENTS} moments{beside}); free space or choose another output_dir (keep_last "
-                          f"{keep_last} holds about {held / 2**20:.0f} MiB while the next checkpoint is written)")
+    if free < size.total + ROOM:
+        held = (keep_last + 1) * size.total + ROOM
+        beside = f", and {size.frozen / 2**20:.0f} MiB of frozen weights saved with them" if size.frozen >= 1 << 20 \
+            else ""
+        raise LLMSRTError(f"{folder}: {free / 2**20:.0f} MiB free{when}, and one checkpoint of this run needs about "
+                          f"{(size.total + ROOM) / 2**20:.0f} MiB ({size.trainable / 1e6:.1f}M trainable parameters "
+                          f"with AdamW's {ADAM_MOMENTS} moments{beside}); free space or choose another output_dir "
+                          f"(keep_last {keep_last} holds about {held / 2**20:.0f} MiB while the next checkpoint is "
+                          "written)")
 
 
 def check_writable(folder: Path, need_bytes: int = 0) -> None:

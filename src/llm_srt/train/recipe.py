@@ -73,6 +73,7 @@ class Recipe(RunStops):
         self.bar, self.writer = None, None  # progress bar, TensorBoard (rank 0)
         self.parallel: Parallel | None = None
         self.lock: RunLock | None = None  # this run's hold on output_dir (rank 0)
+        self.room: checkpoint.CheckpointSize | None = None  # what one checkpoint takes (rank 0)
         self.settings: dict | None = None  # what a resume must match (train/resume.py), stored in checkpoints
         self.start: tuple[str | None, str | None] = (None, None)  # final/'s INIT_RECORD: the folder the trained
         #   weights grew from and its weights' identity (rank 0's; `_check_settings`)
@@ -244,13 +245,16 @@ class Recipe(RunStops):
                  f"({self.placement})")
         if (frozen := lora_note(cfg)) is not None:
             self.log(frozen)
-        params = self.model.trainable_parameters()  # room for a checkpoint, now that its size is known: what it
-        #   saves (a frozen adapter under trainable: [lora] too) and the trainable weights' AdamW moments
-        on_main(self.d, lambda: checkpoint.check_room(self.out, params, cfg.keep_last,
-                                                      saved=self.model.trainable_state()))
+        on_main(self.d, self._check_room)  # room for a checkpoint, now that its size is known
         if self.latest is not None:
             self.model.load_trainable(self.latest.path)
             self.last_good = self.latest.path
+
+    def _check_room(self) -> None:
+        """Rank 0: room in output_dir for one checkpoint: what it saves (a frozen adapter under trainable: [lora]
+        too) and the trainable weights' AdamW moments; its size kept for the check after the feature cache's fill."""
+        self.room = checkpoint.checkpoint_size(self.model.trainable_parameters(), self.model.trainable_state())
+        checkpoint.check_room(self.out, self.room, self.cfg.keep_last)
 
     # ---- 3. data ----------------------------------------------------------------------------------------------------
     def setup_data(self) -> None:
@@ -273,6 +277,11 @@ class Recipe(RunStops):
             held, whole = self.parallel.llm_numel()
             over = f"{d.world} ranks: rank {d.rank} holds" if d.world > 1 else "1 process (one device): it holds"
             self.log(f"[{cfg.stage}] FSDP over {over} {held / 1e6:.3f}M of the LLM's {whole / 1e6:.3f}M parameters")
+        # the room for a checkpoint again: a feature cache on output_dir's disk (data.feature_cache: auto, under the
+        #   home folder, beside runs/) took what its own check left, and the first save failed save_every steps in
+        when = " now that the feature cache is filled (data.feature_cache may share this disk)" \
+            if self.data.cache is not None else ""
+        on_main(d, lambda: checkpoint.check_room(self.out, self.room, cfg.keep_last, when))
 
     # ---- 4. optimizer / resume --------------------------------------------------------------------------------------
     def setup_optimizer(self) -> None:
