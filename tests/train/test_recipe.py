@@ -729,8 +729,10 @@ def test_the_covost2_7b_stages_chain_as_the_fleurs_7b_ones_and_cover_table_8(mon
     ("model.adapter_kwargs={num_queries: many}", r"\(with overrides\): model.adapter_kwargs.num_queries must be int, "
                                                  r"got 'many'$"),
     ("model.adapter=conv", r"model.adapter: unknown adapter 'conv'; choose one of qformer, pooled, linear"),
-    ("model.dtype=bfloat16", r"'model.dtype' is no longer a key here; .*top-level key dtype"),
-    ("dtype=bf8", r"dtype must be auto, float32, bfloat16 or float16"),
+    ("model.dtype=bfloat16", r"'model.dtype' is no longer a key here; .*top-level key dtype \(auto, float32 or "
+                             r"bfloat16\)$"),  # the values training takes: float16 was offered, then refused
+    ("dtype=bf8", r"dtype must be auto, float32 or bfloat16 \(the frozen weights'; float16 and int8 are for "
+                  r"inference\), got 'bf8'$"),
     ("dtype=float16", r"dtype: float16 is for inference; training takes bfloat16"),
     ("device=gpu", r"device must be auto, cpu, cuda or cuda:N"),
     ("distributed_timeout_min=0", r"distributed_timeout_min must be > 0"),

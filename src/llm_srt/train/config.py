@@ -37,7 +37,7 @@ class ModelSection:
     init_from: str | None = None  # a model folder (the previous stage) whose adapter / LoRA start this run
 
     MOVED: ClassVar[dict[str, str]] = {
-        "dtype": "the frozen weights' dtype is the top-level key dtype (auto, float32, bfloat16 or float16)"}
+        "dtype": "the frozen weights' dtype is the top-level key dtype (auto, float32 or bfloat16)"}
 
     def __post_init__(self):
         from ..model.adapter import ADAPTERS, adapter_options
@@ -140,7 +140,7 @@ class TrainConfig:
     #   LLM's input embeddings of the transcript: {weight, only, negatives} (model/ctc.py)
     device: str = "auto"  # auto (the rank's GPU when there is one, else the CPU) | cpu | cuda | cuda:N
     dtype: str = "auto"  # frozen encoder / LLM weights: auto (bfloat16 on CUDA 8.0+, else float32) | float32 |
-    #   bfloat16 | float16; the adapter and LoRA always train in float32
+    #   bfloat16 (float16 and int8 are for inference); the adapter and LoRA always train in float32
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # autocast: auto = bf16 on CUDA with
     #   native bfloat16 (compute capability 8.0+), else fp32
     activation_checkpointing: bool = False  # recompute each LLM decoder layer in backward (memory for time)
@@ -202,7 +202,8 @@ class TrainConfig:
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
             raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {short(self.device)}")
         if self.dtype != "auto" and self.dtype not in device_lib.DTYPES:
-            raise ConfigError(f"dtype must be auto, float32, bfloat16 or float16, got {short(self.dtype)}")
+            raise ConfigError(f"dtype must be auto, float32 or bfloat16 (the frozen weights'; float16 and int8 are "
+                              f"for inference), got {short(self.dtype)}")
         if device_lib.DTYPES.get(self.dtype) is torch.float16:  # float16 or fp16: frozen weights: under bf16
             #   autocast two half formats meet (their sums promote to float32), and without it the gradients through
             #   the LLM have no loss scaling to keep them
