@@ -25,6 +25,7 @@ from ..prompts import Task, build
 from .manifest import PackedRows, Row, warn_each_time
 
 BUCKET_BATCHES = 50  # batches per length bucket: sorted within a bucket, so padding stays small
+EMPTY_EPOCHS = 100  # epochs in turn without a whole step after which stream() stops (with groups: see there)
 
 
 @dataclass(frozen=True)
@@ -368,10 +369,24 @@ class BucketBatchSampler:
 
     def stream(self):
         """Endless (epoch, batch, indices): every epoch in turn, `batch` counting the batches yielded in the epoch
-        (indices included), so a consumer that runs behind (a DataLoader prefetching) knows each batch's position."""
+        (indices included), so a consumer that runs behind (a DataLoader prefetching) knows each batch's position.
+        LLMSRTError where no epoch holds a whole step (it looped forever, yielding nothing): at once without `groups`
+        (every epoch then has as many batches), after EMPTY_EPOCHS epochs in turn with them (their count varies)."""
+        empty = 0  # epochs in turn, each begun at its start, that held no whole step
         while True:
+            fresh = self.batch == 0 and (self._resumed is None or self._resumed.epoch != self.epoch)
+            yielded = False
             for indices in self:
+                yielded = True
                 yield self.epoch, self.batch, indices
+            empty = 0 if yielded or not fresh else empty + 1
+            if empty >= (1 if self.groups is None else EMPTY_EPOCHS):
+                step = self.num_replicas * self.step_batches
+                full = ", full ones only (drop_last)" if self.drop_last else ""
+                raise LLMSRTError(f"no batch to yield: {len(self.durations)} examples in batches of {self.batch_size}"
+                                  f"{full} make {len(self.all_batches(self.epoch - 1))} batches an epoch, fewer than "
+                                  f"one step of {step} ({self.num_replicas} ranks x {self.step_batches} "
+                                  "micro-batches); lower the batch size or the micro-batches a step, or add data")
 
     def __len__(self) -> int:
         return len(self.batches(self.epoch))
