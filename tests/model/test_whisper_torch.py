@@ -453,8 +453,9 @@ def test_mel_bins_follow_config_json(tmp_path):
     with torch.inference_mode():
         mel = w.mel(CLIPS[:1])
         assert mel.shape == (1, 128, 3000) and w.encode(mel).shape == (1, 1500, 32)
-    for name, settings in (("processor_config.json", {"feature_extractor": {"feature_size": 80}}),
-                           ("preprocessor_config.json", {"feature_size": 80})):  # read before processor_config
+    for name, settings in (("preprocessor_config.json", {"feature_size": 80}),
+                           ("processor_config.json", {"feature_extractor": {"feature_size": 80}})):  # read first, as
+        #   transformers reads it
         (folder / name).write_text(json.dumps(settings))
         with pytest.raises(LLMSRTError, match=f"{folder}/{name}: feature_size is 80 mel bins but config.json's "
                                               "num_mel_bins is 128; set feature_size to 128"):
@@ -688,3 +689,17 @@ def test_translate_whisper_gives_hf_greedy_transcripts_and_imports_no_transforme
     before = anon_mib()
     system = WhisperSystem(embedded.whisper, CPU)
     assert anon_mib() - before < 50 and system.whisper.dtype == torch.float32
+
+
+def test_log_mel_reads_the_settings_file_transformers_reads(tmp_path):
+    """Beside preprocessor_config.json, processor_config.json's "feature_extractor" is the one transformers (and the
+    speech LLM's encoder) reads; the torch Whisper read preprocessor_config.json first, so language ID and the
+    baselines took other features (here refused: 80 bins for a 128-bin model)."""
+    from transformers import WhisperFeatureExtractor
+
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps({"feature_size": 80}))
+    (tmp_path / "processor_config.json").write_text(json.dumps({"feature_extractor": {"feature_size": 128}}))
+    ours = LogMel.from_folder(tmp_path, 128)(CLIPS[:1], device=torch.device("cpu"))
+    ref = WhisperFeatureExtractor.from_pretrained(tmp_path)(CLIPS[:1], sampling_rate=16000, return_tensors="pt")
+    assert ours.shape == ref.input_features.shape == (1, 128, 3000)
+    assert float((ours - ref.input_features).abs().max()) <= 1e-4

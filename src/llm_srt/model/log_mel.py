@@ -67,14 +67,18 @@ class LogMel:
 
     @classmethod
     def from_folder(cls, folder: Path, n_mels: int | None = None) -> "LogMel":
-        """The folder's feature extractor settings (preprocessor_config.json, else processor_config.json's
-        "feature_extractor", else WhisperFeatureExtractor's defaults). `n_mels`, the model's mel bins (config.json's
-        num_mel_bins), is then the default feature_size and the only one accepted: a 128-bin Whisper (large-v3)
-        without a preprocessor config would otherwise get 80-bin features and fail at its first encode."""
+        """The folder's feature extractor settings as transformers (and the speech LLM's encoder) reads them:
+        processor_config.json's "feature_extractor" (or "audio_processor"), else preprocessor_config.json, else
+        WhisperFeatureExtractor's defaults (preprocessor_config.json was read first: beside a processor_config.json of
+        other settings, language ID and the baselines took other features than transformers). `n_mels`, the model's
+        mel bins (config.json's num_mel_bins), is then the default feature_size and the only one accepted: a 128-bin
+        Whisper (large-v3) without a preprocessor config would otherwise get 80-bin features and fail at its first
+        encode."""
         pre, proc = folder / "preprocessor_config.json", folder / "processor_config.json"
-        settings = (read_json(pre) if pre.is_file() else
-                    read_json(proc).get("feature_extractor", {}) if proc.is_file() else {})
-        file = pre if pre.is_file() else proc
+        nested = read_json(proc) if proc.is_file() else {}
+        settings, file = nested.get("feature_extractor", nested.get("audio_processor")), proc
+        if settings is None:
+            settings, file = (read_json(pre), pre) if pre.is_file() else ({}, proc)
         if not isinstance(settings, dict):
             raise LLMSRTError(f"{file}: \"feature_extractor\" is not a JSON object of settings; fix it or copy the "
                               "model again")
