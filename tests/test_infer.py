@@ -1642,3 +1642,19 @@ def test_translate_help_lists_auto_and_says_what_it_does(capsys):
         cli.main(["translate", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "--task {auto,asr," in text and "auto (default): what the model folder was trained for" in text
+
+
+def test_between_batches_gets_the_share_of_the_whole_call_across_its_groups(monkeypatch):
+    """translate() runs its inputs in groups of PENDING_SECONDS of audio, and `between_batches` was handed run_items'
+    share of the group running: a server's batch spanning groups (--max-queued-seconds over 7200) took 2/3 for
+    "12 of 14 s left" and 1/2 for "4 of 14 s left", and let a request longer than the batch's rest run ahead of it.
+    Now it is the whole call's share: the groups to come count in it, the groups done do not."""
+    from llm_srt import infer
+
+    monkeypatch.setattr(infer, "PENDING_SECONDS", 6.0)  # groups: the 2 s and 4 s clips, then the two of 4 s
+    shares = []
+    clips = [recording(s, [(0.0, s)], seed=i) for i, s in enumerate([4.0, 2.0, 4.0, 4.0])]
+    results = SpeechTranslator(Stub()).translate(clips, "eng", "deu", batch_size=1, shortest_first=True,
+                                                 between_batches=shares.append)
+    assert [len(r.segments) for r in results] == [1, 1, 1, 1] and not any(r.error for r in results)
+    assert shares == pytest.approx([12 / 14, 4 / 14])

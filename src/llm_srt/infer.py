@@ -370,7 +370,9 @@ class SpeechTranslator:
         longest first over the whole group, no input was finished, and so written, until near its end, and an
         interrupted run of long files kept none). `cancelled(i)`: input i's caller has stopped waiting (a timeout, a
         client gone): its segments not yet in a batch are left out (NOT_RUN), so the model runs on for no one no longer
-        than the batch it is in. `remember_out_of_memory`, `between_batches` (its `between`): see `run_items`.
+        than the batch it is in. `remember_out_of_memory`: see `run_items`; `between_batches(left)`: its `between`,
+        with the share of the whole call's audio not yet run (the groups to come counted by their arrays' lengths; a
+        path or bytes from when it is decoded), not of the group running.
         `on_stopped(i, result)`: when the run is stopped (Ctrl-C, SIGTERM, the GPU failing for good: whatever leaves
         this call), before that goes on up, for each input with some segments back but not all: a result of those
         (`error` says how many were not), so that a caller keeps them (a 1 h recording stopped after 200 of its 240
@@ -422,12 +424,19 @@ class SpeechTranslator:
 
         pending = 0.0
         window = [0] * n  # each input's window of its group (FINISH_WINDOW_SECONDS)
-        def run(work: list[tuple[int, int, Segment, Item]]) -> None:
+        ahead = [x.shape[0] / SAMPLE_RATE if isinstance(x, np.ndarray) and x.ndim else 0.0 for x in inputs]
+
+        def run(work: list[tuple[int, int, Segment, Item]], seconds: float, reached: int) -> None:
+            # the group holds `seconds` of the inputs before `reached`: run_items' share of it -> the whole call's
+            later = sum(ahead[reached:])
+            total = sum(map(max, ahead, durations)) or 1.0  # every input's, run or not (failed, left out)
+            between = None if between_batches is None else lambda share: between_batches(
+                (share * seconds + later) / total)
             try:
                 run_items(self.system, [w[3] for w in work], options, batch_size, progress, on_output,
                           first=[durations[w[0]] if shortest_first else window[w[0]] for w in work],
                           skip=None if cancelled is None else lambda k: cancelled(work[k][0]),
-                          remember_out_of_memory=remember_out_of_memory, between=between_batches)
+                          remember_out_of_memory=remember_out_of_memory, between=between)
             except BaseException:
                 for i in sorted({w[0] for w in work}):  # the inputs stopped part way: what came back of them
                     if on_stopped is not None and results[i] is None and left[i] < len(segments[i]):
@@ -468,10 +477,10 @@ class SpeechTranslator:
             window[i] = int(pending // FINISH_WINDOW_SECONDS)
             pending += durations[i]
             if pending >= PENDING_SECONDS:  # decoded audio is held for PENDING_SECONDS of input at most
-                run(work)
+                run(work, pending, i + 1)
                 work = []
                 pending = 0.0
-        run(work)
+        run(work, pending, n)
         return results
 
 

@@ -327,7 +327,7 @@ class Batcher:
 
         audio = sum(p.audio.size for p in group)
 
-        def between(left: float) -> None:  # left: the share of the group's segments not yet run
+        def between(left: float) -> None:  # left: the share of the group's audio not yet run (translate's call)
             if depth < PREEMPT_DEPTH:
                 self._preempt(loop, left * audio, depth + 1)
 
