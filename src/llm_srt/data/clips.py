@@ -132,6 +132,8 @@ class Summary:
     rows_without_clip: int = 0  # table rows left out because their clip is bad
     durations_from: str = ""  # where durations came from (a file name, "headers", ...)
     notes: list[str] = field(default_factory=list)  # one line each: warnings, stale manifests moved aside
+    listed_at: Mapping[Path, str] = field(default_factory=dict, repr=False)  # clip -> its table line (note_durations
+    #   keeps check_clips' map): how write_manifests names a clip it leaves out; not written to summary.json
 
     def drop(self, reason: str, where: str) -> None:
         """Count a table row left out for `reason`; the first SHOWN of each reason keep their `where` (file:line)."""
@@ -276,10 +278,16 @@ def _without_markup(summary: Summary, rows: list[Row]) -> list[Row]:
 
 
 def _within_window(summary: Summary, split: str, rows: list[Row]) -> list[Row]:
+    """`rows` without those of clips longer than Whisper's window, each such clip counted in `summary` as one table
+    row, named by its table line and the manifest rows it loses (its ASR row and every translation row): it was named
+    by its audio alone, so a user could not find the line, nor tell that a dropped clip took several rows with it."""
     long = {row.audio: row.duration for row in rows if row.duration > WINDOW_SECONDS}
+    lost = Counter(row.audio for row in rows if row.audio in long)
     for audio, seconds in long.items():
+        line = summary.listed_at.get(Path(audio))
         summary.drop(f"clip longer than the {WINDOW_SECONDS} s a training utterance may last (Whisper's window): left "
-                     f"out of {split}", f"{audio} ({seconds:.1f} s)")
+                     f"out of {split}", (f"{line} " if line else "") + f"(its {lost[audio]} manifest rows): {audio} "
+                     f"({seconds:.1f} s)")
     return [row for row in rows if row.audio not in long] if long else rows
 
 
@@ -378,7 +386,9 @@ def check_clips(clips: Mapping[Path, str], known: Mapping[Path, float] | None = 
 def note_durations(summary: Summary, clips: Mapping[Path, str], known: Mapping[Path, float],
                    durations: Mapping[Path, float]) -> None:
     """Count in `summary`'s notes the clips whose measured length (check_clips' `durations`) replaced the one their
-    table or duration list gives (`known`), naming the first by its table line, with both lengths."""
+    table or duration list gives (`known`), naming the first by its table line, with both lengths. Keeps `clips`
+    (clip -> table line) in the summary, for the clips write_manifests leaves out."""
+    summary.listed_at = clips
     other = [p for p in clips if p in durations and known.get(p, 0) > 0 and durations[p] != known[p]]
     if other:
         p = other[0]
