@@ -512,7 +512,8 @@ def format_paper(result: dict) -> str:
         tried = max((p["batch_size"] for p in s["probes"]), default=None)  # doubling may stop below --max-batch
         end = (f"out of memory at {s['out_of_memory_at']}" if s["out_of_memory_at"] else
                f"no out-of-memory up to {tried}, the largest batch tried (--max-batch {o['max_batch']})")
-        lines.append(f"largest batch{cap}, {SYSTEMS[system][1]}: {s['largest_fit']} ({end})")
+        fit = s["largest_fit"] if s["largest_fit"] is not None else "no batch fits, not even 1"
+        lines.append(f"largest batch{cap}, {SYSTEMS[system][1]}: {fit} ({end})")
     for t in result["train"]:
         ckpt = "with" if t["activation_checkpointing"] else "without"
         lines.append(f"training step (SRT stage, batch {t['batch_size']}) {ckpt} activation checkpointing, head "
