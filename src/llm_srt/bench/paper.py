@@ -297,13 +297,15 @@ def training_rows(model, options: PaperOptions, placement: Placement, log) -> It
     first without, then with
     `train.parallel.apply_activation_checkpointing` (it cannot be undone), then with checkpointing and `head_losses`
     in blocks of TRAIN_WIDE_HEAD_BLOCKS times its default (fewer, larger head products: whether the default block
-    suits a GPU is measured there)."""
+    suits a GPU is measured there). The trained weights are restored after the rows, as the embedded bench's
+    training comparison does (the compiled rows decode after them); their copy waits on the CPU, outside the peaks."""
     from ..model import llm
     from ..train.parallel import apply_activation_checkpointing
 
     device = placement.device
     batch = training_batch(model, options)
     params = model.trainable_parameters()
+    saved = [p.detach().to("cpu", copy=True) for p in params]
     optimizer = torch.optim.AdamW(params, lr=1e-5)
     autocast = recipe_autocast(device, "bf16")  # configs/paper's precision: bf16 on any GPU, whatever the weights
     model.train()
@@ -354,6 +356,9 @@ def training_rows(model, options: PaperOptions, placement: Placement, log) -> It
                "target_tokens": options.train_target_tokens, "out_of_memory": False}
     model.eval()
     optimizer.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        for p, value in zip(params, saved):
+            p.copy_(value)
 
 
 def training_batch(model, options: PaperOptions) -> dict:
