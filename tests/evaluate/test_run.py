@@ -433,6 +433,49 @@ def test_under_torchrun_every_rank_stops_on_rank_0s_comet_refusal(oracle, manife
     assert oracle["made"] == []
 
 
+def test_under_torchrun_a_check_of_a_nodes_own_disk_stops_every_rank_on_the_same_line(model_dir, manifest, tmp_path,
+                                                                                        monkeypatch):
+    """check_models, the results files and the --out checks ran on each rank alone before the first hand-over: a
+    model folder missing on one node's disk (an --out that is a file there) stopped that rank alone, and the others
+    died in the hand-over on a gloo traceback each. Every rank now hands its refusal on (`on_every_rank`), and each
+    stops on the failing rank's line before any hand-over; a results file, read by rank 0 alone, is not looked for
+    on the other ranks' disks."""
+    import torch.distributed as dist
+
+    said: dict[int, str | None] = {0: None}  # what each rank handed on
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda backend, timeout: None)
+    monkeypatch.setattr(dist, "new_group", lambda backend, timeout: "long")
+    monkeypatch.setattr(dist, "destroy_process_group", lambda group=None: None)
+
+    class HandedOver(Exception):
+        """The first hand-over of rows (where a rank that had stopped alone broke the others' gloo connection)."""
+
+    def handed_over(box, src, group):
+        raise HandedOver
+
+    monkeypatch.setattr(dist, "broadcast_object_list", handed_over)
+    for rank, model in ((1, tmp_path / "not-on-this-node"), (0, model_dir)):  # rank 1's node lacks the folder
+        def all_gather(out, obj, group, rank=rank):
+            assert group == "long"
+            said[rank] = obj
+            out[:] = [said.get(k) for k in range(2)]
+        monkeypatch.setattr(dist, "all_gather_object", all_gather)
+        monkeypatch.setenv("RANK", str(rank))
+        with pytest.raises(LLMSRTError, match=r"^(rank 1: )?--model tiny: .*not-on-this-node is neither a baseline"):
+            run.evaluate({"tiny": str(model)}, manifest, tmp_path / "o", task="srt", options=OPTS, placement=CPU,
+                         log=lambda *_: None)
+        assert (said.get(rank, "no hand-over") or "--model tiny: ").startswith("--model tiny: ")  # handed on, heard
+    assert said[1] is not None and not (tmp_path / "o").exists()
+    monkeypatch.setattr(dist, "all_gather_object", lambda out, obj, group: out.__setitem__(slice(None), [None, None]))
+    monkeypatch.setenv("RANK", "1")  # a results file on rank 0's disk alone: rank 1 goes on to the hand-over
+    with pytest.raises(HandedOver):
+        run.evaluate({"old": str(tmp_path / "only-on-node-0" / "hyps.old.jsonl"), "tiny": str(model_dir)}, manifest,
+                     tmp_path / "o", task="srt", options=OPTS, placement=CPU, log=lambda *_: None)
+
+
 def test_a_torchrun_rank_watches_its_launcher_in_one_process_too(monkeypatch):
     """`torchrun --nproc_per_node 1 -m llm_srt.cli evaluate`: rank_group returned at world size 1 before starting the
     watch on the launcher, so the rank decoded on after torchrun's SIGKILL, holding the GPU."""
@@ -463,6 +506,7 @@ def test_every_process_makes_its_own_gpu_the_current_one(oracle, manifest, tmp_p
         raise KeyboardInterrupt
 
     monkeypatch.setattr(run, "from_rank0", stop)
+    monkeypatch.setattr(run, "on_every_rank", lambda fn, *args, **kwargs: fn())  # each rank's disk checked: agreed
     gpu1, gpu2 = (device.Placement(torch.device("cuda", i), torch.bfloat16) for i in (1, 2))
     for world, placement in (((1, 2), gpu1), ((0, 1), gpu2), ((1, 2), CPU), ((0, 1), CPU)):
         monkeypatch.setattr(run, "world", lambda: world)

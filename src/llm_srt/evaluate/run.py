@@ -284,14 +284,13 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
     if batch_size < 1:  # 0 was a traceback in `groups`; below 0 loaded the model, decoded nothing and failed
         raise LLMSRTError(f"--batch-size {batch_size}: give the number of rows decoded together, 1 or more")
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise LLMSRTError(f"--out {out}: a file, not a folder; choose a folder for the report")
     if significance:
         check_samples(significance)  # before any decoding: a long evaluation must not end in this error
+    rank, size = world()
     if comet is not None:  # the same: no COMET environment is an error before decoding, not after. Rank 0 alone
         #   runs COMET and checks it, and every rank stops on its refusal: the others went on and died in the first
         #   hand-over once rank 0 had exited, each on a gloo "Connection closed by peer" traceback
-        from_rank0(lambda: (check_python(comet.python), check_model(comet.model)), *world(), _group[0])
+        from_rank0(lambda: (check_python(comet.python), check_model(comet.model)), rank, size, _group[0])
     same = [(a, b) for i, a in enumerate(models) for b in list(models)[i + 1:] if file_name(a) == file_name(b)]
     if same:
         raise LLMSRTError(f"--model: the names {same[0][0]!r} and {same[0][1]!r} would write the same files "
@@ -300,13 +299,24 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
     if run_now and manifest is None:
         raise LLMSRTError(f"--manifest is needed to run {', '.join(run_now)} (only results files are scored "
                           "without one)")
-    check_models(run_now, whisper, llm, encoder, model_llm)
+
+    def check_disk() -> dict[str, list[list[UtteranceResult]]]:
+        """What each rank finds on its own disk (a node's may differ): --out, the folders it loads; on rank 0, which
+        reads them and writes the report, the results files (read here, before decoding) and what --out holds."""
+        if out.exists() and not out.is_dir():
+            raise LLMSRTError(f"--out {out}: a file, not a folder; choose a folder for the report")
+        check_models(run_now, whisper, llm, encoder, model_llm)
+        if rank != 0:
+            return {}
+        loaded = {name: load_runs(path) for name, path in models.items() if name not in run_now}
+        check_inputs_kept(out, models, run_now, with_mt)
+        return loaded
+
+    # agreed: a rank that stopped here alone left the others to die in the next hand-over on a gloo traceback each
+    loaded = on_every_rank(check_disk, rank, size, _group[0], name_rank=True)
     folders = {name: baseline_folders(spec, whisper, llm) | model_folders(spec, encoder, model_llm)  # what each
                for name, spec in run_now.items()}  # system loads its Whisper and LLM from (load_system's keywords)
-    loaded = {name: load_runs(path) for name, path in models.items() if name not in run_now}  # before decoding
-    check_inputs_kept(out, models, run_now, with_mt)
     placement = placement or device.resolve("auto")
-    rank, size = world()
     device.make_current(placement)  # in one process too: until 2026-12-05 only under torchrun
     # --skip-bad skips the rows that cannot be scored; one whose audio is missing or unreadable can: it is a failed
     # row (its error the audio's problem, from the decoding), counted and scored as an empty hypothesis like a file
@@ -318,25 +328,27 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
                       rank, size, _group[0])  # ranks never decide apart what they read (--skip-bad on a node's disk)
     if limit is not None:
         rows = rows[:limit]
-        loaded = {name: limited(runs, models[name], rows if manifest is not None else None, limit, manifest)
-                  for name, runs in loaded.items()}
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise LLMSRTError(f"--out {out}: cannot create the folder ({e.strerror}); choose another") from None
+        if len(run_now) < len(models):  # rank 0 holds the results files: its refusal is every rank's
+            from_rank0(lambda: loaded.update({name: limited(runs, models[name], rows if manifest is not None else None,
+                                                            limit, manifest) for name, runs in loaded.items()}),
+                       rank, size, _group[0])
     systems: dict[str, list[UtteranceResult]] = {}
     mt: dict[str, list[UtteranceResult]] = {}
     tasks: dict[str, str] = {}
     partial = out / PARTIAL
     group = GROUP_BATCHES * batch_size
-    if run_now:  # before any model loads: a read-only or full --out failed once a group had decoded, in a traceback
-        check_writable(out, partial)
     base = Path(manifest).parent if manifest is not None else None  # the folder its audio paths are read from
     opened_kinds = KINDS if with_mt else ("hyps",)  # the journals this run opens, and removes once it is done
 
     def open_journals():
         """name -> (task, this rank's rows, {kind: (its rows, its journal)}): every journal opened (and its settings
-        checked) before any system decodes."""
+        checked) before any system decodes; --out made (and written to, where a system decodes) on every rank."""
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise LLMSRTError(f"--out {out}: cannot create the folder ({e.strerror}); choose another") from None
+        if run_now:  # before any model loads: a read-only or full --out failed once a group had decoded (traceback)
+            check_writable(out, partial)
         opened = {}
         text = mt_rows(shard(rows, rank, size))  # every direction (--task asr keeps one row per clip in `mine`)
         for name, path in run_now.items():
