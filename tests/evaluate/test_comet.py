@@ -464,6 +464,27 @@ def test_score_comet_checks_the_python_and_the_model_folder_as_evaluate_does(tmp
     assert f"--comet-model {tmp_path / 'none'}: no such COMET checkpoint or folder" in capsys.readouterr().err
 
 
+def test_score_names_its_own_option_when_the_comet_bridge_fails(tmp_path, capsys):
+    """The COMET Python failing as it scores (a model name it cannot download, a damaged checkpoint) was said of
+    "--comet MODEL" under `score`, which has no --comet: it is said of --comet-model, the option the user gave;
+    evaluate's stays --comet."""
+    from llm_srt import cli
+
+    python = tmp_path / "failing-python"
+    python.write_text("#!/bin/sh\n[ \"$2\" = -c ] && exit 0  # `check_python`: it has unbabel-comet\n"
+                      "echo 'Traceback (most recent call last):' >&2\n"
+                      "echo 'COMET: cannot download Unbabel/wmt22-comet-xx (404)' >&2\nexit 1\n")
+    python.chmod(0o755)
+    for name, key in (("src", "src"), ("hyp", "mt"), ("ref", "ref")):
+        (tmp_path / f"{name}.txt").write_text("".join(s[key] + "\n" for s in SAMPLES), encoding="utf-8")
+    files = [f"--{name}={tmp_path / name}.txt" for name in ("hyp", "ref", "src")]
+    assert cli.main(["score", *files, "--tgt-lang", "deu", "--metric", "comet", f"--comet-python={python}",
+                     "--comet-model=Unbabel/wmt22-comet-xx"]) != 0
+    assert capsys.readouterr().err == (f"llm-srt score: error: --comet-model Unbabel/wmt22-comet-xx: COMET: cannot "
+                                       f"download Unbabel/wmt22-comet-xx (404) (ran {python})\n")
+    with pytest.raises(LLMSRTError, match=r"^--comet Unbabel/wmt22-comet-xx: COMET: cannot download"):
+        segment_scores(SAMPLES[:1], CometOptions(model="Unbabel/wmt22-comet-xx", python=str(python)))
+
 def read_only(monkeypatch, folder: Path) -> None:
     """Make comet.py's writes under `folder` (a folder made, a file opened to write) fail as on a read-only mount."""
     import errno

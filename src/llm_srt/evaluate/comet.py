@@ -145,8 +145,9 @@ def score_systems(systems: Mapping[str, Sequence[UtteranceResult]], options: Com
             for name, rows in systems.items()}
 
 
-def segment_scores(samples: list[dict[str, str]], options: CometOptions) -> list[float]:
-    """COMET's score of each {"src", "mt", "ref"}, in order, from the COMET Python (`comet_bridge.py`)."""
+def segment_scores(samples: list[dict[str, str]], options: CometOptions, option: str = "--comet") -> list[float]:
+    """COMET's score of each {"src", "mt", "ref"}, in order, from the COMET Python (`comet_bridge.py`); `option`: the
+    one that named the model, in its errors (`score`'s --comet-model)."""
     if not samples:
         return []
     python = comet_python(options.python)
@@ -163,10 +164,10 @@ def segment_scores(samples: list[dict[str, str]], options: CometOptions) -> list
         if done.returncode != 0:
             lines = [line for line in done.stderr.splitlines() if line.strip()]
             said = next((line for line in reversed(lines) if line.startswith("COMET:")), lines[-1] if lines else "")
-            raise LLMSRTError(f"--comet {options.model}: {said or f'exit status {done.returncode}'} (ran {python})")
+            raise LLMSRTError(f"{option} {options.model}: {said or f'exit status {done.returncode}'} (ran {python})")
         scores = json.loads(response.read_text(encoding="utf-8"))["scores"]
     if len(scores) != len(samples):
-        raise LLMSRTError(f"--comet {options.model}: {len(scores)} scores came back for {len(samples)} segments")
+        raise LLMSRTError(f"{option} {options.model}: {len(scores)} scores came back for {len(samples)} segments")
     return [float(s) for s in scores]
 
 

@@ -80,7 +80,8 @@ def print_comet(args: argparse.Namespace, hyps: list[str], refs: list[str]) -> i
     check_python(options.python)  # as `evaluate --comet` checks them: a Python without unbabel-comet, or a model
     check_model(options.model, "--comet-model")  # folder without its checkpoint, was COMET's own ModuleNotFoundError
     #   or ValueError, under --comet, an option `score` does not have
-    scores = segment_scores([{"src": s, "mt": h, "ref": r} for s, h, r in zip(srcs, hyps, refs)], options)
+    scores = segment_scores([{"src": s, "mt": h, "ref": r} for s, h, r in zip(srcs, hyps, refs)], options,
+                            "--comet-model")  # its errors said "--comet", an option `score` does not have
     mean = 100 * sum(scores) / len(scores)
     signature = f"model:{options.model}|x100|n:{len(scores)}"
     if args.json:  # the keys and lowercase name of the other metrics; COMET scores every line, so none is skipped
