@@ -150,3 +150,13 @@ def test_a_decomposed_hypothesis_scores_as_the_composed_text_it_is(tmp_path, cap
         rc, out, _ = run(capsys, "--hyp", hyp, "--ref", ref, "--tgt-lang", "vie", "--metric", metric)
         assert rc == 0 and out.startswith(("BLEU = 100.00  nrefs:1|", "chrF2 = 100.00  nrefs:1|")), out
         assert out.endswith("  (texts NFC-normalized)\n")
+
+
+def test_the_module_docstrings_example_is_what_score_prints(files, capsys):
+    """The usage example at the top of score.py (README's source for it) showed the BLEU line without the
+    "(texts NFC-normalized)" that score prints after SacreBLEU's signature."""
+    from llm_srt.evaluate import score
+
+    rc, out, _ = run(capsys, "--hyp", files[0], "--ref", files[1], "--tgt-lang", "deu")
+    [example] = [line.strip() for line in score.__doc__.splitlines() if line.strip().startswith("BLEU = ")]
+    assert rc == 0 and re.sub(r"^BLEU = \d+\.\d\d", "BLEU = 36.90", out.strip()) == example

@@ -1,7 +1,7 @@
 """`llm-srt score`: corpus BLEU / chrF / WER / CER of a hypothesis file against a reference file, line by line.
 
     llm-srt score --hyp hyp.deu.txt --ref ref.deu.txt --tgt-lang deu
-    BLEU = 36.90  nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0
+    BLEU = 36.90  nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0  (texts NFC-normalized)
     llm-srt score --hyp hyp.deu.txt --ref ref.deu.txt --src src.eng.txt --tgt-lang deu --metric comet
     COMET = 80.12  model:Unbabel/wmt22-comet-da|x100|n:1012     (in its own Python: evaluate/comet.py)
 """
