@@ -149,3 +149,12 @@ def test_the_demo_loads_each_model_once_where_its_placement_says(rows, tmp_path,
     assert got[2] is None and got[:2] == pytest.approx(losses["t"][:2], abs=1e-2)
     assert logged[-1].startswith("t: mean reference loss ")
     assert f", 2 of 3 rows) [1 of 3 rows not scored: row bad: {tmp_path / 'bad.wav'}: " in logged[-1]
+
+
+@pytest.mark.parametrize("batch_size", [0, -1])
+def test_a_batch_size_below_1_is_a_one_line_error(model, rows, batch_size):
+    """batch_size 0 was range()'s "arg 3 must not be zero" traceback; -1 scored no row, said none unscored, and the
+    demo logged "no row's reference loss"."""
+    with pytest.raises(LLMSRTError, match=rf"^reference loss: batch_size {batch_size}: give the rows scored together, "
+                                          "1 or more$"):
+        reference_losses(model, rows, Task.S2TT, batch_size=batch_size)

@@ -66,6 +66,9 @@ def reference_losses(model, rows: Sequence[Row], task: Task | str, batch_size: i
     teacher-forced after its speech and the task's prompt. Rows without a translation, or for SRT and SMT without a
     transcript (which training refuses too), are an error; a row whose audio cannot be used (as training loads it:
     decodable, within Whisper's window) is not scored, and its reason kept (`ReferenceLosses.unscored`)."""
+    if not isinstance(batch_size, int) or batch_size < 1:  # 0 was range()'s traceback; below 0, no row scored and
+        #   none said unscored
+        raise LLMSRTError(f"reference loss: batch_size {batch_size!r}: give the rows scored together, 1 or more")
     needs = f"reference loss needs a translating task ({', '.join(t.value for t in TASKS)})"
     try:
         task = Task(task)
