@@ -115,10 +115,13 @@ class SuppressTokens:
     per decode: its first call is the first step."""
 
     def __init__(self, vocab_size: int, suppress: tuple[int, ...], begin: tuple[int, ...], device: torch.device):
+        # an id outside the vocabulary (a generation_config.json of another Whisper size) is no token: ignored, as
+        # transformers' processors ignore it (its index would fail, or a negative one mask the last tokens)
+        suppress, begin = ([i for i in ids if 0 <= i < vocab_size] for ids in (suppress, begin))
         self.always = torch.zeros(vocab_size, dtype=torch.bool, device=device)
-        self.always[list(suppress)] = True
+        self.always[suppress] = True
         self.first = self.always.clone()
-        self.first[list(begin)] = True
+        self.first[begin] = True
         self.started = False
 
     def __call__(self, input_ids: torch.Tensor | None, scores: torch.Tensor) -> torch.Tensor:

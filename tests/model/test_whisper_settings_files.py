@@ -1,0 +1,44 @@
+"""model/whisper_torch.py: the settings files of a Whisper folder (config.json, generation_config.json) that a user
+copied from another Whisper or edited by hand are read as transformers reads them, or refused in one line naming
+the file and the key."""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+import tiny
+from llm_srt.errors import LLMSRTError
+from llm_srt.model.whisper_torch import SuppressTokens, TorchWhisper
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return tiny.whisper_lid_dir(tmp_path_factory.mktemp("whisper-settings"))
+
+
+def _edited(folder, to, name, **changes):
+    shutil.copytree(folder, to)
+    settings = json.loads((to / name).read_text())
+    (to / name).write_text(json.dumps({**settings, **changes}))
+    return to
+
+
+def test_suppressed_ids_outside_the_vocabulary_are_ignored_as_transformers_does(folder, tmp_path):
+    """A generation_config.json copied from another Whisper size names ids past this vocabulary: decoding stopped on
+    an IndexError (and a negative id masked a token of the vocabulary's end)."""
+    mask = SuppressTokens(10, (3, 10, 12, -1), (-2, 4, 11), torch.device("cpu"))
+    assert mask.first.nonzero().flatten().tolist() == [3, 4] and mask.always.nonzero().flatten().tolist() == [3]
+    generation = json.loads((folder / "generation_config.json").read_text())
+    vocab = json.loads((folder / "config.json").read_text())["vocab_size"]
+    copied = _edited(folder, tmp_path / "copied", "generation_config.json",
+                     suppress_tokens=[*generation["suppress_tokens"], vocab, vocab + 400, -30],
+                     begin_suppress_tokens=[vocab + 1, -5])
+    ids = []
+    for path in (folder, copied):
+        w = TorchWhisper.from_pretrained(path, torch.device("cpu"), torch.float32)
+        with torch.inference_mode():
+            ids.append(w.greedy(w.encode(w.mel([tiny.tone(0.7, 300)])), torch.tensor([[w.generation.start]]), 5))
+    assert torch.equal(ids[0], ids[1])
+
