@@ -47,3 +47,55 @@ def test_the_paper_training_rows_leave_the_trained_weights_as_they_found_them(mo
     rows = list(paper.training_rows(model, options, device.resolve("cpu", "float32"), log=lambda msg: None))
     assert len(rows) == 3 and not any(r["out_of_memory"] for r in rows)  # the steps ran (and moved w)
     assert torch.equal(model.w.detach(), before) and not model.training
+
+
+class _Recorded:
+    """A PeakMemory stand-in that says whether a call runs inside the timed region, and a CPU-like RSS reading."""
+    inside = False
+    start = {"variable": 900.0, "padded": 1000.0}
+
+    def __init__(self, device):
+        pass
+
+    def __enter__(self):
+        _Recorded.inside = True
+        return self
+
+    def __exit__(self, *exc):
+        _Recorded.inside = False
+        self.start_mib = _Recorded.start[_FakeEncoder.last]
+        self.rise_mib, self.mib, self.kind, self.reserved_mib = 50.0, self.start_mib + 50.0, "rss", None
+
+
+class _FakeEncoder:
+    last = None
+
+    def __init__(self, name, calls, frames):
+        self.name, self.calls, self.frames = name, calls, frames
+
+    def encode(self, audios):
+        _FakeEncoder.last = self.name
+        self.calls.append((self.name, len(audios), _Recorded.inside))
+        return torch.zeros(len(audios), self.frames, 4), torch.ones(len(audios), self.frames, dtype=torch.bool)
+
+
+@pytest.mark.parametrize("repeats", [1, 3])
+def test_the_encoder_rows_warm_up_at_the_batch_they_time_and_report_what_each_pass_added(monkeypatch, repeats):
+    """time_encoder warmed up on one clip and timed the whole batch: the first call at the batch's shape
+    (allocations, oneDNN primitives) was inside the timer, all of the row under --quick (one timed pass). And on the
+    CPU each way's peak was the process's, so the padded one (run second) could never read below the variable one;
+    each way now also says what its own pass added, as the decode rows do."""
+    from llm_srt.bench import encoder
+
+    calls = []
+    monkeypatch.setattr(encoder, "PeakMemory", _Recorded)
+    clips = [np.zeros(16000 * 2, dtype=np.float32) for _ in range(4)]
+    out = encoder.time_encoder(_FakeEncoder("variable", calls, 100), _FakeEncoder("padded", calls, 1500), clips,
+                               repeats, torch.device("cpu"))
+    for way in ("variable", "padded"):
+        made = [n for name, n, timed in calls if name == way and not timed]
+        timed = [n for name, n, timed in calls if name == way and timed]
+        assert len(timed) == repeats and set(timed) <= set(made)  # every timed shape was made before the timer
+    assert out["variable_frames"] == 100 and out["padded_frames"] == 1500
+    assert (out["variable_rss_start_mib"], out["variable_peak_rise_mib"]) == (900.0, 50.0)
+    assert (out["padded_rss_start_mib"], out["padded_peak_rise_mib"]) == (1000.0, 50.0)

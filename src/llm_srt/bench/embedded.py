@@ -45,12 +45,12 @@ import numpy as np
 import torch
 
 from .. import device as dev
-from ..audio import SAMPLE_RATE
 from ..device import Placement, release
 from ..errors import LLMSRTError
 from ..model.int8_linear import INT8_ENGINES
 from ..prompts import Task
 from .common import EncoderInputs, PeakMemory, StepRows, decode_pass, pin_eos
+from .encoder import time_encoder
 from .roofline import COPY_BYTES, INT8_GEMM, decode_cost, higher_of, measure_machine, step_bound
 from .training import time_training
 from .utterances import DEFAULT_MANIFEST, Utterance, check_manifest, load_utterances, long_clips
@@ -438,26 +438,6 @@ def _pooled_model(folders: tuple[str, str], placement: Placement):
     model.quantize_adapter()
     pin_eos(model)
     return model
-
-
-# ---- encoder: variable length vs 30 s padding ---------------------------------------------------------------------
-def time_encoder(variable, padded, clips: list[np.ndarray], repeats: int, device: torch.device) -> dict:
-    """Best-of-`repeats` seconds of encode() (log-mel + forward) on one batch of long clips, each way."""
-    out = {"clips": len(clips), "clip_seconds": round(clips[0].size / SAMPLE_RATE, 2)}
-    for name, enc in (("variable", variable), ("padded", padded)):
-        with torch.inference_mode():
-            enc.encode(clips[:1])  # warm-up
-            times = []
-            with PeakMemory(device) as memory:
-                for _ in range(repeats):
-                    dev.synchronize(device)
-                    t0 = time.perf_counter()
-                    h, _ = enc.encode(clips)
-                    dev.synchronize(device)
-                    times.append(time.perf_counter() - t0)
-        out |= {f"{name}_s": round(min(times), 4), f"{name}_frames": int(h.shape[1]),
-                f"{name}_peak_mib": memory.mib}
-    return out
 
 
 # ---- translate() vs the forward passes it needs -------------------------------------------------------------------
