@@ -151,6 +151,32 @@ def test_the_demo_loads_each_model_once_where_its_placement_says(rows, tmp_path,
     assert f", 2 of 3 rows) [1 of 3 rows not scored: row bad: {tmp_path / 'bad.wav'}: " in logged[-1]
 
 
+def test_a_chunk_out_of_gpu_memory_is_scored_in_halves_and_a_row_out_of_memory_alone_is_counted(model, rows,
+                                                                                                 monkeypatch):
+    """A CUDA out-of-memory error in one chunk stopped reference_losses, and every loss measured before it was lost
+    (the demo's measurement of a run with it). The chunk is now scored again in halves; a row that runs out of
+    memory alone is left unscored with the reason, counted, and the others keep their losses."""
+    one = reference_losses(model, rows, Task.S2TT, batch_size=1).losses
+    _, too_long = token_split(model.tokenizer, rows[1], Task.S2TT)  # row 1 runs out of memory even alone
+    forward, seen = model.forward, []
+
+    def forward_on_a_small_gpu(batch):
+        seen.append(len(batch["target_ids"]))
+        if len(batch["target_ids"]) > 1 or batch["target_ids"][0] == too_long:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore lines")
+        return forward(batch)
+
+    monkeypatch.setattr(model, "forward", forward_on_a_small_gpu)
+    got = reference_losses(model, rows, Task.S2TT, batch_size=3)
+    assert seen == [3, 2, 1, 1, 1]  # the chunk, its first half, each of that half's rows; the second half (row 2)
+    assert got.losses[1] is None and [got.losses[0], got.losses[2]] == pytest.approx([one[0], one[2]], abs=1e-4)
+    assert got.unscored == [("1", "out of GPU memory alone (CUDA out of memory. Tried to allocate 2.00 GiB)")]
+    assert got.note().startswith("1 of 3 rows not scored: row 1: out of GPU memory alone")
+    monkeypatch.setattr(model, "forward", lambda batch: (_ for _ in ()).throw(RuntimeError("shape mismatch")))
+    with pytest.raises(RuntimeError, match="shape mismatch"):  # not a memory error: not hidden as a row's reason
+        reference_losses(model, rows, Task.S2TT, batch_size=3)
+
+
 @pytest.mark.parametrize("batch_size", [0, -1])
 def test_a_batch_size_below_1_is_a_one_line_error(model, rows, batch_size):
     """batch_size 0 was range()'s "arg 3 must not be zero" traceback; -1 scored no row, said none unscored, and the

@@ -6,7 +6,8 @@ scored in its own output format: S2TT on "<|src|><|tgt|>" -> translation; SRT wi
 tags teacher-forced ("<|src|><|tgt|>" + "transcript<|src|><|tgt|>") and only the translation scored, as its decoder
 sees it once it has transcribed correctly; SMT with the gold transcript in its prompt. Every loss is nats per
 translation token, EOS included. A row whose audio cannot be used (undecodable, or longer than Whisper's window)
-is left unscored with its reason, as evaluation counts a failed row, so one bad clip costs its own loss only.
+is left unscored with its reason, as evaluation counts a failed row, so one bad clip costs its own loss only; a
+chunk that runs out of GPU memory is scored again in halves, and a row that runs out alone is left unscored so.
 """
 
 from collections.abc import Mapping, Sequence
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from ..audio import WINDOW_SECONDS, load_audio
+from ..device import is_out_of_memory, release
 from ..data.loader import TRANSCRIPT_READERS
 from ..data.manifest import Row
 from ..errors import AudioError, LLMSRTError
@@ -28,7 +30,7 @@ SHOWN_UNSCORED = 3  # rows whose reason `ReferenceLosses.note` spells out; the r
 class ReferenceLosses:
     """What `reference_losses` measured: one entry per row, in the rows' order."""
     losses: list[float | None]  # nats/token of each row's reference; None where the row could not be scored
-    unscored: list[tuple[str, str]]  # (row id, why: its AudioError, which names the file) of each None
+    unscored: list[tuple[str, str]]  # (row id, why: its AudioError, which names the file; out of memory) of each None
 
     def scored(self) -> list[float]:
         """The losses of the rows that were scored."""
@@ -65,7 +67,8 @@ def reference_losses(model, rows: Sequence[Row], task: Task | str, batch_size: i
     """Per row: mean cross-entropy (nats/token) of its reference translation + EOS under `model` (a SpeechLLM),
     teacher-forced after its speech and the task's prompt. Rows without a translation, or for SRT and SMT without a
     transcript (which training refuses too), are an error; a row whose audio cannot be used (as training loads it:
-    decodable, within Whisper's window) is not scored, and its reason kept (`ReferenceLosses.unscored`)."""
+    decodable, within Whisper's window) is not scored, and its reason kept (`ReferenceLosses.unscored`); so is a row
+    that runs out of GPU memory alone (`_score`: a chunk out of memory is scored in halves, the others kept)."""
     if not isinstance(batch_size, int) or batch_size < 1:  # 0 was range()'s traceback; below 0, no row scored and
         #   none said unscored
         raise LLMSRTError(f"reference loss: batch_size {batch_size!r}: give the rows scored together, 1 or more")
@@ -94,14 +97,40 @@ def reference_losses(model, rows: Sequence[Row], task: Task | str, batch_size: i
                     loaded[i] = load_audio(rows[i].audio, max_seconds=WINDOW_SECONDS)
                 except AudioError as e:
                     unscored.append((rows[i].id, str(e)))
-            if not loaded:
-                continue
-            feats, mask = model.encoder.encode(list(loaded.values()))  # one encoder call per chunk
-            split = [token_split(model.tokenizer, rows[i], task, model.config.language_tags) for i in loaded]
-            out = model({"features": feats, "feature_mask": mask, "prompt_ids": [p for p, _ in split],
-                         "target_ids": [t for _, t in split], "row_losses": True})  # one LLM pass per chunk
-            for i, x in zip(loaded, out["row_losses"]):
-                losses[i] = float(x)
+            if loaded:
+                _score(model, rows, task, loaded, losses, unscored)
     finally:
         model.train(was_training)
     return ReferenceLosses(losses, unscored)
+
+
+def _score(model, rows: Sequence[Row], task: Task, loaded: dict, losses: list[float | None],
+           unscored: list[tuple[str, str]]) -> None:
+    """The losses of `loaded` (row position -> its samples) into `losses`, in one encoder call and one LLM pass; a
+    chunk that runs out of GPU memory in two halves, a row out of memory alone left unscored with its reason: it
+    stopped `reference_losses`, and every loss measured before it was lost."""
+    try:
+        for i, x in zip(loaded, _chunk_losses(model, rows, task, loaded)):
+            losses[i] = x
+        return
+    except RuntimeError as e:  # torch.OutOfMemoryError, or a library's "out of memory" (cuBLAS)
+        if not is_out_of_memory(e):
+            raise
+        error = str(e).splitlines()[0] if str(e).strip() else type(e).__name__
+    release(model.device)  # out of the except block: its traceback's frames no longer hold the chunk's tensors
+    positions = list(loaded)
+    if len(positions) == 1:
+        unscored.append((rows[positions[0]].id, f"out of GPU memory alone ({error})"))
+        return
+    half = (len(positions) + 1) // 2
+    for part in (positions[:half], positions[half:]):
+        _score(model, rows, task, {i: loaded[i] for i in part}, losses, unscored)
+
+
+def _chunk_losses(model, rows: Sequence[Row], task: Task, loaded: dict) -> list[float]:
+    """The losses of `loaded`'s rows: one encoder call, one LLM pass (its tensors gone with this frame)."""
+    feats, mask = model.encoder.encode(list(loaded.values()))
+    split = [token_split(model.tokenizer, rows[i], task, model.config.language_tags) for i in loaded]
+    out = model({"features": feats, "feature_mask": mask, "prompt_ids": [p for p, _ in split],
+                 "target_ids": [t for _, t in split], "row_losses": True})
+    return [float(x) for x in out["row_losses"]]
