@@ -32,6 +32,28 @@ def test_demo_subset_keeps_the_chosen_directions_and_sentences(tmp_path):
     assert [r.sentence_id for r in read_manifest(out)] == ["01", "03", "04"]
 
 
+
+def test_demo_subset_takes_the_first_sentences_of_each_direction_where_directions_lack_some(tmp_path):
+    """`sentences` per direction, as the docstring says: the first N ids were taken over every row (ASR rows and
+    other directions too), so a sentence an unwanted direction alone had, or one a direction lacked (a catalogue
+    without that msgid), left that direction short of N rows."""
+    import numpy as np
+    from llm_srt.audio import write_wav
+
+    wav = tmp_path / "a.wav"
+    write_wav(wav, np.zeros(1600, dtype=np.float32))
+    has = {"00": [("eng", "zho")], "01": [("eng", "deu")], "02": [("deu", "eng")]}  # the rest: both directions
+    rows = [Row(id=f"{sid}-{src}-{tgt}", audio=str(wav), duration=0.1, src_lang=src, transcript="x", tgt_lang=tgt,
+                translation="y", split="test", corpus="t", sentence_id=sid)
+            for sid in [f"{i:02d}" for i in range(8)]
+            for src, tgt in has.get(sid, [("eng", "deu"), ("deu", "eng")])]
+    write_manifest(tmp_path / "test.jsonl", rows)
+    out = demo_subset(tmp_path / "test.jsonl", tmp_path / "sub.jsonl", directions=(("eng", "deu"), ("deu", "eng")),
+                      sentences=3, exclude=frozenset({"03"}))
+    kept = [(r.src_lang, r.tgt_lang, r.sentence_id) for r in read_manifest(out)]
+    assert sorted(s for src, _, s in kept if src == "eng") == ["01", "04", "05"]
+    assert sorted(s for src, _, s in kept if src == "deu") == ["02", "04", "05"]
+
 def test_shipped_training_sentences_are_read_from_the_checkpoint(tmp_path):
     from llm_srt.demo import SHIPPED, TRAIN_SENTENCES, shipped_training_sentences
 

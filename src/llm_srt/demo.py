@@ -51,9 +51,10 @@ def test_subset(test_manifest: Path, out: Path, directions=DEMO_DIRECTIONS, sent
     transcript gives WER/CER, so no separate ASR rows), skipping the ids in `exclude` (sentences a shipped model
     was trained on: the mini corpus's split depends on the gettext catalogues a machine has installed)."""
     rows = read_manifest(test_manifest)
-    ids = sorted({r.sentence_id for r in rows} - exclude)[:sentences]
     wanted = set(directions)
-    keep = [r for r in rows if r.sentence_id in ids and ((r.src_lang, r.tgt_lang) in wanted)]
+    ids = {pair: set(sorted({r.sentence_id for r in rows if (r.src_lang, r.tgt_lang) == pair} - exclude)[:sentences])
+           for pair in wanted}  # per direction: a sentence one direction lacks takes no other direction's place
+    keep = [r for r in rows if r.sentence_id in ids.get((r.src_lang, r.tgt_lang), ())]
     if not keep:
         raise LLMSRTError(f"{test_manifest}: none of the demo directions {sorted(wanted)} is in the test split")
     write_manifest(out, keep)
