@@ -42,3 +42,14 @@ def test_suppressed_ids_outside_the_vocabulary_are_ignored_as_transformers_does(
             ids.append(w.greedy(w.encode(w.mel([tiny.tone(0.7, 300)])), torch.tensor([[w.generation.start]]), 5))
     assert torch.equal(ids[0], ids[1])
 
+
+def test_an_empty_eos_token_id_list_is_one_line_naming_the_key(folder, tmp_path):
+    """generation_config.json's eos_token_id [] (a hand-edited file's) was an IndexError traceback; a list's first
+    id is still the end id."""
+    empty = _edited(folder, tmp_path / "empty", "generation_config.json", eos_token_id=[])
+    with pytest.raises(LLMSRTError, match=r"empty: config.json and generation_config.json name no eos_token_id$"):
+        TorchWhisper.from_pretrained(empty, torch.device("cpu"), torch.float32)
+    eos = json.loads((folder / "generation_config.json").read_text())["eos_token_id"]
+    listed = _edited(folder, tmp_path / "listed", "generation_config.json", eos_token_id=[eos, eos + 1])
+    assert TorchWhisper.from_pretrained(listed, torch.device("cpu"), torch.float32).generation.eos == eos
+

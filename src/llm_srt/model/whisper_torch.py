@@ -328,11 +328,12 @@ class GenerationSettings:
         path = folder / "generation_config.json"  # when present, it alone says how to generate (as in HF)
         g = read_json(path) if path.is_file() else config
         ids = {k: g.get(k, config.get(k)) for k in ("decoder_start_token_id", "eos_token_id", "pad_token_id")}
+        if isinstance(ids["eos_token_id"], list):  # several end ids: the first (an empty list names none)
+            ids["eos_token_id"] = next(iter(ids["eos_token_id"]), None)
         if None in ids.values():
             raise LLMSRTError(f"{folder}: config.json and generation_config.json name no "
                               f"{', '.join(k for k, v in ids.items() if v is None)}")
-        eos = ids["eos_token_id"][0] if isinstance(ids["eos_token_id"], list) else ids["eos_token_id"]
-        return cls(ids["decoder_start_token_id"], eos, ids["pad_token_id"], g.get("lang_to_id") or {},
+        return cls(ids["decoder_start_token_id"], ids["eos_token_id"], ids["pad_token_id"], g.get("lang_to_id") or {},
                    g.get("task_to_id") or {}, g.get("no_timestamps_token_id"), tuple(g.get("suppress_tokens") or ()),
                    tuple(g.get("begin_suppress_tokens") or ()), g.get("is_multilingual"))
 
