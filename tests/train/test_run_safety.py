@@ -759,3 +759,37 @@ def test_a_feature_cache_that_fills_output_dirs_disk_is_refused_before_the_first
                                           r"\(0\.0M trainable parameters") as e:
         recipe.train(cfg, log=lambda *_: None)
     assert "\n" not in str(e.value) and filled and not stepped and not (out / "checkpoints").exists()
+
+
+def test_a_signal_during_the_resumed_due_evaluation_stops_there_with_its_dev_loss_saved(tiny_setup, tmp_path,
+                                                                                       monkeypatch):
+    """A resume first runs the dev evaluation a signal skipped (minutes at 7B). A SIGTERM during it trained a whole
+    step and saved that before stopping, past the grace torchrun's agent (30 s) or docker stop (10 s) leaves before
+    SIGKILL: the step's checkpoint then never came, and every resume evaluated again. It stops after the evaluation,
+    the step saved with its dev loss (no longer due)."""
+    from llm_srt.errors import Terminated
+
+    out = tmp_path / "run"
+    cfg = load_config(None, overrides(tiny_setup, out, max_steps=3, eval_every=1, **{
+        "data.dev": tiny_setup["manifest"], "data.dev_size": 2}))
+    with monkeypatch.context() as m, cli.stop_on_sigterm():
+        _signalled(m, 2, signal.SIGTERM)
+        with pytest.raises(Terminated):
+            recipe.train(cfg, log=lambda *_: None)
+    assert checkpoint.load_trainer_state(checkpoint.latest(out).path)["eval_due"] is True
+    real_eval, stepped = recipe.Recipe.evaluate, []
+
+    def evaluate(self):  # the signal arrives while the resumed run evaluates step 2
+        subprocess.run(["kill", "-TERM", str(os.getpid())], check=True)
+        return real_eval(self)
+
+    monkeypatch.setattr(recipe.Recipe, "evaluate", evaluate)
+    real_step = recipe.Recipe.train_step
+    monkeypatch.setattr(recipe.Recipe, "train_step", lambda self: stepped.append(self.step) or real_step(self))
+    said = []
+    with cli.stop_on_sigterm(), pytest.raises(Terminated):
+        recipe.train(cfg, log=said.append)
+    state = checkpoint.load_trainer_state(checkpoint.latest(out).path)
+    assert not stepped and state["step"] == 2 and "eval_due" not in state and state["dev_loss"] is not None, said
+    assert said[-1] == f"[asr] SIGTERM at step 2: saved a checkpoint, {out / 'checkpoints' / 'step-00000002'}; the " \
+                       "same command resumes from it"

@@ -344,8 +344,12 @@ class Recipe(RunStops):
                 #   best would pass it over, the last step's included)
                 self.eval_pending = True
                 dev_loss = self.evaluate().get("dev_loss")
-                if self._best(dev_loss):
+                best = self._best(dev_loss)
+                if best:
                     self.save_checkpoint(dev_loss)
+                if self._signalled(noted):  # one that came during it (minutes at 7B) stops here, the step saved with
+                    #   its dev loss: a step trained and saved first ran past the signal's grace (torchrun's 30 s)
+                    self._stop_on_signal(noted, best, dev_loss)
             while self.step < cfg.max_steps:
                 loss = self.train_step()
                 last = self.step == cfg.max_steps
