@@ -53,3 +53,13 @@ def test_an_empty_eos_token_id_list_is_one_line_naming_the_key(folder, tmp_path)
     listed = _edited(folder, tmp_path / "listed", "generation_config.json", eos_token_id=[eos, eos + 1])
     assert TorchWhisper.from_pretrained(listed, torch.device("cpu"), torch.float32).generation.eos == eos
 
+
+@pytest.mark.parametrize("key, value, said", [("encoder_layers", None, "null"), ("d_model", "32", '"32"'),
+                                              ("decoder_attention_heads", 4.0, "4.0"), ("vocab_size", 0, "0"),
+                                              ("num_mel_bins", True, "true")])
+def test_a_dimension_that_is_no_positive_integer_is_one_line_naming_the_key(folder, tmp_path, key, value, said):
+    """A null (or text) dimension in config.json was a TypeError traceback from deep in the layers' construction."""
+    bad = _edited(folder, tmp_path / "bad", "config.json", **{key: value})
+    with pytest.raises(LLMSRTError, match=rf"bad/config.json: {key} is {said}, not a positive integer; copy the "
+                                          r"base Whisper's config.json$"):
+        TorchWhisper.from_pretrained(bad, torch.device("cpu"), torch.float32)
