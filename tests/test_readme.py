@@ -107,3 +107,11 @@ def test_readme_python_imports_resolve():
         for name in (n.strip() for n in m.group(2).split("#")[0].split(",")):
             assert hasattr(module, name) or importlib.util.find_spec(f"{m.group(1)}.{name}"), \
                 f"README: `{line}`: {m.group(1)} has no {name}"
+
+
+def test_readme_design_file_sizes_hold():
+    """README's "Design" gives the most lines a source file holds; every file under src/ keeps to it."""
+    limit = int(re.search(r"each file of `src/` at most (\d+) lines", README).group(1))
+    sizes = {p.relative_to(ROOT): len(p.read_text().splitlines()) for p in (ROOT / "src").rglob("*.py")}
+    over = {str(p): n for p, n in sizes.items() if n > limit}
+    assert sizes and not over, f"README says at most {limit} lines a file: {over}"
