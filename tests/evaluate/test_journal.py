@@ -298,7 +298,7 @@ def test_another_batch_size_or_number_of_processes_is_another_setting(counting, 
     monkeypatch.setattr(run, "world", lambda: (0, 2))  # rank 0 of two processes, without a process group (two
     monkeypatch.setattr(run, "rank_group", contextlib.nullcontext)  # ranks: test_a_resume_with_another_number_...)
     monkeypatch.setattr(run, "from_rank0", lambda fn, rank, size, group=None: fn())
-    monkeypatch.setattr(run, "on_every_rank", lambda fn, rank, size, group=None: fn())
+    monkeypatch.setattr(run, "on_every_rank", lambda fn, rank, size, group=None, **_: fn())
     with pytest.raises(LLMSRTError, match=r"\(layout.world_size: 1 -> 2\)"):
         evaluate(manifest, tmp_path / "r")
     assert counting["batches"] == 3  # two rows, then the stop: none since
