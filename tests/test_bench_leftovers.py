@@ -99,3 +99,32 @@ def test_the_encoder_rows_warm_up_at_the_batch_they_time_and_report_what_each_pa
     assert out["variable_frames"] == 100 and out["padded_frames"] == 1500
     assert (out["variable_rss_start_mib"], out["variable_peak_rise_mib"]) == (900.0, 50.0)
     assert (out["padded_rss_start_mib"], out["padded_peak_rise_mib"]) == (1000.0, 50.0)
+
+
+def test_a_decode_row_warms_up_its_last_smaller_batch_too(monkeypatch):
+    """--n 20 at batch 8 (the pooled row of --quick, the only batch it times): the timed pass runs batches of 8, 8
+    and 4, and the warm-up ran the first batch alone, so the kernel timings of the 4-row steps (`model.cpu_linear`,
+    once per row count in a process: 3 s for Gemma's head) were made inside the timer. Every batch shape the timed
+    pass runs is warmed up first."""
+    from types import SimpleNamespace
+
+    from llm_srt.bench import embedded
+
+    shapes = {"warm-up": set(), "timed": set()}
+
+    def fake_pass(system, audios, batch, options):
+        phase = "warm-up" if options.max_new_tokens == 2 else "timed"
+        shapes[phase] |= {len(audios[s:s + batch]) for s in range(0, len(audios), batch)}
+        chunks = -(-len(audios) // batch)
+        return common.DecodeRun(seconds=1.0, utterances=len(audios), new_tokens=options.max_new_tokens,
+                                speech_tokens=8, peak_mib=1.0, memory="rss", steps=((batch, 2, 0.5),) * chunks)
+
+    monkeypatch.setattr(embedded, "decode_pass", fake_pass)
+    monkeypatch.setattr(embedded, "decode_cost", lambda llm: {"int8": False})
+    monkeypatch.setattr(embedded, "step_bound", lambda *a: {"bound_s": 0.1, "bound": "bandwidth"})
+    system = SimpleNamespace(model=SimpleNamespace(llm=None, llm_dtype=torch.float32))
+    utts = [SimpleNamespace(audio=np.zeros(1600, np.float32)) for _ in range(20)]
+    options = embedded.BenchOptions(n=20, new_tokens=5)
+    rows = embedded.decode_rows(system, utts, [("llm-srt", 1, 8)], options, lambda msg: None, {})
+    assert [r["batch_size"] for r in rows] == [8]
+    assert shapes["timed"] == {8, 4} and shapes["timed"] <= shapes["warm-up"]

@@ -276,11 +276,14 @@ def decode_rows(system, utts: list["Utterance"], plan, options: "BenchOptions", 
     for entry in plan:
         name, beam, batch, compiled = entry
         log(f"decode {name} beam {beam} batch {batch}: warm-up" + (" (compiling its step)" if compiled else ""))
-        with torch.inference_mode():  # warm-up at this row's shape (its longest batch): what a process does once
+        with torch.inference_mode():  # warm-up at this row's shapes (its longest batch, and a last smaller one
+            #   where --n is no multiple of the batch: its rows' kernel timings, `model.cpu_linear`'s, would be made
+            #   inside the timer, 3 s for Gemma's head at a new row count): what a process does once
             if compiled:
                 decode_pass(system, audios, batch, decoding[entry])
             else:
-                decode_pass(system, audios[:batch], batch, replace(decoding[entry], max_new_tokens=2))
+                last = audios[len(audios) - len(audios) % batch:]  # (none where the batch divides --n)
+                decode_pass(system, audios[:batch] + last, batch, replace(decoding[entry], max_new_tokens=2))
     runs: dict[tuple, list] = {entry: [] for entry in plan}
     rows: dict[tuple, dict] = {}
     for turn in range(passes):
