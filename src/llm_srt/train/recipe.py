@@ -42,12 +42,15 @@ from .stops import RunStops
 
 def train(cfg: TrainConfig, log=print) -> Path:
     """Run (or resume) one training stage; returns the final model folder. CPU products take their fixed kernels
-    (`kernel_rule`), none chosen by timing: a resumed run and its dev metrics repeat the killed one's exactly."""
+    (`kernel_rule`), none chosen by timing: a resumed run and its dev metrics repeat the killed one's exactly.
+    torch's CPU threads (config key threads) are this stage's alone: put back as they were when it ends."""
+    threads = torch.get_num_threads()  # (a curriculum's next stage with threads: 0 ran on this one's count)
     with kernel_rule():
         try:
             return Recipe(cfg, log).run()
         finally:  # the model, its optimizer and (FSDP) the reference cycles around them are gone before the next
             device_lib.release()  # stage of a curriculum loads its own on the same GPU
+            torch.set_num_threads(threads)
 
 
 # ---- the recipe ---------------------------------------------------------------------------------------------------
