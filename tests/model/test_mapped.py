@@ -75,3 +75,30 @@ def test_written_mappings_and_replaced_weights_are_never_dropped(table_file):
     small = torch.arange(100.0)  # inside one page: no whole page to drop, so nothing is
     mapped.drop_mapped_pages(small[1:50])
     assert torch.equal(small, torch.arange(100.0))
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").is_file() or mapped._libc() is None,
+                    reason="reads /proc/self/smaps, calls madvise")
+@pytest.mark.parametrize("name", ["pytorch_model.bin", "pytorch_model-00001-of-00002.bin", "model.safetensors"])
+def test_a_quantized_layer_lets_go_of_the_pages_of_its_checkpoint_file(tmp_path, name):
+    """An int8 encoder read from an older fine-tune's pytorch_model.bin (torch.load's mapping, as clean as a
+    safetensors file's) kept every page quantizing had read of it: the dropper looked at *.safetensors alone. The
+    layer's whole pages go, the bytes read again are the file's, and a layer of heap memory is left alone."""
+    from llm_srt.model.weight_files import TensorReader
+
+    weight, heap = torch.randn(2048, 1024), torch.randn(64, 64)  # an 8 MB weight
+    if name.endswith(".bin"):
+        torch.save({"weight": weight, "bias": torch.ones(3)}, tmp_path / name)
+    else:
+        save_file({"weight": weight, "bias": torch.ones(3)}, tmp_path / name)
+    with TensorReader().open(tmp_path / name) as f:
+        linear = nn.Linear(1024, 2048, bias=False, device="meta")
+        linear.weight = nn.Parameter(f.get_tensor("weight"), requires_grad=False)
+    assert torch.equal(linear.weight, weight) and tiny.mapped_kib(tmp_path / name) >= 8 * 1024  # all read
+    done = mapped.checkpoint_pages_dropper(tmp_path)
+    done(linear)
+    assert tiny.mapped_kib(tmp_path / name) <= 8 and torch.equal(linear.weight, weight)
+    other = nn.Linear(64, 64, bias=False, device="meta")
+    other.weight = nn.Parameter(heap.clone(), requires_grad=False)
+    done(other)
+    assert torch.equal(other.weight, heap)

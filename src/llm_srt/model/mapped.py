@@ -1,5 +1,5 @@
-"""Tensors that are views of a memory-mapped model file (safetensors), read a few rows at a time: which tensors
-are, and handing their pages back after a read.
+"""Tensors that are views of a memory-mapped model file (safetensors, or a pytorch_model.bin torch.load mapped),
+read a few rows at a time: which tensors are, and handing their pages back after a read.
 
 A lookup of one row of a mapped table maps the whole page-cache folio around it into the process (~1 MB here,
 whatever the row's size), so the rows a decode looks up leave most of a large table resident over time: 24 tokens
@@ -121,11 +121,12 @@ class _DropAfterLookup:
 
 def checkpoint_pages_dropper(folder: str | Path, keep: torch.Tensor | None = None) -> Callable[[nn.Module], None]:
     """For `int8_linear.quantize_int8(done=)`: a float layer just quantized lets go of its weight's pages when that
-    weight is a view of one of `folder`'s safetensors files (symlinks resolved, as /proc/self/maps names them),
+    weight is a view of one of `folder`'s weights files (symlinks resolved, as /proc/self/maps names them): a
+    safetensors file, or a pytorch_model.bin that `torch.load(mmap=True)` mapped (privately, as safetensors does),
     in a mapping no page of which was written (checked once per mapping: nothing writes while quantizing), and
     is not `keep` (a tied head's weight that is still the embedding table). Quantizing reads every weight through
     the mapping, whose pages would otherwise stay resident for as long as any view of it lives."""
-    files = {p.resolve() for p in Path(folder).glob("*.safetensors")}
+    files = {p.resolve() for pattern in ("*.safetensors", "*.bin") for p in Path(folder).glob(pattern)}
     clean: dict[tuple[int, int], bool] = {}
 
     def done(linear: nn.Module) -> None:
