@@ -146,11 +146,14 @@ def check_same_start(cfg: TrainConfig, out: Path) -> None:
 
 def _finished_settings(out: Path) -> dict | None:
     """The settings a finished run was trained with: final/'s record, else (a final/ from before it) the newest
-    checkpoint's; None when neither is there."""
+    checkpoint's; None when neither is there. A record that is not a JSON object (a list, a number) is one that
+    cannot be read, as bad JSON is (it stopped the run on a TypeError traceback)."""
     try:
-        return json.loads((out / FINAL / RUN_SETTINGS).read_text())
-    except (OSError, ValueError):
-        pass
+        saved = json.loads((out / FINAL / RUN_SETTINGS).read_text())
+    except (OSError, ValueError, RecursionError):
+        saved = None
+    if isinstance(saved, dict):
+        return saved
     newest = checkpoint.latest(out, log=lambda *_: None)
     return checkpoint.stored_settings(newest.path) if newest is not None else None
 
