@@ -2,9 +2,13 @@
 
 Layout of a run folder:
     .lock                        held by the one training process writing this folder (run_lock.py)
-    checkpoints/step-00000100/   model folder (config.json, adapter.safetensors, [lora]) + trainer_state/
+    checkpoints/step-00000100/   model folder (config.json, adapter.safetensors, [lora.safetensors],
+                                 [ctc_head.safetensors]) + trainer_state/ + checksums.json
     checkpoints/index.json       the steps on disk, the best step by dev loss
     final/                       the finished model (written last; its presence means the run is complete)
+The model folder holds what `SpeechLLM.trainable_state` gives, whatever trains in this stage: the adapter's weights
+even where they are frozen (trainable: [lora]), LoRA's (frozen or not) where the model has LoRA, the CTC head's while
+the stage trains with it; never the frozen encoder's or LLM's (config.json names their folders).
 A checkpoint is written under a temporary name and renamed into place, so a crash leaves either the old set or the
 new one; each folder carries checksums.json, so a damaged one (disk full, partial copy) is detected and skipped.
 

@@ -293,7 +293,8 @@ class Parallel:
         return contextlib.nullcontext()
 
     def trainable_state(self) -> dict:
-        """The model's trainable tensors as whole CPU tensors (a collective under FSDP: every rank must call it)."""
+        """What a model folder stores (`SpeechLLM.trainable_state`: the adapter's tensors, frozen or not, LoRA's and
+        the CTC head's) as whole CPU tensors on rank 0 (a collective under FSDP: every rank must call it)."""
         return {k: (None if sd is None else {n: self._kept(t) for n, t in sd.items()})
                 for k, sd in self.model.trainable_state().items()}
 
