@@ -10,6 +10,7 @@ import torch
 
 import tiny
 from llm_srt.errors import LLMSRTError
+from llm_srt.model.encoder import WhisperEncoder
 from llm_srt.model.whisper_torch import SuppressTokens, TorchWhisper
 
 
@@ -58,8 +59,11 @@ def test_an_empty_eos_token_id_list_is_one_line_naming_the_key(folder, tmp_path)
                                               ("decoder_attention_heads", 4.0, "4.0"), ("vocab_size", 0, "0"),
                                               ("num_mel_bins", True, "true")])
 def test_a_dimension_that_is_no_positive_integer_is_one_line_naming_the_key(folder, tmp_path, key, value, said):
-    """A null (or text) dimension in config.json was a TypeError traceback from deep in the layers' construction."""
+    """A null (or text) dimension in config.json was a TypeError traceback from deep in the torch Whisper's layers'
+    construction, and from WhisperConfig under the speech LLM's encoder (StrictDataclassFieldValidationError)."""
     bad = _edited(folder, tmp_path / "bad", "config.json", **{key: value})
-    with pytest.raises(LLMSRTError, match=rf"bad/config.json: {key} is {said}, not a positive integer; copy the "
-                                          r"base Whisper's config.json$"):
+    said = rf"bad/config.json: {key} is {said}, not a positive integer; copy the base Whisper's config.json$"
+    with pytest.raises(LLMSRTError, match=said):
         TorchWhisper.from_pretrained(bad, torch.device("cpu"), torch.float32)
+    with pytest.raises(LLMSRTError, match=said):
+        WhisperEncoder.from_pretrained(bad)

@@ -31,14 +31,19 @@ def whisper_todo(folder: Path) -> str:
 
 
 WHISPER_GIVEN = {"encoder": "point the encoder at", "whisper": "give --whisper"}  # how each reader's folder is given
+WHISPER_DIMS = ("num_mel_bins", "max_source_positions", "d_model", "encoder_attention_heads", "encoder_layers",
+                "encoder_ffn_dim", "vocab_size", "max_target_positions", "decoder_attention_heads", "decoder_layers",
+                "decoder_ffn_dim")  # config.json's sizes, each a positive integer
 
 
 def whisper_config(folder: Path, reader: str) -> dict:
     """A Hugging Face Whisper folder's config.json, checked to be one, for both readers (`reader`: "encoder", the
     speech LLM's, or "whisper", the torch Whisper of language ID and the baselines): a folder without one, a file that
     is not JSON, another model's (the LLM's folder given as the encoder) or a CTranslate2 (faster-whisper) Whisper's
-    is one line saying what to do. The torch Whisper told a CTranslate2 folder only to give "a folder holding a Hugging
-    Face Whisper model" (nothing of `convert whisper-ct2`), and an LLM's "no 'num_mel_bins'"."""
+    is one line saying what to do, as is a size (`WHISPER_DIMS`) that is no positive integer (null, "1280": a
+    hand-edited file's; a TypeError traceback from the torch Whisper's layers, a StrictDataclassFieldValidationError
+    from the encoder's WhisperConfig). The torch Whisper told a CTranslate2 folder only to give "a folder holding a
+    Hugging Face Whisper model" (nothing of `convert whisper-ct2`), and an LLM's "no 'num_mel_bins'"."""
     import json
 
     file, given = folder / "config.json", WHISPER_GIVEN[reader]
@@ -57,6 +62,10 @@ def whisper_config(folder: Path, reader: str) -> dict:
         raise LLMSRTError(f"{file}: not a transformers Whisper config (no model_type whisper or d_model); if it is a "
                           f"CTranslate2 (faster-whisper) Whisper, run `llm-srt convert whisper-ct2 {folder} OUT` and "
                           f"{given} OUT")
+    for key in WHISPER_DIMS:  # (one missing: WhisperConfig's default for the encoder, an error of the torch Whisper's)
+        if key in raw and (type(raw[key]) is not int or raw[key] < 1):
+            raise LLMSRTError(f"{file}: {key} is {json.dumps(raw[key])}, not a positive integer; copy the base "
+                              "Whisper's config.json")
     return raw
 
 
