@@ -115,3 +115,10 @@ def test_readme_design_file_sizes_hold():
     sizes = {p.relative_to(ROOT): len(p.read_text().splitlines()) for p in (ROOT / "src").rglob("*.py")}
     over = {str(p): n for p, n in sizes.items() if n > limit}
     assert sizes and not over, f"README says at most {limit} lines a file: {over}"
+
+
+def test_readme_lists_every_docs_file():
+    """The paragraph that says what `docs/` holds names each of its files."""
+    said = re.search(r"Beyond this README, `docs/` holds(.*?)\n\n", README, re.S).group(1)
+    missing = [p.name for p in sorted((ROOT / "docs").glob("*.md")) if f"docs/{p.name}" not in said]
+    assert not missing, f"README's docs/ paragraph leaves out {missing}"
