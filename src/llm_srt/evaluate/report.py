@@ -48,6 +48,12 @@ class UtteranceResult:
     sentence: str | None = None  # the manifest's sentence id (the paired tests' unit; None: not recorded)
     capped: bool = False  # its output reached its token cap and was cut there (files without the key: False)
 
+    def __post_init__(self):
+        # a blank reference translation (a hand-made file's "ref_translation": "") is none, as evaluate writes null
+        # for a row without one: scored, it entered BLEU and COMET against an empty reference (BLEU 0.0, unsaid)
+        if isinstance(self.ref_translation, str) and not self.ref_translation.strip():
+            object.__setattr__(self, "ref_translation", None)
+
     @classmethod
     def from_dict(cls, row: Mapping) -> "UtteranceResult":
         """From a dict with these field names (other keys are ignored; infer's 'transcript' and 'translation'
