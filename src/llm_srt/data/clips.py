@@ -195,8 +195,12 @@ def without_repeats(by_split: Mapping[str, list[T]], clip: Callable[[T], Hashabl
     return {split: kept[split] for split in by_split}
 
 
-def write_manifests(summary: Summary, rows: Mapping[str, list[Row]], clips: Mapping[str, Collection[Path]]) -> None:
-    """Write OUT/<split>.jsonl for each split of `rows`, then OUT/summary.json. A split whose table rows name clips
+def write_manifests(summary: Summary, rows: Mapping[str, list[Row]], clips: Mapping[str, Collection[Path]],
+                    lines: Mapping[str, str] | None = None) -> None:
+    """Write OUT/<split>.jsonl for each split of `rows`, then OUT/summary.json. `lines`: a row's id -> the table line
+    (file:line) it comes from, where a clip's rows come from several lines (CoVoST: one per target table); by default
+    a row's line is its clip's (`Summary.listed_at`). Rows left out are named by their line, counted once per line.
+    A split whose table rows name clips
     (`clips`) none of which is usable stops the run with LLMSRTError before any manifest is written: a release whose
     audio is not unpacked must not look converted. That run's summary goes to OUT/summary.failed.json, listing them;
     an earlier run's manifests and summary.json stay as they were (the failed run's summary.json, beside the earlier
@@ -206,9 +210,12 @@ def write_manifests(summary: Summary, rows: Mapping[str, list[Row]], clips: Mapp
     does not write is moved aside to <split>.jsonl.stale (an earlier run's, say with other languages, would disagree
     with summary.json), and the summary says so. An OSError while writing or renaming (a full disk, a folder named
     test.jsonl) leaves OUT as it was but for OUT/summary.failed.json, and raises LLMSRTError naming the file."""
-    rows = {split: _within_window(summary, split, split_rows) if split in TRAINING_SPLITS else split_rows
+    def line_of(row: Row) -> str:
+        return (lines or {}).get(row.id) or summary.listed_at.get(Path(row.audio), "")
+
+    rows = {split: _within_window(summary, split, split_rows, line_of) if split in TRAINING_SPLITS else split_rows
             for split, split_rows in rows.items()}
-    rows = {split: _without_markup(summary, split_rows) for split, split_rows in rows.items()}
+    rows = {split: _without_markup(summary, split_rows, line_of) for split, split_rows in rows.items()}
     for split, named in clips.items():
         bad = [b for b in summary.bad_clips if Path(b.clip) in named] if named and not rows[split] else []
         if bad and len({b.clip for b in bad}) == len(named):
@@ -264,30 +271,34 @@ def _not_written(summary: Summary, path: Path, e: OSError) -> LLMSRTError:
                        f"({failed} in {summary.out} was changed)")
 
 
-def _without_markup(summary: Summary, rows: list[Row]) -> list[Row]:
+def _without_markup(summary: Summary, rows: list[Row], line_of: Callable[[Row], str]) -> list[Row]:
     """The rows whose transcript and translation hold no tag or special token (`<|deu|>`, `</s>`): read_manifest
-    refuses such a row (a tokenizer reads it as its token), so a converted corpus holding one could not train."""
-    kept = []
+    refuses such a row (a tokenizer reads it as its token), so a converted corpus holding one could not train. Those
+    left out are counted once per table line (`line_of`; the row's id where it has none), named by it: they were
+    named by row id, and each manifest row (a clip's ASR row and every translation row) counted as a table row."""
+    kept, dropped = [], {}
     for row in rows:
         found = markup_in(row.transcript) or markup_in(row.translation)
         if found:
-            summary.drop(MARKUP, f"{row.id} ({found!r})")
+            dropped.setdefault(line_of(row) or row.id, found)
         else:
             kept.append(row)
+    for where, found in dropped.items():
+        summary.drop(MARKUP, f"{where} ({found!r})")
     return kept
 
 
-def _within_window(summary: Summary, split: str, rows: list[Row]) -> list[Row]:
-    """`rows` without those of clips longer than Whisper's window, each such clip counted in `summary` as one table
-    row, named by its table line and the manifest rows it loses (its ASR row and every translation row): it was named
-    by its audio alone, so a user could not find the line, nor tell that a dropped clip took several rows with it."""
+def _within_window(summary: Summary, split: str, rows: list[Row], line_of: Callable[[Row], str]) -> list[Row]:
+    """`rows` without those of clips longer than Whisper's window, each table line listing such a clip (`line_of`:
+    CoVoST lists a clip once per target table) counted in `summary` as one table row, named with the manifest rows
+    it loses (a clip's ASR row and its translation rows): it was named by its audio alone, so a user could not find
+    the line, nor tell that a dropped clip took several rows with it."""
     long = {row.audio: row.duration for row in rows if row.duration > WINDOW_SECONDS}
-    lost = Counter(row.audio for row in rows if row.audio in long)
-    for audio, seconds in long.items():
-        line = summary.listed_at.get(Path(audio))
+    lost = Counter((row.audio, line_of(row)) for row in rows if row.audio in long)
+    for (audio, line), n in lost.items():
         summary.drop(f"clip longer than the {WINDOW_SECONDS} s a training utterance may last (Whisper's window): left "
-                     f"out of {split}", (f"{line} " if line else "") + f"(its {lost[audio]} manifest rows): {audio} "
-                     f"({seconds:.1f} s)")
+                     f"out of {split}", (f"{line} " if line else "") + f"(its {n} manifest rows): {audio} "
+                     f"({long[audio]:.1f} s)")
     return [row for row in rows if row.audio not in long] if long else rows
 
 

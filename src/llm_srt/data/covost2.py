@@ -127,6 +127,7 @@ def prepare_covost2(tsv_dir: str | Path, cv_dir: str | Path, out: str | Path,
                                                decode={r.audio for s in DECODED_SPLITS for r in by_split[s]})
     note_durations(summary, clips, listed, durations)
     rows: dict[str, list[Row]] = {split: [] for split in SPLITS}
+    lines: dict[str, str] = {}  # row id -> its table line: a clip's rows come from a line per target table
     asr_done: set[Path] = set()
     for r in records:
         if r.audio not in durations:
@@ -137,10 +138,12 @@ def prepare_covost2(tsv_dir: str | Path, cv_dir: str | Path, out: str | Path,
         if r.audio not in asr_done:
             asr_done.add(r.audio)
             rows[r.split].append(Row(id=f"{CORPUS}:{r.audio.stem}", tgt_lang="", translation="", **common))
+            lines[rows[r.split][-1].id] = r.where
         if r.translation:
             rows[r.split].append(Row(id=f"{CORPUS}:{r.audio.stem}:{r.tgt}", tgt_lang=r.tgt,
                                      translation=r.translation, **common))
-    write_manifests(summary, rows, {split: {r.audio for r in by_split[split]} for split in SPLITS})
+            lines[rows[r.split][-1].id] = r.where
+    write_manifests(summary, rows, {split: {r.audio for r in by_split[split]} for split in SPLITS}, lines)
     return summary
 
 
