@@ -97,7 +97,7 @@ def check_python(explicit: str | None = None) -> Path:
     given = explicit or os.environ.get(PYTHON_ENV)
     if not given:
         return python
-    where = "--comet-python" if explicit else f"${PYTHON_ENV}"
+    where = python_source(explicit)
     try:
         done = subprocess.run([str(python), "-I", "-c", HAS_COMET], capture_output=True, timeout=CHECK_SECONDS,
                               env=_bridge_env())
@@ -110,6 +110,16 @@ def check_python(explicit: str | None = None) -> Path:
         problem = f"cannot run it ({said[-1].strip()})" if said else "it has no unbabel-comet (no module named comet)"
         raise LLMSRTError(f"{where} {given}: {problem}; {SETUP_HINT}")
     return python
+
+
+def python_source(explicit: str | None = None) -> str:
+    """Where `comet_python(explicit)` took the COMET Python from, as an error names it: the option, the variable, or
+    the setup's environment (whose fix is to make it again)."""
+    if explicit:
+        return "--comet-python"
+    if os.environ.get(PYTHON_ENV):
+        return f"${PYTHON_ENV}"
+    return "the COMET environment's Python"
 
 
 def check_model(model: str, option: str = "--comet") -> None:
@@ -159,8 +169,12 @@ def segment_scores(samples: list[dict[str, str]], options: CometOptions, option:
         try:
             done = subprocess.run([str(python), "-I", str(bridge), str(request), str(response)],
                                   capture_output=True, text=True, env=_bridge_env(options.device))
-        except OSError as e:
-            raise LLMSRTError(f"--comet-python {python}: cannot run it ({e.strerror or e}); {SETUP_HINT}") from None
+        except OSError as e:  # named where it came from: "--comet-python" where the user gave none misled
+            where = python_source(options.python)
+            hint = SETUP_HINT if options.python or os.environ.get(PYTHON_ENV) else (
+                "make it again with `llm-srt setup --comet --force`, or point --comet-python (or "
+                f"${PYTHON_ENV}) at a Python that has unbabel-comet")
+            raise LLMSRTError(f"{where} {python}: cannot run it ({e.strerror or e}); {hint}") from None
         if done.returncode != 0:
             lines = [line for line in done.stderr.splitlines() if line.strip()]
             said = next((line for line in reversed(lines) if line.startswith("COMET:")), lines[-1] if lines else "")
