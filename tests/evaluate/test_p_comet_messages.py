@@ -41,3 +41,37 @@ def test_a_comet_python_that_cannot_start_is_named_by_where_it_came_from(tmp_pat
     assert said.startswith(f"the COMET environment's Python {setup_python}: cannot run it"), said
     assert "llm-srt setup --comet --force" in said
 
+
+def test_a_failed_download_names_the_option_that_takes_the_models_folder(tmp_path, monkeypatch):
+    """A COMET model name that could not be downloaded said "download the model elsewhere ... and pass its folder",
+    naming no option: it is evaluate's --comet, score's --comet-model, as the request the bridge gets says."""
+    import subprocess
+    import sys
+    import types
+
+    from llm_srt.evaluate import comet_bridge
+
+    def unreachable(name):
+        raise KeyError(f"Model '{name}' not supported by COMET.")
+
+    monkeypatch.setitem(sys.modules, "comet", types.SimpleNamespace(download_model=unreachable))
+    requests = []
+
+    def bridge(command, **kwargs):  # the COMET Python: the bridge's own main, here, on the request written
+        requests.append(json.loads(open(command[-2], encoding="utf-8").read()))
+        try:
+            comet_bridge.main(command[-2], command[-1])
+        except ValueError as e:
+            return subprocess.CompletedProcess(command, 2, "", f"COMET: ValueError: {e}\n")
+        raise AssertionError("the download did not fail")
+
+    monkeypatch.setattr(comet.subprocess, "run", bridge)
+    monkeypatch.setenv(comet.PYTHON_ENV, str(_unrunnable(tmp_path / "python")))
+    for option in ("--comet", "--comet-model"):
+        with pytest.raises(LLMSRTError) as caught:
+            segment_scores(SAMPLES, CometOptions(model="Unbabel/none"), option=option)
+        said = str(caught.value)
+        assert said.startswith(f"{option} Unbabel/none: COMET: ValueError: Unbabel/none: cannot download it"), said
+        assert re.search(f"and give its folder to {option} \\(ran ", said), said
+    assert [r["option"] for r in requests] == ["--comet", "--comet-model"]
+    assert "give its folder to --comet" in str(pytest.raises(ValueError, comet_bridge.checkpoint, "Unbabel/x").value)

@@ -165,7 +165,8 @@ def segment_scores(samples: list[dict[str, str]], options: CometOptions, option:
     with tempfile.TemporaryDirectory(prefix="llm-srt-comet-") as tmp:
         request, response = Path(tmp) / "request.json", Path(tmp) / "response.json"
         request.write_text(json.dumps({"model": options.model, "samples": samples, "batch_size": options.batch_size,
-                                       "gpus": options.gpus}, ensure_ascii=False), encoding="utf-8")
+                                       "gpus": options.gpus, "option": option}, ensure_ascii=False),
+                           encoding="utf-8")
         try:
             done = subprocess.run([str(python), "-I", str(bridge), str(request), str(response)],
                                   capture_output=True, text=True, env=_bridge_env(options.device))

@@ -8,7 +8,8 @@ is unbabel-comet and nothing of our environment's numpy or transformers leaks in
 
 REQUEST: {"model": a checkpoint file (.../checkpoints/model.ckpt), a model folder holding one, or a COMET model name
 (e.g. "Unbabel/wmt22-comet-da", downloaded once into the Hugging Face cache), "samples": [{"src", "mt", "ref"}, ...],
-"batch_size": int, "gpus": int or null (null: 1 when CUDA is available)}.
+"batch_size": int, "gpus": int or null (null: 1 when CUDA is available), "option": the caller's option that named the
+model, which its errors name (evaluate's --comet, score's --comet-model)}.
 RESPONSE: {"scores": one float per sample, in order, "system_score": their mean, "checkpoint": the file loaded}.
 An error is one line on stderr and exit status 2.
 """
@@ -26,8 +27,9 @@ def is_path(model: str) -> bool:
             or model.count("/") > 1)
 
 
-def checkpoint(model: str) -> str:
-    """The checkpoint file of `model`: the file itself, a folder's checkpoints/model.ckpt, or a downloaded name."""
+def checkpoint(model: str, option: str = "--comet") -> str:
+    """The checkpoint file of `model`: the file itself, a folder's checkpoints/model.ckpt, or a downloaded name;
+    `option`: the caller's option that named it (where a failed download says to give a folder instead)."""
     path = Path(model).expanduser()
     if path.is_file():
         return str(path)
@@ -46,14 +48,15 @@ def checkpoint(model: str) -> str:
     except KeyError:  # COMET's words for any download failure: "not supported by COMET"
         raise ValueError(f"{model}: cannot download it (no network, or no such COMET model); on a machine without the "
                          "Hugging Face hub, download the model elsewhere (e.g. `huggingface-cli download "
-                         f"{model}`) and pass its folder") from None
+                         f"{model}`) and give its folder to {option}") from None
 
 
 def main(request_path: str, response_path: str) -> int:
     request = json.loads(Path(request_path).read_text(encoding="utf-8"))
     logging.disable(logging.WARNING)  # Lightning's banners and tips
     warnings.filterwarnings("ignore")
-    ckpt = checkpoint(request["model"])  # a bad path fails before the imports' seconds
+    ckpt = checkpoint(request["model"], request.get("option") or "--comet")  # a bad path fails before the imports'
+    #   seconds
     import torch
     from comet import load_from_checkpoint
 
