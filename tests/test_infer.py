@@ -1657,4 +1657,37 @@ def test_between_batches_gets_the_share_of_the_whole_call_across_its_groups(monk
     results = SpeechTranslator(Stub()).translate(clips, "eng", "deu", batch_size=1, shortest_first=True,
                                                  between_batches=shares.append)
     assert [len(r.segments) for r in results] == [1, 1, 1, 1] and not any(r.error for r in results)
-    assert shares == pytest.approx([12 / 14, 4 / 14])
+    assert shares == pytest.approx([12 / 14, 8 / 14, 4 / 14])  # 8/14: between the groups (see the test below)
+
+
+class _Ordered(Stub):
+    """A Stub that logs its model calls and language IDs in `events`, beside its caller's `between_batches`."""
+
+    def __init__(self, events: list):
+        super().__init__()
+        self.events = events
+
+    def run_batch(self, items, options):
+        self.events.append(("call", len(items)))
+        return super().run_batch(items, options)
+
+    def detect_language(self, audio):
+        self.events.append(("lid", round(audio.size / SR)))
+        return super().detect_language(audio)
+
+
+def test_a_waiting_request_may_run_ahead_where_one_group_ends_and_the_next_begins(monkeypatch):
+    """`between_batches` ran only between two batches inside one of translate()'s groups (PENDING_SECONDS of audio,
+    2 h): where a group ended, the next group's inputs were decoded, heard by language ID and run a first batch
+    before a server could run the short request waiting meanwhile, and a group that fits one batch never let it in.
+    Now it is called before each later group, with the share of the call then left."""
+    from llm_srt import infer
+
+    monkeypatch.setattr(infer, "PENDING_SECONDS", 6.0)  # groups: the 4 s and 2 s clips, then the two of 4 s
+    events: list = []
+    clips = [recording(s, [(0.0, s)], seed=i) for i, s in enumerate([4.0, 2.0, 4.0, 4.0])]
+    results = SpeechTranslator(_Ordered(events)).translate(
+        clips, "auto", "deu", batch_size=2, shortest_first=True,
+        between_batches=lambda left: events.append(("between", round(left * 14))))
+    assert not any(r.error for r in results)
+    assert events == [("lid", 4), ("lid", 2), ("call", 2), ("between", 8), ("lid", 4), ("lid", 4), ("call", 2)]

@@ -371,8 +371,8 @@ class SpeechTranslator:
         interrupted run of long files kept none). `cancelled(i)`: input i's caller has stopped waiting (a timeout, a
         client gone): its segments not yet in a batch are left out (NOT_RUN), so the model runs on for no one no longer
         than the batch it is in. `remember_out_of_memory`: see `run_items`; `between_batches(left)`: its `between`,
-        with the share of the whole call's audio not yet run (the groups to come counted by their arrays' lengths; a
-        path or bytes from when it is decoded), not of the group running.
+        and before each later group, with the share of the whole call's audio not yet run (the groups to come counted
+        by their arrays' lengths; a path or bytes from when it is decoded), not of the group running.
         `on_stopped(i, result)`: when the run is stopped (Ctrl-C, SIGTERM, the GPU failing for good: whatever leaves
         this call), before that goes on up, for each input with some segments back but not all: a result of those
         (`error` says how many were not), so that a caller keeps them (a 1 h recording stopped after 200 of its 240
@@ -444,6 +444,8 @@ class SpeechTranslator:
                         on_stopped(i, _result(asked[i], langs[i], durations[i], back, f"the run was stopped before "
                                               f"{left[i]} of {len(segments[i])} segments were done", warnings[i]))
                 raise
+            if between is not None and reached < n:  # a later group comes: a waiting short request runs before its
+                between(0.0)  # decoding and language ID and first batch (run_items calls `between` inside a group)
 
         for i, a in enumerate(asked):
             if cancelled is not None and cancelled(i):
