@@ -75,6 +75,8 @@ UNSEEN = "unseen"  # filled after them: the unseen_test sentences, written into 
 MAX_EXAMPLES = 12  # rejected sentences quoted in summary.json
 VOLATILE = ("out", "seconds")  # summary fields left out of summary.json, so that builds compare byte for byte
 AUDIO_FORMATS = {"flac": "FLAC", "wav": "WAV"}  # --audio-format -> soundfile format (16-bit PCM either way)
+MOVED_ASIDE = ("moved {} of another corpus aside to NAME" + STALE + " (rename them back, or keep corpora in separate "
+               "--out folders)")  # said when moving them, and again in the summary
 FEWER = ("build a smaller corpus: `llm-srt prepare mini --out DIR` with a smaller --train, --dev, --test, "
          "--unseen-test or --prose, or fewer --langs (`--survey` counts the sentences per language); `llm-srt demo "
          "--data DIR` uses it as it is (make demo reads data/mini)")  # `llm-srt demo` itself has no size flags
@@ -164,8 +166,7 @@ class MiniSummary:
                    f"{synth} {sum(n for v, n in self.voices.items() if v.split(':')[0] == synth)} ("
                    f"{sum(v.split(':')[0] == synth for v in self.voices)} voices)"
                    for synth in sorted({v.split(":")[0] for v in self.voices})),
-               *([f"moved {', '.join(self.moved_aside)} of another corpus aside to NAME{STALE} (rename them back, or "
-                  "keep corpora in separate --out folders)"] if self.moved_aside else []),
+               *([MOVED_ASIDE.format(", ".join(self.moved_aside))] if self.moved_aside else []),
                f"built in {self.seconds:.1f} s"]
 
 
@@ -290,8 +291,7 @@ def voice_options(args) -> dict:
                                        pair("--augment-snr", args.augment_snr),
                                        pair("--augment-rt60", args.augment_rt60), args.augment_p)
     return dict(synthesizers=tuple(s.strip() for s in args.synthesizers.split(",") if s.strip()),
-                augmentation=augmentation if args.augment else None, prose=args.prose,
-                heldout_voice=args.heldout_voice)
+                augmentation=augmentation if args.augment else None, prose=args.prose, heldout_voice=args.heldout_voice)
 
 
 def _listed_ids(paths: tuple[Path, ...]) -> frozenset[str]:
@@ -452,16 +452,14 @@ def _speak(job: _Job) -> tuple[str, float]:
 
 def _write(path: str, samples: np.ndarray, audio_format: str) -> None:
     tmp_path = f"{path}.tmp"
-    sf.write(tmp_path, np.round(samples * 32767).astype(np.int16), SAMPLE_RATE, format=audio_format,
-             subtype="PCM_16")
+    sf.write(tmp_path, np.round(samples * 32767).astype(np.int16), SAMPLE_RATE, format=audio_format, subtype="PCM_16")
     Path(tmp_path).replace(path)
 
 
 def _augment_file(job: _Job, opts: MiniOptions) -> tuple[dict, float]:
     """Augment a written training utterance in place (drawn from (seed, sentence, language)); returns its
     voices.jsonl fields and its new duration."""
-    drawn = voices.draw_augment(random.Random(f"{opts.seed}:{job.sentence_id}:{job.lang}:augment"),
-                                opts.augmentation)
+    drawn = voices.draw_augment(random.Random(f"{opts.seed}:{job.sentence_id}:{job.lang}:augment"), opts.augmentation)
     samples, _ = sf.read(job.path, dtype="float32")
     samples = voices.augment(samples, drawn)
     _write(job.path, samples, job.audio_format)
@@ -570,12 +568,15 @@ def _rows(sentences: list[Sentence], langs: list[str], pairs: list[tuple[str, st
 def _clear_last_build(out: Path) -> list[str]:
     """Delete an earlier mini build's manifests, voices.jsonl and summary.json (its audio is overwritten from here on);
     a manifest or summary.json of another corpus (`prepare fleurs --out` the same folder: hours of conversion) is
-    moved aside to NAME.stale, as the converters move theirs. Returns the names moved aside."""
+    moved aside to NAME.stale, as the converters move theirs, and said at once (a build stopped later, by a voice
+    failing or Ctrl-C, printed no summary to say it). Returns the names moved aside."""
     moved = [name for name in (*MANIFESTS, "summary.json") if (out / name).is_file() and not _of_mini(out / name)]
     for name in (*MANIFESTS, "voices.jsonl", "summary.json"):
         if name in moved:
             (out / name).replace(out / (name + STALE))
         (out / name).unlink(missing_ok=True)
+    if moved:
+        print(MOVED_ASIDE.format(", ".join(moved)), flush=True)
     return moved
 
 
