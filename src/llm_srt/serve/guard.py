@@ -203,8 +203,9 @@ def check_allowed_host(value: str) -> str:
 
 def check_allowed_origin(value: str) -> str:
     """`--allow-origin` values: '*' or scheme://host[:port] (a trailing '/' allowed), kept as a browser sends its
-    Origin header: lower case, without the scheme's default port. https://app.example.org:443 was kept as given, so
-    neither the origin check nor CORS ever matched the browser's https://app.example.org: every post got 403."""
+    Origin header: lower case, without the scheme's default port, and without a trailing dot on the name, as
+    `split_host` keeps --allow-host. https://app.example.org:443 was kept as given, so neither the origin check nor
+    CORS ever matched the browser's https://app.example.org: every post got 403 (as did https://app.example.org.)."""
     if value == "*":
         return value
     parts = urlsplit(value)
@@ -212,11 +213,12 @@ def check_allowed_origin(value: str) -> str:
         port = parts.port
     except ValueError:  # not a number, or over 65535
         port = -1
-    if parts.scheme not in DEFAULT_PORTS or not parts.hostname or parts.path not in ("", "/") or parts.query \
+    name = (parts.hostname or "").rstrip(".")  # a fully qualified name's dot: the Host check drops it too
+    if parts.scheme not in DEFAULT_PORTS or not name or parts.path not in ("", "/") or parts.query \
             or parts.fragment or parts.username or parts.password or port == -1:
         raise LLMSRTError(f"--allow-origin {value!r} is not an origin; give scheme://host[:port], e.g. "
                           "https://app.example.org, or '*'")
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    host = f"[{name}]" if ":" in name else name
     return f"{parts.scheme}://{host}" + (f":{port}" if port not in (None, DEFAULT_PORTS[parts.scheme]) else "")
 
 
