@@ -6,7 +6,8 @@ identity, the audio file's bytes and the settings (plus the storage dtype), so a
 reuses stale features. A training stage hashes each audio file once (`content_hashes`, on rank 0) and hands the digests
 to every cache it builds (`hashes=`), so lookups neither re-read nor stat the audio. Writes go to a temporary file
 renamed into place, so several processes (DDP ranks) may read and write the same cache at once; a damaged file is
-recomputed.
+recomputed. An entry of format 1, stored before features were checked finite, is read whole the first time it is met
+(by has() or a lookup) and moved to its format-2 key if sound, deleted if not (`_adopt`).
 """
 
 import errno
@@ -26,7 +27,8 @@ from ..errors import AudioError, LLMSRTError
 from ..paths import atomic_file
 from .packed import PackedMap
 
-CACHE_FORMAT = 1  # bump when the file layout or key recipe changes
+CACHE_FORMAT = 2  # bump when the file layout or key recipe changes (2: only finite features are stored)
+UNCHECKED_FORMAT = 1  # entries stored before NaN and inf were refused: checked once when met, then moved to format 2
 DTYPES = {"float16": np.float16, "float32": np.float32}  # storage precision
 HASH_THREADS = 8  # files hashed at once by content_hashes (hashlib releases the GIL; the disk is the limit)
 NPY_HEADER = 128  # bytes before the data in the .npy file of a 2-D array (format 1.0: magic, length, dict, padding)
@@ -61,8 +63,10 @@ class FeatureCache:
         try:
             # the decoder's version too: a cache filled before a decoder fix served the features of clips it now
             # refuses (an MP3 that decoded 6.5 s of its 20, paired with the whole transcript) as hits
-            self._prefix = json.dumps({"format": CACHE_FORMAT, "encoder": encoder_identity, "dtype": dtype,
-                                       "settings": dict(settings or {}), "decoder": DECODER_VERSION}, sort_keys=True)
+            self._prefix, self._unchecked = (
+                json.dumps({"format": fmt, "encoder": encoder_identity, "dtype": dtype,
+                            "settings": dict(settings or {}), "decoder": DECODER_VERSION}, sort_keys=True)
+                for fmt in (CACHE_FORMAT, UNCHECKED_FORMAT))
         except TypeError as e:
             raise LLMSRTError(f"feature cache settings must be JSON values ({e})") from None
         # audio path (as given) -> content hash, from content_hashes(); packed: a training stage's millions of
@@ -75,34 +79,42 @@ class FeatureCache:
 
     def key(self, audio_path: str | Path) -> str:
         """The cache key of one audio file under this cache's encoder and settings."""
-        known = self.hashes.get(str(audio_path))
-        return self._key_of(known or content_hash(audio_path))
+        return self._key_of(self._hash(audio_path))
 
-    def _key_of(self, audio_hash: str) -> str:
-        digest = hashlib.sha256(self._prefix.encode("utf-8"))
+    def _hash(self, audio_path: str | Path) -> str:
+        return self.hashes.get(str(audio_path)) or content_hash(audio_path)
+
+    def _key_of(self, audio_hash: str, prefix: str | None = None) -> str:
+        digest = hashlib.sha256((prefix or self._prefix).encode("utf-8"))
         digest.update(audio_hash.encode("ascii"))
         return digest.hexdigest()
 
     def has(self, audio_path: str | Path) -> bool:
         """Whether features of this file are stored whole: its .npy file is as long as its header says. A file a
         crash left empty or cut short (features are written without fsync) counts as absent, so a pre-fill encodes
-        it again rather than leaving it to the training steps. Costs one read of NPY_HEADER bytes beside the stat;
-        whether the numbers themselves are sound is lookup()'s to tell."""
-        return _whole_npy(self.path_of(self.key(audio_path)))
+        it again rather than leaving it to the training steps. Costs one read of NPY_HEADER bytes beside the stat
+        (every stored entry's numbers were checked finite before it was written); where it is absent, an entry of
+        UNCHECKED_FORMAT is read whole and counts only if sound (one holding NaN or inf was reported as stored, so
+        the pre-fill left it to be encoded, or refused, inside a training step)."""
+        audio_hash = self._hash(audio_path)
+        key = self._key_of(audio_hash)
+        return _whole_npy(self.path_of(key)) or self._adopt(audio_hash, key) is not None
 
     def path_of(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.npy"
 
     def lookup(self, audio_paths: Sequence[str | Path]) -> list[np.ndarray | None]:
         """Stored features for each path, in order; None where absent or damaged (nothing is computed)."""
-        keys = [self.key(p) for p in audio_paths]
-        found = self._load_many(keys)
+        hashes = [self._hash(p) for p in audio_paths]
+        keys = [self._key_of(h) for h in hashes]
+        found = self._load_many(keys, hashes)
         return [found.get(k) for k in keys]
 
     def get_or_compute(self, audio_paths: Sequence[str | Path], compute_fn: ComputeFn) -> list[np.ndarray]:
         """Features for each path, in order. `compute_fn` receives the loaded audio of the misses (one call)."""
-        keys = [self.key(p) for p in audio_paths]
-        found = self._load_many(keys)
+        hashes = [self._hash(p) for p in audio_paths]
+        keys = [self._key_of(h) for h in hashes]
+        found = self._load_many(keys, hashes)
         missing = {k: p for k, p in zip(keys, audio_paths) if k not in found}
         if missing:
             # each file read once: its features are stored under the hash of the very bytes encoded, so a file
@@ -136,10 +148,12 @@ class FeatureCache:
             folder = folder.parent
         return shutil.disk_usage(folder).free
 
-    def _load_many(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
+    def _load_many(self, keys: Sequence[str], hashes: Sequence[str]) -> dict[str, np.ndarray]:
         found = {}
-        for key in dict.fromkeys(keys):
+        for key, audio_hash in dict(zip(keys, hashes)).items():
             cached = self._load(key)
+            if cached is None:
+                cached = self._adopt(audio_hash, key)
             if cached is not None:
                 found[key] = cached
                 self.hits += 1
@@ -157,6 +171,22 @@ class FeatureCache:
         # (a 1-D one stopped the run unnamed; a (0, D) one trained its row on no speech at all)
         # and so is one holding NaN or inf (stored before _finite refused them): encoded again, or refused in one line
         return feats if feats.ndim == 2 and feats.shape[0] > 0 and _all_finite(feats) else None
+
+    def _adopt(self, audio_hash: str, key: str) -> np.ndarray | None:
+        """The features an UNCHECKED_FORMAT entry holds for this audio, moved to `key` where sound (what _load takes:
+        all finite), deleted where not; None where there is none or it is not sound. Read whole once, when first
+        met: a cache filled before NaN and inf were refused is neither encoded again nor trusted unread."""
+        old_key = self._key_of(audio_hash, self._unchecked)
+        old, feats = self.path_of(old_key), self._load(old_key)
+        try:
+            if feats is None:
+                old.unlink(missing_ok=True)
+            else:
+                self.path_of(key).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(old, self.path_of(key))
+        except OSError:  # another rank moved it first, a read-only folder: the features read are sound all the same
+            pass
+        return feats
 
     def _finite(self, feats: np.ndarray, path) -> np.ndarray:
         """`feats` (float32) if they and their rounding to the cache's dtype are finite; LLMSRTError naming the clip
