@@ -232,8 +232,8 @@ class _NoPeak:
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.mib, self.kind = 1.0, "gpu"
+    def __exit__(self, *exc):  # as PeakMemory's on CUDA: no RSS start or rise
+        self.mib, self.kind, self.start_mib, self.rise_mib, self.reserved_mib = 1.0, "gpu", None, None, None
 
 
 # ---- 3. a --model the bench cannot time, refused before the yardstick --------------------------------------------

@@ -29,7 +29,8 @@ them); the tokens they produced are reported next to their times. Times are wall
 untimed warm-up (a decode row's: 2 tokens of its longest batch, so once-per-process costs such as the kernel timing
 of `model.cpu_linear` stay out of it, as in the paper-shape rows; translate()'s and the cascade's: the same pass
 whole, as its batches shrink while rows end), timed after `device.synchronize`; peak memory is torch's allocator
-peak on CUDA, the process RSS (sampled every few milliseconds) on the CPU.
+peak on CUDA, the process RSS (sampled every few milliseconds) on the CPU, where every timed section (decode rows,
+encoder, training, translate(), cascade) also gives `rss_start_mib` and `peak_rise_mib`: what its own pass added.
 """
 
 from __future__ import annotations
@@ -484,7 +485,8 @@ def time_overhead(model, utts: list[Utterance], batch: int, new_tokens: int) -> 
     lower = sum(parts.values())
     return {"translate_s": round(translate_s, 3), "lower_bound_s": round(lower, 3),
             **{k: round(v, 3) for k, v in parts.items()}, "batch_size": batch, "generations": len(mels.calls),
-            "llm_forward_calls": sum(g["calls"] for g in calls.generations), "peak_mib": memory.mib}
+            "llm_forward_calls": sum(g["calls"] for g in calls.generations), "peak_mib": memory.mib,
+            "rss_start_mib": memory.start_mib, "peak_rise_mib": memory.rise_mib}
 
 
 def lower_bound(model, mel: torch.Tensor, mel_mask: torch.Tensor, generation: dict) -> dict[str, float]:
@@ -570,7 +572,7 @@ def time_cascade(folders: tuple[str, str], placement: Placement, utts: list[Utte
                                                     for o in outputs])), 1),
             "mt_tokens_mean": round(float(np.mean([len(mt_tok(o.translation, add_special_tokens=False)["input_ids"])
                                                    for o in outputs])), 1),
-            "peak_mib": memory.mib}
+            "peak_mib": memory.mib, "rss_start_mib": memory.start_mib, "peak_rise_mib": memory.rise_mib}
 
 
 def _is_qformer_model(folder: Path) -> bool:

@@ -100,7 +100,8 @@ def time_training(model, utts: list, batch_size: int, steps: int, workdir: Path)
             "s_per_step_cached": round(float(np.median(times["cached"])), 4),  # machine moves no row alone
             "encoder_s_per_audio_step": round(float(np.median(encoder_s)), 4),
             "encoder_calls_audio": encoder_calls["audio"], "encoder_calls_cached": encoder_calls["cached"],
-            "cache_hits": cache.hits, "cache_misses": cache.misses, "peak_mib": memory.mib}
+            "cache_hits": cache.hits, "cache_misses": cache.misses, "peak_mib": memory.mib,
+            "rss_start_mib": memory.start_mib, "peak_rise_mib": memory.rise_mib}  # on the CPU: what the steps added
 
 
 def recipe_autocast(device: torch.device, precision: str) -> torch.autocast:

@@ -1,0 +1,68 @@
+"""The bench's memory columns (2026-12-07): on the CPU every timed section says what its own pass added to the
+process's RSS, not the whole process's peak alone; the training comparison's copy of the trained weights waits on
+the CPU, outside the device's peak."""
+
+import soundfile
+import torch
+
+import tiny
+from llm_srt import device
+from llm_srt.bench import embedded, training
+
+
+class _CpuPeak:
+    """A PeakMemory stand-in reading as the CPU's: the process RSS at 5000 MiB as the block starts, 40 more inside."""
+
+    def __init__(self, device):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.start_mib, self.rise_mib, self.mib = 5000.0, 40.0, 5040.0
+        self.kind, self.reserved_mib = "rss", None
+
+
+def _utterances(tmp_path, n: int) -> list:
+    utts = []
+    for i in range(n):
+        audio = tiny.tone(0.6 + 0.2 * i, 300 + 40 * i, seed=i)
+        soundfile.write(tmp_path / f"u{i}.wav", audio, tiny.SAMPLE_RATE)
+        utts.append(embedded.Utterance(str(tmp_path / f"u{i}.wav"), audio, "eng", "deu", "a cat", "eine katze"))
+    return utts
+
+
+def test_translate_reports_what_its_pass_added_on_the_cpu(tmp_path, monkeypatch):
+    """JSON `overhead` (translate()) gave `peak_mib` alone: on the CPU the whole process's RSS peak (the models and
+    what earlier sections left), not what translate() took; the decode and encoder rows also give `rss_start_mib`
+    and `peak_rise_mib`, and so does it now."""
+    monkeypatch.setattr(embedded, "PeakMemory", _CpuPeak)
+    torch.manual_seed(0)
+    model = tiny.speech_llm(tmp_path).eval()
+    out = embedded.time_overhead(model, _utterances(tmp_path, 2), batch=2, new_tokens=3)
+    assert (out["peak_mib"], out["rss_start_mib"], out["peak_rise_mib"]) == (5040.0, 5000.0, 40.0)
+
+
+def test_the_training_steps_report_what_they_added_on_the_cpu(tmp_path, monkeypatch):
+    """JSON `train` likewise gave the process's RSS peak alone."""
+    monkeypatch.setattr(training, "PeakMemory", _CpuPeak)
+    model = tiny.speech_llm(tmp_path)
+    out = training.time_training(model, _utterances(tmp_path, 2), batch_size=2, steps=1, workdir=tmp_path)
+    assert (out["peak_mib"], out["rss_start_mib"], out["peak_rise_mib"]) == (5040.0, 5000.0, 40.0)
+
+
+def test_the_cascade_reports_what_its_pass_added_on_the_cpu(tmp_path, monkeypatch):
+    """JSON `cascade` gave the process's RSS peak alone (the table then printed '-' in its RSS rise column)."""
+    from llm_srt.bench.table import RISE, _mib
+    from llm_srt.model import whisper_system
+
+    monkeypatch.setattr(embedded, "PeakMemory", _CpuPeak)
+    placement = device.resolve("cpu", "float32")
+    folders = str(tiny.whisper_lid_dir(tmp_path)), str(tiny.llm_dir(tmp_path))
+    try:
+        out = embedded.time_cascade(folders, placement, _utterances(tmp_path, 2), 2, 3)
+    finally:
+        whisper_system.release_models(placement.device)  # the cascade's Whisper, cached there
+    assert (out["peak_mib"], out["rss_start_mib"], out["peak_rise_mib"]) == (5040.0, 5000.0, 40.0)
+    assert _mib(out, RISE) == "+40"
