@@ -1691,3 +1691,13 @@ def test_a_waiting_request_may_run_ahead_where_one_group_ends_and_the_next_begin
         between_batches=lambda left: events.append(("between", round(left * 14))))
     assert not any(r.error for r in results)
     assert events == [("lid", 4), ("lid", 2), ("call", 2), ("between", 8), ("lid", 4), ("lid", 4), ("call", 2)]
+
+
+def test_an_input_given_as_the_bytes_of_a_file_is_named_as_bytes_not_as_an_array():
+    """translate() named every input that is not a path "<array i>", so the bytes of a file that would not decode
+    failed as "<array 0>: cannot decode audio", which sent its caller looking for a bad array."""
+    good = np.zeros(SR, np.float32)
+    results = SpeechTranslator(Stub()).translate([b"not audio at all", good, bytearray(b"nor this")], "eng", "deu")
+    assert [r.audio for r in results] == ["<bytes 0>", "<array 1>", "<bytes 2>"]
+    assert results[0].error.startswith("<bytes 0>: cannot decode audio") and results[1].error is None
+    assert results[2].error.startswith("<bytes 2>: ")

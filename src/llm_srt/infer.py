@@ -86,7 +86,7 @@ class SegmentResult:
 
 @dataclass
 class TranslationResult:
-    audio: str  # the input's name (path, or "<array i>")
+    audio: str  # the input's name (path, or "<array i>" / "<bytes i>" for the i-th input given as such)
     src: str | None
     tgt: str | None
     task: str
@@ -395,7 +395,8 @@ class SpeechTranslator:
             raise LLMSRTError(f"--transcript: {len(transcripts)} transcripts for {n} inputs; give one per input")
         if any(k is Task.SMT for k in tasks) and transcripts is None:
             raise LLMSRTError("task smt needs one transcript per input (--transcript)")
-        asked = [_Input(shown(str(x)) if isinstance(x, (str, Path)) else f"<array {i}>", srcs[i],
+        asked = [_Input(shown(str(x)) if isinstance(x, (str, Path)) else  # the bytes of a file are no array
+                        f"<{'bytes' if isinstance(x, (bytes, bytearray, memoryview)) else 'array'} {i}>", srcs[i],
                         tgts[i] if tasks[i].needs_translation else None, tasks[i],
                         transcripts[i] if transcripts else "") for i, x in enumerate(inputs)]
 
