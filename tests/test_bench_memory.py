@@ -66,3 +66,37 @@ def test_the_cascade_reports_what_its_pass_added_on_the_cpu(tmp_path, monkeypatc
         whisper_system.release_models(placement.device)  # the cascade's Whisper, cached there
     assert (out["peak_mib"], out["rss_start_mib"], out["peak_rise_mib"]) == (5040.0, 5000.0, 40.0)
     assert _mib(out, RISE) == "+40"
+
+
+def test_the_training_comparisons_copy_of_the_trained_weights_waits_on_the_cpu(tmp_path, monkeypatch):
+    """time_training copied the trained weights (to restore them after its steps) with `clone()`, on their own
+    device: on a GPU the copy sat in the allocator through the timed steps, the adapter's size again in JSON
+    train's `peak_mib`. The copy goes to the CPU (as bench/paper.py's training rows keep theirs), and the weights
+    come back as they were."""
+    monkeypatch.setattr(training, "PeakMemory", _CpuPeak)
+    model = tiny.speech_llm(tmp_path)
+    copies = []
+
+    class Detached:  # what `p.detach()` gives time_training: records where each copy of a weight goes
+        def __init__(self, param):
+            self.param = param
+
+        def clone(self):  # beside the weight, on its device
+            copies.append("the weight's own device")
+            return self.param.data.clone()
+
+        def to(self, *args, **kwargs):
+            copies.append(str(torch.device(args[0] if args else kwargs["device"])))
+            return self.param.data.to(*args, **kwargs)
+
+    params = model.trainable_parameters()
+    before = [p.detach().clone() for p in params]
+    for p in params:
+        p.detach = lambda p=p: Detached(p)  # an instance attribute shadows the method
+    try:
+        training.time_training(model, _utterances(tmp_path, 2), batch_size=2, steps=1, workdir=tmp_path)
+    finally:
+        for p in params:
+            del p.detach
+    assert copies == ["cpu"] * len(params)
+    assert all(torch.equal(p.detach(), b) for p, b in zip(params, before))

@@ -20,7 +20,8 @@ def time_training(model, utts: list, batch_size: int, steps: int, workdir: Path)
     """Seconds per optimizer step on one batch read as audio (encoder runs) vs from the feature cache (it does not),
     through the recipe's own pieces (collate, FeatureCache, SpeechLLM.forward, AdamW), and the seconds the encoder
     (log-mel + forward, timed around `WhisperEncoder.encode`) took inside the audio steps: medians over `steps`
-    timed steps each way, the two ways taking turns in either order. Trained weights restored."""
+    timed steps each way, the two ways taking turns in either order. Trained weights restored from a copy on the
+    CPU (on a GPU one beside them counted in `peak_mib`, the adapter's size again for the comparison's peak)."""
     from ..data.features import FeatureCache
     from ..data.loader import Example, collate
 
@@ -44,7 +45,7 @@ def time_training(model, utts: list, batch_size: int, steps: int, workdir: Path)
     batches = {"audio": lambda: collate(examples),
                "cached": lambda: collate(examples, cache.get_or_compute(paths, encode))}
     params = model.trainable_parameters()
-    saved = [p.detach().clone() for p in params]
+    saved = [p.detach().to("cpu", copy=True) for p in params]  # on the CPU: no part of the device's peak_mib
     optimizer = torch.optim.AdamW(params, lr=1e-6)
     times: dict[str, list[float]] = {"audio": [], "cached": []}
     encoder_calls = {"audio": 0, "cached": 0}
