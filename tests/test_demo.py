@@ -540,6 +540,46 @@ def test_scored_directions_are_the_llms_best_at_text_mt(tmp_path, monkeypatch):
     assert "scored: deu->eng" in lines[0]
 
 
+def test_the_text_mt_probe_takes_the_first_sentences_of_each_candidate_direction(tmp_path, monkeypatch):
+    """`choose_directions` promises the first `sentences` dev sentences of each candidate direction, as test_subset
+    takes its test rows (fcd3f74); probe_rows took the first N ids over all the candidates together, so a direction
+    lacking one of them (a catalogue without that msgid) was ranked on fewer, and one direction's extra ids took
+    the others' places. Per direction now; the log says which had fewer."""
+    import numpy as np
+
+    from llm_srt import demo
+    from llm_srt.audio import write_wav
+    from llm_srt.model import systems
+    from llm_srt.model.protocol import Output
+
+    class CopyMT:
+        def __init__(self, folder, placement, name="mt"):
+            self.name = name
+
+        def run_batch(self, items, options):
+            return [Output(translation=it.transcript) for it in items]
+
+    monkeypatch.setattr(systems, "TextMTSystem", CopyMT)
+    wav = tmp_path / "a.wav"
+    write_wav(wav, np.zeros(1600, dtype=np.float32))
+    has = {"00": [("eng", "fra")], "01": [("deu", "eng")], "02": [("deu", "eng")]}  # the rest: all three
+    rows = [Row(id=f"{sid}-{s}-{t}", audio=str(wav), duration=0.1, src_lang=s, transcript=f"the cat number {sid}",
+                tgt_lang=t, translation=f"the cat number {sid}", split="dev", corpus="t", sentence_id=sid)
+            for sid in [f"{i:02d}" for i in range(6)]
+            for s, t in has.get(sid, [("deu", "eng"), ("eng", "deu"), ("eng", "fra")])]
+    write_manifest(tmp_path / "dev.jsonl", rows)
+    pairs = (("deu", "eng"), ("eng", "deu"))
+    kept = {(r.src_lang, r.tgt_lang, r.sentence_id) for r in demo.probe_rows(tmp_path / "dev.jsonl", pairs, 3)}
+    assert sorted(sid for s, _, sid in kept if s == "deu") == ["01", "02", "03"]
+    assert sorted(sid for s, _, sid in kept if s == "eng") == ["03", "04", "05"]
+    lines = []
+    got = demo.choose_directions(tmp_path / "dev.jsonl", lines.append, candidates=pairs + (("spa", "eng"),), n=1,
+                                 sentences=4)
+    assert got["sentences"] == 4 and "on 4 dev sentences (fewer in eng->deu 3, spa->eng 0)" in lines[0]
+    again = demo.probe_rows(tmp_path / "dev.jsonl", pairs, got["sentences"])  # run_demo's probe of the chosen ones
+    assert len(again) == 7
+
+
 def test_the_demo_trains_in_float32_on_a_gpu_that_emulates_bfloat16(monkeypatch):
     """The demo trains, so on a T4 auto takes training's float32 (inference's float16 would be refused by train)."""
     import torch

@@ -100,11 +100,12 @@ def demo_stages(work: Path, data: Path, asr: Path = SHIPPED / "asr", dtype: str 
 
 
 def probe_rows(dev_manifest: Path, directions, sentences: int = MT_PROBE_SENTENCES) -> list:
-    """The text-MT probe: the rows of the first `sentences` dev sentence ids in `directions` (src, tgt)."""
+    """The text-MT probe: the rows of the first `sentences` dev sentence ids of each of `directions` (src, tgt)."""
     wanted = set(directions)
     rows = [r for r in read_manifest(dev_manifest) if (r.src_lang, r.tgt_lang) in wanted]
-    ids = sorted({r.sentence_id for r in rows})[:sentences]
-    rows = [r for r in rows if r.sentence_id in ids]
+    ids = {pair: set(sorted({r.sentence_id for r in rows if (r.src_lang, r.tgt_lang) == pair})[:sentences])
+           for pair in wanted}  # per direction, as test_subset: a sentence one direction lacks takes no one's place
+    rows = [r for r in rows if r.sentence_id in ids[(r.src_lang, r.tgt_lang)]]
     if not rows:
         raise LLMSRTError(f"{dev_manifest}: none of the directions {sorted(wanted)} is in the dev split")
     return rows
@@ -142,7 +143,8 @@ def choose_directions(dev_manifest: Path, log=print, candidates=DEMO_DIRECTIONS,
     """The LLM's own text MT (the cascade's second pass: gold transcript -> translation) measured on the first
     `sentences` dev sentences of each candidate direction; the `n` directions with the highest BLEU are the ones
     the demo scores (where a speech LLM can show anything, its LLM must translate). -> {"bleu": {"src-tgt":
-    BLEU}, "chosen": [(src, tgt), ...], "sentences": k}."""
+    BLEU}, "chosen": [(src, tgt), ...], "sentences": k}, k the most any candidate had (at most `sentences`; the
+    log names those with fewer)."""
     from . import device
     from .model.systems import TextMTSystem
 
@@ -150,10 +152,14 @@ def choose_directions(dev_manifest: Path, log=print, candidates=DEMO_DIRECTIONS,
     scores = text_mt_bleu(TextMTSystem(None, placement or device.resolve("auto")), rows, log)
     ranked = sorted(scores, key=lambda d: (-scores[d], d))
     chosen = [tuple(d.split("-")) for d in ranked[:n]]
-    k = len({r.sentence_id for r in rows})
+    each = {f"{s}->{t}": len({r.sentence_id for r in rows if (r.src_lang, r.tgt_lang) == (s, t)})
+            for s, t in dict.fromkeys(candidates)}
+    k = max(each.values())  # per direction (probe_rows of the chosen ones with it again: the same rows)
+    fewer = ", ".join(f"{d} {m}" for d, m in each.items() if m < k)
     best_first = {d: scores[d] for d in ranked}
-    log(f"the LLM's text MT on {k} dev sentences (gold transcript -> translation), BLEU: "
-        + bleu_per_direction(best_first) + f"; scored: {', '.join(f'{s}->{t}' for s, t in chosen)}")
+    log(f"the LLM's text MT on {k} dev sentences{f' (fewer in {fewer})' if fewer else ''} (gold transcript -> "
+        "translation), BLEU: " + bleu_per_direction(best_first)
+        + f"; scored: {', '.join(f'{s}->{t}' for s, t in chosen)}")
     return {"bleu": best_first, "chosen": chosen, "sentences": k}
 
 
