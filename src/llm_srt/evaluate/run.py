@@ -21,7 +21,7 @@ import shlex
 import sys
 from dataclasses import replace
 from datetime import timedelta
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Callable
 
@@ -33,12 +33,12 @@ from ..device import Placement
 from ..errors import LLMSRTError
 from ..paths import EMBEDDED, absolute_model
 from ..ranks import from_rank0, on_every_rank, stop_with_launcher
-from ..model.decoding import (DecodingOptions, add_compile_argument, add_no_repeat_argument, add_srt_tags_argument,
-                              decoding_from_args)
+from ..model.decoding import DecodingOptions, decoding_from_args
 from ..model.systems import AUTO_TASK, SYSTEMS
 from ..model.systems import trained_task as model_task  # the task a model folder was trained for (--task auto)
 from ..prompts import Task
-from .comet import DEFAULT_MODEL, CometOptions, check_model, check_python, score_systems
+from .arguments import add_arguments  # noqa: F401  the verb's options (cli.py calls run.add_arguments)
+from .comet import CometOptions, check_model, check_python, score_systems
 from .compare import compare_systems
 from . import journal
 from .journal import MISSING, Journal, audio_state, group_digests, remove_journals
@@ -150,9 +150,11 @@ def progress_bar(total: int, desc: str, progress: Callable[[int], object] | None
 
 
 def decode_in_groups(journal: Journal, rows: list[Row], size: int,
-                     decode: Callable[[list[Row], Callable[[int, bool], object]], list[UtteranceResult]]) -> None:
+                     decode: Callable[[list[Row], Callable[[int, bool], object]], list[UtteranceResult]],
+                     stop: Callable[[], bool] = lambda: False) -> bool:
     """`rows` run through `decode` `size` at a time, in order, each group's results kept in `journal` as it
-    finishes; a group whose every row the journal kept already is not run again. Fixed groups: a run that goes on
+    finishes; a group whose every row the journal kept already is not run again. Whether every group ran: False where
+    `stop()` said to stop before one (another torchrun rank failed: `rank_failed`). Fixed groups: a run that goes on
     from a killed one batches every row as an uninterrupted run does (a row's output may depend on its batch).
     `decode(group, unread)` calls `unread(k, by_content)` for row k of the group that failed before any batch
     (`run_system`):
@@ -161,12 +163,15 @@ def decode_in_groups(journal: Journal, rows: list[Row], size: int,
     file may be a passing error: run again)."""
     for group in groups(rows, size):
         if not journal.kept(group):
+            if stop():
+                return False
             key = group_digests(group, journal.base)
             states = [audio_state(row.audio) for row in group]
             unread: dict[int, bool] = {}  # row k of the group -> whether it failed by its content
             for k, (row, result) in enumerate(zip(group, decode(group, unread.__setitem__))):
                 journal.append(row, result, key, states[k] if k in unread and _same_each_time(states[k], unread[k])
                                else None)
+    return True
 
 
 def _taken(journal: Journal, digests: set[str]) -> bool:
@@ -198,7 +203,7 @@ def world() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
-_group = [None]  # the gloo group of `rank_group` (None: the default group, or one process)
+_group = [None, 0]  # the gloo group of `rank_group` (None: the default group, or one process); its number
 
 
 @contextmanager
@@ -218,6 +223,7 @@ def rank_group():
     else:
         dist.new_group(backend="gloo", timeout=CONNECT_TIMEOUT)  # connected in time, or failed
     _group[0] = dist.new_group(backend="gloo", timeout=GATHER_TIMEOUT)  # its collectives wait for slower ranks
+    _group[1] += 1  # (every rank makes as many: `rank_failed`'s key is the same on each)
     try:
         yield
     finally:
@@ -233,6 +239,20 @@ def in_rank_group(fn):
         with rank_group():
             return fn(*args, **kwargs)
     return run
+
+
+def rank_failed(size: int) -> Callable[[bool], bool]:
+    """`failed(True)` on a rank that fails while decoding tells every rank, and `failed()` on any says whether one
+    did (looked up, not waited for), through the default group's store (torchrun's rendezvous): the others stopped
+    only at the rows' hand-over, after decoding their shards for nothing. Always False in one process."""
+    import torch.distributed as dist
+
+    try:
+        store = dist.distributed_c10d._get_default_store() if size > 1 else None
+    except (RuntimeError, ValueError, AttributeError):  # no default group (a test's stand-in)
+        store = None
+    key = f"llm-srt/evaluate/{_group[1]}/failed"
+    return lambda say=False: store is not None and (store.set(key, "1") is None if say else store.check([key]))
 
 
 def gather(part, rank: int, size: int) -> list | None:
@@ -371,7 +391,11 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
     # every rank's journals checked before any rank loads a model: a resume with another number of processes is
     # refused by the ranks that kept a journal, and a rank without one must not decode its shard for nothing
     runs_here = on_every_rank(open_journals, rank, size, _group[0])
-    for name, (t, mine, journals) in runs_here.items():
+    failed = rank_failed(size)
+
+    def decode_system(name: str, t: Task, mine: list[Row], journals: dict) -> bool:
+        """One system's rows of this rank decoded (or kept) into `systems` and `mt`; False where another rank failed
+        first: this one stops before its next group (what it decoded is kept in its journals)."""
         tasks[name] = t.value
         todo = {kind: len(rs) - kept_rows(j, rs, group) for kind, (rs, j) in journals.items()}
         log(f"{name}: {len(mine)} rows as {t.value} on {placement}" + (f" (rank {rank} of {size})" if size > 1 else "")
@@ -379,24 +403,41 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
                f"run kept ({partial}), {sum(todo.values())} to go" if any(j.rows for _, j in journals.values())
                else ""))
         if any(todo.values()):  # every row kept: the model is not even loaded
+            if failed():
+                return False
             translator = SpeechTranslator(load_system(run_now[name], placement, **folders[name]), name)
             rs, j = journals["hyps"]
             with tqdm(total=len(rs), initial=len(rs) - todo["hyps"], desc=f"evaluate {name}") as bar:
-                decode_in_groups(j, rs, group, lambda g, unread: run_system(
-                    translator, g, t, options, batch_size, progress=bar.update, unread=unread))
+                if not decode_in_groups(j, rs, group, lambda g, unread: run_system(
+                        translator, g, t, options, batch_size, progress=bar.update, unread=unread), failed):
+                    return False
             if "mt" in journals:
                 rs, j = journals["mt"]
                 text_mt = mt_system(translator.system, mt_prompt)
                 log(f"{name}: text MT from " + ("an instruction (MT_TEMPLATE)" if text_mt is not translator.system
                                                 else "its own MT prompt"))
                 with tqdm(total=len(rs), initial=len(rs) - todo["mt"], desc=f"text MT {name}") as bar:
-                    decode_in_groups(j, rs, group, lambda g, _: run_text_mt(text_mt, g, options, batch_size,
-                                                                            progress=bar.update))
+                    if not decode_in_groups(j, rs, group, lambda g, _: run_text_mt(text_mt, g, options, batch_size,
+                                                                                   progress=bar.update), failed):
+                        return False
             del translator
             release_models(placement.device)  # the next system (or COMET) gets the GPU memory this one held
         systems[name] = journals["hyps"][1].results(mine)
         if with_mt:
             mt[name] = journals["mt"][1].results(journals["mt"][0])
+        return True
+
+    def decode_here() -> bool:
+        try:
+            return all(decode_system(name, *here) for name, here in runs_here.items())  # to the first stop
+        except Exception:
+            with suppress(Exception):  # (the store gone: the rank's own error stands)
+                failed(True)  # every other rank stops before its next group, not at the hand-over of the rows
+            raise
+
+    # agreed: a rank that failed while decoding (a model not loading on its GPU, DeviceFailed, a full disk under its
+    # journal) left the others to decode their shards for nothing, then die in the hand-over on a gloo traceback
+    on_every_rank(decode_here, rank, size, _group[0], name_rank=True)
     written = {d for r in rows for d in journal.row_digests(r, base)}
     spent = {name: all(_taken(j, written) for _, j in journals.values())  # a journal holding rows this run did not
              for name, (_, _, journals) in runs_here.items()}  # take (--limit) is kept, on any rank
@@ -516,67 +557,6 @@ def decoding_record(tasks: dict[str, str], options: DecodingOptions, placement: 
     if world_size is not None:
         record["world_size"] = world_size
     return record
-
-
-def add_arguments(parser) -> None:
-    from ..infer import MAX_NEW_TOKENS, MAX_NEW_TOKENS_HELP
-
-    parser.add_argument("--model", action="append", required=True,
-                        help="NAME=FOLDER, a model folder, 'whisper' or 'cascade', or NAME=FILE.jsonl: the results "
-                             "(hyps.NAME.jsonl) of an earlier evaluation, scored again without decoding (several "
-                             "files, comma-separated: one per training run, pooled and tested run by run); repeat "
-                             "to compare systems (the first is the one the others are tested against)")
-    parser.add_argument("--manifest", default=None, help="test manifest (JSONL); not needed when every --model "
-                                                         "is a results file")
-    parser.add_argument("--out", required=True, help="report folder")
-    parser.add_argument("--task", default="auto", choices=TASKS,
-                        help="auto: what the model folder was trained for (an SMT-stage folder: asr+smt); smt: the "
-                             "gold transcript in (Table 6); asr: every clip transcribed once; asr+smt: the model's "
-                             "own transcript, then its SMT (the paper's w/o SRT ablation)")
-    parser.add_argument("--beam", type=int, default=1)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS, help=MAX_NEW_TOKENS_HELP)
-    add_srt_tags_argument(parser)
-    add_no_repeat_argument(parser)
-    add_compile_argument(parser)
-    parser.add_argument("--limit", type=int, default=None,
-                        help="only the first N manifest rows (of a results file: its rows among them; without a "
-                             "manifest, its first N rows)")
-    parser.add_argument("--with-mt", action="store_true",
-                        help="also score each system's own LLM translating the gold transcripts (Figure 3)")
-    parser.add_argument("--mt-prompt", default="auto", choices=MT_PROMPTS,
-                        help="--with-mt's prompt for a model folder: tags (its own MT prompt: the transcript and "
-                             "language tags), instruction (a translation instruction, as to a plain LLM), auto (the "
-                             "instruction without LoRA: its LLM is the frozen base LLM; the tags with LoRA)")
-    parser.add_argument("--whisper", default=None, help="Whisper folder of the whisper and cascade baselines "
-                                                        "(default: the embedded Whisper)")
-    parser.add_argument("--llm", default=None, help="LLM folder of the cascade and mt baselines (default: the "
-                                                    "embedded LLM); a model folder runs on the LLM it names (or "
-                                                    "--model-llm)")
-    parser.add_argument("--encoder", default=None,
-                        help="Whisper encoder folder of every model folder to run, instead of the one its config.json "
-                             "names (a model folder moved to another machine; translate's --encoder)")
-    parser.add_argument("--model-llm", default=None,
-                        help="LLM folder of every model folder to run, instead of the one its config.json names (a "
-                             "model folder moved to another machine; translate's --llm); not the baselines' (--llm)")
-    parser.add_argument("--significance", type=int, default=SAMPLES, metavar="N",
-                        help="with several systems: paired bootstrap of each against the first (BLEU; "
-                             "transcript WER/CER per language), N resamples (0: none)")
-    parser.add_argument("--skip-bad", action="store_true", help="skip bad manifest rows instead of stopping")
-    parser.add_argument("--restart", action="store_true",
-                        help="decode every row again (by default a run into an --out that a killed run left goes "
-                             "on from the rows it decoded: OUT/partial)")
-    parser.add_argument("--comet", nargs="?", const=DEFAULT_MODEL, default=None, metavar="MODEL",
-                        help=f"also score COMET (default model {DEFAULT_MODEL}; or a COMET model folder or "
-                             "checkpoint file); runs in its own Python: `llm-srt setup --comet` makes it")
-    parser.add_argument("--comet-python", default=None,
-                        help="the Python with unbabel-comet (default: $LLM_SRT_COMET_PYTHON, else the setup's)")
-    parser.add_argument("--comet-batch-size", type=int, default=16)
-    parser.add_argument("--comet-gpus", type=int, default=None,
-                        help="0: COMET on the CPU; 1: on one GPU (default: the GPU of --device cuda:N; 0 with "
-                             "--device cpu; else 1 when its torch sees CUDA, else 0); more is refused: COMET's "
-                             "multi-GPU scoring cannot return its scores under torch >= 2.6")
-    device.add_arguments(parser)
 
 
 def main(args) -> int:
