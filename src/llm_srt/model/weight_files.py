@@ -4,12 +4,14 @@ the torch-only Whisper (whisper_torch.py: language ID, the whisper and cascade b
 model.safetensors.index.json lists (transformers shards past 5 GB: a float32 Whisper large is 6.2 GB), else an older
 fine-tune's pytorch_model.bin or the shards pytorch_model.bin.index.json lists, else *.safetensors shards named by
 hand; never every file (openai/whisper-large-v3 ships
-model.safetensors beside fp32 shards of the same tensors). `TensorReader` opens them for one load.
+model.safetensors beside fp32 shards of the same tensors). `TensorReader` opens them for one load. The folder's
+settings files are checked here too: config.json (`whisper_config`) and generation_config.json (`whisper_generation`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 from pathlib import Path
 
 import torch
@@ -44,8 +46,6 @@ def whisper_config(folder: Path, reader: str) -> dict:
     hand-edited file's; a TypeError traceback from the torch Whisper's layers, a StrictDataclassFieldValidationError
     from the encoder's WhisperConfig). The torch Whisper told a CTranslate2 folder only to give "a folder holding a
     Hugging Face Whisper model" (nothing of `convert whisper-ct2`), and an LLM's "no 'num_mel_bins'"."""
-    import json
-
     file, given = folder / "config.json", WHISPER_GIVEN[reader]
     if not file.is_file():
         raise LLMSRTError(f"{folder}: not a Hugging Face Whisper folder (no config.json); {whisper_todo(folder)}")
@@ -67,6 +67,55 @@ def whisper_config(folder: Path, reader: str) -> dict:
             raise LLMSRTError(f"{file}: {key} is {json.dumps(raw[key])}, not a positive integer; copy the base "
                               "Whisper's config.json")
     return raw
+
+
+GENERATION = "generation_config.json"
+GENERATION_IDS = ("decoder_start_token_id", "eos_token_id", "pad_token_id")  # each needed, else config.json's
+COPY_BASE = "copy {} of the Whisper it was fine-tuned from (openai/whisper-*) into its folder"
+
+
+def whisper_generation(folder: Path, config: dict) -> dict:
+    """What a Whisper folder's generation_config.json (none: config.json, as transformers falls back) says about
+    decoding, for the torch Whisper (`config`: its checked config.json): the three ids of GENERATION_IDS (eos_token_id
+    the first of a list), no_timestamps_token_id, lang_to_id and task_to_id ({} if absent), suppress_tokens and
+    begin_suppress_tokens (tuples, () if absent) and is_multilingual as given. Each id is an integer of the vocabulary
+    (a suppressed one any integer: one outside it is ignored, as transformers does); "50258" or 51866 in a
+    hand-edited file was a ValueError, TypeError or IndexError traceback from torch at the first decode, and is one
+    line naming the file and the key."""
+    path = folder / GENERATION
+    g = read_json(path) if path.is_file() else config
+    n_vocab, base = config["vocab_size"], folder / "config.json"
+    file = {k: path if g is not config and k in g else base for k in GENERATION_IDS}
+    out = {k: g.get(k, config.get(k)) for k in GENERATION_IDS}
+    if isinstance(out["eos_token_id"], list):  # several end ids: the first (an empty list names none)
+        out["eos_token_id"] = next(iter(out["eos_token_id"]), None)
+    if None in out.values():
+        raise LLMSRTError(f"{folder}: config.json and {GENERATION} name no "
+                          f"{', '.join(k for k, v in out.items() if v is None)}")
+    source = path if g is not config else base
+    ids = [(file[k], k, v) for k, v in out.items()]
+    if (no_timestamps := g.get("no_timestamps_token_id")) is not None:
+        ids.append((source, "no_timestamps_token_id", no_timestamps))
+    for key in ("lang_to_id", "task_to_id"):
+        out[key] = g.get(key) or {}
+        if not isinstance(out[key], dict):
+            raise LLMSRTError(f"{source}: {key} is {json.dumps(out[key])}, not an object of tokens and their ids; "
+                              f"{COPY_BASE.format(source.name)}")
+        ids += [(source, f"{key}'s {name}", i) for name, i in out[key].items()]
+    for at, key, i in ids:
+        if type(i) is not int or not 0 <= i < n_vocab:
+            raise LLMSRTError(f"{at}: {key} is {json.dumps(i)}, not a token id of this Whisper (an integer from 0 "
+                              f"to {n_vocab - 1}); {COPY_BASE.format(at.name)}")
+    for key in ("suppress_tokens", "begin_suppress_tokens"):
+        listed = g.get(key) or []
+        if not isinstance(listed, list):
+            raise LLMSRTError(f"{source}: {key} is {json.dumps(listed)}, not a list of token ids; "
+                              f"{COPY_BASE.format(source.name)}")
+        if wrong := [i for i in listed if type(i) is not int]:
+            raise LLMSRTError(f"{source}: {key} holds {json.dumps(wrong[0])}, not a token id (an integer); "
+                              f"{COPY_BASE.format(source.name)}")
+        out[key] = tuple(listed)
+    return {**out, "no_timestamps_token_id": no_timestamps, "is_multilingual": g.get("is_multilingual")}
 
 
 def tensor_files(folder: Path) -> dict[str, Path]:

@@ -32,9 +32,10 @@ from torch import nn
 from ..errors import LLMSRTError
 from .convert import read_vocabulary_txt
 from .cpu_linear import FastLinear, fast_linear
-from .log_mel import LogMel, read_json
+from .log_mel import LogMel
 from .mapped import drop_pages_after_lookups, mapped_from
-from .weight_files import BIN_INDEX, WEIGHTS_INDEX, TensorReader, file_of, tensor_files, whisper_config
+from .weight_files import (BIN_INDEX, WEIGHTS_INDEX, TensorReader, file_of, tensor_files, whisper_config,
+                           whisper_generation)
 
 TIMESTAMP = re.compile(r"<\|(\d+\.\d+)\|>")  # timestamp tokens are not special in tokenizer.json: HF drops their text
 VOCABULARY = "vocabulary.txt"  # id -> token, one a line (CTranslate2's file; `convert whisper-ct2` writes it)
@@ -325,17 +326,12 @@ class GenerationSettings:
 
     @classmethod
     def from_folder(cls, folder: Path, config: dict) -> "GenerationSettings":
-        path = folder / "generation_config.json"  # when present, it alone says how to generate (as in HF)
-        g = read_json(path) if path.is_file() else config
-        ids = {k: g.get(k, config.get(k)) for k in ("decoder_start_token_id", "eos_token_id", "pad_token_id")}
-        if isinstance(ids["eos_token_id"], list):  # several end ids: the first (an empty list names none)
-            ids["eos_token_id"] = next(iter(ids["eos_token_id"]), None)
-        if None in ids.values():
-            raise LLMSRTError(f"{folder}: config.json and generation_config.json name no "
-                              f"{', '.join(k for k, v in ids.items() if v is None)}")
-        return cls(ids["decoder_start_token_id"], ids["eos_token_id"], ids["pad_token_id"], g.get("lang_to_id") or {},
-                   g.get("task_to_id") or {}, g.get("no_timestamps_token_id"), tuple(g.get("suppress_tokens") or ()),
-                   tuple(g.get("begin_suppress_tokens") or ()), g.get("is_multilingual"))
+        """generation_config.json when present (it alone says how to generate, as in HF), else config.json, its ids
+        checked (`weight_files.whisper_generation`)."""
+        g = whisper_generation(folder, config)
+        return cls(g["decoder_start_token_id"], g["eos_token_id"], g["pad_token_id"], g["lang_to_id"],
+                   g["task_to_id"], g["no_timestamps_token_id"], g["suppress_tokens"], g["begin_suppress_tokens"],
+                   g["is_multilingual"])
 
 
 class TorchWhisper(nn.Module):
