@@ -394,6 +394,7 @@ def test_each_training_rows_reserved_peak_is_its_own_and_printed(monkeypatch):
         def __exit__(self, *exc):
             cached["mib"] = max(cached["mib"], 300.0)
             self.mib, self.kind, self.reserved_mib = 200.0, "gpu", max(self.start, 300.0)
+            self.start_mib = self.rise_mib = None  # as PeakMemory's on CUDA
 
     class Model(torch.nn.Module):
         def __init__(self):

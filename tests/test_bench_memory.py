@@ -100,3 +100,31 @@ def test_the_training_comparisons_copy_of_the_trained_weights_waits_on_the_cpu(t
             del p.detach
     assert copies == ["cpu"] * len(params)
     assert all(torch.equal(p.detach(), b) for p, b in zip(params, before))
+
+
+def test_the_paper_training_rows_report_what_their_steps_added_on_the_cpu(monkeypatch):
+    """--paper-shape on the CPU (tiny, a rehearsal): its decode rows give `rss_start_mib` and `peak_rise_mib`, its
+    training rows gave `peak_mib` alone, the whole process's RSS peak (both systems' decode rows before them). A
+    stand-in model, as tests/test_bench_leftovers.py's."""
+    from llm_srt.bench import paper
+    from llm_srt.train import parallel
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.linspace(1.0, 2.0, 4))
+
+        def trainable_parameters(self):
+            return [self.w]
+
+        def forward(self, batch):
+            return {"loss": (self.w ** 2).sum()}
+
+    monkeypatch.setattr(paper, "PeakMemory", _CpuPeak)
+    monkeypatch.setattr(paper, "training_batch", lambda model, options: {})
+    monkeypatch.setattr(parallel, "apply_activation_checkpointing", lambda model: 2)
+    options = paper.PaperOptions(shape="tiny", **paper.TINY)
+    rows = list(paper.training_rows(Model(), options, device.resolve("cpu", "float32"), log=lambda msg: None))
+    assert len(rows) == 3
+    for row in rows:
+        assert (row["peak_mib"], row["rss_start_mib"], row["peak_rise_mib"]) == (5040.0, 5000.0, 40.0)

@@ -163,6 +163,7 @@ def test_the_paper_training_rows_run_under_bf16_autocast_on_a_gpu_whatever_the_w
 
         def __exit__(self, *exc):
             self.mib, self.kind, self.reserved_mib = 1.0, "gpu", 1.0
+            self.start_mib = self.rise_mib = None  # as PeakMemory's on CUDA
 
     class Model(torch.nn.Module):
         def __init__(self):

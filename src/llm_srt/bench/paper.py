@@ -352,7 +352,7 @@ def training_rows(model, options: PaperOptions, placement: Placement, log) -> It
                "head_block_logits": block, "batch_size": options.train_batch,
                "s_per_step": round(float(np.median(times)), 4),
                "steps": options.train_steps, "peak_mib": memory.mib, "reserved_mib": memory.reserved_mib,
-               "memory": memory.kind,
+               "rss_start_mib": memory.start_mib, "peak_rise_mib": memory.rise_mib, "memory": memory.kind,
                "target_tokens": options.train_target_tokens, "out_of_memory": False}
     model.eval()
     optimizer.zero_grad(set_to_none=True)
