@@ -96,3 +96,76 @@ def test_suppressed_ids_outside_the_vocabulary_still_load(folder, tmp_path):
     copied = _edited(folder, tmp_path / "copied", suppress_tokens=[*_settings(folder)["suppress_tokens"], n + 5, -1])
     assert TorchWhisper.from_pretrained(copied, torch.device("cpu"), torch.float32).generation.suppress[-2:] == (n + 5,
                                                                                                                 -1)
+
+
+def _vocabulary_txt(folder):
+    """The folder's tokens one a line, as `convert whisper-ct2` writes vocabulary.txt beside tokenizer.json."""
+    from tokenizers import Tokenizer
+
+    tok, n = Tokenizer.from_file(str(folder / "tokenizer.json")), _settings(folder, "config.json")["vocab_size"]
+    (folder / "vocabulary.txt").write_text("\n".join(tok.id_to_token(i) for i in range(n)) + "\n")
+
+
+@pytest.mark.parametrize("vocabulary", ["tokenizer.json", "vocabulary.txt"])
+def test_task_ids_of_another_whispers_vocabulary_are_refused_naming_the_file(folder, tmp_path, vocabulary):
+    """large-v3's generation_config.json on a large-v2 fine-tune: large-v3 added <|yue|> before the task tokens, so
+    its <|translate|> id is large-v2's <|transcribe|> and its <|transcribe|> large-v2's <|startoflm|>. It loaded, and
+    every clip was decoded from a prompt of the wrong tokens, silently."""
+    g = _settings(folder)
+    shifted = {task: i + 1 for task, i in g["task_to_id"].items()}  # translate, transcribe -> the next token
+    copied = _edited(folder, tmp_path / "copied", task_to_id=shifted)
+    if vocabulary == "vocabulary.txt":
+        _vocabulary_txt(copied)
+    assert list(shifted) == ["transcribe", "translate"]  # as transformers writes the file: the first is named
+    said = (rf"copied/generation_config.json: task_to_id's transcribe is {shifted['transcribe']}, which is "
+            rf"\"<\|startoflm\|>\" in this Whisper's {vocabulary}, not \"<\|transcribe\|>\" \(and 1 more\): the ids of "
+            r"another Whisper's vocabulary \(large-v3 added <\|yue\|>, one id before the task tokens\); copy "
+            r"generation_config.json of the Whisper it was fine-tuned from \(openai/whisper-\*\) into its folder$")
+    with pytest.raises(LLMSRTError, match=said):
+        WhisperSystem(copied, CPU).decode([tiny.tone(0.5, 300)], ["eng"], "transcribe",
+                                          DecodingOptions(max_new_tokens=3))
+
+
+@pytest.mark.parametrize("key, change, token", [
+    ("decoder_start_token_id", lambda g: g["decoder_start_token_id"] + 1, "<|startoftranscript|>"),
+    ("no_timestamps_token_id", lambda g: g["no_timestamps_token_id"] - 1, "<|notimestamps|>"),
+    ("lang_to_id's <|en|>", lambda g: {**g["lang_to_id"], "<|en|>": g["lang_to_id"]["<|de|>"]}, "<|en|>"),
+])
+def test_start_language_and_no_timestamps_ids_are_checked_too(folder, tmp_path, key, change, token):
+    g = _settings(folder)
+    name = key.split("'")[0]
+    copied = _edited(folder, tmp_path / "copied", **{name: change(g)})
+    with pytest.raises(LLMSRTError, match=rf"copied/generation_config.json: {re.escape(key)} is \d+, which is .* in "
+                                          rf"this Whisper's tokenizer.json, not \"{re.escape(token)}\": "):
+        detect_language(copied, tiny.tone(0.5, 300), CPU)
+
+
+def _linked(folder, to, vocabulary=True):
+    """The folder's files linked (its weights are not copied), generation_config.json a copy to edit."""
+    to.mkdir()
+    for file in folder.iterdir():
+        if file.name != "generation_config.json" and (vocabulary or file.name != "vocabulary.txt"):
+            (to / file.name).symlink_to(file)
+    shutil.copy(folder / "generation_config.json", to / "generation_config.json")
+    return to
+
+
+@pytest.mark.parametrize("vocabulary", [True, False])
+def test_whisper_base_with_large_v3s_generation_config_is_refused_and_its_own_loads(embedded, tmp_path, vocabulary):
+    """The real case on the embedded Whisper base (large-v2's vocabulary): large-v3's ids, <|yue|> 50358 and every
+    later special token one up (translate 50359, transcribe 50360, no-timestamps 50364)."""
+    from llm_srt.model.weight_files import whisper_generation
+
+    base = _linked(embedded.whisper, tmp_path / "base", vocabulary)
+    config = _settings(base, "config.json")
+    assert whisper_generation(base, config)["task_to_id"] == {"transcribe": 50359, "translate": 50358}
+    g = _settings(base)
+    (base / "generation_config.json").write_text(json.dumps({
+        **g, "lang_to_id": {**g["lang_to_id"], "<|yue|>": 50358}, "task_to_id": {"transcribe": 50360,
+                                                                                 "translate": 50359},
+        "no_timestamps_token_id": 50364}))
+    source = "vocabulary.txt" if vocabulary else "tokenizer.json"
+    with pytest.raises(LLMSRTError, match=rf"base/generation_config.json: no_timestamps_token_id is 50364, which is "
+                                          rf"\"<\|0.00\|>\" in this Whisper's {source}, not \"<\|notimestamps\|>\" "
+                                          r"\(and 3 more\)"):
+        TorchWhisper.from_pretrained(base, torch.device("cpu"), torch.float32)

@@ -72,6 +72,8 @@ def whisper_config(folder: Path, reader: str) -> dict:
 GENERATION = "generation_config.json"
 GENERATION_IDS = ("decoder_start_token_id", "eos_token_id", "pad_token_id")  # each needed, else config.json's
 COPY_BASE = "copy {} of the Whisper it was fine-tuned from (openai/whisper-*) into its folder"
+WHISPER_TOKENS = {"decoder_start_token_id": "<|startoftranscript|>", "eos_token_id": "<|endoftext|>",
+                  "no_timestamps_token_id": "<|notimestamps|>"}  # each id's token, in every Whisper's vocabulary
 
 
 def whisper_generation(folder: Path, config: dict) -> dict:
@@ -81,7 +83,8 @@ def whisper_generation(folder: Path, config: dict) -> dict:
     begin_suppress_tokens (tuples, () if absent) and is_multilingual as given. Each id is an integer of the vocabulary
     (a suppressed one any integer: one outside it is ignored, as transformers does); "50258" or 51866 in a
     hand-edited file was a ValueError, TypeError or IndexError traceback from torch at the first decode, and is one
-    line naming the file and the key."""
+    line naming the file and the key; so is an id that is not its token in the folder's vocabulary (`check_tokens`:
+    the file of another Whisper)."""
     path = folder / GENERATION
     g = read_json(path) if path.is_file() else config
     n_vocab, base = config["vocab_size"], folder / "config.json"
@@ -115,7 +118,71 @@ def whisper_generation(folder: Path, config: dict) -> dict:
             raise LLMSRTError(f"{source}: {key} holds {json.dumps(wrong[0])}, not a token id (an integer); "
                               f"{COPY_BASE.format(source.name)}")
         out[key] = tuple(listed)
+    named = [(file[k], k, out[k], WHISPER_TOKENS[k]) for k in ("decoder_start_token_id", "eos_token_id")]
+    if no_timestamps is not None:
+        named.append((source, "no_timestamps_token_id", no_timestamps, WHISPER_TOKENS["no_timestamps_token_id"]))
+    named += [(source, f"lang_to_id's {token}", i, token) for token, i in out["lang_to_id"].items()]
+    named += [(source, f"task_to_id's {task}", i, f"<|{task}|>") for task, i in out["task_to_id"].items()]
+    check_tokens(folder, named, n_vocab)
     return {**out, "no_timestamps_token_id": no_timestamps, "is_multilingual": g.get("is_multilingual")}
+
+
+def check_tokens(folder: Path, named: list[tuple[Path, str, int, str]], n_vocab: int) -> None:
+    """Refuse settings ids that are not their tokens in the folder's own vocabulary (`named`: the file, its key, the
+    id, the token it stands for), in one line naming the file and the first such key. A generation_config.json of
+    another Whisper (large-v3 added <|yue|> before the task tokens: its <|transcribe|> is large-v2's <|startoflm|>,
+    its <|notimestamps|> large-v2's first timestamp) loaded and decoded with the wrong prompt, silently. Without
+    vocabulary.txt or tokenizer.json there is nothing to compare with (they are read only to decode text)."""
+    if not named or (found := tokens_at(folder, {i for _, _, i, _ in named}, n_vocab)) is None:
+        return
+    source, tokens = found
+    if wrong := [(at, key, i, token) for at, key, i, token in named if tokens[i] != token]:
+        at, key, i, token = wrong[0]
+        held = json.dumps(tokens[i]) if tokens[i] is not None else "no token"
+        more = f" (and {len(wrong) - 1} more)" if len(wrong) > 1 else ""
+        raise LLMSRTError(f"{at}: {key} is {i}, which is {held} in this Whisper's {source.name}, not "
+                          f"{json.dumps(token)}{more}: the ids of another Whisper's vocabulary (large-v3 added "
+                          f"<|yue|>, one id before the task tokens); {COPY_BASE.format(at.name)}")
+
+
+def tokens_at(folder: Path, ids: set[int], n_vocab: int) -> tuple[Path, dict[int, str | None]] | None:
+    """The tokens of `ids` in the folder's vocabulary.txt (when it holds the vocabulary's n_vocab tokens), else in its
+    tokenizer.json, with the file read; None without either, or where neither can be read. Of tokenizer.json only
+    the added-token list (where Whisper's special tokens are: ~100 KB of Whisper large's 2.5 MB) is parsed, the
+    whole file (~0.1 s) only for an id not there."""
+    from .convert import read_vocabulary_txt
+
+    file = folder / "vocabulary.txt"
+    try:
+        tokens = read_vocabulary_txt(file) if file.is_file() else []
+    except (OSError, ValueError):
+        tokens = []
+    if len(tokens) == n_vocab:
+        return file, {i: tokens[i] for i in ids}
+    file = folder / "tokenizer.json"
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, ValueError):
+        return None
+    found: dict[int, str | None] = {}
+    key = text.find('"added_tokens"')
+    start = text.find("[", key)
+    if key >= 0 and text[key + len('"added_tokens"'):start].strip() == ":":
+        try:
+            added = json.JSONDecoder().raw_decode(text, start)[0]
+            found = {t["id"]: t["content"] for t in added if isinstance(t, dict) and t.get("id") in ids}
+        except (ValueError, KeyError, TypeError):
+            found = {}
+    if ids - set(found):  # a special token in the model's own vocabulary, or an ordinary token
+        try:
+            raw = json.loads(text)
+            added = [t for t in raw.get("added_tokens") or [] if isinstance(t, dict)]
+            vocab = raw["model"]["vocab"] if isinstance(raw["model"].get("vocab"), dict) else {}
+            found = {i: token for token, i in [*vocab.items(), *((t.get("content"), t.get("id")) for t in added)]
+                     if i in ids}
+        except (ValueError, KeyError, TypeError, AttributeError):  # not a tokenizer: decoding text says so
+            return None
+    return file, {i: found.get(i) for i in ids}
 
 
 def tensor_files(folder: Path) -> dict[str, Path]:
