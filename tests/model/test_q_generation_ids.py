@@ -169,3 +169,17 @@ def test_whisper_base_with_large_v3s_generation_config_is_refused_and_its_own_lo
                                           rf"\"<\|0.00\|>\" in this Whisper's {source}, not \"<\|notimestamps\|>\" "
                                           r"\(and 3 more\)"):
         TorchWhisper.from_pretrained(base, torch.device("cpu"), torch.float32)
+
+
+@pytest.mark.parametrize("damage", ["cut", "not json"])
+def test_a_damaged_tokenizer_json_is_one_line_naming_it(folder, tmp_path, damage):
+    """A Whisper folder without vocabulary.txt (a hub download) whose tokenizer.json is cut short: every clip was
+    decoded, then the text stopped on a bare `Exception: EOF while parsing` traceback from the tokenizers library."""
+    damaged = tmp_path / "damaged"
+    shutil.copytree(folder, damaged)
+    text = (damaged / "tokenizer.json").read_text()
+    (damaged / "tokenizer.json").write_text(text[:len(text) // 2] if damage == "cut" else "tokens")
+    system = WhisperSystem(damaged, CPU)
+    with pytest.raises(LLMSRTError, match=rf"^{damaged}/tokenizer.json: not a tokenizer \(.+\), so Whisper's tokens "
+                                          r"cannot become text; copy or download the model's tokenizer.json again$"):
+        system.decode([tiny.tone(0.5, 300)], ["eng"], "transcribe", DecodingOptions(max_new_tokens=3))

@@ -478,14 +478,20 @@ class TorchWhisper(nn.Module):
 
     @cached_property
     def tokenizer(self):
-        """The folder's tokenizer.json (a `tokenizers.Tokenizer`), read when first needed."""
+        """The folder's tokenizer.json (a `tokenizers.Tokenizer`), read when first needed (one that is cut short,
+        damaged or unreadable was a bare `Exception` traceback from the tokenizers library after every clip of the
+        batch had been decoded: one line naming it)."""
         from tokenizers import Tokenizer
 
         path = self.folder / "tokenizer.json"
         if not path.is_file():
             raise LLMSRTError(f"{self.folder}: no tokenizer.json, so Whisper's tokens cannot become text; convert the "
                               "model with `llm-srt convert whisper-ct2` or save its tokenizer there")
-        return Tokenizer.from_file(str(path))
+        try:
+            return Tokenizer.from_file(str(path))
+        except Exception as e:  # noqa: BLE001  the tokenizers library raises Exception itself
+            raise LLMSRTError(f"{path}: not a tokenizer ({(str(e).splitlines() or [''])[0][:160]}), so Whisper's "
+                              "tokens cannot become text; copy or download the model's tokenizer.json again") from None
 
     @cached_property
     def vocabulary(self) -> list[str] | None:
