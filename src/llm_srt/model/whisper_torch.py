@@ -502,7 +502,11 @@ class TorchWhisper(nn.Module):
         path = self.folder / VOCABULARY
         if not path.is_file():
             return None
-        tokens = read_vocabulary_txt(path)
+        try:  # bad UTF-8 (a file damaged or of another encoding) was a UnicodeDecodeError traceback
+            tokens = read_vocabulary_txt(path)
+        except (OSError, ValueError) as e:
+            raise LLMSRTError(f"{path}: cannot read it ({type(e).__name__}); delete it (tokenizer.json is used then) "
+                              "or convert the model again") from None
         if len(tokens) != self.dims.n_vocab:
             raise LLMSRTError(f"{path}: {len(tokens)} tokens for a vocabulary of {self.dims.n_vocab} (config.json); "
                               f"delete it (tokenizer.json is used then) or convert the model again")
