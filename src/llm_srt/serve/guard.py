@@ -65,10 +65,17 @@ SAFE_METHODS = ("GET", "HEAD", "OPTIONS")  # methods a cross-origin page can sen
 DEFAULT_PORTS = {"http": 80, "https": 443}
 SERVER_PATH = "<server path>"  # stands for a folder of the server's in what a client is told
 _PATH_END = r"\s'\"`:;,()\[\]{}<>"  # what ends a path in a message: spaces, quotes, brackets, :;,
-ABSOLUTE_PATH = re.compile(  # /a/b, ~/a/b, C:\a\b, \\host\share\x, file:///a/b; not a URL's //host/x nor eng/deu
-    rf"file://[^{_PATH_END}]+"
-    rf"|(?<![\w\\])\\\\[^{_PATH_END}/\\]+(?:\\[^{_PATH_END}/\\]*)+"
-    rf"|(?<![\w.~/\\-])(?:~|[A-Za-z]:)?[/\\][^{_PATH_END}/\\]+(?:[/\\][^{_PATH_END}/\\]*)+")
+_PART = rf"[^{_PATH_END}/\\]"  # a character of one part of a path
+_START = (  # /a/b, /x, ~/a, C:\a\b, C:\x, \a\b, \\host\share\x, file:///a/b; not a URL's //host/x nor eng/deu
+    rf"(?<!{re.escape(SERVER_PATH)})(?:file://[^{_PATH_END}]+"  # <server path>/config.json stays one
+    rf"|(?<![\w\\])\\\\{_PART}+(?:\\{_PART}*)+"
+    rf"|(?<![\w.~/\\-])(?:(?:~|[A-Za-z]:)?/|[A-Za-z]:\\){_PART}+(?:[/\\]{_PART}*)*"
+    rf"|(?<![\w.~/\\-])~?\\{_PART}+(?:[/\\]{_PART}*)+)")  # a lone \x may be an escape (\n)
+# a path runs on over a space into a word holding a separator ('/srv/my models/x.wav'), but not into a number (1/2,
+# 12/05/2026) nor a URL (whose ':' ends the word)
+ABSOLUTE_PATH = re.compile(_START + rf"(?: (?![\d./-]+(?:[{_PATH_END}]|$)){_PART}+(?:[/\\]{_PART}*)+)*")
+# a quoted path is all the quotes hold, spaces and all (Python's "No such file or directory: '/my models/x'")
+QUOTED_PATH = re.compile(rf"(?<!\w)(['\"`]){_START}[^\n]*?\1(?!\w)")
 MAX_HEADERS, MAX_HEADER_BYTES = 100, 32 * 1024  # h11 enforces its head limit only on a head that arrives in pieces
 
 
@@ -121,12 +128,14 @@ def _has_separator(path: str) -> bool:
 
 def hide_paths(text: str | None, paths: tuple[str, ...]) -> str | None:
     """`text` for a client: the model's folders (`model_paths`) and any other absolute path as SERVER_PATH. Before,
-    an auto source on a model without language ID was a 400 naming the folder of the model's Whisper."""
+    an auto source on a model without language ID was a 400 naming the folder of the model's Whisper. A quoted path
+    is hidden whole, spaces and all, and an unquoted one runs on over a space into a word with a separator."""
     if not text:
         return text
     for path in paths:  # whole paths only: `runs/srt` is no part of `old-runs/srt` or `runs/srt2`
         after = "" if path[-1] in "/\\" else r"(?![\w-])"  # `srt/` given: `srt/final` is in it
         text = re.sub(rf"(?<![\w.-]){re.escape(path)}{after}", SERVER_PATH, text)
+    text = QUOTED_PATH.sub(lambda m: f"{m[1]}{SERVER_PATH}{m[1]}", text)
     return ABSOLUTE_PATH.sub(SERVER_PATH, text)
 
 

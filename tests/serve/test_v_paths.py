@@ -1,0 +1,39 @@
+"""What a client is told hides a server path whole: one with spaces in it (quoted or not) and one of a single part,
+while URLs, fractions, dates and words with a slash stay as they were."""
+
+import pytest
+
+from llm_srt.serve import guard
+
+HIDDEN = guard.SERVER_PATH
+
+
+@pytest.mark.parametrize("text, kept", [
+    ("/srv/my models/x.wav: cannot decode audio", f"{HIDDEN}: cannot decode audio"),
+    (r"C:\my models\x.wav failed", f"{HIDDEN} failed"),
+    ("[Errno 2] No such file or directory: '/srv/My Big Models/x.wav'",
+     f"[Errno 2] No such file or directory: '{HIDDEN}'"),
+    ('cannot open "/srv/it\'s mine/w.bin" now', f'cannot open "{HIDDEN}" now'),
+    ("/x: no such file", f"{HIDDEN}: no such file"),
+    ("see ~/models (gone)", f"see {HIDDEN} (gone)"),
+])
+def test_a_path_with_spaces_or_of_one_part_is_hidden_whole(text, kept):
+    """'/srv/my models/x.wav' came out as '<server path> models/x.wav' (the pattern stopped at the space), a quoted
+    path with spaces kept all but its first word, and a path of one part (/x) was not hidden."""
+    assert guard.hide_paths(text, ()) == kept
+
+
+@pytest.mark.parametrize("text", [
+    "and/or 12/05/2026 3/4 text/plain", "see https://example.org/a/b or eng/deu", "HTTP/1.1 400",
+    "the token '\\n' is not text", "'/' alone", "a / b", "3.5 s of audio",
+])
+def test_ordinary_text_is_kept(text):
+    assert guard.hide_paths(text, ()) == text
+
+
+def test_what_follows_a_path_is_kept_unless_it_continues_the_path():
+    assert guard.hide_paths("/srv/a.wav is 1/2 done, see https://x.org/y", ()) == \
+        f"{HIDDEN} is 1/2 done, see https://x.org/y"
+    assert guard.hide_paths("/a/b /c/d", ()) == f"{HIDDEN} {HIDDEN}"
+    paths = ("/srv/my models/m",)  # a model folder the server knows, then a file in it
+    assert guard.hide_paths("/srv/my models/m/config.json: bad", paths) == f"{HIDDEN}/config.json: bad"
