@@ -53,3 +53,78 @@ def test_a_lower_bound_under_half_a_millisecond_still_gives_the_ratio(tmp_path, 
     assert out["lower_bound_s"] == 0.0 and out["translate_s"] == 0.012
     assert out["translate_vs_lower_bound"] == pytest.approx(0.0123 / 0.0004, rel=1e-3)
     assert result["overhead_vs_lower_bound"] == 30.75 and result["goals"]["overhead_vs_lower_bound"]["met"] is False
+
+
+# ---- on CUDA every embedded section gives the allocator's reserved peak, as the paper-shape rows do -------------
+class _CudaPeak:
+    """A PeakMemory stand-in reading as CUDA's: an allocator peak of 6000 MiB, 7168 MiB reserved, no RSS."""
+
+    def __init__(self, device):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.mib, self.reserved_mib, self.start_mib, self.rise_mib, self.kind = 6000.0, 7168.0, None, None, "gpu"
+
+
+def _utterances(tmp_path, n: int) -> list:
+    import soundfile
+
+    utts = []
+    for i in range(n):
+        audio = tiny.tone(0.6 + 0.2 * i, 300 + 40 * i, seed=i)
+        soundfile.write(tmp_path / f"u{i}.wav", audio, tiny.SAMPLE_RATE)
+        utts.append(embedded.Utterance(str(tmp_path / f"u{i}.wav"), audio, "eng", "deu", "a cat", "eine katze"))
+    return utts
+
+
+def test_a_decode_row_gives_the_reserved_peak_its_pass_measured(monkeypatch):
+    """`decode_pass` measures CUDA's reserved peak (DecodeRun.reserved_mib) and the paper-shape rows report it;
+    the embedded bench's decode rows left it out of the JSON."""
+    from llm_srt.bench import common
+
+    monkeypatch.setattr(embedded, "bound_columns", lambda cost, machine, row: {})
+    run = common.DecodeRun(seconds=2.0, utterances=4, new_tokens=3, speech_tokens=8, peak_mib=6000.0, memory="gpu",
+                           steps=((4, 2, 0.5),), reserved_mib=7168.0)
+    system = SimpleNamespace(model=SimpleNamespace(llm_dtype=torch.bfloat16))
+    row = embedded.decode_row(system, ("llm-srt", 1, 4, False), [run], {"int8": False}, {})
+    assert (row["peak_mib"], row["reserved_mib"], row["memory"]) == (6000.0, 7168.0, "gpu")
+
+
+def test_translate_training_and_encoder_give_the_reserved_peak(tmp_path, monkeypatch):
+    """JSON overhead (translate()), train and encoder gave the allocator's peak alone on CUDA, dropping the reserved
+    peak their PeakMemory had read (what a memory cap limits: paper.py's training rows give it)."""
+    from llm_srt.bench import encoder, training
+
+    for module in (embedded, training, encoder):
+        monkeypatch.setattr(module, "PeakMemory", _CudaPeak)
+    torch.manual_seed(0)
+    model = tiny.speech_llm(tmp_path).eval()
+    utts = _utterances(tmp_path, 2)
+    out = embedded.time_overhead(model, utts, batch=2, new_tokens=3)
+    assert (out["peak_mib"], out["reserved_mib"]) == (6000.0, 7168.0)
+    out = training.time_training(model, utts, batch_size=2, steps=1, workdir=tmp_path)
+    assert (out["peak_mib"], out["reserved_mib"]) == (6000.0, 7168.0)
+
+    class Encoder:  # what time_encoder calls: encode(clips) -> (features, mask)
+        def encode(self, clips):
+            return torch.zeros(len(clips), 5, 4), torch.ones(len(clips), 5, dtype=torch.bool)
+
+    out = encoder.time_encoder(Encoder(), Encoder(), [u.audio for u in utts], 1, torch.device("cpu"))
+    assert [out[f"{way}_reserved_mib"] for way in ("variable", "padded")] == [7168.0, 7168.0]
+
+
+def test_the_cascade_gives_the_reserved_peak(tmp_path, monkeypatch):
+    from llm_srt import device
+    from llm_srt.model import whisper_system
+
+    monkeypatch.setattr(embedded, "PeakMemory", _CudaPeak)
+    placement = device.resolve("cpu", "float32")
+    folders = str(tiny.whisper_lid_dir(tmp_path)), str(tiny.llm_dir(tmp_path))
+    try:
+        out = embedded.time_cascade(folders, placement, _utterances(tmp_path, 2), 2, 3)
+    finally:
+        whisper_system.release_models(placement.device)  # the cascade's Whisper, cached there
+    assert (out["peak_mib"], out["reserved_mib"]) == (6000.0, 7168.0)

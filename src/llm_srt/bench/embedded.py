@@ -26,11 +26,14 @@ utterance (the LLM's EOS logit pinned to 0 by `common.pin_eos`, after translate(
 checked per generation), so an untrained adapter's early EOS favours neither system. The cascade (its own Whisper
 and LLM, run last, with no speech LLM loaded) and translate() decode naturally (EOS stops them, `new_tokens` caps
 them); the tokens they produced are reported next to their times. Times are wall-clock seconds of one pass after an
-untimed warm-up (a decode row's: 2 tokens of its longest batch, so once-per-process costs such as the kernel timing
-of `model.cpu_linear` stay out of it, as in the paper-shape rows; translate()'s and the cascade's: the same pass
-whole, as its batches shrink while rows end), timed after `device.synchronize`; peak memory is torch's allocator
-peak on CUDA, the process RSS (sampled every few milliseconds) on the CPU, where every timed section (decode rows,
-encoder, training, translate(), cascade) also gives `rss_start_mib` and `peak_rise_mib`: what its own pass added.
+untimed warm-up (a decode row's: 2 tokens of its longest batch and of the last, smaller one where --n is no
+multiple of the batch, so once-per-process costs such as the kernel timing of `model.cpu_linear` stay out of it, as
+in the paper-shape rows; a compiled row's: its whole pass; translate()'s and the cascade's: the same pass whole, as
+its batches shrink while rows end), timed after `device.synchronize`; peak memory is torch's allocator peak on CUDA,
+where every timed section also gives `reserved_mib` (`{way}_reserved_mib` for the encoder), the allocator's reserved
+peak, as the paper-shape rows do; on the CPU it is the process RSS (sampled every few milliseconds), and every timed
+section (decode rows, encoder, training, translate(), cascade) also gives `rss_start_mib` and `peak_rise_mib`: what
+its own pass added.
 """
 
 from __future__ import annotations
@@ -309,7 +312,7 @@ def decode_row(system, entry: tuple, done: list, cost: dict, machine: dict) -> d
     row = {"system": name, "beam": beam, "batch_size": batch, "seconds": run.seconds,
            "utterances_per_s": round(run.utterances / run.seconds, 3), "speech_tokens": run.speech_tokens,
            "new_tokens": run.new_tokens, "peak_mib": run.peak_mib, "rss_start_mib": run.rss_start_mib,
-           "peak_rise_mib": run.peak_rise_mib, "memory": run.memory,
+           "peak_rise_mib": run.peak_rise_mib, "reserved_mib": run.reserved_mib, "memory": run.memory,
            "weights": "int8" if cost["int8"] else dev.DTYPE_NAMES[system.model.llm_dtype],
            "decode_seconds": round(sum(s for _, _, s in run.steps), 4),
            "generations": [[r, n, round(s, 6), c] for (r, n, s), c in zip(run.steps, contexts)],
@@ -488,7 +491,7 @@ def time_overhead(model, utts: list[Utterance], batch: int, new_tokens: int) -> 
             "translate_vs_lower_bound": round(translate_s / lower, 4),
             **{k: round(v, 3) for k, v in parts.items()}, "batch_size": batch, "generations": len(mels.calls),
             "llm_forward_calls": sum(g["calls"] for g in calls.generations), "peak_mib": memory.mib,
-            "rss_start_mib": memory.start_mib, "peak_rise_mib": memory.rise_mib}
+            "rss_start_mib": memory.start_mib, "peak_rise_mib": memory.rise_mib, "reserved_mib": memory.reserved_mib}
 
 
 def lower_bound(model, mel: torch.Tensor, mel_mask: torch.Tensor, generation: dict) -> dict[str, float]:
@@ -574,7 +577,8 @@ def time_cascade(folders: tuple[str, str], placement: Placement, utts: list[Utte
                                                     for o in outputs])), 1),
             "mt_tokens_mean": round(float(np.mean([len(mt_tok(o.translation, add_special_tokens=False)["input_ids"])
                                                    for o in outputs])), 1),
-            "peak_mib": memory.mib, "rss_start_mib": memory.start_mib, "peak_rise_mib": memory.rise_mib}
+            "peak_mib": memory.mib, "rss_start_mib": memory.start_mib, "peak_rise_mib": memory.rise_mib,
+            "reserved_mib": memory.reserved_mib}
 
 
 def _is_qformer_model(folder: Path) -> bool:

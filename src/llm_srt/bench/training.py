@@ -102,7 +102,8 @@ def time_training(model, utts: list, batch_size: int, steps: int, workdir: Path)
             "encoder_s_per_audio_step": round(float(np.median(encoder_s)), 4),
             "encoder_calls_audio": encoder_calls["audio"], "encoder_calls_cached": encoder_calls["cached"],
             "cache_hits": cache.hits, "cache_misses": cache.misses, "peak_mib": memory.mib,
-            "rss_start_mib": memory.start_mib, "peak_rise_mib": memory.rise_mib}  # on the CPU: what the steps added
+            "rss_start_mib": memory.start_mib, "peak_rise_mib": memory.rise_mib,  # on the CPU: what the steps added
+            "reserved_mib": memory.reserved_mib}  # on CUDA: the allocator's reserved peak (paper.py's rows' too)
 
 
 def recipe_autocast(device: torch.device, precision: str) -> torch.autocast:
