@@ -128,3 +128,18 @@ def test_the_cascade_gives_the_reserved_peak(tmp_path, monkeypatch):
     finally:
         whisper_system.release_models(placement.device)  # the cascade's Whisper, cached there
     assert (out["peak_mib"], out["reserved_mib"]) == (6000.0, 7168.0)
+
+
+# ---- the Whisper row's two sides run the same weights ------------------------------------------------------------
+@pytest.mark.parametrize("given,missing", [({"whisper": "/models/whisper-small"}, "ct2"),
+                                           ({"ct2": "/models/whisper-small-ct2"}, "whisper")])
+def test_the_whisper_row_refuses_one_model_folder_without_the_other(given, missing):
+    """`whisper=` without `ct2=` ran `translate --model whisper --whisper FOLDER` against faster-whisper on the
+    embedded Whisper base (rebuilt when ct2 is None): a ratio of two models. Refused in one line, as is the reverse."""
+    from llm_srt.bench import whisper as wb
+    from llm_srt.errors import LLMSRTError
+
+    with pytest.raises(LLMSRTError, match=rf"given {next(iter(given))}='/models/.*' without {missing}=.*give both"):
+        wb.WhisperBenchOptions(**given)
+    options = wb.WhisperBenchOptions(whisper="/models/whisper-small", ct2="/models/whisper-small-ct2")
+    assert wb.WhisperBenchOptions().whisper is None and options.ct2 == "/models/whisper-small-ct2"

@@ -33,7 +33,7 @@ def test_each_process_reports_its_own_peak_memory(tmp_path):
 
 def test_both_sides_get_the_same_clips_precision_and_threads(tmp_path):
     clips = [tmp_path / "a.wav", tmp_path / "b.wav"]
-    options = wb.WhisperBenchOptions(threads=3, whisper="/models/whisper-base")
+    options = wb.WhisperBenchOptions(threads=3, whisper="/models/whisper-base", ct2="/models/whisper-base-ct2")
     argv = wb.commands(options, device.resolve("cpu", "int8"), clips, tmp_path / "ct2")
     ours, theirs = argv["llm_srt"], argv["faster_whisper"]
     assert ours[:3] == ["-m", "llm_srt.cli", "translate"] and ours[3:5] == [str(c) for c in clips]

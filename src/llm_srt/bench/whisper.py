@@ -85,6 +85,16 @@ class WhisperBenchOptions:
     whisper: str | None = None  # HF Whisper folder for `translate --model whisper` (None: the embedded one)
     ct2: str | None = None  # the same model as a CTranslate2 folder (None: rebuilt from the embedded packages)
 
+    def __post_init__(self):
+        # one without the other paired two models (faster-whisper ran the embedded Whisper base against --whisper's
+        #   fine-tune, or the embedded one against another CTranslate2 folder): the ratios compared other weights
+        if (self.whisper is None) != (self.ct2 is None):
+            given, missing = ("whisper", "ct2") if self.ct2 is None else ("ct2", "whisper")
+            raise LLMSRTError(f"bench: the Whisper row was given {given}={getattr(self, given)!r} without {missing}=, "
+                              "so its other side would run the embedded Whisper, other weights; give both, the same "
+                              "model as a CTranslate2 folder and as a Hugging Face one (`llm-srt convert whisper-ct2 "
+                              "CT2_FOLDER HF_FOLDER` makes it), or neither")
+
 
 def faster_whisper_missing() -> str | None:
     """Why the row cannot run here (a one-line reason), or None."""
