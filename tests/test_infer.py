@@ -1701,3 +1701,39 @@ def test_an_input_given_as_the_bytes_of_a_file_is_named_as_bytes_not_as_an_array
     assert [r.audio for r in results] == ["<bytes 0>", "<array 1>", "<bytes 2>"]
     assert results[0].error.startswith("<bytes 0>: cannot decode audio") and results[1].error is None
     assert results[2].error.startswith("<bytes 2>: ")
+
+
+class _SaysInLines(Stub):
+    """A system whose error (an LLMSRTError quoting another error of several lines) has three lines: in its batches
+    (`where` "batch") or in its language ID ("lid")."""
+
+    MESSAGE = "shard 2: shape mismatch:\n  encoder.conv1.weight is (2, 3)\n\ngive the folder it was trained with"
+
+    def __init__(self, where: str):
+        super().__init__()
+        self.where = where
+
+    def run_batch(self, items, options):
+        if self.where == "batch":
+            raise LLMSRTError(self.MESSAGE)
+        return super().run_batch(items, options)
+
+    def detect_language(self, audio):
+        if self.where == "lid":
+            raise LLMSRTError(self.MESSAGE)
+        return "eng"
+
+
+def test_an_error_of_several_lines_is_one_line_in_a_row():
+    """error_line gave an LLMSRTError's message as it was: one quoting an error of several lines was a row error of
+    several lines (results.json, the report's rows, a server's JSON and its X-LLM-SRT-Error header)."""
+    from llm_srt.infer import error_line, run_items
+
+    one = "shard 2: shape mismatch: encoder.conv1.weight is (2, 3) give the folder it was trained with"
+    assert error_line(LLMSRTError(_SaysInLines.MESSAGE)) == one
+    items = [Item(tiny.tone(1.0, 300), "eng", "deu", Task.SRT)]
+    assert [o.error for o in run_items(_SaysInLines("batch"), items, OPTS)] == [one]
+    speech = recording(2.0, [(0.0, 2.0)])
+    for where, src in (("batch", "eng"), ("lid", "auto")):
+        result, = SpeechTranslator(_SaysInLines(where)).translate([speech], src, "deu", options=OPTS)
+        assert one in result.error and "\n" not in result.error, (where, result.error)

@@ -200,8 +200,11 @@ def give_back_gpu_memory() -> None:
 
 
 def error_line(e: BaseException) -> str:
-    """One line for a failed batch: an LLMSRTError's own message, else the exception type and first line."""
-    return str(e) if isinstance(e, LLMSRTError) else f"{type(e).__name__}: {e}".splitlines()[0]
+    """One line for a failed batch: an LLMSRTError's own message with its lines joined (it may quote another error of
+    several lines), else the exception type and first line."""
+    if isinstance(e, LLMSRTError):
+        return " ".join(filter(None, (line.strip() for line in str(e).splitlines())))
+    return f"{type(e).__name__}: {e}".splitlines()[0]
 
 
 def run_items(system: System, items: Sequence[Item], options: DecodingOptions = DecodingOptions(),
