@@ -59,8 +59,8 @@ from .batcher import (LID_MISSING, BatchOptions, Batcher, BusyError, NotStarted,
 from .forms import AUTO, ENDPOINTS, APIError, AudioForm, Endpoint, audio_form, check_fields, check_granularities, \
     check_known, check_single, default_task, parse_task, request_decoding, resolve_language, source_language
 from .guard import (ERROR_TYPES, ConnectionLimits, ContentLengthLimit, HostOriginGuard, HostRule,
-                    check_allowed_host, check_allowed_origin, check_number, error_response, hide_paths, is_ip,
-                    model_paths, split_host)
+                    check_allowed_host, check_allowed_origin, check_number, cors_origin_regex, error_response,
+                    hide_paths, is_ip, model_paths, split_host)
 from .logs import show_server_log
 from .responses import ERROR_HEADER, RENDERERS, WARNING_HEADER, with_notes, without_paths
 from .uploads import MAX_AUDIO_SECONDS, MB, DecodePool, UploadError, check_audio_seconds, check_upload, storage_error
@@ -192,6 +192,7 @@ def create_app(translator: SpeechTranslator, options: ServeOptions = ServeOption
                        message=too_large_message(options))
     if options.allow_origins:  # browsers may read replies to these origins' pages (and send their preflights)
         app.add_middleware(CORSMiddleware, allow_origins=list(options.allow_origins), allow_methods=["GET", "POST"],
+                           allow_origin_regex=cors_origin_regex(options.allow_origins),  # as the guard reads them
                            allow_headers=["*"], expose_headers=[ERROR_HEADER, WARNING_HEADER])
     app.add_middleware(HostOriginGuard, hosts=options.hosts, origins=options.allow_origins)  # outermost
     return app

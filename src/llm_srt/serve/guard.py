@@ -231,6 +231,22 @@ def check_allowed_origin(value: str) -> str:
     return f"{parts.scheme}://{host}" + (f":{port}" if port not in (None, DEFAULT_PORTS[parts.scheme]) else "")
 
 
+def cors_origin_regex(origins: tuple[str, ...]) -> str | None:
+    """For CORSMiddleware's allow_origin_regex: the Origin headers that `same_origin` reads as one of `origins` (kept
+    by `check_allowed_origin`), which CORS compares as given: a page at https://app.example.org. (a fully qualified
+    name) passed the guard, but no preflight or reply named its origin, so its browser read no answer. None for '*'."""
+    if not origins or "*" in origins:
+        return None
+    forms = []
+    for origin in origins:
+        scheme, _, rest = origin.partition("://")
+        host, port = (rest, "") if rest.endswith("]") or ":" not in rest else rest.rsplit(":", 1)
+        dot = "" if host.startswith("[") else r"\.?"
+        forms.append(f"{re.escape(scheme)}://{re.escape(host)}{dot}"
+                     + (f":{port}" if port else f"(?::{DEFAULT_PORTS[scheme]})?"))
+    return "(?i)(?:" + "|".join(forms) + ")/?"
+
+
 def same_origin(origin: str) -> str:
     """An Origin header as `check_allowed_origin` keeps an --allow-origin (lower case, without the scheme's default
     port), so that they compare: a client that writes the port out (https://app.example.org:443, as non-browser
