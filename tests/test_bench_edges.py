@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+import bench_stubs
 import tiny
 from llm_srt import bench, cli, device, paths
 from llm_srt.bench import common, embedded, paper, utterances
@@ -154,16 +155,6 @@ def test_espeak_clips_say_they_are(tmp_path):
 # ---- 4. a ratio judged, stored and printed as one number --------------------------------------------------------
 def _embedded_result(cached_ratio: float, overhead_ratio: float) -> dict:
     """embedded.summarize on made-up sections whose cached-step and translate() ratios are the ones given."""
-    options = bench.BenchOptions(batch_sizes=(1, 16), headline_batch=16, pooled_batch_sizes=(16,), beam_batch_sizes=(),
-                                 int8_batch_sizes=(), int8_beam_batch_sizes=(), int8_compiled_batch_sizes=())
-
-    def row(system, batch, seconds):
-        return {"system": system, "beam": 1, "batch_size": batch, "seconds": seconds, "utterances_per_s": 16 / seconds,
-                "speech_tokens": 80, "new_tokens": 32, "peak_mib": 1.0, "memory": "rss", "weights": "float32",
-                "decode_seconds": seconds / 2, "generations": [], "pass_seconds": [seconds], "compiled": False,
-                "decode_step_ms": 1.0, "bound_step_ms": 1.0, "step_vs_bound": 1.2}
-
-    rows = [row("llm-srt", 1, 34.0), row("llm-srt", 16, 5.0), row("pooled-750", 16, 20.0)]
     encoder = {"clips": 4, "clip_seconds": 10.0, "variable_s": 0.4, "padded_s": 1.6, "variable_frames": 500,
                "padded_frames": 1500, "variable_peak_mib": 1, "padded_peak_mib": 1}
     train = {"batch_size": 8, "steps": 3, "s_per_step_audio": 5.0, "s_per_step_cached": 4.0 * cached_ratio,
@@ -172,11 +163,7 @@ def _embedded_result(cached_ratio: float, overhead_ratio: float) -> dict:
                 "translate_vs_lower_bound": overhead_ratio, "encoder_s": 1, "adapter_s": 1,
                 "prefill_s": 1, "decode_s": 7, "batch_size": 8, "generations": 2, "llm_forward_calls": 64,
                 "peak_mib": 1}
-    machine = {"bandwidth_gb_s": 25.0, "copy_gb_s": 25.0, "read_gb_s": 20.0, "copy_bytes": 1 << 30,
-               "matmul_gflop_s": 300.0, "matmul_dtype": "float32"}
-    setup = {"model": "x", "device": "cpu float32", "bench_seconds": 1.0, "utterances_from": "espeak-ng clips"}
-    return embedded.summarize(options, setup, [SimpleNamespace(seconds=3.0)] * 16, rows, encoder, overhead, train,
-                              None, machine)
+    return bench_stubs.summarized([SimpleNamespace(seconds=3.0)] * 16, encoder, overhead, train, None)
 
 
 @pytest.mark.parametrize("cached,overhead,shown", [
@@ -209,19 +196,7 @@ def test_json_out_is_rewritten_after_every_decode_row(tmp_path, monkeypatch):
     """The embedded bench handed its rows on after each system's set of them: a kill during the float rows lost
     ~100 s of finished rows. Each snapshot now holds one decode row more than the one before at most, the int8
     rows' passes taking turns included. The tiny models are real; the timed passes and other sections faked."""
-    def fake_pass(system, audios, batch, options):
-        return common.DecodeRun(seconds=1.0, utterances=len(audios), new_tokens=options.max_new_tokens,
-                                speech_tokens=8, peak_mib=1.0, memory="rss", steps=((batch, 2, 0.5),))
-
-    utts = [embedded.Utterance("x", tiny.tone(1.0, 300, seed=i), "eng", "deu", "", "", "my.jsonl") for i in range(4)]
-    monkeypatch.setattr(embedded, "measure_machine", lambda *a, **k: {"bandwidth_gb_s": 1.0})
-    monkeypatch.setattr(embedded, "higher_of", lambda before, after: {**after, "yardstick_moved": {}})
-    monkeypatch.setattr(embedded, "load_utterances", lambda options, workdir: list(utts))
-    for name in ("time_encoder", "time_training", "time_overhead"):
-        monkeypatch.setattr(embedded, name, lambda *a, **k: {})
-    monkeypatch.setattr(embedded, "decode_pass", fake_pass)
-    monkeypatch.setattr(embedded, "step_bound", lambda *a: {"bound_s": 0.1, "bound": "bandwidth"})
-    monkeypatch.setattr(embedded, "summarize", lambda options, setup, utts, rows, *a: {"setup": setup, "decode": rows})
+    bench_stubs.stub_run_bench(monkeypatch, 4, lambda options, setup, utts, rows, *a: {"setup": setup, "decode": rows})
     options = bench.BenchOptions(encoder=str(tiny.whisper_dir(tmp_path)), llm=str(tiny.llm_dir(tmp_path)),
                                  adapter_kwargs={"num_queries": 4, "hidden_size": 16, "num_layers": 1, "num_heads": 2,
                                                  "intermediate_size": 32}, manifest=None, n=4, new_tokens=3,
@@ -346,19 +321,8 @@ def test_a_cpu_without_fbgemm_skips_the_int8_probe_and_rows_saying_why(tmp_path,
     monkeypatch.setattr(torch.backends.quantized, "engine", "qnnpack")
     probes = []
 
-    def fake_pass(system, audios, batch, options):
-        return common.DecodeRun(seconds=1.0, utterances=len(audios), new_tokens=options.max_new_tokens,
-                                speech_tokens=8, peak_mib=1.0, memory="rss", steps=((batch, 2, 0.5),))
-
-    utts = [embedded.Utterance("x", tiny.tone(1.0, 300, seed=i), "eng", "deu", "", "", "my.jsonl") for i in range(2)]
-    monkeypatch.setattr(embedded, "measure_machine", lambda *a, int8, **k: probes.append(int8) or {})
-    monkeypatch.setattr(embedded, "higher_of", lambda before, after: {**after, "yardstick_moved": {}})
-    monkeypatch.setattr(embedded, "load_utterances", lambda options, workdir: list(utts))
-    for name in ("time_encoder", "time_training", "time_overhead"):
-        monkeypatch.setattr(embedded, name, lambda *a, **k: {})
-    monkeypatch.setattr(embedded, "decode_pass", fake_pass)
-    monkeypatch.setattr(embedded, "step_bound", lambda *a: {"bound_s": 0.1, "bound": "bandwidth"})
-    monkeypatch.setattr(embedded, "summarize", lambda options, setup, utts, rows, *a: {"setup": setup, "decode": rows})
+    bench_stubs.stub_run_bench(monkeypatch, 2, lambda options, setup, utts, rows, *a: {"setup": setup, "decode": rows},
+                               machine=lambda *a, int8, **k: probes.append(int8) or {})
     options = bench.BenchOptions(encoder=str(tiny.whisper_dir(tmp_path)), llm=str(tiny.llm_dir(tmp_path)),
                                  adapter_kwargs={"num_queries": 4, "hidden_size": 16, "num_layers": 1, "num_heads": 2,
                                                  "intermediate_size": 32}, manifest=None, n=2, new_tokens=3,
@@ -397,23 +361,12 @@ def test_each_training_rows_reserved_peak_is_its_own_and_printed(monkeypatch):
             self.mib, self.kind, self.reserved_mib = 200.0, "gpu", max(self.start, 300.0)
             self.start_mib = self.rise_mib = None  # as PeakMemory's on CUDA
 
-    class Model(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.w = torch.nn.Parameter(torch.ones(4))
-
-        def trainable_parameters(self):
-            return [self.w]
-
-        def forward(self, batch):
-            return {"loss": (self.w ** 2).sum()}
-
     monkeypatch.setattr(paper, "PeakMemory", FakePeak)
     monkeypatch.setattr(paper, "release", lambda *a: cached.update(mib=0.0))
     monkeypatch.setattr(paper, "training_batch", lambda model, options: {})
     monkeypatch.setattr(parallel, "apply_activation_checkpointing", lambda model: 2)
     options = paper.PaperOptions(shape="tiny", **paper.TINY)
-    rows = list(paper.training_rows(Model(), options, device.resolve("cpu", "float32"), log=lambda msg: None))
+    rows = list(paper.training_rows(bench_stubs.Trainable(torch.ones(4)), options, device.resolve("cpu", "float32"), log=lambda msg: None))
     assert [r["reserved_mib"] for r in rows] == [300.0, 300.0, 300.0] and rows[0]["peak_mib"] == 200.0
     result = {"shape": "tiny", "device": "cuda:0", "dtype": "bfloat16", "gpu": "fake GPU", "bench_seconds": 1.0,
               "parameters": {"llm": 1, "encoder": 1}, "options": {"clip_seconds": 10.0, "new_tokens": 4},

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+import bench_stubs
 from llm_srt import device
 from llm_srt.bench import common, paper
 
@@ -29,20 +30,9 @@ def test_the_paper_training_rows_leave_the_trained_weights_as_they_found_them(mo
     model (a step of the real one is tests/test_bench.py's)."""
     from llm_srt.train import parallel
 
-    class Model(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.w = torch.nn.Parameter(torch.linspace(1.0, 2.0, 4))
-
-        def trainable_parameters(self):
-            return [self.w]
-
-        def forward(self, batch):
-            return {"loss": (self.w ** 2).sum()}
-
     monkeypatch.setattr(paper, "training_batch", lambda model, options: {})
     monkeypatch.setattr(parallel, "apply_activation_checkpointing", lambda model: 2)
-    model, before = Model(), torch.linspace(1.0, 2.0, 4)
+    model, before = bench_stubs.Trainable(torch.linspace(1.0, 2.0, 4)), torch.linspace(1.0, 2.0, 4)
     options = paper.PaperOptions(shape="tiny", **paper.TINY)
     rows = list(paper.training_rows(model, options, device.resolve("cpu", "float32"), log=lambda msg: None))
     assert len(rows) == 3 and not any(r["out_of_memory"] for r in rows)  # the steps ran (and moved w)

@@ -2,35 +2,17 @@
 process's RSS, not the whole process's peak alone; the training comparison's copy of the trained weights waits on
 the CPU, outside the device's peak."""
 
-import soundfile
 import torch
 
+import bench_stubs
 import tiny
 from llm_srt import device
 from llm_srt.bench import embedded, training
 
 
-class _CpuPeak:
-    """A PeakMemory stand-in reading as the CPU's: the process RSS at 5000 MiB as the block starts, 40 more inside."""
-
-    def __init__(self, device):
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.start_mib, self.rise_mib, self.mib = 5000.0, 40.0, 5040.0
-        self.kind, self.reserved_mib = "rss", None
-
-
-def _utterances(tmp_path, n: int) -> list:
-    utts = []
-    for i in range(n):
-        audio = tiny.tone(0.6 + 0.2 * i, 300 + 40 * i, seed=i)
-        soundfile.write(tmp_path / f"u{i}.wav", audio, tiny.SAMPLE_RATE)
-        utts.append(embedded.Utterance(str(tmp_path / f"u{i}.wav"), audio, "eng", "deu", "a cat", "eine katze"))
-    return utts
+# A PeakMemory stand-in reading as the CPU's: the process RSS at 5000 MiB as the block starts, 40 more inside.
+_CpuPeak = bench_stubs.fake_peak(start_mib=5000.0, rise_mib=40.0, mib=5040.0, kind="rss", reserved_mib=None)
+_utterances = bench_stubs.utterances
 
 
 def test_translate_reports_what_its_pass_added_on_the_cpu(tmp_path, monkeypatch):
@@ -55,15 +37,8 @@ def test_the_training_steps_report_what_they_added_on_the_cpu(tmp_path, monkeypa
 def test_the_cascade_reports_what_its_pass_added_on_the_cpu(tmp_path, monkeypatch):
     """JSON `cascade` gave the process's RSS peak alone (the table then printed '-' in its RSS rise column)."""
     from llm_srt.bench.table import RISE, _mib
-    from llm_srt.model import whisper_system
 
-    monkeypatch.setattr(embedded, "PeakMemory", _CpuPeak)
-    placement = device.resolve("cpu", "float32")
-    folders = str(tiny.whisper_lid_dir(tmp_path)), str(tiny.llm_dir(tmp_path))
-    try:
-        out = embedded.time_cascade(folders, placement, _utterances(tmp_path, 2), 2, 3)
-    finally:
-        whisper_system.release_models(placement.device)  # the cascade's Whisper, cached there
+    out = bench_stubs.time_cascade(tmp_path, monkeypatch, _CpuPeak)
     assert (out["peak_mib"], out["rss_start_mib"], out["peak_rise_mib"]) == (5040.0, 5000.0, 40.0)
     assert _mib(out, RISE) == "+40"
 
@@ -109,22 +84,11 @@ def test_the_paper_training_rows_report_what_their_steps_added_on_the_cpu(monkey
     from llm_srt.bench import paper
     from llm_srt.train import parallel
 
-    class Model(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.w = torch.nn.Parameter(torch.linspace(1.0, 2.0, 4))
-
-        def trainable_parameters(self):
-            return [self.w]
-
-        def forward(self, batch):
-            return {"loss": (self.w ** 2).sum()}
-
     monkeypatch.setattr(paper, "PeakMemory", _CpuPeak)
     monkeypatch.setattr(paper, "training_batch", lambda model, options: {})
     monkeypatch.setattr(parallel, "apply_activation_checkpointing", lambda model: 2)
     options = paper.PaperOptions(shape="tiny", **paper.TINY)
-    rows = list(paper.training_rows(Model(), options, device.resolve("cpu", "float32"), log=lambda msg: None))
+    rows = list(paper.training_rows(bench_stubs.Trainable(torch.linspace(1.0, 2.0, 4)), options, device.resolve("cpu", "float32"), log=lambda msg: None))
     assert len(rows) == 3
     for row in rows:
         assert (row["peak_mib"], row["rss_start_mib"], row["peak_rise_mib"]) == (5040.0, 5000.0, 40.0)

@@ -6,27 +6,16 @@ from types import SimpleNamespace
 
 import pytest
 
+import bench_stubs
 import tiny
 from llm_srt import bench, device
-from llm_srt.bench import common, embedded
+from llm_srt.bench import embedded
 
 
 def _stubbed_run(monkeypatch):
     """run_bench on the tiny models with every timed section faked (each decode pass 1 s)."""
-    def fake_pass(system, audios, batch, options):
-        return common.DecodeRun(seconds=1.0, utterances=len(audios), new_tokens=options.max_new_tokens,
-                                speech_tokens=8, peak_mib=1.0, memory="rss", steps=((batch, 2, 0.5),))
-
-    utts = [embedded.Utterance("x", tiny.tone(1.0, 300, seed=i), "eng", "deu", "", "", "my.jsonl") for i in range(2)]
-    monkeypatch.setattr(embedded, "measure_machine", lambda *a, **k: {"bandwidth_gb_s": 1.0})
-    monkeypatch.setattr(embedded, "higher_of", lambda before, after: {**after, "yardstick_moved": {}})
-    monkeypatch.setattr(embedded, "load_utterances", lambda options, workdir: list(utts))
-    for name in ("time_encoder", "time_training", "time_overhead"):
-        monkeypatch.setattr(embedded, name, lambda *a, **k: {})
-    monkeypatch.setattr(embedded, "decode_pass", fake_pass)
-    monkeypatch.setattr(embedded, "step_bound", lambda *a: {"bound_s": 0.1, "bound": "bandwidth"})
-    monkeypatch.setattr(embedded, "summarize", lambda options, setup, utts, rows, encoder, overhead, train, cascade,
-                        machine: {"decode": rows, "cascade": cascade, "finished": True})
+    bench_stubs.stub_run_bench(monkeypatch, 2, lambda options, setup, utts, rows, encoder, overhead, train, cascade,
+                               machine: {"decode": rows, "cascade": cascade, "finished": True})
 
 
 def _options(tmp_path, **more):
@@ -63,16 +52,6 @@ def test_a_failing_cascade_keeps_the_rows_measured_before_it(tmp_path, monkeypat
 
 def _summarized(cascade) -> dict:
     """embedded.summarize on made-up sections, with `cascade` as the cascade's result."""
-    options = bench.BenchOptions(batch_sizes=(1, 16), headline_batch=16, pooled_batch_sizes=(16,), beam_batch_sizes=(),
-                                 int8_batch_sizes=(), int8_beam_batch_sizes=(), int8_compiled_batch_sizes=())
-
-    def row(system, batch, seconds):
-        return {"system": system, "beam": 1, "batch_size": batch, "seconds": seconds, "utterances_per_s": 16 / seconds,
-                "speech_tokens": 80, "new_tokens": 32, "peak_mib": 1.0, "memory": "rss", "weights": "float32",
-                "decode_seconds": seconds / 2, "generations": [], "pass_seconds": [seconds], "compiled": False,
-                "decode_step_ms": 1.0, "bound_step_ms": 1.0, "step_vs_bound": 1.2}
-
-    rows = [row("llm-srt", 1, 34.0), row("llm-srt", 16, 5.0), row("pooled-750", 16, 20.0)]
     encoder = {"clips": 4, "clip_seconds": 10.0, "variable_s": 0.4, "padded_s": 1.6, "variable_frames": 500,
                "padded_frames": 1500}
     train = {"batch_size": 8, "steps": 3, "s_per_step_audio": 5.0, "s_per_step_cached": 4.0,
@@ -80,11 +59,8 @@ def _summarized(cascade) -> dict:
     overhead = {"translate_s": 12.0, "lower_bound_s": 10.0, "translate_vs_lower_bound": 1.2, "encoder_s": 1,
                 "adapter_s": 1, "prefill_s": 1, "decode_s": 7, "batch_size": 8, "generations": 2,
                 "llm_forward_calls": 64}
-    machine = {"bandwidth_gb_s": 25.0, "copy_gb_s": 25.0, "read_gb_s": 20.0, "copy_bytes": 1 << 30,
-               "matmul_gflop_s": 300.0, "matmul_dtype": "float32"}
-    setup = {"model": "x", "device": "cpu float32", "bench_seconds": 1.0, "utterances_from": "espeak-ng clips"}
-    return embedded.summarize(options, setup, [embedded.Utterance("x", tiny.tone(3.0, 300), "eng", "deu", "", "")] * 16,
-                              rows, encoder, overhead, train, cascade, machine)
+    utts = [embedded.Utterance("x", tiny.tone(3.0, 300), "eng", "deu", "", "")] * 16
+    return bench_stubs.summarized(utts, encoder, overhead, train, cascade)
 
 
 def test_the_table_prints_a_failed_cascade_and_every_row_beside_it():
@@ -155,27 +131,8 @@ def test_the_paper_training_rows_run_under_bf16_autocast_on_a_gpu_whatever_the_w
     from llm_srt.bench import paper
     from llm_srt.train import parallel
 
-    class FakePeak:
-        def __init__(self, device):
-            pass
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self.mib, self.kind, self.reserved_mib = 1.0, "gpu", 1.0
-            self.start_mib = self.rise_mib = None  # as PeakMemory's on CUDA
-
-    class Model(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.w = torch.nn.Parameter(torch.ones(4))
-
-        def trainable_parameters(self):
-            return [self.w]
-
-        def forward(self, batch):
-            return {"loss": (self.w ** 2).sum()}
+    FakePeak = bench_stubs.fake_peak(mib=1.0, kind="gpu", reserved_mib=1.0,
+                                     start_mib=None, rise_mib=None)  # as PeakMemory's on CUDA
 
     made = _Autocasts()
     monkeypatch.setattr(torch, "autocast", made)
@@ -187,7 +144,7 @@ def test_the_paper_training_rows_run_under_bf16_autocast_on_a_gpu_whatever_the_w
     monkeypatch.setattr(parallel, "apply_activation_checkpointing", lambda model: 2)
     options = paper.PaperOptions(shape="tiny", **paper.TINY)
     placement = device.Placement(torch.device("cuda"), torch.float32)
-    rows = list(paper.training_rows(Model(), options, placement, log=lambda msg: None))
+    rows = list(paper.training_rows(bench_stubs.Trainable(torch.ones(4)), options, placement, log=lambda msg: None))
     assert len(rows) == 3 and made.made == [{"device_type": "cuda", "dtype": torch.bfloat16, "enabled": True}]
 
 
@@ -227,15 +184,8 @@ def test_the_embedded_training_comparison_takes_the_embedded_recipes_autocast(tm
                                                                      "enabled": True}]
 
 
-class _NoPeak:
-    def __init__(self, device):
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):  # as PeakMemory's on CUDA: no RSS start or rise
-        self.mib, self.kind, self.start_mib, self.rise_mib, self.reserved_mib = 1.0, "gpu", None, None, None
+_NoPeak = bench_stubs.fake_peak(mib=1.0, kind="gpu", start_mib=None, rise_mib=None,
+                                 reserved_mib=None)  # as PeakMemory's on CUDA: no RSS start or rise
 
 
 # ---- 3. a --model the bench cannot time, refused before the yardstick --------------------------------------------

@@ -5,6 +5,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+import bench_stubs
 import tiny
 from llm_srt.bench import embedded
 
@@ -56,28 +57,9 @@ def test_a_lower_bound_under_half_a_millisecond_still_gives_the_ratio(tmp_path, 
 
 
 # ---- on CUDA every embedded section gives the allocator's reserved peak, as the paper-shape rows do -------------
-class _CudaPeak:
-    """A PeakMemory stand-in reading as CUDA's: an allocator peak of 6000 MiB, 7168 MiB reserved, no RSS."""
-
-    def __init__(self, device):
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.mib, self.reserved_mib, self.start_mib, self.rise_mib, self.kind = 6000.0, 7168.0, None, None, "gpu"
-
-
-def _utterances(tmp_path, n: int) -> list:
-    import soundfile
-
-    utts = []
-    for i in range(n):
-        audio = tiny.tone(0.6 + 0.2 * i, 300 + 40 * i, seed=i)
-        soundfile.write(tmp_path / f"u{i}.wav", audio, tiny.SAMPLE_RATE)
-        utts.append(embedded.Utterance(str(tmp_path / f"u{i}.wav"), audio, "eng", "deu", "a cat", "eine katze"))
-    return utts
+# A PeakMemory stand-in reading as CUDA's: an allocator peak of 6000 MiB, 7168 MiB reserved, no RSS.
+_CudaPeak = bench_stubs.fake_peak(mib=6000.0, reserved_mib=7168.0, start_mib=None, rise_mib=None, kind="gpu")
+_utterances = bench_stubs.utterances
 
 
 def test_a_decode_row_gives_the_reserved_peak_its_pass_measured(monkeypatch):
@@ -117,16 +99,7 @@ def test_translate_training_and_encoder_give_the_reserved_peak(tmp_path, monkeyp
 
 
 def test_the_cascade_gives_the_reserved_peak(tmp_path, monkeypatch):
-    from llm_srt import device
-    from llm_srt.model import whisper_system
-
-    monkeypatch.setattr(embedded, "PeakMemory", _CudaPeak)
-    placement = device.resolve("cpu", "float32")
-    folders = str(tiny.whisper_lid_dir(tmp_path)), str(tiny.llm_dir(tmp_path))
-    try:
-        out = embedded.time_cascade(folders, placement, _utterances(tmp_path, 2), 2, 3)
-    finally:
-        whisper_system.release_models(placement.device)  # the cascade's Whisper, cached there
+    out = bench_stubs.time_cascade(tmp_path, monkeypatch, _CudaPeak)
     assert (out["peak_mib"], out["reserved_mib"]) == (6000.0, 7168.0)
 
 

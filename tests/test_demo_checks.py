@@ -4,8 +4,6 @@ from dataclasses import replace
 
 import pytest
 
-from llm_srt.data.manifest import Row, write_manifest
-
 
 class _Stop(Exception):
     pass
@@ -116,29 +114,12 @@ def test_a_work_folder_trained_with_other_settings_is_refused_naming_work(tmp_pa
     import shutil
     from pathlib import Path
 
-    import tiny
-
+    import demo_stubs
     from llm_srt import demo
-    from llm_srt.audio import write_wav
-    from llm_srt.train.config import load_config
     from llm_srt.train.curriculum import Stage
 
-    root, work = tmp_path / "tiny", tmp_path / "work"
-    root.mkdir()
-    rows = []
-    for k, (en, de) in enumerate((("a cat", "eine Katze"), ("the dog", "der Hund"), ("red sun", "rote Sonne"))):
-        audio = root / f"s{k}.wav"
-        write_wav(audio, tiny.tone(0.6 + 0.1 * k, 300 + 90 * k, seed=k))
-        common = dict(audio=str(audio), duration=0.6 + 0.1 * k, src_lang="eng", transcript=en, split="train",
-                      corpus="tiny", sentence_id=f"s{k}")
-        rows += [Row(id=f"s{k}", tgt_lang="", translation="", **common),
-                 Row(id=f"s{k}-deu", tgt_lang="deu", translation=de, **common)]
-    write_manifest(root / "train.jsonl", rows)
-    cfg = load_config(None, [f"{k}={v}" for k, v in {
-        "model.encoder": tiny.whisper_dir(root), "model.llm": tiny.llm_dir(root), "data.train": root / "train.jsonl",
-        "data.feature_cache": root / "features", "data.batch_size": 4, "optim.warmup_steps": 0, "max_steps": 2,
-        "model.adapter_kwargs": "{num_queries: 4, hidden_size: 32, num_layers: 1, num_heads: 4, intermediate_size: 64}",
-        "output_dir": work / "srt", "save_every": 1, "log_every": 1}.items()])
+    work = tmp_path / "work"
+    cfg = demo_stubs.tiny_stage(tmp_path / "tiny", work, steps=2).config
     quiet = dict(log=lambda *_: None)
     demo.run_with_budget([Stage("srt", Path("srt.yaml"), cfg)], **quiet)
     (work / "report").mkdir()  # not a run: not named

@@ -400,6 +400,18 @@ def test_the_ranks_group_connects_in_minutes_and_waits_for_slow_ranks_in_hours(m
                      ("ended", None)]  # the group it made, with every other
 
 
+def _two_ranks(monkeypatch):
+    """A torchrun of two ranks outside torchelastic, its process group and its long-timeout group ("long") faked."""
+    import torch.distributed as dist
+
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda backend, timeout: None)
+    monkeypatch.setattr(dist, "new_group", lambda backend, timeout: "long")
+    monkeypatch.setattr(dist, "destroy_process_group", lambda group=None: None)
+
+
 def test_under_torchrun_every_rank_stops_on_rank_0s_comet_refusal(oracle, manifest, tmp_path, monkeypatch):
     """Rank 0 alone checked the COMET environment and stopped on its one line; the other ranks went on to the first
     hand-over, which broke as rank 0 exited: a gloo "Connection closed by peer" traceback on each. Rank 0 now hands
@@ -409,12 +421,7 @@ def test_under_torchrun_every_rank_stops_on_rank_0s_comet_refusal(oracle, manife
     from llm_srt.evaluate.comet import CometOptions
 
     sent = []
-    monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    monkeypatch.setattr(dist, "is_initialized", lambda: False)
-    monkeypatch.setattr(dist, "init_process_group", lambda backend, timeout: None)
-    monkeypatch.setattr(dist, "new_group", lambda backend, timeout: "long")
-    monkeypatch.setattr(dist, "destroy_process_group", lambda group=None: None)
+    _two_ranks(monkeypatch)
     comet = CometOptions(python=str(tmp_path / "no-python"))
     said = f"--comet-python {tmp_path / 'no-python'}: no such file"
     for rank in (0, 1):
@@ -443,12 +450,7 @@ def test_under_torchrun_a_check_of_a_nodes_own_disk_stops_every_rank_on_the_same
     import torch.distributed as dist
 
     said: dict[int, str | None] = {0: None}  # what each rank handed on
-    monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    monkeypatch.setattr(dist, "is_initialized", lambda: False)
-    monkeypatch.setattr(dist, "init_process_group", lambda backend, timeout: None)
-    monkeypatch.setattr(dist, "new_group", lambda backend, timeout: "long")
-    monkeypatch.setattr(dist, "destroy_process_group", lambda group=None: None)
+    _two_ranks(monkeypatch)
 
     class HandedOver(Exception):
         """The first hand-over of rows (where a rank that had stopped alone broke the others' gloo connection)."""
