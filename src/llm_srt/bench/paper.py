@@ -387,7 +387,7 @@ def summarize(options: PaperOptions, placement: Placement, rows: list[dict], sea
     for batch in options.pooled_batch_sizes:
         a, b = find("llm-srt", 1, batch), find("pooled-750", 1, batch)
         if a and b:
-            equal[str(batch)] = round(a["utterances_per_s"] / b["utterances_per_s"], 2)
+            equal[str(batch)] = round(rate(a) / rate(b), 2)
     # the 19 s goal: --compile rows count; under a capped search only what fitted the cap (a compiled row runs
     # after the search, uncapped, so a batch the cap would not hold could set the goal)
     greedy = within_cap([r for r in ran if r["system"] == "llm-srt" and r["beam"] == 1]
@@ -400,11 +400,11 @@ def summarize(options: PaperOptions, placement: Placement, rows: list[dict], sea
         found = search.get(system, {})
         candidates = within_cap([r for r in ran if r["system"] == system and r["beam"] == 1 and not r.get("compiled")]
                                 + found.get("probes", []), found)
-        return max(candidates, key=lambda r: r["utterances_per_s"]) if candidates else None
+        return max(candidates, key=rate) if candidates else None
 
     fit = {s: best_of(s) for s in SYSTEMS}
     searched = any(s.get("probes") for s in search.values())  # a search that ran no probe measured no largest batch
-    at_largest = (round(fit["llm-srt"]["utterances_per_s"] / fit["pooled-750"]["utterances_per_s"], 2)
+    at_largest = (round(rate(fit["llm-srt"]) / rate(fit["pooled-750"]), 2)
                   if all(fit.values()) and searched else None)
     bound = ratio_bound(search) if at_largest is not None else None
     return {
@@ -417,6 +417,12 @@ def summarize(options: PaperOptions, placement: Placement, rows: list[dict], sea
         "goals": goals(options.shape, placement, best and best["seconds_per_1000"], at_largest, bound),
         "bench_seconds": round(seconds, 1), "finished": True,
     }
+
+
+def rate(row: dict) -> float:
+    """A row's utterances per second unrounded, for the ratios: its `utterances_per_s` is rounded to 2 decimals, so
+    a 7B shape on the CPU (0.01 utt/s) made the ratio coarse, or one of 0.00 a ZeroDivisionError at the bench's end."""
+    return row["utterances"] / row["seconds"]
 
 
 def setting(options: PaperOptions, placement: Placement) -> dict:
