@@ -18,6 +18,7 @@ import fcntl
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -176,6 +177,8 @@ def segment_scores(samples: list[dict[str, str]], options: CometOptions, option:
                 "make it again with `llm-srt setup --comet --force`, or point --comet-python (or "
                 f"${PYTHON_ENV}) at a Python that has unbabel-comet")
             raise LLMSRTError(f"{where} {python}: cannot run it ({e.strerror or e}); {hint}") from None
+        if done.returncode < 0:  # killed: its last line on stderr is whatever it logged before, not why
+            raise LLMSRTError(f"{option} {options.model}: {killed_by(-done.returncode, option)} (ran {python})")
         if done.returncode != 0:
             lines = [line for line in done.stderr.splitlines() if line.strip()]
             said = next((line for line in reversed(lines) if line.startswith("COMET:")), lines[-1] if lines else "")
@@ -184,6 +187,20 @@ def segment_scores(samples: list[dict[str, str]], options: CometOptions, option:
     if len(scores) != len(samples):
         raise LLMSRTError(f"{option} {options.model}: {len(scores)} scores came back for {len(samples)} segments")
     return [float(s) for s in scores]
+
+
+def killed_by(number: int, option: str = "--comet") -> str:
+    """What a COMET Python killed by signal `number` is said to have met: SIGKILL, unasked, is most often the
+    out-of-memory killer (COMET's XLM-R large model loading beside what the machine already holds)."""
+    try:
+        name = signal.Signals(number).name
+    except ValueError:
+        name = f"signal {number}"
+    if number != signal.SIGKILL:
+        return f"the COMET Python was stopped by {name}"
+    smaller = " or a smaller --comet-batch-size" if option == "--comet" else ""
+    return (f"the COMET Python was killed by {name}, most often the out-of-memory killer: the machine ran out of "
+            f"memory as COMET scored; run it again with more memory free{smaller}")
 
 
 LAUNCHER_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE",
