@@ -223,7 +223,12 @@ class TrainingData:
             seconds.update(self.dev.speech_clips())
         audio = sorted(seconds, key=lambda a: (-seconds[a], a))
         mine = audio[self.d.rank::self.d.world]
-        todo = [a for a in mine if not cache.has(a)]
+        if mine and root.is_dir():  # has() reads an entry an older version stored whole, once: on a cache of
+            #   hundreds of GB filled before, this pass took hours before the line below, without a word
+            log(f"checking {len(audio):,} clips against the feature cache {root}: an entry an older version of the "
+                "toolkit stored is read whole once, to check its numbers and move it to the current format")
+        todo = [a for a in tqdm(mine, desc="feature cache check", unit="clip", disable=not self.d.main,
+                                dynamic_ncols=True) if not cache.has(a)]
         encoder = self.model.encoder
         need = sum(cache.stored_bytes(encoder.output_frames(seconds[a]), encoder.dim) for a in todo)
         total = check_cache_room(root, cache.free_bytes(), [need, len(todo), sum(seconds[a] for a in todo),
