@@ -69,8 +69,9 @@ def test_json_has_the_ratios_goals_and_raw_times(result):
     assert "batch16_vs_batch1 in parts" in bench.format_table(result)
     t = result["train"]
     assert 0 < t["encoder_s_per_audio_step"] < t["s_per_step_audio"]
-    assert result["cached_step_vs_audio_step_less_encoder"] == round(
-        t["s_per_step_cached"] / (t["s_per_step_audio"] - t["encoder_s_per_audio_step"]), 2)
+    assert result["cached_step_vs_audio_step_less_encoder"] == pytest.approx(  # of the unrounded medians
+        t["s_per_step_cached"] / (t["s_per_step_audio"] - t["encoder_s_per_audio_step"]), abs=0.01 + 2e-4 / (
+            t["s_per_step_audio"] - t["encoder_s_per_audio_step"]))
 
 
 def test_decode_cost_counts_each_weight_once_and_int8_reads_a_quarter(tmp_path):

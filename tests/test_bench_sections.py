@@ -55,7 +55,8 @@ def _summarized(cascade) -> dict:
     encoder = {"clips": 4, "clip_seconds": 10.0, "variable_s": 0.4, "padded_s": 1.6, "variable_frames": 500,
                "padded_frames": 1500}
     train = {"batch_size": 8, "steps": 3, "s_per_step_audio": 5.0, "s_per_step_cached": 4.0,
-             "encoder_s_per_audio_step": 1.0, "encoder_calls_audio": 8, "encoder_calls_cached": 0}
+             "encoder_s_per_audio_step": 1.0, "cached_vs_audio_less_encoder": 1.0, "encoder_calls_audio": 8,
+             "encoder_calls_cached": 0}
     overhead = {"translate_s": 12.0, "lower_bound_s": 10.0, "translate_vs_lower_bound": 1.2, "encoder_s": 1,
                 "adapter_s": 1, "prefill_s": 1, "decode_s": 7, "batch_size": 8, "generations": 2,
                 "llm_forward_calls": 64}

@@ -32,7 +32,8 @@ def _summarize(overhead: dict) -> dict:
 
     rows = [row("llm-srt", 1, 34.0), row("llm-srt", 16, 5.0), row("pooled-750", 16, 20.0)]
     encoder = {"variable_s": 0.4, "padded_s": 1.6}
-    train = {"s_per_step_audio": 5.0, "s_per_step_cached": 4.0, "encoder_s_per_audio_step": 1.0}
+    train = {"s_per_step_audio": 5.0, "s_per_step_cached": 4.0, "encoder_s_per_audio_step": 1.0,
+             "cached_vs_audio_less_encoder": 1.0}
     setup = {"device": "cpu float32"}
     return embedded.summarize(options, setup, [SimpleNamespace(seconds=3.0)] * 16, rows, encoder, overhead, train,
                               None, {})

@@ -2,11 +2,15 @@
 reserved peak."""
 
 from dataclasses import replace
+from types import SimpleNamespace
 
-import pytest
+import soundfile
 
-from llm_srt import device
-from llm_srt.bench import paper
+import bench_stubs
+import tiny
+from llm_srt import bench, device
+from llm_srt.bench import paper, training
+from llm_srt.bench.embedded import Utterance
 
 
 def _paper_row(system: str, batch: int, utterances: int, seconds: float) -> dict:
@@ -31,3 +35,44 @@ def test_paper_ratios_divide_unrounded_rates_at_slow_rates():
     # coarse, not only zero: 0.013 (0.01) against 0.0067 (0.01) is 2.0, not 1.0
     q, p = _paper_row("llm-srt", 2, 4, 300.0), _paper_row("pooled-750", 2, 4, 600.0)
     assert paper.summarize(options, placement, [q, p], {}, [], 1.0)["qformer_vs_pooled_at_equal_batch"] == {"2": 2.0}
+
+
+def test_cached_step_ratio_divides_unrounded_medians_on_tiny_steps(tmp_path, monkeypatch):
+    """A tiny model's audio step of 0.31 ms, 0.26 ms of it the encoder's, stored as 0.0003 and 0.0003: summarize
+    divided the cached step by their difference and stopped on a ZeroDivisionError at the bench's end; the ratio
+    now comes from the unrounded medians (0.05 / 0.05 ms), and is None, shown "-", where nothing is left."""
+    model = tiny.speech_llm(tmp_path)
+    audio = tiny.tone(0.6, 300, seed=0)
+    soundfile.write(tmp_path / "u.wav", audio, tiny.SAMPLE_RATE)
+    utts = [Utterance(str(tmp_path / "u.wav"), audio, "eng", "deu", "a cat", "eine katze")]
+    clock = [0.0]
+    forward, encode = type(model).forward, type(model.encoder).encode
+
+    def timed_forward(self, batch, *args, **kwargs):
+        clock[0] += 0.00005  # each step's own work, either way
+        return forward(self, batch, *args, **kwargs)
+
+    def timed_encode(self, *args, **kwargs):
+        clock[0] += 0.00026  # the encoder's part of an audio step (and of filling the cache)
+        return encode(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(model), "forward", timed_forward)
+    monkeypatch.setattr(type(model.encoder), "encode", timed_encode)
+    monkeypatch.setattr(training.time, "perf_counter", lambda: clock[0])
+    train = training.time_training(model, utts, batch_size=1, steps=2, workdir=tmp_path)
+    assert (train["s_per_step_audio"], train["encoder_s_per_audio_step"]) == (0.0003, 0.0003)
+    encoder = {"clips": 4, "clip_seconds": 10.0, "variable_s": 0.4, "padded_s": 1.6, "variable_frames": 500,
+               "padded_frames": 1500}
+    overhead = {"translate_s": 12.0, "lower_bound_s": 10.0, "translate_vs_lower_bound": 1.2, "encoder_s": 1,
+                "adapter_s": 1, "prefill_s": 1, "decode_s": 7, "batch_size": 8, "generations": 2,
+                "llm_forward_calls": 64}
+    result = bench_stubs.summarized([SimpleNamespace(seconds=3.0)] * 16, encoder, overhead, train, None)
+    assert result["cached_step_vs_audio_step_less_encoder"] == 1.0
+    assert result["goals"]["cached_step_vs_audio_step_less_encoder"]["met"] is True
+    assert training.cached_vs_audio_less_encoder(0.0001, 0.0003, 0.0003) is None
+    result = bench_stubs.summarized([SimpleNamespace(seconds=3.0)] * 16, encoder, overhead,
+                                    {**train, "cached_vs_audio_less_encoder": None}, None)
+    assert result["cached_step_vs_audio_step_less_encoder"] is None
+    assert result["goals"]["cached_step_vs_audio_step_less_encoder"]["met"] is None
+    line = next(x for x in bench.format_table(result).splitlines() if x.startswith("cached_step_vs"))
+    assert line.split()[1] == "-" and "not measured" in line

@@ -68,8 +68,10 @@ def format_table(result: dict) -> str:
               "batch1_step_vs_bandwidth_bound": s.get("batch1_step_vs_bandwidth_bound_system")}
     for key, goal in result["goals"].items():
         how = ">=" if GOALS[key][1] == "min" else "<="
-        lines.append(f"{key:38} {result[key]:>7.2f}   goal {how} {goal['target']:<5} "
-                     f"{'not judged (a CPU goal)' if goal['met'] is None else 'met' if goal['met'] else 'MISSED'}"
+        value = "-" if result[key] is None else f"{result[key]:.2f}"
+        verdict = ("not measured (no time left to divide by)" if result[key] is None
+                   else "not judged (a CPU goal)" if goal["met"] is None else "met" if goal["met"] else "MISSED")
+        lines.append(f"{key:38} {value:>7}   goal {how} {goal['target']:<5} {verdict}"
                      + (f"  ({judged[key]})" if judged.get(key) else ""))
     parts = result.get("batch16_vs_batch1_parts")
     if parts:
