@@ -1,17 +1,23 @@
 """The feature cache's fill before step 1 (TrainingData._fill): what it says while it checks which clips the cache
 holds, and the room it leaves for output_dir's checkpoints on the same disk."""
 
+import os
+import shutil
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from llm_srt.data.features import FeatureCache
-from llm_srt.errors import ConfigError
+from llm_srt.errors import ConfigError, LLMSRTError
 from llm_srt.model.speech_llm import SpeechLLM, SpeechLLMConfig
 from llm_srt.train import data as training_data
-from llm_srt.train import room
+from llm_srt.train import recipe, room
+from llm_srt.train.config import load_config
 from llm_srt.train.data import DataSection, TrainingData
 from llm_srt.train.parallel import Dist
+
+from .conftest import overrides
 
 SOLO = Dist()
 
@@ -69,3 +75,61 @@ def test_the_check_of_a_cache_an_older_version_filled_is_said_and_shows_progress
     logs.clear()
     TrainingData(_section(tiny_setup, tmp_path / "fresh"), model, SOLO, log=logs.append)  # nothing there to check
     assert not [m for m in logs if m.startswith("checking ")], logs
+
+
+def test_the_fill_keeps_room_for_one_checkpoint_of_output_dir_on_the_same_disk(tiny_setup, model, tmp_path,
+                                                                               monkeypatch):
+    """The feature cache's room was checked for its features alone: on output_dir's disk (data.feature_cache:
+    auto, under the home folder beside runs/) a fill that left less than a checkpoint was refused only after it
+    (638c1a0), hours of encoding in. With `keep` (output_dir, one checkpoint's bytes) on the same disk those bytes
+    are held back before the fill: refused at once, in one line, nothing encoded; on another disk, not held back."""
+    cfg = _section(tiny_setup, tmp_path / "f")
+    TrainingData(cfg, model, SOLO)
+    need = sum(-(-f.stat().st_size // 4096) * 4096 for f in (tmp_path / "f").rglob("*.npy"))  # (whole blocks)
+    out, kept = tmp_path / "run", 5 << 20
+    out.mkdir()
+    encoded, real_encode = [], TrainingData._encode
+    monkeypatch.setattr(TrainingData, "_encode", lambda self, audios: encoded.append(len(audios)) or real_encode(
+        self, audios))
+    monkeypatch.setattr(FeatureCache, "free_bytes", lambda self: need + kept - 1)
+    with pytest.raises(ConfigError, match=r"data.feature_cache: the encoder features of 8 utterances .* need about "
+                       rf"{need / 2**20:.1f} MiB in .*g, which has {(need - 1) / 2**20:.1f} MiB free once 5.0 MiB are "
+                       r"kept for one checkpoint of output_dir, on the same disk; point data.feature_cache at a disk "
+                       r"with room \(or output_dir\), or set it to null") as e:
+        TrainingData(replace(cfg, feature_cache=str(tmp_path / "g")), model, SOLO, keep=(out, kept))
+    assert "\n" not in str(e.value) and encoded == [] and not list(tmp_path.glob("g/**/*.npy"))
+
+    monkeypatch.setattr(FeatureCache, "free_bytes", lambda self: need + kept)  # just enough for both
+    TrainingData(replace(cfg, feature_cache=str(tmp_path / "g")), model, SOLO, keep=(out, kept))
+    assert len(list(tmp_path.glob("g/**/*.npy"))) == len(list(tmp_path.glob("f/**/*.npy"))) == 8
+
+    monkeypatch.setattr(FeatureCache, "free_bytes", lambda self: need)  # output_dir on another disk: nothing held
+    monkeypatch.setattr(training_data, "same_disk", lambda folder, other: False)
+    TrainingData(replace(cfg, feature_cache=str(tmp_path / "h")), model, SOLO, keep=(out, kept))
+    assert len(list(tmp_path.glob("h/**/*.npy"))) == 8
+
+
+def test_same_disk_tells_one_filesystem_from_another(tmp_path):
+    assert room.same_disk(tmp_path / "not" / "made", tmp_path) and room.same_disk(tmp_path, tmp_path / "x")
+    if not os.path.ismount("/proc"):
+        pytest.skip("no /proc filesystem here")
+    assert not room.same_disk(tmp_path, Path("/proc"))
+
+
+def test_a_run_whose_cache_would_fill_output_dirs_disk_is_refused_before_encoding(tiny_setup, tmp_path,
+                                                                                  monkeypatch):
+    """The recipe hands TrainingData output_dir and one checkpoint's size: a feature cache on output_dir's disk
+    that fits alone, but not beside a checkpoint, is refused before the fill, not after it (nor, as before 638c1a0,
+    at the first save)."""
+    usage, encoded = shutil.disk_usage(tmp_path), []
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=70 << 20))  # 70 MiB, whatever is
+    #   written: one checkpoint (64 MiB + the tiny adapter) fits, and 8 x 2 MiB of features alone
+    monkeypatch.setattr(FeatureCache, "stored_bytes", lambda self, frames, dim: 2 << 20)
+    monkeypatch.setattr(TrainingData, "_encode", lambda self, audios: encoded.append(len(audios)) or [])
+    out = tmp_path / "run"
+    cfg = load_config(None, overrides(tiny_setup, out, max_steps=1, **{"data.feature_cache": str(tmp_path / "f")}))
+    with pytest.raises(LLMSRTError, match=r"data.feature_cache: the encoder features of 8 utterances .* need about "
+                                          r"16.0 MiB in .*f, which has .* MiB free once .* MiB are kept for one "
+                                          r"checkpoint of output_dir, on the same disk"):
+        recipe.train(cfg, log=lambda *_: None)
+    assert encoded == [] and not list(tmp_path.glob("f/**/*.npy"))

@@ -36,7 +36,7 @@ from ..prompts import Task
 from . import dev_sample
 from .batches import SERVING_START, Collator, _as_is, _Batches, _keep_serving, _only_rows, _Stream
 from .parallel import Dist, all_sum, host_group, host_wait
-from .room import PREFETCH, check_cache_room, check_shared_memory
+from .room import PREFETCH, check_cache_room, check_shared_memory, same_disk
 
 GPU_WORKERS = 2  # default DataLoader workers per rank on CUDA (reading .npy features + tokenizing)
 ENCODE_BATCH = 16  # utterances per encoder call when filling the feature cache (longest first)
@@ -125,12 +125,14 @@ def has_speech(batch: dict) -> bool:
 
 class TrainingData:
     def __init__(self, cfg: DataSection, model, d: Dist, log=print, batches: int | None = None,
-                 accumulation: int = 1):
+                 accumulation: int = 1, keep: tuple[Path, int] | None = None):
         """`batches`: the micro-batches each rank will train on (max_steps x accumulation), so that a feature cache
         filled before step 1 holds what the epochs they reach draw of a task mix's smaller tasks (None: every row
         any epoch may draw). `accumulation`: the micro-batches a rank takes per optimizer step (each epoch holds
-        whole steps: `BucketBatchSampler`)."""
-        self.cfg, self.model, self.d, self.log = cfg, model, d, log
+        whole steps: `BucketBatchSampler`). `keep`: output_dir and the bytes one checkpoint takes there (rank 0),
+        held back from the feature cache's room where the two share a disk: the fill took them, and the run was
+        refused after hours of encoding (the recipe checks again after the fill), not before."""
+        self.cfg, self.model, self.d, self.log, self._keep = cfg, model, d, log, keep
         self.bad_clips: dict[str, str] = {}  # audio -> why it was left out of its batches
         self.substituted = 0  # training batches whose every clip could not be decoded, replaced (`_replacement`)
         self.dev_unscored: set[tuple[str, ...]] = set()  # dev batches (their ids) whose every clip could not be
@@ -232,7 +234,8 @@ class TrainingData:
         encoder = self.model.encoder
         need = sum(cache.stored_bytes(encoder.output_frames(seconds[a]), encoder.dim) for a in todo)
         total = check_cache_room(root, cache.free_bytes(), [need, len(todo), sum(seconds[a] for a in todo),
-                                                            len(mine) - len(todo)], self.d)
+                                                            len(mine) - len(todo)], self.d,
+                                 kept=self._keep[1] if self._keep and same_disk(root, self._keep[0]) else 0)
         if total["utterances"]:
             log(f"encoding {total['utterances']:,} utterances ({total['seconds'] / 3600:,.1f} h of audio) into the "
                 f"feature cache {root} ({total['cached']:,} cached): about {format_bytes(total['bytes'])} of the "

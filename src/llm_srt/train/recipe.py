@@ -274,7 +274,8 @@ class Recipe(RunStops):
             self.log(f"[{cfg.stage}] activation checkpointing: {self.parallel.checkpointed_layers} LLM decoder layers "
                      "recomputed in backward")
         self.data = TrainingData(cfg.data, self.model, d, log=self.log, batches=cfg.max_steps * cfg.optim.accumulation,
-                                 accumulation=cfg.optim.accumulation)
+                                 accumulation=cfg.optim.accumulation,  # (self.room: rank 0's, known since the model)
+                                 keep=None if self.room is None else (self.out, self.room.total + checkpoint.ROOM))
         self.parallel.wrap()
         if self.parallel.sharded:
             held, whole = self.parallel.llm_numel()

@@ -20,22 +20,41 @@ PREFETCH = 4  # batches each DataLoader worker prepares ahead
 SHARED_MEMORY = "/dev/shm"  # where a DataLoader worker's batch tensors pass to its rank (Linux): PREFETCH + 1 each
 
 
-def check_cache_room(root: Path, free: int, mine: list[float], d: Dist) -> dict[str, float]:
+def check_cache_room(root: Path, free: int, mine: list[float], d: Dist, kept: int = 0) -> dict[str, float]:
     """Before a feature cache is filled: `mine` = [bytes, utterances, seconds of audio, utterances already cached]
-    that this rank adds, `free` the free bytes of its disk. Returns the totals over ranks, with the least `free`;
+    that this rank adds, `free` the free bytes of its disk, `kept` those of them held back for one checkpoint of
+    output_dir on the same disk (rank 0: `same_disk`). Returns the totals over ranks, with the least `free` left;
     raises ConfigError on every rank (none is left waiting at a collective) when the total does not fit there.
     The total, not a rank's share: ranks on one machine, or on a shared filesystem, fill the same disk."""
-    total = all_sum(torch.tensor(mine, dtype=torch.float64), d).tolist()
-    least = -all_max(torch.tensor([-float(free)], dtype=torch.float64), d).item()  # the least free of any rank
-    need, utterances, seconds, cached = total
+    total = all_sum(torch.tensor([*mine, kept], dtype=torch.float64), d).tolist()
+    usable = free - kept
+    least = -all_max(torch.tensor([-float(usable)], dtype=torch.float64), d).item()  # the least free of any rank
+    need, utterances, seconds, cached, held = total
     if need > least:
+        beside = f" once {format_bytes(held)} are kept for one checkpoint of output_dir, on the same disk" if held \
+            else ""
         raise ConfigError(f"data.feature_cache: the encoder features of {utterances:,.0f} utterances "
                           f"({seconds / 3600:,.1f} h of audio) need about {format_bytes(need)} in {root}, which "
-                          f"has {format_bytes(least)} free{'' if least == free else ' on one rank'}; point "
-                          "data.feature_cache at a disk with room, or set it to null to run the encoder in every step "
-                          "(no cache); features an older version of the toolkit stored there are not read again "
-                          "(README, the feature cache): deleting that folder gives their room back")
+                          f"has {format_bytes(max(0.0, least))} free{'' if least == usable else ' on one rank'}{beside}"
+                          f"; point data.feature_cache at a disk with room{' (or output_dir)' if held else ''}, or set "
+                          "it to null to run the encoder in every step (no cache); features an older version of the "
+                          "toolkit stored there are not read again (README, the feature cache): deleting that folder "
+                          "gives their room back")
     return {"bytes": need, "utterances": int(utterances), "seconds": seconds, "cached": int(cached), "free": least}
+
+
+def same_disk(folder: Path, other: Path) -> bool:
+    """Whether two folders (or, for one not made yet, its nearest existing parent) are on one filesystem."""
+    def device(path: Path) -> int:
+        path = Path(path).absolute()
+        while not path.exists() and path != path.parent:
+            path = path.parent
+        return os.stat(path).st_dev
+
+    try:
+        return device(folder) == device(other)
+    except OSError:  # unreadable: nothing held back, as before (the room for a checkpoint is checked after the fill)
+        return False
 
 
 def check_shared_memory(workers: int, batch_size: int, frames: int, dim: int, itemsize: int, d: Dist,
