@@ -41,7 +41,8 @@ class DecodingOptions:
     no_repeat_ngram_size: int = 0  # forbid repeating any n-gram of this size (0 = off)
     repetition_penalty: float = 1.0  # >1 discourages tokens already generated (1 = off)
     early_stopping: bool | str = True  # beam search stops once beam_size finished hypotheses exist (False: once
-    #  no hypothesis can beat them by HF's estimate; "never": only at max_new_tokens, the exact search)
+    #  no hypothesis can beat them by HF's estimate at its current length; "never": once none can by a true bound,
+    #  the exact search: what a search run on to max_new_tokens returns)
     share_prompt_cache: bool = True  # beam search: the prompt's KV cache is computed once per row, not per beam
     force_srt_tags: bool = True  # SRT, greedy or beam search: a row (a beam) that would end before its tag pair
     #  gets the tags it lacks written for it and goes on to the translation, and may not end before it (a
@@ -304,7 +305,14 @@ class EndRule:
 
 PROCESSOR_FIELDS = ("suppress_tokens", "begin_suppress_tokens", "bad_words_ids", "forced_bos_token_id",
                     "forced_eos_token_id", "sequence_bias", "exponential_decay_length_penalty", "min_new_tokens",
-                    "renormalize_logits", "guidance_scale", "watermarking_config")  # what adds a logits processor
+                    "renormalize_logits", "watermarking_config")  # what adds a logits processor
+# a model folder's settings that no search from our prompts can take, set off (a None is filled from the folder's
+# own again): classifier-free guidance, token healing and an assistant's cache crashed `generate` from inputs_embeds
+# (greedy_ids ignored them: beam search alone, or both, stopped on a traceback); remove_invalid_values turned NaN
+# scores into numbers, so beam search wrote garbage where greedy refused them; encoder_* read a prompt's ids
+NOT_FOR_OUR_SEARCH = {"guidance_scale": 1.0, "token_healing": False, "is_assistant": False,
+                      "remove_invalid_values": False, "encoder_no_repeat_ngram_size": 0,
+                      "encoder_repetition_penalty": 1.0}
 
 
 def greedy_loop_fits(config: GenerationConfig) -> bool:
@@ -558,7 +566,8 @@ def prompt_cache(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, cop
 
 
 def generation_config(base: GenerationConfig, o: DecodingOptions, eos: list[int], pad_id: int) -> GenerationConfig:
-    """`base` (the model's own) set for deterministic search with `o`: no sampling, EOS ids, pad id. (What would
+    """`base` (the model's own) set for deterministic search with `o`: no sampling, EOS ids, pad id, none of
+    NOT_FOR_OUR_SEARCH (greedy and beam search alike, from embeddings or text). (What would
     change how a search runs or what it returns, `load_llm` cleared from the model's own at load: `generate` fills
     every setting left None from it.)"""
     config = copy.deepcopy(base)
@@ -566,6 +575,9 @@ def generation_config(base: GenerationConfig, o: DecodingOptions, eos: list[int]
     for name in ("temperature", "top_p", "top_k", "min_p", "typical_p"):
         setattr(config, name, None)
     config.do_sample = False
+    for name, off in NOT_FOR_OUR_SEARCH.items():
+        if getattr(config, name, None) is not None:
+            setattr(config, name, off)
     config.num_beams = o.beam_size
     config.num_return_sequences = 1
     config.max_new_tokens = o.max_new_tokens
