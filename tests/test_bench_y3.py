@@ -76,3 +76,45 @@ def test_cached_step_ratio_divides_unrounded_medians_on_tiny_steps(tmp_path, mon
     assert result["goals"]["cached_step_vs_audio_step_less_encoder"]["met"] is None
     line = next(x for x in bench.format_table(result).splitlines() if x.startswith("cached_step_vs"))
     assert line.split()[1] == "-" and "not measured" in line
+
+
+def _with_memory(result: dict, **reading) -> dict:
+    """`result` with every decode row's and the cascade's memory reading replaced by `reading`."""
+    return {**result, "decode": [{**r, **reading} for r in result["decode"]],
+            "cascade": {"batch_size": 16, "seconds": 8.0, "utterances_per_s": 2.0, "asr_tokens_mean": 9,
+                        "mt_tokens_mean": 11, **reading}}
+
+
+def _memory_cells(table: str) -> list[str]:
+    """The memory column of the table's decode rows and cascade row, and its header."""
+    lines = table.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("system"))
+    rows = [line for line in lines[header + 1:] if line.startswith(("LLM-SRT", "Qwen2", "Cascade"))]
+    return [lines[header][:115].split("speech tok")[1].split("ms/step")[0].strip()] + [
+        line[38:].split()[5] for line in rows]
+
+
+def test_the_cuda_table_shows_the_reserved_peak_beside_the_allocated_one():
+    """On CUDA the table showed the allocator's peak alone (300 MiB), though the JSON holds the reserved peak (what a
+    card must hold: 1,200 MiB here); each CUDA row now shows both, and the CPU table stays as it was."""
+    encoder = {"clips": 4, "clip_seconds": 10.0, "variable_s": 0.4, "padded_s": 1.6, "variable_frames": 500,
+               "padded_frames": 1500}
+    train = {"batch_size": 8, "steps": 3, "s_per_step_audio": 5.0, "s_per_step_cached": 4.0,
+             "encoder_s_per_audio_step": 1.0, "cached_vs_audio_less_encoder": 1.0, "encoder_calls_audio": 8,
+             "encoder_calls_cached": 0}
+    overhead = {"translate_s": 12.0, "lower_bound_s": 10.0, "translate_vs_lower_bound": 1.2, "encoder_s": 1,
+                "adapter_s": 1, "prefill_s": 1, "decode_s": 7, "batch_size": 8, "generations": 2,
+                "llm_forward_calls": 64}
+    result = bench_stubs.summarized([SimpleNamespace(seconds=3.0)] * 16, encoder, overhead, train, None)
+    gpu = _with_memory(result, memory="gpu", peak_mib=300.0, reserved_mib=1200.0, rss_start_mib=None,
+                       peak_rise_mib=None)
+    table = bench.format_table(gpu)
+    assert _memory_cells(table) == ["peak/rsvd MiB"] + ["300/1200"] * 4
+    assert "the CUDA allocator's peak (what tensors held) / its reserved peak" in table
+    old = _with_memory(result, memory="gpu", peak_mib=300.0, rss_start_mib=None, peak_rise_mib=None)
+    assert _memory_cells(bench.format_table(old)) == ["GPU peak MiB"] + ["300"] * 4  # results from before f4869f4
+    cpu = bench.format_table(_with_memory(result, memory="rss", peak_mib=4967.0, reserved_mib=None,
+                                          rss_start_mib=4900.0, peak_rise_mib=67.0))
+    assert _memory_cells(cpu) == ["RSS rise MiB"] + ["+67"] * 4 and "reserved peak" not in cpu
+    assert cpu.splitlines()[cpu.splitlines().index("") + 1].index("RSS rise MiB") == 38 + 1 + 8 + 1 + 5 + 1 + 9 + 1 \
+        + 7 + 1 + 10 + 1  # the CPU table's columns where they were

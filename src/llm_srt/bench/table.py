@@ -14,6 +14,7 @@ def format_table(result: dict) -> str:
     """Paper Table 7's shape: seconds for the N utterances by system, search and batch size; then the ratios."""
     s, m = result["setup"], result["machine"]
     memory = memory_column(result["decode"])
+    width = max(12, len(memory))
     int8_peak = f", int8 GEMM {m['int8_matmul_gop_s']} GOP/s" if "int8_matmul_gop_s" in m else ""
     kernel = f" ({m['matmul_kernel']})" if "matmul_kernel" in m else ""  # the probe's fastest (older results: none)
     when = "this run, the higher of before and after the rows" if "yardstick_after" in m else "this run"
@@ -27,13 +28,16 @@ def format_table(result: dict) -> str:
                "bounds use the higher" for key, (before, after) in m.get("yardstick_moved", {}).items()],
              *([f"int8 rows skipped: {s['int8_rows_skipped']}"] if s.get("int8_rows_skipped") else []),
              "",
-             f"{'system':38} {'search':8} {'batch':>5} {'seconds':>9} {'utt/s':>7} {'speech tok':>10} {memory:>12} "
-             f"{'ms/step':>8} {'bound ms':>8} {'x bound':>7}"]
+             f"{'system':38} {'search':8} {'batch':>5} {'seconds':>9} {'utt/s':>7} {'speech tok':>10} "
+             f"{memory:>{width}} {'ms/step':>8} {'bound ms':>8} {'x bound':>7}"]
     for r in result["decode"]:
         search = ("compiled" if r.get("compiled") else "greedy") if r["beam"] == 1 else f"beam {r['beam']}"
         lines.append(f"{SYSTEM_NAMES[r['system']]:38} {search:8} {r['batch_size']:>5} {r['seconds']:>9.2f} "
-                     f"{r['utterances_per_s']:>7.2f} {r['speech_tokens']:>10} {_mib(r, memory):>12} "
+                     f"{r['utterances_per_s']:>7.2f} {r['speech_tokens']:>10} {_mib(r, memory):>{width}} "
                      f"{r['decode_step_ms']:>8.1f} {r['bound_step_ms']:>8.1f} {r['step_vs_bound']:>7.2f}")
+    if memory == RESERVED:
+        lines.append(f"  {RESERVED}: the CUDA allocator's peak (what tensors held) / its reserved peak (cached "
+                     "blocks, graph pools too: what a card must hold, what a memory cap limits)")
     starts = [r["rss_start_mib"] for r in result["decode"] if r.get("rss_start_mib") is not None]
     if memory == RISE and starts:
         lines.append(f"  {RISE}: how far the process's resident memory rose in the row's timed pass, above the "
@@ -51,7 +55,7 @@ def format_table(result: dict) -> str:
     elif c:
         peak = f"RSS peak {c['peak_mib']:.0f} MiB; " if _mib(c, memory) == "-" else ""  # (no rise measured)
         lines.append(f"{'Cascade (Whisper ASR -> LLM MT)':38} {'greedy':8} {c['batch_size']:>5} {c['seconds']:>9.2f} "
-                     f"{c['utterances_per_s']:>7.2f} {'-':>10} {_mib(c, memory):>12}  ({peak}tokens: ASR "
+                     f"{c['utterances_per_s']:>7.2f} {'-':>10} {_mib(c, memory):>{width}}  ({peak}tokens: ASR "
                      f"{c['asr_tokens_mean']}, MT {c['mt_tokens_mean']} per utterance)")
     e, t, o = result["encoder"], result["train"], result["overhead"]
     lines += ["",
@@ -86,19 +90,26 @@ def format_table(result: dict) -> str:
 
 
 RISE = "RSS rise MiB"
+RESERVED = "peak/rsvd MiB"  # on CUDA: the allocated peak / the reserved peak
 
 
 def memory_column(rows: list[dict]) -> str:
-    """The memory column's name, which says what it holds: on CUDA each row's own allocator peak; on the CPU what
-    each row's pass added to the process's resident memory (`peak_rise_mib`), whose peak is the whole process's
-    (the column showed that as "peak MiB", ~4967 for every float row of a run); results without the rise, the
-    process's peak."""
+    """The memory column's name, which says what it holds: on CUDA each row's own allocator peak and, where the rows
+    measured it, its reserved peak beside it (the allocated peak alone understated what a card must hold); on the
+    CPU what each row's pass added to the process's resident memory (`peak_rise_mib`), whose peak is the whole
+    process's (the column showed that as "peak MiB", ~4967 for every float row of a run); results without the
+    rise, the process's peak."""
     if any(r.get("peak_rise_mib") is not None for r in rows):
         return RISE
-    return "GPU peak MiB" if any(r.get("memory") == "gpu" for r in rows) else "RSS peak MiB"
+    if any(r.get("memory") == "gpu" for r in rows):
+        return RESERVED if any(r.get("reserved_mib") is not None for r in rows) else "GPU peak MiB"
+    return "RSS peak MiB"
 
 
 def _mib(row: dict, column: str) -> str:
+    if column == RESERVED:
+        reserved = row.get("reserved_mib")
+        return f"{row['peak_mib']:.0f}/" + ("-" if reserved is None else f"{reserved:.0f}")
     if column != RISE:
         return f"{row['peak_mib']:.0f}"
     return "-" if row.get("peak_rise_mib") is None else f"+{row['peak_rise_mib']:.0f}"
