@@ -118,3 +118,25 @@ def test_the_cuda_table_shows_the_reserved_peak_beside_the_allocated_one():
     assert _memory_cells(cpu) == ["RSS rise MiB"] + ["+67"] * 4 and "reserved peak" not in cpu
     assert cpu.splitlines()[cpu.splitlines().index("") + 1].index("RSS rise MiB") == 38 + 1 + 8 + 1 + 5 + 1 + 9 + 1 \
         + 7 + 1 + 10 + 1  # the CPU table's columns where they were
+
+
+def test_the_paper_table_shows_the_reserved_peak_on_cuda(monkeypatch):
+    """`bench --paper-shape` on CUDA printed each row's and probe's allocator peak alone (18,000 MiB), though the
+    JSON holds the reserved peak a card must hold (21,000 MiB); both now, the CPU table as before."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "fake GPU")
+    gpu = device.Placement(torch.device("cuda", 0), torch.bfloat16)
+    options = paper.PaperOptions(shape="qwen2.5-7b")
+    probe = {**_paper_row("llm-srt", 128, 128, 5.0), "memory": "gpu", "peak_mib": 18000.0, "reserved_mib": 21000.0}
+    found = {"llm-srt": {"probes": [probe], "largest_fit": 128, "out_of_memory_at": 256, "capped_at_max_batch": False,
+                         "memory_gib": None, "outside_allocator_mib": None},
+             "pooled-750": {"probes": [], "largest_fit": None, "out_of_memory_at": 1, "capped_at_max_batch": False,
+                            "memory_gib": None, "outside_allocator_mib": None}}
+    lines = paper.format_paper(paper.summarize(options, gpu, [], found, [], 1.0)).splitlines()
+    assert lines[2].split()[-2:] == ["peak/rsvd", "MiB"]
+    assert next(x for x in lines if x.startswith("LLM-SRT")).split()[-1] == "18000/21000"
+    assert any("its reserved peak" in x for x in lines)
+    cpu = paper.format_paper(paper.summarize(replace(options, shape="tiny"), device.resolve("cpu", "float32"),
+                                             [_paper_row("llm-srt", 2, 4, 2.0)], {}, [], 1.0)).splitlines()
+    assert cpu[2].split()[-3:] == ["RSS", "peak", "MiB"] and cpu[3].split()[-1] == "100"
