@@ -147,9 +147,9 @@ def check_tokens(folder: Path, named: list[tuple[Path, str, int, str]], n_vocab:
 
 def tokens_at(folder: Path, ids: set[int], n_vocab: int) -> tuple[Path, dict[int, str | None]] | None:
     """The tokens of `ids` in the folder's vocabulary.txt (when it holds the vocabulary's n_vocab tokens), else in its
-    tokenizer.json, with the file read; None without either, or where neither can be read. Of tokenizer.json only
-    the added-token list (where Whisper's special tokens are: ~100 KB of Whisper large's 2.5 MB) is parsed, the
-    whole file (~0.1 s) only for an id not there."""
+    tokenizer.json, with the file read; None without either, or where tokenizer.json is JSON of another shape. That
+    tokenizer.json decodes the text, so it is parsed whole (~30 ms for Whisper's 3.9 MB): one cut short, damaged or
+    unreadable is refused here, as the folder loads (`not_a_tokenizer`), not after every clip of a batch decoded."""
     from .convert import read_vocabulary_txt
 
     file = folder / "vocabulary.txt"
@@ -160,29 +160,28 @@ def tokens_at(folder: Path, ids: set[int], n_vocab: int) -> tuple[Path, dict[int
     if len(tokens) == n_vocab:
         return file, {i: tokens[i] for i in ids}
     file = folder / "tokenizer.json"
+    if not file.is_file():
+        return None  # ids only (language ID); decoding text says what to do
     try:
-        text = file.read_text(encoding="utf-8")
-    except (OSError, ValueError):
-        return None
-    found: dict[int, str | None] = {}
-    key = text.find('"added_tokens"')
-    start = text.find("[", key)
-    if key >= 0 and text[key + len('"added_tokens"'):start].strip() == ":":
-        try:
-            added = json.JSONDecoder().raw_decode(text, start)[0]
-            found = {t["id"]: t["content"] for t in added if isinstance(t, dict) and t.get("id") in ids}
-        except (ValueError, KeyError, TypeError):
-            found = {}
-    if ids - set(found):  # a special token in the model's own vocabulary, or an ordinary token
-        try:
-            raw = json.loads(text)
-            added = [t for t in raw.get("added_tokens") or [] if isinstance(t, dict)]
+        raw = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise not_a_tokenizer(file, e) from None
+    try:
+        added = [t for t in raw.get("added_tokens") or [] if isinstance(t, dict)]
+        found = {t.get("id"): t.get("content") for t in added if t.get("id") in ids}
+        if ids - set(found):  # a special token in the model's own vocabulary, or an ordinary token
             vocab = raw["model"]["vocab"] if isinstance(raw["model"].get("vocab"), dict) else {}
             found = {i: token for token, i in [*vocab.items(), *((t.get("content"), t.get("id")) for t in added)]
                      if i in ids}
-        except (ValueError, KeyError, TypeError, AttributeError):  # not a tokenizer: decoding text says so
-            return None
+    except (KeyError, TypeError, AttributeError):  # not a tokenizer: decoding text says so
+        return None
     return file, {i: found.get(i) for i in ids}
+
+
+def not_a_tokenizer(file: Path, e: Exception) -> LLMSRTError:
+    """One line for a tokenizer.json that cannot be read (`e`: the JSON parser's, the tokenizers library's error)."""
+    return LLMSRTError(f"{file}: not a tokenizer ({(str(e).splitlines() or [''])[0][:160]}), so Whisper's tokens "
+                       "cannot become text; copy or download the model's tokenizer.json again")
 
 
 def tensor_files(folder: Path) -> dict[str, Path]:

@@ -34,8 +34,8 @@ from .convert import read_vocabulary_txt
 from .cpu_linear import FastLinear, fast_linear
 from .log_mel import LogMel
 from .mapped import drop_pages_after_lookups, mapped_from
-from .weight_files import (BIN_INDEX, WEIGHTS_INDEX, TensorReader, file_of, tensor_files, whisper_config,
-                           whisper_generation)
+from .weight_files import (BIN_INDEX, WEIGHTS_INDEX, TensorReader, file_of, not_a_tokenizer, tensor_files,
+                           whisper_config, whisper_generation)
 
 TIMESTAMP = re.compile(r"<\|(\d+\.\d+)\|>")  # timestamp tokens are not special in tokenizer.json: HF drops their text
 VOCABULARY = "vocabulary.txt"  # id -> token, one a line (CTranslate2's file; `convert whisper-ct2` writes it)
@@ -478,9 +478,8 @@ class TorchWhisper(nn.Module):
 
     @cached_property
     def tokenizer(self):
-        """The folder's tokenizer.json (a `tokenizers.Tokenizer`), read when first needed (one that is cut short,
-        damaged or unreadable was a bare `Exception` traceback from the tokenizers library after every clip of the
-        batch had been decoded: one line naming it)."""
+        """The folder's tokenizer.json (a `tokenizers.Tokenizer`), read when first needed (one that is not JSON is
+        refused as the folder loads, `weight_files.tokens_at`; one the library refuses is one line naming it)."""
         from tokenizers import Tokenizer
 
         path = self.folder / "tokenizer.json"
@@ -490,8 +489,7 @@ class TorchWhisper(nn.Module):
         try:
             return Tokenizer.from_file(str(path))
         except Exception as e:  # noqa: BLE001  the tokenizers library raises Exception itself
-            raise LLMSRTError(f"{path}: not a tokenizer ({(str(e).splitlines() or [''])[0][:160]}), so Whisper's "
-                              "tokens cannot become text; copy or download the model's tokenizer.json again") from None
+            raise not_a_tokenizer(path, e) from None
 
     @cached_property
     def vocabulary(self) -> list[str] | None:

@@ -1,0 +1,80 @@
+"""model/weight_files.py `tokens_at`: a Whisper folder without vocabulary.txt (a hub download) decodes its text with
+tokenizer.json, so one that is cut short or damaged is refused as the folder loads, in one line naming it, not after
+every clip of a batch has been decoded; a folder without tokenizer.json still loads (ids only: language ID)."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+import tiny
+from llm_srt.errors import LLMSRTError
+from llm_srt.model.whisper_torch import TorchWhisper
+
+SAID = r"/tokenizer.json: not a tokenizer \(.+\), so Whisper's tokens cannot become text; copy or download the model's "
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return tiny.whisper_lid_dir(tmp_path_factory.mktemp("whisper-y1"))
+
+
+def _damaged(folder, tmp_path, damage):
+    damaged = tmp_path / "damaged"
+    shutil.copytree(folder, damaged)
+    path = damaged / "tokenizer.json"
+    text = path.read_text()
+    if damage == "cut":  # the added tokens (Whisper's special tokens, the ids checked) come first and stay whole
+        cut = text.index("]", text.index('"added_tokens"')) + 1
+        path.write_text(text[:cut + (len(text) - cut) // 2])
+    elif damage == "not utf-8":
+        path.write_bytes(text.encode().replace(b'"<unk>"', b'"\xe9"', 1))
+    else:
+        path.write_text("tokens")
+    return damaged
+
+
+@pytest.mark.parametrize("damage", ["cut", "not utf-8", "not json"])
+def test_a_damaged_tokenizer_json_is_refused_as_the_folder_loads(folder, tmp_path, damage):
+    damaged = _damaged(folder, tmp_path, damage)
+    assert not (damaged / "vocabulary.txt").exists()
+    with pytest.raises(LLMSRTError, match=rf"^{damaged}{SAID}tokenizer.json again$") as e:
+        TorchWhisper.from_pretrained(damaged, torch.device("cpu"), torch.float32)
+    assert "\n" not in str(e.value)
+
+
+def test_an_unreadable_tokenizer_json_is_refused_as_the_folder_loads(folder, tmp_path, monkeypatch):
+    unreadable = tmp_path / "unreadable"
+    shutil.copytree(folder, unreadable)
+    read_text = Path.read_text
+
+    def refused(path, *args, **kwargs):
+        if path.name == "tokenizer.json":
+            raise PermissionError(13, "Permission denied", str(path))
+        return read_text(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", refused)
+    with pytest.raises(LLMSRTError, match=rf"^{unreadable}{SAID}tokenizer.json again$"):
+        TorchWhisper.from_pretrained(unreadable, torch.device("cpu"), torch.float32)
+
+
+def test_a_whole_tokenizer_json_or_none_loads(folder, tmp_path):
+    whisper = TorchWhisper.from_pretrained(folder, torch.device("cpu"), torch.float32)
+    assert whisper.decode_text([[whisper.generation.start, 5, 6, whisper.generation.eos]]) == [
+        whisper.tokenizer.decode([5, 6])]
+    bare = tmp_path / "bare"
+    shutil.copytree(folder, bare)
+    (bare / "tokenizer.json").unlink()
+    assert TorchWhisper.from_pretrained(bare, torch.device("cpu"), torch.float32).generation.eos >= 0
+
+
+def test_json_that_is_not_a_tokenizer_is_one_line_when_text_is_decoded(folder, tmp_path):
+    """JSON the tokenizers library refuses loads (its ids cannot be checked; language ID needs no text) and is one
+    line naming it at the first text."""
+    other = tmp_path / "other"
+    shutil.copytree(folder, other)
+    (other / "tokenizer.json").write_text('{"added_tokens": []}')
+    whisper = TorchWhisper.from_pretrained(other, torch.device("cpu"), torch.float32)
+    with pytest.raises(LLMSRTError, match=rf"^{other}{SAID}tokenizer.json again$"):
+        whisper.decode_text([[5, 6]])
