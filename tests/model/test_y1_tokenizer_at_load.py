@@ -2,6 +2,7 @@
 tokenizer.json, so one that is cut short or damaged is refused as the folder loads, in one line naming it, not after
 every clip of a batch has been decoded; a folder without tokenizer.json still loads (ids only: language ID)."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -78,3 +79,35 @@ def test_json_that_is_not_a_tokenizer_is_one_line_when_text_is_decoded(folder, t
     whisper = TorchWhisper.from_pretrained(other, torch.device("cpu"), torch.float32)
     with pytest.raises(LLMSRTError, match=rf"^{other}{SAID}tokenizer.json again$"):
         whisper.decode_text([[5, 6]])
+
+
+def _with_vocabulary_txt(folder, to, damage):
+    """A copy of `folder` with vocabulary.txt, `convert whisper-ct2`'s file (one token a line), damaged."""
+    from tokenizers import Tokenizer
+
+    shutil.copytree(folder, to)
+    tokens = Tokenizer.from_file(str(to / "tokenizer.json")).get_vocab(with_added_tokens=True)
+    lines = [token for token, _ in sorted(tokens.items(), key=lambda item: item[1])]
+    lines += [f"<|{i}|>" for i in range(len(lines), json.loads((to / "config.json").read_text())["vocab_size"])]
+    data = "\n".join(lines).encode() + b"\n"
+    (to / "vocabulary.txt").write_bytes(data.replace(b"a\n", b"\xe9\n", 1) if damage == "not utf-8" else
+                                        data[:data.rindex(b"\n", 0, -1) + 1] if damage == "a line short" else data)
+    return to
+
+
+@pytest.mark.parametrize("damage, said", [("not utf-8", r"cannot read it \(UnicodeDecodeError\)"),
+                                          ("a line short", r"\d+ tokens for a vocabulary of \d+ \(config.json\)")])
+def test_a_damaged_vocabulary_txt_is_refused_as_the_folder_loads(folder, tmp_path, damage, said):
+    """vocabulary.txt decodes the text (tokenizer.json is not read then): one that is not UTF-8 or not the vocabulary
+    loaded, its ids checked against tokenizer.json, and stopped only at the text after every clip had decoded."""
+    damaged = _with_vocabulary_txt(folder, tmp_path / "damaged", damage)
+    with pytest.raises(LLMSRTError, match=rf"^{damaged}/vocabulary.txt: {said}; delete it \(tokenizer.json is used "
+                                          r"then\) or convert the model again$"):
+        TorchWhisper.from_pretrained(damaged, torch.device("cpu"), torch.float32)
+
+
+def test_a_whole_vocabulary_txt_decodes_as_tokenizer_json(folder, tmp_path):
+    whole = _with_vocabulary_txt(folder, tmp_path / "whole", None)
+    whisper = TorchWhisper.from_pretrained(whole, torch.device("cpu"), torch.float32)
+    assert len(whisper.vocabulary) == whisper.dims.n_vocab
+    assert whisper.decode_text([[5, 6, whisper.generation.eos]]) == [whisper.tokenizer.decode([5, 6])]

@@ -146,18 +146,14 @@ def check_tokens(folder: Path, named: list[tuple[Path, str, int, str]], n_vocab:
 
 
 def tokens_at(folder: Path, ids: set[int], n_vocab: int) -> tuple[Path, dict[int, str | None]] | None:
-    """The tokens of `ids` in the folder's vocabulary.txt (when it holds the vocabulary's n_vocab tokens), else in its
-    tokenizer.json, with the file read; None without either, or where tokenizer.json is JSON of another shape. That
-    tokenizer.json decodes the text, so it is parsed whole (~30 ms for Whisper's 3.9 MB): one cut short, damaged or
-    unreadable is refused here, as the folder loads (`not_a_tokenizer`), not after every clip of a batch decoded."""
-    from .convert import read_vocabulary_txt
-
+    """The tokens of `ids` in the folder's vocabulary.txt, else in its tokenizer.json, with the file read; None without
+    either, or where tokenizer.json is JSON of another shape. The file read decodes the text, so one that cannot be
+    is refused here, as the folder loads, not after every clip of a batch decoded: a vocabulary.txt not of n_vocab
+    UTF-8 lines (`read_vocabulary`), a tokenizer.json cut short, damaged or unreadable (`not_a_tokenizer`; it is
+    parsed whole, ~30 ms for Whisper's 3.9 MB)."""
     file = folder / "vocabulary.txt"
-    try:
-        tokens = read_vocabulary_txt(file) if file.is_file() else []
-    except (OSError, ValueError):
-        tokens = []
-    if len(tokens) == n_vocab:
+    if file.is_file():
+        tokens = read_vocabulary(file, n_vocab)
         return file, {i: tokens[i] for i in ids}
     file = folder / "tokenizer.json"
     if not file.is_file():
@@ -176,6 +172,21 @@ def tokens_at(folder: Path, ids: set[int], n_vocab: int) -> tuple[Path, dict[int
     except (KeyError, TypeError, AttributeError):  # not a tokenizer: decoding text says so
         return None
     return file, {i: found.get(i) for i in ids}
+
+
+def read_vocabulary(file: Path, n_vocab: int) -> list[str]:
+    """id -> token from a Whisper folder's vocabulary.txt (`convert.read_vocabulary_txt`), or one line naming it: not
+    UTF-8 (damaged, another encoding), or not n_vocab tokens (config.json's vocab_size)."""
+    from .convert import read_vocabulary_txt
+
+    todo = "delete it (tokenizer.json is used then) or convert the model again"
+    try:
+        tokens = read_vocabulary_txt(file)
+    except (OSError, ValueError) as e:
+        raise LLMSRTError(f"{file}: cannot read it ({type(e).__name__}); {todo}") from None
+    if len(tokens) != n_vocab:
+        raise LLMSRTError(f"{file}: {len(tokens)} tokens for a vocabulary of {n_vocab} (config.json); {todo}")
+    return tokens
 
 
 def not_a_tokenizer(file: Path, e: Exception) -> LLMSRTError:

@@ -30,12 +30,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import LLMSRTError
-from .convert import read_vocabulary_txt
 from .cpu_linear import FastLinear, fast_linear
 from .log_mel import LogMel
 from .mapped import drop_pages_after_lookups, mapped_from
-from .weight_files import (BIN_INDEX, WEIGHTS_INDEX, TensorReader, file_of, not_a_tokenizer, tensor_files,
-                           whisper_config, whisper_generation)
+from .weight_files import (BIN_INDEX, WEIGHTS_INDEX, TensorReader, file_of, not_a_tokenizer, read_vocabulary,
+                           tensor_files, whisper_config, whisper_generation)
 
 TIMESTAMP = re.compile(r"<\|(\d+\.\d+)\|>")  # timestamp tokens are not special in tokenizer.json: HF drops their text
 VOCABULARY = "vocabulary.txt"  # id -> token, one a line (CTranslate2's file; `convert whisper-ct2` writes it)
@@ -498,17 +497,7 @@ class TorchWhisper(nn.Module):
         tokenizer costs 30-48 (Whisper base; 1,608 added tokens) in a process whose peak is measured against
         faster-whisper's."""
         path = self.folder / VOCABULARY
-        if not path.is_file():
-            return None
-        try:  # bad UTF-8 (a file damaged or of another encoding) was a UnicodeDecodeError traceback
-            tokens = read_vocabulary_txt(path)
-        except (OSError, ValueError) as e:
-            raise LLMSRTError(f"{path}: cannot read it ({type(e).__name__}); delete it (tokenizer.json is used then) "
-                              "or convert the model again") from None
-        if len(tokens) != self.dims.n_vocab:
-            raise LLMSRTError(f"{path}: {len(tokens)} tokens for a vocabulary of {self.dims.n_vocab} (config.json); "
-                              f"delete it (tokenizer.json is used then) or convert the model again")
-        return tokens
+        return read_vocabulary(path, self.dims.n_vocab) if path.is_file() else None
 
     @property
     def device(self) -> torch.device:
