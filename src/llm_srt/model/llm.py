@@ -424,7 +424,7 @@ SEARCH_RUN_FIELDS = ("cache_implementation", "cache_config", "stop_strings", "ma
                      "output_scores", "output_logits", "output_attentions", "output_hidden_states",
                      "prompt_lookup_num_tokens", "use_mtp", "assistant_early_exit", "num_beam_groups",
                      "diversity_penalty", "penalty_alpha", "dola_layers", "constraints", "force_words_ids",
-                     "low_memory")
+                     "low_memory", "prefill_chunk_size", "forced_bos_token_id")
 
 
 def _plain_search(config) -> None:
@@ -432,7 +432,9 @@ def _plain_search(config) -> None:
     runs or what `generate` returns: `generate` fills what our decoding leaves unset (None) from the model's own,
     so a folder's `cache_implementation: static` clashed with beam search's shared prompt cache, and
     `return_dict_in_generate`, `stop_strings` (no tokenizer given) or `max_time` (beams cut short) broke it too.
-    Its end ids and the logits processors it asks for (suppressed or forced tokens) are kept."""
+    `prefill_chunk_size` crashed beam search too, and `forced_bos_token_id` forced its token second (the prompt is
+    given as embeddings, so the ids start empty). Its end ids and its other logits processors (suppressed or forced
+    tokens) are kept."""
     from transformers import GenerationConfig
 
     fresh = GenerationConfig()
