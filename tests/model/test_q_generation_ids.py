@@ -179,9 +179,9 @@ def test_a_damaged_tokenizer_json_is_one_line_naming_it(folder, tmp_path, damage
     shutil.copytree(folder, damaged)
     text = (damaged / "tokenizer.json").read_text()
     (damaged / "tokenizer.json").write_text(text[:len(text) // 2] if damage == "cut" else "tokens")
-    system = WhisperSystem(damaged, CPU)
     with pytest.raises(LLMSRTError, match=rf"^{damaged}/tokenizer.json: not a tokenizer \(.+\), so Whisper's tokens "
                                           r"cannot become text; copy or download the model's tokenizer.json again$"):
+        system = WhisperSystem(damaged, CPU)  # refused as it loads (weight_files.tokens_at), no clip decoded
         system.decode([tiny.tone(0.5, 300)], ["eng"], "transcribe", DecodingOptions(max_new_tokens=3))
 
 
@@ -192,7 +192,7 @@ def test_a_vocabulary_txt_that_is_not_utf8_is_one_line_naming_it(folder, tmp_pat
     shutil.copytree(folder, damaged)
     _vocabulary_txt(damaged)
     (damaged / "vocabulary.txt").write_bytes((damaged / "vocabulary.txt").read_bytes().replace(b"a\n", b"\xe9\n"))
-    system = WhisperSystem(damaged, CPU)
     with pytest.raises(LLMSRTError, match=rf"^{damaged}/vocabulary.txt: cannot read it \(UnicodeDecodeError\); delete "
                                           r"it \(tokenizer.json is used then\) or convert the model again$"):
+        system = WhisperSystem(damaged, CPU)  # refused as it loads (weight_files.tokens_at), no clip decoded
         system.decode([tiny.tone(0.5, 300)], ["eng"], "transcribe", DecodingOptions(max_new_tokens=3))
