@@ -84,6 +84,17 @@ def stub_run_bench(monkeypatch, n: int, summarize, machine=lambda *a, **k: {"ban
     monkeypatch.setattr(embedded, "summarize", summarize)
 
 
+# made-up sections for `summarized` (tests spread them, overriding what they judge)
+ENCODER = {"clips": 4, "clip_seconds": 10.0, "variable_s": 0.4, "padded_s": 1.6, "variable_frames": 500,
+           "padded_frames": 1500}
+TRAIN = {"batch_size": 8, "steps": 3, "s_per_step_audio": 5.0, "s_per_step_cached": 4.0,
+         "encoder_s_per_audio_step": 1.0, "cached_vs_audio_less_encoder": 1.0, "encoder_calls_audio": 8,
+         "encoder_calls_cached": 0}
+OVERHEAD = {"translate_s": 12.0, "lower_bound_s": 10.0, "translate_vs_lower_bound": 1.2, "encoder_s": 1,
+            "adapter_s": 1, "prefill_s": 1, "decode_s": 7, "batch_size": 8, "generations": 2,
+            "llm_forward_calls": 64}
+
+
 def summarized(utts: list, encoder: dict, overhead: dict, train: dict, cascade) -> dict:
     """embedded.summarize on made-up decode rows (llm-srt at batch 1 and 16, the pooled row at 16), machine and
     setup, with the sections and utterances given."""

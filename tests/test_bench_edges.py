@@ -155,15 +155,11 @@ def test_espeak_clips_say_they_are(tmp_path):
 # ---- 4. a ratio judged, stored and printed as one number --------------------------------------------------------
 def _embedded_result(cached_ratio: float, overhead_ratio: float) -> dict:
     """embedded.summarize on made-up sections whose cached-step and translate() ratios are the ones given."""
-    encoder = {"clips": 4, "clip_seconds": 10.0, "variable_s": 0.4, "padded_s": 1.6, "variable_frames": 500,
-               "padded_frames": 1500, "variable_peak_mib": 1, "padded_peak_mib": 1}
-    train = {"batch_size": 8, "steps": 3, "s_per_step_audio": 5.0, "s_per_step_cached": 4.0 * cached_ratio,
-             "encoder_s_per_audio_step": 1.0, "cached_vs_audio_less_encoder": cached_ratio, "encoder_calls_audio": 8,
-             "encoder_calls_cached": 0}
-    overhead = {"translate_s": 10.0 * overhead_ratio, "lower_bound_s": 10.0,
-                "translate_vs_lower_bound": overhead_ratio, "encoder_s": 1, "adapter_s": 1,
-                "prefill_s": 1, "decode_s": 7, "batch_size": 8, "generations": 2, "llm_forward_calls": 64,
-                "peak_mib": 1}
+    encoder = {**bench_stubs.ENCODER, "variable_peak_mib": 1, "padded_peak_mib": 1}
+    train = {**bench_stubs.TRAIN, "s_per_step_cached": 4.0 * cached_ratio,
+             "cached_vs_audio_less_encoder": cached_ratio}
+    overhead = {**bench_stubs.OVERHEAD, "translate_s": 10.0 * overhead_ratio,
+                "translate_vs_lower_bound": overhead_ratio, "peak_mib": 1}
     return bench_stubs.summarized([SimpleNamespace(seconds=3.0)] * 16, encoder, overhead, train, None)
 
 

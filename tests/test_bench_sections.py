@@ -52,16 +52,8 @@ def test_a_failing_cascade_keeps_the_rows_measured_before_it(tmp_path, monkeypat
 
 def _summarized(cascade) -> dict:
     """embedded.summarize on made-up sections, with `cascade` as the cascade's result."""
-    encoder = {"clips": 4, "clip_seconds": 10.0, "variable_s": 0.4, "padded_s": 1.6, "variable_frames": 500,
-               "padded_frames": 1500}
-    train = {"batch_size": 8, "steps": 3, "s_per_step_audio": 5.0, "s_per_step_cached": 4.0,
-             "encoder_s_per_audio_step": 1.0, "cached_vs_audio_less_encoder": 1.0, "encoder_calls_audio": 8,
-             "encoder_calls_cached": 0}
-    overhead = {"translate_s": 12.0, "lower_bound_s": 10.0, "translate_vs_lower_bound": 1.2, "encoder_s": 1,
-                "adapter_s": 1, "prefill_s": 1, "decode_s": 7, "batch_size": 8, "generations": 2,
-                "llm_forward_calls": 64}
     utts = [embedded.Utterance("x", tiny.tone(3.0, 300), "eng", "deu", "", "")] * 16
-    return bench_stubs.summarized(utts, encoder, overhead, train, cascade)
+    return bench_stubs.summarized(utts, bench_stubs.ENCODER, bench_stubs.OVERHEAD, bench_stubs.TRAIN, cascade)
 
 
 def test_the_table_prints_a_failed_cascade_and_every_row_beside_it():

@@ -61,11 +61,7 @@ def test_cached_step_ratio_divides_unrounded_medians_on_tiny_steps(tmp_path, mon
     monkeypatch.setattr(training.time, "perf_counter", lambda: clock[0])
     train = training.time_training(model, utts, batch_size=1, steps=2, workdir=tmp_path)
     assert (train["s_per_step_audio"], train["encoder_s_per_audio_step"]) == (0.0003, 0.0003)
-    encoder = {"clips": 4, "clip_seconds": 10.0, "variable_s": 0.4, "padded_s": 1.6, "variable_frames": 500,
-               "padded_frames": 1500}
-    overhead = {"translate_s": 12.0, "lower_bound_s": 10.0, "translate_vs_lower_bound": 1.2, "encoder_s": 1,
-                "adapter_s": 1, "prefill_s": 1, "decode_s": 7, "batch_size": 8, "generations": 2,
-                "llm_forward_calls": 64}
+    encoder, overhead = bench_stubs.ENCODER, bench_stubs.OVERHEAD
     result = bench_stubs.summarized([SimpleNamespace(seconds=3.0)] * 16, encoder, overhead, train, None)
     assert result["cached_step_vs_audio_step_less_encoder"] == 1.0
     assert result["goals"]["cached_step_vs_audio_step_less_encoder"]["met"] is True
@@ -97,14 +93,7 @@ def _memory_cells(table: str) -> list[str]:
 def test_the_cuda_table_shows_the_reserved_peak_beside_the_allocated_one():
     """On CUDA the table showed the allocator's peak alone (300 MiB), though the JSON holds the reserved peak (what a
     card must hold: 1,200 MiB here); each CUDA row now shows both, and the CPU table stays as it was."""
-    encoder = {"clips": 4, "clip_seconds": 10.0, "variable_s": 0.4, "padded_s": 1.6, "variable_frames": 500,
-               "padded_frames": 1500}
-    train = {"batch_size": 8, "steps": 3, "s_per_step_audio": 5.0, "s_per_step_cached": 4.0,
-             "encoder_s_per_audio_step": 1.0, "cached_vs_audio_less_encoder": 1.0, "encoder_calls_audio": 8,
-             "encoder_calls_cached": 0}
-    overhead = {"translate_s": 12.0, "lower_bound_s": 10.0, "translate_vs_lower_bound": 1.2, "encoder_s": 1,
-                "adapter_s": 1, "prefill_s": 1, "decode_s": 7, "batch_size": 8, "generations": 2,
-                "llm_forward_calls": 64}
+    encoder, overhead, train = bench_stubs.ENCODER, bench_stubs.OVERHEAD, bench_stubs.TRAIN
     result = bench_stubs.summarized([SimpleNamespace(seconds=3.0)] * 16, encoder, overhead, train, None)
     gpu = _with_memory(result, memory="gpu", peak_mib=300.0, reserved_mib=1200.0, rss_start_mib=None,
                        peak_rise_mib=None)

@@ -39,6 +39,15 @@ def tiny_setup(tmp_path_factory):
     return {"root": root, "whisper": str(whisper), "llm": str(llm), "manifest": str(manifest)}
 
 
+@pytest.fixture(scope="module")
+def model(tiny_setup):
+    """A tiny speech LLM (Q-Former of 4 queries) on `tiny_setup`'s Whisper and LLM, one per test module."""
+    from llm_srt.model.speech_llm import SpeechLLM, SpeechLLMConfig
+
+    kwargs = {"num_queries": 4, "hidden_size": 32, "num_layers": 1, "num_heads": 4, "intermediate_size": 64}
+    return SpeechLLM(SpeechLLMConfig(encoder=tiny_setup["whisper"], llm=tiny_setup["llm"], adapter_kwargs=kwargs))
+
+
 def overrides(setup, out, **extra):
     base = {"model.encoder": setup["whisper"], "model.llm": setup["llm"], "data.train": setup["manifest"],
             "data.feature_cache": str(Path(setup["root"]) / "features"), "data.batch_size": 4,

@@ -11,7 +11,6 @@ import pytest
 
 from llm_srt.data.manifest import Row, read_manifest, write_manifest
 from llm_srt.errors import ConfigError
-from llm_srt.model.speech_llm import SpeechLLM, SpeechLLMConfig
 from llm_srt.train import room
 from llm_srt.train.data import DataSection, TrainingData
 from llm_srt.train.parallel import Dist
@@ -72,12 +71,6 @@ def test_readme_s_node_is_warned_below_its_need_and_refused_below_a_batch_per_wo
     asked = len(shm.asked)
     check(workers=0)  # batches built in the training process: nothing passes through /dev/shm
     assert len(shm.asked) == asked and len(said) == 2
-
-
-@pytest.fixture(scope="module")
-def model(tiny_setup):
-    kwargs = {"num_queries": 4, "hidden_size": 32, "num_layers": 1, "num_heads": 4, "intermediate_size": 64}
-    return SpeechLLM(SpeechLLMConfig(encoder=tiny_setup["whisper"], llm=tiny_setup["llm"], adapter_kwargs=kwargs))
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/dev/shm is Linux's")

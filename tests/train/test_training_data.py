@@ -38,12 +38,6 @@ from .conftest import gloo_when_all_arrived
 SOLO = Dist()
 
 
-@pytest.fixture(scope="module")
-def model(tiny_setup):
-    kwargs = {"num_queries": 4, "hidden_size": 32, "num_layers": 1, "num_heads": 4, "intermediate_size": 64}
-    return SpeechLLM(SpeechLLMConfig(encoder=tiny_setup["whisper"], llm=tiny_setup["llm"], adapter_kwargs=kwargs))
-
-
 def _section(setup, cache, **over) -> DataSection:
     base = dict(train=setup["manifest"], feature_cache=str(cache), batch_size=3, tasks={"srt": 0.7, "asr": 0.3})
     return DataSection(**{**base, **over})

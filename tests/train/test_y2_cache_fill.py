@@ -10,7 +10,6 @@ import pytest
 
 from llm_srt.data.features import FeatureCache
 from llm_srt.errors import ConfigError, LLMSRTError
-from llm_srt.model.speech_llm import SpeechLLM, SpeechLLMConfig
 from llm_srt.train import data as training_data
 from llm_srt.train import recipe, room
 from llm_srt.train.config import load_config
@@ -20,12 +19,6 @@ from llm_srt.train.parallel import Dist
 from .conftest import overrides
 
 SOLO = Dist()
-
-
-@pytest.fixture(scope="module")
-def model(tiny_setup):
-    kwargs = {"num_queries": 4, "hidden_size": 32, "num_layers": 1, "num_heads": 4, "intermediate_size": 64}
-    return SpeechLLM(SpeechLLMConfig(encoder=tiny_setup["whisper"], llm=tiny_setup["llm"], adapter_kwargs=kwargs))
 
 
 def _section(setup, cache, **over) -> DataSection:
