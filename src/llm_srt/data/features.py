@@ -189,13 +189,14 @@ class FeatureCache:
         return feats
 
     def _finite(self, feats: np.ndarray, path) -> np.ndarray:
-        """`feats` (float32) if they and their rounding to the cache's dtype are finite; LLMSRTError naming the clip
-        else. Stored, a NaN (an encoder overflowing under float16 autocast) or a value float16 makes inf was served to
-        every later epoch and stage: the training stopped on a NaN loss, and again on each resume, told to lower the
+        """`feats` rounded to the cache's dtype (what `_store` writes) if finite; LLMSRTError naming the clip else.
+        Stored, a NaN (an encoder overflowing under float16 autocast) or a value float16 makes inf was served to every
+        later epoch and stage: the training stopped on a NaN loss, and again on each resume, told to lower the
         learning rate."""
         with np.errstate(over="ignore"):  # (said below, in words)
-            if _all_finite(feats.astype(DTYPES[self.dtype], copy=False)):
-                return feats
+            stored = feats.astype(DTYPES[self.dtype])
+        if _all_finite(stored):
+            return stored
         if not _all_finite(feats):
             raise LLMSRTError(f"{path}: the encoder's features hold {int(np.size(feats) - np.isfinite(feats).sum())} "
                               "values that are NaN or inf: not stored in the feature cache; an encoder run in float16 "
@@ -205,11 +206,10 @@ class FeatureCache:
                           "them in: not stored; check the encoder (a Whisper encoder's last layer norm keeps them "
                           "far below it), or set data.feature_cache=null to train without the cache")
 
-    def _store(self, key: str, feats: np.ndarray) -> np.ndarray:
-        """Store the features (rounded to the cache's dtype) and return them as stored. Where the disk refuses
+    def _store(self, key: str, stored: np.ndarray) -> np.ndarray:
+        """Store the features, rounded to the cache's dtype (`_finite`), and return them. Where the disk refuses
         them (full, read-only, quota) they come back all the same, unstored, and computed again when next needed:
         a cache that filled its disk on day 3 slows the run down instead of stopping it."""
-        stored = feats.astype(DTYPES[self.dtype])
         path = self.path_of(key)
         try:
             with atomic_file(path, "wb") as f:
