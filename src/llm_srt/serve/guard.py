@@ -18,6 +18,7 @@ Every refusal is the API's JSON error {"error": {"message", "type", "param"}}.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import logging
@@ -180,17 +181,21 @@ class HostRule:
     def __post_init__(self):
         object.__setattr__(self, "extra", tuple(check_allowed_host(h) for h in self.extra))
 
+    @functools.cached_property
+    def bind_name(self) -> str:
+        """The bound address as `split_host` reads a Host header's name."""
+        return self.bind.strip("[]").rstrip(".").lower()
+
     def allows(self, name: str) -> bool:
-        if "*" in self.extra or name in LOCAL_NAMES or name == self.bind.strip("[]").rstrip(".").lower():
+        if "*" in self.extra or name in LOCAL_NAMES or name == self.bind_name:
             return True
         if self.bind in WILDCARD_BINDS and is_ip(name):
             return True
-        for allowed in self.extra:
-            if allowed.startswith((".", "*.")):
-                suffix = allowed.lstrip("*")
-                if name.endswith(suffix) or name == suffix[1:]:
+        for allowed in self.extra:  # (each as check_allowed_host keeps it: '.domain' or a name)
+            if allowed.startswith("."):
+                if name.endswith(allowed) or name == allowed[1:]:
                     return True
-            elif name == allowed.rstrip(".").lower():
+            elif name == allowed:
                 return True
         return False
 
