@@ -37,6 +37,11 @@ def test_the_paper_training_rows_leave_the_trained_weights_as_they_found_them(mo
     rows = list(paper.training_rows(model, options, device.resolve("cpu", "float32"), log=lambda msg: None))
     assert len(rows) == 3 and not any(r["out_of_memory"] for r in rows)  # the steps ran (and moved w)
     assert torch.equal(model.w.detach(), before) and not model.training
+    rows = paper.training_rows(model, options, device.resolve("cpu", "float32"), log=lambda msg: None)
+    next(rows)  # a caller that stops reading after the first row (its steps moved w)
+    assert not torch.equal(model.w.detach(), before)
+    rows.close()
+    assert torch.equal(model.w.detach(), before) and not model.training
 
 
 class _Recorded:

@@ -310,55 +310,58 @@ def training_rows(model, options: PaperOptions, placement: Placement, log) -> It
     autocast = recipe_autocast(device, "bf16")  # configs/paper's precision: bf16 on any GPU, whatever the weights
     model.train()
     default_block, layers = llm.HEAD_BLOCK_LOGITS, None  # layers: None until checkpointing is applied (once)
-    for checkpointing, block in ((False, default_block), (True, default_block),
-                                 (True, TRAIN_WIDE_HEAD_BLOCKS * default_block)):
-        if checkpointing and layers is None:
-            layers = apply_activation_checkpointing(model)
-        log(f"llm-srt: training step, batch {options.train_batch}, activation checkpointing "
-            f"{'on (' + str(layers) + ' layers)' if checkpointing else 'off'}, head loss in blocks of {block} logits")
-        times, loss, oom = [], None, False
-        llm.HEAD_BLOCK_LOGITS = block
-        release(device)  # PeakMemory's reset leaves CUDA's reserved peak at what is reserved then: the row before's
-        #   cached blocks (or the decode rows') would be this row's reserve
-        try:
-            with PeakMemory(device) as memory:
-                for step in range(options.train_steps + 1):  # step 0 warms up
-                    dev.synchronize(device)
-                    t0 = time.perf_counter()
-                    optimizer.zero_grad(set_to_none=True)
-                    with autocast:
-                        loss = model(batch)["loss"]
-                    loss.backward()
-                    optimizer.step()
-                    dev.synchronize(device)
-                    if step:
-                        times.append(time.perf_counter() - t0)
-        except Exception as e:
-            if not is_out_of_memory(e):
-                raise
-            oom = True
-        finally:
-            llm.HEAD_BLOCK_LOGITS = default_block
-        if oom:
-            loss = None
-            optimizer.zero_grad(set_to_none=True)
-            release(device)
-            yield {"activation_checkpointing": checkpointing, "batch_size": options.train_batch,
-                   "head_block_logits": block, "out_of_memory": True}
-            continue
-        if not torch.isfinite(loss):
-            raise LLMSRTError(f"bench: training step loss is {loss.item()}")
-        yield {"activation_checkpointing": checkpointing, "layers_recomputed": layers if checkpointing else 0,
-               "head_block_logits": block, "batch_size": options.train_batch,
-               "s_per_step": round(float(np.median(times)), 4),
-               "steps": options.train_steps, "peak_mib": memory.mib, "reserved_mib": memory.reserved_mib,
-               "rss_start_mib": memory.start_mib, "peak_rise_mib": memory.rise_mib, "memory": memory.kind,
-               "target_tokens": options.train_target_tokens, "out_of_memory": False}
-    model.eval()
-    optimizer.zero_grad(set_to_none=True)
-    with torch.no_grad():
-        for p, value in zip(params, saved):
-            p.copy_(value)
+    try:  # the weights restored however the rows end (an error, a caller that stops reading them)
+        for checkpointing, block in ((False, default_block), (True, default_block),
+                                     (True, TRAIN_WIDE_HEAD_BLOCKS * default_block)):
+            if checkpointing and layers is None:
+                layers = apply_activation_checkpointing(model)
+            log(f"llm-srt: training step, batch {options.train_batch}, activation checkpointing "
+                f"{'on (' + str(layers) + ' layers)' if checkpointing else 'off'}, head loss in blocks of {block} "
+                "logits")
+            times, loss, oom = [], None, False
+            llm.HEAD_BLOCK_LOGITS = block
+            release(device)  # PeakMemory's reset leaves CUDA's reserved peak at what is reserved then: the row before's
+            #   cached blocks (or the decode rows') would be this row's reserve
+            try:
+                with PeakMemory(device) as memory:
+                    for step in range(options.train_steps + 1):  # step 0 warms up
+                        dev.synchronize(device)
+                        t0 = time.perf_counter()
+                        optimizer.zero_grad(set_to_none=True)
+                        with autocast:
+                            loss = model(batch)["loss"]
+                        loss.backward()
+                        optimizer.step()
+                        dev.synchronize(device)
+                        if step:
+                            times.append(time.perf_counter() - t0)
+            except Exception as e:
+                if not is_out_of_memory(e):
+                    raise
+                oom = True
+            finally:
+                llm.HEAD_BLOCK_LOGITS = default_block
+            if oom:
+                loss = None
+                optimizer.zero_grad(set_to_none=True)
+                release(device)
+                yield {"activation_checkpointing": checkpointing, "batch_size": options.train_batch,
+                       "head_block_logits": block, "out_of_memory": True}
+                continue
+            if not torch.isfinite(loss):
+                raise LLMSRTError(f"bench: training step loss is {loss.item()}")
+            yield {"activation_checkpointing": checkpointing, "layers_recomputed": layers if checkpointing else 0,
+                   "head_block_logits": block, "batch_size": options.train_batch,
+                   "s_per_step": round(float(np.median(times)), 4),
+                   "steps": options.train_steps, "peak_mib": memory.mib, "reserved_mib": memory.reserved_mib,
+                   "rss_start_mib": memory.start_mib, "peak_rise_mib": memory.rise_mib, "memory": memory.kind,
+                   "target_tokens": options.train_target_tokens, "out_of_memory": False}
+    finally:
+        model.eval()
+        optimizer.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for p, value in zip(params, saved):
+                p.copy_(value)
 
 
 def training_batch(model, options: PaperOptions) -> dict:
