@@ -894,7 +894,9 @@ def unproven(check: Check, result: dict, compiled: str | None) -> list[str]:
                             "reserved_mib (torch's reserved peak, which a card must hold)")
         import torch
 
-        native = torch.cuda.is_available() and torch.cuda.get_device_capability(check.device) >= (8, 0)
+        from llm_srt.device import native_bf16
+
+        native = torch.cuda.is_available() and native_bf16(torch.device(check.device))
         if native and check.dtype in ("auto", "bf16", "bfloat16") and result.get("dtype") != "bfloat16":
             problems.append(f"--dtype {check.dtype} on a GPU with native bfloat16 ran in {result.get('dtype')}")
     return problems

@@ -21,14 +21,16 @@ def read_json(path: Path) -> dict:
     """A Whisper folder's JSON object (generation, feature extractor settings, shard index); one that cannot be read
     or is no object (a list: it was an AttributeError traceback where its settings were read) is an error naming it,
     with what to do: `llm-srt setup` for the embedded Whisper alone (a user's downloaded folder was told so too)."""
-    redo = ("re-run `llm-srt setup`" if path.parent == embedded_whisper_dir() else
-            "copy or download the model again (or convert it again, `llm-srt convert whisper-ct2`)")
+    def redo() -> str:
+        return ("re-run `llm-srt setup`" if path.parent == embedded_whisper_dir() else
+                "copy or download the model again (or convert it again, `llm-srt convert whisper-ct2`)")
+
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
-        raise LLMSRTError(f"{path}: cannot read it ({str(e).splitlines()[0]}); {redo}") from None
+        raise LLMSRTError(f"{path}: cannot read it ({str(e).splitlines()[0]}); {redo()}") from None
     if not isinstance(raw, dict):
-        raise LLMSRTError(f"{path}: not a JSON object ({type(raw).__name__}); {redo}")
+        raise LLMSRTError(f"{path}: not a JSON object ({type(raw).__name__}); {redo()}")
     return raw
 
 

@@ -231,7 +231,7 @@ def _indexed(index: Path) -> dict[str, Path]:
     names must be there."""
     folder = index.parent
     raw = read_json(index)
-    weight_map = raw.get("weight_map") if isinstance(raw, dict) else None
+    weight_map = raw.get("weight_map")  # (read_json refuses a file that is not a JSON object)
     if not isinstance(weight_map, dict) or not weight_map or not all(isinstance(f, str) for f in weight_map.values()):
         raise LLMSRTError(f"{index}: no weight_map of tensor names to shard files; save the model again "
                           "(save_pretrained) or copy the folder again")

@@ -272,7 +272,7 @@ def _handler(endpoint: Endpoint, batcher: Batcher, decoder: DecodePool, options:
                 e.llm_srt_logged = True
                 log.exception("%s: translate failed", name)
             # the GPU failed for the process (DeviceFailed): it fails again until a restart (/health says failing)
-            line = error_line(e) if isinstance(e, LLMSRTError) else error_line(e).partition(": ")[2]  # one line
+            line = error_line(e).removeprefix(f"{type(e).__name__}: ")  # one line, its type named below
             raise APIError(500, hide_paths(f"the model failed: {type(e).__name__}: {line}", paths),
                            retry=False if isinstance(e, DeviceFailed) else None) from None
         if result.error:  # the whole error for the operator (the server's folders too); the client's copy hides them
