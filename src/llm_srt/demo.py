@@ -50,15 +50,20 @@ def test_subset(test_manifest: Path, out: Path, directions=DEMO_DIRECTIONS, sent
     """The demo's test rows: the first `sentences` test sentence ids in each of `directions` (the SRT output's
     transcript gives WER/CER, so no separate ASR rows), skipping the ids in `exclude` (sentences a shipped model
     was trained on: the mini corpus's split depends on the gettext catalogues a machine has installed)."""
-    rows = read_manifest(test_manifest)
-    wanted = set(directions)
-    ids = {pair: set(sorted({r.sentence_id for r in rows if (r.src_lang, r.tgt_lang) == pair} - exclude)[:sentences])
-           for pair in wanted}  # per direction: a sentence one direction lacks takes no other direction's place
-    keep = [r for r in rows if r.sentence_id in ids.get((r.src_lang, r.tgt_lang), ())]
+    keep = first_sentences(read_manifest(test_manifest), directions, sentences, exclude)
     if not keep:
-        raise LLMSRTError(f"{test_manifest}: none of the demo directions {sorted(wanted)} is in the test split")
+        raise LLMSRTError(f"{test_manifest}: none of the demo directions {sorted(set(directions))} is in the test "
+                          "split")
     write_manifest(out, keep)
     return out
+
+
+def first_sentences(rows: list, directions, k: int, exclude: frozenset[str] = frozenset()) -> list:
+    """The rows of the first `k` sentence ids (in order) of each of `directions` (src, tgt), skipping `exclude`; per
+    direction: a sentence one direction lacks takes no other direction's place."""
+    ids = {pair: set(sorted({r.sentence_id for r in rows if (r.src_lang, r.tgt_lang) == pair} - exclude)[:k])
+           for pair in set(directions)}
+    return [r for r in rows if r.sentence_id in ids.get((r.src_lang, r.tgt_lang), ())]
 
 
 def demo_stages(work: Path, data: Path, asr: Path = SHIPPED / "asr", dtype: str = "auto",
@@ -101,13 +106,9 @@ def demo_stages(work: Path, data: Path, asr: Path = SHIPPED / "asr", dtype: str 
 
 def probe_rows(dev_manifest: Path, directions, sentences: int = MT_PROBE_SENTENCES) -> list:
     """The text-MT probe: the rows of the first `sentences` dev sentence ids of each of `directions` (src, tgt)."""
-    wanted = set(directions)
-    rows = [r for r in read_manifest(dev_manifest) if (r.src_lang, r.tgt_lang) in wanted]
-    ids = {pair: set(sorted({r.sentence_id for r in rows if (r.src_lang, r.tgt_lang) == pair})[:sentences])
-           for pair in wanted}  # per direction, as test_subset: a sentence one direction lacks takes no one's place
-    rows = [r for r in rows if r.sentence_id in ids[(r.src_lang, r.tgt_lang)]]
+    rows = first_sentences(read_manifest(dev_manifest), directions, sentences)
     if not rows:
-        raise LLMSRTError(f"{dev_manifest}: none of the directions {sorted(wanted)} is in the dev split")
+        raise LLMSRTError(f"{dev_manifest}: none of the directions {sorted(set(directions))} is in the dev split")
     return rows
 
 
