@@ -1,6 +1,7 @@
 """COMET's errors name where what failed came from: the COMET Python's source, the option that names the model."""
 
 import json
+import logging
 import re
 
 import pytest
@@ -55,7 +56,7 @@ def test_a_failed_download_names_the_option_that_takes_the_models_folder(tmp_pat
         raise KeyError(f"Model '{name}' not supported by COMET.")
 
     monkeypatch.setitem(sys.modules, "comet", types.SimpleNamespace(download_model=unreachable))
-    requests = []
+    requests, silenced = [], logging.root.manager.disable
 
     def bridge(command, **kwargs):  # the COMET Python: the bridge's own main, here, on the request written
         requests.append(json.loads(open(command[-2], encoding="utf-8").read()))
@@ -63,6 +64,8 @@ def test_a_failed_download_names_the_option_that_takes_the_models_folder(tmp_pat
             comet_bridge.main(command[-2], command[-1])
         except ValueError as e:
             return subprocess.CompletedProcess(command, 2, "", f"COMET: ValueError: {e}\n")
+        finally:  # the bridge silences logging below WARNING for its own process: not for the later tests of this one
+            logging.disable(silenced)
         raise AssertionError("the download did not fail")
 
     monkeypatch.setattr(comet.subprocess, "run", bridge)
