@@ -56,6 +56,9 @@ def test_debug_after_the_verb_and_options_before_it(capsys, tmp_path):
     with pytest.raises(SystemExit) as e:
         cli.main(["--help", "train"])
     assert e.value.code == 0 and "VERB" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:  # --help among a verb's options before it: still the help
+        cli.main(["--json", "--help", "bench"])
+    assert e.value.code == 0 and "VERB" in capsys.readouterr().out
 
 
 def test_debug_shows_the_traceback_and_keeps_the_exit_code(capsys, tmp_path):
@@ -84,6 +87,18 @@ def test_debug_shows_the_traceback_and_keeps_the_exit_code(capsys, tmp_path):
     # a verb's option with its value before the verb: "invalid choice: 'cpu'", as if translate were not given
     (["--device", "cpu", "translate", "a.wav", "--model", "m"], "llm-srt",
      "unrecognized arguments: --device cpu; give a verb's options after it: llm-srt translate --device cpu ..."),
+    # a flag, an --opt=value and several options before the verb: named too (argparse's "unrecognized arguments:
+    # --json" said nothing of where they go), llm-srt's own (--debug, abbreviated too) kept where they were
+    (["--json", "bench"], "llm-srt",
+     "unrecognized arguments: --json; give a verb's options after it: llm-srt bench --json ..."),
+    (["--beam=5", "translate", "a.wav"], "llm-srt",
+     "unrecognized arguments: --beam=5; give a verb's options after it: llm-srt translate --beam=5 ..."),
+    (["--json", "--paper-shape", "qwen2.5-7b", "bench"], "llm-srt", "unrecognized arguments: --json --paper-shape "
+     "qwen2.5-7b; give a verb's options after it: llm-srt bench --json --paper-shape qwen2.5-7b ..."),
+    (["--debug", "--beam=5", "--compile", "--deb", "translate", "a.wav"], "llm-srt",
+     "unrecognized arguments: --beam=5 --compile; give a verb's options after it: "
+     "llm-srt --debug --deb translate --beam=5 --compile ..."),
+    (["--debug=1", "score"], "llm-srt", "argument --debug: ignored explicit argument '1'"),  # argparse's, as before
     (["tranlsate", "--out-dir", "score"], "llm-srt",  # a mistyped verb is still argparse's own line
      "argument VERB: invalid choice: 'tranlsate' (choose from " + ", ".join(f"'{v}'" for v in cli.VERBS) + ")"),
 ])

@@ -160,6 +160,30 @@ def _positionals_in(parser: argparse.ArgumentParser, head: list[str]) -> bool:
             a.nargs, a.default = nargs, default
 
 
+def _not_own(parser: argparse.ArgumentParser, head: list[str]) -> list[str]:
+    """What in `head`, the arguments before the verb, is not one of llm-srt's own options (--debug, --help, as
+    argparse reads them: abbreviated too): a verb's options (`--json`, `--beam=5`, `--beam 5`) and their values, in
+    order; none where `head` asks for --help (argparse's own, shown as before)."""
+    probe = Parser(prog=parser.prog, add_help=False)
+    for action in parser._actions:
+        if action.option_strings:  # (flags alone: llm-srt's own options take no value)
+            probe.add_argument(*action.option_strings, dest=action.dest, action="store_true")
+    known, unknown = probe.parse_known_args(head)
+    return [] if getattr(known, "help", False) else unknown
+
+
+def _without(items: list[str], taken: list[str]) -> list[str]:
+    """`items` less `taken`, a sub-sequence of them, in order."""
+    left = list(taken)
+    kept = []
+    for item in items:
+        if left and item == left[0]:
+            left.pop(0)
+        else:
+            kept.append(item)
+    return kept
+
+
 def _main(argv: list[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     paths.default_offline()
@@ -172,12 +196,12 @@ def _main(argv: list[str] | None) -> int:
     debug = "--debug" in argv
     verb = next((a for a in argv if not a.startswith("-")), None)
     later = next((k for k, a in enumerate(argv) if a in VERBS), None)
-    own = {s for a in parser._actions for s in a.option_strings}  # llm-srt's own: --debug, --help
-    if verb not in VERBS and later and argv[0].startswith("-") and not own.issuperset(argv[:later]):
-        # a verb's option with its value before the verb: argparse took the value for the verb (`llm-srt --device
-        # cpu translate ...`: "invalid choice: 'cpu'", as if translate were not given)
-        parser.error(f"unrecognized arguments: {' '.join(argv[:later])}; give a verb's options after it: "
-                     f"llm-srt {argv[later]} {' '.join(argv[:later])} ...")
+    if later and argv[0].startswith("-") and (foreign := _not_own(parser, argv[:later])):
+        # a verb's options before the verb: argparse took a value for the verb (`llm-srt --device cpu translate
+        # ...`: "invalid choice: 'cpu'", as if translate were not given) or named them without saying where they go
+        kept = _without(argv[:later], foreign)
+        parser.error(f"unrecognized arguments: {' '.join(foreign)}; give a verb's options after it: "
+                     f"llm-srt {' '.join([*kept, argv[later], *foreign])} ...")
     if verb in VERBS:
         # the options before the verb are llm-srt's own (--debug, --help): anything else there is an error, not
         # ignored
