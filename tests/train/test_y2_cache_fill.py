@@ -27,21 +27,32 @@ def _section(setup, cache, **over) -> DataSection:
     return DataSection(**{**base, **over})
 
 
-def test_the_check_of_a_cache_an_older_version_filled_is_said_and_shows_progress(tiny_setup, model, tmp_path,
-                                                                                 monkeypatch):
-    """Since format 2, the first fill after an upgrade reads every format-1 entry whole inside the check of which
-    clips are cached: on a cache of ~200 GB, hours with no line said and no progress (it looked like a stall). A
-    line says it before the first clip is checked, and a progress bar counts the clips checked."""
-    cfg = _section(tiny_setup, tmp_path / "f")
-    cache = TrainingData(cfg, model, SOLO).cache
-    clips = list(dict.fromkeys(str(e.audio) for e in TrainingData(cfg, model, SOLO).dataset))
-    for clip in clips:  # as format 1 stored them: the same files under the older key
+def _to_format_1(cache: FeatureCache, clips) -> None:
+    """Move the clips' entries to where format 1 stored them: the same files under the older key."""
+    for clip in clips:
         old = cache.path_of(cache._key_of(cache._hash(clip), cache._unchecked))
         old.parent.mkdir(parents=True, exist_ok=True)
         cache.path_of(cache.key(clip)).rename(old)
 
+
+def _older_entries_said(logs) -> list[str]:
+    return [m for m in logs if "older version" in m]
+
+
+def test_the_check_of_a_cache_an_older_version_filled_is_said_and_shows_progress(tiny_setup, model, tmp_path,
+                                                                                 monkeypatch):
+    """Since format 2, the first fill after an upgrade reads every format-1 entry whole inside the check of which
+    clips are cached: on a cache of ~200 GB, hours with no line said and no progress (it looked like a stall). A
+    line says it when the check meets the first such entry (here half the cache's, beside current ones), once, and
+    a progress bar counts the clips checked."""
+    cfg = _section(tiny_setup, tmp_path / "f")
+    cache = TrainingData(cfg, model, SOLO).cache
+    clips = sorted({str(e.audio) for e in TrainingData(cfg, model, SOLO).dataset})
+    old = set(clips[1::2])
+    _to_format_1(cache, old)
+
     events, real_has, real_tqdm = [], FeatureCache.has, training_data.tqdm
-    monkeypatch.setattr(FeatureCache, "has", lambda self, a: events.append("has") or real_has(self, a))
+    monkeypatch.setattr(FeatureCache, "has", lambda self, a: events.append(f"has {a}") or real_has(self, a))
 
     def bar(iterable=None, *args, desc=None, **kwargs):
         events.append(f"bar {desc}")
@@ -53,21 +64,33 @@ def test_the_check_of_a_cache_an_older_version_filled_is_said_and_shows_progress
     encoded, real_encode = [], TrainingData._encode
     monkeypatch.setattr(TrainingData, "_encode", lambda self, audios: encoded.append(audios) or real_encode(self,
                                                                                                           audios))
-    logs = []
-    data = TrainingData(cfg, model, SOLO, log=lambda line: events.append(line) or logs.append(line))
+    data = TrainingData(cfg, model, SOLO, log=events.append)
     assert encoded == [] and all(data.cache.has(c) for c in clips)  # every old entry sound: moved, not encoded
-    said = [k for k, e in enumerate(events) if e.startswith("checking ")]
-    assert len(said) == 1 and said[0] < events.index("has"), events
-    line = events[said[0]]
-    assert line.startswith(f"checking {len(clips)} clips against the feature cache {tmp_path / 'f'}: ") \
-        and "older version" in line and "read whole once" in line, line
-    checked = [k for k, e in enumerate(events) if e == "has"]
+    said = [k for k, e in enumerate(events) if "older version" in e]
+    assert len(said) == 1, events
+    assert events[said[0]] == (f"the feature cache {tmp_path / 'f'} holds entries an older version of the toolkit "
+                               "stored: each one the check meets is read whole once, to check its numbers and move "
+                               "it to the current format")
+    checked = [e.removeprefix("has ") for e in events if e.startswith("has ")]
+    first_old = next(c for c in checked if c in old)
+    assert events[said[0] - 1] == f"has {first_old}", events  # said as the first older entry was read, not before
+    checked = [k for k, e in enumerate(events) if e.startswith("has ")]
     assert "bar feature cache check" in events[:checked[0]]
     assert all(events[k - 1] == "in feature cache check" for k in checked[:len(clips)]), events
 
+
+def test_a_cache_without_older_entries_says_nothing_of_them(tiny_setup, model, tmp_path, monkeypatch):
+    """Every run with a feature cache folder said that entries an older version stored are read whole, older
+    entries or none: on a cache of the current format (and on a fresh one) that line is not said."""
+    cfg, logs = _section(tiny_setup, tmp_path / "f"), []
+    TrainingData(cfg, model, SOLO, log=logs.append)  # a fresh cache: filled now
+    assert (tmp_path / "f").is_dir() and not _older_entries_said(logs), logs
     logs.clear()
-    TrainingData(_section(tiny_setup, tmp_path / "fresh"), model, SOLO, log=logs.append)  # nothing there to check
-    assert not [m for m in logs if m.startswith("checking ")], logs
+    encoded, real_encode = [], TrainingData._encode
+    monkeypatch.setattr(TrainingData, "_encode", lambda self, audios: encoded.append(audios) or real_encode(self,
+                                                                                                          audios))
+    TrainingData(cfg, model, SOLO, log=logs.append)  # the next run: every entry current
+    assert encoded == [] and not _older_entries_said(logs), logs
 
 
 def test_the_fill_keeps_room_for_one_checkpoint_of_output_dir_on_the_same_disk(tiny_setup, model, tmp_path,

@@ -225,12 +225,9 @@ class TrainingData:
             seconds.update(self.dev.speech_clips())
         audio = sorted(seconds, key=lambda a: (-seconds[a], a))
         mine = audio[self.d.rank::self.d.world]
-        if mine and root.is_dir():  # has() reads an entry an older version stored whole, once: on a cache of
-            #   hundreds of GB filled before, this pass took hours before the line below, without a word
-            log(f"checking {len(audio):,} clips against the feature cache {root}: an entry an older version of the "
-                "toolkit stored is read whole once, to check its numbers and move it to the current format")
+        has = said_has(cache, log)
         todo = [a for a in tqdm(mine, desc="feature cache check", unit="clip", disable=not self.d.main,
-                                dynamic_ncols=True) if not cache.has(a)]
+                                dynamic_ncols=True) if not has(a)]
         encoder = self.model.encoder
         need = sum(cache.stored_bytes(encoder.output_frames(seconds[a]), encoder.dim) for a in todo)
         total = check_cache_room(root, cache.free_bytes(), [need, len(todo), sum(seconds[a] for a in todo),
@@ -563,6 +560,27 @@ def _transcribed(rows: list[Row], task: Task | Mapping[str, float], key: str, ma
 def from_rank0(d: Dist, fn: Callable[[], Any]) -> Any:
     """`ranks.from_rank0` over this run's ranks, in the group that waits HOST_WAIT (rank 0 may read for hours)."""
     return ranks.from_rank0(fn, d.rank, d.world, host_group(d))
+
+
+def said_has(cache: FeatureCache, log: Callable[[str], None]) -> Callable[[str], bool]:
+    """`cache.has`, which says in one line, at the first entry it meets that an older version of the toolkit stored
+    (has() reads such an entry whole, once, to check its numbers and move it to the current format), that the check
+    reads them: on a cache of hundreds of GB filled before, hours that looked like a stall. Said only then (every
+    run that found a cache folder said it, older entries or none: a line that told nothing)."""
+    said = False
+
+    def has(clip: str) -> bool:
+        nonlocal said
+        if said:
+            return cache.has(clip)
+        current = cache.path_of(cache.key(clip)).is_file()  # one stat a clip, until an older entry is met
+        found = cache.has(clip)
+        if found and not current:  # (an older entry that is not sound, deleted, is said at the next sound one)
+            said = True
+            log(f"the feature cache {cache.root} holds entries an older version of the toolkit stored: each one "
+                "the check meets is read whole once, to check its numbers and move it to the current format")
+        return found
+    return has
 
 
 def loader_workers(configured: int | None, device: torch.device) -> int:
