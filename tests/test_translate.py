@@ -116,6 +116,34 @@ def test_a_standard_output_in_latin1_takes_any_text(tmp_path, monkeypatch):
             assert out.decode("utf-8").count("\n你好\nGrüße – 明天\n") == 2
 
 
+def test_stdouts_encoding_is_the_clis_alone_and_set_back(tmp_path, monkeypatch):
+    """translate.main switched sys.stdout to UTF-8 for srt, vtt and json (cli too escaped what it could not write),
+    and nothing set it back: a program that runs the command in-process (cli.main, or translate.main with its
+    parsed arguments) had its sys.stdout changed for good. cli sets it for its run alone, then as it found it; the
+    command's output on an ASCII stdout loses nothing."""
+    import argparse
+
+    write_wav(tmp_path / "a.wav", recording(2.4, [(0.2, 2.2)]))
+    parser = argparse.ArgumentParser()
+    translate.add_arguments(parser)
+    for fmt in ("srt", "vtt", "json", "text"):
+        argv = [str(tmp_path / "a.wav"), *RUN, "--format", fmt]
+        stub_cli(monkeypatch, _Chinese())
+        raw = io.BytesIO()
+        monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(raw, encoding="ascii"))
+        assert cli.main(["translate", *argv]) == 0, fmt
+        assert (sys.stdout.encoding, sys.stdout.errors) == ("ascii", "strict"), fmt
+        out = raw.getvalue().decode("utf-8" if fmt != "text" else "ascii")
+        assert ("Grüße – 明天" if fmt != "text" else "Gr\\xfc\\xdfe \\u2013 \\u660e\\u5929") in out, fmt
+        stub_cli(monkeypatch, Stub())  # in-process, the caller's stream as it is: texts it can write
+        raw = io.BytesIO()
+        monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(raw, encoding="ascii"))
+        assert translate.main(parser.parse_args(argv)) == 0, fmt
+        assert (sys.stdout.encoding, sys.stdout.errors) == ("ascii", "strict"), fmt
+        sys.stdout.flush()
+        assert "tr2.40" in raw.getvalue().decode("ascii"), fmt
+
+
 def test_results_json_is_written_when_standard_outputs_reader_has_gone(tmp_path, monkeypatch):
     """`llm-srt translate ... --format json --out-dir out | head -1`: the array is printed first, and the pipe closed
     under it left results.json unwritten, the whole run's results lost (exit 141). It is written all the same."""

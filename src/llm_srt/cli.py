@@ -1,5 +1,6 @@
 """The one console script, `llm-srt VERB ...`. Each verb lives in its own module (imported only when used),
-which provides `add_arguments(parser)` and `main(args) -> int`."""
+which provides `add_arguments(parser)` and `main(args) -> int`, and may provide `stdout_utf8(args) -> bool`: whether
+the run's standard output is written in UTF-8 whatever the locale's (translate's srt, vtt and json)."""
 
 import argparse
 import codecs
@@ -227,7 +228,8 @@ def _main(argv: list[str] | None) -> int:
         parser.print_help()
         return 0
     stdout = sys.stdout
-    escaped = escape_unencodable(stdout)
+    utf8 = getattr(module, "stdout_utf8", None)
+    found = writable_stdout(stdout, utf8 is not None and utf8(args))
     sys.stdout = watched = WatchedStdout(stdout) if stdout is not None else None
     shown = warnings.showwarning
     warnings.showwarning = one_line_warnings(verb, shown)
@@ -267,23 +269,29 @@ def _main(argv: list[str] | None) -> int:
     finally:
         if sys.stdout is watched:
             sys.stdout = stdout
-        if escaped is not None:  # (a caller that runs main in-process keeps its stream as it was)
-            with contextlib.suppress(AttributeError, ValueError, OSError):
-                stdout.reconfigure(errors=escaped)
+        if found is not None:  # (a caller that runs main in-process keeps its stream as it was)
+            with contextlib.suppress(AttributeError, LookupError, ValueError, OSError):
+                stdout.reconfigure(encoding=found[0], errors=found[1])
         if warnings.showwarning is not shown:
             warnings.showwarning = shown
 
 
-def escape_unencodable(stream) -> str | None:
+def writable_stdout(stream, utf8: bool = False) -> tuple[str, str] | None:
     """A standard output whose encoding cannot write every character (a Latin-1 or ASCII locale, PYTHONIOENCODING)
-    made to write those it cannot as \\uXXXX escapes: a model's Chinese or Russian text ended the run in a
-    UnicodeEncodeError traceback, the outputs not yet printed lost. Returns its error handler before (None: left
-    as it was, a UTF encoding or a stream without one)."""
+    made to write them all: in UTF-8 where `utf8` (the verb's `stdout_utf8`: a format's own encoding), else those it
+    cannot as \\uXXXX escapes; a model's Chinese or Russian text ended the run in a UnicodeEncodeError traceback,
+    the outputs not yet printed lost. Returns its (encoding, errors) before, for the run's end to set back (None:
+    left as it was, a UTF encoding or a stream without one)."""
     try:
-        if codecs.lookup(stream.encoding).name.startswith("utf") or stream.errors != "strict":
+        before = stream.encoding, stream.errors
+        name = codecs.lookup(stream.encoding).name
+        if utf8 and name != "utf-8":
+            stream.reconfigure(encoding="utf-8")
+        elif name.startswith("utf") or stream.errors != "strict":
             return None
-        stream.reconfigure(errors="backslashreplace")
-        return "strict"
+        else:
+            stream.reconfigure(errors="backslashreplace")
+        return before
     except (AttributeError, TypeError, LookupError, ValueError, OSError):
         return None
 

@@ -10,7 +10,6 @@ results) is infer.py's, as are the options this command shares with `serve` (--m
 --max-segment-seconds).
 """
 
-import codecs
 import contextlib
 import json
 import logging
@@ -169,8 +168,6 @@ def main(args) -> int:
             return 0
         args.audio, outputs = [args.audio[k] for k in todo], [outputs[k] for k in todo]
         args.transcript = args.transcript and [args.transcript[k] for k in todo]
-    if args.format != "text":
-        _utf8_stdout()
     unread = [_unreadable(audio) for audio in args.audio]
     # none can be read (a typo, a shell pattern that matched nothing): each fails as translate() fails it, but before
     # the model loads (minutes for a 7B model), not after; where some can, the others fail alone as they run
@@ -376,16 +373,13 @@ def _save_json(text: str, out_dir: Path | None, partial: str | None) -> bool:
     return True
 
 
-def _utf8_stdout() -> None:
-    """Standard output in UTF-8 for --format srt, vtt and json, the formats' own encoding (WebVTT's and JSON's by
-    their specifications; players read SRT as UTF-8) whatever the locale's: `> talk.srt` under a Latin-1 locale
-    stopped at the first Chinese cue in a UnicodeEncodeError traceback (json: every result lost, results.json
-    unwritten). --format text keeps the locale's encoding (a terminal's), what it cannot write escaped (cli)."""
-    import sys
-
-    with contextlib.suppress(AttributeError, TypeError, LookupError, ValueError, OSError):
-        if codecs.lookup(sys.stdout.encoding).name != "utf-8":
-            sys.stdout.reconfigure(encoding="utf-8")
+def stdout_utf8(args) -> bool:
+    """Whether this run's standard output is written in UTF-8 whatever the locale's encoding: --format srt, vtt and
+    json, the formats' own (WebVTT's and JSON's by their specifications; players read SRT as UTF-8): `> talk.srt`
+    under a Latin-1 locale stopped at the first Chinese cue in a UnicodeEncodeError traceback (json: every result
+    lost, results.json unwritten). --format text keeps the locale's (a terminal's), what it cannot write escaped.
+    cli sets it for its run and sets it back (`cli.writable_stdout`); main alone leaves sys.stdout as it is."""
+    return args.format != "text"
 
 
 def _unreadable(audio: str) -> str | None:
