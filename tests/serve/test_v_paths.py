@@ -37,3 +37,16 @@ def test_what_follows_a_path_is_kept_unless_it_continues_the_path():
     assert guard.hide_paths("/a/b /c/d", ()) == f"{HIDDEN} {HIDDEN}"
     paths = ("/srv/my models/m",)  # a model folder the server knows, then a file in it
     assert guard.hide_paths("/srv/my models/m/config.json: bad", paths) == f"{HIDDEN}/config.json: bad"
+
+
+@pytest.mark.parametrize("text, kept", [
+    ("decoded at 3 /s", "decoded at 3 /s"),
+    ("12.5 /min, then /x: gone", f"12.5 /min, then {HIDDEN}: gone"),
+    ("3 /srv/a: gone", f"3 {HIDDEN}: gone"),
+    ("3 /my models/x.wav", f"3 {HIDDEN}"),
+    ("a /s", f"a {HIDDEN}"),
+])
+def test_a_unit_after_a_number_is_no_path(text, kept):
+    """A review: a rate such as '3 /s' came out as '3 <server path>' (read as a path of one part); a unit after a
+    number stays, while a path of several parts after a number, or a one-part path after a word, is still hidden."""
+    assert guard.hide_paths(text, ()) == kept

@@ -77,6 +77,7 @@ _START = (  # /a/b, /x, ~/a, C:\a\b, C:\x, \a\b, \\host\share\x, file:///a/b; no
 ABSOLUTE_PATH = re.compile(_START + rf"(?: (?![\d./-]+(?:[{_PATH_END}]|$)){_PART}+(?:[/\\]{_PART}*)+)*")
 # a quoted path is all the quotes hold, spaces and all (Python's "No such file or directory: '/my models/x'")
 QUOTED_PATH = re.compile(rf"(?<!\w)(['\"`]){_START}[^\n]*?\1(?!\w)")
+UNIT = re.compile(r"(?<=\d )/[A-Za-z]+\.?")  # '3 /s', '12.5 /min': a rate's unit after a number, not a folder
 MAX_HEADERS, MAX_HEADER_BYTES = 100, 32 * 1024  # h11 enforces its head limit only on a head that arrives in pieces
 
 
@@ -130,14 +131,15 @@ def _has_separator(path: str) -> bool:
 def hide_paths(text: str | None, paths: tuple[str, ...]) -> str | None:
     """`text` for a client: the model's folders (`model_paths`) and any other absolute path as SERVER_PATH. Before,
     an auto source on a model without language ID was a 400 naming the folder of the model's Whisper. A quoted path
-    is hidden whole, spaces and all, and an unquoted one runs on over a space into a word with a separator."""
+    is hidden whole, spaces and all, and an unquoted one runs on over a space into a word with a separator; a unit
+    after a number ('3 /s') is no path (it was hidden as one)."""
     if not text:
         return text
     for path in paths:  # whole paths only: `runs/srt` is no part of `old-runs/srt` or `runs/srt2`
         after = "" if path[-1] in "/\\" else r"(?![\w-])"  # `srt/` given: `srt/final` is in it
         text = re.sub(rf"(?<![\w.-]){re.escape(path)}{after}", SERVER_PATH, text)
     text = QUOTED_PATH.sub(lambda m: f"{m[1]}{SERVER_PATH}{m[1]}", text)
-    return ABSOLUTE_PATH.sub(SERVER_PATH, text)
+    return ABSOLUTE_PATH.sub(lambda m: m[0] if UNIT.fullmatch(text, *m.span()) else SERVER_PATH, text)
 
 
 # ---- Host and Origin -------------------------------------------------------------------------------------------------
