@@ -339,7 +339,23 @@ class TensorReader:
         return contextlib.nullcontext(self.bins[file])
 
 
+class NotConfigShape(ValueError):
+    """Weights that are not config.json's Whisper, in one line naming the first tensor of another shape, missing or
+    not the model's (the caller names the folder's weights file and says what to do)."""
+
+
+def check_shapes(expected: dict[str, tuple[int, ...]], found: dict[str, tuple[int, ...]]) -> None:
+    """Refuse a checkpoint's tensors (name -> shape) that are not the model's (`expected`, from config.json): a
+    NotConfigShape naming the first wrong one, both shapes, and how many more (config.json of another size: all)."""
+    wrong = [f"{k} is {tuple(found[k])} where config.json's Whisper has {tuple(shape)}" for k, shape in expected.items()
+             if k in found and tuple(found[k]) != tuple(shape)]
+    wrong += [f"{k} is in no weights file" for k in expected if k not in found]
+    wrong += [f"{k} is no tensor of config.json's Whisper" for k in found if k not in expected]
+    if wrong:
+        raise NotConfigShape(wrong[0] + (f", and {len(wrong) - 1} more" if len(wrong) > 1 else ""))
+
+
 def file_of(files: dict[str, Path], key: str) -> Path:
-    if key not in files:  # a RuntimeError as load_state_dict's: from_pretrained names the folder and the tensor
-        raise RuntimeError(f"missing tensor:\n{key} is in no weights file")
+    if key not in files:  # from_pretrained names the folder's weights and says what to do
+        raise NotConfigShape(f"{key.removeprefix('model.')} is in no weights file")
     return files[key]

@@ -33,8 +33,8 @@ from ..errors import LLMSRTError
 from .cpu_linear import FastLinear, fast_linear
 from .log_mel import LogMel
 from .mapped import drop_pages_after_lookups, mapped_from
-from .weight_files import (BIN_INDEX, WEIGHTS_INDEX, TensorReader, file_of, not_a_tokenizer, read_vocabulary,
-                           tensor_files, whisper_config, whisper_generation)
+from .weight_files import (BIN_INDEX, WEIGHTS_INDEX, TensorReader, check_shapes, file_of, not_a_tokenizer,
+                           read_vocabulary, tensor_files, whisper_config, whisper_generation)
 
 TIMESTAMP = re.compile(r"<\|(\d+\.\d+)\|>")  # timestamp tokens are not special in tokenizer.json: HF drops their text
 VOCABULARY = "vocabulary.txt"  # id -> token, one a line (CTranslate2's file; `convert whisper-ct2` writes it)
@@ -44,8 +44,8 @@ CPU_MMAP_THRESHOLD = 16 << 20  # bytes: on glibc, CPU allocations this large are
 CPU_TRIM_THRESHOLD = 64 << 20  # bytes: free memory at the heap's top kept for reuse (`return_freed_memory`)
 LOAD_TRIM_EVERY = 8  # int8 load: the heap is trimmed after this many linear layers
 CPU_ENCODER_ROWS = 256  # encoder positions an encoder layer's row-wise parts take at a time on the CPU
-SHAPE_ERRORS = ("Error(s) in loading state_dict", "shape mismatch:", "state dict mismatch:", "missing tensor:")  # the
-#   RuntimeErrors of a load whose checkpoint is not config.json's Whisper (load_state_dict's, `_load_int8`'s, `file_of`)
+NOT_ITS_SHAPE = ("config.json is another Whisper's than these weights: copy the config.json saved with them, or "
+                 "the whole folder again")  # what to do about weights that are not config.json's Whisper
 
 
 @functools.cache
@@ -376,15 +376,14 @@ class TorchWhisper(nn.Module):
         whisper._stored = stored
         try:
             whisper._load_int8(files) if int8 else whisper._load(files, device, dtype)
-        except (RuntimeError, ValueError) as e:  # a weight of another shape
-            if isinstance(e, RuntimeError) and not str(e).startswith(SHAPE_ERRORS):
-                raise  # not the folder's fault: out of memory (CUDA's OutOfMemoryError, the CPU allocator's), a GPU's
-            lines = str(e).splitlines()
+        except ValueError as e:  # a weight of another shape, or none (`check_shapes`, `Int8Linear.from_file`); a
+            #   RuntimeError is not the folder's fault: out of memory (CUDA's OutOfMemoryError, the CPU's), a GPU's
             names = sorted({file.name for file in files.values()})  # the file, else the index `tensor_files` read
             weights = names[0] if len(names) == 1 else next(
                 (index for index in (WEIGHTS_INDEX, BIN_INDEX) if (folder / index).is_file()), "*.safetensors")
-            raise LLMSRTError(f"{folder}/{weights}: not a Whisper of config.json's shape "
-                              f"({(lines[1] if len(lines) > 1 else lines[0]).strip()})") from None
+            detail = (str(e).splitlines() or [type(e).__name__])[0]
+            raise LLMSRTError(f"{folder}/{weights}: not a Whisper of config.json's shape ({detail}); "
+                              f"{NOT_ITS_SHAPE}") from None
         whisper._trim()
         return whisper.eval().requires_grad_(False)
 
@@ -398,11 +397,13 @@ class TorchWhisper(nn.Module):
             with reader.open(file) as f:
                 state.update({k.removeprefix("model."): self._tensor(f, k).to(device=device, dtype=dtype)
                               for k in keys if files[k] == file})
+        check_shapes(self._shapes(), {k: v.shape for k, v in state.items()})
         self.model.load_state_dict(state, strict=True, assign=True)
         if self.head is not None:  # untied: proj_out.weight is the head (a tied one's copy in the file is not read)
             with reader.open(file_of(files, HEAD)) as f:
-                self.head.load_state_dict({"weight": f.get_tensor(HEAD).to(device=device, dtype=dtype)},
-                                          strict=True, assign=True)
+                weight = f.get_tensor(HEAD).to(device=device, dtype=dtype)
+            check_shapes({HEAD: (self.dims.n_vocab, self.dims.d_model)}, {HEAD: weight.shape})
+            self.head.load_state_dict({"weight": weight}, strict=True, assign=True)
 
     def _load_int8(self, files: dict[str, Path]) -> None:
         """Each linear layer's float32 weights are read through a mapping of their own and quantized at once, so
@@ -422,6 +423,7 @@ class TorchWhisper(nn.Module):
 
         reader = TensorReader()
         linears = {name: m for name, m in self.model.named_modules() if isinstance(m, nn.Linear)}
+        shapes = {k: shape for k, shape in self._shapes().items() if k.rsplit(".", 1)[0] not in linears}
         table = f"{EMBED_TOKENS}.weight"
         path = file_of(files, f"model.{table}")
         head = f"model.{table}" if self.head is None else HEAD  # untied: proj_out.weight
@@ -431,9 +433,7 @@ class TorchWhisper(nn.Module):
         else:
             with reader.open(file_of(files, head)) as f:
                 weight = self._tensor(f, head)
-            if tuple(weight.shape) != shape:
-                raise ValueError(f"{head} is {tuple(weight.shape)} in {file_of(files, head)}, the model expects "
-                                 f"{shape}")
+            check_shapes({head.removeprefix("model."): shape}, {head.removeprefix("model."): weight.shape})
             self.head = Int8Linear(weight)
         trim_heap()  # first: its quantized and packed forms (2 x 26 MB) are resident together before the rest is
         keys = [k for k in files if k not in (HEAD, f"model.{table}") and self._wanted(k)
@@ -448,9 +448,7 @@ class TorchWhisper(nn.Module):
         for i, (name, module) in enumerate(linears.items()):
             with reader.open(file_of(files, f"model.{name}.weight")) as f:
                 weight = self._tensor(f, f"model.{name}.weight")
-            if tuple(weight.shape) != tuple(module.weight.shape):
-                raise RuntimeError(f"shape mismatch:\n{name}.weight is {tuple(weight.shape)}, the config says "
-                                   f"{tuple(module.weight.shape)}")
+            check_shapes({f"{name}.weight": module.weight.shape}, {f"{name}.weight": weight.shape})
             bias = None
             if module.bias is not None:
                 with reader.open(file_of(files, f"model.{name}.bias")) as f:
@@ -459,13 +457,15 @@ class TorchWhisper(nn.Module):
             setattr(self.model.get_submodule(parent), child, Int8Linear(weight, bias))
             if i % LOAD_TRIM_EVERY == LOAD_TRIM_EVERY - 1:  # the layers' temporaries (Whisper base's load peaked
                 trim_heap()  # at 323 or 405 MiB, run to run; now 321-329, for ~15 ms)
-        missing, unexpected = self.model.load_state_dict(state, strict=False, assign=True)
-        missing = [k for k in missing if k.rsplit(".", 1)[0] not in linears]
-        if missing or unexpected:
-            raise RuntimeError(f"state dict mismatch:\nmissing {missing[:3]}, unexpected {unexpected[:3]}")
+        check_shapes(shapes, {k: v.shape for k, v in state.items()})  # the linear layers' are loaded above
+        self.model.load_state_dict(state, strict=False, assign=True)
         embed = self.model.decoder.embed_tokens
         if mapped_from(embed.weight, path):  # int8's head is its own copy: the table serves lookups alone
             drop_pages_after_lookups(embed)
+
+    def _shapes(self) -> dict[str, tuple[int, ...]]:
+        """The model's tensors (names without HF's `model.`) and the shapes config.json gives them."""
+        return {k: tuple(v.shape) for k, v in self.model.state_dict().items()}
 
     def _tensor(self, f, key: str) -> torch.Tensor:
         """Tensor `key` (HF's name, under `model.`) of an opened weights file, by the name it has there."""
