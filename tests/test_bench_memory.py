@@ -36,11 +36,11 @@ def test_the_training_steps_report_what_they_added_on_the_cpu(tmp_path, monkeypa
 
 def test_the_cascade_reports_what_its_pass_added_on_the_cpu(tmp_path, monkeypatch):
     """JSON `cascade` gave the process's RSS peak alone (the table then printed '-' in its RSS rise column)."""
-    from llm_srt.bench.table import RISE, _mib
+    from llm_srt.bench.common import RISE, memory_cell
 
     out = bench_stubs.time_cascade(tmp_path, monkeypatch, _CpuPeak)
     assert (out["peak_mib"], out["rss_start_mib"], out["peak_rise_mib"]) == (5040.0, 5000.0, 40.0)
-    assert _mib(out, RISE) == "+40"
+    assert memory_cell(out, RISE) == "+40"
 
 
 def test_the_training_comparisons_copy_of_the_trained_weights_waits_on_the_cpu(tmp_path, monkeypatch):

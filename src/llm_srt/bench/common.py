@@ -1,6 +1,7 @@
 """What every bench measurement shares: fixed-length decoding through a system's real `run_batch`, timers that wait
-for the device, peak memory (GPU: torch's allocator peak; CPU: process RSS), test clips, and the spies that record
-what a call ran (LLM generations, their rows per step, the encoder's inputs) to time it again."""
+for the device, peak memory (GPU: torch's allocator peak; CPU: process RSS) and how both benches' tables print it,
+test clips, and the spies that record what a call ran (LLM generations, their rows per step, the encoder's inputs)
+to time it again."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from ..errors import LLMSRTError
 from ..prompts import Task
 
 RSS_INTERVAL = 0.01  # seconds between RSS samples on the CPU
+RISE = "RSS rise MiB"  # a memory column on the CPU: what each row's pass added to the process's resident memory
+RESERVED = "peak/rsvd MiB"  # on CUDA: the allocated peak / the reserved peak
 
 
 def noise_clips(n: int, seconds: float, seed: int = 0) -> list[np.ndarray]:
@@ -194,6 +197,23 @@ class PeakMemory:
             self.rise_mib = round((self.bytes - self._start) / 2**20, 1)
         self.mib = round(self.bytes / 2**20, 1)
         self.kind = "gpu" if self.device.type == "cuda" else "rss"
+
+
+def memory_cell(row: dict, column: str) -> str:
+    """A row's `PeakMemory` reading under a table's memory `column`: peak/reserved under `RESERVED` ("-" where the
+    row has no reserved peak), the rise with its sign under `RISE` ("-" where none was measured), else the peak."""
+    if column == RESERVED:
+        reserved = row.get("reserved_mib")
+        return f"{row['peak_mib']:.0f}/" + ("-" if reserved is None else f"{reserved:.0f}")
+    if column != RISE:
+        return f"{row['peak_mib']:.0f}"
+    return "-" if row.get("peak_rise_mib") is None else f"+{row['peak_rise_mib']:.0f}"
+
+
+def reserved_legend(cap: str) -> str:
+    """The line under a table whose memory column is `RESERVED`; `cap`: what limits the reserved peak there."""
+    return (f"  {RESERVED}: the CUDA allocator's peak (what tensors held) / its reserved peak (cached blocks, graph "
+            f"pools too: what a card must hold, {cap})")
 
 
 @dataclass(frozen=True)

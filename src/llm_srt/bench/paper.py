@@ -36,7 +36,7 @@ from ..model import presets
 from ..model.decoding import DecodingOptions
 from ..model.static_steps import StaticSteps
 from ..prompts import Task, build
-from .common import PeakMemory, decode_pass, noise_clips, pin_eos
+from .common import RESERVED, PeakMemory, decode_pass, memory_cell, noise_clips, pin_eos, reserved_legend
 from .training import recipe_autocast
 
 SYSTEMS = {  # system -> (SpeechLLMConfig fields, table name)
@@ -496,12 +496,6 @@ def goals(shape: str, placement: Placement, seconds_per_1000: float | None, spee
                 "bound": bound, "note": BOUND_NOTES.get(bound) if speedup is not None else None}}
 
 
-def _memory(row: dict, column: str) -> str:
-    if column != "peak/rsvd MiB":
-        return f"{row['peak_mib']:.0f}"
-    return f"{row['peak_mib']:.0f}/" + ("-" if row.get("reserved_mib") is None else f"{row['reserved_mib']:.0f}")
-
-
 def millions(n: int) -> str:
     return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.1f}M"
 
@@ -513,7 +507,7 @@ def format_paper(result: dict) -> str:
     probes = [p for s in result["largest_batch"].values() for p in s["probes"]]
     # on CUDA the reserved peak beside the allocated one where the rows have it: what a card must hold
     reserved = any(r.get("reserved_mib") is not None for r in result["decode"] + probes)
-    mem = ("peak/rsvd MiB" if reserved else "GPU peak MiB") if result["device"].startswith("cuda") else "RSS peak MiB"
+    mem = (RESERVED if reserved else "GPU peak MiB") if result["device"].startswith("cuda") else "RSS peak MiB"
     lines = [f"Paper shape {result['shape']} (LLM {millions(result['parameters']['llm'])}, Whisper encoder "
              f"{millions(result['parameters']['encoder'])}; random weights) on {result['gpu'] or result['device']} "
              f"{result['dtype']}: {o['clip_seconds']:g} s clips, exactly {o['new_tokens']} generated tokens each",
@@ -525,10 +519,9 @@ def format_paper(result: dict) -> str:
         head = f"{SYSTEMS[r['system']][1]:38} {search:8} {r['batch_size']:>5}"
         lines.append(f"{head} {'out of memory':>11}" if r.get("out_of_memory") else
                      f"{head} {r['seconds_per_1000']:>11.1f} {r['utterances_per_s']:>8.2f} {r['speech_tokens']:>10} "
-                     f"{_memory(r, mem):>13}")
-    if mem == "peak/rsvd MiB":
-        lines.append(f"  {mem}: the CUDA allocator's peak (what tensors held) / its reserved peak (cached blocks, "
-                     "graph pools too: what a card must hold, what --memory-gib caps)")
+                     f"{memory_cell(r, mem):>13}")
+    if mem == RESERVED:
+        lines.append(reserved_legend("what --memory-gib caps"))
     lines.append("")
     for system, s in result["largest_batch"].items():
         cap = f" under a {s['memory_gib']:g} GiB cap" if s["memory_gib"] else ""

@@ -3,6 +3,7 @@ the ratios with their goals."""
 
 from __future__ import annotations
 
+from .common import RESERVED, RISE, memory_cell, reserved_legend
 from .embedded import GOALS
 
 SYSTEM_NAMES = {"llm-srt": "LLM-SRT (Q-Former, 80 tok)", "llm-srt-int8": "LLM-SRT (Q-Former), int8",
@@ -33,11 +34,10 @@ def format_table(result: dict) -> str:
     for r in result["decode"]:
         search = ("compiled" if r.get("compiled") else "greedy") if r["beam"] == 1 else f"beam {r['beam']}"
         lines.append(f"{SYSTEM_NAMES[r['system']]:38} {search:8} {r['batch_size']:>5} {r['seconds']:>9.2f} "
-                     f"{r['utterances_per_s']:>7.2f} {r['speech_tokens']:>10} {_mib(r, memory):>{width}} "
+                     f"{r['utterances_per_s']:>7.2f} {r['speech_tokens']:>10} {memory_cell(r, memory):>{width}} "
                      f"{r['decode_step_ms']:>8.1f} {r['bound_step_ms']:>8.1f} {r['step_vs_bound']:>7.2f}")
     if memory == RESERVED:
-        lines.append(f"  {RESERVED}: the CUDA allocator's peak (what tensors held) / its reserved peak (cached "
-                     "blocks, graph pools too: what a card must hold, what a memory cap limits)")
+        lines.append(reserved_legend("what a memory cap limits"))
     starts = [r["rss_start_mib"] for r in result["decode"] if r.get("rss_start_mib") is not None]
     if memory == RISE and starts:
         lines.append(f"  {RISE}: how far the process's resident memory rose in the row's timed pass, above the "
@@ -53,9 +53,9 @@ def format_table(result: dict) -> str:
     if c and "failed" in c:
         lines.append(f"{'Cascade (Whisper ASR -> LLM MT)':38} FAILED ({c['failed']})")
     elif c:
-        peak = f"RSS peak {c['peak_mib']:.0f} MiB; " if _mib(c, memory) == "-" else ""  # (no rise measured)
+        peak = f"RSS peak {c['peak_mib']:.0f} MiB; " if memory_cell(c, memory) == "-" else ""  # (no rise measured)
         lines.append(f"{'Cascade (Whisper ASR -> LLM MT)':38} {'greedy':8} {c['batch_size']:>5} {c['seconds']:>9.2f} "
-                     f"{c['utterances_per_s']:>7.2f} {'-':>10} {_mib(c, memory):>{width}}  ({peak}tokens: ASR "
+                     f"{c['utterances_per_s']:>7.2f} {'-':>10} {memory_cell(c, memory):>{width}}  ({peak}tokens: ASR "
                      f"{c['asr_tokens_mean']}, MT {c['mt_tokens_mean']} per utterance)")
     e, t, o = result["encoder"], result["train"], result["overhead"]
     lines += ["",
@@ -89,10 +89,6 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-RISE = "RSS rise MiB"
-RESERVED = "peak/rsvd MiB"  # on CUDA: the allocated peak / the reserved peak
-
-
 def memory_column(rows: list[dict]) -> str:
     """The memory column's name, which says what it holds: on CUDA each row's own allocator peak and, where the rows
     measured it, its reserved peak beside it (the allocated peak alone understated what a card must hold); on the
@@ -104,15 +100,6 @@ def memory_column(rows: list[dict]) -> str:
     if any(r.get("memory") == "gpu" for r in rows):
         return RESERVED if any(r.get("reserved_mib") is not None for r in rows) else "GPU peak MiB"
     return "RSS peak MiB"
-
-
-def _mib(row: dict, column: str) -> str:
-    if column == RESERVED:
-        reserved = row.get("reserved_mib")
-        return f"{row['peak_mib']:.0f}/" + ("-" if reserved is None else f"{reserved:.0f}")
-    if column != RISE:
-        return f"{row['peak_mib']:.0f}"
-    return "-" if row.get("peak_rise_mib") is None else f"+{row['peak_rise_mib']:.0f}"
 
 
 def _probes(machine: dict) -> str:
