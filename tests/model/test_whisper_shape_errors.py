@@ -42,6 +42,8 @@ def _set(key, shape):
 CASES = {
     "a linear layer": (_set("model.decoder.layers.0.fc1.weight", (63, 32)),
                        "decoder.layers.0.fc1.weight is (63, 32) where config.json's Whisper has (64, 32)"),
+    "a bias": (_set("model.decoder.layers.0.fc1.bias", (63,)),  # int8 loaded it: a RuntimeError per clip
+               "decoder.layers.0.fc1.bias is (63,) where config.json's Whisper has (64,)"),
     "a convolution": (_set("model.encoder.conv1.weight", (32, 80, 2)),
                       "encoder.conv1.weight is (32, 80, 2) where config.json's Whisper has (32, 80, 3)"),
     "a missing table": (lambda state: state.pop("model.decoder.embed_tokens.weight"),

@@ -453,6 +453,7 @@ class TorchWhisper(nn.Module):
             if module.bias is not None:
                 with reader.open(file_of(files, f"model.{name}.bias")) as f:
                     bias = self._tensor(f, f"model.{name}.bias")
+                check_shapes({f"{name}.bias": module.bias.shape}, {f"{name}.bias": bias.shape})
             parent, _, child = name.rpartition(".")
             setattr(self.model.get_submodule(parent), child, Int8Linear(weight, bias))
             if i % LOAD_TRIM_EVERY == LOAD_TRIM_EVERY - 1:  # the layers' temporaries (Whisper base's load peaked
