@@ -1,8 +1,12 @@
 """What a client is told hides a server path whole: one with spaces in it (quoted or not) and one of a single part,
 while URLs, fractions, dates and words with a slash stay as they were."""
 
+import tempfile
+from types import SimpleNamespace
+
 import pytest
 
+from llm_srt.paths import CACHE_ENV
 from llm_srt.serve import guard
 
 HIDDEN = guard.SERVER_PATH
@@ -50,3 +54,26 @@ def test_a_unit_after_a_number_is_no_path(text, kept):
     """A review: a rate such as '3 /s' came out as '3 <server path>' (read as a path of one part); a unit after a
     number stays, while a path of several parts after a number, or a one-part path after a word, is still hidden."""
     assert guard.hide_paths(text, ()) == kept
+
+
+def test_the_servers_folders_with_spaces_are_hidden_by_their_spelling(tmp_path, monkeypatch):
+    """A review: an unquoted path with a space in its last part showed the rest of that part ('/srv/llm srt cache:
+    read-only' came out as '<server path> srt cache: read-only', a file in it as '<server path> srt cache/models/x');
+    where such a path ends cannot be read from the text, so the server's own folders are hidden by their spelling:
+    the cache, the temporary folder and the model's folder reached through a link."""
+    cache, temp = "/srv/llm srt cache", "/scratch/my tmp files"
+    monkeypatch.setenv(CACHE_ENV, cache)
+    monkeypatch.setattr(tempfile, "tempdir", temp)
+    target = tmp_path / "big disk" / "run 1"
+    target.mkdir(parents=True)
+    (tmp_path / "models").symlink_to(target)
+    paths = guard.model_paths(SimpleNamespace(name=str(tmp_path / "models"), system=None))
+    for text, kept in ((f"{cache}: cannot write there (read-only)", f"{HIDDEN}: cannot write there (read-only)"),
+                       (f"{cache}/models/whisper-base is not converted yet", f"{HIDDEN}/models/whisper-base is not "
+                        "converted yet"),
+                       (f"{temp}/tmpab12.wav: cannot decode it", f"{HIDDEN}/tmpab12.wav: cannot decode it"),
+                       (f"{target.resolve()} failed", f"{HIDDEN} failed")):
+        assert guard.hide_paths(text, paths) == kept
+    monkeypatch.setattr(tempfile, "tempdir", "/tmp")  # one without a space is left to ABSOLUTE_PATH: hidden whole
+    assert "/tmp" not in guard.model_paths(SimpleNamespace(name="whisper", system=None))
+    assert guard.hide_paths("/tmp/tmpab12.wav: cannot decode it", ()) == f"{HIDDEN}: cannot decode it"

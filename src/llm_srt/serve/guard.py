@@ -26,6 +26,7 @@ import math
 import os
 import re
 import sys
+import tempfile
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -35,6 +36,7 @@ from starlette.responses import JSONResponse
 from uvicorn.protocols.http.h11_impl import DEFAULT_MAX_INCOMPLETE_EVENT_SIZE, H11Protocol
 
 from ..errors import LLMSRTError
+from ..paths import cache_dir
 
 if TYPE_CHECKING:
     from ..infer import SpeechTranslator
@@ -109,8 +111,11 @@ def check_number(option: str, value: float, low: float, high: float = math.inf, 
 # ---- the server's folders, kept from clients -------------------------------------------------------------------------
 def model_paths(translator: SpeechTranslator) -> tuple[str, ...]:
     """The folders the served model was loaded from, as its errors may name them, longest first: --model, a
-    baseline's Whisper and LLM folders, a speech LLM's encoder and LLM, each as given and absolute. A relative one is
-    why this list exists (ABSOLUTE_PATH finds the others); a bare name (whisper, cascade) is no path."""
+    baseline's Whisper and LLM folders, a speech LLM's encoder and LLM, each as given, absolute and with its links
+    followed (as the toolkit writes and loads through them); and the server's own folders, the cache (`cache_dir`)
+    and the temporary folder uploads are stored in, where their name holds a space. A relative one, or one with a
+    space, is why this list exists: ABSOLUTE_PATH finds the others, but cannot tell where an unquoted path with a
+    space in its last part ends ('/srv/llm srt cache: ...' showed 'srt cache'). A bare name (whisper) is no path."""
     system = getattr(translator, "system", None)  # getattr: anything with translate() may be served (a test's stub)
     config = getattr(getattr(system, "model", None), "config", None)
     found = [getattr(translator, "name", None), getattr(config, "encoder", None), getattr(config, "llm", None)]
@@ -119,9 +124,28 @@ def model_paths(translator: SpeechTranslator) -> tuple[str, ...]:
     paths = set()
     for path in found:
         if isinstance(path, (str, os.PathLike)) and _has_separator(str(path)):
-            forms = {str(path), os.path.normpath(path), os.path.abspath(os.path.expanduser(path))}
-            paths |= {form for form in forms if _has_separator(form)}  # `./model` and `srt/` normalize to a word
+            paths |= _spellings(path)
+    for folder in _own_folders():
+        paths |= {form for form in _spellings(folder) if any(c.isspace() for c in form)}
     return tuple(sorted(paths, key=len, reverse=True))
+
+
+def _spellings(path: str | os.PathLike) -> set[str]:
+    """`path` as given, normalized, absolute and with its links followed; those that hold a separator (`./model`
+    and `srt/` normalize to a word)."""
+    forms = {str(path), os.path.normpath(path), os.path.abspath(os.path.expanduser(path)),
+             os.path.realpath(os.path.expanduser(path))}
+    return {form for form in forms if _has_separator(form)}
+
+
+def _own_folders() -> list[str]:
+    """The cache and the temporary folder (uploads), as far as they can be known."""
+    folders = [tempfile.gettempdir()]
+    try:
+        folders.append(str(cache_dir()))
+    except (RuntimeError, KeyError):  # no home folder to put the default cache in: there is none to hide
+        pass
+    return folders
 
 
 def _has_separator(path: str) -> bool:
