@@ -171,7 +171,11 @@ def test_under_torchrun_a_rank_failing_while_decoding_tells_the_others_and_every
     monkeypatch.setattr(dist, "destroy_process_group", lambda group=None: None)
     monkeypatch.setattr(dist, "all_gather_object", all_gather)
     monkeypatch.setattr(dist, "broadcast_object_list", broadcast)
-    monkeypatch.setattr(dist.distributed_c10d, "_get_default_store", lambda: Store())
+    class World:  # the default group: its store is torchrun's rendezvous, through the public ProcessGroup method
+        def get_group_store(self):
+            return Store()
+
+    monkeypatch.setattr(dist, "group", type("group", (), {"WORLD": World()}))
     monkeypatch.setitem(systems.SYSTEMS, "slow", build)
     with pytest.raises(LLMSRTError) as caught:
         run.evaluate({"slow": "slow"}, manifest, tmp_path / "o", task="s2tt", batch_size=1,

@@ -243,14 +243,13 @@ def in_rank_group(fn):
 
 def rank_failed(size: int) -> Callable[[bool], bool]:
     """`failed(True)` on a rank that fails while decoding tells every rank, and `failed()` on any says whether one
-    did (looked up, not waited for), through the default group's store (torchrun's rendezvous): the others stopped
-    only at the rows' hand-over, after decoding their shards for nothing. Always False in one process."""
+    did (looked up, not waited for), through the default group's store (torchrun's rendezvous; the store
+    `init_process_group` made, which `ProcessGroup.get_group_store` gives): the others stopped only at the rows'
+    hand-over, after decoding their shards for nothing. Always False in one process."""
     import torch.distributed as dist
 
-    try:
-        store = dist.distributed_c10d._get_default_store() if size > 1 else None
-    except (RuntimeError, ValueError, AttributeError):  # no default group (a test's stand-in)
-        store = None
+    world = dist.group.WORLD if size > 1 else None  # None: no default group (a test's stand-in)
+    store = world.get_group_store() if world is not None else None
     key = f"llm-srt/evaluate/{_group[1]}/failed"
     return lambda say=False: store is not None and (store.set(key, "1") is None if say else store.check([key]))
 
