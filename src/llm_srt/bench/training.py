@@ -110,10 +110,11 @@ def time_training(model, utts: list, batch_size: int, steps: int, workdir: Path)
 
 def cached_vs_audio_less_encoder(cached_s: float, audio_s: float, encoder_s: float) -> float | None:
     """A cached step's seconds over an audio step's less its encoder's, of the unrounded medians (the stored ones are
-    rounded to 0.1 ms, so a tiny model's steps read 0.0003 - 0.0003 and summarize stopped on a ZeroDivisionError);
-    None where the encoder took the whole audio step (nothing is left to compare with)."""
+    rounded to 0.1 ms, so a tiny model's steps read 0.0003 - 0.0003 and summarize stopped on a ZeroDivisionError),
+    itself unrounded: summarize rounds it once, to 2 decimals, as every ratio (rounded to 4 first, 1.05503 read 1.055,
+    then 1.05, not 1.06); None where the encoder took the whole audio step (nothing is left to compare with)."""
     rest = audio_s - encoder_s
-    return round(cached_s / rest, 4) if rest > 0 else None
+    return cached_s / rest if rest > 0 else None
 
 
 def recipe_autocast(device: torch.device, precision: str) -> torch.autocast:
