@@ -77,3 +77,16 @@ def test_the_servers_folders_with_spaces_are_hidden_by_their_spelling(tmp_path, 
     monkeypatch.setattr(tempfile, "tempdir", "/tmp")  # one without a space is left to ABSOLUTE_PATH: hidden whole
     assert "/tmp" not in guard.model_paths(SimpleNamespace(name="whisper", system=None))
     assert guard.hide_paths("/tmp/tmpab12.wav: cannot decode it", ()) == f"{HIDDEN}: cannot decode it"
+
+
+def test_the_home_and_current_folders_with_spaces_are_hidden_by_their_spelling(tmp_path, monkeypatch):
+    """'/home/Ann Lee Smith/.cache/x: corrupt' came out as '<server path> Lee Smith/.cache/x: corrupt' (a part of several
+    words: the path did not run on over 'Lee'), and the server's current folder likewise: both are known by name."""
+    home, here = "/home/Ann Lee Smith", tmp_path / "my big app"
+    here.mkdir()
+    monkeypatch.setenv("HOME", home)
+    monkeypatch.chdir(here)
+    paths = guard.model_paths(SimpleNamespace(name="whisper", system=None))
+    for text, kept in ((f"{home}/.cache/x: corrupt", f"{HIDDEN}/.cache/x: corrupt"),
+                       (f"cannot read {here.resolve()}/runs/a b/x.json", f"cannot read {HIDDEN}/runs/a b/x.json")):
+        assert guard.hide_paths(text, paths) == kept

@@ -28,6 +28,7 @@ import re
 import sys
 import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -112,8 +113,8 @@ def check_number(option: str, value: float, low: float, high: float = math.inf, 
 def model_paths(translator: SpeechTranslator) -> tuple[str, ...]:
     """The folders the served model was loaded from, as its errors may name them, longest first: --model, a
     baseline's Whisper and LLM folders, a speech LLM's encoder and LLM, each as given, absolute and with its links
-    followed (as the toolkit writes and loads through them); and the server's own folders, the cache (`cache_dir`)
-    and the temporary folder uploads are stored in, where their name holds a space. A relative one, or one with a
+    followed (as the toolkit writes and loads through them); and the server's own folders (`_own_folders`: its
+    cache, temporary, home and current folders) where their name holds a space. A relative one, or one with a
     space, is why this list exists: ABSOLUTE_PATH finds the others, but cannot tell where an unquoted path with a
     space in its last part ends ('/srv/llm srt cache: ...' showed 'srt cache'). A bare name (whisper) is no path."""
     system = getattr(translator, "system", None)  # getattr: anything with translate() may be served (a test's stub)
@@ -139,12 +140,14 @@ def _spellings(path: str | os.PathLike) -> set[str]:
 
 
 def _own_folders() -> list[str]:
-    """The cache and the temporary folder (uploads), as far as they can be known."""
+    """The cache, the temporary folder (uploads), the home folder (libraries' caches) and the current folder (where
+    relative paths start), as far as they can be known."""
     folders = [tempfile.gettempdir()]
-    try:
-        folders.append(str(cache_dir()))
-    except (RuntimeError, KeyError):  # no home folder to put the default cache in: there is none to hide
-        pass
+    for where in (cache_dir, Path.home, os.getcwd):
+        try:
+            folders.append(str(where()))
+        except (OSError, RuntimeError, KeyError):  # no home folder, or the current one was removed: none to hide
+            pass
     return folders
 
 
