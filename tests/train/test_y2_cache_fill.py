@@ -1,22 +1,26 @@
 """The feature cache's fill before step 1 (TrainingData._fill): what it says while it checks which clips the cache
 holds, and the room it leaves for output_dir's checkpoints on the same disk."""
 
+import json
 import os
 import shutil
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import torch
 
 from llm_srt.data.features import FeatureCache
 from llm_srt.errors import ConfigError, LLMSRTError
+from llm_srt.model.speech_llm import SpeechLLM, SpeechLLMConfig
 from llm_srt.train import data as training_data
 from llm_srt.train import recipe, room
 from llm_srt.train.config import load_config
 from llm_srt.train.data import DataSection, TrainingData
 from llm_srt.train.parallel import Dist
 
-from .conftest import overrides
+from .conftest import gloo_when_all_arrived, overrides
 
 SOLO = Dist()
 
@@ -91,6 +95,69 @@ def test_a_cache_without_older_entries_says_nothing_of_them(tiny_setup, model, t
                                                                                                           audios))
     TrainingData(cfg, model, SOLO, log=logs.append)  # the next run: every entry current
     assert encoded == [] and not _older_entries_said(logs), logs
+
+
+def _node_of_its_own(rank: int, world: int, store: str, setup: dict, root: str) -> None:
+    """One of two ranks on two "nodes" (LOCAL_WORLD_SIZE 1), each with the feature cache on its own disk (nodeN
+    under `root`); it writes what it said, the progress bars it showed and the clips it encoded to rankN.json."""
+    torch.set_num_threads(1)
+    os.environ["LOCAL_WORLD_SIZE"] = "1"
+    gloo_when_all_arrived(store, rank, world, timedelta(seconds=60))
+    try:
+        bars, real_tqdm = [], training_data.tqdm
+
+        def bar(iterable=None, *args, desc=None, disable=False, **kwargs):
+            bars.extend([] if disable else [desc])
+            return real_tqdm(iterable, *args, desc=desc, disable=disable, **kwargs)
+
+        training_data.tqdm = bar
+        encoded, encode = [], TrainingData._encode
+        TrainingData._encode = lambda self, audios: (encoded.append(len(audios)), encode(self, audios))[1]
+        logs, model = [], _node_model(setup)
+        TrainingData(_node_section(setup, Path(root) / f"node{rank}"), model, Dist(rank, world), log=logs.append)
+        (Path(root) / f"rank{rank}.json").write_text(json.dumps({"logs": logs, "bars": bars,
+                                                                 "encoded": sum(encoded)}))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def _node_model(setup) -> SpeechLLM:
+    return SpeechLLM(SpeechLLMConfig(encoder=setup["whisper"], llm=setup["llm"], adapter="linear"))
+
+
+def _node_section(setup, cache) -> DataSection:
+    return DataSection(train=setup["manifest"], batch_size=2, feature_cache=str(cache), tasks={"asr": 1.0},
+                       num_workers=0)
+
+
+@pytest.mark.slow  # two processes; make test: the check's own line and progress (tests above)
+@pytest.mark.long(30)
+def test_a_node_looking_for_the_other_nodes_clips_says_older_entries_and_shows_progress(tiny_setup, tmp_path,
+                                                                                       monkeypatch):
+    """After the fill, a node whose cache disk lacks a clip of another node's share looks for every clip of the
+    corpus: has() read each entry an older version stored (format 1) whole there too, with no line said and no
+    progress (millions of clips on a node's own disk). Here node 0's disk holds its rank's share as current entries
+    and the other rank's as older ones, one of them missing: the line is said once, as the look-up meets the first
+    older entry, and a progress bar counts the clips looked for."""
+    import torch.multiprocessing as mp
+
+    checked, real_has = [], FeatureCache.has
+    monkeypatch.setattr(FeatureCache, "has", lambda self, a: checked.append(a) or real_has(self, a))
+    cache = TrainingData(_node_section(tiny_setup, tmp_path / "node0"), _node_model(tiny_setup), SOLO).cache
+    monkeypatch.undo()
+    theirs = checked[1::2]  # in the fill's order (longest first), every other clip is rank 1's
+    cache.path_of(cache.key(theirs[0])).unlink()  # not on node 0's disk
+    _to_format_1(cache, theirs[1:])
+
+    mp.spawn(_node_of_its_own, args=(2, str(tmp_path / "store"), dict(tiny_setup), str(tmp_path)), nprocs=2,
+             join=True)
+    got = json.loads((tmp_path / "rank0.json").read_text())
+    assert got["encoded"] == 1 and all(cache.has(c) for c in checked)  # the missing clip; the older ones moved
+    older = [k for k, m in enumerate(got["logs"]) if "older version" in m]
+    lacks = [k for k, m in enumerate(got["logs"]) if " lacks " in m]
+    assert len(older) == 1 and len(lacks) == 1 and older[0] < lacks[0], got["logs"]
+    assert got["bars"][:1] == ["feature cache check"] and "feature cache check, every rank's clips" in got["bars"], \
+        got["bars"]
 
 
 def test_the_fill_keeps_room_for_one_checkpoint_of_output_dir_on_the_same_disk(tiny_setup, model, tmp_path,

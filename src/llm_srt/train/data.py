@@ -258,8 +258,10 @@ class TrainingData:
             node = self.d.rank // local  # torchrun numbers a node's ranks consecutively
             others = [a for r in range(self.d.world) if r // local != node for a in audio[r::self.d.world]
                       if a not in bad]
-            shared = all(cache.has(a) for a in others[::max(1, len(others) // NODE_SAMPLE)])
-            missing = [] if shared else [a for a in audio if a not in bad and not cache.has(a)]
+            shared = all(has(a) for a in others[::max(1, len(others) // NODE_SAMPLE)])
+            missing = [] if shared else [a for a in tqdm(audio, desc="feature cache check, every rank's clips",
+                                                         unit="clip", disable=not self.d.main, dynamic_ncols=True)
+                                         if a not in bad and not has(a)]  # (older entries read whole: said, counted)
             if all_sum(torch.tensor([len(missing)]), self.d).item():
                 log(f"the feature cache {root} lacks {len(missing):,} utterances other ranks encoded (a disk of this "
                     "node's own): this node's ranks encode them too")
