@@ -90,3 +90,12 @@ def test_the_home_and_current_folders_with_spaces_are_hidden_by_their_spelling(t
     for text, kept in ((f"{home}/.cache/x: corrupt", f"{HIDDEN}/.cache/x: corrupt"),
                        (f"cannot read {here.resolve()}/runs/a b/x.json", f"cannot read {HIDDEN}/runs/a b/x.json")):
         assert guard.hide_paths(text, paths) == kept
+
+
+def test_a_model_given_as_dot_slash_in_the_root_folder_hides_no_slash(monkeypatch):
+    """`--model ./` started in / (a container's usual folder) made '/' a model folder: every '/' of a message became
+    SERVER_PATH, and an absolute path came out with its words in plain sight ('<server path>srv/x')."""
+    monkeypatch.chdir("/")
+    paths = guard.model_paths(SimpleNamespace(name="./", system=None))
+    assert "/" not in paths
+    assert guard.hide_paths("a / b, and /srv/x failed", paths) == f"a / b, and {HIDDEN} failed"

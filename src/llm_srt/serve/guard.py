@@ -80,6 +80,7 @@ _START = (  # /a/b, /x, ~/a, C:\a\b, C:\x, \a\b, \\host\share\x, file:///a/b; no
 ABSOLUTE_PATH = re.compile(_START + rf"(?: (?![\d./-]+(?:[{_PATH_END}]|$)){_PART}+(?:[/\\]{_PART}*)+)*")
 # a quoted path is all the quotes hold, spaces and all (Python's "No such file or directory: '/my models/x'")
 QUOTED_PATH = re.compile(rf"(?<!\w)(['\"`]){_START}[^\n]*?\1(?!\w)")
+ROOT = re.compile(r"(?:[A-Za-z]:)?[/\\]+")  # /, C:\ : no folder of the server's, the start of every path
 UNIT = re.compile(r"(?<=\d )/[A-Za-z]+\.?")  # '3 /s', '12.5 /min': a rate's unit after a number, not a folder
 MAX_HEADERS, MAX_HEADER_BYTES = 100, 32 * 1024  # h11 enforces its head limit only on a head that arrives in pieces
 
@@ -133,10 +134,11 @@ def model_paths(translator: SpeechTranslator) -> tuple[str, ...]:
 
 def _spellings(path: str | os.PathLike) -> set[str]:
     """`path` as given, normalized, absolute and with its links followed; those that hold a separator (`./model`
-    and `srt/` normalize to a word)."""
+    and `srt/` normalize to a word) and are more than a root: `--model ./` started in / made every '/' of a message
+    SERVER_PATH ('/srv/x' was sent as '<server path>srv/x', the path's own words in plain sight)."""
     forms = {str(path), os.path.normpath(path), os.path.abspath(os.path.expanduser(path)),
              os.path.realpath(os.path.expanduser(path))}
-    return {form for form in forms if _has_separator(form)}
+    return {form for form in forms if _has_separator(form) and not ROOT.fullmatch(form)}
 
 
 def _own_folders() -> list[str]:
