@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from llm_srt.errors import LLMSRTError
-from llm_srt.evaluate import comet, run, significance
+from llm_srt.evaluate import comet, run, score, significance
 from llm_srt.evaluate.comet import CometOptions, segment_scores
 from llm_srt.evaluate.report import UtteranceResult, load_results
 
@@ -175,7 +175,7 @@ def test_a_python_without_comet_or_a_folder_without_its_checkpoint_is_refused_be
                                     f"{comet.SETUP_HINT}")
     monkeypatch.setenv(comet.PYTHON_ENV, ours)
     assert refused().startswith(f"${comet.PYTHON_ENV} {ours}: it has no unbabel-comet")
-    monkeypatch.setattr(run, "check_python", lambda *_: None)  # a COMET Python that has it
+    monkeypatch.setattr(score, "check_python", lambda *_: None)  # a COMET Python that has it (`check_comet`)
     folder = tmp_path / "comet-model"
     folder.mkdir()
     assert refused(model=str(folder)) == (f"--comet {folder}: no checkpoints/model.ckpt in this folder (a COMET model "
@@ -186,6 +186,36 @@ def test_a_python_without_comet_or_a_folder_without_its_checkpoint_is_refused_be
     (folder / "checkpoints" / "model.ckpt").write_bytes(b"")
     comet.check_model(str(folder))
     comet.check_model(str(folder / "checkpoints" / "model.ckpt"))
+
+
+def test_score_and_evaluate_check_the_comet_python_then_the_model_through_one_helper(tmp_path, monkeypatch):
+    """`score --metric comet` and `evaluate --comet` each called check_python and check_model by hand; both now call
+    `score.check_comet`: the Python first (a bad model is not said while the Python cannot score it), then the
+    model, named by the option the command has."""
+    import sys
+
+    folder = tmp_path / "comet-model"  # no checkpoints/model.ckpt
+    folder.mkdir()
+    ours = sys.executable  # no unbabel-comet here
+    with pytest.raises(LLMSRTError) as e:
+        score.check_comet(CometOptions(model=str(folder), python=ours), "--comet-model")
+    assert str(e.value).startswith(f"--comet-python {ours}: it has no unbabel-comet")
+    has_comet = CometOptions(model=str(folder), python=str(fake_comet_python(tmp_path)))
+    for option, given in (("--comet-model", ("--comet-model",)), ("--comet", ())):  # (): evaluate's, the default
+        with pytest.raises(LLMSRTError) as e:
+            score.check_comet(has_comet, *given)
+        assert str(e.value).startswith(f"{option} {folder}: no checkpoints/model.ckpt in this folder")
+    (folder / "checkpoints").mkdir()
+    (folder / "checkpoints" / "model.ckpt").write_bytes(b"")
+    assert score.check_comet(has_comet) is None
+
+    def checked(options, *option):  # evaluate's check (on rank 0) is this helper, with evaluate's option
+        raise LLMSRTError(f"checked {options == has_comet} {option}")
+
+    monkeypatch.setattr(run, "check_comet", checked)
+    with pytest.raises(LLMSRTError, match=r"^checked True \(\)$"):
+        run.evaluate({"A": str(write(tmp_path / "hyps.a.jsonl", results("a", ["die katze sat"])))}, None,
+                     tmp_path / "out", log=lambda *_: None, significance=0, comet=has_comet)
 
 
 def test_the_comet_environment_passes_the_check_of_a_given_python(comet_python, monkeypatch):
@@ -367,8 +397,7 @@ def test_comet_runs_on_the_gpu_evaluate_was_given(monkeypatch, tmp_path):
         comet._bridge_env("cpu")
     seen = []
     monkeypatch.setattr(torch.cuda, "set_device", lambda device: None)  # --device cuda:3 is made current (no GPU here)
-    monkeypatch.setattr(run, "check_python", lambda *_: None)
-    monkeypatch.setattr(run, "check_model", lambda *_: None)
+    monkeypatch.setattr(run, "check_comet", lambda *_: None)
     monkeypatch.setattr(run, "score_systems", lambda systems, options, log: seen.append(options) or systems)
     rows = results("a", ["die katze", "der hund", "la maison", "le chat"])
     run.evaluate({"A": str(write(tmp_path / "hyps.a.jsonl", rows))}, None, tmp_path / "out", log=lambda *_: None,

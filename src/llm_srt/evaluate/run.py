@@ -38,7 +38,7 @@ from ..model.systems import AUTO_TASK, SYSTEMS
 from ..model.systems import trained_task as model_task  # the task a model folder was trained for (--task auto)
 from ..prompts import Task
 from .arguments import add_arguments  # noqa: F401  the verb's options (cli.py calls run.add_arguments)
-from .comet import CometOptions, check_model, check_python, score_systems
+from .comet import CometOptions, score_systems
 from .compare import compare_systems
 from . import journal
 from .journal import MISSING, Journal, audio_state, group_digests, remove_journals
@@ -48,6 +48,7 @@ from .outputs import (KINDS, PARTIAL, check_inputs_kept, check_writable, file_na
                       write_hyps, writing)
 from .render import format_table, write_report
 from .report import UtteranceResult, build_report, row_ids
+from .score import check_comet
 from .significance import SAMPLES, check_samples
 
 TASKS = (AUTO_TASK, "srt", "s2tt", "smt", "asr", "asr+smt")  # --task; auto: what the model folder was trained for
@@ -309,7 +310,7 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
     if comet is not None:  # the same: no COMET environment is an error before decoding, not after. Rank 0 alone
         #   runs COMET and checks it, and every rank stops on its refusal: the others went on and died in the first
         #   hand-over once rank 0 had exited, each on a gloo "Connection closed by peer" traceback
-        from_rank0(lambda: (check_python(comet.python), check_model(comet.model)), rank, size, _group[0])
+        from_rank0(lambda: check_comet(comet), rank, size, _group[0])
     same = [(a, b) for i, a in enumerate(models) for b in list(models)[i + 1:] if file_name(a) == file_name(b)]
     if same:
         raise LLMSRTError(f"--model: the names {same[0][0]!r} and {same[0][1]!r} would write the same files "

@@ -77,9 +77,9 @@ def print_comet(args: argparse.Namespace, hyps: list[str], refs: list[str]) -> i
         raise LLMSRTError(f"{shown(str(args.src))} has {len(srcs)} lines but {shown(str(args.hyp))} has {len(hyps)}; "
                           "sources and hypotheses must pair up line by line")
     options = CometOptions(model=args.comet_model, python=args.comet_python)
-    check_python(options.python)  # as `evaluate --comet` checks them: a Python without unbabel-comet, or a model
-    check_model(options.model, "--comet-model")  # folder without its checkpoint, was COMET's own ModuleNotFoundError
-    #   or ValueError, under --comet, an option `score` does not have
+    check_comet(options, "--comet-model")  # as `evaluate --comet` checks them: a Python without unbabel-comet, or a
+    #   model folder without its checkpoint, was COMET's own ModuleNotFoundError or ValueError, under --comet, an
+    #   option `score` does not have
     scores = segment_scores([{"src": s, "mt": h, "ref": r} for s, h, r in zip(srcs, hyps, refs)], options,
                             "--comet-model")  # its errors said "--comet", an option `score` does not have
     mean = 100 * sum(scores) / len(scores)
@@ -90,6 +90,14 @@ def print_comet(args: argparse.Namespace, hyps: list[str], refs: list[str]) -> i
     else:
         print(f"COMET = {mean:.{DECIMALS}f}  {signature}")
     return 0
+
+
+def check_comet(options: CometOptions, option: str = "--comet") -> None:
+    """A one-line error, before any long work, for the COMET Python `options` names where it has no unbabel-comet
+    (`check_python`), then for its model where that is no COMET checkpoint (`check_model`; `option`: the option
+    that named the model): `score --metric comet` and `evaluate --comet` check the same way."""
+    check_python(options.python)
+    check_model(options.model, option)
 
 
 def read_lines(path: Path) -> list[str]:
