@@ -99,3 +99,19 @@ def test_a_model_given_as_dot_slash_in_the_root_folder_hides_no_slash(monkeypatc
     paths = guard.model_paths(SimpleNamespace(name="./", system=None))
     assert "/" not in paths
     assert guard.hide_paths("a / b, and /srv/x failed", paths) == f"a / b, and {HIDDEN} failed"
+
+
+@pytest.mark.parametrize("path", [r"C:\my models\x.wav", r"\\srv\share\x.wav", r"C:\x"])
+def test_an_oserrors_windows_path_with_doubled_backslashes_is_hidden(path):
+    """A Python OSError writes its file name as repr does, backslashes doubled ('C:\\\\my models\\\\x.wav'): no
+    pattern read that as a path, and a Windows server sent the client the whole of it."""
+    message = str(FileNotFoundError(2, "No such file or directory", path))
+    assert guard.hide_paths(message, ()) == f"[Errno 2] No such file or directory: '{HIDDEN}'"
+    unquoted = message.split("'")[1]
+    assert guard.hide_paths(f"{unquoted} failed; the token '\\\\n' stays", ()) == \
+        f"{HIDDEN} failed; the token '\\\\n' stays"
+
+
+def test_a_known_windows_folder_is_hidden_as_an_oserror_writes_it():
+    paths = guard.model_paths(SimpleNamespace(name=r"D:\runs\srt final", system=None))
+    assert guard.hide_paths(r"cannot open D:\\runs\\srt final: gone", paths) == f"cannot open {HIDDEN}: gone"

@@ -72,9 +72,9 @@ _PATH_END = r"\s'\"`:;,()\[\]{}<>"  # what ends a path in a message: spaces, quo
 _PART = rf"[^{_PATH_END}/\\]"  # a character of one part of a path
 _START = (  # /a/b, /x, ~/a, C:\a\b, C:\x, \a\b, \\host\share\x, file:///a/b; not a URL's //host/x nor eng/deu
     rf"(?<!{re.escape(SERVER_PATH)})(?:file://[^{_PATH_END}]+"  # <server path>/config.json stays one
-    rf"|(?<![\w\\])\\\\{_PART}+(?:\\{_PART}*)+"
-    rf"|(?<![\w.~/\\-])(?:(?:~|[A-Za-z]:)?/|[A-Za-z]:\\){_PART}+(?:[/\\]{_PART}*)*"
-    rf"|(?<![\w.~/\\-])~?\\{_PART}+(?:[/\\]{_PART}*)+)")  # a lone \x may be an escape (\n)
+    rf"|(?<![\w\\])\\{{2,}}{_PART}+(?:\\{_PART}*)+"  # (backslashes doubled: an OSError's repr, 'C:\\x')
+    rf"|(?<![\w.~/\\-])(?:(?:~|[A-Za-z]:)?/|[A-Za-z]:\\+){_PART}+(?:[/\\]{_PART}*)*"
+    rf"|(?<![\w.~/\\-])~?\\+{_PART}+(?:[/\\]{_PART}*)+)")  # a lone \x may be an escape (\n)
 # a path runs on over a space into a word holding a separator ('/srv/my models/x.wav'), but not into a number (1/2,
 # 12/05/2026) nor a URL (whose ':' ends the word)
 ABSOLUTE_PATH = re.compile(_START + rf"(?: (?![\d./-]+(?:[{_PATH_END}]|$)){_PART}+(?:[/\\]{_PART}*)+)*")
@@ -138,6 +138,7 @@ def _spellings(path: str | os.PathLike) -> set[str]:
     SERVER_PATH ('/srv/x' was sent as '<server path>srv/x', the path's own words in plain sight)."""
     forms = {str(path), os.path.normpath(path), os.path.abspath(os.path.expanduser(path)),
              os.path.realpath(os.path.expanduser(path))}
+    forms |= {form.replace("\\", "\\\\") for form in forms}  # as an OSError's message writes it: 'C:\\models'
     return {form for form in forms if _has_separator(form) and not ROOT.fullmatch(form)}
 
 
