@@ -1,6 +1,7 @@
 """model/weight_files.py `tokens_at`: a Whisper folder without vocabulary.txt (a hub download) decodes its text with
-tokenizer.json, so one that is cut short or damaged is refused as the folder loads, in one line naming it, not after
-every clip of a batch has been decoded; a folder without tokenizer.json still loads (ids only: language ID)."""
+tokenizer.json, so one that is cut short, damaged or refused by the tokenizers library is refused as the folder loads,
+in one line naming it, not after every clip of a batch has been decoded; a folder without tokenizer.json still loads
+(ids only: language ID)."""
 
 import json
 import shutil
@@ -70,15 +71,46 @@ def test_a_whole_tokenizer_json_or_none_loads(folder, tmp_path):
     assert TorchWhisper.from_pretrained(bare, torch.device("cpu"), torch.float32).generation.eos >= 0
 
 
-def test_json_that_is_not_a_tokenizer_is_one_line_when_text_is_decoded(folder, tmp_path):
-    """JSON the tokenizers library refuses loads (its ids cannot be checked; language ID needs no text) and is one
-    line naming it at the first text."""
+def _edited(raw: dict, damage: str) -> dict:
+    if damage == "no model":
+        return {"added_tokens": raw["added_tokens"]}
+    if damage == "another model type":  # BPE without merges
+        return {**raw, "model": {**raw["model"], "type": "BPE"}}
+    return {**raw, "model": {**raw["model"], "vocab": {k: str(i) for k, i in raw["model"]["vocab"].items()}}}
+
+
+@pytest.mark.parametrize("damage", ["no model", "another model type", "ids as text"])
+def test_json_the_tokenizers_library_refuses_is_refused_as_the_folder_loads(folder, tmp_path, damage):
+    """JSON whose added tokens (the ids checked) are whole but which the tokenizers library refuses loaded, and every
+    clip of a batch decoded before the one line naming it at the first text; it is refused as the folder loads."""
     other = tmp_path / "other"
     shutil.copytree(folder, other)
-    (other / "tokenizer.json").write_text('{"added_tokens": []}')
-    whisper = TorchWhisper.from_pretrained(other, torch.device("cpu"), torch.float32)
+    path = other / "tokenizer.json"
+    path.write_text(json.dumps(_edited(json.loads(path.read_text()), damage)))
     with pytest.raises(LLMSRTError, match=rf"^{other}{SAID}tokenizer.json again$"):
-        whisper.decode_text([[5, 6]])
+        TorchWhisper.from_pretrained(other, torch.device("cpu"), torch.float32)
+
+
+def test_the_embedded_whisper_loads_by_its_tokenizer_json_and_a_damaged_one_is_refused(embedded, tmp_path):
+    """The converted embedded Whisper base (CTranslate2's) loads with its vocabulary.txt and, without it, by its
+    tokenizer.json alone (its ids checked there); a merge whose token is no longer in its vocabulary is refused at
+    load (the weights are only mapped, never read)."""
+    source = Path(embedded.whisper)
+    assert TorchWhisper.from_pretrained(source, torch.device("cpu"), torch.float32).vocabulary is not None
+    hub = tmp_path / "hub"
+    hub.mkdir()
+    for file in source.iterdir():
+        if file.name != "vocabulary.txt":
+            (hub / file.name).symlink_to(file)
+    whisper = TorchWhisper.from_pretrained(hub, torch.device("cpu"), torch.float32)
+    assert whisper.vocabulary is None and whisper.decode_text([[50258, 50259, 50359, 50363, 2425, 50257]]) == [
+        whisper.tokenizer.decode([2425])]
+    raw = json.loads((source / "tokenizer.json").read_text(encoding="utf-8"))
+    del raw["model"]["vocab"][raw["model"]["merges"][0][0]]
+    (hub / "tokenizer.json").unlink()
+    (hub / "tokenizer.json").write_text(json.dumps(raw), encoding="utf-8")
+    with pytest.raises(LLMSRTError, match=rf"^{hub}{SAID}tokenizer.json again$"):
+        TorchWhisper.from_pretrained(hub, torch.device("cpu"), torch.float32)
 
 
 def _with_vocabulary_txt(folder, to, damage):

@@ -147,10 +147,10 @@ def check_tokens(folder: Path, named: list[tuple[Path, str, int, str]], n_vocab:
 
 def tokens_at(folder: Path, ids: set[int], n_vocab: int) -> tuple[Path, dict[int, str | None]] | None:
     """The tokens of `ids` in the folder's vocabulary.txt, else in its tokenizer.json, with the file read; None without
-    either, or where tokenizer.json is JSON of another shape. The file read decodes the text, so one that cannot be
-    is refused here, as the folder loads, not after every clip of a batch decoded: a vocabulary.txt not of n_vocab
-    UTF-8 lines (`read_vocabulary`), a tokenizer.json cut short, damaged or unreadable (`not_a_tokenizer`; it is
-    parsed whole, ~30 ms for Whisper's 3.9 MB)."""
+    either. The file read decodes the text, so one that cannot be is refused here, as the folder loads, not after
+    every clip of a batch decoded: a vocabulary.txt not of n_vocab UTF-8 lines (`read_vocabulary`), a tokenizer.json
+    cut short, damaged, unreadable or JSON the tokenizers library refuses (`not_a_tokenizer`; it is loaded whole by
+    that library and let go, ~60 ms for Whisper's 3.9 MB; the text's decoding loads it again)."""
     file = folder / "vocabulary.txt"
     if file.is_file():
         tokens = read_vocabulary(file, n_vocab)
@@ -158,20 +158,13 @@ def tokens_at(folder: Path, ids: set[int], n_vocab: int) -> tuple[Path, dict[int
     file = folder / "tokenizer.json"
     if not file.is_file():
         return None  # ids only (language ID); decoding text says what to do
+    from tokenizers import Tokenizer
+
     try:
-        raw = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
+        tokenizer = Tokenizer.from_str(file.read_text(encoding="utf-8"))
+    except Exception as e:  # noqa: BLE001  OSError, UnicodeDecodeError; the tokenizers library raises Exception itself
         raise not_a_tokenizer(file, e) from None
-    try:
-        added = [t for t in raw.get("added_tokens") or [] if isinstance(t, dict)]
-        found = {t.get("id"): t.get("content") for t in added if t.get("id") in ids}
-        if ids - set(found):  # a special token in the model's own vocabulary, or an ordinary token
-            vocab = raw["model"]["vocab"] if isinstance(raw["model"].get("vocab"), dict) else {}
-            found = {i: token for token, i in [*vocab.items(), *((t.get("content"), t.get("id")) for t in added)]
-                     if i in ids}
-    except (KeyError, TypeError, AttributeError):  # not a tokenizer: decoding text says so
-        return None
-    return file, {i: found.get(i) for i in ids}
+    return file, {i: tokenizer.id_to_token(i) for i in ids}
 
 
 def read_vocabulary(file: Path, n_vocab: int) -> list[str]:

@@ -478,8 +478,8 @@ class TorchWhisper(nn.Module):
 
     @cached_property
     def tokenizer(self):
-        """The folder's tokenizer.json (a `tokenizers.Tokenizer`), read when first needed (one that is not JSON is
-        refused as the folder loads, `weight_files.tokens_at`; one the library refuses is one line naming it)."""
+        """The folder's tokenizer.json (a `tokenizers.Tokenizer`), read when first needed (one the library refuses is
+        refused as the folder loads, `weight_files.tokens_at`; one damaged since, here in the same line)."""
         from tokenizers import Tokenizer
 
         path = self.folder / "tokenizer.json"
