@@ -80,8 +80,9 @@ def test_the_servers_folders_with_spaces_are_hidden_by_their_spelling(tmp_path, 
 
 
 def test_the_home_and_current_folders_with_spaces_are_hidden_by_their_spelling(tmp_path, monkeypatch):
-    """'/home/Ann Lee Smith/.cache/x: corrupt' came out as '<server path> Lee Smith/.cache/x: corrupt' (a part of several
-    words: the path did not run on over 'Lee'), and the server's current folder likewise: both are known by name."""
+    """'/home/Ann Lee Smith/.cache/x: corrupt' came out as '<server path> Lee Smith/.cache/x: corrupt' (a part of
+    several words: the path did not run on over 'Lee'), and the server's current folder likewise: both are known by
+    name."""
     home, here = "/home/Ann Lee Smith", tmp_path / "my big app"
     here.mkdir()
     monkeypatch.setenv("HOME", home)
