@@ -37,3 +37,22 @@ def test_both_tables_print_the_memory_column_through_one_copy(monkeypatch):
     assert lines[2].endswith(" speech tok peak/rsvd MiB")
     assert [x.split()[-1] for x in lines if x.startswith("LLM-SRT")] == ["9000/-", "18000/21000"]
     assert lines[5] == LEGEND.format("what --memory-gib caps")
+
+
+def test_both_tables_name_their_peak_columns_through_one_definition(monkeypatch):
+    """"GPU peak MiB" and "RSS peak MiB" were literals in both table.memory_column and paper.format_paper; both now
+    take them from bench/common.py, beside RESERVED and RISE, and print the same headers."""
+    assert (common.GPU_PEAK, common.RSS_PEAK) == ("GPU peak MiB", "RSS peak MiB")
+    assert table.GPU_PEAK is paper.GPU_PEAK is common.GPU_PEAK and table.RSS_PEAK is paper.RSS_PEAK is common.RSS_PEAK
+    assert table.memory_column([{"peak_mib": 300.0, "memory": "gpu"}]) == "GPU peak MiB"
+    assert table.memory_column([{"peak_mib": 4967.0, "memory": "rss"}]) == "RSS peak MiB"
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "fake GPU")
+    found = {"llm-srt": {"probes": [], "largest_fit": 8, "out_of_memory_at": None, "capped_at_max_batch": True,
+                         "memory_gib": None, "outside_allocator_mib": None}}
+    cuda = device.Placement(torch.device("cuda", 0), torch.bfloat16)
+    for placement, memory, header in ((cuda, "gpu", "GPU peak MiB"), (device.resolve("cpu"), "rss", "RSS peak MiB")):
+        row = {**_paper_row("llm-srt", 8, 16, 2.0), "memory": memory}
+        lines = paper.format_paper(paper.summarize(paper.PaperOptions(), placement, [row], found, [], 1.0)).splitlines()
+        assert lines[2].endswith(f" speech tok {header:>13}")
+        assert [x.split()[-1] for x in lines if x.startswith("LLM-SRT")] == ["100"]

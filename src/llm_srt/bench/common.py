@@ -20,6 +20,8 @@ from ..prompts import Task
 RSS_INTERVAL = 0.01  # seconds between RSS samples on the CPU
 RISE = "RSS rise MiB"  # a memory column on the CPU: what each row's pass added to the process's resident memory
 RESERVED = "peak/rsvd MiB"  # on CUDA: the allocated peak / the reserved peak
+GPU_PEAK = "GPU peak MiB"  # on CUDA where no row measured the reserved peak: the allocated peak alone
+RSS_PEAK = "RSS peak MiB"  # on the CPU without a rise (the paper-shape table, older results): the process's peak
 
 
 def noise_clips(n: int, seconds: float, seed: int = 0) -> list[np.ndarray]:

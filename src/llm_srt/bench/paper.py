@@ -36,7 +36,8 @@ from ..model import presets
 from ..model.decoding import DecodingOptions
 from ..model.static_steps import StaticSteps
 from ..prompts import Task, build
-from .common import RESERVED, PeakMemory, decode_pass, memory_cell, noise_clips, pin_eos, reserved_legend
+from .common import (GPU_PEAK, RESERVED, RSS_PEAK, PeakMemory, decode_pass, memory_cell, noise_clips, pin_eos,
+                     reserved_legend)
 from .training import recipe_autocast
 
 SYSTEMS = {  # system -> (SpeechLLMConfig fields, table name)
@@ -507,7 +508,7 @@ def format_paper(result: dict) -> str:
     probes = [p for s in result["largest_batch"].values() for p in s["probes"]]
     # on CUDA the reserved peak beside the allocated one where the rows have it: what a card must hold
     reserved = any(r.get("reserved_mib") is not None for r in result["decode"] + probes)
-    mem = (RESERVED if reserved else "GPU peak MiB") if result["device"].startswith("cuda") else "RSS peak MiB"
+    mem = (RESERVED if reserved else GPU_PEAK) if result["device"].startswith("cuda") else RSS_PEAK
     lines = [f"Paper shape {result['shape']} (LLM {millions(result['parameters']['llm'])}, Whisper encoder "
              f"{millions(result['parameters']['encoder'])}; random weights) on {result['gpu'] or result['device']} "
              f"{result['dtype']}: {o['clip_seconds']:g} s clips, exactly {o['new_tokens']} generated tokens each",

@@ -3,7 +3,7 @@ the ratios with their goals."""
 
 from __future__ import annotations
 
-from .common import RESERVED, RISE, memory_cell, reserved_legend
+from .common import GPU_PEAK, RESERVED, RISE, RSS_PEAK, memory_cell, reserved_legend
 from .embedded import GOALS
 
 SYSTEM_NAMES = {"llm-srt": "LLM-SRT (Q-Former, 80 tok)", "llm-srt-int8": "LLM-SRT (Q-Former), int8",
@@ -98,8 +98,8 @@ def memory_column(rows: list[dict]) -> str:
     if any(r.get("peak_rise_mib") is not None for r in rows):
         return RISE
     if any(r.get("memory") == "gpu" for r in rows):
-        return RESERVED if any(r.get("reserved_mib") is not None for r in rows) else "GPU peak MiB"
-    return "RSS peak MiB"
+        return RESERVED if any(r.get("reserved_mib") is not None for r in rows) else GPU_PEAK
+    return RSS_PEAK
 
 
 def _probes(machine: dict) -> str:
