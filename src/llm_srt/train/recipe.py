@@ -390,7 +390,7 @@ class Recipe(RunStops):
         from torch.distributed.tensor import DTensor
 
         cfg, d, parallel = self.cfg, self.d, self.parallel
-        start = time.perf_counter()
+        start = self._clock()
         self.optimizer.zero_grad(set_to_none=True)
         micro = [self.data.next_batch() for _ in range(cfg.optim.accumulation)]
         # on the device: the step's one wait for it is after the last backward (a CPU tensor here went to the GPU and
@@ -444,8 +444,15 @@ class Recipe(RunStops):
         self.scheduler.step()
         self.step += 1
         self.steps_timed += 1
-        self.step_seconds += time.perf_counter() - start  # the loss and the norm above waited for the device
+        self.step_seconds += self._clock() - start
         return loss
+
+    def _clock(self) -> float:
+        """The time, once this rank's device has done the work queued on it: on a GPU the clipping and the
+        optimizer's update return once queued, and read without a wait, their time went to the next step's figure
+        (the last step's to none)."""
+        device_lib.synchronize(self.device)
+        return time.perf_counter()
 
     def _signalled(self, noted: Noted) -> bool:
         """Whether any rank got a signal, agreed on every rank (a collective): torchrun or SLURM may reach some only."""
