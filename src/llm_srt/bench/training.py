@@ -93,6 +93,8 @@ def time_training(model, utts: list, batch_size: int, steps: int, workdir: Path)
         handle.remove()
         del whisper.encode
         model.eval()
+        optimizer.zero_grad(set_to_none=True)  # else the gradients stay, the trainable weights' size again, on their
+        #   device for the rest of the bench (as bench/paper.py's training rows let theirs go)
         with torch.no_grad():
             for p, value in zip(params, saved):
                 p.copy_(value)
