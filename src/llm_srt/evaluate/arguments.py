@@ -1,10 +1,34 @@
 """`llm-srt evaluate`'s command-line options, for `run.main` (cli.py finds them as `run.add_arguments`)."""
 
+import argparse
+
 from .. import device
 from ..model.decoding import add_compile_argument, add_no_repeat_argument, add_srt_tags_argument
 from .comet import DEFAULT_MODEL
 from .models import MT_PROMPTS
 from .significance import SAMPLES
+
+
+ONE_MANIFEST = ("evaluate scores one test manifest (its report pools rows by language pair alone, whatever file they "
+                "came from); run it once per manifest, each into its own --out, or join them into one manifest (ids "
+                "distinct; a relative audio path is read from the manifest's folder)")
+
+
+class StoreOnce(argparse.Action):
+    """argparse's plain store, but the option given again with another value is refused (one line, through the
+    parser's error), where argparse kept the last one unsaid. The same value again overrides nothing and is taken.
+    `why`: what to do instead, said after the refusal."""
+
+    def __init__(self, option_strings, dest, why: str = "give it once", **kwargs):
+        super().__init__(option_strings, dest, **kwargs)
+        self.why = why
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        given = namespace.__dict__.setdefault("_given_once", {})  # this parse's values, by dest (not a default)
+        if self.dest in given and given[self.dest] != values:
+            raise argparse.ArgumentError(self, f"given twice ({given[self.dest]}, then {values}): {self.why}")
+        given[self.dest] = values
+        setattr(namespace, self.dest, values)
 
 
 def add_arguments(parser) -> None:
@@ -17,8 +41,8 @@ def add_arguments(parser) -> None:
                              "(hyps.NAME.jsonl) of an earlier evaluation, scored again without decoding (several "
                              "files, comma-separated: one per training run, pooled and tested run by run); repeat "
                              "to compare systems (the first is the one the others are tested against)")
-    parser.add_argument("--manifest", default=None, help="test manifest (JSONL); not needed when every --model "
-                                                         "is a results file")
+    parser.add_argument("--manifest", default=None, action=StoreOnce, why=ONE_MANIFEST,
+                        help="test manifest (JSONL), one file; not needed when every --model is a results file")
     parser.add_argument("--out", required=True, help="report folder")
     parser.add_argument("--task", default="auto", choices=TASKS,
                         help="auto: what the model folder was trained for (an SMT-stage folder: asr+smt); smt: the "
