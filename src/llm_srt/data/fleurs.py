@@ -87,6 +87,7 @@ def prepare_fleurs(root: str | Path, langs: list[str] | None, out: str | Path, d
                 else "")
         raise LLMSRTError(f"{root}: no FLEURS locale folders found (expected e.g. en_us/, de_de/ with "
                           f"train.tsv and audio/){hint}")
+    _check_locale_folders(root, langs)
     pairs = parse_directions(directions, langs)
     summary = Summary(out, durations_from="the tables' sample counts")
     listed = without_repeats({split: [u for lang in langs for u in read_split(root, lang, split, summary)]
@@ -135,6 +136,28 @@ def _without_markup(utts: list[Utterance], summary: Summary) -> list[Utterance]:
 def available_languages(root: Path) -> list[str]:
     """ISO 639-3 codes of the FLEURS locale folders present under `root`."""
     return [code for locale, code in sorted(languages.by_fleurs_locale().items()) if (root / locale).is_dir()]
+
+
+def _check_locale_folders(root: Path, langs: list[str]) -> None:
+    """Stop, in one line, when a language's locale folder is missing under `root`: how many, the first few, the
+    languages `root` holds and the --langs that prepares them. The first missing table was named alone (as a table,
+    though its folder was absent): `--langs all` on a download of 3 locales stopped 12 times, never saying which
+    languages were there."""
+    missing = [f"{languages.get(lang).fleurs}/" for lang in langs if not (root / languages.get(lang).fleurs).is_dir()]
+    if not missing:
+        return
+    held = available_languages(root)
+    few = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+    if held:
+        give = [lang for lang in langs if lang in held] or held
+        which = "those" if set(give) == set(held) else "the ones asked for that it holds"
+        holds = f"it holds those of {', '.join(held)}: give --langs {','.join(give)} to prepare {which}"
+    elif root.is_dir():
+        holds = "it holds no FLEURS locale folder (e.g. en_us/, with train.tsv and audio/)"
+    else:
+        holds = "there is no such folder: give the FLEURS folder as --root"
+    raise LLMSRTError(f"{root}: {len(missing)} of the {len(langs)} locale folders --langs names are missing ({few}); "
+                      f"{holds}")
 
 
 def _one_split_per_sentence(root: Path, langs: list[str], listed: dict[str, list[Utterance]],

@@ -1,0 +1,57 @@
+"""FLEURS folders laid out other than the converter needs (a partial download, the hub's layout, audio still packed):
+each stops the run with one line saying what to do."""
+
+import re
+
+import pytest
+
+from llm_srt import cli, languages
+from llm_srt.data.fleurs import prepare_fleurs
+from llm_srt.data.manifest import read_manifest
+from llm_srt.errors import LLMSRTError
+
+LOCALES = {"en_us": "eng", "de_de": "deu", "fr_fr": "fra"}  # 3 of the 15 locales, as a partial download holds
+
+
+@pytest.fixture
+def partial_root(tmp_path, audio_file, layouts):
+    """ROOT/<locale>/{train,dev,test}.tsv and audio/<split>/ for 3 locales, one sentence per split."""
+    root = tmp_path / "fleurs"
+    for locale, code in LOCALES.items():
+        for sid, split in enumerate(("train", "dev", "test"), start=1):
+            name = f"{code}{sid}.wav"
+            audio_file(root / locale / "audio" / split / name, seconds=0.3)
+            layouts.write_fleurs_table(root / locale / f"{split}.tsv", [(str(sid), name, f"{code} {sid}.", 4800)])
+    return root
+
+
+def test_langs_all_on_a_partial_download_names_the_missing_folders_and_the_langs_to_give(partial_root, tmp_path,
+                                                                                        capsys):
+    """`--langs all` with 3 locale folders said "ROOT/id_id/train.tsv: missing" (a table, though the folder was
+    absent): one of 12 missing locales per run, and nothing about the languages that were there."""
+    every = languages.parse_list("all")
+    assert cli.main(["prepare", "fleurs", "--root", str(partial_root), "--langs", "all", "--out",
+                     str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    missing = len(every) - len(LOCALES)
+    m = re.fullmatch(rf"llm-srt prepare: error: {re.escape(str(partial_root))}: {missing} of the {len(every)} locale "
+                     rf"folders --langs names are missing \(([a-z_]+/), ([a-z_]+/), ([a-z_]+/) and {missing - 3} "
+                     r"more\); it holds those of (\S+), (\S+), (\S+): give --langs (\S+) to prepare those\n", err)
+    assert m, err
+    assert not any((partial_root / folder).exists() for folder in m.groups()[:3])
+    assert all(languages.get(code).fleurs + "/" not in m.groups()[:3] for code in LOCALES.values())
+    assert set(m.groups()[3:6]) == set(LOCALES.values())
+    prepare_fleurs(partial_root, languages.parse_list(m.group(7)), tmp_path / "out")  # the advice works
+    assert {r.src_lang for r in read_manifest(tmp_path / "out" / "train.jsonl")} == set(LOCALES.values())
+
+
+def test_langs_naming_some_held_locales_and_a_missing_one_suggests_the_held_ones_asked_for(partial_root, tmp_path):
+    ind = languages.get("ind").fleurs
+    with pytest.raises(LLMSRTError) as e:
+        prepare_fleurs(partial_root, ["eng", "ind", "deu"], tmp_path / "out")
+    assert str(e.value) == (f"{partial_root}: 1 of the 3 locale folders --langs names are missing ({ind}/); it holds "
+                            "those of deu, eng, fra: give --langs eng,deu to prepare the ones asked for that it holds")
+    with pytest.raises(LLMSRTError, match=r"^\S+: 1 of the 1 locale folders --langs names are missing \(en_us/\); "
+                                          r"there is no such folder: give the FLEURS folder as --root$"):
+        prepare_fleurs(tmp_path / "nowhere", ["eng"], tmp_path / "out")
