@@ -55,3 +55,17 @@ def test_langs_naming_some_held_locales_and_a_missing_one_suggests_the_held_ones
     with pytest.raises(LLMSRTError, match=r"^\S+: 1 of the 1 locale folders --langs names are missing \(en_us/\); "
                                           r"there is no such folder: give the FLEURS folder as --root$"):
         prepare_fleurs(tmp_path / "nowhere", ["eng"], tmp_path / "out")
+
+
+def test_the_hub_s_layout_with_langs_says_to_give_root_data(partial_root, tmp_path):
+    """ROOT/data/<locale>/ (the dataset hub's layout): "give ROOT/data" came only without --langs; `--langs
+    eng,deu,fra` said ROOT/en_us/train.tsv was missing."""
+    hub = tmp_path / "hub"
+    hub.mkdir()
+    partial_root.rename(hub / "data")
+    with pytest.raises(LLMSRTError) as e:
+        prepare_fleurs(hub, ["eng", "deu", "fra"], tmp_path / "out")
+    assert str(e.value) == (f"{hub}: 3 of the 3 locale folders --langs names are missing (en_us/, de_de/, fr_fr/); it "
+                            "holds no FLEURS locale folder (e.g. en_us/, with train.tsv and audio/); this looks like "
+                            f"the dataset's root: give {hub / 'data'}")
+    assert prepare_fleurs(hub / "data", ["eng", "deu", "fra"], tmp_path / "out").written["test"] > 0

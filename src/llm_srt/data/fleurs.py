@@ -82,11 +82,8 @@ def prepare_fleurs(root: str | Path, langs: list[str] | None, out: str | Path, d
     check_output_folder(out)
     langs = list(dict.fromkeys(langs)) if langs else available_languages(root)
     if not langs:
-        below = root / "data"  # the hub's layout: data/<locale>/
-        hint = (f"; this looks like the dataset's root: give {below}" if below.is_dir() and available_languages(below)
-                else "")
         raise LLMSRTError(f"{root}: no FLEURS locale folders found (expected e.g. en_us/, de_de/ with "
-                          f"train.tsv and audio/){hint}")
+                          f"train.tsv and audio/){_hub_hint(root)}")
     _check_locale_folders(root, langs)
     pairs = parse_directions(directions, langs)
     summary = Summary(out, durations_from="the tables' sample counts")
@@ -157,7 +154,14 @@ def _check_locale_folders(root: Path, langs: list[str]) -> None:
     else:
         holds = "there is no such folder: give the FLEURS folder as --root"
     raise LLMSRTError(f"{root}: {len(missing)} of the {len(langs)} locale folders --langs names are missing ({few}); "
-                      f"{holds}")
+                      f"{holds}{_hub_hint(root)}")
+
+
+def _hub_hint(root: Path) -> str:
+    """'; ... give ROOT/data' when `root` is the dataset hub's download, whose locale folders are under data/ (with
+    --langs too: the hint was given only without it, and `--langs eng,deu,fra` said en_us/train.tsv was missing)."""
+    below = root / "data"
+    return f"; this looks like the dataset's root: give {below}" if below.is_dir() and available_languages(below) else ""
 
 
 def _one_split_per_sentence(root: Path, langs: list[str], listed: dict[str, list[Utterance]],
