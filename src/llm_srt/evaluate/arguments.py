@@ -32,9 +32,13 @@ class StoreOnce(argparse.Action):
 
 
 def add_arguments(parser) -> None:
-    """`llm-srt evaluate`'s options (`run.main` reads them)."""
+    """`llm-srt evaluate`'s options (`run.main` reads them). Every option that takes one value (the shared --device,
+    --beam ... too) is a `StoreOnce`: given twice with two values, refused, where argparse kept the last one."""
     from ..infer import MAX_NEW_TOKENS, MAX_NEW_TOKENS_HELP
     from .run import TASKS  # (run imports this module)
+
+    for name in (None, "store"):  # argparse's names of its plain store (None: no action= given)
+        parser.register("action", name, StoreOnce)
 
     parser.add_argument("--model", action="append", required=True,
                         help="NAME=FOLDER, a model folder, 'whisper' or 'cascade', or NAME=FILE.jsonl: the results "
