@@ -33,7 +33,7 @@ import numpy as np
 from fastapi import UploadFile
 
 from ..audio import MAX_SECONDS_DEFAULT, MIN_SAMPLES, SAMPLE_RATE, load_audio
-from ..errors import AudioError, AudioOverLimit, LLMSRTError, UndecodableAudio
+from ..errors import AudioError, AudioOverLimit, LLMSRTError, UndecodableAudio, shown
 from .batcher import BusyError, NotStarted
 from .guard import check_number
 
@@ -111,6 +111,17 @@ def decode_budget(max_seconds: float) -> int:
     return int(max_seconds * REFERENCE_RATE * REFERENCE_CHANNELS * 4)
 
 
+def _limit_named(e: AudioOverLimit, name: str, max_seconds: float) -> str:
+    """The serve option behind load_audio's AudioOverLimit: its duration limit is --max-audio-seconds itself, its
+    limit on decoded audio (reached first by a file beyond 48 kHz stereo) that long at 48 kHz stereo. Told apart by
+    load_audio's words right after the file's name ("decodes to": decoded audio), which the name cannot fake."""
+    flag = f"llm-srt serve --max-audio-seconds {max_seconds:g}"
+    if not str(e).startswith(f"{shown(name)}: decodes to "):
+        return flag
+    return (f"{flag}: the limit on decoded audio is {max_seconds:g} s at {REFERENCE_RATE // 1000} kHz, "
+            f"{REFERENCE_CHANNELS} channels")
+
+
 def decode_audio(data: bytes, name: str, max_seconds: float, notes: list[str] | None = None) -> np.ndarray:
     """16 kHz mono float32 (N,), at most `max_seconds` long. UploadError 415 for bytes no decoder opens, 413 for
     audio longer than `max_seconds` or decoding to more than decode_budget(max_seconds), 400 for anything else wrong
@@ -123,8 +134,7 @@ def decode_audio(data: bytes, name: str, max_seconds: float, notes: list[str] | 
     except UndecodableAudio as e:
         raise UploadError(415, f"{name}: cannot decode this audio ({e.detail}); send wav, flac, ogg or mp3") from None
     except AudioOverLimit as e:  # by its type: the message begins with the client's file name, which may say "limit"
-        raise UploadError(413, f"{e} (llm-srt serve --max-audio-seconds {max_seconds:g}: that long at "
-                          f"{REFERENCE_RATE // 1000} kHz, {REFERENCE_CHANNELS} channels)") from None
+        raise UploadError(413, f"{e} ({_limit_named(e, name, max_seconds)})") from None
     except AudioError as e:
         raise UploadError(400, str(e)) from None
     except MemoryError:
