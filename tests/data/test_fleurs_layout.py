@@ -2,6 +2,9 @@
 each stops the run with one line saying what to do."""
 
 import re
+import shutil
+import subprocess
+import tarfile
 
 import pytest
 
@@ -69,3 +72,23 @@ def test_the_hub_s_layout_with_langs_says_to_give_root_data(partial_root, tmp_pa
                             "holds no FLEURS locale folder (e.g. en_us/, with train.tsv and audio/); this looks like "
                             f"the dataset's root: give {hub / 'data'}")
     assert prepare_fleurs(hub / "data", ["eng", "deu", "fra"], tmp_path / "out").written["test"] > 0
+
+
+def test_every_split_still_packed_is_named_at_once_with_one_command_that_unpacks_them_all(partial_root, tmp_path):
+    """One archive was named a run: 15 languages' 3 splits took up to 45 runs. The command unpacks the 4 archives
+    as the hub ships them (members <split>/<file name>), and leaves alone the splits unpacked or without one."""
+    for locale, split in (("en_us", "train"), ("en_us", "dev"), ("de_de", "train"), ("fr_fr", "dev")):
+        audio = partial_root / locale / "audio"
+        with tarfile.open(audio / f"{split}.tar.gz", "w:gz") as tar:
+            tar.add(audio / split, arcname=split)
+        shutil.rmtree(audio / split)
+    with pytest.raises(LLMSRTError) as e:
+        prepare_fleurs(partial_root, None, tmp_path / "out")
+    head, command = str(e.value).split("; extract them all first: ")
+    assert head == (f"{partial_root}: the wavs of 4 splits are still in their .tar.gz archives (de_de/audio/"
+                    "train.tar.gz, en_us/audio/train.tar.gz, en_us/audio/dev.tar.gz and 1 more)")
+    assert "\n" not in command
+    done = subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=True)
+    assert done.stderr == ""
+    assert all((partial_root / locale / "audio" / split).is_dir() for locale in LOCALES for split in ("train", "dev"))
+    assert prepare_fleurs(partial_root, None, tmp_path / "out").bad_clips == []

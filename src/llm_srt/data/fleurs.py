@@ -4,7 +4,7 @@ Input: the FLEURS release layout, one folder per locale (en_us, de_de, cmn_hans_
 is languages.by_fleurs_locale()), each holding train.tsv / dev.tsv / test.tsv (no header; columns: sentence id,
 file name, raw transcription, normalized transcription, phonemes/characters, number of samples, gender) and
 audio/<split>/<file name>. The dataset hub ships each split's wavs as audio/<split>.tar.gz: extract it first (the
-converter stops, saying so, when only the archive is there).
+converter stops, naming every archive of the run still packed and the command that unpacks them all).
 
 Output: OUT/<split>.jsonl for each split, and OUT/summary.json. One file per split holds both kinds of rows, so one
 manifest serves every curriculum stage (the loader picks rows by task):
@@ -30,6 +30,7 @@ and 1%), the header's is written, with a note: it is the file training loads, an
 
 import csv
 import re
+import shlex
 import sys
 from collections.abc import Collection
 from dataclasses import dataclass, replace
@@ -85,6 +86,7 @@ def prepare_fleurs(root: str | Path, langs: list[str] | None, out: str | Path, d
         raise LLMSRTError(f"{root}: no FLEURS locale folders found (expected e.g. en_us/, de_de/ with "
                           f"train.tsv and audio/){_hub_hint(root)}")
     _check_locale_folders(root, langs)
+    _check_unpacked(root, langs, splits)
     pairs = parse_directions(directions, langs)
     summary = Summary(out, durations_from="the tables' sample counts")
     listed = without_repeats({split: [u for lang in langs for u in read_split(root, lang, split, summary)]
@@ -161,7 +163,37 @@ def _hub_hint(root: Path) -> str:
     """'; ... give ROOT/data' when `root` is the dataset hub's download, whose locale folders are under data/ (with
     --langs too: the hint was given only without it, and `--langs eng,deu,fra` said en_us/train.tsv was missing)."""
     below = root / "data"
-    return f"; this looks like the dataset's root: give {below}" if below.is_dir() and available_languages(below) else ""
+    found = below.is_dir() and available_languages(below)
+    return f"; this looks like the dataset's root: give {below}" if found else ""
+
+
+def _check_unpacked(root: Path, langs: list[str], splits: tuple[str, ...]) -> None:
+    """Stop, in one line, when wavs of the run are still in the hub's audio/<split>.tar.gz: every such archive at once,
+    how many and the first few, with the command that unpacks them all (one archive was named a run: 45 runs for 15
+    languages' 3 splits). The command skips a split already unpacked or without an archive."""
+    packed = [audio / f"{split}.tar.gz" for lang in langs for split in splits
+              if _packed(audio := root / languages.get(lang).fleurs / "audio", split)]
+    if len(packed) == 1:
+        raise _still_packed(packed[0], packed[0].name.removesuffix(".tar.gz"))
+    if packed:
+        locales = " ".join(dict.fromkeys(a.parent.parent.name for a in packed))
+        names = " ".join(s for s in splits if any(a.name == f"{s}.tar.gz" for a in packed))
+        few = ", ".join(str(a.relative_to(root)) for a in packed[:3]) + (
+            f" and {len(packed) - 3} more" if len(packed) > 3 else "")
+        loop = (f"for l in {locales}; do for s in {names}; do a={shlex.quote(str(root))}/$l/audio/$s.tar.gz; "
+                'if [ -f "$a" ] && [ ! -d "${a%.tar.gz}" ]; then tar -xzf "$a" -C "${a%/*}"; fi; done; done')
+        raise LLMSRTError(f"{root}: the wavs of {len(packed)} splits are still in their .tar.gz archives ({few}); "
+                          f"extract them all first: {loop}")
+
+
+def _packed(audio: Path, split: str) -> bool:
+    """Whether the `split` wavs of a locale's audio/ folder are only in the hub's audio/<split>.tar.gz."""
+    return not (audio / split).is_dir() and (audio / f"{split}.tar.gz").is_file()
+
+
+def _still_packed(archive: Path, split: str) -> LLMSRTError:
+    return LLMSRTError(f"{archive}: the {split} wavs are still in this archive; extract it first: "
+                       f"{extract_command(archive)}")
 
 
 def _one_split_per_sentence(root: Path, langs: list[str], listed: dict[str, list[Utterance]],
@@ -230,10 +262,8 @@ def read_split(root: Path, lang: str, split: str, summary: Summary, audio: bool 
     tsv = folder / f"{split}.tsv"
     if not tsv.is_file():
         raise LLMSRTError(f"{tsv}: missing; a FLEURS locale folder has train.tsv, dev.tsv and test.tsv")
-    archive = folder / "audio" / f"{split}.tar.gz"
-    if audio and not (folder / "audio" / split).is_dir() and archive.is_file():
-        raise LLMSRTError(f"{archive}: the {split} wavs are still in this archive; extract it first: "
-                          f"{extract_command(archive)}")
+    if audio and _packed(folder / "audio", split):
+        raise _still_packed(folder / "audio" / f"{split}.tar.gz", split)
     return [Utterance(lang, split, sentence_id, folder / "audio" / split / fields[1].strip(), table_text(fields[2]),
                       _duration(fields), where) for sentence_id, fields, where in _table_rows(tsv, summary)]
 
