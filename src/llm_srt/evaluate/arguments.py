@@ -1,8 +1,7 @@
 """`llm-srt evaluate`'s command-line options, for `run.main` (cli.py finds them as `run.add_arguments`)."""
 
-import argparse
-
 from .. import device
+from ..arguments import StoreOnce, store_once
 from ..model.decoding import add_compile_argument, add_no_repeat_argument, add_srt_tags_argument
 from .comet import DEFAULT_MODEL
 from .models import MT_PROMPTS
@@ -14,31 +13,13 @@ ONE_MANIFEST = ("evaluate scores one test manifest (its report pools rows by lan
                 "distinct; a relative audio path is read from the manifest's folder)")
 
 
-class StoreOnce(argparse.Action):
-    """argparse's plain store, but the option given again with another value is refused (one line, through the
-    parser's error), where argparse kept the last one unsaid. The same value again overrides nothing and is taken.
-    `why`: what to do instead, said after the refusal."""
-
-    def __init__(self, option_strings, dest, why: str = "give it once", **kwargs):
-        super().__init__(option_strings, dest, **kwargs)
-        self.why = why
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        given = namespace.__dict__.setdefault("_given_once", {})  # this parse's values, by dest (not a default)
-        if self.dest in given and given[self.dest] != values:
-            raise argparse.ArgumentError(self, f"given twice ({given[self.dest]}, then {values}): {self.why}")
-        given[self.dest] = values
-        setattr(namespace, self.dest, values)
-
-
 def add_arguments(parser) -> None:
     """`llm-srt evaluate`'s options (`run.main` reads them). Every option that takes one value (the shared --device,
     --beam ... too) is a `StoreOnce`: given twice with two values, refused, where argparse kept the last one."""
     from ..infer import MAX_NEW_TOKENS, MAX_NEW_TOKENS_HELP
     from .run import TASKS  # (run imports this module)
 
-    for name in (None, "store"):  # argparse's names of its plain store (None: no action= given)
-        parser.register("action", name, StoreOnce)
+    store_once(parser)
 
     parser.add_argument("--model", action="append", required=True,
                         help="NAME=FOLDER, a model folder, 'whisper' or 'cascade', or NAME=FILE.jsonl: the results "
