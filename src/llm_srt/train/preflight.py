@@ -14,7 +14,7 @@ from ..errors import ConfigError
 from ..prompts import Task
 from . import checkpoint
 from .config import TrainConfig
-from .final import _more_steps, _more_steps_refused, finished_steps, is_finished
+from .final import FINAL, _more_steps, _more_steps_refused, finished_steps, is_finished, quiet
 
 
 def lora_note(cfg: TrainConfig) -> str | None:
@@ -72,6 +72,24 @@ def check_before_start(cfg: TrainConfig, device: torch.device | None = None, man
     if not is_finished(out) or done is not None and done < cfg.max_steps:  # it resumes (a finished run whose
         #   settings differ is the recipe's to refuse, or with allow_changes to take as it is)
         _check_same_seed(cfg, out)
+
+
+def check_start_finished(cfg: TrainConfig) -> None:
+    """A fresh start from model.init_from naming a stage's final/ whose run holds a checkpoint past final/'s steps:
+    that stage was run again (max_steps raised) and stopped, so final/ is the older model, not the one the stage
+    trains towards. README's loop over the stages went on after such a stop and the next stage trained from the old
+    final/ without a word. Not `check_before_start`'s: a curriculum resumes that stage before the next one starts."""
+    init = cfg.model.init_from
+    if not init or Path(init).name != FINAL:
+        return
+    run = Path(init).parent
+    done = finished_steps(run) if is_finished(run) else None
+    newest = checkpoint.latest(run, log=quiet) if done is not None else None
+    if newest is not None and newest.step > done:
+        raise ConfigError(f"model.init_from: {init}: its stage was run on and stopped: it has a checkpoint at step "
+                          f"{newest.step} ({newest.path}), newer than final/, which has {done} steps; finish that "
+                          f"stage first (run its train command again: it resumes at step {newest.step}), or remove "
+                          f"its checkpoints past step {done} to start from final/ as it is")
 
 
 def _check_same_seed(cfg: TrainConfig, out: Path) -> None:

@@ -31,7 +31,7 @@ from .final import FINAL, _save_final, best_dev_loss, dev_set, final_weights_of,
 from .logs import _drop_log_after, _log_json, _tensorboard
 from .parallel import (Parallel, all_max, all_sum, barrier, host_group, init_distributed, llm_device, on_main,
                        release_groups)
-from .preflight import check_before_start, lora_note, skips_trained, use_bf16
+from .preflight import check_before_start, check_start_finished, lora_note, skips_trained, use_bf16
 from .rng import _gather_rng, _restore_rng, seed_own_stream
 from .schedule import _apply_optim_settings, _follow_schedule, lr_lambda, schedule_note
 from .run_lock import RunLock
@@ -153,6 +153,8 @@ class Recipe(RunStops):
         run's (before any model is built): a change stops the run unless allow_changes is set."""
         self.latest = from_rank0(self.d, lambda: checkpoint.latest(self.out, log=self.log))
         shared_checkpoint(self.d, self.latest)
+        if self.latest is None:  # a fresh start: from a stage's final/ only where that stage has not trained on since
+            on_main(self.d, lambda: check_start_finished(self.cfg))
         if self.latest is not None and self.latest.step > self.cfg.max_steps:
             raise LLMSRTError(f"{self.latest.path}: the newest checkpoint is at step {self.latest.step}, past "
                               f"max_steps {self.cfg.max_steps}; raise max_steps to at least {self.latest.step} or use "
