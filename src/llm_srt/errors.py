@@ -100,7 +100,8 @@ def open_regular(path: str | Path, label: str, error: type[LLMSRTError] = LLMSRT
     try:
         mode = os.fstat(fd).st_mode
         if stat.S_ISDIR(mode):
-            raise error(f"{label}: is a directory, not a file; name the files in it (a shell pattern: {label}/*)")
+            raise error(f"{label}: is a directory, not a file; name the files in it (a shell pattern: "
+                        f"{_files_in(label)})")
         if not stat.S_ISREG(mode):
             raise error(f"{label}: is {special_kind(mode)}, not a regular file; save the data to a file first")
         os.set_blocking(fd, True)
@@ -108,6 +109,11 @@ def open_regular(path: str | Path, label: str, error: type[LLMSRTError] = LLMSRT
         os.close(fd)
         raise
     return fd
+
+
+def _files_in(folder: str) -> str:
+    """The shell pattern of the files in `folder`: "batch2/*" for "batch2" and for "batch2/" (not "batch2//*")."""
+    return os.path.join(folder.rstrip(os.sep) or os.sep, "*")
 
 
 def _open_error(path: Path, e: OSError) -> str:
