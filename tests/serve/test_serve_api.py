@@ -439,7 +439,8 @@ def test_an_answer_without_a_translation_says_so_as_translate_does(client, trans
     """The tiny model writes 8 s of speech's transcript up to its token cap and no translation: `llm-srt translate`
     says so (infer.untranslated_note, capped_note), the server answered a plain 200 with an empty text (srt: an empty
     file) and no sign why. Now the same notes are the answer's warning on every format, and verbose_json counts the
-    untranslated segments."""
+    untranslated segments. "their transcripts are kept" is said only where the answer shows them (verbose_json
+    here); json, text, srt and vtt say how to get them (test_serve_untranslated_cues)."""
     from llm_srt.infer import capped_note, untranslated_note
     from llm_srt.serve.responses import header_note
 
@@ -447,11 +448,16 @@ def test_an_answer_without_a_translation_says_so_as_translate_does(client, trans
     want = translator.translate([audio], "eng", "deu", options=DECODING)[0]
     assert want.untranslated and not want.translation and want.transcript  # what the answers below are of
     note = "; ".join(filter(None, [untranslated_note(want), capped_note(want, "max_new_tokens")]))
+    kept = "their transcripts are kept"
+    instead = {"json": "their transcripts are not in this text: ask for verbose_json",
+               "srt": "their transcripts are not in these cues: send subtitles both"}
+    said = {fmt: note.replace(kept, instead[fmt]) for fmt in instead} | {"verbose_json": note}
+    said |= {"text": said["json"], "vtt": said["srt"]}
     answers = {fmt: post(client, TRANSLATIONS, wav_bytes(audio), response_format=fmt, source_language="eng",
                          target_language="deu") for fmt in ("json", "text", "srt", "vtt", "verbose_json")}
     assert {fmt: (r.status_code, r.headers.get("x-llm-srt-warning")) for fmt, r in answers.items()} == {
-        fmt: (200, header_note(note)) for fmt in answers}
-    assert answers["json"].json() == {"text": "", "warning": note}
+        fmt: (200, header_note(said[fmt])) for fmt in answers}
+    assert answers["json"].json() == {"text": "", "warning": said["json"]}
     verbose = answers["verbose_json"].json()
     assert (verbose["untranslated"], verbose["warning"], verbose["transcript"]) == (want.untranslated, note,
                                                                                     want.transcript)

@@ -49,8 +49,7 @@ from starlette.requests import ClientDisconnect
 from .. import languages, subtitles
 from ..errors import DeviceFailed, LLMSRTError, Terminated
 from ..infer import (SpeechTranslator, TranslationResult, add_model_arguments, add_segment_argument, capped_note,
-                     error_line, MIN_LINE_WIDTH, missing_cue_text, retryable, segment_options, translator_from_args,
-                     untranslated_note)
+                     error_line, MIN_LINE_WIDTH, missing_cue_text, retryable, segment_options, translator_from_args)
 from ..model.decoding import decoding_from_args
 from ..model.systems import inference_task, system_trained, trained_tasks
 from ..prompts import Task
@@ -62,7 +61,7 @@ from .guard import (ERROR_TYPES, ConnectionLimits, ContentLengthLimit, HostOrigi
                     check_allowed_host, check_allowed_origin, check_number, cors_origin_regex, error_response,
                     hide_paths, is_ip, model_paths, split_host)
 from .logs import show_server_log
-from .responses import ERROR_HEADER, RENDERERS, WARNING_HEADER, with_notes, without_paths
+from .responses import ERROR_HEADER, RENDERERS, WARNING_HEADER, untranslated_warning, with_notes, without_paths
 from .uploads import MAX_AUDIO_SECONDS, MB, DecodePool, UploadError, check_audio_seconds, check_upload, storage_error
 from .warmup import warm_up
 
@@ -291,7 +290,8 @@ def _handler(endpoint: Endpoint, batcher: Batcher, decoder: DecodePool, options:
                 raise APIError(400, result.error)  # German), in every segment (`infer.segments_error`)
             raise APIError(500, result.error, "file", retry=not same_again(result.error))
         # the decoder's warning (decoded in part; the log has it whole), then `translate`'s notes (each was a plain 200)
-        said = [*notes[:1], *filter(None, [untranslated_note(result), capped_note(result, "max_new_tokens")])]
+        said = [*notes[:1], *filter(None, [untranslated_warning(result, endpoint, form.response_format, cue_mode),
+                                           capped_note(result, "max_new_tokens")])]
         warning = hide_paths("; ".join(said), paths) if said else None
         return with_notes(render(result, endpoint, cue_mode, options.line_width, warning), result.error, warning)
 

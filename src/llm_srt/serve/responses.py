@@ -3,8 +3,8 @@
 An answer that is not the whole story says so on every format: a request that failed in part (`error`: its other
 segments are answered), an upload that decoded only in part (`warning`: the seconds kept), and segments that came
 back without a translation or cut at their token cap (`warning` too: `infer.untranslated_note` and `capped_note`, as
-`translate` says them) each in a header (ERROR_HEADER, WARNING_HEADER: one line, at most MAX_NOTE_CHARS) and, in json
-and verbose_json, in the body.
+`translate` says them; `untranslated_warning` where the answer does not show those segments' transcripts) each in a
+header (ERROR_HEADER, WARNING_HEADER: one line, at most MAX_NOTE_CHARS) and, in json and verbose_json, in the body.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Callable
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from .. import languages, subtitles
-from ..infer import TranslationResult
+from ..infer import TranslationResult, untranslated_note
 from .forms import Endpoint
 from .guard import hide_paths
 
@@ -24,6 +24,13 @@ ERROR_HEADER = "X-LLM-SRT-Error"  # a request answered in part: what failed (ver
 WARNING_HEADER = "X-LLM-SRT-Warning"  # an upload decoded in part, segments untranslated or cut (verbose_json's too)
 MAX_NOTE_CHARS = 300  # a header's note is cut here (the body's is whole)
 UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]+")  # a header value is one line: no CR, LF or other control byte
+KEPT = "; their transcripts are kept"  # infer.untranslated_note's end: true of an answer that shows them
+NOT_SHOWN = {  # what untranslated_warning says instead, by response_format, where the answer does not show them
+    "srt": "; their transcripts are not in these cues: send subtitles both",
+    "vtt": "; their transcripts are not in these cues: send subtitles both",
+    "json": "; their transcripts are not in this text: ask for verbose_json",
+    "text": "; their transcripts are not in this text: ask for verbose_json",
+}
 
 
 def without_paths(r: TranslationResult, paths: tuple[str, ...]) -> TranslationResult:
@@ -34,6 +41,25 @@ def without_paths(r: TranslationResult, paths: tuple[str, ...]) -> TranslationRe
 
 def _text(r: TranslationResult, endpoint: Endpoint) -> str:
     return getattr(r, endpoint.text)
+
+
+def shows_transcripts(endpoint: Endpoint, fmt: str, mode: str) -> bool:
+    """Whether an answer in response_format `fmt` (subtitles `mode`) shows the segments' transcripts: verbose_json
+    always, srt and vtt whose cues show them, json and text of transcriptions (their text is the transcript)."""
+    if fmt in ("srt", "vtt"):
+        return mode != "translation"
+    return fmt not in NOT_SHOWN or endpoint.text == "transcript"
+
+
+def untranslated_warning(r: TranslationResult, endpoint: Endpoint, fmt: str, mode: str) -> str | None:
+    """`infer.untranslated_note` (segments without a translation) as this answer can say it: its "their transcripts
+    are kept" where the answer shows them, else how to get them (subtitles both; verbose_json). A translation's srt
+    without a translation was a file without a cue whose warning said the transcripts were kept (in `translate`'s
+    files, whose --subtitles default is both, they are)."""
+    note = untranslated_note(r)
+    if note is None or shows_transcripts(endpoint, fmt, mode):
+        return note
+    return note.removesuffix(KEPT) + NOT_SHOWN[fmt]
 
 
 def header_note(text: str) -> str:
