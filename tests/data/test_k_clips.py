@@ -27,4 +27,4 @@ def test_a_long_clip_is_named_by_its_table_line_with_the_rows_it_loses(tmp_path,
     clip = root / "en_us" / "audio" / "train" / "eng2train.wav"
     where = f"{root / 'en_us' / 'train.tsv'}:2 (its 2 manifest rows): {clip} (31.0 s)"  # its ASR row and eng->deu
     assert summary.dropped[REASON] == 1 and summary.dropped_at[REASON] == [where]
-    assert f"left out 1 table rows: {REASON}; the first 1:" in summary.lines() and f"  {where}" in summary.lines()
+    assert f"left out 1 table row: {REASON}; the first 1:" in summary.lines() and f"  {where}" in summary.lines()

@@ -147,8 +147,8 @@ def test_prepare_covost2_skips_a_bad_clip_and_strict_stops(tmp_path, audio_file,
     assert cli.main(args) == 0
     printed = capsys.readouterr().out
     assert "train.jsonl: 2 rows" in printed and "test.jsonl: 2 rows" in printed
-    assert "skipped 1 bad clips (1 table rows)" in printed and "common_voice_en_2.mp3 is empty" in printed
-    assert "left out 1 table rows: clip listed again (its first listing is kept); the first 1:" in printed
+    assert "skipped 1 bad clip (1 table row)" in printed and "common_voice_en_2.mp3 is empty" in printed
+    assert "left out 1 table row: clip listed again (its first listing is kept); the first 1:" in printed
     assert f"covost_v2.en_de.tsv:5 (first at {tmp_path / 'covost' / 'covost_v2.en_de.tsv'}:4)" in printed
     assert cli.main(["prepare", "check", str(tmp_path / "out" / "test.jsonl")]) == 0
     assert cli.main(args + ["--strict"]) == 2

@@ -115,6 +115,11 @@ def table_text(field: str | None) -> str:
     return unicodedata.normalize("NFC", (field or "").strip())
 
 
+def counted(n: int, noun: str) -> str:
+    """"1 row", "0 rows", "2 rows": `n` and `noun`, plural unless n is 1."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 STALE = ".stale"  # a split manifest an earlier run left in OUT that this run did not write: moved to NAME.stale
 FAILED = "summary.failed.json"  # the summary of a run that stopped (summary.json describes the manifests beside it)
 STRAY_CR = "carriage return inside the line (a damaged line: it cut a field short)"
@@ -143,12 +148,14 @@ class Summary:
             at.append(where)
 
     def lines(self) -> list[str]:
-        lines = [f"{self.out / (split + '.jsonl')}: {n} rows" for split, n in self.written.items()] + self.notes
+        lines = [f"{self.out / (split + '.jsonl')}: {counted(n, 'row')}" for split, n in self.written.items()]
+        lines += self.notes
         for reason, n in sorted(self.dropped.items()):
-            lines.append(f"left out {n} table rows: {reason}; the first {len(self.dropped_at[reason])}:")
+            lines.append(f"left out {counted(n, 'table row')}: {reason}; the first {len(self.dropped_at[reason])}:")
             lines += [f"  {where}" for where in self.dropped_at[reason]]
         if self.bad_clips:
-            lines.append(f"skipped {len(self.bad_clips)} bad clips ({self.rows_without_clip} table rows); the first "
+            lines.append(f"skipped {counted(len(self.bad_clips), 'bad clip')} "
+                         f"({counted(self.rows_without_clip, 'table row')}); the first "
                          f"{min(SHOWN, len(self.bad_clips))} (all in {self.out / 'summary.json'}):")
             lines += [f"  {b.where}: {b.reason}" for b in self.bad_clips[:SHOWN]]
         if self.durations_from:
