@@ -49,6 +49,7 @@ from .outputs import (KINDS, PARTIAL, check_inputs_kept, check_writable, file_na
 from .render import format_table, write_report
 from .report import UtteranceResult, build_report, row_ids
 from .score import check_comet
+from .selection import mt_rows, row_task, select_rows, shard  # noqa: F401  (tests and callers: run.shard)
 from .significance import SAMPLES, check_samples
 
 TASKS = (AUTO_TASK, "srt", "s2tt", "smt", "asr", "asr+smt")  # --task; auto: what the model folder was trained for
@@ -56,33 +57,6 @@ GATHER_TIMEOUT = timedelta(hours=12)  # how long rank 0 waits for the slowest ra
 CONNECT_TIMEOUT = timedelta(minutes=30)  # the ranks connecting (a misrouted node fails in this time, not in
 #   GATHER_TIMEOUT: set GLOO_SOCKET_IFNAME)
 GROUP_BATCHES = 16  # rows run, then journaled, this many batches at a time (sorted by length within a group)
-
-
-def row_task(row: Row, task: Task) -> Task:
-    """The task a row runs as: `task`, or ASR for a row without a target (and for every row under --task asr)."""
-    return Task.ASR if row.is_asr or task is Task.ASR else task
-
-
-def select_rows(rows: list[Row], task: Task) -> list[Row]:
-    """The rows to run: all of them; for --task asr one row per (audio, source language), since every direction of
-    an N-way manifest repeats the same clip and its transcript."""
-    if task is not Task.ASR:
-        return rows
-    seen: set[tuple[str, str]] = set()
-    return [r for r in rows if (r.audio, r.src_lang) not in seen and not seen.add((r.audio, r.src_lang))]
-
-
-def shard(rows: list[Row], rank: int, world: int) -> list[Row]:
-    """This rank's length-bucketed share of `rows`: longest first, each row goes to the rank with the least audio so
-    far, so every rank gets a similar number of seconds (and of rows) to decode. Rows keep their manifest order."""
-    load = [0.0] * world
-    mine = []
-    for i in sorted(range(len(rows)), key=lambda i: (-rows[i].duration, i)):
-        k = min(range(world), key=lambda k: (load[k], k))
-        load[k] += rows[i].duration
-        if k == rank:
-            mine.append(i)
-    return [rows[i] for i in sorted(mine)]
 
 
 def _result(r: Row, task: Task, transcript: str = "", translation: str = "", error: str | None = None,
@@ -134,11 +108,6 @@ def run_text_mt(system, rows: list[Row], options: DecodingOptions, batch_size: i
                             options, batch_size, progress=update)
     return [_result(r, Task.MT, translation=o.translation, error=o.error, capped=o.capped)
             for r, o in zip(rows, outputs)]
-
-
-def mt_rows(rows: list[Row]) -> list[Row]:
-    """The rows --with-mt translates: those with a target language."""
-    return [r for r in rows if not r.is_asr]
 
 
 @contextmanager
