@@ -142,8 +142,9 @@ def create_app(translator: SpeechTranslator, options: ServeOptions = ServeOption
             await batcher.stop()
             decoder.stop()
 
+    # no /docs or /redoc: FastAPI's pages load their scripts from a CDN (blank offline); /openapi.json stays
     app = FastAPI(title="LLM-SRT", summary="Speech recognition and translation with speech LLMs",
-                  lifespan=lifespan)
+                  lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.batcher = batcher
     app.state.decoder = decoder
     app.state.stopping = stopping
@@ -361,7 +362,7 @@ def _add_error_handlers(app: FastAPI, options: ServeOptions) -> None:
         path = request.url.path if len(request.url.path) <= 100 else request.url.path[:100] + "..."
         messages = {
             413: too_large_message(options),
-            404: f"no such endpoint {path}; see / for the page and /docs or /openapi.json for the API",
+            404: f"no such endpoint {path}; see / for the page and /openapi.json for the API",
             405: f"{request.method[:20]} is not allowed on {path}",
         }
         return error_response(exc.status_code, messages.get(exc.status_code, str(exc.detail)),
