@@ -41,14 +41,16 @@ def skips_trained(cfg: TrainConfig) -> bool:
     return Task.MT.value in cfg.data.tasks and "adapter" in cfg.trainable
 
 
-def check_before_start(cfg: TrainConfig, device: torch.device | None = None, manifests: bool = True) -> None:
+def check_before_start(cfg: TrainConfig, device: torch.device | None = None, manifests: bool = True,
+                       source: str | None = None) -> None:
     """What a stage can be refused for before any model loads: bf16 autocast on a CPU host, a manifest, encoder or
     LLM that is not there (not model.init_from: a curriculum's later stage starts from a folder an earlier one
     writes, and a resumed run needs it no more), a finished model trained for more steps than max_steps, a resume
     with another data.seed (`_check_same_seed`). A curriculum checks every stage so before the first trains: a typo
     in the SRT stage stopped it after the ASR and SMT stages (days at the paper's scale). `manifests`: check
-    data.train and data.dev (under torchrun rank 0 alone reads them: another node need not hold them)."""
-    use_bf16(cfg, device if device is not None else device_lib.resolve_device(cfg.device, flag="device="))
+    data.train and data.dev (under torchrun rank 0 alone reads them: another node need not hold them). `source`: the
+    stage's YAML, which the precision error names (a curriculum names each stage's file before its errors)."""
+    use_bf16(cfg, device if device is not None else device_lib.resolve_device(cfg.device, flag="device="), source)
     if not any(str(m).strip() for m in cfg.data.manifests):  # [] or the default ""
         raise ConfigError("data.train: give the training manifest (e.g. data/mini/train.jsonl)")
     named = [("data.train", m) for m in cfg.data.manifests] + [("data.dev", cfg.data.dev)] if manifests else []
@@ -128,9 +130,13 @@ def _check_same_seed(cfg: TrainConfig, out: Path) -> None:
         return
 
 
-def use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
+def use_bf16(cfg: TrainConfig, device: torch.device, source: str | None = None) -> bool:
+    """Whether the train step runs under bf16 autocast; precision: bf16 off CUDA is refused, naming `source` (the
+    stage's YAML, where known: the paper configs write bf16, and a CPU host needs the command line's fp32)."""
     if cfg.precision == "bf16" and device.type != "cuda":
-        raise ConfigError("precision: bf16 autocast needs a CUDA device here; use fp32 (or auto) on CPU")
+        where = f"{source}: " if source else ""
+        raise ConfigError(f"{where}precision: bf16 autocast needs a CUDA device here, and this run's device is "
+                          f"{device.type}; add precision=fp32 (or precision=auto) to the command line to train on it")
     if device.type != "cuda":
         return False  # auto: bf16 autocast where the GPU has native bfloat16 (not emulated: V100, T4)
     return cfg.precision == "bf16" or (cfg.precision == "auto" and device_lib.native_bf16(device))

@@ -40,14 +40,15 @@ from .signals import Noted, signals_noted
 from .stops import RunStops
 
 
-def train(cfg: TrainConfig, log=print) -> Path:
+def train(cfg: TrainConfig, log=print, source: str | None = None) -> Path:
     """Run (or resume) one training stage; returns the final model folder. CPU products take their fixed kernels
     (`kernel_rule`), none chosen by timing: a resumed run and its dev metrics repeat the killed one's exactly.
-    torch's CPU threads (config key threads) are this stage's alone: put back as they were when it ends."""
+    torch's CPU threads (config key threads) are this stage's alone: put back as they were when it ends. `source`:
+    the stage's YAML, named by the start-up checks' precision error."""
     threads = torch.get_num_threads()  # (a curriculum's next stage with threads: 0 ran on this one's count)
     with kernel_rule():
         try:
-            return Recipe(cfg, log).run()
+            return Recipe(cfg, log, source).run()
         finally:  # the model, its optimizer and (FSDP) the reference cycles around them are gone before the next
             device_lib.release()  # stage of a curriculum loads its own on the same GPU
             torch.set_num_threads(threads)
@@ -57,8 +58,8 @@ def train(cfg: TrainConfig, log=print) -> Path:
 class Recipe(RunStops):
     """One stage's run. `run` is the table of contents; each step below is one method, in the order it runs."""
 
-    def __init__(self, cfg: TrainConfig, log=print):
-        self.cfg, self.log = cfg, log
+    def __init__(self, cfg: TrainConfig, log=print, source: str | None = None):
+        self.cfg, self.log, self.source = cfg, log, source  # source: the stage's YAML, where known
         self.out = Path(cfg.output_dir)
         self.step = 0
         self.latest: checkpoint.CheckpointInfo | None = None  # the checkpoint this run resumes from
@@ -118,7 +119,7 @@ class Recipe(RunStops):
         one line and left the others in a collective, a transport traceback or a hang), the frozen weights' dtype on
         this rank's device, the seeds; rank 0 locks output_dir."""
         cfg = self.cfg
-        ranks.on_every_rank(lambda: check_before_start(cfg, self.device, manifests=self.d.main), self.d.rank,
+        ranks.on_every_rank(lambda: check_before_start(cfg, self.device, self.d.main, self.source), self.d.rank,
                             self.d.world, host_group(self.d), name_rank=True)  # (rank 0 alone reads the manifests)
         self.placement = device_lib.Placement(self.device, device_lib.resolve_dtype(cfg.dtype, self.device, True))
         if not self.d.main:  # one rank speaks; errors still surface from every rank
@@ -578,6 +579,6 @@ def main(args) -> int:
     configs, overrides = config_lib.split_items(args.items)
     if len(configs) > 1:
         raise ConfigError(f"give one config file, got {configs}; use `llm-srt curriculum` for several stages")
-    train(load_config(configs[0] if configs else None, overrides))
+    train(load_config(configs[0] if configs else None, overrides), source=configs[0] if configs else None)
     release_groups()
     return 0
