@@ -1,7 +1,8 @@
 """The API's own description works offline: no page the server answers loads a script or style from the network, and
-the 404 sends users only to pages that answer."""
+the 404 sends users only to pages that answer; the schema builds without a warning, and HEAD still answers."""
 
 import re
+import warnings
 
 from serve_helpers import local_client
 
@@ -49,3 +50,28 @@ def test_the_404_names_only_pages_that_answer():
         assert "/" in named and "/openapi.json" in named, message
         for path in named:
             works_offline(c, path)
+
+
+def test_the_schema_builds_without_a_warning():
+    """/health and /v1/models answered GET and HEAD from one route, which FastAPI describes as two operations of
+    one id: each GET /openapi.json wrote "UserWarning: Duplicate Operation ID ..." into the server's log."""
+    app = create_app(Stub())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        schema = app.openapi()
+    operations = [op for item in schema["paths"].values() for op in item.values()]
+    ids = [op["operationId"] for op in operations]
+    assert len(ids) == len(set(ids)), ids
+    assert set(schema["paths"]["/health"]) == {"get"} and set(schema["paths"]["/v1/models"]) == {"get"}
+
+
+def test_head_still_answers_where_get_does():
+    """Uptime checks and proxies probe /health, /v1/models and / with HEAD: the same status and headers, no body."""
+    with local_client(create_app(Stub())) as c:
+        for path in ("/health", "/v1/models", "/"):
+            got, head = c.get(path), c.head(path)
+            assert head.status_code == got.status_code == 200 and head.content == b"", path
+            assert head.headers["content-type"] == got.headers["content-type"], path
+            allow = c.delete(path).headers.get("allow", "")
+            assert set(allow.split(", ")) == {"GET", "HEAD"}, (path, allow)  # a 405 names both
+        assert c.head("/v1/languages").status_code == 405  # GET alone, as before

@@ -161,7 +161,7 @@ def create_app(translator: SpeechTranslator, options: ServeOptions = ServeOption
     async def page() -> str:
         return html
 
-    @app.api_route("/health", methods=["GET", "HEAD"])  # HEAD: uptime checks and proxies probe with it
+    @app.api_route("/health", methods=["GET", "HEAD"], include_in_schema=False)  # HEAD: uptime probes
     async def health() -> JSONResponse:
         failing = batcher.stats.failing  # a device broken for good (a CUDA error): 503, so that it is restarted
         batching = batcher.stats.to_dict()
@@ -175,11 +175,16 @@ def create_app(translator: SpeechTranslator, options: ServeOptions = ServeOption
                        "max_segment_seconds": options.batch.segment.max_seconds,
                        "trained_for": inference_task(trained).value}})  # what a request without task runs
 
-    @app.api_route("/v1/models", methods=["GET", "HEAD"])  # HEAD: uptime checks and proxies probe with it
+    @app.api_route("/v1/models", methods=["GET", "HEAD"], include_in_schema=False)  # HEAD: uptime probes
     async def models() -> dict:
         """The one model, by --name (default llm-srt), never by its folder: a request's `model` may be anything."""
         return {"object": "list",
                 "data": [{"id": options.model_name, "object": "model", "created": started, "owned_by": "llm-srt"}]}
+
+    # the schema describes them by a GET-only twin, never reached (the route above answers first, and its 405 names
+    # GET and HEAD): FastAPI gave a route's two methods one operation id, a warning in the log at each schema read
+    for path, answer in (("/health", health), ("/v1/models", models)):
+        app.get(path)(answer)
 
     @app.get("/v1/languages")
     async def language_list() -> dict:
