@@ -98,7 +98,7 @@ def _from_array(source: np.ndarray, label: str, sr: int, max_seconds: float | No
         raise AudioError(f"{label}: expected float samples in [-1, 1], got dtype {samples.dtype}")
     if max_seconds is not None and len(samples) / sr > max_seconds:
         raise AudioOverLimit(f"{label}: {_longer(len(samples) / sr, max_seconds)} s is longer than the "
-                             f"{_seconds(max_seconds)} s limit; split the file first")
+                             f"{_seconds(max_seconds)} s limit; split the file first", limit="max_seconds")
     _check_values(samples, label)
     return _mono(samples)
 
@@ -266,15 +266,15 @@ class _Caps:
             if claimed:
                 raise AudioOverLimit(f"{label}: the header claims {_longer(frames / self.rate, seconds)} s of audio, "
                                      f"longer than the {_seconds(seconds)} s limit; split the file first (or "
-                                     "re-export it, if the header is wrong)")
+                                     "re-export it, if the header is wrong)", limit="max_seconds")
             raise AudioOverLimit(f"{label}: the audio runs past the {_seconds(seconds)} s limit; split the file "
-                                 "first")
+                                 "first", limit="max_seconds")
         decoded = frames * self.channels * BYTES_PER_SAMPLE
         if self.max_bytes is not None and decoded > self.max_bytes:
             size = f"{format_bytes(decoded)}" if claimed else f"more than {format_bytes(self.max_bytes)}"
             raise AudioOverLimit(f"{label}: decodes to {size} of samples ({self.rate} Hz x {self.channels} "
                                  f"channel(s)), over the {format_bytes(self.max_bytes)} limit on decoded audio; "
-                                 "resample it to 16 kHz mono or split it first")
+                                 "resample it to 16 kHz mono or split it first", limit="max_bytes")
 
 
 def cut_overrun(samples: np.ndarray, seconds: float, sr: int = SAMPLE_RATE) -> np.ndarray:

@@ -6,6 +6,7 @@ import signal
 import stat
 import unicodedata
 from pathlib import Path
+from typing import Literal
 
 
 class LLMSRTError(Exception):
@@ -54,7 +55,13 @@ class UndecodableAudio(AudioError):
 
 class AudioOverLimit(AudioError):
     """Audio longer, or decoding to more, than a limit the caller set (max_seconds / max_bytes): an input too
-    large for the request (a server's 413), not a damaged file."""
+    large for the request (a server's 413), not a damaged file. `limit`: which of load_audio's limits it is over,
+    "max_seconds" (the duration, the header's claim or as decoded) or "max_bytes" (the samples it decodes to), so
+    that a caller naming its own option for each need not read the message's words."""
+
+    def __init__(self, message: str, limit: Literal["max_seconds", "max_bytes"] = "max_seconds"):
+        super().__init__(message)
+        self.limit = limit
 
 
 class ConfigError(LLMSRTError):

@@ -41,3 +41,23 @@ def test_the_limit_on_decoded_audio_names_its_rate_and_channels(name):
                             "2 channels)")
     if name != "hi.flac":
         assert refused(flac_bomb(21, rate=8000), name, 20).endswith("(llm-srt serve --max-audio-seconds 20)")
+
+
+class _Reworded(uploads.AudioOverLimit):
+    """load_audio's AudioOverLimit, with its messages reworded ("decodes to" is "would decode to")."""
+
+    def __init__(self, message: str, *args, **kwargs):
+        super().__init__(message.replace(": decodes to ", ": would decode to "), *args, **kwargs)
+
+
+def test_each_limit_is_named_by_the_error_s_field_not_its_words(monkeypatch):
+    """serve told the limit on decoded audio by load_audio's words ("decodes to"): reworded, a 192 kHz file's 413
+    named --max-audio-seconds alone, as if 15 s were over a 20 s limit. It reads AudioOverLimit.limit now."""
+    from llm_srt import audio
+
+    monkeypatch.setattr(audio, "AudioOverLimit", _Reworded)
+    message = refused(flac_bomb(15, rate=192_000), "hi.flac", 20)
+    assert message.startswith("hi.flac: would decode to ")
+    assert message.endswith("(llm-srt serve --max-audio-seconds 20: the limit on decoded audio is 20 s at 48 kHz, "
+                            "2 channels)")
+    assert refused(flac_bomb(21, rate=8000), "long.flac", 20).endswith("(llm-srt serve --max-audio-seconds 20)")

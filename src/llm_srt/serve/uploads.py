@@ -33,7 +33,7 @@ import numpy as np
 from fastapi import UploadFile
 
 from ..audio import MAX_SECONDS_DEFAULT, MIN_SAMPLES, SAMPLE_RATE, load_audio
-from ..errors import AudioError, AudioOverLimit, LLMSRTError, UndecodableAudio, shown
+from ..errors import AudioError, AudioOverLimit, LLMSRTError, UndecodableAudio
 from .batcher import BusyError, NotStarted
 from .guard import check_number
 
@@ -111,12 +111,12 @@ def decode_budget(max_seconds: float) -> int:
     return int(max_seconds * REFERENCE_RATE * REFERENCE_CHANNELS * 4)
 
 
-def _limit_named(e: AudioOverLimit, name: str, max_seconds: float) -> str:
+def _limit_named(e: AudioOverLimit, max_seconds: float) -> str:
     """The serve option behind load_audio's AudioOverLimit: its duration limit is --max-audio-seconds itself, its
     limit on decoded audio (reached first by a file beyond 48 kHz stereo) that long at 48 kHz stereo. Told apart by
-    load_audio's words right after the file's name ("decodes to": decoded audio), which the name cannot fake."""
+    the error's `limit` (max_bytes: decoded audio), not by its words, which load_audio may reword."""
     flag = f"llm-srt serve --max-audio-seconds {max_seconds:g}"
-    if not str(e).startswith(f"{shown(name)}: decodes to "):
+    if e.limit != "max_bytes":
         return flag
     return (f"{flag}: the limit on decoded audio is {max_seconds:g} s at {REFERENCE_RATE // 1000} kHz, "
             f"{REFERENCE_CHANNELS} channels")
@@ -134,7 +134,7 @@ def decode_audio(data: bytes, name: str, max_seconds: float, notes: list[str] | 
     except UndecodableAudio as e:
         raise UploadError(415, f"{name}: cannot decode this audio ({e.detail}); send wav, flac, ogg or mp3") from None
     except AudioOverLimit as e:  # by its type: the message begins with the client's file name, which may say "limit"
-        raise UploadError(413, f"{e} ({_limit_named(e, name, max_seconds)})") from None
+        raise UploadError(413, f"{e} ({_limit_named(e, max_seconds)})") from None
     except AudioError as e:
         raise UploadError(400, str(e)) from None
     except MemoryError:
