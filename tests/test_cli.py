@@ -491,7 +491,7 @@ def test_a_sub_verbs_options_and_files_in_any_order(tmp_path, capsys):
     a, b = _manifest(tmp_path / "a.jsonl", ["Hello."]), _manifest(tmp_path / "b.jsonl", ["Hi.", "Bye."])
     assert cli.main(["prepare", "check", a, "--no-check-audio", b]) == 0
     out = capsys.readouterr().out
-    assert f"{a}: 1 rows ok" in out and f"{b}: 2 rows ok" in out
+    assert f"{a}: 1 row ok" in out and f"{b}: 2 rows ok" in out
     with pytest.raises(SystemExit) as e:  # an option before the sub-verb is the verb's, which has none
         cli.main(["prepare", "--no-check-audio", "check", a])
     assert e.value.code == 2 and "llm-srt prepare: error: unrecognized arguments: --no-check-audio" in \
@@ -538,7 +538,7 @@ def test_a_file_named_with_a_leading_dash_is_given_after_double_dash(tmp_path, m
     monkeypatch.chdir(tmp_path)
     _manifest(tmp_path / "-a.jsonl", ["Hello."])
     assert cli.main(["prepare", "check", "--no-check-audio", "--", "-a.jsonl"]) == 0
-    assert "-a.jsonl: 1 rows ok" in capsys.readouterr().out
+    assert "-a.jsonl: 1 row ok" in capsys.readouterr().out
     seen = []
     monkeypatch.setattr(translate, "main", lambda args: seen.append((args.audio, args.src)))
     assert cli.main(["translate", "--model", "m", "--src", "eng", "--", "-take 1.wav", "b.wav"]) == 0

@@ -90,10 +90,10 @@ def test_prepare_check_names_the_rows_training_refuses_and_checks_every_manifest
     assert f"\n  {train}:3: transcript has 501 characters, more than 0.5 s of speech can hold" in err
     assert "llm-srt prepare: 2 of 4 manifests are bad (named above)" in err
     assert f"{train}: " not in out and f"{test}: 2 rows ok" in out and f"{good}: 2 rows ok: 1 ASR" in out
-    assert (f"{test}: 1 rows of test `llm-srt train` would refuse (evaluation reads them), the first: {test}:2: 40 s"
+    assert (f"{test}: 1 row of test `llm-srt train` would refuse (evaluation reads them), the first: {test}:2: 40 s"
             in out)
     assert cli.main(["prepare", "check", "--no-check-audio", test, good, devtest]) == 0  # a corpus's own split name
-    assert f"{devtest}: 1 rows of devtest `llm-srt train` would refuse" in capsys.readouterr().out
+    assert f"{devtest}: 1 row of devtest `llm-srt train` would refuse" in capsys.readouterr().out
     validation = write("validation.jsonl", [_manifest_row(1, split="validation"),
                                             _manifest_row(2, duration=40.0, split="validation")])
     assert cli.main(["prepare", "check", "--no-check-audio", validation]) == 1  # training reads any other split's
@@ -112,6 +112,26 @@ def test_prepare_check_names_the_rows_training_refuses_beside_bad_rows(tmp_path,
     assert (f"llm-srt prepare: error: {path}: 1 of its 2 other rows `llm-srt train` refuses; fix or drop them, or "
             f"skip them (train data.skip_bad=true):\n  {path}:2: 40 s is longer than the 30 s") in err
     assert out == "" and "skipped" not in err and "manifests are bad" not in err  # (one manifest, said once)
+
+
+def test_prepare_check_counts_one_row_in_the_singular(tmp_path, capsys):
+    """prepare check said "1 rows ok", "1 translation rows", "1 rows of test ... would refuse" and "1 of its 1
+    rows": one row is "1 row" (data.clips.counted), more are "rows"."""
+    def check(name, rows):
+        path = tmp_path / name
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        code = cli.main(["prepare", "check", "--no-check-audio", str(path)])
+        return code, path, *capsys.readouterr()
+
+    code, path, out, _ = check("one.jsonl", [_manifest_row(1, tgt_lang="deu", translation="Hallo.")])
+    assert code == 0 and out.startswith(f"{path}: 1 row ok: 0 ASR (0.00 h), 1 translation row in 1 directions\n")
+    code, path, out, _ = check("two.jsonl", [_manifest_row(1), _manifest_row(2, split="test", duration=40.0)])
+    assert code == 0 and f"{path}: 2 rows ok: 2 ASR" in out and ", 0 translation rows in 0 directions\n" in out
+    assert f"{path}: 1 row of test `llm-srt train` would refuse (evaluation reads them), the first: {path}:2:" in out
+    code, path, _, err = check("long.jsonl", [_manifest_row(1, duration=40.0)])
+    assert code == 1 and f"error: {path}: 1 of its 1 row `llm-srt train` refuses; fix or drop them" in err
+    code, path, _, err = check("mixed.jsonl", [_manifest_row(1, src_lang="xx"), _manifest_row(2, duration=40.0)])
+    assert code == 1 and f"error: {path}: 1 of its 1 other row `llm-srt train` refuses; fix or drop them" in err
 
 
 def test_splits_are_read_with_spaces_and_checked(tmp_path, capsys):

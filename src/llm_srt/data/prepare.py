@@ -191,6 +191,7 @@ def _run_check(args: argparse.Namespace) -> int:
     (bad JSON, an unknown language, ...) has its other rows held to training's limits too: all it needs fixing is
     said at once."""
     from ..audio import WINDOW_SECONDS
+    from .clips import counted
     from .manifest import MAX_LISTED, lines_of, read_manifest, training_refuses
 
     bad = 0
@@ -211,21 +212,21 @@ def _run_check(args: argparse.Namespace) -> int:
             lines = lines_of(path, {row.id for row, _ in trained[:MAX_LISTED]})
             listed = "\n  ".join(f"{name}:{lines.get(row.id, '?')}: {problem}" for row, problem in trained[:MAX_LISTED])
             more = f"\n  ... and {len(trained) - MAX_LISTED} more" if len(trained) > MAX_LISTED else ""
-            print(f"llm-srt prepare: error: {name}: {len(trained)} of its {len(rows)} {'other ' if malformed else ''}"
-                  "rows `llm-srt train` refuses; fix or drop them, or skip them (train data.skip_bad=true):\n  "
-                  f"{listed}{more}", file=sys.stderr)
+            print(f"llm-srt prepare: error: {name}: {len(trained)} of its "
+                  f"{counted(len(rows), 'other row' if malformed else 'row')} `llm-srt train` refuses; fix or drop "
+                  f"them, or skip them (train data.skip_bad=true):\n  {listed}{more}", file=sys.stderr)
             continue
         if malformed:
             continue
         hours = sum(r.duration for r in rows if r.is_asr) / 3600
         directions = Counter(f"{r.src_lang}-{r.tgt_lang}" for r in rows if not r.is_asr)
-        print(f"{path}: {len(rows)} rows ok: {sum(r.is_asr for r in rows)} ASR ({hours:.2f} h), "
-              f"{sum(directions.values())} translation rows in {len(directions)} directions")
+        print(f"{path}: {counted(len(rows), 'row')} ok: {sum(r.is_asr for r in rows)} ASR ({hours:.2f} h), "
+              f"{counted(sum(directions.values()), 'translation row')} in {len(directions)} directions")
         if refused:
             row, problem = refused[0]
             splits = ", ".join(sorted({r.split for r, _ in refused}))
-            print(f"{path}: {len(refused)} rows of {splits} `llm-srt train` would refuse (evaluation reads them), the "
-                  f"first: {name}:{lines_of(path, {row.id}).get(row.id, '?')}: {problem}")
+            print(f"{path}: {counted(len(refused), 'row')} of {splits} `llm-srt train` would refuse (evaluation reads "
+                  f"them), the first: {name}:{lines_of(path, {row.id}).get(row.id, '?')}: {problem}")
     if bad and len(args.manifests) > 1:
         print(f"llm-srt prepare: {bad} of {len(args.manifests)} manifests are bad (named above)", file=sys.stderr)
     return 1 if bad else 0
