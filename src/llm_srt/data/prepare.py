@@ -103,7 +103,8 @@ def _add_fleurs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root", type=Path, required=True, help="FLEURS folder holding en_us/, de_de/, ...")
     p.add_argument("--out", type=Path, required=True)
     _add_clip_options(p)
-    p.add_argument("--langs", default=None, help="ISO 639-3 codes, comma-separated, or all: the paper's 15 (default: every locale folder found)")
+    p.add_argument("--langs", default=None,
+                   help="ISO 639-3 codes, comma-separated, or all: the paper's 15 (default: every locale folder found)")
     p.add_argument("--directions", default="all", help="all | 6x12 | 15x14 | none | SRC,..:TGT,..")
     p.add_argument("--splits", default="train,dev,test")
     p.add_argument("--no-check-audio", action="store_true", help="do not open the wavs (trust the tables)")
