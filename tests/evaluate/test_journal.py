@@ -29,7 +29,7 @@ from llm_srt.prompts import Task
 CPU = device.resolve("cpu", "float32")
 OPTS = DecodingOptions(max_new_tokens=8)
 N_CLIPS = 4
-N_ROWS = 3 * N_CLIPS  # each clip: eng->deu, deu->eng, eng ASR
+N_ROWS = 3 * N_CLIPS  # each clip: eng->deu, deu->eng, fra ASR (a language without SRT rows: decoded under srt)
 SRC = Path(run.__file__).resolve().parents[2]  # the llm_srt package's parent: the subprocess imports this copy
 
 
@@ -41,7 +41,7 @@ def manifest(tmp_path_factory) -> Path:
         path = root / f"c{i}.wav"
         seconds = 0.6 + 0.2 * i
         write_wav(path, tiny.tone(seconds, 300 + 150 * i, seed=i))
-        for tgt, src in (("deu", "eng"), ("eng", "deu"), ("", "eng")):
+        for tgt, src in (("deu", "eng"), ("eng", "deu"), ("", "fra")):
             rows.append(Row(id=f"{i}-{src}{tgt}", audio=str(path), duration=seconds, src_lang=src,
                             transcript="a cat\u2028sat" if i == 0 else "a cat sat", tgt_lang=tgt,
                             translation="die Katze" if tgt else "",
@@ -183,7 +183,7 @@ def test_failed_and_edited_rows_are_decoded_again_and_a_cut_line_is_skipped(coun
     with pytest.raises(KeyboardInterrupt):  # stopped again after 4 more rows: clip 0's three and the edited one
         evaluate(edited, tmp_path / "r")
     assert counting["items"] == [(int(0.6 * 16000), "eng", "deu"), (int(0.6 * 16000), "deu", "eng"),
-                                 (int(0.6 * 16000), "eng", None), (int(0.8 * 16000), "eng", "deu")]
+                                 (int(0.6 * 16000), "fra", None), (int(0.8 * 16000), "eng", "deu")]
     written = lines(own)
     assert written[-5] == '{"row": "cut by a kill", "res' and all(json.loads(x) for x in written[-4:])
     counting.update(batches=0, items=[], stop_at=None)
@@ -325,13 +325,13 @@ def test_a_group_run_again_for_a_failed_row_keeps_the_result_of_a_row_that_fails
     with pytest.raises(KeyboardInterrupt):
         evaluate(manifest, tmp_path / "r", batch_size=2)
     assert [(k["result"]["id"], k["result"]["error"] is None) for k in journal_rows(tmp_path / "r")] == [
-        ("0-engdeu", False), ("0-deueng", False), ("0-eng", False), ("1-engdeu", True)]
+        ("0-engdeu", False), ("0-deueng", False), ("0-fra", False), ("1-engdeu", True)]
     counting.update(batches=0, items=[], stop_at=None, fail_size=clip[1])  # now clip 1's rows fail, clip 0's not
     report = evaluate(manifest, tmp_path / "r", batch_size=2)
     hyps = {h["id"]: h for h in map(json.loads, lines(tmp_path / "r" / "hyps.c.jsonl"))}
-    assert hyps["0-eng"]["error"] is None and hyps["1-engdeu"]["error"] is None  # the second group's rows
+    assert hyps["0-fra"]["error"] is None and hyps["1-engdeu"]["error"] is None  # the second group's rows
     assert hyps["1-engdeu"]["hyp_translation"] == f"deu {clip[1]}"  # from the first run
-    assert {i for i, h in hyps.items() if h["error"]} == {"1-deueng", "1-eng"}  # never decoded but now
+    assert {i for i, h in hyps.items() if h["error"]} == {"1-deueng", "1-fra"}  # never decoded but now
     assert report.systems[0].failed_summary().startswith(f"failed: 2 of {N_ROWS}")
 
 
@@ -348,7 +348,7 @@ def test_the_same_manifest_reached_by_another_path_or_copied_keeps_its_rows(coun
     counting.update(batches=0, items=[], stop_at=4)  # the absolute path: 3 rows more, then killed again
     with pytest.raises(KeyboardInterrupt):
         evaluate(manifest, tmp_path / "r")
-    assert counting["items"] == [(int(0.8 * 16000), "eng", None), (int(1.0 * 16000), "eng", "deu"),
+    assert counting["items"] == [(int(0.8 * 16000), "fra", None), (int(1.0 * 16000), "eng", "deu"),
                                  (int(1.0 * 16000), "deu", "eng")]  # rows 6 to 8, not row 1 again
     scratch = tmp_path / "scratch"  # the data set copied (times kept, as cp -p and shutil.copytree keep them)
     shutil.copytree(manifest.parent, scratch, ignore=shutil.ignore_patterns("edited.jsonl"))
@@ -435,14 +435,14 @@ def test_a_row_whose_audio_is_missing_is_kept_until_its_file_changes(counting, m
     rows = [replace(r, audio=str(gone)) if r.id == "0-deueng" else r for r in read_manifest(manifest)]
     write_manifest(tmp_path / "missing.jsonl", rows)
     counting["stop_at"] = 3  # groups of 2 rows: [0-engdeu, 0-deueng] (one batch: the missing row never reaches the
-    with pytest.raises(KeyboardInterrupt):  # system), [0-eng, 1-engdeu], then the kill
+    with pytest.raises(KeyboardInterrupt):  # system), [0-fra, 1-engdeu], then the kill
         evaluate(tmp_path / "missing.jsonl", tmp_path / "r", batch_size=2, skip_bad=True)
     assert [(k["result"]["id"], k.get("audio")) for k in journal_rows(tmp_path / "r")][:2] == [
         ("0-engdeu", None), ("0-deueng", "missing")]
     counting.update(batches=0, items=[], stop_at=2)
     with pytest.raises(KeyboardInterrupt):
         evaluate(tmp_path / "missing.jsonl", tmp_path / "r", batch_size=2, skip_bad=True)
-    assert counting["items"] == [(int(0.8 * 16000), "deu", "eng"), (int(0.8 * 16000), "eng", None)]  # group 3 only
+    assert counting["items"] == [(int(0.8 * 16000), "deu", "eng"), (int(0.8 * 16000), "fra", None)]  # group 3 only
     shutil.copy(rows[0].audio, gone)  # the file is there now
     counting.update(batches=0, items=[], stop_at=None)
     report = evaluate(tmp_path / "missing.jsonl", tmp_path / "r", batch_size=2, skip_bad=True)
@@ -470,7 +470,7 @@ def test_an_smt_clip_over_the_window_is_kept_until_its_file_changes(counting, ma
     counting.update(batches=0, items=[], stop_at=2)
     with pytest.raises(KeyboardInterrupt):
         smt()
-    assert counting["items"] == [(int(0.8 * 16000), "deu", "eng"), (int(0.8 * 16000), "eng", None)]  # group 3 only
+    assert counting["items"] == [(int(0.8 * 16000), "deu", "eng"), (int(0.8 * 16000), "fra", None)]  # group 3 only
     write_wav(long, tiny.tone(20.0, 300, seed=9))  # cut to fit: its group runs again
     counting.update(batches=0, items=[], stop_at=None)
     report = smt()

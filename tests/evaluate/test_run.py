@@ -32,6 +32,7 @@ CLIPS = [(0.7, 300), (1.6, 650), (1.1, 900), (0.9, 450), (1.3, 800), (0.8, 550)]
 #   6 sentences: the fewest a paired test runs on (significance.MIN_SENTENCES)
 N = len(CLIPS)
 N_ROWS = 3 * N + 1
+N_SRT = 2 * N + 1  # the rows --task srt decodes: not the eng ASR rows, whose transcripts the eng->deu rows give
 GOLD_DEU = "die Katze sitzt auf der Matte"  # every deu reference of the test manifest
 SRC = Path(run.__file__).resolve().parents[2]  # the llm_srt package's parent: subprocesses import this copy
 
@@ -118,7 +119,7 @@ def test_asr_task_transcribes_each_clip_once():
     rows = [row("1-ed", "a.wav", "eng", "deu"), row("1-ez", "a.wav", "eng", "zho"), row("1-asr", "a.wav", "eng", ""),
             row("2-ed", "b.wav", "eng", "deu")]
     assert [r.id for r in run.select_rows(rows, Task.ASR)] == ["1-ed", "2-ed"]
-    assert run.select_rows(rows, Task.SRT) == rows
+    assert run.select_rows(rows, Task.SRT) == [rows[0], rows[1], rows[3]]  # 1-ed gives 1-asr's transcript
     assert run.row_task(rows[0], Task.ASR) is Task.ASR and run.row_task(rows[2], Task.SMT) is Task.ASR
     assert run.row_task(rows[0], Task.SMT) is Task.SMT
 
@@ -132,14 +133,14 @@ def test_failed_rows_are_empty_hypotheses_and_counted(oracle, manifest, tmp_path
     assert any(len({(it.src, it.tgt, it.task) for it in b}) > 1 for b in system.batches)
     [s] = report.systems
     hyps = load_results(tmp_path / "hyps.flaky.jsonl")
-    assert [h.id for h in hyps] == [json.loads(line)["id"] for line in manifest.read_text().splitlines()]
+    assert [h.id for h in hyps] == [r.id for r in read_manifest(manifest) if not r.is_asr]
     failed = {h.id for h in hyps if h.error}
     # every deu-source row failed, and every row of clip 1: each alone (a failed batch is retried down to single
     # rows), the rows beside them ran; the zho row has no transcript, which SRT does not need: it ran
     assert failed == {h.id for h in hyps if h.src == "deu" or h.id.startswith("1-")} and "9-ez" not in failed
     assert all(h.error.startswith("OutOfMemoryError: CUDA out of memory") for h in hyps if h.id in failed)
     assert s.failed_by_direction()[("deu", "eng")] == N and s.rows[("deu", "eng")] == N
-    assert s.failed_summary() == f"failed: {len(failed)} of {N_ROWS}"
+    assert s.failed_summary() == f"failed: {len(failed)} of {N_SRT}"
     # BLEU: each failed row an empty hypothesis against its reference, as sacrebleu scores it
     assert s.bleu[("deu", "eng")].n == N and s.bleu[("deu", "eng")].score == 0.0
     ed = [h for h in hyps if (h.src, h.tgt) == ("eng", "deu")]
@@ -151,7 +152,7 @@ def test_failed_rows_are_empty_hypotheses_and_counted(oracle, manifest, tmp_path
     data = json.loads((tmp_path / "results.json").read_text())
     assert data["systems"]["flaky"]["failed_by_direction"]["deu-eng"] == {"failed": N, "of": N}
     md = (tmp_path / "report.md").read_text()
-    assert f"| {len(failed)} of {N_ROWS} |" in md and f"| flaky | {n_failed} of {N} | {N} of {N} |" in md
+    assert f"| {len(failed)} of {N_SRT} |" in md and f"| flaky | {n_failed} of {N} | {N} of {N} |" in md
     assert "| flaky | 0-de | deu→eng | OutOfMemoryError: CUDA out of memory." in md
 
 
@@ -210,7 +211,7 @@ def test_an_smt_stage_model_runs_its_asr_then_its_smt(model_dir, manifest, tmp_p
     report = run.evaluate({"w/o SRT": str(smt_model)}, manifest, tmp_path / "r", options=OPTS, batch_size=4,
                           placement=CPU, log=lambda *_: None)
     hyps = {h.id: h for h in load_results(tmp_path / "r" / "hyps.w_o SRT.jsonl")}
-    assert {h.task for h in hyps.values()} == {"asr+smt", "asr"} and hyps["1-ed"].task == "asr+smt"
+    assert {h.task for h in hyps.values()} == {"asr+smt"} and len(hyps) == N_SRT  # no eng ASR row: 1-ed gives it
     system = load_system(model_dir, CPU)
     clip = tiny.tone(1.6, 650, seed=1)
     [heard] = system.run_batch([Item(clip, "eng", None, Task.ASR)], OPTS)
@@ -366,8 +367,8 @@ def test_torchrun_two_ranks_merge_to_the_one_process_report(model_dir, manifest,
                            "-m", "llm_srt.cli", "evaluate", *common, "--out", str(tmp_path / "two")],
                           env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    rows = read_manifest(manifest)
-    for k in range(2):  # each rank ran its length-bucketed shard
+    rows = run.select_rows(read_manifest(manifest), Task.SRT)  # not the eng ASR rows: no score takes them
+    for k in range(2):  # each rank ran its length-bucketed shard of them
         assert f"tiny: {len(run.shard(rows, k, 2))} rows as srt on cpu float32 (rank {k} of 2)" in done.stdout
     assert cli.main(["evaluate", *common, "--out", str(tmp_path / "one")]) == 0
     for name in ("hyps.tiny.jsonl", "mt.tiny.jsonl"):
@@ -610,10 +611,10 @@ def test_cascade_runs_the_chosen_whisper_and_llm_and_its_llm_is_the_mt(manifest,
     mt = {h.id: h for h in load_results(tmp_path / "r" / "mt.cascade.jsonl")}
     cascade = load_system("cascade", CPU, whisper=str(whisper), llm=str(llm))
     [heard] = cascade.asr.decode([tiny.tone(1.6, 650, seed=1)], ["eng"], "transcribe", OPTS)
-    assert heard and hyps["1-asr"].hyp_transcript == hyps["1-ed"].hyp_transcript == heard  # --whisper's model heard it
+    assert heard and hyps["1-ed"].hyp_transcript == heard  # --whisper's model heard it
     [gold] = cascade.mt.translate(["a cat sat"], ["deu"], ["eng"], OPTS)
     assert mt["1-de"].hyp_translation == gold and mt["1-de"].error is None  # --llm's model translated the gold text
-    assert (data["n_failed"], data["n_rows"]) == (0, N_ROWS) and (data["mt"]["n_failed"], data["mt"]["n_rows"]) == (
+    assert (data["n_failed"], data["n_rows"]) == (0, N_SRT) and (data["mt"]["n_failed"], data["mt"]["n_rows"]) == (
         1, 2 * N + 1)
 
 
@@ -832,7 +833,7 @@ def test_an_out_holding_a_results_file_a_model_reads_is_refused_before_decoding(
     assert all(path.read_text() == rows for path in inputs.values())
     again = run.evaluate({"flaky": f"{inputs['hyps']},{inputs['seed2']}"}, None, tmp_path / "other",
                          log=lambda *_: None, significance=0)  # another --out: scored, the inputs left as they were
-    assert again.systems[0].n_rows == 2 * N_ROWS and inputs["hyps"].read_text() == rows
+    assert again.systems[0].n_rows == 2 * N_SRT and inputs["hyps"].read_text() == rows
     run.evaluate({"flaky": "flaky", "old": str(inputs["hyps"])}, manifest, tmp_path / "other", task="srt",
                  options=OPTS, batch_size=4, placement=CPU, log=lambda *_: None, significance=0)
     assert len(oracle["made"]) == made + 1  # a decoded system writing no file another reads runs as before
@@ -1063,11 +1064,12 @@ def test_limit_takes_a_results_file_to_the_rows_decoded_beside_it(oracle, manife
     run.evaluate({"gold": "gold"}, manifest, tmp_path / "a", task="srt", options=OPTS, batch_size=4, placement=CPU,
                  log=lambda *_: None, significance=0)
     gold = tmp_path / "a" / "hyps.gold.jsonl"
-    first = [r.id for r in read_manifest(manifest)[:N_ROWS - 1]]  # every clip's rows (6 sentences), not 9-ez
+    first = [r.id for r in read_manifest(manifest)[:N_ROWS - 1] if not r.is_asr]  # every clip's SRT rows (6
+    #   sentences), not 9-ez
     report = run.evaluate({"gold": str(gold), "flaky": "flaky"}, manifest, tmp_path / "b", task="srt", options=OPTS,
                           batch_size=4, limit=N_ROWS - 1, placement=CPU, log=lambda *_: None, significance=100)
     assert [h.id for h in load_results(tmp_path / "b" / "hyps.gold.jsonl")] == first
-    assert [s.n_rows for s in report.systems] == [N_ROWS - 1] * 2 and not report.untested
+    assert [s.n_rows for s in report.systems] == [N_SRT - 1] * 2 and not report.untested
     assert [(name, vs) for name, vs, _ in report.comparisons] == [("flaky", "gold")]
     alone = run.evaluate({"gold": str(gold)}, None, tmp_path / "c", limit=5, log=lambda *_: None)
     assert alone.systems[0].n_rows == 5
@@ -1112,7 +1114,7 @@ def test_a_moved_model_folder_is_refused_before_any_decoding_and_re_pointed_with
 
     def evaluate(out, models=None, **kwargs):
         return run.evaluate(models or {"a": "flaky", "tiny": str(folder)}, manifest, tmp_path / out, task="srt",
-                            options=OPTS, batch_size=2, limit=6, placement=CPU, log=lambda *_: None, significance=0,
+                            options=OPTS, batch_size=2, limit=9, placement=CPU, log=lambda *_: None, significance=0,
                             **kwargs)
 
     (folder / "config.json").write_text(json.dumps(config | {"llm": str(gone / "llm")}))
@@ -1139,7 +1141,7 @@ def test_a_moved_model_folder_is_refused_before_any_decoding_and_re_pointed_with
     def hyps(out):
         return [(h.id, h.hyp_transcript, h.hyp_translation) for h in load_results(tmp_path / out / "hyps.tiny.jsonl")]
 
-    monkeypatch.setattr(run, "GROUP_BATCHES", 1)  # 3 groups of 2 rows
+    monkeypatch.setattr(run, "GROUP_BATCHES", 1)  # 3 groups of 2 rows (clips 0-2's SRT rows: 6 of the 9)
     evaluate("own", {"tiny": str(model_dir)})
     stopping = tiny.StopAt(run.run_system, 2)  # a kill after the first group
     monkeypatch.setattr(run, "run_system", stopping)

@@ -95,6 +95,9 @@ class SystemScores:
     ids: dict[Direction | str, frozenset[str]] = field(default_factory=dict)  # the ids of each direction's BLEU
     #   rows and, under its source language, of each source's WER/CER rows (`row_ids`; a system of several runs: its
     #   runs' ids, without run.py's `pooled` prefix): `Report.other_rows`, `Report.other_transcript_rows`
+    not_scored: tuple[str, ...] = ()  # ids of the manifest's rows a decoded system left out that no score took
+    #   (evaluate/selection.py `unscored_rows`: a clip's transcript-only row, where its language's SRT rows give the
+    #   WER/CER and the clip has none): counted and named, not in `rows`
 
     @property
     def n_rows(self) -> int:
@@ -429,6 +432,7 @@ def _system_json(s: SystemScores) -> dict:
         "n_failed": len(s.failed),
         "n_forced_tags": s.forced_tags,
         "n_capped": s.capped,
+        **({"n_not_scored": len(s.not_scored), "not_scored": list(s.not_scored)} if s.not_scored else {}),
         "failed_by_direction": {_key(d): {"failed": n, "of": s.rows[d]} for d, n in s.failed_by_direction().items()},
         "bleu": {_key(d): asdict(v) for d, v in s.bleu.items()},
         "by_source": s.by_source(),

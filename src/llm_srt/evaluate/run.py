@@ -49,7 +49,8 @@ from .outputs import (KINDS, PARTIAL, check_inputs_kept, check_writable, file_na
 from .render import format_table, write_report
 from .report import UtteranceResult, build_report, row_ids
 from .score import check_comet
-from .selection import mt_rows, row_task, select_rows, shard  # noqa: F401  (tests and callers: run.shard)
+from .selection import (left_out, mt_rows, row_task, select_rows, shard,  # noqa: F401  (tests: run.shard)
+                        unscored_rows)
 from .significance import SAMPLES, check_samples
 
 TASKS = (AUTO_TASK, "srt", "s2tt", "smt", "asr", "asr+smt")  # --task; auto: what the model folder was trained for
@@ -370,7 +371,7 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
         log(f"{name}: {len(mine)} rows as {t.value} on {placement}" + (f" (rank {rank} of {size})" if size > 1 else "")
             + (f"; {sum(len(rs) for rs, _ in journals.values()) - sum(todo.values())} rows decoded by an earlier "
                f"run kept ({partial}), {sum(todo.values())} to go" if any(j.rows for _, j in journals.values())
-               else ""))
+               else "") + (left_out(rows, t) if rank == 0 else ""))
         if any(todo.values()):  # every row kept: the model is not even loaded
             if failed():
                 return False
@@ -445,7 +446,9 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
                     with writing(hyps_path(out, name), kept):
                         write_hyps(hyps_path(out, name), results)
         report = build_report(scored, mt=mt)
-        report = replace(report, systems=tuple(replace(s, ids=row_ids(r for run in runs[s.name] for r in run))
+        report = replace(report, systems=tuple(replace(s, ids=row_ids(r for run in runs[s.name] for r in run),
+                                                       not_scored=tuple(r.id for r in unscored_rows(rows, Task(
+                                                           tasks[s.name]))) if s.name in tasks else ())
                                                for s in report.systems))  # a system's rows, not its `pooled` ids
         if tasks:
             used = {kind: absolute_model(folder or EMBEDDED) for name in tasks  # the decoded baselines' Whisper
@@ -465,6 +468,11 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
         with writing(out, kept):
             files = write_report(report, out)
         log(format_table(report))
+        for s in report.systems:  # counted, never dropped unsaid (`unscored_rows`)
+            if s.not_scored:
+                log(f"{s.name}: {len(s.not_scored)} transcript-only rows not scored under --task {tasks[s.name]} "
+                    f"(their clip has no {tasks[s.name]} row): {', '.join(s.not_scored[:3])}"
+                    + (", ..." if len(s.not_scored) > 3 else "") + "; --task asr scores them")
         log("wrote " + ", ".join(str(p) for p in files.values()))
         if others := other_hyps(out, models, with_mt):
             log(f"{out} also holds {', '.join(p.name for p in others)} of an earlier evaluation, not of this report "

@@ -10,12 +10,28 @@ def row_task(row: Row, task: Task) -> Task:
 
 
 def select_rows(rows: list[Row], task: Task) -> list[Row]:
-    """The rows to run: all of them; for --task asr one row per (audio, source language), since every direction of
-    an N-way manifest repeats the same clip and its transcript."""
-    if task is not Task.ASR:
+    """The rows to run, those a score takes: for --task asr one row per (audio, source language), since every
+    direction of an N-way manifest repeats the same clip and its transcript; under a task that writes the transcript
+    beside the translation (SRT, ASR+SMT), every row but the transcript-only (ASR) rows of a source language that has
+    rows of that task with a reference transcript: its WER/CER is theirs (`report.transcript_rows`, as the paper
+    scores it), so those ASR rows were decoded for no score (half the rows of a CoVoST test manifest). Under other
+    tasks (S2TT, SMT), all of them."""
+    if task is Task.ASR:
+        seen: set[tuple[str, str]] = set()
+        return [r for r in rows if (r.audio, r.src_lang) not in seen and not seen.add((r.audio, r.src_lang))]
+    if not task.writes_transcript:
         return rows
-    seen: set[tuple[str, str]] = set()
-    return [r for r in rows if (r.audio, r.src_lang) not in seen and not seen.add((r.audio, r.src_lang))]
+    given = {r.src_lang for r in rows if not r.is_asr and r.transcript}
+    return [r for r in rows if not (r.is_asr and r.src_lang in given)]
+
+
+def unscored_rows(rows: list[Row], task: Task) -> list[Row]:
+    """The rows `select_rows` leaves out whose clip (audio, source language) has no row it runs, so no score takes
+    their transcript under `task`: a transcript-only row of a clip without a translation row (CoVoST's empty or
+    REMOVE translations) beside other clips' SRT rows of its language. --task asr scores them."""
+    chosen = select_rows(rows, task)
+    clips, kept = {(r.audio, r.src_lang) for r in chosen}, {id(r) for r in chosen}
+    return [r for r in rows if id(r) not in kept and (r.audio, r.src_lang) not in clips]
 
 
 def shard(rows: list[Row], rank: int, world: int) -> list[Row]:
@@ -34,3 +50,16 @@ def shard(rows: list[Row], rank: int, world: int) -> list[Row]:
 def mt_rows(rows: list[Row]) -> list[Row]:
     """The rows --with-mt translates: those with a target language."""
     return [r for r in rows if not r.is_asr]
+
+
+def left_out(rows: list[Row], task: Task, shown: int = 3) -> str:
+    """What `select_rows` leaves out of `rows` under `task`, for the log ('' where nothing, or only --task asr's
+    repeats of a clip): '; N transcript-only (ASR) rows not decoded ...', naming those `unscored_rows` holds."""
+    n = 0 if task is Task.ASR else len(rows) - len(select_rows(rows, task))
+    if not n:
+        return ""
+    unscored = unscored_rows(rows, task)
+    ids = ", ".join(r.id for r in unscored[:shown]) + (", ..." if len(unscored) > shown else "")
+    return (f"; {n} transcript-only (ASR) rows not decoded (the {task.value} rows of their language give its "
+            f"WER/CER)" + (f", {len(unscored)} of them of a clip without a {task.value} row, so not scored ({ids}): "
+                           "--task asr scores them" if unscored else ""))
