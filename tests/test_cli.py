@@ -547,3 +547,46 @@ def test_a_file_named_with_a_leading_dash_is_given_after_double_dash(tmp_path, m
     with pytest.raises(SystemExit) as e:  # an unknown option before `--` is still named
         cli.main(["translate", "--model", "m", "--frob", "--", "-take 1.wav"])
     assert e.value.code == 2 and "error: unrecognized arguments: --frob (" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("verb, advice", [
+    ("train", "the training state is its last checkpoint: run the same command again to resume from it"),
+    ("evaluate", "the rows decoded so far are kept: run the same command again to go on from them"),
+])
+def test_a_rank_whose_peer_died_stops_in_one_line_that_says_to_run_again(verb, advice, monkeypatch, capsys):
+    """`torchrun --nproc_per_node 2 -m llm_srt.cli train ...`, rank 1 killed: rank 0 died in a 33-line traceback
+    ending in gloo's "Connection closed by peer". It is one line naming the rank gone and the fix, exit status 2 as
+    every refusal, the traceback above it with --debug; a collective's other errors (a bug) keep their traceback.
+    (tests/train/test_peer_gone.py: the same from a real gloo run of two processes.)"""
+    import types
+
+    import torch.distributed as dist
+
+    raised = []
+
+    def main(args):
+        raise raised[-1]
+
+    monkeypatch.setitem(sys.modules, "fake_verb", types.SimpleNamespace(add_arguments=lambda p: None, main=main))
+    monkeypatch.setitem(cli.VERBS, verb, ("fake_verb", "a verb whose other rank was killed"))
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    closed = "[../third_party/gloo/gloo/transport/tcp/pair.cc:553] Connection closed by peer [10.0.0.2]:23456"
+    nccl = ("NCCL error in: NCCLUtils.cpp:77, remote process exited or there was a network error, NCCL version 2.26.2"
+            "\nncclRemoteError: A call failed possibly due to a network error or a remote process exiting prematurely.")
+    for error, gone in ((RuntimeError(closed), "rank 1 at 10.0.0.2:23456 is gone (gloo: Connection closed by peer)"),
+                        (dist.DistBackendError(nccl), "rank 1 is gone (NCCL: remote process exited or network error)")):
+        raised.append(error)
+        line = f"llm-srt {verb}: error: [rank 0] {gone}: this rank stops; {advice}\n"
+        assert cli.main([verb]) == 2
+        assert capsys.readouterr().err == line
+        assert cli.main(["--debug", verb]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("Traceback") and err.endswith(f"{type(error).__name__}: {error}\n{line}")
+    for error in (RuntimeError("mat1 and mat2 shapes cannot be multiplied (4x8 and 16x8)"),
+                  dist.DistBackendError("NCCL error in: ProcessGroupNCCL.cpp:3356, invalid usage, NCCL version "
+                                        "2.26.2\nncclInvalidUsage: Duplicate GPU detected")):
+        raised.append(error)
+        with pytest.raises(type(error)) as caught:
+            cli.main([verb])
+        assert caught.value is error and "error:" not in capsys.readouterr().err

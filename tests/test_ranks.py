@@ -125,3 +125,61 @@ def test_rank0s_undecodable_audio_reaches_the_other_rank_as_itself(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     said = "UndecodableAudio: a.wav: cannot decode audio (bad header); use wav or flac"
     assert sorted(done.stdout.splitlines()) == [f"rank 0: {said}", f"rank 1: {said}"], done.stderr[-2000:]
+
+
+GLOO_RESET = ("[/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:537] Read error [127.0.0.1]:13955: "
+              "Connection reset by peer. This is typically caused by a remote worker hanging or bugs in the "
+              "application. Check the logs of the remote worker before reporting an error. GLHF!")
+GLOO_CLOSED = "[../third_party/gloo/gloo/transport/tcp/pair.cc:553] Connection closed by peer [10.0.0.2]:23456"
+NCCL_REMOTE = ("NCCL error in: /pytorch/torch/csrc/distributed/c10d/NCCLUtils.cpp:77, remote process exited or there "
+               "was a network error, NCCL version 2.26.2\nncclRemoteError: A call failed possibly due to a network "
+               "error or a remote process exiting prematurely.\nLast error:\nsocketProgress: Connection closed by "
+               "remote peer node2<47512>")
+NCCL_TIMEOUT = ("[Rank 0] Watchdog caught collective operation timeout: WorkNCCL(SeqNum=19, OpType=ALLREDUCE, "
+                "NumelIn=1, NumelOut=1, Timeout(ms)=600000) ran for 600081 milliseconds before timing out.")
+STORE_GONE = "Failed to recv, got 0 bytes. Connection was likely closed. Did the remote server shutdown or crash?"
+
+
+def test_peer_gone_names_the_rank_that_went_and_nothing_else(monkeypatch):
+    """A rank whose peer was killed died in a 33-line traceback ending in gloo's "Connection closed by peer" (NCCL: a
+    DistBackendError). Those errors, and the run's store gone, are one line's start naming the rank gone; a bug's
+    (a gloo timeout of a rank that is stuck, NCCL's invalid usage, a store never reached, any other RuntimeError or
+    a socket's own OSError) is None: it keeps its traceback."""
+    import torch.distributed as dist
+
+    from llm_srt import ranks
+
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    gone = {
+        RuntimeError(GLOO_RESET): "[rank 0] rank 1 at 127.0.0.1:13955 is gone (gloo: Connection reset by peer)",
+        RuntimeError(GLOO_CLOSED): "[rank 0] rank 1 at 10.0.0.2:23456 is gone (gloo: Connection closed by peer)",
+        dist.DistBackendError(GLOO_CLOSED): "[rank 0] rank 1 at 10.0.0.2:23456 is gone (gloo: Connection closed by "
+                                            "peer)",
+        dist.DistBackendError(NCCL_REMOTE): "[rank 0] rank 1 is gone (NCCL: remote process exited or network error)",
+        dist.DistBackendError(NCCL_TIMEOUT): "[rank 0] rank 1 is gone or stuck (NCCL: its collective timed out)",
+        dist.DistNetworkError(STORE_GONE): "[rank 0] the run's store closed its connection (its host, a rank or the "
+                                           "launcher, is gone)",
+    }
+    for error, line in gone.items():
+        assert ranks.peer_gone(error) == f"{line}: this rank stops", error
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "8")  # which of 7 others: its address alone
+    assert ranks.peer_gone(RuntimeError(GLOO_CLOSED)).startswith("[rank 3] another rank at 10.0.0.2:23456 is gone")
+    assert ranks.peer_gone(dist.DistBackendError(NCCL_REMOTE)).startswith("[rank 3] another rank is gone (NCCL")
+    kept = [
+        RuntimeError("[../third_party/gloo/gloo/transport/tcp/unbound_buffer.cc:81] Timed out waiting 60000ms for "
+                     "recv operation to complete"),
+        dist.DistBackendError("NCCL error in: ProcessGroupNCCL.cpp:3356, invalid usage (run with NCCL_DEBUG=WARN for "
+                              "details), NCCL version 2.26.2\nncclInvalidUsage: This usually reflects invalid usage "
+                              "of NCCL library.\nLast error:\nDuplicate GPU detected : rank 1 and rank 0 both on CUDA "
+                              "device 1000"),
+        dist.DistNetworkError("The client socket has timed out after 600000ms while trying to connect to "
+                              "(10.0.0.1, 29500)."),
+        RuntimeError("Connection reset by peer"),  # not a collective's
+        RuntimeError(NCCL_TIMEOUT),  # the watchdog's text, but not NCCL's error
+        ConnectionResetError(104, "Connection reset by peer"),
+        RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+    ]
+    for error in kept:
+        assert ranks.peer_gone(error) is None, error

@@ -16,7 +16,7 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-from . import paths
+from . import paths, ranks
 from .errors import TERMINATED, LLMSRTError, Terminated
 
 # verb -> (module, one-line help). tests/test_cli.py keeps this table and the parser in sync.
@@ -55,6 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# what a run that stopped because another rank has gone keeps, by verb, and what to do (`ranks.peer_gone`)
+ON_PEER_GONE = {
+    "train": "the training state is its last checkpoint: run the same command again to resume from it",
+    "curriculum": "the training state is the stage's last checkpoint: run the same command again to resume from it",
+    "evaluate": "the rows decoded so far are kept: run the same command again to go on from them",
+}
 BROKEN_PIPE = 141  # the exit code when stdout's reader has gone: a shell's for a process SIGPIPE ended (128 + 13)
 PROGRESS_LOG_INTERVAL_S = 30  # progress-bar updates at most this often when stderr is a file or a pipe
 
@@ -242,6 +248,15 @@ def _main(argv: list[str] | None) -> int:
         if debug:  # the traceback, and the exit code as without --debug (a script's check must not change)
             traceback.print_exc()
         print(f"llm-srt {verb}: error: {e}", file=sys.stderr)
+        return 2
+    except RuntimeError as e:  # a collective's, where another rank has gone (killed, out of memory, its node lost):
+        #   one line, as when the launcher is gone (ranks.stop_with_launcher); any other keeps its traceback
+        if (gone := ranks.peer_gone(e)) is None:
+            raise
+        if debug:
+            traceback.print_exc()
+        print(f"llm-srt {verb}: error: {gone}; {ON_PEER_GONE.get(verb, 'run the same command again')}",
+              file=sys.stderr, flush=True)
         return 2
     except KeyboardInterrupt:
         print(f"llm-srt {verb}: interrupted", file=sys.stderr)

@@ -1,10 +1,12 @@
 """What torchrun's ranks take from rank 0: a result rank 0 computes alone (reading a corpus or a manifest, finding a
 checkpoint), handed to every rank, so that ranks never decide apart; and what each rank checks for itself, agreed
-(`on_every_rank`). Used by training and evaluation alike."""
+(`on_every_rank`); and what a collective's error says of another rank gone (`peer_gone`). Used by training and
+evaluation alike."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 import threading
@@ -38,6 +40,59 @@ def stop_with_launcher(poll_s: float = LAUNCHER_POLL_S) -> bool:
 
     threading.Thread(target=watch, name="llm-srt-launcher-watch", daemon=True).start()
     return True
+
+
+# What a collective raises on a rank whose peer has gone (killed, out of memory, its node lost), known by the text
+# that says so. gloo's transport names the peer's address ("[.../gloo/transport/tcp/pair.cc:537] Read error
+# [10.0.0.2]:4242: Connection reset by peer"); NCCL's DistBackendError a remote error ("remote process exited or there
+# was a network error", ncclRemoteError) or a socket of its own closed, or its watchdog's timeout (a rank gone or
+# stuck); a DistNetworkError the run's store gone (its host with it). Anything else keeps its traceback: a bug.
+_GLOO_GONE = re.compile(r"gloo/transport/\S*\].*?(Connection (?:closed|reset) by peer|Broken pipe)", re.S)
+_NCCL_GONE = re.compile(r"remote process exited|ncclRemoteError|Connection (?:closed by remote|reset by) peer")
+_NCCL_TIMEOUT = re.compile(r"Watchdog caught collective operation timeout")
+_STORE_GONE = re.compile(r"Connection was likely closed|Connection reset by peer|Broken pipe")
+_ADDRESS = re.compile(r"\[([^\]\s/]+)\]:(\d+)")  # gloo's peer: [10.0.0.2]:4242
+
+
+def peer_gone(error: BaseException) -> str | None:
+    """What `error`, raised in a collective, says: that another rank has gone, as the start of one line ("[rank 0]
+    rank 1 at 10.0.0.2:4242 is gone (gloo: Connection reset by peer): this rank stops"); None for any other error,
+    which keeps its traceback. The other rank is named where the world has two; else its address, where gloo gives
+    it."""
+    dist = sys.modules.get("torch.distributed")  # (not imported: no collective ran)
+    if dist is None or not isinstance(error, RuntimeError):
+        return None
+    text = str(error)
+    nccl = isinstance(error, getattr(dist, "DistBackendError", ())) or text.startswith("NCCL error")
+    state = "is gone"
+    if found := _GLOO_GONE.search(text):
+        how = f"gloo: {found[1]}"
+    elif nccl and _NCCL_GONE.search(text):
+        how = "NCCL: remote process exited or network error"
+    elif nccl and _NCCL_TIMEOUT.search(text):
+        how, state = "NCCL: its collective timed out", "is gone or stuck"
+    elif isinstance(error, getattr(dist, "DistNetworkError", ())) and _STORE_GONE.search(text):
+        return (f"[rank {_rank_and_world(dist)[0]}] the run's store closed its connection (its host, a rank or the "
+                "launcher, is gone): this rank stops")
+    else:
+        return None
+    rank, world = _rank_and_world(dist)
+    who = f"rank {1 - rank}" if world == 2 and rank in (0, 1) else "another rank"
+    end = text.find("\n", found.end()) if found else -1  # gloo's peer: on its line, before or after the reason
+    if found and (address := _ADDRESS.search(text, found.start(), len(text) if end < 0 else end)):
+        who += f" at {address[1]}:{address[2]}"
+    return f"[rank {rank}] {who} {state} ({how}): this rank stops"
+
+
+def _rank_and_world(dist) -> tuple[int | str, int]:
+    """This process's rank and the world's size: the process group's, else torchrun's environment ("?", 1 without)."""
+    try:
+        if dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+    except Exception:  # noqa: BLE001  a group being torn down: the environment says the same
+        pass
+    rank, world = os.environ.get("RANK", "?"), os.environ.get("WORLD_SIZE", "1")
+    return (int(rank) if rank.isdigit() else rank), (int(world) if world.isdigit() else 1)
 
 
 def from_rank0(fn: Callable[[], Any], rank: int, world: int, group=None) -> Any:
