@@ -1,5 +1,6 @@
 """Command-line pieces the verbs share: `StoreOnce`, argparse's plain store that refuses an option given twice with
-two values, and `store_once(parser)`, which makes it the store of every single-valued option of a verb's parser."""
+two values, and `store_once(parser)`, which makes it the store of every single-valued option of a parser (cli's
+`Parser` applies it to every verb's and sub-verb's)."""
 
 import argparse
 

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from . import paths, ranks
+from .arguments import store_once
 from .errors import TERMINATED, LLMSRTError, Terminated
 
 # verb -> (module, one-line help). tests/test_cli.py keeps this table and the parser in sync.
@@ -38,7 +39,13 @@ VERBS: dict[str, tuple[str, str]] = {
 class Parser(argparse.ArgumentParser):
     """argparse's parser, but a bad option is one line, as every verb's refusals are: argparse printed its whole
     usage first (10-14 lines for translate), burying the line that says what was wrong. Every subparser is one too
-    (argparse makes them of their parent's class). --help is argparse's own."""
+    (argparse makes them of their parent's class). --help is argparse's own. Every option that takes one value is a
+    `StoreOnce` (`store_once`), on every verb's and sub-verb's parser alike: given twice with two values, refused in
+    one line, where argparse kept the last one unsaid (`serve --port 8000 --port 8001`); append and flags repeat."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        store_once(self)  # before any option is added: a verb's add_arguments, a sub-verb's parser (this class too)
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} ({self.prog} --help for the options)\n")

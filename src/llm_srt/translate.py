@@ -19,7 +19,6 @@ from pathlib import Path
 
 from . import device as placement_of
 from . import languages, subtitles
-from .arguments import store_once
 from .audio import WINDOW_SECONDS
 from .errors import DeviceFailed, LLMSRTError, Terminated, open_regular, shown
 from .infer import (MIN_LINE_WIDTH, TranslationResult, add_model_arguments, add_segment_argument, capped_note,
@@ -40,9 +39,8 @@ log = logging.getLogger(__name__)
 
 def add_arguments(parser) -> None:
     """`llm-srt translate`'s options. Each that takes one value (the shared --model, --beam, --device ... too),
-    given twice with two values, is refused in one line (`store_once`), where argparse kept the last one unsaid
-    (`--tgt deu --tgt fra` translated into fra alone); --transcript repeats, one per input."""
-    store_once(parser)
+    given twice with two values, is refused in one line (`store_once`, which cli's parser applies), where argparse
+    kept the last one unsaid (`--tgt deu --tgt fra` translated into fra alone); --transcript repeats, one per input."""
     parser.add_argument("audio", nargs="+", help="audio files (wav, flac, ogg, mp3; any rate; up to 4 h each)")
     add_model_arguments(parser)
     parser.add_argument("--src", default=None, help="source language (ISO 639-3, e.g. eng), or 'auto'")

@@ -1,7 +1,7 @@
 """`llm-srt evaluate`'s command-line options, for `run.main` (cli.py finds them as `run.add_arguments`)."""
 
 from .. import device
-from ..arguments import StoreOnce, store_once
+from ..arguments import StoreOnce
 from ..model.decoding import add_compile_argument, add_no_repeat_argument, add_srt_tags_argument
 from .comet import DEFAULT_MODEL
 from .models import MT_PROMPTS
@@ -15,11 +15,10 @@ ONE_MANIFEST = ("evaluate scores one test manifest (its report pools rows by lan
 
 def add_arguments(parser) -> None:
     """`llm-srt evaluate`'s options (`run.main` reads them). Every option that takes one value (the shared --device,
-    --beam ... too) is a `StoreOnce`: given twice with two values, refused, where argparse kept the last one."""
+    --beam ... too) is a `StoreOnce` (cli's parser makes it one): given twice with two values, refused, where argparse
+    kept the last one."""
     from ..infer import MAX_NEW_TOKENS, MAX_NEW_TOKENS_HELP
     from .run import TASKS  # (run imports this module)
-
-    store_once(parser)
 
     parser.add_argument("--model", action="append", required=True,
                         help="NAME=FOLDER, a model folder, 'whisper' or 'cascade', or NAME=FILE.jsonl: the results "

@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 from .. import languages
-from ..arguments import store_once
 from ..errors import LLMSRTError, open_regular, shown
 from . import metrics
 from .comet import DEFAULT_MODEL, CometOptions, check_model, check_python, segment_scores
@@ -24,8 +23,8 @@ UNSEGMENTED_SCRIPTS = ("Hans", "Hant", "Jpan", "Thai")  # written without spaces
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """`llm-srt score`'s options. Each that takes one value, given twice with two values, is refused in one line
-    (`store_once`), where argparse kept the last one unsaid (two --hyp scored the second file alone)."""
-    store_once(parser)
+    (`store_once`, which cli's parser applies), where argparse kept the last one unsaid (two --hyp scored the second
+    file alone)."""
     parser.add_argument("--hyp", required=True, type=Path, help="system output, one sentence per line (UTF-8)")
     parser.add_argument("--ref", required=True, type=Path, help="references, one sentence per line (UTF-8)")
     parser.add_argument("--tgt-lang", required=True,
