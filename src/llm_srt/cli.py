@@ -62,8 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# what a run that stopped because another rank has gone keeps, by verb, and what to do (`ranks.peer_gone`)
-ON_PEER_GONE = {
+# what a run keeps when it stops before its end, by verb, and what to do: because another rank has gone
+# (`ranks.peer_gone`), or by SIGTERM (torchrun's to the ranks left when one dies, SLURM's preemption; the recipe's own
+# line on it comes only within its steps, not while the model or data load, and evaluate has none)
+ON_STOPPED = {
     "train": "the training state is its last checkpoint: run the same command again to resume from it",
     "curriculum": "the training state is the stage's last checkpoint: run the same command again to resume from it",
     "evaluate": "the rows decoded so far are kept: run the same command again to go on from them",
@@ -262,14 +264,15 @@ def _main(argv: list[str] | None) -> int:
             raise
         if debug:
             traceback.print_exc()
-        print(f"llm-srt {verb}: error: {gone}; {ON_PEER_GONE.get(verb, 'run the same command again')}",
+        print(f"llm-srt {verb}: error: {gone}; {ON_STOPPED.get(verb, 'run the same command again')}",
               file=sys.stderr, flush=True)
         return 2
     except KeyboardInterrupt:
         print(f"llm-srt {verb}: interrupted", file=sys.stderr)
         return 130
     except Terminated:  # its clean-ups have run
-        print(f"llm-srt {verb}: stopped by SIGTERM", file=sys.stderr)
+        print(f"llm-srt {verb}: stopped by SIGTERM" + (f"; {ON_STOPPED[verb]}" if verb in ON_STOPPED else ""),
+              file=sys.stderr)
         return TERMINATED
     except BrokenPipeError:  # stdout's reader has gone (`llm-srt translate ... | head -1`): no traceback
         if not _stdout_broken():  # another pipe (a subprocess's, a socket): a real error, shown

@@ -1,0 +1,93 @@
+"""After a SIGTERM (torchrun's to the ranks left when one dies, SLURM's preemption), `llm-srt train`, `curriculum` and
+`evaluate` say in their one line what the run kept and how to go on, as after a dead peer (`cli.ON_STOPPED`); the
+training recipe's own line on a signal comes only within its steps (train/stops.py), not while the model or the data
+load, and evaluate had none. Other verbs' line is as before."""
+
+import os
+import signal
+import sys
+import types
+
+import numpy as np
+import pytest
+
+from llm_srt import cli
+from llm_srt.audio import SAMPLE_RATE, write_wav
+from llm_srt.data.manifest import Row, write_manifest
+from llm_srt.errors import TERMINATED, Terminated
+from llm_srt.evaluate import run
+from llm_srt.model import systems
+from llm_srt.model.protocol import Output
+from llm_srt.prompts import Task
+
+
+@pytest.mark.parametrize("verb, line", [
+    ("train", "llm-srt train: stopped by SIGTERM; the training state is its last checkpoint: run the same command "
+              "again to resume from it"),
+    ("curriculum", "llm-srt curriculum: stopped by SIGTERM; the training state is the stage's last checkpoint: run "
+                   "the same command again to resume from it"),
+    ("evaluate", "llm-srt evaluate: stopped by SIGTERM; the rows decoded so far are kept: run the same command "
+                 "again to go on from them"),
+    ("translate", "llm-srt translate: stopped by SIGTERM"),
+    ("score", "llm-srt score: stopped by SIGTERM"),
+])
+def test_the_sigterm_line_says_how_to_go_on_where_the_run_can(verb, line, monkeypatch, capsys):
+    def main(args):  # a SIGTERM while the model loads: before the recipe notes signals (`signals_noted`)
+        raise Terminated()
+
+    monkeypatch.setitem(sys.modules, "fake_verb", types.SimpleNamespace(add_arguments=lambda p: None, main=main))
+    monkeypatch.setitem(cli.VERBS, verb, ("fake_verb", "a verb SIGTERMed"))
+    assert cli.main([verb]) == TERMINATED
+    assert capsys.readouterr().err == line + "\n"
+
+
+class Stopping:
+    """A system whose outputs follow from each item alone; it sends its own process SIGTERM when it is handed batch
+    number `stop_at` (1-based), as torchrun or SLURM would."""
+
+    def __init__(self, state):
+        self.name, self.state = "stopping", state
+
+    def run_batch(self, items, options):
+        self.state["batches"] += 1
+        if self.state["batches"] == self.state["stop_at"]:
+            os.kill(os.getpid(), signal.SIGTERM)  # cli's handler raises Terminated here
+        self.state["rows"] += len(items)
+        return [Output(f"heard {it.audio.size} {it.src}", "" if it.task is Task.ASR else f"{it.tgt} {it.audio.size}")
+                for it in items]
+
+    def detect_language(self, audio):
+        return "eng"
+
+
+def test_evaluate_sigtermed_keeps_its_rows_and_the_same_command_goes_on_from_them(tmp_path, monkeypatch, capsys):
+    rows = []
+    for i in range(4):
+        path = tmp_path / f"c{i}.wav"
+        t = np.arange(int((0.5 + 0.1 * i) * SAMPLE_RATE)) / SAMPLE_RATE
+        write_wav(path, (0.4 * np.sin(2 * np.pi * (300 + 100 * i) * t)).astype(np.float32))
+        rows.append(Row(id=f"{i}", audio=str(path), duration=t.size / SAMPLE_RATE, src_lang="eng",
+                        transcript="a cat sat", tgt_lang="deu", translation="die Katze", split="test", corpus="t",
+                        sentence_id=str(i)))
+    write_manifest(tmp_path / "test.jsonl", rows)
+    state = {"batches": 0, "stop_at": 3, "rows": 0}
+    monkeypatch.setitem(systems.SYSTEMS, "stopping", lambda name, placement, **_: Stopping(state))
+    monkeypatch.setattr(run, "GROUP_BATCHES", 1)  # with --batch-size 1, each row its own group, journaled as it ends
+
+    def evaluate(out: str) -> int:
+        return cli.main(["evaluate", "--model", "s=stopping", "--manifest", str(tmp_path / "test.jsonl"), "--out",
+                         str(tmp_path / out), "--task", "srt", "--batch-size", "1", "--significance", "0",
+                         "--device", "cpu", "--dtype", "float32"])
+
+    assert evaluate("r") == TERMINATED
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == ("llm-srt evaluate: stopped by SIGTERM; the rows decoded so far are kept: run the "
+                                    "same command again to go on from them"), err
+    assert state["rows"] == 2  # the third batch was stopped
+    state.update(stop_at=None, rows=0)
+    assert evaluate("r") == 0  # the same command
+    assert "2 rows decoded by an earlier run kept" in capsys.readouterr().out and state["rows"] == 2
+    assert evaluate("whole") == 0 and state["rows"] == 2 + 4
+    for name in ("hyps.s.jsonl", "results.json"):
+        assert (tmp_path / "r" / name).read_text() == (tmp_path / "whole" / name).read_text(), name
+    assert not (tmp_path / "r" / run.PARTIAL).exists()
