@@ -91,3 +91,21 @@ def test_evaluate_sigtermed_keeps_its_rows_and_the_same_command_goes_on_from_the
     for name in ("hyps.s.jsonl", "results.json"):
         assert (tmp_path / "r" / name).read_text() == (tmp_path / "whole" / name).read_text(), name
     assert not (tmp_path / "r" / run.PARTIAL).exists()
+
+
+@pytest.mark.parametrize("verb, line", [
+    ("train", "llm-srt train: interrupted; the training state is its last checkpoint: run the same command again to "
+              "resume from it"),
+    ("evaluate", "llm-srt evaluate: interrupted; the rows decoded so far are kept: run the same command again to go "
+                 "on from them"),
+    ("score", "llm-srt score: interrupted"),
+])
+def test_the_ctrl_c_line_says_how_to_go_on_where_the_run_can(verb, line, monkeypatch, capsys):
+    """Ctrl-C stops training at a saved step as SIGTERM does (train/signals.py): its line gives the same advice."""
+    def main(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(sys.modules, "fake_verb", types.SimpleNamespace(add_arguments=lambda p: None, main=main))
+    monkeypatch.setitem(cli.VERBS, verb, ("fake_verb", "a verb interrupted"))
+    assert cli.main([verb]) == 130
+    assert capsys.readouterr().err == line + "\n"

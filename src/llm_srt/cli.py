@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # what a run keeps when it stops before its end, by verb, and what to do: because another rank has gone
-# (`ranks.peer_gone`), or by SIGTERM (torchrun's to the ranks left when one dies, SLURM's preemption; the recipe's own
+# (`ranks.peer_gone`), by Ctrl-C, or by SIGTERM (torchrun's to the ranks left when one dies, SLURM's preemption; the recipe's own
 # line on it comes only within its steps, not while the model or data load, and evaluate has none)
 ON_STOPPED = {
     "train": "the training state is its last checkpoint: run the same command again to resume from it",
@@ -267,8 +267,9 @@ def _main(argv: list[str] | None) -> int:
         print(f"llm-srt {verb}: error: {gone}; {ON_STOPPED.get(verb, 'run the same command again')}",
               file=sys.stderr, flush=True)
         return 2
-    except KeyboardInterrupt:
-        print(f"llm-srt {verb}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt:  # training saved its step as on SIGTERM (train.signals): the same advice
+        print(f"llm-srt {verb}: interrupted" + (f"; {ON_STOPPED[verb]}" if verb in ON_STOPPED else ""),
+              file=sys.stderr)
         return 130
     except Terminated:  # its clean-ups have run
         print(f"llm-srt {verb}: stopped by SIGTERM" + (f"; {ON_STOPPED[verb]}" if verb in ON_STOPPED else ""),
