@@ -149,7 +149,7 @@ def test_under_torchrun_a_rank_failing_while_decoding_tells_the_others_and_every
     def all_gather(out, obj, group):
         assert group == "long"
         gathered.append(obj)
-        decoding = len(gathered) == 3  # after the checks of each rank's disk and journals
+        decoding = len(gathered) == 4  # after the checks of each rank's disk, journals' settings and journals
         out[:] = [line if decoding and failing == 0 else None, obj]
 
     def broadcast(box, src, group):  # rank 0's rows
@@ -180,9 +180,9 @@ def test_under_torchrun_a_rank_failing_while_decoding_tells_the_others_and_every
     with pytest.raises(LLMSRTError) as caught:
         run.evaluate({"slow": "slow"}, manifest, tmp_path / "o", task="s2tt", batch_size=1,
                      placement=run.device.resolve("cpu", "float32"), significance=0, log=lambda *_: None)
-    assert len(gathered) == 3  # every rank agreed on the failure (`on_every_rank`), not at the rows' hand-over
+    assert len(gathered) == 4  # every rank agreed on the failure (`on_every_rank`), not at the rows' hand-over
     if failing == 0:
-        assert str(caught.value) == f"rank 0: {line}" and loaded == [] and gathered[2] is None
+        assert str(caught.value) == f"rank 0: {line}" and loaded == [] and gathered[3] is None
     else:
-        assert str(caught.value) == line and loaded == ["slow"] and gathered[2] == line
+        assert str(caught.value) == line and loaded == ["slow"] and gathered[3] == line
         assert store == {"llm-srt/evaluate/1/failed": "1"}

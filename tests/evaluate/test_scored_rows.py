@@ -102,3 +102,42 @@ def test_an_srt_evaluation_decodes_and_counts_the_rows_it_scores(gold, manifest,
                           placement=CPU, log=lambda *_: None)
     [s] = report.systems  # --task asr scores that clip: every clip once
     assert s.n_rows == N_CLIPS and s.asr["fra"].n == N_CLIPS and s.not_scored == ()
+
+
+def test_a_journal_of_a_run_that_decoded_every_asr_row_goes_on_as_that_run_did(gold, manifest, tmp_path,
+                                                                               monkeypatch):
+    """A run killed before 2026-12-07 journaled groups holding the ASR rows too: a run of today forms other groups,
+    so it decoded every row again, unsaid. It goes on from that journal's groups now (the ASR rows among the rows to
+    go decoded as that run would have), and its report counts the scored rows alone."""
+    monkeypatch.setattr(run, "GROUP_BATCHES", 1)  # groups of 2 rows (batch size 2): 13 rows in 7 groups
+    with monkeypatch.context() as old:  # the llm-srt before: every row decoded, its journal settings without a mark
+        old.setattr(run, "select_rows", lambda rows, task: rows)
+        old.setattr(run, "SCORED_ROWS", {}, raising=False)
+        old.setattr(run, "run_system", tiny.StopAt(run.run_system, 3))  # killed after 2 groups
+        with pytest.raises(KeyboardInterrupt):
+            run.evaluate({"gold": "gold"}, manifest, tmp_path / "r", task="srt", options=OPTS, batch_size=2,
+                         placement=CPU, log=lambda *_: None)
+    assert len(gold) == 4
+    gold.clear()
+    logged = []
+    report = run.evaluate({"gold": "gold"}, manifest, tmp_path / "r", task="srt", options=OPTS, batch_size=2,
+                          placement=CPU, log=logged.append)
+    n_srt = N_CLIPS - 1
+    assert len(gold) == 2 * N_CLIPS - 1 - 4  # the 4 rows kept, not decoded again
+    assert "4 rows decoded by an earlier run kept" in logged[0] and "goes on as that run did" in logged[0]
+    [s] = report.systems
+    assert s.n_rows == n_srt and s.not_scored == (f"covost2:{NO_TRANSLATION}",)
+    assert len(load_results(tmp_path / "r" / "hyps.gold.jsonl")) == n_srt
+    assert not (tmp_path / "r" / "partial").exists()  # its work done
+
+    gold.clear()  # a run of today, killed, goes on from its own journal (its mark kept)
+    with monkeypatch.context() as killed:
+        killed.setattr(run, "run_system", tiny.StopAt(run.run_system, 2))
+        with pytest.raises(KeyboardInterrupt):
+            run.evaluate({"gold": "gold"}, manifest, tmp_path / "t", task="srt", options=OPTS, batch_size=2,
+                         placement=CPU, log=lambda *_: None)
+    logged.clear()
+    report = run.evaluate({"gold": "gold"}, manifest, tmp_path / "t", task="srt", options=OPTS, batch_size=2,
+                          placement=CPU, log=logged.append)
+    assert len(gold) == n_srt and "goes on as that run did" not in logged[0]  # 2 kept, 4 decoded now
+    assert f"gold: {n_srt} rows as srt" in logged[0] and "2 rows decoded by an earlier run kept" in logged[0]

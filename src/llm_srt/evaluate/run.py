@@ -58,6 +58,8 @@ GATHER_TIMEOUT = timedelta(hours=12)  # how long rank 0 waits for the slowest ra
 CONNECT_TIMEOUT = timedelta(minutes=30)  # the ranks connecting (a misrouted node fails in this time, not in
 #   GATHER_TIMEOUT: set GLOO_SOCKET_IFNAME)
 GROUP_BATCHES = 16  # rows run, then journaled, this many batches at a time (sorted by length within a group)
+SCORED_ROWS = {"rows": "scored"}  # in a hyps journal's settings where `select_rows` leaves transcript-only rows out
+#   (SRT, ASR+SMT; since 2026-12-07): one without it, of an earlier run that decoded them too, goes on as that run did
 
 
 def _result(r: Row, task: Task, transcript: str = "", translation: str = "", error: str | None = None,
@@ -145,6 +147,15 @@ def decode_in_groups(journal: Journal, rows: list[Row], size: int,
     return True
 
 
+def _decoded_every_row(folder: Path, stem: str, rank: int, size: int, settings: dict, base: Path | None) -> bool:
+    """Whether this rank's journal `stem` holds rows decoded with `settings` and without `SCORED_ROWS`: by an
+    llm-srt that decoded every transcript-only row (a journal of other settings: no, its own refusal comes next)."""
+    try:
+        return bool(Journal.open(folder, stem, rank, size, settings, base=base).rows)
+    except LLMSRTError:
+        return False
+
+
 def _taken(journal: Journal, digests: set[str]) -> bool:
     """Whether every row `journal` holds is one of the rows of `digests` (by any form of its audio path: one result
     is held under each of its line's forms, `row_digests`)."""
@@ -212,16 +223,17 @@ def in_rank_group(fn):
     return run
 
 
-def rank_failed(size: int) -> Callable[[bool], bool]:
+def rank_failed(size: int, what: str = "failed") -> Callable[[bool], bool]:
     """`failed(True)` on a rank that fails while decoding tells every rank, and `failed()` on any says whether one
     did (looked up, not waited for), through the default group's store (torchrun's rendezvous; the store
     `init_process_group` made, which `ProcessGroup.get_group_store` gives): the others stopped only at the rows'
-    hand-over, after decoding their shards for nothing. Always False in one process."""
+    hand-over, after decoding their shards for nothing. Always False in one process. `what`: another flag of the
+    ranks (one rank's older journal, `journal_settings`), read after a collective that every rank's `say` preceded."""
     import torch.distributed as dist
 
     world = dist.group.WORLD if size > 1 else None  # None: no default group (a test's stand-in)
     store = world.get_group_store() if world is not None else None
-    key = f"llm-srt/evaluate/{_group[1]}/failed"
+    key = f"llm-srt/evaluate/{_group[1]}/{what}"
     return lambda say=False: store is not None and (store.set(key, "1") is None if say else store.check([key]))
 
 
@@ -330,6 +342,26 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
     base = Path(manifest).parent if manifest is not None else None  # the folder its audio paths are read from
     opened_kinds = KINDS if with_mt else ("hyps",)  # the journals this run opens, and removes once it is done
 
+    def journal_settings():
+        """name -> (task, its journals' settings, whether this rank holds a hyps journal of them that decoded every
+        row: of an llm-srt from before `select_rows` left the transcript-only rows out, `SCORED_ROWS`)."""
+        here = {}
+        for name, path in run_now.items():
+            t = model_task(path) if task == AUTO_TASK else Task(task)
+            given = folders[name]
+            identity = journal.settings(path, given.get("whisper") or given.get("encoder"), given.get("llm"),
+                                        decoding_record({name: t.value}, options, placement, False), batch_size,
+                                        group, size)
+            here[name] = (t, identity, t.writes_transcript and t is not Task.ASR and not restart
+                          and _decoded_every_row(partial, f"{file_name(name)}.hyps", rank, size, identity, base))
+            if here[name][2]:
+                older[name](True)  # told every rank before `on_every_rank`'s collective: they shard the same rows
+        return here
+
+    older = {name: rank_failed(size, f"every-row/{k}") for k, name in enumerate(run_now)}
+    settings_here = on_every_rank(journal_settings, rank, size, _group[0])
+    every_row = {name for name, (_, _, here) in settings_here.items() if here or older[name]()}
+
     def open_journals():
         """name -> (task, this rank's rows, {kind: (its rows, its journal)}): every journal opened (and its settings
         checked) before any system decodes; --out made (and written to, where a system decodes) on every rank."""
@@ -342,17 +374,14 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
         opened = {}
         text = mt_rows(shard(rows, rank, size))  # every direction (--task asr keeps one row per clip in `mine`)
         for name, path in run_now.items():
-            t = model_task(path) if task == AUTO_TASK else Task(task)
-            mine = shard(select_rows(rows, t), rank, size)
-            given = folders[name]
-            identity = journal.settings(path, given.get("whisper") or given.get("encoder"), given.get("llm"),
-                                        decoding_record({name: t.value}, options, placement, False), batch_size,
-                                        group, size)
+            t, identity, _ = settings_here[name]
+            mine = shard(rows if name in every_row else select_rows(rows, t), rank, size)
+            marked = SCORED_ROWS if t.writes_transcript and t is not Task.ASR and name not in every_row else {}
             used = mt_prompt_used(path, mt_prompt)  # the text MT's prompt where it is not the model's own tags
             opened[name] = (t, mine, {
                 kind: (kind_rows, Journal.open(partial, f"{file_name(name)}.{kind}", rank, size,
-                                               identity | ({"mt_prompt": used} if kind == "mt" and used else {}),
-                                               restart, base))
+                                               identity | ({"mt_prompt": used} if kind == "mt" and used else
+                                                           marked if kind == "hyps" else {}), restart, base))
                 for kind, kind_rows in (("hyps", mine), ("mt", text)) if kind in opened_kinds})
             if restart and not with_mt:  # every row again: a killed --with-mt run's text MT is not gone on from either
                 remove_journals(partial, [f"{file_name(name)}.mt"], rank=None if rank == 0 else rank)
@@ -371,7 +400,9 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
         log(f"{name}: {len(mine)} rows as {t.value} on {placement}" + (f" (rank {rank} of {size})" if size > 1 else "")
             + (f"; {sum(len(rs) for rs, _ in journals.values()) - sum(todo.values())} rows decoded by an earlier "
                f"run kept ({partial}), {sum(todo.values())} to go" if any(j.rows for _, j in journals.values())
-               else "") + (left_out(rows, t) if rank == 0 else ""))
+               else "") + (left_out(rows, t) if rank == 0 and name not in every_row else "")
+            + ("; its journal, of an llm-srt that decoded the transcript-only (ASR) rows too, goes on as that run did "
+               "(those rows not scored; --restart decodes the scored rows alone)" if name in every_row else ""))
         if any(todo.values()):  # every row kept: the model is not even loaded
             if failed():
                 return False
@@ -393,6 +424,9 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
             del translator
             release_models(placement.device)  # the next system (or COMET) gets the GPU memory this one held
         systems[name] = journals["hyps"][1].results(mine)
+        if name in every_row:  # the rows a run of today decodes: its counts, its hyps file
+            scored = {r.id for r in select_rows(rows, t)}
+            systems[name] = [r for r in systems[name] if r.id in scored]
         if with_mt:
             mt[name] = journals["mt"][1].results(journals["mt"][0])
         return True
