@@ -4,14 +4,14 @@
         --manifest data/mini/test.jsonl --out reports/mini
     torchrun --nproc_per_node 4 -m llm_srt.cli evaluate --model runs/qwen2.5-7b/srt/final ...
 
-Each manifest row (an utterance-direction) is one work item; every system gets the rows as one mixed-language
-stream (it batches them by length, not by language pair). A row that fails (a CUDA out-of-memory included) is an
-empty hypothesis in the scores and is counted (`failed: N of M`), never dropped. Under torchrun every rank runs on
-its own GPU (`--device auto`) over a length-bucketed shard of the rows, and rank 0 merges and writes the report.
-With several systems, the report also says whether each one's average BLEU differs from the first system's beyond
-chance, and its transcripts' WER/CER per source language from the first transcribing system's (paired bootstrap
-resampling over the test sentences, evaluate/significance.py). What each --model names (a baseline, a model folder,
-results files) and the checks of them made before any decoding are evaluate/models.py's.
+Each manifest row a score takes (an utterance-direction; evaluate/selection.py) is one work item; every system gets
+the rows as one mixed-language stream (it batches them by length, not by language pair). A row that fails (a CUDA
+out-of-memory included) is an empty hypothesis in the scores and is counted (`failed: N of M`), never dropped. Under
+torchrun every rank runs on its own GPU (`--device auto`) over a length-bucketed shard of the rows, and rank 0
+merges and writes the report. With several systems, the report also says whether each one's average BLEU differs
+from the first system's beyond chance, and its transcripts' WER/CER per source language from the first transcribing
+system's (paired bootstrap resampling over the test sentences, evaluate/significance.py). What each --model names (a
+baseline, a model folder, results files) and the checks of them made before any decoding are evaluate/models.py's.
 """
 
 import functools
