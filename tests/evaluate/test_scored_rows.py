@@ -92,7 +92,7 @@ def test_an_srt_evaluation_decodes_and_counts_the_rows_it_scores(gold, manifest,
     assert len(load_results(tmp_path / "hyps.gold.jsonl")) == n_srt
     lost = f"covost2:{NO_TRANSLATION}"  # not decoded, and said so: in the log and in results.json
     assert logged[0].startswith(f"gold: {n_srt} rows as srt on cpu") and f"{N_CLIPS} transcript-only (ASR) rows " \
-        f"not decoded" in logged[0] and f"1 of them of a clip without a srt row, so not scored ({lost})" in logged[0]
+        f"not decoded" in logged[0] and f"1 of them of a clip with no srt row, so not scored ({lost})" in logged[0]
     assert any(line.startswith(f"gold: 1 transcript-only rows not scored under --task srt") and lost in line
                for line in logged)
     data = json.loads((tmp_path / "results.json").read_text())["systems"]["gold"]

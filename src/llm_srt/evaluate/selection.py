@@ -61,5 +61,5 @@ def left_out(rows: list[Row], task: Task, shown: int = 3) -> str:
     unscored = unscored_rows(rows, task)
     ids = ", ".join(r.id for r in unscored[:shown]) + (", ..." if len(unscored) > shown else "")
     return (f"; {n} transcript-only (ASR) rows not decoded (the {task.value} rows of their language give its "
-            f"WER/CER)" + (f", {len(unscored)} of them of a clip without a {task.value} row, so not scored ({ids}): "
+            f"WER/CER)" + (f", {len(unscored)} of them of a clip with no {task.value} row, so not scored ({ids}): "
                            "--task asr scores them" if unscored else ""))
