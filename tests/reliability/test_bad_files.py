@@ -238,7 +238,8 @@ def test_manifest_with_a_bom_is_read(manifest_dir):
 def test_evaluate_skips_bad_rows_and_bad_audio_and_scores_the_rest(manifest_dir, model_dir, tmp_path, capsys):
     """--skip-bad drops the rows that cannot be scored at all (with a warning naming them); a row whose audio file is
     missing, or exists but does not decode, fails only its own utterance, counted and scored as empty (a missing
-    file's row left the report until 2026-12-06); every other row is translated and scored."""
+    file's row left the report until 2026-12-06); every other row is translated and scored (but for the
+    transcript-only row u6: under srt the SRT rows of its clip give the WER, so it is not decoded, and said so)."""
     (manifest_dir / "junk.wav").write_bytes(np.random.default_rng(2).bytes(3000))
     rows = [_row(1), _row(2, audio="gone.wav"), _row(3, audio="junk.wav"), {"id": "u4"}, _row(5),
             _row(6, tgt_lang="", translation="")]
@@ -250,12 +251,12 @@ def test_evaluate_skips_bad_rows_and_bad_audio_and_scores_the_rest(manifest_dir,
     assert rc == 0 and "Traceback" not in out.err
     assert "llm-srt evaluate: warning: --skip-bad: " in out.err and "skipped 1 bad rows" in out.err  # one line
     hyps = {h["id"]: h for h in map(json.loads, (tmp_path / "hyps.tiny.jsonl").read_text().splitlines())}
-    assert sorted(hyps) == ["u1", "u2", "u3", "u5", "u6"]
+    assert sorted(hyps) == ["u1", "u2", "u3", "u5"]
     assert "gone.wav" in hyps["u2"]["error"] and "no such file" in hyps["u2"]["error"]
     assert "junk.wav" in hyps["u3"]["error"] and "cannot decode" in hyps["u3"]["error"]
     assert all(hyps[i]["error"] is None and hyps[i]["hyp_translation"] is not None for i in ("u1", "u5"))
-    assert hyps["u6"]["error"] is None and hyps["u6"]["tgt"] == "eng"  # the ASR row
-    assert "failed: 2 of 5" in out.out + out.err and (tmp_path / "report.md").is_file()
+    assert "1 transcript-only (ASR) rows not decoded" in out.out and "not scored" not in out.out  # u6, of u1's clip
+    assert "failed: 2 of 4" in out.out + out.err and (tmp_path / "report.md").is_file()
 
 
 @pytest.mark.reliability("batch")
@@ -268,7 +269,7 @@ def test_evaluate_where_nothing_can_be_translated_exits_1(manifest_dir, model_di
     rc = cli.main(["evaluate", "--model", f"tiny={model_dir}", "--manifest", str(manifest), "--out", str(tmp_path),
                    "--max-new-tokens", "4"])
     out = capsys.readouterr()
-    assert "Traceback" not in out.err and "failed: 2 of 2" in out.out + out.err
+    assert "Traceback" not in out.err and "failed: 1 of 1" in out.out + out.err  # u2: the ASR row of u1's clip
     assert rc == 1 and (tmp_path / "report.md").is_file()  # the report still lists the failures
 
 
