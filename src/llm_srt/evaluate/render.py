@@ -2,7 +2,8 @@
 plots, and `write_report`, which writes the files: results.json, report.md, bleu_matrix.png and, given a system's own
 LLM on text MT of the same rows (`build_report(mt=)`), mt_vs_s2tt.png (Figure 3).
 
-Every report says `failed: N of M` per system and per direction, and lists each failed utterance with its error.
+Every report says `failed: N of M` per system and per direction, and lists each failed utterance with its error;
+report.md counts beside them, and names, a system's rows that no score took (`SystemScores.not_scored`).
 An average over directions of a system that lacks some of the table's directions prints as "25.9 (1 of 2)", and a
 BLEU or COMET score of a system scored on other rows than the first system's in one of its directions as "25.9 (other
 rows)" (a WER/CER likewise, against the first system that transcribed its language), with a line saying where; the
@@ -40,6 +41,7 @@ BLEU_BETTER, COMET_BETTER, TRANSCRIPT_BETTER = "higher average BLEU", "higher me
 # after the rows cut at their token cap (`_capped`): why, and what that does to the scores
 CAPPED_WHY = (" (--max-new-tokens, the row's duration budget, or text MT's twice its source's tokens + 16): their text "
               "is cut there, and scored as cut")
+SHOWN_NOT_SCORED = 10  # report.md: the ids of a system's rows not scored named up to this many (results.json: all)
 
 
 def write_report(report: Report, out_dir: str | Path) -> dict[str, Path]:
@@ -72,11 +74,15 @@ def write_report(report: Report, out_dir: str | Path) -> dict[str, Path]:
 
 def to_markdown(report: Report) -> str:
     parts = ["# Results", ""]
-    summary = [[s.name, _bleu_avg(report, s), len(s.bleu), s.n_utterances, _of(len(s.failed), s.n_rows)]
-               for s in report.systems]
-    parts += _md_table(["system", "avg BLEU", "directions", "utterances", "failed"], summary)
+    unscored = any(s.not_scored for s in report.systems)  # a column only where a system has such rows
+    summary = [[s.name, _bleu_avg(report, s), len(s.bleu), s.n_utterances, _of(len(s.failed), s.n_rows),
+                *([len(s.not_scored)] if unscored else [])] for s in report.systems]
+    parts += _md_table(["system", "avg BLEU", "directions", "utterances", "failed",
+                        *(["not scored"] if unscored else [])], summary)
     if _uneven((s.bleu for s in report.systems), report.directions):
         parts += ["", PARTIAL_NOTE + " (here and in the BLEU tables below)"]
+    if unscored:
+        parts += ["", _not_scored_line(report)]
     parts += [line for note in _other_rows_notes(report) for line in ("", note)]
     if report.decoding is not None:
         tasks = report.decoding.get("tasks", {})
@@ -267,6 +273,16 @@ def _capped(report: Report) -> list[str]:
     return [f"{name}: {_of(scores.capped, scores.n_rows)} rows reached their token cap"
             for s in report.systems for name, scores in ((s.name, s), (f"{s.name} (MT)", s.mt))
             if scores is not None and scores.capped]
+
+
+def _not_scored_line(report: Report) -> str:
+    """report.md's line under its summary naming each system's rows that no score took (`SystemScores.not_scored`:
+    its 'not scored' column), as the forced tags' line counts them: 'NAME k (id, ...)'."""
+    return ("Transcript-only (ASR) rows not scored (their clip has no row of the system's task, whose rows give the "
+            "WER/CER; --task asr scores them; results.json lists them all: not_scored): "
+            + ", ".join(f"{s.name} {len(s.not_scored)} (" + ", ".join(s.not_scored[:SHOWN_NOT_SCORED])
+                        + (", ..." if len(s.not_scored) > SHOWN_NOT_SCORED else "") + ")"
+                        for s in report.systems if s.not_scored))
 
 
 def _skipped_line(report: Report) -> str:
