@@ -93,7 +93,7 @@ def test_an_srt_evaluation_decodes_and_counts_the_rows_it_scores(gold, manifest,
     lost = f"covost2:{NO_TRANSLATION}"  # not decoded, and said so: in the log and in results.json
     assert logged[0].startswith(f"gold: {n_srt} rows as srt on cpu") and f"{N_CLIPS} transcript-only (ASR) rows " \
         f"not decoded" in logged[0] and f"1 of them of a clip with no srt row, so not scored ({lost})" in logged[0]
-    assert any(line.startswith(f"gold: 1 transcript-only rows not scored under --task srt") and lost in line
+    assert any(line.startswith(f"gold: 1 transcript-only row not scored under --task srt") and lost in line
                for line in logged)
     data = json.loads((tmp_path / "results.json").read_text())["systems"]["gold"]
     assert data["n_rows"] == n_srt and data["n_not_scored"] == 1 and data["not_scored"] == [lost]

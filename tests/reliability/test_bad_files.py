@@ -255,7 +255,7 @@ def test_evaluate_skips_bad_rows_and_bad_audio_and_scores_the_rest(manifest_dir,
     assert "gone.wav" in hyps["u2"]["error"] and "no such file" in hyps["u2"]["error"]
     assert "junk.wav" in hyps["u3"]["error"] and "cannot decode" in hyps["u3"]["error"]
     assert all(hyps[i]["error"] is None and hyps[i]["hyp_translation"] is not None for i in ("u1", "u5"))
-    assert "1 transcript-only (ASR) rows not decoded" in out.out and "not scored" not in out.out  # u6, of u1's clip
+    assert "1 transcript-only (ASR) row not decoded" in out.out and "not scored" not in out.out  # u6, of u1's clip
     assert "failed: 2 of 4" in out.out + out.err and (tmp_path / "report.md").is_file()
 
 

@@ -28,6 +28,7 @@ from typing import Callable
 from tqdm import tqdm
 
 from .. import device
+from ..data.clips import counted
 from ..data.manifest import Row, read_manifest
 from ..device import Placement
 from ..errors import LLMSRTError
@@ -504,7 +505,7 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
         log(format_table(report))
         for s in report.systems:  # counted, never dropped unsaid (`unscored_rows`)
             if s.not_scored:
-                log(f"{s.name}: {len(s.not_scored)} transcript-only rows not scored under --task {tasks[s.name]} "
+                log(f"{s.name}: {counted(len(s.not_scored), 'transcript-only row')} not scored under --task {tasks[s.name]} "
                     f"(their clip has no {tasks[s.name]} row): {', '.join(s.not_scored[:3])}"
                     + (", ..." if len(s.not_scored) > 3 else "") + "; --task asr scores them")
         log("wrote " + ", ".join(str(p) for p in files.values()))

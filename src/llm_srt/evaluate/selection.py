@@ -1,5 +1,6 @@
 """Which manifest rows a system decodes under a task, and each torchrun rank's share of them (`llm-srt evaluate`)."""
 
+from ..data.clips import counted
 from ..data.manifest import Row
 from ..prompts import Task
 
@@ -60,6 +61,6 @@ def left_out(rows: list[Row], task: Task, shown: int = 3) -> str:
         return ""
     unscored = unscored_rows(rows, task)
     ids = ", ".join(r.id for r in unscored[:shown]) + (", ..." if len(unscored) > shown else "")
-    return (f"; {n} transcript-only (ASR) rows not decoded (the {task.value} rows of their language give its "
+    return (f"; {counted(n, 'transcript-only (ASR) row')} not decoded (the {task.value} rows of their language give its "
             f"WER/CER)" + (f", {len(unscored)} of them of a clip with no {task.value} row, so not scored ({ids}): "
                            "--task asr scores them" if unscored else ""))
