@@ -44,15 +44,19 @@ debs:
 # timeouts, so 2 workers kept 2 cores 137% busy; 3 took make test from 682 s to 610 s here (2026-12-05)
 TEST_WORKERS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 1) + 1 )))
 PYTEST_XDIST := -n $(TEST_WORKERS) --maxprocesses 4
+# a test that hangs (ranks waiting on a peer that never comes) fails after this long with every thread's stack, where
+# it held CI until its 90-minute limit; the longest tests take ~2 min here, ~5 min on a busy machine
+TEST_TIMEOUT_S ?= 900
+SLOW_TIMEOUT_S ?= 1800
 test: setup
-	$(VENV)/bin/pytest -q $(PYTEST_XDIST)
+	$(VENV)/bin/pytest -q $(PYTEST_XDIST) --timeout $(TEST_TIMEOUT_S)
 
 # the heavy tier (tests marked slow: multi-process matrices, the embedded models at full size, COMET's environment)
 test-slow: setup  # one worker per core: its tests are mostly several processes each
-	$(VENV)/bin/pytest -q -n auto --maxprocesses 4 -m slow
+	$(VENV)/bin/pytest -q -n auto --maxprocesses 4 -m slow --timeout $(SLOW_TIMEOUT_S)
 
 test-all: setup
-	$(VENV)/bin/pytest -q $(PYTEST_XDIST) -m ''
+	$(VENV)/bin/pytest -q $(PYTEST_XDIST) -m '' --timeout $(SLOW_TIMEOUT_S)
 
 DEMO_ARGS ?=  # e.g. make demo DEMO_ARGS="--dtype bfloat16" (CPUs with AMX: see README)
 demo: setup

@@ -30,3 +30,16 @@ def test_long_tests_run_first_and_modules_stay_together():
              Item("a", "3", 25)]
     longest_first(items)
     assert [i.nodeid for i in items] == ["a::3", "a::2", "a::1", "b::1", "b::2", "c::1"]  # a: 35 s, b: 30 s, c: 5 s
+
+
+def test_every_make_target_running_pytest_bounds_each_test():
+    """A test that hangs (ranks waiting on a peer that never comes: a file-store group gloo never times out) fails
+    after the Makefile's --timeout with its stack (pytest-timeout, a dev dependency), not CI at its 90-minute limit."""
+    from pathlib import Path
+
+    import pytest_timeout  # noqa: F401  (installed by make setup: the flag below needs it)
+
+    makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
+    runs = [line for line in makefile.splitlines() if line.startswith("\t") and "bin/pytest" in line]
+    assert len(runs) >= 3, runs  # test, test-slow, test-all
+    assert all("--timeout $(" in line for line in runs), runs
