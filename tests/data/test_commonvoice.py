@@ -86,7 +86,7 @@ def test_rows_without_sentence_or_path_are_left_out_and_counted(locale_dir, tmp_
     saved = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert {k: [w.rsplit("/", 1)[1] for w in v] for k, v in saved["dropped_at"].items()} == {
         "empty sentence": ["train.tsv:4"], "no clip (empty path)": ["train.tsv:5"]}
-    assert "left out 1 table rows: empty sentence; the first 1:" in summary.lines()
+    assert "left out 1 table row: empty sentence; the first 1:" in summary.lines()
     assert f"  {locale_dir / 'train.tsv'}:4" in summary.lines()
 
 

@@ -302,7 +302,8 @@ def test_translate_options(case, model_dir, good_clip, capsys):
     equal), which is how ASR-like use and `evaluate`'s ASR rows (tgt = src) work; refusing it would gain nothing."""
     argv = [a.replace("{clip}", good_clip) for a in case.argv]
     try:
-        rc = cli.main(["translate", good_clip, "--model", str(model_dir), "--max-new-tokens", "4", *argv])
+        cap = [] if "--max-new-tokens" in argv else ["--max-new-tokens", "4"]  # given once: a second is refused
+        rc = cli.main(["translate", good_clip, "--model", str(model_dir), *cap, *argv])
     except SystemExit as e:  # argparse: usage line + one error line, exit 2
         rc = e.code
     out = capsys.readouterr()
