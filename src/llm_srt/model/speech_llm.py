@@ -24,9 +24,10 @@ from torch import nn
 
 from ..device import DTYPE_NAMES, compute_dtype, is_int8
 from ..errors import ConfigError, LLMSRTError
-from ..paths import atomic_dir, checkpoint_relative, cwd_note, resolve_model, weights_identity
+from ..paths import atomic_dir, checkpoint_relative, resolve_model, weights_identity
 from ..prompts import PROMPT_FORMAT_VERSION
 from .adapter import Adapter, build_adapter
+from .checkpoint_config import CHECKPOINT_FORMAT, read_config  # (read_config: callers import it from here)
 from .folders import CONFIG_FILE, check_model_folders
 from .decoding import DecodingOptions, OnEnd, PartStart, eos_ids, generate_ids
 from .encoder import WhisperEncoder, whisper_dim
@@ -39,7 +40,6 @@ from .mapped import checkpoint_pages_dropper
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = 1  # version of the folder layout below
 FROZEN_WEIGHTS = "frozen_weights"  # in config.json: {"encoder": .., "llm": ..} `paths.weights_identity` when saved
 ADAPTER_FILE = "adapter.safetensors"
 LORA_FILE = "lora.safetensors"
@@ -527,58 +527,6 @@ def load_adapter_state(adapter: nn.Module, state: dict[str, torch.Tensor], where
         raise LLMSRTError(f"{where}: adapter weights do not match the model ({detail}); the checkpoint was made for "
                           "another adapter or LLM size")
     adapter.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
-
-
-CONFIG_TYPES = {  # config.json key (LoRA's as lora.key) -> (its type, its items' type or None, said as); bool no int
-    **dict.fromkeys(("format", "prompt_format", "encoder_dim", "llm_dim", "lora.r"), (int, None, "an integer")),
-    **dict.fromkeys(("encoder", "llm", "adapter", "dtype", "lora.bias"), (str, None, "a string")),
-    **dict.fromkeys(("pad_to_30s", "ctc_head", "bos_after_speech"), (bool, None, "true or false")),
-    **dict.fromkeys(("lora.alpha", "lora.dropout"), ((int, float), None, "a number")), "adapter_kwargs": (dict, None,
-    "a mapping"), "language_tags": (dict, str, "a mapping of strings"),
-    **dict.fromkeys(("trainable", "lora.target_modules"), (list, str, "a list of strings"))}
-
-
-def read_config(directory: Path) -> dict:
-    """A model folder's config.json, checked (a one-line LLMSRTError if missing or damaged)."""
-    file = directory / CONFIG_FILE
-    if not directory.exists():  # a mistyped path, or a relative one from another folder: said as such
-        raise LLMSRTError(f"{directory}: no such folder{cwd_note(directory)}; give a model folder written by "
-                          "training or by `llm-srt convert`")
-    if not directory.is_dir():
-        raise LLMSRTError(f"{directory}: a file, not a model folder; give the folder that holds {CONFIG_FILE} and the "
-                          "weights")
-    if not file.is_file():
-        raise LLMSRTError(f"{directory}: not a SpeechLLM checkpoint (no {CONFIG_FILE}); give a folder written by "
-                          "training or by `llm-srt convert`")
-    try:
-        meta = json.loads(file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise LLMSRTError(f"{file}: invalid JSON (line {e.lineno}): {e.msg}") from None
-    except (UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise LLMSRTError(f"{file}: not a JSON config ({type(e).__name__}); the checkpoint is damaged") from None
-    if not isinstance(meta, dict):
-        raise LLMSRTError(f"{file}: expected a JSON object, got {type(meta).__name__}; the checkpoint is damaged")
-    for key in ("encoder", "llm", "adapter"):
-        if key not in meta:
-            raise LLMSRTError(f"{file}: missing key {key!r}; the checkpoint config is incomplete")
-    lora = meta.get("lora")
-    if lora is not None and not isinstance(lora, dict):
-        raise LLMSRTError(f"{file}: 'lora' must be a mapping or null, got {lora!r:.40}; the checkpoint is damaged")
-    if unknown := sorted(set(lora or ()) - set(LoraOptions.__dataclass_fields__)):
-        raise LLMSRTError(f"{file}: unknown lora option {unknown[0]!r} (this llm-srt knows "
-                          f"{', '.join(LoraOptions.__dataclass_fields__)}); written by another version, or edited")
-    for where, values in (("", meta), ("lora.", lora or {})):  # another type was a TypeError traceback ("lora":
-        for key, value in values.items():  # {"r": "8"}, "llm": 5) or a riddle ("trainable": "adapter": 'a', 'd', ...)
-            kind, items, said = CONFIG_TYPES.get(where + key, (object, None, ""))
-            inner = (value.values() if isinstance(value, dict) else value) if items else ()
-            if not isinstance(value, kind) or isinstance(value, bool) and kind not in (bool, object) or not all(
-                    isinstance(v, items) for v in inner):
-                raise LLMSRTError(f"{file}: {where + key!r} must be {said}, got {value!r:.40}; "
-                                  "the checkpoint is damaged or was edited")
-    if meta.get("format", CHECKPOINT_FORMAT) > CHECKPOINT_FORMAT:
-        raise LLMSRTError(f"{file}: checkpoint format {meta['format']} is newer than this llm-srt "
-                          f"({CHECKPOINT_FORMAT}); upgrade llm-srt")
-    return meta
 
 
 def _load_weights(path: Path) -> dict[str, torch.Tensor]:

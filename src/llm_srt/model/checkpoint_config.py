@@ -1,0 +1,67 @@
+"""A model folder's config.json (`SpeechLLM.save_pretrained` writes it), read and checked before anything loads: a
+folder that is not there or not a model folder, a damaged file, a key missing or of another type is one line naming
+the file and what to do."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import LLMSRTError
+from ..paths import cwd_note
+from .folders import CONFIG_FILE
+from .llm import LoraOptions
+
+CHECKPOINT_FORMAT = 1  # version of a model folder's layout (config.json, adapter.safetensors, ...: speech_llm.py)
+
+
+CONFIG_TYPES = {  # config.json key (LoRA's as lora.key) -> (its type, its items' type or None, said as); bool no int
+    **dict.fromkeys(("format", "prompt_format", "encoder_dim", "llm_dim", "lora.r"), (int, None, "an integer")),
+    **dict.fromkeys(("encoder", "llm", "adapter", "dtype", "lora.bias"), (str, None, "a string")),
+    **dict.fromkeys(("pad_to_30s", "ctc_head", "bos_after_speech"), (bool, None, "true or false")),
+    **dict.fromkeys(("lora.alpha", "lora.dropout"), ((int, float), None, "a number")), "adapter_kwargs": (dict, None,
+    "a mapping"), "language_tags": (dict, str, "a mapping of strings"),
+    **dict.fromkeys(("trainable", "lora.target_modules"), (list, str, "a list of strings"))}
+
+
+def read_config(directory: Path) -> dict:
+    """A model folder's config.json, checked (a one-line LLMSRTError if missing or damaged)."""
+    file = directory / CONFIG_FILE
+    if not directory.exists():  # a mistyped path, or a relative one from another folder: said as such
+        raise LLMSRTError(f"{directory}: no such folder{cwd_note(directory)}; give a model folder written by "
+                          "training or by `llm-srt convert`")
+    if not directory.is_dir():
+        raise LLMSRTError(f"{directory}: a file, not a model folder; give the folder that holds {CONFIG_FILE} and the "
+                          "weights")
+    if not file.is_file():
+        raise LLMSRTError(f"{directory}: not a SpeechLLM checkpoint (no {CONFIG_FILE}); give a folder written by "
+                          "training or by `llm-srt convert`")
+    try:
+        meta = json.loads(file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise LLMSRTError(f"{file}: invalid JSON (line {e.lineno}): {e.msg}") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise LLMSRTError(f"{file}: not a JSON config ({type(e).__name__}); the checkpoint is damaged") from None
+    if not isinstance(meta, dict):
+        raise LLMSRTError(f"{file}: expected a JSON object, got {type(meta).__name__}; the checkpoint is damaged")
+    for key in ("encoder", "llm", "adapter"):
+        if key not in meta:
+            raise LLMSRTError(f"{file}: missing key {key!r}; the checkpoint config is incomplete")
+    lora = meta.get("lora")
+    if lora is not None and not isinstance(lora, dict):
+        raise LLMSRTError(f"{file}: 'lora' must be a mapping or null, got {lora!r:.40}; the checkpoint is damaged")
+    if unknown := sorted(set(lora or ()) - set(LoraOptions.__dataclass_fields__)):
+        raise LLMSRTError(f"{file}: unknown lora option {unknown[0]!r} (this llm-srt knows "
+                          f"{', '.join(LoraOptions.__dataclass_fields__)}); written by another version, or edited")
+    for where, values in (("", meta), ("lora.", lora or {})):  # another type was a TypeError traceback ("lora":
+        for key, value in values.items():  # {"r": "8"}, "llm": 5) or a riddle ("trainable": "adapter": 'a', 'd', ...)
+            kind, items, said = CONFIG_TYPES.get(where + key, (object, None, ""))
+            inner = (value.values() if isinstance(value, dict) else value) if items else ()
+            if not isinstance(value, kind) or isinstance(value, bool) and kind not in (bool, object) or not all(
+                    isinstance(v, items) for v in inner):
+                raise LLMSRTError(f"{file}: {where + key!r} must be {said}, got {value!r:.40}; "
+                                  "the checkpoint is damaged or was edited")
+    if meta.get("format", CHECKPOINT_FORMAT) > CHECKPOINT_FORMAT:
+        raise LLMSRTError(f"{file}: checkpoint format {meta['format']} is newer than this llm-srt "
+                          f"({CHECKPOINT_FORMAT}); upgrade llm-srt")
+    return meta
