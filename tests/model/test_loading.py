@@ -186,11 +186,13 @@ def test_a_whisper_folder_given_as_the_llm_and_a_missing_relative_one_are_one_li
 
 def test_a_gguf_file_given_as_the_llm_says_to_convert_it(tmp_path):
     """A .gguf file as model.llm was told it is "not a Hugging Face model folder (no config.json); run llm-srt setup":
-    it names the conversion that makes one."""
+    it names the conversion that makes one. It then said to "point the config's llm at OUT", though `convert slam
+    ... --llm x.gguf` and `translate --llm` have no config: it names both ways of giving the LLM."""
     gguf = tmp_path / "qwen2.5-0.5b-q4_k_m.gguf"
     gguf.write_bytes(b"GGUF\x03\x00\x00\x00" + bytes(64))
     with pytest.raises(LLMSRTError, match=rf"^{re.escape(str(gguf))}: a GGUF file, .*run `llm-srt convert gguf "
-                                          rf"{re.escape(str(gguf))} OUT` and point the config's llm at OUT$"):
+                                          rf"{re.escape(str(gguf))} OUT`, then give OUT as the LLM: --llm OUT, or "
+                                          rf"model.llm in a config$"):
         load_llm(gguf)
 
 

@@ -88,7 +88,7 @@ def load_llm(path: str | Path, dtype: str | torch.dtype = torch.float32, lora: L
     path = Path(path)
     if path.is_file() and _starts_gguf(path):
         raise LLMSRTError(f"{path}: a GGUF file, not a Hugging Face model folder; run `llm-srt convert gguf {path} "
-                          f"OUT` and point the config's llm at OUT")
+                          f"OUT`, then give OUT as the LLM: --llm OUT, or model.llm in a config")
     if not (path / "config.json").is_file():
         todo = ("run `llm-srt setup` (it converts the embedded LLM)" if path == embedded_llm_dir() else
                 "give a folder holding a causal LM")  # (setup converts the embedded models only)
