@@ -183,6 +183,11 @@ def magic(path: Path) -> bytes:
 
 
 def _check_gguf(src: Path) -> None:
+    if src.is_dir():  # (a model folder given where its .gguf file belongs)
+        held = sorted(f.name for f in src.iterdir() if f.suffix.lower() == ".gguf" and f.is_file())
+        todo = (f"give the GGUF file it holds: {src / held[0]}" if len(held) == 1 else
+                f"give one of its {len(held)} .gguf files" if held else "it holds no .gguf file; give a GGUF file")
+        raise LLMSRTError(f"{src}: a folder, not a GGUF file; {todo}")
     if not src.is_file():
         raise LLMSRTError(f"{src}: no such GGUF file")
     if (magic_bytes := magic(src)) != GGUF_MAGIC:
