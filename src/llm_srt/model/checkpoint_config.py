@@ -23,6 +23,33 @@ CONFIG_TYPES = {  # config.json key (LoRA's as lora.key) -> (its type, its items
     "a mapping"), "language_tags": (dict, str, "a mapping of strings"),
     **dict.fromkeys(("trainable", "lora.target_modules"), (list, str, "a list of strings"))}
 
+REQUIRED = ("encoder", "llm", "adapter")  # config.json keys every model folder has
+CT2_WHISPER_KEYS = ("lang_ids", "suppress_ids", "alignment_heads")  # a CTranslate2 Whisper's config.json keys
+
+
+def foreign_folder(directory: Path, meta: dict) -> str | None:
+    """What `directory`, whose config.json `meta` has none of a model folder's keys, is instead, and what to do with
+    it: a transformers Whisper folder, a CTranslate2 (faster-whisper) one, a Hugging Face LLM's; None: none of them.
+    Each was "missing key 'encoder'; the checkpoint config is incomplete", though nothing was missing from it."""
+    kind = meta.get("model_type")
+    architectures = meta.get("architectures") if isinstance(meta.get("architectures"), list) else []
+    if kind == "whisper" or any(str(a).startswith("Whisper") for a in architectures):
+        return ("a transformers Whisper folder (config.json's model_type whisper), not a SpeechLLM checkpoint; run "
+                f"the Whisper baseline with `--model whisper --whisper {directory}`, or train a speech LLM on it "
+                "(model.encoder in a training config)")
+    if kind is None and (directory / "model.bin").is_file():
+        if any(key in meta for key in CT2_WHISPER_KEYS):
+            return ("a CTranslate2 (faster-whisper) Whisper folder, not a SpeechLLM checkpoint; run `llm-srt convert "
+                    f"whisper-ct2 {directory} OUT`, then `--model whisper --whisper OUT`")
+        return ("a CTranslate2 model folder (model.bin), not a SpeechLLM checkpoint; give a folder written by "
+                "training or by `llm-srt convert`")
+    if isinstance(kind, str) or architectures:
+        what = kind if isinstance(kind, str) else architectures[0]
+        return (f"a Hugging Face {what} model folder (an LLM's), not a SpeechLLM checkpoint; translate with it as the "
+                f"cascade's LLM, `--model cascade --llm {directory}`, or train a speech LLM on it (model.llm in a "
+                "training config)")
+    return None
+
 
 def read_config(directory: Path) -> dict:
     """A model folder's config.json, checked (a one-line LLMSRTError if missing or damaged)."""
@@ -44,7 +71,9 @@ def read_config(directory: Path) -> dict:
         raise LLMSRTError(f"{file}: not a JSON config ({type(e).__name__}); the checkpoint is damaged") from None
     if not isinstance(meta, dict):
         raise LLMSRTError(f"{file}: expected a JSON object, got {type(meta).__name__}; the checkpoint is damaged")
-    for key in ("encoder", "llm", "adapter"):
+    if not any(key in meta for key in REQUIRED) and (other := foreign_folder(directory, meta)):
+        raise LLMSRTError(f"{directory}: {other}")
+    for key in REQUIRED:
         if key not in meta:
             raise LLMSRTError(f"{file}: missing key {key!r}; the checkpoint config is incomplete")
     lora = meta.get("lora")
