@@ -16,6 +16,7 @@ stage is checked against the model it starts from (adapter options, LoRA, encode
 recorded start) before any trains.
 """
 
+import difflib
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -46,6 +47,11 @@ class Stage:
     config: TrainConfig  # as it will run: overrides applied, output_dir and model.init_from chained
 
 
+def _likeness(a: str, b: str) -> float:
+    """difflib's score of `a` against `b`, as `get_close_matches` ranks it (ties are named together)."""
+    return difflib.SequenceMatcher(None, a, b).ratio()
+
+
 def stage_files(items: list[str], stages: list[str] | None) -> list[Path]:
     """The stage YAMLs to run: `stages` (or asr, smt, srt) from a folder, or the files listed, in order (with
     `stages`, those of them whose stem is named)."""
@@ -62,9 +68,15 @@ def stage_files(items: list[str], stages: list[str] | None) -> list[Path]:
                               f"from the last, asr first; list them so")
         files = [folder / f"{name}.yaml" for name in names]
         missing = [str(f) for f in files if not f.is_file()]
-        if missing:
-            expected = ", ".join(n + ".yaml" for n in names)
-            raise ConfigError(f"{folder}: no stage config {missing[0]}; expected {expected}")
+        if missing:  # (a typo in --stages was "expected" again: what the folder holds, and the closest of it)
+            held = sorted(f.stem for f in folder.glob("*.yaml") if f.is_file())
+            name = Path(missing[0]).stem
+            close = difflib.get_close_matches(name, [h for h in held if h not in names], n=3)
+            best = [c for c in close if _likeness(c, name) == _likeness(close[0], name)]
+            meant = f" (did you mean {' or '.join(best)}?)" if best else ""
+            shown = ", ".join(h + ".yaml" for h in held[:8]) + (f", ... ({len(held) - 8} more)" if held[8:] else "")
+            holds = f"it holds {shown}" if held else "it holds no .yaml file"
+            raise ConfigError(f"{folder}: no stage config {missing[0]}{meant}; {holds}")
         return files
     files = [Path(i) for i in items]
     for f in files:
