@@ -68,3 +68,26 @@ def test_an_incomplete_checkpoint_keeps_its_message(folder, tmp_path, keep):
     (model / "config.json").write_text(json.dumps(kept))
     _refused(model, "^" + re.escape(f"{model / 'config.json'}: missing key 'encoder'; the checkpoint config is "
                                     "incomplete") + "$")
+
+
+def test_a_training_runs_folder_asks_for_its_final_model_or_newest_checkpoint(folder, tmp_path):
+    """`--model runs/cur/srt` (the run, not its final/) was "not a SpeechLLM checkpoint (no config.json); give a
+    folder written by training", though the folder training wrote was right inside it."""
+    run = tmp_path / "runs" / "srt"
+    for step in (4, 12, 8):  # newest by step number, not by name or by the order they were written
+        shutil.copytree(folder, run / "checkpoints" / f"step-{step:08d}")
+    (run / "checkpoints" / "step-00000016").mkdir()  # no model folder (a killed write's): not one to name
+    newest = run / "checkpoints" / "step-00000012"
+    _refused(run, "^" + re.escape(f"{run}: not a SpeechLLM checkpoint (no config.json); a training run's checkpoints, "
+                                  f"and no final/ (the run has not finished): did you mean its newest, {newest}?")
+             + "$")
+    _refused(run / "checkpoints", "^" + re.escape(f"{run / 'checkpoints'}: not a SpeechLLM checkpoint (no "
+                                                  "config.json); a training run's checkpoints") + f".*{newest.name}")
+    shutil.copytree(folder, run / "final")
+    _refused(run, "^" + re.escape(f"{run}: not a SpeechLLM checkpoint (no config.json); a training run's folder: did "
+                                  f"you mean {run / 'final'}?") + "$")
+    assert read_config(run / "final")["adapter"] == "qformer"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _refused(empty, "^" + re.escape(f"{empty}: not a SpeechLLM checkpoint (no config.json); give a folder written by "
+                                    "training or by `llm-srt convert`") + "$")

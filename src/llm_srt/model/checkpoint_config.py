@@ -5,6 +5,7 @@ the file and what to do."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from ..errors import LLMSRTError
@@ -50,6 +51,22 @@ def foreign_folder(directory: Path, meta: dict) -> str | None:
                 "training config)")
     return None
 
+STEP_FOLDER = re.compile(r"step-(\d+)")  # a training run's checkpoints/ folders (train/checkpoint.py: step_name)
+
+
+def meant_in_run(directory: Path) -> str | None:
+    """Where `directory`, with no config.json, is a training run's folder (or its checkpoints/): "did you mean" the
+    model folder it holds, its final/, else its newest checkpoint; None where it holds neither."""
+    if (directory / "final" / CONFIG_FILE).is_file():
+        return f"a training run's folder: did you mean {directory / 'final'}?"
+    steps = [(int(m.group(1)), folder) for root in (directory / "checkpoints", directory)
+             for folder in (root.iterdir() if root.is_dir() else ())
+             if (m := STEP_FOLDER.fullmatch(folder.name)) and (folder / CONFIG_FILE).is_file()]
+    if steps:
+        return (f"a training run's checkpoints, and no final/ (the run has not finished): did you mean its newest, "
+                f"{max(steps)[1]}?")
+    return None
+
 
 def read_config(directory: Path) -> dict:
     """A model folder's config.json, checked (a one-line LLMSRTError if missing or damaged)."""
@@ -61,8 +78,8 @@ def read_config(directory: Path) -> dict:
         raise LLMSRTError(f"{directory}: a file, not a model folder; give the folder that holds {CONFIG_FILE} and the "
                           "weights")
     if not file.is_file():
-        raise LLMSRTError(f"{directory}: not a SpeechLLM checkpoint (no {CONFIG_FILE}); give a folder written by "
-                          "training or by `llm-srt convert`")
+        raise LLMSRTError(f"{directory}: not a SpeechLLM checkpoint (no {CONFIG_FILE}); "
+                          + (meant_in_run(directory) or "give a folder written by training or by `llm-srt convert`"))
     try:
         meta = json.loads(file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
