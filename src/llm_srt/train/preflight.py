@@ -4,6 +4,7 @@ a batch may leave trained parameters unused."""
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import torch
@@ -15,6 +16,9 @@ from ..prompts import Task
 from . import checkpoint
 from .config import TrainConfig
 from .final import FINAL, _more_steps, _more_steps_refused, finished_steps, is_finished, quiet
+
+
+MINI_FOLDER = Path("data", "mini")  # where configs/embedded read the mini corpus (relative: the current folder)
 
 
 def lora_note(cfg: TrainConfig) -> str | None:
@@ -79,16 +83,31 @@ def check_before_start(cfg: TrainConfig, device: torch.device | None = None, man
 def _missing_manifests(missing: list[tuple[str, str]], total: int, shown: int = 3) -> str:
     """One line for every manifest that is not there (13 of 15 Common Voice locales not prepared yet: naming the
     first alone, each run found one more): data.train's counted, the first `shown` named."""
+    mini = {_mini_folder(m) for _, m in missing}  # a fresh clone's configs/embedded: the command that builds them
+    build = (f"llm-srt prepare mini --out {shlex.quote(str(mini.pop()))}" if len(mini) == 1 and None not in mini else
+             "llm-srt prepare")
     if len(missing) == 1:
         key, manifest = missing[0]
-        return f"{key}: {manifest}: no such manifest; build it with `llm-srt prepare` or fix the path"
+        return f"{key}: {manifest}: no such manifest; build it with `{build}` or fix the path"
     train = [str(m) for key, m in missing if key == "data.train"]
     parts = [f"{key}: {m}: no such manifest" for key, m in missing if key != "data.train" or len(train) == 1]
     if len(train) > 1:
         more = f", ... ({len(train) - shown} more)" if len(train) > shown else ""
         parts.insert(0, f"data.train: {len(train)} of its {total} manifests are not there: "
                         f"{', '.join(train[:shown])}{more}")
-    return "; ".join(parts) + "; build them with `llm-srt prepare` or fix the paths"
+    return "; ".join(parts) + f"; build them with `{build}` or fix the paths"
+
+
+def _mini_folder(manifest: str) -> Path | None:
+    """The folder of a manifest `llm-srt prepare mini` writes (train, dev or test.jsonl) in the embedded mini corpus's
+    own folders (data/mini, as configs/embedded name it, or prepare's default out): as the config names it."""
+    from ..data.mini import DEFAULT_SIZES  # (its splits)
+    from ..data.prepare import default_mini_dir
+
+    folder = Path(manifest).parent
+    if Path(manifest).name not in {f"{split}.jsonl" for split in DEFAULT_SIZES}:
+        return None
+    return folder if folder.absolute() in {MINI_FOLDER.absolute(), default_mini_dir()} else None
 
 
 def check_start_finished(cfg: TrainConfig) -> None:
