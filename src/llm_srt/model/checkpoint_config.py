@@ -1,19 +1,56 @@
-"""A model folder's config.json (`SpeechLLM.save_pretrained` writes it), read and checked before anything loads: a
-folder that is not there or not a model folder, a damaged file, a key missing or of another type is one line naming
-the file and what to do."""
+"""What a model folder's config.json holds (`SpeechLLMConfig`; `SpeechLLM.save_pretrained` writes it), read and
+checked before anything loads: a folder that is not there or not a model folder, a damaged file, a key missing or of
+another type is one line naming the file and what to do."""
 
 from __future__ import annotations
 
 import json
 import re
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import LLMSRTError
 from ..paths import cwd_note
+from ..prompts import PROMPT_FORMAT_VERSION
 from .folders import CONFIG_FILE
 from .llm import LoraOptions
 
 CHECKPOINT_FORMAT = 1  # version of a model folder's layout (config.json, adapter.safetensors, ...: speech_llm.py)
+
+
+@dataclass(frozen=True)
+class SpeechLLMConfig:
+    """What a SpeechLLM is made of; saved as config.json in every checkpoint."""
+
+    encoder: str  # HF Whisper folder (only its encoder is used)
+    llm: str  # HF causal-LM folder
+    adapter: str = "qformer"  # adapter kind: a key of adapter.ADAPTERS
+    adapter_kwargs: dict = field(default_factory=dict)  # adapter options (its encoder/LLM dims are inferred)
+    lora: LoraOptions | None = None  # LoRA on the LLM, or None
+    trainable: tuple[str, ...] = ("adapter",)  # parameter groups to train: keys of TRAINABLE
+    prompt_format: int = PROMPT_FORMAT_VERSION  # llm_srt.prompts format the model is trained with
+    dtype: str = "float32"  # frozen weights: float32, bfloat16, float16 or int8 (CPU inference: every linear layer
+    #                         of encoder, adapter and LLM int8; convolutions, norms and embeddings float32)
+    pad_to_30s: bool = False  # run Whisper on 30 s padded input (SLAM-LLM / reference checkpoints)
+    ctc_head: bool = False  # a CTCHead for the auxiliary CTC loss (model/ctc.py); trained with the adapter
+    bos_after_speech: bool = False  # [speech][BOS prompt] instead of [BOS][speech][prompt]: the reference's layout
+    #                                 (its tokenizer.encode(prompt) behind the speech); no effect without a BOS
+    language_tags: dict[str, str] = field(default_factory=dict)  # ISO 639-3 code -> the code of its tag in this
+    #                                 model's prompts and outputs, where it was trained with another (reference
+    #                                 checkpoints: {"zho": "cmn"}); applied by prompts.tag. Empty: our codes
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["lora"] = self.lora.to_dict() if self.lora else None
+        d["trainable"] = list(self.trainable)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SpeechLLMConfig":
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        known["lora"] = LoraOptions.from_dict(known.get("lora"))
+        known["trainable"] = tuple(known.get("trainable", ("adapter",)))
+        return cls(**known)
 
 
 CONFIG_TYPES = {  # config.json key (LoRA's as lora.key) -> (its type, its items' type or None, said as); bool no int

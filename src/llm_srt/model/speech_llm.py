@@ -16,7 +16,7 @@ import itertools
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -27,15 +27,15 @@ from ..errors import ConfigError, LLMSRTError
 from ..paths import atomic_dir, checkpoint_relative, resolve_model, weights_identity
 from ..prompts import PROMPT_FORMAT_VERSION
 from .adapter import Adapter, build_adapter
-from .checkpoint_config import CHECKPOINT_FORMAT, read_config  # (read_config: callers import it from here)
+from .checkpoint_config import CHECKPOINT_FORMAT, SpeechLLMConfig, read_config  # (callers import the last two from
+#   here)
 from .folders import CONFIG_FILE, check_model_folders
 from .decoding import DecodingOptions, OnEnd, PartStart, eos_ids, generate_ids
 from .encoder import WhisperEncoder, whisper_dim
 from .cpu_linear import fast_cpu_linears
 from .ctc import CTCHead, CTCLoss
 from .int8_linear import fuse_int8_projections, is_quantized, quantize_int8
-from .llm import (LoraOptions, backbone_and_head, head_losses, hidden_size, load_llm, load_lora_state, logit_cap,
-                  resolve_dtype)
+from .llm import backbone_and_head, head_losses, hidden_size, load_llm, load_lora_state, logit_cap, resolve_dtype
 from .mapped import checkpoint_pages_dropper
 
 log = logging.getLogger(__name__)
@@ -45,41 +45,6 @@ ADAPTER_FILE = "adapter.safetensors"
 LORA_FILE = "lora.safetensors"
 CTC_FILE = "ctc_head.safetensors"  # the CTC loss's head, while a stage trains with it
 IGNORE = -100  # label of positions without loss
-
-
-@dataclass(frozen=True)
-class SpeechLLMConfig:
-    """What a SpeechLLM is made of; saved as config.json in every checkpoint."""
-
-    encoder: str  # HF Whisper folder (only its encoder is used)
-    llm: str  # HF causal-LM folder
-    adapter: str = "qformer"  # adapter kind: a key of adapter.ADAPTERS
-    adapter_kwargs: dict = field(default_factory=dict)  # adapter options (its encoder/LLM dims are inferred)
-    lora: LoraOptions | None = None  # LoRA on the LLM, or None
-    trainable: tuple[str, ...] = ("adapter",)  # parameter groups to train: keys of TRAINABLE
-    prompt_format: int = PROMPT_FORMAT_VERSION  # llm_srt.prompts format the model is trained with
-    dtype: str = "float32"  # frozen weights: float32, bfloat16, float16 or int8 (CPU inference: every linear layer
-    #                         of encoder, adapter and LLM int8; convolutions, norms and embeddings float32)
-    pad_to_30s: bool = False  # run Whisper on 30 s padded input (SLAM-LLM / reference checkpoints)
-    ctc_head: bool = False  # a CTCHead for the auxiliary CTC loss (model/ctc.py); trained with the adapter
-    bos_after_speech: bool = False  # [speech][BOS prompt] instead of [BOS][speech][prompt]: the reference's layout
-    #                                 (its tokenizer.encode(prompt) behind the speech); no effect without a BOS
-    language_tags: dict[str, str] = field(default_factory=dict)  # ISO 639-3 code -> the code of its tag in this
-    #                                 model's prompts and outputs, where it was trained with another (reference
-    #                                 checkpoints: {"zho": "cmn"}); applied by prompts.tag. Empty: our codes
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["lora"] = self.lora.to_dict() if self.lora else None
-        d["trainable"] = list(self.trainable)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "SpeechLLMConfig":
-        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        known["lora"] = LoraOptions.from_dict(known.get("lora"))
-        known["trainable"] = tuple(known.get("trainable", ("adapter",)))
-        return cls(**known)
 
 
 def _lora_parameters(model: "SpeechLLM") -> list[nn.Parameter]:
