@@ -91,3 +91,27 @@ def test_a_training_runs_folder_asks_for_its_final_model_or_newest_checkpoint(fo
     empty.mkdir()
     _refused(empty, "^" + re.escape(f"{empty}: not a SpeechLLM checkpoint (no config.json); give a folder written by "
                                     "training or by `llm-srt convert`") + "$")
+
+
+def test_every_config_field_is_type_checked_as_its_dataclass_declares(folder, tmp_path):
+    """CONFIG_TYPES is read from SpeechLLMConfig's and LoraOptions' fields (it was a hand-made copy of them): each
+    field, and each key save_pretrained writes beside them, given a value of another type is one line naming it."""
+    from dataclasses import fields
+
+    from llm_srt.model.checkpoint_config import CONFIG_TYPES, SAVED_TYPES, SpeechLLMConfig, _checked
+    from llm_srt.model.llm import LoraOptions
+
+    keys = ({f.name for f in fields(SpeechLLMConfig)} - {"lora"} | set(SAVED_TYPES)
+            | {f"lora.{f.name}" for f in fields(LoraOptions)})
+    assert set(CONFIG_TYPES) == keys
+    model = tmp_path / "model"
+    shutil.copytree(folder, model)
+    config = json.loads((model / "config.json").read_text())
+    for key, (_, _, said) in CONFIG_TYPES.items():
+        wrong = [] if said == "a string" else "x"  # no field takes both a list and a string
+        name = key.removeprefix("lora.")
+        edited = {**config, "lora": {name: wrong}} if key.startswith("lora.") else {**config, key: wrong}
+        (model / "config.json").write_text(json.dumps(edited))
+        _refused(model, "^" + re.escape(f"{model / 'config.json'}: {key!r} must be {said}, got "))
+    with pytest.raises(TypeError, match="cannot check a config field of type"):
+        _checked(list[int])  # a field of a type it does not know stops the import, not a config.json's check

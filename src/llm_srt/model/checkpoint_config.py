@@ -8,6 +8,7 @@ import json
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import get_args, get_origin, get_type_hints
 
 from ..errors import LLMSRTError
 from ..paths import cwd_note
@@ -53,13 +54,28 @@ class SpeechLLMConfig:
         return cls(**known)
 
 
+SAVED_TYPES = {"format": int, "encoder_dim": int, "llm_dim": int}  # what save_pretrained writes beside the fields
+TAKEN_TYPES = {"lora.alpha": float}  # a field that config.json may give as another type than its own: any number
+
+
+def _checked(hint) -> tuple:
+    """A config field's type -> (the JSON value's type, its items' type or None, said as), CONFIG_TYPES' form."""
+    simple = {bool: (bool, None, "true or false"), int: (int, None, "an integer"),
+              float: ((int, float), None, "a number"), str: (str, None, "a string"), dict: (dict, None, "a mapping")}
+    if hint in simple:
+        return simple[hint]
+    if get_origin(hint) is tuple and get_args(hint) == (str, ...):
+        return list, str, "a list of strings"
+    if get_origin(hint) is dict and get_args(hint) == (str, str):
+        return dict, str, "a mapping of strings"
+    raise TypeError(f"read_config cannot check a config field of type {hint}: add it to checkpoint_config._checked")
+
+
 CONFIG_TYPES = {  # config.json key (LoRA's as lora.key) -> (its type, its items' type or None, said as); bool no int
-    **dict.fromkeys(("format", "prompt_format", "encoder_dim", "llm_dim", "lora.r"), (int, None, "an integer")),
-    **dict.fromkeys(("encoder", "llm", "adapter", "dtype", "lora.bias"), (str, None, "a string")),
-    **dict.fromkeys(("pad_to_30s", "ctc_head", "bos_after_speech"), (bool, None, "true or false")),
-    **dict.fromkeys(("lora.alpha", "lora.dropout"), ((int, float), None, "a number")), "adapter_kwargs": (dict, None,
-    "a mapping"), "language_tags": (dict, str, "a mapping of strings"),
-    **dict.fromkeys(("trainable", "lora.target_modules"), (list, str, "a list of strings"))}
+    key: _checked(TAKEN_TYPES.get(key, hint))
+    for prefix, hints in (("", {**get_type_hints(SpeechLLMConfig), **SAVED_TYPES}),
+                          ("lora.", get_type_hints(LoraOptions)))
+    for name, hint in hints.items() if (key := prefix + name) != "lora"}  # (lora: a mapping or null, checked apart)
 
 REQUIRED = ("encoder", "llm", "adapter")  # config.json keys every model folder has
 CT2_WHISPER_KEYS = ("lang_ids", "suppress_ids", "alignment_heads")  # a CTranslate2 Whisper's config.json keys
