@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,13 +20,14 @@ from llm_srt.evaluate import run
 from llm_srt.model import systems
 from llm_srt.model.protocol import Output
 from llm_srt.prompts import Task
+from llm_srt.train import signals
 
 
 @pytest.mark.parametrize("verb, line", [
-    ("train", "llm-srt train: stopped by SIGTERM; the training state is its last checkpoint: run the same command "
-              "again to resume from it"),
-    ("curriculum", "llm-srt curriculum: stopped by SIGTERM; the training state is the stage's last checkpoint: run "
-                   "the same command again to resume from it"),
+    ("train", "llm-srt train: stopped by SIGTERM; run the same command again to resume from its last checkpoint, if "
+              "it saved one (else the run starts again from step 0)"),
+    ("curriculum", "llm-srt curriculum: stopped by SIGTERM; run the same command again to resume from the stage's "
+                   "last checkpoint, if it saved one (else the stage starts again from step 0)"),
     ("evaluate", "llm-srt evaluate: stopped by SIGTERM; the rows decoded so far are kept: run the same command "
                  "again to go on from them"),
     ("translate", "llm-srt translate: stopped by SIGTERM"),
@@ -94,8 +96,8 @@ def test_evaluate_sigtermed_keeps_its_rows_and_the_same_command_goes_on_from_the
 
 
 @pytest.mark.parametrize("verb, line", [
-    ("train", "llm-srt train: interrupted; the training state is its last checkpoint: run the same command again to "
-              "resume from it"),
+    ("train", "llm-srt train: interrupted; run the same command again to resume from its last checkpoint, if it "
+              "saved one (else the run starts again from step 0)"),
     ("evaluate", "llm-srt evaluate: interrupted; the rows decoded so far are kept: run the same command again to go "
                  "on from them"),
     ("score", "llm-srt score: interrupted"),
@@ -109,3 +111,27 @@ def test_the_ctrl_c_line_says_how_to_go_on_where_the_run_can(verb, line, monkeyp
     monkeypatch.setitem(cli.VERBS, verb, ("fake_verb", "a verb interrupted"))
     assert cli.main([verb]) == 130
     assert capsys.readouterr().err == line + "\n"
+
+
+@pytest.mark.parametrize("kept, advice", [
+    (signals.Kept(3, True, Path("c/step-00000003")), "the training state is the stage's checkpoint saved at step 3: "
+                                                     "run the same command again to resume from it"),
+    (signals.Kept(), "the step in progress was not saved: run the same command again to resume from the stage's last "
+                     "checkpoint, if it saved one (else the stage starts again from step 0)"),
+    (signals.Kept(3, False, Path("c/step-00000002")), "step 3 was not saved: run the same command again to resume "
+                                                      f"from the stage's last checkpoint, {Path('c/step-00000002')}"),
+    (signals.Kept(3), "step 3 was not saved, nor any step before it: run the same command again and the stage starts "
+                      "again from step 0"),
+])
+def test_a_stopped_stage_says_what_it_kept(kept, advice, monkeypatch, capsys):
+    """The stage's last checkpoint was claimed whatever the stop kept: after a second Ctrl-C before any was saved, the
+    same command started the stage again from step 0 (tests/train/test_stop_line.py: from real runs)."""
+    def main(args):
+        error = KeyboardInterrupt()
+        error.kept = kept
+        raise error
+
+    monkeypatch.setitem(sys.modules, "fake_verb", types.SimpleNamespace(add_arguments=lambda p: None, main=main))
+    monkeypatch.setitem(cli.VERBS, "curriculum", ("fake_verb", "a verb interrupted"))
+    assert cli.main(["curriculum"]) == 130
+    assert capsys.readouterr().err == f"llm-srt curriculum: interrupted; {advice}\n"

@@ -72,6 +72,31 @@ ON_STOPPED = {
 }
 BROKEN_PIPE = 141  # the exit code when stdout's reader has gone: a shell's for a process SIGPIPE ended (128 + 13)
 PROGRESS_LOG_INTERVAL_S = 30  # progress-bar updates at most this often when stderr is a file or a pipe
+TRAINING = {"train": ("its", "the run"), "curriculum": ("the stage's", "the stage")}  # whose checkpoints, what restarts
+
+
+def stopped_advice(verb: str, error: BaseException) -> str:
+    """ON_STOPPED's advice after Ctrl-C or SIGTERM, where training's is what the stop kept (`train.signals.Kept`, on
+    the exception): "the stage's last checkpoint" was claimed after a second Ctrl-C had stopped the stage before any
+    was saved, and the same command started it again from step 0. Without it (a signal while the model loads, before
+    the recipe notes signals), the advice says where the rerun starts either way."""
+    if verb not in TRAINING:
+        return f"; {ON_STOPPED[verb]}" if verb in ON_STOPPED else ""
+    whose, what = TRAINING[verb]
+    kept = getattr(error, "kept", None)  # (not imported: train.signals imports tqdm, and --help imports nothing)
+    either = f"resume from {whose} last checkpoint, if it saved one (else {what} starts again from step 0)"
+    if kept is None:
+        return f"; run the same command again to {either}"
+    if kept.saved:
+        return f"; the training state is {whose} checkpoint saved at step {kept.step}: run the same command again " \
+               "to resume from it"
+    if kept.step is None:
+        return f"; the step in progress was not saved: run the same command again to {either}"
+    if kept.newest is not None:
+        return f"; step {kept.step} was not saved: run the same command again to resume from {whose} last " \
+               f"checkpoint, {kept.newest}"
+    return f"; step {kept.step} was not saved, nor any step before it: run the same command again and {what} " \
+           "starts again from step 0"
 
 
 def quiet_progress_when_logged() -> None:
@@ -267,13 +292,11 @@ def _main(argv: list[str] | None) -> int:
         print(f"llm-srt {verb}: error: {gone}; {ON_STOPPED.get(verb, 'run the same command again')}",
               file=sys.stderr, flush=True)
         return 2
-    except KeyboardInterrupt:  # training saved its step as on SIGTERM (train.signals): the same advice
-        print(f"llm-srt {verb}: interrupted" + (f"; {ON_STOPPED[verb]}" if verb in ON_STOPPED else ""),
-              file=sys.stderr)
+    except KeyboardInterrupt as e:  # training saved its step as on SIGTERM (train.signals): the same advice
+        print(f"llm-srt {verb}: interrupted{stopped_advice(verb, e)}", file=sys.stderr)
         return 130
-    except Terminated:  # its clean-ups have run
-        print(f"llm-srt {verb}: stopped by SIGTERM" + (f"; {ON_STOPPED[verb]}" if verb in ON_STOPPED else ""),
-              file=sys.stderr)
+    except Terminated as e:  # its clean-ups have run
+        print(f"llm-srt {verb}: stopped by SIGTERM{stopped_advice(verb, e)}", file=sys.stderr)
         return TERMINATED
     except BrokenPipeError:  # stdout's reader has gone (`llm-srt translate ... | head -1`): no traceback
         if not _stdout_broken():  # another pipe (a subprocess's, a socket): a real error, shown

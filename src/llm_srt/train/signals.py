@@ -7,6 +7,8 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 from tqdm import tqdm
 
@@ -14,6 +16,26 @@ from ..errors import Terminated
 
 SIGNAL_REPEAT_S = 2.0  # a signal this soon after the first is the same stop: under `srun torchrun` a time limit
 #   reaches each rank twice at once (SLURM signals every process of the step, and torchrun forwards its own)
+
+
+@dataclass(frozen=True)
+class Kept:
+    """What a training run that a signal stopped keeps, on the exception it stops with (`error.kept`), for cli's last
+    line: it said "the training state is the stage's last checkpoint" after a second Ctrl-C had stopped the run
+    before any was saved, and the same command then started again from step 0."""
+    step: int | None = None  # the step it stopped at; None: a second signal stopped the step in progress unsaved
+    saved: bool = False  # a checkpoint holds `step` (saved at the stop, or by the step itself)
+    newest: Path | None = None  # the checkpoint the same command resumes from; None: none (step None: not known)
+
+
+@contextlib.contextmanager
+def _carrying(kept: Kept):
+    """The exception raised within it (the signal's, through its handler) carries `kept`."""
+    try:
+        yield
+    except BaseException as e:
+        e.kept = kept
+        raise
 
 
 class Noted(list):
@@ -25,18 +47,20 @@ class Noted(list):
         self.previous: dict[int, object] = {}  # signal -> the handler before `signals_noted`
         self.handed_back: set[int] = set()  # signals whose earlier handler is back (and may have rearmed itself)
 
-    def stop(self) -> None:
+    def stop(self, kept: Kept) -> None:
         """Raise the first signal's exception through the handler it had before (cli's SIGTERM handler raises
         `Terminated` and leaves the next SIGTERM to end the process at once, for a clean-up that hangs; Ctrl-C's
-        raises KeyboardInterrupt); `Terminated` where there was none, or none was noted here (another rank's)."""
+        raises KeyboardInterrupt); `Terminated` where there was none, or none was noted here (another rank's). The
+        exception carries `kept` (`error.kept`)."""
         signum = self[0] if self else signal.SIGTERM
         for number, handler in self.previous.items():
             signal.signal(number, handler)
             self.handed_back.add(number)
         handler = self.previous.get(signum)
-        if callable(handler) and self:
-            handler(signum, None)
-        raise KeyboardInterrupt if signum == signal.SIGINT and self else Terminated()
+        with _carrying(kept):
+            if callable(handler) and self:
+                handler(signum, None)
+            raise KeyboardInterrupt if signum == signal.SIGINT and self else Terminated()
 
 
 def _announce(signum: int) -> None:
@@ -58,9 +82,9 @@ def _announce(signum: int) -> None:
 def signals_noted():
     """Within it, a SIGTERM or SIGINT (Ctrl-C) goes into the `Noted` it yields instead of stopping the run mid-step
     (a step half-done, its optimizer update half-applied, cannot be saved), said at once in one line; the loop saves
-    at the end of the step, then calls `Noted.stop`. A second one, SIGNAL_REPEAT_S or more after the first, acts as it would without this
-    (cli's SIGTERM handler raises `Terminated` at once, Ctrl-C raises KeyboardInterrupt); one sooner is the same
-    stop. Outside the main thread: no change."""
+    at the end of the step, then calls `Noted.stop`. A second one, SIGNAL_REPEAT_S or more after the first, acts as
+    it would without this (cli's SIGTERM handler raises `Terminated` at once, Ctrl-C raises KeyboardInterrupt); one
+    sooner is the same stop. Outside the main thread: no change."""
     noted = Noted()
     if threading.current_thread() is not threading.main_thread():
         yield noted
@@ -81,7 +105,8 @@ def signals_noted():
         signal.signal(signum, previous[signum])  # a second signal: as without this, at once
         noted.handed_back.add(signum)  # (its handler may rearm itself: cli's leaves the next SIGTERM to end it)
         if callable(previous[signum]):
-            previous[signum](signum, frame)
+            with _carrying(Kept()):  # the step in progress unsaved
+                previous[signum](signum, frame)
         else:  # the default action (SIG_DFL: end the process by that signal)
             os.kill(os.getpid(), signum)
 

@@ -9,7 +9,7 @@ from tqdm import tqdm
 from ..audio import SAMPLE_RATE
 from ..errors import LLMSRTError
 from .data import mixes_text
-from .signals import Noted
+from .signals import Kept, Noted
 
 
 class RunStops:
@@ -43,13 +43,13 @@ class RunStops:
         try:
             if not saved:
                 self.save_checkpoint(dev_loss, eval_due)
-            done = f"saved a checkpoint, {self.last_good}; the same command resumes from it"
+            done, saved = f"saved a checkpoint, {self.last_good}; the same command resumes from it", True
         except LLMSRTError as e:
             done = (f"the checkpoint attempt failed ({str(e).splitlines()[0][:200]}); the newest one is "
                     f"{self.last_good or 'none'}")
         self.bar.close()  # the line below on a line of its own
         self.log(f"[{self.cfg.stage}] {name} at step {self.step}: {done}")
-        noted.stop()
+        noted.stop(Kept(self.step, saved, self.last_good))  # cli's last line says what it kept
 
     def _stop_not_finite(self, what: str, quantity: str) -> None:
         """Stop before the optimizer step, which would spoil the weights (and the next checkpoint): the newest
