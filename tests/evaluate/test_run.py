@@ -565,7 +565,7 @@ def test_every_rank_decodes_the_rows_rank_0_read_and_journals_go_only_when_every
     run.evaluate({"tiny": str(model_dir)}, manifest, tmp_path / "one", task="srt", options=OPTS, batch_size=1,
                  placement=CPU, log=lambda *_: None)
     two, one = (load_results(tmp_path / d / "hyps.tiny.jsonl") for d in ("two", "one"))
-    assert [r.id for r in two] == [r.id for r in one] and len(one) == N_ROWS  # each row once, none missing
+    assert [r.id for r in two] == [r.id for r in one] and len(one) == N_SRT  # each scored row once, none missing
     spawn(tmp_path / "kept", "keep")
     assert len(list((tmp_path / "kept" / run.PARTIAL).glob("tiny.hyps.rank*.jsonl"))) == 2
     spawn(tmp_path / "kept", "stale")
