@@ -13,6 +13,7 @@ import pytest
 
 from llm_srt import cli
 from llm_srt.arguments import StoreOnce
+from cli_run import run_cli
 
 # (verb words, option) that repeat by design: each time one more value, all of them kept
 REPEATING = {("evaluate", "--model"): ("m1", "m2"), ("translate", "--transcript"): ("one", "two"),
@@ -73,11 +74,8 @@ def needed(p: argparse.ArgumentParser, but: argparse.Action | None = None) -> li
 
 def run(argv: list[str], capsys) -> tuple[int | None, str]:
     """The exit code of `llm-srt ARGV` (argparse's refusal too) and its stderr."""
-    try:
-        code = cli.main(argv)
-    except SystemExit as e:
-        code = e.code
-    return code, capsys.readouterr().err
+    code, _, err = run_cli(argv, capsys)
+    return code, err
 
 
 @pytest.fixture

@@ -3,17 +3,7 @@ values, is refused in one line before anything is scored, not silently overridde
 
 import pytest
 
-from llm_srt import cli
-
-
-def _score(argv: list[str], capsys) -> tuple[int | None, str, str]:
-    """The exit code of `llm-srt score ARGV` (argparse's refusal too), its stdout and its stderr."""
-    try:
-        code = cli.main(["score", *argv])
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
+from cli_run import run_cli
 
 
 @pytest.fixture
@@ -28,7 +18,7 @@ def texts(tmp_path):
 
 def test_a_second_hyp_is_refused_in_one_line_not_the_first_dropped(texts, capsys):
     good, bad, ref = texts
-    code, out, err = _score(["--hyp", good, "--ref", ref, "--tgt-lang", "eng", "--hyp", bad], capsys)
+    code, out, err = run_cli(["score", "--hyp", good, "--ref", ref, "--tgt-lang", "eng", "--hyp", bad], capsys)
     assert code == 2 and out == ""  # argparse's plain store scored bad.txt alone, unsaid
     assert len(err.strip().splitlines()) == 1, err
     assert f"argument --hyp: given twice ({good}, then {bad})" in err
@@ -36,6 +26,6 @@ def test_a_second_hyp_is_refused_in_one_line_not_the_first_dropped(texts, capsys
 
 def test_the_same_hyp_twice_scores_as_once(texts, capsys):
     good, _, ref = texts
-    once = _score(["--hyp", good, "--ref", ref, "--tgt-lang", "eng"], capsys)
-    twice = _score(["--hyp", good, "--ref", ref, "--tgt-lang", "eng", f"--hyp={good}"], capsys)
+    once = run_cli(["score", "--hyp", good, "--ref", ref, "--tgt-lang", "eng"], capsys)
+    twice = run_cli(["score", "--hyp", good, "--ref", ref, "--tgt-lang", "eng", f"--hyp={good}"], capsys)
     assert once[0] == 0 and once[1].startswith("BLEU = 100.00") and twice == once
