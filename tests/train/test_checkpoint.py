@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from llm_srt.errors import LLMSRTError
-from llm_srt.train import checkpoint, run_lock
+from llm_srt.train import checkpoint, parallel, run_lock
 
 
 def _save_model(weights):
@@ -383,7 +383,7 @@ def _resume_ranks(rank: int, world: int, store: str, root: str, case: str) -> No
             got = {"error": str(e)}
         (Path(root) / f"{case}{rank}.json").write_text(json.dumps(got))
     finally:
-        dist.destroy_process_group()
+        parallel.release_groups()  # the host groups too: destroy_process_group alone aborted a rank at exit
 
 
 @pytest.mark.slow  # two 2-rank runs (44 s); make test: test_every_rank_takes_rank_0s_view_of_a_finished_run
@@ -434,7 +434,7 @@ def _finished_ranks(rank: int, world: int, store: str, root: str) -> None:
             got[f"extending{steps}"] = r.extending
         (Path(root) / f"finished{rank}.json").write_text(json.dumps(got))
     finally:
-        dist.destroy_process_group()
+        parallel.release_groups()  # the host groups too: destroy_process_group alone aborted a rank at exit
 
 
 def test_every_rank_takes_rank_0s_view_of_a_finished_run(tmp_path):
@@ -478,7 +478,7 @@ def _seed_ranks(rank: int, world: int, store: str, root: str) -> None:
         draws = {"torch": torch.rand(3).tolist(), "numpy": np.random.rand(3).tolist()}
         (Path(root) / f"seed{rank}.json").write_text(json.dumps(draws))
     finally:
-        dist.destroy_process_group()
+        parallel.release_groups()  # the host groups too: destroy_process_group alone aborted a rank at exit
 
 
 def test_each_rank_draws_its_own_dropout_masks_from_a_fresh_start(tmp_path):

@@ -30,6 +30,7 @@ from llm_srt.train import batches as training_batches
 from llm_srt.train import data as training_data
 from llm_srt.train import dev_sample
 from llm_srt.train.data import DataSection, TrainingData
+from llm_srt.train import parallel
 from llm_srt.train.parallel import Dist
 from llm_srt.train.config import load_config
 
@@ -867,7 +868,7 @@ def _node_local_cache(rank: int, world: int, store: str, setup: dict, root: str)
         (Path(root) / f"rank{rank}.json").write_text(json.dumps({"audio": len(audio), "missing": missing,
                                                                  "attempts": attempts[0]}))
     finally:
-        dist.destroy_process_group()
+        parallel.release_groups()  # the host groups too: destroy_process_group alone aborted a rank at exit
 
 
 class _Decoder:
@@ -909,7 +910,7 @@ def _dev_decoding(rank: int, world: int, store: str, setup: dict, root: str, sha
         (Path(root) / f"dev{rank}.json").write_text(json.dumps({"result": result, "decoded": decoder.decoded,
                                                                 "synced": sorted(decoder.synced)}))
     finally:
-        dist.destroy_process_group()
+        parallel.release_groups()  # the host groups too: destroy_process_group alone aborted a rank at exit
 
 
 @pytest.mark.long(12)
@@ -973,7 +974,7 @@ def _refused_cache(rank: int, world: int, store: str, setup: dict, root: str, re
         (Path(root) / f"rank{rank}.json").write_text(json.dumps({"audio": audio, "encoded": sum(encoded),
                                                                  "looked": len(looked)}))
     finally:
-        dist.destroy_process_group()
+        parallel.release_groups()  # the host groups too: destroy_process_group alone aborted a rank at exit
 
 
 @pytest.mark.slow  # make test: the two-node fill below, and a refusing disk in one process (above)
