@@ -463,7 +463,9 @@ def main(args) -> int:
     configs, overrides = split_items(args.items)
     stages = args.stages.split(",") if args.stages else None
     say = print if int(os.environ.get("RANK") or 0) == 0 else lambda *_: None  # under torchrun, rank 0 alone (every
-    finals = run_curriculum(configs, overrides, stages, args.out_root, log=say)  # rank printed each stage's lines)
-    release_groups()
+    try:
+        finals = run_curriculum(configs, overrides, stages, args.out_root, log=say)  # rank printed each stage's lines)
+    finally:  # also a run refused or stopped under torchrun: its groups left to the interpreter aborted a rank
+        release_groups()
     say("curriculum done: " + " -> ".join(str(p) for p in finals))
     return 0

@@ -579,6 +579,8 @@ def main(args) -> int:
     configs, overrides = config_lib.split_items(args.items)
     if len(configs) > 1:
         raise ConfigError(f"give one config file, got {configs}; use `llm-srt curriculum` for several stages")
-    train(load_config(configs[0] if configs else None, overrides), source=configs[0] if configs else None)
-    release_groups()
+    try:
+        train(load_config(configs[0] if configs else None, overrides), source=configs[0] if configs else None)
+    finally:  # also a run refused or stopped under torchrun: its groups left to the interpreter aborted a rank
+        release_groups()
     return 0
