@@ -162,8 +162,8 @@ _host = [None, None, timedelta(minutes=30), None]  # (the default group, its HOS
 
 
 def release_groups() -> None:
-    """A finished run's process groups let go before the interpreter exits: the gloo groups kept here, then the
-    default group (`train` and `curriculum` under torchrun, once their last stage is saved). Left to the interpreter's
+    """A run's process groups let go before the interpreter exits: the gloo groups kept here, then the default group
+    (`train` and `curriculum` under torchrun, however they end: finished, refused or stopped). Left to the interpreter's
     teardown, a gloo group still referenced here aborted a rank now and then ("terminate called without an active
     exception", exit -6, so torchrun called the finished run failed: 3 of 26 two-rank runs here, 0 of 40 released)."""
     _host[:] = [None, None, _host[2], None]
