@@ -75,6 +75,7 @@ class FeatureCache:
         self.hits = 0
         self.misses = 0
         self.unstored = 0  # computed features the disk refused (full, read-only): handed back, not stored
+        self.adopted = 0  # sound entries of UNCHECKED_FORMAT read whole and moved to the current format (`_adopt`)
         self.log = log
 
     def key(self, audio_path: str | Path) -> str:
@@ -186,6 +187,7 @@ class FeatureCache:
                 os.replace(old, self.path_of(key))
         except OSError:  # another rank moved it first, a read-only folder: the features read are sound all the same
             pass
+        self.adopted += feats is not None
         return feats
 
     def _finite(self, feats: np.ndarray, path) -> np.ndarray:

@@ -573,12 +573,10 @@ def said_has(cache: FeatureCache, log: Callable[[str], None]) -> Callable[[str],
 
     def has(clip: str) -> bool:
         nonlocal said
-        if said:
-            return cache.has(clip)
-        current = cache.path_of(cache.key(clip)).is_file()  # one stat a clip, until an older entry is met
+        before = cache.adopted
         found = cache.has(clip)
-        if found and not current:  # (an older entry that is not sound, deleted, is said at the next sound one)
-            said = True
+        if not said and cache.adopted > before:  # (an older entry that is not sound, deleted, is said at the next
+            said = True  # sound one)
             log(f"the feature cache {cache.root} holds entries an older version of the toolkit stored: each one "
                 "the check meets is read whole once, to check its numbers and move it to the current format")
         return found
