@@ -22,6 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from .data.manifest import read_manifest, write_manifest
+from .data.prepare import MINI_FOLDER
 from .demo_checks import demo_placement, require_clone, run_with_budget
 from .errors import LLMSRTError
 from .paths import write_json
@@ -568,7 +569,7 @@ def measure_runs(systems: Mapping[str, str], rows: list, probe: list | None = No
 
 def add_arguments(parser) -> None:
     parser.add_argument("--work", default="runs/demo", help="where stages and the report go")
-    parser.add_argument("--data", default="data/mini", help="the mini corpus folder (built if missing)")
+    parser.add_argument("--data", default=str(MINI_FOLDER), help="the mini corpus folder (built if missing)")
     parser.add_argument("--asr", default=str(SHIPPED / "asr"),
                         help="the ASR stage every run starts from (a speech LLM folder; the sentences its "
                              "train_sentences.txt lists are left out of test, and without one the demo says they "

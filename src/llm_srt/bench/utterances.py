@@ -15,12 +15,13 @@ import numpy as np
 
 from .. import languages
 from ..audio import SAMPLE_RATE, load_audio
+from ..data.prepare import MINI_FOLDER
 from ..errors import LLMSRTError
 
 if TYPE_CHECKING:
     from .embedded import BenchOptions
 
-DEFAULT_MANIFEST = "data/mini/test.jsonl"  # the embedded mini corpus; espeak-ng clips when it is absent
+DEFAULT_MANIFEST = str(MINI_FOLDER / "test.jsonl")  # the embedded mini corpus; espeak-ng clips when it is absent
 SILENCE_SECONDS = 0.3  # gap between clips concatenated into a long clip
 ESPEAK_SENTENCES = (  # fallback utterances (eng -> deu) when no manifest is available
     ("Will it rain tomorrow?", "Regnet es morgen?"),

@@ -38,6 +38,10 @@ def main(args: argparse.Namespace) -> int:
         raise LLMSRTError(f"{where}: cannot read or write ({e.strerror or e}); {todo}, then run it again") from e
 
 
+MINI_FOLDER = Path("data", "mini")  # where configs/embedded, the demo and the bench read the mini corpus
+#   (relative: the current folder, the repository root)
+
+
 def default_mini_dir() -> Path:
     """Where `prepare mini` writes when --out is not given."""
     return cache_dir() / "data" / "mini"

@@ -18,9 +18,6 @@ from .config import TrainConfig
 from .final import FINAL, _more_steps, _more_steps_refused, finished_steps, is_finished, quiet
 
 
-MINI_FOLDER = Path("data", "mini")  # where configs/embedded read the mini corpus (relative: the current folder)
-
-
 def lora_note(cfg: TrainConfig) -> str | None:
     """A line when model.lora is set but not trained (`trainable` lacks lora): a LoRA carried frozen from
     model.init_from is legitimate (the shipped smt_*.yaml), a fresh one is zero-init and changes nothing but the
@@ -102,7 +99,7 @@ def _mini_folder(manifest: str) -> Path | None:
     """The folder of a manifest `llm-srt prepare mini` writes (train, dev or test.jsonl) in the embedded mini corpus's
     own folders (data/mini, as configs/embedded name it, or prepare's default out): as the config names it."""
     from ..data.mini import DEFAULT_SIZES  # (its splits)
-    from ..data.prepare import default_mini_dir
+    from ..data.prepare import MINI_FOLDER, default_mini_dir
 
     folder = Path(manifest).parent
     if Path(manifest).name not in {f"{split}.jsonl" for split in DEFAULT_SIZES}:
