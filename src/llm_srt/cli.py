@@ -63,8 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # what a run keeps when it stops before its end, by verb, and what to do: because another rank has gone
-# (`ranks.peer_gone`), by Ctrl-C, or by SIGTERM (torchrun's to the ranks left when one dies, SLURM's preemption; the recipe's own
-# line on it comes only within its steps, not while the model or data load, and evaluate has none)
+# (`ranks.peer_gone`), by Ctrl-C, or by SIGTERM (torchrun's to the ranks left when one dies, SLURM's preemption; the
+# recipe's own line on it comes only within its steps, not while the model or data load, and evaluate has none)
 ON_STOPPED = {
     "train": "the training state is its last checkpoint: run the same command again to resume from it",
     "curriculum": "the training state is the stage's last checkpoint: run the same command again to resume from it",
