@@ -5,6 +5,7 @@ import os
 import signal
 import stat
 import unicodedata
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -81,6 +82,14 @@ def shown(text: str) -> str:
 
 
 UNPRINTED = {"Cc", "Cs", "Zl", "Zp"}  # Unicode categories shown as escapes
+
+
+def first_few(items: Sequence[str], shown: int, counted: bool = True) -> str:
+    """The first `shown` of `items` for a one-line message, comma-separated, and ', ... (N more)' where there are
+    more (', ...' alone without `counted`)."""
+    if len(items) <= shown:
+        return ", ".join(items)
+    return ", ".join(items[:shown]) + (f", ... ({len(items) - shown} more)" if counted else ", ...")
 
 
 # ---- files that are not what they seem: the words for them, one place ------------------------------------------

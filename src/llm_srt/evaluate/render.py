@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import first_few
 from ..paths import atomic_file, replace_all
 from .metrics import PAPER_NORMALIZER, UNICODE_FORM, normalizer_name
 from .report import Direction, Report, SystemScores, _asr_metric, _unique, to_json
@@ -280,8 +281,7 @@ def _not_scored_line(report: Report) -> str:
     its 'not scored' column), as the forced tags' line counts them: 'NAME k (id, ...)'."""
     return ("Transcript-only (ASR) rows not scored (their clip has no row of the system's task, whose rows give the "
             "WER/CER; --task asr scores them; results.json lists them all: not_scored): "
-            + ", ".join(f"{s.name} {len(s.not_scored)} (" + ", ".join(s.not_scored[:SHOWN_NOT_SCORED])
-                        + (", ..." if len(s.not_scored) > SHOWN_NOT_SCORED else "") + ")"
+            + ", ".join(f"{s.name} {len(s.not_scored)} ({first_few(s.not_scored, SHOWN_NOT_SCORED, counted=False)})"
                         for s in report.systems if s.not_scored))
 
 

@@ -31,7 +31,7 @@ from .. import device
 from ..data.clips import counted
 from ..data.manifest import Row, read_manifest
 from ..device import Placement
-from ..errors import LLMSRTError
+from ..errors import LLMSRTError, first_few
 from ..paths import EMBEDDED, absolute_model
 from ..ranks import from_rank0, on_every_rank, stop_with_launcher
 from ..model.decoding import DecodingOptions, decoding_from_args
@@ -505,9 +505,9 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
         log(format_table(report))
         for s in report.systems:  # counted, never dropped unsaid (`unscored_rows`)
             if s.not_scored:
-                log(f"{s.name}: {counted(len(s.not_scored), 'transcript-only row')} not scored under --task {tasks[s.name]} "
-                    f"(their clip has no {tasks[s.name]} row): {', '.join(s.not_scored[:3])}"
-                    + (", ..." if len(s.not_scored) > 3 else "") + "; --task asr scores them")
+                log(f"{s.name}: {counted(len(s.not_scored), 'transcript-only row')} not scored under --task "
+                    f"{tasks[s.name]} (their clip has no {tasks[s.name]} row): "
+                    f"{first_few(s.not_scored, 3, counted=False)}; --task asr scores them")
         log("wrote " + ", ".join(str(p) for p in files.values()))
         if others := other_hyps(out, models, with_mt):
             log(f"{out} also holds {', '.join(p.name for p in others)} of an earlier evaluation, not of this report "

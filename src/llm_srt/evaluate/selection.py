@@ -2,6 +2,7 @@
 
 from ..data.clips import counted
 from ..data.manifest import Row
+from ..errors import first_few
 from ..prompts import Task
 
 
@@ -60,7 +61,7 @@ def left_out(rows: list[Row], task: Task, shown: int = 3) -> str:
     if not n:
         return ""
     unscored = unscored_rows(rows, task)
-    ids = ", ".join(r.id for r in unscored[:shown]) + (", ..." if len(unscored) > shown else "")
-    return (f"; {counted(n, 'transcript-only (ASR) row')} not decoded (the {task.value} rows of their language give its "
-            f"WER/CER)" + (f", {len(unscored)} of them of a clip with no {task.value} row, so not scored ({ids}): "
+    ids = first_few([r.id for r in unscored], shown, counted=False)
+    return (f"; {counted(n, 'transcript-only (ASR) row')} not decoded (the {task.value} rows of their language give "
+            f"its WER/CER)" + (f", {len(unscored)} of them of a clip with no {task.value} row, so not scored ({ids}): "
                            "--task asr scores them" if unscored else ""))

@@ -26,7 +26,7 @@ import yaml
 
 from .. import paths, ranks
 from ..config import MAX_CONFIG_BYTES, expand_variables, parse_yaml, short, split_items
-from ..errors import ConfigError, LLMSRTError
+from ..errors import ConfigError, LLMSRTError, first_few
 from ..model.adapter import adapter_options
 from . import checkpoint, resume
 from .config import TrainConfig, load_config
@@ -74,8 +74,7 @@ def stage_files(items: list[str], stages: list[str] | None) -> list[Path]:
             close = difflib.get_close_matches(name, [h for h in held if h not in names], n=3)
             best = [c for c in close if _likeness(c, name) == _likeness(close[0], name)]
             meant = f" (did you mean {' or '.join(best)}?)" if best else ""
-            shown = ", ".join(h + ".yaml" for h in held[:8]) + (f", ... ({len(held) - 8} more)" if held[8:] else "")
-            holds = f"it holds {shown}" if held else "it holds no .yaml file"
+            holds = f"it holds {first_few([h + '.yaml' for h in held], 8)}" if held else "it holds no .yaml file"
             raise ConfigError(f"{folder}: no stage config {missing[0]}{meant}; {holds}")
         return files
     files = [Path(i) for i in items]

@@ -11,7 +11,7 @@ import torch
 
 from .. import device as device_lib
 from .. import paths
-from ..errors import ConfigError
+from ..errors import ConfigError, first_few
 from ..prompts import Task
 from . import checkpoint
 from .config import TrainConfig
@@ -89,9 +89,8 @@ def _missing_manifests(missing: list[tuple[str, str]], total: int, shown: int = 
     train = [str(m) for key, m in missing if key == "data.train"]
     parts = [f"{key}: {m}: no such manifest" for key, m in missing if key != "data.train" or len(train) == 1]
     if len(train) > 1:
-        more = f", ... ({len(train) - shown} more)" if len(train) > shown else ""
         parts.insert(0, f"data.train: {len(train)} of its {total} manifests are not there: "
-                        f"{', '.join(train[:shown])}{more}")
+                        f"{first_few(train, shown)}")
     return "; ".join(parts) + f"; build them with `{build}` or fix the paths"
 
 
