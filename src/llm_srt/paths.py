@@ -80,6 +80,9 @@ EMBEDDED = "embedded"  # the model name that stands for the converted embedded d
 # the records training writes (train/) and inference reads to learn what a model folder was trained for (model/)
 TRAIN_CONFIG = "train_config.json"  # in a finished model folder (final/): the run's config
 STATE_DIR, STATE_JSON = "trainer_state", "state.json"  # in a checkpoint folder: its trainer state (its "config" too)
+FINAL = "final"  # a training run's finished model folder, inside its output_dir
+STEP_FOLDER = re.compile(r"step-(\d{8,})")  # a run's checkpoints/ folders (train/checkpoint.py step_name); anything
+#   else in checkpoints/ is not ours
 
 
 def resolve_model(value: str, kind: str) -> str:

@@ -5,13 +5,12 @@ another type is one line naming the file and what to do."""
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import get_args, get_origin, get_type_hints
 
 from ..errors import LLMSRTError
-from ..paths import cwd_note
+from ..paths import FINAL, STEP_FOLDER, cwd_note
 from ..prompts import PROMPT_FORMAT_VERSION
 from .folders import CONFIG_FILE
 from .llm import LoraOptions
@@ -104,14 +103,12 @@ def foreign_folder(directory: Path, meta: dict) -> str | None:
                 "training config)")
     return None
 
-STEP_FOLDER = re.compile(r"step-(\d+)")  # a training run's checkpoints/ folders (train/checkpoint.py: step_name)
-
 
 def meant_in_run(directory: Path) -> str | None:
     """Where `directory`, with no config.json, is a training run's folder (or its checkpoints/): "did you mean" the
     model folder it holds, its final/, else its newest checkpoint; None where it holds neither."""
-    if (directory / "final" / CONFIG_FILE).is_file():
-        return f"a training run's folder: did you mean {directory / 'final'}?"
+    if (directory / FINAL / CONFIG_FILE).is_file():
+        return f"a training run's folder: did you mean {directory / FINAL}?"
     steps = [(int(m.group(1)), folder) for root in (directory / "checkpoints", directory)
              for folder in (root.iterdir() if root.is_dir() else ())
              if (m := STEP_FOLDER.fullmatch(folder.name)) and (folder / CONFIG_FILE).is_file()]

@@ -36,7 +36,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import LLMSRTError
-from ..paths import STATE_DIR, STATE_JSON, fsync_dir, share_files, write_json
+from ..paths import STATE_DIR, STATE_JSON, STEP_FOLDER, fsync_dir, share_files, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,6 @@ STATE_TENSORS = "tensors.safetensors"
 DEV_SET = "dev_set"  # in STATE_JSON: what its dev_loss was measured on (`measured_on`)
 LEGACY_STATE = "state.pt"  # the pickled trainer state of earlier versions: refused
 INDEX = "index.json"
-STEP_FOLDER = re.compile(r"step-(\d{8,})")  # step_name's folders; anything else in checkpoints/ is not ours
 ABANDONED = "abandoned-"  # before a step folder's name: a checkpoint a resumed run passed over (`_set_aside`)
 
 

@@ -8,11 +8,10 @@ from pathlib import Path
 
 from .. import config as config_lib
 from ..errors import ConfigError, LLMSRTError
-from ..paths import TRAIN_CONFIG
+from ..paths import FINAL, TRAIN_CONFIG
 from . import checkpoint, resume
 from .config import TrainConfig
 
-FINAL = "final"  # the finished model folder inside output_dir
 INIT_RECORD = "init_from.json"  # in final/: the folder it started from and `resume.init_identity` of its weights
 RUN_SETTINGS = "run_settings.json"  # in final/: the settings it was trained with (`resume.run_settings`)
 RANKS = "ranks"  # in RUN_SETTINGS, beside them: the ranks it was trained on (its examples per step are compared with
