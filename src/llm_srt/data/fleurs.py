@@ -146,7 +146,7 @@ def _check_locale_folders(root: Path, langs: list[str]) -> None:
     if not missing:
         return
     held = available_languages(root)
-    few = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+    few = _first_three(missing)
     if held:
         give = [lang for lang in langs if lang in held] or held
         which = "those" if set(give) == set(held) else "the ones asked for that it holds"
@@ -157,6 +157,11 @@ def _check_locale_folders(root: Path, langs: list[str]) -> None:
         holds = "there is no such folder: give the FLEURS folder as --root"
     raise LLMSRTError(f"{root}: {len(missing)} of the {len(langs)} locale folders --langs names are missing ({few}); "
                       f"{holds}{_hub_hint(root)}")
+
+
+def _first_three(names: list[str]) -> str:
+    """'a, b, c and N more': the first three of `names` for a one-line message."""
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
 def _hub_hint(root: Path) -> str:
@@ -178,8 +183,7 @@ def _check_unpacked(root: Path, langs: list[str], splits: tuple[str, ...]) -> No
     if packed:
         locales = " ".join(dict.fromkeys(a.parent.parent.name for a in packed))
         names = " ".join(s for s in splits if any(a.name == f"{s}.tar.gz" for a in packed))
-        few = ", ".join(str(a.relative_to(root)) for a in packed[:3]) + (
-            f" and {len(packed) - 3} more" if len(packed) > 3 else "")
+        few = _first_three([str(a.relative_to(root)) for a in packed])
         loop = (f"for l in {locales}; do for s in {names}; do a={shlex.quote(str(root))}/$l/audio/$s.tar.gz; "
                 'if [ -f "$a" ] && [ ! -d "${a%.tar.gz}" ]; then tar -xzf "$a" -C "${a%/*}"; fi; done; done')
         raise LLMSRTError(f"{root}: the wavs of {len(packed)} splits are still in their .tar.gz archives ({few}); "
