@@ -550,7 +550,8 @@ def test_a_file_named_with_a_leading_dash_is_given_after_double_dash(tmp_path, m
 
 
 @pytest.mark.parametrize("verb, advice", [
-    ("train", "the training state is its last checkpoint: run the same command again to resume from it"),
+    ("train", "run the same command again to resume from its last checkpoint, if it saved one (else the run starts "
+              "again from step 0)"),  # (where the recipe knows what it saved: tests/train/test_stop_lines.py)
     ("evaluate", "the rows decoded so far are kept: run the same command again to go on from them"),
 ])
 def test_a_rank_whose_peer_died_stops_in_one_line_that_says_to_run_again(verb, advice, monkeypatch, capsys):

@@ -63,11 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # what a run keeps when it stops before its end, by verb, and what to do: because another rank has gone
-# (`ranks.peer_gone`), by Ctrl-C, or by SIGTERM (torchrun's to the ranks left when one dies, SLURM's preemption; the
-# recipe's own line on it comes only within its steps, not while the model or data load, and evaluate has none)
+# (`ranks.peer_gone`), by Ctrl-C, or by SIGTERM (torchrun's to the ranks left when one dies, SLURM's preemption;
+# evaluate has no line of its own on it). Training's says what the stop kept (`stopped_advice`, TRAINING)
 ON_STOPPED = {
-    "train": "the training state is its last checkpoint: run the same command again to resume from it",
-    "curriculum": "the training state is the stage's last checkpoint: run the same command again to resume from it",
     "evaluate": "the rows decoded so far are kept: run the same command again to go on from them",
 }
 BROKEN_PIPE = 141  # the exit code when stdout's reader has gone: a shell's for a process SIGPIPE ended (128 + 13)
@@ -76,10 +74,11 @@ TRAINING = {"train": ("its", "the run"), "curriculum": ("the stage's", "the stag
 
 
 def stopped_advice(verb: str, error: BaseException) -> str:
-    """ON_STOPPED's advice after Ctrl-C or SIGTERM, where training's is what the stop kept (`train.signals.Kept`, on
-    the exception): "the stage's last checkpoint" was claimed after a second Ctrl-C had stopped the stage before any
-    was saved, and the same command started it again from step 0. Without it (a signal while the model loads, before
-    the recipe notes signals), the advice says where the rerun starts either way."""
+    """ON_STOPPED's advice after Ctrl-C, SIGTERM or another rank gone, where training's is what the stop kept
+    (`train.signals.Kept`, on the exception): "the stage's last checkpoint" was claimed after a second Ctrl-C had
+    stopped the stage before any was saved, and after a dead peer whatever the run had saved, and the same command
+    started it again from step 0. Without it (a stop before the recipe knew where the run starts), the advice says
+    where the rerun starts either way."""
     if verb not in TRAINING:
         return f"; {ON_STOPPED[verb]}" if verb in ON_STOPPED else ""
     whose, what = TRAINING[verb]
@@ -95,6 +94,8 @@ def stopped_advice(verb: str, error: BaseException) -> str:
     if kept.newest is not None:
         return f"; step {kept.step} was not saved: run the same command again to resume from {whose} last " \
                f"checkpoint, {kept.newest}"
+    if not kept.step:  # (stopped before its first step ended: another rank gone, a signal while data loads)
+        return f"; no checkpoint was saved: run the same command again and {what} starts again from step 0"
     return f"; step {kept.step} was not saved, nor any step before it: run the same command again and {what} " \
            "starts again from step 0"
 
@@ -289,7 +290,7 @@ def _main(argv: list[str] | None) -> int:
             raise
         if debug:
             traceback.print_exc()
-        print(f"llm-srt {verb}: error: {gone}; {ON_STOPPED.get(verb, 'run the same command again')}",
+        print(f"llm-srt {verb}: error: {gone}{stopped_advice(verb, e) or '; run the same command again'}",
               file=sys.stderr, flush=True)
         return 2
     except KeyboardInterrupt as e:  # training saved its step as on SIGTERM (train.signals): the same advice

@@ -97,6 +97,9 @@ class Recipe(RunStops):
             self.setup_optimizer()  # 4. optimizer + schedule over the wrapped parameters; resume them, the RNG last
             self.train()  # 5. train_step, evaluate and save_checkpoint until max_steps
             return self.save_final()  # 6. final/ (its presence marks the run finished)
+        except BaseException as e:
+            self._note_kept(e)  # what cli's last line says the run kept (another rank gone, a signal)
+            raise
         finally:
             self.cleanup()  # 7. logs closed; a process group of our own (1-rank FSDP) ended
 
@@ -526,9 +529,12 @@ class Recipe(RunStops):
         model, out, cfg = self.model, self.out, self.cfg
         start = None if self.saved_once else self.latest.step if self.latest is not None else 0  # what lies past
         #   it on disk, this run passed over: its first save keeps those folders aside (`checkpoint._set_aside`)
-        on_main(self.d, lambda: checkpoint.save(out, self.step, lambda p: model.save_pretrained(p, state=weights),
-                                                state, cfg.keep_last, dev_loss, log=self.log, resumed_from=start,
-                                                dev_set=dev_set(self.settings)))
+        def write() -> None:
+            self.last_good = checkpoint.save(out, self.step, lambda p: model.save_pretrained(p, state=weights), state,
+                                             cfg.keep_last, dev_loss, log=self.log, resumed_from=start,
+                                             dev_set=dev_set(self.settings))  # rank 0's at once: saved, if another
+            #   rank goes before they agree
+        on_main(self.d, write)
         self.last_good = out / "checkpoints" / checkpoint.step_name(self.step)  # on every rank, not rank 0's alone
         self.saved_once = True
 

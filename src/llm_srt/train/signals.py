@@ -22,7 +22,8 @@ SIGNAL_REPEAT_S = 2.0  # a signal this soon after the first is the same stop: un
 class Kept:
     """What a training run that a signal stopped keeps, on the exception it stops with (`error.kept`), for cli's last
     line: it said "the training state is the stage's last checkpoint" after a second Ctrl-C had stopped the run
-    before any was saved, and the same command then started again from step 0."""
+    before any was saved, and the same command then started again from step 0. A run stopped otherwise (another
+    rank gone) carries one too (`RunStops._note_kept`)."""
     step: int | None = None  # the step it stopped at; None: a second signal stopped the step in progress unsaved
     saved: bool = False  # a checkpoint holds `step` (saved at the stop, or by the step itself)
     newest: Path | None = None  # the checkpoint the same command resumes from; None: none (step None: not known)

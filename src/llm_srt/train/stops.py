@@ -8,6 +8,7 @@ from tqdm import tqdm
 
 from ..audio import SAMPLE_RATE
 from ..errors import LLMSRTError
+from . import checkpoint
 from .data import mixes_text
 from .signals import Kept, Noted
 
@@ -50,6 +51,20 @@ class RunStops:
         self.bar.close()  # the line below on a line of its own
         self.log(f"[{self.cfg.stage}] {name} at step {self.step}: {done}")
         noted.stop(Kept(self.step, saved, self.last_good))  # cli's last line says what it kept
+
+    def _note_kept(self, error: BaseException) -> None:
+        """What a run stopped otherwise than by its own signal line (`_stop_on_signal`) kept, on the exception for
+        cli's last line (`error.kept`): another rank gone (`ranks.peer_gone`: it said "the training state is its last
+        checkpoint" where none was saved, and the same command started again from step 0), a signal while the model
+        or data load. Only once `find_resume` has agreed where the run starts (`settings`): before, it is not known."""
+        if getattr(error, "kept", None) is not None or self.settings is None:
+            return
+        newest, step = self.last_good, self.step
+        if newest is None and self.latest is not None:  # (its weights not loaded yet)
+            newest = self.latest.path
+        if self.latest is not None:  # (its step not restored yet)
+            step = max(step, self.latest.step)
+        error.kept = Kept(step, newest is not None and newest.name == checkpoint.step_name(step), newest)
 
     def _stop_not_finite(self, what: str, quantity: str) -> None:
         """Stop before the optimizer step, which would spoil the weights (and the next checkpoint): the newest

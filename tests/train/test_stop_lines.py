@@ -1,0 +1,78 @@
+"""What `llm-srt train` says when another rank has gone (`ranks.peer_gone`): its last line claimed "the training state
+is its last checkpoint: run the same command again to resume from it" whatever the run had saved; where it had saved
+none, the same command started again from step 0. It names the checkpoint this process knows was saved, or says
+none was (cli.stopped_advice, from the `Kept` the recipe puts on the collective's error)."""
+
+import pytest
+
+from llm_srt import cli
+from llm_srt.train import checkpoint, recipe
+
+from .conftest import overrides
+
+GONE = "[../third_party/gloo/gloo/transport/tcp/pair.cc:553] Connection closed by peer [127.0.0.1]:23456"
+
+
+def _peer_gone_in_step(monkeypatch, at: int) -> None:
+    """Step `at` fails in its collective as gloo does on a rank whose peer was killed."""
+    real = recipe.Recipe.train_step
+
+    def step(self):
+        if self.step + 1 == at:
+            raise RuntimeError(GONE)
+        return real(self)
+    monkeypatch.setattr(recipe.Recipe, "train_step", step)
+
+
+def _advice(tiny_setup, out, capsys, **extra) -> str:
+    """The advice after "this rank stops; " on the run's last line (exit status 2)."""
+    code = cli.main(["train", *overrides(tiny_setup, out, max_steps=6, **extra)])
+    line = capsys.readouterr().err.splitlines()[-1]
+    assert code == 2 and line.startswith("llm-srt train: error: [rank ") and "is gone (gloo: Connection closed by " \
+        "peer): this rank stops; " in line, line
+    return line.split("this rank stops; ", 1)[1]
+
+
+@pytest.mark.parametrize("at, save_every, advice", [
+    (4, 3, "the training state is its checkpoint saved at step 3: run the same command again to resume from it"),
+    (5, 3, "step 4 was not saved: run the same command again to resume from its last checkpoint, {out}"),
+    (3, 1000, "step 2 was not saved, nor any step before it: run the same command again and the run starts again "
+              "from step 0"),
+    (1, 1000, "no checkpoint was saved: run the same command again and the run starts again from step 0"),
+])
+def test_a_dead_peer_line_names_what_the_run_saved(at, save_every, advice, tiny_setup, tmp_path, monkeypatch,
+                                                   capsys):
+    _peer_gone_in_step(monkeypatch, at)
+    out = tmp_path / "run"
+    said = _advice(tiny_setup, out, capsys, save_every=save_every)
+    assert said == advice.format(out=out / "checkpoints" / "step-00000003")
+    newest = checkpoint.latest(out)
+    assert (newest and newest.step) == (3 if save_every == 3 else None)  # what the same command resumes from
+
+
+def test_a_resumed_run_whose_peer_goes_before_a_step_names_the_checkpoint_it_resumed(tiny_setup, tmp_path,
+                                                                                    monkeypatch, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["train", *overrides(tiny_setup, out, max_steps=2, save_every=2)]) == 0
+    capsys.readouterr()
+    _peer_gone_in_step(monkeypatch, 3)
+    assert _advice(tiny_setup, out, capsys, allow_changes="true") == (
+        "the training state is its checkpoint saved at step 2: run the same command again to resume from it")
+
+
+def test_a_checkpoint_written_before_the_peer_went_is_named(tiny_setup, tmp_path, monkeypatch, capsys):
+    """Rank 0 wrote step 2's checkpoint, and the agreement after the write (`on_main`'s) failed: the rerun resumes
+    from step 2, which the line names (it said none was saved)."""
+    written, real_save, real_on_main = [], checkpoint.save, recipe.on_main
+    monkeypatch.setattr(checkpoint, "save", lambda *a, **k: written.append(real_save(*a, **k)) or written[-1])
+
+    def on_main(d, fn):
+        before = len(written)
+        result = real_on_main(d, fn)
+        if len(written) > before:
+            raise RuntimeError(GONE)
+        return result
+    monkeypatch.setattr(recipe, "on_main", on_main)
+    assert _advice(tiny_setup, tmp_path / "run", capsys, save_every=2) == (
+        "the training state is its checkpoint saved at step 2: run the same command again to resume from it")
+    assert checkpoint.latest(tmp_path / "run").step == 2
