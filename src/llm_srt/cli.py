@@ -78,13 +78,26 @@ def stopped_advice(verb: str, error: BaseException) -> str:
     (`train.signals.Kept`, on the exception): "the stage's last checkpoint" was claimed after a second Ctrl-C had
     stopped the stage before any was saved, and after a dead peer whatever the run had saved, and the same command
     started it again from step 0. Without it (a stop before the recipe knew where the run starts), the advice says
-    where the rerun starts either way."""
+    where the rerun starts either way. A curriculum's names the stage that stopped and those finished before it
+    (`error.curriculum_stage`: "the stage's" was any of them)."""
     if verb not in TRAINING:
         return f"; {ON_STOPPED[verb]}" if verb in ON_STOPPED else ""
     whose, what = TRAINING[verb]
-    kept = getattr(error, "kept", None)  # (not imported: train.signals imports tqdm, and --help imports nothing)
+    finished = ""
+    if verb == "curriculum" and (at := getattr(error, "curriculum_stage", None)) is not None:
+        name, done = at
+        whose, what = f"stage {name}'s", f"stage {name}"
+        if done:
+            many = len(done) > 1
+            finished = f"; stage{'s' if many else ''} {', '.join(done)} {'are' if many else 'is'} finished (the " \
+                       f"rerun skips {'them' if many else 'it'})"
+    return _kept_advice(getattr(error, "kept", None), whose, what) + finished
+
+
+def _kept_advice(kept, whose: str, what: str) -> str:
+    """What a training run stopped with `kept` (None: not known) keeps, and where the same command goes on from."""
     either = f"resume from {whose} last checkpoint, if it saved one (else {what} starts again from step 0)"
-    if kept is None:
+    if kept is None:  # (not imported: train.signals imports tqdm, and --help imports nothing)
         return f"; run the same command again to {either}"
     if kept.saved:
         return f"; the training state is {whose} checkpoint saved at step {kept.step}: run the same command again " \

@@ -76,3 +76,35 @@ def test_a_checkpoint_written_before_the_peer_went_is_named(tiny_setup, tmp_path
     assert _advice(tiny_setup, tmp_path / "run", capsys, save_every=2) == (
         "the training state is its checkpoint saved at step 2: run the same command again to resume from it")
     assert checkpoint.latest(tmp_path / "run").step == 2
+
+
+def _stages(tmp_path):
+    folder = tmp_path / "cfgs"
+    folder.mkdir()
+    for name in ("asr", "smt"):
+        (folder / f"{name}.yaml").write_text(f"stage: {name}\ndata:\n  tasks: {{{name}: 1.0}}\n"
+                                             f"output_dir: {tmp_path / name}\nmax_steps: 2\n")
+    return folder
+
+
+@pytest.mark.parametrize("at, advice", [
+    (3, "the training state is stage smt's checkpoint saved at step 2: run the same command again to resume from it"),
+    (1, "no checkpoint was saved: run the same command again and stage smt starts again from step 0"),
+])
+def test_a_curriculum_names_the_stage_that_stopped_and_the_finished_ones(at, advice, tiny_setup, tmp_path,
+                                                                         monkeypatch, capsys):
+    """It said "the training state is the stage's last checkpoint" after asr had finished and smt had saved none
+    (the same command then trained smt from step 0, asr skipped): which stage, and what of it, was not said."""
+    real = recipe.Recipe.train_step
+
+    def step(self):
+        if self.cfg.stage == "smt" and self.step + 1 == at:
+            raise RuntimeError(GONE)
+        return real(self)
+    monkeypatch.setattr(recipe.Recipe, "train_step", step)
+    common = [o for o in overrides(tiny_setup, "x") if not o.startswith("output_dir")]
+    assert cli.main(["curriculum", str(_stages(tmp_path)), "--stages", "asr,smt", *common, "smt:max_steps=4",
+                     "smt:save_every=2"]) == 2
+    line = capsys.readouterr().err.splitlines()[-1]
+    assert line.split("this rank stops; ", 1)[1] == f"{advice}; stage asr is finished (the rerun skips it)", line
+    assert (tmp_path / "asr" / "final").is_dir() and not (tmp_path / "smt" / "final").exists()

@@ -417,7 +417,11 @@ def run_stages(stages: list[Stage], log=print) -> list[Path]:
         cfg = stage.config
         log(f"== stage {k + 1}/{len(stages)}: {stage.name} ({stage.file}) -> {cfg.output_dir}"
             + (f", from {cfg.model.init_from}" if cfg.model.init_from else ""))
-        finals.append(train(cfg, log=log))
+        try:
+            finals.append(train(cfg, log=log))
+        except BaseException as e:  # cli's last line names the stage that stopped, and those finished before it
+            e.curriculum_stage = (stage.name, tuple(s.name for s in stages[:k]))
+            raise
     return finals
 
 
