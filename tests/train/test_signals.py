@@ -30,3 +30,15 @@ def test_another_rank_says_which_it_is(monkeypatch, capsys):
         os.kill(os.getpid(), signal.SIGINT)
     assert noted == [signal.SIGINT]
     assert capsys.readouterr().err.startswith("[rank 3] Ctrl-C: finishing the step in progress, then saving")
+
+
+def test_the_step_in_progress_is_named_where_the_caller_knows_it(monkeypatch, capsys):
+    """"finishing the step in progress" left a user who might wait minutes for a 7B step without its number."""
+    monkeypatch.delenv("RANK", raising=False)
+    at = [6]
+    with signals.signals_noted(lambda: f"step {at[0]} of 5000") as noted:
+        at[0] = 1234  # read when the signal comes, not when the run notes signals
+        os.kill(os.getpid(), signal.SIGTERM)
+    assert noted == [signal.SIGTERM]
+    assert capsys.readouterr().err == ("SIGTERM: finishing step 1234 of 5000, then saving it; another SIGTERM (2 s or "
+                                       "more later) stops at once without saving\n")

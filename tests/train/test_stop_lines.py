@@ -1,7 +1,11 @@
 """What `llm-srt train` says when another rank has gone (`ranks.peer_gone`): its last line claimed "the training state
 is its last checkpoint: run the same command again to resume from it" whatever the run had saved; where it had saved
 none, the same command started again from step 0. It names the checkpoint this process knows was saved, or says
-none was (cli.stopped_advice, from the `Kept` the recipe puts on the collective's error)."""
+none was (cli.stopped_advice, from the `Kept` the recipe puts on the collective's error). And the first signal's
+line names the step it waits for."""
+
+import os
+import signal
 
 import pytest
 
@@ -108,3 +112,28 @@ def test_a_curriculum_names_the_stage_that_stopped_and_the_finished_ones(at, adv
     line = capsys.readouterr().err.splitlines()[-1]
     assert line.split("this rank stops; ", 1)[1] == f"{advice}; stage asr is finished (the rerun skips it)", line
     assert (tmp_path / "asr" / "final").is_dir() and not (tmp_path / "smt" / "final").exists()
+
+
+@pytest.mark.parametrize("within", [True, False])
+def test_the_first_signals_line_names_the_step_it_waits_for(within, tiny_setup, tmp_path, monkeypatch, capsys):
+    """It said "finishing the step in progress, then saving a checkpoint": whether to wait for it (minutes a step at
+    7B) wants which step. A signal within step 3's training waits for step 3; one after step 2's (its log, evaluation
+    or save) for step 2, where the run then stops."""
+    real = recipe.Recipe.train_step
+
+    def step(self):
+        if within and self.step == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        loss = real(self)
+        if not within and self.step == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return loss
+    monkeypatch.setattr(recipe.Recipe, "train_step", step)
+    monkeypatch.delenv("RANK", raising=False)
+    assert cli.main(["train", *overrides(tiny_setup, tmp_path / "run", max_steps=5)]) == 130
+    at = 3 if within else 2
+    lines = capsys.readouterr().err.splitlines()
+    assert f"Ctrl-C: finishing step {at} of 5, then saving it; Ctrl-C again (2 s or more later) stops at once " \
+           "without saving" in lines, lines
+    assert lines[-1] == f"llm-srt train: interrupted; the training state is its checkpoint saved at step {at}: run " \
+                        "the same command again to resume from it"

@@ -348,7 +348,8 @@ class Recipe(RunStops):
                         dynamic_ncols=True)
         self.step_seconds, self.steps_timed = 0.0, 0  # the training steps' time: not evaluations' nor checkpoints'
         self.model.train()
-        with signals_noted() as noted:
+        self.current = self.step  # the step whose work (train, log, evaluate, save) runs: what a signal waits for
+        with signals_noted(lambda: f"step {self.current} of {cfg.max_steps}") as noted:
             if self.eval_due and self.data.has_dev:  # the evaluation a signal skipped at this step runs first, as
                 #   the uninterrupted run ran it there; a best dev loss saves the step again with it (final_weights:
                 #   best would pass it over, the last step's included)
@@ -361,6 +362,7 @@ class Recipe(RunStops):
                     #   its dev loss: a step trained and saved first ran past the signal's grace (torchrun's 30 s)
                     self._stop_on_signal(noted, best, dev_loss)
             while self.step < cfg.max_steps:
+                self.current = self.step + 1
                 loss = self.train_step()
                 last = self.step == cfg.max_steps
                 due = self.data.has_dev and ((cfg.eval_every and self.step % cfg.eval_every == 0) or last)

@@ -7,6 +7,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,28 +65,30 @@ class Noted(list):
             raise KeyboardInterrupt if signum == signal.SIGINT and self else Terminated()
 
 
-def _announce(signum: int) -> None:
+def _announce(signum: int, step: Callable[[], str] | None = None) -> None:
     """One line at once for the first signal: the step in progress ends before the save (~15 s a step on a busy CPU,
-    minutes at 7B), and a first Ctrl-C that printed nothing was pressed again, which stopped without saving. Said by
-    the rank that got it (under torchrun, other ranks' lines name their rank), on a line of its own above the bar."""
+    minutes at 7B), and a first Ctrl-C that printed nothing was pressed again, which stopped without saving. `step`:
+    the step in progress, named ("step 1234 of 5000": whether to wait for it), where the caller knows it. Said by the
+    rank that got it (under torchrun, other ranks' lines name their rank), on a line of its own above the bar."""
     name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
     again = "Ctrl-C again" if signum == signal.SIGINT else f"another {name}"
     rank = os.environ.get("RANK", "0")
     try:
-        tqdm.write(f"{'' if rank == '0' else f'[rank {rank}] '}{name}: finishing the step in progress, then saving a "
-                   f"checkpoint; {again} ({SIGNAL_REPEAT_S:g} s or more later) stops at once without saving",
-                   file=sys.stderr)
+        doing = f"{step()}, then saving it" if step is not None else "the step in progress, then saving a checkpoint"
+        tqdm.write(f"{'' if rank == '0' else f'[rank {rank}] '}{name}: finishing {doing}; {again} "
+                   f"({SIGNAL_REPEAT_S:g} s or more later) stops at once without saving", file=sys.stderr)
     except (OSError, RuntimeError, ValueError):  # stderr gone, closed, or in the middle of a write the signal cut
         pass
 
 
 @contextlib.contextmanager
-def signals_noted():
+def signals_noted(step: Callable[[], str] | None = None):
     """Within it, a SIGTERM or SIGINT (Ctrl-C) goes into the `Noted` it yields instead of stopping the run mid-step
-    (a step half-done, its optimizer update half-applied, cannot be saved), said at once in one line; the loop saves
-    at the end of the step, then calls `Noted.stop`. A second one, SIGNAL_REPEAT_S or more after the first, acts as
-    it would without this (cli's SIGTERM handler raises `Terminated` at once, Ctrl-C raises KeyboardInterrupt); one
-    sooner is the same stop. Outside the main thread: no change."""
+    (a step half-done, its optimizer update half-applied, cannot be saved), said at once in one line (naming the step
+    in progress, `step()`, where given); the loop saves at the end of the step, then calls `Noted.stop`. A second
+    one, SIGNAL_REPEAT_S or more after the first, acts as it would without this (cli's SIGTERM handler raises
+    `Terminated` at once, Ctrl-C raises KeyboardInterrupt); one sooner is the same stop. Outside the main thread: no
+    change."""
     noted = Noted()
     if threading.current_thread() is not threading.main_thread():
         yield noted
@@ -99,7 +102,7 @@ def signals_noted():
         if not first:
             first.append(time.monotonic())
             noted.append(signum)
-            _announce(signum)
+            _announce(signum, step)
             return
         if time.monotonic() - first[0] < SIGNAL_REPEAT_S:
             return
