@@ -8,9 +8,11 @@ import pytest
 import soundfile as sf
 
 from llm_srt.data import clips as clips_module
-from llm_srt.data.clips import REPEATED, STRAY_CR
+from llm_srt.data import tables
+from llm_srt.data.clips import REPEATED
 from llm_srt.data.commonvoice import WRONG_WIDTH, prepare_commonvoice
 from llm_srt.data.manifest import read_manifest
+from llm_srt.data.tables import STRAY_CR
 from llm_srt.errors import LLMSRTError
 
 # split -> [(clip, client_id, sentence_id, sentence)]; Common Voice splits by speaker.
@@ -275,7 +277,7 @@ def test_a_carriage_return_inside_a_line_is_damage_counted_but_crlf_and_cr_only_
     """A lone CR ended a table line: "Hel\rlo" gave the transcript "Hel" and a bogus row "lo", uncounted. Now such a
     line is left out and counted with its file:line (its fields emptied: a row without a clip), the lines after it
     keep their numbers; CRLF line ends, and a file whose lines all end in lone CRs (old Mac tools), read as before."""
-    from llm_srt.data.clips import STRAY_CR
+    from llm_srt.data.tables import STRAY_CR
     from llm_srt.data.commonvoice import read_table
 
     tsv = tmp_path / "t.tsv"
@@ -569,7 +571,7 @@ def test_the_language_comes_from_the_folder_name_as_given_not_from_a_links_targe
 
 
 def test_a_table_the_os_will_not_read_is_one_line_naming_it(locale_dir, tmp_path, monkeypatch, layouts):
-    from llm_srt.data.clips import text_lines
+    from llm_srt.data.tables import text_lines
 
     refused = {locale_dir / "dev.tsv", locale_dir / "clip_durations.tsv"}
 
@@ -578,7 +580,7 @@ def test_a_table_the_os_will_not_read_is_one_line_naming_it(locale_dir, tmp_path
             raise PermissionError(13, "Permission denied", str(path))
         return open(path, *args, **kwargs)
 
-    monkeypatch.setattr(clips_module, "open", guarded, raising=False)  # (clips.open_table opens the tables)
+    monkeypatch.setattr(tables, "open", guarded, raising=False)  # (tables.open_table opens the tables)
     with pytest.raises(LLMSRTError, match=rf"^{re.escape(str(locale_dir / 'dev.tsv'))}: cannot read \(Permission "
                                           r"denied\); check its permissions, or extract it again from the release$"):
         prepare_commonvoice(locale_dir, tmp_path / "out")

@@ -6,10 +6,11 @@ from collections import Counter
 import pytest
 
 from llm_srt.data import clips as clips_module
-from llm_srt.data.clips import REPEATED, STRAY_CR
+from llm_srt.data.clips import REPEATED
 from llm_srt.data.commonvoice import WRONG_WIDTH
 from llm_srt.data.covost2 import DAMAGED_SOURCE, NO_TRANSLATION, prepare_covost2
 from llm_srt.data.manifest import read_manifest
+from llm_srt.data.tables import STRAY_CR
 from llm_srt.errors import LLMSRTError
 
 # Common Voice 4 English: clip -> (sentence, client_id). en_2's sentence holds a bare " (QUOTE_NONE keeps it, and

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from llm_srt.data.clips import MARKUP, REPEATED, STRAY_CR
+from llm_srt.data.clips import MARKUP, REPEATED
 from llm_srt.data.fleurs import BAD_ID, SPLIT_CONFLICT, WRONG_COLUMNS, prepare_fleurs
 from llm_srt.data.manifest import read_manifest
+from llm_srt.data.tables import STRAY_CR
 from llm_srt.errors import LLMSRTError
 
 # locale -> split -> [(sentence id, speakers)]; fra lacks sentence 4, deu has sentence 5 alone.
@@ -511,7 +512,7 @@ def test_an_out_this_user_cannot_write_in_is_refused_before_any_table_is_read(fl
 
 
 def test_a_table_the_os_will_not_read_is_one_line_naming_it(fleurs_root, tmp_path, monkeypatch):
-    from llm_srt.data import clips
+    from llm_srt.data import tables
 
     tsv = fleurs_root / "de_de" / "dev.tsv"
 
@@ -520,7 +521,7 @@ def test_a_table_the_os_will_not_read_is_one_line_naming_it(fleurs_root, tmp_pat
             raise PermissionError(13, "Permission denied", str(path))
         return open(path, *args, **kwargs)
 
-    monkeypatch.setattr(clips, "open", guarded, raising=False)  # (clips.open_table opens the tables)
+    monkeypatch.setattr(tables, "open", guarded, raising=False)  # (tables.open_table opens the tables)
     with pytest.raises(LLMSRTError, match=rf"^{re.escape(str(tsv))}: cannot read \(Permission denied\); check its "
                                           r"permissions, or extract it again from the release$"):
         prepare_fleurs(fleurs_root, None, tmp_path / "out", splits=("dev",))

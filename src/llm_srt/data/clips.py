@@ -16,18 +16,15 @@ stops at the first one with its file:line. Real releases have them: hundreds of 
 that run's summary to OUT/summary.failed.json and leaving an earlier run's manifests and summary.json as they were; so
 does a run the disk stops (full, not writable, a folder in the way: every file is written before any takes its name),
 with one line naming the file and the OS's reason. It moves aside (NAME.stale) a split manifest an earlier run left in
-OUT that this run does not write (it would disagree with summary.json). `text_lines` reads the tables' lines;
-`no_usable_line` is the error for a table none of whose lines a converter can use.
+OUT that this run does not write (it would disagree with summary.json). The tables themselves, and the duration
+lists, are read by `tables`.
 """
 
-import codecs
 import errno
 import json
 import os
-import re
 import shlex
 import stat
-import unicodedata
 from collections import Counter
 from collections.abc import Callable, Collection, Hashable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -59,14 +56,6 @@ SIZED_FORMATS = ("WAV", "WAVEX", "RF64", "AIFF", "AU", "W64")  # libsndfile's na
 FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")  # sized, but their samples may be NaN, inf or far outside [-1, 1], which
 #   load_audio refuses: decoded too (`decode`), where PCM holds none of those
 SLACK_SECONDS, SLACK_SHARE = 0.05, 0.01  # a measured length within the larger of these of the listed one keeps it
-# Common Voice 16.1+: clip_durations.tsv, header `clip<TAB>duration[ms]` (release notes of Corpus 16.1).
-# Common Voice 14.0-16.0: times.txt, lines "`<path of the mp3>` = <ms>", 0 when the clip could not be measured
-# (written by Common Voice's mp3-duration-reporter).
-DURATION_FILES = ("clip_durations.tsv", "times.txt")
-TIMES_LINE = re.compile(r"^`(?P<path>.+)`\s*=\s*(?P<ms>\d+)\s*$")
-# A table saved by a spreadsheet or Windows tool may start with a UTF-8 byte order mark: kept, it became part of the
-# first column's name or value (Common Voice's header read '\ufeffclient_id', FLEURS' first sentence id '\ufeff1')
-TABLE_ENCODING = "utf-8-sig"  # how the duration lists are opened: UTF-8, a leading byte order mark dropped
 
 
 @dataclass(frozen=True)
@@ -108,12 +97,6 @@ def _read_only(folder: Path) -> bool:
         return False
 
 
-def table_text(field: str | None) -> str:
-    """A transcript or translation as a table holds it -> as a manifest holds it: stripped, in Unicode NFC. A
-    sentence typed on macOS comes decomposed (NFD): the same sentence in two byte forms was two sentences to the
-    split checks (a test sentence trained on) and to training."""
-    return unicodedata.normalize("NFC", (field or "").strip())
-
 
 def counted(n: int, noun: str) -> str:
     """"1 row", "0 rows", "2 rows": `n` and `noun`, plural unless n is 1."""
@@ -122,7 +105,6 @@ def counted(n: int, noun: str) -> str:
 
 STALE = ".stale"  # a split manifest an earlier run left in OUT that this run did not write: moved to NAME.stale
 FAILED = "summary.failed.json"  # the summary of a run that stopped (summary.json describes the manifests beside it)
-STRAY_CR = "carriage return inside the line (a damaged line: it cut a field short)"
 
 
 @dataclass
@@ -309,57 +291,6 @@ def _within_window(summary: Summary, split: str, rows: list[Row], line_of: Calla
     return [row for row in rows if row.audio not in long] if long else rows
 
 
-def known_durations(folder: Path) -> tuple[dict[str, float], str]:
-    """Clip file name -> seconds from FOLDER/clip_durations.tsv or FOLDER/times.txt (the first present), and
-    that file's name ("" when neither is there). A duration of 0 means the release could not measure the clip."""
-    for name in DURATION_FILES:
-        path = folder / name
-        if path.is_file():
-            try:
-                return (_read_clip_durations if name.endswith(".tsv") else _read_times)(path), name
-            except UnicodeDecodeError as e:  # was a bare traceback, naming neither file nor what to do
-                raise LLMSRTError(f"{path}: not UTF-8 text ({e.reason}); remove the file to read the clips' "
-                                  "headers instead, or extract it again from the release") from None
-            except OSError as e:
-                raise unreadable(path, e) from None
-    return {}, ""
-
-
-def _read_clip_durations(path: Path) -> dict[str, float]:
-    durations = {}
-    with open(path, encoding=TABLE_ENCODING) as f:
-        header = f.readline().rstrip("\n").split("\t")
-        if header[:2] != ["clip", "duration[ms]"]:
-            raise LLMSRTError(f"{path}:1: expected the header 'clip<TAB>duration[ms]', got {header!r}; "
-                              "remove the file to read the clips' headers instead")
-        for lineno, line in enumerate(f, start=2):
-            clip, _, ms = line.rstrip("\n").partition("\t")
-            if clip:
-                durations[clip] = _milliseconds(ms, path, lineno)
-    return durations
-
-
-def _read_times(path: Path) -> dict[str, float]:
-    durations = {}
-    with open(path, encoding=TABLE_ENCODING) as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            m = TIMES_LINE.match(line.rstrip("\n"))
-            if m is None:
-                raise LLMSRTError(f"{path}:{lineno}: expected a line like '`clips/x.mp3` = 4128', got "
-                                  f"{line.strip()[:80]!r}; remove the file to read the clips' headers instead")
-            durations[Path(m["path"]).name] = int(m["ms"]) / 1000
-    return durations
-
-
-def _milliseconds(text: str, path: Path, lineno: int) -> float:
-    try:
-        return int(text.strip()) / 1000
-    except ValueError:
-        raise LLMSRTError(f"{path}:{lineno}: duration {text.strip()!r} is not a whole number of milliseconds") \
-            from None
-
 
 def check_clips(clips: Mapping[Path, str], known: Mapping[Path, float] | None = None, workers: int = DEFAULT_WORKERS,
                 strict: bool = False, read_all_headers: bool = False, desc: str = "checking clips",
@@ -367,7 +298,7 @@ def check_clips(clips: Mapping[Path, str], known: Mapping[Path, float] | None = 
     """Check and measure `clips` (path -> the table line naming it, in table order).
 
     Returns (seconds per good clip, the bad ones in table order). `known`: clip -> seconds from the release's
-    metadata (see by_name); those clips are only checked to exist and be non-empty unless `read_all_headers` or
+    metadata (see tables.by_name); those clips are only checked to exist and be non-empty unless `read_all_headers` or
     `decode` names them (a clip listed with a duration of 0, which the release could not measure, has its header
     read like an unlisted one). `decode`: the clips (of DECODED_SPLITS) decoded whole where a header cannot tell
     whether they are cut short (see _check). With `strict` the first bad clip in table order raises LLMSRTError
@@ -414,10 +345,6 @@ def note_durations(summary: Summary, clips: Mapping[Path, str], known: Mapping[P
                              f"gives another (by more than {SLACK_SECONDS} s and {SLACK_SHARE:.0%}); the first: "
                              f"{clips[p]}: {known[p]:.2f} s listed, {durations[p]:.2f} s in {p}")
 
-
-def by_name(clips: Iterable[Path], durations: Mapping[str, float]) -> dict[Path, float]:
-    """known_durations' file names -> the clips that bear them."""
-    return {clip: durations[clip.name] for clip in clips if clip.name in durations}
 
 
 def _check_chunk(paths: Iterable[Path], known: Mapping[Path, float], read_header: bool,
@@ -527,72 +454,3 @@ def _decoded_length(path: Path, known: float | None) -> tuple[Path, float, str |
     return path, _duration(known, seconds), None
 
 
-def text_lines(f, name: Path | str, damaged: Callable[[str], None] | None = None):
-    """The lines of a table opened in binary, as UTF-8 text ending in a line feed (a CRLF line end read as one, and
-    so are the CRs of a run before the line feed: a CRLF file re-saved in text mode on Windows ends its lines in
-    CR CR LF, and each of its lines was damaged), without the byte order mark a file may start with; a line that is
-    not UTF-8 raises LLMSRTError naming the file and line (csv reading a text-mode file raised a bare
-    UnicodeDecodeError at some byte of the file).
-
-    A file without any line feed ends its lines with lone carriage returns (old Mac tools): read so. In any other
-    file a CR inside a line is damage: csv took it for a line end, cutting the field short ("Hello\rworld" gave the
-    transcript "Hello" and a bogus row "world"). Such a line is left out, its line number still counted:
-    `damaged(FILE:LINE)` is called and csv gets an empty line; without `damaged` csv gets the line with its fields
-    emptied, a row without a clip, which every converter leaves out and counts with its file:line."""
-    for lineno, raw in enumerate(_read(f, name), start=1):
-        bom = len(codecs.BOM_UTF8) if lineno == 1 and raw.startswith(codecs.BOM_UTF8) else 0
-        if lineno == 1 and b"\r" in raw and not raw.endswith(b"\n"):  # the whole file, with no line feed in it
-            pieces = raw[bom:].split(b"\r")
-            for n, piece in enumerate(pieces[:-1] if not pieces[-1] else pieces, start=1):
-                yield _utf8(piece, name, n, bom if n == 1 else 0) + "\n"
-            return
-        body = raw.removesuffix(b"\n").rstrip(b"\r")  # CR LF, and CR CR LF: a CRLF file re-saved on Windows
-        line = _utf8(body[bom:], name, lineno, bom)
-        if "\r" not in line:
-            yield line + "\n"
-        elif damaged is not None:
-            damaged(f"{name}:{lineno}")
-            yield "\n"  # csv skips an empty line but counts it: the lines after keep their numbers
-        else:
-            yield "\t" * max(1, line.count("\t")) + "\n"
-
-
-def _read(f, name: Path | str):
-    """The lines of `f`; a read the OS fails part way (a disk error) raises `unreadable`'s LLMSRTError."""
-    try:
-        yield from f
-    except OSError as e:
-        raise unreadable(Path(name), e) from None
-
-
-def no_usable_line(drops: list[tuple[str, str]]) -> LLMSRTError:
-    """The one line for a table that has lines but none a converter can use, from what it left out of it ((reason,
-    file:line), in file order): the most common reason, where it first occurs, and what to do. Such a table gave an
-    empty manifest and exit 0 (a CRLF file re-saved on Windows: a carriage return inside every line)."""
-    reason, n = Counter(reason for reason, _ in drops).most_common(1)[0]
-    where = next(at for why, at in drops if why == reason)
-    return LLMSRTError(f"{where}: no line of this table can be used ({n} of its {len(drops)} lines: {reason}); fix "
-                       "the table, or extract it again from the release")
-
-
-def open_table(table: Path):
-    """`table` opened (binary) for `text_lines`; one the OS will not open is `unreadable`'s one line."""
-    try:
-        return open(table, "rb")
-    except OSError as e:
-        raise unreadable(table, e) from None
-
-
-def unreadable(table: Path, e: OSError) -> LLMSRTError:
-    """The one line for a table the OS will not read (permissions, a disk error): it was a traceback."""
-    return LLMSRTError(f"{shown(str(table))}: cannot read ({e.strerror or e}); check its permissions, or extract it "
-                       "again from the release")
-
-
-def _utf8(raw: bytes, name: Path | str, lineno: int, skipped: int) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise LLMSRTError(f"{name}:{lineno}: not UTF-8 text (byte {skipped + e.start + 1} of the line); the file is "
-                          "damaged or was saved in another encoding: extract it again from the corpus archive, "
-                          "or save it as UTF-8") from None

@@ -31,10 +31,10 @@ from pathlib import Path
 
 from .. import languages
 from ..errors import LLMSRTError
-from .clips import (DECODED_SPLITS, DEFAULT_WORKERS, STRAY_CR, Summary, by_name, check_clips, check_output_folder,
-                    known_durations, no_usable_line, note_durations, open_table, table_text, text_lines,
+from .clips import (DECODED_SPLITS, DEFAULT_WORKERS, Summary, check_clips, check_output_folder, note_durations,
                     without_repeats, write_manifests)
 from .manifest import Row, read_manifest
+from .tables import STRAY_CR, by_name, known_durations, no_usable_line, open_table, table_text, text_lines
 
 CORPUS = "commonvoice"
 SPLITS = ("train", "dev", "test")
@@ -200,7 +200,7 @@ def read_table(tsv: Path, required: tuple[str, ...], escapechar: str | None = No
     """(line number, record) for each data line of a Common Voice / CoVoST tsv whose header names at least the
     `required` columns, `path` stripped (it may be empty). Fields are taken as written (csv.QUOTE_NONE: a bare " is
     text); `escapechar="\\"` undoes backslash escapes as CoVoST's official reader does (pandas, escapechar="\\").
-    A line holding a carriage return (`clips.text_lines`), or of more or fewer fields than the header (`wrong_width`),
+    A line holding a carriage return (`tables.text_lines`), or of more or fewer fields than the header (`wrong_width`),
     is damaged: given `damaged`, it is called with the reason and the line's FILE:LINE, and the line is left out.
     `counted(record)`: whether a line of another width is passed to `damaged` (default: every one); validated.tsv's
     damaged line of a clip a split table lists is left out uncounted, as that clip is not left out. Without `damaged`

@@ -35,10 +35,11 @@ from pathlib import Path
 
 from .. import languages
 from ..errors import LLMSRTError
-from .clips import (DECODED_SPLITS, DEFAULT_WORKERS, Summary, by_name, check_clips, check_output_folder,
-                    extract_command, known_durations, note_durations, table_text, without_repeats, write_manifests)
+from .clips import (DECODED_SPLITS, DEFAULT_WORKERS, Summary, check_clips, check_output_folder, extract_command,
+                    note_durations, without_repeats, write_manifests)
 from .commonvoice import read_table, wrong_width
 from .manifest import Row
+from .tables import by_name, known_durations, table_text
 
 CORPUS = "covost2"
 TABLE_NAME = re.compile(r"^covost_v2\.(?P<src>[A-Za-z-]+)_(?P<tgt>[A-Za-z-]+)(\.(?P<split>train|dev|test))?\.tsv$")

@@ -40,10 +40,10 @@ from .. import languages
 from ..audio import SAMPLE_RATE
 from ..errors import LLMSRTError
 from ..prompts import markup_in
-from .clips import (DECODED_SPLITS, DEFAULT_WORKERS, MARKUP, SPLIT_ORDER, STRAY_CR, Summary, check_clips,
-                    check_output_folder, extract_command, no_usable_line, note_durations, open_table, table_text,
-                    text_lines, without_repeats, write_manifests)
+from .clips import (DECODED_SPLITS, DEFAULT_WORKERS, MARKUP, SPLIT_ORDER, Summary, check_clips, check_output_folder,
+                    extract_command, note_durations, without_repeats, write_manifests)
 from .manifest import Row, parse_directions, targets_by_source
+from .tables import STRAY_CR, no_usable_line, open_table, table_text, text_lines
 
 SPLITS = ("train", "dev", "test")
 CORPUS = "fleurs"
