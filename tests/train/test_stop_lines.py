@@ -137,3 +137,58 @@ def test_the_first_signals_line_names_the_step_it_waits_for(within, tiny_setup, 
            "without saving" in lines, lines
     assert lines[-1] == f"llm-srt train: interrupted; the training state is its checkpoint saved at step {at}: run " \
                         "the same command again to resume from it"
+
+
+def _index_unwritable_at(monkeypatch, step: int) -> None:
+    """Step `step`'s save writes its folder whole, then cannot write checkpoints/index.json (a disk filled by it)."""
+    import errno
+
+    real = checkpoint.write_json
+
+    def write_json(path, *args, **kwargs):
+        if path.name == checkpoint.INDEX and any(p.name == checkpoint.step_name(step) for p in path.parent.iterdir()):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, *args, **kwargs)
+    monkeypatch.setattr(checkpoint, "write_json", write_json)
+
+
+def test_a_stop_whose_checkpoint_is_in_place_but_not_indexed_says_it_is_kept(tiny_setup, tmp_path, monkeypatch,
+                                                                            capsys):
+    """The save at the stop wrote step-3 whole and failed at the index ("step-00000003 is saved"): the lines named
+    step-2 as the newest and said step 3 was not saved, where the same command resumes from step 3."""
+    _index_unwritable_at(monkeypatch, 3)
+    real = recipe.Recipe.train_step
+
+    def step(self):
+        loss = real(self)
+        if self.step == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return loss
+    monkeypatch.setattr(recipe.Recipe, "train_step", step)
+    out = tmp_path / "run"
+    assert cli.main(["train", *overrides(tiny_setup, out, max_steps=5, save_every=2)]) == 130
+    said = capsys.readouterr()
+    assert said.err.splitlines()[-1] == "llm-srt train: interrupted; the training state is its checkpoint saved at " \
+                                        "step 3: run the same command again to resume from it"
+    stop = next(s for s in said.out.splitlines() if s.startswith("[asr] SIGINT at step 3: "))
+    assert stop.endswith(f"; the newest one is {out / 'checkpoints' / 'step-00000003'}"), stop
+    assert checkpoint.latest(out).step == 3
+
+
+def test_a_log_failure_whose_last_checkpoint_is_in_place_names_it(tiny_setup, tmp_path, monkeypatch, capsys):
+    """The same after a log line that cannot be written: its last checkpoint attempt's folder is in place."""
+    from llm_srt.train import logs
+
+    _index_unwritable_at(monkeypatch, 3)
+    real = logs._log_json
+
+    def log_json(out, record):
+        if record.get("step") == 3:
+            raise OSError(28, "No space left on device")
+        return real(out, record)
+    monkeypatch.setattr(recipe, "_log_json", log_json)
+    out = tmp_path / "run"
+    assert cli.main(["train", *overrides(tiny_setup, out, max_steps=5, save_every=2)]) == 2
+    line = capsys.readouterr().err.splitlines()[-1]
+    assert f"the newest one is {out / 'checkpoints' / 'step-00000003'}. Free space" in line, line
+    assert checkpoint.latest(out).step == 3

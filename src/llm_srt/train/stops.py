@@ -46,11 +46,22 @@ class RunStops:
                 self.save_checkpoint(dev_loss, eval_due)
             done, saved = f"saved a checkpoint, {self.last_good}; the same command resumes from it", True
         except LLMSRTError as e:
+            saved = self._in_place()
             done = (f"the checkpoint attempt failed ({str(e).splitlines()[0][:200]}); the newest one is "
                     f"{self.last_good or 'none'}")
         self.bar.close()  # the line below on a line of its own
         self.log(f"[{self.cfg.stage}] {name} at step {self.step}: {done}")
         noted.stop(Kept(self.step, saved, self.last_good))  # cli's last line says what it kept
+
+    def _in_place(self) -> bool:
+        """After a failed save of this step: whether its checkpoint is in place all the same (its folder written
+        whole, the index not: "step-N is saved"), then the newest (`last_good`), which the same command resumes from
+        (`checkpoint.latest` reads the folders). The stop's lines named the one before it, and said step N unsaved."""
+        folder = self.out / "checkpoints" / checkpoint.step_name(self.step)
+        if not (folder.is_dir() and checkpoint.verify(folder) is None):
+            return False
+        self.last_good = folder
+        return True
 
     def _note_kept(self, error: BaseException) -> None:
         """What a run stopped otherwise than by its own signal line (`_stop_on_signal`) kept, on the exception for
@@ -128,6 +139,7 @@ class RunStops:
             self.save_checkpoint(self.step_dev_loss, eval_due=self.eval_pending)
             saved = f"saved a last checkpoint, {self.last_good}"
         except LLMSRTError as e:
+            self._in_place()
             saved = f"the last checkpoint attempt failed too ({str(e).splitlines()[0][:200]}); the newest one is " \
                     f"{self.last_good or 'none'}"
         what = ("Free space or fix the folder, then run the same command to resume" if disk else
