@@ -135,15 +135,15 @@ class SpeechTextDataset:
         holds every row)."""
         return max([-(-len(draw.pool) // draw.n) for draw in self._draws if draw.n] + [0])
 
-    def speech_clips(self, epochs: int | None = None) -> dict[str, float]:
-        """audio -> seconds of every clip that the first `epochs` epochs read as speech (None: any epoch): the
+    def speech_clips(self, epochs: int | None = None, first: int = 0) -> dict[str, float]:
+        """audio -> seconds of every clip that epochs `first` .. `epochs` - 1 read as speech (None: any epoch): the
         heaviest task's rows and what each drawn task draws in them, at most its whole pool (what a feature cache
         filled before training must hold). Rows are read one at a time: no list of millions of rows is made."""
         start, stop = self._main
         parts = [(self._tasks[self._task_of[start]], self._index[start:stop])]
         for draw in self._draws:
-            reach = len(draw.pool) if epochs is None else min(len(draw.pool), epochs * draw.n)
-            parts.append((draw.task, draw.pool[draw.order[:reach]]))
+            reach = len(draw.pool) if epochs is None else min(len(draw.pool), (epochs - first) * draw.n)
+            parts.append((draw.task, draw.pool[draw.order[(first * draw.n + np.arange(reach)) % len(draw.order)]]))
         clips: dict[str, float] = {}
         for task, rows in parts:
             if task.needs_speech:  # a text-only mt example never reads its row's audio
@@ -390,6 +390,20 @@ class BucketBatchSampler:
 
     def __len__(self) -> int:
         return len(self.batches(self.epoch))
+
+    def start_at(self, step: int) -> None:
+        """Begin the stream `step` optimizer steps in (data.start_step: a stage that goes on over the examples an
+        earlier stage on the same data did not reach), counted in the whole steps of R ranks x `step_batches`
+        micro-batches each epoch holds (`batches`), so that every layout of a step's examples begins at the same
+        examples. From the stream's start: a resume's position is its checkpoint's (`load_state_dict`)."""
+        self.set_epoch(0)
+        per_step, empty = self.num_replicas * self.step_batches, 0
+        if self.groups is None and (steps := len(self.all_batches(0)) // per_step):  # every epoch as many (the cut
+            self.epoch, step = divmod(step, steps)  # depends on the count alone): no epoch cut on the way
+        while step >= (steps := len(self.all_batches(self.epoch)) // per_step) and empty < EMPTY_EPOCHS:
+            step, self.epoch, empty = step - steps, self.epoch + 1, 0 if steps else empty + 1  # (stream() says
+            #   where no epoch holds a whole step)
+        self.batch = step * self.step_batches
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch, self.batch, self._resumed = epoch, 0, None

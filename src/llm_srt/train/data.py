@@ -69,6 +69,8 @@ class DataSection:
     #   each eval (0 = off)
     skip_bad: bool = False  # skip bad manifest rows (with a count) instead of stopping
     seed: int = field(default=0, metadata=bounds(ge=0, le=2**32 - 1))  # data order and dev selection seed
+    start_step: int = field(default=0, metadata=bounds(ge=0))  # the data stream begins this many optimizer steps in:
+    #   a stage that goes on over the examples an earlier stage on the same data did not reach (a fresh start only)
 
     MOVED: ClassVar[dict[str, str]] = {
         "dev_examples": "write data.dev_size (the dev rows are now spread evenly over the directions, seeded)"}
@@ -164,6 +166,7 @@ class TrainingData:
                     f"{accumulation} micro-batches)" if need > 1 else f"no batch of {cfg.batch_size}")
             raise ConfigError(f"data.train: {short(cfg.train)} gives {what}; lower data.batch_size"
                               f"{' or optim.accumulation' if accumulation > 1 else ''}, or add data")
+        self.sampler.start_at(cfg.start_step)  # (a resume's load_state_dict moves it to the checkpoint's position)
         self.dev = SpeechTextDataset(rows.dev, self.main_task, source=f"data.dev {short(cfg.dev)}",
                                      tags=tags) if rows.dev else None
         if cfg.dev and not rows.dev and (cfg.dev_size or cfg.dev_decode):  # (both 0 choose none)
@@ -180,12 +183,13 @@ class TrainingData:
         self._batches = None  # the DataLoader's iterator, started on the first next_batch()
 
     def _epochs_reached(self, batches: int) -> int:
-        """The epochs that `batches` micro-batches of this rank reach from the start (an epoch's batch count varies
-        when text-only batches are cut apart from speech ones), counted no further than the epoch by which every
-        drawn task of the mix has gone through its whole pool."""
-        whole = self.dataset.epochs_to_cover()
-        epochs, total = 0, 0
-        while total < batches and epochs < whole:
+        """The epochs (counted from epoch 0) that `batches` micro-batches of this rank reach from the start position
+        (data.start_step's: the sampler's before any batch; an epoch's batch count varies when text-only batches are
+        cut apart from speech ones), counted no further than the epoch by which every drawn task of the mix has gone
+        through its whole pool from there."""
+        first = self.sampler.epoch
+        epochs, total = first, -self.sampler.batch  # (the start's epoch from its batch on)
+        while total < batches and epochs < first + self.dataset.epochs_to_cover():
             total += len(self.sampler.batches(epochs))
             epochs += 1
         return epochs
@@ -220,7 +224,7 @@ class TrainingData:
         """Encode what the cache lacks before step 1: longest first (an out-of-memory shows at once, and each
         encoder call gets clips of similar length), in batches, each rank a share."""
         epochs = None if self._planned is None else self._epochs_reached(self._planned)
-        seconds = self.dataset.speech_clips(epochs)
+        seconds = self.dataset.speech_clips(epochs, first=self.sampler.epoch)  # from the start position's epoch
         if self.dev is not None:
             seconds.update(self.dev.speech_clips())
         audio = sorted(seconds, key=lambda a: (-seconds[a], a))

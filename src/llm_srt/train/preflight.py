@@ -13,7 +13,7 @@ from .. import device as device_lib
 from .. import paths
 from ..errors import ConfigError, first_few
 from ..prompts import Task
-from . import checkpoint
+from . import checkpoint, resume
 from .config import TrainConfig
 from .final import FINAL, _more_steps, _more_steps_refused, finished_steps, is_finished, quiet
 
@@ -47,10 +47,11 @@ def check_before_start(cfg: TrainConfig, device: torch.device | None = None, man
     """What a stage can be refused for before any model loads: bf16 autocast on a CPU host, a manifest, encoder or
     LLM that is not there (not model.init_from: a curriculum's later stage starts from a folder an earlier one
     writes, and a resumed run needs it no more), a finished model trained for more steps than max_steps, a resume
-    with another data.seed (`_check_same_seed`). A curriculum checks every stage so before the first trains: a typo
-    in the SRT stage stopped it after the ASR and SMT stages (days at the paper's scale). `manifests`: check
-    data.train and data.dev (under torchrun rank 0 alone reads them: another node need not hold them). `source`: the
-    stage's YAML, which the precision error names (a curriculum names each stage's file before its errors)."""
+    with another data.seed or data.start_step (`_check_same_seed`). A curriculum checks every stage so before the
+    first trains: a typo in the SRT stage stopped it after the ASR and SMT stages (days at the paper's scale).
+    `manifests`: check data.train and data.dev (under torchrun rank 0 alone reads them: another node need not hold
+    them). `source`: the stage's YAML, which the precision error names (a curriculum names each stage's file before
+    its errors)."""
     use_bf16(cfg, device if device is not None else device_lib.resolve_device(cfg.device, flag="device="), source)
     if not any(str(m).strip() for m in cfg.data.manifests):  # [] or the default ""
         raise ConfigError("data.train: give the training manifest (e.g. data/mini/train.jsonl)")
@@ -130,7 +131,9 @@ def _check_same_seed(cfg: TrainConfig, out: Path) -> None:
     the dev rows, so the examples the saved position trained on are not the new seed's, and the rest of the epoch
     cannot be told (as it is after another batch size: `BucketBatchSampler.load_state_dict`). allow_changes went on
     and stopped in the data loader after the model had loaded. The newest checkpoint that stores its settings is
-    read as stored (every checkpoint of a run shares its seed: none could be resumed with another)."""
+    read as stored (every checkpoint of a run shares its seed: none could be resumed with another). Nor can it take
+    another data.start_step, which places a fresh start's data stream alone (a resume goes on from the checkpoint's
+    position): with allow_changes it would go on as the checkpoint's run and record the new start as its own."""
     for _, folder in checkpoint._step_folders(out / "checkpoints"):
         settings = checkpoint.stored_settings(folder)
         if settings is None:
@@ -142,6 +145,12 @@ def _check_same_seed(cfg: TrainConfig, out: Path) -> None:
                               f"seed (allow_changes=true neither); set data.seed={seed} to resume, or start another "
                               f"output_dir with model.init_from={folder} to train on from its weights with seed "
                               f"{cfg.data.seed}")
+        if (began := settings.get(resume.START_STEP, 0)) != cfg.data.start_step:  # (a record from before: step 0)
+            raise ConfigError(f"{folder}: resuming with settings that differ from the checkpoint's: "
+                              f"{resume.START_STEP} {began} -> {cfg.data.start_step}; no resume can take these (the "
+                              "start places a fresh run's data stream, a resume goes on from the checkpoint's "
+                              f"position: allow_changes=true neither). Set {resume.START_STEP}={began} to resume, or "
+                              "choose another output_dir")
         return
 
 

@@ -48,6 +48,9 @@ SHAPELESS = ("num_heads",)  # adapter options that shape no parameter (the Q-For
 PER_STEP = "examples per step (data.batch_size x optim.accumulation x ranks)"
 WEIGHTED = "data.train_weights weigh"  # what the weights share out (`loader.weighted_by_kind`)
 UNSET = object()  # a key one side of a comparison lacks
+START_STEP = "data.start_step"  # where a fresh start's data stream begins: no resume can take another
+#   (preflight._check_same_seed); a record from before the key began at step 0 (NEWER_DEFAULTS)
+NEWER_DEFAULTS = {START_STEP: 0}  # keys a checkpoint or final/ from before them lacks -> the value it trained with
 ORDERED = ("data.tasks",)  # mappings whose order is a setting: a task mix lays out its slots and seeds each task's
 #   draw in its order, and its main task (the dev set's) is the first of the largest shares (`SpeechTextDataset`);
 #   a checkpoint stores them in order (JSON objects keep it), so an older record of the same order is no change
@@ -101,7 +104,7 @@ def changes(saved: dict[str, Any], current: dict[str, Any], init_from: str | Pat
     for key in sorted(set(saved) | set(current)):
         if key in FREE_ON_RESUME:
             continue
-        old, new = saved.get(key, UNSET), current.get(key, UNSET)
+        old, new = (side.get(key, NEWER_DEFAULTS.get(key, UNSET)) for side in (saved, current))
         if key in ORDERED and _reordered(old, new):
             found.append(f"{key} order {short(list(old))} -> {short(list(new))} (the data order and, on a tie, the "
                          "main task follow it)")
