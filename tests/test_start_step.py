@@ -1,5 +1,5 @@
-"""data.start_step: a stage's data stream begins that many optimizer steps in (a stage that goes on over the examples
-an earlier stage on the same data did not reach), the same examples in every layout of a step, across epochs and a
+"""data.start_step: a stage's data stream begins that many optimizer steps in (the demo's curriculum SRT stage goes
+on over the examples its SMT stage did not reach), the same examples in every layout of a step, across epochs and a
 task mix's varying epochs, in the feature cache's fill, in the saved position, and refused on a resume."""
 
 import json
@@ -12,11 +12,11 @@ import tiny
 from llm_srt.audio import write_wav
 from llm_srt.data.loader import BucketBatchSampler, SpeechTextDataset, weighted_by_kind
 from llm_srt.data.manifest import Row, write_manifest
-from llm_srt.errors import ConfigError
+from llm_srt.errors import ConfigError, LLMSRTError
 from llm_srt.train import data as training_data
-from llm_srt.train import preflight, resume
+from llm_srt.train import final, preflight, resume
 from llm_srt.train.config import load_config
-from llm_srt.train.data import DataSection, TrainingData
+from llm_srt.train.data import DataSection, TrainingData, mixes_text
 from llm_srt.train.parallel import Dist
 
 SOLO = Dist()
@@ -159,3 +159,72 @@ def test_a_resume_with_another_start_step_is_refused_allow_changes_or_not(tmp_pa
             preflight.check_before_start(replace(cfg, data=replace(cfg.data, start_step=0)), manifests=False)
     assert resume.changes({"data.seed": 0}, {"data.seed": 0, "data.start_step": 0}) == []  # an older record
     assert resume.changes({"data.seed": 0}, {"data.seed": 0, "data.start_step": 20}) == ["data.start_step 0 -> 20"]
+
+
+# ---- the demo ------------------------------------------------------------------------------------------------------
+def _demo_rows(translations: int = 600, asr: int = 150) -> list[Row]:
+    return [Row(id=f"r{k}", audio=f"clip-{k % 97}.wav", duration=1.0 + (k % 13) / 5, src_lang="eng",
+                transcript=f"words {k}", tgt_lang="deu" if k < translations else "",
+                translation=f"Worte {k}" if k < translations else "", split="train", corpus="mini",
+                sentence_id=f"s{k}") for k in range(translations + asr)]
+
+
+def _rows_trained(cfg, rows: list[Row]) -> set[str]:
+    """The row ids a stage's max_steps train on, its dataset and sampler built as TrainingData builds them."""
+    data = cfg.data
+    dataset = SpeechTextDataset(weighted_by_kind([rows], data.train_weights, data.tasks, seed=data.seed), data.tasks,
+                                seed=data.seed)
+    sampler = BucketBatchSampler(dataset.durations, data.batch_size, seed=data.seed,
+                                 step_batches=cfg.optim.accumulation,
+                                 groups=dataset.needs_speech() if mixes_text(data.tasks) else None)
+    sampler.start_at(data.start_step)
+    stream = sampler.stream()
+    batches = [next(stream) for _ in range(cfg.max_steps * cfg.optim.accumulation)]
+    return {dataset.example(i, epoch).id for epoch, _, batch in batches for i in batch}
+
+
+def test_the_demo_s_curriculum_hears_as_much_distinct_speech_as_its_single_runs(tmp_path):
+    """The curriculum's SRT stage begins its data where its SMT stage stopped: its 20 + 20 steps train on as many
+    distinct rows as w/o SMT's 40 (the same ones), where each stage started at step 0 replayed SMT's batches (half
+    the distinct speech)."""
+    from llm_srt.demo import demo_stages
+
+    asr = tmp_path / "asr"
+    asr.mkdir()
+    (asr / "config.json").write_text("{}")
+    stages = demo_stages(tmp_path / "work", tmp_path / "data", asr=asr)
+    smt, srt = (s.config for s in stages["curriculum"])
+    assert (smt.data.start_step, srt.data.start_step) == (0, smt.max_steps)
+    assert [s.config.data.start_step for s in stages["no_smt"] + stages["baseline"]] == [0, 0]
+    rows = _demo_rows()
+    curriculum = _rows_trained(smt, rows) | _rows_trained(srt, rows)
+    alone = _rows_trained(stages["no_smt"][0].config, rows)
+    replayed = _rows_trained(smt, rows) | _rows_trained(replace(srt, data=replace(srt.data, start_step=0)), rows)
+    assert len(curriculum) == len(alone) == len(_rows_trained(stages["baseline"][0].config, rows))
+    assert curriculum == alone and len(replayed) < 0.6 * len(alone)
+
+
+def test_a_demo_srt_stage_finished_before_the_start_step_is_refused_in_one_line(tmp_path, monkeypatch):
+    """A runs/demo/srt finished before data.start_step (its record has no such key: it began at step 0) is not
+    handed back as the new experiment's: its turn refuses it, and the demo says which runs to remove."""
+    from llm_srt import demo, demo_checks
+    from llm_srt.train import curriculum
+
+    asr = tmp_path / "asr"
+    asr.mkdir()
+    (asr / "config.json").write_text("{}")
+    stages = demo.demo_stages(tmp_path / "work", tmp_path / "data", asr=asr)["curriculum"]
+    srt = stages[1].config
+    out = Path(srt.output_dir)
+    (out / final.FINAL).mkdir(parents=True)
+    (out / final.FINAL / "config.json").write_text("{}")
+    before = resume.run_settings(replace(srt, data=replace(srt.data, start_step=0)))
+    del before["data.start_step"]
+    (out / final.FINAL / final.RUN_SETTINGS).write_text(json.dumps(before))
+    with pytest.raises(ConfigError, match=r"finished with other settings: data.start_step 0 -> 20\. "):
+        final._check_finished_settings(srt, out, 1, lambda *_: None)
+    monkeypatch.setattr(curriculum, "run_stages",
+                        lambda stages, log: final._check_finished_settings(srt, out, 1, log))
+    with pytest.raises(LLMSRTError, match=rf"^{tmp_path / 'work'} holds runs trained with other settings "
+                                          rf"\(data.start_step 0 -> 20\): give another --work, or remove {out}$"):
+        demo_checks.run_with_budget(stages, log=lambda *_: None)
