@@ -192,3 +192,16 @@ def test_a_log_failure_whose_last_checkpoint_is_in_place_names_it(tiny_setup, tm
     line = capsys.readouterr().err.splitlines()[-1]
     assert f"the newest one is {out / 'checkpoints' / 'step-00000003'}. Free space" in line, line
     assert checkpoint.latest(out).step == 3
+
+
+def test_a_curriculum_stage_whose_yaml_names_none_is_named_by_its_file(tmp_path):
+    """A stage YAML without `stage:` ran as TrainConfig's default, "asr": every line of smt.yaml's stage, its stop's
+    ("[asr] SIGINT at step 3: saved a checkpoint, .../smt/checkpoints/...") included, named the wrong stage."""
+    from llm_srt.train import curriculum
+
+    folder = tmp_path / "cfgs"
+    folder.mkdir()
+    for name, named in (("asr", ""), ("smt", ""), ("srt", "stage: srt_mt\n")):
+        (folder / f"{name}.yaml").write_text(f"{named}data:\n  train: t.jsonl\noutput_dir: {tmp_path / name}\n")
+    planned = curriculum.plan([str(folder)], ["asr:stage=speech"])
+    assert [s.config.stage for s in planned] == ["speech", "smt", "srt_mt"]  # a stage the user names keeps its name
