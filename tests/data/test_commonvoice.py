@@ -163,8 +163,8 @@ def test_a_split_manifest_an_earlier_run_left_in_out_is_moved_aside(locale_dir, 
     assert sorted(p.name for p in out.iterdir()) == ["dev.jsonl", "prose.jsonl", "summary.json", "test.jsonl",
                                                       "train.jsonl.stale"]
     assert (out / "train.jsonl.stale").read_bytes() == train
-    assert ("moved train.jsonl of an earlier prepare aside to train.jsonl.stale: this run did not write it (rename "
-            "it back if it is still wanted)") in summary.lines()
+    assert ("moved an earlier prepare's files aside: train.jsonl to train.jsonl.stale (this run did not write it); "
+            "rename them back if still wanted, or keep corpora in separate --out folders") in summary.lines()
     saved = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert saved["written"] == {"dev": 1, "test": 1} and saved["notes"] == summary.notes
     assert prepare_commonvoice(locale_dir, out, splits=("dev", "test")).notes == []  # nothing stale the second time

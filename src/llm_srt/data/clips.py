@@ -15,12 +15,14 @@ stops at the first one with its file:line. Real releases have them: hundreds of 
 `write_manifests` writes the result, and refuses a split all of whose clips are bad (a release not unpacked), writing
 that run's summary to OUT/summary.failed.json and leaving an earlier run's manifests and summary.json as they were; so
 does a run the disk stops (full, not writable, a folder in the way: every file is written before any takes its name),
-with one line naming the file and the OS's reason. It moves aside (NAME.stale) a split manifest an earlier run left in
-OUT that this run does not write (it would disagree with summary.json). The tables themselves, and the duration
+with one line naming the file and the OS's reason. It moves aside (NAME.stale) what an earlier run left in OUT that
+this run would replace with other bytes (another corpus's manifests, or another run's) or does not write (it would
+disagree with summary.json), naming them in one line. The tables themselves, and the duration
 lists, are read by `tables`.
 """
 
 import errno
+import filecmp
 import json
 import os
 import shlex
@@ -103,7 +105,7 @@ def counted(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-STALE = ".stale"  # a split manifest an earlier run left in OUT that this run did not write: moved to NAME.stale
+STALE = ".stale"  # an earlier run's file in OUT that this run replaces or does not write: moved to NAME.stale
 FAILED = "summary.failed.json"  # the summary of a run that stopped (summary.json describes the manifests beside it)
 
 
@@ -195,9 +197,8 @@ def write_manifests(summary: Summary, rows: Mapping[str, list[Row]], clips: Mapp
     an earlier run's manifests and summary.json stay as they were (the failed run's summary.json, beside the earlier
     run's manifests, described other files than those beside it). A clip of the train or dev
     split longer than Whisper's 30 s window is left out and counted (training refuses such a row: a manifest that
-    held one stopped the stage before step 1); test keeps its clips. A <split>.jsonl of SPLIT_ORDER that this run
-    does not write is moved aside to <split>.jsonl.stale (an earlier run's, say with other languages, would disagree
-    with summary.json), and the summary says so. An OSError while writing or renaming (a full disk, a folder named
+    held one stopped the stage before step 1); test keeps its clips. An earlier run's files in OUT that this run's
+    would replace or disagree with are moved aside (`_set_aside`), and the summary says so. An OSError while writing or renaming (a full disk, a folder named
     test.jsonl) leaves OUT as it was but for OUT/summary.failed.json, and raises LLMSRTError naming the file."""
     def line_of(row: Row) -> str:
         return (lines or {}).get(row.id) or summary.listed_at.get(Path(row.audio), "")
@@ -217,20 +218,13 @@ def write_manifests(summary: Summary, rows: Mapping[str, list[Row]], clips: Mapp
     # a full disk at test.jsonl left train.jsonl and dev.jsonl of the new run beside the earlier run's summary.json
     notes = list(summary.notes)
     staged: list[tuple[Path, Path]] = []  # (temporary file, the name it takes)
-    moves: list[tuple[Path, Path]] = []  # the renames, in order: the manifests, the stale ones aside, summary.json
+    moves: list[tuple[Path, Path]] = []  # the renames, in order: the earlier files aside, the manifests, summary.json
     target: Path | None = summary.out  # the file being written, named by the error (None: replace_all names it)
     try:
         for split, split_rows in rows.items():
             target = summary.out / f"{split}.jsonl"
             summary.written[split] = write_manifest(target, split_rows, staged)
-        moves += staged
-        for split in SPLIT_ORDER:  # only the names this tool writes: nothing else in OUT is touched
-            stale = summary.out / f"{split}.jsonl"
-            if split not in rows and stale.is_file():  # moved aside, not deleted: it may be hours of an earlier
-                aside = stale.with_name(stale.name + STALE)  # conversion that `--splits test` did not mean to drop
-                moves.append((stale, aside))
-                summary.notes.append(f"moved {stale.name} of an earlier prepare aside to {aside.name}: this run did "
-                                     "not write it (rename it back if it is still wanted)")
+        moves += _set_aside(summary, rows, staged) + staged
         target = summary.out / "summary.json"
         summary.write(staged=staged)
         moves.append(staged[-1])
@@ -243,6 +237,47 @@ def write_manifests(summary: Summary, rows: Mapping[str, list[Row]], clips: Mapp
         for tmp, _ in staged:
             tmp.unlink(missing_ok=True)  # renamed already, or of a run that stopped
     (summary.out / FAILED).unlink(missing_ok=True)  # an earlier failed run's: this run's summary.json replaces it
+
+
+def _set_aside(summary: Summary, rows: Mapping[str, list[Row]], staged: list[tuple[Path, Path]]
+               ) -> list[tuple[Path, Path]]:
+    """The renames that move aside, to NAME.stale, what an earlier prepare left in OUT that this run would replace or
+    leave disagreeing with summary.json, said in one line of the summary's notes: a manifest this run writes (`staged`:
+    atomic_file's) whose bytes differ from this run's, another corpus's (`prepare fleurs` into Common Voice's OUT
+    replaced hours of conversion without a word) or another run's (other languages, other data), with the
+    summary.json that describes it; and a <split>.jsonl of SPLIT_ORDER this run does not write (`--splits test` into a
+    full conversion must not lose train). A rerun of the same command on the same data moves nothing: its files are
+    the same, byte for byte. Only the names this tool writes are looked at: nothing else in OUT is touched."""
+    corpus = next((row.corpus for split_rows in rows.values() for row in split_rows), "")
+    why: dict[str, list[Path]] = {}  # what the line says of them -> the files
+    for tmp, path in staged:
+        if path.is_file() and not filecmp.cmp(tmp, path, shallow=False):
+            earlier = _corpus_of(path)
+            why.setdefault(f"{earlier}'s: this run writes {corpus} manifests there" if earlier and earlier != corpus
+                           else "an earlier run's, with other rows than this run's", []).append(path)
+    if why and (summary.out / "summary.json").is_file():
+        next(iter(why.values())).append(summary.out / "summary.json")  # (it describes the manifests moved aside)
+    unwritten = [summary.out / f"{split}.jsonl" for split in SPLIT_ORDER if split not in rows]
+    if unwritten := [path for path in unwritten if path.is_file()]:
+        why[f"this run did not write {'it' if len(unwritten) == 1 else 'them'}"] = unwritten
+    moves = [(path, path.with_name(path.name + STALE)) for paths in why.values() for path in paths]
+    if moves:
+        aside = dict(moves)
+        summary.notes.append("moved an earlier prepare's files aside: " + "; ".join(
+            ", ".join(f"{path.name} to {aside[path].name}" for path in paths) + f" ({reason})"
+            for reason, paths in why.items()) + "; rename them back if still wanted, or keep corpora in separate "
+            "--out folders")
+    return moves
+
+
+def _corpus_of(manifest: Path) -> str:
+    """The `corpus` of a manifest's first row ("" where it has none, or is no manifest)."""
+    try:
+        with manifest.open(encoding="utf-8") as f:
+            record = json.loads(next((line for line in f if line.strip()), "{}"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return ""
+    return str(record.get("corpus") or "") if isinstance(record, dict) else ""
 
 
 def _not_written(summary: Summary, path: Path, e: OSError) -> LLMSRTError:
