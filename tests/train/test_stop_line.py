@@ -43,12 +43,24 @@ def test_a_ctrl_c_saved_at_step_n_says_so(tiny_setup, tmp_path, monkeypatch, cap
 @pytest.mark.parametrize("signum, code, how", [(signal.SIGINT, 130, "interrupted"),
                                                (signal.SIGTERM, 128 + signal.SIGTERM, "stopped by SIGTERM")])
 def test_a_second_signal_says_the_step_was_not_saved(signum, code, how, tiny_setup, tmp_path, monkeypatch, capsys):
+    """It said "resume from its last checkpoint, if it saved one (else the run starts again from step 0)": the run
+    knows which (RunStops._note_kept)."""
     monkeypatch.setattr(signals, "SIGNAL_REPEAT_S", 0.0)  # the second one later: it stops at once, unsaved
     _signalled_after(monkeypatch, 2, signum, signum)
     assert _train(tiny_setup, tmp_path / "run", capsys) == (
-        code, f"llm-srt train: {how}; the step in progress was not saved: run the same command again to resume from "
-              "its last checkpoint, if it saved one (else the run starts again from step 0)")
+        code, f"llm-srt train: {how}; step 2 was not saved, nor any step before it: run the same command again and "
+              "the run starts again from step 0")
     assert checkpoint.latest(tmp_path / "run") is None
+
+
+def test_a_second_signal_names_the_checkpoint_before_it(tiny_setup, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(signals, "SIGNAL_REPEAT_S", 0.0)
+    _signalled_after(monkeypatch, 3, signal.SIGINT, signal.SIGINT)
+    out = tmp_path / "run"
+    assert _train(tiny_setup, out, capsys, save_every=2) == (
+        130, "llm-srt train: interrupted; step 3 was not saved: run the same command again to resume from its last "
+             f"checkpoint, {out / 'checkpoints' / 'step-00000002'}")
+    assert checkpoint.latest(out).step == 2
 
 
 def test_a_stop_before_any_checkpoint_says_the_run_starts_again(tiny_setup, tmp_path, monkeypatch, capsys):

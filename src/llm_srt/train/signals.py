@@ -26,6 +26,7 @@ class Kept:
     before any was saved, and the same command then started again from step 0. A run stopped otherwise (another
     rank gone) carries one too (`RunStops._note_kept`)."""
     step: int | None = None  # the step it stopped at; None: a second signal stopped the step in progress unsaved
+    #   (the recipe then says what it had saved: `RunStops._note_kept`)
     saved: bool = False  # a checkpoint holds `step` (saved at the stop, or by the step itself)
     newest: Path | None = None  # the checkpoint the same command resumes from; None: none (step None: not known)
 

@@ -54,11 +54,12 @@ class RunStops:
         noted.stop(Kept(self.step, saved, self.last_good))  # cli's last line says what it kept
 
     def _in_place(self) -> bool:
-        """After a failed save of this step: whether its checkpoint is in place all the same (its folder written
-        whole, the index not: "step-N is saved"), then the newest (`last_good`), which the same command resumes from
-        (`checkpoint.latest` reads the folders). The stop's lines named the one before it, and said step N unsaved."""
+        """After a failed or cut save of this step: whether its checkpoint is in place all the same (its folder
+        written whole, the index not: "step-N is saved"), then the newest (`last_good`), which the same command
+        resumes from (`checkpoint.latest` reads the folders). The stop's lines named the one before it, and said step
+        N unsaved."""
         folder = self.out / "checkpoints" / checkpoint.step_name(self.step)
-        if not (folder.is_dir() and checkpoint.verify(folder) is None):
+        if folder == self.last_good or not (folder.is_dir() and checkpoint.verify(folder) is None):
             return False
         self.last_good = folder
         return True
@@ -66,10 +67,13 @@ class RunStops:
     def _note_kept(self, error: BaseException) -> None:
         """What a run stopped otherwise than by its own signal line (`_stop_on_signal`) kept, on the exception for
         cli's last line (`error.kept`): another rank gone (`ranks.peer_gone`: it said "the training state is its last
-        checkpoint" where none was saved, and the same command started again from step 0), a signal while the model
-        or data load. Only once `find_resume` has agreed where the run starts (`settings`): before, it is not known."""
-        if getattr(error, "kept", None) is not None or self.settings is None:
+        checkpoint" where none was saved, and the same command started again from step 0), a second signal (the step
+        in progress unsaved: it said "resume from its last checkpoint, if it saved one"), a signal while the model or
+        data load. Only once `find_resume` has agreed where the run starts (`settings`): before, it is not known."""
+        kept = getattr(error, "kept", None)
+        if (kept is not None and kept.step is not None) or self.settings is None:
             return
+        self._in_place()
         newest, step = self.last_good, self.step
         if newest is None and self.latest is not None:  # (its weights not loaded yet)
             newest = self.latest.path
