@@ -69,7 +69,7 @@ def test_a_converter_moves_another_corpus_s_manifests_aside_and_says_so_in_one_l
     after = _contents(out)
     assert sorted(after) == sorted(FILES + tuple(name + ".stale" for name in FILES))
     assert all(after[name + ".stale"] == before[name] for name in FILES)  # Common Voice's, byte for byte
-    moved = [line for line in summary.lines() if "aside" in line]
+    moved = [line for line in summary.lines() if line.startswith("moved ")]
     assert len(moved) == 1 and all(f"{name} to {name}.stale" in moved[0] for name in FILES), summary.lines()
     assert "commonvoice" in moved[0]
     assert json.loads(after["summary.json"])["notes"] == summary.notes
@@ -96,4 +96,20 @@ def test_another_run_s_different_manifests_are_moved_aside_with_their_summary(fl
     summary = prepare_fleurs(fleurs_root, ["eng"], out)
     after = _contents(out)
     assert all(after[name + ".stale"] == before[name] for name in FILES)
-    assert len([line for line in summary.lines() if "aside" in line]) == 1
+    assert len([line for line in summary.lines() if line.startswith("moved ")]) == 1
+
+
+def test_a_second_file_moved_aside_never_replaces_the_first(cv_dir, fleurs_root, tmp_path):
+    """The move renamed onto an existing NAME.stale: converting Common Voice, then FLEURS, then Common Voice again
+    into one OUT lost Common Voice's first manifests. The second goes to NAME.stale.1, named in the line."""
+    out = tmp_path / "out"
+    prepare_commonvoice(cv_dir, out)
+    cv = _contents(out)
+    prepare_fleurs(fleurs_root, ["eng", "deu"], out)
+    fleurs = _contents(out)
+    summary = prepare_commonvoice(cv_dir, out, splits=("dev", "test"))
+    after = _contents(out)
+    assert all(after[name + ".stale"] == cv[name] for name in FILES)  # the first moved aside, kept
+    assert all(after[name + ".stale.1"] == fleurs[name] for name in FILES)
+    moved = [line for line in summary.lines() if line.startswith("moved ")]
+    assert len(moved) == 1 and all(f"{name} to {name}.stale.1" in moved[0] for name in FILES), summary.lines()
