@@ -1,5 +1,6 @@
 import codecs
 import functools
+import os
 import re
 import json
 from pathlib import Path
@@ -114,21 +115,25 @@ def test_headers_are_read_only_for_clips_that_survive_the_filters(locale_dir, tm
 
 @pytest.mark.parametrize("listing", ["clip_durations.tsv", "times.txt"])
 def test_durations_from_the_release_duration_list(locale_dir, tmp_path, monkeypatch, layouts, listing):
-    """Train's listed clips are not opened (a large release's headers take hours); dev's and test's are decoded whole
-    (a clip cut short is found only so), and where their length is not the list's, theirs is written."""
+    """Train's listed clips keep the list's length, but their headers are read: a clip no decoder opens was written
+    with its listed length (bad_clips [], `prepare check` ok), though README says every converter skips one; it is
+    skipped and counted like the others. Dev's and test's are decoded whole (a clip cut short is found only so), and
+    where their length is not the list's, theirs is written."""
     ms = {clip: 4000 + 100 * i for i, (clip, *_) in enumerate([i for s in SPLITS.values() for i in s] + EXTRA)}
     ms["de_4.mp3"] = 830  # test's clip: 0.8 s, listed within 0.05 s
-    (locale_dir / "clips" / "de_1.mp3").write_bytes(b"not audio")  # train, listed: not opened, so not caught here
+    (locale_dir / "clips" / "de_1.mp3").write_bytes(os.urandom(4096))  # train, listed: undecodable
     write = layouts.write_clip_durations if listing == "clip_durations.tsv" else layouts.write_times_txt
     write(locale_dir, ms)
     read, real_info = [], sf.info
     monkeypatch.setattr(clips_module.sf, "info", lambda path: read.append(path.rsplit("/", 1)[1]) or real_info(path))
     summary = prepare_commonvoice(locale_dir, tmp_path / "out")
-    assert summary.durations_from == listing and sorted(read) == ["de_3.mp3", "de_4.mp3"]
-    assert [r.duration for r in read_manifest(tmp_path / "out" / "train.jsonl")] == [4.0, 4.1]
+    assert summary.durations_from == listing and sorted(read) == ["de_1.mp3", "de_2.mp3", "de_3.mp3", "de_4.mp3"]
+    assert [r.duration for r in read_manifest(tmp_path / "out" / "train.jsonl")] == [4.1]  # de_2's, as listed
     assert read_manifest(tmp_path / "out" / "dev.jsonl")[0].duration == pytest.approx(0.7, abs=0.06)  # not 4.2
     assert read_manifest(tmp_path / "out" / "test.jsonl")[0].duration == 0.83  # the list's, agreeing
-    assert summary.bad_clips == []
+    assert [(b.where, b.clip.rsplit("/", 1)[1]) for b in summary.bad_clips] == [(f"{locale_dir}/train.tsv:2",
+                                                                                 "de_1.mp3")]
+    assert "cannot be decoded" in summary.bad_clips[0].reason and summary.rows_without_clip == 1
     assert any(n.startswith("the measured length of 1 clip(s) is used") and "dev.tsv:2: 4.20 s listed" in n
                for n in summary.notes)
 
@@ -144,7 +149,7 @@ def test_a_clip_listed_with_a_duration_of_0_is_measured_from_its_header(locale_d
     read, real_info = [], sf.info
     monkeypatch.setattr(clips_module.sf, "info", lambda path: read.append(path.rsplit("/", 1)[1]) or real_info(path))
     summary = prepare_commonvoice(locale_dir, tmp_path / "out")
-    assert sorted(read) == ["de_1.mp3", "de_2.mp3", "de_3.mp3", "de_4.mp3"]  # of train, only the clips listed with 0
+    assert sorted(read) == ["de_1.mp3", "de_2.mp3", "de_3.mp3", "de_4.mp3"]
     assert [(r.id, r.duration) for r in read_manifest(tmp_path / "out" / "train.jsonl")] == [
         ("commonvoice:deu:de_2", pytest.approx(0.6, abs=0.06))]
     assert read_manifest(tmp_path / "out" / "dev.jsonl")[0].duration == pytest.approx(0.7, abs=0.06)  # decoded
