@@ -1,6 +1,7 @@
 import codecs
 import json
 import re
+import subprocess
 from collections import Counter
 
 import pytest
@@ -220,10 +221,32 @@ def test_tables_still_packed_as_they_download_are_named_with_the_command_that_ex
     packed = tmp_path / "packed"
     packed.mkdir()
     (packed / "covost_v2.en_de.tsv.tar.gz").write_bytes(b"\x1f\x8b")
-    with pytest.raises(LLMSRTError, match=rf"packed: no covost_v2\.<src>_<tgt>\.tsv tables found; covost_v2\.en_de\."
-                                          rf"tsv\.tar\.gz and the like are still packed: extract them first \(tar -xzf "
-                                          rf"{re.escape(str(packed))}/covost_v2\.en_de\.tsv\.tar\.gz -C "):
+    with pytest.raises(LLMSRTError) as e:
         prepare_covost2(packed, cv, tmp_path / "out")
+    assert str(e.value) == (f"{packed / 'covost_v2.en_de.tsv.tar.gz'}: this table is still packed; extract it first: "
+                            f"tar -xzf {packed / 'covost_v2.en_de.tsv.tar.gz'} -C {packed}")
+
+
+def test_tables_still_packed_beside_unpacked_ones_are_all_named_in_one_line(release, tmp_path):
+    """Without --pairs, en_ja and en_zh-CN still packed beside en_de unpacked: only the German rows were written, the
+    packed tables skipped without a word. Every one is named, with how to unpack them, or to give --pairs."""
+    tsv, cv = release
+    (tsv / "covost_v2.en_ja.tsv").unlink()
+    for name in ("covost_v2.en_ja.tsv.tar.gz", "covost_v2.en_zh-CN.tsv.tar.gz"):
+        (tsv / name).write_bytes(b"\x1f\x8b")  # as they download
+    (tsv / "covost_v2.en_de.tsv.tar.gz").write_bytes(b"\x1f\x8b")  # unpacked already: not named
+    with pytest.raises(LLMSRTError) as e:
+        prepare_covost2(tsv, cv, tmp_path / "out")
+    message = str(e.value)
+    assert "\n" not in message and message.startswith(
+        f"{tsv}: 2 tables are still packed (covost_v2.en_ja.tsv.tar.gz, covost_v2.en_zh-CN.tsv.tar.gz); extract them "
+        f"first: for a in {tsv}/covost_v2.*.tsv.tar.gz; do ")
+    assert message.endswith("; or give --pairs eng-deu to convert only the tables unpacked")
+    assert not (tmp_path / "out").exists()
+    loop = message.split("extract them first: ", 1)[1].split("; or give --pairs")[0]
+    done = subprocess.run(["bash", "-c", loop.replace("tar -xzf", "echo")], capture_output=True, text=True)
+    assert done.stdout.split() == [f"{tsv}/covost_v2.en_ja.tsv.tar.gz", "-C", str(tsv),
+                                   f"{tsv}/covost_v2.en_zh-CN.tsv.tar.gz", "-C", str(tsv)]  # not en_de's
 
 
 def test_every_pair_asked_for_needs_its_table(release, tmp_path):

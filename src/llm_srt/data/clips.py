@@ -104,6 +104,11 @@ def counted(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
+def first_three(names: list[str]) -> str:
+    """'a, b, c and N more': the first three of `names` for a one-line message."""
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+
 STALE = ".stale"  # an earlier run's file in OUT that this run replaces or does not write: moved to NAME.stale
 #   (NAME.stale.1, .2, ... where that is taken)
 FAILED = "summary.failed.json"  # the summary of a run that stopped (summary.json describes the manifests beside it)

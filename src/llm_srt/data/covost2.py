@@ -13,7 +13,8 @@ CoVoST 2 ships translations only; speech, transcripts and speakers are Common Vo
 - CV_DIR: the Common Voice 4 locale folder (validated.tsv, clips/*.mp3), or a folder holding one per locale
   (en/, zh-CN/, ...) when TSV_DIR has tables of several source languages.
 A pair asked for that has no table in TSV_DIR stops the run, naming the file (with the command that extracts it when
-only its .tsv.tar.gz is there, or saying that CoVoST 2 has no such direction).
+only its .tsv.tar.gz is there, or saying that CoVoST 2 has no such direction); without --pairs, so does a table
+still in its .tsv.tar.gz, every one named in one line with the loop that extracts them.
 
 Output: OUT/<split>.jsonl (train = train + train_covost, as the official split; dev; test) and OUT/summary.json.
 Each clip gives one ASR row (id "covost2:<clip>", once however many tables translate it) and one translation row
@@ -29,6 +30,7 @@ prep_covost_data.py drops no REMOVE row from its ASR data either).
 """
 
 import re
+import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +38,7 @@ from pathlib import Path
 from .. import languages
 from ..errors import LLMSRTError
 from .clips import (DECODED_SPLITS, DEFAULT_WORKERS, Summary, check_clips, check_output_folder, extract_command,
-                    note_durations, without_repeats, write_manifests)
+                    first_three, note_durations, without_repeats, write_manifests)
 from .commonvoice import read_table, wrong_width
 from .manifest import Row
 from .tables import by_name, known_durations, table_text
@@ -97,11 +99,10 @@ def prepare_covost2(tsv_dir: str | Path, cv_dir: str | Path, out: str | Path,
                               + "; ".join(_missing_table(tsv_dir, src, tgt) for src, tgt in missing)
                               + "; add the tables there or leave those pairs out of --pairs")
         tables = {p: t for p, t in tables.items() if p in set(pairs)}
+    else:
+        _check_unpacked(tsv_dir, tables)
     if not tables:
-        packed = sorted(tsv_dir.glob("covost_v2.*.tsv.tar.gz"))  # how the tables download
-        raise LLMSRTError(f"{tsv_dir}: no covost_v2.<src>_<tgt>.tsv tables found"
-                          + (f"; {packed[0].name} and the like are still packed: extract them first "
-                             f"({extract_command(packed[0])})" if packed else ""))
+        raise LLMSRTError(f"{tsv_dir}: no covost_v2.<src>_<tgt>.tsv tables found")
     locale_dirs = _locale_dirs(cv_dir, sorted({t.locale for t in tables.values()}))
     summary = Summary(out)
     validated: dict[str, dict[str, tuple[str, str]]] = {}
@@ -165,6 +166,30 @@ def _missing_table(tsv_dir: Path, src: str, tgt: str) -> str:
     if archive.is_file():
         return f"{src}-{tgt} ({name} is still packed: extract it first with {extract_command(archive)})"
     return f"{src}-{tgt} ({name} not found)"
+
+
+def _check_unpacked(tsv_dir: Path, tables: dict[tuple[str, str], Table]) -> None:
+    """Without --pairs (every table in TSV_DIR), stop in one line when a table of a direction the registry knows is
+    still in its covost_v2.<src>_<tgt>.tsv.tar.gz, as the tables download: every such archive, how to extract them
+    all (skipping those already extracted), and the --pairs that converts the unpacked ones only. Such a table was
+    skipped without a word when another was unpacked (a run meant for every direction wrote one)."""
+    by_locale, packed = languages.by_commonvoice_locale(), []
+    for archive in sorted(tsv_dir.glob("covost_v2.*.tsv.tar.gz")):  # how the tables download
+        m = TABLE_NAME.match(archive.name.removesuffix(".tar.gz"))
+        pair = (by_locale.get(m["src"]), by_locale.get(m["tgt"])) if m and not m["split"] else (None, None)
+        if None not in pair and pair not in tables:  # (a locale the registry lacks is skipped once extracted too)
+            packed.append(archive)
+    if not packed:
+        return
+    only = f"; or give --pairs {','.join(f'{s}-{t}' for s, t in sorted(tables))} to convert only the tables " \
+           "unpacked" if tables else ""
+    if len(packed) == 1:
+        raise LLMSRTError(f"{packed[0]}: this table is still packed; extract it first: {extract_command(packed[0])}"
+                          f"{only}")
+    folder = shlex.quote(str(tsv_dir))
+    loop = f'for a in {folder}/covost_v2.*.tsv.tar.gz; do [ -f "${{a%.tar.gz}}" ] || tar -xzf "$a" -C {folder}; done'
+    raise LLMSRTError(f"{tsv_dir}: {len(packed)} tables are still packed ({first_three([a.name for a in packed])}); "
+                      f"extract them first: {loop}{only}")
 
 
 def find_tables(tsv_dir: Path) -> dict[tuple[str, str], Table]:

@@ -41,7 +41,7 @@ from ..audio import SAMPLE_RATE
 from ..errors import LLMSRTError
 from ..prompts import markup_in
 from .clips import (DECODED_SPLITS, DEFAULT_WORKERS, MARKUP, SPLIT_ORDER, Summary, check_clips, check_output_folder,
-                    extract_command, note_durations, without_repeats, write_manifests)
+                    extract_command, first_three, note_durations, without_repeats, write_manifests)
 from .manifest import Row, parse_directions, targets_by_source
 from .tables import STRAY_CR, no_usable_line, open_table, table_text, text_lines
 
@@ -146,7 +146,7 @@ def _check_locale_folders(root: Path, langs: list[str]) -> None:
     if not missing:
         return
     held = available_languages(root)
-    few = _first_three(missing)
+    few = first_three(missing)
     if held:
         give = [lang for lang in langs if lang in held] or held
         which = "those" if set(give) == set(held) else "the ones asked for that it holds"
@@ -157,11 +157,6 @@ def _check_locale_folders(root: Path, langs: list[str]) -> None:
         holds = "there is no such folder: give the FLEURS folder as --root"
     raise LLMSRTError(f"{root}: {len(missing)} of the {len(langs)} locale folders --langs names are missing ({few}); "
                       f"{holds}{_hub_hint(root)}")
-
-
-def _first_three(names: list[str]) -> str:
-    """'a, b, c and N more': the first three of `names` for a one-line message."""
-    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
 def _hub_hint(root: Path) -> str:
@@ -183,7 +178,7 @@ def _check_unpacked(root: Path, langs: list[str], splits: tuple[str, ...]) -> No
     if packed:
         locales = " ".join(dict.fromkeys(a.parent.parent.name for a in packed))
         names = " ".join(s for s in splits if any(a.name == f"{s}.tar.gz" for a in packed))
-        few = _first_three([str(a.relative_to(root)) for a in packed])
+        few = first_three([str(a.relative_to(root)) for a in packed])
         loop = (f"for l in {locales}; do for s in {names}; do a={shlex.quote(str(root))}/$l/audio/$s.tar.gz; "
                 'if [ -f "$a" ] && [ ! -d "${a%.tar.gz}" ]; then tar -xzf "$a" -C "${a%/*}"; fi; done; done')
         raise LLMSRTError(f"{root}: the wavs of {len(packed)} splits are still in their .tar.gz archives ({few}); "
