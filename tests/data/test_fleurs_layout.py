@@ -92,3 +92,23 @@ def test_every_split_still_packed_is_named_at_once_with_one_command_that_unpacks
     assert done.stderr == ""
     assert all((partial_root / locale / "audio" / split).is_dir() for locale in LOCALES for split in ("train", "dev"))
     assert prepare_fleurs(partial_root, None, tmp_path / "out").bad_clips == []
+
+
+@pytest.mark.parametrize("langs", [None, ["eng"]])
+def test_locale_folders_of_no_supported_language_are_named_with_the_supported_ones(tmp_path, audio_file, layouts,
+                                                                                   langs):
+    """A --root holding af_za/ alone (a real FLEURS locale the registry has no language for) was told "no FLEURS
+    locale folders found (expected e.g. en_us/...)"; the line names the folders found, says they are of no supported
+    language, and lists the locales that are."""
+    root = tmp_path / "fleurs"
+    audio_file(root / "af_za" / "audio" / "train" / "afr1.wav", seconds=0.3)
+    layouts.write_fleurs_table(root / "af_za" / "train.tsv", [("1", "afr1.wav", "afr 1.", 4800)])
+    (root / "notes").mkdir()  # no locale's name: not named
+    with pytest.raises(LLMSRTError) as e:
+        prepare_fleurs(root, langs, tmp_path / "out")
+    supported = ", ".join(sorted(languages.by_fleurs_locale()))
+    assert str(e.value).endswith(
+        "it holds af_za/, a FLEURS locale folder of no language llm-srt supports (those of llm_srt/languages.py: "
+        f"{supported}; add an entry there for another)")
+    assert str(e.value).startswith(f"{root}: ")
+    assert "en_us" in supported and "af_za" not in supported

@@ -82,6 +82,8 @@ def prepare_fleurs(root: str | Path, langs: list[str] | None, out: str | Path, d
     root, out = Path(root), Path(out)
     check_output_folder(out)
     langs = list(dict.fromkeys(langs)) if langs else available_languages(root)
+    if not langs and (other := _unsupported(root)):
+        raise LLMSRTError(f"{root}: no FLEURS locale folder to convert; {other}")
     if not langs:
         raise LLMSRTError(f"{root}: no FLEURS locale folders found (expected e.g. en_us/, de_de/ with "
                           f"train.tsv and audio/){_hub_hint(root)}")
@@ -152,11 +154,25 @@ def _check_locale_folders(root: Path, langs: list[str]) -> None:
         which = "those" if set(give) == set(held) else "the ones asked for that it holds"
         holds = f"it holds those of {', '.join(held)}: give --langs {','.join(give)} to prepare {which}"
     elif root.is_dir():
-        holds = "it holds no FLEURS locale folder (e.g. en_us/, with train.tsv and audio/)"
+        holds = _unsupported(root) or "it holds no FLEURS locale folder (e.g. en_us/, with train.tsv and audio/)"
     else:
         holds = "there is no such folder: give the FLEURS folder as --root"
     raise LLMSRTError(f"{root}: {len(missing)} of the {len(langs)} locale folders --langs names are missing ({few}); "
                       f"{holds}{_hub_hint(root)}")
+
+
+def _unsupported(root: Path) -> str:
+    """'it holds af_za/, a FLEURS locale folder of no language llm-srt supports (those of llm_srt/languages.py: ...)'
+    where `root` holds folders named like a FLEURS locale the registry has no language for; "" where it holds none.
+    Such a --root was told it held no FLEURS locale folder at all."""
+    known = languages.by_fleurs_locale()
+    found = [f"{p.name}/" for p in sorted(root.iterdir()) if p.is_dir() and LOCALE_NAME.fullmatch(p.name)
+             and p.name not in known] if root.is_dir() else []
+    if not found:
+        return ""
+    what = "a FLEURS locale folder" if len(found) == 1 else "FLEURS locale folders"
+    return (f"it holds {first_three(found)}, {what} of no language llm-srt supports (those of llm_srt/languages.py: "
+            f"{', '.join(sorted(known))}; add an entry there for another)")
 
 
 def _hub_hint(root: Path) -> str:
