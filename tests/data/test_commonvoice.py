@@ -649,3 +649,17 @@ def test_a_clip_name_holding_a_nul_byte_is_a_bad_clip_named_by_its_line(locale_d
     assert bad.reason.endswith("is no file name: it holds a NUL byte (a damaged table line)")
     with pytest.raises(LLMSRTError, match=r"train.tsv:4: clip .*de_\\x009.mp3 is no file name"):
         prepare_commonvoice(locale_dir, tmp_path / "strict", strict=True)
+
+
+def test_an_exclude_file_that_is_no_manifest_is_told_what_exclude_takes(locale_dir, tmp_path):
+    """`--exclude notes.txt` was told to "skip them (evaluate --skip-bad, train data.skip_bad=true)", options prepare
+    does not have; the advice is --exclude's own."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("de_2.mp3\nde_3.mp3\n", encoding="utf-8")
+    with pytest.raises(LLMSRTError) as e:
+        prepare_commonvoice(locale_dir, tmp_path / "out", exclude=[notes])
+    first = str(e.value).splitlines()[0]
+    assert first == (f"{notes}: 2 bad row(s); --exclude takes a manifest (JSONL, e.g. an `llm-srt prepare` run's "
+                     "test.jsonl): fix them, or give that manifest instead:")
+    assert "skip-bad" not in str(e.value) and "skip_bad" not in str(e.value)
+    assert not (tmp_path / "out").exists()

@@ -43,6 +43,8 @@ EXCLUDED_FROM = ("train", "dev")  # the splits `exclude` keeps other evaluation 
 REQUIRED_COLUMNS = ("path", "sentence")
 WRONG_WIDTH = "field count differs from the header's (a tab or line break inside a field)"
 NO_CLIP, NO_SENTENCE = "no clip (empty path)", "empty sentence"
+EXCLUDE_TODO = ("--exclude takes a manifest (JSONL, e.g. an `llm-srt prepare` run's test.jsonl): fix them, or give "
+                "that manifest instead")  # (read_manifest's own advice names evaluate's and train's options)
 
 
 @dataclass(frozen=True)
@@ -132,7 +134,7 @@ class _Excluded:
 
     @staticmethod
     def of(manifests: Sequence[str | Path], locale_dir: Path, by_split: dict[str, list[Utterance]]) -> "_Excluded":
-        rows = [row for m in manifests for row in read_manifest(m, check_audio=False)]
+        rows = [row for m in manifests for row in read_manifest(m, check_audio=False, todo=EXCLUDE_TODO)]
         clips = frozenset(Path(row.audio).name for row in rows)
         validated = read_split(locale_dir, "validated") if (locale_dir / "validated.tsv").is_file() else ()
         utts = chain((u for split in by_split.values() for u in split), validated)  # wherever the release lists them

@@ -90,9 +90,13 @@ class PackedRows(PackedList):
         return Row(*fields)
 
 
+SKIP_BAD = "fix them, or skip them (evaluate --skip-bad, train data.skip_bad=true)"  # read_manifest's advice for bad
+#   rows, where evaluation or training reads the manifest; a verb that reads one for another use gives its own (`todo`)
+
+
 def read_manifest(path: str | Path, check_audio: bool = True, skip_bad: bool = False,
                   max_duration: float | None = None, max_text: int | None = None,
-                  on_skipped: Callable[[str], object] | None = None) -> list[Row]:
+                  on_skipped: Callable[[str], object] | None = None, todo: str = SKIP_BAD) -> list[Row]:
     """Read and validate a JSONL manifest. Every bad row is reported as `file:line: what is wrong`.
 
     Checks: JSON syntax, missing fields, field types, unknown language codes, a translation without a target
@@ -102,8 +106,9 @@ def read_manifest(path: str | Path, check_audio: bool = True, skip_bad: bool = F
     ~12k target tokens, out of GPU memory, and the resumed run drew it again), and (with `max_text`, a text-only
     stage's bound, whose durations are not read) a text longer than that. Without `skip_bad` any problem raises
     ManifestError listing them all (the first MAX_LISTED, then a count); with `skip_bad` the bad rows are dropped
-    with a warning (a Python warning, or one line to `on_skipped`). Each audio file is checked once however many rows
-    (directions) share it.
+    with a warning (a Python warning, or one line to `on_skipped`). `todo`: what the error for bad rows advises (the
+    default names evaluate's and train's options to skip them; `prepare commonvoice --exclude` has none). Each audio
+    file is checked once however many rows (directions) share it.
     """
     path = Path(path)
     name = shown(str(path))
@@ -145,8 +150,7 @@ def read_manifest(path: str | Path, check_audio: bool = True, skip_bad: bool = F
     if problems and not skip_bad:
         listed = "\n  ".join(problems[:MAX_LISTED])
         more = f"\n  ... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
-        raise ManifestError(f"{name}: {len(problems)} bad row(s); fix them, or skip them (evaluate --skip-bad, "
-                            f"train data.skip_bad=true):\n  {listed}{more}")
+        raise ManifestError(f"{name}: {len(problems)} bad row(s); {todo}:\n  {listed}{more}")
     if problems:
         notice = f"{name}: skipped {len(problems)} bad rows (first: {problems[0]})"
         on_skipped(notice) if on_skipped is not None else warn_each_time(notice, stacklevel=2)
