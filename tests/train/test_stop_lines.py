@@ -205,3 +205,39 @@ def test_a_curriculum_stage_whose_yaml_names_none_is_named_by_its_file(tmp_path)
         (folder / f"{name}.yaml").write_text(f"{named}data:\n  train: t.jsonl\noutput_dir: {tmp_path / name}\n")
     planned = curriculum.plan([str(folder)], ["asr:stage=speech"])
     assert [s.config.stage for s in planned] == ["speech", "smt", "srt_mt"]  # a stage the user names keeps its name
+
+
+def test_a_failed_save_again_of_the_step_resumed_from_says_it_is_kept(tiny_setup, tmp_path, monkeypatch, capsys):
+    """A run resumed at a step whose due dev evaluation a signal had skipped runs it first; a signal during it saves
+    the step again, and where that save failed the lines said the step, the checkpoint resumed from, was not saved
+    ("step 3 was not saved: ... resume from its last checkpoint, .../step-00000003")."""
+    from llm_srt.errors import LLMSRTError
+
+    args = overrides(tiny_setup, tmp_path / "run", max_steps=6, eval_every=3,
+                     **{"data.dev": tiny_setup["manifest"], "data.dev_size": 2})
+    real = recipe.Recipe.train_step
+
+    def step(self):
+        loss = real(self)
+        if self.step == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # in step 3, whose evaluation is due: saved without it
+        return loss
+    with monkeypatch.context() as m:
+        m.setattr(recipe.Recipe, "train_step", step)
+        assert cli.main(["train", *args]) == 130
+    assert checkpoint.latest(tmp_path / "run").step == 3
+
+    def evaluate(self):  # the skipped evaluation, run first on resume, and a signal during it
+        os.kill(os.getpid(), signal.SIGINT)
+        return {}
+
+    def save_checkpoint(self, *args, **kwargs):
+        raise LLMSRTError(f"{self.out}: cannot write the checkpoint (No space left on device)")
+    monkeypatch.setattr(recipe.Recipe, "evaluate", evaluate)
+    monkeypatch.setattr(recipe.Recipe, "save_checkpoint", save_checkpoint)
+    capsys.readouterr()
+    assert cli.main(["train", *args]) == 130
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "llm-srt train: interrupted; the training state is its checkpoint saved at step 3: run the same command again "
+        "to resume from it")
+    assert checkpoint.latest(tmp_path / "run").step == 3

@@ -59,9 +59,10 @@ class RunStops:
         resumes from (`checkpoint.latest` reads the folders). The stop's lines named the one before it, and said step
         N unsaved."""
         folder = self.out / "checkpoints" / checkpoint.step_name(self.step)
-        if folder == self.last_good or not (folder.is_dir() and checkpoint.verify(folder) is None):
-            return False
-        self.last_good = folder
+        if folder != self.last_good:  # (the one it resumed from, saved again at a signal: it stays)
+            if not (folder.is_dir() and checkpoint.verify(folder) is None):
+                return False
+            self.last_good = folder
         return True
 
     def _note_kept(self, error: BaseException) -> None:
