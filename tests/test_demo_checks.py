@@ -138,3 +138,43 @@ def test_a_work_folder_trained_with_other_settings_is_refused_naming_work(tmp_pa
                 demo.run_with_budget([Stage("srt", Path("srt.yaml"), config)], **quiet)
             assert str(refused.value) == (f"{work} holds runs trained with other settings ({changed}): give another "
                                           f"--work, or remove {work / 'srt'}"), changed
+
+
+def test_a_refused_run_is_the_only_one_named_to_remove(tmp_path, monkeypatch):
+    """A runs/demo/srt finished before data.start_step (f313fa7) is refused at its turn: the line told the user to
+    remove every run in --work (baseline, smt and srt_no_smt too, hours of training); it names the refused run and
+    the stages after it (trained from it) alone."""
+    import json
+    from pathlib import Path
+
+    from llm_srt import demo, demo_checks
+    from llm_srt.errors import ConfigError, LLMSRTError
+    from llm_srt.train import curriculum, final, resume
+
+    asr = tmp_path / "asr"
+    asr.mkdir()
+    (asr / "config.json").write_text("{}")
+    work = tmp_path / "work"
+    stages = demo.demo_stages(work, tmp_path / "data", asr=asr)["curriculum"]
+    for run in ("baseline", "smt", "srt", "srt_no_smt"):
+        (work / run / final.FINAL).mkdir(parents=True)
+        (work / run / final.FINAL / "config.json").write_text("{}")
+    srt = stages[1].config
+    before = resume.run_settings(replace(srt, data=replace(srt.data, start_step=0)))
+    del before["data.start_step"]
+    (work / "srt" / final.FINAL / final.RUN_SETTINGS).write_text(json.dumps(before))
+    monkeypatch.setattr(curriculum, "run_stages",
+                        lambda stages, log: final._check_finished_settings(srt, work / "srt", 1, log))
+    with pytest.raises(LLMSRTError, match=rf"^{work} holds runs trained with other settings \(data.start_step 0 -> "
+                                          rf"20\): give another --work, or remove {work / 'srt'}$"):
+        demo_checks.run_with_budget(stages, log=lambda *_: None)
+
+    def smt_refused(stages, log):  # as run_stages marks the stage that stopped (its line names no folder here)
+        e = ConfigError("dtype 'auto' -> 'bfloat16' differ from the checkpoint's: dtype 'auto' -> 'bfloat16'. Set "
+                        "them back")
+        e.curriculum_stage = ("smt", ())
+        raise e
+    monkeypatch.setattr(curriculum, "run_stages", smt_refused)
+    with pytest.raises(LLMSRTError, match=rf"or remove {work / 'smt'}, {work / 'srt'}$"):
+        demo_checks.run_with_budget(stages, log=lambda *_: None)
+    assert Path(stages[0].config.output_dir) == work / "smt"

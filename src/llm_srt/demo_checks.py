@@ -83,6 +83,20 @@ def run_with_budget(stages: list, log=print) -> list[Path]:
         if changed is None:
             raise
         work = Path(stages[0].config.output_dir).parent
-        runs = sorted(str(d) for d in work.iterdir() if d.is_dir() and (is_finished(d) or (d / "checkpoints").is_dir()))
+        runs = [str(d) for d in _refused(stages, e) if is_finished(d) or (d / "checkpoints").is_dir()]
         raise LLMSRTError(f"{work} holds runs trained with other settings ({changed}): give another --work, or remove "
                           f"{', '.join(runs)}") from None
+
+
+def _refused(stages: list, e: LLMSRTError) -> list[Path]:
+    """The run folders a refusal of other settings asks to remove: the stage it refused (the one training,
+    `curriculum_stage`, else the one whose folder its line names) and the stages after it, trained from it. Every run
+    in --work was named, so an old runs/demo/srt (from before data.start_step) cost the other runs' hours too."""
+    folders = [Path(s.config.output_dir) for s in stages]
+    name = getattr(e, "curriculum_stage", (None,))[0]
+    named = [k for k, (s, out) in enumerate(zip(stages, folders))
+             if getattr(s, "name", None) == name or re.search(rf"(?<![\w/.-]){re.escape(str(out))}(?![\w.-])", str(e))]
+    if named:
+        return folders[named[0]:]
+    work = folders[0].parent  # a line naming no stage's folder: every run there
+    return sorted(d for d in work.iterdir() if d.is_dir())
