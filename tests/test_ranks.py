@@ -53,6 +53,10 @@ def test_a_rank_stops_once_its_torchrun_launcher_is_gone(tmp_path):
             assert _alive(pid) != stops, (how, out.read_text())
             if stops:
                 assert "the torchrun launcher (pid" in out.read_text() and "is gone: this rank stops" in out.read_text()
+                # whether the same command resumes depends on what was saved (none: training starts at step 0)
+                assert out.read_text().rstrip().endswith(
+                    "this rank stops (run the same command again to resume: training from its last checkpoint, if "
+                    "one was saved (else from step 0), an evaluation from the rows it had decoded)"), out.read_text()
             else:
                 assert out.read_text().strip() == "False"
         finally:

@@ -18,6 +18,10 @@ from .errors import LLMSRTError
 
 LAUNCHER_POLL_S = 2.0  # how often a torchrun rank looks whether its launcher still runs
 _watching: list[int] = []  # the launcher's pid, once this process watches it
+# what the same command does after the launcher went (this thread knows neither the command nor what was saved: a
+#   run that had saved no checkpoint starts again from step 0, where "to resume" promised more)
+_GONE_RESUME = ("run the same command again to resume: training from its last checkpoint, if one was saved (else from "
+               "step 0), an evaluation from the rows it had decoded")
 
 
 def stop_with_launcher(poll_s: float = LAUNCHER_POLL_S) -> bool:
@@ -35,7 +39,7 @@ def stop_with_launcher(poll_s: float = LAUNCHER_POLL_S) -> bool:
         while os.getppid() == launcher:
             time.sleep(poll_s)
         print(f"[rank {os.environ.get('RANK', '?')}] llm-srt: the torchrun launcher (pid {launcher}) is gone: this "
-              "rank stops (run the same command again to resume)", file=sys.stderr, flush=True)
+              f"rank stops ({_GONE_RESUME})", file=sys.stderr, flush=True)
         os.kill(os.getpid(), signal.SIGKILL)  # as if killed with it: a checkpoint is written whole or not at all
 
     threading.Thread(target=watch, name="llm-srt-launcher-watch", daemon=True).start()
