@@ -514,3 +514,19 @@ def test_a_file_name_holding_a_parenthesis_keeps_the_line_after_the_name(tmp_pat
         load_config(f)
     with pytest.raises(ConfigError, match=rf"^{re.escape(str(f))}:2 \(with overrides\): unknown key 'max_step'"):
         load_config(f, ["seed=1"])
+
+
+def test_a_train_yaml_naming_no_stage_is_named_by_its_file(tmp_path):
+    """`llm-srt train smt_more.yaml` without `stage:` ran as TrainConfig's default 'asr': every line, its stop line
+    included, said "[asr]" whatever it trained. Such a YAML's stage is its file's name, as a curriculum's is; one the
+    YAML or an override names keeps it (no file: the default)."""
+    from llm_srt.train.config import TrainConfig, load_config
+
+    unnamed, named = tmp_path / "smt_more.yaml", tmp_path / "mine.yaml"
+    unnamed.write_text("max_steps: 3\n")
+    named.write_text("stage: srt\nmax_steps: 3\n")
+    assert load_config(str(unnamed)).stage == "smt_more"
+    assert load_config(unnamed, ["max_steps=4"]).stage == "smt_more"
+    assert load_config(str(unnamed), [" stage = baseline"]).stage == "baseline"
+    assert load_config(str(named)).stage == load_config(str(named), ["max_steps=4"]).stage == "srt"
+    assert load_config(None).stage == TrainConfig().stage == "asr"

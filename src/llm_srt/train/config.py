@@ -5,7 +5,7 @@
 
 import difflib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -240,4 +240,11 @@ class TrainConfig:
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
-    return config_lib.load(TrainConfig, path, overrides)
+    """The config of the YAML at `path` with `overrides`; one that names no stage (neither the YAML nor an override)
+    is named by its file (x.yaml: x), as a curriculum's stage is: TrainConfig's default named every line of
+    `llm-srt train x.yaml`, its stop line included, "[asr]" whatever stage it trained."""
+    cfg = config_lib.load(TrainConfig, path, overrides)
+    if path is None or any(item.partition("=")[0].strip() == "stage" for item in overrides or []):
+        return cfg
+    written = config_lib.parse_yaml(Path(path).read_text(encoding="utf-8")) or {}  # (read whole by load above)
+    return cfg if "stage" in written else replace(cfg, stage=Path(path).stem)
