@@ -623,3 +623,27 @@ def test_a_save_hashes_its_files_once(tmp_path, monkeypatch):
     assert sorted(hashed) == ["adapter.pt", "config.json", "state.json", "tensors.safetensors"]
     checkpoint.save(tmp_path, 2, _save_model({"w": torch.zeros(2)}), {"step": 2})
     assert len(hashed) == 8 and hashed.count("adapter.pt") == 2
+
+
+def test_only_a_failed_write_is_blamed_on_the_disk(tmp_path):
+    """Any RuntimeError during a save became "cannot write the checkpoint ...; free space": a DataLoader worker killed
+    by a signal was blamed on the disk. torch.save's own failed writes (a folder gone, a file it cannot open) keep the
+    advice; another error keeps its own words, and the partial folder goes either way."""
+    def folder_gone(folder):
+        folder.mkdir(parents=True)
+        torch.save({"w": torch.zeros(2)}, folder / "gone" / "adapter.pt")  # "Parent directory ... does not exist."
+
+    def not_a_file(folder):
+        (folder / "adapter.pt").mkdir(parents=True)
+        torch.save({"w": torch.zeros(2)}, folder / "adapter.pt")  # "open file failed with strerror: Is a directory"
+
+    def worker_killed(folder):
+        folder.mkdir(parents=True)
+        raise RuntimeError("DataLoader worker (pid 4242) is killed by signal: Terminated. ")
+
+    for save_model in (folder_gone, not_a_file):
+        with pytest.raises(LLMSRTError, match=r"step-00000001: cannot write the checkpoint \(.*\); free space"):
+            checkpoint.save(tmp_path, 1, save_model, {"step": 1})
+    with pytest.raises(RuntimeError, match=r"^DataLoader worker \(pid 4242\) is killed by signal: Terminated\. $"):
+        checkpoint.save(tmp_path, 1, worker_killed, {"step": 1})
+    assert list((tmp_path / "checkpoints").iterdir()) == []  # no partial folder left

@@ -140,6 +140,13 @@ def set_rng_state(state: dict, log: Callable[[str], None] | None = None) -> None
                                 "those GPUs will differ from the original run)")
 
 
+# torch.save's words (2.13) for a write that failed, which its writer raises as a RuntimeError: a folder gone ("Parent
+#   directory X does not exist."), a file it cannot open ("open file failed with strerror: ..."), a short write (a full
+#   disk: "unexpected pos N vs M"), and older releases' "PytorchStreamWriter failed writing ...: file write failed"
+_WRITE_FAILED = re.compile(r"Parent directory .* does not exist|cannot be opened|open file failed|unexpected pos \d+ vs"
+                           r" \d+|file write failed|PytorchStreamWriter failed")
+
+
 def save(run_dir: Path, step: int, save_model: Callable[[Path], None], trainer_state: dict,
          keep_last: int = 2, dev_loss: float | None = None, log: Callable[[str], None] | None = None,
          resumed_from: int | None = None, dev_set: dict | None = None) -> Path:
@@ -163,6 +170,8 @@ def save(run_dir: Path, step: int, save_model: Callable[[Path], None], trainer_s
         # the partial folder and any half-written one save_model left beside it, keep the previous checkpoints
         for partial in (ckpt_root.glob(f"*{tmp.name}*") if ckpt_root.is_dir() else ()):
             shutil.rmtree(partial, ignore_errors=True)
+        if isinstance(e, RuntimeError) and not _WRITE_FAILED.search(str(e)):
+            raise  # not about writing (a DataLoader worker killed by a signal): its own words, not the disk's
         intact = latest(run_dir, log=lambda _: None)
         resume = f"resume from {intact.path.name}" if intact else "start again"
         detail = str(e).splitlines()[0] if str(e) else type(e).__name__
