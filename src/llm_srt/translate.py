@@ -24,7 +24,7 @@ from .errors import DeviceFailed, LLMSRTError, Terminated, open_regular, shown
 from .infer import (MIN_LINE_WIDTH, TranslationResult, add_model_arguments, add_segment_argument, capped_note,
                     missing_cue_text, segment_options, translator_from_args, untranslated_note)
 from .model.decoding import DecodingOptions, decoding_from_args
-from .model.systems import AUTO_TASK, SYSTEMS, trained_task, trained_tasks
+from .model.systems import AUTO_TASK, SYSTEMS, cannot_run, trained_task, trained_tasks
 from .out_files import (INCOMPLETE, PARTIAL_JSON, check_not_inputs, check_not_others, check_results_kept,
                         files_fingerprint, incomplete, input_of, is_stale, record_key, record_written, recorded_places,
                         output_paths, write_whole, written_with)
@@ -403,7 +403,8 @@ def _failed_whole(args, audio: str, error: str) -> TranslationResult:
 
 def _check_inputs(args) -> None:
     """The checks of translate()'s arguments a typo fails, with the option named: --src and --tgt codes, a target
-    for a task that translates, one --transcript per input (task smt)."""
+    for a task that translates, one the system can translate into (`cannot_run`: whisper's English alone), one
+    --transcript per input (task smt)."""
     for option, code in (("--src", args.src), ("--tgt", args.tgt)):
         if code is None or option == "--src" and code == "auto":  # auto: language ID finds the source
             continue
@@ -413,6 +414,8 @@ def _check_inputs(args) -> None:
             raise LLMSRTError(f"{option}: {e}") from None
     if args.tgt is None and Task(args.task).needs_translation:
         raise LLMSRTError(f"task {args.task} needs a target language (--tgt)")
+    if (why := cannot_run(args.model, None if args.src == "auto" else args.src, args.tgt, Task(args.task))):
+        raise LLMSRTError(f"--tgt {args.tgt}: {why} (or --task asr for the transcript alone)")
     if args.task == Task.SMT.value and args.transcript is None:
         raise LLMSRTError("task smt needs one transcript per input (--transcript)")
     if args.transcript is not None and len(args.transcript) != len(args.audio):

@@ -39,7 +39,7 @@ from ..errors import LLMSRTError
 from ..paths import EMBEDDED, STATE_DIR, STATE_JSON, TRAIN_CONFIG, resolve_model
 from ..prompts import Task, after_first_tags, build, parse_srt, tag
 from .protocol import CANNOT_RUN, LID_MISSING, Item, Output, System, cap, split_output
-from .whisper_system import WhisperSystem, detect_language
+from .whisper_system import WhisperSystem, cannot_translate, detect_language
 
 if TYPE_CHECKING:
     from .decoding import DecodingOptions, OnEnd, PartStart
@@ -427,6 +427,16 @@ def load_system(spec: str | Path, placement: Placement, whisper: str | None = No
     re-point the Whisper and LLM folders its config.json names (a folder moved to another host)."""
     builder = SYSTEMS.get(str(spec), _speech_llm)
     return builder(str(spec), placement, whisper=whisper, llm=llm, encoder=encoder)
+
+
+def cannot_run(spec: str | Path, src: str | None, tgt: str | None, task: Task) -> str | None:
+    """Why the system `spec` names cannot run `task` from `src` (None: language ID picks it per input) into `tgt`
+    whatever the audio (one line, what to do), read from its name before any weights load: the whisper system into
+    another target than English (its items failed one by one, each input decoded first). None where it may: the
+    other systems, a model folder (known once it loads), a source language ID has yet to hear."""
+    if str(spec) == "whisper" and src is not None:
+        return cannot_translate(src, tgt, task)
+    return None
 
 
 # ---- what a model folder was trained for (the task `auto` runs) ----------------------------------------------------

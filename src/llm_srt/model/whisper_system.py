@@ -147,6 +147,16 @@ def detect_language(whisper: str | Path | None, audio: np.ndarray, placement: Pl
     return candidates[heard]
 
 
+def cannot_translate(src: str, tgt: str | None, task: Task) -> str | None:
+    """Why the whisper system cannot give `task`'s translation of speech in `src` into `tgt` (one line, what to do);
+    None if it can: Whisper translates into English only, and `tgt == src` is the transcript. Known from the codes
+    alone, before any weights load (`systems.cannot_run`, which `translate` asks up front), and per item in
+    `run_batch`."""
+    if not task.needs_translation or tgt in ("eng", src):
+        return None
+    return f"the whisper system translates only into English (eng), not {tgt}; use --model cascade for other targets"
+
+
 class WhisperSystem:
     """Whisper's own encoder-decoder: transcribes any language; translates into English only (tgt == src is the
     transcript). An English-only Whisper (`tiny.en` ... `medium.en`: no language tokens) transcribes English only.
@@ -292,9 +302,8 @@ class WhisperSystem:
                                       "cascade, mt or a speech model folder")
             elif (why := self.cannot(it.src, "transcribe")) is not None:  # an English-only Whisper, another
                 out[i] = Output(error=CANNOT_RUN + why)  # language: fails alone, not its whole batch
-            elif it.task.needs_translation and it.tgt not in ("eng", it.src):
-                out[i] = Output(error=f"{CANNOT_RUN}the whisper system translates only into English (eng), not "
-                                      f"{it.tgt}; use --model cascade for other targets")
+            elif (why := cannot_translate(it.src, it.tgt, it.task)) is not None:
+                out[i] = Output(error=CANNOT_RUN + why)
                 if it.task.writes_transcript:  # its transcript it can write (scored as WER): only the translation
                     speech.append(i)  # fails
             else:
