@@ -346,3 +346,27 @@ def test_a_row_of_another_name_of_a_language_names_the_code_meant(folder):
     assert lines[1].startswith(f"  {path}:1: src_lang 'en' is not") and lines[1].endswith("; did you mean 'eng'?")
     assert lines[2].startswith(f"  {path}:2: tgt_lang 'cmn' is not") and lines[2].endswith("; did you mean 'zho'?")
     assert lines[3].startswith(f"  {path}:3: tgt_lang 'xyz' is not") and lines[3].endswith("languages.py)")
+
+
+def test_prepare_check_reads_each_clips_header_and_names_a_corrupt_or_cut_one(folder):
+    """`llm-srt prepare check` passed a corrupt or truncated wav (only there and not empty), which showed at decode
+    time; with read_headers each clip's header is read, as the converters read theirs, and a bad one named file:line.
+    Without it (training and evaluation, which skip or count such a clip as they decode it) nothing changes."""
+    import soundfile as sf
+
+    whole = (folder / "a.wav").read_bytes()
+    assert sf.info(str(folder / "a.wav")).frames > 0
+    (folder / "junk.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + b"\x00" * 40)  # not empty, not audio
+    (folder / "cut.wav").write_bytes(whole[:len(whole) // 2])  # its header still claims the whole length
+    manifest = _write(folder / "m.jsonl", [_row(1), _row(2, audio="junk.wav"), _row(3, audio="cut.wav"),
+                                           _row(4, audio="junk.wav", tgt_lang="", translation="")])
+    assert len(read_manifest(manifest)) == 4
+    with pytest.raises(ManifestError) as bad:
+        read_manifest(manifest, read_headers=True)
+    lines = str(bad.value).splitlines()
+    assert lines[0].startswith(f"{manifest}: 3 bad row(s)")
+    assert lines[1].startswith(f"  {manifest}:2: audio file {folder / 'junk.wav'} cannot be decoded (")
+    assert lines[2] == (f"  {manifest}:3: audio file {folder / 'cut.wav'} is cut short (it ends before the length its "
+                        "header gives); replace it with the whole file, or drop its rows")
+    assert lines[3].startswith(f"  {manifest}:4: audio file {folder / 'junk.wav'} cannot be decoded (")
+    assert [row.id for row in read_manifest(manifest, read_headers=True, skip_bad=True, on_skipped=print)] == ["u1"]

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from .. import languages
+from ..audio_headers import ogg_cut_short, sized_cut
 from ..errors import LLMSRTError, ManifestError, open_regular, shown, special_kind
 from ..paths import atomic_file
 from ..prompts import markup_in
@@ -96,12 +97,15 @@ SKIP_BAD = "fix them, or skip them (evaluate --skip-bad, train data.skip_bad=tru
 
 def read_manifest(path: str | Path, check_audio: bool = True, skip_bad: bool = False,
                   max_duration: float | None = None, max_text: int | None = None,
-                  on_skipped: Callable[[str], object] | None = None, todo: str = SKIP_BAD) -> list[Row]:
+                  on_skipped: Callable[[str], object] | None = None, todo: str = SKIP_BAD,
+                  read_headers: bool = False) -> list[Row]:
     """Read and validate a JSONL manifest. Every bad row is reported as `file:line: what is wrong`.
 
     Checks: JSON syntax, missing fields, field types, unknown language codes, a translation without a target
     language (or the reverse), non-positive duration, duplicate ids and (with `check_audio`) audio that is
-    missing, empty or unreadable, and (with `max_duration`, training's 30 s) a row longer than that or whose
+    missing, empty or unreadable (with `read_headers` also one whose header no decoder reads or shows cut short, as
+    the converters check theirs: `prepare check`; training and evaluation skip or count such a clip as they decode
+    it), and (with `max_duration`, training's 30 s) a row longer than that or whose
     transcript or translation is longer than its duration can hold (`text_limit`: one such row padded a batch to
     ~12k target tokens, out of GPU memory, and the resumed run drew it again), and (with `max_text`, a text-only
     stage's bound, whose durations are not read) a text longer than that. Without `skip_bad` any problem raises
@@ -132,7 +136,7 @@ def read_manifest(path: str | Path, check_audio: bool = True, skip_bad: bool = F
                 if not line.strip():
                     continue
                 try:
-                    row = _parse_row(line, base, audio_problems)
+                    row = _parse_row(line, base, audio_problems, read_headers)
                 except _BadRow as e:
                     problems.append(f"{where}: {e}")
                     continue
@@ -300,7 +304,8 @@ class _BadRow(Exception):
     pass
 
 
-def _parse_row(line: str, base: Path, audio_problems: dict[Path, str | None] | None) -> Row:
+def _parse_row(line: str, base: Path, audio_problems: dict[Path, str | None] | None, read_headers: bool = False
+               ) -> Row:
     """One JSON line -> a Row; `audio_problems` (None: audio unchecked) remembers each file's check."""
     try:
         obj = json.loads(line)
@@ -356,6 +361,9 @@ def _parse_row(line: str, base: Path, audio_problems: dict[Path, str | None] | N
         if audio not in audio_problems:
             try:
                 _check_audio(audio)
+                if read_headers and (problem := _header_problem(audio)):
+                    raise _BadRow(f"audio file {shown(str(audio))} {problem}; replace it with the whole file, or drop "
+                                  "its rows")
                 audio_problems[audio] = None
             except _BadRow as e:  # a path written from the working folder ("data/x.wav" in data/test.jsonl)
                 audio_problems[audio] = str(e) + (f" (a relative audio path is read from the manifest's folder, "
@@ -403,3 +411,22 @@ def _check_audio(audio: Path) -> None:
             raise _BadRow(f"audio file {where} is empty (0 bytes)")
     except (OSError, ValueError) as e:  # a name too long, a NUL byte in the path
         raise _BadRow(f"audio path {where[:80]!r} cannot be checked ({e}); fix the path") from None
+
+
+def _header_problem(audio: Path) -> str | None:
+    """What its header says is wrong with a clip, read as the converters read it (`clips._check`, ~0.1 ms a clip):
+    one no decoder opens, or cut short (a WAV, AIFF, AU or W64 holding less than its header claims, an Ogg without its
+    stream's last page), which load_audio refuses. A clip that existed and was not empty passed, so a corrupt or
+    truncated file showed only at decode time (training skipped its rows, evaluation scored them empty)."""
+    import soundfile as sf
+
+    try:
+        sf.info(str(audio))
+        with audio.open("rb") as f:
+            cut = sized_cut(f.fileno()) or ogg_cut_short(f.fileno())
+    except (sf.LibsndfileError, RuntimeError, OSError) as e:
+        reason = (getattr(e, "error_string", None) or getattr(e, "strerror", None) or str(e)).splitlines()[0]
+        if "does not exist" in reason:  # libsndfile's words for an mp3 it cannot parse (the file is there)
+            reason = "not a decodable audio file: damaged, or not wav/flac/mp3/ogg"
+        return f"cannot be decoded ({reason.rstrip('.')})"
+    return "is cut short (it ends before the length its header gives)" if cut else None
