@@ -43,7 +43,6 @@ import json
 import random
 import re
 import shutil
-import subprocess
 import time
 import unicodedata
 from collections import Counter
@@ -65,6 +64,7 @@ from .catalogues import LOCALE_DIR, Sentence, harvest, read_alike, sentence_id, 
 from .clips import STALE, check_output_folder
 from .manifest import Row, parse_directions, targets_by_source, write_manifest
 from .mini_order import sentence_order
+from .mini_tools import kana, require_espeak_voices, require_tools
 
 CORPUS = "mini"
 DEFAULT_LANGS = ("eng", "deu", "fra", "spa", "rus", "zho")
@@ -189,10 +189,10 @@ def build_mini(opts: MiniOptions) -> MiniSummary:
                           "give --unseen-test N, or leave --unseen-by out")
     if opts.audio_format not in AUDIO_FORMATS:
         raise LLMSRTError(f"audio format {opts.audio_format!r}: use one of {', '.join(AUDIO_FORMATS)}")
-    _require_tools(langs)  # before the last build's manifests are removed below (a missing mecab lost them)
+    require_tools(langs)  # before the last build's manifests are removed below (a missing mecab lost them)
     voices.require(opts.synthesizers)
     if "espeak-ng" in (*opts.synthesizers, voices.parse_voice(opts.heldout_voice)[0] if opts.heldout_voice else ""):
-        _require_espeak_voices(langs)
+        require_espeak_voices(langs)
     heldout = {}  # lang -> the held-out voice's names: a mistyped one is said here, before any speech
     if opts.heldout_voice:
         voices.require((voices.parse_voice(opts.heldout_voice)[0],))
@@ -347,7 +347,7 @@ def _synthesize_until_full(candidates: list[Sentence], langs: list[str], sizes: 
     a sentence rejected in any language is skipped, and so is, for UNSEEN, one whose id is in `unseen_by`.
     Returns (split -> sentences, (id, lang) -> seconds, Counter of 'lang: reason', one 'lang: reason: text' per
     rejected sentence); fills `spoken` with the voices.jsonl record of every kept utterance."""
-    _require_tools(langs)
+    require_tools(langs)
     fill = (*SPLITS, UNSEEN)
     chosen: dict[str, list[Sentence]] = {split: [] for split in fill}
     durations: dict[tuple[str, str], float] = {}
@@ -504,48 +504,16 @@ def _write_voices(out: Path, spoken: dict[str, dict]) -> None:
 
 
 def _read_texts(sentences: list[Sentence], lang: str) -> list[str]:
-    """What a voice reads for each sentence in `lang`: its text, but for Japanese its kana (`_kana`), since
+    """What a voice reads for each sentence in `lang`: its text, but for Japanese its kana (`mini_tools.kana`), since
     espeak-ng's Japanese voice reads kanji as "Japanese letter" in English (rejected as a voice switch). Every
     reading of a sentence goes through here: train/dev/test and the held-out voice."""
     texts = [s.texts[lang] for s in sentences]
-    return _kana(texts) if lang == "jpn" else texts
+    return kana(texts) if lang == "jpn" else texts
 
 
 def _letters(text: str) -> int:
     """Letters in a written sentence (the seconds-per-character check counts the kanji, not their kana)."""
     return sum(unicodedata.category(c).startswith("L") for c in text)
-
-
-def _kana(texts: list[str]) -> list[str]:
-    """Japanese text -> katakana readings (mecab -Oyomi), which espeak-ng's Japanese voice reads."""
-    if not texts:
-        return []
-    proc = subprocess.run(["mecab", "-Oyomi"], input="\n".join(texts) + "\n", capture_output=True, text=True)
-    lines = proc.stdout.splitlines()
-    if proc.returncode != 0 or len(lines) != len(texts):
-        raise LLMSRTError(f"mecab -Oyomi failed ({proc.stderr.strip()[:80] or 'line count mismatch'}); "
-                          "install mecab and a dictionary (make setup), or leave jpn out of --langs")
-    return lines
-
-
-def _require_tools(langs: list[str]) -> None:
-    tools = ["espeak-ng"] + (["mecab"] if "jpn" in langs else [])
-    missing = [t for t in tools if shutil.which(t) is None]
-    if missing:
-        raise LLMSRTError(f"{', '.join(missing)} not installed; the mini corpus needs them (make setup installs "
-                          "them)")
-
-
-def _require_espeak_voices(langs: list[str]) -> None:
-    """Each language's espeak-ng voice tried once (one letter read): an espeak-ng without it failed every utterance,
-    after the earlier build's manifests were removed, and the build ended in "only 0 sentences could be read"."""
-    for lang in langs:
-        voice = languages.get(lang).espeak
-        proc = subprocess.run(["espeak-ng", "-v", voice, "--stdout", "a"], capture_output=True)
-        if proc.returncode != 0 or not proc.stdout:
-            why = proc.stderr.decode(errors="replace").strip().removeprefix("Error: ") or f"exit {proc.returncode}"
-            raise LLMSRTError(f"{lang}: this espeak-ng has no voice {voice!r} to read it ({why}); install espeak-ng "
-                              f"with its data (make setup), or leave {lang} out of --langs")
 
 
 def _rows(sentences: list[Sentence], langs: list[str], pairs: list[tuple[str, str]],
