@@ -32,7 +32,7 @@ from .prompts import Task
 from .segment import SegmentOptions
 
 SOME_FAILED = 3  # translate's exit code when some inputs failed, whole or in part (their audio decoded only in
-#                  part, too), and others were translated
+#                  part, too), and others were translated or skipped (--skip-existing: their outputs there already)
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +143,7 @@ def main(args) -> int:
     def source(k: int) -> dict:  # input k as its record names it: the audio file, and its transcript (task smt)
         return input_of(args.audio[k], args.transcript[k] if args.transcript else None)
 
+    skipped = 0  # inputs left out by --skip-existing, their outputs there already: done, for the exit code
     if args.skip_existing:
         written = written_with(out_dir)
 
@@ -161,8 +162,9 @@ def main(args) -> int:
         gone = {k for k, audio in enumerate(args.audio) if not os.path.isfile(audio)}  # fails alone, as it would
         other = [k for k, path in enumerate(outputs) if path.is_file() and k not in gone and why(k) is not None]
         todo = [k for k, path in enumerate(outputs) if not path.is_file() or k in other or k in gone]
-        if len(todo) < len(outputs):
-            print(f"llm-srt translate: {len(outputs) - len(todo)} of {len(outputs)} inputs skipped: their outputs "
+        skipped = len(outputs) - len(todo)
+        if skipped:
+            print(f"llm-srt translate: {skipped} of {len(outputs)} inputs skipped: their outputs "
                   f"are in {shown(str(out_dir))} already (--skip-existing)", file=sys.stderr)
         if other:
             print(f"llm-srt translate: {len(other)} of {len(outputs)} inputs translated again: their files in "
@@ -275,7 +277,7 @@ def main(args) -> int:
         if getattr(args, "debug", False):  # the traceback, and the exit code as without --debug
             traceback.print_exc()
         print(f"llm-srt translate: error: {e}", file=sys.stderr)
-        return SOME_FAILED if translated - lost else 1  # not 2, which says no input ran (a refusal)
+        return SOME_FAILED if translated - lost or skipped else 1  # not 2, which says no input ran (a refusal)
     unwritten = args.format == "json" and not _print_json([_json_entry(r, a) for r, a in zip(results, args.audio)],
                                                           out_dir)
     failed = sum(k in lost or (r.error is not None and not r.kept) for k, r in enumerate(results))
@@ -298,7 +300,7 @@ def main(args) -> int:
     if cut and len(results) > 1:
         print(f"llm-srt translate: {cut} of {len(results)} inputs decoded only in part (named above: damaged or cut "
               "short); their outputs hold the part that decoded", file=sys.stderr)
-    if failed == len(results):
+    if failed == len(results) and not skipped:  # 1: no input has an output (those skipped have theirs)
         return 1
     return SOME_FAILED if failed or partly or cut or unwritten else 0  # results.json unwritten: not 2, a refusal
 
