@@ -589,11 +589,29 @@ def test_another_corpus_manifests_in_out_are_moved_aside_not_deleted(locale_dir,
     summary = _build(out, locale_dir, langs=("eng", "deu"), train=2)
     for name, text in fleurs.items():
         assert (out / (name + ".stale")).read_text() == text, name
-    assert summary.moved_aside == ["train.jsonl", "test.jsonl", "summary.json"]
-    assert ("moved train.jsonl, test.jsonl, summary.json of another corpus aside to NAME.stale (rename them back, "
-            "or keep corpora in separate --out folders)") in summary.lines()
+    assert summary.moved_aside == {name: name + ".stale" for name in ("train.jsonl", "test.jsonl", "summary.json")}
+    assert ("moved another corpus's files aside: train.jsonl to train.jsonl.stale, test.jsonl to test.jsonl.stale, "
+            "summary.json to summary.json.stale (rename them back, or keep corpora in separate --out folders)"
+            ) in summary.lines()
     assert _consistent(out)["moved_aside"] == summary.moved_aside
     (out / "train.jsonl.stale").unlink()
     again = _build(out, locale_dir, langs=("eng", "deu"), train=2)  # its own last build's: replaced, nothing aside
-    assert again.moved_aside == [] and not (out / "train.jsonl.stale").exists()
+    assert again.moved_aside == {} and not (out / "train.jsonl.stale").exists()
     assert "moved_aside" not in _consistent(out) and not any("another corpus" in line for line in again.lines())
+
+
+def test_a_file_moved_aside_onto_an_earlier_stale_one_keeps_both(locale_dir, tmp_path):
+    """Another corpus's train.jsonl was moved onto NAME.stale, replacing the one an earlier build had moved aside
+    there (a third corpus into one --out lost the first one's manifests); it goes to the first free of NAME.stale,
+    NAME.stale.1, ..., as the converters' do, and the line names where each went."""
+    out = tmp_path / "a"
+    out.mkdir()
+    first, second = ({"id": f"{corpus}:1", "corpus": corpus} for corpus in ("fleurs", "covost2"))
+    (out / "train.jsonl.stale").write_text(json.dumps(first) + "\n")
+    (out / "train.jsonl").write_text(json.dumps(second) + "\n")
+    summary = _build(out, locale_dir, langs=("eng", "deu"), train=2)
+    assert json.loads((out / "train.jsonl.stale").read_text()) == first
+    assert json.loads((out / "train.jsonl.stale.1").read_text()) == second
+    assert summary.moved_aside == {"train.jsonl": "train.jsonl.stale.1"}
+    assert ("moved another corpus's files aside: train.jsonl to train.jsonl.stale.1 (rename them back, or keep "
+            "corpora in separate --out folders)") in summary.lines()

@@ -8,8 +8,8 @@ from test_mini import locale_dir  # noqa: F401 (the fixture: gettext catalogues 
 from llm_srt.data import mini
 from llm_srt.errors import LLMSRTError
 
-MOVED = ("moved train.jsonl, summary.json of another corpus aside to NAME.stale (rename them back, or keep corpora "
-         "in separate --out folders)")
+MOVED = ("moved another corpus's files aside: train.jsonl to train.jsonl.stale, summary.json to summary.json.stale "
+         "(rename them back, or keep corpora in separate --out folders)")
 
 
 def test_a_build_stopped_after_moving_files_aside_has_said_where_they_went(locale_dir,  # noqa: F811

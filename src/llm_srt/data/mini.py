@@ -34,9 +34,9 @@ translation row per (sentence, direction); audio in OUT/audio/<lang>/<sentence i
 OUT/voices.jsonl, one line per audio file of the manifests: its path under OUT, voice ("synth:voice"), speed,
 pitch (espeak-ng) and augmentation (manifest rows have no field for it). Every option is checked before anything is
 read or written. A build then removes the manifests, voices.jsonl and summary.json of an earlier build in OUT (it
-overwrites their audio; another corpus's manifests and summary.json are moved aside to NAME.stale), reads all its
-speech, and writes the manifests, then voices.jsonl, then summary.json: a build that stops part way leaves no
-manifest beside audio it does not describe, and no summary of another build.
+overwrites their audio; another corpus's manifests and summary.json are moved aside to NAME.stale, or NAME.stale.1,
+.2, ... where that is taken), reads all its speech, and writes the manifests, then voices.jsonl, then summary.json: a
+build that stops part way leaves no manifest beside audio it does not describe, and no summary of another build.
 """
 
 import json
@@ -61,7 +61,7 @@ from ..errors import LLMSRTError
 from ..paths import atomic_file
 from . import prose, voices
 from .catalogues import LOCALE_DIR, Sentence, harvest, read_alike, sentence_id, twins_of_train
-from .clips import STALE, check_output_folder
+from .clips import _aside, check_output_folder
 from .manifest import Row, parse_directions, targets_by_source, write_manifest
 from .mini_order import sentence_order
 from .mini_tools import kana, require_espeak_voices, require_tools
@@ -75,8 +75,8 @@ UNSEEN = "unseen"  # filled after them: the unseen_test sentences, written into 
 MAX_EXAMPLES = 12  # rejected sentences quoted in summary.json
 VOLATILE = ("out", "seconds")  # summary fields left out of summary.json, so that builds compare byte for byte
 AUDIO_FORMATS = {"flac": "FLAC", "wav": "WAV"}  # --audio-format -> soundfile format (16-bit PCM either way)
-MOVED_ASIDE = ("moved {} of another corpus aside to NAME" + STALE + " (rename them back, or keep corpora in separate "
-               "--out folders)")  # said when moving them, and again in the summary
+MOVED_ASIDE = ("moved another corpus's files aside: {} (rename them back, or keep corpora in separate --out "
+               "folders)")  # said when moving them, and again in the summary
 FEWER = ("build a smaller corpus: `llm-srt prepare mini --out DIR` with a smaller --train, --dev, --test, "
          "--unseen-test or --prose, or fewer --langs (`--survey` counts the sentences per language); `llm-srt demo "
          "--data DIR` uses it as it is (make demo reads data/mini)")  # `llm-srt demo` itself has no size flags
@@ -135,7 +135,7 @@ class MiniSummary:
     #   reads like in some language (`twins_of_train`): the same speech and text in train, counted, not removed
     unseen_by_unknown: int = 0  # ids the unseen_by files list whose texts neither these catalogues nor the installed
     #   prose have: sentences reading like them could not be looked for (`read_alike`), only their ids are left out
-    moved_aside: list[str] = field(default_factory=list)  # another corpus's files in OUT, now NAME.stale
+    moved_aside: dict[str, str] = field(default_factory=dict)  # another corpus's files in OUT -> their names now
     seconds: float = 0.0  # build time
 
     def lines(self) -> list[str]:
@@ -166,7 +166,7 @@ class MiniSummary:
                    f"{synth} {sum(n for v, n in self.voices.items() if v.split(':')[0] == synth)} ("
                    f"{sum(v.split(':')[0] == synth for v in self.voices)} voices)"
                    for synth in sorted({v.split(":")[0] for v in self.voices})),
-               *([MOVED_ASIDE.format(", ".join(self.moved_aside))] if self.moved_aside else []),
+               *([MOVED_ASIDE.format(_moves(self.moved_aside))] if self.moved_aside else []),
                f"built in {self.seconds:.1f} s"]
 
 
@@ -533,19 +533,25 @@ def _rows(sentences: list[Sentence], langs: list[str], pairs: list[tuple[str, st
                 yield Row(id=f"{CORPUS}:{lang}:{s.id}:{tgt}", tgt_lang=tgt, translation=s.texts[tgt], **common)
 
 
-def _clear_last_build(out: Path) -> list[str]:
+def _clear_last_build(out: Path) -> dict[str, str]:
     """Delete an earlier mini build's manifests, voices.jsonl and summary.json (its audio is overwritten from here on);
     a manifest or summary.json of another corpus (`prepare fleurs --out` the same folder: hours of conversion) is
-    moved aside to NAME.stale, as the converters move theirs, and said at once (a build stopped later, by a voice
-    failing or Ctrl-C, printed no summary to say it). Returns the names moved aside."""
-    moved = [name for name in (*MANIFESTS, "summary.json") if (out / name).is_file() and not _of_mini(out / name)]
+    moved aside to NAME.stale, or the first free of NAME.stale.1, .2, ... (`clips._aside`: onto NAME.stale, a third
+    corpus into one OUT lost the first one's files), as the converters move theirs, and said at once (a build stopped
+    later, by a voice failing or Ctrl-C, printed no summary to say it). Returns the names moved -> their new ones."""
+    moved = {}
     for name in (*MANIFESTS, "voices.jsonl", "summary.json"):
-        if name in moved:
-            (out / name).replace(out / (name + STALE))
+        if name != "voices.jsonl" and (out / name).is_file() and not _of_mini(out / name):
+            (out / name).replace(aside := _aside(out / name))
+            moved[name] = aside.name
         (out / name).unlink(missing_ok=True)
     if moved:
-        print(MOVED_ASIDE.format(", ".join(moved)), flush=True)
+        print(MOVED_ASIDE.format(_moves(moved)), flush=True)
     return moved
+
+
+def _moves(moved: dict[str, str]) -> str:
+    return ", ".join(f"{name} to {aside}" for name, aside in moved.items())
 
 
 def _of_mini(path: Path) -> bool:
