@@ -233,3 +233,24 @@ def test_prepare_mini_on_a_read_only_cache_says_so_and_names_llm_srt_cache(tmp_p
     where = f"--out {out}" if given else tmp_path / "cache" / "data" / "mini"
     assert capsys.readouterr().err == (f"llm-srt prepare: error: {where}: cannot write in {tmp_path} (read-only file "
                                        f"system); {todo}\n")
+
+
+def test_prepare_check_reads_each_clips_header(tmp_path, capsys):
+    """`prepare check` passed a clip of random bytes and a WAV cut short (it checked only that the file was there and
+    not empty), so the failure came at decode time; each clip's header is read, as the converters do, and a bad one
+    named file:line (--no-check-audio reads none)."""
+    import numpy as np
+    import soundfile as sf
+
+    good, noise, cut = tmp_path / "good.wav", tmp_path / "noise.wav", tmp_path / "cut.wav"
+    sf.write(good, np.zeros(16000, dtype=np.float32), 16000)
+    noise.write_bytes(np.random.default_rng(0).bytes(4000))
+    sf.write(cut, np.zeros(32000, dtype=np.float32), 16000)
+    cut.write_bytes(cut.read_bytes()[:20000])  # its header still claims 2 s
+    path = tmp_path / "m.jsonl"
+    path.write_text("".join(json.dumps(_manifest_row(i, duration=1.0, audio=str(a))) + "\n"
+                            for i, a in enumerate([good, noise, cut])), encoding="utf-8")
+    assert cli.main(["prepare", "check", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}:2:" in err and f"{path}:3:" in err and f"{path}:1:" not in err
+    assert cli.main(["prepare", "check", "--no-check-audio", str(path)]) == 0

@@ -203,7 +203,8 @@ def _run_check(args: argparse.Namespace) -> int:
     for path in args.manifests:
         malformed = False
         try:
-            rows = read_manifest(path, check_audio=not args.no_check_audio)
+            rows = read_manifest(path, check_audio=not args.no_check_audio,
+                                 read_headers=not args.no_check_audio)  # a clip no decoder reads, or cut short
         except LLMSRTError as e:  # named, and the manifests after it still checked
             print(f"llm-srt prepare: error: {e}", file=sys.stderr)
             bad += 1
@@ -247,7 +248,7 @@ def _readable_rows(path: Path, check_audio: bool) -> list:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # (its "skipped N bad rows": they are listed already)
-            return read_manifest(path, check_audio=check_audio, skip_bad=True)
+            return read_manifest(path, check_audio=check_audio, skip_bad=True, read_headers=check_audio)
     except LLMSRTError:
         return []
 
