@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 # what a run keeps when it stops before its end, by verb, and what to do: because another rank has gone
 # (`ranks.peer_gone`), by Ctrl-C, or by SIGTERM (torchrun's to the ranks left when one dies, SLURM's preemption;
-# evaluate has no line of its own on it). Training's says what the stop kept (`stopped_advice`, TRAINING)
+# evaluate has no line of its own on it). Training's, and evaluate's once its journals are open, say what the stop
+# kept (`stopped_advice`, TRAINING; evaluate's the rows: `_kept_rows_advice`); this, before then
 ON_STOPPED = {
     "evaluate": "the rows decoded so far are kept: run the same command again to go on from them",
 }
@@ -80,6 +81,8 @@ def stopped_advice(verb: str, error: BaseException) -> str:
     started it again from step 0. Without it (a stop before the recipe knew where the run starts), the advice says
     where the rerun starts either way. A curriculum's names the stage that stopped and those finished before it
     (`error.curriculum_stage`: "the stage's" was any of them)."""
+    if verb == "evaluate" and (kept := getattr(error, "kept", None)) is not None:
+        return _kept_rows_advice(kept)
     if verb not in TRAINING:
         return f"; {ON_STOPPED[verb]}" if verb in ON_STOPPED else ""
     whose, what = TRAINING[verb]
@@ -92,6 +95,17 @@ def stopped_advice(verb: str, error: BaseException) -> str:
             finished = f"; stage{'s' if many else ''} {', '.join(done)} {'are' if many else 'is'} finished (the " \
                        f"rerun skips {'them' if many else 'it'})"
     return _kept_advice(getattr(error, "kept", None), whose, what) + finished
+
+
+def _kept_rows_advice(kept) -> str:
+    """What an evaluation stopped with `kept` (`evaluate.journal.Kept`, on the error) keeps: how many decoded rows,
+    where ("the rows decoded so far are kept" was said where a stop within a group of rows had kept none)."""
+    rank = f"rank {kept.rank} keeps " if kept.rank is not None else ""
+    if not kept.rows:
+        return f"; {rank + 'no decoded row' if rank else 'no decoded row is kept'}: run the same command again"
+    rows = f"{kept.rows} decoded row{'s' if kept.rows > 1 else ''}"
+    return f"; {rank + rows if rank else rows + (' are' if kept.rows > 1 else ' is') + ' kept'} in {kept.folder}: " \
+           "run the same command again to go on from them"
 
 
 def _kept_advice(kept, whose: str, what: str) -> str:

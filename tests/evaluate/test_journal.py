@@ -233,31 +233,38 @@ def test_other_settings_are_refused_in_one_line_and_restart_decodes_every_row(co
     assert not (tmp_path / "r" / run.PARTIAL).exists()
 
 
-def test_a_group_cut_short_is_run_again_whole_so_every_batch_is_the_uninterrupted_runs(counting, manifest,
-                                                                                       tmp_path, monkeypatch):
-    """Outputs that depend on their batch (as bfloat16 and int8 ones may): rows kept from a group that a kill cut
-    short are decoded again with the group, so the resumed report is the uninterrupted run's."""
+def test_a_group_cut_short_keeps_its_batches_run_and_the_resume_batches_the_rest_as_the_uninterrupted_run(
+        counting, manifest, tmp_path, monkeypatch):
+    """Outputs that depend on their batch (as bfloat16 and int8 ones may), groups of 4 rows in batches of 2, a kill
+    at the second group's second batch: the group's first batch is kept (a group was journaled whole, so a stop lost
+    every row of the group it cut), and the resume runs the group's other 2 rows in one batch, as the uninterrupted
+    run did: the report is that run's. A batch whose lines a kill cut short is none of it: its group runs whole."""
     monkeypatch.setattr(run, "GROUP_BATCHES", 2)  # groups of 4 rows in batches of 2
     original = Counting.run_batch
 
     def batch_dependent(self, items, options):
-        return [Output(o.transcript, o.translation + f" in a batch of {len(items)}") if o.translation else o
-                for o in original(self, items, options)]
+        sizes = [it.audio.size for it in items]
+        return [Output(o.transcript, o.translation + f" beside {sum(sizes) - it.audio.size}") if o.translation
+                else o for it, o in zip(items, original(self, items, options))]
 
     monkeypatch.setattr(Counting, "run_batch", batch_dependent)
     evaluate(manifest, tmp_path / "whole", batch_size=2)
     counting.update(batches=0, items=[], stop_at=4)  # the second group's second batch
     with pytest.raises(KeyboardInterrupt):
         evaluate(manifest, tmp_path / "r", batch_size=2)
-    own = tmp_path / "r" / run.PARTIAL / "c.hyps.rank0.jsonl"
-    assert len(journal_rows(tmp_path / "r")) == 4
-    # as if the kill had come while the group's rows were written
-    own.write_text("".join(line + "\n" for line in lines(own)[:-1]))
+    assert len(journal_rows(tmp_path / "r")) == 4 + 2
+    shutil.copytree(tmp_path / "r", tmp_path / "cut")
     counting.update(batches=0, items=[], stop_at=None)
     evaluate(manifest, tmp_path / "r", batch_size=2)
-    assert len(counting["items"]) == N_ROWS  # the cut group again (4 rows), then the 8 never run
-    for name in ("hyps.c.jsonl", "results.json", "report.md"):
-        assert (tmp_path / "r" / name).read_text() == (tmp_path / "whole" / name).read_text(), name
+    assert len(counting["items"]) == N_ROWS - 6  # the cut group's 2 rows not run, then the 4 of the last group
+    own = tmp_path / "cut" / run.PARTIAL / "c.hyps.rank0.jsonl"
+    own.write_text("".join(line + "\n" for line in lines(own)[:-1]))  # as if the kill had come in its last write
+    counting.update(batches=0, items=[])
+    evaluate(manifest, tmp_path / "cut", batch_size=2)
+    assert len(counting["items"]) == N_ROWS - 4  # the cut group again (4 rows), then the last group
+    for out in ("r", "cut"):
+        for name in ("hyps.c.jsonl", "results.json", "report.md"):
+            assert (tmp_path / out / name).read_text() == (tmp_path / "whole" / name).read_text(), (out, name)
 
 
 def test_rows_kept_from_other_groups_are_run_again_when_the_manifest_changed(counting, manifest, tmp_path,

@@ -111,7 +111,7 @@ def test_decode_in_groups_stops_before_its_next_group_when_told_and_keeps_what_i
     journal = Journal.open(tmp_path / "partial", "s.hyps", 0, 1, {"s": 1})
     decoded = []
 
-    def decode(group, unread):
+    def decode(group, unread, done):
         decoded.append([r.id for r in group])
         return [run._result(r, Task.S2TT, translation="eine Katze") for r in group]
 

@@ -7,14 +7,15 @@ decoding options, the device type, the dtype, and the layout (batch size, rows a
 bfloat16 or int8 a row's output may depend on its neighbours. Every other line is one row: a digest of its manifest row
 (by three forms of its audio path: as the manifest gives it, from the manifest's folder; absolute; as read), its
 UtteranceResult, and for a row whose audio file was missing that it was. The caller runs rows in fixed
-groups and keeps a group only when every row of it is kept, so a run that goes on forms the batches an uninterrupted
-run forms. A journal of other settings is a one-line error naming the difference.
+groups, each row written as its batch ends (a stop keeps the rows decoded before it), and runs again only the rows of
+a group not kept, so a run that goes on forms the batches an uninterrupted run forms. A journal of other settings is a
+one-line error naming the difference.
 
     journal = Journal.open(out / "partial", "srt.hyps", rank=0, size=1, settings={...}, base=manifest.parent)
     for group in groups:
-        if not journal.kept(group):
-            for row, result in zip(group, decode(group)):
-                journal.append(row, result)  # one line, written and closed: a kill loses at most this row
+        todo = [group[k] for k in journal.left(group)]
+        for row, result in zip(todo, decode(todo)):
+            journal.append(row, result)  # one line, written and closed: a kill loses at most this row
     results = journal.results(rows)
 """
 
@@ -22,9 +23,10 @@ from __future__ import annotations
 
 import glob
 import hashlib
+from collections import Counter
 import json
 import os
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from .. import __version__
@@ -154,6 +156,16 @@ def differences(old: object, new: object, key: str = "") -> list[str]:
     return [f"{key or 'settings'}: {shown(cut[0])} -> {shown(cut[1])}"]
 
 
+@dataclass(frozen=True)
+class Kept:
+    """What an evaluation that stopped before its end (Ctrl-C, SIGTERM, another rank gone) keeps, on the exception
+    it stops with (`error.kept`), for cli's last line (`stopped_advice`), as training's `Kept`: it said "the rows
+    decoded so far are kept" where a stop within a group had kept none of them."""
+    rows: int  # the rows of this run this rank's journals keep (the same command does not decode them again)
+    folder: Path  # where (OUT/partial)
+    rank: int | None = None  # under torchrun, whose journals (each rank keeps its own)
+
+
 class Journal:
     """One system's decoded rows of one kind for one rank, in OUT/partial (see the module's docstring)."""
 
@@ -212,9 +224,22 @@ class Journal:
         its file is as it was (`audio_state`): it fails the same way until the file changes (with 1% such rows, a
         resume decoded ~72% of its groups again). Any other failure runs again: an unreadable file may be a network
         disk's passing error."""
+        return not self.left(rows)
+
+    def left(self, rows: list[Row]) -> list[int]:
+        """The positions of the rows of a group (`rows`) that are not `kept`: those to run (again). A group a stop
+        cut short keeps the rows it had decoded (written as each batch ended)."""
         group = group_digests(rows, self.base)  # a row decoded in another group (the manifest changed: groups
         #   shifted) is run again in this one, so every batch is the uninterrupted run's
-        return all(self._kept(row, group) for row in rows)
+        left = [k for k, row in enumerate(rows) if not self._kept(row, group)]
+        if left and all(self._held(row, group) for row in rows):  # a group that ran to its end, with rows to run
+            return list(range(len(rows)))  # again (failed): whole, so that their batches are the uninterrupted run's
+        return left
+
+    def _held(self, row: Row, group: tuple[str, ...]) -> bool:
+        """Whether this journal holds a result of `row` decoded in this group (`group`'s digests), failed or not."""
+        return any(digest in self.rows and self.groups.get(digest) in (None, in_group)
+                   for digest, in_group in zip(self.digests(row), group))
 
     def _kept(self, row: Row, group: tuple[str, ...]) -> bool:
         for digest, in_group in zip(self.digests(row), group):  # by any form of its audio path (`row_digests`)
@@ -225,39 +250,52 @@ class Journal:
 
     def append(self, row: Row, result: UtteranceResult, group: tuple[str, ...] | None = None,
                audio: str | None = None) -> None:
-        """Keep one decoded row (a line written and closed at once: a kill loses at most the row being written). A
-        result is never replaced by a later error (as `_read` reads the file): a group run again for one failed row
-        must not turn a row that succeeded before into a failure. `group`: the `group_digests` of the rows it was
-        decoded with (`group_digests`); `audio`: for a row that failed before any batch, its audio file's
-        `audio_state` (taken before the group ran). A write that fails (a full disk, a read-only one) is a one-line
-        LLMSRTError naming the file."""
-        forms, groups = self.digests(row), group or (None, None, None)
-        digest = self._key(forms)
-        kept = self.rows.get(digest)
-        if result.error is not None and kept is not None and kept.error is None and not _regrouped(
-                self.groups.get(digest), groups[forms.index(digest)]):
+        """Keep one decoded row (`write` of it alone)."""
+        self.write([(row, result, group, audio)])
+
+    def write(self, decoded: list[tuple[Row, UtteranceResult, tuple[str, ...] | None, str | None]]) -> None:
+        """Keep decoded rows, each (row, result, group, audio), as one batch: their lines written and closed at once,
+        each naming the batch and its number of lines, so that a batch a kill cut short is read back as none of its
+        rows (`_read`: the rows a resume runs form the uninterrupted run's batches). A result is never replaced by a
+        later error (as `_read` reads the file): a group run again for one failed row must not turn a row that
+        succeeded before into a failure. `group`: the `group_digests` of the rows it was decoded with; `audio`: for a
+        row that failed before any batch, its audio file's `audio_state` (taken before the group ran). A write that
+        fails (a full disk, a read-only one) is a one-line LLMSRTError naming the file."""
+        entries = []
+        for row, result, group, audio in decoded:
+            forms, groups = self.digests(row), group or (None, None, None)
+            digest = self._key(forms)
+            kept = self.rows.get(digest)
+            if result.error is not None and kept is not None and kept.error is None and not _regrouped(
+                    self.groups.get(digest), groups[forms.index(digest)]):
+                continue
+            entries.append((forms, groups, result, audio))
+        if not entries:
             return
-        line = json.dumps({"row": forms[0], "group": groups[0], "result": vars(result),
-                           "forms": [list(f) for f in zip(forms[1:], groups[1:])]}
-                          | ({"audio": audio} if audio else {}), ensure_ascii=False)
+        batch = [os.urandom(6).hex(), len(entries)]
+        text = "".join(json.dumps({"row": forms[0], "group": groups[0], "result": vars(result),
+                                   "forms": [list(f) for f in zip(forms[1:], groups[1:])], "batch": batch}
+                                  | ({"audio": audio} if audio else {}), ensure_ascii=False) + "\n"
+                       for forms, groups, result, audio in entries)
         try:
             if self.header is not None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self.path.write_text(self.header, encoding="utf-8")
                 self.header = None
             with open(self.path, "a", encoding="utf-8") as fh:
-                fh.write(line + "\n")
+                fh.write(text)
         except OSError as e:
             raise LLMSRTError(f"{shown(str(self.path))}: cannot write a decoded row there ({e.strerror or e}); the "
                               f"rows written before are kept in {shown(str(self.path.parent))}: make room (or make it "
                               "writable) and run the same command again to go on from them") from None
-        for digest, in_group in zip(forms, groups):
-            self.rows[digest] = result
-            self.groups[digest] = in_group
-            if audio:
-                self.unread[digest] = audio
-            else:
-                self.unread.pop(digest, None)
+        for forms, groups, result, audio in entries:
+            for digest, in_group in zip(forms, groups):
+                self.rows[digest] = result
+                self.groups[digest] = in_group
+                if audio:
+                    self.unread[digest] = audio
+                else:
+                    self.unread.pop(digest, None)
 
     def results(self, rows: list[Row]) -> list[UtteranceResult]:
         """Every row's result, kept or just decoded, in the rows' order, with its row's sentence id (a journal
@@ -289,8 +327,9 @@ def _rank_of(path: Path, stem: str) -> int:
 def _read(path: Path, text: str,
           settings: dict) -> tuple[dict[str, UtteranceResult], dict[str, str | None], dict[str, str]]:
     """A journal file's rows (`text`, its content), the group each was decoded in, and the audio state of those that
-    failed before any batch (`Journal.unread`); lines cut or garbled by a kill are skipped (those rows are decoded
-    again), and a row's error never replaces its result in the same group."""
+    failed before any batch (`Journal.unread`); lines cut or garbled by a kill are skipped, and so are the other rows
+    of their batch (`Journal.write`: those rows are decoded again, together), and a row's error never replaces its
+    result in the same group."""
     lines = text.split("\n")  # not splitlines(): a text may hold U+2028 and other separators JSON leaves raw
     try:
         first = json.loads(lines[0])
@@ -307,13 +346,21 @@ def _read(path: Path, text: str,
     rows: dict[str, UtteranceResult] = {}
     groups: dict[str, str | None] = {}
     unread: dict[str, str] = {}
+    read = []
     for line in lines[1:]:
         try:
             entry = json.loads(line)
             result = UtteranceResult.from_dict(entry["result"])
             forms = [(entry["row"], entry.get("group")), *(tuple(f) for f in entry.get("forms", ()))]
             audio = entry.get("audio")
+            batch = tuple(entry["batch"]) if "batch" in entry else None  # (none: a line written before 2026-12-07)
+            hash(batch)
         except (json.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError, LLMSRTError):
+            continue
+        read.append((result, forms, audio, batch))
+    lines_of = Counter(batch for *_, batch in read if batch is not None)
+    for result, forms, audio, batch in read:
+        if batch is not None and lines_of[batch] != batch[-1]:  # a batch a kill cut short: none of its rows
             continue
         for row, group in forms:  # (a line written before 2026-12-07 holds one form: the audio path as read)
             if not isinstance(row, str):

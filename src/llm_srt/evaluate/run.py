@@ -42,7 +42,7 @@ from .arguments import add_arguments  # noqa: F401  the verb's options (cli.py c
 from .comet import CometOptions, score_systems
 from .compare import compare_systems
 from . import journal
-from .grouped import decode_in_groups, kept_rows  # noqa: F401  (tests: run.decode_in_groups)
+from .grouped import ByBatch, decode_in_groups, kept_rows  # noqa: F401  (tests: run.decode_in_groups)
 from .journal import Journal, remove_journals
 from .models import (MT_PROMPTS, baseline_folders, check_models, is_results_file, limited, load_runs, model_folders,
                      mt_prompt_used, mt_system, parse_models, pooled)
@@ -81,37 +81,50 @@ def _result(r: Row, task: Task, transcript: str = "", translation: str = "", err
 
 def run_system(translator, rows: list[Row], task: Task, options: DecodingOptions, batch_size: int,
                desc: str = "evaluate", progress: Callable[[int], object] | None = None,
-               unread: Callable[[int, bool], object] | None = None) -> list[UtteranceResult]:
+               unread: Callable[[int, bool], object] | None = None,
+               on_rows: Callable[[list[tuple[int, UtteranceResult]]], object] | None = None) -> list[UtteranceResult]:
     """Every row through `translator` (an infer.SpeechTranslator) as one mixed-language, mixed-task stream; one
     UtteranceResult per row, in row order (a failed row has `error` set). `progress(n)`: n more rows done (default:
     a progress bar of its own). `unread(k, by_content)`: row k failed before any batch (no segment reached the system:
     its audio missing or unreadable, or by its content, `by_content`: an SMT clip over 30 s); the journal keeps those
-    that fail the same way while their file stays as it is (`_same_each_time`)."""
+    that fail the same way while their file stays as it is (`_same_each_time`). `on_rows([(k, result), ...])`: the
+    rows done (every segment back; after their `unread`) as each batch ends (`ByBatch`)."""
     tasks = [row_task(r, task) for r in rows]
+    batched = ByBatch(on_rows)
+
+    def done(k: int, res) -> None:
+        if unread is not None and res.error is not None and not res.segments:
+            unread(k, res.by_content)
+        batched.add(k, _result(rows[k], tasks[k], res.transcript, res.translation, res.error, res.forced_tags,
+                               res.capped))
+
     with progress_bar(len(rows), desc, progress) as update:
         results = translator.translate(
             [r.audio for r in rows], [r.src_lang for r in rows], [r.tgt_lang or None for r in rows], task=tasks,
-            options=options, batch_size=batch_size, progress=update, whole_clips=True,
-            transcripts=[r.transcript if t is Task.SMT else "" for r, t in zip(rows, tasks)])
-    if unread is not None:
-        for k, res in enumerate(results):
-            if res.error is not None and not res.segments:
-                unread(k, res.by_content)
+            options=options, batch_size=batch_size, progress=batched.ended(update), whole_clips=True,
+            on_result=done, transcripts=[r.transcript if t is Task.SMT else "" for r, t in zip(rows, tasks)])
+    batched.flush()
     return [_result(r, t, res.transcript, res.translation, res.error, res.forced_tags, res.capped)
             for r, t, res in zip(rows, tasks, results)]
 
 
 def run_text_mt(system, rows: list[Row], options: DecodingOptions, batch_size: int, desc: str = "text MT",
-                progress: Callable[[int], object] | None = None) -> list[UtteranceResult]:
+                progress: Callable[[int], object] | None = None,
+                on_rows: Callable[[list[tuple[int, UtteranceResult]]], object] | None = None) -> list[UtteranceResult]:
     """The system's own LLM (with its LoRA; the cascade's LLM) translating each row's gold transcript (Task.MT):
-    the x axis of paper Figure 3. Rows without a target are not MT rows; one without a transcript fails."""
+    the x axis of paper Figure 3. Rows without a target are not MT rows; one without a transcript fails.
+    `on_rows`: the MT rows done, as each batch ends (`ByBatch`)."""
     from ..infer import run_items
     from ..model.protocol import Item
 
     rows = mt_rows(rows)
+    batched = ByBatch(on_rows)
     with progress_bar(len(rows), desc, progress) as update:
         outputs = run_items(system, [Item(None, r.src_lang, r.tgt_lang, Task.MT, r.transcript) for r in rows],
-                            options, batch_size, progress=update)
+                            options, batch_size, progress=batched.ended(update), on_output=lambda k, o: batched.add(
+                                k, _result(rows[k], Task.MT, translation=o.translation, error=o.error,
+                                           capped=o.capped)))
+    batched.flush()
     return [_result(r, Task.MT, translation=o.translation, error=o.error, capped=o.capped)
             for r, o in zip(rows, outputs)]
 
@@ -123,6 +136,18 @@ def progress_bar(total: int, desc: str, progress: Callable[[int], object] | None
         return
     with tqdm(total=total, desc=desc, dynamic_ncols=True) as bar:
         yield bar.update
+
+
+@contextmanager
+def saying_kept(count: Callable[[], int], folder: Path, rank: int, size: int):
+    """The exception leaving it (Ctrl-C, SIGTERM, another rank gone) carries what this rank's journals keep then
+    (`journal.Kept`, `count()` rows; cli's last line says it)."""
+    try:
+        yield
+    except BaseException as e:
+        with suppress(Exception):
+            e.kept = journal.Kept(count(), folder, rank if size > 1 else None)
+        raise
 
 
 def _decoded_every_row(folder: Path, stem: str, rank: int, size: int, settings: dict, base: Path | None) -> bool:
@@ -370,8 +395,9 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
             translator = SpeechTranslator(load_system(run_now[name], placement, **folders[name]), name)
             rs, j = journals["hyps"]
             with tqdm(total=len(rs), initial=len(rs) - todo["hyps"], desc=f"evaluate {name}") as bar:
-                if not decode_in_groups(j, rs, group, lambda g, unread: run_system(
-                        translator, g, t, options, batch_size, progress=bar.update, unread=unread), failed):
+                if not decode_in_groups(j, rs, group, lambda g, unread, done: run_system(
+                        translator, g, t, options, batch_size, progress=bar.update, unread=unread, on_rows=done),
+                                        failed):
                     return False
             if "mt" in journals:
                 rs, j = journals["mt"]
@@ -379,8 +405,8 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
                 log(f"{name}: text MT from " + ("an instruction (MT_TEMPLATE)" if text_mt is not translator.system
                                                 else "its own MT prompt"))
                 with tqdm(total=len(rs), initial=len(rs) - todo["mt"], desc=f"text MT {name}") as bar:
-                    if not decode_in_groups(j, rs, group, lambda g, _: run_text_mt(text_mt, g, options, batch_size,
-                                                                                   progress=bar.update), failed):
+                    if not decode_in_groups(j, rs, group, lambda g, _, done: run_text_mt(
+                            text_mt, g, options, batch_size, progress=bar.update, on_rows=done), failed):
                         return False
             del translator
             release_models(placement.device)  # the next system (or COMET) gets the GPU memory this one held
@@ -402,7 +428,11 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
 
     # agreed: a rank that failed while decoding (a model not loading on its GPU, DeviceFailed, a full disk under its
     # journal) left the others to decode their shards for nothing, then die in the hand-over on a gloo traceback
-    on_every_rank(decode_here, rank, size, _group[0], name_rank=True)
+    def kept_here() -> int:
+        return sum(kept_rows(j, rs, group) for _, _, journals in runs_here.values() for rs, j in journals.values())
+
+    with saying_kept(kept_here, partial, rank, size):
+        on_every_rank(decode_here, rank, size, _group[0], name_rank=True)
     written = {d for r in rows for d in journal.row_digests(r, base)}
     spent = {name: all(_taken(j, written) for _, j in journals.values())  # a journal holding rows this run did not
              for name, (_, _, journals) in runs_here.items()}  # take (--limit) is kept, on any rank
@@ -476,7 +506,8 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
 
     # every rank waits for rank 0's files, then removes its own journals: on a node's own disk (no shared --out)
     # only that node's ranks can
-    spent, comet_error, report = from_rank0(report_on_rank0, rank, size, _group[0])
+    with saying_kept(kept_here, partial, rank, size):  # (a stop while the report is written: every row kept)
+        spent, comet_error, report = from_rank0(report_on_rank0, rank, size, _group[0])
     for name in runs_here:  # every rank's rows are in the files written: their journals have done their work, but
         if spent[name]:  # beside an mt journal this run did not open (a killed --with-mt run's text MT, hours of
             #   decoding): both stay, and --with-mt goes on from both (its speech rows are this run's, same settings)

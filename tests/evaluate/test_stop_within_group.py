@@ -1,0 +1,105 @@
+"""A Ctrl-C or SIGTERM within a group of rows (GROUP_BATCHES batches, run together): the rows decoded before it are
+kept and the last line says how many. Rows reached the journal a whole group at a time, so a stop at batch 8 of 16
+lost up to 127 decoded rows while the line claimed "the rows decoded so far are kept"."""
+
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from llm_srt import cli
+from llm_srt.audio import SAMPLE_RATE, write_wav
+from llm_srt.data.manifest import Row, write_manifest
+from llm_srt.errors import TERMINATED
+from llm_srt.evaluate import journal, run
+from llm_srt.model import systems
+from llm_srt.model.protocol import Output
+from llm_srt.prompts import Task
+
+N_ROWS = 6
+
+
+class Stopping:
+    """A system whose outputs follow from each item alone; it sends its own process `state["signal"]` when it is
+    handed batch number `stop_at` (1-based), as Ctrl-C, torchrun or SLURM would."""
+
+    def __init__(self, state):
+        self.name, self.state = "stopping", state
+
+    def run_batch(self, items, options):
+        self.state["batches"] += 1
+        if self.state["batches"] == self.state["stop_at"]:
+            os.kill(os.getpid(), self.state["signal"])  # cli's handler raises Terminated here, Python's Ctrl-C
+        self.state["rows"] += len(items)
+        return [Output(f"heard {it.audio.size} {it.src}", "" if it.task is Task.ASR else f"{it.tgt} {it.audio.size}")
+                for it in items]
+
+    def detect_language(self, audio):
+        return "eng"
+
+
+@pytest.fixture
+def manifest(tmp_path) -> Path:
+    rows = []
+    for i in range(N_ROWS):
+        path = tmp_path / f"c{i}.wav"
+        t = np.arange(int((0.5 + 0.1 * i) * SAMPLE_RATE)) / SAMPLE_RATE
+        write_wav(path, (0.4 * np.sin(2 * np.pi * (300 + 100 * i) * t)).astype(np.float32))
+        rows.append(Row(id=f"{i}", audio=str(path), duration=t.size / SAMPLE_RATE, src_lang="eng",
+                        transcript="a cat sat", tgt_lang="deu", translation="die Katze", split="test", corpus="t",
+                        sentence_id=str(i)))
+    write_manifest(tmp_path / "test.jsonl", rows)
+    return tmp_path / "test.jsonl"
+
+
+@pytest.mark.parametrize("signum, said, code", [(signal.SIGTERM, "stopped by SIGTERM", TERMINATED),
+                                                (signal.SIGINT, "interrupted", 130)])
+def test_a_stop_within_a_group_keeps_the_rows_decoded_and_says_how_many(signum, said, code, manifest, tmp_path,
+                                                                        monkeypatch, capsys):
+    """One group of 6 rows (batches of 1, GROUP_BATCHES as shipped), stopped at its fourth batch: 3 rows kept, said
+    in the last line; the same command decodes the other 3 alone, and writes what an uninterrupted run writes."""
+    assert run.GROUP_BATCHES >= N_ROWS  # every row in one group
+    state = {"batches": 0, "stop_at": 4, "rows": 0, "signal": signum}
+    monkeypatch.setitem(systems.SYSTEMS, "stopping", lambda name, placement, **_: Stopping(state))
+
+    def evaluate(out: str) -> int:
+        return cli.main(["evaluate", "--model", "s=stopping", "--manifest", str(manifest), "--out",
+                         str(tmp_path / out), "--task", "srt", "--batch-size", "1", "--significance", "0",
+                         "--device", "cpu", "--dtype", "float32"])
+
+    assert evaluate("r") == code
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == (f"llm-srt evaluate: {said}; 3 decoded rows are kept in {tmp_path / 'r' / 'partial'}"
+                                    ": run the same command again to go on from them"), err
+    assert state["rows"] == 3
+    state.update(stop_at=None, rows=0)
+    assert evaluate("r") == 0  # the same command
+    assert "3 rows decoded by an earlier run kept" in capsys.readouterr().out
+    assert state["rows"] == 3  # the rows not kept, none twice
+    assert evaluate("whole") == 0 and state["rows"] == 3 + N_ROWS
+    for name in ("hyps.s.jsonl", "results.json", "report.md"):
+        assert (tmp_path / "r" / name).read_text() == (tmp_path / "whole" / name).read_text(), name
+    assert not (tmp_path / "r" / run.PARTIAL).exists()
+
+
+def test_a_stop_at_the_first_batch_says_no_row_is_kept(manifest, tmp_path, monkeypatch, capsys):
+    state = {"batches": 0, "stop_at": 1, "rows": 0, "signal": signal.SIGTERM}
+    monkeypatch.setitem(systems.SYSTEMS, "stopping", lambda name, placement, **_: Stopping(state))
+    assert cli.main(["evaluate", "--model", "s=stopping", "--manifest", str(manifest), "--out", str(tmp_path / "r"),
+                     "--task", "srt", "--batch-size", "2", "--significance", "0", "--device", "cpu"]) == TERMINATED
+    assert capsys.readouterr().err.splitlines()[-1] == ("llm-srt evaluate: stopped by SIGTERM; no decoded row is kept: "
+                                                        "run the same command again")
+
+
+@pytest.mark.parametrize("rows, rank, advice", [
+    (1, None, f"1 decoded row is kept in {Path('o/partial')}: run the same command again to go on from them"),
+    (40, 1, f"rank 1 keeps 40 decoded rows in {Path('o/partial')}: run the same command again to go on from them"),
+    (0, 3, "rank 3 keeps no decoded row: run the same command again"),
+])
+def test_the_line_says_what_this_ranks_journals_keep(rows, rank, advice):
+    """Under torchrun each rank keeps its own journal, and says its own count (a dead peer's line too)."""
+    error = KeyboardInterrupt()
+    error.kept = journal.Kept(rows, Path("o/partial"), rank)
+    assert cli.stopped_advice("evaluate", error) == f"; {advice}"
