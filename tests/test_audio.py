@@ -1,8 +1,9 @@
+import contextlib
 import io
-import logging
 import os
 import re
 import socket
+import warnings
 
 import numpy as np
 import pytest
@@ -11,6 +12,19 @@ import soundfile as sf
 from llm_srt.audio import SAMPLE_RATE, load_audio
 from llm_srt.audio_headers import W64_GUID
 from llm_srt.errors import AudioError
+
+
+@contextlib.contextmanager
+def _warned():
+    """The warnings given inside the block, each one (not once per line, as Python's default filter shows them)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield caught
+
+
+def _messages(caught) -> list[str]:
+    """The messages of load_audio's warnings among those `_warned` caught (a file kept in part), in order."""
+    return [str(w.message) for w in caught if issubclass(w.category, UserWarning) and w.filename.endswith("audio.py")]
 
 
 def _tone(sr, seconds=1.0, channels=1):
@@ -209,8 +223,7 @@ def small_blocks(monkeypatch):
     monkeypatch.setattr(audio, "BLOCK_SAMPLES", 1 << 14)
 
 
-def test_a_flac_cut_short_is_refused_unless_salvaged_then_kept_to_its_damage_with_one_warning(tmp_path, caplog,
-                                                                                                small_blocks):
+def test_a_flac_cut_short_is_refused_unless_salvaged_then_kept_to_its_damage_with_one_warning(tmp_path, small_blocks):
     """Decoded in part, a clip would be trained or scored against the transcript of all of it: refused by default.
     Salvaged (translating it), a FLAC missing its end keeps every frame before the damage (it lost up to 0.17 s)."""
     path = tmp_path / "cut.flac"
@@ -222,10 +235,10 @@ def test_a_flac_cut_short_is_refused_unless_salvaged_then_kept_to_its_damage_wit
     assert str(e.value) == (f"{path}: only the first {kept / SAMPLE_RATE:.1f} s of 3.0 s decode (Error : flac decoder "
                             "lost sync): the file is damaged or cut short; re-export it, or copy it again")
     notes = []
-    with caplog.at_level(logging.WARNING, logger="llm_srt.audio"):
+    with _warned() as caught:
         out = load_audio(path, salvage=True, on_salvage=notes.append)
     assert out.size == kept and np.array_equal(out, whole[:kept])
-    assert [r.getMessage() for r in caplog.records] == notes == [  # the warning reaches a server's client too
+    assert _messages(caught) == notes == [  # the warning reaches a server's client too
         f"{path}: only the first {kept / SAMPLE_RATE:.1f} s of 3.0 s decode (Error : flac decoder lost sync): the "
         "file is damaged or cut short; those are used (re-export it, or copy it again, for the rest)"]
 
@@ -239,7 +252,7 @@ def _wav(x, subtype="PCM_16", endian="FILE"):
 
 
 @pytest.mark.parametrize("subtype,endian,width", [("PCM_16", "FILE", 2), ("FLOAT", "FILE", 4), ("PCM_16", "BIG", 2)])
-def test_a_wav_cut_short_is_refused_unless_salvaged_then_kept_to_its_end_with_one_warning(tmp_path, caplog, subtype,
+def test_a_wav_cut_short_is_refused_unless_salvaged_then_kept_to_its_end_with_one_warning(tmp_path, subtype,
                                                                                            endian, width):
     """libsndfile trims a WAV's length to the bytes it holds, without an error: a 2.0 s WAV cut to half loaded 1.0 s
     as if whole (scored or trained against the transcript of 2.0 s). Its data chunk's size tells; treated as FLAC's."""
@@ -254,10 +267,24 @@ def test_a_wav_cut_short_is_refused_unless_salvaged_then_kept_to_its_end_with_on
     assert str(e.value) == _refused(path, expected)
     with pytest.raises(AudioError, match="^<audio>: only the first 1.5 s of 3.0 s decode"):  # bytes, as uploaded
         load_audio(data[:len(data) // 2])
-    with caplog.at_level(logging.WARNING, logger="llm_srt.audio"):
+    with _warned() as caught:
         out = load_audio(path, salvage=True)
     assert out.size == kept and np.array_equal(out, whole[:kept])
-    assert [r.getMessage() for r in caplog.records] == [_salvaged(path, expected)]
+    assert _messages(caught) == [_salvaged(path, expected)]
+
+
+def test_a_file_kept_in_part_is_warned_of_at_every_load_under_the_default_filter(tmp_path):
+    """A UserWarning, which the CLI prints under the command's name (it was logged, printed bare), given at every
+    file: Python's default filter shows a line's warning once per message, and a server gets the same upload cut
+    short again."""
+    data, _ = _wav(_tone(SAMPLE_RATE, 3.0))
+    (tmp_path / "cut.wav").write_bytes(data[:len(data) // 2])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        for _ in range(2):
+            load_audio(tmp_path / "cut.wav", salvage=True)
+    assert [w.category for w in caught] == [UserWarning] * 2 and len(set(_messages(caught))) == 1
+    assert _messages(caught)[0].startswith(f"{tmp_path / 'cut.wav'}: only the first 1.5 s of 3.0 s decode")
 
 
 def _salvaged(path, expected: str) -> str:
@@ -310,7 +337,7 @@ def test_an_adpcm_wav_cut_inside_its_last_block_is_cut_short():
     ("PCM_16", lambda data, at: _with_data_size(data, at, 16001 * 2 + 1)),  # a writer's size a byte off
 ], ids=["whole", "odd-data-and-its-pad-byte", "a-chunk-after-data", "a-chunk-after-the-pad-byte", "unsized-0",
         "unsized-ffffffff", "unsized-sox-pipe", "short-by-part-of-a-frame"])
-def test_a_whole_or_streamed_wav_still_loads_whole_without_a_warning(tmp_path, caplog, subtype, make):
+def test_a_whole_or_streamed_wav_still_loads_whole_without_a_warning(tmp_path, subtype, make):
     """Only a data chunk holding less than its size is cut short: not chunks after it, not a pad byte after an odd
     chunk (PCM_U8, 16001 samples), not a size that stands for "unknown" (streamed: no pad byte, as its writer did
     not know the size; one there would be read as a sample)."""
@@ -319,9 +346,9 @@ def test_a_whole_or_streamed_wav_still_loads_whole_without_a_warning(tmp_path, c
         assert len(data) == size_at + 4 + 16001 + 1
     path = tmp_path / "whole.wav"
     path.write_bytes(make(data, size_at))
-    with caplog.at_level(logging.WARNING, logger="llm_srt.audio"):
+    with _warned() as caught:
         out = load_audio(path)
-    assert np.array_equal(out, sf.read(io.BytesIO(data), dtype="float32")[0]) and caplog.records == []
+    assert np.array_equal(out, sf.read(io.BytesIO(data), dtype="float32")[0]) and _messages(caught) == []
 
 
 def test_a_flac_damaged_inside_keeps_all_before_the_damage_not_back_to_its_blocks_start(small_blocks):
@@ -331,13 +358,15 @@ def test_a_flac_damaged_inside_keeps_all_before_the_damage_not_back_to_its_block
     damaged = bytearray(data)
     at = len(data) // 2
     damaged[at:at + 64] = bytes(64)
-    out = load_audio(bytes(damaged), salvage=True)
+    with _warned() as caught:
+        out = load_audio(bytes(damaged), salvage=True)
     assert 2.7 < out.size / SAMPLE_RATE < 3.0 and out.size % 4096 == 0  # the frames before the damaged one, all
+    assert len(_messages(caught)) == 1
     assert np.array_equal(out, whole[:out.size])
 
 
 @pytest.mark.parametrize("bytes_or_path", ["bytes", "path"])
-def test_a_flac_whose_header_gives_no_length_decodes_whole_and_is_not_called_damaged(tmp_path, caplog, small_blocks,
+def test_a_flac_whose_header_gives_no_length_decodes_whole_and_is_not_called_damaged(tmp_path, small_blocks,
                                                                                      bytes_or_path):
     """As `ffmpeg -f flac -` or `arecord | flac -` write it. libsndfile's reader fails a read reaching its end (it
     cannot seek such a stream): it was cut to its first block with a warning calling it damaged (100 s -> 87.4 s),
@@ -345,9 +374,9 @@ def test_a_flac_whose_header_gives_no_length_decodes_whole_and_is_not_called_dam
     data, whole = _noise_flac(5.3, length_in_header=False)
     (tmp_path / "piped.flac").write_bytes(data)
     source = data if bytes_or_path == "bytes" else tmp_path / "piped.flac"
-    with caplog.at_level(logging.WARNING, logger="llm_srt.audio"):
+    with _warned() as caught:
         out = load_audio(source)
-    assert np.array_equal(out, whole) and caplog.records == []
+    assert np.array_equal(out, whole) and _messages(caught) == []
     with pytest.raises(AudioError) as e:  # cut short too: damaged, its length not given
         load_audio(data[:len(data) // 2])
     assert str(e.value).startswith("<audio>: only the first 2.") and " s decode (Error : flac decoder lost sync): " \
@@ -408,7 +437,7 @@ def _id3(data):
     ("AU", "PCM_16", lambda data: data),
     ("W64", "PCM_16", lambda data: data),
 ], ids=["mp3-xing", "mp3-id3-xing", "aiff", "aifc-float", "au", "w64"])
-def test_an_mp3_aiff_au_or_w64_cut_in_half_is_refused_unless_salvaged_then_kept_with_one_warning(tmp_path, caplog,
+def test_an_mp3_aiff_au_or_w64_cut_in_half_is_refused_unless_salvaged_then_kept_with_one_warning(tmp_path,
                                                                                                   fmt, subtype, make):
     """libsndfile trims an AIFF's, AU's or W64's length to the bytes it holds, and gives an MP3's from its Xing
     header while decoding only what is there, all without an error: each, cut in half, loaded as if whole (a Common
@@ -417,14 +446,14 @@ def test_an_mp3_aiff_au_or_w64_cut_in_half_is_refused_unless_salvaged_then_kept_
     whole_path, path = tmp_path / f"whole.{fmt.lower()}", tmp_path / f"cut.{fmt.lower()}"
     whole_path.write_bytes(data)
     path.write_bytes(data[:len(data) // 2])
-    with caplog.at_level(logging.WARNING, logger="llm_srt.audio"):
+    with _warned() as caught:
         whole = load_audio(whole_path)
-        assert whole.size == 20 * SAMPLE_RATE and caplog.records == []  # uncut: whole, without a word
+        assert whole.size == 20 * SAMPLE_RATE and _messages(caught) == []  # uncut: whole, without a word
         out = load_audio(path, salvage=True)
     assert 9 < out.size / SAMPLE_RATE < 10.1 and np.array_equal(out, whole[:out.size])  # the first half, less a tag
     kept = f"{out.size / SAMPLE_RATE:.1f}"
     expected = f"only the first {kept} s of 20.0 s decode (it ends before the length its header gives)"
-    assert [r.getMessage() for r in caplog.records] == [_salvaged(path, expected)]
+    assert _messages(caught) == [_salvaged(path, expected)]
     with pytest.raises(AudioError) as e:
         load_audio(path)
     assert str(e.value) == _refused(path, expected)
@@ -445,7 +474,7 @@ def _without_header_frame(data):
 
 
 @pytest.mark.parametrize("options", [{}, {"bitrate_mode": "CONSTANT", "compression_level": 0.5}], ids=["vbr", "cbr"])
-def test_an_mp3_without_a_xing_header_is_never_called_cut(tmp_path, caplog, options):
+def test_an_mp3_without_a_xing_header_is_never_called_cut(tmp_path, options):
     """Without a Xing/Info or VBRI header an MP3's length is an estimate: a VBR stream opening on silence (a low bit
     rate) is estimated at 21 s and decodes 20 s, whole. Never refused for falling short of it; cut in half, such a
     file cannot be told from a shorter whole one, and loads."""
@@ -453,14 +482,14 @@ def test_an_mp3_without_a_xing_header_is_never_called_cut(tmp_path, caplog, opti
     path = tmp_path / "plain.mp3"
     for part in (data, data[:len(data) // 2]):
         path.write_bytes(part)
-        with caplog.at_level(logging.WARNING, logger="llm_srt.audio"):
+        with _warned() as caught:
             out = load_audio(path)
-        assert out.size / SAMPLE_RATE > (19.9 if part is data else 9.9) and caplog.records == []
+        assert out.size / SAMPLE_RATE > (19.9 if part is data else 9.9) and _messages(caught) == []
         if part is data and not options:  # the estimate is 0.9 s over: a count compared as if exact would refuse it
             assert sf.info(path).frames - out.size > 2 * 1152
 
 
-def test_a_vbr_mp3_without_a_xing_header_that_libsndfile_stops_short_is_refused_unless_salvaged(caplog):
+def test_a_vbr_mp3_without_a_xing_header_that_libsndfile_stops_short_is_refused_unless_salvaged():
     """libsndfile decodes an MP3 without a Xing/Info count only as far as the length it estimates from the first
     frame's bit rate: this 20 s VBR stream (noise, 44.1 kHz) stripped of that header decoded 6.5 s, without a word,
     and a clip so read trained against its whole transcript. Its frames' headers say 20 s: refused, or salvaged."""
@@ -477,10 +506,10 @@ def test_a_vbr_mp3_without_a_xing_header_that_libsndfile_stops_short_is_refused_
                                          r"frames hold .*convert it with another decoder"):
         load_audio(stripped, sr=rate)
     notes = []
-    with caplog.at_level(logging.WARNING, logger="llm_srt.audio"):
+    with _warned() as caught:
         kept = load_audio(stripped, sr=rate, salvage=True, on_salvage=notes.append)
-    assert kept.size < 10 * rate and len(caplog.records) == 1 and "20.0 s this MP3" in caplog.records[0].message
-    assert notes == [caplog.records[0].message]
+    assert kept.size < 10 * rate and len(_messages(caught)) == 1 and "20.0 s this MP3" in _messages(caught)[0]
+    assert notes == _messages(caught)
     assert load_audio(data, sr=rate).size > 19.9 * rate  # with its Xing header: whole, as before
 
 
@@ -495,7 +524,7 @@ def test_a_vbri_header_is_no_counted_length():
 
 
 @pytest.mark.parametrize("xing", [True, False], ids=["xing", "no-xing"])
-def test_an_mp3_damaged_inside_keeps_all_before_the_damage_not_back_to_its_reads_start(caplog, xing):
+def test_an_mp3_damaged_inside_keeps_all_before_the_damage_not_back_to_its_reads_start(xing):
     """libsndfile's MP3 reader returns no frame of a read that meets damage, though it decoded those before it: a
     4M-sample read lost up to 43.7 s of a 48 kHz stereo file, and damage in the first read lost the whole file
     ("cannot decode audio", in translate too). Read a few MPEG frames at a time, it loses a fraction of a second."""
@@ -514,17 +543,17 @@ def test_an_mp3_damaged_inside_keeps_all_before_the_damage_not_back_to_its_reads
     at = len(data) // 2
     damaged[at:at + 4096] = bytes(4096)
     before = _mp3_walked(bytes(damaged[:at]))  # the samples of the frames before the damage
-    with caplog.at_level(logging.WARNING, logger="llm_srt.audio"):
+    with _warned() as caught:
         out = load_audio(bytes(damaged), sr=rate, salvage=True)
     assert 0.95 * before <= out.size <= 1.05 * before
-    assert [r.getMessage() for r in caplog.records] == [
+    assert _messages(caught) == [
         f"<audio>: only the first {out.size / rate:.1f} s of 4.{0 if xing else 1} s decode (Unspecified internal "
         "error): the file is damaged or cut short; those are used (re-export it, or copy it again, for the rest)"]
     assert np.array_equal(out, load_audio(data, sr=rate)[:out.size])
 
 
 @pytest.mark.parametrize("subtype", ["VORBIS", "OPUS"])
-def test_an_ogg_cut_short_is_refused_unless_salvaged_then_kept_with_one_warning(tmp_path, caplog, subtype):
+def test_an_ogg_cut_short_is_refused_unless_salvaged_then_kept_with_one_warning(tmp_path, subtype):
     """libsndfile takes an Ogg's length from its last page: cut short, it loaded as a whole, shorter file, without an
     error or a warning (half a clip to be trained against the whole transcript). A whole Ogg ends on a page flagged
     end-of-stream: one without it is cut short, refused as a WAV is."""
@@ -534,13 +563,13 @@ def test_an_ogg_cut_short_is_refused_unless_salvaged_then_kept_with_one_warning(
     whole_path.write_bytes(data)
     path.write_bytes(data[:len(data) // 2])
     notes = []
-    with caplog.at_level(logging.WARNING, logger="llm_srt.audio"):
+    with _warned() as caught:
         whole = load_audio(whole_path)
-        assert whole.size == 3 * SAMPLE_RATE and caplog.records == []  # uncut: whole, without a word
+        assert whole.size == 3 * SAMPLE_RATE and _messages(caught) == []  # uncut: whole, without a word
         out = load_audio(path, salvage=True, on_salvage=notes.append)
     assert 0 < out.size < 2 * SAMPLE_RATE and np.array_equal(out, whole[:out.size])
     expected = f"only the first {out.size / SAMPLE_RATE:.1f} s decode (it ends before its Ogg stream's last page)"
-    assert [r.getMessage() for r in caplog.records] == notes == [_salvaged(path, expected)]
+    assert _messages(caught) == notes == [_salvaged(path, expected)]
     with pytest.raises(AudioError) as e:
         load_audio(path)
     assert str(e.value) == _refused(path, expected)
@@ -557,14 +586,14 @@ def test_an_ogg_cut_short_is_refused_unless_salvaged_then_kept_with_one_warning(
     ("W64", lambda b: b.__setitem__(slice(b.index(b"data" + W64_GUID) + 16, b.index(b"data" + W64_GUID) + 24),
                                    (0x7FFFFFFFFFFFD907).to_bytes(8, "little"))),  # sox's, to a pipe (was refused)
 ], ids=["au-unknown-size", "aiff-sox-pipe", "w64-sox-pipe"])
-def test_an_au_or_aiff_written_to_a_pipe_is_streamed_not_called_cut(tmp_path, caplog, fmt, patch):
+def test_an_au_or_aiff_written_to_a_pipe_is_streamed_not_called_cut(tmp_path, fmt, patch):
     """A writer that cannot seek back leaves a placeholder for the length; the file holds less, and is whole."""
     data = bytearray(_encoded(_wandering(2.0), fmt, "PCM_16"))
     patch(data)
     (tmp_path / "piped").write_bytes(data)
-    with caplog.at_level(logging.WARNING, logger="llm_srt.audio"):
+    with _warned() as caught:
         out = load_audio(tmp_path / "piped")
-    assert out.size == 2 * SAMPLE_RATE and caplog.records == []
+    assert out.size == 2 * SAMPLE_RATE and _messages(caught) == []
 
 
 APE_FOOTER = b"APETAGEX" + (2000).to_bytes(4, "little") + (32).to_bytes(4, "little") + bytes(16)  # APEv2, no items
@@ -573,23 +602,23 @@ TAILS = {"id3v1": b"TAG" + b"x" * 125, "ape-and-id3v1": APE_FOOTER + b"TAG" + b"
 
 
 @pytest.mark.parametrize("tail", TAILS.values(), ids=TAILS.keys())
-def test_a_whole_flac_with_bytes_after_its_frames_loads_whole_without_a_warning(tmp_path, caplog, tail):
+def test_a_whole_flac_with_bytes_after_its_frames_loads_whole_without_a_warning(tmp_path, tail):
     """A tagger's ID3v1 or APE tag, or zero padding, after a FLAC's last frame makes libFLAC lose sync once every
     frame has decoded: "only the first 3.0 s of 3.0 s decode ...: the file is damaged or cut short" (evaluate failed
     the row, prepare dropped the clip, translate exited 3). Every frame its header counts decoded: whole. A FLAC cut
     short and then tagged is still refused."""
     data, whole = _noise_flac(3.0)
     (tmp_path / "tagged.flac").write_bytes(data + tail)
-    with caplog.at_level(logging.WARNING, logger="llm_srt.audio"):
+    with _warned() as caught:
         out = load_audio(tmp_path / "tagged.flac")
-    assert np.array_equal(out, whole) and caplog.records == []
+    assert np.array_equal(out, whole) and _messages(caught) == []
     with pytest.raises(AudioError, match=r"^<audio>: only the first 2\.\d s of 3\.0 s decode \(Error : flac decoder "
                                          r"lost sync\): the file is damaged or cut short"):
         load_audio(data[:int(len(data) * 0.9)] + tail)
 
 
 @pytest.mark.parametrize("tail", [TAILS["id3v1"], TAILS["zeros-4096"]], ids=["id3v1", "zeros-4096"])
-def test_a_whole_mp3_without_a_xing_header_with_bytes_after_its_frames_loads_without_a_warning(caplog, tail):
+def test_a_whole_mp3_without_a_xing_header_with_bytes_after_its_frames_loads_without_a_warning(tail):
     """libmpg123 gives up on over 1 KiB of bytes after an MP3's last frame with an error: a whole CBR stream without
     a Xing header (its length an estimate) so padded was "only the first 3.0 s of 3.1 s decode". Its frames'
     headers count it (the walk goes past what is not a frame to the next two that are, so damage inside still hides
@@ -601,9 +630,9 @@ def test_a_whole_mp3_without_a_xing_header_with_bytes_after_its_frames_loads_wit
                                           compression_level=0.5))
     clean = load_audio(data)
     assert _mp3_walked(data + tail) == _mp3_walked(data) == clean.size  # the tail holds no frame
-    with caplog.at_level(logging.WARNING, logger="llm_srt.audio"):
+    with _warned() as caught:
         out = load_audio(data + tail)
-    assert out.size >= clean.size - MP3_SLACK and np.array_equal(out, clean[:out.size]) and caplog.records == []
+    assert out.size >= clean.size - MP3_SLACK and np.array_equal(out, clean[:out.size]) and _messages(caught) == []
 
 
 def test_an_array_over_the_limit_is_said_to_be_over_it():
@@ -676,20 +705,20 @@ def _rf64(seconds):
     return data, at + 8
 
 
-def test_an_rf64_cut_short_is_refused_unless_salvaged_and_a_whole_one_loads_whole(tmp_path, caplog):
+def test_an_rf64_cut_short_is_refused_unless_salvaged_and_a_whole_one_loads_whole(tmp_path):
     """An RF64's data size is its ds64 chunk's, which the cut-short check did not read: cut to a third, a 3 s RF64
     loaded as a whole 1 s one without a word (translate exit 0, prepare kept the clip), where a WAV is refused."""
     data, start = _rf64(3.0)
     whole_path, path = tmp_path / "whole.wav", tmp_path / "cut.wav"
     whole_path.write_bytes(data)
     path.write_bytes(data[:start + 2 * SAMPLE_RATE])
-    with caplog.at_level(logging.WARNING, logger="llm_srt.audio"):
+    with _warned() as caught:
         whole = load_audio(whole_path)
-        assert whole.size == 3 * SAMPLE_RATE and caplog.records == []
+        assert whole.size == 3 * SAMPLE_RATE and _messages(caught) == []
         out = load_audio(path, salvage=True)
     assert out.size == SAMPLE_RATE and np.array_equal(out, whole[:SAMPLE_RATE])
     expected = "only the first 1.0 s of 3.0 s decode (it ends before the length its header gives)"
-    assert [r.getMessage() for r in caplog.records] == [_salvaged(path, expected)]
+    assert _messages(caught) == [_salvaged(path, expected)]
     with pytest.raises(AudioError) as e:
         load_audio(path)
     assert str(e.value) == _refused(path, expected)
@@ -708,7 +737,7 @@ def test_cut_overrun_cuts_a_frame_over_the_window_only():
     assert cut_overrun(np.zeros(479000, np.float32), 30.0).size == 479000
 
 
-def test_a_file_cut_short_by_milliseconds_says_two_different_lengths(tmp_path, caplog):
+def test_a_file_cut_short_by_milliseconds_says_two_different_lengths(tmp_path):
     """A 4 s WAV missing its last 3 ms was "only the first 4.0 s of 4.0 s decode": both lengths rounded to a tenth,
     the warning (and serve's answer) read as if nothing was missing. They now show the decimals that tell them apart;
     a file cut by more keeps the one decimal."""
@@ -719,8 +748,8 @@ def test_a_file_cut_short_by_milliseconds_says_two_different_lengths(tmp_path, c
     with pytest.raises(AudioError) as e:
         load_audio(path)
     assert str(e.value) == _refused(path, expected)
-    with caplog.at_level(logging.WARNING, logger="llm_srt.audio"):
+    with _warned() as caught:
         out = load_audio(path, salvage=True)
-    assert out.size == 4 * SAMPLE_RATE - 50 and [r.getMessage() for r in caplog.records] == [_salvaged(path, expected)]
+    assert out.size == 4 * SAMPLE_RATE - 50 and _messages(caught) == [_salvaged(path, expected)]
     with pytest.raises(AudioError, match=r"^<audio>: only the first 2\.0 s of 4\.0 s decode \(it ends"):
         load_audio(data[:len(data) // 2])

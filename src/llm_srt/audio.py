@@ -7,10 +7,11 @@ the file's own rate, channel count or compression ratio (a 2.6 MB FLAC can claim
 """
 
 import io
-import logging
 import math
 import os
 import struct
+import sys
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -49,7 +50,6 @@ MP3_SLACK = 2 * 1152  # frames (two of MPEG-1 Layer III's) an MP3 may decode sho
 #   whole: decoders differ on the encoder delay and padding that count leaves out
 
 AudioInput = str | Path | bytes | np.ndarray
-log = logging.getLogger(__name__)
 
 
 def load_audio(source: AudioInput, sr: int = SAMPLE_RATE, max_seconds: float | None = MAX_SECONDS_DEFAULT,
@@ -205,8 +205,11 @@ def _stream(target: int | io.IOBase, label: str, sr: int, max_seconds: float | N
 
 
 def _salvaged(message: str, on_salvage: Callable[[str], None] | None) -> None:
-    """A file decoded in part and kept (`salvage`): its one warning, in the log and to `on_salvage`."""
-    log.warning("%s", message)
+    """A file decoded in part and kept (`salvage`): its one warning, to `on_salvage` and as a UserWarning, which the
+    CLI prints as the toolkit's other warnings, one line under the command's name (`cli.one_line_warnings`; it was
+    logged, and printed bare). Shown for every such file, not once per process, as Python's default filter shows a
+    line's warning (a server's uploads cut short alike)."""
+    warnings.warn_explicit(message, UserWarning, __file__, sys._getframe().f_lineno, module=__name__, registry=None)
     if on_salvage is not None:
         on_salvage(message)
 
