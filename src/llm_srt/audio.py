@@ -10,8 +10,6 @@ import io
 import math
 import os
 import struct
-import sys
-import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -20,7 +18,7 @@ import soundfile as sf
 import soxr
 
 from .audio_headers import RIFF_MAX, _mp3_counted, _mp3_walked, _read_at, _size, _wav_data, ogg_cut_short, sized_cut
-from .errors import AudioError, AudioOverLimit, UndecodableAudio, open_regular, shown
+from .errors import AudioError, AudioOverLimit, UndecodableAudio, open_regular, shown, warn_each_time
 
 SAMPLE_RATE = 16000  # Whisper's rate
 WINDOW_SECONDS = 30  # Whisper's fixed window: the longest clip its encoder takes
@@ -207,9 +205,9 @@ def _stream(target: int | io.IOBase, label: str, sr: int, max_seconds: float | N
 def _salvaged(message: str, on_salvage: Callable[[str], None] | None) -> None:
     """A file decoded in part and kept (`salvage`): its one warning, to `on_salvage` and as a UserWarning, which the
     CLI prints as the toolkit's other warnings, one line under the command's name (`cli.one_line_warnings`; it was
-    logged, and printed bare). Shown for every such file, not once per process, as Python's default filter shows a
-    line's warning (a server's uploads cut short alike)."""
-    warnings.warn_explicit(message, UserWarning, __file__, sys._getframe().f_lineno, module=__name__, registry=None)
+    logged, and printed bare). Shown for every such file (`warn_each_time`), not once per process, as Python's
+    default filter shows a line's warning (a server's uploads cut short alike)."""
+    warn_each_time(message)
     if on_salvage is not None:
         on_salvage(message)
 

@@ -4,7 +4,9 @@ import errno
 import os
 import signal
 import stat
+import sys
 import unicodedata
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -149,3 +151,18 @@ def _open_error(path: Path, e: OSError) -> str:
     if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
         return f"is {special_kind(mode)}, not a regular file; save the data to a file first"
     return f"cannot open the file ({e.strerror or e}); check the path"
+
+
+def warn_each_time(message: str, stacklevel: int = 1) -> None:
+    """warnings.warn(message, stacklevel=stacklevel) shown at every call the warning filters let through: Python's
+    default filter shows a message from one line once per process, and a curriculum reads the same manifest in
+    several stages (the paper's SMT and SRT stages), whose later ones then skipped rows without a word. No
+    once-per-line registry is kept; a filter that ignores or raises it still does."""
+    try:
+        frame = sys._getframe(stacklevel)  # the line warnings.warn would name
+    except ValueError:  # a call stack shallower than `stacklevel`
+        frame = sys._getframe(1)
+    warnings.warn_explicit(message, UserWarning, frame.f_code.co_filename, frame.f_lineno,
+                           module=frame.f_globals.get("__name__", "<string>"), registry=None)
+    #   (no module_globals: for `python -c`, stdin or the REPL, CPython then asks __main__'s loader for the source
+    #   line and raises ImportError instead of warning)

@@ -16,8 +16,6 @@ import json
 import math
 import os
 import stat
-import sys
-import warnings
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import asdict, dataclass, fields
@@ -25,7 +23,7 @@ from pathlib import Path
 
 from .. import languages
 from ..audio_headers import ogg_cut_short, sized_cut
-from ..errors import LLMSRTError, ManifestError, open_regular, shown, special_kind
+from ..errors import LLMSRTError, ManifestError, open_regular, shown, special_kind, warn_each_time
 from ..paths import atomic_file
 from ..prompts import markup_in
 from .packed import PackedList
@@ -214,21 +212,6 @@ def lines_of(path: str | Path, row_ids: Collection[str]) -> dict[str, int]:
     except OSError:
         pass
     return found
-
-
-def warn_each_time(message: str, stacklevel: int = 1) -> None:
-    """warnings.warn(message, stacklevel=stacklevel) shown at every call the warning filters let through: Python's
-    default filter shows a message from one line once per process, and a curriculum reads the same manifest in
-    several stages (the paper's SMT and SRT stages), whose later ones then skipped rows without a word. No
-    once-per-line registry is kept; a filter that ignores or raises it still does."""
-    try:
-        frame = sys._getframe(stacklevel)  # the line warnings.warn would name
-    except ValueError:  # a call stack shallower than `stacklevel`
-        frame = sys._getframe(1)
-    warnings.warn_explicit(message, UserWarning, frame.f_code.co_filename, frame.f_lineno,
-                           module=frame.f_globals.get("__name__", "<string>"), registry=None)
-    #   (no module_globals: for `python -c`, stdin or the REPL, CPython then asks __main__'s loader for the source
-    #   line and raises ImportError instead of warning)
 
 
 def write_manifest(path: str | Path, rows: Iterable[Row], staged: list[tuple[Path, Path]] | None = None) -> int:
