@@ -983,7 +983,7 @@ def test_skip_bad_keeps_a_row_whose_audio_is_missing_as_a_failed_row(oracle, tmp
     err = capsys.readouterr().err
     [said] = [line for line in err.splitlines() if "bad rows" in line]
     assert said.startswith(f"llm-srt evaluate: warning: --skip-bad: {tmp_path / 'test.jsonl'}: skipped 1 bad rows "
-                           f"(first: {tmp_path / 'test.jsonl'}:{N + 1}: src_lang 'xxx' is not a known language")
+                           f"({tmp_path / 'test.jsonl'}:{N + 1}: src_lang 'xxx' is not a known language")
     assert "UserWarning" not in err and not [w for w in recwarn if "bad rows" in str(w.message)]  # nor a warning
     [s] = report.systems
     assert s.failed_summary() == f"failed: 1 of {N}" and s.bleu[("eng", "deu")].n == N

@@ -22,6 +22,7 @@ from ..errors import first_few
 from ..paths import atomic_file, replace_all
 from .metrics import PAPER_NORMALIZER, UNICODE_FORM, normalizer_name
 from .report import Direction, Report, SystemScores, _asr_metric, _unique, to_json
+from .selection import named_bad
 
 RESULTS_JSON = "results.json"
 REPORT_MD = "report.md"
@@ -42,6 +43,7 @@ BLEU_BETTER, COMET_BETTER, TRANSCRIPT_BETTER = "higher average BLEU", "higher me
 # after the rows cut at their token cap (`_capped`): why, and what that does to the scores
 CAPPED_WHY = (" (--max-new-tokens, the row's duration budget, or text MT's twice its source's tokens + 16): their text "
               "is cut there, and scored as cut")
+SHOWN_SKIPPED_BAD = 5  # report.md: the manifest rows --skip-bad dropped named up to this many (results.json: all)
 SHOWN_NOT_SCORED = 10  # report.md: the ids of a system's rows not scored named up to this many (results.json: all)
 
 
@@ -84,6 +86,8 @@ def to_markdown(report: Report) -> str:
         parts += ["", PARTIAL_NOTE + " (here and in the BLEU tables below)"]
     if unscored:
         parts += ["", _not_scored_line(report)]
+    if report.n_skipped_bad:
+        parts += ["", _skipped_bad_line(report)]
     parts += [line for note in _other_rows_notes(report) for line in ("", note)]
     if report.decoding is not None:
         tasks = report.decoding.get("tasks", {})
@@ -283,6 +287,14 @@ def _not_scored_line(report: Report) -> str:
             "WER/CER; --task asr scores them; results.json lists them all: not_scored): "
             + ", ".join(f"{s.name} {len(s.not_scored)} ({first_few(s.not_scored, SHOWN_NOT_SCORED, counted=False)})"
                         for s in report.systems if s.not_scored))
+
+
+def _skipped_bad_line(report: Report) -> str:
+    """report.md's line on the manifest rows --skip-bad dropped (`Report.skipped_bad`), the first few named."""
+    listed = "them" if len(report.skipped_bad) >= report.n_skipped_bad else f"the first {len(report.skipped_bad)}"
+    return (f"Manifest rows skipped as bad (--skip-bad), in no score or count: {report.n_skipped_bad} ("
+            f"{named_bad(report.n_skipped_bad, report.skipped_bad, SHOWN_SKIPPED_BAD)}); results.json lists {listed}: "
+            "skipped_bad")
 
 
 def _skipped_line(report: Report) -> str:

@@ -153,6 +153,10 @@ class Report:
     # the paired tests left out, and why (evaluate/compare.py): (test: "BLEU", "eng transcript" or "COMET", system,
     # compared with, why); printed under the tables and kept in results.json, not only in the log
     untested: tuple[tuple[str, str, str, str], ...] = ()
+    # the manifest's rows --skip-bad dropped (no score, no count took them): how many, and (file:line, why) of each
+    # (of the first `data.manifest.MAX_LISTED`, where more were dropped); report.md's line, results.json's skipped_bad
+    n_skipped_bad: int = 0
+    skipped_bad: tuple[tuple[str, str], ...] = ()
 
     @property
     def untested_lines(self) -> list[str]:
@@ -420,7 +424,10 @@ def to_json(report: Report) -> dict:
                                  **({"comet_significance": comet[s.name]} if s.name in comet else {})}
                         for s in report.systems},
             **({"decoding": dict(report.decoding)} if report.decoding is not None else {}),
-            **({"comet_model": report.comet_model} if report.comet_model else {})}
+            **({"comet_model": report.comet_model} if report.comet_model else {}),
+            **({"n_skipped_bad": report.n_skipped_bad, "skipped_bad": [{"row": at, "reason": why} for at, why in
+                                                                       report.skipped_bad]}
+               if report.n_skipped_bad else {})}
 
 
 def _system_json(s: SystemScores) -> dict:

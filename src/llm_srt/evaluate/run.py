@@ -31,7 +31,7 @@ from .. import device
 from ..data.clips import counted
 from ..data.manifest import Row, read_manifest
 from ..device import Placement
-from ..errors import LLMSRTError, first_few
+from ..errors import LLMSRTError, first_few, shown
 from ..paths import EMBEDDED, absolute_model
 from ..ranks import from_rank0, on_every_rank, stop_with_launcher
 from ..model.decoding import DecodingOptions, decoding_from_args
@@ -51,8 +51,8 @@ from .outputs import (KINDS, PARTIAL, check_inputs_kept, check_writable, file_na
 from .render import format_table, write_report
 from .report import UtteranceResult, build_report, row_ids
 from .score import check_comet
-from .selection import (left_out, mt_rows, row_task, select_rows, shard,  # noqa: F401  (tests: run.shard)
-                        unscored_rows)
+from .selection import (left_out, mt_rows, named_bad, row_task, select_rows, shard,  # noqa: F401  (tests:
+                        skipped_bad, unscored_rows)  # run.shard)
 from .run_options import comet_options, decoding_record  # noqa: F401  (tests: run.comet_options)
 from .significance import SAMPLES, check_samples
 
@@ -61,6 +61,7 @@ GATHER_TIMEOUT = timedelta(hours=12)  # how long rank 0 waits for the slowest ra
 CONNECT_TIMEOUT = timedelta(minutes=30)  # the ranks connecting (a misrouted node fails in this time, not in
 #   GATHER_TIMEOUT: set GLOO_SOCKET_IFNAME)
 GROUP_BATCHES = 16  # rows run, then journaled, this many batches at a time (sorted by length within a group)
+SHOWN_BAD = 3  # of the bad rows --skip-bad dropped, named in its notice (report.md: more; results.json: all)
 SCORED_ROWS = {"rows": "scored"}  # in a hyps journal's settings where `select_rows` leaves transcript-only rows out
 #   (SRT, ASR+SMT; since 2026-12-07): one without it, of an earlier run that decoded them too, goes on as that run did
 
@@ -232,11 +233,18 @@ def gather(part, rank: int, size: int) -> list | None:
     return parts
 
 
-def _read_rows(manifest: str | Path, check_audio: bool, skip_bad: bool) -> list[Row]:
-    """The manifest's rows (`read_manifest`), its --skip-bad notice (the bad rows it skipped) one line on stderr, as
-    the toolkit's other notices (not Python's UserWarning, with a file name, a line number and a line of code)."""
-    return read_manifest(manifest, check_audio=check_audio, skip_bad=skip_bad, on_skipped=lambda notice: print(
-        f"llm-srt evaluate: warning: --skip-bad: {notice}", file=sys.stderr, flush=True))
+def _read_rows(manifest: str | Path, check_audio: bool, skip_bad: bool) -> tuple[list[Row], int, tuple]:
+    """The manifest's rows (`read_manifest`), and with --skip-bad how many bad rows it skipped and (file:line, why)
+    of each (`skipped_bad`, for the report), the first few named in one line on stderr, as the toolkit's other
+    notices (not Python's UserWarning, with a file name, a line number and a line of code)."""
+    noticed: list[str] = []
+    rows = read_manifest(manifest, check_audio=check_audio, skip_bad=skip_bad, on_skipped=noticed.append)
+    n, skipped = skipped_bad(manifest, check_audio) if noticed else (0, ())
+    if noticed:  # read_manifest's own notice names the first alone (its words kept: "skipped 1 bad rows")
+        said = (f"{shown(str(Path(manifest)))}: skipped {n} bad rows ({named_bad(n, skipped, SHOWN_BAD)}); "
+                "report.md and results.json count them") if skipped else noticed[0]
+        print(f"llm-srt evaluate: warning: --skip-bad: {said}", file=sys.stderr, flush=True)
+    return rows, n, skipped
 
 
 @in_rank_group
@@ -311,9 +319,10 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
     # that does not decode, so BLEU stays over the whole test set and the report says what was missing
     read = run_now or (limit is not None and manifest is not None)  # --limit: a results file keeps its rows among the
     #   first N manifest rows, decoded beside it or not (with nothing to decode, it kept its own first N rows: others)
-    rows = from_rank0(lambda: _read_rows(manifest, check_audio=bool(run_now) and not skip_bad,
-                                         skip_bad=skip_bad) if read else [],
-                      rank, size, _group[0])  # ranks never decide apart what they read (--skip-bad on a node's disk)
+    # ranks never decide apart what they read (--skip-bad on a node's disk); the rows --skip-bad drops: for the report
+    rows, n_skipped, skipped = from_rank0(lambda: _read_rows(manifest, check_audio=bool(run_now) and not skip_bad,
+                                                             skip_bad=skip_bad) if read else ([], 0, ()),
+                                          rank, size, _group[0])
     if limit is not None:
         rows = rows[:limit]
         if len(run_now) < len(models):  # rank 0 holds the results files: its refusal is every rank's
@@ -470,7 +479,7 @@ def evaluate(models: dict[str, str], manifest: str | Path | None, out: str | Pat
                 for name, results in scored.items():
                     with writing(hyps_path(out, name), kept):
                         write_hyps(hyps_path(out, name), results)
-        report = build_report(scored, mt=mt)
+        report = replace(build_report(scored, mt=mt), n_skipped_bad=n_skipped, skipped_bad=skipped)
         report = replace(report, systems=tuple(replace(s, ids=row_ids(r for run in runs[s.name] for r in run),
                                                        not_scored=tuple(r.id for r in unscored_rows(rows, Task(
                                                            tasks[s.name]))) if s.name in tasks else ())
