@@ -2,6 +2,7 @@
 
 import json
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -571,7 +572,7 @@ class _OutOfMemory(Stub):
         return super().run_batch(items, options)
 
 
-def test_after_running_out_of_memory_later_batches_hold_at_most_the_rows_that_then_ran(caplog):
+def test_after_running_out_of_memory_later_batches_hold_at_most_the_rows_that_then_ran():
     """Before, every batch began at --batch-size again: a batch size too large for the GPU ran out of memory on
     every batch (28 calls for 32 rows in batches of 8, each batch 8 -> 4 + 4 -> 2 + 2 + 2 + 2)."""
     from llm_srt.infer import run_items
@@ -579,11 +580,12 @@ def test_after_running_out_of_memory_later_batches_hold_at_most_the_rows_that_th
 
     items = [Item(tiny.tone(0.5 + k / 100, 300), "eng", "deu", Task.SRT) for k in range(32)]
     stub = _OutOfMemory()
-    with caplog.at_level("WARNING", logger="llm_srt.infer"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         out = run_items(stub, items, OPTS, batch_size=8)
     assert all(o.error is None for o in out)
     assert [len(b) for b in stub.batches] == [8, 4, 2, 2, 4, 2, 2] + [2] * 12  # 19 calls
-    assert [r.message for r in caplog.records if "later batches" in r.message] == [
+    assert [str(w.message) for w in caught if "later batches" in str(w.message)] == [
         "out of memory at batch 1: later batches use at most 2 rows"]
     stub.batches.clear()
     run_items(stub, items[:6], OPTS, batch_size=8)  # the same system's next call (evaluate's next group)

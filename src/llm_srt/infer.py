@@ -17,7 +17,6 @@ arguments, its outputs; the files of --out-dir are out_files.py's) is translate.
 the reverse.
 """
 
-import logging
 import weakref
 from collections import deque
 from dataclasses import dataclass, field, replace
@@ -30,7 +29,7 @@ import torch
 from . import device as placement_of
 from . import languages, subtitles
 from .audio import SAMPLE_RATE, WINDOW_SECONDS, AudioInput, cut_overrun, load_audio  # the window: the longest segment
-from .errors import DeviceFailed, LLMSRTError, shown
+from .errors import DeviceFailed, LLMSRTError, shown, warn_each_time
 from .model.decoding import DecodingOptions, add_compile_argument, add_no_repeat_argument, add_srt_tags_argument
 from .model.static_steps import StaticSteps
 from .model.protocol import CANNOT_RUN, Item, Output, System, cap, check_item
@@ -58,8 +57,6 @@ MAX_NEW_TOKENS_HELP = ("the most tokens a segment may generate; each segment's o
 PENDING_SECONDS = 2 * 3600.0  # decoded inputs waiting for the model (461 MB at 16 kHz) before they are run
 FINISH_WINDOW_SECONDS = 900.0  # a group's inputs run in windows of about this much audio, in order, longest segment
 #   first within a window: inputs finish (and are written) as the group goes, not all at its end
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -276,7 +273,7 @@ def run_items(system: System, items: Sequence[Item], options: DecodingOptions = 
                 on_output(k, out)
         if fits:  # each smaller than this batch, which ran out of memory
             seen.most = max(fits)
-            log.warning("out of memory at batch %d: later batches use at most %d rows", seen.run, seen.most)
+            warn_each_time(f"out of memory at batch {seen.run}: later batches use at most {seen.most} rows")
         if progress is not None:
             progress(len(chunk))
     return outputs
@@ -309,7 +306,7 @@ def _run_chunk(system: System, chunk: list[Item], options: DecodingOptions, fits
         give_back_gpu_memory()  # before the halves run
     if len(chunk) == 1 or alike:
         return [Output(error=error + ALONE_OUT_OF_MEMORY if oom else error) for _ in chunk]
-    log.warning("a batch of %d failed (%s); retrying it as two halves", len(chunk), error)
+    warn_each_time(f"a batch of {len(chunk)} failed ({error}); retrying it as two halves")
     half = (len(chunk) + 1) // 2
     after_oom = after_oom or oom
     return (_run_chunk(system, chunk[:half], options, fits, after_oom)
