@@ -2,6 +2,7 @@
 kept and the last line says how many. Rows reached the journal a whole group at a time, so a stop at batch 8 of 16
 lost up to 127 decoded rows while the line claimed "the rows decoded so far are kept"."""
 
+import json
 import os
 import signal
 from pathlib import Path
@@ -103,3 +104,67 @@ def test_the_line_says_what_this_ranks_journals_keep(rows, rank, advice):
     error = KeyboardInterrupt()
     error.kept = journal.Kept(rows, Path("o/partial"), rank)
     assert cli.stopped_advice("evaluate", error) == f"; {advice}"
+
+
+class Raising:
+    """A system whose outputs follow from each item alone; a KeyboardInterrupt (a Ctrl-C) at its batch `stop_at`."""
+
+    def __init__(self, state):
+        self.name, self.state = "raising", state
+
+    def run_batch(self, items, options):
+        self.state["batches"] += 1
+        if self.state["batches"] == self.state["stop_at"]:
+            raise KeyboardInterrupt
+        self.state["rows"] += len(items)
+        return [Output(f"heard {it.audio.size} {it.src}", f"{it.tgt} {it.audio.size}") for it in items]
+
+    def detect_language(self, audio):
+        return "eng"
+
+
+def _rank(rank: int, world: int, port: int, manifest: str, out: str, stop_at: int | None) -> None:
+    """One torchrun rank (its environment set by hand) of `evaluate`, stopped at its batch `stop_at`; the rows it
+    decoded and what its stop kept (`error.kept`) go to OUT/rank<R>.json."""
+    import torch
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    state = {"batches": 0, "stop_at": stop_at, "rows": 0}
+    systems.SYSTEMS["raising"] = lambda name, placement, **_: Raising(state)
+    kept = None
+    try:
+        run.evaluate({"s": "raising"}, manifest, out, task="s2tt", batch_size=1, significance=0,
+                     placement=run.device.resolve("cpu", "float32"), log=lambda *_: None)
+    except KeyboardInterrupt as e:
+        kept = [e.kept.rows, str(e.kept.folder), e.kept.rank]
+    Path(out, f"rank{rank}.json").write_text(json.dumps({"rows": state["rows"], "kept": kept}))
+
+
+@pytest.mark.slow  # torchrun, three runs of two processes
+@pytest.mark.long(40)
+def test_under_torchrun_each_rank_keeps_the_rows_it_decoded_before_a_stop_within_its_group(manifest, tmp_path):
+    """Two ranks, each with its 3 rows in one group, each stopped at its second batch: each rank's journal keeps its
+    one row decoded and its line says so; the same command decodes the 2 rows left on each rank, and writes what an
+    uninterrupted run of two processes writes."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    def spawn(out: Path, stop_at: int | None) -> list[dict]:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        mp.spawn(_rank, args=(2, port, str(manifest), str(out), stop_at), nprocs=2, join=True)
+        return [json.loads((out / f"rank{k}.json").read_text()) for k in range(2)]
+
+    partial = tmp_path / "r" / run.PARTIAL
+    assert spawn(tmp_path / "r", 2) == [{"rows": 1, "kept": [1, str(partial), k]} for k in range(2)]
+    for k in range(2):
+        assert len((partial / f"s.hyps.rank{k}.jsonl").read_text().splitlines()) == 1 + 1  # settings, one row
+    assert [said["rows"] for said in spawn(tmp_path / "r", None)] == [2, 2]  # none twice
+    assert [said["rows"] for said in spawn(tmp_path / "whole", None)] == [3, 3]
+    for name in ("hyps.s.jsonl", "results.json", "report.md"):
+        assert (tmp_path / "r" / name).read_text() == (tmp_path / "whole" / name).read_text(), name
+    assert not partial.exists()
