@@ -7,15 +7,12 @@ translate.py decides what to write; this module where, and whether it may.
 
 import hashlib
 import json
-import logging
 import os
 from pathlib import Path
 from typing import Sequence
 
-from .errors import LLMSRTError, shown
+from .errors import LLMSRTError, shown, warn_each_time
 from .paths import atomic_file
-
-log = logging.getLogger(__name__)
 
 INCOMPLETE = ".incomplete"  # an input that failed in part: its output's name with this after it
 SETTINGS_FILE = ".llm-srt-translate.jsonl"  # in --out-dir: a line per file written, with the settings it took
@@ -208,8 +205,8 @@ def record_written(out_dir: Path, path: Path, settings: dict, source: dict) -> N
                               sort_keys=True)
             f.write((("\n" if cut else "") + line + "\n").encode("utf-8"))  # after a line a kill cut: a line of its own
     except OSError as e:  # the output is written: only a later --skip-existing will translate it again
-        log.warning("%s: cannot note the settings of %s (%s); --skip-existing will translate it again",
-                    out_dir / SETTINGS_FILE, path, e.strerror or e)
+        warn_each_time(f"{out_dir / SETTINGS_FILE}: cannot note the settings of {path} ({e.strerror or e}); "
+                       "--skip-existing will translate it again")  # one line under the command's name
 
 
 RECORD_TYPES = {"file": (str,), "settings": (dict,), "input": (dict, type(None))}  # a record's keys ("input" absent
