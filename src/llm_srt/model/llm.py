@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import logging
 import warnings
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -20,15 +19,13 @@ from transformers import (AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, 
                           PreTrainedTokenizerFast)
 
 from ..device import DTYPES, compute_dtype, is_int8
-from ..errors import LLMSRTError
+from ..errors import LLMSRTError, warn_each_time
 from ..paths import cwd_note, embedded_llm_dir
 from . import cpu_linear, gguf_llm
 from .attention import use_decode_attention
 from .cpu_linear import FastLinear, fast_cpu_linears
 from .int8_linear import Int8Linear, fuse_int8_projections, quantize_int8
 from .mapped import checkpoint_pages_dropper, drop_pages_after_lookups, mapped_from, mapping_of
-
-log = logging.getLogger(__name__)
 
 GENERIC_TOKENIZERS = ("TokenizersBackend", "PreTrainedTokenizerFast")
 
@@ -272,7 +269,7 @@ def _check_loaded(path: Path, info: dict) -> None:
     """Every weight of the LLM came from the folder's checkpoint, in its shape: transformers fills the others with
     random values and says so only in a log (hidden by the CLI). A head tied to the input embeddings is not missing
     (transformers leaves it out of `missing_keys`). Tensors the model has no place for (`unexpected_keys`) are
-    ignored but named in one log line: an extra head or buffer some checkpoints carry changes no output."""
+    ignored but named in one warning: an extra head or buffer some checkpoints carry changes no output."""
     missing, mismatched = sorted(info["missing_keys"]), sorted(info["mismatched_keys"])
     if missing:
         raise LLMSRTError(f"{path}: {_weights(len(missing))} of the LLM not in its checkpoint "
@@ -285,8 +282,8 @@ def _check_loaded(path: Path, info: dict) -> None:
                           f"gives ({shown}{', ...' if len(mismatched) > 3 else ''}); are config.json and the "
                           "weights from the same model?")
     if unexpected := sorted(info["unexpected_keys"]):
-        log.warning("%s: %s in the checkpoint that the LLM does not use, ignored (%s%s)", path,
-                    _weights(len(unexpected)), ", ".join(unexpected[:3]), ", ..." if len(unexpected) > 3 else "")
+        warn_each_time(f"{path}: {_weights(len(unexpected))} in the checkpoint that the LLM does not use, ignored "
+                       f"({', '.join(unexpected[:3])}{', ...' if len(unexpected) > 3 else ''})")
 
 
 def _weights(n: int) -> str:
@@ -448,7 +445,7 @@ def load_lora_state(llm: nn.Module, state: dict[str, torch.Tensor], where: str) 
     other than 0, whose shards come from rank 0) only the names and shapes are checked. A weight of another shape
     (another r, or another LLM) is a one-line error before peft sees it: peft's is a many-line RuntimeError, a
     curriculum's later stage started with another model.lora got it after days of earlier stages. LoRA layers the
-    file has no weights for (more target_modules than it was trained with) start afresh, said in one log line."""
+    file has no weights for (more target_modules than it was trained with) start afresh, said in one warning."""
     from peft import set_peft_model_state_dict
 
     # a folder written before 2026-12-06 with LoRA on the head or the embeddings also holds their frozen weights
@@ -468,9 +465,9 @@ def load_lora_state(llm: nn.Module, state: dict[str, torch.Tensor], where: str) 
     if fresh and not any(k in state for k in own):
         raise LLMSRTError(f"{where}: none of the LoRA weights matched the LLM's LoRA layers")
     if fresh:
-        log.warning("%s: holds no LoRA weights for %d of this model's %d LoRA layers (%s, e.g. %s): they start "
-                    "afresh, the others load from it", where, len(fresh), len({k.split(".lora_")[0] for k in own}),
-                    ", ".join(sorted({m.rsplit(".", 1)[-1] for m in fresh})), fresh[0])
+        layers, kinds = {k.split(".lora_")[0] for k in own}, ", ".join(sorted({m.rsplit(".", 1)[-1] for m in fresh}))
+        warn_each_time(f"{where}: holds no LoRA weights for {len(fresh)} of this model's {len(layers)} LoRA layers "
+                       f"({kinds}, e.g. {fresh[0]}): they start afresh, the others load from it")
 
 
 def _lora_shape_mismatch(key: str, saved: tuple[int, ...], wanted: tuple[int, ...], where: str) -> str:
