@@ -152,8 +152,8 @@ def test_under_torchrun_a_rank_failing_while_decoding_tells_the_others_and_every
         decoding = len(gathered) == 4  # after the checks of each rank's disk, journals' settings and journals
         out[:] = [line if decoding and failing == 0 else None, obj]
 
-    def broadcast(box, src, group):  # rank 0's rows
-        box[0] = (read_manifest(manifest), None, LLMSRTError)
+    def broadcast(box, src, group):  # rank 0's rows (none skipped as bad)
+        box[0] = ((read_manifest(manifest), 0, ()), None, LLMSRTError)
 
     loaded = []
 
