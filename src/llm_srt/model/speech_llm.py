@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ..device import DTYPE_NAMES, compute_dtype, is_int8
-from ..errors import ConfigError, LLMSRTError
+from ..errors import ConfigError, LLMSRTError, warn_each_time
 from ..paths import atomic_dir, checkpoint_relative, resolve_model, weights_identity
 from ..prompts import PROMPT_FORMAT_VERSION
 from .adapter import Adapter, build_adapter
@@ -437,9 +437,9 @@ class SpeechLLM(nn.Module):
         saved = meta.get(FROZEN_WEIGHTS)
         for kind, now in model.frozen_weights().items() if isinstance(saved, dict) else ():
             if saved.get(kind) and now and saved[kind] != now:
-                log.warning("%s: trained with other %s weight files than %s holds (another model of the same shape, "
-                            "or the same one in another format); point %s= at the model it was trained with, or its "
-                            "outputs are not the trained model's", directory, kind, getattr(config, kind), kind)
+                warn_each_time(f"{directory}: trained with other {kind} weight files than {getattr(config, kind)} "
+                               "holds (another model of the same shape, or the same one in another format); point "
+                               f"{kind}= at the model it was trained with, or its outputs are not the trained model's")
         model.load_trainable(directory, lora=merged)  # LoRA kept apart (not float32): the weights already read
         model.quantize_adapter()
         return model.eval()  # as transformers' from_pretrained: the adapter's and LoRA's dropout off (recipe trains)
