@@ -83,8 +83,8 @@ def test_evaluate_sigtermed_keeps_its_rows_and_the_same_command_goes_on_from_the
 
     assert evaluate("r") == TERMINATED
     err = capsys.readouterr().err
-    assert err.splitlines()[-1] == ("llm-srt evaluate: stopped by SIGTERM; the rows decoded so far are kept: run the "
-                                    "same command again to go on from them"), err
+    assert err.splitlines()[-1] == (f"llm-srt evaluate: stopped by SIGTERM; 2 decoded rows are kept in "
+                                    f"{tmp_path / 'r' / 'partial'}: run the same command again to go on from them"), err
     assert state["rows"] == 2  # the third batch was stopped
     state.update(stop_at=None, rows=0)
     assert evaluate("r") == 0  # the same command
