@@ -34,7 +34,7 @@ def test_settings_that_cannot_be_noted_are_warned_of_under_the_commands_name(tmp
         signal.signal(signal.SIGXFSZ, handler)
     assert code == 0 and (out / "a.txt").is_file() and (out / "b.txt").is_file()
     err = capsys.readouterr().err
-    assert sorted(err.splitlines()) == [f"llm-srt translate: warning: {out / SETTINGS_FILE}: cannot note the settings of "
-                                f"{out / name} (File too large); --skip-existing will translate it again"
-                                for name in ("a.txt", "b.txt")], err  # (longest input first)
+    said = [f"llm-srt translate: warning: {out / SETTINGS_FILE}: cannot note the settings of {out / name} (File too "
+            "large); --skip-existing will translate it again" for name in ("a.txt", "b.txt")]
+    assert sorted(err.splitlines()) == said, err  # (sorted: the longest input runs first)
     assert (out / SETTINGS_FILE).read_text() == record
