@@ -1203,7 +1203,8 @@ def test_another_inputs_output_of_the_same_name_is_refused_before_the_model_load
     assert "--overwrite needs --out-dir" in capsys.readouterr().err
     (tmp_path / "day3").mkdir()  # a mistyped or missing input of that name fails alone: neither refused (it writes
     (tmp_path / "day3" / "other.wav").write_bytes((tmp_path / "day1" / "ZOOM0001.WAV").read_bytes())  # nothing)
-    for more, rc in (((), 3), (("--skip-existing",), 1)):  # nor counted as translated again (other.wav: skipped)
+    for more, rc in (((), 3), (("--skip-existing",), 3)):  # nor counted as translated again (other.wav: skipped,
+        #   so it counts as done: exit 3, some failed)
         assert cli.main(["translate", str(tmp_path / "day3" / "other.wav"), str(tmp_path / "day2" / "ZOOM0001.WAV"),
                          "--model", "stub", "--src", "eng", "--tgt", "deu", "--format", "srt", "--out-dir", str(out),
                          *more]) == rc and srt.read_text() == day1
