@@ -96,7 +96,7 @@ SKIP_BAD = "fix them, or skip them (evaluate --skip-bad, train data.skip_bad=tru
 def read_manifest(path: str | Path, check_audio: bool = True, skip_bad: bool = False,
                   max_duration: float | None = None, max_text: int | None = None,
                   on_skipped: Callable[[str], object] | None = None, todo: str = SKIP_BAD,
-                  read_headers: bool = False) -> list[Row]:
+                  read_headers: bool = False, skipped: list[tuple[str, str]] | None = None) -> list[Row]:
     """Read and validate a JSONL manifest. Every bad row is reported as `file:line: what is wrong`.
 
     Checks: JSON syntax, missing fields, field types, unknown language codes, a translation without a target
@@ -108,7 +108,8 @@ def read_manifest(path: str | Path, check_audio: bool = True, skip_bad: bool = F
     ~12k target tokens, out of GPU memory, and the resumed run drew it again), and (with `max_text`, a text-only
     stage's bound, whose durations are not read) a text longer than that. Without `skip_bad` any problem raises
     ManifestError listing them all (the first MAX_LISTED, then a count); with `skip_bad` the bad rows are dropped
-    with a warning (a Python warning, or one line to `on_skipped`). `todo`: what the error for bad rows advises (the
+    with a warning (a Python warning, or one line to `on_skipped`), and each appended to `skipped` (where given) as
+    ("file:line", why). `todo`: what the error for bad rows advises (the
     default names evaluate's and train's options to skip them; `prepare commonvoice --exclude` has none). Each audio
     file is checked once however many rows (directions) share it.
     """
@@ -119,7 +120,7 @@ def read_manifest(path: str | Path, check_audio: bool = True, skip_bad: bool = F
     fd = open_regular(path, name, ManifestError)  # a FIFO, device or symlink loop: named, never waited on
     base = path.parent
     rows: list[Row] = []
-    problems: list[str] = []
+    problems: list[tuple[str, str]] = []  # (file:line, why) of each bad row
     first_line_of: dict[str, int] = {}
     audio_problems: dict[Path, str | None] | None = {} if check_audio else None  # file -> its problem, if any
     try:
@@ -129,33 +130,35 @@ def read_manifest(path: str | Path, check_audio: bool = True, skip_bad: bool = F
                 try:
                     line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
                 except UnicodeDecodeError as e:
-                    problems.append(f"{where}: not UTF-8 text (byte {e.start + 1}); save the manifest as UTF-8")
+                    problems.append((where, f"not UTF-8 text (byte {e.start + 1}); save the manifest as UTF-8"))
                     continue
                 if not line.strip():
                     continue
                 try:
                     row = _parse_row(line, base, audio_problems, read_headers)
                 except _BadRow as e:
-                    problems.append(f"{where}: {e}")
+                    problems.append((where, str(e)))
                     continue
                 if row.id in first_line_of:
-                    problems.append(f"{where}: duplicate id {row.id!r} (first on line {first_line_of[row.id]})")
+                    problems.append((where, f"duplicate id {row.id!r} (first on line {first_line_of[row.id]})"))
                     continue
                 if problem := (training_refuses(row, max_duration) if max_duration is not None
                                else _text_too_long(row, max_text, True)):
-                    problems.append(f"{where}: {problem}")
+                    problems.append((where, problem))
                     continue
                 first_line_of[row.id] = lineno
                 rows.append(row)
     except OSError as e:
         raise ManifestError(f"{name}: cannot read the manifest ({e.strerror or e}); check its permissions") from None
     if problems and not skip_bad:
-        listed = "\n  ".join(problems[:MAX_LISTED])
+        listed = "\n  ".join(f"{at}: {why}" for at, why in problems[:MAX_LISTED])
         more = f"\n  ... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
         raise ManifestError(f"{name}: {len(problems)} bad row(s); {todo}:\n  {listed}{more}")
     if problems:
-        notice = f"{name}: skipped {len(problems)} bad rows (first: {problems[0]})"
+        notice = f"{name}: skipped {len(problems)} bad rows (first: {problems[0][0]}: {problems[0][1]})"
         on_skipped(notice) if on_skipped is not None else warn_each_time(notice, stacklevel=2)
+        if skipped is not None:
+            skipped.extend(problems)
     if not rows:
         raise ManifestError(f"{name}: the manifest has no usable rows")
     return rows

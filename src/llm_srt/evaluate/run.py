@@ -52,7 +52,7 @@ from .render import format_table, write_report
 from .report import UtteranceResult, build_report, row_ids
 from .score import check_comet
 from .selection import (left_out, mt_rows, named_bad, row_task, select_rows, shard,  # noqa: F401  (tests:
-                        skipped_bad, unscored_rows)  # run.shard)
+                        unscored_rows)  # run.shard)
 from .run_options import comet_options, decoding_record  # noqa: F401  (tests: run.comet_options)
 from .significance import SAMPLES, check_samples
 
@@ -237,14 +237,14 @@ def _read_rows(manifest: str | Path, check_audio: bool, skip_bad: bool) -> tuple
     """The manifest's rows (`read_manifest`), and with --skip-bad how many bad rows it skipped and (file:line, why)
     of each (`skipped_bad`, for the report), the first few named in one line on stderr, as the toolkit's other
     notices (not Python's UserWarning, with a file name, a line number and a line of code)."""
-    noticed: list[str] = []
-    rows = read_manifest(manifest, check_audio=check_audio, skip_bad=skip_bad, on_skipped=noticed.append)
-    n, skipped = skipped_bad(manifest, check_audio) if noticed else (0, ())
-    if noticed:  # read_manifest's own notice names the first alone (its words kept: "skipped 1 bad rows")
-        said = (f"{shown(str(Path(manifest)))}: skipped {n} bad rows ({named_bad(n, skipped, SHOWN_BAD)}); "
-                "report.md and results.json count them") if skipped else noticed[0]
-        print(f"llm-srt evaluate: warning: --skip-bad: {said}", file=sys.stderr, flush=True)
-    return rows, n, skipped
+    skipped: list[tuple[str, str]] = []
+    rows = read_manifest(manifest, check_audio=check_audio, skip_bad=skip_bad, on_skipped=lambda _: None,
+                         skipped=skipped)
+    if n := len(skipped):
+        print(f"llm-srt evaluate: warning: --skip-bad: {shown(str(Path(manifest)))}: skipped {n} bad rows "
+              f"({named_bad(n, skipped, SHOWN_BAD)}); report.md and results.json count them", file=sys.stderr,
+              flush=True)
+    return rows, n, tuple(skipped)
 
 
 @in_rank_group

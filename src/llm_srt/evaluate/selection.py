@@ -1,12 +1,9 @@
 """Which manifest rows a system decodes under a task, and each torchrun rank's share of them (`llm-srt evaluate`);
-those --skip-bad dropped (`skipped_bad`)."""
-
-import re
-from pathlib import Path
+how the rows --skip-bad dropped are named (`named_bad`)."""
 
 from ..data.clips import counted
-from ..data.manifest import Row, read_manifest
-from ..errors import ManifestError, first_few, shown
+from ..data.manifest import Row
+from ..errors import first_few
 from ..prompts import Task
 
 
@@ -69,27 +66,6 @@ def left_out(rows: list[Row], task: Task, shown: int = 3) -> str:
     return (f"; {counted(n, 'transcript-only (ASR) row')} not decoded (the {task.value} rows of their language give "
             f"its WER/CER)" + (f", {len(unscored)} of them of a clip with no {task.value} row, so not scored ({ids}): "
                            "--task asr scores them" if unscored else ""))
-
-
-def skipped_bad(manifest: str | Path, check_audio: bool) -> tuple[int, tuple[tuple[str, str], ...]]:
-    """The rows `read_manifest(manifest, check_audio=check_audio, skip_bad=True)` drops: how many, and (file:line,
-    why) of each (of the first `data.manifest.MAX_LISTED`, where more), read again without --skip-bad from its
-    error, which lists them (its --skip-bad notice names the first alone)."""
-    try:
-        read_manifest(manifest, check_audio=check_audio)
-    except ManifestError as e:
-        head, *listed = str(e).split("\n")
-    else:
-        return 0, ()
-    name = shown(str(Path(manifest)))
-    found = []
-    for line in listed:  # "  NAME:LINE: why" each, then "  ... and N more"
-        line = line.removeprefix("  ")
-        at, _, why = line.removeprefix(f"{name}:").partition(": ")
-        if line.startswith(f"{name}:") and at.isdigit():
-            found.append((f"{name}:{at}", why))
-    n = re.search(r": (\d+) bad row\(s\); ", head)
-    return (int(n.group(1)) if n else len(found)), tuple(found)
 
 
 def named_bad(n: int, skipped: tuple[tuple[str, str], ...], shown: int) -> str:
