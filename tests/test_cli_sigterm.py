@@ -9,12 +9,11 @@ import sys
 import types
 from pathlib import Path
 
-import numpy as np
 import pytest
 
+from tone_rows import tone_manifest
+
 from llm_srt import cli
-from llm_srt.audio import SAMPLE_RATE, write_wav
-from llm_srt.data.manifest import Row, write_manifest
 from llm_srt.errors import TERMINATED, Terminated
 from llm_srt.evaluate import run
 from llm_srt.model import systems
@@ -63,15 +62,7 @@ class Stopping:
 
 
 def test_evaluate_sigtermed_keeps_its_rows_and_the_same_command_goes_on_from_them(tmp_path, monkeypatch, capsys):
-    rows = []
-    for i in range(4):
-        path = tmp_path / f"c{i}.wav"
-        t = np.arange(int((0.5 + 0.1 * i) * SAMPLE_RATE)) / SAMPLE_RATE
-        write_wav(path, (0.4 * np.sin(2 * np.pi * (300 + 100 * i) * t)).astype(np.float32))
-        rows.append(Row(id=f"{i}", audio=str(path), duration=t.size / SAMPLE_RATE, src_lang="eng",
-                        transcript="a cat sat", tgt_lang="deu", translation="die Katze", split="test", corpus="t",
-                        sentence_id=str(i)))
-    write_manifest(tmp_path / "test.jsonl", rows)
+    tone_manifest(tmp_path, 4)
     state = {"batches": 0, "stop_at": 3, "rows": 0}
     monkeypatch.setitem(systems.SYSTEMS, "stopping", lambda name, placement, **_: Stopping(state))
     monkeypatch.setattr(run, "GROUP_BATCHES", 1)  # with --batch-size 1, each row its own group, journaled as it ends

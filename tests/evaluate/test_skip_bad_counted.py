@@ -7,6 +7,8 @@ import json
 
 import numpy as np
 
+from tone_rows import tone_rows
+
 from llm_srt import cli
 from llm_srt.audio import SAMPLE_RATE, write_wav
 from llm_srt.data.manifest import Row, row_to_dict
@@ -26,14 +28,7 @@ class Gold:
 
 
 def test_the_rows_skip_bad_dropped_are_in_the_report(tmp_path, monkeypatch, capsys):
-    lines = []
-    for i in range(5):
-        path = tmp_path / f"c{i}.wav"
-        t = np.arange(int((0.5 + 0.1 * i) * SAMPLE_RATE)) / SAMPLE_RATE
-        write_wav(path, (0.4 * np.sin(2 * np.pi * (300 + 100 * i) * t)).astype(np.float32))
-        row = Row(id=f"{i}", audio=str(path), duration=t.size / SAMPLE_RATE, src_lang="eng", transcript="a cat sat",
-                  tgt_lang="deu", translation="die Katze", split="test", corpus="t", sentence_id=str(i))
-        lines.append(json.dumps(row_to_dict(row, tmp_path)))
+    lines = [json.dumps(row_to_dict(row, tmp_path)) for row in tone_rows(tmp_path, 5)]
     lines[1] = lines[1].replace('"deu"', '"xxx"')  # an unknown language: line 2
     lines[3] = lines[3][:-1]  # cut short: line 4
     lines.append(json.dumps({"id": "5"}))  # fields missing: line 6

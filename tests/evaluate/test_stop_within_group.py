@@ -7,12 +7,11 @@ import os
 import signal
 from pathlib import Path
 
-import numpy as np
 import pytest
 
+from tone_rows import tone_manifest
+
 from llm_srt import cli
-from llm_srt.audio import SAMPLE_RATE, write_wav
-from llm_srt.data.manifest import Row, write_manifest
 from llm_srt.errors import TERMINATED
 from llm_srt.evaluate import journal, run
 from llm_srt.model import systems
@@ -43,16 +42,7 @@ class Stopping:
 
 @pytest.fixture
 def manifest(tmp_path) -> Path:
-    rows = []
-    for i in range(N_ROWS):
-        path = tmp_path / f"c{i}.wav"
-        t = np.arange(int((0.5 + 0.1 * i) * SAMPLE_RATE)) / SAMPLE_RATE
-        write_wav(path, (0.4 * np.sin(2 * np.pi * (300 + 100 * i) * t)).astype(np.float32))
-        rows.append(Row(id=f"{i}", audio=str(path), duration=t.size / SAMPLE_RATE, src_lang="eng",
-                        transcript="a cat sat", tgt_lang="deu", translation="die Katze", split="test", corpus="t",
-                        sentence_id=str(i)))
-    write_manifest(tmp_path / "test.jsonl", rows)
-    return tmp_path / "test.jsonl"
+    return tone_manifest(tmp_path, N_ROWS)
 
 
 @pytest.mark.parametrize("signum, said, code", [(signal.SIGTERM, "stopped by SIGTERM", TERMINATED),
