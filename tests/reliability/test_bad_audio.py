@@ -216,6 +216,9 @@ def test_the_batch_keeps_its_good_file_and_order(batch):
     assert batch["rc_bad"] == 1  # only bad files: nothing could be done
 
 
+CUT_SHORT = {"truncated-data", "truncated-mid-sample", "flac-cut-short"}  # decode in part: said, and translated
+
+
 @pytest.mark.parametrize("case", AUDIO_CASES, ids=[c.id for c in AUDIO_CASES])
 def test_audio_file(case, batch):
     path = str(batch["paths"][case.id])
@@ -224,7 +227,10 @@ def test_audio_file(case, batch):
     if case.error is None:
         assert r["error"] is None and abs(r["duration"] - case.seconds) < 0.02, r
         if case.speech:
-            assert mine == [] and len(r["segments"]) == 1, (mine, r)
+            # a file cut short is translated as far as it decodes, with one warning under the command's name
+            warned = [f"llm-srt translate: warning: {path}: only the first"] if case.id in CUT_SHORT else []
+            assert [line[:len(w)] for line, w in zip(mine, warned)] == warned and len(mine) == len(warned), (mine, r)
+            assert len(r["segments"]) == 1, r
         else:  # nothing the model could translate (it used to make text up): no segment, and a line saying so
             assert r["segments"] == [] and r["no_speech"] and r["translation"] == "", r
             assert mine == [f"llm-srt translate: {path}: no speech found (silence or steady noise); nothing to "
