@@ -260,8 +260,6 @@ def plan(items: list[str], overrides: list[str] | None = None, stages: list[str]
         name = f.stem
         configured = cfg.model.init_from
         start = _chained_to(k, files, outputs, _written(f, "model.init_from"))
-        if _written(f, "stage") is None and not _sets(common + mine[f], "stage"):  # its lines, its stop's included,
-            cfg = replace(cfg, stage=name)  # said TrainConfig's default, "[asr] ...", whatever stage it was
         if adjust is not None:
             cfg = adjust(cfg)
         if out_root is not None and not _sets(mine[f], "output_dir"):
