@@ -248,7 +248,7 @@ def _set_aside(summary: Summary, rows: Mapping[str, list[Row]], staged: list[tup
                ) -> list[tuple[Path, Path]]:
     """The renames that move aside, to NAME.stale, what an earlier prepare left in OUT that this run would replace or
     leave disagreeing with summary.json, said in one line of the summary's notes (an earlier NAME.stale is kept:
-    `_aside`): a manifest this run writes (`staged`:
+    `aside_name`): a manifest this run writes (`staged`:
     atomic_file's) whose bytes differ from this run's, another corpus's (`prepare fleurs` into Common Voice's OUT
     replaced hours of conversion without a word) or another run's (other languages, other data), with the
     summary.json that describes it; and a <split>.jsonl of SPLIT_ORDER this run does not write (`--splits test` into a
@@ -266,7 +266,7 @@ def _set_aside(summary: Summary, rows: Mapping[str, list[Row]], staged: list[tup
     unwritten = [summary.out / f"{split}.jsonl" for split in SPLIT_ORDER if split not in rows]
     if unwritten := [path for path in unwritten if path.is_file()]:
         why[f"this run did not write {'it' if len(unwritten) == 1 else 'them'}"] = unwritten
-    moves = [(path, _aside(path)) for paths in why.values() for path in paths]
+    moves = [(path, aside_name(path)) for paths in why.values() for path in paths]
     if moves:
         aside = dict(moves)
         summary.notes.append("moved an earlier prepare's files aside: " + "; ".join(
@@ -276,7 +276,7 @@ def _set_aside(summary: Summary, rows: Mapping[str, list[Row]], staged: list[tup
     return moves
 
 
-def _aside(path: Path) -> Path:
+def aside_name(path: Path) -> Path:
     """Where `path` is moved aside: NAME.stale, or where an earlier run's file has that name, the first free of
     NAME.stale.1, NAME.stale.2, ... (renamed onto NAME.stale, a third run into one OUT lost the first one's files)."""
     aside, n = path.with_name(path.name + STALE), 0

@@ -61,7 +61,7 @@ from ..errors import LLMSRTError
 from ..paths import atomic_file
 from . import prose, voices
 from .catalogues import LOCALE_DIR, Sentence, harvest, read_alike, sentence_id, twins_of_train
-from .clips import _aside, check_output_folder
+from .clips import aside_name, check_output_folder
 from .manifest import Row, parse_directions, targets_by_source, write_manifest
 from .mini_order import sentence_order
 from .mini_tools import kana, require_espeak_voices, require_tools
@@ -536,13 +536,13 @@ def _rows(sentences: list[Sentence], langs: list[str], pairs: list[tuple[str, st
 def _clear_last_build(out: Path) -> dict[str, str]:
     """Delete an earlier mini build's manifests, voices.jsonl and summary.json (its audio is overwritten from here on);
     a manifest or summary.json of another corpus (`prepare fleurs --out` the same folder: hours of conversion) is
-    moved aside to NAME.stale, or the first free of NAME.stale.1, .2, ... (`clips._aside`: onto NAME.stale, a third
+    moved aside to NAME.stale, or the first free of NAME.stale.1, .2, ... (`clips.aside_name`: onto NAME.stale, a third
     corpus into one OUT lost the first one's files), as the converters move theirs, and said at once (a build stopped
     later, by a voice failing or Ctrl-C, printed no summary to say it). Returns the names moved -> their new ones."""
     moved = {}
     for name in (*MANIFESTS, "voices.jsonl", "summary.json"):
         if name != "voices.jsonl" and (out / name).is_file() and not _of_mini(out / name):
-            (out / name).replace(aside := _aside(out / name))
+            (out / name).replace(aside := aside_name(out / name))
             moved[name] = aside.name
         (out / name).unlink(missing_ok=True)
     if moved:
