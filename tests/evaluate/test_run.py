@@ -537,8 +537,10 @@ def _evaluate_rank(rank: int, world: int, port: int, model_dir: str, manifest: s
         path = Path(out) / run.PARTIAL / "tiny.hyps.rank1.jsonl"
         last = json.loads(path.read_text().splitlines()[-1])
         with open(path, "a") as fh:
-            fh.write(json.dumps({**last, "row": "0" * 24, "forms": [["1" * 24, None], ["2" * 24, None]]}) + "\n")
-            #   (a row of another manifest: each form of its audio path another digest, `journal.row_digests`)
+            fh.write(json.dumps({**last, "row": "0" * 24, "forms": [["1" * 24, None], ["2" * 24, None]],
+                                 "batch": ["stale", 1]}) + "\n")  # (a batch of its own: one line of `last`'s would
+            #   cut that batch short, read back as none of its rows); a row of another manifest: each form of its audio
+            #   path another digest, `journal.row_digests`
     run.evaluate({"tiny": model_dir}, manifest, out, task="srt", options=OPTS, batch_size=1, skip_bad=True,
                  placement=CPU, log=lambda *_: None)
 
