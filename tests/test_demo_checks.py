@@ -141,9 +141,9 @@ def test_a_work_folder_trained_with_other_settings_is_refused_naming_work(tmp_pa
 
 
 def test_a_refused_run_is_the_only_one_named_to_remove(tmp_path, monkeypatch):
-    """A runs/demo/srt finished before data.start_step (f313fa7) is refused at its turn: the line told the user to
-    remove every run in --work (baseline, smt and srt_no_smt too, hours of training); it names the refused run and
-    the stages after it (trained from it) alone."""
+    """A runs/demo/srt finished at another data.start_step (20: the demo's from 15:21 to 16:55 on 2026-12-07) is
+    refused at its turn: the line told the user to remove every run in --work (baseline, smt and srt_no_smt too,
+    hours of training); it names the refused run and the stages after it (trained from it) alone."""
     import json
     from pathlib import Path
 
@@ -160,13 +160,12 @@ def test_a_refused_run_is_the_only_one_named_to_remove(tmp_path, monkeypatch):
         (work / run / final.FINAL).mkdir(parents=True)
         (work / run / final.FINAL / "config.json").write_text("{}")
     srt = stages[1].config
-    before = resume.run_settings(replace(srt, data=replace(srt.data, start_step=0)))
-    del before["data.start_step"]
+    before = resume.run_settings(replace(srt, data=replace(srt.data, start_step=20)))
     (work / "srt" / final.FINAL / final.RUN_SETTINGS).write_text(json.dumps(before))
     monkeypatch.setattr(curriculum, "run_stages",
                         lambda stages, log: final._check_finished_settings(srt, work / "srt", 1, log))
-    with pytest.raises(LLMSRTError, match=rf"^{work} holds runs trained with other settings \(data.start_step 0 -> "
-                                          rf"20\): give another --work, or remove {work / 'srt'}$"):
+    with pytest.raises(LLMSRTError, match=rf"^{work} holds runs trained with other settings \(data.start_step 20 -> "
+                                          rf"0\): give another --work, or remove {work / 'srt'}$"):
         demo_checks.run_with_budget(stages, log=lambda *_: None)
 
     def smt_refused(stages, log):  # as run_stages marks the stage that stopped (its line names no folder here)
