@@ -141,7 +141,7 @@ def test_a_work_folder_trained_with_other_settings_is_refused_naming_work(tmp_pa
 
 
 def test_a_refused_run_is_the_only_one_named_to_remove(tmp_path, monkeypatch):
-    """A runs/demo/srt finished at another data.start_step (20: the demo's from 15:21 to 16:55 on 2026-12-07) is
+    """A runs/demo/srt finished at another data.start_step (20: the demo's from 15:21 to 16:48 on 2026-12-07) is
     refused at its turn: the line told the user to remove every run in --work (baseline, smt and srt_no_smt too,
     hours of training); it names the refused run and the stages after it (trained from it) alone."""
     import json

@@ -186,7 +186,7 @@ def _rows_trained(cfg, rows: list[Row]) -> set[str]:
 def test_the_demo_s_srt_stage_goes_over_the_rows_its_smt_stage_did(tmp_path):
     """The demo's curriculum keeps the paper's structure, each stage over the same rows: its SRT stage starts at the
     stream's start and trains on exactly SMT's rows (the single runs' 40 steps hear about twice as many). At
-    data.start_step = SMT's steps instead (the demo's default from 15:21 to 16:55 on 2026-12-07), the SRT stage trains
+    data.start_step = SMT's steps instead (the demo's default from 15:21 to 16:48 on 2026-12-07), the SRT stage trains
     on the rows SMT did not reach and the curriculum hears as many as the single runs, the same ones; measured at
     three seeds, that variant lost the curriculum's lead (README, "Three corrections")."""
     from llm_srt.demo import demo_stages
@@ -205,7 +205,7 @@ def test_the_demo_s_srt_stage_goes_over_the_rows_its_smt_stage_did(tmp_path):
 
 
 def test_a_demo_srt_stage_finished_at_another_start_step_is_refused_in_one_line(tmp_path, monkeypatch):
-    """A runs/demo/srt finished at data.start_step=20 (the demo's SRT stage from 15:21 to 16:55 on 2026-12-07) is
+    """A runs/demo/srt finished at data.start_step=20 (the demo's SRT stage from 15:21 to 16:48 on 2026-12-07) is
     not handed back as the demo's (from step 0): its turn refuses it, and the demo says which runs to remove."""
     from llm_srt import demo, demo_checks
     from llm_srt.train import curriculum
