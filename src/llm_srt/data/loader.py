@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from ..audio import WINDOW_SECONDS, load_audio
-from ..errors import LLMSRTError
+from ..errors import LLMSRTError, warn_each_time
 from ..prompts import Task, build
-from .manifest import PackedRows, Row, warn_each_time
+from .manifest import PackedRows, Row
 
 BUCKET_BATCHES = 50  # batches per length bucket: sorted within a bucket, so padding stays small
 EMPTY_EPOCHS = 100  # epochs in turn without a whole step after which stream() stops (with groups: see there)

@@ -30,8 +30,8 @@ from ..data.clips import SPLIT_ORDER
 from ..data.features import DTYPES, FeatureCache, content_hashes
 from ..data.loader import (BucketBatchSampler, SpeechTextDataset, blank_transcripts, ids_digest, pad_features,
                            stratified, weighted_by_kind, with_transcripts)
-from ..data.manifest import Row, line_of, read_manifest, text_limit, warn_each_time
-from ..errors import AudioError, ConfigError, LLMSRTError, shown
+from ..data.manifest import Row, line_of, read_manifest, text_limit
+from ..errors import AudioError, ConfigError, LLMSRTError, shown, warn_each_time
 from ..prompts import Task
 from . import dev_sample
 from .batches import SERVING_START, Collator, _as_is, _Batches, _keep_serving, _only_rows, _Stream
