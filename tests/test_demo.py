@@ -430,7 +430,7 @@ def test_claims_report_what_each_runs_lora_left_of_the_llms_text_mt():
 
 
 def test_output_shapes_count_empty_translations_and_copies_of_the_transcript():
-    from llm_srt.demo import output_shapes
+    from llm_srt.demo_claims import output_shapes
     from llm_srt.evaluate.report import UtteranceResult
 
     def row(transcript, translation, ref="Hello."):
