@@ -467,22 +467,26 @@ def test_demo_runs_start_from_the_asr_stage_with_equal_budgets_inside_the_work_f
     stages = demo.demo_stages(Path(args.work), Path(args.data), asr=asr)
     work = Path("runs/demo #1")
     runs = {s.name: s.config for group in stages.values() for s in group}
-    assert {name: cfg.output_dir for name, cfg in runs.items()} == {
-        name: str(work / name) for name in ("smt", "srt", "baseline", "srt_no_smt")}
+    names = ("smt", "srt", "baseline_1", "baseline_2", "srt_no_smt_1", "srt_no_smt_2")
+    assert list(runs) == list(names) and {name: cfg.output_dir for name, cfg in runs.items()} == {
+        name: str(work / name) for name in names}
+    # each single run goes once over each curriculum stage's examples: its second pass from its first
     assert {name: cfg.model.init_from for name, cfg in runs.items()} == {
-        "smt": str(asr), "srt": str(work / "smt" / "final"), "baseline": str(asr), "srt_no_smt": str(asr)}
+        "smt": str(asr), "srt": str(work / "smt" / "final"), "baseline_1": str(asr),
+        "baseline_2": str(work / "baseline_1" / "final"), "srt_no_smt_1": str(asr),
+        "srt_no_smt_2": str(work / "srt_no_smt_1" / "final")}
     assert {(cfg.data.train, cfg.data.dev) for cfg in runs.values()} == {("data/mini #2/train.jsonl",
                                                                            "data/mini #2/dev.jsonl")}
-    assert [runs[n].stage for n in ("smt", "srt", "baseline", "srt_no_smt")] == ["smt", "srt", "baseline", "srt"]
-    budget = runs["smt"].max_steps + runs["srt"].max_steps
-    assert runs["baseline"].max_steps == runs["srt_no_smt"].max_steps == budget > 0
+    assert [runs[n].stage for n in names] == ["smt", "srt", "baseline", "baseline", "srt", "srt"]
+    assert [runs[n].max_steps for n in names] == [runs["smt"].max_steps, runs["srt"].max_steps] * 3
+    assert runs["smt"].max_steps > 0 and runs["srt"].max_steps > 0
+    assert [stages["baseline"][-1].file.name, stages["no_smt"][-1].file.name] == ["baseline.yaml", "srt.yaml"]
     assert {cfg.data.batch_size for cfg in runs.values()} == {runs["smt"].data.batch_size}
     assert {cfg.model.adapter for cfg in runs.values()} == {"linear"}  # the shipped ASR stage's adapter
     # the LLM (and the ASR stage's LoRA) frozen in SMT, LoRA trained in every run's last stage; every run loads the
     # shipped ASR stage's LoRA, so each has its shape
-    assert {n: tuple(runs[n].trainable) for n in runs} == {"smt": ("adapter",), "srt": ("adapter", "lora"),
-                                                          "baseline": ("adapter", "lora"),
-                                                          "srt_no_smt": ("adapter", "lora")}
+    assert {n: tuple(runs[n].trainable) for n in runs} == {"smt": ("adapter",), **{
+        n: ("adapter", "lora") for n in names[1:]}}
     from llm_srt.model.llm import LoraOptions
 
     shipped = LoraOptions.from_dict(json.loads((demo.SHIPPED / "asr" / "config.json").read_text())["lora"])

@@ -183,12 +183,27 @@ def _rows_trained(cfg, rows: list[Row]) -> set[str]:
     return {dataset.example(i, epoch).id for epoch, _, batch in batches for i in batch}
 
 
-def test_the_demo_s_srt_stage_goes_over_the_rows_its_smt_stage_did(tmp_path):
+def _examples_trained(cfg, rows: list[Row]) -> list[list[str]]:
+    """The row ids of each optimizer step of a stage's max_steps, in order (as `_rows_trained` draws them)."""
+    data = cfg.data
+    dataset = SpeechTextDataset(weighted_by_kind([rows], data.train_weights, data.tasks, seed=data.seed), data.tasks,
+                                seed=data.seed)
+    sampler = BucketBatchSampler(dataset.durations, data.batch_size, seed=data.seed,
+                                 step_batches=cfg.optim.accumulation,
+                                 groups=dataset.needs_speech() if mixes_text(data.tasks) else None)
+    sampler.start_at(data.start_step)
+    stream = sampler.stream()
+    steps = [[next(stream) for _ in range(cfg.optim.accumulation)] for _ in range(cfg.max_steps)]
+    return [[dataset.example(i, epoch).id for epoch, _, batch in step for i in batch] for step in steps]
+
+
+def test_every_demo_run_trains_on_the_curriculum_s_examples(tmp_path):
     """The demo's curriculum keeps the paper's structure, each stage over the same rows: its SRT stage starts at the
-    stream's start and trains on exactly SMT's rows (the single runs' 40 steps hear about twice as many). At
-    data.start_step = SMT's steps instead (the demo's default from 15:21 to 16:48 on 2026-12-07), the SRT stage trains
-    on the rows SMT did not reach and the curriculum hears as many as the single runs, the same ones; measured at
-    three seeds, that variant lost the curriculum's lead (README, "Three corrections")."""
+    stream's start and trains on exactly SMT's rows. The Baseline and w/o SMT go over them as often: one pass a
+    stage, each pass the same examples in the same steps (until 2026-12-08 they ran the summed steps in one pass and
+    heard about twice the curriculum's distinct speech). At data.start_step = SMT's steps instead (the demo's default
+    from 15:21 to 16:48 on 2026-12-07) the SRT stage trains on the rows SMT did not reach; measured at three seeds,
+    that variant lost the curriculum's lead (README, "Three corrections")."""
     from llm_srt.demo import demo_stages
 
     asr = tmp_path / "asr"
@@ -196,12 +211,16 @@ def test_the_demo_s_srt_stage_goes_over_the_rows_its_smt_stage_did(tmp_path):
     (asr / "config.json").write_text("{}")
     stages = demo_stages(tmp_path / "work", tmp_path / "data", asr=asr)
     smt, srt = (s.config for s in stages["curriculum"])
-    assert [s.config.data.start_step for s in stages["curriculum"] + stages["no_smt"] + stages["baseline"]] == [0] * 4
+    runs = stages["curriculum"] + stages["baseline"] + stages["no_smt"]
+    assert [s.config.data.start_step for s in runs] == [0] * 6
     rows = _demo_rows()
-    alone = _rows_trained(stages["no_smt"][0].config, rows)
-    assert _rows_trained(srt, rows) == _rows_trained(smt, rows) and len(_rows_trained(smt, rows)) < 0.6 * len(alone)
+    seen = _examples_trained(smt, rows)
+    assert len(seen) == smt.max_steps and len({r for step in seen for r in step}) > 0.9 * smt.max_steps * 8
+    assert all(_examples_trained(s.config, rows) == seen for s in runs)
+    one_pass = replace(srt, max_steps=smt.max_steps + srt.max_steps)  # the single runs before 2026-12-08
+    assert len(_rows_trained(one_pass, rows)) > 1.9 * len(_rows_trained(smt, rows))
     going_on = _rows_trained(smt, rows) | _rows_trained(replace(srt, data=replace(srt.data, start_step=20)), rows)
-    assert going_on == alone and len(alone) == len(_rows_trained(stages["baseline"][0].config, rows))
+    assert going_on == _rows_trained(one_pass, rows)
 
 
 def test_a_demo_srt_stage_finished_at_another_start_step_is_refused_in_one_line(tmp_path, monkeypatch):

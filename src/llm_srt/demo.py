@@ -4,8 +4,8 @@
 2. the mini corpus: gettext sentences spoken by espeak-ng in 6 languages (`llm-srt prepare mini`);
 3. from the shipped ASR stage (checkpoints/embedded/asr, trained here on several voices with the CTC loss and
    LoRA; see its README), with
-   equal budgets (steps x batch over the same speech): the curriculum SMT -> SRT, the paper's Baseline (direct
-   S2TT) and Table 8's "w/o SMT" ablation (SRT alone);
+   equal budgets on the same examples (steps x batch over the same speech): the curriculum SMT -> SRT, the paper's
+   Baseline (direct S2TT) and Table 8's "w/o SMT" ablation (SRT alone), each single run one pass a stage;
 4. the scored directions chosen by the LLM's measured text MT (on dev sentences), then evaluation on every
    held-out test sentence of them: the three runs and the cascade (Whisper -> Gemma text MT);
 5. the paper's two claims checked on these numbers (paired bootstrap p-values on BLEU and on the teacher-forced
@@ -72,10 +72,11 @@ def demo_stages(work: Path, data: Path, asr: Path = SHIPPED / "asr", dtype: str 
     """The demo's training runs as typed configs, composed with `dataclasses.replace` (a folder such as
     "runs/demo #1" stays as it is), all from the ASR stage in `asr` and on the mini corpus in `data`: the
     curriculum (smt, srt under `work`), the Baseline and the w/o-SMT ablation (srt alone), the last two with the
-    curriculum's budget (its steps summed; the same batch size); `dtype`: the frozen weights' (TrainConfig.dtype);
-    `seed`: every run's model-init/dropout seed and data-order seed (TrainConfig.seed, DataConfig.seed)."""
+    curriculum's budget and on its examples: one pass a curriculum stage (`single_passes`); `dtype`: the frozen
+    weights' (TrainConfig.dtype); `seed`: every run's model-init/dropout seed and data-order seed (TrainConfig.seed,
+    DataConfig.seed)."""
     from .train.config import load_config
-    from .train.curriculum import Stage, plan
+    from .train.curriculum import plan
 
     if not (asr / "config.json").is_file():
         raise LLMSRTError(f"{asr}: no config.json; the demo starts from the shipped ASR stage: restore it "
@@ -89,23 +90,35 @@ def demo_stages(work: Path, data: Path, asr: Path = SHIPPED / "asr", dtype: str 
 
     curriculum = plan([str(DEMO_CONFIGS / "smt.yaml"), str(DEMO_CONFIGS / "srt.yaml")], out_root=work,
                       adjust=on_corpus)
-    # each stage from the stream's start: SRT goes over the rows SMT did, as the paper's stages each go over the whole
-    #   data (the single runs hear twice the distinct speech in their 40 steps; SRT at data.start_step=20 instead,
-    #   where SMT's stopped, was measured on 2026-12-07: README, "Three corrections")
-    budget = sum(s.config.max_steps for s in curriculum)
     if len({(s.config.data.batch_size, s.config.optim.accumulation) for s in curriculum}) != 1:
         raise LLMSRTError(f"{DEMO_CONFIGS}: smt.yaml and srt.yaml must share one batch_size and accumulation (equal "
                           "budgets)")
-    first = curriculum[0].config
+    singles = {"baseline": ("baseline.yaml", "baseline"), "no_smt": ("srt.yaml", "srt_no_smt")}
+    return {"curriculum": curriculum, **{
+        run: single_passes(DEMO_CONFIGS / file, on_corpus(load_config(DEMO_CONFIGS / file)), curriculum, work / name)
+        for run, (file, name) in singles.items()}}
 
-    def from_asr(file: Path, out: str) -> Stage:
-        cfg = on_corpus(load_config(file))
-        return Stage(out, file, replace(cfg, output_dir=str(work / out), max_steps=budget,
-                                        data=replace(cfg.data, batch_size=first.data.batch_size),
-                                        optim=replace(cfg.optim, accumulation=first.optim.accumulation)))
 
-    return {"curriculum": curriculum, "baseline": [from_asr(DEMO_CONFIGS / "baseline.yaml", "baseline")],
-            "no_smt": [from_asr(DEMO_CONFIGS / "srt.yaml", "srt_no_smt")]}
+def single_passes(file: Path, cfg, curriculum: list, out: Path) -> list:
+    """A single-stage run (`cfg`, the TrainConfig of YAML `file`) on exactly the curriculum's examples: one pass per
+    curriculum stage (folders OUT_1, OUT_2, ...), each with that stage's steps, batch, accumulation and data start
+    (the stream's start: the paper's stages each go over the whole data, so SRT goes over the rows SMT did), each
+    from the one before's final/ with a fresh optimizer and warm-up as each stage has; the last pass's final/ is the
+    run's model. Until 2026-12-08 a single run went once over the summed steps and heard twice the curriculum's
+    distinct speech (README, "Three corrections")."""
+    from .train.curriculum import Stage
+    from .train.final import FINAL
+
+    passes: list = []
+    for k, stage in enumerate(curriculum, 1):
+        start = cfg.model.init_from if not passes else str(Path(passes[-1].config.output_dir) / FINAL)
+        its = stage.config
+        passes.append(Stage(f"{out.name}_{k}", file, replace(
+            cfg, output_dir=str(out.with_name(f"{out.name}_{k}")), max_steps=its.max_steps,
+            model=replace(cfg.model, init_from=start),
+            data=replace(cfg.data, batch_size=its.data.batch_size, start_step=its.data.start_step),
+            optim=replace(cfg.optim, accumulation=its.optim.accumulation))))
+    return passes
 
 
 def probe_rows(dev_manifest: Path, directions, sentences: int = MT_PROBE_SENTENCES) -> list:
@@ -206,8 +219,9 @@ def run_demo(work: Path, data: Path, log=print, dtype: str = "auto", asr: Path =
     stages = demo_stages(work, data, asr=asr, dtype=placement.dtype_name, seed=seed)
     finals = step("curriculum SMT -> SRT (from the shipped ASR stage)",
                   lambda: run_with_budget(stages["curriculum"], log=log))
-    baseline = step("baseline (S2TT, same budget)", lambda: run_with_budget(stages["baseline"], log=log)[0])
-    no_smt = step("ablation w/o SMT (SRT alone, same budget)", lambda: run_with_budget(stages["no_smt"], log=log)[0])
+    baseline = step("baseline (S2TT, same examples)", lambda: run_with_budget(stages["baseline"], log=log)[-1])
+    no_smt = step("ablation w/o SMT (SRT alone, same examples)",
+                  lambda: run_with_budget(stages["no_smt"], log=log)[-1])
     directions = step("the LLM's text MT per direction (dev)",
                       lambda: choose_directions(data / "dev.jsonl", log, placement=placement))
     write_json(work / "report" / "directions.json", directions)
