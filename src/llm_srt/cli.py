@@ -428,7 +428,12 @@ def one_line_warnings(verb: str, shown):
         if not (ours and issubclass(category, (UserWarning, RuntimeWarning))):
             return shown(message, category, filename, lineno, file, line)
         with contextlib.suppress(OSError, ValueError):  # as Python's: a warning is never the error that ends a run
-            print(f"llm-srt {verb}: warning: {message}", file=sys.stderr if file is None else file)
+            text, out = f"llm-srt {verb}: warning: {message}", sys.stderr if file is None else file
+            bars = sys.modules.get("tqdm")  # a progress bar on the line (evaluate's, train's): the warning printed
+            if bars is not None and getattr(bars.tqdm, "_instances", None):  # after its text; tqdm.write clears
+                bars.tqdm.write(text, file=out)  # the bar, writes the line and draws the bar again under it
+            else:
+                print(text, file=out)
 
     return show
 
