@@ -1086,10 +1086,10 @@ def run(args) -> int:
                 if name == "env" and result["ok"] is False and result.get("fatal", True) \
                         and (check.device != "cpu" or check.asked == "auto"):
                     break  # no GPU, or an essential wheel missing: every other step would fail; the report says why
-        except BaseException as e:  # Ctrl-C, SIGTERM (`stop`), a bug outside the steps: their report, unfinished
-            what = f"{type(e).__name__}: {e}".splitlines()[0]
+        except BaseException as e:  # Ctrl-C, SIGTERM (`stop`): their report, unfinished (the time ran out); a bug
+            what = f"{type(e).__name__}: {e}".splitlines()[0]  # outside the steps ends the check: FAILED, its error
             check.error, check.stopped = (what, None) if isinstance(e, Exception) else (None, what)
-            write_report(check, check.started, final=False)
+            write_report(check, check.started, final=isinstance(e, Exception))
             raise
         finally:
             signal.signal(signal.SIGTERM, previous)
