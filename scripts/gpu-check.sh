@@ -30,6 +30,9 @@ fail() {
 }
 
 command -v "$python" >/dev/null || fail "no $python here: set GPU_PYTHON to the Python that has torch"
+# the image's torch, which gpu_check.py imports before its env step can say what else is missing: a look, not an import
+"$python" -c 'import importlib.util as u, sys; sys.exit(u.find_spec("torch") is None)' 2>/dev/null ||
+  fail "$python has no torch: set GPU_PYTHON to the Python that has torch"
 if compgen -G "$wheels/*.whl" >/dev/null && [ "${USE_WHEELS:-1}" = 1 ]; then
   if ! "$python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))'; then
     echo "gpu-check: $wheels/ holds wheels for CPython 3.12 (the GPU image's); $python is not: its own packages" >&2

@@ -1,7 +1,10 @@
-"""How the GPU check ends outside its steps: a crash of the check itself is reported as the check's failure, not as
-a check stopped from outside."""
+"""How the GPU check starts and ends outside its steps: a Python that cannot run it is said in one line before
+anything starts, and a crash of the check itself is reported as the check's failure, not as a check stopped from
+outside."""
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -28,3 +31,20 @@ def test_a_crash_of_the_check_itself_is_its_failure_not_a_check_the_time_stopped
     assert "The check itself broke: RuntimeError: a bug in the plan\n" in text and "**FAILED**" in text
     assert "Not finished" not in text and "time ran out" not in text
 
+
+def test_a_python_without_torch_is_said_in_one_line_before_the_check_starts(tmp_path):
+    """GPU_PYTHON naming a Python without torch ran gpu_check.py into a ModuleNotFoundError traceback and a report
+    blaming the machine's time; gpu-check.sh now says which module is missing and what to set, in its report too."""
+    python = tmp_path / "bare-python"  # this Python without its site-packages: no torch
+    python.write_text(f'#!/bin/sh\nexec {sys.executable} -I -S "$@"\n')
+    python.chmod(0o755)
+    out = tmp_path / "out"
+    env = dict(os.environ, GPU_PYTHON=str(python), USE_WHEELS="0")
+    done = subprocess.run([str(ROOT / "scripts" / "gpu-check.sh"), str(out), "cpu"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    said = f"{python} has no torch: set GPU_PYTHON to the Python that has torch"
+    assert done.returncode == 1 and done.stderr == f"gpu-check: {said}\n", done.stderr[-3000:]
+    assert "Traceback" not in done.stdout + done.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["outcome"] == "FAILED" and report["finished"] and report["error"] == said
+    assert f"**FAILED** before any step: {said}" in (out / "report.md").read_text()
