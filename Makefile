@@ -66,13 +66,16 @@ demo: setup
 # and the paper-shape bench, in <= 8 minutes; report in $(OUT). On a bare GPU machine the wheels of .whl/ are
 # installed first (make fetch-wheels, here). DEVICE=auto takes the GPU torch sees, and fails (at env, then stops)
 # where nvidia-smi is on PATH but torch sees no GPU; `make gpu-check DEVICE=cpu` is the CPU rehearsal: the same steps
-# here with tiny shapes.
+# here with tiny shapes. make exits 2 for any failure: the last line says the check's own status (0 passed, 1 FAILED,
+# 2 incomplete), which scripts/gpu-check.sh, run directly, exits with.
 DEVICE ?= auto
 OUT ?= runs/gpu-check
 GPU_CHECK_ARGS ?=
 gpu-check:
 	@if [ -x $(PY) ]; then export GPU_PYTHON=$(PY) USE_WHEELS=0; fi; \
-	scripts/gpu-check.sh $(OUT) $(DEVICE) $(GPU_CHECK_ARGS)
+	scripts/gpu-check.sh $(OUT) $(DEVICE) $(GPU_CHECK_ARGS) && exit 0; rc=$$?; \
+	case $$rc in 1) what=FAILED;; 2) what=incomplete;; *) what="no outcome: stopped; see $(OUT)/report.md";; esac; \
+	echo "gpu-check: exit $$rc ($$what); make itself exits 2 for any failure" >&2; exit $$rc
 
 fetch-wheels:
 	$(if $(wildcard $(PY)),$(PY),python3) scripts/gpu_check.py fetch-wheels

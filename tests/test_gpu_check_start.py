@@ -4,6 +4,7 @@ outside."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -48,3 +49,37 @@ def test_a_python_without_torch_is_said_in_one_line_before_the_check_starts(tmp_
     report = json.loads((out / "report.json").read_text())
     assert report["outcome"] == "FAILED" and report["finished"] and report["error"] == said
     assert f"**FAILED** before any step: {said}" in (out / "report.md").read_text()
+
+
+@pytest.mark.parametrize("status, said", [(0, None), (1, "FAILED"), (2, "incomplete"),
+                                          (137, "no outcome: stopped; see ")])
+def test_make_gpu_check_says_the_check_s_own_exit_status(tmp_path, status, said):
+    """make turns any failed command into its own exit status 2, which README gives for "incomplete": a FAILED check
+    read as an incomplete one. make's last line before its error now says the check's status and what it means."""
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    python = tmp_path / "python"  # this Python, whose check ends with `status`
+    python.write_text(f'#!/bin/sh\n[ "$1" = scripts/gpu_check.py ] && exit {status}\nexec {sys.executable} "$@"\n')
+    python.chmod(0o755)
+    out = tmp_path / "out"
+    done = subprocess.run(["make", "-s", "--no-print-directory", "gpu-check", f"PY={python}", f"OUT={out}",
+                           "DEVICE=cpu"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    lines = done.stderr.splitlines()
+    if said is None:  # passed: make passes, and says nothing
+        assert done.returncode == 0 and lines == [], done.stderr
+        return
+    assert done.returncode == 2 and len(lines) == 2 and lines[1].endswith(f"gpu-check] Error {status}"), done.stderr
+    assert lines[0].startswith(f"gpu-check: exit {status} ({said}")
+    assert lines[0].endswith("); make itself exits 2 for any failure")
+
+
+def test_make_gpu_check_says_a_failed_check_s_status(tmp_path):
+    """The same through the check itself: an option it refuses is FAILED, exit 1 (make's 2)."""
+    out = tmp_path / "out"
+    make = ["make", "-s", "--no-print-directory", "gpu-check", f"PY={sys.executable}", f"OUT={out}", "DEVICE=cpu"]
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    done = subprocess.run([*make, "GPU_CHECK_ARGS=--steps no-such-step"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2 and json.loads((out / "report.json").read_text())["outcome"] == "FAILED"
+    assert "gpu-check: exit 1 (FAILED); make itself exits 2 for any failure\n" in done.stderr
