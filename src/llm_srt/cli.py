@@ -97,6 +97,21 @@ def stopped_advice(verb: str, error: BaseException) -> str:
     return _kept_advice(getattr(error, "kept", None), whose, what) + finished
 
 
+def out_of_memory_line(error: BaseException) -> str | None:
+    """One line for running out of memory where no verb said what it was doing (loading a model): what ran out
+    (`device.out_of_memory_reason`), where in llm-srt (the last of its frames: the loader), what to do; None for any
+    other error."""
+    from . import device  # (torch: the verb has imported it already)
+
+    if not device.is_out_of_memory(error):
+        return None
+    package = Path(__file__).resolve().parent
+    ours = [f for f in traceback.extract_tb(error.__traceback__) if package in Path(f.filename).resolve().parents]
+    at = (f" in {Path(ours[-1].filename).resolve().relative_to(package.parent)}:{ours[-1].lineno} ({ours[-1].name})"
+          if ours else "")
+    return f"out of memory{at}: {device.out_of_memory_reason(error)}; use {device.OUT_OF_MEMORY_ADVICE}"
+
+
 def _kept_rows_advice(kept) -> str:
     """What an evaluation stopped with `kept` (`evaluate.journal.Kept`, on the error) keeps: how many decoded rows,
     where ("the rows decoded so far are kept" was said where a stop within a group of rows had kept none)."""
@@ -311,13 +326,16 @@ def _main(argv: list[str] | None) -> int:
             traceback.print_exc()
         print(f"llm-srt {verb}: error: {e}", file=sys.stderr)
         return 2
-    except RuntimeError as e:  # a collective's, where another rank has gone (killed, out of memory, its node lost):
-        #   one line, as when the launcher is gone (ranks.stop_with_launcher); any other keeps its traceback
-        if (gone := ranks.peer_gone(e)) is None:
+    except (RuntimeError, MemoryError) as e:  # a collective's, where another rank has gone (killed, out of memory,
+        #   its node lost): one line, as when the launcher is gone (ranks.stop_with_launcher); running out of memory
+        #   where no verb said what it was doing (loading a model): one line too; any other keeps its traceback
+        gone = ranks.peer_gone(e) if isinstance(e, RuntimeError) else None
+        memory = out_of_memory_line(e) if gone is None else None
+        if gone is None and memory is None:
             raise
         if debug:
             traceback.print_exc()
-        print(f"llm-srt {verb}: error: {gone}{stopped_advice(verb, e) or '; run the same command again'}",
+        print(f"llm-srt {verb}: error: {memory or gone + (stopped_advice(verb, e) or '; run the same command again')}",
               file=sys.stderr, flush=True)
         return 2
     except KeyboardInterrupt as e:  # training saved its step as on SIGTERM (train.signals): the same advice

@@ -12,6 +12,7 @@ module picks a device by itself.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -230,11 +231,38 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+OUT_OF_MEMORY_TEXTS = ("out of memory", "alloc_failed",  # CUDA's, cuBLAS's CUBLAS_STATUS_ALLOC_FAILED
+                       "can't allocate memory", "not enough memory",  # torch's CPU allocator (DefaultCPUAllocator)
+                       "cannot allocate memory")  # ENOMEM's text: a weights file's mmap ("unable to mmap N bytes")
+OUT_OF_MEMORY_ADVICE = ("a smaller model, a smaller --dtype (bfloat16; int8 for CPU inference), another --device, or "
+                        "more free memory")
+
+
 def is_out_of_memory(error: BaseException) -> bool:
-    """A CUDA allocation failure: torch's OutOfMemoryError, or one raised by a library as a plain RuntimeError
-    (cuBLAS's CUBLAS_STATUS_ALLOC_FAILED, "out of memory")."""
+    """An allocation failure, on any device: torch's OutOfMemoryError (CUDA), Python's MemoryError, or a RuntimeError
+    saying so (OUT_OF_MEMORY_TEXTS: a library's "out of memory", torch's CPU allocator's "can't allocate memory", a
+    weights file's mmap failing with ENOMEM)."""
     text = str(error).lower()
-    return isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in text or "alloc_failed" in text
+    return isinstance(error, (torch.cuda.OutOfMemoryError, MemoryError)) or any(t in text for t in OUT_OF_MEMORY_TEXTS)
+
+
+def out_of_memory_reason(error: BaseException) -> str:
+    """What ran out, in a few words, from torch's message (its first line for one not recognized here)."""
+    text = str(error)
+    if m := re.search(r"tried to allocate (\d+) bytes", text):  # torch's CPU allocator
+        return f"the CPU allocator could not allocate {gib(int(m[1]))} more"
+    if m := re.search(r"unable to mmap (\d+) bytes from file <?([^>:]+)>?", text):  # a weights file mapped in
+        return f"could not map {gib(int(m[1]))} of {m[2]} into memory"
+    if m := re.search(r"Tried to allocate ([\d.]+ \w+)\. GPU (\d+) has a total capacity of ([\d.]+ \w+) of which "
+                      r"([\d.]+ \w+) is free", text):  # torch.OutOfMemoryError
+        return f"CUDA out of memory on GPU {m[2]} (tried to allocate {m[1]}; {m[4]} of {m[3]} free)"
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return f"{type(error).__name__}: {first[:200]}" if first else type(error).__name__
+
+
+def gib(n: int) -> str:
+    """Bytes as GiB (MiB below one GiB), for messages."""
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
 
 
 STICKY_CUDA_ERRORS = ("device-side assert", "illegal memory access", "illegal instruction", "misaligned address",
