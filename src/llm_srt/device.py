@@ -265,6 +265,32 @@ def gib(n: int) -> str:
     return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
 
 
+def available_memory_bytes() -> tuple[int, str] | None:
+    """What this process can still allocate on the CPU, and what that counts: the system's available memory plus free
+    swap (psutil, else /proc/meminfo's MemAvailable and SwapFree), or, when less, what an address-space limit (`ulimit
+    -v`) leaves beside this process's virtual size; None where neither can be read."""
+    try:
+        import psutil
+
+        found = (psutil.virtual_memory().available + psutil.swap_memory().free,
+                 "available memory and free swap")
+        used = psutil.Process().memory_info().vms
+    except (ImportError, OSError):
+        try:
+            info = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines() if ":" in line)
+            kib = lambda key: int(info[key].split()[0]) * 1024  # noqa: E731
+            found = (kib("MemAvailable") + kib("SwapFree"), "MemAvailable and SwapFree")
+            used = int(Path("/proc/self/statm").read_text().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, KeyError, ValueError, IndexError):
+            return None
+    import resource
+
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    if limit != resource.RLIM_INFINITY and limit - used < found[0]:
+        return max(limit - used, 0), "what the address-space limit (ulimit -v) leaves"
+    return found
+
+
 STICKY_CUDA_ERRORS = ("device-side assert", "illegal memory access", "illegal instruction", "misaligned address",
                       "unspecified launch failure", "uncorrectable ecc", "hardware stop", "an illegal address")
 #   what CUDA keeps for the rest of the process (the context is lost); "invalid configuration argument", "too many

@@ -12,7 +12,7 @@ Every utterance is a 10 s clip and decodes exactly `new_tokens` tokens (EOS logi
 batch x `batches_per_row` utterances (at least `min_utterances`, in whole batches) after a warm-up batch of the same
 shape (2 tokens) and reports seconds per 1,000 utterances; a row that runs out of memory is recorded as such
 (`out_of_memory`, as Table 7 reports its peer at batch 8) and picked by no ratio or goal. Then each system's
-largest batch that fits (doubling from `search_from` until CUDA runs out of memory or `max_batch`), optionally under
+largest batch that fits (doubling from `search_from` until it runs out of memory or `max_batch`), optionally under
 a memory cap (`memory_gib`: the paper's RTX 4090 has 24 GiB), and the training step of the SRT stage at batch 16
 with and without activation checkpointing. Peak memory is torch's allocator peak on CUDA, RSS on the CPU. What a
 run has measured is handed on after each row, search and training row (`run_paper`'s `partial`: bench --json-out
@@ -97,6 +97,8 @@ def run_paper(options: PaperOptions, placement: Placement, workdir: Path, log=la
     if options.memory_gib is not None and placement.cuda and options.max_batch and not options.compiled_only:
         memory_cap(options.memory_gib, placement.device)  # a cap the device cannot give (what other processes on a
         #   shared GPU hold already): refused before any row, not after the Q-Former's rows, at its search
+    if not placement.cuda:
+        check_room(options, placement)
     torch.manual_seed(options.seed)
     folders = presets.write_folders(options.shape, workdir)
     clips = noise_clips(max(options.batch_sizes + options.pooled_batch_sizes + options.beam_batch_sizes),
@@ -110,7 +112,15 @@ def run_paper(options: PaperOptions, placement: Placement, workdir: Path, log=la
 
     for system_name in ["llm-srt"] if options.compiled_only else SYSTEMS:
         log(f"{system_name}: building {options.shape} (random weights) on {placement}")
-        model, system = build_system(system_name, folders, placement, options)
+        try:
+            model, system = build_system(system_name, folders, placement, options)
+        except Exception as e:
+            if not is_out_of_memory(e):
+                raise
+            need, counted = weights_need(options, placement)
+            raise LLMSRTError(f"out of memory building --paper-shape {options.shape}'s {system_name} system on "
+                              f"{placement} ({dev.out_of_memory_reason(e)}; its weights alone take {dev.gib(need)}: "
+                              f"{counted}): {room_advice(placement)}") from e
         greedy = DecodingOptions(max_new_tokens=options.new_tokens)
         if system_name != "llm-srt":  # (beam, batch, compiled) of each row
             plan = [(1, b, False) for b in options.pooled_batch_sizes]
@@ -180,6 +190,32 @@ def build_system(name: str, folders: presets.PresetFolders, placement: Placement
     pin_eos(model)
     model.encoder  # built now (it is lazy), so the first timed row does not pay for it
     return model, SpeechLLMSystem(model, name, placement)
+
+
+def weights_need(options: PaperOptions, placement: Placement) -> tuple[int, str]:
+    """The bytes of the Whisper encoder's and the LLM's weights in the placement's dtype, and what that counts: the
+    presets' parameters (counted on the meta device: exact) x the dtype's bytes; the adapter, buffers, activations and
+    KV caches come on top, so what building a system needs is at least this."""
+    counts, size = presets.parameter_counts(options.shape), placement.dtype.itemsize
+    return ((counts["llm"] + counts["encoder"]) * size,
+            f"{millions(counts['llm'])} LLM + {millions(counts['encoder'])} encoder parameters x {size} bytes")
+
+
+def room_advice(placement: Placement) -> str:
+    smaller = ", --dtype bfloat16 (2 bytes a weight)" if placement.dtype.itemsize > 2 else ""
+    return f"use a smaller --paper-shape (tiny: the same path at test size){smaller}, another --device or more memory"
+
+
+def check_room(options: PaperOptions, placement: Placement) -> None:
+    """On the CPU, a shape whose weights alone (`weights_need`) exceed what this process can still allocate
+    (`device.available_memory_bytes`) is refused before anything is built: 7B in float32 (31 GiB) was built for
+    minutes on a machine with less, to end killed or in a traceback."""
+    room = dev.available_memory_bytes()
+    need, counted = weights_need(options, placement)
+    if room is not None and need > room[0]:
+        raise LLMSRTError(f"--paper-shape {options.shape} on {placement}: its weights alone take {dev.gib(need)} "
+                          f"({counted}), and this process can allocate {dev.gib(room[0])} ({room[1]}): "
+                          f"{room_advice(placement)}")
 
 
 def row_utterances(batch: int, options: PaperOptions) -> int:
