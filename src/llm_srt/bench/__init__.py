@@ -60,7 +60,8 @@ def add_arguments(parser) -> None:
                         help="--paper-shape: also time LLM-SRT greedy with --compile (static KV cache; CUDA graphs on "
                              "a GPU) at these batch sizes, e.g. 1,64")
     parser.add_argument("--compiled-only", action="store_true",
-                        help="--paper-shape with --compile-batches: only the compiled rows")
+                        help="--paper-shape: only the compiled rows (--compile-batches'; tiny has batch 2 of its "
+                             "own, the paper shapes none)")
     parser.add_argument("--no-train", action="store_true", help="--paper-shape: skip the training-step rows")
     parser.add_argument("--batches-per-row", type=int, default=None, help="--paper-shape: batches timed per row "
                         f"(default {PaperOptions.batches_per_row})")

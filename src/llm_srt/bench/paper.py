@@ -77,7 +77,8 @@ class PaperOptions:
         if self.new_tokens < 2 or self.batches_per_row < 1 or self.train_steps < 1:
             raise LLMSRTError("bench: new_tokens must be >= 2, batches_per_row and train_steps >= 1")
         if self.compiled_only and not self.compiled_batch_sizes:
-            raise LLMSRTError("bench: --compiled-only times the --compile rows alone, and there are none: give "
+            raise LLMSRTError(f"bench: --compiled-only times the --compile rows alone, and there are none: "
+                              f"--paper-shape {self.shape} has no compiled batch of its own (tiny has batch 2): give "
                               "--compile-batches (e.g. 1,64)")
         presets.get(self.shape)
 
@@ -85,7 +86,7 @@ class PaperOptions:
 TINY = dict(  # --paper-shape tiny: the same path at test size (a small Q-Former, few and small batches)
     adapter_kwargs={"num_queries": 8, "hidden_size": 32, "num_layers": 1, "num_heads": 4, "intermediate_size": 64},
     new_tokens=4, batch_sizes=(1, 2), beam_size=2, beam_batch_sizes=(2,), pooled_batch_sizes=(2,), batches_per_row=1,
-    compiled_batch_sizes=(2,),
+    compiled_batch_sizes=(2,),  # the compiled path too: here --compiled-only needs no --compile-batches (help, error)
     min_utterances=2, search_from=4, max_batch=4, train_batch=2, train_target_tokens=8, train_steps=1)
 
 
