@@ -26,7 +26,6 @@ decoding, a pool of decode threads, a queue cap, and one deadline (--timeout-s) 
 request that times out or whose client disconnects leaves the queue at once.
 """
 
-import asyncio
 import errno
 import logging
 import os
@@ -40,11 +39,8 @@ from importlib import resources
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import ClientDisconnect
 
 from .. import languages, subtitles
 from ..errors import DeviceFailed, LLMSRTError, Terminated
@@ -58,11 +54,12 @@ from .batcher import (LID_MISSING, BatchOptions, Batcher, BusyError, NotStarted,
 from .forms import AUTO, ENDPOINTS, APIError, AudioForm, Endpoint, audio_form, check_fields, check_granularities, \
     check_known, check_single, default_task, parse_task, request_decoding, resolve_language, source_language
 from .guard import (ERROR_TYPES, ConnectionLimits, ContentLengthLimit, HostOriginGuard, HostRule,
-                    check_allowed_host, check_allowed_origin, check_number, cors_origin_regex, error_response,
-                    hide_paths, is_ip, model_paths, split_host)
+                    check_allowed_host, check_allowed_origin, check_number, cors_origin_regex, hide_paths,
+                    is_ip, model_paths, split_host)
+from .handlers import CLIENT_GONE, ClientGone, add_error_handlers, too_large_message, until_done
 from .logs import show_server_log
 from .responses import ERROR_HEADER, RENDERERS, WARNING_HEADER, untranslated_warning, with_notes, without_paths
-from .uploads import MAX_AUDIO_SECONDS, MB, DecodePool, UploadError, check_audio_seconds, check_upload, storage_error
+from .uploads import MAX_AUDIO_SECONDS, MB, DecodePool, UploadError, check_audio_seconds, check_upload
 from .warmup import warm_up
 
 __all__ = ["ERROR_TYPES", "ServeOptions", "create_app", "warm_up", "add_arguments", "options_from_args", "main"]
@@ -71,7 +68,6 @@ log = logging.getLogger("llm_srt.serve")
 
 FORM_OVERHEAD = 64 * 1024  # bytes allowed on top of the file for the other form fields and multipart boundaries
 PAGE = "static/index.html"
-CLIENT_GONE = 499  # nginx's "client closed request": logged, never seen by the client
 
 
 @dataclass(frozen=True)
@@ -192,7 +188,7 @@ def create_app(translator: SpeechTranslator, options: ServeOptions = ServeOption
                 "data": [{"code": lang.code, "name": lang.name, "script": lang.script}
                          for lang in languages.LANGUAGES.values()]}
 
-    _add_error_handlers(app, options)
+    add_error_handlers(app, options)
     app.add_middleware(ContentLengthLimit, max_bytes=options.max_body_bytes,
                        message=too_large_message(options))
     if options.allow_origins:  # browsers may read replies to these origins' pages (and send their preflights)
@@ -309,73 +305,6 @@ def language_id_reason(error: str) -> str:
     """A system's language-ID error without its advice ("; give the source language (--src ...)"), which is for the
     command line: an HTTP client gets the server's own, naming its request's field."""
     return error.split("; give ", 1)[0]
-
-
-class ClientGone(Exception):
-    """The client closed its connection before the answer was ready."""
-
-
-async def until_done(request: Request, work, timeout_s: float):
-    """`work`'s result; TimeoutError after `timeout_s`, ClientGone if the client disconnects first. Either way
-    `work` is cancelled: a queued decode never starts, a queued batch entry leaves the queue."""
-    job = asyncio.ensure_future(work)
-    gone = asyncio.ensure_future(_disconnect(request.receive))
-    try:
-        done, _ = await asyncio.wait({job, gone}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        job.cancel()
-        gone.cancel()
-        await asyncio.gather(job, gone, return_exceptions=True)
-    if job in done:
-        return job.result()
-    if gone in done:
-        raise ClientGone()
-    raise TimeoutError()
-
-
-async def _disconnect(receive) -> None:
-    """Returns when the client disconnects (the body is already read: receive() now waits for that)."""
-    while (await receive())["type"] != "http.disconnect":
-        await asyncio.sleep(0.01)  # a server that answers at once with empty bodies must not make this spin
-
-
-def _add_error_handlers(app: FastAPI, options: ServeOptions) -> None:
-    @app.exception_handler(APIError)
-    async def api_error(_request: Request, exc: APIError) -> JSONResponse:
-        return error_response(exc.status, exc.message, exc.param, retry=exc.retry)
-
-    @app.exception_handler(ClientDisconnect)
-    async def client_gone(request: Request, _exc: ClientDisconnect) -> Response:
-        log.info("%s: the client disconnected while sending its upload", request.url.path[:100])
-        return Response(status_code=CLIENT_GONE)  # gone while sending its upload: nobody to answer
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        err = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-        param = str(err["loc"][-1]) if err.get("loc") else None
-        hint = " (send multipart/form-data with the audio in the field 'file')" if param == "file" else ""
-        return error_response(400, f"{param}: {err['msg']}{hint}" if param else err["msg"], param)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        cause = exc.__cause__  # FastAPI answers any exception while it parses the form as 400 "There was an error
-        if exc.status_code == 400 and isinstance(cause, ClientDisconnect):  # parsing the body": a client that left
-            return await client_gone(request, cause)
-        if exc.status_code == 400 and isinstance(cause, OSError) and not isinstance(cause, ConnectionError):
-            err = storage_error(cause, "storing the upload")  # a full disk (the spooled upload's)
-            return error_response(err.status, err.message, "file")  # is the server's, not a malformed body
-        path = request.url.path if len(request.url.path) <= 100 else request.url.path[:100] + "..."
-        messages = {
-            413: too_large_message(options),
-            404: f"no such endpoint {path}; see / for the page and /openapi.json for the API",
-            405: f"{request.method[:20]} is not allowed on {path}",
-        }
-        return error_response(exc.status_code, messages.get(exc.status_code, str(exc.detail)),
-                              "file" if exc.status_code == 413 else None, exc.headers)  # a 405's Allow
-
-
-def too_large_message(options: ServeOptions) -> str:
-    return f"the upload is larger than {options.max_upload_mb:g} MB (llm-srt serve --max-upload-mb)"
 
 
 # ---- CLI: llm-srt serve ---------------------------------------------------------------------------------------------
