@@ -15,8 +15,8 @@ from llm_srt.bench import paper
 MMAP = ("unable to mmap 1072419256 bytes from file </models/gemma-3-270m/model.safetensors>: Cannot allocate memory "
         "(12)")  # safetensors' load of a weights file under `ulimit -v`
 CUDA = ("CUDA out of memory. Tried to allocate 20.00 GiB. GPU 0 has a total capacity of 79.11 GiB of which 1.25 GiB is "
-        "free. Including non-PyTorch memory, this process has 77.85 GiB memory in use. Of the allocated memory 76.90 GiB"
-        " is allocated by PyTorch, and 312.00 MiB is reserved by PyTorch but unallocated.")
+        "free. Including non-PyTorch memory, this process has 77.85 GiB memory in use. Of the allocated memory "
+        "76.90 GiB is allocated by PyTorch, and 312.00 MiB is reserved by PyTorch but unallocated.")
 
 
 def cpu_allocator_error() -> RuntimeError:
