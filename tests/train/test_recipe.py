@@ -492,11 +492,11 @@ def test_out_of_memory_advice_names_fsdp_only_where_the_config_takes_it(tiny_set
     other changes, or where none is left, that it needs a GPU with more memory."""
     from llm_srt.train.parallel import Dist
 
-    def advice(tasks, **extra):
+    def advice(tasks, device="cuda:0", **extra):  # (the device only names where it ran out)
         cfg = load_config(None, overrides(tiny_setup, tmp_path / "run", **{
             "data.tasks": tasks, "model.lora": "{r: 4, alpha: 8}", "trainable": "[adapter, lora]", **extra}))
         stops = recipe.Recipe(cfg, log=lambda *_: None)
-        stops.d, stops.device, stops.last_good = Dist(0, 2, 0), torch.device("cpu"), None
+        stops.d, stops.device, stops.last_good = Dist(0, 2, 0), torch.device(device), None
         with pytest.raises(LLMSRTError) as e:
             stops._stop_out_of_memory("forward", 0, {"ids": ["a"], "n_target_tokens": 9},
                                       torch.OutOfMemoryError("CUDA out of memory."))
@@ -510,6 +510,10 @@ def test_out_of_memory_advice_names_fsdp_only_where_the_config_takes_it(tiny_set
     assert "distributed=fsdp" not in said and said.endswith(
         "This step needs a GPU with more memory (FSDP, which would shard the LLM over more GPUs, does not take a "
         "stage that mixes text-only mt with speech tasks)"), said
+    # on the CPU nothing left to lower is no call for more GPUs (it was said there too)
+    said = advice("{srt: 1.0}", device="cpu", distributed="fsdp", **tight)
+    assert "GPUs" not in said and said.endswith("This step needs more memory than this machine gives it: train on a "
+                                                "GPU (device=cuda), or free memory or use a machine with more"), said
     # a speech stage: fsdp is advised as before, and its config loads
     assert advice("{srt: 1.0}").endswith("or activation_checkpointing=true, or distributed=fsdp (the LLM sharded "
                                          "over the ranks)")

@@ -121,6 +121,8 @@ class RunStops:
                  f"no checkpoint in {self.out} yet (save_every {cfg.save_every})")
         fix = (f"To {'resume from it' if self.last_good else 'start again'} with less memory a step, run the same "
                f"command with {', or '.join(ways)}" if ways else
+               "This step needs more memory than this machine gives it: train on a GPU (device=cuda), or free memory "
+               "or use a machine with more" if str(self.device).startswith("cpu") else
                "This step needs more GPUs (torchrun with distributed=fsdp) or one with more memory" if shardable else
                "This step needs a GPU with more memory (FSDP, which would shard the LLM over more GPUs, does not "
                "take a stage that mixes text-only mt with speech tasks)")
