@@ -483,8 +483,11 @@ def run_server(args, options: ServeOptions, limits: ConnectionLimits, sockets: l
         def handle_exit(self, sig, frame) -> None:
             stopping.set()
             super().handle_exit(sig, frame)
-            if self.force_exit and not self.started:  # a second Ctrl-C in the --compile warm-up: uvicorn would
-                exit_at_once()  # act on it only once start-up ends, after the warm-up's batch (minutes to compile)
+            # A second Ctrl-C: gone now. In the --compile warm-up uvicorn would act on it only once start-up ends
+            # (minutes to compile); once serving, it raised the signal again inside asyncio.run, which cancelled
+            # every request in flight with its connection open: Starlette's text/plain 500 for each, and tracebacks.
+            if self.force_exit:
+                exit_at_once(len(self.server_state.tasks))
 
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             for sock in sockets or []:  # as uvicorn's own listening sockets (bind_sockets held the port without)
@@ -504,15 +507,23 @@ def run_server(args, options: ServeOptions, limits: ConnectionLimits, sockets: l
         if stopping.is_set():  # (a SIGTERM before serving began stays 143)
             return 0
         raise
-    finally:
-        if server.force_exit:  # a second Ctrl-C
-            exit_at_once()
     return 0
 
 
-def exit_at_once() -> None:
-    """Gone now with 130, not once the batch inside the model is done: the interpreter would wait for the model
-    thread at exit, minutes for a large batch."""
-    sys.stdout.flush()
-    sys.stderr.flush()
+def exit_at_once(in_flight: int = 0) -> None:
+    """Gone now with 130, from the signal handler, not once the batch inside the model is done (the interpreter
+    would wait for the model thread at exit, minutes for a large batch): the requests in flight get no answer, their
+    connections closed with the process, as README says."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, RuntimeError):  # closed, or a write this signal interrupted (reentrant)
+            pass
+    dropped = (f"; {in_flight} request{'s' if in_flight != 1 else ''} in flight get{'' if in_flight != 1 else 's'} "
+               f"no answer ({'their connections are' if in_flight != 1 else 'its connection is'} closed)"
+               if in_flight else "")
+    try:
+        os.write(2, f"llm-srt serve: Ctrl-C again: exiting now{dropped}\n".encode())
+    except OSError:
+        pass
     os._exit(130)
