@@ -56,7 +56,7 @@ from .forms import AUTO, ENDPOINTS, APIError, AudioForm, Endpoint, audio_form, c
 from .guard import (ERROR_TYPES, ConnectionLimits, ContentLengthLimit, HostOriginGuard, HostRule,
                     check_allowed_host, check_allowed_origin, check_number, cors_origin_regex, hide_paths,
                     is_ip, model_paths, split_host)
-from .handlers import CLIENT_GONE, ClientGone, add_error_handlers, too_large_message, until_done
+from .handlers import ClientGone, add_error_handlers, client_gone, too_large_message, until_done
 from .logs import show_server_log
 from .responses import ERROR_HEADER, RENDERERS, WARNING_HEADER, untranslated_warning, with_notes, without_paths
 from .uploads import MAX_AUDIO_SECONDS, MB, DecodePool, UploadError, check_audio_seconds, check_upload
@@ -261,8 +261,7 @@ def _handler(endpoint: Endpoint, batcher: Batcher, decoder: DecodePool, options:
         except BusyError as e:
             raise APIError(503, str(e)) from None
         except ClientGone:
-            log.info("%s: the client disconnected; its request was dropped", name)
-            return Response(status_code=CLIENT_GONE)
+            return client_gone(request, f"{name}: the client disconnected; its request was dropped")
         except NotStarted as e:  # the operator's to fix (before, "the model failed: AttributeError", retried twice)
             log.error("%s", e)
             raise APIError(500, str(e), retry=False) from None

@@ -3,6 +3,7 @@ JSON, a client gone answered with nobody to read it (logged), a full disk the se
 
 import asyncio
 import logging
+import urllib.parse
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
@@ -25,6 +26,17 @@ CLIENT_GONE = 499  # nginx's "client closed request": logged, never seen by the 
 
 class ClientGone(Exception):
     """The client closed its connection before the answer was ready."""
+
+
+def client_gone(request: Request, what: str) -> Response:
+    """The 499 of a client that left, which nobody reads: uvicorn writes no access line once the connection is gone,
+    so this line, shaped as its access lines ("ADDRESS - "POST PATH HTTP/1.1" STATUS ..."), is the one saying 499."""
+    scope = request.scope
+    address = "%s:%d" % tuple(scope["client"][:2]) if scope.get("client") else "-"
+    path = urllib.parse.quote(scope.get("root_path", "") + scope["path"])  # quoted as uvicorn's: one line, always
+    log.info('%s - "%s %s HTTP/%s" %d Client Closed Request: %s', address, scope["method"][:20],
+             path if len(path) <= 100 else path[:100] + "...", scope.get("http_version", "1.1"), CLIENT_GONE, what)
+    return Response(status_code=CLIENT_GONE)
 
 
 async def until_done(request: Request, work, timeout_s: float):
@@ -57,9 +69,8 @@ def add_error_handlers(app: FastAPI, options: "ServeOptions") -> None:
         return error_response(exc.status, exc.message, exc.param, retry=exc.retry)
 
     @app.exception_handler(ClientDisconnect)
-    async def client_gone(request: Request, _exc: ClientDisconnect) -> Response:
-        log.info("%s: the client disconnected while sending its upload", request.url.path[:100])
-        return Response(status_code=CLIENT_GONE)  # gone while sending its upload: nobody to answer
+    async def gone_mid_upload(request: Request, _exc: ClientDisconnect) -> Response:
+        return client_gone(request, "the client disconnected while sending its upload")  # nobody to answer
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -72,7 +83,7 @@ def add_error_handlers(app: FastAPI, options: "ServeOptions") -> None:
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         cause = exc.__cause__  # FastAPI answers any exception while it parses the form as 400 "There was an error
         if exc.status_code == 400 and isinstance(cause, ClientDisconnect):  # parsing the body": a client that left
-            return await client_gone(request, cause)
+            return await gone_mid_upload(request, cause)
         if exc.status_code == 400 and isinstance(cause, OSError) and not isinstance(cause, ConnectionError):
             err = storage_error(cause, "storing the upload")  # a full disk (the spooled upload's)
             return error_response(err.status, err.message, "file")  # is the server's, not a malformed body
