@@ -11,6 +11,7 @@ import httpx
 from serve_helpers import DECODING, live_server
 
 from llm_srt.serve import BatchOptions, ServeOptions, create_app
+from llm_srt.serve.guard import ConnectionLimits
 
 TRANSLATIONS = "/v1/audio/translations"
 BOUNDARY = "goneboundary"
@@ -95,3 +96,29 @@ def test_a_client_leaving_while_its_request_waits_is_logged_as_499(translator, c
     assert line == (f'{client} - "POST {TRANSLATIONS} HTTP/1.1" 499 Client Closed Request: a.wav: the client '
                     "disconnected; its request was dropped"), line
 
+
+def test_the_servers_own_408_is_not_logged_as_the_client_leaving(translator, caplog):
+    """A body that stalls past --read-timeout-s is answered 408 and closed by the server; the app then saw the
+    connection gone and logged "the client disconnected while sending its upload", blaming the client."""
+    done = threading.Event()
+    app = create_app(translator, ServeOptions(batch=BatchOptions(decoding=DECODING)))
+
+    async def watched(scope, receive, send):  # tells the test when the app is done with the request
+        try:
+            await app(scope, receive, send)
+        finally:
+            if scope["type"] == "http":
+                done.set()
+
+    limits = ConnectionLimits(read_timeout_s=0.5)
+    with caplog.at_level(logging.INFO, logger="llm_srt.serve"), live_server(watched, limits=limits) as url:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.sendall(upload_head(port, 1_000_000) + b"\0" * 20_000)
+            s.settimeout(10)
+            reply = s.recv(65536)
+            client = "127.0.0.1:%d" % s.getsockname()[1]
+            assert reply.startswith(b"HTTP/1.1 408") and b"--read-timeout-s" in reply, reply
+            assert done.wait(10), "the app never ended the request"
+    said = [line for line in lines(caplog) if client in line or "disconnected" in line]
+    assert len(said) == 1 and "closed the connection from" in said[0] and "--read-timeout-s" in said[0], said

@@ -60,6 +60,7 @@ ERROR_TYPES: dict[int, str] = {
     507: "insufficient_storage",  # the server's temporary disk is full (uploads.storage_error)
 }
 RETRY_AFTER_S = 2  # what a 503 asks the client to wait
+SERVER_CLOSED = "llm_srt.server_closed"  # set in a request's scope when a timeout here closed its connection
 # The OpenAI SDK sends a request again (twice) after a 408 or a 5xx unless told not to: a 504 would be decoded and a
 # full disk filled three times over, while a 503 is the one to retry (it comes with Retry-After).
 NOT_RETRYABLE = (504, 507)
@@ -507,6 +508,8 @@ class GuardedH11Protocol(H11Protocol):
             return
         client = "%s:%d" % self.client if self.client else "a client"
         log.warning("closed the connection from %s: %s within %s", client, what, option)
+        if state is h11.SEND_BODY and self.cycle is not None:  # the app, reading the body, sees the connection gone:
+            self.cycle.scope[SERVER_CLOSED] = what  # the server's doing, not a client that left (serve.handlers)
         if started and (state is h11.IDLE or self.cycle is None or not self.cycle.response_started):
             self.transport.write(raw_error(408, "Request Timeout", f"{what} within {option}; send the whole "
                                            "request at once"))

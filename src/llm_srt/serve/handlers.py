@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from .forms import APIError
-from .guard import error_response
+from .guard import SERVER_CLOSED, error_response
 from .uploads import storage_error
 
 if TYPE_CHECKING:
@@ -70,6 +70,8 @@ def add_error_handlers(app: FastAPI, options: "ServeOptions") -> None:
 
     @app.exception_handler(ClientDisconnect)
     async def gone_mid_upload(request: Request, _exc: ClientDisconnect) -> Response:
+        if SERVER_CLOSED in request.scope:  # a timeout's 408 closed it (guard.py answered and logged it)
+            return Response(status_code=408)  # nobody to read it either
         return client_gone(request, "the client disconnected while sending its upload")  # nobody to answer
 
     @app.exception_handler(RequestValidationError)
