@@ -15,6 +15,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 import gpu_check  # noqa: E402
+import gpu_check_bench  # noqa: E402
+import gpu_check_e2e  # noqa: E402
+import gpu_check_env  # noqa: E402
+import gpu_check_pytest  # noqa: E402
+import gpu_check_report  # noqa: E402
+import gpu_check_runner  # noqa: E402
 
 
 def run_check(out: Path, *args: str) -> subprocess.CompletedProcess:
@@ -59,8 +65,8 @@ def test_a_failed_step_fails_the_check(tmp_path):
 def test_a_step_the_budget_leaves_undone_is_neither_passed_nor_failed(tmp_path, monkeypatch):
     """A step not started, or stopped by the check's budget before its own limit, is reported as not done and does
     not fail the check; one that runs past its own limit still fails it."""
-    monkeypatch.setattr(gpu_check, "MIN_STEP_S", 1)
-    check = gpu_check.Check(tmp_path, tmp_path, "cpu", "float32", budget_s=3)
+    monkeypatch.setattr(gpu_check_runner, "MIN_STEP_S", 1)
+    check = gpu_check_runner.Check(tmp_path, tmp_path, "cpu", "float32", budget_s=3)
     sleep = [sys.executable, "-c", "import time; time.sleep(30)"]
 
     def command(limit):
@@ -70,26 +76,26 @@ def test_a_step_the_budget_leaves_undone_is_neither_passed_nor_failed(tmp_path, 
     cut = check.step("cut", command, 60)  # the budget (3 s) stops it before its own limit
     assert cut["ok"] is None and "cut short by the check's time budget" in cut["error"]
     assert check.step("late", command, 60)["ok"] is None  # the budget is spent: not started
-    assert gpu_check.write_report(check, time.time()) == "FAILED"  # nothing passed: not a passed check
+    assert gpu_check_report.write_report(check, time.time()) == "FAILED"  # nothing passed: not a passed check
     check.steps.append({"step": "env", "ok": True, "seconds": 0.1})
-    assert gpu_check.write_report(check, time.time()) == "incomplete"  # never "passed" with a step undone
+    assert gpu_check_report.write_report(check, time.time()) == "incomplete"  # never "passed" with a step undone
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["outcome"] == "incomplete" and not report["ok"] and report["not_proven_here"]
     md = (tmp_path / "report.md").read_text()
     assert "**incomplete** (2 steps not done for want of time)" in md and "Not proven by this check: several NCCL" in md
     check.steps = [s for s in check.steps if s["ok"]]
-    assert gpu_check.write_report(check, time.time()) == "passed"
+    assert gpu_check_report.write_report(check, time.time()) == "passed"
     check.steps[0]["other_versions"] = ["torch 2.11.0 (constraints.txt: 2.13.0)"]  # the image's torch, not the pin
-    assert gpu_check.write_report(check, time.time()) == "passed"
+    assert gpu_check_report.write_report(check, time.time()) == "passed"
     assert "this machine ran torch 2.11.0 (constraints.txt: 2.13.0)" in json.loads(
         (tmp_path / "report.json").read_text())["not_proven_here"][-1]
     assert "torch 2.11.0 (constraints.txt: 2.13.0)" in (tmp_path / "report.md").read_text().split("Not proven")[1]
     check.steps[0]["other_versions"] = ["peft 0.20.0 (constraints.txt: 0.21.2)"]  # torch pinned: no torch note
-    gpu_check.write_report(check, time.time())
+    gpu_check_report.write_report(check, time.time())
     assert "FSDP2" not in json.loads((tmp_path / "report.json").read_text())["not_proven_here"][-1]
     check.deadline = time.monotonic() + 60
     assert check.step("own", command, 1)["ok"] is False  # its own limit: a failure
-    assert gpu_check.write_report(check, time.time()) == "FAILED"
+    assert gpu_check_report.write_report(check, time.time()) == "FAILED"
 
     def failed_then_cut():  # a command that fails on its own, then one the budget stops: the step failed
         check.deadline = time.monotonic() + 3
@@ -106,7 +112,7 @@ def test_a_step_that_failed_on_its_own_stays_failed_when_the_budget_cuts_it_late
     budget cut then turned it into "not done (budget)" and the check into "incomplete". Only a step whose every
     failure traces back to a budget-cut command is not done; a part that failed on its own, or the step's code
     breaking, fails it."""
-    check = gpu_check.Check(tmp_path, tmp_path, "cpu", "float32", budget_s=60)
+    check = gpu_check_runner.Check(tmp_path, tmp_path, "cpu", "float32", budget_s=60)
 
     def e2e_like(resume_losses, breaks=False):  # /tmp/rev_bench/mask.py: a check of its own, then a cut command
         check.deadline = time.monotonic() + 1.5
@@ -126,7 +132,7 @@ def test_a_step_that_failed_on_its_own_stays_failed_when_the_budget_cuts_it_late
     cut = step(True)  # the budget's alone: not done
     assert cut["ok"] is None and "cut short by the check's time budget" in cut["error"]
     check.steps.insert(0, {"step": "env", "ok": True, "seconds": 0.1})
-    assert gpu_check.write_report(check, time.time()) == "FAILED"
+    assert gpu_check_report.write_report(check, time.time()) == "FAILED"
     check.log.close()
 
 
@@ -139,14 +145,14 @@ def test_e2e_parts_are_failed_on_their_own_or_not_done_when_the_budget_cut_their
     from llm_srt.model import presets
 
     monkeypatch.setattr(presets, "write_folders", lambda *a, **k: types.SimpleNamespace(encoder="e", llm="l"))
-    monkeypatch.setattr(gpu_check, "write_corpus", lambda root: {s: root / f"{s}.jsonl" for s in ("train", "dev",
+    monkeypatch.setattr(gpu_check_e2e, "write_corpus", lambda root: {s: root / f"{s}.jsonl" for s in ("train", "dev",
                                                                                                     "test")})
 
     def scenario(**how):  # command -> "ok", "wrong" (exit 0, a wrong result) or "cut" (by the budget)
-        check = gpu_check.Check(tmp_path, tmp_path / how["name"], "cpu", "float32", budget_s=60)
+        check = gpu_check_runner.Check(tmp_path, tmp_path / how["name"], "cpu", "float32", budget_s=60)
         run = check.run
 
-        def fake(name, argv, timeout, cwd=gpu_check.ROOT):
+        def fake(name, argv, timeout, cwd=gpu_check_env.ROOT):
             what = how[name.split()[-1]]
             writes = {"curriculum": check.work / "runs" / "srt" / "final" / "config.json",
                       "evaluate": check.work / "eval" / "results.json"}.get(name.split()[-1])
@@ -168,10 +174,10 @@ def test_e2e_parts_are_failed_on_their_own_or_not_done_when_the_budget_cut_their
 
         check.work.mkdir()
         monkeypatch.setattr(check, "run", fake)
-        monkeypatch.setattr(gpu_check, "kill_and_resume", kill_and_resume)
-        result = check.step("e2e", gpu_check.e2e_step, check)
+        monkeypatch.setattr(gpu_check_e2e, "kill_and_resume", kill_and_resume)
+        result = check.step("e2e", gpu_check_e2e.e2e_step, check)
         check.steps.insert(0, {"step": "env", "ok": True, "seconds": 0.1})
-        outcome = gpu_check.write_report(check, time.time())
+        outcome = gpu_check_report.write_report(check, time.time())
         check.log.close()
         return result, outcome, (tmp_path / "report.md").read_text()
 
@@ -206,23 +212,23 @@ def test_resumed_losses_fail_a_broken_resume_on_a_gpu_and_pass_an_exact_one():
     run = dict(enumerate(UNINTERRUPTED, 1))
     after = {k: v for k, v in run.items() if k > 10}  # what the killed run logged after its checkpoint
     for device in ("cpu", "cuda"):
-        ok, facts = gpu_check.compare_losses(after, run, device)
+        ok, facts = gpu_check_e2e.compare_losses(after, run, device)
         assert ok and "problem" not in facts and facts["resume_worst_relative"] == 0.0, facts
         assert facts["resume_steps_compared"] == 10 and facts["resume_loss_change"] > 10 * 1e-4
     for again in (dict(zip(range(11, 21), ADAM_DROPPED)), {k: run[k - 10] for k in after}):
-        ok, facts = gpu_check.compare_losses(after, again, "cuda")
+        ok, facts = gpu_check_e2e.compare_losses(after, again, "cuda")
         assert not ok and "'s loss is" in facts["problem"] and "off the uninterrupted run's (tolerance 1e-04)" in (
             facts["problem"])
-    ok, facts = gpu_check.compare_losses(after, {k: v * (1 + 5e-5) for k, v in after.items()}, "cuda")
+    ok, facts = gpu_check_e2e.compare_losses(after, {k: v * (1 + 5e-5) for k, v in after.items()}, "cuda")
     assert ok  # within a GPU's tolerance (a kernel without a deterministic version), not within the CPU's
-    assert not gpu_check.compare_losses(after, {k: v * (1 + 5e-5) for k, v in after.items()}, "cpu")[0]
+    assert not gpu_check_e2e.compare_losses(after, {k: v * (1 + 5e-5) for k, v in after.items()}, "cpu")[0]
     flat = {k: 6.9 + 2e-5 * (k % 2) for k in after}  # a curve this flat: a wrong batch would pass unseen
-    ok, facts = gpu_check.compare_losses(flat, flat, "cuda")
+    ok, facts = gpu_check_e2e.compare_losses(flat, flat, "cuda")
     assert not ok and facts["problem"] == ("resume_losses cannot decide: its tolerance (1e-04) is not 10x below the "
                                            "run's own step-to-step loss change (2.9e-06)")
-    ok, facts = gpu_check.compare_losses(after, {k: v for k, v in after.items() if k < 15}, "cuda")
+    ok, facts = gpu_check_e2e.compare_losses(after, {k: v for k, v in after.items() if k < 15}, "cuda")
     assert not ok and "logged 4 of the 10 steps" in facts["problem"]
-    assert not gpu_check.compare_losses({11: 6.9}, {11: 6.9}, "cpu")[0]  # one step proves nothing of the next
+    assert not gpu_check_e2e.compare_losses({11: 6.9}, {11: 6.9}, "cpu")[0]  # one step proves nothing of the next
 
 
 def _adam(weights, state, steps):
@@ -271,7 +277,7 @@ def test_the_resumed_state_must_be_the_uninterrupted_run_s_trainable_tensors_and
     reference = _checkpoint(tmp_path / "uninterrupted", 20, w20, adam20)
 
     def resumed(name, weights, optimizer, **how):
-        return gpu_check.compare_states(reference, _checkpoint(tmp_path / name, 20, weights, optimizer, **how),
+        return gpu_check_e2e.compare_states(reference, _checkpoint(tmp_path / name, 20, weights, optimizer, **how),
                                         start, "cuda")
 
     ok, facts = resumed("exact", *_adam(w10, load_trainer_state(start)["optimizer"], range(11, 21)))
@@ -292,20 +298,20 @@ def test_the_resumed_state_must_be_the_uninterrupted_run_s_trainable_tensors_and
     lost = {**adam20, "state": {}}  # no optimizer state at all
     ok, facts = resumed("lost", w20, lost)
     assert not ok and "is missing, shaped otherwise, or moved" in facts["problem"]
-    ok, facts = gpu_check.compare_states(None, tmp_path / "exact", start, "cuda")
+    ok, facts = gpu_check_e2e.compare_states(None, tmp_path / "exact", start, "cuda")
     assert not ok and "fewer than two checkpoints" in facts["problem"]
 
 
 def test_a_resume_the_comparison_fails_fails_the_e2e_step_naming_why(tmp_path):
     """A part that failed names its reason in the step's error and report.md shows the numbers it was judged by."""
-    check = gpu_check.Check(tmp_path, tmp_path, "cuda", "auto", budget_s=60)
+    check = gpu_check_runner.Check(tmp_path, tmp_path, "cuda", "auto", budget_s=60)
     check.log.close()
     step = {"step": "e2e", "ok": False, "seconds": 1.0, "parts": {"resume_losses": True, "resume_state": False},
             "error": "failed: resume_state", "resume_steps_compared": 12, "resume_worst_relative": 0.0,
             "resume_tolerance": 1e-4, "resume_loss_change": 2.2e-3, "resume_state_step": 20,
             "resume_state_drift": 0.77, "resume_state_tolerance": 1e-2}
     check.steps = [{"step": "env", "ok": True, "seconds": 0.1}, step]
-    assert gpu_check.write_report(check, time.time()) == "FAILED"
+    assert gpu_check_report.write_report(check, time.time()) == "FAILED"
     assert ("resume_losses ok, resume_state FAILED (resumed losses of 12 steps within 0.0e+00 of the uninterrupted "
             "run's (tolerance 1e-04; the run's own step-to-step change 2.2e-03); its tensors and optimizer state at "
             "step 20 within 7.7e-01 of their movement (tolerance 1e-02))") in (tmp_path / "report.md").read_text()
@@ -317,19 +323,19 @@ def test_cuda_tests_that_all_skip_on_a_gpu_fail_the_step(tmp_path, monkeypatch):
     test = tmp_path / "test_skips.py"
     test.write_text("import pytest\n\n@pytest.mark.cuda\ndef test_x():\n    pytest.skip('no GPU here')\n")
     for device, ok in (("cpu", True), ("cuda", False)):
-        check = gpu_check.Check(tmp_path, tmp_path, device, "auto", budget_s=120)
-        result = gpu_check.cuda_tests_step(check, [str(test)])
+        check = gpu_check_runner.Check(tmp_path, tmp_path, device, "auto", budget_s=120)
+        result = gpu_check_pytest.cuda_tests_step(check, [str(test)])
         check.log.close()
         assert result["ok"] is ok and result["skipped"] == 1, result
     assert "no cuda test ran on the GPU (1 skipped of 1 collected)" in result["error"]
 
 
 def test_cuda_tests_are_found_by_their_marker():
-    files = gpu_check.cuda_test_files()
+    files = gpu_check_pytest.cuda_test_files()
     assert "tests/test_device.py" in files and "tests/serve/test_serve_openai.py" not in files
     assert "tests/model/test_ctc.py" in files  # its cuda case is one parameter's (pytest.param(..., marks=))
     assert "tests/test_gpu_check.py" not in files  # names the marker in text only
-    assert all(gpu_check.CUDA_MARK.search((ROOT / f).read_text()) for f in files)
+    assert all(gpu_check_pytest.CUDA_MARK.search((ROOT / f).read_text()) for f in files)
 
 
 def test_the_environment_step_names_the_gpu_the_check_runs_on(tmp_path, monkeypatch):
@@ -346,7 +352,7 @@ def test_the_environment_step_names_the_gpu_the_check_runs_on(tmp_path, monkeypa
         total_memory=(i + 1) * 2**30))
     for device, index in (("cuda:1", 1), ("cuda", 2), ("auto", 2)):
         asked.clear()
-        env = gpu_check.env_step(types.SimpleNamespace(device=device, asked=device, out=tmp_path))
+        env = gpu_check_env.env_step(types.SimpleNamespace(device=device, asked=device, out=tmp_path))
         assert asked == [index, index] and env["gpu"] == f"GPU {index}" and env["gpu_memory_gib"] == index + 1
     # this machine's torch is the pinned release under a local build tag (2.13.0+cpu; +cu128 on a GPU): not "other"
     import importlib.metadata as md
@@ -369,7 +375,7 @@ def test_the_tree_and_the_wheels_fit_one_device_call():
     sizes = {name: (ROOT / name).lstat().st_size for name in listed.stdout.decode().split("\0")
              if name and os.path.lexists(ROOT / name)}
     wheels = list((ROOT / ".whl").glob("*.whl"))
-    wheel_mib = sum(w.stat().st_size for w in wheels) / 2**20 if wheels else gpu_check.WHEELS_MIB
+    wheel_mib = sum(w.stat().st_size for w in wheels) / 2**20 if wheels else gpu_check_env.WHEELS_MIB
     tree_mib = sum(sizes.values()) / 2**20
     largest = ", ".join(f"{name} {sizes[name] / 2**20:.1f} MiB" for name in sorted(sizes, key=sizes.get)[-4:][::-1])
     assert tree_mib + wheel_mib <= CARRY_MIB, (
@@ -379,11 +385,11 @@ def test_the_tree_and_the_wheels_fit_one_device_call():
 
 
 def test_every_wheel_is_pinned_in_constraints():
-    pins = gpu_check.pinned(gpu_check.GPU_WHEELS, ROOT / "constraints.txt")
-    assert len(pins) == len(gpu_check.GPU_WHEELS) and all("==" in p for p in pins)
+    pins = gpu_check_env.pinned(gpu_check_env.GPU_WHEELS, ROOT / "constraints.txt")
+    assert len(pins) == len(gpu_check_env.GPU_WHEELS) and all("==" in p for p in pins)
     assert "transformers==5.23.0" in pins  # the version the tests run with, not the GPU image's own
     with pytest.raises(SystemExit, match="no-such-package"):
-        gpu_check.pinned(("no-such-package",), ROOT / "constraints.txt")
+        gpu_check_env.pinned(("no-such-package",), ROOT / "constraints.txt")
 
 
 IMAGE = ("torch", "accelerate", "sacrebleu", "numpy", "tokenizers", "safetensors", "huggingface-hub", "pyyaml", "tqdm",
@@ -424,8 +430,8 @@ def test_the_wheels_bring_what_they_require_that_the_gpu_image_lacks():
         image.add(name)
         with contextlib.suppress(md.PackageNotFoundError):  # one not installed here adds only its name
             todo += _requires(name) if name != "huggingface-hub" else []
-    wheels = {norm(name) for name in gpu_check.GPU_WHEELS}
-    lacking = {f"{name} (required by {wheel})" for wheel in gpu_check.GPU_WHEELS for name in _requires(wheel)
+    wheels = {norm(name) for name in gpu_check_env.GPU_WHEELS}
+    lacking = {f"{name} (required by {wheel})" for wheel in gpu_check_env.GPU_WHEELS for name in _requires(wheel)
                if norm(name) not in wheels | image | set(UNIMPORTED)}
     assert not lacking, f"GPU_WHEELS lacks {', '.join(sorted(lacking))}"
 
@@ -447,7 +453,7 @@ def test_profile_decode_reports_each_batch_with_its_step_time_and_totals(tmp_pat
 def test_a_command_the_timeout_stops_keeps_what_it_said_and_leaves_no_process_behind(tmp_path):
     """A bench cut by its limit said where it was on stderr, which the log lost; its own subprocesses (pytest's,
     DataLoader workers) outlived it and kept the GPU's memory for the next step."""
-    check = gpu_check.Check(tmp_path, tmp_path, "cpu", "float32", budget_s=60)
+    check = gpu_check_runner.Check(tmp_path, tmp_path, "cpu", "float32", budget_s=60)
     pid_file = tmp_path / "child.pid"
     done = check.run("hangs", _parent_of_a_sleeper(pid_file, "compiling batch 64"), 3)
     check.log.close()
@@ -470,7 +476,7 @@ def test_missing_wheels_fail_the_environment_and_stop_the_check_on_a_gpu(tmp_pat
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda i: "GPU")
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: types.SimpleNamespace(total_memory=2**30))
-    env = gpu_check.env_step(types.SimpleNamespace(device="cuda", asked="cuda", out=tmp_path))
+    env = gpu_check_env.env_step(types.SimpleNamespace(device="cuda", asked="cuda", out=tmp_path))
     assert env["ok"] is False and env["error"].startswith("missing soxr: carry .whl/") and env["fatal"]
     ran = []
     monkeypatch.setattr(gpu_check, "cuda_tests_step", lambda *a: ran.append("cuda-tests") or {"ok": True})
@@ -496,20 +502,20 @@ def test_a_missing_optional_wheel_fails_the_environment_but_the_check_goes_on_wi
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda i: "GPU")
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: types.SimpleNamespace(total_memory=2**30))
-    env = gpu_check.env_step(types.SimpleNamespace(device="cuda", asked="cuda", out=tmp_path))
+    env = gpu_check_env.env_step(types.SimpleNamespace(device="cuda", asked="cuda", out=tmp_path))
     assert env["ok"] is False and not env["fatal"] and env["unimportable"] == ["fastapi", "gguf"]
     assert env["error"] == ("cannot import gguf (missing); fastapi (missing) (the check goes on); left out of "
                             "cuda-tests: tests/serve")
-    assert gpu_check.left_out_folders() == {"tests/serve": "fastapi missing"}
-    check = gpu_check.Check(tmp_path, tmp_path, "cuda", "auto", budget_s=60)
+    assert gpu_check_pytest.left_out_folders() == {"tests/serve": "fastapi missing"}
+    check = gpu_check_runner.Check(tmp_path, tmp_path, "cuda", "auto", budget_s=60)
     argvs = []
-    monkeypatch.setattr(check, "run", lambda name, argv, timeout: argvs.append(argv) or gpu_check.Done(
+    monkeypatch.setattr(check, "run", lambda name, argv, timeout: argvs.append(argv) or gpu_check_runner.Done(
         argv, 0, "tests/test_device.py::test_x PASSED\n", ""))
-    result = check.step("cuda-tests", gpu_check.cuda_tests_step, check, ["auto"])
+    result = check.step("cuda-tests", gpu_check_pytest.cuda_tests_step, check, ["auto"])
     files = result["files"]
     assert result["left_out"] == {"tests/serve": "fastapi missing"} and argvs[0][-len(files):] == files
     assert "tests/test_device.py" in files and not [f for f in files if f.startswith("tests/serve/")]
-    gpu_check.write_report(check, time.time())
+    gpu_check_report.write_report(check, time.time())
     check.log.close()
     assert "; left out tests/serve (fastapi missing) |" in (tmp_path / "report.md").read_text()
     ran = []
@@ -533,10 +539,10 @@ def test_auto_on_a_gpu_machine_whose_torch_sees_no_gpu_fails_instead_of_rehearsi
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     for asked, smi, fails in (("auto", "/usr/bin/nvidia-smi", True), ("cpu", "/usr/bin/nvidia-smi", False),
                               ("auto", None, False)):
-        monkeypatch.setattr(gpu_check.shutil, "which", lambda name, *a: smi if name == "nvidia-smi" else None)
-        env = gpu_check.env_step(types.SimpleNamespace(device="cpu", asked=asked, out=tmp_path))
+        monkeypatch.setattr(gpu_check_env.shutil, "which", lambda name, *a: smi if name == "nvidia-smi" else None)
+        env = gpu_check_env.env_step(types.SimpleNamespace(device="cpu", asked=asked, out=tmp_path))
         assert (env["ok"], env["fatal"]) == (not fails, fails), (asked, smi, env)
-    monkeypatch.setattr(gpu_check.shutil, "which", lambda name, *a: "/usr/bin/nvidia-smi")
+    monkeypatch.setattr(gpu_check_env.shutil, "which", lambda name, *a: "/usr/bin/nvidia-smi")
     ran = []
     monkeypatch.setattr(gpu_check, "cuda_tests_step", lambda *a: ran.append("cuda-tests") or {"ok": True})
     rc = gpu_check.main(["run", "--out", str(tmp_path), "--steps", "env,cuda-tests"])  # --device auto
@@ -555,7 +561,7 @@ def test_fetching_wheels_again_clears_the_earlier_ones(tmp_path, monkeypatch):
     (tmp_path / ".fetch-interrupted").mkdir()  # an earlier fetch's, stopped mid-way: .whl/ travels whole
     (tmp_path / ".fetch-interrupted" / "peft-0.1-py3-none-any.whl").write_bytes(b"half")
     downloads = []
-    monkeypatch.setattr(gpu_check.subprocess, "run", lambda argv: downloads.append(Path(argv[argv.index("-d") + 1]))
+    monkeypatch.setattr(gpu_check_env.subprocess, "run", lambda argv: downloads.append(Path(argv[argv.index("-d") + 1]))
                         or subprocess.CompletedProcess(argv, 0))
     assert gpu_check.main(["fetch-wheels", "--dest", str(tmp_path / "whl")]) == 0
     # downloaded inside dest (.whl/, git-ignored), not beside it: the repository's root travels with the tree
@@ -589,7 +595,7 @@ def test_an_interrupted_check_takes_the_running_command_s_process_group_with_it(
     reached it, and an interrupted gpu-check left pytest or a bench holding the GPU."""
     import signal
 
-    check = gpu_check.Check(tmp_path, tmp_path, "cpu", "float32", budget_s=60)
+    check = gpu_check_runner.Check(tmp_path, tmp_path, "cpu", "float32", budget_s=60)
     pid_file = tmp_path / "child.pid"
 
     def interrupt(*_):
@@ -617,14 +623,16 @@ def test_a_check_killed_with_sigkill_takes_its_running_command_with_it(tmp_path,
 
     pid_file = tmp_path / "command.pid"
     command = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(30)"
-    run = ("gpu_check.kill_and_resume(check, [], lambda: 60)" if phase == "e2e kill" else
-           "check.run('bench', [sys.executable, '-c', gpu_check.DETERMINISTIC], 40)")
+    run = ("gpu_check_e2e.kill_and_resume(check, [], lambda: 60)" if phase == "e2e kill" else
+           "check.run('bench', [sys.executable, '-c', gpu_check_e2e.DETERMINISTIC], 40)")
     script = f"""import sys, types
 sys.path.insert(0, {str(ROOT / "scripts")!r})
 sys.modules["llm_srt.train.checkpoint"] = types.SimpleNamespace(step_name=str)  # not torch's import time
-import gpu_check
-gpu_check.DETERMINISTIC = {command!r}  # what e2e's train runs: a stand-in
-check = gpu_check.Check(gpu_check.Path({str(tmp_path)!r}), gpu_check.Path({str(tmp_path)!r}), "cpu", "auto", 60)
+import gpu_check_e2e
+import gpu_check_runner
+gpu_check_e2e.DETERMINISTIC = {command!r}  # what e2e's train runs: a stand-in
+check = gpu_check_runner.Check(gpu_check_runner.Path({str(tmp_path)!r}), gpu_check_runner.Path({str(tmp_path)!r}),
+                               "cpu", "auto", 60)
 {run}
 """
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, start_new_session=True)
@@ -657,7 +665,7 @@ def test_a_command_whose_check_died_before_it_started_does_not_run(tmp_path, mon
     and the command, seeing another parent than the check, exits instead of running unguarded."""
     with monkeypatch.context() as m:
         m.setattr(os, "getpid", lambda: 1)  # the check as seen from a command started after it died: not its parent
-        guard = gpu_check.die_with_check()
+        guard = gpu_check_runner.die_with_check()
     ran = tmp_path / "ran"
     done = subprocess.run([sys.executable, "-c", f"open({str(ran)!r}, 'w')"], preexec_fn=guard, timeout=30)
     assert done.returncode == 137 and not ran.exists()
@@ -685,25 +693,25 @@ def test_a_module_found_but_not_importable_fails_the_environment_with_its_reason
         return real(name, *a, **k)
 
     monkeypatch.setattr(importlib, "import_module", import_module)
-    env = gpu_check.env_step(types.SimpleNamespace(device="cpu", asked="cpu", out=tmp_path))
+    env = gpu_check_env.env_step(types.SimpleNamespace(device="cpu", asked="cpu", out=tmp_path))
     assert env["ok"] is False and env["error"] == (
         "cannot import soxr (ImportError: libsoxr.so.0: cannot open shared object file): carry .whl/ built for this "
         "machine's Python (make fetch-wheels here first) or install them")
-    assert gpu_check.unimportable("json") is None and gpu_check.unimportable("no_such_module_here") == "missing"
+    assert gpu_check_env.unimportable("json") is None and gpu_check_env.unimportable("no_such_module_here") == "missing"
 
     class Refuse:  # a finder that refuses by raising (the reviewer's bare-machine simulation): not a broken check
         def find_spec(self, name, path=None, target=None):
             raise ModuleNotFoundError(f"No module named {name!r}", name=name)
 
     monkeypatch.setattr(sys, "meta_path", [Refuse(), *sys.meta_path])
-    assert gpu_check.unimportable("no_such_module_here") == "missing"
+    assert gpu_check_env.unimportable("no_such_module_here") == "missing"
 
 
 # ---- what a check stopped from outside, or cut short, still leaves ---------------------------------------------------
 def test_a_command_s_output_reaches_the_log_while_it_runs(tmp_path):
     """The log was written after each command ended: a check stopped from outside (the device machine's call ending)
     left nothing of what the running command had said."""
-    check = gpu_check.Check(tmp_path, tmp_path, "cpu", "float32", budget_s=60)
+    check = gpu_check_runner.Check(tmp_path, tmp_path, "cpu", "float32", budget_s=60)
     code = ("import pathlib, time; said = 'first' + ' line'; print(said, flush=True); time.sleep(1.5); "  # the log's
             f"print('seen' if said in pathlib.Path({str(tmp_path / 'gpu-check.log')!r}).read_text() "  # header
             "else 'not in the log yet')")  # holds this code, not the words it prints
@@ -758,7 +766,7 @@ def test_a_bench_stopped_before_its_end_reports_the_rows_it_measured(tmp_path, m
     decode = [{"system": "llm-srt", "beam": 1, "batch_size": 1, "compiled": True}]
     search = {"llm-srt": {"probes": [], "largest_fit": None}}
     train = [{"activation_checkpointing": False, "s_per_step": 0.5}]
-    check = gpu_check.Check(tmp_path, tmp_path, "cuda", "auto", budget_s=60)
+    check = gpu_check_runner.Check(tmp_path, tmp_path, "cuda", "auto", budget_s=60)
     written = [paper.so_far({"shape": "qwen2.5-7b"}, decode, search, train, 99.0)]  # what bench had written
 
     def stopped(name, argv, timeout, cwd=None, reserve=0.0):
@@ -766,19 +774,19 @@ def test_a_bench_stopped_before_its_end_reports_the_rows_it_measured(tmp_path, m
         if written:
             Path(argv[argv.index("--json-out") + 1]).write_text(json.dumps(written[0]))
         check.failed = True
-        return gpu_check.Done(argv, 124, "", "[bench] llm-srt: greedy compiled batch 1\n"
+        return gpu_check_runner.Done(argv, 124, "", "[bench] llm-srt: greedy compiled batch 1\n"
                               "[bench] llm-srt: greedy compiled batch 64\ntimed out after 240 s")
 
     monkeypatch.setattr(check, "run", stopped)
-    result = check.step("bench-compiled-qwen2.5-7b", gpu_check.bench_step, check, "qwen2.5-7b", None, "1,64")
+    result = check.step("bench-compiled-qwen2.5-7b", gpu_check_bench.bench_step, check, "qwen2.5-7b", None, "1,64")
     assert result["ok"] is False
     assert result["rows"] == [{"decode": decode[0]}, {"largest_batch": search}, {"train": train[0]}]
     assert result["error"] == ("bench exit 124: timed out after 240 s; it was at: llm-srt: greedy compiled batch 64; "
                                "3 measured before it stopped (report.json's rows)")
     assert json.dumps({"decode": decode[0]}) in (tmp_path / "report.md").read_text()
-    assert not (tmp_path / gpu_check.RUNNING_BENCH).exists()  # its rows in report.json: not left in OUT too
+    assert not (tmp_path / gpu_check_bench.RUNNING_BENCH).exists()  # its rows in report.json: not left in OUT too
     written.clear()  # stopped before its first row: no file
-    result = check.step("bench-compiled-qwen2.5-7b", gpu_check.bench_step, check, "qwen2.5-7b", None, "1,64")
+    result = check.step("bench-compiled-qwen2.5-7b", gpu_check_bench.bench_step, check, "qwen2.5-7b", None, "1,64")
     check.log.close()
     assert result["ok"] is False and result["rows"] == [] and "0 measured before it stopped" in result["error"]
 
@@ -817,15 +825,15 @@ def test_a_finished_bench_that_did_not_measure_what_its_step_proves_fails_it(tmp
     result = {"proven": _bench_result(), "compiled 64 out of memory": _bench_result(oom=("compiled 64",)),
               "checkpointing out of memory": _bench_result(oom=("ckpt",)), "no reserved peak": _bench_result(
                   reserved=None), "auto ran in float32": _bench_result(dtype="float32")}[case]
-    check = gpu_check.Check(tmp_path, tmp_path, "cuda", "auto", budget_s=60)
+    check = gpu_check_runner.Check(tmp_path, tmp_path, "cuda", "auto", budget_s=60)
 
     def bench(name, argv, timeout, cwd=None, reserve=0.0):
         Path(argv[argv.index("--json-out") + 1]).write_text(json.dumps(result))
-        return gpu_check.Done(argv, 0, "the table", "")
+        return gpu_check_runner.Done(argv, 0, "the table", "")
 
     monkeypatch.setattr(check, "run", bench)
-    compiled = check.step("bench-compiled-qwen2.5-7b", gpu_check.bench_step, check, "qwen2.5-7b", None, "1,64")
-    eager = check.step("bench-qwen2.5-7b", gpu_check.bench_step, check, "qwen2.5-7b", 24.0)
+    compiled = check.step("bench-compiled-qwen2.5-7b", gpu_check_bench.bench_step, check, "qwen2.5-7b", None, "1,64")
+    eager = check.step("bench-qwen2.5-7b", gpu_check_bench.bench_step, check, "qwen2.5-7b", 24.0)
     check.log.close()
     errors = {"compiled": compiled.get("error"), "eager": eager.get("error")}
     assert compiled["result"] == eager["result"] == result and compiled["table"] == "the table"
@@ -845,6 +853,8 @@ def test_a_finished_bench_that_did_not_measure_what_its_step_proves_fails_it(tmp
 STOPPED_CHECK = """import sys, types
 sys.path.insert(0, {scripts!r})
 import gpu_check
+import gpu_check_e2e
+import gpu_check_runner
 ROWS = {rows!r}
 BENCH = ("import json, sys, time; json.dump({{'decode': %r, 'finished': False}}, open(sys.argv[1], 'w')); "
          "time.sleep(60)" % ROWS)  # the bench: three rows into --json-out, then long at the fourth
@@ -858,15 +868,15 @@ def cli(self, name, verb, *args, timeout, **run_args):  # the CLI's commands, ea
         final = self.work / "runs" / "srt" / "final"
         final.mkdir(parents=True)
         (final / "config.json").write_text("{{}}")
-        return gpu_check.Done([], 0, "", "")
+        return gpu_check_runner.Done([], 0, "", "")
     return self.run(name, [sys.executable, "-c", SLEEP], timeout, **run_args)  # translate: long
 
 
-gpu_check.Check.cli = cli
+gpu_check_runner.Check.cli = cli
 sys.modules["llm_srt.model"] = types.SimpleNamespace(presets=types.SimpleNamespace(write_folders=lambda *a, **k: None))
-gpu_check.write_corpus = lambda root: {{"test": root / "test.jsonl"}}
-gpu_check.train_overrides = lambda *a: []
-gpu_check.kill_and_resume = lambda check, common, limit: (gpu_check.Done([], 0, "", ""), {{
+gpu_check_e2e.write_corpus = lambda root: {{"test": root / "test.jsonl"}}
+gpu_check_e2e.train_overrides = lambda *a: []
+gpu_check_e2e.kill_and_resume = lambda check, common, limit: (gpu_check_runner.Done([], 0, "", ""), {{
     "kill_resume": True, "resume_losses": True, "resume_state": True}}, {{"resume_steps_compared": 9,
     "resume_worst_relative": 0.0, "resume_tolerance": 1e-6, "resume_loss_change": 3e-3}})
 sys.exit(gpu_check.main(["run", "--out", {out!r}, "--device", "cpu", "--steps", {steps!r}, "--shapes", "tiny"]))
@@ -886,7 +896,7 @@ def test_a_check_stopped_mid_step_leaves_what_that_step_had_finished(tmp_path, s
     rows = [{"system": "llm-srt", "beam": 1, "batch_size": b, "compiled": True} for b in (1, 2, 4)]
     script = STOPPED_CHECK.format(scripts=str(ROOT / "scripts"), rows=rows, out=str(tmp_path), steps=steps)
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.DEVNULL)
-    report, running = tmp_path / "report.json", tmp_path / gpu_check.RUNNING_BENCH
+    report, running = tmp_path / "report.json", tmp_path / gpu_check_bench.RUNNING_BENCH
 
     def ready() -> bool:  # the bench at its fourth row; e2e in translate, three parts judged
         with contextlib.suppress(OSError, ValueError):
@@ -910,7 +920,7 @@ def test_a_check_stopped_mid_step_leaves_what_that_step_had_finished(tmp_path, s
     md = (tmp_path / "report.md").read_text()
     if steps == "bench":  # the rows in OUT, the report naming the file (a SIGTERM: the rows in it too)
         assert json.loads(running.read_text())["decode"] == rows
-        assert written["partial"] == {"rows_file": gpu_check.RUNNING_BENCH, "rows": [
+        assert written["partial"] == {"rows_file": gpu_check_bench.RUNNING_BENCH, "rows": [
             {"decode": r} for r in rows] if signal_name == "SIGTERM" else []}
         assert "## bench-compiled-tiny (running: " in md and "bench-running.json beside it" in md
         assert (json.dumps({"decode": rows[2]}) in md) is (signal_name == "SIGTERM")
@@ -937,12 +947,13 @@ def test_a_missing_metrics_package_fails_e2e_s_evaluate_alone(tmp_path, monkeypa
     from llm_srt.model import presets
 
     monkeypatch.setattr(presets, "write_folders", lambda *a, **k: types.SimpleNamespace(encoder="e", llm="l"))
-    monkeypatch.setattr(gpu_check, "write_corpus", lambda root: {s: root / f"{s}.jsonl" for s in ("train", "dev",
+    monkeypatch.setattr(gpu_check_e2e, "write_corpus", lambda root: {s: root / f"{s}.jsonl" for s in ("train", "dev",
                                                                                                     "test")})
-    monkeypatch.setattr(gpu_check, "train_overrides", lambda *a: [])
-    monkeypatch.setattr(gpu_check, "kill_and_resume", lambda check, common, limit: (gpu_check.Done([], 0, "", ""), {
+    monkeypatch.setattr(gpu_check_e2e, "train_overrides", lambda *a: [])
+    monkeypatch.setattr(gpu_check_e2e, "kill_and_resume", lambda check, common, limit: (
+        gpu_check_runner.Done([], 0, "", ""), {
         "kill_resume": True, "resume_losses": True, "resume_state": True}, {}))
-    check = gpu_check.Check(tmp_path, tmp_path, "cpu", "float32", budget_s=60)
+    check = gpu_check_runner.Check(tmp_path, tmp_path, "cpu", "float32", budget_s=60)
     argvs = {}
 
     def cli(name, verb, *args, timeout, **run_args):  # each command as it would go here without jiwer
@@ -951,11 +962,11 @@ def test_a_missing_metrics_package_fails_e2e_s_evaluate_alone(tmp_path, monkeypa
             (tmp_path / "runs" / "srt" / "final").mkdir(parents=True)
             (tmp_path / "runs" / "srt" / "final" / "config.json").write_text("{}")
         if verb == "evaluate":
-            return gpu_check.Done([], 1, "", "ModuleNotFoundError: No module named 'jiwer'")
-        return gpu_check.Done([], 0, '[{"error": null}]' if verb == "translate" else "", "")
+            return gpu_check_runner.Done([], 1, "", "ModuleNotFoundError: No module named 'jiwer'")
+        return gpu_check_runner.Done([], 0, '[{"error": null}]' if verb == "translate" else "", "")
 
     monkeypatch.setattr(check, "cli", cli)
-    result = check.step("e2e", gpu_check.e2e_step, check)
+    result = check.step("e2e", gpu_check_e2e.e2e_step, check)
     check.log.close()
     assert result["parts"] == {"curriculum": True, "kill_resume": True, "resume_losses": True, "resume_state": True,
                                "translate": True, "evaluate": False}, result
@@ -968,11 +979,11 @@ def _pytest_check(tmp_path, device: str, tests: str, **limits):
     """cuda_tests_step over one file of `tests` on `device`, within `limits` (STEP_LIMITS' keys)."""
     test = tmp_path / "test_these.py"
     test.write_text("import time\n\nimport pytest\n\n" + tests)
-    check = gpu_check.Check(tmp_path, tmp_path, device, "auto", budget_s=120)
+    check = gpu_check_runner.Check(tmp_path, tmp_path, device, "auto", budget_s=120)
     with pytest.MonkeyPatch.context() as m:
         for key, seconds in limits.items():
-            m.setitem(gpu_check.STEP_LIMITS, key, seconds)
-        result = check.step("cuda-tests", gpu_check.cuda_tests_step, check, [str(test)])
+            m.setitem(gpu_check_runner.STEP_LIMITS, key, seconds)
+        result = check.step("cuda-tests", gpu_check_pytest.cuda_tests_step, check, [str(test)])
     check.log.close()
     return result
 
@@ -991,14 +1002,14 @@ def test_a_pytest_stopped_at_its_limit_still_reports_the_tests_that_passed(tmp_p
 
 
 def test_the_cuda_tests_get_a_per_test_timeout_where_pytest_timeout_is_installed(tmp_path, monkeypatch):
-    real = gpu_check.importlib.util.find_spec
+    real = gpu_check_pytest.importlib.util.find_spec
     for present in (True, False):
-        monkeypatch.setattr(gpu_check.importlib.util, "find_spec",
+        monkeypatch.setattr(gpu_check_pytest.importlib.util, "find_spec",
                             lambda name, *a: (present or None) if name == "pytest_timeout" else real(name, *a))
-        argv = gpu_check.pytest_argv(["tests/test_device.py"], tmp_path / "x.xml")
+        argv = gpu_check_pytest.pytest_argv(["tests/test_device.py"], tmp_path / "x.xml")
         assert "-v" in argv and argv[-1] == "tests/test_device.py"
         if present:
-            assert argv[-3:-1] == ["--timeout", str(gpu_check.TEST_TIMEOUT_S)]
+            assert argv[-3:-1] == ["--timeout", str(gpu_check_pytest.TEST_TIMEOUT_S)]
         else:
             assert "--timeout" not in argv
 
@@ -1029,9 +1040,9 @@ def test_a_serve_conftest_without_fastapi_s_test_client_leaves_out_tests_serve_a
         return real(name, *a, **k)
 
     monkeypatch.setattr(importlib, "import_module", import_module)
-    assert gpu_check.unimportable("starlette.testclient") == (
+    assert gpu_check_env.unimportable("starlette.testclient") == (
         "RuntimeError: The starlette.testclient module requires the httpx package to be installed.")
-    assert gpu_check.left_out_folders() == {"tests/serve": "starlette.testclient unimportable"}
+    assert gpu_check_pytest.left_out_folders() == {"tests/serve": "starlette.testclient unimportable"}
 
 
 @pytest.mark.parametrize("broken", ["conftest", "module"])
@@ -1048,9 +1059,9 @@ def test_a_test_folder_pytest_cannot_collect_costs_the_step_only_its_own_tests(t
         (tmp_path / "serve" / "test_s.py").write_text(boom)
     (tmp_path / "test_ok.py").write_text("import pytest\n\npytestmark = pytest.mark.cuda\n\n\ndef test_a():\n    pass\n"
                                          "\n\ndef test_b():\n    pass\n")
-    check = gpu_check.Check(tmp_path, tmp_path, "cpu", "auto", budget_s=120)
+    check = gpu_check_runner.Check(tmp_path, tmp_path, "cpu", "auto", budget_s=120)
     paths = [str(tmp_path / "test_ok.py"), str(tmp_path / "serve" / "test_s.py")]
-    result = check.step("cuda-tests", gpu_check.cuda_tests_step, check, paths)
+    result = check.step("cuda-tests", gpu_check_pytest.cuda_tests_step, check, paths)
     check.log.close()
     assert [c["rc"] for c in result["commands"]] == [4 if broken == "conftest" else 2, 0], result
     assert result["ok"] is False and result["passed"] == 2 and result["files"] == paths[:1], result
@@ -1128,7 +1139,7 @@ def test_one_bad_wheel_does_not_lose_the_others(tmp_path):
 def test_the_log_times_each_command_and_the_step_lists_them(tmp_path):
     """The log said neither when a command started nor how long it took, and a step's seconds were its commands'
     sum: on the GPU session the time of a slow compilation or test could not be told from the rest."""
-    check = gpu_check.Check(tmp_path, tmp_path, "cpu", "float32", budget_s=60)
+    check = gpu_check_runner.Check(tmp_path, tmp_path, "cpu", "float32", budget_s=60)
 
     def two():
         check.run("first", [sys.executable, "-c", "import time; time.sleep(0.3)"], 30)
@@ -1170,18 +1181,18 @@ def test_a_slow_compiled_bench_leaves_the_eager_bench_its_start(tmp_path, monkey
     the compiled rows are not run where that leaves them under MIN_COMPILED_S."""
     monkeypatch.setattr(gpu_check, "MIN_BENCH_S", 2)  # the same rules in seconds, not minutes
     monkeypatch.setattr(gpu_check, "STOP_S", 1)
-    monkeypatch.setattr(gpu_check, "MIN_COMPILED_S", 0.5)
+    monkeypatch.setattr(gpu_check_bench, "MIN_COMPILED_S", 0.5)
     args = gpu_check.argparse.Namespace(steps="bench", shapes="qwen2.5-7b", tests="auto", memory_gib=None)
     steps = gpu_check.plan("cuda", args)
     assert [name for name, *_ in steps] == ["bench-compiled-qwen2.5-7b", "bench-qwen2.5-7b"]
-    check = gpu_check.Check(tmp_path, tmp_path, "cuda", "auto", budget_s=5)
+    check = gpu_check_runner.Check(tmp_path, tmp_path, "cuda", "auto", budget_s=5)
     started = {}  # eager bench -> the seconds of the budget left as it started
 
     def cli(name, verb, *argv, timeout, **run_args):  # the compiled rows compile for ever; the eager bench ends
         if "--compiled-only" in argv:
             return check.run(name, ["sleep", "30"], timeout, **run_args)
         started[name] = check.deadline - time.monotonic()
-        return gpu_check.Done(argv, 0, "", "")
+        return gpu_check_runner.Done(argv, 0, "", "")
 
     monkeypatch.setattr(check, "cli", cli)
     results = [check.step(name, fn, check, *fn_args, least=least) for name, fn, fn_args, least in steps]
@@ -1189,7 +1200,7 @@ def test_a_slow_compiled_bench_leaves_the_eager_bench_its_start(tmp_path, monkey
     assert results[0]["ok"] is None and "cut short by the check's time budget" in results[0]["error"]
     assert started and started["bench qwen2.5-7b"] >= gpu_check.MIN_BENCH_S, results  # the eager bench ran
     # too little left for both: the compiled rows are not run, saying why, and the eager bench has the budget
-    check = gpu_check.Check(tmp_path, tmp_path, "cuda", "auto", budget_s=3.2)
+    check = gpu_check_runner.Check(tmp_path, tmp_path, "cuda", "auto", budget_s=3.2)
     monkeypatch.setattr(check, "cli", cli)
     started.clear()
     results = [check.step(name, fn, check, *fn_args, least=least) for name, fn, fn_args, least in steps]
@@ -1220,11 +1231,12 @@ def test_a_module_the_gpu_image_should_bring_fails_the_environment_and_what_need
     check only for pyyaml (every step's configs, the bench's too); the step that needs another fails, not run."""
     import types
 
-    real = gpu_check.unimportable
+    real = gpu_check_env.unimportable
     gone = {"tensorboard"}
-    monkeypatch.setattr(gpu_check, "unimportable", lambda name: "missing" if name in gone else real(name))
+    monkeypatch.setattr(gpu_check_env, "unimportable", lambda name: "missing" if name in gone else real(name))
+    monkeypatch.setattr(gpu_check_runner, "unimportable", gpu_check_env.unimportable)  # Check.step's, for e2e
     _a_gpu(monkeypatch)
-    env = gpu_check.env_step(types.SimpleNamespace(device="cuda", asked="cuda", out=tmp_path))
+    env = gpu_check_env.env_step(types.SimpleNamespace(device="cuda", asked="cuda", out=tmp_path))
     assert env["ok"] is False and not env["fatal"]
     assert env["error"] == ("the GPU image lacks tensorboard (missing), which .whl/ does not bring (GPU_WHEELS counts "
                             "on the image for it): install it, or add its wheels to GPU_WHEELS; the check goes on "
@@ -1242,7 +1254,7 @@ def test_a_module_the_gpu_image_should_bring_fails_the_environment_and_what_need
     assert steps["e2e"]["error"].startswith("not run: needs tensorboard (missing), which the GPU image lacks")
     assert "| e2e | FAILED |" in (tmp_path / "report.md").read_text()
     gone = {"yaml", "pytest"}  # every step's configs: the check stops at env, naming both
-    env = gpu_check.env_step(types.SimpleNamespace(device="cuda", asked="cuda", out=tmp_path))
+    env = gpu_check_env.env_step(types.SimpleNamespace(device="cuda", asked="cuda", out=tmp_path))
     assert env["ok"] is False and env["fatal"] and "goes on" not in env["error"]
     assert env["error"].startswith("the GPU image lacks yaml (missing); pytest (missing), which .whl/ does not bring")
     ran.clear()
