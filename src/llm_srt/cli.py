@@ -180,6 +180,24 @@ def stop_on_sigterm() -> Iterator[None]:
         signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
+def _ending_line(verb: str, stop: Terminated) -> str | None:
+    """The line of the error the run was already ending on when the SIGTERM came (in its clean-up: torchrun's to the
+    rank that met a dead peer first, during `device.release`), as without the signal: it said "stopped by SIGTERM ...
+    if it saved one", the peer and the checkpoint kept unsaid; None where it ended on none (the exit status is the
+    signal's either way). The error is the nearest one being handled as the signal came (`__context__`)."""
+    error = stop.__context__
+    while error is not None and not isinstance(error, LLMSRTError) and (
+            not isinstance(error, RuntimeError) or ranks.peer_gone(error) is None):
+        error = error.__context__
+    if error is None:
+        return None
+    if not hasattr(error, "curriculum_stage") and hasattr(stop, "curriculum_stage"):  # (set on the signal's)
+        error.curriculum_stage = stop.curriculum_stage
+    if isinstance(error, LLMSRTError):
+        return f"error: {error}"
+    return f"error: {ranks.peer_gone(error)}{stopped_advice(verb, error) or '; run the same command again'}"
+
+
 def main(argv: list[str] | None = None) -> int:
     with stop_on_sigterm():
         return _main(argv)
@@ -342,7 +360,10 @@ def _main(argv: list[str] | None) -> int:
         print(f"llm-srt {verb}: interrupted{stopped_advice(verb, e)}", file=sys.stderr)
         return 130
     except Terminated as e:  # its clean-ups have run
-        print(f"llm-srt {verb}: stopped by SIGTERM{stopped_advice(verb, e)}", file=sys.stderr)
+        ending = _ending_line(verb, e)
+        if debug and ending is not None:  # the error's traceback, as without the signal
+            traceback.print_exc()
+        print(f"llm-srt {verb}: {ending or 'stopped by SIGTERM' + stopped_advice(verb, e)}", file=sys.stderr)
         return TERMINATED
     except BrokenPipeError:  # stdout's reader has gone (`llm-srt translate ... | head -1`): no traceback
         if not _stdout_broken():  # another pipe (a subprocess's, a socket): a real error, shown
