@@ -78,7 +78,9 @@ class Recipe(RunStops):
         self.parallel: Parallel | None = None
         self.lock: RunLock | None = None  # this run's hold on output_dir (rank 0)
         self.room: checkpoint.CheckpointSize | None = None  # what one checkpoint takes (rank 0)
-        self.settings: dict | None = None  # what a resume must match (train/resume.py), stored in checkpoints
+        self.settings: dict | None = None  # what a resume must match (train/resume.py), stored in checkpoints (rank
+        #   0's: None on the other ranks, which know where the run starts once `agreed`)
+        self.agreed = False  # whether `find_resume` has agreed, on every rank, where the run starts
         self.start: tuple[str | None, str | None] = (None, None)  # final/'s INIT_RECORD: the folder the trained
         #   weights grew from and its weights' identity (rank 0's; `_check_settings`)
         self.sink_error: Exception | None = None  # a failed write to the progress bar or TensorBoard, reported at
@@ -167,6 +169,7 @@ class Recipe(RunStops):
             raise LLMSRTError(f"{self.out}: no checkpoint left to continue the finished run from; raise max_steps in "
                               "a new output_dir with model.init_from pointing at the finished model instead")
         self.settings = on_main(self.d, self._check_settings)
+        self.agreed = True
 
     def _check_settings(self) -> dict:
         settings = resume.run_settings(self.cfg, self.d.world)

@@ -70,9 +70,11 @@ class RunStops:
         cli's last line (`error.kept`): another rank gone (`ranks.peer_gone`: it said "the training state is its last
         checkpoint" where none was saved, and the same command started again from step 0), a second signal (the step
         in progress unsaved: it said "resume from its last checkpoint, if it saved one"), a signal while the model or
-        data load. Only once `find_resume` has agreed where the run starts (`settings`): before, it is not known."""
+        data load. Only once `find_resume` has agreed where the run starts (`agreed`, on every rank: `settings` is
+        rank 0's alone, and the other ranks' lines said "if it saved one"): before, it is not known. Read from this
+        rank's own record and the shared output_dir, with no collective (the peer may be gone)."""
         kept = getattr(error, "kept", None)
-        if (kept is not None and kept.step is not None) or self.settings is None:
+        if (kept is not None and kept.step is not None) or not self.agreed:
             return
         self._in_place()
         newest, step = self.last_good, self.step
