@@ -13,6 +13,17 @@ from .data import mixes_text
 from .signals import Kept, Noted
 
 
+FOREIGN_CHARS = 200  # another's text in a stop's line (the OS's, a library's) is cut here; ours (an LLMSRTError:
+#   paths, step-N names and what to do) never: "resume from step-00000700" read "step-0000070" once cut
+
+
+def _first_line(error: BaseException) -> str:
+    """An error's first line for a stop's line: an LLMSRTError's whole (its own sentence, on another rank behind
+    "rank N: rank 0 stopped: "), another's text cut at FOREIGN_CHARS; its type's name where it says nothing."""
+    line = (str(error).splitlines() or [type(error).__name__])[0]
+    return line if isinstance(error, LLMSRTError) else line[:FOREIGN_CHARS]
+
+
 class RunStops:
     """The stops of `Recipe` (train/recipe.py), which sets `cfg`, `step`, `last_good`, `out`, `d`, `device`, `bar`,
     `log`, `writer`, `ctc_short_said`, `eval_pending` and `step_dev_loss`, and defines `save_checkpoint`."""
@@ -47,7 +58,7 @@ class RunStops:
             done, saved = f"saved a checkpoint, {self.last_good}; the same command resumes from it", True
         except LLMSRTError as e:
             saved = self._in_place()
-            done = (f"the checkpoint attempt failed ({str(e).splitlines()[0][:200]}); the newest one is "
+            done = (f"the checkpoint attempt failed ({_first_line(e)}); the newest one is "
                     f"{self.last_good or 'none'}")
         self.bar.close()  # the line below on a line of its own
         self.log(f"[{self.cfg.stage}] {name} at step {self.step}: {done}")
@@ -141,7 +152,8 @@ class RunStops:
         disk = isinstance(error, (OSError, LLMSRTError))
         text = (f"{error.strerror or error}" if isinstance(error, OSError) else str(error) if disk
                 else type(error).__name__ + (f": {error}" if str(error) else ""))
-        reason = (text.splitlines() or [type(error).__name__])[0][:200]  # an empty message: AssertionError()
+        reason = (text.splitlines() or [type(error).__name__])[0]  # an empty message: AssertionError()
+        reason = reason if isinstance(error, LLMSRTError) else reason[:FOREIGN_CHARS]  # (ours whole: `_first_line`)
         where = f" ({error.filename})" if isinstance(error, OSError) and error.filename else ""
         self.writer = None  # broken: not flushed again on the way out
         try:
@@ -149,7 +161,7 @@ class RunStops:
             saved = f"saved a last checkpoint, {self.last_good}"
         except LLMSRTError as e:
             self._in_place()
-            saved = f"the last checkpoint attempt failed too ({str(e).splitlines()[0][:200]}); the newest one is " \
+            saved = f"the last checkpoint attempt failed too ({_first_line(e)}); the newest one is " \
                     f"{self.last_good or 'none'}"
         what = ("Free space or fix the folder, then run the same command to resume" if disk else
                 "--debug shows where it was raised; once it is fixed, the same command resumes")
