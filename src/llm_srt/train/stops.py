@@ -99,8 +99,14 @@ class RunStops:
         """Stop before the optimizer step, which would spoil the weights (and the next checkpoint): the newest
         checkpoint on disk stays the one to resume from. Stopping, not skipping the step: the same settings reach the
         same `quantity` again (the data order and RNG are resumed exactly), so a skipped step would hide a run that
-        diverges or a batch that poisons it."""
-        where = f"; the last good checkpoint is {self.last_good}" if self.last_good else ""
+        diverges or a batch that poisons it. With none saved yet, the same command starts again from step 0 (it
+        said "add allow_changes=true to resume from it", with nothing to resume from)."""
+        if self.last_good is None:
+            raise LLMSRTError(f"[{self.cfg.stage}] {what} at step {self.step + 1}: training stopped before any "
+                              f"checkpoint was saved (save_every {self.cfg.save_every}): the run starts again from "
+                              "step 0. Lower optim.lr and run the same command (the same settings reach the same "
+                              f"{quantity} again), or check the data")
+        where = f"; the last good checkpoint is {self.last_good}"
         raise LLMSRTError(f"[{self.cfg.stage}] {what} at step {self.step + 1}: training stopped{where}. Lower optim.lr "
                           f"and add allow_changes=true to resume from it (the same settings reach the same {quantity} "
                           f"again; a {quantity} that is not finite at once then means that checkpoint's weights are "
@@ -163,7 +169,9 @@ class RunStops:
             self._in_place()
             saved = f"the last checkpoint attempt failed too ({_first_line(e)}); the newest one is " \
                     f"{self.last_good or 'none'}"
-        what = ("Free space or fix the folder, then run the same command to resume" if disk else
-                "--debug shows where it was raised; once it is fixed, the same command resumes")
+        go_on = "to resume" if self.last_good else "and the run starts again from step 0"  # (it said "resume" there)
+        what = (f"Free space or fix the folder, then run the same command {go_on}" if disk else
+                "--debug shows where it was raised; once it is fixed, the same command "
+                + ("resumes" if self.last_good else "starts the run again from step 0"))
         raise LLMSRTError(f"[{self.cfg.stage}] cannot write the training logs in {self.out}{where} at step "
                           f"{self.step}: {reason}; {saved}. {what}") from (None if disk else error)
