@@ -39,7 +39,9 @@ as it comes, under its start time, and its exit status and seconds after it; eac
 list them), and, where the check was killed mid-bench, DIR/bench-running.json.
 `--device cpu` runs the same steps with the tiny shape (a test runs it). Exit status 0 when every step passed, 1 when
 one failed, 2 when none failed but the budget left one undone (not started, or stopped by the budget before its own
-limit): "incomplete", never "passed". On a GPU the cuda tests fail when one of them skipped, or none ran.
+limit): "incomplete", never "passed"; 128 + N when signal N stopped it (143 for SIGTERM, the device call's end; 130
+for Ctrl-C), as a process the signal ended: no outcome (report.json: `finished` false, `stopped`). On a GPU the cuda
+tests fail when one of them skipped, or none ran.
 
 Not proven by this check, whatever it says, and named in its report: several NCCL ranks (DDP, FSDP's fill of the
 weightless ranks from rank 0, HSDP's 2-D mesh; one GPU cannot host two NCCL ranks, so these ran on gloo only) and
@@ -119,7 +121,10 @@ def run(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
+    signals: list[int] = []  # the signal that stopped the check (`stop`)
+
     def stop(signum, _frame):  # the machine's call ending sends SIGTERM: the report says so, the command goes too
+        signals.append(signum)
         raise SystemExit(f"stopped by signal {signum}")
 
     (out / RUNNING_BENCH).unlink(missing_ok=True)  # an earlier check's, stopped from outside: not this one's rows
@@ -146,6 +151,12 @@ def run(args) -> int:
             what = f"{type(e).__name__}: {e}".splitlines()[0]  # outside the steps ends the check: FAILED, its error
             check.error, check.stopped = (what, None) if isinstance(e, Exception) else (None, what)
             write_report(check, check.started, final=isinstance(e, Exception))
+            if signals and isinstance(e, SystemExit):  # stopped, not failed (exit 1 read as FAILED): 128 + N, a
+                #   shell's status for a process the signal ended (Ctrl-C's 130 too), which make gpu-check reads as
+                #   stopped without an outcome
+                print(f"gpu-check: {e} (exit {128 + signals[0]}); {out / 'report.md'} says what it had finished",
+                      file=sys.stderr, flush=True)
+                raise SystemExit(128 + signals[0]) from None
             raise
         finally:
             signal.signal(signal.SIGTERM, previous)

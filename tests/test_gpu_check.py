@@ -184,6 +184,36 @@ sys.exit(gpu_check.main(["run", "--out", {str(tmp_path)!r}, "--device", "cpu", "
     assert "**Not finished**" in md and "step e2e" in md and "| cuda-tests | ok |" in md
 
 
+def test_a_check_a_sigterm_stops_exits_128_plus_15_not_failed(tmp_path):
+    """A SIGTERM (the device call's end) ended the check through SystemExit("stopped by signal 15"): exit 1, which
+    README and make gpu-check read as FAILED, while its report said it was stopped, not failed. It now exits 143
+    (128 + 15: a shell's status for a process SIGTERM ended, as train's and serve's), which make gpu-check reads as
+    stopped without an outcome, and says so in one line; its report is a stopped check's, as before."""
+    import signal
+
+    script = f"""import sys, time
+sys.path.insert(0, {str(ROOT / "scripts")!r})
+import gpu_check
+gpu_check.e2e_step = lambda check: time.sleep(60)
+sys.exit(gpu_check.main(["run", "--out", {str(tmp_path)!r}, "--device", "cpu", "--steps", "e2e"]))
+"""
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(300):
+            report = tmp_path / "report.json"
+            if report.is_file() and json.loads(report.read_text()).get("running") == "e2e":
+                break
+            time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert err.strip().splitlines()[-1] == (f"gpu-check: stopped by signal 15 (exit 143); {tmp_path / 'report.md'} "
+                                            "says what it had finished")
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["stopped"] == "SystemExit: stopped by signal 15" and report["finished"] is False
+
+
 STOPPED_CHECK = """import sys, types
 sys.path.insert(0, {scripts!r})
 import gpu_check
