@@ -45,6 +45,7 @@ FROZEN_KEYS = {"model.encoder weights": "encoder", "model.llm weights": "llm"}  
 # SHAPELESS ones may; lists are compared as sets, an adapter's options with its defaults filled in
 SHAPING = ("model.adapter", "model.lora.r", "model.lora.target_modules", "model.lora.bias", "trainable")
 SHAPELESS = ("num_heads",)  # adapter options that shape no parameter (the Q-Former's heads split one projection)
+ADAPTER_OPTIONS = "model.adapter_kwargs"  # compared with the adapter's defaults filled in (`_with_defaults`)
 PER_STEP = "examples per step (data.batch_size x optim.accumulation x ranks)"
 WEIGHTED = "data.train_weights weigh"  # what the weights share out (`loader.weighted_by_kind`)
 UNSET = object()  # a key one side of a comparison lacks
@@ -105,6 +106,9 @@ def changes(saved: dict[str, Any], current: dict[str, Any], init_from: str | Pat
         if key in FREE_ON_RESUME:
             continue
         old, new = (side.get(key, NEWER_DEFAULTS.get(key, UNSET)) for side in (saved, current))
+        if key == ADAPTER_OPTIONS and saved.get("model.adapter") == current.get("model.adapter"):
+            old, new = (_with_defaults(current.get("model.adapter"), side) for side in (old, new))  # (another kind
+            #   of adapter: the options as written; its defaults would all read as changes)
         if key in ORDERED and _reordered(old, new):
             found.append(f"{key} order {short(list(old))} -> {short(list(new))} (the data order and, on a tie, the "
                          "main task follow it)")
@@ -174,13 +178,22 @@ def carries_over(shaping: list[str]) -> bool:
     return all(c.startswith(("trainable", "ctc.", "model.lora added")) for c in shaping)
 
 
-def _shaping_options(kind: Any, options: dict) -> dict:
-    """An adapter's options as they shape its parameters: its constructor's defaults filled in (an option spelled out
-    at its default is no change), float options (dropout) and SHAPELESS ones left out."""
+def _with_defaults(kind: Any, options: Any) -> Any:
+    """An adapter's options (model.adapter_kwargs) with its constructor's defaults filled in: an option spelled out at
+    its default is no change (`dropout: 0.1` was "model.adapter_kwargs.dropout (unset) -> 0.1", add allow_changes);
+    as given where they are not a mapping or the kind is not known."""
     cls = ADAPTERS.get(kind) if isinstance(kind, str) else None
+    if cls is None or not isinstance(options, dict):
+        return options
     defaults = {n: p.default for n, p in inspect.signature(cls.__init__).parameters.items()
-                if p.default is not inspect.Parameter.empty} if cls is not None else {}
-    return {n: v for n, v in {**defaults, **options}.items() if not isinstance(v, float) and n not in SHAPELESS}
+                if p.default is not inspect.Parameter.empty}
+    return {**defaults, **options}
+
+
+def _shaping_options(kind: Any, options: dict) -> dict:
+    """An adapter's options as they shape its parameters: its constructor's defaults filled in (`_with_defaults`),
+    float options (dropout) and SHAPELESS ones left out."""
+    return {n: v for n, v in _with_defaults(kind, options).items() if not isinstance(v, float) and n not in SHAPELESS}
 
 
 def _ctc_head(settings: dict[str, Any]) -> bool:
