@@ -170,21 +170,13 @@ def _demo_rows(translations: int = 600, asr: int = 150) -> list[Row]:
 
 
 def _rows_trained(cfg, rows: list[Row]) -> set[str]:
-    """The row ids a stage's max_steps train on, its dataset and sampler built as TrainingData builds them."""
-    data = cfg.data
-    dataset = SpeechTextDataset(weighted_by_kind([rows], data.train_weights, data.tasks, seed=data.seed), data.tasks,
-                                seed=data.seed)
-    sampler = BucketBatchSampler(dataset.durations, data.batch_size, seed=data.seed,
-                                 step_batches=cfg.optim.accumulation,
-                                 groups=dataset.needs_speech() if mixes_text(data.tasks) else None)
-    sampler.start_at(data.start_step)
-    stream = sampler.stream()
-    batches = [next(stream) for _ in range(cfg.max_steps * cfg.optim.accumulation)]
-    return {dataset.example(i, epoch).id for epoch, _, batch in batches for i in batch}
+    """The row ids a stage's max_steps train on."""
+    return {row for step in _examples_trained(cfg, rows) for row in step}
 
 
 def _examples_trained(cfg, rows: list[Row]) -> list[list[str]]:
-    """The row ids of each optimizer step of a stage's max_steps, in order (as `_rows_trained` draws them)."""
+    """The row ids of each optimizer step of a stage's max_steps, in order, its dataset and sampler built as
+    TrainingData builds them."""
     data = cfg.data
     dataset = SpeechTextDataset(weighted_by_kind([rows], data.train_weights, data.tasks, seed=data.seed), data.tasks,
                                 seed=data.seed)
@@ -200,7 +192,7 @@ def _examples_trained(cfg, rows: list[Row]) -> list[list[str]]:
 def test_every_demo_run_trains_on_the_curriculum_s_examples(tmp_path):
     """The demo's curriculum keeps the paper's structure, each stage over the same rows: its SRT stage starts at the
     stream's start and trains on exactly SMT's rows. The Baseline and w/o SMT go over them as often: one pass a
-    stage, each pass the same examples in the same steps (until 2026-12-08 they ran the summed steps in one pass and
+    stage, each pass the same examples in the same steps (until 2026-12-07 they ran the summed steps in one pass and
     heard about twice the curriculum's distinct speech). At data.start_step = SMT's steps instead (the demo's default
     from 15:21 to 16:48 on 2026-12-07) the SRT stage trains on the rows SMT did not reach; measured at three seeds,
     that variant lost the curriculum's lead (README, "Three corrections")."""
