@@ -192,7 +192,7 @@ def _examples_trained(cfg, rows: list[Row]) -> list[list[str]]:
 def test_every_demo_run_trains_on_the_curriculum_s_examples(tmp_path):
     """The demo's curriculum keeps the paper's structure, each stage over the same rows: its SRT stage starts at the
     stream's start and trains on exactly SMT's rows. The Baseline and w/o SMT go over them as often: one pass a
-    stage, each pass the same examples in the same steps (until 2026-12-07 they ran the summed steps in one pass and
+    stage, each pass the same examples in the same steps (until 2026-12-07, 17:55, they ran the summed steps in one pass and
     heard about twice the curriculum's distinct speech). At data.start_step = SMT's steps instead (the demo's default
     from 15:21 to 16:48 on 2026-12-07) the SRT stage trains on the rows SMT did not reach; measured at three seeds,
     that variant lost the curriculum's lead (README, "Three corrections")."""
@@ -209,7 +209,7 @@ def test_every_demo_run_trains_on_the_curriculum_s_examples(tmp_path):
     seen = _examples_trained(smt, rows)
     assert len(seen) == smt.max_steps and len({r for step in seen for r in step}) > 0.9 * smt.max_steps * 8
     assert all(_examples_trained(s.config, rows) == seen for s in runs)
-    one_pass = replace(srt, max_steps=smt.max_steps + srt.max_steps)  # the single runs before 2026-12-08
+    one_pass = replace(srt, max_steps=smt.max_steps + srt.max_steps)  # the single runs until 2026-12-07 (17:55)
     assert len(_rows_trained(one_pass, rows)) > 1.9 * len(_rows_trained(smt, rows))
     going_on = _rows_trained(smt, rows) | _rows_trained(replace(srt, data=replace(srt.data, start_step=20)), rows)
     assert going_on == _rows_trained(one_pass, rows)
