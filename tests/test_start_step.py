@@ -192,10 +192,10 @@ def _examples_trained(cfg, rows: list[Row]) -> list[list[str]]:
 def test_every_demo_run_trains_on_the_curriculum_s_examples(tmp_path):
     """The demo's curriculum keeps the paper's structure, each stage over the same rows: its SRT stage starts at the
     stream's start and trains on exactly SMT's rows. The Baseline and w/o SMT go over them as often: one pass a
-    stage, each pass the same examples in the same steps (until 2026-12-07, 17:55, they ran the summed steps in one pass and
-    heard about twice the curriculum's distinct speech). At data.start_step = SMT's steps instead (the demo's default
-    from 15:21 to 16:48 on 2026-12-07) the SRT stage trains on the rows SMT did not reach; measured at three seeds,
-    that variant lost the curriculum's lead (README, "Three corrections")."""
+    stage, each pass the same examples in the same steps (until 2026-12-07, 17:55, they ran the summed steps in one
+    pass and heard about twice the curriculum's distinct speech). At data.start_step = SMT's steps instead (the
+    demo's default from 15:21 to 16:48 on 2026-12-07) the SRT stage trains on the rows SMT did not reach; measured at
+    three seeds, that variant lost the curriculum's lead (README, "Three corrections")."""
     from llm_srt.demo import demo_stages
 
     asr = tmp_path / "asr"

@@ -104,8 +104,8 @@ def single_passes(file: Path, cfg, curriculum: list, out: Path) -> list:
     curriculum stage (folders OUT_1, OUT_2, ...), each with that stage's steps, batch, accumulation and data start
     (the stream's start: the paper's stages each go over the whole data, so SRT goes over the rows SMT did), each
     from the one before's final/ with a fresh optimizer and warm-up as each stage has; the last pass's final/ is the
-    run's model. Until 2026-12-07 (17:55) a single run went once over the summed steps and heard twice the curriculum's
-    distinct speech (README, "Three corrections")."""
+    run's model. Until 2026-12-07 (17:55) a single run went once over the summed steps and heard twice the
+    curriculum's distinct speech (README, "Three corrections")."""
     from .train.curriculum import Stage
     from .train.final import FINAL
 
