@@ -67,7 +67,7 @@ demo: setup
 # installed first (make fetch-wheels, here). DEVICE=auto takes the GPU torch sees, and fails (at env, then stops)
 # where nvidia-smi is on PATH but torch sees no GPU; `make gpu-check DEVICE=cpu` is the CPU rehearsal: the same steps
 # here with tiny shapes. make exits 2 for any failure: the last line says the check's own status (0 passed, 1 FAILED,
-# 2 incomplete), which scripts/gpu-check.sh, run directly, exits with.
+# 2 incomplete, 128+N stopped by signal N), which scripts/gpu-check.sh, run directly, exits with.
 DEVICE ?= auto
 OUT ?= runs/gpu-check
 GPU_CHECK_ARGS ?=
