@@ -52,11 +52,12 @@ AudioInput = str | Path | bytes | np.ndarray
 
 def load_audio(source: AudioInput, sr: int = SAMPLE_RATE, max_seconds: float | None = MAX_SECONDS_DEFAULT,
                name: str | None = None, max_bytes: int | None = MAX_BYTES_DEFAULT, salvage: bool = False,
-               on_salvage: Callable[[str], None] | None = None) -> np.ndarray:
+               on_salvage: Callable[[str], None] | None = None, sample_rate: int | None = None) -> np.ndarray:
     """Read and validate audio. Returns float32 mono samples at `sr` Hz, shape (N,).
 
-    `source` is a path, the bytes of a file, or an array already at `sr` Hz ((N,) or (N, channels); a
-    (channels, N) array, as torchaudio and librosa give, is refused: pass its `.T`).
+    `source` is a path, the bytes of a file, or an array of samples at `sample_rate` Hz (None: `sr`), resampled
+    to `sr` with soxr as a file's are ((N,) or (N, channels); a (channels, N) array, as torchaudio and librosa give,
+    is refused: pass its `.T`).
     `max_seconds` caps the duration; `max_bytes` caps the samples a file decodes to (counted as float32, every
     channel, at the file's own rate: a 768 kHz stereo second is 6.1 MB), so a small compressed file cannot make
     the decoder work through gigabytes. Either is checked against the header before reading and again as blocks
@@ -69,7 +70,7 @@ def load_audio(source: AudioInput, sr: int = SAMPLE_RATE, max_seconds: float | N
     """
     label = shown(name or (str(source) if isinstance(source, (str, Path)) else "<audio>"))
     if isinstance(source, np.ndarray):
-        samples = _from_array(source, label, sr, max_seconds)
+        samples = _from_array(source, label, sr, max_seconds, sr if sample_rate is None else sample_rate)
     else:
         samples = _decode(source, label, sr, max_seconds, max_bytes, salvage, on_salvage)
     if samples.size == 0:
@@ -83,7 +84,17 @@ def load_audio(source: AudioInput, sr: int = SAMPLE_RATE, max_seconds: float | N
     return np.clip(samples, -1.0, 1.0, out=samples)
 
 
-def _from_array(source: np.ndarray, label: str, sr: int, max_seconds: float | None) -> np.ndarray:
+def array_rate(rate, where: str = "") -> int:
+    """`rate` (an array's sample rate, Hz) as an int, checked: AudioError outside MIN_RATE..MAX_RATE or not whole."""
+    if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)) or not MIN_RATE <= rate <= MAX_RATE:
+        raise AudioError(f"{where}sample_rate={rate!r}: give the array's rate in Hz, a whole number from {MIN_RATE} "
+                         f"to {MAX_RATE} (16000 when it is already at Whisper's rate)")
+    return int(rate)
+
+
+def _from_array(source: np.ndarray, label: str, sr: int, max_seconds: float | None, rate: int) -> np.ndarray:
+    """An array of samples at `rate` Hz, checked, mixed down and resampled -> (N,) float32 at `sr` Hz."""
+    rate = array_rate(rate, f"{label}: ")
     samples = np.asarray(source)
     if samples.ndim not in (1, 2) or samples.ndim == 2 and samples.shape[1] == 0:
         raise AudioError(f"{label}: expected a 1-D or (samples, channels) array, got shape {samples.shape}")
@@ -94,11 +105,12 @@ def _from_array(source: np.ndarray, label: str, sr: int, max_seconds: float | No
                          "(torchaudio, librosa), pass array.T")
     if not np.issubdtype(samples.dtype, np.floating):
         raise AudioError(f"{label}: expected float samples in [-1, 1], got dtype {samples.dtype}")
-    if max_seconds is not None and len(samples) / sr > max_seconds:
-        raise AudioOverLimit(f"{label}: {_longer(len(samples) / sr, max_seconds)} s is longer than the "
+    if max_seconds is not None and len(samples) / rate > max_seconds:
+        raise AudioOverLimit(f"{label}: {_longer(len(samples) / rate, max_seconds)} s is longer than the "
                              f"{_seconds(max_seconds)} s limit; split the file first", limit="max_seconds")
     _check_values(samples, label)
-    return _mono(samples)
+    mono = _mono(samples)
+    return mono if rate == sr else soxr.resample(mono, rate, sr, quality="HQ").astype(np.float32, copy=False)
 
 
 def _mono(block: np.ndarray, copy: bool = True) -> np.ndarray:

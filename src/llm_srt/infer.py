@@ -26,7 +26,8 @@ import torch
 
 from . import device as placement_of
 from . import languages, subtitles
-from .audio import SAMPLE_RATE, WINDOW_SECONDS, AudioInput, cut_overrun, load_audio  # the window: the longest segment
+from .audio import (SAMPLE_RATE, WINDOW_SECONDS, AudioInput, array_rate, cut_overrun,  # the window: the longest
+                    load_audio)  # segment
 from .batched import (ALONE_OUT_OF_MEMORY, MAX_NEW_TOKENS, MAX_NEW_TOKENS_HELP, NOT_RUN, error_line,  # noqa: F401
                       give_back_gpu_memory, item_budget, max_new_tokens, run_items, script_factor)  # (re-exported)
 from .errors import LLMSRTError, shown
@@ -177,8 +178,12 @@ class SpeechTranslator:
                   whole_clips: bool = False, shortest_first: bool = False,
                   cancelled: Callable[[int], bool] | None = None, remember_out_of_memory: bool = True,
                   between_batches: Callable[[float], object] | None = None,
-                  on_stopped: Callable[[int, TranslationResult], object] | None = None) -> list[TranslationResult]:
-        """One result per input, in order. `src` / `tgt` / `task`: one value, or one per input ("auto" source:
+                  on_stopped: Callable[[int, TranslationResult], object] | None = None,
+                  sample_rate: int = SAMPLE_RATE) -> list[TranslationResult]:
+        """One result per input, in order. An input is a path, the bytes of a file (any rate: resampled), or a float
+        array of shape (samples,) or (samples, channels) at `sample_rate` Hz (default 16000,
+        Whisper's: an array at another rate, e.g. sf.read's 44.1 kHz, is resampled from the rate given here).
+        `src` / `tgt` / `task`: one value, or one per input ("auto" source:
         language ID per input, from its longest speech segment; "auto" task: `auto_task`, what the model was trained
         for). Each input goes to the system as its speech
         segments (`speech_segments`); one without speech gets no segment and empty texts. `whole_clips` (evaluate:
@@ -204,6 +209,7 @@ class SpeechTranslator:
         segments kept none)."""
         if batch_size < 1:
             raise LLMSRTError(f"batch size must be at least 1, got {batch_size} (--batch-size)")
+        sample_rate = array_rate(sample_rate)  # the arrays' rate, for every one of them: a bad one stops here
         n = len(inputs)
         srcs, tgts = _per_input(src, n, "--src"), _per_input(tgt, n, "--tgt")
         tasks = [self.auto_task if t == AUTO_TASK else Task(t) for t in _per_input(task, n, "--task")]
@@ -250,7 +256,7 @@ class SpeechTranslator:
 
         pending = 0.0
         window = [0] * n  # each input's window of its group (FINISH_WINDOW_SECONDS)
-        ahead = [x.shape[0] / SAMPLE_RATE if isinstance(x, np.ndarray) and x.ndim else 0.0 for x in inputs]
+        ahead = [x.shape[0] / sample_rate if isinstance(x, np.ndarray) and x.ndim else 0.0 for x in inputs]
 
         def run(work: list[tuple[int, int, Segment, Item]], seconds: float, reached: int) -> None:
             # the group holds `seconds` of the inputs before `reached`: run_items' share of it -> the whole call's
@@ -281,7 +287,7 @@ class SpeechTranslator:
                 # a file decoding in part is translated as far as it goes, but not where its reference (evaluate's
                 # whole clips) or its given transcript (SMT) belongs to the whole of it: there it fails, counted
                 samples = load_audio(inputs[i], name=a.label, salvage=not (whole_clips or a.transcript),
-                                     on_salvage=warnings[i].append)
+                                     on_salvage=warnings[i].append, sample_rate=sample_rate)
                 if whole_clips or a.transcript:  # a frame over the window: cut to it, as in training
                     samples = cut_overrun(samples, segment_options.max_seconds)
                 durations[i] = samples.size / SAMPLE_RATE
