@@ -1,9 +1,10 @@
-"""What `SpeechTranslator.translate` takes as an input (arrays at their own rate) and how it checks its call-wide
-options before any work, on a stub system."""
+"""What `SpeechTranslator.translate` takes as an input (arrays at their own rate, torch tensors, nothing else) and
+how it checks its call-wide options before any work (a bad task, a bad SegmentOptions), on a stub system."""
 
 import numpy as np
 import pytest
 import soxr
+import torch
 
 from llm_srt.audio import load_audio
 from llm_srt.errors import LLMSRTError
@@ -30,3 +31,35 @@ def test_a_bad_sample_rate_is_refused_once_before_any_work(rate):
     with pytest.raises(LLMSRTError, match=r"^sample_rate=.*whole number from 1000 to 768000"):
         SpeechTranslator(stub).translate([recording(1.0, [(0.2, 0.8)])], "eng", "deu", sample_rate=rate)
     assert stub.batches == []
+
+
+def test_a_torch_tensor_is_read_as_its_array():
+    """Before, a tensor (torchaudio's) was taken for the bytes of a file: "a bytes-like object is required"."""
+    speech = recording(2.0, [(0.3, 1.7)])
+    mono = torch.from_numpy(speech)
+    stereo = torch.from_numpy(np.stack([speech, speech], axis=1)).to(torch.bfloat16)  # no numpy dtype of its own
+    [a, b, c] = SpeechTranslator(Stub()).translate([mono, stereo.requires_grad_(), mono.to(torch.float64)],
+                                                   "eng", "deu")
+    assert [r.error for r in (a, b, c)] == [None] * 3
+    assert a.duration == b.duration == c.duration == pytest.approx(2.0)
+    assert a.audio == "<array 0>"
+
+
+def test_a_channels_first_tensor_or_a_list_fails_its_input_only_with_one_line():
+    speech = recording(2.0, [(0.3, 1.7)])
+    first = torch.from_numpy(np.stack([speech, speech]))  # (channels, samples): torchaudio's shape
+    ok, channels_first, as_list, as_int = SpeechTranslator(Stub()).translate(
+        [speech, first, speech.tolist(), torch.zeros(SR, dtype=torch.int16)], "eng", "deu")
+    assert ok.error is None
+    assert channels_first.error == load_audio_error(first.numpy(), "<array 1>")  # the ndarray path's line
+    assert "pass array.T" in channels_first.error
+    assert as_list.error.startswith("<array 2>: got a list; give a path, the bytes of a file, or a float array or "
+                                    "torch tensor")
+    assert "dtype int16" in as_int.error
+    assert all("\n" not in r.error for r in (channels_first, as_list, as_int))
+
+
+def load_audio_error(x, name: str) -> str:
+    with pytest.raises(LLMSRTError) as e:
+        load_audio(x, name=name)
+    return str(e.value)

@@ -10,6 +10,7 @@ import io
 import math
 import os
 import struct
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -47,7 +48,9 @@ MP3_BLOCK_FRAMES = 2 * 1152  # an MP3 is decoded this many frames (two MPEG-1 La
 MP3_SLACK = 2 * 1152  # frames (two of MPEG-1 Layer III's) an MP3 may decode short of its Xing count and still be
 #   whole: decoders differ on the encoder delay and padding that count leaves out
 
-AudioInput = str | Path | bytes | np.ndarray
+AudioInput = str | Path | bytes | np.ndarray  # or a torch.Tensor (read as its array)
+ACCEPTED = ("a path, the bytes of a file, or a float array or torch tensor of shape (samples,) or "
+            "(samples, channels)")  # what load_audio takes, for the line refusing anything else
 
 
 def load_audio(source: AudioInput, sr: int = SAMPLE_RATE, max_seconds: float | None = MAX_SECONDS_DEFAULT,
@@ -57,7 +60,7 @@ def load_audio(source: AudioInput, sr: int = SAMPLE_RATE, max_seconds: float | N
 
     `source` is a path, the bytes of a file, or an array of samples at `sample_rate` Hz (None: `sr`), resampled
     to `sr` with soxr as a file's are ((N,) or (N, channels); a (channels, N) array, as torchaudio and librosa give,
-    is refused: pass its `.T`).
+    is refused: pass its `.T`). A torch tensor (on any device) is read as its array; anything else is refused.
     `max_seconds` caps the duration; `max_bytes` caps the samples a file decodes to (counted as float32, every
     channel, at the file's own rate: a 768 kHz stereo second is 6.1 MB), so a small compressed file cannot make
     the decoder work through gigabytes. Either is checked against the header before reading and again as blocks
@@ -69,8 +72,14 @@ def load_audio(source: AudioInput, sr: int = SAMPLE_RATE, max_seconds: float | N
     Raises AudioError with a one-line message naming the input for anything unusable.
     """
     label = shown(name or (str(source) if isinstance(source, (str, Path)) else "<audio>"))
+    if (torch := sys.modules.get("torch")) is not None and isinstance(source, torch.Tensor):  # no tensor without it
+        source = source.detach().cpu()
+        source = (source.float() if source.is_floating_point() else source).numpy()  # bfloat16 has no numpy dtype
     if isinstance(source, np.ndarray):
         samples = _from_array(source, label, sr, max_seconds, sr if sample_rate is None else sample_rate)
+    elif not isinstance(source, (str, Path, bytes, bytearray, memoryview)):
+        raise AudioError(f"{label}: got a {type(source).__name__}; give {ACCEPTED} (np.asarray(x, np.float32) "
+                         "for a list of samples)")
     else:
         samples = _decode(source, label, sr, max_seconds, max_bytes, salvage, on_salvage)
     if samples.size == 0:

@@ -181,7 +181,7 @@ class SpeechTranslator:
                   on_stopped: Callable[[int, TranslationResult], object] | None = None,
                   sample_rate: int = SAMPLE_RATE) -> list[TranslationResult]:
         """One result per input, in order. An input is a path, the bytes of a file (any rate: resampled), or a float
-        array of shape (samples,) or (samples, channels) at `sample_rate` Hz (default 16000,
+        array or torch tensor of shape (samples,) or (samples, channels) at `sample_rate` Hz (default 16000,
         Whisper's: an array at another rate, e.g. sf.read's 44.1 kHz, is resampled from the rate given here).
         `src` / `tgt` / `task`: one value, or one per input ("auto" source:
         language ID per input, from its longest speech segment; "auto" task: `auto_task`, what the model was trained
@@ -256,7 +256,7 @@ class SpeechTranslator:
 
         pending = 0.0
         window = [0] * n  # each input's window of its group (FINISH_WINDOW_SECONDS)
-        ahead = [x.shape[0] / sample_rate if isinstance(x, np.ndarray) and x.ndim else 0.0 for x in inputs]
+        ahead = [x.shape[0] / sample_rate if getattr(x, "ndim", 0) else 0.0 for x in inputs]  # arrays, tensors
 
         def run(work: list[tuple[int, int, Segment, Item]], seconds: float, reached: int) -> None:
             # the group holds `seconds` of the inputs before `reached`: run_items' share of it -> the whole call's
