@@ -464,7 +464,10 @@ def add_arguments(parser) -> None:
 
 def main(args) -> int:
     configs, overrides = split_items(args.items)
-    stages = args.stages.split(",") if args.stages else None
+    if args.stages is not None and not args.stages.strip():  # `--stages "$STAGES"` unset ran every stage
+        raise ConfigError("--stages is empty (an unset shell variable?); name the stages, e.g. --stages smt,srt, or "
+                          "leave the option out to run them all")
+    stages = args.stages.split(",") if args.stages is not None else None
     say = print if int(os.environ.get("RANK") or 0) == 0 else lambda *_: None  # under torchrun, rank 0 alone (every
     try:
         finals = run_curriculum(configs, overrides, stages, args.out_root, log=say)  # rank printed each stage's lines)
