@@ -63,3 +63,28 @@ def load_audio_error(x, name: str) -> str:
     with pytest.raises(LLMSRTError) as e:
         load_audio(x, name=name)
     return str(e.value)
+
+
+def test_a_bad_task_for_every_input_is_refused_once_naming_the_tasks():
+    """Before, task="sr" stopped the call with a raw ValueError ("'sr' is not a valid Task")."""
+    stub = Stub()
+    with pytest.raises(LLMSRTError, match=r"^task 'sr' is not a task: use one of auto, asr, smt, srt, s2tt, mt, "
+                                          r"asr\+smt \(--task\)$"):
+        SpeechTranslator(stub).translate([recording(1.0, [(0.2, 0.8)])], "eng", "deu", task="sr")
+    with pytest.raises(LLMSRTError, match="^task None is not a task"):
+        SpeechTranslator(stub).translate([], "eng", "deu", task=None)
+    assert stub.batches == []
+
+
+def test_a_bad_per_input_task_fails_its_input_only():
+    """Before, task=["srt", "bogus"] stopped the whole call, where a bad per-input src or tgt fails its input."""
+    stub = Stub()
+    clip = recording(1.5, [(0.2, 1.3)])
+    got = []
+    good, bad = SpeechTranslator(stub).translate([clip, clip], "eng", "deu", task=["srt", "bogus"],
+                                                 on_result=lambda i, r: got.append(i))
+    assert good.error is None and good.translation.startswith("tr") and good.task == "srt"
+    assert bad.error.startswith("task 'bogus' is not a task: use one of auto, asr")
+    assert (bad.task, bad.segments, bad.untranslated) == ("bogus", [], 0)
+    assert bad.to_dict()["error"] == bad.error and sorted(got) == [0, 1]
+    assert len(stub.batches) == 1 and sum(map(len, stub.batches)) == 1  # only the good input ran

@@ -86,7 +86,7 @@ class TranslationResult:
     def untranslated(self) -> int:
         """Segments that ran but came back without a translation, where the task writes one (the model wrote none,
         or stopped at its token budget first)."""
-        if not Task(self.task).needs_translation:
+        if self.task not in [t.value for t in Task if t.needs_translation]:  # ASR, or a per-input task that is none
             return 0
         return sum(s.error is None and not s.translation for s in self.segments)
 
@@ -115,7 +115,7 @@ class _Input:
     label: str
     src: str | None  # None / "auto": language ID decides, per input
     tgt: str | None
-    task: Task
+    task: Task | str  # a str: a per-input task that is none (its input fails with that error, never run)
     transcript: str = ""
 
 
@@ -138,6 +138,16 @@ def retryable(error: str | None) -> bool:
 class ContentError(LLMSRTError):
     """An input that fails by what its file holds (an SMT clip longer than the window), not by a passing error:
     its result's `by_content` is set."""
+
+TASK_NAMES = ", ".join([AUTO_TASK] + [t.value for t in Task])
+
+
+def _task_error(task) -> str | None:
+    """Why `task` is no task translate() runs (None: it is one)."""
+    if task == AUTO_TASK or isinstance(task, Task) or task in TASK_NAMES.split(", "):
+        return None
+    return f"task {task!r} is not a task: use one of {TASK_NAMES}"
+
 
 def _per_input(value, n: int, option: str) -> list:
     """A scalar (the same for every input) or a sequence of one value per input -> a list of n values."""
@@ -212,15 +222,19 @@ class SpeechTranslator:
         sample_rate = array_rate(sample_rate)  # the arrays' rate, for every one of them: a bad one stops here
         n = len(inputs)
         srcs, tgts = _per_input(src, n, "--src"), _per_input(tgt, n, "--tgt")
-        tasks = [self.auto_task if t == AUTO_TASK else Task(t) for t in _per_input(task, n, "--task")]
         # one value for every input is an option: a bad one stops here; a bad per-input value fails its input only
+        if (task is None or isinstance(task, str)) and (error := _task_error(task)):
+            raise LLMSRTError(f"{error} (--task)")
+        given = _per_input(task, n, "--task")
+        bad_task = {i: error for i, t in enumerate(given) if (error := _task_error(t))}
+        tasks = [None if i in bad_task else self.auto_task if t == AUTO_TASK else Task(t) for i, t in enumerate(given)]
         if isinstance(src, str) and src != "auto":
             languages.get(src)
         if tgt is None or isinstance(tgt, str):
             if tgt is not None:
                 languages.get(tgt)
-            elif any(k.needs_translation for k in tasks):
-                raise LLMSRTError(f"task {next(k for k in tasks if k.needs_translation).value} needs a target "
+            elif any(k and k.needs_translation for k in tasks):
+                raise LLMSRTError(f"task {next(k for k in tasks if k and k.needs_translation).value} needs a target "
                                   "language (--tgt)")
         if transcripts is not None and len(transcripts) != n:
             raise LLMSRTError(f"--transcript: {len(transcripts)} transcripts for {n} inputs; give one per input")
@@ -228,7 +242,7 @@ class SpeechTranslator:
             raise LLMSRTError("task smt needs one transcript per input (--transcript)")
         asked = [_Input(shown(str(x)) if isinstance(x, (str, Path)) else  # the bytes of a file are no array
                         f"<{'bytes' if isinstance(x, (bytes, bytearray, memoryview)) else 'array'} {i}>", srcs[i],
-                        tgts[i] if tasks[i].needs_translation else None, tasks[i],
+                        tgts[i] if tasks[i] is None or tasks[i].needs_translation else None, tasks[i] or str(given[i]),
                         transcripts[i] if transcripts else "") for i, x in enumerate(inputs)]
 
         durations = [0.0] * n
@@ -280,8 +294,8 @@ class SpeechTranslator:
                 between(0.0)  # decoding and language ID and first batch (run_items calls `between` inside a group)
 
         for i, a in enumerate(asked):
-            if cancelled is not None and cancelled(i):
-                done(i, NOT_RUN)
+            if cancelled is not None and cancelled(i) or i in bad_task:
+                done(i, bad_task.get(i, NOT_RUN))
                 continue
             try:
                 # a file decoding in part is translated as far as it goes, but not where its reference (evaluate's
@@ -349,7 +363,7 @@ def _result(a: _Input, lang: str | None, duration: float, segments: list[Segment
     """An input's result from its segments (the failed ones have no text) or its own error (`by_content`: a
     ContentError's), and the warning of its audio decoded only in part, if it was."""
     return TranslationResult(
-        a.label, lang, a.tgt, a.task.value, duration=duration, segments=segments,
+        a.label, lang, a.tgt, getattr(a.task, "value", a.task), duration=duration, segments=segments,
         error=error or segments_error(segments), transcript=_joined([s.transcript for s in segments], lang),
         translation=_joined([s.translation for s in segments], a.tgt), warning=warnings[0] if warnings else None,
         by_content=by_content and error is not None)
